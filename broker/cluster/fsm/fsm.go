@@ -1,0 +1,367 @@
+// Package fsm is the replicated state machine of an edgechat cluster: it
+// applies committed Raft entries into the node's Badger database. An entry
+// is a batch of commands; each command carries a type byte and is
+// dispatched through a table of handlers that the owners of the state
+// (cluster, auth, users, archive) register. Unknown types are skipped so
+// that a node can run next to newer nodes during a rolling upgrade.
+//
+// Every replicated key lives under the prefix "r/". The index of the last
+// applied entry is stored in the same Badger transaction as the entry's
+// effects, so replaying the log after a restart is idempotent.
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+// Prefix is the key prefix of all replicated state.
+var Prefix = []byte("r/")
+
+var appliedKey = []byte("r/sys/applied")
+
+// Sentinel errors.
+var (
+	ErrUnknownCommand = errors.New("fsm: unknown command type")
+	ErrBadEntry       = errors.New("fsm: malformed log entry")
+)
+
+// Position identifies a command in the log: the Raft index of its entry
+// and its place in the entry's batch. Seq orders all commands of the
+// cluster identically on every node.
+type Position struct {
+	Index uint64
+	Sub   uint16
+}
+
+// Seq is a cluster-wide, gap-tolerant, strictly increasing sequence number.
+func (p Position) Seq() uint64 { return p.Index<<16 | uint64(p.Sub) }
+
+// Handler applies one command inside tx. A returned error is the
+// command's result (for example a conflict), not a failure of the entry:
+// a handler that returns an error must not have written anything.
+type Handler func(tx *badger.Txn, at Position, payload []byte) (any, error)
+
+// Result is the outcome of one command of an entry.
+type Result struct {
+	Value any
+	Err   error
+}
+
+// Command is one typed command.
+type Command struct {
+	Type    byte
+	Payload []byte
+}
+
+// FSM implements raft.FSM over a Badger database.
+type FSM struct {
+	db  *badger.DB
+	log *slog.Logger
+
+	mu        sync.RWMutex
+	handlers  [256]Handler
+	onRestore []func()
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// New returns an FSM applying into db.
+func New(db *badger.DB, log *slog.Logger) *FSM {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &FSM{db: db, log: log}
+}
+
+// Register installs the handler of a command type. Register all handlers
+// before Raft starts.
+func (f *FSM) Register(t byte, h Handler) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.handlers[t] != nil {
+		panic(fmt.Sprintf("fsm: command type %#x registered twice", t))
+	}
+	f.handlers[t] = h
+}
+
+// OnRestore registers fn to run after a snapshot replaced the state, so
+// that owners can drop caches.
+func (f *FSM) OnRestore(fn func()) {
+	f.mu.Lock()
+	f.onRestore = append(f.onRestore, fn)
+	f.mu.Unlock()
+}
+
+// DB is the database the FSM applies into; owners read their prefix from it.
+func (f *FSM) DB() *badger.DB { return f.db }
+
+// AppliedIndex is the index of the last entry applied into the database.
+func (f *FSM) AppliedIndex() (uint64, error) {
+	var idx uint64
+	err := f.db.View(func(tx *badger.Txn) error {
+		var err error
+		idx, err = readApplied(tx)
+		return err
+	})
+	return idx, err
+}
+
+func readApplied(tx *badger.Txn) (uint64, error) {
+	it, err := tx.Get(appliedKey)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var idx uint64
+	err = it.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return ErrBadEntry
+		}
+		idx = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return idx, err
+}
+
+// EncodeBatch packs commands into one log entry: a version byte, the
+// count, then type, length and payload of each command.
+func EncodeBatch(cmds []Command) []byte {
+	n := 1 + binary.MaxVarintLen64
+	for _, c := range cmds {
+		n += 1 + binary.MaxVarintLen64 + len(c.Payload)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, 1)
+	b = binary.AppendUvarint(b, uint64(len(cmds)))
+	for _, c := range cmds {
+		b = append(b, c.Type)
+		b = binary.AppendUvarint(b, uint64(len(c.Payload)))
+		b = append(b, c.Payload...)
+	}
+	return b
+}
+
+// DecodeBatch is the inverse of EncodeBatch.
+func DecodeBatch(b []byte) ([]Command, error) {
+	if len(b) < 1 || b[0] != 1 {
+		return nil, fmt.Errorf("%w: unknown batch version", ErrBadEntry)
+	}
+	b = b[1:]
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > 1<<16 {
+		return nil, fmt.Errorf("%w: bad count", ErrBadEntry)
+	}
+	b = b[k:]
+	cmds := make([]Command, 0, n)
+	for i := uint64(0); i < n; i++ {
+		if len(b) < 1 {
+			return nil, fmt.Errorf("%w: truncated", ErrBadEntry)
+		}
+		t := b[0]
+		l, k := binary.Uvarint(b[1:])
+		if k <= 0 || l > uint64(len(b)-1-k) {
+			return nil, fmt.Errorf("%w: bad length", ErrBadEntry)
+		}
+		start := 1 + k
+		cmds = append(cmds, Command{Type: t, Payload: b[start : start+int(l)]})
+		b = b[start+int(l):]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: trailing bytes", ErrBadEntry)
+	}
+	return cmds, nil
+}
+
+// Apply applies a committed entry and returns []Result, one per command.
+// Entries at or below the stored applied index are skipped (a replay).
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	cmds, err := DecodeBatch(l.Data)
+	if err != nil {
+		f.log.Error("skipping malformed raft entry", "index", l.Index, "err", err)
+		return []Result{{Err: err}}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	results := make([]Result, len(cmds))
+	tx := f.db.NewTransaction(true)
+	defer func() { tx.Discard() }()
+	applied, err := readApplied(tx)
+	if err != nil {
+		panic(fmt.Sprintf("fsm: reading applied index: %v", err))
+	}
+	if l.Index <= applied {
+		for i := range results {
+			results[i].Err = ErrReplayed
+		}
+		return results
+	}
+	for i, c := range cmds {
+		h := f.handlers[c.Type]
+		if h == nil {
+			f.log.Warn("skipping unknown command type", "type", c.Type, "index", l.Index)
+			results[i].Err = fmt.Errorf("%w %#x", ErrUnknownCommand, c.Type)
+			continue
+		}
+		pos := Position{Index: l.Index, Sub: uint16(i)}
+		v, herr := h(tx, pos, c.Payload)
+		if errors.Is(herr, badger.ErrTxnTooBig) {
+			// Commit what we have and give the command a fresh transaction.
+			if err := tx.Commit(); err != nil {
+				panic(fmt.Sprintf("fsm: commit: %v", err))
+			}
+			tx = f.db.NewTransaction(true)
+			v, herr = h(tx, pos, c.Payload)
+		}
+		results[i] = Result{Value: v, Err: herr}
+	}
+	var idx [8]byte
+	binary.BigEndian.PutUint64(idx[:], l.Index)
+	if err := tx.Set(appliedKey, idx[:]); err != nil {
+		panic(fmt.Sprintf("fsm: set applied: %v", err))
+	}
+	if err := tx.Commit(); err != nil {
+		// The database is the state; if it cannot be written the node
+		// must stop rather than diverge from the log.
+		panic(fmt.Sprintf("fsm: commit entry %d: %v", l.Index, err))
+	}
+	return results
+}
+
+// ErrReplayed marks the results of an entry that was already applied
+// before a restart.
+var ErrReplayed = errors.New("fsm: entry already applied")
+
+// Snapshot returns a point-in-time copy of the replicated keys.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	return &snapshot{db: f.db}, nil
+}
+
+const snapMagic = "ECSNAP1\n"
+
+type snapshot struct{ db *badger.DB }
+
+// Persist writes every replicated key from one read transaction, so the
+// stored applied index matches the data exactly.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	err := s.db.View(func(tx *badger.Txn) error { return writeSnapshot(tx, sink) })
+	if err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+func writeSnapshot(tx *badger.Txn, w io.Writer) error {
+	applied, err := readApplied(tx)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, 64<<10)
+	buf = append(buf, snapMagic...)
+	buf = binary.BigEndian.AppendUint64(buf, applied)
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = Prefix
+	it := tx.NewIterator(opts)
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()
+		buf = binary.AppendUvarint(buf, uint64(len(k)))
+		buf = append(buf, k...)
+		err := item.Value(func(v []byte) error {
+			buf = binary.AppendUvarint(buf, uint64(len(v)))
+			buf = append(buf, v...)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(buf) > 32<<10 {
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+	}
+	buf = binary.AppendUvarint(buf, 0) // end marker: an empty key
+	_, err = w.Write(buf)
+	return err
+}
+
+// Restore replaces the replicated state with a snapshot's, unless the
+// local state already includes it (a restart with the data dir intact).
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	r := newByteReader(rc)
+	magic := make([]byte, len(snapMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapMagic {
+		return fmt.Errorf("%w: bad snapshot header", ErrBadEntry)
+	}
+	var ib [8]byte
+	if _, err := io.ReadFull(r, ib[:]); err != nil {
+		return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+	}
+	snapApplied := binary.BigEndian.Uint64(ib[:])
+	local, err := f.AppliedIndex()
+	if err != nil {
+		return err
+	}
+	if local >= snapApplied && local > 0 {
+		f.log.Info("local state already includes the snapshot; keeping it", "local", local, "snapshot", snapApplied)
+		return nil
+	}
+	if err := f.db.DropPrefix(Prefix); err != nil {
+		return fmt.Errorf("fsm: drop state: %w", err)
+	}
+	wb := f.db.NewWriteBatch()
+	defer wb.Cancel()
+	for {
+		kl, err := binary.ReadUvarint(r)
+		if err != nil {
+			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+		}
+		if kl == 0 {
+			break
+		}
+		key := make([]byte, kl)
+		if _, err := io.ReadFull(r, key); err != nil {
+			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+		}
+		vl, err := binary.ReadUvarint(r)
+		if err != nil || vl > 1<<30 {
+			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+		}
+		val := make([]byte, vl)
+		if _, err := io.ReadFull(r, val); err != nil {
+			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+		}
+		if err := wb.Set(key, val); err != nil {
+			return err
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("fsm: load snapshot: %w", err)
+	}
+	f.mu.RLock()
+	fns := append([]func(){}, f.onRestore...)
+	f.mu.RUnlock()
+	for _, fn := range fns {
+		fn()
+	}
+	return nil
+}

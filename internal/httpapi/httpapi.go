@@ -1,0 +1,148 @@
+// Package httpapi is the small shared vocabulary of edgechat's HTTP
+// services: routes, the verified principal in a request context, JSON
+// responses, JSON errors with stable codes and strict request decoding.
+// The gateway mounts routes; services write handlers against this.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Principal is the identity the gateway verified from a bearer token.
+type Principal = wire.Principal
+
+type principalKey struct{}
+
+// WithPrincipal stores the verified identity in ctx; only the gateway calls it.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the verified identity of the request.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// Route is one endpoint a service offers.
+type Route struct {
+	Method  string // GET, POST, ...
+	Pattern string // net/http ServeMux pattern without the method, e.g. "/user/{uid}"
+	Handler http.HandlerFunc
+	Public  bool   // reachable without a token
+	Class   string // rate-limit class, e.g. "auth", "read", "write"
+	MaxBody int64  // request body limit in bytes; 0 means DefaultMaxBody
+}
+
+// DefaultMaxBody limits JSON request bodies.
+const DefaultMaxBody = 64 << 10
+
+// Error codes shared by services; a service may add its own.
+const (
+	CodeBadRequest     = "bad_request"
+	CodeInvalidJSON    = "invalid_json"
+	CodeUnknownField   = "unknown_field"
+	CodeValidation     = "validation_failed"
+	CodeUnauthorized   = "unauthorized"
+	CodeForbidden      = "forbidden"
+	CodeNotFound       = "not_found"
+	CodeConflict       = "conflict"
+	CodeTooLarge       = "payload_too_large"
+	CodeUnsupported    = "unsupported_media_type"
+	CodeRateLimited    = "rate_limited"
+	CodeUnavailable    = "unavailable"
+	CodeInternal       = "internal"
+	CodeMethodNotAllow = "method_not_allowed"
+)
+
+// Error is a JSON error response: {"error":{"code","message"}}.
+type Error struct {
+	Status     int    `json:"-"`
+	Code       string `json:"code"`
+	Message    string `json:"message"`
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf builds an *Error.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WriteJSON writes v with the status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes err as a JSON error; errors that are not *Error become 500.
+func WriteError(w http.ResponseWriter, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}
+	}
+	if e.RetryAfter > 0 {
+		secs := int((e.RetryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	WriteJSON(w, e.Status, struct {
+		Error *Error `json:"error"`
+	}{e})
+}
+
+// DecodeJSON strictly decodes a JSON request body into v: the content
+// type must be JSON, unknown fields and trailing data are refused, and the
+// body may be at most maxBytes (DefaultMaxBody when 0).
+func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxBody
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return Errorf(http.StatusUnsupportedMediaType, CodeUnsupported, "content type must be application/json")
+		}
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
+	if err != nil {
+		return Errorf(http.StatusBadRequest, CodeBadRequest, "reading body: %v", err)
+	}
+	if int64(len(body)) > maxBytes {
+		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body over %d bytes", maxBytes)
+	}
+	return DecodeJSONBytes(body, v)
+}
+
+// DecodeJSONBytes is DecodeJSON's strict decoding of an in-memory body.
+func DecodeJSONBytes(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var ute *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &ute):
+			return Errorf(http.StatusBadRequest, CodeValidation, "field %q has the wrong type", ute.Field)
+		case bytes.HasPrefix([]byte(err.Error()), []byte("json: unknown field")):
+			return Errorf(http.StatusBadRequest, CodeUnknownField, "%s", err.Error()[6:])
+		default:
+			return Errorf(http.StatusBadRequest, CodeInvalidJSON, "invalid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return Errorf(http.StatusBadRequest, CodeInvalidJSON, "trailing data after the JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+// Package wire holds the types that travel between clients, the broker and
+// the services: the chat message envelope, topic names, presence, receipt
+// and typing payloads, and the type bytes of replicated commands. It is
+// the ground floor: it imports nothing of edgechat's except snowflake.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+)
+
+// Limits on a client envelope.
+const (
+	MaxEnvelopeBytes = 16 << 10 // whole JSON payload
+	MaxBodyBytes     = 8 << 10  // the body field
+	MaxCIDLen        = 64
+	MaxMediaIDLen    = 128
+)
+
+// Message types a client may send.
+const (
+	TypeText  = "text"
+	TypeMedia = "media"
+)
+
+// Sentinel errors of envelope parsing; ParseEnvelope wraps them in
+// *EnvelopeError with the offending field.
+var (
+	ErrTooLarge     = errors.New("envelope too large")
+	ErrMalformed    = errors.New("envelope is not a JSON object of the right shape")
+	ErrUnknownType  = errors.New("unknown message type")
+	ErrMissingCID   = errors.New("cid missing or invalid")
+	ErrInvalidField = errors.New("invalid field")
+)
+
+// EnvelopeError says why an envelope was refused.
+type EnvelopeError struct {
+	Field string
+	Err   error
+	Msg   string
+}
+
+func (e *EnvelopeError) Error() string {
+	if e.Field == "" {
+		return e.Err.Error() + ": " + e.Msg
+	}
+	return fmt.Sprintf("%v: %s: %s", e.Err, e.Field, e.Msg)
+}
+
+func (e *EnvelopeError) Unwrap() error { return e.Err }
+
+// Media refers to an upload.
+type Media struct {
+	ID   string `json:"id"`
+	Mime string `json:"mime,omitempty"`
+}
+
+// Envelope is a chat message. Clients set CID, Type, Body, ReplyTo and
+// Media; the server sets ID, From, To or Group and overwrites anything a
+// client put there.
+type Envelope struct {
+	ID      snowflake.ID  `json:"id,omitempty"`
+	From    string        `json:"from,omitempty"`
+	To      string        `json:"to,omitempty"`
+	Group   string        `json:"group,omitempty"`
+	CID     string        `json:"cid"`
+	Type    string        `json:"type"`
+	Body    string        `json:"body,omitempty"`
+	ReplyTo *snowflake.ID `json:"replyTo,omitempty"`
+	Media   *Media        `json:"media,omitempty"`
+}
+
+// Marshal encodes the envelope; it cannot fail for a valid envelope.
+func (e *Envelope) Marshal() []byte {
+	b, err := json.Marshal(e)
+	if err != nil {
+		panic("wire: marshal envelope: " + err.Error())
+	}
+	return b
+}
+
+// clientEnvelope is what a client may send: unknown fields are refused,
+// the server-owned fields are accepted and ignored.
+type clientEnvelope struct {
+	ID      json.RawMessage `json:"id"`
+	From    json.RawMessage `json:"from"`
+	To      json.RawMessage `json:"to"`
+	Group   json.RawMessage `json:"group"`
+	CID     *string         `json:"cid"`
+	Type    *string         `json:"type"`
+	Body    *string         `json:"body"`
+	ReplyTo *string         `json:"replyTo"`
+	Media   *Media          `json:"media"`
+}
+
+// ParseEnvelope validates a client's payload and returns the envelope with
+// the server-owned fields cleared. Every refusal is an *EnvelopeError
+// wrapping one of the sentinel errors above.
+func ParseEnvelope(payload []byte) (Envelope, error) {
+	if len(payload) > MaxEnvelopeBytes {
+		return Envelope{}, &EnvelopeError{Err: ErrTooLarge, Msg: fmt.Sprintf("%d bytes, limit %d", len(payload), MaxEnvelopeBytes)}
+	}
+	if !utf8.Valid(payload) {
+		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "not UTF-8"}
+	}
+	var ce clientEnvelope
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ce); err != nil {
+		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: err.Error()}
+	}
+	if dec.More() {
+		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "trailing data after the JSON object"}
+	}
+	if ce.CID == nil || *ce.CID == "" || len(*ce.CID) > MaxCIDLen || !printable(*ce.CID) {
+		return Envelope{}, &EnvelopeError{Field: "cid", Err: ErrMissingCID, Msg: fmt.Sprintf("1 to %d printable characters required", MaxCIDLen)}
+	}
+	if ce.Type == nil {
+		return Envelope{}, &EnvelopeError{Field: "type", Err: ErrUnknownType, Msg: "missing"}
+	}
+	env := Envelope{CID: *ce.CID, Type: *ce.Type}
+	if ce.Body != nil {
+		env.Body = *ce.Body
+	}
+	if len(env.Body) > MaxBodyBytes {
+		return Envelope{}, &EnvelopeError{Field: "body", Err: ErrTooLarge, Msg: fmt.Sprintf("limit %d bytes", MaxBodyBytes)}
+	}
+	if ce.ReplyTo != nil {
+		id, err := snowflake.Parse(*ce.ReplyTo)
+		if err != nil {
+			return Envelope{}, &EnvelopeError{Field: "replyTo", Err: ErrInvalidField, Msg: "must be a decimal message id"}
+		}
+		env.ReplyTo = &id
+	}
+	switch env.Type {
+	case TypeText:
+		if env.Body == "" {
+			return Envelope{}, &EnvelopeError{Field: "body", Err: ErrInvalidField, Msg: "text message needs a body"}
+		}
+		if ce.Media != nil {
+			return Envelope{}, &EnvelopeError{Field: "media", Err: ErrInvalidField, Msg: "text message cannot carry media"}
+		}
+	case TypeMedia:
+		if ce.Media == nil || ce.Media.ID == "" || len(ce.Media.ID) > MaxMediaIDLen || !printable(ce.Media.ID) {
+			return Envelope{}, &EnvelopeError{Field: "media.id", Err: ErrInvalidField, Msg: "media message needs a media id"}
+		}
+		if len(ce.Media.Mime) > 128 || !printable(ce.Media.Mime) {
+			return Envelope{}, &EnvelopeError{Field: "media.mime", Err: ErrInvalidField, Msg: "invalid mime type"}
+		}
+		m := *ce.Media
+		env.Media = &m
+	default:
+		return Envelope{}, &EnvelopeError{Field: "type", Err: ErrUnknownType, Msg: fmt.Sprintf("%q (want text or media)", env.Type)}
+	}
+	return env, nil
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}

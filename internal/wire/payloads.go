@@ -1,0 +1,59 @@
+package wire
+
+import (
+	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+)
+
+// Presence statuses.
+const (
+	StatusOnline   = "online"
+	StatusInactive = "inactive"
+	StatusOffline  = "offline"
+)
+
+// Presence is the retained payload of presence/{uid}.
+type Presence struct {
+	Status   string    `json:"status"`
+	LastSeen time.Time `json:"lastSeen"`
+}
+
+// Receipt types.
+const (
+	ReceiptDelivered = "delivered"
+	ReceiptRead      = "read"
+)
+
+// Receipt travels on user/{uid}/receipts. A client publishes
+// {"type","upTo"} to the receipts topic of the user whose messages it
+// received or read; the server sets Peer to the publishing user.
+type Receipt struct {
+	Type string       `json:"type"`
+	UpTo snowflake.ID `json:"upTo"`
+	Peer string       `json:"peer,omitempty"`
+}
+
+// Typing travels on user/{uid}/typing; the server sets From.
+type Typing struct {
+	State string `json:"state,omitempty"` // "typing" (default) or "stopped"
+	From  string `json:"from,omitempty"`
+}
+
+// Event travels on user/{uid}/events, published by the server only.
+type Event struct {
+	Type string `json:"type"`
+	Data any    `json:"data,omitempty"`
+}
+
+// Prop is an MQTT v5 user property.
+type Prop struct{ Key, Value string }
+
+// Outbound is a message the server publishes into the broker.
+type Outbound struct {
+	Topic     string
+	Payload   []byte
+	Retain    bool
+	QoS       byte
+	UserProps []Prop
+}

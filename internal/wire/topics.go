@@ -1,0 +1,155 @@
+package wire
+
+import (
+	"errors"
+	"strings"
+)
+
+// TopicKind classifies an MQTT topic name against the contract's table.
+type TopicKind int
+
+// Topic kinds of the contract.
+const (
+	KindOther       TopicKind = iota // outside the chat table
+	KindDirect                       // user/{uid}/newMessage
+	KindGroup                        // group/{gid}/newMessage
+	KindPresence                     // presence/{uid}
+	KindHeartbeat                    // presence/{uid}/heartbeat
+	KindUserTyping                   // user/{uid}/typing
+	KindGroupTyping                  // group/{gid}/typing
+	KindReceipts                     // user/{uid}/receipts
+	KindEvents                       // user/{uid}/events
+	KindSys                          // $SYS/...
+	KindChatInvalid                  // under user/, group/ or presence/ but not in the table
+)
+
+var kindNames = [...]string{"other", "direct", "group", "presence", "heartbeat", "user_typing", "group_typing", "receipts", "events", "sys", "invalid"}
+
+func (k TopicKind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// Archived reports whether messages of this kind are stored.
+func (k TopicKind) Archived() bool { return k == KindDirect || k == KindGroup }
+
+// Topic is a parsed topic name: its kind and the user or group it belongs to.
+type Topic struct {
+	Kind  TopicKind
+	Owner string // uid or gid; empty for KindOther and KindSys
+}
+
+// ErrInvalidName is returned for user, device or group names that break the rules.
+var ErrInvalidName = errors.New("invalid name")
+
+// ParseTopic classifies a topic name (not a filter: wildcards make the
+// owner invalid). It never fails: names outside the table are KindOther,
+// malformed names under the chat prefixes are KindChatInvalid.
+func ParseTopic(name string) Topic {
+	if strings.HasPrefix(name, "$SYS/") || name == "$SYS" {
+		return Topic{Kind: KindSys}
+	}
+	parts := strings.Split(name, "/")
+	switch parts[0] {
+	case "user":
+		if len(parts) == 3 && ValidUserID(parts[1]) == nil {
+			switch parts[2] {
+			case "newMessage":
+				return Topic{KindDirect, parts[1]}
+			case "typing":
+				return Topic{KindUserTyping, parts[1]}
+			case "receipts":
+				return Topic{KindReceipts, parts[1]}
+			case "events":
+				return Topic{KindEvents, parts[1]}
+			}
+		}
+		return Topic{Kind: KindChatInvalid}
+	case "group":
+		if len(parts) == 3 && ValidGroupID(parts[1]) == nil {
+			switch parts[2] {
+			case "newMessage":
+				return Topic{KindGroup, parts[1]}
+			case "typing":
+				return Topic{KindGroupTyping, parts[1]}
+			}
+		}
+		return Topic{Kind: KindChatInvalid}
+	case "presence":
+		if len(parts) >= 2 && ValidUserID(parts[1]) == nil {
+			if len(parts) == 2 {
+				return Topic{KindPresence, parts[1]}
+			}
+			if len(parts) == 3 && parts[2] == "heartbeat" {
+				return Topic{KindHeartbeat, parts[1]}
+			}
+		}
+		return Topic{Kind: KindChatInvalid}
+	}
+	return Topic{Kind: KindOther}
+}
+
+// IsChatPrefix reports whether a topic name or filter starts in one of the
+// chat subtrees, where the contract's rules apply even in dev mode.
+func IsChatPrefix(nameOrFilter string) bool {
+	first, _, _ := strings.Cut(nameOrFilter, "/")
+	switch first {
+	case "user", "group", "presence", "+", "#":
+		return true
+	}
+	return false
+}
+
+// Topic names of the contract.
+func DirectTopic(uid string) string    { return "user/" + uid + "/newMessage" }
+func GroupTopic(gid string) string     { return "group/" + gid + "/newMessage" }
+func PresenceTopic(uid string) string  { return "presence/" + uid }
+func HeartbeatTopic(uid string) string { return "presence/" + uid + "/heartbeat" }
+func TypingTopic(uid string) string    { return "user/" + uid + "/typing" }
+func ReceiptsTopic(uid string) string  { return "user/" + uid + "/receipts" }
+func EventsTopic(uid string) string    { return "user/" + uid + "/events" }
+
+// UserIDs are lowercase usernames: 3 to 32 characters of a-z, 0-9, '_',
+// '.' and '-', starting with a letter. They appear in topics and client
+// IDs, so they never hold '/', '+', '#' or spaces.
+func ValidUserID(s string) error {
+	if len(s) < 3 || len(s) > 32 {
+		return ErrInvalidName
+	}
+	if s[0] < 'a' || s[0] > 'z' {
+		return ErrInvalidName
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return ErrInvalidName
+		}
+	}
+	return nil
+}
+
+// ValidGroupID accepts group IDs: 1 to 64 characters of a-z, A-Z, 0-9, '_' and '-'.
+func ValidGroupID(s string) error {
+	if len(s) < 1 || len(s) > 64 {
+		return ErrInvalidName
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return ErrInvalidName
+		}
+	}
+	return nil
+}
+
+// ParseClientID splits an MQTT client ID "{userID}/{deviceID}". The device
+// ID is 1 to 64 characters without '/', '+', '#' or control characters.
+func ParseClientID(clientID string) (userID, deviceID string, err error) {
+	u, d, ok := strings.Cut(clientID, "/")
+	if !ok || ValidUserID(u) != nil || d == "" || len(d) > 64 || strings.ContainsAny(d, "/+#") || !printable(d) {
+		return "", "", ErrInvalidName
+	}
+	return u, d, nil
+}
