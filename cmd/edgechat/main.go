@@ -1,0 +1,67 @@
+// Command edgechat is the single binary of edgechat: `edgechat serve`
+// runs a node; the other subcommands are tools for operators and users.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// errUsage marks a command line that could not be understood.
+var errUsage = errors.New("usage")
+
+const usage = `edgechat — real-time chat for the edge
+
+Usage:
+  edgechat serve [flags]                      run a node (see: edgechat serve --help)
+  edgechat user add NAME --password-stdin     create an account on a running node
+  edgechat token NAME [--data DIR]            mint an access token from the node's keys
+  edgechat chat --server URL --user NAME      terminal chat client (or --token T)
+  edgechat version
+`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stdout, stderr)
+	case "user":
+		err = userCmd(ctx, args[1:], stdin, stdout)
+	case "token":
+		err = tokenCmd(args[1:], stdout)
+	case "chat":
+		err = chatCmd(ctx, args[1:], stdin, stdout)
+	case "version":
+		fmt.Fprintln(stdout, "edgechat", version())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "edgechat: %v\n\n%s", err, usage)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "edgechat: %v\n", err)
+		return 1
+	}
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/edgechat/edgechat/clients/cli"
+	"github.com/edgechat/edgechat/services/auth"
+)
+
+// userCmd: edgechat user add NAME --password-stdin [--server URL] [--display-name N]
+func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) < 2 || args[0] != "add" {
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin", errUsage)
+	}
+	name := args[1]
+	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a running node")
+	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
+	display := fs.String("display-name", "", "display name (default: the user name)")
+	if err := fs.Parse(args[2:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if !*fromStdin {
+		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("reading password: %w", err)
+	}
+	password := strings.TrimRight(line, "\r\n")
+	body, _ := json.Marshal(map[string]string{"username": name, "password": password, "displayName": firstNonEmpty(*display, name)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*server, "/")+"/auth/register", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("contacting %s: %w", *server, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("registering %s: %s: %s", name, resp.Status, strings.TrimSpace(string(rb)))
+	}
+	var out struct {
+		UserID string `json:"userId"`
+	}
+	_ = json.Unmarshal(rb, &out)
+	fmt.Fprintf(stdout, "created user %s\n", out.UserID)
+	return nil
+}
+
+// tokenCmd: edgechat token NAME [--data DIR] [--ttl D] [--admin]
+func tokenCmd(args []string, stdout io.Writer) error {
+	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("%w: edgechat token NAME [--data DIR]", errUsage)
+	}
+	name := args[0]
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	data := fs.String("data", envOr("EDGECHAT_DATA", "./data"), "data directory of the node")
+	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
+	admin := fs.Bool("admin", false, "mint an admin token")
+	if err := fs.Parse(args[1:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	tok, err := auth.MintFromKeyDir(filepath.Join(*data, "keys"), "edgechat", strings.ToLower(name), *admin, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// chatCmd: edgechat chat --server URL --user NAME [--token T]
+func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a node")
+	user := fs.String("user", os.Getenv("EDGECHAT_USER"), "user name")
+	token := fs.String("token", os.Getenv("EDGECHAT_TOKEN"), "access token (instead of a password prompt)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *user == "" && *token == "" {
+		return fmt.Errorf("%w: --user NAME (or --token) is required", errUsage)
+	}
+	prompt := func() (string, error) {
+		fmt.Fprintf(stdout, "password for %s: ", *user)
+		if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			b, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(stdout)
+			return string(b), err
+		}
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt}, stdin, stdout)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

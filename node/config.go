@@ -1,0 +1,232 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of a node. It is filled from, in
+// order of precedence: flags, EDGECHAT_* environment variables, the YAML
+// file named by --config, and the defaults.
+type Config struct {
+	DataDir        string        `yaml:"data"`
+	HTTPAddr       string        `yaml:"http_addr"`
+	MQTTAddr       string        `yaml:"mqtt_addr"`
+	MQTTSAddr      string        `yaml:"mqtts_addr"`
+	TLSCert        string        `yaml:"tls_cert"`
+	TLSKey         string        `yaml:"tls_key"`
+	NodeID         string        `yaml:"node_id"`
+	ClusterAddr    string        `yaml:"cluster_addr"`
+	Dev            bool          `yaml:"dev"`
+	AllowedOrigins []string      `yaml:"allowed_origins"`
+	Heartbeat      time.Duration `yaml:"heartbeat_interval"`
+	PresenceGrace  time.Duration `yaml:"presence_grace"`
+	AccessTTL      time.Duration `yaml:"access_token_ttl"`
+	LogLevel       string        `yaml:"log_level"`
+	LogFormat      string        `yaml:"log_format"`
+
+	// Fields below are for tests and embedding; not settable from outside.
+	RaftTimeout  time.Duration `yaml:"-"` // heartbeat/election timeout; 0 = cluster default
+	FastPassword bool          `yaml:"-"` // cheap argon2 parameters (tests only)
+}
+
+// Defaults returns the configuration of `edgechat serve` with no flags.
+func Defaults() Config {
+	return Config{
+		DataDir:       "./data",
+		HTTPAddr:      ":8080",
+		MQTTAddr:      ":1883",
+		MQTTSAddr:     ":8883",
+		NodeID:        "n1",
+		ClusterAddr:   ":7946",
+		Heartbeat:     10 * time.Second,
+		PresenceGrace: 5 * time.Second,
+		AccessTTL:     15 * time.Minute,
+		LogLevel:      "info",
+		LogFormat:     "text",
+	}
+}
+
+// ErrConfig marks configuration errors.
+var ErrConfig = errors.New("invalid configuration")
+
+type setting struct {
+	name   string // flag name; env is EDGECHAT_ + upper snake case
+	usage  string
+	set    func(c *Config, v string) error
+	isBool bool
+}
+
+func durationSetter(f func(c *Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("not a positive duration: %q", v)
+		}
+		*f(c) = d
+		return nil
+	}
+}
+
+func stringSetter(f func(c *Config) *string) func(*Config, string) error {
+	return func(c *Config, v string) error { *f(c) = v; return nil }
+}
+
+var settings = []setting{
+	{name: "data", usage: "data directory", set: stringSetter(func(c *Config) *string { return &c.DataDir })},
+	{name: "http-addr", usage: "HTTP API, web UI and MQTT over WebSocket (/mqtt) listen address", set: stringSetter(func(c *Config) *string { return &c.HTTPAddr })},
+	{name: "mqtt-addr", usage: "MQTT over TCP listen address (empty disables)", set: stringSetter(func(c *Config) *string { return &c.MQTTAddr })},
+	{name: "mqtts-addr", usage: "MQTT over TLS listen address (used when a certificate is configured)", set: stringSetter(func(c *Config) *string { return &c.MQTTSAddr })},
+	{name: "tls-cert", usage: "TLS certificate file (PEM) for HTTPS/WSS and MQTTS", set: stringSetter(func(c *Config) *string { return &c.TLSCert })},
+	{name: "tls-key", usage: "TLS private key file (PEM)", set: stringSetter(func(c *Config) *string { return &c.TLSKey })},
+	{name: "node-id", usage: "stable name of this node in its cluster", set: stringSetter(func(c *Config) *string { return &c.NodeID })},
+	{name: "cluster-addr", usage: "Raft and node-to-node listen address", set: stringSetter(func(c *Config) *string { return &c.ClusterAddr })},
+	{name: "dev", usage: "development mode: anonymous MQTT clients, non-chat topics open (never in production)", isBool: true, set: func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", v)
+		}
+		c.Dev = b
+		return nil
+	}},
+	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket (default: same host only)", set: func(c *Config, v string) error {
+		c.AllowedOrigins = nil
+		for _, o := range strings.Split(v, ",") {
+			if o = strings.TrimSpace(o); o != "" {
+				c.AllowedOrigins = append(c.AllowedOrigins, o)
+			}
+		}
+		return nil
+	}},
+	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
+	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
+	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
+	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
+	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
+}
+
+func envName(flagName string) string {
+	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// LoadConfig builds the configuration for `edgechat serve` from args
+// (without the subcommand), the environment (os.Environ format) and the
+// file named by --config or EDGECHAT_CONFIG.
+func LoadConfig(args []string, environ []string) (Config, error) {
+	cfg := Defaults()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(new(bytes.Buffer))
+	configPath := fs.String("config", "", "YAML configuration file")
+	for _, s := range settings {
+		if s.isBool {
+			fs.Bool(s.name, false, s.usage)
+			continue
+		}
+		fs.String(s.name, "", s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("%w: unexpected arguments %q", ErrConfig, fs.Args())
+	}
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "EDGECHAT_") {
+			env[k] = v
+		}
+	}
+	path := *configPath
+	if path == "" {
+		path = env["EDGECHAT_CONFIG"]
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+		}
+	}
+	for _, s := range settings {
+		if v, ok := env[envName(s.name)]; ok {
+			if err := s.set(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, envName(s.name), err)
+			}
+		}
+	}
+	var ferr error
+	fs.Visit(func(f *flag.Flag) {
+		for _, s := range settings {
+			if s.name == f.Name && ferr == nil {
+				if err := s.set(&cfg, f.Value.String()); err != nil {
+					ferr = fmt.Errorf("%w: --%s: %v", ErrConfig, f.Name, err)
+				}
+			}
+		}
+	})
+	if ferr != nil {
+		return cfg, ferr
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: data directory is required", ErrConfig)
+	}
+	if c.HTTPAddr == "" {
+		return fmt.Errorf("%w: http address is required", ErrConfig)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("%w: --tls-cert and --tls-key go together", ErrConfig)
+	}
+	if c.NodeID == "" || strings.ContainsAny(c.NodeID, "/ \t") {
+		return fmt.Errorf("%w: node id %q", ErrConfig, c.NodeID)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("%w: log level %q", ErrConfig, c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("%w: log format %q", ErrConfig, c.LogFormat)
+	}
+	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
+		return fmt.Errorf("%w: durations must be positive", ErrConfig)
+	}
+	return nil
+}
+
+// Usage describes the flags of `edgechat serve`.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("  --config FILE\n\tYAML configuration file (env EDGECHAT_CONFIG)\n")
+	d := Defaults()
+	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
+		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
+		"presence-grace": d.PresenceGrace.String(), "access-token-ttl": d.AccessTTL.String(), "log-level": d.LogLevel, "log-format": d.LogFormat}
+	for _, s := range settings {
+		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
+		if v := defaults[s.name]; v != "" {
+			fmt.Fprintf(&b, ", default %q", v)
+		}
+		b.WriteString(")\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,202 @@
+// Package nodetest starts real edgechat nodes for tests, the way
+// httptest starts servers: every listener on 127.0.0.1 port 0, data in a
+// temporary directory, stopped when the test ends.
+package nodetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/node"
+)
+
+// Node is a running test node.
+type Node struct {
+	*node.Node
+	Config  node.Config
+	HTTPURL string // http://127.0.0.1:port
+	MQTTURL string // tcp://127.0.0.1:port
+	WSURL   string // ws://127.0.0.1:port/mqtt
+
+	stop context.CancelFunc
+	done chan error
+}
+
+// Option changes the configuration of a test node.
+type Option func(*node.Config)
+
+// WithDev starts the node in dev mode.
+func WithDev() Option { return func(c *node.Config) { c.Dev = true } }
+
+// WithDataDir uses dir instead of a fresh temporary directory (restarts).
+func WithDataDir(dir string) Option { return func(c *node.Config) { c.DataDir = dir } }
+
+// WithPresence sets the heartbeat interval and the grace period.
+func WithPresence(interval, grace time.Duration) Option {
+	return func(c *node.Config) { c.Heartbeat, c.PresenceGrace = interval, grace }
+}
+
+// WithConfig edits the configuration freely.
+func WithConfig(f func(*node.Config)) Option { return f }
+
+// TestConfig is the configuration StartNode uses before options.
+func TestConfig(t testing.TB) node.Config {
+	cfg := node.Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg.MQTTSAddr = "127.0.0.1:0"
+	cfg.ClusterAddr = "127.0.0.1:0"
+	cfg.Heartbeat = 200 * time.Millisecond
+	cfg.PresenceGrace = 400 * time.Millisecond
+	cfg.RaftTimeout = 100 * time.Millisecond
+	cfg.FastPassword = true
+	cfg.LogLevel = "warn"
+	return cfg
+}
+
+// StartNode starts a node and waits until it is ready.
+func StartNode(t testing.TB, opts ...Option) *Node {
+	t.Helper()
+	cfg := TestConfig(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err := Start(cfg, testLogger(t))
+	if err != nil {
+		t.Fatalf("nodetest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil {
+			t.Errorf("nodetest: stopping node: %v", err)
+		}
+	})
+	return n
+}
+
+// Start starts a node outside of a test's lifetime; call Stop.
+func Start(cfg node.Config, log *slog.Logger) (*Node, error) {
+	nd, err := node.New(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{Node: nd, Config: cfg, stop: cancel, done: make(chan error, 1)}
+	go func() { n.done <- nd.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !nd.Ready() {
+		select {
+		case err := <-n.done:
+			cancel()
+			return nil, fmt.Errorf("node stopped before it was ready: %w", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			<-n.done
+			return nil, errors.New("node not ready after 30s")
+		}
+	}
+	n.HTTPURL = nd.HTTPURL()
+	n.MQTTURL = "tcp://" + nd.MQTTAddr()
+	n.WSURL = nd.WebSocketURL()
+	return n, nil
+}
+
+// Stop stops the node and waits until it has released its data dir.
+func (n *Node) Stop() error {
+	n.stop()
+	select {
+	case err := <-n.done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		return errors.New("node did not stop within 30s")
+	}
+}
+
+// Password is the password NewUser gives a user.
+func Password(name string) string { return "password-" + name }
+
+// NewUser registers name (password Password(name)) and returns an access token.
+func (n *Node) NewUser(t testing.TB, name string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.Auth.CreateAccount(ctx, name, Password(name), strings.ToUpper(name[:1])+name[1:]); err != nil {
+		t.Fatalf("nodetest: creating %s: %v", name, err)
+	}
+	return n.Token(t, name)
+}
+
+// Token logs name in and returns a fresh access token.
+func (n *Node) Token(t testing.TB, name string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := n.Auth.Login(ctx, name, Password(name), "127.0.0.1")
+	if err != nil {
+		t.Fatalf("nodetest: login %s: %v", name, err)
+	}
+	return tok.AccessToken
+}
+
+// CheckFor calls fn every `every` until it returns nil, and fails the
+// test with fn's last error after total. It replaces sleeps in tests.
+func CheckFor(t testing.TB, total, every time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", total, err)
+		}
+		time.Sleep(every)
+	}
+}
+
+// testLogger keeps a node's log in memory and prints it only when the
+// test failed: goroutines may still log after the test returned, when
+// t.Log would panic.
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("EDGECHAT_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	w := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("EDGECHAT_TEST_LOG") != "" {
+			w.mu.Lock()
+			t.Logf("node log:\n%s", w.b.String())
+			w.mu.Unlock()
+		}
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *logBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.b.Len() < 8<<20 {
+		w.b.Write(p)
+	}
+	return len(p), nil
+}
