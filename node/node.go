@@ -122,7 +122,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	}
 	authCfg := auth.Config{KeyDir: filepath.Join(cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: cfg.AccessTTL}
 	if cfg.FastPassword {
-		authCfg.Argon2 = auth.Argon2Params{Memory: 64, Time: 1, Threads: 1}
+		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
 		Logger: log.With("component", "auth"), Registerer: reg})

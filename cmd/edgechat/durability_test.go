@@ -164,7 +164,7 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 
 	// Operators' tools: create accounts on the running node, mint tokens from its keys.
 	for _, u := range []string{"alice", "bob", "carol"} {
-		out := runCLI(t, bin, "correct horse battery\n", "user", "add", u, "--password-stdin", "--server", "http://"+p.http)
+		out := runCLI(t, bin, "correct horse battery\n", "user", "add", u, "--password-stdin", "--server", p.http)
 		if !strings.Contains(out, u) {
 			t.Fatalf("user add said %q", out)
 		}
@@ -212,7 +212,7 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	bySender := map[string][]int{}
 	cursor := ""
 	for {
-		req, _ := http.NewRequest("GET", "http://"+p2.http+"/chat/sync?limit=1000&since="+cursor, nil)
+		req, _ := http.NewRequest("GET", p2.http+"/chat/sync?limit=1000&since="+cursor, nil)
 		req.Header.Set("Authorization", "Bearer "+runCLI(t, bin, "", "token", "bob", "--data", data))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

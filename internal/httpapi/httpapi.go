@@ -118,6 +118,10 @@ func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
+		var tooLarge *http.MaxBytesError // the gateway's per-route limit (http.MaxBytesReader)
+		if errors.As(err, &tooLarge) {
+			return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body over %d bytes", tooLarge.Limit)
+		}
 		return Errorf(http.StatusBadRequest, CodeBadRequest, "reading body: %v", err)
 	}
 	if int64(len(body)) > maxBytes {

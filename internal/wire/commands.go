@@ -11,6 +11,7 @@ const (
 	CmdRefreshIssue  byte = 0x11 // auth: a new refresh-token family or its rotation
 	CmdRefreshRevoke byte = 0x12 // auth: revoke a refresh-token family (reuse detected)
 	CmdAccountUpdate byte = 0x13 // auth: roles, password
+	CmdSigningKey    byte = 0x14 // auth: publish a node's public token-signing key to the cluster
 
 	CmdProfilePut byte = 0x20 // users: create or update a profile
 

@@ -1,0 +1,381 @@
+// Package broker is the MQTT node of edgechat: a mochi-mqtt server with
+// TCP, TLS and WebSocket listeners and the hooks that make it a chat
+// broker. The hooks authenticate CONNECT with access tokens, enforce the
+// topic table of docs/protocol.md (ACL), validate and stamp chat messages
+// and commit them through a ChatStore before the PUBACK, rewrite typing
+// notifications and receipts, feed heartbeats and connections to the
+// presence tracker, and export Prometheus metrics.
+//
+// mochi is extended, never forked: hooks, an own inline client for
+// server-side publishes with user properties, and listeners added with
+// Server.AddListener.
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxWritesPending = 128
+	DefaultReadBufferSize   = 1024
+	DefaultWriteBufferSize  = 2048
+	DefaultCommitTimeout    = 10 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultMaxPacketSize    = 64 << 10
+	DefaultSessionExpiry    = 24 * time.Hour
+)
+
+// Listener IDs inside mochi.
+const (
+	listenerTCP = "tcp"
+	listenerTLS = "tls"
+	listenerWS  = "ws"
+)
+
+// Errors returned by the broker.
+var (
+	ErrClosed       = errors.New("broker: closed")
+	ErrBadConfig    = errors.New("broker: invalid config")
+	ErrInvalidTopic = errors.New("broker: invalid topic name")
+	ErrRunning      = errors.New("broker: Run called twice")
+)
+
+// Config configures the broker.
+type Config struct {
+	MQTTAddr  string      // TCP listener, e.g. ":1883" or "127.0.0.1:0"; "" disables
+	MQTTSAddr string      // TLS listener; needs TLS; "" disables
+	TLS       *tls.Config // certificate for MQTTSAddr
+
+	// Dev accepts anonymous clients and leaves non-chat topics open; chat
+	// topics keep their rules. Never the default.
+	Dev bool
+
+	// AllowedOrigins is the WebSocket Origin allow-list (exact
+	// scheme://host[:port]). Empty: only the request's own host. Requests
+	// without an Origin header (non-browsers) are allowed.
+	AllowedOrigins []string
+
+	MaxWritesPending int // mochi MaximumClientWritesPending (outbound queue per client); default 128
+	ReadBufferSize   int // per-connection read buffer; default 1024
+	WriteBufferSize  int // per-connection write buffer; default 2048
+
+	// CommitTimeout bounds how long OnPublish waits for a durable commit
+	// of a chat message before refusing it; default 10s.
+	CommitTimeout time.Duration
+	// ConnectTimeout bounds how long a new connection may take to send
+	// its CONNECT (and finish TLS); default 10s.
+	ConnectTimeout time.Duration
+	// MaxPacketSize refuses larger inbound MQTT packets; default 64 KiB
+	// (a chat envelope is at most 16 KiB).
+	MaxPacketSize int
+	// SessionExpiry caps how long a disconnected persistent session is
+	// kept; default 24h.
+	SessionExpiry time.Duration
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Verifier checks access tokens (implemented by the auth service).
+type Verifier interface {
+	VerifyAccessToken(token string) (wire.Principal, error)
+}
+
+// ChatStore validates and durably commits a direct message. It stamps
+// id, from and to, and returns the stored envelope with its encoded
+// payload; dup reports a retry of an already committed message (same
+// sender and cid). Errors wrap wire.ErrForbidden, ErrNotFound, ErrQuota,
+// ErrInvalid or ErrUnavailable.
+type ChatStore interface {
+	SendDirect(ctx context.Context, from, to string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error)
+}
+
+// ReceiptStore moves read cursors.
+type ReceiptStore interface {
+	MarkRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error
+}
+
+// PresenceTracker learns about connections and heartbeats. connID is
+// unique per connection, so that a session takeover (same client ID)
+// never confuses it. The calls must not block for long: they run on the
+// connection's goroutine.
+type PresenceTracker interface {
+	Connected(uid, connID string)
+	Disconnected(uid, connID string)
+	Heartbeat(uid string)
+}
+
+// PresenceVisibility says whether viewer may see subject's presence.
+type PresenceVisibility interface {
+	CanSeePresence(viewer, subject string) bool
+}
+
+// Deps are the broker's collaborators. Verifier is required unless Dev;
+// a nil Chat or Receipts refuses those publishes as unavailable; a nil
+// Presence ignores presence; a nil Visibility lets users see only their
+// own presence.
+type Deps struct {
+	Verifier   Verifier
+	Chat       ChatStore
+	Receipts   ReceiptStore
+	Presence   PresenceTracker
+	Visibility PresenceVisibility
+}
+
+// Broker is one MQTT node.
+type Broker struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	srv  *mqtt.Server
+	m    *metrics
+
+	inline *mqtt.Client // our own inline client: server publishes with user properties
+	tcp    *tcpListener
+	tls    *tcpListener
+	ws     *wsListener
+
+	conns   sync.Map     // *mqtt.Client -> *connInfo, live connections
+	nconn   atomic.Int64 // established connections
+	connSeq atomic.Uint64
+
+	baseCtx context.Context // parent of commit contexts; cancelled at shutdown
+	cancel  context.CancelFunc
+	started atomic.Bool
+	closed  atomic.Bool
+}
+
+// connInfo is what the broker keeps per live connection.
+type connInfo struct {
+	p      wire.Principal
+	connID string
+}
+
+// New validates cfg, creates the mochi server and binds the TCP and TLS
+// listeners (port 0 works; see MQTTAddr).
+func New(cfg Config, deps Deps) (*Broker, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxWritesPending <= 0 {
+		cfg.MaxWritesPending = DefaultMaxWritesPending
+	}
+	if cfg.ReadBufferSize <= 0 {
+		cfg.ReadBufferSize = DefaultReadBufferSize
+	}
+	if cfg.WriteBufferSize <= 0 {
+		cfg.WriteBufferSize = DefaultWriteBufferSize
+	}
+	if cfg.CommitTimeout <= 0 {
+		cfg.CommitTimeout = DefaultCommitTimeout
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	if cfg.MaxPacketSize <= 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if cfg.SessionExpiry <= 0 {
+		cfg.SessionExpiry = DefaultSessionExpiry
+	}
+	if cfg.MQTTSAddr != "" && cfg.TLS == nil {
+		return nil, fmt.Errorf("%w: MQTTSAddr %q needs a TLS config", ErrBadConfig, cfg.MQTTSAddr)
+	}
+	if !cfg.Dev && deps.Verifier == nil {
+		return nil, fmt.Errorf("%w: a Verifier is required unless Dev", ErrBadConfig)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if _, err := normalizeOrigin(o); err != nil {
+			return nil, fmt.Errorf("%w: allowed origin %q: %v", ErrBadConfig, o, err)
+		}
+	}
+	log := cfg.Logger.With("component", "broker")
+	if cfg.Dev {
+		log.Warn("DEV MODE: anonymous MQTT clients are accepted and non-chat topics are open; never use this in production")
+	}
+
+	b := &Broker{cfg: cfg, deps: deps, log: log}
+	b.baseCtx, b.cancel = context.WithCancel(context.Background())
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClientWritesPending = int32(cfg.MaxWritesPending)
+	// 0 disables mochi's forced expiry of retained messages (24 h by
+	// default even without a message expiry), which would silently drop
+	// the retained presence/{uid} of users who stay online for a day.
+	caps.MaximumMessageExpiryInterval = 0
+	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
+	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
+	caps.MaximumInflight = 1024
+	b.srv = mqtt.New(&mqtt.Options{
+		Capabilities:             caps,
+		ClientNetReadBufferSize:  cfg.ReadBufferSize,
+		ClientNetWriteBufferSize: cfg.WriteBufferSize,
+		Logger:                   cfg.Logger.With("component", "mochi"),
+		// $SYS is rebuilt with runtime.ReadMemStats (stop-the-world) on
+		// each tick; once a second is more than admins need.
+		SysTopicResendInterval: 10,
+		InlineClient:           true,
+	})
+	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
+	b.inline.Properties.ProtocolVersion = 5
+
+	var err error
+	if b.m, err = newMetrics(cfg.Registerer, b.nconn.Load); err != nil {
+		return nil, err
+	}
+	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("broker: add hook: %w", err)
+	}
+
+	fail := func(err error) (*Broker, error) {
+		if b.tcp != nil {
+			_ = b.tcp.ln.Close()
+		}
+		if b.tls != nil {
+			_ = b.tls.ln.Close()
+		}
+		b.cancel()
+		return nil, err
+	}
+	if cfg.MQTTAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MQTTAddr)
+		if err != nil {
+			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTAddr, err))
+		}
+		b.tcp = newTCPListener(listenerTCP, ln, nil, cfg.ConnectTimeout)
+		if err := b.srv.AddListener(b.tcp); err != nil {
+			return fail(fmt.Errorf("broker: add tcp listener: %w", err))
+		}
+	}
+	if cfg.MQTTSAddr != "" {
+		ln, err := net.Listen("tcp", cfg.MQTTSAddr)
+		if err != nil {
+			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTSAddr, err))
+		}
+		b.tls = newTCPListener(listenerTLS, ln, cfg.TLS, cfg.ConnectTimeout)
+		if err := b.srv.AddListener(b.tls); err != nil {
+			return fail(fmt.Errorf("broker: add tls listener: %w", err))
+		}
+	}
+	b.ws = newWSListener(listenerWS, b)
+	if err := b.srv.AddListener(b.ws); err != nil {
+		return fail(fmt.Errorf("broker: add websocket listener: %w", err))
+	}
+	return b, nil
+}
+
+// Run serves until ctx is done, then disconnects every client, closes the
+// listeners and returns.
+func (b *Broker) Run(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	if err := b.srv.Serve(); err != nil {
+		b.cancel()
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
+	<-ctx.Done()
+	b.closed.Store(true)
+	b.cancel() // pending commits give up; their clients get no PUBACK
+	if err := b.srv.Close(); err != nil {
+		return fmt.Errorf("broker: close: %w", err)
+	}
+	return nil
+}
+
+// MQTTAddr is the bound host:port of the TCP listener, "" if disabled.
+func (b *Broker) MQTTAddr() string {
+	if b.tcp == nil {
+		return ""
+	}
+	return b.tcp.Address()
+}
+
+// MQTTSAddr is the bound host:port of the TLS listener, "" if disabled.
+func (b *Broker) MQTTSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.Address()
+}
+
+// WebSocketHandler serves MQTT over WebSocket (subprotocol "mqtt"); the
+// gateway mounts it at /mqtt on the HTTP port.
+func (b *Broker) WebSocketHandler() http.Handler { return b.ws }
+
+// Connections is the number of established MQTT connections.
+func (b *Broker) Connections() int { return int(b.nconn.Load()) }
+
+// Server is the underlying mochi server, for tests and admin tools only.
+func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Publish publishes a server-side message (presence, events, messages
+// sent over HTTP) with MQTT v5 user properties. It bypasses the ACL: the
+// caller is the server. Subscribers get at most o.QoS.
+func (b *Broker) Publish(o wire.Outbound) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if o.Topic == "" || strings.ContainsAny(o.Topic, "+#") || o.QoS > 2 {
+		return fmt.Errorf("%w: %q qos %d", ErrInvalidTopic, o.Topic, o.QoS)
+	}
+	var props []packets.UserProperty
+	if len(o.UserProps) > 0 {
+		props = make([]packets.UserProperty, len(o.UserProps))
+		for i, p := range o.UserProps {
+			props[i] = packets.UserProperty{Key: p.Key, Val: p.Value}
+		}
+	}
+	return b.inject(o.Topic, o.Payload, o.Retain, o.QoS, props)
+}
+
+// inject publishes through our inline client: no ACL, no OnPublish
+// processing, user properties kept.
+func (b *Broker) inject(topic string, payload []byte, retain bool, qos byte, props []packets.UserProperty) error {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain},
+		TopicName:   topic,
+		Payload:     payload,
+		Properties:  packets.Properties{User: props},
+	}
+	if qos > 0 {
+		pk.PacketID = uint16(qos) // mochi needs an ID for validation; inline publishes never use it
+	}
+	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+		return fmt.Errorf("broker: publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// principal is the identity of a client: the verified one of a live
+// connection, or, for a disconnected persistent session still receiving
+// QoS>0 messages, the user named by its client ID (only a verified user
+// may use the {user}/{device} form, see onConnect).
+func (b *Broker) principal(cl *mqtt.Client) wire.Principal {
+	if v, ok := b.conns.Load(cl); ok {
+		return v.(*connInfo).p
+	}
+	if uid, _, err := wire.ParseClientID(cl.ID); err == nil {
+		return wire.Principal{UserID: uid}
+	}
+	return wire.Principal{}
+}

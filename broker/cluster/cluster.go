@@ -1,0 +1,407 @@
+// Package cluster runs an edgechat node's hashicorp/raft instance: the
+// raft-wal log and stable store, file snapshots, the TCP transport, and
+// the batching Propose through which every replicated state change goes.
+//
+// A node starts as a one-voter cluster (Bootstrap) and is built to grow
+// into three to five voters: nothing here assumes it is alone. Proposals
+// from many goroutines are packed into one Raft entry per round trip
+// (see propose.go), which is what lets a fsync-bound log commit chat
+// messages at high rates.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Defaults of Config.
+const (
+	DefaultBindAddr           = ":7946"
+	DefaultHeartbeatTimeout   = 500 * time.Millisecond
+	DefaultElectionTimeout    = 500 * time.Millisecond
+	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
+	DefaultSnapshotThreshold  = 8192
+	DefaultSnapshotInterval   = 2 * time.Minute
+	DefaultTrailingLogs       = 10240
+	DefaultMaxBatch           = 256
+
+	// MaxCommandSize is the largest payload of one proposed command.
+	MaxCommandSize = 1 << 20
+	// maxEntryBytes caps the payload bytes packed into one entry so that a
+	// burst of large commands does not make one huge append.
+	maxEntryBytes = 4 << 20
+	// applyTimeout bounds how long the batcher waits for Raft to accept an
+	// entry (raft.ErrEnqueueTimeout after it).
+	applyTimeout = 5 * time.Second
+	// drainTimeout bounds how long Run waits for in-flight entries to
+	// commit before shutting Raft down.
+	drainTimeout = 2 * time.Second
+)
+
+// Sentinel errors. All failures to commit wrap wire.ErrUnavailable, bad
+// input wraps wire.ErrInvalid.
+var (
+	ErrStopped   = fmt.Errorf("cluster: node stopped: %w", wire.ErrUnavailable)
+	ErrNotLeader = fmt.Errorf("cluster: not the leader: %w", wire.ErrUnavailable)
+	ErrNoLeader  = fmt.Errorf("cluster: no leader: %w", wire.ErrUnavailable)
+	ErrTooLarge  = fmt.Errorf("cluster: command payload too large: %w", wire.ErrInvalid)
+	// ErrMachineNumbers means all 1023 snowflake machine numbers are taken.
+	ErrMachineNumbers = errors.New("cluster: no free machine number")
+)
+
+// Config configures a Node. Zero durations and sizes take the defaults.
+type Config struct {
+	NodeName      string // stable node ID (the Raft ServerID), e.g. "n1"
+	DataDir       string // Raft state lives in DataDir/raft
+	BindAddr      string // TCP bind address of the Raft transport; default ":7946"
+	AdvertiseAddr string // address peers dial; default: the bound address, 127.0.0.1:port when bound to all interfaces
+	Bootstrap     bool   // bootstrap a one-voter cluster when there is no existing Raft state
+
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+
+	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one
+	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
+	TrailingLogs      uint64        // entries kept in the log after a snapshot
+
+	MaxBatch int // commands per Raft entry
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() error {
+	if c.NodeName == "" {
+		return errors.New("cluster: NodeName is required")
+	}
+	if len(c.NodeName) > maxNodeName {
+		return fmt.Errorf("cluster: NodeName longer than %d bytes", maxNodeName)
+	}
+	if c.DataDir == "" {
+		return errors.New("cluster: DataDir is required")
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = DefaultBindAddr
+	}
+	if c.HeartbeatTimeout <= 0 {
+		c.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if c.ElectionTimeout <= 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.LeaderLeaseTimeout <= 0 {
+		c.LeaderLeaseTimeout = min(DefaultLeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = DefaultSnapshotThreshold
+	}
+	if c.SnapshotInterval <= 0 {
+		c.SnapshotInterval = DefaultSnapshotInterval
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = DefaultTrailingLogs
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.MaxBatch > 1<<16 {
+		return errors.New("cluster: MaxBatch above 65536")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Node is one member of the Raft cluster.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	fsm   *fsm.FSM
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	wal   *wal.WAL
+	m     *metrics
+
+	reqs     chan *request  // proposals waiting for the batcher
+	pending  chan *inflight // entries handed to Raft, in log order
+	stopping chan struct{}  // closed when Run starts shutting down
+	stopped  chan struct{}  // closed when Run has returned
+	running  atomic.Bool
+}
+
+// New opens the Raft stores under cfg.DataDir, binds the transport and
+// starts Raft, applying committed entries into f. It registers the
+// cluster's own command handlers (CmdNodeRegister) on f, so f must be
+// fresh for each New. Run must be called to serve proposals and to
+// release what New opened.
+func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
+	if f == nil {
+		return nil, errors.New("cluster: nil FSM")
+	}
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("node", cfg.NodeName)
+	hl := newHclog(log, "raft", hclog.Warn)
+
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+
+	dir := filepath.Join(cfg.DataDir, "raft")
+	walDir := filepath.Join(dir, "wal")
+	if err := os.MkdirAll(walDir, 0o750); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft log %s: %w", walDir, err)
+	}
+	closers = append(closers, w.Close)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hl.Named("snapshot"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
+	}
+	stream, err := newTCPStream(cfg.BindAddr, cfg.AdvertiseAddr)
+	if err != nil {
+		return nil, err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  stream,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hl.Named("net"),
+	})
+	closers = append(closers, trans.Close)
+
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(cfg.NodeName)
+	conf.HeartbeatTimeout = cfg.HeartbeatTimeout
+	conf.ElectionTimeout = cfg.ElectionTimeout
+	conf.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	conf.SnapshotThreshold = cfg.SnapshotThreshold
+	conf.SnapshotInterval = cfg.SnapshotInterval
+	conf.TrailingLogs = cfg.TrailingLogs
+	conf.Logger = hl
+	// BatchApplyCh stays off: with it, an entry still queued in Raft's
+	// apply channel at shutdown never gets an answer. Our own batcher
+	// already packs commands, and Raft still groups the entries waiting
+	// when the leader loop comes round into one log write.
+	conf.BatchApplyCh = false
+	if err := raft.ValidateConfig(conf); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+
+	if cfg.Bootstrap {
+		existing, err := raft.HasExistingState(w, w, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+		}
+		if !existing {
+			boot := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter,
+				ID:       conf.LocalID,
+				Address:  trans.LocalAddr(),
+			}}}
+			if err := raft.BootstrapCluster(conf, w, w, snaps, trans, boot); err != nil {
+				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+			}
+			log.Info("bootstrapped a new one-voter raft cluster", "addr", trans.LocalAddr())
+		}
+	}
+
+	f.Register(wire.CmdNodeRegister, applyNodeRegister)
+	r, err := raft.NewRaft(conf, f, w, w, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	return &Node{
+		cfg:      cfg,
+		log:      log,
+		fsm:      f,
+		raft:     r,
+		trans:    trans,
+		wal:      w,
+		m:        m,
+		reqs:     make(chan *request, 4*cfg.MaxBatch),
+		pending:  make(chan *inflight, 64),
+		stopping: make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}, nil
+}
+
+// Run serves proposals until ctx is done, then waits briefly for entries
+// in flight, shuts Raft down and closes the transport and the stores.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.running.CompareAndSwap(false, true) {
+		return errors.New("cluster: Run called twice")
+	}
+	defer close(n.stopped)
+
+	waiterDone := make(chan struct{})
+	go func() {
+		defer close(waiterDone)
+		n.waiter()
+	}()
+	obs := make(chan raft.Observation, 16)
+	observer := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(observer)
+	obsDone := make(chan struct{})
+	go func() {
+		defer close(obsDone)
+		n.logLeaderChanges(obs)
+	}()
+
+	n.batcher(ctx)
+
+	close(n.stopping)
+	close(n.pending) // only the batcher sends on it, and it has returned
+	n.failQueued()
+
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-waiterDone:
+			return true
+		case <-t.C:
+			return false
+		}
+	}
+	wait(drainTimeout)
+	var errs []error
+	if err := n.raft.Shutdown().Error(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: raft shutdown: %w", err))
+	}
+	if !wait(drainTimeout) {
+		// Callers are released by n.stopped; the waiter is left behind on
+		// a future Raft never answered.
+		n.log.Warn("raft left an entry unanswered at shutdown")
+	}
+	n.raft.DeregisterObserver(observer)
+	close(obs)
+	<-obsDone
+	if err := n.trans.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: close transport: %w", err))
+	}
+	if err := n.wal.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: close raft log: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) logLeaderChanges(obs <-chan raft.Observation) {
+	for o := range obs {
+		if lo, ok := o.Data.(raft.LeaderObservation); ok {
+			n.log.Info("raft leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr, "self", n.IsLeader())
+		}
+	}
+}
+
+// Addr is the transport's advertised address (what peers dial).
+func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+
+// ID is the node's Raft server ID (Config.NodeName).
+func (n *Node) ID() string { return n.cfg.NodeName }
+
+// IsLeader reports whether this node is the Raft leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Stats is a point-in-time view of the node's Raft state.
+type Stats struct {
+	State        string // Follower, Candidate, Leader, Shutdown
+	LeaderID     string
+	LeaderAddr   string
+	Term         uint64
+	LastIndex    uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+}
+
+// Stats returns the node's Raft state.
+func (n *Node) Stats() Stats {
+	addr, id := n.raft.LeaderWithID()
+	return Stats{
+		State:        n.raft.State().String(),
+		LeaderID:     string(id),
+		LeaderAddr:   string(addr),
+		Term:         n.raft.CurrentTerm(),
+		LastIndex:    n.raft.LastIndex(),
+		CommitIndex:  n.raft.CommitIndex(),
+		AppliedIndex: n.raft.AppliedIndex(),
+	}
+}
+
+// WaitReady returns when a leader exists and this node's FSM has applied
+// every entry committed before the call: on the leader through a Raft
+// barrier, on a follower once a fresh heartbeat shows its applied index
+// caught up with the leader's commit index.
+func (n *Node) WaitReady(ctx context.Context) error {
+	start := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stopping:
+			return ErrStopped
+		default:
+		}
+		switch n.raft.State() {
+		case raft.Leader:
+			timeout := applyTimeout
+			if d, ok := ctx.Deadline(); ok {
+				timeout = max(time.Until(d), time.Millisecond)
+			}
+			err := n.raft.Barrier(timeout).Error()
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, raft.ErrRaftShutdown) {
+				return ErrStopped
+			}
+		case raft.Follower:
+			addr, _ := n.raft.LeaderWithID()
+			if addr != "" && n.raft.LastContact().After(start) && n.raft.AppliedIndex() >= n.raft.CommitIndex() {
+				return nil
+			}
+		case raft.Shutdown:
+			return ErrStopped
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: waiting for a leader: %w", wire.ErrUnavailable, ctx.Err())
+		case <-n.stopping:
+			return ErrStopped
+		case <-tick.C:
+		}
+	}
+}

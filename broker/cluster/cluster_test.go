@@ -1,0 +1,351 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+func TestProposeBatchesAndSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	tn := startNode(t, nodeOpts{dataDir: dir, bootstrap: true})
+	waitReady(t, tn.Node)
+	if !tn.IsLeader() {
+		t.Fatalf("single bootstrapped node is not leader: %+v", tn.Stats())
+	}
+	if host, _, err := net.SplitHostPort(tn.Addr()); err != nil || host != "127.0.0.1" {
+		t.Fatalf("Addr() = %q", tn.Addr())
+	}
+
+	// 100 goroutines released together, several proposals each.
+	const workers, each = 100, 5
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := range each {
+				k := fmt.Sprintf("w%d-%d", w, i)
+				v, err := tn.Propose(context.Background(), cmdPut, []byte(k+"=v"+k))
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", k, err)
+					continue
+				}
+				if v != "ok:"+k {
+					errs <- fmt.Errorf("%s: value %v", k, v)
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	entries, cmds := histogram(t, tn.reg, "edgechat_raft_batch_commands")
+	if cmds != workers*each {
+		t.Errorf("batch histogram counted %v commands, want %d", cmds, workers*each)
+	}
+	if avg := cmds / float64(entries); avg <= 1 {
+		t.Errorf("no batching: %v commands in %d entries", cmds, entries)
+	} else {
+		t.Logf("%v commands in %d entries (%.1f per entry)", cmds, entries, avg)
+	}
+	if got := counter(t, tn.reg, "edgechat_raft_proposals_total", "ok"); got != workers*each {
+		t.Errorf("proposals_total{ok} = %v", got)
+	}
+	if n, _ := histogram(t, tn.reg, "edgechat_raft_commit_seconds"); n != workers*each {
+		t.Errorf("commit histogram has %d samples", n)
+	}
+
+	ctx := context.Background()
+	num, err := tn.MachineNumber(ctx)
+	if err != nil || num != 1 {
+		t.Fatalf("MachineNumber = %d, %v; want 1", num, err)
+	}
+	if again, err := tn.MachineNumber(ctx); err != nil || again != num {
+		t.Fatalf("MachineNumber again = %d, %v", again, err)
+	}
+	before := tn.Stats()
+
+	tn.stop(t)
+	if _, err := tn.Propose(ctx, cmdPut, []byte("late=x")); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("Propose after stop: %v, want ErrUnavailable", err)
+	}
+	if err := tn.WaitReady(ctx); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("WaitReady after stop: %v", err)
+	}
+
+	tn2 := startNode(t, nodeOpts{dataDir: dir, bootstrap: true})
+	waitReady(t, tn2.Node)
+	for _, k := range []string{"w0-0", "w99-4", "w42-3"} {
+		if v, err := getKey(tn2.db, "r/test/"+k); err != nil || v != "v"+k {
+			t.Errorf("after restart %s = %q, %v", k, v, err)
+		}
+	}
+	if got := tn2.Stats(); got.AppliedIndex < before.AppliedIndex || got.Term < before.Term {
+		t.Errorf("indexes went back: before %+v after %+v", before, got)
+	}
+	if again, err := tn2.MachineNumber(ctx); err != nil || again != num {
+		t.Fatalf("MachineNumber after restart = %d, %v; want %d", again, err, num)
+	}
+	if v, err := tn2.Propose(ctx, cmdPut, []byte("after=restart")); err != nil || v != "ok:after" {
+		t.Fatalf("Propose after restart = %v, %v", v, err)
+	}
+	if v, err := getKey(tn2.db, "r/test/after"); err != nil || v != "restart" {
+		t.Fatalf("r/test/after = %q, %v", v, err)
+	}
+}
+
+func TestSnapshotThenRestart(t *testing.T) {
+	dir := t.TempDir()
+	small := func(c *Config) {
+		c.TrailingLogs = 4
+		c.SnapshotThreshold = 1 << 20 // only the forced snapshot
+	}
+	tn := startNode(t, nodeOpts{dataDir: dir, bootstrap: true, tweak: small})
+	waitReady(t, tn.Node)
+	ctx := context.Background()
+	num, err := tn.MachineNumber(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One entry per proposal (sequential), so the log has many entries.
+	for i := range 30 {
+		if _, err := tn.Propose(ctx, cmdPut, fmt.Appendf(nil, "s%d=%d", i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tn.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	for i := 30; i < 35; i++ {
+		if _, err := tn.Propose(ctx, cmdPut, fmt.Appendf(nil, "s%d=%d", i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := tn.wal.FirstIndex()
+	if err != nil || first <= 1 {
+		t.Fatalf("log not compacted by the snapshot: first index %d, %v", first, err)
+	}
+	applied := tn.Stats().AppliedIndex
+	tn.stop(t)
+
+	check := func(tn *testNode) {
+		t.Helper()
+		for _, i := range []int{0, 17, 29, 30, 34} {
+			k := fmt.Sprintf("s%d", i)
+			if v, err := getKey(tn.db, "r/test/"+k); err != nil || v != fmt.Sprint(i) {
+				t.Errorf("%s = %q, %v", k, v, err)
+			}
+		}
+		if got, err := tn.MachineNumber(ctx); err != nil || got != num {
+			t.Errorf("MachineNumber = %d, %v; want %d", got, err, num)
+		}
+		if idx, err := tn.f.AppliedIndex(); err != nil || idx < applied {
+			t.Errorf("FSM applied index %d < %d (%v)", idx, applied, err)
+		}
+	}
+
+	// Same Badger: the snapshot restore keeps the newer local state.
+	var restores atomic.Int32
+	hook := func(f *fsm.FSM) { f.OnRestore(func() { restores.Add(1) }) }
+	tn2 := startNode(t, nodeOpts{dataDir: dir, bootstrap: true, tweak: small, beforeNew: hook})
+	waitReady(t, tn2.Node)
+	check(tn2)
+	if restores.Load() != 0 {
+		t.Errorf("restore replaced newer local state")
+	}
+	tn2.stop(t)
+
+	// Badger lost, Raft intact: the state comes back from the snapshot
+	// plus the log after it (the log alone no longer has entry 1).
+	tn3 := startNode(t, nodeOpts{dataDir: dir, dbDir: t.TempDir(), bootstrap: true, tweak: small, beforeNew: hook})
+	waitReady(t, tn3.Node)
+	check(tn3)
+	if restores.Load() != 1 {
+		t.Errorf("OnRestore hooks ran %d times, want 1", restores.Load())
+	}
+	if _, err := tn3.Propose(ctx, cmdPut, []byte("new=1")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestProposeErrors(t *testing.T) {
+	tn := startNode(t, nodeOpts{bootstrap: true})
+	waitReady(t, tn.Node)
+	ctx := context.Background()
+	applied := func() uint64 {
+		idx, err := tn.f.AppliedIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return idx
+	}
+
+	before := applied()
+	_, err := tn.Propose(ctx, cmdPut, make([]byte, MaxCommandSize+1))
+	if !errors.Is(err, ErrTooLarge) || !errors.Is(err, wire.ErrInvalid) {
+		t.Fatalf("oversized payload: %v", err)
+	}
+	if applied() != before {
+		t.Fatalf("oversized payload reached the log")
+	}
+	if v, err := tn.Propose(ctx, cmdPut, append([]byte("big="), make([]byte, MaxCommandSize-4)...)); err != nil || v != "ok:big" {
+		t.Fatalf("payload at the limit: %v, %v", v, err)
+	}
+
+	if _, err := tn.Propose(ctx, cmdReject, []byte("x")); !errors.Is(err, errRejected) {
+		t.Fatalf("handler error not returned: %v", err)
+	}
+	if _, err := tn.Propose(ctx, 0xEE, []byte("x")); !errors.Is(err, fsm.ErrUnknownCommand) {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if got := counter(t, tn.reg, "edgechat_raft_proposals_total", "rejected"); got != 2 {
+		t.Errorf("proposals_total{rejected} = %v, want 2", got)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := tn.Propose(cctx, cmdPut, []byte("c=1")); !errors.Is(err, wire.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled ctx: %v", err)
+	}
+	if _, err := tn.Propose(ctx, wire.CmdNodeRegister, nil); !errors.Is(err, wire.ErrInvalid) {
+		t.Fatalf("empty node name: %v", err)
+	}
+}
+
+func TestNoLeader(t *testing.T) {
+	// Not bootstrapped and no peers: it never elects anyone.
+	tn := startNode(t, nodeOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := tn.WaitReady(ctx); !errors.Is(err, wire.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitReady without leader: %v", err)
+	}
+	if _, err := tn.Propose(context.Background(), cmdPut, []byte("a=b")); !errors.Is(err, ErrNoLeader) || !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("Propose without leader: %v", err)
+	}
+	if _, err := tn.MachineNumber(context.Background()); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("MachineNumber without leader: %v", err)
+	}
+	if s := tn.Stats(); s.State != "Follower" || s.LeaderAddr != "" {
+		t.Fatalf("stats: %+v", s)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	f := fsm.New(openDB(t, t.TempDir()), testLogger(t))
+	t.Cleanup(func() { _ = f.DB().Close() })
+	for name, cfg := range map[string]Config{
+		"no name":       {DataDir: t.TempDir(), BindAddr: "127.0.0.1:0"},
+		"no dir":        {NodeName: "n1", BindAddr: "127.0.0.1:0"},
+		"bad bind":      {NodeName: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:99999"},
+		"bad advertise": {NodeName: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", AdvertiseAddr: "0.0.0.0:1"},
+		"lease>hb":      {NodeName: "n1", DataDir: t.TempDir(), BindAddr: "127.0.0.1:0", HeartbeatTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: time.Second},
+	} {
+		cfg.Logger = testLogger(t)
+		if n, err := New(cfg, f); err == nil {
+			t.Errorf("%s: New succeeded: %s", name, n.Addr())
+		}
+	}
+	if _, err := New(Config{NodeName: "n1", DataDir: t.TempDir()}, nil); err == nil {
+		t.Error("nil FSM accepted")
+	}
+
+	// Bound to all interfaces: advertise loopback with the real port.
+	tn := startNode(t, nodeOpts{tweak: func(c *Config) { c.BindAddr = ":0" }})
+	host, port, _ := net.SplitHostPort(tn.Addr())
+	if host != "127.0.0.1" || port == "0" {
+		t.Errorf("Addr() = %q", tn.Addr())
+	}
+	tn2 := startNode(t, nodeOpts{tweak: func(c *Config) { c.AdvertiseAddr = "127.0.0.2:7000" }})
+	if tn2.Addr() != "127.0.0.2:7000" {
+		t.Errorf("Addr() = %q, want the advertised one", tn2.Addr())
+	}
+}
+
+func TestNodeRegisterHandler(t *testing.T) {
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { _ = db.Close() })
+	reg := func(name string) (any, error) {
+		var v any
+		var herr error
+		err := db.Update(func(tx *badger.Txn) error {
+			v, herr = applyNodeRegister(tx, fsm.Position{}, []byte(name))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, herr
+	}
+	for i, name := range []string{"a", "b", "c"} {
+		if v, err := reg(name); err != nil || v != uint16(i+1) {
+			t.Fatalf("register %s = %v, %v", name, v, err)
+		}
+	}
+	if v, _ := reg("b"); v != uint16(2) {
+		t.Fatalf("re-register b = %v", v)
+	}
+	// Free number 2 (as a future node removal would): the next name
+	// takes the smallest free number.
+	if err := db.Update(func(tx *badger.Txn) error {
+		if err := tx.Delete(nodeKey("b")); err != nil {
+			return err
+		}
+		return tx.Delete(nodeNumKey(2))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := reg("d"); v != uint16(2) {
+		t.Fatalf("d = %v, want the freed 2", v)
+	}
+	if v, _ := reg("e"); v != uint16(4) {
+		t.Fatalf("e = %v, want 4", v)
+	}
+	if _, err := reg(""); !errors.Is(err, wire.ErrInvalid) {
+		t.Fatalf("empty name: %v", err)
+	}
+	if _, err := reg(strings.Repeat("x", maxNodeName+1)); !errors.Is(err, wire.ErrInvalid) {
+		t.Fatalf("long name: %v", err)
+	}
+	// Fill the space: number 1024 does not exist.
+	for i := 5; i <= MaxMachineNumber; i++ {
+		if v, err := reg(fmt.Sprintf("x%d", i)); err != nil || v != uint16(i) {
+			t.Fatalf("x%d = %v, %v", i, v, err)
+		}
+	}
+	if _, err := reg("overflow"); !errors.Is(err, ErrMachineNumbers) {
+		t.Fatalf("full registry: %v", err)
+	}
+	if _, ok, _ := readNum(db, "overflow"); ok {
+		t.Fatal("failed registration wrote a number")
+	}
+}
+
+func readNum(db *badger.DB, name string) (uint16, bool, error) {
+	var num uint16
+	var ok bool
+	err := db.View(func(tx *badger.Txn) error {
+		var err error
+		num, ok, err = readNodeNumber(tx, name)
+		return err
+	})
+	return num, ok, err
+}

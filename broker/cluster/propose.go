@@ -1,0 +1,282 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// request is one proposed command waiting for its result.
+type request struct {
+	ctx  context.Context
+	cmd  fsm.Command
+	done chan result // buffered: the waiter never blocks on a caller that left
+}
+
+type result struct {
+	value any
+	err   error
+}
+
+// inflight is an entry handed to Raft and the requests packed into it.
+type inflight struct {
+	f    raft.ApplyFuture
+	reqs []*request
+}
+
+// Propose appends one command to the Raft log, packed with whatever other
+// proposals are waiting, and returns the value or error that the
+// command's FSM handler returned. Failures to commit wrap
+// wire.ErrUnavailable: no leader, not the leader, shutdown, Raft
+// overloaded, or ctx done first. When ctx ends first the command may
+// still commit, so callers must make commands safe to repeat.
+func (n *Node) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	start := time.Now()
+	v, err := n.propose(ctx, t, payload)
+	n.m.observe(start, err)
+	return v, err
+}
+
+func (n *Node) propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	if len(payload) > MaxCommandSize {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(payload), MaxCommandSize)
+	}
+	select {
+	case <-n.stopping:
+		return nil, ErrStopped
+	default:
+	}
+	if n.raft.State() != raft.Leader {
+		return n.forward(ctx, t, payload)
+	}
+	// The payload is copied so that a caller who gives up on ctx may
+	// reuse its buffer while the batcher still reads it.
+	r := &request{ctx: ctx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
+	select {
+	case n.reqs <- r:
+	case <-n.stopping:
+		return nil, ErrStopped
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", wire.ErrUnavailable, ctx.Err())
+	}
+	select {
+	case res := <-r.done:
+		if errors.Is(res.err, raft.ErrNotLeader) {
+			// Leadership moved before the entry was appended: it was
+			// never in the log, so handing it on is safe.
+			return n.forward(ctx, t, payload)
+		}
+		return res.value, res.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w (the command may still commit)", wire.ErrUnavailable, ctx.Err())
+	case <-n.stopped:
+		select {
+		case res := <-r.done:
+			return res.value, res.err
+		default:
+			return nil, ErrStopped
+		}
+	}
+}
+
+// batcher packs waiting requests into entries: it takes the first one,
+// then whatever else is already queued (up to MaxBatch), with no
+// artificial wait. While Raft writes one entry, the next batch gathers in
+// the queue, so batches grow with load by themselves.
+func (n *Node) batcher(ctx context.Context) {
+	var carry *request
+	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case first = <-n.reqs:
+			}
+		}
+		batch := make([]*request, 0, min(n.cfg.MaxBatch, len(n.reqs)+1))
+		size := 0
+		add := func(r *request) {
+			if err := r.ctx.Err(); err != nil {
+				// The caller has gone: do not commit what nobody waits for.
+				r.done <- result{err: fmt.Errorf("%w: %w", wire.ErrUnavailable, err)}
+				return
+			}
+			if len(batch) > 0 && size+len(r.cmd.Payload) > maxEntryBytes {
+				carry = r
+				return
+			}
+			batch = append(batch, r)
+			size += len(r.cmd.Payload)
+		}
+		add(first)
+	drain:
+		for len(batch) < n.cfg.MaxBatch && carry == nil {
+			select {
+			case r := <-n.reqs:
+				add(r)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		cmds = cmds[:0]
+		for _, r := range batch {
+			cmds = append(cmds, r.cmd)
+		}
+		f := n.raft.Apply(fsm.EncodeBatch(cmds), applyTimeout)
+		n.m.batch.Observe(float64(len(batch)))
+		// Raft pipelines entries; the waiter answers this one while the
+		// next batch is being built.
+		select {
+		case n.pending <- &inflight{f: f, reqs: batch}:
+		case <-ctx.Done():
+			// Shutting down with the waiter behind: these callers are
+			// released with ErrStopped when Run returns.
+			return
+		}
+	}
+}
+
+// waiter answers the requests of each entry once Raft has applied it.
+// Entries resolve in log order, so one goroutine suffices.
+func (n *Node) waiter() {
+	for in := range n.pending {
+		err := in.f.Error()
+		var results []fsm.Result
+		if err == nil {
+			var ok bool
+			results, ok = in.f.Response().([]fsm.Result)
+			if !ok || len(results) != len(in.reqs) {
+				err = fmt.Errorf("%w: entry %d answered %d results for %d commands", wire.ErrUnavailable, in.f.Index(), len(results), len(in.reqs))
+			}
+		} else {
+			err = raftErr(err)
+		}
+		for i, r := range in.reqs {
+			if err != nil {
+				r.done <- result{err: err}
+				continue
+			}
+			r.done <- result{value: results[i].Value, err: results[i].Err}
+		}
+	}
+}
+
+// raftErr maps an Apply failure to the errors callers test for.
+// raft.ErrNotLeader stays visible (wrapped) so Propose can forward.
+func raftErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: %w (the command may still commit)", wire.ErrUnavailable, err)
+	default:
+		// ErrEnqueueTimeout, ErrLeadershipTransferInProgress, a failed
+		// log write: none of them committed now.
+		return fmt.Errorf("%w: %w", wire.ErrUnavailable, err)
+	}
+}
+
+// failQueued answers the requests still queued when the batcher stopped.
+func (n *Node) failQueued() {
+	for {
+		select {
+		case r := <-n.reqs:
+			r.done <- result{err: ErrStopped}
+		default:
+			return
+		}
+	}
+}
+
+// metrics of the proposal path.
+type metrics struct {
+	commit      prometheus.Histogram
+	batch       prometheus.Histogram
+	ok          prometheus.Counter
+	rejected    prometheus.Counter
+	unavailable prometheus.Counter
+	invalid     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	commit := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "edgechat_raft_commit_seconds",
+		Help:    "Time from Propose to the command's result (commit and apply).",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100µs .. 6.5s
+	})
+	batch := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "edgechat_raft_batch_commands",
+		Help:    "Commands packed into one Raft entry.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 11), // 1 .. 1024
+	})
+	total := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgechat_raft_proposals_total",
+		Help: "Proposals by result: ok, rejected (the handler returned an error), unavailable (not committed now), invalid.",
+	}, []string{"result"})
+	if reg != nil {
+		var err error
+		if commit, err = register(reg, commit); err != nil {
+			return nil, err
+		}
+		if batch, err = register(reg, batch); err != nil {
+			return nil, err
+		}
+		if total, err = register(reg, total); err != nil {
+			return nil, err
+		}
+	}
+	return &metrics{
+		commit:      commit,
+		batch:       batch,
+		ok:          total.WithLabelValues("ok"),
+		rejected:    total.WithLabelValues("rejected"),
+		unavailable: total.WithLabelValues("unavailable"),
+		invalid:     total.WithLabelValues("invalid"),
+	}, nil
+}
+
+// register registers c, or returns the collector already registered
+// under the same name (a node restarted in the same process).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("cluster: register metrics: %w", err)
+	}
+	return c, nil
+}
+
+func (m *metrics) observe(start time.Time, err error) {
+	switch {
+	case err == nil:
+		m.ok.Inc()
+		m.commit.Observe(time.Since(start).Seconds())
+	case errors.Is(err, wire.ErrUnavailable):
+		m.unavailable.Inc()
+	case errors.Is(err, ErrTooLarge):
+		m.invalid.Inc()
+	default:
+		m.rejected.Inc()
+		m.commit.Observe(time.Since(start).Seconds())
+	}
+}

@@ -1,0 +1,371 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// checkFor polls fn every `every` until it returns nil or total elapses.
+func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("checkFor: after %v: %v", total, err)
+		}
+		<-tick.C
+	}
+}
+
+const waitFor = 5 * time.Second
+
+// --- fakes of the dependencies ---
+
+// fakeVerifier accepts "tok:{uid}" and "tok:{uid}:admin".
+type fakeVerifier struct{}
+
+func (fakeVerifier) VerifyAccessToken(tok string) (wire.Principal, error) {
+	parts := strings.Split(tok, ":")
+	if len(parts) < 2 || parts[0] != "tok" || wire.ValidUserID(parts[1]) != nil {
+		return wire.Principal{}, fmt.Errorf("fake: %w", wire.ErrBadToken)
+	}
+	return wire.Principal{UserID: parts[1], Admin: len(parts) == 3 && parts[2] == "admin"}, nil
+}
+
+type chatCall struct {
+	from, to string
+	env      wire.Envelope
+}
+
+// fakeChat stamps ids and dedupes by (from, cid) like the archive.
+type fakeChat struct {
+	mu    sync.Mutex
+	calls []chatCall
+	seen  map[string]wire.Envelope
+	next  uint16
+	err   error
+}
+
+func (f *fakeChat) SendDirect(ctx context.Context, from, to string, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, chatCall{from, to, env})
+	if f.err != nil {
+		return wire.Envelope{}, nil, false, f.err
+	}
+	if f.seen == nil {
+		f.seen = map[string]wire.Envelope{}
+	}
+	key := from + "\x00" + env.CID
+	if e, ok := f.seen[key]; ok {
+		return e, e.Marshal(), true, nil
+	}
+	f.next++
+	env.ID = snowflake.Make(1000, 1, f.next)
+	env.From, env.To = from, to
+	f.seen[key] = env
+	return env, env.Marshal(), false, nil
+}
+
+func (f *fakeChat) setErr(err error) {
+	f.mu.Lock()
+	f.err = err
+	f.mu.Unlock()
+}
+
+func (f *fakeChat) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+type readCall struct {
+	reader, peer string
+	upTo         snowflake.ID
+}
+
+type fakeReceipts struct {
+	mu    sync.Mutex
+	calls []readCall
+}
+
+func (f *fakeReceipts) MarkRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, readCall{reader, peer, upTo})
+	return nil
+}
+
+func (f *fakeReceipts) get() []readCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]readCall(nil), f.calls...)
+}
+
+// fakePresence records "connected uid connID", "disconnected uid connID"
+// and "heartbeat uid".
+type fakePresence struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (f *fakePresence) add(s string) {
+	f.mu.Lock()
+	f.events = append(f.events, s)
+	f.mu.Unlock()
+}
+func (f *fakePresence) Connected(uid, connID string)    { f.add("connected " + uid + " " + connID) }
+func (f *fakePresence) Disconnected(uid, connID string) { f.add("disconnected " + uid + " " + connID) }
+func (f *fakePresence) Heartbeat(uid string)            { f.add("heartbeat " + uid) }
+func (f *fakePresence) get() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.events...)
+}
+
+// fakeVisibility: viewer sees subject when the pair is set.
+type fakeVisibility struct{ m sync.Map }
+
+func (v *fakeVisibility) set(viewer, subject string, ok bool) {
+	v.m.Store([2]string{viewer, subject}, ok)
+}
+func (v *fakeVisibility) CanSeePresence(viewer, subject string) bool {
+	ok, _ := v.m.Load([2]string{viewer, subject})
+	return ok == true
+}
+
+// --- a running broker ---
+
+type testEnv struct {
+	b     *Broker
+	chat  *fakeChat
+	rec   *fakeReceipts
+	pres  *fakePresence
+	vis   *fakeVisibility
+	reg   *prometheus.Registry
+	addr  string
+	cfg   Config
+	close func()
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startBroker(t testing.TB, mod func(*Config)) *testEnv {
+	t.Helper()
+	return startBrokerWith(t, mod, nil)
+}
+
+func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *testEnv {
+	t.Helper()
+	e := &testEnv{chat: &fakeChat{}, rec: &fakeReceipts{}, pres: &fakePresence{}, vis: &fakeVisibility{}, reg: prometheus.NewRegistry()}
+	e.vis.set("alice", "bob", true)
+	cfg := Config{MQTTAddr: "127.0.0.1:0", Logger: quietLogger(), Registerer: e.reg, CommitTimeout: 2 * time.Second}
+	if mod != nil {
+		mod(&cfg)
+	}
+	deps := Deps{
+		Verifier:   fakeVerifier{},
+		Chat:       e.chat,
+		Receipts:   e.rec,
+		Presence:   e.pres,
+		Visibility: e.vis,
+	}
+	if modDeps != nil {
+		modDeps(&deps)
+	}
+	b, err := New(cfg, deps)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e.b, e.cfg, e.addr = b, cfg, b.MQTTAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	checkFor(t, waitFor, time.Millisecond, func() error {
+		if !b.ws.serving() {
+			return errors.New("broker not serving yet")
+		}
+		return nil
+	})
+	var once sync.Once
+	e.close = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Errorf("Run did not return after cancel:\n%s", buf[:n])
+			}
+		})
+	}
+	t.Cleanup(e.close)
+	return e
+}
+
+// --- MQTT v5 client (paho.golang) ---
+
+type v5client struct {
+	c    *paho.Client
+	msgs chan *paho.Publish
+	conn net.Conn
+}
+
+type v5opts struct {
+	will       *paho.WillMessage
+	cleanStart bool
+}
+
+func dialV5(t testing.TB, addr, clientID, user, pass string) (*v5client, *paho.Connack, error) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return connectV5(t, conn, clientID, user, pass, v5opts{cleanStart: true})
+}
+
+func connectV5(t testing.TB, conn net.Conn, clientID, user, pass string, o v5opts) (*v5client, *paho.Connack, error) {
+	t.Helper()
+	c := &v5client{msgs: make(chan *paho.Publish, 100), conn: conn}
+	c.c = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.msgs <- pr.Packet
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	ca, err := c.c.Connect(ctx, &paho.Connect{
+		ClientID:     clientID,
+		Username:     user,
+		UsernameFlag: user != "",
+		Password:     []byte(pass),
+		PasswordFlag: pass != "",
+		KeepAlive:    30,
+		CleanStart:   o.cleanStart,
+		WillMessage:  o.will,
+	})
+	if err == nil {
+		t.Cleanup(func() { _ = c.c.Disconnect(&paho.Disconnect{}) })
+	}
+	return c, ca, err
+}
+
+// mustV5 connects a verified user with client ID {uid}/{device}.
+func mustV5(t testing.TB, addr, uid, device string) *v5client {
+	t.Helper()
+	c, _, err := dialV5(t, addr, uid+"/"+device, uid, "tok:"+uid)
+	if err != nil {
+		t.Fatalf("connect %s/%s: %v", uid, device, err)
+	}
+	return c
+}
+
+func (c *v5client) sub(t testing.TB, filter string) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	sa, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	if sa == nil {
+		t.Fatalf("subscribe %s: %v", filter, err)
+	}
+	return sa.Reasons[0]
+}
+
+func (c *v5client) mustSub(t testing.TB, filter string) {
+	t.Helper()
+	if code := c.sub(t, filter); code >= 0x80 {
+		t.Fatalf("subscribe %s: reason 0x%02x", filter, code)
+	}
+}
+
+// pub publishes and returns the PUBACK reason code and reason string.
+func (c *v5client) pub(t testing.TB, topic string, qos byte, payload string) (byte, *paho.PublishResponse) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	pr, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
+	if pr == nil {
+		t.Fatalf("publish %s: %v", topic, err)
+	}
+	return pr.ReasonCode, pr
+}
+
+func (c *v5client) next(t testing.TB) *paho.Publish {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(waitFor):
+		t.Fatalf("no message within %v", waitFor)
+		return nil
+	}
+}
+
+// --- MQTT 3.1.1 client (paho.mqtt.golang) ---
+
+func dialV3(t testing.TB, addr, clientID, user, pass string) (pahov3.Client, byte, error) {
+	t.Helper()
+	opts := pahov3.NewClientOptions().
+		AddBroker("tcp://" + addr).
+		SetClientID(clientID).
+		SetUsername(user).
+		SetPassword(pass).
+		SetProtocolVersion(4).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetCleanSession(true).
+		SetConnectTimeout(waitFor)
+	c := pahov3.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(waitFor) {
+		t.Fatalf("v3 connect timed out")
+	}
+	code := tok.(*pahov3.ConnectToken).ReturnCode()
+	if tok.Error() == nil {
+		t.Cleanup(func() { c.Disconnect(100) })
+	}
+	return c, code, tok.Error()
+}
+
+var errNoMsg = errors.New("no message")
+
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}

@@ -1,0 +1,216 @@
+package broker
+
+import (
+	"bytes"
+	"strconv"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// hook is the broker's single mochi hook; it delegates to the Broker.
+type hook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+var _ mqtt.Hook = (*hook)(nil)
+
+func (h *hook) ID() string { return "edgechat" }
+
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnConnect,
+		mqtt.OnConnectAuthenticate,
+		mqtt.OnACLCheck,
+		mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect,
+		mqtt.OnPublish,
+		mqtt.OnPublishDropped,
+		mqtt.OnPacketSent,
+		mqtt.OnSubscribed,
+		mqtt.OnQosDropped,
+		mqtt.OnPacketEncode,
+	}, []byte{b})
+}
+
+// CONNECT refusal codes: v5 reason codes and the 3.1.1 return codes we
+// send instead (mochi's own v5→v3 map turns 0x86 into 5 and lacks 0x87).
+var (
+	refuseNoCredentials = connRefusal{v5: packets.Code{Code: 0x87, Reason: "not authorized: username and access token required"}, v3: 0x05, metric: "connect_no_credentials"}
+	refuseBadToken      = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: invalid or expired access token"}, v3: 0x04, metric: "connect_bad_token"}
+	refuseWrongUser     = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: token belongs to another user"}, v3: 0x04, metric: "connect_bad_token"}
+	refuseClientID      = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: want {userID}/{deviceID} of the authenticated user"}, v3: 0x02, metric: "connect_client_id"}
+	refuseAnonClientID  = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: the {userID}/{deviceID} form needs credentials"}, v3: 0x02, metric: "connect_client_id"}
+	refuseWill          = connRefusal{v5: packets.Code{Code: 0x87, Reason: "not authorized: will topic not allowed"}, v3: 0x05, metric: "connect_will"}
+)
+
+type connRefusal struct {
+	v5     packets.Code
+	v3     byte
+	metric string
+}
+
+// OnConnect authenticates the client and picks the CONNACK code itself:
+// mochi's OnConnectAuthenticate can only answer 0x86, so a refusal is
+// sent from here and the returned error makes mochi drop the connection
+// without another CONNACK.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	b := h.b
+	p, refusal := b.authenticate(cl, pk)
+	if refusal == nil && pk.Connect.WillFlag && !b.willAllowed(p, pk.Connect.WillTopic) {
+		refusal = &refuseWill
+	}
+	if refusal != nil {
+		b.m.refused.WithLabelValues(refusal.metric).Inc()
+		code := refusal.v5
+		if cl.Properties.ProtocolVersion < 5 {
+			code = packets.Code{Code: refusal.v3}
+		}
+		if err := b.srv.SendConnack(cl, code, false, nil); err != nil {
+			b.log.Debug("send connack", "client", cl.ID, "error", err)
+		}
+		b.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
+		return refusal.v5
+	}
+	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(b.connSeq.Add(1), 10)})
+	return nil
+}
+
+// authenticate checks CONNECT credentials against the client ID.
+func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principal, *connRefusal) {
+	hasPass := pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0
+	hasUser := pk.Connect.UsernameFlag && len(pk.Connect.Username) > 0
+	if b.cfg.Dev && !hasPass {
+		// Anonymous: the {user}/{device} form is reserved for verified
+		// users, so that an anonymous client never takes over (and
+		// inherits the queued messages of) a user's session.
+		if _, _, err := wire.ParseClientID(cl.ID); err == nil {
+			return wire.Principal{}, &refuseAnonClientID
+		}
+		return wire.Principal{}, nil
+	}
+	if !hasUser || !hasPass {
+		return wire.Principal{}, &refuseNoCredentials
+	}
+	cidUser, _, err := wire.ParseClientID(cl.ID)
+	if err != nil {
+		return wire.Principal{}, &refuseClientID
+	}
+	if b.deps.Verifier == nil {
+		return wire.Principal{}, &refuseBadToken
+	}
+	p, err := b.deps.Verifier.VerifyAccessToken(string(pk.Connect.Password))
+	if err != nil || p.UserID == "" {
+		return wire.Principal{}, &refuseBadToken
+	}
+	if p.UserID != string(pk.Connect.Username) {
+		return wire.Principal{}, &refuseWrongUser
+	}
+	if cidUser != p.UserID {
+		return wire.Principal{}, &refuseClientID
+	}
+	return p, nil
+}
+
+// willAllowed: mochi publishes wills straight to subscribers, without
+// OnPublish, so a will may only target topics that need no server
+// processing: open non-chat topics in dev mode.
+func (b *Broker) willAllowed(p wire.Principal, topic string) bool {
+	return b.cfg.Dev && wire.ParseTopic(topic).Kind == wire.KindOther && allowed(p, b.cfg.Dev, nil, topic, true)
+}
+
+// OnConnectAuthenticate accepts: OnConnect has already refused whoever
+// it had to.
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	_, ok := h.b.conns.Load(cl)
+	return ok
+}
+
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	b := h.b
+	b.nconn.Add(1)
+	v, ok := b.conns.Load(cl)
+	if !ok {
+		return
+	}
+	ci := v.(*connInfo)
+	if ci.p.UserID != "" && b.deps.Presence != nil {
+		b.deps.Presence.Connected(ci.p.UserID, ci.connID)
+	}
+}
+
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	b := h.b
+	b.nconn.Add(-1)
+	v, ok := b.conns.LoadAndDelete(cl)
+	if !ok {
+		return
+	}
+	ci := v.(*connInfo)
+	if ci.p.UserID != "" && b.deps.Presence != nil {
+		b.deps.Presence.Disconnected(ci.p.UserID, ci.connID)
+	}
+}
+
+// OnACLCheck is called for publishes (topic name, write), subscribes
+// (filter) and each delivery (topic name, !write), so revoked visibility
+// stops deliveries at once.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if cl.Net.Inline {
+		return true
+	}
+	b := h.b
+	ok := allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, topic, write)
+	if !ok && write {
+		b.m.refused.WithLabelValues("acl_publish").Inc()
+	}
+	return ok
+}
+
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	for _, c := range reasonCodes {
+		if c >= packets.ErrUnspecifiedError.Code {
+			h.b.m.refused.WithLabelValues("subscribe").Inc()
+		}
+	}
+}
+
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	return h.b.onPublish(cl, pk)
+}
+
+func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.b.m.dropped.WithLabelValues(wire.ParseTopic(pk.TopicName).Kind.String(), "queue_full").Inc()
+}
+
+func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.b.m.dropped.WithLabelValues("unknown", "qos_expired").Inc()
+}
+
+func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	class := "unknown" // an outbound topic alias hides the name
+	if pk.TopicName != "" {
+		class = wire.ParseTopic(pk.TopicName).Kind.String()
+	}
+	h.b.m.out.WithLabelValues(class).Inc()
+}
+
+// OnPacketEncode fixes mochi's PUBACK reason code: it builds a QoS 1
+// PUBACK with 0x01 (granted QoS 1), which goes on the wire as soon as the
+// PUBACK carries properties (ours carry id and from). 0x01 is not a
+// PUBACK reason code; success is 0x00.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode > 0 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+		pk.ReasonCode = packets.CodeSuccess.Code
+	}
+	return pk
+}

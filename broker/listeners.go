@@ -1,0 +1,319 @@
+package broker
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// tracker remembers open connections of a listener so that Close can end
+// those still in their CONNECT phase (mochi only disconnects clients it
+// has registered, and would otherwise wait for them in Close).
+type tracker struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
+}
+
+func (t *tracker) add(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	if t.conns == nil {
+		t.conns = make(map[net.Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *tracker) remove(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	conns := t.conns
+	t.conns = nil
+	t.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
+}
+
+// tcpListener is a mochi listener over a socket bound in New (so that
+// the address is known before Run), with an optional TLS layer and a
+// deadline for the CONNECT packet (mochi sets none before CONNECT).
+type tcpListener struct {
+	id             string
+	ln             net.Listener
+	tls            *tls.Config
+	connectTimeout time.Duration
+	log            *slog.Logger
+	end            atomic.Bool
+	tr             tracker
+}
+
+var _ listeners.Listener = (*tcpListener)(nil)
+
+func newTCPListener(id string, ln net.Listener, cfg *tls.Config, connectTimeout time.Duration) *tcpListener {
+	return &tcpListener{id: id, ln: ln, tls: cfg, connectTimeout: connectTimeout, log: slog.Default()}
+}
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	l.log = log
+	return nil
+}
+
+func (l *tcpListener) ID() string      { return l.id }
+func (l *tcpListener) Address() string { return l.ln.Addr().String() }
+func (l *tcpListener) Protocol() string {
+	if l.tls != nil {
+		return "tls"
+	}
+	return "tcp"
+}
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.end.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Transient (e.g. out of file descriptors): back off like
+			// net/http instead of giving up the listener.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.log.Warn("accept", "error", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		go l.handle(c, establish)
+	}
+}
+
+func (l *tcpListener) handle(c net.Conn, establish listeners.EstablishFn) {
+	if l.tls != nil {
+		c = tls.Server(c, l.tls)
+	}
+	if !l.tr.add(c) {
+		_ = c.Close()
+		return
+	}
+	defer l.tr.remove(c)
+	_ = c.SetDeadline(time.Now().Add(l.connectTimeout)) // mochi replaces it after CONNECT
+	if err := establish(l.id, c); err != nil && !isQuietClose(err) {
+		l.log.Debug("connection ended", "remote", c.RemoteAddr().String(), "error", err)
+	}
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	if !l.end.CompareAndSwap(false, true) {
+		return
+	}
+	_ = l.ln.Close()
+	closeClients(l.id)
+	l.tr.closeAll()
+}
+
+func isQuietClose(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+// wsListener serves MQTT over WebSocket through the gateway's HTTP
+// server: it is a mochi listener whose Serve only stores the establish
+// function, and an http.Handler that upgrades requests and hands the
+// connections to mochi.
+type wsListener struct {
+	id        string
+	b         *Broker
+	upgrader  websocket.Upgrader
+	mu        sync.RWMutex
+	establish listeners.EstablishFn
+	log       *slog.Logger
+	tr        tracker
+}
+
+var (
+	_ listeners.Listener = (*wsListener)(nil)
+	_ http.Handler       = (*wsListener)(nil)
+)
+
+func newWSListener(id string, b *Broker) *wsListener {
+	l := &wsListener{id: id, b: b, log: b.log}
+	l.upgrader = websocket.Upgrader{
+		HandshakeTimeout: b.cfg.ConnectTimeout,
+		ReadBufferSize:   b.cfg.ReadBufferSize,
+		WriteBufferSize:  b.cfg.WriteBufferSize,
+		// Shared write buffers: idle connections hold none.
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{"mqtt"},
+		CheckOrigin:     l.checkOrigin,
+	}
+	return l
+}
+
+func (l *wsListener) Init(log *slog.Logger) error {
+	l.log = log
+	return nil
+}
+
+func (l *wsListener) ID() string       { return l.id }
+func (l *wsListener) Address() string  { return "/mqtt" }
+func (l *wsListener) Protocol() string { return "ws" }
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	l.establish = establish
+	l.mu.Unlock()
+}
+
+func (l *wsListener) serving() bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.establish != nil
+}
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	l.mu.Lock()
+	l.establish = nil
+	l.mu.Unlock()
+	closeClients(l.id)
+	l.tr.closeAll()
+}
+
+func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	l.mu.RLock()
+	establish := l.establish
+	l.mu.RUnlock()
+	if establish == nil { // before Run or after shutdown
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "mqtt broker not running", http.StatusServiceUnavailable)
+		return
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		http.Error(w, "MQTT over WebSocket: upgrade required", http.StatusUpgradeRequired)
+		return
+	}
+	if !slices.Contains(websocket.Subprotocols(r), "mqtt") {
+		http.Error(w, `MQTT over WebSocket needs the "mqtt" subprotocol`, http.StatusBadRequest)
+		return
+	}
+	ws, err := l.upgrader.Upgrade(w, r, nil) // answers 403 itself for a foreign Origin
+	if err != nil {
+		l.b.m.refused.WithLabelValues("ws_upgrade").Inc()
+		return
+	}
+	c := newWSConn(ws)
+	if !l.tr.add(c) {
+		_ = c.Close()
+		return
+	}
+	defer l.tr.remove(c)
+	_ = c.SetDeadline(time.Now().Add(l.b.cfg.ConnectTimeout))
+	if err := establish(l.id, c); err != nil && !isQuietClose(err) {
+		l.log.Debug("websocket connection ended", "remote", r.RemoteAddr, "error", err)
+	}
+}
+
+// checkOrigin allows requests without Origin (non-browsers), origins in
+// the allow-list, and, when the list is empty, the request's own host.
+func (l *wsListener) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	o, err := normalizeOrigin(origin)
+	if err != nil {
+		return false
+	}
+	if len(l.b.cfg.AllowedOrigins) == 0 {
+		u, _ := url.Parse(o)
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	for _, a := range l.b.cfg.AllowedOrigins {
+		if n, err := normalizeOrigin(a); err == nil && n == o {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizeOrigin reduces an origin to lowercase scheme://host[:port].
+func normalizeOrigin(s string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme == "" || u.Host == "" {
+		return "", errors.New("want scheme://host[:port]")
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), nil
+}
+
+// wsConn is a WebSocket as a net.Conn carrying MQTT in binary frames.
+// Reads stream across frame boundaries (an MQTT packet may span frames
+// and a frame may hold several packets). mochi serializes writes.
+type wsConn struct {
+	net.Conn // the underlying connection: addresses and deadlines
+	ws       *websocket.Conn
+	r        io.Reader // current frame, nil between frames
+}
+
+func newWSConn(ws *websocket.Conn) *wsConn {
+	return &wsConn{Conn: ws.NetConn(), ws: ws}
+}
+
+// errTextFrame refuses text frames: MQTT over WebSocket is binary.
+var errTextFrame = errors.New("broker: websocket text frame (MQTT needs binary frames)")
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			typ, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				return 0, errTextFrame
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue // empty or finished frame: read the next one
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) Close() error { return c.ws.Close() }

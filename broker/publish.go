@@ -1,0 +1,237 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Limits on the small chat payloads.
+const (
+	maxTypingBytes  = 256
+	maxReceiptBytes = 512
+)
+
+// reasonNotCommitted is the PUBACK reason when a message could not be
+// committed (0x88 server unavailable is a CONNACK/DISCONNECT code only).
+const reasonNotCommitted = "server unavailable: not committed"
+
+// onPublish handles a client publish by topic kind. The ACL has already
+// run. Returning the packet delivers it (to the topic's subscribers);
+// CodeSuccessIgnore acknowledges without delivery; refuse() drops.
+func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	t := wire.ParseTopic(pk.TopicName)
+	class := t.Kind.String()
+	b.m.in.WithLabelValues(class).Inc()
+	if t.Kind == wire.KindOther {
+		return pk, nil // open topic (dev mode): plain MQTT
+	}
+	// Chat topics never retain what a client sends, and carry only the
+	// properties the server sets.
+	pk.FixedHeader.Retain = false
+	p := b.principal(cl)
+	switch t.Kind {
+	case wire.KindDirect:
+		return b.publishDirect(cl, pk, p, t.Owner, class)
+	case wire.KindHeartbeat:
+		if p.UserID == "" || p.UserID != t.Owner {
+			return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+		}
+		if b.deps.Presence != nil {
+			b.deps.Presence.Heartbeat(p.UserID)
+		}
+		return pk, packets.CodeSuccessIgnore // acknowledged, never delivered nor retained
+	case wire.KindUserTyping:
+		state, err := parseTyping(pk.Payload)
+		if err != nil {
+			return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
+		}
+		pk.Payload = mustJSON(wire.Typing{State: state, From: p.UserID})
+		pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}
+		return pk, nil
+	case wire.KindReceipts:
+		return b.publishReceipt(cl, pk, p, t.Owner, class)
+	}
+	// Presence, events, groups, $SYS, malformed chat names: the ACL
+	// refuses them first; this is the backstop.
+	return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+}
+
+// publishDirect validates the envelope and commits it through the
+// ChatStore before mochi sends the PUBACK (mochi runs OnPublish first and
+// blocks only this client meanwhile). The committed payload then goes to
+// the recipient's topic and, as a copy carrying the assigned id, to the
+// sender's own user/{from}/newMessage (all the sender's devices,
+// including the sending one).
+func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Principal, to, class string) (packets.Packet, error) {
+	if p.UserID == "" {
+		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+	}
+	env, err := wire.ParseEnvelope(pk.Payload)
+	if err != nil {
+		return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
+	}
+	if b.deps.Chat == nil {
+		return b.refuse(cl, pk, class, "unavailable", packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: reasonNotCommitted})
+	}
+	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
+	defer cancel()
+	stored, payload, dup, err := b.deps.Chat.SendDirect(ctx, p.UserID, to, env)
+	if err != nil {
+		code, reason := depCode(err)
+		b.log.Debug("direct message refused", "from", p.UserID, "to", to, "error", err)
+		return b.refuse(cl, pk, class, reason, code)
+	}
+	if dup {
+		return pk, packets.CodeSuccessIgnore // a retry of a committed message: ack, deliver nothing
+	}
+	props := []packets.UserProperty{{Key: "id", Val: stored.ID.String()}, {Key: "from", Val: p.UserID}}
+	pk.Payload = payload
+	pk.Properties = packets.Properties{User: props}
+	if to != p.UserID {
+		if err := b.inject(wire.DirectTopic(p.UserID), payload, false, pk.FixedHeader.Qos, props); err != nil {
+			b.log.Warn("sender copy not delivered", "from", p.UserID, "id", stored.ID, "error", err)
+		}
+	}
+	return pk, nil
+}
+
+// publishReceipt rewrites a receipt with the reader as peer; a read
+// receipt moves the read cursor (committed) before the PUBACK.
+func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Principal, owner, class string) (packets.Packet, error) {
+	if p.UserID == "" {
+		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+	}
+	r, err := parseReceipt(pk.Payload)
+	if err != nil {
+		return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
+	}
+	r.Peer = p.UserID
+	if r.Type == wire.ReceiptRead {
+		if b.deps.Receipts == nil {
+			return b.refuse(cl, pk, class, "unavailable", packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: reasonNotCommitted})
+		}
+		ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
+		defer cancel()
+		if err := b.deps.Receipts.MarkRead(ctx, p.UserID, owner, r.UpTo); err != nil {
+			code, reason := depCode(err)
+			b.log.Debug("read receipt refused", "reader", p.UserID, "peer", owner, "error", err)
+			return b.refuse(cl, pk, class, reason, code)
+		}
+	}
+	pk.Payload = mustJSON(r)
+	pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}
+	return pk, nil
+}
+
+// refuse drops a publish. mochi sends a negative PUBACK only for a bare
+// packets.Code from a v5 QoS 1 publish; for 3.1.1 and QoS 0 a Code would
+// NOT stop delivery, so those get ErrRejectPacket (dropped, no PUBACK).
+// A v5 QoS 2 publish needs a PUBREC with the reason, which we write
+// ourselves (mochi would answer with a PUBACK).
+func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, class, reason string, code packets.Code) (packets.Packet, error) {
+	b.m.dropped.WithLabelValues(class, reason).Inc()
+	if cl.Properties.ProtocolVersion == 5 {
+		switch pk.FixedHeader.Qos {
+		case 1:
+			return pk, code
+		case 2:
+			if err := cl.WritePacket(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Pubrec},
+				PacketID:    pk.PacketID,
+				ReasonCode:  code.Code,
+				Properties:  packets.Properties{ReasonString: code.Reason},
+			}); err != nil {
+				b.log.Debug("write pubrec", "client", cl.ID, "error", err)
+			}
+		}
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+// depCode maps a service error to a PUBACK reason code and a metric reason.
+func depCode(err error) (packets.Code, string) {
+	switch {
+	case errors.Is(err, wire.ErrForbidden):
+		return packets.ErrNotAuthorized, "forbidden"
+	case errors.Is(err, wire.ErrNotFound):
+		return packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic name invalid: no such user"}, "not_found"
+	case errors.Is(err, wire.ErrQuota):
+		return packets.ErrQuotaExceeded, "quota"
+	case errors.Is(err, wire.ErrInvalid):
+		return packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()}, "invalid"
+	}
+	return packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: reasonNotCommitted}, "unavailable"
+}
+
+// parseTyping accepts an empty payload or {"state":"typing"|"stopped"}.
+func parseTyping(payload []byte) (string, error) {
+	if len(payload) == 0 {
+		return "typing", nil
+	}
+	if len(payload) > maxTypingBytes {
+		return "", fmt.Errorf("typing payload over %d bytes", maxTypingBytes)
+	}
+	var v struct {
+		State *string         `json:"state"`
+		From  json.RawMessage `json:"from"` // server-owned: accepted and overwritten
+	}
+	if err := strictJSON(payload, &v); err != nil {
+		return "", fmt.Errorf("typing: %w", err)
+	}
+	if v.State == nil || *v.State == "" {
+		return "typing", nil
+	}
+	if *v.State != "typing" && *v.State != "stopped" {
+		return "", fmt.Errorf("typing: state %q (want typing or stopped)", *v.State)
+	}
+	return *v.State, nil
+}
+
+// parseReceipt accepts {"type":"read"|"delivered","upTo":"<id>"}.
+func parseReceipt(payload []byte) (wire.Receipt, error) {
+	if len(payload) > maxReceiptBytes {
+		return wire.Receipt{}, fmt.Errorf("receipt payload over %d bytes", maxReceiptBytes)
+	}
+	var r wire.Receipt
+	if err := strictJSON(payload, &r); err != nil {
+		return wire.Receipt{}, fmt.Errorf("receipt: %w", err)
+	}
+	if r.Type != wire.ReceiptRead && r.Type != wire.ReceiptDelivered {
+		return wire.Receipt{}, fmt.Errorf("receipt: type %q (want read or delivered)", r.Type)
+	}
+	if r.UpTo == 0 {
+		return wire.Receipt{}, errors.New("receipt: upTo must be a message id")
+	}
+	return r, nil
+}
+
+// strictJSON decodes one JSON object, refusing unknown fields and
+// trailing data.
+func strictJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("broker: marshal: " + err.Error())
+	}
+	return b
+}

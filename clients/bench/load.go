@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"golang.org/x/sync/errgroup"
+)
+
+// LoadConfig configures the latency and throughput modes: senders
+// publish durable direct messages (QoS 1 to user/{to}/newMessage) to a
+// set of receivers, round robin.
+type LoadConfig struct {
+	MQTTAddr  string
+	PID       int // server process for CPU and RSS; 0: not measured
+	Prefix    string
+	Senders   int
+	Receivers int
+	// Rate is the total offered load in messages per second, paced open
+	// loop (latency mode). 0 means closed loop: every sender keeps
+	// InFlight publishes outstanding all the time (throughput mode).
+	Rate     float64
+	InFlight int // outstanding publishes per sender
+	Duration time.Duration
+	Warmup   time.Duration // messages sent before this are not measured
+	Size     int           // message body bytes
+	Deliver  bool          // receivers subscribe; measure publish→delivery
+	Drain    time.Duration // how long to wait for late deliveries at the end
+	Clock    Clock         // paces the latency mode; nil: wall clock
+}
+
+// LoadResult is the outcome of the latency and throughput modes.
+type LoadResult struct {
+	Mode            string         `json:"mode"`
+	Senders         int            `json:"senders"`
+	Receivers       int            `json:"receivers"`
+	InFlight        int            `json:"inFlightPerSender"`
+	TargetRate      float64        `json:"targetRate,omitempty"`
+	DurationSeconds float64        `json:"durationSeconds"`
+	WarmupSeconds   float64        `json:"warmupSeconds"`
+	BodyBytes       int            `json:"bodyBytes"`
+	Sent            int64          `json:"sent"`      // publishes started in the measured window
+	Committed       int64          `json:"committed"` // of those, acknowledged with success
+	Failed          int64          `json:"failed"`
+	Errors          map[string]int `json:"errors,omitempty"`
+	Late            int64          `json:"lateSends,omitempty"` // latency mode: sends that started >10ms after their slot
+	Rate            float64        `json:"committedPerSecond"`
+	PubAck          Summary        `json:"puback"`
+	Delivered       int64          `json:"delivered,omitempty"`
+	Delivery        *Summary       `json:"delivery,omitempty"`
+	PerSecond       []int64        `json:"committedEachSecond,omitempty"`
+	ServerCPUPerMsg float64        `json:"serverCpuMicrosPerMsg,omitempty"`
+	ServerRSSKB     int64          `json:"serverRssKB,omitempty"`
+
+	pubackSorted   []time.Duration
+	deliverySorted []time.Duration
+}
+
+func (c *LoadConfig) validate() error {
+	switch {
+	case c.Senders < 1:
+		return fmt.Errorf("%w: --senders must be at least 1", errUsage)
+	case c.Receivers < 1:
+		return fmt.Errorf("%w: --receivers must be at least 1", errUsage)
+	case c.InFlight < 1:
+		return fmt.Errorf("%w: --inflight must be at least 1", errUsage)
+	case c.Duration <= 0:
+		return fmt.Errorf("%w: --duration must be positive", errUsage)
+	case c.Warmup < 0 || c.Drain < 0:
+		return fmt.Errorf("%w: --warmup and --drain must not be negative", errUsage)
+	case c.Rate < 0:
+		return fmt.Errorf("%w: --rate must not be negative", errUsage)
+	case c.Size < 1 || c.Size > 8000:
+		return fmt.Errorf("%w: --size must be 1..8000 bytes (the server's body limit is 8 KiB)", errUsage)
+	}
+	if c.Drain == 0 {
+		c.Drain = 10 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = wallClock{}
+	}
+	return validPrefix(c.Prefix)
+}
+
+// lateThreshold is how far behind its slot a paced send may start
+// before it counts as late (the client, not the server, was too slow).
+const lateThreshold = 10 * time.Millisecond
+
+// RunLoad runs the latency mode (cfg.Rate > 0) or the throughput mode.
+func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	env = env.withDefaults()
+	mode := "throughput"
+	if cfg.Rate > 0 {
+		mode = "latency"
+	}
+	if _, err := RaiseNoFile(uint64(cfg.Senders+cfg.Receivers) + 256); err != nil {
+		env.warnf("%v", err)
+	}
+	senders := make([]string, cfg.Senders)
+	for i := range senders {
+		senders[i] = cfg.Prefix + "s" + strconv.Itoa(i)
+	}
+	receivers := make([]string, cfg.Receivers)
+	for i := range receivers {
+		receivers[i] = cfg.Prefix + "r" + strconv.Itoa(i)
+	}
+	tokens, err := env.tokens(ctx, append(slices.Clone(senders), receivers...))
+	if err != nil {
+		return nil, err
+	}
+	// A fresh run ID keeps cids unique across runs: the server would
+	// acknowledge a repeated (sender, cid) without storing it again.
+	var rb [4]byte
+	_, _ = rand.Read(rb[:])
+	runID := hex.EncodeToString(rb[:])
+
+	var (
+		measureFrom atomic.Int64 // unix nanos; sends before it are warmup
+		pubacks     Recorder
+		deliveries  Recorder
+		delivered   atomic.Int64
+		sent        atomic.Int64
+		committed   atomic.Int64 // in the measured window
+		total       atomic.Int64 // all committed, for the progress line
+		failed      atomic.Int64
+		late        atomic.Int64
+		errMu       sync.Mutex
+		errs        = map[string]int{}
+	)
+	measureFrom.Store(1<<63 - 1)
+	inWindow := func(t time.Time) bool { return t.UnixNano() >= measureFrom.Load() }
+
+	var conns []*paho.Client
+	defer func() {
+		for _, c := range conns {
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+	}()
+	if cfg.Deliver {
+		onMsg := func(p *paho.Publish) {
+			now := time.Now()
+			if t, ok := sentTime(p.Payload); ok && inWindow(t) {
+				delivered.Add(1)
+				deliveries.Add(now.Sub(t))
+			}
+		}
+		for _, r := range receivers {
+			c, err := dial(ctx, dialOptions{Addr: cfg.MQTTAddr, User: r, Device: "bench", Token: tokens[r], ReceiveMaximum: 1024, OnPublish: onMsg})
+			if err != nil {
+				return nil, err
+			}
+			conns = append(conns, c)
+			if err := subscribe(ctx, c, "user/"+r+"/newMessage"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	senderConns := make([]*paho.Client, len(senders))
+	{
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(16)
+		for i, s := range senders {
+			g.Go(func() error {
+				c, err := dial(gctx, dialOptions{Addr: cfg.MQTTAddr, User: s, Device: "bench", Token: tokens[s], ReceiveMaximum: 16})
+				senderConns[i] = c
+				return err
+			})
+		}
+		err := g.Wait()
+		for _, c := range senderConns {
+			if c != nil {
+				conns = append(conns, c)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	var cpu0 time.Duration
+	if cfg.PID > 0 {
+		cpu0, _ = ReadCPUTime(cfg.PID)
+	}
+	// publish sends message k of sender i and records its outcome. Its
+	// context is not the run's: a publish already on the wire is waited
+	// for (up to paho's 10 s packet timeout) even when the run ends.
+	publish := func(i int, k int64) {
+		to := receivers[(i+int(k))%len(receivers)]
+		t0 := time.Now()
+		payload := messagePayload(runID+"-"+strconv.Itoa(i)+"-"+strconv.FormatInt(k, 10), t0, cfg.Size)
+		_, err := senderConns[i].Publish(context.WithoutCancel(ctx), &paho.Publish{QoS: 1, Topic: "user/" + to + "/newMessage", Payload: payload})
+		lat := time.Since(t0)
+		measured := inWindow(t0)
+		if measured {
+			sent.Add(1)
+		}
+		if err != nil {
+			failed.Add(1)
+			errMu.Lock()
+			errs[truncate(err.Error(), 100)]++
+			errMu.Unlock()
+			return
+		}
+		total.Add(1)
+		if measured {
+			committed.Add(1)
+			pubacks.Add(lat)
+		}
+	}
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	start := time.Now()
+	var perSecond []int64
+	var lastTotal int64
+	stopProgress := env.progress(ctx, func(el time.Duration) string {
+		t := total.Load()
+		perSecond = append(perSecond, t-lastTotal)
+		lastTotal = t
+		line := fmt.Sprintf("%s: %.1fs, %d committed (%.0f msg/s now), %d failed", mode, el.Seconds(), t, float64(perSecond[len(perSecond)-1])/env.ProgressEvery.Seconds(), failed.Load())
+		if cfg.Deliver {
+			line += fmt.Sprintf(", %d delivered", delivered.Load())
+		}
+		return line
+	})
+	measureFrom.Store(start.Add(cfg.Warmup).UnixNano())
+	endAt := start.Add(cfg.Warmup + cfg.Duration)
+	runCtx, cancelDeadline := context.WithDeadline(runCtx, endAt)
+	defer cancelDeadline()
+
+	var wg sync.WaitGroup
+	for i := range senders {
+		if cfg.Rate > 0 {
+			// Stagger the senders across one interval so that their slots
+			// interleave instead of arriving in bursts of len(senders).
+			perSender := cfg.Rate / float64(cfg.Senders)
+			offset := time.Duration(float64(time.Second) / perSender * float64(i) / float64(cfg.Senders))
+			pacer, err := NewPacer(perSender, offset, cfg.Clock)
+			if err != nil {
+				return nil, err
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem := make(chan struct{}, cfg.InFlight)
+				var inner sync.WaitGroup
+				defer inner.Wait()
+				for k := int64(0); ; k++ {
+					due, err := pacer.Wait(runCtx)
+					if err != nil {
+						return
+					}
+					select {
+					case sem <- struct{}{}:
+					case <-runCtx.Done():
+						return
+					}
+					if cfg.Clock.Now().Sub(due) > lateThreshold && inWindow(due) {
+						late.Add(1)
+					}
+					inner.Add(1)
+					go func() {
+						defer inner.Done()
+						defer func() { <-sem }()
+						publish(i, k)
+					}()
+				}
+			}()
+			continue
+		}
+		var next atomic.Int64
+		for range cfg.InFlight {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for runCtx.Err() == nil {
+					publish(i, next.Add(1)-1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if cfg.Deliver {
+		// Deliveries trail the last PUBACKs a little; wait for them, but
+		// not forever (a lost delivery shows as delivered < committed).
+		deadline := time.Now().Add(cfg.Drain)
+		for delivered.Load() < committed.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+			_ = (wallClock{}).Sleep(ctx, 20*time.Millisecond)
+		}
+	}
+	stopProgress()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if len(perSecond) > 0 {
+		perSecond = perSecond[:len(perSecond)-1] // the final line's partial interval
+	}
+
+	res := &LoadResult{
+		Mode: mode, Senders: cfg.Senders, Receivers: cfg.Receivers, InFlight: cfg.InFlight,
+		TargetRate: cfg.Rate, DurationSeconds: cfg.Duration.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
+		BodyBytes: cfg.Size, Sent: sent.Load(), Committed: committed.Load(), Failed: failed.Load(),
+		Late: late.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
+	}
+	if len(errs) > 0 {
+		res.Errors = maps.Clone(errs)
+	}
+	res.Rate = float64(res.Committed) / cfg.Duration.Seconds()
+	res.pubackSorted = pubacks.Sorted()
+	res.PubAck = Summarize(slices.Clone(res.pubackSorted))
+	if cfg.Deliver {
+		res.deliverySorted = deliveries.Sorted()
+		s := Summarize(slices.Clone(res.deliverySorted))
+		res.Delivery = &s
+	}
+	if cfg.PID > 0 {
+		if cpu1, err := ReadCPUTime(cfg.PID); err == nil && total.Load() > 0 {
+			res.ServerCPUPerMsg = float64((cpu1 - cpu0).Microseconds()) / float64(total.Load())
+		}
+		if kb, err := ReadRSS(cfg.PID); err == nil {
+			res.ServerRSSKB = kb
+		}
+	}
+	return res, nil
+}
+
+// validPrefix checks that prefix+"s123" is a valid user ID.
+func validPrefix(p string) error {
+	if len(p) < 1 || len(p) > 20 || p[0] < 'a' || p[0] > 'z' {
+		return fmt.Errorf("%w: --prefix %q must be 1-20 characters starting with a lowercase letter", errUsage, p)
+	}
+	if strings.IndexFunc(p, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-')
+	}) >= 0 {
+		return fmt.Errorf("%w: --prefix %q may hold only a-z, 0-9, _, . and -", errUsage, p)
+	}
+	return nil
+}
+
+var errUsage = errors.New("usage")

@@ -1,0 +1,239 @@
+// Command bench is edgechat's load and measurement tool. It runs against
+// a live node and measures what the product promises:
+//
+//	bench conns       server RSS per idle authenticated MQTT connection
+//	bench latency     publish→PUBACK (and →delivery) latency of durable
+//	                  direct messages at a fixed, open-loop rate
+//	bench throughput  durable messages committed per second, closed loop
+//
+// Every mode prints progress lines on stderr while it runs, a summary
+// table on stdout at the end, and optionally JSON (--out) and an SVG
+// chart (--chart). See docs/benchmarks.md for the figures and commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(os.Stderr, "bench: %v\n\n%s", err, usage)
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `bench — load and measurement tool for edgechat
+
+Usage:
+  bench conns      [flags]   N idle MQTT connections; server RSS per connection
+  bench latency    [flags]   publish→PUBACK latency at a fixed rate
+  bench throughput [flags]   committed durable messages per second
+  bench refserver  [--listen ADDR]   a plain mochi-mqtt broker to compare with (use --anon)
+
+Run "bench MODE -h" for the flags of a mode.
+`
+
+// common are the flags every mode has.
+type common struct {
+	httpURL, mqtt, data, edgechat, out, chart, prefix, password string
+	pid                                                         int
+	anon                                                        bool
+	ttl, progressEvery                                          time.Duration
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "HTTP API base URL of the node (accounts)")
+	fs.StringVar(&c.mqtt, "mqtt", "127.0.0.1:1883", "MQTT address host:port (or tcp://host:port)")
+	fs.StringVar(&c.data, "data", "", "the node's data directory: mint tokens from its keys instead of logging in")
+	fs.StringVar(&c.edgechat, "edgechat", "", "edgechat binary used with --data (default: edgechat in PATH)")
+	fs.IntVar(&c.pid, "pid", 0, "PID of the server process, to read its RSS and CPU time from /proc")
+	fs.StringVar(&c.out, "out", "", "write machine-readable results to this JSON file")
+	fs.StringVar(&c.chart, "chart", "", "draw a chart to this SVG file")
+	fs.StringVar(&c.prefix, "prefix", "bench", "prefix of the bench users' names")
+	fs.StringVar(&c.password, "password", "bench-password", "password of the bench users (created when missing)")
+	fs.DurationVar(&c.ttl, "ttl", 2*time.Hour, "lifetime of minted tokens")
+	fs.BoolVar(&c.anon, "anon", false, "no accounts or tokens: connect with a user name only (edgechat --dev, or another broker for comparison)")
+	fs.DurationVar(&c.progressEvery, "progress", time.Second, "interval between progress lines")
+}
+
+func (c *common) env(stdout, stderr io.Writer) (Env, error) {
+	if c.anon {
+		return Env{Stdout: stdout, Stderr: stderr, Tokens: AnonTokens{}, ProgressEvery: c.progressEvery}, nil
+	}
+	acc := &Accounts{HTTPURL: c.httpURL, Password: c.password, DataDir: c.data, Edgechat: c.edgechat, TTL: c.ttl}
+	if c.data != "" && acc.Edgechat == "" {
+		p, err := exec.LookPath("edgechat")
+		if err != nil {
+			return Env{}, fmt.Errorf("%w: --data needs the edgechat binary: give --edgechat PATH", errUsage)
+		}
+		acc.Edgechat = p
+	}
+	return Env{Stdout: stdout, Stderr: stderr, Tokens: acc, ProgressEvery: c.progressEvery}, nil
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: no mode given", errUsage)
+	}
+	mode, args := args[0], args[1:]
+	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c common
+	c.register(fs)
+	switch mode {
+	case "conns":
+		cfg := ConnsConfig{}
+		fs.IntVar(&cfg.N, "n", 10000, "connections to open")
+		fs.IntVar(&cfg.Users, "users", 100, "distinct users (connections are their devices)")
+		fs.IntVar(&cfg.Step, "step", 1000, "sample the server's RSS every this many connections")
+		fs.IntVar(&cfg.Concurrency, "concurrency", 32, "connections being opened at once")
+		fs.DurationVar(&cfg.Settle, "settle", 10*time.Second, "wait this long after the last connection before the final RSS reading")
+		fs.DurationVar(&cfg.Hold, "hold", 0, "keep the connections open this long after measuring")
+		ka := fs.Uint("keepalive", 60, "MQTT keepalive in seconds")
+		fs.BoolVar(&cfg.Subscribe, "subscribe", false, "subscribe every connection to user/{me}/newMessage")
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		if *ka < 1 || *ka > 65535 {
+			return fmt.Errorf("%w: --keepalive must be 1..65535", errUsage)
+		}
+		cfg.KeepAlive = uint16(*ka)
+		return runConnsCmd(ctx, cfg, &c, stdout, stderr)
+	case "latency", "throughput":
+		cfg := LoadConfig{}
+		defSenders, defDuration, defInflight := 100, 30*time.Second, 16
+		if mode == "throughput" {
+			defSenders, defDuration, defInflight = 20, 10*time.Second, 32
+		}
+		fs.IntVar(&cfg.Senders, "senders", defSenders, "sending users, one connection each")
+		fs.IntVar(&cfg.Receivers, "receivers", 10, "receiving users (messages go round robin)")
+		fs.IntVar(&cfg.InFlight, "inflight", defInflight, "outstanding QoS 1 publishes per sender")
+		fs.DurationVar(&cfg.Duration, "duration", defDuration, "measured time")
+		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured time before it")
+		fs.IntVar(&cfg.Size, "size", 100, "message body bytes")
+		fs.BoolVar(&cfg.Deliver, "deliver", false, "receivers subscribe; also measure publish→delivery latency")
+		fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "with --deliver, how long to wait for the last deliveries")
+		if mode == "latency" {
+			fs.Float64Var(&cfg.Rate, "rate", 1000, "total messages per second over all senders")
+		}
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		if mode == "latency" && cfg.Rate <= 0 {
+			return fmt.Errorf("%w: --rate must be positive", errUsage)
+		}
+		return runLoadCmd(ctx, cfg, &c, stdout, stderr)
+	case "refserver":
+		rs := flag.NewFlagSet(mode, flag.ContinueOnError)
+		rs.SetOutput(stderr)
+		listen := rs.String("listen", "127.0.0.1:21883", "MQTT address to listen on")
+		if err := parse(rs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		return RunRefServer(ctx, *listen, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown mode %q", errUsage, mode)
+	}
+}
+
+// errHelp stops a run after -h printed the flags.
+var errHelp = errors.New("help shown")
+
+func ignoreHelp(err error) error {
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	return nil
+}
+
+func runConnsCmd(ctx context.Context, cfg ConnsConfig, c *common, stdout, stderr io.Writer) error {
+	addr, err := mqttAddr(c.mqtt)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
+	env, err := c.env(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := RunConns(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	if err := PrintConns(stdout, res); err != nil {
+		return err
+	}
+	return writeOutputs(c, res, func() (Chart, bool) { return ConnsChart(res), len(res.Samples) > 0 }, stderr)
+}
+
+func runLoadCmd(ctx context.Context, cfg LoadConfig, c *common, stdout, stderr io.Writer) error {
+	addr, err := mqttAddr(c.mqtt)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
+	env, err := c.env(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := RunLoad(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	if err := PrintLoad(stdout, res); err != nil {
+		return err
+	}
+	return writeOutputs(c, res, func() (Chart, bool) { return LoadChart(res), len(res.pubackSorted) > 0 }, stderr)
+}
+
+func writeOutputs(c *common, res any, chart func() (Chart, bool), stderr io.Writer) error {
+	if c.out != "" {
+		if err := WriteJSON(c.out, res); err != nil {
+			return err
+		}
+	}
+	if c.chart != "" {
+		ch, ok := chart()
+		if !ok {
+			fmt.Fprintf(stderr, "warning: nothing to chart (conns needs --pid; latency needs committed messages); %s not written\n", c.chart)
+			return nil
+		}
+		if err := WriteChart(c.chart, ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// dialOptions describe one bench MQTT connection.
+type dialOptions struct {
+	Addr      string // host:port
+	User      string
+	Device    string
+	Token     string
+	KeepAlive uint16 // seconds
+	// ReceiveMaximum bounds the messages the server may have in flight to
+	// us; paho also sizes a channel by it (64 Ki pointers, 512 KB, if left
+	// unset), which matters with thousands of connections.
+	ReceiveMaximum uint16
+	OnPublish      func(*paho.Publish) // nil: incoming messages are ignored
+	Timeout        time.Duration
+}
+
+// mqttAddr turns "tcp://h:p", "mqtt://h:p" or "h:p" into "h:p".
+func mqttAddr(s string) (string, error) {
+	for _, p := range []string{"tcp://", "mqtt://"} {
+		s = strings.TrimPrefix(s, p)
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return "", fmt.Errorf("MQTT address %q: want host:port: %w", s, err)
+	}
+	return s, nil
+}
+
+// dial opens a TCP connection and an MQTT v5 session on it with a plain
+// paho.Client (no autopaho: no reconnection machinery per connection).
+func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("dialing %s: %w", o.Addr, err)
+	}
+	cfg := paho.ClientConfig{Conn: conn}
+	if o.OnPublish != nil {
+		on := o.OnPublish
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { on(pr.Packet); return true, nil },
+		}
+	} else {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(paho.PublishReceived) (bool, error) { return true, nil },
+		}
+	}
+	c := paho.NewClient(cfg)
+	rm := o.ReceiveMaximum
+	if rm == 0 {
+		rm = 16
+	}
+	ka := o.KeepAlive
+	if ka == 0 {
+		ka = 60
+	}
+	ack, err := c.Connect(ctx, &paho.Connect{
+		ClientID:     o.User + "/" + o.Device,
+		Username:     o.User,
+		UsernameFlag: true,
+		Password:     []byte(o.Token),
+		PasswordFlag: o.Token != "",
+		KeepAlive:    ka,
+		CleanStart:   true,
+		Properties:   &paho.ConnectProperties{ReceiveMaximum: &rm},
+	})
+	if err != nil {
+		conn.Close()
+		if ack != nil {
+			return nil, fmt.Errorf("connecting %s/%s: refused with reason 0x%02x %s: %w", o.User, o.Device, ack.ReasonCode, ackReason(ack), err)
+		}
+		return nil, fmt.Errorf("connecting %s/%s: %w", o.User, o.Device, err)
+	}
+	return c, nil
+}
+
+func ackReason(a *paho.Connack) string {
+	if a.Properties != nil {
+		return a.Properties.ReasonString
+	}
+	return ""
+}
+
+// subscribe subscribes c to topic at QoS 1 and checks the grant.
+func subscribe(ctx context.Context, c *paho.Client, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", topic, err)
+	}
+	if len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80 {
+		return fmt.Errorf("subscribing to %s: %w: reasons %v", topic, errRefused, sa.Reasons)
+	}
+	return nil
+}
+
+var errRefused = errors.New("refused by the server")
+
+// messagePayload is a chat envelope whose body starts with the send time
+// in Unix nanoseconds, so that a receiver can measure delivery latency,
+// padded to at least size bytes of body. Built by hand: the fields are
+// plain ASCII and json.Marshal would only cost client CPU.
+func messagePayload(cid string, sent time.Time, size int) []byte {
+	body := strconv.FormatInt(sent.UnixNano(), 10)
+	if pad := size - len(body) - 1; pad > 0 {
+		body += " " + strings.Repeat("x", pad)
+	}
+	return []byte(`{"cid":"` + cid + `","type":"text","body":"` + body + `"}`)
+}
+
+// sentTime extracts the send time written by messagePayload from a
+// delivered envelope ({"id":...,"body":"<nanos> xxx",...}).
+func sentTime(envelope []byte) (time.Time, bool) {
+	s := string(envelope)
+	i := strings.Index(s, `"body":"`)
+	if i < 0 {
+		return time.Time{}, false
+	}
+	s = s[i+len(`"body":"`):]
+	end := strings.IndexAny(s, ` "`)
+	if end <= 0 {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(s[:end], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}

@@ -1,0 +1,533 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/list"
+	"github.com/charmbracelet/bubbles/textinput"
+	"github.com/charmbracelet/bubbles/viewport"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	edgechat "github.com/edgechat/edgechat/clients/go"
+)
+
+// chatClient is what the terminal client needs of the SDK; tests fake it.
+type chatClient interface {
+	UserID() string
+	SendMessage(ctx context.Context, m edgechat.Message) (edgechat.Message, error)
+	History(ctx context.Context, with, before string, limit int) ([]edgechat.Message, bool, error)
+	Conversations(ctx context.Context) ([]edgechat.Conversation, error)
+	MarkRead(ctx context.Context, peer, upTo string) error
+	Typing(ctx context.Context, to string) error
+	WatchPresence(ctx context.Context, uid string) error
+	Presence(ctx context.Context, uid string) (edgechat.Presence, error)
+}
+
+var _ chatClient = (*edgechat.Client)(nil)
+
+// Messages of the bubbletea program.
+type (
+	incomingMsg edgechat.Message
+	typingMsg   struct{ from string }
+	presenceMsg struct{ uid, status string }
+	connMsg     struct{ up bool }
+	convsMsg    struct {
+		list []edgechat.Conversation
+		err  error
+	}
+	historyMsg struct {
+		peer    string
+		before  string
+		page    []edgechat.Message
+		hasMore bool
+		err     error
+	}
+	sentMsg struct {
+		peer, cid string
+		msg       edgechat.Message
+		err       error
+	}
+	statusMsg string
+	tickMsg   time.Time
+)
+
+const (
+	historyPage      = 50
+	requestTimeout   = 15 * time.Second
+	sendTimeout      = 2 * time.Minute
+	typingEvery      = 2 * time.Second
+	leftPaneWidth    = 28
+	minChatWidth     = 20
+	inputPlaceholder = "type a message, /open NAME to start a chat, Tab to switch panes"
+)
+
+var (
+	stMine    = lipgloss.NewStyle().Foreground(lipgloss.Color("12"))
+	stPeer    = lipgloss.NewStyle().Foreground(lipgloss.Color("10"))
+	stDim     = lipgloss.NewStyle().Foreground(lipgloss.Color("8"))
+	stErr     = lipgloss.NewStyle().Foreground(lipgloss.Color("9"))
+	stHeader  = lipgloss.NewStyle().Bold(true)
+	stPane    = lipgloss.NewStyle().Border(lipgloss.RoundedBorder()).BorderForeground(lipgloss.Color("8"))
+	stFocused = stPane.BorderForeground(lipgloss.Color("12"))
+)
+
+// convItem is a conversation in the left pane.
+type convItem struct {
+	peer     string
+	unread   int
+	presence string
+	last     string
+}
+
+func (i convItem) FilterValue() string { return i.peer }
+func (i convItem) Title() string {
+	t := presenceDot(i.presence) + " " + i.peer
+	if i.unread > 0 {
+		t += fmt.Sprintf(" (%d)", i.unread)
+	}
+	return t
+}
+func (i convItem) Description() string { return i.last }
+
+func presenceDot(status string) string {
+	switch status {
+	case edgechat.StatusOnline:
+		return lipgloss.NewStyle().Foreground(lipgloss.Color("10")).Render("●")
+	case edgechat.StatusInactive:
+		return lipgloss.NewStyle().Foreground(lipgloss.Color("11")).Render("●")
+	default:
+		return stDim.Render("○")
+	}
+}
+
+type model struct {
+	ctx   context.Context
+	cl    chatClient
+	st    *state
+	now   func() time.Time
+	list  list.Model
+	vp    viewport.Model
+	input textinput.Model
+
+	width, height int
+	focusList     bool
+	lastTyping    time.Time
+	markedRead    map[string]string // peer -> upTo last sent
+	watching      map[string]bool
+	loadingOlder  bool
+}
+
+func newModel(ctx context.Context, cl chatClient) *model {
+	in := textinput.New()
+	in.Placeholder = inputPlaceholder
+	in.Prompt = "> "
+	in.CharLimit = edgechat.MaxBodyBytes
+	in.Focus()
+	d := list.NewDefaultDelegate()
+	l := list.New(nil, d, leftPaneWidth, 10)
+	l.Title = "Conversations"
+	l.SetShowHelp(false)
+	l.SetFilteringEnabled(false)
+	l.SetShowStatusBar(false)
+	l.DisableQuitKeybindings()
+	return &model{
+		ctx: ctx, cl: cl, st: newState(cl.UserID()), now: time.Now,
+		list: l, vp: viewport.New(40, 10), input: in,
+		markedRead: map[string]string{}, watching: map[string]bool{},
+	}
+}
+
+func (m *model) Init() tea.Cmd {
+	return tea.Batch(textinput.Blink, m.loadConversations(), tick())
+}
+
+func tick() tea.Cmd {
+	return tea.Tick(time.Second, func(t time.Time) tea.Msg { return tickMsg(t) })
+}
+
+func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	var cmds []tea.Cmd
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		m.layout()
+	case tea.KeyMsg:
+		if cmd, done := m.key(msg); done {
+			return m, cmd
+		} else if cmd != nil {
+			cmds = append(cmds, cmd)
+		}
+	case incomingMsg:
+		cmds = append(cmds, m.onIncoming(edgechat.Message(msg)))
+	case typingMsg:
+		m.st.setTyping(msg.from, m.now())
+	case presenceMsg:
+		m.st.setPresence(msg.uid, msg.status)
+	case connMsg:
+		m.st.online = msg.up
+		if msg.up {
+			cmds = append(cmds, m.loadConversations()) // unread counts may have moved while away
+		}
+	case convsMsg:
+		if msg.err != nil {
+			m.st.status = "conversations: " + msg.err.Error()
+		} else {
+			m.st.setConversations(msg.list)
+			for _, c := range msg.list {
+				cmds = append(cmds, m.watch(c.Peer))
+			}
+		}
+	case historyMsg:
+		cmds = append(cmds, m.onHistory(msg))
+	case sentMsg:
+		if msg.err != nil {
+			m.st.sendFailed(msg.peer, msg.cid, msg.err)
+		} else {
+			m.st.sent(msg.peer, msg.msg)
+		}
+	case statusMsg:
+		m.st.status = string(msg)
+	case tickMsg:
+		cmds = append(cmds, tick()) // re-render so typing notices expire
+	}
+	m.refresh()
+	return m, tea.Batch(cmds...)
+}
+
+// key handles a key press; done means the program should stop.
+func (m *model) key(k tea.KeyMsg) (tea.Cmd, bool) {
+	switch k.Type {
+	case tea.KeyCtrlC, tea.KeyEsc:
+		return tea.Quit, true
+	case tea.KeyTab:
+		m.focusList = !m.focusList
+		if m.focusList {
+			m.input.Blur()
+		} else {
+			return m.input.Focus(), false
+		}
+		return nil, false
+	case tea.KeyCtrlN:
+		m.focusList = false
+		m.input.SetValue("/open ")
+		m.input.CursorEnd()
+		return m.input.Focus(), false
+	case tea.KeyPgUp:
+		if m.vp.AtTop() {
+			return m.loadOlder(), false
+		}
+		m.vp.PageUp()
+		return nil, false
+	case tea.KeyPgDown:
+		m.vp.PageDown()
+		return nil, false
+	}
+	if m.focusList {
+		if k.Type == tea.KeyEnter {
+			if it, ok := m.list.SelectedItem().(convItem); ok {
+				return m.open(it.peer), false
+			}
+			return nil, false
+		}
+		var cmd tea.Cmd
+		m.list, cmd = m.list.Update(k)
+		return cmd, false
+	}
+	if k.Type == tea.KeyEnter {
+		return m.submit(m.input.Value()), false
+	}
+	var cmd tea.Cmd
+	m.input, cmd = m.input.Update(k)
+	return tea.Batch(cmd, m.maybeTyping()), false
+}
+
+// submit runs the input line: a command or a message to the open chat.
+func (m *model) submit(line string) tea.Cmd {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return nil
+	}
+	if name, ok := strings.CutPrefix(line, "/open "); ok || line == "/open" {
+		name = strings.ToLower(strings.TrimSpace(name))
+		if !edgechat.ValidUserID(name) {
+			m.st.status = fmt.Sprintf("%q is not a user name", name)
+			return nil
+		}
+		m.input.Reset()
+		return m.open(name)
+	}
+	if line == "/quit" {
+		return tea.Quit
+	}
+	if strings.HasPrefix(line, "/") {
+		m.st.status = "commands: /open NAME, /quit"
+		return nil
+	}
+	if m.st.open == "" {
+		m.st.status = "open a conversation first: /open NAME or Ctrl+N"
+		return nil
+	}
+	m.input.Reset()
+	return m.send(m.st.open, line)
+}
+
+// send shows the message at once and sends it in the background; the
+// stored copy replaces it, matched by CID.
+func (m *model) send(peer, body string) tea.Cmd {
+	cid := edgechat.NewCID()
+	m.st.addPending(peer, cid, body, m.now())
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		defer cancel()
+		got, err := cl.SendMessage(sctx, edgechat.Message{To: peer, Type: "text", Body: body, CID: cid})
+		return sentMsg{peer: peer, cid: cid, msg: got, err: err}
+	}
+}
+
+// open switches to a conversation: history on first open, presence, and
+// read receipt.
+func (m *model) open(peer string) tea.Cmd {
+	need := m.st.openConv(peer)
+	m.focusList = false
+	focus := m.input.Focus()
+	m.st.status = ""
+	cmds := []tea.Cmd{focus, m.watch(peer), m.markRead()}
+	if need {
+		cmds = append(cmds, m.history(peer, ""))
+	}
+	m.refresh()
+	m.vp.GotoBottom()
+	return tea.Batch(cmds...)
+}
+
+func (m *model) onIncoming(msg edgechat.Message) tea.Cmd {
+	atBottom := m.vp.AtBottom()
+	peer, markRead := m.st.receive(msg)
+	m.refresh()
+	if peer == m.st.open && atBottom {
+		m.vp.GotoBottom()
+	}
+	var cmds []tea.Cmd
+	if m.st.conv(peer) != nil && !m.watching[peer] {
+		cmds = append(cmds, m.watch(peer))
+	}
+	if markRead {
+		cmds = append(cmds, m.markRead())
+	}
+	return tea.Batch(cmds...)
+}
+
+func (m *model) onHistory(h historyMsg) tea.Cmd {
+	if h.peer == m.st.open {
+		m.loadingOlder = false
+	}
+	if h.err != nil {
+		m.st.status = "history: " + h.err.Error()
+		return nil
+	}
+	before := m.vp.TotalLineCount()
+	m.st.prependHistory(h.peer, h.page, h.hasMore)
+	if h.peer != m.st.open {
+		return nil
+	}
+	m.refresh()
+	if h.before == "" {
+		m.vp.GotoBottom()
+		return m.markRead()
+	}
+	// Keep the line that was at the top where it was.
+	m.vp.SetYOffset(m.vp.TotalLineCount() - before)
+	return nil
+}
+
+func (m *model) loadOlder() tea.Cmd {
+	peer := m.st.open
+	c := m.st.conv(peer)
+	if c == nil || !c.hasMore || m.loadingOlder {
+		return nil
+	}
+	m.loadingOlder = true
+	return m.history(peer, m.st.oldestID(peer))
+}
+
+func (m *model) history(peer, before string) tea.Cmd {
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		hctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		page, more, err := cl.History(hctx, peer, before, historyPage)
+		return historyMsg{peer: peer, before: before, page: page, hasMore: more, err: err}
+	}
+}
+
+func (m *model) loadConversations() tea.Cmd {
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		cctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		list, err := cl.Conversations(cctx)
+		return convsMsg{list: list, err: err}
+	}
+}
+
+// markRead sends a read receipt for the open conversation when there is
+// something newer than the last one sent.
+func (m *model) markRead() tea.Cmd {
+	peer := m.st.open
+	upTo := m.st.newestFromPeer(peer)
+	if peer == "" || upTo == "" || m.markedRead[peer] == upTo {
+		return nil
+	}
+	m.markedRead[peer] = upTo
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		if err := cl.MarkRead(rctx, peer, upTo); err != nil {
+			return statusMsg("read receipt: " + err.Error())
+		}
+		return nil
+	}
+}
+
+// watch subscribes to a peer's presence once and fetches its current value.
+func (m *model) watch(peer string) tea.Cmd {
+	if peer == "" || m.watching[peer] {
+		return nil
+	}
+	m.watching[peer] = true
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		wctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		if err := cl.WatchPresence(wctx, peer); err != nil {
+			return statusMsg("presence: " + err.Error())
+		}
+		p, err := cl.Presence(wctx, peer)
+		if err != nil {
+			return nil // the retained presence message will come anyway
+		}
+		return presenceMsg{uid: peer, status: p.Status}
+	}
+}
+
+// maybeTyping tells the open conversation's peer that I am typing, at
+// most every typingEvery.
+func (m *model) maybeTyping() tea.Cmd {
+	peer := m.st.open
+	v := m.input.Value()
+	if peer == "" || v == "" || strings.HasPrefix(v, "/") || m.now().Sub(m.lastTyping) < typingEvery {
+		return nil
+	}
+	m.lastTyping = m.now()
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		_ = cl.Typing(ctx, peer) // best effort
+		return nil
+	}
+}
+
+func (m *model) layout() {
+	h := max(m.height-4, 3) // borders and the input line
+	m.list.SetSize(leftPaneWidth, h)
+	m.vp.Width = max(m.width-leftPaneWidth-6, minChatWidth)
+	m.vp.Height = max(h-1, 1) // header line
+	m.input.Width = max(m.width-4, 10)
+}
+
+// refresh rebuilds the list items and the chat text from the state.
+func (m *model) refresh() {
+	items := make([]list.Item, 0, len(m.st.convs))
+	sel := 0
+	for i, c := range m.st.convs {
+		last := c.last.Body
+		if n := len(c.entries); n > 0 {
+			last = c.entries[n-1].Body
+		}
+		items = append(items, convItem{peer: c.peer, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-4)})
+		if c.peer == m.st.open {
+			sel = i
+		}
+	}
+	m.list.SetItems(items)
+	if !m.focusList {
+		m.list.Select(sel)
+	}
+	m.vp.SetContent(m.renderChat())
+}
+
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:max(n-1, 0)]) + "…"
+	}
+	return s
+}
+
+func (m *model) renderChat() string {
+	c := m.st.conv(m.st.open)
+	if c == nil {
+		return stDim.Render("No conversation open. Ctrl+N or /open NAME starts one.")
+	}
+	var b strings.Builder
+	if c.hasMore && c.loaded {
+		b.WriteString(stDim.Render("── PgUp for older messages ──") + "\n")
+	}
+	for _, e := range c.entries {
+		b.WriteString(renderEntry(e, m.st.me) + "\n")
+	}
+	return b.String()
+}
+
+func renderEntry(e entry, me string) string {
+	ts := "--:--"
+	if !e.Time.IsZero() {
+		ts = e.Time.Local().Format("15:04")
+	}
+	who := stPeer.Render(e.From)
+	if e.From == me {
+		who = stMine.Render("me")
+	}
+	line := stDim.Render(ts) + " " + who + ": " + e.Body
+	switch {
+	case e.failed != "":
+		line += " " + stErr.Render("(not sent: "+e.failed+")")
+	case e.pending:
+		line += " " + stDim.Render("…")
+	}
+	return line
+}
+
+func (m *model) View() string {
+	if m.width == 0 {
+		return "loading…"
+	}
+	left, right := stPane, stPane
+	if m.focusList {
+		left = stFocused
+	} else {
+		right = stFocused
+	}
+	header := "edgechat — " + m.st.me
+	if m.st.open != "" {
+		header = presenceDot(m.st.presence[m.st.open]) + " " + stHeader.Render(m.st.open)
+		if s := m.st.presence[m.st.open]; s != "" {
+			header += " " + stDim.Render(s)
+		}
+		if m.st.isTyping(m.st.open, m.now()) {
+			header += " " + stDim.Render("typing…")
+		}
+	}
+	chat := header + "\n" + m.vp.View()
+	panes := lipgloss.JoinHorizontal(lipgloss.Top, left.Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
+	status := m.st.status
+	if !m.st.online {
+		status = strings.TrimSpace("reconnecting… " + status)
+	}
+	return panes + "\n" + m.input.View() + "\n" + stErr.Render(status)
+}

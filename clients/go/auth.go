@@ -1,0 +1,143 @@
+package edgechat
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Login exchanges a username and password for tokens.
+func Login(ctx context.Context, httpURL, username, password string) (Tokens, error) {
+	return postTokens(ctx, nil, httpURL, "/auth/login", map[string]string{"username": username, "password": password})
+}
+
+// Refresh exchanges a refresh token for new tokens. Refresh tokens rotate:
+// keep the newest one, the old one is no longer valid.
+func Refresh(ctx context.Context, httpURL, refreshToken string) (Tokens, error) {
+	return postTokens(ctx, nil, httpURL, "/auth/refresh", map[string]string{"refreshToken": refreshToken})
+}
+
+func postTokens(ctx context.Context, hc *http.Client, httpURL, path string, body any) (Tokens, error) {
+	if httpURL == "" {
+		return Tokens{}, fmt.Errorf("%w: empty server URL", ErrBadOptions)
+	}
+	var t Tokens
+	start := time.Now()
+	if err := doJSON(ctx, hc, http.MethodPost, strings.TrimRight(httpURL, "/")+path, "", body, &t); err != nil {
+		return Tokens{}, err
+	}
+	if t.AccessToken == "" {
+		return Tokens{}, fmt.Errorf("%w: server returned no access token", ErrBadToken)
+	}
+	if t.UserID == "" {
+		if sub, err := TokenSubject(t.AccessToken); err == nil {
+			t.UserID = sub
+		}
+	}
+	if t.ExpiresIn > 0 {
+		t.Expiry = start.Add(time.Duration(t.ExpiresIn) * time.Second)
+	} else if _, exp, err := parseJWT(t.AccessToken); err == nil {
+		t.Expiry = exp
+	}
+	return t, nil
+}
+
+// TokenSubject returns the "sub" claim (the user ID) of a JWT without
+// verifying its signature: the client only needs to know who it is, the
+// server does the verifying.
+func TokenSubject(token string) (string, error) {
+	sub, _, err := parseJWT(token)
+	return sub, err
+}
+
+func parseJWT(token string) (sub string, exp time.Time, err error) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", time.Time{}, fmt.Errorf("%w: not three dot-separated parts", ErrBadToken)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: payload is not base64url: %v", ErrBadToken, err)
+	}
+	var claims struct {
+		Sub string  `json:"sub"`
+		Exp float64 `json:"exp"`
+	}
+	if err := json.Unmarshal(raw, &claims); err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: payload is not JSON: %v", ErrBadToken, err)
+	}
+	if claims.Sub == "" {
+		return "", time.Time{}, fmt.Errorf("%w: no sub claim", ErrBadToken)
+	}
+	if claims.Exp > 0 {
+		exp = time.Unix(int64(claims.Exp), 0)
+	}
+	return claims.Sub, exp, nil
+}
+
+// TokenSource returns a valid access token; Dial calls it before every
+// connection attempt and every HTTP request, so it must be cheap when the
+// cached token is still good.
+type TokenSource func(ctx context.Context) (string, error)
+
+// RefreshingTokenSource caches t and refreshes it through /auth/refresh
+// when the access token is within a minute (or a tenth of its lifetime) of
+// expiring. onRefresh, if not nil, is told every new pair (refresh tokens
+// rotate, so a caller that persists them must save each one).
+func RefreshingTokenSource(httpURL string, t Tokens, onRefresh func(Tokens)) TokenSource {
+	ts := &refresher{httpURL: httpURL, cur: t, onRefresh: onRefresh, now: time.Now}
+	return ts.token
+}
+
+type refresher struct {
+	httpURL   string
+	onRefresh func(Tokens)
+	now       func() time.Time
+
+	mu  sync.Mutex // held across the refresh so that concurrent callers share one rotation
+	cur Tokens
+}
+
+func (r *refresher) token(ctx context.Context) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.needsRefresh() {
+		return r.cur.AccessToken, nil
+	}
+	if r.cur.RefreshToken == "" {
+		return r.cur.AccessToken, nil // nothing to refresh with; let the server judge
+	}
+	nt, err := Refresh(ctx, r.httpURL, r.cur.RefreshToken)
+	if err != nil {
+		return "", fmt.Errorf("edgechat: refresh access token: %w", err)
+	}
+	if nt.RefreshToken == "" {
+		nt.RefreshToken = r.cur.RefreshToken
+	}
+	r.cur = nt
+	if r.onRefresh != nil {
+		r.onRefresh(nt)
+	}
+	return nt.AccessToken, nil
+}
+
+func (r *refresher) needsRefresh() bool {
+	if r.cur.AccessToken == "" {
+		return true
+	}
+	if r.cur.Expiry.IsZero() {
+		return false
+	}
+	margin := time.Minute
+	if r.cur.ExpiresIn > 0 {
+		if tenth := time.Duration(r.cur.ExpiresIn) * time.Second / 10; tenth < margin {
+			margin = tenth
+		}
+	}
+	return r.now().Add(margin).After(r.cur.Expiry)
+}

@@ -1,0 +1,702 @@
+// Package edgechat is the Go SDK of edgechat: it logs in, keeps an MQTT
+// connection (WebSocket or TCP, through paho.golang's autopaho) to a node
+// up across drops and token expiry, sends messages with at-least-once
+// retries that the server turns into exactly-once storage (same client
+// message ID on every retry), catches up on what was missed after every
+// reconnection through /chat/sync, and hands every message to the
+// application exactly once, in one goroutine.
+//
+// A minimal client:
+//
+//	tok, _ := edgechat.Login(ctx, "http://localhost:8080", "alice", "secret")
+//	c, _ := edgechat.Dial(ctx, edgechat.Options{
+//		URLs:      []string{"ws://localhost:8080/mqtt"},
+//		Token:     tok.AccessToken,
+//		OnMessage: func(m edgechat.Message) { fmt.Println(m.From, m.Body) },
+//	})
+//	defer c.Close()
+//	c.Send(ctx, "bob", "hello")
+package edgechat
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Options configure Dial. URLs and one of Token or TokenSource are required.
+type Options struct {
+	// URLs of the broker, tried in order: ws://, wss://, tcp://, mqtt://,
+	// tls://, mqtts://. A WebSocket URL without a path gets /mqtt.
+	URLs []string
+	// HTTPURL is the node's HTTP API base URL; it defaults from the first
+	// ws(s) URL (ws://h:p/mqtt gives http://h:p) and is required otherwise.
+	HTTPURL string
+	// Token is a fixed access token. Tokens are short-lived, so long-running
+	// clients set TokenSource instead (see RefreshingTokenSource).
+	Token string
+	// TokenSource is called before every connection attempt and every HTTP
+	// request; it must return quickly when its cached token is still good.
+	TokenSource TokenSource
+	// Device is this connection's device ID (the MQTT client ID is
+	// "{userID}/{Device}"); default "go-" plus random hex.
+	Device string
+	// HeartbeatInterval between presence heartbeats; 0 means 10s and a
+	// negative value disables them.
+	HeartbeatInterval time.Duration
+	// SyncFromStart makes the first catch-up at Dial deliver the whole
+	// stored history through OnMessage instead of only moving the cursor.
+	SyncFromStart bool
+	// EchoWait bounds how long Send waits, after the server acknowledged a
+	// message, for the stored copy carrying its ID; default 5s.
+	EchoWait time.Duration
+	// TLSConfig for wss://, tls:// and mqtts:// URLs (nil: system roots).
+	TLSConfig *tls.Config
+
+	// Callbacks run one at a time, in arrival order, on one goroutine of
+	// the client's; they may call the client's methods. Each is optional.
+	OnMessage          func(Message)                // every message (incoming, and my own from any device), once per ID
+	OnTyping           func(from string)            // a peer is typing to me
+	OnReceipt          func(Receipt)                // a peer received or read my messages
+	OnPresence         func(uid string, p Presence) // a watched user's status changed
+	OnEvent            func(raw []byte)             // server events on user/{me}/events
+	OnConnectionChange func(connected bool)         // true once connected and subscribed, false when the connection drops
+
+	Logger     *slog.Logger // nil: slog.Default()
+	HTTPClient *http.Client // nil: http.DefaultClient
+}
+
+const (
+	defaultHeartbeat = 10 * time.Second
+	defaultEchoWait  = 5 * time.Second
+	dedupeCapacity   = 10000
+	syncPageLimit    = 500
+	keepAliveSeconds = 30
+	tokenTimeout     = 10 * time.Second
+)
+
+// Client is a connected edgechat user. Its methods are safe for
+// concurrent use.
+type Client struct {
+	opts     Options
+	log      *slog.Logger
+	hc       *http.Client
+	userID   string
+	clientID string
+	httpURL  string
+	cm       *autopaho.ConnectionManager
+
+	ctx    context.Context // lives until Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	queue       *eventQueue
+	seen        *idSet        // dispatcher goroutine only
+	syncTrigger chan struct{} // capacity 1: coalesces reconnections
+	initialSync chan struct{} // closed after the first successful sync
+	fatal       chan error    // capacity 1: a refusal of the first connection
+
+	mu          sync.Mutex
+	gen         int           // connection generation, bumped on every OnConnectionUp
+	down        chan struct{} // closed when connection gen drops
+	ready       chan struct{} // closed while connected and subscribed
+	readyClosed bool
+	connected   bool // latest state reported to OnConnectionChange
+	watched     map[string]struct{}
+	pending     map[string]chan Message // cid -> Send waiting for its echo
+	cursor      string
+	synced      bool
+	closed      bool
+
+	closeOnce sync.Once
+}
+
+// Dial connects, subscribes to the user's topics and establishes the sync
+// cursor, then returns; from then on the client reconnects by itself until
+// Close. Without SyncFromStart, history from before Dial is not replayed
+// (use History); everything from then on is delivered, including what
+// arrives while the connection is down.
+func Dial(ctx context.Context, opts Options) (*Client, error) {
+	urls, err := brokerURLs(opts.URLs)
+	if err != nil {
+		return nil, err
+	}
+	httpURL := strings.TrimRight(opts.HTTPURL, "/")
+	if httpURL == "" {
+		if httpURL, err = httpURLFromBroker(urls); err != nil {
+			return nil, err
+		}
+	} else if u, perr := url.Parse(httpURL); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%w: HTTPURL %q must be an http(s) URL", ErrBadOptions, opts.HTTPURL)
+	}
+	if opts.Token == "" && opts.TokenSource == nil {
+		return nil, fmt.Errorf("%w: Token or TokenSource is required", ErrBadOptions)
+	}
+	if opts.Device == "" {
+		opts.Device = "go-" + randomHex(6)
+	} else if strings.ContainsAny(opts.Device, "/+#") || len(opts.Device) > 64 {
+		return nil, fmt.Errorf("%w: device ID %q (at most 64 characters, no / + #)", ErrBadOptions, opts.Device)
+	}
+	if opts.HeartbeatInterval == 0 {
+		opts.HeartbeatInterval = defaultHeartbeat
+	}
+	if opts.EchoWait <= 0 {
+		opts.EchoWait = defaultEchoWait
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+
+	c := &Client{
+		opts:        opts,
+		log:         logger.With("component", "edgechat-sdk"),
+		hc:          hc,
+		httpURL:     httpURL,
+		queue:       newEventQueue(),
+		seen:        newIDSet(dedupeCapacity),
+		syncTrigger: make(chan struct{}, 1),
+		initialSync: make(chan struct{}),
+		fatal:       make(chan error, 1),
+		ready:       make(chan struct{}),
+		down:        make(chan struct{}),
+		watched:     map[string]struct{}{},
+		pending:     map[string]chan Message{},
+	}
+	tok, err := c.token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.userID, err = TokenSubject(tok); err != nil {
+		return nil, err
+	}
+	c.clientID = c.userID + "/" + opts.Device
+	c.log = c.log.With("client", c.clientID)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+
+	c.wg.Add(2)
+	go c.dispatch()
+	go c.syncLoop()
+
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    urls,
+		TlsCfg:                        opts.TLSConfig,
+		KeepAlive:                     keepAliveSeconds,
+		CleanStartOnInitialConnection: true,
+		// No broker session: what is missed while disconnected comes back
+		// through /chat/sync, and Send retries on its own.
+		SessionExpiryInterval: 0,
+		ReconnectBackoff:      autopaho.NewExponentialBackoff(100*time.Millisecond, 10*time.Second, time.Second, 2),
+		ConnectTimeout:        10 * time.Second,
+		ConnectUsername:       c.userID,
+		ConnectPacketBuilder:  c.buildConnect,
+		OnConnectionUp:        c.onConnectionUp,
+		OnConnectionDown:      c.onConnectionDown,
+		OnConnectError:        c.onConnectError,
+		ClientConfig: paho.ClientConfig{
+			ClientID:          c.clientID,
+			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
+			OnClientError:     func(err error) { c.log.Debug("mqtt client error", "err", err) },
+		},
+	}
+	if c.cm, err = autopaho.NewConnection(c.ctx, cfg); err != nil {
+		c.shutdown()
+		return nil, fmt.Errorf("edgechat: %w", err)
+	}
+
+	fail := func(err error) (*Client, error) {
+		_ = c.Close()
+		return nil, err
+	}
+	c.mu.Lock()
+	ready := c.ready
+	c.mu.Unlock()
+	select {
+	case <-ready:
+	case err := <-c.fatal:
+		return fail(err)
+	case <-ctx.Done():
+		return fail(fmt.Errorf("edgechat: dial %s: %w", urls[0].Redacted(), ctx.Err()))
+	}
+	select {
+	case <-c.initialSync:
+	case <-ctx.Done():
+		return fail(fmt.Errorf("edgechat: initial sync: %w", ctx.Err()))
+	}
+	return c, nil
+}
+
+// UserID is the user this client is logged in as.
+func (c *Client) UserID() string { return c.userID }
+
+// ClientID is the MQTT client ID, "{userID}/{device}".
+func (c *Client) ClientID() string { return c.clientID }
+
+// HTTPURL is the API base URL in use.
+func (c *Client) HTTPURL() string { return c.httpURL }
+
+// Connected reports whether the client is connected and subscribed now.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readyClosed
+}
+
+// Close disconnects and stops all callbacks. It is safe to call twice.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		if c.cm != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = c.cm.Disconnect(dctx)
+			cancel()
+		}
+		c.shutdown()
+	})
+	return nil
+}
+
+func (c *Client) shutdown() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+func (c *Client) token(ctx context.Context) (string, error) {
+	if c.opts.TokenSource == nil {
+		return c.opts.Token, nil
+	}
+	tok, err := c.opts.TokenSource(ctx)
+	if err != nil {
+		return "", fmt.Errorf("edgechat: token source: %w", err)
+	}
+	if tok == "" {
+		return "", fmt.Errorf("%w: token source returned an empty token", ErrBadToken)
+	}
+	return tok, nil
+}
+
+// buildConnect puts a fresh token into every CONNECT: access tokens are
+// short-lived and a reconnection may come hours after Dial.
+func (c *Client) buildConnect(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, tokenTimeout)
+	defer cancel()
+	tok, err := c.token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cp.Password, cp.PasswordFlag = []byte(tok), true
+	cp.Username, cp.UsernameFlag = c.userID, true
+	cp.CleanStart = true
+	return cp, nil
+}
+
+func (c *Client) onConnectError(err error) {
+	c.log.Debug("connect attempt failed", "err", err)
+	var ce *autopaho.ConnackError
+	if !errors.As(err, &ce) {
+		return
+	}
+	switch ce.ReasonCode {
+	case 0x84, 0x85, 0x86, 0x87, 0x8C: // protocol, client ID, credentials, authorization, auth method
+		c.mu.Lock()
+		first := c.gen == 0
+		c.mu.Unlock()
+		if first { // Dial fails fast; later refusals keep retrying (a token source may fix them)
+			select {
+			case c.fatal <- fmt.Errorf("%w: server refused the connection (reason 0x%02x %s)", ErrUnauthorized, ce.ReasonCode, ce.Reason):
+			default:
+			}
+		}
+	}
+}
+
+// onConnectionUp runs on autopaho's loop and must not block: it records
+// the new generation and leaves subscribing to a goroutine.
+func (c *Client) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+	c.mu.Lock()
+	c.gen++
+	gen := c.gen
+	down := make(chan struct{})
+	c.down = down
+	c.mu.Unlock()
+	c.log.Debug("connected", "gen", gen)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.afterConnect(cm, gen, down)
+	}()
+}
+
+func (c *Client) onConnectionDown() bool {
+	c.mu.Lock()
+	close(c.down)
+	if c.readyClosed {
+		c.ready = make(chan struct{})
+		c.readyClosed = false
+	}
+	wasConnected := c.connected
+	c.connected = false
+	closed := c.closed
+	c.mu.Unlock()
+	c.log.Debug("connection lost")
+	if wasConnected {
+		c.queue.push(event{kind: evConn, connected: false})
+	}
+	return !closed
+}
+
+// afterConnect subscribes, marks the client ready, starts the heartbeat
+// and asks for a catch-up sync. Subscribing comes first so that every
+// message committed after the sync's snapshot arrives live.
+func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan struct{}) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-down:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	c.mu.Lock()
+	subs := []paho.SubscribeOptions{{Topic: "user/" + c.userID + "/#", QoS: 1}}
+	for uid := range c.watched {
+		subs = append(subs, paho.SubscribeOptions{Topic: "presence/" + uid, QoS: 1})
+	}
+	c.mu.Unlock()
+	refused, err := subscribe(ctx, cm, subs)
+	if err == nil && slices.Contains(refused, subs[0].Topic) {
+		err = fmt.Errorf("%w: subscription to %s refused", ErrUnauthorized, subs[0].Topic)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("subscribe failed; reconnecting", "err", err)
+			cm.TerminateConnectionForTest() // the only way autopaho offers to force a fresh connection
+		}
+		return
+	}
+	if len(refused) > 0 {
+		c.log.Warn("presence subscriptions refused; no longer watched", "topics", refused)
+		c.mu.Lock()
+		for _, t := range refused {
+			delete(c.watched, strings.TrimPrefix(t, "presence/"))
+		}
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	if c.gen != gen || isClosed(down) {
+		c.mu.Unlock()
+		return
+	}
+	close(c.ready)
+	c.readyClosed = true
+	c.connected = true
+	c.mu.Unlock()
+	c.queue.push(event{kind: evConn, connected: true})
+	c.requestSync()
+	if c.opts.HeartbeatInterval > 0 {
+		c.heartbeat(ctx, cm)
+	}
+}
+
+// subscribe sends one SUBSCRIBE and returns the topics the server refused
+// (err is for the request as a whole).
+func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.SubscribeOptions) (refused []string, err error) {
+	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
+	if sa == nil {
+		return nil, fmt.Errorf("edgechat: subscribe: %w", err)
+	}
+	// paho reports any refusal as an error; the reason codes say which.
+	for i, rc := range sa.Reasons {
+		if rc >= 0x80 && i < len(subs) {
+			refused = append(refused, subs[i].Topic)
+		}
+	}
+	return refused, nil
+}
+
+// heartbeat publishes presence heartbeats until the connection drops.
+func (c *Client) heartbeat(ctx context.Context, cm *autopaho.ConnectionManager) {
+	topic := "presence/" + c.userID + "/heartbeat"
+	t := time.NewTicker(c.opts.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		if _, err := cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 0}); err != nil && ctx.Err() == nil {
+			c.log.Debug("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// onPublish is paho's router callback: decode and queue, never block.
+func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	parts := strings.Split(p.Topic, "/")
+	switch {
+	case len(parts) == 3 && parts[0] == "user" && parts[1] == c.userID:
+		switch parts[2] {
+		case "newMessage":
+			var m Message
+			if err := json.Unmarshal(p.Payload, &m); err != nil {
+				c.log.Warn("undecodable message", "topic", p.Topic, "err", err)
+				return true, nil
+			}
+			c.queue.push(event{kind: evMessage, msg: m})
+		case "typing":
+			var t struct {
+				State string `json:"state"`
+				From  string `json:"from"`
+			}
+			if json.Unmarshal(p.Payload, &t) == nil && t.From != "" && (t.State == "" || t.State == "typing") {
+				c.queue.push(event{kind: evTyping, from: t.From})
+			}
+		case "receipts":
+			var r Receipt
+			if err := json.Unmarshal(p.Payload, &r); err == nil {
+				c.queue.push(event{kind: evReceipt, receipt: r})
+			}
+		case "events":
+			c.queue.push(event{kind: evEvent, raw: append([]byte(nil), p.Payload...)})
+		}
+	case len(parts) == 2 && parts[0] == "presence":
+		if len(p.Payload) == 0 {
+			return true, nil // a cleared retained message
+		}
+		var pres Presence
+		if err := json.Unmarshal(p.Payload, &pres); err == nil {
+			c.queue.push(event{kind: evPresence, uid: parts[1], presence: pres})
+		}
+	case len(parts) == 3 && parts[0] == "group" && parts[2] == "newMessage":
+		var m Message
+		if err := json.Unmarshal(p.Payload, &m); err == nil {
+			c.queue.push(event{kind: evMessage, msg: m})
+		}
+	}
+	return true, nil
+}
+
+// dispatch runs the callbacks, one at a time, in queue order.
+func (c *Client) dispatch() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.queue.notify:
+		}
+		for _, e := range c.queue.drain() {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.handle(e)
+		}
+	}
+}
+
+func (c *Client) handle(e event) {
+	o := &c.opts
+	switch e.kind {
+	case evMessage:
+		m := e.msg
+		if m.From == c.userID && m.CID != "" && m.ID != "" {
+			c.mu.Lock()
+			w := c.pending[m.CID]
+			c.mu.Unlock()
+			if w != nil {
+				select {
+				case w <- m:
+				default:
+				}
+			}
+		}
+		if m.ID != "" && !c.seen.Add(m.ID) {
+			return
+		}
+		if o.OnMessage != nil {
+			o.OnMessage(m)
+		}
+	case evTyping:
+		if o.OnTyping != nil {
+			o.OnTyping(e.from)
+		}
+	case evReceipt:
+		if o.OnReceipt != nil {
+			o.OnReceipt(e.receipt)
+		}
+	case evPresence:
+		if o.OnPresence != nil {
+			o.OnPresence(e.uid, e.presence)
+		}
+	case evEvent:
+		if o.OnEvent != nil {
+			o.OnEvent(e.raw)
+		}
+	case evConn:
+		if o.OnConnectionChange != nil {
+			o.OnConnectionChange(e.connected)
+		}
+	case evBarrier:
+		close(e.done)
+	}
+}
+
+// flush waits until every event queued before the call was dispatched.
+func (c *Client) flush(ctx context.Context) error {
+	done := make(chan struct{})
+	c.queue.push(event{kind: evBarrier, done: done})
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+func (c *Client) requestSync() {
+	select {
+	case c.syncTrigger <- struct{}{}:
+	default: // a sync is already due; it will cover this request too
+	}
+}
+
+// syncLoop runs catch-up syncs one at a time; a reconnection during a sync
+// queues one more, so nothing committed while disconnected is missed.
+func (c *Client) syncLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.syncTrigger:
+		}
+		delay := 200 * time.Millisecond
+		for {
+			err := c.syncOnce(c.ctx)
+			if err == nil || c.ctx.Err() != nil {
+				break
+			}
+			c.log.Warn("catch-up sync failed; retrying", "err", err, "in", delay)
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, 10*time.Second)
+		}
+	}
+}
+
+// syncOnce pages through /chat/sync from the cursor. The first sync of a
+// client starts from the beginning and, unless SyncFromStart, only moves
+// the cursor to the end without delivering.
+func (c *Client) syncOnce(ctx context.Context) error {
+	c.mu.Lock()
+	cursor, initial := c.cursor, !c.synced
+	c.mu.Unlock()
+	deliver := !initial || c.opts.SyncFromStart
+	for {
+		page, err := c.fetchSync(ctx, cursor, syncPageLimit)
+		if err != nil {
+			return err
+		}
+		if deliver {
+			for _, m := range page.Messages {
+				c.queue.push(event{kind: evMessage, msg: m, fromSync: true})
+			}
+		}
+		if page.Cursor != "" {
+			cursor = page.Cursor
+		}
+		c.mu.Lock()
+		c.cursor = cursor
+		c.mu.Unlock()
+		if !page.HasMore || len(page.Messages) == 0 {
+			break
+		}
+	}
+	c.mu.Lock()
+	c.synced = true
+	c.mu.Unlock()
+	if initial {
+		close(c.initialSync)
+	}
+	return nil
+}
+
+// Cursor returns the current sync cursor (for an application that wants
+// to persist it).
+func (c *Client) Cursor() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cursor
+}
+
+// waitReady blocks until the client is connected and subscribed and
+// returns the channel that is closed when that connection drops.
+func (c *Client) waitReady(ctx context.Context) (chan struct{}, *autopaho.ConnectionManager, error) {
+	for {
+		c.mu.Lock()
+		ready, down, closed, gen := c.ready, c.down, c.closed, c.gen
+		c.mu.Unlock()
+		if closed {
+			return nil, nil, ErrClosed
+		}
+		select {
+		case <-ready:
+			c.mu.Lock()
+			same := c.gen == gen && c.down == down
+			c.mu.Unlock()
+			if same {
+				return down, c.cm, nil
+			}
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, nil, ErrClosed
+		}
+	}
+}
+
+// NewCID returns a fresh client message ID.
+func NewCID() string { return "c-" + randomHex(12) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

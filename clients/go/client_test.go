@@ -1,0 +1,536 @@
+package edgechat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestBrokerURLs(t *testing.T) {
+	got, err := brokerURLs([]string{"ws://h:8080", "WSS://h/x/mqtt", "tcp://h", "mqtt://h:1", "mqtts://h", "tls://[::1]"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, u := range got {
+		s = append(s, u.String())
+	}
+	want := []string{"ws://h:8080/mqtt", "wss://h/x/mqtt", "tcp://h:1883", "mqtt://h:1", "mqtts://h:8883", "tls://[::1]:8883"}
+	if !slices.Equal(s, want) {
+		t.Fatalf("got %v, want %v", s, want)
+	}
+	for _, bad := range [][]string{nil, {"http://h"}, {"ws://"}, {"::"}} {
+		if _, err := brokerURLs(bad); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("%v: err %v, want ErrBadOptions", bad, err)
+		}
+	}
+}
+
+func TestHTTPURLDerivation(t *testing.T) {
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"ws://h:8080/mqtt"}, "http://h:8080"},
+		{[]string{"tcp://h:1883", "wss://h/edge/mqtt"}, "https://h/edge"},
+		{[]string{"ws://h:1"}, "http://h:1"},
+	} {
+		urls, err := brokerURLs(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := httpURLFromBroker(urls)
+		if err != nil || got != tc.want {
+			t.Errorf("%v: got %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	urls, _ := brokerURLs([]string{"tcp://h"})
+	if _, err := httpURLFromBroker(urls); !errors.Is(err, ErrBadOptions) {
+		t.Errorf("tcp only: err %v, want ErrBadOptions", err)
+	}
+	for in, want := range map[string]string{"http://h:8080": "ws://h:8080/mqtt", "https://h/": "wss://h/mqtt", "http://h/x": "ws://h/x/mqtt"} {
+		if got, err := WebSocketURL(in); err != nil || got != want {
+			t.Errorf("WebSocketURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"ftp://h", "h:8080", "http://"} {
+		if _, err := WebSocketURL(bad); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("WebSocketURL(%q): err %v, want ErrBadOptions", bad, err)
+		}
+	}
+}
+
+func TestTokenSubject(t *testing.T) {
+	if sub, err := TokenSubject(fakeJWT("alice")); err != nil || sub != "alice" {
+		t.Fatalf("got %q, %v", sub, err)
+	}
+	// Some issuers pad the base64; accept it.
+	padded := "e30." + "eyJzdWIiOiJib2IifQ==" + ".x"
+	if sub, err := TokenSubject(padded); err != nil || sub != "bob" {
+		t.Fatalf("padded: got %q, %v", sub, err)
+	}
+	for _, bad := range []string{"", "a.b", "a.!!!.c", "a." + "bm90IGpzb24" + ".c", "a.e30.c"} {
+		if _, err := TokenSubject(bad); !errors.Is(err, ErrBadToken) {
+			t.Errorf("%q: err %v, want ErrBadToken", bad, err)
+		}
+	}
+}
+
+func TestIDSet(t *testing.T) {
+	s := newIDSet(3)
+	for _, id := range []string{"1", "2", "3"} {
+		if !s.Add(id) {
+			t.Fatalf("%s reported as seen", id)
+		}
+	}
+	if s.Add("2") {
+		t.Fatal("duplicate 2 accepted")
+	}
+	s.Add("4") // evicts the oldest, 1
+	if s.Has("1") || !s.Has("2") || !s.Has("4") || s.Len() != 3 {
+		t.Fatalf("eviction wrong: has1=%v has2=%v has4=%v len=%d", s.Has("1"), s.Has("2"), s.Has("4"), s.Len())
+	}
+	if !s.Add("1") {
+		t.Fatal("evicted 1 should be new again")
+	}
+}
+
+func TestMessageJSONAndIDs(t *testing.T) {
+	var m Message
+	if err := json.Unmarshal([]byte(`{"id":"7211938138472448001","from":"alice","to":"bob","cid":"c1","type":"text","body":"hi"}`), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Time.IsZero() || m.Time.Year() < 2024 {
+		t.Fatalf("time not filled from the ID: %v", m.Time)
+	}
+	if m.Peer("alice") != "bob" || m.Peer("bob") != "alice" {
+		t.Fatal("Peer wrong")
+	}
+	if CompareIDs("10", "9") != 1 || CompareIDs("9", "10") != -1 || CompareIDs("", "9") != 1 || CompareIDs("5", "5") != 0 {
+		t.Fatal("CompareIDs wrong")
+	}
+}
+
+func TestLoginAndErrors(t *testing.T) {
+	var refreshSeen []string
+	var mu sync.Mutex
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		switch r.URL.Path {
+		case "/auth/login":
+			if body["password"] != "pw" {
+				w.WriteHeader(401)
+				_, _ = w.Write([]byte(`{"error":{"code":"bad_credentials","message":"wrong username or password"}}`))
+				return
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"accessToken": fakeJWT("alice"), "refreshToken": "r0", "expiresIn": 1})
+		case "/auth/refresh":
+			mu.Lock()
+			refreshSeen = append(refreshSeen, body["refreshToken"])
+			n++
+			next := fmt.Sprintf("r%d", n)
+			mu.Unlock()
+			_ = json.NewEncoder(w).Encode(map[string]any{"accessToken": fakeJWT("alice"), "refreshToken": next, "expiresIn": 1, "userId": "alice"})
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+
+	_, err := Login(ctx, srv.URL, "alice", "nope")
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != "bad_credentials" || !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("bad password: %v", err)
+	}
+	tok, err := Login(ctx, srv.URL, "alice", "pw")
+	if err != nil || tok.UserID != "alice" || tok.Expiry.IsZero() {
+		t.Fatalf("login: %+v, %v", tok, err)
+	}
+	// With the clock an hour ahead every token has expired: each call
+	// must rotate, always with the newest refresh token.
+	var saved []Tokens
+	r := &refresher{httpURL: srv.URL, cur: tok, onRefresh: func(t Tokens) { saved = append(saved, t) },
+		now: func() time.Time { return time.Now().Add(time.Hour) }}
+	for range 3 {
+		if _, err := r.token(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(refreshSeen, []string{"r0", "r1", "r2"}) || len(saved) != 3 || saved[2].RefreshToken != "r3" {
+		t.Fatalf("refresh chain %v, saved %d", refreshSeen, len(saved))
+	}
+}
+
+func TestRefresherKeepsFreshToken(t *testing.T) {
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { calls++ }))
+	defer srv.Close()
+	ts := RefreshingTokenSource(srv.URL, Tokens{AccessToken: "a", RefreshToken: "r", ExpiresIn: 3600, Expiry: time.Now().Add(time.Hour)}, nil)
+	if tok, err := ts(context.Background()); err != nil || tok != "a" || calls != 0 {
+		t.Fatalf("got %q, %v after %d calls; want the cached token", tok, err, calls)
+	}
+}
+
+func dialFake(t *testing.T, f *fakeServer, user string, rec *recorder, mod func(*Options)) *Client {
+	t.Helper()
+	o := Options{
+		URLs:              []string{f.tcpURL},
+		HTTPURL:           f.httpURL,
+		Token:             fakeJWT(user),
+		HeartbeatInterval: -1,
+		EchoWait:          2 * time.Second,
+	}
+	if rec != nil {
+		o.OnMessage = rec.onMessage
+		o.OnConnectionChange = rec.onConn
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, o)
+	if err != nil {
+		t.Fatalf("dial %s: %v", user, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestDialValidation(t *testing.T) {
+	ctx := context.Background()
+	for name, o := range map[string]Options{
+		"no urls":      {Token: fakeJWT("alice")},
+		"no token":     {URLs: []string{"ws://h/mqtt"}},
+		"tcp no http":  {URLs: []string{"tcp://h"}, Token: fakeJWT("alice")},
+		"bad device":   {URLs: []string{"ws://h/mqtt"}, Token: fakeJWT("alice"), Device: "a/b"},
+		"bad http url": {URLs: []string{"tcp://h"}, HTTPURL: "ftp://x", Token: fakeJWT("alice")},
+	} {
+		if _, err := Dial(ctx, o); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("%s: err %v, want ErrBadOptions", name, err)
+		}
+	}
+	if _, err := Dial(ctx, Options{URLs: []string{"ws://h/mqtt"}, Token: "garbage"}); !errors.Is(err, ErrBadToken) {
+		t.Errorf("garbage token: %v", err)
+	}
+}
+
+func TestDialRefusedFailsFast(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) { f.denyAuth = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := Dial(ctx, Options{URLs: []string{f.tcpURL}, HTTPURL: f.httpURL, Token: fakeJWT("alice")})
+	if !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("err %v, want ErrUnauthorized", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Dial waited for the context instead of failing fast")
+	}
+}
+
+func TestSendDeliversOnceWithID(t *testing.T) {
+	f := newFakeServer(t)
+	ar, br := newRecorder(), newRecorder()
+	alice := dialFake(t, f, "alice", ar, nil)
+	dialFake(t, f, "bob", br, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := alice.Send(ctx, "bob", "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.ID == "" || m.From != "alice" || m.To != "bob" || m.Body != "hello" || m.Time.IsZero() {
+		t.Fatalf("returned %+v", m)
+	}
+	br.waitCount(t, m.ID, 1)
+	ar.waitCount(t, m.ID, 1) // my own copy, for my other devices and for reconciliation
+	if alice.UserID() != "alice" || alice.ClientID()[:6] != "alice/" {
+		t.Fatalf("identity %q %q", alice.UserID(), alice.ClientID())
+	}
+}
+
+func TestSendRejectsBadInput(t *testing.T) {
+	f := newFakeServer(t)
+	alice := dialFake(t, f, "alice", nil, nil)
+	ctx := context.Background()
+	for name, m := range map[string]Message{
+		"bad recipient": {To: "Bob!", Body: "x"},
+		"empty body":    {To: "bob"},
+		"huge body":     {To: "bob", Body: string(make([]byte, MaxBodyBytes+1))},
+		"bad utf8":      {To: "bob", Body: "\xff"},
+		"long cid":      {To: "bob", Body: "x", CID: string(make([]byte, 65))},
+	} {
+		if _, err := alice.SendMessage(ctx, m); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: err %v", name, err)
+		}
+	}
+	if err := alice.MarkRead(ctx, "bob", "not-an-id"); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("MarkRead bad id: %v", err)
+	}
+	if n := len(f.stored("bob")); n != 0 {
+		t.Fatalf("bad input stored %d messages", n)
+	}
+}
+
+func TestSendRefusedIsNotRetried(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) { f.decide = func(string, int) fakeAction { return fakeAction{refuse: 0x90} } })
+	alice := dialFake(t, f, "alice", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := alice.SendMessage(ctx, Message{To: "nobody", Body: "x", CID: "c-refused"})
+	var pe *PublishError
+	if !errors.Is(err, ErrUnknownRecipient) || !errors.As(err, &pe) || pe.Reason != 0x90 || m.ID != "" {
+		t.Fatalf("got %+v, %v", m, err)
+	}
+	f.mu.Lock()
+	n := f.attempts["c-refused"]
+	f.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d attempts, want 1", n)
+	}
+}
+
+func TestSendRetriesUnavailable(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) {
+		f.decide = func(_ string, attempt int) fakeAction {
+			if attempt <= 2 {
+				return fakeAction{refuse: 0x83}
+			}
+			return fakeAction{}
+		}
+	})
+	br := newRecorder()
+	alice := dialFake(t, f, "alice", nil, nil)
+	dialFake(t, f, "bob", br, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := alice.SendMessage(ctx, Message{To: "bob", Body: "x", CID: "c-retry"})
+	if err != nil || m.ID == "" {
+		t.Fatalf("got %+v, %v", m, err)
+	}
+	f.mu.Lock()
+	n := f.attempts["c-retry"]
+	f.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("%d attempts, want 3", n)
+	}
+	br.waitCount(t, m.ID, 1)
+}
+
+// The first attempt is committed but the connection dies before the
+// PUBACK: Send must retry with the same cid, the server stores it once,
+// and the recipient sees it once.
+func TestSendSurvivesDropAfterCommit(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) {
+		f.decide = func(_ string, attempt int) fakeAction { return fakeAction{dropAfterCommit: attempt == 1} }
+	})
+	ar, br := newRecorder(), newRecorder()
+	alice := dialFake(t, f, "alice", ar, nil)
+	dialFake(t, f, "bob", br, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	m, err := alice.SendMessage(ctx, Message{To: "bob", Body: "once", CID: "c-drop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.stored("bob"); len(got) != 1 || got[0].CID != "c-drop" {
+		t.Fatalf("stored %+v", got)
+	}
+	id := f.stored("bob")[0].ID
+	if m.ID != "" && m.ID != id {
+		t.Fatalf("Send returned id %s, stored %s", m.ID, id)
+	}
+	br.waitCount(t, id, 1)
+	ar.waitCount(t, id, 1) // via live echo or catch-up, but once
+	f.mu.Lock()
+	n := f.attempts["c-drop"]
+	f.mu.Unlock()
+	if n < 2 {
+		t.Fatalf("%d attempts, want a retry", n)
+	}
+}
+
+// Without the echo, Send still succeeds once acknowledged, with no ID.
+func TestSendWithoutEcho(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) { f.decide = func(string, int) fakeAction { return fakeAction{noEcho: true} } })
+	alice := dialFake(t, f, "alice", nil, func(o *Options) { o.EchoWait = 50 * time.Millisecond })
+	m, err := alice.Send(context.Background(), "bob", "quiet")
+	if err != nil || m.ID != "" || m.CID == "" || m.Body != "quiet" {
+		t.Fatalf("got %+v, %v", m, err)
+	}
+}
+
+func TestSendWaitsForReconnection(t *testing.T) {
+	f := newFakeServer(t)
+	br := newRecorder()
+	var logbuf syncBuf
+	ar := newRecorder()
+	alice := dialFake(t, f, "alice", ar, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logbuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	dialFake(t, f, "bob", br, nil)
+	f.cutAll()
+	defer func() {
+		if t.Failed() {
+			t.Log(logbuf.String(), ar.bodies(), f.stored("alice"))
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	m, err := alice.Send(ctx, "bob", "after the cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.stored("bob"); len(got) != 1 || got[0].CID != m.CID {
+		t.Fatalf("stored %+v", got)
+	}
+	id := f.stored("bob")[0].ID
+	br.waitCount(t, id, 1)
+	ar.waitCount(t, id, 1)
+	if m.ID != id {
+		// Allowed by the contract (the echo may come later than EchoWait),
+		// but not expected on loopback.
+		t.Logf("Send returned before the echo: %+v", m)
+	}
+}
+
+func TestCatchUpAfterReconnect(t *testing.T) {
+	f := newFakeServer(t)
+	// History from before Dial is not replayed.
+	old := f.store("carol", "bob", "old")
+	br := newRecorder()
+	bob := dialFake(t, f, "bob", br, nil)
+	if bob.Cursor() != "1" {
+		t.Fatalf("cursor after Dial %q, want 1", bob.Cursor())
+	}
+	// A live message, then a drop, then messages stored while down.
+	alice := dialFake(t, f, "alice", nil, nil)
+	live, err := alice.Send(context.Background(), "bob", "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br.waitCount(t, live.ID, 1)
+
+	f.set(func(f *fakeServer) { f.paused = true })
+	f.cutAll()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		br.mu.Lock()
+		defer br.mu.Unlock()
+		if !slices.Contains(br.conn, false) {
+			return errors.New("no disconnect seen")
+		}
+		return nil
+	})
+	var missed []Message
+	for i := range 5 {
+		missed = append(missed, f.store("carol", "bob", fmt.Sprintf("missed %d", i)))
+	}
+	f.set(func(f *fakeServer) { f.paused = false })
+	for _, m := range missed {
+		br.waitCount(t, m.ID, 1)
+	}
+	// The live one is in the sync pages too (cursor 1 predates it): still once.
+	if br.count(live.ID) != 1 || br.count(old.ID) != 0 {
+		t.Fatalf("live seen %d, old seen %d", br.count(live.ID), br.count(old.ID))
+	}
+	want := []string{"live", "missed 0", "missed 1", "missed 2", "missed 3", "missed 4"}
+	if got := br.bodies(); !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+	if bob.Cursor() != "7" {
+		t.Fatalf("cursor %q, want 7", bob.Cursor())
+	}
+}
+
+func TestSyncFromStart(t *testing.T) {
+	f := newFakeServer(t)
+	for i := range 3 {
+		f.store("carol", "bob", fmt.Sprint(i))
+	}
+	br := newRecorder()
+	dialFake(t, f, "bob", br, func(o *Options) { o.SyncFromStart = true })
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if got := br.bodies(); !slices.Equal(got, []string{"0", "1", "2"}) {
+			return fmt.Errorf("delivered %v", got)
+		}
+		return nil
+	})
+}
+
+// A slow OnMessage must not stall the MQTT connection: while bob's
+// callback is stuck, his client must still read PUBACKs (paho reads all
+// packets on one goroutine, so a blocking router would hang his Send).
+func TestSlowCallbackDoesNotBlockRouter(t *testing.T) {
+	f := newFakeServer(t)
+	release := make(chan struct{})
+	var got atomic.Int32
+	bob := dialFake(t, f, "bob", nil, func(o *Options) {
+		o.OnMessage = func(m Message) {
+			if m.From == "alice" {
+				<-release
+			}
+			got.Add(1)
+		}
+	})
+	alice := dialFake(t, f, "alice", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := alice.Send(ctx, "bob", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := len(f.stored("bob")); n != 5 {
+			return fmt.Errorf("%d stored", n)
+		}
+		return nil
+	})
+	bctx, bcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer bcancel()
+	if _, err := bob.SendMessage(bctx, Message{To: "alice", Body: "while blocked"}); err != nil {
+		t.Fatalf("bob's send while his callback is blocked: %v", err)
+	}
+	close(release)
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := got.Load(); n != 6 {
+			return fmt.Errorf("%d delivered", n)
+		}
+		return nil
+	})
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuf) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuf) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}

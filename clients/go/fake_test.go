@@ -1,0 +1,315 @@
+package edgechat
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+)
+
+// checkFor polls fn every `every` until it returns nil or total elapses.
+func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(total)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %v", total, err)
+		}
+		time.Sleep(every)
+	}
+}
+
+// fakeJWT builds an unsigned token whose payload names sub; the SDK only
+// reads the payload and the fake server only reads sub.
+func fakeJWT(sub string) string {
+	enc := base64.RawURLEncoding
+	payload, _ := json.Marshal(map[string]any{"sub": sub, "exp": time.Now().Add(time.Hour).Unix()})
+	return enc.EncodeToString([]byte(`{"alg":"none"}`)) + "." + enc.EncodeToString(payload) + ".sig"
+}
+
+type fakeAction struct {
+	refuse          byte // negative PUBACK reason code, 0 for none
+	dropAfterCommit bool // store, then cut the connection before the PUBACK
+	noEcho          bool // store and ack, but deliver no copy
+}
+
+// fakeServer is a minimal edgechat node: a mochi broker whose hook stores
+// direct messages (deduplicated by sender and cid), stamps IDs and
+// delivers copies, plus /chat/sync over the stored messages. The cursor is
+// the count of the user's messages already seen.
+type fakeServer struct {
+	mqtt.HookBase
+	t       testing.TB
+	srv     *mqtt.Server
+	ln      net.Listener
+	http    *httptest.Server
+	gen     *snowflake.Generator
+	tcpURL  string
+	httpURL string
+
+	mu        sync.Mutex
+	byUser    map[string][]Message
+	byCID     map[string]Message
+	attempts  map[string]int
+	decide    func(cid string, attempt int) fakeAction
+	denyAuth  bool
+	syncCalls int
+	conns     []net.Conn
+	paused    bool // refuse new connections (close them at once)
+}
+
+func (f *fakeServer) set(fn func(f *fakeServer)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func newFakeServer(t testing.TB) *fakeServer {
+	t.Helper()
+	f := &fakeServer{t: t, byUser: map[string][]Message{}, byCID: map[string]Message{}, attempts: map[string]int{}}
+	f.gen, _ = snowflake.NewGenerator(1)
+	f.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := f.srv.AddHook(f, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ln = ln
+	f.tcpURL = "tcp://" + ln.Addr().String()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.mu.Lock()
+			paused := f.paused
+			if !paused {
+				f.conns = append(f.conns, conn)
+			}
+			f.mu.Unlock()
+			if paused {
+				_ = conn.Close()
+				continue
+			}
+			go func() { _ = f.srv.EstablishConnection("t", conn) }()
+		}
+	}()
+	f.http = httptest.NewServer(http.HandlerFunc(f.serveHTTP))
+	f.httpURL = f.http.URL
+	t.Cleanup(func() {
+		_ = ln.Close()
+		f.http.Close()
+		_ = f.srv.Close()
+	})
+	return f
+}
+
+func (f *fakeServer) ID() string { return "fake-chat" }
+
+func (f *fakeServer) Provides(b byte) bool {
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+}
+
+func (f *fakeServer) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.denyAuth {
+		return false
+	}
+	sub, err := TokenSubject(string(pk.Connect.Password))
+	return err == nil && sub == string(pk.Connect.Username) && strings.HasPrefix(cl.ID, sub+"/")
+}
+
+func (f *fakeServer) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
+
+func (f *fakeServer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	parts := strings.Split(pk.TopicName, "/")
+	if len(parts) != 3 || parts[0] != "user" || parts[2] != "newMessage" {
+		return pk, nil
+	}
+	from, to := string(cl.Properties.Username), parts[1]
+	var in Message
+	if err := json.Unmarshal(pk.Payload, &in); err != nil || in.CID == "" {
+		return pk, packets.ErrPayloadFormatInvalid
+	}
+	f.mu.Lock()
+	f.attempts[in.CID]++
+	act := fakeAction{}
+	if f.decide != nil {
+		act = f.decide(in.CID, f.attempts[in.CID])
+	}
+	if act.refuse != 0 {
+		f.mu.Unlock()
+		return pk, packets.Code{Code: act.refuse, Reason: "fake refusal"}
+	}
+	m, dup := f.byCID[from+"/"+in.CID]
+	if !dup {
+		m = Message{ID: f.gen.Next().String(), From: from, To: to, CID: in.CID, Type: in.Type, Body: in.Body}
+		m.Time = IDTime(m.ID)
+		f.byCID[from+"/"+in.CID] = m
+		f.byUser[to] = append(f.byUser[to], m)
+		if from != to {
+			f.byUser[from] = append(f.byUser[from], m)
+		}
+	}
+	f.mu.Unlock()
+	if !dup && !act.noEcho {
+		f.deliver(m)
+	}
+	if act.dropAfterCommit {
+		_ = cl.Net.Conn.Close()
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, packets.CodeSuccessIgnore
+}
+
+func (f *fakeServer) deliver(m Message) {
+	b, _ := json.Marshal(m)
+	_ = f.srv.Publish("user/"+m.To+"/newMessage", b, false, 1)
+	if m.From != m.To {
+		_ = f.srv.Publish("user/"+m.From+"/newMessage", b, false, 1)
+	}
+}
+
+// store commits a message without delivering it live, as if it had been
+// sent while the user was disconnected.
+func (f *fakeServer) store(from, to, body string) Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := Message{ID: f.gen.Next().String(), From: from, To: to, CID: NewCID(), Type: "text", Body: body}
+	m.Time = IDTime(m.ID)
+	f.byUser[to] = append(f.byUser[to], m)
+	f.byUser[from] = append(f.byUser[from], m)
+	return m
+}
+
+func (f *fakeServer) stored(user string) []Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Message(nil), f.byUser[user]...)
+}
+
+// cutAll closes every client connection from the server side.
+func (f *fakeServer) cutAll() {
+	f.mu.Lock()
+	conns := f.conns
+	f.conns = nil
+	f.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+func (f *fakeServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	user, err := TokenSubject(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+	if err != nil {
+		w.WriteHeader(401)
+		_, _ = io.WriteString(w, `{"error":{"code":"unauthorized","message":"bad token"}}`)
+		return
+	}
+	if r.URL.Path != "/chat/sync" {
+		w.WriteHeader(404)
+		_, _ = io.WriteString(w, `{"error":{"code":"not_found","message":"no such path"}}`)
+		return
+	}
+	since, _ := strconv.Atoi(r.URL.Query().Get("since"))
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	if limit <= 0 || limit > 2 {
+		limit = 2 // tiny pages so that paging is exercised
+	}
+	f.mu.Lock()
+	f.syncCalls++
+	all := f.byUser[user]
+	if since > len(all) {
+		since = len(all)
+	}
+	end := min(since+limit, len(all))
+	page := append([]Message{}, all[since:end]...)
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"messages": page, "cursor": strconv.Itoa(end), "hasMore": end < len(all)})
+}
+
+// recorder collects callbacks.
+type recorder struct {
+	mu        sync.Mutex
+	msgs      []Message
+	perID     map[string]int
+	conn      []bool
+	presences []Presence
+}
+
+func newRecorder() *recorder { return &recorder{perID: map[string]int{}} }
+
+func (r *recorder) onMessage(m Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, m)
+	r.perID[m.ID]++
+}
+
+func (r *recorder) onConn(up bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conn = append(r.conn, up)
+}
+
+func (r *recorder) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.perID[id]
+}
+
+func (r *recorder) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+func (r *recorder) bodies() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.msgs {
+		out = append(out, m.Body)
+	}
+	return out
+}
+
+func (r *recorder) waitCount(t testing.TB, id string, want int) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := r.count(id); n != want {
+			return fmt.Errorf("message %s seen %d times, want %d", id, n, want)
+		}
+		return nil
+	})
+}

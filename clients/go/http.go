@@ -1,0 +1,157 @@
+package edgechat
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// maxResponseBytes bounds what the SDK reads from one HTTP answer.
+const maxResponseBytes = 32 << 20
+
+// doJSON sends body (if not nil) as JSON and decodes a 2xx answer into out
+// (if not nil); other statuses become *APIError.
+func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string, body, out any) error {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("edgechat: encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, fullURL, rd)
+	if err != nil {
+		return fmt.Errorf("edgechat: %s %s: %w", method, fullURL, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return fmt.Errorf("edgechat: %s %s: read answer: %w", method, req.URL.Path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		ae := &APIError{Status: resp.StatusCode}
+		var eb struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) == nil {
+			ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
+		}
+		return fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, ae)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("edgechat: %s %s: decode answer: %w", method, req.URL.Path, err)
+	}
+	return nil
+}
+
+// get calls the API with the client's current token.
+func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
+	tok, err := c.token(ctx)
+	if err != nil {
+		return err
+	}
+	u := c.httpURL + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	return doJSON(ctx, c.hc, http.MethodGet, u, tok, nil, out)
+}
+
+// History returns a page of the conversation with a user, newest first,
+// of messages older than before (all when before is empty), and whether
+// older ones exist. limit <= 0 lets the server choose.
+func (c *Client) History(ctx context.Context, with string, before string, limit int) ([]Message, bool, error) {
+	if !validUserID(with) {
+		return nil, false, fmt.Errorf("%w: user ID %q", ErrInvalidArgument, with)
+	}
+	q := url.Values{"with": {with}}
+	if before != "" {
+		q.Set("before", before)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var r struct {
+		Messages []Message `json:"messages"`
+		HasMore  bool      `json:"hasMore"`
+	}
+	if err := c.get(ctx, "/chat/history", q, &r); err != nil {
+		return nil, false, err
+	}
+	return r.Messages, r.HasMore, nil
+}
+
+// Conversations lists my conversations with their last message and
+// unread count.
+func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
+	var r struct {
+		Conversations []Conversation `json:"conversations"`
+	}
+	if err := c.get(ctx, "/chat/conversations", nil, &r); err != nil {
+		return nil, err
+	}
+	return r.Conversations, nil
+}
+
+// Presence asks the server for a user's status.
+func (c *Client) Presence(ctx context.Context, uid string) (Presence, error) {
+	if !validUserID(uid) {
+		return Presence{}, fmt.Errorf("%w: user ID %q", ErrInvalidArgument, uid)
+	}
+	var p Presence
+	err := c.get(ctx, "/presence/"+url.PathEscape(uid), nil, &p)
+	return p, err
+}
+
+// Profile returns a user's public profile.
+func (c *Client) Profile(ctx context.Context, uid string) (Profile, error) {
+	if !validUserID(uid) {
+		return Profile{}, fmt.Errorf("%w: user ID %q", ErrInvalidArgument, uid)
+	}
+	var p Profile
+	err := c.get(ctx, "/user/"+url.PathEscape(uid), nil, &p)
+	return p, err
+}
+
+// syncPage is one answer of /chat/sync.
+type syncPage struct {
+	Messages []Message `json:"messages"`
+	Cursor   string    `json:"cursor"`
+	HasMore  bool      `json:"hasMore"`
+}
+
+func (c *Client) fetchSync(ctx context.Context, since string, limit int) (syncPage, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if since != "" {
+		q.Set("since", since)
+	}
+	var p syncPage
+	err := c.get(ctx, "/chat/sync", q, &p)
+	return p, err
+}

@@ -1,0 +1,260 @@
+package edgechat
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Send sends a text message to a user. See SendMessage.
+func (c *Client) Send(ctx context.Context, to, text string) (Message, error) {
+	return c.SendMessage(ctx, Message{To: to, Type: "text", Body: text})
+}
+
+// SendMessage sends m to m.To (Type defaults to "text"; CID is generated
+// when empty; set it to retry an earlier call whose outcome is unknown).
+//
+// It publishes at QoS 1 and retries with the same CID, across dropped
+// connections and server restarts, until the server acknowledges it (a
+// PUBACK means the message is durably committed; the server stores a CID
+// once however often it is retried) or ctx ends. A refusal (invalid
+// message, not allowed, unknown recipient) returns a *PublishError at once.
+//
+// On success it returns the stored message: the server's copy, matched by
+// CID on my own topic, with ID and Time set. If that copy has not arrived
+// within Options.EchoWait (or before ctx ends) after the acknowledgement,
+// it returns the message as sent with an empty ID and a nil error: the
+// message is committed regardless, and its stored copy will still reach
+// OnMessage (live or through the next catch-up sync).
+//
+// When ctx ends first, the error wraps ctx.Err() and the message may or
+// may not have been stored; call again with the same CID to find out
+// without risking a duplicate.
+func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
+	if !validUserID(m.To) {
+		return Message{}, fmt.Errorf("%w: recipient %q is not a user ID", ErrInvalidArgument, m.To)
+	}
+	if m.Type == "" {
+		m.Type = "text"
+	}
+	if m.Type == "text" && m.Body == "" {
+		return Message{}, fmt.Errorf("%w: empty message", ErrInvalidArgument)
+	}
+	if len(m.Body) > MaxBodyBytes || !utf8.ValidString(m.Body) {
+		return Message{}, fmt.Errorf("%w: body must be valid UTF-8 of at most %d bytes", ErrInvalidArgument, MaxBodyBytes)
+	}
+	if m.CID == "" {
+		m.CID = NewCID()
+	} else if len(m.CID) > MaxCIDLen {
+		return Message{}, fmt.Errorf("%w: cid longer than %d", ErrInvalidArgument, MaxCIDLen)
+	}
+	payload, err := json.Marshal(struct {
+		CID     string `json:"cid"`
+		Type    string `json:"type"`
+		Body    string `json:"body,omitempty"`
+		ReplyTo string `json:"replyTo,omitempty"`
+		Media   *Media `json:"media,omitempty"`
+	}{m.CID, m.Type, m.Body, m.ReplyTo, m.Media})
+	if err != nil {
+		return Message{}, fmt.Errorf("edgechat: encode message: %w", err)
+	}
+
+	// Register before publishing: the echo may overtake the PUBACK.
+	echo := make(chan Message, 1)
+	c.mu.Lock()
+	c.pending[m.CID] = echo
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pending, m.CID)
+		c.mu.Unlock()
+	}()
+
+	if err := c.publishRetry(ctx, "user/"+m.To+"/newMessage", payload, true); err != nil {
+		return Message{}, err
+	}
+	sent := Message{From: c.userID, To: m.To, CID: m.CID, Type: m.Type, Body: m.Body, ReplyTo: m.ReplyTo, Media: m.Media}
+	t := time.NewTimer(c.opts.EchoWait)
+	defer t.Stop()
+	select {
+	case got := <-echo:
+		return got, nil
+	case <-t.C:
+	case <-ctx.Done():
+	case <-c.ctx.Done():
+	}
+	return sent, nil
+}
+
+// publishRetry publishes at QoS 1 until a positive PUBACK. With retry
+// false it gives up after the first attempt that reached the server.
+func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte, retry bool) error {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		down, cm, err := c.waitReady(ctx)
+		if err != nil {
+			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt-1, err)
+		}
+		err = c.publishOnce(ctx, cm, down, topic, payload)
+		var pe *PublishError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &pe) && !retryableReason(pe.Reason):
+			return err
+		case ctx.Err() != nil:
+			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
+		case !retry:
+			return err
+		}
+		c.log.Debug("publish attempt failed; retrying", "topic", topic, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// publishOnce makes one QoS 1 attempt on the current connection, abandoned
+// as soon as that connection drops: paho forgets an unacknowledged publish
+// of a connection without a session and would otherwise wait for its
+// packet timeout.
+func (c *Client) publishOnce(ctx context.Context, cm *autopaho.ConnectionManager, down chan struct{}, topic string, payload []byte) error {
+	if isClosed(down) {
+		return ErrNotConnected // that connection is gone; wait for the next one
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-down:
+			cancel()
+		case <-c.ctx.Done():
+			cancel()
+		case <-stop:
+		}
+	}()
+	resp, err := cm.Publish(actx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		pe := &PublishError{Reason: resp.ReasonCode}
+		if resp.Properties != nil {
+			pe.Text = resp.Properties.ReasonString
+		}
+		return pe
+	}
+	if err != nil {
+		if errors.Is(err, autopaho.ConnectionDownError) {
+			return ErrNotConnected
+		}
+		return fmt.Errorf("edgechat: publish to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// MarkRead tells peer that I have read their messages up to upTo (a
+// message ID). It waits for the server's acknowledgement, retrying across
+// reconnections until ctx ends.
+func (c *Client) MarkRead(ctx context.Context, peer string, upTo string) error {
+	return c.receipt(ctx, ReceiptRead, peer, upTo)
+}
+
+// MarkDelivered tells peer that their messages up to upTo reached me.
+func (c *Client) MarkDelivered(ctx context.Context, peer string, upTo string) error {
+	return c.receipt(ctx, ReceiptDelivered, peer, upTo)
+}
+
+func (c *Client) receipt(ctx context.Context, typ, peer, upTo string) error {
+	if !validUserID(peer) {
+		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, peer)
+	}
+	if IDTime(upTo).IsZero() {
+		return fmt.Errorf("%w: %q is not a message ID", ErrInvalidArgument, upTo)
+	}
+	payload, _ := json.Marshal(Receipt{Type: typ, UpTo: upTo})
+	return c.publishRetry(ctx, "user/"+peer+"/receipts", payload, true)
+}
+
+// Typing tells a user that I am typing to them. It is best effort: QoS 0,
+// and ErrNotConnected while the connection is down.
+func (c *Client) Typing(ctx context.Context, to string) error {
+	if !validUserID(to) {
+		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, to)
+	}
+	c.mu.Lock()
+	up := c.readyClosed
+	c.mu.Unlock()
+	if !up {
+		return ErrNotConnected
+	}
+	_, err := c.cm.Publish(ctx, &paho.Publish{Topic: "user/" + to + "/typing", QoS: 0, Payload: []byte(`{"state":"typing"}`)})
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		return ErrNotConnected
+	}
+	if err != nil {
+		return fmt.Errorf("edgechat: typing: %w", err)
+	}
+	return nil
+}
+
+// WatchPresence subscribes to a user's presence: OnPresence gets its
+// current status at once (it is retained) and every change after, and the
+// subscription is renewed on every reconnection. While disconnected it
+// only records the wish and returns nil. The server lets me see only the
+// presence of users I have a conversation with (or share a group with);
+// for anyone else it returns an error wrapping ErrForbidden.
+func (c *Client) WatchPresence(ctx context.Context, uid string) error {
+	if !validUserID(uid) {
+		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, uid)
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	c.watched[uid] = struct{}{}
+	up := c.readyClosed
+	c.mu.Unlock()
+	if !up {
+		return nil
+	}
+	refused, err := subscribe(ctx, c.cm, []paho.SubscribeOptions{{Topic: "presence/" + uid, QoS: 1}})
+	if errors.Is(err, autopaho.ConnectionDownError) {
+		return nil // afterConnect subscribes it on the next connection
+	}
+	if err == nil && len(refused) > 0 {
+		c.mu.Lock()
+		delete(c.watched, uid)
+		c.mu.Unlock()
+		return fmt.Errorf("%w: presence of %s", ErrForbidden, uid)
+	}
+	return err
+}
+
+// UnwatchPresence stops presence updates for uid.
+func (c *Client) UnwatchPresence(ctx context.Context, uid string) error {
+	c.mu.Lock()
+	_, was := c.watched[uid]
+	delete(c.watched, uid)
+	up := c.readyClosed
+	c.mu.Unlock()
+	if !was || !up {
+		return nil
+	}
+	_, err := c.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"presence/" + uid}})
+	if err != nil && !errors.Is(err, autopaho.ConnectionDownError) {
+		return fmt.Errorf("edgechat: unsubscribe: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+package edgechat
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+)
+
+// Message is a chat message as the server stores and delivers it.
+type Message struct {
+	ID      string `json:"id,omitempty"`      // decimal snowflake ID; empty until the server assigned one
+	From    string `json:"from,omitempty"`    // sender's user ID
+	To      string `json:"to,omitempty"`      // recipient of a direct message
+	Group   string `json:"group,omitempty"`   // group of a group message
+	CID     string `json:"cid,omitempty"`     // the sender's client message ID (idempotency key)
+	Type    string `json:"type,omitempty"`    // "text", "media", ...
+	Body    string `json:"body,omitempty"`    // text
+	ReplyTo string `json:"replyTo,omitempty"` // ID of the message this one answers
+	Media   *Media `json:"media,omitempty"`   // the upload a media message refers to
+
+	// Time is when the server created the message, read from the ID (zero
+	// when the ID is empty). It is not part of the JSON.
+	Time time.Time `json:"-"`
+}
+
+// Media refers to an upload.
+type Media struct {
+	ID   string `json:"id"`
+	Mime string `json:"mime,omitempty"`
+}
+
+// UnmarshalJSON decodes a message and fills Time from the ID.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	type plain Message
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*m = Message(p)
+	m.Time = IDTime(m.ID)
+	return nil
+}
+
+// Peer returns the other side of a direct message from me's point of
+// view, or the group for a group message.
+func (m Message) Peer(me string) string {
+	switch {
+	case m.Group != "":
+		return m.Group
+	case m.From == me:
+		return m.To
+	default:
+		return m.From
+	}
+}
+
+// IDTime returns the creation time encoded in a message ID, or the zero
+// time when id is not a valid ID.
+func IDTime(id string) time.Time {
+	if id == "" {
+		return time.Time{}
+	}
+	sid, err := snowflake.Parse(id)
+	if err != nil {
+		return time.Time{}
+	}
+	return sid.Time()
+}
+
+// CompareIDs orders two message IDs numerically (IDs sort by time). An
+// empty or invalid ID sorts after every valid one: it is a message the
+// server has not numbered yet. It returns -1, 0 or +1.
+func CompareIDs(a, b string) int {
+	ia, ea := snowflake.Parse(a)
+	ib, eb := snowflake.Parse(b)
+	switch {
+	case ea != nil && eb != nil:
+		return 0
+	case ea != nil:
+		return 1
+	case eb != nil:
+		return -1
+	case ia < ib:
+		return -1
+	case ia > ib:
+		return 1
+	}
+	return 0
+}
+
+// Receipt says that Peer received or read my messages up to UpTo.
+type Receipt struct {
+	Type string `json:"type"` // "delivered" or "read"
+	UpTo string `json:"upTo"`
+	Peer string `json:"peer,omitempty"`
+}
+
+// Receipt types.
+const (
+	ReceiptDelivered = "delivered"
+	ReceiptRead      = "read"
+)
+
+// Presence is a user's status.
+type Presence struct {
+	Status   string    `json:"status"` // "online", "inactive" or "offline"
+	LastSeen time.Time `json:"lastSeen"`
+}
+
+// Presence statuses.
+const (
+	StatusOnline   = "online"
+	StatusInactive = "inactive"
+	StatusOffline  = "offline"
+)
+
+// Conversation is one entry of the conversation list.
+type Conversation struct {
+	Peer        string  `json:"peer,omitempty"`
+	Group       string  `json:"group,omitempty"`
+	LastMessage Message `json:"lastMessage"`
+	Unread      int     `json:"unread"`
+}
+
+// Profile is a user's public profile.
+type Profile struct {
+	UserID      string `json:"userId"`
+	DisplayName string `json:"displayName,omitempty"`
+}
+
+// Tokens are what /auth/login and /auth/refresh return.
+type Tokens struct {
+	AccessToken  string `json:"accessToken"`
+	RefreshToken string `json:"refreshToken"`
+	ExpiresIn    int    `json:"expiresIn"` // seconds
+	UserID       string `json:"userId"`
+
+	// Expiry is when the access token expires, computed from ExpiresIn
+	// when the tokens were received (zero if unknown).
+	Expiry time.Time `json:"-"`
+}
+
+// Errors callers can test with errors.Is.
+var (
+	ErrClosed           = errors.New("edgechat: client closed")
+	ErrNotConnected     = errors.New("edgechat: not connected")
+	ErrBadOptions       = errors.New("edgechat: bad options")
+	ErrBadToken         = errors.New("edgechat: malformed access token")
+	ErrInvalidArgument  = errors.New("edgechat: invalid argument")
+	ErrUnauthorized     = errors.New("edgechat: unauthorized")
+	ErrNotFound         = errors.New("edgechat: not found")
+	ErrRefused          = errors.New("edgechat: refused by the server")
+	ErrInvalidMessage   = fmt.Errorf("%w: invalid message", ErrRefused)
+	ErrForbidden        = fmt.Errorf("%w: not authorized", ErrRefused)
+	ErrUnknownRecipient = fmt.Errorf("%w: unknown recipient", ErrRefused)
+)
+
+// APIError is an error answer of the HTTP API.
+type APIError struct {
+	Status  int    // HTTP status
+	Code    string // stable error code from the body
+	Message string
+}
+
+func (e *APIError) Error() string {
+	if e.Code == "" && e.Message == "" {
+		return fmt.Sprintf("HTTP %d", e.Status)
+	}
+	return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// Is maps statuses onto the package's sentinel errors.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == 401
+	case ErrNotFound:
+		return e.Status == 404
+	case ErrInvalidArgument:
+		return e.Status == 400
+	}
+	return false
+}
+
+// PublishError is a negative MQTT v5 acknowledgement of a publish.
+type PublishError struct {
+	Reason byte   // MQTT v5 reason code
+	Text   string // the server's reason string, if any
+}
+
+func (e *PublishError) Error() string {
+	s := fmt.Sprintf("edgechat: publish refused (reason 0x%02x)", e.Reason)
+	if e.Text != "" {
+		s += ": " + e.Text
+	}
+	return s
+}
+
+// Unwrap maps the reason code onto the sentinel errors.
+func (e *PublishError) Unwrap() error {
+	switch e.Reason {
+	case 0x99:
+		return ErrInvalidMessage
+	case 0x87:
+		return ErrForbidden
+	case 0x90:
+		return ErrUnknownRecipient
+	}
+	return ErrRefused
+}
+
+// retryable reports whether a negative PUBACK may succeed when sent again:
+// 0x80 unspecified, 0x83 not committed (server unavailable), 0x91 packet ID
+// in use, 0x97 quota exceeded. Everything else is a refusal.
+func retryableReason(rc byte) bool {
+	switch rc {
+	case 0x80, 0x83, 0x91, 0x97:
+		return true
+	}
+	return false
+}
+
+// validUserID mirrors the server's rule (lowercase, 3-32 of a-z 0-9 _ . -,
+// starting with a letter) so that bad input fails before it is sent.
+func validUserID(s string) bool {
+	if len(s) < 3 || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidUserID reports whether s is a well-formed user ID.
+func ValidUserID(s string) bool { return validUserID(s) }
+
+// Limits the server enforces on a message, checked here first.
+const (
+	MaxBodyBytes = 8 << 10
+	MaxCIDLen    = 64
+)

@@ -1,0 +1,304 @@
+package archive
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Command payloads are binary so that applying a message never parses
+// JSON: a version byte, then the fields, then (for a message) the stored
+// envelope JSON as the rest of the payload.
+const cmdVersion = 1
+
+// ErrBadCommand marks a replicated command this version cannot read.
+var ErrBadCommand = errors.New("archive: malformed command")
+
+// ErrIDTaken means a message ID is already stored for another message;
+// the generator must never hand out an ID twice, so this is a bug or a
+// machine-number clash, and the message is refused rather than
+// overwriting history.
+var ErrIDTaken = errors.New("archive: message id already used")
+
+// msgCmd is the payload of wire.CmdMessage.
+type msgCmd struct {
+	ID      snowflake.ID
+	From    string
+	To      string
+	Group   string // reserved for group messages (a later issue)
+	CID     string
+	Payload []byte // the stored envelope JSON
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func (c *msgCmd) encode() []byte {
+	b := make([]byte, 0, 1+8+4*binary.MaxVarintLen16+len(c.From)+len(c.To)+len(c.Group)+len(c.CID)+len(c.Payload))
+	b = append(b, cmdVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.ID))
+	b = appendStr(b, c.From)
+	b = appendStr(b, c.To)
+	b = appendStr(b, c.Group)
+	b = appendStr(b, c.CID)
+	return append(b, c.Payload...)
+}
+
+type reader struct {
+	b   []byte
+	err bool
+}
+
+func (r *reader) u64() uint64 {
+	if len(r.b) < 8 {
+		r.err = true
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) str() string {
+	n, k := binary.Uvarint(r.b)
+	if k <= 0 || n > uint64(len(r.b)-k) || n > 1<<10 {
+		r.err = true
+		return ""
+	}
+	s := string(r.b[k : k+int(n)])
+	r.b = r.b[k+int(n):]
+	return s
+}
+
+func decodeMsgCmd(b []byte) (msgCmd, error) {
+	if len(b) < 1 || b[0] != cmdVersion {
+		return msgCmd{}, fmt.Errorf("%w: unknown message command version", ErrBadCommand)
+	}
+	r := reader{b: b[1:]}
+	c := msgCmd{ID: snowflake.ID(r.u64())}
+	c.From, c.To, c.Group, c.CID = r.str(), r.str(), r.str(), r.str()
+	c.Payload = r.b
+	if r.err || c.ID == 0 || c.From == "" || c.CID == "" || len(c.Payload) == 0 {
+		return msgCmd{}, fmt.Errorf("%w: message", ErrBadCommand)
+	}
+	return c, nil
+}
+
+// cursorCmd is the payload of wire.CmdReadCursor.
+type cursorCmd struct {
+	Reader, Peer string
+	UpTo         snowflake.ID
+}
+
+func (c *cursorCmd) encode() []byte {
+	b := make([]byte, 0, 1+8+2*binary.MaxVarintLen16+len(c.Reader)+len(c.Peer))
+	b = append(b, cmdVersion)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.UpTo))
+	b = appendStr(b, c.Reader)
+	return appendStr(b, c.Peer)
+}
+
+func decodeCursorCmd(b []byte) (cursorCmd, error) {
+	if len(b) < 1 || b[0] != cmdVersion {
+		return cursorCmd{}, fmt.Errorf("%w: unknown read cursor command version", ErrBadCommand)
+	}
+	r := reader{b: b[1:]}
+	c := cursorCmd{UpTo: snowflake.ID(r.u64())}
+	c.Reader, c.Peer = r.str(), r.str()
+	if r.err || len(r.b) != 0 || c.Reader == "" || c.Peer == "" {
+		return cursorCmd{}, fmt.Errorf("%w: read cursor", ErrBadCommand)
+	}
+	return c, nil
+}
+
+// applied is what the message handler returns through the Proposer.
+type applied struct {
+	ID      snowflake.ID
+	Payload []byte // the stored envelope JSON (the original one when Dup)
+	Dup     bool
+}
+
+// getID reads an 8-byte ID value; ok is false when the key is absent.
+func getID(tx *badger.Txn, key []byte) (snowflake.ID, bool, error) {
+	it, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	var id snowflake.ID
+	err = it.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: stored id of %d bytes", ErrBadCommand, len(v))
+		}
+		id = snowflake.ID(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	return id, err == nil, err
+}
+
+// checkIDFree refuses a message whose ID already holds another message.
+// The same bytes under the ID are this very message, half-written before
+// an ErrTxnTooBig retry, and are accepted.
+func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
+	it, err := tx.Get(mk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return it.Value(func(v []byte) error {
+		if !bytes.Equal(v, payload) {
+			return fmt.Errorf("%w: %d", ErrIDTaken, tail8(mk))
+		}
+		return nil
+	})
+}
+
+// applyMessage stores a message and its indexes. It is deterministic:
+// everything comes from the payload and the log position, so every node
+// writes the same keys. All reads happen before the first write, so a
+// refusal writes nothing.
+func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+	c, err := decodeMsgCmd(payload)
+	if err != nil {
+		return nil, err
+	}
+	if c.Group != "" {
+		return nil, fmt.Errorf("archive: group messages are not supported yet: %w", wire.ErrNotFound)
+	}
+	if c.To == "" {
+		return nil, fmt.Errorf("%w: message without recipient", ErrBadCommand)
+	}
+	dk := dedupKey(c.From, c.CID)
+	orig, dup, err := getID(tx, dk)
+	if err != nil {
+		return nil, err
+	}
+	if dup {
+		// A retry (possibly in the same batch: the txn sees its own
+		// earlier writes). Hand back the original, write nothing.
+		it, err := tx.Get(msgKey(orig))
+		if err != nil {
+			return nil, fmt.Errorf("archive: dedupe entry %d without message: %w", orig, err)
+		}
+		p, err := it.ValueCopy(nil)
+		if err != nil {
+			return nil, err
+		}
+		return &applied{ID: orig, Payload: p, Dup: true}, nil
+	}
+	mk := msgKey(c.ID)
+	if err := checkIDFree(tx, mk, c.Payload); err != nil {
+		return nil, err
+	}
+	seq := at.Seq()
+	conv := directConv(c.From, c.To)
+	idb := be64(uint64(c.ID))
+
+	// Conversation summaries for both sides (one when writing to oneself).
+	parties := []struct{ uid, peer string }{{c.From, c.To}}
+	if c.To != c.From {
+		parties = append(parties, struct{ uid, peer string }{c.To, c.From})
+	}
+	sums := make([]summary, len(parties))
+	for i, p := range parties {
+		sums[i] = summary{LastID: c.ID, LastSeq: seq}
+		it, err := tx.Get(summaryKey(p.uid, p.peer))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = it.Value(func(v []byte) error {
+			if old, ok := decodeSummary(v); ok && old.LastID > c.ID {
+				sums[i].LastID = old.LastID // IDs may arrive out of order; keep the top of history
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	// The dedupe key goes last: if a Set fails with ErrTxnTooBig the FSM
+	// commits what was written and runs this handler again in a fresh
+	// transaction, which must then redo the message rather than call it
+	// a duplicate. Every other write is an idempotent overwrite.
+	sets := [][2][]byte{
+		{mk, c.Payload},
+		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
+	}
+	for i, p := range parties {
+		sets = append(sets,
+			[2][]byte{withID(syncPrefix(p.uid), seq), idb},
+			[2][]byte{summaryKey(p.uid, p.peer), sums[i].encode()})
+	}
+	if c.To != c.From {
+		sets = append(sets, [2][]byte{withID(inboxPrefix(c.To, c.From), uint64(c.ID)), nil})
+	}
+	sets = append(sets, [2][]byte{dk, idb})
+	for _, kv := range sets {
+		if err := tx.Set(kv[0], kv[1]); err != nil {
+			return nil, err
+		}
+	}
+	return &applied{ID: c.ID, Payload: c.Payload}, nil
+}
+
+// applyReadCursor moves a read cursor forward, clamped to the highest
+// message ID of the conversation so that a client cannot mark messages
+// that do not exist yet as read. A cursor for a conversation without
+// messages, or one that would not move forward, is a no-op (no error: a
+// stale receipt is normal, e.g. from a second device).
+func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	c, err := decodeCursorCmd(payload)
+	if err != nil {
+		return nil, err
+	}
+	conv := directConv(c.Reader, c.Peer)
+	top, err := lastIndexed(tx, convPrefix(conv))
+	if err != nil {
+		return nil, err
+	}
+	upTo := min(c.UpTo, snowflake.ID(top))
+	ck := cursorKey(c.Reader, conv)
+	cur, _, err := getID(tx, ck)
+	if err != nil {
+		return nil, err
+	}
+	if upTo <= cur {
+		return cur, nil
+	}
+	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
+		return nil, err
+	}
+	return upTo, nil
+}
+
+// lastIndexed returns the trailing number of the last key under prefix
+// (0 when there is none).
+func lastIndexed(tx *badger.Txn, prefix []byte) (uint64, error) {
+	opts := badger.IteratorOptions{Reverse: true, Prefix: prefix}
+	it := tx.NewIterator(opts)
+	defer it.Close()
+	// Reverse iteration must seek past the prefix: seeking to the prefix
+	// itself lands before every key under it.
+	it.Seek(append(append([]byte{}, prefix...), 0xff))
+	if !it.ValidForPrefix(prefix) {
+		return 0, nil
+	}
+	return tail8(it.Item().Key()), nil
+}

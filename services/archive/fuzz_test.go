@@ -1,0 +1,42 @@
+package archive
+
+import (
+	"errors"
+	"net/http"
+	"reflect"
+	"testing"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// FuzzSendRequest checks the POST /chat/messages decoder: it never
+// panics, refuses only with a 400 *httpapi.Error, and whatever it accepts
+// has a valid recipient and an envelope that wire.ParseEnvelope accepts
+// unchanged. Seeds are in testdata/fuzz/FuzzSendRequest.
+func FuzzSendRequest(f *testing.F) {
+	f.Add([]byte(`{"to":"bob","cid":"c-1","type":"text","body":"hello"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		to, env, err := decodeSendRequest(body)
+		if err != nil {
+			var he *httpapi.Error
+			if !errors.As(err, &he) || he.Status != http.StatusBadRequest {
+				t.Fatalf("refusal %v is not a 400 *httpapi.Error", err)
+			}
+			return
+		}
+		if wire.ValidUserID(to) != nil {
+			t.Fatalf("accepted recipient %q", to)
+		}
+		if env.ID != 0 || env.From != "" || env.To != "" || env.Group != "" {
+			t.Fatalf("server-owned fields set: %+v", env)
+		}
+		again, err := wire.ParseEnvelope(env.Marshal())
+		if err != nil {
+			t.Fatalf("accepted envelope %+v does not parse again: %v", env, err)
+		}
+		if !reflect.DeepEqual(again, env) {
+			t.Fatalf("round trip changed the envelope: %+v → %+v", env, again)
+		}
+	})
+}

@@ -1,0 +1,325 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+func openDB(t testing.TB) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
+	if err != nil {
+		t.Fatalf("open badger: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// syncProposer applies every proposal at once as its own Raft entry
+// through a real FSM. batch > 1 makes it wait until that many proposals
+// are pending and apply them together in ONE entry, like the cluster's
+// batching proposer.
+type syncProposer struct {
+	f     *fsm.FSM
+	batch int
+
+	mu      sync.Mutex
+	index   uint64
+	logs    []*raft.Log
+	pending []pendingCmd
+	err     error // when set, Propose fails with it and applies nothing
+}
+
+type pendingCmd struct {
+	cmd  fsm.Command
+	done chan fsm.Result
+}
+
+func (p *syncProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
+		return nil, err
+	}
+	done := make(chan fsm.Result, 1)
+	p.pending = append(p.pending, pendingCmd{cmd: fsm.Command{Type: t, Payload: payload}, done: done})
+	if len(p.pending) >= max(p.batch, 1) {
+		p.flushLocked()
+	}
+	p.mu.Unlock()
+	select {
+	case r := <-done:
+		return r.Value, r.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", wire.ErrUnavailable, ctx.Err())
+	}
+}
+
+func (p *syncProposer) flushLocked() {
+	cmds := make([]fsm.Command, len(p.pending))
+	for i, pc := range p.pending {
+		cmds[i] = pc.cmd
+	}
+	p.index++
+	l := &raft.Log{Index: p.index, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}
+	p.logs = append(p.logs, l)
+	res := p.f.Apply(l).([]fsm.Result)
+	for i, pc := range p.pending {
+		pc.done <- res[i]
+	}
+	p.pending = nil
+}
+
+func (p *syncProposer) setErr(err error) {
+	p.mu.Lock()
+	p.err = err
+	p.mu.Unlock()
+}
+
+func (p *syncProposer) lastLog() *raft.Log {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs[len(p.logs)-1]
+}
+
+// seqIDs hands out IDs from start, stepping by step (negative to hand
+// them out in decreasing order, as a node with a clock far ahead
+// followed by one behind would).
+type seqIDs struct {
+	mu   sync.Mutex
+	next int64
+	step int64
+	n    int
+}
+
+func (s *seqIDs) Next() snowflake.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := s.next
+	s.next += s.step
+	s.n++
+	return snowflake.ID(id)
+}
+
+func (s *seqIDs) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n
+}
+
+type fakePub struct {
+	mu  sync.Mutex
+	out []wire.Outbound
+	err error
+}
+
+func (p *fakePub) Publish(o wire.Outbound) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.out = append(p.out, o)
+	return p.err
+}
+
+func (p *fakePub) published() []wire.Outbound {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]wire.Outbound(nil), p.out...)
+}
+
+type fakeDir map[string]bool
+
+func (d fakeDir) UserExists(uid string) (bool, error) { return d[uid], nil }
+
+type env struct {
+	svc  *Service
+	db   *badger.DB
+	f    *fsm.FSM
+	prop *syncProposer
+	pub  *fakePub
+	ids  *seqIDs
+	reg  *prometheus.Registry
+}
+
+type envOpt func(*env)
+
+func withBatch(n int) envOpt     { return func(e *env) { e.prop.batch = n } }
+func withIDs(ids *seqIDs) envOpt { return func(e *env) { e.ids = ids } }
+
+func newEnv(t testing.TB, opts ...envOpt) *env {
+	t.Helper()
+	e := &env{
+		prop: &syncProposer{},
+		pub:  &fakePub{},
+		ids:  &seqIDs{next: 1 << 30, step: 1},
+		reg:  prometheus.NewRegistry(),
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.db == nil {
+		e.db = openDB(t)
+	}
+	e.f = fsm.New(e.db, nil)
+	e.prop.f = e.f
+	svc, err := New(Deps{
+		DB: e.db, Proposer: e.prop, FSM: e.f, Publisher: e.pub, IDs: e.ids,
+		Users:      fakeDir{"alice": true, "bob": true, "carol": true, "dave": true},
+		Registerer: e.reg,
+	})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e.svc = svc
+	return e
+}
+
+func text(cid, body string) wire.Envelope {
+	return wire.Envelope{CID: cid, Type: wire.TypeText, Body: body}
+}
+
+func (e *env) send(t testing.TB, from, to, cid string) wire.Envelope {
+	t.Helper()
+	stored, _, dup, err := e.svc.SendDirect(context.Background(), from, to, text(cid, "hi "+cid))
+	if err != nil || dup {
+		t.Fatalf("SendDirect(%s→%s %s) = dup %v, %v", from, to, cid, dup, err)
+	}
+	return stored
+}
+
+// dump returns every replicated key and value except the applied index,
+// to prove that a refusal changed nothing.
+func dump(t testing.TB, db *badger.DB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte("r/"), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.ValidForPrefix([]byte("r/")); it.Next() {
+			if string(it.Item().Key()) == "r/sys/applied" {
+				continue
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().KeyCopy(nil))] = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// server serves the archive's routes on 127.0.0.1 port 0. The principal
+// comes from the X-Test-User header (the gateway's job in production).
+func (e *env) server(t testing.TB) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	for _, r := range e.svc.Routes() {
+		h := r.Handler
+		mux.HandleFunc(r.Method+" "+r.Pattern, func(w http.ResponseWriter, req *http.Request) {
+			if u := req.Header.Get("X-Test-User"); u != "" {
+				req = req.WithContext(httpapi.WithPrincipal(req.Context(), httpapi.Principal{UserID: u}))
+			}
+			h(w, req)
+		})
+	}
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) code() string {
+	var e struct {
+		Error struct{ Code string } `json:"error"`
+	}
+	_ = json.Unmarshal(r.Body, &e)
+	return e.Error.Code
+}
+
+func do(t testing.TB, srv *httptest.Server, user, method, path, ctype string, body []byte) response {
+	t.Helper()
+	req, err := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.Header.Set("X-Test-User", user)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+func get(t testing.TB, srv *httptest.Server, user, path string, out any) response {
+	t.Helper()
+	r := do(t, srv, user, http.MethodGet, path, "", nil)
+	if r.Status == http.StatusOK && out != nil {
+		if err := json.Unmarshal(r.Body, out); err != nil {
+			t.Fatalf("GET %s: %v in %s", path, err, r.Body)
+		}
+	}
+	return r
+}
+
+type page struct {
+	Messages []wire.Envelope `json:"messages"`
+	HasMore  bool            `json:"hasMore"`
+	Cursor   string          `json:"cursor"`
+}
+
+type convList struct {
+	Conversations []struct {
+		Peer        string        `json:"peer"`
+		LastMessage wire.Envelope `json:"lastMessage"`
+		Unread      int           `json:"unread"`
+	} `json:"conversations"`
+	HasMore bool `json:"hasMore"`
+}
+
+func postJSON(t testing.TB, srv *httptest.Server, user, body string) response {
+	t.Helper()
+	return do(t, srv, user, http.MethodPost, "/chat/messages", "application/json", []byte(body))
+}
+
+var (
+	_ Proposer  = (*syncProposer)(nil)
+	_ Publisher = (*fakePub)(nil)
+	_ Directory = fakeDir(nil)
+	_ IDSource  = (*seqIDs)(nil)
+)

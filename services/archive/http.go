@@ -1,0 +1,388 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// MaxSendBody limits a POST /chat/messages body.
+const MaxSendBody = 32 << 10
+
+// CodeInvalidEnvelope is the error code of an envelope that fails
+// wire.ParseEnvelope.
+const CodeInvalidEnvelope = "invalid_envelope"
+
+// Routes are the archive's HTTP endpoints; every one needs a principal.
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodGet, Pattern: "/chat/history", Handler: s.handleHistory, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/chat/sync", Handler: s.handleSync, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/chat/conversations", Handler: s.handleConversations, Class: "read"},
+		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
+	}
+}
+
+func principal(r *http.Request) (string, error) {
+	p, ok := httpapi.PrincipalFrom(r.Context())
+	if !ok || p.UserID == "" {
+		return "", httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "authentication required")
+	}
+	return p.UserID, nil
+}
+
+func badParam(format string, args ...any) error {
+	return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, format, args...)
+}
+
+// query parses the query string strictly: only the allowed names, each
+// at most once.
+func query(r *http.Request, allowed ...string) (map[string]string, error) {
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badParam("malformed query string")
+	}
+	out := make(map[string]string, len(vals))
+	for k, v := range vals {
+		known := false
+		for _, a := range allowed {
+			known = known || a == k
+		}
+		if !known {
+			return nil, badParam("unknown query parameter %q", k)
+		}
+		if len(v) != 1 {
+			return nil, badParam("query parameter %q given %d times", k, len(v))
+		}
+		out[k] = v[0]
+	}
+	return out, nil
+}
+
+func limitParam(q map[string]string, def, max int) (int, error) {
+	v, ok := q["limit"]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > max {
+		return 0, badParam("limit must be an integer from 1 to %d", max)
+	}
+	return n, nil
+}
+
+// writeMessages writes {"messages":[...],<extra>} with the stored
+// envelopes copied verbatim (they are never re-encoded).
+func writeMessages(w http.ResponseWriter, msgs [][]byte, extra func(*bytes.Buffer)) {
+	n := 64
+	for _, m := range msgs {
+		n += len(m) + 1
+	}
+	var b bytes.Buffer
+	b.Grow(n)
+	b.WriteString(`{"messages":[`)
+	for i, m := range msgs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.Write(m)
+	}
+	b.WriteByte(']')
+	extra(&b)
+	b.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b.Bytes())
+}
+
+func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
+	me, err := principal(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	q, err := query(r, "with", "group", "before", "limit")
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	limit, err := limitParam(q, historyDefault, historyMax)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	var before *snowflake.ID
+	if v, ok := q["before"]; ok {
+		id, err := snowflake.Parse(v)
+		if err != nil {
+			httpapi.WriteError(w, badParam("before must be a decimal message id"))
+			return
+		}
+		before = &id
+	}
+	with, hasWith := q["with"]
+	gid, hasGroup := q["group"]
+	var conv string
+	switch {
+	case hasWith == hasGroup:
+		httpapi.WriteError(w, badParam("give exactly one of with or group"))
+		return
+	case hasGroup:
+		if wire.ValidGroupID(gid) != nil {
+			httpapi.WriteError(w, badParam("invalid group id"))
+			return
+		}
+		conv, err = s.groupConv(me, gid)
+		if err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+	default:
+		if wire.ValidUserID(with) != nil {
+			httpapi.WriteError(w, badParam("invalid user id in with"))
+			return
+		}
+		// The conversation key is built from the caller's own ID, so a
+		// user can only ever read conversations they take part in.
+		conv = directConv(me, with)
+	}
+	msgs, hasMore, err := s.historyPage(conv, before, limit)
+	if err != nil {
+		s.log.Error("history", "user", me, "err", err)
+		httpapi.WriteError(w, err)
+		return
+	}
+	writeMessages(w, msgs, func(b *bytes.Buffer) {
+		b.WriteString(`,"hasMore":` + strconv.FormatBool(hasMore))
+	})
+}
+
+// groupConv is the seam for group history: it will check membership and
+// return "g:"+gid. Groups are not archived yet.
+func (s *Service) groupConv(_, gid string) (string, error) {
+	return "", fmt.Errorf("archive: group %q: %w", gid, wire.ErrNotFound)
+}
+
+func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
+	me, err := principal(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	q, err := query(r, "since", "limit")
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	limit, err := limitParam(q, syncDefault, syncMax)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	// The cursor is documented as opaque; today it is the decimal commit
+	// position (fsm.Position.Seq) of the last message returned.
+	var since uint64
+	if v := q["since"]; v != "" {
+		if len(v) > 20 || v[0] == '+' {
+			httpapi.WriteError(w, badParam("malformed sync cursor"))
+			return
+		}
+		since, err = strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			httpapi.WriteError(w, badParam("malformed sync cursor"))
+			return
+		}
+	}
+	msgs, next, hasMore, err := s.syncPage(me, since, limit)
+	if err != nil {
+		s.log.Error("sync", "user", me, "err", err)
+		httpapi.WriteError(w, err)
+		return
+	}
+	writeMessages(w, msgs, func(b *bytes.Buffer) {
+		b.WriteString(`,"cursor":"` + strconv.FormatUint(next, 10) + `","hasMore":` + strconv.FormatBool(hasMore))
+	})
+}
+
+type conversationJSON struct {
+	Peer        string          `json:"peer"`
+	LastMessage json.RawMessage `json:"lastMessage"`
+	Unread      int             `json:"unread"`
+}
+
+func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
+	me, err := principal(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	q, err := query(r, "limit")
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	limit, err := limitParam(q, conversationsDefault, conversationsMax)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	convs, hasMore, err := s.conversations(me, limit)
+	if err != nil {
+		s.log.Error("conversations", "user", me, "err", err)
+		httpapi.WriteError(w, err)
+		return
+	}
+	out := struct {
+		Conversations []conversationJSON `json:"conversations"`
+		HasMore       bool               `json:"hasMore"`
+	}{Conversations: make([]conversationJSON, 0, len(convs)), HasMore: hasMore}
+	for _, c := range convs {
+		out.Conversations = append(out.Conversations, conversationJSON{Peer: c.Peer, LastMessage: c.Last, Unread: c.Unread})
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+// sendRequest is the body of POST /chat/messages: "to" plus the fields of
+// a client envelope, kept raw so that wire.ParseEnvelope alone decides
+// what is valid.
+type sendRequest struct {
+	To      *string         `json:"to"`
+	CID     json.RawMessage `json:"cid"`
+	Type    json.RawMessage `json:"type"`
+	Body    json.RawMessage `json:"body"`
+	ReplyTo json.RawMessage `json:"replyTo"`
+	Media   json.RawMessage `json:"media"`
+}
+
+// decodeSendRequest strictly decodes a send body and validates the
+// envelope part with wire.ParseEnvelope. Its errors are *httpapi.Error.
+func decodeSendRequest(body []byte) (to string, env wire.Envelope, err error) {
+	var req sendRequest
+	if err := httpapi.DecodeJSONBytes(body, &req); err != nil {
+		return "", wire.Envelope{}, err
+	}
+	if req.To == nil || wire.ValidUserID(*req.To) != nil {
+		return "", wire.Envelope{}, badParam("to must be a user id")
+	}
+	var b bytes.Buffer
+	b.Grow(len(body))
+	b.WriteByte('{')
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"cid", req.CID}, {"type", req.Type}, {"body", req.Body}, {"replyTo", req.ReplyTo}, {"media", req.Media}} {
+		if f.raw == nil {
+			continue
+		}
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`"` + f.name + `":`)
+		b.Write(f.raw)
+	}
+	b.WriteByte('}')
+	env, err = wire.ParseEnvelope(b.Bytes())
+	if err != nil {
+		return "", wire.Envelope{}, httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%v", err)
+	}
+	return *req.To, env, nil
+}
+
+func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
+	me, err := principal(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if len(r.URL.RawQuery) > 0 {
+		httpapi.WriteError(w, badParam("no query parameters allowed"))
+		return
+	}
+	var raw json.RawMessage
+	// DecodeJSON enforces the content type and the size limit; the strict
+	// field checks happen in decodeSendRequest.
+	if err := httpapi.DecodeJSON(r, &raw, MaxSendBody); err != nil {
+		s.messages.WithLabelValues(resultRefused).Inc()
+		httpapi.WriteError(w, err)
+		return
+	}
+	to, env, err := decodeSendRequest(raw)
+	if err != nil {
+		s.messages.WithLabelValues(resultRefused).Inc()
+		httpapi.WriteError(w, err)
+		return
+	}
+	stored, payload, dup, err := s.SendDirect(r.Context(), me, to, env)
+	if err != nil {
+		if !errors.Is(err, wire.ErrNotFound) && !errors.Is(err, wire.ErrInvalid) {
+			s.log.Warn("send over HTTP failed", "from", me, "to", to, "err", err)
+		}
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	status := http.StatusOK
+	if !dup {
+		status = http.StatusCreated
+		s.deliver(stored, payload)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(payload)
+}
+
+// deliver publishes a newly stored direct message to the recipient and
+// to the sender's other devices. A failed publish is logged, not
+// returned: the message is committed and clients catch up through sync.
+func (s *Service) deliver(env wire.Envelope, payload []byte) {
+	props := []wire.Prop{{Key: "id", Value: env.ID.String()}, {Key: "from", Value: env.From}}
+	topics := []string{wire.DirectTopic(env.To)}
+	if env.From != env.To {
+		topics = append(topics, wire.DirectTopic(env.From))
+	}
+	for _, t := range topics {
+		if err := s.pub.Publish(wire.Outbound{Topic: t, Payload: payload, QoS: 1, UserProps: props}); err != nil {
+			s.log.Warn("publishing a stored message failed; clients will get it by sync", "topic", t, "id", env.ID, "err", err)
+		}
+	}
+}
+
+// httpError maps service errors to JSON errors with stable codes.
+func httpError(err error) error {
+	var he *httpapi.Error
+	var ee *wire.EnvelopeError
+	switch {
+	case errors.As(err, &he):
+		return he
+	case errors.As(err, &ee):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%v", ee)
+	case errors.Is(err, wire.ErrNotFound):
+		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "%s", trimPrefix(err))
+	case errors.Is(err, wire.ErrForbidden):
+		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "not allowed")
+	case errors.Is(err, wire.ErrInvalid):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%s", trimPrefix(err))
+	case errors.Is(err, wire.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable, Message: "cannot store messages right now; retry", RetryAfter: time.Second}
+	default:
+		return err
+	}
+}
+
+func trimPrefix(err error) string {
+	s := err.Error()
+	const p = "archive: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}

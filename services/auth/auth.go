@@ -1,0 +1,260 @@
+// Package auth owns edgechat's built-in accounts: registration with
+// argon2id password hashes, login with per-user and per-IP rate limits,
+// EdDSA (Ed25519) access tokens, rotating refresh tokens with reuse
+// detection, and the JWKS of the node's signing keys.
+//
+// Accounts and refresh-token families are replicated state: every change
+// goes through the Raft log (Proposer) and is applied by this package's
+// FSM handlers under the key prefix "r/auth/". Reads go straight to the
+// local Badger database.
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Proposer appends a command to the replicated log and returns the value
+// or error of its FSM handler (implemented by *cluster.Node).
+type Proposer interface {
+	Propose(ctx context.Context, t byte, payload []byte) (any, error)
+}
+
+// Registrar installs FSM handlers (implemented by *fsm.FSM).
+type Registrar interface {
+	Register(t byte, h fsm.Handler)
+}
+
+// ProfileCreator makes the profile of a new account (implemented by
+// *users.Service).
+type ProfileCreator interface {
+	CreateProfile(ctx context.Context, uid, displayName string) error
+}
+
+// Sentinel errors; HTTP handlers map them to stable codes.
+var (
+	ErrUsernameTaken      = errors.New("auth: username taken")
+	ErrInvalidUsername    = errors.New("auth: invalid username")
+	ErrInvalidPassword    = errors.New("auth: invalid password")
+	ErrInvalidDisplayName = errors.New("auth: invalid display name")
+	ErrInvalidCredentials = errors.New("auth: invalid username or password")
+	ErrRateLimited        = errors.New("auth: too many failed logins")
+	ErrRefreshInvalid     = errors.New("auth: refresh token unknown, expired or revoked")
+	ErrRefreshReused      = errors.New("auth: refresh token reused; family revoked")
+	ErrNoAccount          = errors.New("auth: no such account")
+)
+
+// RateLimitError carries how long a rate-limited caller should wait.
+type RateLimitError struct{ RetryAfter time.Duration }
+
+func (e *RateLimitError) Error() string {
+	return fmt.Sprintf("%v (retry after %v)", ErrRateLimited, e.RetryAfter)
+}
+
+// Unwrap lets errors.Is(err, ErrRateLimited) match.
+func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
+
+// RateSpec is a token bucket: PerMinute tokens refill per minute, up to Burst.
+type RateSpec struct {
+	PerMinute float64
+	Burst     int
+}
+
+// Argon2Params are the argon2id cost parameters for new hashes. Existing
+// hashes keep the parameters recorded in their PHC string.
+type Argon2Params struct {
+	MemoryKiB uint32
+	Time      uint32
+	Threads   uint8
+	SaltLen   uint32
+	KeyLen    uint32
+}
+
+// DefaultArgon2 is the OWASP recommendation (m=19 MiB, t=2, p=1).
+var DefaultArgon2 = Argon2Params{MemoryKiB: 19456, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+// Config configures the service; zero fields take defaults.
+type Config struct {
+	KeyDir       string        // signing keys persisted here; required
+	Issuer       string        // "iss" of access tokens; default "edgechat"
+	AccessTTL    time.Duration // default 15m
+	RefreshTTL   time.Duration // default 30 days
+	Argon2       Argon2Params  // default DefaultArgon2
+	LoginPerUser RateSpec      // failed logins per username; default 5/min burst 10
+	LoginPerIP   RateSpec      // failed logins per client IP; default 20/min burst 40
+}
+
+// Defaults.
+const (
+	DefaultIssuer     = "edgechat"
+	DefaultAccessTTL  = 15 * time.Minute
+	DefaultRefreshTTL = 30 * 24 * time.Hour
+)
+
+func (c *Config) setDefaults() error {
+	if c.KeyDir == "" {
+		return errors.New("auth: Config.KeyDir is required")
+	}
+	if c.Issuer == "" {
+		c.Issuer = DefaultIssuer
+	}
+	if c.AccessTTL <= 0 {
+		c.AccessTTL = DefaultAccessTTL
+	}
+	if c.RefreshTTL <= 0 {
+		c.RefreshTTL = DefaultRefreshTTL
+	}
+	if c.Argon2.MemoryKiB == 0 || c.Argon2.Time == 0 {
+		salt, key := c.Argon2.SaltLen, c.Argon2.KeyLen
+		c.Argon2 = DefaultArgon2
+		if salt != 0 {
+			c.Argon2.SaltLen = salt
+		}
+		if key != 0 {
+			c.Argon2.KeyLen = key
+		}
+	}
+	if c.Argon2.Threads == 0 {
+		c.Argon2.Threads = 1
+	}
+	if c.Argon2.SaltLen == 0 {
+		c.Argon2.SaltLen = 16
+	}
+	if c.Argon2.KeyLen == 0 {
+		c.Argon2.KeyLen = 32
+	}
+	if c.Argon2.SaltLen < 8 || c.Argon2.KeyLen < 16 {
+		return errors.New("auth: argon2 salt must be >= 8 bytes and key >= 16 bytes")
+	}
+	if c.LoginPerUser.PerMinute <= 0 {
+		c.LoginPerUser = RateSpec{PerMinute: 5, Burst: 10}
+	}
+	if c.LoginPerIP.PerMinute <= 0 {
+		c.LoginPerIP = RateSpec{PerMinute: 20, Burst: 40}
+	}
+	if c.LoginPerUser.Burst < 1 {
+		c.LoginPerUser.Burst = 1
+	}
+	if c.LoginPerIP.Burst < 1 {
+		c.LoginPerIP.Burst = 1
+	}
+	return nil
+}
+
+// Deps are what the service needs from the node.
+type Deps struct {
+	DB         *badger.DB
+	Proposer   Proposer
+	FSM        Registrar
+	Profiles   ProfileCreator        // may be nil: no profile is created
+	Logger     *slog.Logger          // nil: slog.Default()
+	Registerer prometheus.Registerer // nil: metrics are not registered
+	Now        func() time.Time      // nil: time.Now
+}
+
+// Tokens is the answer of login and refresh.
+type Tokens struct {
+	AccessToken  string `json:"accessToken"`
+	RefreshToken string `json:"refreshToken"`
+	ExpiresIn    int    `json:"expiresIn"` // seconds until the access token expires
+	UserID       string `json:"userId"`
+}
+
+// Service is the auth service of one node.
+type Service struct {
+	cfg      Config
+	db       *badger.DB
+	proposer Proposer
+	profiles ProfileCreator
+	log      *slog.Logger
+	now      func() time.Time
+
+	keys     *keySet
+	pubMu    sync.RWMutex
+	pubCache map[string]ed25519.PublicKey // keys other nodes published
+	hasher   *hasher
+	perUser  *limiterMap
+	perIP    *limiterMap
+
+	logins        *prometheus.CounterVec
+	registrations *prometheus.CounterVec
+	refreshes     *prometheus.CounterVec
+}
+
+// New loads (or creates) the signing keys and registers the FSM handlers.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if deps.DB == nil || deps.Proposer == nil || deps.FSM == nil {
+		return nil, errors.New("auth: Deps.DB, Deps.Proposer and Deps.FSM are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	keys, err := loadOrCreateKeys(cfg.KeyDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg:      cfg,
+		db:       deps.DB,
+		proposer: deps.Proposer,
+		profiles: deps.Profiles,
+		log:      deps.Logger.With("service", "auth"),
+		now:      deps.Now,
+		keys:     keys,
+		pubCache: map[string]ed25519.PublicKey{},
+		hasher:   newHasher(cfg.Argon2),
+		perUser:  newLimiterMap(cfg.LoginPerUser, maxLimiterEntries),
+		perIP:    newLimiterMap(cfg.LoginPerIP, maxLimiterEntries),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_auth_logins_total",
+			Help: "Login attempts by result.",
+		}, []string{"result"}),
+		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_auth_registrations_total",
+			Help: "Registration attempts by result.",
+		}, []string{"result"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_auth_refreshes_total",
+			Help: "Refresh-token exchanges by result.",
+		}, []string{"result"}),
+	}
+	if deps.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.logins, s.registrations, s.refreshes} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("auth: register metrics: %w", err)
+			}
+		}
+	}
+	deps.FSM.Register(wire.CmdAccountCreate, applyAccountCreate)
+	deps.FSM.Register(wire.CmdAccountUpdate, applyAccountUpdate)
+	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
+	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
+	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
+	s.log.Info("auth ready", "kid", keys.signer.kid, "keys", len(keys.byKID))
+	return s, nil
+}
+
+// isErr reports whether err is target, also when the error crossed a
+// process boundary as text (a proposal forwarded to the Raft leader may
+// come back as a plain error carrying the handler's message).
+func isErr(err, target error) bool {
+	return err != nil && (errors.Is(err, target) || strings.Contains(err.Error(), target.Error()))
+}

@@ -1,0 +1,172 @@
+package auth
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Error codes of this service (besides httpapi's shared codes).
+const (
+	CodeUsernameTaken      = "username_taken"
+	CodeInvalidUsername    = "invalid_username"
+	CodeInvalidPassword    = "invalid_password"
+	CodeInvalidDisplayName = "invalid_display_name"
+	CodeInvalidCredentials = "invalid_credentials"
+	CodeRefreshInvalid     = "invalid_refresh_token"
+	CodeRefreshReused      = "refresh_reused"
+)
+
+// maxAuthBody bounds auth request bodies: they hold a few short strings.
+const maxAuthBody = 4 << 10
+
+// Request bodies.
+type registerRequest struct {
+	Username    string `json:"username"`
+	Password    string `json:"password"`
+	DisplayName string `json:"displayName,omitempty"`
+}
+
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refreshToken"`
+}
+
+// Routes are the service's HTTP endpoints; all are public (no token).
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/auth/register", Handler: s.handleRegister, Public: true, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodPost, Pattern: "/auth/login", Handler: s.handleLogin, Public: true, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodPost, Pattern: "/auth/refresh", Handler: s.handleRefresh, Public: true, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodPost, Pattern: "/auth/logout", Handler: s.handleLogout, Public: true, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
+	}
+}
+
+// httpError maps the service's errors to HTTP errors with stable codes.
+func httpError(err error) error {
+	var rl *RateLimitError
+	switch {
+	case errors.As(err, &rl):
+		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeRateLimited,
+			Message: "too many failed logins; try again later", RetryAfter: rl.RetryAfter}
+	case errors.Is(err, ErrUsernameTaken):
+		return httpapi.Errorf(http.StatusConflict, CodeUsernameTaken, "username is taken")
+	case errors.Is(err, ErrInvalidUsername):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidUsername, "%v", err)
+	case errors.Is(err, ErrInvalidPassword):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidPassword, "%v", err)
+	case errors.Is(err, ErrInvalidDisplayName):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidDisplayName, "%v", err)
+	case errors.Is(err, ErrInvalidCredentials):
+		return httpapi.Errorf(http.StatusUnauthorized, CodeInvalidCredentials, "invalid username or password")
+	case errors.Is(err, ErrRefreshReused):
+		return httpapi.Errorf(http.StatusUnauthorized, CodeRefreshReused, "refresh token was already used; sign in again")
+	case errors.Is(err, ErrRefreshInvalid):
+		return httpapi.Errorf(http.StatusUnauthorized, CodeRefreshInvalid, "refresh token unknown, expired or revoked")
+	case errors.Is(err, wire.ErrUnavailable):
+		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "cannot commit now; retry", RetryAfter: time.Second}
+	}
+	return err
+}
+
+// decodeRegister, decodeLogin and decodeRefresh are the strict decoders of
+// request bodies (fuzzed).
+func decodeRegister(body []byte) (registerRequest, error) {
+	var req registerRequest
+	err := httpapi.DecodeJSONBytes(body, &req)
+	return req, err
+}
+
+func decodeLogin(body []byte) (loginRequest, error) {
+	var req loginRequest
+	err := httpapi.DecodeJSONBytes(body, &req)
+	return req, err
+}
+
+func decodeRefresh(body []byte) (refreshRequest, error) {
+	var req refreshRequest
+	err := httpapi.DecodeJSONBytes(body, &req)
+	return req, err
+}
+
+func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
+	var req registerRequest
+	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	uid, err := s.CreateAccount(r.Context(), req.Username, req.Password, req.DisplayName)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusCreated, map[string]string{"userId": uid})
+}
+
+func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
+	var req loginRequest
+	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	t, err := s.Login(r.Context(), req.Username, req.Password, clientIP(r))
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusOK, t)
+}
+
+func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	var req refreshRequest
+	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	t, err := s.Refresh(r.Context(), req.RefreshToken)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusOK, t)
+}
+
+func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
+	var req refreshRequest
+	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if err := s.Logout(r.Context(), req.RefreshToken); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"keys": s.JWKS()})
+}
+
+// clientIP is the host part of RemoteAddr; the gateway, which terminates
+// connections, is where a trusted proxy header would be resolved.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

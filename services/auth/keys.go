@@ -1,0 +1,268 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// SigningKeyFile is the name of the current signing key in Config.KeyDir.
+// Other "*.key" files in the directory (retired keys) still verify tokens.
+const SigningKeyFile = "signing.key"
+
+// verifyLeeway tolerates small clock differences between nodes.
+const verifyLeeway = 30 * time.Second
+
+type signingKey struct {
+	kid  string
+	priv ed25519.PrivateKey
+	pub  ed25519.PublicKey
+}
+
+type keySet struct {
+	signer *signingKey
+	byKID  map[string]*signingKey // immutable after load
+}
+
+// accessClaims are the claims of an access token.
+type accessClaims struct {
+	jwt.RegisteredClaims
+	Admin bool `json:"adm"`
+}
+
+// thumbprint is the RFC 7638 JWK thumbprint of an Ed25519 key, used as kid
+// so that the same key has the same kid on every node.
+func thumbprint(pub ed25519.PublicKey) string {
+	x := base64.RawURLEncoding.EncodeToString(pub)
+	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func parseKeyFile(path string) (*signingKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("auth: read key: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("auth: %s: not a PEM private key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %s: %w", path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("auth: %s: not an Ed25519 key", path)
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	return &signingKey{kid: thumbprint(pub), priv: priv, pub: pub}, nil
+}
+
+// createKeyFile writes a new key atomically: a temporary file is linked to
+// the final name, so two processes starting at once agree on one key.
+func createKeyFile(dir string) error {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("auth: generate key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return fmt.Errorf("auth: encode key: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".signing-*.tmp")
+	if err != nil {
+		return fmt.Errorf("auth: create key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("auth: chmod key: %w", err)
+	}
+	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
+		tmp.Close()
+		return fmt.Errorf("auth: write key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("auth: sync key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("auth: close key: %w", err)
+	}
+	err = os.Link(tmp.Name(), filepath.Join(dir, SigningKeyFile))
+	if err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("auth: install key: %w", err)
+	}
+	return nil
+}
+
+func loadOrCreateKeys(dir string) (*keySet, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("auth: key dir: %w", err)
+	}
+	signPath := filepath.Join(dir, SigningKeyFile)
+	if _, err := os.Stat(signPath); errors.Is(err, os.ErrNotExist) {
+		if err := createKeyFile(dir); err != nil {
+			return nil, err
+		}
+	}
+	signer, err := parseKeyFile(signPath)
+	if err != nil {
+		return nil, err
+	}
+	ks := &keySet{signer: signer, byKID: map[string]*signingKey{signer.kid: signer}}
+	others, err := filepath.Glob(filepath.Join(dir, "*.key"))
+	if err != nil {
+		return nil, fmt.Errorf("auth: list keys: %w", err)
+	}
+	for _, p := range others {
+		if p == signPath {
+			continue
+		}
+		k, err := parseKeyFile(p)
+		if err != nil {
+			return nil, err
+		}
+		ks.byKID[k.kid] = k
+	}
+	return ks, nil
+}
+
+func mint(k *signingKey, issuer, uid string, admin bool, now time.Time, ttl time.Duration) (string, error) {
+	if err := wire.ValidUserID(uid); err != nil {
+		return "", fmt.Errorf("%w: %q", ErrInvalidUsername, uid)
+	}
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", fmt.Errorf("auth: token id: %w", err)
+	}
+	claims := accessClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    issuer,
+			Subject:   uid,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+			ID:        base64.RawURLEncoding.EncodeToString(jti),
+		},
+		Admin: admin,
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"] = k.kid
+	s, err := t.SignedString(k.priv)
+	if err != nil {
+		return "", fmt.Errorf("auth: sign token: %w", err)
+	}
+	return s, nil
+}
+
+// MintAccessToken signs an access token for uid with the node's key.
+func (s *Service) MintAccessToken(uid string, admin bool) (string, error) {
+	return mint(s.keys.signer, s.cfg.Issuer, uid, admin, s.now(), s.cfg.AccessTTL)
+}
+
+// MintFromKeyDir signs an access token with the signing key stored in
+// keyDir, without a running service (for `edgechat token NAME`). It only
+// reads the key file; it never creates one.
+func MintFromKeyDir(keyDir, issuer, uid string, admin bool, ttl time.Duration) (string, error) {
+	k, err := parseKeyFile(filepath.Join(keyDir, SigningKeyFile))
+	if err != nil {
+		return "", err
+	}
+	if issuer == "" {
+		issuer = DefaultIssuer
+	}
+	if ttl == 0 {
+		ttl = DefaultAccessTTL
+	}
+	// A negative ttl mints an already expired token (for tests of refusal).
+	return mint(k, issuer, uid, admin, time.Now(), ttl)
+}
+
+// VerifyAccessToken checks an access token: alg EdDSA only, a known kid,
+// the signature, the issuer, and exp/nbf with a small leeway. Errors wrap
+// wire.ErrBadToken.
+func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
+	var claims accessClaims
+	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if k, ok := s.keys.byKID[kid]; ok {
+			return k.pub, nil
+		}
+		if pub, ok := s.replicatedKey(kid); ok {
+			return pub, nil
+		}
+		return nil, fmt.Errorf("unknown kid %q", kid)
+	},
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(s.cfg.Issuer),
+		jwt.WithLeeway(verifyLeeway),
+		jwt.WithTimeFunc(s.now),
+		jwt.WithExpirationRequired(),
+	)
+	if err != nil {
+		return wire.Principal{}, fmt.Errorf("%w: %v", wire.ErrBadToken, err)
+	}
+	if wire.ValidUserID(claims.Subject) != nil {
+		return wire.Principal{}, fmt.Errorf("%w: bad subject", wire.ErrBadToken)
+	}
+	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin}, nil
+}
+
+// JWK is one public key of the JWKS document.
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// JWKS returns the public keys that verify tokens here: this node's
+// signing key first, then retired local keys and keys other nodes of the
+// cluster published.
+func (s *Service) JWKS() []JWK {
+	out := make([]JWK, 0, len(s.keys.byKID))
+	kids := make([]string, 0, len(s.keys.byKID))
+	for kid := range s.keys.byKID {
+		if kid != s.keys.signer.kid {
+			kids = append(kids, kid)
+		}
+	}
+	for _, kid := range s.replicatedKIDs() {
+		if _, local := s.keys.byKID[kid]; !local {
+			kids = append(kids, kid)
+		}
+	}
+	sort.Strings(kids)
+	kids = append([]string{s.keys.signer.kid}, kids...)
+	for _, kid := range kids {
+		var pub ed25519.PublicKey
+		if k, ok := s.keys.byKID[kid]; ok {
+			pub = k.pub
+		} else if p, ok := s.replicatedKey(kid); ok {
+			pub = p
+		} else {
+			continue
+		}
+		out = append(out, JWK{
+			Kty: "OKP", Crv: "Ed25519", Alg: "EdDSA", Use: "sig", Kid: kid,
+			X: base64.RawURLEncoding.EncodeToString(pub),
+		})
+	}
+	return out
+}

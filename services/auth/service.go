@@ -1,0 +1,316 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Limits of account fields.
+const (
+	MinPassword    = 8
+	MaxPassword    = 128 // bytes
+	MaxDisplayName = 64  // characters
+)
+
+// NormalizeUsername lowercases an ASCII username and checks it is a valid
+// user ID (3-32 of a-z0-9_.- starting with a letter). Non-ASCII input is
+// refused rather than case-folded, so that no two spellings map to one ID.
+func NormalizeUsername(username string) (string, error) {
+	for i := 0; i < len(username); i++ {
+		if username[i] >= utf8.RuneSelf {
+			return "", fmt.Errorf("%w: only a-z, 0-9, '_', '.', '-'", ErrInvalidUsername)
+		}
+	}
+	uid := strings.ToLower(username)
+	if err := wire.ValidUserID(uid); err != nil {
+		return "", fmt.Errorf("%w: 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter", ErrInvalidUsername)
+	}
+	return uid, nil
+}
+
+func validPassword(pw string) error {
+	if len(pw) < MinPassword || len(pw) > MaxPassword {
+		return fmt.Errorf("%w: %d to %d bytes", ErrInvalidPassword, MinPassword, MaxPassword)
+	}
+	return nil
+}
+
+// normalizeDisplayName trims surrounding spaces and checks 1-64 printable
+// characters.
+func normalizeDisplayName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	n := utf8.RuneCountInString(name)
+	if n < 1 || n > MaxDisplayName || !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
+		}
+	}
+	return name, nil
+}
+
+func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("auth: encode command: %w", err)
+	}
+	return s.proposer.Propose(ctx, t, b)
+}
+
+// CreateAccount registers a user and creates their profile. The user ID is
+// the lowercased username. The first account ever created is an admin.
+func (s *Service) CreateAccount(ctx context.Context, username, password, displayName string) (string, error) {
+	uid, err := NormalizeUsername(username)
+	if err != nil {
+		s.registrations.WithLabelValues("invalid").Inc()
+		return "", err
+	}
+	if err := validPassword(password); err != nil {
+		s.registrations.WithLabelValues("invalid").Inc()
+		return "", err
+	}
+	if displayName == "" {
+		displayName = uid
+	}
+	if displayName, err = normalizeDisplayName(displayName); err != nil {
+		s.registrations.WithLabelValues("invalid").Inc()
+		return "", err
+	}
+	// Cheap early refusal; the FSM handler makes the authoritative check.
+	if _, found, err := s.readAccount(uid); err == nil && found {
+		s.registrations.WithLabelValues("taken").Inc()
+		return "", ErrUsernameTaken
+	}
+	hash := s.hasher.hash(password)
+	_, err = s.propose(ctx, wire.CmdAccountCreate, accountCreateCmd{UID: uid, Hash: hash, At: s.now().UTC()})
+	switch {
+	case isErr(err, ErrUsernameTaken):
+		s.registrations.WithLabelValues("taken").Inc()
+		return "", ErrUsernameTaken
+	case err != nil:
+		s.registrations.WithLabelValues("error").Inc()
+		return "", fmt.Errorf("auth: create account: %w", err)
+	}
+	s.registrations.WithLabelValues("success").Inc()
+	s.log.Info("account created", "uid", uid)
+	if s.profiles != nil {
+		if err := s.profiles.CreateProfile(ctx, uid, displayName); err != nil {
+			// The account exists; PATCH /user/me creates a missing profile.
+			s.log.Error("account created without profile", "uid", uid, "err", err)
+			return uid, fmt.Errorf("auth: account %s created but its profile was not: %w", uid, err)
+		}
+	}
+	return uid, nil
+}
+
+// SetAdmin grants or withdraws the admin role of an account.
+func (s *Service) SetAdmin(ctx context.Context, uid string, admin bool) error {
+	_, err := s.propose(ctx, wire.CmdAccountUpdate, accountUpdateCmd{UID: uid, Admin: &admin, At: s.now().UTC()})
+	if isErr(err, ErrNoAccount) {
+		return fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	}
+	if err != nil {
+		return fmt.Errorf("auth: set admin: %w", err)
+	}
+	return nil
+}
+
+// Login checks a username and password and issues tokens. Failures are
+// rate limited per username and per client IP; an unknown user costs the
+// same hash as a known one.
+func (s *Service) Login(ctx context.Context, username, password, ip string) (Tokens, error) {
+	now := s.now()
+	userKey, err := NormalizeUsername(username)
+	if err != nil {
+		userKey = "" // still spend a hash below: no shortcut for odd names
+	}
+	wait := s.perIP.check(ip, now)
+	if userKey != "" {
+		wait = max(wait, s.perUser.check(userKey, now))
+	}
+	if wait > 0 {
+		s.logins.WithLabelValues("rate_limited").Inc()
+		return Tokens{}, &RateLimitError{RetryAfter: wait}
+	}
+	var acct account
+	found := false
+	if userKey != "" && len(password) <= MaxPassword {
+		if acct, found, err = s.readAccount(userKey); err != nil {
+			s.logins.WithLabelValues("error").Inc()
+			return Tokens{}, err
+		}
+	}
+	phc := s.hasher.dummy
+	if found {
+		phc = acct.Hash
+	}
+	ok, err := s.hasher.verify(password, phc)
+	if err != nil {
+		s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
+	}
+	if !found || !ok {
+		if userKey != "" {
+			s.perUser.fail(userKey, now)
+		}
+		s.perIP.fail(ip, now)
+		s.logins.WithLabelValues("invalid_credentials").Inc()
+		return Tokens{}, ErrInvalidCredentials
+	}
+	t, err := s.issue(ctx, acct.UID, acct.Admin)
+	if err != nil {
+		s.logins.WithLabelValues("error").Inc()
+		return Tokens{}, err
+	}
+	s.logins.WithLabelValues("success").Inc()
+	return t, nil
+}
+
+// Refresh token format: "<family>.<secret>", both unpadded base64url.
+const (
+	familyBytes = 16
+	secretBytes = 32
+)
+
+func randomB64(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("auth: random: %v", err))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+func parseRefresh(tok string) (family, secret string, ok bool) {
+	family, secret, ok = strings.Cut(tok, ".")
+	if !ok {
+		return "", "", false
+	}
+	f, err1 := base64.RawURLEncoding.DecodeString(family)
+	s, err2 := base64.RawURLEncoding.DecodeString(secret)
+	if err1 != nil || err2 != nil || len(f) != familyBytes || len(s) != secretBytes {
+		return "", "", false
+	}
+	return family, secret, true
+}
+
+// issue mints an access token and starts a new refresh-token family.
+func (s *Service) issue(ctx context.Context, uid string, admin bool) (Tokens, error) {
+	access, err := s.MintAccessToken(uid, admin)
+	if err != nil {
+		return Tokens{}, err
+	}
+	now := s.now().UTC()
+	family, secret := randomB64(familyBytes), randomB64(secretBytes)
+	_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
+		Family: family, UID: uid, Hash: hashSecret(secret),
+		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
+	})
+	if err != nil {
+		return Tokens{}, fmt.Errorf("auth: issue refresh token: %w", err)
+	}
+	return s.tokens(uid, access, family+"."+secret), nil
+}
+
+func (s *Service) tokens(uid, access, refresh string) Tokens {
+	return Tokens{AccessToken: access, RefreshToken: refresh, ExpiresIn: int(s.cfg.AccessTTL.Seconds()), UserID: uid}
+}
+
+// Refresh exchanges the current refresh token of a family for new tokens.
+// Presenting an older token of the family revokes the whole family
+// (ErrRefreshReused): someone else holds a copy.
+func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
+	family, secret, ok := parseRefresh(token)
+	if !ok {
+		s.refreshes.WithLabelValues("invalid").Inc()
+		return Tokens{}, ErrRefreshInvalid
+	}
+	// Only an unknown family is refused locally; whether the token is
+	// current is decided by the FSM handler, in log order, so that a node
+	// that lags a rotation cannot mistake the newest token for a reuse.
+	f, found, err := s.readFamily(family)
+	if err != nil {
+		s.refreshes.WithLabelValues("error").Inc()
+		return Tokens{}, err
+	}
+	if !found || f.Revoked {
+		s.refreshes.WithLabelValues("invalid").Inc()
+		return Tokens{}, ErrRefreshInvalid
+	}
+	acct, found, err := s.readAccount(f.UID)
+	if err != nil {
+		s.refreshes.WithLabelValues("error").Inc()
+		return Tokens{}, err
+	}
+	if !found {
+		s.refreshes.WithLabelValues("invalid").Inc()
+		return Tokens{}, ErrRefreshInvalid
+	}
+	now := s.now().UTC()
+	newSecret := randomB64(secretBytes)
+	_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
+		Family: family, UID: f.UID, Hash: hashSecret(newSecret), Prev: hashSecret(secret),
+		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
+	})
+	switch {
+	case isErr(err, ErrRefreshReused):
+		s.refreshes.WithLabelValues("reused").Inc()
+		s.log.Warn("refresh token reused; revoking its family", "uid", f.UID, "family", family)
+		if rerr := s.revoke(ctx, family, "reuse"); rerr != nil {
+			return Tokens{}, fmt.Errorf("%w (revocation failed: %v)", ErrRefreshReused, rerr)
+		}
+		return Tokens{}, ErrRefreshReused
+	case isErr(err, ErrRefreshInvalid):
+		s.refreshes.WithLabelValues("invalid").Inc()
+		return Tokens{}, ErrRefreshInvalid
+	case err != nil:
+		s.refreshes.WithLabelValues("error").Inc()
+		return Tokens{}, fmt.Errorf("auth: rotate refresh token: %w", err)
+	}
+	access, err := s.MintAccessToken(acct.UID, acct.Admin)
+	if err != nil {
+		return Tokens{}, err
+	}
+	s.refreshes.WithLabelValues("success").Inc()
+	return s.tokens(acct.UID, access, family+"."+newSecret), nil
+}
+
+// Logout revokes the family of a refresh token. Only the current token of
+// the family may do so (a stale copy cannot log the user out).
+func (s *Service) Logout(ctx context.Context, token string) error {
+	family, secret, ok := parseRefresh(token)
+	if !ok {
+		return ErrRefreshInvalid
+	}
+	f, found, err := s.readFamily(family)
+	if err != nil {
+		return err
+	}
+	if !found || f.Revoked || f.Hash != hashSecret(secret) {
+		return ErrRefreshInvalid
+	}
+	return s.revoke(ctx, family, "logout")
+}
+
+func (s *Service) revoke(ctx context.Context, family, reason string) error {
+	_, err := s.propose(ctx, wire.CmdRefreshRevoke, refreshRevokeCmd{Family: family, Reason: reason, At: s.now().UTC()})
+	if err != nil && !isErr(err, ErrRefreshInvalid) {
+		return fmt.Errorf("auth: revoke refresh family: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+package auth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Keys under this service's prefix.
+const (
+	prefixAccount = "r/auth/acct/"  // + uid → account
+	prefixRefresh = "r/auth/rtfam/" // + family ID → refreshFamily
+)
+
+var errBadCommand = errors.New("auth: malformed command")
+
+type account struct {
+	UID       string    `json:"uid"`
+	Hash      string    `json:"hash"` // argon2id PHC string
+	Admin     bool      `json:"admin"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+type refreshFamily struct {
+	UID       string    `json:"uid"`
+	Hash      string    `json:"hash"` // hex sha256 of the current secret
+	Gen       uint32    `json:"gen"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	Revoked   bool      `json:"revoked,omitempty"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Command payloads. Everything non-deterministic (time, hashes, random
+// IDs) is decided by the proposer and carried here.
+type accountCreateCmd struct {
+	UID  string    `json:"uid"`
+	Hash string    `json:"hash"`
+	At   time.Time `json:"at"`
+}
+
+type accountUpdateCmd struct {
+	UID   string    `json:"uid"`
+	Admin *bool     `json:"admin,omitempty"`
+	Hash  *string   `json:"hash,omitempty"`
+	At    time.Time `json:"at"`
+}
+
+type refreshIssueCmd struct {
+	Family    string    `json:"family"`
+	UID       string    `json:"uid"`
+	Hash      string    `json:"hash"`
+	Prev      string    `json:"prev,omitempty"` // empty: a new family; else the hash being rotated
+	ExpiresAt time.Time `json:"expiresAt"`
+	At        time.Time `json:"at"`
+}
+
+type refreshRevokeCmd struct {
+	Family string    `json:"family"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+func getJSON(tx *badger.Txn, key string, v any) (bool, error) {
+	it, err := tx.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func setJSON(tx *badger.Txn, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Set([]byte(key), b)
+}
+
+func decodeCmd(payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	return nil
+}
+
+// anyAccount reports whether at least one account exists.
+func anyAccount(tx *badger.Txn) bool {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	opts.Prefix = []byte(prefixAccount)
+	it := tx.NewIterator(opts)
+	defer it.Close()
+	it.Rewind()
+	return it.Valid()
+}
+
+// applyAccountCreate creates an account; the first account of the cluster
+// becomes an admin (decided here, so every node agrees).
+func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c accountCreateCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if wire.ValidUserID(c.UID) != nil || c.Hash == "" {
+		return nil, fmt.Errorf("%w: bad account", errBadCommand)
+	}
+	key := prefixAccount + c.UID
+	var existing account
+	found, err := getJSON(tx, key, &existing)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		return nil, ErrUsernameTaken
+	}
+	a := account{UID: c.UID, Hash: c.Hash, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At}
+	if err := setJSON(tx, key, a); err != nil {
+		return nil, err
+	}
+	return a.Admin, nil
+}
+
+// applyAccountUpdate changes an account's admin flag and/or password hash.
+func applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c accountUpdateCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.Hash != nil && *c.Hash == "" {
+		return nil, fmt.Errorf("%w: empty hash", errBadCommand)
+	}
+	key := prefixAccount + c.UID
+	var a account
+	found, err := getJSON(tx, key, &a)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNoAccount
+	}
+	if c.Admin != nil {
+		a.Admin = *c.Admin
+	}
+	if c.Hash != nil {
+		a.Hash = *c.Hash
+	}
+	a.UpdatedAt = c.At
+	return nil, setJSON(tx, key, a)
+}
+
+// applyRefreshIssue creates a refresh-token family, or rotates one with a
+// compare-and-swap: the presented (previous) hash must still be current.
+func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c refreshIssueCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.Family == "" || c.Hash == "" || wire.ValidUserID(c.UID) != nil {
+		return nil, fmt.Errorf("%w: bad refresh issue", errBadCommand)
+	}
+	key := prefixRefresh + c.Family
+	var f refreshFamily
+	found, err := getJSON(tx, key, &f)
+	if err != nil {
+		return nil, err
+	}
+	if c.Prev == "" {
+		if found {
+			return nil, fmt.Errorf("%w: family exists", errBadCommand)
+		}
+		f = refreshFamily{UID: c.UID, Hash: c.Hash, ExpiresAt: c.ExpiresAt, UpdatedAt: c.At}
+		return f.Gen, setJSON(tx, key, f)
+	}
+	switch {
+	case !found, f.Revoked, f.UID != c.UID, !c.At.Before(f.ExpiresAt):
+		return nil, ErrRefreshInvalid
+	case f.Hash != c.Prev:
+		return nil, ErrRefreshReused
+	}
+	f.Hash, f.Gen, f.ExpiresAt, f.UpdatedAt = c.Hash, f.Gen+1, c.ExpiresAt, c.At
+	return f.Gen, setJSON(tx, key, f)
+}
+
+// applyRefreshRevoke revokes a whole refresh-token family.
+func applyRefreshRevoke(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c refreshRevokeCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	key := prefixRefresh + c.Family
+	var f refreshFamily
+	found, err := getJSON(tx, key, &f)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrRefreshInvalid
+	}
+	if f.Revoked {
+		return nil, nil // already revoked: nothing to write
+	}
+	f.Revoked, f.UpdatedAt = true, c.At
+	return nil, setJSON(tx, key, f)
+}
+
+// readAccount reads an account from the local database.
+func (s *Service) readAccount(uid string) (account, bool, error) {
+	var a account
+	var found bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		found, err = getJSON(tx, prefixAccount+uid, &a)
+		return err
+	})
+	if err != nil {
+		return account{}, false, fmt.Errorf("auth: read account: %w", err)
+	}
+	return a, found, nil
+}
+
+func (s *Service) readFamily(id string) (refreshFamily, bool, error) {
+	var f refreshFamily
+	var found bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		found, err = getJSON(tx, prefixRefresh+id, &f)
+		return err
+	})
+	if err != nil {
+		return refreshFamily{}, false, fmt.Errorf("auth: read refresh family: %w", err)
+	}
+	return f, found, nil
+}
+
+// UserExists reports whether an account with this user ID exists.
+func (s *Service) UserExists(uid string) (bool, error) {
+	if wire.ValidUserID(uid) != nil {
+		return false, nil
+	}
+	_, found, err := s.readAccount(uid)
+	return found, err
+}

@@ -1,0 +1,311 @@
+// Package gateway is edgechat's HTTP front door: one listener (TLS with
+// HTTP/2 when configured) that routes to the services' endpoints with Go's
+// pattern ServeMux and wraps every request in the same edge middleware:
+// panic recovery, request IDs, authentication (a bearer token is verified
+// once, here, and services see only the verified principal), body limits,
+// an access-log line and Prometheus metrics. Errors, including 404 and
+// 405, are JSON. It also serves /healthz, /readyz and /metrics.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Verifier checks an access token (implemented by the auth service).
+// Errors wrapping wire.ErrUnavailable become 503 (the verifier could not
+// decide, e.g. an OIDC key set is unreachable); any other error is 401.
+type Verifier interface {
+	VerifyAccessToken(token string) (wire.Principal, error)
+}
+
+// Defaults.
+const (
+	DefaultAddr              = ":8080"
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultShutdownTimeout   = 10 * time.Second
+)
+
+// Errors.
+var (
+	ErrConfig  = errors.New("gateway: invalid config")
+	ErrRunning = errors.New("gateway: already running")
+)
+
+// Config is the listener's configuration. Zero values take the defaults.
+type Config struct {
+	Addr string // host:port; default ":8080"; port 0 picks a free port
+	// TLS, when set, serves HTTPS with HTTP/2; it must carry a certificate
+	// (Certificates, GetCertificate or GetConfigForClient). MinVersion is
+	// raised to TLS 1.2.
+	TLS *tls.Config
+
+	ReadHeaderTimeout time.Duration // default 10s (slowloris)
+	// ReadTimeout and WriteTimeout cover whole requests; they default to
+	// none because uploads, downloads and WebSocket upgrades are long.
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration // keep-alive idle; default 2m
+	MaxHeaderBytes  int           // default 64 KiB
+	ShutdownTimeout time.Duration // graceful drain on Run's exit; default 10s
+}
+
+// Deps are the collaborators. Verifier is required.
+type Deps struct {
+	Verifier   Verifier
+	Ready      func() error // nil error = ready; nil func = always ready
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics are not registered
+	Gatherer   prometheus.Gatherer   // served at /metrics; nil: no /metrics
+}
+
+// Gateway is the HTTP server.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	verifier Verifier
+	ready    func() error
+	ln       net.Listener
+	srv      *http.Server
+	mux      *http.ServeMux
+	handler  http.Handler
+	scheme   string
+	running  atomic.Bool
+
+	mRequests *prometheus.CounterVec
+	mSeconds  *prometheus.HistogramVec
+}
+
+// New validates cfg, binds the listener and mounts /healthz, /readyz and
+// /metrics. Run serves; Close releases the listener if Run never runs.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxHeaderBytes == 0 {
+		cfg.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.ReadHeaderTimeout < 0 || cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 ||
+		cfg.ShutdownTimeout < 0 || cfg.MaxHeaderBytes < 0 {
+		return nil, fmt.Errorf("%w: negative timeout or size", ErrConfig)
+	}
+	if deps.Verifier == nil {
+		return nil, fmt.Errorf("%w: no token verifier", ErrConfig)
+	}
+	scheme := "http"
+	if cfg.TLS != nil {
+		t := cfg.TLS.Clone() // never mutate the caller's config
+		if len(t.Certificates) == 0 && t.GetCertificate == nil && t.GetConfigForClient == nil {
+			return nil, fmt.Errorf("%w: TLS config has no certificate", ErrConfig)
+		}
+		if t.MinVersion < tls.VersionTLS12 {
+			t.MinVersion = tls.VersionTLS12
+		}
+		cfg.TLS = t
+		scheme = "https"
+	}
+	g := &Gateway{
+		cfg:      cfg,
+		log:      deps.Logger,
+		verifier: deps.Verifier,
+		ready:    deps.Ready,
+		mux:      http.NewServeMux(),
+		scheme:   scheme,
+		mRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_http_requests_total",
+			Help: "HTTP requests served, by route pattern, method and status.",
+		}, []string{"route", "method", "status"}),
+		mSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "edgechat_http_request_seconds",
+			Help:    "HTTP request latency by route pattern (hijacked connections such as WebSockets are not observed).",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+	}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	if r := deps.Registerer; r != nil {
+		for _, c := range []prometheus.Collector{g.mRequests, g.mSeconds} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("gateway: registering metrics: %w", err)
+			}
+		}
+	}
+	g.handler = http.HandlerFunc(g.serveHTTP)
+	g.Mount(
+		httpapi.Route{Method: http.MethodGet, Pattern: "/healthz", Handler: handleHealthz, Public: true, Class: "probe"},
+		httpapi.Route{Method: http.MethodGet, Pattern: "/readyz", Handler: g.handleReadyz, Public: true, Class: "probe"},
+	)
+	if deps.Gatherer != nil {
+		metrics := promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{
+			ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+		})
+		g.Mount(httpapi.Route{Method: http.MethodGet, Pattern: "/metrics", Handler: metrics.ServeHTTP, Public: true, Class: "probe"})
+	}
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: listening on %s: %w", cfg.Addr, err)
+	}
+	g.ln = ln
+	g.srv = &http.Server{
+		Handler:           g.handler,
+		TLSConfig:         cfg.TLS,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		// net/http's own complaints (TLS handshake failures from scanners,
+		// ...) are noise at Info level.
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+	return g, nil
+}
+
+// Mount registers service routes as "METHOD /pattern" on the ServeMux,
+// each wrapped with authentication (unless Public) and its body limit.
+// A malformed route or a pattern conflict is a programming error and
+// panics, as http.ServeMux does; nothing of a bad batch is mounted when a
+// route fails validation.
+func (g *Gateway) Mount(routes ...httpapi.Route) {
+	for _, rt := range routes {
+		if err := validRoute(rt); err != nil {
+			panic(fmt.Sprintf("gateway: Mount: %v", err))
+		}
+	}
+	for _, rt := range routes {
+		g.mux.Handle(rt.Method+" "+rt.Pattern, g.routeHandler(rt))
+	}
+}
+
+func validRoute(rt httpapi.Route) error {
+	switch {
+	case rt.Handler == nil:
+		return fmt.Errorf("%s %s: nil handler", rt.Method, rt.Pattern)
+	case rt.Method == "" || strings.ContainsAny(rt.Method, " \t/"):
+		return fmt.Errorf("%q %s: bad method", rt.Method, rt.Pattern)
+	case !strings.HasPrefix(rt.Pattern, "/"):
+		return fmt.Errorf("%s %q: pattern must start with /", rt.Method, rt.Pattern)
+	case rt.MaxBody < 0:
+		return fmt.Errorf("%s %s: negative MaxBody", rt.Method, rt.Pattern)
+	}
+	return nil
+}
+
+// Handle registers a raw handler (any ServeMux pattern, e.g. "/mqtt" for
+// MQTT over WebSocket). It gets request IDs, recovery, logging and
+// metrics but no authentication and no body limit: the handler owns
+// those (MQTT authenticates at CONNECT). The response writer supports
+// http.Hijacker and http.ResponseController, so WebSocket upgrades work.
+func (g *Gateway) Handle(pattern string, h http.Handler) {
+	if h == nil {
+		panic("gateway: Handle " + pattern + ": nil handler")
+	}
+	g.mux.Handle(pattern, h)
+}
+
+// Handler is the full middleware-wrapped handler (for tests and for
+// serving on another listener).
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Addr is the bound host:port.
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// URL is the base URL of the gateway, e.g. "https://127.0.0.1:8080". A
+// wildcard bind address is reported as 127.0.0.1, which is where a local
+// client reaches it.
+func (g *Gateway) URL() string {
+	host, port, err := net.SplitHostPort(g.Addr())
+	if err != nil {
+		return g.scheme + "://" + g.Addr()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return g.scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// Run serves until ctx is done, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish for up to ShutdownTimeout and
+// then closes what is left. Hijacked connections (WebSockets) are not
+// tracked by net/http; their handlers must end them on their own ctx.
+func (g *Gateway) Run(ctx context.Context) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if g.cfg.TLS != nil {
+			errc <- g.srv.ServeTLS(g.ln, "", "")
+		} else {
+			errc <- g.srv.Serve(g.ln)
+		}
+	}()
+	g.log.Info("gateway: serving", "url", g.URL())
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) { // Close was called
+			return nil
+		}
+		return fmt.Errorf("gateway: serving: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := g.srv.Shutdown(sctx); err != nil {
+		g.log.Warn("gateway: graceful shutdown incomplete, closing connections", "err", err)
+		_ = g.srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// Close releases the listener and all connections at once; for callers
+// that built a Gateway but will not Run it (or must abort it).
+func (g *Gateway) Close() error {
+	err := g.srv.Close()
+	if cerr := g.ln.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func handleHealthz(w http.ResponseWriter, _ *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	if g.ready != nil {
+		if err := g.ready(); err != nil {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "not ready: %v", err))
+			return
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

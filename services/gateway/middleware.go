@@ -1,0 +1,355 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// HeaderRequestID carries the request ID in both directions.
+const HeaderRequestID = "X-Request-ID"
+
+const maxRequestIDLen = 128
+
+// reqInfo is filled in as the request travels inwards and read by the
+// outermost layer for the access log; one per request, one goroutine.
+type reqInfo struct {
+	id   string
+	user string
+	raw  http.ResponseWriter // the server's own writer, for http.MaxBytesReader
+}
+
+type infoKey struct{}
+
+// RequestID returns the request ID the gateway assigned to the request
+// (for handlers that log).
+func RequestID(ctx context.Context) string {
+	if info, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		return info.id
+	}
+	return ""
+}
+
+// serveHTTP is the outer middleware: request ID, recovery, route lookup
+// with JSON 404/405, access log and metrics. Authentication and body
+// limits are per route (routeHandler) because they depend on the route.
+func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := r.Header.Get(HeaderRequestID)
+	if !saneRequestID(id) {
+		id = newRequestID()
+	}
+	r.Header.Set(HeaderRequestID, id)
+	w.Header().Set(HeaderRequestID, id)
+	info := &reqInfo{id: id, raw: w}
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	sw := &statusWriter{ResponseWriter: w}
+
+	h, pattern := g.mux.Handler(r)
+	route := routeLabel(pattern)
+	if pattern == "" {
+		// No route: the mux's handler answers 404, 405 (with Allow) or a
+		// path-cleaning redirect; turn its plain-text errors into JSON.
+		h = jsonErrors(h)
+	} else {
+		h = g.mux // serve through the mux so r.PathValue works
+	}
+
+	defer func() {
+		v := recover()
+		abort := v == http.ErrAbortHandler
+		if v != nil && !abort {
+			g.log.Error("http: handler panic", "method", r.Method, "route", route, "request_id", id,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			switch {
+			case sw.hijacked: // the connection belongs to the handler now
+			case sw.status == 0:
+				httpapi.WriteError(sw, httpapi.Errorf(http.StatusInternalServerError, httpapi.CodeInternal, "internal error"))
+			default:
+				// The response was already under way: abort the connection
+				// rather than let the client take a truncated body for a
+				// success. net/http does not log ErrAbortHandler.
+				abort = true
+			}
+		}
+		g.observe(r, sw, info, route, start, v != nil)
+		if abort {
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	h.ServeHTTP(sw, r)
+}
+
+// routeHandler wraps a service route: authentication, then the body limit.
+func (g *Gateway) routeHandler(rt httpapi.Route) http.Handler {
+	maxBody := rt.MaxBody
+	if maxBody == 0 {
+		maxBody = httpapi.DefaultMaxBody
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info, _ := r.Context().Value(infoKey{}).(*reqInfo)
+		if !rt.Public {
+			p, err := g.authenticate(r)
+			if err != nil {
+				writeAuthError(w, err)
+				return
+			}
+			if info != nil {
+				info.user = p.UserID
+			}
+			r = r.WithContext(httpapi.WithPrincipal(r.Context(), p))
+		}
+		// Services see the verified principal, never the raw token.
+		r.Header.Del("Authorization")
+
+		if r.ContentLength > maxBody {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge,
+				"request body of %d bytes is over the %d byte limit", r.ContentLength, maxBody))
+			return
+		}
+		if r.Body != nil && r.Body != http.NoBody {
+			raw := w
+			if info != nil {
+				raw = info.raw // lets net/http close the connection after an oversized body
+			}
+			r.Body = http.MaxBytesReader(raw, r.Body, maxBody)
+		}
+		rt.Handler(w, r)
+	})
+}
+
+var (
+	errNoToken     = errors.New("missing bearer token")
+	errBadAuthHdr  = errors.New("malformed Authorization header; want \"Bearer <token>\"")
+	errBadToken    = errors.New("invalid or expired token")
+	errNoPrincipal = errors.New("token names no user")
+)
+
+// authenticate verifies the bearer token of r.
+func (g *Gateway) authenticate(r *http.Request) (wire.Principal, error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return wire.Principal{}, errNoToken
+	}
+	if len(vals) > 1 {
+		return wire.Principal{}, errBadAuthHdr
+	}
+	scheme, tok, ok := strings.Cut(vals[0], " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" || strings.ContainsAny(tok, " \t") {
+		return wire.Principal{}, errBadAuthHdr
+	}
+	p, err := g.verifier.VerifyAccessToken(tok)
+	if err != nil {
+		if errors.Is(err, wire.ErrUnavailable) {
+			return wire.Principal{}, err
+		}
+		g.log.Debug("http: token rejected", "request_id", RequestID(r.Context()), "err", err)
+		return wire.Principal{}, errBadToken
+	}
+	if p.UserID == "" {
+		return wire.Principal{}, errNoPrincipal
+	}
+	return p, nil
+}
+
+func writeAuthError(w http.ResponseWriter, err error) {
+	if errors.Is(err, wire.ErrUnavailable) {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "cannot verify tokens right now"))
+		return
+	}
+	challenge := `Bearer realm="edgechat"`
+	if !errors.Is(err, errNoToken) {
+		challenge += `, error="invalid_token"` // RFC 6750 §3.1
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "%v", err))
+}
+
+// observe writes the access-log line and the metrics of one request.
+func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, route string, start time.Time, panicked bool) {
+	elapsed := time.Since(start)
+	status := sw.status
+	switch {
+	case status == 0 && sw.hijacked:
+		status = http.StatusSwitchingProtocols
+	case status == 0:
+		status = http.StatusOK // the handler wrote nothing: net/http sends 200
+	}
+	method := methodLabel(r.Method)
+	g.mRequests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	if !sw.hijacked { // a WebSocket's lifetime is not a latency
+		g.mSeconds.WithLabelValues(route).Observe(elapsed.Seconds())
+	}
+
+	level := slog.LevelInfo
+	switch {
+	case status >= 500 || panicked:
+		level = slog.LevelError
+	case route == "/healthz" || route == "/readyz" || route == "/metrics":
+		level = slog.LevelDebug // probes every few seconds would drown the log
+	}
+	g.log.LogAttrs(r.Context(), level, "http request",
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Duration("duration", elapsed),
+		slog.String("user", info.user),
+		slog.String("request_id", info.id),
+		slog.Int64("bytes", sw.bytes),
+		slog.String("remote", r.RemoteAddr),
+	)
+}
+
+// routeLabel is the route of a mux pattern without its method, e.g.
+// "/presence/{uid}"; unmatched requests share one label so that scanners
+// cannot blow up the metric's cardinality.
+func routeLabel(pattern string) string {
+	if pattern == "" {
+		return "unmatched"
+	}
+	if m, rest, ok := strings.Cut(pattern, " "); ok && !strings.Contains(m, "/") {
+		return strings.TrimSpace(rest)
+	}
+	return pattern
+}
+
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
+}
+
+// saneRequestID accepts IDs from a proxy in front of us: 1..128 characters
+// of letters, digits and -_.:  — nothing that could forge log lines.
+func saneRequestID(s string) bool {
+	if s == "" || len(s) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter records the status and size of a response. It passes
+// Flush, Hijack and ReadFrom through and unwraps for
+// http.ResponseController, so streaming, sendfile and WebSocket upgrades
+// work behind it.
+type statusWriter struct {
+	http.ResponseWriter
+	status   int
+	bytes    int64
+	hijacked bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code // 1xx informational headers are not the final status
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := io.Copy(w.ResponseWriter, r) // uses the server's ReadFrom (sendfile) when it has one
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, rw, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+var (
+	_ http.ResponseWriter = (*statusWriter)(nil)
+	_ http.Flusher        = (*statusWriter)(nil)
+	_ http.Hijacker       = (*statusWriter)(nil)
+	_ io.ReaderFrom       = (*statusWriter)(nil)
+)
+
+// jsonErrors rewrites the ServeMux's plain-text 404 and 405 answers as
+// JSON errors (keeping Allow); anything else (redirects) passes through.
+func jsonErrors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&errorRewriter{ResponseWriter: w}, r)
+	})
+}
+
+type errorRewriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (e *errorRewriter) WriteHeader(code int) {
+	var err *httpapi.Error
+	switch code {
+	case http.StatusNotFound:
+		err = httpapi.Errorf(code, httpapi.CodeNotFound, "no such endpoint")
+	case http.StatusMethodNotAllowed:
+		err = httpapi.Errorf(code, httpapi.CodeMethodNotAllow, "method not allowed; allowed: %s", e.Header().Get("Allow"))
+	default:
+		e.ResponseWriter.WriteHeader(code)
+		return
+	}
+	e.swallow = true
+	httpapi.WriteError(e.ResponseWriter, err)
+}
+
+func (e *errorRewriter) Write(b []byte) (int, error) {
+	if e.swallow {
+		return len(b), nil
+	}
+	return e.ResponseWriter.Write(b)
+}

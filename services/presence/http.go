@@ -1,0 +1,65 @@
+package presence
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// heartbeatMaxBody: the heartbeat carries no body; refuse anything sizeable.
+const heartbeatMaxBody = 1 << 10
+
+// Routes are the presence endpoints for the gateway:
+//
+//	POST /presence/heartbeat  → 204; the caller is seen now
+//	GET  /presence/{uid}      → 200 wire.Presence; 403 unless the caller may see uid
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/presence/heartbeat", Handler: s.handleHeartbeat, Class: "write", MaxBody: heartbeatMaxBody},
+		{Method: http.MethodGet, Pattern: "/presence/{uid}", Handler: s.handleStatus, Class: "read"},
+	}
+}
+
+func (s *Service) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
+	p, ok := httpapi.PrincipalFrom(r.Context())
+	if !ok || p.UserID == "" {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "%v", errNoUserInfo))
+		return
+	}
+	s.Heartbeat(p.UserID)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
+	p, ok := httpapi.PrincipalFrom(r.Context())
+	if !ok || p.UserID == "" {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "%v", errNoUserInfo))
+		return
+	}
+	uid := r.PathValue("uid")
+	if err := wire.ValidUserID(uid); err != nil {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "user id: %v", err))
+		return
+	}
+	if err := s.canSee(p, uid); err != nil {
+		// 403 rather than 404 for strangers: the contract says so, and it
+		// reveals nothing a stranger could not learn by asking anyway.
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%v", err))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, s.Status(uid))
+}
+
+var errNotVisible = errors.New("presence of this user is not visible to you")
+
+func (s *Service) canSee(p wire.Principal, uid string) error {
+	if p.UserID == uid || p.Admin {
+		return nil
+	}
+	if s.vis != nil && s.vis.CanSeePresence(p.UserID, uid) {
+		return nil
+	}
+	return errNotVisible
+}

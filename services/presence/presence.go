@@ -1,0 +1,502 @@
+// Package presence tracks user liveliness: heartbeats and connections make
+// a user online, missed heartbeats demote them to inactive and then
+// offline, and a user whose last connection ended goes offline only after
+// a grace period, so a session takeover or a quick reconnect never shows
+// offline. Every status change (never a plain heartbeat) is published
+// retained on presence/{uid}.
+//
+// Demotions run on a lazy timing wheel: a heartbeat only moves the user's
+// lastSeen (O(1)); each tick visits just the users whose deadline came.
+// State is per node: the service knows the connections of this node and
+// the heartbeats that reach it.
+package presence
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Publisher publishes into the broker (implemented by the broker).
+type Publisher interface {
+	Publish(o wire.Outbound) error
+}
+
+// Visibility decides who may see whose presence (implemented by the
+// archive/users side: contacts and co-members).
+type Visibility interface {
+	CanSeePresence(viewer, subject string) bool
+}
+
+// Clock is the time source; tests use a fake one so that timers are
+// deterministic without sleeping.
+type Clock interface {
+	Now() time.Time
+	NewTicker(d time.Duration) Ticker
+}
+
+// Ticker is the part of *time.Ticker the service uses.
+type Ticker interface {
+	C() <-chan time.Time
+	Stop()
+}
+
+// Defaults.
+const (
+	DefaultInterval = 10 * time.Second
+	DefaultGrace    = 5 * time.Second
+
+	// Demotion thresholds, in heartbeat intervals (DESIGN.md item 8).
+	inactiveAfter = 3
+	offlineAfter  = 5
+)
+
+// Errors.
+var (
+	ErrConfig     = errors.New("presence: invalid config")
+	ErrRunning    = errors.New("presence: already running")
+	errNoUserInfo = errors.New("presence: no principal")
+)
+
+// Config tunes the timers. Zero values take the defaults.
+type Config struct {
+	Interval time.Duration // heartbeat interval; default 10s
+	Grace    time.Duration // how long a user with no connection left stays up; default 5s
+	// Tick is how often demotions are checked; default min(Interval, Grace)/5,
+	// at least 10ms. It bounds how late a demotion can be published.
+	Tick time.Duration
+}
+
+// Deps are the collaborators. Publisher is required.
+type Deps struct {
+	Publisher  Publisher
+	Visibility Visibility // nil: a user sees only their own presence (admins see all)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      Clock // nil: real time
+}
+
+// user is the state of one tracked user. Users that are offline with no
+// connection are dropped from the map (only their lastSeen is kept, in
+// Service.gone), so the tick never visits them.
+type user struct {
+	status     string
+	lastSeen   time.Time // last connect or heartbeat (monotonic reading kept)
+	conns      []string  // connection IDs on this node; usually 1-3, so a slice beats a map
+	graceUntil time.Time // non-zero while the last connection is gone and the grace runs
+	slot       int64     // wheel slot the user is due in; 0 = not scheduled
+}
+
+type event struct {
+	uid string
+	p   wire.Presence
+}
+
+// Service is the presence state machine.
+type Service struct {
+	interval, grace, period time.Duration
+	pub                     Publisher
+	vis                     Visibility
+	log                     *slog.Logger
+	clock                   Clock
+	running                 atomic.Bool
+
+	mu     sync.Mutex
+	users  map[string]*user
+	gone   map[string]int64 // lastSeen (Unix seconds) of dropped (offline, unconnected) users
+	counts map[string]int   // tracked users per status
+	// wheel is a lazy timing wheel: slot → users to re-check then. A
+	// heartbeat only moves lastSeen (O(1)); a user is re-checked at its
+	// scheduled slot and rescheduled there if it turns out not to be due,
+	// so a tick visits only the users whose deadline came, not everyone.
+	// Entries whose user was rescheduled or dropped are skipped (u.slot
+	// tells the live one).
+	wheel    map[int64][]string
+	epoch    time.Time // slot n covers (epoch+(n-1)·period, epoch+n·period]
+	lastSlot int64     // highest slot processed
+	pending  []event   // changes waiting to be published, in order
+	flushing bool      // one goroutine publishes at a time, keeping order
+
+	mUsers       *prometheus.GaugeVec
+	gOnline      prometheus.Gauge
+	gInactive    prometheus.Gauge
+	mTransitions *prometheus.CounterVec
+	mPubErrors   prometheus.Counter
+}
+
+// New validates cfg and builds the service; Run starts its timers.
+func New(cfg Config, deps Deps) (*Service, error) {
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.Interval < 0 || cfg.Grace < 0 || cfg.Tick < 0 {
+		return nil, fmt.Errorf("%w: negative duration (interval %v, grace %v, tick %v)", ErrConfig, cfg.Interval, cfg.Grace, cfg.Tick)
+	}
+	if cfg.Tick == 0 {
+		cfg.Tick = min(cfg.Interval, cfg.Grace) / 5
+		cfg.Tick = max(cfg.Tick, 10*time.Millisecond)
+	}
+	if deps.Publisher == nil {
+		return nil, fmt.Errorf("%w: no publisher", ErrConfig)
+	}
+	s := &Service{
+		interval: cfg.Interval,
+		grace:    cfg.Grace,
+		period:   cfg.Tick,
+		pub:      deps.Publisher,
+		vis:      deps.Visibility,
+		log:      deps.Logger,
+		clock:    deps.Clock,
+		users:    make(map[string]*user),
+		gone:     make(map[string]int64),
+		counts:   make(map[string]int),
+		wheel:    make(map[int64][]string),
+		mUsers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edgechat_presence_users",
+			Help: "Users tracked by this node's presence service, by status (online, inactive).",
+		}, []string{"status"}),
+		mTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_presence_transitions_total",
+			Help: "Presence status changes, by new status.",
+		}, []string{"to"}),
+		mPubErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_presence_publish_errors_total",
+			Help: "Presence updates the broker refused.",
+		}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.clock == nil {
+		s.clock = realClock{}
+	}
+	s.epoch = s.clock.Now()
+	s.gOnline = s.mUsers.WithLabelValues(wire.StatusOnline)
+	s.gInactive = s.mUsers.WithLabelValues(wire.StatusInactive)
+	for _, st := range []string{wire.StatusOnline, wire.StatusInactive, wire.StatusOffline} {
+		s.mTransitions.WithLabelValues(st)
+	}
+	if r := deps.Registerer; r != nil {
+		for _, c := range []prometheus.Collector{s.mUsers, s.mTransitions, s.mPubErrors} {
+			if err := r.Register(c); err != nil {
+				return nil, fmt.Errorf("presence: registering metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Run checks the demotion timers until ctx is done. It returns nil on a
+// normal shutdown; the ticker is stopped on return.
+func (s *Service) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer s.running.Store(false)
+	t := s.clock.NewTicker(s.period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+			s.tick()
+		}
+	}
+}
+
+// tick applies the demotions that are due now. It visits only the users
+// scheduled in the wheel slots that came due since the last tick.
+func (s *Service) tick() {
+	now := s.clock.Now()
+	s.mu.Lock()
+	cur := s.slotAt(now, false)
+	for slot := s.lastSlot + 1; slot <= cur; slot++ {
+		uids, ok := s.wheel[slot]
+		if !ok {
+			continue
+		}
+		delete(s.wheel, slot)
+		for _, uid := range uids {
+			if u, ok := s.users[uid]; ok && u.slot == slot {
+				u.slot = 0
+				s.checkLocked(uid, u, now)
+			}
+		}
+	}
+	s.lastSlot = max(s.lastSlot, cur)
+	s.mu.Unlock()
+	s.flush()
+}
+
+// checkLocked applies the demotions due at now to u, then schedules its
+// next check or drops it.
+func (s *Service) checkLocked(uid string, u *user, now time.Time) {
+	if len(u.conns) == 0 && !u.graceUntil.IsZero() && !now.Before(u.graceUntil) {
+		// The grace ran out with no connection back: offline now.
+		u.graceUntil = time.Time{}
+		s.setLocked(uid, u, wire.StatusOffline)
+	} else if u.status != wire.StatusOffline {
+		idle := now.Sub(u.lastSeen)
+		switch {
+		case idle >= offlineAfter*s.interval:
+			s.setLocked(uid, u, wire.StatusOffline)
+		case idle >= inactiveAfter*s.interval && u.status == wire.StatusOnline:
+			s.setLocked(uid, u, wire.StatusInactive)
+		}
+	}
+	if u.status == wire.StatusOffline && len(u.conns) == 0 && u.graceUntil.IsZero() {
+		s.dropLocked(uid, u)
+		return
+	}
+	s.scheduleLocked(uid, u)
+}
+
+// nextDeadline is when u may next change without a call into the
+// service; zero when only a call can change it (offline, connected).
+func (s *Service) nextDeadline(u *user) time.Time {
+	var d time.Time
+	switch u.status {
+	case wire.StatusOnline:
+		d = u.lastSeen.Add(inactiveAfter * s.interval)
+	case wire.StatusInactive:
+		d = u.lastSeen.Add(offlineAfter * s.interval)
+	}
+	if !u.graceUntil.IsZero() && (d.IsZero() || u.graceUntil.Before(d)) {
+		d = u.graceUntil
+	}
+	return d
+}
+
+// scheduleLocked makes sure u is checked no later than its next
+// deadline. A user already scheduled at or before that slot is left
+// alone: that early check reschedules it (which keeps Heartbeat O(1)).
+func (s *Service) scheduleLocked(uid string, u *user) {
+	d := s.nextDeadline(u)
+	if d.IsZero() {
+		return
+	}
+	slot := max(s.slotAt(d, true), s.lastSlot+1)
+	if u.slot != 0 && u.slot <= slot {
+		return
+	}
+	u.slot = slot
+	s.wheel[slot] = append(s.wheel[slot], uid)
+}
+
+// slotAt is the wheel slot of t: the first slot whose tick is at or after
+// t when up, else the last slot whose tick is at or before t.
+func (s *Service) slotAt(t time.Time, up bool) int64 {
+	d := t.Sub(s.epoch)
+	n := int64(d / s.period)
+	if up && d%s.period != 0 {
+		n++
+	}
+	return n
+}
+
+// Connected records that connection connID of uid is up; the user is
+// online from now, and a pending grace (a takeover or quick reconnect)
+// is cancelled. A repeated connID is counted once.
+func (s *Service) Connected(uid, connID string) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	u := s.userLocked(uid)
+	found := false
+	for _, c := range u.conns {
+		if c == connID {
+			found = true
+			break
+		}
+	}
+	if !found {
+		u.conns = append(u.conns, connID)
+	}
+	u.graceUntil = time.Time{}
+	u.lastSeen = now
+	s.setLocked(uid, u, wire.StatusOnline)
+	s.scheduleLocked(uid, u)
+	s.mu.Unlock()
+	s.flush()
+}
+
+// Disconnected records that connection connID of uid ended (the moment
+// its MQTT will would fire). When it was the user's last connection the
+// grace period starts; offline is published only if no connection comes
+// back before it ends. Unknown connections are ignored, so a late
+// Disconnected of a taken-over session changes nothing.
+func (s *Service) Disconnected(uid, connID string) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[uid]
+	if !ok {
+		return
+	}
+	i := -1
+	for j, c := range u.conns {
+		if c == connID {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		return
+	}
+	u.conns[i] = u.conns[len(u.conns)-1]
+	u.conns[len(u.conns)-1] = ""
+	u.conns = u.conns[:len(u.conns)-1]
+	if len(u.conns) == 0 {
+		u.conns = nil
+		if u.status != wire.StatusOffline {
+			u.graceUntil = now.Add(s.grace)
+			s.scheduleLocked(uid, u)
+		} else {
+			// Offline (idle) and now unconnected: forget it.
+			s.dropLocked(uid, u)
+		}
+	}
+}
+
+// Heartbeat marks uid as seen now (MQTT presence/{uid}/heartbeat or
+// POST /presence/heartbeat). It is O(1) and publishes only when the
+// status changes. A heartbeat after the last connection ended (an HTTP
+// client) cancels the grace: from then on the heartbeat timers decide.
+func (s *Service) Heartbeat(uid string) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	u := s.userLocked(uid)
+	u.lastSeen = now
+	u.graceUntil = time.Time{}
+	s.setLocked(uid, u, wire.StatusOnline)
+	s.scheduleLocked(uid, u)
+	s.mu.Unlock()
+	s.flush()
+}
+
+// Status is uid's current presence; an unknown user is offline with a
+// zero LastSeen.
+func (s *Service) Status(uid string) wire.Presence {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u, ok := s.users[uid]; ok {
+		return wire.Presence{Status: u.status, LastSeen: publicTime(u.lastSeen)}
+	}
+	return wire.Presence{Status: wire.StatusOffline, LastSeen: goneTime(s.gone[uid])}
+}
+
+// userLocked returns uid's state, creating it (offline) when untracked.
+func (s *Service) userLocked(uid string) *user {
+	u, ok := s.users[uid]
+	if !ok {
+		u = &user{status: wire.StatusOffline, lastSeen: goneTime(s.gone[uid])}
+		delete(s.gone, uid)
+		s.users[uid] = u
+	}
+	return u
+}
+
+func (s *Service) dropLocked(uid string, u *user) {
+	delete(s.users, uid)
+	if !u.lastSeen.IsZero() {
+		s.gone[uid] = u.lastSeen.Unix()
+	}
+}
+
+// setLocked moves u to status and queues the publication when it changed.
+func (s *Service) setLocked(uid string, u *user, status string) {
+	if u.status == status {
+		return
+	}
+	s.counts[u.status]--
+	s.counts[status]++
+	u.status = status
+	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
+	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
+	s.mTransitions.WithLabelValues(status).Inc()
+	s.pending = append(s.pending, event{uid: uid, p: wire.Presence{Status: status, LastSeen: publicTime(u.lastSeen)}})
+}
+
+// flush publishes the queued changes outside s.mu. Only one goroutine
+// publishes at a time and it drains the queue in order, so the retained
+// presence/{uid} always ends on the latest status even when callers race.
+func (s *Service) flush() {
+	s.mu.Lock()
+	if s.flushing || len(s.pending) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	s.flushing = true
+	for {
+		batch := s.pending
+		s.pending = nil
+		if len(batch) == 0 {
+			s.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		for _, e := range batch {
+			s.publish(e)
+		}
+		s.mu.Lock()
+	}
+}
+
+func (s *Service) publish(e event) {
+	payload, err := json.Marshal(e.p)
+	if err != nil { // cannot happen for this struct; keep the error path honest
+		s.log.Error("presence: encoding", "user", e.uid, "err", err)
+		return
+	}
+	err = s.pub.Publish(wire.Outbound{Topic: wire.PresenceTopic(e.uid), Payload: payload, Retain: true, QoS: 1})
+	if err != nil {
+		s.mPubErrors.Inc()
+		s.log.Warn("presence: publish failed", "user", e.uid, "status", e.p.Status, "err", err)
+	}
+}
+
+// publicTime is the form lastSeen travels in: UTC, whole seconds, no
+// monotonic reading (so it compares equal after a JSON round trip).
+func publicTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Second)
+}
+
+func goneTime(sec int64) time.Time {
+	if sec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0).UTC()
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+func (realClock) NewTicker(d time.Duration) Ticker {
+	return realTicker{time.NewTicker(d)}
+}
+
+type realTicker struct{ t *time.Ticker }
+
+func (r realTicker) C() <-chan time.Time { return r.t.C }
+func (r realTicker) Stop()               { r.t.Stop() }
+
+var (
+	_ Clock  = realClock{}
+	_ Ticker = realTicker{}
+)

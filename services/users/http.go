@@ -1,0 +1,145 @@
+package users
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Error codes of this service (besides httpapi's shared codes).
+const (
+	CodeInvalidDisplayName = "invalid_display_name"
+	CodeInvalidAbout       = "invalid_about"
+)
+
+const maxPatchBody = 4 << 10
+
+// patchRequest is the body of PATCH /user/me; absent fields are unchanged.
+type patchRequest struct {
+	DisplayName *string `json:"displayName,omitempty"`
+	About       *string `json:"about,omitempty"`
+}
+
+// decodePatch is the strict decoder of PATCH /user/me bodies (fuzzed).
+func decodePatch(body []byte) (patchRequest, error) {
+	var req patchRequest
+	err := httpapi.DecodeJSONBytes(body, &req)
+	return req, err
+}
+
+// Routes are the service's HTTP endpoints; all need a principal.
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodGet, Pattern: "/user/me", Handler: s.handleGetMe, Class: "read"},
+		{Method: http.MethodPatch, Pattern: "/user/me", Handler: s.handlePatchMe, Class: "write", MaxBody: maxPatchBody},
+		{Method: http.MethodGet, Pattern: "/user/{uid}", Handler: s.handleGetUser, Class: "read"},
+	}
+}
+
+func httpError(err error) error {
+	switch {
+	case errors.Is(err, ErrInvalidDisplayName):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidDisplayName, "%v", err)
+	case errors.Is(err, ErrInvalidAbout):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidAbout, "%v", err)
+	case errors.Is(err, wire.ErrNotFound), errors.Is(err, ErrInvalidUserID):
+		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user")
+	case errors.Is(err, wire.ErrUnavailable):
+		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "cannot commit now; retry", RetryAfter: time.Second}
+	}
+	return err
+}
+
+func principal(w http.ResponseWriter, r *http.Request) (wire.Principal, bool) {
+	p, ok := httpapi.PrincipalFrom(r.Context())
+	if !ok || p.UserID == "" {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "a bearer token is required"))
+		return wire.Principal{}, false
+	}
+	return p, true
+}
+
+func (s *Service) handleGetMe(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	s.writeProfile(w, r, p.UserID)
+}
+
+func (s *Service) handleGetUser(w http.ResponseWriter, r *http.Request) {
+	if _, ok := principal(w, r); !ok {
+		return
+	}
+	s.writeProfile(w, r, r.PathValue("uid"))
+}
+
+func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	var req patchRequest
+	if err := httpapi.DecodeJSON(r, &req, maxPatchBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	prof, err := s.Update(r.Context(), p.UserID, req.DisplayName, req.About)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	writeWithETag(w, r, prof)
+}
+
+func (s *Service) writeProfile(w http.ResponseWriter, r *http.Request, uid string) {
+	prof, err := s.Profile(uid)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	writeWithETag(w, r, prof)
+}
+
+// writeWithETag writes v as JSON with a strong ETag (a hash of the body)
+// and answers 304 when the client's If-None-Match already has it.
+func writeWithETag(w http.ResponseWriter, r *http.Request, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	body = append(body, '\n')
+	sum := sha256.Sum256(body)
+	etag := `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
+	h := w.Header()
+	h.Set("ETag", etag)
+	// Profiles change; clients may keep a copy but must revalidate it.
+	h.Set("Cache-Control", "private, no-cache")
+	if r.Method == http.MethodGet && etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// etagMatch implements If-None-Match's weak comparison over a list.
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimSpace(t)
+		if t == "*" || strings.TrimPrefix(t, "W/") == etag {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,274 @@
+// Package users owns edgechat user profiles (display name, about text).
+// Profiles are replicated state: changes go through the Raft log
+// (Proposer) and are applied by this package's FSM handler under the key
+// prefix "r/user/"; reads go straight to the local Badger database.
+package users
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Proposer appends a command to the replicated log and returns the value
+// or error of its FSM handler (implemented by *cluster.Node).
+type Proposer interface {
+	Propose(ctx context.Context, t byte, payload []byte) (any, error)
+}
+
+// Registrar installs FSM handlers (implemented by *fsm.FSM).
+type Registrar interface {
+	Register(t byte, h fsm.Handler)
+}
+
+// Limits of profile fields, in characters.
+const (
+	MaxDisplayName = 64
+	MaxAbout       = 280
+)
+
+// Sentinel errors.
+var (
+	ErrInvalidDisplayName = errors.New("users: invalid display name")
+	ErrInvalidAbout       = errors.New("users: invalid about text")
+	ErrInvalidUserID      = errors.New("users: invalid user ID")
+	errBadCommand         = errors.New("users: malformed command")
+)
+
+const prefixProfile = "r/user/p/" // + uid → Profile
+
+// Profile is a user's public profile.
+type Profile struct {
+	UserID      string    `json:"userId"`
+	DisplayName string    `json:"displayName"`
+	About       string    `json:"about,omitempty"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// Deps are what the service needs from the node.
+type Deps struct {
+	DB       *badger.DB
+	Proposer Proposer
+	FSM      Registrar
+	Logger   *slog.Logger     // nil: slog.Default()
+	Now      func() time.Time // nil: time.Now
+}
+
+// Service is the users service of one node.
+type Service struct {
+	db       *badger.DB
+	proposer Proposer
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New registers the FSM handler.
+func New(deps Deps) (*Service, error) {
+	if deps.DB == nil || deps.Proposer == nil || deps.FSM == nil {
+		return nil, errors.New("users: Deps.DB, Deps.Proposer and Deps.FSM are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	s := &Service{db: deps.DB, proposer: deps.Proposer, log: deps.Logger.With("service", "users"), now: deps.Now}
+	deps.FSM.Register(wire.CmdProfilePut, applyProfilePut)
+	return s, nil
+}
+
+// profilePutCmd creates or updates a profile. Create keeps an existing
+// profile untouched (so a retried registration is harmless); an update
+// of a missing profile creates it only when Upsert is set.
+type profilePutCmd struct {
+	UID         string    `json:"uid"`
+	Create      bool      `json:"create,omitempty"`
+	Upsert      bool      `json:"upsert,omitempty"`
+	DisplayName *string   `json:"displayName,omitempty"`
+	About       *string   `json:"about,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+func applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c profilePutCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	if wire.ValidUserID(c.UID) != nil {
+		return nil, fmt.Errorf("%w: bad uid", errBadCommand)
+	}
+	// Handlers re-validate: a command is applied on every node, and bad
+	// state must not enter the log's effects even from a buggy proposer.
+	if c.DisplayName != nil {
+		if _, err := normalizeDisplayName(*c.DisplayName); err != nil {
+			return nil, err
+		}
+	}
+	if c.About != nil {
+		if err := validAbout(*c.About); err != nil {
+			return nil, err
+		}
+	}
+	key := []byte(prefixProfile + c.UID)
+	var p Profile
+	found := false
+	it, err := tx.Get(key)
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		found = true
+		if err := it.Value(func(b []byte) error { return json.Unmarshal(b, &p) }); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case found && c.Create:
+		return p, nil
+	case !found && !c.Create && !c.Upsert:
+		return nil, fmt.Errorf("%w: profile %s", wire.ErrNotFound, c.UID)
+	case !found:
+		p = Profile{UserID: c.UID, DisplayName: c.UID, CreatedAt: c.At}
+	}
+	if c.DisplayName != nil {
+		p.DisplayName, _ = normalizeDisplayName(*c.DisplayName)
+	}
+	if c.About != nil {
+		p.About = *c.About
+	}
+	p.UpdatedAt = c.At
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Set(key, b); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// normalizeDisplayName trims surrounding spaces and checks 1-64 printable
+// characters.
+func normalizeDisplayName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	n := utf8.RuneCountInString(name)
+	if n < 1 || n > MaxDisplayName || !utf8.ValidString(name) {
+		return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
+		}
+	}
+	return name, nil
+}
+
+// validAbout allows up to 280 characters of printable text and line breaks.
+func validAbout(about string) error {
+	if !utf8.ValidString(about) || utf8.RuneCountInString(about) > MaxAbout {
+		return fmt.Errorf("%w: at most %d characters", ErrInvalidAbout, MaxAbout)
+	}
+	for _, r := range about {
+		if r != '\n' && !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: printable characters and line breaks only", ErrInvalidAbout)
+		}
+	}
+	return nil
+}
+
+func (s *Service) put(ctx context.Context, c profilePutCmd) (Profile, error) {
+	c.At = s.now().UTC()
+	b, err := json.Marshal(c)
+	if err != nil {
+		return Profile{}, fmt.Errorf("users: encode command: %w", err)
+	}
+	v, err := s.proposer.Propose(ctx, wire.CmdProfilePut, b)
+	if err != nil {
+		return Profile{}, err
+	}
+	if p, ok := v.(Profile); ok {
+		return p, nil
+	}
+	// The value did not survive the trip (a forwarded proposal): read back.
+	return s.Profile(c.UID)
+}
+
+// CreateProfile creates the profile of a new user. An existing profile is
+// kept as it is, so that a retry is harmless.
+func (s *Service) CreateProfile(ctx context.Context, uid, displayName string) error {
+	if wire.ValidUserID(uid) != nil {
+		return fmt.Errorf("%w: %q", ErrInvalidUserID, uid)
+	}
+	if displayName == "" {
+		displayName = uid
+	}
+	name, err := normalizeDisplayName(displayName)
+	if err != nil {
+		return err
+	}
+	if _, err := s.put(ctx, profilePutCmd{UID: uid, Create: true, DisplayName: &name}); err != nil {
+		return fmt.Errorf("users: create profile: %w", err)
+	}
+	return nil
+}
+
+// Update changes the given fields of uid's profile, creating the profile
+// when it is missing (a federated user has no registration step).
+func (s *Service) Update(ctx context.Context, uid string, displayName, about *string) (Profile, error) {
+	if wire.ValidUserID(uid) != nil {
+		return Profile{}, fmt.Errorf("%w: %q", ErrInvalidUserID, uid)
+	}
+	if displayName != nil {
+		name, err := normalizeDisplayName(*displayName)
+		if err != nil {
+			return Profile{}, err
+		}
+		displayName = &name
+	}
+	if about != nil {
+		if err := validAbout(*about); err != nil {
+			return Profile{}, err
+		}
+	}
+	p, err := s.put(ctx, profilePutCmd{UID: uid, Upsert: true, DisplayName: displayName, About: about})
+	if err != nil {
+		return Profile{}, fmt.Errorf("users: update profile: %w", err)
+	}
+	return p, nil
+}
+
+// Profile reads uid's profile; a missing one is wire.ErrNotFound.
+func (s *Service) Profile(uid string) (Profile, error) {
+	if wire.ValidUserID(uid) != nil {
+		return Profile{}, fmt.Errorf("%w: %q", wire.ErrNotFound, uid)
+	}
+	var p Profile
+	err := s.db.View(func(tx *badger.Txn) error {
+		it, err := tx.Get([]byte(prefixProfile + uid))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(b []byte) error { return json.Unmarshal(b, &p) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Profile{}, fmt.Errorf("%w: profile %s", wire.ErrNotFound, uid)
+	}
+	if err != nil {
+		return Profile{}, fmt.Errorf("users: read profile: %w", err)
+	}
+	return p, nil
+}
