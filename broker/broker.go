@@ -260,7 +260,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		if err != nil {
 			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTAddr, err))
 		}
-		b.tcp = newTCPListener(listenerTCP, ln, nil, cfg.ConnectTimeout)
+		b.tcp = newTCPListener(listenerTCP, ln, nil, cfg.ConnectTimeout, b.disconnectListener)
 		if err := b.srv.AddListener(b.tcp); err != nil {
 			return fail(fmt.Errorf("broker: add tcp listener: %w", err))
 		}
@@ -270,7 +270,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		if err != nil {
 			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTSAddr, err))
 		}
-		b.tls = newTCPListener(listenerTLS, ln, cfg.TLS, cfg.ConnectTimeout)
+		b.tls = newTCPListener(listenerTLS, ln, cfg.TLS, cfg.ConnectTimeout, b.disconnectListener)
 		if err := b.srv.AddListener(b.tls); err != nil {
 			return fail(fmt.Errorf("broker: add tls listener: %w", err))
 		}
@@ -364,6 +364,16 @@ func (b *Broker) inject(topic string, payload []byte, retain bool, qos byte, pro
 		return fmt.Errorf("broker: publish %s: %w", topic, err)
 	}
 	return nil
+}
+
+// disconnectListener sends DISCONNECT (server shutting down) to the
+// clients of one listener and closes them.
+func (b *Broker) disconnectListener(id string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Net.Inline && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // principal is the identity of a client: the verified one of a live

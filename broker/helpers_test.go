@@ -241,8 +241,10 @@ type v5client struct {
 }
 
 type v5opts struct {
-	will       *paho.WillMessage
-	cleanStart bool
+	will          *paho.WillMessage
+	cleanStart    bool
+	sessionExpiry uint32
+	noProblemInfo bool // Request Problem Information = 0
 }
 
 func dialV5(t testing.TB, addr, clientID, user, pass string) (*v5client, *paho.Connack, error) {
@@ -275,6 +277,7 @@ func connectV5(t testing.TB, conn net.Conn, clientID, user, pass string, o v5opt
 		KeepAlive:    30,
 		CleanStart:   o.cleanStart,
 		WillMessage:  o.will,
+		Properties:   &paho.ConnectProperties{SessionExpiryInterval: &o.sessionExpiry, RequestProblemInfo: !o.noProblemInfo},
 	})
 	if err == nil {
 		t.Cleanup(func() { _ = c.c.Disconnect(&paho.Disconnect{}) })

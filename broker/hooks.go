@@ -204,13 +204,21 @@ func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 	h.b.m.out.WithLabelValues(class).Inc()
 }
 
-// OnPacketEncode fixes mochi's PUBACK reason code: it builds a QoS 1
-// PUBACK with 0x01 (granted QoS 1), which goes on the wire as soon as the
-// PUBACK carries properties (ours carry id and from). 0x01 is not a
-// PUBACK reason code; success is 0x00.
+// OnPacketEncode works around two mochi encoding bugs:
+//   - a QoS 1 PUBACK is built with reason 0x01 (granted QoS 1), which goes
+//     on the wire as soon as the PUBACK carries properties (ours carry id
+//     and from); 0x01 is not a PUBACK reason code, success is 0x00;
+//   - a client that sets Request Problem Information to 0 (paho.golang
+//     does whenever it sends CONNECT properties) loses the user
+//     properties of PUBLISH packets too, which [MQTT-3.1.2-29] allows.
 func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Puback && pk.ReasonCode > 0 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
-		pk.ReasonCode = packets.CodeSuccess.Code
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		if pk.ReasonCode > 0 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			pk.ReasonCode = packets.CodeSuccess.Code
+		}
+	case packets.Publish:
+		pk.Mods.DisallowProblemInfo = false // PUBLISH has no reason string; user properties stay
 	}
 	return pk
 }

@@ -68,12 +68,13 @@ type tcpListener struct {
 	log            *slog.Logger
 	end            atomic.Bool
 	tr             tracker
+	disconnect     func(listenerID string)
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id string, ln net.Listener, cfg *tls.Config, connectTimeout time.Duration) *tcpListener {
-	return &tcpListener{id: id, ln: ln, tls: cfg, connectTimeout: connectTimeout, log: slog.Default()}
+func newTCPListener(id string, ln net.Listener, cfg *tls.Config, connectTimeout time.Duration, disconnect func(string)) *tcpListener {
+	return &tcpListener{id: id, ln: ln, tls: cfg, connectTimeout: connectTimeout, log: slog.Default(), disconnect: disconnect}
 }
 
 func (l *tcpListener) Init(log *slog.Logger) error {
@@ -125,12 +126,16 @@ func (l *tcpListener) handle(c net.Conn, establish listeners.EstablishFn) {
 	}
 }
 
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting and ends every connection of this listener. It
+// does not call mochi's closeClients: that one (Clients.GetByListener)
+// takes the clients read lock recursively and deadlocks when a client
+// disconnects at the same moment.
+func (l *tcpListener) Close(listeners.CloseFn) {
 	if !l.end.CompareAndSwap(false, true) {
 		return
 	}
 	_ = l.ln.Close()
-	closeClients(l.id)
+	l.disconnect(l.id)
 	l.tr.closeAll()
 }
 
@@ -192,11 +197,12 @@ func (l *wsListener) serving() bool {
 	return l.establish != nil
 }
 
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+// Close ends every WebSocket connection (see tcpListener.Close).
+func (l *wsListener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	l.establish = nil
 	l.mu.Unlock()
-	closeClients(l.id)
+	l.b.disconnectListener(l.id)
 	l.tr.closeAll()
 }
 

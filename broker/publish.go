@@ -94,13 +94,24 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 		return pk, packets.CodeSuccessIgnore // a retry of a committed message: ack, deliver nothing
 	}
 	props := []packets.UserProperty{{Key: "id", Val: stored.ID.String()}, {Key: "from", Val: p.UserID}}
-	pk.Payload = payload
-	pk.Properties = packets.Properties{User: props}
+	// Deliver here rather than let mochi do it after the PUBACK: mochi
+	// skips delivery when writing the PUBACK fails (the publisher's
+	// connection died), and the retry is then a duplicate that delivers
+	// nothing, so a committed message would reach the recipient only at
+	// their next sync.
+	if err := b.inject(wire.DirectTopic(to), payload, false, pk.FixedHeader.Qos, props); err != nil {
+		b.log.Warn("direct message not delivered live", "from", p.UserID, "to", to, "id", stored.ID, "error", err)
+	}
 	if to != p.UserID {
 		if err := b.inject(wire.DirectTopic(p.UserID), payload, false, pk.FixedHeader.Qos, props); err != nil {
 			b.log.Warn("sender copy not delivered", "from", p.UserID, "id", stored.ID, "error", err)
 		}
 	}
+	// The PUBACK still carries id and from; Ignore stops mochi delivering
+	// the packet a second time.
+	pk.Payload = payload
+	pk.Properties = packets.Properties{User: props}
+	pk.Ignore = true
 	return pk, nil
 }
 

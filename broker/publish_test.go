@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,16 @@ func TestDirectMessageStampedAndDelivered(t *testing.T) {
 	bob.mustSub(t, "user/bob/newMessage")
 	phone := mustV5(t, e.addr, "alice", "phone")
 	phone.mustSub(t, "user/alice/#")
-	laptop := mustV5(t, e.addr, "alice", "laptop")
+	// The laptop asks for no problem information: PUBLISH user properties
+	// must still reach it.
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	laptop, _, err := connectV5(t, conn, "alice/laptop", "alice", "tok:alice", v5opts{cleanStart: true, noProblemInfo: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	laptop.mustSub(t, "user/alice/newMessage")
 
 	code, pr := phone.pub(t, "user/bob/newMessage", 1, `{"cid":"c1","type":"text","body":"hi","from":"mallory","id":"1"}`)

@@ -1,7 +1,9 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -65,4 +67,29 @@ func TestDefaultsAreTheProductDefaults(t *testing.T) {
 	if cfg.DataDir != "./data" || cfg.HTTPAddr != ":8080" || cfg.MQTTAddr != ":1883" || cfg.ClusterAddr != ":7946" || cfg.Dev {
 		t.Fatalf("defaults: %+v", cfg)
 	}
+}
+
+func TestNewFailsCleanlyWhenAPortIsTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	cfg := Defaults()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr = l.Addr().String() // taken
+	cfg.MQTTAddr = "127.0.0.1:0"
+	cfg.ClusterAddr = "127.0.0.1:0"
+	if _, err := New(cfg, nil); err == nil {
+		t.Fatal("New succeeded on a taken port")
+	}
+	// Everything New opened was released: the data dir can be opened again.
+	cfg.HTTPAddr = "127.0.0.1:0"
+	n, err := New(cfg, nil)
+	if err != nil {
+		t.Fatalf("second New on the same data dir: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = n.Run(ctx)
 }

@@ -57,7 +57,7 @@ type Node struct {
 
 // New opens the data directory, binds every listener and builds the
 // node. Nothing is served until Run.
-func New(cfg Config, log *slog.Logger) (n *Node, err error) {
+func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -79,7 +79,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n = &Node{cfg: cfg, log: log, registry: reg, ids: newLazyIDs()}
+	n := &Node{cfg: cfg, log: log, registry: reg, ids: newLazyIDs()}
 
 	// Close what was opened if a later step fails.
 	var closers []func()
@@ -95,7 +95,8 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() { _ = n.db.Close() })
+	db := n.db
+	closers = append(closers, func() { _ = db.Close() })
 	n.fsm = fsm.New(n.db, log.With("component", "fsm"))
 
 	raftTimeout := cfg.RaftTimeout
@@ -157,6 +158,12 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		return nil, fmt.Errorf("node: broker: %w", err)
 	}
 	pub.set(n.Broker)
+	b := n.Broker
+	closers = append(closers, func() {
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = b.Run(done) // releases the MQTT listeners
+	})
 	n.Gateway, err = gateway.New(gateway.Config{Addr: cfg.HTTPAddr, TLS: tlsCfg}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Logger: log.With("component", "gateway"), Registerer: reg, Gatherer: reg,
 	})
@@ -228,6 +235,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.Auth.Run(gctx) }) // publishes this node's token key to the cluster
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })

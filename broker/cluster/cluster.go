@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
@@ -130,13 +131,15 @@ func (c *Config) setDefaults() error {
 
 // Node is one member of the Raft cluster.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	fsm   *fsm.FSM
-	raft  *raft.Raft
-	trans *raft.NetworkTransport
-	wal   *wal.WAL
-	m     *metrics
+	cfg    Config
+	log    *slog.Logger
+	fsm    *fsm.FSM
+	raft   *raft.Raft
+	trans  *raft.NetworkTransport
+	wal    *wal.WAL
+	meta   *metadb.BoltMetaDB
+	unlock func() error
+	m      *metrics
 
 	reqs     chan *request  // proposals waiting for the batcher
 	pending  chan *inflight // entries handed to Raft, in log order
@@ -174,7 +177,19 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 	if err := os.MkdirAll(walDir, 0o750); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")))
+	// One process per data dir: a second one gets a clear error instead
+	// of two Rafts writing one log.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, unlock)
+	// raft-wal v0.4.0's Close leaves its metadata DB (bbolt) open, and a
+	// reopen in the same process would then wait forever on its file
+	// lock; so we own the meta store and close it ourselves.
+	meta := &metadb.BoltMetaDB{}
+	closers = append(closers, meta.Close)
+	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open raft log %s: %w", walDir, err)
 	}
@@ -248,6 +263,8 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 		raft:     r,
 		trans:    trans,
 		wal:      w,
+		meta:     meta,
+		unlock:   unlock,
 		m:        m,
 		reqs:     make(chan *request, 4*cfg.MaxBatch),
 		pending:  make(chan *inflight, 64),
@@ -315,6 +332,12 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	if err := n.wal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close raft log: %w", err))
+	}
+	if err := n.meta.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: close raft log metadata: %w", err))
+	}
+	if err := n.unlock(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: unlock data dir: %w", err))
 	}
 	return errors.Join(errs...)
 }

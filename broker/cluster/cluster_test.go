@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -249,6 +250,43 @@ func TestNoLeader(t *testing.T) {
 	}
 }
 
+// syncBuffer is a log sink safe for Raft's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRaftLogsReachSlog(t *testing.T) {
+	var buf syncBuffer
+	tn := startNode(t, nodeOpts{tweak: func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}})
+	// Without peers raft warns that it cannot hold an election.
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if s := buf.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "component=raft") || !strings.Contains(s, "node=n1") {
+			return fmt.Errorf("no raft warning in %q", s)
+		}
+		return nil
+	})
+	// Raft's info chatter is filtered out.
+	if strings.Contains(buf.String(), "level=INFO msg=\"initial configuration\"") {
+		t.Errorf("raft info logs leaked: %s", buf.String())
+	}
+	_ = tn
+}
+
 func TestConfig(t *testing.T) {
 	f := fsm.New(openDB(t, t.TempDir()), testLogger(t))
 	t.Cleanup(func() { _ = f.DB().Close() })
@@ -277,6 +315,14 @@ func TestConfig(t *testing.T) {
 	tn2 := startNode(t, nodeOpts{tweak: func(c *Config) { c.AdvertiseAddr = "127.0.0.2:7000" }})
 	if tn2.Addr() != "127.0.0.2:7000" {
 		t.Errorf("Addr() = %q, want the advertised one", tn2.Addr())
+	}
+
+	// A second node on a data dir in use is refused at once.
+	dir := t.TempDir()
+	startNode(t, nodeOpts{dataDir: dir})
+	cfg := fastConfig(t, nodeOpts{dataDir: dir})
+	if _, err := New(cfg, f); !errors.Is(err, ErrDataDirLocked) {
+		t.Errorf("second node on one dir: %v", err)
 	}
 }
 
@@ -325,11 +371,23 @@ func TestNodeRegisterHandler(t *testing.T) {
 	if _, err := reg(strings.Repeat("x", maxNodeName+1)); !errors.Is(err, wire.ErrInvalid) {
 		t.Fatalf("long name: %v", err)
 	}
-	// Fill the space: number 1024 does not exist.
-	for i := 5; i <= MaxMachineNumber; i++ {
-		if v, err := reg(fmt.Sprintf("x%d", i)); err != nil || v != uint16(i) {
-			t.Fatalf("x%d = %v, %v", i, v, err)
+	// Fill the space (directly, the handler's scan is what is tested):
+	// number 1024 does not exist.
+	wb := db.NewWriteBatch()
+	for i := 5; i < MaxMachineNumber; i++ {
+		name := fmt.Sprintf("x%d", i)
+		if err := wb.Set(nodeKey(name), fmt.Append(nil, i)); err != nil {
+			t.Fatal(err)
 		}
+		if err := wb.Set(nodeNumKey(uint16(i)), []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := reg("last"); err != nil || v != uint16(MaxMachineNumber) {
+		t.Fatalf("last = %v, %v", v, err)
 	}
 	if _, err := reg("overflow"); !errors.Is(err, ErrMachineNumbers) {
 		t.Fatalf("full registry: %v", err)

@@ -48,7 +48,9 @@ type ConnsResult struct {
 	RSSBeforeKB  int64        `json:"rssBeforeKB,omitempty"`
 	RSSAfterKB   int64        `json:"rssAfterKB,omitempty"`
 	RSSSettledKB int64        `json:"rssSettledKB,omitempty"`
-	PerConnKB    float64      `json:"perConnKB,omitempty"` // (settled - before) / opened
+	PerConnKB    float64      `json:"perConnKB,omitempty"`      // (settled - before) / opened
+	PerConnAfter float64      `json:"perConnAfterKB,omitempty"` // (after - before) / opened
+	SlopeKB      float64      `json:"slopeKB,omitempty"`        // least-squares KB per connection over the steps
 	Samples      []ConnSample `json:"samples,omitempty"`
 	FirstError   string       `json:"firstError,omitempty"`
 }
@@ -217,6 +219,8 @@ func RunConns(ctx context.Context, cfg ConnsConfig, env Env) (*ConnsResult, erro
 	res.RSSSettledKB = rss()
 	if cfg.PID > 0 && res.Opened > 0 {
 		res.PerConnKB = float64(res.RSSSettledKB-res.RSSBeforeKB) / float64(res.Opened)
+		res.PerConnAfter = float64(res.RSSAfterKB-res.RSSBeforeKB) / float64(res.Opened)
+		res.SlopeKB = Slope(res.Samples)
 	}
 	if cfg.Hold > 0 {
 		if err := (wallClock{}).Sleep(ctx, cfg.Hold); err != nil {
@@ -226,4 +230,37 @@ func RunConns(ctx context.Context, cfg ConnsConfig, env Env) (*ConnsResult, erro
 	}
 	stopProgress()
 	return res, nil
+}
+
+// Slope is the least-squares slope of RSS (KB) against connections over
+// the samples taken while connections were being opened (the settle
+// sample repeats the last count and is left out). The marginal cost of
+// one more connection is less sensitive to a baseline that holds freed
+// memory (the heap of a server that has just hashed passwords) than the
+// difference of two readings.
+func Slope(samples []ConnSample) float64 {
+	var pts []ConnSample
+	for i, s := range samples {
+		if i > 0 && s.Conns == samples[i-1].Conns {
+			continue
+		}
+		pts = append(pts, s)
+	}
+	if len(pts) < 2 {
+		return 0
+	}
+	var sx, sy, sxx, sxy float64
+	n := float64(len(pts))
+	for _, p := range pts {
+		x, y := float64(p.Conns), float64(p.RSSKB)
+		sx += x
+		sy += y
+		sxx += x * x
+		sxy += x * y
+	}
+	den := n*sxx - sx*sx
+	if den == 0 {
+		return 0
+	}
+	return (n*sxy - sx*sy) / den
 }

@@ -77,6 +77,9 @@ func TestModesAgainstARealNode(t *testing.T) {
 		if res.PubAck.Count != int(res.Committed) || res.PubAck.P50 <= 0 || res.PubAck.P99 < res.PubAck.P50 {
 			t.Fatalf("puback summary %+v", res.PubAck)
 		}
+		if res.RaftBatchAvg < 1 {
+			t.Fatalf("no Raft batch figure from the node's /metrics: %v", res.RaftBatchAvg)
+		}
 		if res.Delivery == nil || res.Delivered != res.Committed || res.Delivery.Count != int(res.Delivered) {
 			t.Fatalf("delivered %d of %d: %+v", res.Delivered, res.Committed, res.Delivery)
 		}

@@ -23,7 +23,8 @@ import (
 // set of receivers, round robin.
 type LoadConfig struct {
 	MQTTAddr  string
-	PID       int // server process for CPU and RSS; 0: not measured
+	HTTPURL   string // the node's HTTP API, for its /metrics; "": not read
+	PID       int    // server process for CPU and RSS; 0: not measured
 	Prefix    string
 	Senders   int
 	Receivers int
@@ -62,6 +63,7 @@ type LoadResult struct {
 	PerSecond       []int64        `json:"committedEachSecond,omitempty"`
 	ServerCPUPerMsg float64        `json:"serverCpuMicrosPerMsg,omitempty"`
 	ServerRSSKB     int64          `json:"serverRssKB,omitempty"`
+	RaftBatchAvg    float64        `json:"raftBatchAvgCommands,omitempty"` // from the node's /metrics
 
 	pubackSorted   []time.Duration
 	deliverySorted []time.Duration
@@ -191,6 +193,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		}
 	}
 
+	metrics0 := scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...)
 	var cpu0 time.Duration
 	if cfg.PID > 0 {
 		cpu0, _ = ReadCPUTime(cfg.PID)
@@ -316,6 +319,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		BodyBytes: cfg.Size, Sent: sent.Load(), Committed: committed.Load(), Failed: failed.Load(),
 		Late: late.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
 	}
+	res.RaftBatchAvg = batchAverage(metrics0, scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...))
 	if len(errs) > 0 {
 		res.Errors = maps.Clone(errs)
 	}

@@ -205,6 +205,9 @@ func runLoadCmd(ctx context.Context, cfg LoadConfig, c *common, stdout, stderr i
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
+	if !c.anon {
+		cfg.HTTPURL = c.httpURL
+	}
 	env, err := c.env(stdout, stderr)
 	if err != nil {
 		return err

@@ -21,7 +21,7 @@ func PrintConns(w io.Writer, r *ConnsResult) error {
 		fmt.Fprintf(tw, "server RSS before\t%.1f MB\n", float64(r.RSSBeforeKB)/1024)
 		fmt.Fprintf(tw, "server RSS after\t%.1f MB\n", float64(r.RSSAfterKB)/1024)
 		fmt.Fprintf(tw, "server RSS settled\t%.1f MB\n", float64(r.RSSSettledKB)/1024)
-		fmt.Fprintf(tw, "RSS per connection\t%.1f KB\n", r.PerConnKB)
+		fmt.Fprintf(tw, "RSS per connection\t%.1f KB settled, %.1f KB right after opening, %.1f KB marginal (slope)\n", r.PerConnKB, r.PerConnAfter, r.SlopeKB)
 	} else {
 		fmt.Fprintf(tw, "RSS per connection\tnot measured (give --pid of the server)\n")
 	}
@@ -51,6 +51,9 @@ func PrintLoad(w io.Writer, r *LoadResult) error {
 	}
 	if r.ServerCPUPerMsg > 0 {
 		fmt.Fprintf(tw, "server CPU per message\t%.0f µs\n", r.ServerCPUPerMsg)
+	}
+	if r.RaftBatchAvg > 0 {
+		fmt.Fprintf(tw, "Raft batch (server)\t%.1f commands per entry on average\n", r.RaftBatchAvg)
 	}
 	if r.ServerRSSKB > 0 {
 		fmt.Fprintf(tw, "server RSS at end\t%.1f MB\n", float64(r.ServerRSSKB)/1024)

@@ -440,7 +440,7 @@ func TestMQTTAddr(t *testing.T) {
 func TestPrintTables(t *testing.T) {
 	var buf bytes.Buffer
 	_ = PrintConns(&buf, &ConnsResult{Requested: 10, Opened: 10, Users: 2, RSSBeforeKB: 1024, RSSAfterKB: 2048, RSSSettledKB: 2000, PerConnKB: 97.6})
-	if !strings.Contains(buf.String(), "RSS per connection  97.6 KB") {
+	if !strings.Contains(buf.String(), "RSS per connection  97.6 KB settled") {
 		t.Fatalf("conns table:\n%s", buf.String())
 	}
 	buf.Reset()
@@ -449,5 +449,41 @@ func TestPrintTables(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Fatalf("load table lacks %q:\n%s", want, buf.String())
 		}
+	}
+}
+
+func TestSlope(t *testing.T) {
+	// 30 KB per connection on top of 40 MB, plus a settle sample that
+	// repeats the last count and must not bend the fit.
+	samples := []ConnSample{{0, 40000, 0}, {1000, 70000, 0}, {2000, 100000, 0}, {3000, 130000, 0}, {3000, 190000, 0}}
+	if got := Slope(samples); math.Abs(got-30) > 1e-9 {
+		t.Fatalf("Slope = %v, want 30", got)
+	}
+	if got := Slope(samples[:1]); got != 0 {
+		t.Fatalf("Slope of one sample = %v", got)
+	}
+}
+
+func TestParseMetricsAndBatchAverage(t *testing.T) {
+	text := `# HELP edgechat_raft_batch_commands Commands per entry.
+# TYPE edgechat_raft_batch_commands histogram
+edgechat_raft_batch_commands_bucket{le="1"} 3
+edgechat_raft_batch_commands_sum 52143
+edgechat_raft_batch_commands_count 27007
+go_goroutines 41
+`
+	m, err := ParseMetrics(strings.NewReader(text), raftMetrics...)
+	if err != nil || m["edgechat_raft_batch_commands_sum"] != 52143 || m["edgechat_raft_batch_commands_count"] != 27007 || len(m) != 2 {
+		t.Fatalf("ParseMetrics = %v, %v", m, err)
+	}
+	after := map[string]float64{"edgechat_raft_batch_commands_sum": 52143 + 1000, "edgechat_raft_batch_commands_count": 27007 + 100}
+	if got := batchAverage(m, after); got != 10 {
+		t.Fatalf("batchAverage = %v, want 10", got)
+	}
+	if batchAverage(nil, after) != 0 || batchAverage(m, m) != 0 {
+		t.Fatal("batchAverage without a window is not 0")
+	}
+	if _, err := ParseMetrics(strings.NewReader("edgechat_raft_batch_commands_sum x\n"), raftMetrics...); err == nil {
+		t.Fatal("bad value accepted")
 	}
 }

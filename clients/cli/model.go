@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -51,8 +52,12 @@ type (
 		msg       edgechat.Message
 		err       error
 	}
-	statusMsg string
-	tickMsg   time.Time
+	statusMsg   string
+	tickMsg     time.Time
+	watchFailed struct {
+		peer string
+		err  error
+	}
 )
 
 const (
@@ -188,9 +193,17 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.st.sendFailed(msg.peer, msg.cid, msg.err)
 		} else {
 			m.st.sent(msg.peer, msg.msg)
+			cmds = append(cmds, m.watch(msg.peer))
 		}
 	case statusMsg:
 		m.st.status = string(msg)
+	case watchFailed:
+		// Presence becomes visible once we have a conversation; try again
+		// after the next message in it.
+		m.watching[msg.peer] = false
+		if !errors.Is(msg.err, edgechat.ErrForbidden) {
+			m.st.status = "presence: " + msg.err.Error()
+		}
 	case tickMsg:
 		cmds = append(cmds, tick()) // re-render so typing notices expire
 	}
@@ -406,7 +419,7 @@ func (m *model) watch(peer string) tea.Cmd {
 		wctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
 		if err := cl.WatchPresence(wctx, peer); err != nil {
-			return statusMsg("presence: " + err.Error())
+			return watchFailed{peer: peer, err: err}
 		}
 		p, err := cl.Presence(wctx, peer)
 		if err != nil {
@@ -449,7 +462,7 @@ func (m *model) refresh() {
 		if n := len(c.entries); n > 0 {
 			last = c.entries[n-1].Body
 		}
-		items = append(items, convItem{peer: c.peer, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-4)})
+		items = append(items, convItem{peer: c.peer, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-6)})
 		if c.peer == m.st.open {
 			sel = i
 		}
@@ -524,7 +537,7 @@ func (m *model) View() string {
 		}
 	}
 	chat := header + "\n" + m.vp.View()
-	panes := lipgloss.JoinHorizontal(lipgloss.Top, left.Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
+	panes := lipgloss.JoinHorizontal(lipgloss.Top, left.Width(leftPaneWidth).Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
 	status := m.st.status
 	if !m.st.online {
 		status = strings.TrimSpace("reconnecting… " + status)

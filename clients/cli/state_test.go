@@ -156,6 +156,9 @@ type fakeClient struct {
 	typing  int
 	sendErr error
 	pages   map[string][]edgechat.Message // before -> page
+
+	watches          []string
+	forbidFirstWatch bool
 }
 
 func (f *fakeClient) UserID() string { return "me" }
@@ -191,7 +194,15 @@ func (f *fakeClient) Typing(context.Context, string) error {
 	f.typing++
 	return nil
 }
-func (f *fakeClient) WatchPresence(context.Context, string) error { return nil }
+func (f *fakeClient) WatchPresence(_ context.Context, uid string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.watches = append(f.watches, uid)
+	if len(f.watches) == 1 && f.forbidFirstWatch {
+		return fmt.Errorf("%w: presence of %s", edgechat.ErrForbidden, uid)
+	}
+	return nil
+}
 func (f *fakeClient) Presence(context.Context, string) (edgechat.Presence, error) {
 	return edgechat.Presence{Status: edgechat.StatusOnline}, nil
 }
@@ -343,5 +354,21 @@ func TestRunConfigErrors(t *testing.T) {
 	tok := "e30." + "eyJzdWIiOiJib2IifQ" + ".x" // sub bob
 	if err := Run(ctx, Config{Server: "http://127.0.0.1:1", User: "alice", Token: tok}, strings.NewReader(""), &strings.Builder{}); !errors.Is(err, ErrConfig) {
 		t.Errorf("token for another user: %v", err)
+	}
+}
+
+// Presence of a new contact is refused until a conversation exists; the
+// model must try again after the first message instead of giving up.
+func TestModelRewatchesPresenceAfterFirstMessage(t *testing.T) {
+	fc := &fakeClient{forbidFirstWatch: true}
+	now := t0
+	m := testModel(fc, &now)
+	typeLine(m, "/open dave")
+	if m.watching["dave"] || m.st.status != "" {
+		t.Fatalf("after refusal: watching %v status %q", m.watching["dave"], m.st.status)
+	}
+	typeLine(m, "hi dave")
+	if !slices.Equal(fc.watches, []string{"dave", "dave"}) || m.st.presence["dave"] != edgechat.StatusOnline {
+		t.Fatalf("watches %v presence %q", fc.watches, m.st.presence["dave"])
 	}
 }

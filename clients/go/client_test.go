@@ -412,7 +412,7 @@ func TestSendWaitsForReconnection(t *testing.T) {
 	}
 }
 
-func TestCatchUpAfterReconnect(t *testing.T) {
+func TestFakeCatchUpAfterReconnect(t *testing.T) {
 	f := newFakeServer(t)
 	// History from before Dial is not replayed.
 	old := f.store("carol", "bob", "old")

@@ -402,6 +402,10 @@ func TestSendSurvivesDroppedConnection(t *testing.T) {
 	if m.ID != "" && m.ID != stored[0].ID {
 		t.Fatalf("Send returned id %s, stored %s", m.ID, stored[0].ID)
 	}
+	// bob stays connected throughout, so he must get it live. (If this
+	// fails while alice's copy arrived, the broker committed the message
+	// but dropped the recipient's delivery because the PUBACK write to the
+	// cut connection failed: mochi delivers only after writing the PUBACK.)
 	bb.waitOnce(t, stored[0].ID)
 	ab.waitOnce(t, stored[0].ID)
 }

@@ -41,6 +41,7 @@ type Route struct {
 	Pattern string // net/http ServeMux pattern without the method, e.g. "/user/{uid}"
 	Handler http.HandlerFunc
 	Public  bool   // reachable without a token
+	Admin   bool   // only for principals with the admin role (403 otherwise)
 	Class   string // rate-limit class, e.g. "auth", "read", "write"
 	MaxBody int64  // request body limit in bytes; 0 means DefaultMaxBody
 }
@@ -64,6 +65,8 @@ const (
 	CodeUnavailable    = "unavailable"
 	CodeInternal       = "internal"
 	CodeMethodNotAllow = "method_not_allowed"
+	CodeURITooLong     = "uri_too_long"      // 414: query string over the limit
+	CodeHeadersTooBig  = "headers_too_large" // 431: request headers over the limit
 )
 
 // Error is a JSON error response: {"error":{"code","message"}}.

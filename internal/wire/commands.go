@@ -13,7 +13,13 @@ const (
 	CmdAccountUpdate byte = 0x13 // auth: roles, password
 	CmdSigningKey    byte = 0x14 // auth: publish a node's public token-signing key to the cluster
 
-	CmdProfilePut byte = 0x20 // users: create or update a profile
+	CmdProfilePut  byte = 0x20 // users: create or update a profile
+	CmdContact     byte = 0x21 // users: add or remove a contact
+	CmdBlock       byte = 0x22 // users: block or unblock a user
+	CmdGroupCreate byte = 0x23 // users: a new group with its first members
+	CmdGroupUpdate byte = 0x24 // users: name, avatar, description
+	CmdGroupMember byte = 0x25 // users: add, remove or change the role of a member
+	CmdGroupOwner  byte = 0x26 // users: transfer ownership
 
 	CmdMessage    byte = 0x30 // archive: a chat message
 	CmdReadCursor byte = 0x31 // archive: a read receipt moves a read cursor

@@ -43,6 +43,11 @@ type ProfileCreator interface {
 	CreateProfile(ctx context.Context, uid, displayName string) error
 }
 
+// The gateway and the broker verify tokens through this method set.
+var _ interface {
+	VerifyAccessToken(token string) (wire.Principal, error)
+} = (*Service)(nil)
+
 // Sentinel errors; HTTP handlers map them to stable codes.
 var (
 	ErrUsernameTaken      = errors.New("auth: username taken")

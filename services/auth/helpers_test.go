@@ -32,6 +32,8 @@ type testProposer struct {
 	next uint64
 }
 
+var _ Proposer = (*testProposer)(nil)
+
 func (p *testProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
 	if p.down.Load() {
 		return nil, fmt.Errorf("test proposer: %w", wire.ErrUnavailable)

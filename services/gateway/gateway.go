@@ -1,10 +1,14 @@
 // Package gateway is edgechat's HTTP front door: one listener (TLS with
 // HTTP/2 when configured) that routes to the services' endpoints with Go's
 // pattern ServeMux and wraps every request in the same edge middleware:
-// panic recovery, request IDs, authentication (a bearer token is verified
-// once, here, and services see only the verified principal), body limits,
-// an access-log line and Prometheus metrics. Errors, including 404 and
-// 405, are JSON. It also serves /healthz, /readyz and /metrics.
+// panic recovery, request IDs, a token bucket per client IP (before
+// anything else, so floods of bad tokens are throttled too), request-line
+// and header limits, CORS for configured web origins, authentication (a
+// bearer token is verified once, here, and services see only the verified
+// principal), the admin role check, a token bucket per user and route
+// class, content-type checks and body limits, an access-log line and
+// Prometheus metrics. Errors, including 404, 405 and 429, are JSON. It
+// also serves /healthz, /readyz and /metrics.
 package gateway
 
 import (
@@ -15,7 +19,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,11 +65,43 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // default 10s (slowloris)
 	// ReadTimeout and WriteTimeout cover whole requests; they default to
 	// none because uploads, downloads and WebSocket upgrades are long.
-	ReadTimeout     time.Duration
-	WriteTimeout    time.Duration
-	IdleTimeout     time.Duration // keep-alive idle; default 2m
-	MaxHeaderBytes  int           // default 64 KiB
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration // keep-alive idle; default 2m
+	// MaxHeaderBytes limits the request headers (names and values): over
+	// it a request gets a JSON 431. Default 64 KiB. (net/http itself cuts
+	// off at this plus 16 KiB, with a plain-text 431.)
+	MaxHeaderBytes  int
+	MaxHeaderFields int           // header fields per request; default 100 (JSON 431 over it)
+	MaxQueryBytes   int           // raw query string; default 2 KiB (JSON 414 over it)
 	ShutdownTimeout time.Duration // graceful drain on Run's exit; default 10s
+
+	// PerIP is the token bucket of every request per client IP (IPv6: per
+	// /64), checked before authentication. Zero: 50/s, burst 100.
+	PerIP RateSpec
+	// RateLimits are the token buckets per route class (httpapi.Route.Class;
+	// "read" when empty, "admin" for admin routes), per authenticated user
+	// or, on public routes, per client IP. Classes not set here (or set to
+	// the zero RateSpec) take DefaultRateLimits; a route of a class that has
+	// no limit at all uses "read". A negative Rate means unlimited.
+	RateLimits map[string]RateSpec
+	// NoRateLimits turns every limiter off (benchmarks, load tests).
+	NoRateLimits bool
+	// RateLimitMaxKeys bounds the buckets each limiter keeps (LRU beyond
+	// it); default 10,000.
+	RateLimitMaxKeys int
+	// TrustedProxies are the CIDRs (or single IPs) of reverse proxies in
+	// front of the gateway. Only for a peer in them is X-Forwarded-For read:
+	// the client IP is then its right-most entry that is not a trusted
+	// proxy. Otherwise the client IP is the peer's address.
+	TrustedProxies []string
+	// CORSOrigins are the web origins ("https://app.example.com", exact)
+	// allowed to call the API from a browser; "*" allows any origin (then
+	// without credentials). Other origins get no CORS headers.
+	CORSOrigins []string
+	// CORSAllowCredentials sends Access-Control-Allow-Credentials. The API
+	// authenticates with bearer tokens, not cookies, so it is rarely needed.
+	CORSAllowCredentials bool
 }
 
 // Deps are the collaborators. Verifier is required.
@@ -73,6 +111,7 @@ type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Gatherer   prometheus.Gatherer   // served at /metrics; nil: no /metrics
+	Now        func() time.Time      // the rate limiters' clock; nil: time.Now
 }
 
 // Gateway is the HTTP server.
@@ -87,9 +126,16 @@ type Gateway struct {
 	handler  http.Handler
 	scheme   string
 	running  atomic.Bool
+	edge     *edge
 
-	mRequests *prometheus.CounterVec
-	mSeconds  *prometheus.HistogramVec
+	routesMu sync.RWMutex
+	mounted  map[string]struct{} // mux patterns of Mount's routes, for preflights
+	methods  []string            // the distinct methods of mounted routes
+
+	mRequests    *prometheus.CounterVec
+	mSeconds     *prometheus.HistogramVec
+	mRateLimited *prometheus.CounterVec
+	mNotModified *prometheus.CounterVec
 }
 
 // New validates cfg, binds the listener and mounts /healthz, /readyz and
@@ -117,6 +163,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if deps.Verifier == nil {
 		return nil, fmt.Errorf("%w: no token verifier", ErrConfig)
 	}
+	edge, err := newEdge(&cfg, deps.Now)
+	if err != nil {
+		return nil, err
+	}
 	scheme := "http"
 	if cfg.TLS != nil {
 		t := cfg.TLS.Clone() // never mutate the caller's config
@@ -126,6 +176,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		if t.MinVersion < tls.VersionTLS12 {
 			t.MinVersion = tls.VersionTLS12
 		}
+		// The server's ALPN preference decides: h2 first, whatever order
+		// the caller listed protocols in.
+		t.NextProtos = append([]string{"h2", "http/1.1"}, slices.DeleteFunc(slices.Clone(t.NextProtos),
+			func(p string) bool { return p == "h2" || p == "http/1.1" })...)
 		cfg.TLS = t
 		scheme = "https"
 	}
@@ -136,6 +190,8 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		ready:    deps.Ready,
 		mux:      http.NewServeMux(),
 		scheme:   scheme,
+		edge:     edge,
+		mounted:  map[string]struct{}{},
 		mRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_http_requests_total",
 			Help: "HTTP requests served, by route pattern, method and status.",
@@ -145,12 +201,20 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 			Help:    "HTTP request latency by route pattern (hijacked connections such as WebSockets are not observed).",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route"}),
+		mRateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_http_rate_limited_total",
+			Help: "HTTP requests refused with 429, by route class (\"all\" for the per-IP bucket of every request) and scope (ip or user).",
+		}, []string{"class", "scope"}),
+		mNotModified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_http_not_modified_total",
+			Help: "Conditional requests answered 304 Not Modified, by route pattern.",
+		}, []string{"route"}),
 	}
 	if g.log == nil {
 		g.log = slog.Default()
 	}
 	if r := deps.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{g.mRequests, g.mSeconds} {
+		for _, c := range []prometheus.Collector{g.mRequests, g.mSeconds, g.mRateLimited, g.mNotModified} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("gateway: registering metrics: %w", err)
 			}
@@ -173,14 +237,18 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: listening on %s: %w", cfg.Addr, err)
 	}
 	g.ln = ln
+	var protocols http.Protocols // HTTP/2 is negotiated by ALPN on TLS only
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
 	g.srv = &http.Server{
+		Protocols:         &protocols,
 		Handler:           g.handler,
 		TLSConfig:         cfg.TLS,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.WriteTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes + headerBytesBackstop, // our own check answers in JSON first
 		// net/http's own complaints (TLS handshake failures from scanners,
 		// ...) are noise at Info level.
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
@@ -189,7 +257,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 }
 
 // Mount registers service routes as "METHOD /pattern" on the ServeMux,
-// each wrapped with authentication (unless Public) and its body limit.
+// each wrapped with authentication (unless Public), the admin check (when
+// Admin), its class's rate limit, the JSON content-type check (unless of
+// class "upload") and its body limit. A class with no configured limit
+// is limited as "read" (and logged).
 // A malformed route or a pattern conflict is a programming error and
 // panics, as http.ServeMux does; nothing of a bad batch is mounted when a
 // route fails validation.
@@ -200,7 +271,27 @@ func (g *Gateway) Mount(routes ...httpapi.Route) {
 		}
 	}
 	for _, rt := range routes {
-		g.mux.Handle(rt.Method+" "+rt.Pattern, g.routeHandler(rt))
+		class := rt.Class
+		if class == "" {
+			class = httpapi.ClassRead
+			if rt.Admin {
+				class = httpapi.ClassAdmin
+			}
+		}
+		lim, ok := g.edge.classLimits[class]
+		if !ok {
+			g.log.Warn("gateway: route class has no rate limit; using read's", "method", rt.Method,
+				"pattern", rt.Pattern, "class", class)
+			class, lim = httpapi.ClassRead, g.edge.classLimits[httpapi.ClassRead]
+		}
+		pattern := rt.Method + " " + rt.Pattern
+		g.mux.Handle(pattern, g.routeHandler(rt, class, lim))
+		g.routesMu.Lock()
+		g.mounted[pattern] = struct{}{}
+		if !slices.Contains(g.methods, rt.Method) {
+			g.methods = append(g.methods, rt.Method)
+		}
+		g.routesMu.Unlock()
 	}
 }
 
@@ -214,6 +305,8 @@ func validRoute(rt httpapi.Route) error {
 		return fmt.Errorf("%s %q: pattern must start with /", rt.Method, rt.Pattern)
 	case rt.MaxBody < 0:
 		return fmt.Errorf("%s %s: negative MaxBody", rt.Method, rt.Pattern)
+	case rt.Admin && rt.Public:
+		return fmt.Errorf("%s %s: an admin route cannot be public", rt.Method, rt.Pattern)
 	}
 	return nil
 }

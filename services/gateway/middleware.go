@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -30,6 +32,7 @@ const maxRequestIDLen = 128
 type reqInfo struct {
 	id   string
 	user string
+	ip   netip.Addr          // the client's address (see Config.TrustedProxies)
 	raw  http.ResponseWriter // the server's own writer, for http.MaxBytesReader
 }
 
@@ -44,9 +47,28 @@ func RequestID(ctx context.Context) string {
 	return ""
 }
 
-// serveHTTP is the outer middleware: request ID, recovery, route lookup
-// with JSON 404/405, access log and metrics. Authentication and body
-// limits are per route (routeHandler) because they depend on the route.
+func addrString(a netip.Addr) string {
+	if a.IsValid() {
+		return a.String()
+	}
+	return ""
+}
+
+// ClientIP returns the client address the gateway determined for the
+// request (the peer, or the X-Forwarded-For entry of a trusted proxy's
+// client), e.g. for a service's own per-IP limits; "" outside the gateway.
+func ClientIP(ctx context.Context) string {
+	if info, ok := ctx.Value(infoKey{}).(*reqInfo); ok {
+		return addrString(info.ip)
+	}
+	return ""
+}
+
+// serveHTTP is the outer middleware: request ID, recovery, the per-IP
+// rate limit, request-line and header limits, CORS (preflights are
+// answered here), route lookup with JSON 404/405, access log and metrics.
+// Authentication, the class rate limit, content-type and body limits are
+// per route (routeHandler) because they depend on the route.
 func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := r.Header.Get(HeaderRequestID)
@@ -55,19 +77,12 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Header.Set(HeaderRequestID, id)
 	w.Header().Set(HeaderRequestID, id)
-	info := &reqInfo{id: id, raw: w}
+	info := &reqInfo{id: id, ip: g.edge.clientIP(r), raw: w}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	sw := &statusWriter{ResponseWriter: w}
 
 	h, pattern := g.mux.Handler(r)
 	route := routeLabel(pattern)
-	if pattern == "" {
-		// No route: the mux's handler answers 404, 405 (with Allow) or a
-		// path-cleaning redirect; turn its plain-text errors into JSON.
-		h = jsonErrors(h)
-	} else {
-		h = g.mux // serve through the mux so r.PathValue works
-	}
 
 	defer func() {
 		v := recover()
@@ -91,42 +106,85 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
+
+	// CORS headers first, so that a browser can read even a 429.
+	g.edge.corsHeaders(sw.Header(), r.Header.Get("Origin"))
+	if ok, retry := g.edge.perIP.Allow(ipKey(info.ip)); !ok {
+		g.rateLimited(sw, "all", "ip", retry, "too many requests from your address")
+		return
+	}
+	if err := g.checkRequest(r); err != nil {
+		httpapi.WriteError(sw, err)
+		return
+	}
+	if isPreflight(r) {
+		route = g.preflight(sw, r)
+		return
+	}
+	if pattern == "" {
+		// No route: the mux's handler answers 404, 405 (with Allow) or a
+		// path-cleaning redirect; turn its plain-text errors into JSON.
+		h = jsonErrors(h)
+	} else {
+		h = g.mux // serve through the mux so r.PathValue works
+	}
 	h.ServeHTTP(sw, r)
 }
 
-// routeHandler wraps a service route: authentication, then the body limit.
-func (g *Gateway) routeHandler(rt httpapi.Route) http.Handler {
+// routeHandler wraps a service route: authentication, the class rate
+// limit (per user; per client IP on public routes), the admin check, the
+// content type and the body limit.
+func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Limiter) http.Handler {
 	maxBody := rt.MaxBody
 	if maxBody == 0 {
 		maxBody = httpapi.DefaultMaxBody
 	}
+	checkType := class != httpapi.ClassUpload
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		info, _ := r.Context().Value(infoKey{}).(*reqInfo)
+		if info == nil { // served by a mux outside serveHTTP: keep the invariants below simple
+			info = &reqInfo{raw: w}
+		}
+		var p httpapi.Principal
 		if !rt.Public {
-			p, err := g.authenticate(r)
-			if err != nil {
+			var err error
+			if p, err = g.authenticate(r); err != nil {
 				writeAuthError(w, err)
 				return
 			}
-			if info != nil {
-				info.user = p.UserID
-			}
+			info.user = p.UserID
 			r = r.WithContext(httpapi.WithPrincipal(r.Context(), p))
 		}
 		// Services see the verified principal, never the raw token.
 		r.Header.Del("Authorization")
+
+		key, scope := "u/"+p.UserID, "user"
+		if rt.Public {
+			key, scope = ipKey(info.ip), "ip"
+		}
+		if ok, retry := lim.Allow(key); !ok {
+			g.rateLimited(w, class, scope, retry, "too many "+class+" requests")
+			return
+		}
+		if rt.Admin && !p.Admin {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "this endpoint is for admins"))
+			return
+		}
 
 		if r.ContentLength > maxBody {
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge,
 				"request body of %d bytes is over the %d byte limit", r.ContentLength, maxBody))
 			return
 		}
+		if checkType && hasBody(r) && !isJSON(r.Header.Get("Content-Type")) {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnsupportedMediaType, httpapi.CodeUnsupported,
+				"content type must be application/json"))
+			return
+		}
 		if r.Body != nil && r.Body != http.NoBody {
-			raw := w
-			if info != nil {
-				raw = info.raw // lets net/http close the connection after an oversized body
-			}
-			r.Body = http.MaxBytesReader(raw, r.Body, maxBody)
+			// The server's own writer lets net/http close the connection
+			// after an oversized body.
+			r.Body = http.MaxBytesReader(info.raw, r.Body, maxBody)
 		}
 		rt.Handler(w, r)
 	})
@@ -195,6 +253,9 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 	if !sw.hijacked { // a WebSocket's lifetime is not a latency
 		g.mSeconds.WithLabelValues(route).Observe(elapsed.Seconds())
 	}
+	if status == http.StatusNotModified {
+		g.mNotModified.WithLabelValues(route).Inc()
+	}
 
 	level := slog.LevelInfo
 	switch {
@@ -213,6 +274,7 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 		slog.String("request_id", info.id),
 		slog.Int64("bytes", sw.bytes),
 		slog.String("remote", r.RemoteAddr),
+		slog.String("client_ip", addrString(info.ip)),
 	)
 }
 

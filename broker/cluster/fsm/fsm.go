@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -48,6 +49,13 @@ func (p Position) Seq() uint64 { return p.Index<<16 | uint64(p.Sub) }
 // command's result (for example a conflict), not a failure of the entry:
 // a handler that returns an error must not have written anything.
 type Handler func(tx *badger.Txn, at Position, payload []byte) (any, error)
+
+// AfterCommitter may be implemented by a handler's returned value: the FSM
+// calls AfterCommit once the entry's transaction is committed, on every
+// node. Owners use it to invalidate caches and to tell local components
+// (the broker dropping a removed member's subscriptions) about a change
+// that is now visible to readers.
+type AfterCommitter interface{ AfterCommit() }
 
 // Result is the outcome of one command of an entry.
 type Result struct {
@@ -162,7 +170,8 @@ func DecodeBatch(b []byte) ([]Command, error) {
 		return nil, fmt.Errorf("%w: bad count", ErrBadEntry)
 	}
 	b = b[k:]
-	cmds := make([]Command, 0, n)
+	// Each command takes at least two bytes; don't trust the count for the allocation.
+	cmds := make([]Command, 0, min(n, uint64(len(b)/2)))
 	for i := uint64(0); i < n; i++ {
 		if len(b) < 1 {
 			return nil, fmt.Errorf("%w: truncated", ErrBadEntry)
@@ -237,6 +246,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 		// must stop rather than diverge from the log.
 		panic(fmt.Sprintf("fsm: commit entry %d: %v", l.Index, err))
 	}
+	for _, r := range results {
+		if ac, ok := r.Value.(AfterCommitter); ok && r.Err == nil {
+			ac.AfterCommit()
+		}
+	}
 	return results
 }
 
@@ -305,18 +319,26 @@ func writeSnapshot(tx *badger.Txn, w io.Writer) error {
 
 // Restore replaces the replicated state with a snapshot's, unless the
 // local state already includes it (a restart with the data dir intact).
+// The snapshot is staged in a temporary file and checked completely before
+// the current state is dropped, so a truncated snapshot changes nothing.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	r := newByteReader(rc)
-	magic := make([]byte, len(snapMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapMagic {
-		return fmt.Errorf("%w: bad snapshot header", ErrBadEntry)
+	tmp, err := os.CreateTemp("", "edgechat-snapshot-*")
+	if err != nil {
+		return fmt.Errorf("fsm: staging snapshot: %w", err)
 	}
-	var ib [8]byte
-	if _, err := io.ReadFull(r, ib[:]); err != nil {
-		return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+	defer func() { _ = tmp.Close(); _ = os.Remove(tmp.Name()) }()
+	if _, err := io.Copy(tmp, rc); err != nil {
+		return fmt.Errorf("fsm: staging snapshot: %w", err)
 	}
-	snapApplied := binary.BigEndian.Uint64(ib[:])
+	// First pass: validate only.
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	snapApplied, err := readSnapshot(newByteReader(tmp), nil)
+	if err != nil {
+		return err
+	}
 	local, err := f.AppliedIndex()
 	if err != nil {
 		return err
@@ -325,34 +347,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Info("local state already includes the snapshot; keeping it", "local", local, "snapshot", snapApplied)
 		return nil
 	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
 	if err := f.db.DropPrefix(Prefix); err != nil {
 		return fmt.Errorf("fsm: drop state: %w", err)
 	}
 	wb := f.db.NewWriteBatch()
 	defer wb.Cancel()
-	for {
-		kl, err := binary.ReadUvarint(r)
-		if err != nil {
-			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
-		}
-		if kl == 0 {
-			break
-		}
-		key := make([]byte, kl)
-		if _, err := io.ReadFull(r, key); err != nil {
-			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
-		}
-		vl, err := binary.ReadUvarint(r)
-		if err != nil || vl > 1<<30 {
-			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
-		}
-		val := make([]byte, vl)
-		if _, err := io.ReadFull(r, val); err != nil {
-			return fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
-		}
-		if err := wb.Set(key, val); err != nil {
-			return err
-		}
+	if _, err := readSnapshot(newByteReader(tmp), wb.Set); err != nil {
+		return err
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("fsm: load snapshot: %w", err)
@@ -364,4 +368,45 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		fn()
 	}
 	return nil
+}
+
+// readSnapshot parses a snapshot, calling set for every key when not nil,
+// and returns the applied index it was taken at.
+func readSnapshot(r byteReader, set func(k, v []byte) error) (uint64, error) {
+	truncated := fmt.Errorf("%w: truncated snapshot", ErrBadEntry)
+	magic := make([]byte, len(snapMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != snapMagic {
+		return 0, fmt.Errorf("%w: bad snapshot header", ErrBadEntry)
+	}
+	var ib [8]byte
+	if _, err := io.ReadFull(r, ib[:]); err != nil {
+		return 0, truncated
+	}
+	applied := binary.BigEndian.Uint64(ib[:])
+	for {
+		kl, err := binary.ReadUvarint(r)
+		if err != nil || kl > 1<<16 {
+			return 0, truncated
+		}
+		if kl == 0 {
+			return applied, nil
+		}
+		key := make([]byte, kl)
+		if _, err := io.ReadFull(r, key); err != nil {
+			return 0, truncated
+		}
+		vl, err := binary.ReadUvarint(r)
+		if err != nil || vl > 1<<30 {
+			return 0, truncated
+		}
+		val := make([]byte, vl)
+		if _, err := io.ReadFull(r, val); err != nil {
+			return 0, truncated
+		}
+		if set != nil {
+			if err := set(key, val); err != nil {
+				return 0, err
+			}
+		}
+	}
 }
