@@ -41,6 +41,21 @@ func (c *v5Client) received(topic string) []*paho.Publish {
 
 // connectV5 connects a paho v5 client; it returns the CONNACK reason code
 // and a client (nil when refused).
+func connectV5ForBench(b *testing.B, addr, clientID, user, token string) (*paho.Client, byte) {
+	conn, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp://"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn})
+	ca, err := c.Connect(context.Background(), &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true,
+		Password: []byte(token), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	if err != nil || ca.ReasonCode != 0 {
+		return nil, 0xff
+	}
+	b.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c, 0
+}
+
 func connectV5(t *testing.T, addr, clientID, user, token string) (*v5Client, byte) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp://"))

@@ -15,7 +15,7 @@ type Principal struct {
 var (
 	ErrForbidden   = errors.New("not authorized")                       // MQTT 0x87, HTTP 403
 	ErrNotFound    = errors.New("not found")                            // MQTT 0x90 for a topic naming no one, HTTP 404
-	ErrUnavailable = errors.New("cannot commit now (no leader/quorum)") // MQTT 0x88 server unavailable, HTTP 503
+	ErrUnavailable = errors.New("cannot commit now (no leader/quorum)") // MQTT PUBACK 0x83 "server unavailable: ...", HTTP 503
 	ErrQuota       = errors.New("quota exceeded")                       // MQTT 0x97, HTTP 429
 	ErrInvalid     = errors.New("invalid")                              // MQTT 0x99 payload format invalid, HTTP 400
 	ErrBadToken    = errors.New("invalid or expired token")             // MQTT 0x86/0x87 at CONNECT, HTTP 401

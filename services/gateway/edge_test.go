@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,7 +98,7 @@ func want429(t *testing.T, w *httptest.ResponseRecorder, retryAfter string) {
 }
 
 func ok200(w http.ResponseWriter, r *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"ip": ClientIP(r.Context())})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"ip": ClientIP(r.Context()), "remote": r.RemoteAddr})
 }
 
 func TestAdminRoutes(t *testing.T) {
@@ -258,8 +260,23 @@ func TestClientIPAndTrustedProxies(t *testing.T) {
 		{"IPv6 proxy, mapped IPv4 client", "[2001:db8:ffff::1]:443", []string{"::ffff:203.0.113.10"}, "203.0.113.10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ipOf(xff(tc.peer, tc.xff...)); got != tc.want {
+			w := xff(tc.peer, tc.xff...)
+			if got := ipOf(w); got != tc.want {
 				t.Fatalf("client IP %q, want %q", got, tc.want)
+			}
+			// Handlers see the client as RemoteAddr; the log keeps the peer.
+			var v map[string]string
+			_ = json.Unmarshal(w.Body.Bytes(), &v)
+			wantRemote := tc.peer
+			if tc.want != tc.peer[:strings.LastIndexByte(tc.peer, ':')] {
+				wantRemote = net.JoinHostPort(tc.want, "0")
+			}
+			if v["remote"] != wantRemote {
+				t.Fatalf("handler RemoteAddr %q, want %q", v["remote"], wantRemote)
+			}
+			lines := e.logs.lines(t, "http request")
+			if l := lines[len(lines)-1]; l["remote"] != tc.peer || l["client_ip"] != tc.want {
+				t.Fatalf("access log remote %v client_ip %v", l["remote"], l["client_ip"])
 			}
 		})
 	}
@@ -587,4 +604,31 @@ func TestRateLimitOverTheWire(t *testing.T) {
 	if fmt.Sprint(statuses) != "[200 200 200 429 200]" {
 		t.Fatalf("logged statuses %v", statuses)
 	}
+}
+
+// FuzzClientIP: any X-Forwarded-For parses without panicking, and the
+// answer is the peer or an address that appears in the header.
+func FuzzClientIP(f *testing.F) {
+	for _, s := range []string{"203.0.113.7, 10.2.2.2", "", ",,", "::1, [::2]:80", "a, b, 10.0.0.1", "1.2.3.4:5"} {
+		f.Add(s)
+	}
+	e, err := newEdge(&Config{TrustedProxies: []string{"10.0.0.0/8"}}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, xff string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = "10.1.1.1:1"
+		r.Header.Set("X-Forwarded-For", xff)
+		got := e.clientIP(r)
+		if got == netip.MustParseAddr("10.1.1.1") {
+			return
+		}
+		for _, hop := range strings.Split(xff, ",") {
+			if a, ok := parseAddr(strings.TrimSpace(hop)); ok && a == got {
+				return
+			}
+		}
+		t.Fatalf("client %s is neither the peer nor a hop of X-Forwarded-For %q", got, xff)
+	})
 }

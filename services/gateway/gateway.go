@@ -312,10 +312,12 @@ func validRoute(rt httpapi.Route) error {
 }
 
 // Handle registers a raw handler (any ServeMux pattern, e.g. "/mqtt" for
-// MQTT over WebSocket). It gets request IDs, recovery, logging and
-// metrics but no authentication and no body limit: the handler owns
-// those (MQTT authenticates at CONNECT). The response writer supports
-// http.Hijacker and http.ResponseController, so WebSocket upgrades work.
+// MQTT over WebSocket). It gets request IDs, recovery, the per-IP rate
+// limit, the query and header limits, CORS headers, logging and metrics,
+// but no authentication, class rate limit, content-type check or body
+// limit: the handler owns those (MQTT authenticates at CONNECT). The
+// response writer supports http.Hijacker and http.ResponseController, so
+// WebSocket upgrades work.
 func (g *Gateway) Handle(pattern string, h http.Handler) {
 	if h == nil {
 		panic("gateway: Handle " + pattern + ": nil handler")

@@ -649,9 +649,10 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 
 func TestTLSWithHTTP2(t *testing.T) {
 	cert, pool := selfSigned(t)
-	callerCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10}
+	// A caller's config that prefers HTTP/1.1 still gets HTTP/2 first.
+	callerCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10, NextProtos: []string{"http/1.1"}}
 	e := newEnv(t, Config{TLS: callerCfg})
-	if callerCfg.MinVersion != tls.VersionTLS10 {
+	if callerCfg.MinVersion != tls.VersionTLS10 || len(callerCfg.NextProtos) != 1 {
 		t.Fatal("New modified the caller's tls.Config")
 	}
 	if !strings.HasPrefix(e.g.URL(), "https://127.0.0.1:") {
@@ -685,9 +686,13 @@ func TestTLSWithHTTP2(t *testing.T) {
 		old.Close()
 		t.Fatal("TLS 1.1 handshake succeeded")
 	}
-	c12, err := tls.DialWithDialer(dialer, "tcp", e.g.Addr(), &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12})
+	c12, err := tls.DialWithDialer(dialer, "tcp", e.g.Addr(), &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1", "h2"}})
 	if err != nil {
 		t.Fatalf("TLS 1.2: %v", err)
+	}
+	if st := c12.ConnectionState(); st.Version != tls.VersionTLS12 || st.NegotiatedProtocol != "h2" {
+		t.Fatalf("TLS 1.2 connection: version %x ALPN %q", st.Version, st.NegotiatedProtocol)
 	}
 	c12.Close()
 	// Plain HTTP on the TLS port gets no API.

@@ -33,6 +33,7 @@ type reqInfo struct {
 	id   string
 	user string
 	ip   netip.Addr          // the client's address (see Config.TrustedProxies)
+	peer string              // the connection's RemoteAddr
 	raw  http.ResponseWriter // the server's own writer, for http.MaxBytesReader
 }
 
@@ -77,8 +78,13 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Header.Set(HeaderRequestID, id)
 	w.Header().Set(HeaderRequestID, id)
-	info := &reqInfo{id: id, ip: g.edge.clientIP(r), raw: w}
+	info := &reqInfo{id: id, ip: g.edge.clientIP(r), peer: r.RemoteAddr, raw: w}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	if peer, _ := parseAddr(r.RemoteAddr); info.ip.IsValid() && info.ip != peer {
+		// Behind a trusted proxy, handlers see the client as RemoteAddr
+		// (e.g. the auth service's per-IP login limits); the port is unknown.
+		r.RemoteAddr = net.JoinHostPort(info.ip.String(), "0")
+	}
 	sw := &statusWriter{ResponseWriter: w}
 
 	h, pattern := g.mux.Handler(r)
@@ -273,7 +279,7 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 		slog.String("user", info.user),
 		slog.String("request_id", info.id),
 		slog.Int64("bytes", sw.bytes),
-		slog.String("remote", r.RemoteAddr),
+		slog.String("remote", info.peer),
 		slog.String("client_ip", addrString(info.ip)),
 	)
 }

@@ -17,6 +17,16 @@ import (
 const (
 	CodeInvalidDisplayName = "invalid_display_name"
 	CodeInvalidAbout       = "invalid_about"
+	CodeInvalidQuery       = "invalid_query"
+	CodeSelf               = "self_not_allowed"
+	CodeInvalidGroupName   = "invalid_group_name"
+	CodeInvalidDescription = "invalid_description"
+	CodeInvalidAvatar      = "invalid_avatar"
+	CodeInvalidRole        = "invalid_role"
+	CodeUnknownUsers       = "unknown_users"
+	CodeNotMember          = "not_a_member"
+	CodeOwnerMustTransfer  = "owner_must_transfer"
+	CodeGroupFull          = "group_full"
 )
 
 const maxPatchBody = 4 << 10
@@ -36,19 +46,52 @@ func decodePatch(body []byte) (patchRequest, error) {
 
 // Routes are the service's HTTP endpoints; all need a principal.
 func (s *Service) Routes() []httpapi.Route {
-	return []httpapi.Route{
+	routes := []httpapi.Route{
 		{Method: http.MethodGet, Pattern: "/user/me", Handler: s.handleGetMe, Class: "read"},
 		{Method: http.MethodPatch, Pattern: "/user/me", Handler: s.handlePatchMe, Class: "write", MaxBody: maxPatchBody},
 		{Method: http.MethodGet, Pattern: "/user/{uid}", Handler: s.handleGetUser, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/user/search", Handler: s.handleSearch, Class: "read"},
 	}
+	routes = append(routes, s.relationRoutes()...)
+	return append(routes, s.groupRoutes()...)
 }
 
 func httpError(err error) error {
+	var rule *RuleError
+	var unknown *UnknownUsersError
 	switch {
+	case errors.As(err, &rule):
+		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%s", rule.Rule)
+	case errors.As(err, &unknown):
+		return httpapi.Errorf(http.StatusBadRequest, CodeUnknownUsers, "%s", unknown.Error())
 	case errors.Is(err, ErrInvalidDisplayName):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidDisplayName, "%v", err)
 	case errors.Is(err, ErrInvalidAbout):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidAbout, "%v", err)
+	case errors.Is(err, ErrInvalidQuery):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidQuery, "%v", err)
+	case errors.Is(err, ErrSelf):
+		return httpapi.Errorf(http.StatusBadRequest, CodeSelf, "you cannot do that to yourself")
+	case errors.Is(err, ErrInvalidGroupName):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidGroupName, "%v", err)
+	case errors.Is(err, ErrInvalidDescription):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidDescription, "%v", err)
+	case errors.Is(err, ErrInvalidAvatar):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidAvatar, "%v", err)
+	case errors.Is(err, ErrInvalidRole):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidRole, "%v", err)
+	case errors.Is(err, ErrOwnerMustTransfer):
+		return httpapi.Errorf(http.StatusConflict, CodeOwnerMustTransfer, "the owner must transfer ownership before leaving")
+	case errors.Is(err, ErrGroupFull):
+		return httpapi.Errorf(http.StatusConflict, CodeGroupFull, "%v", err)
+	case errors.Is(err, ErrGroupExists):
+		return httpapi.Errorf(http.StatusConflict, httpapi.CodeConflict, "group ID taken; retry")
+	case errors.Is(err, ErrNotMember):
+		return httpapi.Errorf(http.StatusNotFound, CodeNotMember, "%v", err)
+	case errors.Is(err, ErrNoGroup):
+		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such group")
+	case errors.Is(err, errBadCommand):
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%v", err)
 	case errors.Is(err, wire.ErrNotFound), errors.Is(err, ErrInvalidUserID):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user")
 	case errors.Is(err, wire.ErrUnavailable):

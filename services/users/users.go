@@ -1,7 +1,19 @@
-// Package users owns edgechat user profiles (display name, about text).
-// Profiles are replicated state: changes go through the Raft log
-// (Proposer) and are applied by this package's FSM handler under the key
-// prefix "r/user/"; reads go straight to the local Badger database.
+// Package users owns edgechat's user profiles, the social graph
+// (contacts, blocks) and groups with owner/admin/member roles. All of it
+// is replicated state: changes go through the Raft log (Proposer) and are
+// applied by this package's FSM handlers under the key prefix "r/user/";
+// reads come from the local Badger database through small in-process
+// caches that the handlers invalidate after their entry is committed.
+//
+// Keys under r/user/:
+//
+//	p/{uid}                 profile JSON
+//	n/{lower(name)}\x00{uid} display-name search index (empty value)
+//	c/{owner}/{uid}         owner has uid in their contacts (value: added-at)
+//	b/{blocker}/{uid}       blocker blocked uid (value: blocked-at)
+//	g/{gid}                 group JSON (name, avatar, owner, member count)
+//	gm/{gid}/{uid}          uid's role in gid
+//	ug/{uid}/{gid}          the same role, indexed by user
 package users
 
 import (
@@ -11,11 +23,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -32,6 +46,11 @@ type Registrar interface {
 	Register(t byte, h fsm.Handler)
 }
 
+// auth creates profiles through this method set.
+var _ interface {
+	CreateProfile(ctx context.Context, uid, displayName string) error
+} = (*Service)(nil)
+
 // Limits of profile fields, in characters.
 const (
 	MaxDisplayName = 64
@@ -46,7 +65,14 @@ var (
 	errBadCommand         = errors.New("users: malformed command")
 )
 
-const prefixProfile = "r/user/p/" // + uid → Profile
+const (
+	prefixProfile = "r/user/p/" // + uid → Profile
+	prefixName    = "r/user/n/" // + lower(displayName) + "\x00" + uid → ""
+)
+
+func nameKey(displayName, uid string) []byte {
+	return []byte(prefixName + strings.ToLower(displayName) + "\x00" + uid)
+}
 
 // Profile is a user's public profile.
 type Profile struct {
@@ -57,24 +83,55 @@ type Profile struct {
 	UpdatedAt   time.Time `json:"updatedAt"`
 }
 
+// Publisher publishes server messages into the broker (implemented by
+// *broker.Broker); the service uses it for user/{uid}/events.
+type Publisher interface {
+	Publish(o wire.Outbound) error
+}
+
+// Defaults of the configurable limits.
+const (
+	DefaultMaxGroupMembers = 10000
+	DefaultCacheEntries    = 10000
+)
+
 // Deps are what the service needs from the node.
 type Deps struct {
 	DB       *badger.DB
 	Proposer Proposer
 	FSM      Registrar
-	Logger   *slog.Logger     // nil: slog.Default()
-	Now      func() time.Time // nil: time.Now
+	// Publisher receives group events for user/{uid}/events; nil: no events.
+	Publisher Publisher
+	// Registerer gets edgechat_cache_requests_total; nil: not registered.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger     // nil: slog.Default()
+	Now        func() time.Time // nil: time.Now
+	// MaxGroupMembers caps a group's size; 0: DefaultMaxGroupMembers.
+	MaxGroupMembers int
+	// CacheEntries sizes each in-process cache; 0: DefaultCacheEntries.
+	CacheEntries int
 }
 
 // Service is the users service of one node.
 type Service struct {
-	db       *badger.DB
-	proposer Proposer
-	log      *slog.Logger
-	now      func() time.Time
+	db         *badger.DB
+	proposer   Proposer
+	pub        Publisher
+	log        *slog.Logger
+	now        func() time.Time
+	maxMembers int
+	cache      *caches
+	events     *eventQueue
+
+	mu        sync.RWMutex
+	onRemoved []func(gid, uid string)
 }
 
-// New registers the FSM handler.
+// restorer is implemented by *fsm.FSM: caches must be dropped when a
+// snapshot replaces the state under them.
+type restorer interface{ OnRestore(fn func()) }
+
+// New registers the FSM handlers.
 func New(deps Deps) (*Service, error) {
 	if deps.DB == nil || deps.Proposer == nil || deps.FSM == nil {
 		return nil, errors.New("users: Deps.DB, Deps.Proposer and Deps.FSM are required")
@@ -85,8 +142,29 @@ func New(deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	s := &Service{db: deps.DB, proposer: deps.Proposer, log: deps.Logger.With("service", "users"), now: deps.Now}
-	deps.FSM.Register(wire.CmdProfilePut, applyProfilePut)
+	if deps.MaxGroupMembers <= 0 {
+		deps.MaxGroupMembers = DefaultMaxGroupMembers
+	}
+	if deps.CacheEntries <= 0 {
+		deps.CacheEntries = DefaultCacheEntries
+	}
+	s := &Service{
+		db: deps.DB, proposer: deps.Proposer, pub: deps.Publisher,
+		log: deps.Logger.With("service", "users"), now: deps.Now,
+		maxMembers: deps.MaxGroupMembers,
+		cache:      newCaches(deps.CacheEntries, cacheCounter(deps.Registerer)),
+	}
+	s.events = newEventQueue(s.pub, s.log)
+	deps.FSM.Register(wire.CmdProfilePut, s.applyProfilePut)
+	deps.FSM.Register(wire.CmdContact, s.applyContact)
+	deps.FSM.Register(wire.CmdBlock, s.applyBlock)
+	deps.FSM.Register(wire.CmdGroupCreate, s.applyGroupCreate)
+	deps.FSM.Register(wire.CmdGroupUpdate, s.applyGroupUpdate)
+	deps.FSM.Register(wire.CmdGroupMember, s.applyGroupMember)
+	deps.FSM.Register(wire.CmdGroupOwner, s.applyGroupOwner)
+	if r, ok := deps.FSM.(restorer); ok {
+		r.OnRestore(s.cache.purge)
+	}
 	return s, nil
 }
 
@@ -102,7 +180,7 @@ type profilePutCmd struct {
 	At          time.Time `json:"at"`
 }
 
-func applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c profilePutCmd
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
@@ -144,8 +222,18 @@ func applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 	case !found:
 		p = Profile{UserID: c.UID, DisplayName: c.UID, CreatedAt: c.At}
 	}
+	oldName := p.DisplayName
 	if c.DisplayName != nil {
 		p.DisplayName, _ = normalizeDisplayName(*c.DisplayName)
+	}
+	// The search index follows the display name in the same transaction.
+	if found && oldName != p.DisplayName {
+		if err := tx.Delete(nameKey(oldName, c.UID)); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Set(nameKey(p.DisplayName, c.UID), nil); err != nil {
+		return nil, err
 	}
 	if c.About != nil {
 		p.About = *c.About
@@ -158,7 +246,7 @@ func applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 	if err := tx.Set(key, b); err != nil {
 		return nil, err
 	}
-	return p, nil
+	return &applied{s: s, value: p, inv: invalidation{profiles: []string{c.UID}}}, nil
 }
 
 // normalizeDisplayName trims surrounding spaces and checks 1-64 printable
@@ -200,7 +288,7 @@ func (s *Service) put(ctx context.Context, c profilePutCmd) (Profile, error) {
 	if err != nil {
 		return Profile{}, err
 	}
-	if p, ok := v.(Profile); ok {
+	if p, ok := unwrap(v).(Profile); ok {
 		return p, nil
 	}
 	// The value did not survive the trip (a forwarded proposal): read back.
@@ -251,11 +339,16 @@ func (s *Service) Update(ctx context.Context, uid string, displayName, about *st
 	return p, nil
 }
 
-// Profile reads uid's profile; a missing one is wire.ErrNotFound.
+// Profile reads uid's profile (through the cache); a missing one is
+// wire.ErrNotFound.
 func (s *Service) Profile(uid string) (Profile, error) {
 	if wire.ValidUserID(uid) != nil {
 		return Profile{}, fmt.Errorf("%w: %q", wire.ErrNotFound, uid)
 	}
+	return cached(s.cache.profiles, uid, func() (Profile, error) { return s.readProfile(uid) })
+}
+
+func (s *Service) readProfile(uid string) (Profile, error) {
 	var p Profile
 	err := s.db.View(func(tx *badger.Txn) error {
 		it, err := tx.Get([]byte(prefixProfile + uid))

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -36,5 +37,63 @@ func TestAfterCommitRunsOnceTheWriteIsVisible(t *testing.T) {
 	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch([]Command{{Type: 0x70}, {Type: 0x71}})})
 	if len(seen) != 1 || !seen[0] {
 		t.Fatalf("AfterCommit calls %v, want one call that sees the write", seen)
+	}
+}
+
+// A handler that fills the transaction half way must not leave half of
+// its writes behind; the commands before it keep theirs.
+func TestTxnTooBigKeepsNoPartialWrites(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).WithMemTableSize(16 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := New(db, nil)
+	small := func(tx *badger.Txn, at Position, p []byte) (any, error) {
+		return nil, tx.Set([]byte("r/small/"+string(p)), p)
+	}
+	// huge writes keys until badger says the txn is full, unless the
+	// transaction is fresh enough to hold them all (n keys).
+	huge := func(tx *badger.Txn, at Position, p []byte) (any, error) {
+		val := make([]byte, 1024)
+		for i := 0; i < 1500; i++ {
+			if err := tx.Set([]byte(fmt.Sprintf("r/huge/%05d", i)), val); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
+	f.Register(0x72, small)
+	f.Register(0x73, huge)
+	cmds := []Command{{Type: 0x72, Payload: []byte("a")}}
+	for i := 0; i < 3; i++ {
+		cmds = append(cmds, Command{Type: 0x73})
+	}
+	cmds = append(cmds, Command{Type: 0x72, Payload: []byte("b")})
+	res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch(cmds)}).([]Result)
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("command %d: %v", i, r.Err)
+		}
+	}
+	count := func(prefix string) int {
+		n := 0
+		_ = db.View(func(tx *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.Prefix = []byte(prefix)
+			it := tx.NewIterator(opts)
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	if count("r/small/") != 2 || count("r/huge/") != 1500 {
+		t.Fatalf("small %d huge %d", count("r/small/"), count("r/huge/"))
+	}
+	if idx, _ := f.AppliedIndex(); idx != 1 {
+		t.Fatalf("applied %d", idx)
 	}
 }

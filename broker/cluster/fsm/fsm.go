@@ -217,24 +217,48 @@ func (f *FSM) Apply(l *raft.Log) any {
 		}
 		return results
 	}
-	for i, c := range cmds {
+	// start is the first command whose writes are only in tx (earlier
+	// ones are committed). A handler that fills the transaction
+	// (ErrTxnTooBig) may have written part of its effects: tx is thrown
+	// away, the commands before it are redone and committed alone, and the
+	// command is retried in a fresh transaction. Handlers are
+	// deterministic, so redoing gives the same results.
+	start := 0
+	for i := 0; i < len(cmds); {
+		c := cmds[i]
 		h := f.handlers[c.Type]
 		if h == nil {
 			f.log.Warn("skipping unknown command type", "type", c.Type, "index", l.Index)
 			results[i].Err = fmt.Errorf("%w %#x", ErrUnknownCommand, c.Type)
+			i++
 			continue
 		}
-		pos := Position{Index: l.Index, Sub: uint16(i)}
-		v, herr := h(tx, pos, c.Payload)
-		if errors.Is(herr, badger.ErrTxnTooBig) {
-			// Commit what we have and give the command a fresh transaction.
-			if err := tx.Commit(); err != nil {
-				panic(fmt.Sprintf("fsm: commit: %v", err))
-			}
-			tx = f.db.NewTransaction(true)
-			v, herr = h(tx, pos, c.Payload)
+		v, herr := h(tx, Position{Index: l.Index, Sub: uint16(i)}, c.Payload)
+		if !errors.Is(herr, badger.ErrTxnTooBig) {
+			results[i] = Result{Value: v, Err: herr}
+			i++
+			continue
 		}
-		results[i] = Result{Value: v, Err: herr}
+		tx.Discard()
+		tx = f.db.NewTransaction(true)
+		if i == start {
+			// Too big even alone: refuse it, nothing of it is kept.
+			results[i] = Result{Err: fmt.Errorf("%w: command too large for one transaction", ErrBadEntry)}
+			i++
+			start = i
+			continue
+		}
+		for j := start; j < i; j++ {
+			if h := f.handlers[cmds[j].Type]; h != nil {
+				v, herr := h(tx, Position{Index: l.Index, Sub: uint16(j)}, cmds[j].Payload)
+				results[j] = Result{Value: v, Err: herr}
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			panic(fmt.Sprintf("fsm: commit: %v", err))
+		}
+		tx = f.db.NewTransaction(true)
+		start = i // retry command i alone in the fresh transaction
 	}
 	var idx [8]byte
 	binary.BigEndian.PutUint64(idx[:], l.Index)

@@ -1,0 +1,335 @@
+package users
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+const (
+	prefixContact = "r/user/c/" // + owner/uid → added-at
+	prefixBlock   = "r/user/b/" // + blocker/uid → blocked-at
+
+	maxRelationBody = 1 << 10
+	defaultPage     = 50
+	maxPage         = 200
+)
+
+// ErrSelf refuses a contact, block or membership change aimed at oneself
+// where that makes no sense.
+var ErrSelf = errors.New("users: you cannot do that to yourself")
+
+// relationCmd adds or removes one edge of the social graph (CmdContact,
+// CmdBlock).
+type relationCmd struct {
+	Owner string    `json:"owner"`
+	UID   string    `json:"uid"`
+	Add   bool      `json:"add,omitempty"`
+	At    time.Time `json:"at"`
+}
+
+func (s *Service) applyContact(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	c, err := s.applyRelation(tx, prefixContact, payload)
+	if err != nil {
+		return nil, err
+	}
+	return &applied{s: s, inv: invalidation{contacts: []string{c.Owner}}}, nil
+}
+
+func (s *Service) applyBlock(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	c, err := s.applyRelation(tx, prefixBlock, payload)
+	if err != nil {
+		return nil, err
+	}
+	return &applied{s: s, inv: invalidation{blocks: []string{c.Owner}}}, nil
+}
+
+func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (relationCmd, error) {
+	var c relationCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return c, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	if wire.ValidUserID(c.Owner) != nil || wire.ValidUserID(c.UID) != nil {
+		return c, fmt.Errorf("%w: bad uid", errBadCommand)
+	}
+	if c.Owner == c.UID {
+		return c, ErrSelf
+	}
+	key := []byte(prefix + c.Owner + "/" + c.UID)
+	if !c.Add {
+		return c, tx.Delete(key)
+	}
+	if ok, err := exists(tx, prefixProfile+c.UID); err != nil || !ok {
+		return c, errors.Join(err, fmt.Errorf("%w: user %s", wire.ErrNotFound, c.UID))
+	}
+	return c, tx.Set(key, []byte(c.At.Format(time.RFC3339Nano)))
+}
+
+func exists(tx *badger.Txn, key string) (bool, error) {
+	_, err := tx.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// relate proposes a contact or block change.
+func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add bool) error {
+	if wire.ValidUserID(uid) != nil {
+		return fmt.Errorf("%w: user %q", wire.ErrNotFound, uid)
+	}
+	if owner == uid {
+		return ErrSelf
+	}
+	if add {
+		// A fast answer; the handler checks again against committed state.
+		if _, err := s.Profile(uid); err != nil {
+			return err
+		}
+	}
+	b, err := json.Marshal(relationCmd{Owner: owner, UID: uid, Add: add, At: s.now().UTC()})
+	if err != nil {
+		return fmt.Errorf("users: encode command: %w", err)
+	}
+	_, err = s.proposer.Propose(ctx, t, b)
+	return err
+}
+
+// AddContact puts uid into owner's contacts (idempotent).
+func (s *Service) AddContact(ctx context.Context, owner, uid string) error {
+	return s.relate(ctx, wire.CmdContact, owner, uid, true)
+}
+
+// RemoveContact takes uid out of owner's contacts (idempotent).
+func (s *Service) RemoveContact(ctx context.Context, owner, uid string) error {
+	return s.relate(ctx, wire.CmdContact, owner, uid, false)
+}
+
+// Block makes blocker block uid (idempotent). A contact entry stays, but
+// IsBlocked wins wherever both are consulted.
+func (s *Service) Block(ctx context.Context, blocker, uid string) error {
+	return s.relate(ctx, wire.CmdBlock, blocker, uid, true)
+}
+
+// Unblock lifts blocker's block of uid (idempotent).
+func (s *Service) Unblock(ctx context.Context, blocker, uid string) error {
+	return s.relate(ctx, wire.CmdBlock, blocker, uid, false)
+}
+
+// IsBlocked reports whether blocker has blocked blocked. It is served
+// from a cache of each blocker's block list.
+func (s *Service) IsBlocked(blocker, blocked string) bool {
+	return s.inSet(s.cache.blocks, prefixBlock, blocker, blocked)
+}
+
+// IsContact reports whether owner has contact in their contact list.
+func (s *Service) IsContact(owner, contact string) bool {
+	return s.inSet(s.cache.contacts, prefixContact, owner, contact)
+}
+
+func (s *Service) inSet(c *lru[map[string]struct{}], prefix, owner, uid string) bool {
+	if wire.ValidUserID(owner) != nil || wire.ValidUserID(uid) != nil {
+		return false
+	}
+	set, err := cached(c, owner, func() (map[string]struct{}, error) {
+		return s.loadSet(prefix + owner + "/")
+	})
+	if err != nil {
+		s.log.Error("reading the social graph", "owner", owner, "err", err)
+		return false
+	}
+	_, ok := set[uid]
+	return ok
+}
+
+// loadSet reads the key suffixes under prefix (key-only iteration).
+func (s *Service) loadSet(prefix string) (map[string]struct{}, error) {
+	set := make(map[string]struct{})
+	err := s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefix)
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			set[string(it.Item().Key()[len(prefix):])] = struct{}{}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("users: read %s: %w", prefix, err)
+	}
+	return set, nil
+}
+
+// scanKeys returns up to limit key suffixes under prefix that sort after
+// the suffix after, and whether more follow.
+func (s *Service) scanKeys(prefix, after string, limit int) ([]string, bool, error) {
+	var out []string
+	more := false
+	err := s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefix)
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		start := []byte(prefix)
+		if after != "" {
+			start = []byte(prefix + after + "\x00")
+		}
+		for it.Seek(start); it.Valid(); it.Next() {
+			if len(out) == limit {
+				more = true
+				return nil
+			}
+			out = append(out, string(it.Item().Key()[len(prefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("users: list %s: %w", prefix, err)
+	}
+	return out, more, nil
+}
+
+// Cursors are opaque to clients: base64url of the last key suffix seen.
+func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func decodeCursor(c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) > 512 {
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "invalid cursor")
+	}
+	return string(b), nil
+}
+
+// pageParams reads ?cursor=&limit= with limit 1..maxLimit.
+func pageParams(r *http.Request, def, maxLimit int) (cursor string, limit int, err error) {
+	q := r.URL.Query()
+	limit = def
+	if v := q.Get("limit"); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > maxLimit {
+			return "", 0, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "limit must be 1 to %d", maxLimit)
+		}
+		limit = n
+	}
+	if v := q.Get("cursor"); v != "" {
+		if cursor, err = decodeCursor(v); err != nil {
+			return "", 0, err
+		}
+	}
+	return cursor, limit, nil
+}
+
+// uidRequest is the body of POST /user/me/contacts and /user/me/blocks.
+type uidRequest struct {
+	UID string `json:"uid"`
+}
+
+func (s *Service) relationRoutes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/user/me/contacts", Handler: s.handleAddRelation(wire.CmdContact), Class: "write", MaxBody: maxRelationBody},
+		{Method: http.MethodDelete, Pattern: "/user/me/contacts/{uid}", Handler: s.handleRemoveRelation(wire.CmdContact), Class: "write"},
+		{Method: http.MethodGet, Pattern: "/user/me/contacts", Handler: s.handleListRelation(prefixContact), Class: "read"},
+		{Method: http.MethodPost, Pattern: "/user/me/blocks", Handler: s.handleAddRelation(wire.CmdBlock), Class: "write", MaxBody: maxRelationBody},
+		{Method: http.MethodDelete, Pattern: "/user/me/blocks/{uid}", Handler: s.handleRemoveRelation(wire.CmdBlock), Class: "write"},
+		{Method: http.MethodGet, Pattern: "/user/me/blocks", Handler: s.handleListRelation(prefixBlock), Class: "read"},
+	}
+}
+
+func (s *Service) handleAddRelation(t byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := principal(w, r)
+		if !ok {
+			return
+		}
+		var req uidRequest
+		if err := httpapi.DecodeJSON(r, &req, maxRelationBody); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		if err := s.relate(r.Context(), t, p.UserID, req.UID, true); err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+		prof, err := s.Profile(req.UID)
+		if err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusCreated, prof)
+	}
+}
+
+func (s *Service) handleRemoveRelation(t byte) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := principal(w, r)
+		if !ok {
+			return
+		}
+		uid := r.PathValue("uid")
+		if wire.ValidUserID(uid) != nil {
+			// Nothing with that name can be in the list: already absent.
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if err := s.relate(r.Context(), t, p.UserID, uid, false); err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+func (s *Service) handleListRelation(prefix string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p, ok := principal(w, r)
+		if !ok {
+			return
+		}
+		cursor, limit, err := pageParams(r, defaultPage, maxPage)
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		uids, more, err := s.scanKeys(prefix+p.UserID+"/", cursor, limit)
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		profs := make([]Profile, 0, len(uids))
+		for _, uid := range uids {
+			profs = append(profs, s.publicProfile(uid))
+		}
+		name := "blocks"
+		if prefix == prefixContact {
+			name = "contacts"
+		}
+		out := map[string]any{name: profs}
+		if more {
+			out["nextCursor"] = encodeCursor(uids[len(uids)-1])
+		}
+		httpapi.WriteJSON(w, http.StatusOK, out)
+	}
+}
+
+// publicProfile is uid's profile, or a bare one naming uid when it is
+// missing (a federated user who never set one).
+func (s *Service) publicProfile(uid string) Profile {
+	if p, err := s.Profile(uid); err == nil {
+		return p
+	}
+	return Profile{UserID: uid, DisplayName: uid}
+}

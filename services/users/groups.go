@@ -1,0 +1,556 @@
+package users
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Role is a member's role in a group: owner > admin > member.
+type Role string
+
+// Roles.
+const (
+	RoleOwner  Role = "owner"
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+)
+
+func (r Role) rank() int {
+	switch r {
+	case RoleOwner:
+		return 3
+	case RoleAdmin:
+		return 2
+	case RoleMember:
+		return 1
+	}
+	return 0
+}
+
+// Group limits.
+const (
+	MaxGroupName        = 64
+	MaxGroupDescription = 500
+	MaxAvatarURL        = 512
+	MaxInitialMembers   = 1000 // members listed in POST /user/groups
+	MaxMemberBatch      = 1000 // uids in one POST .../members
+	groupIDLen          = 16
+)
+
+const (
+	prefixGroup      = "r/user/g/"  // + gid → Group
+	prefixMember     = "r/user/gm/" // + gid/uid → Role
+	prefixUserGroups = "r/user/ug/" // + uid/gid → Role
+)
+
+// Sentinel errors of groups.
+var (
+	ErrInvalidGroupName   = errors.New("users: invalid group name")
+	ErrInvalidDescription = errors.New("users: invalid group description")
+	ErrInvalidAvatar      = errors.New("users: invalid avatar URL")
+	ErrInvalidRole        = errors.New("users: invalid role")
+	// ErrNoGroup: the group does not exist or the caller is not a member
+	// (the same answer, so that group IDs do not leak).
+	ErrNoGroup = fmt.Errorf("users: no such group: %w", wire.ErrNotFound)
+	// ErrNotMember: the user the request names is not a member.
+	ErrNotMember         = errors.New("users: not a member of the group")
+	ErrOwnerMustTransfer = errors.New("users: the owner must transfer ownership before leaving")
+	ErrGroupFull         = errors.New("users: the group is full")
+	ErrGroupExists       = errors.New("users: group ID already taken")
+	ErrUnknownUsers      = errors.New("users: unknown users")
+)
+
+// UnknownUsersError lists the users a request named who do not exist.
+type UnknownUsersError struct{ UIDs []string }
+
+func (e *UnknownUsersError) Error() string {
+	return "unknown users: " + strings.Join(e.UIDs, ", ")
+}
+
+func (e *UnknownUsersError) Unwrap() error { return ErrUnknownUsers }
+
+// RuleError is a refusal by a role rule; Rule says which, for the user.
+// It matches wire.ErrForbidden.
+type RuleError struct{ Rule string }
+
+func (e *RuleError) Error() string { return e.Rule }
+func (e *RuleError) Unwrap() error { return wire.ErrForbidden }
+
+func forbidden(format string, args ...any) error {
+	return &RuleError{Rule: fmt.Sprintf(format, args...)}
+}
+
+// Group is a group's metadata.
+type Group struct {
+	ID          string    `json:"groupId"`
+	Name        string    `json:"name"`
+	Avatar      string    `json:"avatar,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Owner       string    `json:"owner"`
+	MemberCount int       `json:"memberCount"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// newGroupID returns 16 characters of [a-z0-9] from crypto/rand, drawn
+// without modulo bias. The proposing node makes it, so every node applies
+// the same ID.
+func newGroupID() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	out := make([]byte, 0, groupIDLen)
+	var buf [32]byte
+	for len(out) < groupIDLen {
+		_, _ = rand.Read(buf[:]) // never fails (crypto/rand panics instead)
+		for _, b := range buf {
+			if b < 252 && len(out) < groupIDLen { // 252 = 7*36
+				out = append(out, alphabet[b%36])
+			}
+		}
+	}
+	return string(out)
+}
+
+// normalizeGroupName trims spaces; 1 to 64 printable characters.
+func normalizeGroupName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	n := utf8.RuneCountInString(name)
+	if n < 1 || n > MaxGroupName || !utf8.ValidString(name) || strings.IndexFunc(name, notPrint) >= 0 {
+		return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidGroupName, MaxGroupName)
+	}
+	return name, nil
+}
+
+func notPrint(r rune) bool { return !unicode.IsPrint(r) }
+
+func validDescription(d string) error {
+	if !utf8.ValidString(d) || utf8.RuneCountInString(d) > MaxGroupDescription ||
+		strings.IndexFunc(d, func(r rune) bool { return r != '\n' && !unicode.IsPrint(r) }) >= 0 {
+		return fmt.Errorf("%w: at most %d printable characters and line breaks", ErrInvalidDescription, MaxGroupDescription)
+	}
+	return nil
+}
+
+// validAvatar accepts "" (no avatar) or an absolute http(s) URL.
+func validAvatar(a string) error {
+	if a == "" {
+		return nil
+	}
+	u, err := url.Parse(a)
+	if len(a) > MaxAvatarURL || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		strings.IndexFunc(a, notPrint) >= 0 || strings.ContainsAny(a, " \t") {
+		return fmt.Errorf("%w: an http or https URL of at most %d bytes", ErrInvalidAvatar, MaxAvatarURL)
+	}
+	return nil
+}
+
+// memberRule decides whether `by` (with role actor) may set uid's role to
+// role (remove false) or remove uid (remove true); target is uid's
+// current role ("" when not a member). Both the HTTP handler (on cached
+// state, for a fast answer) and the FSM handler (on committed state, the
+// decision that counts) call it.
+func memberRule(by string, actor Role, uid string, target Role, remove bool, role Role) error {
+	if actor == "" {
+		return ErrNoGroup
+	}
+	if remove {
+		switch {
+		case target == "":
+			return fmt.Errorf("%w: %s", ErrNotMember, uid)
+		case uid == by && target == RoleOwner:
+			return ErrOwnerMustTransfer
+		case uid == by:
+			return nil // anyone else may leave
+		case target == RoleOwner:
+			return forbidden("nobody can remove the owner of a group")
+		case actor == RoleMember:
+			return forbidden("members can only remove themselves")
+		case actor == RoleAdmin && target == RoleAdmin:
+			return forbidden("only the owner can remove an admin")
+		}
+		return nil
+	}
+	switch {
+	case role != RoleMember && role != RoleAdmin:
+		return fmt.Errorf("%w: %q (member or admin; ownership moves by transfer)", ErrInvalidRole, role)
+	case actor == RoleMember:
+		return forbidden("members cannot add members or change roles")
+	case target == RoleOwner:
+		return forbidden("the owner's role changes only by transferring ownership")
+	case target == role:
+		return nil // no change
+	case (role == RoleAdmin || target == RoleAdmin) && actor != RoleOwner:
+		return forbidden("only the owner can grant or revoke admin")
+	}
+	return nil
+}
+
+// Commands (JSON payloads of the Raft log).
+type groupCreateCmd struct {
+	GID         string    `json:"gid"`
+	Owner       string    `json:"owner"`
+	Name        string    `json:"name"`
+	Avatar      string    `json:"avatar,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Members     []string  `json:"members,omitempty"`
+	Max         int       `json:"max"`
+	At          time.Time `json:"at"`
+}
+
+type groupUpdateCmd struct {
+	GID         string    `json:"gid"`
+	By          string    `json:"by"`
+	Name        *string   `json:"name,omitempty"`
+	Avatar      *string   `json:"avatar,omitempty"`
+	Description *string   `json:"description,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+type groupMemberCmd struct {
+	GID    string    `json:"gid"`
+	By     string    `json:"by"`
+	UIDs   []string  `json:"uids"`
+	Remove bool      `json:"remove,omitempty"`
+	Role   Role      `json:"role,omitempty"`
+	Max    int       `json:"max"`
+	At     time.Time `json:"at"`
+}
+
+type groupOwnerCmd struct {
+	GID string    `json:"gid"`
+	By  string    `json:"by"`
+	UID string    `json:"uid"`
+	At  time.Time `json:"at"`
+}
+
+// roleChange is one member's change; From "" means added, To "" removed.
+type roleChange struct {
+	UID  string `json:"userId"`
+	From Role   `json:"from,omitempty"`
+	To   Role   `json:"to,omitempty"`
+}
+
+// memberChange is the value of CmdGroupMember and CmdGroupOwner.
+type memberChange struct {
+	Group   Group
+	Changes []roleChange
+}
+
+func readGroup(tx *badger.Txn, gid string) (Group, bool, error) {
+	var g Group
+	it, err := tx.Get([]byte(prefixGroup + gid))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return g, false, nil
+	}
+	if err != nil {
+		return g, false, err
+	}
+	return g, true, it.Value(func(b []byte) error { return json.Unmarshal(b, &g) })
+}
+
+func writeGroup(tx *badger.Txn, g Group) error {
+	b, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	return tx.Set([]byte(prefixGroup+g.ID), b)
+}
+
+func readRole(tx *badger.Txn, gid, uid string) (Role, error) {
+	it, err := tx.Get([]byte(prefixMember + gid + "/" + uid))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var r Role
+	err = it.Value(func(b []byte) error { r = Role(b); return nil })
+	return r, err
+}
+
+func setRole(tx *badger.Txn, gid, uid string, r Role) error {
+	if err := tx.Set([]byte(prefixMember+gid+"/"+uid), []byte(r)); err != nil {
+		return err
+	}
+	return tx.Set([]byte(prefixUserGroups+uid+"/"+gid), []byte(r))
+}
+
+func dropMember(tx *badger.Txn, gid, uid string) error {
+	if err := tx.Delete([]byte(prefixMember + gid + "/" + uid)); err != nil {
+		return err
+	}
+	return tx.Delete([]byte(prefixUserGroups + uid + "/" + gid))
+}
+
+// dedupe sorts uids and drops repeats and skip.
+func dedupe(uids []string, skip string) []string {
+	out := slices.Clone(uids)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if i, ok := slices.BinarySearch(out, skip); ok {
+		out = slices.Delete(out, i, i+1)
+	}
+	return out
+}
+
+// checkNewMembers refuses unknown users and users who blocked `by`.
+func checkNewMembers(tx *badger.Txn, by string, uids []string) error {
+	var unknown []string
+	for _, uid := range uids {
+		if wire.ValidUserID(uid) != nil {
+			unknown = append(unknown, uid)
+			continue
+		}
+		ok, err := exists(tx, prefixProfile+uid)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			unknown = append(unknown, uid)
+		}
+	}
+	if len(unknown) > 0 {
+		return &UnknownUsersError{UIDs: unknown}
+	}
+	for _, uid := range uids {
+		blocked, err := exists(tx, prefixBlock+uid+"/"+by)
+		if err != nil {
+			return err
+		}
+		if blocked {
+			return forbidden("%s does not accept being added by you", uid)
+		}
+	}
+	return nil
+}
+
+func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c groupCreateCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	if wire.ValidGroupID(c.GID) != nil || wire.ValidUserID(c.Owner) != nil || c.Max < 1 {
+		return nil, fmt.Errorf("%w: bad gid, owner or cap", errBadCommand)
+	}
+	name, err := normalizeGroupName(c.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := validAvatar(c.Avatar); err != nil {
+		return nil, err
+	}
+	if err := validDescription(c.Description); err != nil {
+		return nil, err
+	}
+	members := dedupe(c.Members, c.Owner)
+	if len(members)+1 > c.Max {
+		return nil, fmt.Errorf("%w: at most %d members", ErrGroupFull, c.Max)
+	}
+	if _, found, err := readGroup(tx, c.GID); err != nil || found {
+		return nil, errors.Join(err, ErrGroupExists)
+	}
+	if err := checkNewMembers(tx, c.Owner, members); err != nil {
+		return nil, err
+	}
+	g := Group{ID: c.GID, Name: name, Avatar: c.Avatar, Description: c.Description, Owner: c.Owner,
+		MemberCount: len(members) + 1, CreatedAt: c.At, UpdatedAt: c.At}
+	if err := writeGroup(tx, g); err != nil {
+		return nil, err
+	}
+	if err := setRole(tx, g.ID, c.Owner, RoleOwner); err != nil {
+		return nil, err
+	}
+	for _, uid := range members {
+		if err := setRole(tx, g.ID, uid, RoleMember); err != nil {
+			return nil, err
+		}
+	}
+	return &applied{s: s, value: g, inv: invalidation{
+		groups: []string{g.ID}, userGroups: append(members, c.Owner)}}, nil
+}
+
+// actorGroup loads gid and by's role, refusing non-members as ErrNoGroup.
+func actorGroup(tx *badger.Txn, gid, by string) (Group, Role, error) {
+	if wire.ValidGroupID(gid) != nil || wire.ValidUserID(by) != nil {
+		return Group{}, "", fmt.Errorf("%w: bad gid or actor", errBadCommand)
+	}
+	g, found, err := readGroup(tx, gid)
+	if err != nil || !found {
+		return g, "", errors.Join(err, ErrNoGroup)
+	}
+	r, err := readRole(tx, gid, by)
+	if err != nil || r == "" {
+		return g, "", errors.Join(err, ErrNoGroup)
+	}
+	return g, r, nil
+}
+
+func (s *Service) applyGroupUpdate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c groupUpdateCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	g, actor, err := actorGroup(tx, c.GID, c.By)
+	if err != nil {
+		return nil, err
+	}
+	if actor.rank() < RoleAdmin.rank() {
+		return nil, forbidden("only admins and the owner can edit the group")
+	}
+	if c.Name != nil {
+		if g.Name, err = normalizeGroupName(*c.Name); err != nil {
+			return nil, err
+		}
+	}
+	if c.Avatar != nil {
+		if err := validAvatar(*c.Avatar); err != nil {
+			return nil, err
+		}
+		g.Avatar = *c.Avatar
+	}
+	if c.Description != nil {
+		if err := validDescription(*c.Description); err != nil {
+			return nil, err
+		}
+		g.Description = *c.Description
+	}
+	g.UpdatedAt = c.At
+	if err := writeGroup(tx, g); err != nil {
+		return nil, err
+	}
+	return &applied{s: s, value: g, inv: invalidation{groups: []string{g.ID}}}, nil
+}
+
+func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c groupMemberCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	if len(c.UIDs) == 0 || len(c.UIDs) > MaxMemberBatch || c.Max < 1 {
+		return nil, fmt.Errorf("%w: 1 to %d uids and a cap", errBadCommand, MaxMemberBatch)
+	}
+	g, actor, err := actorGroup(tx, c.GID, c.By)
+	if err != nil {
+		return nil, err
+	}
+	uids := dedupe(c.UIDs, "")
+	// Decide everything before writing anything: all or nothing.
+	var changes []roleChange
+	var added []string
+	for _, uid := range uids {
+		if wire.ValidUserID(uid) != nil {
+			if c.Remove {
+				return nil, fmt.Errorf("%w: %s", ErrNotMember, uid)
+			}
+			return nil, &UnknownUsersError{UIDs: []string{uid}}
+		}
+		target, err := readRole(tx, c.GID, uid)
+		if err != nil {
+			return nil, err
+		}
+		if err := memberRule(c.By, actor, uid, target, c.Remove, c.Role); err != nil {
+			return nil, err
+		}
+		switch {
+		case c.Remove:
+			changes = append(changes, roleChange{UID: uid, From: target})
+		case target == "":
+			added = append(added, uid)
+			changes = append(changes, roleChange{UID: uid, To: c.Role})
+		case target != c.Role:
+			changes = append(changes, roleChange{UID: uid, From: target, To: c.Role})
+		}
+	}
+	if err := checkNewMembers(tx, c.By, added); err != nil {
+		return nil, err
+	}
+	if g.MemberCount+len(added) > c.Max {
+		return nil, fmt.Errorf("%w: at most %d members", ErrGroupFull, c.Max)
+	}
+	if len(changes) == 0 {
+		return &applied{s: s, value: memberChange{Group: g}}, nil
+	}
+	inv := invalidation{groups: []string{g.ID}}
+	for _, ch := range changes {
+		if ch.To == "" {
+			err = dropMember(tx, g.ID, ch.UID)
+			g.MemberCount--
+			inv.removed = append(inv.removed, memberRef{gid: g.ID, uid: ch.UID})
+		} else {
+			err = setRole(tx, g.ID, ch.UID, ch.To)
+		}
+		if err != nil {
+			return nil, err
+		}
+		inv.userGroups = append(inv.userGroups, ch.UID)
+	}
+	g.MemberCount += len(added)
+	g.UpdatedAt = c.At
+	if err := writeGroup(tx, g); err != nil {
+		return nil, err
+	}
+	return &applied{s: s, value: memberChange{Group: g, Changes: changes}, inv: inv}, nil
+}
+
+func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c groupOwnerCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	g, actor, err := actorGroup(tx, c.GID, c.By)
+	if err != nil {
+		return nil, err
+	}
+	if err := ownerRule(c.By, actor, c.UID); err != nil {
+		return nil, err
+	}
+	target, err := readRole(tx, c.GID, c.UID)
+	if err != nil {
+		return nil, err
+	}
+	if target == "" {
+		return nil, fmt.Errorf("%w: %s", ErrNotMember, c.UID)
+	}
+	if err := setRole(tx, g.ID, c.UID, RoleOwner); err != nil {
+		return nil, err
+	}
+	if err := setRole(tx, g.ID, c.By, RoleAdmin); err != nil {
+		return nil, err
+	}
+	g.Owner = c.UID
+	g.UpdatedAt = c.At
+	if err := writeGroup(tx, g); err != nil {
+		return nil, err
+	}
+	return &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{
+		{UID: c.UID, From: target, To: RoleOwner}, {UID: c.By, From: RoleOwner, To: RoleAdmin}}},
+		inv: invalidation{groups: []string{g.ID}, userGroups: []string{c.UID, c.By}}}, nil
+}
+
+// ownerRule: only the owner hands ownership over, to someone else.
+func ownerRule(by string, actor Role, uid string) error {
+	switch {
+	case actor == "":
+		return ErrNoGroup
+	case actor != RoleOwner:
+		return forbidden("only the owner can transfer ownership")
+	case uid == by:
+		return ErrSelf
+	case wire.ValidUserID(uid) != nil:
+		return fmt.Errorf("%w: %s", ErrNotMember, uid)
+	}
+	return nil
+}

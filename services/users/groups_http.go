@@ -1,0 +1,490 @@
+package users
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Body limits of the group routes.
+const (
+	maxCreateGroupBody = 64 << 10 // 1,000 member IDs fit
+	maxGroupPatchBody  = 4 << 10
+	maxMembersBody     = 64 << 10
+	maxOwnerBody       = 1 << 10
+	// GET /user/groups/{gid} lists members up to this group size; bigger
+	// groups are paged through GET /user/groups/{gid}/members.
+	InlineMemberList = 200
+)
+
+// Request bodies (decoded strictly; fuzzed).
+type createGroupRequest struct {
+	Name        string   `json:"name"`
+	Members     []string `json:"members,omitempty"`
+	Avatar      string   `json:"avatar,omitempty"`
+	Description string   `json:"description,omitempty"`
+}
+
+type patchGroupRequest struct {
+	Name        *string `json:"name,omitempty"`
+	Avatar      *string `json:"avatar,omitempty"`
+	Description *string `json:"description,omitempty"`
+}
+
+// membersRequest adds members or changes roles: uid (one) or uids (a
+// batch of up to 1,000), role "member" (default) or "admin".
+type membersRequest struct {
+	UID  string   `json:"uid,omitempty"`
+	UIDs []string `json:"uids,omitempty"`
+	Role Role     `json:"role,omitempty"`
+}
+
+func decodeCreateGroup(b []byte) (createGroupRequest, error) {
+	var req createGroupRequest
+	if err := httpapi.DecodeJSONBytes(b, &req); err != nil {
+		return req, err
+	}
+	if len(req.Members) > MaxInitialMembers {
+		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation,
+			"at most %d initial members; add more afterwards", MaxInitialMembers)
+	}
+	return req, nil
+}
+
+func decodePatchGroup(b []byte) (patchGroupRequest, error) {
+	var req patchGroupRequest
+	err := httpapi.DecodeJSONBytes(b, &req)
+	return req, err
+}
+
+func decodeMembers(b []byte) (membersRequest, error) {
+	var req membersRequest
+	if err := httpapi.DecodeJSONBytes(b, &req); err != nil {
+		return req, err
+	}
+	if (req.UID == "") == (len(req.UIDs) == 0) {
+		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "give either uid or uids")
+	}
+	if len(req.UIDs) > MaxMemberBatch {
+		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "at most %d uids per request", MaxMemberBatch)
+	}
+	if req.UID != "" {
+		req.UIDs = []string{req.UID}
+	}
+	if req.Role == "" {
+		req.Role = RoleMember
+	}
+	return req, nil
+}
+
+// readBody reads a request body under the route's limit for a decoder.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	var raw json.RawMessage
+	if err := httpapi.DecodeJSON(r, &raw, limit); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func (s *Service) groupRoutes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/user/groups", Handler: s.handleCreateGroup, Class: "write", MaxBody: maxCreateGroupBody},
+		{Method: http.MethodGet, Pattern: "/user/groups", Handler: s.handleMyGroups, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/user/groups/{gid}", Handler: s.handleGetGroup, Class: "read"},
+		{Method: http.MethodPatch, Pattern: "/user/groups/{gid}", Handler: s.handlePatchGroup, Class: "write", MaxBody: maxGroupPatchBody},
+		{Method: http.MethodGet, Pattern: "/user/groups/{gid}/members", Handler: s.handleListMembers, Class: "read"},
+		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/members", Handler: s.handleSetMembers, Class: "write", MaxBody: maxMembersBody},
+		{Method: http.MethodDelete, Pattern: "/user/groups/{gid}/members/{uid}", Handler: s.handleRemoveMember, Class: "write"},
+		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/owner", Handler: s.handleTransfer, Class: "write", MaxBody: maxOwnerBody},
+	}
+}
+
+// Member is one entry of a member list.
+type Member struct {
+	UID  string `json:"userId"`
+	Role Role   `json:"role"`
+}
+
+// groupView is a group as its members see it.
+type groupView struct {
+	Group
+	Role    Role     `json:"role"`
+	Members []Member `json:"members,omitempty"`
+}
+
+// view builds what uid sees of gid; ErrNoGroup unless uid is a member.
+func (s *Service) view(gid, uid string, withMembers bool) (groupView, error) {
+	role, ok := s.Role(gid, uid)
+	if !ok {
+		return groupView{}, ErrNoGroup
+	}
+	g, err := s.Group(gid)
+	if err != nil {
+		return groupView{}, err
+	}
+	v := groupView{Group: g, Role: role}
+	if withMembers && g.MemberCount <= InlineMemberList {
+		m, err := s.members(gid)
+		if err != nil {
+			return groupView{}, err
+		}
+		v.Members = make([]Member, 0, len(m.ids))
+		for _, id := range m.ids {
+			v.Members = append(v.Members, Member{UID: id, Role: m.roles[id]})
+		}
+	}
+	return v, nil
+}
+
+func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("users: encode command: %w", err)
+	}
+	v, err := s.proposer.Propose(ctx, t, b)
+	return unwrap(v), err
+}
+
+func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	body, err := readBody(r, maxCreateGroupBody)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	req, err := decodeCreateGroup(body)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	name, err := normalizeGroupName(req.Name)
+	if err == nil {
+		err = errors.Join(validAvatar(req.Avatar), validDescription(req.Description))
+	}
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	members := dedupe(req.Members, p.UserID)
+	if len(members)+1 > s.maxMembers {
+		httpapi.WriteError(w, httpError(fmt.Errorf("%w: at most %d members", ErrGroupFull, s.maxMembers)))
+		return
+	}
+	cmd := groupCreateCmd{Owner: p.UserID, Name: name, Avatar: req.Avatar, Description: req.Description,
+		Members: members, Max: s.maxMembers, At: s.now().UTC()}
+	var v any
+	for range 3 { // a random 16-character ID colliding is all but impossible; retry anyway
+		cmd.GID = newGroupID()
+		if v, err = s.propose(r.Context(), wire.CmdGroupCreate, cmd); !errors.Is(err, ErrGroupExists) {
+			break
+		}
+	}
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	g, ok := v.(Group)
+	if !ok {
+		if g, err = s.Group(cmd.GID); err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+	}
+	s.events.publish(append(members, p.UserID), EventGroupCreated, GroupEvent{GID: g.ID, By: p.UserID, Name: g.Name})
+	view, err := s.view(g.ID, p.UserID, true)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.Header().Set("Location", "/user/groups/"+g.ID)
+	httpapi.WriteJSON(w, http.StatusCreated, view)
+}
+
+func (s *Service) handleMyGroups(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	cursor, limit, err := pageParams(r, defaultPage, maxPage)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	mine, err := s.userGroups(p.UserID)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	gids := make([]string, 0, len(mine))
+	for gid := range mine {
+		if gid > cursor {
+			gids = append(gids, gid)
+		}
+	}
+	slices.Sort(gids)
+	out := map[string]any{}
+	if len(gids) > limit {
+		gids = gids[:limit]
+		out["nextCursor"] = encodeCursor(gids[limit-1])
+	}
+	list := make([]groupView, 0, len(gids))
+	for _, gid := range gids {
+		g, err := s.Group(gid)
+		if err != nil {
+			continue // removed between the two reads
+		}
+		list = append(list, groupView{Group: g, Role: mine[gid]})
+	}
+	out["groups"] = list
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Service) handleGetGroup(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	v, err := s.view(r.PathValue("gid"), p.UserID, true)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	writeWithETag(w, r, v)
+}
+
+func (s *Service) handleListMembers(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	gid := r.PathValue("gid")
+	cursor, limit, err := pageParams(r, maxPage, 1000)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	m, err := s.members(gid)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if _, ok := m.roles[p.UserID]; !ok {
+		httpapi.WriteError(w, httpError(ErrNoGroup))
+		return
+	}
+	i := 0
+	if cursor != "" {
+		i = sort.SearchStrings(m.ids, cursor+"\x00")
+	}
+	end := min(i+limit, len(m.ids))
+	page := make([]Member, 0, end-i)
+	for _, id := range m.ids[i:end] {
+		page = append(page, Member{UID: id, Role: m.roles[id]})
+	}
+	out := map[string]any{"members": page}
+	if end < len(m.ids) {
+		out["nextCursor"] = encodeCursor(m.ids[end-1])
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Service) handlePatchGroup(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	gid := r.PathValue("gid")
+	body, err := readBody(r, maxGroupPatchBody)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	req, err := decodePatchGroup(body)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	// Fast answers from the cache; the FSM handler decides for real.
+	role, member := s.Role(gid, p.UserID)
+	switch {
+	case !member:
+		err = ErrNoGroup
+	case role.rank() < RoleAdmin.rank():
+		err = forbidden("only admins and the owner can edit the group")
+	}
+	if err == nil && req.Name != nil {
+		var name string
+		name, err = normalizeGroupName(*req.Name)
+		req.Name = &name
+	}
+	if err == nil && req.Avatar != nil {
+		err = validAvatar(*req.Avatar)
+	}
+	if err == nil && req.Description != nil {
+		err = validDescription(*req.Description)
+	}
+	if err == nil && req == (patchGroupRequest{}) {
+		s.writeView(w, r, gid, p.UserID) // nothing to change
+		return
+	}
+	if err == nil {
+		_, err = s.propose(r.Context(), wire.CmdGroupUpdate, groupUpdateCmd{GID: gid, By: p.UserID,
+			Name: req.Name, Avatar: req.Avatar, Description: req.Description, At: s.now().UTC()})
+	}
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	s.publishToGroup(gid, nil, EventGroupUpdated, GroupEvent{GID: gid, By: p.UserID, Name: deref(req.Name)})
+	s.writeView(w, r, gid, p.UserID)
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func (s *Service) writeView(w http.ResponseWriter, r *http.Request, gid, uid string) {
+	v, err := s.view(gid, uid, true)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	writeWithETag(w, r, v)
+}
+
+// publishToGroup sends an event to gid's current members and to extra
+// users (those just removed).
+func (s *Service) publishToGroup(gid string, extra []string, typ string, ev GroupEvent) {
+	if s.pub == nil {
+		return
+	}
+	to, err := s.MemberIDs(gid)
+	if err != nil && !errors.Is(err, ErrNoGroup) {
+		s.log.Error("listing members for an event", "gid", gid, "err", err)
+	}
+	s.events.publish(append(to, extra...), typ, ev)
+}
+
+func (s *Service) handleSetMembers(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	gid := r.PathValue("gid")
+	body, err := readBody(r, maxMembersBody)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	req, err := decodeMembers(body)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	s.changeMembers(w, r, p.UserID, gid, dedupe(req.UIDs, ""), false, req.Role)
+}
+
+func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	s.changeMembers(w, r, p.UserID, r.PathValue("gid"), []string{r.PathValue("uid")}, true, "")
+}
+
+func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid string, uids []string, remove bool, role Role) {
+	// Fast answers from the cache; the FSM handler decides for real.
+	actor, _ := s.Role(gid, by)
+	for _, uid := range uids {
+		target, _ := s.Role(gid, uid)
+		if err := memberRule(by, actor, uid, target, remove, role); err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+	}
+	v, err := s.propose(r.Context(), wire.CmdGroupMember, groupMemberCmd{GID: gid, By: by, UIDs: uids,
+		Remove: remove, Role: role, Max: s.maxMembers, At: s.now().UTC()})
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	mc, ok := v.(memberChange)
+	if !ok { // the value did not travel back: describe the request instead
+		for _, uid := range uids {
+			ch := roleChange{UID: uid, To: role}
+			if remove {
+				ch = roleChange{UID: uid}
+			}
+			mc.Changes = append(mc.Changes, ch)
+		}
+	}
+	s.publishMemberEvents(gid, by, mc.Changes)
+	if remove {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	s.writeView(w, r, gid, by)
+}
+
+func (s *Service) publishMemberEvents(gid, by string, changes []roleChange) {
+	var added []string
+	var addedRole Role
+	for _, ch := range changes {
+		switch {
+		case ch.To == "":
+			s.publishToGroup(gid, []string{ch.UID}, EventGroupMemberRemoved, GroupEvent{GID: gid, UID: ch.UID, By: by})
+		case ch.From == "":
+			added, addedRole = append(added, ch.UID), ch.To
+		default:
+			s.publishToGroup(gid, nil, EventGroupRoleChanged, GroupEvent{GID: gid, UID: ch.UID, Role: ch.To, By: by})
+		}
+	}
+	switch {
+	case len(added) == 1:
+		s.publishToGroup(gid, nil, EventGroupMemberAdded, GroupEvent{GID: gid, UID: added[0], Role: addedRole, By: by})
+	case len(added) > 1:
+		s.publishToGroup(gid, nil, EventGroupMemberAdded, GroupEvent{GID: gid, UIDs: added, Role: addedRole, By: by})
+	}
+}
+
+func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	p, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	gid := r.PathValue("gid")
+	var req uidRequest
+	if err := httpapi.DecodeJSON(r, &req, maxOwnerBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	actor, _ := s.Role(gid, p.UserID)
+	err := ownerRule(p.UserID, actor, req.UID)
+	if err == nil {
+		if _, member := s.Role(gid, req.UID); !member {
+			err = fmt.Errorf("%w: %s", ErrNotMember, req.UID)
+		}
+	}
+	if err == nil {
+		_, err = s.propose(r.Context(), wire.CmdGroupOwner, groupOwnerCmd{GID: gid, By: p.UserID, UID: req.UID, At: s.now().UTC()})
+	}
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	s.publishToGroup(gid, nil, EventGroupOwnerChanged, GroupEvent{GID: gid, UID: req.UID, Role: RoleOwner, By: p.UserID})
+	s.writeView(w, r, gid, p.UserID)
+}

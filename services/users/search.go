@@ -1,0 +1,168 @@
+package users
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+)
+
+// Search limits.
+const (
+	MaxSearchQuery     = 64
+	MaxSearchLimit     = 50
+	defaultSearchLimit = 20
+)
+
+// ErrInvalidQuery refuses an empty, overlong or unprintable search query.
+var ErrInvalidQuery = errors.New("users: invalid search query")
+
+// Search finds users whose user ID or display name starts with q, case
+// insensitively: first the user-ID matches in user-ID order, then the
+// other display-name matches in name order. after is the cursor of the
+// previous page ("" for the first); next is "" on the last page.
+//
+// The cursor names the last key seen in one of the two indexes, so paging
+// needs no server state and a user changing their name mid-way at worst
+// moves between pages.
+func (s *Service) Search(q, after string, limit int) (found []Profile, next string, err error) {
+	q = strings.TrimSpace(q)
+	if n := utf8.RuneCountInString(q); n < 1 || n > MaxSearchQuery || !utf8.ValidString(q) {
+		return nil, "", fmt.Errorf("%w: 1 to %d characters", ErrInvalidQuery, MaxSearchQuery)
+	}
+	for _, r := range q {
+		if !unicode.IsPrint(r) {
+			return nil, "", fmt.Errorf("%w: printable characters only", ErrInvalidQuery)
+		}
+	}
+	limit = min(max(limit, 1), MaxSearchLimit)
+	lq := strings.ToLower(q)
+	phase, last, _ := strings.Cut(after, "\x00")
+	if phase != "n" {
+		phase = "u"
+	}
+	if after == "" {
+		last = ""
+	}
+	found = make([]Profile, 0, limit)
+	more := false
+	err = s.db.View(func(tx *badger.Txn) error {
+		if phase == "u" {
+			var err error
+			if more, err = scan(tx, prefixProfile, lq, last, true, func(k string, v []byte) (bool, error) {
+				if len(found) == limit {
+					return true, nil
+				}
+				var p Profile
+				if err := json.Unmarshal(v, &p); err != nil {
+					return false, err
+				}
+				found = append(found, p)
+				next = "u\x00" + k
+				return false, nil
+			}); err != nil || more {
+				return err
+			}
+			last = ""
+		}
+		var err error
+		more, err = scan(tx, prefixName, lq, last, false, func(k string, _ []byte) (bool, error) {
+			i := strings.LastIndexByte(k, 0)
+			if i < 0 {
+				return false, nil
+			}
+			uid := k[i+1:]
+			if strings.HasPrefix(uid, lq) {
+				return false, nil // already listed as a user-ID match
+			}
+			if len(found) == limit {
+				return true, nil
+			}
+			p, err := profileIn(tx, uid)
+			if err != nil {
+				return false, err
+			}
+			found = append(found, p)
+			next = "n\x00" + k
+			return false, nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("users: search: %w", err)
+	}
+	if !more {
+		next = ""
+	}
+	return found, next, nil
+}
+
+// scan visits the keys under base+match whose suffix (after base) sorts
+// after `after`, until fn says stop (returned as true).
+func scan(tx *badger.Txn, base, match, after string, values bool, fn func(suffix string, v []byte) (bool, error)) (bool, error) {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = values
+	opts.PrefetchSize = 16
+	opts.Prefix = []byte(base + match)
+	it := tx.NewIterator(opts)
+	defer it.Close()
+	start := opts.Prefix
+	if after != "" {
+		start = []byte(base + after + "\x00")
+	}
+	for it.Seek(start); it.Valid(); it.Next() {
+		item := it.Item()
+		var v []byte
+		if values {
+			var err error
+			if v, err = item.ValueCopy(nil); err != nil {
+				return false, err
+			}
+		}
+		stop, err := fn(string(item.Key()[len(base):]), v)
+		if stop || err != nil {
+			return stop, err
+		}
+	}
+	return false, nil
+}
+
+func profileIn(tx *badger.Txn, uid string) (Profile, error) {
+	var p Profile
+	it, err := tx.Get([]byte(prefixProfile + uid))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Profile{UserID: uid, DisplayName: uid}, nil
+	}
+	if err != nil {
+		return p, err
+	}
+	return p, it.Value(func(b []byte) error { return json.Unmarshal(b, &p) })
+}
+
+func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request) {
+	if _, ok := principal(w, r); !ok {
+		return
+	}
+	cursor, limit, err := pageParams(r, defaultSearchLimit, MaxSearchLimit)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	found, next, err := s.Search(r.URL.Query().Get("q"), cursor, limit)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	out := map[string]any{"users": found}
+	if next != "" {
+		out["nextCursor"] = encodeCursor(next)
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
+}
