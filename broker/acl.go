@@ -14,9 +14,11 @@ import (
 //
 // Rules: chat topics (under user/, group/, presence/) follow the table in
 // every mode; wildcards are allowed on chat topics only inside the user's
-// own subtree (user/{self}/# and user/{self}/+); $SYS is for admins to
-// subscribe; everything else is open in dev mode only.
-func allowed(p wire.Principal, dev bool, vis PresenceVisibility, topic string, write bool) bool {
+// own subtree (user/{self}/# and user/{self}/+) and inside the subtree of
+// a group the user is a member of (group/{gid}/# and group/{gid}/+);
+// $SYS is for admins to subscribe; everything else is open in dev mode
+// only.
+func allowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership, topic string, write bool) bool {
 	if topic == "" {
 		return false
 	}
@@ -33,19 +35,22 @@ func allowed(p wire.Principal, dev bool, vis PresenceVisibility, topic string, w
 			return dev
 		}
 		if strings.ContainsAny(topic, "+#") {
-			return filterAllowed(p, dev, topic)
+			return filterAllowed(p, dev, mem, topic)
 		}
 	}
-	return nameAllowed(p, dev, vis, topic, write)
+	return nameAllowed(p, dev, vis, mem, topic, write)
 }
 
 // filterAllowed decides wildcard subscriptions.
-func filterAllowed(p wire.Principal, dev bool, filter string) bool {
+func filterAllowed(p wire.Principal, dev bool, mem Membership, filter string) bool {
 	if strings.HasPrefix(filter, "$") {
 		return p.Admin && p.UserID != "" && strings.HasPrefix(filter, "$SYS/")
 	}
 	if p.UserID != "" && (filter == "user/"+p.UserID+"/#" || filter == "user/"+p.UserID+"/+") {
 		return true
+	}
+	if gid, ok := groupWildcard(filter); ok {
+		return groupAllowed(p, mem, gid)
 	}
 	if wire.IsChatPrefix(filter) {
 		return false
@@ -55,13 +60,14 @@ func filterAllowed(p wire.Principal, dev bool, filter string) bool {
 
 // nameAllowed decides a topic name (a publish, an exact subscription or a
 // delivery).
-func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, name string, write bool) bool {
+func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership, name string, write bool) bool {
 	t := wire.ParseTopic(name)
 	uid := p.UserID
 	switch t.Kind {
 	case wire.KindDirect, wire.KindUserTyping, wire.KindReceipts:
-		// Any authenticated user may write to uid (block rules come
-		// with the users service); only uid reads.
+		// Any authenticated user may write to uid (blocks are checked
+		// by the publish handlers, which drop rather than disconnect a
+		// 3.1.1 client); only uid reads.
 		if write {
 			return uid != ""
 		}
@@ -76,7 +82,9 @@ func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, name string
 	case wire.KindHeartbeat:
 		return write && uid != "" && uid == t.Owner
 	case wire.KindGroup, wire.KindGroupTyping:
-		return groupAllowed(p, t.Owner, write)
+		// Members publish and subscribe; the same check on every
+		// delivery stops a removed member's subscription at once.
+		return groupAllowed(p, mem, t.Owner)
 	case wire.KindSys:
 		return !write && p.Admin && uid != ""
 	case wire.KindChatInvalid:
@@ -86,12 +94,6 @@ func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, name string
 		return false // reserved for the broker
 	}
 	return dev
-}
-
-// groupAllowed is the seam for group topics: membership checks arrive
-// with the groups issue. Until then nobody may use them.
-func groupAllowed(p wire.Principal, gid string, write bool) bool {
-	return false
 }
 
 // sharedFilter splits "$share/{group}/{filter}" (mochi matches the

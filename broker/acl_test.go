@@ -14,6 +14,14 @@ func (staticVis) CanSeePresence(viewer, subject string) bool {
 	return viewer != "" && subject != "" && viewer[0] == subject[0]
 }
 
+// staticMem: a user is a member of the groups whose ID starts with the
+// user's first letter.
+type staticMem struct{}
+
+func (staticMem) IsMember(gid, uid string) bool {
+	return gid != "" && uid != "" && gid[0] == uid[0]
+}
+
 func TestAllowedTable(t *testing.T) {
 	alice := wire.Principal{UserID: "alice"}
 	admin := wire.Principal{UserID: "root", Admin: true}
@@ -58,6 +66,23 @@ func TestAllowedTable(t *testing.T) {
 		{admin, false, "$sys/#", false, false},
 		{alice, false, "group/g1/newMessage", true, false},
 		{alice, false, "group/g1/typing", false, false},
+		{alice, false, "group/a1/newMessage", true, true},
+		{alice, false, "group/a1/newMessage", false, true},
+		{alice, false, "group/a1/typing", true, true},
+		{alice, false, "group/a1/typing", false, true},
+		{alice, false, "group/a1/+", false, true},
+		{alice, false, "group/a1/#", false, true},
+		{alice, false, "group/g1/+", false, false},
+		{alice, false, "group/g1/#", false, false},
+		{alice, false, "group/+/newMessage", false, false},
+		{alice, false, "group/+/#", false, false},
+		{alice, false, "group/#", false, false},
+		{alice, false, "group/a1/+/x", false, false},
+		{alice, false, "group/a1/members", false, false},
+		{alice, false, "group/a+/#", false, false},
+		{alice, true, "group/g1/newMessage", false, false},
+		{alice, false, "$share/s/group/a1/newMessage", false, false},
+		{anon, true, "group/a1/newMessage", false, false},
 		{anon, true, "user/bob/newMessage", true, false},
 		{anon, true, "user/bob/newMessage", false, false},
 		{anon, true, "presence/bob", false, false},
@@ -65,7 +90,7 @@ func TestAllowedTable(t *testing.T) {
 		{anon, false, "sensors/t1", false, false},
 		{alice, true, "", false, false},
 	} {
-		if got := allowed(tc.p, tc.dev, staticVis{}, tc.topic, tc.write); got != tc.want {
+		if got := allowed(tc.p, tc.dev, staticVis{}, staticMem{}, tc.topic, tc.write); got != tc.want {
 			t.Errorf("allowed(%q dev=%v %q write=%v) = %v", tc.p.UserID, tc.dev, tc.topic, tc.write, got)
 		}
 	}
@@ -76,7 +101,7 @@ func TestAllowedTable(t *testing.T) {
 // dev mode nothing outside the table is allowed.
 func FuzzACL(f *testing.F) {
 	for _, s := range []string{"user/alice/newMessage", "user/bob/#", "user/alice/#", "presence/bob", "presence/anna",
-		"presence/alice/heartbeat", "$share/g/user/alice/+", "$SYS/#", "#", "+/+/+", "group/g/newMessage", "sensors/x", "user//newMessage", "$SHARE/x/y"} {
+		"presence/alice/heartbeat", "$share/g/user/alice/+", "$SYS/#", "#", "+/+/+", "group/g/newMessage", "group/a1/#", "group/a/+", "group/+/typing", "sensors/x", "user//newMessage", "$SHARE/x/y"} {
 		f.Add("alice", false, false, s, false)
 		f.Add("alice", true, true, s, true)
 	}
@@ -85,7 +110,7 @@ func FuzzACL(f *testing.F) {
 			uid = "alice" // principals are always valid user IDs or anonymous
 		}
 		p := wire.Principal{UserID: uid, Admin: admin}
-		ok := allowed(p, dev, staticVis{}, topic, write)
+		ok := allowed(p, dev, staticVis{}, staticMem{}, topic, write)
 		if !ok {
 			return
 		}
@@ -119,6 +144,13 @@ func FuzzACL(f *testing.F) {
 			t.Fatalf("anonymous allowed on chat topic %q", topic)
 		}
 		if !write && strings.ContainsAny(topic, "+#") {
+			if gid, ok := strings.CutPrefix(topic, "group/"); ok {
+				gid, last, _ := strings.Cut(gid, "/")
+				if (last != "#" && last != "+") || wire.ValidGroupID(gid) != nil || !(staticMem{}).IsMember(gid, uid) {
+					t.Fatalf("group wildcard %q allowed for %s", topic, uid)
+				}
+				return
+			}
 			if topic != "user/"+uid+"/#" && topic != "user/"+uid+"/+" {
 				t.Fatalf("wildcard %q allowed for %s", topic, uid)
 			}
@@ -129,6 +161,10 @@ func FuzzACL(f *testing.F) {
 		case wire.KindDirect, wire.KindUserTyping, wire.KindReceipts:
 			if !write && tp.Owner != uid {
 				t.Fatalf("%s may read %q", uid, topic)
+			}
+		case wire.KindGroup, wire.KindGroupTyping:
+			if !(staticMem{}).IsMember(tp.Owner, uid) {
+				t.Fatalf("%s not a member, write=%v on %q", uid, write, topic)
 			}
 		case wire.KindEvents:
 			if write || tp.Owner != uid {

@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -90,6 +91,21 @@ type Config struct {
 	// kept; default 24h.
 	SessionExpiry time.Duration
 
+	// PublishRate limits PUBLISH packets per user, over all topics
+	// (heartbeats included) and all the user's connections on this node;
+	// default DefaultPublishRate, ratelimit.Unlimited disables. Over it:
+	// v5 QoS >= 1 gets reason 0x97 quota exceeded, the rest is dropped.
+	PublishRate ratelimit.Spec
+	// ConnectRate limits CONNECT attempts per client IP (IPv6: its /64),
+	// checked before the token; default DefaultConnectRate,
+	// ratelimit.Unlimited disables. Over it: CONNACK 0x9F (3.1.1: 3).
+	ConnectRate ratelimit.Spec
+	// RateLimitKeys bounds the buckets each limiter keeps; default
+	// ratelimit.DefaultMaxKeys.
+	RateLimitKeys int
+	// Now is the rate limiters' clock; nil means time.Now. Tests inject one.
+	Now func() time.Time
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -99,13 +115,28 @@ type Verifier interface {
 	VerifyAccessToken(token string) (wire.Principal, error)
 }
 
-// ChatStore validates and durably commits a direct message. It stamps
-// id, from and to, and returns the stored envelope with its encoded
-// payload; dup reports a retry of an already committed message (same
-// sender and cid). Errors wrap wire.ErrForbidden, ErrNotFound, ErrQuota,
-// ErrInvalid or ErrUnavailable.
+// ChatStore validates and durably commits a direct or group message. It
+// stamps id, from and to (or group), and returns the stored envelope with
+// its encoded payload; dup reports a retry of an already committed
+// message (same sender and cid). Errors wrap wire.ErrForbidden (e.g. the
+// recipient blocked the sender, the sender is no longer a member),
+// ErrNotFound (no such user or group), ErrQuota, ErrInvalid or
+// ErrUnavailable.
 type ChatStore interface {
 	SendDirect(ctx context.Context, from, to string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error)
+	SendGroup(ctx context.Context, from, gid string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error)
+}
+
+// Membership answers group membership. It is called on every group
+// publish, subscribe and delivery, so it must be O(1) and never block
+// (the users service serves it from a cache).
+type Membership interface {
+	IsMember(gid, uid string) bool
+}
+
+// Blocks answers whether blocker has blocked blocked (O(1), cached).
+type Blocks interface {
+	IsBlocked(blocker, blocked string) bool
 }
 
 // ReceiptStore moves read cursors.
@@ -131,13 +162,16 @@ type PresenceVisibility interface {
 // Deps are the broker's collaborators. Verifier is required unless Dev;
 // a nil Chat or Receipts refuses those publishes as unavailable; a nil
 // Presence ignores presence; a nil Visibility lets users see only their
-// own presence.
+// own presence; a nil Membership refuses every group topic; a nil Blocks
+// blocks nobody.
 type Deps struct {
 	Verifier   Verifier
 	Chat       ChatStore
 	Receipts   ReceiptStore
 	Presence   PresenceTracker
 	Visibility PresenceVisibility
+	Membership Membership
+	Blocks     Blocks
 }
 
 // Broker is one MQTT node.
@@ -147,6 +181,7 @@ type Broker struct {
 	log  *slog.Logger
 	srv  *mqtt.Server
 	m    *metrics
+	lim  *limits
 
 	inline *mqtt.Client // our own inline client: server publishes with user properties
 	tcp    *tcpListener
@@ -154,6 +189,7 @@ type Broker struct {
 	ws     *wsListener
 
 	conns   sync.Map     // *mqtt.Client -> *connInfo, live connections
+	users   userIndex    // uid -> live sessions, for DropGroupSubscriptions
 	nconn   atomic.Int64 // established connections
 	connSeq atomic.Uint64
 
@@ -207,12 +243,16 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 			return nil, fmt.Errorf("%w: allowed origin %q: %v", ErrBadConfig, o, err)
 		}
 	}
+	lim, err := newLimits(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger.With("component", "broker")
 	if cfg.Dev {
 		log.Warn("DEV MODE: anonymous MQTT clients are accepted and non-chat topics are open; never use this in production")
 	}
 
-	b := &Broker{cfg: cfg, deps: deps, log: log}
+	b := &Broker{cfg: cfg, deps: deps, log: log, lim: lim}
 	b.baseCtx, b.cancel = context.WithCancel(context.Background())
 
 	caps := mqtt.NewDefaultServerCapabilities()
@@ -228,7 +268,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		Capabilities:             caps,
 		ClientNetReadBufferSize:  cfg.ReadBufferSize,
 		ClientNetWriteBufferSize: cfg.WriteBufferSize,
-		Logger:                   cfg.Logger.With("component", "mochi"),
+		Logger:                   slog.New(quietRefusals{cfg.Logger.Handler()}).With("component", "mochi"),
 		// $SYS is rebuilt with runtime.ReadMemStats (stop-the-world) on
 		// each tick; once a second is more than admins need.
 		SysTopicResendInterval: 10,
@@ -237,8 +277,8 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
 	b.inline.Properties.ProtocolVersion = 5
 
-	var err error
 	if b.m, err = newMetrics(cfg.Registerer, b.nconn.Load); err != nil {
+		b.cancel()
 		return nil, err
 	}
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {

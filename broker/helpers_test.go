@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -55,8 +57,19 @@ func (fakeVerifier) VerifyAccessToken(tok string) (wire.Principal, error) {
 	return wire.Principal{UserID: parts[1], Admin: len(parts) == 3 && parts[2] == "admin"}, nil
 }
 
+// countingVerifier is fakeVerifier counting its calls.
+type countingVerifier struct {
+	fakeVerifier
+	n atomic.Int64
+}
+
+func (v *countingVerifier) VerifyAccessToken(tok string) (wire.Principal, error) {
+	v.n.Add(1)
+	return v.fakeVerifier.VerifyAccessToken(tok)
+}
+
 type chatCall struct {
-	from, to string
+	from, to string // to is "group:{gid}" for a group message
 	env      wire.Envelope
 }
 
@@ -90,10 +103,37 @@ func (f *fakeChat) SendDirect(ctx context.Context, from, to string, env wire.Env
 	return env, env.Marshal(), false, nil
 }
 
+func (f *fakeChat) SendGroup(ctx context.Context, from, gid string, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, chatCall{from, "group:" + gid, env})
+	if f.err != nil {
+		return wire.Envelope{}, nil, false, f.err
+	}
+	if f.seen == nil {
+		f.seen = map[string]wire.Envelope{}
+	}
+	key := from + "\x00" + env.CID
+	if e, ok := f.seen[key]; ok {
+		return e, e.Marshal(), true, nil
+	}
+	f.next++
+	env.ID = snowflake.Make(1000, 1, f.next)
+	env.From, env.Group = from, gid
+	f.seen[key] = env
+	return env, env.Marshal(), false, nil
+}
+
 func (f *fakeChat) setErr(err error) {
 	f.mu.Lock()
 	f.err = err
 	f.mu.Unlock()
+}
+
+func (f *fakeChat) getCalls() []chatCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]chatCall(nil), f.calls...)
 }
 
 func (f *fakeChat) callCount() int {
@@ -157,6 +197,44 @@ func (v *fakeVisibility) CanSeePresence(viewer, subject string) bool {
 	return ok == true
 }
 
+// fakeMembership: uid is a member of gid when the pair is set.
+type fakeMembership struct{ m sync.Map }
+
+func (f *fakeMembership) set(gid, uid string, ok bool) { f.m.Store([2]string{gid, uid}, ok) }
+func (f *fakeMembership) IsMember(gid, uid string) bool {
+	ok, _ := f.m.Load([2]string{gid, uid})
+	return ok == true
+}
+
+// fakeBlocks: blocker has blocked blocked when the pair is set.
+type fakeBlocks struct{ m sync.Map }
+
+func (f *fakeBlocks) set(blocker, blocked string, ok bool) {
+	f.m.Store([2]string{blocker, blocked}, ok)
+}
+func (f *fakeBlocks) IsBlocked(blocker, blocked string) bool {
+	ok, _ := f.m.Load([2]string{blocker, blocked})
+	return ok == true
+}
+
+// fakeClock is the rate limiters' clock; it moves only when told.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
 // --- a running broker ---
 
 type testEnv struct {
@@ -165,6 +243,10 @@ type testEnv struct {
 	rec   *fakeReceipts
 	pres  *fakePresence
 	vis   *fakeVisibility
+	mem   *fakeMembership
+	blk   *fakeBlocks
+	ver   *countingVerifier
+	clock *fakeClock
 	reg   *prometheus.Registry
 	addr  string
 	cfg   Config
@@ -182,18 +264,24 @@ func startBroker(t testing.TB, mod func(*Config)) *testEnv {
 
 func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *testEnv {
 	t.Helper()
-	e := &testEnv{chat: &fakeChat{}, rec: &fakeReceipts{}, pres: &fakePresence{}, vis: &fakeVisibility{}, reg: prometheus.NewRegistry()}
+	e := &testEnv{chat: &fakeChat{}, rec: &fakeReceipts{}, pres: &fakePresence{}, vis: &fakeVisibility{},
+		mem: &fakeMembership{}, blk: &fakeBlocks{}, ver: &countingVerifier{}, clock: &fakeClock{now: time.Unix(1_800_000_000, 0)},
+		reg: prometheus.NewRegistry()}
 	e.vis.set("alice", "bob", true)
-	cfg := Config{MQTTAddr: "127.0.0.1:0", Logger: quietLogger(), Registerer: e.reg, CommitTimeout: 2 * time.Second}
+	// Rate limits are off unless a test turns them on: the clock is frozen.
+	cfg := Config{MQTTAddr: "127.0.0.1:0", Logger: quietLogger(), Registerer: e.reg, CommitTimeout: 2 * time.Second,
+		PublishRate: ratelimit.Unlimited, ConnectRate: ratelimit.Unlimited, Now: e.clock.Now}
 	if mod != nil {
 		mod(&cfg)
 	}
 	deps := Deps{
-		Verifier:   fakeVerifier{},
+		Verifier:   e.ver,
 		Chat:       e.chat,
 		Receipts:   e.rec,
 		Presence:   e.pres,
 		Visibility: e.vis,
+		Membership: e.mem,
+		Blocks:     e.blk,
 	}
 	if modDeps != nil {
 		modDeps(&deps)

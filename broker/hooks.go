@@ -2,6 +2,8 @@ package broker
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"strconv"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -59,7 +61,13 @@ type connRefusal struct {
 // without another CONNACK.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
-	p, refusal := b.authenticate(cl, pk)
+	var p wire.Principal
+	var refusal *connRefusal
+	if !b.allowConnect(cl) {
+		refusal = &refuseConnectRate // before any token work: floods stay cheap
+	} else {
+		p, refusal = b.authenticate(cl, pk)
+	}
 	if refusal == nil && pk.Connect.WillFlag && !b.willAllowed(p, pk.Connect.WillTopic) {
 		refusal = &refuseWill
 	}
@@ -72,7 +80,11 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if err := b.srv.SendConnack(cl, code, false, nil); err != nil {
 			b.log.Debug("send connack", "client", cl.ID, "error", err)
 		}
-		b.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
+		level := slog.LevelInfo
+		if refusal == &refuseConnectRate {
+			level = slog.LevelDebug // a flood would flood the log too
+		}
+		b.log.Log(context.Background(), level, "connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
 		return refusal.v5
 	}
 	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(b.connSeq.Add(1), 10)})
@@ -119,7 +131,7 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 // OnPublish, so a will may only target topics that need no server
 // processing: open non-chat topics in dev mode.
 func (b *Broker) willAllowed(p wire.Principal, topic string) bool {
-	return b.cfg.Dev && wire.ParseTopic(topic).Kind == wire.KindOther && allowed(p, b.cfg.Dev, nil, topic, true)
+	return b.cfg.Dev && wire.ParseTopic(topic).Kind == wire.KindOther && allowed(p, b.cfg.Dev, nil, nil, topic, true)
 }
 
 // OnConnectAuthenticate accepts: OnConnect has already refused whoever
@@ -137,7 +149,14 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	ci := v.(*connInfo)
-	if ci.p.UserID != "" && b.deps.Presence != nil {
+	if ci.p.UserID == "" {
+		return
+	}
+	b.users.add(ci.p.UserID, cl)
+	// A resumed session brings its old subscriptions: drop those the
+	// user lost meanwhile (a group left while offline).
+	b.dropRevokedSubscriptions(cl, ci.p)
+	if b.deps.Presence != nil {
 		b.deps.Presence.Connected(ci.p.UserID, ci.connID)
 	}
 }
@@ -150,20 +169,30 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	ci := v.(*connInfo)
-	if ci.p.UserID != "" && b.deps.Presence != nil {
+	if ci.p.UserID == "" {
+		return
+	}
+	b.users.remove(ci.p.UserID, cl)
+	if b.deps.Presence != nil {
 		b.deps.Presence.Disconnected(ci.p.UserID, ci.connID)
 	}
 }
 
 // OnACLCheck is called for publishes (topic name, write), subscribes
 // (filter) and each delivery (topic name, !write), so revoked visibility
-// stops deliveries at once.
+// or group membership stops deliveries at once.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
 	b := h.b
-	ok := allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, topic, write)
+	if write && topic == "" {
+		// A publish that names its topic by alias only: mochi checks the
+		// ACL before it resolves the alias, so the check is made in
+		// OnPublish on the resolved name.
+		return true
+	}
+	ok := allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
 	if !ok && write {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
 	}
@@ -182,7 +211,12 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil
 	}
-	return h.b.onPublish(cl, pk)
+	b := h.b
+	if pk.Properties.TopicAlias > 0 && !allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) {
+		b.m.refused.WithLabelValues("acl_publish").Inc()
+		return b.refuse(cl, pk, wire.ParseTopic(pk.TopicName).Kind.String(), "forbidden", packets.ErrNotAuthorized)
+	}
+	return b.onPublish(cl, pk)
 }
 
 func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {

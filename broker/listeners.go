@@ -229,6 +229,9 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := newWSConn(ws)
+	// The client's address as the gateway saw it (it rewrites RemoteAddr
+	// behind a trusted proxy): connection rate limits key on it.
+	c.remote = remoteAddr(r.RemoteAddr)
 	if !l.tr.add(c) {
 		_ = c.Close()
 		return
@@ -282,6 +285,15 @@ type wsConn struct {
 	net.Conn // the underlying connection: addresses and deadlines
 	ws       *websocket.Conn
 	r        io.Reader // current frame, nil between frames
+	remote   net.Addr  // overrides Conn.RemoteAddr when set
+}
+
+// RemoteAddr is the HTTP request's RemoteAddr when known.
+func (c *wsConn) RemoteAddr() net.Addr {
+	if c.remote != nil && c.remote.String() != "" {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 func newWSConn(ws *websocket.Conn) *wsConn {

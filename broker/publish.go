@@ -31,16 +31,21 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	t := wire.ParseTopic(pk.TopicName)
 	class := t.Kind.String()
 	b.m.in.WithLabelValues(class).Inc()
+	p := b.principal(cl)
+	if !b.allowPublish(p) {
+		return b.refuse(cl, pk, class, "quota", packets.Code{Code: packets.ErrQuotaExceeded.Code, Reason: "quota exceeded: publish rate limit"})
+	}
 	if t.Kind == wire.KindOther {
 		return pk, nil // open topic (dev mode): plain MQTT
 	}
 	// Chat topics never retain what a client sends, and carry only the
 	// properties the server sets.
 	pk.FixedHeader.Retain = false
-	p := b.principal(cl)
 	switch t.Kind {
 	case wire.KindDirect:
 		return b.publishDirect(cl, pk, p, t.Owner, class)
+	case wire.KindGroup:
+		return b.publishGroup(cl, pk, p, t.Owner, class)
 	case wire.KindHeartbeat:
 		if p.UserID == "" || p.UserID != t.Owner {
 			return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
@@ -49,7 +54,12 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 			b.deps.Presence.Heartbeat(p.UserID)
 		}
 		return pk, packets.CodeSuccessIgnore // acknowledged, never delivered nor retained
-	case wire.KindUserTyping:
+	case wire.KindUserTyping, wire.KindGroupTyping:
+		// The ACL let only members through to a group; a user who
+		// blocked the sender does not see them typing.
+		if t.Kind == wire.KindUserTyping && b.blocked(t.Owner, p.UserID) {
+			return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
+		}
 		state, err := parseTyping(pk.Payload)
 		if err != nil {
 			return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
@@ -60,18 +70,38 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, 
 	case wire.KindReceipts:
 		return b.publishReceipt(cl, pk, p, t.Owner, class)
 	}
-	// Presence, events, groups, $SYS, malformed chat names: the ACL
+	// Presence, events, $SYS, malformed chat names: the ACL
 	// refuses them first; this is the backstop.
 	return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
 }
 
-// publishDirect validates the envelope and commits it through the
-// ChatStore before mochi sends the PUBACK (mochi runs OnPublish first and
-// blocks only this client meanwhile). The committed payload then goes to
-// the recipient's topic and, as a copy carrying the assigned id, to the
+// publishDirect commits a direct message and delivers it to the
+// recipient's topic and, as a copy carrying the assigned id, to the
 // sender's own user/{from}/newMessage (all the sender's devices,
-// including the sending one).
+// including the sending one). A recipient who blocked the sender is
+// refused here already, without a commit attempt (the ChatStore refuses
+// it too).
 func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Principal, to, class string) (packets.Packet, error) {
+	if b.blocked(to, p.UserID) {
+		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
+	}
+	send := func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+		return b.deps.Chat.SendDirect(ctx, p.UserID, to, env)
+	}
+	topics := []string{wire.DirectTopic(to)}
+	if to != p.UserID {
+		topics = append(topics, wire.DirectTopic(p.UserID))
+	}
+	return b.commitChat(cl, pk, p, class, "user", send, topics...)
+}
+
+// commitChat is the pipeline of archived messages: it validates the
+// envelope and commits it through send before mochi sends the PUBACK
+// (mochi runs OnPublish first and blocks only this client meanwhile),
+// then delivers the committed payload to topics with v5 user properties
+// id and from. noun names what a wire.ErrNotFound means ("user", "group").
+func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal, class, noun string,
+	send func(context.Context, wire.Envelope) (wire.Envelope, []byte, bool, error), topics ...string) (packets.Packet, error) {
 	if p.UserID == "" {
 		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
 	}
@@ -84,10 +114,13 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 	}
 	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
 	defer cancel()
-	stored, payload, dup, err := b.deps.Chat.SendDirect(ctx, p.UserID, to, env)
+	stored, payload, dup, err := send(ctx, env)
 	if err != nil {
 		code, reason := depCode(err)
-		b.log.Debug("direct message refused", "from", p.UserID, "to", to, "error", err)
+		if reason == "not_found" {
+			code.Reason = "topic name invalid: no such " + noun
+		}
+		b.log.Debug("message refused", "from", p.UserID, "topic", pk.TopicName, "error", err)
 		return b.refuse(cl, pk, class, reason, code)
 	}
 	if dup {
@@ -99,12 +132,9 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 	// connection died), and the retry is then a duplicate that delivers
 	// nothing, so a committed message would reach the recipient only at
 	// their next sync.
-	if err := b.inject(wire.DirectTopic(to), payload, false, pk.FixedHeader.Qos, props); err != nil {
-		b.log.Warn("direct message not delivered live", "from", p.UserID, "to", to, "id", stored.ID, "error", err)
-	}
-	if to != p.UserID {
-		if err := b.inject(wire.DirectTopic(p.UserID), payload, false, pk.FixedHeader.Qos, props); err != nil {
-			b.log.Warn("sender copy not delivered", "from", p.UserID, "id", stored.ID, "error", err)
+	for _, topic := range topics {
+		if err := b.inject(topic, payload, false, pk.FixedHeader.Qos, props); err != nil {
+			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)
 		}
 	}
 	// The PUBACK still carries id and from; Ignore stops mochi delivering
@@ -115,11 +145,19 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 	return pk, nil
 }
 
+// blocked reports whether recipient has blocked sender.
+func (b *Broker) blocked(recipient, sender string) bool {
+	return b.deps.Blocks != nil && sender != "" && recipient != sender && b.deps.Blocks.IsBlocked(recipient, sender)
+}
+
 // publishReceipt rewrites a receipt with the reader as peer; a read
 // receipt moves the read cursor (committed) before the PUBACK.
 func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Principal, owner, class string) (packets.Packet, error) {
 	if p.UserID == "" {
 		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+	}
+	if b.blocked(owner, p.UserID) {
+		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
 	}
 	r, err := parseReceipt(pk.Payload)
 	if err != nil {

@@ -207,6 +207,10 @@ func (slowChat) SendDirect(ctx context.Context, from, to string, env wire.Envelo
 	return wire.Envelope{}, nil, false, fmt.Errorf("slow: %w", wire.ErrUnavailable)
 }
 
+func (c slowChat) SendGroup(ctx context.Context, from, gid string, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+	return c.SendDirect(ctx, from, gid, env)
+}
+
 func TestV3InvalidPublishNotDelivered(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")

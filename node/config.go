@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
 )
 
 // Config is the whole configuration of a node. It is filled from, in
@@ -33,10 +35,14 @@ type Config struct {
 	AccessTTL      time.Duration `yaml:"access_token_ttl"`
 	LogLevel       string        `yaml:"log_level"`
 	LogFormat      string        `yaml:"log_format"`
+	// MQTT limits: "RATE/BURST" per second, or "off".
+	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
+	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
 
 	// Fields below are for tests and embedding; not settable from outside.
 	RaftTimeout  time.Duration `yaml:"-"` // heartbeat/election timeout; 0 = cluster default
 	FastPassword bool          `yaml:"-"` // cheap argon2 parameters (tests only)
+	NoRateLimits bool          `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
 }
 
 // Defaults returns the configuration of `edgechat serve` with no flags.
@@ -53,6 +59,9 @@ func Defaults() Config {
 		AccessTTL:     15 * time.Minute,
 		LogLevel:      "info",
 		LogFormat:     "text",
+
+		MQTTPublishRate: "20/50",
+		MQTTConnectRate: "10/30",
 	}
 }
 
@@ -110,6 +119,8 @@ var settings = []setting{
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
+	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
+	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
 }
@@ -207,6 +218,11 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("%w: log format %q", ErrConfig, c.LogFormat)
 	}
+	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate} {
+		if _, err := ParseRate(r); err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
 	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
 		return fmt.Errorf("%w: durations must be positive", ErrConfig)
 	}
@@ -220,7 +236,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "access-token-ttl": d.AccessTTL.String(), "log-level": d.LogLevel, "log-format": d.LogFormat}
+		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "log-level": d.LogLevel, "log-format": d.LogFormat}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {
@@ -229,4 +245,18 @@ func Usage() string {
 		b.WriteString(")\n")
 	}
 	return b.String()
+}
+
+// ParseRate reads a rate limit "RATE/BURST" (per second) or "off".
+func ParseRate(s string) (ratelimit.Spec, error) {
+	if s == "off" || s == "unlimited" {
+		return ratelimit.Unlimited, nil
+	}
+	r, b, ok := strings.Cut(s, "/")
+	rate, err1 := strconv.ParseFloat(r, 64)
+	burst, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || rate <= 0 || burst < 1 {
+		return ratelimit.Spec{}, fmt.Errorf("rate %q: want RATE/BURST (e.g. 20/50) or off", s)
+	}
+	return ratelimit.Spec{Rate: rate, Burst: burst}, nil
 }

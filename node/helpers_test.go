@@ -151,7 +151,7 @@ func decodeEnvelope(t *testing.T, b []byte) envelope {
 }
 
 // api calls the HTTP API and decodes the JSON answer into out (if not nil).
-func api(t *testing.T, n *nodetest.Node, token, method, path string, body any, out any) int {
+func api(t testing.TB, n *nodetest.Node, token, method, path string, body any, out any) int {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/services/admin"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/auth"
 	"github.com/edgechat/edgechat/services/gateway"
@@ -50,6 +51,7 @@ type Node struct {
 	Presence *presence.Service
 	Broker   *broker.Broker
 	Gateway  *gateway.Gateway
+	Admin    *admin.Service
 
 	ids   *lazyIDs
 	ready atomic.Bool
@@ -117,7 +119,9 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	raftStarted := n.raft
 	closers = append(closers, func() { shutdownRaft(raftStarted) })
 
-	n.Users, err = users.New(users.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Logger: log.With("component", "users")})
+	pub := &lazyPublisher{}
+	n.Users, err = users.New(users.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: pub, Registerer: reg,
+		Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -126,18 +130,17 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
-		Logger: log.With("component", "auth"), Registerer: reg})
+		Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
-	pub := &lazyPublisher{}
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: pub, IDs: n.ids,
-		Users: n.Auth, Logger: log.With("component", "archive"), Registerer: reg})
+		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
 	n.Presence, err = presence.New(presence.Config{Interval: cfg.Heartbeat, Grace: cfg.PresenceGrace},
-		presence.Deps{Publisher: pub, Visibility: n.Archive, Logger: log.With("component", "presence"), Registerer: reg})
+		presence.Deps{Publisher: pub, Visibility: visibility{n}, Logger: log.With("component", "presence"), Registerer: reg})
 	if err != nil {
 		return nil, err
 	}
@@ -145,26 +148,53 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if tlsCfg != nil {
 		mqttsAddr = cfg.MQTTSAddr
 	}
+	publishRate, _ := ParseRate(cfg.MQTTPublishRate) // validated above
+	connectRate, _ := ParseRate(cfg.MQTTConnectRate)
 	n.Broker, err = broker.New(broker.Config{
+		PublishRate:    publishRate,
+		ConnectRate:    connectRate,
 		MQTTAddr:       cfg.MQTTAddr,
 		MQTTSAddr:      mqttsAddr,
 		TLS:            tlsCfg,
 		Dev:            cfg.Dev,
 		AllowedOrigins: cfg.AllowedOrigins,
-		Logger:         log.With("component", "broker"),
+		Logger:         log,
 		Registerer:     reg,
-	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Archive})
+	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: visibility{n},
+		Membership: membership{n.Users}, Blocks: n.Users})
 	if err != nil {
 		return nil, fmt.Errorf("node: broker: %w", err)
 	}
 	pub.set(n.Broker)
+	// Every node drops a removed member's live group subscriptions once
+	// the removal is committed (the delivery-time ACL already stops them).
+	n.Users.OnMemberRemoved(n.Broker.DropGroupSubscriptions)
 	b := n.Broker
 	closers = append(closers, func() {
 		done, cancel := context.WithCancel(context.Background())
 		cancel()
 		_ = b.Run(done) // releases the MQTT listeners
 	})
-	n.Gateway, err = gateway.New(gateway.Config{Addr: cfg.HTTPAddr, TLS: tlsCfg}, gateway.Deps{
+	n.Admin, err = admin.New(admin.Deps{
+		Accounts:    n.Auth.CountAccounts,
+		Groups:      n.Users.Counts,
+		Connections: n.Broker.Connections,
+		Messages:    func() uint64 { return counterValue(reg, "edgechat_archive_messages_total", "result", "stored") },
+		SetAdmin: func(ctx context.Context, uid string, admin bool) error {
+			if err := n.Auth.SetAdmin(ctx, uid, admin); err != nil {
+				if errors.Is(err, auth.ErrNoAccount) {
+					return fmt.Errorf("%w: %w", wire.ErrNotFound, err)
+				}
+				return err
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.Gateway, err = gateway.New(gateway.Config{Addr: cfg.HTTPAddr, TLS: tlsCfg, CORSOrigins: cfg.AllowedOrigins,
+		NoRateLimits: cfg.NoRateLimits}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Logger: log.With("component", "gateway"), Registerer: reg, Gatherer: reg,
 	})
 	if err != nil {
@@ -174,6 +204,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.Gateway.Mount(n.Users.Routes()...)
 	n.Gateway.Mount(n.Archive.Routes()...)
 	n.Gateway.Mount(n.Presence.Routes()...)
+	n.Gateway.Mount(n.Admin.Routes()...)
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
 	return n, nil
 }
@@ -369,3 +400,51 @@ func (p *lazyPublisher) Publish(o wire.Outbound) error {
 	}
 	return b.Publish(o)
 }
+
+// visibility is who may watch whose presence: the user, the users they
+// have in their contacts, co-members of their groups and the users they
+// have a conversation with — never someone they blocked.
+type visibility struct{ n *Node }
+
+func (v visibility) CanSeePresence(viewer, subject string) bool {
+	if viewer == subject {
+		return true
+	}
+	if v.n.Users.IsBlocked(subject, viewer) {
+		return false
+	}
+	return v.n.Users.IsContact(subject, viewer) || v.n.Users.SharesGroup(viewer, subject) || v.n.Archive.CanSeePresence(viewer, subject)
+}
+
+// counterValue reads one labelled counter from the registry (for
+// /admin/stats; not a hot path).
+func counterValue(g prometheus.Gatherer, name, label, value string) uint64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return uint64(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// membership adapts the users service to the yes/no membership question
+// the broker and the archive ask.
+type membership struct{ u *users.Service }
+
+func (m membership) IsMember(gid, uid string) bool {
+	_, ok := m.u.Role(gid, uid)
+	return ok
+}
+
+func (m membership) GroupsOf(uid string) ([]string, error) { return m.u.GroupsOf(uid) }

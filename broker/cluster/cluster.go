@@ -160,7 +160,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger.With("node", cfg.NodeName)
+	log := cfg.Logger // the caller names the node (node.New does)
 	hl := newHclog(log, "raft", hclog.Warn)
 
 	var closers []func() error

@@ -159,7 +159,7 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	}
 	bin := edgechatBinary(t)
 	data := t.TempDir()
-	common := []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"}
+	common := []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off"}
 	p := startServe(t, bin, append(common, "--cluster-addr", "127.0.0.1:0")...)
 
 	// Operators' tools: create accounts on the running node, mint tokens from its keys.

@@ -27,6 +27,7 @@ const usage = `edgechat — real-time chat for the edge
 Usage:
   edgechat serve [flags]                      run a node (see: edgechat serve --help)
   edgechat user add NAME --password-stdin     create an account on a running node
+  edgechat user grant NAME admin [--revoke]   give (or take) the admin role on a running node
   edgechat token NAME [--data DIR]            mint an access token from the node's keys
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
   edgechat version

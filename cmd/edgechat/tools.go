@@ -21,9 +21,13 @@ import (
 )
 
 // userCmd: edgechat user add NAME --password-stdin [--server URL] [--display-name N]
+// or edgechat user grant NAME admin [--revoke] [--data DIR] [--server URL]
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) >= 3 && args[0] == "grant" {
+		return grantCmd(ctx, args[1], args[2], args[3:], stdout)
+	}
 	if len(args) < 2 || args[0] != "add" {
-		return fmt.Errorf("%w: edgechat user add NAME --password-stdin", errUsage)
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin", errUsage)
 	}
 	name := args[1]
 	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
@@ -62,6 +66,50 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	}
 	_ = json.Unmarshal(rb, &out)
 	fmt.Fprintf(stdout, "created user %s\n", out.UserID)
+	return nil
+}
+
+// grantCmd gives or takes the admin role. It signs a short-lived admin
+// token with the node's own key (the operator has the data dir) and calls
+// PUT /admin/users/{uid}/admin.
+func grantCmd(ctx context.Context, name, role string, args []string, stdout io.Writer) error {
+	if role != "admin" {
+		return fmt.Errorf("%w: the only role is admin", errUsage)
+	}
+	fs := flag.NewFlagSet("user grant", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a running node")
+	data := fs.String("data", envOr("EDGECHAT_DATA", "./data"), "data directory of the node (for its signing key)")
+	revoke := fs.Bool("revoke", false, "take the role away")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	tok, err := auth.MintFromKeyDir(filepath.Join(*data, "keys"), "edgechat", "operator", true, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	uid := strings.ToLower(name)
+	body, _ := json.Marshal(map[string]bool{"admin": !*revoke})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(*server, "/")+"/admin/users/"+uid+"/admin", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("contacting %s: %w", *server, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("granting admin to %s: %s: %s", uid, resp.Status, strings.TrimSpace(string(rb)))
+	}
+	if *revoke {
+		fmt.Fprintf(stdout, "%s is no longer an admin\n", uid)
+	} else {
+		fmt.Fprintf(stdout, "%s is now an admin\n", uid)
+	}
 	return nil
 }
 

@@ -59,6 +59,10 @@ func TestConfig(t testing.TB) node.Config {
 	cfg.PresenceGrace = 400 * time.Millisecond
 	cfg.RaftTimeout = 100 * time.Millisecond
 	cfg.FastPassword = true
+	// Every test client comes from 127.0.0.1; rate-limit tests turn limits on.
+	cfg.NoRateLimits = true
+	cfg.MQTTPublishRate = "off"
+	cfg.MQTTConnectRate = "off"
 	cfg.LogLevel = "warn"
 	return cfg
 }

@@ -16,7 +16,19 @@ import (
 // Command payloads are binary so that applying a message never parses
 // JSON: a version byte, then the fields, then (for a message) the stored
 // envelope JSON as the rest of the payload.
-const cmdVersion = 1
+//
+// Version 1 is a direct message or a direct read cursor, exactly as
+// written before groups existed, so old log entries apply unchanged (a
+// version 1 message naming a group is still refused, as it always was,
+// so replaying an old log gives the same state). Version 2 is the same
+// layout for a group: a message with Group set and To empty, or a read
+// cursor whose second string is the group ID. A node that predates
+// groups refuses version 2, so every node must run this version before
+// anyone sends to a group (a rolling upgrade finishes first).
+const (
+	cmdVersion      = 1
+	cmdVersionGroup = 2
+)
 
 // ErrBadCommand marks a replicated command this version cannot read.
 var ErrBadCommand = errors.New("archive: malformed command")
@@ -32,7 +44,7 @@ type msgCmd struct {
 	ID      snowflake.ID
 	From    string
 	To      string
-	Group   string // reserved for group messages (a later issue)
+	Group   string // set for a group message (then To is empty)
 	CID     string
 	Payload []byte // the stored envelope JSON
 }
@@ -44,7 +56,7 @@ func appendStr(b []byte, s string) []byte {
 
 func (c *msgCmd) encode() []byte {
 	b := make([]byte, 0, 1+8+4*binary.MaxVarintLen16+len(c.From)+len(c.To)+len(c.Group)+len(c.CID)+len(c.Payload))
-	b = append(b, cmdVersion)
+	b = append(b, versionFor(c.Group))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.ID))
 	b = appendStr(b, c.From)
 	b = appendStr(b, c.To)
@@ -79,8 +91,16 @@ func (r *reader) str() string {
 	return s
 }
 
+// versionFor is the command version of a direct (no group) or group command.
+func versionFor(group string) byte {
+	if group == "" {
+		return cmdVersion
+	}
+	return cmdVersionGroup
+}
+
 func decodeMsgCmd(b []byte) (msgCmd, error) {
-	if len(b) < 1 || b[0] != cmdVersion {
+	if len(b) < 1 || (b[0] != cmdVersion && b[0] != cmdVersionGroup) {
 		return msgCmd{}, fmt.Errorf("%w: unknown message command version", ErrBadCommand)
 	}
 	r := reader{b: b[1:]}
@@ -90,34 +110,66 @@ func decodeMsgCmd(b []byte) (msgCmd, error) {
 	if r.err || c.ID == 0 || c.From == "" || c.CID == "" || len(c.Payload) == 0 {
 		return msgCmd{}, fmt.Errorf("%w: message", ErrBadCommand)
 	}
+	switch {
+	case b[0] == cmdVersion && c.Group != "":
+		// What the handler has always answered to a version 1 group message.
+		return msgCmd{}, fmt.Errorf("archive: group messages are not supported in command version 1: %w", wire.ErrNotFound)
+	case b[0] == cmdVersion && c.To == "":
+		return msgCmd{}, fmt.Errorf("%w: message without recipient", ErrBadCommand)
+	case b[0] == cmdVersionGroup && (c.To != "" || wire.ValidGroupID(c.Group) != nil):
+		// The group ID becomes part of keys, so its syntax is checked here too.
+		return msgCmd{}, fmt.Errorf("%w: group message needs a valid group and no recipient", ErrBadCommand)
+	}
 	return c, nil
 }
 
-// cursorCmd is the payload of wire.CmdReadCursor.
+// cursorCmd is the payload of wire.CmdReadCursor: Peer for a direct
+// conversation (version 1) or Group for a group (version 2).
 type cursorCmd struct {
-	Reader, Peer string
-	UpTo         snowflake.ID
+	Reader, Peer, Group string
+	UpTo                snowflake.ID
 }
 
 func (c *cursorCmd) encode() []byte {
-	b := make([]byte, 0, 1+8+2*binary.MaxVarintLen16+len(c.Reader)+len(c.Peer))
-	b = append(b, cmdVersion)
+	other := c.Peer
+	if c.Group != "" {
+		other = c.Group
+	}
+	b := make([]byte, 0, 1+8+2*binary.MaxVarintLen16+len(c.Reader)+len(other))
+	b = append(b, versionFor(c.Group))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.UpTo))
 	b = appendStr(b, c.Reader)
-	return appendStr(b, c.Peer)
+	return appendStr(b, other)
 }
 
 func decodeCursorCmd(b []byte) (cursorCmd, error) {
-	if len(b) < 1 || b[0] != cmdVersion {
+	if len(b) < 1 || (b[0] != cmdVersion && b[0] != cmdVersionGroup) {
 		return cursorCmd{}, fmt.Errorf("%w: unknown read cursor command version", ErrBadCommand)
 	}
 	r := reader{b: b[1:]}
 	c := cursorCmd{UpTo: snowflake.ID(r.u64())}
-	c.Reader, c.Peer = r.str(), r.str()
-	if r.err || len(r.b) != 0 || c.Reader == "" || c.Peer == "" {
+	reader, other := r.str(), r.str()
+	if r.err || len(r.b) != 0 || reader == "" || other == "" {
 		return cursorCmd{}, fmt.Errorf("%w: read cursor", ErrBadCommand)
 	}
+	c.Reader = reader
+	if b[0] == cmdVersion {
+		c.Peer = other
+		return c, nil
+	}
+	if wire.ValidGroupID(other) != nil {
+		return cursorCmd{}, fmt.Errorf("%w: read cursor of an invalid group", ErrBadCommand)
+	}
+	c.Group = other
 	return c, nil
+}
+
+// conv is the conversation key the cursor belongs to.
+func (c *cursorCmd) conv() string {
+	if c.Group != "" {
+		return groupConv(c.Group)
+	}
+	return directConv(c.Reader, c.Peer)
 }
 
 // applied is what the message handler returns through the Proposer.
@@ -175,12 +227,6 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	if c.Group != "" {
-		return nil, fmt.Errorf("archive: group messages are not supported yet: %w", wire.ErrNotFound)
-	}
-	if c.To == "" {
-		return nil, fmt.Errorf("%w: message without recipient", ErrBadCommand)
-	}
 	dk := dedupKey(c.From, c.CID)
 	orig, dup, err := getID(tx, dk)
 	if err != nil {
@@ -204,8 +250,11 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) 
 		return nil, err
 	}
 	seq := at.Seq()
-	conv := directConv(c.From, c.To)
 	idb := be64(uint64(c.ID))
+	if c.Group != "" {
+		return applyGroupMessage(tx, seq, c, mk, dk, idb)
+	}
+	conv := directConv(c.From, c.To)
 
 	// Conversation summaries for both sides (one when writing to oneself).
 	parties := []struct{ uid, peer string }{{c.From, c.To}}
@@ -268,7 +317,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 	if err != nil {
 		return nil, err
 	}
-	conv := directConv(c.Reader, c.Peer)
+	conv := c.conv()
 	top, err := lastIndexed(tx, convPrefix(conv))
 	if err != nil {
 		return nil, err
@@ -286,6 +335,50 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 		return nil, err
 	}
 	return upTo, nil
+}
+
+// applyGroupMessage stores a group message: the message, its history
+// entry, ONE group sync entry and the group summary, whatever the size of
+// the group (members find it through their groups when they read).
+// Membership was checked by the proposing node: this handler cannot read
+// the users service's keys.
+func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte) (any, error) {
+	gk := groupSummaryKey(c.Group)
+	sum := summary{LastID: c.ID, LastSeq: seq}
+	old, found, err := getSummary(tx, gk)
+	if err != nil {
+		return nil, err
+	}
+	if found && old.LastID > c.ID {
+		sum.LastID = old.LastID // IDs may arrive out of order; keep the top of history
+	}
+	// The dedupe key goes last, as for direct messages.
+	for _, kv := range [][2][]byte{
+		{mk, c.Payload},
+		{withID(convPrefix(groupConv(c.Group)), uint64(c.ID)), []byte(c.From)},
+		{withID(groupSyncPrefix(c.Group), seq), idb},
+		{gk, sum.encode()},
+		{dk, idb},
+	} {
+		if err := tx.Set(kv[0], kv[1]); err != nil {
+			return nil, err
+		}
+	}
+	return &applied{ID: c.ID, Payload: c.Payload}, nil
+}
+
+// getSummary reads a summary; found is false when the key is absent or
+// holds something unreadable (treated as no summary, as the list does).
+func getSummary(tx *badger.Txn, key []byte) (sum summary, found bool, err error) {
+	it, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return summary{}, false, nil
+	}
+	if err != nil {
+		return summary{}, false, err
+	}
+	err = it.Value(func(v []byte) error { sum, found = decodeSummary(v); return nil })
+	return sum, found, err
 }
 
 // lastIndexed returns the trailing number of the last key under prefix

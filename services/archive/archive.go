@@ -1,32 +1,47 @@
-// Package archive is edgechat's durable message store: every direct
-// message is committed through the Raft log and applied into Badger under
-// r/arch/, with indexes for conversation history (newest first), a
-// per-user sync stream in commit order (so a reconnecting client never
-// misses a message even when node clocks disagree), conversation
-// summaries with unread counts, read cursors, and deduplication of
-// retried publishes by (sender, client message ID). It also offers the
-// /chat HTTP endpoints: history, sync, conversations and sending.
+// Package archive is edgechat's durable message store: every direct and
+// group message is committed through the Raft log and applied into Badger
+// under r/arch/, with indexes for conversation history (newest first), a
+// sync stream in commit order (so a reconnecting client never misses a
+// message even when node clocks disagree), conversation summaries with
+// unread counts, read cursors, and deduplication of retried publishes by
+// (sender, client message ID). It also offers the /chat HTTP endpoints:
+// history, sync, conversations, sending and marking read.
 //
 // Writes go only through the Proposer and the FSM handlers registered by
-// New; reads come straight from the local Badger.
+// New; reads come straight from the local Badger. Group membership and
+// blocks belong to the users service and are asked through the Groups
+// and Blocks interfaces on the node that proposes (FSM handlers cannot
+// read another service's keys).
 //
 // HTTP (Routes; every endpoint needs a principal; unknown or repeated
 // query parameters are refused with 400 "validation_failed"):
 //
-//	GET  /chat/history?with={uid}&before={id}&limit={n}  newest first; limit 1..200 (50)
-//	     {"messages":[envelope...],"hasMore":bool}; ?group={gid} is 404 until groups are archived
+//	GET  /chat/history?with={uid}|group={gid}&before={id}&limit={n}  newest first; limit 1..200 (50)
+//	     {"messages":[envelope...],"hasMore":bool}; a group's history is for its
+//	     current members only (404 "not_found" for anyone else)
 //	GET  /chat/sync?since={cursor}&limit={n}            oldest first in commit order; limit 1..1000 (500)
 //	     {"messages":[...],"cursor":"...","hasMore":bool}; the cursor is opaque (today a
-//	     decimal commit position); an empty since means from the beginning
+//	     decimal commit position); an empty since means from the beginning. Direct
+//	     messages and the messages of the groups I am a member of at query time
 //	GET  /chat/conversations?limit={n}                   latest activity first; limit 1..1000 (200)
-//	     {"conversations":[{"peer","lastMessage","unread"}],"hasMore":bool}; unread is capped at 1000
-//	POST /chat/messages                                  {"to", envelope fields}, at most 32 KiB;
-//	     201 with the stored envelope, 200 with the original one for a retried cid
+//	     {"conversations":[{"peer"|"group","lastMessage","unread"}],"hasMore":bool};
+//	     unread is capped at 1000
+//	POST /chat/messages                                  {"to"|"group", envelope fields}, at most 32 KiB;
+//	     201 with the stored envelope, 200 with the original one for a retried cid;
+//	     403 "forbidden" when blocked by the recipient or not a member of the group
+//	POST /chat/read                                      {"with"|"group", "upTo"}, at most 1 KiB; 204
 //
 // Decisions: a read cursor only moves forward and is clamped to the
 // conversation's newest message (so later messages still count as
 // unread); a cursor for a conversation without messages is ignored.
-// Dedupe entries are kept forever (a cid is unique per sender for good).
+// Dedupe entries are kept forever (a cid is unique per sender for good,
+// across direct and group messages). A group message is written once (no
+// per-member keys), so its cost does not grow with the group; members
+// find it at read time through Groups.GroupsOf. Hence a group's messages
+// sync only while you are a member, a new member reads earlier messages
+// through history (which shows a member the whole group history), and a
+// group's unread count is the group's messages from others above your
+// cursor.
 package archive
 
 import (
@@ -71,13 +86,28 @@ type Directory interface {
 	UserExists(uid string) (bool, error)
 }
 
+// Groups answers membership questions (the users service). IsMember must
+// be cheap (cached): it is asked on every group send and history read.
+type Groups interface {
+	IsMember(gid, uid string) bool
+	// GroupsOf lists uid's groups, sorted.
+	GroupsOf(uid string) ([]string, error)
+}
+
+// Blocks tells whether blocker has blocked blocked (the users service).
+type Blocks interface {
+	IsBlocked(blocker, blocked string) bool
+}
+
 // The ground-floor types the node wires in satisfy these interfaces.
 var (
 	_ Registrar = (*fsm.FSM)(nil)
 	_ IDSource  = (*snowflake.Generator)(nil)
 )
 
-// Deps are the archive's collaborators. Logger and Registerer may be nil.
+// Deps are the archive's collaborators. Logger and Registerer may be nil;
+// so may Groups (group messages and group history are then refused as
+// not found) and Blocks (nobody is blocked).
 type Deps struct {
 	DB         *badger.DB
 	Proposer   Proposer
@@ -85,6 +115,8 @@ type Deps struct {
 	Publisher  Publisher
 	IDs        IDSource
 	Users      Directory
+	Groups     Groups
+	Blocks     Blocks
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -94,12 +126,14 @@ var ErrMissingDep = errors.New("archive: missing dependency")
 
 // Service is the archive.
 type Service struct {
-	db    *badger.DB
-	prop  Proposer
-	pub   Publisher
-	ids   IDSource
-	users Directory
-	log   *slog.Logger
+	db     *badger.DB
+	prop   Proposer
+	pub    Publisher
+	ids    IDSource
+	users  Directory
+	groups Groups // nil: no groups
+	blocks Blocks // nil: no blocks
+	log    *slog.Logger
 
 	messages *prometheus.CounterVec
 }
@@ -134,6 +168,7 @@ func New(deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: deps.DB, prop: deps.Proposer, pub: deps.Publisher, ids: deps.IDs, users: deps.Users,
+		groups: deps.Groups, blocks: deps.Blocks,
 		log: log.With("component", "archive"),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_archive_messages_total",
@@ -168,19 +203,14 @@ func validUsers(uids ...string) error {
 // the stored envelope and its exact JSON (the bytes to deliver; do not
 // re-encode). If (from, env.CID) was stored before, it returns that
 // original message with dup=true and stores nothing. Errors wrap
-// wire.ErrNotFound (no such recipient), wire.ErrInvalid or
-// wire.ErrUnavailable.
+// wire.ErrNotFound (no such recipient), wire.ErrForbidden (the recipient
+// has blocked the sender), wire.ErrInvalid or wire.ErrUnavailable.
+//
+// The block is checked here, before proposing, because the FSM handler
+// cannot read the users service's keys: a block committed while a message
+// is in flight may let that one message through.
 func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error) {
-	defer func() {
-		switch {
-		case err != nil:
-			s.messages.WithLabelValues(resultRefused).Inc()
-		case dup:
-			s.messages.WithLabelValues(resultDuplicate).Inc()
-		default:
-			s.messages.WithLabelValues(resultStored).Inc()
-		}
-	}()
+	defer func() { s.count(dup, err) }()
 	if err := validUsers(from, to); err != nil {
 		return wire.Envelope{}, nil, false, err
 	}
@@ -194,10 +224,30 @@ func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Enve
 	if !ok {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
 	}
+	if to != from && s.blocks != nil && s.blocks.IsBlocked(to, from) {
+		return wire.Envelope{}, nil, false, fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, to, ""
 	payload = env.Marshal()
-	cmd := msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: payload}
+	return s.store(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: payload})
+}
+
+// count records the outcome of a send.
+func (s *Service) count(dup bool, err error) {
+	switch {
+	case err != nil:
+		s.messages.WithLabelValues(resultRefused).Inc()
+	case dup:
+		s.messages.WithLabelValues(resultDuplicate).Inc()
+	default:
+		s.messages.WithLabelValues(resultStored).Inc()
+	}
+}
+
+// store proposes a stamped message and returns what the handler stored:
+// env and payload, or the original message of a retried cid.
+func (s *Service) store(ctx context.Context, env wire.Envelope, payload []byte, cmd msgCmd) (wire.Envelope, []byte, bool, error) {
 	v, err := s.prop.Propose(ctx, wire.CmdMessage, cmd.encode())
 	if err != nil {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: store message: %w", err)
@@ -234,17 +284,22 @@ func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowfl
 }
 
 // CanSeePresence reports whether viewer may see subject's presence: they
-// are the same user or have a conversation.
+// are the same user or have a direct conversation. (Contacts, groups and
+// blocks are the users service's part of the rule.)
 func (s *Service) CanSeePresence(viewer, subject string) bool {
-	if viewer == subject {
-		return true
-	}
-	if validUsers(viewer, subject) != nil {
+	return viewer == subject || s.HasConversation(viewer, subject)
+}
+
+// HasConversation reports whether a direct conversation (at least one
+// stored message, either way) exists between a and b. Group messages do
+// not count.
+func (s *Service) HasConversation(a, b string) bool {
+	if validUsers(a, b) != nil {
 		return false
 	}
 	var ok bool
 	err := s.db.View(func(tx *badger.Txn) error {
-		_, err := tx.Get(summaryKey(viewer, subject))
+		_, err := tx.Get(summaryKey(a, b))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -252,7 +307,7 @@ func (s *Service) CanSeePresence(viewer, subject string) bool {
 		return err
 	})
 	if err != nil {
-		s.log.Error("presence visibility lookup failed", "viewer", viewer, "subject", subject, "err", err)
+		s.log.Error("conversation lookup failed", "a", a, "b", b, "err", err)
 		return false
 	}
 	return ok

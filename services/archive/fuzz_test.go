@@ -12,12 +12,13 @@ import (
 
 // FuzzSendRequest checks the POST /chat/messages decoder: it never
 // panics, refuses only with a 400 *httpapi.Error, and whatever it accepts
-// has a valid recipient and an envelope that wire.ParseEnvelope accepts
+// has exactly one valid target (a recipient or a group) and an envelope that wire.ParseEnvelope accepts
 // unchanged. Seeds are in testdata/fuzz/FuzzSendRequest.
 func FuzzSendRequest(f *testing.F) {
 	f.Add([]byte(`{"to":"bob","cid":"c-1","type":"text","body":"hello"}`))
+	f.Add([]byte(`{"group":"k3v9x0q2m7a1b4c8","cid":"c-1","type":"text","body":"hello"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		to, env, err := decodeSendRequest(body)
+		dst, env, err := decodeSendRequest(body)
 		if err != nil {
 			var he *httpapi.Error
 			if !errors.As(err, &he) || he.Status != http.StatusBadRequest {
@@ -25,8 +26,15 @@ func FuzzSendRequest(f *testing.F) {
 			}
 			return
 		}
-		if wire.ValidUserID(to) != nil {
-			t.Fatalf("accepted recipient %q", to)
+		switch {
+		case dst.To != "" && dst.Group != "":
+			t.Fatalf("accepted both a recipient and a group: %+v", dst)
+		case dst.To != "" && wire.ValidUserID(dst.To) != nil:
+			t.Fatalf("accepted recipient %q", dst.To)
+		case dst.Group != "" && wire.ValidGroupID(dst.Group) != nil:
+			t.Fatalf("accepted group %q", dst.Group)
+		case dst.To == "" && dst.Group == "":
+			t.Fatalf("accepted no target")
 		}
 		if env.ID != 0 || env.From != "" || env.To != "" || env.Group != "" {
 			t.Fatalf("server-owned fields set: %+v", env)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
@@ -147,20 +148,97 @@ type fakeDir map[string]bool
 
 func (d fakeDir) UserExists(uid string) (bool, error) { return d[uid], nil }
 
+// fakeGroups is an in-memory membership table.
+type fakeGroups struct {
+	mu      sync.Mutex
+	members map[string]map[string]bool // gid → uid set
+}
+
+func (g *fakeGroups) IsMember(gid, uid string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.members[gid][uid]
+}
+
+func (g *fakeGroups) GroupsOf(uid string) ([]string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []string
+	for gid, m := range g.members {
+		if m[uid] {
+			out = append(out, gid)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (g *fakeGroups) add(gid string, uids ...string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.members == nil {
+		g.members = map[string]map[string]bool{}
+	}
+	if g.members[gid] == nil {
+		g.members[gid] = map[string]bool{}
+	}
+	for _, u := range uids {
+		g.members[gid][u] = true
+	}
+}
+
+func (g *fakeGroups) remove(gid, uid string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.members[gid], uid)
+}
+
+// fakeBlocks holds blocker→blocked pairs.
+type fakeBlocks struct {
+	mu  sync.Mutex
+	set map[[2]string]bool
+}
+
+func (b *fakeBlocks) IsBlocked(blocker, blocked string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.set[[2]string{blocker, blocked}]
+}
+
+func (b *fakeBlocks) block(blocker, blocked string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.set == nil {
+		b.set = map[[2]string]bool{}
+	}
+	b.set[[2]string{blocker, blocked}] = true
+}
+
 type env struct {
-	svc  *Service
-	db   *badger.DB
-	f    *fsm.FSM
-	prop *syncProposer
-	pub  *fakePub
-	ids  *seqIDs
-	reg  *prometheus.Registry
+	svc    *Service
+	db     *badger.DB
+	f      *fsm.FSM
+	prop   *syncProposer
+	pub    *fakePub
+	ids    *seqIDs
+	reg    *prometheus.Registry
+	groups *fakeGroups // nil: the service runs without groups
+	blocks *fakeBlocks
+	gdep   Groups // overrides groups as the Groups dependency
 }
 
 type envOpt func(*env)
 
 func withBatch(n int) envOpt     { return func(e *env) { e.prop.batch = n } }
 func withIDs(ids *seqIDs) envOpt { return func(e *env) { e.ids = ids } }
+
+// withGroups gives the service a Groups (and Blocks) dependency.
+func withGroups() envOpt {
+	return func(e *env) { e.groups, e.blocks = &fakeGroups{}, &fakeBlocks{} }
+}
+
+// withGroupsDep gives the service g as its Groups dependency.
+func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
 
 func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
@@ -178,11 +256,18 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	}
 	e.f = fsm.New(e.db, nil)
 	e.prop.f = e.f
-	svc, err := New(Deps{
+	deps := Deps{
 		DB: e.db, Proposer: e.prop, FSM: e.f, Publisher: e.pub, IDs: e.ids,
 		Users:      fakeDir{"alice": true, "bob": true, "carol": true, "dave": true},
 		Registerer: e.reg,
-	})
+	}
+	if e.groups != nil {
+		deps.Groups, deps.Blocks = e.groups, e.blocks
+	}
+	if e.gdep != nil {
+		deps.Groups = e.gdep
+	}
+	svc, err := New(deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -199,6 +284,15 @@ func (e *env) send(t testing.TB, from, to, cid string) wire.Envelope {
 	stored, _, dup, err := e.svc.SendDirect(context.Background(), from, to, text(cid, "hi "+cid))
 	if err != nil || dup {
 		t.Fatalf("SendDirect(%s→%s %s) = dup %v, %v", from, to, cid, dup, err)
+	}
+	return stored
+}
+
+func (e *env) sendGroup(t testing.TB, from, gid, cid string) wire.Envelope {
+	t.Helper()
+	stored, _, dup, err := e.svc.SendGroup(context.Background(), from, gid, text(cid, "hi "+cid))
+	if err != nil || dup {
+		t.Fatalf("SendGroup(%s→%s %s) = dup %v, %v", from, gid, cid, dup, err)
 	}
 	return stored
 }
@@ -306,6 +400,7 @@ type page struct {
 type convList struct {
 	Conversations []struct {
 		Peer        string        `json:"peer"`
+		Group       string        `json:"group"`
 		LastMessage wire.Envelope `json:"lastMessage"`
 		Unread      int           `json:"unread"`
 	} `json:"conversations"`
@@ -322,4 +417,6 @@ var (
 	_ Publisher = (*fakePub)(nil)
 	_ Directory = fakeDir(nil)
 	_ IDSource  = (*seqIDs)(nil)
+	_ Groups    = (*fakeGroups)(nil)
+	_ Blocks    = (*fakeBlocks)(nil)
 )

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -19,6 +18,9 @@ import (
 // MaxSendBody limits a POST /chat/messages body.
 const MaxSendBody = 32 << 10
 
+// MaxReadBody limits a POST /chat/read body.
+const MaxReadBody = 1 << 10
+
 // CodeInvalidEnvelope is the error code of an envelope that fails
 // wire.ParseEnvelope.
 const CodeInvalidEnvelope = "invalid_envelope"
@@ -30,6 +32,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/chat/sync", Handler: s.handleSync, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/chat/conversations", Handler: s.handleConversations, Class: "read"},
 		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
+		{Method: http.MethodPost, Pattern: "/chat/read", Handler: s.handleRead, Class: "write", MaxBody: MaxReadBody},
 	}
 }
 
@@ -142,7 +145,8 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, badParam("invalid group id"))
 			return
 		}
-		conv, err = s.groupConv(me, gid)
+		// Members only; anyone else is told the group does not exist.
+		conv, err = s.memberConv(me, gid)
 		if err != nil {
 			httpapi.WriteError(w, httpError(err))
 			return
@@ -165,12 +169,6 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	writeMessages(w, msgs, func(b *bytes.Buffer) {
 		b.WriteString(`,"hasMore":` + strconv.FormatBool(hasMore))
 	})
-}
-
-// groupConv is the seam for group history: it will check membership and
-// return "g:"+gid. Groups are not archived yet.
-func (s *Service) groupConv(_, gid string) (string, error) {
-	return "", fmt.Errorf("archive: group %q: %w", gid, wire.ErrNotFound)
 }
 
 func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
@@ -214,8 +212,10 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// conversationJSON has exactly one of Peer and Group.
 type conversationJSON struct {
-	Peer        string          `json:"peer"`
+	Peer        string          `json:"peer,omitempty"`
+	Group       string          `json:"group,omitempty"`
 	LastMessage json.RawMessage `json:"lastMessage"`
 	Unread      int             `json:"unread"`
 }
@@ -247,16 +247,17 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		HasMore       bool               `json:"hasMore"`
 	}{Conversations: make([]conversationJSON, 0, len(convs)), HasMore: hasMore}
 	for _, c := range convs {
-		out.Conversations = append(out.Conversations, conversationJSON{Peer: c.Peer, LastMessage: c.Last, Unread: c.Unread})
+		out.Conversations = append(out.Conversations, conversationJSON{Peer: c.Peer, Group: c.Group, LastMessage: c.Last, Unread: c.Unread})
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
-// sendRequest is the body of POST /chat/messages: "to" plus the fields of
-// a client envelope, kept raw so that wire.ParseEnvelope alone decides
-// what is valid.
+// sendRequest is the body of POST /chat/messages: "to" or "group" plus
+// the fields of a client envelope, kept raw so that wire.ParseEnvelope
+// alone decides what is valid.
 type sendRequest struct {
 	To      *string         `json:"to"`
+	Group   *string         `json:"group"`
 	CID     json.RawMessage `json:"cid"`
 	Type    json.RawMessage `json:"type"`
 	Body    json.RawMessage `json:"body"`
@@ -264,15 +265,27 @@ type sendRequest struct {
 	Media   json.RawMessage `json:"media"`
 }
 
+// target is where a message goes: exactly one of To and Group is set.
+type target struct{ To, Group string }
+
 // decodeSendRequest strictly decodes a send body and validates the
 // envelope part with wire.ParseEnvelope. Its errors are *httpapi.Error.
-func decodeSendRequest(body []byte) (to string, env wire.Envelope, err error) {
+func decodeSendRequest(body []byte) (dst target, env wire.Envelope, err error) {
 	var req sendRequest
 	if err := httpapi.DecodeJSONBytes(body, &req); err != nil {
-		return "", wire.Envelope{}, err
+		return target{}, wire.Envelope{}, err
 	}
-	if req.To == nil || wire.ValidUserID(*req.To) != nil {
-		return "", wire.Envelope{}, badParam("to must be a user id")
+	switch {
+	case (req.To == nil) == (req.Group == nil):
+		return target{}, wire.Envelope{}, badParam("give exactly one of to and group")
+	case req.To != nil && wire.ValidUserID(*req.To) != nil:
+		return target{}, wire.Envelope{}, badParam("to must be a user id")
+	case req.To != nil:
+		dst.To = *req.To
+	case wire.ValidGroupID(*req.Group) != nil:
+		return target{}, wire.Envelope{}, badParam("group must be a group id")
+	default:
+		dst.Group = *req.Group
 	}
 	var b bytes.Buffer
 	b.Grow(len(body))
@@ -293,9 +306,9 @@ func decodeSendRequest(body []byte) (to string, env wire.Envelope, err error) {
 	b.WriteByte('}')
 	env, err = wire.ParseEnvelope(b.Bytes())
 	if err != nil {
-		return "", wire.Envelope{}, httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%v", err)
+		return target{}, wire.Envelope{}, httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%v", err)
 	}
-	return *req.To, env, nil
+	return dst, env, nil
 }
 
 func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
@@ -316,16 +329,25 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	to, env, err := decodeSendRequest(raw)
+	dst, env, err := decodeSendRequest(raw)
 	if err != nil {
 		s.messages.WithLabelValues(resultRefused).Inc()
 		httpapi.WriteError(w, err)
 		return
 	}
-	stored, payload, dup, err := s.SendDirect(r.Context(), me, to, env)
+	var (
+		stored  wire.Envelope
+		payload []byte
+		dup     bool
+	)
+	if dst.Group != "" {
+		stored, payload, dup, err = s.SendGroup(r.Context(), me, dst.Group, env)
+	} else {
+		stored, payload, dup, err = s.SendDirect(r.Context(), me, dst.To, env)
+	}
 	if err != nil {
-		if !errors.Is(err, wire.ErrNotFound) && !errors.Is(err, wire.ErrInvalid) {
-			s.log.Warn("send over HTTP failed", "from", me, "to", to, "err", err)
+		if !errors.Is(err, wire.ErrNotFound) && !errors.Is(err, wire.ErrInvalid) && !errors.Is(err, wire.ErrForbidden) {
+			s.log.Warn("send over HTTP failed", "from", me, "to", dst.To, "group", dst.Group, "err", err)
 		}
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -340,20 +362,94 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(payload)
 }
 
-// deliver publishes a newly stored direct message to the recipient and
-// to the sender's other devices. A failed publish is logged, not
-// returned: the message is committed and clients catch up through sync.
+// deliver publishes a newly stored message: a direct message to the
+// recipient and to the sender's other devices, a group message to the
+// group's topic (the sender's devices are members, so they get it there).
+// A failed publish is logged, not returned: the message is committed and
+// clients catch up through sync.
 func (s *Service) deliver(env wire.Envelope, payload []byte) {
 	props := []wire.Prop{{Key: "id", Value: env.ID.String()}, {Key: "from", Value: env.From}}
-	topics := []string{wire.DirectTopic(env.To)}
-	if env.From != env.To {
-		topics = append(topics, wire.DirectTopic(env.From))
+	var topics []string
+	switch {
+	case env.Group != "":
+		topics = []string{wire.GroupTopic(env.Group)}
+	case env.From != env.To:
+		topics = []string{wire.DirectTopic(env.To), wire.DirectTopic(env.From)}
+	default:
+		topics = []string{wire.DirectTopic(env.To)}
 	}
 	for _, t := range topics {
 		if err := s.pub.Publish(wire.Outbound{Topic: t, Payload: payload, QoS: 1, UserProps: props}); err != nil {
 			s.log.Warn("publishing a stored message failed; clients will get it by sync", "topic", t, "id", env.ID, "err", err)
 		}
 	}
+}
+
+// readRequest is the body of POST /chat/read: exactly one of with (a
+// user ID) and group, and upTo (a message ID as a decimal string).
+type readRequest struct {
+	With  *string `json:"with"`
+	Group *string `json:"group"`
+	UpTo  *string `json:"upTo"`
+}
+
+// handleRead moves the caller's read cursor of a direct conversation or a
+// group (204). For a direct conversation it also publishes a read receipt
+// to the peer, as an MQTT read receipt would be delivered.
+func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
+	me, err := principal(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if len(r.URL.RawQuery) > 0 {
+		httpapi.WriteError(w, badParam("no query parameters allowed"))
+		return
+	}
+	var req readRequest
+	if err := httpapi.DecodeJSON(r, &req, MaxReadBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	var upTo snowflake.ID
+	switch {
+	case (req.With == nil) == (req.Group == nil):
+		err = badParam("give exactly one of with and group")
+	case req.With != nil && wire.ValidUserID(*req.With) != nil:
+		err = badParam("with must be a user id")
+	case req.Group != nil && wire.ValidGroupID(*req.Group) != nil:
+		err = badParam("group must be a group id")
+	case req.UpTo == nil:
+		err = badParam("upTo is required")
+	default:
+		if upTo, err = snowflake.Parse(*req.UpTo); err != nil {
+			err = badParam("upTo must be a decimal message id")
+		}
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if req.Group != nil {
+		err = s.MarkGroupRead(r.Context(), me, *req.Group, upTo)
+	} else {
+		err = s.MarkRead(r.Context(), me, *req.With, upTo)
+	}
+	if err != nil {
+		if !errors.Is(err, wire.ErrNotFound) && !errors.Is(err, wire.ErrInvalid) {
+			s.log.Warn("mark read over HTTP failed", "reader", me, "err", err)
+		}
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	if req.With != nil && *req.With != me && upTo != 0 {
+		rc, _ := json.Marshal(wire.Receipt{Type: wire.ReceiptRead, UpTo: upTo, Peer: me})
+		o := wire.Outbound{Topic: wire.ReceiptsTopic(*req.With), Payload: rc, QoS: 1, UserProps: []wire.Prop{{Key: "from", Value: me}}}
+		if err := s.pub.Publish(o); err != nil {
+			s.log.Warn("publishing a read receipt failed", "reader", me, "peer", *req.With, "err", err)
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // httpError maps service errors to JSON errors with stable codes.

@@ -17,10 +17,15 @@ import (
 //	i/{uid}/{peer}/{id}       → nil (what uid received from peer; unread counts)
 //	v/{uid}/{peer}            → lastID(8) lastSeq(8) (conversation summary)
 //	rc/{uid}/{convKey}        → id (read cursor)
-//	dedup/{from}/{cid}        → id (retried publishes)
+//	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
+//	gs/{gid}/{seq}            → id (per-group sync index in commit order)
+//	gv/{gid}                  → lastID(8) lastSeq(8) (group summary)
 //
-// convKey is "d:"+min(a,b)+":"+max(a,b) for direct messages; groups will
-// use "g:"+gid.
+// convKey is "d:"+min(a,b)+":"+max(a,b) for direct messages and "g:"+gid
+// for groups. Group IDs never hold '/' or ':' either (wire.ValidGroupID).
+// A group message writes no per-member key: members reach it through
+// gs/ and gv/ of the groups they are in when they read (see read.go), so
+// its cost does not grow with the group.
 const keyRoot = "r/arch/"
 
 func be64(n uint64) []byte {
@@ -58,6 +63,9 @@ func summaryPrefix(uid string) []byte     { return cat([]byte("v/" + uid + "/"))
 func summaryKey(uid, peer string) []byte  { return cat([]byte("v/" + uid + "/" + peer)) }
 func cursorKey(uid, conv string) []byte   { return cat([]byte("rc/" + uid + "/" + conv)) }
 func dedupKey(from, cid string) []byte    { return cat([]byte("dedup/" + from + "/" + cid)) }
+func groupConv(gid string) string         { return "g:" + gid }
+func groupSyncPrefix(gid string) []byte   { return cat([]byte("gs/" + gid + "/")) }
+func groupSummaryKey(gid string) []byte   { return cat([]byte("gv/" + gid)) }
 
 func withID(prefix []byte, n uint64) []byte {
 	k := make([]byte, 0, len(prefix)+8)
@@ -73,7 +81,7 @@ func tail8(key []byte) uint64 {
 	return binary.BigEndian.Uint64(key[len(key)-8:])
 }
 
-// summary is the value of v/{uid}/{peer}.
+// summary is the value of v/{uid}/{peer} and of gv/{gid}.
 type summary struct {
 	LastID  snowflake.ID // highest message ID in the conversation (the top of its history)
 	LastSeq uint64       // commit position of its latest message (activity order)

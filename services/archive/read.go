@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -76,22 +77,39 @@ func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msg
 
 // syncPage returns up to limit messages for uid committed after the
 // position since, in commit order, and the position of the last one
-// (since itself when there is none).
+// (since itself when there is none). It merges uid's own index (direct
+// messages) with the index of every group uid is a member of now: a
+// group's messages are synced while you are a member at query time.
+// Every command has its own position, so the merged stream has no ties
+// and one position is a complete cursor.
 func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, next uint64, hasMore bool, err error) {
-	prefix := syncPrefix(uid)
 	next = since
 	if since == ^uint64(0) {
 		return nil, next, false, nil
 	}
+	gids, err := s.groupsOf(uid)
+	if err != nil {
+		return nil, next, false, err
+	}
 	err = s.db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		for it.Seek(withID(prefix, since+1)); it.ValidForPrefix(prefix); it.Next() {
+		prefixes := [][]byte{syncPrefix(uid)}
+		for _, gid := range gids {
+			// One Get skips a group with nothing new, instead of an iterator.
+			sum, found, err := getSummary(tx, groupSummaryKey(gid))
+			if err != nil {
+				return err
+			}
+			if found && sum.LastSeq > since {
+				prefixes = append(prefixes, groupSyncPrefix(gid))
+			}
+		}
+		m := newMerge(tx, prefixes, since+1)
+		defer m.close()
+		for item := m.next(); item != nil; item = m.next() {
 			if len(msgs) == limit {
 				hasMore = true
 				return nil
 			}
-			item := it.Item()
 			var id snowflake.ID
 			if err := item.Value(func(v []byte) error {
 				if len(v) != 8 {
@@ -102,11 +120,11 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 			}); err != nil {
 				return err
 			}
-			m, err := loadMessage(tx, id)
+			msg, err := loadMessage(tx, id)
 			if err != nil {
 				return err
 			}
-			msgs = append(msgs, m)
+			msgs = append(msgs, msg)
 			next = tail8(item.Key())
 		}
 		return nil
@@ -114,16 +132,106 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 	return msgs, next, hasMore, err
 }
 
-// conversation is one entry of the conversation list.
+// merge walks several sync indexes (keys ending in an 8-byte position)
+// together in position order: a k-way merge over a min-heap of
+// iterators.
+type merge struct {
+	its  []*badger.Iterator
+	pfx  [][]byte
+	heap []int // indexes into its, ordered by their current position
+	last int   // the iterator whose item next returned (advanced on the next call), or -1
+}
+
+func newMerge(tx *badger.Txn, prefixes [][]byte, from uint64) *merge {
+	m := &merge{pfx: prefixes, last: -1}
+	for i, p := range prefixes {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: p})
+		it.Seek(withID(p, from))
+		m.its = append(m.its, it)
+		if it.ValidForPrefix(p) {
+			m.push(i)
+		}
+	}
+	return m
+}
+
+func (m *merge) pos(i int) uint64 { return tail8(m.its[m.heap[i]].Item().Key()) }
+
+func (m *merge) push(it int) {
+	m.heap = append(m.heap, it)
+	for i := len(m.heap) - 1; i > 0; {
+		p := (i - 1) / 2
+		if m.pos(p) <= m.pos(i) {
+			break
+		}
+		m.heap[p], m.heap[i] = m.heap[i], m.heap[p]
+		i = p
+	}
+}
+
+func (m *merge) pop() int {
+	top := m.heap[0]
+	n := len(m.heap) - 1
+	m.heap[0] = m.heap[n]
+	m.heap = m.heap[:n]
+	for i := 0; ; {
+		l, small := 2*i+1, i
+		if l < n && m.pos(l) < m.pos(small) {
+			small = l
+		}
+		if r := l + 1; r < n && m.pos(r) < m.pos(small) {
+			small = r
+		}
+		if small == i {
+			break
+		}
+		m.heap[i], m.heap[small] = m.heap[small], m.heap[i]
+		i = small
+	}
+	return top
+}
+
+// next returns the item with the lowest position not returned yet, or
+// nil at the end. The item is valid until the following call.
+func (m *merge) next() *badger.Item {
+	if m.last >= 0 {
+		it := m.its[m.last]
+		it.Next()
+		if it.ValidForPrefix(m.pfx[m.last]) {
+			m.push(m.last)
+		}
+		m.last = -1
+	}
+	if len(m.heap) == 0 {
+		return nil
+	}
+	m.last = m.pop()
+	return m.its[m.last].Item()
+}
+
+func (m *merge) close() {
+	for _, it := range m.its {
+		it.Close()
+	}
+}
+
+// conversation is one entry of the conversation list: a direct
+// conversation (Peer) or a group (Group).
 type conversation struct {
 	Peer    string
+	Group   string
 	Last    []byte // the envelope JSON of the conversation's newest message
 	Unread  int
 	lastSeq uint64
 }
 
-// conversations lists uid's conversations, latest activity first.
+// conversations lists uid's conversations, latest activity first: direct
+// conversations and the groups uid is a member of that have messages.
 func (s *Service) conversations(uid string, limit int) (out []conversation, hasMore bool, err error) {
+	gids, err := s.groupsOf(uid)
+	if err != nil {
+		return nil, false, err
+	}
 	err = s.db.View(func(tx *badger.Txn) error {
 		prefix := summaryPrefix(uid)
 		var all []conversation
@@ -144,12 +252,23 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 			sums = append(sums, sum)
 		}
 		it.Close()
+		for _, gid := range gids {
+			sum, found, err := getSummary(tx, groupSummaryKey(gid))
+			if err != nil {
+				return err
+			}
+			if found {
+				all = append(all, conversation{Group: gid, lastSeq: sum.LastSeq})
+				sums = append(sums, sum)
+			}
+		}
 		order := make([]int, len(all))
 		for i := range order {
 			order[i] = i
 		}
 		slices.SortFunc(order, func(a, b int) int {
-			return cmp.Or(cmp.Compare(all[b].lastSeq, all[a].lastSeq), cmp.Compare(all[a].Peer, all[b].Peer))
+			return cmp.Or(cmp.Compare(all[b].lastSeq, all[a].lastSeq),
+				cmp.Compare(all[a].Peer, all[b].Peer), cmp.Compare(all[a].Group, all[b].Group))
 		})
 		if len(order) > limit {
 			hasMore, order = true, order[:limit]
@@ -161,7 +280,12 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 			if c.Last, err = loadMessage(tx, sums[i].LastID); err != nil {
 				return err
 			}
-			if c.Unread, err = unread(tx, uid, c.Peer); err != nil {
+			if c.Group != "" {
+				c.Unread, err = groupUnread(tx, uid, c.Group)
+			} else {
+				c.Unread, err = unread(tx, uid, c.Peer)
+			}
+			if err != nil {
 				return err
 			}
 			out = append(out, c)
@@ -187,6 +311,36 @@ func unread(tx *badger.Txn, uid, peer string) (int, error) {
 	n := 0
 	for it.Seek(withID(prefix, uint64(cur)+1)); it.ValidForPrefix(prefix) && n < unreadCap; it.Next() {
 		n++
+	}
+	return n, nil
+}
+
+// groupUnread counts the messages of group gid from others with IDs above
+// uid's read cursor of the group, up to unreadCap. It walks the group's
+// history (the sender is the value), skipping uid's own messages.
+func groupUnread(tx *badger.Txn, uid, gid string) (int, error) {
+	conv := groupConv(gid)
+	cur, _, err := getID(tx, cursorKey(uid, conv))
+	if err != nil {
+		return 0, err
+	}
+	if cur == ^snowflake.ID(0) {
+		return 0, nil
+	}
+	prefix := convPrefix(conv)
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	me := []byte(uid)
+	n := 0
+	for it.Seek(withID(prefix, uint64(cur)+1)); it.ValidForPrefix(prefix) && n < unreadCap; it.Next() {
+		if err := it.Item().Value(func(from []byte) error {
+			if !bytes.Equal(from, me) {
+				n++
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
 	}
 	return n, nil
 }

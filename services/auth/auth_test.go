@@ -405,3 +405,11 @@ func TestPasswordHashing(t *testing.T) {
 		}
 	}
 }
+
+func TestReservedUsernamesRefused(t *testing.T) {
+	for _, name := range []string{"search", "Groups", "operator"} {
+		if _, err := NormalizeUsername(name); !errors.Is(err, ErrInvalidUsername) {
+			t.Errorf("%s: %v, want ErrInvalidUsername", name, err)
+		}
+	}
+}

@@ -35,8 +35,15 @@ func NormalizeUsername(username string) (string, error) {
 	if err := wire.ValidUserID(uid); err != nil {
 		return "", fmt.Errorf("%w: 3-32 characters of a-z, 0-9, '_', '.', '-', starting with a letter", ErrInvalidUsername)
 	}
+	if reservedUsernames[uid] {
+		return "", fmt.Errorf("%w: %q is reserved", ErrInvalidUsername, uid)
+	}
 	return uid, nil
 }
+
+// reservedUsernames collide with HTTP routes (/user/search, /user/groups)
+// or name the server's own identities (operator tokens of `edgechat user grant`).
+var reservedUsernames = map[string]bool{"search": true, "groups": true, "operator": true, "system": true, "edgechat": true}
 
 func validPassword(pw string) error {
 	if len(pw) < MinPassword || len(pw) > MaxPassword {

@@ -250,3 +250,24 @@ func (s *Service) UserExists(uid string) (bool, error) {
 	_, found, err := s.readAccount(uid)
 	return found, err
 }
+
+// CountAccounts returns the number of accounts (a key-only scan; for
+// /admin/stats, not a hot path).
+func (s *Service) CountAccounts() (int, error) {
+	n := 0
+	err := s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(prefixAccount)
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("auth: count accounts: %w", err)
+	}
+	return n, nil
+}

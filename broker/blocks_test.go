@@ -1,0 +1,118 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// bob blocked alice: her direct messages, typing and receipts to bob are
+// refused (v5 QoS 1: 0x87) or dropped, never stored or delivered; others
+// still reach bob, and bob still reaches alice.
+func TestBlockedSenderRefused(t *testing.T) {
+	e := startBroker(t, nil)
+	e.blk.set("bob", "alice", true)
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.mustSub(t, "user/bob/#")
+	alice := mustV5(t, e.addr, "alice", "phone")
+	alice.mustSub(t, "user/alice/newMessage")
+	id := snowflake.Make(5000, 2, 7).String()
+
+	for _, tc := range []struct{ topic, payload string }{
+		{"user/bob/newMessage", `{"cid":"b1","type":"text","body":"let me in"}`},
+		{"user/bob/typing", `{"state":"typing"}`},
+		{"user/bob/receipts", `{"type":"read","upTo":"` + id + `"}`},
+	} {
+		if code, _ := alice.pub(t, tc.topic, 1, tc.payload); code != 0x87 {
+			t.Fatalf("%s: PUBACK 0x%02x, want 0x87", tc.topic, code)
+		}
+		alice.pub(t, tc.topic, 0, tc.payload) // dropped silently
+	}
+	if n := e.chat.callCount(); n != 0 {
+		t.Fatalf("ChatStore called %d times for a blocked sender", n)
+	}
+	if calls := e.rec.get(); len(calls) != 0 {
+		t.Fatalf("blocked reader moved a cursor: %+v", calls)
+	}
+	// carol is not blocked: hers is the first thing bob sees.
+	carol := mustV5(t, e.addr, "carol", "phone")
+	if code, _ := carol.pub(t, "user/bob/typing", 1, ""); code != 0 {
+		t.Fatalf("carol typing: 0x%02x", code)
+	}
+	if m := bob.next(t); m.Topic != "user/bob/typing" || string(m.Payload) != `{"state":"typing","from":"carol"}` {
+		t.Fatalf("bob got %s %q first", m.Topic, m.Payload)
+	}
+	// One-way: bob still writes to alice.
+	if code, _ := bob.pub(t, "user/alice/newMessage", 1, `{"cid":"r","type":"text","body":"no"}`); code != 0 {
+		t.Fatalf("blocker to blocked: 0x%02x", code)
+	}
+	if got := envOf(t, alice.next(t).Payload); got.From != "bob" {
+		t.Fatalf("alice got %+v", got)
+	}
+	for _, class := range []string{"direct", "user_typing", "receipts"} {
+		if v := counterValue(t, e.b.m.dropped.WithLabelValues(class, "blocked")); v != 2 {
+			t.Errorf("dropped{%s,blocked} = %v, want 2", class, v)
+		}
+	}
+}
+
+// On 3.1.1 a blocked (or, from the ChatStore, forbidden) direct message
+// is dropped and counted, and the connection stays open.
+func TestBlockedV3DroppedNotDisconnected(t *testing.T) {
+	e := startBroker(t, nil)
+	e.blk.set("bob", "alice", true)
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.mustSub(t, "user/bob/newMessage")
+	carol := mustV5(t, e.addr, "carol", "phone")
+	carol.mustSub(t, "user/carol/newMessage")
+	alice, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := alice.Publish("user/bob/newMessage", 1, false, `{"cid":"x1","type":"text","body":"blocked"}`)
+	alice.Publish("user/bob/typing", 0, false, "")
+	// The ChatStore has the last word (blocks it knows of, the broker not).
+	e.chat.setErr(fmt.Errorf("blocked: %w", wire.ErrForbidden))
+	alice.Publish("user/carol/newMessage", 1, false, `{"cid":"x2","type":"text","body":"refused by the store"}`)
+	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+		if e.chat.callCount() != 1 {
+			return errors.New("store not reached")
+		}
+		return nil
+	})
+	e.chat.setErr(nil)
+	ok := alice.Publish("user/carol/newMessage", 1, false, `{"cid":"x3","type":"text","body":"fine"}`)
+	if !ok.WaitTimeout(waitFor) || ok.Error() != nil {
+		t.Fatalf("publish after refusals: %v (connection closed?)", ok.Error())
+	}
+	if got := envOf(t, carol.next(t).Payload); got.CID != "x3" {
+		t.Fatalf("carol got %+v", got)
+	}
+	select {
+	case <-blocked.Done():
+		t.Fatal("blocked v3 publish acknowledged")
+	default:
+	}
+	if !alice.IsConnectionOpen() {
+		t.Fatal("v3 client disconnected")
+	}
+	if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "blocked")); v != 1 {
+		t.Fatalf("dropped{direct,blocked} = %v", v)
+	}
+	if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "forbidden")); v != 1 {
+		t.Fatalf("dropped{direct,forbidden} = %v", v)
+	}
+	if v := counterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "blocked")); v != 1 {
+		t.Fatalf("dropped{user_typing,blocked} = %v", v)
+	}
+	if code, _ := carol.pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"barrier"}`); code != 0 {
+		t.Fatalf("carol: 0x%02x", code)
+	}
+	if got := envOf(t, bob.next(t).Payload); got.CID != "c" {
+		t.Fatalf("bob got %+v first", got)
+	}
+}

@@ -1,0 +1,139 @@
+package broker
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// groupAllowed: members of gid publish and subscribe to its topics,
+// nobody else (and nobody at all without a Membership).
+func groupAllowed(p wire.Principal, mem Membership, gid string) bool {
+	return p.UserID != "" && mem != nil && wire.ValidGroupID(gid) == nil && mem.IsMember(gid, p.UserID)
+}
+
+// groupWildcard recognises the wildcard filters a member may use on a
+// group's subtree, group/{gid}/+ and group/{gid}/#, and returns gid. Any
+// other wildcard under group/ (group/+/newMessage, group/#) is not one.
+func groupWildcard(filter string) (string, bool) {
+	rest, ok := strings.CutPrefix(filter, "group/")
+	if !ok {
+		return "", false
+	}
+	gid, last, ok := strings.Cut(rest, "/")
+	if !ok || (last != "+" && last != "#") || wire.ValidGroupID(gid) != nil {
+		return "", false
+	}
+	return gid, true
+}
+
+// publishGroup commits a group message like publishDirect commits a
+// direct one, then delivers it to group/{gid}/newMessage: every member's
+// subscribed devices, the sender's own included (they are members too).
+func (b *Broker) publishGroup(cl *mqtt.Client, pk packets.Packet, p wire.Principal, gid, class string) (packets.Packet, error) {
+	send := func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+		return b.deps.Chat.SendGroup(ctx, p.UserID, gid, env)
+	}
+	return b.commitChat(cl, pk, p, class, "group", send, wire.GroupTopic(gid))
+}
+
+// DropGroupSubscriptions removes every subscription of uid's live
+// sessions on this node to filters under group/{gid}/. The users service
+// calls it (on every node) right after a membership removal commits.
+// MQTT v5 has no server-initiated UNSUBSCRIBE, so the client is not told;
+// deliveries just stop. The delivery-time ACL has already stopped them
+// (membership is checked on each delivery); this frees the subscriptions
+// and keeps a later re-add from reviving them silently. It is cheap (the
+// user's own sessions only) and safe from any goroutine.
+//
+// Disconnected persistent sessions are cleaned when they reconnect (see
+// dropRevokedSubscriptions); until then the ACL keeps them from
+// receiving anything.
+func (b *Broker) DropGroupSubscriptions(gid, uid string) {
+	if wire.ValidGroupID(gid) != nil || uid == "" {
+		return
+	}
+	prefix := "group/" + gid + "/"
+	for _, cl := range b.users.sessions(uid) {
+		for filter := range cl.State.Subscriptions.GetAll() {
+			if strings.HasPrefix(filter, prefix) {
+				b.dropSubscription(cl, filter)
+			}
+		}
+	}
+}
+
+// dropRevokedSubscriptions removes the subscriptions of a session that
+// its user may no longer hold: a resumed persistent session inherits its
+// filters from before, when the user may still have been a group member
+// or allowed to see a presence.
+func (b *Broker) dropRevokedSubscriptions(cl *mqtt.Client, p wire.Principal) {
+	for filter := range cl.State.Subscriptions.GetAll() {
+		if !allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, filter, false) {
+			b.dropSubscription(cl, filter)
+		}
+	}
+}
+
+// dropSubscription does what mochi's UNSUBSCRIBE processing does for one
+// filter, without an UNSUBACK (there was no UNSUBSCRIBE).
+func (b *Broker) dropSubscription(cl *mqtt.Client, filter string) {
+	if _, ok := cl.State.Subscriptions.Get(filter); !ok {
+		return
+	}
+	cl.State.Subscriptions.Delete(filter)
+	if b.srv.Topics.Unsubscribe(filter, cl.ID) {
+		atomic.AddInt64(&b.srv.Info.Subscriptions, -1)
+	}
+	b.m.refused.WithLabelValues("subscription_revoked").Inc()
+	b.log.Debug("subscription revoked", "client", cl.ID, "filter", filter)
+}
+
+// userIndex maps a user ID to their live sessions on this node.
+type userIndex struct {
+	mu sync.Mutex
+	m  map[string]map[*mqtt.Client]struct{}
+}
+
+func (x *userIndex) add(uid string, cl *mqtt.Client) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.m == nil {
+		x.m = make(map[string]map[*mqtt.Client]struct{})
+	}
+	s := x.m[uid]
+	if s == nil {
+		s = make(map[*mqtt.Client]struct{}, 1)
+		x.m[uid] = s
+	}
+	s[cl] = struct{}{}
+}
+
+func (x *userIndex) remove(uid string, cl *mqtt.Client) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if s := x.m[uid]; s != nil {
+		delete(s, cl)
+		if len(s) == 0 {
+			delete(x.m, uid)
+		}
+	}
+}
+
+// sessions is a snapshot, so that callers work without the lock.
+func (x *userIndex) sessions(uid string) []*mqtt.Client {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	s := x.m[uid]
+	out := make([]*mqtt.Client, 0, len(s))
+	for cl := range s {
+		out = append(out, cl)
+	}
+	return out
+}

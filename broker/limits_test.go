@@ -1,0 +1,234 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	pahopk "github.com/eclipse/paho.golang/packets"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
+)
+
+// Publishes are limited per user, across topics and connections; a v5
+// QoS 1 publish over the limit gets 0x97, and the bucket refills with
+// the (injected) clock.
+func TestPublishQuota(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.PublishRate = ratelimit.Spec{Rate: 1, Burst: 3} })
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.mustSub(t, "user/bob/typing")
+	alice := mustV5(t, e.addr, "alice", "phone")
+	laptop := mustV5(t, e.addr, "alice", "laptop")
+
+	for i := 0; i < 3; i++ {
+		if code, _ := alice.pub(t, "user/bob/typing", 1, ""); code != 0 {
+			t.Fatalf("publish %d: 0x%02x", i, code)
+		}
+	}
+	code, pr := alice.pub(t, "user/bob/typing", 1, "")
+	if code != 0x97 || !strings.HasPrefix(pr.Properties.ReasonString, "quota exceeded") {
+		t.Fatalf("over the burst: 0x%02x %+v", code, pr.Properties)
+	}
+	// The same bucket for the user's other connection, other topics and heartbeats.
+	if code, _ := laptop.pub(t, "user/bob/newMessage", 1, `{"cid":"q","type":"text","body":"x"}`); code != 0x97 {
+		t.Fatalf("second connection: 0x%02x", code)
+	}
+	if code, _ := laptop.pub(t, "presence/alice/heartbeat", 1, ""); code != 0x97 {
+		t.Fatalf("heartbeat: 0x%02x", code)
+	}
+	alice.pub(t, "user/bob/typing", 0, "") // QoS 0: dropped
+	if e.chat.callCount() != 0 {
+		t.Fatal("a publish over quota reached the ChatStore")
+	}
+	// Another user has their own bucket.
+	carol := mustV5(t, e.addr, "carol", "phone")
+	if code, _ := carol.pub(t, "user/bob/typing", 1, ""); code != 0 {
+		t.Fatalf("carol: 0x%02x", code)
+	}
+
+	e.clock.advance(time.Second) // one token back
+	if code, _ := laptop.pub(t, "user/bob/typing", 1, `{"state":"stopped"}`); code != 0 {
+		t.Fatalf("after refill: 0x%02x", code)
+	}
+	if code, _ := alice.pub(t, "user/bob/typing", 1, ""); code != 0x97 {
+		t.Fatalf("second after refill: 0x%02x", code)
+	}
+
+	// bob saw alice's 3, carol's, then alice's after the refill; nothing else.
+	for i, want := range []string{
+		`{"state":"typing","from":"alice"}`, `{"state":"typing","from":"alice"}`, `{"state":"typing","from":"alice"}`,
+		`{"state":"typing","from":"carol"}`, `{"state":"stopped","from":"alice"}`,
+	} {
+		if m := bob.next(t); string(m.Payload) != want {
+			t.Fatalf("bob message %d: %q, want %q", i, m.Payload, want)
+		}
+	}
+	select {
+	case m := <-bob.msgs:
+		t.Fatalf("extra message %q", m.Payload)
+	default:
+	}
+	if v := counterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "quota")); v != 3 {
+		t.Fatalf("dropped{user_typing,quota} = %v, want 3", v)
+	}
+}
+
+// A 3.1.1 publish over quota is dropped and counted; the connection stays.
+func TestPublishQuotaV3(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.PublishRate = ratelimit.Spec{Rate: 1, Burst: 1} })
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.mustSub(t, "user/bob/newMessage")
+	alice, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := alice.Publish("user/bob/newMessage", 1, false, `{"cid":"v1","type":"text","body":"one"}`)
+	if !first.WaitTimeout(waitFor) || first.Error() != nil {
+		t.Fatalf("first: %v", first.Error())
+	}
+	over := alice.Publish("user/bob/newMessage", 1, false, `{"cid":"v2","type":"text","body":"over"}`)
+	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+		if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "quota")); v != 1 {
+			return fmt.Errorf("dropped{direct,quota} = %v", v)
+		}
+		return nil
+	})
+	e.clock.advance(time.Second)
+	next := alice.Publish("user/bob/newMessage", 1, false, `{"cid":"v3","type":"text","body":"after"}`)
+	if !next.WaitTimeout(waitFor) || next.Error() != nil {
+		t.Fatalf("after refill: %v", next.Error())
+	}
+	for _, want := range []string{"v1", "v3"} {
+		if got := envOf(t, bob.next(t).Payload); got.CID != want {
+			t.Fatalf("bob got %+v, want %s", got, want)
+		}
+	}
+	select {
+	case <-over.Done():
+		t.Fatal("publish over quota acknowledged")
+	default:
+	}
+	if !alice.IsConnectionOpen() {
+		t.Fatal("disconnected")
+	}
+}
+
+// Connection attempts are limited per IP before the token is verified.
+func TestConnectRate(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.ConnectRate = ratelimit.Spec{Rate: 1, Burst: 3} })
+	for i := 0; i < 3; i++ {
+		mustV5(t, e.addr, "alice", fmt.Sprintf("d%d", i))
+	}
+	verified := e.ver.n.Load()
+	_, ca, _ := dialV5(t, e.addr, "alice/d3", "alice", "tok:alice")
+	if ca == nil || ca.ReasonCode != 0x9F || ca.Properties == nil || !strings.HasPrefix(ca.Properties.ReasonString, "connection rate exceeded") {
+		t.Fatalf("CONNACK %+v, want 0x9F", ca)
+	}
+	if _, code, err := dialV3(t, e.addr, "alice/v3", "alice", "garbage"); code != 3 || err == nil {
+		t.Fatalf("v3: return code %d (%v), want 3", code, err)
+	}
+	if n := e.ver.n.Load(); n != verified {
+		t.Fatalf("refused connections verified %d tokens", n-verified)
+	}
+	if v := counterValue(t, e.b.m.refused.WithLabelValues("connect_rate")); v != 2 {
+		t.Fatalf("refused{connect_rate} = %v", v)
+	}
+	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+		if n := e.b.Connections(); n != 3 {
+			return fmt.Errorf("%d connections", n)
+		}
+		return nil
+	})
+	e.clock.advance(time.Second)
+	mustV5(t, e.addr, "alice", "d4")
+	if _, ca, _ := dialV5(t, e.addr, "alice/d5", "alice", "tok:alice"); ca == nil || ca.ReasonCode != 0x9F {
+		t.Fatalf("second after refill: %+v", ca)
+	}
+}
+
+// WebSocket connections count by the HTTP request's RemoteAddr (which the
+// gateway rewrites behind a trusted proxy), not the socket's peer.
+func TestConnectRateWebSocketByRequestAddr(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.ConnectRate = ratelimit.Spec{Rate: 1, Burst: 1} })
+	h := e.b.WebSocketHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.RemoteAddr = r.Header.Get("X-Test-Client") // what the gateway does for a trusted proxy
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	connect := func(client, id string) byte {
+		t.Helper()
+		ws, _, err := dialWS(t, url, http.Header{"X-Test-Client": {client}}, "mqtt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ca, _ := connectV5(t, pahopk.NewThreadSafeConn(newWSConn(ws)), "alice/"+id, "alice", "tok:alice", v5opts{cleanStart: true})
+		if ca == nil {
+			t.Fatalf("%s: no CONNACK", id)
+		}
+		return ca.ReasonCode
+	}
+	if code := connect("203.0.113.7:1000", "w1"); code != 0 {
+		t.Fatalf("first: 0x%02x", code)
+	}
+	if code := connect("203.0.113.7:2000", "w2"); code != 0x9F {
+		t.Fatalf("same client IP: 0x%02x", code)
+	}
+	if code := connect("2001:db8:1:2:aaaa::1", "w3"); code != 0 {
+		t.Fatalf("other client IP: 0x%02x", code)
+	}
+	if code := connect("[2001:db8:1:2:bbbb::2]:443", "w4"); code != 0x9F {
+		t.Fatalf("same IPv6 /64: 0x%02x", code)
+	}
+	mustV5(t, e.addr, "alice", "tcp") // 127.0.0.1: its own bucket
+}
+
+func TestIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:5000":             "192.0.2.1",
+		"192.0.2.1":                  "192.0.2.1",
+		"[::ffff:192.0.2.1]:80":      "192.0.2.1",
+		"[2001:db8:a:b:1::1]:80":     "2001:db8:a:b::/64",
+		"2001:db8:a:b:ffff::9":       "2001:db8:a:b::/64",
+		"[fe80::1%eth0]:1":           "fe80::/64",
+		"pipe":                       "pipe",
+		"[2001:db8:a:c::1]:80":       "2001:db8:a:c::/64",
+		"not an address:with a port": "not an address",
+		"":                           "",
+	} {
+		if got := ipKey(in); got != want {
+			t.Errorf("ipKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRateLimitConfig(t *testing.T) {
+	b, err := New(Config{Dev: true}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.lim.publish.Spec() != DefaultPublishRate || b.lim.connect.Spec() != DefaultConnectRate {
+		t.Fatalf("defaults: %v %v", b.lim.publish.Spec(), b.lim.connect.Spec())
+	}
+	b, err = New(Config{Dev: true, PublishRate: ratelimit.Unlimited, ConnectRate: ratelimit.Spec{Rate: 2, Burst: 4}}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.lim.publish.Spec().IsUnlimited() || b.lim.connect.Spec() != (ratelimit.Spec{Rate: 2, Burst: 4}) {
+		t.Fatalf("configured: %v %v", b.lim.publish.Spec(), b.lim.connect.Spec())
+	}
+	for _, bad := range []Config{
+		{Dev: true, PublishRate: ratelimit.Spec{Rate: 0, Burst: 5}},
+		{Dev: true, ConnectRate: ratelimit.Spec{Rate: 5, Burst: 0}},
+		{Dev: true, RateLimitKeys: -1},
+	} {
+		if _, err := New(bad, Deps{}); !errors.Is(err, ErrBadConfig) {
+			t.Errorf("%+v: err %v, want ErrBadConfig", bad, err)
+		}
+	}
+}
