@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ type Config struct {
 	ClusterAddr    string        `yaml:"cluster_addr"`
 	Dev            bool          `yaml:"dev"`
 	AllowedOrigins []string      `yaml:"allowed_origins"`
+	TrustedProxies []string      `yaml:"trusted_proxies"`
 	Heartbeat      time.Duration `yaml:"heartbeat_interval"`
 	PresenceGrace  time.Duration `yaml:"presence_grace"`
 	AccessTTL      time.Duration `yaml:"access_token_ttl"`
@@ -90,6 +92,20 @@ func stringSetter(f func(c *Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *f(c) = v; return nil }
 }
 
+// listSetter parses a comma-separated list, ignoring empty items.
+func listSetter(f func(c *Config) *[]string) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		var out []string
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+		*f(c) = out
+		return nil
+	}
+}
+
 var settings = []setting{
 	{name: "data", usage: "data directory", set: stringSetter(func(c *Config) *string { return &c.DataDir })},
 	{name: "http-addr", usage: "HTTP API, web UI and MQTT over WebSocket (/mqtt) listen address", set: stringSetter(func(c *Config) *string { return &c.HTTPAddr })},
@@ -107,15 +123,8 @@ var settings = []setting{
 		c.Dev = b
 		return nil
 	}},
-	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket (default: same host only)", set: func(c *Config, v string) error {
-		c.AllowedOrigins = nil
-		for _, o := range strings.Split(v, ",") {
-			if o = strings.TrimSpace(o); o != "" {
-				c.AllowedOrigins = append(c.AllowedOrigins, o)
-			}
-		}
-		return nil
-	}},
+	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket (default: same host only)", set: listSetter(func(c *Config) *[]string { return &c.AllowedOrigins })},
+	{name: "trusted-proxies", usage: "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed", set: listSetter(func(c *Config) *[]string { return &c.TrustedProxies })},
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
@@ -217,6 +226,11 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("%w: log format %q", ErrConfig, c.LogFormat)
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			return fmt.Errorf("%w: trusted proxy %q is not a CIDR", ErrConfig, p)
+		}
 	}
 	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate} {
 		if _, err := ParseRate(r); err != nil {

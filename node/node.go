@@ -110,7 +110,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		HeartbeatTimeout:   raftTimeout,
 		ElectionTimeout:    raftTimeout,
 		LeaderLeaseTimeout: raftTimeout / 2,
-		Logger:             log.With("component", "raft"),
+		Logger:             log,
 		Registerer:         reg,
 	}, n.fsm)
 	if err != nil {
@@ -194,7 +194,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.Gateway, err = gateway.New(gateway.Config{Addr: cfg.HTTPAddr, TLS: tlsCfg, CORSOrigins: cfg.AllowedOrigins,
-		NoRateLimits: cfg.NoRateLimits}, gateway.Deps{
+		TrustedProxies: cfg.TrustedProxies, NoRateLimits: cfg.NoRateLimits}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Logger: log.With("component", "gateway"), Registerer: reg, Gatherer: reg,
 	})
 	if err != nil {

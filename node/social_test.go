@@ -366,3 +366,23 @@ func TestETagRoundTripAndCacheInvalidation(t *testing.T) {
 		t.Fatalf("new member publish right after add: %#x", code)
 	}
 }
+
+func TestProfilerIsForAdminsOnly(t *testing.T) {
+	n := nodetest.StartNode(t)
+	adminTok := n.NewUser(t, "ada") // first account: admin
+	userTok := n.NewUser(t, "ursula")
+	if st := api(t, n, userTok, "GET", "/debug/pprof/", nil, nil); st != 403 {
+		t.Fatalf("pprof for a user: %d, want 403", st)
+	}
+	req, _ := http.NewRequest("GET", n.HTTPURL+"/debug/pprof/heap?debug=1", nil)
+	req.Header.Set("Authorization", "Bearer "+adminTok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "heap profile") {
+		t.Fatalf("pprof heap for admin: %d %.80s", resp.StatusCode, b)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -63,6 +64,11 @@ func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: http.MethodGet, Pattern: "/admin/stats", Handler: s.handleStats, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPut, Pattern: "/admin/users/{uid}/admin", Handler: s.handleGrant, Admin: true, Class: httpapi.ClassAdmin, MaxBody: 1 << 10},
+		// Go's profiler, for admins only (a CPU profile is 30 s by default).
+		{Method: http.MethodGet, Pattern: "/debug/pprof/", Handler: pprof.Index, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodGet, Pattern: "/debug/pprof/profile", Handler: pprof.Profile, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodGet, Pattern: "/debug/pprof/trace", Handler: pprof.Trace, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodGet, Pattern: "/debug/pprof/symbol", Handler: pprof.Symbol, Admin: true, Class: httpapi.ClassAdmin},
 	}
 }
 
