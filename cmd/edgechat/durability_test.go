@@ -174,6 +174,11 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 		tokens[u] = runCLI(t, bin, "", "token", u, "--data", data)
 	}
 
+	// The container health check command agrees with /readyz.
+	if out := runCLI(t, bin, "", "health", "--url", p.http+"/readyz"); out != "ok" {
+		t.Fatalf("edgechat health: %q", out)
+	}
+
 	const perSender = 150
 	senders := []string{"alice", "carol"}
 	var mu sync.Mutex

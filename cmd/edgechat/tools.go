@@ -177,3 +177,31 @@ func firstNonEmpty(a, b string) string {
 	}
 	return b
 }
+
+// healthCmd: edgechat health [--url http://127.0.0.1:8080/readyz]. It lets
+// a distroless image (no shell, no curl) have a container health check.
+func healthCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	url := fs.String("url", envOr("EDGECHAT_HEALTH_URL", "http://127.0.0.1:8080/readyz"), "URL to check")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy: %s answered %s", *url, resp.Status)
+	}
+	fmt.Fprintln(stdout, "ok")
+	return nil
+}
