@@ -8,6 +8,8 @@ import (
 	"time"
 
 	pahopk "github.com/eclipse/paho.golang/packets"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 // BenchmarkDirectMessage: one QoS 1 direct message from PUBLISH to the
@@ -48,7 +50,7 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 				for j := 0; j < n; j++ {
 					conns = append(conns, rawConnect(b, e.addr, fmt.Sprintf("user%03d", j)))
 				}
-				checkFor(b, waitFor, 5*time.Millisecond, func() error {
+				testutil.CheckFor(b, waitFor, 5*time.Millisecond, func() error {
 					if e.b.Connections() != n {
 						return fmt.Errorf("%d connections", e.b.Connections())
 					}

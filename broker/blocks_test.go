@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -54,7 +55,7 @@ func TestBlockedSenderRefused(t *testing.T) {
 		t.Fatalf("alice got %+v", got)
 	}
 	for _, class := range []string{"direct", "user_typing", "receipts"} {
-		if v := counterValue(t, e.b.m.dropped.WithLabelValues(class, "blocked")); v != 2 {
+		if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues(class, "blocked")); v != 2 {
 			t.Errorf("dropped{%s,blocked} = %v, want 2", class, v)
 		}
 	}
@@ -78,7 +79,7 @@ func TestBlockedV3DroppedNotDisconnected(t *testing.T) {
 	// The ChatStore has the last word (blocks it knows of, the broker not).
 	e.chat.setErr(fmt.Errorf("blocked: %w", wire.ErrForbidden))
 	alice.Publish("user/carol/newMessage", 1, false, `{"cid":"x2","type":"text","body":"refused by the store"}`)
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		if e.chat.callCount() != 1 {
 			return errors.New("store not reached")
 		}
@@ -100,13 +101,13 @@ func TestBlockedV3DroppedNotDisconnected(t *testing.T) {
 	if !alice.IsConnectionOpen() {
 		t.Fatal("v3 client disconnected")
 	}
-	if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "blocked")); v != 1 {
+	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("direct", "blocked")); v != 1 {
 		t.Fatalf("dropped{direct,blocked} = %v", v)
 	}
-	if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "forbidden")); v != 1 {
+	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("direct", "forbidden")); v != 1 {
 		t.Fatalf("dropped{direct,forbidden} = %v", v)
 	}
-	if v := counterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "blocked")); v != 1 {
+	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "blocked")); v != 1 {
 		t.Fatalf("dropped{user_typing,blocked} = %v", v)
 	}
 	if code, _ := carol.pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"barrier"}`); code != 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -49,7 +50,7 @@ func TestConnectV5ReasonCodes(t *testing.T) {
 			}
 		})
 	}
-	if got := counterValue(t, e.b.m.refused.WithLabelValues("connect_client_id")); got != 4 {
+	if got := testutil.CounterValue(t, e.b.m.refused.WithLabelValues("connect_client_id")); got != 4 {
 		t.Errorf("refused{connect_client_id} = %v, want 4", got)
 	}
 }
@@ -207,7 +208,7 @@ func TestPresenceDeliveryAndRevokedVisibility(t *testing.T) {
 func TestPresenceConnectionsAndTakeover(t *testing.T) {
 	e := startBroker(t, nil)
 	c1 := mustV5(t, e.addr, "alice", "phone")
-	checkFor(t, waitFor, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
 		if n := e.b.Connections(); n != 1 {
 			return fmt.Errorf("connections %d", n)
 		}
@@ -215,7 +216,7 @@ func TestPresenceConnectionsAndTakeover(t *testing.T) {
 	})
 	mustV5(t, e.addr, "alice", "phone") // takes the session over
 	var ev []string
-	checkFor(t, waitFor, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
 		ev = e.pres.get()
 		if len(ev) != 3 {
 			return fmt.Errorf("events %q", ev)
@@ -247,7 +248,7 @@ func TestPresenceConnectionsAndTakeover(t *testing.T) {
 		t.Fatalf("connections %d after takeover", n)
 	}
 	e.close()
-	checkFor(t, waitFor, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
 		if !contains(e.pres.get(), "disconnected alice "+id2) {
 			return fmt.Errorf("events %q", e.pres.get())
 		}

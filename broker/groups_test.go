@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -185,8 +186,8 @@ func TestGroupMessageFanOut(t *testing.T) {
 	if got := envOf(t, carol.next(t).Payload); got.CID != "dm" {
 		t.Fatalf("non-member got %+v", got)
 	}
-	checkFor(t, waitFor, 10*time.Millisecond, func() error {
-		if v := counterValue(t, e.b.m.out.WithLabelValues("group")); v != 8 { // 4 devices × 2 messages
+	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
+		if v := testutil.CounterValue(t, e.b.m.out.WithLabelValues("group")); v != 8 { // 4 devices × 2 messages
 			return fmt.Errorf("messages_out{group} = %v", v)
 		}
 		return nil
@@ -347,7 +348,7 @@ func TestGroupSubscriptionsDroppedOnResume(t *testing.T) {
 	if err := bob.c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		if e.b.Connections() != 0 {
 			return errors.New("still connected")
 		}
@@ -361,7 +362,7 @@ func TestGroupSubscriptionsDroppedOnResume(t *testing.T) {
 	if _, ca, err := connectV5(t, conn2, "bob/phone", "bob", "tok:bob", v5opts{sessionExpiry: 3600}); err != nil || !ca.SessionPresent {
 		t.Fatalf("resume: %v %+v", err, ca)
 	}
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		cl, ok := e.b.Server().Clients.Get("bob/phone")
 		if !ok {
 			return errors.New("no session")
@@ -374,7 +375,7 @@ func TestGroupSubscriptionsDroppedOnResume(t *testing.T) {
 		}
 		return nil
 	})
-	if v := counterValue(t, e.b.m.refused.WithLabelValues("subscription_revoked")); v != 1 {
+	if v := testutil.CounterValue(t, e.b.m.refused.WithLabelValues("subscription_revoked")); v != 1 {
 		t.Fatalf("refused{subscription_revoked} = %v", v)
 	}
 }

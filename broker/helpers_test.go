@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -17,30 +15,12 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
-
-// checkFor polls fn every `every` until it returns nil or total elapses.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("checkFor: after %v: %v", total, err)
-		}
-		<-tick.C
-	}
-}
 
 const waitFor = 5 * time.Second
 
@@ -217,24 +197,6 @@ func (f *fakeBlocks) IsBlocked(blocker, blocked string) bool {
 	return ok == true
 }
 
-// fakeClock is the rate limiters' clock; it moves only when told.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // --- a running broker ---
 
 type testEnv struct {
@@ -246,15 +208,11 @@ type testEnv struct {
 	mem   *fakeMembership
 	blk   *fakeBlocks
 	ver   *countingVerifier
-	clock *fakeClock
+	clock *testutil.FakeClock // the rate limiters' clock; it moves only when told
 	reg   *prometheus.Registry
 	addr  string
 	cfg   Config
 	close func()
-}
-
-func quietLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func startBroker(t testing.TB, mod func(*Config)) *testEnv {
@@ -265,11 +223,11 @@ func startBroker(t testing.TB, mod func(*Config)) *testEnv {
 func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *testEnv {
 	t.Helper()
 	e := &testEnv{chat: &fakeChat{}, rec: &fakeReceipts{}, pres: &fakePresence{}, vis: &fakeVisibility{},
-		mem: &fakeMembership{}, blk: &fakeBlocks{}, ver: &countingVerifier{}, clock: &fakeClock{now: time.Unix(1_800_000_000, 0)},
+		mem: &fakeMembership{}, blk: &fakeBlocks{}, ver: &countingVerifier{}, clock: testutil.NewFakeClock(time.Unix(1_800_000_000, 0)),
 		reg: prometheus.NewRegistry()}
 	e.vis.set("alice", "bob", true)
 	// Rate limits are off unless a test turns them on: the clock is frozen.
-	cfg := Config{MQTTAddr: "127.0.0.1:0", Logger: quietLogger(), Registerer: e.reg, CommitTimeout: 2 * time.Second,
+	cfg := Config{MQTTAddr: "127.0.0.1:0", Logger: testutil.QuietLogger(), Registerer: e.reg, CommitTimeout: 2 * time.Second,
 		PublishRate: ratelimit.Unlimited, ConnectRate: ratelimit.Unlimited, Now: e.clock.Now}
 	if mod != nil {
 		mod(&cfg)
@@ -294,7 +252,7 @@ func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *test
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	checkFor(t, waitFor, time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
 		if !b.ws.serving() {
 			return errors.New("broker not serving yet")
 		}
@@ -451,12 +409,3 @@ func dialV3(t testing.TB, addr, clientID, user, pass string) (pahov3.Client, byt
 }
 
 var errNoMsg = errors.New("no message")
-
-func counterValue(t testing.TB, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}

@@ -12,6 +12,7 @@ import (
 	pahopk "github.com/eclipse/paho.golang/packets"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 // Publishes are limited per user, across topics and connections; a v5
@@ -50,7 +51,7 @@ func TestPublishQuota(t *testing.T) {
 		t.Fatalf("carol: 0x%02x", code)
 	}
 
-	e.clock.advance(time.Second) // one token back
+	e.clock.Advance(time.Second) // one token back
 	if code, _ := laptop.pub(t, "user/bob/typing", 1, `{"state":"stopped"}`); code != 0 {
 		t.Fatalf("after refill: 0x%02x", code)
 	}
@@ -72,7 +73,7 @@ func TestPublishQuota(t *testing.T) {
 		t.Fatalf("extra message %q", m.Payload)
 	default:
 	}
-	if v := counterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "quota")); v != 3 {
+	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "quota")); v != 3 {
 		t.Fatalf("dropped{user_typing,quota} = %v, want 3", v)
 	}
 }
@@ -91,13 +92,13 @@ func TestPublishQuotaV3(t *testing.T) {
 		t.Fatalf("first: %v", first.Error())
 	}
 	over := alice.Publish("user/bob/newMessage", 1, false, `{"cid":"v2","type":"text","body":"over"}`)
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
-		if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "quota")); v != 1 {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("direct", "quota")); v != 1 {
 			return fmt.Errorf("dropped{direct,quota} = %v", v)
 		}
 		return nil
 	})
-	e.clock.advance(time.Second)
+	e.clock.Advance(time.Second)
 	next := alice.Publish("user/bob/newMessage", 1, false, `{"cid":"v3","type":"text","body":"after"}`)
 	if !next.WaitTimeout(waitFor) || next.Error() != nil {
 		t.Fatalf("after refill: %v", next.Error())
@@ -134,16 +135,16 @@ func TestConnectRate(t *testing.T) {
 	if n := e.ver.n.Load(); n != verified {
 		t.Fatalf("refused connections verified %d tokens", n-verified)
 	}
-	if v := counterValue(t, e.b.m.refused.WithLabelValues("connect_rate")); v != 2 {
+	if v := testutil.CounterValue(t, e.b.m.refused.WithLabelValues("connect_rate")); v != 2 {
 		t.Fatalf("refused{connect_rate} = %v", v)
 	}
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		if n := e.b.Connections(); n != 3 {
 			return fmt.Errorf("%d connections", n)
 		}
 		return nil
 	})
-	e.clock.advance(time.Second)
+	e.clock.Advance(time.Second)
 	mustV5(t, e.addr, "alice", "d4")
 	if _, ca, _ := dialV5(t, e.addr, "alice/d5", "alice", "tok:alice"); ca == nil || ca.ReasonCode != 0x9F {
 		t.Fatalf("second after refill: %+v", ca)

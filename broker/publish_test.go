@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -76,11 +77,11 @@ func TestDirectMessageStampedAndDelivered(t *testing.T) {
 	if e.chat.callCount() != 1 || e.chat.calls[0].from != "alice" || e.chat.calls[0].to != "bob" {
 		t.Fatalf("chat calls %+v", e.chat.calls)
 	}
-	if v := counterValue(t, e.b.m.in.WithLabelValues("direct")); v != 1 {
+	if v := testutil.CounterValue(t, e.b.m.in.WithLabelValues("direct")); v != 1 {
 		t.Fatalf("messages_in{direct} = %v", v)
 	}
-	checkFor(t, waitFor, 10*time.Millisecond, func() error {
-		if v := counterValue(t, e.b.m.out.WithLabelValues("direct")); v != 3 {
+	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
+		if v := testutil.CounterValue(t, e.b.m.out.WithLabelValues("direct")); v != 3 {
 			return fmt.Errorf("messages_out{direct} = %v", v)
 		}
 		return nil
@@ -130,7 +131,7 @@ func TestDirectInvalidEnvelopeRefused(t *testing.T) {
 	if got := envOf(t, bob.next(t).Payload); got.CID != "ok2" {
 		t.Fatalf("bob got %+v", got)
 	}
-	if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "invalid")); v != 11 {
+	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("direct", "invalid")); v != 11 {
 		t.Fatalf("dropped{direct,invalid} = %v", v)
 	}
 }
@@ -224,7 +225,7 @@ func TestV3InvalidPublishNotDelivered(t *testing.T) {
 	_ = tok // no PUBACK on 3.1.1: the token never completes
 	e.chat.setErr(wire.ErrUnavailable)
 	alice.Publish("user/bob/newMessage", 0, false, `{"cid":"lost","type":"text","body":"x"}`)
-	checkFor(t, waitFor, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
 		if e.chat.callCount() != 1 {
 			return errors.New("store not reached yet")
 		}
@@ -244,7 +245,7 @@ func TestV3InvalidPublishNotDelivered(t *testing.T) {
 		t.Fatal("invalid v3 QoS 1 publish was acknowledged")
 	default:
 	}
-	if v := counterValue(t, e.b.m.dropped.WithLabelValues("direct", "unavailable")); v != 1 {
+	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("direct", "unavailable")); v != 1 {
 		t.Fatalf("dropped{direct,unavailable} = %v", v)
 	}
 }
@@ -326,7 +327,7 @@ func TestHeartbeatReachesPresenceOnly(t *testing.T) {
 		t.Fatalf("presence events %q", ev)
 	}
 	alice.pub(t, "user/bob/typing", 0, "") // barrier: handled after the heartbeat on alice's connection
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		if typing.Load() != 1 {
 			return errNoMsg
 		}

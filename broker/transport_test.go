@@ -11,6 +11,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
@@ -102,7 +104,7 @@ func TestPersistentSessionQueuesWhileOffline(t *testing.T) {
 	case <-time.After(waitFor):
 		t.Fatal("client did not stop")
 	}
-	checkFor(t, waitFor, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		if e.b.Connections() != 0 {
 			return errNoMsg
 		}

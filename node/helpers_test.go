@@ -15,10 +15,11 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
-var checkFor = nodetest.CheckFor
+var checkFor = testutil.CheckFor
 
 // v5Client is a plain paho v5 client that records what it receives.
 type v5Client struct {

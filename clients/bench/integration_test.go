@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -23,7 +24,7 @@ func TestModesAgainstARealNode(t *testing.T) {
 	n := nodetest.StartNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	env := Env{Stderr: &syncBuffer{}, Tokens: &Accounts{HTTPURL: n.HTTPURL, Password: "bench-password"}, ProgressEvery: 100 * time.Millisecond}
+	env := Env{Stderr: &testutil.SyncBuffer{}, Tokens: &Accounts{HTTPURL: n.HTTPURL, Password: "bench-password"}, ProgressEvery: 100 * time.Millisecond}
 	addr, err := mqttAddr(n.MQTTURL)
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +46,8 @@ func TestModesAgainstARealNode(t *testing.T) {
 		if len(res.Samples) != 3 || res.Samples[2].Conns != 20 || res.RSSBeforeKB <= 0 || res.RSSSettledKB <= 0 {
 			t.Fatalf("samples %+v, before %d, settled %d", res.Samples, res.RSSBeforeKB, res.RSSSettledKB)
 		}
-		if !strings.Contains(env.Stderr.(*syncBuffer).String(), "conns: 20/20 open") {
-			t.Fatalf("no final progress line in %q", env.Stderr.(*syncBuffer).String())
+		if !strings.Contains(env.Stderr.(*testutil.SyncBuffer).String(), "conns: 20/20 open") {
+			t.Fatalf("no final progress line in %q", env.Stderr.(*testutil.SyncBuffer).String())
 		}
 	})
 
@@ -61,7 +62,7 @@ func TestModesAgainstARealNode(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("latency", func(t *testing.T) {
 		out, chart := filepath.Join(dir, "lat.json"), filepath.Join(dir, "lat.svg")
-		var stdout, stderr syncBuffer
+		var stdout, stderr testutil.SyncBuffer
 		err := run(ctx, []string{"latency", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "it",
 			"--senders", "2", "--receivers", "2", "--rate", "40", "--duration", "1s", "--warmup", "0s",
 			"--deliver", "--progress", "200ms", "--out", out, "--chart", chart}, &stdout, &stderr)
@@ -94,7 +95,7 @@ func TestModesAgainstARealNode(t *testing.T) {
 
 	t.Run("throughput", func(t *testing.T) {
 		out := filepath.Join(dir, "tp.json")
-		var stdout, stderr syncBuffer
+		var stdout, stderr testutil.SyncBuffer
 		err := run(ctx, []string{"throughput", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "it",
 			"--senders", "2", "--receivers", "2", "--inflight", "4", "--duration", "1s", "--warmup", "0s", "--out", out}, &stdout, &stderr)
 		if err != nil {

@@ -1,7 +1,6 @@
 package edgechat
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 func TestBrokerURLs(t *testing.T) {
@@ -381,7 +382,7 @@ func TestSendWithoutEcho(t *testing.T) {
 func TestSendWaitsForReconnection(t *testing.T) {
 	f := newFakeServer(t)
 	br := newRecorder()
-	var logbuf syncBuf
+	var logbuf testutil.SyncBuffer
 	ar := newRecorder()
 	alice := dialFake(t, f, "alice", ar, func(o *Options) {
 		o.Logger = slog.New(slog.NewTextHandler(&logbuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -431,7 +432,7 @@ func TestFakeCatchUpAfterReconnect(t *testing.T) {
 
 	f.set(func(f *fakeServer) { f.paused = true })
 	f.cutAll()
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		br.mu.Lock()
 		defer br.mu.Unlock()
 		if !slices.Contains(br.conn, false) {
@@ -467,7 +468,7 @@ func TestSyncFromStart(t *testing.T) {
 	}
 	br := newRecorder()
 	dialFake(t, f, "bob", br, func(o *Options) { o.SyncFromStart = true })
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if got := br.bodies(); !slices.Equal(got, []string{"0", "1", "2"}) {
 			return fmt.Errorf("delivered %v", got)
 		}
@@ -498,7 +499,7 @@ func TestSlowCallbackDoesNotBlockRouter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if n := len(f.stored("bob")); n != 5 {
 			return fmt.Errorf("%d stored", n)
 		}
@@ -510,27 +511,10 @@ func TestSlowCallbackDoesNotBlockRouter(t *testing.T) {
 		t.Fatalf("bob's send while his callback is blocked: %v", err)
 	}
 	close(release)
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := got.Load(); n != 6 {
 			return fmt.Errorf("%d delivered", n)
 		}
 		return nil
 	})
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncBuf) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncBuf) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

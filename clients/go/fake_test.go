@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -20,23 +19,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
-
-// checkFor polls fn every `every` until it returns nil or total elapses.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
 
 // fakeJWT builds an unsigned token whose payload names sub; the SDK only
 // reads the payload and the fake server only reads sub.
@@ -87,7 +71,7 @@ func newFakeServer(t testing.TB) *fakeServer {
 	t.Helper()
 	f := &fakeServer{t: t, byUser: map[string][]Message{}, byCID: map[string]Message{}, attempts: map[string]int{}}
 	f.gen, _ = snowflake.NewGenerator(1)
-	f.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	f.srv = mqtt.New(&mqtt.Options{InlineClient: true, Logger: testutil.QuietLogger()})
 	if err := f.srv.AddHook(f, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -306,7 +290,7 @@ func (r *recorder) bodies() []string {
 
 func (r *recorder) waitCount(t testing.TB, id string, want int) {
 	t.Helper()
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := r.count(id); n != want {
 			return fmt.Errorf("message %s seen %d times, want %d", id, n, want)
 		}

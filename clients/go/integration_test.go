@@ -13,6 +13,7 @@ import (
 	"time"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -67,7 +68,7 @@ func (b *inbox) count(id string) int {
 // waitOnce waits until id arrived, then checks it arrived exactly once.
 func (b *inbox) waitOnce(t *testing.T, id string) {
 	t.Helper()
-	nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := b.count(id); n != 1 {
 			return fmt.Errorf("message %s seen %d times, want 1", id, n)
 		}
@@ -153,7 +154,7 @@ func TestTwoUsersExchangeMessages(t *testing.T) {
 			if err := alice.Typing(ctx, "bob"); err != nil {
 				t.Fatal(err)
 			}
-			nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 				bb.mu.Lock()
 				defer bb.mu.Unlock()
 				if !slices.Contains(bb.typing, "alice") {
@@ -164,7 +165,7 @@ func TestTwoUsersExchangeMessages(t *testing.T) {
 			if err := bob.MarkRead(ctx, "alice", m1.ID); err != nil {
 				t.Fatal(err)
 			}
-			nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 				ab.mu.Lock()
 				defer ab.mu.Unlock()
 				for _, r := range ab.receipts {
@@ -433,7 +434,7 @@ func TestCatchUpAfterReconnect(t *testing.T) {
 
 	px.set(func(p *proxy) { p.paused = true })
 	px.cutAll()
-	nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if bob.Connected() {
 			return errors.New("bob still connected")
 		}
@@ -480,7 +481,7 @@ func TestPresenceUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := dial(t, []string{n.WSURL}, "", bobTok, nil, nil)
-	nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if s := ab.lastPresence("bob"); s != edgechat.StatusOnline {
 			return fmt.Errorf("bob's presence %q, want online", s)
 		}
@@ -491,7 +492,7 @@ func TestPresenceUpdates(t *testing.T) {
 		t.Fatalf("HTTP presence %+v, %v", p, err)
 	}
 	_ = bob.Close()
-	nodetest.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
 		if s := ab.lastPresence("bob"); s != edgechat.StatusOffline {
 			return fmt.Errorf("bob's presence %q, want offline", s)
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node"
 )
 
@@ -156,20 +157,11 @@ func (n *Node) Token(t testing.TB, name string) string {
 }
 
 // CheckFor calls fn every `every` until it returns nil, and fails the
-// test with fn's last error after total. It replaces sleeps in tests.
+// test with fn's last error after total. It is testutil.CheckFor, kept
+// here for the callers that import only nodetest.
 func CheckFor(t testing.TB, total, every time.Duration, fn func() error) {
 	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
+	testutil.CheckFor(t, total, every, fn)
 }
 
 // testLogger keeps a node's log in memory and prints it only when the

@@ -14,28 +14,19 @@ import (
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// metric reads edgechat_archive_messages_total{result} from the registry.
-func metric(e *env, result string) float64 {
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		panic(err)
+// metric reads edgechat_archive_messages_total{result} from the registry
+// (-1 when the series does not exist).
+func metric(t testing.TB, e *env, result string) float64 {
+	t.Helper()
+	v, ok := testutil.MetricValue(t, e.reg, "edgechat_archive_messages_total", map[string]string{"result": result})
+	if !ok {
+		return -1
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != "edgechat_archive_messages_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" && l.GetValue() == result {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return -1
+	return v
 }
 
 func TestNewNeedsDeps(t *testing.T) {
@@ -63,7 +54,7 @@ func TestSendStampsAndStores(t *testing.T) {
 	if err != nil || more || len(hist) != 1 || !bytes.Equal(hist[0], payload) {
 		t.Fatalf("history = %q more %v err %v", hist, more, err)
 	}
-	if got := metric(e, resultStored); got != 1 {
+	if got := metric(t, e, resultStored); got != 1 {
 		t.Fatalf("stored metric = %v", got)
 	}
 }
@@ -88,8 +79,8 @@ func TestSendDedupe(t *testing.T) {
 	if len(hist) != 2 {
 		t.Fatalf("history has %d messages, want 2", len(hist))
 	}
-	if metric(e, resultStored) != 2 || metric(e, resultDuplicate) != 1 {
-		t.Fatalf("metrics stored=%v duplicate=%v", metric(e, resultStored), metric(e, resultDuplicate))
+	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 {
+		t.Fatalf("metrics stored=%v duplicate=%v", metric(t, e, resultStored), metric(t, e, resultDuplicate))
 	}
 }
 
@@ -114,7 +105,7 @@ func TestDedupeInOneBatch(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n := len(e.prop.logs); n != 1 {
+	if n := len(e.prop.Logs()); n != 1 {
 		t.Fatalf("%d raft entries, want the 3 commands in one", n)
 	}
 	dups := 0
@@ -184,14 +175,14 @@ func TestSendRefusalsStoreNothing(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", c.name, err, c.want)
 		}
 	}
-	e.prop.setErr(fmt.Errorf("no leader: %w", wire.ErrUnavailable))
+	e.prop.SetErr(fmt.Errorf("no leader: %w", wire.ErrUnavailable))
 	if _, _, _, err := e.svc.SendDirect(ctx, "alice", "bob", text("c", "x")); !errors.Is(err, wire.ErrUnavailable) {
 		t.Errorf("unavailable: err = %v", err)
 	}
 	if d := dump(t, e.db); len(d) != 0 {
 		t.Fatalf("refusals stored %d keys: %v", len(d), d)
 	}
-	if got := metric(e, resultRefused); got != float64(len(cases)+1) {
+	if got := metric(t, e, resultRefused); got != float64(len(cases)+1) {
 		t.Fatalf("refused metric = %v", got)
 	}
 }
@@ -235,7 +226,7 @@ func TestMarkReadRefusesBadIDs(t *testing.T) {
 	if err := e.svc.MarkRead(context.Background(), "bob", "x/y", 5); !errors.Is(err, wire.ErrInvalid) {
 		t.Fatalf("MarkRead = %v, want ErrInvalid", err)
 	}
-	if len(e.prop.logs) != 0 {
+	if len(e.prop.Logs()) != 0 {
 		t.Fatal("an invalid MarkRead reached the log")
 	}
 }
@@ -252,7 +243,7 @@ func TestReplayIsNoOp(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := dump(t, e.db)
-	msgLog := e.prop.logs[4]
+	msgLog := e.prop.Logs()[4]
 
 	res := e.f.Apply(msgLog).([]fsm.Result)
 	if !errors.Is(res[0].Err, fsm.ErrReplayed) {
@@ -262,7 +253,7 @@ func TestReplayIsNoOp(t *testing.T) {
 		t.Fatal("replaying an entry changed the state")
 	}
 
-	again := &raft.Log{Index: e.prop.lastLog().Index + 1, Type: raft.LogCommand, Data: msgLog.Data}
+	again := &raft.Log{Index: e.prop.Index() + 1, Type: raft.LogCommand, Data: msgLog.Data}
 	res = e.f.Apply(again).([]fsm.Result)
 	if a, ok := res[0].Value.(*applied); !ok || !a.Dup || res[0].Err != nil {
 		t.Fatalf("re-proposed command result = %+v", res[0])
@@ -359,7 +350,7 @@ func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 		t.Fatalf("restored HighestID = %d", id)
 	}
 	// The restored node goes on applying where the log left off.
-	e2.prop.index = e.prop.index
+	e2.prop.SetIndex(e.prop.Index())
 	e2.ids.next = 1 << 31
 	e2.send(t, "alice", "bob", "after")
 	if _, _, dup, _ := e2.svc.SendDirect(context.Background(), "alice", "bob", text("s1", "x")); !dup {

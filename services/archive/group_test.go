@@ -28,14 +28,14 @@ func TestBlockedDirectRefused(t *testing.T) {
 	if d := dump(t, e.db); len(d) != 0 {
 		t.Fatalf("a blocked message stored %v", d)
 	}
-	if len(e.prop.logs) != 0 {
+	if len(e.prop.Logs()) != 0 {
 		t.Fatal("a blocked message reached the log")
 	}
 	// The block is one way: bob may still write to alice, and alice to herself.
 	e.send(t, "bob", "alice", "b1")
 	e.send(t, "alice", "alice", "note")
-	if metric(e, resultRefused) != 1 || metric(e, resultStored) != 2 {
-		t.Fatalf("metrics refused=%v stored=%v", metric(e, resultRefused), metric(e, resultStored))
+	if metric(t, e, resultRefused) != 1 || metric(t, e, resultStored) != 2 {
+		t.Fatalf("metrics refused=%v stored=%v", metric(t, e, resultRefused), metric(t, e, resultStored))
 	}
 }
 
@@ -72,8 +72,8 @@ func TestSendGroupStoresOnceAndDedupes(t *testing.T) {
 	if err != nil || more || len(hist) != 1 || !bytes.Equal(hist[0], payload) {
 		t.Fatalf("history = %q more %v err %v", hist, more, err)
 	}
-	if metric(e, resultStored) != 1 || metric(e, resultDuplicate) != 2 {
-		t.Fatalf("metrics stored=%v duplicate=%v", metric(e, resultStored), metric(e, resultDuplicate))
+	if metric(t, e, resultStored) != 1 || metric(t, e, resultDuplicate) != 2 {
+		t.Fatalf("metrics stored=%v duplicate=%v", metric(t, e, resultStored), metric(t, e, resultDuplicate))
 	}
 }
 
@@ -97,7 +97,7 @@ func TestSendGroupRefusals(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", c.name, err, c.want)
 		}
 	}
-	if d := dump(t, e.db); len(d) != 0 || len(e.prop.logs) != 0 {
+	if d := dump(t, e.db); len(d) != 0 || len(e.prop.Logs()) != 0 {
 		t.Fatalf("refusals stored %v", d)
 	}
 
@@ -194,8 +194,8 @@ func TestSyncMergesOneBatch(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(e.prop.logs) != 1 {
-		t.Fatalf("%d entries, want one batch", len(e.prop.logs))
+	if len(e.prop.Logs()) != 1 {
+		t.Fatalf("%d entries, want one batch", len(e.prop.Logs()))
 	}
 	msgs, next, more, err := e.svc.syncPage("alice", 0, 100)
 	if err != nil || more || len(msgs) != 6 || next != 1<<16|5 {
@@ -353,11 +353,11 @@ func TestGroupReplayAndSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := dump(t, e.db)
-	msgLog := e.prop.logs[2]
+	msgLog := e.prop.Logs()[2]
 	if res := e.f.Apply(msgLog).([]fsm.Result); !errors.Is(res[0].Err, fsm.ErrReplayed) {
 		t.Fatalf("replay = %+v", res[0])
 	}
-	again := &raft.Log{Index: e.prop.lastLog().Index + 1, Type: raft.LogCommand, Data: msgLog.Data}
+	again := &raft.Log{Index: e.prop.Index() + 1, Type: raft.LogCommand, Data: msgLog.Data}
 	if res := e.f.Apply(again).([]fsm.Result); res[0].Err != nil || !res[0].Value.(*applied).Dup {
 		t.Fatalf("re-proposal = %+v", res[0])
 	}

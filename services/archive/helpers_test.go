@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,92 +12,14 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
-
-func openDB(t testing.TB) *badger.DB {
-	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil))
-	if err != nil {
-		t.Fatalf("open badger: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
-// syncProposer applies every proposal at once as its own Raft entry
-// through a real FSM. batch > 1 makes it wait until that many proposals
-// are pending and apply them together in ONE entry, like the cluster's
-// batching proposer.
-type syncProposer struct {
-	f     *fsm.FSM
-	batch int
-
-	mu      sync.Mutex
-	index   uint64
-	logs    []*raft.Log
-	pending []pendingCmd
-	err     error // when set, Propose fails with it and applies nothing
-}
-
-type pendingCmd struct {
-	cmd  fsm.Command
-	done chan fsm.Result
-}
-
-func (p *syncProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
-	p.mu.Lock()
-	if p.err != nil {
-		err := p.err
-		p.mu.Unlock()
-		return nil, err
-	}
-	done := make(chan fsm.Result, 1)
-	p.pending = append(p.pending, pendingCmd{cmd: fsm.Command{Type: t, Payload: payload}, done: done})
-	if len(p.pending) >= max(p.batch, 1) {
-		p.flushLocked()
-	}
-	p.mu.Unlock()
-	select {
-	case r := <-done:
-		return r.Value, r.Err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %v", wire.ErrUnavailable, ctx.Err())
-	}
-}
-
-func (p *syncProposer) flushLocked() {
-	cmds := make([]fsm.Command, len(p.pending))
-	for i, pc := range p.pending {
-		cmds[i] = pc.cmd
-	}
-	p.index++
-	l := &raft.Log{Index: p.index, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}
-	p.logs = append(p.logs, l)
-	res := p.f.Apply(l).([]fsm.Result)
-	for i, pc := range p.pending {
-		pc.done <- res[i]
-	}
-	p.pending = nil
-}
-
-func (p *syncProposer) setErr(err error) {
-	p.mu.Lock()
-	p.err = err
-	p.mu.Unlock()
-}
-
-func (p *syncProposer) lastLog() *raft.Log {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs[len(p.logs)-1]
-}
 
 // seqIDs hands out IDs from start, stepping by step (negative to hand
 // them out in decreasing order, as a node with a clock far ahead
@@ -218,7 +139,8 @@ type env struct {
 	svc    *Service
 	db     *badger.DB
 	f      *fsm.FSM
-	prop   *syncProposer
+	prop   *fsmtest.Harness
+	batch  int // see fsmtest.WithBatch
 	pub    *fakePub
 	ids    *seqIDs
 	reg    *prometheus.Registry
@@ -229,7 +151,7 @@ type env struct {
 
 type envOpt func(*env)
 
-func withBatch(n int) envOpt     { return func(e *env) { e.prop.batch = n } }
+func withBatch(n int) envOpt     { return func(e *env) { e.batch = n } }
 func withIDs(ids *seqIDs) envOpt { return func(e *env) { e.ids = ids } }
 
 // withGroups gives the service a Groups (and Blocks) dependency.
@@ -243,19 +165,15 @@ func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
 func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
 	e := &env{
-		prop: &syncProposer{},
-		pub:  &fakePub{},
-		ids:  &seqIDs{next: 1 << 30, step: 1},
-		reg:  prometheus.NewRegistry(),
+		pub: &fakePub{},
+		ids: &seqIDs{next: 1 << 30, step: 1},
+		reg: prometheus.NewRegistry(),
 	}
 	for _, o := range opts {
 		o(e)
 	}
-	if e.db == nil {
-		e.db = openDB(t)
-	}
-	e.f = fsm.New(e.db, nil)
-	e.prop.f = e.f
+	e.prop = fsmtest.New(t, fsmtest.WithBatch(e.batch))
+	e.db, e.f = e.prop.DB, e.prop.FSM
 	deps := Deps{
 		DB: e.db, Proposer: e.prop, FSM: e.f, Publisher: e.pub, IDs: e.ids,
 		Users:      fakeDir{"alice": true, "bob": true, "carol": true, "dave": true},
@@ -301,26 +219,7 @@ func (e *env) sendGroup(t testing.TB, from, gid, cid string) wire.Envelope {
 // to prove that a refusal changed nothing.
 func dump(t testing.TB, db *badger.DB) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte("r/"), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.ValidForPrefix([]byte("r/")); it.Next() {
-			if string(it.Item().Key()) == "r/sys/applied" {
-				continue
-			}
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().KeyCopy(nil))] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return fsmtest.Dump(t, db, "r/")
 }
 
 // server serves the archive's routes on 127.0.0.1 port 0. The principal
@@ -413,7 +312,7 @@ func postJSON(t testing.TB, srv *httptest.Server, user, body string) response {
 }
 
 var (
-	_ Proposer  = (*syncProposer)(nil)
+	_ Proposer  = (*fsmtest.Harness)(nil)
 	_ Publisher = (*fakePub)(nil)
 	_ Directory = fakeDir(nil)
 	_ IDSource  = (*seqIDs)(nil)

@@ -311,8 +311,8 @@ func TestHTTPSendPublishes(t *testing.T) {
 	if n := len(e.pub.published()); n != 3 {
 		t.Fatalf("self send: %d publishes in total, want 3", n)
 	}
-	if metric(e, resultStored) != 2 || metric(e, resultDuplicate) != 1 {
-		t.Fatalf("metrics stored=%v duplicate=%v", metric(e, resultStored), metric(e, resultDuplicate))
+	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 {
+		t.Fatalf("metrics stored=%v duplicate=%v", metric(t, e, resultStored), metric(t, e, resultDuplicate))
 	}
 }
 
@@ -334,7 +334,7 @@ func TestHTTPSendPublishFailure(t *testing.T) {
 
 func TestHTTPSendUnavailable(t *testing.T) {
 	e := newEnv(t)
-	e.prop.setErr(fmt.Errorf("no quorum: %w", wire.ErrUnavailable))
+	e.prop.SetErr(fmt.Errorf("no quorum: %w", wire.ErrUnavailable))
 	srv := e.server(t)
 	r := postJSON(t, srv, "alice", `{"to":"bob","cid":"c","type":"text","body":"x"}`)
 	if r.Status != http.StatusServiceUnavailable || r.code() != "unavailable" || r.Header.Get("Retry-After") == "" {

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -65,10 +67,10 @@ func TestRegisterLoginRefreshRotationAndReuse(t *testing.T) {
 	if _, err := e.svc.Refresh(context.Background(), tk3.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
-	if got := counterValue(t, e.svc.refreshes.WithLabelValues("reused")); got != 1 {
+	if got := testutil.CounterValue(t, e.svc.refreshes.WithLabelValues("reused")); got != 1 {
 		t.Fatalf("reused metric = %v", got)
 	}
-	if got := counterValue(t, e.svc.logins.WithLabelValues("success")); got != 2 {
+	if got := testutil.CounterValue(t, e.svc.logins.WithLabelValues("success")); got != 2 {
 		t.Fatalf("login success metric = %v", got)
 	}
 }
@@ -142,7 +144,7 @@ func TestDuplicateUsername(t *testing.T) {
 	if r := e.post("/auth/login", map[string]string{"username": "alice", "password": "other-password"}); r.Code != http.StatusUnauthorized {
 		t.Fatalf("other password accepted: %d", r.Code)
 	}
-	if got := counterValue(t, e.svc.registrations.WithLabelValues("taken")); got != 3 {
+	if got := testutil.CounterValue(t, e.svc.registrations.WithLabelValues("taken")); got != 3 {
 		t.Fatalf("taken metric = %v", got)
 	}
 }
@@ -270,7 +272,7 @@ func TestLoginWrongCredentials(t *testing.T) {
 	if r := e.post("/auth/login", map[string]string{"username": "\u212aelvin", "password": "password1"}); r.Code != 401 {
 		t.Fatalf("kelvin sign: %d", r.Code)
 	}
-	if got := counterValue(t, e.svc.logins.WithLabelValues("invalid_credentials")); got != 6 {
+	if got := testutil.CounterValue(t, e.svc.logins.WithLabelValues("invalid_credentials")); got != 6 {
 		t.Fatalf("metric = %v", got)
 	}
 	r := e.do(http.MethodPost, "/auth/login", `{"username":"alice","password":"password1","otp":1}`, "192.0.2.1")
@@ -311,7 +313,7 @@ func TestLoginRateLimitPerUser(t *testing.T) {
 	e.login("alice", "password1")
 	// A success takes no token: the bucket still has the refilled one.
 	e.login("alice", "password1")
-	if got := counterValue(t, e.svc.logins.WithLabelValues("rate_limited")); got != 2 {
+	if got := testutil.CounterValue(t, e.svc.logins.WithLabelValues("rate_limited")); got != 2 {
 		t.Fatalf("rate_limited metric = %v", got)
 	}
 }
@@ -361,7 +363,7 @@ func TestLimiterMapBounded(t *testing.T) {
 func TestUnavailable(t *testing.T) {
 	e := newEnv(t)
 	e.register("alice", "password1")
-	e.prop.down.Store(true)
+	e.prop.SetErr(fsmtest.ErrDown)
 	r := e.post("/auth/register", map[string]string{"username": "bob", "password": "password1"})
 	if r.Code != http.StatusServiceUnavailable || r.errCode() != "unavailable" || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("register: %d %s", r.Code, r.Body)
@@ -370,7 +372,7 @@ func TestUnavailable(t *testing.T) {
 	if r.Code != http.StatusServiceUnavailable {
 		t.Fatalf("login: %d %s", r.Code, r.Body)
 	}
-	e.prop.down.Store(false)
+	e.prop.SetErr(nil)
 	if ok, _ := e.svc.UserExists("bob"); ok {
 		t.Fatal("bob exists")
 	}

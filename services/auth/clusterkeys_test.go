@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -18,9 +19,8 @@ import (
 func twoNodes(t *testing.T) (a, b *env) {
 	t.Helper()
 	a = newEnv(t)
-	dbB := openDB(t)
-	fB := fsm.New(dbB, nil)
-	a.prop.also = append(a.prop.also, fB)
+	fB := a.prop.NewFollower(t)
+	dbB := fB.DB()
 	b = &env{t: t, db: dbB, prop: a.prop, clock: a.clock, profiles: a.profiles, keyDir: t.TempDir()}
 	svc, err := New(Config{KeyDir: b.keyDir, Argon2: tinyArgon}, Deps{DB: dbB, Proposer: a.prop, FSM: fB, Now: a.clock.Now})
 	if err != nil {
@@ -60,9 +60,9 @@ func TestSigningKeysReplicate(t *testing.T) {
 		}
 	}
 	// Publishing again proposes nothing new.
-	n := a.prop.next
-	if err := a.svc.PublishKey(ctx); err != nil || a.prop.next != n {
-		t.Fatalf("republish: %v, proposals %d -> %d", err, n, a.prop.next)
+	n := a.prop.Index()
+	if err := a.svc.PublishKey(ctx); err != nil || a.prop.Index() != n {
+		t.Fatalf("republish: %v, proposals %d -> %d", err, n, a.prop.Index())
 	}
 	// A key whose kid does not match is refused by the handler.
 	bad, _ := json.Marshal(signingKeyCmd{Kid: "forged", X: base64.RawURLEncoding.EncodeToString(make([]byte, 32))})
@@ -76,13 +76,13 @@ func TestSigningKeysReplicate(t *testing.T) {
 
 func TestRunPublishesWhenClusterReady(t *testing.T) {
 	a, b := twoNodes(t)
-	a.prop.down.Store(true)
+	a.prop.SetErr(fsmtest.ErrDown)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.svc.Run(ctx) }()
 	tok, _ := a.svc.MintAccessToken("alice", false)
-	a.prop.down.Store(false)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+	a.prop.SetErr(nil)
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if _, err := b.svc.VerifyAccessToken(tok); err != nil {
 			return fmt.Errorf("not yet published: %w", err)
 		}

@@ -4,72 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
-	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
-// testProposer applies each command synchronously through a real FSM, as
-// a single-node Raft log would.
-type testProposer struct {
-	f    *fsm.FSM
-	also []*fsm.FSM  // other replicas: the same log applied in the same order
-	down atomic.Bool // true: refuse like a cluster without quorum
-
-	mu   sync.Mutex
-	next uint64
-}
-
-var _ Proposer = (*testProposer)(nil)
-
-func (p *testProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
-	if p.down.Load() {
-		return nil, fmt.Errorf("test proposer: %w", wire.ErrUnavailable)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", wire.ErrUnavailable, err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.next++
-	res := p.f.Apply(&raft.Log{Index: p.next, Type: raft.LogCommand,
-		Data: fsm.EncodeBatch([]fsm.Command{{Type: t, Payload: payload}})})
-	rs := res.([]fsm.Result)
-	for _, f := range p.also {
-		f.Apply(&raft.Log{Index: p.next, Type: raft.LogCommand,
-			Data: fsm.EncodeBatch([]fsm.Command{{Type: t, Payload: payload}})})
-	}
-	return rs[0].Value, rs[0].Err
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+var _ Proposer = (*fsmtest.Harness)(nil)
 
 type fakeProfiles struct {
 	mu    sync.Mutex
@@ -98,8 +46,8 @@ type env struct {
 	t        *testing.T
 	svc      *Service
 	db       *badger.DB
-	prop     *testProposer
-	clock    *fakeClock
+	prop     *fsmtest.Harness
+	clock    *testutil.FakeClock
 	profiles *fakeProfiles
 	keyDir   string
 	mux      *http.ServeMux
@@ -108,37 +56,28 @@ type env struct {
 
 var tinyArgon = Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1}
 
-func openDB(t *testing.T) *badger.DB {
-	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).
-		WithMemTableSize(8 << 20).WithValueThreshold(1 << 10).WithValueLogFileSize(8 << 20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	t.Helper()
 	cfg := Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon}
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	return newEnvWith(t, cfg, openDB(t))
+	return newEnvWith(t, cfg)
 }
 
-func newEnvWith(t *testing.T, cfg Config, db *badger.DB) *env {
+// newEnvWith builds a service on a fresh database with cfg as it is.
+func newEnvWith(t *testing.T, cfg Config) *env {
 	t.Helper()
+	prop := fsmtest.New(t)
 	e := &env{
-		t: t, db: db,
-		prop:     &testProposer{f: fsm.New(db, nil)},
-		clock:    &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
+		t: t, db: prop.DB,
+		prop:     prop,
+		clock:    testutil.NewFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 		profiles: &fakeProfiles{names: map[string]string{}},
 		keyDir:   cfg.KeyDir,
 		reg:      prometheus.NewRegistry(),
 	}
-	svc, err := New(cfg, Deps{DB: db, Proposer: e.prop, FSM: e.prop.f, Profiles: e.profiles,
+	svc, err := New(cfg, Deps{DB: e.db, Proposer: e.prop, FSM: e.prop.FSM, Profiles: e.profiles,
 		Registerer: e.reg, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -216,29 +155,4 @@ func serve(e *env, req *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	e.mux.ServeHTTP(rec, req)
 	return rec
-}
-
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
-}
-
-// checkFor polls fn every interval until it returns nil or total elapses.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
 }

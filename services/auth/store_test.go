@@ -4,48 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // dump returns every key and value under r/auth/.
 func dump(t *testing.T, db *badger.DB) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := db.View(func(tx *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte("r/auth/")
-		it := tx.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().Key())] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func same(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
+	return fsmtest.Dump(t, db, "r/auth/")
 }
 
 // TestHandlersRefuseWithoutWriting sends refused and malformed commands
@@ -86,7 +58,7 @@ func TestHandlersRefuseWithoutWriting(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", c.name, c.err, c.want)
 		}
 	}
-	if after := dump(t, e.db); !same(before, after) {
+	if after := dump(t, e.db); !maps.Equal(before, after) {
 		t.Fatalf("refused commands changed state:\nbefore %v\nafter  %v", before, after)
 	}
 	// The token still works: nothing was revoked by the refusals.
@@ -117,13 +89,13 @@ func TestReplayIsDeterministic(t *testing.T) {
 		_, _ = e2.prop.Propose(context.Background(), types[i], log[i])
 	}
 	a, b := dump(t, e.db), dump(t, e2.db)
-	if len(a) < 3 || !same(a, b) {
+	if len(a) < 3 || !maps.Equal(a, b) {
 		t.Fatalf("replicas differ:\n%v\n%v", a, b)
 	}
 }
 
 type recordingProposer struct {
-	inner *testProposer
+	inner *fsmtest.Harness
 	types *[]byte
 	log   *[][]byte
 }

@@ -141,7 +141,7 @@ func TestTokenClaims(t *testing.T) {
 
 func TestKeysPersistAcrossRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
-	e1 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon}, openDB(t))
+	e1 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon})
 	tok, err := e1.svc.MintAccessToken("alice", false)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 		t.Fatalf("key dir holds %d entries (temp file left?)", len(entries))
 	}
 
-	e2 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon}, openDB(t))
+	e2 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon})
 	if e2.svc.keys.signer.kid != e1.svc.keys.signer.kid {
 		t.Fatal("a new key was made on restart")
 	}
@@ -169,7 +169,7 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 
 	// A retired key in the directory still verifies, but does not sign.
 	e3dir := filepath.Join(t.TempDir(), "keys3")
-	e3 := newEnvWith(t, Config{KeyDir: e3dir, Argon2: tinyArgon}, openDB(t))
+	e3 := newEnvWith(t, Config{KeyDir: e3dir, Argon2: tinyArgon})
 	tok3, _ := e3.svc.MintAccessToken("carol", false)
 	if _, err := e2.svc.VerifyAccessToken(tok3); err == nil {
 		t.Fatal("foreign key verified")
@@ -178,7 +178,7 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "retired-1.key"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e4 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon}, openDB(t))
+	e4 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon})
 	if _, err := e4.svc.VerifyAccessToken(tok3); err != nil {
 		t.Fatalf("retired key: %v", err)
 	}
@@ -202,9 +202,7 @@ func TestMintFromKeyDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The offline minter uses the wall clock; verify at that time.
-	e.clock.mu.Lock()
-	e.clock.t = time.Now()
-	e.clock.mu.Unlock()
+	e.clock.Set(time.Now())
 	p, err := e.svc.VerifyAccessToken(tok)
 	if err != nil || p != (wire.Principal{UserID: "bob", Admin: true}) {
 		t.Fatalf("verify: %+v %v", p, err)

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,29 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newEnvClock is newEnv with the limiters on a fake clock.
-func newEnvClock(t *testing.T, cfg Config) (*env, *fakeClock) {
+func newEnvClock(t *testing.T, cfg Config) (*env, *testutil.FakeClock) {
 	t.Helper()
-	c := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	c := testutil.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	e := &env{reg: prometheus.NewRegistry(), logs: &lockedBuf{}}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
@@ -151,7 +134,7 @@ func TestPerIPLimit(t *testing.T) {
 	wantStatus(t, e.from(a, "GET", "/open", "", nil), 200, "")
 	want429(t, e.from(a, "GET", "/open", "", nil), "10")
 
-	if n, _ := metricValue(t, e.reg, "edgechat_http_rate_limited_total", map[string]string{"class": "all", "scope": "ip"}); n != 6 {
+	if n, _ := testutil.MetricValue(t, e.reg, "edgechat_http_rate_limited_total", map[string]string{"class": "all", "scope": "ip"}); n != 6 {
 		t.Fatalf("rate_limited{all,ip} = %v, want 6", n)
 	}
 }
@@ -209,7 +192,7 @@ func TestPerUserAndClassLimits(t *testing.T) {
 		class, scope string
 		want         float64
 	}{{"read", "user", 2}, {"write", "user", 2}, {"auth", "ip", 1}} {
-		if n, _ := metricValue(t, e.reg, "edgechat_http_rate_limited_total", map[string]string{"class": tc.class, "scope": tc.scope}); n != tc.want {
+		if n, _ := testutil.MetricValue(t, e.reg, "edgechat_http_rate_limited_total", map[string]string{"class": tc.class, "scope": tc.scope}); n != tc.want {
 			t.Errorf("rate_limited{%s,%s} = %v, want %v", tc.class, tc.scope, n, tc.want)
 		}
 	}
@@ -558,7 +541,7 @@ func TestConditionalGETThroughGateway(t *testing.T) {
 	if w.Code != 200 || w.Header().Get("ETag") == etag || !strings.Contains(w.Body.String(), "changed") {
 		t.Fatalf("after a change: %d %v %s", w.Code, w.Header(), w.Body)
 	}
-	if n, _ := metricValue(t, e.reg, "edgechat_http_not_modified_total", map[string]string{"route": "/user/{uid}"}); n != 1 {
+	if n, _ := testutil.MetricValue(t, e.reg, "edgechat_http_not_modified_total", map[string]string{"route": "/user/{uid}"}); n != 1 {
 		t.Fatalf("not_modified = %v, want 1", n)
 	}
 }

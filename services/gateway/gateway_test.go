@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,7 +18,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -52,24 +51,14 @@ var testVerifier = verifier{
 	"no-user":    {},
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
+// lockedBuf is the gateway's log sink in tests.
+type lockedBuf struct{ testutil.SyncBuffer }
 
 // lines decodes the JSON log lines with the given msg.
 func (l *lockedBuf) lines(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, ln := range strings.Split(strings.TrimSpace(l.b.String()), "\n") {
+	for _, ln := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		if ln == "" {
 			continue
 		}
@@ -161,54 +150,6 @@ func errorCode(t *testing.T, contentType string, body []byte) string {
 		t.Fatalf("error body %q: %v", body, err)
 	}
 	return v.Error.Code
-}
-
-func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue next
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue(), true
-			}
-			if h := m.GetHistogram(); h != nil {
-				return float64(h.GetSampleCount()), true
-			}
-		}
-	}
-	return 0, false
-}
-
-// checkFor polls fn until it returns nil or total elapses.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
 }
 
 // whoami answers with the principal and what the handler could see.
@@ -349,7 +290,7 @@ func TestNotFoundAndMethodNotAllowedAreJSON(t *testing.T) {
 	if w.Code != http.StatusTemporaryRedirect && w.Code != http.StatusMovedPermanently {
 		t.Fatalf("unclean path: %d %q", w.Code, w.Body)
 	}
-	if n, _ := metricValue(t, e.reg, "edgechat_http_requests_total", map[string]string{"route": "unmatched", "status": "404"}); n != 1 {
+	if n, _ := testutil.MetricValue(t, e.reg, "edgechat_http_requests_total", map[string]string{"route": "unmatched", "status": "404"}); n != 1 {
 		t.Fatalf("unmatched 404 counted %v times", n)
 	}
 }
@@ -608,13 +549,13 @@ func TestRealListenerPrincipalAndWebSocketHijack(t *testing.T) {
 	}
 	c.Close()
 	// The hijacked request is logged and counted once it ends, as a 101.
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-		if n, _ := metricValue(t, e.reg, "edgechat_http_requests_total", map[string]string{"route": "/mqtt", "status": "101"}); n != 1 {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n, _ := testutil.MetricValue(t, e.reg, "edgechat_http_requests_total", map[string]string{"route": "/mqtt", "status": "101"}); n != 1 {
 			return fmt.Errorf("/mqtt 101 counted %v times", n)
 		}
 		return nil
 	})
-	if _, ok := metricValue(t, e.reg, "edgechat_http_request_seconds", map[string]string{"route": "/mqtt"}); ok {
+	if _, ok := testutil.MetricValue(t, e.reg, "edgechat_http_request_seconds", map[string]string{"route": "/mqtt"}); ok {
 		t.Fatal("websocket lifetime observed as request latency")
 	}
 }
@@ -737,7 +678,7 @@ func TestRunGracefulShutdown(t *testing.T) {
 	}
 	cancel()
 	// Shutdown stops accepting at once...
-	checkFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
 		c, err := net.DialTimeout("tcp", e.g.Addr(), time.Second)
 		if err == nil {
 			c.Close()

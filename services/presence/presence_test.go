@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -152,7 +151,7 @@ func newHarness(t *testing.T) *harness {
 	s, err := New(Config{Interval: interval, Grace: grace}, Deps{
 		Publisher:  h.pub,
 		Visibility: visibility{"bob>alice": true},
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     testutil.QuietLogger(),
 		Registerer: h.reg,
 		Clock:      h.clk,
 	})
@@ -186,22 +185,6 @@ func (h *harness) expectStatus(uid, want string) {
 	h.t.Helper()
 	if got := h.s.Status(uid).Status; got != want {
 		h.t.Fatalf("Status(%s) = %s, want %s", uid, got, want)
-	}
-}
-
-// checkFor polls fn until it returns nil or total elapses.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
 	}
 }
 
@@ -505,7 +488,7 @@ func TestRunDemotesAndStops(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.s.Run(ctx) }()
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		if h.clk.liveTickers() != 1 {
 			return errors.New("ticker not started")
 		}
@@ -516,7 +499,7 @@ func TestRunDemotesAndStops(t *testing.T) {
 	}
 	h.s.Connected("alice", "c1")
 	h.s.Disconnected("alice", "c1")
-	checkFor(t, 5*time.Second, time.Millisecond, func() error {
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		h.clk.Advance(time.Second)
 		// Status changes under the lock, the publish follows just after it.
 		if got := h.pub.statuses(t); len(got) < 2 {
@@ -564,37 +547,14 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+// counterValue reads a counter or gauge series; it must exist.
 func counterValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
+	v, ok := testutil.MetricValue(t, g, name, labels)
+	if !ok {
+		t.Fatalf("metric %s%v not found", name, labels)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metrics
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("metric %s%v not found", name, labels)
-	return 0
+	return v
 }
 
 func TestMetrics(t *testing.T) {

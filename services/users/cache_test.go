@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -201,7 +202,7 @@ func TestLargeGroup(t *testing.T) {
 	// Every batch's event reached all members (off the request path):
 	// an early member saw the creation and 9 batches, a late one 1 batch.
 	e.svc.events.wait()
-	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := len(e.pub.events(uids[2])); n != 10 {
 			return fmt.Errorf("%s got %d events", uids[2], n)
 		}
@@ -227,7 +228,11 @@ func bigGroup(t testing.TB, e *env, n int) []string {
 			b, _ := json.Marshal(profilePutCmd{UID: u, Create: true, DisplayName: &u})
 			cmds = append(cmds, fsm.Command{Type: wire.CmdProfilePut, Payload: b})
 		}
-		for _, r := range e.prop.applyBatch(cmds) {
+		rs, err := e.prop.ProposeBatch(context.Background(), cmds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
 			if r.Err != nil {
 				t.Fatal(r.Err)
 			}

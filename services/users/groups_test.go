@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -415,7 +417,7 @@ func TestConcurrentRoleChangeHandlerWins(t *testing.T) {
 			t.Errorf("demote: %d", r.Code)
 		}
 	}
-	e.prop.before.Store(&demote)
+	e.prop.BeforeNext(demote)
 	before := e.state()
 	r := e.do("DELETE", base+"/members/mia", "", "adam")
 	if r.Code != 403 || r.errCode() != "forbidden" {
@@ -435,7 +437,7 @@ func TestConcurrentRoleChangeHandlerWins(t *testing.T) {
 			t.Errorf("transfer: %d %s", r.Code, r.Body)
 		}
 	}
-	e.prop.before.Store(&transfer)
+	e.prop.BeforeNext(transfer)
 	if r := e.do("POST", base+"/members", `{"uid":"mia","role":"admin"}`, "owen"); r.Code != 403 {
 		t.Fatalf("grant by a former owner: %d %s", r.Code, r.Body)
 	}
@@ -505,7 +507,7 @@ func TestConcurrentMembershipInvariants(t *testing.T) {
 func TestUnavailableGroups(t *testing.T) {
 	e := newEnv(t)
 	e.users("owen")
-	e.prop.down.Store(true)
+	e.prop.SetErr(fsmtest.ErrDown)
 	r := e.do("POST", "/user/groups", `{"name":"x"}`, "owen")
 	if r.Code != 503 || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("%d %s", r.Code, r.Body)
@@ -516,7 +518,7 @@ func TestGroupValueLost(t *testing.T) {
 	// A forwarded proposal returns no value: the handlers read back.
 	e := newEnv(t)
 	e.users("owen", "ann")
-	e.prop.noValue.Store(true)
+	e.prop.LoseValues(true)
 	g := e.createGroup("owen", "T")
 	if g.ID == "" || g.MemberCount != 1 {
 		t.Fatalf("%+v", g)
@@ -524,7 +526,7 @@ func TestGroupValueLost(t *testing.T) {
 	if r := e.do("POST", "/user/groups/"+g.ID+"/members", `{"uid":"ann"}`, "owen"); r.Code != 200 {
 		t.Fatal(r.Code)
 	}
-	checkFor(t, 2*time.Second, 5*time.Millisecond, func() error {
+	testutil.CheckFor(t, 2*time.Second, 5*time.Millisecond, func() error {
 		if ev := e.eventTypes("ann"); !slices.Contains(ev, EventGroupMemberAdded) {
 			return fmt.Errorf("ann's events: %v", ev)
 		}

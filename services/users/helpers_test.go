@@ -4,88 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// testProposer applies each command synchronously through a real FSM, as
-// a single-node Raft log would.
-type testProposer struct {
-	f       *fsm.FSM
-	down    atomic.Bool // true: refuse like a cluster without quorum
-	noValue atomic.Bool // true: drop handler values, like a forwarded proposal
-	// before, when set, runs once just before the next command is applied
-	// (after the HTTP handler's own checks): a concurrent change landing
-	// first.
-	before atomic.Pointer[func()]
-
-	mu        sync.Mutex
-	next      uint64
-	followers []*fsm.FSM // other nodes applying the same log
-}
-
-var _ Proposer = (*testProposer)(nil)
-
-func (p *testProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
-	if p.down.Load() {
-		return nil, fmt.Errorf("test proposer: %w", wire.ErrUnavailable)
-	}
-	if fn := p.before.Swap(nil); fn != nil {
-		(*fn)()
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.next++
-	entry := &raft.Log{Index: p.next, Type: raft.LogCommand,
-		Data: fsm.EncodeBatch([]fsm.Command{{Type: t, Payload: payload}})}
-	rs := p.f.Apply(entry).([]fsm.Result)
-	for _, f := range p.followers {
-		f.Apply(entry)
-	}
-	if p.noValue.Load() {
-		return nil, rs[0].Err
-	}
-	return rs[0].Value, rs[0].Err
-}
-
-// applyBatch applies several commands as one log entry.
-func (p *testProposer) applyBatch(cmds []fsm.Command) []fsm.Result {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.next++
-	return p.f.Apply(&raft.Log{Index: p.next, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}).([]fsm.Result)
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+var _ Proposer = (*fsmtest.Harness)(nil)
 
 // fakePublisher records what the service publishes.
 type fakePublisher struct {
@@ -129,28 +64,12 @@ func (p *fakePublisher) reset() {
 	p.mu.Unlock()
 }
 
-// checkFor polls fn every `every` until it returns nil or total passes.
-func checkFor(t *testing.T, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
-
 type env struct {
 	t     testing.TB
 	svc   *Service
 	db    *badger.DB
-	prop  *testProposer
-	clock *fakeClock
+	prop  *fsmtest.Harness
+	clock *testutil.FakeClock
 	mux   *http.ServeMux
 	pub   *fakePublisher
 	reg   *prometheus.Registry
@@ -161,19 +80,15 @@ func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
 // newEnvWith lets a test adjust the service's deps.
 func newEnvWith(t testing.TB, adjust func(*Deps)) *env {
 	t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).
-		WithMemTableSize(8 << 20).WithValueThreshold(1 << 10).WithValueLogFileSize(8 << 20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	e := &env{t: t, db: db, prop: &testProposer{f: fsm.New(db, nil)},
-		clock: &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)},
+	prop := fsmtest.New(t)
+	e := &env{t: t, db: prop.DB, prop: prop,
+		clock: testutil.NewFakeClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)),
 		pub:   &fakePublisher{}, reg: prometheus.NewRegistry()}
-	deps := Deps{DB: db, Proposer: e.prop, FSM: e.prop.f, Now: e.clock.Now, Publisher: e.pub, Registerer: e.reg}
+	deps := Deps{DB: e.db, Proposer: e.prop, FSM: e.prop.FSM, Now: e.clock.Now, Publisher: e.pub, Registerer: e.reg}
 	if adjust != nil {
 		adjust(&deps)
 	}
+	var err error
 	e.svc, err = New(deps)
 	if err != nil {
 		t.Fatal(err)
@@ -240,25 +155,7 @@ func (e *env) users(uids ...string) {
 // state dumps every key and value under r/user/.
 func (e *env) state() map[string]string {
 	e.t.Helper()
-	m := map[string]string{}
-	err := e.db.View(func(tx *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte("r/user/")
-		it := tx.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			m[string(it.Item().Key())] = string(v)
-		}
-		return nil
-	})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return m
+	return fsmtest.Dump(e.t, e.db, "r/user/")
 }
 
 func (r resp) decode(t testing.TB, v any) {
@@ -268,47 +165,22 @@ func (r resp) decode(t testing.TB, v any) {
 	}
 }
 
-// cacheCount reads edgechat_cache_requests_total{cache,result}.
+// cacheCount reads edgechat_cache_requests_total{cache,result} (0 when
+// the series does not exist yet).
 func (e *env) cacheCount(cache, result string) float64 {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "edgechat_cache_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["cache"] == cache && labels["result"] == result {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	v, _ := testutil.MetricValue(e.t, e.reg, "edgechat_cache_requests_total", map[string]string{"cache": cache, "result": result})
+	return v
 }
 
 // follower starts a second node's users service that applies the same
 // log as e (through e's proposer) into its own database.
 func (e *env) follower() *Service {
 	e.t.Helper()
-	db, err := badger.Open(badger.DefaultOptions(e.t.TempDir()).WithLogger(nil).
-		WithMemTableSize(8 << 20).WithValueThreshold(1 << 10).WithValueLogFileSize(8 << 20))
+	f := e.prop.NewFollower(e.t)
+	svc, err := New(Deps{DB: f.DB(), Proposer: e.prop, FSM: f, Now: e.clock.Now})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { db.Close() })
-	f := fsm.New(db, nil)
-	svc, err := New(Deps{DB: db, Proposer: e.prop, FSM: f, Now: e.clock.Now})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.prop.mu.Lock()
-	e.prop.followers = append(e.prop.followers, f)
-	e.prop.mu.Unlock()
 	return svc
 }

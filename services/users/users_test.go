@@ -10,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -163,7 +164,7 @@ func TestPatchMe(t *testing.T) {
 
 func TestPatchCreatesMissingProfile(t *testing.T) {
 	e := newEnv(t)
-	e.prop.noValue.Store(true) // also covers reading back when the value is lost
+	e.prop.LoseValues(true) // also covers reading back when the value is lost
 	r := e.do(http.MethodPatch, "/user/me", `{"about":"federated"}`, "fed.user")
 	p := r.profile(t)
 	if r.Code != 200 || p.UserID != "fed.user" || p.DisplayName != "fed.user" || p.About != "federated" {
@@ -173,7 +174,7 @@ func TestPatchCreatesMissingProfile(t *testing.T) {
 
 func TestUnavailable(t *testing.T) {
 	e := newEnv(t)
-	e.prop.down.Store(true)
+	e.prop.SetErr(fsmtest.ErrDown)
 	r := e.do(http.MethodPatch, "/user/me", `{"about":"x"}`, "alice")
 	if r.Code != 503 || r.errCode() != "unavailable" || r.Header.Get("Retry-After") == "" {
 		t.Fatalf("%d %s", r.Code, r.Body)
