@@ -25,24 +25,12 @@ const dataDir = "/var/lib/edgechat"
 // Added by the cluster issue; remove when node/config.go has them. Once a
 // flag lands the allow-list entry is unused (TestPendingFlagsStillPending
 // logs it) and the manifests are checked against the binary's own copy.
-var pendingFlags = []string{
-	"advertise-cluster",
-	"bootstrap-expect",
-	"join",
-	"advertise-mqtt",
-	"advertise-ws",
-}
+var pendingFlags = []string{}
 
 // pendingKeys are the YAML keys of pendingFlags, which the example config
 // carries commented out. Added by the cluster issue; remove when
 // node/config.go has them.
-var pendingKeys = []string{
-	"advertise_cluster",
-	"bootstrap_expect",
-	"join",
-	"advertise_mqtt",
-	"advertise_ws",
-}
+var pendingKeys = []string{}
 
 // envName is node's mapping of a flag name to its environment variable.
 func envName(flag string) string {

@@ -21,22 +21,28 @@ import (
 // order of precedence: flags, EDGECHAT_* environment variables, the YAML
 // file named by --config, and the defaults.
 type Config struct {
-	DataDir        string        `yaml:"data"`
-	HTTPAddr       string        `yaml:"http_addr"`
-	MQTTAddr       string        `yaml:"mqtt_addr"`
-	MQTTSAddr      string        `yaml:"mqtts_addr"`
-	TLSCert        string        `yaml:"tls_cert"`
-	TLSKey         string        `yaml:"tls_key"`
-	NodeID         string        `yaml:"node_id"`
-	ClusterAddr    string        `yaml:"cluster_addr"`
-	Dev            bool          `yaml:"dev"`
-	AllowedOrigins []string      `yaml:"allowed_origins"`
-	TrustedProxies []string      `yaml:"trusted_proxies"`
-	Heartbeat      time.Duration `yaml:"heartbeat_interval"`
-	PresenceGrace  time.Duration `yaml:"presence_grace"`
-	AccessTTL      time.Duration `yaml:"access_token_ttl"`
-	LogLevel       string        `yaml:"log_level"`
-	LogFormat      string        `yaml:"log_format"`
+	DataDir     string `yaml:"data"`
+	HTTPAddr    string `yaml:"http_addr"`
+	MQTTAddr    string `yaml:"mqtt_addr"`
+	MQTTSAddr   string `yaml:"mqtts_addr"`
+	TLSCert     string `yaml:"tls_cert"`
+	TLSKey      string `yaml:"tls_key"`
+	NodeID      string `yaml:"node_id"`
+	ClusterAddr string `yaml:"cluster_addr"`
+	// Cluster forming (see docs/operations.md "Forming a cluster").
+	AdvertiseCluster string        `yaml:"advertise_cluster"` // address other nodes dial; default the bound address
+	Join             []string      `yaml:"join"`              // cluster addresses of any members
+	BootstrapExpect  int           `yaml:"bootstrap_expect"`  // form a new cluster of this many voters
+	AdvertiseMQTT    string        `yaml:"advertise_mqtt"`    // public MQTT URL of this node, for /cluster/connect
+	AdvertiseWS      string        `yaml:"advertise_ws"`      // public MQTT-over-WebSocket URL of this node
+	Dev              bool          `yaml:"dev"`
+	AllowedOrigins   []string      `yaml:"allowed_origins"`
+	TrustedProxies   []string      `yaml:"trusted_proxies"`
+	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
+	PresenceGrace    time.Duration `yaml:"presence_grace"`
+	AccessTTL        time.Duration `yaml:"access_token_ttl"`
+	LogLevel         string        `yaml:"log_level"`
+	LogFormat        string        `yaml:"log_format"`
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
@@ -115,6 +121,18 @@ var settings = []setting{
 	{name: "tls-key", usage: "TLS private key file (PEM)", set: stringSetter(func(c *Config) *string { return &c.TLSKey })},
 	{name: "node-id", usage: "stable name of this node in its cluster", set: stringSetter(func(c *Config) *string { return &c.NodeID })},
 	{name: "cluster-addr", usage: "Raft and node-to-node listen address", set: stringSetter(func(c *Config) *string { return &c.ClusterAddr })},
+	{name: "advertise-cluster", usage: "cluster address other nodes dial (default: the bound address)", set: stringSetter(func(c *Config) *string { return &c.AdvertiseCluster })},
+	{name: "join", usage: "comma-separated cluster addresses of members to join", set: listSetter(func(c *Config) *[]string { return &c.Join })},
+	{name: "bootstrap-expect", usage: "form a new cluster once this many nodes (itself included) know each other", set: func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 9 {
+			return fmt.Errorf("want 0..9, got %q", v)
+		}
+		c.BootstrapExpect = n
+		return nil
+	}},
+	{name: "advertise-mqtt", usage: "public MQTT URL of this node (tcp:// or tls://), for /cluster/connect", set: stringSetter(func(c *Config) *string { return &c.AdvertiseMQTT })},
+	{name: "advertise-ws", usage: "public MQTT-over-WebSocket URL of this node (ws:// or wss://)", set: stringSetter(func(c *Config) *string { return &c.AdvertiseWS })},
 	{name: "dev", usage: "development mode: anonymous MQTT clients, non-chat topics open (never in production)", isBool: true, set: func(c *Config, v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -226,6 +244,12 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("%w: log format %q", ErrConfig, c.LogFormat)
+	}
+	if c.BootstrapExpect > 0 && len(c.Join) == 0 {
+		return fmt.Errorf("%w: --bootstrap-expect needs --join with the other founding nodes", ErrConfig)
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 9 {
+		return fmt.Errorf("%w: --bootstrap-expect must be 0..9", ErrConfig)
 	}
 	for _, p := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(p); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/edgechat/edgechat/services/admin"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/auth"
+	"github.com/edgechat/edgechat/services/clusterapi"
 	"github.com/edgechat/edgechat/services/gateway"
 	"github.com/edgechat/edgechat/services/presence"
 	"github.com/edgechat/edgechat/services/users"
@@ -52,6 +53,7 @@ type Node struct {
 	Broker   *broker.Broker
 	Gateway  *gateway.Gateway
 	Admin    *admin.Service
+	Cluster  *clusterapi.Service
 
 	ids   *lazyIDs
 	ready atomic.Bool
@@ -106,7 +108,10 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		NodeName:           cfg.NodeID,
 		DataDir:            cfg.DataDir,
 		BindAddr:           cfg.ClusterAddr,
-		Bootstrap:          true,
+		AdvertiseAddr:      cfg.AdvertiseCluster,
+		Bootstrap:          true, // ignored when Join or BootstrapExpect is set
+		Join:               cfg.Join,
+		BootstrapExpect:    cfg.BootstrapExpect,
 		HeartbeatTimeout:   raftTimeout,
 		ElectionTimeout:    raftTimeout,
 		LeaderLeaseTimeout: raftTimeout / 2,
@@ -205,6 +210,20 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.Gateway.Mount(n.Archive.Routes()...)
 	n.Gateway.Mount(n.Presence.Routes()...)
 	n.Gateway.Mount(n.Admin.Routes()...)
+	n.Cluster, err = clusterapi.New(clusterapi.Deps{
+		Status:   n.clusterStatus,
+		Self:     n.selfInfo,
+		PeerInfo: n.peerInfo,
+		Leave:    n.raft.Leave,
+		Remove:   n.raft.Remove,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.Gateway.Mount(n.Cluster.Routes()...)
+	if err := n.raft.RegisterRPC("Edge", &edgeRPC{n}); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
 	return n, nil
 }

@@ -2,8 +2,11 @@
 // raft-wal log and stable store, file snapshots, the TCP transport, and
 // the batching Propose through which every replicated state change goes.
 //
-// A node starts as a one-voter cluster (Bootstrap) and is built to grow
-// into three to five voters: nothing here assumes it is alone. Proposals
+// A node starts as a one-voter cluster (Bootstrap), forms a cluster with
+// its peers (BootstrapExpect) or joins a running one (Join), and grows to
+// three or five voters. The cluster port carries both Raft and the nodes'
+// own RPC (transport.go, rpc.go); proposals made on a follower are
+// forwarded to the leader (forward.go). Proposals
 // from many goroutines are packed into one Raft entry per round trip
 // (see propose.go), which is what lets a fsync-bound log commit chat
 // messages at high rates.
@@ -14,8 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/rpc"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +41,7 @@ const (
 	DefaultHeartbeatTimeout   = 500 * time.Millisecond
 	DefaultElectionTimeout    = 500 * time.Millisecond
 	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
+	DefaultCommitTimeout      = 5 * time.Millisecond
 	DefaultSnapshotThreshold  = 8192
 	DefaultSnapshotInterval   = 2 * time.Minute
 	DefaultTrailingLogs       = 10240
@@ -70,11 +77,35 @@ type Config struct {
 	DataDir       string // Raft state lives in DataDir/raft
 	BindAddr      string // TCP bind address of the Raft transport; default ":7946"
 	AdvertiseAddr string // address peers dial; default: the bound address, 127.0.0.1:port when bound to all interfaces
-	Bootstrap     bool   // bootstrap a one-voter cluster when there is no existing Raft state
+	// Bootstrap makes a node without Raft state bootstrap a one-voter
+	// cluster that others can join later. Ignored when Join or
+	// BootstrapExpect is set.
+	Bootstrap bool
+	// Join lists cluster addresses of members (any of them; a follower
+	// forwards the request to the leader). A node without Raft state asks
+	// them to add it as a voter, retrying until one does. A node with
+	// Raft state just starts, and also sends one (idempotent) join
+	// request in the background, so that a node that left or was removed
+	// comes back when restarted with Join.
+	Join []string
+	// BootstrapExpect > 0 forms a new cluster: a node without Raft state
+	// asks the Join addresses (and the peers they know) who they are, and
+	// once it knows exactly BootstrapExpect servers, itself included, it
+	// bootstraps them all as voters; every one of them does the same with
+	// the same sorted list. Give every founding node the same number, and
+	// start no more than that many with it. If a peer turns out to be in
+	// a cluster already, the node joins it instead.
+	BootstrapExpect int
 
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
+	// CommitTimeout is how long the leader waits without new entries
+	// before telling followers the commit index. Followers learn of a
+	// commit only then (or with the next entry), and a proposal made on a
+	// follower waits for its own FSM, so this bounds the extra latency of
+	// a forwarded proposal on an idle cluster. Raft's default is 50 ms.
+	CommitTimeout time.Duration
 
 	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one
 	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
@@ -96,6 +127,17 @@ func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		return errors.New("cluster: DataDir is required")
 	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 9 {
+		return errors.New("cluster: BootstrapExpect must be 0..9")
+	}
+	for _, a := range c.Join {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("cluster: Join address %q: %w", a, err)
+		}
+	}
+	if len(c.Join) > 0 || c.BootstrapExpect > 0 {
+		c.Bootstrap = false
+	}
 	if c.BindAddr == "" {
 		c.BindAddr = DefaultBindAddr
 	}
@@ -107,6 +149,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LeaderLeaseTimeout <= 0 {
 		c.LeaderLeaseTimeout = min(DefaultLeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	if c.CommitTimeout <= 0 {
+		c.CommitTimeout = DefaultCommitTimeout
 	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = DefaultSnapshotThreshold
@@ -136,6 +181,10 @@ type Node struct {
 	fsm    *fsm.FSM
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
+	mux    *mux
+	rpcSrv *rpc.Server
+	peers  *peerPool
+	fresh  bool // no Raft state when New opened the stores
 	wal    *wal.WAL
 	meta   *metadb.BoltMetaDB
 	unlock func() error
@@ -146,6 +195,13 @@ type Node struct {
 	stopping chan struct{}  // closed when Run starts shutting down
 	stopped  chan struct{}  // closed when Run has returned
 	running  atomic.Bool
+	stopCtx  context.Context // done when Run starts shutting down
+	stopCtxC context.CancelFunc
+
+	fwd      chan *request // follower proposals waiting for the forwarder
+	disc     discovery
+	statMu   sync.Mutex
+	peerStat map[string]peerStatus // leader's last poll of each member
 }
 
 // New opens the Raft stores under cfg.DataDir, binds the transport and
@@ -198,12 +254,13 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
-	stream, err := newTCPStream(cfg.BindAddr, cfg.AdvertiseAddr)
+	mx, err := newMux(cfg.BindAddr, cfg.AdvertiseAddr, log)
 	if err != nil {
 		return nil, err
 	}
+	closers = append(closers, mx.Close)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  stream,
+		Stream:  newRaftLayer(mx),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hl.Named("net"),
@@ -215,6 +272,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 	conf.HeartbeatTimeout = cfg.HeartbeatTimeout
 	conf.ElectionTimeout = cfg.ElectionTimeout
 	conf.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	conf.CommitTimeout = cfg.CommitTimeout
 	conf.SnapshotThreshold = cfg.SnapshotThreshold
 	conf.SnapshotInterval = cfg.SnapshotInterval
 	conf.TrailingLogs = cfg.TrailingLogs
@@ -233,11 +291,11 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 		return nil, err
 	}
 
+	existing, err := raft.HasExistingState(w, w, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+	}
 	if cfg.Bootstrap {
-		existing, err := raft.HasExistingState(w, w, snaps)
-		if err != nil {
-			return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
-		}
 		if !existing {
 			boot := raft.Configuration{Servers: []raft.Server{{
 				Suffrage: raft.Voter,
@@ -251,17 +309,17 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 		}
 	}
 
-	f.Register(wire.CmdNodeRegister, applyNodeRegister)
-	r, err := raft.NewRaft(conf, f, w, w, snaps, trans)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: start raft: %w", err)
-	}
-	return &Node{
+	stopCtx, stopCtxC := context.WithCancel(context.Background())
+	closers = append(closers, func() error { stopCtxC(); return nil })
+	n := &Node{
 		cfg:      cfg,
 		log:      log,
 		fsm:      f,
-		raft:     r,
 		trans:    trans,
+		mux:      mx,
+		rpcSrv:   rpc.NewServer(),
+		peers:    newPeerPool(),
+		fresh:    !existing,
 		wal:      w,
 		meta:     meta,
 		unlock:   unlock,
@@ -270,7 +328,26 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 		pending:  make(chan *inflight, 64),
 		stopping: make(chan struct{}),
 		stopped:  make(chan struct{}),
-	}, nil
+		stopCtx:  stopCtx,
+		stopCtxC: stopCtxC,
+		fwd:      make(chan *request, 4*cfg.MaxBatch),
+		peerStat: make(map[string]peerStatus),
+	}
+	if err := n.rpcSrv.RegisterName(clusterService, &clusterRPC{n: n}); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	closers = append(closers, func() error { n.peers.close(); return nil })
+
+	f.Register(wire.CmdNodeRegister, applyNodeRegister)
+	n.raft, err = raft.NewRaft(conf, f, w, w, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	// Serve the cluster port only now that the node is complete: Raft
+	// needs peers' connections from here on (it is running).
+	mx.serveRPC = func(c net.Conn) { n.rpcSrv.ServeConn(c) }
+	mx.start()
+	return n, nil
 }
 
 // Run serves proposals until ctx is done, then waits briefly for entries
@@ -298,11 +375,27 @@ func (n *Node) Run(ctx context.Context) error {
 		n.logLeaderChanges(obs)
 	}()
 
+	// Helpers that live as long as Run: forwarding follower proposals,
+	// forming or joining the cluster, the leader's status poll.
+	var aux, sends sync.WaitGroup
+	aux.Go(func() { n.forwarder(ctx, &sends) })
+	aux.Go(func() { n.pollPeers(ctx) })
+	switch {
+	case n.fresh && (len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 0):
+		aux.Go(func() { n.formCluster(ctx) })
+	case !n.fresh && len(n.cfg.Join) > 0:
+		aux.Go(func() { n.rejoin(ctx) })
+	}
+
 	n.batcher(ctx)
 
 	close(n.stopping)
+	n.stopCtxC()
 	close(n.pending) // only the batcher sends on it, and it has returned
 	n.failQueued()
+	aux.Wait()
+	sends.Wait() // released by stopCtx
+	n.failForwards()
 
 	wait := func(d time.Duration) bool {
 		t := time.NewTimer(d)
@@ -329,6 +422,10 @@ func (n *Node) Run(ctx context.Context) error {
 	<-obsDone
 	if err := n.trans.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close transport: %w", err))
+	}
+	n.peers.close()
+	if err := n.mux.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		errs = append(errs, fmt.Errorf("cluster: close listener: %w", err))
 	}
 	if err := n.wal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close raft log: %w", err))
@@ -368,6 +465,7 @@ type Stats struct {
 	LastIndex    uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
+	Members      []Member // the latest Raft configuration, sorted by name
 }
 
 // Stats returns the node's Raft state.
@@ -381,6 +479,7 @@ func (n *Node) Stats() Stats {
 		LastIndex:    n.raft.LastIndex(),
 		CommitIndex:  n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(),
+		Members:      n.members(),
 	}
 }
 
@@ -405,7 +504,10 @@ func (n *Node) WaitReady(ctx context.Context) error {
 				timeout = max(time.Until(d), time.Millisecond)
 			}
 			err := n.raft.Barrier(timeout).Error()
-			if err == nil {
+			// Raft answers the barrier from its FSM goroutine and moves
+			// AppliedIndex a moment later; wait for that too, so that
+			// Stats agrees with what WaitReady promised.
+			if err == nil && n.raft.AppliedIndex() >= n.raft.CommitIndex() {
 				return nil
 			}
 			if errors.Is(err, raft.ErrRaftShutdown) {

@@ -34,9 +34,11 @@ type inflight struct {
 
 // Propose appends one command to the Raft log, packed with whatever other
 // proposals are waiting, and returns the value or error that the
-// command's FSM handler returned. Failures to commit wrap
-// wire.ErrUnavailable: no leader, not the leader, shutdown, Raft
-// overloaded, or ctx done first. When ctx ends first the command may
+// command's FSM handler returned. On a follower the batch is forwarded to
+// the leader and the result is taken from this node's own apply of the
+// entry (forward.go). Failures to commit wrap wire.ErrUnavailable: no
+// leader (after waiting about an election for one), no quorum, shutdown,
+// Raft overloaded, or ctx done first. When ctx ends first the command may
 // still commit, so callers must make commands safe to repeat.
 func (n *Node) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
 	start := time.Now()
@@ -189,6 +191,19 @@ func raftErr(err error) error {
 		// ErrEnqueueTimeout, ErrLeadershipTransferInProgress, a failed
 		// log write: none of them committed now.
 		return fmt.Errorf("%w: %w", wire.ErrUnavailable, err)
+	}
+}
+
+// failForwards answers the follower proposals still queued when the
+// forwarder stopped.
+func (n *Node) failForwards() {
+	for {
+		select {
+		case r := <-n.fwd:
+			r.done <- result{err: ErrStopped}
+		default:
+			return
+		}
 	}
 }
 

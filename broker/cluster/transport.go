@@ -1,25 +1,50 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
-// tcpStream is raft's TCP stream layer with one difference from
-// raft.NewTCPTransport: it binds first and works out the advertised
-// address afterwards, so that ":0" (any interface, any port) can
-// advertise 127.0.0.1 with the port the kernel picked.
-type tcpStream struct {
+// The cluster port carries two protocols. The dialer writes one byte
+// first that says which (as consul's RPC mux does); the listener reads it
+// and hands the connection on. Any other first byte closes the connection.
+const (
+	muxRaft byte = 'R' // hashicorp/raft's NetworkTransport stream
+	muxRPC  byte = 'C' // edgechat node-to-node RPC (net/rpc, gob)
+
+	// muxHandshakeTimeout bounds the wait for the first byte, so that a
+	// silent connection cannot hold a goroutine forever.
+	muxHandshakeTimeout = 5 * time.Second
+)
+
+// ErrMuxClosed is returned by the raft stream layer once the mux is closed.
+var ErrMuxClosed = errors.New("cluster: listener closed")
+
+// mux owns the cluster listener. It binds first and works out the
+// advertised address afterwards, so that ":0" (any interface, any port)
+// can advertise 127.0.0.1 with the port the kernel picked.
+type mux struct {
 	ln        net.Listener
-	advertise net.Addr
+	advertise *net.TCPAddr
+	log       *slog.Logger
+
+	raftConns chan net.Conn
+	serveRPC  func(net.Conn) // set before start
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{} // open accepted connections, closed by Close
+	closed chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
 }
 
-var _ raft.StreamLayer = (*tcpStream)(nil)
-
-func newTCPStream(bind, advertise string) (*tcpStream, error) {
+func newMux(bind, advertise string, log *slog.Logger) (*mux, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: bind %s: %w", bind, err)
@@ -45,13 +70,181 @@ func newTCPStream(bind, advertise string) (*tcpStream, error) {
 		_ = ln.Close()
 		return nil, fmt.Errorf("cluster: advertise address %s is not reachable by peers", adv)
 	}
-	return &tcpStream{ln: ln, advertise: adv}, nil
+	return &mux{
+		ln:        ln,
+		advertise: adv,
+		log:       log,
+		raftConns: make(chan net.Conn),
+		conns:     make(map[net.Conn]struct{}),
+		closed:    make(chan struct{}),
+	}, nil
 }
 
-func (s *tcpStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(address), timeout)
+// start runs the accept loop; serveRPC must be set.
+func (m *mux) start() {
+	m.wg.Add(1)
+	go m.acceptLoop()
 }
 
-func (s *tcpStream) Accept() (net.Conn, error) { return s.ln.Accept() }
-func (s *tcpStream) Close() error              { return s.ln.Close() }
-func (s *tcpStream) Addr() net.Addr            { return s.advertise }
+func (m *mux) acceptLoop() {
+	defer m.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.closed:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// EMFILE and friends: back off rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			m.log.Warn("cluster accept failed", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-m.closed:
+				return
+			}
+			continue
+		}
+		backoff = 0
+		if !m.track(c) {
+			_ = c.Close()
+			return
+		}
+		m.wg.Add(1)
+		go m.handshake(c)
+	}
+}
+
+// handshake reads the protocol byte and hands the connection on. Close
+// waits for handshakes but not for RPC connections being served: their
+// handlers may take a while, and Close closes the connections anyway.
+func (m *mux) handshake(c net.Conn) {
+	done := sync.OnceFunc(m.wg.Done)
+	defer done()
+	_ = c.SetReadDeadline(time.Now().Add(muxHandshakeTimeout))
+	var b [1]byte
+	if _, err := c.Read(b[:]); err != nil {
+		m.untrack(c)
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	switch b[0] {
+	case muxRaft:
+		select {
+		case m.raftConns <- &trackedConn{Conn: c, m: m}: // Raft closes it
+		case <-m.closed:
+			m.untrack(c)
+		}
+	case muxRPC:
+		done()
+		m.serveRPC(c)
+		m.untrack(c)
+	default:
+		m.log.Debug("cluster connection with an unknown protocol byte closed", "byte", b[0], "remote", c.RemoteAddr())
+		m.untrack(c)
+	}
+}
+
+// trackedConn leaves the mux's set when its owner closes it.
+type trackedConn struct {
+	net.Conn
+	m *mux
+}
+
+func (t *trackedConn) Close() error {
+	t.m.mu.Lock()
+	delete(t.m.conns, t.Conn)
+	t.m.mu.Unlock()
+	return t.Conn.Close()
+}
+
+func (m *mux) track(c net.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.closed:
+		return false
+	default:
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+// untrack forgets and closes c.
+func (m *mux) untrack(c net.Conn) {
+	m.mu.Lock()
+	delete(m.conns, c)
+	m.mu.Unlock()
+	_ = c.Close()
+}
+
+// Close stops accepting, closes every accepted connection and waits for
+// the accept loop and the handshakes. Safe to call more than once.
+func (m *mux) Close() error {
+	var err error
+	m.once.Do(func() {
+		m.mu.Lock()
+		close(m.closed)
+		for c := range m.conns {
+			_ = c.Close()
+		}
+		m.mu.Unlock()
+		err = m.ln.Close()
+		m.wg.Wait()
+	})
+	return err
+}
+
+// raftLayer is the raft.StreamLayer view of the mux.
+type raftLayer struct {
+	m      *mux
+	once   sync.Once
+	closed chan struct{}
+}
+
+var _ raft.StreamLayer = (*raftLayer)(nil)
+
+func newRaftLayer(m *mux) *raftLayer { return &raftLayer{m: m, closed: make(chan struct{})} }
+
+func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dialMux(string(address), muxRaft, timeout)
+}
+
+func (l *raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.raftConns:
+		return c, nil
+	case <-l.closed:
+		return nil, ErrMuxClosed
+	case <-l.m.closed:
+		return nil, ErrMuxClosed
+	}
+}
+
+// Close stops Raft's side only; the mux is closed by the node.
+func (l *raftLayer) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *raftLayer) Addr() net.Addr { return l.m.advertise }
+
+// dialMux connects to a peer's cluster port and selects the protocol.
+func dialMux(addr string, proto byte, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte{proto}); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	_ = c.SetWriteDeadline(time.Time{})
+	return c, nil
+}

@@ -174,6 +174,13 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 		tokens[u] = runCLI(t, bin, "", "token", u, "--data", data)
 	}
 
+	// Operator commands that sign an admin token with the node's key.
+	if out := runCLI(t, bin, "", "cluster", "status", "--server", p.http, "--data", data); !strings.Contains(out, "MEMBER") || !strings.Contains(out, "n1") || !strings.Contains(out, "Leader") {
+		t.Fatalf("cluster status: %q", out)
+	}
+	if out := runCLI(t, bin, "", "user", "grant", "carol", "admin", "--server", p.http, "--data", data); !strings.Contains(out, "carol is now an admin") {
+		t.Fatalf("user grant: %q", out)
+	}
 	// The container health check command agrees with /readyz.
 	if out := runCLI(t, bin, "", "health", "--url", p.http+"/readyz"); out != "ok" {
 		t.Fatalf("edgechat health: %q", out)

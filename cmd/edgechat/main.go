@@ -30,6 +30,7 @@ Usage:
   edgechat user grant NAME admin [--revoke]   give (or take) the admin role on a running node
   edgechat token NAME [--data DIR]            mint an access token from the node's keys
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
+  edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
   edgechat version
 `
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = tokenCmd(args[1:], stdout)
 	case "chat":
 		err = chatCmd(ctx, args[1:], stdin, stdout)
+	case "cluster":
+		err = clusterCmd(ctx, args[1:], stdout)
 	case "health":
 		err = healthCmd(ctx, args[1:], stdout)
 	case "version":

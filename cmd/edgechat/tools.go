@@ -69,41 +69,19 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	return nil
 }
 
-// grantCmd gives or takes the admin role. It signs a short-lived admin
-// token with the node's own key (the operator has the data dir) and calls
-// PUT /admin/users/{uid}/admin.
+// grantCmd gives or takes the admin role.
 func grantCmd(ctx context.Context, name, role string, args []string, stdout io.Writer) error {
 	if role != "admin" {
 		return fmt.Errorf("%w: the only role is admin", errUsage)
 	}
-	fs := flag.NewFlagSet("user grant", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a running node")
-	data := fs.String("data", envOr("EDGECHAT_DATA", "./data"), "data directory of the node (for its signing key)")
+	fs, server, data := adminFlags("user grant")
 	revoke := fs.Bool("revoke", false, "take the role away")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	tok, err := auth.MintFromKeyDir(filepath.Join(*data, "keys"), "edgechat", "operator", true, 5*time.Minute)
-	if err != nil {
-		return err
-	}
 	uid := strings.ToLower(name)
-	body, _ := json.Marshal(map[string]bool{"admin": !*revoke})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(*server, "/")+"/admin/users/"+uid+"/admin", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
-	if err != nil {
-		return fmt.Errorf("contacting %s: %w", *server, err)
-	}
-	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("granting admin to %s: %s: %s", uid, resp.Status, strings.TrimSpace(string(rb)))
+	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/admin", map[string]bool{"admin": !*revoke}); err != nil {
+		return fmt.Errorf("granting admin to %s: %w", uid, err)
 	}
 	if *revoke {
 		fmt.Fprintf(stdout, "%s is no longer an admin\n", uid)
@@ -111,6 +89,112 @@ func grantCmd(ctx context.Context, name, role string, args []string, stdout io.W
 		fmt.Fprintf(stdout, "%s is now an admin\n", uid)
 	}
 	return nil
+}
+
+// clusterCmd: edgechat cluster status | leave | remove NODE [--server URL] [--data DIR]
+func clusterCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: edgechat cluster status|leave|remove NODE", errUsage)
+	}
+	sub, rest := args[0], args[1:]
+	var target string
+	if sub == "remove" {
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return fmt.Errorf("%w: edgechat cluster remove NODE", errUsage)
+		}
+		target, rest = rest[0], rest[1:]
+	}
+	fs, server, data := adminFlags("cluster " + sub)
+	if err := fs.Parse(rest); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	switch sub {
+	case "status":
+		b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/cluster/status", nil)
+		if err != nil {
+			return err
+		}
+		return printStatus(stdout, b)
+	case "leave":
+		if _, err := adminRequest(ctx, *server, *data, http.MethodPost, "/cluster/leave", nil); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "left the cluster; stop this node now")
+		return nil
+	case "remove":
+		if _, err := adminRequest(ctx, *server, *data, http.MethodDelete, "/cluster/nodes/"+target, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %s from the cluster\n", target)
+		return nil
+	}
+	return fmt.Errorf("%w: unknown cluster command %q", errUsage, sub)
+}
+
+func printStatus(w io.Writer, body []byte) error {
+	var st struct {
+		Node, State, Leader                        string
+		Term, LastIndex, CommitIndex, AppliedIndex uint64
+		Members                                    []struct {
+			Name, ClusterAddr, Suffrage string
+			Leader                      bool
+			Lag                         int64
+		}
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("reading status: %w", err)
+	}
+	fmt.Fprintf(w, "node %s: %s, leader %s, term %d, last %d, commit %d, applied %d\n",
+		st.Node, st.State, st.Leader, st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex)
+	fmt.Fprintf(w, "%-12s %-24s %-9s %-6s %s\n", "MEMBER", "ADDRESS", "SUFFRAGE", "LEADER", "LAG")
+	for _, m := range st.Members {
+		lag := "?"
+		if m.Lag >= 0 {
+			lag = fmt.Sprint(m.Lag)
+		}
+		fmt.Fprintf(w, "%-12s %-24s %-9s %-6v %s\n", m.Name, m.ClusterAddr, m.Suffrage, m.Leader, lag)
+	}
+	return nil
+}
+
+func adminFlags(name string) (fs *flag.FlagSet, server, data *string) {
+	fs = flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server = fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a running node")
+	data = fs.String("data", envOr("EDGECHAT_DATA", "./data"), "data directory of the node (for its signing key)")
+	return fs, server, data
+}
+
+// adminRequest calls an admin endpoint with a five-minute admin token
+// signed by the node's own key (the operator has the data directory).
+func adminRequest(ctx context.Context, server, data, method, path string, body any) ([]byte, error) {
+	tok, err := auth.MintFromKeyDir(filepath.Join(data, "keys"), "edgechat", "operator", true, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(server, "/")+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("contacting %s: %w", server, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(rb)))
+	}
+	return rb, nil
 }
 
 // tokenCmd: edgechat token NAME [--data DIR] [--ttl D] [--admin]

@@ -196,3 +196,22 @@ func (w *logBuffer) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// StartCluster starts n nodes (n1..nN) on 127.0.0.1 port 0: n1 forms a
+// one-node cluster and the others join it through its cluster address,
+// so the cluster grows to n voters the way an operator grows one. It
+// returns when every node is ready.
+func StartCluster(t testing.TB, n int, opts ...Option) []*Node {
+	t.Helper()
+	nodes := make([]*Node, 0, n)
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
+		o := append([]Option{WithConfig(func(c *node.Config) { c.NodeID = id })}, opts...)
+		if i > 1 {
+			first := nodes[0].ClusterAddr()
+			o = append(o, WithConfig(func(c *node.Config) { c.Join = []string{first} }))
+		}
+		nodes = append(nodes, StartNode(t, o...))
+	}
+	return nodes
+}

@@ -77,6 +77,9 @@ type FSM struct {
 	mu        sync.RWMutex
 	handlers  [256]Handler
 	onRestore []func()
+
+	wmu sync.Mutex // guards w (see wait.go)
+	w   waits
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -193,10 +196,17 @@ func DecodeBatch(b []byte) ([]Command, error) {
 
 // Apply applies a committed entry and returns []Result, one per command.
 // Entries at or below the stored applied index are skipped (a replay).
+// The results are also handed to WaitApplied's waiters.
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	results := f.apply(l)
+	f.applied(l.Index, results)
+	return results
+}
+
+func (f *FSM) apply(l *raft.Log) []Result {
 	cmds, err := DecodeBatch(l.Data)
 	if err != nil {
 		f.log.Error("skipping malformed raft entry", "index", l.Index, "err", err)
@@ -369,6 +379,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if local >= snapApplied && local > 0 {
 		f.log.Info("local state already includes the snapshot; keeping it", "local", local, "snapshot", snapApplied)
+		f.restored(snapApplied)
 		return nil
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -385,6 +396,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("fsm: load snapshot: %w", err)
 	}
+	f.restored(snapApplied)
 	f.mu.RLock()
 	fns := append([]func(){}, f.onRestore...)
 	f.mu.RUnlock()

@@ -1,0 +1,96 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkProposeCluster measures committed commands per second on a
+// three-node cluster over TCP with fsync on, proposing on the leader
+// and on a follower (which batches and forwards to the leader, then waits
+// for its own FSM to apply the entry).
+//
+//	go test -run XXX -bench BenchmarkProposeCluster -benchtime 3s ./broker/cluster/
+func BenchmarkProposeCluster(b *testing.B) {
+	for _, on := range []string{"leader", "follower"} {
+		for _, proposers := range []int{1, 64, 512} {
+			b.Run(fmt.Sprintf("on=%s/proposers=%d", on, proposers), func(b *testing.B) {
+				ms := startClusterWith(b, 3, func(c *Config) {
+					c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 0, 0, 0 // production defaults
+				})
+				target := leaderOf(b, ms)
+				if on == "follower" {
+					for _, m := range ms {
+						if m != target {
+							target = m
+							break
+						}
+					}
+				}
+				benchProposeOn(b, target, proposers)
+			})
+		}
+	}
+}
+
+func benchProposeOn(b *testing.B, m *member, proposers int) {
+	value := make([]byte, 200)
+	for i := range value {
+		value[i] = 'a' + byte(i%26)
+	}
+	var (
+		mu    sync.Mutex
+		lats  []time.Duration
+		seq   atomic.Int64
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		fails atomic.Int64
+	)
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for range proposers {
+		wg.Go(func() {
+			local := make([]time.Duration, 0, b.N/proposers+1)
+			payload := make([]byte, 0, 256)
+			for next.Add(1) <= int64(b.N) {
+				payload = fmt.Appendf(payload[:0], "m%012d=", seq.Add(1))
+				payload = append(payload, value...)
+				t0 := time.Now()
+				if _, err := m.Propose(ctx, cmdPut, payload); err != nil {
+					fails.Add(1)
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if fails.Load() > 0 {
+		b.Fatalf("%d proposals failed", fails.Load())
+	}
+	slices.Sort(lats)
+	pct := func(p float64) float64 {
+		if len(lats) == 0 {
+			return 0
+		}
+		return float64(lats[min(len(lats)-1, int(p*float64(len(lats))))].Microseconds()) / 1000
+	}
+	entries, cmds := histogram(b, m.reg, "edgechat_raft_batch_commands")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+	if entries > 0 {
+		b.ReportMetric(cmds/float64(entries), "cmds/entry")
+	}
+}

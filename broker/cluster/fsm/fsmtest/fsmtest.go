@@ -1,0 +1,259 @@
+// Package fsmtest gives the tests of the state's owners (auth, users,
+// archive) a Raft log without Raft: a Harness proposes commands by
+// applying them at once, as committed entries, through a real fsm.FSM on
+// a Badger database in the test's temporary directory. It can also
+// batch proposals into one entry, refuse like a cluster without quorum,
+// lose the returned value like a forwarded proposal, and feed the same
+// log to follower FSMs.
+package fsmtest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// ErrDown is what a Harness set down with SetErr(ErrDown) refuses with: a
+// cluster that cannot commit (it wraps wire.ErrUnavailable).
+var ErrDown = fmt.Errorf("fsmtest: no quorum: %w", wire.ErrUnavailable)
+
+// Option adjusts a Harness.
+type Option func(*Harness)
+
+// WithBatch makes Propose wait until n proposals are pending and apply
+// them together in ONE entry, as the cluster's batching proposer may; the
+// later commands of the entry see the earlier ones' writes. n <= 1 applies
+// each proposal as its own entry (the default).
+func WithBatch(n int) Option { return func(h *Harness) { h.batch = n } }
+
+// Harness is a synchronous, single-node Raft log in front of a real FSM.
+// Register the owners' handlers on FSM (by building the service with it)
+// before proposing. It is safe for concurrent use.
+type Harness struct {
+	DB  *badger.DB // the database the FSM applies into
+	FSM *fsm.FSM   // the leader's FSM: Propose's results come from it
+
+	batch int
+
+	mu        sync.Mutex
+	err       error // when set, proposals fail with it and apply nothing
+	lose      bool  // drop handler values, keep errors
+	before    func()
+	index     uint64
+	logs      []*raft.Log
+	pending   []pendingCmd
+	followers []*fsm.FSM
+}
+
+type pendingCmd struct {
+	cmd  fsm.Command
+	done chan fsm.Result
+}
+
+// New opens a Badger database in t.TempDir() (closed by t.Cleanup) and
+// an FSM over it.
+func New(t testing.TB, opts ...Option) *Harness {
+	t.Helper()
+	db := OpenDB(t)
+	h := &Harness{DB: db, FSM: fsm.New(db, nil)}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
+
+// OpenDB opens a small Badger database in t.TempDir(), closed by
+// t.Cleanup. Its tables are kept small so that many tests can run at
+// once.
+func OpenDB(t testing.TB) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).
+		WithMemTableSize(8 << 20).WithValueThreshold(1 << 10).WithValueLogFileSize(8 << 20))
+	if err != nil {
+		t.Fatalf("fsmtest: open badger: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// NewFollower opens another database and FSM that apply every later entry
+// right after the leader's, in the same order, as another node of the
+// cluster would. Build the follower's service on the returned FSM (and
+// its DB) before proposing.
+func (h *Harness) NewFollower(t testing.TB) *fsm.FSM {
+	t.Helper()
+	f := fsm.New(OpenDB(t), nil)
+	h.mu.Lock()
+	h.followers = append(h.followers, f)
+	h.mu.Unlock()
+	return f
+}
+
+// Propose applies one command and returns its handler's value and error,
+// like the cluster's proposer on the leader. With WithBatch it blocks
+// until the batch is full. A done ctx refuses with wire.ErrUnavailable.
+func (h *Harness) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	if err := h.check(ctx); err != nil {
+		return nil, err
+	}
+	done := make(chan fsm.Result, 1)
+	h.mu.Lock()
+	h.pending = append(h.pending, pendingCmd{cmd: fsm.Command{Type: t, Payload: payload}, done: done})
+	if len(h.pending) >= max(h.batch, 1) {
+		h.flushLocked()
+	}
+	h.mu.Unlock()
+	select {
+	case r := <-done:
+		return r.Value, r.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %v", wire.ErrUnavailable, ctx.Err())
+	}
+}
+
+// ProposeBatch applies cmds together as one entry, whatever WithBatch
+// says, and returns one result per command.
+func (h *Harness) ProposeBatch(ctx context.Context, cmds []fsm.Command) ([]fsm.Result, error) {
+	if err := h.check(ctx); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.applyLocked(cmds), nil
+}
+
+// check refuses a proposal as a cluster would and otherwise runs the
+// BeforeNext hook.
+func (h *Harness) check(ctx context.Context) error {
+	h.mu.Lock()
+	err, before := h.err, h.before
+	if err == nil {
+		h.before = nil
+	}
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %v", wire.ErrUnavailable, err)
+	}
+	if before != nil {
+		before()
+	}
+	return nil
+}
+
+func (h *Harness) flushLocked() {
+	cmds := make([]fsm.Command, len(h.pending))
+	for i, pc := range h.pending {
+		cmds[i] = pc.cmd
+	}
+	res := h.applyLocked(cmds)
+	for i, pc := range h.pending {
+		pc.done <- res[i]
+	}
+	h.pending = nil
+}
+
+func (h *Harness) applyLocked(cmds []fsm.Command) []fsm.Result {
+	h.index++
+	l := &raft.Log{Index: h.index, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}
+	h.logs = append(h.logs, l)
+	res := h.FSM.Apply(l).([]fsm.Result)
+	for _, f := range h.followers {
+		f.Apply(l)
+	}
+	if h.lose {
+		res = append([]fsm.Result(nil), res...)
+		for i := range res {
+			res[i].Value = nil
+		}
+	}
+	return res
+}
+
+// SetErr makes every proposal fail with err and apply nothing, until
+// SetErr(nil). Use ErrDown for a cluster without quorum.
+func (h *Harness) SetErr(err error) {
+	h.mu.Lock()
+	h.err = err
+	h.mu.Unlock()
+}
+
+// LoseValues makes proposals return no handler value (errors still come
+// through), as a proposal forwarded to the leader does when its result
+// can no longer be read back.
+func (h *Harness) LoseValues(lose bool) {
+	h.mu.Lock()
+	h.lose = lose
+	h.mu.Unlock()
+}
+
+// BeforeNext runs fn once, just before the next proposal is applied (after
+// the caller's own checks): a concurrent change that lands first.
+func (h *Harness) BeforeNext(fn func()) {
+	h.mu.Lock()
+	h.before = fn
+	h.mu.Unlock()
+}
+
+// Index is the Raft index of the last entry applied (0 before any).
+func (h *Harness) Index() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.index
+}
+
+// SetIndex makes the next entry index i+1, as a node goes on after
+// restoring a snapshot taken at i.
+func (h *Harness) SetIndex(i uint64) {
+	h.mu.Lock()
+	h.index = i
+	h.mu.Unlock()
+}
+
+// Logs returns the entries applied so far, oldest first.
+func (h *Harness) Logs() []*raft.Log {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*raft.Log(nil), h.logs...)
+}
+
+// Dump returns every key under prefix and its value, leaving out the
+// applied index (which every entry moves), so that a test can prove that a
+// refused command changed nothing, or that two replicas hold the same
+// state.
+func Dump(t testing.TB, db *badger.DB, prefix string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if string(it.Item().Key()) == appliedKey {
+				continue
+			}
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().KeyCopy(nil))] = string(v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("fsmtest: dump %s: %v", prefix, err)
+	}
+	return out
+}
+
+// appliedKey is where the FSM keeps its applied index (fsm's own name for
+// it is not exported).
+const appliedKey = "r/sys/applied"

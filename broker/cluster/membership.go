@@ -1,0 +1,586 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Membership: forming a cluster (BootstrapExpect), joining one (Join),
+// leaving and removing members, and the member list in Stats. Every
+// change of the Raft configuration is made by the leader; a request that
+// reaches a follower is forwarded to the leader once.
+
+// Sentinel errors of membership changes.
+var (
+	// ErrUnknownNode means the named node is not in the configuration.
+	ErrUnknownNode = fmt.Errorf("cluster: no such member: %w", wire.ErrNotFound)
+	// ErrLastVoter means the only voter cannot leave its own cluster.
+	ErrLastVoter = fmt.Errorf("cluster: the last voter cannot leave: %w", wire.ErrInvalid)
+)
+
+const (
+	// membershipTimeout bounds one configuration change on the leader.
+	membershipTimeout = 10 * time.Second
+	// discoveryCallTimeout bounds one Info or Join call while forming.
+	discoveryCallTimeout = 2 * time.Second
+	// statusInterval is how often the leader asks followers for their
+	// indexes (Stats' per-member lag); statusStale is when an answer is
+	// too old to show.
+	statusInterval = time.Second
+	statusStale    = 3 * statusInterval
+)
+
+// Failure codes carried in replies of the Cluster RPC service.
+const (
+	codeNotLeader   = "not_leader"  // nothing done; ask the leader
+	codeNoLeader    = "no_leader"   // nothing done; no leader known
+	codeUnavailable = "unavailable" // nothing done
+	codeMaybe       = "maybe"       // the change may still commit
+	codeInvalid     = "invalid"     // bad request; nothing done
+	codeNotFound    = "not_found"   // no such member; nothing done
+)
+
+// The argument and reply types of the node's own "Cluster" RPC service.
+// They are exported only because net/rpc requires it.
+type (
+	ApplyArgs struct {
+		Data    []byte // an fsm.EncodeBatch entry
+		Timeout time.Duration
+	}
+	ApplyReply struct {
+		Index         uint64
+		Code, Message string
+	}
+	InfoArgs struct {
+		Name, Addr string // the caller
+		Expect     int    // the caller's BootstrapExpect, 0 when it is not forming a cluster
+	}
+	InfoReply struct {
+		Name, Addr string
+		HasState   bool // in a cluster already (non-empty configuration)
+		Expect     int
+		Known      []PeerInfo // servers this node has discovered while forming
+		Term       uint64
+		LastIndex  uint64
+		Applied    uint64
+	}
+	PeerInfo struct{ Name, Addr string }
+	JoinArgs struct {
+		Name, Addr string
+		Forwarded  bool // sent by a follower to the leader; not forwarded again
+	}
+	RemoveArgs struct {
+		Name      string
+		Forwarded bool
+	}
+	ChangeReply struct{ Code, Message string }
+)
+
+// clusterRPC is the node's own RPC service. Only its RPC methods are
+// exported (net/rpc complains about any other exported method).
+type clusterRPC struct{ n *Node }
+
+func (s *clusterRPC) Apply(a *ApplyArgs, r *ApplyReply) error { s.n.applyForwarded(a, r); return nil }
+func (s *clusterRPC) Info(a *InfoArgs, r *InfoReply) error    { s.n.info(a, r); return nil }
+
+func (s *clusterRPC) Join(a *JoinArgs, r *ChangeReply) error {
+	ctx, cancel := context.WithTimeout(s.n.stopCtx, membershipTimeout)
+	defer cancel()
+	r.Code, r.Message = s.n.join(ctx, a)
+	return nil
+}
+
+func (s *clusterRPC) Remove(a *RemoveArgs, r *ChangeReply) error {
+	ctx, cancel := context.WithTimeout(s.n.stopCtx, membershipTimeout)
+	defer cancel()
+	r.Code, r.Message = s.n.remove(ctx, a)
+	return nil
+}
+
+// codeErr turns a reply code into the error callers test for.
+func codeErr(code, msg string) error {
+	switch code {
+	case "":
+		return nil
+	case codeNotFound:
+		return fmt.Errorf("%w: %s", ErrUnknownNode, msg)
+	case codeInvalid:
+		return fmt.Errorf("cluster: %s: %w", msg, wire.ErrInvalid)
+	case codeNotLeader:
+		return fmt.Errorf("%w: %s", ErrNotLeader, msg)
+	case codeNoLeader:
+		return fmt.Errorf("%w: %s", ErrNoLeader, msg)
+	case codeMaybe:
+		return fmt.Errorf("%w: %s (the change may still commit)", wire.ErrUnavailable, msg)
+	default:
+		return fmt.Errorf("%w: %s", wire.ErrUnavailable, msg)
+	}
+}
+
+// configuration returns the latest Raft configuration (possibly not yet
+// committed); empty when Raft is shut down.
+func (n *Node) configuration() []raft.Server {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	return f.Configuration().Servers
+}
+
+func (n *Node) inConfiguration() bool {
+	return slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(n.cfg.NodeName) })
+}
+
+// info answers a peer forming a cluster (and the leader's status poll).
+func (n *Node) info(a *InfoArgs, r *InfoReply) {
+	r.Name, r.Addr = n.cfg.NodeName, n.Addr()
+	r.HasState = len(n.configuration()) > 0
+	r.Expect = n.cfg.BootstrapExpect
+	r.Term, r.LastIndex, r.Applied = n.raft.CurrentTerm(), n.raft.LastIndex(), n.raft.AppliedIndex()
+	n.disc.mu.Lock()
+	defer n.disc.mu.Unlock()
+	if !n.disc.active {
+		return
+	}
+	if a.Expect > 0 && validMember(a.Name, a.Addr) == nil {
+		n.disc.learn(n, a.Name, a.Addr)
+	}
+	for name, addr := range n.disc.known {
+		r.Known = append(r.Known, PeerInfo{Name: name, Addr: addr})
+	}
+}
+
+func validMember(name, addr string) error {
+	if name == "" || len(name) > maxNodeName {
+		return fmt.Errorf("node name must be 1..%d bytes", maxNodeName)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" || port == "0" {
+		return fmt.Errorf("bad node address %q", addr)
+	}
+	return nil
+}
+
+// join adds a node as a voter; idempotent for a known node.
+func (n *Node) join(ctx context.Context, a *JoinArgs) (code, msg string) {
+	if err := validMember(a.Name, a.Addr); err != nil {
+		return codeInvalid, err.Error()
+	}
+	if n.raft.State() != raft.Leader {
+		if a.Forwarded {
+			return codeNotLeader, "not the leader"
+		}
+		fwd := *a
+		fwd.Forwarded = true
+		return n.callLeader(ctx, "Join", &fwd)
+	}
+	for _, s := range n.configuration() {
+		switch {
+		case s.ID == raft.ServerID(a.Name) && s.Address == raft.ServerAddress(a.Addr) && s.Suffrage == raft.Voter:
+			return "", "" // already a member
+		case s.ID != raft.ServerID(a.Name) && s.Address == raft.ServerAddress(a.Addr):
+			return codeInvalid, fmt.Sprintf("address %s is used by member %s (remove it first)", a.Addr, s.ID)
+		}
+	}
+	// AddVoter with a known ID updates its address.
+	f := n.raft.AddVoter(raft.ServerID(a.Name), raft.ServerAddress(a.Addr), 0, timeoutOf(ctx))
+	if err := f.Error(); err != nil {
+		return changeErrCode(err), err.Error()
+	}
+	n.log.Info("added a voter", "node", a.Name, "addr", a.Addr, "index", f.Index())
+	return "", ""
+}
+
+// remove takes a node out of the configuration.
+func (n *Node) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
+	if a.Name == "" || len(a.Name) > maxNodeName {
+		return codeInvalid, "bad node name"
+	}
+	if n.raft.State() != raft.Leader {
+		if a.Forwarded {
+			return codeNotLeader, "not the leader"
+		}
+		fwd := *a
+		fwd.Forwarded = true
+		return n.callLeader(ctx, "Remove", &fwd)
+	}
+	if !slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) }) {
+		return codeNotFound, a.Name
+	}
+	f := n.raft.RemoveServer(raft.ServerID(a.Name), 0, timeoutOf(ctx))
+	if err := f.Error(); err != nil {
+		return changeErrCode(err), err.Error()
+	}
+	n.log.Info("removed a member", "node", a.Name, "index", f.Index())
+	return "", ""
+}
+
+// callLeader forwards a Join or Remove to the leader.
+func (n *Node) callLeader(ctx context.Context, method string, args any) (code, msg string) {
+	addr, err := n.waitLeader(ctx, "")
+	if err != nil {
+		return codeNoLeader, err.Error()
+	}
+	var reply ChangeReply
+	if err := n.Call(ctx, addr, clusterService+"."+method, args, &reply); err != nil {
+		if errors.Is(err, errNotSent) {
+			return codeUnavailable, err.Error()
+		}
+		return codeMaybe, err.Error()
+	}
+	return reply.Code, reply.Message
+}
+
+func changeErrCode(err error) string {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return codeNotLeader
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return codeUnavailable
+	default:
+		return codeMaybe
+	}
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return max(time.Until(d), time.Millisecond)
+	}
+	return membershipTimeout
+}
+
+// Remove takes a node (typically a dead one) out of the cluster's
+// configuration. It is sent to the leader; errors: ErrUnknownNode
+// (wire.ErrNotFound) when no member has that name, wire.ErrUnavailable
+// when there is no leader or the change did not commit in time.
+func (n *Node) Remove(ctx context.Context, nodeName string) error {
+	code, msg := n.remove(ctx, &RemoveArgs{Name: nodeName})
+	if err := codeErr(code, msg); err != nil {
+		return fmt.Errorf("cluster: remove %s: %w", nodeName, err)
+	}
+	return nil
+}
+
+// Leave removes this node from the cluster gracefully: a leader first
+// hands leadership to another voter, then the node asks the leader to
+// remove it. Stop Run afterwards; the node no longer takes part in
+// elections. Leaving a cluster it is not in is a no-op; the only voter
+// cannot leave (ErrLastVoter).
+func (n *Node) Leave(ctx context.Context) error {
+	self := raft.ServerID(n.cfg.NodeName)
+	servers := n.configuration()
+	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == self }) {
+		return nil
+	}
+	voters := 0
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	if voters <= 1 {
+		return ErrLastVoter
+	}
+	if n.IsLeader() {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("cluster: leave: transfer leadership: %w: %w", wire.ErrUnavailable, err)
+		}
+		n.log.Info("handed leadership over before leaving")
+	}
+	// Wait until another node is known as leader, so that the removal is
+	// not sent to ourselves.
+	if _, err := n.waitLeader(ctx, n.Addr()); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	if err := n.Remove(ctx, n.cfg.NodeName); err != nil {
+		return fmt.Errorf("cluster: leave: %w", err)
+	}
+	n.log.Info("left the cluster")
+	return nil
+}
+
+// discovery is what a node forming a cluster (BootstrapExpect) knows.
+type discovery struct {
+	mu       sync.Mutex
+	active   bool              // discovering; Info answers carry Known
+	known    map[string]string // node name -> address, self included
+	joinMode bool              // a peer is in a cluster already: join it instead
+	warned   map[string]bool   // conflicts already logged
+}
+
+// learn records a discovered server; called with d.mu held.
+func (d *discovery) learn(n *Node, name, addr string) {
+	if old, ok := d.known[name]; ok {
+		if old != addr && !d.warned[name+"="+addr] {
+			d.warned[name+"="+addr] = true
+			n.log.Error("two nodes claim one name; keeping the first", "node", name, "kept", old, "other", addr)
+		}
+		return
+	}
+	d.known[name] = addr
+}
+
+// formCluster runs in Run on a node without Raft state that has Join or
+// BootstrapExpect set, until the node is in a configuration.
+func (n *Node) formCluster(ctx context.Context) {
+	expect := n.cfg.BootstrapExpect
+	if expect > 0 {
+		n.disc.mu.Lock()
+		n.disc.active = true
+		n.disc.known = map[string]string{n.cfg.NodeName: n.Addr()}
+		n.disc.warned = map[string]bool{}
+		n.disc.mu.Unlock()
+		defer func() {
+			n.disc.mu.Lock()
+			n.disc.active = false
+			n.disc.mu.Unlock()
+		}()
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		if n.inConfiguration() {
+			return
+		}
+		n.disc.mu.Lock()
+		joinMode := n.disc.joinMode
+		n.disc.mu.Unlock()
+		var done bool
+		if expect > 0 && !joinMode {
+			done = n.tryBootstrap(ctx, attempt)
+		} else {
+			done = n.tryJoin(ctx, attempt)
+		}
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// rejoin runs in Run on a node that has Raft state and a Join list: it
+// asks once (retrying until a leader answers) to be a voter. For a member
+// that is a no-op; a node that left or was removed, and is started again
+// with Join, comes back, and one whose address changed has it updated.
+func (n *Node) rejoin(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		if n.tryJoin(ctx, attempt) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// peerAddrs is the Join list and the discovered servers, without self.
+func (n *Node) peerAddrs() []string {
+	self := n.Addr()
+	var out []string
+	add := func(a string) {
+		if a != "" && a != self && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	for _, a := range n.cfg.Join {
+		add(a)
+	}
+	n.disc.mu.Lock()
+	for _, a := range n.disc.known {
+		add(a)
+	}
+	n.disc.mu.Unlock()
+	return out
+}
+
+// tryBootstrap asks every peer it knows for its identity and the servers
+// it knows; once exactly BootstrapExpect servers are known it bootstraps
+// Raft with them, sorted, which every one of them does with the same list.
+func (n *Node) tryBootstrap(ctx context.Context, attempt int) bool {
+	expect := n.cfg.BootstrapExpect
+	for _, addr := range n.peerAddrs() {
+		cctx, cancel := context.WithTimeout(ctx, discoveryCallTimeout)
+		var r InfoReply
+		err := n.Call(cctx, addr, clusterService+".Info", &InfoArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Expect: expect}, &r)
+		cancel()
+		if err != nil {
+			n.log.Debug("cluster peer not answering yet", "addr", addr, "err", err)
+			continue
+		}
+		if r.HasState {
+			// Someone is in a cluster already (it may have bootstrapped
+			// with us in it): join instead of bootstrapping.
+			n.log.Info("a peer is already in a cluster; joining it", "peer", r.Name, "addr", r.Addr)
+			n.disc.mu.Lock()
+			n.disc.joinMode = true
+			n.disc.mu.Unlock()
+			return false
+		}
+		if r.Expect != 0 && r.Expect != expect {
+			n.log.Warn("peer has a different BootstrapExpect", "peer", r.Name, "theirs", r.Expect, "ours", expect)
+		}
+		n.disc.mu.Lock()
+		if validMember(r.Name, r.Addr) == nil {
+			n.disc.learn(n, r.Name, r.Addr)
+		}
+		for _, p := range r.Known {
+			if validMember(p.Name, p.Addr) == nil {
+				n.disc.learn(n, p.Name, p.Addr)
+			}
+		}
+		n.disc.mu.Unlock()
+	}
+	n.disc.mu.Lock()
+	servers := make([]raft.Server, 0, len(n.disc.known))
+	for name, addr := range n.disc.known {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(name), Address: raft.ServerAddress(addr)})
+	}
+	n.disc.mu.Unlock()
+	switch {
+	case len(servers) < expect:
+		if attempt%20 == 1 {
+			n.log.Info("waiting for peers to form the cluster", "known", len(servers), "expect", expect)
+		}
+		return false
+	case len(servers) > expect:
+		if attempt%20 == 1 {
+			n.log.Error("found more servers than BootstrapExpect; not bootstrapping", "known", len(servers), "expect", expect)
+		}
+		return false
+	}
+	slices.SortFunc(servers, func(a, b raft.Server) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error()
+	switch {
+	case err == nil:
+		n.log.Info("bootstrapped the cluster", "servers", len(servers))
+		return true
+	case errors.Is(err, raft.ErrCantBootstrap):
+		return true // state arrived from a peer meanwhile
+	default:
+		n.log.Error("bootstrap failed", "err", err)
+		return false
+	}
+}
+
+// tryJoin sends a Join request to the listed members in turn.
+func (n *Node) tryJoin(ctx context.Context, attempt int) bool {
+	var last error
+	for _, addr := range n.peerAddrs() {
+		cctx, cancel := context.WithTimeout(ctx, membershipTimeout)
+		var r ChangeReply
+		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr()}, &r)
+		cancel()
+		if err == nil {
+			err = codeErr(r.Code, r.Message)
+		}
+		if err == nil {
+			n.log.Info("joined the cluster", "via", addr)
+			return true
+		}
+		last = fmt.Errorf("%s: %w", addr, err)
+	}
+	if last == nil && attempt == 1 {
+		n.log.Warn("the Join list names no other node")
+	}
+	if last != nil && attempt%10 == 1 && attempt > 1 {
+		n.log.Warn("cannot join the cluster yet; retrying", "err", last)
+	}
+	return false
+}
+
+// peerStatus is the last answer of a member to the leader's status poll.
+type peerStatus struct {
+	lastIndex uint64
+	at        time.Time
+}
+
+// pollPeers runs in Run: while this node leads, it asks every other
+// member for its indexes, for the lag in Stats.
+func (n *Node) pollPeers(ctx context.Context) {
+	tick := time.NewTicker(statusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !n.IsLeader() {
+			continue
+		}
+		var wg sync.WaitGroup
+		for _, s := range n.configuration() {
+			if s.ID == raft.ServerID(n.cfg.NodeName) {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, statusInterval/2)
+				defer cancel()
+				var r InfoReply
+				if err := n.Call(cctx, string(s.Address), clusterService+".Info", &InfoArgs{}, &r); err != nil {
+					return
+				}
+				n.statMu.Lock()
+				n.peerStat[string(s.ID)] = peerStatus{lastIndex: r.LastIndex, at: time.Now()}
+				n.statMu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// Member is one server of the Raft configuration as this node sees it.
+type Member struct {
+	Name     string
+	Addr     string
+	Suffrage string // Voter, Nonvoter, Staging
+	Leader   bool
+	// Lag is how many log entries the member is behind the leader, from
+	// the leader's last poll (every second); -1 when unknown (this node is
+	// not the leader, or the member has not answered lately).
+	Lag int64
+}
+
+func (n *Node) members() []Member {
+	servers := n.configuration()
+	_, leaderID := n.raft.LeaderWithID()
+	isLeader := n.IsLeader()
+	last := n.raft.LastIndex()
+	out := make([]Member, 0, len(servers))
+	n.statMu.Lock()
+	defer n.statMu.Unlock()
+	for _, s := range servers {
+		m := Member{Name: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String(), Leader: s.ID == leaderID, Lag: -1}
+		if isLeader {
+			if s.ID == raft.ServerID(n.cfg.NodeName) {
+				m.Lag = 0
+			} else if ps, ok := n.peerStat[string(s.ID)]; ok && time.Since(ps.at) < statusStale {
+				m.Lag = int64(last) - int64(ps.lastIndex)
+				m.Lag = max(m.Lag, 0)
+			}
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}

@@ -1,0 +1,474 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+func fsmFor(t testing.TB) *fsm.FSM {
+	t.Helper()
+	db := openDB(t, t.TempDir())
+	t.Cleanup(func() { _ = db.Close() })
+	return fsm.New(db, testLogger(t))
+}
+
+// Multi-node tests: real nodes on 127.0.0.1 port 0 in one process, each
+// with its own data dir and Badger.
+
+// multiTimeouts are short but leave room for -race on two busy cores.
+func multiTimeouts(c *Config) {
+	c.HeartbeatTimeout = 150 * time.Millisecond
+	c.ElectionTimeout = 150 * time.Millisecond
+	c.LeaderLeaseTimeout = 75 * time.Millisecond
+}
+
+// member is a test node that can be stopped and restarted on its data dir
+// and address.
+type member struct {
+	*testNode
+	name string
+	dir  string
+	addr string
+}
+
+func startMember(t testing.TB, name string, tweak func(*Config)) *member {
+	t.Helper()
+	m := &member{name: name, dir: t.TempDir()}
+	m.start(t, "127.0.0.1:0", tweak)
+	return m
+}
+
+func (m *member) start(t testing.TB, bind string, tweak func(*Config)) {
+	t.Helper()
+	m.testNode = startNode(t, nodeOpts{dataDir: m.dir, tweak: func(c *Config) {
+		c.NodeName = m.name
+		c.BindAddr = bind
+		multiTimeouts(c)
+		if tweak != nil {
+			tweak(c)
+		}
+	}})
+	m.addr = m.Addr()
+}
+
+// restart starts a stopped member again on its data dir and address.
+func (m *member) restart(t testing.TB) {
+	t.Helper()
+	m.start(t, m.addr, nil)
+}
+
+// restartJoining restarts a stopped member with a Join list.
+func (m *member) restartJoining(t testing.TB, join ...string) {
+	t.Helper()
+	m.start(t, m.addr, func(c *Config) { c.Join = join })
+}
+
+// startCluster starts n nodes named n1..nN that form one cluster with
+// BootstrapExpect=n (n2.. are given n1's address; n1 learns theirs from
+// their calls) and waits until every node sees a leader and n voters.
+func startCluster(t testing.TB, n int) []*member {
+	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with a config tweak for every node.
+func startClusterWith(t testing.TB, n int, tweak func(*Config)) []*member {
+	t.Helper()
+	ms := make([]*member, n)
+	for i := range n {
+		var join []string
+		if i > 0 {
+			join = []string{ms[0].addr}
+		}
+		ms[i] = startMember(t, fmt.Sprintf("n%d", i+1), func(c *Config) {
+			c.BootstrapExpect = n
+			c.Join = join
+			if tweak != nil {
+				tweak(c)
+			}
+		})
+	}
+	waitVoters(t, ms, n)
+	return ms
+}
+
+// waitVoters waits until every running member knows the same leader and
+// a configuration of want voters, and has caught up with the leader.
+func waitVoters(t testing.TB, ms []*member, want int) *member {
+	t.Helper()
+	var leader *member
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		leader = nil
+		var leaderID string
+		for _, m := range running(ms) {
+			s := m.Stats()
+			if s.LeaderID == "" {
+				return fmt.Errorf("%s has no leader", m.name)
+			}
+			if leaderID != "" && s.LeaderID != leaderID {
+				return fmt.Errorf("leaders disagree: %s vs %s", leaderID, s.LeaderID)
+			}
+			leaderID = s.LeaderID
+			voters := 0
+			for _, mb := range s.Members {
+				if mb.Suffrage == "Voter" {
+					voters++
+				}
+			}
+			if voters != want {
+				return fmt.Errorf("%s sees %d voters, want %d: %+v", m.name, voters, want, s.Members)
+			}
+			if m.name == s.LeaderID {
+				leader = m
+			}
+		}
+		if leader == nil {
+			return fmt.Errorf("leader %s is not a running member", leaderID)
+		}
+		return nil
+	})
+	for _, m := range running(ms) {
+		waitReady(t, m.Node)
+	}
+	return leader
+}
+
+func running(ms []*member) []*member {
+	var out []*member
+	for _, m := range ms {
+		if m.cancel != nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func leaderOf(t testing.TB, ms []*member) *member {
+	t.Helper()
+	var leader *member
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range running(ms) {
+			if m.IsLeader() {
+				leader = m
+				return nil
+			}
+		}
+		return errors.New("no leader among running members")
+	})
+	return leader
+}
+
+// proposeKeys proposes key=value for each key on node m, concurrently,
+// and checks each result.
+func proposeKeys(t testing.TB, m *member, keys ...string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(keys))
+	for _, k := range keys {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			v, err := m.Propose(ctx, cmdPut, []byte(k+"=v"+k))
+			if err != nil {
+				errs <- fmt.Errorf("propose %s on %s: %w", k, m.name, err)
+				return
+			}
+			if v != "ok:"+k {
+				errs <- fmt.Errorf("propose %s on %s: value %v", k, m.name, v)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// waitKeys waits until every running member's FSM has every key.
+func waitKeys(t testing.TB, ms []*member, keys ...string) {
+	t.Helper()
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range running(ms) {
+			for _, k := range keys {
+				if v, err := getKey(m.db, "r/test/"+k); err != nil || v != "v"+k {
+					return fmt.Errorf("%s: %s = %q, %v", m.name, k, v, err)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func keyList(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return out
+}
+
+func TestClusterFormsAndProposesOnEveryNode(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	var all []string
+	for _, m := range ms {
+		keys := keyList(m.name+"-", 50)
+		proposeKeys(t, m, keys...)
+		all = append(all, keys...)
+	}
+	waitKeys(t, ms, all...)
+
+	// Handler errors come back on a follower from its own apply.
+	for _, m := range ms {
+		if m == leader {
+			continue
+		}
+		if _, err := m.Propose(context.Background(), cmdReject, []byte("x")); !errors.Is(err, errRejected) {
+			t.Errorf("reject on follower %s: %v", m.name, err)
+		}
+		// Bad input is refused on the follower before it leaves the node.
+		if _, err := m.Propose(context.Background(), cmdPut, make([]byte, MaxCommandSize+1)); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("oversized on follower: %v", err)
+		}
+	}
+	// Machine numbers are assigned through the log, one per node, from
+	// followers too.
+	nums := map[uint16]string{}
+	for _, m := range ms {
+		num, err := m.MachineNumber(context.Background())
+		if err != nil {
+			t.Fatalf("MachineNumber on %s: %v", m.name, err)
+		}
+		if other, dup := nums[num]; dup {
+			t.Fatalf("%s and %s share machine number %d", m.name, other, num)
+		}
+		nums[num] = m.name
+	}
+	// The leader knows its followers' lag; every node knows the members.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		s := leader.Stats()
+		for _, mb := range s.Members {
+			if mb.Lag < 0 {
+				return fmt.Errorf("lag of %s unknown: %+v", mb.Name, s.Members)
+			}
+		}
+		return nil
+	})
+	for _, m := range ms {
+		s := m.Stats()
+		names := []string{}
+		for _, mb := range s.Members {
+			names = append(names, mb.Name)
+			if mb.Leader != (mb.Name == leader.name) {
+				t.Errorf("%s: leader flag of %s = %v", m.name, mb.Name, mb.Leader)
+			}
+			if mb.Name == m.name && mb.Addr != m.addr {
+				t.Errorf("%s: own address %s, want %s", m.name, mb.Addr, m.addr)
+			}
+		}
+		if !slices.Equal(names, []string{"n1", "n2", "n3"}) {
+			t.Errorf("%s: members %v", m.name, names)
+		}
+	}
+}
+
+func TestClusterGrowsThroughAFollower(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	var follower *member
+	for _, m := range ms {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	proposeKeys(t, leader, keyList("before-", 20)...)
+	for _, name := range []string{"n4", "n5"} {
+		m := startMember(t, name, func(c *Config) { c.Join = []string{follower.addr} })
+		ms = append(ms, m)
+		waitVoters(t, ms, len(ms))
+	}
+	proposeKeys(t, ms[4], keyList("n5-", 20)...)
+	proposeKeys(t, ms[3], keyList("n4-", 20)...)
+	waitKeys(t, ms, append(append(keyList("before-", 20), keyList("n5-", 20)...), keyList("n4-", 20)...)...)
+
+	// Joining again is a no-op; a name clash on an address is refused.
+	var r ChangeReply
+	if err := follower.Call(context.Background(), follower.addr, "Cluster.Join", &JoinArgs{Name: "n4", Addr: ms[3].addr}, &r); err != nil || r.Code != "" {
+		t.Fatalf("re-join: %v %+v", err, r)
+	}
+	if err := follower.Call(context.Background(), follower.addr, "Cluster.Join", &JoinArgs{Name: "imposter", Addr: ms[3].addr}, &r); err != nil || r.Code != codeInvalid {
+		t.Fatalf("join with a member's address: %v %+v", err, r)
+	}
+	if err := follower.Call(context.Background(), follower.addr, "Cluster.Join", &JoinArgs{Name: "", Addr: "x"}, &r); err != nil || r.Code != codeInvalid {
+		t.Fatalf("join with a bad name: %v %+v", err, r)
+	}
+	waitVoters(t, ms, 5)
+}
+
+func TestLeaderFailoverAndCatchUp(t *testing.T) {
+	ms := startCluster(t, 3)
+	old := leaderOf(t, ms)
+	proposeKeys(t, old, keyList("a-", 20)...)
+	old.stop(t)
+
+	survivors := running(ms)
+	start := time.Now()
+	leader := leaderOf(t, ms)
+	t.Logf("new leader %s after %v", leader.name, time.Since(start))
+	// Both survivors can propose (the follower forwards to the new leader).
+	for _, m := range survivors {
+		proposeKeys(t, m, keyList("b-"+m.name+"-", 20)...)
+	}
+
+	// The old leader comes back on its data dir and catches up.
+	old.restart(t)
+	want := keyList("a-", 20)
+	for _, m := range survivors {
+		want = append(want, keyList("b-"+m.name+"-", 20)...)
+	}
+	waitKeys(t, ms, want...)
+	proposeKeys(t, old, "c-after-restart")
+	waitKeys(t, ms, "c-after-restart")
+}
+
+func TestPartitionedFollowerRefuses(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	var lone *member
+	for _, m := range ms {
+		if m != leader && lone == nil {
+			lone = m
+			continue
+		}
+	}
+	for _, m := range ms {
+		if m != lone {
+			m.stop(t)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := lone.Propose(ctx, cmdPut, []byte("lost=1"))
+	if !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("Propose without quorum: %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Propose took %v, longer than its ctx", d)
+	}
+	if _, err := getKey(lone.db, "r/test/lost"); err == nil {
+		t.Fatal("a refused proposal was applied")
+	}
+}
+
+func TestLeaveAndRemove(t *testing.T) {
+	ms := startCluster(t, 3)
+	ms = append(ms, startMember(t, "n4", func(c *Config) { c.Join = []string{ms[0].addr} }))
+	waitVoters(t, ms, 4)
+
+	// The leader leaves gracefully: leadership moves first.
+	old := leaderOf(t, ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := old.Leave(ctx); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	old.stop(t)
+	waitVoters(t, ms, 3)
+	if err := old.Leave(ctx); err != nil {
+		t.Fatalf("Leave again: %v", err) // not a member: no-op
+	}
+
+	// A follower dies; another follower removes it (sent to the leader).
+	leader := leaderOf(t, ms)
+	var dead, asker *member
+	for _, m := range running(ms) {
+		switch {
+		case m == leader:
+		case dead == nil:
+			dead = m
+		default:
+			asker = m
+		}
+	}
+	dead.stop(t)
+	if err := asker.Remove(ctx, dead.name); err != nil {
+		t.Fatalf("Remove %s: %v", dead.name, err)
+	}
+	waitVoters(t, ms, 2)
+	if err := asker.Remove(ctx, "nobody"); !errors.Is(err, ErrUnknownNode) || !errors.Is(err, wire.ErrNotFound) {
+		t.Fatalf("Remove of an unknown node: %v", err)
+	}
+	proposeKeys(t, asker, "after-remove")
+	waitKeys(t, ms, "after-remove")
+
+	// The node that left comes back when restarted with Join (its data
+	// dir kept) and catches up.
+	old.restartJoining(t, asker.addr)
+	waitVoters(t, ms, 3)
+	waitKeys(t, ms, "after-remove")
+}
+
+func TestSingleNodeGrowsToThree(t *testing.T) {
+	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true })
+	waitReady(t, n1.Node)
+	proposeKeys(t, n1, keyList("alone-", 30)...)
+	if err := n1.Leave(context.Background()); !errors.Is(err, ErrLastVoter) {
+		t.Fatalf("Leave of the only voter: %v", err)
+	}
+	ms := []*member{n1}
+	for _, name := range []string{"n2", "n3"} {
+		ms = append(ms, startMember(t, name, func(c *Config) { c.Join = []string{n1.addr} }))
+		waitVoters(t, ms, len(ms))
+	}
+	waitKeys(t, ms, keyList("alone-", 30)...)
+	// It is a real three-voter cluster now: it survives losing n1.
+	n1.stop(t)
+	leaderOf(t, ms)
+	proposeKeys(t, ms[1], "without-n1")
+	proposeKeys(t, ms[2], "without-n1-too")
+	waitKeys(t, ms, "without-n1", "without-n1-too")
+}
+
+func TestBootstrapExpectJoinsAnExistingCluster(t *testing.T) {
+	ms := startCluster(t, 3)
+	proposeKeys(t, ms[1], "old")
+	// A late founder: its peer is in a cluster already, so it joins
+	// instead of bootstrapping a second one.
+	late := startMember(t, "n4", func(c *Config) {
+		c.BootstrapExpect = 3
+		c.Join = []string{ms[2].addr}
+	})
+	ms = append(ms, late)
+	waitVoters(t, ms, 4) // one leader and four voters seen by all: one cluster
+	waitKeys(t, ms, "old")
+	// Followers do not know the lag; they say so.
+	for _, mb := range late.Stats().Members {
+		if !late.IsLeader() && mb.Lag != -1 {
+			t.Errorf("follower reports lag %d for %s", mb.Lag, mb.Name)
+		}
+	}
+}
+
+func TestConfigMembership(t *testing.T) {
+	for name, tweak := range map[string]func(*Config){
+		"negative expect": func(c *Config) { c.BootstrapExpect = -1 },
+		"bad join":        func(c *Config) { c.Join = []string{"no-port"} },
+	} {
+		cfg := fastConfig(t, nodeOpts{dataDir: t.TempDir(), tweak: tweak})
+		f := fsmFor(t)
+		if n, err := New(cfg, f); err == nil {
+			t.Errorf("%s: New succeeded: %s", name, n.Addr())
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/rpc"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// EchoService is a test RPC service.
+type EchoService struct {
+	block chan struct{}
+}
+
+type EchoArgs struct{ Text string }
+type EchoReply struct{ Text string }
+
+func (e *EchoService) Echo(a *EchoArgs, r *EchoReply) error {
+	if a.Text == "fail" {
+		return errors.New("echo refused")
+	}
+	r.Text = strings.ToUpper(a.Text)
+	return nil
+}
+
+// Hang blocks until the test releases it.
+func (e *EchoService) Hang(a *EchoArgs, r *EchoReply) error {
+	<-e.block
+	return nil
+}
+
+func TestRPCBetweenNodes(t *testing.T) {
+	a := startNode(t, nodeOpts{bootstrap: true})
+	b := startNode(t, nodeOpts{tweak: func(c *Config) { c.NodeName = "n2" }})
+	svc := &EchoService{block: make(chan struct{})}
+	t.Cleanup(func() { close(svc.block) })
+	if err := b.RegisterRPC("Echo", svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RegisterRPC("Cluster", svc); err == nil {
+		t.Fatal("reserved service name accepted")
+	}
+	if err := b.RegisterRPC("Echo", svc); err == nil {
+		t.Fatal("service registered twice")
+	}
+	ctx := context.Background()
+	var r EchoReply
+	if err := a.Call(ctx, b.Addr(), "Echo.Echo", &EchoArgs{Text: "hi"}, &r); err != nil || r.Text != "HI" {
+		t.Fatalf("Echo = %q, %v", r.Text, err)
+	}
+	// Handler errors arrive as text; the connection stays usable.
+	err := a.Call(ctx, b.Addr(), "Echo.Echo", &EchoArgs{Text: "fail"}, &r)
+	var se rpc.ServerError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "echo refused") || errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("handler error: %v", err)
+	}
+	if err := a.Call(ctx, b.Addr(), "Echo.Nope", &EchoArgs{}, &r); !errors.As(err, &se) {
+		t.Fatalf("unknown method: %v", err)
+	}
+	// Many concurrent calls share the pooled connection.
+	errs := make(chan error, 50)
+	for i := range 50 {
+		go func() {
+			var r EchoReply
+			err := a.Call(ctx, b.Addr(), "Echo.Echo", &EchoArgs{Text: fmt.Sprint("x", i)}, &r)
+			if err == nil && r.Text != fmt.Sprint("X", i) {
+				err = fmt.Errorf("reply %q", r.Text)
+			}
+			errs <- err
+		}()
+	}
+	for range 50 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Every call has a deadline: a handler that never answers costs the
+	// caller its ctx, and the next call gets through on a new connection.
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = a.Call(cctx, b.Addr(), "Echo.Hang", &EchoArgs{}, &r)
+	if !errors.Is(err, ErrPeerUnreachable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hung call: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("hung call returned after %v", d)
+	}
+	if err := a.Call(ctx, b.Addr(), "Echo.Echo", &EchoArgs{Text: "again"}, &r); err != nil || r.Text != "AGAIN" {
+		t.Fatalf("call after a timeout = %q, %v", r.Text, err)
+	}
+
+	// A dead address fails fast and is marked as not sent.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close()
+	if err := a.Call(ctx, dead, "Echo.Echo", &EchoArgs{}, &r); !errors.Is(err, ErrPeerUnreachable) || !errors.Is(err, errNotSent) {
+		t.Fatalf("dead peer: %v", err)
+	}
+
+	// A peer that restarts: the pooled connection breaks and the next
+	// call redials.
+	bAddr := b.Addr()
+	b.stop(t)
+	if err := a.Call(ctx, bAddr, "Echo.Echo", &EchoArgs{Text: "x"}, &r); !errors.Is(err, ErrPeerUnreachable) {
+		t.Fatalf("stopped peer: %v", err)
+	}
+	b2 := startNode(t, nodeOpts{dataDir: t.TempDir(), tweak: func(c *Config) { c.NodeName = "n2"; c.BindAddr = bAddr }})
+	if err := b2.RegisterRPC("Echo", &EchoService{}); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		return a.Call(ctx, bAddr, "Echo.Echo", &EchoArgs{Text: "back"}, &r)
+	})
+	if r.Text != "BACK" {
+		t.Fatalf("after restart: %q", r.Text)
+	}
+}
+
+func TestMuxRejectsGarbage(t *testing.T) {
+	tn := startNode(t, nodeOpts{bootstrap: true})
+	waitReady(t, tn.Node)
+	for _, first := range []byte{0x00, 'G', 0xFF} {
+		c, err := net.Dial("tcp", tn.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte{first, 'x', 'y', 'z'}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(make([]byte, 16)); err != io.EOF && !errors.Is(err, net.ErrClosed) && !isReset(err) {
+			t.Fatalf("first byte %#x: read %d, %v; want the connection closed", first, n, err)
+		}
+		_ = c.Close()
+	}
+	// A connection that says nothing and one that hangs up early.
+	if c, err := net.Dial("tcp", tn.Addr()); err == nil {
+		_ = c.Close()
+	}
+	// The listener still serves both protocols.
+	var r InfoReply
+	if err := tn.Call(context.Background(), tn.Addr(), "Cluster.Info", &InfoArgs{}, &r); err != nil || r.Name != "n1" || !r.HasState {
+		t.Fatalf("Info after garbage = %+v, %v", r, err)
+	}
+	if _, err := tn.Propose(context.Background(), cmdPut, []byte("still=ok")); err != nil {
+		t.Fatal(err)
+	}
+	// Raft's side: a second node joins through the same port.
+	n2 := startNode(t, nodeOpts{tweak: func(c *Config) { c.NodeName = "n2"; c.Join = []string{tn.Addr()} }})
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if v, err := getKey(n2.db, "r/test/still"); err != nil || v != "ok" {
+			return fmt.Errorf("n2 not replicated: %q, %v", v, err)
+		}
+		return nil
+	})
+}
+
+func isReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+func TestForwardedBatchValidation(t *testing.T) {
+	tn := startNode(t, nodeOpts{bootstrap: true})
+	waitReady(t, tn.Node)
+	before := tn.Stats().LastIndex
+	for name, data := range map[string][]byte{
+		"garbage": []byte("not a batch"),
+		"empty":   nil,
+		"huge":    make([]byte, maxForwardBytes+1),
+	} {
+		var r ApplyReply
+		if err := tn.Call(context.Background(), tn.Addr(), "Cluster.Apply", &ApplyArgs{Data: data}, &r); err != nil || r.Code != codeInvalid {
+			t.Errorf("%s: %+v, %v", name, r, err)
+		}
+	}
+	if after := tn.Stats().LastIndex; after != before {
+		t.Fatalf("refused batches reached the log: %d -> %d", before, after)
+	}
+}

@@ -1,0 +1,55 @@
+package node
+
+import (
+	"context"
+	"strings"
+
+	"github.com/edgechat/edgechat/services/clusterapi"
+)
+
+// edgeRPC is the node-to-node RPC service "Edge": what a node tells the
+// others about itself (its public URLs and load), for /cluster/nodes and
+// /cluster/connect.
+type edgeRPC struct{ n *Node }
+
+// InfoArgs is the (empty) request of Edge.Info.
+type InfoArgs struct{}
+
+// Info answers with this node's public URLs and load.
+func (e *edgeRPC) Info(_ *InfoArgs, reply *clusterapi.NodeInfo) error {
+	*reply = e.n.selfInfo()
+	return nil
+}
+
+func (n *Node) selfInfo() clusterapi.NodeInfo {
+	mqttURL, wsURL := n.cfg.AdvertiseMQTT, n.cfg.AdvertiseWS
+	if mqttURL == "" && n.MQTTAddr() != "" {
+		mqttURL = "tcp://" + n.MQTTAddr()
+	}
+	if wsURL == "" {
+		wsURL = n.WebSocketURL()
+	}
+	httpURL := n.HTTPURL()
+	if n.cfg.AdvertiseWS != "" {
+		// The public HTTP base is the WebSocket URL without /mqtt.
+		httpURL = strings.TrimSuffix(strings.Replace(strings.Replace(wsURL, "wss://", "https://", 1), "ws://", "http://", 1), "/mqtt")
+	}
+	return clusterapi.NodeInfo{Name: n.cfg.NodeID, MQTT: mqttURL, WS: wsURL, HTTP: httpURL,
+		Connections: n.Broker.Connections(), Ready: n.Ready()}
+}
+
+func (n *Node) peerInfo(ctx context.Context, m clusterapi.Member) (clusterapi.NodeInfo, error) {
+	var info clusterapi.NodeInfo
+	err := n.raft.Call(ctx, m.Addr, "Edge.Info", &InfoArgs{}, &info)
+	return info, err
+}
+
+func (n *Node) clusterStatus() clusterapi.Status {
+	st := n.raft.Stats()
+	out := clusterapi.Status{Node: n.cfg.NodeID, State: st.State, Leader: st.LeaderID, Term: st.Term,
+		LastIndex: st.LastIndex, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}
+	for _, m := range st.Members {
+		out.Members = append(out.Members, clusterapi.Member{Name: m.Name, Addr: m.Addr, Suffrage: m.Suffrage, Leader: m.Leader, Lag: m.Lag})
+	}
+	return out
+}

@@ -1,0 +1,195 @@
+// Package clusterapi serves /cluster: the members of the cluster with
+// their load, the least loaded node for a client to connect to (the
+// registry role of the original design), and the admin operations on
+// membership (status, leave, remove).
+package clusterapi
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Member is one Raft member as the cluster layer reports it.
+type Member struct {
+	Name     string `json:"name"`
+	Addr     string `json:"clusterAddr"`
+	Suffrage string `json:"suffrage"`
+	Leader   bool   `json:"leader"`
+	Lag      int64  `json:"lag"` // entries behind the leader, -1 unknown
+}
+
+// NodeInfo is what a node says about itself.
+type NodeInfo struct {
+	Name        string `json:"name"`
+	MQTT        string `json:"mqtt,omitempty"`
+	WS          string `json:"ws,omitempty"`
+	HTTP        string `json:"http,omitempty"`
+	Connections int    `json:"connections"`
+	Ready       bool   `json:"ready"`
+}
+
+// Status is the answer of GET /cluster/status.
+type Status struct {
+	Node         string   `json:"node"`
+	State        string   `json:"state"`
+	Leader       string   `json:"leader"`
+	Term         uint64   `json:"term"`
+	LastIndex    uint64   `json:"lastIndex"`
+	CommitIndex  uint64   `json:"commitIndex"`
+	AppliedIndex uint64   `json:"appliedIndex"`
+	Members      []Member `json:"members"`
+}
+
+// Deps is what the service needs from the node.
+type Deps struct {
+	Status   func() Status
+	Self     func() NodeInfo
+	PeerInfo func(ctx context.Context, m Member) (NodeInfo, error) // asks another member about itself
+	Leave    func(ctx context.Context) error
+	Remove   func(ctx context.Context, name string) error
+	// InfoTimeout bounds the question to each peer; default 1s.
+	InfoTimeout time.Duration
+}
+
+// ErrMissingDep is returned by New when a dependency is nil.
+var ErrMissingDep = errors.New("clusterapi: missing dependency")
+
+// Service serves /cluster.
+type Service struct{ deps Deps }
+
+// New builds the service.
+func New(deps Deps) (*Service, error) {
+	if deps.Status == nil || deps.Self == nil || deps.PeerInfo == nil || deps.Leave == nil || deps.Remove == nil {
+		return nil, ErrMissingDep
+	}
+	if deps.InfoTimeout <= 0 {
+		deps.InfoTimeout = time.Second
+	}
+	return &Service{deps: deps}, nil
+}
+
+// Routes of the service.
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodGet, Pattern: "/cluster/nodes", Handler: s.handleNodes, Class: httpapi.ClassRead},
+		{Method: http.MethodGet, Pattern: "/cluster/connect", Handler: s.handleConnect, Class: httpapi.ClassRead},
+		{Method: http.MethodGet, Pattern: "/cluster/status", Handler: s.handleStatus, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodPost, Pattern: "/cluster/leave", Handler: s.handleLeave, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodDelete, Pattern: "/cluster/nodes/{name}", Handler: s.handleRemove, Admin: true, Class: httpapi.ClassAdmin},
+	}
+}
+
+// NodeView is one entry of GET /cluster/nodes.
+type NodeView struct {
+	NodeInfo
+	ClusterAddr string `json:"clusterAddr"`
+	Leader      bool   `json:"leader"`
+	Voter       bool   `json:"voter"`
+	Healthy     bool   `json:"healthy"` // answered and ready
+}
+
+// Nodes asks every member about itself, in parallel, each within
+// InfoTimeout. A member that does not answer is listed as unhealthy.
+func (s *Service) Nodes(ctx context.Context) []NodeView {
+	st := s.deps.Status()
+	self := s.deps.Self()
+	views := make([]NodeView, len(st.Members))
+	var wg sync.WaitGroup
+	for i, m := range st.Members {
+		views[i] = NodeView{NodeInfo: NodeInfo{Name: m.Name}, ClusterAddr: m.Addr, Leader: m.Leader, Voter: m.Suffrage == "Voter"}
+		if m.Name == st.Node {
+			views[i].NodeInfo = self
+			views[i].Healthy = self.Ready
+			continue
+		}
+		wg.Add(1)
+		go func(i int, m Member) {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, s.deps.InfoTimeout)
+			defer cancel()
+			info, err := s.deps.PeerInfo(cctx, m)
+			if err != nil {
+				return
+			}
+			views[i].NodeInfo = info
+			views[i].Name = m.Name
+			views[i].Healthy = info.Ready
+		}(i, m)
+	}
+	wg.Wait()
+	sort.Slice(views, func(a, b int) bool { return views[a].Name < views[b].Name })
+	return views
+}
+
+func (s *Service) handleNodes(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"nodes": s.Nodes(r.Context())})
+}
+
+// handleConnect answers with the least loaded healthy node that has
+// public URLs (ties broken by name, so the answer is stable).
+func (s *Service) handleConnect(w http.ResponseWriter, r *http.Request) {
+	var best *NodeView
+	nodes := s.Nodes(r.Context())
+	for i := range nodes {
+		n := &nodes[i]
+		if !n.Healthy || (n.MQTT == "" && n.WS == "") {
+			continue
+		}
+		if best == nil || n.Connections < best.Connections {
+			best = n
+		}
+	}
+	if best == nil {
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "no healthy node", RetryAfter: time.Second})
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"node": best.Name, "mqtt": best.MQTT, "ws": best.WS,
+		"http": best.HTTP, "connections": best.Connections})
+}
+
+func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
+	httpapi.WriteJSON(w, http.StatusOK, s.deps.Status())
+}
+
+func (s *Service) handleLeave(w http.ResponseWriter, r *http.Request) {
+	if err := s.deps.Leave(r.Context()); err != nil {
+		writeErr(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"left": s.deps.Status().Node})
+}
+
+func (s *Service) handleRemove(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if name == "" || len(name) > 64 {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid node name"))
+		return
+	}
+	if err := s.deps.Remove(r.Context(), name); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, wire.ErrNotFound):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "%v", err))
+	case errors.Is(err, wire.ErrInvalid):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusConflict, httpapi.CodeConflict, "%v", err))
+	case errors.Is(err, wire.ErrUnavailable):
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: err.Error(), RetryAfter: time.Second})
+	default:
+		httpapi.WriteError(w, err)
+	}
+}
