@@ -74,7 +74,7 @@ type Error struct {
 	Status     int    `json:"-"`
 	Code       string `json:"code"`
 	Message    string `json:"message"`
-	RetryAfter time.Duration
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
