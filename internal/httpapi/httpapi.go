@@ -71,9 +71,9 @@ const (
 
 // Error is a JSON error response: {"error":{"code","message"}}.
 type Error struct {
-	Status     int    `json:"-"`
-	Code       string `json:"code"`
-	Message    string `json:"message"`
+	Status     int           `json:"-"`
+	Code       string        `json:"code"`
+	Message    string        `json:"message"`
 	RetryAfter time.Duration `json:"-"`
 }
 
