@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -42,6 +43,13 @@ const (
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultMaxPacketSize    = 64 << 10
 	DefaultSessionExpiry    = 24 * time.Hour
+
+	DefaultForwardBatch    = 64
+	DefaultForwardQueue    = 100_000
+	DefaultForwardTimeout  = 5 * time.Second
+	DefaultForwardRetryMax = 2 * time.Second
+	DefaultMemberRefresh   = 500 * time.Millisecond
+	DefaultRouteResync     = 30 * time.Second
 )
 
 // Listener IDs inside mochi.
@@ -105,6 +113,14 @@ type Config struct {
 	RateLimitKeys int
 	// Now is the rate limiters' clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+
+	// Cluster forwarding (used only with Deps.Cluster).
+	ForwardBatch    int           // packets per forward RPC at most; default 64
+	ForwardQueue    int           // packets queued per destination node at most (more are dropped, counted); default 100,000
+	ForwardTimeout  time.Duration // one forward RPC; default 5s
+	ForwardRetryMax time.Duration // the longest backoff between retries of a batch; default 2s
+	MemberRefresh   time.Duration // how often the member list is reloaded (queues of gone nodes dropped); default 500ms
+	RouteResync     time.Duration // how often local routes are fully reconciled with the table; default 30s
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -172,6 +188,15 @@ type Deps struct {
 	Visibility PresenceVisibility
 	Membership Membership
 	Blocks     Blocks
+
+	// Cluster makes this broker one node of a cluster: it keeps this
+	// node's routes in Routes through Proposer and forwards publishes to
+	// the other nodes that want them. Nil: a single node. With Cluster,
+	// Proposer and Routes are required (routes.New registers the route
+	// commands on the FSM; build it before Raft starts applying).
+	Cluster  Cluster
+	Proposer Proposer
+	Routes   *routes.Table
 }
 
 // Broker is one MQTT node.
@@ -184,6 +209,8 @@ type Broker struct {
 	lim  *limits
 
 	inline *mqtt.Client // our own inline client: server publishes with user properties
+	rk     *routeKeeper // nil on a single node
+	fwd    *forwarder   // nil on a single node
 	tcp    *tcpListener
 	tls    *tcpListener
 	ws     *wsListener
@@ -231,6 +258,20 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	}
 	if cfg.SessionExpiry <= 0 {
 		cfg.SessionExpiry = DefaultSessionExpiry
+	}
+	setDefault(&cfg.ForwardBatch, DefaultForwardBatch)
+	setDefault(&cfg.ForwardQueue, DefaultForwardQueue)
+	setDefault(&cfg.ForwardTimeout, DefaultForwardTimeout)
+	setDefault(&cfg.ForwardRetryMax, DefaultForwardRetryMax)
+	setDefault(&cfg.MemberRefresh, DefaultMemberRefresh)
+	setDefault(&cfg.RouteResync, DefaultRouteResync)
+	if deps.Cluster != nil && (deps.Proposer == nil || deps.Routes == nil) {
+		return nil, fmt.Errorf("%w: a Cluster needs a Proposer and Routes", ErrBadConfig)
+	}
+	if deps.Cluster != nil {
+		if err := routes.ValidNode(deps.Cluster.Self()); err != nil {
+			return nil, fmt.Errorf("%w: node name: %w", ErrBadConfig, err)
+		}
 	}
 	if cfg.MQTTSAddr != "" && cfg.TLS == nil {
 		return nil, fmt.Errorf("%w: MQTTSAddr %q needs a TLS config", ErrBadConfig, cfg.MQTTSAddr)
@@ -284,6 +325,15 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("broker: add hook: %w", err)
 	}
+	if deps.Cluster != nil {
+		self := deps.Cluster.Self()
+		b.rk = newRouteKeeper(b, self, deps.Proposer, deps.Routes)
+		b.fwd = newForwarder(b, deps.Cluster, deps.Routes)
+		if err := deps.Cluster.RegisterRPC(RPCService, &forwardRPC{f: b.fwd}); err != nil {
+			b.cancel()
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+	}
 
 	fail := func(err error) (*Broker, error) {
 		if b.tcp != nil {
@@ -333,10 +383,21 @@ func (b *Broker) Run(ctx context.Context) error {
 		return fmt.Errorf("broker: serve: %w", err)
 	}
 	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
+	var bg sync.WaitGroup
+	if b.rk != nil {
+		bg.Add(2)
+		go func() { defer bg.Done(); b.rk.run(b.baseCtx, b.cfg.RouteResync) }()
+		go func() { defer bg.Done(); b.fwd.runMembers(b.baseCtx, b.cfg.MemberRefresh) }()
+	}
 	<-ctx.Done()
 	b.closed.Store(true)
-	b.cancel() // pending commits give up; their clients get no PUBACK
-	if err := b.srv.Close(); err != nil {
+	b.cancel() // pending commits give up; their clients get no PUBACK; forwarding stops
+	err := b.srv.Close()
+	bg.Wait()
+	if b.fwd != nil {
+		b.fwd.wait()
+	}
+	if err != nil {
 		return fmt.Errorf("broker: close: %w", err)
 	}
 	return nil
@@ -428,4 +489,11 @@ func (b *Broker) principal(cl *mqtt.Client) wire.Principal {
 		return wire.Principal{UserID: uid}
 	}
 	return wire.Principal{}
+}
+
+// setDefault sets *v to def when it is not positive.
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }

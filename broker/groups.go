@@ -91,6 +91,9 @@ func (b *Broker) dropSubscription(cl *mqtt.Client, filter string) {
 	if b.srv.Topics.Unsubscribe(filter, cl.ID) {
 		atomic.AddInt64(&b.srv.Info.Subscriptions, -1)
 	}
+	if b.rk != nil { // mochi's OnUnsubscribed does not run for this
+		b.rk.unsubscribed(cl.ID, filter)
+	}
 	b.m.refused.WithLabelValues("subscription_revoked").Inc()
 	b.log.Debug("subscription revoked", "client", cl.ID, "filter", filter)
 }

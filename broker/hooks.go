@@ -33,6 +33,9 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnPublishDropped,
 		mqtt.OnPacketSent,
 		mqtt.OnSubscribed,
+		mqtt.OnUnsubscribed,
+		mqtt.OnClientExpired,
+		mqtt.OnPublished,
 		mqtt.OnQosDropped,
 		mqtt.OnPacketEncode,
 	}, []byte{b})
@@ -205,6 +208,44 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 			h.b.m.refused.WithLabelValues("subscribe").Inc()
 		}
 	}
+	if k := h.b.rk; k != nil && !cl.Net.Inline {
+		for i, sub := range pk.Filters {
+			if i < len(reasonCodes) && reasonCodes[i] < packets.ErrUnspecifiedError.Code {
+				k.subscribed(cl.ID, sub.Filter)
+			}
+		}
+	}
+}
+
+// OnUnsubscribed also runs when mochi ends a session (UnsubscribeClient:
+// a clean disconnect, a clean takeover), which keeps the route refcount.
+func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if k := h.b.rk; k != nil && !cl.Net.Inline {
+		for _, sub := range pk.Filters {
+			k.unsubscribed(cl.ID, sub.Filter)
+		}
+	}
+}
+
+// OnClientExpired: mochi drops an expired persistent session without
+// unsubscribing it, so its routes are released here.
+func (h *hook) OnClientExpired(cl *mqtt.Client) {
+	if k := h.b.rk; k != nil {
+		k.clientGone(cl.ID)
+	}
+}
+
+// OnPublished runs after mochi delivered a publish locally (client
+// publishes, our inline injects): forward it to the other nodes that
+// want it. Ignored packets (committed chat messages are delivered by
+// inject instead, heartbeats, duplicates) and packets that came from
+// another node are not forwarded; neither are node-local $ topics.
+func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
+	f := h.b.fwd
+	if f == nil || cl == f.peerIn || pk.Ignore || pk.TopicName == "" || pk.TopicName[0] == '$' {
+		return
+	}
+	f.forward(pk)
 }
 
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {

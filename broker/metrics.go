@@ -13,6 +13,15 @@ type metrics struct {
 	out     *prometheus.CounterVec // class
 	dropped *prometheus.CounterVec // class, reason
 	refused *prometheus.CounterVec // reason
+
+	routeProposals *prometheus.CounterVec // op, result
+	fwdQueued      prometheus.Counter
+	fwdSent        prometheus.Counter
+	fwdBatches     prometheus.Counter
+	fwdRetries     prometheus.Counter
+	fwdDropped     *prometheus.CounterVec // reason
+	fwdReceived    prometheus.Counter
+	fwdDuplicates  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error) {
@@ -33,6 +42,38 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 			Name: "edgechat_mqtt_refused_total",
 			Help: "Refused connections, publishes and subscriptions, by reason.",
 		}, []string{"reason"}),
+		routeProposals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_route_proposals_total",
+			Help: "Route additions and withdrawals proposed by this node, by op (add, del) and result (ok, error).",
+		}, []string{"op", "result"}),
+		fwdQueued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_forward_queued_total",
+			Help: "Publishes queued for forwarding to another node (one per destination).",
+		}),
+		fwdSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_forward_sent_total",
+			Help: "Forwarded publishes acknowledged by their destination node.",
+		}),
+		fwdBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_forward_batches_total",
+			Help: "Forward RPCs acknowledged.",
+		}),
+		fwdRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_forward_retries_total",
+			Help: "Forward RPCs that failed and are retried.",
+		}),
+		fwdDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_forward_dropped_total",
+			Help: "Forwarded publishes given up, by reason: not_member (destination left), queue_full, refused, invalid (received).",
+		}, []string{"reason"}),
+		fwdReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_forward_received_total",
+			Help: "Publishes received from other nodes and delivered here.",
+		}),
+		fwdDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_forward_duplicates_total",
+			Help: "Received forwarded publishes skipped as resent duplicates.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -41,7 +82,8 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		Name: "edgechat_mqtt_connections",
 		Help: "Established MQTT connections.",
 	}, func() float64 { return float64(conns()) })
-	for _, c := range []prometheus.Collector{m.in, m.out, m.dropped, m.refused, gauge} {
+	for _, c := range []prometheus.Collector{m.in, m.out, m.dropped, m.refused, gauge,
+		m.routeProposals, m.fwdQueued, m.fwdSent, m.fwdBatches, m.fwdRetries, m.fwdDropped, m.fwdReceived, m.fwdDuplicates} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -95,3 +95,94 @@ func TestClusterOfThreeSharesEverything(t *testing.T) {
 		return nil
 	})
 }
+
+// Clients on different nodes talk live: direct messages, group messages,
+// typing and presence cross nodes once each, in per-sender order.
+func TestCrossNodeDelivery(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	aliceTok, bobTok, carolTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob"), n1.NewUser(t, "carol")
+	bob := mustConnectV5(t, n3.MQTTURL, "bob", "phone", bobTok)
+	subscribe(t, bob, "user/bob/#")
+	carol := mustConnectV5(t, n2.MQTTURL, "carol", "phone", carolTok)
+	alice := mustConnectV5(t, n1.MQTTURL, "alice", "laptop", aliceTok)
+	// Routes commit asynchronously after the SUBACK: wait until bob's
+	// node has announced his inbox, as a client would see after a moment.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !n1.Broker.Routes().Has("n3", "user/bob/#") {
+			return errors.New("route of bob's inbox not yet on n1")
+		}
+		return nil
+	})
+	const count = 100
+	for i := 0; i < count; i++ {
+		if code := publish(t, alice, "user/bob/newMessage", textMsg(fmt.Sprintf("x%d", i), fmt.Sprintf("%d", i))); code != 0 {
+			t.Fatalf("publish %d: %#x", i, code)
+		}
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(bob.received("user/bob/newMessage")); got != count {
+			return fmt.Errorf("bob on n3 got %d of %d", got, count)
+		}
+		return nil
+	})
+	for i, m := range bob.received("user/bob/newMessage") {
+		e := decodeEnvelope(t, m.Payload)
+		if e.Body != fmt.Sprint(i) || e.From != "alice" || m.Properties.User.Get("id") != e.ID {
+			t.Fatalf("message %d on n3: %+v", i, e)
+		}
+	}
+	// Typing crosses nodes too.
+	publish(t, alice, "user/bob/typing", `{"state":"typing"}`)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if len(bob.received("user/bob/typing")) == 0 {
+			return errors.New("typing not forwarded")
+		}
+		return nil
+	})
+	// A group with members on all three nodes.
+	g := createGroup(t, n1, aliceTok, "spread", "bob", "carol")
+	topic := "group/" + g.GroupID + "/newMessage"
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		// Membership is replicated: every node must know it before the subscribe.
+		for _, n := range nodes {
+			if st := api(t, n, carolTok, "GET", "/user/groups/"+g.GroupID, nil, nil); st != 200 {
+				return fmt.Errorf("%s does not know the group yet", n.Config.NodeID)
+			}
+		}
+		return nil
+	})
+	subscribe(t, carol, topic)
+	subscribe(t, bob, topic)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !n1.Broker.Routes().Has("n2", topic) || !n1.Broker.Routes().Has("n3", topic) {
+			return errors.New("group routes not yet known")
+		}
+		return nil
+	})
+	if code := publish(t, alice, topic, textMsg("g1", "hello all")); code != 0 {
+		t.Fatalf("group publish: %#x", code)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if len(carol.received(topic)) != 1 || len(bob.received(topic)) != 1 {
+			return fmt.Errorf("carol %d, bob %d", len(carol.received(topic)), len(bob.received(topic)))
+		}
+		return nil
+	})
+	// Presence published by n1 (alice's node) is retained on every node:
+	// bob, on n3, gets alice's retained status when he subscribes there.
+	if r := subscribe(t, bob, "presence/alice"); r[0] > 2 {
+		t.Fatalf("bob may not watch alice: %#x", r[0])
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, m := range bob.received("presence/alice") {
+			var p struct{ Status string }
+			// alice sends no heartbeats, so by now she may be inactive or
+			// offline; what matters is that n1's retained status is on n3.
+			if jsonUnmarshal(m.Payload, &p) == nil && m.Retain && p.Status != "" {
+				return nil
+			}
+		}
+		return errors.New("no retained status for alice on n3")
+	})
+}

@@ -2,10 +2,51 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
+	"github.com/edgechat/edgechat/broker"
+	"github.com/edgechat/edgechat/broker/cluster"
 	"github.com/edgechat/edgechat/services/clusterapi"
 )
+
+// brokerCluster adapts the Raft node to what the broker needs for routing
+// and forwarding between nodes.
+type brokerCluster struct{ n *cluster.Node }
+
+func (c brokerCluster) Self() string { return c.n.ID() }
+
+func (c brokerCluster) Members() []broker.Member {
+	ms := c.n.Stats().Members
+	out := make([]broker.Member, len(ms))
+	for i, m := range ms {
+		out[i] = broker.Member{Name: m.Name, Addr: m.Addr, Leader: m.Leader}
+	}
+	return out
+}
+
+func (c brokerCluster) Call(ctx context.Context, addr, method string, req, resp any) error {
+	return c.n.Call(ctx, addr, method, req, resp)
+}
+
+func (c brokerCluster) RegisterRPC(name string, h any) error { return c.n.RegisterRPC(name, h) }
+
+// leave withdraws this node's routes while it can still commit, then
+// leaves the Raft configuration.
+func (n *Node) leave(ctx context.Context) error {
+	if err := n.Broker.DropNodeRoutes(ctx, n.cfg.NodeID); err != nil {
+		return fmt.Errorf("node: dropping routes before leaving: %w", err)
+	}
+	return n.raft.Leave(ctx)
+}
+
+// remove takes a dead node out of the configuration and drops its routes.
+func (n *Node) remove(ctx context.Context, name string) error {
+	if err := n.raft.Remove(ctx, name); err != nil {
+		return err
+	}
+	return n.Broker.DropNodeRoutes(ctx, name)
+}
 
 // edgeRPC is the node-to-node RPC service "Edge": what a node tells the
 // others about itself (its public URLs and load), for /cluster/nodes and

@@ -23,6 +23,7 @@ import (
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/cluster"
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/admin"
@@ -55,8 +56,9 @@ type Node struct {
 	Admin    *admin.Service
 	Cluster  *clusterapi.Service
 
-	ids   *lazyIDs
-	ready atomic.Bool
+	routes *routes.Table
+	ids    *lazyIDs
+	ready  atomic.Bool
 }
 
 // New opens the data directory, binds every listener and builds the
@@ -102,6 +104,12 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	db := n.db
 	closers = append(closers, func() { _ = db.Close() })
 	n.fsm = fsm.New(n.db, log.With("component", "fsm"))
+	// The broker's route table is replicated state: it registers its FSM
+	// handlers before Raft starts applying.
+	n.routes, err = routes.New(n.db, n.fsm)
+	if err != nil {
+		return nil, fmt.Errorf("node: routes: %w", err)
+	}
 
 	raftTimeout := cfg.RaftTimeout
 	n.raft, err = cluster.New(cluster.Config{
@@ -166,7 +174,8 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Logger:         log,
 		Registerer:     reg,
 	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: visibility{n},
-		Membership: membership{n.Users}, Blocks: n.Users})
+		Membership: membership{n.Users}, Blocks: n.Users,
+		Cluster: brokerCluster{n.raft}, Proposer: n.raft, Routes: n.routes})
 	if err != nil {
 		return nil, fmt.Errorf("node: broker: %w", err)
 	}
@@ -214,8 +223,8 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Status:   n.clusterStatus,
 		Self:     n.selfInfo,
 		PeerInfo: n.peerInfo,
-		Leave:    n.raft.Leave,
-		Remove:   n.raft.Remove,
+		Leave:    n.leave,
+		Remove:   n.remove,
 	})
 	if err != nil {
 		return nil, err

@@ -23,4 +23,8 @@ const (
 
 	CmdMessage    byte = 0x30 // archive: a chat message
 	CmdReadCursor byte = 0x31 // archive: a read receipt moves a read cursor
+
+	CmdRouteAdd       byte = 0x40 // broker: a node has its first local subscriber of a filter
+	CmdRouteDel       byte = 0x41 // broker: a node lost its last local subscriber of a filter
+	CmdRoutesDropNode byte = 0x42 // broker: remove every route of a node (it left or was removed)
 )

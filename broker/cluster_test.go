@@ -1,0 +1,555 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// --- a fake cluster: RPCs between in-process brokers, gob round trip ---
+
+type fabric struct {
+	mu       sync.Mutex
+	handlers map[string]any // node + "/" + service → handler
+	members  []Member
+	down     map[string]bool // unreachable nodes
+	lose     map[string]int  // node → replies to lose (the call runs, the caller gets an error)
+}
+
+func newFabric(names ...string) *fabric {
+	f := &fabric{handlers: map[string]any{}, down: map[string]bool{}, lose: map[string]int{}}
+	for _, n := range names {
+		f.members = append(f.members, Member{Name: n, Addr: n})
+	}
+	return f
+}
+
+func (f *fabric) setDown(node string, down bool) {
+	f.mu.Lock()
+	f.down[node] = down
+	f.mu.Unlock()
+}
+
+func (f *fabric) loseReplies(node string, n int) {
+	f.mu.Lock()
+	f.lose[node] = n
+	f.mu.Unlock()
+}
+
+func (f *fabric) removeMember(node string) {
+	f.mu.Lock()
+	f.members = slices.DeleteFunc(f.members, func(m Member) bool { return m.Name == node })
+	f.mu.Unlock()
+}
+
+type fabricNode struct {
+	f    *fabric
+	name string
+}
+
+var _ Cluster = (*fabricNode)(nil)
+
+func (n *fabricNode) Self() string { return n.name }
+
+func (n *fabricNode) Members() []Member {
+	n.f.mu.Lock()
+	defer n.f.mu.Unlock()
+	return slices.Clone(n.f.members)
+}
+
+func (n *fabricNode) RegisterRPC(name string, h any) error {
+	n.f.mu.Lock()
+	defer n.f.mu.Unlock()
+	n.f.handlers[n.name+"/"+name] = h
+	return nil
+}
+
+var errUnreachable = fmt.Errorf("fabric: unreachable: %w", wire.ErrUnavailable)
+
+func (n *fabricNode) Call(ctx context.Context, addr, method string, req, resp any) error {
+	svc, m, _ := strings.Cut(method, ".")
+	n.f.mu.Lock()
+	h := n.f.handlers[addr+"/"+svc]
+	down := n.f.down[addr] || n.f.down[n.name]
+	lose := n.f.lose[addr] > 0
+	if lose && !down {
+		n.f.lose[addr]--
+	}
+	n.f.mu.Unlock()
+	if down || h == nil {
+		return errUnreachable
+	}
+	// Through gob, as net/rpc would: what does not encode fails here.
+	in := reflect.New(reflect.TypeOf(req).Elem())
+	if err := gobCopy(req, in.Interface()); err != nil {
+		return err
+	}
+	out := reflect.New(reflect.TypeOf(resp).Elem())
+	res := reflect.ValueOf(h).MethodByName(m).Call([]reflect.Value{in, out})
+	if err, _ := res[0].Interface().(error); err != nil {
+		return err
+	}
+	if lose {
+		return errUnreachable
+	}
+	return gobCopy(out.Interface(), resp)
+}
+
+func gobCopy(from, to any) error {
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(from); err != nil {
+		return err
+	}
+	return gob.NewDecoder(&buf).Decode(to)
+}
+
+// --- three brokers on one replicated log ---
+
+type clusterEnv struct {
+	fab   *fabric
+	log   *fsmtest.Harness
+	nodes map[string]*testEnv
+	tabs  map[string]*routes.Table
+}
+
+// startClusterOf starts brokers n1..nN, each with its own FSM fed by one
+// shared log (n1's is the harness's own), with the fake cluster between
+// them. pre runs after the route tables exist and before the brokers
+// start.
+func startClusterOf(t *testing.T, n int, pre func(c *clusterEnv)) *clusterEnv {
+	t.Helper()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("n%d", i+1)
+	}
+	c := &clusterEnv{fab: newFabric(names...), log: fsmtest.New(t), nodes: map[string]*testEnv{}, tabs: map[string]*routes.Table{}}
+	for i, name := range names {
+		f := c.log.FSM
+		if i > 0 {
+			f = c.log.NewFollower(t)
+		}
+		tab, err := routes.New(f.DB(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.tabs[name] = tab
+	}
+	if pre != nil {
+		pre(c)
+	}
+	for _, name := range names {
+		c.nodes[name] = startBrokerWith(t, func(cfg *Config) {
+			cfg.MemberRefresh = 10 * time.Millisecond
+			cfg.ForwardRetryMax = 20 * time.Millisecond
+			cfg.ForwardTimeout = time.Second
+		}, func(d *Deps) {
+			d.Cluster = &fabricNode{f: c.fab, name: name}
+			d.Proposer = c.log
+			d.Routes = c.tabs[name]
+		})
+	}
+	return c
+}
+
+func (c *clusterEnv) setMember(gid string, uids ...string) {
+	for _, e := range c.nodes {
+		for _, u := range uids {
+			e.mem.set(gid, u, true)
+		}
+	}
+}
+
+// waitRoute waits until every node's table says whether node has a route
+// for filter.
+func (c *clusterEnv) waitRoute(t *testing.T, node, filter string, want bool) {
+	t.Helper()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		for name, tab := range c.tabs {
+			if tab.Has(node, filter) != want {
+				return fmt.Errorf("%s: route %s %s present=%v", name, node, filter, !want)
+			}
+		}
+		return nil
+	})
+}
+
+func metric(t *testing.T, e *testEnv, name string, labels map[string]string) float64 {
+	t.Helper()
+	v, _ := testutil.MetricValue(t, e.reg, name, labels)
+	return v
+}
+
+func prop(p *paho.Publish, key string) string {
+	if p.Properties == nil {
+		return ""
+	}
+	return p.Properties.User.Get(key)
+}
+
+func envelope(cid, body string) string {
+	return fmt.Sprintf(`{"cid":%q,"type":"text","body":%q}`, cid, body)
+}
+
+func mustBody(t *testing.T, p *paho.Publish, topic, body string) wire.Envelope {
+	t.Helper()
+	if p.Topic != topic {
+		t.Fatalf("got topic %s, want %s (payload %s)", p.Topic, topic, p.Payload)
+	}
+	env, err := wire.ParseEnvelope(p.Payload)
+	if err != nil {
+		// Delivered envelopes carry server fields that ParseEnvelope
+		// refuses from clients; compare the body textually.
+		if !strings.Contains(string(p.Payload), fmt.Sprintf("%q", body)) {
+			t.Fatalf("payload %s lacks body %q", p.Payload, body)
+		}
+		return wire.Envelope{}
+	}
+	if env.Body != body {
+		t.Fatalf("body %q, want %q", env.Body, body)
+	}
+	return env
+}
+
+func TestClusterDirectMessageCrossesNodesOnce(t *testing.T) {
+	c := startClusterOf(t, 3, nil)
+	a, b, cc := c.nodes["n1"], c.nodes["n2"], c.nodes["n3"]
+	bob := mustV5(t, cc.addr, "bob", "phone")
+	bob.mustSub(t, "user/bob/newMessage")
+	aliceTab := mustV5(t, b.addr, "alice", "tablet") // the sender's other device, on another node
+	aliceTab.mustSub(t, "user/alice/newMessage")
+	c.waitRoute(t, "n3", "user/bob/newMessage", true)
+	c.waitRoute(t, "n2", "user/alice/newMessage", true)
+
+	alice := mustV5(t, a.addr, "alice", "phone")
+	for i, body := range []string{"hello", "again"} {
+		if code, _ := alice.pub(t, "user/bob/newMessage", 1, envelope(fmt.Sprint("c", i), body)); code != 0 {
+			t.Fatalf("publish: reason 0x%02x", code)
+		}
+	}
+	// Exactly once each, in order: the second arrives right after the first.
+	for _, body := range []string{"hello", "again"} {
+		m := bob.next(t)
+		mustBody(t, m, "user/bob/newMessage", body)
+		if prop(m, "from") != "alice" || prop(m, "id") == "" {
+			t.Fatalf("user properties %+v", m.Properties)
+		}
+		cp := aliceTab.next(t)
+		mustBody(t, cp, "user/alice/newMessage", body)
+		if prop(cp, "id") != prop(m, "id") {
+			t.Fatalf("sender's copy id %s, recipient's %s", prop(cp, "id"), prop(m, "id"))
+		}
+	}
+	if got := metric(t, cc, "edgechat_forward_received_total", nil); got != 2 {
+		t.Errorf("n3 received %v forwards, want 2", got)
+	}
+	// n2 has no route for bob: nothing of bob's went there.
+	if got := metric(t, b, "edgechat_forward_received_total", nil); got != 2 {
+		t.Errorf("n2 received %v forwards, want 2 (the sender's copies)", got)
+	}
+}
+
+func TestClusterGroupMessageReachesMembersOnEveryNode(t *testing.T) {
+	c := startClusterOf(t, 3, nil)
+	c.setMember("g1", "alice", "bob", "carol", "dave")
+	subs := map[string]*v5client{}
+	for uid, node := range map[string]string{"bob": "n1", "carol": "n2", "dave": "n3"} {
+		cl := mustV5(t, c.nodes[node].addr, uid, "d")
+		cl.mustSub(t, "group/g1/newMessage")
+		subs[uid] = cl
+		c.waitRoute(t, node, "group/g1/newMessage", true)
+	}
+	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
+	for i, body := range []string{"hi all", "second"} {
+		if code, _ := alice.pub(t, "group/g1/newMessage", 1, envelope(fmt.Sprint("g", i), body)); code != 0 {
+			t.Fatalf("publish: reason 0x%02x", code)
+		}
+	}
+	for uid, cl := range subs {
+		for _, body := range []string{"hi all", "second"} {
+			m := cl.next(t)
+			mustBody(t, m, "group/g1/newMessage", body)
+			if prop(m, "from") != "alice" {
+				t.Fatalf("%s: from %q", uid, prop(m, "from"))
+			}
+		}
+	}
+	// n2 and n3 got one forward per message, and forwarded nothing back.
+	for _, n := range []string{"n2", "n3"} {
+		if got := metric(t, c.nodes[n], "edgechat_forward_received_total", nil); got != 2 {
+			t.Errorf("%s received %v, want 2", n, got)
+		}
+		if got := metric(t, c.nodes[n], "edgechat_forward_queued_total", nil); got != 0 {
+			t.Errorf("%s re-forwarded %v packets", n, got)
+		}
+	}
+}
+
+func TestClusterTypingAndReceiptsCrossNodes(t *testing.T) {
+	c := startClusterOf(t, 2, nil)
+	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
+	alice.mustSub(t, "user/alice/receipts")
+	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
+	bob.mustSub(t, "user/bob/typing")
+	c.waitRoute(t, "n1", "user/alice/receipts", true)
+	c.waitRoute(t, "n2", "user/bob/typing", true)
+
+	alice.pub(t, "user/bob/typing", 0, `{"state":"typing"}`)
+	m := bob.next(t)
+	if m.Topic != "user/bob/typing" || !strings.Contains(string(m.Payload), `"from":"alice"`) || prop(m, "from") != "alice" {
+		t.Fatalf("typing: %s %s %+v", m.Topic, m.Payload, m.Properties)
+	}
+	bob.pub(t, "user/alice/receipts", 1, `{"type":"delivered","upTo":"7211938138472448001"}`)
+	r := alice.next(t)
+	if r.Topic != "user/alice/receipts" || !strings.Contains(string(r.Payload), `"peer":"bob"`) || prop(r, "from") != "bob" {
+		t.Fatalf("receipt: %s %s", r.Topic, r.Payload)
+	}
+}
+
+func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
+	c := startClusterOf(t, 2, nil)
+	b := c.nodes["n2"]
+	phone := mustV5(t, b.addr, "bob", "phone")
+	phone.mustSub(t, "user/bob/newMessage")
+	laptop := mustV5(t, b.addr, "bob", "laptop")
+	laptop.mustSub(t, "user/bob/#")
+	laptop.mustSub(t, "user/bob/newMessage")
+	c.waitRoute(t, "n2", "user/bob/newMessage", true)
+	c.waitRoute(t, "n2", "user/bob/#", true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := phone.c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"user/bob/newMessage"}}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		b.b.rk.mu.Lock()
+		n := len(b.b.rk.subs["user/bob/newMessage"])
+		b.b.rk.mu.Unlock()
+		if n != 1 {
+			return fmt.Errorf("%d local subscribers", n)
+		}
+		return nil
+	})
+	// The laptop still holds both filters: the routes stay. Its clean
+	// disconnect releases them.
+	if !c.tabs["n1"].Has("n2", "user/bob/newMessage") {
+		t.Fatal("route withdrawn while a subscriber is left")
+	}
+	_ = laptop.c.Disconnect(&paho.Disconnect{})
+	c.waitRoute(t, "n2", "user/bob/newMessage", false)
+	c.waitRoute(t, "n2", "user/bob/#", false)
+
+	a := c.nodes["n1"]
+	alice := mustV5(t, a.addr, "alice", "d")
+	if code, _ := alice.pub(t, "user/bob/newMessage", 1, envelope("x1", "nobody there")); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	// Delivery and forwarding happen before the PUBACK: nothing was queued.
+	if got := metric(t, a, "edgechat_forward_queued_total", nil); got != 0 {
+		t.Errorf("queued %v forwards to a node without a route", got)
+	}
+	if got := metric(t, b, "edgechat_route_proposals_total", map[string]string{"op": "del", "result": "ok"}); got != 2 {
+		t.Errorf("n2 proposed %v withdrawals, want 2", got)
+	}
+}
+
+func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {
+	c := startClusterOf(t, 2, nil)
+	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
+	bob.mustSub(t, "user/bob/newMessage")
+	c.waitRoute(t, "n2", "user/bob/newMessage", true)
+	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
+	const n = 200
+	errc := make(chan error, 1)
+	go func() {
+		for i := range n {
+			pr, err := alice.c.Publish(context.Background(), &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
+				Payload: []byte(envelope(fmt.Sprint("o", i), fmt.Sprintf("m%03d", i)))})
+			if err != nil || pr.ReasonCode != 0 {
+				errc <- fmt.Errorf("publish %d: %v %v", i, err, pr)
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for i := range n {
+		mustBody(t, bob.next(t), "user/bob/newMessage", fmt.Sprintf("m%03d", i))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if batches := metric(t, c.nodes["n1"], "edgechat_forward_batches_total", nil); batches > n {
+		t.Errorf("%v batches for %d packets", batches, n)
+	}
+}
+
+func TestClusterForwardRetriedUntilNodeIsBack(t *testing.T) {
+	c := startClusterOf(t, 2, nil)
+	a := c.nodes["n1"]
+	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
+	bob.mustSub(t, "user/bob/typing")
+	c.waitRoute(t, "n2", "user/bob/typing", true)
+
+	c.fab.setDown("n2", true)
+	alice := mustV5(t, a.addr, "alice", "d")
+	alice.pub(t, "user/bob/typing", 1, `{"state":"typing"}`)
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		if r := metric(t, a, "edgechat_forward_retries_total", nil); r < 2 {
+			return fmt.Errorf("%v retries", r)
+		}
+		return nil
+	})
+	select {
+	case m := <-bob.msgs:
+		t.Fatalf("delivered while unreachable: %s", m.Payload)
+	default:
+	}
+	// Back, but the first acknowledgement is lost: the resent batch must
+	// not deliver twice.
+	c.fab.loseReplies("n2", 1)
+	c.fab.setDown("n2", false)
+	m := bob.next(t)
+	if !strings.Contains(string(m.Payload), `"state":"typing"`) {
+		t.Fatalf("got %s", m.Payload)
+	}
+	alice.pub(t, "user/bob/typing", 1, `{"state":"stopped"}`)
+	if m := bob.next(t); !strings.Contains(string(m.Payload), `"state":"stopped"`) {
+		t.Fatalf("after the retry got %s (a duplicate?)", m.Payload)
+	}
+	if d := metric(t, c.nodes["n2"], "edgechat_forward_duplicates_total", nil); d != 1 {
+		t.Errorf("duplicates skipped: %v, want 1", d)
+	}
+}
+
+func TestClusterQueueDroppedWhenNodeLeavesMembers(t *testing.T) {
+	c := startClusterOf(t, 2, nil)
+	a := c.nodes["n1"]
+	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
+	bob.mustSub(t, "user/bob/typing")
+	c.waitRoute(t, "n2", "user/bob/typing", true)
+
+	c.fab.setDown("n2", true)
+	alice := mustV5(t, a.addr, "alice", "d")
+	for range 3 {
+		alice.pub(t, "user/bob/typing", 1, `{}`)
+	}
+	if n, ok := a.b.fwd.queued("n2"); !ok || n == 0 {
+		t.Fatalf("queue for n2: %d %v", n, ok)
+	}
+	c.fab.removeMember("n2")
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		if _, ok := a.b.fwd.queued("n2"); ok {
+			return errors.New("queue still there")
+		}
+		return nil
+	})
+	if d := metric(t, a, "edgechat_forward_dropped_total", map[string]string{"reason": "not_member"}); d != 3 {
+		t.Errorf("dropped %v, want 3", d)
+	}
+	// Later publishes to the gone node are dropped at once, not queued.
+	alice.pub(t, "user/bob/typing", 1, `{}`)
+	if _, ok := a.b.fwd.queued("n2"); ok {
+		t.Error("a queue was recreated for a non-member")
+	}
+}
+
+func TestClusterRetainedPresenceSameOnEveryNode(t *testing.T) {
+	c := startClusterOf(t, 3, nil)
+	p := []byte(`{"status":"online","lastSeen":"2026-11-28T12:00:00Z"}`)
+	if err := c.nodes["n1"].b.Publish(wire.Outbound{Topic: "presence/alice", Payload: p, Retain: true, QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"n2", "n3"} {
+		e := c.nodes[name]
+		testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+			if msgs := e.b.srv.Topics.Messages("presence/alice"); len(msgs) != 1 || !bytes.Equal(msgs[0].Payload, p) {
+				return fmt.Errorf("%s retains %d messages", name, len(msgs))
+			}
+			return nil
+		})
+	}
+	// A later subscriber on another node gets it as a retained message.
+	c.nodes["n3"].vis.set("bob", "alice", true)
+	bob := mustV5(t, c.nodes["n3"].addr, "bob", "d")
+	bob.mustSub(t, "presence/alice")
+	m := bob.next(t)
+	if !m.Retain || !bytes.Equal(m.Payload, p) {
+		t.Fatalf("retained presence: retain=%v %s", m.Retain, m.Payload)
+	}
+}
+
+func TestClusterStaleRoutesWithdrawnAtStart(t *testing.T) {
+	c := startClusterOf(t, 2, func(c *clusterEnv) {
+		// Left in the table by n2 before a crash: no local subscriber now.
+		payload, err := routes.EncodeRoute("n2", "user/zed/#")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.log.ProposeBatch(context.Background(), []fsm.Command{{Type: wire.CmdRouteAdd, Payload: payload}}); err != nil {
+			t.Fatal(err)
+		}
+		if !c.tabs["n1"].Has("n2", "user/zed/#") {
+			t.Fatal("setup: route not in the table")
+		}
+	})
+	c.waitRoute(t, "n2", "user/zed/#", false)
+}
+
+func TestClusterDropNodeRoutes(t *testing.T) {
+	c := startClusterOf(t, 3, nil)
+	bob := mustV5(t, c.nodes["n3"].addr, "bob", "d")
+	bob.mustSub(t, "user/bob/newMessage")
+	bob.mustSub(t, "user/bob/typing")
+	c.waitRoute(t, "n3", "user/bob/typing", true)
+	c.waitRoute(t, "n3", "user/bob/newMessage", true)
+
+	// Dropped by mistake while n3 still serves bob: n3 puts them back.
+	if err := c.nodes["n1"].b.DropNodeRoutes(context.Background(), "n3"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRoute(t, "n3", "user/bob/typing", true)
+	c.waitRoute(t, "n3", "user/bob/newMessage", true)
+
+	// n3 dies (its Run ends without withdrawing anything) and is removed:
+	// another node drops its routes for good.
+	c.nodes["n3"].close()
+	if err := c.nodes["n1"].b.DropNodeRoutes(context.Background(), "n3"); err != nil {
+		t.Fatal(err)
+	}
+	for name, tab := range c.tabs {
+		if fs := tab.Filters("n3"); len(fs) != 0 {
+			t.Errorf("%s still routes %v to n3", name, fs)
+		}
+	}
+	if err := c.nodes["n1"].b.DropNodeRoutes(context.Background(), "a/b"); !errors.Is(err, wire.ErrInvalid) {
+		t.Errorf("bad node name: %v", err)
+	}
+	// On a single node it is a no-op.
+	single := startBroker(t, nil)
+	if err := single.b.DropNodeRoutes(context.Background(), "n3"); err != nil {
+		t.Errorf("single node: %v", err)
+	}
+}
+
+func TestClusterDepsValidated(t *testing.T) {
+	_, err := New(Config{Dev: true}, Deps{Cluster: &fabricNode{f: newFabric("n1"), name: "n1"}})
+	if !errors.Is(err, ErrBadConfig) {
+		t.Errorf("Cluster without Proposer/Routes: %v", err)
+	}
+}

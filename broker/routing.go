@@ -1,0 +1,313 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Cluster is the broker's view of its cluster (the lead adapts
+// *cluster.Node). A nil Deps.Cluster is a single node: no routes, no
+// forwarding.
+type Cluster interface {
+	// Self is this node's name.
+	Self() string
+	// Members are the current members (cluster.Stats().Members).
+	Members() []Member
+	// Call invokes method on the node at peerAddr (its cluster address).
+	Call(ctx context.Context, peerAddr, method string, req, resp any) error
+	// RegisterRPC publishes handler's methods as "name.Method".
+	RegisterRPC(name string, handler any) error
+}
+
+// Member is a node of the cluster.
+type Member struct {
+	Name   string
+	Addr   string // cluster (RPC) address
+	Leader bool
+}
+
+// Proposer commits route commands through the Raft log (implemented by
+// *cluster.Node).
+type Proposer interface {
+	Propose(ctx context.Context, t byte, payload []byte) (any, error)
+}
+
+// routeKeeper keeps this node's routes in the replicated table equal to
+// its local subscriptions. Hooks record subscriptions in a local set
+// keyed by filter; a single worker compares "has a local subscriber" with
+// "has a route" for every filter marked dirty and proposes the
+// difference. It never blocks a client on Raft: a route lands a moment
+// after the SUBACK (docs/architecture.md, "Routes").
+type routeKeeper struct {
+	b     *Broker
+	self  string
+	prop  Proposer
+	table *routes.Table
+
+	mu       sync.Mutex
+	subs     map[string]map[string]struct{} // route filter → client ID + "\x00" + subscription filter
+	byClient map[string]map[string]struct{} // client ID → subscription filters
+	dirty    map[string]struct{}
+	leaving  bool // this node's routes were dropped on purpose: add none
+	wake     chan struct{}
+}
+
+func newRouteKeeper(b *Broker, self string, prop Proposer, table *routes.Table) *routeKeeper {
+	k := &routeKeeper{b: b, self: self, prop: prop, table: table,
+		subs: map[string]map[string]struct{}{}, byClient: map[string]map[string]struct{}{},
+		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+	table.OnChange(func(node, filter string) {
+		switch {
+		case node == self && filter != "":
+			k.markDirty(filter)
+		case node == self || node == "":
+			// Our routes were dropped (or the table reloaded): check all.
+			k.markAll()
+		}
+	})
+	return k
+}
+
+// routeFilter is the filter a subscription routes on: the filter of a
+// shared subscription, nothing for $-topics (node-local, like $SYS).
+func routeFilter(sub string) string {
+	if f, ok := sharedFilter(sub); ok {
+		sub = f
+	}
+	if sub == "" || strings.HasPrefix(sub, "$") || routes.ValidFilter(sub) != nil {
+		return ""
+	}
+	return sub
+}
+
+func (k *routeKeeper) subscribed(clientID, sub string) {
+	rf := routeFilter(sub)
+	if rf == "" {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	set := k.subs[rf]
+	if set == nil {
+		set = map[string]struct{}{}
+		k.subs[rf] = set
+	}
+	set[clientID+"\x00"+sub] = struct{}{}
+	cs := k.byClient[clientID]
+	if cs == nil {
+		cs = map[string]struct{}{}
+		k.byClient[clientID] = cs
+	}
+	cs[sub] = struct{}{}
+	if len(set) == 1 {
+		k.markDirtyLocked(rf)
+	}
+}
+
+func (k *routeKeeper) unsubscribed(clientID, sub string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.unsubscribedLocked(clientID, sub)
+}
+
+func (k *routeKeeper) unsubscribedLocked(clientID, sub string) {
+	if cs := k.byClient[clientID]; cs != nil {
+		delete(cs, sub)
+		if len(cs) == 0 {
+			delete(k.byClient, clientID)
+		}
+	}
+	rf := routeFilter(sub)
+	set := k.subs[rf]
+	if set == nil {
+		return
+	}
+	delete(set, clientID+"\x00"+sub)
+	if len(set) == 0 {
+		delete(k.subs, rf)
+		k.markDirtyLocked(rf)
+	}
+}
+
+// clientGone forgets every subscription of a client whose session ended.
+func (k *routeKeeper) clientGone(clientID string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for sub := range k.byClient[clientID] {
+		k.unsubscribedLocked(clientID, sub)
+	}
+}
+
+// local reports whether filter has a local subscriber.
+func (k *routeKeeper) local(filter string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.subs[filter]) > 0
+}
+
+// localCount is the number of filters with local subscribers.
+func (k *routeKeeper) localCount() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.subs)
+}
+
+func (k *routeKeeper) markDirty(filter string) {
+	k.mu.Lock()
+	k.markDirtyLocked(filter)
+	k.mu.Unlock()
+}
+
+func (k *routeKeeper) markDirtyLocked(filter string) {
+	k.dirty[filter] = struct{}{}
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// markAll marks every local filter and every route of this node: a full
+// reconcile (at start, after our routes were dropped, periodically).
+func (k *routeKeeper) markAll() {
+	mine := k.table.Filters(k.self)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for f := range k.subs {
+		k.dirty[f] = struct{}{}
+	}
+	for _, f := range mine {
+		k.dirty[f] = struct{}{}
+	}
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the worker: it reconciles dirty filters, retrying with backoff
+// while the cluster cannot commit, and does a full reconcile every
+// resync (which also withdraws routes left from before a crash).
+func (k *routeKeeper) run(ctx context.Context, resync time.Duration) {
+	k.markAll()
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.wake:
+		case <-tick.C:
+			k.markAll()
+			continue
+		}
+		if err := k.reconcile(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
+			k.b.log.Debug("route proposal failed; retrying", "in", backoff, "error", err)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			select { // retry even without a new event
+			case k.wake <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// reconcile proposes the difference for every dirty filter. On a failure
+// the filters not yet done stay dirty.
+func (k *routeKeeper) reconcile(ctx context.Context) error {
+	k.mu.Lock()
+	dirty := k.dirty
+	k.dirty = map[string]struct{}{}
+	k.mu.Unlock()
+	var failed error
+	for f := range dirty {
+		if failed != nil {
+			k.markDirty(f)
+			continue
+		}
+		want := k.local(f)
+		k.mu.Lock()
+		leaving := k.leaving
+		k.mu.Unlock()
+		if leaving {
+			want = false
+		}
+		if want == k.table.Has(k.self, f) {
+			continue
+		}
+		t, op := wire.CmdRouteDel, "del"
+		if want {
+			t, op = wire.CmdRouteAdd, "add"
+		}
+		payload, err := routes.EncodeRoute(k.self, f)
+		if err != nil {
+			continue // cannot happen: routeFilter validated it
+		}
+		pctx, cancel := context.WithTimeout(ctx, k.b.cfg.CommitTimeout)
+		_, err = k.prop.Propose(pctx, t, payload)
+		cancel()
+		if err != nil {
+			k.b.m.routeProposals.WithLabelValues(op, "error").Inc()
+			k.markDirty(f)
+			failed = fmt.Errorf("route %s %q: %w", op, f, err)
+			continue
+		}
+		k.b.m.routeProposals.WithLabelValues(op, "ok").Inc()
+	}
+	return failed
+}
+
+// DropNodeRoutes removes every route of nodeName from the replicated
+// table. Call it when a node leaves or is removed; for this node itself
+// it also stops adding routes (it is leaving). A no-op on a single node.
+func (b *Broker) DropNodeRoutes(ctx context.Context, nodeName string) error {
+	if b.rk == nil {
+		return nil
+	}
+	payload, err := routes.EncodeDropNode(nodeName)
+	if err != nil {
+		return err
+	}
+	if nodeName == b.rk.self {
+		b.rk.mu.Lock()
+		b.rk.leaving = true
+		b.rk.mu.Unlock()
+	}
+	// One command deletes a bounded number of routes; repeat until none
+	// are left (the local index follows each commit).
+	for range 1000 {
+		if _, err := b.rk.prop.Propose(ctx, wire.CmdRoutesDropNode, payload); err != nil {
+			return fmt.Errorf("broker: drop routes of %s: %w", nodeName, err)
+		}
+		if len(b.rk.table.Filters(nodeName)) == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("broker: drop routes of %s: still %d left: %w", nodeName, len(b.rk.table.Filters(nodeName)), wire.ErrUnavailable)
+}
+
+// Routes is the replicated route table (nil on a single node).
+func (b *Broker) Routes() *routes.Table {
+	if b.rk == nil {
+		return nil
+	}
+	return b.rk.table
+}
