@@ -28,6 +28,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -197,6 +198,11 @@ type Deps struct {
 	Cluster  Cluster
 	Proposer Proposer
 	Routes   *routes.Table
+	// Registry, with Cluster, registers every session in the replicated
+	// client registry and takes over (disconnects) a local connection
+	// whose client ID connected to another node later (registry.New
+	// registers its commands on the FSM). Nil: no takeover across nodes.
+	Registry *registry.Table
 }
 
 // Broker is one MQTT node.
@@ -208,9 +214,10 @@ type Broker struct {
 	m    *metrics
 	lim  *limits
 
-	inline *mqtt.Client // our own inline client: server publishes with user properties
-	rk     *routeKeeper // nil on a single node
-	fwd    *forwarder   // nil on a single node
+	inline *mqtt.Client  // our own inline client: server publishes with user properties
+	rk     *routeKeeper  // nil on a single node
+	ck     *clientKeeper // nil without a cluster registry
+	fwd    *forwarder    // nil on a single node
 	tcp    *tcpListener
 	tls    *tcpListener
 	ws     *wsListener
@@ -230,6 +237,7 @@ type Broker struct {
 type connInfo struct {
 	p      wire.Principal
 	connID string
+	gen    uint64 // this connection's number on this node (registry generation)
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS
@@ -329,6 +337,9 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		self := deps.Cluster.Self()
 		b.rk = newRouteKeeper(b, self, deps.Proposer, deps.Routes)
 		b.fwd = newForwarder(b, deps.Cluster, deps.Routes)
+		if deps.Registry != nil {
+			b.ck = newClientKeeper(b, self, deps.Proposer, deps.Registry)
+		}
 		if err := deps.Cluster.RegisterRPC(RPCService, &forwardRPC{f: b.fwd}); err != nil {
 			b.cancel()
 			return nil, fmt.Errorf("broker: %w", err)
@@ -388,6 +399,10 @@ func (b *Broker) Run(ctx context.Context) error {
 		bg.Add(2)
 		go func() { defer bg.Done(); b.rk.run(b.baseCtx, b.cfg.RouteResync) }()
 		go func() { defer bg.Done(); b.fwd.runMembers(b.baseCtx, b.cfg.MemberRefresh) }()
+	}
+	if b.ck != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); b.ck.run(b.baseCtx, b.cfg.RouteResync) }()
 	}
 	<-ctx.Done()
 	b.closed.Store(true)

@@ -90,7 +90,8 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		b.log.Log(context.Background(), level, "connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
 		return refusal.v5
 	}
-	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(b.connSeq.Add(1), 10)})
+	gen := b.connSeq.Add(1)
+	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen})
 	return nil
 }
 
@@ -152,6 +153,9 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	ci := v.(*connInfo)
+	if b.ck != nil && !cl.Net.Inline {
+		b.ck.established(cl, ci.gen)
+	}
 	if ci.p.UserID == "" {
 		return
 	}
@@ -172,6 +176,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	ci := v.(*connInfo)
+	if b.ck != nil {
+		b.ck.disconnected(cl)
+	}
 	if ci.p.UserID == "" {
 		return
 	}

@@ -14,14 +14,16 @@ type metrics struct {
 	dropped *prometheus.CounterVec // class, reason
 	refused *prometheus.CounterVec // reason
 
-	routeProposals *prometheus.CounterVec // op, result
-	fwdQueued      prometheus.Counter
-	fwdSent        prometheus.Counter
-	fwdBatches     prometheus.Counter
-	fwdRetries     prometheus.Counter
-	fwdDropped     *prometheus.CounterVec // reason
-	fwdReceived    prometheus.Counter
-	fwdDuplicates  prometheus.Counter
+	routeProposals    *prometheus.CounterVec // op, result
+	registryProposals *prometheus.CounterVec // op, result
+	takeovers         prometheus.Counter
+	fwdQueued         prometheus.Counter
+	fwdSent           prometheus.Counter
+	fwdBatches        prometheus.Counter
+	fwdRetries        prometheus.Counter
+	fwdDropped        *prometheus.CounterVec // reason
+	fwdReceived       prometheus.Counter
+	fwdDuplicates     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error) {
@@ -46,6 +48,14 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 			Name: "edgechat_route_proposals_total",
 			Help: "Route additions and withdrawals proposed by this node, by op (add, del) and result (ok, error).",
 		}, []string{"op", "result"}),
+		registryProposals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_client_registry_proposals_total",
+			Help: "Client registry registrations and withdrawals proposed by this node, by op (register, withdraw) and result (ok, error).",
+		}, []string{"op", "result"}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_session_takeovers_total",
+			Help: "Connections this node closed because their client ID connected to another node.",
+		}),
 		fwdQueued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_forward_queued_total",
 			Help: "Publishes queued for forwarding to another node (one per destination).",
@@ -83,7 +93,7 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		Help: "Established MQTT connections.",
 	}, func() float64 { return float64(conns()) })
 	for _, c := range []prometheus.Collector{m.in, m.out, m.dropped, m.refused, gauge,
-		m.routeProposals, m.fwdQueued, m.fwdSent, m.fwdBatches, m.fwdRetries, m.fwdDropped, m.fwdReceived, m.fwdDuplicates} {
+		m.routeProposals, m.registryProposals, m.takeovers, m.fwdQueued, m.fwdSent, m.fwdBatches, m.fwdRetries, m.fwdDropped, m.fwdReceived, m.fwdDuplicates} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

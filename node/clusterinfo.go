@@ -2,12 +2,15 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/cluster"
+	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/clusterapi"
+	"github.com/edgechat/edgechat/services/presence"
 )
 
 // brokerCluster adapts the Raft node to what the broker needs for routing
@@ -31,21 +34,80 @@ func (c brokerCluster) Call(ctx context.Context, addr, method string, req, resp 
 
 func (c brokerCluster) RegisterRPC(name string, h any) error { return c.n.RegisterRPC(name, h) }
 
-// leave withdraws this node's routes while it can still commit, then
-// leaves the Raft configuration.
+// presenceCluster adapts the Raft node to what the presence service needs
+// to run each user's state machine on the user's home node.
+type presenceCluster struct{ n *cluster.Node }
+
+func (c presenceCluster) Self() string { return c.n.ID() }
+
+func (c presenceCluster) Members() []presence.Member {
+	ms := c.n.Stats().Members
+	out := make([]presence.Member, len(ms))
+	for i, m := range ms {
+		out[i] = presence.Member{Name: m.Name, Addr: m.Addr}
+	}
+	return out
+}
+
+func (c presenceCluster) Call(ctx context.Context, addr, method string, req, resp any) error {
+	return c.n.Call(ctx, addr, method, req, resp)
+}
+
+func (c presenceCluster) RegisterRPC(name string, h any) error { return c.n.RegisterRPC(name, h) }
+
+// retainedPresence reads this node's copies of the retained presence/{uid}
+// (the broker copies every retained publish to every node).
+type retainedPresence struct{ n *Node }
+
+func (r retainedPresence) RetainedPresence(uid string) (wire.Presence, bool) {
+	if r.n.Broker == nil || wire.ValidUserID(uid) != nil {
+		return wire.Presence{}, false
+	}
+	var p wire.Presence
+	pk, ok := r.n.Broker.Server().Topics.Retained.Get(wire.PresenceTopic(uid))
+	if !ok || json.Unmarshal(pk.Payload, &p) != nil || p.Status == "" {
+		return wire.Presence{}, false
+	}
+	return p, true
+}
+
+// EachRetainedPresence reads mochi's retained store directly: its
+// wildcard scan (Topics.Messages with +) reads the topic tree unlocked.
+func (r retainedPresence) EachRetainedPresence(fn func(uid string, p wire.Presence)) {
+	if r.n.Broker == nil {
+		return
+	}
+	for topic, pk := range r.n.Broker.Server().Topics.Retained.GetAll() {
+		t := wire.ParseTopic(topic)
+		var p wire.Presence
+		if t.Kind == wire.KindPresence && json.Unmarshal(pk.Payload, &p) == nil && p.Status != "" {
+			fn(t.Owner, p)
+		}
+	}
+}
+
+// leave withdraws this node's routes and client registry entries while
+// it can still commit, then leaves the Raft configuration.
 func (n *Node) leave(ctx context.Context) error {
 	if err := n.Broker.DropNodeRoutes(ctx, n.cfg.NodeID); err != nil {
 		return fmt.Errorf("node: dropping routes before leaving: %w", err)
 	}
+	if err := n.Broker.DropNodeClients(ctx, n.cfg.NodeID); err != nil {
+		return fmt.Errorf("node: dropping client registry entries before leaving: %w", err)
+	}
 	return n.raft.Leave(ctx)
 }
 
-// remove takes a dead node out of the configuration and drops its routes.
+// remove takes a dead node out of the configuration and drops its routes
+// and client registry entries.
 func (n *Node) remove(ctx context.Context, name string) error {
 	if err := n.raft.Remove(ctx, name); err != nil {
 		return err
 	}
-	return n.Broker.DropNodeRoutes(ctx, name)
+	if err := n.Broker.DropNodeRoutes(ctx, name); err != nil {
+		return err
+	}
+	return n.Broker.DropNodeClients(ctx, name)
 }
 
 // edgeRPC is the node-to-node RPC service "Edge": what a node tells the

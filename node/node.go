@@ -23,6 +23,7 @@ import (
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/cluster"
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -56,9 +57,10 @@ type Node struct {
 	Admin    *admin.Service
 	Cluster  *clusterapi.Service
 
-	routes *routes.Table
-	ids    *lazyIDs
-	ready  atomic.Bool
+	routes  *routes.Table
+	clients *registry.Table
+	ids     *lazyIDs
+	ready   atomic.Bool
 }
 
 // New opens the data directory, binds every listener and builds the
@@ -110,6 +112,10 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: routes: %w", err)
 	}
+	n.clients, err = registry.New(n.db, n.fsm)
+	if err != nil {
+		return nil, fmt.Errorf("node: client registry: %w", err)
+	}
 
 	raftTimeout := cfg.RaftTimeout
 	n.raft, err = cluster.New(cluster.Config{
@@ -153,7 +159,8 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.Presence, err = presence.New(presence.Config{Interval: cfg.Heartbeat, Grace: cfg.PresenceGrace},
-		presence.Deps{Publisher: pub, Visibility: visibility{n}, Logger: log.With("component", "presence"), Registerer: reg})
+		presence.Deps{Publisher: pub, Visibility: visibility{n}, Logger: log.With("component", "presence"), Registerer: reg,
+			Cluster: presenceCluster{n.raft}, Retained: retainedPresence{n}})
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +182,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Registerer:     reg,
 	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: visibility{n},
 		Membership: membership{n.Users}, Blocks: n.Users,
-		Cluster: brokerCluster{n.raft}, Proposer: n.raft, Routes: n.routes})
+		Cluster: brokerCluster{n.raft}, Proposer: n.raft, Routes: n.routes, Registry: n.clients})
 	if err != nil {
 		return nil, fmt.Errorf("node: broker: %w", err)
 	}

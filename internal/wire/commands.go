@@ -28,3 +28,10 @@ const (
 	CmdRouteDel       byte = 0x41 // broker: a node lost its last local subscriber of a filter
 	CmdRoutesDropNode byte = 0x42 // broker: remove every route of a node (it left or was removed)
 )
+
+// Client registry (broker/registry): which node holds each client ID.
+const (
+	CmdClientRegister  byte = 0x43 // broker: a client's session was established on a node (session takeover across nodes)
+	CmdClientWithdraw  byte = 0x44 // broker: a client's connection on a node ended (only if the entry still names that connection)
+	CmdClientsDropNode byte = 0x45 // broker: remove every registry entry of a node (it left or was removed)
+)

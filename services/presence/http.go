@@ -49,7 +49,7 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%v", err))
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusOK, s.Status(uid))
+	httpapi.WriteJSON(w, http.StatusOK, s.StatusContext(r.Context(), uid))
 }
 
 var errNotVisible = errors.New("presence of this user is not visible to you")

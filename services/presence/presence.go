@@ -7,8 +7,11 @@
 //
 // Demotions run on a lazy timing wheel: a heartbeat only moves the user's
 // lastSeen (O(1)); each tick visits just the users whose deadline came.
-// State is per node: the service knows the connections of this node and
-// the heartbeats that reach it.
+// On a single node the state machine sees every connection and heartbeat
+// itself. In a cluster (Deps.Cluster) each user has a home node, the
+// rendezvous hash of the user ID over the current members; every node
+// forwards its events for the user to the home, where the one state
+// machine for that user runs and publishes (see cluster.go).
 package presence
 
 import (
@@ -74,6 +77,12 @@ type Config struct {
 	// Tick is how often demotions are checked; default min(Interval, Grace)/5,
 	// at least 10ms. It bounds how late a demotion can be published.
 	Tick time.Duration
+
+	// With Deps.Cluster: how often the member list is reloaded (default
+	// DefaultMemberRefresh) and how many events may wait for one node
+	// (default DefaultForwardQueue; more are dropped and counted).
+	MemberRefresh time.Duration
+	ForwardQueue  int
 }
 
 // Deps are the collaborators. Publisher is required.
@@ -83,6 +92,14 @@ type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Clock      Clock // nil: real time
+
+	// Cluster makes the service one of a cluster's: each user's state
+	// machine runs on the user's home node (see cluster.go). Nil: a
+	// single node. Retained (optional) is this node's copy of the
+	// retained presence/{uid}: the fallback of Status and what a new home
+	// adopts.
+	Cluster  Cluster
+	Retained Retained
 }
 
 // user is the state of one tracked user. Users that are offline with no
@@ -131,6 +148,11 @@ type Service struct {
 	gInactive    prometheus.Gauge
 	mTransitions *prometheus.CounterVec
 	mPubErrors   prometheus.Counter
+	mFwdSent     prometheus.Counter
+	mFwdRetries  prometheus.Counter
+	mFwdDropped  prometheus.Counter
+
+	cl *clusterState // nil on a single node
 }
 
 // New validates cfg and builds the service; Run starts its timers.
@@ -175,6 +197,18 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_presence_publish_errors_total",
 			Help: "Presence updates the broker refused.",
 		}),
+		mFwdSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_presence_forwarded_total",
+			Help: "Presence events sent to the users' home nodes and accepted.",
+		}),
+		mFwdRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_presence_forward_retries_total",
+			Help: "Failed or refused sends of presence events to a home node (retried).",
+		}),
+		mFwdDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_presence_forward_dropped_total",
+			Help: "Presence events dropped: queue full or the home node left.",
+		}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -189,11 +223,27 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		s.mTransitions.WithLabelValues(st)
 	}
 	if r := deps.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{s.mUsers, s.mTransitions, s.mPubErrors} {
+		for _, c := range []prometheus.Collector{s.mUsers, s.mTransitions, s.mPubErrors, s.mFwdSent, s.mFwdRetries, s.mFwdDropped} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("presence: registering metrics: %w", err)
 			}
 		}
+	}
+	if cfg.MemberRefresh < 0 || cfg.ForwardQueue < 0 {
+		return nil, fmt.Errorf("%w: negative member refresh %v or forward queue %d", ErrConfig, cfg.MemberRefresh, cfg.ForwardQueue)
+	}
+	if deps.Cluster != nil {
+		if cfg.MemberRefresh == 0 {
+			cfg.MemberRefresh = DefaultMemberRefresh
+		}
+		if cfg.ForwardQueue == 0 {
+			cfg.ForwardQueue = DefaultForwardQueue
+		}
+		cl, err := newClusterState(s, deps.Cluster, deps.Retained, cfg.MemberRefresh, cfg.ForwardQueue)
+		if err != nil {
+			return nil, err
+		}
+		s.cl = cl
 	}
 	return s, nil
 }
@@ -205,6 +255,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer s.running.Store(false)
+	if s.cl != nil {
+		done := make(chan struct{})
+		cctx, cancel := context.WithCancel(ctx)
+		go func() { defer close(done); s.cl.run(cctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	t := s.clock.NewTicker(s.period)
 	defer t.Stop()
 	for {
@@ -307,10 +363,10 @@ func (s *Service) slotAt(t time.Time, up bool) int64 {
 	return n
 }
 
-// Connected records that connection connID of uid is up; the user is
+// connected records that connection connID of uid is up; the user is
 // online from now, and a pending grace (a takeover or quick reconnect)
 // is cancelled. A repeated connID is counted once.
-func (s *Service) Connected(uid, connID string) {
+func (s *Service) connected(uid, connID string) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	u := s.userLocked(uid)
@@ -332,12 +388,12 @@ func (s *Service) Connected(uid, connID string) {
 	s.flush()
 }
 
-// Disconnected records that connection connID of uid ended (the moment
+// disconnected records that connection connID of uid ended (the moment
 // its MQTT will would fire). When it was the user's last connection the
 // grace period starts; offline is published only if no connection comes
 // back before it ends. Unknown connections are ignored, so a late
 // Disconnected of a taken-over session changes nothing.
-func (s *Service) Disconnected(uid, connID string) {
+func (s *Service) disconnected(uid, connID string) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -370,11 +426,11 @@ func (s *Service) Disconnected(uid, connID string) {
 	}
 }
 
-// Heartbeat marks uid as seen now (MQTT presence/{uid}/heartbeat or
+// heartbeat marks uid as seen now (MQTT presence/{uid}/heartbeat or
 // POST /presence/heartbeat). It is O(1) and publishes only when the
 // status changes. A heartbeat after the last connection ended (an HTTP
 // client) cancels the grace: from then on the heartbeat timers decide.
-func (s *Service) Heartbeat(uid string) {
+func (s *Service) heartbeat(uid string) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	u := s.userLocked(uid)
@@ -386,9 +442,9 @@ func (s *Service) Heartbeat(uid string) {
 	s.flush()
 }
 
-// Status is uid's current presence; an unknown user is offline with a
-// zero LastSeen.
-func (s *Service) Status(uid string) wire.Presence {
+// status is uid's presence as this node's state machine knows it; an
+// unknown user is offline with a zero LastSeen.
+func (s *Service) status(uid string) wire.Presence {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if u, ok := s.users[uid]; ok {

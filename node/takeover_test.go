@@ -1,0 +1,176 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// watchedClient is a v5 client that also records the server's DISCONNECT.
+type watchedClient struct {
+	*v5Client
+	mu     sync.Mutex
+	reason int // -1 until the server sent DISCONNECT
+}
+
+func (w *watchedClient) disconnectReason() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reason
+}
+
+func connectWatched(t *testing.T, addr, user, device, token string) *watchedClient {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &watchedClient{v5Client: &v5Client{}, reason: -1}
+	c := w.v5Client
+	c.Client = paho.NewClient(paho.ClientConfig{
+		Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.mu.Lock()
+			c.msgs = append(c.msgs, pr.Packet)
+			c.mu.Unlock()
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			w.mu.Lock()
+			w.reason = int(d.ReasonCode)
+			w.mu.Unlock()
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: user + "/" + device, KeepAlive: 30, CleanStart: true,
+		Username: user, UsernameFlag: true, Password: []byte(token), PasswordFlag: true})
+	if err != nil || ca.ReasonCode != 0 {
+		t.Fatalf("connect %s/%s: %v %+v", user, device, err, ca)
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return w
+}
+
+// lookupOn is where node n's registry says clientID is connected ("" if nowhere).
+func lookupOn(t *testing.T, n *nodetest.Node, clientID string) string {
+	t.Helper()
+	e, ok, err := n.Broker.Registry().Lookup(clientID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		return ""
+	}
+	return e.Node
+}
+
+// The same client ID connecting to n2 while connected to n1: n1 closes
+// its connection with DISCONNECT 0x8E, every node's registry names n2
+// (n1's late withdraw erases nothing), and only n2's connection gets
+// messages afterwards. A node that leaves takes its entries with it.
+func TestTakeoverAcrossNodes(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	adminTok := n1.NewUser(t, "root") // the first account is the admin
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+
+	old := connectWatched(t, n1.MQTTURL, "alice", "phone", aliceTok)
+	subscribe(t, old.v5Client, "user/alice/#")
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if got := lookupOn(t, n, "alice/phone"); got != "n1" {
+				return fmt.Errorf("%s registry: alice/phone on %q", n.Config.NodeID, got)
+			}
+		}
+		return nil
+	})
+
+	start := time.Now()
+	cur := connectWatched(t, n2.MQTTURL, "alice", "phone", aliceTok)
+	subscribe(t, cur.v5Client, "user/alice/#")
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case <-old.Done():
+		default:
+			return errors.New("n1 still holds the old connection")
+		}
+		return nil
+	})
+	t.Logf("old connection closed %v after the new CONNECT", time.Since(start))
+	if r := old.disconnectReason(); r != 0x8E {
+		t.Fatalf("old connection's DISCONNECT reason %#x, want 0x8E session taken over", r)
+	}
+	select {
+	case <-cur.Done():
+		t.Fatal("the new connection was closed too")
+	default:
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if got := lookupOn(t, n, "alice/phone"); got != "n2" {
+				return fmt.Errorf("%s registry: alice/phone on %q", n.Config.NodeID, got)
+			}
+		}
+		if n1.Broker.Connections() != 0 {
+			return fmt.Errorf("n1 still has %d connections", n1.Broker.Connections())
+		}
+		// The old clean session is gone from n1, and so is its route.
+		if n3.Broker.Routes().Has("n1", "user/alice/#") || !n3.Broker.Routes().Has("n2", "user/alice/#") {
+			return errors.New("routes of alice's inbox not yet moved to n2")
+		}
+		return nil
+	})
+
+	bob := mustConnectV5(t, n3.MQTTURL, "bob", "phone", bobTok)
+	if code := publish(t, bob, "user/alice/newMessage", textMsg("t1", "after takeover")); code != 0 {
+		t.Fatalf("publish: %#x", code)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := len(cur.received("user/alice/newMessage")); got != 1 {
+			return fmt.Errorf("the new connection got %d messages", got)
+		}
+		return nil
+	})
+	if got := len(old.received("user/alice/newMessage")); got != 0 {
+		t.Fatalf("the taken-over connection got %d messages", got)
+	}
+	// Still n2 after everything settled: nothing withdrew the new entry.
+	for _, n := range nodes {
+		if got := lookupOn(t, n, "alice/phone"); got != "n2" {
+			t.Fatalf("%s registry: alice/phone on %q", n.Config.NodeID, got)
+		}
+	}
+
+	// A clean disconnect withdraws the entry.
+	_ = cur.Disconnect(&paho.Disconnect{})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := lookupOn(t, n1, "alice/phone"); got != "" {
+			return fmt.Errorf("after disconnect: alice/phone on %q", got)
+		}
+		return nil
+	})
+
+	// n3 leaves: its entries (bob's) go with it.
+	if got := lookupOn(t, n1, "bob/phone"); got != "n3" {
+		t.Fatalf("bob/phone on %q, want n3", got)
+	}
+	if st := api(t, n3, adminTok, "POST", "/cluster/leave", nil, nil); st != 200 {
+		t.Fatalf("leave: %d", st)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := lookupOn(t, n1, "bob/phone"); got != "" {
+			return fmt.Errorf("after n3 left: bob/phone on %q", got)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,602 @@
+package presence
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Presence across the nodes of a cluster.
+//
+// Each user has a home node: the rendezvous (highest random weight) hash
+// of the user ID over the current members, stable as long as membership
+// is. Every node sends its own Connected, Disconnected and Heartbeat
+// events for a user to the user's home, over node-to-node RPC
+// ("Presence.Events"), through one ordered, retried queue per
+// destination; the home runs the one state machine for the user and
+// publishes the retained presence/{uid}, which the broker copies to every
+// node. Connection IDs are unique per connection, so a takeover across
+// nodes (Connected on n2, Disconnected of the old connection on n1, in
+// either order) never publishes offline: at worst it starts a grace that
+// the other event cancels.
+//
+// Membership changes move homes. Then every node
+//   - re-announces (Connected) its live connections of each user whose
+//     home moved, to the new home;
+//   - forgets, without publishing, the state of users it no longer homes
+//     (their new home takes over);
+//   - adopts the users it newly homes from its locally retained
+//     presence/{uid}: an online or inactive user it knows nothing else of
+//     keeps that status, with a grace of one heartbeat interval plus the
+//     grace period for a connection to be re-announced or a heartbeat to
+//     arrive. That covers a home that died: the users' other nodes
+//     re-announce, and a user whose only connection was on the dead node
+//     goes offline after that grace.
+//
+// A home refuses a batch with an event for a user it does not home (its
+// view of the membership differs); the sender retries it, dropping the
+// events whose home moved meanwhile in its own view (the re-announcement
+// covers them), until the views agree.
+//
+// GET /presence/{uid} asks the home (RPC "Presence.Status"); when the
+// home cannot be reached it answers from this node's retained copy.
+
+// RPCService is the name of the presence RPC service.
+const RPCService = "Presence"
+
+const (
+	eventsMethod = RPCService + ".Events"
+	statusMethod = RPCService + ".Status"
+
+	// DefaultMemberRefresh is how often the member list is reloaded.
+	DefaultMemberRefresh = 500 * time.Millisecond
+	// DefaultForwardQueue bounds the events queued for one node.
+	DefaultForwardQueue = 100_000
+
+	forwardBatch   = 256
+	forwardTimeout = 5 * time.Second
+	statusTimeout  = 2 * time.Second
+	retryMax       = time.Second
+)
+
+// Event kinds.
+const (
+	EventConnected    byte = 1
+	EventDisconnected byte = 2
+	EventHeartbeat    byte = 3
+)
+
+// Member is a node of the cluster.
+type Member struct {
+	Name string
+	Addr string // cluster (RPC) address
+}
+
+// Cluster is the presence service's view of its cluster (the node adapts
+// *cluster.Node).
+type Cluster interface {
+	// Self is this node's name.
+	Self() string
+	// Members are the current members.
+	Members() []Member
+	// Call invokes method on the node at peerAddr.
+	Call(ctx context.Context, peerAddr, method string, req, resp any) error
+	// RegisterRPC publishes handler's methods as "name.Method".
+	RegisterRPC(name string, handler any) error
+}
+
+// Retained reads this node's copies of the retained presence/{uid}
+// messages (the node adapts the broker).
+type Retained interface {
+	RetainedPresence(uid string) (wire.Presence, bool)
+	EachRetainedPresence(fn func(uid string, p wire.Presence))
+}
+
+// Event is one presence event sent to a user's home. Exported for gob.
+type Event struct {
+	Kind   byte
+	UID    string
+	ConnID string
+}
+
+// EventsArgs is a batch of events from one node.
+type EventsArgs struct {
+	From   string
+	Events []Event
+}
+
+// EventsReply: NotHome when the receiver does not home every user of the
+// batch (nothing was applied).
+type EventsReply struct{ NotHome bool }
+
+// StatusArgs asks the home for a user's status.
+type StatusArgs struct{ UID string }
+
+// StatusReply is the home's answer.
+type StatusReply struct {
+	Presence wire.Presence
+	NotHome  bool
+}
+
+// presenceRPC is the RPC service; only its RPC methods are exported.
+type presenceRPC struct{ s *Service }
+
+// Events applies a batch of events for users this node homes.
+func (r *presenceRPC) Events(a *EventsArgs, reply *EventsReply) error {
+	reply.NotHome = !r.s.receive(a.Events)
+	return nil
+}
+
+// Status answers a user's status from this node's state machine.
+func (r *presenceRPC) Status(a *StatusArgs, reply *StatusReply) error {
+	if err := wire.ValidUserID(a.UID); err != nil {
+		return fmt.Errorf("presence: %w", err)
+	}
+	c := r.s.cl
+	c.mu.Lock()
+	home := c.homeLocked(a.UID)
+	c.mu.Unlock()
+	if home != c.self {
+		reply.NotHome = true
+		return nil
+	}
+	reply.Presence = r.s.status(a.UID)
+	return nil
+}
+
+type clusterState struct {
+	s        *Service
+	c        Cluster
+	retained Retained
+	self     string
+	refresh  time.Duration
+	maxQueue int
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{}
+
+	// mu orders everything that depends on the view: routing an event,
+	// applying a received batch, changing the view. Lock order: mu, then
+	// Service.mu.
+	mu      sync.Mutex
+	members []Member                       // sorted by name; empty: only this node
+	local   map[string]map[string]struct{} // uid → live connection IDs on this node
+	queues  map[string]*outQueue
+}
+
+type outQueue struct {
+	node    string
+	items   []Event // guarded by clusterState.mu
+	dropped bool    // guarded by clusterState.mu
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+func newClusterState(s *Service, c Cluster, r Retained, refresh time.Duration, maxQueue int) (*clusterState, error) {
+	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(), refresh: refresh, maxQueue: maxQueue,
+		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, queues: map[string]*outQueue{}}
+	cs.ctx, cs.cancel = context.WithCancel(context.Background())
+	if err := c.RegisterRPC(RPCService, &presenceRPC{s: s}); err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	cs.refreshMembers()
+	return cs, nil
+}
+
+// home is the rendezvous hash winner for uid among members (self when
+// there are none).
+func home(members []Member, self, uid string) string {
+	if len(members) == 0 {
+		return self
+	}
+	best, bestW := "", uint64(0)
+	for _, m := range members {
+		if w := weight(m.Name, uid); best == "" || w > bestW {
+			best, bestW = m.Name, w
+		}
+	}
+	return best
+}
+
+// weight is FNV-1a of node, 0, uid, finished with a mixer so that close
+// inputs spread.
+func weight(node, uid string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(node); i++ {
+		h = (h ^ uint64(node[i])) * 1099511628211
+	}
+	h = (h ^ 0) * 1099511628211
+	for i := 0; i < len(uid); i++ {
+		h = (h ^ uint64(uid[i])) * 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	return h
+}
+
+func (c *clusterState) homeLocked(uid string) string { return home(c.members, c.self, uid) }
+
+// Home is the node that runs uid's presence state machine (this node
+// when not clustered).
+func (s *Service) Home(uid string) string {
+	if s.cl == nil {
+		return ""
+	}
+	s.cl.mu.Lock()
+	defer s.cl.mu.Unlock()
+	return s.cl.homeLocked(uid)
+}
+
+// Connected records that connection connID of uid is up on this node: the
+// user is online from now, and a pending grace (a takeover or a quick
+// reconnect) is cancelled. In a cluster the event goes to uid's home.
+func (s *Service) Connected(uid, connID string) {
+	c := s.cl
+	if c == nil {
+		s.connected(uid, connID)
+		return
+	}
+	c.mu.Lock()
+	set := c.local[uid]
+	if set == nil {
+		set = map[string]struct{}{}
+		c.local[uid] = set
+	}
+	set[connID] = struct{}{}
+	c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: connID})
+	c.mu.Unlock()
+}
+
+// Disconnected records that connection connID of uid ended (the moment
+// its MQTT will would fire). When it was the user's last connection the
+// grace period starts; offline is published only if no connection comes
+// back before it ends. Unknown connections are ignored, so a late
+// Disconnected of a taken-over session changes nothing.
+func (s *Service) Disconnected(uid, connID string) {
+	c := s.cl
+	if c == nil {
+		s.disconnected(uid, connID)
+		return
+	}
+	c.mu.Lock()
+	if set := c.local[uid]; set != nil {
+		delete(set, connID)
+		if len(set) == 0 {
+			delete(c.local, uid)
+		}
+	}
+	c.routeLocked(Event{Kind: EventDisconnected, UID: uid, ConnID: connID})
+	c.mu.Unlock()
+}
+
+// Heartbeat marks uid as seen now (MQTT presence/{uid}/heartbeat or
+// POST /presence/heartbeat). It is O(1) and publishes only when the
+// status changes. A heartbeat after the last connection ended (an HTTP
+// client) cancels the grace: from then on the heartbeat timers decide.
+func (s *Service) Heartbeat(uid string) {
+	c := s.cl
+	if c == nil {
+		s.heartbeat(uid)
+		return
+	}
+	c.mu.Lock()
+	c.routeLocked(Event{Kind: EventHeartbeat, UID: uid})
+	c.mu.Unlock()
+}
+
+// Status is uid's current presence; an unknown user is offline with a
+// zero LastSeen. In a cluster it asks uid's home.
+func (s *Service) Status(uid string) wire.Presence {
+	return s.StatusContext(context.Background(), uid)
+}
+
+// StatusContext is Status with a context for the call to the home; when
+// the home cannot answer it falls back to this node's retained copy of
+// presence/{uid}.
+func (s *Service) StatusContext(ctx context.Context, uid string) wire.Presence {
+	c := s.cl
+	if c == nil {
+		return s.status(uid)
+	}
+	c.mu.Lock()
+	h := c.homeLocked(uid)
+	addr := c.addrLocked(h)
+	c.mu.Unlock()
+	if h == c.self {
+		return s.status(uid)
+	}
+	if addr != "" {
+		cctx, cancel := context.WithTimeout(ctx, statusTimeout)
+		var reply StatusReply
+		err := c.c.Call(cctx, addr, statusMethod, &StatusArgs{UID: uid}, &reply)
+		cancel()
+		if err == nil && !reply.NotHome {
+			return reply.Presence
+		}
+		s.log.Debug("presence: home did not answer; using the retained copy", "user", uid, "home", h, "err", err)
+	}
+	if c.retained != nil {
+		if p, ok := c.retained.RetainedPresence(uid); ok {
+			return p
+		}
+	}
+	return s.status(uid)
+}
+
+func (c *clusterState) addrLocked(node string) string {
+	for _, m := range c.members {
+		if m.Name == node {
+			return m.Addr
+		}
+	}
+	return ""
+}
+
+// routeLocked applies e here when this node is uid's home, else queues
+// it for the home.
+func (c *clusterState) routeLocked(e Event) {
+	h := c.homeLocked(e.UID)
+	if h == c.self {
+		c.s.apply(e)
+		return
+	}
+	q := c.queues[h]
+	if q == nil {
+		if c.ctx.Err() != nil {
+			return
+		}
+		q = &outQueue{node: h, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		c.queues[h] = q
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.send(q)
+		}()
+	}
+	if len(q.items) >= c.maxQueue {
+		c.s.mFwdDropped.Inc()
+		return
+	}
+	q.items = append(q.items, e)
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) apply(e Event) {
+	switch e.Kind {
+	case EventConnected:
+		s.connected(e.UID, e.ConnID)
+	case EventDisconnected:
+		s.disconnected(e.UID, e.ConnID)
+	case EventHeartbeat:
+		s.heartbeat(e.UID)
+	}
+}
+
+// receive applies a batch when this node homes every user in it.
+func (s *Service) receive(events []Event) bool {
+	c := s.cl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range events {
+		if wire.ValidUserID(e.UID) != nil {
+			continue // applied as a no-op below: never a reason to retry
+		}
+		if c.homeLocked(e.UID) != c.self {
+			return false
+		}
+	}
+	for _, e := range events {
+		if wire.ValidUserID(e.UID) == nil {
+			s.apply(e)
+		}
+	}
+	return true
+}
+
+// send is a queue's single sender: it sends the oldest events in order
+// and retries until they are accepted, dropping events whose home is no
+// longer the queue's node (the re-announcement covers them), and the
+// whole queue when the node is no longer a member.
+func (c *clusterState) send(q *outQueue) {
+	backoff := 20 * time.Millisecond
+	for {
+		c.mu.Lock()
+		for len(q.items) == 0 {
+			c.mu.Unlock()
+			select {
+			case <-q.wake:
+			case <-q.done:
+				return
+			case <-c.ctx.Done():
+				return
+			}
+			c.mu.Lock()
+		}
+		addr := c.addrLocked(q.node)
+		keep := q.items[:0]
+		for _, e := range q.items {
+			if c.homeLocked(e.UID) == q.node {
+				keep = append(keep, e)
+			}
+		}
+		clear(q.items[len(keep):])
+		q.items = keep
+		n := min(len(q.items), forwardBatch)
+		args := EventsArgs{From: c.self, Events: slices.Clone(q.items[:n])}
+		c.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+
+		err := fmt.Errorf("presence: %s is not a member", q.node)
+		var reply EventsReply
+		if addr != "" {
+			ctx, cancel := context.WithTimeout(c.ctx, forwardTimeout)
+			err = c.c.Call(ctx, addr, eventsMethod, &args, &reply)
+			cancel()
+			if err == nil && reply.NotHome {
+				err = fmt.Errorf("presence: %s does not home these users yet", q.node)
+			}
+		}
+		if err == nil {
+			c.mu.Lock()
+			// The items before n are exactly the batch: only this
+			// goroutine removes items, routeLocked only appends (a
+			// dropped queue is emptied and left).
+			if q.dropped {
+				c.mu.Unlock()
+				return
+			}
+			clear(q.items[:n])
+			q.items = q.items[n:]
+			c.mu.Unlock()
+			c.s.mFwdSent.Add(float64(n))
+			backoff = 20 * time.Millisecond
+			continue
+		}
+		c.s.mFwdRetries.Inc()
+		c.s.log.Debug("presence: forwarding failed; retrying", "node", q.node, "events", n, "in", backoff, "err", err)
+		select {
+		case c.kick <- struct{}{}: // the view may be stale: refresh it now
+		default:
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-q.done:
+			t.Stop()
+			return
+		case <-c.ctx.Done():
+			t.Stop()
+			return
+		}
+		backoff = min(2*backoff, retryMax)
+	}
+}
+
+// run refreshes the member list until ctx ends, then stops the senders.
+func (c *clusterState) run(ctx context.Context) {
+	t := time.NewTicker(c.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			c.cancel()
+			c.wg.Wait()
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+		c.refreshMembers()
+	}
+}
+
+// refreshMembers reloads the members; when they changed it moves the
+// users whose home moved (see the top of this file).
+func (c *clusterState) refreshMembers() {
+	ms := c.c.Members()
+	ms = slices.Clone(ms)
+	slices.SortFunc(ms, func(a, b Member) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if slices.Equal(ms, c.members) {
+		return
+	}
+	old := c.members
+	c.members = ms
+	sameNames := len(old) == len(ms)
+	for i := 0; sameNames && i < len(ms); i++ {
+		sameNames = old[i].Name == ms[i].Name
+	}
+	if sameNames {
+		return // only an address changed: homes are the same
+	}
+	c.s.log.Info("presence: cluster membership changed", "members", len(ms))
+	// Queues of nodes that left.
+	for name, q := range c.queues {
+		if c.addrLocked(name) == "" {
+			c.s.mFwdDropped.Add(float64(len(q.items)))
+			q.items, q.dropped = nil, true
+			close(q.done)
+			delete(c.queues, name)
+		}
+	}
+	// Re-announce this node's live connections to their users' new homes.
+	for uid, conns := range c.local {
+		if home(old, c.self, uid) == home(ms, c.self, uid) {
+			continue
+		}
+		for id := range conns {
+			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id})
+		}
+	}
+	// Forget the users this node no longer homes; adopt those it now does.
+	c.s.forget(func(uid string) bool { return home(ms, c.self, uid) != c.self })
+	if c.retained != nil {
+		c.retained.EachRetainedPresence(func(uid string, p wire.Presence) {
+			if home(old, c.self, uid) != c.self && home(ms, c.self, uid) == c.self {
+				c.s.adopt(uid, p)
+			}
+		})
+	}
+}
+
+// forget drops, without publishing, the state of the users for which
+// gone is true (their new home has it now).
+func (s *Service) forget(gone func(uid string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for uid, u := range s.users {
+		if gone(uid) {
+			s.counts[u.status]--
+			s.counts[wire.StatusOffline]++
+			delete(s.users, uid)
+		}
+	}
+	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
+	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
+}
+
+// adopt takes over a user this node now homes from the retained status
+// the previous home published: an online or inactive user stays so
+// without a new publication, with a grace of one interval plus the grace
+// period for its connections to be re-announced or a heartbeat to come.
+// A user already known here (a re-announcement came first) is left as is.
+func (s *Service) adopt(uid string, p wire.Presence) {
+	if p.Status != wire.StatusOnline && p.Status != wire.StatusInactive {
+		return
+	}
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.users[uid]; ok {
+		return
+	}
+	u := s.userLocked(uid)
+	s.counts[u.status]--
+	s.counts[p.Status]++
+	u.status = p.Status
+	u.lastSeen = now
+	u.graceUntil = now.Add(s.interval + s.grace)
+	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
+	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
+	s.scheduleLocked(uid, u)
+}
