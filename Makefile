@@ -2,7 +2,7 @@ GO        ?= go
 FUZZTIME  ?= 20s
 BIN       ?= bin
 
-.PHONY: run test vet fuzz build cross bench clean
+.PHONY: run test test-chaos vet fuzz build cross bench clean
 
 ## run: start a complete single-node edgechat (data in ./data)
 run:
@@ -11,6 +11,12 @@ run:
 ## test: vet, gofmt check and every test with the race detector
 test: vet
 	$(GO) test -race -timeout 25m ./...
+
+## test-chaos: the long failure run (~3 min): SIGKILL a random node of three
+## under load, over and over, then the other multi-process failure tests
+## (the partition test needs root, ip and iptables)
+test-chaos:
+	EDGECHAT_CHAOS=1 $(GO) test -count=1 -v -timeout 20m -run 'Chaos|Partition|Rolling|WholeCluster|SIGKILL' ./cmd/edgechat/
 
 vet:
 	$(GO) vet ./...

@@ -106,6 +106,10 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	db := n.db
 	closers = append(closers, func() { _ = db.Close() })
 	n.fsm = fsm.New(n.db, log.With("component", "fsm"))
+	// Raft starts in cluster.New, before the services register their
+	// handlers: hold applying until New has wired everything.
+	releaseFSM := n.fsm.HoldApply()
+	defer releaseFSM()
 	// The broker's route table is replicated state: it registers its FSM
 	// handlers before Raft starts applying.
 	n.routes, err = routes.New(n.db, n.fsm)

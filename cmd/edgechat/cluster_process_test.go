@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"sync"
 	"syscall"
@@ -176,43 +173,5 @@ func TestClusterSurvivesLeaderSIGKILL(t *testing.T) {
 			}
 		}
 		t.Logf("%s: all %d acknowledged messages present once, in per-sender order", p.http, total)
-	}
-}
-
-// syncAll reads the whole sync stream of a user from one node.
-func syncAll(t *testing.T, httpURL, token string) (map[string]int, map[string][]int) {
-	got := map[string]int{}
-	order := map[string][]int{}
-	cursor := ""
-	for {
-		req, _ := http.NewRequest("GET", httpURL+"/chat/sync?limit=1000&since="+cursor, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return got, order // a node still catching up
-		}
-		var page struct {
-			Messages []struct{ From, CID, Body string }
-			Cursor   string
-			HasMore  bool
-		}
-		if err := json.Unmarshal(b, &page); err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range page.Messages {
-			got[m.CID]++
-			var k int
-			fmt.Sscanf(m.Body, "%d", &k)
-			order[m.From] = append(order[m.From], k)
-		}
-		cursor = page.Cursor
-		if !page.HasMore {
-			return got, order
-		}
 	}
 }

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,134 +14,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 )
-
-// buildBinary compiles edgechat once per test binary run.
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-func edgechatBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "edgechat-bin")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "edgechat")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
-		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
-	}
-	return buildOnce.path
-}
-
-type proc struct {
-	cmd     *exec.Cmd
-	http    string
-	mqtt    string
-	cluster string
-	logs    *strings.Builder
-	mu      *sync.Mutex
-}
-
-// startServe runs `edgechat serve` and waits for the log line with the
-// bound addresses.
-func startServe(t *testing.T, bin string, args ...string) *proc {
-	t.Helper()
-	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, logs: &strings.Builder{}, mu: &sync.Mutex{}}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			p.mu.Lock()
-			t.Logf("server log:\n%s", p.logs.String())
-			p.mu.Unlock()
-		}
-	})
-	ready := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs.WriteString(line + "\n")
-			p.mu.Unlock()
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "edgechat node serving" {
-				ready <- m
-			}
-		}
-	}()
-	select {
-	case m := <-ready:
-		p.http, _ = m["http"].(string)
-		p.mqtt, _ = m["mqtt"].(string)
-		p.cluster, _ = m["cluster"].(string)
-	case <-time.After(60 * time.Second):
-		t.Fatal("edgechat serve did not report its addresses")
-	}
-	return p
-}
-
-func (p *proc) stop(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(sig)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if sig == syscall.SIGTERM && err != nil {
-			t.Fatalf("edgechat exited with %v after SIGTERM", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("edgechat did not exit")
-	}
-}
-
-func runCLI(t *testing.T, bin, stdin string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("edgechat %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func dialV5(t *testing.T, addr, clientID, user, token string) *paho.Client {
-	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(token), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
-	if err != nil {
-		t.Fatalf("connect: %v %+v", err, ca)
-	}
-	return c
-}
 
 // TestAcknowledgedMessagesSurviveSIGKILL is the durability promise: a
 // PUBACK means committed. Several senders publish QoS 1 messages; the

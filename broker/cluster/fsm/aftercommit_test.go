@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -95,5 +96,33 @@ func TestTxnTooBigKeepsNoPartialWrites(t *testing.T) {
 	}
 	if idx, _ := f.AppliedIndex(); idx != 1 {
 		t.Fatalf("applied %d", idx)
+	}
+}
+
+// HoldApply keeps entries from being applied before every owner has
+// registered its handlers (a restarted follower gets the commit index at
+// once); released, the entry applies with the handler in place.
+func TestHoldApplyWaitsForHandlers(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).WithMemTableSize(16 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := New(db, nil)
+	release := f.HoldApply()
+	done := make(chan []Result, 1)
+	go func() {
+		done <- f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch([]Command{{Type: 0x74}})}).([]Result)
+	}()
+	select {
+	case <-done:
+		t.Fatal("Apply ran while held")
+	case <-time.After(50 * time.Millisecond): // asserting absence needs a window
+	}
+	f.Register(0x74, func(*badger.Txn, Position, []byte) (any, error) { return "handled", nil })
+	release()
+	res := <-done
+	if res[0].Err != nil || res[0].Value != "handled" {
+		t.Fatalf("after release: %+v", res)
 	}
 }

@@ -77,6 +77,7 @@ type FSM struct {
 	mu        sync.RWMutex
 	handlers  [256]Handler
 	onRestore []func()
+	gate      chan struct{} // set by HoldApply: Apply and Restore wait until it closes
 
 	wmu sync.Mutex // guards w (see wait.go)
 	w   waits
@@ -90,6 +91,27 @@ func New(db *badger.DB, log *slog.Logger) *FSM {
 		log = slog.Default()
 	}
 	return &FSM{db: db, log: log}
+}
+
+// HoldApply makes Apply and Restore wait until release is called, so an
+// owner that must create Raft before all handlers are registered can keep
+// Raft from applying entries with handlers missing.
+func (f *FSM) HoldApply() (release func()) {
+	g := make(chan struct{})
+	f.mu.Lock()
+	f.gate = g
+	f.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(g) }) }
+}
+
+func (f *FSM) waitGate() {
+	f.mu.RLock()
+	g := f.gate
+	f.mu.RUnlock()
+	if g != nil {
+		<-g
+	}
 }
 
 // Register installs the handler of a command type. Register all handlers
@@ -201,6 +223,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
+	f.waitGate()
 	results := f.apply(l)
 	f.applied(l.Index, results)
 	return results
