@@ -185,4 +185,18 @@ func TestCrossNodeDelivery(t *testing.T) {
 		}
 		return errors.New("no retained status for alice on n3")
 	})
+	// n3 leaves: its routes go from every node's table.
+	if st := api(t, n3, aliceTok, "POST", "/cluster/leave", nil, nil); st != 200 {
+		t.Fatalf("n3 leave: %d", st)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes[:2] {
+			for _, node := range n.Broker.Routes().Nodes() {
+				if node == "n3" {
+					return fmt.Errorf("%s still routes to n3", n.Config.NodeID)
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -248,9 +248,15 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	return n, nil
 }
 
+// readiness: serving, and part of a cluster that has a leader. A node cut
+// off in a minority turns unready, so load balancers send new clients to
+// nodes that can commit.
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return ErrNotReady
+	}
+	if n.raft.Stats().LeaderID == "" {
+		return fmt.Errorf("%w: no Raft leader reachable", ErrNotReady)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -269,6 +270,17 @@ func TestPartitionedMinorityRefusesDurableWrites(t *testing.T) {
 	if err3 == nil && v3.State == "Leader" {
 		t.Fatalf("split brain: n3 calls itself the leader while %s leads the majority", v1.Leader)
 	}
+	// Readiness follows quorum: the cut-off node turns unready (load
+	// balancers stop sending it clients), the majority stays ready.
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if c := readyz(procs[2].http); c != http.StatusServiceUnavailable {
+			return fmt.Errorf("n3 /readyz %d during the partition, want 503", c)
+		}
+		return nil
+	})
+	if c := readyz(procs[0].http); c != http.StatusOK {
+		t.Fatalf("n1 /readyz %d during the partition, want 200", c)
+	}
 	before, _, _, _ := l.senders[0].snapshot()
 	l.waitProgress(t, 20, 20*time.Second) // the majority keeps committing
 	finish()
@@ -310,6 +322,12 @@ func TestPartitionedMinorityRefusesDurableWrites(t *testing.T) {
 		return nil
 	})
 	t.Logf("n3 committed again %v after the heal", time.Since(healedAt).Round(time.Millisecond))
+	checkFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		if c := readyz(procs[2].http); c != http.StatusOK {
+			return fmt.Errorf("n3 /readyz %d after the heal, want 200", c)
+		}
+		return nil
+	})
 }
 
 func c3Alive(c *paho.Client) bool {
