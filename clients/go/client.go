@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -41,7 +42,10 @@ import (
 // Options configure Dial. URLs and one of Token or TokenSource are required.
 type Options struct {
 	// URLs of the broker, tried in order: ws://, wss://, tcp://, mqtt://,
-	// tls://, mqtts://. A WebSocket URL without a path gets /mqtt.
+	// tls://, mqtts://. A WebSocket URL without a path gets /mqtt. Give
+	// several nodes of a cluster to survive the loss of one: the client
+	// reconnects to the next, and the HTTP API calls (sync, history) move
+	// to the next node's API as well.
 	URLs []string
 	// HTTPURL is the node's HTTP API base URL; it defaults from the first
 	// ws(s) URL (ws://h:p/mqtt gives http://h:p) and is required otherwise.
@@ -97,7 +101,9 @@ type Client struct {
 	hc       *http.Client
 	userID   string
 	clientID string
-	httpURL  string
+	httpURL  string   // the first API base URL (Options.HTTPURL or from the first ws URL)
+	httpURLs []string // every node's API base URL, tried in turn when one is unreachable
+	httpCur  atomic.Int32
 	cm       *autopaho.ConnectionManager
 
 	ctx    context.Context // lives until Close
@@ -136,10 +142,14 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		return nil, err
 	}
 	httpURL := strings.TrimRight(opts.HTTPURL, "/")
+	var httpURLs []string
 	if httpURL == "" {
 		if httpURL, err = httpURLFromBroker(urls); err != nil {
 			return nil, err
 		}
+		// Every node's API, so that sync and history keep working on
+		// another node when this one dies.
+		httpURLs = httpURLsFromBroker(urls)
 	} else if u, perr := url.Parse(httpURL); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%w: HTTPURL %q must be an http(s) URL", ErrBadOptions, opts.HTTPURL)
 	}
@@ -171,6 +181,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		log:         logger.With("component", "edgechat-sdk"),
 		hc:          hc,
 		httpURL:     httpURL,
+		httpURLs:    append([]string{httpURL}, without(httpURLs, httpURL)...),
 		queue:       newEventQueue(),
 		seen:        newIDSet(dedupeCapacity),
 		syncTrigger: make(chan struct{}, 1),
@@ -251,7 +262,17 @@ func (c *Client) UserID() string { return c.userID }
 func (c *Client) ClientID() string { return c.clientID }
 
 // HTTPURL is the API base URL in use.
-func (c *Client) HTTPURL() string { return c.httpURL }
+func (c *Client) HTTPURL() string { return c.httpURLs[int(c.httpCur.Load())%len(c.httpURLs)] }
+
+func without(list []string, x string) []string {
+	var out []string
+	for _, s := range list {
+		if s != x {
+			out = append(out, s)
+		}
+	}
+	return out
+}
 
 // Connected reports whether the client is connected and subscribed now.
 func (c *Client) Connected() bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -76,11 +77,28 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 	if err != nil {
 		return err
 	}
-	u := c.httpURL + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
+	// The API answers on every node: when the current node cannot be
+	// reached (it died; the MQTT connection is failing over too), try the
+	// others in turn and stay on the first that answers.
+	var lastErr error
+	start := int(c.httpCur.Load())
+	for i := range c.httpURLs {
+		k := (start + i) % len(c.httpURLs)
+		u := c.httpURLs[k] + path
+		if len(q) > 0 {
+			u += "?" + q.Encode()
+		}
+		err := doJSON(ctx, c.hc, http.MethodGet, u, tok, nil, out)
+		var ae *APIError
+		if err == nil || errors.As(err, &ae) || ctx.Err() != nil {
+			if err == nil {
+				c.httpCur.Store(int32(k))
+			}
+			return err
+		}
+		lastErr = err
 	}
-	return doJSON(ctx, c.hc, http.MethodGet, u, tok, nil, out)
+	return lastErr
 }
 
 // History returns a page of the conversation with a user, newest first,

@@ -499,3 +499,50 @@ func TestPresenceUpdates(t *testing.T) {
 		return nil
 	})
 }
+
+// A client given the URLs of several nodes survives the death of the node
+// it is connected to: it reconnects to another one, catches up through
+// that node's API, and sees every message once.
+func TestFailoverToAnotherNode(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := dial(t, []string{n3.WSURL}, "", aliceTok, nil, nil)
+	bb := newInbox()
+	bob := dial(t, []string{n1.WSURL, n2.WSURL}, "", bobTok, bb, nil)
+	first, err := alice.Send(ctx, "bob", "before the failure")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb.waitOnce(t, first.ID)
+
+	if err := n1.Stop(); err != nil { // bob's node dies
+		t.Fatal(err)
+	}
+	var later []edgechat.Message
+	for i := range 5 {
+		m, err := alice.Send(ctx, "bob", fmt.Sprintf("after %d", i))
+		if err != nil {
+			t.Fatalf("send after n1 died: %v", err)
+		}
+		later = append(later, m)
+	}
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !bob.Connected() {
+			return errors.New("bob not reconnected")
+		}
+		return nil
+	})
+	t.Logf("bob reconnected; API %s", bob.HTTPURL())
+	for _, m := range later {
+		bb.waitOnce(t, m.ID)
+	}
+	if !strings.HasPrefix(bob.HTTPURL(), n2.HTTPURL) {
+		t.Fatalf("bob's API is %s, want n2's %s", bob.HTTPURL(), n2.HTTPURL)
+	}
+	if bb.count(first.ID) != 1 {
+		t.Fatalf("first message seen %d times", bb.count(first.ID))
+	}
+}

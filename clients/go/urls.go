@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -89,4 +90,16 @@ func WebSocketURL(httpURL string) (string, error) {
 	u.Path = strings.TrimRight(u.Path, "/") + "/mqtt"
 	u.RawQuery, u.Fragment = "", ""
 	return u.String(), nil
+}
+
+// httpURLsFromBroker derives the HTTP base URL of every ws(s) broker URL,
+// in order, without duplicates: the API of the node behind each.
+func httpURLsFromBroker(urls []*url.URL) []string {
+	var out []string
+	for _, u := range urls {
+		if one, err := httpURLFromBroker([]*url.URL{u}); err == nil && !slices.Contains(out, one) {
+			out = append(out, one)
+		}
+	}
+	return out
 }

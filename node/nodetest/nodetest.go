@@ -27,8 +27,10 @@ type Node struct {
 	MQTTURL string // tcp://127.0.0.1:port
 	WSURL   string // ws://127.0.0.1:port/mqtt
 
-	stop context.CancelFunc
-	done chan error
+	stop     context.CancelFunc
+	done     chan error
+	stopOnce sync.Once
+	stopErr  error
 }
 
 // Option changes the configuration of a test node.
@@ -116,18 +118,21 @@ func Start(cfg node.Config, log *slog.Logger) (*Node, error) {
 	return n, nil
 }
 
-// Stop stops the node and waits until it has released its data dir.
+// Stop stops the node and waits until it has released its data dir. It
+// may be called more than once (a test stops a node; cleanup stops it again).
 func (n *Node) Stop() error {
-	n.stop()
-	select {
-	case err := <-n.done:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
+	n.stopOnce.Do(func() {
+		n.stop()
+		select {
+		case err := <-n.done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				n.stopErr = err
+			}
+		case <-time.After(30 * time.Second):
+			n.stopErr = errors.New("node did not stop within 30s")
 		}
-		return nil
-	case <-time.After(30 * time.Second):
-		return errors.New("node did not stop within 30s")
-	}
+	})
+	return n.stopErr
 }
 
 // Password is the password NewUser gives a user.
