@@ -194,40 +194,7 @@ func (k *routeKeeper) markAll() {
 // while the cluster cannot commit, and does a full reconcile every
 // resync (which also withdraws routes left from before a crash).
 func (k *routeKeeper) run(ctx context.Context, resync time.Duration) {
-	k.markAll()
-	tick := time.NewTicker(resync)
-	defer tick.Stop()
-	backoff := time.Duration(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-k.wake:
-		case <-tick.C:
-			k.markAll()
-			continue
-		}
-		if err := k.reconcile(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
-			k.b.log.Debug("route proposal failed; retrying", "in", backoff, "error", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			select { // retry even without a new event
-			case k.wake <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		backoff = 0
-	}
+	reconcileLoop(ctx, resync, k.wake, k.markAll, k.reconcile, k.b.log, "route")
 }
 
 // reconcile proposes the difference for every dirty filter. On a failure

@@ -158,40 +158,7 @@ func (k *clientKeeper) markAll() {
 // cluster cannot commit; a full reconcile every resync also withdraws
 // entries left from before a crash.
 func (k *clientKeeper) run(ctx context.Context, resync time.Duration) {
-	k.markAll()
-	tick := time.NewTicker(resync)
-	defer tick.Stop()
-	backoff := time.Duration(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-k.wake:
-		case <-tick.C:
-			k.markAll()
-			continue
-		}
-		if err := k.reconcile(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
-			k.b.log.Debug("client registry proposal failed; retrying", "in", backoff, "error", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			select {
-			case k.wake <- struct{}{}:
-			default:
-			}
-			continue
-		}
-		backoff = 0
-	}
+	reconcileLoop(ctx, resync, k.wake, k.markAll, k.reconcile, k.b.log, "client registry")
 }
 
 // reconcile proposes, for every dirty client ID, a registration of its

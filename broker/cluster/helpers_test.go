@@ -16,24 +16,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
-// checkFor calls fn every `every` until it returns nil, failing the test
-// with fn's last error after total.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
+// checkFor is testutil.CheckFor: poll until fn succeeds or fail after total.
+var checkFor = testutil.CheckFor
 
 // testWriter sends log lines to t.Log until the test ends (Raft can log
 // from its goroutines late, and t.Log after the end panics).

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 // Helpers shared by the multi-process tests: building the binary,
@@ -27,22 +29,8 @@ import (
 // reconnecting load senders and the "every acknowledged message once, in
 // order, on every node" check.
 
-// checkFor calls fn every `every` until it returns nil, failing the test
-// with fn's last error once total has passed.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still failing after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
+// checkFor is testutil.CheckFor: poll until fn succeeds or fail after total.
+var checkFor = testutil.CheckFor
 
 // buildOnce compiles edgechat once per test binary run.
 var buildOnce struct {

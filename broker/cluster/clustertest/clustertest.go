@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -247,19 +248,5 @@ func (c *Cluster) WaitApplied(index uint64, ids ...string) {
 	})
 }
 
-// checkFor calls fn every `every` until it returns nil, failing the test
-// with fn's last error after total.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
+// checkFor is testutil.CheckFor: poll until fn succeeds or fail after total.
+var checkFor = testutil.CheckFor

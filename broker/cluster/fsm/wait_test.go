@@ -8,6 +8,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 func TestWaitAppliedResultBeforeWaiter(t *testing.T) {
@@ -114,22 +116,8 @@ func TestWaitAppliedTimeoutAndRestore(t *testing.T) {
 	}
 }
 
-// checkFor calls fn every `every` until it returns nil, failing the test
-// with fn's last error after total.
-func checkFor(t testing.TB, total, every time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(total)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", total, err)
-		}
-		time.Sleep(every)
-	}
-}
+// checkFor is testutil.CheckFor: poll until fn succeeds or fail after total.
+var checkFor = testutil.CheckFor
 
 func waitersOn(t testing.TB, f *FSM, index uint64, want int) {
 	t.Helper()
