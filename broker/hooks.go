@@ -219,6 +219,10 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 		for i, sub := range pk.Filters {
 			if i < len(reasonCodes) && reasonCodes[i] < packets.ErrUnspecifiedError.Code {
 				k.subscribed(cl.ID, sub.Filter)
+				// mochi writes the SUBACK after this hook: commit a new
+				// route first, so that a client that subscribes and then
+				// syncs misses no chat message published on another node.
+				k.ensure(h.b.baseCtx, sub.Filter)
 			}
 		}
 	}

@@ -193,6 +193,37 @@ func (k *routeKeeper) markAll() {
 // run is the worker: it reconciles dirty filters, retrying with backoff
 // while the cluster cannot commit, and does a full reconcile every
 // resync (which also withdraws routes left from before a crash).
+// ensure commits this node's route for a newly subscribed filter before
+// the SUBACK goes out (blocking only this client, and only for the first
+// subscriber of a filter on this node). Durable messages are applied in
+// log order, so a message committed after the route reaches this node
+// wherever it was published. On failure the keeper retries in the
+// background, as before.
+func (k *routeKeeper) ensure(ctx context.Context, sub string) {
+	rf := routeFilter(sub)
+	if rf == "" || k.table.Has(k.self, rf) {
+		return
+	}
+	k.mu.Lock()
+	leaving := k.leaving
+	k.mu.Unlock()
+	if leaving {
+		return
+	}
+	payload, err := routes.EncodeRoute(k.self, rf)
+	if err != nil {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(k.b.cfg.CommitTimeout, 5*time.Second))
+	defer cancel()
+	if _, err := k.prop.Propose(pctx, wire.CmdRouteAdd, payload); err != nil {
+		k.b.m.routeProposals.WithLabelValues("add", "error").Inc()
+		k.markDirty(rf)
+		return
+	}
+	k.b.m.routeProposals.WithLabelValues("add", "ok").Inc()
+}
+
 func (k *routeKeeper) run(ctx context.Context, resync time.Duration) {
 	reconcileLoop(ctx, resync, k.wake, k.markAll, k.reconcile, k.b.log, "route")
 }
