@@ -407,6 +407,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	b.closed.Store(true)
 	b.cancel() // pending commits give up; their clients get no PUBACK; forwarding stops
+	b.ws.shutdown()
 	err := b.srv.Close()
 	bg.Wait()
 	if b.fwd != nil {

@@ -153,6 +153,7 @@ type wsListener struct {
 	upgrader  websocket.Upgrader
 	mu        sync.RWMutex
 	establish listeners.EstablishFn
+	inflight  sync.WaitGroup // handlers that may still call establish
 	log       *slog.Logger
 	tr        tracker
 }
@@ -198,18 +199,31 @@ func (l *wsListener) serving() bool {
 }
 
 // Close ends every WebSocket connection (see tcpListener.Close).
-func (l *wsListener) Close(listeners.CloseFn) {
+func (l *wsListener) Close(listeners.CloseFn) { l.shutdown() }
+
+// shutdown refuses new WebSocket connections, ends the open ones and waits
+// until no handler can call mochi any more. The broker calls it before
+// mochi's own Close, which must not run while a connection is still being
+// established (a data race inside mochi otherwise).
+func (l *wsListener) shutdown() {
 	l.mu.Lock()
 	l.establish = nil
 	l.mu.Unlock()
 	l.b.disconnectListener(l.id)
 	l.tr.closeAll()
+	l.inflight.Wait()
 }
 
 func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	l.mu.RLock()
 	establish := l.establish
+	if establish != nil {
+		l.inflight.Add(1) // under the lock: shutdown's Wait cannot miss it
+	}
 	l.mu.RUnlock()
+	if establish != nil {
+		defer l.inflight.Done()
+	}
 	if establish == nil { // before Run or after shutdown
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "mqtt broker not running", http.StatusServiceUnavailable)
