@@ -385,9 +385,8 @@ func TestLeaveAndRemove(t *testing.T) {
 	}
 	old.stop(t)
 	waitVoters(t, ms, 3)
-	if err := old.Leave(ctx); err != nil {
-		t.Fatalf("Leave again: %v", err) // not a member: no-op
-	}
+	// (Leave on the stopped node is not checked: it may have stopped before
+	// applying its own removal, and then it cannot know it left.)
 
 	// A follower dies; another follower removes it (sent to the leader).
 	leader := leaderOf(t, ms)
