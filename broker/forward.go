@@ -432,6 +432,9 @@ func (f *forwarder) receive(a *ForwardArgs, r *ForwardReply) {
 	}
 	f.b.m.fwdDuplicates.Add(float64(skip))
 	for _, p := range a.Packets[skip:] {
+		// Counted on arrival, before delivery, so the counter never trails
+		// what a subscriber has already seen (refusals also count below).
+		f.b.m.fwdReceived.Inc()
 		if err := f.inject(p); err != nil {
 			f.b.m.fwdDropped.WithLabelValues("invalid").Inc()
 			f.b.log.Warn("forwarded publish refused", "from", a.From, "topic", p.Topic, "error", err)
@@ -439,7 +442,6 @@ func (f *forwarder) receive(a *ForwardArgs, r *ForwardReply) {
 		}
 		r.Delivered++
 	}
-	f.b.m.fwdReceived.Add(float64(r.Delivered))
 	src.epoch, src.next = a.Epoch, a.Seq+uint64(len(a.Packets))
 }
 

@@ -22,7 +22,9 @@ import (
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-const waitFor = 5 * time.Second
+// waitFor bounds every wait in these tests; generous, because CI runs all
+// packages with -race on two cores at once.
+const waitFor = 15 * time.Second
 
 // --- fakes of the dependencies ---
 

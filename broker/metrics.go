@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		}, []string{"reason"}),
 		fwdReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_forward_received_total",
-			Help: "Publishes received from other nodes and delivered here.",
+			Help: "Publishes received from other nodes (not counting duplicates of a resent batch).",
 		}),
 		fwdDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_forward_duplicates_total",
