@@ -255,7 +255,7 @@ func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return ErrNotReady
 	}
-	if n.raft.Stats().LeaderID == "" {
+	if n.raft.LeaderID() == "" {
 		return fmt.Errorf("%w: no Raft leader reachable", ErrNotReady)
 	}
 	return nil

@@ -468,6 +468,13 @@ type Stats struct {
 	Members      []Member // the latest Raft configuration, sorted by name
 }
 
+// LeaderID is the name of the leader this node knows, "" when none (a
+// cheap check for readiness; Stats also reads the configuration).
+func (n *Node) LeaderID() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
 // Stats returns the node's Raft state.
 func (n *Node) Stats() Stats {
 	addr, id := n.raft.LeaderWithID()

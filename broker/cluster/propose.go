@@ -106,31 +106,8 @@ func (n *Node) batcher(ctx context.Context) {
 			case first = <-n.reqs:
 			}
 		}
-		batch := make([]*request, 0, min(n.cfg.MaxBatch, len(n.reqs)+1))
-		size := 0
-		add := func(r *request) {
-			if err := r.ctx.Err(); err != nil {
-				// The caller has gone: do not commit what nobody waits for.
-				r.done <- result{err: fmt.Errorf("%w: %w", wire.ErrUnavailable, err)}
-				return
-			}
-			if len(batch) > 0 && size+len(r.cmd.Payload) > maxEntryBytes {
-				carry = r
-				return
-			}
-			batch = append(batch, r)
-			size += len(r.cmd.Payload)
-		}
-		add(first)
-	drain:
-		for len(batch) < n.cfg.MaxBatch && carry == nil {
-			select {
-			case r := <-n.reqs:
-				add(r)
-			default:
-				break drain
-			}
-		}
+		var batch []*request
+		batch, carry = n.gather(first, n.reqs)
 		if len(batch) == 0 {
 			continue
 		}
