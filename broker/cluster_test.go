@@ -15,9 +15,9 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
-	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )

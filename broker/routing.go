@@ -12,7 +12,7 @@ import (
 )
 
 // Cluster is the broker's view of its cluster (the lead adapts
-// *cluster.Node). A nil Deps.Cluster is a single node: no routes, no
+// *cluster.Raft). A nil Deps.Cluster is a single node: no routes, no
 // forwarding.
 type Cluster interface {
 	// Self is this node's name.
@@ -33,7 +33,7 @@ type Member struct {
 }
 
 // Proposer commits route commands through the Raft log (implemented by
-// *cluster.Node).
+// *cluster.Raft).
 type Proposer interface {
 	Propose(ctx context.Context, t byte, payload []byte) (any, error)
 }
@@ -302,8 +302,8 @@ func (b *Broker) DropNodeRoutes(ctx context.Context, nodeName string) error {
 	return fmt.Errorf("broker: drop routes of %s: still %d left: %w", nodeName, len(b.rk.table.Filters(nodeName)), wire.ErrUnavailable)
 }
 
-// Routes is the replicated route table (nil on a single node).
-func (b *Broker) Routes() *routes.Table {
+// RouteTable is the replicated route table (nil on a single node).
+func (b *Broker) RouteTable() *routes.Table {
 	if b.rk == nil {
 		return nil
 	}

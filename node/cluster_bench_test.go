@@ -67,7 +67,7 @@ func BenchmarkCrossNodeDelivery(b *testing.B) {
 		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !n1.Broker.Routes().Has("n2", "user/bob/newMessage") && time.Now().Before(deadline) {
+	for !n1.Broker.RouteTable().Has("n2", "user/bob/newMessage") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	alice := dial(n1.MQTTURL, "alice/pub", "alice", aliceTok, nil)

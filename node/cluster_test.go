@@ -179,7 +179,7 @@ func TestCrossNodeDelivery(t *testing.T) {
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for _, n := range nodes[:2] {
-			for _, node := range n.Broker.Routes().Nodes() {
+			for _, node := range n.Broker.RouteTable().Nodes() {
 				if node == "n3" {
 					return fmt.Errorf("%s still routes to n3", n.Config.NodeID)
 				}

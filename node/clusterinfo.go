@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/edgechat/edgechat/broker"
-	"github.com/edgechat/edgechat/broker/cluster"
+	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/clusterapi"
 	"github.com/edgechat/edgechat/services/presence"
@@ -15,7 +15,7 @@ import (
 
 // brokerCluster adapts the Raft node to what the broker needs for routing
 // and forwarding between nodes.
-type brokerCluster struct{ n *cluster.Node }
+type brokerCluster struct{ n *cluster.Raft }
 
 func (c brokerCluster) Self() string { return c.n.ID() }
 
@@ -36,7 +36,7 @@ func (c brokerCluster) RegisterRPC(name string, h any) error { return c.n.Regist
 
 // presenceCluster adapts the Raft node to what the presence service needs
 // to run each user's state machine on the user's home node.
-type presenceCluster struct{ n *cluster.Node }
+type presenceCluster struct{ n *cluster.Raft }
 
 func (c presenceCluster) Self() string { return c.n.ID() }
 

@@ -21,10 +21,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgechat/edgechat/broker"
-	"github.com/edgechat/edgechat/broker/cluster"
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/cluster"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/admin"
@@ -45,17 +45,17 @@ type Node struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 
-	db       *badger.DB
-	fsm      *fsm.FSM
-	raft     *cluster.Node
-	Auth     *auth.Service
-	Users    *users.Service
-	Archive  *archive.Service
-	Presence *presence.Service
-	Broker   *broker.Broker
-	Gateway  *gateway.Gateway
-	Admin    *admin.Service
-	Cluster  *clusterapi.Service
+	db         *badger.DB
+	fsm        *fsm.FSM
+	raft       *cluster.Raft
+	Auth       *auth.Service
+	Users      *users.Service
+	Archive    *archive.Service
+	Presence   *presence.Service
+	Broker     *broker.Broker
+	Gateway    *gateway.Gateway
+	Admin      *admin.Service
+	ClusterAPI *clusterapi.Service
 
 	routes  *routes.Table
 	clients *registry.Table
@@ -230,7 +230,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	n.Gateway.Mount(n.Archive.Routes()...)
 	n.Gateway.Mount(n.Presence.Routes()...)
 	n.Gateway.Mount(n.Admin.Routes()...)
-	n.Cluster, err = clusterapi.New(clusterapi.Deps{
+	n.ClusterAPI, err = clusterapi.New(clusterapi.Deps{
 		Status:   n.clusterStatus,
 		Self:     n.selfInfo,
 		PeerInfo: n.peerInfo,
@@ -240,7 +240,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.Gateway.Mount(n.Cluster.Routes()...)
+	n.Gateway.Mount(n.ClusterAPI.Routes()...)
 	if err := n.raft.RegisterRPC("Edge", &edgeRPC{n}); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -391,7 +391,7 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 	return db, nil
 }
 
-func shutdownRaft(r *cluster.Node) {
+func shutdownRaft(r *cluster.Raft) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = r.Run(ctx)

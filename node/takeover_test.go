@@ -125,7 +125,7 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 			return fmt.Errorf("n1 still has %d connections", n1.Broker.Connections())
 		}
 		// The old clean session is gone from n1, and so is its route.
-		if n3.Broker.Routes().Has("n1", "user/alice/#") || !n3.Broker.Routes().Has("n2", "user/alice/#") {
+		if n3.Broker.RouteTable().Has("n1", "user/alice/#") || !n3.Broker.RouteTable().Has("n2", "user/alice/#") {
 			return errors.New("routes of alice's inbox not yet moved to n2")
 		}
 		return nil

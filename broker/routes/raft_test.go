@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/broker/cluster/clustertest"
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/cluster/clustertest"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )

@@ -9,8 +9,8 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
-	"github.com/edgechat/edgechat/broker/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 

@@ -22,12 +22,12 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // Proposer appends a command to the replicated log and returns the value
-// or error of its FSM handler (implemented by *cluster.Node).
+// or error of its FSM handler (implemented by *cluster.Raft).
 type Proposer interface {
 	Propose(ctx context.Context, t byte, payload []byte) (any, error)
 }

@@ -77,7 +77,7 @@ type Member struct {
 }
 
 // Cluster is the presence service's view of its cluster (the node adapts
-// *cluster.Node).
+// *cluster.Raft).
 type Cluster interface {
 	// Self is this node's name.
 	Self() string

@@ -49,7 +49,7 @@ var errNotSent = errors.New("request not sent")
 // "name.Method" on this node's cluster port. Req and Resp must be
 // gob-encodable. Register before peers call; the name "Cluster" is
 // reserved.
-func (n *Node) RegisterRPC(name string, handler any) error {
+func (n *Raft) RegisterRPC(name string, handler any) error {
 	if name == clusterService {
 		return fmt.Errorf("cluster: RPC service name %q is reserved", name)
 	}
@@ -64,7 +64,7 @@ func (n *Node) RegisterRPC(name string, handler any) error {
 // ends at ctx's deadline, or DefaultRPCTimeout when ctx has none. Errors
 // are ErrPeerUnreachable (wrapping wire.ErrUnavailable) for transport
 // failures, or the handler's error as an rpc.ServerError.
-func (n *Node) Call(ctx context.Context, peerAddr, method string, req, resp any) error {
+func (n *Raft) Call(ctx context.Context, peerAddr, method string, req, resp any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultRPCTimeout)

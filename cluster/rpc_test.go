@@ -130,7 +130,7 @@ func TestRPCBetweenNodes(t *testing.T) {
 
 func TestMuxRejectsGarbage(t *testing.T) {
 	tn := startNode(t, nodeOpts{bootstrap: true})
-	waitReady(t, tn.Node)
+	waitReady(t, tn.Raft)
 	for _, first := range []byte{0x00, 'G', 0xFF} {
 		c, err := net.Dial("tcp", tn.Addr())
 		if err != nil {
@@ -173,7 +173,7 @@ func isReset(err error) bool {
 
 func TestForwardedBatchValidation(t *testing.T) {
 	tn := startNode(t, nodeOpts{bootstrap: true})
-	waitReady(t, tn.Node)
+	waitReady(t, tn.Raft)
 	before := tn.Stats().LastIndex
 	for name, data := range map[string][]byte{
 		"garbage": []byte("not a batch"),

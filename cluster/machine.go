@@ -8,7 +8,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -35,7 +35,7 @@ func nodeNumKey(num uint16) []byte { return fmt.Appendf(nil, "%s%04d", nodeNumKe
 // replicated state, so it is the same after a restart and unique in the
 // cluster. A number already applied locally is returned without a
 // proposal (it is committed, so it cannot change).
-func (n *Node) MachineNumber(ctx context.Context) (uint16, error) {
+func (n *Raft) MachineNumber(ctx context.Context) (uint16, error) {
 	num, ok, err := LookupMachineNumber(n.fsm, n.cfg.NodeName)
 	if err != nil {
 		return 0, err

@@ -88,7 +88,7 @@ type (
 
 // clusterRPC is the node's own RPC service. Only its RPC methods are
 // exported (net/rpc complains about any other exported method).
-type clusterRPC struct{ n *Node }
+type clusterRPC struct{ n *Raft }
 
 func (s *clusterRPC) Apply(a *ApplyArgs, r *ApplyReply) error { s.n.applyForwarded(a, r); return nil }
 func (s *clusterRPC) Info(a *InfoArgs, r *InfoReply) error    { s.n.info(a, r); return nil }
@@ -129,7 +129,7 @@ func codeErr(code, msg string) error {
 
 // configuration returns the latest Raft configuration (possibly not yet
 // committed); empty when Raft is shut down.
-func (n *Node) configuration() []raft.Server {
+func (n *Raft) configuration() []raft.Server {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return nil
@@ -137,12 +137,12 @@ func (n *Node) configuration() []raft.Server {
 	return f.Configuration().Servers
 }
 
-func (n *Node) inConfiguration() bool {
+func (n *Raft) inConfiguration() bool {
 	return slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(n.cfg.NodeName) })
 }
 
 // info answers a peer forming a cluster (and the leader's status poll).
-func (n *Node) info(a *InfoArgs, r *InfoReply) {
+func (n *Raft) info(a *InfoArgs, r *InfoReply) {
 	r.Name, r.Addr = n.cfg.NodeName, n.Addr()
 	r.HasState = len(n.configuration()) > 0
 	r.Expect = n.cfg.BootstrapExpect
@@ -172,7 +172,7 @@ func validMember(name, addr string) error {
 }
 
 // join adds a node as a voter; idempotent for a known node.
-func (n *Node) join(ctx context.Context, a *JoinArgs) (code, msg string) {
+func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	if err := validMember(a.Name, a.Addr); err != nil {
 		return codeInvalid, err.Error()
 	}
@@ -202,7 +202,7 @@ func (n *Node) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 }
 
 // remove takes a node out of the configuration.
-func (n *Node) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
+func (n *Raft) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
 	if a.Name == "" || len(a.Name) > maxNodeName {
 		return codeInvalid, "bad node name"
 	}
@@ -226,7 +226,7 @@ func (n *Node) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
 }
 
 // callLeader forwards a Join or Remove to the leader.
-func (n *Node) callLeader(ctx context.Context, method string, args any) (code, msg string) {
+func (n *Raft) callLeader(ctx context.Context, method string, args any) (code, msg string) {
 	addr, err := n.waitLeader(ctx, "")
 	if err != nil {
 		return codeNoLeader, err.Error()
@@ -263,7 +263,7 @@ func timeoutOf(ctx context.Context) time.Duration {
 // configuration. It is sent to the leader; errors: ErrUnknownNode
 // (wire.ErrNotFound) when no member has that name, wire.ErrUnavailable
 // when there is no leader or the change did not commit in time.
-func (n *Node) Remove(ctx context.Context, nodeName string) error {
+func (n *Raft) Remove(ctx context.Context, nodeName string) error {
 	code, msg := n.remove(ctx, &RemoveArgs{Name: nodeName})
 	if err := codeErr(code, msg); err != nil {
 		return fmt.Errorf("cluster: remove %s: %w", nodeName, err)
@@ -276,7 +276,7 @@ func (n *Node) Remove(ctx context.Context, nodeName string) error {
 // remove it. Stop Run afterwards; the node no longer takes part in
 // elections. Leaving a cluster it is not in is a no-op; the only voter
 // cannot leave (ErrLastVoter).
-func (n *Node) Leave(ctx context.Context) error {
+func (n *Raft) Leave(ctx context.Context) error {
 	self := raft.ServerID(n.cfg.NodeName)
 	servers := n.configuration()
 	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == self }) {
@@ -319,7 +319,7 @@ type discovery struct {
 }
 
 // learn records a discovered server; called with d.mu held.
-func (d *discovery) learn(n *Node, name, addr string) {
+func (d *discovery) learn(n *Raft, name, addr string) {
 	if old, ok := d.known[name]; ok {
 		if old != addr && !d.warned[name+"="+addr] {
 			d.warned[name+"="+addr] = true
@@ -332,7 +332,7 @@ func (d *discovery) learn(n *Node, name, addr string) {
 
 // formCluster runs in Run on a node without Raft state that has Join or
 // BootstrapExpect set, until the node is in a configuration.
-func (n *Node) formCluster(ctx context.Context) {
+func (n *Raft) formCluster(ctx context.Context) {
 	expect := n.cfg.BootstrapExpect
 	if expect > 0 {
 		n.disc.mu.Lock()
@@ -376,7 +376,7 @@ func (n *Node) formCluster(ctx context.Context) {
 // asks once (retrying until a leader answers) to be a voter. For a member
 // that is a no-op; a node that left or was removed, and is started again
 // with Join, comes back, and one whose address changed has it updated.
-func (n *Node) rejoin(ctx context.Context) {
+func (n *Raft) rejoin(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		if n.tryJoin(ctx, attempt) {
@@ -392,7 +392,7 @@ func (n *Node) rejoin(ctx context.Context) {
 }
 
 // peerAddrs is the Join list and the discovered servers, without self.
-func (n *Node) peerAddrs() []string {
+func (n *Raft) peerAddrs() []string {
 	self := n.Addr()
 	var out []string
 	add := func(a string) {
@@ -414,7 +414,7 @@ func (n *Node) peerAddrs() []string {
 // tryBootstrap asks every peer it knows for its identity and the servers
 // it knows; once exactly BootstrapExpect servers are known it bootstraps
 // Raft with them, sorted, which every one of them does with the same list.
-func (n *Node) tryBootstrap(ctx context.Context, attempt int) bool {
+func (n *Raft) tryBootstrap(ctx context.Context, attempt int) bool {
 	expect := n.cfg.BootstrapExpect
 	for _, addr := range n.peerAddrs() {
 		cctx, cancel := context.WithTimeout(ctx, discoveryCallTimeout)
@@ -481,7 +481,7 @@ func (n *Node) tryBootstrap(ctx context.Context, attempt int) bool {
 }
 
 // tryJoin sends a Join request to the listed members in turn.
-func (n *Node) tryJoin(ctx context.Context, attempt int) bool {
+func (n *Raft) tryJoin(ctx context.Context, attempt int) bool {
 	var last error
 	for _, addr := range n.peerAddrs() {
 		cctx, cancel := context.WithTimeout(ctx, membershipTimeout)
@@ -514,7 +514,7 @@ type peerStatus struct {
 
 // pollPeers runs in Run: while this node leads, it asks every other
 // member for its indexes, for the lag in Stats.
-func (n *Node) pollPeers(ctx context.Context) {
+func (n *Raft) pollPeers(ctx context.Context) {
 	tick := time.NewTicker(statusInterval)
 	defer tick.Stop()
 	for {
@@ -561,7 +561,7 @@ type Member struct {
 	Lag int64
 }
 
-func (n *Node) members() []Member {
+func (n *Raft) members() []Member {
 	servers := n.configuration()
 	_, leaderID := n.raft.LeaderWithID()
 	isLeader := n.IsLeader()

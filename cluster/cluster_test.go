@@ -14,14 +14,14 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
 func TestProposeBatchesAndSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	tn := startNode(t, nodeOpts{dataDir: dir, bootstrap: true})
-	waitReady(t, tn.Node)
+	waitReady(t, tn.Raft)
 	if !tn.IsLeader() {
 		t.Fatalf("single bootstrapped node is not leader: %+v", tn.Stats())
 	}
@@ -93,7 +93,7 @@ func TestProposeBatchesAndSurvivesRestart(t *testing.T) {
 	}
 
 	tn2 := startNode(t, nodeOpts{dataDir: dir, bootstrap: true})
-	waitReady(t, tn2.Node)
+	waitReady(t, tn2.Raft)
 	for _, k := range []string{"w0-0", "w99-4", "w42-3"} {
 		if v, err := getKey(tn2.db, "r/test/"+k); err != nil || v != "v"+k {
 			t.Errorf("after restart %s = %q, %v", k, v, err)
@@ -120,7 +120,7 @@ func TestSnapshotThenRestart(t *testing.T) {
 		c.SnapshotThreshold = 1 << 20 // only the forced snapshot
 	}
 	tn := startNode(t, nodeOpts{dataDir: dir, bootstrap: true, tweak: small})
-	waitReady(t, tn.Node)
+	waitReady(t, tn.Raft)
 	ctx := context.Background()
 	num, err := tn.MachineNumber(ctx)
 	if err != nil {
@@ -167,7 +167,7 @@ func TestSnapshotThenRestart(t *testing.T) {
 	var restores atomic.Int32
 	hook := func(f *fsm.FSM) { f.OnRestore(func() { restores.Add(1) }) }
 	tn2 := startNode(t, nodeOpts{dataDir: dir, bootstrap: true, tweak: small, beforeNew: hook})
-	waitReady(t, tn2.Node)
+	waitReady(t, tn2.Raft)
 	check(tn2)
 	if restores.Load() != 0 {
 		t.Errorf("restore replaced newer local state")
@@ -177,7 +177,7 @@ func TestSnapshotThenRestart(t *testing.T) {
 	// Badger lost, Raft intact: the state comes back from the snapshot
 	// plus the log after it (the log alone no longer has entry 1).
 	tn3 := startNode(t, nodeOpts{dataDir: dir, dbDir: t.TempDir(), bootstrap: true, tweak: small, beforeNew: hook})
-	waitReady(t, tn3.Node)
+	waitReady(t, tn3.Raft)
 	check(tn3)
 	if restores.Load() != 1 {
 		t.Errorf("OnRestore hooks ran %d times, want 1", restores.Load())
@@ -189,7 +189,7 @@ func TestSnapshotThenRestart(t *testing.T) {
 
 func TestProposeErrors(t *testing.T) {
 	tn := startNode(t, nodeOpts{bootstrap: true})
-	waitReady(t, tn.Node)
+	waitReady(t, tn.Raft)
 	ctx := context.Background()
 	applied := func() uint64 {
 		idx, err := tn.f.AppliedIndex()

@@ -15,7 +15,7 @@ import (
 // and on a follower (which batches and forwards to the leader, then waits
 // for its own FSM to apply the entry).
 //
-//	go test -run XXX -bench BenchmarkProposeCluster -benchtime 3s ./broker/cluster/
+//	go test -run XXX -bench BenchmarkProposeCluster -benchtime 3s ./cluster/
 func BenchmarkProposeCluster(b *testing.B) {
 	for _, on := range []string{"leader", "follower"} {
 		for _, proposers := range []int{1, 64, 512} {

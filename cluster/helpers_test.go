@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/testutil"
 )
 
@@ -106,9 +106,9 @@ func getKey(db *badger.DB, key string) (string, error) {
 	return out, err
 }
 
-// testNode is a running Node with its own Badger and metrics registry.
+// testNode is a running Raft with its own Badger and metrics registry.
 type testNode struct {
-	*Node
+	*Raft
 	f      *fsm.FSM
 	db     *badger.DB
 	reg    *prometheus.Registry
@@ -164,7 +164,7 @@ func startNode(t testing.TB, o nodeOpts) *testNode {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	tn := &testNode{Node: n, f: f, db: db, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	tn := &testNode{Raft: n, f: f, db: db, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { tn.done <- n.Run(ctx) }()
 	t.Cleanup(func() { tn.stop(t) })
 	return tn
@@ -191,7 +191,7 @@ func (tn *testNode) stop(t testing.TB) {
 	}
 }
 
-func waitReady(t testing.TB, n *Node) {
+func waitReady(t testing.TB, n *Raft) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -40,14 +40,14 @@ type inflight struct {
 // leader (after waiting about an election for one), no quorum, shutdown,
 // Raft overloaded, or ctx done first. When ctx ends first the command may
 // still commit, so callers must make commands safe to repeat.
-func (n *Node) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+func (n *Raft) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
 	start := time.Now()
 	v, err := n.propose(ctx, t, payload)
 	n.m.observe(start, err)
 	return v, err
 }
 
-func (n *Node) propose(ctx context.Context, t byte, payload []byte) (any, error) {
+func (n *Raft) propose(ctx context.Context, t byte, payload []byte) (any, error) {
 	if len(payload) > MaxCommandSize {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(payload), MaxCommandSize)
 	}
@@ -93,7 +93,7 @@ func (n *Node) propose(ctx context.Context, t byte, payload []byte) (any, error)
 // then whatever else is already queued (up to MaxBatch), with no
 // artificial wait. While Raft writes one entry, the next batch gathers in
 // the queue, so batches grow with load by themselves.
-func (n *Node) batcher(ctx context.Context) {
+func (n *Raft) batcher(ctx context.Context) {
 	var carry *request
 	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
 	for {
@@ -131,7 +131,7 @@ func (n *Node) batcher(ctx context.Context) {
 
 // waiter answers the requests of each entry once Raft has applied it.
 // Entries resolve in log order, so one goroutine suffices.
-func (n *Node) waiter() {
+func (n *Raft) waiter() {
 	for in := range n.pending {
 		err := in.f.Error()
 		var results []fsm.Result
@@ -173,7 +173,7 @@ func raftErr(err error) error {
 
 // failForwards answers the follower proposals still queued when the
 // forwarder stopped.
-func (n *Node) failForwards() {
+func (n *Raft) failForwards() {
 	for {
 		select {
 		case r := <-n.fwd:
@@ -185,7 +185,7 @@ func (n *Node) failForwards() {
 }
 
 // failQueued answers the requests still queued when the batcher stopped.
-func (n *Node) failQueued() {
+func (n *Raft) failQueued() {
 	for {
 		select {
 		case r := <-n.reqs:

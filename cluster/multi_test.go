@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -136,7 +136,7 @@ func waitVoters(t testing.TB, ms []*member, want int) *member {
 		return nil
 	})
 	for _, m := range running(ms) {
-		waitReady(t, m.Node)
+		waitReady(t, m.Raft)
 	}
 	return leader
 }
@@ -420,7 +420,7 @@ func TestLeaveAndRemove(t *testing.T) {
 
 func TestSingleNodeGrowsToThree(t *testing.T) {
 	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true })
-	waitReady(t, n1.Node)
+	waitReady(t, n1.Raft)
 	proposeKeys(t, n1, keyList("alone-", 30)...)
 	if err := n1.Leave(context.Background()); !errors.Is(err, ErrLastVoter) {
 		t.Fatalf("Leave of the only voter: %v", err)

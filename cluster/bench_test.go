@@ -15,7 +15,7 @@ import (
 // written into Badger by the FSM, from many parallel proposers (as many
 // MQTT clients waiting for their PUBACK would be).
 //
-//	go test -run XXX -bench BenchmarkPropose -benchtime 3s ./broker/cluster/
+//	go test -run XXX -bench BenchmarkPropose -benchtime 3s ./cluster/
 func BenchmarkPropose(b *testing.B) {
 	for _, proposers := range []int{1, 64, 512} {
 		b.Run(fmt.Sprintf("proposers=%d", proposers), func(b *testing.B) {
@@ -28,7 +28,7 @@ func benchPropose(b *testing.B, proposers int) {
 	tn := startNode(b, nodeOpts{bootstrap: true, tweak: func(c *Config) {
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 0, 0, 0 // production defaults
 	}})
-	waitReady(b, tn.Node)
+	waitReady(b, tn.Raft)
 	value := make([]byte, 200)
 	for i := range value {
 		value[i] = 'a' + byte(i%26)

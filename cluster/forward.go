@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -34,7 +34,7 @@ const (
 
 // forward handles a proposal made on a node that is not the leader: it
 // joins the next batch sent to the leader.
-func (n *Node) forward(ctx context.Context, t byte, payload []byte) (any, error) {
+func (n *Raft) forward(ctx context.Context, t byte, payload []byte) (any, error) {
 	r := &request{ctx: ctx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
 	select {
 	case n.fwd <- r:
@@ -60,7 +60,7 @@ func (n *Node) forward(ctx context.Context, t byte, payload []byte) (any, error)
 
 // forwarder gathers follower proposals into batches and sends each on its
 // own goroutine (tracked by wg), at most maxForwardsInFlight at a time.
-func (n *Node) forwarder(ctx context.Context, wg *sync.WaitGroup) {
+func (n *Raft) forwarder(ctx context.Context, wg *sync.WaitGroup) {
 	sem := make(chan struct{}, maxForwardsInFlight)
 	var carry *request
 	for {
@@ -102,7 +102,7 @@ func (n *Node) forwarder(ctx context.Context, wg *sync.WaitGroup) {
 // commands and maxEntryBytes; a request that does not fit is returned as
 // carry for the next batch. Requests whose caller has gone are answered
 // and left out.
-func (n *Node) gather(first *request, q chan *request) (batch []*request, carry *request) {
+func (n *Raft) gather(first *request, q chan *request) (batch []*request, carry *request) {
 	size := 0
 	add := func(r *request) {
 		if err := r.ctx.Err(); err != nil {
@@ -130,7 +130,7 @@ func (n *Node) gather(first *request, q chan *request) (batch []*request, carry 
 
 // sendForward sends one batch to the leader and answers its requests
 // from the local FSM's apply of the entry.
-func (n *Node) sendForward(batch []*request) {
+func (n *Raft) sendForward(batch []*request) {
 	cmds := make([]fsm.Command, len(batch))
 	for i, r := range batch {
 		cmds[i] = r.cmd
@@ -173,7 +173,7 @@ func (n *Node) sendForward(batch []*request) {
 // applyOnLeader hands an encoded batch to the leader and returns its log
 // index. A "not the leader" answer (nothing was appended) is retried once
 // after the leader is resolved again, and so is a failure to connect.
-func (n *Node) applyOnLeader(ctx context.Context, data []byte) (uint64, error) {
+func (n *Raft) applyOnLeader(ctx context.Context, data []byte) (uint64, error) {
 	var tried string
 	for attempt := 0; ; attempt++ {
 		addr, err := n.waitLeader(ctx, tried)
@@ -210,14 +210,14 @@ func (n *Node) applyOnLeader(ctx context.Context, data []byte) (uint64, error) {
 
 // leaderWait is how long a proposal waits for a leader to appear, about
 // the time Raft needs to notice a dead leader and elect another.
-func (n *Node) leaderWait() time.Duration {
+func (n *Raft) leaderWait() time.Duration {
 	return 2 * (n.cfg.HeartbeatTimeout + n.cfg.ElectionTimeout)
 }
 
 // waitLeader returns the leader's address, waiting up to leaderWait (and
 // ctx) for one to be known. An address equal to avoid (a leader that just
 // refused or could not be reached) is taken only once the wait is over.
-func (n *Node) waitLeader(ctx context.Context, avoid string) (string, error) {
+func (n *Raft) waitLeader(ctx context.Context, avoid string) (string, error) {
 	deadline := time.Now().Add(n.leaderWait())
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -241,7 +241,7 @@ func (n *Node) waitLeader(ctx context.Context, avoid string) (string, error) {
 }
 
 // applyForwarded is the leader's side of a forwarded batch.
-func (n *Node) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
+func (n *Raft) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
 	select {
 	case <-n.stopping:
 		reply.Code, reply.Message = codeUnavailable, "node stopping"

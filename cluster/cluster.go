@@ -31,7 +31,7 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edgechat/edgechat/broker/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -71,7 +71,7 @@ var (
 	ErrMachineNumbers = errors.New("cluster: no free machine number")
 )
 
-// Config configures a Node. Zero durations and sizes take the defaults.
+// Config configures a Raft. Zero durations and sizes take the defaults.
 type Config struct {
 	NodeName      string // stable node ID (the Raft ServerID), e.g. "n1"
 	DataDir       string // Raft state lives in DataDir/raft
@@ -174,8 +174,10 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Node is one member of the Raft cluster.
-type Node struct {
+// Raft is this node's member of the Raft cluster: the hashicorp/raft
+// instance, its log and snapshot stores, the batching proposer and the
+// node-to-node RPC that shares its port.
+type Raft struct {
 	cfg    Config
 	log    *slog.Logger
 	fsm    *fsm.FSM
@@ -209,7 +211,7 @@ type Node struct {
 // cluster's own command handlers (CmdNodeRegister) on f, so f must be
 // fresh for each New. Run must be called to serve proposals and to
 // release what New opened.
-func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
+func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	if f == nil {
 		return nil, errors.New("cluster: nil FSM")
 	}
@@ -311,7 +313,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 
 	stopCtx, stopCtxC := context.WithCancel(context.Background())
 	closers = append(closers, func() error { stopCtxC(); return nil })
-	n := &Node{
+	n := &Raft{
 		cfg:      cfg,
 		log:      log,
 		fsm:      f,
@@ -352,7 +354,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Node, err error) {
 
 // Run serves proposals until ctx is done, then waits briefly for entries
 // in flight, shuts Raft down and closes the transport and the stores.
-func (n *Node) Run(ctx context.Context) error {
+func (n *Raft) Run(ctx context.Context) error {
 	if !n.running.CompareAndSwap(false, true) {
 		return errors.New("cluster: Run called twice")
 	}
@@ -439,7 +441,7 @@ func (n *Node) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (n *Node) logLeaderChanges(obs <-chan raft.Observation) {
+func (n *Raft) logLeaderChanges(obs <-chan raft.Observation) {
 	for o := range obs {
 		if lo, ok := o.Data.(raft.LeaderObservation); ok {
 			n.log.Info("raft leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr, "self", n.IsLeader())
@@ -448,13 +450,13 @@ func (n *Node) logLeaderChanges(obs <-chan raft.Observation) {
 }
 
 // Addr is the transport's advertised address (what peers dial).
-func (n *Node) Addr() string { return string(n.trans.LocalAddr()) }
+func (n *Raft) Addr() string { return string(n.trans.LocalAddr()) }
 
 // ID is the node's Raft server ID (Config.NodeName).
-func (n *Node) ID() string { return n.cfg.NodeName }
+func (n *Raft) ID() string { return n.cfg.NodeName }
 
 // IsLeader reports whether this node is the Raft leader now.
-func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+func (n *Raft) IsLeader() bool { return n.raft.State() == raft.Leader }
 
 // Stats is a point-in-time view of the node's Raft state.
 type Stats struct {
@@ -470,13 +472,13 @@ type Stats struct {
 
 // LeaderID is the name of the leader this node knows, "" when none (a
 // cheap check for readiness; Stats also reads the configuration).
-func (n *Node) LeaderID() string {
+func (n *Raft) LeaderID() string {
 	_, id := n.raft.LeaderWithID()
 	return string(id)
 }
 
 // Stats returns the node's Raft state.
-func (n *Node) Stats() Stats {
+func (n *Raft) Stats() Stats {
 	addr, id := n.raft.LeaderWithID()
 	return Stats{
 		State:        n.raft.State().String(),
@@ -494,7 +496,7 @@ func (n *Node) Stats() Stats {
 // every entry committed before the call: on the leader through a Raft
 // barrier, on a follower once a fresh heartbeat shows its applied index
 // caught up with the leader's commit index.
-func (n *Node) WaitReady(ctx context.Context) error {
+func (n *Raft) WaitReady(ctx context.Context) error {
 	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
