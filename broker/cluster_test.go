@@ -6,6 +6,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"github.com/edgechat/edgechat/cluster"
 	"reflect"
 	"slices"
 	"strings"
@@ -27,7 +28,7 @@ import (
 type fabric struct {
 	mu       sync.Mutex
 	handlers map[string]any // node + "/" + service → handler
-	members  []Member
+	members  []cluster.Member
 	down     map[string]bool // unreachable nodes
 	lose     map[string]int  // node → replies to lose (the call runs, the caller gets an error)
 }
@@ -35,7 +36,7 @@ type fabric struct {
 func newFabric(names ...string) *fabric {
 	f := &fabric{handlers: map[string]any{}, down: map[string]bool{}, lose: map[string]int{}}
 	for _, n := range names {
-		f.members = append(f.members, Member{Name: n, Addr: n})
+		f.members = append(f.members, cluster.Member{Name: n, Addr: n})
 	}
 	return f
 }
@@ -54,7 +55,7 @@ func (f *fabric) loseReplies(node string, n int) {
 
 func (f *fabric) removeMember(node string) {
 	f.mu.Lock()
-	f.members = slices.DeleteFunc(f.members, func(m Member) bool { return m.Name == node })
+	f.members = slices.DeleteFunc(f.members, func(m cluster.Member) bool { return m.Name == node })
 	f.mu.Unlock()
 }
 
@@ -67,7 +68,7 @@ var _ Cluster = (*fabricNode)(nil)
 
 func (n *fabricNode) Self() string { return n.name }
 
-func (n *fabricNode) Members() []Member {
+func (n *fabricNode) Members() []cluster.Member {
 	n.f.mu.Lock()
 	defer n.f.mu.Unlock()
 	return slices.Clone(n.f.members)

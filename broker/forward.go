@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"github.com/edgechat/edgechat/cluster"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,7 @@ type forwarder struct {
 	table   *routes.Table
 	peerIn  *mqtt.Client // inline client that injects forwarded publishes
 
-	members atomic.Pointer[map[string]Member]
+	members atomic.Pointer[map[string]cluster.Member]
 	kick    chan struct{} // refresh the member list now
 
 	mu     sync.Mutex
@@ -126,7 +127,7 @@ func newForwarder(b *Broker, c Cluster, table *routes.Table) *forwarder {
 		srcs: map[string]*source{}, kick: make(chan struct{}, 1), ctx: b.baseCtx}
 	f.peerIn = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-peer", true)
 	f.peerIn.Properties.ProtocolVersion = 5
-	empty := map[string]Member{}
+	empty := map[string]cluster.Member{}
 	f.members.Store(&empty)
 	f.refreshMembers()
 	table.OnChange(func(node, _ string) {
@@ -150,7 +151,7 @@ func (f *forwarder) kickRefresh() {
 // that are no longer members.
 func (f *forwarder) refreshMembers() {
 	ms := f.cluster.Members()
-	m := make(map[string]Member, len(ms))
+	m := make(map[string]cluster.Member, len(ms))
 	for _, x := range ms {
 		m[x.Name] = x
 	}

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"github.com/edgechat/edgechat/cluster"
 	"strings"
 	"sync"
 	"time"
@@ -18,18 +19,11 @@ type Cluster interface {
 	// Self is this node's name.
 	Self() string
 	// Members are the current members (cluster.Stats().Members).
-	Members() []Member
+	Members() []cluster.Member
 	// Call invokes method on the node at peerAddr (its cluster address).
 	Call(ctx context.Context, peerAddr, method string, req, resp any) error
 	// RegisterRPC publishes handler's methods as "name.Method".
 	RegisterRPC(name string, handler any) error
-}
-
-// Member is a node of the cluster.
-type Member struct {
-	Name   string
-	Addr   string // cluster (RPC) address
-	Leader bool
 }
 
 // Proposer commits route commands through the Raft log (implemented by

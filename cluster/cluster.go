@@ -455,6 +455,10 @@ func (n *Raft) Addr() string { return string(n.trans.LocalAddr()) }
 // ID is the node's Raft server ID (Config.NodeName).
 func (n *Raft) ID() string { return n.cfg.NodeName }
 
+// Self is this node's name (the same as ID; the name the broker's and
+// presence's cluster interfaces use).
+func (n *Raft) Self() string { return n.cfg.NodeName }
+
 // IsLeader reports whether this node is the Raft leader now.
 func (n *Raft) IsLeader() bool { return n.raft.State() == raft.Leader }
 

@@ -550,16 +550,22 @@ func (n *Raft) pollPeers(ctx context.Context) {
 }
 
 // Member is one server of the Raft configuration as this node sees it.
+// It is the one member type of edgechat: the broker, presence and the
+// /cluster API all take it from here.
 type Member struct {
-	Name     string
-	Addr     string
-	Suffrage string // Voter, Nonvoter, Staging
-	Leader   bool
+	Name     string `json:"name"`
+	Addr     string `json:"clusterAddr"` // the cluster (Raft and RPC) address
+	Suffrage string `json:"suffrage"`    // Voter, Nonvoter, Staging
+	Leader   bool   `json:"leader"`
 	// Lag is how many log entries the member is behind the leader, from
 	// the leader's last poll (every second); -1 when unknown (this node is
 	// not the leader, or the member has not answered lately).
-	Lag int64
+	Lag int64 `json:"lag"`
 }
+
+// Members are the servers of the current Raft configuration, sorted by
+// name.
+func (n *Raft) Members() []Member { return n.members() }
 
 func (n *Raft) members() []Member {
 	servers := n.configuration()

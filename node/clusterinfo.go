@@ -6,54 +6,10 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/clusterapi"
-	"github.com/edgechat/edgechat/services/presence"
 )
-
-// brokerCluster adapts the Raft node to what the broker needs for routing
-// and forwarding between nodes.
-type brokerCluster struct{ n *cluster.Raft }
-
-func (c brokerCluster) Self() string { return c.n.ID() }
-
-func (c brokerCluster) Members() []broker.Member {
-	ms := c.n.Stats().Members
-	out := make([]broker.Member, len(ms))
-	for i, m := range ms {
-		out[i] = broker.Member{Name: m.Name, Addr: m.Addr, Leader: m.Leader}
-	}
-	return out
-}
-
-func (c brokerCluster) Call(ctx context.Context, addr, method string, req, resp any) error {
-	return c.n.Call(ctx, addr, method, req, resp)
-}
-
-func (c brokerCluster) RegisterRPC(name string, h any) error { return c.n.RegisterRPC(name, h) }
-
-// presenceCluster adapts the Raft node to what the presence service needs
-// to run each user's state machine on the user's home node.
-type presenceCluster struct{ n *cluster.Raft }
-
-func (c presenceCluster) Self() string { return c.n.ID() }
-
-func (c presenceCluster) Members() []presence.Member {
-	ms := c.n.Stats().Members
-	out := make([]presence.Member, len(ms))
-	for i, m := range ms {
-		out[i] = presence.Member{Name: m.Name, Addr: m.Addr}
-	}
-	return out
-}
-
-func (c presenceCluster) Call(ctx context.Context, addr, method string, req, resp any) error {
-	return c.n.Call(ctx, addr, method, req, resp)
-}
-
-func (c presenceCluster) RegisterRPC(name string, h any) error { return c.n.RegisterRPC(name, h) }
 
 // retainedPresence reads this node's copies of the retained presence/{uid}
 // (the broker copies every retained publish to every node).
@@ -141,7 +97,7 @@ func (n *Node) selfInfo() clusterapi.NodeInfo {
 		Connections: n.Broker.Connections(), Ready: n.Ready()}
 }
 
-func (n *Node) peerInfo(ctx context.Context, m clusterapi.Member) (clusterapi.NodeInfo, error) {
+func (n *Node) peerInfo(ctx context.Context, m cluster.Member) (clusterapi.NodeInfo, error) {
 	var info clusterapi.NodeInfo
 	err := n.raft.Call(ctx, m.Addr, "Edge.Info", &InfoArgs{}, &info)
 	return info, err
@@ -151,8 +107,6 @@ func (n *Node) clusterStatus() clusterapi.Status {
 	st := n.raft.Stats()
 	out := clusterapi.Status{Node: n.cfg.NodeID, State: st.State, Leader: st.LeaderID, Term: st.Term,
 		LastIndex: st.LastIndex, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}
-	for _, m := range st.Members {
-		out.Members = append(out.Members, clusterapi.Member{Name: m.Name, Addr: m.Addr, Suffrage: m.Suffrage, Leader: m.Leader, Lag: m.Lag})
-	}
+	out.Members = st.Members
 	return out
 }

@@ -164,7 +164,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	}
 	n.Presence, err = presence.New(presence.Config{Interval: cfg.Heartbeat, Grace: cfg.PresenceGrace},
 		presence.Deps{Publisher: pub, Visibility: visibility{n}, Logger: log.With("component", "presence"), Registerer: reg,
-			Cluster: presenceCluster{n.raft}, Retained: retainedPresence{n}})
+			Cluster: n.raft, Retained: retainedPresence{n}})
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +186,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Registerer:     reg,
 	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: visibility{n},
 		Membership: membership{n.Users}, Blocks: n.Users,
-		Cluster: brokerCluster{n.raft}, Proposer: n.raft, Routes: n.routes, Registry: n.clients})
+		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients})
 	if err != nil {
 		return nil, fmt.Errorf("node: broker: %w", err)
 	}

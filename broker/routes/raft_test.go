@@ -19,14 +19,14 @@ import (
 // commit its own, and converges after the partition heals.
 func TestRouteTableAcrossAPartition(t *testing.T) {
 	tables := map[string]*routes.Table{}
-	c := clustertest.StartInmem(t, 3, clustertest.WithHandlers(func(m *clustertest.Member) {
+	c := clustertest.StartInmem(t, 3, clustertest.WithHandlers(func(m *clustertest.Server) {
 		tb, err := routes.New(m.DB, m.FSM)
 		if err != nil {
 			t.Fatal(err)
 		}
 		tables[m.ID] = tb
 	}))
-	add := func(m *clustertest.Member, node, filter string) (uint64, error) {
+	add := func(m *clustertest.Server, node, filter string) (uint64, error) {
 		p, err := routes.EncodeRoute(node, filter)
 		if err != nil {
 			t.Fatal(err)
@@ -45,7 +45,7 @@ func TestRouteTableAcrossAPartition(t *testing.T) {
 	// Cut the leader off with nobody: it is a minority of one.
 	c.Partition(leader.ID)
 	var majority []string
-	for _, m := range c.Members {
+	for _, m := range c.Servers {
 		if m.ID != leader.ID {
 			majority = append(majority, m.ID)
 		}

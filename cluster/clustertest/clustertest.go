@@ -25,7 +25,7 @@ import (
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// ErrNotLeader is returned by Member.Propose on a member that is not the
+// ErrNotLeader is returned by Server.Propose on a member that is not the
 // leader; it wraps wire.ErrUnavailable like the real node's errors.
 var ErrNotLeader = fmt.Errorf("clustertest: not the leader: %w", wire.ErrUnavailable)
 
@@ -33,19 +33,19 @@ var ErrNotLeader = fmt.Errorf("clustertest: not the leader: %w", wire.ErrUnavail
 type Option func(*options)
 
 type options struct {
-	register func(m *Member)
+	register func(m *Server)
 	timeout  time.Duration
 }
 
 // WithHandlers installs FSM handlers on every member before Raft starts
 // (for example the routing package's Register).
-func WithHandlers(fn func(m *Member)) Option { return func(o *options) { o.register = fn } }
+func WithHandlers(fn func(m *Server)) Option { return func(o *options) { o.register = fn } }
 
 // WithTimeout sets the heartbeat and election timeouts (default 50 ms).
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
-// Member is one Raft server of the harness.
-type Member struct {
+// Server is one Raft server of the harness.
+type Server struct {
 	ID    string
 	Raft  *raft.Raft
 	FSM   *fsm.FSM
@@ -56,7 +56,7 @@ type Member struct {
 // Cluster is a set of members bootstrapped as voters of one cluster.
 type Cluster struct {
 	t       testing.TB
-	Members []*Member
+	Servers []*Server
 
 	mu  sync.Mutex
 	cut map[[2]int]bool // disconnected pairs (i<j)
@@ -74,7 +74,7 @@ func StartInmem(t testing.TB, n int, opts ...Option) *Cluster {
 	var servers []raft.Server
 	for i := range n {
 		addr, trans := raft.NewInmemTransport("")
-		m := &Member{ID: fmt.Sprintf("m%d", i+1), Trans: trans}
+		m := &Server{ID: fmt.Sprintf("m%d", i+1), Trans: trans}
 		db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).
 			WithMemTableSize(8 << 20).WithNumMemtables(2).
 			WithBlockCacheSize(4 << 20).WithIndexCacheSize(4 << 20))
@@ -86,17 +86,17 @@ func StartInmem(t testing.TB, n int, opts ...Option) *Cluster {
 		if o.register != nil {
 			o.register(m)
 		}
-		c.Members = append(c.Members, m)
+		c.Servers = append(c.Servers, m)
 		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: addr})
 	}
-	for _, a := range c.Members {
-		for _, b := range c.Members {
+	for _, a := range c.Servers {
+		for _, b := range c.Servers {
 			if a != b {
 				a.Trans.Connect(b.Trans.LocalAddr(), b.Trans)
 			}
 		}
 	}
-	for _, m := range c.Members {
+	for _, m := range c.Servers {
 		conf := raft.DefaultConfig()
 		conf.LocalID = raft.ServerID(m.ID)
 		conf.HeartbeatTimeout = o.timeout
@@ -116,7 +116,7 @@ func StartInmem(t testing.TB, n int, opts ...Option) *Cluster {
 		m.Raft = r
 	}
 	t.Cleanup(func() {
-		for _, m := range c.Members {
+		for _, m := range c.Servers {
 			_ = m.Raft.Shutdown().Error()
 			_ = m.DB.Close()
 		}
@@ -124,9 +124,9 @@ func StartInmem(t testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// Member returns the member with the given ID.
-func (c *Cluster) Member(id string) *Member {
-	for _, m := range c.Members {
+// Server returns the server with the given ID.
+func (c *Cluster) Server(id string) *Server {
+	for _, m := range c.Servers {
 		if m.ID == id {
 			return m
 		}
@@ -140,8 +140,8 @@ func (c *Cluster) Member(id string) *Member {
 func (c *Cluster) Partition(ids ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, a := range c.Members {
-		for j, b := range c.Members {
+	for i, a := range c.Servers {
+		for j, b := range c.Servers {
 			if i < j && slices.Contains(ids, a.ID) != slices.Contains(ids, b.ID) {
 				a.Trans.Disconnect(b.Trans.LocalAddr())
 				b.Trans.Disconnect(a.Trans.LocalAddr())
@@ -156,7 +156,7 @@ func (c *Cluster) Heal() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p := range c.cut {
-		a, b := c.Members[p[0]], c.Members[p[1]]
+		a, b := c.Servers[p[0]], c.Servers[p[1]]
 		a.Trans.Connect(b.Trans.LocalAddr(), b.Trans)
 		b.Trans.Connect(a.Trans.LocalAddr(), a.Trans)
 	}
@@ -165,12 +165,12 @@ func (c *Cluster) Heal() {
 
 // Leader waits (up to 10 s) until exactly one member among ids (all
 // members when none are given) is leader, and returns it.
-func (c *Cluster) Leader(ids ...string) *Member {
+func (c *Cluster) Leader(ids ...string) *Server {
 	c.t.Helper()
-	var leader *Member
+	var leader *Server
 	checkFor(c.t, 10*time.Second, 5*time.Millisecond, func() error {
 		leader = nil
-		for _, m := range c.Members {
+		for _, m := range c.Servers {
 			if len(ids) > 0 && !slices.Contains(ids, m.ID) {
 				continue
 			}
@@ -192,7 +192,7 @@ func (c *Cluster) Leader(ids ...string) *Member {
 // Propose appends cmds as one entry through this member, which must be
 // the leader, and returns the results its FSM computed and the entry's
 // log index. Failures wrap wire.ErrUnavailable.
-func (m *Member) Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Result, uint64, error) {
+func (m *Server) Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Result, uint64, error) {
 	if m.Raft.State() != raft.Leader {
 		return nil, 0, ErrNotLeader
 	}
@@ -230,7 +230,7 @@ func (c *Cluster) Propose(ctx context.Context, cmds ...fsm.Command) ([]fsm.Resul
 func (c *Cluster) WaitApplied(index uint64, ids ...string) {
 	c.t.Helper()
 	checkFor(c.t, 10*time.Second, 5*time.Millisecond, func() error {
-		for _, m := range c.Members {
+		for _, m := range c.Servers {
 			if len(ids) > 0 && !slices.Contains(ids, m.ID) {
 				continue
 			}

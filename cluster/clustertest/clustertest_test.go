@@ -15,7 +15,7 @@ import (
 
 const cmdPut byte = 0xF0 // payload "k=v": sets r/t/k
 
-func withPut(m *Member) {
+func withPut(m *Server) {
 	m.FSM.Register(cmdPut, func(tx *badger.Txn, _ fsm.Position, p []byte) (any, error) {
 		for i, b := range p {
 			if b == '=' {
@@ -28,7 +28,7 @@ func withPut(m *Member) {
 
 func put(k, v string) fsm.Command { return fsm.Command{Type: cmdPut, Payload: []byte(k + "=" + v)} }
 
-func get(m *Member, k string) (string, error) {
+func get(m *Server, k string) (string, error) {
 	var v []byte
 	err := m.DB.View(func(tx *badger.Txn) error {
 		it, err := tx.Get([]byte("r/t/" + k))
@@ -50,8 +50,8 @@ func TestMinorityCannotCommitMajorityCanAndHealConverges(t *testing.T) {
 
 	// Cut the leader and one follower off: a minority of two.
 	old := c.Leader()
-	var buddy *Member
-	for _, m := range c.Members {
+	var buddy *Server
+	for _, m := range c.Servers {
 		if m != old {
 			buddy = m
 			break
@@ -59,7 +59,7 @@ func TestMinorityCannotCommitMajorityCanAndHealConverges(t *testing.T) {
 	}
 	c.Partition(old.ID, buddy.ID)
 	var majority []string
-	for _, m := range c.Members {
+	for _, m := range c.Servers {
 		if m != old && m != buddy {
 			majority = append(majority, m.ID)
 		}
@@ -82,7 +82,7 @@ func TestMinorityCannotCommitMajorityCanAndHealConverges(t *testing.T) {
 		}
 		last = idx
 	}
-	for _, m := range []*Member{old, buddy} {
+	for _, m := range []*Server{old, buddy} {
 		if _, err := get(m, "maj0"); err == nil {
 			t.Fatalf("%s saw a write across the partition", m.ID)
 		}
@@ -90,7 +90,7 @@ func TestMinorityCannotCommitMajorityCanAndHealConverges(t *testing.T) {
 
 	c.Heal()
 	c.WaitApplied(last)
-	for _, m := range c.Members {
+	for _, m := range c.Servers {
 		for i := range 10 {
 			if v, err := get(m, fmt.Sprint("maj", i)); err != nil || v != "y" {
 				t.Errorf("%s: maj%d = %q, %v", m.ID, i, v, err)

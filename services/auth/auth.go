@@ -53,7 +53,7 @@ var (
 	ErrUsernameTaken      = errors.New("auth: username taken")
 	ErrInvalidUsername    = errors.New("auth: invalid username")
 	ErrInvalidPassword    = errors.New("auth: invalid password")
-	ErrInvalidDisplayName = errors.New("auth: invalid display name")
+	ErrInvalidDisplayName = wire.ErrInvalidDisplayName
 	ErrInvalidCredentials = errors.New("auth: invalid username or password")
 	ErrRateLimited        = errors.New("auth: too many failed logins")
 	ErrRefreshInvalid     = errors.New("auth: refresh token unknown, expired or revoked")

@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/json"
 	"errors"
+	"github.com/edgechat/edgechat/internal/wire"
 	"testing"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -39,8 +40,8 @@ func FuzzDecodeRegister(f *testing.F) {
 			if err := validPassword(req.Password); err != nil && !errors.Is(err, ErrInvalidPassword) {
 				t.Fatal(err)
 			}
-			if n, err := normalizeDisplayName(req.DisplayName); err == nil {
-				if _, err := normalizeDisplayName(n); err != nil {
+			if n, err := wire.NormalizeDisplayName(req.DisplayName); err == nil {
+				if _, err := wire.NormalizeDisplayName(n); err != nil {
 					t.Fatalf("normalized name refused: %q", n)
 				}
 			} else if !errors.Is(err, ErrInvalidDisplayName) {

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/wire"
@@ -18,8 +17,8 @@ import (
 // Limits of account fields.
 const (
 	MinPassword    = 8
-	MaxPassword    = 128 // bytes
-	MaxDisplayName = 64  // characters
+	MaxPassword    = 128                 // bytes
+	MaxDisplayName = wire.MaxDisplayName // characters
 )
 
 // NormalizeUsername lowercases an ASCII username and checks it is a valid
@@ -52,22 +51,6 @@ func validPassword(pw string) error {
 	return nil
 }
 
-// normalizeDisplayName trims surrounding spaces and checks 1-64 printable
-// characters.
-func normalizeDisplayName(name string) (string, error) {
-	name = strings.TrimSpace(name)
-	n := utf8.RuneCountInString(name)
-	if n < 1 || n > MaxDisplayName || !utf8.ValidString(name) {
-		return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
-	}
-	for _, r := range name {
-		if !unicode.IsPrint(r) {
-			return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
-		}
-	}
-	return name, nil
-}
-
 func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
 	b, err := json.Marshal(cmd)
 	if err != nil {
@@ -91,7 +74,7 @@ func (s *Service) CreateAccount(ctx context.Context, username, password, display
 	if displayName == "" {
 		displayName = uid
 	}
-	if displayName, err = normalizeDisplayName(displayName); err != nil {
+	if displayName, err = wire.NormalizeDisplayName(displayName); err != nil {
 		s.registrations.WithLabelValues("invalid").Inc()
 		return "", err
 	}

@@ -7,6 +7,7 @@ package clusterapi
 import (
 	"context"
 	"errors"
+	"github.com/edgechat/edgechat/cluster"
 	"net/http"
 	"sort"
 	"sync"
@@ -15,15 +16,6 @@ import (
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
 )
-
-// Member is one Raft member as the cluster layer reports it.
-type Member struct {
-	Name     string `json:"name"`
-	Addr     string `json:"clusterAddr"`
-	Suffrage string `json:"suffrage"`
-	Leader   bool   `json:"leader"`
-	Lag      int64  `json:"lag"` // entries behind the leader, -1 unknown
-}
 
 // NodeInfo is what a node says about itself.
 type NodeInfo struct {
@@ -37,21 +29,21 @@ type NodeInfo struct {
 
 // Status is the answer of GET /cluster/status.
 type Status struct {
-	Node         string   `json:"node"`
-	State        string   `json:"state"`
-	Leader       string   `json:"leader"`
-	Term         uint64   `json:"term"`
-	LastIndex    uint64   `json:"lastIndex"`
-	CommitIndex  uint64   `json:"commitIndex"`
-	AppliedIndex uint64   `json:"appliedIndex"`
-	Members      []Member `json:"members"`
+	Node         string           `json:"node"`
+	State        string           `json:"state"`
+	Leader       string           `json:"leader"`
+	Term         uint64           `json:"term"`
+	LastIndex    uint64           `json:"lastIndex"`
+	CommitIndex  uint64           `json:"commitIndex"`
+	AppliedIndex uint64           `json:"appliedIndex"`
+	Members      []cluster.Member `json:"members"`
 }
 
 // Deps is what the service needs from the node.
 type Deps struct {
 	Status   func() Status
 	Self     func() NodeInfo
-	PeerInfo func(ctx context.Context, m Member) (NodeInfo, error) // asks another member about itself
+	PeerInfo func(ctx context.Context, m cluster.Member) (NodeInfo, error) // asks another member about itself
 	Leave    func(ctx context.Context) error
 	Remove   func(ctx context.Context, name string) error
 	// InfoTimeout bounds the question to each peer; default 1s.
@@ -110,7 +102,7 @@ func (s *Service) Nodes(ctx context.Context) []NodeView {
 			continue
 		}
 		wg.Add(1)
-		go func(i int, m Member) {
+		go func(i int, m cluster.Member) {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, s.deps.InfoTimeout)
 			defer cancel()

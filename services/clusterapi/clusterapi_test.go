@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/edgechat/edgechat/cluster"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -15,10 +16,10 @@ func newSvc(t *testing.T, peers map[string]NodeInfo, down map[string]bool) *Serv
 	t.Helper()
 	s, err := New(Deps{
 		Status: func() Status {
-			return Status{Node: "n1", Members: []Member{{Name: "n1", Addr: "a1"}, {Name: "n2", Addr: "a2"}, {Name: "n3", Addr: "a3"}}}
+			return Status{Node: "n1", Members: []cluster.Member{{Name: "n1", Addr: "a1"}, {Name: "n2", Addr: "a2"}, {Name: "n3", Addr: "a3"}}}
 		},
 		Self: func() NodeInfo { return NodeInfo{Name: "n1", MQTT: "tcp://n1", Connections: 50, Ready: true} },
-		PeerInfo: func(_ context.Context, m Member) (NodeInfo, error) {
+		PeerInfo: func(_ context.Context, m cluster.Member) (NodeInfo, error) {
 			if down[m.Name] {
 				return NodeInfo{}, errors.New("unreachable")
 			}

@@ -3,6 +3,7 @@ package presence
 import (
 	"context"
 	"fmt"
+	"github.com/edgechat/edgechat/cluster"
 	"slices"
 	"sync"
 	"time"
@@ -70,19 +71,13 @@ const (
 	EventHeartbeat    byte = 3
 )
 
-// Member is a node of the cluster.
-type Member struct {
-	Name string
-	Addr string // cluster (RPC) address
-}
-
 // Cluster is the presence service's view of its cluster (the node adapts
 // *cluster.Raft).
 type Cluster interface {
 	// Self is this node's name.
 	Self() string
 	// Members are the current members.
-	Members() []Member
+	Members() []cluster.Member
 	// Call invokes method on the node at peerAddr.
 	Call(ctx context.Context, peerAddr, method string, req, resp any) error
 	// RegisterRPC publishes handler's methods as "name.Method".
@@ -165,7 +160,7 @@ type clusterState struct {
 	// applying a received batch, changing the view. Lock order: mu, then
 	// Service.mu.
 	mu      sync.Mutex
-	members []Member                       // sorted by name; empty: only this node
+	members []cluster.Member               // sorted by name; empty: only this node
 	local   map[string]map[string]struct{} // uid → live connection IDs on this node
 	queues  map[string]*outQueue
 }
@@ -191,7 +186,7 @@ func newClusterState(s *Service, c Cluster, r Retained, refresh time.Duration, m
 
 // home is the rendezvous hash winner for uid among members (self when
 // there are none).
-func home(members []Member, self, uid string) string {
+func home(members []cluster.Member, self, uid string) string {
 	if len(members) == 0 {
 		return self
 	}
@@ -504,9 +499,14 @@ func (c *clusterState) run(ctx context.Context) {
 // refreshMembers reloads the members; when they changed it moves the
 // users whose home moved (see the top of this file).
 func (c *clusterState) refreshMembers() {
+	// Only names and addresses matter here: a change of leader or lag is
+	// not a membership change.
 	ms := c.c.Members()
 	ms = slices.Clone(ms)
-	slices.SortFunc(ms, func(a, b Member) int {
+	for i, m := range ms {
+		ms[i] = cluster.Member{Name: m.Name, Addr: m.Addr}
+	}
+	slices.SortFunc(ms, func(a, b cluster.Member) int {
 		if a.Name < b.Name {
 			return -1
 		}

@@ -3,6 +3,7 @@ package users
 import (
 	"encoding/json"
 	"errors"
+	"github.com/edgechat/edgechat/internal/wire"
 	"slices"
 	"testing"
 
@@ -28,8 +29,8 @@ func FuzzDecodePatch(f *testing.F) {
 			t.Fatalf("round trip: %s (%v)", b, err)
 		}
 		if req.DisplayName != nil {
-			if n, err := normalizeDisplayName(*req.DisplayName); err == nil {
-				if _, err := normalizeDisplayName(n); err != nil {
+			if n, err := wire.NormalizeDisplayName(*req.DisplayName); err == nil {
+				if _, err := wire.NormalizeDisplayName(n); err != nil {
 					t.Fatalf("normalized name refused: %q", n)
 				}
 			} else if !errors.Is(err, ErrInvalidDisplayName) {

@@ -106,8 +106,8 @@ func (s *Service) groupRoutes() []httpapi.Route {
 	}
 }
 
-// Member is one entry of a member list.
-type Member struct {
+// GroupMember is one entry of a group's member list.
+type GroupMember struct {
 	UID  string `json:"userId"`
 	Role Role   `json:"role"`
 }
@@ -115,8 +115,8 @@ type Member struct {
 // groupView is a group as its members see it.
 type groupView struct {
 	Group
-	Role    Role     `json:"role"`
-	Members []Member `json:"members,omitempty"`
+	Role    Role          `json:"role"`
+	Members []GroupMember `json:"members,omitempty"`
 }
 
 // view builds what uid sees of gid; ErrNoGroup unless uid is a member.
@@ -135,9 +135,9 @@ func (s *Service) view(gid, uid string, withMembers bool) (groupView, error) {
 		if err != nil {
 			return groupView{}, err
 		}
-		v.Members = make([]Member, 0, len(m.ids))
+		v.Members = make([]GroupMember, 0, len(m.ids))
 		for _, id := range m.ids {
-			v.Members = append(v.Members, Member{UID: id, Role: m.roles[id]})
+			v.Members = append(v.Members, GroupMember{UID: id, Role: m.roles[id]})
 		}
 	}
 	return v, nil
@@ -287,9 +287,9 @@ func (s *Service) handleListMembers(w http.ResponseWriter, r *http.Request) {
 		i = sort.SearchStrings(m.ids, cursor+"\x00")
 	}
 	end := min(i+limit, len(m.ids))
-	page := make([]Member, 0, end-i)
+	page := make([]GroupMember, 0, end-i)
 	for _, id := range m.ids[i:end] {
-		page = append(page, Member{UID: id, Role: m.roles[id]})
+		page = append(page, GroupMember{UID: id, Role: m.roles[id]})
 	}
 	out := map[string]any{"members": page}
 	if end < len(m.ids) {

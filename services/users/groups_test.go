@@ -18,8 +18,8 @@ import (
 
 type viewBody struct {
 	Group
-	Role    Role     `json:"role"`
-	Members []Member `json:"members"`
+	Role    Role          `json:"role"`
+	Members []GroupMember `json:"members"`
 }
 
 func (e *env) createGroup(owner, name string, members ...string) viewBody {
@@ -69,7 +69,7 @@ func TestGroupCreate(t *testing.T) {
 		v.Role != RoleOwner || v.MemberCount != 4 || !v.CreatedAt.Equal(e.clock.Now()) {
 		t.Fatalf("created: %+v", v)
 	}
-	want := []Member{{"adam", RoleMember}, {"max", RoleMember}, {"mia", RoleMember}, {"owen", RoleOwner}}
+	want := []GroupMember{{"adam", RoleMember}, {"max", RoleMember}, {"mia", RoleMember}, {"owen", RoleOwner}}
 	if !slices.Equal(v.Members, want) {
 		t.Fatalf("members: %+v", v.Members)
 	}
@@ -348,8 +348,8 @@ func TestGroupETagAndPaging(t *testing.T) {
 	cursor := ""
 	for {
 		var page struct {
-			Members    []Member `json:"members"`
-			NextCursor string   `json:"nextCursor"`
+			Members    []GroupMember `json:"members"`
+			NextCursor string        `json:"nextCursor"`
 		}
 		q := path + "/members?limit=2"
 		if cursor != "" {

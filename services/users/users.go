@@ -53,13 +53,13 @@ var _ interface {
 
 // Limits of profile fields, in characters.
 const (
-	MaxDisplayName = 64
+	MaxDisplayName = wire.MaxDisplayName
 	MaxAbout       = 280
 )
 
 // Sentinel errors.
 var (
-	ErrInvalidDisplayName = errors.New("users: invalid display name")
+	ErrInvalidDisplayName = wire.ErrInvalidDisplayName
 	ErrInvalidAbout       = errors.New("users: invalid about text")
 	ErrInvalidUserID      = errors.New("users: invalid user ID")
 	errBadCommand         = errors.New("users: malformed command")
@@ -191,7 +191,7 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	// Handlers re-validate: a command is applied on every node, and bad
 	// state must not enter the log's effects even from a buggy proposer.
 	if c.DisplayName != nil {
-		if _, err := normalizeDisplayName(*c.DisplayName); err != nil {
+		if _, err := wire.NormalizeDisplayName(*c.DisplayName); err != nil {
 			return nil, err
 		}
 	}
@@ -224,7 +224,7 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	oldName := p.DisplayName
 	if c.DisplayName != nil {
-		p.DisplayName, _ = normalizeDisplayName(*c.DisplayName)
+		p.DisplayName, _ = wire.NormalizeDisplayName(*c.DisplayName)
 	}
 	// The search index follows the display name in the same transaction.
 	if found && oldName != p.DisplayName {
@@ -247,22 +247,6 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 		return nil, err
 	}
 	return &applied{s: s, value: p, inv: invalidation{profiles: []string{c.UID}}}, nil
-}
-
-// normalizeDisplayName trims surrounding spaces and checks 1-64 printable
-// characters.
-func normalizeDisplayName(name string) (string, error) {
-	name = strings.TrimSpace(name)
-	n := utf8.RuneCountInString(name)
-	if n < 1 || n > MaxDisplayName || !utf8.ValidString(name) {
-		return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
-	}
-	for _, r := range name {
-		if !unicode.IsPrint(r) {
-			return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidDisplayName, MaxDisplayName)
-		}
-	}
-	return name, nil
 }
 
 // validAbout allows up to 280 characters of printable text and line breaks.
@@ -304,7 +288,7 @@ func (s *Service) CreateProfile(ctx context.Context, uid, displayName string) er
 	if displayName == "" {
 		displayName = uid
 	}
-	name, err := normalizeDisplayName(displayName)
+	name, err := wire.NormalizeDisplayName(displayName)
 	if err != nil {
 		return err
 	}
@@ -321,7 +305,7 @@ func (s *Service) Update(ctx context.Context, uid string, displayName, about *st
 		return Profile{}, fmt.Errorf("%w: %q", ErrInvalidUserID, uid)
 	}
 	if displayName != nil {
-		name, err := normalizeDisplayName(*displayName)
+		name, err := wire.NormalizeDisplayName(*displayName)
 		if err != nil {
 			return Profile{}, err
 		}
