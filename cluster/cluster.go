@@ -204,6 +204,8 @@ type Raft struct {
 	disc     discovery
 	statMu   sync.Mutex
 	peerStat map[string]peerStatus // leader's last poll of each member
+
+	memberWatch memberWatch // announces member list changes (MembersChanged)
 }
 
 // New opens the Raft stores under cfg.DataDir, binds the transport and
@@ -341,7 +343,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	closers = append(closers, func() error { n.peers.close(); return nil })
 
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
-	n.raft, err = raft.NewRaft(conf, f, w, w, snaps, trans)
+	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, w, w, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -444,6 +446,7 @@ func (n *Raft) Run(ctx context.Context) error {
 func (n *Raft) logLeaderChanges(obs <-chan raft.Observation) {
 	for o := range obs {
 		if lo, ok := o.Data.(raft.LeaderObservation); ok {
+			n.memberWatch.notify() // Member.Leader changed
 			n.log.Info("raft leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr, "self", n.IsLeader())
 		}
 	}

@@ -471,3 +471,46 @@ func TestConfigMembership(t *testing.T) {
 		}
 	}
 }
+
+// The member list is announced on change: a follower that watches
+// MembersChanged learns of a joining node without polling, and of a new
+// leader.
+func TestMembersChangedAnnouncesJoinsAndLeaders(t *testing.T) {
+	ms := startCluster(t, 2)
+	leader := leaderOf(t, ms)
+	var follower *member
+	for _, m := range ms {
+		if m != leader {
+			follower = m
+		}
+	}
+	changed := follower.MembersChanged()
+	if n := len(follower.Members()); n != 2 {
+		t.Fatalf("members before the join: %d", n)
+	}
+	select {
+	case <-changed:
+		t.Fatal("MembersChanged fired with nothing changed")
+	case <-time.After(200 * time.Millisecond):
+	}
+	ms = append(ms, startMember(t, "n3", func(c *Config) { c.Join = []string{follower.addr} }))
+	select {
+	case <-changed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("MembersChanged did not fire when n3 joined")
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := len(follower.Members()); n != 3 {
+			return fmt.Errorf("follower sees %d members", n)
+		}
+		return nil
+	})
+
+	changed = follower.MembersChanged()
+	leader.stop(t)
+	select {
+	case <-changed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("MembersChanged did not fire when the leader went away")
+	}
+}
