@@ -33,9 +33,9 @@ const (
 	membershipTimeout = 10 * time.Second
 	// discoveryCallTimeout bounds one Info or Join call while forming.
 	discoveryCallTimeout = 2 * time.Second
-	// statusInterval is how often the leader asks followers for their
-	// indexes (Stats' per-member lag); statusStale is when an answer is
-	// too old to show.
+	// statusInterval is how long the leader reuses followers' answers
+	// about their indexes (Stats' per-member lag); statusStale is when an
+	// answer is too old to show.
 	statusInterval = time.Second
 	statusStale    = 3 * statusInterval
 )
@@ -512,41 +512,39 @@ type peerStatus struct {
 	at        time.Time
 }
 
-// pollPeers runs in Run: while this node leads, it asks every other
-// member for its indexes, for the lag in Stats.
+// pollPeers asks every other member for its indexes, for the lag in
+// Stats. It runs when Stats is asked for (an operator's status page),
+// not on a timer: an idle cluster does no work for a figure nobody reads.
+// Answers younger than statusInterval are reused; a member that does not
+// answer within statusInterval/2 shows an unknown lag.
 func (n *Raft) pollPeers(ctx context.Context) {
-	tick := time.NewTicker(statusInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if !n.IsLeader() {
+	if !n.IsLeader() {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, s := range n.configuration() {
+		if s.ID == raft.ServerID(n.cfg.NodeName) {
 			continue
 		}
-		var wg sync.WaitGroup
-		for _, s := range n.configuration() {
-			if s.ID == raft.ServerID(n.cfg.NodeName) {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, statusInterval/2)
-				defer cancel()
-				var r InfoReply
-				if err := n.Call(cctx, string(s.Address), clusterService+".Info", &InfoArgs{}, &r); err != nil {
-					return
-				}
-				n.statMu.Lock()
-				n.peerStat[string(s.ID)] = peerStatus{lastIndex: r.LastIndex, at: time.Now()}
-				n.statMu.Unlock()
-			}()
+		n.statMu.Lock()
+		fresh := time.Since(n.peerStat[string(s.ID)].at) < statusInterval
+		n.statMu.Unlock()
+		if fresh {
+			continue
 		}
-		wg.Wait()
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, statusInterval/2)
+			defer cancel()
+			var r InfoReply
+			if err := n.Call(cctx, string(s.Address), clusterService+".Info", &InfoArgs{}, &r); err != nil {
+				return
+			}
+			n.statMu.Lock()
+			n.peerStat[string(s.ID)] = peerStatus{lastIndex: r.LastIndex, at: time.Now()}
+			n.statMu.Unlock()
+		})
 	}
+	wg.Wait()
 }
 
 // Member is one server of the Raft configuration as this node sees it.

@@ -144,6 +144,9 @@ func (n *Raft) waiter() {
 		} else {
 			err = raftErr(err)
 		}
+		if err == nil {
+			n.announceCommit()
+		}
 		for i, r := range in.reqs {
 			if err != nil {
 				r.done <- result{err: err}
@@ -204,6 +207,9 @@ type metrics struct {
 	rejected    prometheus.Counter
 	unavailable prometheus.Counter
 	invalid     prometheus.Counter
+	// announcements counts the barriers the leader appended to tell
+	// followers the commit index (announce.go).
+	announcements prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -221,8 +227,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_proposals_total",
 		Help: "Proposals by result: ok, rejected (the handler returned an error), unavailable (not committed now), invalid.",
 	}, []string{"result"})
+	announcements := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_commit_announcements_total",
+		Help: "Barriers the leader appended to tell followers of its commits at once (instead of a short CommitTimeout).",
+	})
 	if reg != nil {
 		var err error
+		if announcements, err = register(reg, announcements); err != nil {
+			return nil, err
+		}
 		if commit, err = register(reg, commit); err != nil {
 			return nil, err
 		}
@@ -234,12 +247,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return &metrics{
-		commit:      commit,
-		batch:       batch,
-		ok:          total.WithLabelValues("ok"),
-		rejected:    total.WithLabelValues("rejected"),
-		unavailable: total.WithLabelValues("unavailable"),
-		invalid:     total.WithLabelValues("invalid"),
+		commit:        commit,
+		batch:         batch,
+		announcements: announcements,
+		ok:            total.WithLabelValues("ok"),
+		rejected:      total.WithLabelValues("rejected"),
+		unavailable:   total.WithLabelValues("unavailable"),
+		invalid:       total.WithLabelValues("invalid"),
 	}, nil
 }
 
