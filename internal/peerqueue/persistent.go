@@ -113,6 +113,9 @@ func (p *Persistent[T]) run() {
 	pos := p.Cursor()
 	for p.ctx.Err() == nil {
 		items, next, err := p.src.Read(pos, p.cfg.MaxBatch)
+		if err == nil && len(items) > 0 && next <= pos {
+			err = fmt.Errorf("peerqueue: source read %d items at %d but returned next %d", len(items), pos, next)
+		}
 		if err != nil {
 			if !pause("read", err) {
 				return

@@ -229,3 +229,43 @@ func TestBadgerCursor(t *testing.T) {
 		t.Fatal("Load of a malformed cursor succeeded")
 	}
 }
+
+// stuckLog returns items without moving the position on, until fixed.
+type stuckLog struct {
+	memLog
+	fixed chan struct{}
+}
+
+func (l *stuckLog) Read(from uint64, max int) ([]int, uint64, error) {
+	items, next, err := l.memLog.Read(from, max)
+	select {
+	case <-l.fixed:
+	default:
+		return items, from, err
+	}
+	return items, next, err
+}
+
+func TestPersistentRetriesASourceThatDoesNotAdvance(t *testing.T) {
+	src := &stuckLog{fixed: make(chan struct{})}
+	src.append(1, 2)
+	p := &peer{}
+	q, err := NewPersistent[int]("x", src, &memCursor{}, p.send, fastConfig(t, nil), 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { q.Close(); q.Wait() }()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		if src.reads < 3 {
+			return fmt.Errorf("%d reads", src.reads)
+		}
+		return nil
+	})
+	if got := p.received(); len(got) != 0 {
+		t.Fatalf("sent %v from a source that did not advance", got)
+	}
+	close(src.fixed)
+	waitReceived(t, p, []int{1, 2})
+}
