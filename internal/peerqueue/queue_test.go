@@ -71,6 +71,19 @@ func (p *peer) received() []int {
 	return slices.Clone(p.got)
 }
 
+// waitAttempts waits until the peer has seen at least n attempts.
+func (p *peer) waitAttempts(t *testing.T, n int) {
+	t.Helper()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.attempts < n {
+			return fmt.Errorf("%d attempts, want %d", p.attempts, n)
+		}
+		return nil
+	})
+}
+
 func (p *peer) set(f func(p *peer)) {
 	p.mu.Lock()
 	f(p)
@@ -220,14 +233,7 @@ func TestCloseWhileSending(t *testing.T) {
 	cfg.Timeout = time.Hour
 	q := New("n2", p.send, cfg)
 	_ = q.Push(1, 2)
-	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.attempts == 0 {
-			return errors.New("no attempt yet")
-		}
-		return nil
-	})
+	p.waitAttempts(t, 1)
 	done := make(chan struct{})
 	go func() { q.Close(ReasonClosed); q.Wait(); close(done) }()
 	select {
@@ -244,14 +250,7 @@ func TestAttemptTimeout(t *testing.T) {
 	q := New("n2", p.send, cfg)
 	defer func() { q.Close(ReasonClosed); q.Wait() }()
 	_ = q.Push(1)
-	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.attempts < 3 {
-			return fmt.Errorf("%d attempts: a hung send is not timed out", p.attempts)
-		}
-		return nil
-	})
+	p.waitAttempts(t, 3) // a hung send is timed out and retried
 }
 
 func TestPermanentErrorGivesTheBatchUp(t *testing.T) {
@@ -299,14 +298,7 @@ func TestKeepPrunesAndStartsANewEpoch(t *testing.T) {
 	q := New("n2", p.send, cfg)
 	defer func() { q.Close(ReasonClosed); q.Wait() }()
 	_ = q.Push(seq(0, 6)...)
-	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.attempts == 0 {
-			return errors.New("no attempt yet")
-		}
-		return nil
-	})
+	p.waitAttempts(t, 1)
 	// The first attempt (0..5) fails; before the retry 1 and 4 are pruned.
 	gone.Store(1, true)
 	gone.Store(4, true)
