@@ -49,7 +49,6 @@ const (
 	DefaultForwardQueue    = 100_000
 	DefaultForwardTimeout  = 5 * time.Second
 	DefaultForwardRetryMax = 2 * time.Second
-	DefaultMemberRefresh   = 500 * time.Millisecond
 	DefaultRouteResync     = 30 * time.Second
 )
 
@@ -120,7 +119,6 @@ type Config struct {
 	ForwardQueue    int           // packets queued per destination node at most (more are dropped, counted); default 100,000
 	ForwardTimeout  time.Duration // one forward RPC; default 5s
 	ForwardRetryMax time.Duration // the longest backoff between retries of a batch; default 2s
-	MemberRefresh   time.Duration // how often the member list is reloaded (queues of gone nodes dropped); default 500ms
 	RouteResync     time.Duration // how often local routes are fully reconciled with the table; default 30s
 
 	Logger     *slog.Logger
@@ -271,7 +269,6 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	setDefault(&cfg.ForwardQueue, DefaultForwardQueue)
 	setDefault(&cfg.ForwardTimeout, DefaultForwardTimeout)
 	setDefault(&cfg.ForwardRetryMax, DefaultForwardRetryMax)
-	setDefault(&cfg.MemberRefresh, DefaultMemberRefresh)
 	setDefault(&cfg.RouteResync, DefaultRouteResync)
 	if deps.Cluster != nil && (deps.Proposer == nil || deps.Routes == nil) {
 		return nil, fmt.Errorf("%w: a Cluster needs a Proposer and Routes", ErrBadConfig)
@@ -398,7 +395,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if b.rk != nil {
 		bg.Add(2)
 		go func() { defer bg.Done(); b.rk.run(b.baseCtx, b.cfg.RouteResync) }()
-		go func() { defer bg.Done(); b.fwd.runMembers(b.baseCtx, b.cfg.MemberRefresh) }()
+		go func() { defer bg.Done(); b.fwd.runMembers(b.baseCtx) }()
 	}
 	if b.ck != nil {
 		bg.Add(1)

@@ -31,6 +31,7 @@ type fabric struct {
 	members  []cluster.Member
 	down     map[string]bool // unreachable nodes
 	lose     map[string]int  // node → replies to lose (the call runs, the caller gets an error)
+	changed  chan struct{}   // closed at the next change of members
 }
 
 func newFabric(names ...string) *fabric {
@@ -56,6 +57,10 @@ func (f *fabric) loseReplies(node string, n int) {
 func (f *fabric) removeMember(node string) {
 	f.mu.Lock()
 	f.members = slices.DeleteFunc(f.members, func(m cluster.Member) bool { return m.Name == node })
+	if f.changed != nil {
+		close(f.changed)
+		f.changed = nil
+	}
 	f.mu.Unlock()
 }
 
@@ -72,6 +77,15 @@ func (n *fabricNode) Members() []cluster.Member {
 	n.f.mu.Lock()
 	defer n.f.mu.Unlock()
 	return slices.Clone(n.f.members)
+}
+
+func (n *fabricNode) MembersChanged() <-chan struct{} {
+	n.f.mu.Lock()
+	defer n.f.mu.Unlock()
+	if n.f.changed == nil {
+		n.f.changed = make(chan struct{})
+	}
+	return n.f.changed
 }
 
 func (n *fabricNode) RegisterRPC(name string, h any) error {
@@ -156,7 +170,6 @@ func startClusterOf(t *testing.T, n int, pre func(c *clusterEnv)) *clusterEnv {
 	}
 	for _, name := range names {
 		c.nodes[name] = startBrokerWith(t, func(cfg *Config) {
-			cfg.MemberRefresh = 10 * time.Millisecond
 			cfg.ForwardRetryMax = 20 * time.Millisecond
 			cfg.ForwardTimeout = time.Second
 		}, func(d *Deps) {

@@ -3,12 +3,8 @@ package broker
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
-	"github.com/edgechat/edgechat/cluster"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,6 +12,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/cluster"
+	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -25,12 +23,14 @@ import (
 // publish goes to every other member, so that retained state (presence)
 // ends the same everywhere. Each destination has one queue and one
 // sender goroutine, so publishes reach a node in the order they were
-// delivered here (per-sender order across nodes). A batch is retried
-// with backoff until acknowledged, while the destination is a member;
-// when it is no longer one its queue is dropped (counted). Batches carry
-// (epoch, seq) so that the receiver skips what a retry resends after a
-// lost acknowledgement. The receiver injects the packets with its own
-// inline client and never forwards them again.
+// delivered here (per-sender order across nodes). The queues are a
+// peerqueue.Set: a batch is retried with backoff until acknowledged,
+// while the destination is a member; when it is no longer one its queue
+// is dropped (counted as not_member). Batches carry (epoch, seq) so that
+// the receiver (peerqueue.Dedup) skips what a retry resends after a lost
+// acknowledgement. The receiver injects the packets with its own inline
+// client and never forwards them again. The member list is reloaded when
+// the cluster announces a change, not polled.
 
 // RPCService is the name of the broker's RPC service; its method
 // "Broker.Deliver" receives forwarded publishes.
@@ -93,38 +93,21 @@ type forwarder struct {
 	members atomic.Pointer[map[string]cluster.Member]
 	kick    chan struct{} // refresh the member list now
 
-	mu     sync.Mutex
-	queues map[string]*peerQueue
-	wg     sync.WaitGroup
-	ctx    context.Context
-
-	rmu  sync.Mutex
-	srcs map[string]*source // receive side: dedupe state per sending node
-}
-
-// source is what the receiver remembers of one sending node's queue.
-type source struct {
-	mu    sync.Mutex
-	epoch uint64
-	next  uint64
-}
-
-type peerQueue struct {
-	node  string
-	epoch uint64
-
-	mu      sync.Mutex
-	items   []ForwardPacket // items[head:] are pending
-	head    int
-	seq     uint64 // seq of items[head]
-	dropped bool
-	wake    chan struct{}
-	done    chan struct{}
+	q     *peerqueue.Set[ForwardPacket] // send side: one queue per destination node
+	dedup peerqueue.Dedup               // receive side: per sending node
 }
 
 func newForwarder(b *Broker, c Cluster, table *routes.Table) *forwarder {
-	f := &forwarder{b: b, cluster: c, self: c.Self(), table: table, queues: map[string]*peerQueue{},
-		srcs: map[string]*source{}, kick: make(chan struct{}, 1), ctx: b.baseCtx}
+	f := &forwarder{b: b, cluster: c, self: c.Self(), table: table, kick: make(chan struct{}, 1)}
+	f.q = peerqueue.NewSet(f.send, peerqueue.Config[ForwardPacket]{
+		MaxItems:   b.cfg.ForwardQueue,
+		MaxBatch:   b.cfg.ForwardBatch,
+		Timeout:    b.cfg.ForwardTimeout,
+		BackoffMin: 20 * time.Millisecond,
+		BackoffMax: b.cfg.ForwardRetryMax,
+		Metrics:    b.m.fwd,
+		Logger:     b.log,
+	})
 	f.peerIn = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-peer", true)
 	f.peerIn.Properties.ProtocolVersion = 5
 	empty := map[string]cluster.Member{}
@@ -156,39 +139,29 @@ func (f *forwarder) refreshMembers() {
 		m[x.Name] = x
 	}
 	f.members.Store(&m)
-	f.mu.Lock()
-	var gone []*peerQueue
-	for name, q := range f.queues {
-		if _, ok := m[name]; !ok {
-			gone = append(gone, q)
-			delete(f.queues, name)
-		}
-	}
-	f.mu.Unlock()
-	for _, q := range gone {
-		q.mu.Lock()
-		n := len(q.items) - q.head
-		q.dropped = true
-		q.items = nil
-		q.mu.Unlock()
-		close(q.done)
-		f.b.m.fwdDropped.WithLabelValues("not_member").Add(float64(n))
-		f.b.log.Info("forward queue dropped: node is no longer a member", "node", q.node, "packets", n)
+	gone := f.q.Retain(func(node string) bool { _, ok := m[node]; return ok }, dropNotMember)
+	for node, n := range gone {
+		f.b.log.Info("forward queue dropped: node is no longer a member", "node", node, "packets", n)
 	}
 }
 
-// runMembers refreshes the member list every interval (and when kicked).
-func (f *forwarder) runMembers(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+// dropNotMember is the drop reason of publishes for a node that left.
+const dropNotMember = "not_member"
+
+// runMembers refreshes the member list when the cluster announces a
+// change (or a sender kicks it), until ctx ends; then it stops the
+// queues. It does not poll: an idle cluster stays idle.
+func (f *forwarder) runMembers(ctx context.Context) {
+	defer f.q.Close()
 	for {
+		changed := f.cluster.MembersChanged() // before reading: no change is missed
+		f.refreshMembers()
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-changed:
 		case <-f.kick:
 		}
-		f.refreshMembers()
 	}
 }
 
@@ -216,14 +189,15 @@ func (f *forwarder) forward(pk packets.Packet) {
 			continue
 		}
 		if _, ok := members[node]; !ok {
-			f.b.m.fwdDropped.WithLabelValues("not_member").Inc()
+			f.b.m.fwd.Dropped(node, dropNotMember, 1)
 			continue
 		}
 		if fp == nil {
 			p := toForward(pk)
 			fp = &p
 		}
-		f.enqueue(node, *fp)
+		// A full or closed queue counts the drop itself.
+		_ = f.q.Push(node, *fp)
 	}
 }
 
@@ -248,161 +222,36 @@ func toForward(pk packets.Packet) ForwardPacket {
 	return fp
 }
 
-func (f *forwarder) enqueue(node string, fp ForwardPacket) {
-	f.mu.Lock()
-	q := f.queues[node]
-	if q == nil {
-		if f.ctx.Err() != nil {
-			f.mu.Unlock()
-			return
-		}
-		q = &peerQueue{node: node, epoch: randomEpoch(), wake: make(chan struct{}, 1), done: make(chan struct{})}
-		f.queues[node] = q
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			f.send(q)
-		}()
-	}
-	f.mu.Unlock()
-	q.mu.Lock()
-	if q.dropped {
-		q.mu.Unlock()
-		f.b.m.fwdDropped.WithLabelValues("not_member").Inc()
-		return
-	}
-	if len(q.items)-q.head >= f.b.cfg.ForwardQueue {
-		q.mu.Unlock()
-		f.b.m.fwdDropped.WithLabelValues("queue_full").Inc()
-		return
-	}
-	q.items = append(q.items, fp)
-	q.mu.Unlock()
-	f.b.m.fwdQueued.Inc()
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
-func randomEpoch() uint64 {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return binary.BigEndian.Uint64(b[:]) | 1 // never 0: 0 is "no state" on the receiver
-}
-
-// send is the queue's single sender: it sends the oldest pending packets
-// (up to ForwardBatch) and waits for the acknowledgement before the next
-// batch, retrying with backoff.
-func (f *forwarder) send(q *peerQueue) {
-	for {
-		q.mu.Lock()
-		for len(q.items) == q.head && !q.dropped {
-			q.mu.Unlock()
-			select {
-			case <-q.wake:
-			case <-q.done:
-			case <-f.ctx.Done():
-				return
-			}
-			q.mu.Lock()
-		}
-		if q.dropped {
-			q.mu.Unlock()
-			return
-		}
-		n := min(len(q.items)-q.head, f.b.cfg.ForwardBatch)
-		args := ForwardArgs{From: f.self, Epoch: q.epoch, Seq: q.seq, Packets: append([]ForwardPacket(nil), q.items[q.head:q.head+n]...)}
-		q.mu.Unlock()
-
-		if !f.deliver(q, &args) {
-			return // dropped or shutting down
-		}
-
-		q.mu.Lock()
-		if !q.dropped {
-			for i := q.head; i < q.head+n; i++ {
-				q.items[i] = ForwardPacket{} // let the payloads go
-			}
-			q.head += n
-			q.seq += uint64(n)
-			if q.head == len(q.items) {
-				q.items, q.head = q.items[:0], 0
-			} else if q.head > 1024 && q.head > len(q.items)/2 {
-				q.items = append(q.items[:0:0], q.items[q.head:]...)
-				q.head = 0
-			}
-		}
-		q.mu.Unlock()
-		f.b.m.fwdSent.Add(float64(n))
-		f.b.m.fwdBatches.Inc()
-	}
-}
-
-// deliver sends one batch until it is acknowledged; false when the queue
-// was dropped or the broker is shutting down first.
-func (f *forwarder) deliver(q *peerQueue, args *ForwardArgs) bool {
-	backoff := 20 * time.Millisecond
-	for {
-		err := f.call(q.node, args)
-		if err == nil {
-			return true
-		}
-		f.b.m.fwdRetries.Inc()
-		f.b.log.Debug("forward failed; retrying", "node", q.node, "packets", len(args.Packets), "in", backoff, "error", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-q.done:
-			t.Stop()
-			return false
-		case <-f.ctx.Done():
-			t.Stop()
-			return false
-		}
-		backoff = min(2*backoff, f.b.cfg.ForwardRetryMax)
-	}
-}
-
-func (f *forwarder) call(node string, args *ForwardArgs) error {
-	m, ok := (*f.members.Load())[node]
+// send is the queues' Sender: one Broker.Deliver call for a batch.
+func (f *forwarder) send(ctx context.Context, b peerqueue.Batch[ForwardPacket]) error {
+	m, ok := (*f.members.Load())[b.Peer]
 	if !ok {
 		f.kickRefresh()
-		return fmt.Errorf("broker: %s is not a known member", node)
+		return fmt.Errorf("broker: %s is not a known member", b.Peer)
 	}
-	ctx, cancel := context.WithTimeout(f.ctx, f.b.cfg.ForwardTimeout)
-	defer cancel()
+	args := ForwardArgs{From: f.self, Epoch: b.Epoch, Seq: b.Seq, Packets: b.Items}
 	var reply ForwardReply
-	if err := f.cluster.Call(ctx, m.Addr, deliverMethod, args, &reply); err != nil {
-		return err
+	if err := f.cluster.Call(ctx, m.Addr, deliverMethod, &args, &reply); err != nil {
+		return fmt.Errorf("broker: forward to %s: %w", b.Peer, err)
 	}
 	switch reply.Code {
 	case "":
 		return nil
 	case deliverBad:
-		// Retrying cannot help; count the batch as dropped.
-		f.b.m.fwdDropped.WithLabelValues("refused").Add(float64(len(args.Packets)))
-		f.b.log.Warn("forward refused by peer", "node", node, "packets", len(args.Packets))
-		return nil
+		// Retrying cannot help: the queue gives the batch up (refused).
+		return peerqueue.Permanent(fmt.Errorf("broker: %s refused the batch", b.Peer))
 	}
-	return fmt.Errorf("broker: %s answered %q", node, reply.Code)
+	return fmt.Errorf("broker: %s answered %q", b.Peer, reply.Code)
 }
 
 // queued is the number of packets waiting for node (tests, admin).
-func (f *forwarder) queued(node string) (int, bool) {
-	f.mu.Lock()
-	q := f.queues[node]
-	f.mu.Unlock()
-	if q == nil {
-		return 0, false
-	}
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.items) - q.head, true
-}
+func (f *forwarder) queued(node string) (int, bool) { return f.q.Len(node) }
 
-// wait waits for the sender goroutines after the broker's context ended.
-func (f *forwarder) wait() { f.wg.Wait() }
+// wait waits for the sender goroutines after runMembers closed the queues.
+func (f *forwarder) wait() {
+	f.q.Close() // in case Run never started runMembers
+	f.q.Wait()
+}
 
 // --- receive side ---
 
@@ -415,35 +264,22 @@ func (f *forwarder) receive(a *ForwardArgs, r *ForwardReply) {
 		r.Code = deliverClosed
 		return
 	}
-	f.rmu.Lock()
-	src := f.srcs[a.From]
-	if src == nil {
-		src = &source{}
-		f.srcs[a.From] = src
-	}
-	f.rmu.Unlock()
-
 	// One batch of a source at a time: a retry racing the original (whose
 	// reply was lost) waits, then finds its packets already delivered.
-	src.mu.Lock()
-	defer src.mu.Unlock()
-	skip := 0
-	if src.epoch == a.Epoch && src.next > a.Seq {
-		skip = int(min(src.next-a.Seq, uint64(len(a.Packets))))
-	}
-	f.b.m.fwdDuplicates.Add(float64(skip))
-	for _, p := range a.Packets[skip:] {
-		// Counted on arrival, before delivery, so the counter never trails
-		// what a subscriber has already seen (refusals also count below).
-		f.b.m.fwdReceived.Inc()
-		if err := f.inject(p); err != nil {
-			f.b.m.fwdDropped.WithLabelValues("invalid").Inc()
-			f.b.log.Warn("forwarded publish refused", "from", a.From, "topic", p.Topic, "error", err)
-			continue
+	f.dedup.Accept(a.From, a.Epoch, a.Seq, len(a.Packets), func(skip int) {
+		f.b.m.fwdDuplicates.Add(float64(skip))
+		for _, p := range a.Packets[skip:] {
+			// Counted on arrival, before delivery, so the counter never trails
+			// what a subscriber has already seen (refusals also count below).
+			f.b.m.fwdReceived.Inc()
+			if err := f.inject(p); err != nil {
+				f.b.m.fwd.Dropped(a.From, "invalid", 1)
+				f.b.log.Warn("forwarded publish refused", "from", a.From, "topic", p.Topic, "error", err)
+				continue
+			}
+			r.Delivered++
 		}
-		r.Delivered++
-	}
-	src.epoch, src.next = a.Epoch, a.Seq+uint64(len(a.Packets))
+	})
 }
 
 func (f *forwarder) inject(p ForwardPacket) error {

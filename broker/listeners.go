@@ -16,6 +16,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/edgechat/edgechat/internal/backoff"
 )
 
 // tracker remembers open connections of a listener so that Close can end
@@ -92,7 +94,7 @@ func (l *tcpListener) Protocol() string {
 }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
-	var backoff time.Duration
+	bo := backoff.New(5*time.Millisecond, time.Second)
 	for {
 		c, err := l.ln.Accept()
 		if err != nil {
@@ -101,12 +103,12 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			}
 			// Transient (e.g. out of file descriptors): back off like
 			// net/http instead of giving up the listener.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			l.log.Warn("accept", "error", err, "retry_in", backoff)
-			time.Sleep(backoff)
+			d := bo.Next()
+			l.log.Warn("accept", "error", err, "retry_in", d)
+			time.Sleep(d)
 			continue
 		}
-		backoff = 0
+		bo.Reset()
 		go l.handle(c, establish)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/internal/peerqueue"
 )
 
 // metrics of the MQTT node; class is the topic kind (wire.TopicKind).
@@ -17,11 +19,7 @@ type metrics struct {
 	routeProposals    *prometheus.CounterVec // op, result
 	registryProposals *prometheus.CounterVec // op, result
 	takeovers         prometheus.Counter
-	fwdQueued         prometheus.Counter
-	fwdSent           prometheus.Counter
-	fwdBatches        prometheus.Counter
-	fwdRetries        prometheus.Counter
-	fwdDropped        *prometheus.CounterVec // reason
+	fwd               *peerqueue.Metrics // edgechat_forward_{queued,sent,batches,retries,dropped}_total, _pending by peer
 	fwdReceived       prometheus.Counter
 	fwdDuplicates     prometheus.Counter
 }
@@ -56,26 +54,6 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 			Name: "edgechat_session_takeovers_total",
 			Help: "Connections this node closed because their client ID connected to another node.",
 		}),
-		fwdQueued: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_forward_queued_total",
-			Help: "Publishes queued for forwarding to another node (one per destination).",
-		}),
-		fwdSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_forward_sent_total",
-			Help: "Forwarded publishes acknowledged by their destination node.",
-		}),
-		fwdBatches: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_forward_batches_total",
-			Help: "Forward RPCs acknowledged.",
-		}),
-		fwdRetries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_forward_retries_total",
-			Help: "Forward RPCs that failed and are retried.",
-		}),
-		fwdDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edgechat_forward_dropped_total",
-			Help: "Forwarded publishes given up, by reason: not_member (destination left), queue_full, refused, invalid (received).",
-		}, []string{"reason"}),
 		fwdReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_forward_received_total",
 			Help: "Publishes received from other nodes (not counting duplicates of a resent batch).",
@@ -85,6 +63,11 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 			Help: "Received forwarded publishes skipped as resent duplicates.",
 		}),
 	}
+	fwd, err := peerqueue.NewMetrics(reg, "edgechat_forward", "Forwarded publishes")
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	m.fwd = fwd
 	if reg == nil {
 		return m, nil
 	}
@@ -93,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		Help: "Established MQTT connections.",
 	}, func() float64 { return float64(conns()) })
 	for _, c := range []prometheus.Collector{m.in, m.out, m.dropped, m.refused, gauge,
-		m.routeProposals, m.registryProposals, m.takeovers, m.fwdQueued, m.fwdSent, m.fwdBatches, m.fwdRetries, m.fwdDropped, m.fwdReceived, m.fwdDuplicates} {
+		m.routeProposals, m.registryProposals, m.takeovers, m.fwdReceived, m.fwdDuplicates} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

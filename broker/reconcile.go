@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/backoff"
 )
 
 // reconcileLoop drives a keeper of replicated state (routes, the client
@@ -16,7 +18,7 @@ func reconcileLoop(ctx context.Context, resync time.Duration, wake chan struct{}
 	markAll()
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
-	backoff := time.Duration(0)
+	bo := backoff.New(50*time.Millisecond, 2*time.Second)
 	for {
 		select {
 		case <-ctx.Done():
@@ -30,14 +32,9 @@ func reconcileLoop(ctx context.Context, resync time.Duration, wake chan struct{}
 			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
-			log.Debug(what+" proposal failed; retrying", "in", backoff, "error", err)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			log.Debug(what+" proposal failed; retrying", "error", err)
+			if bo.Sleep(ctx) != nil {
 				return
-			case <-t.C:
 			}
 			select {
 			case wake <- struct{}{}:
@@ -45,6 +42,6 @@ func reconcileLoop(ctx context.Context, resync time.Duration, wake chan struct{}
 			}
 			continue
 		}
-		backoff = 0
+		bo.Reset()
 	}
 }

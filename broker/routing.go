@@ -20,6 +20,9 @@ type Cluster interface {
 	Self() string
 	// Members are the current members (cluster.Stats().Members).
 	Members() []cluster.Member
+	// MembersChanged is closed at the next change of the member list
+	// (call it again after it fires, before reading Members).
+	MembersChanged() <-chan struct{}
 	// Call invokes method on the node at peerAddr (its cluster address).
 	Call(ctx context.Context, peerAddr, method string, req, resp any) error
 	// RegisterRPC publishes handler's methods as "name.Method".

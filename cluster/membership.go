@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/edgechat/edgechat/internal/backoff"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -346,7 +347,7 @@ func (n *Raft) formCluster(ctx context.Context) {
 			n.disc.mu.Unlock()
 		}()
 	}
-	backoff := 50 * time.Millisecond
+	bo := backoff.New(50*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
 		if n.inConfiguration() {
 			return
@@ -360,15 +361,9 @@ func (n *Raft) formCluster(ctx context.Context) {
 		} else {
 			done = n.tryJoin(ctx, attempt)
 		}
-		if done {
+		if done || bo.Sleep(ctx) != nil {
 			return
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 
@@ -377,17 +372,11 @@ func (n *Raft) formCluster(ctx context.Context) {
 // that is a no-op; a node that left or was removed, and is started again
 // with Join, comes back, and one whose address changed has it updated.
 func (n *Raft) rejoin(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	bo := backoff.New(100*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
-		if n.tryJoin(ctx, attempt) {
+		if n.tryJoin(ctx, attempt) || bo.Sleep(ctx) != nil {
 			return
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

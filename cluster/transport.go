@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/internal/backoff"
 )
 
 // The cluster port carries two protocols. The dialer writes one byte
@@ -88,7 +90,7 @@ func (m *mux) start() {
 
 func (m *mux) acceptLoop() {
 	defer m.wg.Done()
-	var backoff time.Duration
+	bo := backoff.New(5*time.Millisecond, time.Second)
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
@@ -101,16 +103,13 @@ func (m *mux) acceptLoop() {
 				return
 			}
 			// EMFILE and friends: back off rather than spin.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			m.log.Warn("cluster accept failed", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-m.closed:
+			m.log.Warn("cluster accept failed; retrying", "err", err)
+			if !bo.Wait(m.closed) {
 				return
 			}
 			continue
 		}
-		backoff = 0
+		bo.Reset()
 		if !m.track(c) {
 			_ = c.Close()
 			return

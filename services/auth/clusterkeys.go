@@ -12,6 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/backoff"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -120,7 +121,7 @@ func (s *Service) PublishKey(ctx context.Context) error {
 // Run publishes the node's signing key once the cluster can commit
 // (retrying with backoff), then waits for ctx to end.
 func (s *Service) Run(ctx context.Context) error {
-	delay := 200 * time.Millisecond
+	bo := backoff.New(200*time.Millisecond, 30*time.Second)
 	for {
 		err := s.PublishKey(ctx)
 		if err == nil {
@@ -129,14 +130,9 @@ func (s *Service) Run(ctx context.Context) error {
 		if !errors.Is(err, wire.ErrUnavailable) {
 			s.log.Warn("publishing signing key failed; retrying", "err", err)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if bo.Sleep(ctx) != nil {
 			return nil
-		case <-t.C:
 		}
-		delay = min(2*delay, 30*time.Second)
 	}
 	s.log.Info("signing key published to the cluster", "kid", s.keys.signer.kid)
 	<-ctx.Done()

@@ -3,11 +3,13 @@ package presence
 import (
 	"context"
 	"fmt"
-	"github.com/edgechat/edgechat/cluster"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/edgechat/edgechat/cluster"
+	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -18,14 +20,15 @@ import (
 // is. Every node sends its own Connected, Disconnected and Heartbeat
 // events for a user to the user's home, over node-to-node RPC
 // ("Presence.Events"), through one ordered, retried queue per
-// destination; the home runs the one state machine for the user and
+// destination (a peerqueue.Set); the home runs the one state machine for the user and
 // publishes the retained presence/{uid}, which the broker copies to every
 // node. Connection IDs are unique per connection, so a takeover across
 // nodes (Connected on n2, Disconnected of the old connection on n1, in
 // either order) never publishes offline: at worst it starts a grace that
 // the other event cancels.
 //
-// Membership changes move homes. Then every node
+// Membership changes move homes; the cluster announces them
+// (MembersChanged), nothing polls. Then every node
 //   - re-announces (Connected) its live connections of each user whose
 //     home moved, to the new home;
 //   - forgets, without publishing, the state of users it no longer homes
@@ -53,8 +56,6 @@ const (
 	eventsMethod = RPCService + ".Events"
 	statusMethod = RPCService + ".Status"
 
-	// DefaultMemberRefresh is how often the member list is reloaded.
-	DefaultMemberRefresh = 500 * time.Millisecond
 	// DefaultForwardQueue bounds the events queued for one node.
 	DefaultForwardQueue = 100_000
 
@@ -78,6 +79,9 @@ type Cluster interface {
 	Self() string
 	// Members are the current members.
 	Members() []cluster.Member
+	// MembersChanged is closed at the next change of the member list
+	// (call it again after it fires, before reading Members).
+	MembersChanged() <-chan struct{}
 	// Call invokes method on the node at peerAddr.
 	Call(ctx context.Context, peerAddr, method string, req, resp any) error
 	// RegisterRPC publishes handler's methods as "name.Method".
@@ -148,35 +152,37 @@ type clusterState struct {
 	c        Cluster
 	retained Retained
 	self     string
-	refresh  time.Duration
-	maxQueue int
+	kick     chan struct{} // refresh the member list now
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	kick   chan struct{}
+	// queues send events to their users' homes; Keep drops the events
+	// whose home moved (the re-announcement covers them).
+	queues *peerqueue.Set[Event]
+	// view is members for the queues' Keep and Sender, which must not
+	// take mu (routeLocked pushes with mu held).
+	view atomic.Pointer[[]cluster.Member]
 
 	// mu orders everything that depends on the view: routing an event,
 	// applying a received batch, changing the view. Lock order: mu, then
-	// Service.mu.
+	// Service.mu; mu, then the queues' locks.
 	mu      sync.Mutex
 	members []cluster.Member               // sorted by name; empty: only this node
 	local   map[string]map[string]struct{} // uid → live connection IDs on this node
-	queues  map[string]*outQueue
 }
 
-type outQueue struct {
-	node    string
-	items   []Event // guarded by clusterState.mu
-	dropped bool    // guarded by clusterState.mu
-	wake    chan struct{}
-	done    chan struct{}
-}
-
-func newClusterState(s *Service, c Cluster, r Retained, refresh time.Duration, maxQueue int) (*clusterState, error) {
-	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(), refresh: refresh, maxQueue: maxQueue,
-		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, queues: map[string]*outQueue{}}
-	cs.ctx, cs.cancel = context.WithCancel(context.Background())
+func newClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerqueue.Metrics) (*clusterState, error) {
+	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(),
+		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}}
+	cs.view.Store(&[]cluster.Member{})
+	cs.queues = peerqueue.NewSet(cs.send, peerqueue.Config[Event]{
+		MaxItems:   maxQueue,
+		MaxBatch:   forwardBatch,
+		Timeout:    forwardTimeout,
+		BackoffMin: 20 * time.Millisecond,
+		BackoffMax: retryMax,
+		Keep:       func(node string, e Event) bool { return home(*cs.view.Load(), cs.self, e.UID) == node },
+		Metrics:    m,
+		Logger:     s.log,
+	})
 	if err := c.RegisterRPC(RPCService, &presenceRPC{s: s}); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
@@ -342,28 +348,7 @@ func (c *clusterState) routeLocked(e Event) {
 		c.s.apply(e)
 		return
 	}
-	q := c.queues[h]
-	if q == nil {
-		if c.ctx.Err() != nil {
-			return
-		}
-		q = &outQueue{node: h, wake: make(chan struct{}, 1), done: make(chan struct{})}
-		c.queues[h] = q
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			c.send(q)
-		}()
-	}
-	if len(q.items) >= c.maxQueue {
-		c.s.mFwdDropped.Inc()
-		return
-	}
-	q.items = append(q.items, e)
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
+	_ = c.queues.Push(h, e) // a full or closed queue counts the drop itself
 }
 
 func (s *Service) apply(e Event) {
@@ -398,101 +383,54 @@ func (s *Service) receive(events []Event) bool {
 	return true
 }
 
-// send is a queue's single sender: it sends the oldest events in order
-// and retries until they are accepted, dropping events whose home is no
-// longer the queue's node (the re-announcement covers them), and the
-// whole queue when the node is no longer a member.
-func (c *clusterState) send(q *outQueue) {
-	backoff := 20 * time.Millisecond
-	for {
-		c.mu.Lock()
-		for len(q.items) == 0 {
-			c.mu.Unlock()
-			select {
-			case <-q.wake:
-			case <-q.done:
-				return
-			case <-c.ctx.Done():
-				return
-			}
-			c.mu.Lock()
+// send is the queues' Sender: one Presence.Events call. A refusal
+// (NotHome: the views differ) or a failure is retried by the queue,
+// after Keep dropped the events whose home moved meanwhile.
+func (c *clusterState) send(ctx context.Context, b peerqueue.Batch[Event]) error {
+	addr := ""
+	for _, m := range *c.view.Load() {
+		if m.Name == b.Peer {
+			addr = m.Addr
 		}
-		addr := c.addrLocked(q.node)
-		keep := q.items[:0]
-		for _, e := range q.items {
-			if c.homeLocked(e.UID) == q.node {
-				keep = append(keep, e)
-			}
-		}
-		clear(q.items[len(keep):])
-		q.items = keep
-		n := min(len(q.items), forwardBatch)
-		args := EventsArgs{From: c.self, Events: slices.Clone(q.items[:n])}
-		c.mu.Unlock()
-		if n == 0 {
-			continue
-		}
-
-		err := fmt.Errorf("presence: %s is not a member", q.node)
+	}
+	err := fmt.Errorf("presence: %s is not a member", b.Peer)
+	if addr != "" {
 		var reply EventsReply
-		if addr != "" {
-			ctx, cancel := context.WithTimeout(c.ctx, forwardTimeout)
-			err = c.c.Call(ctx, addr, eventsMethod, &args, &reply)
-			cancel()
-			if err == nil && reply.NotHome {
-				err = fmt.Errorf("presence: %s does not home these users yet", q.node)
-			}
+		err = c.c.Call(ctx, addr, eventsMethod, &EventsArgs{From: c.self, Events: b.Items}, &reply)
+		if err == nil && reply.NotHome {
+			err = fmt.Errorf("presence: %s does not home these users yet", b.Peer)
 		}
-		if err == nil {
-			c.mu.Lock()
-			// The items before n are exactly the batch: only this
-			// goroutine removes items, routeLocked only appends (a
-			// dropped queue is emptied and left).
-			if q.dropped {
-				c.mu.Unlock()
-				return
-			}
-			clear(q.items[:n])
-			q.items = q.items[n:]
-			c.mu.Unlock()
-			c.s.mFwdSent.Add(float64(n))
-			backoff = 20 * time.Millisecond
-			continue
-		}
-		c.s.mFwdRetries.Inc()
-		c.s.log.Debug("presence: forwarding failed; retrying", "node", q.node, "events", n, "in", backoff, "err", err)
-		select {
-		case c.kick <- struct{}{}: // the view may be stale: refresh it now
-		default:
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-q.done:
-			t.Stop()
-			return
-		case <-c.ctx.Done():
-			t.Stop()
-			return
-		}
-		backoff = min(2*backoff, retryMax)
+	}
+	if err != nil {
+		c.kickRefresh() // the view may be stale: refresh it now
+		return fmt.Errorf("presence: send events: %w", err)
+	}
+	return nil
+}
+
+func (c *clusterState) kickRefresh() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
-// run refreshes the member list until ctx ends, then stops the senders.
+// run refreshes the member list whenever the cluster announces a change
+// (or a failed send kicks it) until ctx ends, then stops the queues.
 func (c *clusterState) run(ctx context.Context) {
-	t := time.NewTicker(c.refresh)
-	defer t.Stop()
+	defer func() {
+		c.queues.Close()
+		c.queues.Wait()
+	}()
 	for {
+		changed := c.c.MembersChanged() // before reading: no change is missed
+		c.refreshMembers()
 		select {
 		case <-ctx.Done():
-			c.cancel()
-			c.wg.Wait()
 			return
-		case <-t.C:
+		case <-changed:
 		case <-c.kick:
 		}
-		c.refreshMembers()
 	}
 }
 
@@ -522,6 +460,7 @@ func (c *clusterState) refreshMembers() {
 	}
 	old := c.members
 	c.members = ms
+	c.view.Store(&ms)
 	sameNames := len(old) == len(ms)
 	for i := 0; sameNames && i < len(ms); i++ {
 		sameNames = old[i].Name == ms[i].Name
@@ -531,14 +470,7 @@ func (c *clusterState) refreshMembers() {
 	}
 	c.s.log.Info("presence: cluster membership changed", "members", len(ms))
 	// Queues of nodes that left.
-	for name, q := range c.queues {
-		if c.addrLocked(name) == "" {
-			c.s.mFwdDropped.Add(float64(len(q.items)))
-			q.items, q.dropped = nil, true
-			close(q.done)
-			delete(c.queues, name)
-		}
-	}
+	c.queues.Retain(func(node string) bool { return c.addrLocked(node) != "" }, "not_member")
 	// Re-announce this node's live connections to their users' new homes.
 	for uid, conns := range c.local {
 		if home(old, c.self, uid) == home(ms, c.self, uid) {

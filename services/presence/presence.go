@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -78,11 +79,9 @@ type Config struct {
 	// at least 10ms. It bounds how late a demotion can be published.
 	Tick time.Duration
 
-	// With Deps.Cluster: how often the member list is reloaded (default
-	// DefaultMemberRefresh) and how many events may wait for one node
-	// (default DefaultForwardQueue; more are dropped and counted).
-	MemberRefresh time.Duration
-	ForwardQueue  int
+	// With Deps.Cluster: how many events may wait for one node (default
+	// DefaultForwardQueue; more are dropped and counted).
+	ForwardQueue int
 }
 
 // Deps are the collaborators. Publisher is required.
@@ -148,9 +147,6 @@ type Service struct {
 	gInactive    prometheus.Gauge
 	mTransitions *prometheus.CounterVec
 	mPubErrors   prometheus.Counter
-	mFwdSent     prometheus.Counter
-	mFwdRetries  prometheus.Counter
-	mFwdDropped  prometheus.Counter
 
 	cl *clusterState // nil on a single node
 }
@@ -197,18 +193,6 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_presence_publish_errors_total",
 			Help: "Presence updates the broker refused.",
 		}),
-		mFwdSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_presence_forwarded_total",
-			Help: "Presence events sent to the users' home nodes and accepted.",
-		}),
-		mFwdRetries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_presence_forward_retries_total",
-			Help: "Failed or refused sends of presence events to a home node (retried).",
-		}),
-		mFwdDropped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "edgechat_presence_forward_dropped_total",
-			Help: "Presence events dropped: queue full or the home node left.",
-		}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -223,23 +207,25 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		s.mTransitions.WithLabelValues(st)
 	}
 	if r := deps.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{s.mUsers, s.mTransitions, s.mPubErrors, s.mFwdSent, s.mFwdRetries, s.mFwdDropped} {
+		for _, c := range []prometheus.Collector{s.mUsers, s.mTransitions, s.mPubErrors} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("presence: registering metrics: %w", err)
 			}
 		}
 	}
-	if cfg.MemberRefresh < 0 || cfg.ForwardQueue < 0 {
-		return nil, fmt.Errorf("%w: negative member refresh %v or forward queue %d", ErrConfig, cfg.MemberRefresh, cfg.ForwardQueue)
+	if cfg.ForwardQueue < 0 {
+		return nil, fmt.Errorf("%w: negative forward queue %d", ErrConfig, cfg.ForwardQueue)
 	}
 	if deps.Cluster != nil {
-		if cfg.MemberRefresh == 0 {
-			cfg.MemberRefresh = DefaultMemberRefresh
-		}
 		if cfg.ForwardQueue == 0 {
 			cfg.ForwardQueue = DefaultForwardQueue
 		}
-		cl, err := newClusterState(s, deps.Cluster, deps.Retained, cfg.MemberRefresh, cfg.ForwardQueue)
+		// edgechat_presence_forward_{queued,sent,batches,retries,dropped}_total, _pending by peer.
+		m, err := peerqueue.NewMetrics(deps.Registerer, "edgechat_presence_forward", "Presence events sent to the users' home nodes")
+		if err != nil {
+			return nil, fmt.Errorf("presence: %w", err)
+		}
+		cl, err := newClusterState(s, deps.Cluster, deps.Retained, cfg.ForwardQueue, m)
 		if err != nil {
 			return nil, err
 		}
