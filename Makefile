@@ -18,8 +18,10 @@ test: vet
 test-chaos:
 	EDGECHAT_CHAOS=1 $(GO) test -count=1 -v -timeout 20m -run 'Chaos|Partition|Rolling|WholeCluster|SIGKILL' ./cmd/edgechat/
 
+## vet: go vet, go.mod/go.sum tidy (needs the module proxy or a warm cache), gofmt
 vet:
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit; the difference:"; $(GO) mod tidy -diff; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 

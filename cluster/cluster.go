@@ -246,9 +246,11 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		return nil, err
 	}
 	closers = append(closers, unlock)
-	// raft-wal v0.4.0's Close leaves its metadata DB (bbolt) open, and a
-	// reopen in the same process would then wait forever on its file
-	// lock; so we own the meta store and close it ourselves.
+	// raft-wal v0.4.1's Open returns its errors after loading the metadata
+	// DB (bbolt) without closing it (its Close does close it), and a
+	// reopen in the same process would then wait forever on the file
+	// lock; so we own the meta store and close it ourselves (a second
+	// Close is a no-op).
 	meta := &metadb.BoltMetaDB{}
 	closers = append(closers, meta.Close)
 	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))

@@ -114,7 +114,7 @@ func listSetter(f func(c *Config) *[]string) func(*Config, string) error {
 
 var settings = []setting{
 	{name: "data", usage: "data directory", set: stringSetter(func(c *Config) *string { return &c.DataDir })},
-	{name: "http-addr", usage: "HTTP API, web UI and MQTT over WebSocket (/mqtt) listen address", set: stringSetter(func(c *Config) *string { return &c.HTTPAddr })},
+	{name: "http-addr", usage: "HTTP API and MQTT over WebSocket (/mqtt) listen address", set: stringSetter(func(c *Config) *string { return &c.HTTPAddr })},
 	{name: "mqtt-addr", usage: "MQTT over TCP listen address (empty disables)", set: stringSetter(func(c *Config) *string { return &c.MQTTAddr })},
 	{name: "mqtts-addr", usage: "MQTT over TLS listen address (used when a certificate is configured)", set: stringSetter(func(c *Config) *string { return &c.MQTTSAddr })},
 	{name: "tls-cert", usage: "TLS certificate file (PEM) for HTTPS/WSS and MQTTS", set: stringSetter(func(c *Config) *string { return &c.TLSCert })},
@@ -156,14 +156,12 @@ func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// LoadConfig builds the configuration for `edgechat serve` from args
-// (without the subcommand), the environment (os.Environ format) and the
-// file named by --config or EDGECHAT_CONFIG.
-func LoadConfig(args []string, environ []string) (Config, error) {
-	cfg := Defaults()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+// serveFlags is the flag set of `edgechat serve`: --config and one flag
+// per setting.
+func serveFlags() (fs *flag.FlagSet, configPath *string) {
+	fs = flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(new(bytes.Buffer))
-	configPath := fs.String("config", "", "YAML configuration file")
+	configPath = fs.String("config", "", "YAML configuration file")
 	for _, s := range settings {
 		if s.isBool {
 			fs.Bool(s.name, false, s.usage)
@@ -171,6 +169,25 @@ func LoadConfig(args []string, environ []string) (Config, error) {
 		}
 		fs.String(s.name, "", s.usage)
 	}
+	return fs, configPath
+}
+
+// FlagNames lists the flags of `edgechat serve` (without dashes) in
+// alphabetical order, from the flag set LoadConfig parses. A test holds
+// docs/operations.md to it.
+func FlagNames() []string {
+	fs, _ := serveFlags()
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+// LoadConfig builds the configuration for `edgechat serve` from args
+// (without the subcommand), the environment (os.Environ format) and the
+// file named by --config or EDGECHAT_CONFIG.
+func LoadConfig(args []string, environ []string) (Config, error) {
+	cfg := Defaults()
+	fs, configPath := serveFlags()
 	if err := fs.Parse(args); err != nil {
 		return cfg, fmt.Errorf("%w: %v", ErrConfig, err)
 	}

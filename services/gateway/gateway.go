@@ -131,6 +131,7 @@ type Gateway struct {
 	routesMu sync.RWMutex
 	mounted  map[string]struct{} // mux patterns of Mount's routes, for preflights
 	methods  []string            // the distinct methods of mounted routes
+	raw      []string            // patterns of Handle's raw handlers
 
 	mRequests    *prometheus.CounterVec
 	mSeconds     *prometheus.HistogramVec
@@ -323,6 +324,25 @@ func (g *Gateway) Handle(pattern string, h http.Handler) {
 		panic("gateway: Handle " + pattern + ": nil handler")
 	}
 	g.mux.Handle(pattern, h)
+	g.routesMu.Lock()
+	g.raw = append(g.raw, pattern)
+	g.routesMu.Unlock()
+}
+
+// Patterns lists what is served, sorted: "METHOD /pattern" for each route
+// of Mount (including /healthz, /readyz and /metrics) and the bare
+// pattern of each raw handler of Handle (e.g. "/mqtt"). A test holds
+// docs/protocol.md to it.
+func (g *Gateway) Patterns() []string {
+	g.routesMu.RLock()
+	defer g.routesMu.RUnlock()
+	out := make([]string, 0, len(g.mounted)+len(g.raw))
+	for p := range g.mounted {
+		out = append(out, p)
+	}
+	out = append(out, g.raw...)
+	slices.Sort(out)
+	return out
 }
 
 // Handler is the full middleware-wrapped handler (for tests and for

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -744,5 +745,18 @@ func TestMountRejectsBadRoutes(t *testing.T) {
 	}
 	if w := e.do("GET", "/fine", "", nil); w.Code != 404 {
 		t.Fatalf("part of a bad batch was mounted: %d", w.Code)
+	}
+}
+
+func TestPatternsListsWhatIsServed(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.g.Mount(
+		httpapi.Route{Method: "POST", Pattern: "/b/{id}", Handler: whoami},
+		httpapi.Route{Method: "GET", Pattern: "/a", Handler: whoami, Public: true},
+	)
+	e.g.Handle("/raw", http.NotFoundHandler())
+	want := []string{"/raw", "GET /a", "GET /healthz", "GET /metrics", "GET /readyz", "POST /b/{id}"}
+	if got := e.g.Patterns(); !slices.Equal(got, want) {
+		t.Fatalf("Patterns() = %q, want %q", got, want)
 	}
 }
