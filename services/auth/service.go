@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -121,14 +122,14 @@ func (s *Service) SetAdmin(ctx context.Context, uid string, admin bool) error {
 // rate limited per username and per client IP; an unknown user costs the
 // same hash as a known one.
 func (s *Service) Login(ctx context.Context, username, password, ip string) (Tokens, error) {
-	now := s.now()
 	userKey, err := NormalizeUsername(username)
 	if err != nil {
 		userKey = "" // still spend a hash below: no shortcut for odd names
 	}
-	wait := s.perIP.check(ip, now)
+	ipKey := ratelimit.RemoteIPKey(ip)
+	wait := s.perIP.Wait(ipKey)
 	if userKey != "" {
-		wait = max(wait, s.perUser.check(userKey, now))
+		wait = max(wait, s.perUser.Wait(userKey))
 	}
 	if wait > 0 {
 		s.logins.WithLabelValues("rate_limited").Inc()
@@ -151,10 +152,11 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
 	}
 	if !found || !ok {
+		// A failure takes a token (when there is one left).
 		if userKey != "" {
-			s.perUser.fail(userKey, now)
+			s.perUser.Allow(userKey)
 		}
-		s.perIP.fail(ip, now)
+		s.perIP.Allow(ipKey)
 		s.logins.WithLabelValues("invalid_credentials").Inc()
 		return Tokens{}, ErrInvalidCredentials
 	}

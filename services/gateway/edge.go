@@ -226,19 +226,6 @@ func parseAddr(s string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// ipKey is the rate-limit key of an address: IPv6 clients are limited per
-// /64, which is what one subscriber usually holds.
-func ipKey(a netip.Addr) string {
-	if !a.IsValid() {
-		return "ip/unknown"
-	}
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return "ip/" + p.String()
-	}
-	return "ip/" + a.String()
-}
-
 // corsHeaders adds the CORS headers of an actual (non-preflight) response
 // and reports whether the origin is allowed.
 func (e *edge) corsHeaders(h http.Header, origin string) bool {
