@@ -29,6 +29,12 @@ const (
 	headerBytesBackstop = 16 << 10
 )
 
+// ClassAll names the per-IP bucket every request passes before its route
+// class (Config.PerIP): the class label of its refusals in
+// edgechat_http_rate_limited_total, and its name in the node's
+// --http-rate all=RATE/BURST.
+const ClassAll = "all"
+
 // DefaultRateLimits are the per-class limits (per user; per client IP on
 // public routes) used for classes Config.RateLimits does not set.
 func DefaultRateLimits() map[string]RateSpec {

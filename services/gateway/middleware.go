@@ -116,7 +116,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// CORS headers first, so that a browser can read even a 429.
 	g.edge.corsHeaders(sw.Header(), r.Header.Get("Origin"))
 	if ok, retry := g.edge.perIP.Allow(ratelimit.IPKey(info.ip)); !ok {
-		g.rateLimited(sw, "all", "ip", retry, "too many requests from your address")
+		g.rateLimited(sw, ClassAll, "ip", retry, "too many requests from your address")
 		return
 	}
 	if err := g.checkRequest(r); err != nil {
