@@ -9,13 +9,14 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
 )
 
 // TokenSource provides an access token for each of a set of users,
@@ -135,32 +136,21 @@ func (a *Accounts) post(ctx context.Context, path string, v any) (int, []byte, e
 	if err != nil {
 		return 0, nil, err
 	}
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.HTTPURL, "/")+path, bytes.NewReader(payload))
-		if err != nil {
-			return 0, nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		if err != nil {
-			return 0, nil, err
-		}
-		if resp.StatusCode != http.StatusTooManyRequests || attempt >= 5 {
-			return resp.StatusCode, body, nil
-		}
-		wait := time.Second
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			wait = time.Duration(s) * time.Second
-		}
-		if err := (wallClock{}).Sleep(ctx, wait); err != nil {
-			return 0, nil, err
-		}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.HTTPURL, "/")+path, bytes.NewReader(payload))
+	if err != nil {
+		return 0, nil, err
 	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := ratelimit.DoHTTP(hc, req, 2*time.Minute) // waits out 429s (Retry-After)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, body, nil
 }
 
 // StaticTokens is a TokenSource with tokens known in advance (tests).

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
 )
 
 // TestAcknowledgedMessagesSurviveSIGKILL is the durability promise: a
@@ -93,7 +95,7 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	for {
 		req, _ := http.NewRequest("GET", p2.http+"/chat/sync?limit=1000&since="+cursor, nil)
 		req.Header.Set("Authorization", "Bearer "+runCLI(t, bin, "", "token", "bob", "--data", data))
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := ratelimit.DoHTTP(nil, req, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

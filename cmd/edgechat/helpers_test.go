@@ -21,6 +21,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
 )
 
@@ -260,8 +261,9 @@ func httpJSON(method, url, token string, body, out any) (int, error) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	cl := http.Client{Timeout: 10 * time.Second}
-	resp, err := cl.Do(req)
+	// Checks poll the node; they wait out its rate limits (429 with
+	// Retry-After) rather than take a refusal for a failure.
+	resp, err := ratelimit.DoHTTP(&http.Client{Timeout: 10 * time.Second}, req, 0)
 	if err != nil {
 		return 0, err
 	}

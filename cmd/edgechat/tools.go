@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/edgechat/edgechat/clients/cli"
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/services/auth"
 )
 
@@ -52,7 +53,7 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := ratelimit.DoHTTP(&http.Client{Timeout: 30 * time.Second}, req, 0) // waits out 429s
 	if err != nil {
 		return fmt.Errorf("contacting %s: %w", *server, err)
 	}
@@ -185,7 +186,9 @@ func adminRequest(ctx context.Context, server, data, method, path string, body a
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	// Operators' scripts poll (cluster status): wait out the node's rate
+	// limit rather than fail on a 429.
+	resp, err := ratelimit.DoHTTP(&http.Client{Timeout: 60 * time.Second}, req, 0)
 	if err != nil {
 		return nil, fmt.Errorf("contacting %s: %w", server, err)
 	}
