@@ -100,7 +100,7 @@ func (a *Accounts) token(ctx context.Context, user string) (string, error) {
 		if ttl <= 0 {
 			ttl = 2 * time.Hour
 		}
-		cmd := exec.CommandContext(ctx, a.Edgechat, "token", user, "--data", a.DataDir, "--ttl", ttl.String())
+		cmd := exec.CommandContext(ctx, a.Edgechat, "token", user, "--data", a.DataDir, "--server", a.HTTPURL, "--ttl", ttl.String())
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

@@ -283,6 +283,20 @@ func httpJSON(method, url, token string, body, out any) (int, error) {
 	return resp.StatusCode, nil
 }
 
+// mintToken runs `edgechat token user` against the first of procs that
+// is ready (the command asks a running node for the account, and a killed
+// or cut-off node cannot answer), signing with the keys in dataDir.
+func mintToken(t *testing.T, bin, dataDir, user string, procs ...*proc) string {
+	t.Helper()
+	for _, p := range procs {
+		if p != nil && readyz(p.http) == http.StatusOK {
+			return runCLI(t, bin, "", "token", user, "--data", dataDir, "--server", p.http)
+		}
+	}
+	t.Fatalf("no ready node to mint a token for %s", user)
+	return ""
+}
+
 // readyz returns the status of GET /readyz (0 when unreachable).
 func readyz(httpURL string) int {
 	code, _ := httpJSON("GET", httpURL+"/readyz", "", nil, nil)
@@ -465,7 +479,7 @@ func (c *testCluster) addUsers(password string, names ...string) map[string]stri
 	tokens := map[string]string{}
 	for _, u := range names {
 		runCLI(c.t, c.bin, password+"\n", "user", "add", u, "--password-stdin", "--server", c.proc(0).http)
-		tokens[u] = runCLI(c.t, c.bin, "", "token", u, "--data", c.dirs[0])
+		tokens[u] = mintToken(c.t, c.bin, c.dirs[0], u, c.proc(0))
 	}
 	return tokens
 }

@@ -160,7 +160,7 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		s.logins.WithLabelValues("invalid_credentials").Inc()
 		return Tokens{}, ErrInvalidCredentials
 	}
-	t, err := s.issue(ctx, acct.UID, acct.Admin)
+	t, err := s.issue(ctx, acct)
 	if err != nil {
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
@@ -201,9 +201,34 @@ func parseRefresh(tok string) (family, secret string, ok bool) {
 	return family, secret, true
 }
 
+// accessToken mints the access token of a stored account: the claims of
+// login, refresh and (through LookupAccount) `edgechat token`.
+func (s *Service) accessToken(acct account) (string, error) {
+	return mint(s.keys.signer, s.cfg.Issuer, acct.public(), s.now(), s.cfg.AccessTTL)
+}
+
+// LookupAccount is what an access token of uid would say (GET
+// /admin/users/{uid}): `edgechat token` mints from it. ErrNoAccount when
+// there is no such account.
+func (s *Service) LookupAccount(uid string) (Account, error) {
+	norm, err := NormalizeUsername(uid)
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	}
+	acct, found, err := s.readAccount(norm)
+	if err != nil {
+		return Account{}, err
+	}
+	if !found {
+		return Account{}, fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	}
+	return acct.public(), nil
+}
+
 // issue mints an access token and starts a new refresh-token family.
-func (s *Service) issue(ctx context.Context, uid string, admin bool) (Tokens, error) {
-	access, err := s.MintAccessToken(uid, admin)
+func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
+	uid := acct.UID
+	access, err := s.accessToken(acct)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -274,7 +299,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, fmt.Errorf("auth: rotate refresh token: %w", err)
 	}
-	access, err := s.MintAccessToken(acct.UID, acct.Admin)
+	access, err := s.accessToken(acct)
 	if err != nil {
 		return Tokens{}, err
 	}
