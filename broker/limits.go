@@ -3,7 +3,6 @@ package broker
 import (
 	"fmt"
 	"net"
-	"net/netip"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -34,7 +33,7 @@ var refuseConnectRate = connRefusal{
 // limits are the broker's token buckets.
 type limits struct {
 	publish *ratelimit.Limiter // key: user ID
-	connect *ratelimit.Limiter // key: ipKey(remote)
+	connect *ratelimit.Limiter // key: ratelimit.RemoteIPKey(remote)
 }
 
 // newLimits applies the defaults (zero Spec) and builds the limiters.
@@ -74,28 +73,8 @@ func (b *Broker) allowConnect(cl *mqtt.Client) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	ok, _ := b.lim.connect.Allow(ipKey(cl.Net.Remote))
+	ok, _ := b.lim.connect.Allow(ratelimit.RemoteIPKey(cl.Net.Remote))
 	return ok
-}
-
-// ipKey is the rate-limit key of a remote address "host:port" (or a bare
-// host): the IP, an IPv4-mapped IPv6 address as IPv4, and an IPv6
-// address as its /64, which one subscriber usually holds whole. Anything
-// unparsable is its own key.
-func ipKey(remote string) string {
-	host := remote
-	if h, _, err := net.SplitHostPort(remote); err == nil {
-		host = h
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	a = a.Unmap().WithZone("")
-	if a.Is6() {
-		return netip.PrefixFrom(a, 64).Masked().String()
-	}
-	return a.String()
 }
 
 // remoteAddr is an address given as a string: the HTTP request's

@@ -197,25 +197,6 @@ func TestConnectRateWebSocketByRequestAddr(t *testing.T) {
 	mustV5(t, e.addr, "alice", "tcp") // 127.0.0.1: its own bucket
 }
 
-func TestIPKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.1:5000":             "192.0.2.1",
-		"192.0.2.1":                  "192.0.2.1",
-		"[::ffff:192.0.2.1]:80":      "192.0.2.1",
-		"[2001:db8:a:b:1::1]:80":     "2001:db8:a:b::/64",
-		"2001:db8:a:b:ffff::9":       "2001:db8:a:b::/64",
-		"[fe80::1%eth0]:1":           "fe80::/64",
-		"pipe":                       "pipe",
-		"[2001:db8:a:c::1]:80":       "2001:db8:a:c::/64",
-		"not an address:with a port": "not an address",
-		"":                           "",
-	} {
-		if got := ipKey(in); got != want {
-			t.Errorf("ipKey(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestRateLimitConfig(t *testing.T) {
 	b, err := New(Config{Dev: true}, Deps{})
 	if err != nil {

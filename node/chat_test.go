@@ -178,7 +178,7 @@ func TestACLMatrix(t *testing.T) {
 	if _, code := connectV5(t, n.MQTTURL, "alice/d2", "alice", "not-a-jwt"); code != 0x86 {
 		t.Errorf("garbage token: %#x, want 0x86", code)
 	}
-	expired, err := auth.MintFromKeyDir(filepath.Join(n.Config.DataDir, "keys"), "edgechat", "alice", false, -5*time.Minute)
+	expired, err := auth.MintFromKeyDir(filepath.Join(n.Config.DataDir, "keys"), "edgechat", auth.Account{UserID: "alice"}, -5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/services/gateway"
 )
 
 // Config is the whole configuration of a node. It is filled from, in
@@ -46,6 +48,12 @@ type Config struct {
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
+	// HTTP limits of the gateway by class (auth, read, write, upload,
+	// admin, probe; "all" is the per-client-IP bucket every request passes
+	// first): "RATE/BURST" per second, or "off". Classes not named keep
+	// the gateway's defaults; each source (file, env, flags) overrides only
+	// the classes it names. See HTTPRateLimits.
+	HTTPRate map[string]string `yaml:"http_rate"`
 
 	// Fields below are for tests and embedding; not settable from outside.
 	RaftTimeout  time.Duration `yaml:"-"` // heartbeat/election timeout; 0 = cluster default
@@ -81,6 +89,37 @@ type setting struct {
 	usage  string
 	set    func(c *Config, v string) error
 	isBool bool
+	// repeat: the flag may be given several times; set gets the values
+	// joined by commas (the env form of the same list).
+	repeat bool
+}
+
+// listFlag collects the values of a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// setHTTPRate reads "CLASS=RATE/BURST[,CLASS=RATE/BURST...]" into
+// c.HTTPRate, overriding the classes it names. Classes and rates are
+// checked by Validate (they may come from the YAML file too).
+func setHTTPRate(c *Config, v string) error {
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		class, rate, ok := strings.Cut(item, "=")
+		class, rate = strings.TrimSpace(class), strings.TrimSpace(rate)
+		if !ok || class == "" || rate == "" {
+			return fmt.Errorf("%q: want CLASS=RATE/BURST or CLASS=off (e.g. read=200/400)", item)
+		}
+		if c.HTTPRate == nil {
+			c.HTTPRate = map[string]string{}
+		}
+		c.HTTPRate[class] = rate
+	}
+	return nil
 }
 
 func durationSetter(f func(c *Config) *time.Duration) func(*Config, string) error {
@@ -148,6 +187,7 @@ var settings = []setting{
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
+	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
 }
@@ -165,6 +205,10 @@ func serveFlags() (fs *flag.FlagSet, configPath *string) {
 	for _, s := range settings {
 		if s.isBool {
 			fs.Bool(s.name, false, s.usage)
+			continue
+		}
+		if s.repeat {
+			fs.Var(new(listFlag), s.name, s.usage)
 			continue
 		}
 		fs.String(s.name, "", s.usage)
@@ -278,6 +322,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 	}
+	if _, _, err := c.HTTPRateLimits(); err != nil {
+		return err
+	}
 	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
 		return fmt.Errorf("%w: durations must be positive", ErrConfig)
 	}
@@ -291,7 +338,8 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "log-level": d.LogLevel, "log-format": d.LogFormat}
+		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"http-rate": defaultHTTPRates()}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {
@@ -314,4 +362,58 @@ func ParseRate(s string) (ratelimit.Spec, error) {
 		return ratelimit.Spec{}, fmt.Errorf("rate %q: want RATE/BURST (e.g. 20/50) or off", s)
 	}
 	return ratelimit.Spec{Rate: rate, Burst: burst}, nil
+}
+
+// HTTPRateClasses are the class names --http-rate accepts, sorted: the
+// gateway's route classes and gateway.ClassAll.
+func HTTPRateClasses() []string {
+	classes := []string{gateway.ClassAll}
+	for class := range gateway.DefaultRateLimits() {
+		classes = append(classes, class)
+	}
+	slices.Sort(classes)
+	return classes
+}
+
+// HTTPRateLimits reads HTTPRate into the gateway's settings: the per-IP
+// bucket of every request (class "all"; zero when not set) and the
+// per-class buckets that are set (the gateway takes its defaults for the
+// others). Errors name the class and wrap ErrConfig.
+func (c Config) HTTPRateLimits() (perIP ratelimit.Spec, classes map[string]ratelimit.Spec, err error) {
+	known := HTTPRateClasses()
+	classes = map[string]ratelimit.Spec{}
+	for class, v := range c.HTTPRate {
+		if !slices.Contains(known, class) {
+			return perIP, nil, fmt.Errorf("%w: http rate: unknown class %q (classes: %s)", ErrConfig, class, strings.Join(known, ", "))
+		}
+		spec, err := ParseRate(v)
+		if err != nil {
+			return perIP, nil, fmt.Errorf("%w: http rate %s: %w", ErrConfig, class, err)
+		}
+		if class == gateway.ClassAll {
+			perIP = spec
+			continue
+		}
+		classes[class] = spec
+	}
+	return perIP, classes, nil
+}
+
+// defaultHTTPRates is the gateway's defaults in --http-rate syntax.
+func defaultHTTPRates() string {
+	var out []string
+	specs := gateway.DefaultRateLimits()
+	specs[gateway.ClassAll] = gateway.RateSpec{Rate: gateway.DefaultPerIPRate, Burst: gateway.DefaultPerIPBurst}
+	for _, class := range HTTPRateClasses() {
+		out = append(out, class+"="+FormatRate(specs[class]))
+	}
+	return strings.Join(out, ",")
+}
+
+// FormatRate is the inverse of ParseRate: "RATE/BURST" or "off".
+func FormatRate(s ratelimit.Spec) string {
+	if s.IsUnlimited() {
+		return "off"
+	}
+	return strconv.FormatFloat(s.Rate, 'g', -1, 64) + "/" + strconv.Itoa(s.Burst)
 }

@@ -6,8 +6,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
 )
 
 func TestConfigPrecedenceFlagsEnvFileDefaults(t *testing.T) {
@@ -92,4 +95,81 @@ func TestNewFailsCleanlyWhenAPortIsTaken(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = n.Run(ctx)
+}
+
+func TestHTTPRateParsingAndPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "edgechat.yaml")
+	// off unquoted: YAML must keep it the string "off", not a boolean.
+	yaml := "http_rate:\n  read: 1/1\n  write: 2/2\n  upload: off\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"EDGECHAT_HTTP_RATE=read=3/3, admin=7/8"}
+	cfg, err := LoadConfig([]string{"--config", file,
+		"--http-rate", "write=off", "--http-rate", "auth=4/4,all=100/200", "--http-rate", "admin=9.5/10"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perIP, classes, err := cfg.HTTPRateLimits()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]ratelimit.Spec{
+		"read":   {Rate: 3, Burst: 3},    // env over file
+		"write":  ratelimit.Unlimited,    // flag over file
+		"upload": ratelimit.Unlimited,    // file
+		"auth":   {Rate: 4, Burst: 4},    // flag
+		"admin":  {Rate: 9.5, Burst: 10}, // flag over env
+	}
+	if len(classes) != len(want) {
+		t.Fatalf("classes %v, want %v", classes, want)
+	}
+	for class, w := range want {
+		if classes[class] != w {
+			t.Errorf("%s: %v, want %v", class, classes[class], w)
+		}
+	}
+	if perIP != (ratelimit.Spec{Rate: 100, Burst: 200}) {
+		t.Errorf("per IP (all): %v", perIP)
+	}
+
+	// Nothing set: the gateway keeps its defaults (zero per-IP spec, no classes).
+	cfg, err = LoadConfig(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perIP, classes, err := cfg.HTTPRateLimits(); err != nil || !perIP.IsZero() || len(classes) != 0 {
+		t.Fatalf("defaults: %v %v %v", perIP, classes, err)
+	}
+	if u := Usage(); !strings.Contains(u, "--http-rate") || !strings.Contains(u, "read=20/40") || !strings.Contains(u, "probe=off") {
+		t.Fatalf("usage does not list --http-rate with its defaults:\n%s", u)
+	}
+}
+
+func TestHTTPRateRefusesBadInputClearly(t *testing.T) {
+	dir := t.TempDir()
+	badYAML := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(badYAML, []byte("http_rate:\n  reads: 1/1\n"), 0o600)
+	for name, c := range map[string]struct {
+		args []string
+		env  []string
+		msg  string
+	}{
+		"unknown class":         {args: []string{"--http-rate", "reads=1/1"}, msg: `unknown class "reads" (classes: admin, all, auth, probe, read, upload, write)`},
+		"unknown class in env":  {env: []string{"EDGECHAT_HTTP_RATE=chat=1/1"}, msg: `unknown class "chat"`},
+		"unknown class in file": {args: []string{"--config", badYAML}, msg: `unknown class "reads"`},
+		"no equals":             {args: []string{"--http-rate", "read"}, msg: "want CLASS=RATE/BURST"},
+		"no class":              {args: []string{"--http-rate", "=1/1"}, msg: "want CLASS=RATE/BURST"},
+		"no burst":              {args: []string{"--http-rate", "read=5"}, msg: `http rate read: rate "5": want RATE/BURST`},
+		"zero rate":             {args: []string{"--http-rate", "read=0/5"}, msg: "http rate read"},
+		"zero burst":            {args: []string{"--http-rate", "write=5/0"}, msg: "http rate write"},
+		"negative rate":         {args: []string{"--http-rate", "auth=-1/5"}, msg: "http rate auth"},
+		"not a number":          {env: []string{"EDGECHAT_HTTP_RATE=read=fast/5"}, msg: "http rate read"},
+	} {
+		_, err := LoadConfig(c.args, c.env)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: err %v, want ErrConfig saying %q", name, err, c.msg)
+		}
+	}
 }

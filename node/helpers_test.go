@@ -15,6 +15,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -172,7 +173,7 @@ func api(t testing.TB, n *nodetest.Node, token, method, path string, body any, o
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := ratelimit.DoHTTP(nil, req, 0) // tests with limits on wait out 429s
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -218,8 +218,9 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	perIP, classLimits, _ := cfg.HTTPRateLimits() // validated above
 	n.Gateway, err = gateway.New(gateway.Config{Addr: cfg.HTTPAddr, TLS: tlsCfg, CORSOrigins: cfg.AllowedOrigins,
-		TrustedProxies: cfg.TrustedProxies, NoRateLimits: cfg.NoRateLimits}, gateway.Deps{
+		TrustedProxies: cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: cfg.NoRateLimits}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Logger: log.With("component", "gateway"), Registerer: reg, Gatherer: reg,
 	})
 	if err != nil {

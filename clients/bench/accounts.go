@@ -9,13 +9,14 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
 )
 
 // TokenSource provides an access token for each of a set of users,
@@ -99,7 +100,7 @@ func (a *Accounts) token(ctx context.Context, user string) (string, error) {
 		if ttl <= 0 {
 			ttl = 2 * time.Hour
 		}
-		cmd := exec.CommandContext(ctx, a.Edgechat, "token", user, "--data", a.DataDir, "--ttl", ttl.String())
+		cmd := exec.CommandContext(ctx, a.Edgechat, "token", user, "--data", a.DataDir, "--server", a.HTTPURL, "--ttl", ttl.String())
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
@@ -135,32 +136,21 @@ func (a *Accounts) post(ctx context.Context, path string, v any) (int, []byte, e
 	if err != nil {
 		return 0, nil, err
 	}
-	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.HTTPURL, "/")+path, bytes.NewReader(payload))
-		if err != nil {
-			return 0, nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		if err != nil {
-			return 0, nil, err
-		}
-		if resp.StatusCode != http.StatusTooManyRequests || attempt >= 5 {
-			return resp.StatusCode, body, nil
-		}
-		wait := time.Second
-		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-			wait = time.Duration(s) * time.Second
-		}
-		if err := (wallClock{}).Sleep(ctx, wait); err != nil {
-			return 0, nil, err
-		}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.HTTPURL, "/")+path, bytes.NewReader(payload))
+	if err != nil {
+		return 0, nil, err
 	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := ratelimit.DoHTTP(hc, req, 2*time.Minute) // waits out 429s (Retry-After)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, body, nil
 }
 
 // StaticTokens is a TokenSource with tokens known in advance (tests).

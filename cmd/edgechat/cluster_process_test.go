@@ -39,7 +39,7 @@ func TestClusterSurvivesLeaderSIGKILL(t *testing.T) {
 	for _, u := range []string{"root", "snd1", "snd2", "snd3", "sink"} {
 		runCLI(t, bin, "a long password\n", "user", "add", u, "--password-stdin", "--server", procs[0].http)
 	}
-	token := func(u string) string { return runCLI(t, bin, "", "token", u, "--data", dirs[0]) }
+	token := func(u string) string { return mintToken(t, bin, dirs[0], u, procs...) }
 	leader := func(p *proc) string {
 		out := runCLI(t, bin, "", "cluster", "status", "--server", p.http, "--data", dirs[0])
 		for _, line := range strings.Split(out, "\n") {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
 )
 
 // TestAcknowledgedMessagesSurviveSIGKILL is the durability promise: a
@@ -38,7 +40,7 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	}
 	tokens := map[string]string{}
 	for _, u := range []string{"alice", "bob", "carol"} {
-		tokens[u] = runCLI(t, bin, "", "token", u, "--data", data)
+		tokens[u] = mintToken(t, bin, data, u, p)
 	}
 
 	// Operator commands that sign an admin token with the node's key.
@@ -90,10 +92,18 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	seen := map[string]int{}
 	bySender := map[string][]int{}
 	cursor := ""
+	var bobTok string
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		if c := readyz(p2.http); c != http.StatusOK {
+			return fmt.Errorf("restarted node /readyz %d", c)
+		}
+		return nil
+	})
+	bobTok = mintToken(t, bin, data, "bob", p2)
 	for {
 		req, _ := http.NewRequest("GET", p2.http+"/chat/sync?limit=1000&since="+cursor, nil)
-		req.Header.Set("Authorization", "Bearer "+runCLI(t, bin, "", "token", "bob", "--data", data))
-		resp, err := http.DefaultClient.Do(req)
+		req.Header.Set("Authorization", "Bearer "+bobTok)
+		resp, err := ratelimit.DoHTTP(nil, req, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

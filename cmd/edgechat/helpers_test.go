@@ -21,6 +21,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
 )
 
@@ -260,8 +261,9 @@ func httpJSON(method, url, token string, body, out any) (int, error) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	cl := http.Client{Timeout: 10 * time.Second}
-	resp, err := cl.Do(req)
+	// Checks poll the node; they wait out its rate limits (429 with
+	// Retry-After) rather than take a refusal for a failure.
+	resp, err := ratelimit.DoHTTP(&http.Client{Timeout: 10 * time.Second}, req, 0)
 	if err != nil {
 		return 0, err
 	}
@@ -279,6 +281,20 @@ func httpJSON(method, url, token string, body, out any) (int, error) {
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// mintToken runs `edgechat token user` against the first of procs that
+// is ready (the command asks a running node for the account, and a killed
+// or cut-off node cannot answer), signing with the keys in dataDir.
+func mintToken(t *testing.T, bin, dataDir, user string, procs ...*proc) string {
+	t.Helper()
+	for _, p := range procs {
+		if p != nil && readyz(p.http) == http.StatusOK {
+			return runCLI(t, bin, "", "token", user, "--data", dataDir, "--server", p.http)
+		}
+	}
+	t.Fatalf("no ready node to mint a token for %s", user)
+	return ""
 }
 
 // readyz returns the status of GET /readyz (0 when unreachable).
@@ -463,7 +479,7 @@ func (c *testCluster) addUsers(password string, names ...string) map[string]stri
 	tokens := map[string]string{}
 	for _, u := range names {
 		runCLI(c.t, c.bin, password+"\n", "user", "add", u, "--password-stdin", "--server", c.proc(0).http)
-		tokens[u] = runCLI(c.t, c.bin, "", "token", u, "--data", c.dirs[0])
+		tokens[u] = mintToken(c.t, c.bin, c.dirs[0], u, c.proc(0))
 	}
 	return tokens
 }

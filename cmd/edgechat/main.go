@@ -28,7 +28,7 @@ Usage:
   edgechat serve [flags]                      run a node (see: edgechat serve --help)
   edgechat user add NAME --password-stdin     create an account on a running node
   edgechat user grant NAME admin [--revoke]   give (or take) the admin role on a running node
-  edgechat token NAME [--data DIR]            mint an access token from the node's keys
+  edgechat token NAME [--data DIR] [--server URL]  mint NAME's access token (as login would) with the node's keys
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
   edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "user":
 		err = userCmd(ctx, args[1:], stdin, stdout)
 	case "token":
-		err = tokenCmd(args[1:], stdout)
+		err = tokenCmd(ctx, args[1:], stdout)
 	case "chat":
 		err = chatCmd(ctx, args[1:], stdin, stdout)
 	case "cluster":

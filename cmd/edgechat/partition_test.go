@@ -166,7 +166,7 @@ func TestPartitionedMinorityRefusesDurableWrites(t *testing.T) {
 	for _, u := range []string{"snd1", "snd2", "snd3", "sink"} {
 		runCLI(t, bin, "a long password\n", "user", "add", u, "--password-stdin", "--server", procs[0].http)
 	}
-	token := func(u string) string { return runCLI(t, bin, "", "token", u, "--data", dirs[0]) }
+	token := func(u string) string { return mintToken(t, bin, dirs[0], u, procs...) }
 	sinkTok := token("sink")
 	c3 := dialV5(t, procs[2].mqtt, "snd3/phone", "snd3", token("snd3"))
 	defer c3.Disconnect(&paho.Disconnect{})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/edgechat/edgechat/clients/cli"
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/services/auth"
 )
 
@@ -52,7 +54,7 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	resp, err := ratelimit.DoHTTP(&http.Client{Timeout: 30 * time.Second}, req, 0) // waits out 429s
 	if err != nil {
 		return fmt.Errorf("contacting %s: %w", *server, err)
 	}
@@ -168,7 +170,7 @@ func adminFlags(name string) (fs *flag.FlagSet, server, data *string) {
 // adminRequest calls an admin endpoint with a five-minute admin token
 // signed by the node's own key (the operator has the data directory).
 func adminRequest(ctx context.Context, server, data, method, path string, body any) ([]byte, error) {
-	tok, err := auth.MintFromKeyDir(filepath.Join(data, "keys"), "edgechat", "operator", true, 5*time.Minute)
+	tok, err := auth.MintFromKeyDir(filepath.Join(data, "keys"), auth.DefaultIssuer, auth.Account{UserID: "operator", Admin: true}, 5*time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +187,9 @@ func adminRequest(ctx context.Context, server, data, method, path string, body a
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	// Operators' scripts poll (cluster status): wait out the node's rate
+	// limit rather than fail on a 429.
+	resp, err := ratelimit.DoHTTP(&http.Client{Timeout: 60 * time.Second}, req, 0)
 	if err != nil {
 		return nil, fmt.Errorf("contacting %s: %w", server, err)
 	}
@@ -197,21 +201,34 @@ func adminRequest(ctx context.Context, server, data, method, path string, body a
 	return rb, nil
 }
 
-// tokenCmd: edgechat token NAME [--data DIR] [--ttl D] [--admin]
-func tokenCmd(args []string, stdout io.Writer) error {
+// tokenCmd: edgechat token NAME [--server URL] [--data DIR] [--ttl D]
+//
+// The token carries the claims a login token of NAME carries (its admin
+// role included): the running node reports the account (GET
+// /admin/users/NAME, with a short operator token) and auth.MintFromKeyDir
+// mints from it with the node's key, as login does.
+func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("%w: edgechat token NAME [--data DIR]", errUsage)
+		return fmt.Errorf("%w: edgechat token NAME [--server URL] [--data DIR] [--ttl D]", errUsage)
 	}
 	name := args[0]
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	data := fs.String("data", envOr("EDGECHAT_DATA", "./data"), "data directory of the node")
+	fs, server, data := adminFlags("token")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
-	admin := fs.Bool("admin", false, "mint an admin token")
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	tok, err := auth.MintFromKeyDir(filepath.Join(*data, "keys"), "edgechat", strings.ToLower(name), *admin, *ttl)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/users/"+url.PathEscape(strings.ToLower(name)), nil)
+	if err != nil {
+		return fmt.Errorf("looking up %s: %w", name, err)
+	}
+	var acct auth.Account
+	if err := json.Unmarshal(b, &acct); err != nil || acct.UserID == "" {
+		return fmt.Errorf("looking up %s: unexpected answer %q", name, b)
+	}
+	tok, err := auth.MintFromKeyDir(filepath.Join(*data, "keys"), auth.DefaultIssuer, acct, *ttl)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
-// Package ratelimit is a keyed token-bucket limiter: one
-// golang.org/x/time/rate bucket per key (a client IP, a user ID, ...) in a
-// bounded map. The gateway uses it per IP and per user and route class;
-// the broker can use it for MQTT publishes per user and connection
-// attempts per IP.
+// Package ratelimit is the one rate limiter of edgechat: a keyed
+// token-bucket limiter, one golang.org/x/time/rate bucket per key (a
+// client IP, a user ID, ...) in a bounded map. The gateway uses it per IP
+// and per user and route class, the broker for MQTT publishes per user
+// and connection attempts per IP, and auth for failed logins per username
+// and per IP (Wait before the attempt, Allow to count a failure). IPKey is
+// the one key of a client address.
 //
 // Memory stays bounded under a scan of many keys: buckets idle for longer
 // than it takes them to refill are dropped (a full bucket is the same as
@@ -16,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -164,6 +168,30 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	return true, 0
 }
 
+// Wait says how long until key's bucket holds a token, taking nothing and
+// creating no bucket (a key with no bucket has a full one). Limits that
+// count failures only (auth's login throttling) ask Wait before an attempt
+// and take a token with Allow when the attempt fails.
+func (l *Limiter) Wait(key string) time.Duration {
+	if l.spec.IsUnlimited() {
+		return 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropIdle(now)
+	b := l.buckets[key]
+	if b == nil {
+		return 0
+	}
+	tokens := b.lim.TokensAt(now)
+	if tokens >= 1 {
+		return 0
+	}
+	secs := (1 - tokens) / l.spec.Rate
+	return time.Duration(math.Ceil(secs * float64(time.Second)))
+}
+
 // Len is the number of buckets held.
 func (l *Limiter) Len() int {
 	l.mu.Lock()
@@ -214,4 +242,35 @@ func (l *Limiter) pushFront(b *bucket) {
 	if l.tail == nil {
 		l.tail = b
 	}
+}
+
+// IPKey is the rate-limit key of a client address: an IPv4 address (also
+// IPv4-mapped IPv6) as itself, an IPv6 address as its /64, which one
+// subscriber usually holds whole; zones are dropped. An invalid address
+// is "unknown". Every per-IP limit of edgechat (HTTP, MQTT connects,
+// failed logins) keys by it.
+func IPKey(a netip.Addr) string {
+	if !a.IsValid() {
+		return "unknown"
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
+}
+
+// RemoteIPKey is IPKey of a remote address given as "host:port" or a bare
+// host (net.Conn.RemoteAddr().String(), http.Request.RemoteAddr). A host
+// that is not an IP address is its own key.
+func RemoteIPKey(remote string) string {
+	host := remote
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		host = h
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	return IPKey(a)
 }

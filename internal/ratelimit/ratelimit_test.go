@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -239,4 +240,67 @@ func BenchmarkAllow(b *testing.B) {
 			i++
 		}
 	})
+}
+
+func TestWaitPeeksWithoutTaking(t *testing.T) {
+	c := newClock()
+	l := mustNew(t, Config{Spec: Spec{Rate: 0.1, Burst: 2}, Now: c.Now}) // a token per 10 s
+	if d := l.Wait("u"); d != 0 || l.Len() != 0 {
+		t.Fatalf("unknown key: wait %v, %d buckets (a peek must not create one)", d, l.Len())
+	}
+	// Failures take tokens; peeks do not.
+	for range 2 {
+		if d := l.Wait("u"); d != 0 {
+			t.Fatalf("wait %v with tokens left", d)
+		}
+		l.Allow("u")
+	}
+	if d := l.Wait("u"); d != 10*time.Second {
+		t.Fatalf("empty bucket: wait %v, want 10s", d)
+	}
+	c.Advance(9 * time.Second)
+	if d := l.Wait("u"); d != time.Second {
+		t.Fatalf("after 9s: wait %v, want 1s", d)
+	}
+	if d := l.Wait("other"); d != 0 {
+		t.Fatalf("other key waits %v", d)
+	}
+	c.Advance(time.Second)
+	if d := l.Wait("u"); d != 0 {
+		t.Fatalf("refilled: wait %v", d)
+	}
+	if d := mustNew(t, Config{Spec: Unlimited}).Wait("u"); d != 0 {
+		t.Fatalf("unlimited waits %v", d)
+	}
+}
+
+func TestIPKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1:5000":             "192.0.2.1",
+		"192.0.2.1":                  "192.0.2.1",
+		"[::ffff:192.0.2.1]:80":      "192.0.2.1",
+		"[2001:db8:a:b:1::1]:80":     "2001:db8:a:b::/64",
+		"2001:db8:a:b:ffff::9":       "2001:db8:a:b::/64",
+		"[fe80::1%eth0]:1":           "fe80::/64",
+		"pipe":                       "pipe",
+		"[2001:db8:a:c::1]:80":       "2001:db8:a:c::/64",
+		"not an address:with a port": "not an address",
+		"":                           "",
+	} {
+		if got := RemoteIPKey(in); got != want {
+			t.Errorf("RemoteIPKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// The gateway's parsed addresses get the same keys.
+	for in, want := range map[netip.Addr]string{
+		netip.MustParseAddr("192.0.2.1"):         "192.0.2.1",
+		netip.MustParseAddr("::ffff:192.0.2.1"):  "192.0.2.1",
+		netip.MustParseAddr("2001:db8:a:b:1::1"): "2001:db8:a:b::/64",
+		netip.MustParseAddr("fe80::1%eth0"):      "fe80::/64",
+		{}:                                       "unknown",
+	} {
+		if got := IPKey(in); got != want {
+			t.Errorf("IPKey(%v) = %q, want %q", in, got, want)
+		}
+	}
 }

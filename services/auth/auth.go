@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -71,12 +72,6 @@ func (e *RateLimitError) Error() string {
 // Unwrap lets errors.Is(err, ErrRateLimited) match.
 func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
 
-// RateSpec is a token bucket: PerMinute tokens refill per minute, up to Burst.
-type RateSpec struct {
-	PerMinute float64
-	Burst     int
-}
-
 // Argon2Params are the argon2id cost parameters for new hashes. Existing
 // hashes keep the parameters recorded in their PHC string.
 type Argon2Params struct {
@@ -92,13 +87,16 @@ var DefaultArgon2 = Argon2Params{MemoryKiB: 19456, Time: 2, Threads: 1, SaltLen:
 
 // Config configures the service; zero fields take defaults.
 type Config struct {
-	KeyDir       string        // signing keys persisted here; required
-	Issuer       string        // "iss" of access tokens; default "edgechat"
-	AccessTTL    time.Duration // default 15m
-	RefreshTTL   time.Duration // default 30 days
-	Argon2       Argon2Params  // default DefaultArgon2
-	LoginPerUser RateSpec      // failed logins per username; default 5/min burst 10
-	LoginPerIP   RateSpec      // failed logins per client IP; default 20/min burst 40
+	KeyDir     string        // signing keys persisted here; required
+	Issuer     string        // "iss" of access tokens; default "edgechat"
+	AccessTTL  time.Duration // default 15m
+	RefreshTTL time.Duration // default 30 days
+	Argon2     Argon2Params  // default DefaultArgon2
+	// Failed logins per username and per client IP (ratelimit.IPKey);
+	// zero: DefaultLoginPerUser, DefaultLoginPerIP. Only failures take
+	// tokens; a key with none left is refused before a password is hashed.
+	LoginPerUser ratelimit.Spec
+	LoginPerIP   ratelimit.Spec
 }
 
 // Defaults.
@@ -107,6 +105,17 @@ const (
 	DefaultAccessTTL  = 15 * time.Minute
 	DefaultRefreshTTL = 30 * 24 * time.Hour
 )
+
+// Default login throttles: 5 failures a minute per username (burst 10),
+// 20 a minute per client IP (burst 40).
+var (
+	DefaultLoginPerUser = ratelimit.Spec{Rate: 5.0 / 60, Burst: 10}
+	DefaultLoginPerIP   = ratelimit.Spec{Rate: 20.0 / 60, Burst: 40}
+)
+
+// maxLimiterKeys bounds the memory of a login limiter under a flood of
+// distinct usernames or addresses.
+const maxLimiterKeys = 100_000
 
 func (c *Config) setDefaults() error {
 	if c.KeyDir == "" {
@@ -143,17 +152,11 @@ func (c *Config) setDefaults() error {
 	if c.Argon2.SaltLen < 8 || c.Argon2.KeyLen < 16 {
 		return errors.New("auth: argon2 salt must be >= 8 bytes and key >= 16 bytes")
 	}
-	if c.LoginPerUser.PerMinute <= 0 {
-		c.LoginPerUser = RateSpec{PerMinute: 5, Burst: 10}
+	if c.LoginPerUser.IsZero() {
+		c.LoginPerUser = DefaultLoginPerUser
 	}
-	if c.LoginPerIP.PerMinute <= 0 {
-		c.LoginPerIP = RateSpec{PerMinute: 20, Burst: 40}
-	}
-	if c.LoginPerUser.Burst < 1 {
-		c.LoginPerUser.Burst = 1
-	}
-	if c.LoginPerIP.Burst < 1 {
-		c.LoginPerIP.Burst = 1
+	if c.LoginPerIP.IsZero() {
+		c.LoginPerIP = DefaultLoginPerIP
 	}
 	return nil
 }
@@ -190,8 +193,8 @@ type Service struct {
 	pubMu    sync.RWMutex
 	pubCache map[string]ed25519.PublicKey // keys other nodes published
 	hasher   *hasher
-	perUser  *limiterMap
-	perIP    *limiterMap
+	perUser  *ratelimit.Limiter // failed logins by normalized username
+	perIP    *ratelimit.Limiter // failed logins by ratelimit.IPKey
 
 	logins        *prometheus.CounterVec
 	registrations *prometheus.CounterVec
@@ -212,6 +215,14 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	perUser, err := ratelimit.New(ratelimit.Config{Spec: cfg.LoginPerUser, MaxKeys: maxLimiterKeys, Now: deps.Now})
+	if err != nil {
+		return nil, fmt.Errorf("auth: login limit per user: %w", err)
+	}
+	perIP, err := ratelimit.New(ratelimit.Config{Spec: cfg.LoginPerIP, MaxKeys: maxLimiterKeys, Now: deps.Now})
+	if err != nil {
+		return nil, fmt.Errorf("auth: login limit per IP: %w", err)
+	}
 	keys, err := loadOrCreateKeys(cfg.KeyDir)
 	if err != nil {
 		return nil, err
@@ -226,8 +237,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		keys:     keys,
 		pubCache: map[string]ed25519.PublicKey{},
 		hasher:   newHasher(cfg.Argon2),
-		perUser:  newLimiterMap(cfg.LoginPerUser, maxLimiterEntries),
-		perIP:    newLimiterMap(cfg.LoginPerIP, maxLimiterEntries),
+		perUser:  perUser,
+		perIP:    perIP,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_auth_logins_total",
 			Help: "Login attempts by result.",

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -283,8 +284,8 @@ func TestLoginWrongCredentials(t *testing.T) {
 
 func TestLoginRateLimitPerUser(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		c.LoginPerUser = RateSpec{PerMinute: 6, Burst: 2} // one token per 10 s
-		c.LoginPerIP = RateSpec{PerMinute: 600, Burst: 100}
+		c.LoginPerUser = ratelimit.Spec{Rate: 0.1, Burst: 2} // one token per 10 s
+		c.LoginPerIP = ratelimit.Spec{Rate: 10, Burst: 100}
 	})
 	e.register("alice", "password1")
 	for range 2 {
@@ -318,10 +319,31 @@ func TestLoginRateLimitPerUser(t *testing.T) {
 	}
 }
 
+// Failed logins are counted per ratelimit.IPKey, the key of every per-IP
+// limit: an IPv6 client's whole /64 shares one bucket.
+func TestLoginRateLimitPerIPv6Prefix(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.LoginPerUser = ratelimit.Spec{Rate: 10, Burst: 100}
+		c.LoginPerIP = ratelimit.Spec{Rate: 1, Burst: 2}
+	})
+	e.register("alice", "password1")
+	for _, ip := range []string{"[2001:db8:1:2::a]", "[2001:db8:1:2::b]"} {
+		if r := e.do(http.MethodPost, "/auth/login", `{"username":"alice","password":"wrong-one"}`, ip); r.Code != 401 {
+			t.Fatalf("%s: %d %s", ip, r.Code, r.Body)
+		}
+	}
+	if r := e.do(http.MethodPost, "/auth/login", `{"username":"alice","password":"password1"}`, "[2001:db8:1:2::ffff]"); r.Code != 429 {
+		t.Fatalf("same /64: %d %s", r.Code, r.Body)
+	}
+	if r := e.do(http.MethodPost, "/auth/login", `{"username":"alice","password":"password1"}`, "[2001:db8:1:3::a]"); r.Code != 200 {
+		t.Fatalf("another /64: %d %s", r.Code, r.Body)
+	}
+}
+
 func TestLoginRateLimitPerIP(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		c.LoginPerUser = RateSpec{PerMinute: 600, Burst: 100}
-		c.LoginPerIP = RateSpec{PerMinute: 60, Burst: 3}
+		c.LoginPerUser = ratelimit.Spec{Rate: 10, Burst: 100}
+		c.LoginPerIP = ratelimit.Spec{Rate: 1, Burst: 3}
 	})
 	e.register("alice", "password1")
 	for _, u := range []string{"x1x", "x2x", "x3x"} {
@@ -340,23 +362,6 @@ func TestLoginRateLimitPerIP(t *testing.T) {
 	e.clock.Advance(1e9)
 	if r := e.do(http.MethodPost, "/auth/login", `{"username":"alice","password":"password1"}`, "198.51.100.7"); r.Code != 200 {
 		t.Fatalf("recovered: %d %s", r.Code, r.Body)
-	}
-}
-
-func TestLimiterMapBounded(t *testing.T) {
-	e := newEnv(t)
-	l := newLimiterMap(RateSpec{PerMinute: 1, Burst: 1}, 100)
-	now := e.clock.Now()
-	for i := range 1000 {
-		l.fail(strings.Repeat("k", i%50)+string(rune('a'+i%26))+string(rune(i)), now)
-	}
-	if n := l.len(); n > 100 {
-		t.Fatalf("map grew to %d", n)
-	}
-	// Idle (refilled) buckets are swept after a while.
-	l.fail("last", now.Add(10*60e9))
-	if n := l.len(); n != 1 {
-		t.Fatalf("after sweep: %d", n)
 	}
 }
 

@@ -40,7 +40,8 @@ type refreshRequest struct {
 	RefreshToken string `json:"refreshToken"`
 }
 
-// Routes are the service's HTTP endpoints; all are public (no token).
+// Routes are the service's HTTP endpoints: public ones (no token) and the
+// admin look-up of an account that `edgechat token` mints from.
 func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/auth/register", Handler: s.handleRegister, Public: true, Class: "auth", MaxBody: maxAuthBody},
@@ -48,6 +49,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/auth/refresh", Handler: s.handleRefresh, Public: true, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodPost, Pattern: "/auth/logout", Handler: s.handleLogout, Public: true, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
 	}
 }
 
@@ -111,6 +113,22 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, map[string]string{"userId": uid})
+}
+
+// handleLookup answers GET /admin/users/{uid}: {userId, admin}, what an
+// access token of the account says.
+func (s *Service) handleLookup(w http.ResponseWriter, r *http.Request) {
+	acct, err := s.LookupAccount(r.PathValue("uid"))
+	if errors.Is(err, ErrNoAccount) {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user"))
+		return
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusOK, acct)
 }
 
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {

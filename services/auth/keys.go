@@ -142,7 +142,19 @@ func loadOrCreateKeys(dir string) (*keySet, error) {
 	return ks, nil
 }
 
-func mint(k *signingKey, issuer, uid string, admin bool, now time.Time, ttl time.Duration) (string, error) {
+// Account is what an access token says of its user. Every access token
+// is minted from one, by mint: login and refresh from the stored account,
+// `edgechat token` from the account the node reports (GET
+// /admin/users/{uid}), so that they carry the same claims.
+type Account struct {
+	UserID string `json:"userId"`
+	Admin  bool   `json:"admin"`
+}
+
+// mint is the one function that makes access tokens: iss, sub (the user
+// ID), iat, exp, a random jti and adm (the admin role) from acct.
+func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Duration) (string, error) {
+	uid, admin := acct.UserID, acct.Admin
 	if err := wire.ValidUserID(uid); err != nil {
 		return "", fmt.Errorf("%w: %q", ErrInvalidUsername, uid)
 	}
@@ -169,15 +181,17 @@ func mint(k *signingKey, issuer, uid string, admin bool, now time.Time, ttl time
 	return s, nil
 }
 
-// MintAccessToken signs an access token for uid with the node's key.
+// MintAccessToken signs an access token for uid with the node's key (the
+// claims of an Account with that role).
 func (s *Service) MintAccessToken(uid string, admin bool) (string, error) {
-	return mint(s.keys.signer, s.cfg.Issuer, uid, admin, s.now(), s.cfg.AccessTTL)
+	return mint(s.keys.signer, s.cfg.Issuer, Account{UserID: uid, Admin: admin}, s.now(), s.cfg.AccessTTL)
 }
 
-// MintFromKeyDir signs an access token with the signing key stored in
-// keyDir, without a running service (for `edgechat token NAME`). It only
-// reads the key file; it never creates one.
-func MintFromKeyDir(keyDir, issuer, uid string, admin bool, ttl time.Duration) (string, error) {
+// MintFromKeyDir signs an access token for acct with the signing key
+// stored in keyDir, without a running service (for `edgechat token NAME`,
+// which asks the node for the account first, and the operator tools'
+// short admin tokens). It only reads the key file; it never creates one.
+func MintFromKeyDir(keyDir, issuer string, acct Account, ttl time.Duration) (string, error) {
 	k, err := parseKeyFile(filepath.Join(keyDir, SigningKeyFile))
 	if err != nil {
 		return "", err
@@ -189,7 +203,7 @@ func MintFromKeyDir(keyDir, issuer, uid string, admin bool, ttl time.Duration) (
 		ttl = DefaultAccessTTL
 	}
 	// A negative ttl mints an already expired token (for tests of refusal).
-	return mint(k, issuer, uid, admin, time.Now(), ttl)
+	return mint(k, issuer, acct, time.Now(), ttl)
 }
 
 // VerifyAccessToken checks an access token: alg EdDSA only, a known kid,

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -121,14 +122,14 @@ func (s *Service) SetAdmin(ctx context.Context, uid string, admin bool) error {
 // rate limited per username and per client IP; an unknown user costs the
 // same hash as a known one.
 func (s *Service) Login(ctx context.Context, username, password, ip string) (Tokens, error) {
-	now := s.now()
 	userKey, err := NormalizeUsername(username)
 	if err != nil {
 		userKey = "" // still spend a hash below: no shortcut for odd names
 	}
-	wait := s.perIP.check(ip, now)
+	ipKey := ratelimit.RemoteIPKey(ip)
+	wait := s.perIP.Wait(ipKey)
 	if userKey != "" {
-		wait = max(wait, s.perUser.check(userKey, now))
+		wait = max(wait, s.perUser.Wait(userKey))
 	}
 	if wait > 0 {
 		s.logins.WithLabelValues("rate_limited").Inc()
@@ -151,14 +152,15 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
 	}
 	if !found || !ok {
+		// A failure takes a token (when there is one left).
 		if userKey != "" {
-			s.perUser.fail(userKey, now)
+			s.perUser.Allow(userKey)
 		}
-		s.perIP.fail(ip, now)
+		s.perIP.Allow(ipKey)
 		s.logins.WithLabelValues("invalid_credentials").Inc()
 		return Tokens{}, ErrInvalidCredentials
 	}
-	t, err := s.issue(ctx, acct.UID, acct.Admin)
+	t, err := s.issue(ctx, acct)
 	if err != nil {
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
@@ -199,9 +201,34 @@ func parseRefresh(tok string) (family, secret string, ok bool) {
 	return family, secret, true
 }
 
+// accessToken mints the access token of a stored account: the claims of
+// login, refresh and (through LookupAccount) `edgechat token`.
+func (s *Service) accessToken(acct account) (string, error) {
+	return mint(s.keys.signer, s.cfg.Issuer, acct.public(), s.now(), s.cfg.AccessTTL)
+}
+
+// LookupAccount is what an access token of uid would say (GET
+// /admin/users/{uid}): `edgechat token` mints from it. ErrNoAccount when
+// there is no such account.
+func (s *Service) LookupAccount(uid string) (Account, error) {
+	norm, err := NormalizeUsername(uid)
+	if err != nil {
+		return Account{}, fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	}
+	acct, found, err := s.readAccount(norm)
+	if err != nil {
+		return Account{}, err
+	}
+	if !found {
+		return Account{}, fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	}
+	return acct.public(), nil
+}
+
 // issue mints an access token and starts a new refresh-token family.
-func (s *Service) issue(ctx context.Context, uid string, admin bool) (Tokens, error) {
-	access, err := s.MintAccessToken(uid, admin)
+func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
+	uid := acct.UID
+	access, err := s.accessToken(acct)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -272,7 +299,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, fmt.Errorf("auth: rotate refresh token: %w", err)
 	}
-	access, err := s.MintAccessToken(acct.UID, acct.Admin)
+	access, err := s.accessToken(acct)
 	if err != nil {
 		return Tokens{}, err
 	}

@@ -28,6 +28,9 @@ type account struct {
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
+// public is what access tokens say of the account.
+func (a account) public() Account { return Account{UserID: a.UID, Admin: a.Admin} }
+
 type refreshFamily struct {
 	UID       string    `json:"uid"`
 	Hash      string    `json:"hash"` // hex sha256 of the current secret

@@ -197,7 +197,7 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 
 func TestMintFromKeyDir(t *testing.T) {
 	e := newEnv(t)
-	tok, err := MintFromKeyDir(e.keyDir, "", "bob", true, time.Hour)
+	tok, err := MintFromKeyDir(e.keyDir, "", Account{UserID: "bob", Admin: true}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,13 +208,13 @@ func TestMintFromKeyDir(t *testing.T) {
 		t.Fatalf("verify: %+v %v", p, err)
 	}
 	empty := t.TempDir()
-	if _, err := MintFromKeyDir(empty, "edgechat", "bob", false, time.Hour); err == nil {
+	if _, err := MintFromKeyDir(empty, "edgechat", Account{UserID: "bob"}, time.Hour); err == nil {
 		t.Fatal("minted without a key")
 	}
 	if _, err := os.Stat(filepath.Join(empty, SigningKeyFile)); !os.IsNotExist(err) {
 		t.Fatal("MintFromKeyDir created a key")
 	}
-	if _, err := MintFromKeyDir(e.keyDir, "", "Bad Name", false, time.Hour); err == nil {
+	if _, err := MintFromKeyDir(e.keyDir, "", Account{UserID: "Bad Name"}, time.Hour); err == nil {
 		t.Fatal("minted for an invalid uid")
 	}
 }
@@ -249,5 +249,53 @@ func TestJWKSEndpoint(t *testing.T) {
 	}, jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithTimeFunc(e.clock.Now))
 	if err != nil || !parsed.Valid {
 		t.Fatalf("independent verify: %v", err)
+	}
+}
+
+// `edgechat token` mints from the account the node reports (LookupAccount,
+// GET /admin/users/{uid}) through the same mint as login: an admin's
+// token says adm, like their login token, and a plain user's does not.
+func TestCLITokenClaimsMatchLoginTokens(t *testing.T) {
+	e := newEnv(t)
+	e.register("alice", "password1") // the first account: an admin
+	e.register("bob", "password2")
+	e.clock.Set(time.Now()) // MintFromKeyDir uses the wall clock
+	claims := func(tok string) accessClaims {
+		t.Helper()
+		var c accessClaims
+		if _, _, err := jwt.NewParser().ParseUnverified(tok, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, u := range []struct{ name, pw string }{{"alice", "password1"}, {"bob", "password2"}} {
+		r := e.do(http.MethodGet, "/admin/users/"+u.name, "", "192.0.2.1")
+		var acct Account
+		if r.Code != 200 || json.Unmarshal(r.Body, &acct) != nil {
+			t.Fatalf("GET /admin/users/%s: %d %s", u.name, r.Code, r.Body)
+		}
+		cli, err := MintFromKeyDir(e.keyDir, "", acct, e.svc.cfg.AccessTTL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, l := claims(cli), claims(e.login(u.name, u.pw).AccessToken)
+		if c.Issuer != l.Issuer || c.Subject != l.Subject || c.Admin != l.Admin ||
+			c.ExpiresAt.Sub(c.IssuedAt.Time) != l.ExpiresAt.Sub(l.IssuedAt.Time) || c.ID == "" || c.ID == l.ID {
+			t.Errorf("%s: CLI token claims %+v, login token claims %+v", u.name, c, l)
+		}
+		if c.Admin != (u.name == "alice") {
+			t.Errorf("%s: adm %v", u.name, c.Admin)
+		}
+		p, err := e.svc.VerifyAccessToken(cli)
+		if err != nil || p != (wire.Principal{UserID: u.name, Admin: u.name == "alice"}) {
+			t.Errorf("%s: verify %+v %v", u.name, p, err)
+		}
+	}
+	// Look-ups normalize like login; unknown users are 404.
+	if a, err := e.svc.LookupAccount("Alice"); err != nil || a != (Account{UserID: "alice", Admin: true}) {
+		t.Fatalf("LookupAccount(Alice) = %+v %v", a, err)
+	}
+	if r := e.do(http.MethodGet, "/admin/users/nobody", "", "192.0.2.1"); r.Code != 404 || r.errCode() != "not_found" {
+		t.Fatalf("unknown user: %d %s", r.Code, r.Body)
 	}
 }

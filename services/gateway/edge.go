@@ -29,6 +29,12 @@ const (
 	headerBytesBackstop = 16 << 10
 )
 
+// ClassAll names the per-IP bucket every request passes before its route
+// class (Config.PerIP): the class label of its refusals in
+// edgechat_http_rate_limited_total, and its name in the node's
+// --http-rate all=RATE/BURST.
+const ClassAll = "all"
+
 // DefaultRateLimits are the per-class limits (per user; per client IP on
 // public routes) used for classes Config.RateLimits does not set.
 func DefaultRateLimits() map[string]RateSpec {
@@ -224,19 +230,6 @@ func parseAddr(s string) (netip.Addr, bool) {
 		}
 	}
 	return netip.Addr{}, false
-}
-
-// ipKey is the rate-limit key of an address: IPv6 clients are limited per
-// /64, which is what one subscriber usually holds.
-func ipKey(a netip.Addr) string {
-	if !a.IsValid() {
-		return "ip/unknown"
-	}
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return "ip/" + p.String()
-	}
-	return "ip/" + a.String()
 }
 
 // corsHeaders adds the CORS headers of an actual (non-preflight) response

@@ -115,8 +115,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// CORS headers first, so that a browser can read even a 429.
 	g.edge.corsHeaders(sw.Header(), r.Header.Get("Origin"))
-	if ok, retry := g.edge.perIP.Allow(ipKey(info.ip)); !ok {
-		g.rateLimited(sw, "all", "ip", retry, "too many requests from your address")
+	if ok, retry := g.edge.perIP.Allow(ratelimit.IPKey(info.ip)); !ok {
+		g.rateLimited(sw, ClassAll, "ip", retry, "too many requests from your address")
 		return
 	}
 	if err := g.checkRequest(r); err != nil {
@@ -166,7 +166,7 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 
 		key, scope := "u/"+p.UserID, "user"
 		if rt.Public {
-			key, scope = ipKey(info.ip), "ip"
+			key, scope = ratelimit.IPKey(info.ip), "ip"
 		}
 		if ok, retry := lim.Allow(key); !ok {
 			g.rateLimited(w, class, scope, retry, "too many "+class+" requests")
