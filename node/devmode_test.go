@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -382,4 +383,102 @@ func wildcardScenario(t *testing.T, addr string) []string {
 	mustPublish(t, check, "barrier/5", "-", false)
 	log = append(log, "retained after clearing: "+describe(kcol.until(t, "barrier/5")))
 	return log
+}
+
+// In --dev a # subscriber gets chat topics only as far as it could have
+// subscribed to them by name: its own direct messages, presence it may
+// see; an anonymous client none at all. Real services decide (the
+// presence visibility rule, the archive's conversations).
+func TestDevModeWildcardsKeepChatPrivate(t *testing.T) {
+	n := nodetest.StartNode(t, nodetest.WithDev())
+	aliceTok, bobTok, carolTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol")
+	anon, code := connectV5(t, n.MQTTURL, "anon-wild", "", "")
+	if anon == nil {
+		t.Fatalf("anonymous connect: %#x", code)
+	}
+	anonPresence, _ := connectV5(t, n.MQTTURL, "anon-presence", "", "")
+	alice := mustConnectV5(t, n.MQTTURL, "alice", "d1", aliceTok)
+	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
+	carol := mustConnectV5(t, n.MQTTURL, "carol", "d1", carolTok)
+	for _, c := range []*v5Client{anon, alice, bob, carol} {
+		if r := subscribe(t, c, "#"); r[0] != 1 {
+			t.Fatalf("subscribe #: %#x", r[0])
+		}
+	}
+	if r := subscribe(t, anonPresence, "presence/+", "user/#", "+/+/+", "+/+"); string(r) != "\x01\x01\x01\x01" {
+		t.Fatalf("subscribe presence/+, user/#, +/+/+, +/+: %v", r)
+	}
+
+	if code := publish(t, bob, "user/alice/newMessage", textMsg("dm-1", "for alice only")); code != 0 {
+		t.Fatalf("direct message: %#x", code)
+	}
+	if code := publish(t, anon, "sensors/1", "21.5"); code != 0 {
+		t.Fatalf("sensors/1: %#x", code)
+	}
+	waitTopic := func(c *v5Client, topic string) {
+		t.Helper()
+		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			if len(c.received(topic)) == 0 {
+				return fmt.Errorf("no %s", topic)
+			}
+			return nil
+		})
+	}
+	for _, c := range []*v5Client{anon, anonPresence, alice, bob, carol} {
+		waitTopic(c, "sensors/1") // delivered after the direct message, in order
+	}
+	if m := alice.received("user/alice/newMessage"); len(m) != 1 || decodeEnvelope(t, m[0].Payload).Body != "for alice only" {
+		t.Fatalf("alice's # got %d direct messages", len(m))
+	}
+	if m := bob.received("user/bob/newMessage"); len(m) != 1 {
+		t.Fatalf("bob's # got %d copies of his own message", len(m))
+	}
+
+	// bob goes offline: his presence changes; alice (a conversation) may
+	// see it, carol and anonymous clients never.
+	_ = bob.Disconnect(&paho.Disconnect{})
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range alice.received("presence/bob") {
+			if strings.Contains(string(m.Payload), `"offline"`) {
+				return nil
+			}
+		}
+		return errors.New("alice's # did not see bob go offline")
+	})
+	if code := publish(t, alice, "sensors/2", "-"); code != 0 {
+		t.Fatalf("sensors/2: %#x", code)
+	}
+	lateAlice := mustConnectV5(t, n.MQTTURL, "alice", "late", aliceTok)
+	lateCarol := mustConnectV5(t, n.MQTTURL, "carol", "late", carolTok)
+	lateAnon, _ := connectV5(t, n.MQTTURL, "anon-late", "", "")
+	for _, c := range []*v5Client{lateAlice, lateCarol, lateAnon} {
+		subscribe(t, c, "#")
+	}
+	if code := publish(t, alice, "sensors/3", "-"); code != 0 {
+		t.Fatalf("sensors/3: %#x", code)
+	}
+	for _, c := range []*v5Client{anon, anonPresence, carol, lateAlice, lateCarol, lateAnon} {
+		waitTopic(c, "sensors/3")
+	}
+	if len(lateAlice.received("presence/bob")) == 0 {
+		t.Error("alice's late # subscription did not get bob's retained presence")
+	}
+	for name, c := range map[string]*v5Client{"anonymous #": anon, "anonymous presence/+ user/# +/+/+ +/+": anonPresence, "late anonymous #": lateAnon} {
+		for _, m := range c.received("") {
+			if strings.HasPrefix(m.Topic, "user/") || strings.HasPrefix(m.Topic, "presence/") || strings.HasPrefix(m.Topic, "group/") {
+				t.Errorf("%s got %s %s", name, m.Topic, m.Payload)
+			}
+		}
+	}
+	for name, c := range map[string]*v5Client{"carol's #": carol, "carol's late #": lateCarol, "alice's #": alice, "bob's #": bob} {
+		self := strings.Fields(name)[0]
+		self = strings.TrimSuffix(self, "'s")
+		for _, m := range c.received("") {
+			chat := strings.HasPrefix(m.Topic, "user/") || strings.HasPrefix(m.Topic, "presence/")
+			mine := strings.HasPrefix(m.Topic, "user/"+self+"/") || m.Topic == "presence/"+self
+			if chat && !mine && !(self == "alice" && m.Topic == "presence/bob") && !(self == "bob" && m.Topic == "presence/alice") {
+				t.Errorf("%s got %s %s", name, m.Topic, m.Payload)
+			}
+		}
+	}
 }
