@@ -288,10 +288,15 @@ func mustPublish(t *testing.T, c *paho.Client, topic, payload string, retain boo
 // describe lists messages as "topic payload r=retain", $SYS by topic only
 // (its values change from tick to tick), sorted and without duplicates
 // (a retained message matched by two filters comes once per filter).
+// Barriers are left out: mochi delivers a publish after its PUBACK, so the
+// last one may reach a client that subscribed meanwhile, on either server.
 func describe(msgs []*paho.Publish) string {
 	seen := map[string]bool{}
 	var out []string
 	for _, m := range msgs {
+		if strings.HasPrefix(m.Topic, "barrier/") {
+			continue
+		}
 		s := fmt.Sprintf("%s %q r=%v", m.Topic, m.Payload, m.Retain)
 		if strings.HasPrefix(m.Topic, "$SYS/") {
 			s = m.Topic
@@ -327,7 +332,12 @@ func wildcardScenario(t *testing.T, addr string) []string {
 	mustPublish(t, pub, "sensors/1", "22.0", false)
 	mustPublish(t, pub, "x/y/z", "z", false)
 	mustPublish(t, pub, "barrier/2", "-", false)
-	got := wcol.until(t, "barrier/2")
+	var got []*paho.Publish
+	for _, m := range wcol.until(t, "barrier/2") {
+		if !strings.HasPrefix(m.Topic, "barrier/") {
+			got = append(got, m)
+		}
+	}
 	log = append(log, fmt.Sprintf("live (%d): %s", len(got), describe(got)))
 
 	// $SYS: not matched by #, readable by name.
@@ -378,6 +388,7 @@ func wildcardScenario(t *testing.T, addr string) []string {
 	}
 	sort.Strings(cleared)
 	log = append(log, fmt.Sprintf("cleared %v", cleared))
+	mustPublish(t, cleaner, "barrier/4b", "-", false) // the last clearing publish is delivered
 	check, kcol := dialCollector(t, addr, "w-check")
 	subscribeAll(t, check, "#")
 	mustPublish(t, check, "barrier/5", "-", false)

@@ -114,7 +114,7 @@ func TestDevModeMosquittoClients(t *testing.T) {
 		lines := s.waitLine(t, barrier+" end")
 		// Retained messages come in the retained store's (map) order.
 		slices.Sort(lines)
-		return lines
+		return slices.Compact(lines) // a retained message may also come live once (mochi delivers after the PUBACK)
 	}
 	for i, version := range []string{"mqttv5", "mqttv311"} {
 		want := scenario(plain, version, nil)
@@ -165,7 +165,7 @@ func TestDevModeMosquittoClients(t *testing.T) {
 		check, col := dialCollector(t, addr, "retained-check")
 		subscribeAll(t, check, "#")
 		mustPublish(t, check, "barrier/check", "-", false)
-		if got := describe(col.until(t, "barrier/check")); got != `[barrier/check "-" r=false]` {
+		if got := describe(col.until(t, "barrier/check")); got != `[]` {
 			t.Errorf("%s: retained after --remove-retained: %s", addr, got)
 		}
 	}
