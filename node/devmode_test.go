@@ -222,6 +222,12 @@ func (c *collector) add(p *paho.Publish) {
 	c.mu.Unlock()
 }
 
+func (c *collector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
 // until waits for a message on topic and returns everything received up
 // to and including it.
 func (c *collector) until(t *testing.T, topic string) []*paho.Publish {
@@ -362,17 +368,12 @@ func wildcardScenario(t *testing.T, addr string) []string {
 		mustPublish(t, pub, fmt.Sprintf("jobs/%d", i), "j", false)
 	}
 	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-		c1.mu.Lock()
-		c2.mu.Lock()
-		n := len(c1.msgs) + len(c2.msgs)
-		c1.mu.Unlock()
-		c2.mu.Unlock()
-		if n < 6 {
+		if n := c1.count() + c2.count(); n < 6 {
 			return fmt.Errorf("shared group got %d of 6", n)
 		}
 		return nil
 	})
-	log = append(log, fmt.Sprintf("shared group got %d", len(c1.msgs)+len(c2.msgs)))
+	log = append(log, fmt.Sprintf("shared group got %d", c1.count()+c2.count()))
 
 	// Clearing retained messages the way test suites do: subscribe to #,
 	// publish an empty retained message to every retained topic seen.
