@@ -13,11 +13,16 @@ import (
 // arguments, so that it can be fuzzed.
 //
 // Rules: chat topics (under user/, group/, presence/) follow the table in
-// every mode; wildcards are allowed on chat topics only inside the user's
-// own subtree (user/{self}/# and user/{self}/+) and inside the subtree of
-// a group the user is a member of (group/{gid}/# and group/{gid}/+);
-// $SYS is for admins to subscribe; everything else is open in dev mode
-// only.
+// every mode, on every delivery. Outside dev mode wildcards are allowed
+// on chat topics only inside the user's own subtree (user/{self}/# and
+// user/{self}/+) and inside the subtree of a group the user is a member
+// of (group/{gid}/# and group/{gid}/+), $SYS is for admins to subscribe,
+// and nothing else is open. In dev mode every other topic is open, and
+// any wildcard filter (#, +/+, user/#, ...) and $SYS/# is granted, as on
+// a plain MQTT broker: the delivery check (a topic name) then lets
+// through, of the chat subtrees, only what the subscriber could have
+// subscribed to by name. Shared subscriptions (dev mode only) never
+// receive chat topics (see hook.OnSelectSubscribers).
 func allowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership, topic string, write bool) bool {
 	if topic == "" {
 		return false
@@ -27,12 +32,7 @@ func allowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership,
 	}
 	if !write {
 		if rest, ok := sharedFilter(topic); ok {
-			// Shared subscriptions spread messages across several
-			// clients: never on chat topics, reserved or $SYS ones.
-			if rest == "" || wire.IsChatPrefix(rest) || strings.HasPrefix(rest, "$") {
-				return false
-			}
-			return dev
+			return dev && sharedAllowed(rest)
 		}
 		if strings.ContainsAny(topic, "+#") {
 			return filterAllowed(p, dev, mem, topic)
@@ -41,10 +41,27 @@ func allowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership,
 	return nameAllowed(p, dev, vis, mem, topic, write)
 }
 
+// sharedAllowed decides the filter of a shared subscription (dev mode
+// only). Shared subscriptions spread messages across several clients, so
+// chat topics are never delivered to them: a filter that can only match
+// chat topics (a chat prefix spelled out, like user/# or
+// group/g1/newMessage) is refused, one that starts with a wildcard (#,
+// +/x) is granted and gets the non-chat topics it matches. Reserved and
+// $SYS topics are never shared.
+func sharedAllowed(filter string) bool {
+	return filter != "" && filter[0] != '$' && !underChat(filter)
+}
+
 // filterAllowed decides wildcard subscriptions.
 func filterAllowed(p wire.Principal, dev bool, mem Membership, filter string) bool {
 	if strings.HasPrefix(filter, "$") {
-		return p.Admin && p.UserID != "" && strings.HasPrefix(filter, "$SYS/")
+		return strings.HasPrefix(filter, "$SYS/") && (dev || p.Admin && p.UserID != "")
+	}
+	if dev {
+		// Granted like on a plain broker; each delivery is checked by
+		// name (devOpen, nameAllowed), which keeps chat topics to those
+		// who may read them.
+		return true
 	}
 	if p.UserID != "" && (filter == "user/"+p.UserID+"/#" || filter == "user/"+p.UserID+"/+") {
 		return true
@@ -52,15 +69,23 @@ func filterAllowed(p wire.Principal, dev bool, mem Membership, filter string) bo
 	if gid, ok := groupWildcard(filter); ok {
 		return groupAllowed(p, mem, gid)
 	}
-	if wire.IsChatPrefix(filter) {
-		return false
-	}
-	return dev
+	return false
+}
+
+// devOpen reports whether a topic name is open to everyone in dev mode:
+// it is neither under a chat prefix nor reserved ($). It decides most dev
+// deliveries without parsing the topic or looking up the client, and
+// gives the answer nameAllowed would give.
+func devOpen(name string) bool {
+	return name != "" && name[0] != '$' && !underChat(name)
 }
 
 // nameAllowed decides a topic name (a publish, an exact subscription or a
 // delivery).
 func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership, name string, write bool) bool {
+	if dev && devOpen(name) {
+		return true // KindOther: open in dev mode
+	}
 	t := wire.ParseTopic(name)
 	uid := p.UserID
 	switch t.Kind {
@@ -86,7 +111,7 @@ func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Members
 		// delivery stops a removed member's subscription at once.
 		return groupAllowed(p, mem, t.Owner)
 	case wire.KindSys:
-		return !write && p.Admin && uid != ""
+		return !write && (dev || p.Admin && uid != "")
 	case wire.KindChatInvalid:
 		return false
 	}
@@ -105,4 +130,12 @@ func sharedFilter(f string) (string, bool) {
 	}
 	_, filter, _ := strings.Cut(rest, "/")
 	return filter, true
+}
+
+// underChat reports whether a topic name or filter starts with a chat
+// prefix spelled out (user, group or presence as its first level). Unlike
+// wire.IsChatPrefix, a leading wildcard does not count.
+func underChat(s string) bool {
+	first, _, _ := strings.Cut(s, "/")
+	return first == "user" || first == "group" || first == "presence"
 }

@@ -51,11 +51,11 @@ func TestAllowedTable(t *testing.T) {
 		{alice, false, "$share/g/user/alice/newMessage", false, false},
 		{alice, true, "$share/g/sensors/#", false, true},
 		{alice, false, "$share/g/sensors/#", false, false},
-		{alice, true, "$share/g/#", false, false},
+		{alice, true, "$share/g/#", false, true}, // gets no chat topics (OnSelectSubscribers)
 		{alice, true, "$share/g/$SYS/x", false, false},
 		{alice, true, "sensors/#", false, true},
-		{alice, true, "#", false, false},
-		{alice, true, "+/x", false, false},
+		{alice, true, "#", false, true}, // dev: granted, checked on delivery
+		{alice, true, "+/x", false, true},
 		{alice, true, "$other/x", false, false},
 		{alice, true, "sensors/t1", true, true},
 		{alice, false, "sensors/t1", true, false},
@@ -89,6 +89,44 @@ func TestAllowedTable(t *testing.T) {
 		{anon, true, "sensors/t1", false, true},
 		{anon, false, "sensors/t1", false, false},
 		{alice, true, "", false, false},
+		// Dev mode: wildcards and $SYS/# granted like on a plain broker;
+		// chat topics checked by name on every delivery.
+		{anon, true, "#", false, true},
+		{anon, true, "+/+", false, true},
+		{anon, true, "user/#", false, true},
+		{anon, true, "presence/+", false, true},
+		{anon, true, "group/+/newMessage", false, true},
+		{alice, true, "user/bob/#", false, true},
+		{anon, true, "$SYS/#", false, true},
+		{anon, true, "$SYS/broker/version", false, true},
+		{anon, true, "$SYS/broker/version", true, false},
+		{anon, true, "$link/#", false, false},
+		{anon, true, "$link/x", false, false},
+		{anon, true, "$link/x", true, false},
+		{anon, true, "$share/g/+/x", false, true},
+		{anon, true, "$share/g/user/#", false, false},
+		{alice, true, "$share/g/user/alice/+", false, false},
+		{alice, true, "$share/g/presence/anna", false, false},
+		{anon, true, "$share/g/$SYS/#", false, false},
+		{anon, true, "user/alice/newMessage", false, false},
+		{alice, true, "user/alice/newMessage", false, true},
+		{alice, true, "user/bob/newMessage", false, false},
+		{alice, true, "user/bob/typing", false, false},
+		{alice, true, "user/alice/events", false, true},
+		{alice, true, "presence/anna", false, true},
+		{alice, true, "presence/bob", false, false},
+		{anon, true, "presence/alice", false, false},
+		{alice, true, "presence/alice/heartbeat", false, false},
+		{alice, true, "group/a1/newMessage", false, true},
+		{alice, true, "group/g1/typing", false, false},
+		{alice, true, "user/alice", false, false},
+		{anon, true, "sensors/1", false, true},
+		// Outside dev mode nothing of that.
+		{alice, false, "#", false, false},
+		{alice, false, "+/+", false, false},
+		{alice, false, "user/#", false, false},
+		{alice, false, "presence/+", false, false},
+		{alice, false, "$share/g/#", false, false},
 	} {
 		if got := allowed(tc.p, tc.dev, staticVis{}, staticMem{}, tc.topic, tc.write); got != tc.want {
 			t.Errorf("allowed(%q dev=%v %q write=%v) = %v", tc.p.UserID, tc.dev, tc.topic, tc.write, got)
@@ -97,8 +135,8 @@ func TestAllowedTable(t *testing.T) {
 }
 
 // FuzzACL checks the invariants of the topic table for any principal,
-// mode and topic: chat topics never open to the wrong user, and outside
-// dev mode nothing outside the table is allowed.
+// mode and topic: chat topic names (and so deliveries) never open to the
+// wrong user, and outside dev mode nothing outside the table is allowed.
 func FuzzACL(f *testing.F) {
 	for _, s := range []string{"user/alice/newMessage", "user/bob/#", "user/alice/#", "presence/bob", "presence/anna",
 		"presence/alice/heartbeat", "$share/g/user/alice/+", "$SYS/#", "#", "+/+/+", "group/g/newMessage", "group/a1/#", "group/a/+", "group/+/typing", "sensors/x", "user//newMessage", "$SHARE/x/y"} {
@@ -111,6 +149,9 @@ func FuzzACL(f *testing.F) {
 		}
 		p := wire.Principal{UserID: uid, Admin: admin}
 		ok := allowed(p, dev, staticVis{}, staticMem{}, topic, write)
+		if !write && devOpen(topic) && allowed(p, true, staticVis{}, staticMem{}, topic, false) != true {
+			t.Fatalf("devOpen(%q) but allowed refuses it in dev mode for %+v", topic, p)
+		}
 		if !ok {
 			return
 		}
@@ -122,14 +163,15 @@ func FuzzACL(f *testing.F) {
 			t.Fatalf("write to wildcard %q allowed", topic)
 		}
 		if isShared {
-			if write || !dev || wire.IsChatPrefix(shared) || strings.HasPrefix(shared, "$") {
+			first, _, _ := strings.Cut(shared, "/")
+			if write || !dev || first == "user" || first == "group" || first == "presence" || strings.HasPrefix(shared, "$") {
 				t.Fatalf("shared %q allowed (write=%v dev=%v)", topic, write, dev)
 			}
 			return
 		}
 		if strings.HasPrefix(topic, "$") {
-			if write || !admin || uid == "" || !strings.HasPrefix(topic, "$SYS") {
-				t.Fatalf("%q allowed for %+v write=%v", topic, p, write)
+			if write || !strings.HasPrefix(topic, "$SYS") || !(dev || admin && uid != "") {
+				t.Fatalf("%q allowed for %+v write=%v dev=%v", topic, p, write, dev)
 			}
 			return
 		}
@@ -139,11 +181,13 @@ func FuzzACL(f *testing.F) {
 			}
 			return
 		}
-		// Chat topics: only the table.
-		if uid == "" {
-			t.Fatalf("anonymous allowed on chat topic %q", topic)
-		}
 		if !write && strings.ContainsAny(topic, "+#") {
+			if dev {
+				return // any filter in dev mode: deliveries are checked by name below
+			}
+			if uid == "" {
+				t.Fatalf("anonymous allowed on chat filter %q", topic)
+			}
 			if gid, ok := strings.CutPrefix(topic, "group/"); ok {
 				gid, last, _ := strings.Cut(gid, "/")
 				if (last != "#" && last != "+") || wire.ValidGroupID(gid) != nil || !(staticMem{}).IsMember(gid, uid) {
@@ -155,6 +199,11 @@ func FuzzACL(f *testing.F) {
 				t.Fatalf("wildcard %q allowed for %s", topic, uid)
 			}
 			return
+		}
+		// Chat topic names (publishes, exact subscriptions, every
+		// delivery, in every mode): only the table.
+		if uid == "" {
+			t.Fatalf("anonymous allowed on chat topic %q (dev=%v)", topic, dev)
 		}
 		tp := wire.ParseTopic(topic)
 		switch tp.Kind {

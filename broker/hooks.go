@@ -27,6 +27,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnConnect,
 		mqtt.OnConnectAuthenticate,
 		mqtt.OnACLCheck,
+		mqtt.OnSelectSubscribers,
 		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
 		mqtt.OnPublish,
@@ -189,13 +190,21 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 }
 
 // OnACLCheck is called for publishes (topic name, write), subscribes
-// (filter) and each delivery (topic name, !write), so revoked visibility
-// or group membership stops deliveries at once.
+// (filter) and each delivery (topic name, !write; retained messages sent
+// on SUBSCRIBE and $SYS updates included), so revoked visibility or group
+// membership stops deliveries at once. In dev mode the same check keeps
+// chat topics matched by a wildcard (#, +/+, user/#) to those who may
+// read them by name.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
 	b := h.b
+	if !write && b.cfg.Dev && devOpen(topic) {
+		// Most dev-mode deliveries: an open topic, decided without
+		// looking up the client or parsing the topic.
+		return true
+	}
 	if write && topic == "" {
 		// A publish that names its topic by alias only: mochi checks the
 		// ACL before it resolves the alias, so the check is made in
@@ -207,6 +216,21 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
 	}
 	return ok
+}
+
+// OnSelectSubscribers keeps chat topics away from shared subscriptions
+// (granted in dev mode only, and only with a filter that may match other
+// topics, like $share/g/#): a shared group would hand a message to one
+// member chosen at random, and the delivery check would then drop it for
+// the whole group unless that member may read it. Nobody may subscribe
+// to a chat topic through a shared subscription, so no member gets it.
+// mochi calls this only when a publish matches a shared subscription.
+func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *mqtt.Subscribers {
+	if underChat(pk.TopicName) {
+		subs.Shared = nil
+		subs.SharedSelected = nil
+	}
+	return subs
 }
 
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {

@@ -99,9 +99,6 @@ func TestDevMode(t *testing.T) {
 	if code := sub.sub(t, "user/x/newMessage"); code != 0x87 {
 		t.Fatalf("anonymous subscribe to a chat topic: 0x%02x", code)
 	}
-	if code := sub.sub(t, "#"); code != 0x87 {
-		t.Fatalf("anonymous subscribe to #: 0x%02x", code)
-	}
 	if code := sub.sub(t, "$share/g/user/bob/newMessage"); code != 0x87 {
 		t.Fatalf("shared chat subscription: 0x%02x", code)
 	}
