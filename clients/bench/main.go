@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -52,17 +51,16 @@ Run "bench MODE -h" for the flags of a mode.
 
 // common are the flags every mode has.
 type common struct {
-	httpURL, mqtt, data, edgechat, out, chart, prefix, password string
-	pid                                                         int
-	anon                                                        bool
-	ttl, progressEvery                                          time.Duration
+	httpURL, mqtt, data, out, chart, prefix, password string
+	pid                                               int
+	anon                                              bool
+	ttl, progressEvery                                time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "HTTP API base URL of the node (accounts)")
 	fs.StringVar(&c.mqtt, "mqtt", "127.0.0.1:1883", "MQTT address host:port (or tcp://host:port)")
 	fs.StringVar(&c.data, "data", "", "the node's data directory: mint tokens from its keys instead of logging in")
-	fs.StringVar(&c.edgechat, "edgechat", "", "edgechat binary used with --data (default: edgechat in PATH)")
 	fs.IntVar(&c.pid, "pid", 0, "PID of the server process, to read its RSS and CPU time from /proc")
 	fs.StringVar(&c.out, "out", "", "write machine-readable results to this JSON file")
 	fs.StringVar(&c.chart, "chart", "", "draw a chart to this SVG file")
@@ -77,14 +75,7 @@ func (c *common) env(stdout, stderr io.Writer) (Env, error) {
 	if c.anon {
 		return Env{Stdout: stdout, Stderr: stderr, Tokens: AnonTokens{}, ProgressEvery: c.progressEvery}, nil
 	}
-	acc := &Accounts{HTTPURL: c.httpURL, Password: c.password, DataDir: c.data, Edgechat: c.edgechat, TTL: c.ttl}
-	if c.data != "" && acc.Edgechat == "" {
-		p, err := exec.LookPath("edgechat")
-		if err != nil {
-			return Env{}, fmt.Errorf("%w: --data needs the edgechat binary: give --edgechat PATH", errUsage)
-		}
-		acc.Edgechat = p
-	}
+	acc := &Accounts{HTTPURL: c.httpURL, Password: c.password, DataDir: c.data, TTL: c.ttl}
 	return Env{Stdout: stdout, Stderr: stderr, Tokens: acc, ProgressEvery: c.progressEvery}, nil
 }
 
