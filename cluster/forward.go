@@ -64,17 +64,10 @@ func (n *Raft) forwarder(ctx context.Context, wg *sync.WaitGroup) {
 	sem := make(chan struct{}, maxForwardsInFlight)
 	var carry *request
 	for {
-		first := carry
-		carry = nil
-		if first == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case first = <-n.fwd:
-			}
+		batch, ok := n.nextBatch(ctx, n.fwd, &carry)
+		if !ok {
+			return
 		}
-		var batch []*request
-		batch, carry = n.gather(first, n.fwd)
 		if len(batch) == 0 {
 			continue
 		}

@@ -97,17 +97,10 @@ func (n *Raft) batcher(ctx context.Context) {
 	var carry *request
 	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
 	for {
-		first := carry
-		carry = nil
-		if first == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case first = <-n.reqs:
-			}
+		batch, ok := n.nextBatch(ctx, n.reqs, &carry)
+		if !ok {
+			return
 		}
-		var batch []*request
-		batch, carry = n.gather(first, n.reqs)
 		if len(batch) == 0 {
 			continue
 		}
@@ -127,6 +120,25 @@ func (n *Raft) batcher(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// nextBatch takes the request carried over from the last batch, or waits
+// for the first one on q, and gathers what else is queued behind it
+// (gather); false when ctx ended first. The batcher and the follower's
+// forwarder both pack their queues with it.
+func (n *Raft) nextBatch(ctx context.Context, q chan *request, carry **request) ([]*request, bool) {
+	first := *carry
+	*carry = nil
+	if first == nil {
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case first = <-q:
+		}
+	}
+	batch, next := n.gather(first, q)
+	*carry = next
+	return batch, true
 }
 
 // waiter answers the requests of each entry once Raft has applied it.
