@@ -1,6 +1,9 @@
 package cluster
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Telling followers the commit index.
 //
@@ -10,22 +13,36 @@ import "sync"
 // keeps followers fresh but makes an idle leader send hundreds of empty
 // appends a second (5 ms cost an idle three-node cluster about 13% of a
 // core). So CommitTimeout is long, and the leader announces commits when
-// it has made one: after it applies a batch, it appends a Raft barrier,
-// whose AppendEntries carries the new commit index to every follower at
-// once. Announcements are coalesced (one barrier in flight, then one more
-// if commits came meanwhile), so under load they add at most one small
-// entry per round trip, and an idle cluster sends only heartbeats.
+// it has made one, by appending a Raft barrier: its AppendEntries
+// carries the new commit index to every follower at once.
+//
+// A barrier costs a log write, so it is appended only when nothing else
+// will carry the news: an entry appended after the commit carries a
+// commit index at least as new. For its own proposals the leader waits
+// announceDelay and appends the barrier only if the log has not grown
+// meanwhile (under load it always has, so load adds no barriers). A
+// commit a follower is waiting for (a forwarded proposal, which the
+// follower answers from its own FSM) is announced at once. Announcements
+// are coalesced: one barrier in flight, then one more if commits came
+// meanwhile.
 type commitAnnouncer struct {
 	mu      sync.Mutex
 	running bool
 	again   bool
+	urgent  bool
 }
 
-// announceCommit makes sure followers hear of the commits made so far
-// without waiting for CommitTimeout. It never blocks.
-func (n *Raft) announceCommit() {
+// announceDelay is how long the leader waits for a later entry to carry
+// the commit index of its own proposals before it appends a barrier.
+const announceDelay = time.Millisecond
+
+// announceCommit makes sure followers hear of the commits made so far:
+// at once when urgent (a follower waits for it), else unless an entry
+// appended within announceDelay carries the news. It never blocks.
+func (n *Raft) announceCommit(urgent bool) {
 	a := &n.announcer
 	a.mu.Lock()
+	a.urgent = a.urgent || urgent
 	if a.running {
 		a.again = true
 		a.mu.Unlock()
@@ -33,21 +50,41 @@ func (n *Raft) announceCommit() {
 	}
 	a.running = true
 	a.mu.Unlock()
-	go func() {
-		for {
-			// The barrier is appended at once (its AppendEntries carries
-			// the commit index); waiting for it only paces the next one.
-			// On a node that is no longer the leader it fails at once.
+	go n.runAnnouncer()
+}
+
+func (n *Raft) runAnnouncer() {
+	a := &n.announcer
+	for {
+		a.mu.Lock()
+		urgent := a.urgent
+		a.urgent, a.again = false, false
+		a.mu.Unlock()
+
+		needed := true
+		if !urgent {
+			last := n.raft.LastIndex()
+			t := time.NewTimer(announceDelay)
+			select {
+			case <-t.C:
+			case <-n.stopping:
+				t.Stop()
+			}
+			needed = n.raft.LastIndex() == last
+		}
+		if needed {
+			// The barrier is appended at once; waiting for it only paces
+			// the next one. On a node that is no longer the leader it
+			// fails at once.
 			_ = n.raft.Barrier(applyTimeout).Error()
 			n.m.announcements.Inc()
-			a.mu.Lock()
-			if !a.again {
-				a.running = false
-				a.mu.Unlock()
-				return
-			}
-			a.again = false
-			a.mu.Unlock()
 		}
-	}()
+		a.mu.Lock()
+		if !a.again {
+			a.running = false
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+	}
 }

@@ -282,5 +282,5 @@ func (n *Raft) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
 	reply.Index = f.Index()
 	// The follower that forwarded this waits for its own FSM to apply the
 	// entry: tell it the commit index now.
-	n.announceCommit()
+	n.announceCommit(true)
 }

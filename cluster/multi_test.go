@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"slices"
 	"sync"
 	"testing"
@@ -512,5 +513,28 @@ func TestMembersChangedAnnouncesJoinsAndLeaders(t *testing.T) {
 	case <-changed:
 	case <-time.After(20 * time.Second):
 		t.Fatal("MembersChanged did not fire when the leader went away")
+	}
+}
+
+// Followers hear of commits without CommitTimeout: with it set to an
+// hour, a follower still applies what the leader committed, and a
+// proposal made on a follower (which waits for its own FSM) returns.
+// Only the leader's announcements (announce.go) can make that happen.
+func TestCommitsAreAnnouncedToFollowers(t *testing.T) {
+	ms := startClusterWith(t, 3, func(c *Config) { c.CommitTimeout = time.Hour })
+	leader := leaderOf(t, ms)
+	var follower *member
+	for _, m := range ms {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	proposeKeys(t, leader, "on-leader")
+	waitKeys(t, ms, "on-leader")
+	proposeKeys(t, follower, "on-follower")
+	waitKeys(t, ms, "on-follower")
+	if got, _ := testutil.MetricValue(t, leader.reg, "edgechat_raft_commit_announcements_total", nil); got < 1 {
+		t.Errorf("announcements on the leader = %v, want at least 1", got)
 	}
 }

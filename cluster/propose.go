@@ -157,7 +157,7 @@ func (n *Raft) waiter() {
 			err = raftErr(err)
 		}
 		if err == nil {
-			n.announceCommit()
+			n.announceCommit(false)
 		}
 		for i, r := range in.reqs {
 			if err != nil {
