@@ -54,8 +54,8 @@ func TestSendStampsAndStores(t *testing.T) {
 	if err != nil || more || len(hist) != 1 || !bytes.Equal(hist[0], payload) {
 		t.Fatalf("history = %q more %v err %v", hist, more, err)
 	}
-	if got := metric(t, e, resultStored); got != 1 {
-		t.Fatalf("stored metric = %v", got)
+	if got := metric(t, e, resultStored); got != 1 || e.svc.StoredCount() != 1 {
+		t.Fatalf("stored metric = %v, StoredCount = %d", got, e.svc.StoredCount())
 	}
 }
 
@@ -79,7 +79,7 @@ func TestSendDedupe(t *testing.T) {
 	if len(hist) != 2 {
 		t.Fatalf("history has %d messages, want 2", len(hist))
 	}
-	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 {
+	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 || e.svc.StoredCount() != 2 {
 		t.Fatalf("metrics stored=%v duplicate=%v", metric(t, e, resultStored), metric(t, e, resultDuplicate))
 	}
 }
@@ -200,23 +200,21 @@ func TestHighestID(t *testing.T) {
 	}
 }
 
-func TestCanSeePresence(t *testing.T) {
+func TestHasConversationDirect(t *testing.T) {
 	e := newEnv(t)
 	e.send(t, "alice", "bob", "p1")
 	for _, c := range []struct {
 		viewer, subject string
 		want            bool
 	}{
-		{"alice", "alice", true},
-		{"carol", "carol", true},
 		{"alice", "bob", true},
 		{"bob", "alice", true},
 		{"alice", "carol", false},
 		{"carol", "bob", false},
 		{"Bad/", "bob", false},
 	} {
-		if got := e.svc.CanSeePresence(c.viewer, c.subject); got != c.want {
-			t.Errorf("CanSeePresence(%s, %s) = %v, want %v", c.viewer, c.subject, got, c.want)
+		if got := e.svc.HasConversation(c.viewer, c.subject); got != c.want {
+			t.Errorf("HasConversation(%s, %s) = %v, want %v", c.viewer, c.subject, got, c.want)
 		}
 	}
 }

@@ -126,10 +126,6 @@ func (r *recorder) statuses(t *testing.T) []string {
 	return out
 }
 
-type visibility map[string]bool // "viewer>subject"
-
-func (v visibility) CanSeePresence(viewer, subject string) bool { return v[viewer+">"+subject] }
-
 // ---- helpers ----
 
 const (
@@ -150,7 +146,7 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, clk: newFakeClock(), pub: &recorder{}, reg: prometheus.NewRegistry()}
 	s, err := New(Config{Interval: interval, Grace: grace}, Deps{
 		Publisher:  h.pub,
-		Visibility: visibility{"bob>alice": true},
+		Social:     Social{Contacts: pairs{"alice>bob": true}}, // bob may see alice
 		Logger:     testutil.QuietLogger(),
 		Registerer: h.reg,
 		Clock:      h.clk,
