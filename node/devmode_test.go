@@ -15,6 +15,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -85,26 +86,17 @@ func (r *recorder) snapshot() []string {
 
 func dialPlain(t *testing.T, addr, id string, clean bool, expiry uint32, will *paho.WillMessage, rec *recorder) (*paho.Client, *paho.Connack) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	o := mqtttest.Options{ClientID: id, KeepSession: !clean, SessionExpiry: expiry, Will: will}
+	if rec != nil {
+		o.OnPublish = func(p *paho.Publish) {
+			rec.add(fmt.Sprintf("%s<-%s %s r=%v", id, p.Topic, p.Payload, p.Retain))
+		}
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) {
-			if rec != nil {
-				rec.add(fmt.Sprintf("%s<-%s %s r=%v", id, pr.Packet.Topic, pr.Packet.Payload, pr.Packet.Retain))
-			}
-			return true, nil
-		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cp := &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean, WillMessage: will,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	ca, err := c.Connect(ctx, cp)
+	c, ca, err := mqtttest.Dial(t, addr, o)
 	if err != nil {
 		t.Fatalf("connect %s: %v", id, err)
 	}
-	return c, ca
+	return c.Client, ca
 }
 
 // mqttScenario exercises retained messages, wills, session expiry with

@@ -34,6 +34,10 @@ type Options struct {
 	NoProblemInfo bool
 	// Timeout bounds the connect and each later operation; default DefaultTimeout.
 	Timeout time.Duration
+	// OnPublish, when set, gets every received message instead of the
+	// record (Next, TryNext and Received then see nothing): for
+	// benchmarks and for tests that merge several clients' streams.
+	OnPublish func(*paho.Publish)
 }
 
 // Client is a connected paho v5 client that records what it receives.
@@ -43,10 +47,11 @@ type Client struct {
 	Conn    net.Conn // the connection it runs on (close it to drop without DISCONNECT)
 	timeout time.Duration
 
-	mu      sync.Mutex
-	msgs    []*paho.Publish
-	read    int           // messages Next and TryNext have returned
-	arrived chan struct{} // signalled (never blocking) on each arrival
+	mu         sync.Mutex
+	msgs       []*paho.Publish
+	read       int           // messages Next and TryNext have returned
+	arrived    chan struct{} // signalled (never blocking) on each arrival
+	disconnect *paho.Disconnect
 }
 
 // Dial connects over TCP to addr ("host:port", a "tcp://" prefix allowed).
@@ -82,6 +87,10 @@ func Connect(t testing.TB, conn net.Conn, o Options) (*Client, *paho.Connack, er
 	c.Client = paho.NewClient(paho.ClientConfig{
 		Conn: conn,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			if o.OnPublish != nil {
+				o.OnPublish(pr.Packet)
+				return true, nil
+			}
 			c.mu.Lock()
 			c.msgs = append(c.msgs, pr.Packet)
 			c.mu.Unlock()
@@ -91,6 +100,11 @@ func Connect(t testing.TB, conn net.Conn, o Options) (*Client, *paho.Connack, er
 			}
 			return true, nil
 		}},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			c.mu.Lock()
+			c.disconnect = d
+			c.mu.Unlock()
+		},
 	})
 	cp := &paho.Connect{
 		ClientID:    o.ClientID,
@@ -202,4 +216,15 @@ func (c *Client) Received(topic string) []*paho.Publish {
 		}
 	}
 	return out
+}
+
+// ServerDisconnect is the reason code of the DISCONNECT the server sent,
+// and whether it sent one.
+func (c *Client) ServerDisconnect() (reason byte, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.disconnect == nil {
+		return 0, false
+	}
+	return c.disconnect.ReasonCode, true
 }
