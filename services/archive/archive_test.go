@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -294,17 +295,6 @@ func TestMalformedCommandsRefused(t *testing.T) {
 	}
 }
 
-type memSink struct {
-	bytes.Buffer
-	closed bool
-}
-
-func (s *memSink) ID() string    { return "test" }
-func (s *memSink) Cancel() error { return nil }
-func (s *memSink) Close() error  { s.closed = true; return nil }
-
-var _ raft.SnapshotSink = (*memSink)(nil)
-
 func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 	e := newEnv(t)
 	for i := range 30 {
@@ -318,19 +308,10 @@ func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 	if err := e.svc.MarkRead(context.Background(), "bob", "alice", 1<<30+10); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := e.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil || !sink.closed {
-		t.Fatalf("persist: %v closed %v", err, sink.closed)
-	}
+	snap := fsmtest.Snapshot(t, e.f)
 
 	e2 := newEnv(t) // a fresh node
-	if err := e2.f.Restore(readCloser{&sink.Buffer}); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
+	fsmtest.Restore(t, e2.f, snap)
 	if !maps.Equal(dump(t, e.db), dump(t, e2.db)) {
 		t.Fatal("restored state differs")
 	}
@@ -355,10 +336,6 @@ func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 		t.Fatal("dedupe state was not restored")
 	}
 }
-
-type readCloser struct{ *bytes.Buffer }
-
-func (readCloser) Close() error { return nil }
 
 // Unread counts move with MarkRead; the cursor never moves back and is
 // clamped to the conversation's newest message.

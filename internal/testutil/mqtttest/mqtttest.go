@@ -55,13 +55,16 @@ type Client struct {
 }
 
 // Dial connects over TCP to addr ("host:port", a "tcp://" prefix allowed).
+// It returns the CONNACK whenever one came, and an error when the
+// connection failed or was refused. An accepted client is disconnected
+// when the test ends.
 func Dial(t testing.TB, addr string, o Options) (*Client, *paho.Connack, error) {
 	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp://"))
-	if err != nil {
-		return nil, nil, fmt.Errorf("mqtttest: dial %s: %w", addr, err)
+	c, ca, err := Open(addr, o)
+	if err == nil {
+		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	}
-	return Connect(t, conn, o)
+	return c, ca, err
 }
 
 // MustDial is Dial that fails the test unless the server accepts.
@@ -69,17 +72,36 @@ func MustDial(t testing.TB, addr string, o Options) *Client {
 	t.Helper()
 	c, _, err := Dial(t, addr, o)
 	if err != nil {
-		t.Fatalf("mqtttest: connect %q: %v", o.ClientID, err)
+		t.Fatal(err)
 	}
 	return c
 }
 
-// Connect speaks MQTT v5 over conn. It returns the CONNACK whenever one
-// came, and an error when the connection failed or was refused (the
-// connection is then closed). An accepted client is disconnected when
-// the test ends.
+// Connect speaks MQTT v5 over conn (TLS, WebSocket, ...) like Dial.
 func Connect(t testing.TB, conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 	t.Helper()
+	c, ca, err := connect(conn, o)
+	if err == nil {
+		t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	}
+	return c, ca, err
+}
+
+// Open is Dial outside a test's lifetime (a load generator's goroutine):
+// the caller disconnects the client.
+func Open(addr string, o Options) (*Client, *paho.Connack, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "tcp://"), o.Timeout)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mqtttest: dial %s: %w", addr, err)
+	}
+	return connect(conn, o)
+}
+
+// connect speaks MQTT v5 over conn; on failure or refusal it closes conn.
+func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
@@ -127,9 +149,8 @@ func Connect(t testing.TB, conn net.Conn, o Options) (*Client, *paho.Connack, er
 	}
 	if err != nil {
 		_ = conn.Close()
-		return c, ca, err
+		return c, ca, fmt.Errorf("mqtttest: connect %q: %w", o.ClientID, err)
 	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c, ca, nil
 }
 
