@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 // Close releases what New took without Run: a second New on the same
@@ -55,12 +56,7 @@ func TestCloseStopsRun(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run still running after Close")
+	if err := testutil.Receive(t, done, 10*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }

@@ -77,12 +77,7 @@ func TestCloseStopsRun(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run still running after Close returned")
+	if err := testutil.Receive(t, done, 30*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 }

@@ -35,6 +35,22 @@ func CheckFor(t testing.TB, total, every time.Duration, fn func() error) {
 	}
 }
 
+// Receive returns the next value from ch, failing the test when none
+// comes within d (a Run that must return, a message that must arrive).
+func Receive[T any](t testing.TB, ch <-chan T, within time.Duration) T {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("nothing received within %v", within)
+		var zero T
+		return zero
+	}
+}
+
 // FakeClock is a clock that moves only when told, so that tests of
 // expiry, timers and rate limits are deterministic. It is safe for
 // concurrent use; its Now method fits the `Now func() time.Time` fields

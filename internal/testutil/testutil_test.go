@@ -171,3 +171,22 @@ func TestFakeClockTickersAndSleep(t *testing.T) {
 		t.Fatalf("Sleep on a done ctx = %v", err)
 	}
 }
+
+func TestReceive(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if got := Receive(t, ch, time.Second); got != 7 {
+		t.Fatalf("Receive = %d", got)
+	}
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() { // Fatalf ends this goroutine
+		defer close(done)
+		Receive(r, ch, 10*time.Millisecond)
+		t.Error("Receive returned although nothing came")
+	}()
+	<-done
+	if !strings.Contains(r.failed, "10ms") {
+		t.Fatalf("failure %q does not say how long it waited", r.failed)
+	}
+}

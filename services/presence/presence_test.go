@@ -442,13 +442,8 @@ func TestRunDemotesAndStops(t *testing.T) {
 	})
 	h.expect("alice:online", "alice:offline")
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
+	if err := testutil.Receive(t, done, 5*time.Second); err != nil {
+		t.Fatalf("Run = %v", err)
 	}
 	if n := h.clk.LiveTickers(); n != 0 {
 		t.Fatalf("%d tickers left running", n)
