@@ -15,12 +15,12 @@ func TestTopicAliasCannotBypassTheACL(t *testing.T) {
 	ctx := context.Background()
 	alias := uint16(1)
 	// Bind alias 1 to a topic alice may not publish on: refused either way.
-	pr, err := alice.c.Publish(ctx, &paho.Publish{Topic: "presence/alice", QoS: 1, Payload: []byte("{}"),
+	pr, err := alice.Publish(ctx, &paho.Publish{Topic: "presence/alice", QoS: 1, Payload: []byte("{}"),
 		Properties: &paho.PublishProperties{TopicAlias: &alias}})
 	if pr == nil || pr.ReasonCode != 0x87 {
 		t.Fatalf("named forbidden publish: %v %+v", err, pr)
 	}
-	pr, err = alice.c.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: []byte("{}"),
+	pr, err = alice.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: []byte("{}"),
 		Properties: &paho.PublishProperties{TopicAlias: &alias}})
 	if pr == nil || pr.ReasonCode != 0x87 {
 		t.Fatalf("alias-only forbidden publish: %v %+v", err, pr)
@@ -28,12 +28,12 @@ func TestTopicAliasCannotBypassTheACL(t *testing.T) {
 	// An alias bound to an allowed topic keeps working: a direct message.
 	alias2 := uint16(2)
 	payload := []byte(`{"cid":"a1","type":"text","body":"hi"}`)
-	if pr, err := alice.c.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1, Payload: payload,
+	if pr, err := alice.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1, Payload: payload,
 		Properties: &paho.PublishProperties{TopicAlias: &alias2}}); pr == nil || pr.ReasonCode != 0 {
 		t.Fatalf("named allowed publish: %v %+v", err, pr)
 	}
 	payload2 := []byte(`{"cid":"a2","type":"text","body":"hi again"}`)
-	if pr, err := alice.c.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: payload2,
+	if pr, err := alice.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: payload2,
 		Properties: &paho.PublishProperties{TopicAlias: &alias2}}); pr == nil || pr.ReasonCode != 0 {
 		t.Fatalf("alias-only allowed publish: %v %+v", err, pr)
 	}

@@ -18,9 +18,9 @@ func TestBlockedSenderRefused(t *testing.T) {
 	e := startBroker(t, nil)
 	e.blk.set("bob", "alice", true)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/#")
+	bob.MustSub(t, "user/bob/#")
 	alice := mustV5(t, e.addr, "alice", "phone")
-	alice.mustSub(t, "user/alice/newMessage")
+	alice.MustSub(t, "user/alice/newMessage")
 	id := snowflake.Make(5000, 2, 7).String()
 
 	for _, tc := range []struct{ topic, payload string }{
@@ -28,10 +28,10 @@ func TestBlockedSenderRefused(t *testing.T) {
 		{"user/bob/typing", `{"state":"typing"}`},
 		{"user/bob/receipts", `{"type":"read","upTo":"` + id + `"}`},
 	} {
-		if code, _ := alice.pub(t, tc.topic, 1, tc.payload); code != 0x87 {
+		if code, _ := alice.Pub(t, tc.topic, 1, tc.payload); code != 0x87 {
 			t.Fatalf("%s: PUBACK 0x%02x, want 0x87", tc.topic, code)
 		}
-		alice.pub(t, tc.topic, 0, tc.payload) // dropped silently
+		alice.Pub(t, tc.topic, 0, tc.payload) // dropped silently
 	}
 	if n := e.chat.callCount(); n != 0 {
 		t.Fatalf("ChatStore called %d times for a blocked sender", n)
@@ -41,17 +41,17 @@ func TestBlockedSenderRefused(t *testing.T) {
 	}
 	// carol is not blocked: hers is the first thing bob sees.
 	carol := mustV5(t, e.addr, "carol", "phone")
-	if code, _ := carol.pub(t, "user/bob/typing", 1, ""); code != 0 {
+	if code, _ := carol.Pub(t, "user/bob/typing", 1, ""); code != 0 {
 		t.Fatalf("carol typing: 0x%02x", code)
 	}
-	if m := bob.next(t); m.Topic != "user/bob/typing" || string(m.Payload) != `{"state":"typing","from":"carol"}` {
+	if m := bob.Next(t); m.Topic != "user/bob/typing" || string(m.Payload) != `{"state":"typing","from":"carol"}` {
 		t.Fatalf("bob got %s %q first", m.Topic, m.Payload)
 	}
 	// One-way: bob still writes to alice.
-	if code, _ := bob.pub(t, "user/alice/newMessage", 1, `{"cid":"r","type":"text","body":"no"}`); code != 0 {
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, `{"cid":"r","type":"text","body":"no"}`); code != 0 {
 		t.Fatalf("blocker to blocked: 0x%02x", code)
 	}
-	if got := envOf(t, alice.next(t).Payload); got.From != "bob" {
+	if got := envOf(t, alice.Next(t).Payload); got.From != "bob" {
 		t.Fatalf("alice got %+v", got)
 	}
 	for _, class := range []string{"direct", "user_typing", "receipts"} {
@@ -67,9 +67,9 @@ func TestBlockedV3DroppedNotDisconnected(t *testing.T) {
 	e := startBroker(t, nil)
 	e.blk.set("bob", "alice", true)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	carol := mustV5(t, e.addr, "carol", "phone")
-	carol.mustSub(t, "user/carol/newMessage")
+	carol.MustSub(t, "user/carol/newMessage")
 	alice, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func TestBlockedV3DroppedNotDisconnected(t *testing.T) {
 	if !ok.WaitTimeout(waitFor) || ok.Error() != nil {
 		t.Fatalf("publish after refusals: %v (connection closed?)", ok.Error())
 	}
-	if got := envOf(t, carol.next(t).Payload); got.CID != "x3" {
+	if got := envOf(t, carol.Next(t).Payload); got.CID != "x3" {
 		t.Fatalf("carol got %+v", got)
 	}
 	select {
@@ -110,10 +110,10 @@ func TestBlockedV3DroppedNotDisconnected(t *testing.T) {
 	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "blocked")); v != 1 {
 		t.Fatalf("dropped{user_typing,blocked} = %v", v)
 	}
-	if code, _ := carol.pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"barrier"}`); code != 0 {
+	if code, _ := carol.Pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"barrier"}`); code != 0 {
 		t.Fatalf("carol: 0x%02x", code)
 	}
-	if got := envOf(t, bob.next(t).Payload); got.CID != "c" {
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "c" {
 		t.Fatalf("bob got %+v first", got)
 	}
 }

@@ -229,6 +229,10 @@ type Broker struct {
 	cancel  context.CancelFunc
 	started atomic.Bool
 	closed  atomic.Bool
+
+	life     sync.Mutex     // orders Run's start against Close
+	bg       sync.WaitGroup // Run's background work (route and client keepers, member refresh)
+	closeErr error          // what Close returned; guarded by life
 }
 
 // connInfo is what the broker keeps per live connection.
@@ -380,40 +384,59 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	return b, nil
 }
 
-// Run serves until ctx is done, then disconnects every client, closes the
-// listeners and returns.
+// Run serves until ctx is done or Close is called, then closes the
+// broker (see Close) and returns.
 func (b *Broker) Run(ctx context.Context) error {
 	if !b.started.CompareAndSwap(false, true) {
 		return ErrRunning
 	}
+	b.life.Lock()
+	if b.closed.Load() {
+		b.life.Unlock()
+		return ErrClosed
+	}
 	if err := b.srv.Serve(); err != nil {
-		b.cancel()
+		b.life.Unlock()
+		_ = b.Close()
 		return fmt.Errorf("broker: serve: %w", err)
 	}
 	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
-	var bg sync.WaitGroup
 	if b.rk != nil {
-		bg.Add(2)
-		go func() { defer bg.Done(); b.rk.run(b.baseCtx, b.cfg.RouteResync) }()
-		go func() { defer bg.Done(); b.fwd.runMembers(b.baseCtx) }()
+		b.bg.Go(func() { b.rk.run(b.baseCtx, b.cfg.RouteResync) })
+		b.bg.Go(func() { b.fwd.runMembers(b.baseCtx) })
 	}
 	if b.ck != nil {
-		bg.Add(1)
-		go func() { defer bg.Done(); b.ck.run(b.baseCtx, b.cfg.RouteResync) }()
+		b.bg.Go(func() { b.ck.run(b.baseCtx, b.cfg.RouteResync) })
 	}
-	<-ctx.Done()
-	b.closed.Store(true)
-	b.cancel() // pending commits give up; their clients get no PUBACK; forwarding stops
+	b.life.Unlock()
+	select {
+	case <-ctx.Done():
+	case <-b.baseCtx.Done(): // Close
+	}
+	return b.Close()
+}
+
+// Close disconnects every client, closes the listeners New bound and
+// stops the background work and the forwarding; commits in flight give
+// up and their clients get no PUBACK. It releases what New took whether
+// or not Run ran, and may be called more than once.
+func (b *Broker) Close() error {
+	b.life.Lock()
+	defer b.life.Unlock()
+	if b.closed.Swap(true) {
+		return b.closeErr
+	}
+	b.cancel() // pending commits give up; forwarding stops; Run returns
 	b.ws.shutdown()
 	err := b.srv.Close()
-	bg.Wait()
+	b.bg.Wait()
 	if b.fwd != nil {
 		b.fwd.wait()
 	}
 	if err != nil {
-		return fmt.Errorf("broker: close: %w", err)
+		b.closeErr = fmt.Errorf("broker: close: %w", err)
 	}
-	return nil
+	return b.closeErr
 }
 
 // MQTTAddr is the bound host:port of the TCP listener, "" if disabled.
@@ -441,6 +464,25 @@ func (b *Broker) Connections() int { return int(b.nconn.Load()) }
 
 // Server is the underlying mochi server, for tests and admin tools only.
 func (b *Broker) Server() *mqtt.Server { return b.srv }
+
+// Retained is the payload of the message retained on topic on this node
+// (every retained publish is copied to every node of a cluster).
+func (b *Broker) Retained(topic string) (payload []byte, ok bool) {
+	pk, ok := b.srv.Topics.Retained.Get(topic)
+	if !ok {
+		return nil, false
+	}
+	return pk.Payload, true
+}
+
+// EachRetained calls fn for every message retained on this node. It reads
+// mochi's retained store directly (a copy of it): mochi's wildcard scan
+// (Topics.Messages with +) reads the topic tree unlocked.
+func (b *Broker) EachRetained(fn func(topic string, payload []byte)) {
+	for topic, pk := range b.srv.Topics.Retained.GetAll() {
+		fn(topic, pk.Payload)
+	}
+}
 
 // Publish publishes a server-side message (presence, events, messages
 // sent over HTTP) with MQTT v5 user properties. It bypasses the ACL: the

@@ -20,6 +20,7 @@ import (
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -244,26 +245,26 @@ func TestClusterDirectMessageCrossesNodesOnce(t *testing.T) {
 	c := startClusterOf(t, 3, nil)
 	a, b, cc := c.nodes["n1"], c.nodes["n2"], c.nodes["n3"]
 	bob := mustV5(t, cc.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	aliceTab := mustV5(t, b.addr, "alice", "tablet") // the sender's other device, on another node
-	aliceTab.mustSub(t, "user/alice/newMessage")
+	aliceTab.MustSub(t, "user/alice/newMessage")
 	c.waitRoute(t, "n3", "user/bob/newMessage", true)
 	c.waitRoute(t, "n2", "user/alice/newMessage", true)
 
 	alice := mustV5(t, a.addr, "alice", "phone")
 	for i, body := range []string{"hello", "again"} {
-		if code, _ := alice.pub(t, "user/bob/newMessage", 1, envelope(fmt.Sprint("c", i), body)); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope(fmt.Sprint("c", i), body)); code != 0 {
 			t.Fatalf("publish: reason 0x%02x", code)
 		}
 	}
 	// Exactly once each, in order: the second arrives right after the first.
 	for _, body := range []string{"hello", "again"} {
-		m := bob.next(t)
+		m := bob.Next(t)
 		mustBody(t, m, "user/bob/newMessage", body)
 		if prop(m, "from") != "alice" || prop(m, "id") == "" {
 			t.Fatalf("user properties %+v", m.Properties)
 		}
-		cp := aliceTab.next(t)
+		cp := aliceTab.Next(t)
 		mustBody(t, cp, "user/alice/newMessage", body)
 		if prop(cp, "id") != prop(m, "id") {
 			t.Fatalf("sender's copy id %s, recipient's %s", prop(cp, "id"), prop(m, "id"))
@@ -286,22 +287,22 @@ func TestClusterDirectMessageCrossesNodesOnce(t *testing.T) {
 func TestClusterGroupMessageReachesMembersOnEveryNode(t *testing.T) {
 	c := startClusterOf(t, 3, nil)
 	c.setMember("g1", "alice", "bob", "carol", "dave")
-	subs := map[string]*v5client{}
+	subs := map[string]*mqtttest.Client{}
 	for uid, node := range map[string]string{"bob": "n1", "carol": "n2", "dave": "n3"} {
 		cl := mustV5(t, c.nodes[node].addr, uid, "d")
-		cl.mustSub(t, "group/g1/newMessage")
+		cl.MustSub(t, "group/g1/newMessage")
 		subs[uid] = cl
 		c.waitRoute(t, node, "group/g1/newMessage", true)
 	}
 	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
 	for i, body := range []string{"hi all", "second"} {
-		if code, _ := alice.pub(t, "group/g1/newMessage", 1, envelope(fmt.Sprint("g", i), body)); code != 0 {
+		if code, _ := alice.Pub(t, "group/g1/newMessage", 1, envelope(fmt.Sprint("g", i), body)); code != 0 {
 			t.Fatalf("publish: reason 0x%02x", code)
 		}
 	}
 	for uid, cl := range subs {
 		for _, body := range []string{"hi all", "second"} {
-			m := cl.next(t)
+			m := cl.Next(t)
 			mustBody(t, m, "group/g1/newMessage", body)
 			if prop(m, "from") != "alice" {
 				t.Fatalf("%s: from %q", uid, prop(m, "from"))
@@ -322,19 +323,19 @@ func TestClusterGroupMessageReachesMembersOnEveryNode(t *testing.T) {
 func TestClusterTypingAndReceiptsCrossNodes(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
-	alice.mustSub(t, "user/alice/receipts")
+	alice.MustSub(t, "user/alice/receipts")
 	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
-	bob.mustSub(t, "user/bob/typing")
+	bob.MustSub(t, "user/bob/typing")
 	c.waitRoute(t, "n1", "user/alice/receipts", true)
 	c.waitRoute(t, "n2", "user/bob/typing", true)
 
-	alice.pub(t, "user/bob/typing", 0, `{"state":"typing"}`)
-	m := bob.next(t)
+	alice.Pub(t, "user/bob/typing", 0, `{"state":"typing"}`)
+	m := bob.Next(t)
 	if m.Topic != "user/bob/typing" || !strings.Contains(string(m.Payload), `"from":"alice"`) || prop(m, "from") != "alice" {
 		t.Fatalf("typing: %s %s %+v", m.Topic, m.Payload, m.Properties)
 	}
-	bob.pub(t, "user/alice/receipts", 1, `{"type":"delivered","upTo":"7211938138472448001"}`)
-	r := alice.next(t)
+	bob.Pub(t, "user/alice/receipts", 1, `{"type":"delivered","upTo":"7211938138472448001"}`)
+	r := alice.Next(t)
 	if r.Topic != "user/alice/receipts" || !strings.Contains(string(r.Payload), `"peer":"bob"`) || prop(r, "from") != "bob" {
 		t.Fatalf("receipt: %s %s", r.Topic, r.Payload)
 	}
@@ -344,16 +345,16 @@ func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	b := c.nodes["n2"]
 	phone := mustV5(t, b.addr, "bob", "phone")
-	phone.mustSub(t, "user/bob/newMessage")
+	phone.MustSub(t, "user/bob/newMessage")
 	laptop := mustV5(t, b.addr, "bob", "laptop")
-	laptop.mustSub(t, "user/bob/#")
-	laptop.mustSub(t, "user/bob/newMessage")
+	laptop.MustSub(t, "user/bob/#")
+	laptop.MustSub(t, "user/bob/newMessage")
 	c.waitRoute(t, "n2", "user/bob/newMessage", true)
 	c.waitRoute(t, "n2", "user/bob/#", true)
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	if _, err := phone.c.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"user/bob/newMessage"}}); err != nil {
+	if _, err := phone.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"user/bob/newMessage"}}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
@@ -370,13 +371,13 @@ func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
 	if !c.tabs["n1"].Has("n2", "user/bob/newMessage") {
 		t.Fatal("route withdrawn while a subscriber is left")
 	}
-	_ = laptop.c.Disconnect(&paho.Disconnect{})
+	_ = laptop.Disconnect(&paho.Disconnect{})
 	c.waitRoute(t, "n2", "user/bob/newMessage", false)
 	c.waitRoute(t, "n2", "user/bob/#", false)
 
 	a := c.nodes["n1"]
 	alice := mustV5(t, a.addr, "alice", "d")
-	if code, _ := alice.pub(t, "user/bob/newMessage", 1, envelope("x1", "nobody there")); code != 0 {
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope("x1", "nobody there")); code != 0 {
 		t.Fatalf("publish: 0x%02x", code)
 	}
 	// Delivery and forwarding happen before the PUBACK: nothing was queued.
@@ -391,14 +392,14 @@ func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
 func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	c.waitRoute(t, "n2", "user/bob/newMessage", true)
 	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
 	const n = 200
 	errc := make(chan error, 1)
 	go func() {
 		for i := range n {
-			pr, err := alice.c.Publish(context.Background(), &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
+			pr, err := alice.Publish(context.Background(), &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
 				Payload: []byte(envelope(fmt.Sprint("o", i), fmt.Sprintf("m%03d", i)))})
 			if err != nil || pr.ReasonCode != 0 {
 				errc <- fmt.Errorf("publish %d: %v %v", i, err, pr)
@@ -408,7 +409,7 @@ func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {
 		errc <- nil
 	}()
 	for i := range n {
-		mustBody(t, bob.next(t), "user/bob/newMessage", fmt.Sprintf("m%03d", i))
+		mustBody(t, bob.Next(t), "user/bob/newMessage", fmt.Sprintf("m%03d", i))
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
@@ -422,33 +423,31 @@ func TestClusterForwardRetriedUntilNodeIsBack(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	a := c.nodes["n1"]
 	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
-	bob.mustSub(t, "user/bob/typing")
+	bob.MustSub(t, "user/bob/typing")
 	c.waitRoute(t, "n2", "user/bob/typing", true)
 
 	c.fab.setDown("n2", true)
 	alice := mustV5(t, a.addr, "alice", "d")
-	alice.pub(t, "user/bob/typing", 1, `{"state":"typing"}`)
+	alice.Pub(t, "user/bob/typing", 1, `{"state":"typing"}`)
 	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
 		if r := metric(t, a, "edgechat_forward_retries_total", nil); r < 2 {
 			return fmt.Errorf("%v retries", r)
 		}
 		return nil
 	})
-	select {
-	case m := <-bob.msgs:
+	if m, ok := bob.TryNext(); ok {
 		t.Fatalf("delivered while unreachable: %s", m.Payload)
-	default:
 	}
 	// Back, but the first acknowledgement is lost: the resent batch must
 	// not deliver twice.
 	c.fab.loseReplies("n2", 1)
 	c.fab.setDown("n2", false)
-	m := bob.next(t)
+	m := bob.Next(t)
 	if !strings.Contains(string(m.Payload), `"state":"typing"`) {
 		t.Fatalf("got %s", m.Payload)
 	}
-	alice.pub(t, "user/bob/typing", 1, `{"state":"stopped"}`)
-	if m := bob.next(t); !strings.Contains(string(m.Payload), `"state":"stopped"`) {
+	alice.Pub(t, "user/bob/typing", 1, `{"state":"stopped"}`)
+	if m := bob.Next(t); !strings.Contains(string(m.Payload), `"state":"stopped"`) {
 		t.Fatalf("after the retry got %s (a duplicate?)", m.Payload)
 	}
 	if d := metric(t, c.nodes["n2"], "edgechat_forward_duplicates_total", nil); d != 1 {
@@ -460,13 +459,13 @@ func TestClusterQueueDroppedWhenNodeLeavesMembers(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	a := c.nodes["n1"]
 	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")
-	bob.mustSub(t, "user/bob/typing")
+	bob.MustSub(t, "user/bob/typing")
 	c.waitRoute(t, "n2", "user/bob/typing", true)
 
 	c.fab.setDown("n2", true)
 	alice := mustV5(t, a.addr, "alice", "d")
 	for range 3 {
-		alice.pub(t, "user/bob/typing", 1, `{}`)
+		alice.Pub(t, "user/bob/typing", 1, `{}`)
 	}
 	if n, ok := a.b.fwd.queued("n2"); !ok || n == 0 {
 		t.Fatalf("queue for n2: %d %v", n, ok)
@@ -488,7 +487,7 @@ func TestClusterQueueDroppedWhenNodeLeavesMembers(t *testing.T) {
 		return nil
 	})
 	// Later publishes to the gone node are dropped at once, not queued.
-	alice.pub(t, "user/bob/typing", 1, `{}`)
+	alice.Pub(t, "user/bob/typing", 1, `{}`)
 	if _, ok := a.b.fwd.queued("n2"); ok {
 		t.Error("a queue was recreated for a non-member")
 	}
@@ -512,8 +511,8 @@ func TestClusterRetainedPresenceSameOnEveryNode(t *testing.T) {
 	// A later subscriber on another node gets it as a retained message.
 	c.nodes["n3"].vis.set("bob", "alice", true)
 	bob := mustV5(t, c.nodes["n3"].addr, "bob", "d")
-	bob.mustSub(t, "presence/alice")
-	m := bob.next(t)
+	bob.MustSub(t, "presence/alice")
+	m := bob.Next(t)
 	if !m.Retain || !bytes.Equal(m.Payload, p) {
 		t.Fatalf("retained presence: retain=%v %s", m.Retain, m.Payload)
 	}
@@ -539,8 +538,8 @@ func TestClusterStaleRoutesWithdrawnAtStart(t *testing.T) {
 func TestClusterDropNodeRoutes(t *testing.T) {
 	c := startClusterOf(t, 3, nil)
 	bob := mustV5(t, c.nodes["n3"].addr, "bob", "d")
-	bob.mustSub(t, "user/bob/newMessage")
-	bob.mustSub(t, "user/bob/typing")
+	bob.MustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/typing")
 	c.waitRoute(t, "n3", "user/bob/typing", true)
 	c.waitRoute(t, "n3", "user/bob/newMessage", true)
 

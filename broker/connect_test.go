@@ -12,6 +12,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -38,7 +39,7 @@ func TestConnectV5ReasonCodes(t *testing.T) {
 	e := startBroker(t, nil)
 	for _, tc := range connectCases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, ca, err := dialV5(t, e.addr, tc.clientID, tc.user, tc.pw)
+			_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: tc.clientID, Username: tc.user, Password: tc.pw})
 			if ca == nil {
 				t.Fatalf("no CONNACK: %v", err)
 			}
@@ -76,8 +77,7 @@ func TestConnectWillOnChatTopicRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, ca, _ := connectV5(t, conn, "alice/phone", "alice", "tok:alice", v5opts{cleanStart: true,
-		will: &paho.WillMessage{Topic: "user/bob/newMessage", Payload: []byte(`{"cid":"w","type":"text","body":"x"}`)}})
+	_, ca, _ := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: "tok:alice", Will: &paho.WillMessage{Topic: "user/bob/newMessage", Payload: []byte(`{"cid":"w","type":"text","body":"x"}`)}})
 	if ca == nil || ca.ReasonCode != 0x87 {
 		t.Fatalf("connack %+v, want 0x87", ca)
 	}
@@ -118,7 +118,7 @@ func TestACLMatrix(t *testing.T) {
 		{"sensors/t1", false}, // non-chat topics are closed outside dev mode
 		{"user/alice/newMessage/x", false},
 	} {
-		code := alice.sub(t, tc.filter)
+		code := alice.Sub(t, tc.filter)[0]
 		if ok := code < 0x80; ok != tc.ok {
 			t.Errorf("subscribe %q: reason 0x%02x, want allowed=%v", tc.filter, code, tc.ok)
 		}
@@ -140,21 +140,21 @@ func TestACLMatrix(t *testing.T) {
 		{"sensors/t1", false},
 		{"user/bob", false},
 	} {
-		code, _ := alice.pub(t, tc.topic, 1, "")
+		code, _ := alice.Pub(t, tc.topic, 1, "")
 		if ok := code < 0x80; ok != tc.ok {
 			t.Errorf("publish %q: reason 0x%02x, want allowed=%v", tc.topic, code, tc.ok)
 		}
 	}
 
 	// $SYS: admins may subscribe.
-	root, _, err := dialV5(t, e.addr, "root/console", "root", "tok:root:admin")
+	root, _, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "root/console", Username: "root", Password: "tok:root:admin"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code := root.sub(t, "$SYS/#"); code >= 0x80 {
+	if code := root.Sub(t, "$SYS/#")[0]; code >= 0x80 {
 		t.Fatalf("admin $SYS subscribe: 0x%02x", code)
 	}
-	if m := root.next(t); !strings.HasPrefix(m.Topic, "$SYS/") {
+	if m := root.Next(t); !strings.HasPrefix(m.Topic, "$SYS/") {
 		t.Fatalf("admin got %q", m.Topic)
 	}
 
@@ -176,8 +176,8 @@ func TestACLMatrix(t *testing.T) {
 func TestPresenceDeliveryAndRevokedVisibility(t *testing.T) {
 	e := startBroker(t, nil)
 	alice := mustV5(t, e.addr, "alice", "phone")
-	alice.mustSub(t, "presence/bob")
-	alice.mustSub(t, "presence/alice")
+	alice.MustSub(t, "presence/bob")
+	alice.MustSub(t, "presence/alice")
 	online, _ := json.Marshal(wire.Presence{Status: wire.StatusOnline, LastSeen: time.Unix(1, 0).UTC()})
 	pub := func(uid string) {
 		t.Helper()
@@ -187,7 +187,7 @@ func TestPresenceDeliveryAndRevokedVisibility(t *testing.T) {
 		}
 	}
 	pub("bob")
-	m := alice.next(t)
+	m := alice.Next(t)
 	if m.Topic != "presence/bob" || string(m.Payload) != string(online) || m.Properties.User.Get("status") != "online" {
 		t.Fatalf("got %s %q props %+v", m.Topic, m.Payload, m.Properties.User)
 	}
@@ -197,7 +197,7 @@ func TestPresenceDeliveryAndRevokedVisibility(t *testing.T) {
 	e.vis.set("alice", "bob", false)
 	pub("bob")
 	pub("alice") // barrier: delivered after whatever bob's would have been
-	if m := alice.next(t); m.Topic != "presence/alice" {
+	if m := alice.Next(t); m.Topic != "presence/alice" {
 		t.Fatalf("revoked presence still delivered: %s", m.Topic)
 	}
 	if err := e.b.Publish(wire.Outbound{Topic: "user/+/events"}); err == nil {
@@ -240,7 +240,7 @@ func TestPresenceConnectionsAndTakeover(t *testing.T) {
 		t.Fatalf("connID %q", id1)
 	}
 	select {
-	case <-c1.c.Done():
+	case <-c1.Done():
 	case <-time.After(waitFor):
 		t.Fatal("taken-over client still connected")
 	}

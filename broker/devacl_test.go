@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"strings"
 	"testing"
 
@@ -101,30 +102,30 @@ func TestDevModeWildcards(t *testing.T) {
 	e.mem.set("g1", "alice", true)
 	e.mem.set("g1", "bob", true) // carol is no member; alice may see bob's presence
 
-	anon, _, err := dialV5(t, e.addr, "anon-wild", "", "")
+	anon, _, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "anon-wild"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	alice, bob, carol := mustV5(t, e.addr, "alice", "phone"), mustV5(t, e.addr, "bob", "phone"), mustV5(t, e.addr, "carol", "phone")
 	aliceShared := mustV5(t, e.addr, "alice", "shared")
-	for _, c := range []*v5client{anon, alice, bob, carol} {
+	for _, c := range []*mqtttest.Client{anon, alice, bob, carol} {
 		for _, f := range []string{"#", "+/+/+", "user/#", "presence/+", "group/+/newMessage"} {
-			if code := c.sub(t, f); code != 1 {
+			if code := c.Sub(t, f)[0]; code != 1 {
 				t.Fatalf("subscribe %s: reason 0x%02x, want granted QoS 1", f, code)
 			}
 		}
 	}
-	aliceShared.mustSub(t, "$share/g/#")
+	aliceShared.MustSub(t, "$share/g/#")
 	for _, f := range []string{"user/bob/newMessage", "$share/g/user/alice/+", "$link/#"} {
-		if code := alice.sub(t, f); code != 0x87 {
+		if code := alice.Sub(t, f)[0]; code != 0x87 {
 			t.Fatalf("subscribe %s: reason 0x%02x, want 0x87", f, code)
 		}
 	}
 
-	if code, _ := bob.pub(t, "user/alice/newMessage", 1, `{"cid":"dm1","type":"text","body":"hi alice"}`); code != 0 {
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, `{"cid":"dm1","type":"text","body":"hi alice"}`); code != 0 {
 		t.Fatalf("direct message: 0x%02x", code)
 	}
-	if code, _ := bob.pub(t, "group/g1/newMessage", 1, `{"cid":"gm1","type":"text","body":"hi group"}`); code != 0 {
+	if code, _ := bob.Pub(t, "group/g1/newMessage", 1, `{"cid":"gm1","type":"text","body":"hi group"}`); code != 0 {
 		t.Fatalf("group message: 0x%02x", code)
 	}
 	if err := e.b.Publish(wire.Outbound{Topic: wire.PresenceTopic("bob"), Payload: []byte(`{"status":"online"}`), Retain: true, QoS: 1}); err != nil {
@@ -132,21 +133,21 @@ func TestDevModeWildcards(t *testing.T) {
 	}
 	// An open topic published last: each subscriber's queue is in order,
 	// so once it arrives, everything above has been delivered or dropped.
-	if code, _ := anon.pub(t, "sensors/1", 1, "21.5"); code != 0 {
+	if code, _ := anon.Pub(t, "sensors/1", 1, "21.5"); code != 0 {
 		t.Fatalf("sensors/1: 0x%02x", code)
 	}
-	want := map[*v5client][]string{
+	want := map[*mqtttest.Client][]string{
 		anon:        {"sensors/1"},
 		carol:       {"sensors/1"},
 		alice:       {"user/alice/newMessage", "group/g1/newMessage", "presence/bob", "sensors/1"},
 		bob:         {"user/bob/newMessage", "group/g1/newMessage", "presence/bob", "sensors/1"},
 		aliceShared: {"sensors/1"},
 	}
-	names := map[*v5client]string{anon: "anonymous", carol: "carol", alice: "alice", bob: "bob", aliceShared: "alice's $share/g/#"}
+	names := map[*mqtttest.Client]string{anon: "anonymous", carol: "carol", alice: "alice", bob: "bob", aliceShared: "alice's $share/g/#"}
 	for c, topics := range want {
 		var got []string
 		for len(got) == 0 || got[len(got)-1] != "sensors/1" {
-			got = append(got, c.next(t).Topic)
+			got = append(got, c.Next(t).Topic)
 		}
 		if strings.Join(got, " ") != strings.Join(topics, " ") {
 			t.Errorf("%s got %v, want %v (once each: overlapping filters deliver once)", names[c], got, topics)
@@ -155,25 +156,25 @@ func TestDevModeWildcards(t *testing.T) {
 
 	// A late # subscriber gets the retained presence only if it may see it.
 	late := mustV5(t, e.addr, "carol", "late")
-	if code := late.sub(t, "presence/bob"); code != 0x87 {
+	if code := late.Sub(t, "presence/bob")[0]; code != 0x87 {
 		t.Fatalf("carol subscribed to bob's presence by name: 0x%02x", code)
 	}
-	lateAnon, _, err := dialV5(t, e.addr, "anon-late", "", "")
+	lateAnon, _, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "anon-late"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*v5client{late, lateAnon} {
-		c.mustSub(t, "#")
-		if code, _ := anon.pub(t, "sensors/2", 1, "x"); code != 0 {
+	for _, c := range []*mqtttest.Client{late, lateAnon} {
+		c.MustSub(t, "#")
+		if code, _ := anon.Pub(t, "sensors/2", 1, "x"); code != 0 {
 			t.Fatal(code)
 		}
-		if m := c.next(t); m.Topic != "sensors/2" {
+		if m := c.Next(t); m.Topic != "sensors/2" {
 			t.Errorf("late # subscriber got %s before sensors/2", m.Topic)
 		}
 	}
 	lateAlice := mustV5(t, e.addr, "alice", "late")
-	lateAlice.mustSub(t, "#")
-	if m := lateAlice.next(t); m.Topic != "presence/bob" || !m.Retain {
+	lateAlice.MustSub(t, "#")
+	if m := lateAlice.Next(t); m.Topic != "presence/bob" || !m.Retain {
 		t.Errorf("alice's late # subscription: %s retain=%v, want the retained presence/bob", m.Topic, m.Retain)
 	}
 }

@@ -60,7 +60,7 @@ func BenchmarkGroupFanOut(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				want.Store(int64((i + 1) * devices))
 				t0 := time.Now()
-				if code, _ := sender.pub(b, "group/big/newMessage", 1, fmt.Sprintf(`{"cid":"f%d","type":"text","body":"fan-out"}`, i)); code != 0 {
+				if code, _ := sender.Pub(b, "group/big/newMessage", 1, fmt.Sprintf(`{"cid":"f%d","type":"text","body":"fan-out"}`, i)); code != 0 {
 					b.Fatalf("PUBACK 0x%02x", code)
 				}
 				select {

@@ -14,6 +14,7 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -31,7 +32,7 @@ func TestGroupACLMatrix(t *testing.T) {
 	alice := mustV5(t, e.addr, "alice", "phone")
 	carol := mustV5(t, e.addr, "carol", "phone")
 	for _, tc := range []struct {
-		c      *v5client
+		c      *mqtttest.Client
 		filter string
 		ok     bool
 	}{
@@ -52,13 +53,13 @@ func TestGroupACLMatrix(t *testing.T) {
 		{carol, "group/g1/#", false},
 		{carol, "group/g2/newMessage", true},
 	} {
-		code := tc.c.sub(t, tc.filter)
+		code := tc.c.Sub(t, tc.filter)[0]
 		if ok := code < 0x80; ok != tc.ok || (!ok && code != 0x87) {
 			t.Errorf("subscribe %q: reason 0x%02x, want allowed=%v", tc.filter, code, tc.ok)
 		}
 	}
 	for _, tc := range []struct {
-		c     *v5client
+		c     *mqtttest.Client
 		topic string
 		ok    bool
 	}{
@@ -73,7 +74,7 @@ func TestGroupACLMatrix(t *testing.T) {
 		if strings.HasSuffix(tc.topic, "/typing") {
 			payload = `{"state":"typing"}`
 		}
-		code, _ := tc.c.pub(t, tc.topic, 1, payload)
+		code, _ := tc.c.Pub(t, tc.topic, 1, payload)
 		if ok := code < 0x80; ok != tc.ok || (!ok && code != 0x87) {
 			t.Errorf("publish %q: reason 0x%02x, want allowed=%v", tc.topic, code, tc.ok)
 		}
@@ -96,10 +97,10 @@ func TestGroupACLMatrix(t *testing.T) {
 	// Without a Membership, group topics stay closed to everyone.
 	e2 := startBrokerWith(t, nil, func(d *Deps) { d.Membership = nil })
 	a2 := mustV5(t, e2.addr, "alice", "phone")
-	if code := a2.sub(t, "group/g1/newMessage"); code != 0x87 {
+	if code := a2.Sub(t, "group/g1/newMessage")[0]; code != 0x87 {
 		t.Fatalf("nil Membership: subscribe 0x%02x", code)
 	}
-	if code, _ := a2.pub(t, "group/g1/newMessage", 1, `{"cid":"n","type":"text","body":"x"}`); code != 0x87 {
+	if code, _ := a2.Pub(t, "group/g1/newMessage", 1, `{"cid":"n","type":"text","body":"x"}`); code != 0x87 {
 		t.Fatalf("nil Membership: publish 0x%02x", code)
 	}
 }
@@ -114,18 +115,18 @@ func TestGroupMessageFanOut(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "group/g1/newMessage")
+	bob.MustSub(t, "group/g1/newMessage")
 	ws, _, err := dialWS(t, "ws"+strings.TrimPrefix(srv.URL, "http"), nil, "mqtt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dave, _, err := connectV5(t, pahopk.NewThreadSafeConn(newWSConn(ws)), "dave/browser", "dave", "tok:dave", v5opts{cleanStart: true})
+	dave, _, err := mqtttest.Connect(t, pahopk.NewThreadSafeConn(newWSConn(ws)), mqtttest.Options{ClientID: "dave/browser", Username: "dave", Password: "tok:dave"})
 	if err != nil {
 		t.Fatalf("connect over ws: %v", err)
 	}
-	dave.mustSub(t, "group/g1/#")
+	dave.MustSub(t, "group/g1/#")
 	phone := mustV5(t, e.addr, "alice", "phone")
-	phone.mustSub(t, "group/g1/+")
+	phone.MustSub(t, "group/g1/+")
 	erin, _, err := dialV3(t, e.addr, "erin/v3", "erin", "tok:erin")
 	if err != nil {
 		t.Fatal(err)
@@ -135,9 +136,9 @@ func TestGroupMessageFanOut(t *testing.T) {
 		t.Fatalf("v3 subscribe: %v", tok.Error())
 	}
 	carol := mustV5(t, e.addr, "carol", "phone")
-	carol.mustSub(t, "user/carol/newMessage")
+	carol.MustSub(t, "user/carol/newMessage")
 
-	code, pr := phone.pub(t, "group/g1/newMessage", 1, `{"cid":"g-1","type":"text","body":"hi all","group":"evil","from":"mallory"}`)
+	code, pr := phone.Pub(t, "group/g1/newMessage", 1, `{"cid":"g-1","type":"text","body":"hi all","group":"evil","from":"mallory"}`)
 	if code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
@@ -145,8 +146,8 @@ func TestGroupMessageFanOut(t *testing.T) {
 	if ackID == "" || pr.Properties.User.Get("from") != "alice" {
 		t.Fatalf("PUBACK properties %+v", pr.Properties)
 	}
-	for name, c := range map[string]*v5client{"bob tcp": bob, "dave ws": dave, "alice's own phone": phone} {
-		m := c.next(t)
+	for name, c := range map[string]*mqtttest.Client{"bob tcp": bob, "dave ws": dave, "alice's own phone": phone} {
+		m := c.Next(t)
 		got := envOf(t, m.Payload)
 		if m.Topic != "group/g1/newMessage" || got.ID.String() != ackID || got.From != "alice" || got.Group != "g1" || got.To != "" || got.Body != "hi all" {
 			t.Fatalf("%s got %s %+v", name, m.Topic, got)
@@ -168,22 +169,22 @@ func TestGroupMessageFanOut(t *testing.T) {
 	}
 
 	// A retry of the same cid is acknowledged and not delivered again.
-	if code, _ := phone.pub(t, "group/g1/newMessage", 1, `{"cid":"g-1","type":"text","body":"hi all"}`); code != 0 {
+	if code, _ := phone.Pub(t, "group/g1/newMessage", 1, `{"cid":"g-1","type":"text","body":"hi all"}`); code != 0 {
 		t.Fatalf("retry PUBACK 0x%02x", code)
 	}
 	// A 3.1.1 member publishes too.
 	if tok := erin.Publish("group/g1/newMessage", 1, false, `{"cid":"e-1","type":"text","body":"from v3"}`); !tok.WaitTimeout(waitFor) || tok.Error() != nil {
 		t.Fatalf("v3 group publish: %v", tok.Error())
 	}
-	if got := envOf(t, bob.next(t).Payload); got.CID != "e-1" || got.From != "erin" {
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "e-1" || got.From != "erin" {
 		t.Fatalf("bob got %+v after the retry (duplicate delivered?)", got)
 	}
 
 	// carol, no member, got nothing: her first message is a later DM.
-	if code, _ := bob.pub(t, "user/carol/newMessage", 1, `{"cid":"dm","type":"text","body":"barrier"}`); code != 0 {
+	if code, _ := bob.Pub(t, "user/carol/newMessage", 1, `{"cid":"dm","type":"text","body":"barrier"}`); code != 0 {
 		t.Fatalf("DM PUBACK 0x%02x", code)
 	}
-	if got := envOf(t, carol.next(t).Payload); got.CID != "dm" {
+	if got := envOf(t, carol.Next(t).Payload); got.CID != "dm" {
 		t.Fatalf("non-member got %+v", got)
 	}
 	testutil.CheckFor(t, waitFor, 10*time.Millisecond, func() error {
@@ -198,7 +199,7 @@ func TestGroupStoreErrorsMapToReasonCodes(t *testing.T) {
 	e := startBroker(t, nil)
 	e.members("g1", "alice", "bob")
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "group/g1/newMessage")
+	bob.MustSub(t, "group/g1/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	for _, tc := range []struct {
 		err    error
@@ -210,17 +211,17 @@ func TestGroupStoreErrorsMapToReasonCodes(t *testing.T) {
 		{fmt.Errorf("raft: %w", wire.ErrUnavailable), 0x83, reasonNotCommitted},
 	} {
 		e.chat.setErr(tc.err)
-		code, pr := alice.pub(t, "group/g1/newMessage", 1, `{"cid":"c","type":"text","body":"lost"}`)
+		code, pr := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"c","type":"text","body":"lost"}`)
 		if code != tc.code || (tc.reason != "" && pr.Properties.ReasonString != tc.reason) {
 			t.Fatalf("%v: PUBACK 0x%02x %q, want 0x%02x %q", tc.err, code, pr.Properties.ReasonString, tc.code, tc.reason)
 		}
 	}
-	if code, _ := alice.pub(t, "group/g1/newMessage", 1, `{"cid":"bad","type":"nope"}`); code != 0x99 {
+	if code, _ := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"bad","type":"nope"}`); code != 0x99 {
 		t.Fatalf("invalid envelope: 0x%02x", code)
 	}
 	e.chat.setErr(nil)
-	alice.pub(t, "group/g1/newMessage", 1, `{"cid":"after","type":"text","body":"ok"}`)
-	if got := envOf(t, bob.next(t).Payload); got.CID != "after" {
+	alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"after","type":"text","body":"ok"}`)
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "after" {
 		t.Fatalf("uncommitted group message delivered: %+v", got)
 	}
 }
@@ -229,20 +230,20 @@ func TestGroupTypingMembersOnly(t *testing.T) {
 	e := startBroker(t, nil)
 	e.members("g1", "alice", "bob")
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "group/g1/typing")
+	bob.MustSub(t, "group/g1/typing")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	carol := mustV5(t, e.addr, "carol", "phone")
-	if code, _ := carol.pub(t, "group/g1/typing", 1, `{"state":"typing"}`); code != 0x87 {
+	if code, _ := carol.Pub(t, "group/g1/typing", 1, `{"state":"typing"}`); code != 0x87 {
 		t.Fatalf("non-member typing: 0x%02x", code)
 	}
-	if code, _ := alice.pub(t, "group/g1/typing", 1, `{"state":"stopped","from":"mallory"}`); code != 0 {
+	if code, _ := alice.Pub(t, "group/g1/typing", 1, `{"state":"stopped","from":"mallory"}`); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
-	m := bob.next(t)
+	m := bob.Next(t)
 	if m.Topic != "group/g1/typing" || string(m.Payload) != `{"state":"stopped","from":"alice"}` || m.Properties.User.Get("from") != "alice" {
 		t.Fatalf("got %s %q", m.Topic, m.Payload)
 	}
-	if code, _ := alice.pub(t, "group/g1/typing", 1, `{"state":"dancing"}`); code != 0x99 {
+	if code, _ := alice.Pub(t, "group/g1/typing", 1, `{"state":"dancing"}`); code != 0x99 {
 		t.Fatalf("invalid typing: 0x%02x", code)
 	}
 	if e.chat.callCount() != 0 {
@@ -256,35 +257,35 @@ func TestGroupTypingMembersOnly(t *testing.T) {
 func TestGroupMemberRemovedLive(t *testing.T) {
 	e := startBroker(t, nil)
 	e.members("g1", "alice", "bob", "carol")
-	var bobs []*v5client
+	var bobs []*mqtttest.Client
 	for _, dev := range []string{"phone", "laptop"} {
 		c := mustV5(t, e.addr, "bob", dev)
-		c.mustSub(t, "user/bob/newMessage")
+		c.MustSub(t, "user/bob/newMessage")
 		bobs = append(bobs, c)
 	}
-	bobs[0].mustSub(t, "group/g1/newMessage")
-	bobs[1].mustSub(t, "group/g1/#")
+	bobs[0].MustSub(t, "group/g1/newMessage")
+	bobs[1].MustSub(t, "group/g1/#")
 	carol := mustV5(t, e.addr, "carol", "phone")
-	carol.mustSub(t, "group/g1/newMessage")
+	carol.MustSub(t, "group/g1/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
 
 	send := func(cid string) {
 		t.Helper()
-		if code, _ := alice.pub(t, "group/g1/newMessage", 1, `{"cid":"`+cid+`","type":"text","body":"x"}`); code != 0 {
+		if code, _ := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"`+cid+`","type":"text","body":"x"}`); code != 0 {
 			t.Fatalf("%s: PUBACK 0x%02x", cid, code)
 		}
-		if got := envOf(t, carol.next(t).Payload); got.CID != cid {
+		if got := envOf(t, carol.Next(t).Payload); got.CID != cid {
 			t.Fatalf("carol got %+v, want %s", got, cid)
 		}
 	}
 	// bobNothing: bob's first message is a DM sent after the group ones.
 	bobNothing := func(dm string) {
 		t.Helper()
-		if code, _ := alice.pub(t, "user/bob/newMessage", 1, `{"cid":"`+dm+`","type":"text","body":"barrier"}`); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"`+dm+`","type":"text","body":"barrier"}`); code != 0 {
 			t.Fatalf("DM PUBACK 0x%02x", code)
 		}
 		for i, c := range bobs {
-			if m := c.next(t); m.Topic != "user/bob/newMessage" || envOf(t, m.Payload).CID != dm {
+			if m := c.Next(t); m.Topic != "user/bob/newMessage" || envOf(t, m.Payload).CID != dm {
 				t.Fatalf("bob device %d got %s %q", i, m.Topic, m.Payload)
 			}
 		}
@@ -292,7 +293,7 @@ func TestGroupMemberRemovedLive(t *testing.T) {
 
 	send("before")
 	for _, c := range bobs {
-		if got := envOf(t, c.next(t).Payload); got.CID != "before" {
+		if got := envOf(t, c.Next(t).Payload); got.CID != "before" {
 			t.Fatalf("member bob got %+v", got)
 		}
 	}
@@ -300,7 +301,7 @@ func TestGroupMemberRemovedLive(t *testing.T) {
 	e.mem.set("g1", "bob", false) // the removal commits...
 	send("after-removal")         // ...and deliveries stop before any drop
 	bobNothing("dm1")
-	if code, _ := bobs[0].pub(t, "group/g1/newMessage", 1, `{"cid":"b","type":"text","body":"still here?"}`); code != 0x87 {
+	if code, _ := bobs[0].Pub(t, "group/g1/newMessage", 1, `{"cid":"b","type":"text","body":"still here?"}`); code != 0x87 {
 		t.Fatalf("removed member's publish: 0x%02x", code)
 	}
 
@@ -339,13 +340,13 @@ func TestGroupSubscriptionsDroppedOnResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob, _, err := connectV5(t, conn, "bob/phone", "bob", "tok:bob", v5opts{cleanStart: true, sessionExpiry: 3600})
+	bob, _, err := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: "tok:bob", SessionExpiry: 3600})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob.mustSub(t, "group/g1/newMessage")
-	bob.mustSub(t, "user/bob/newMessage")
-	if err := bob.c.Disconnect(&paho.Disconnect{}); err != nil {
+	bob.MustSub(t, "group/g1/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
+	if err := bob.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
@@ -359,7 +360,7 @@ func TestGroupSubscriptionsDroppedOnResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ca, err := connectV5(t, conn2, "bob/phone", "bob", "tok:bob", v5opts{sessionExpiry: 3600}); err != nil || !ca.SessionPresent {
+	if _, ca, err := mqtttest.Connect(t, conn2, mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: "tok:bob", SessionExpiry: 3600, KeepSession: true}); err != nil || !ca.SessionPresent {
 		t.Fatalf("resume: %v %+v", err, ca)
 	}
 	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {

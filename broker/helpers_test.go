@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -12,19 +11,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // waitFor bounds every wait in these tests; generous, because CI runs all
 // packages with -race on two cores at once.
-const waitFor = 15 * time.Second
+const waitFor = mqtttest.DefaultTimeout
 
 // --- fakes of the dependencies ---
 
@@ -280,108 +279,13 @@ func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *test
 	return e
 }
 
-// --- MQTT v5 client (paho.golang) ---
+// --- MQTT v5 client: mqtttest ---
 
-type v5client struct {
-	c    *paho.Client
-	msgs chan *paho.Publish
-	conn net.Conn
-}
-
-type v5opts struct {
-	will          *paho.WillMessage
-	cleanStart    bool
-	sessionExpiry uint32
-	noProblemInfo bool // Request Problem Information = 0
-}
-
-func dialV5(t testing.TB, addr, clientID, user, pass string) (*v5client, *paho.Connack, error) {
+// mustV5 connects a verified user with client ID {uid}/{device} (the
+// fake verifier takes "tok:{uid}").
+func mustV5(t testing.TB, addr, uid, device string) *mqtttest.Client {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	return connectV5(t, conn, clientID, user, pass, v5opts{cleanStart: true})
-}
-
-func connectV5(t testing.TB, conn net.Conn, clientID, user, pass string, o v5opts) (*v5client, *paho.Connack, error) {
-	t.Helper()
-	c := &v5client{msgs: make(chan *paho.Publish, 100), conn: conn}
-	c.c = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.msgs <- pr.Packet
-			return true, nil
-		}},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	ca, err := c.c.Connect(ctx, &paho.Connect{
-		ClientID:     clientID,
-		Username:     user,
-		UsernameFlag: user != "",
-		Password:     []byte(pass),
-		PasswordFlag: pass != "",
-		KeepAlive:    30,
-		CleanStart:   o.cleanStart,
-		WillMessage:  o.will,
-		Properties:   &paho.ConnectProperties{SessionExpiryInterval: &o.sessionExpiry, RequestProblemInfo: !o.noProblemInfo},
-	})
-	if err == nil {
-		t.Cleanup(func() { _ = c.c.Disconnect(&paho.Disconnect{}) })
-	}
-	return c, ca, err
-}
-
-// mustV5 connects a verified user with client ID {uid}/{device}.
-func mustV5(t testing.TB, addr, uid, device string) *v5client {
-	t.Helper()
-	c, _, err := dialV5(t, addr, uid+"/"+device, uid, "tok:"+uid)
-	if err != nil {
-		t.Fatalf("connect %s/%s: %v", uid, device, err)
-	}
-	return c
-}
-
-func (c *v5client) sub(t testing.TB, filter string) byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	sa, err := c.c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
-	if sa == nil {
-		t.Fatalf("subscribe %s: %v", filter, err)
-	}
-	return sa.Reasons[0]
-}
-
-func (c *v5client) mustSub(t testing.TB, filter string) {
-	t.Helper()
-	if code := c.sub(t, filter); code >= 0x80 {
-		t.Fatalf("subscribe %s: reason 0x%02x", filter, code)
-	}
-}
-
-// pub publishes and returns the PUBACK reason code and reason string.
-func (c *v5client) pub(t testing.TB, topic string, qos byte, payload string) (byte, *paho.PublishResponse) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	pr, err := c.c.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
-	if pr == nil {
-		t.Fatalf("publish %s: %v", topic, err)
-	}
-	return pr.ReasonCode, pr
-}
-
-func (c *v5client) next(t testing.TB) *paho.Publish {
-	t.Helper()
-	select {
-	case m := <-c.msgs:
-		return m
-	case <-time.After(waitFor):
-		t.Fatalf("no message within %v", waitFor)
-		return nil
-	}
+	return mqtttest.MustDial(t, addr, mqtttest.Options{ClientID: uid + "/" + device, Username: uid, Password: "tok:" + uid})
 }
 
 // --- MQTT 3.1.1 client (paho.mqtt.golang) ---

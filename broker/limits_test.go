@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
 
 // Publishes are limited per user, across topics and connections; a v5
@@ -22,41 +23,41 @@ import (
 func TestPublishQuota(t *testing.T) {
 	e := startBroker(t, func(c *Config) { c.PublishRate = ratelimit.Spec{Rate: 1, Burst: 3} })
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/typing")
+	bob.MustSub(t, "user/bob/typing")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	laptop := mustV5(t, e.addr, "alice", "laptop")
 
 	for i := 0; i < 3; i++ {
-		if code, _ := alice.pub(t, "user/bob/typing", 1, ""); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/typing", 1, ""); code != 0 {
 			t.Fatalf("publish %d: 0x%02x", i, code)
 		}
 	}
-	code, pr := alice.pub(t, "user/bob/typing", 1, "")
+	code, pr := alice.Pub(t, "user/bob/typing", 1, "")
 	if code != 0x97 || !strings.HasPrefix(pr.Properties.ReasonString, "quota exceeded") {
 		t.Fatalf("over the burst: 0x%02x %+v", code, pr.Properties)
 	}
 	// The same bucket for the user's other connection, other topics and heartbeats.
-	if code, _ := laptop.pub(t, "user/bob/newMessage", 1, `{"cid":"q","type":"text","body":"x"}`); code != 0x97 {
+	if code, _ := laptop.Pub(t, "user/bob/newMessage", 1, `{"cid":"q","type":"text","body":"x"}`); code != 0x97 {
 		t.Fatalf("second connection: 0x%02x", code)
 	}
-	if code, _ := laptop.pub(t, "presence/alice/heartbeat", 1, ""); code != 0x97 {
+	if code, _ := laptop.Pub(t, "presence/alice/heartbeat", 1, ""); code != 0x97 {
 		t.Fatalf("heartbeat: 0x%02x", code)
 	}
-	alice.pub(t, "user/bob/typing", 0, "") // QoS 0: dropped
+	alice.Pub(t, "user/bob/typing", 0, "") // QoS 0: dropped
 	if e.chat.callCount() != 0 {
 		t.Fatal("a publish over quota reached the ChatStore")
 	}
 	// Another user has their own bucket.
 	carol := mustV5(t, e.addr, "carol", "phone")
-	if code, _ := carol.pub(t, "user/bob/typing", 1, ""); code != 0 {
+	if code, _ := carol.Pub(t, "user/bob/typing", 1, ""); code != 0 {
 		t.Fatalf("carol: 0x%02x", code)
 	}
 
 	e.clock.Advance(time.Second) // one token back
-	if code, _ := laptop.pub(t, "user/bob/typing", 1, `{"state":"stopped"}`); code != 0 {
+	if code, _ := laptop.Pub(t, "user/bob/typing", 1, `{"state":"stopped"}`); code != 0 {
 		t.Fatalf("after refill: 0x%02x", code)
 	}
-	if code, _ := alice.pub(t, "user/bob/typing", 1, ""); code != 0x97 {
+	if code, _ := alice.Pub(t, "user/bob/typing", 1, ""); code != 0x97 {
 		t.Fatalf("second after refill: 0x%02x", code)
 	}
 
@@ -69,17 +70,15 @@ func TestPublishQuota(t *testing.T) {
 	}
 	var got []string
 	for range want {
-		got = append(got, string(bob.next(t).Payload))
+		got = append(got, string(bob.Next(t).Payload))
 	}
 	sort.Strings(got)
 	sort.Strings(want)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("bob got %q, want %q", got, want)
 	}
-	select {
-	case m := <-bob.msgs:
+	if m, ok := bob.TryNext(); ok {
 		t.Fatalf("extra message %q", m.Payload)
-	default:
 	}
 	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "quota")); v != 3 {
 		t.Fatalf("dropped{user_typing,quota} = %v, want 3", v)
@@ -90,7 +89,7 @@ func TestPublishQuota(t *testing.T) {
 func TestPublishQuotaV3(t *testing.T) {
 	e := startBroker(t, func(c *Config) { c.PublishRate = ratelimit.Spec{Rate: 1, Burst: 1} })
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +111,7 @@ func TestPublishQuotaV3(t *testing.T) {
 		t.Fatalf("after refill: %v", next.Error())
 	}
 	for _, want := range []string{"v1", "v3"} {
-		if got := envOf(t, bob.next(t).Payload); got.CID != want {
+		if got := envOf(t, bob.Next(t).Payload); got.CID != want {
 			t.Fatalf("bob got %+v, want %s", got, want)
 		}
 	}
@@ -133,7 +132,7 @@ func TestConnectRate(t *testing.T) {
 		mustV5(t, e.addr, "alice", fmt.Sprintf("d%d", i))
 	}
 	verified := e.ver.n.Load()
-	_, ca, _ := dialV5(t, e.addr, "alice/d3", "alice", "tok:alice")
+	_, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/d3", Username: "alice", Password: "tok:alice"})
 	if ca == nil || ca.ReasonCode != 0x9F || ca.Properties == nil || !strings.HasPrefix(ca.Properties.ReasonString, "connection rate exceeded") {
 		t.Fatalf("CONNACK %+v, want 0x9F", ca)
 	}
@@ -154,7 +153,7 @@ func TestConnectRate(t *testing.T) {
 	})
 	e.clock.Advance(time.Second)
 	mustV5(t, e.addr, "alice", "d4")
-	if _, ca, _ := dialV5(t, e.addr, "alice/d5", "alice", "tok:alice"); ca == nil || ca.ReasonCode != 0x9F {
+	if _, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/d5", Username: "alice", Password: "tok:alice"}); ca == nil || ca.ReasonCode != 0x9F {
 		t.Fatalf("second after refill: %+v", ca)
 	}
 }
@@ -176,7 +175,7 @@ func TestConnectRateWebSocketByRequestAddr(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, ca, _ := connectV5(t, pahopk.NewThreadSafeConn(newWSConn(ws)), "alice/"+id, "alice", "tok:alice", v5opts{cleanStart: true})
+		_, ca, _ := mqtttest.Connect(t, pahopk.NewThreadSafeConn(newWSConn(ws)), mqtttest.Options{ClientID: "alice/" + id, Username: "alice", Password: "tok:alice"})
 		if ca == nil {
 			t.Fatalf("%s: no CONNACK", id)
 		}

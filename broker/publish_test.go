@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -32,22 +33,22 @@ func envOf(t *testing.T, payload []byte) wire.Envelope {
 func TestDirectMessageStampedAndDelivered(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	phone := mustV5(t, e.addr, "alice", "phone")
-	phone.mustSub(t, "user/alice/#")
+	phone.MustSub(t, "user/alice/#")
 	// The laptop asks for no problem information: PUBLISH user properties
 	// must still reach it.
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	laptop, _, err := connectV5(t, conn, "alice/laptop", "alice", "tok:alice", v5opts{cleanStart: true, noProblemInfo: true})
+	laptop, _, err := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "alice/laptop", Username: "alice", Password: "tok:alice", NoProblemInfo: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	laptop.mustSub(t, "user/alice/newMessage")
+	laptop.MustSub(t, "user/alice/newMessage")
 
-	code, pr := phone.pub(t, "user/bob/newMessage", 1, `{"cid":"c1","type":"text","body":"hi","from":"mallory","id":"1"}`)
+	code, pr := phone.Pub(t, "user/bob/newMessage", 1, `{"cid":"c1","type":"text","body":"hi","from":"mallory","id":"1"}`)
 	if code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
@@ -57,7 +58,7 @@ func TestDirectMessageStampedAndDelivered(t *testing.T) {
 		t.Fatalf("PUBACK without id: %+v", pr.Properties)
 	}
 
-	m := bob.next(t)
+	m := bob.Next(t)
 	got := envOf(t, m.Payload)
 	if got.From != "alice" || got.To != "bob" || got.Body != "hi" || got.CID != "c1" || got.ID.String() != ackID {
 		t.Fatalf("delivered %+v", got)
@@ -68,8 +69,8 @@ func TestDirectMessageStampedAndDelivered(t *testing.T) {
 	if m.Retain {
 		t.Fatal("delivered with retain")
 	}
-	for name, c := range map[string]*v5client{"phone": phone, "laptop": laptop} {
-		m := c.next(t)
+	for name, c := range map[string]*mqtttest.Client{"phone": phone, "laptop": laptop} {
+		m := c.Next(t)
 		if m.Topic != "user/alice/newMessage" || string(m.Payload) != string(mustMarshal(got)) || m.Properties.User.Get("id") != ackID {
 			t.Fatalf("%s copy: %s %q %+v", name, m.Topic, m.Payload, m.Properties.User)
 		}
@@ -93,7 +94,7 @@ func mustMarshal(e wire.Envelope) []byte { return e.Marshal() }
 func TestDirectInvalidEnvelopeRefused(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	for _, bad := range []string{
 		`not json`,
@@ -102,33 +103,33 @@ func TestDirectInvalidEnvelopeRefused(t *testing.T) {
 		`{"cid":"c","type":"text","body":"x","extra":1}`,
 		`{"cid":"c","type":"text","body":"` + strings.Repeat("x", wire.MaxBodyBytes+1) + `"}`,
 	} {
-		code, pr := alice.pub(t, "user/bob/newMessage", 1, bad)
+		code, pr := alice.Pub(t, "user/bob/newMessage", 1, bad)
 		if code != 0x99 {
 			t.Fatalf("%.40q: PUBACK 0x%02x, want 0x99", bad, code)
 		}
 		if pr.Properties == nil || !strings.HasPrefix(pr.Properties.ReasonString, "payload format invalid") {
 			t.Fatalf("reason %+v", pr.Properties)
 		}
-		alice.pub(t, "user/bob/newMessage", 0, bad) // QoS 0: dropped silently
+		alice.Pub(t, "user/bob/newMessage", 0, bad) // QoS 0: dropped silently
 	}
 	// QoS 2: the refusal travels in the PUBREC.
-	if code, pr := alice.pub(t, "user/bob/newMessage", 2, `{"cid":"q2"}`); code != 0x99 || pr.Properties == nil || pr.Properties.ReasonString == "" {
+	if code, pr := alice.Pub(t, "user/bob/newMessage", 2, `{"cid":"q2"}`); code != 0x99 || pr.Properties == nil || pr.Properties.ReasonString == "" {
 		t.Fatalf("QoS 2 refusal: 0x%02x %+v", code, pr.Properties)
 	}
 	if n := e.chat.callCount(); n != 0 {
 		t.Fatalf("ChatStore called %d times", n)
 	}
 	// A valid message after them is the first thing bob sees.
-	if code, _ := alice.pub(t, "user/bob/newMessage", 1, `{"cid":"ok","type":"text","body":"fine"}`); code != 0 {
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"ok","type":"text","body":"fine"}`); code != 0 {
 		t.Fatalf("valid publish 0x%02x", code)
 	}
-	if got := envOf(t, bob.next(t).Payload); got.CID != "ok" {
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "ok" {
 		t.Fatalf("bob got %+v first", got)
 	}
-	if code, _ := alice.pub(t, "user/bob/newMessage", 2, `{"cid":"ok2","type":"text","body":"qos2"}`); code != 0 {
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 2, `{"cid":"ok2","type":"text","body":"qos2"}`); code != 0 {
 		t.Fatalf("valid QoS 2 publish 0x%02x", code)
 	}
-	if got := envOf(t, bob.next(t).Payload); got.CID != "ok2" {
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "ok2" {
 		t.Fatalf("bob got %+v", got)
 	}
 	if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("direct", "invalid")); v != 11 {
@@ -139,18 +140,18 @@ func TestDirectInvalidEnvelopeRefused(t *testing.T) {
 func TestDirectDuplicateAckedDeliveredOnce(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	for i := 0; i < 2; i++ {
-		if code, _ := alice.pub(t, "user/bob/newMessage", 1, `{"cid":"same","type":"text","body":"once"}`); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"same","type":"text","body":"once"}`); code != 0 {
 			t.Fatalf("attempt %d: PUBACK 0x%02x", i, code)
 		}
 	}
-	alice.pub(t, "user/bob/newMessage", 1, `{"cid":"next","type":"text","body":"barrier"}`)
-	if got := envOf(t, bob.next(t).Payload); got.CID != "same" {
+	alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"next","type":"text","body":"barrier"}`)
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "same" {
 		t.Fatalf("first %+v", got)
 	}
-	if got := envOf(t, bob.next(t).Payload); got.CID != "next" {
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "next" {
 		t.Fatalf("duplicate delivered: %+v", got)
 	}
 	if n := e.chat.callCount(); n != 3 {
@@ -161,7 +162,7 @@ func TestDirectDuplicateAckedDeliveredOnce(t *testing.T) {
 func TestDirectStoreErrorsMapToReasonCodes(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	for _, tc := range []struct {
 		err    error
@@ -176,7 +177,7 @@ func TestDirectStoreErrorsMapToReasonCodes(t *testing.T) {
 		{fmt.Errorf("x: %w", wire.ErrInvalid), 0x99, ""},
 	} {
 		e.chat.setErr(tc.err)
-		code, pr := alice.pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"lost"}`)
+		code, pr := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"lost"}`)
 		if code != tc.code {
 			t.Fatalf("%v: PUBACK 0x%02x, want 0x%02x", tc.err, code, tc.code)
 		}
@@ -185,8 +186,8 @@ func TestDirectStoreErrorsMapToReasonCodes(t *testing.T) {
 		}
 	}
 	e.chat.setErr(nil)
-	alice.pub(t, "user/bob/newMessage", 1, `{"cid":"after","type":"text","body":"ok"}`)
-	if got := envOf(t, bob.next(t).Payload); got.CID != "after" {
+	alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"after","type":"text","body":"ok"}`)
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "after" {
 		t.Fatalf("uncommitted message delivered: %+v", got)
 	}
 }
@@ -195,7 +196,7 @@ func TestDirectStoreErrorsMapToReasonCodes(t *testing.T) {
 func TestDirectCommitTimeout(t *testing.T) {
 	e := startBrokerWith(t, func(c *Config) { c.CommitTimeout = 50 * time.Millisecond }, func(d *Deps) { d.Chat = slowChat{} })
 	alice := mustV5(t, e.addr, "alice", "phone")
-	code, pr := alice.pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"slow"}`)
+	code, pr := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"slow"}`)
 	if code != 0x83 || pr.Properties.ReasonString != reasonNotCommitted {
 		t.Fatalf("PUBACK 0x%02x %+v", code, pr.Properties)
 	}
@@ -215,7 +216,7 @@ func (c slowChat) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 func TestV3InvalidPublishNotDelivered(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +237,7 @@ func TestV3InvalidPublishNotDelivered(t *testing.T) {
 	if !ok.WaitTimeout(waitFor) || ok.Error() != nil {
 		t.Fatalf("valid v3 publish: %v", ok.Error())
 	}
-	m := bob.next(t)
+	m := bob.Next(t)
 	if got := envOf(t, m.Payload); got.CID != "good" || got.From != "alice" {
 		t.Fatalf("bob got %+v first", got)
 	}
@@ -253,20 +254,20 @@ func TestV3InvalidPublishNotDelivered(t *testing.T) {
 func TestTypingRewritten(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/typing")
+	bob.MustSub(t, "user/bob/typing")
 	alice := mustV5(t, e.addr, "alice", "phone")
-	if code, _ := alice.pub(t, "user/bob/typing", 1, `{"state":"stopped","from":"mallory"}`); code != 0 {
+	if code, _ := alice.Pub(t, "user/bob/typing", 1, `{"state":"stopped","from":"mallory"}`); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
-	if m := bob.next(t); string(m.Payload) != `{"state":"stopped","from":"alice"}` || m.Properties.User.Get("from") != "alice" {
+	if m := bob.Next(t); string(m.Payload) != `{"state":"stopped","from":"alice"}` || m.Properties.User.Get("from") != "alice" {
 		t.Fatalf("got %q", m.Payload)
 	}
-	alice.pub(t, "user/bob/typing", 0, "")
-	if m := bob.next(t); string(m.Payload) != `{"state":"typing","from":"alice"}` {
+	alice.Pub(t, "user/bob/typing", 0, "")
+	if m := bob.Next(t); string(m.Payload) != `{"state":"typing","from":"alice"}` {
 		t.Fatalf("got %q", m.Payload)
 	}
 	for _, bad := range []string{`{"state":"dancing"}`, `{"x":1}`, `[]`, strings.Repeat(" ", 300)} {
-		if code, _ := alice.pub(t, "user/bob/typing", 1, bad); code != 0x99 {
+		if code, _ := alice.Pub(t, "user/bob/typing", 1, bad); code != 0x99 {
 			t.Fatalf("%q: PUBACK 0x%02x", bad, code)
 		}
 	}
@@ -278,29 +279,29 @@ func TestTypingRewritten(t *testing.T) {
 func TestReceiptMarksReadAndIsDelivered(t *testing.T) {
 	e := startBroker(t, nil)
 	bob := mustV5(t, e.addr, "bob", "phone")
-	bob.mustSub(t, "user/bob/receipts")
+	bob.MustSub(t, "user/bob/receipts")
 	alice := mustV5(t, e.addr, "alice", "phone")
 	id := snowflake.Make(5000, 2, 7)
-	if code, _ := alice.pub(t, "user/bob/receipts", 1, `{"type":"read","upTo":"`+id.String()+`","peer":"mallory"}`); code != 0 {
+	if code, _ := alice.Pub(t, "user/bob/receipts", 1, `{"type":"read","upTo":"`+id.String()+`","peer":"mallory"}`); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
 	if calls := e.rec.get(); len(calls) != 1 || calls[0] != (readCall{reader: "alice", peer: "bob", upTo: id}) {
 		t.Fatalf("MarkRead calls %+v", calls)
 	}
 	var r wire.Receipt
-	m := bob.next(t)
+	m := bob.Next(t)
 	if err := json.Unmarshal(m.Payload, &r); err != nil || r != (wire.Receipt{Type: "read", UpTo: id, Peer: "alice"}) {
 		t.Fatalf("delivered %q (%v)", m.Payload, err)
 	}
-	alice.pub(t, "user/bob/receipts", 1, `{"type":"delivered","upTo":"`+id.String()+`"}`)
-	if m := bob.next(t); !strings.Contains(string(m.Payload), `"delivered"`) {
+	alice.Pub(t, "user/bob/receipts", 1, `{"type":"delivered","upTo":"`+id.String()+`"}`)
+	if m := bob.Next(t); !strings.Contains(string(m.Payload), `"delivered"`) {
 		t.Fatalf("got %q", m.Payload)
 	}
 	if len(e.rec.get()) != 1 {
 		t.Fatal("delivered receipt moved the read cursor")
 	}
 	for _, bad := range []string{`{"type":"read"}`, `{"type":"seen","upTo":"1"}`, `{"type":"read","upTo":1}`, `{"type":"read","upTo":"1"} x`} {
-		if code, _ := alice.pub(t, "user/bob/receipts", 1, bad); code != 0x99 {
+		if code, _ := alice.Pub(t, "user/bob/receipts", 1, bad); code != 0x99 {
 			t.Fatalf("%q: PUBACK 0x%02x", bad, code)
 		}
 	}
@@ -319,14 +320,14 @@ func TestHeartbeatReachesPresenceOnly(t *testing.T) {
 	alice := mustV5(t, e.addr, "alice", "phone")
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	pr, err := alice.c.Publish(ctx, &paho.Publish{Topic: "presence/alice/heartbeat", QoS: 1, Retain: true})
+	pr, err := alice.Publish(ctx, &paho.Publish{Topic: "presence/alice/heartbeat", QoS: 1, Retain: true})
 	if err != nil || pr.ReasonCode != 0 {
 		t.Fatalf("heartbeat: %v %+v", err, pr)
 	}
 	if ev := e.pres.get(); !contains(ev, "heartbeat alice") {
 		t.Fatalf("presence events %q", ev)
 	}
-	alice.pub(t, "user/bob/typing", 0, "") // barrier: handled after the heartbeat on alice's connection
+	alice.Pub(t, "user/bob/typing", 0, "") // barrier: handled after the heartbeat on alice's connection
 	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
 		if typing.Load() != 1 {
 			return errNoMsg

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
 
 func selfSigned(t *testing.T) (*tls.Config, *x509.CertPool) {
@@ -50,14 +51,14 @@ func TestTLSListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob, _, err := connectV5(t, conn, "bob/tls", "bob", "tok:bob", v5opts{cleanStart: true})
+	bob, _, err := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "bob/tls", Username: "bob", Password: "tok:bob"})
 	if err != nil {
 		t.Fatalf("connect over TLS: %v", err)
 	}
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
-	alice.pub(t, "user/bob/newMessage", 1, `{"cid":"t","type":"text","body":"secure"}`)
-	if got := envOf(t, bob.next(t).Payload); got.Body != "secure" {
+	alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"t","type":"text","body":"secure"}`)
+	if got := envOf(t, bob.Next(t).Payload); got.Body != "secure" {
 		t.Fatalf("got %+v", got)
 	}
 	if _, err := New(Config{MQTTSAddr: "127.0.0.1:0", Dev: true}, Deps{}); err == nil {
@@ -85,22 +86,22 @@ func TestSilentConnectionClosed(t *testing.T) {
 // are checked against the user its client ID names.
 func TestPersistentSessionQueuesWhileOffline(t *testing.T) {
 	e := startBroker(t, nil)
-	dial := func() (*v5client, bool) {
+	dial := func() (*mqtttest.Client, bool) {
 		conn, err := net.Dial("tcp", e.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, ca, err := connectV5(t, conn, "bob/phone", "bob", "tok:bob", v5opts{sessionExpiry: 600})
+		c, ca, err := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: "tok:bob", SessionExpiry: 600, KeepSession: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c, ca.SessionPresent
 	}
 	bob, _ := dial()
-	bob.mustSub(t, "user/bob/newMessage")
-	bob.conn.Close() // drop without DISCONNECT
+	bob.MustSub(t, "user/bob/newMessage")
+	bob.Conn.Close() // drop without DISCONNECT
 	select {
-	case <-bob.c.Done():
+	case <-bob.Done():
 	case <-time.After(waitFor):
 		t.Fatal("client did not stop")
 	}
@@ -111,12 +112,12 @@ func TestPersistentSessionQueuesWhileOffline(t *testing.T) {
 		return nil
 	})
 	alice := mustV5(t, e.addr, "alice", "phone")
-	alice.pub(t, "user/bob/newMessage", 1, `{"cid":"off","type":"text","body":"while you were away"}`)
+	alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"off","type":"text","body":"while you were away"}`)
 	bob2, present := dial()
 	if !present {
 		t.Fatal("session not present")
 	}
-	if got := envOf(t, bob2.next(t).Payload); got.CID != "off" {
+	if got := envOf(t, bob2.Next(t).Payload); got.CID != "off" {
 		t.Fatalf("got %+v", got)
 	}
 }

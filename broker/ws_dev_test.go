@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -32,22 +33,22 @@ func TestWebSocket(t *testing.T) {
 	if resp.Header.Get("Sec-WebSocket-Protocol") != "mqtt" {
 		t.Fatalf("subprotocol %q", resp.Header.Get("Sec-WebSocket-Protocol"))
 	}
-	bob, _, err := connectV5(t, pahopk.NewThreadSafeConn(newWSConn(ws)), "bob/browser", "bob", "tok:bob", v5opts{cleanStart: true})
+	bob, _, err := mqtttest.Connect(t, pahopk.NewThreadSafeConn(newWSConn(ws)), mqtttest.Options{ClientID: "bob/browser", Username: "bob", Password: "tok:bob"})
 	if err != nil {
 		t.Fatalf("connect over ws: %v", err)
 	}
-	bob.mustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
-	alice.pub(t, "user/bob/newMessage", 1, `{"cid":"ws1","type":"text","body":"over ws"}`)
-	if got := envOf(t, bob.next(t).Payload); got.CID != "ws1" || got.From != "alice" {
+	alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"ws1","type":"text","body":"over ws"}`)
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "ws1" || got.From != "alice" {
 		t.Fatalf("bob got %+v", got)
 	}
 	// and the other way
-	alice.mustSub(t, "user/alice/newMessage")
-	if code, _ := bob.pub(t, "user/alice/newMessage", 1, `{"cid":"ws2","type":"text","body":"from browser"}`); code != 0 {
+	alice.MustSub(t, "user/alice/newMessage")
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, `{"cid":"ws2","type":"text","body":"from browser"}`); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
-	if got := envOf(t, alice.next(t).Payload); got.CID != "ws2" || got.From != "bob" {
+	if got := envOf(t, alice.Next(t).Payload); got.CID != "ws2" || got.From != "bob" {
 		t.Fatalf("alice got %+v", got)
 	}
 
@@ -90,16 +91,16 @@ func TestWebSocketAllowedOrigins(t *testing.T) {
 func TestDevMode(t *testing.T) {
 	e := startBroker(t, func(c *Config) { c.Dev = true })
 
-	sub, _, err := dialV5(t, e.addr, "anon-sub", "", "")
+	sub, _, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "anon-sub"})
 	if err != nil {
 		t.Fatalf("anonymous connect: %v", err)
 	}
-	sub.mustSub(t, "sensors/#")
-	sub.mustSub(t, "$share/g/jobs/x")
-	if code := sub.sub(t, "user/x/newMessage"); code != 0x87 {
+	sub.MustSub(t, "sensors/#")
+	sub.MustSub(t, "$share/g/jobs/x")
+	if code := sub.Sub(t, "user/x/newMessage")[0]; code != 0x87 {
 		t.Fatalf("anonymous subscribe to a chat topic: 0x%02x", code)
 	}
-	if code := sub.sub(t, "$share/g/user/bob/newMessage"); code != 0x87 {
+	if code := sub.Sub(t, "$share/g/user/bob/newMessage")[0]; code != 0x87 {
 		t.Fatalf("shared chat subscription: 0x%02x", code)
 	}
 
@@ -108,49 +109,48 @@ func TestDevMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, _, err := connectV5(t, conn, "anon-pub", "", "", v5opts{cleanStart: true,
-		will: &paho.WillMessage{Topic: "sensors/will", Payload: []byte("gone")}})
+	pub, _, err := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "anon-pub", Will: &paho.WillMessage{Topic: "sensors/will", Payload: []byte("gone")}})
 	if err != nil {
 		t.Fatalf("connect with will: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	if _, err := pub.c.Publish(ctx, &paho.Publish{Topic: "sensors/t1", QoS: 1, Retain: true, Payload: []byte("21.5")}); err != nil {
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "sensors/t1", QoS: 1, Retain: true, Payload: []byte("21.5")}); err != nil {
 		t.Fatal(err)
 	}
-	if m := sub.next(t); m.Topic != "sensors/t1" || string(m.Payload) != "21.5" {
+	if m := sub.Next(t); m.Topic != "sensors/t1" || string(m.Payload) != "21.5" {
 		t.Fatalf("got %s %q", m.Topic, m.Payload)
 	}
-	late, _, err := dialV5(t, e.addr, "anon-late", "", "")
+	late, _, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "anon-late"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	late.mustSub(t, "sensors/t1")
-	if m := late.next(t); string(m.Payload) != "21.5" || !m.Retain {
+	late.MustSub(t, "sensors/t1")
+	if m := late.Next(t); string(m.Payload) != "21.5" || !m.Retain {
 		t.Fatalf("retained: %q retain=%v", m.Payload, m.Retain)
 	}
-	pub.pub(t, "jobs/x", 1, "job")
-	if m := sub.next(t); m.Topic != "jobs/x" {
+	pub.Pub(t, "jobs/x", 1, "job")
+	if m := sub.Next(t); m.Topic != "jobs/x" {
 		t.Fatalf("shared subscription got %s", m.Topic)
 	}
-	if code, _ := pub.pub(t, "user/bob/newMessage", 1, `{"cid":"a","type":"text","body":"x"}`); code != 0x87 {
+	if code, _ := pub.Pub(t, "user/bob/newMessage", 1, `{"cid":"a","type":"text","body":"x"}`); code != 0x87 {
 		t.Fatalf("anonymous direct message: 0x%02x", code)
 	}
 	conn.Close() // abrupt: the will fires
-	if m := sub.next(t); m.Topic != "sensors/will" || string(m.Payload) != "gone" {
+	if m := sub.Next(t); m.Topic != "sensors/will" || string(m.Payload) != "gone" {
 		t.Fatalf("will: %s %q", m.Topic, m.Payload)
 	}
 
 	// The {user}/{device} form needs credentials; credentials are checked.
-	if _, ca, _ := dialV5(t, e.addr, "alice/phone", "", ""); ca == nil || ca.ReasonCode != 0x85 {
+	if _, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/phone"}); ca == nil || ca.ReasonCode != 0x85 {
 		t.Fatalf("anonymous alice/phone: %+v", ca)
 	}
-	if _, ca, _ := dialV5(t, e.addr, "alice/phone", "alice", "forged"); ca == nil || ca.ReasonCode != 0x86 {
+	if _, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: "forged"}); ca == nil || ca.ReasonCode != 0x86 {
 		t.Fatalf("forged token in dev mode: %+v", ca)
 	}
 	alice := mustV5(t, e.addr, "alice", "phone")
-	alice.mustSub(t, "user/alice/newMessage")
-	if code := alice.sub(t, "user/bob/newMessage"); code != 0x87 {
+	alice.MustSub(t, "user/alice/newMessage")
+	if code := alice.Sub(t, "user/bob/newMessage")[0]; code != 0x87 {
 		t.Fatalf("dev mode: alice subscribed to bob's inbox: 0x%02x", code)
 	}
 }

@@ -196,8 +196,11 @@ type Raft struct {
 	reqs     chan *request  // proposals waiting for the batcher
 	pending  chan *inflight // entries handed to Raft, in log order
 	stopping chan struct{}  // closed when Run starts shutting down
-	stopped  chan struct{}  // closed when Run has returned
-	running  atomic.Bool
+	stopped  chan struct{}  // closed when Run has returned (or Close shut down a Raft that never ran)
+	running  atomic.Bool    // Run started, or Close took its place
+	quit     chan struct{}  // closed by Close: Run stops
+	quitOnce sync.Once
+	closeErr error           // what the shutdown returned; read after stopped is closed
 	stopCtx  context.Context // done when Run starts shutting down
 	stopCtxC context.CancelFunc
 
@@ -213,8 +216,8 @@ type Raft struct {
 // New opens the Raft stores under cfg.DataDir, binds the transport and
 // starts Raft, applying committed entries into f. It registers the
 // cluster's own command handlers (CmdNodeRegister) on f, so f must be
-// fresh for each New. Run must be called to serve proposals and to
-// release what New opened.
+// fresh for each New. Run serves proposals; Close (or the end of Run)
+// releases what New opened.
 func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	if f == nil {
 		return nil, errors.New("cluster: nil FSM")
@@ -336,6 +339,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		pending:  make(chan *inflight, 64),
 		stopping: make(chan struct{}),
 		stopped:  make(chan struct{}),
+		quit:     make(chan struct{}),
 		stopCtx:  stopCtx,
 		stopCtxC: stopCtxC,
 		fwd:      make(chan *request, 4*cfg.MaxBatch),
@@ -358,13 +362,26 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	return n, nil
 }
 
-// Run serves proposals until ctx is done, then waits briefly for entries
-// in flight, shuts Raft down and closes the transport and the stores.
-func (n *Raft) Run(ctx context.Context) error {
+// Run serves proposals until ctx is done or Close is called, then waits
+// briefly for entries in flight, shuts Raft down and closes the transport
+// and the stores.
+func (n *Raft) Run(ctx context.Context) (err error) {
 	if !n.running.CompareAndSwap(false, true) {
-		return errors.New("cluster: Run called twice")
+		return errors.New("cluster: Run called twice or after Close")
 	}
-	defer close(n.stopped)
+	defer func() {
+		n.closeErr = err
+		close(n.stopped)
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
 	waiterDone := make(chan struct{})
 	go func() {
@@ -427,6 +444,37 @@ func (n *Raft) Run(ctx context.Context) error {
 	n.raft.DeregisterObserver(observer)
 	close(obs)
 	<-obsDone
+	errs = append(errs, n.release()...)
+	return errors.Join(errs...)
+}
+
+// Close stops Run and waits until it has returned; a Raft that never ran
+// is shut down here. Either way Raft is shut down and the transport, the
+// stores and the data directory's lock are released. It returns what the
+// shutdown returned, and may be called more than once.
+func (n *Raft) Close() error {
+	n.quitOnce.Do(func() { close(n.quit) })
+	if n.running.CompareAndSwap(false, true) {
+		// Run never started, and now it never will.
+		close(n.stopping)
+		n.stopCtxC()
+		n.failQueued()
+		n.failForwards()
+		var errs []error
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("cluster: raft shutdown: %w", err))
+		}
+		n.closeErr = errors.Join(append(errs, n.release()...)...)
+		close(n.stopped)
+	}
+	<-n.stopped
+	return n.closeErr
+}
+
+// release closes the transport, the stores and the data directory's lock
+// (after Raft has shut down).
+func (n *Raft) release() []error {
+	var errs []error
 	if err := n.trans.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close transport: %w", err))
 	}
@@ -443,7 +491,7 @@ func (n *Raft) Run(ctx context.Context) error {
 	if err := n.unlock(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: unlock data dir: %w", err))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func (n *Raft) logLeaderChanges(obs <-chan raft.Observation) {

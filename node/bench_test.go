@@ -23,11 +23,7 @@ func BenchmarkDurableDirect(b *testing.B) {
 	for i := range clients {
 		name := fmt.Sprintf("sender%02d", i)
 		tok := n.NewUser(b, name)
-		c, code := connectV5ForBench(b, n.MQTTURL, name+"/bench", name, tok)
-		if c == nil {
-			b.Fatalf("connect %s: %#x", name, code)
-		}
-		clients[i] = c
+		clients[i] = mustConnectV5(b, n.MQTTURL, name, "bench", tok).Client
 	}
 	var next atomic.Int64
 	b.ResetTimer()

@@ -39,25 +39,25 @@ func TestDirectMessageV5OverTCP(t *testing.T) {
 	n := nodetest.StartNode(t)
 	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "phone", bobTok)
-	if r := subscribe(t, bob, "user/bob/#"); r[0] > 2 {
+	if r := bob.Sub(t, "user/bob/#"); r[0] > 2 {
 		t.Fatalf("bob cannot subscribe to his own subtree: %#x", r[0])
 	}
 	alice := mustConnectV5(t, n.MQTTURL, "alice", "laptop", aliceTok)
 	aliceTablet := mustConnectV5(t, n.MQTTURL, "alice", "tablet", aliceTok)
-	subscribe(t, aliceTablet, "user/alice/newMessage")
+	aliceTablet.Sub(t, "user/alice/newMessage")
 
 	// The client tries to spoof from/to/id; the server overwrites them.
-	code := publish(t, alice, "user/bob/newMessage", `{"cid":"c1","type":"text","body":"hello bob","from":"mallory","to":"carol","id":"1"}`)
+	code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"c1","type":"text","body":"hello bob","from":"mallory","to":"carol","id":"1"}`)
 	if code != 0 {
 		t.Fatalf("PUBACK reason %#x", code)
 	}
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if len(bob.received("user/bob/newMessage")) != 1 {
+		if len(bob.Received("user/bob/newMessage")) != 1 {
 			return errors.New("bob has not received the message")
 		}
 		return nil
 	})
-	got := bob.received("user/bob/newMessage")[0]
+	got := bob.Received("user/bob/newMessage")[0]
 	env := decodeEnvelope(t, got.Payload)
 	if env.From != "alice" || env.To != "bob" || env.Body != "hello bob" || env.CID != "c1" || env.ID == "" || env.ID == "1" {
 		t.Fatalf("delivered envelope %+v", env)
@@ -67,7 +67,7 @@ func TestDirectMessageV5OverTCP(t *testing.T) {
 	}
 	// The sender's other device gets a copy with the same id.
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		c := aliceTablet.received("user/alice/newMessage")
+		c := aliceTablet.Received("user/alice/newMessage")
 		if len(c) != 1 {
 			return fmt.Errorf("alice's tablet got %d copies", len(c))
 		}
@@ -104,7 +104,7 @@ func TestMQTT311ClientReceivesAndSends(t *testing.T) {
 				t.Fatalf("subscribe: %v", tok.Error())
 			}
 			alice := mustConnectV5(t, n.MQTTURL, "alice", "v5-"+transport, aliceTok)
-			if code := publish(t, alice, "user/bob/newMessage", textMsg("to-311-"+transport, "hi old client")); code != 0 {
+			if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg("to-311-"+transport, "hi old client")); code != 0 {
 				t.Fatalf("PUBACK %#x", code)
 			}
 			select {
@@ -116,12 +116,12 @@ func TestMQTT311ClientReceivesAndSends(t *testing.T) {
 				t.Fatal("3.1.1 client received nothing")
 			}
 			// And the 3.1.1 client sends: a QoS 1 publish is acked after commit.
-			subscribe(t, alice, "user/alice/newMessage")
+			alice.Sub(t, "user/alice/newMessage")
 			if tok := bob.Publish("user/alice/newMessage", 1, false, textMsg("from-311-"+transport, "reply")); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 				t.Fatalf("3.1.1 publish: %v", tok.Error())
 			}
 			checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-				for _, m := range alice.received("user/alice/newMessage") {
+				for _, m := range alice.Received("user/alice/newMessage") {
 					if e := decodeEnvelope(t, m.Payload); e.From == "bob" && e.CID == "from-311-"+transport {
 						return nil
 					}
@@ -153,39 +153,39 @@ func TestACLMatrix(t *testing.T) {
 		"random/topic":           false,
 	}
 	root := mustConnectV5(t, n.MQTTURL, "root", "console", rootTok)
-	if r := subscribe(t, root, "$SYS/#"); r[0] > 2 {
+	if r := root.Sub(t, "$SYS/#"); r[0] > 2 {
 		t.Errorf("admin cannot read $SYS: %#x", r[0])
 	}
 	for f, allowed := range subs {
-		r := subscribe(t, alice, f)
+		r := alice.Sub(t, f)
 		if ok := r[0] <= 2; ok != allowed {
 			t.Errorf("subscribe %q: reason %#x, allowed=%v", f, r[0], allowed)
 		}
 	}
 	// Publishing where only the server may publish is refused.
 	for _, topic := range []string{"presence/alice", "user/bob/events", "presence/bob/heartbeat"} {
-		if code := publish(t, alice, topic, `{}`); code != 0x87 {
+		if code, _ := alice.Pub(t, topic, 1, `{}`); code != 0x87 {
 			t.Errorf("publish %s: reason %#x, want 0x87", topic, code)
 		}
 	}
 	// CONNECT refusals.
-	if _, code := connectV5(t, n.MQTTURL, "bob/d1", "alice", aliceTok); code != 0x85 {
+	if code := connack(t, n.MQTTURL, "bob/d1", "alice", aliceTok); code != 0x85 {
 		t.Errorf("client ID of another user: %#x, want 0x85", code)
 	}
-	if _, code := connectV5(t, n.MQTTURL, "alice/d2", "alice", bobTok); code != 0x86 {
+	if code := connack(t, n.MQTTURL, "alice/d2", "alice", bobTok); code != 0x86 {
 		t.Errorf("token of another user: %#x, want 0x86", code)
 	}
-	if _, code := connectV5(t, n.MQTTURL, "alice/d2", "alice", "not-a-jwt"); code != 0x86 {
+	if code := connack(t, n.MQTTURL, "alice/d2", "alice", "not-a-jwt"); code != 0x86 {
 		t.Errorf("garbage token: %#x, want 0x86", code)
 	}
 	expired, err := auth.MintFromKeyDir(filepath.Join(n.Config.DataDir, "keys"), "edgechat", auth.Account{UserID: "alice"}, -5*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, code := connectV5(t, n.MQTTURL, "alice/d2", "alice", expired); code != 0x86 {
+	if code := connack(t, n.MQTTURL, "alice/d2", "alice", expired); code != 0x86 {
 		t.Errorf("expired token: %#x, want 0x86", code)
 	}
-	if _, code := connectV5(t, n.MQTTURL, "alice/d2", "", ""); code == 0 {
+	if code := connack(t, n.MQTTURL, "alice/d2", "", ""); code == 0 {
 		t.Error("anonymous client accepted outside dev mode")
 	}
 	// A foreign web page cannot open MQTT over WebSocket.
@@ -219,11 +219,11 @@ func TestInvalidEnvelopesRefusedAndNothingStored(t *testing.T) {
 		`{"cid":"x","type":"text","body":"` + strings.Repeat("a", 20000) + `"}`,
 	}
 	for _, p := range bad {
-		if code := publish(t, alice, "user/bob/newMessage", p); code != 0x99 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, p); code != 0x99 {
 			t.Errorf("payload %.40q: reason %#x, want 0x99", p, code)
 		}
 	}
-	if code := publish(t, alice, "user/nobody/newMessage", textMsg("x", "hi")); code != 0x90 {
+	if code, _ := alice.Pub(t, "user/nobody/newMessage", 1, textMsg("x", "hi")); code != 0x90 {
 		t.Errorf("unknown recipient: %#x, want 0x90", code)
 	}
 	var page syncPage
@@ -236,10 +236,10 @@ func TestRetriedCIDStoredAndDeliveredOnce(t *testing.T) {
 	n := nodetest.StartNode(t)
 	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
-	subscribe(t, bob, "user/bob/newMessage")
+	bob.Sub(t, "user/bob/newMessage")
 	alice := mustConnectV5(t, n.MQTTURL, "alice", "d1", aliceTok)
 	for i := 0; i < 3; i++ {
-		if code := publish(t, alice, "user/bob/newMessage", textMsg("same-cid", "once")); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg("same-cid", "once")); code != 0 {
 			t.Fatalf("attempt %d: PUBACK %#x", i, code)
 		}
 	}
@@ -254,21 +254,21 @@ func TestRetriedCIDStoredAndDeliveredOnce(t *testing.T) {
 		t.Fatalf("history after retries: %+v (http said %s)", page.Messages, sent.ID)
 	}
 	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
-		if len(bob.received("")) < 1 {
+		if len(bob.Received("")) < 1 {
 			return errors.New("nothing delivered")
 		}
 		return nil
 	})
 	// Give a wrongly repeated delivery the chance to show up, through a
 	// later message that must arrive after it on the same connection.
-	publish(t, alice, "user/bob/newMessage", textMsg("marker", "marker"))
+	alice.Pub(t, "user/bob/newMessage", 1, textMsg("marker", "marker"))
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if len(bob.received("")) < 2 {
+		if len(bob.Received("")) < 2 {
 			return errors.New("marker not delivered")
 		}
 		return nil
 	})
-	if got := bob.received(""); len(got) != 2 {
+	if got := bob.Received(""); len(got) != 2 {
 		t.Fatalf("bob got %d deliveries, want 2 (one per distinct cid)", len(got))
 	}
 }
@@ -280,11 +280,11 @@ func TestHistorySyncConversationsUnread(t *testing.T) {
 	alice := mustConnectV5(t, n.MQTTURL, "alice", "d1", aliceTok)
 	carol := mustConnectV5(t, n.MQTTURL, "carol", "d1", carolTok)
 	for i := 0; i < 25; i++ {
-		if code := publish(t, alice, "user/bob/newMessage", textMsg(fmt.Sprintf("a%d", i), fmt.Sprintf("msg %d", i))); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("a%d", i), fmt.Sprintf("msg %d", i))); code != 0 {
 			t.Fatalf("PUBACK %#x", code)
 		}
 	}
-	publish(t, carol, "user/bob/newMessage", textMsg("c0", "hi from carol"))
+	carol.Pub(t, "user/bob/newMessage", 1, textMsg("c0", "hi from carol"))
 
 	// History pages newest first, no gaps.
 	var all []envelope
@@ -342,14 +342,14 @@ func TestHistorySyncConversationsUnread(t *testing.T) {
 		t.Fatalf("conversations: %+v", convs)
 	}
 	// Bob reads alice's messages up to the 20th over MQTT; alice gets the receipt.
-	subscribe(t, alice, "user/alice/receipts")
+	alice.Sub(t, "user/alice/receipts")
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
 	upTo := all[5].ID // msg 19
-	if code := publish(t, bob, "user/alice/receipts", fmt.Sprintf(`{"type":"read","upTo":%q}`, upTo)); code != 0 {
+	if code, _ := bob.Pub(t, "user/alice/receipts", 1, fmt.Sprintf(`{"type":"read","upTo":%q}`, upTo)); code != 0 {
 		t.Fatalf("receipt PUBACK %#x", code)
 	}
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if len(alice.received("user/alice/receipts")) == 0 {
+		if len(alice.Received("user/alice/receipts")) == 0 {
 			return errors.New("no receipt delivered")
 		}
 		return nil
@@ -361,7 +361,7 @@ func TestHistorySyncConversationsUnread(t *testing.T) {
 		}
 	}
 	// A read cursor never moves back.
-	publish(t, bob, "user/alice/receipts", fmt.Sprintf(`{"type":"read","upTo":%q}`, all[24].ID))
+	bob.Pub(t, "user/alice/receipts", 1, fmt.Sprintf(`{"type":"read","upTo":%q}`, all[24].ID))
 	api(t, n, bobTok, "GET", "/chat/conversations", nil, &convs)
 	for _, c := range convs.Conversations {
 		if c.Peer == "alice" && c.Unread != 5 {
@@ -374,13 +374,13 @@ func TestSendOverHTTPDeliversLive(t *testing.T) {
 	n := nodetest.StartNode(t)
 	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
-	subscribe(t, bob, "user/bob/newMessage")
+	bob.Sub(t, "user/bob/newMessage")
 	var sent envelope
 	if st := api(t, n, aliceTok, "POST", "/chat/messages", map[string]string{"to": "bob", "cid": "h1", "type": "text", "body": "over http"}, &sent); st != 201 {
 		t.Fatalf("POST /chat/messages: %d", st)
 	}
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		got := bob.received("user/bob/newMessage")
+		got := bob.Received("user/bob/newMessage")
 		if len(got) != 1 {
 			return errors.New("not delivered")
 		}
@@ -409,12 +409,12 @@ func TestPresenceTransitionsAndTakeoverWithoutFlap(t *testing.T) {
 		t.Fatalf("send: %d", st)
 	}
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
-	if r := subscribe(t, bob, "presence/alice"); r[0] > 2 {
+	if r := bob.Sub(t, "presence/alice"); r[0] > 2 {
 		t.Fatalf("bob may not watch alice: %#x", r[0])
 	}
 	statuses := func() []string {
 		var out []string
-		for _, m := range bob.received("presence/alice") {
+		for _, m := range bob.Received("presence/alice") {
 			var p struct{ Status string }
 			_ = jsonUnmarshal(m.Payload, &p)
 			out = append(out, p.Status)
@@ -437,7 +437,7 @@ func TestPresenceTransitionsAndTakeoverWithoutFlap(t *testing.T) {
 	waitLast("inactive")
 	waitLast("offline")
 	// A heartbeat brings her back.
-	publish(t, alice, "presence/alice/heartbeat", "")
+	alice.Pub(t, "presence/alice/heartbeat", 1, "")
 	waitLast("online")
 	var p struct{ Status string }
 	if st := api(t, n, bobTok, "GET", "/presence/alice", nil, &p); st != 200 || p.Status != "online" {
@@ -455,10 +455,10 @@ func TestPresenceTakeoverAndQuickReconnectDoNotFlap(t *testing.T) {
 		t.Fatalf("send: %d", st)
 	}
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
-	subscribe(t, bob, "presence/alice")
+	bob.Sub(t, "presence/alice")
 	statuses := func() []string {
 		var out []string
-		for _, m := range bob.received("presence/alice") {
+		for _, m := range bob.Received("presence/alice") {
 			var p struct{ Status string }
 			_ = jsonUnmarshal(m.Payload, &p)
 			out = append(out, p.Status)

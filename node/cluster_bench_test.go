@@ -123,11 +123,7 @@ func BenchmarkClusterDurable(b *testing.B) {
 	for i := range clients {
 		name := fmt.Sprintf("sender%02d", i)
 		tok := nodes[0].NewUser(b, name)
-		c, code := connectV5ForBench(b, nodes[i%3].MQTTURL, name+"/bench", name, tok)
-		if c == nil {
-			b.Fatalf("connect: %#x", code)
-		}
-		clients[i] = c
+		clients[i] = mustConnectV5(b, nodes[i%3].MQTTURL, name, "bench", tok).Client
 	}
 	var next atomic.Int64
 	var mu sync.Mutex

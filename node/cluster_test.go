@@ -28,7 +28,7 @@ func TestClusterOfThreeSharesEverything(t *testing.T) {
 	// A durable publish on a follower is acknowledged after the majority commit.
 	alice := mustConnectV5(t, n2.MQTTURL, "alice", "phone", aliceTok)
 	for i := 0; i < 20; i++ {
-		if code := publish(t, alice, "user/bob/newMessage", textMsg(fmt.Sprintf("c%d", i), fmt.Sprintf("m%d", i))); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("c%d", i), fmt.Sprintf("m%d", i))); code != 0 {
 			t.Fatalf("publish on n2: %#x", code)
 		}
 	}
@@ -103,33 +103,33 @@ func TestCrossNodeDelivery(t *testing.T) {
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	aliceTok, bobTok, carolTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob"), n1.NewUser(t, "carol")
 	bob := mustConnectV5(t, n3.MQTTURL, "bob", "phone", bobTok)
-	subscribe(t, bob, "user/bob/#")
+	bob.Sub(t, "user/bob/#")
 	carol := mustConnectV5(t, n2.MQTTURL, "carol", "phone", carolTok)
 	alice := mustConnectV5(t, n1.MQTTURL, "alice", "laptop", aliceTok)
 	// No waiting for routes: a SUBACK means this node's route is
 	// committed, and alice's messages are committed after it.
 	const count = 100
 	for i := 0; i < count; i++ {
-		if code := publish(t, alice, "user/bob/newMessage", textMsg(fmt.Sprintf("x%d", i), fmt.Sprintf("%d", i))); code != 0 {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("x%d", i), fmt.Sprintf("%d", i))); code != 0 {
 			t.Fatalf("publish %d: %#x", i, code)
 		}
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if got := len(bob.received("user/bob/newMessage")); got != count {
+		if got := len(bob.Received("user/bob/newMessage")); got != count {
 			return fmt.Errorf("bob on n3 got %d of %d", got, count)
 		}
 		return nil
 	})
-	for i, m := range bob.received("user/bob/newMessage") {
+	for i, m := range bob.Received("user/bob/newMessage") {
 		e := decodeEnvelope(t, m.Payload)
 		if e.Body != fmt.Sprint(i) || e.From != "alice" || m.Properties.User.Get("id") != e.ID {
 			t.Fatalf("message %d on n3: %+v", i, e)
 		}
 	}
 	// Typing crosses nodes too.
-	publish(t, alice, "user/bob/typing", `{"state":"typing"}`)
+	alice.Pub(t, "user/bob/typing", 1, `{"state":"typing"}`)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if len(bob.received("user/bob/typing")) == 0 {
+		if len(bob.Received("user/bob/typing")) == 0 {
 			return errors.New("typing not forwarded")
 		}
 		return nil
@@ -146,24 +146,24 @@ func TestCrossNodeDelivery(t *testing.T) {
 		}
 		return nil
 	})
-	subscribe(t, carol, topic)
-	subscribe(t, bob, topic)
-	if code := publish(t, alice, topic, textMsg("g1", "hello all")); code != 0 {
+	carol.Sub(t, topic)
+	bob.Sub(t, topic)
+	if code, _ := alice.Pub(t, topic, 1, textMsg("g1", "hello all")); code != 0 {
 		t.Fatalf("group publish: %#x", code)
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if len(carol.received(topic)) != 1 || len(bob.received(topic)) != 1 {
-			return fmt.Errorf("carol %d, bob %d", len(carol.received(topic)), len(bob.received(topic)))
+		if len(carol.Received(topic)) != 1 || len(bob.Received(topic)) != 1 {
+			return fmt.Errorf("carol %d, bob %d", len(carol.Received(topic)), len(bob.Received(topic)))
 		}
 		return nil
 	})
 	// Presence published by n1 (alice's node) is retained on every node:
 	// bob, on n3, gets alice's retained status when he subscribes there.
-	if r := subscribe(t, bob, "presence/alice"); r[0] > 2 {
+	if r := bob.Sub(t, "presence/alice"); r[0] > 2 {
 		t.Fatalf("bob may not watch alice: %#x", r[0])
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		for _, m := range bob.received("presence/alice") {
+		for _, m := range bob.Received("presence/alice") {
 			var p struct{ Status string }
 			// alice sends no heartbeats, so by now she may be inactive or
 			// offline; what matters is that n1's retained status is on n3.

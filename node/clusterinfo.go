@@ -2,45 +2,12 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
 	"github.com/edgechat/edgechat/cluster"
-	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/clusterapi"
 )
-
-// retainedPresence reads this node's copies of the retained presence/{uid}
-// (the broker copies every retained publish to every node).
-type retainedPresence struct{ n *Node }
-
-func (r retainedPresence) RetainedPresence(uid string) (wire.Presence, bool) {
-	if r.n.Broker == nil || wire.ValidUserID(uid) != nil {
-		return wire.Presence{}, false
-	}
-	var p wire.Presence
-	pk, ok := r.n.Broker.Server().Topics.Retained.Get(wire.PresenceTopic(uid))
-	if !ok || json.Unmarshal(pk.Payload, &p) != nil || p.Status == "" {
-		return wire.Presence{}, false
-	}
-	return p, true
-}
-
-// EachRetainedPresence reads mochi's retained store directly: its
-// wildcard scan (Topics.Messages with +) reads the topic tree unlocked.
-func (r retainedPresence) EachRetainedPresence(fn func(uid string, p wire.Presence)) {
-	if r.n.Broker == nil {
-		return
-	}
-	for topic, pk := range r.n.Broker.Server().Topics.Retained.GetAll() {
-		t := wire.ParseTopic(topic)
-		var p wire.Presence
-		if t.Kind == wire.KindPresence && json.Unmarshal(pk.Payload, &p) == nil && p.Status != "" {
-			fn(t.Owner, p)
-		}
-	}
-}
 
 // leave withdraws this node's routes and client registry entries while
 // it can still commit, then leaves the Raft configuration.

@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -86,26 +87,17 @@ func (r *recorder) snapshot() []string {
 
 func dialPlain(t *testing.T, addr, id string, clean bool, expiry uint32, will *paho.WillMessage, rec *recorder) (*paho.Client, *paho.Connack) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	o := mqtttest.Options{ClientID: id, KeepSession: !clean, SessionExpiry: expiry, Will: will}
+	if rec != nil {
+		o.OnPublish = func(p *paho.Publish) {
+			rec.add(fmt.Sprintf("%s<-%s %s r=%v", id, p.Topic, p.Payload, p.Retain))
+		}
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(pr paho.PublishReceived) (bool, error) {
-			if rec != nil {
-				rec.add(fmt.Sprintf("%s<-%s %s r=%v", id, pr.Packet.Topic, pr.Packet.Payload, pr.Packet.Retain))
-			}
-			return true, nil
-		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cp := &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean, WillMessage: will,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	ca, err := c.Connect(ctx, cp)
+	c, ca, err := mqtttest.Dial(t, addr, o)
 	if err != nil {
 		t.Fatalf("connect %s: %v", id, err)
 	}
-	return c, ca
+	return c.Client, ca
 }
 
 // mqttScenario exercises retained messages, wills, session expiry with
@@ -404,45 +396,42 @@ func wildcardScenario(t *testing.T, addr string) []string {
 func TestDevModeWildcardsKeepChatPrivate(t *testing.T) {
 	n := nodetest.StartNode(t, nodetest.WithDev())
 	aliceTok, bobTok, carolTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol")
-	anon, code := connectV5(t, n.MQTTURL, "anon-wild", "", "")
-	if anon == nil {
-		t.Fatalf("anonymous connect: %#x", code)
-	}
-	anonPresence, _ := connectV5(t, n.MQTTURL, "anon-presence", "", "")
+	anon := mqtttest.MustDial(t, n.MQTTURL, mqtttest.Options{ClientID: "anon-wild"})
+	anonPresence := mqtttest.MustDial(t, n.MQTTURL, mqtttest.Options{ClientID: "anon-presence"})
 	alice := mustConnectV5(t, n.MQTTURL, "alice", "d1", aliceTok)
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d1", bobTok)
 	carol := mustConnectV5(t, n.MQTTURL, "carol", "d1", carolTok)
-	for _, c := range []*v5Client{anon, alice, bob, carol} {
-		if r := subscribe(t, c, "#"); r[0] != 1 {
+	for _, c := range []*mqtttest.Client{anon, alice, bob, carol} {
+		if r := c.Sub(t, "#"); r[0] != 1 {
 			t.Fatalf("subscribe #: %#x", r[0])
 		}
 	}
-	if r := subscribe(t, anonPresence, "presence/+", "user/#", "+/+/+", "+/+"); string(r) != "\x01\x01\x01\x01" {
+	if r := anonPresence.Sub(t, "presence/+", "user/#", "+/+/+", "+/+"); string(r) != "\x01\x01\x01\x01" {
 		t.Fatalf("subscribe presence/+, user/#, +/+/+, +/+: %v", r)
 	}
 
-	if code := publish(t, bob, "user/alice/newMessage", textMsg("dm-1", "for alice only")); code != 0 {
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg("dm-1", "for alice only")); code != 0 {
 		t.Fatalf("direct message: %#x", code)
 	}
-	if code := publish(t, anon, "sensors/1", "21.5"); code != 0 {
+	if code, _ := anon.Pub(t, "sensors/1", 1, "21.5"); code != 0 {
 		t.Fatalf("sensors/1: %#x", code)
 	}
-	waitTopic := func(c *v5Client, topic string) {
+	waitTopic := func(c *mqtttest.Client, topic string) {
 		t.Helper()
 		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
-			if len(c.received(topic)) == 0 {
+			if len(c.Received(topic)) == 0 {
 				return fmt.Errorf("no %s", topic)
 			}
 			return nil
 		})
 	}
-	for _, c := range []*v5Client{anon, anonPresence, alice, bob, carol} {
+	for _, c := range []*mqtttest.Client{anon, anonPresence, alice, bob, carol} {
 		waitTopic(c, "sensors/1") // delivered after the direct message, in order
 	}
-	if m := alice.received("user/alice/newMessage"); len(m) != 1 || decodeEnvelope(t, m[0].Payload).Body != "for alice only" {
+	if m := alice.Received("user/alice/newMessage"); len(m) != 1 || decodeEnvelope(t, m[0].Payload).Body != "for alice only" {
 		t.Fatalf("alice's # got %d direct messages", len(m))
 	}
-	if m := bob.received("user/bob/newMessage"); len(m) != 1 {
+	if m := bob.Received("user/bob/newMessage"); len(m) != 1 {
 		t.Fatalf("bob's # got %d copies of his own message", len(m))
 	}
 
@@ -450,42 +439,42 @@ func TestDevModeWildcardsKeepChatPrivate(t *testing.T) {
 	// see it, carol and anonymous clients never.
 	_ = bob.Disconnect(&paho.Disconnect{})
 	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
-		for _, m := range alice.received("presence/bob") {
+		for _, m := range alice.Received("presence/bob") {
 			if strings.Contains(string(m.Payload), `"offline"`) {
 				return nil
 			}
 		}
 		return errors.New("alice's # did not see bob go offline")
 	})
-	if code := publish(t, alice, "sensors/2", "-"); code != 0 {
+	if code, _ := alice.Pub(t, "sensors/2", 1, "-"); code != 0 {
 		t.Fatalf("sensors/2: %#x", code)
 	}
 	lateAlice := mustConnectV5(t, n.MQTTURL, "alice", "late", aliceTok)
 	lateCarol := mustConnectV5(t, n.MQTTURL, "carol", "late", carolTok)
-	lateAnon, _ := connectV5(t, n.MQTTURL, "anon-late", "", "")
-	for _, c := range []*v5Client{lateAlice, lateCarol, lateAnon} {
-		subscribe(t, c, "#")
+	lateAnon := mqtttest.MustDial(t, n.MQTTURL, mqtttest.Options{ClientID: "anon-late"})
+	for _, c := range []*mqtttest.Client{lateAlice, lateCarol, lateAnon} {
+		c.Sub(t, "#")
 	}
-	if code := publish(t, alice, "sensors/3", "-"); code != 0 {
+	if code, _ := alice.Pub(t, "sensors/3", 1, "-"); code != 0 {
 		t.Fatalf("sensors/3: %#x", code)
 	}
-	for _, c := range []*v5Client{anon, anonPresence, carol, lateAlice, lateCarol, lateAnon} {
+	for _, c := range []*mqtttest.Client{anon, anonPresence, carol, lateAlice, lateCarol, lateAnon} {
 		waitTopic(c, "sensors/3")
 	}
-	if len(lateAlice.received("presence/bob")) == 0 {
+	if len(lateAlice.Received("presence/bob")) == 0 {
 		t.Error("alice's late # subscription did not get bob's retained presence")
 	}
-	for name, c := range map[string]*v5Client{"anonymous #": anon, "anonymous presence/+ user/# +/+/+ +/+": anonPresence, "late anonymous #": lateAnon} {
-		for _, m := range c.received("") {
+	for name, c := range map[string]*mqtttest.Client{"anonymous #": anon, "anonymous presence/+ user/# +/+/+ +/+": anonPresence, "late anonymous #": lateAnon} {
+		for _, m := range c.Received("") {
 			if strings.HasPrefix(m.Topic, "user/") || strings.HasPrefix(m.Topic, "presence/") || strings.HasPrefix(m.Topic, "group/") {
 				t.Errorf("%s got %s %s", name, m.Topic, m.Payload)
 			}
 		}
 	}
-	for name, c := range map[string]*v5Client{"carol's #": carol, "carol's late #": lateCarol, "alice's #": alice, "bob's #": bob} {
+	for name, c := range map[string]*mqtttest.Client{"carol's #": carol, "carol's late #": lateCarol, "alice's #": alice, "bob's #": bob} {
 		self := strings.Fields(name)[0]
 		self = strings.TrimSuffix(self, "'s")
-		for _, m := range c.received("") {
+		for _, m := range c.Received("") {
 			chat := strings.HasPrefix(m.Topic, "user/") || strings.HasPrefix(m.Topic, "presence/")
 			mine := strings.HasPrefix(m.Topic, "user/"+self+"/") || m.Topic == "presence/"+self
 			if chat && !mine && !(self == "alice" && m.Topic == "presence/bob") && !(self == "bob" && m.Topic == "presence/alice") {

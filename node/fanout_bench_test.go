@@ -108,7 +108,7 @@ func benchGroupFanOut(b *testing.B, burst int) {
 		}
 		defer c.Disconnect(&paho.Disconnect{})
 	}
-	owner := mustConnectV5B(b, n.MQTTURL, "owner", "pub", ownerTok)
+	owner := mustConnectV5(b, n.MQTTURL, "owner", "pub", ownerTok)
 
 	var latencies []time.Duration
 	var totalDeliveries int64
@@ -155,12 +155,4 @@ func benchGroupFanOut(b *testing.B, burst int) {
 	b.ReportMetric(float64(totalDeliveries)/totalTime.Seconds(), "deliveries/s")
 	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-last-delivery-ms")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-last-delivery-ms")
-}
-
-func mustConnectV5B(b *testing.B, addr, user, device, token string) *paho.Client {
-	c, code := connectV5ForBench(b, addr, user+"/"+device, user, token)
-	if c == nil {
-		b.Fatalf("connect %s: %#x", user, code)
-	}
-	return c
 }

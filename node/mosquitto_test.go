@@ -119,7 +119,7 @@ func TestDevModeMosquittoClients(t *testing.T) {
 	for i, version := range []string{"mqttv5", "mqttv311"} {
 		want := scenario(plain, version, nil)
 		got := scenario(dev, version, func(int) {
-			if code := publish(t, bob, "user/alice/newMessage", textMsg(fmt.Sprintf("mosq-%d", i), "secret")); code != 0 {
+			if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg(fmt.Sprintf("mosq-%d", i), "secret")); code != 0 {
 				t.Fatalf("direct message: %#x", code)
 			}
 		})
@@ -134,7 +134,7 @@ func TestDevModeMosquittoClients(t *testing.T) {
 	as := startMosqSub(t, subBin, "-h", host, "-p", port, "-V", "mqttv5", "-q", "1", "-v", "-t", "#",
 		"-i", "alice/mosquitto", "-u", "alice", "-P", aliceTok)
 	as.waitLine(t, "ready/mqttv5 1")
-	if code := publish(t, bob, "user/alice/newMessage", textMsg("mosq-alice", "hello alice")); code != 0 {
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg("mosq-alice", "hello alice")); code != 0 {
 		t.Fatalf("direct message: %#x", code)
 	}
 	mosqPub(t, pubBin, dev, "-t", "barrier/alice", "-m", "end")

@@ -25,6 +25,7 @@ import (
 	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/admin"
@@ -36,14 +37,24 @@ import (
 	"github.com/edgechat/edgechat/services/users"
 )
 
-// ErrNotReady is returned by readiness checks before the node serves.
-var ErrNotReady = errors.New("node not ready")
+// Errors of the node's lifecycle.
+var (
+	ErrNotReady = errors.New("node not ready")                        // readiness checks before the node serves
+	ErrRunning  = errors.New("node: Run called twice or after Close") // Run is for one run
+)
 
 // Node is one edgechat node: broker, Raft member and services.
+//
+// Its life has three steps: New builds every part and binds every
+// listener (nothing is served yet); Run serves until its context is done
+// and releases everything on return; Close releases what New took,
+// stopping Run first if it runs (it is safe to call more than once, and
+// needed only for a node that is never run).
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
 	registry *prometheus.Registry
+	tls      *tls.Config // nil: no TLS
 
 	db         *badger.DB
 	fsm        *fsm.FSM
@@ -59,12 +70,22 @@ type Node struct {
 
 	routes  *routes.Table
 	clients *registry.Table
+	link    *brokerLink
 	ids     *lazyIDs
 	ready   atomic.Bool
+
+	started     atomic.Bool   // Run began, or Close took its place
+	closing     chan struct{} // closed by Close: Run returns
+	runDone     chan struct{} // closed when Run has returned, or Close released in its place
+	closeOnce   sync.Once
+	releaseOnce sync.Once
+	releaseErr  error // what releasing returned; read after releaseOnce
 }
 
-// New opens the data directory, binds every listener and builds the
-// node. Nothing is served until Run.
+// New opens the data directory, starts the Raft member, builds the
+// services, the broker and the HTTP side, and binds every listener.
+// Nothing is served until Run. When a step fails, what the earlier ones
+// took is released.
 func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -72,165 +93,168 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("node", cfg.NodeID)
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("node: data dir: %w", err)
-	}
-	var tlsCfg *tls.Config
-	if cfg.TLSCert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("node: loading TLS certificate: %w", err)
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n := &Node{cfg: cfg, log: log, registry: reg, ids: newLazyIDs()}
-
-	// Close what was opened if a later step fails.
-	var closers []func()
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), registry: newRegistry(), link: &brokerLink{},
+		ids: newLazyIDs(), closing: make(chan struct{}), runDone: make(chan struct{})}
+	// Raft starts in cluster.New and would apply committed entries at
+	// once, but the services register their FSM handlers only after it
+	// (they need Raft to propose): hold applying until every handler is
+	// there, so that no entry is applied with its handler missing.
+	// Released before a failed New shuts Raft down.
+	releaseFSM := func() {}
 	defer func() {
+		releaseFSM()
 		if err != nil {
-			for i := len(closers) - 1; i >= 0; i-- {
-				closers[i]()
+			if cerr := n.Close(); cerr != nil {
+				n.log.Error("releasing a node that failed to build", "err", cerr)
 			}
 		}
 	}()
-
-	n.db, err = openBadger(filepath.Join(cfg.DataDir, "db"), log)
-	if err != nil {
+	if n.tls, err = loadTLS(cfg); err != nil {
 		return nil, err
 	}
-	db := n.db
-	closers = append(closers, func() { _ = db.Close() })
-	n.fsm = fsm.New(n.db, log.With("component", "fsm"))
-	// Raft starts in cluster.New, before the services register their
-	// handlers: hold applying until New has wired everything.
-	releaseFSM := n.fsm.HoldApply()
-	defer releaseFSM()
-	// The broker's route table is replicated state: it registers its FSM
-	// handlers before Raft starts applying.
-	n.routes, err = routes.New(n.db, n.fsm)
-	if err != nil {
-		return nil, fmt.Errorf("node: routes: %w", err)
+	if releaseFSM, err = n.openState(); err != nil {
+		return nil, err
 	}
-	n.clients, err = registry.New(n.db, n.fsm)
-	if err != nil {
-		return nil, fmt.Errorf("node: client registry: %w", err)
+	for _, step := range []func() error{n.buildServices, n.buildBroker, n.buildHTTP} {
+		if err := step(); err != nil {
+			return nil, err
+		}
 	}
+	return n, nil
+}
 
-	raftTimeout := cfg.RaftTimeout
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func loadTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("node: loading TLS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// openState opens the database and the FSM over it, registers the
+// broker's replicated tables and starts the Raft member with applying
+// held; the caller releases the hold once every handler is registered.
+func (n *Node) openState() (releaseFSM func(), err error) {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
+		return nil, err
+	}
+	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
+	releaseFSM = n.fsm.HoldApply()
+	if n.routes, err = routes.New(n.db, n.fsm); err != nil {
+		return releaseFSM, fmt.Errorf("node: routes: %w", err)
+	}
+	if n.clients, err = registry.New(n.db, n.fsm); err != nil {
+		return releaseFSM, fmt.Errorf("node: client registry: %w", err)
+	}
+	raftTimeout := n.cfg.RaftTimeout
 	n.raft, err = cluster.New(cluster.Config{
-		NodeName:           cfg.NodeID,
-		DataDir:            cfg.DataDir,
-		BindAddr:           cfg.ClusterAddr,
-		AdvertiseAddr:      cfg.AdvertiseCluster,
+		NodeName:           n.cfg.NodeID,
+		DataDir:            n.cfg.DataDir,
+		BindAddr:           n.cfg.ClusterAddr,
+		AdvertiseAddr:      n.cfg.AdvertiseCluster,
 		Bootstrap:          true, // ignored when Join or BootstrapExpect is set
-		Join:               cfg.Join,
-		BootstrapExpect:    cfg.BootstrapExpect,
+		Join:               n.cfg.Join,
+		BootstrapExpect:    n.cfg.BootstrapExpect,
 		HeartbeatTimeout:   raftTimeout,
 		ElectionTimeout:    raftTimeout,
 		LeaderLeaseTimeout: raftTimeout / 2,
-		Logger:             log,
-		Registerer:         reg,
+		Logger:             n.log,
+		Registerer:         n.registry,
 	}, n.fsm)
 	if err != nil {
-		return nil, fmt.Errorf("node: raft: %w", err)
+		return releaseFSM, fmt.Errorf("node: raft: %w", err)
 	}
-	raftStarted := n.raft
-	closers = append(closers, func() { shutdownRaft(raftStarted) })
+	return releaseFSM, nil
+}
 
-	pub := &lazyPublisher{}
-	n.Users, err = users.New(users.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: pub, Registerer: reg,
+// buildServices builds users, auth, archive and presence. They publish
+// through n.link, which buildBroker connects.
+func (n *Node) buildServices() (err error) {
+	reg, log := n.registry, n.log
+	n.Users, err = users.New(users.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, Registerer: reg,
 		Logger: log})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	authCfg := auth.Config{KeyDir: filepath.Join(cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: cfg.AccessTTL}
-	if cfg.FastPassword {
+	authCfg := auth.Config{KeyDir: filepath.Join(n.cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: n.cfg.AccessTTL}
+	if n.cfg.FastPassword {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
 		Logger: log, Registerer: reg})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: pub, IDs: n.ids,
+	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Logger: log, Registerer: reg})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	n.Presence, err = presence.New(presence.Config{Interval: cfg.Heartbeat, Grace: cfg.PresenceGrace},
-		presence.Deps{Publisher: pub, Visibility: visibility{n}, Logger: log.With("component", "presence"), Registerer: reg,
-			Cluster: n.raft, Retained: retainedPresence{n}})
-	if err != nil {
-		return nil, err
-	}
+	n.Presence, err = presence.New(presence.Config{Interval: n.cfg.Heartbeat, Grace: n.cfg.PresenceGrace},
+		presence.Deps{Publisher: n.link, Logger: log.With("component", "presence"), Registerer: reg,
+			Social:  presence.Social{Contacts: n.Users, Blocks: n.Users, Groups: n.Users, Conversations: n.Archive},
+			Cluster: n.raft, Retained: n.link})
+	return err
+}
+
+// buildBroker builds the broker over the services, binds the MQTT
+// listeners and connects the services' link to it.
+func (n *Node) buildBroker() (err error) {
 	mqttsAddr := ""
-	if tlsCfg != nil {
-		mqttsAddr = cfg.MQTTSAddr
+	if n.tls != nil {
+		mqttsAddr = n.cfg.MQTTSAddr
 	}
-	publishRate, _ := ParseRate(cfg.MQTTPublishRate) // validated above
-	connectRate, _ := ParseRate(cfg.MQTTConnectRate)
+	publishRate, _ := ParseRate(n.cfg.MQTTPublishRate) // validated in New
+	connectRate, _ := ParseRate(n.cfg.MQTTConnectRate)
 	n.Broker, err = broker.New(broker.Config{
 		PublishRate:    publishRate,
 		ConnectRate:    connectRate,
-		MQTTAddr:       cfg.MQTTAddr,
+		MQTTAddr:       n.cfg.MQTTAddr,
 		MQTTSAddr:      mqttsAddr,
-		TLS:            tlsCfg,
-		Dev:            cfg.Dev,
-		AllowedOrigins: cfg.AllowedOrigins,
-		Logger:         log,
-		Registerer:     reg,
-	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: visibility{n},
+		TLS:            n.tls,
+		Dev:            n.cfg.Dev,
+		AllowedOrigins: n.cfg.AllowedOrigins,
+		Logger:         n.log,
+		Registerer:     n.registry,
+	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
 		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients})
 	if err != nil {
-		return nil, fmt.Errorf("node: broker: %w", err)
+		return fmt.Errorf("node: broker: %w", err)
 	}
-	pub.set(n.Broker)
+	n.link.connect(n.Broker)
 	// Every node drops a removed member's live group subscriptions once
 	// the removal is committed (the delivery-time ACL already stops them).
 	n.Users.OnMemberRemoved(n.Broker.DropGroupSubscriptions)
-	b := n.Broker
-	closers = append(closers, func() {
-		done, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = b.Run(done) // releases the MQTT listeners
-	})
+	return nil
+}
+
+// buildHTTP builds the admin and cluster APIs and the gateway (binding
+// the HTTP listener) and mounts every service's routes and MQTT over
+// WebSocket on it.
+func (n *Node) buildHTTP() (err error) {
 	n.Admin, err = admin.New(admin.Deps{
 		Accounts:    n.Auth.CountAccounts,
 		Groups:      n.Users.Counts,
 		Connections: n.Broker.Connections,
-		Messages:    func() uint64 { return counterValue(reg, "edgechat_archive_messages_total", "result", "stored") },
-		SetAdmin: func(ctx context.Context, uid string, admin bool) error {
-			if err := n.Auth.SetAdmin(ctx, uid, admin); err != nil {
-				if errors.Is(err, auth.ErrNoAccount) {
-					return fmt.Errorf("%w: %w", wire.ErrNotFound, err)
-				}
-				return err
-			}
-			return nil
-		},
+		Messages:    n.Archive.StoredCount,
+		SetAdmin:    n.Auth.SetAdmin,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	perIP, classLimits, _ := cfg.HTTPRateLimits() // validated above
-	n.Gateway, err = gateway.New(gateway.Config{Addr: cfg.HTTPAddr, TLS: tlsCfg, CORSOrigins: cfg.AllowedOrigins,
-		TrustedProxies: cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: cfg.NoRateLimits}, gateway.Deps{
-		Verifier: n.Auth, Ready: n.readiness, Logger: log.With("component", "gateway"), Registerer: reg, Gatherer: reg,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("node: gateway: %w", err)
-	}
-	n.Gateway.Mount(n.Auth.Routes()...)
-	n.Gateway.Mount(n.Users.Routes()...)
-	n.Gateway.Mount(n.Archive.Routes()...)
-	n.Gateway.Mount(n.Presence.Routes()...)
-	n.Gateway.Mount(n.Admin.Routes()...)
 	n.ClusterAPI, err = clusterapi.New(clusterapi.Deps{
 		Status:   n.clusterStatus,
 		Self:     n.selfInfo,
@@ -239,14 +263,26 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		Remove:   n.remove,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	n.Gateway.Mount(n.ClusterAPI.Routes()...)
 	if err := n.raft.RegisterRPC("Edge", &edgeRPC{n}); err != nil {
-		return nil, fmt.Errorf("node: %w", err)
+		return fmt.Errorf("node: %w", err)
+	}
+	perIP, classLimits, _ := n.cfg.HTTPRateLimits() // validated by New
+	n.Gateway, err = gateway.New(gateway.Config{Addr: n.cfg.HTTPAddr, TLS: n.tls, CORSOrigins: n.cfg.AllowedOrigins,
+		TrustedProxies: n.cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: n.cfg.NoRateLimits}, gateway.Deps{
+		Verifier: n.Auth, Ready: n.readiness, Logger: n.log.With("component", "gateway"), Registerer: n.registry,
+		Gatherer: n.registry,
+	})
+	if err != nil {
+		return fmt.Errorf("node: gateway: %w", err)
+	}
+	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
+		n.Presence.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
+		n.Gateway.Mount(routes...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
-	return n, nil
+	return nil
 }
 
 // readiness: serving, and part of a cluster that has a leader. A node cut
@@ -289,26 +325,29 @@ func (n *Node) WebSocketURL() string {
 	return "ws" + u[4:] + "/mqtt"
 }
 
-// Run serves until ctx is done, then stops every part and closes the
-// database. It returns the first error of any part.
-func (n *Node) Run(ctx context.Context) error {
-	raftCtx, stopRaft := context.WithCancel(context.Background())
-	raftDone := make(chan error, 1)
-	go func() { raftDone <- n.raft.Run(raftCtx) }()
-	defer func() {
-		stopRaft()
-		<-raftDone
-		if err := n.db.Close(); err != nil {
-			n.log.Error("closing database", "err", err)
+// Run serves until ctx is done (or Close is called, or a part fails),
+// then stops every part and releases what New took (see Close). It
+// returns the first error of any part, joined with errors of releasing.
+func (n *Node) Run(ctx context.Context) (err error) {
+	if !n.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer close(n.runDone)
+	defer func() { err = errors.Join(err, n.release()) }()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.closing:
+			cancel()
+		case <-ctx.Done():
 		}
 	}()
 
+	// Raft runs until release closes it, after every other part stopped.
+	raftDone := make(chan error, 1)
+	go func() { raftDone <- n.raft.Run(context.Background()) }()
 	if err := n.start(ctx); err != nil {
-		// Release the listeners New bound.
-		done, cancel := context.WithCancel(context.Background())
-		cancel()
-		_ = n.Broker.Run(done)
-		_ = n.Gateway.Run(done)
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -320,7 +359,6 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error {
 		select {
 		case err := <-raftDone:
-			raftDone <- err
 			if gctx.Err() == nil {
 				return fmt.Errorf("node: raft stopped: %w", err)
 			}
@@ -331,9 +369,49 @@ func (n *Node) Run(ctx context.Context) error {
 	n.ready.Store(true)
 	n.log.Info("edgechat node serving", "http", n.HTTPURL(), "ws", n.WebSocketURL(), "mqtt", n.MQTTAddr(),
 		"mqtts", n.MQTTSAddr(), "cluster", n.ClusterAddr(), "data", n.cfg.DataDir, "dev", n.cfg.Dev)
-	err := g.Wait()
+	err = g.Wait()
 	n.ready.Store(false)
 	return err
+}
+
+// Close releases what New took: the HTTP and MQTT listeners and their
+// connections, the Raft member (transport, log, data directory lock) and
+// the database. While Run runs, Close makes it stop and waits for it.
+// It returns the errors of releasing and may be called more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { close(n.closing) })
+	if n.started.CompareAndSwap(false, true) {
+		// Never ran, and now never will.
+		defer close(n.runDone)
+		return n.release()
+	}
+	<-n.runDone // Run stops and releases
+	return n.release()
+}
+
+// release closes the parts in the reverse order of New, once: the
+// gateway and the broker (no new work), Raft, then the database under it.
+// Parts New did not get to are skipped.
+func (n *Node) release() error {
+	n.releaseOnce.Do(func() {
+		var errs []error
+		if n.Gateway != nil {
+			errs = append(errs, n.Gateway.Close())
+		}
+		if n.Broker != nil {
+			errs = append(errs, n.Broker.Close())
+		}
+		if n.raft != nil {
+			errs = append(errs, n.raft.Close())
+		}
+		if n.db != nil {
+			if err := n.db.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("node: closing database: %w", err))
+			}
+		}
+		n.releaseErr = errors.Join(errs...)
+	})
+	return n.releaseErr
 }
 
 // start waits for Raft, gets this node's machine number and makes the ID
@@ -392,12 +470,6 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 	return db, nil
 }
 
-func shutdownRaft(r *cluster.Raft) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = r.Run(ctx)
-}
-
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...)) }
@@ -405,7 +477,10 @@ func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a..
 func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...)) }
 func (b badgerLogger) Debugf(f string, a ...any)   {}
 
-// lazyIDs hands out snowflake IDs once the machine number is known.
+// lazyIDs hands out snowflake IDs once the machine number is known. It
+// is truly late: the machine number is assigned through Raft, so it is
+// known only when Run has a leader (start), long after the archive that
+// stamps messages was built.
 type lazyIDs struct {
 	once  sync.Once
 	ready chan struct{}
@@ -425,63 +500,36 @@ func (l *lazyIDs) Next() snowflake.ID {
 	return l.gen.Next()
 }
 
-// lazyPublisher breaks the construction cycle broker → services → broker.
-type lazyPublisher struct {
-	mu sync.RWMutex
-	b  *broker.Broker
-}
+// brokerLink is the services' way into the broker: publishing and this
+// node's retained messages. The broker and the services need each other
+// — the broker calls the services on every packet (tokens, chat,
+// presence), the services publish through the broker — so the services
+// are built first with this link, and buildBroker connects it right
+// after broker.New, before anything is served. Unconnected, a publish
+// fails as unavailable and there are no retained messages.
+type brokerLink struct{ b atomic.Pointer[broker.Broker] }
 
-func (p *lazyPublisher) set(b *broker.Broker) {
-	p.mu.Lock()
-	p.b = b
-	p.mu.Unlock()
-}
+func (l *brokerLink) connect(b *broker.Broker) { l.b.Store(b) }
 
-func (p *lazyPublisher) Publish(o wire.Outbound) error {
-	p.mu.RLock()
-	b := p.b
-	p.mu.RUnlock()
+func (l *brokerLink) Publish(o wire.Outbound) error {
+	b := l.b.Load()
 	if b == nil {
-		return fmt.Errorf("node: broker not started: %w", wire.ErrUnavailable)
+		return fmt.Errorf("node: broker not built: %w", wire.ErrUnavailable)
 	}
 	return b.Publish(o)
 }
 
-// visibility is who may watch whose presence: the user, the users they
-// have in their contacts, co-members of their groups and the users they
-// have a conversation with — never someone they blocked.
-type visibility struct{ n *Node }
-
-func (v visibility) CanSeePresence(viewer, subject string) bool {
-	if viewer == subject {
-		return true
+func (l *brokerLink) Retained(topic string) ([]byte, bool) {
+	if b := l.b.Load(); b != nil {
+		return b.Retained(topic)
 	}
-	if v.n.Users.IsBlocked(subject, viewer) {
-		return false
-	}
-	return v.n.Users.IsContact(subject, viewer) || v.n.Users.SharesGroup(viewer, subject) || v.n.Archive.CanSeePresence(viewer, subject)
+	return nil, false
 }
 
-// counterValue reads one labelled counter from the registry (for
-// /admin/stats; not a hot path).
-func counterValue(g prometheus.Gatherer, name, label, value string) uint64 {
-	mfs, err := g.Gather()
-	if err != nil {
-		return 0
+func (l *brokerLink) EachRetained(fn func(topic string, payload []byte)) {
+	if b := l.b.Load(); b != nil {
+		b.EachRetained(fn)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return uint64(m.GetCounter().GetValue())
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // membership adapts the users service to the yes/no membership question

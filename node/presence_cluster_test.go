@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -30,10 +31,10 @@ func holdFor(t *testing.T, d, every time.Duration, fn func() error) {
 }
 
 // statuses are the presence statuses c received on topic, in order.
-func statuses(t *testing.T, c *v5Client, topic string) []string {
+func statuses(t *testing.T, c *mqtttest.Client, topic string) []string {
 	t.Helper()
 	var out []string
-	for _, m := range c.received(topic) {
+	for _, m := range c.Received(topic) {
 		var p struct{ Status string }
 		if err := json.Unmarshal(m.Payload, &p); err != nil {
 			t.Fatalf("presence payload %q: %v", m.Payload, err)
@@ -80,11 +81,11 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	t.Logf("alice's home is %s", n1.Presence.Home("alice"))
 	// bob watches alice's presence from every node (the one on n3 is the
 	// "third node" of the takeover below).
-	var watchers []*v5Client
+	var watchers []*mqtttest.Client
 	for i, n := range nodes {
 		w := mustConnectV5(t, n.MQTTURL, "bob", fmt.Sprintf("w%d", i+1), bobTok)
 		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-			if r := subscribe(t, w, "presence/alice"); r[0] > 2 {
+			if r := w.Sub(t, "presence/alice"); r[0] > 2 {
 				return fmt.Errorf("bob may not watch alice on %s yet: %#x", n.Config.NodeID, r[0])
 			}
 			return nil
@@ -119,7 +120,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 		return nil
 	}
 
-	phone := connectWatched(t, n1.MQTTURL, "alice", "phone", aliceTok)
+	phone := mustConnectV5(t, n1.MQTTURL, "alice", "phone", aliceTok)
 	laptop := mustConnectV5(t, n2.MQTTURL, "alice", "laptop", aliceTok)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, everywhere("online"))
 
@@ -128,7 +129,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	holdFor(t, 4*grace, 20*time.Millisecond, noOffline)
 
 	// Takeover of alice/phone from n1 to n2: no offline anywhere.
-	phone2 := connectWatched(t, n2.MQTTURL, "alice", "phone", aliceTok)
+	phone2 := mustConnectV5(t, n2.MQTTURL, "alice", "phone", aliceTok)
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		select {
 		case <-phone.Done():
@@ -200,7 +201,7 @@ func TestPresenceHomeLeaves(t *testing.T) {
 	}
 	watcher := mustConnectV5(t, rest[1].MQTTURL, "watcher", "phone", watchTok)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if r := subscribe(t, watcher, "presence/"+uid); r[0] > 2 {
+		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
 			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
 		}
 		return nil

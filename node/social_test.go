@@ -106,7 +106,7 @@ func TestGroupMessagesFanOutAndRemovedMemberStops(t *testing.T) {
 	topic := "group/" + g.GroupID + "/newMessage"
 
 	ben := mustConnectV5(t, n.MQTTURL, "ben", "tcp", bTok)
-	if r := subscribe(t, ben, topic); r[0] > 2 {
+	if r := ben.Sub(t, topic); r[0] > 2 {
 		t.Fatalf("member cannot subscribe: %#x", r[0])
 	}
 	// cleo listens over WebSocket with an MQTT 3.1.1 client.
@@ -121,24 +121,24 @@ func TestGroupMessagesFanOutAndRemovedMemberStops(t *testing.T) {
 		t.Fatalf("cleo subscribe: %v", tk.Error())
 	}
 	xena := mustConnectV5(t, n.MQTTURL, "xena", "d", xTok)
-	if r := subscribe(t, xena, topic); r[0] <= 2 {
+	if r := xena.Sub(t, topic); r[0] <= 2 {
 		t.Fatal("a non-member subscribed to the group")
 	}
-	if code := publish(t, xena, topic, textMsg("x1", "let me in")); code != 0x87 {
+	if code, _ := xena.Pub(t, topic, 1, textMsg("x1", "let me in")); code != 0x87 {
 		t.Fatalf("non-member publish: %#x, want 0x87", code)
 	}
 
 	anna := mustConnectV5(t, n.MQTTURL, "anna", "d", aTok)
-	if code := publish(t, anna, topic, textMsg("g1", "hello group")); code != 0 {
+	if code, _ := anna.Pub(t, topic, 1, textMsg("g1", "hello group")); code != 0 {
 		t.Fatalf("member publish: %#x", code)
 	}
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if len(ben.received(topic)) != 1 {
+		if len(ben.Received(topic)) != 1 {
 			return errors.New("ben has not got it")
 		}
 		return nil
 	})
-	e := decodeEnvelope(t, ben.received(topic)[0].Payload)
+	e := decodeEnvelope(t, ben.Received(topic)[0].Payload)
 	if e.From != "anna" || e.Body != "hello group" {
 		t.Fatalf("delivered %+v", e)
 	}
@@ -155,10 +155,10 @@ func TestGroupMessagesFanOutAndRemovedMemberStops(t *testing.T) {
 	if st := api(t, n, aTok, "DELETE", "/user/groups/"+g.GroupID+"/members/ben", nil, nil); st != 204 {
 		t.Fatalf("remove ben: %d", st)
 	}
-	if code := publish(t, ben, topic, textMsg("b1", "still here?")); code != 0x87 {
+	if code, _ := ben.Pub(t, topic, 1, textMsg("b1", "still here?")); code != 0x87 {
 		t.Fatalf("removed member publish: %#x, want 0x87", code)
 	}
-	if code := publish(t, anna, topic, textMsg("g2", "after removal")); code != 0 {
+	if code, _ := anna.Pub(t, topic, 1, textMsg("g2", "after removal")); code != 0 {
 		t.Fatalf("publish after removal: %#x", code)
 	}
 	select {
@@ -167,7 +167,7 @@ func TestGroupMessagesFanOutAndRemovedMemberStops(t *testing.T) {
 		t.Fatal("cleo did not get the second message")
 	}
 	// cleo got the second message, delivered after ben's removal; ben must not have.
-	if got := len(ben.received(topic)); got != 1 {
+	if got := len(ben.Received(topic)); got != 1 {
 		t.Fatalf("removed member received %d messages, want 1", got)
 	}
 	// History and conversations include the group.
@@ -208,10 +208,10 @@ func TestBlockingRefusesMessagesAndHidesPresence(t *testing.T) {
 		t.Fatalf("blocked HTTP send: %d %+v", st, e)
 	}
 	mal := mustConnectV5(t, n.MQTTURL, "mallory", "d", mTok)
-	if code := publish(t, mal, "user/alice/newMessage", textMsg("m2", "hi via mqtt")); code != 0x87 {
+	if code, _ := mal.Pub(t, "user/alice/newMessage", 1, textMsg("m2", "hi via mqtt")); code != 0x87 {
 		t.Fatalf("blocked MQTT send: %#x, want 0x87", code)
 	}
-	if r := subscribe(t, mal, "presence/alice"); r[0] <= 2 {
+	if r := mal.Sub(t, "presence/alice"); r[0] <= 2 {
 		t.Fatal("blocked user may watch the blocker's presence")
 	}
 	if st := api(t, n, mTok, "GET", "/presence/alice", nil, nil); st != 403 {
@@ -239,7 +239,7 @@ func TestPresenceVisibilityMatrix(t *testing.T) {
 	want := map[string]bool{"sam": true, "cora": true, "gina": true, "dora": true, "stan": false, "bert": false}
 	for viewer, visible := range want {
 		c := mustConnectV5(t, n.MQTTURL, viewer, "v", tok[viewer])
-		r := subscribe(t, c, "presence/sam")
+		r := c.Sub(t, "presence/sam")
 		if ok := r[0] <= 2; ok != visible {
 			t.Errorf("%s subscribing presence/sam: reason %#x, want visible=%v", viewer, r[0], visible)
 		}
@@ -362,7 +362,7 @@ func TestETagRoundTripAndCacheInvalidation(t *testing.T) {
 		t.Fatalf("group after membership change: %d etag %q", st, e2)
 	}
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "d", bobTok)
-	if code := publish(t, bob, "group/"+g.GroupID+"/newMessage", textMsg("b1", "I'm in")); code != 0 {
+	if code, _ := bob.Pub(t, "group/"+g.GroupID+"/newMessage", 1, textMsg("b1", "I'm in")); code != 0 {
 		t.Fatalf("new member publish right after add: %#x", code)
 	}
 }

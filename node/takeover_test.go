@@ -1,12 +1,8 @@
 package node_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,52 +10,6 @@ import (
 
 	"github.com/edgechat/edgechat/node/nodetest"
 )
-
-// watchedClient is a v5 client that also records the server's DISCONNECT.
-type watchedClient struct {
-	*v5Client
-	mu     sync.Mutex
-	reason int // -1 until the server sent DISCONNECT
-}
-
-func (w *watchedClient) disconnectReason() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.reason
-}
-
-func connectWatched(t *testing.T, addr, user, device, token string) *watchedClient {
-	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &watchedClient{v5Client: &v5Client{}, reason: -1}
-	c := w.v5Client
-	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			c.mu.Lock()
-			c.msgs = append(c.msgs, pr.Packet)
-			c.mu.Unlock()
-			return true, nil
-		}},
-		OnServerDisconnect: func(d *paho.Disconnect) {
-			w.mu.Lock()
-			w.reason = int(d.ReasonCode)
-			w.mu.Unlock()
-		},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: user + "/" + device, KeepAlive: 30, CleanStart: true,
-		Username: user, UsernameFlag: true, Password: []byte(token), PasswordFlag: true})
-	if err != nil || ca.ReasonCode != 0 {
-		t.Fatalf("connect %s/%s: %v %+v", user, device, err, ca)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
-	return w
-}
 
 // lookupOn is where node n's registry says clientID is connected ("" if nowhere).
 func lookupOn(t *testing.T, n *nodetest.Node, clientID string) string {
@@ -84,8 +34,8 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 	adminTok := n1.NewUser(t, "root") // the first account is the admin
 	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
 
-	old := connectWatched(t, n1.MQTTURL, "alice", "phone", aliceTok)
-	subscribe(t, old.v5Client, "user/alice/#")
+	old := mustConnectV5(t, n1.MQTTURL, "alice", "phone", aliceTok)
+	old.Sub(t, "user/alice/#")
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for _, n := range nodes {
 			if got := lookupOn(t, n, "alice/phone"); got != "n1" {
@@ -96,8 +46,8 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 	})
 
 	start := time.Now()
-	cur := connectWatched(t, n2.MQTTURL, "alice", "phone", aliceTok)
-	subscribe(t, cur.v5Client, "user/alice/#")
+	cur := mustConnectV5(t, n2.MQTTURL, "alice", "phone", aliceTok)
+	cur.Sub(t, "user/alice/#")
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		select {
 		case <-old.Done():
@@ -107,8 +57,8 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 		return nil
 	})
 	t.Logf("old connection closed %v after the new CONNECT", time.Since(start))
-	if r := old.disconnectReason(); r != 0x8E {
-		t.Fatalf("old connection's DISCONNECT reason %#x, want 0x8E session taken over", r)
+	if r, ok := old.ServerDisconnect(); !ok || r != 0x8E {
+		t.Fatalf("old connection's DISCONNECT reason %#x (sent: %v), want 0x8E session taken over", r, ok)
 	}
 	select {
 	case <-cur.Done():
@@ -132,16 +82,16 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 	})
 
 	bob := mustConnectV5(t, n3.MQTTURL, "bob", "phone", bobTok)
-	if code := publish(t, bob, "user/alice/newMessage", textMsg("t1", "after takeover")); code != 0 {
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg("t1", "after takeover")); code != 0 {
 		t.Fatalf("publish: %#x", code)
 	}
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if got := len(cur.received("user/alice/newMessage")); got != 1 {
+		if got := len(cur.Received("user/alice/newMessage")); got != 1 {
 			return fmt.Errorf("the new connection got %d messages", got)
 		}
 		return nil
 	})
-	if got := len(old.received("user/alice/newMessage")); got != 0 {
+	if got := len(old.Received("user/alice/newMessage")); got != 0 {
 		t.Fatalf("the taken-over connection got %d messages", got)
 	}
 	// Still n2 after everything settled: nothing withdrew the new entry.

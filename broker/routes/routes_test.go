@@ -1,11 +1,9 @@
 package routes
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"testing"
 
@@ -242,26 +240,11 @@ func TestReplayIsIdempotentAndLoadRebuilds(t *testing.T) {
 	}
 }
 
-type memSink struct {
-	bytes.Buffer
-}
-
-func (s *memSink) ID() string    { return "mem" }
-func (s *memSink) Close() error  { return nil }
-func (s *memSink) Cancel() error { return nil }
-
 func TestSnapshotRestoreReloadsIndex(t *testing.T) {
 	h, _ := newTable(t)
 	add(t, h, "n1", "user/bob/#")
 	add(t, h, "n2", "group/+/newMessage")
-	snap, err := h.FSM.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sink memSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatal(err)
-	}
+	snap := fsmtest.Snapshot(t, h.FSM)
 	dst := fsm.New(fsmtest.OpenDB(t), nil)
 	tab, err := New(dst.DB(), dst)
 	if err != nil {
@@ -273,9 +256,7 @@ func TestSnapshotRestoreReloadsIndex(t *testing.T) {
 			changes++
 		}
 	})
-	if err := dst.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	fsmtest.Restore(t, dst, snap)
 	if got := tab.Match("group/g9/newMessage"); !reflect.DeepEqual(got, []string{"n2"}) {
 		t.Errorf("after restore Match = %v", got)
 	}

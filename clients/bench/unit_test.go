@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 func durs(ns ...int) []time.Duration {
@@ -97,26 +99,9 @@ func TestRecorderConcurrent(t *testing.T) {
 	}
 }
 
-// fakeClock advances only when the pacer sleeps (or the test moves it).
-type fakeClock struct {
-	now    time.Time
-	slept  []time.Duration
-	cancel bool
-}
-
-func (c *fakeClock) Now() time.Time { return c.now }
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	c.slept = append(c.slept, d)
-	c.now = c.now.Add(d)
-	return nil
-}
-
 func TestPacerSchedule(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	clk := &fakeClock{now: t0}
+	clk := testutil.NewFakeClock(t0)
 	p, err := NewPacer(1000, 0, clk)
 	if err != nil {
 		t.Fatal(err)
@@ -130,24 +115,24 @@ func TestPacerSchedule(t *testing.T) {
 		if want := t0.Add(time.Duration(i) * time.Millisecond); !due.Equal(want) {
 			t.Fatalf("event %d due %v, want %v", i, due.Sub(t0), want.Sub(t0))
 		}
-		if !clk.now.Equal(due) {
-			t.Fatalf("event %d released at %v, want at its due time %v", i, clk.now.Sub(t0), due.Sub(t0))
+		if !clk.Now().Equal(due) {
+			t.Fatalf("event %d released at %v, want at its due time %v", i, clk.Now().Sub(t0), due.Sub(t0))
 		}
 	}
 	// The first event is immediate, then one sleep of 1ms per event.
-	if len(clk.slept) != 4 {
-		t.Fatalf("slept %v, want 4 sleeps", clk.slept)
+	slept := clk.Slept()
+	if len(slept) != 4 {
+		t.Fatalf("slept %v, want 4 sleeps", slept)
 	}
-	for _, d := range clk.slept {
+	for _, d := range slept {
 		if d != time.Millisecond {
-			t.Fatalf("slept %v, want 1ms each", clk.slept)
+			t.Fatalf("slept %v, want 1ms each", slept)
 		}
 	}
 
 	// Open loop: when the caller falls 10ms behind, the next 10 events are
 	// released at once (no sleeping) and keep their original slots.
-	clk.now = clk.now.Add(10 * time.Millisecond)
-	clk.slept = nil
+	clk.Advance(10 * time.Millisecond)
 	for i := 5; i < 15; i++ {
 		due, err := p.Wait(ctx)
 		if err != nil {
@@ -157,8 +142,8 @@ func TestPacerSchedule(t *testing.T) {
 			t.Fatalf("late event %d due %v, want %v", i, due.Sub(t0), want.Sub(t0))
 		}
 	}
-	if len(clk.slept) != 0 {
-		t.Fatalf("pacer slept %v while behind schedule", clk.slept)
+	if slept := clk.Slept(); len(slept) != 0 {
+		t.Fatalf("pacer slept %v while behind schedule", slept)
 	}
 	if p.Released() != 15 {
 		t.Fatalf("Released = %d, want 15", p.Released())
@@ -167,7 +152,7 @@ func TestPacerSchedule(t *testing.T) {
 
 func TestPacerNoDriftAndOffset(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	clk := &fakeClock{now: t0}
+	clk := testutil.NewFakeClock(t0)
 	p, err := NewPacer(3, 100*time.Millisecond, clk) // 333.33ms apart: a float step would drift
 	if err != nil {
 		t.Fatal(err)
@@ -186,11 +171,11 @@ func TestPacerNoDriftAndOffset(t *testing.T) {
 
 func TestPacerErrors(t *testing.T) {
 	for _, r := range []float64{0, -1, math.NaN()} {
-		if _, err := NewPacer(r, 0, &fakeClock{}); !errors.Is(err, ErrBadRate) {
+		if _, err := NewPacer(r, 0, testutil.NewFakeClock(time.Time{})); !errors.Is(err, ErrBadRate) {
 			t.Errorf("NewPacer(%v) err = %v, want ErrBadRate", r, err)
 		}
 	}
-	p, _ := NewPacer(10, 0, &fakeClock{})
+	p, _ := NewPacer(10, 0, testutil.NewFakeClock(time.Time{}))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := p.Wait(ctx); !errors.Is(err, context.Canceled) {

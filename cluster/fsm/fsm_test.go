@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"reflect"
 	"sync/atomic"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 func openDB(t testing.TB) *badger.DB {
@@ -26,15 +27,13 @@ func openDB(t testing.TB) *badger.DB {
 	return db
 }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
 const (
 	cmdPut byte = 0x30 // payload "key=value": sets r/t/key
 )
 
 // newFSM returns an FSM with a put handler that counts its calls.
 func newFSM(t testing.TB) (*FSM, *atomic.Int64) {
-	f := New(openDB(t), quiet())
+	f := New(openDB(t), testutil.QuietLogger())
 	var calls atomic.Int64
 	f.Register(cmdPut, func(tx *badger.Txn, at Position, p []byte) (any, error) {
 		calls.Add(1)
@@ -229,16 +228,6 @@ func TestApplyIgnoresReplays(t *testing.T) {
 	}
 }
 
-// memSink is an in-memory raft.SnapshotSink.
-type memSink struct {
-	bytes.Buffer
-	closed, canceled bool
-}
-
-func (s *memSink) ID() string    { return "mem" }
-func (s *memSink) Close() error  { s.closed = true; return nil }
-func (s *memSink) Cancel() error { s.canceled = true; return nil }
-
 func snapshotOf(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	snap, err := f.Snapshot()
@@ -246,12 +235,12 @@ func snapshotOf(t testing.TB, f *FSM) []byte {
 		t.Fatal(err)
 	}
 	defer snap.Release()
-	var sink memSink
+	var sink testutil.SnapshotSink
 	if err := snap.Persist(&sink); err != nil {
 		t.Fatal(err)
 	}
-	if !sink.closed || sink.canceled {
-		t.Fatalf("sink closed=%v canceled=%v", sink.closed, sink.canceled)
+	if !sink.Closed || sink.Canceled {
+		t.Fatalf("sink closed=%v canceled=%v", sink.Closed, sink.Canceled)
 	}
 	return sink.Bytes()
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
 
 // Helpers shared by the multi-process tests: building the binary,
@@ -216,28 +216,21 @@ func runCLIErr(bin, stdin string, args ...string) (string, error) {
 
 func dialV5(t *testing.T, addr, clientID, user, token string) *paho.Client {
 	t.Helper()
-	c, err := dialV5Err(addr, clientID, user, token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return mqtttest.MustDial(t, addr, v5Options(clientID, user, token)).Client
 }
 
-// dialV5Err connects an MQTT v5 client; on failure the connection is closed.
+// dialV5Err connects an MQTT v5 client outside the test's lifetime (the
+// load's goroutines); the caller disconnects it.
 func dialV5Err(addr, clientID, user, token string) (*paho.Client, error) {
-	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	c, _, err := mqtttest.Open(addr, v5Options(clientID, user, token))
 	if err != nil {
 		return nil, err
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, Username: user, UsernameFlag: true, Password: []byte(token), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("connect to %s: %v %+v", addr, err, ca)
-	}
-	return c, nil
+	return c.Client, nil
+}
+
+func v5Options(clientID, user, token string) mqtttest.Options {
+	return mqtttest.Options{ClientID: clientID, Username: user, Password: token, Timeout: 5 * time.Second}
 }
 
 // httpJSON does one request with a bearer token (none when empty) and

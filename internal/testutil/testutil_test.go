@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -129,4 +130,63 @@ func TestQuietLogger(t *testing.T) {
 		t.Fatal("quiet logger enabled for errors")
 	}
 	l.Error("dropped") // must not panic or print
+}
+
+func TestFakeClockTickersAndSleep(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	c := NewFakeClock(start)
+	tk := c.NewTicker(time.Second)
+	c.Advance(999 * time.Millisecond)
+	select {
+	case <-tk.C():
+		t.Fatal("ticked early")
+	default:
+	}
+	c.Advance(5 * time.Second) // several due: one tick waits, the rest are dropped
+	if got := <-tk.C(); !got.Equal(start.Add(time.Second)) {
+		t.Fatalf("tick at %v, want the first due time", got)
+	}
+	select {
+	case <-tk.C():
+		t.Fatal("missed ticks were not dropped")
+	default:
+	}
+	if c.LiveTickers() != 1 {
+		t.Fatalf("LiveTickers = %d", c.LiveTickers())
+	}
+	tk.Stop()
+	c.Advance(time.Hour)
+	if c.LiveTickers() != 0 || len(tk.C()) != 0 {
+		t.Fatal("a stopped ticker fired")
+	}
+	if err := c.Sleep(context.Background(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Slept(); len(got) != 1 || got[0] != time.Minute || !c.Now().Equal(start.Add(time.Hour+6*time.Second-time.Millisecond+time.Minute)) {
+		t.Fatalf("Slept %v, now %v", got, c.Now().Sub(start))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Sleep(ctx, time.Minute); !errors.Is(err, context.Canceled) || len(c.Slept()) != 0 {
+		t.Fatalf("Sleep on a done ctx = %v", err)
+	}
+}
+
+func TestReceive(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if got := Receive(t, ch, time.Second); got != 7 {
+		t.Fatalf("Receive = %d", got)
+	}
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	go func() { // Fatalf ends this goroutine
+		defer close(done)
+		Receive(r, ch, 10*time.Millisecond)
+		t.Error("Receive returned although nothing came")
+	}()
+	<-done
+	if !strings.Contains(r.failed, "10ms") {
+		t.Fatalf("failure %q does not say how long it waited", r.failed)
+	}
 }

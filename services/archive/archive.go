@@ -50,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -136,6 +137,7 @@ type Service struct {
 	log    *slog.Logger
 
 	messages *prometheus.CounterVec
+	stored   atomic.Uint64 // messages stored by this process (what the "stored" counter counts)
 }
 
 // Metric result labels.
@@ -242,8 +244,14 @@ func (s *Service) count(dup bool, err error) {
 		s.messages.WithLabelValues(resultDuplicate).Inc()
 	default:
 		s.messages.WithLabelValues(resultStored).Inc()
+		s.stored.Add(1)
 	}
 }
+
+// StoredCount is the number of messages this process stored (sent
+// through this node and committed, retries not counted) since it
+// started; /admin/stats derives messages per second from it.
+func (s *Service) StoredCount() uint64 { return s.stored.Load() }
 
 // store proposes a stamped message and returns what the handler stored:
 // env and payload, or the original message of a retried cid.
@@ -281,13 +289,6 @@ func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowfl
 		return fmt.Errorf("archive: mark read: %w", err)
 	}
 	return nil
-}
-
-// CanSeePresence reports whether viewer may see subject's presence: they
-// are the same user or have a direct conversation. (Contacts, groups and
-// blocks are the users service's part of the rule.)
-func (s *Service) CanSeePresence(viewer, subject string) bool {
-	return viewer == subject || s.HasConversation(viewer, subject)
 }
 
 // HasConversation reports whether a direct conversation (at least one

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -54,8 +55,8 @@ func TestSendStampsAndStores(t *testing.T) {
 	if err != nil || more || len(hist) != 1 || !bytes.Equal(hist[0], payload) {
 		t.Fatalf("history = %q more %v err %v", hist, more, err)
 	}
-	if got := metric(t, e, resultStored); got != 1 {
-		t.Fatalf("stored metric = %v", got)
+	if got := metric(t, e, resultStored); got != 1 || e.svc.StoredCount() != 1 {
+		t.Fatalf("stored metric = %v, StoredCount = %d", got, e.svc.StoredCount())
 	}
 }
 
@@ -79,7 +80,7 @@ func TestSendDedupe(t *testing.T) {
 	if len(hist) != 2 {
 		t.Fatalf("history has %d messages, want 2", len(hist))
 	}
-	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 {
+	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 || e.svc.StoredCount() != 2 {
 		t.Fatalf("metrics stored=%v duplicate=%v", metric(t, e, resultStored), metric(t, e, resultDuplicate))
 	}
 }
@@ -200,23 +201,21 @@ func TestHighestID(t *testing.T) {
 	}
 }
 
-func TestCanSeePresence(t *testing.T) {
+func TestHasConversationDirect(t *testing.T) {
 	e := newEnv(t)
 	e.send(t, "alice", "bob", "p1")
 	for _, c := range []struct {
 		viewer, subject string
 		want            bool
 	}{
-		{"alice", "alice", true},
-		{"carol", "carol", true},
 		{"alice", "bob", true},
 		{"bob", "alice", true},
 		{"alice", "carol", false},
 		{"carol", "bob", false},
 		{"Bad/", "bob", false},
 	} {
-		if got := e.svc.CanSeePresence(c.viewer, c.subject); got != c.want {
-			t.Errorf("CanSeePresence(%s, %s) = %v, want %v", c.viewer, c.subject, got, c.want)
+		if got := e.svc.HasConversation(c.viewer, c.subject); got != c.want {
+			t.Errorf("HasConversation(%s, %s) = %v, want %v", c.viewer, c.subject, got, c.want)
 		}
 	}
 }
@@ -296,17 +295,6 @@ func TestMalformedCommandsRefused(t *testing.T) {
 	}
 }
 
-type memSink struct {
-	bytes.Buffer
-	closed bool
-}
-
-func (s *memSink) ID() string    { return "test" }
-func (s *memSink) Cancel() error { return nil }
-func (s *memSink) Close() error  { s.closed = true; return nil }
-
-var _ raft.SnapshotSink = (*memSink)(nil)
-
 func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 	e := newEnv(t)
 	for i := range 30 {
@@ -320,19 +308,10 @@ func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 	if err := e.svc.MarkRead(context.Background(), "bob", "alice", 1<<30+10); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := e.f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil || !sink.closed {
-		t.Fatalf("persist: %v closed %v", err, sink.closed)
-	}
+	snap := fsmtest.Snapshot(t, e.f)
 
 	e2 := newEnv(t) // a fresh node
-	if err := e2.f.Restore(readCloser{&sink.Buffer}); err != nil {
-		t.Fatalf("restore: %v", err)
-	}
+	fsmtest.Restore(t, e2.f, snap)
 	if !maps.Equal(dump(t, e.db), dump(t, e2.db)) {
 		t.Fatal("restored state differs")
 	}
@@ -357,10 +336,6 @@ func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 		t.Fatal("dedupe state was not restored")
 	}
 }
-
-type readCloser struct{ *bytes.Buffer }
-
-func (readCloser) Close() error { return nil }
 
 // Unread counts move with MarkRead; the cursor never moves back and is
 // clamped to the conversation's newest message.

@@ -126,7 +126,7 @@ func TestFirstUserIsAdmin(t *testing.T) {
 	if !pb.Admin {
 		t.Fatal("bob not admin after SetAdmin")
 	}
-	if err := e.svc.SetAdmin(context.Background(), "nobody", true); !errors.Is(err, ErrNoAccount) {
+	if err := e.svc.SetAdmin(context.Background(), "nobody", true); !errors.Is(err, ErrNoAccount) || !errors.Is(err, wire.ErrNotFound) {
 		t.Fatalf("SetAdmin unknown: %v", err)
 	}
 }

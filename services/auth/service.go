@@ -106,11 +106,12 @@ func (s *Service) CreateAccount(ctx context.Context, username, password, display
 	return uid, nil
 }
 
-// SetAdmin grants or withdraws the admin role of an account.
+// SetAdmin grants or withdraws the admin role of an account. An unknown
+// uid is an error wrapping ErrNoAccount and wire.ErrNotFound.
 func (s *Service) SetAdmin(ctx context.Context, uid string, admin bool) error {
 	_, err := s.propose(ctx, wire.CmdAccountUpdate, accountUpdateCmd{UID: uid, Admin: &admin, At: s.now().UTC()})
 	if isErr(err, ErrNoAccount) {
-		return fmt.Errorf("%w: %s", ErrNoAccount, uid)
+		return fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)
 	}
 	if err != nil {
 		return fmt.Errorf("auth: set admin: %w", err)

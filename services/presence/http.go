@@ -58,7 +58,7 @@ func (s *Service) canSee(p wire.Principal, uid string) error {
 	if p.UserID == uid || p.Admin {
 		return nil
 	}
-	if s.vis != nil && s.vis.CanSeePresence(p.UserID, uid) {
+	if s.CanSeePresence(p.UserID, uid) {
 		return nil
 	}
 	return errNotVisible

@@ -35,12 +35,6 @@ type Publisher interface {
 	Publish(o wire.Outbound) error
 }
 
-// Visibility decides who may see whose presence (implemented by the
-// archive/users side: contacts and co-members).
-type Visibility interface {
-	CanSeePresence(viewer, subject string) bool
-}
-
 // Clock is the time source; tests use a fake one so that timers are
 // deterministic without sleeping.
 type Clock interface {
@@ -87,18 +81,18 @@ type Config struct {
 // Deps are the collaborators. Publisher is required.
 type Deps struct {
 	Publisher  Publisher
-	Visibility Visibility // nil: a user sees only their own presence (admins see all)
+	Social     Social // the facts of the visibility rule (see CanSeePresence); zero: a user sees only their own presence (admins see all)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Clock      Clock // nil: real time
 
 	// Cluster makes the service one of a cluster's: each user's state
 	// machine runs on the user's home node (see cluster.go). Nil: a
-	// single node. Retained (optional) is this node's copy of the
-	// retained presence/{uid}: the fallback of Status and what a new home
-	// adopts.
+	// single node. Retained (optional) is this node's store of retained
+	// messages, read for its copies of presence/{uid}: the fallback of
+	// Status and what a new home adopts.
 	Cluster  Cluster
-	Retained Retained
+	Retained RetainedStore
 }
 
 // user is the state of one tracked user. Users that are offline with no
@@ -121,7 +115,7 @@ type event struct {
 type Service struct {
 	interval, grace, period time.Duration
 	pub                     Publisher
-	vis                     Visibility
+	social                  Social
 	log                     *slog.Logger
 	clock                   Clock
 	running                 atomic.Bool
@@ -174,7 +168,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		grace:    cfg.Grace,
 		period:   cfg.Tick,
 		pub:      deps.Publisher,
-		vis:      deps.Visibility,
+		social:   deps.Social,
 		log:      deps.Logger,
 		clock:    deps.Clock,
 		users:    make(map[string]*user),
@@ -225,7 +219,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("presence: %w", err)
 		}
-		cl, err := newClusterState(s, deps.Cluster, deps.Retained, cfg.ForwardQueue, m)
+		cl, err := newClusterState(s, deps.Cluster, retainedPresence(deps.Retained), cfg.ForwardQueue, m)
 		if err != nil {
 			return nil, err
 		}

@@ -21,77 +21,14 @@ import (
 
 // ---- fakes ----
 
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	tickers []*fakeTicker
+// testClock is testutil's clock as a presence Clock.
+type testClock struct{ *testutil.FakeClock }
+
+func newTestClock() testClock {
+	return testClock{testutil.NewFakeClock(time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC))}
 }
 
-type fakeTicker struct {
-	c       chan time.Time
-	period  time.Duration
-	next    time.Time
-	stopped bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) NewTicker(d time.Duration) Ticker {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTicker{c: make(chan time.Time, 1), period: d, next: c.now.Add(d)}
-	c.tickers = append(c.tickers, t)
-	return &fakeTickerHandle{c: c, t: t}
-}
-
-// Advance moves time on and fires due tickers (dropping ticks a slow
-// reader missed, like time.Ticker).
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	for _, t := range c.tickers {
-		for !t.stopped && !t.next.After(c.now) {
-			select {
-			case t.c <- t.next:
-			default:
-			}
-			t.next = t.next.Add(t.period)
-		}
-	}
-}
-
-func (c *fakeClock) liveTickers() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.tickers {
-		if !t.stopped {
-			n++
-		}
-	}
-	return n
-}
-
-type fakeTickerHandle struct {
-	c *fakeClock
-	t *fakeTicker
-}
-
-func (h *fakeTickerHandle) C() <-chan time.Time { return h.t.c }
-func (h *fakeTickerHandle) Stop() {
-	h.c.mu.Lock()
-	h.t.stopped = true
-	h.c.mu.Unlock()
-}
+func (c testClock) NewTicker(d time.Duration) Ticker { return c.FakeClock.NewTicker(d) }
 
 type recorder struct {
 	mu   sync.Mutex
@@ -126,10 +63,6 @@ func (r *recorder) statuses(t *testing.T) []string {
 	return out
 }
 
-type visibility map[string]bool // "viewer>subject"
-
-func (v visibility) CanSeePresence(viewer, subject string) bool { return v[viewer+">"+subject] }
-
 // ---- helpers ----
 
 const (
@@ -140,17 +73,17 @@ const (
 type harness struct {
 	t   *testing.T
 	s   *Service
-	clk *fakeClock
+	clk testClock
 	pub *recorder
 	reg *prometheus.Registry
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{t: t, clk: newFakeClock(), pub: &recorder{}, reg: prometheus.NewRegistry()}
+	h := &harness{t: t, clk: newTestClock(), pub: &recorder{}, reg: prometheus.NewRegistry()}
 	s, err := New(Config{Interval: interval, Grace: grace}, Deps{
 		Publisher:  h.pub,
-		Visibility: visibility{"bob>alice": true},
+		Social:     Social{Contacts: pairs{"alice>bob": true}}, // bob may see alice
 		Logger:     testutil.QuietLogger(),
 		Registerer: h.reg,
 		Clock:      h.clk,
@@ -489,7 +422,7 @@ func TestRunDemotesAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- h.s.Run(ctx) }()
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
-		if h.clk.liveTickers() != 1 {
+		if h.clk.LiveTickers() != 1 {
 			return errors.New("ticker not started")
 		}
 		return nil
@@ -509,15 +442,10 @@ func TestRunDemotesAndStops(t *testing.T) {
 	})
 	h.expect("alice:online", "alice:offline")
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run = %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return")
+	if err := testutil.Receive(t, done, 5*time.Second); err != nil {
+		t.Fatalf("Run = %v", err)
 	}
-	if n := h.clk.liveTickers(); n != 0 {
+	if n := h.clk.LiveTickers(); n != 0 {
 		t.Fatalf("%d tickers left running", n)
 	}
 }
@@ -683,9 +611,9 @@ type nopPublisher struct{}
 
 func (nopPublisher) Publish(wire.Outbound) error { return nil }
 
-func benchService(b *testing.B, users int) (*Service, *fakeClock, []string) {
+func benchService(b *testing.B, users int) (*Service, testClock, []string) {
 	b.Helper()
-	clk := newFakeClock()
+	clk := newTestClock()
 	s, err := New(Config{}, Deps{Publisher: nopPublisher{}, Clock: clk})
 	if err != nil {
 		b.Fatal(err)

@@ -8,8 +8,10 @@
 package fsmtest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -224,6 +227,33 @@ func (h *Harness) Logs() []*raft.Log {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]*raft.Log(nil), h.logs...)
+}
+
+// Snapshot takes f's snapshot and returns what it persists, failing the
+// test unless the snapshot completes (the sink closed, not cancelled).
+func Snapshot(t testing.TB, f *fsm.FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatalf("fsmtest: snapshot: %v", err)
+	}
+	defer snap.Release()
+	var sink testutil.SnapshotSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatalf("fsmtest: persist: %v", err)
+	}
+	if !sink.Closed || sink.Canceled {
+		t.Fatalf("fsmtest: snapshot sink closed=%v canceled=%v", sink.Closed, sink.Canceled)
+	}
+	return sink.Bytes()
+}
+
+// Restore replaces f's state with a snapshot from Snapshot.
+func Restore(t testing.TB, f *fsm.FSM, snapshot []byte) {
+	t.Helper()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snapshot))); err != nil {
+		t.Fatalf("fsmtest: restore: %v", err)
+	}
 }
 
 // Dump returns every key under prefix and its value, leaving out the
