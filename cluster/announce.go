@@ -50,7 +50,11 @@ func (n *Raft) announceCommit(urgent bool) {
 	}
 	a.running = true
 	a.mu.Unlock()
-	go n.runAnnouncer()
+	if !n.helpers.start(n.runAnnouncer) {
+		a.mu.Lock()
+		a.running = false
+		a.mu.Unlock()
+	}
 }
 
 func (n *Raft) runAnnouncer() {
@@ -83,8 +87,36 @@ func (n *Raft) runAnnouncer() {
 		if !a.again {
 			a.running = false
 			a.mu.Unlock()
+			// Activity paused: make sure no follower is left behind.
+			n.kickCatchUp()
 			return
 		}
 		a.mu.Unlock()
 	}
+}
+
+// helpers runs the announcer's and the catch-up's goroutines so that Run
+// can wait for them; once closed it starts no more.
+type helpers struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// start runs fn on a new goroutine unless the helpers are closed.
+func (h *helpers) start(fn func()) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.wg.Go(fn)
+	return true
+}
+
+func (h *helpers) closeAndWait() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.wg.Wait()
 }

@@ -211,6 +211,8 @@ type Raft struct {
 
 	memberWatch memberWatch     // announces member list changes (MembersChanged)
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
+	catchUp     catchUp         // feeds followers that are behind while idle (catchup.go)
+	helpers     helpers         // the announcer's and catch-up's goroutines
 }
 
 // New opens the Raft stores under cfg.DataDir, binds the transport and
@@ -284,6 +286,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	conf.ElectionTimeout = cfg.ElectionTimeout
 	conf.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
 	conf.CommitTimeout = cfg.CommitTimeout
+	conf.MaxAppendEntries = maxAppendEntries
 	conf.SnapshotThreshold = cfg.SnapshotThreshold
 	conf.SnapshotInterval = cfg.SnapshotInterval
 	conf.TrailingLogs = cfg.TrailingLogs
@@ -390,14 +393,17 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	}()
 	obs := make(chan raft.Observation, 16)
 	observer := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.ResumedHeartbeatObservation, raft.PeerObservation:
+			return true
+		}
+		return false
 	})
 	n.raft.RegisterObserver(observer)
 	obsDone := make(chan struct{})
 	go func() {
 		defer close(obsDone)
-		n.logLeaderChanges(obs)
+		n.observe(obs)
 	}()
 
 	// Helpers that live as long as Run: forwarding follower proposals,
@@ -444,6 +450,7 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	n.raft.DeregisterObserver(observer)
 	close(obs)
 	<-obsDone
+	n.helpers.closeAndWait() // their barriers failed with Raft shut down
 	errs = append(errs, n.release()...)
 	return errors.Join(errs...)
 }
@@ -494,11 +501,19 @@ func (n *Raft) release() []error {
 	return errs
 }
 
-func (n *Raft) logLeaderChanges(obs <-chan raft.Observation) {
+// observe handles Raft's observations: a new leader changes the member
+// list (Member.Leader) and is logged; a new leader, a follower whose
+// heartbeats resumed and a peer added are moments when a follower may be
+// behind (catchup.go).
+func (n *Raft) observe(obs <-chan raft.Observation) {
 	for o := range obs {
-		if lo, ok := o.Data.(raft.LeaderObservation); ok {
-			n.memberWatch.notify() // Member.Leader changed
-			n.log.Info("raft leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr, "self", n.IsLeader())
+		switch d := o.Data.(type) {
+		case raft.LeaderObservation:
+			n.memberWatch.notify()
+			n.log.Info("raft leader changed", "leader", d.LeaderID, "addr", d.LeaderAddr, "self", n.IsLeader())
+			n.kickCatchUp()
+		case raft.ResumedHeartbeatObservation, raft.PeerObservation:
+			n.kickCatchUp()
 		}
 	}
 }

@@ -538,3 +538,52 @@ func TestCommitsAreAnnouncedToFollowers(t *testing.T) {
 		t.Errorf("announcements on the leader = %v, want at least 1", got)
 	}
 }
+
+// A follower that comes back under load is fed to the end of the log
+// once the load stops. After its absence Raft retries it with a growing
+// backoff, catches it up to the index the leader had when that retry
+// began, then pipelines the rest only as new entries come; with
+// CommitTimeout an hour, nothing but the leader's catch-up (catchup.go)
+// sends it what was appended meanwhile. (The multi-process SIGKILL test
+// in cmd/edgechat caught this: a restarted node stayed 1,000 entries
+// behind.)
+func TestLeaderFeedsAFollowerLeftBehindWhenLoadStops(t *testing.T) {
+	ms := startClusterWith(t, 3, func(c *Config) { c.CommitTimeout = time.Hour })
+	leader := leaderOf(t, ms)
+	var follower *member
+	for _, m := range ms {
+		if m != leader {
+			follower = m
+			break
+		}
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		keys []string
+		done = make(chan struct{})
+	)
+	for p := range 32 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				k := fmt.Sprintf("k-%d-%d", p, i)
+				proposeKeys(t, leader, k)
+				mu.Lock()
+				keys = append(keys, k)
+				mu.Unlock()
+			}
+		})
+	}
+	follower.stop(t)
+	time.Sleep(3 * time.Second) // down under load: Raft's retry backoff grows
+	follower.restart(t)
+	time.Sleep(time.Second) // load while it catches up
+	close(done)
+	wg.Wait()
+	waitKeys(t, ms, keys...)
+}

@@ -222,6 +222,9 @@ type metrics struct {
 	// announcements counts the barriers the leader appended to tell
 	// followers the commit index (announce.go).
 	announcements prometheus.Counter
+	// catchUps counts the barriers appended to feed a follower that was
+	// behind while the leader was idle (catchup.go).
+	catchUps prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -243,9 +246,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_commit_announcements_total",
 		Help: "Barriers the leader appended to tell followers of its commits at once (instead of a short CommitTimeout).",
 	})
+	catchUps := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_catchup_barriers_total",
+		Help: "Barriers the leader appended to feed a follower whose log was behind while nothing else was appended.",
+	})
 	if reg != nil {
 		var err error
 		if announcements, err = register(reg, announcements); err != nil {
+			return nil, err
+		}
+		if catchUps, err = register(reg, catchUps); err != nil {
 			return nil, err
 		}
 		if commit, err = register(reg, commit); err != nil {
@@ -262,6 +272,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		commit:        commit,
 		batch:         batch,
 		announcements: announcements,
+		catchUps:      catchUps,
 		ok:            total.WithLabelValues("ok"),
 		rejected:      total.WithLabelValues("rejected"),
 		unavailable:   total.WithLabelValues("unavailable"),
