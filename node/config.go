@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/edgechat/edgechat/cluster"
 	"io"
 	"net/netip"
 	"os"
@@ -54,11 +55,15 @@ type Config struct {
 	// the gateway's defaults; each source (file, env, flags) overrides only
 	// the classes it names. See HTTPRateLimits.
 	HTTPRate map[string]string `yaml:"http_rate"`
+	// RaftTimeout is Raft's heartbeat and election timeout: a dead leader
+	// is replaced after about twice this, and the leader heartbeats every
+	// tenth of it. Longer saves idle CPU on small boxes (fewer heartbeats)
+	// and costs failover time. Default 500 ms (0 also means the default).
+	RaftTimeout time.Duration `yaml:"raft_timeout"`
 
 	// Fields below are for tests and embedding; not settable from outside.
-	RaftTimeout  time.Duration `yaml:"-"` // heartbeat/election timeout; 0 = cluster default
-	FastPassword bool          `yaml:"-"` // cheap argon2 parameters (tests only)
-	NoRateLimits bool          `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
+	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
+	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
 }
 
 // Defaults returns the configuration of `edgechat serve` with no flags.
@@ -73,6 +78,7 @@ func Defaults() Config {
 		Heartbeat:     10 * time.Second,
 		PresenceGrace: 5 * time.Second,
 		AccessTTL:     15 * time.Minute,
+		RaftTimeout:   cluster.DefaultHeartbeatTimeout,
 		LogLevel:      "info",
 		LogFormat:     "text",
 
@@ -188,6 +194,7 @@ var settings = []setting{
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
+	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
 }
@@ -328,6 +335,9 @@ func (c Config) Validate() error {
 	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
 		return fmt.Errorf("%w: durations must be positive", ErrConfig)
 	}
+	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
+		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
+	}
 	return nil
 }
 
@@ -338,7 +348,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates()}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))

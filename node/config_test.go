@@ -44,21 +44,34 @@ func TestConfigRefusesBadInput(t *testing.T) {
 		args []string
 		env  []string
 	}{
-		"unknown flag":        {args: []string{"--nope"}},
-		"bad duration":        {args: []string{"--heartbeat-interval", "soon"}},
-		"negative duration":   {env: []string{"EDGECHAT_PRESENCE_GRACE=-1s"}},
-		"unknown yaml key":    {args: []string{"--config", bad}},
-		"missing file":        {args: []string{"--config", filepath.Join(dir, "missing.yaml")}},
-		"cert without key":    {args: []string{"--tls-cert", "c.pem"}},
-		"bad log level":       {args: []string{"--log-level", "loud"}},
-		"stray argument":      {args: []string{"extra"}},
-		"node id with slash":  {args: []string{"--node-id", "a/b"}},
-		"bad bool in env var": {env: []string{"EDGECHAT_DEV=maybe"}},
+		"unknown flag":           {args: []string{"--nope"}},
+		"bad duration":           {args: []string{"--heartbeat-interval", "soon"}},
+		"negative duration":      {env: []string{"EDGECHAT_PRESENCE_GRACE=-1s"}},
+		"unknown yaml key":       {args: []string{"--config", bad}},
+		"missing file":           {args: []string{"--config", filepath.Join(dir, "missing.yaml")}},
+		"cert without key":       {args: []string{"--tls-cert", "c.pem"}},
+		"bad log level":          {args: []string{"--log-level", "loud"}},
+		"stray argument":         {args: []string{"extra"}},
+		"node id with slash":     {args: []string{"--node-id", "a/b"}},
+		"bad bool in env var":    {env: []string{"EDGECHAT_DEV=maybe"}},
+		"raft timeout too short": {args: []string{"--raft-timeout", "5ms"}},
+		"raft timeout too long":  {env: []string{"EDGECHAT_RAFT_TIMEOUT=2h"}},
 	}
 	for name, c := range cases {
 		if _, err := LoadConfig(c.args, c.env); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: err %v, want ErrConfig", name, err)
 		}
+	}
+}
+
+func TestRaftTimeoutIsSettable(t *testing.T) {
+	c, err := LoadConfig([]string{"--raft-timeout", "2s"}, nil)
+	if err != nil || c.RaftTimeout != 2*time.Second {
+		t.Fatalf("--raft-timeout 2s: %v, %v", c.RaftTimeout, err)
+	}
+	c, err = LoadConfig(nil, []string{"EDGECHAT_RAFT_TIMEOUT=1s"})
+	if err != nil || c.RaftTimeout != time.Second {
+		t.Fatalf("EDGECHAT_RAFT_TIMEOUT=1s: %v, %v", c.RaftTimeout, err)
 	}
 }
 
