@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,13 +34,9 @@ const (
 // forward handles a proposal made on a node that is not the leader: it
 // joins the next batch sent to the leader.
 func (n *Raft) forward(ctx context.Context, t byte, payload []byte) (any, error) {
-	r := &request{ctx: ctx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
-	select {
-	case n.fwd <- r:
-	case <-n.stopping:
-		return nil, ErrStopped
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", wire.ErrUnavailable, ctx.Err())
+	r, err := n.enqueue(ctx, n.fwd, t, payload)
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case res := <-r.done:

@@ -152,6 +152,16 @@ func running(ms []*member) []*member {
 	return out
 }
 
+// followerOf is the first running member that is not leader.
+func followerOf(ms []*member, leader *member) *member {
+	for _, m := range running(ms) {
+		if m != leader {
+			return m
+		}
+	}
+	return nil
+}
+
 func leaderOf(t testing.TB, ms []*member) *member {
 	t.Helper()
 	var leader *member
@@ -285,13 +295,7 @@ func TestClusterFormsAndProposesOnEveryNode(t *testing.T) {
 func TestClusterGrowsThroughAFollower(t *testing.T) {
 	ms := startCluster(t, 3)
 	leader := leaderOf(t, ms)
-	var follower *member
-	for _, m := range ms {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := followerOf(ms, leader)
 	proposeKeys(t, leader, keyList("before-", 20)...)
 	for _, name := range []string{"n4", "n5"} {
 		m := startMember(t, name, func(c *Config) { c.Join = []string{follower.addr} })
@@ -479,12 +483,7 @@ func TestConfigMembership(t *testing.T) {
 func TestMembersChangedAnnouncesJoinsAndLeaders(t *testing.T) {
 	ms := startCluster(t, 2)
 	leader := leaderOf(t, ms)
-	var follower *member
-	for _, m := range ms {
-		if m != leader {
-			follower = m
-		}
-	}
+	follower := followerOf(ms, leader)
 	changed := follower.MembersChanged()
 	if n := len(follower.Members()); n != 2 {
 		t.Fatalf("members before the join: %d", n)
@@ -523,13 +522,7 @@ func TestMembersChangedAnnouncesJoinsAndLeaders(t *testing.T) {
 func TestCommitsAreAnnouncedToFollowers(t *testing.T) {
 	ms := startClusterWith(t, 3, func(c *Config) { c.CommitTimeout = time.Hour })
 	leader := leaderOf(t, ms)
-	var follower *member
-	for _, m := range ms {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := followerOf(ms, leader)
 	proposeKeys(t, leader, "on-leader")
 	waitKeys(t, ms, "on-leader")
 	proposeKeys(t, follower, "on-follower")
@@ -550,13 +543,7 @@ func TestCommitsAreAnnouncedToFollowers(t *testing.T) {
 func TestLeaderFeedsAFollowerLeftBehindWhenLoadStops(t *testing.T) {
 	ms := startClusterWith(t, 3, func(c *Config) { c.CommitTimeout = time.Hour })
 	leader := leaderOf(t, ms)
-	var follower *member
-	for _, m := range ms {
-		if m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := followerOf(ms, leader)
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex

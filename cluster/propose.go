@@ -59,15 +59,9 @@ func (n *Raft) propose(ctx context.Context, t byte, payload []byte) (any, error)
 	if n.raft.State() != raft.Leader {
 		return n.forward(ctx, t, payload)
 	}
-	// The payload is copied so that a caller who gives up on ctx may
-	// reuse its buffer while the batcher still reads it.
-	r := &request{ctx: ctx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
-	select {
-	case n.reqs <- r:
-	case <-n.stopping:
-		return nil, ErrStopped
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", wire.ErrUnavailable, ctx.Err())
+	r, err := n.enqueue(ctx, n.reqs, t, payload)
+	if err != nil {
+		return nil, err
 	}
 	select {
 	case res := <-r.done:
@@ -119,6 +113,21 @@ func (n *Raft) batcher(ctx context.Context) {
 			// released with ErrStopped when Run returns.
 			return
 		}
+	}
+}
+
+// enqueue hands a command to q (the batcher's queue, or the follower's
+// queue to the leader). The payload is copied so that a caller who gives
+// up on ctx may reuse its buffer while the batch is still being built.
+func (n *Raft) enqueue(ctx context.Context, q chan *request, t byte, payload []byte) (*request, error) {
+	r := &request{ctx: ctx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
+	select {
+	case q <- r:
+		return r, nil
+	case <-n.stopping:
+		return nil, ErrStopped
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", wire.ErrUnavailable, ctx.Err())
 	}
 }
 
