@@ -60,6 +60,7 @@ var (
 	ErrRefreshInvalid     = errors.New("auth: refresh token unknown, expired or revoked")
 	ErrRefreshReused      = errors.New("auth: refresh token reused; family revoked")
 	ErrNoAccount          = errors.New("auth: no such account")
+	ErrInvalidDevice      = errors.New("auth: invalid device ID")
 )
 
 // RateLimitError carries how long a rate-limited caller should wait.
@@ -163,13 +164,16 @@ func (c *Config) setDefaults() error {
 
 // Deps are what the service needs from the node.
 type Deps struct {
-	DB         *badger.DB
-	Proposer   Proposer
-	FSM        Registrar
-	Profiles   ProfileCreator        // may be nil: no profile is created
-	Logger     *slog.Logger          // nil: slog.Default()
-	Registerer prometheus.Registerer // nil: metrics are not registered
-	Now        func() time.Time      // nil: time.Now
+	DB       *badger.DB
+	Proposer Proposer
+	FSM      Registrar
+	Profiles ProfileCreator // may be nil: no profile is created
+	// DeviceLogout is told when a logout names its device (the push
+	// service drops the device's registration); nil: nobody is told.
+	DeviceLogout func(ctx context.Context, uid, device string) error
+	Logger       *slog.Logger          // nil: slog.Default()
+	Registerer   prometheus.Registerer // nil: metrics are not registered
+	Now          func() time.Time      // nil: time.Now
 }
 
 // Tokens is the answer of login and refresh.
@@ -186,6 +190,7 @@ type Service struct {
 	db       *badger.DB
 	proposer Proposer
 	profiles ProfileCreator
+	onLogout func(ctx context.Context, uid, device string) error
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -232,6 +237,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		db:       deps.DB,
 		proposer: deps.Proposer,
 		profiles: deps.Profiles,
+		onLogout: deps.DeviceLogout,
 		log:      deps.Logger.With("service", "auth"),
 		now:      deps.Now,
 		keys:     keys,

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -103,6 +104,21 @@ func TestLogoutRevokesFamily(t *testing.T) {
 	}
 	if _, err := e.svc.Refresh(context.Background(), tk.RefreshToken); !errors.Is(err, ErrRefreshInvalid) {
 		t.Fatalf("refresh after logout: %v", err)
+	}
+}
+
+// A logout may name its device; a malformed device name is refused
+// before anything is revoked.
+func TestLogoutWithDevice(t *testing.T) {
+	e := newEnv(t)
+	e.register("alice", "password1")
+	tk := e.login("alice", "password1")
+	r := e.post("/auth/logout", map[string]string{"refreshToken": tk.RefreshToken, "device": "a/b"})
+	if r.Code != http.StatusBadRequest || r.errCode() != httpapi.CodeValidation {
+		t.Fatalf("bad device: %d %s", r.Code, r.Body)
+	}
+	if r := e.post("/auth/logout", map[string]string{"refreshToken": tk.RefreshToken, "device": "phone"}); r.Code != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", r.Code, r.Body)
 	}
 }
 

@@ -51,6 +51,9 @@ func FuzzDecodeRegister(f *testing.F) {
 		if _, err := decodeLogin(body); err != nil {
 			checkErr(err)
 		}
+		if _, err := decodeLogout(body); err != nil {
+			checkErr(err)
+		}
 		if r, err := decodeRefresh(body); err != nil {
 			checkErr(err)
 		} else {

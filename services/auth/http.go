@@ -40,6 +40,13 @@ type refreshRequest struct {
 	RefreshToken string `json:"refreshToken"`
 }
 
+// logoutRequest: Device names the device that logs out (the {deviceID}
+// of its MQTT client ID), so that its push registration goes too.
+type logoutRequest struct {
+	RefreshToken string `json:"refreshToken"`
+	Device       string `json:"device,omitempty"`
+}
+
 // Routes are the service's HTTP endpoints: public ones (no token) and the
 // admin look-up of an account that `edgechat token` mints from.
 func (s *Service) Routes() []httpapi.Route {
@@ -66,6 +73,8 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidUsername, "%v", err)
 	case errors.Is(err, ErrInvalidPassword):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidPassword, "%v", err)
+	case errors.Is(err, ErrInvalidDevice):
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "%v", err)
 	case errors.Is(err, ErrInvalidDisplayName):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidDisplayName, "%v", err)
 	case errors.Is(err, ErrInvalidCredentials):
@@ -97,6 +106,12 @@ func decodeLogin(body []byte) (loginRequest, error) {
 
 func decodeRefresh(body []byte) (refreshRequest, error) {
 	var req refreshRequest
+	err := httpapi.DecodeJSONBytes(body, &req)
+	return req, err
+}
+
+func decodeLogout(body []byte) (logoutRequest, error) {
+	var req logoutRequest
 	err := httpapi.DecodeJSONBytes(body, &req)
 	return req, err
 }
@@ -162,12 +177,12 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
-	var req refreshRequest
+	var req logoutRequest
 	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if err := s.Logout(r.Context(), req.RefreshToken); err != nil {
+	if err := s.LogoutDevice(r.Context(), req.RefreshToken, req.Device); err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}

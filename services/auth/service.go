@@ -311,6 +311,19 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 // Logout revokes the family of a refresh token. Only the current token of
 // the family may do so (a stale copy cannot log the user out).
 func (s *Service) Logout(ctx context.Context, token string) error {
+	return s.LogoutDevice(ctx, token, "")
+}
+
+// LogoutDevice is Logout by a known device (the {deviceID} half of its
+// MQTT client ID; "" for none): once the family is revoked, the device's
+// push registration is dropped through Deps.DeviceLogout. A failure
+// there is logged, not returned: the logout itself is done.
+func (s *Service) LogoutDevice(ctx context.Context, token, device string) error {
+	if device != "" {
+		if _, _, err := wire.ParseClientID("aaa/" + device); err != nil {
+			return fmt.Errorf("%w: %q", ErrInvalidDevice, device)
+		}
+	}
 	family, secret, ok := parseRefresh(token)
 	if !ok {
 		return ErrRefreshInvalid
@@ -322,7 +335,15 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	if !found || f.Revoked || f.Hash != hashSecret(secret) {
 		return ErrRefreshInvalid
 	}
-	return s.revoke(ctx, family, "logout")
+	if err := s.revoke(ctx, family, "logout"); err != nil {
+		return err
+	}
+	if device != "" && s.onLogout != nil {
+		if err := s.onLogout(ctx, f.UID, device); err != nil {
+			s.log.Warn("logout: the device's push registration was not removed", "uid", f.UID, "device", device, "err", err)
+		}
+	}
+	return nil
 }
 
 func (s *Service) revoke(ctx context.Context, family, reason string) error {
