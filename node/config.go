@@ -60,6 +60,20 @@ type Config struct {
 	// tenth of it. Longer saves idle CPU on small boxes (fewer heartbeats)
 	// and costs failover time. Default 500 ms (0 also means the default).
 	RaftTimeout time.Duration `yaml:"raft_timeout"`
+	// Push providers and the push decision (docs/operations.md "Push");
+	// see pushconfig.go. A provider with no configuration is off.
+	APNsKeyFile        string        `yaml:"apns_key_file"`        // .p8 key (token auth)
+	APNsKeyID          string        `yaml:"apns_key_id"`          // its key ID
+	APNsTeamID         string        `yaml:"apns_team_id"`         // the Apple developer team ID
+	APNsTopic          string        `yaml:"apns_topic"`           // the app's bundle ID
+	APNsCertFile       string        `yaml:"apns_cert_file"`       // .p12 certificate (certificate auth)
+	APNsCertPassword   string        `yaml:"apns_cert_password"`   // its password
+	APNsEndpoint       string        `yaml:"apns_endpoint"`        // production, development or a URL
+	FCMCredentialsFile string        `yaml:"fcm_credentials_file"` // service-account JSON
+	FCMEndpoint        string        `yaml:"fcm_endpoint"`         // FCM HTTP v1 base URL
+	WebPushSubject     string        `yaml:"webpush_subject"`      // VAPID subject: mailto: or https: (enables Web Push)
+	PushGrace          time.Duration `yaml:"push_grace"`           // wait before pushing an offline device
+	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
@@ -84,6 +98,11 @@ func Defaults() Config {
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
+
+		APNsEndpoint:   APNsProduction,
+		FCMEndpoint:    DefaultFCMEndpoint,
+		PushGrace:      DefaultPushGrace,
+		PushGroupLimit: DefaultPushGroupLimit,
 	}
 }
 
@@ -157,7 +176,7 @@ func listSetter(f func(c *Config) *[]string) func(*Config, string) error {
 	}
 }
 
-var settings = []setting{
+var settings = append([]setting{
 	{name: "data", usage: "data directory", set: stringSetter(func(c *Config) *string { return &c.DataDir })},
 	{name: "http-addr", usage: "HTTP API and MQTT over WebSocket (/mqtt) listen address", set: stringSetter(func(c *Config) *string { return &c.HTTPAddr })},
 	{name: "mqtt-addr", usage: "MQTT over TCP listen address (empty disables)", set: stringSetter(func(c *Config) *string { return &c.MQTTAddr })},
@@ -197,7 +216,7 @@ var settings = []setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}
+}, pushSettings...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -338,7 +357,7 @@ func (c Config) Validate() error {
 	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
 		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
 	}
-	return nil
+	return c.validatePush()
 }
 
 // Usage describes the flags of `edgechat serve`.
@@ -349,7 +368,8 @@ func Usage() string {
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
 		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
-		"http-rate": defaultHTTPRates()}
+		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
+		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit)}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

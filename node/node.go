@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"github.com/edgechat/edgechat/services/clusterapi"
 	"github.com/edgechat/edgechat/services/gateway"
 	"github.com/edgechat/edgechat/services/presence"
+	"github.com/edgechat/edgechat/services/push"
 	"github.com/edgechat/edgechat/services/users"
 )
 
@@ -63,6 +65,7 @@ type Node struct {
 	Users      *users.Service
 	Archive    *archive.Service
 	Presence   *presence.Service
+	Push       *push.Service
 	Broker     *broker.Broker
 	Gateway    *gateway.Gateway
 	Admin      *admin.Service
@@ -179,8 +182,8 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	return releaseFSM, nil
 }
 
-// buildServices builds users, auth, archive and presence. They publish
-// through n.link, which buildBroker connects.
+// buildServices builds users, push, auth, archive and presence. They
+// publish through n.link, which buildBroker connects.
 func (n *Node) buildServices() (err error) {
 	reg, log := n.registry, n.log
 	n.Users, err = users.New(users.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, Registerer: reg,
@@ -188,12 +191,15 @@ func (n *Node) buildServices() (err error) {
 	if err != nil {
 		return err
 	}
+	if n.Push, err = n.buildPush(); err != nil {
+		return err
+	}
 	authCfg := auth.Config{KeyDir: filepath.Join(n.cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: n.cfg.AccessTTL}
 	if n.cfg.FastPassword {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
-		Logger: log, Registerer: reg})
+		DeviceLogout: n.Push.RemoveDeviceOnLogout, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -207,6 +213,19 @@ func (n *Node) buildServices() (err error) {
 			Social:  presence.Social{Contacts: n.Users, Blocks: n.Users, Groups: n.Users, Conversations: n.Archive},
 			Cluster: n.raft, Retained: n.link})
 	return err
+}
+
+// buildPush builds the push data service with the platforms whose
+// provider is configured, and says once which providers are off.
+func (n *Node) buildPush() (*push.Service, error) {
+	enabled := n.cfg.PushPlatforms()
+	for _, p := range push.Platforms() {
+		if !slices.Contains(enabled, p) {
+			n.log.Info("push provider off: not configured", "provider", p)
+		}
+	}
+	return push.New(push.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Enabled: enabled,
+		Logger: n.log})
 }
 
 // buildBroker builds the broker over the services, binds the MQTT
@@ -278,7 +297,7 @@ func (n *Node) buildHTTP() (err error) {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
-		n.Presence.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
+		n.Presence.Routes(), n.Push.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
 		n.Gateway.Mount(routes...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
@@ -353,6 +372,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.Auth.Run(gctx) }) // publishes this node's token key to the cluster
 	g.Go(func() error { return n.Presence.Run(gctx) })
+	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	g.Go(func() error { n.gcLoop(gctx); return nil })
