@@ -75,7 +75,9 @@ func (c Config) PushPlatforms() []string {
 // validatePush checks the push settings: each provider's settings go
 // together, files exist, endpoints and the VAPID subject are URLs.
 func (c Config) validatePush() error {
-	bad := func(format string, a ...any) error { return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...) }
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+	}
 	switch {
 	case c.APNsKeyFile != "" && c.APNsCertFile != "":
 		return bad("--apns-key-file and --apns-cert-file exclude each other (token or certificate auth)")
