@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 func TestNormalize(t *testing.T) {
@@ -431,5 +433,68 @@ func TestHTTP(t *testing.T) {
 	}
 	if r := e.do("GET", "/user/me/devices", "", ""); r.Code != 401 {
 		t.Fatalf("no principal: %d", r.Code)
+	}
+}
+
+// Handlers re-validate: a command that bypassed the service's checks
+// is refused and writes nothing, on the leader and on a follower.
+func TestHandlersRevalidate(t *testing.T) {
+	e := newEnv(t)
+	f := e.prop.NewFollower(t)
+	if _, err := New(Deps{DB: f.DB(), Proposer: e.prop, FSM: f}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		typ     byte
+		payload string
+		want    error
+	}{
+		{0x50, `{"uid":"alice","reg":{"device":"p","platform":"apns","token":"zz"}}`, ErrInvalidToken},
+		{0x50, `{"uid":"A!","reg":{"device":"p","platform":"fcm","token":"` + fcmToken("a") + `"}}`, errBadCommand},
+		{0x50, `not json`, errBadCommand},
+		{0x51, `{"uid":"alice","device":"a/b"}`, errBadCommand},
+		{0x52, `{"uid":"alice","conv":"nobody"}`, ErrInvalidConversation},
+		{0x53, `{"uid":"alice","preview":"loud"}`, ErrInvalidPreview},
+		{0x54, `{"private":"xx","public":"yy"}`, errBadCommand},
+	} {
+		if _, err := e.prop.Propose(ctx, tc.typ, []byte(tc.payload)); !errors.Is(err, tc.want) {
+			t.Errorf("%#x %s: %v, want %v", tc.typ, tc.payload, err, tc.want)
+		}
+	}
+	if st := e.state(); len(st) != 0 {
+		t.Fatalf("refused commands wrote %v", st)
+	}
+	if st := fsmtest.Dump(t, f.DB(), "r/push/"); len(st) != 0 {
+		t.Fatalf("refused commands wrote on the follower: %v", st)
+	}
+}
+
+// Two users register one token in the same entry: the later command
+// sees the earlier one's write and takes the token; replicas agree.
+func TestTokenMoveWithinOneBatch(t *testing.T) {
+	e := newEnv(t)
+	f := e.prop.NewFollower(t)
+	if _, err := New(Deps{DB: f.DB(), Proposer: e.prop, FSM: f}); err != nil {
+		t.Fatal(err)
+	}
+	tok := fcmToken("batch")
+	var cmds []fsm.Command
+	for _, uid := range []string{"alice", "bob"} {
+		cmds = append(cmds, fsm.Command{Type: wire.CmdPushDevicePut,
+			Payload: []byte(mustJSON(t, devicePutCmd{UID: uid, Reg: Registration{Device: "pixel", Platform: "fcm", Token: tok}, At: e.clock.Now()}))})
+	}
+	res, err := e.prop.ProposeBatch(context.Background(), cmds)
+	if err != nil || res[0].Err != nil || res[1].Err != nil {
+		t.Fatalf("batch: %+v %v", res, err)
+	}
+	if moved := res[1].Value.(putResult).Moved; len(moved) != 1 || moved[0] != "alice/pixel" {
+		t.Fatalf("moved %v", moved)
+	}
+	if d, err := e.svc.DeviceByToken("fcm", tok); err != nil || d.UserID != "bob" {
+		t.Fatalf("holder %+v %v", d, err)
+	}
+	if want, got := e.state(), fsmtest.Dump(t, f.DB(), "r/push/"); !maps.Equal(want, got) || len(want) != 2 {
+		t.Fatalf("leader %v, follower %v", want, got)
 	}
 }
