@@ -300,11 +300,45 @@ func (s *Service) applyMute(tx *badger.Txn, _ fsm.Position, payload []byte) (any
 	if c.Until != nil && !c.Until.After(c.At) {
 		return nil, ErrInvalidUntil
 	}
-	if !found && countPrefix(tx, prefixMute+c.UID+"/") >= MaxMutes {
-		return nil, fmt.Errorf("%w: at most %d", ErrTooManyMutes, MaxMutes)
+	// Expired mutes go when a new one is added, so that they never count
+	// against the cap; c.At makes the choice the same on every node.
+	var expired [][]byte
+	if !found {
+		var inForce int
+		var err error
+		if expired, inForce, err = expiredMutes(tx, c.UID, c.At); err != nil {
+			return nil, err
+		}
+		if inForce >= MaxMutes {
+			return nil, fmt.Errorf("%w: at most %d", ErrTooManyMutes, MaxMutes)
+		}
+	}
+	for _, k := range expired {
+		if err := tx.Delete(k); err != nil {
+			return nil, err
+		}
 	}
 	m := Mute{Conversation: c.Conv, Until: c.Until, MutedAt: c.At}
 	return m, setJSON(tx, key, m)
+}
+
+// expiredMutes returns the keys of uid's mutes that ended by `at` and
+// the number still in force.
+func expiredMutes(tx *badger.Txn, uid string, at time.Time) (expired [][]byte, inForce int, err error) {
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixMute + uid + "/"), PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var m Mute
+		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &m) }); err != nil {
+			return nil, 0, err
+		}
+		if m.Until != nil && !at.Before(*m.Until) {
+			expired = append(expired, it.Item().KeyCopy(nil))
+			continue
+		}
+		inForce++
+	}
+	return expired, inForce, nil
 }
 
 func (s *Service) applySettings(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {

@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -280,6 +281,43 @@ func TestMutes(t *testing.T) {
 	}
 	if muted, _ := e.svc.IsMuted("alice", "user:bob", now); muted {
 		t.Fatal("still muted")
+	}
+	// A new mute after group:g1's ended clears it from the store.
+	e.clock.Advance(2 * time.Hour)
+	if _, err := e.svc.Mute(ctx, "alice", "user:dave", nil); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state(); len(st) != 1 || st["r/push/m/alice/user:dave"] == "" {
+		t.Fatalf("mutes stored: %v", st)
+	}
+}
+
+func TestMuteCapCountsOnlyMutesInForce(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	until := e.clock.Now().Add(time.Minute)
+	for i := 0; i < MaxMutes; i++ {
+		u := &until
+		if i%2 == 0 {
+			u = nil
+		}
+		if _, err := e.svc.Mute(ctx, "alice", GroupConversation(fmt.Sprintf("g%d", i)), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := e.state()
+	if _, err := e.svc.Mute(ctx, "alice", "group:more", nil); !errors.Is(err, ErrTooManyMutes) {
+		t.Fatalf("over the cap: %v", err)
+	}
+	if !maps.Equal(before, e.state()) {
+		t.Fatal("a refused mute changed the state")
+	}
+	e.clock.Advance(time.Minute) // half of them end
+	if _, err := e.svc.Mute(ctx, "alice", "group:more", nil); err != nil {
+		t.Fatalf("after half ended: %v", err)
+	}
+	if ms, _ := e.svc.Mutes("alice", e.clock.Now()); len(ms) != MaxMutes/2+1 {
+		t.Fatalf("%d mutes in force", len(ms))
 	}
 }
 
