@@ -159,18 +159,21 @@ func (s *Service) handleMute(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// The body is optional: no body (or only white space) mutes until unmuted.
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxSmallBody+1))
-	if err != nil {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge) || len(body) > maxSmallBody:
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "body over %d bytes", maxSmallBody))
 		return
-	}
-	if len(body) > maxSmallBody {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "body over %d bytes", maxSmallBody))
+	case err != nil:
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "reading body: %v", err))
 		return
 	}
 	var req muteRequest
 	if len(bytes.TrimSpace(body)) > 0 {
-		if err := httpapi.DecodeJSONBytes(body, &req); err != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := httpapi.DecodeJSON(r, &req, maxSmallBody); err != nil {
 			httpapi.WriteError(w, err)
 			return
 		}

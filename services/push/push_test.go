@@ -448,6 +448,12 @@ func TestHTTP(t *testing.T) {
 	if r := e.do("PUT", "/user/me/mutes/user:bob", `{"until":"2020-03-01T13:00:00Z"}`, "alice"); r.Code != 400 || r.errCode() != "validation_failed" {
 		t.Fatalf("mute until the past: %d %s", r.Code, r.Body)
 	}
+	if r := e.do("PUT", "/user/me/mutes/user:bob", `{"until":"2026-03-01T13:00:00Z","x":1}`, "alice"); r.Code != 400 || r.errCode() != "unknown_field" {
+		t.Fatalf("mute with an unknown field: %d %s", r.Code, r.Body)
+	}
+	if r := e.do("PUT", "/user/me/mutes/user:bob", `{"until":"`+strings.Repeat(" ", 2000)+`"}`, "alice"); r.Code != 413 {
+		t.Fatalf("mute with a large body: %d %s", r.Code, r.Body)
+	}
 	if r := e.do("PUT", "/user/me/mutes/bob", "", "alice"); r.Code != 400 || r.errCode() != CodeInvalidConversation {
 		t.Fatalf("bad conversation: %d %s", r.Code, r.Body)
 	}
