@@ -1,8 +1,11 @@
 package push_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -348,4 +351,50 @@ func TestAPNsConfigErrors(t *testing.T) {
 			t.Errorf("endpoint %q: %v", ep, err)
 		}
 	}
+}
+
+// The failure log line has the outcome and a shortened token, never the
+// token or the message text.
+func TestFailureLogRedacts(t *testing.T) {
+	pemKey, key, err := pushtest.NewAPNsKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mock := pushtest.StartAPNs(t, pushtest.APNsOptions{Key: &key.PublicKey, KeyID: testKeyID, TeamID: testTeamID})
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p, err := push.NewAPNs(push.APNsConfig{KeyPEM: pemKey, KeyID: testKeyID, TeamID: testTeamID, Topic: testTopic,
+		Endpoint: mock.URL, TLSConfig: mock.TLSConfig(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := pushtest.NewDeviceToken()
+	mock.Fail(tok, pushtest.Unregistered)
+	n := fullNotification()
+	n.Body = "the secret plan"
+	if _, err := p.Send(t.Context(), apnsDevice(tok), n); !errors.Is(err, push.ErrDeadToken) {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if !strings.Contains(out, `"msg":"push send failed"`) || !strings.Contains(out, `"outcome":"dead_token"`) ||
+		!strings.Contains(out, tok[:6]) {
+		t.Errorf("log lacks the failure: %s", out)
+	}
+	if strings.Contains(out, tok) || strings.Contains(out, "secret plan") {
+		t.Errorf("log holds the token or the text: %s", out)
+	}
+}
+
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }

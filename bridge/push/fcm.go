@@ -189,6 +189,12 @@ func newHTTPClient(tlsCfg *tls.Config) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// Close closes the idle connections.
+func (p *FCMProvider) Close() error {
+	p.hc.CloseIdleConnections()
+	return nil
+}
+
 // Name is "fcm".
 func (p *FCMProvider) Name() string { return string(FCM) }
 
@@ -472,8 +478,10 @@ func tokenErrorResult(err error) Result {
 	return Result{Outcome: RetryLater}
 }
 
-// tokenCache keeps the OAuth2 access token and replaces it early. One
-// request runs at a time; a send waiting for it gives up when its
+// tokenCache keeps the OAuth2 access token and replaces it early: within
+// `early` of its expiry a send starts the fetch of the next one and, while
+// the old one has more than early/2 left, goes on with the old one. One
+// request runs at a time; a send that must wait for it gives up when its
 // context ends, and the request goes on (bounded by the token client's
 // timeout) for the next sends.
 type tokenCache struct {
@@ -507,6 +515,10 @@ func (c *tokenCache) get(ctx context.Context) (string, error) {
 	}
 	stale := c.tok
 	c.mu.Unlock()
+	if stale != nil && time.Until(stale.Expiry) > c.early/2 {
+		// Refreshing early: the old token serves while the new one comes.
+		return stale.AccessToken, nil
+	}
 	select {
 	case <-f.done:
 		if f.err != nil {

@@ -130,6 +130,12 @@ func decodeB64(s string) ([]byte, error) {
 	return base64.RawStdEncoding.DecodeString(s)
 }
 
+// Close closes the idle connections.
+func (p *WebPushProvider) Close() error {
+	p.hc.CloseIdleConnections()
+	return nil
+}
+
 // Name is "webpush".
 func (p *WebPushProvider) Name() string { return string(WebPush) }
 
