@@ -248,6 +248,9 @@ func (p *APNsProvider) Send(ctx context.Context, d Device, n Notification) (Resu
 	case resp.StatusCode == http.StatusGone,
 		resp.StatusCode == http.StatusBadRequest && resp.Reason == apns2.ReasonBadDeviceToken:
 		res.Outcome = DeadToken
+		if resp.StatusCode == http.StatusGone && !resp.Timestamp.IsZero() {
+			res.InvalidSince = resp.Timestamp.Time
+		}
 	case resp.StatusCode == http.StatusForbidden && resp.Reason == apns2.ReasonExpiredProviderToken && p.tok != nil:
 		// Our JWT is too old for APNs (clock skew, a sleeping machine):
 		// sign a new one and try again.

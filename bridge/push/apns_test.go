@@ -398,3 +398,58 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// A provider JWT APNs calls expired (a clock that jumped, a machine that
+// slept) is retried, and the retry carries a new JWT.
+func TestAPNsExpiredProviderTokenIsRenewed(t *testing.T) {
+	p, mock := startAPNs(t)
+	tok := pushtest.NewDeviceToken()
+	if _, err := p.Send(t.Context(), apnsDevice(tok), fullNotification()); err != nil {
+		t.Fatal(err)
+	}
+	// JWT iat has a resolution of a second.
+	cutoff := time.Now().Truncate(time.Second).Add(time.Second)
+	mock.ExpireTokensIssuedBefore(cutoff)
+	time.Sleep(time.Until(cutoff) + 10*time.Millisecond)
+	res, err := p.Send(t.Context(), apnsDevice(tok), fullNotification())
+	if res.Outcome != push.RetryLater || res.Reason != "ExpiredProviderToken" || !errors.Is(err, push.ErrRetryLater) {
+		t.Fatalf("with an expired JWT: %+v, %v; want RetryLater", res, err)
+	}
+	if res, err := p.Send(t.Context(), apnsDevice(tok), fullNotification()); err != nil {
+		t.Fatalf("the retry: %+v, %v", res, err)
+	}
+}
+
+func TestAPNsUnregisteredTimestamp(t *testing.T) {
+	p, mock := startAPNs(t)
+	tok := pushtest.NewDeviceToken()
+	mock.Fail(tok, pushtest.Unregistered)
+	res, _ := p.Send(t.Context(), apnsDevice(tok), fullNotification())
+	if res.Outcome != push.DeadToken || time.Since(res.InvalidSince) > time.Minute {
+		t.Errorf("%+v: want the 410's timestamp in InvalidSince", res)
+	}
+}
+
+func BenchmarkAPNsSend(b *testing.B) {
+	pemKey, key, err := pushtest.NewAPNsKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mock := pushtest.StartAPNs(b, pushtest.APNsOptions{Key: &key.PublicKey, KeyID: testKeyID, TeamID: testTeamID})
+	p, err := push.NewAPNs(push.APNsConfig{KeyPEM: pemKey, KeyID: testKeyID, TeamID: testTeamID, Topic: testTopic,
+		Endpoint: mock.URL, TLSConfig: mock.TLSConfig()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := apnsDevice(pushtest.NewDeviceToken())
+	n := fullNotification()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := p.Send(context.Background(), d, n); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

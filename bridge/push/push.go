@@ -168,8 +168,11 @@ type Result struct {
 	// RetryAfter is the provider's Retry-After (0 when it gave none).
 	RetryAfter time.Duration
 	// ID is the provider's ID for the notification (apns-id, the FCM
-	// message name).
+	// message name, the Web Push message URL).
 	ID string
+	// InvalidSince is, for an APNs 410, when APNs last saw the token
+	// invalid: a registration refreshed after it is still good.
+	InvalidSince time.Time
 }
 
 // Sentinel errors. Every error from Send wraps exactly one of the first

@@ -57,8 +57,9 @@ type APNs struct {
 	opts APNsOptions
 	s    *server
 
-	mu   sync.Mutex
-	reqs []APNsRequest
+	mu        sync.Mutex
+	reqs      []APNsRequest
+	minIssued time.Time
 }
 
 // StartAPNs starts an APNs mock closed at the end of the test.
@@ -84,6 +85,15 @@ func (m *APNs) Fail(token string, f Fault) { m.s.fail(token, f) }
 
 // SetRetryAfter sets the Retry-After of TooManyRequests ("7" at start).
 func (m *APNs) SetRetryAfter(v string) { m.s.setRetryAfter(v) }
+
+// ExpireTokensIssuedBefore makes the mock answer 403
+// ExpiredProviderToken to provider JWTs issued before t (as APNs does to
+// one older than an hour).
+func (m *APNs) ExpireTokensIssuedBefore(t time.Time) {
+	m.mu.Lock()
+	m.minIssued = t
+	m.mu.Unlock()
+}
 
 // Close stops the mock now (hanging requests are released).
 func (m *APNs) Close() { m.s.close() }
@@ -255,7 +265,10 @@ func (m *APNs) checkAuth(r *http.Request, rec *APNsRequest) string {
 	if err != nil || iat == nil {
 		return "InvalidProviderToken"
 	}
-	if time.Since(iat.Time) > time.Hour {
+	m.mu.Lock()
+	minIssued := m.minIssued
+	m.mu.Unlock()
+	if time.Since(iat.Time) > time.Hour || iat.Time.Before(minIssued) {
 		return "ExpiredProviderToken"
 	}
 	rec.KeyID = m.opts.KeyID
