@@ -31,8 +31,11 @@ type APNsConfig struct {
 	KeyID   string
 	TeamID  string
 
-	// CertFile is a .p12 (or .pem) client certificate, CertPassword its
-	// password.
+	// CertFile is a .p12 (or .pem, by its extension) client
+	// certificate, CertPassword its password. The .p12 reader
+	// (golang.org/x/crypto/pkcs12, through apns2) knows the classic
+	// 3DES/RC2 encryption only: a .p12 made by OpenSSL 3 needs
+	// "openssl pkcs12 -export -legacy", or convert it to .pem.
 	CertFile     string
 	CertPassword string
 
