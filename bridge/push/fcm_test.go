@@ -313,3 +313,30 @@ func FuzzClassifyFCM(f *testing.F) {
 		}
 	})
 }
+
+// Sends that start together share one access-token request.
+func TestFCMConcurrentSendsShareOneToken(t *testing.T) {
+	p, mock := startFCM(t, pushtest.FCMOptions{}, nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for i := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := p.Send(t.Context(), fcmDevice("tok-"+strings.Repeat("a", i)), fullNotification()); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := mock.TokensIssued(); n != 1 {
+		t.Errorf("%d token requests for 32 concurrent sends, want 1", n)
+	}
+	if n := len(mock.Requests()); n != 32 {
+		t.Errorf("%d messages, want 32", n)
+	}
+}
