@@ -436,9 +436,12 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 // logFailure writes the one debug line of a failed send (the queue above
 // logs and counts the outcome).
 func logFailure(log *slog.Logger, provider, token string, res Result, err error) {
+	if provider != string(WebPush) {
+		token = Redact(token)
+	} // a Web Push endpoint comes redacted (redactEndpoint)
 	log.LogAttrs(context.Background(), slog.LevelDebug, "push send failed",
 		slog.String("provider", provider),
-		slog.String("token", Redact(token)),
+		slog.String("token", token),
 		slog.String("outcome", res.Outcome.String()),
 		slog.Int("status", res.Status),
 		slog.String("reason", res.Reason),

@@ -194,7 +194,7 @@ func (p *WebPushProvider) Send(ctx context.Context, d Device, n Notification) (R
 		default:
 			res, err = rejectResult(name, fmt.Errorf("encrypting: %w", err))
 		}
-		logFailure(p.log, name, d.Endpoint, res, err)
+		logFailure(p.log, name, redactEndpoint(d.Endpoint), res, err)
 		return res, err
 	}
 	// Read a little of the answer so that the connection is reused.
@@ -214,8 +214,18 @@ func (p *WebPushProvider) Send(ctx context.Context, d Device, n Notification) (R
 		return res, nil
 	}
 	err = errFor(res, name, nil)
-	logFailure(p.log, name, d.Endpoint, res, err)
+	logFailure(p.log, name, redactEndpoint(d.Endpoint), res, err)
 	return res, err
+}
+
+// redactEndpoint keeps the push service of a subscription endpoint and
+// hides the subscription's path (a bearer capability).
+func redactEndpoint(ep string) string {
+	u, err := url.Parse(ep)
+	if err != nil || u.Host == "" {
+		return Redact(ep)
+	}
+	return u.Scheme + "://" + u.Host + "/" + Redact(strings.TrimPrefix(u.EscapedPath(), "/"))
 }
 
 // checkSubscription validates a Web Push subscription: an https

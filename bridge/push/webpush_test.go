@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -221,5 +223,39 @@ func TestWebPushConfigErrors(t *testing.T) {
 		if _, err := push.NewWebPush(cfg); !errors.Is(err, push.ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
 		}
+	}
+}
+
+// The caller's own *http.Client is used when given (here trusting the
+// mock through its transport).
+func TestWebPushWithCallerHTTPClient(t *testing.T) {
+	pub, priv, err := pushtest.NewVAPIDKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mock := pushtest.StartWebPush(t, pub)
+	var buf strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	p, err := push.NewWebPush(push.WebPushConfig{
+		VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: "mailto:ops@example.com", Logger: log,
+		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: mock.TLSConfig()}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := mock.Subscribe()
+	if _, err := p.Send(t.Context(), webDevice(sub), fullNotification()); err != nil {
+		t.Fatal(err)
+	}
+	mock.Fail(sub, pushtest.Unregistered)
+	if _, err := p.Send(t.Context(), webDevice(sub), fullNotification()); !errors.Is(err, push.ErrDeadToken) {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if !strings.Contains(out, "push send failed") || strings.Contains(out, sub.ID()) || !strings.Contains(out, "127.0.0.1") {
+		t.Errorf("log line: %s", out)
 	}
 }
