@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -129,7 +130,10 @@ func (n *Node) Stop() error {
 				n.stopErr = err
 			}
 		case <-time.After(30 * time.Second):
-			n.stopErr = errors.New("node did not stop within 30s")
+			// Say where it is stuck: every goroutine's stack.
+			var stacks bytes.Buffer
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			n.stopErr = fmt.Errorf("node did not stop within 30s; goroutines:\n%s", stacks.String())
 		}
 	})
 	return n.stopErr
