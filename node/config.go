@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -78,6 +79,9 @@ type Config struct {
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
 	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
+	// PushTLS is the TLS client configuration of the push providers
+	// (tests: RootCAs that trust the mock providers); nil: the system's.
+	PushTLS *tls.Config `yaml:"-"`
 }
 
 // Defaults returns the configuration of `edgechat serve` with no flags.

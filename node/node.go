@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	pushbridge "github.com/edgechat/edgechat/bridge/push"
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
@@ -66,6 +67,8 @@ type Node struct {
 	Archive    *archive.Service
 	Presence   *presence.Service
 	Push       *push.Service
+	PushRouter *pushbridge.Router // the providers of the configured platforms
+	PushTester *pushbridge.Tester // POST /admin/push/test/{uid}
 	Broker     *broker.Broker
 	Gateway    *gateway.Gateway
 	Admin      *admin.Service
@@ -194,6 +197,9 @@ func (n *Node) buildServices() (err error) {
 	if n.Push, err = n.buildPush(); err != nil {
 		return err
 	}
+	if err := n.buildPushBridge(); err != nil {
+		return err
+	}
 	authCfg := auth.Config{KeyDir: filepath.Join(n.cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: n.cfg.AccessTTL}
 	if n.cfg.FastPassword {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
@@ -297,7 +303,7 @@ func (n *Node) buildHTTP() (err error) {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
-		n.Presence.Routes(), n.Push.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
+		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
 		n.Gateway.Mount(routes...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
@@ -420,6 +426,9 @@ func (n *Node) release() error {
 		}
 		if n.Broker != nil {
 			errs = append(errs, n.Broker.Close())
+		}
+		if n.PushRouter != nil {
+			errs = append(errs, n.PushRouter.Close())
 		}
 		if n.raft != nil {
 			errs = append(errs, n.raft.Close())

@@ -11,16 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/bridge/push/pushtest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 	"github.com/edgechat/edgechat/services/push"
 )
 
-// withPush enables FCM (a dummy credentials file: nothing is sent yet)
+// withPush enables FCM (the service account of a mock nobody sends to)
 // and Web Push; APNs stays off.
 func withPush(t *testing.T) nodetest.Option {
 	creds := filepath.Join(t.TempDir(), "fcm.json")
-	if err := os.WriteFile(creds, []byte("{}"), 0o600); err != nil {
+	if err := os.WriteFile(creds, pushtest.StartFCM(t, pushtest.FCMOptions{}).ServiceAccountJSON(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return nodetest.WithConfig(func(c *node.Config) {

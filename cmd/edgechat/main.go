@@ -30,6 +30,7 @@ Usage:
   edgechat user grant NAME admin [--revoke]   give (or take) the admin role on a running node
   edgechat token NAME [--data DIR] [--server URL]  mint NAME's access token (as login would) with the node's keys
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
+  edgechat push test USER [--data DIR]        send a test notification to each of USER's devices, print each answer
   edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
   edgechat version
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = chatCmd(ctx, args[1:], stdin, stdout)
 	case "cluster":
 		err = clusterCmd(ctx, args[1:], stdout)
+	case "push":
+		err = pushCmd(ctx, args[1:], stdout)
 	case "health":
 		err = healthCmd(ctx, args[1:], stdout)
 	case "version":

@@ -133,6 +133,55 @@ func clusterCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	return fmt.Errorf("%w: unknown cluster command %q", errUsage, sub)
 }
 
+// pushCmd: edgechat push test USER [--server URL] [--data DIR]
+func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) < 2 || args[0] != "test" || strings.HasPrefix(args[1], "-") {
+		return fmt.Errorf("%w: edgechat push test USER [--server URL] [--data DIR]", errUsage)
+	}
+	uid := strings.ToLower(args[1])
+	fs, server, data := adminFlags("push test")
+	if err := fs.Parse(args[2:]); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	b, err := adminRequest(ctx, *server, *data, http.MethodPost, "/admin/push/test/"+url.PathEscape(uid), nil)
+	if err != nil {
+		return fmt.Errorf("testing push to %s: %w", uid, err)
+	}
+	return printPushTest(stdout, uid, b)
+}
+
+func printPushTest(w io.Writer, uid string, body []byte) error {
+	var ans struct {
+		Results []struct {
+			Device, Platform, Outcome, Reason string
+			Status                            int
+			Removed                           bool
+		}
+	}
+	if err := json.Unmarshal(body, &ans); err != nil {
+		return fmt.Errorf("reading the answer: %w", err)
+	}
+	if len(ans.Results) == 0 {
+		fmt.Fprintf(w, "%s has no push devices\n", uid)
+		return nil
+	}
+	fmt.Fprintf(w, "%-24s %-8s %-10s %-6s %s\n", "DEVICE", "PLATFORM", "OUTCOME", "STATUS", "REASON")
+	for _, r := range ans.Results {
+		reason := r.Reason
+		if reason == "" {
+			reason = "-"
+		}
+		if r.Removed {
+			reason += " (registration removed)"
+		}
+		fmt.Fprintf(w, "%-24s %-8s %-10s %-6d %s\n", r.Device, r.Platform, r.Outcome, r.Status, reason)
+	}
+	return nil
+}
+
 func printStatus(w io.Writer, body []byte) error {
 	var st struct {
 		Node, State, Leader                        string
