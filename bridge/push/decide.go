@@ -8,11 +8,13 @@ package push
 // does the sending.
 
 import (
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // Defaults of the decision rules.
@@ -40,12 +42,6 @@ const (
 	convGroupPrefix = "group:"
 )
 
-// Message types (those of the envelope).
-const (
-	TypeText  = "text"
-	TypeMedia = "media"
-)
-
 // Message is what the decision core needs of a committed message.
 type Message struct {
 	ID snowflake.ID
@@ -60,7 +56,7 @@ type Message struct {
 	Group        string
 	GroupName    string
 	GroupMembers int
-	// Type is TypeText or TypeMedia; MediaMIME the media's MIME type when
+	// Type is wire.TypeText or wire.TypeMedia; MediaMIME the media's MIME type when
 	// the client gave one.
 	Type      string
 	Body      string
@@ -165,7 +161,7 @@ func ScanMentions(body string) []string {
 	var out []string
 	seen := map[string]bool{}
 	add := func(uid string) {
-		if !seen[uid] && validUserID(uid) {
+		if !seen[uid] && wire.ValidUserID(uid) == nil {
 			seen[uid] = true
 			out = append(out, uid)
 		}
@@ -193,20 +189,6 @@ func isUserIDByte(c byte) bool {
 		c == '_' || c == '.' || c == '-'
 }
 
-// validUserID mirrors wire.ValidUserID (3 to 32 characters of a-z, 0-9,
-// '_', '.', '-', starting with a letter) on a lower-cased token.
-func validUserID(s string) bool {
-	if len(s) < 3 || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if !isUserIDByte(s[i]) || s[i] >= 'A' && s[i] <= 'Z' {
-			return false
-		}
-	}
-	return true
-}
-
 // DND is a daily do-not-disturb window in the user's time zone: pushes
 // are held back from From until To (clock times since local midnight;
 // From after To crosses midnight, as in 22:00-07:00). From equal to To is
@@ -216,6 +198,20 @@ type DND struct {
 	// UTCOffset is the user's time zone offset east of UTC (+2h for
 	// UTC+02:00), as the client reports it.
 	UTCOffset time.Duration
+}
+
+// Validate reports a window that could never be meant: clock times
+// outside a day, or an offset beyond the ±14 h of real time zones (a
+// window of 25:00 would silently never start).
+func (d DND) Validate() error {
+	const day = 24 * time.Hour
+	switch {
+	case d.From < 0 || d.From >= day || d.To < 0 || d.To >= day:
+		return fmt.Errorf("push: do-not-disturb from %v to %v: clock times must be in [0, 24h)", d.From, d.To)
+	case d.UTCOffset < -14*time.Hour || d.UTCOffset > 14*time.Hour:
+		return fmt.Errorf("push: do-not-disturb offset %v beyond ±14h", d.UTCOffset)
+	}
+	return nil
 }
 
 // Active reports whether at falls inside the window ([From, To)).
@@ -380,7 +376,7 @@ func notificationTitle(m Message) string {
 // label of their kind, before the caption if there is one.
 func previewBody(m Message) string {
 	text := strings.Join(strings.Fields(m.Body), " ") // newlines waste the few lines shown
-	if m.Type == TypeMedia {
+	if m.Type == wire.TypeMedia {
 		label := mediaLabel(m.MediaMIME)
 		if text == "" {
 			return label

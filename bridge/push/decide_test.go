@@ -1,6 +1,7 @@
 package push_test
 
 import (
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -16,13 +17,13 @@ var commitTime = time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
 // directMessage is alice's text "hi" to bob.
 func directMessage() push.Message {
 	return push.Message{ID: 1000, From: "alice", SenderName: "Alice", To: "bob",
-		Type: push.TypeText, Body: "hi", CommittedAt: commitTime}
+		Type: wire.TypeText, Body: "hi", CommittedAt: commitTime}
 }
 
 // groupMessage is alice's text to group team ("Team") of members.
 func groupMessage(members int, body string) push.Message {
 	return push.Message{ID: 1000, From: "alice", SenderName: "Alice", Group: "team", GroupName: "Team",
-		GroupMembers: members, Type: push.TypeText, Body: body, CommittedAt: commitTime}
+		GroupMembers: members, Type: wire.TypeText, Body: body, CommittedAt: commitTime}
 }
 
 func TestIsCandidate(t *testing.T) {
@@ -101,8 +102,9 @@ func TestScanMentions(t *testing.T) {
 		{"(@bob)", []string{"bob"}},
 		{"@Bob @BOB @bob", []string{"bob"}},
 		{"@bob @carol", []string{"bob", "carol"}},
-		{"bob@carol.example", nil},                // inside a word: an address
-		{"x_@carol", nil},                         // '_' is a user ID character
+		{"bob@carol.example", nil}, // inside a word: an address
+		{"x_@carol", nil},
+		{"@abc@bob", []string{"abc"}},             // the second '@' is inside the first token's word                         // '_' is a user ID character
 		{"@bo", nil},                              // too short for a user ID
 		{"@1bob", nil},                            // must start with a letter
 		{"@", nil},                                // nothing after
@@ -121,46 +123,63 @@ func TestScanMentions(t *testing.T) {
 	}
 }
 
-// FuzzScanMentions checks that every mention found is a valid user ID that
-// the body spells after an '@' at a word boundary, and that there are no
-// duplicates.
+// FuzzScanMentions checks the scanner against a regular expression of
+// the same rule: the user IDs found are exactly the valid ones among the
+// @tokens at a word boundary (and those tokens without trailing dots and
+// hyphens), each once, in order.
 func FuzzScanMentions(f *testing.F) {
-	for _, s := range []string{"@bob", "hi @Bob.", "a@b.c", "@@x-y_z", "@bobé", "\xff@bob\x00", "@a.b.c..."} {
+	for _, s := range []string{"@bob", "hi @Bob.", "a@b.c", "@@x-y_z", "@bobé", "\xff@bob\x00", "@a.b.c...", "\u212a@kate"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		got := push.ScanMentions(body)
-		lower := strings.ToLower(body)
-		seen := map[string]bool{}
 		for _, uid := range got {
 			if err := wire.ValidUserID(uid); err != nil {
 				t.Fatalf("ScanMentions(%q) returned %q, not a user ID", body, uid)
 			}
-			if seen[uid] {
-				t.Fatalf("ScanMentions(%q) returned %q twice", body, uid)
-			}
-			seen[uid] = true
-			if !spelledAtBoundary(lower, uid) {
-				t.Fatalf("ScanMentions(%q) returned %q, which no @token spells", body, uid)
-			}
+		}
+		if want := mentionsByRegexp(body); !slices.Equal(got, want) {
+			t.Fatalf("ScanMentions(%q) = %q, want %q", body, got, want)
 		}
 	})
 }
 
-// spelledAtBoundary reports whether "@"+uid occurs in lower with no user
-// ID character before the '@' (the naive reading of a mention).
-func spelledAtBoundary(lower, uid string) bool {
-	for i := 0; ; {
-		j := strings.Index(lower[i:], "@"+uid)
-		if j < 0 {
-			return false
+// mentionToken is an '@' at the start or after a byte that cannot be in
+// a user ID, and the user ID characters after it.
+var mentionToken = regexp.MustCompile(`(?:^|[^a-zA-Z0-9_.\-])@([a-zA-Z0-9_.\-]+)`)
+
+func mentionsByRegexp(body string) []string {
+	var out []string
+	add := func(uid string) {
+		if wire.ValidUserID(uid) == nil && !slices.Contains(out, uid) {
+			out = append(out, uid)
 		}
-		at := i + j
-		if at == 0 || !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz0123456789_.-", rune(lower[at-1])) {
-			return true
-		}
-		i = at + 1
 	}
+	// Matches are found one at a time, each search starting at the last
+	// byte of the previous token, so that this byte still counts as what
+	// precedes the next '@' ("@ab@cd" mentions ab only).
+	for rest := body; ; {
+		loc := mentionToken.FindStringSubmatchIndex(rest)
+		if loc == nil {
+			return out
+		}
+		token := asciiLower(rest[loc[2]:loc[3]])
+		add(token)
+		add(strings.TrimRight(token, ".-"))
+		rest = rest[loc[3]-1:]
+	}
+}
+
+// asciiLower lowers A-Z only, as user IDs are ASCII (strings.ToLower
+// would turn the Kelvin sign into a 'k').
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 func TestDNDActive(t *testing.T) {
@@ -204,6 +223,27 @@ func TestDNDActive(t *testing.T) {
 				t.Fatalf("Active(%s) = %v, want %v", tt.at.Format("15:04"), got, tt.want)
 			}
 		})
+	}
+}
+
+func TestDNDValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		dnd  push.DND
+		ok   bool
+	}{
+		{"zero", push.DND{}, true},
+		{"across midnight, UTC+14", push.DND{From: 22 * time.Hour, To: 7 * time.Hour, UTCOffset: 14 * time.Hour}, true},
+		{"UTC-12", push.DND{From: 23*time.Hour + 59*time.Minute, UTCOffset: -12 * time.Hour}, true},
+		{"from 24:00", push.DND{From: 24 * time.Hour}, false},
+		{"negative to", push.DND{To: -time.Minute}, false},
+		{"offset beyond 14h", push.DND{UTCOffset: 15 * time.Hour}, false},
+		{"offset below -14h", push.DND{UTCOffset: -15 * time.Hour}, false},
+	}
+	for _, tt := range tests {
+		if err := tt.dnd.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: Validate() = %v, want ok %v", tt.name, err, tt.ok)
+		}
 	}
 }
 
@@ -276,10 +316,10 @@ func TestReadCursorComparesAsUnsigned(t *testing.T) {
 func TestBuildTitleAndBody(t *testing.T) {
 	media := func(mime, caption string) push.Message {
 		m := directMessage()
-		m.Type, m.MediaMIME, m.Body = push.TypeMedia, mime, caption
+		m.Type, m.MediaMIME, m.Body = wire.TypeMedia, mime, caption
 		return m
 	}
-	noNames := push.Message{ID: 7, From: "alice", Group: "team", GroupMembers: 3, Type: push.TypeText, Body: "x", CommittedAt: commitTime}
+	noNames := push.Message{ID: 7, From: "alice", Group: "team", GroupMembers: 3, Type: wire.TypeText, Body: "x", CommittedAt: commitTime}
 	tests := []struct {
 		name        string
 		m           push.Message

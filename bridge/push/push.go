@@ -21,6 +21,18 @@
 // a more precise cause such as [ErrBadResponse], [ErrInvalidDevice],
 // [ErrExpired] or a context error.
 //
+// Above the providers, the decision core (decide.go) says who is pushed
+// for a committed message and with what, as pure functions of what the
+// caller passes in, the time included: [Candidates] picks the recipients
+// that may be pushed at all (never the sender; in a group larger than the
+// group limit only mentions, replies and members who opted in), [Decide]
+// gives a device's [Verdict] when the grace period ends (not when it is
+// connected, the conversation is muted or read up to the message, during
+// [DND], or a day after the commit), and [Build] makes the
+// [Notification] (title, preview, badge, per-conversation collapse and
+// thread IDs, expiry). It does no I/O and reads no clock, so that the
+// sender around it is the only part that needs a cluster to test.
+//
 // The layer has no process-wide state: each provider owns its HTTP client
 // (kept and reused; HTTP/2 for APNs), its credentials and its logger. The
 // endpoints and the TLS trust are configurable so that tests can point
