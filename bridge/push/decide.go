@@ -23,8 +23,9 @@ const (
 	// members, only mentions, replies and opted-in members are pushed, so
 	// that one message to a huge group does not become a push per member.
 	DefaultGroupLimit = 100
-	// MessageExpiry is how old a message may be when it is pushed; the
-	// notification's Expiry is the commit time plus it.
+	// MessageExpiry is the age at which a message is no longer pushed (a
+	// day-old chat notification is noise); the notification's Expiry is
+	// the commit time plus it, so that providers drop it then too.
 	MessageExpiry = 24 * time.Hour
 	// MaxPreviewRunes is where the text preview is cut: about what a lock
 	// screen shows, and well under every provider's payload limit.
@@ -56,8 +57,8 @@ type Message struct {
 	Group        string
 	GroupName    string
 	GroupMembers int
-	// Type is wire.TypeText or wire.TypeMedia; MediaMIME the media's MIME type when
-	// the client gave one.
+	// Type is wire.TypeText or wire.TypeMedia; MediaMIME is the media's
+	// MIME type when the client gave one.
 	Type      string
 	Body      string
 	MediaMIME string
