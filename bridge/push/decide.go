@@ -265,9 +265,9 @@ type DeviceState struct {
 // label.
 type Verdict string
 
-// The verdicts: Push, or why not.
+// The verdicts: PushNow, or why not.
 const (
-	Push          Verdict = "push"
+	PushNow       Verdict = "push"
 	SkipExpired   Verdict = "expired"
 	SkipRead      Verdict = "read"
 	SkipConnected Verdict = "connected"
@@ -294,7 +294,7 @@ func Decide(m Message, d DeviceState, now time.Time) Verdict {
 	case d.DND != nil && d.DND.Active(now):
 		return SkipDND
 	}
-	return Push
+	return PushNow
 }
 
 func connected(d DeviceState) bool {

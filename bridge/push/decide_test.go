@@ -267,27 +267,27 @@ func TestDecide(t *testing.T) {
 		now  time.Time
 		want push.Verdict
 	}{
-		{"offline, nothing else: push", directMessage(), bobPhone(), grace, push.Push},
+		{"offline, nothing else: push", directMessage(), bobPhone(), grace, push.PushNow},
 		{"this device connected", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"bob/laptop", "bob/phone"} }), grace, push.SkipConnected},
-		{"another device connected", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"bob/laptop"} }), grace, push.Push},
-		{"same device name of another user", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"carol/phone"} }), grace, push.Push},
+		{"another device connected", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"bob/laptop"} }), grace, push.PushNow},
+		{"same device name of another user", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"carol/phone"} }), grace, push.PushNow},
 		{"direct conversation muted forever", directMessage(), with(func(d *push.DeviceState) { d.Mutes = []push.Mute{{Conversation: "user:alice"}} }), grace, push.SkipMuted},
 		{"direct conversation muted until later", directMessage(), with(func(d *push.DeviceState) {
 			d.Mutes = []push.Mute{{Conversation: "user:alice", Until: grace.Add(time.Hour)}}
 		}), grace, push.SkipMuted},
 		{"mute ended", directMessage(), with(func(d *push.DeviceState) {
 			d.Mutes = []push.Mute{{Conversation: "user:alice", Until: grace}}
-		}), grace, push.Push},
+		}), grace, push.PushNow},
 		{"another conversation muted", directMessage(), with(func(d *push.DeviceState) {
 			d.Mutes = []push.Mute{{Conversation: "user:carol"}, {Conversation: "group:team"}}
-		}), grace, push.Push},
+		}), grace, push.PushNow},
 		{"group muted", groupMessage(3, "hi"), with(func(d *push.DeviceState) { d.Mutes = []push.Mute{{Conversation: "group:team"}} }), grace, push.SkipMuted},
 		{"do-not-disturb on", directMessage(), with(func(d *push.DeviceState) { d.DND = &push.DND{From: 9 * time.Hour, To: 11 * time.Hour} }), grace, push.SkipDND},
-		{"do-not-disturb off at this hour", directMessage(), with(func(d *push.DeviceState) { d.DND = &push.DND{From: 22 * time.Hour, To: 7 * time.Hour} }), grace, push.Push},
+		{"do-not-disturb off at this hour", directMessage(), with(func(d *push.DeviceState) { d.DND = &push.DND{From: 22 * time.Hour, To: 7 * time.Hour} }), grace, push.PushNow},
 		{"read cursor past the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 1001 }), grace, push.SkipRead},
 		{"read cursor equal to the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 1000 }), grace, push.SkipRead},
-		{"read cursor before the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 999 }), grace, push.Push},
-		{"just under a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry - time.Nanosecond), push.Push},
+		{"read cursor before the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 999 }), grace, push.PushNow},
+		{"just under a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry - time.Nanosecond), push.PushNow},
 		{"exactly a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry), push.SkipExpired},
 		{"expired wins over connected", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"bob/phone"} }), commitTime.Add(48 * time.Hour), push.SkipExpired},
 		{"read wins over muted", directMessage(), with(func(d *push.DeviceState) {
@@ -308,7 +308,7 @@ func TestReadCursorComparesAsUnsigned(t *testing.T) {
 	m := directMessage()
 	m.ID = 1 << 63 // a snowflake with the top bit set must not compare as negative
 	d := push.DeviceState{UID: "bob", Device: "phone", ReadUpTo: 1<<63 - 1}
-	if got := push.Decide(m, d, commitTime); got != push.Push {
+	if got := push.Decide(m, d, commitTime); got != push.PushNow {
 		t.Fatalf("Decide = %q, want push (cursor is before the message)", got)
 	}
 }
