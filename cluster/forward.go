@@ -38,19 +38,8 @@ func (n *Raft) forward(ctx context.Context, t byte, payload []byte) (any, error)
 	if err != nil {
 		return nil, err
 	}
-	select {
-	case res := <-r.done:
-		return res.value, res.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w (the command may still commit)", wire.ErrUnavailable, ctx.Err())
-	case <-n.stopped:
-		select {
-		case res := <-r.done:
-			return res.value, res.err
-		default:
-			return nil, ErrStopped
-		}
-	}
+	res := n.await(ctx, r)
+	return res.value, res.err
 }
 
 // forwarder gathers follower proposals into batches and sends each on its

@@ -63,22 +63,30 @@ func (n *Raft) propose(ctx context.Context, t byte, payload []byte) (any, error)
 	if err != nil {
 		return nil, err
 	}
+	res := n.await(ctx, r)
+	if errors.Is(res.err, raft.ErrNotLeader) {
+		// Leadership moved before the entry was appended: it was never in
+		// the log, so handing it on is safe.
+		return n.forward(ctx, t, payload)
+	}
+	return res.value, res.err
+}
+
+// await waits for a queued request's result; when ctx ends first the
+// command may still commit, and when the node stopped the result is
+// taken if it came, else ErrStopped.
+func (n *Raft) await(ctx context.Context, r *request) result {
 	select {
 	case res := <-r.done:
-		if errors.Is(res.err, raft.ErrNotLeader) {
-			// Leadership moved before the entry was appended: it was
-			// never in the log, so handing it on is safe.
-			return n.forward(ctx, t, payload)
-		}
-		return res.value, res.err
+		return res
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w (the command may still commit)", wire.ErrUnavailable, ctx.Err())
+		return result{err: fmt.Errorf("%w: %w (the command may still commit)", wire.ErrUnavailable, ctx.Err())}
 	case <-n.stopped:
 		select {
 		case res := <-r.done:
-			return res.value, res.err
+			return res
 		default:
-			return nil, ErrStopped
+			return result{err: ErrStopped}
 		}
 	}
 }
