@@ -76,3 +76,51 @@ func (c counted) Send(ctx context.Context, d Device, n Notification) (Result, er
 	c.m.Sent(d.Platform, res.Outcome)
 	return res, err
 }
+
+// Reasons a push was given up (edgechat_push_given_up_total).
+const (
+	reasonRejected = "rejected" // the provider refused it for good
+	reasonAttempts = "attempts" // transient failures until MaxAttempts or expiry
+	reasonOverflow = "overflow" // the provider's queue was full; older pushes went first
+)
+
+// senderMetrics are the sender's own metrics (the queue's are
+// edgechat_push_queue_*, per provider).
+type senderMetrics struct {
+	latency   prometheus.Histogram
+	decisions *prometheus.CounterVec
+	givenUpC  *prometheus.CounterVec
+	retries   prometheus.Counter
+}
+
+func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
+	m := &senderMetrics{
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edgechat_push_latency_seconds",
+			Help:    "From a message's commit to the provider's answer to its push (the grace period included).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 7.5, 10, 30, 60, 300}}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_decisions_total",
+			Help: "Devices decided at the end of the grace period, by verdict (push, connected, read, muted, dnd, expired)."},
+			[]string{"verdict"}),
+		givenUpC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_given_up_total",
+			Help: "Pushes not delivered, by reason (rejected, attempts, overflow)."}, []string{"reason"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_push_retries_total",
+			Help: "Pushes queued again after a transient failure."}),
+	}
+	for _, v := range []Verdict{PushNow, SkipConnected, SkipRead, SkipMuted, SkipDND, SkipExpired} {
+		m.decisions.WithLabelValues(string(v))
+	}
+	for _, r := range []string{reasonRejected, reasonAttempts, reasonOverflow} {
+		m.givenUpC.WithLabelValues(r)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.latency, m.decisions, m.givenUpC, m.retries} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("push: sender metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *senderMetrics) decided(v Verdict)     { m.decisions.WithLabelValues(string(v)).Inc() }
+func (m *senderMetrics) givenUp(reason string) { m.givenUpC.WithLabelValues(reason).Inc() }

@@ -117,29 +117,33 @@ func (t *Tester) testOne(ctx context.Context, uid string, reg Registered) TestRe
 			slog.String("uid", uid), slog.String("device", reg.Name), slog.String("provider", r.Platform),
 			slog.String("outcome", r.Outcome), slog.Int("status", r.Status), slog.String("reason", res.Reason))
 	}
-	if res.Outcome != DeadToken {
-		return r
+	if res.Outcome == DeadToken {
+		r.Removed = removeDeadToken(ctx, t.regs, t.metrics, t.log, uid, reg, res)
 	}
+	return r
+}
+
+// removeDeadToken removes a registration whose token the provider
+// reported dead, unless it was refreshed after the provider saw it dead,
+// and reports whether it did.
+func removeDeadToken(ctx context.Context, regs Registrations, m *Metrics, log *slog.Logger, uid string, reg Registered, res Result) bool {
 	// APNs gives the time it last saw the token invalid in milliseconds,
 	// which apns2 cuts to the second: a registration refreshed after
 	// that second is still good.
 	if !res.InvalidSince.IsZero() && reg.UpdatedAt.After(res.InvalidSince.Add(time.Second)) {
-		return r
-	}
-	tok := reg.Device.Token
-	if reg.Device.Platform == WebPush {
-		tok = reg.Device.Endpoint
+		return false
 	}
 	// The removal must not fail because the caller went away.
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), testTimeout)
 	defer rcancel()
-	if err := t.regs.RemoveToken(rctx, uid, reg.Device.Platform, tok); err != nil {
-		t.log.Warn("push: removing a dead token", "uid", uid, "device", reg.Name, "provider", r.Platform, "err", err)
-		return r
+	if err := regs.RemoveToken(rctx, uid, reg.Device.Platform, tokenOf(reg.Device)); err != nil {
+		log.Warn("push: removing a dead token", "uid", uid, "device", reg.Name, "provider", reg.Device.Platform, "err", err)
+		return false
 	}
-	t.metrics.TokenRemoved(reg.Device.Platform)
-	r.Removed = true
-	return r
+	m.TokenRemoved(reg.Device.Platform)
+	log.Info("push: dead token removed", "uid", uid, "device", reg.Name, "provider", reg.Device.Platform,
+		"reason", res.Reason)
+	return true
 }
 
 // Routes is the admin route.

@@ -12,6 +12,8 @@ const (
 	ReasonClosed  = "closed"     // pending when the queue was closed
 	ReasonRefused = "refused"    // the Sender returned a Permanent error
 	ReasonPruned  = "pruned"     // the Keep hook removed them
+	// ReasonOverflow: a DropOldest queue made room for newer items.
+	ReasonOverflow = "overflow"
 )
 
 // Metrics are a queue family's counters, labelled by peer. Several

@@ -69,6 +69,13 @@ type Config[T any] struct {
 	// dropped (counted as pruned). It runs with the queue locked: it must
 	// be quick and must not take a lock held while calling Push.
 	Keep func(peer string, item T) bool
+	// DropOldest: a Push over MaxItems drops the oldest pending items not
+	// in flight to make room (counted as overflow) instead of refusing
+	// the new ones, for destinations where the newest matter most (a
+	// push notification). Dropped, when set, hears of each item dropped
+	// that way, outside the queue's lock.
+	DropOldest bool
+	Dropped    func(peer string, items []T)
 	// Metrics counts per peer; nil: private metrics, not registered.
 	Metrics *Metrics
 	Logger  *slog.Logger
@@ -152,20 +159,54 @@ func (q *Queue[T]) Push(items ...T) error {
 		return ErrClosed
 	}
 	n := len(q.items) - q.head
+	var overflow []T
 	if n+len(items) > q.cfg.MaxItems {
-		q.mu.Unlock()
-		q.m.dropped(ReasonFull, len(items))
-		return fmt.Errorf("%w: %d items for %s", ErrFull, n, q.peer)
+		if !q.cfg.DropOldest {
+			q.mu.Unlock()
+			q.m.dropped(ReasonFull, len(items))
+			return fmt.Errorf("%w: %d items for %s", ErrFull, n, q.peer)
+		}
+		overflow, items = q.makeRoomLocked(items)
+		n = len(q.items) - q.head
 	}
 	q.items = append(q.items, items...)
 	q.m.pending.Set(float64(n + len(items)))
 	q.mu.Unlock()
+	if len(overflow) > 0 {
+		q.m.dropped(ReasonOverflow, len(overflow))
+		if q.cfg.Dropped != nil {
+			q.cfg.Dropped(q.peer, overflow)
+		}
+	}
 	q.m.queued.Add(float64(len(items)))
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
 	return nil
+}
+
+// makeRoomLocked removes the oldest pending items that are not in flight
+// so that items fit under MaxItems; when even that is not enough, the
+// oldest of items go too. It returns what was dropped and what of items
+// is left to append.
+func (q *Queue[T]) makeRoomLocked(items []T) (dropped, keep []T) {
+	n := len(q.items) - q.head
+	excess := n + len(items) - q.cfg.MaxItems
+	droppable := n - q.inflight
+	k := min(excess, droppable)
+	if k > 0 {
+		from := q.head + q.inflight
+		dropped = append(dropped, q.items[from:from+k]...)
+		q.items = append(q.items[:from], q.items[from+k:]...)
+		clear(q.items[len(q.items) : len(q.items)+k])
+		excess -= k
+	}
+	if excess > 0 {
+		dropped = append(dropped, items[:excess]...)
+		items = items[excess:]
+	}
+	return dropped, items
 }
 
 // Len is the number of items not yet acknowledged.

@@ -227,6 +227,42 @@ func TestBoundIsCountedNeverSilent(t *testing.T) {
 	}
 }
 
+// A DropOldest queue keeps the newest items: the oldest pending ones
+// that are not in flight make room, each reported and counted.
+func TestDropOldestKeepsTheNewest(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := fastConfig(t, reg)
+	cfg.MaxItems, cfg.MaxBatch, cfg.DropOldest = 5, 2, true
+	var mu sync.Mutex
+	var dropped []int
+	cfg.Dropped = func(peer string, items []int) {
+		mu.Lock()
+		dropped = append(dropped, items...)
+		mu.Unlock()
+	}
+	p := &peer{block: make(chan struct{})}
+	q := New("n2", p.send, cfg)
+	defer func() { q.Close(ReasonClosed); q.Wait() }()
+	_ = q.Push(seq(0, 5)...)
+	p.waitAttempts(t, 1) // 0 and 1 are in flight: they must stay
+	if err := q.Push(5, 6); err != nil {
+		t.Fatalf("Push over the bound = %v, want room made", err)
+	}
+	if err := q.Push(seq(7, 20)...); err != nil { // more than fits: the oldest new ones go too
+		t.Fatalf("Push = %v", err)
+	}
+	close(p.block)
+	waitReceived(t, p, []int{0, 1, 17, 18, 19})
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}; !slices.Equal(dropped, want) {
+		t.Fatalf("dropped %v, want %v", dropped, want)
+	}
+	if d := metric(t, reg, "test_queue_dropped_total", map[string]string{"peer": "n2", "reason": ReasonOverflow}); d != 15 {
+		t.Fatalf("overflow = %v, want 15", d)
+	}
+}
+
 func TestCloseWhileSending(t *testing.T) {
 	p := &peer{block: make(chan struct{})} // never unblocked: the attempt hangs until its ctx ends
 	cfg := fastConfig(t, nil)

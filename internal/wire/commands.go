@@ -33,6 +33,7 @@ const (
 	CmdPushMute      byte = 0x52 // push: mute or unmute a conversation for a user
 	CmdPushSettings  byte = 0x53 // push: a user's push preferences (preview)
 	CmdPushVAPID     byte = 0x54 // push: the cluster's Web Push (VAPID) key pair; the first proposal wins
+	CmdPushProgress  byte = 0x56 // push: devices handled for queued messages, and messages done (the outbox)
 )
 
 // Client registry (broker/registry): which node holds each client ID.

@@ -73,6 +73,8 @@ type Envelope struct {
 	Body    string        `json:"body,omitempty"`
 	ReplyTo *snowflake.ID `json:"replyTo,omitempty"`
 	Media   *Media        `json:"media,omitempty"`
+	// Mentions are the user IDs the message mentions.
+	Mentions []string `json:"mentions,omitempty"`
 }
 
 // Marshal encodes the envelope; it cannot fail for a valid envelope.

@@ -177,6 +177,14 @@ type applied struct {
 	ID      snowflake.ID
 	Payload []byte // the stored envelope JSON (the original one when Dup)
 	Dup     bool
+	after   func() // the outbox's, once committed
+}
+
+// AfterCommit tells the outbox that its staged message is committed.
+func (a *applied) AfterCommit() {
+	if a.after != nil {
+		a.after()
+	}
 }
 
 // getID reads an 8-byte ID value; ok is false when the key is absent.
@@ -222,7 +230,7 @@ func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
 // everything comes from the payload and the log position, so every node
 // writes the same keys. All reads happen before the first write, so a
 // refusal writes nothing.
-func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox) (any, error) {
 	c, err := decodeMsgCmd(payload)
 	if err != nil {
 		return nil, err
@@ -251,8 +259,20 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) 
 	}
 	seq := at.Seq()
 	idb := be64(uint64(c.ID))
+	// The outbox writes first: its writes are idempotent, and the dedupe
+	// key must stay the last write (see below).
+	var after func()
+	if outbox != nil {
+		if after, err = outbox.Stage(tx, Stored{ID: c.ID, From: c.From, To: c.To, Group: c.Group}); err != nil {
+			return nil, err
+		}
+	}
 	if c.Group != "" {
-		return applyGroupMessage(tx, seq, c, mk, dk, idb)
+		res, err := applyGroupMessage(tx, seq, c, mk, dk, idb)
+		if err == nil {
+			res.after = after
+		}
+		return res, err
 	}
 	conv := directConv(c.From, c.To)
 
@@ -304,7 +324,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) 
 			return nil, err
 		}
 	}
-	return &applied{ID: c.ID, Payload: c.Payload}, nil
+	return &applied{ID: c.ID, Payload: c.Payload, after: after}, nil
 }
 
 // applyReadCursor moves a read cursor forward, clamped to the highest
@@ -342,7 +362,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 // the group (members find it through their groups when they read).
 // Membership was checked by the proposing node: this handler cannot read
 // the users service's keys.
-func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte) (any, error) {
+func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte) (*applied, error) {
 	gk := groupSummaryKey(c.Group)
 	sum := summary{LastID: c.ID, LastSeq: seq}
 	old, found, err := getSummary(tx, gk)

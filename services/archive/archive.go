@@ -100,6 +100,23 @@ type Blocks interface {
 	IsBlocked(blocker, blocked string) bool
 }
 
+// Outbox hears of each newly stored message (not of a retried one)
+// inside the FSM transaction that stores it, on every node, so that what
+// it writes commits with the message: the push bridge's outbox
+// (services/push). It must read and write only replicated keys. The
+// function it returns, if any, runs once the transaction is committed.
+type Outbox interface {
+	Stage(tx *badger.Txn, m Stored) (afterCommit func(), err error)
+}
+
+// Stored names a stored message for the Outbox.
+type Stored struct {
+	ID    snowflake.ID
+	From  string
+	To    string // a direct message's recipient
+	Group string // a group message's group
+}
+
 // The ground-floor types the node wires in satisfy these interfaces.
 var (
 	_ Registrar = (*fsm.FSM)(nil)
@@ -108,7 +125,7 @@ var (
 
 // Deps are the archive's collaborators. Logger and Registerer may be nil;
 // so may Groups (group messages and group history are then refused as
-// not found) and Blocks (nobody is blocked).
+// not found), Blocks (nobody is blocked) and Outbox (no push outbox).
 type Deps struct {
 	DB         *badger.DB
 	Proposer   Proposer
@@ -118,6 +135,7 @@ type Deps struct {
 	Users      Directory
 	Groups     Groups
 	Blocks     Blocks
+	Outbox     Outbox
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -185,7 +203,10 @@ func New(deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("archive: register metrics: %w", err)
 		}
 	}
-	deps.FSM.Register(wire.CmdMessage, applyMessage)
+	outbox := deps.Outbox
+	deps.FSM.Register(wire.CmdMessage, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyMessage(tx, at, payload, outbox)
+	})
 	deps.FSM.Register(wire.CmdReadCursor, applyReadCursor)
 	return s, nil
 }

@@ -344,3 +344,70 @@ func groupUnread(tx *badger.Txn, uid, gid string) (int, error) {
 	}
 	return n, nil
 }
+
+// Message returns the stored envelope JSON of message id; ok is false
+// when there is none.
+func (s *Service) Message(id snowflake.ID) (payload []byte, ok bool, err error) {
+	err = s.db.View(func(tx *badger.Txn) error {
+		payload, err = loadMessage(tx, id)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	return payload, err == nil, err
+}
+
+// ReadUpTo is uid's read cursor in a conversation: with peer for a
+// direct conversation, or of group gid when gid is set. 0 when nothing
+// was read.
+func (s *Service) ReadUpTo(uid, peer, gid string) (snowflake.ID, error) {
+	conv := groupConv(gid)
+	if gid == "" {
+		conv = directConv(uid, peer)
+	}
+	var cur snowflake.ID
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		cur, _, err = getID(tx, cursorKey(uid, conv))
+		return err
+	})
+	return cur, err
+}
+
+// UnreadTotal is uid's unread count over every conversation (each
+// counted up to the cap of the conversation list): the badge of a push
+// notification. It walks what the conversation list walks, without
+// loading the last messages.
+func (s *Service) UnreadTotal(uid string) (int, error) {
+	gids, err := s.groupsOf(uid)
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	err = s.db.View(func(tx *badger.Txn) error {
+		prefix := summaryPrefix(uid)
+		var peers []string
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			peers = append(peers, string(it.Item().Key()[len(prefix):]))
+		}
+		it.Close()
+		for _, peer := range peers {
+			n, err := unread(tx, uid, peer)
+			if err != nil {
+				return err
+			}
+			total += n
+		}
+		for _, gid := range gids {
+			n, err := groupUnread(tx, uid, gid)
+			if err != nil {
+				return err
+			}
+			total += n
+		}
+		return nil
+	})
+	return total, err
+}

@@ -1,7 +1,8 @@
 // Package push owns the data side of edgechat's push notifications: the
 // devices users register for APNs, FCM and Web Push, the conversations
-// they muted, their preview preference, and the cluster's Web Push
-// (VAPID) key pair. It does not send anything: the push bridge reads
+// they muted, their preview preference, the cluster's Web Push (VAPID)
+// key pair, and the outbox of messages with pushes still to decide. It
+// does not send anything: the push bridge reads
 // what it needs through Devices, DeviceByToken, IsMuted, Preview and
 // VAPIDKeys, and removes dead tokens with RemoveToken.
 //
@@ -16,6 +17,8 @@
 //	m/{uid}/{conversation}    Mute JSON
 //	s/{uid}                   Settings JSON
 //	vapid                     the VAPID key pair (first proposal wins)
+//	q/{id}                    a message in the outbox (pushes to decide; outbox.go)
+//	h/{id}{uid}/{device}      a device handled for a message in the outbox
 package push
 
 import (
@@ -78,6 +81,7 @@ type Service struct {
 	enabled  map[string]bool
 	log      *slog.Logger
 	now      func() time.Time
+	out      outbox
 }
 
 // New registers the FSM handlers.
@@ -101,6 +105,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdPushMute, s.applyMute)
 	deps.FSM.Register(wire.CmdPushSettings, s.applySettings)
 	deps.FSM.Register(wire.CmdPushVAPID, s.applyVAPID)
+	deps.FSM.Register(wire.CmdPushProgress, s.applyProgress)
 	return s, nil
 }
 

@@ -1,0 +1,827 @@
+package push
+
+// The sender: the part of the push bridge that turns committed messages
+// into notifications, exactly once per (message, device) as far as a
+// crash allows.
+//
+// Every committed message that may need a push sits in the replicated
+// outbox (services/push): the archive stages it in the transaction that
+// stores it. The Raft leader is the one node that sends: it is the node
+// the whole cluster agrees on at any time, and it moves within about a
+// second when a node dies (a home node per user, as presence has, would
+// stay on a killed node until it is removed from the cluster). On
+// becoming leader the sender reads the outbox; while it leads it hears of
+// each newly staged message right after its commit. For each message it
+//
+//  1. plans at once (at commit, when it is leader then): the candidate
+//     recipients (Candidates), their registered devices not yet handled,
+//     and which of those devices are connected now (a device online at
+//     commit gets the message over MQTT and is not pushed);
+//  2. when the grace period after the commit has passed, decides for each
+//     device (Decide, with the device's connection, the user's read
+//     cursor, mutes and do-not-disturb read then) and queues a
+//     notification (Build) for each device to push;
+//  3. sends through one bounded queue per provider (a peerqueue: the
+//     newest pushes are kept when it overflows), many requests at once,
+//     retrying a transient failure with exponential backoff and jitter,
+//     never before the provider's Retry-After, and removing a token the
+//     provider reports dead;
+//  4. records its progress in the outbox through Raft, coalesced: each
+//     device handled (pushed, given up or dead), and the message done once
+//     every device is. A new leader skips the handled devices, so only
+//     pushes whose record was not yet committed when the leader died are
+//     sent again, and the per-conversation collapse ID makes that second
+//     notification replace the first on the device.
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/internal/peerqueue"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Defaults of SenderConfig.
+const (
+	DefaultGrace          = 5 * time.Second
+	DefaultConcurrency    = 128
+	DefaultMaxQueue       = 100_000
+	DefaultMaxAttempts    = 10
+	DefaultRetryMin       = time.Second
+	DefaultRetryMax       = 5 * time.Minute
+	DefaultSendTimeout    = 10 * time.Second
+	DefaultProgressEvery  = 100 * time.Millisecond
+	maxProgressPerCommand = 10_000 // services/push accepts 20,000
+	planWorkers           = 4
+	replanDelay           = 5 * time.Second
+	finalFlushTimeout     = 3 * time.Second
+)
+
+// SenderConfig tunes the sender; zero fields take the defaults, except
+// Grace, where NoGrace asks for none.
+type SenderConfig struct {
+	// Grace is how long after the commit a device is pushed if it has not
+	// connected or read the message (--push-grace).
+	Grace time.Duration
+	// NoGrace pushes as soon as the message is committed (Grace 0 would
+	// mean the default).
+	NoGrace bool
+	// GroupLimit is --push-group-limit (DefaultGroupLimit).
+	GroupLimit int
+	// Concurrency is the provider requests in flight per platform.
+	Concurrency int
+	// MaxQueue bounds the pushes waiting per platform; past it the oldest
+	// are dropped (counted).
+	MaxQueue int
+	// MaxAttempts is how many times a push is tried before it is given up.
+	MaxAttempts int
+	// RetryMin and RetryMax bound the delay between attempts (before
+	// jitter and the provider's Retry-After).
+	RetryMin, RetryMax time.Duration
+	// SendTimeout bounds one provider request.
+	SendTimeout time.Duration
+	// ProgressEvery is how often progress is committed.
+	ProgressEvery time.Duration
+}
+
+func (c SenderConfig) withDefaults() SenderConfig {
+	if c.Grace <= 0 && !c.NoGrace {
+		c.Grace = DefaultGrace
+	}
+	if c.NoGrace {
+		c.Grace = 0
+	}
+	c.GroupLimit = effectiveGroupLimit(c.GroupLimit)
+	c.Concurrency = cmp.Or(max(c.Concurrency, 0), DefaultConcurrency)
+	c.MaxQueue = cmp.Or(max(c.MaxQueue, 0), DefaultMaxQueue)
+	c.MaxAttempts = cmp.Or(max(c.MaxAttempts, 0), DefaultMaxAttempts)
+	c.RetryMin = cmp.Or(max(c.RetryMin, 0), DefaultRetryMin)
+	c.RetryMax = cmp.Or(max(c.RetryMax, 0), DefaultRetryMax)
+	c.SendTimeout = cmp.Or(max(c.SendTimeout, 0), DefaultSendTimeout)
+	c.ProgressEvery = cmp.Or(max(c.ProgressEvery, 0), DefaultProgressEvery)
+	return c
+}
+
+// Progress is what the sender commits to the outbox: per message the
+// client IDs ({uid}/{device}) handled, and the messages done.
+type Progress struct {
+	Handled map[snowflake.ID][]string
+	Done    []snowflake.ID
+}
+
+// Outbox is the replicated list of messages with pushes to decide
+// (services/push, adapted by the node).
+type Outbox interface {
+	// EachQueued calls fn with each queued message ID, oldest first, until
+	// it returns false.
+	EachQueued(fn func(id snowflake.ID) bool) error
+	// Handled lists the client IDs recorded as handled for id.
+	Handled(id snowflake.ID) ([]string, error)
+	// RecordProgress commits p (through Raft).
+	RecordProgress(ctx context.Context, p Progress) error
+}
+
+// Preferences are a user's push settings (services/push).
+type Preferences interface {
+	// Mutes are uid's mutes in force at `at`.
+	Mutes(uid string, at time.Time) ([]Mute, error)
+	// DND is uid's do-not-disturb window, nil when none.
+	DND(uid string) (*DND, error)
+	Preview(uid string) (Preview, error)
+	// GroupOptIns are the users who asked for every message of gid.
+	GroupOptIns(gid string) ([]string, error)
+}
+
+// Archive is where the sender reads messages and read state
+// (services/archive).
+type Archive interface {
+	// Message is the stored envelope JSON of id.
+	Message(id snowflake.ID) (payload []byte, ok bool, err error)
+	// ReadUpTo is uid's read cursor with peer, or in group gid when set.
+	ReadUpTo(uid, peer, gid string) (snowflake.ID, error)
+	// UnreadTotal is uid's unread count over all conversations.
+	UnreadTotal(uid string) (int, error)
+}
+
+// Directory names users and groups (services/users).
+type Directory interface {
+	DisplayName(uid string) string
+	// Group is a group's display name and member IDs.
+	Group(gid string) (name string, members []string, err error)
+	IsMember(gid, uid string) bool
+}
+
+// Connections tells whether an MQTT client ID is connected anywhere in
+// the cluster (the broker's replicated client registry).
+type Connections interface {
+	Connected(clientID string) bool
+}
+
+// Leadership says whether this node sends (*cluster.Raft).
+type Leadership interface {
+	IsLeader() bool
+	// MembersChanged is closed at the next change of members or leader.
+	MembersChanged() <-chan struct{}
+}
+
+// SenderDeps are the sender's collaborators; all but Metrics, Registerer,
+// Now and Logger are required.
+type SenderDeps struct {
+	Outbox        Outbox
+	Registrations Registrations
+	Preferences   Preferences
+	Archive       Archive
+	Directory     Directory
+	Connections   Connections
+	Leadership    Leadership
+	Provider      Provider // the Router, usually Counted
+	Metrics       *Metrics
+	Registerer    prometheus.Registerer
+	Now           func() time.Time
+	Logger        *slog.Logger
+}
+
+// Sender sends the pushes of committed messages while its node leads.
+type Sender struct {
+	cfg  SenderConfig
+	deps SenderDeps
+	log  *slog.Logger
+	now  func() time.Time
+	sm   *senderMetrics
+	qm   *peerqueue.Metrics
+
+	mu     sync.Mutex
+	staged []snowflake.ID // heard of since the last drain
+	wake   chan struct{}
+}
+
+// NewSender checks deps and registers the sender's metrics.
+func NewSender(cfg SenderConfig, deps SenderDeps) (*Sender, error) {
+	if deps.Outbox == nil || deps.Registrations == nil || deps.Preferences == nil || deps.Archive == nil ||
+		deps.Directory == nil || deps.Connections == nil || deps.Leadership == nil || deps.Provider == nil {
+		return nil, errors.New("push: SenderDeps: Outbox, Registrations, Preferences, Archive, Directory, Connections, Leadership and Provider are required")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	s := &Sender{cfg: cfg.withDefaults(), deps: deps, log: orDiscard(deps.Logger).With("component", "push-sender"),
+		now: deps.Now, wake: make(chan struct{}, 1)}
+	var err error
+	if s.sm, err = newSenderMetrics(deps.Registerer); err != nil {
+		return nil, err
+	}
+	if s.qm, err = peerqueue.NewMetrics(deps.Registerer, "edgechat_push_queue", "Push notifications"); err != nil {
+		return nil, fmt.Errorf("push: queue metrics: %w", err)
+	}
+	return s, nil
+}
+
+// Staged tells the sender that message id entered the outbox (called by
+// the outbox after the commit, on the FSM's goroutine: it only notes
+// the ID).
+func (s *Sender) Staged(id snowflake.ID) {
+	s.mu.Lock()
+	s.staged = append(s.staged, id)
+	s.mu.Unlock()
+	s.poke()
+}
+
+// poke wakes the leading loop (to look at the schedule again).
+func (s *Sender) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Sender) drainStaged() []snowflake.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := s.staged
+	s.staged = nil
+	return ids
+}
+
+// Run sends while this node leads, until ctx ends.
+func (s *Sender) Run(ctx context.Context) error {
+	for {
+		changed := s.deps.Leadership.MembersChanged()
+		if s.deps.Leadership.IsLeader() {
+			s.lead(ctx)
+		} else {
+			s.drainStaged() // the outbox has them; a leader scans it
+			select {
+			case <-changed:
+			case <-s.wake:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// term is the sender's state while it leads: dropped when it stops.
+type term struct {
+	s      *Sender
+	ctx    context.Context
+	queues *peerqueue.Set[*job]
+	prog   *progress
+	wg     sync.WaitGroup // planners, retry timers, the progress loop
+
+	mu       sync.Mutex
+	known    map[snowflake.ID]*message // scheduled or in progress
+	schedule dueHeap
+	planning chan *message
+}
+
+// lead runs one leadership term: it returns when this node no longer
+// leads or ctx ends, after stopping every send of the term and trying to
+// commit its last progress.
+func (s *Sender) lead(ctx context.Context) {
+	tctx, cancel := context.WithCancel(ctx)
+	t := &term{s: s, ctx: tctx, prog: newProgress(), known: map[snowflake.ID]*message{},
+		planning: make(chan *message, 1024)}
+	t.queues = peerqueue.NewSet(t.sendBatch, peerqueue.Config[*job]{
+		MaxItems: s.cfg.MaxQueue, MaxBatch: s.cfg.Concurrency, DropOldest: true, Dropped: t.overflowed,
+		Timeout: s.cfg.SendTimeout + 5*time.Second, Metrics: s.qm, Logger: s.log})
+	s.log.Info("push sender leading")
+	defer func() {
+		cancel()
+		t.queues.Close()
+		t.wg.Wait()
+		fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
+		t.flush(fctx)
+		fcancel()
+		s.log.Info("push sender stopped leading")
+	}()
+	for range planWorkers {
+		t.wg.Go(t.planLoop)
+	}
+	t.wg.Go(t.progressLoop)
+	for _, id := range s.drainStaged() {
+		t.add(id, true)
+	}
+	if err := s.deps.Outbox.EachQueued(func(id snowflake.ID) bool { t.add(id, false); return true }); err != nil {
+		s.log.Error("reading the push outbox", "err", err)
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		changed := s.deps.Leadership.MembersChanged()
+		if !s.deps.Leadership.IsLeader() {
+			return
+		}
+		t.startDue()
+		timer.Reset(t.untilNextDue())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-s.wake:
+			for _, id := range s.drainStaged() {
+				t.add(id, true)
+			}
+		case <-timer.C:
+		}
+	}
+}
+
+// message is one outbox entry while the term handles it.
+type message struct {
+	id  snowflake.ID
+	due time.Time
+	// atCommit: the sender heard of it at its commit (so connections
+	// read at planning are those at the commit).
+	atCommit bool
+
+	planned chan struct{} // closed when plan is set
+	plan    *plan         // nil: nothing to push (or the plan failed)
+	planErr error
+	mu      sync.Mutex
+	pending int // devices queued or waiting for a retry, +1 until all are queued
+}
+
+// add schedules message id unless the term has it already.
+func (t *term) add(id snowflake.ID, atCommit bool) {
+	t.mu.Lock()
+	if _, ok := t.known[id]; ok {
+		t.mu.Unlock()
+		return
+	}
+	m := &message{id: id, due: id.Time().Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{})}
+	t.known[id] = m
+	heap.Push(&t.schedule, m)
+	t.mu.Unlock()
+	if atCommit {
+		// Plan now: who was connected at the commit matters.
+		select {
+		case t.planning <- m:
+		case <-t.ctx.Done():
+		}
+	}
+}
+
+// startDue starts the messages whose grace period is over.
+func (t *term) startDue() {
+	now := t.s.now()
+	for {
+		t.mu.Lock()
+		if len(t.schedule) == 0 || t.schedule[0].due.After(now) {
+			t.mu.Unlock()
+			return
+		}
+		m := heap.Pop(&t.schedule).(*message)
+		t.mu.Unlock()
+		if !m.atCommit {
+			select {
+			case t.planning <- m:
+			case <-t.ctx.Done():
+				return
+			}
+		}
+		t.wg.Go(func() { t.execute(m) })
+	}
+}
+
+func (t *term) untilNextDue() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.schedule) == 0 {
+		return time.Hour
+	}
+	return max(t.schedule[0].due.Sub(t.s.now()), 0)
+}
+
+func (t *term) planLoop() {
+	for {
+		select {
+		case m := <-t.planning:
+			p, err := t.s.planMessage(m.id, m.atCommit)
+			if err != nil && t.ctx.Err() == nil {
+				t.s.log.Error("planning the pushes of a message; trying again", "message", m.id, "err", err)
+			}
+			m.plan, m.planErr = p, err
+			close(m.planned)
+		case <-t.ctx.Done():
+			return
+		}
+	}
+}
+
+// execute decides and queues the pushes of a due message.
+func (t *term) execute(m *message) {
+	select {
+	case <-m.planned:
+	case <-t.ctx.Done():
+		return
+	}
+	switch {
+	case t.ctx.Err() != nil:
+		return
+	case m.planErr != nil:
+		t.replanLater(m)
+		return
+	case m.plan == nil:
+		t.done(m)
+		return
+	}
+	m.pending = 1 // held until every device is queued
+	t.s.decideAndQueue(t, m)
+	t.finish(m, "")
+}
+
+// finish ends one pending device of m (clientID "" ends the hold of
+// execute); the message is done when none is left.
+func (t *term) finish(m *message, clientID string) {
+	if t.ctx.Err() != nil {
+		return // the next leader redoes what this term did not record
+	}
+	if clientID != "" {
+		t.prog.addHandled(m.id, clientID)
+	}
+	m.mu.Lock()
+	m.pending--
+	last := m.pending == 0
+	m.mu.Unlock()
+	if last {
+		t.done(m)
+	}
+}
+
+// replanLater gives a message whose plan failed (a read error) another
+// try in a while; it stays in the outbox meanwhile.
+func (t *term) replanLater(m *message) {
+	t.mu.Lock()
+	delete(t.known, m.id)
+	t.mu.Unlock()
+	t.wg.Go(func() {
+		timer := time.NewTimer(replanDelay)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			t.add(m.id, false)
+			t.s.poke()
+		case <-t.ctx.Done():
+		}
+	})
+}
+
+func (t *term) done(m *message) {
+	t.prog.done(m.id)
+	t.mu.Lock()
+	delete(t.known, m.id)
+	t.mu.Unlock()
+}
+
+// dueHeap orders messages by due time, then ID.
+type dueHeap []*message
+
+func (h dueHeap) Len() int { return len(h) }
+func (h dueHeap) Less(i, j int) bool {
+	if !h[i].due.Equal(h[j].due) {
+		return h[i].due.Before(h[j].due)
+	}
+	return h[i].id < h[j].id
+}
+func (h dueHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)   { *h = append(*h, x.(*message)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	m := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return m
+}
+
+// plan is what a message needs pushed, read once.
+type plan struct {
+	msg   Message
+	users []userPlan
+}
+
+// userPlan is a candidate recipient's devices not yet handled.
+type userPlan struct {
+	uid     string
+	devices []Registered
+	// onlineAtCommit are the client IDs that were connected when the
+	// message was planned at its commit.
+	onlineAtCommit map[string]bool
+}
+
+// planMessage reads message id and its candidates. A nil plan with a nil
+// error means there is nothing to push (the message is gone, or nobody
+// is a candidate).
+func (s *Sender) planMessage(id snowflake.ID, atCommit bool) (*plan, error) {
+	payload, ok, err := s.deps.Archive.Message(id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var env wire.Envelope
+	if err := json.Unmarshal(payload, &env); err != nil {
+		return nil, fmt.Errorf("stored message %d: %w", id, err)
+	}
+	m := Message{ID: id, From: env.From, SenderName: s.deps.Directory.DisplayName(env.From), To: env.To,
+		Group: env.Group, Type: env.Type, Body: env.Body, Mentions: env.Mentions, CommittedAt: id.Time()}
+	if env.Media != nil {
+		m.MediaMIME = env.Media.Mime
+	}
+	if env.ReplyTo != nil {
+		if p, ok, err := s.deps.Archive.Message(*env.ReplyTo); err == nil && ok {
+			var orig wire.Envelope
+			if json.Unmarshal(p, &orig) == nil {
+				m.ReplyToAuthor = orig.From
+			}
+		}
+	}
+	recipients, err := s.recipients(&m)
+	if err != nil {
+		return nil, err
+	}
+	candidates := Candidates(m, recipients, s.cfg.GroupLimit)
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	handled, err := s.deps.Outbox.Handled(id)
+	if err != nil {
+		return nil, err
+	}
+	p := &plan{msg: m}
+	for _, r := range candidates {
+		regs, err := s.deps.Registrations.Devices(r.UID)
+		if err != nil {
+			return nil, err
+		}
+		u := userPlan{uid: r.UID}
+		for _, reg := range regs {
+			cid := r.UID + "/" + reg.Name
+			if _, done := slices.BinarySearch(handled, cid); done {
+				continue
+			}
+			if atCommit && s.deps.Connections.Connected(cid) {
+				if u.onlineAtCommit == nil {
+					u.onlineAtCommit = map[string]bool{}
+				}
+				u.onlineAtCommit[cid] = true
+			}
+			u.devices = append(u.devices, reg)
+		}
+		if len(u.devices) > 0 {
+			p.users = append(p.users, u)
+		}
+	}
+	if len(p.users) == 0 {
+		return nil, nil
+	}
+	return p, nil
+}
+
+// recipients are the users a message may push: the recipient of a direct
+// message; every member of a group up to the group limit; in a larger
+// group only those who can be candidates at all (mentioned, the replied
+// author, opted in), so that a message to 10,000 members reads 10,000
+// nothing.
+func (s *Sender) recipients(m *Message) ([]Recipient, error) {
+	if !m.IsGroup() {
+		return []Recipient{{UID: m.To}}, nil
+	}
+	name, members, err := s.deps.Directory.Group(m.Group)
+	if err != nil {
+		return nil, err
+	}
+	m.GroupName, m.GroupMembers = name, len(members)
+	if len(members) <= s.cfg.GroupLimit {
+		out := make([]Recipient, len(members))
+		for i, uid := range members {
+			out[i] = Recipient{UID: uid}
+		}
+		return out, nil
+	}
+	optIns, err := s.deps.Preferences.GroupOptIns(m.Group)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []Recipient
+	add := func(uid string, optedIn bool) {
+		if uid == "" || seen[uid] || !s.deps.Directory.IsMember(m.Group, uid) {
+			return
+		}
+		seen[uid] = true
+		out = append(out, Recipient{UID: uid, OptedIn: optedIn})
+	}
+	for _, uid := range optIns {
+		add(uid, true)
+	}
+	for uid := range mentionSet(*m) {
+		add(uid, false)
+	}
+	add(m.ReplyToAuthor, false)
+	return out, nil
+}
+
+// decideAndQueue decides each planned device of m now and queues the
+// pushes; users are read in parallel (a large opted-in group has
+// thousands).
+func (s *Sender) decideAndQueue(t *term, m *message) {
+	users := m.plan.users
+	workers := min(planWorkers, len(users))
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for t.ctx.Err() == nil {
+				next.Lock()
+				if i == len(users) {
+					next.Unlock()
+					return
+				}
+				u := users[i]
+				i++
+				next.Unlock()
+				s.decideUser(t, m, u)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// decideUser reads what one user's devices are decided on, once, and
+// queues a push for each device that gets one.
+func (s *Sender) decideUser(t *term, m *message, u userPlan) {
+	msg := m.plan.msg
+	now := s.now()
+	mutes, err := s.deps.Preferences.Mutes(u.uid, now)
+	if err != nil {
+		s.log.Error("push: reading mutes", "uid", u.uid, "err", err)
+		return
+	}
+	dnd, err := s.deps.Preferences.DND(u.uid)
+	if err != nil {
+		s.log.Error("push: reading do-not-disturb", "uid", u.uid, "err", err)
+		return
+	}
+	peer := msg.From
+	readUpTo, err := s.deps.Archive.ReadUpTo(u.uid, peer, msg.Group)
+	if err != nil {
+		s.log.Error("push: reading the read cursor", "uid", u.uid, "err", err)
+		return
+	}
+	var n *Notification
+	for _, reg := range u.devices {
+		cid := u.uid + "/" + reg.Name
+		state := DeviceState{UID: u.uid, Device: reg.Name, Mutes: mutes, DND: dnd, ReadUpTo: readUpTo}
+		if u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid) {
+			state.Connected = []string{cid}
+		}
+		v := Decide(msg, state, now)
+		s.sm.decided(v)
+		if v != PushNow {
+			continue
+		}
+		if n == nil {
+			built, err := s.build(msg, u.uid)
+			if err != nil {
+				s.log.Error("push: building a notification", "uid", u.uid, "err", err)
+				return
+			}
+			n = &built
+		}
+		j := &job{msg: m, uid: u.uid, reg: reg, n: *n}
+		m.mu.Lock()
+		m.pending++
+		m.mu.Unlock()
+		if err := t.queues.Push(string(reg.Device.Platform), j); err != nil {
+			t.finish(m, "") // closed: the term is over
+		}
+	}
+}
+
+func (s *Sender) build(msg Message, uid string) (Notification, error) {
+	preview, err := s.deps.Preferences.Preview(uid)
+	if err != nil {
+		return Notification{}, err
+	}
+	unread, err := s.deps.Archive.UnreadTotal(uid)
+	if err != nil {
+		return Notification{}, err
+	}
+	return Build(msg, BuildOptions{Recipient: uid, Preview: preview, Unread: unread}), nil
+}
+
+// job is one push to one device.
+type job struct {
+	msg      *message
+	uid      string
+	reg      Registered
+	n        Notification
+	attempts int
+}
+
+func (j *job) clientID() string { return j.uid + "/" + j.reg.Name }
+
+// sendBatch sends a queue's batch, every push at once, and acknowledges
+// it: what must be tried again is re-queued after its delay, so that one
+// slow retry never holds the queue.
+func (t *term) sendBatch(ctx context.Context, b peerqueue.Batch[*job]) error {
+	var wg sync.WaitGroup
+	for _, j := range b.Items {
+		wg.Go(func() { t.send(ctx, j) })
+	}
+	wg.Wait()
+	return nil
+}
+
+func (t *term) send(ctx context.Context, j *job) {
+	s := t.s
+	sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
+	defer cancel()
+	j.attempts++
+	res, err := s.deps.Provider.Send(sctx, j.reg.Device, j.n)
+	if t.ctx.Err() != nil {
+		return // the term ended: not recorded, the next leader sends it
+	}
+	now := s.now()
+	if res.Outcome != 0 {
+		s.sm.latency.Observe(now.Sub(j.msg.plan.msg.CommittedAt).Seconds())
+	}
+	platform := string(j.reg.Device.Platform)
+	switch res.Outcome {
+	case Delivered:
+	case DeadToken:
+		removeDeadToken(t.ctx, s.deps.Registrations, s.deps.Metrics, s.log, j.uid, j.reg, res)
+	case Failed:
+		logFailure(s.log, platform, tokenOf(j.reg.Device), res, err)
+		s.sm.givenUp(reasonRejected)
+	default: // RetryLater, or no answer at all
+		delay := s.retryDelay(j.attempts, res.RetryAfter)
+		if j.attempts >= s.cfg.MaxAttempts || !now.Add(delay).Before(j.n.Expiry) {
+			logFailure(s.log, platform, tokenOf(j.reg.Device), res, err)
+			s.sm.givenUp(reasonAttempts)
+			break
+		}
+		s.sm.retries.Inc()
+		t.retryAfter(j, delay)
+		return
+	}
+	t.finish(j.msg, j.clientID())
+}
+
+// retryAfter queues j again after d, unless the term ends first.
+func (t *term) retryAfter(j *job, d time.Duration) {
+	t.wg.Go(func() {
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			if err := t.queues.Push(string(j.reg.Device.Platform), j); err != nil {
+				t.finish(j.msg, "")
+			}
+		case <-t.ctx.Done():
+		}
+	})
+}
+
+// retryDelay is exponential from RetryMin to RetryMax with "equal
+// jitter" (half fixed, half random, so that devices that failed together
+// do not retry together), and never shorter than the provider's
+// Retry-After.
+func (s *Sender) retryDelay(attempt int, retryAfter time.Duration) time.Duration {
+	d := s.cfg.RetryMin
+	for i := 1; i < attempt && d < s.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.RetryMax)
+	d = d/2 + rand.N(d/2+1)
+	return max(d, retryAfter)
+}
+
+// overflowed: the queue dropped the oldest pushes to make room; they are
+// given up, so that their messages can finish.
+func (t *term) overflowed(_ string, jobs []*job) {
+	for _, j := range jobs {
+		t.s.sm.givenUp(reasonOverflow)
+		t.finish(j.msg, j.clientID())
+	}
+}
+
+func tokenOf(d Device) string {
+	if d.Platform == WebPush {
+		return d.Endpoint
+	}
+	return d.Token
+}

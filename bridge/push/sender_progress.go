@@ -1,0 +1,108 @@
+package push
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+)
+
+// progress collects what the term handled until the next commit of it.
+type progress struct {
+	mu      sync.Mutex
+	handled map[snowflake.ID][]string
+	doneIDs []snowflake.ID
+}
+
+func newProgress() *progress { return &progress{handled: map[snowflake.ID][]string{}} }
+
+func (p *progress) addHandled(id snowflake.ID, clientID string) {
+	p.mu.Lock()
+	p.handled[id] = append(p.handled[id], clientID)
+	p.mu.Unlock()
+}
+
+func (p *progress) done(id snowflake.ID) {
+	p.mu.Lock()
+	p.doneIDs = append(p.doneIDs, id)
+	p.mu.Unlock()
+}
+
+// take removes and returns up to max entries (devices and messages); a
+// message done drops its device entries (removing the message removes
+// them).
+func (p *progress) take(max int) (Progress, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out Progress
+	n := 0
+	for len(p.doneIDs) > 0 && n < max {
+		id := p.doneIDs[0]
+		p.doneIDs = p.doneIDs[1:]
+		delete(p.handled, id)
+		out.Done = append(out.Done, id)
+		n++
+	}
+	for id, cids := range p.handled {
+		if n >= max {
+			break
+		}
+		k := min(len(cids), max-n)
+		if out.Handled == nil {
+			out.Handled = map[snowflake.ID][]string{}
+		}
+		out.Handled[id] = cids[:k:k]
+		if k == len(cids) {
+			delete(p.handled, id)
+		} else {
+			p.handled[id] = cids[k:]
+		}
+		n += k
+	}
+	return out, n > 0
+}
+
+// putBack returns entries whose commit failed, to be tried again.
+func (p *progress) putBack(q Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.doneIDs = append(q.Done, p.doneIDs...)
+	for id, cids := range q.Handled {
+		p.handled[id] = append(cids, p.handled[id]...)
+	}
+}
+
+// progressLoop commits the term's progress every ProgressEvery.
+func (t *term) progressLoop() {
+	tick := time.NewTicker(t.s.cfg.ProgressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			t.flush(t.ctx)
+		case <-t.ctx.Done():
+			return
+		}
+	}
+}
+
+// flush commits what was collected, in commands of bounded size. What
+// does not commit stays for the next flush (the final one at the end of
+// the term is best effort: a record lost there is a push the next leader
+// sends again).
+func (t *term) flush(ctx context.Context) {
+	for {
+		p, ok := t.prog.take(maxProgressPerCommand)
+		if !ok {
+			return
+		}
+		if err := t.s.deps.Outbox.RecordProgress(ctx, p); err != nil {
+			t.prog.putBack(p)
+			if ctx.Err() == nil {
+				t.s.log.Warn("push: recording progress failed; will retry", "err", err)
+			}
+			return
+		}
+	}
+}

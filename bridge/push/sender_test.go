@@ -1,0 +1,463 @@
+package push_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/bridge/push"
+	"github.com/edgechat/edgechat/bridge/push/pushtest"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// world is the sender's surroundings in memory: an outbox, devices,
+// preferences, messages, a directory, connections and a leadership the
+// test flips. The provider is real (against a mock) or scripted.
+type world struct {
+	mu        sync.Mutex
+	queued    map[snowflake.ID]bool
+	handled   map[snowflake.ID][]string
+	devices   map[string][]push.Registered
+	removed   []string // "uid platform token"
+	messages  map[snowflake.ID][]byte
+	members   map[string][]string
+	connected map[string]bool
+	leader    bool
+	changed   chan struct{}
+	records   int
+}
+
+func newWorld() *world {
+	return &world{queued: map[snowflake.ID]bool{}, handled: map[snowflake.ID][]string{},
+		devices: map[string][]push.Registered{}, messages: map[snowflake.ID][]byte{},
+		members: map[string][]string{}, connected: map[string]bool{}, leader: true, changed: make(chan struct{})}
+}
+
+// Outbox.
+func (w *world) EachQueued(fn func(snowflake.ID) bool) error {
+	w.mu.Lock()
+	ids := make([]snowflake.ID, 0, len(w.queued))
+	for id := range w.queued {
+		ids = append(ids, id)
+	}
+	w.mu.Unlock()
+	slices.Sort(ids)
+	for _, id := range ids {
+		if !fn(id) {
+			break
+		}
+	}
+	return nil
+}
+
+func (w *world) Handled(id snowflake.ID) ([]string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := slices.Clone(w.handled[id])
+	slices.Sort(out)
+	return out, nil
+}
+
+func (w *world) RecordProgress(_ context.Context, p push.Progress) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.records++
+	for id, cids := range p.Handled {
+		if w.queued[id] {
+			w.handled[id] = append(w.handled[id], cids...)
+		}
+	}
+	for _, id := range p.Done {
+		delete(w.queued, id)
+		delete(w.handled, id)
+	}
+	return nil
+}
+
+func (w *world) queuedCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queued)
+}
+
+// Registrations.
+func (w *world) Devices(uid string) ([]push.Registered, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.devices[uid]), nil
+}
+
+func (w *world) RemoveToken(_ context.Context, uid string, p push.Platform, token string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.removed = append(w.removed, fmt.Sprintf("%s %s %s", uid, p, token))
+	return nil
+}
+
+// Preferences.
+func (w *world) Mutes(string, time.Time) ([]push.Mute, error) { return nil, nil }
+func (w *world) DND(string) (*push.DND, error)                { return nil, nil }
+func (w *world) Preview(string) (push.Preview, error)         { return push.PreviewFull, nil }
+func (w *world) GroupOptIns(string) ([]string, error)         { return nil, nil }
+
+// Archive.
+func (w *world) Message(id snowflake.ID) ([]byte, bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, ok := w.messages[id]
+	return p, ok, nil
+}
+func (w *world) ReadUpTo(string, string, string) (snowflake.ID, error) { return 0, nil }
+func (w *world) UnreadTotal(string) (int, error)                       { return 1, nil }
+
+// Directory.
+func (w *world) DisplayName(uid string) string { return uid }
+func (w *world) Group(gid string) (string, []string, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return gid, slices.Clone(w.members[gid]), nil
+}
+func (w *world) IsMember(gid, uid string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Contains(w.members[gid], uid)
+}
+
+// Connections.
+func (w *world) Connected(cid string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.connected[cid]
+}
+
+// Leadership.
+func (w *world) IsLeader() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.leader
+}
+
+func (w *world) MembersChanged() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
+}
+
+func (w *world) setLeader(v bool) {
+	w.mu.Lock()
+	w.leader = v
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// stage commits a direct message from alice to uid into the archive and
+// the outbox.
+var nextSeq uint16
+
+func (w *world) stage(uid, body string) snowflake.ID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	nextSeq++
+	id := snowflake.Make(uint64(time.Now().UnixMilli())-uint64(snowflake.Epoch.UnixMilli()), 1, nextSeq)
+	env := wire.Envelope{ID: id, From: "alice", To: uid, CID: fmt.Sprint(nextSeq), Type: wire.TypeText, Body: body}
+	w.messages[id] = env.Marshal()
+	w.queued[id] = true
+	return id
+}
+
+func (w *world) register(uid, name string, d push.Device) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.devices[uid] = append(w.devices[uid], push.Registered{Name: name, Device: d, UpdatedAt: time.Unix(0, 0)})
+}
+
+// startSender runs a sender over w until the test ends.
+func startSender(t *testing.T, w *world, p push.Provider, cfg push.SenderConfig) (*push.Sender, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := push.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := push.NewSender(cfg, push.SenderDeps{Outbox: w, Registrations: w, Preferences: w, Archive: w,
+		Directory: w, Connections: w, Leadership: w, Provider: push.Counted(p, m), Metrics: m, Registerer: reg,
+		Logger: testutil.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("sender did not stop")
+		}
+	})
+	return s, reg
+}
+
+// scripted is a provider whose answers a test scripts per token; it
+// records every attempt.
+type scripted struct {
+	mu       sync.Mutex
+	answer   func(d push.Device, attempt int) (push.Result, error)
+	attempts map[string][]time.Time
+	block    chan struct{} // when set, sends wait for it (or their ctx)
+}
+
+func (s *scripted) Name() string { return "scripted" }
+
+func (s *scripted) Send(ctx context.Context, d push.Device, n push.Notification) (push.Result, error) {
+	tok := d.Token + d.Endpoint
+	s.mu.Lock()
+	if s.attempts == nil {
+		s.attempts = map[string][]time.Time{}
+	}
+	s.attempts[tok] = append(s.attempts[tok], time.Now())
+	attempt := len(s.attempts[tok])
+	block, answer := s.block, s.answer
+	s.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return push.Result{Outcome: push.RetryLater}, ctx.Err()
+		}
+	}
+	if answer == nil {
+		return push.Result{Outcome: push.Delivered, Status: 200}, nil
+	}
+	return answer(d, attempt)
+}
+
+func (s *scripted) tries(tok string) []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.attempts[tok])
+}
+
+func TestSenderRetriesHonouringRetryAfterThenDelivers(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-retry"})
+	p := &scripted{answer: func(_ push.Device, attempt int) (push.Result, error) {
+		if attempt < 3 {
+			return push.Result{Outcome: push.RetryLater, Status: 429, RetryAfter: 400 * time.Millisecond}, push.ErrRetryLater
+		}
+		return push.Result{Outcome: push.Delivered, Status: 200}, nil
+	}}
+	w.stage("bob", "hi")
+	_, reg := startSender(t, w, p, push.SenderConfig{NoGrace: true, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond})
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	tries := p.tries("tok-retry")
+	if len(tries) != 3 {
+		t.Fatalf("%d attempts, want 3", len(tries))
+	}
+	for i := 1; i < len(tries); i++ {
+		if gap := tries[i].Sub(tries[i-1]); gap < 400*time.Millisecond {
+			t.Errorf("attempt %d came %v after the one before, inside Retry-After", i+1, gap)
+		}
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_retries_total", nil); v != 2 {
+		t.Errorf("retries = %v", v)
+	}
+}
+
+func TestSenderGivesUpAfterMaxAttempts(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.FCM, Token: "tok-down"})
+	p := &scripted{answer: func(push.Device, int) (push.Result, error) {
+		return push.Result{Outcome: push.RetryLater, Status: 503}, push.ErrRetryLater
+	}}
+	w.stage("bob", "hi")
+	_, reg := startSender(t, w, p, push.SenderConfig{NoGrace: true, MaxAttempts: 4, RetryMin: time.Millisecond,
+		RetryMax: 2 * time.Millisecond})
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	if n := len(p.tries("tok-down")); n != 4 {
+		t.Fatalf("%d attempts, want 4", n)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_given_up_total", map[string]string{"reason": "attempts"}); v != 1 {
+		t.Errorf("given up = %v", v)
+	}
+}
+
+// Every provider's dead-token answer removes the registration, by the
+// token (the endpoint for Web Push), and the message is done.
+func TestSenderRemovesDeadTokens(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "apns-dead"})
+	w.register("bob", "pixel", push.Device{Platform: push.FCM, Token: "fcm-dead"})
+	w.register("bob", "browser", push.Device{Platform: push.WebPush, Endpoint: "https://push.example/dead", P256dh: "k", Auth: "a"})
+	w.register("bob", "tablet", push.Device{Platform: push.APNs, Token: "apns-live"})
+	p := &scripted{answer: func(d push.Device, _ int) (push.Result, error) {
+		if d.Token == "apns-live" {
+			return push.Result{Outcome: push.Delivered, Status: 200}, nil
+		}
+		return push.Result{Outcome: push.DeadToken, Status: 410}, push.ErrDeadToken
+	}}
+	w.stage("bob", "hi")
+	_, reg := startSender(t, w, p, push.SenderConfig{NoGrace: true})
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	w.mu.Lock()
+	removed := slices.Sorted(slices.Values(w.removed))
+	w.mu.Unlock()
+	want := []string{"bob apns apns-dead", "bob fcm fcm-dead", "bob webpush https://push.example/dead"}
+	if !slices.Equal(removed, want) {
+		t.Fatalf("removed %q, want %q", removed, want)
+	}
+	for _, pl := range []string{"apns", "fcm", "webpush"} {
+		if v, _ := testutil.MetricValue(t, reg, "edgechat_push_tokens_removed_total", map[string]string{"provider": pl}); v != 1 {
+			t.Errorf("%s tokens removed = %v", pl, v)
+		}
+	}
+}
+
+// A provider that hangs costs its own pushes their timeout; the other
+// providers' pushes go out meanwhile.
+func TestSenderHangingProviderDoesNotHoldOthers(t *testing.T) {
+	apns, mock := startAPNs(t)
+	w := newWorld()
+	hung := pushtest.NewDeviceToken()
+	mock.Fail(hung, pushtest.Hang)
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: hung})
+	w.register("bob", "pixel", push.Device{Platform: push.FCM, Token: "fcm-ok"})
+	fcm := &scripted{}
+	router := push.NewRouter(map[push.Platform]push.Provider{push.APNs: apns, push.FCM: fcm})
+	w.stage("bob", "hi")
+	start := time.Now()
+	startSender(t, w, router, push.SenderConfig{NoGrace: true, SendTimeout: 5 * time.Second, MaxAttempts: 1})
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if len(fcm.tries("fcm-ok")) == 0 {
+			return errors.New("FCM push not sent")
+		}
+		return nil
+	})
+	if el := time.Since(start); el > 4*time.Second {
+		t.Errorf("the FCM push waited %v behind the hanging APNs", el)
+	}
+	testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+}
+
+// A leadership change mid-send: the old leader's unanswered pushes are
+// not recorded, the new leader sends them and skips what was recorded,
+// so each device gets its push once.
+func TestSenderNewLeaderResumesWithoutDoubles(t *testing.T) {
+	w := newWorld()
+	const devices = 20
+	for i := range devices {
+		w.register("bob", fmt.Sprint("d", i), push.Device{Platform: push.APNs, Token: fmt.Sprint("tok", i)})
+	}
+	first := &firstTerm{limit: devices / 2, answered: map[string]int{}}
+	w.stage("bob", "hi")
+	startSender(t, w, first, push.SenderConfig{NoGrace: true, Concurrency: 4, ProgressEvery: 10 * time.Millisecond})
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for id := range w.queued {
+			if len(w.handled[id]) >= devices/2 {
+				return nil
+			}
+		}
+		return errors.New("first half not recorded")
+	})
+	w.setLeader(false) // the term ends: the sends held are abandoned
+	// The deposed sender stops; another one leads (the same world is the
+	// replicated state).
+	w2 := w
+	second := &scripted{}
+	w2.setLeader(true)
+	startSender(t, w2, second, push.SenderConfig{NoGrace: true})
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	first.mu.Lock()
+	defer first.mu.Unlock()
+	for i := range devices {
+		tok := fmt.Sprint("tok", i)
+		n := first.answered[tok] + len(second.tries(tok))
+		if n != 1 {
+			t.Errorf("%s pushed %d times", tok, n)
+		}
+	}
+}
+
+func TestSenderOnlyPushesWhileLeading(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok"})
+	w.setLeader(false)
+	p := &scripted{}
+	s, _ := startSender(t, w, p, push.SenderConfig{NoGrace: true})
+	id := w.stage("bob", "hi")
+	s.Staged(id)
+	time.Sleep(200 * time.Millisecond) // a follower must stay quiet: nothing to wait for
+	if n := len(p.tries("tok")); n != 0 {
+		t.Fatalf("a follower pushed %d times", n)
+	}
+	w.setLeader(true)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 || len(p.tries("tok")) != 1 {
+			return fmt.Errorf("queued %d, tries %d", w.queuedCount(), len(p.tries("tok")))
+		}
+		return nil
+	})
+}
+
+// firstTerm delivers the first limit pushes and holds the others until
+// their context ends (the provider never accepts them).
+type firstTerm struct {
+	limit    int
+	mu       sync.Mutex
+	answered map[string]int
+	started  int
+}
+
+func (f *firstTerm) Name() string { return "first" }
+
+func (f *firstTerm) Send(ctx context.Context, d push.Device, _ push.Notification) (push.Result, error) {
+	f.mu.Lock()
+	f.started++
+	hold := f.started > f.limit
+	if !hold {
+		f.answered[d.Token]++
+	}
+	f.mu.Unlock()
+	if hold {
+		<-ctx.Done()
+		return push.Result{Outcome: push.RetryLater}, ctx.Err()
+	}
+	return push.Result{Outcome: push.Delivered, Status: 200}, nil
+}
