@@ -147,6 +147,7 @@ type env struct {
 	groups *fakeGroups // nil: the service runs without groups
 	blocks *fakeBlocks
 	gdep   Groups // overrides groups as the Groups dependency
+	outbox Outbox
 }
 
 type envOpt func(*env)
@@ -161,6 +162,9 @@ func withGroups() envOpt {
 
 // withGroupsDep gives the service g as its Groups dependency.
 func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
+
+// withOutbox gives the service an Outbox.
+func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
 
 func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
@@ -185,6 +189,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	if e.gdep != nil {
 		deps.Groups = e.gdep
 	}
+	deps.Outbox = e.outbox
 	svc, err := New(deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -1,0 +1,150 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// cmdTestStage stands in for the archive's message command: its handler
+// stages the message the way the archive's does.
+const cmdTestStage byte = 0xEE
+
+type afterCommit func()
+
+func (a afterCommit) AfterCommit() {
+	if a != nil {
+		a()
+	}
+}
+
+// withStaging registers the stand-in command and records what OnStaged
+// hears.
+func withStaging(e *env) (stage func(m StagedMessage), heard func() []snowflake.ID) {
+	e.prop.FSM.Register(cmdTestStage, func(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+		var m StagedMessage
+		if err := json.Unmarshal(payload, &m); err != nil {
+			return nil, err
+		}
+		after, err := e.svc.Stage(tx, m)
+		return afterCommit(after), err
+	})
+	var mu sync.Mutex
+	var got []snowflake.ID
+	e.svc.OnStaged(func(m StagedMessage) {
+		mu.Lock()
+		got = append(got, m.ID)
+		mu.Unlock()
+	})
+	stage = func(m StagedMessage) {
+		e.t.Helper()
+		if _, err := e.prop.Propose(context.Background(), cmdTestStage, []byte(mustJSON(e.t, m))); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	heard = func() []snowflake.ID {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	return stage, heard
+}
+
+func queued(t *testing.T, s *Service) []snowflake.ID {
+	t.Helper()
+	var ids []snowflake.ID
+	if err := s.EachQueued(func(id snowflake.ID) bool { ids = append(ids, id); return true }); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func TestStageOnlyWhatMayPush(t *testing.T) {
+	e := newEnv(t)
+	stage, heard := withStaging(e)
+	if _, err := e.svc.Register(context.Background(), "bob", Registration{Device: "phone", Platform: PlatformAPNs,
+		Token: apnsToken("bob")}); err != nil {
+		t.Fatal(err)
+	}
+	stage(StagedMessage{ID: 30, From: "alice", To: "bob"})      // bob has a device: staged
+	stage(StagedMessage{ID: 10, From: "alice", To: "carol"})    // no device: not staged
+	stage(StagedMessage{ID: 20, From: "bob", To: "bob"})        // to oneself: never pushed
+	stage(StagedMessage{ID: 40, From: "alice", Group: "team1"}) // groups: always staged
+	if got, want := queued(t, e.svc), []snowflake.ID{30, 40}; !slices.Equal(got, want) {
+		t.Fatalf("queued %v, want %v", got, want)
+	}
+	if got, want := heard(), []snowflake.ID{30, 40}; !slices.Equal(got, want) {
+		t.Fatalf("OnStaged heard %v, want %v", got, want)
+	}
+}
+
+func TestProgressRecordsHandledAndRemovesDone(t *testing.T) {
+	e := newEnv(t)
+	stage, _ := withStaging(e)
+	for _, id := range []snowflake.ID{1, 2} {
+		stage(StagedMessage{ID: id, From: "alice", Group: "team1"})
+	}
+	ctx := context.Background()
+	err := e.svc.RecordProgress(ctx, Progress{Handled: []HandledDevices{
+		{ID: 1, Clients: []string{"bob/phone", "carol/pixel"}},
+		{ID: 2, Clients: []string{"bob/phone"}},
+		{ID: 99, Clients: []string{"bob/phone"}}, // not queued (done already): ignored
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := e.svc.Handled(1); !slices.Equal(h, []string{"bob/phone", "carol/pixel"}) {
+		t.Fatalf("handled(1) = %v", h)
+	}
+	if h, _ := e.svc.Handled(99); len(h) != 0 {
+		t.Fatalf("a message not in the outbox got handled records: %v", h)
+	}
+	if err := e.svc.RecordProgress(ctx, Progress{Done: []snowflake.ID{1}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := queued(t, e.svc); !slices.Equal(got, []snowflake.ID{2}) {
+		t.Fatalf("queued after done = %v", got)
+	}
+	if h, _ := e.svc.Handled(1); len(h) != 0 {
+		t.Fatalf("a done message kept its records: %v", h)
+	}
+	if h, _ := e.svc.Handled(2); !slices.Equal(h, []string{"bob/phone"}) {
+		t.Fatalf("handled(2) = %v", h)
+	}
+}
+
+// A malformed progress command is refused by the handler and changes
+// nothing; an oversized one is refused before proposing.
+func TestProgressRefusesBadCommands(t *testing.T) {
+	e := newEnv(t)
+	stage, _ := withStaging(e)
+	stage(StagedMessage{ID: 5, From: "alice", Group: "team1"})
+	before := e.state()
+	for name, payload := range map[string]string{
+		"not json":       `{"handled":`,
+		"bad client id":  `{"handled":[{"id":5,"clients":["no-slash"]}]}`,
+		"bad device":     `{"handled":[{"id":5,"clients":["bob/"]}]}`,
+		"bad user, done": `{"handled":[{"id":5,"clients":["Bad User/phone"]}],"done":[5]}`,
+	} {
+		if _, err := e.prop.Propose(context.Background(), wire.CmdPushProgress, []byte(payload)); !errors.Is(err, errBadCommand) {
+			t.Errorf("%s: %v, want a malformed command", name, err)
+		}
+	}
+	big := Progress{Handled: []HandledDevices{{ID: 5, Clients: make([]string, MaxProgressEntries+1)}}}
+	if err := e.svc.RecordProgress(context.Background(), big); !errors.Is(err, errBadCommand) {
+		t.Errorf("oversized progress: %v", err)
+	}
+	if after := e.state(); !maps.Equal(before, after) {
+		t.Fatalf("a refused command changed the state:\nbefore %v\nafter  %v", before, after)
+	}
+}
