@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -98,4 +100,86 @@ func oracleLower(s string) string {
 		}
 	}
 	return string(b)
+}
+
+func TestParseEnvelopeMentions(t *testing.T) {
+	ids := make([]string, MaxMentions+1)
+	for i := range ids {
+		ids[i] = fmt.Sprintf(`"user%02d"`, i)
+	}
+	tests := []struct {
+		name, mentions string // the raw JSON value; "" leaves the field out
+		want           []string
+		ok             bool
+	}{
+		{"absent", "", nil, true},
+		{"null", "null", nil, true},
+		{"empty", "[]", nil, true},
+		{"one", `["bob"]`, []string{"bob"}, true},
+		{"lower-cased", `["Bob","CAROL"]`, []string{"bob", "carol"}, true},
+		{"duplicates dropped, first kept", `["carol","bob","Carol","bob"]`, []string{"carol", "bob"}, true},
+		{"the limit", "[" + strings.Join(ids[:MaxMentions], ",") + "]", nil, true},
+		{"over the limit", "[" + strings.Join(ids, ",") + "]", nil, false},
+		{"over the limit counting duplicates", "[" + strings.Repeat(`"bob",`, MaxMentions) + `"bob"]`, nil, false},
+		{"not a user id", `["bob","a/b"]`, nil, false},
+		{"too short", `["bo"]`, nil, false},
+		{"empty string", `[""]`, nil, false},
+		{"Kelvin sign is not a k", `["\u212aate"]`, nil, false},
+		{"a string", `"bob"`, nil, false},
+		{"numbers", `[1,2]`, nil, false},
+		{"an object", `{"bob":true}`, nil, false},
+		{"nested", `[["bob"]]`, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			payload := `{"cid":"c","type":"text","body":"hi"`
+			if tt.mentions != "" {
+				payload += `,"mentions":` + tt.mentions
+			}
+			env, err := ParseEnvelope([]byte(payload + "}"))
+			if !tt.ok {
+				var ee *EnvelopeError
+				if !errors.As(err, &ee) || ee.Field != "mentions" || !errors.Is(err, ErrInvalidField) {
+					t.Fatalf("got %+v, %v; want an invalid mentions field", env, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want != nil && !slices.Equal(env.Mentions, tt.want) {
+				t.Fatalf("mentions %q, want %q", env.Mentions, tt.want)
+			}
+			if tt.want == nil && tt.name != "the limit" && env.Mentions != nil {
+				t.Fatalf("mentions %q, want none", env.Mentions)
+			}
+			if tt.name == "the limit" && len(env.Mentions) != MaxMentions {
+				t.Fatalf("%d mentions kept", len(env.Mentions))
+			}
+		})
+	}
+}
+
+func TestMergeMentions(t *testing.T) {
+	many := make([]string, MaxMentions+5)
+	for i := range many {
+		many[i] = fmt.Sprintf("user%02d", i)
+	}
+	tests := []struct {
+		name  string
+		lists [][]string
+		want  []string
+	}{
+		{"nothing", nil, nil},
+		{"empty lists", [][]string{nil, {}}, nil},
+		{"client's first", [][]string{{"carol", "bob"}, {"alice", "bob"}}, []string{"carol", "bob", "alice"}},
+		{"scanned only", [][]string{nil, {"bob"}}, []string{"bob"}},
+		{"capped", [][]string{many[:30], many[20:]}, many[:MaxMentions]},
+		{"client's list fills the cap", [][]string{many[:MaxMentions], {"zed"}}, many[:MaxMentions]},
+	}
+	for _, tt := range tests {
+		if got := MergeMentions(tt.lists...); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: MergeMentions = %q, want %q", tt.name, got, tt.want)
+		}
+	}
 }
