@@ -31,7 +31,7 @@ const (
 	CmdPushDevicePut byte = 0x50 // push: register or refresh a device (a token held by another user moves)
 	CmdPushDeviceDel byte = 0x51 // push: remove a device's registration (by device, or by a dead token)
 	CmdPushMute      byte = 0x52 // push: mute or unmute a conversation for a user
-	CmdPushSettings  byte = 0x53 // push: a user's push preferences (preview)
+	CmdPushSettings  byte = 0x53 // push: a change of a user's push preferences (preview, do-not-disturb window)
 	CmdPushVAPID     byte = 0x54 // push: the cluster's Web Push (VAPID) key pair; the first proposal wins
 )
 

@@ -20,6 +20,7 @@ const (
 	CodeInvalidSubscription = "invalid_subscription"
 	CodeInvalidConversation = "invalid_conversation"
 	CodeInvalidPreview      = "invalid_preview"
+	CodeInvalidDND          = "invalid_dnd"
 	CodeTooManyDevices      = "too_many_devices"
 	CodeTooManyMutes        = "too_many_mutes"
 )
@@ -59,6 +60,8 @@ func httpError(err error) error {
 		return bad(CodeInvalidConversation)
 	case errors.Is(err, ErrInvalidPreview):
 		return bad(CodeInvalidPreview)
+	case errors.Is(err, ErrInvalidDND):
+		return bad(CodeInvalidDND)
 	case errors.Is(err, ErrInvalidUntil):
 		return bad(httpapi.CodeValidation)
 	case errors.Is(err, ErrTooManyDevices):
@@ -238,7 +241,12 @@ func (s *Service) handlePutSettings(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	st, err := s.SetPreview(r.Context(), uid, req.Preview)
+	u, err := req.update()
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	st, err := s.UpdateSettings(r.Context(), uid, u)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -246,11 +254,15 @@ func (s *Service) handlePutSettings(w http.ResponseWriter, r *http.Request) {
 	s.writeSettings(w, st)
 }
 
-// writeSettings answers with the preferences and the platforms this
-// cluster can push to.
+// writeSettings answers with the preferences (no "dnd" when DND is off)
+// and the platforms this cluster can push to.
 func (s *Service) writeSettings(w http.ResponseWriter, st Settings) {
 	w.Header().Set("Cache-Control", "no-store")
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"preview": st.Preview, "platforms": nonNil(s.sortedPlatforms())})
+	out := map[string]any{"preview": st.Preview, "platforms": nonNil(s.sortedPlatforms())}
+	if st.DND != nil {
+		out["dnd"] = st.DND
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func nonNil(s []string) []string {

@@ -1,9 +1,10 @@
 // Package push owns the data side of edgechat's push notifications: the
 // devices users register for APNs, FCM and Web Push, the conversations
-// they muted, their preview preference, and the cluster's Web Push
-// (VAPID) key pair. It does not send anything: the push bridge reads
-// what it needs through Devices, DeviceByToken, IsMuted, Preview and
-// VAPIDKeys, and removes dead tokens with RemoveToken.
+// they muted, their preview preference and do-not-disturb window, and
+// the cluster's Web Push (VAPID) key pair. It does not send anything: the
+// push bridge reads what it needs through Devices, DeviceByToken,
+// IsMuted, Preview, DND and VAPIDKeys, and removes dead tokens with
+// RemoveToken.
 //
 // All of it is replicated state: changes go through the Raft log
 // (Proposer) and are applied by this package's FSM handlers under the
@@ -14,7 +15,7 @@
 //	d/{uid}/{device}          Device JSON
 //	t/{platform}/{sha256(token)} "{uid}/{device}" (a token is held by one device)
 //	m/{uid}/{conversation}    Mute JSON
-//	s/{uid}                   Settings JSON
+//	s/{uid}                   Settings JSON (preview, dnd)
 //	vapid                     the VAPID key pair (first proposal wins)
 package push
 
@@ -50,6 +51,7 @@ var (
 	ErrInvalidSubscription = errors.New("push: invalid web push subscription")
 	ErrInvalidConversation = errors.New("push: invalid conversation")
 	ErrInvalidPreview      = errors.New("push: invalid preview preference")
+	ErrInvalidDND          = errors.New("push: invalid do-not-disturb window")
 	ErrInvalidUntil        = errors.New("push: mute end is not in the future")
 	ErrTooManyDevices      = errors.New("push: too many devices")
 	ErrTooManyMutes        = errors.New("push: too many muted conversations")
