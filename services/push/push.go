@@ -1,10 +1,10 @@
 // Package push owns the data side of edgechat's push notifications: the
 // devices users register for APNs, FCM and Web Push, the conversations
-// they muted, their preview preference and do-not-disturb window, and
-// the cluster's Web Push (VAPID) key pair. It does not send anything: the
-// push bridge reads what it needs through Devices, DeviceByToken,
-// IsMuted, Preview, DND and VAPIDKeys, and removes dead tokens with
-// RemoveToken.
+// they muted, their preview preference and do-not-disturb window, the
+// large groups they opted in to, and the cluster's Web Push (VAPID) key
+// pair. It does not send anything: the push bridge reads what it needs
+// through Devices, DeviceByToken, IsMuted, Preview, DND, GroupOptIns and
+// VAPIDKeys, and removes dead tokens with RemoveToken.
 //
 // All of it is replicated state: changes go through the Raft log
 // (Proposer) and are applied by this package's FSM handlers under the
@@ -16,6 +16,8 @@
 //	t/{platform}/{sha256(token)} "{uid}/{device}" (a token is held by one device)
 //	m/{uid}/{conversation}    Mute JSON
 //	s/{uid}                   Settings JSON (preview, dnd)
+//	o/{gid}/{uid}             GroupOptIn JSON (the bridge lists a group's opt-ins with one scan)
+//	oi/{uid}/{gid}            the same GroupOptIn, by user (for listing and the cap)
 //	vapid                     the VAPID key pair (first proposal wins)
 package push
 
@@ -55,6 +57,8 @@ var (
 	ErrInvalidUntil        = errors.New("push: mute end is not in the future")
 	ErrTooManyDevices      = errors.New("push: too many devices")
 	ErrTooManyMutes        = errors.New("push: too many muted conversations")
+	ErrInvalidGroup        = errors.New("push: invalid group ID")
+	ErrTooManyOptIns       = errors.New("push: too many group opt-ins")
 	ErrNoDevice            = errors.New("push: no such device")
 	ErrNoVAPIDKey          = errors.New("push: the VAPID key is not replicated yet")
 	errBadCommand          = errors.New("push: malformed command")
@@ -103,6 +107,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdPushMute, s.applyMute)
 	deps.FSM.Register(wire.CmdPushSettings, s.applySettings)
 	deps.FSM.Register(wire.CmdPushVAPID, s.applyVAPID)
+	deps.FSM.Register(wire.CmdPushGroupOptIn, s.applyOptIn)
 	return s, nil
 }
 
