@@ -69,10 +69,13 @@ type Node struct {
 	Push       *push.Service
 	PushRouter *pushbridge.Router // the providers of the configured platforms
 	PushTester *pushbridge.Tester // POST /admin/push/test/{uid}
-	Broker     *broker.Broker
-	Gateway    *gateway.Gateway
-	Admin      *admin.Service
-	ClusterAPI *clusterapi.Service
+	PushSender *pushbridge.Sender // pushes committed messages while this node leads
+
+	pushMetrics *pushbridge.Metrics
+	Broker      *broker.Broker
+	Gateway     *gateway.Gateway
+	Admin       *admin.Service
+	ClusterAPI  *clusterapi.Service
 
 	routes  *routes.Table
 	clients *registry.Table
@@ -210,8 +213,12 @@ func (n *Node) buildServices() (err error) {
 		return err
 	}
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
-		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Logger: log, Registerer: reg})
+		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Logger: log,
+		Registerer: reg})
 	if err != nil {
+		return err
+	}
+	if err := n.buildPushSender(); err != nil {
 		return err
 	}
 	n.Presence, err = presence.New(presence.Config{Interval: n.cfg.Heartbeat, Grace: n.cfg.PresenceGrace},
@@ -326,6 +333,13 @@ func (n *Node) readiness() error {
 // Ready reports whether the node has joined its cluster and serves.
 func (n *Node) Ready() bool { return n.ready.Load() }
 
+// ClientConnected reports whether an MQTT client ID is connected
+// anywhere in the cluster, as this node's copy of the replicated client
+// registry says.
+func (n *Node) ClientConnected(clientID string) bool {
+	return registryConnections{n.clients}.Connected(clientID)
+}
+
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
 
@@ -379,6 +393,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Auth.Run(gctx) }) // publishes this node's token key to the cluster
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
+	g.Go(func() error { return n.PushSender.Run(gctx) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	g.Go(func() error { n.gcLoop(gctx); return nil })

@@ -37,6 +37,7 @@ func (n *Node) buildPushBridge() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	n.pushMetrics = metrics
 	n.PushTester, err = pushbridge.NewTester(pushbridge.TesterDeps{Sender: pushbridge.Counted(router, metrics),
 		Registrations: pushRegistrations{n.Push}, Metrics: metrics, Logger: n.log})
 	return err

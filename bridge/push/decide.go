@@ -145,50 +145,17 @@ func mentionSet(m Message) map[string]bool {
 	for _, uid := range m.Mentions {
 		set[strings.ToLower(uid)] = true
 	}
-	for _, uid := range ScanMentions(m.Body) {
+	for _, uid := range wire.ScanMentions(m.Body) {
 		set[uid] = true
 	}
 	return set
 }
 
-// ScanMentions returns the distinct user IDs that @username tokens in
-// body name, lower-cased, in order of appearance. A token must start at a
-// word boundary ("bob@alice" and "x@alice.org"-like addresses inside
-// words are not mentions) and is the longest run of user ID characters
-// after the '@', matched case-insensitively. Since '.' and '-' are user
-// ID characters but also end sentences, a token with trailing dots or
-// hyphens ("@alice.") names both the user with them and the user without.
-func ScanMentions(body string) []string {
-	var out []string
-	seen := map[string]bool{}
-	add := func(uid string) {
-		if !seen[uid] && wire.ValidUserID(uid) == nil {
-			seen[uid] = true
-			out = append(out, uid)
-		}
-	}
-	for i := 0; i < len(body); i++ {
-		if body[i] != '@' || (i > 0 && isUserIDByte(body[i-1])) {
-			continue
-		}
-		end := i + 1
-		for end < len(body) && isUserIDByte(body[end]) {
-			end++
-		}
-		token := strings.ToLower(body[i+1 : end])
-		add(token)
-		add(strings.TrimRight(token, ".-"))
-		i = end - 1
-	}
-	return out
-}
-
-// isUserIDByte reports whether c may appear in a user ID, ignoring case
-// (a mention is typed by people, "@Alice" names alice).
-func isUserIDByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '_' || c == '.' || c == '-'
-}
+// ScanMentions is [wire.ScanMentions], which it became when the archive
+// started to record mentions too.
+//
+// Deprecated: use wire.ScanMentions.
+func ScanMentions(body string) []string { return wire.ScanMentions(body) }
 
 // DND is a daily do-not-disturb window in the user's time zone: pushes
 // are held back from From until To (clock times since local midnight;

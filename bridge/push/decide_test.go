@@ -1,7 +1,6 @@
 package push_test
 
 import (
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -88,98 +87,6 @@ func TestCandidates(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("Candidates = %v, want %v", got, want)
 	}
-}
-
-func TestScanMentions(t *testing.T) {
-	tests := []struct {
-		body string
-		want []string
-	}{
-		{"", nil},
-		{"no mention", nil},
-		{"@bob", []string{"bob"}},
-		{"hi @bob!", []string{"bob"}},
-		{"(@bob)", []string{"bob"}},
-		{"@Bob @BOB @bob", []string{"bob"}},
-		{"@bob @carol", []string{"bob", "carol"}},
-		{"bob@carol.example", nil}, // inside a word: an address
-		{"x_@carol", nil},
-		{"@abc@bob", []string{"abc"}},             // the second '@' is inside the first token's word                         // '_' is a user ID character
-		{"@bo", nil},                              // too short for a user ID
-		{"@1bob", nil},                            // must start with a letter
-		{"@", nil},                                // nothing after
-		{"@@bob", []string{"bob"}},                // the second '@' starts at a boundary
-		{"thanks @bob.", []string{"bob.", "bob"}}, // sentence end, or the user "bob."
-		{"@bob-- what", []string{"bob--", "bob"}},
-		{"@jo.smith, hi", []string{"jo.smith"}},
-		{"@bobé", []string{"bob"}}, // é is not a user ID character: a boundary
-		{"é@bob", []string{"bob"}},
-		{"@" + strings.Repeat("a", 33), nil}, // longer than a user ID
-	}
-	for _, tt := range tests {
-		if got := push.ScanMentions(tt.body); !slices.Equal(got, tt.want) {
-			t.Errorf("ScanMentions(%q) = %q, want %q", tt.body, got, tt.want)
-		}
-	}
-}
-
-// FuzzScanMentions checks the scanner against a regular expression of
-// the same rule: the user IDs found are exactly the valid ones among the
-// @tokens at a word boundary (and those tokens without trailing dots and
-// hyphens), each once, in order.
-func FuzzScanMentions(f *testing.F) {
-	for _, s := range []string{"@bob", "hi @Bob.", "a@b.c", "@@x-y_z", "@bobé", "\xff@bob\x00", "@a.b.c...", "\u212a@kate"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, body string) {
-		got := push.ScanMentions(body)
-		for _, uid := range got {
-			if err := wire.ValidUserID(uid); err != nil {
-				t.Fatalf("ScanMentions(%q) returned %q, not a user ID", body, uid)
-			}
-		}
-		if want := mentionsByRegexp(body); !slices.Equal(got, want) {
-			t.Fatalf("ScanMentions(%q) = %q, want %q", body, got, want)
-		}
-	})
-}
-
-// mentionToken is an '@' at the start or after a byte that cannot be in
-// a user ID, and the user ID characters after it.
-var mentionToken = regexp.MustCompile(`(?:^|[^a-zA-Z0-9_.\-])@([a-zA-Z0-9_.\-]+)`)
-
-func mentionsByRegexp(body string) []string {
-	var out []string
-	add := func(uid string) {
-		if wire.ValidUserID(uid) == nil && !slices.Contains(out, uid) {
-			out = append(out, uid)
-		}
-	}
-	// Matches are found one at a time, each search starting at the last
-	// byte of the previous token, so that this byte still counts as what
-	// precedes the next '@' ("@ab@cd" mentions ab only).
-	for rest := body; ; {
-		loc := mentionToken.FindStringSubmatchIndex(rest)
-		if loc == nil {
-			return out
-		}
-		token := asciiLower(rest[loc[2]:loc[3]])
-		add(token)
-		add(strings.TrimRight(token, ".-"))
-		rest = rest[loc[3]-1:]
-	}
-}
-
-// asciiLower lowers A-Z only, as user IDs are ASCII (strings.ToLower
-// would turn the Kelvin sign into a 'k').
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 func TestDNDActive(t *testing.T) {

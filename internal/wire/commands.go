@@ -28,12 +28,13 @@ const (
 	CmdRouteDel       byte = 0x41 // broker: a node lost its last local subscriber of a filter
 	CmdRoutesDropNode byte = 0x42 // broker: remove every route of a node (it left or was removed)
 
-	CmdPushDevicePut byte = 0x50 // push: register or refresh a device (a token held by another user moves)
-	CmdPushDeviceDel byte = 0x51 // push: remove a device's registration (by device, or by a dead token)
-	CmdPushMute      byte = 0x52 // push: mute or unmute a conversation for a user
-	CmdPushSettings  byte = 0x53 // push: a user's push preferences (preview)
-	CmdPushVAPID     byte = 0x54 // push: the cluster's Web Push (VAPID) key pair; the first proposal wins
-	CmdPushProgress  byte = 0x56 // push: devices handled for queued messages, and messages done (the outbox)
+	CmdPushDevicePut  byte = 0x50 // push: register or refresh a device (a token held by another user moves)
+	CmdPushDeviceDel  byte = 0x51 // push: remove a device's registration (by device, or by a dead token)
+	CmdPushMute       byte = 0x52 // push: mute or unmute a conversation for a user
+	CmdPushSettings   byte = 0x53 // push: a change of a user's push preferences (preview, do-not-disturb window)
+	CmdPushVAPID      byte = 0x54 // push: the cluster's Web Push (VAPID) key pair; the first proposal wins
+	CmdPushGroupOptIn byte = 0x55 // push: a user opts in to (or out of) every message of a large group
+	CmdPushProgress   byte = 0x56 // push: devices handled for queued messages, and messages done (the outbox)
 )
 
 // Client registry (broker/registry): which node holds each client ID.

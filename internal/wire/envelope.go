@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -60,9 +61,10 @@ type Media struct {
 	Mime string `json:"mime,omitempty"`
 }
 
-// Envelope is a chat message. Clients set CID, Type, Body, ReplyTo and
-// Media; the server sets ID, From, To or Group and overwrites anything a
-// client put there.
+// Envelope is a chat message. Clients set CID, Type, Body, ReplyTo,
+// Media and Mentions; the server sets ID, From, To or Group and
+// overwrites anything a client put there, and adds to Mentions the users
+// that @username tokens of the body name (see MergeMentions).
 type Envelope struct {
 	ID      snowflake.ID  `json:"id,omitempty"`
 	From    string        `json:"from,omitempty"`
@@ -73,7 +75,10 @@ type Envelope struct {
 	Body    string        `json:"body,omitempty"`
 	ReplyTo *snowflake.ID `json:"replyTo,omitempty"`
 	Media   *Media        `json:"media,omitempty"`
-	// Mentions are the user IDs the message mentions.
+	// Mentions are the user IDs the message mentions, each once, at most
+	// MaxMentions. A client may list users its UI picked (a mention need
+	// not be spelled in the body); the push bridge pushes them even in a
+	// group too large to push everyone.
 	Mentions []string `json:"mentions,omitempty"`
 }
 
@@ -98,6 +103,9 @@ type clientEnvelope struct {
 	Body    *string         `json:"body"`
 	ReplyTo *string         `json:"replyTo"`
 	Media   *Media          `json:"media"`
+	// Mentions is kept raw so that a list of the wrong shape is refused
+	// as an invalid "mentions" field rather than as a malformed envelope.
+	Mentions json.RawMessage `json:"mentions"`
 }
 
 // ParseEnvelope validates a client's payload and returns the envelope with
@@ -139,6 +147,13 @@ func ParseEnvelope(payload []byte) (Envelope, error) {
 		}
 		env.ReplyTo = &id
 	}
+	if ce.Mentions != nil {
+		m, err := parseMentions(ce.Mentions)
+		if err != nil {
+			return Envelope{}, err
+		}
+		env.Mentions = m
+	}
 	switch env.Type {
 	case TypeText:
 		if env.Body == "" {
@@ -160,6 +175,32 @@ func ParseEnvelope(payload []byte) (Envelope, error) {
 		return Envelope{}, &EnvelopeError{Field: "type", Err: ErrUnknownType, Msg: fmt.Sprintf("%q (want text or media)", env.Type)}
 	}
 	return env, nil
+}
+
+// parseMentions reads a client's mentions list: null or an array of at
+// most MaxMentions user IDs, lower-cased (people type "@Bob"; user IDs
+// are lowercase), duplicates dropped. An empty list is no list, so that
+// an accepted envelope survives Marshal (which omits it) unchanged.
+func parseMentions(raw json.RawMessage) ([]string, error) {
+	bad := func(msg string) error { return &EnvelopeError{Field: "mentions", Err: ErrInvalidField, Msg: msg} }
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, bad("must be an array of user ids")
+	}
+	if len(list) > MaxMentions {
+		return nil, bad(fmt.Sprintf("%d entries, limit %d", len(list), MaxMentions))
+	}
+	var out []string
+	for i, uid := range list {
+		uid = asciiLower(uid)
+		if ValidUserID(uid) != nil { // not echoed: it may be kilobytes of anything
+			return nil, bad(fmt.Sprintf("entry %d is not a user id", i))
+		}
+		if !slices.Contains(out, uid) {
+			out = append(out, uid)
+		}
+	}
+	return out, nil
 }
 
 func printable(s string) bool {

@@ -2,6 +2,8 @@ package wire
 
 import (
 	"errors"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -19,6 +21,12 @@ func FuzzParseEnvelope(f *testing.F) {
 		`{"cid":"\u0001","type":"text","body":"x"}`,
 		`{"cid":"c","type":"text","body":"\ud800<>&"}`,
 		`{"cid":"c","type":"text","body":"x","replyTo":"-1"}`,
+		`{"cid":"c","type":"text","body":"@bob hi","mentions":["Bob","carol","bob"]}`,
+		`{"cid":"c","type":"text","body":"x","mentions":[]}`,
+		`{"cid":"c","type":"text","body":"x","mentions":null}`,
+		`{"cid":"c","type":"text","body":"x","mentions":["a/b"]}`,
+		`{"cid":"c","type":"text","body":"x","mentions":"bob"}`,
+		`{"cid":"c","type":"text","body":"x","mentions":[1]}`,
 		`[]`, `null`, ``, "\xff",
 	} {
 		f.Add([]byte(s))
@@ -37,7 +45,7 @@ func FuzzParseEnvelope(f *testing.F) {
 			if !known || ee.Error() == "" {
 				t.Fatalf("error %v wraps no sentinel", err)
 			}
-			if env != (Envelope{}) {
+			if !reflect.DeepEqual(env, Envelope{}) {
 				t.Fatalf("refusal returned a non-zero envelope %+v", env)
 			}
 			return
@@ -51,13 +59,22 @@ func FuzzParseEnvelope(f *testing.F) {
 		if env.CID == "" || len(env.CID) > MaxCIDLen || (env.Type != TypeText && env.Type != TypeMedia) {
 			t.Fatalf("invalid envelope accepted: %+v", env)
 		}
+		if len(env.Mentions) > MaxMentions || (env.Mentions != nil && len(env.Mentions) == 0) {
+			t.Fatalf("mentions %q accepted", env.Mentions)
+		}
+		for i, uid := range env.Mentions {
+			if ValidUserID(uid) != nil || slices.Contains(env.Mentions[:i], uid) {
+				t.Fatalf("mentions %q: %q invalid or repeated", env.Mentions, uid)
+			}
+		}
 		again, err := ParseEnvelope(env.Marshal())
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", env.Marshal(), err)
 		}
 		if again.CID != env.CID || again.Type != env.Type || again.Body != env.Body ||
 			(again.ReplyTo == nil) != (env.ReplyTo == nil) || (env.ReplyTo != nil && *again.ReplyTo != *env.ReplyTo) ||
-			(again.Media == nil) != (env.Media == nil) || (env.Media != nil && *again.Media != *env.Media) {
+			(again.Media == nil) != (env.Media == nil) || (env.Media != nil && *again.Media != *env.Media) ||
+			!slices.Equal(again.Mentions, env.Mentions) {
 			t.Fatalf("round trip changed %+v into %+v", env, again)
 		}
 	})

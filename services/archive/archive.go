@@ -222,7 +222,7 @@ func validUsers(uids ...string) error {
 
 // SendDirect stores a direct message from one user to another. env must
 // already have passed wire.ParseEnvelope. It stamps a new ID, From and To
-// (clearing Group), commits the message through the Raft log and returns
+// (clearing Group), completes Mentions (see stampMentions), commits the message through the Raft log and returns
 // the stored envelope and its exact JSON (the bytes to deliver; do not
 // re-encode). If (from, env.CID) was stored before, it returns that
 // original message with dup=true and stores nothing. Errors wrap
@@ -237,8 +237,8 @@ func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Enve
 	if err := validUsers(from, to); err != nil {
 		return wire.Envelope{}, nil, false, err
 	}
-	if env.CID == "" || len(env.CID) > wire.MaxCIDLen {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: cid: %w", wire.ErrInvalid)
+	if err := checkClientFields(env); err != nil {
+		return wire.Envelope{}, nil, false, err
 	}
 	ok, err := s.users.UserExists(to)
 	if err != nil {
@@ -252,8 +252,38 @@ func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Enve
 	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, to, ""
+	stampMentions(&env)
 	payload = env.Marshal()
 	return s.store(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: payload})
+}
+
+// checkClientFields re-checks the client fields that end up in keys or
+// that later readers trust (the cid, the mentions), in case a caller
+// skipped wire.ParseEnvelope.
+func checkClientFields(env wire.Envelope) error {
+	if env.CID == "" || len(env.CID) > wire.MaxCIDLen {
+		return fmt.Errorf("archive: cid: %w", wire.ErrInvalid)
+	}
+	if len(env.Mentions) > wire.MaxMentions {
+		return fmt.Errorf("archive: more than %d mentions: %w", wire.MaxMentions, wire.ErrInvalid)
+	}
+	for _, uid := range env.Mentions {
+		if wire.ValidUserID(uid) != nil {
+			return fmt.Errorf("archive: mentions: not a user id: %w", wire.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// stampMentions sets env.Mentions to the client's list followed by the
+// users that @username tokens of the body name (wire.MergeMentions: each
+// once, at most wire.MaxMentions). The server does the scan once, when
+// it stores the message, so that every reader of the stored envelope (the
+// push bridge, clients that highlight mentions) agrees on who was
+// mentioned without scanning bodies again, and clients that never fill
+// the list still mention.
+func stampMentions(env *wire.Envelope) {
+	env.Mentions = wire.MergeMentions(env.Mentions, wire.ScanMentions(env.Body))
 }
 
 // count records the outcome of a send.

@@ -17,6 +17,7 @@ import (
 func FuzzSendRequest(f *testing.F) {
 	f.Add([]byte(`{"to":"bob","cid":"c-1","type":"text","body":"hello"}`))
 	f.Add([]byte(`{"group":"k3v9x0q2m7a1b4c8","cid":"c-1","type":"text","body":"hello"}`))
+	f.Add([]byte(`{"group":"g","cid":"c-2","type":"text","body":"@bob hi","mentions":["Carol","carol"]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		dst, env, err := decodeSendRequest(body)
 		if err != nil {

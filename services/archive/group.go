@@ -16,9 +16,10 @@ func errNoGroups(gid string) error {
 
 // SendGroup stores a message from a member to a group. env must already
 // have passed wire.ParseEnvelope. It stamps a new ID, From and Group
-// (clearing To), commits the message through the Raft log and returns the
-// stored envelope and its exact JSON (the bytes to publish on
-// wire.GroupTopic(gid); do not re-encode). A cid is unique per sender
+// (clearing To), completes Mentions (see stampMentions), commits the
+// message through the Raft log and returns the stored envelope and its
+// exact JSON (the bytes to publish on wire.GroupTopic(gid); do not
+// re-encode). A cid is unique per sender
 // across direct and group messages alike: if (from, env.CID) was stored
 // before, SendGroup returns that original message with dup=true and
 // stores nothing.
@@ -38,8 +39,8 @@ func (s *Service) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 	if wire.ValidGroupID(gid) != nil {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: group id %q: %w", gid, wire.ErrInvalid)
 	}
-	if env.CID == "" || len(env.CID) > wire.MaxCIDLen {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: cid: %w", wire.ErrInvalid)
+	if err := checkClientFields(env); err != nil {
+		return wire.Envelope{}, nil, false, err
 	}
 	if s.groups == nil {
 		return wire.Envelope{}, nil, false, errNoGroups(gid)
@@ -49,6 +50,7 @@ func (s *Service) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, "", gid
+	stampMentions(&env)
 	payload = env.Marshal()
 	return s.store(ctx, env, payload, msgCmd{ID: env.ID, From: from, Group: gid, CID: env.CID, Payload: payload})
 }

@@ -256,13 +256,14 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 // the fields of a client envelope, kept raw so that wire.ParseEnvelope
 // alone decides what is valid.
 type sendRequest struct {
-	To      *string         `json:"to"`
-	Group   *string         `json:"group"`
-	CID     json.RawMessage `json:"cid"`
-	Type    json.RawMessage `json:"type"`
-	Body    json.RawMessage `json:"body"`
-	ReplyTo json.RawMessage `json:"replyTo"`
-	Media   json.RawMessage `json:"media"`
+	To       *string         `json:"to"`
+	Group    *string         `json:"group"`
+	CID      json.RawMessage `json:"cid"`
+	Type     json.RawMessage `json:"type"`
+	Body     json.RawMessage `json:"body"`
+	ReplyTo  json.RawMessage `json:"replyTo"`
+	Media    json.RawMessage `json:"media"`
+	Mentions json.RawMessage `json:"mentions"`
 }
 
 // target is where a message goes: exactly one of To and Group is set.
@@ -293,7 +294,7 @@ func decodeSendRequest(body []byte) (dst target, env wire.Envelope, err error) {
 	for _, f := range []struct {
 		name string
 		raw  json.RawMessage
-	}{{"cid", req.CID}, {"type", req.Type}, {"body", req.Body}, {"replyTo", req.ReplyTo}, {"media", req.Media}} {
+	}{{"cid", req.CID}, {"type", req.Type}, {"body", req.Body}, {"replyTo", req.ReplyTo}, {"media", req.Media}, {"mentions", req.Mentions}} {
 		if f.raw == nil {
 			continue
 		}

@@ -235,6 +235,8 @@ func TestHTTPRefusalsChangeNothing(t *testing.T) {
 		{"post no cid", "alice", "POST", "/chat/messages", "application/json", `{"to":"bob","type":"text","body":"x"}`, 400, "invalid_envelope"},
 		{"post empty text", "alice", "POST", "/chat/messages", "application/json", `{"to":"bob","cid":"c","type":"text"}`, 400, "invalid_envelope"},
 		{"post bad replyTo", "alice", "POST", "/chat/messages", "application/json", `{"to":"bob","cid":"c","type":"text","body":"x","replyTo":"abc"}`, 400, "invalid_envelope"},
+		{"post bad mention", "alice", "POST", "/chat/messages", "application/json", `{"to":"bob","cid":"c","type":"text","body":"x","mentions":["a/b"]}`, 400, "invalid_envelope"},
+		{"post mentions not a list", "alice", "POST", "/chat/messages", "application/json", `{"to":"bob","cid":"c","type":"text","body":"x","mentions":"bob"}`, 400, "invalid_envelope"},
 		{"post cid wrong type", "alice", "POST", "/chat/messages", "application/json", `{"to":"bob","cid":5,"type":"text","body":"x"}`, 400, "invalid_envelope"},
 		{"post no to", "alice", "POST", "/chat/messages", "application/json", `{"cid":"c","type":"text","body":"x"}`, 400, "validation_failed"},
 		{"post bad to", "alice", "POST", "/chat/messages", "application/json", `{"to":"user/bob","cid":"c","type":"text","body":"x"}`, 400, "validation_failed"},

@@ -60,9 +60,12 @@ type Mute struct {
 	MutedAt      time.Time  `json:"mutedAt"`
 }
 
-// Settings are a user's push preferences.
+// Settings are a user's push preferences. Settings stored before DND
+// existed have no "dnd" and read as DND off.
 type Settings struct {
-	Preview   string    `json:"preview"`
+	Preview string `json:"preview"`
+	// DND is the do-not-disturb window; nil is off.
+	DND       *DND      `json:"dnd,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt,omitempty"`
 }
 
@@ -90,10 +93,19 @@ type muteCmd struct {
 	At     time.Time  `json:"at"`
 }
 
+// settingsCmd changes some of a user's settings; the handler merges it
+// into the stored ones, so that two clients changing different settings
+// at once both win. Commands written before DND always carry a preview
+// and no setDnd, which keeps their meaning.
 type settingsCmd struct {
-	UID     string    `json:"uid"`
-	Preview string    `json:"preview"`
-	At      time.Time `json:"at"`
+	UID string `json:"uid"`
+	// Preview is the new preference; nil keeps the stored one.
+	Preview *string `json:"preview,omitempty"`
+	// SetDND replaces the window with DND (nil turns DND off); without
+	// it the stored window stays and DND must be nil.
+	SetDND bool      `json:"setDnd,omitempty"`
+	DND    *DND      `json:"dnd,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // vapidCmd carries a key pair, base64url: Private the 32-byte scalar,
@@ -110,9 +122,11 @@ type putResult struct {
 	Moved  []string // client IDs that held the token before
 }
 
+// decodeCmd reads a command; errors wrap errBadCommand and, when a
+// field's own decoder said why (a DND window), that reason too.
 func decodeCmd(payload []byte, v any) error {
 	if err := json.Unmarshal(payload, v); err != nil {
-		return fmt.Errorf("%w: %v", errBadCommand, err)
+		return fmt.Errorf("%w: %w", errBadCommand, err)
 	}
 	return nil
 }
@@ -341,19 +355,46 @@ func expiredMutes(tx *badger.Txn, uid string, at time.Time) (expired [][]byte, i
 	return expired, inForce, nil
 }
 
+// applySettings merges a settings change into the stored settings (the
+// defaults when there are none). Every check comes before the write, and
+// the DND window is validated again here (decoding does it), so that a
+// command that bypassed the service's checks changes nothing.
 func (s *Service) applySettings(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c settingsCmd
 	if err := decodeCmd(payload, &c); err != nil {
 		return nil, err
 	}
-	if wire.ValidUserID(c.UID) != nil {
+	switch {
+	case wire.ValidUserID(c.UID) != nil:
 		return nil, fmt.Errorf("%w: bad uid", errBadCommand)
+	case c.Preview == nil && !c.SetDND:
+		return nil, fmt.Errorf("%w: a settings command that changes nothing", errBadCommand)
+	case c.DND != nil && !c.SetDND:
+		return nil, fmt.Errorf("%w: a dnd window without setDnd", errBadCommand)
 	}
-	if err := ValidPreview(c.Preview); err != nil {
+	if c.Preview != nil {
+		if err := ValidPreview(*c.Preview); err != nil {
+			return nil, err
+		}
+	}
+	if c.DND != nil {
+		if err := c.DND.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	key := []byte(prefixSettings + c.UID)
+	st := Settings{Preview: PreviewFull}
+	if _, err := getJSON(tx, key, &st); err != nil {
 		return nil, err
 	}
-	st := Settings{Preview: c.Preview, UpdatedAt: c.At}
-	return st, setJSON(tx, []byte(prefixSettings+c.UID), st)
+	if c.Preview != nil {
+		st.Preview = *c.Preview
+	}
+	if c.SetDND {
+		st.DND = c.DND
+	}
+	st.UpdatedAt = c.At
+	return st, setJSON(tx, key, st)
 }
 
 // applyVAPID stores the first key pair proposed and answers every later

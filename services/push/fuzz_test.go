@@ -58,3 +58,39 @@ func FuzzDecodeRegistration(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDND feeds arbitrary "dnd" values to the decoder of the window (the
+// one the API, the replicated command and the store share): a refusal is
+// a JSON error or ErrInvalidDND, an accepted window is valid, and its
+// encoding decodes to the same window and encodes the same again.
+func FuzzDND(f *testing.F) {
+	for _, s := range []string{`{"from":"22:00","to":"07:00","utcOffset":"+02:00"}`, `{"from":"00:00","to":"23:59","utcOffset":"-14:00"}`,
+		`{"from":"07:00","to":"07:00","utcOffset":"+00:00"}`, `{"from":"24:00","to":"07:00","utcOffset":"-00:00"}`, `{"from":"1:00"}`, `null`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var d DND
+		if err := json.Unmarshal(b, &d); err != nil {
+			var se *json.SyntaxError
+			var te *json.UnmarshalTypeError
+			if !errors.Is(err, ErrInvalidDND) && !errors.As(err, &se) && !errors.As(err, &te) {
+				t.Fatalf("%s: unexpected error %T %v", b, err, err)
+			}
+			return
+		}
+		if string(b) == "null" {
+			return // json leaves d alone
+		}
+		if err := d.Validate(); err != nil {
+			t.Fatalf("%s accepted as an invalid window %+v: %v", b, d, err)
+		}
+		out, err := json.Marshal(d)
+		if err != nil {
+			t.Fatalf("%+v does not encode: %v", d, err)
+		}
+		var again DND
+		if err := json.Unmarshal(out, &again); err != nil || again != d {
+			t.Fatalf("%s -> %+v -> %s -> %+v, %v", b, d, out, again, err)
+		}
+	})
+}

@@ -20,8 +20,11 @@ const (
 	CodeInvalidSubscription = "invalid_subscription"
 	CodeInvalidConversation = "invalid_conversation"
 	CodeInvalidPreview      = "invalid_preview"
+	CodeInvalidDND          = "invalid_dnd"
 	CodeTooManyDevices      = "too_many_devices"
 	CodeTooManyMutes        = "too_many_mutes"
+	CodeInvalidGroup        = "invalid_group"
+	CodeTooManyOptIns       = "too_many_opt_ins"
 )
 
 const maxSmallBody = 1 << 10
@@ -37,6 +40,9 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/user/me/mutes", Handler: s.handleMutes, Class: httpapi.ClassRead},
 		{Method: http.MethodGet, Pattern: "/user/me/push", Handler: s.handleGetSettings, Class: httpapi.ClassRead},
 		{Method: http.MethodPut, Pattern: "/user/me/push", Handler: s.handlePutSettings, Class: httpapi.ClassWrite, MaxBody: maxSmallBody},
+		{Method: http.MethodPut, Pattern: "/user/me/push/groups/{gid}", Handler: s.handleOptIn, Class: httpapi.ClassWrite, MaxBody: maxSmallBody},
+		{Method: http.MethodDelete, Pattern: "/user/me/push/groups/{gid}", Handler: s.handleOptOut, Class: httpapi.ClassWrite},
+		{Method: http.MethodGet, Pattern: "/user/me/push/groups", Handler: s.handleOptIns, Class: httpapi.ClassRead},
 		{Method: http.MethodGet, Pattern: "/push/vapid", Handler: s.handleVAPID, Public: true, Class: httpapi.ClassRead},
 	}
 }
@@ -59,12 +65,18 @@ func httpError(err error) error {
 		return bad(CodeInvalidConversation)
 	case errors.Is(err, ErrInvalidPreview):
 		return bad(CodeInvalidPreview)
+	case errors.Is(err, ErrInvalidDND):
+		return bad(CodeInvalidDND)
+	case errors.Is(err, ErrInvalidGroup):
+		return bad(CodeInvalidGroup)
 	case errors.Is(err, ErrInvalidUntil):
 		return bad(httpapi.CodeValidation)
 	case errors.Is(err, ErrTooManyDevices):
 		return httpapi.Errorf(http.StatusConflict, CodeTooManyDevices, "%v", err)
 	case errors.Is(err, ErrTooManyMutes):
 		return httpapi.Errorf(http.StatusConflict, CodeTooManyMutes, "%v", err)
+	case errors.Is(err, ErrTooManyOptIns):
+		return httpapi.Errorf(http.StatusConflict, CodeTooManyOptIns, "%v", err)
 	case errors.Is(err, ErrNoDevice):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such device")
 	case errors.Is(err, errBadCommand):
@@ -160,23 +172,9 @@ func (s *Service) handleMute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The body is optional: no body (or only white space) mutes until unmuted.
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxSmallBody+1))
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge) || len(body) > maxSmallBody:
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "body over %d bytes", maxSmallBody))
-		return
-	case err != nil:
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "reading body: %v", err))
-		return
-	}
 	var req muteRequest
-	if len(bytes.TrimSpace(body)) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if err := httpapi.DecodeJSON(r, &req, maxSmallBody); err != nil {
-			httpapi.WriteError(w, err)
-			return
-		}
+	if !decodeOptionalBody(w, r, &req) {
+		return
 	}
 	m, err := s.Mute(r.Context(), uid, r.PathValue("conversation"), req.Until)
 	if err != nil {
@@ -184,6 +182,31 @@ func (s *Service) handleMute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, m)
+}
+
+// decodeOptionalBody strictly decodes a body of at most maxSmallBody
+// into v, or leaves v alone when there is no body (or only white space),
+// for the PUTs whose body is optional. It answers the errors itself and
+// reports whether to go on.
+func decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSmallBody+1))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge) || len(body) > maxSmallBody:
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "body over %d bytes", maxSmallBody))
+		return false
+	case err != nil:
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "reading body: %v", err))
+		return false
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if err := httpapi.DecodeJSON(r, v, maxSmallBody); err != nil {
+			httpapi.WriteError(w, err)
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Service) handleUnmute(w http.ResponseWriter, r *http.Request) {
@@ -215,6 +238,54 @@ func (s *Service) handleMutes(w http.ResponseWriter, r *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"mutes": ms})
 }
 
+// handleOptIn takes no body, or an empty JSON object (room for options
+// later without breaking clients that send {}).
+func (s *Service) handleOptIn(w http.ResponseWriter, r *http.Request) {
+	uid, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	var req struct{}
+	if !decodeOptionalBody(w, r, &req) {
+		return
+	}
+	o, err := s.OptIn(r.Context(), uid, r.PathValue("gid"))
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, o)
+}
+
+func (s *Service) handleOptOut(w http.ResponseWriter, r *http.Request) {
+	uid, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	if err := s.OptOut(r.Context(), uid, r.PathValue("gid")); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Service) handleOptIns(w http.ResponseWriter, r *http.Request) {
+	uid, ok := principal(w, r)
+	if !ok {
+		return
+	}
+	list, err := s.OptIns(uid)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	if list == nil {
+		list = []GroupOptIn{}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"groups": list})
+}
+
 func (s *Service) handleGetSettings(w http.ResponseWriter, r *http.Request) {
 	uid, ok := principal(w, r)
 	if !ok {
@@ -238,7 +309,12 @@ func (s *Service) handlePutSettings(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	st, err := s.SetPreview(r.Context(), uid, req.Preview)
+	u, err := req.update()
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	st, err := s.UpdateSettings(r.Context(), uid, u)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -246,11 +322,15 @@ func (s *Service) handlePutSettings(w http.ResponseWriter, r *http.Request) {
 	s.writeSettings(w, st)
 }
 
-// writeSettings answers with the preferences and the platforms this
-// cluster can push to.
+// writeSettings answers with the preferences (no "dnd" when DND is off)
+// and the platforms this cluster can push to.
 func (s *Service) writeSettings(w http.ResponseWriter, st Settings) {
 	w.Header().Set("Cache-Control", "no-store")
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"preview": st.Preview, "platforms": nonNil(s.sortedPlatforms())})
+	out := map[string]any{"preview": st.Preview, "platforms": nonNil(s.sortedPlatforms())}
+	if st.DND != nil {
+		out["dnd"] = st.DND
+	}
+	httpapi.WriteJSON(w, http.StatusOK, out)
 }
 
 func nonNil(s []string) []string {

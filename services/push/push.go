@@ -1,10 +1,12 @@
 // Package push owns the data side of edgechat's push notifications: the
 // devices users register for APNs, FCM and Web Push, the conversations
-// they muted, their preview preference, the cluster's Web Push (VAPID)
-// key pair, and the outbox of messages with pushes still to decide. It
-// does not send anything: the push bridge reads
-// what it needs through Devices, DeviceByToken, IsMuted, Preview and
-// VAPIDKeys, and removes dead tokens with RemoveToken.
+// they muted, their preview preference and do-not-disturb window, the
+// large groups they opted in to, the cluster's Web Push (VAPID) key
+// pair, and the outbox of messages with pushes still to decide. It does
+// not send anything: the push bridge reads what it needs through
+// Devices, Mutes, Preview, DND, GroupOptIns, VAPIDKeys and the outbox
+// (EachQueued, Handled), records its progress with RecordProgress and
+// removes dead tokens with RemoveToken.
 //
 // All of it is replicated state: changes go through the Raft log
 // (Proposer) and are applied by this package's FSM handlers under the
@@ -15,7 +17,9 @@
 //	d/{uid}/{device}          Device JSON
 //	t/{platform}/{sha256(token)} "{uid}/{device}" (a token is held by one device)
 //	m/{uid}/{conversation}    Mute JSON
-//	s/{uid}                   Settings JSON
+//	s/{uid}                   Settings JSON (preview, dnd)
+//	o/{gid}/{uid}             GroupOptIn JSON (the bridge lists a group's opt-ins with one scan)
+//	oi/{uid}/{gid}            the same GroupOptIn, by user (for listing and the cap)
 //	vapid                     the VAPID key pair (first proposal wins)
 //	q/{id}                    a message in the outbox (pushes to decide; outbox.go)
 //	h/{id}{uid}/{device}      a device handled for a message in the outbox
@@ -53,9 +57,12 @@ var (
 	ErrInvalidSubscription = errors.New("push: invalid web push subscription")
 	ErrInvalidConversation = errors.New("push: invalid conversation")
 	ErrInvalidPreview      = errors.New("push: invalid preview preference")
+	ErrInvalidDND          = errors.New("push: invalid do-not-disturb window")
 	ErrInvalidUntil        = errors.New("push: mute end is not in the future")
 	ErrTooManyDevices      = errors.New("push: too many devices")
 	ErrTooManyMutes        = errors.New("push: too many muted conversations")
+	ErrInvalidGroup        = errors.New("push: invalid group ID")
+	ErrTooManyOptIns       = errors.New("push: too many group opt-ins")
 	ErrNoDevice            = errors.New("push: no such device")
 	ErrNoVAPIDKey          = errors.New("push: the VAPID key is not replicated yet")
 	errBadCommand          = errors.New("push: malformed command")
@@ -106,6 +113,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdPushSettings, s.applySettings)
 	deps.FSM.Register(wire.CmdPushVAPID, s.applyVAPID)
 	deps.FSM.Register(wire.CmdPushProgress, s.applyProgress)
+	deps.FSM.Register(wire.CmdPushGroupOptIn, s.applyOptIn)
 	return s, nil
 }
 

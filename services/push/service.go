@@ -126,20 +126,60 @@ func (s *Service) Unmute(ctx context.Context, uid, conv string) error {
 	return nil
 }
 
-// SetPreview sets uid's preview preference.
-func (s *Service) SetPreview(ctx context.Context, uid, preview string) (Settings, error) {
-	if err := ValidPreview(preview); err != nil {
-		return Settings{}, err
+// SettingsUpdate is a change of a user's push preferences: what it
+// leaves unset keeps its stored value, so that a client that knows only
+// the preview does not turn DND off.
+type SettingsUpdate struct {
+	// Preview is the new preview preference; nil keeps it.
+	Preview *string
+	// SetDND replaces the do-not-disturb window with DND, which nil turns
+	// off; without SetDND the window stays (and DND is ignored).
+	SetDND bool
+	DND    *DND
+}
+
+// UpdateSettings changes uid's push preferences and returns them all.
+// The change is merged into the stored settings by the FSM handler, so
+// two changes of different settings never undo each other. Errors wrap
+// ErrInvalidPreview, ErrInvalidDND or wire.ErrUnavailable. An update
+// that changes nothing is not proposed.
+func (s *Service) UpdateSettings(ctx context.Context, uid string, u SettingsUpdate) (Settings, error) {
+	if u.Preview != nil {
+		if err := ValidPreview(*u.Preview); err != nil {
+			return Settings{}, err
+		}
 	}
-	now := s.now().UTC()
-	v, err := s.propose(ctx, wire.CmdPushSettings, settingsCmd{UID: uid, Preview: preview, At: now})
+	if !u.SetDND {
+		u.DND = nil
+	}
+	if u.DND != nil {
+		if err := u.DND.Validate(); err != nil {
+			return Settings{}, err
+		}
+	}
+	if u.Preview == nil && !u.SetDND {
+		return s.Settings(uid)
+	}
+	v, err := s.propose(ctx, wire.CmdPushSettings, settingsCmd{UID: uid, Preview: u.Preview, SetDND: u.SetDND, DND: u.DND, At: s.now().UTC()})
 	if err != nil {
 		return Settings{}, fmt.Errorf("push: settings: %w", err)
 	}
 	if st, ok := v.(Settings); ok {
 		return st, nil
 	}
-	return Settings{Preview: preview, UpdatedAt: now}, nil
+	// The value did not survive a forwarded proposal: read back.
+	return s.Settings(uid)
+}
+
+// SetPreview sets uid's preview preference, keeping the DND window.
+func (s *Service) SetPreview(ctx context.Context, uid, preview string) (Settings, error) {
+	return s.UpdateSettings(ctx, uid, SettingsUpdate{Preview: &preview})
+}
+
+// SetDND sets uid's do-not-disturb window (nil turns it off), keeping
+// the preview preference.
+func (s *Service) SetDND(ctx context.Context, uid string, d *DND) (Settings, error) {
+	return s.UpdateSettings(ctx, uid, SettingsUpdate{SetDND: true, DND: d})
 }
 
 // Devices lists uid's registered devices, in device-ID order.
@@ -254,6 +294,18 @@ func (s *Service) Settings(uid string) (Settings, error) {
 func (s *Service) Preview(uid string) (string, error) {
 	st, err := s.Settings(uid)
 	return st.Preview, err
+}
+
+// DND returns uid's do-not-disturb window (see DND: clock times since
+// local midnight and the offset east of UTC); ok is false when DND is
+// off. The bridge asks it when it decides whether to push, hence the
+// flat values (it keeps its own DND type).
+func (s *Service) DND(uid string) (from, to, utcOffset time.Duration, ok bool, err error) {
+	st, err := s.Settings(uid)
+	if err != nil || st.DND == nil {
+		return 0, 0, 0, false, err
+	}
+	return st.DND.From, st.DND.To, st.DND.UTCOffset, true, nil
 }
 
 // VAPIDKeys returns the cluster's Web Push key pair, base64url: the

@@ -3,6 +3,7 @@ package push
 import (
 	"crypto/ecdh"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
@@ -241,7 +242,34 @@ type muteRequest struct {
 	Until *time.Time `json:"until,omitempty"`
 }
 
-// settingsRequest is the body of PUT /user/me/push.
+// settingsRequest is the body of PUT /user/me/push. A field left out
+// keeps its stored value (clients from before DND send only preview);
+// DND is kept raw to tell "dnd": null (turn it off) from no "dnd".
 type settingsRequest struct {
-	Preview string `json:"preview"`
+	Preview *string         `json:"preview"`
+	DND     json.RawMessage `json:"dnd"`
+}
+
+// update converts the request, strictly decoding the DND window (unknown
+// fields refused); a window of the right shape with a bad value is
+// ErrInvalidDND.
+func (r settingsRequest) update() (SettingsUpdate, error) {
+	u := SettingsUpdate{Preview: r.Preview}
+	if r.DND == nil {
+		return u, nil
+	}
+	u.SetDND = true
+	if string(r.DND) == "null" {
+		return u, nil
+	}
+	var j dndJSON
+	if err := httpapi.DecodeJSONBytes(r.DND, &j); err != nil {
+		return u, err
+	}
+	d, err := j.parse()
+	if err != nil {
+		return u, err
+	}
+	u.DND = &d
+	return u, nil
 }

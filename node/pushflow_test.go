@@ -1,0 +1,279 @@
+package node_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/bridge/push/pushtest"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// pushFlow is a node with every provider against the mocks, a short
+// grace period, and bob's phone registered for APNs.
+type pushFlow struct {
+	n          *nodetest.Node
+	m          pushMocks
+	alice, bob string // tokens
+	phone      string // bob's phone's APNs token
+	sender     *mqttSender
+}
+
+const flowGrace = 600 * time.Millisecond
+
+func startPushFlow(t *testing.T, groupLimit int) *pushFlow {
+	t.Helper()
+	opt, m := withPushMocks(t)
+	f := &pushFlow{m: m, phone: pushtest.NewDeviceToken()}
+	f.n = nodetest.StartNode(t, opt, nodetest.WithConfig(func(c *node.Config) {
+		c.PushGrace = flowGrace
+		if groupLimit > 0 {
+			c.PushGroupLimit = groupLimit
+		}
+	}))
+	f.alice, f.bob = f.n.NewUser(t, "alice"), f.n.NewUser(t, "bob")
+	if st := api(t, f.n, f.bob, "POST", "/user/me/devices",
+		map[string]any{"device": "phone", "platform": "apns", "token": f.phone}, nil); st != 200 {
+		t.Fatalf("register the phone: %d", st)
+	}
+	f.sender = &mqttSender{c: mustConnectV5(t, f.n.MQTTAddr(), "alice", "laptop", f.alice)}
+	return f
+}
+
+// mqttSender publishes alice's messages and returns their IDs.
+type mqttSender struct {
+	c *mqtttest.Client
+	n int
+}
+
+// send publishes a message to topic and returns the stored ID (from the
+// PUBACK's user property).
+func (s *mqttSender) send(t *testing.T, topic, body string) string {
+	t.Helper()
+	s.n++
+	code, resp := s.c.Pub(t, topic, 1, textMsg(fmt.Sprintf("flow-%d", s.n), body))
+	if code != 0 || resp == nil {
+		t.Fatalf("publish to %s: reason %#x", topic, code)
+	}
+	id := resp.Properties.User.Get("id")
+	if id == "" {
+		t.Fatalf("PUBACK without the message id: %+v", resp.Properties)
+	}
+	return id
+}
+
+// pushesFor are the APNs requests for token that carry message id.
+func (f *pushFlow) pushesFor(token, id string) int {
+	n := 0
+	for _, r := range f.m.apns.Requests() {
+		if r.Token == token && r.Custom["messageId"] == id {
+			n++
+		}
+	}
+	return n
+}
+
+// decided waits until the sender has decided verdict for want devices in
+// all (the counter only grows).
+func (f *pushFlow) decided(t *testing.T, verdict string, want float64) {
+	t.Helper()
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		v, _ := testutil.MetricValue(t, f.n.Registry(), "edgechat_push_decisions_total", map[string]string{"verdict": verdict})
+		if v != want {
+			return fmt.Errorf("%s decisions = %v, want %v", verdict, v, want)
+		}
+		return nil
+	})
+}
+
+// outboxEmpty waits until the outbox has nothing left (every message
+// done and recorded).
+func (f *pushFlow) outboxEmpty(t *testing.T) {
+	t.Helper()
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		n := 0
+		_ = f.n.Push.EachQueued(func(_ snowflake.ID) bool { n++; return true })
+		if n != 0 {
+			return fmt.Errorf("%d messages still in the outbox", n)
+		}
+		return nil
+	})
+}
+
+func TestPushOfflineDeviceOnceAfterGrace(t *testing.T) {
+	f := startPushFlow(t, 0)
+	start := time.Now()
+	id := f.send(t, "user/bob/newMessage", "are you there?")
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if f.pushesFor(f.phone, id) == 0 {
+			return errors.New("no push yet")
+		}
+		return nil
+	})
+	if el := time.Since(start); el < flowGrace {
+		t.Errorf("pushed after %v, before the grace period of %v", el, flowGrace)
+	}
+	f.outboxEmpty(t) // done and recorded: nothing can send it again
+	if n := f.pushesFor(f.phone, id); n != 1 {
+		t.Fatalf("%d pushes for one message", n)
+	}
+	var r pushtest.APNsRequest
+	for _, q := range f.m.apns.Requests() {
+		if q.Custom["messageId"] == id {
+			r = q
+		}
+	}
+	alert, _ := r.APS["alert"].(map[string]any)
+	if r.Status != 200 || r.PushType != "alert" || r.Topic != "com.example.chat" || r.CollapseID != "user:alice" ||
+		alert["title"] != "Alice" || alert["body"] != "are you there?" || r.APS["badge"] != float64(1) ||
+		r.APS["mutable-content"] != float64(1) || r.APS["thread-id"] != "user:alice" ||
+		r.Custom["conversationId"] != "user:alice" {
+		t.Errorf("APNs request %+v", r)
+	}
+	checkMetric(t, f.n, "edgechat_push_decisions_total", map[string]string{"verdict": "push"}, 1)
+	if c, _ := testutil.MetricValue(t, f.n.Registry(), "edgechat_push_latency_seconds", nil); c != 1 {
+		t.Errorf("latency observations = %v", c)
+	}
+}
+
+func (f *pushFlow) send(t *testing.T, topic, body string) string {
+	return f.sender.send(t, topic, body)
+}
+
+func TestPushNotForAConnectedDevice(t *testing.T) {
+	f := startPushFlow(t, 0)
+	phone := mustConnectV5(t, f.n.MQTTAddr(), "bob", "phone", f.bob)
+	phone.Sub(t, "user/bob/newMessage")
+	id := f.send(t, "user/bob/newMessage", "you are online")
+	f.decided(t, "connected", 1)
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 0 {
+		t.Fatalf("a connected device got %d pushes", n)
+	}
+}
+
+func TestPushNotWhenTheDeviceReconnectsWithinGrace(t *testing.T) {
+	f := startPushFlow(t, 0)
+	// A persistent session: the phone gets what it missed on reconnect.
+	phone := mustConnectV5(t, f.n.MQTTAddr(), "bob", "phone", f.bob)
+	phone.Sub(t, "user/bob/newMessage")
+	_ = phone.Client.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	waitDisconnected(t, f, "bob/phone")
+	id := f.send(t, "user/bob/newMessage", "catch this on reconnect")
+	phone = mustConnectV5(t, f.n.MQTTAddr(), "bob", "phone", f.bob)
+	phone.Sub(t, "user/bob/newMessage")
+	f.decided(t, "connected", 1)
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 0 {
+		t.Fatalf("a device back within the grace period got %d pushes", n)
+	}
+}
+
+func TestPushNotWhenReadOnAnotherDevice(t *testing.T) {
+	f := startPushFlow(t, 0)
+	laptop := mustConnectV5(t, f.n.MQTTAddr(), "bob", "laptop", f.bob)
+	laptop.Sub(t, "user/bob/newMessage")
+	id := f.send(t, "user/bob/newMessage", "read me on the laptop")
+	if st := api(t, f.n, f.bob, "POST", "/chat/read", map[string]any{"with": "alice", "upTo": id}, nil); st != 204 {
+		t.Fatalf("mark read: %d", st)
+	}
+	f.decided(t, "read", 1)
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 0 {
+		t.Fatalf("the phone got %d pushes for a message read on the laptop", n)
+	}
+}
+
+func TestPushNotForAMutedConversation(t *testing.T) {
+	f := startPushFlow(t, 0)
+	if st := api(t, f.n, f.bob, "PUT", "/user/me/mutes/user:alice", nil, nil); st != 200 {
+		t.Fatalf("mute: %d", st)
+	}
+	id := f.send(t, "user/bob/newMessage", "muted")
+	f.decided(t, "muted", 1)
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 0 {
+		t.Fatalf("a muted conversation pushed %d times", n)
+	}
+	// Unmuted, the next message pushes again.
+	if st := api(t, f.n, f.bob, "DELETE", "/user/me/mutes/user:alice", nil, nil); st != 204 {
+		t.Fatalf("unmute: %d", st)
+	}
+	id = f.send(t, "user/bob/newMessage", "unmuted")
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if f.pushesFor(f.phone, id) != 1 {
+			return errors.New("no push after unmute")
+		}
+		return nil
+	})
+}
+
+// In a group above the limit only mentions (and replies, and members who
+// opted in) push; in a small group everyone does.
+func TestPushLargeGroupOnlyMentions(t *testing.T) {
+	f := startPushFlow(t, 2)
+	carol := f.n.NewUser(t, "carol")
+	carolPhone := pushtest.NewDeviceToken()
+	if st := api(t, f.n, carol, "POST", "/user/me/devices",
+		map[string]any{"device": "phone", "platform": "apns", "token": carolPhone}, nil); st != 200 {
+		t.Fatalf("register carol's phone: %d", st)
+	}
+	g := createGroup(t, f.n, f.alice, "big", "bob", "carol") // 3 members > 2
+	topic := "group/" + g.GroupID + "/newMessage"
+	plain := f.send(t, topic, "hello everyone")
+	mention := f.send(t, topic, "@bob can you look?")
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if f.pushesFor(f.phone, mention) != 1 {
+			return errors.New("bob not pushed for his mention")
+		}
+		return nil
+	})
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, plain) + f.pushesFor(carolPhone, plain) + f.pushesFor(carolPhone, mention); n != 0 {
+		t.Fatalf("%d pushes that are not mentions in a large group", n)
+	}
+	var r pushtest.APNsRequest
+	for _, q := range f.m.apns.Requests() {
+		if q.Custom["messageId"] == mention {
+			r = q
+		}
+	}
+	alert, _ := r.APS["alert"].(map[string]any)
+	if alert["title"] != "Alice in big" || r.CollapseID != "group:"+g.GroupID {
+		t.Errorf("group push %+v", r)
+	}
+	// Carol opts in: she gets every message of the group.
+	if st := api(t, f.n, carol, "PUT", "/user/me/push/groups/"+g.GroupID, nil, nil); st != 200 {
+		t.Fatalf("opt in: %d", st)
+	}
+	all := f.send(t, topic, "for the opted in")
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if f.pushesFor(carolPhone, all) != 1 {
+			return errors.New("carol not pushed after opting in")
+		}
+		return nil
+	})
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, all); n != 0 {
+		t.Fatalf("bob, not opted in, got %d pushes", n)
+	}
+}
+
+// waitDisconnected waits until the cluster no longer sees clientID
+// connected.
+func waitDisconnected(t *testing.T, f *pushFlow, clientID string) {
+	t.Helper()
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if f.n.ClientConnected(clientID) {
+			return errors.New(clientID + " still registered as connected")
+		}
+		return nil
+	})
+}

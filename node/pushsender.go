@@ -1,0 +1,133 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	pushbridge "github.com/edgechat/edgechat/bridge/push"
+	"github.com/edgechat/edgechat/broker/registry"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/services/archive"
+	"github.com/edgechat/edgechat/services/push"
+	"github.com/edgechat/edgechat/services/users"
+)
+
+// buildPushSender builds the push bridge's sender over the services and
+// connects the outbox to it: the archive stages messages in the push
+// outbox, and the outbox tells the sender after each commit.
+func (n *Node) buildPushSender() error {
+	metrics := n.pushMetrics
+	sender, err := pushbridge.NewSender(pushbridge.SenderConfig{
+		Grace:      n.cfg.PushGrace,
+		NoGrace:    n.cfg.PushGrace == 0,
+		GroupLimit: n.cfg.PushGroupLimit,
+	}, pushbridge.SenderDeps{
+		Outbox:        pushOutbox{n.Push},
+		Registrations: pushRegistrations{n.Push},
+		Preferences:   pushPreferences{n.Push},
+		Archive:       n.Archive,
+		Directory:     pushDirectory{n.Users},
+		Connections:   registryConnections{n.clients},
+		Leadership:    n.raft,
+		Provider:      pushbridge.Counted(n.PushRouter, metrics),
+		Metrics:       metrics,
+		Registerer:    n.registry,
+		Logger:        n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("node: push sender: %w", err)
+	}
+	n.PushSender = sender
+	n.Push.OnStaged(func(m push.StagedMessage) { sender.Staged(m.ID) })
+	return nil
+}
+
+// pushStaging lets the archive stage messages in the push outbox.
+type pushStaging struct{ s *push.Service }
+
+func (p pushStaging) Stage(tx *badger.Txn, m archive.Stored) (func(), error) {
+	return p.s.Stage(tx, push.StagedMessage{ID: m.ID, From: m.From, To: m.To, Group: m.Group})
+}
+
+// pushOutbox adapts the outbox of the push data service.
+type pushOutbox struct{ s *push.Service }
+
+func (o pushOutbox) EachQueued(fn func(id snowflake.ID) bool) error { return o.s.EachQueued(fn) }
+func (o pushOutbox) Handled(id snowflake.ID) ([]string, error)      { return o.s.Handled(id) }
+
+func (o pushOutbox) RecordProgress(ctx context.Context, p pushbridge.Progress) error {
+	q := push.Progress{Done: p.Done}
+	for id, clients := range p.Handled {
+		q.Handled = append(q.Handled, push.HandledDevices{ID: id, Clients: clients})
+	}
+	slices.SortFunc(q.Handled, func(a, b push.HandledDevices) int { return cmp.Compare(a.ID, b.ID) })
+	return o.s.RecordProgress(ctx, q)
+}
+
+// pushPreferences adapts the users' push settings.
+type pushPreferences struct{ s *push.Service }
+
+func (p pushPreferences) Mutes(uid string, at time.Time) ([]pushbridge.Mute, error) {
+	ms, err := p.s.Mutes(uid, at)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]pushbridge.Mute, len(ms))
+	for i, m := range ms {
+		out[i] = pushbridge.Mute{Conversation: m.Conversation}
+		if m.Until != nil {
+			out[i].Until = *m.Until
+		}
+	}
+	return out, nil
+}
+
+func (p pushPreferences) DND(uid string) (*pushbridge.DND, error) {
+	from, to, offset, ok, err := p.s.DND(uid)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &pushbridge.DND{From: from, To: to, UTCOffset: offset}, nil
+}
+
+func (p pushPreferences) Preview(uid string) (pushbridge.Preview, error) {
+	v, err := p.s.Preview(uid)
+	return pushbridge.Preview(v), err
+}
+
+func (p pushPreferences) GroupOptIns(gid string) ([]string, error) { return p.s.GroupOptIns(gid) }
+
+// pushDirectory names users and groups for notifications.
+type pushDirectory struct{ u *users.Service }
+
+func (d pushDirectory) DisplayName(uid string) string {
+	if p, err := d.u.Profile(uid); err == nil && p.DisplayName != "" {
+		return p.DisplayName
+	}
+	return uid
+}
+
+func (d pushDirectory) Group(gid string) (string, []string, error) {
+	g, err := d.u.Group(gid)
+	if err != nil {
+		return "", nil, err
+	}
+	members, err := d.u.MemberIDs(gid)
+	return g.Name, members, err
+}
+
+func (d pushDirectory) IsMember(gid, uid string) bool { return membership{d.u}.IsMember(gid, uid) }
+
+// registryConnections: connected anywhere in the cluster, from the
+// replicated client registry.
+type registryConnections struct{ t *registry.Table }
+
+func (c registryConnections) Connected(clientID string) bool {
+	_, ok, err := c.t.Lookup(clientID)
+	return ok && err == nil
+}
