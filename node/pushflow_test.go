@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	pushbridge "github.com/edgechat/edgechat/bridge/push"
 	"github.com/edgechat/edgechat/bridge/push/pushtest"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
@@ -276,4 +277,70 @@ func waitDisconnected(t *testing.T, f *pushFlow, clientID string) {
 		}
 		return nil
 	})
+}
+
+// One message reaches every provider a user's offline devices use, each
+// with the conversation's collapse key and the message ID; the device
+// whose token APNs reports dead loses its registration.
+func TestPushEveryProviderAndDeadTokenRemoval(t *testing.T) {
+	f := startPushFlow(t, 0)
+	var vapid string
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if vapid = vapidKey(t, f.n); vapid == "" {
+			return errors.New("no VAPID key yet")
+		}
+		return nil
+	})
+	wp := pushtest.StartWebPush(t, vapid)
+	sub := wp.Subscribe()
+	oldPhone, pixel := pushtest.NewDeviceToken(), fcmToken("flow")
+	f.m.apns.Fail(oldPhone, pushtest.Unregistered)
+	for _, reg := range []map[string]any{
+		{"device": "old-phone", "platform": "apns", "token": oldPhone},
+		{"device": "pixel", "platform": "fcm", "token": pixel},
+		{"device": "browser", "platform": "webpush", "subscription": map[string]any{"endpoint": sub.Endpoint,
+			"keys": map[string]string{"p256dh": sub.P256dh, "auth": sub.Auth}}},
+	} {
+		if st := api(t, f.n, f.bob, "POST", "/user/me/devices", reg, nil); st != 200 {
+			t.Fatalf("register %v: %d", reg["device"], st)
+		}
+	}
+	id := f.send(t, "user/bob/newMessage", "to every device")
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 1 {
+		t.Errorf("APNs phone: %d pushes", n)
+	}
+	var fcm []pushtest.FCMRequest
+	for _, r := range f.m.fcm.Requests() {
+		if r.Message.Data["messageId"] == id {
+			fcm = append(fcm, r)
+		}
+	}
+	if len(fcm) != 1 || fcm[0].Status != 200 || fcm[0].Message.Token != pixel ||
+		fcm[0].Message.Android.CollapseKey != "user:alice" || fcm[0].Message.Notification.Body != "to every device" {
+		t.Errorf("FCM requests %+v", fcm)
+	}
+	var web []pushbridge.WebPushPayload
+	for _, r := range wp.Requests() {
+		var p pushbridge.WebPushPayload
+		if err := jsonUnmarshal(r.Payload, &p); err == nil && p.MessageID == id && r.Status == 201 {
+			web = append(web, p)
+			if r.Topic == "" {
+				t.Errorf("Web Push without a Topic (collapse) header: %+v", r)
+			}
+		}
+	}
+	if len(web) != 1 || web[0].Body != "to every device" || web[0].Title != "Alice" {
+		t.Errorf("Web Push payloads %+v (errors %v)", web, wp.Errors())
+	}
+	var list deviceList
+	if st := api(t, f.n, f.bob, "GET", "/user/me/devices", nil, &list); st != 200 {
+		t.Fatalf("list: %d", st)
+	}
+	for _, d := range list.Devices {
+		if d.Device == "old-phone" {
+			t.Errorf("the dead token's registration is still there")
+		}
+	}
+	checkMetric(t, f.n, "edgechat_push_tokens_removed_total", map[string]string{"provider": "apns"}, 1)
 }

@@ -338,20 +338,22 @@ func TestSenderRemovesDeadTokens(t *testing.T) {
 	}
 }
 
-// A provider that hangs costs its own pushes their timeout; the other
-// providers' pushes go out meanwhile.
+// A provider that hangs or answers garbage costs its own pushes their
+// timeout and retries; the other providers' pushes go out meanwhile.
 func TestSenderHangingProviderDoesNotHoldOthers(t *testing.T) {
 	apns, mock := startAPNs(t)
 	w := newWorld()
-	hung := pushtest.NewDeviceToken()
+	hung, garbage := pushtest.NewDeviceToken(), pushtest.NewDeviceToken()
 	mock.Fail(hung, pushtest.Hang)
+	mock.Fail(garbage, pushtest.Garbage)
 	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: hung})
+	w.register("bob", "tablet", push.Device{Platform: push.APNs, Token: garbage})
 	w.register("bob", "pixel", push.Device{Platform: push.FCM, Token: "fcm-ok"})
 	fcm := &scripted{}
 	router := push.NewRouter(map[push.Platform]push.Provider{push.APNs: apns, push.FCM: fcm})
 	w.stage("bob", "hi")
 	start := time.Now()
-	startSender(t, w, router, push.SenderConfig{NoGrace: true, SendTimeout: 5 * time.Second, MaxAttempts: 1})
+	_, reg := startSender(t, w, router, push.SenderConfig{NoGrace: true, SendTimeout: 5 * time.Second, MaxAttempts: 1})
 	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if len(fcm.tries("fcm-ok")) == 0 {
 			return errors.New("FCM push not sent")
@@ -367,6 +369,9 @@ func TestSenderHangingProviderDoesNotHoldOthers(t *testing.T) {
 		}
 		return nil
 	})
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_given_up_total", map[string]string{"reason": "attempts"}); v != 2 {
+		t.Errorf("given up = %v, want the hanging and the garbage push", v)
+	}
 }
 
 // A leadership change mid-send: the old leader's unanswered pushes are
