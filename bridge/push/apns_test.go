@@ -260,6 +260,29 @@ func TestAPNsCertificateAuth(t *testing.T) {
 	}
 }
 
+// A .p12 as Apple hands it out (testdata/README.md says how it was
+// made): the client presents its certificate, and a wrong password is a
+// configuration error at start, not a failure at the first push.
+func TestAPNsP12CertificateAuth(t *testing.T) {
+	mock := pushtest.StartAPNs(t, pushtest.APNsOptions{ClientCerts: true})
+	if _, err := push.NewAPNs(push.APNsConfig{CertFile: "testdata/apns-cert.p12", CertPassword: "wrong",
+		Topic: testTopic, Endpoint: mock.URL, TLSConfig: mock.TLSConfig()}); !errors.Is(err, push.ErrConfig) {
+		t.Fatalf("wrong password: %v, want ErrConfig", err)
+	}
+	p, err := push.NewAPNs(push.APNsConfig{CertFile: "testdata/apns-cert.p12", CertPassword: "test-password",
+		Topic: testTopic, Endpoint: mock.URL, TLSConfig: mock.TLSConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if res, err := p.Send(t.Context(), apnsDevice(pushtest.NewDeviceToken()), fullNotification()); err != nil {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if r := mock.Requests()[0]; r.ClientCN != "Apple Push Services: com.example.chat" || r.KeyID != "" {
+		t.Errorf("mock saw client %q, jwt kid %q; want the certificate and no JWT", r.ClientCN, r.KeyID)
+	}
+}
+
 func TestAPNsWrongKeyIsRefused(t *testing.T) {
 	_, other, err := pushtest.NewAPNsKey()
 	if err != nil {
