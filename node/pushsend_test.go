@@ -24,7 +24,7 @@ type pushMocks struct {
 // auth with a new .p8 key, FCM with the mock's service account, Web Push
 // with a subject (the mock is started later, with the node's key). The
 // mocks share httptest's certificate, which PushTLS trusts.
-func withPushMocks(t *testing.T) (nodetest.Option, pushMocks) {
+func withPushMocks(t testing.TB) (nodetest.Option, pushMocks) {
 	keyPEM, key, err := pushtest.NewAPNsKey()
 	if err != nil {
 		t.Fatal(err)

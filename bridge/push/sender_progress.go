@@ -13,20 +13,32 @@ type progress struct {
 	mu      sync.Mutex
 	handled map[snowflake.ID][]string
 	doneIDs []snowflake.ID
+	ready   chan struct{} // poked when there is something to commit
 }
 
-func newProgress() *progress { return &progress{handled: map[snowflake.ID][]string{}} }
+func newProgress() *progress {
+	return &progress{handled: map[snowflake.ID][]string{}, ready: make(chan struct{}, 1)}
+}
+
+func (p *progress) poke() {
+	select {
+	case p.ready <- struct{}{}:
+	default:
+	}
+}
 
 func (p *progress) addHandled(id snowflake.ID, clientID string) {
 	p.mu.Lock()
 	p.handled[id] = append(p.handled[id], clientID)
 	p.mu.Unlock()
+	p.poke()
 }
 
 func (p *progress) done(id snowflake.ID) {
 	p.mu.Lock()
 	p.doneIDs = append(p.doneIDs, id)
 	p.mu.Unlock()
+	p.poke()
 }
 
 // take removes and returns up to max entries (devices and messages); a
@@ -73,16 +85,26 @@ func (p *progress) putBack(q Progress) {
 	}
 }
 
-// progressLoop commits the term's progress every ProgressEvery.
+// progressLoop commits the term's progress: once there is some, after
+// ProgressEvery (so that one command carries many records), and again
+// after ProgressEvery while a commit fails. An idle sender does not wake.
 func (t *term) progressLoop() {
-	tick := time.NewTicker(t.s.cfg.ProgressEvery)
-	defer tick.Stop()
+	timer := time.NewTimer(0)
+	<-timer.C
 	for {
 		select {
-		case <-tick.C:
-			t.flush(t.ctx)
+		case <-t.prog.ready:
 		case <-t.ctx.Done():
 			return
+		}
+		timer.Reset(t.s.cfg.ProgressEvery)
+		select {
+		case <-timer.C:
+		case <-t.ctx.Done():
+			return
+		}
+		if !t.flush(t.ctx) {
+			t.prog.poke() // try again
 		}
 	}
 }
@@ -91,18 +113,18 @@ func (t *term) progressLoop() {
 // does not commit stays for the next flush (the final one at the end of
 // the term is best effort: a record lost there is a push the next leader
 // sends again).
-func (t *term) flush(ctx context.Context) {
+func (t *term) flush(ctx context.Context) bool {
 	for {
 		p, ok := t.prog.take(maxProgressPerCommand)
 		if !ok {
-			return
+			return true
 		}
 		if err := t.s.deps.Outbox.RecordProgress(ctx, p); err != nil {
 			t.prog.putBack(p)
 			if ctx.Err() == nil {
 				t.s.log.Warn("push: recording progress failed; will retry", "err", err)
 			}
-			return
+			return false
 		}
 	}
 }
