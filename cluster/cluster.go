@@ -528,6 +528,23 @@ func (n *Raft) ID() string { return n.cfg.NodeName }
 // presence's cluster interfaces use).
 func (n *Raft) Self() string { return n.cfg.NodeName }
 
+// Barrier waits until every entry committed before it is applied on this
+// node, which must be the leader: a new leader knows which of the entries
+// it holds were committed only once an entry of its own term commits, so
+// whatever reads replicated state to act as the leader (the push sender
+// reading its outbox) waits for this first. ctx's deadline bounds the
+// wait (applyTimeout without one).
+func (n *Raft) Barrier(ctx context.Context) error {
+	timeout := applyTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(d), time.Millisecond)
+	}
+	if err := n.raft.Barrier(timeout).Error(); err != nil {
+		return fmt.Errorf("cluster: barrier: %w", err)
+	}
+	return nil
+}
+
 // IsLeader reports whether this node is the Raft leader now.
 func (n *Raft) IsLeader() bool { return n.raft.State() == raft.Leader }
 

@@ -10,8 +10,10 @@ package push
 // the whole cluster agrees on at any time, and it moves within about a
 // second when a node dies (a home node per user, as presence has, would
 // stay on a killed node until it is removed from the cluster). On
-// becoming leader the sender reads the outbox; while it leads it hears of
-// each newly staged message right after its commit. For each message it
+// becoming leader the sender waits for a Raft barrier (so that it knows
+// every progress record the old leader committed) and reads the outbox;
+// while it leads it hears of each newly staged message right after its
+// commit. For each message it
 //
 //  1. plans at once (at commit, when it is leader then): the candidate
 //     recipients (Candidates), their registered devices not yet handled,
@@ -66,6 +68,7 @@ const (
 	maxProgressPerCommand = 10_000 // services/push accepts 20,000
 	planWorkers           = 4
 	replanDelay           = 5 * time.Second
+	barrierRetry          = 100 * time.Millisecond
 	finalFlushTimeout     = 3 * time.Second
 )
 
@@ -172,6 +175,9 @@ type Connections interface {
 // Leadership says whether this node sends (*cluster.Raft).
 type Leadership interface {
 	IsLeader() bool
+	// Barrier returns once every entry committed before it is applied
+	// here (a new leader may not yet know the last progress records).
+	Barrier(ctx context.Context) error
 	// MembersChanged is closed at the next change of members or leader.
 	MembersChanged() <-chan struct{}
 }
@@ -259,7 +265,16 @@ func (s *Sender) Run(ctx context.Context) error {
 	for {
 		changed := s.deps.Leadership.MembersChanged()
 		if s.deps.Leadership.IsLeader() {
-			s.lead(ctx)
+			if err := s.deps.Leadership.Barrier(ctx); err != nil {
+				// Not the leader after all, or no quorum: look again soon.
+				s.log.Debug("push sender: barrier before leading failed", "err", err)
+				select {
+				case <-time.After(barrierRetry):
+				case <-ctx.Done():
+				}
+			} else {
+				s.lead(ctx)
+			}
 		} else {
 			s.drainStaged() // the outbox has them; a leader scans it
 			select {

@@ -145,6 +145,8 @@ func (w *world) IsLeader() bool {
 	return w.leader
 }
 
+func (w *world) Barrier(context.Context) error { return nil }
+
 func (w *world) MembersChanged() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -367,6 +367,8 @@ type testCluster struct {
 	t    *testing.T
 	bin  string
 	dirs []string
+	// extra are more flags for every node (also on a restart).
+	extra []string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -378,14 +380,15 @@ func (c *testCluster) args(i int, clusterAddr, join string) []string {
 	if join != "" {
 		a = append(a, "--join", join)
 	}
-	return a
+	return append(a, c.extra...)
 }
 
 // startCluster3 starts n1, then n2 and n3 joining it, and waits until
-// every node sees three members and a leader.
-func startCluster3(t *testing.T) *testCluster {
+// every node sees three members and a leader. extra are flags for every
+// node.
+func startCluster3(t *testing.T, extra ...string) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, bin: edgechatBinary(t), dirs: []string{t.TempDir(), t.TempDir(), t.TempDir()}}
+	c := &testCluster{t: t, bin: edgechatBinary(t), dirs: []string{t.TempDir(), t.TempDir(), t.TempDir()}, extra: extra}
 	c.procs = make([]*proc, 3)
 	c.procs[0] = startServe(t, c.bin, c.args(0, "127.0.0.1:0", "")...)
 	for i := 1; i < 3; i++ {

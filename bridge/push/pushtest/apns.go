@@ -45,7 +45,9 @@ type APNsRequest struct {
 	// APS is the "aps" dictionary; Custom the other top-level keys.
 	APS    map[string]any
 	Custom map[string]any
-	// Status and Reason are what the mock answered.
+	// Status and Reason are what the mock answered. Status is 0 when it
+	// never answered: Reason "hang" (the Hang fault) or "abandoned" (held,
+	// and the client went away first).
 	Status int
 	Reason string
 }
@@ -66,6 +68,12 @@ type APNs struct {
 	// ES256 on every request would make the mock, not the sender, the
 	// bottleneck of a benchmark on the same cores.
 	verified map[string]time.Time
+	// hold: requests that would be accepted wait for release, after the
+	// first pass of them go through.
+	hold    bool
+	pass    int
+	held    int
+	release chan struct{}
 }
 
 // StartAPNs starts an APNs mock closed at the end of the test.
@@ -99,6 +107,79 @@ func (m *APNs) ExpireTokensIssuedBefore(t time.Time) {
 	m.mu.Lock()
 	m.minIssued = t
 	m.mu.Unlock()
+}
+
+// Hold makes the mock hold every request it would accept (answer 200)
+// until Release: the sender waits for its answer, as it does for a slow
+// APNs. A held request whose client goes away first (its connection
+// closed, its context cancelled) is recorded with Status 0 and Reason
+// "abandoned": it was never accepted, so it does not count as delivered.
+func (m *APNs) Hold() { m.HoldAfter(0) }
+
+// HoldAfter accepts the next n requests it would accept, then holds the
+// rest as Hold does.
+func (m *APNs) HoldAfter(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hold, m.pass = true, max(n, 0)
+	if m.release == nil {
+		m.release = make(chan struct{})
+	}
+}
+
+// Release answers the held requests (200) and stops holding.
+func (m *APNs) Release() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.hold, m.pass = false, 0
+	if m.release != nil {
+		close(m.release)
+		m.release = nil
+	}
+}
+
+// Held counts the requests waiting for Release now.
+func (m *APNs) Held() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.held
+}
+
+// waitRelease holds r if the mock holds. It returns false when the
+// request was abandoned (its client went away, or the mock closed): rec
+// is then recorded as such, in the same step as the held count drops, so
+// that a test that sees Held fall also sees the abandoned request.
+func (m *APNs) waitRelease(r *http.Request, rec APNsRequest) bool {
+	m.mu.Lock()
+	if !m.hold {
+		m.mu.Unlock()
+		return true
+	}
+	if m.pass > 0 {
+		m.pass--
+		m.mu.Unlock()
+		return true
+	}
+	m.held++
+	release := m.release
+	m.mu.Unlock()
+	released := false
+	select {
+	case <-release:
+		// A client that went away as it was released never gets the
+		// answer: that is abandoned too.
+		released = r.Context().Err() == nil
+	case <-r.Context().Done():
+	case <-m.s.closing:
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.held--
+	if !released {
+		rec.Reason = "abandoned"
+		m.reqs = append(m.reqs, rec)
+	}
+	return released
 }
 
 // Close stops the mock now (hanging requests are released).
@@ -251,6 +332,9 @@ func (m *APNs) serve(w http.ResponseWriter, r *http.Request) {
 		m.mu.Unlock()
 		m.s.hang(r.Context())
 	default:
+		if !m.waitRelease(r, rec) {
+			return
+		}
 		answer(http.StatusOK, "")
 	}
 }
