@@ -484,15 +484,23 @@ func TestMembersChangedAnnouncesJoinsAndLeaders(t *testing.T) {
 	ms := startCluster(t, 2)
 	leader := leaderOf(t, ms)
 	follower := followerOf(ms, leader)
-	changed := follower.MembersChanged()
 	if n := len(follower.Members()); n != 2 {
 		t.Fatalf("members before the join: %d", n)
 	}
-	select {
-	case <-changed:
-		t.Fatal("MembersChanged fired with nothing changed")
-	case <-time.After(200 * time.Millisecond):
-	}
+	// The follower may hear of its leader (an observation that fires
+	// MembersChanged) a moment after the cluster formed: once that has
+	// settled, nothing fires while nothing changes. A channel that keeps
+	// firing fails this after 10 s.
+	var changed <-chan struct{}
+	checkFor(t, 10*time.Second, time.Millisecond, func() error {
+		changed = follower.MembersChanged()
+		select {
+		case <-changed:
+			return errors.New("MembersChanged fired with nothing changed")
+		case <-time.After(200 * time.Millisecond):
+			return nil
+		}
+	})
 	ms = append(ms, startMember(t, "n3", func(c *Config) { c.Join = []string{follower.addr} }))
 	select {
 	case <-changed:
