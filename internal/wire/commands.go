@@ -35,6 +35,14 @@ const (
 	CmdPushVAPID      byte = 0x54 // push: the cluster's Web Push (VAPID) key pair; the first proposal wins
 	CmdPushGroupOptIn byte = 0x55 // push: a user opts in to (or out of) every message of a large group
 	CmdPushProgress   byte = 0x56 // push: devices handled for queued messages, and messages done (the outbox)
+
+	CmdMediaCreate   byte = 0x60 // media: a new upload (counts the uploader's daily quota)
+	CmdMediaUploaded byte = 0x61 // media: the upload's bytes are in the raw tier: queue its processing job
+	CmdMediaClaim    byte = 0x62 // media: a worker claims, renews or releases a processing job (lease)
+	CmdMediaDone     byte = 0x63 // media: the claim in force ends the job: ready with its metadata, or rejected
+	CmdMediaGrant    byte = 0x64 // media: users or groups may read it (it was sent to them)
+	CmdMediaTouch    byte = 0x65 // media: last read time, or the tier it moved to
+	CmdMediaDelete   byte = 0x66 // media: records removed (orphans, deleted accounts)
 )
 
 // Client registry (broker/registry): which node holds each client ID.

@@ -55,10 +55,20 @@ func (e *EnvelopeError) Error() string {
 
 func (e *EnvelopeError) Unwrap() error { return e.Err }
 
-// Media refers to an upload.
+// Media refers to an upload. A client sends the ID; when the message is
+// stored the server fills in the rest from the processed upload, so that
+// clients render it without another request.
 type Media struct {
-	ID   string `json:"id"`
-	Mime string `json:"mime,omitempty"`
+	ID          string `json:"id"`
+	Mime        string `json:"mime,omitempty"`
+	Kind        string `json:"kind,omitempty"` // image, video, audio, pdf, file
+	Name        string `json:"name,omitempty"`
+	Size        int64  `json:"size,omitempty"`
+	Width       int    `json:"width,omitempty"`
+	Height      int    `json:"height,omitempty"`
+	DurationMs  int64  `json:"durationMs,omitempty"`
+	Placeholder string `json:"placeholder,omitempty"` // a tiny blurred image, data: URI
+	Preview     bool   `json:"preview,omitempty"`     // GET /media/{id}/preview exists
 }
 
 // Envelope is a chat message. Clients set CID, Type, Body, ReplyTo,
@@ -169,8 +179,9 @@ func ParseEnvelope(payload []byte) (Envelope, error) {
 		if len(ce.Media.Mime) > 128 || !printable(ce.Media.Mime) {
 			return Envelope{}, &EnvelopeError{Field: "media.mime", Err: ErrInvalidField, Msg: "invalid mime type"}
 		}
-		m := *ce.Media
-		env.Media = &m
+		// Only the ID (and the legacy mime hint) come from the client;
+		// the server fills in the rest from the upload.
+		env.Media = &Media{ID: ce.Media.ID, Mime: ce.Media.Mime}
 	default:
 		return Envelope{}, &EnvelopeError{Field: "type", Err: ErrUnknownType, Msg: fmt.Sprintf("%q (want text or media)", env.Type)}
 	}

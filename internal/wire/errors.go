@@ -1,6 +1,9 @@
 package wire
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Principal is an authenticated identity: who a token or an MQTT
 // connection belongs to.
@@ -19,4 +22,8 @@ var (
 	ErrQuota       = errors.New("quota exceeded")                       // MQTT 0x97, HTTP 429
 	ErrInvalid     = errors.New("invalid")                              // MQTT 0x99 payload format invalid, HTTP 400
 	ErrBadToken    = errors.New("invalid or expired token")             // MQTT 0x86/0x87 at CONNECT, HTTP 401
+
+	// ErrMediaNotReady: a media message names no ready upload of its
+	// sender (MQTT 0x99, HTTP 422 "media_not_ready").
+	ErrMediaNotReady = fmt.Errorf("media is not a ready upload of the sender: %w", ErrInvalid)
 )

@@ -109,6 +109,14 @@ type Outbox interface {
 	Stage(tx *badger.Txn, m Stored) (afterCommit func(), err error)
 }
 
+// Media checks the upload a media message names and fills in what
+// clients render (services/media): a ready upload of sender, which the
+// conversation (peer, or group gid) may then read. Errors wrap
+// wire.ErrMediaNotReady.
+type Media interface {
+	Attach(ctx context.Context, sender string, m *wire.Media, peer, gid string) error
+}
+
 // Stored names a stored message for the Outbox.
 type Stored struct {
 	ID    snowflake.ID
@@ -136,6 +144,7 @@ type Deps struct {
 	Groups     Groups
 	Blocks     Blocks
 	Outbox     Outbox
+	Media      Media
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -152,6 +161,7 @@ type Service struct {
 	users  Directory
 	groups Groups // nil: no groups
 	blocks Blocks // nil: no blocks
+	media  Media  // nil: media messages are stored as sent
 	log    *slog.Logger
 
 	messages *prometheus.CounterVec
@@ -188,7 +198,7 @@ func New(deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: deps.DB, prop: deps.Proposer, pub: deps.Publisher, ids: deps.IDs, users: deps.Users,
-		groups: deps.Groups, blocks: deps.Blocks,
+		groups: deps.Groups, blocks: deps.Blocks, media: deps.Media,
 		log: log.With("component", "archive"),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_archive_messages_total",
@@ -250,6 +260,9 @@ func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Enve
 	if to != from && s.blocks != nil && s.blocks.IsBlocked(to, from) {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
 	}
+	if err := s.attachMedia(ctx, from, &env, to, ""); err != nil {
+		return wire.Envelope{}, nil, false, err
+	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, to, ""
 	stampMentions(&env)
@@ -284,6 +297,17 @@ func checkClientFields(env wire.Envelope) error {
 // the list still mention.
 func stampMentions(env *wire.Envelope) {
 	env.Mentions = wire.MergeMentions(env.Mentions, wire.ScanMentions(env.Body))
+}
+
+// attachMedia has the media service check and fill a media message.
+func (s *Service) attachMedia(ctx context.Context, from string, env *wire.Envelope, peer, gid string) error {
+	if s.media == nil || env.Type != wire.TypeMedia || env.Media == nil {
+		return nil
+	}
+	if err := s.media.Attach(ctx, from, env.Media, peer, gid); err != nil {
+		return fmt.Errorf("archive: media %q: %w", env.Media.ID, err)
+	}
+	return nil
 }
 
 // count records the outcome of a send.

@@ -48,6 +48,9 @@ func (s *Service) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 	if !s.groups.IsMember(gid, from) {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
 	}
+	if err := s.attachMedia(ctx, from, &env, "", gid); err != nil {
+		return wire.Envelope{}, nil, false, err
+	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, "", gid
 	stampMentions(&env)

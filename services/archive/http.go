@@ -25,6 +25,10 @@ const MaxReadBody = 1 << 10
 // wire.ParseEnvelope.
 const CodeInvalidEnvelope = "invalid_envelope"
 
+// CodeMediaNotReady: a media message names no ready upload of the sender
+// (422).
+const CodeMediaNotReady = "media_not_ready"
+
 // Routes are the archive's HTTP endpoints; every one needs a principal.
 func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
@@ -466,6 +470,8 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "%s", trimPrefix(err))
 	case errors.Is(err, wire.ErrForbidden):
 		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "not allowed")
+	case errors.Is(err, wire.ErrMediaNotReady):
+		return httpapi.Errorf(http.StatusUnprocessableEntity, CodeMediaNotReady, "%s", trimPrefix(err))
 	case errors.Is(err, wire.ErrInvalid):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%s", trimPrefix(err))
 	case errors.Is(err, wire.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

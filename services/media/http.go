@@ -1,0 +1,56 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/services/media/store"
+)
+
+// Error codes of the media routes.
+const (
+	codeLengthRequired = "length_required"
+	codeTooLarge       = "media_too_large"
+	codeQuota          = "media_quota"
+)
+
+// Routes are the media endpoints:
+//
+//	POST /media                 the file as the body (Content-Length, ?name=) or multipart "file": 202 {mediaId, status}
+//	GET  /media/{id}            the processed file (Range, ETag, immutable caching)
+//	GET  /media/{id}/preview    its preview image
+//	GET  /media/{id}/info       {id, mime, kind, name, size, width, height, durationMs, placeholder, preview, status, reason?}
+func (s *Service) Routes() []httpapi.Route {
+	return []httpapi.Route{
+		{Method: http.MethodPost, Pattern: "/media", Handler: s.handleUpload, Class: httpapi.ClassUpload,
+			MaxBody: s.cfg.MaxSize + multipartSlack},
+		{Method: http.MethodGet, Pattern: "/media/{id}", Handler: s.handleFile, Class: httpapi.ClassRead},
+		{Method: http.MethodGet, Pattern: "/media/{id}/preview", Handler: s.handlePreview, Class: httpapi.ClassRead},
+		{Method: http.MethodGet, Pattern: "/media/{id}/info", Handler: s.handleInfo, Class: httpapi.ClassRead},
+	}
+}
+
+// writeErr maps service errors to JSON errors.
+func writeErr(w http.ResponseWriter, err error) {
+	var he *httpapi.Error
+	switch {
+	case errors.As(err, &he):
+		httpapi.WriteError(w, he)
+	case errors.Is(err, ErrNotFound), errors.Is(err, store.ErrNotFound):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such media"))
+	case errors.Is(err, ErrTooLarge):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%v", err))
+	case errors.Is(err, ErrQuota):
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusTooManyRequests, Code: codeQuota,
+			Message: "daily upload quota reached", RetryAfter: time.Hour})
+	case errors.Is(err, wire.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "media unavailable right now; retry", RetryAfter: time.Second})
+	default:
+		httpapi.WriteError(w, err)
+	}
+}

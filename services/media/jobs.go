@@ -1,0 +1,264 @@
+package media
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/services/media/store"
+)
+
+// Worker tuning.
+const (
+	// maxAttempts: a job that fails (not a refusal: an I/O error, a
+	// crash) this many times is rejected as "processing_failed".
+	maxAttempts = 3
+	// workerIdleRescan bounds how long a worker waits when jobs exist that
+	// it may not claim now (held by others): their leases may end.
+	workerIdleRescan = 30 * time.Second
+)
+
+// Event types on user/{uid}/events.
+const (
+	EventReady    = "mediaReady"
+	EventRejected = "mediaRejected"
+)
+
+// runWorker claims and processes jobs, one at a time (processing is
+// CPU-bound and an edge box has few cores), until ctx ends.
+func (s *Service) runWorker(ctx context.Context) error {
+	for {
+		wait := s.workOnce(ctx)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-s.jobs:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// workOnce claims and processes jobs until none is claimable, and says
+// how long to wait before looking again (unless poked).
+func (s *Service) workOnce(ctx context.Context) time.Duration {
+	// Bounded, so that a job this node keeps failing to claim (another
+	// node's view of it differs) cannot spin.
+	for range 1000 {
+		if ctx.Err() != nil {
+			break
+		}
+		rec, wait, ok := s.nextJob()
+		if !ok {
+			return wait
+		}
+		v, err := s.propose(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, At: s.now().UTC(), Lease: s.cfg.JobLease})
+		if err != nil {
+			if !errors.Is(err, ErrClaimLost) && !errors.Is(err, ErrBadState) {
+				s.log.Warn("claiming a media job", "media", rec.ID, "err", err)
+				return time.Second
+			}
+			continue // another worker was first
+		}
+		claimed, err := s.resultOf(v, rec.ID)
+		if err != nil || claimed.Job == nil || claimed.Job.Node != s.cfg.Node {
+			continue
+		}
+		s.runJob(ctx, claimed)
+	}
+	return workerIdleRescan
+}
+
+// nextJob picks a job this worker may claim now: not held (or its lease
+// over) and, with a per-node store, one whose raw upload is here. wait is
+// when a held lease ends, when there is none to take.
+func (s *Service) nextJob() (rec Record, wait time.Duration, ok bool) {
+	now := s.now()
+	wait = time.Hour // nothing queued: the commit of a job pokes us
+	_ = s.db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixJob)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := string(it.Item().Key()[len(prefixJob):])
+			r, err := getRecord(tx, id)
+			if err != nil || r.Status != StatusProcessing {
+				continue
+			}
+			if !s.cfg.SharedStore && r.Node != s.cfg.Node {
+				continue
+			}
+			if r.Job != nil && now.Before(r.Job.LeaseUntil) {
+				wait = min(wait, r.Job.LeaseUntil.Sub(now)+10*time.Millisecond)
+				continue
+			}
+			rec, ok = r, true
+			return nil
+		}
+		return nil
+	})
+	return rec, min(wait, workerIdleRescan), ok
+}
+
+// runJob processes a claimed job, renewing the claim meanwhile.
+func (s *Service) runJob(ctx context.Context, rec Record) {
+	attempt := rec.Job.Attempt
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(s.cfg.JobLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-jctx.Done():
+				return
+			case <-t.C:
+				if _, err := s.propose(jctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
+					At: s.now().UTC(), Lease: s.cfg.JobLease}); err != nil && jctx.Err() == nil {
+					s.log.Warn("renewing a media job's claim; stopping it", "media", rec.ID, "err", err)
+					cancel() // lost: another worker may have it
+					return
+				}
+			}
+		}
+	}()
+	start := s.now()
+	res, procErr := s.processUpload(jctx, rec)
+	cancel()
+	<-renewed
+	if ctx.Err() != nil {
+		return // shutting down: the lease ends and another worker takes over
+	}
+	if procErr != nil {
+		reason := s.proc.Reason(procErr)
+		if reason == "" && attempt < maxAttempts {
+			s.log.Warn("media processing failed; releasing the job", "media", rec.ID, "attempt", attempt, "err", procErr)
+			if _, err := s.propose(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
+				At: s.now().UTC(), Lease: s.cfg.JobLease, Release: true}); err != nil {
+				s.log.Warn("releasing a media job", "media", rec.ID, "err", err)
+			}
+			return
+		}
+		if reason == "" {
+			reason = "processing_failed"
+		}
+		s.finish(ctx, rec, attempt, doneCmd{Reason: reason})
+		s.m.processed.WithLabelValues("rejected", reason).Inc()
+		return
+	}
+	s.m.processed.WithLabelValues("ready", res.Kind).Inc()
+	s.m.jobSeconds.WithLabelValues(res.Kind).Observe(s.now().Sub(start).Seconds())
+	s.finish(ctx, rec, attempt, doneCmd{Result: &res})
+}
+
+// finish commits the job's end, then deletes the raw upload and tells
+// the uploader. A claim lost meanwhile commits nothing: the worker that
+// holds it now finishes the job.
+func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd) {
+	d.ID, d.Node, d.Attempt, d.At = rec.ID, s.cfg.Node, attempt, s.now().UTC()
+	v, err := s.propose(ctx, wire.CmdMediaDone, d)
+	if err != nil {
+		s.log.Warn("committing a media job's end", "media", rec.ID, "err", err)
+		return
+	}
+	done, err := s.resultOf(v, rec.ID)
+	if err != nil {
+		return
+	}
+	if err := s.st.Delete(ctx, store.TierRaw, rec.ID); err != nil {
+		s.log.Warn("deleting a processed raw upload", "media", rec.ID, "err", err)
+	}
+	s.notify(done)
+}
+
+// notify publishes the outcome to the uploader's devices.
+func (s *Service) notify(r Record) {
+	ev := map[string]any{"type": EventReady, "mediaId": r.ID}
+	if r.Status == StatusRejected {
+		ev = map[string]any{"type": EventRejected, "mediaId": r.ID, "reason": r.Reason}
+	} else {
+		ev["media"] = r.Wire()
+	}
+	b, _ := json.Marshal(ev)
+	if err := s.pub.Publish(wire.Outbound{Topic: wire.EventsTopic(r.Owner), Payload: b, QoS: 1}); err != nil {
+		s.log.Warn("publishing a media event", "media", r.ID, "err", err)
+	}
+}
+
+// processUpload fetches the raw upload into a temporary file, processes
+// it and stores the results; it returns the record fields to commit.
+func (s *Service) processUpload(ctx context.Context, rec Record) (Record, error) {
+	body, _, err := s.st.Get(ctx, store.TierRaw, rec.ID, 0, -1)
+	if err != nil {
+		return Record{}, fmt.Errorf("media: fetch raw upload: %w", err)
+	}
+	tmp, err := os.CreateTemp(s.cfg.TempDir, "edgechat-media-*")
+	if err != nil {
+		body.Close()
+		return Record{}, fmt.Errorf("media: temp file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, body)
+	body.Close()
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("media: fetch raw upload: %w", err)
+	}
+	p, err := s.proc.Process(ctx, tmp.Name(), rec.Name, rec.ClaimedType)
+	for _, f := range []string{p.Output, p.Preview} {
+		if f != "" && f != tmp.Name() {
+			defer os.Remove(f)
+		}
+	}
+	if err != nil {
+		return Record{}, err
+	}
+	out, err := s.putFile(ctx, store.TierProcessed, rec.ID, p.Output, p.OutputMIME)
+	if err != nil {
+		return Record{}, err
+	}
+	res := Record{Kind: p.Kind, MIME: p.MIME, Ext: p.Ext, Width: p.Width, Height: p.Height,
+		DurationMs: p.Duration.Milliseconds(), Camera: p.Camera, Placeholder: p.Placeholder, Notes: p.Notes,
+		OutputSize: out.Size, ETag: out.ETag}
+	if !p.TakenAt.IsZero() {
+		res.TakenAt = p.TakenAt.Format(time.RFC3339)
+	}
+	if p.Preview != "" {
+		if _, err := s.putFile(ctx, store.TierProcessed, previewKey(rec.ID), p.Preview, p.PreviewMIME); err != nil {
+			return Record{}, err
+		}
+		res.PreviewMIME = p.PreviewMIME
+	}
+	return res, nil
+}
+
+func previewKey(id string) string { return id + ".preview" }
+
+func (s *Service) putFile(ctx context.Context, tier store.Tier, key, path, ctype string) (store.Object, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return store.Object{}, fmt.Errorf("media: processed file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return store.Object{}, err
+	}
+	obj, err := s.st.Put(ctx, tier, key, f, fi.Size(), ctype)
+	if err != nil {
+		return store.Object{}, fmt.Errorf("media: store processed file: %w", err)
+	}
+	return obj, nil
+}

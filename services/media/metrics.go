@@ -1,0 +1,49 @@
+package media
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the media service:
+//
+//	edgechat_media_uploads_total{result}          accepted, too_large, quota, failed
+//	edgechat_media_bytes_total{direction}         in (uploads), out (served by this node)
+//	edgechat_media_processed_total{status,kind}   ready by kind, rejected by reason
+//	edgechat_media_job_seconds{kind}              a job from claim to result
+type metrics struct {
+	uploads    *prometheus.CounterVec
+	bytesIn    prometheus.Counter
+	bytesOut   prometheus.Counter
+	processed  *prometheus.CounterVec
+	jobSeconds *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_media_bytes_total",
+		Help: "Media bytes uploaded to this node (in) and served by it (out)."}, []string{"direction"})
+	m := &metrics{
+		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_media_uploads_total",
+			Help: "Uploads by result (accepted, too_large, quota, failed)."}, []string{"result"}),
+		bytesIn:  bytes.WithLabelValues("in"),
+		bytesOut: bytes.WithLabelValues("out"),
+		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_media_processed_total",
+			Help: "Processing jobs ended on this node: status ready (by kind) or rejected (by reason)."},
+			[]string{"status", "kind"}),
+		jobSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edgechat_media_job_seconds",
+			Help:    "Processing jobs from claim to result, by kind.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"kind"}),
+	}
+	for _, r := range []string{"accepted", "too_large", "quota", "failed"} {
+		m.uploads.WithLabelValues(r)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("media: metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,516 @@
+package media
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Statuses of an upload.
+const (
+	StatusUploading  = "uploading"  // created, bytes not all there yet
+	StatusProcessing = "processing" // uploaded, queued or being processed
+	StatusReady      = "ready"      // processed: may be sent and served
+	StatusRejected   = "rejected"   // refused by processing (Reason)
+)
+
+// Where processed media lives.
+const (
+	TierProcessed = "processed"
+	TierCold      = "cold"
+)
+
+const (
+	prefixRecord     = "r/media/m/"
+	prefixJob        = "r/media/j/"
+	prefixQuota      = "r/media/q/"
+	prefixGrantUser  = "r/media/gu/"
+	prefixGrantGroup = "r/media/gg/"
+)
+
+func recordKey(id string) []byte         { return []byte(prefixRecord + id) }
+func jobKey(id string) []byte            { return []byte(prefixJob + id) }
+func quotaKey(uid, day string) []byte    { return []byte(prefixQuota + uid + "/" + day) }
+func grantUserKey(id, uid string) []byte { return []byte(prefixGrantUser + id + "/" + uid) }
+func grantGroupPrefix(id string) []byte  { return []byte(prefixGrantGroup + id + "/") }
+
+// Record is an upload and what became of it.
+type Record struct {
+	ID          string `json:"id"`
+	Owner       string `json:"owner"`
+	Name        string `json:"name,omitempty"`
+	ClaimedType string `json:"claimedType,omitempty"`
+	Size        int64  `json:"size"` // bytes uploaded (declared until uploaded)
+	Status      string `json:"status"`
+	Reason      string `json:"reason,omitempty"` // why it was rejected
+	// Node holds the files when the store is local to each node.
+	Node string `json:"node"`
+
+	Kind        string   `json:"kind,omitempty"`
+	MIME        string   `json:"mime,omitempty"`
+	Ext         string   `json:"ext,omitempty"`
+	Width       int      `json:"width,omitempty"`
+	Height      int      `json:"height,omitempty"`
+	DurationMs  int64    `json:"durationMs,omitempty"`
+	Camera      string   `json:"camera,omitempty"`
+	TakenAt     string   `json:"takenAt,omitempty"`
+	Placeholder string   `json:"placeholder,omitempty"`
+	Notes       []string `json:"notes,omitempty"`
+	// OutputSize and ETag are of the processed file; PreviewMIME is set
+	// when there is a preview.
+	OutputSize  int64  `json:"outputSize,omitempty"`
+	ETag        string `json:"etag,omitempty"`
+	PreviewMIME string `json:"previewMime,omitempty"`
+	Tier        string `json:"tier,omitempty"`
+	Sent        bool   `json:"sent,omitempty"`
+
+	CreatedAt  time.Time  `json:"createdAt"`
+	UpdatedAt  time.Time  `json:"updatedAt"`
+	LastReadAt *time.Time `json:"lastReadAt,omitempty"`
+	Job        *Claim     `json:"job,omitempty"`
+}
+
+// Claim is a worker's hold on a job.
+type Claim struct {
+	Node       string    `json:"node"`
+	Attempt    int       `json:"attempt"`
+	LeaseUntil time.Time `json:"leaseUntil"`
+}
+
+// Quota is a user's uploads on one day.
+type Quota struct {
+	Count int   `json:"count"`
+	Bytes int64 `json:"bytes"`
+}
+
+// newID is a media ID: 24 characters of lower-case base32 (120 random
+// bits), unguessable, so an ID alone grants nothing but is no secret
+// either (downloads check access).
+func newID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:]))
+}
+
+// ValidID reports whether id looks like a media ID.
+func ValidID(id string) bool {
+	if len(id) != idLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+// Commands (JSON payloads).
+type createCmd struct {
+	ID          string    `json:"id"`
+	Owner       string    `json:"owner"`
+	Name        string    `json:"name,omitempty"`
+	ClaimedType string    `json:"claimedType,omitempty"`
+	Size        int64     `json:"size"`
+	Node        string    `json:"node"`
+	At          time.Time `json:"at"`
+	// The proposer's limits, so that every node applies the same ones.
+	QuotaCount int   `json:"quotaCount"`
+	QuotaBytes int64 `json:"quotaBytes"`
+}
+
+type uploadedCmd struct {
+	ID   string    `json:"id"`
+	Size int64     `json:"size"`
+	At   time.Time `json:"at"`
+}
+
+type claimCmd struct {
+	ID      string        `json:"id"`
+	Node    string        `json:"node"`
+	Renew   int           `json:"renew,omitempty"` // the attempt being renewed; 0 claims anew
+	At      time.Time     `json:"at"`
+	Lease   time.Duration `json:"lease"`
+	Release bool          `json:"release,omitempty"` // give the claim up (a failure to retry elsewhere)
+}
+
+type doneCmd struct {
+	ID      string    `json:"id"`
+	Node    string    `json:"node"`
+	Attempt int       `json:"attempt"`
+	At      time.Time `json:"at"`
+	Reason  string    `json:"reason,omitempty"` // set: rejected
+	Result  *Record   `json:"result,omitempty"` // the processing fields of the record
+}
+
+type grantCmd struct {
+	ID     string   `json:"id"`
+	Users  []string `json:"users,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+}
+
+type touchCmd struct {
+	ID         string     `json:"id"`
+	LastReadAt *time.Time `json:"lastReadAt,omitempty"`
+	Tier       string     `json:"tier,omitempty"`
+}
+
+type deleteCmd struct {
+	IDs []string `json:"ids"`
+}
+
+func (s *Service) register(r Registrar) {
+	r.Register(wire.CmdMediaCreate, s.applyCreate)
+	r.Register(wire.CmdMediaUploaded, s.applyUploaded)
+	r.Register(wire.CmdMediaClaim, s.applyClaim)
+	r.Register(wire.CmdMediaDone, s.applyDone)
+	r.Register(wire.CmdMediaGrant, s.applyGrant)
+	r.Register(wire.CmdMediaTouch, s.applyTouch)
+	r.Register(wire.CmdMediaDelete, s.applyDelete)
+}
+
+func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("media: encode command: %w", err)
+	}
+	return s.prop.Propose(ctx, t, b)
+}
+
+func decode(payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	return nil
+}
+
+func getJSON(tx *badger.Txn, key []byte, v any) (bool, error) {
+	it, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func setJSON(tx *badger.Txn, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Set(key, b)
+}
+
+func getRecord(tx *badger.Txn, id string) (Record, error) {
+	var r Record
+	ok, err := getJSON(tx, recordKey(id), &r)
+	if err != nil {
+		return Record{}, err
+	}
+	if !ok {
+		return Record{}, ErrNotFound
+	}
+	return r, nil
+}
+
+// afterCommit runs fn once the entry's transaction is committed.
+type afterCommit func()
+
+func (a afterCommit) AfterCommit() { a() }
+
+// recordResult is a handler's result: the record, and what to do once
+// it is committed.
+type recordResult struct {
+	Record Record
+	after  func()
+}
+
+func (r *recordResult) AfterCommit() {
+	if r.after != nil {
+		r.after()
+	}
+}
+
+func quotaDay(t time.Time) string { return t.UTC().Format("20060102") }
+
+func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c createCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	if !ValidID(c.ID) || wire.ValidUserID(c.Owner) != nil || c.Size < 0 || c.Node == "" {
+		return nil, fmt.Errorf("%w: create %q by %q", errBadCommand, c.ID, c.Owner)
+	}
+	if _, err := getRecord(tx, c.ID); err == nil {
+		return nil, fmt.Errorf("%w: media %s exists", ErrBadState, c.ID)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	var q Quota
+	qk := quotaKey(c.Owner, quotaDay(c.At))
+	if _, err := getJSON(tx, qk, &q); err != nil {
+		return nil, err
+	}
+	if q.Count+1 > c.QuotaCount || q.Bytes+c.Size > c.QuotaBytes {
+		return nil, fmt.Errorf("%w (%d uploads, %d bytes today)", ErrQuota, q.Count, q.Bytes)
+	}
+	q.Count++
+	q.Bytes += c.Size
+	r := Record{ID: c.ID, Owner: c.Owner, Name: c.Name, ClaimedType: c.ClaimedType, Size: c.Size,
+		Status: StatusUploading, Node: c.Node, CreatedAt: c.At, UpdatedAt: c.At}
+	if err := setJSON(tx, qk, q); err != nil {
+		return nil, err
+	}
+	if err := setJSON(tx, recordKey(c.ID), r); err != nil {
+		return nil, err
+	}
+	return &recordResult{Record: r}, nil
+}
+
+func (s *Service) applyUploaded(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c uploadedCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	r, err := getRecord(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != StatusUploading {
+		return &recordResult{Record: r}, nil // a repeated notification: nothing to do
+	}
+	r.Status, r.Size, r.UpdatedAt = StatusProcessing, c.Size, c.At
+	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+		return nil, err
+	}
+	if err := tx.Set(jobKey(r.ID), nil); err != nil {
+		return nil, err
+	}
+	return &recordResult{Record: r, after: s.pokeJobs}, nil
+}
+
+// applyClaim gives the job to a worker when nobody holds it or the
+// holder's lease ended at the command's time, or renews the holder's own
+// claim; the result is the claim (Attempt counts the claims).
+func (s *Service) applyClaim(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c claimCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.Node == "" || c.Lease <= 0 {
+		return nil, fmt.Errorf("%w: claim without node or lease", errBadCommand)
+	}
+	r, err := getRecord(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != StatusProcessing {
+		return nil, fmt.Errorf("%w: %s is %s", ErrBadState, r.ID, r.Status)
+	}
+	held := r.Job != nil && c.At.Before(r.Job.LeaseUntil)
+	switch {
+	case c.Release:
+		if r.Job == nil || r.Job.Node != c.Node || r.Job.Attempt != c.Renew {
+			return nil, ErrClaimLost
+		}
+		r.Job.LeaseUntil = c.At // expired: anyone may claim it now
+		if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+			return nil, err
+		}
+		return &recordResult{Record: r, after: s.pokeJobs}, nil
+	case c.Renew != 0:
+		if r.Job == nil || r.Job.Node != c.Node || r.Job.Attempt != c.Renew {
+			return nil, ErrClaimLost
+		}
+	case held:
+		return nil, fmt.Errorf("%w: held by %s until %s", ErrClaimLost, r.Job.Node, r.Job.LeaseUntil.Format(time.RFC3339))
+	default:
+		attempt := 1
+		if r.Job != nil {
+			attempt = r.Job.Attempt + 1
+		}
+		r.Job = &Claim{Node: c.Node, Attempt: attempt}
+	}
+	r.Job.LeaseUntil = c.At.Add(c.Lease)
+	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+		return nil, err
+	}
+	return &recordResult{Record: r}, nil
+}
+
+// applyDone ends a job with its result, only for the claim in force: a
+// worker that lost its claim (its lease ended and another took over)
+// cannot finish the job a second time.
+func (s *Service) applyDone(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c doneCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	r, err := getRecord(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Status != StatusProcessing || r.Job == nil || r.Job.Node != c.Node || r.Job.Attempt != c.Attempt {
+		return nil, fmt.Errorf("%w: %s", ErrClaimLost, r.ID)
+	}
+	if c.Reason != "" {
+		r.Status, r.Reason = StatusRejected, c.Reason
+	} else {
+		if c.Result == nil {
+			return nil, fmt.Errorf("%w: done without a result", errBadCommand)
+		}
+		res := c.Result
+		r.Status, r.Tier = StatusReady, TierProcessed
+		r.Kind, r.MIME, r.Ext, r.Width, r.Height = res.Kind, res.MIME, res.Ext, res.Width, res.Height
+		r.DurationMs, r.Camera, r.TakenAt, r.Placeholder, r.Notes = res.DurationMs, res.Camera, res.TakenAt, res.Placeholder, res.Notes
+		r.OutputSize, r.ETag, r.PreviewMIME = res.OutputSize, res.ETag, res.PreviewMIME
+		r.Node = c.Node // the processed files are where they were written
+	}
+	r.UpdatedAt, r.Job = c.At, nil
+	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+		return nil, err
+	}
+	if err := tx.Delete(jobKey(r.ID)); err != nil {
+		return nil, err
+	}
+	return &recordResult{Record: r}, nil
+}
+
+func (s *Service) applyGrant(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c grantCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	r, err := getRecord(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range c.Users {
+		if wire.ValidUserID(u) != nil {
+			return nil, fmt.Errorf("%w: grant to %q", errBadCommand, u)
+		}
+	}
+	for _, g := range c.Groups {
+		if wire.ValidGroupID(g) != nil {
+			return nil, fmt.Errorf("%w: grant to group %q", errBadCommand, g)
+		}
+	}
+	for _, u := range c.Users {
+		if err := tx.Set(grantUserKey(c.ID, u), nil); err != nil {
+			return nil, err
+		}
+	}
+	for _, g := range c.Groups {
+		if err := tx.Set(append(grantGroupPrefix(c.ID), g...), nil); err != nil {
+			return nil, err
+		}
+	}
+	if !r.Sent {
+		r.Sent = true
+		if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+			return nil, err
+		}
+	}
+	return &recordResult{Record: r}, nil
+}
+
+func (s *Service) applyTouch(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c touchCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.Tier != "" && c.Tier != TierProcessed && c.Tier != TierCold {
+		return nil, fmt.Errorf("%w: tier %q", errBadCommand, c.Tier)
+	}
+	r, err := getRecord(tx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if c.LastReadAt != nil && (r.LastReadAt == nil || c.LastReadAt.After(*r.LastReadAt)) {
+		r.LastReadAt = c.LastReadAt
+	}
+	if c.Tier != "" {
+		r.Tier = c.Tier
+	}
+	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+		return nil, err
+	}
+	return &recordResult{Record: r}, nil
+}
+
+func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c deleteCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	for _, id := range c.IDs {
+		if !ValidID(id) {
+			return nil, fmt.Errorf("%w: id %q", errBadCommand, id)
+		}
+	}
+	for _, id := range c.IDs {
+		for _, k := range [][]byte{recordKey(id), jobKey(id)} {
+			if err := tx.Delete(k); err != nil {
+				return nil, err
+			}
+		}
+		for _, p := range [][]byte{[]byte(prefixGrantUser + id + "/"), grantGroupPrefix(id)} {
+			if err := deletePrefix(tx, p); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, nil
+}
+
+func deletePrefix(tx *badger.Txn, prefix []byte) error {
+	var keys [][]byte
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Get reads a record.
+func (s *Service) Get(id string) (Record, error) {
+	if !ValidID(id) {
+		return Record{}, ErrNotFound
+	}
+	var r Record
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		r, err = getRecord(tx, id)
+		return err
+	})
+	return r, err
+}
+
+// resultOf reads the record a handler returned through the proposer,
+// or the stored one when the value did not survive a forwarded
+// proposal.
+func (s *Service) resultOf(v any, id string) (Record, error) {
+	if r, ok := v.(*recordResult); ok {
+		return r.Record, nil
+	}
+	return s.Get(id)
+}
