@@ -202,13 +202,17 @@ func (s *Service) touch(ctx context.Context, rec Record) {
 	if rec.LastReadAt != nil && now.Sub(*rec.LastReadAt) < touchEvery {
 		return
 	}
-	go func() {
+	if _, busy := s.touching.LoadOrStore(rec.ID, true); busy {
+		return
+	}
+	s.bg.Go(func() {
+		defer s.touching.Delete(rec.ID)
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if _, err := s.propose(tctx, wire.CmdMediaTouch, touchCmd{ID: rec.ID, LastReadAt: &now}); err != nil {
 			s.log.Debug("recording a media read", "media", rec.ID, "err", err)
 		}
-	}()
+	})
 }
 
 func downloadName(rec Record, preview bool) string {

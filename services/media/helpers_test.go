@@ -219,6 +219,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 	e := &env{t: t, prop: fsmtest.New(t), st: newMemStore(), proc: &scriptedProc{}, pub: &fakePub{},
 		clock: testutil.NewFakeClock(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))}
 	e.svc = e.newService(cfg, e.prop.DB, e.prop.FSM)
+	t.Cleanup(e.svc.Wait) // before the harness closes the database
 	e.mux = http.NewServeMux()
 	for _, r := range e.svc.Routes() {
 		e.mux.HandleFunc(r.Method+" "+r.Pattern, r.Handler)

@@ -16,11 +16,15 @@ const (
 	codeLengthRequired = "length_required"
 	codeTooLarge       = "media_too_large"
 	codeQuota          = "media_quota"
+	codeBadState       = "media_not_uploaded"
 )
 
 // Routes are the media endpoints:
 //
 //	POST /media                 the file as the body (Content-Length, ?name=) or multipart "file": 202 {mediaId, status}
+//	POST /media/uploads         {name, size, contentType}: presigned direct upload (S3 store): 201
+//	POST /media/{id}/complete   {parts?}: a direct upload is done: 202 {mediaId, status}
+//	POST /media/events          S3 event notifications (bearer: the shared secret): 204
 //	GET  /media/{id}            the processed file (Range, ETag, immutable caching)
 //	GET  /media/{id}/preview    its preview image
 //	GET  /media/{id}/info       {id, mime, kind, name, size, width, height, durationMs, placeholder, preview, status, reason?}
@@ -28,6 +32,9 @@ func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/media", Handler: s.handleUpload, Class: httpapi.ClassUpload,
 			MaxBody: s.cfg.MaxSize + multipartSlack},
+		{Method: http.MethodPost, Pattern: "/media/uploads", Handler: s.handleDirect, Class: httpapi.ClassUpload, MaxBody: 4 << 10},
+		{Method: http.MethodPost, Pattern: "/media/{id}/complete", Handler: s.handleComplete, Class: httpapi.ClassUpload, MaxBody: 64 << 10},
+		{Method: http.MethodPost, Pattern: "/media/events", Handler: s.handleEvents, Public: true, Class: httpapi.ClassWrite, MaxBody: maxEventsBody},
 		{Method: http.MethodGet, Pattern: "/media/{id}", Handler: s.handleFile, Class: httpapi.ClassRead},
 		{Method: http.MethodGet, Pattern: "/media/{id}/preview", Handler: s.handlePreview, Class: httpapi.ClassRead},
 		{Method: http.MethodGet, Pattern: "/media/{id}/info", Handler: s.handleInfo, Class: httpapi.ClassRead},
@@ -44,6 +51,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such media"))
 	case errors.Is(err, ErrTooLarge):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%v", err))
+	case errors.Is(err, ErrBadState):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusConflict, codeBadState, "%v", err))
 	case errors.Is(err, ErrQuota):
 		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusTooManyRequests, Code: codeQuota,
 			Message: "daily upload quota reached", RetryAfter: time.Hour})

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -113,6 +114,19 @@ type Config struct {
 	SharedStore bool
 	// TempDir holds uploads while they are processed ("" = os.TempDir).
 	TempDir string
+	// ColdAfter: media not read this long moves to the cold tier;
+	// ColdStorageClass, when set, has the S3 store's lifecycle rule do it.
+	ColdAfter        time.Duration
+	ColdStorageClass string
+	// SweepEvery is how often the lifecycle sweeper runs; OrphanUpload and
+	// OrphanUnsent how old an unfinished upload or an unsent media gets
+	// before it is deleted.
+	SweepEvery   time.Duration
+	OrphanUpload time.Duration
+	OrphanUnsent time.Duration
+	// EventsSecret authenticates S3 event notifications to
+	// POST /media/events ("" turns the route off).
+	EventsSecret string
 }
 
 // Defaults.
@@ -138,6 +152,18 @@ func (c Config) withDefaults() Config {
 	if c.JobLease <= 0 {
 		c.JobLease = DefaultJobLease
 	}
+	if c.ColdAfter <= 0 {
+		c.ColdAfter = DefaultColdAfter
+	}
+	if c.SweepEvery <= 0 {
+		c.SweepEvery = DefaultSweepEvery
+	}
+	if c.OrphanUpload <= 0 {
+		c.OrphanUpload = DefaultOrphanUpload
+	}
+	if c.OrphanUnsent <= 0 {
+		c.OrphanUnsent = DefaultOrphanUnsent
+	}
 	return c
 }
 
@@ -155,9 +181,12 @@ type Deps struct {
 	// local store's files held elsewhere; nil Peers: such downloads 404.
 	Peers         Peers
 	PeerTransport http.RoundTripper
-	Logger        *slog.Logger
-	Registerer    prometheus.Registerer
-	Now           func() time.Time
+	// Leadership: the leader listens for direct uploads and sweeps a
+	// shared store; nil: this node does both (tests, one node).
+	Leadership Leadership
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Sentinel errors; the HTTP handlers map them to codes.
@@ -185,11 +214,19 @@ type Service struct {
 
 	peers         Peers
 	peerTransport http.RoundTripper
+	lead          Leadership
 	now           func() time.Time
 	m             *metrics
 
 	jobs chan struct{} // poked when a job is queued or a claim ends
+
+	bg       sync.WaitGroup // background proposals (read times)
+	touching sync.Map       // media IDs whose read time is being recorded
 }
+
+// Wait waits for the background proposals of downloads (call it after
+// the HTTP server stopped, before the database closes).
+func (s *Service) Wait() { s.bg.Wait() }
 
 // New checks deps and registers the FSM handlers and metrics.
 func New(cfg Config, deps Deps) (*Service, error) {
@@ -206,7 +243,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Now = time.Now
 	}
 	s := &Service{cfg: cfg.withDefaults(), db: deps.DB, prop: deps.Proposer, st: deps.Store, proc: deps.Processor,
-		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, log: deps.Logger.With("component", "media"), now: deps.Now,
+		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, lead: deps.Leadership, log: deps.Logger.With("component", "media"), now: deps.Now,
 		jobs: make(chan struct{}, 1)}
 	var err error
 	if s.m, err = newMetrics(deps.Registerer); err != nil {
@@ -224,8 +261,15 @@ func (s *Service) pokeJobs() {
 	}
 }
 
-// Run processes jobs on a worker node until ctx ends.
+// Run processes jobs on a worker node and runs the lifecycle duties
+// until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.runDuties(ctx)
+	}()
+	defer func() { <-done; s.bg.Wait() }()
 	if !s.cfg.Worker {
 		<-ctx.Done()
 		return nil

@@ -12,12 +12,20 @@ import (
 //	edgechat_media_bytes_total{direction}         in (uploads), out (served by this node)
 //	edgechat_media_processed_total{status,kind}   ready by kind, rejected by reason
 //	edgechat_media_job_seconds{kind}              a job from claim to result
+//	edgechat_media_jobs_pending                   jobs waiting or running (sweeper)
+//	edgechat_media_stored_bytes{tier}             ready media per tier (sweeper)
+//	edgechat_media_moved_cold_total               moves to the cold tier
 type metrics struct {
 	uploads    *prometheus.CounterVec
 	bytesIn    prometheus.Counter
 	bytesOut   prometheus.Counter
 	processed  *prometheus.CounterVec
 	jobSeconds *prometheus.HistogramVec
+	// From the sweeper (every SweepEvery): jobs waiting or running, bytes
+	// of ready media per tier, moves to the cold tier.
+	jobsPending prometheus.Gauge
+	tierBytes   *prometheus.GaugeVec
+	movedCold   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,11 +43,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Processing jobs from claim to result, by kind.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"kind"}),
 	}
+	m.jobsPending = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgechat_media_jobs_pending",
+		Help: "Uploads waiting for or in processing, cluster-wide (updated by the sweeper)."})
+	m.tierBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_media_stored_bytes",
+		Help: "Bytes of ready media by tier, cluster-wide (updated by the sweeper)."}, []string{"tier"})
+	m.movedCold = prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_media_moved_cold_total",
+		Help: "Media moved to the cold tier by this node's sweeper."})
 	for _, r := range []string{"accepted", "too_large", "quota", "failed"} {
 		m.uploads.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds} {
+		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.jobsPending, m.tierBytes, m.movedCold} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("media: metrics: %w", err)
 			}

@@ -73,6 +73,9 @@ type Record struct {
 	PreviewMIME string `json:"previewMime,omitempty"`
 	Tier        string `json:"tier,omitempty"`
 	Sent        bool   `json:"sent,omitempty"`
+	// Direct: uploaded through presigned URLs (UploadID: multipart).
+	Direct   bool   `json:"direct,omitempty"`
+	UploadID string `json:"uploadId,omitempty"`
 
 	CreatedAt  time.Time  `json:"createdAt"`
 	UpdatedAt  time.Time  `json:"updatedAt"`
@@ -126,8 +129,10 @@ type createCmd struct {
 	Node        string    `json:"node"`
 	At          time.Time `json:"at"`
 	// The proposer's limits, so that every node applies the same ones.
-	QuotaCount int   `json:"quotaCount"`
-	QuotaBytes int64 `json:"quotaBytes"`
+	QuotaCount int    `json:"quotaCount"`
+	QuotaBytes int64  `json:"quotaBytes"`
+	Direct     bool   `json:"direct,omitempty"`
+	UploadID   string `json:"uploadId,omitempty"`
 }
 
 type uploadedCmd struct {
@@ -270,7 +275,7 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	q.Count++
 	q.Bytes += c.Size
 	r := Record{ID: c.ID, Owner: c.Owner, Name: c.Name, ClaimedType: c.ClaimedType, Size: c.Size,
-		Status: StatusUploading, Node: c.Node, CreatedAt: c.At, UpdatedAt: c.At}
+		Status: StatusUploading, Node: c.Node, CreatedAt: c.At, UpdatedAt: c.At, Direct: c.Direct, UploadID: c.UploadID}
 	if err := setJSON(tx, qk, q); err != nil {
 		return nil, err
 	}
@@ -514,3 +519,5 @@ func (s *Service) resultOf(v any, id string) (Record, error) {
 	}
 	return s.Get(id)
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

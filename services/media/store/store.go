@@ -47,4 +47,25 @@ type Store interface {
 type Presigner interface {
 	PresignPut(ctx context.Context, tier Tier, key string, expiry time.Duration) (*url.URL, error)
 	PresignGet(ctx context.Context, tier Tier, key string, expiry time.Duration, downloadName string) (*url.URL, error)
+	NewMultipart(ctx context.Context, tier Tier, key, contentType string) (uploadID string, err error)
+	PresignPart(ctx context.Context, tier Tier, key, uploadID string, part int, expiry time.Duration) (*url.URL, error)
+	CompleteMultipart(ctx context.Context, tier Tier, key, uploadID string, parts []Part) (Object, error)
+	AbortMultipart(ctx context.Context, tier Tier, key, uploadID string) error
+}
+
+// Part is an uploaded part of a multipart upload.
+type Part struct {
+	Number int
+	ETag   string
+}
+
+// Notifier tells of objects created in a tier.
+type Notifier interface {
+	ObjectCreated(ctx context.Context, tier Tier) (<-chan Object, error)
+}
+
+// Lifecycle sets the rule moving processed objects to a storage class.
+type Lifecycle interface {
+	EnsureColdTransition(ctx context.Context, days int, storageClass string) error
+	ColdTransition(ctx context.Context) (days int, storageClass string, ok bool, err error)
 }
