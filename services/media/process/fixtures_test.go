@@ -334,8 +334,8 @@ func oleFile(names ...string) []byte {
 	le.PutUint16(h[0x1c:], 0xfffe)
 	le.PutUint16(h[0x1e:], 9)
 	le.PutUint16(h[0x20:], 6)
-	le.PutUint32(h[0x2c:], 1)   // one FAT sector
-	le.PutUint32(h[0x30:], 1)   // directory at sector 1
+	le.PutUint32(h[0x2c:], 1)    // one FAT sector
+	le.PutUint32(h[0x30:], 1)    // directory at sector 1
 	le.PutUint32(h[0x38:], 4096) // mini stream cutoff
 	le.PutUint32(h[0x3c:], end)
 	le.PutUint32(h[0x44:], end)

@@ -179,10 +179,10 @@ func previewAndPlaceholder(cfg Config, img image.Image, out *Output) error {
 // placeholder is a tiny blurred PNG of img as a data: URI of at most
 // maxLen bytes: clients show it, stretched and blurred, while the
 // preview loads. A JPEG would be smaller in pixels but its fixed tables
-// alone are over 600 bytes; a 16 px PNG of blurred pixels compresses to
+// alone are over 600 bytes; a 16-24 px PNG of blurred pixels compresses to
 // a few hundred. Sizes shrink until the URI fits; "" if none does.
 func placeholder(img image.Image, maxLen int) string {
-	for _, side := range []int{16, 12, 10, 8, 6, 4} {
+	for _, side := range []int{24, 20, 16, 12, 8, 4} {
 		small := toRGBA(scaleToFit(img, side, draw.CatmullRom))
 		blur(small)
 		// Dropping the low bits of each channel costs nothing visible

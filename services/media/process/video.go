@@ -115,4 +115,3 @@ func tempName(dir, ext string) (string, error) {
 	}
 	return f.Name(), f.Close()
 }
-
