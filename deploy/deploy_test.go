@@ -810,10 +810,10 @@ func TestExampleConfig(t *testing.T) {
 	}
 	active := map[string]bool{}
 	commented := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^([a-z_]+):`).FindAllStringSubmatch(string(b), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^([a-z0-9_]+):`).FindAllStringSubmatch(string(b), -1) {
 		active[m[1]] = true
 	}
-	for _, m := range regexp.MustCompile(`(?m)^# ([a-z_]+): `).FindAllStringSubmatch(string(b), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^# ([a-z0-9_]+): `).FindAllStringSubmatch(string(b), -1) {
 		commented[m[1]] = true
 	}
 	keys := yamlKeys()

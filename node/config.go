@@ -75,10 +75,36 @@ type Config struct {
 	WebPushSubject     string        `yaml:"webpush_subject"`      // VAPID subject: mailto: or https: (enables Web Push)
 	PushGrace          time.Duration `yaml:"push_grace"`           // wait before pushing an offline device
 	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
+	// Roles are the optional duties of this node (nil: all of them).
+	Roles []string `yaml:"roles"`
+	// Media (docs/operations.md "Media"); see mediaconfig.go.
+	MediaStore            string        `yaml:"media_store"`              // local or s3
+	MediaMaxSize          int64         `yaml:"media_max_size"`           // largest upload, bytes
+	MediaMaxDimension     int           `yaml:"media_max_dimension"`      // longest side of a served image
+	MediaColdAfter        time.Duration `yaml:"media_cold_after"`         // unread this long: cold tier
+	MediaQuotaCount       int           `yaml:"media_quota_count"`        // uploads per user per day
+	MediaQuotaBytes       int64         `yaml:"media_quota_bytes"`        // upload bytes per user per day
+	MediaPublicEndpoint   string        `yaml:"media_public_endpoint"`    // the object store as clients reach it
+	ClamdAddr             string        `yaml:"clamd_addr"`               // ClamAV clamd: tcp:HOST:PORT or unix:PATH
+	MediaEventsSecretFile string        `yaml:"media_events_secret_file"` // S3 event notifications' shared secret
+	S3Endpoint            string        `yaml:"s3_endpoint"`
+	S3Region              string        `yaml:"s3_region"`
+	S3AccessKey           string        `yaml:"s3_access_key"`
+	S3SecretKey           string        `yaml:"s3_secret_key"`
+	S3RawBucket           string        `yaml:"s3_raw_bucket"`
+	S3ProcessedBucket     string        `yaml:"s3_processed_bucket"`
+	S3ColdBucket          string        `yaml:"s3_cold_bucket"`
+	S3ColdStorageClass    string        `yaml:"s3_cold_storage_class"`
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
 	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
+	// MediaJobLease is how long a media worker's claim holds (tests:
+	// short, so a killed worker is replaced fast); 0: the default.
+	MediaJobLease time.Duration `yaml:"-"`
+	// MediaSweepEvery is how often the media sweeper runs (tests: short);
+	// 0: hourly.
+	MediaSweepEvery time.Duration `yaml:"-"`
 	// PushTLS is the TLS client configuration of the push providers
 	// (tests: RootCAs that trust the mock providers); nil: the system's.
 	PushTLS *tls.Config `yaml:"-"`
@@ -107,6 +133,16 @@ func Defaults() Config {
 		FCMEndpoint:    DefaultFCMEndpoint,
 		PushGrace:      DefaultPushGrace,
 		PushGroupLimit: DefaultPushGroupLimit,
+
+		MediaStore:        MediaStoreLocal,
+		MediaMaxSize:      DefaultMediaMaxSize,
+		MediaMaxDimension: DefaultMediaMaxDim,
+		MediaColdAfter:    DefaultMediaColdAfter,
+		MediaQuotaCount:   DefaultMediaQuotaCount,
+		MediaQuotaBytes:   DefaultMediaQuotaBytes,
+		S3RawBucket:       DefaultS3RawBucket,
+		S3ProcessedBucket: DefaultS3ProcessedBucket,
+		S3ColdBucket:      DefaultS3ColdBucket,
 	}
 }
 
@@ -220,7 +256,7 @@ var settings = append([]setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}, pushSettings...)
+}, append(pushSettings, mediaSettings...)...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -361,7 +397,10 @@ func (c Config) Validate() error {
 	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
 		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
 	}
-	return c.validatePush()
+	if err := c.validatePush(); err != nil {
+		return err
+	}
+	return c.validateMedia()
 }
 
 // Usage describes the flags of `edgechat serve`.
@@ -373,7 +412,12 @@ func Usage() string {
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
 		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
-		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit)}
+		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
+		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),
+		"media-max-dimension": strconv.Itoa(d.MediaMaxDimension), "media-cold-after": d.MediaColdAfter.String(),
+		"media-quota-count": strconv.Itoa(d.MediaQuotaCount), "media-quota-bytes": strconv.FormatInt(d.MediaQuotaBytes, 10),
+		"s3-raw-bucket": d.S3RawBucket, "s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
+		"roles": strings.Join(Roles, ",")}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

@@ -35,6 +35,8 @@ import (
 	"github.com/edgechat/edgechat/services/auth"
 	"github.com/edgechat/edgechat/services/clusterapi"
 	"github.com/edgechat/edgechat/services/gateway"
+	"github.com/edgechat/edgechat/services/media"
+	"github.com/edgechat/edgechat/services/media/store"
 	"github.com/edgechat/edgechat/services/presence"
 	"github.com/edgechat/edgechat/services/push"
 	"github.com/edgechat/edgechat/services/users"
@@ -70,6 +72,9 @@ type Node struct {
 	PushRouter *pushbridge.Router // the providers of the configured platforms
 	PushTester *pushbridge.Tester // POST /admin/push/test/{uid}
 	PushSender *pushbridge.Sender // pushes committed messages while this node leads
+	Media      *media.Service
+
+	mediaStore store.Store
 
 	pushMetrics *pushbridge.Metrics
 	Broker      *broker.Broker
@@ -212,8 +217,14 @@ func (n *Node) buildServices() (err error) {
 	if err != nil {
 		return err
 	}
+	mctx, cancel := context.WithTimeout(context.Background(), time.Minute) // S3 buckets are created at start
+	err = n.buildMedia(mctx)
+	cancel()
+	if err != nil {
+		return err
+	}
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
-		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Logger: log,
+		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
 		Registerer: reg})
 	if err != nil {
 		return err
@@ -310,7 +321,7 @@ func (n *Node) buildHTTP() (err error) {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
-		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
+		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Media.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
 		n.Gateway.Mount(routes...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
@@ -394,6 +405,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.PushSender.Run(gctx) })
+	g.Go(func() error { return n.Media.Run(gctx) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	g.Go(func() error { n.gcLoop(gctx); return nil })
@@ -441,6 +453,12 @@ func (n *Node) release() error {
 		}
 		if n.Broker != nil {
 			errs = append(errs, n.Broker.Close())
+		}
+		if n.Media != nil {
+			n.Media.Wait() // its last proposals, before Raft and the database go
+		}
+		if n.mediaStore != nil {
+			errs = append(errs, n.mediaStore.Close())
 		}
 		if n.PushRouter != nil {
 			errs = append(errs, n.PushRouter.Close())

@@ -276,3 +276,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	return s.runWorker(ctx)
 }
+
+// ObserveStep records how long a processing step took (the processor
+// reports each step).
+func (s *Service) ObserveStep(step string, took time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	s.m.stepSeconds.WithLabelValues(step, result).Observe(took.Seconds())
+}

@@ -12,6 +12,7 @@ import (
 //	edgechat_media_bytes_total{direction}         in (uploads), out (served by this node)
 //	edgechat_media_processed_total{status,kind}   ready by kind, rejected by reason
 //	edgechat_media_job_seconds{kind}              a job from claim to result
+//	edgechat_media_step_seconds{step,result}     each processing step
 //	edgechat_media_jobs_pending                   jobs waiting or running (sweeper)
 //	edgechat_media_stored_bytes{tier}             ready media per tier (sweeper)
 //	edgechat_media_moved_cold_total               moves to the cold tier
@@ -21,6 +22,9 @@ type metrics struct {
 	bytesOut   prometheus.Counter
 	processed  *prometheus.CounterVec
 	jobSeconds *prometheus.HistogramVec
+	// stepSeconds times each processing step (detect, check_bomb, scan,
+	// metadata, image, video) by result (ok, error).
+	stepSeconds *prometheus.HistogramVec
 	// From the sweeper (every SweepEvery): jobs waiting or running, bytes
 	// of ready media per tier, moves to the cold tier.
 	jobsPending prometheus.Gauge
@@ -43,6 +47,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Processing jobs from claim to result, by kind.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"kind"}),
 	}
+	m.stepSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edgechat_media_step_seconds",
+		Help:    "Processing steps by step and result (ok, error).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"step", "result"})
 	m.jobsPending = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgechat_media_jobs_pending",
 		Help: "Uploads waiting for or in processing, cluster-wide (updated by the sweeper)."})
 	m.tierBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_media_stored_bytes",
@@ -53,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.uploads.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.jobsPending, m.tierBytes, m.movedCold} {
+		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.stepSeconds, m.jobsPending, m.tierBytes, m.movedCold} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("media: metrics: %w", err)
 			}

@@ -1,0 +1,119 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgechat/edgechat/services/media"
+	"github.com/edgechat/edgechat/services/media/process"
+	"github.com/edgechat/edgechat/services/media/store"
+)
+
+// buildMedia opens the media store and builds the media service (before
+// the archive, which checks media messages through it).
+func (n *Node) buildMedia(ctx context.Context) error {
+	c := n.cfg
+	var (
+		st     store.Store
+		shared bool
+		err    error
+	)
+	switch c.MediaStore {
+	case MediaStoreS3:
+		st, err = newS3Store(ctx, c)
+		shared = true
+	default:
+		st, err = store.NewLocal(filepath.Join(c.DataDir, "media"))
+	}
+	if err != nil {
+		return fmt.Errorf("node: media store: %w", err)
+	}
+	n.mediaStore = st
+	tmp := filepath.Join(c.DataDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return fmt.Errorf("node: media temp dir: %w", err)
+	}
+	secret, err := readSecretFile(c.MediaEventsSecretFile)
+	if err != nil {
+		return err
+	}
+	proc := &processor{cfg: process.Config{MaxDimension: c.MediaMaxDimension, ClamdAddr: c.ClamdAddr, TempDir: tmp}}
+	n.Media, err = media.New(media.Config{Node: c.NodeID, Worker: c.HasRole(RoleMedia), MaxSize: c.MediaMaxSize,
+		QuotaCount: c.MediaQuotaCount, QuotaBytes: c.MediaQuotaBytes, SharedStore: shared, TempDir: tmp,
+		JobLease: c.MediaJobLease, ColdAfter: c.MediaColdAfter, ColdStorageClass: c.S3ColdStorageClass,
+		SweepEvery: c.MediaSweepEvery, EventsSecret: secret},
+		media.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Store: st, Processor: proc, Publisher: n.link,
+			Groups: membership{n.Users}, Peers: peerHTTP{n}, PeerTransport: n.peerTransport(), Leadership: n.raft,
+			Logger: n.log, Registerer: n.registry})
+	if err != nil {
+		return err
+	}
+	proc.cfg.Observe = func(step process.Step, took time.Duration, err error) { n.Media.ObserveStep(string(step), took, err) }
+	return nil
+}
+
+// readSecretFile reads a secret from a file ("" when no file is named),
+// trimming the newline editors add.
+func readSecretFile(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("node: %w: %w", ErrConfig, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) < 16 {
+		return "", fmt.Errorf("node: %w: the secret in %s is shorter than 16 characters", ErrConfig, path)
+	}
+	return s, nil
+}
+
+// peerTransport trusts what this node's own HTTPS trusts (a cluster
+// shares its certificate authority).
+func (n *Node) peerTransport() http.RoundTripper {
+	if n.tls == nil {
+		return nil
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = n.tls.Clone()
+	return t
+}
+
+// processor adapts package process to the media service.
+type processor struct{ cfg process.Config }
+
+func (p processor) Process(ctx context.Context, path, name, claimedType string) (media.Processed, error) {
+	r, err := process.Process(ctx, p.cfg, path, name, claimedType)
+	if err != nil {
+		return media.Processed{}, err
+	}
+	// What is served is what the record describes (a WebP upload is
+	// served as the JPEG or PNG it was re-encoded to).
+	return media.Processed{Kind: r.Kind, MIME: r.OutputMIME, Ext: r.OutputExt, Width: r.Width, Height: r.Height,
+		Duration: r.Duration, Camera: r.Camera, TakenAt: r.TakenAt, Placeholder: r.Placeholder, Notes: r.Notes,
+		Output: r.Output, OutputMIME: r.OutputMIME, Preview: r.Preview, PreviewMIME: r.PreviewMIME}, nil
+}
+
+func (p processor) Reason(err error) string { return process.Reason(err) }
+
+// peerHTTP finds another node's HTTP API through the cluster.
+type peerHTTP struct{ n *Node }
+
+func (p peerHTTP) HTTPURL(ctx context.Context, node string) (string, error) {
+	for _, m := range p.n.raft.Members() {
+		if m.Name == node {
+			info, err := p.n.peerInfo(ctx, m)
+			if err != nil {
+				return "", err
+			}
+			return info.HTTP, nil
+		}
+	}
+	return "", fmt.Errorf("node %q is not a member", node)
+}
