@@ -25,7 +25,10 @@ func (n *Node) buildMedia(ctx context.Context) error {
 	)
 	switch c.MediaStore {
 	case MediaStoreS3:
-		st, err = newS3Store(ctx, c)
+		st, err = store.NewS3(ctx, store.S3Config{Endpoint: c.S3Endpoint, Region: c.S3Region,
+			AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, RawBucket: c.S3RawBucket,
+			ProcessedBucket: c.S3ProcessedBucket, ColdBucket: c.S3ColdBucket, ColdStorageClass: c.S3ColdStorageClass,
+			PublicEndpoint: c.MediaPublicEndpoint})
 		shared = true
 	default:
 		st, err = store.NewLocal(filepath.Join(c.DataDir, "media"))
