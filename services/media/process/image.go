@@ -89,7 +89,7 @@ func ProcessImage(ctx context.Context, cfg Config, path string, d Detection, md 
 		out.Notes = append(out.Notes, d.MIME+" re-encoded as "+as)
 	}
 
-	img = scaleToFit(img, cfg.MaxDimension, draw.CatmullRom)
+	img = scaleToFit(img, cfg.MaxDimension)
 	if md.Orientation > 1 {
 		img = orient(toRGBA(img), md.Orientation)
 	}
@@ -156,7 +156,7 @@ func processGIF(ctx context.Context, cfg Config, g *gif.GIF, out Output) (Output
 // previewAndPlaceholder writes the preview of img (already upright) and
 // fills out.Placeholder.
 func previewAndPlaceholder(cfg Config, img image.Image, out *Output) error {
-	prev := scaleToFit(img, cfg.PreviewSide, draw.CatmullRom)
+	prev := scaleToFit(img, cfg.PreviewSide)
 	var err error
 	if opaque(prev) {
 		out.Preview, err = writeTemp(cfg.TempDir, ".jpg", func(w *bufio.Writer) error {
@@ -183,7 +183,7 @@ func previewAndPlaceholder(cfg Config, img image.Image, out *Output) error {
 // a few hundred. Sizes shrink until the URI fits; "" if none does.
 func placeholder(img image.Image, maxLen int) string {
 	for _, side := range []int{24, 20, 16, 12, 8, 4} {
-		small := toRGBA(scaleToFit(img, side, draw.CatmullRom))
+		small := toRGBA(scaleToFit(img, side))
 		blur(small)
 		// Dropping the low bits of each channel costs nothing visible
 		// in a blurred 16 px image and lets deflate find repeats.
@@ -252,15 +252,56 @@ func fit(w, h, side int) (int, int) {
 
 // scaleToFit returns img itself when it fits in side, else a scaled
 // RGBA copy.
-func scaleToFit(img image.Image, side int, k *draw.Kernel) image.Image {
+//
+// Not x/image/draw's CatmullRom: its separable pass keeps a float64
+// RGBA buffer of destination width × source height, 245 MB for a
+// 4000×3000 photo scaled to 2560. Instead, mipmap-style: bilinear
+// (draw.ApproxBiLinear, no temporary buffer) to the smallest
+// power-of-two multiple of the target size that the source covers,
+// where the ratio is below 2 and bilinear does not skip pixels much,
+// then exact 2×2 box halvings down to the target, which average every
+// pixel. Peak memory is the source plus that intermediate.
+func scaleToFit(img image.Image, side int) image.Image {
 	b := img.Bounds()
-	w, h := fit(b.Dx(), b.Dy(), side)
-	if w == b.Dx() && h == b.Dy() {
+	sw, sh := b.Dx(), b.Dy()
+	w, h := fit(sw, sh, side)
+	if w == sw && h == sh {
 		return img
 	}
-	dst := image.NewRGBA(image.Rect(0, 0, w, h))
-	k.Scale(dst, dst.Bounds(), img, b, draw.Src, nil)
-	return dst
+	k := 0
+	for k < 16 && w<<(k+1) <= sw && h<<(k+1) <= sh {
+		k++
+	}
+	var m *image.RGBA
+	if iw, ih := w<<k, h<<k; iw == sw && ih == sh {
+		m = toRGBA(img)
+	} else {
+		m = image.NewRGBA(image.Rect(0, 0, iw, ih))
+		draw.ApproxBiLinear.Scale(m, m.Bounds(), img, b, draw.Src, nil)
+	}
+	for ; k > 0; k-- {
+		m = halve(m)
+	}
+	return m
+}
+
+// halve is m at half its size (even dimensions), each pixel the mean of
+// a 2×2 block.
+func halve(m *image.RGBA) *image.RGBA {
+	w, h := m.Rect.Dx()/2, m.Rect.Dy()/2
+	out := image.NewRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		r0 := m.Pix[(2*y)*m.Stride:]
+		r1 := m.Pix[(2*y+1)*m.Stride:]
+		o := out.Pix[y*out.Stride : y*out.Stride+4*w]
+		for x := 0; x < 4*w; x += 4 {
+			for c := 0; c < 4; c++ {
+				i := 2*x + c
+				o[x+c] = uint8((uint(r0[i]) + uint(r0[i+4]) + uint(r1[i]) + uint(r1[i+4]) + 2) >> 2)
+			}
+		}
+	}
+	return out
 }
 
 // toRGBA returns img as *image.RGBA at the origin, converting when it is
