@@ -2,9 +2,18 @@ package node_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/notification"
 
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -31,10 +40,51 @@ func TestMediaPipelineS3(t *testing.T) {
 }
 
 // A direct upload: the client PUTs to a presigned URL and never calls
-// /complete; MinIO's notification starts the processing.
+// /complete; the raw bucket's event notification (MinIO's webhook
+// target, authenticated with the shared secret) starts the processing.
+// MinIO needs the webhook's address when it starts, before the node
+// exists: it posts to a forwarder that passes events on once the node is
+// up.
 func TestMediaDirectUploadS3(t *testing.T) {
-	m := storetest.StartMinIO(t)
-	n := nodetest.StartNode(t, withMinIO(m, "direct"))
+	var target atomic.Pointer[url.URL]
+	fwd := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u := target.Load()
+		if u == nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		httputil.NewSingleHostReverseProxy(u).ServeHTTP(w, r)
+	}))
+	t.Cleanup(fwd.Close)
+	const secret = "a-shared-secret-for-s3-events"
+	m := storetest.StartMinIO(t,
+		"MINIO_NOTIFY_WEBHOOK_ENABLE_EDGECHAT=on",
+		"MINIO_NOTIFY_WEBHOOK_ENDPOINT_EDGECHAT="+fwd.URL+"/media/events",
+		"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_EDGECHAT="+secret)
+	secretFile := filepath.Join(t.TempDir(), "events-secret")
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sc := m.Config("direct")
+	n := nodetest.StartNode(t, withMinIO(m, "direct"), nodetest.WithConfig(func(c *node.Config) {
+		c.S3RawBucket, c.S3ProcessedBucket, c.S3ColdBucket = sc.RawBucket, sc.ProcessedBucket, sc.ColdBucket
+		c.MediaEventsSecretFile = secretFile
+	}))
+	u, _ := url.Parse(n.HTTPURL)
+	target.Store(u)
+	// What an operator does with `mc event add ... --event put`.
+	mc, err := minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := notification.Configuration{}
+	qc := notification.NewConfig(notification.NewArn("minio", "sqs", "", "EDGECHAT", "webhook"))
+	qc.AddEvents(notification.ObjectCreatedAll)
+	cfg.AddQueue(qc)
+	if err := mc.SetBucketNotification(t.Context(), sc.RawBucket, cfg); err != nil {
+		t.Fatalf("bucket notification: %v", err)
+	}
+
 	alice := newMediaUser(t, n, "alice")
 	photo := pngBytes(t, halves(300, 200))
 	var ans struct {
@@ -59,5 +109,28 @@ func TestMediaDirectUploadS3(t *testing.T) {
 	if code := api(t, n, alice.token, "POST", "/media/"+ans.MediaID+"/complete", nil, &st); code != 202 || st.Status != "ready" {
 		t.Fatalf("complete after processing: %d %+v", code, st)
 	}
-	_ = json.Marshal
+}
+
+// A direct upload larger than declared is refused at /complete and
+// deleted: the quota counted the declared size.
+func TestMediaDirectUploadLargerThanDeclared(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	n := nodetest.StartNode(t, withMinIO(m, "liar"))
+	tok := n.NewUser(t, "alice")
+	var ans struct{ MediaID, URL string }
+	if st := api(t, n, tok, "POST", "/media/uploads", map[string]any{"name": "a.bin", "size": 10}, &ans); st != 201 {
+		t.Fatalf("direct upload: %d", st)
+	}
+	req, _ := http.NewRequest("PUT", ans.URL, bytes.NewReader(make([]byte, 5000)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code := api(t, n, tok, "POST", "/media/"+ans.MediaID+"/complete", nil, nil); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("complete of a larger object: %d", code)
+	}
+	if code := api(t, n, tok, "GET", "/media/"+ans.MediaID+"/info", nil, nil); code != 404 {
+		t.Fatalf("the refused upload's record: %d", code)
+	}
 }

@@ -615,3 +615,19 @@ func FuzzClientIP(f *testing.F) {
 		t.Fatalf("client %s is neither the peer nor a hop of X-Forwarded-For %q", got, xff)
 	})
 }
+
+// Services never see a raw Authorization header, except a public route
+// that checks its own shared secret (a webhook).
+func TestAuthorizationHeaderReachesOnlyOwnAuthRoutes(t *testing.T) {
+	e := newEnv(t, Config{})
+	echo := func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, r.Header.Get("Authorization")) }
+	e.g.Mount(httpapi.Route{Method: "GET", Pattern: "/public", Handler: echo, Public: true},
+		httpapi.Route{Method: "GET", Pattern: "/hook", Handler: echo, Public: true, OwnAuth: true},
+		httpapi.Route{Method: "GET", Pattern: "/private", Handler: echo, OwnAuth: true})
+	for path, want := range map[string]string{"/public": "", "/hook": "Bearer good-alice", "/private": ""} {
+		w := e.do("GET", path, "Bearer good-alice", nil)
+		if w.Code != 200 || w.Body.String() != want {
+			t.Errorf("%s: %d %q, want %q", path, w.Code, w.Body.String(), want)
+		}
+	}
+}

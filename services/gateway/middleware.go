@@ -161,8 +161,11 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			info.user = p.UserID
 			r = r.WithContext(httpapi.WithPrincipal(r.Context(), p))
 		}
-		// Services see the verified principal, never the raw token.
-		r.Header.Del("Authorization")
+		// Services see the verified principal, never the raw token (a
+		// public webhook that checks its own shared secret aside).
+		if !rt.Public || !rt.OwnAuth {
+			r.Header.Del("Authorization")
+		}
 
 		key, scope := "u/"+p.UserID, "user"
 		if rt.Public {

@@ -108,7 +108,9 @@ func executable(p string) error {
 // StartMinIO starts `minio server` on 127.0.0.1 with a temporary data
 // directory and waits until it is ready. Without a binary it skips the
 // test, except with CI=true, where it fails it: CI must run these tests.
-func StartMinIO(t testing.TB) MinIO {
+// env adds KEY=VALUE settings to the server's environment (a notification
+// target, say).
+func StartMinIO(t testing.TB, env ...string) MinIO {
 	t.Helper()
 	bin, err := FindMinIO()
 	if err != nil {
@@ -126,7 +128,7 @@ func StartMinIO(t testing.TB) MinIO {
 	const attempts = 5
 	for attempt := 1; ; attempt++ {
 		dir := t.TempDir()
-		stop, out, err := startOnce(t, bin, dir, &m)
+		stop, out, err := startOnce(t, bin, dir, &m, env)
 		if err == nil {
 			m.DataDir = dir
 			m.Stop = stop
@@ -172,7 +174,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func startOnce(t testing.TB, bin, dir string, m *MinIO) (stop func(), output string, err error) {
+func startOnce(t testing.TB, bin, dir string, m *MinIO, env []string) (stop func(), output string, err error) {
 	addr, err := freePort()
 	if err != nil {
 		return nil, "", err
@@ -193,6 +195,7 @@ func startOnce(t testing.TB, bin, dir string, m *MinIO) (stop func(), output str
 		"MINIO_UPDATE=off",  // never reach out for updates
 		"MINIO_CI_CD=1",     // no checks of the drive (tmpfs, overlay)
 	)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Its own process group, so a stray child dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
