@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -26,6 +27,8 @@ type chatClient interface {
 	Typing(ctx context.Context, to string) error
 	WatchPresence(ctx context.Context, uid string) error
 	Presence(ctx context.Context, uid string) (edgechat.Presence, error)
+	UploadMedia(ctx context.Context, r io.Reader, size int64, name, contentType string, progress func(sent, total int64)) (edgechat.MediaInfo, error)
+	DownloadMedia(ctx context.Context, id string, w io.Writer, preview bool) (int64, error)
 }
 
 var _ chatClient = (*edgechat.Client)(nil)
@@ -67,7 +70,7 @@ const (
 	typingEvery      = 2 * time.Second
 	leftPaneWidth    = 28
 	minChatWidth     = 20
-	inputPlaceholder = "type a message, /open NAME to start a chat, Tab to switch panes"
+	inputPlaceholder = "type a message, /open NAME to start a chat, /attach PATH to send a file, Tab to switch panes"
 )
 
 var (
@@ -124,6 +127,7 @@ type model struct {
 	markedRead    map[string]string // peer -> upTo last sent
 	watching      map[string]bool
 	loadingOlder  bool
+	downloads     string // directory /open-media saves into
 }
 
 func newModel(ctx context.Context, cl chatClient) *model {
@@ -142,7 +146,7 @@ func newModel(ctx context.Context, cl chatClient) *model {
 	return &model{
 		ctx: ctx, cl: cl, st: newState(cl.UserID()), now: time.Now,
 		list: l, vp: viewport.New(40, 10), input: in,
-		markedRead: map[string]string{}, watching: map[string]bool{},
+		markedRead: map[string]string{}, watching: map[string]bool{}, downloads: ".",
 	}
 }
 
@@ -195,6 +199,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.st.sent(msg.peer, msg.msg)
 			cmds = append(cmds, m.watch(msg.peer))
 		}
+	case uploadProgressMsg:
+		m.st.uploadProgress(msg.up.peer, msg.up.cid, msg.sent, msg.total)
+		cmds = append(cmds, msg.up.next())
 	case statusMsg:
 		m.st.status = string(msg)
 	case watchFailed:
@@ -276,8 +283,14 @@ func (m *model) submit(line string) tea.Cmd {
 	if line == "/quit" {
 		return tea.Quit
 	}
+	if args, ok := strings.CutPrefix(line, "/attach"); ok && (args == "" || args[0] == ' ') {
+		return m.attach(args)
+	}
+	if args, ok := strings.CutPrefix(line, "/open-media"); ok && (args == "" || args[0] == ' ') {
+		return m.openMedia(args)
+	}
 	if strings.HasPrefix(line, "/") {
-		m.st.status = "commands: /open NAME, /quit"
+		m.st.status = "commands: /open NAME, /attach PATH [caption], /open-media [N], /quit"
 		return nil
 	}
 	if m.st.open == "" {
@@ -458,9 +471,9 @@ func (m *model) refresh() {
 	items := make([]list.Item, 0, len(m.st.convs))
 	sel := 0
 	for i, c := range m.st.convs {
-		last := c.last.Body
+		last := messageText(c.last)
 		if n := len(c.entries); n > 0 {
-			last = c.entries[n-1].Body
+			last = messageText(c.entries[n-1].Message)
 		}
 		items = append(items, convItem{peer: c.peer, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-6)})
 		if c.peer == m.st.open {
@@ -506,10 +519,14 @@ func renderEntry(e entry, me string) string {
 	if e.From == me {
 		who = stMine.Render("me")
 	}
-	line := stDim.Render(ts) + " " + who + ": " + e.Body
+	line := stDim.Render(ts) + " " + who + ": " + messageText(e.Message)
 	switch {
 	case e.failed != "":
 		line += " " + stErr.Render("(not sent: "+e.failed+")")
+	case e.uploading && e.sent < e.total:
+		line += " " + stDim.Render(progressBar(e.sent, e.total, progressWidth))
+	case e.uploading:
+		line += " " + stDim.Render("processing…")
 	case e.pending:
 		line += " " + stDim.Render("…")
 	}

@@ -1,6 +1,7 @@
 // Package cli is edgechat's terminal chat client: conversations with
 // unread counts and presence on the left, the open chat on the right
-// (PgUp pages back through history), an input line at the bottom. It is
+// (PgUp pages back through history), an input line at the bottom
+// (/attach sends a file with a progress bar, /open-media saves one). It is
 // a bubbletea program over the Go SDK; the state changes live in plain
 // methods (state.go) that are tested without a terminal.
 package cli
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -33,6 +35,9 @@ type Config struct {
 	// Logger receives the SDK's log (nil: discarded, so that it does not
 	// draw over the screen).
 	Logger *slog.Logger
+	// Downloads is where /open-media saves files; empty means
+	// $EDGECHAT_DOWNLOADS, then the current directory.
+	Downloads string
 }
 
 // ErrConfig is returned for a configuration that cannot work.
@@ -113,6 +118,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 
 	m := newModel(ctx, cl)
 	m.st.online = true
+	m.downloads = downloadsDir(cfg.Downloads, os.Getenv(downloadsEnv))
 	p = tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out), tea.WithAltScreen())
 	close(ready)
 	_, err = p.Run()
@@ -123,4 +129,15 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		return nil // ctx ended: the caller is shutting down
 	}
 	return fmt.Errorf("cli: %w", err)
+}
+
+// downloadsDir picks where /open-media saves: the configured directory,
+// else the environment's, else the current one.
+func downloadsDir(configured, env string) string {
+	for _, d := range []string{configured, env} {
+		if d = strings.TrimSpace(d); d != "" {
+			return d
+		}
+	}
+	return "."
 }

@@ -13,6 +13,11 @@ type entry struct {
 	edgechat.Message
 	pending bool
 	failed  string // why sending failed; empty otherwise
+
+	// An attachment of mine on its way: uploading while sent < total,
+	// then processed by the server and sent as a message.
+	uploading   bool
+	sent, total int64
 }
 
 // conv is one conversation as the client shows it.
@@ -157,8 +162,12 @@ func (s *state) sent(peer string, m edgechat.Message) {
 	}
 	if m.ID == "" { // stored, but its numbered copy has not arrived yet
 		for i := range c.entries {
-			if c.entries[i].pending && c.entries[i].CID == m.CID {
-				c.entries[i].Body = m.Body
+			if e := &c.entries[i]; e.pending && e.CID == m.CID {
+				e.Body = m.Body
+				e.uploading = false
+				if m.Media != nil {
+					e.Media = m.Media
+				}
 			}
 		}
 		return
@@ -245,4 +254,46 @@ func (s *state) totalUnread() int {
 		n += c.unread
 	}
 	return n
+}
+
+// addPendingMedia shows an attachment of mine while it uploads; media is
+// what is known locally (name, size, a kind guessed from the type) until
+// the server's description arrives with the stored message.
+func (s *state) addPendingMedia(peer, cid string, media edgechat.MediaInfo, caption string, now time.Time) {
+	c := s.ensure(peer)
+	m := edgechat.Message{From: s.me, To: peer, CID: cid, Type: "media", Body: caption, Media: &media, Time: now}
+	c.entries = append(c.entries, entry{Message: m, pending: true, uploading: true, total: media.Size})
+	s.touch(c, now)
+}
+
+// uploadProgress moves an attachment's progress bar.
+func (s *state) uploadProgress(peer, cid string, sent, total int64) {
+	c := s.conv(peer)
+	if c == nil {
+		return
+	}
+	for i := range c.entries {
+		if e := &c.entries[i]; e.pending && e.uploading && e.CID == cid {
+			e.sent, e.total = sent, total
+		}
+	}
+}
+
+// nthMedia returns the media of the n-th newest stored media message of
+// a conversation (n >= 1), the target of /open-media.
+func (s *state) nthMedia(peer string, n int) (edgechat.MediaInfo, bool) {
+	c := s.conv(peer)
+	if c == nil || n < 1 {
+		return edgechat.MediaInfo{}, false
+	}
+	for i := len(c.entries) - 1; i >= 0; i-- {
+		e := c.entries[i]
+		if e.ID == "" || e.Media == nil || e.Media.ID == "" {
+			continue // mine still on its way has nothing to download yet
+		}
+		if n--; n == 0 {
+			return *e.Media, true
+		}
+	}
+	return edgechat.MediaInfo{}, false
 }

@@ -159,6 +159,10 @@ type fakeClient struct {
 
 	watches          []string
 	forbidFirstWatch bool
+
+	uploads   []fakeUpload      // see media_test.go
+	uploadErr error             // what UploadMedia fails with, if set
+	files     map[string][]byte // media ID -> content DownloadMedia serves
 }
 
 func (f *fakeClient) UserID() string { return "me" }
@@ -170,7 +174,7 @@ func (f *fakeClient) SendMessage(_ context.Context, m edgechat.Message) (edgecha
 		return edgechat.Message{}, f.sendErr
 	}
 	out := msg(100+len(f.sent), "me", m.To, m.Body)
-	out.CID = m.CID
+	out.CID, out.Type, out.Media = m.CID, m.Type, m.Media
 	return out, nil
 }
 func (f *fakeClient) History(_ context.Context, with, before string, _ int) ([]edgechat.Message, bool, error) {

@@ -123,7 +123,9 @@ type Client struct {
 	readyClosed bool
 	connected   bool // latest state reported to OnConnectionChange
 	watched     map[string]struct{}
-	pending     map[string]chan Message // cid -> Send waiting for its echo
+	pending     map[string]chan Message  // cid -> Send waiting for its echo
+	uploads     map[*mediaWatch]struct{} // UploadMedia calls waiting for a media event
+	mediaPoll   time.Duration            // how often a waiting UploadMedia asks /media/{id}/info
 	cursor      string
 	synced      bool
 	closed      bool
@@ -191,6 +193,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		down:        make(chan struct{}),
 		watched:     map[string]struct{}{},
 		pending:     map[string]chan Message{},
+		uploads:     map[*mediaWatch]struct{}{},
+		mediaPoll:   defaultMediaPoll,
 	}
 	tok, err := c.token(ctx)
 	if err != nil {
@@ -510,6 +514,7 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 				c.queue.push(event{kind: evReceipt, receipt: r})
 			}
 		case "events":
+			c.noteMediaEvent(p.Payload)
 			c.queue.push(event{kind: evEvent, raw: append([]byte(nil), p.Payload...)})
 		}
 	case len(parts) == 2 && parts[0] == "presence":

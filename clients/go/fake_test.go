@@ -59,6 +59,13 @@ type fakeServer struct {
 	syncCalls int
 	conns     []net.Conn
 	paused    bool // refuse new connections (close them at once)
+	// media serves /media/... when set (see media_test.go).
+	media http.Handler
+	// mediaFill gives the description the server puts into a media
+	// message; false refuses the message as the server does a media ID
+	// that is not a ready upload of the sender.
+	mediaFill   func(from, id string) (MediaInfo, bool)
+	lastPayload []byte // the newest newMessage payload as published
 }
 
 func (f *fakeServer) set(fn func(f *fakeServer)) {
@@ -145,6 +152,19 @@ func (f *fakeServer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, packets.ErrPayloadFormatInvalid
 	}
 	f.mu.Lock()
+	f.lastPayload = append([]byte(nil), pk.Payload...)
+	if in.Type == "media" {
+		var info MediaInfo
+		ok := in.Media != nil && f.mediaFill != nil
+		if ok {
+			info, ok = f.mediaFill(from, in.Media.ID)
+		}
+		if !ok {
+			f.mu.Unlock()
+			return pk, packets.Code{Code: 0x99, Reason: "media not ready"}
+		}
+		in.Media = &info
+	}
 	f.attempts[in.CID]++
 	act := fakeAction{}
 	if f.decide != nil {
@@ -156,7 +176,7 @@ func (f *fakeServer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	}
 	m, dup := f.byCID[from+"/"+in.CID]
 	if !dup {
-		m = Message{ID: f.gen.Next().String(), From: from, To: to, CID: in.CID, Type: in.Type, Body: in.Body}
+		m = Message{ID: f.gen.Next().String(), From: from, To: to, CID: in.CID, Type: in.Type, Body: in.Body, Media: in.Media}
 		m.Time = IDTime(m.ID)
 		f.byCID[from+"/"+in.CID] = m
 		f.byUser[to] = append(f.byUser[to], m)
@@ -217,6 +237,13 @@ func (f *fakeServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		w.WriteHeader(401)
 		_, _ = io.WriteString(w, `{"error":{"code":"unauthorized","message":"bad token"}}`)
+		return
+	}
+	f.mu.Lock()
+	media := f.media
+	f.mu.Unlock()
+	if media != nil && (r.URL.Path == "/media" || strings.HasPrefix(r.URL.Path, "/media/")) {
+		media.ServeHTTP(w, r)
 		return
 	}
 	if r.URL.Path != "/chat/sync" {

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // maxResponseBytes bounds what the SDK reads from one HTTP answer.
@@ -45,30 +47,47 @@ func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string,
 		return fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
+	return readAnswer(resp, method, req.URL.Path, out)
+}
+
+// readAnswer decodes a 2xx answer into out (if not nil) and turns any
+// other status into an *APIError; it is shared by the JSON calls and the
+// media transfers, which build their requests differently.
+func readAnswer(resp *http.Response, method, path string, out any) error {
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
-		return fmt.Errorf("edgechat: %s %s: read answer: %w", method, req.URL.Path, err)
+		return fmt.Errorf("edgechat: %s %s: read answer: %w", method, path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		ae := &APIError{Status: resp.StatusCode}
-		var eb struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(data, &eb) == nil {
-			ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
-		}
-		return fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, ae)
+		return fmt.Errorf("edgechat: %s %s: %w", method, path, apiError(resp, data))
 	}
 	if out == nil {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("edgechat: %s %s: decode answer: %w", method, req.URL.Path, err)
+		return fmt.Errorf("edgechat: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// apiError builds the *APIError of a non-2xx answer whose body is data.
+func apiError(resp *http.Response, data []byte) *APIError {
+	ae := &APIError{Status: resp.StatusCode}
+	var eb struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &eb) == nil {
+		ae.Code, ae.Message = eb.Error.Code, eb.Error.Message
+	}
+	// Retry-After is in seconds on every answer of the API that has it
+	// (429 and 503); the HTTP-date form is not used.
+	if secs, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && secs >= 0 {
+		ae.RetryAfter = time.Duration(secs) * time.Second
+	}
+	return ae
 }
 
 // get calls the API with the client's current token.

@@ -46,6 +46,9 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 	if m.Type == "text" && m.Body == "" {
 		return Message{}, fmt.Errorf("%w: empty message", ErrInvalidArgument)
 	}
+	if m.Type == "media" && (m.Media == nil || m.Media.ID == "" || len(m.Media.ID) > maxMediaIDLen) {
+		return Message{}, fmt.Errorf("%w: a media message needs the ID of an upload", ErrInvalidArgument)
+	}
 	if len(m.Body) > MaxBodyBytes || !utf8.ValidString(m.Body) {
 		return Message{}, fmt.Errorf("%w: body must be valid UTF-8 of at most %d bytes", ErrInvalidArgument, MaxBodyBytes)
 	}
@@ -54,13 +57,22 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 	} else if len(m.CID) > MaxCIDLen {
 		return Message{}, fmt.Errorf("%w: cid longer than %d", ErrInvalidArgument, MaxCIDLen)
 	}
+	// Only the media ID goes out: the server fills in the rest from the
+	// processed upload, whatever the client claims.
+	type mediaRef struct {
+		ID string `json:"id"`
+	}
+	var ref *mediaRef
+	if m.Media != nil {
+		ref = &mediaRef{ID: m.Media.ID}
+	}
 	payload, err := json.Marshal(struct {
-		CID     string `json:"cid"`
-		Type    string `json:"type"`
-		Body    string `json:"body,omitempty"`
-		ReplyTo string `json:"replyTo,omitempty"`
-		Media   *Media `json:"media,omitempty"`
-	}{m.CID, m.Type, m.Body, m.ReplyTo, m.Media})
+		CID     string    `json:"cid"`
+		Type    string    `json:"type"`
+		Body    string    `json:"body,omitempty"`
+		ReplyTo string    `json:"replyTo,omitempty"`
+		Media   *mediaRef `json:"media,omitempty"`
+	}{m.CID, m.Type, m.Body, m.ReplyTo, ref})
 	if err != nil {
 		return Message{}, fmt.Errorf("edgechat: encode message: %w", err)
 	}

@@ -11,26 +11,52 @@ import (
 
 // Message is a chat message as the server stores and delivers it.
 type Message struct {
-	ID      string `json:"id,omitempty"`      // decimal snowflake ID; empty until the server assigned one
-	From    string `json:"from,omitempty"`    // sender's user ID
-	To      string `json:"to,omitempty"`      // recipient of a direct message
-	Group   string `json:"group,omitempty"`   // group of a group message
-	CID     string `json:"cid,omitempty"`     // the sender's client message ID (idempotency key)
-	Type    string `json:"type,omitempty"`    // "text", "media", ...
-	Body    string `json:"body,omitempty"`    // text
-	ReplyTo string `json:"replyTo,omitempty"` // ID of the message this one answers
-	Media   *Media `json:"media,omitempty"`   // the upload a media message refers to
+	ID      string     `json:"id,omitempty"`      // decimal snowflake ID; empty until the server assigned one
+	From    string     `json:"from,omitempty"`    // sender's user ID
+	To      string     `json:"to,omitempty"`      // recipient of a direct message
+	Group   string     `json:"group,omitempty"`   // group of a group message
+	CID     string     `json:"cid,omitempty"`     // the sender's client message ID (idempotency key)
+	Type    string     `json:"type,omitempty"`    // "text", "media", ...
+	Body    string     `json:"body,omitempty"`    // text
+	ReplyTo string     `json:"replyTo,omitempty"` // ID of the message this one answers
+	Media   *MediaInfo `json:"media,omitempty"`   // the upload a media message carries (Type "media")
 
 	// Time is when the server created the message, read from the ID (zero
 	// when the ID is empty). It is not part of the JSON.
 	Time time.Time `json:"-"`
 }
 
-// Media refers to an upload.
-type Media struct {
-	ID   string `json:"id"`
-	Mime string `json:"mime,omitempty"`
+// MediaInfo describes a processed upload: what UploadMedia returns, what
+// a media message carries (the server fills it in when it stores the
+// message, so that it can be shown without another request) and what
+// GET /media/{id}/info answers. Only ID matters when sending.
+type MediaInfo struct {
+	ID          string `json:"id"`
+	Mime        string `json:"mime,omitempty"`
+	Kind        string `json:"kind,omitempty"` // MediaImage, MediaVideo, MediaAudio, MediaPDF or MediaFile
+	Name        string `json:"name,omitempty"` // the uploader's file name; untrusted, sanitise before using it as a path
+	Size        int64  `json:"size,omitempty"` // bytes of the processed file
+	Width       int    `json:"width,omitempty"`
+	Height      int    `json:"height,omitempty"`
+	DurationMs  int64  `json:"durationMs,omitempty"`
+	Placeholder string `json:"placeholder,omitempty"` // a tiny blurred image as a data: URI
+	Preview     bool   `json:"preview,omitempty"`     // DownloadMedia(..., preview=true) has something to fetch
 }
+
+// Media is the former name of MediaInfo, kept so that code written
+// against it still builds.
+//
+// Deprecated: use MediaInfo.
+type Media = MediaInfo
+
+// Media kinds, as the server classifies an upload from its bytes.
+const (
+	MediaImage = "image"
+	MediaVideo = "video"
+	MediaAudio = "audio"
+	MediaPDF   = "pdf"
+	MediaFile  = "file"
+)
 
 // UnmarshalJSON decodes a message and fills Time from the ID.
 func (m *Message) UnmarshalJSON(b []byte) error {
@@ -156,6 +182,11 @@ var (
 	ErrInvalidMessage   = fmt.Errorf("%w: invalid message", ErrRefused)
 	ErrForbidden        = fmt.Errorf("%w: not authorized", ErrRefused)
 	ErrUnknownRecipient = fmt.Errorf("%w: unknown recipient", ErrRefused)
+	// ErrMediaTooLarge: the upload is over the server's size limit (413).
+	ErrMediaTooLarge = fmt.Errorf("%w: media too large", ErrRefused)
+	// ErrMediaQuota: the daily upload quota is spent (429 media_quota;
+	// APIError.RetryAfter says when it frees up).
+	ErrMediaQuota = fmt.Errorf("%w: media quota exceeded", ErrRefused)
 )
 
 // APIError is an error answer of the HTTP API.
@@ -163,6 +194,8 @@ type APIError struct {
 	Status  int    // HTTP status
 	Code    string // stable error code from the body
 	Message string
+	// RetryAfter is the server's Retry-After (429, 503), 0 when absent.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -181,6 +214,10 @@ func (e *APIError) Is(target error) bool {
 		return e.Status == 404
 	case ErrInvalidArgument:
 		return e.Status == 400
+	case ErrMediaTooLarge:
+		return e.Code == "media_too_large"
+	case ErrMediaQuota:
+		return e.Code == "media_quota"
 	}
 	return false
 }
