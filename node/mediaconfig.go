@@ -30,8 +30,11 @@ const (
 var Roles = []string{RoleMedia}
 
 var mediaSettings = []setting{
-	{name: "roles", usage: "the optional roles of this node, comma-separated (media: process uploads)", repeat: true, set: func(c *Config, v string) error {
+	{name: "roles", usage: "the optional roles of this node, comma-separated (media: process uploads), or none", repeat: true, set: func(c *Config, v string) error {
 		c.Roles = splitList(v)
+		if len(c.Roles) == 1 && c.Roles[0] == "none" {
+			c.Roles = []string{} // not nil: nil means every role
+		}
 		return nil
 	}},
 	{name: "media-store", usage: "where media lives: local ({data}/media) or s3", set: stringSetter(func(c *Config) *string { return &c.MediaStore })},
