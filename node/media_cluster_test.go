@@ -114,3 +114,38 @@ func readyEvents(c *mqtttest.Client, id string) int {
 	}
 	return n
 }
+
+// With the local store a node serves what it holds and fetches the rest
+// from the node that holds it.
+func TestMediaLocalStoreServedFromAnyNode(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	alice := newMediaUser(t, n1, "alice")
+	bobTok := n1.NewUser(t, "bob")
+	id := upload(t, n1, alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
+	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
+		t.Fatalf("%+v", ev)
+	}
+	code, _ := alice.c.Pub(t, "user/bob/newMessage", 1, fmt.Sprintf(`{"cid":"x","type":"media","media":{"id":%q}}`, id))
+	if code != 0 {
+		t.Fatalf("PUBACK %#x", code)
+	}
+	st1, _, direct := get(t, n1, bobTok, "/media/"+id, nil)
+	var st2 int
+	var proxied []byte
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st2, _, proxied = get(t, n2, bobTok, "/media/"+id, map[string]string{"Range": "bytes=1-"})
+		if st2 != 206 {
+			return fmt.Errorf("n2 answered %d", st2) // n2 may not have applied the grant yet
+		}
+		return nil
+	})
+	if st1 != 200 || !bytes.Equal(proxied, direct[1:]) {
+		t.Fatalf("n1 %d (%d bytes), n2 %d (%d bytes)", st1, len(direct), st2, len(proxied))
+	}
+	// A stranger gets nothing through the proxy either.
+	carol := n2.NewUser(t, "carol")
+	if st, _, _ := get(t, n2, carol, "/media/"+id, nil); st != 404 {
+		t.Fatalf("stranger through n2: %d", st)
+	}
+}

@@ -51,7 +51,7 @@ func (n *Node) buildMedia(ctx context.Context) error {
 		JobLease: c.MediaJobLease, ColdAfter: c.MediaColdAfter, ColdStorageClass: c.S3ColdStorageClass,
 		SweepEvery: c.MediaSweepEvery, EventsSecret: secret},
 		media.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Store: st, Processor: proc, Publisher: n.link,
-			Groups: membership{n.Users}, Peers: peerHTTP{n}, PeerTransport: n.peerTransport(), Leadership: n.raft,
+			Groups: membership{n.Users}, Peers: peerHTTP{n}, PeerTransport: n.peerTransport(), Tokens: n.Auth, Leadership: n.raft,
 			Logger: n.log, Registerer: n.registry})
 	if err != nil {
 		return err

@@ -167,8 +167,16 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, preview bool) {
 // proxy forwards a download to the node that holds the files (a local
 // store in a cluster).
 func (s *Service) proxy(w http.ResponseWriter, r *http.Request, rec Record) {
-	if r.Header.Get(hopHeader) != "" || s.peers == nil {
+	p, _ := httpapi.PrincipalFrom(r.Context())
+	if r.Header.Get(hopHeader) != "" || s.peers == nil || s.tokens == nil {
 		writeErr(w, ErrNotFound)
+		return
+	}
+	// The gateway kept the caller's token from us: the holder sees the
+	// same user through a token of this node's.
+	token, err := s.tokens.MintAccessToken(p.UserID, false)
+	if err != nil {
+		writeErr(w, err)
 		return
 	}
 	base, err := s.peers.HTTPURL(r.Context(), rec.Node)
@@ -185,6 +193,7 @@ func (s *Service) proxy(w http.ResponseWriter, r *http.Request, rec Record) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(hopHeader, s.cfg.Node)
+			pr.Out.Header.Set("Authorization", "Bearer "+token)
 		},
 		Transport: s.peerTransport,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {

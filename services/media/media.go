@@ -66,6 +66,13 @@ type Peers interface {
 	HTTPURL(ctx context.Context, node string) (string, error)
 }
 
+// Tokens mints a short-lived access token for a user (the auth
+// service), so that a download proxied to the node holding the file is
+// authenticated there as the user who asked.
+type Tokens interface {
+	MintAccessToken(uid string, admin bool) (string, error)
+}
+
 // Processed is what processing made of an upload: the real type, the
 // metadata kept, and the files to serve (paths of temporary files the
 // caller removes).
@@ -181,6 +188,7 @@ type Deps struct {
 	// local store's files held elsewhere; nil Peers: such downloads 404.
 	Peers         Peers
 	PeerTransport http.RoundTripper
+	Tokens        Tokens
 	// Leadership: the leader listens for direct uploads and sweeps a
 	// shared store; nil: this node does both (tests, one node).
 	Leadership Leadership
@@ -214,6 +222,7 @@ type Service struct {
 
 	peers         Peers
 	peerTransport http.RoundTripper
+	tokens        Tokens
 	lead          Leadership
 	now           func() time.Time
 	m             *metrics
@@ -243,7 +252,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		deps.Now = time.Now
 	}
 	s := &Service{cfg: cfg.withDefaults(), db: deps.DB, prop: deps.Proposer, st: deps.Store, proc: deps.Processor,
-		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, lead: deps.Leadership, log: deps.Logger.With("component", "media"), now: deps.Now,
+		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, tokens: deps.Tokens, lead: deps.Leadership, log: deps.Logger.With("component", "media"), now: deps.Now,
 		jobs: make(chan struct{}, 1)}
 	var err error
 	if s.m, err = newMetrics(deps.Registerer); err != nil {
