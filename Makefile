@@ -16,6 +16,7 @@ run:
 ## MinIO first when it is not in the cache)
 test: vet minio
 	EDGECHAT_MINIO=$${EDGECHAT_MINIO:-$(MINIO_DIR)/minio} $(GO) test -race -timeout 25m ./...
+	cd third_party/mochi-mqtt-server && $(GO) test -race ./...   # our patch of the broker library
 
 ## minio: build the pinned MinIO server into $(MINIO_DIR) unless it is there
 minio:
