@@ -90,3 +90,63 @@ func TestColdTierOnMinIO(t *testing.T) {
 		t.Fatalf("the unsent media's object: %v", err)
 	}
 }
+
+// leading is a node that leads its cluster for good: runDuties installs
+// the lifecycle rule only on a node with a Raft, which every node has.
+type leading struct{}
+
+func (leading) IsLeader() bool                  { return true }
+func (leading) MembersChanged() <-chan struct{} { return nil }
+
+// With a cold storage class that names a remote tier of the MinIO, the
+// service installs the lifecycle rule on the processed bucket when it
+// starts (Run → runDuties), after ColdAfter counted in days.
+func TestColdTransitionRuleOnMinIO(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	const tier = "EDGECHAT-COLD"
+	storetest.AddMinIOTier(t, m, tier, storetest.StartMinIO(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := m.Config("rule")
+	cfg.ColdBucket, cfg.ColdStorageClass = "", tier // as --s3-cold-storage-class without a cold bucket
+	st, err := store.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	prop := fsmtest.New(t)
+	svc, err := New(Config{Node: "n1", SharedStore: true, ColdAfter: 45 * 24 * time.Hour, ColdStorageClass: tier, TempDir: t.TempDir()},
+		Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Store: st, Publisher: &fakePub{}, Leadership: leading{},
+			Logger: testutil.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- svc.Run(ctx) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		days, class, ok, err := st.ColdTransition(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if days != 45 || class != tier {
+				t.Fatalf("the rule on the processed bucket: after %d days to %q", days, class)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no cold-transition rule on the processed bucket 15s after the service started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+}

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"image/jpeg"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,18 +28,28 @@ func TestVideoWithoutFFmpeg(t *testing.T) {
 	}
 }
 
-// The ffmpeg path runs only where ffmpeg is installed (it is not in CI).
+// The ffmpeg path runs where ffmpeg is installed (.ci/run installs it;
+// without it the test skips). The clip is made here: 160×120 with a
+// sound track and metadata to strip, stored rotated 90° the way phones
+// store portrait video (a display matrix, not turned pixels).
 func TestVideoWithFFmpeg(t *testing.T) {
 	bin, err := exec.LookPath("ffmpeg")
 	if err != nil {
 		t.Skip("ffmpeg not on PATH")
 	}
 	dir := t.TempDir()
-	src := filepath.Join(dir, "in.mp4")
-	out, err := exec.Command(bin, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
-		"-t", "1", "-metadata", "location=+48.8577+002.2950/", "-metadata", "title="+secret, "-pix_fmt", "yuv420p", src).CombinedOutput()
-	if err != nil {
-		t.Skipf("ffmpeg cannot make a test video: %v %s", err, out)
+	plain, src := filepath.Join(dir, "plain.mp4"), filepath.Join(dir, "in.mp4")
+	for _, args := range [][]string{
+		{"-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-f", "lavfi", "-i", "sine=frequency=440",
+			"-t", "1", "-metadata", "location=+48.8577+002.2950/", "-metadata", "title=" + secret, "-pix_fmt", "yuv420p", plain},
+		// ffmpeg 5 writes a rotate tag on a copied stream as its display
+		// matrix (newer ones also take -display_rotation).
+		{"-i", plain, "-c", "copy", "-metadata:s:v:0", "rotate=90", src},
+	} {
+		out, err := exec.Command(bin, append([]string{"-nostdin", "-loglevel", "error", "-y"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Skipf("ffmpeg cannot make a test video: %v %s", err, out)
+		}
 	}
 	res, err := Process(context.Background(), Config{TempDir: dir}, src, "in.mp4", "video/mp4")
 	if err != nil {
@@ -50,5 +61,31 @@ func TestVideoWithFFmpeg(t *testing.T) {
 	b, _ := os.ReadFile(res.Output)
 	if strings.Contains(string(b), secret) || strings.Contains(string(b), "+48.8577") {
 		t.Error("remuxed video keeps its metadata")
+	}
+	// Upright: the preview is portrait, the frame turned by ffmpeg.
+	f, err := os.Open(res.Preview)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pc, err := jpeg.DecodeConfig(f)
+	if err != nil {
+		t.Fatalf("preview: %v", err)
+	}
+	if pc.Width >= pc.Height || res.Width != 120 || res.Height != 160 {
+		t.Errorf("preview %d×%d, media %d×%d: want portrait 120×160", pc.Width, pc.Height, res.Width, res.Height)
+	}
+	// The copy without metadata keeps what a player needs: the rotation
+	// (else it plays sideways), the sound, the length.
+	if probe, err := exec.LookPath("ffprobe"); err == nil {
+		out, err := exec.Command(probe, "-v", "error", "-show_entries", "stream=codec_type:stream_side_data=rotation",
+			"-of", "compact", res.Output).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ffprobe: %v %s", err, out)
+		}
+		got := string(out)
+		if !strings.Contains(got, "codec_type=video") || !strings.Contains(got, "codec_type=audio") || !strings.Contains(got, "rotation=") {
+			t.Errorf("remuxed streams:\n%s", got)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/lifecycle"
 
 	"github.com/edgechat/edgechat/services/media/store"
 	"github.com/edgechat/edgechat/services/media/store/storetest"
@@ -49,6 +50,14 @@ func TestS3(t *testing.T) {
 		}))
 	})
 	t.Run("LifecycleOnMinIO", func(t *testing.T) { testLifecycleOnMinIO(t, newS3(t)) })
+	t.Run("LifecycleOnMinIOTier", func(t *testing.T) {
+		// A tier name of its own: LifecycleOnMinIO relies on WARM being
+		// unknown to this server.
+		const tier = "EDGECHAT-WARM"
+		storetest.AddMinIOTier(t, m, tier, storetest.StartMinIO(t))
+		writes := &lifecycleWrites{next: http.DefaultTransport}
+		testLifecycleOnMinIOTier(t, newS3(t, func(c *store.S3Config) { c.Transport = writes }), tier, writes)
+	})
 	t.Run("LifecycleRule", func(t *testing.T) {
 		fake := &lifecycleFake{next: http.DefaultTransport}
 		testLifecycleRule(t, newS3(t, func(c *store.S3Config) { c.Transport = fake }), fake)
@@ -317,8 +326,8 @@ func storageClass(t *testing.T, s *store.S3, tier store.Tier, key string) string
 }
 
 // MinIO transitions only to a remote tier configured with its admin API
-// (`mc ilm tier add`), which this test does not set up: the rule is
-// refused, and the error says why.
+// (`mc ilm tier add`), and this server has none called WARM: the rule is
+// refused, and the error says why (LifecycleOnMinIOTier has one).
 func testLifecycleOnMinIO(t *testing.T, s *store.S3) {
 	c := context.Background()
 	err := s.EnsureColdTransition(c, 30, "WARM")
@@ -333,6 +342,89 @@ func testLifecycleOnMinIO(t *testing.T, s *store.S3) {
 	}
 	if err := s.EnsureColdTransition(c, 0, "WARM"); err == nil {
 		t.Fatal("0 days accepted")
+	}
+}
+
+// lifecycleWrites counts the lifecycle configurations written to MinIO.
+type lifecycleWrites struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	puts int
+}
+
+func (w *lifecycleWrites) RoundTrip(r *http.Request) (*http.Response, error) {
+	if _, ok := r.URL.Query()["lifecycle"]; ok && r.Method == http.MethodPut {
+		w.mu.Lock()
+		w.puts++
+		w.mu.Unlock()
+	}
+	return w.next.RoundTrip(r)
+}
+
+func (w *lifecycleWrites) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.puts
+}
+
+// With a remote tier of that name configured, MinIO itself accepts the
+// rule and hands it back: what the fake below only imitates.
+func testLifecycleOnMinIOTier(t *testing.T, s *store.S3, tier string, writes *lifecycleWrites) {
+	c := context.Background()
+	bucket := s.Bucket(store.TierProcessed)
+	// A rule someone else set must survive.
+	other := lifecycle.NewConfiguration()
+	other.Rules = []lifecycle.Rule{{
+		ID: "tmp-expiry", Status: "Enabled",
+		RuleFilter: lifecycle.Filter{Prefix: "tmp/"},
+		Expiration: lifecycle.Expiration{Days: 1},
+	}}
+	if err := s.Client().SetBucketLifecycle(c, bucket, other); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := s.ColdTransition(c); ok || err != nil {
+		t.Fatalf("no rule of ours yet: %v %v", ok, err)
+	}
+	if err := s.EnsureColdTransition(c, 30, tier); err != nil {
+		t.Fatalf("MinIO with the remote tier %s refused the rule: %v", tier, err)
+	}
+	days, class, ok, err := s.ColdTransition(c)
+	if err != nil || !ok || days != 30 || class != tier {
+		t.Fatalf("ColdTransition = %d %q %v %v", days, class, ok, err)
+	}
+	rules := func() map[string]lifecycle.Rule {
+		t.Helper()
+		cfg, err := s.Client().GetBucketLifecycle(c, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]lifecycle.Rule{}
+		for _, r := range cfg.Rules {
+			m[r.ID] = r
+		}
+		return m
+	}
+	got := rules()
+	if r, ok := got["tmp-expiry"]; !ok || r.Expiration.Days != 1 || r.RuleFilter.Prefix != "tmp/" || len(got) != 2 {
+		t.Fatalf("the bucket's rules after ours was added: %+v", got)
+	}
+	before := writes.count()
+	if err := s.EnsureColdTransition(c, 30, tier); err != nil || writes.count() != before {
+		t.Fatalf("the same rule again: %v, %d writes", err, writes.count()-before)
+	}
+	if err := s.EnsureColdTransition(c, 60, tier); err != nil {
+		t.Fatal(err)
+	}
+	days, class, ok, err = s.ColdTransition(c)
+	if err != nil || !ok || days != 60 || class != tier {
+		t.Fatalf("after a change: %d %q %v %v", days, class, ok, err)
+	}
+	if got := rules(); len(got) != 2 {
+		t.Fatalf("after a change the bucket has %d rules: %+v", len(got), got)
+	}
+	// Still refused: a class with no tier behind it.
+	if err := s.EnsureColdTransition(c, 60, "NO-SUCH-TIER"); err == nil {
+		t.Fatal("MinIO accepted a transition to a tier it does not have")
 	}
 }
 
