@@ -87,6 +87,7 @@ type Config struct {
 	MediaPublicEndpoint   string        `yaml:"media_public_endpoint"`    // the object store as clients reach it
 	ClamdAddr             string        `yaml:"clamd_addr"`               // ClamAV clamd: tcp:HOST:PORT or unix:PATH
 	MediaEventsSecretFile string        `yaml:"media_events_secret_file"` // S3 event notifications' shared secret
+	MediaJobLease         time.Duration `yaml:"media_job_lease"`          // a worker's claim on a job; a dead worker's job waits this long
 	S3Endpoint            string        `yaml:"s3_endpoint"`
 	S3Region              string        `yaml:"s3_region"`
 	S3AccessKey           string        `yaml:"s3_access_key"`
@@ -99,9 +100,6 @@ type Config struct {
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
 	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
-	// MediaJobLease is how long a media worker's claim holds (tests:
-	// short, so a killed worker is replaced fast); 0: the default.
-	MediaJobLease time.Duration `yaml:"-"`
 	// MediaSweepEvery is how often the media sweeper runs (tests: short);
 	// 0: hourly.
 	MediaSweepEvery time.Duration `yaml:"-"`
@@ -140,6 +138,7 @@ func Defaults() Config {
 		MediaColdAfter:    DefaultMediaColdAfter,
 		MediaQuotaCount:   DefaultMediaQuotaCount,
 		MediaQuotaBytes:   DefaultMediaQuotaBytes,
+		MediaJobLease:     DefaultMediaJobLease,
 		S3RawBucket:       DefaultS3RawBucket,
 		S3ProcessedBucket: DefaultS3ProcessedBucket,
 		S3ColdBucket:      DefaultS3ColdBucket,
@@ -416,7 +415,8 @@ func Usage() string {
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),
 		"media-max-dimension": strconv.Itoa(d.MediaMaxDimension), "media-cold-after": d.MediaColdAfter.String(),
 		"media-quota-count": strconv.Itoa(d.MediaQuotaCount), "media-quota-bytes": strconv.FormatInt(d.MediaQuotaBytes, 10),
-		"s3-raw-bucket": d.S3RawBucket, "s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
+		"media-job-lease": d.MediaJobLease.String(), "s3-raw-bucket": d.S3RawBucket,
+		"s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
 		"roles": strings.Join(Roles, ",")}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))

@@ -111,6 +111,11 @@ func (s *Service) nextJob() (rec Record, wait time.Duration, ok bool) {
 // runJob processes a claimed job, renewing the claim meanwhile.
 func (s *Service) runJob(ctx context.Context, rec Record) {
 	attempt := rec.Job.Attempt
+	// Logged so that an operator sees where a job ran and its takeovers
+	// (attempt 2 or more: a worker died, failed or stopped before).
+	s.log.Info("media job claimed", "media", rec.ID, "attempt", attempt)
+	s.m.jobsRunning.Inc()
+	defer s.m.jobsRunning.Dec()
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	renewed := make(chan struct{})
@@ -175,6 +180,7 @@ func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd
 	if err != nil {
 		return
 	}
+	s.log.Info("media job finished", "media", rec.ID, "attempt", attempt, "status", done.Status, "reason", done.Reason)
 	if err := s.st.Delete(ctx, store.TierRaw, rec.ID); err != nil {
 		s.log.Warn("deleting a processed raw upload", "media", rec.ID, "err", err)
 	}

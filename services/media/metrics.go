@@ -12,6 +12,7 @@ import (
 //	edgechat_media_bytes_total{direction}         in (uploads), out (served by this node)
 //	edgechat_media_processed_total{status,kind}   ready by kind, rejected by reason
 //	edgechat_media_job_seconds{kind}              a job from claim to result
+//	edgechat_media_jobs_running                   jobs this node's worker is processing now
 //	edgechat_media_step_seconds{step,result}     each processing step
 //	edgechat_media_jobs_pending                   jobs waiting or running (sweeper)
 //	edgechat_media_stored_bytes{tier}             ready media per tier (sweeper)
@@ -22,6 +23,9 @@ type metrics struct {
 	bytesOut   prometheus.Counter
 	processed  *prometheus.CounterVec
 	jobSeconds *prometheus.HistogramVec
+	// jobsRunning: jobs this node's worker holds and processes now (0 or
+	// 1: a worker does one at a time).
+	jobsRunning prometheus.Gauge
 	// stepSeconds times each processing step (detect, check_bomb, scan,
 	// metadata, image, video) by result (ok, error).
 	stepSeconds *prometheus.HistogramVec
@@ -47,6 +51,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Processing jobs from claim to result, by kind.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"kind"}),
 	}
+	m.jobsRunning = prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgechat_media_jobs_running",
+		Help: "Processing jobs this node's worker is running now."})
 	m.stepSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edgechat_media_step_seconds",
 		Help:    "Processing steps by step and result (ok, error).",
 		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"step", "result"})
@@ -60,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.uploads.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.stepSeconds, m.jobsPending, m.tierBytes, m.movedCold} {
+		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.jobsRunning, m.stepSeconds, m.jobsPending, m.tierBytes, m.movedCold} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("media: metrics: %w", err)
 			}
