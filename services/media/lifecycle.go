@@ -37,7 +37,7 @@ type Leadership interface {
 // local store; on the leader for a shared one) and, while this node
 // leads, the store's upload notifications and lifecycle rule.
 func (s *Service) runDuties(ctx context.Context) {
-	if lc, ok := s.st.(store.Lifecycle); ok && s.cfg.ColdStorageClass != "" && s.lead != nil {
+	if lc, ok := s.st.(store.Lifecycle); ok && s.cfg.ColdStorageClass != "" {
 		// Idempotent: every node may set it; it is the same rule.
 		days := max(int(s.cfg.ColdAfter/(24*time.Hour)), 1)
 		if err := lc.EnsureColdTransition(ctx, days, s.cfg.ColdStorageClass); err != nil {
