@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Telling followers the commit index.
@@ -80,7 +83,7 @@ func (n *Raft) runAnnouncer() {
 			// The barrier is appended at once; waiting for it only paces
 			// the next one. On a node that is no longer the leader it
 			// fails at once.
-			_ = n.raft.Barrier(applyTimeout).Error()
+			_ = n.awaitFuture(context.Background(), n.raft.Barrier(applyTimeout))
 			n.m.announcements.Inc()
 		}
 		a.mu.Lock()
@@ -112,6 +115,24 @@ func (h *helpers) start(fn func()) bool {
 	}
 	h.wg.Go(fn)
 	return true
+}
+
+// awaitFuture waits for a Raft future's answer, or until ctx ends or the node
+// stops shutting down: hashicorp/raft can take a future (a barrier) and
+// never answer it when it shuts down at that moment, and a helper
+// waiting on it would hold up Run's shutdown for good. The waiter left
+// behind then ends with the process.
+func (n *Raft) awaitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.stopping:
+		return ErrStopped
+	}
 }
 
 func (h *helpers) closeAndWait() {

@@ -70,7 +70,7 @@ func (n *Raft) runCatchUp() {
 		c.mu.Unlock()
 		pace := catchUpCooldown
 		if n.IsLeader() && n.followerBehind() {
-			_ = n.raft.Barrier(applyTimeout).Error()
+			_ = n.awaitFuture(context.Background(), n.raft.Barrier(applyTimeout))
 			n.m.catchUps.Inc()
 			pace = catchUpInterval
 			c.mu.Lock()

@@ -539,7 +539,7 @@ func (n *Raft) Barrier(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(d), time.Millisecond)
 	}
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
+	if err := n.awaitFuture(ctx, n.raft.Barrier(timeout)); err != nil {
 		return fmt.Errorf("cluster: barrier: %w", err)
 	}
 	return nil
@@ -603,7 +603,7 @@ func (n *Raft) WaitReady(ctx context.Context) error {
 			if d, ok := ctx.Deadline(); ok {
 				timeout = max(time.Until(d), time.Millisecond)
 			}
-			err := n.raft.Barrier(timeout).Error()
+			err := n.awaitFuture(ctx, n.raft.Barrier(timeout))
 			// Raft answers the barrier from its FSM goroutine and moves
 			// AppliedIndex a moment later; wait for that too, so that
 			// Stats agrees with what WaitReady promised.

@@ -251,7 +251,7 @@ func (n *Raft) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
 		timeout = applyTimeout
 	}
 	f := n.raft.Apply(args.Data, timeout)
-	if err := f.Error(); err != nil {
+	if err := n.awaitFuture(context.Background(), f); err != nil {
 		reply.Message = err.Error()
 		switch {
 		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):

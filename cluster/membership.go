@@ -195,7 +195,7 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	}
 	// AddVoter with a known ID updates its address.
 	f := n.raft.AddVoter(raft.ServerID(a.Name), raft.ServerAddress(a.Addr), 0, timeoutOf(ctx))
-	if err := f.Error(); err != nil {
+	if err := n.awaitFuture(ctx, f); err != nil {
 		return changeErrCode(err), err.Error()
 	}
 	n.log.Info("added a voter", "node", a.Name, "addr", a.Addr, "index", f.Index())
@@ -219,7 +219,7 @@ func (n *Raft) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
 		return codeNotFound, a.Name
 	}
 	f := n.raft.RemoveServer(raft.ServerID(a.Name), 0, timeoutOf(ctx))
-	if err := f.Error(); err != nil {
+	if err := n.awaitFuture(ctx, f); err != nil {
 		return changeErrCode(err), err.Error()
 	}
 	n.log.Info("removed a member", "node", a.Name, "index", f.Index())
@@ -293,7 +293,7 @@ func (n *Raft) Leave(ctx context.Context) error {
 		return ErrLastVoter
 	}
 	if n.IsLeader() {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if err := n.awaitFuture(ctx, n.raft.LeadershipTransfer()); err != nil {
 			return fmt.Errorf("cluster: leave: transfer leadership: %w: %w", wire.ErrUnavailable, err)
 		}
 		n.log.Info("handed leadership over before leaving")
