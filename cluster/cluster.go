@@ -489,6 +489,12 @@ func (n *Raft) release() []error {
 	if err := n.mux.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		errs = append(errs, fmt.Errorf("cluster: close listener: %w", err))
 	}
+	// A heartbeat being handled on the transport's goroutine writes the
+	// term to the log store after Raft's Shutdown returned; closing the
+	// store under it makes Raft panic ("failed to save current term").
+	if !n.mux.quiesce(time.Second) {
+		n.log.Warn("a raft connection handler was still busy when the raft log closed")
+	}
 	if err := n.wal.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close raft log: %w", err))
 	}

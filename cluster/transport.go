@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -39,8 +40,10 @@ type mux struct {
 	raftConns chan net.Conn
 	serveRPC  func(net.Conn) // set before start
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{} // open accepted connections, closed by Close
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // open accepted connections, closed by Close
+	// handed are the Raft connections whose handler runs (see quiesce).
+	handed map[*trackedConn]struct{}
 	closed chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup
@@ -78,6 +81,7 @@ func newMux(bind, advertise string, log *slog.Logger) (*mux, error) {
 		log:       log,
 		raftConns: make(chan net.Conn),
 		conns:     make(map[net.Conn]struct{}),
+		handed:    make(map[*trackedConn]struct{}),
 		closed:    make(chan struct{}),
 	}, nil
 }
@@ -134,9 +138,16 @@ func (m *mux) handshake(c net.Conn) {
 	_ = c.SetReadDeadline(time.Time{})
 	switch b[0] {
 	case muxRaft:
+		tc := &trackedConn{Conn: c, m: m}
+		m.mu.Lock()
+		m.handed[tc] = struct{}{} // before Raft may close it
+		m.mu.Unlock()
 		select {
-		case m.raftConns <- &trackedConn{Conn: c, m: m}: // Raft closes it
+		case m.raftConns <- tc: // Raft closes it
 		case <-m.closed:
+			m.mu.Lock()
+			delete(m.handed, tc)
+			m.mu.Unlock()
 			m.untrack(c)
 		}
 	case muxRPC:
@@ -149,17 +160,57 @@ func (m *mux) handshake(c net.Conn) {
 	}
 }
 
-// trackedConn leaves the mux's set when its owner closes it.
+// trackedConn leaves the mux's set when its owner closes it. It also
+// tells when Raft's handler of the connection is between commands:
+// hashicorp/raft serves a connection's commands on the transport's
+// goroutine (heartbeats write the current term there), outside what its
+// Shutdown waits for, so the log store may close only once no handler is
+// in the middle of a command (see quiesce).
 type trackedConn struct {
 	net.Conn
-	m *mux
+	m       *mux
+	reading atomic.Int32 // Read calls in progress: the handler waits for a command
 }
 
+func (t *trackedConn) Read(p []byte) (int, error) {
+	t.reading.Add(1)
+	defer t.reading.Add(-1)
+	return t.Conn.Read(p)
+}
+
+// Close is the handler's last act (hashicorp/raft closes the connection
+// when its handler returns).
 func (t *trackedConn) Close() error {
 	t.m.mu.Lock()
 	delete(t.m.conns, t.Conn)
+	delete(t.m.handed, t)
 	t.m.mu.Unlock()
 	return t.Conn.Close()
+}
+
+// quiesce waits, at most for limit, until the handler of every Raft
+// connection handed out is waiting for input or done, so that none is
+// half way through a command when the stores close. Call it after Close.
+func (m *mux) quiesce(limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		busy := false
+		m.mu.Lock()
+		for t := range m.handed {
+			if t.reading.Load() == 0 {
+				busy = true
+				break
+			}
+		}
+		m.mu.Unlock()
+		if !busy {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (m *mux) track(c net.Conn) bool {
