@@ -56,14 +56,14 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
-## build: a static binary for this machine
+## build: a static, stripped binary for this machine (as the Dockerfile builds it)
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/edgechat ./cmd/edgechat
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/edgechat ./cmd/edgechat
 
 ## cross: static binaries for edge boxes (linux/arm64) and linux/amd64
 cross:
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -o $(BIN)/edgechat-linux-arm64 ./cmd/edgechat
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -o $(BIN)/edgechat-linux-amd64 ./cmd/edgechat
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/edgechat-linux-arm64 ./cmd/edgechat
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/edgechat-linux-amd64 ./cmd/edgechat
 
 clean:
 	rm -rf $(BIN)
