@@ -56,6 +56,13 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
+## bench: the hot-path Go benchmarks with allocations (envelope validation and
+## stamping, topic parsing, ACL check, a direct message through the broker,
+## FSM apply, archive send and sync, the gateway); compare runs with benchstat
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/wire/ ./cluster/fsm/ ./services/archive/ ./services/gateway/
+	$(GO) test -run '^$$' -bench 'DirectMessage|DeliveryACL' -benchmem ./broker/
+
 ## build: a static, stripped binary for this machine (as the Dockerfile builds it)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/edgechat ./cmd/edgechat
