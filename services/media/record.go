@@ -200,28 +200,9 @@ func decode(payload []byte, v any) error {
 	return nil
 }
 
-func getJSON(tx *badger.Txn, key []byte, v any) (bool, error) {
-	it, err := tx.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
-}
-
-func setJSON(tx *badger.Txn, key []byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return tx.Set(key, b)
-}
-
 func getRecord(tx *badger.Txn, id string) (Record, error) {
 	var r Record
-	ok, err := getJSON(tx, recordKey(id), &r)
+	ok, err := fsm.GetJSON(tx, recordKey(id), &r)
 	if err != nil {
 		return Record{}, err
 	}
@@ -266,7 +247,7 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	}
 	var q Quota
 	qk := quotaKey(c.Owner, quotaDay(c.At))
-	if _, err := getJSON(tx, qk, &q); err != nil {
+	if _, err := fsm.GetJSON(tx, qk, &q); err != nil {
 		return nil, err
 	}
 	if q.Count+1 > c.QuotaCount || q.Bytes+c.Size > c.QuotaBytes {
@@ -276,10 +257,10 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	q.Bytes += c.Size
 	r := Record{ID: c.ID, Owner: c.Owner, Name: c.Name, ClaimedType: c.ClaimedType, Size: c.Size,
 		Status: StatusUploading, Node: c.Node, CreatedAt: c.At, UpdatedAt: c.At, Direct: c.Direct, UploadID: c.UploadID}
-	if err := setJSON(tx, qk, q); err != nil {
+	if err := fsm.SetJSON(tx, qk, q); err != nil {
 		return nil, err
 	}
-	if err := setJSON(tx, recordKey(c.ID), r); err != nil {
+	if err := fsm.SetJSON(tx, recordKey(c.ID), r); err != nil {
 		return nil, err
 	}
 	return &recordResult{Record: r}, nil
@@ -298,7 +279,7 @@ func (s *Service) applyUploaded(tx *badger.Txn, _ fsm.Position, payload []byte) 
 		return &recordResult{Record: r}, nil // a repeated notification: nothing to do
 	}
 	r.Status, r.Size, r.UpdatedAt = StatusProcessing, c.Size, c.At
-	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+	if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
 		return nil, err
 	}
 	if err := tx.Set(jobKey(r.ID), nil); err != nil {
@@ -332,7 +313,7 @@ func (s *Service) applyClaim(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 			return nil, ErrClaimLost
 		}
 		r.Job.LeaseUntil = c.At // expired: anyone may claim it now
-		if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+		if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
 			return nil, err
 		}
 		return &recordResult{Record: r, after: s.pokeJobs}, nil
@@ -350,7 +331,7 @@ func (s *Service) applyClaim(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		r.Job = &Claim{Node: c.Node, Attempt: attempt}
 	}
 	r.Job.LeaseUntil = c.At.Add(c.Lease)
-	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+	if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
 		return nil, err
 	}
 	return &recordResult{Record: r}, nil
@@ -385,7 +366,7 @@ func (s *Service) applyDone(tx *badger.Txn, _ fsm.Position, payload []byte) (any
 		r.Node = c.Node // the processed files are where they were written
 	}
 	r.UpdatedAt, r.Job = c.At, nil
-	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+	if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
 		return nil, err
 	}
 	if err := tx.Delete(jobKey(r.ID)); err != nil {
@@ -425,7 +406,7 @@ func (s *Service) applyGrant(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	}
 	if !r.Sent {
 		r.Sent = true
-		if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+		if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
 			return nil, err
 		}
 	}
@@ -450,7 +431,7 @@ func (s *Service) applyTouch(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	if c.Tier != "" {
 		r.Tier = c.Tier
 	}
-	if err := setJSON(tx, recordKey(r.ID), r); err != nil {
+	if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
 		return nil, err
 	}
 	return &recordResult{Record: r}, nil
@@ -473,27 +454,12 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 			}
 		}
 		for _, p := range [][]byte{[]byte(prefixGrantUser + id + "/"), grantGroupPrefix(id)} {
-			if err := deletePrefix(tx, p); err != nil {
+			if err := fsm.DeletePrefix(tx, p); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return nil, nil
-}
-
-func deletePrefix(tx *badger.Txn, prefix []byte) error {
-	var keys [][]byte
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
-	}
-	it.Close()
-	for _, k := range keys {
-		if err := tx.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Get reads a record.

@@ -131,25 +131,6 @@ func decodeCmd(payload []byte, v any) error {
 	return nil
 }
 
-func getJSON(tx *badger.Txn, key []byte, v any) (bool, error) {
-	it, err := tx.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
-}
-
-func setJSON(tx *badger.Txn, key []byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return tx.Set(key, b)
-}
-
 func countPrefix(tx *badger.Txn, prefix string) int {
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
 	defer it.Close()
@@ -192,7 +173,7 @@ func (s *Service) applyDevicePut(tx *badger.Txn, _ fsm.Position, payload []byte)
 	self := c.UID + "/" + reg.Device
 	tk := tokenKey(reg.Platform, reg.tokenOf())
 	var old Device
-	found, err := getJSON(tx, deviceKey(c.UID, reg.Device), &old)
+	found, err := fsm.GetJSON(tx, deviceKey(c.UID, reg.Device), &old)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +215,7 @@ func (s *Service) applyDevicePut(tx *badger.Txn, _ fsm.Position, payload []byte)
 	if found {
 		d.CreatedAt = old.CreatedAt
 	}
-	if err := setJSON(tx, deviceKey(c.UID, reg.Device), d); err != nil {
+	if err := fsm.SetJSON(tx, deviceKey(c.UID, reg.Device), d); err != nil {
 		return nil, err
 	}
 	if err := tx.Set(tk, []byte(self)); err != nil {
@@ -265,7 +246,7 @@ func (s *Service) applyDeviceDel(tx *badger.Txn, _ fsm.Position, payload []byte)
 		return nil, fmt.Errorf("%w: bad uid or device", errBadCommand)
 	}
 	var d Device
-	found, err := getJSON(tx, deviceKey(uid, device), &d)
+	found, err := fsm.GetJSON(tx, deviceKey(uid, device), &d)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +282,7 @@ func (s *Service) applyMute(tx *badger.Txn, _ fsm.Position, payload []byte) (any
 	}
 	key := muteKey(c.UID, c.Conv)
 	var old Mute
-	found, err := getJSON(tx, key, &old)
+	found, err := fsm.GetJSON(tx, key, &old)
 	if err != nil {
 		return nil, err
 	}
@@ -333,7 +314,7 @@ func (s *Service) applyMute(tx *badger.Txn, _ fsm.Position, payload []byte) (any
 		}
 	}
 	m := Mute{Conversation: c.Conv, Until: c.Until, MutedAt: c.At}
-	return m, setJSON(tx, key, m)
+	return m, fsm.SetJSON(tx, key, m)
 }
 
 // expiredMutes returns the keys of uid's mutes that ended by `at` and
@@ -384,7 +365,7 @@ func (s *Service) applySettings(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	}
 	key := []byte(prefixSettings + c.UID)
 	st := Settings{Preview: PreviewFull}
-	if _, err := getJSON(tx, key, &st); err != nil {
+	if _, err := fsm.GetJSON(tx, key, &st); err != nil {
 		return nil, err
 	}
 	if c.Preview != nil {
@@ -394,7 +375,7 @@ func (s *Service) applySettings(tx *badger.Txn, _ fsm.Position, payload []byte) 
 		st.DND = c.DND
 	}
 	st.UpdatedAt = c.At
-	return st, setJSON(tx, key, st)
+	return st, fsm.SetJSON(tx, key, st)
 }
 
 // applyVAPID stores the first key pair proposed and answers every later
@@ -405,7 +386,7 @@ func (s *Service) applyVAPID(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		return nil, err
 	}
 	var cur vapidCmd
-	found, err := getJSON(tx, []byte(keyVAPID), &cur)
+	found, err := fsm.GetJSON(tx, []byte(keyVAPID), &cur)
 	if err != nil {
 		return nil, err
 	}
@@ -415,5 +396,5 @@ func (s *Service) applyVAPID(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	if err := checkVAPID(c); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
 	}
-	return c, setJSON(tx, []byte(keyVAPID), c)
+	return c, fsm.SetJSON(tx, []byte(keyVAPID), c)
 }

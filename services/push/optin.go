@@ -72,7 +72,7 @@ func (s *Service) applyOptIn(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		return nil, err
 	}
 	var old GroupOptIn
-	found, err := getJSON(tx, userOptInKey(c.UID, c.GID), &old)
+	found, err := fsm.GetJSON(tx, userOptInKey(c.UID, c.GID), &old)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +92,10 @@ func (s *Service) applyOptIn(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		return nil, fmt.Errorf("%w: at most %d", ErrTooManyOptIns, MaxOptIns)
 	}
 	o := GroupOptIn{Group: c.GID, OptedInAt: c.At}
-	if err := setJSON(tx, userOptInKey(c.UID, c.GID), o); err != nil {
+	if err := fsm.SetJSON(tx, userOptInKey(c.UID, c.GID), o); err != nil {
 		return nil, err
 	}
-	return o, setJSON(tx, optInKey(c.GID, c.UID), o)
+	return o, fsm.SetJSON(tx, optInKey(c.GID, c.UID), o)
 }
 
 // OptIn opts uid in to every message of group gid, however large it is.
@@ -118,7 +118,7 @@ func (s *Service) OptIn(ctx context.Context, uid, gid string) (GroupOptIn, error
 	var o GroupOptIn
 	var found bool
 	err = s.db.View(func(tx *badger.Txn) (err error) {
-		found, err = getJSON(tx, userOptInKey(uid, gid), &o)
+		found, err = fsm.GetJSON(tx, userOptInKey(uid, gid), &o)
 		return err
 	})
 	if err != nil {

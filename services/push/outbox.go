@@ -252,7 +252,7 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	}
 	ids := slices.Compact(slices.Sorted(maps.Keys(done)))
 	for _, id := range ids {
-		if err := deletePrefix(tx, handledPrefix(id)); err != nil {
+		if err := fsm.DeletePrefix(tx, handledPrefix(id)); err != nil {
 			return nil, err
 		}
 		if err := tx.Delete(outboxKey(id)); err != nil {
@@ -270,19 +270,4 @@ func validClientID(c string) bool {
 		}
 	}
 	return false
-}
-
-func deletePrefix(tx *badger.Txn, prefix []byte) error {
-	var keys [][]byte
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
-	}
-	it.Close()
-	for _, k := range keys {
-		if err := tx.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }

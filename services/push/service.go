@@ -14,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -208,7 +209,7 @@ func (s *Service) Device(uid, device string) (Device, error) {
 	var d Device
 	var found bool
 	err := s.db.View(func(tx *badger.Txn) (err error) {
-		found, err = getJSON(tx, deviceKey(uid, device), &d)
+		found, err = fsm.GetJSON(tx, deviceKey(uid, device), &d)
 		return err
 	})
 	if err != nil {
@@ -267,7 +268,7 @@ func (s *Service) IsMuted(uid, conv string, at time.Time) (bool, error) {
 	var m Mute
 	var found bool
 	err := s.db.View(func(tx *badger.Txn) (err error) {
-		found, err = getJSON(tx, muteKey(uid, conv), &m)
+		found, err = fsm.GetJSON(tx, muteKey(uid, conv), &m)
 		return err
 	})
 	if err != nil {
@@ -280,7 +281,7 @@ func (s *Service) IsMuted(uid, conv string, at time.Time) (bool, error) {
 func (s *Service) Settings(uid string) (Settings, error) {
 	st := Settings{Preview: PreviewFull}
 	err := s.db.View(func(tx *badger.Txn) error {
-		_, err := getJSON(tx, []byte(prefixSettings+uid), &st)
+		_, err := fsm.GetJSON(tx, []byte(prefixSettings+uid), &st)
 		return err
 	})
 	if err != nil {
@@ -316,7 +317,7 @@ func (s *Service) VAPIDKeys() (public, private string, err error) {
 	var c vapidCmd
 	var found bool
 	err = s.db.View(func(tx *badger.Txn) (err error) {
-		found, err = getJSON(tx, []byte(keyVAPID), &c)
+		found, err = fsm.GetJSON(tx, []byte(keyVAPID), &c)
 		return err
 	})
 	if err != nil {
