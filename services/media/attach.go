@@ -30,7 +30,7 @@ func (s *Service) Attach(ctx context.Context, sender string, m *wire.Media, peer
 	} else if peer != sender {
 		g.Users = []string{peer}
 	}
-	if !s.granted(g) {
+	if !rec.Sent || !s.granted(g) {
 		if _, err := s.propose(ctx, wire.CmdMediaGrant, g); err != nil {
 			return fmt.Errorf("media: grant %s: %w", rec.ID, err)
 		}
@@ -44,11 +44,6 @@ func (s *Service) Attach(ctx context.Context, sender string, m *wire.Media, peer
 func (s *Service) granted(g grantCmd) bool {
 	all := true
 	_ = s.db.View(func(tx *badger.Txn) error {
-		r, err := getRecord(tx, g.ID)
-		if err != nil || !r.Sent {
-			all = false
-			return nil
-		}
 		for _, u := range g.Users {
 			if _, err := tx.Get(grantUserKey(g.ID, u)); err != nil {
 				all = false
