@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -42,9 +43,14 @@ func TestCloseWithoutRun(t *testing.T) {
 func TestCloseStopsRun(t *testing.T) {
 	e := startBroker(t, nil)
 	mustV5(t, e.addr, "alice", "phone")
-	if e.b.Connections() != 1 {
-		t.Fatalf("connections = %d, want 1", e.b.Connections())
-	}
+	// Counted once the session is established, which may be just after
+	// the CONNACK reached the client.
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := e.b.Connections(); n != 1 {
+			return fmt.Errorf("connections = %d, want 1", n)
+		}
+		return nil
+	})
 	if err := e.b.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
