@@ -240,6 +240,7 @@ type connInfo struct {
 	p      wire.Principal
 	connID string
 	gen    uint64 // this connection's number on this node (registry generation)
+	pipe   *pipeline
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS

@@ -96,9 +96,11 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 }
 
 // commitChat is the pipeline of archived messages: it validates the
-// envelope and commits it through send before mochi sends the PUBACK
-// (mochi runs OnPublish first and blocks only this client meanwhile),
-// then delivers the committed payload to topics with v5 user properties
+// envelope and commits it through send. A QoS 1 publish of a live
+// connection is committed in the background and answered in order by
+// the connection's pipeline (pipeline.go); otherwise the commit happens
+// before mochi sends the PUBACK (mochi runs OnPublish first and blocks
+// only this client meanwhile). Either way it then delivers the committed payload to topics with v5 user properties
 // id and from. noun names what a wire.ErrNotFound means ("user", "group").
 func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal, class, noun string,
 	send func(context.Context, wire.Envelope) (wire.Envelope, []byte, bool, error), topics ...string) (packets.Packet, error) {
@@ -112,15 +114,37 @@ func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal
 	if b.deps.Chat == nil {
 		return b.refuse(cl, pk, class, "unavailable", packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: reasonNotCommitted})
 	}
+	if pipe := b.pipelineOf(cl); pipe != nil && pk.FixedHeader.Qos == 1 {
+		// Pipelined: commit in the background, answer in order later;
+		// mochi sends nothing for this publish.
+		e := &pending{done: make(chan struct{})}
+		if !pipe.push(e) {
+			return b.overflow(cl, pk)
+		}
+		go func() {
+			defer close(e.done)
+			ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
+			stored, payload, dup, err := send(ctx, env)
+			cancel()
+			switch {
+			case err != nil:
+				code, reason := b.commitRefusal(pk, p, noun, err)
+				e.ack, e.write = b.refusalAck(cl, pk, class, reason, code)
+			case dup:
+				e.ack, e.write = b.buildAck(pk, pk.Properties, packets.CodeSuccess), true
+			default:
+				props := []packets.UserProperty{{Key: "id", Val: stored.ID.String()}, {Key: "from", Val: p.UserID}}
+				e.deliver = func() { b.deliverChat(p, stored, payload, pk.FixedHeader.Qos, props, topics) }
+				e.ack, e.write = b.buildAck(pk, packets.Properties{User: props}, packets.CodeSuccess), true
+			}
+		}()
+		return pk, packets.ErrRejectPacket
+	}
 	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
 	defer cancel()
 	stored, payload, dup, err := send(ctx, env)
 	if err != nil {
-		code, reason := depCode(err)
-		if reason == "not_found" {
-			code.Reason = "topic name invalid: no such " + noun
-		}
-		b.log.Debug("message refused", "from", p.UserID, "topic", pk.TopicName, "error", err)
+		code, reason := b.commitRefusal(pk, p, noun, err)
 		return b.refuse(cl, pk, class, reason, code)
 	}
 	if dup {
@@ -132,17 +156,32 @@ func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal
 	// connection died), and the retry is then a duplicate that delivers
 	// nothing, so a committed message would reach the recipient only at
 	// their next sync.
-	for _, topic := range topics {
-		if err := b.inject(topic, payload, false, pk.FixedHeader.Qos, props); err != nil {
-			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)
-		}
-	}
+	b.deliverChat(p, stored, payload, pk.FixedHeader.Qos, props, topics)
 	// The PUBACK still carries id and from; Ignore stops mochi delivering
 	// the packet a second time.
 	pk.Payload = payload
 	pk.Properties = packets.Properties{User: props}
 	pk.Ignore = true
 	return pk, nil
+}
+
+// commitRefusal maps a failed commit to its PUBACK code and metric reason.
+func (b *Broker) commitRefusal(pk packets.Packet, p wire.Principal, noun string, err error) (packets.Code, string) {
+	code, reason := depCode(err)
+	if reason == "not_found" {
+		code.Reason = "topic name invalid: no such " + noun
+	}
+	b.log.Debug("message refused", "from", p.UserID, "topic", pk.TopicName, "error", err)
+	return code, reason
+}
+
+// deliverChat publishes a committed message to its topics.
+func (b *Broker) deliverChat(p wire.Principal, stored wire.Envelope, payload []byte, qos byte, props []packets.UserProperty, topics []string) {
+	for _, topic := range topics {
+		if err := b.inject(topic, payload, false, qos, props); err != nil {
+			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)
+		}
+	}
 }
 
 // blocked reports whether recipient has blocked sender.
@@ -187,6 +226,19 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 // A v5 QoS 2 publish needs a PUBREC with the reason, which we write
 // ourselves (mochi would answer with a PUBACK).
 func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, class, reason string, code packets.Code) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 1 {
+		if pipe := b.pipelineOf(cl); pipe != nil && pipe.busy() {
+			// Earlier publishes still wait for their PUBACK: this
+			// refusal takes its place behind them.
+			e := &pending{done: make(chan struct{})}
+			e.ack, e.write = b.refusalAck(cl, pk, class, reason, code)
+			close(e.done)
+			if !pipe.push(e) {
+				return b.overflow(cl, pk)
+			}
+			return pk, packets.ErrRejectPacket
+		}
+	}
 	b.m.dropped.WithLabelValues(class, reason).Inc()
 	if cl.Properties.ProtocolVersion == 5 {
 		switch pk.FixedHeader.Qos {
