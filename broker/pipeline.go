@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -14,17 +15,20 @@ import (
 // committing at once while it answers them strictly in the order they
 // arrived ([MQTT-4.6.0-2]).
 //
-// OnPublish validates a QoS 1 chat publish, queues it here, starts its
-// commit in a goroutine and returns packets.ErrRejectPacket: mochi then
-// sends no PUBACK and delivers nothing, and reads the client's next
-// packet. The answerer goroutine takes the queue in order, waits for each
-// entry's outcome, delivers a committed message (b.inject) and writes
+// OnPublish validates a QoS 1 chat publish and has the ChatStore check
+// it, stamp its ID and hand it to the Raft log (PipelinedChatStore), all
+// on the connection's reader goroutine, so that a connection's messages
+// get increasing IDs and commit in publish order; then it queues the
+// publish here and returns packets.ErrRejectPacket: mochi sends no
+// PUBACK, delivers nothing and reads the client's next packet. One
+// answerer goroutine per busy connection takes the queue in order, waits
+// for each commit, delivers the committed message (b.inject) and writes
 // the PUBACK itself. A refusal of a QoS 1 publish while the queue is not
-// empty is queued too, already complete, so it keeps its place. Any other
-// publish (QoS 0 or 2, typing, receipts, heartbeats, open topics) and a
-// publish mochi refuses itself (ACL) first waits for the queue to drain,
-// then takes the synchronous path, so mochi's own answers never overtake
-// ours.
+// empty is queued too, already answered, so it keeps its place. Any
+// other publish (QoS 0 or 2, typing, receipts, heartbeats, open topics)
+// and a publish mochi refuses itself (ACL) first waits for the queue to
+// drain, then takes the synchronous path, so mochi's own answers never
+// overtake ours.
 //
 // After the connection closed, queued commits still complete and are
 // delivered; only their PUBACKs are dropped (the client resends, and the
@@ -36,18 +40,21 @@ type pipeline struct {
 
 	mu       sync.Mutex
 	q        []*pending    // not yet answered, in arrival order
-	inflight int           // entries whose PUBACK is not yet on its way (Receive Maximum)
+	inflight int           // publishes whose PUBACK is not yet on its way (Receive Maximum)
 	running  bool          // an answerer goroutine owns the queue
 	idle     chan struct{} // closed when the queue empties, if someone waits
 }
 
-// pending is one queued publish; ack, write and deliver are set before
-// done is closed.
+// pending is one queued publish: either answered already (ack, write)
+// or waiting for its commit (wait, before deadline).
 type pending struct {
-	done    chan struct{}
-	ack     packets.Packet
-	write   bool   // write ack (false: 3.1.1 refusal, which gets no PUBACK)
-	deliver func() // the committed message's live delivery, or nil
+	ack   packets.Packet
+	write bool // write ack (false: a 3.1.1 refusal, which gets no PUBACK)
+
+	// wait waits for the commit and returns the answer and the committed
+	// message's live delivery (nil when there is none).
+	wait     func(context.Context) (ack packets.Packet, write bool, deliver func())
+	deadline time.Time
 }
 
 func newPipeline(b *Broker, cl *mqtt.Client) *pipeline {
@@ -70,21 +77,36 @@ func (b *Broker) pipelineOf(cl *mqtt.Client) *pipeline {
 	return nil
 }
 
-// push queues e; false when the client exceeded the Receive Maximum.
-// Only the connection's reader (OnPublish) pushes.
-func (p *pipeline) push(e *pending) bool {
+// reserve takes a Receive Maximum slot for a publish about to be
+// queued; false when the client has used them all. Only the
+// connection's reader (OnPublish) reserves and pushes, so a reserved
+// slot stays free until its push.
+func (p *pipeline) reserve() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.inflight >= p.max {
 		return false
 	}
-	p.q = append(p.q, e)
 	p.inflight++
+	return true
+}
+
+// unreserve gives back a slot that was not pushed after all.
+func (p *pipeline) unreserve() {
+	p.mu.Lock()
+	p.inflight--
+	p.mu.Unlock()
+}
+
+// push queues e, which holds a reserved slot.
+func (p *pipeline) push(e *pending) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.q = append(p.q, e)
 	if !p.running {
 		p.running = true
 		go p.answer()
 	}
-	return true
 }
 
 // busy reports whether some publish still waits for its answer.
@@ -127,17 +149,23 @@ func (p *pipeline) answer() {
 		}
 		e := p.q[0]
 		p.mu.Unlock()
-		<-e.done
-		if e.deliver != nil {
-			e.deliver()
+		ack, write := e.ack, e.write
+		if e.wait != nil {
+			ctx, cancel := context.WithDeadline(p.b.baseCtx, e.deadline)
+			var deliver func()
+			ack, write, deliver = e.wait(ctx)
+			cancel()
+			if deliver != nil {
+				deliver()
+			}
 		}
 		// Count the slot free before the PUBACK leaves: the client may
 		// send its next publish as soon as it reads it.
 		p.mu.Lock()
 		p.inflight--
 		p.mu.Unlock()
-		if e.write && !p.cl.Closed() {
-			if err := p.cl.WritePacket(e.ack); err != nil {
+		if write && !p.cl.Closed() {
+			if err := p.cl.WritePacket(ack); err != nil {
 				p.b.log.Debug("write puback", "client", p.cl.ID, "error", err)
 			}
 		}

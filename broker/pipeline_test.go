@@ -13,16 +13,25 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// jitterChat is fakeChat with a random commit delay, so that commits of
-// one connection finish out of order.
+// jitterChat is fakeChat whose commits take a random while, so that the
+// waits of one connection would finish out of order if nothing kept them
+// in line.
 type jitterChat struct{ *fakeChat }
 
-func (j jitterChat) SendDirect(ctx context.Context, from, to string, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
-	time.Sleep(time.Duration(rand.Intn(20)) * time.Millisecond)
-	return j.fakeChat.SendDirect(ctx, from, to, env)
+func (j jitterChat) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	wait, err := j.fakeChat.StartDirect(ctx, from, to, env)
+	if err != nil {
+		return nil, err
+	}
+	done := time.After(time.Duration(rand.Intn(20)) * time.Millisecond)
+	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+		<-done
+		return wait(ctx)
+	}, nil
 }
 
 // rawV5 is a bare MQTT v5 connection: it can send many publishes without
@@ -139,6 +148,7 @@ func TestPipelinedPubacksInOrder(t *testing.T) {
 			TopicName:   topic, PacketID: uint16(i + 1), Payload: []byte(payload),
 		})
 	}
+	var lastID snowflake.ID
 	for i := 0; i < n; i++ {
 		ack := c.read()
 		if ack.FixedHeader.Type != packets.Puback || ack.PacketID != uint16(i+1) {
@@ -156,6 +166,11 @@ func TestPipelinedPubacksInOrder(t *testing.T) {
 		jc.mu.Lock()
 		stored := jc.seen["alice\x00"+fmt.Sprintf("c%d", i)]
 		jc.mu.Unlock()
+		// Stamped in publish order: IDs grow with the packet ID.
+		if stored.ID <= lastID {
+			t.Fatalf("PUBACK %d: id %s not above the previous %s", i+1, stored.ID, lastID)
+		}
+		lastID = stored.ID
 		if got := ack.Properties.User; len(got) != 2 || got[0] != (packets.UserProperty{Key: "id", Val: stored.ID.String()}) ||
 			got[1] != (packets.UserProperty{Key: "from", Val: "alice"}) {
 			t.Fatalf("PUBACK %d: properties %+v, want id %s", i+1, got, stored.ID)
