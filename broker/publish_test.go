@@ -239,7 +239,9 @@ func (c slowChat) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 }
 
 func (c slowChat) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
-	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) { return c.SendDirect(ctx, from, to, env) }, nil
+	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+		return c.SendDirect(ctx, from, to, env)
+	}, nil
 }
 
 func (c slowChat) StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
