@@ -142,6 +142,17 @@ type ChatStore interface {
 	SendGroup(ctx context.Context, from, gid string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error)
 }
 
+// PipelinedChatStore is a ChatStore that can also take a message in
+// two steps (archive.Service): Start checks it, stamps it and hands it
+// to the Raft log before it returns, so that messages started one after
+// another commit in that order; the function it returns waits for the
+// commit and answers as SendDirect/SendGroup do. With it, a connection
+// has many durable publishes committing at once (pipeline.go).
+type PipelinedChatStore interface {
+	StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error)
+	StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error)
+}
+
 // Membership answers group membership. It is called on every group
 // publish, subscribe and delivery, so it must be O(1) and never block
 // (the users service serves it from a cache).
@@ -240,6 +251,7 @@ type connInfo struct {
 	p      wire.Principal
 	connID string
 	gen    uint64 // this connection's number on this node (registry generation)
+	pipe   *pipeline
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS

@@ -37,8 +37,15 @@ func groupWildcard(filter string) (string, bool) {
 // direct one, then delivers it to group/{gid}/newMessage: every member's
 // subscribed devices, the sender's own included (they are members too).
 func (b *Broker) publishGroup(cl *mqtt.Client, pk packets.Packet, p wire.Principal, gid, class string) (packets.Packet, error) {
-	send := func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
-		return b.deps.Chat.SendGroup(ctx, p.UserID, gid, env)
+	send := sendChat{
+		sync: func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+			return b.deps.Chat.SendGroup(ctx, p.UserID, gid, env)
+		},
+	}
+	if ps, ok := b.deps.Chat.(PipelinedChatStore); ok {
+		send.start = func(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+			return ps.StartGroup(ctx, p.UserID, gid, env)
+		}
 	}
 	return b.commitChat(cl, pk, p, class, "group", send, wire.GroupTopic(gid))
 }

@@ -105,6 +105,30 @@ func (f *fakeChat) SendGroup(ctx context.Context, from, gid string, env wire.Env
 	return env, env.Marshal(), false, nil
 }
 
+// StartDirect makes fakeChat a PipelinedChatStore, as the archive is:
+// it stamps (and dedupes) at once, in call order; the wait answers.
+func (f *fakeChat) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	return started(f.SendDirect(ctx, from, to, env))
+}
+
+// StartGroup: see StartDirect.
+func (f *fakeChat) StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	return started(f.SendGroup(ctx, from, gid, env))
+}
+
+// started is a Start answer from a Send answer: refusals come from the
+// first step, like the archive's checks.
+func started(stored wire.Envelope, payload []byte, dup bool, err error) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (wire.Envelope, []byte, bool, error) { return stored, payload, dup, nil }, nil
+}
+
+// syncChat hides a ChatStore's Start methods: every publish takes the
+// synchronous path (commit before mochi answers).
+type syncChat struct{ ChatStore }
+
 func (f *fakeChat) setErr(err error) {
 	f.mu.Lock()
 	f.err = err

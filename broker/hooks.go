@@ -92,7 +92,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return refusal.v5
 	}
 	gen := b.connSeq.Add(1)
-	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen})
+	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl)})
 	return nil
 }
 
@@ -214,6 +214,11 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	ok := allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
 	if !ok && write {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
+		// mochi answers this refusal itself: not before the pipelined
+		// publishes that came first.
+		if pipe := b.pipelineOf(cl); pipe != nil {
+			pipe.drain()
+		}
 	}
 	return ok
 }
@@ -288,6 +293,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	b := h.b
+	if !pipelined(pk) {
+		// Answered by mochi (or not at all): only once every pipelined
+		// publish before it has its answer.
+		if pipe := b.pipelineOf(cl); pipe != nil {
+			pipe.drain()
+		}
+	}
 	if pk.Properties.TopicAlias > 0 && !allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
 		return b.refuse(cl, pk, wire.ParseTopic(pk.TopicName).Kind.String(), "forbidden", packets.ErrNotAuthorized)

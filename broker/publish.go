@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -85,8 +86,15 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 	if b.blocked(to, p.UserID) {
 		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
 	}
-	send := func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
-		return b.deps.Chat.SendDirect(ctx, p.UserID, to, env)
+	send := sendChat{
+		sync: func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+			return b.deps.Chat.SendDirect(ctx, p.UserID, to, env)
+		},
+	}
+	if ps, ok := b.deps.Chat.(PipelinedChatStore); ok {
+		send.start = func(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+			return ps.StartDirect(ctx, p.UserID, to, env)
+		}
 	}
 	topics := []string{wire.DirectTopic(to)}
 	if to != p.UserID {
@@ -95,13 +103,23 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 	return b.commitChat(cl, pk, p, class, "user", send, topics...)
 }
 
+// sendChat commits a message: sync in one step, start (when the
+// ChatStore can, nil otherwise) in two, for the pipeline.
+type sendChat struct {
+	sync  func(context.Context, wire.Envelope) (wire.Envelope, []byte, bool, error)
+	start func(context.Context, wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error)
+}
+
 // commitChat is the pipeline of archived messages: it validates the
-// envelope and commits it through send before mochi sends the PUBACK
-// (mochi runs OnPublish first and blocks only this client meanwhile),
-// then delivers the committed payload to topics with v5 user properties
+// envelope and commits it through send. A QoS 1 publish of a live
+// connection is handed to the Raft log at once and answered in order by
+// the connection's pipeline once it commits (pipeline.go); otherwise
+// the commit happens before mochi sends the PUBACK (mochi runs
+// OnPublish first and blocks only this client meanwhile). Either way the
+// committed payload is then delivered to topics with v5 user properties
 // id and from. noun names what a wire.ErrNotFound means ("user", "group").
 func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal, class, noun string,
-	send func(context.Context, wire.Envelope) (wire.Envelope, []byte, bool, error), topics ...string) (packets.Packet, error) {
+	send sendChat, topics ...string) (packets.Packet, error) {
 	if p.UserID == "" {
 		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
 	}
@@ -112,37 +130,95 @@ func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal
 	if b.deps.Chat == nil {
 		return b.refuse(cl, pk, class, "unavailable", packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: reasonNotCommitted})
 	}
+	if pipe := b.pipelineOf(cl); pipe != nil && send.start != nil && pk.FixedHeader.Qos == 1 {
+		return b.startChat(cl, pipe, pk, p, class, noun, send, env, topics)
+	}
 	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
 	defer cancel()
-	stored, payload, dup, err := send(ctx, env)
+	stored, payload, dup, err := send.sync(ctx, env)
 	if err != nil {
-		code, reason := depCode(err)
-		if reason == "not_found" {
-			code.Reason = "topic name invalid: no such " + noun
-		}
-		b.log.Debug("message refused", "from", p.UserID, "topic", pk.TopicName, "error", err)
+		code, reason := b.commitRefusal(pk, p, noun, err)
 		return b.refuse(cl, pk, class, reason, code)
 	}
 	if dup {
 		return pk, packets.CodeSuccessIgnore // a retry of a committed message: ack, deliver nothing
 	}
-	props := []packets.UserProperty{{Key: "id", Val: stored.ID.String()}, {Key: "from", Val: p.UserID}}
+	props := chatProps(stored, p)
 	// Deliver here rather than let mochi do it after the PUBACK: mochi
 	// skips delivery when writing the PUBACK fails (the publisher's
 	// connection died), and the retry is then a duplicate that delivers
 	// nothing, so a committed message would reach the recipient only at
 	// their next sync.
-	for _, topic := range topics {
-		if err := b.inject(topic, payload, false, pk.FixedHeader.Qos, props); err != nil {
-			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)
-		}
-	}
+	b.deliverChat(p, stored, payload, pk.FixedHeader.Qos, props, topics)
 	// The PUBACK still carries id and from; Ignore stops mochi delivering
 	// the packet a second time.
 	pk.Payload = payload
 	pk.Properties = packets.Properties{User: props}
 	pk.Ignore = true
 	return pk, nil
+}
+
+// startChat is commitChat's pipelined path: the message is checked,
+// stamped and handed to the Raft log now, in publish order; mochi sends
+// nothing for this publish (ErrRejectPacket) and reads the client's next
+// packet, and the connection's pipeline waits for the commit, delivers
+// and writes the PUBACK in order.
+func (b *Broker) startChat(cl *mqtt.Client, pipe *pipeline, pk packets.Packet, p wire.Principal, class, noun string,
+	send sendChat, env wire.Envelope, topics []string) (packets.Packet, error) {
+	if !pipe.reserve() {
+		return b.overflow(cl, pk)
+	}
+	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
+	wait, err := send.start(ctx, env)
+	cancel()
+	if err != nil {
+		pipe.unreserve()
+		code, reason := b.commitRefusal(pk, p, noun, err)
+		return b.refuse(cl, pk, class, reason, code)
+	}
+	pipe.push(&pending{
+		deadline: time.Now().Add(b.cfg.CommitTimeout),
+		wait: func(ctx context.Context) (packets.Packet, bool, func()) {
+			stored, payload, dup, err := wait(ctx)
+			switch {
+			case err != nil:
+				code, reason := b.commitRefusal(pk, p, noun, err)
+				ack, write := b.refusalAck(cl, pk, class, reason, code)
+				return ack, write, nil
+			case dup:
+				return b.buildAck(pk, pk.Properties, packets.CodeSuccess), true, nil
+			}
+			props := chatProps(stored, p)
+			deliver := func() { b.deliverChat(p, stored, payload, pk.FixedHeader.Qos, props, topics) }
+			return b.buildAck(pk, packets.Properties{User: props}, packets.CodeSuccess), true, deliver
+		},
+	})
+	return pk, packets.ErrRejectPacket
+}
+
+// chatProps are the v5 user properties of a delivered chat message and
+// of its PUBACK.
+func chatProps(stored wire.Envelope, p wire.Principal) []packets.UserProperty {
+	return []packets.UserProperty{{Key: "id", Val: stored.ID.String()}, {Key: "from", Val: p.UserID}}
+}
+
+// commitRefusal maps a failed commit to its PUBACK code and metric reason.
+func (b *Broker) commitRefusal(pk packets.Packet, p wire.Principal, noun string, err error) (packets.Code, string) {
+	code, reason := depCode(err)
+	if reason == "not_found" {
+		code.Reason = "topic name invalid: no such " + noun
+	}
+	b.log.Debug("message refused", "from", p.UserID, "topic", pk.TopicName, "error", err)
+	return code, reason
+}
+
+// deliverChat publishes a committed message to its topics.
+func (b *Broker) deliverChat(p wire.Principal, stored wire.Envelope, payload []byte, qos byte, props []packets.UserProperty, topics []string) {
+	for _, topic := range topics {
+		if err := b.inject(topic, payload, false, qos, props); err != nil {
+			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)
+		}
+	}
 }
 
 // blocked reports whether recipient has blocked sender.
@@ -187,6 +263,19 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 // A v5 QoS 2 publish needs a PUBREC with the reason, which we write
 // ourselves (mochi would answer with a PUBACK).
 func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, class, reason string, code packets.Code) (packets.Packet, error) {
+	if pk.FixedHeader.Qos == 1 {
+		if pipe := b.pipelineOf(cl); pipe != nil && pipe.busy() {
+			// Earlier publishes still wait for their PUBACK: this
+			// refusal takes its place behind them.
+			if !pipe.reserve() {
+				return b.overflow(cl, pk)
+			}
+			e := &pending{}
+			e.ack, e.write = b.refusalAck(cl, pk, class, reason, code)
+			pipe.push(e)
+			return pk, packets.ErrRejectPacket
+		}
+	}
 	b.m.dropped.WithLabelValues(class, reason).Inc()
 	if cl.Properties.ProtocolVersion == 5 {
 		switch pk.FixedHeader.Qos {

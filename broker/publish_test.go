@@ -192,13 +192,38 @@ func TestDirectStoreErrorsMapToReasonCodes(t *testing.T) {
 	}
 }
 
-// A commit that outlasts CommitTimeout is refused, not acknowledged.
+// A commit that outlasts CommitTimeout is refused, not acknowledged,
+// on the pipelined path and on the synchronous one.
 func TestDirectCommitTimeout(t *testing.T) {
-	e := startBrokerWith(t, func(c *Config) { c.CommitTimeout = 50 * time.Millisecond }, func(d *Deps) { d.Chat = slowChat{} })
+	for name, chat := range map[string]ChatStore{"pipelined": slowChat{}, "sync": syncChat{slowChat{}}} {
+		t.Run(name, func(t *testing.T) {
+			e := startBrokerWith(t, func(c *Config) { c.CommitTimeout = 50 * time.Millisecond }, func(d *Deps) { d.Chat = chat })
+			alice := mustV5(t, e.addr, "alice", "phone")
+			code, pr := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"slow"}`)
+			if code != 0x83 || pr.Properties.ReasonString != reasonNotCommitted {
+				t.Fatalf("PUBACK 0x%02x %+v", code, pr.Properties)
+			}
+		})
+	}
+}
+
+// Without Start methods the broker commits before mochi answers: the
+// PUBACK carries id and from and the message is delivered once.
+func TestDirectMessageSyncPath(t *testing.T) {
+	chat := &fakeChat{}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.Chat = syncChat{chat} })
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
-	code, pr := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"c","type":"text","body":"slow"}`)
-	if code != 0x83 || pr.Properties.ReasonString != reasonNotCommitted {
+	code, pr := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"s1","type":"text","body":"hi"}`)
+	if code != 0 || len(pr.Properties.User) != 2 || pr.Properties.User[1].Value != "alice" {
 		t.Fatalf("PUBACK 0x%02x %+v", code, pr.Properties)
+	}
+	if got := envOf(t, bob.Next(t).Payload); got.CID != "s1" || got.From != "alice" || got.ID.String() != pr.Properties.User[0].Value {
+		t.Fatalf("delivered %+v, PUBACK id %s", got, pr.Properties.User[0].Value)
+	}
+	if chat.callCount() != 1 {
+		t.Fatalf("%d commits", chat.callCount())
 	}
 }
 
@@ -211,6 +236,16 @@ func (slowChat) SendDirect(ctx context.Context, from, to string, env wire.Envelo
 
 func (c slowChat) SendGroup(ctx context.Context, from, gid string, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
 	return c.SendDirect(ctx, from, gid, env)
+}
+
+func (c slowChat) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+		return c.SendDirect(ctx, from, to, env)
+	}, nil
+}
+
+func (c slowChat) StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	return c.StartDirect(ctx, from, gid, env)
 }
 
 func TestV3InvalidPublishNotDelivered(t *testing.T) {

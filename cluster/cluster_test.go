@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -394,4 +395,56 @@ func readNum(db *badger.DB, name string) (uint16, bool, error) {
 		return err
 	})
 	return num, ok, err
+}
+
+// ProposeAsync hands commands to the log in call order: on the leader
+// they apply in that order, and each wait answers its own command's
+// result (values and handler errors alike).
+func TestProposeAsyncAppliesInCallOrder(t *testing.T) {
+	const cmdRecord byte = 0xF2
+	var mu sync.Mutex
+	var applied []string
+	record := func(f *fsm.FSM) {
+		f.Register(cmdRecord, func(_ *badger.Txn, _ fsm.Position, p []byte) (any, error) {
+			mu.Lock()
+			applied = append(applied, string(p))
+			mu.Unlock()
+			return "rec:" + string(p), nil
+		})
+	}
+	tn := startNode(t, nodeOpts{dataDir: t.TempDir(), bootstrap: true, beforeNew: record})
+	waitReady(t, tn.Raft)
+	const n = 500
+	waits := make([]func(context.Context) (any, error), n)
+	var want []string
+	for i := range n {
+		p := fmt.Sprintf("c%03d", i)
+		if i%50 == 7 {
+			waits[i] = tn.ProposeAsync(context.Background(), cmdReject, []byte(p))
+			continue
+		}
+		want = append(want, p)
+		waits[i] = tn.ProposeAsync(context.Background(), cmdRecord, []byte(p))
+	}
+	for i, wait := range waits {
+		v, err := wait(context.Background())
+		if i%50 == 7 {
+			if !errors.Is(err, errRejected) {
+				t.Fatalf("command %d: %v, want the handler's error", i, err)
+			}
+			continue
+		}
+		if err != nil || v != fmt.Sprintf("rec:c%03d", i) {
+			t.Fatalf("command %d: %v, %v", i, v, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(applied, want) {
+		t.Fatalf("applied out of call order:\n%v\nwant\n%v", applied, want)
+	}
+	// A command that cannot be proposed fails in its wait.
+	if _, err := tn.ProposeAsync(context.Background(), cmdRecord, make([]byte, MaxCommandSize+1))(context.Background()); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized: %v", err)
+	}
 }

@@ -246,6 +246,10 @@ func TestClusterFormsAndProposesOnEveryNode(t *testing.T) {
 		if _, err := m.Propose(context.Background(), cmdReject, []byte("x")); !errors.Is(err, errRejected) {
 			t.Errorf("reject on follower %s: %v", m.name, err)
 		}
+		// And through ProposeAsync, forwarded to the leader.
+		if v, err := m.ProposeAsync(context.Background(), cmdPut, []byte("async-"+m.name+"=v"))(context.Background()); err != nil || v != "ok:async-"+m.name {
+			t.Errorf("async put on follower %s: %v, %v", m.name, v, err)
+		}
 		// Bad input is refused on the follower before it leaves the node.
 		if _, err := m.Propose(context.Background(), cmdPut, make([]byte, MaxCommandSize+1)); !errors.Is(err, ErrTooLarge) {
 			t.Errorf("oversized on follower: %v", err)

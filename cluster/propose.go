@@ -72,6 +72,51 @@ func (n *Raft) propose(ctx context.Context, t byte, payload []byte) (any, error)
 	return res.value, res.err
 }
 
+// ProposeAsync hands a command to the Raft log now, in the order of
+// the calls (on the leader, a connection's commands commit in the order
+// it made them), and returns a function that waits for its result: the
+// value or error of the command's FSM handler, exactly as Propose
+// returns them. ctx bounds the enqueueing and is the request's context
+// (a request whose ctx has ended before it joins a batch is dropped);
+// the wait has its own context. The wait function must be called once.
+// On a follower the command is queued for the leader the same way;
+// follower batches travel concurrently, so there the order between
+// commands of different batches is not guaranteed.
+func (n *Raft) ProposeAsync(ctx context.Context, t byte, payload []byte) func(context.Context) (any, error) {
+	start := time.Now()
+	fail := func(err error) func(context.Context) (any, error) {
+		n.m.observe(start, err)
+		return func(context.Context) (any, error) { return nil, err }
+	}
+	if len(payload) > MaxCommandSize {
+		return fail(fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(payload), MaxCommandSize))
+	}
+	select {
+	case <-n.stopping:
+		return fail(ErrStopped)
+	default:
+	}
+	leader := n.raft.State() == raft.Leader
+	q := n.reqs
+	if !leader {
+		q = n.fwd
+	}
+	// The request outlives ctx: the caller waits with another context.
+	r, err := n.enqueueFor(ctx, context.WithoutCancel(ctx), q, t, payload)
+	if err != nil {
+		return fail(err)
+	}
+	return func(wctx context.Context) (any, error) {
+		res := n.await(wctx, r)
+		if leader && errors.Is(res.err, raft.ErrNotLeader) {
+			// As in propose: never appended, so handing it on is safe.
+			res.value, res.err = n.forward(wctx, t, payload)
+		}
+		n.m.observe(start, res.err)
+		return res.value, res.err
+	}
+}
+
 // await waits for a queued request's result; when ctx ends first the
 // command may still commit, and when the node stopped the result is
 // taken if it came, else ErrStopped.
@@ -128,7 +173,13 @@ func (n *Raft) batcher(ctx context.Context) {
 // queue to the leader). The payload is copied so that a caller who gives
 // up on ctx may reuse its buffer while the batch is still being built.
 func (n *Raft) enqueue(ctx context.Context, q chan *request, t byte, payload []byte) (*request, error) {
-	r := &request{ctx: ctx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
+	return n.enqueueFor(ctx, ctx, q, t, payload)
+}
+
+// enqueueFor is enqueue with a request context (checked when the batch
+// is gathered) apart from the context that bounds the enqueueing.
+func (n *Raft) enqueueFor(ctx, reqCtx context.Context, q chan *request, t byte, payload []byte) (*request, error) {
+	r := &request{ctx: reqCtx, cmd: fsm.Command{Type: t, Payload: bytes.Clone(payload)}, done: make(chan result, 1)}
 	select {
 	case q <- r:
 		return r, nil

@@ -243,31 +243,51 @@ func validUsers(uids ...string) error {
 // cannot read the users service's keys: a block committed while a message
 // is in flight may let that one message through.
 func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error) {
-	defer func() { s.count(dup, err) }()
-	if err := validUsers(from, to); err != nil {
-		return wire.Envelope{}, nil, false, err
-	}
-	if err := checkClientFields(env); err != nil {
-		return wire.Envelope{}, nil, false, err
-	}
-	ok, err := s.users.UserExists(to)
+	wait, err := s.StartDirect(ctx, from, to, env)
 	if err != nil {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: looking up recipient %q: %w", to, err)
-	}
-	if !ok {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
-	}
-	if to != from && s.blocks != nil && s.blocks.IsBlocked(to, from) {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
-	}
-	if err := s.attachMedia(ctx, from, &env, to, ""); err != nil {
 		return wire.Envelope{}, nil, false, err
+	}
+	return wait(ctx)
+}
+
+// StartDirect is SendDirect in two steps, so that one connection can
+// have many messages committing at once: it checks the message, stamps
+// its ID and hands it to the Raft log before it returns (messages
+// started one after another get increasing IDs and, on the leader,
+// commit in that order), and the function it returns waits for the
+// commit and answers as SendDirect does. Errors of the first step are
+// SendDirect's refusals. The wait function must be called exactly once.
+func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	if err := s.checkDirect(ctx, from, to, &env); err != nil {
+		s.count(false, err)
+		return nil, err
 	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, to, ""
 	stampMentions(&env)
-	payload = env.Marshal()
-	return s.store(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: payload})
+	payload := env.Marshal()
+	return s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: payload}), nil
+}
+
+// checkDirect runs SendDirect's checks and attaches a media message.
+func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.Envelope) error {
+	if err := validUsers(from, to); err != nil {
+		return err
+	}
+	if err := checkClientFields(*env); err != nil {
+		return err
+	}
+	ok, err := s.users.UserExists(to)
+	if err != nil {
+		return fmt.Errorf("archive: looking up recipient %q: %w", to, err)
+	}
+	if !ok {
+		return fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
+	}
+	if to != from && s.blocks != nil && s.blocks.IsBlocked(to, from) {
+		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+	}
+	return s.attachMedia(ctx, from, env, to, "")
 }
 
 // checkClientFields re-checks the client fields that end up in keys or
@@ -328,13 +348,36 @@ func (s *Service) count(dup bool, err error) {
 // started; /admin/stats derives messages per second from it.
 func (s *Service) StoredCount() uint64 { return s.stored.Load() }
 
-// store proposes a stamped message and returns what the handler stored:
-// env and payload, or the original message of a retried cid.
-func (s *Service) store(ctx context.Context, env wire.Envelope, payload []byte, cmd msgCmd) (wire.Envelope, []byte, bool, error) {
-	v, err := s.prop.Propose(ctx, wire.CmdMessage, cmd.encode())
-	if err != nil {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: store message: %w", err)
+// AsyncProposer is a Proposer that can also hand a command to the log
+// now and wait for its result later (*cluster.Raft). Without it, start
+// commits before it returns.
+type AsyncProposer interface {
+	ProposeAsync(ctx context.Context, t byte, payload []byte) func(context.Context) (any, error)
+}
+
+// start hands a stamped message to the log and returns the wait for
+// what the handler stored: env and payload, or the original message of
+// a retried cid. The wait counts the outcome.
+func (s *Service) start(ctx context.Context, env wire.Envelope, payload []byte, cmd msgCmd) func(context.Context) (wire.Envelope, []byte, bool, error) {
+	var wait func(context.Context) (any, error)
+	if ap, ok := s.prop.(AsyncProposer); ok {
+		wait = ap.ProposeAsync(ctx, wire.CmdMessage, cmd.encode())
+	} else {
+		v, err := s.prop.Propose(ctx, wire.CmdMessage, cmd.encode())
+		wait = func(context.Context) (any, error) { return v, err }
 	}
+	return func(ctx context.Context) (stored wire.Envelope, out []byte, dup bool, err error) {
+		defer func() { s.count(dup, err) }()
+		v, err := wait(ctx)
+		if err != nil {
+			return wire.Envelope{}, nil, false, fmt.Errorf("archive: store message: %w", err)
+		}
+		return s.storedResult(env, payload, v)
+	}
+}
+
+// storedResult turns the handler's result into what SendDirect answers.
+func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.Envelope, []byte, bool, error) {
 	res, ok := v.(*applied)
 	if !ok {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: proposer returned %T, want the handler's result", v)

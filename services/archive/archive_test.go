@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -82,6 +83,70 @@ func TestSendDedupe(t *testing.T) {
 	}
 	if metric(t, e, resultStored) != 2 || metric(t, e, resultDuplicate) != 1 || e.svc.StoredCount() != 2 {
 		t.Fatalf("metrics stored=%v duplicate=%v", metric(t, e, resultStored), metric(t, e, resultDuplicate))
+	}
+}
+
+// StartDirect and StartGroup hand messages to the log before they
+// return: started one after another, messages get increasing IDs and
+// commit in that order (here all in one entry), a retry in the same
+// entry answers the original, and history and sync agree.
+func TestStartCommitsInStartOrder(t *testing.T) {
+	e := newEnv(t, withBatch(6), withGroups())
+	e.groups.add("team", "alice", "bob")
+	ctx := context.Background()
+	type wait = func(context.Context) (wire.Envelope, []byte, bool, error)
+	var waits []wait
+	for i, cid := range []string{"a", "b", "a", "c"} {
+		w, err := e.svc.StartDirect(ctx, "alice", "bob", text(cid, fmt.Sprint("m", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, w)
+	}
+	for _, cid := range []string{"g1", "g2"} {
+		w, err := e.svc.StartGroup(ctx, "alice", "team", text(cid, cid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits = append(waits, w)
+	}
+	// A refusal comes from the first step and queues nothing.
+	if _, err := e.svc.StartDirect(ctx, "alice", "nobody", text("x", "x")); !errors.Is(err, wire.ErrNotFound) {
+		t.Fatalf("to an unknown user: %v", err)
+	}
+	var got []wire.Envelope
+	for _, w := range waits {
+		env, _, _, err := w(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, env)
+	}
+	if n := len(e.prop.Logs()); n != 1 {
+		t.Fatalf("%d raft entries, want one", n)
+	}
+	if got[2].ID != got[0].ID || got[2].Body != "m0" {
+		t.Fatalf("retry answered %+v, want the original %+v", got[2], got[0])
+	}
+	for i, j := range [][2]int{{0, 1}, {1, 3}, {3, 4}, {4, 5}} {
+		if got[j[0]].ID >= got[j[1]].ID {
+			t.Fatalf("pair %d: id %s not below %s", i, got[j[0]].ID, got[j[1]].ID)
+		}
+	}
+	msgs, _, _, err := e.svc.syncPage("alice", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, m := range msgs {
+		var env wire.Envelope
+		if err := json.Unmarshal(m, &env); err != nil {
+			t.Fatal(err)
+		}
+		order = append(order, env.CID)
+	}
+	if want := []string{"a", "b", "c", "g1", "g2"}; !slices.Equal(order, want) {
+		t.Fatalf("sync order %v, want %v", order, want)
 	}
 }
 

@@ -32,30 +32,44 @@ func errNoGroups(gid string) error {
 // handler cannot read the users service's keys: a member removed while
 // their message is in flight may still get that one message stored.
 func (s *Service) SendGroup(ctx context.Context, from, gid string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error) {
-	defer func() { s.count(dup, err) }()
-	if err := validUsers(from); err != nil {
+	wait, err := s.StartGroup(ctx, from, gid, env)
+	if err != nil {
 		return wire.Envelope{}, nil, false, err
 	}
-	if wire.ValidGroupID(gid) != nil {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: group id %q: %w", gid, wire.ErrInvalid)
-	}
-	if err := checkClientFields(env); err != nil {
-		return wire.Envelope{}, nil, false, err
-	}
-	if s.groups == nil {
-		return wire.Envelope{}, nil, false, errNoGroups(gid)
-	}
-	if !s.groups.IsMember(gid, from) {
-		return wire.Envelope{}, nil, false, fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
-	}
-	if err := s.attachMedia(ctx, from, &env, "", gid); err != nil {
-		return wire.Envelope{}, nil, false, err
+	return wait(ctx)
+}
+
+// StartGroup is SendGroup in two steps, as StartDirect is SendDirect.
+func (s *Service) StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	if err := s.checkGroup(ctx, from, gid, &env); err != nil {
+		s.count(false, err)
+		return nil, err
 	}
 	env.ID = s.ids.Next()
 	env.From, env.To, env.Group = from, "", gid
 	stampMentions(&env)
-	payload = env.Marshal()
-	return s.store(ctx, env, payload, msgCmd{ID: env.ID, From: from, Group: gid, CID: env.CID, Payload: payload})
+	payload := env.Marshal()
+	return s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, Group: gid, CID: env.CID, Payload: payload}), nil
+}
+
+// checkGroup runs SendGroup's checks and attaches a media message.
+func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.Envelope) error {
+	if err := validUsers(from); err != nil {
+		return err
+	}
+	if wire.ValidGroupID(gid) != nil {
+		return fmt.Errorf("archive: group id %q: %w", gid, wire.ErrInvalid)
+	}
+	if err := checkClientFields(*env); err != nil {
+		return err
+	}
+	if s.groups == nil {
+		return errNoGroups(gid)
+	}
+	if !s.groups.IsMember(gid, from) {
+		return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
+	}
+	return s.attachMedia(ctx, from, env, "", gid)
 }
 
 // MarkGroupRead moves reader's read cursor in group gid forward to upTo

@@ -103,8 +103,16 @@ func (h *Harness) NewFollower(t testing.TB) *fsm.FSM {
 // like the cluster's proposer on the leader. With WithBatch it blocks
 // until the batch is full. A done ctx refuses with wire.ErrUnavailable.
 func (h *Harness) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	return h.ProposeAsync(ctx, t, payload)(ctx)
+}
+
+// ProposeAsync queues one command without waiting, like the cluster's
+// ProposeAsync on the leader (commands apply in call order), and returns
+// the wait for its result. With WithBatch the batch applies when it is
+// full, so start a whole batch before waiting.
+func (h *Harness) ProposeAsync(ctx context.Context, t byte, payload []byte) func(context.Context) (any, error) {
 	if err := h.check(ctx); err != nil {
-		return nil, err
+		return func(context.Context) (any, error) { return nil, err }
 	}
 	done := make(chan fsm.Result, 1)
 	h.mu.Lock()
@@ -113,11 +121,13 @@ func (h *Harness) Propose(ctx context.Context, t byte, payload []byte) (any, err
 		h.flushLocked()
 	}
 	h.mu.Unlock()
-	select {
-	case r := <-done:
-		return r.Value, r.Err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %v", wire.ErrUnavailable, ctx.Err())
+	return func(ctx context.Context) (any, error) {
+		select {
+		case r := <-done:
+			return r.Value, r.Err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", wire.ErrUnavailable, ctx.Err())
+		}
 	}
 }
 

@@ -1,0 +1,225 @@
+package broker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// pipeline lets one connection have many durable (QoS 1 chat) publishes
+// committing at once while it answers them strictly in the order they
+// arrived ([MQTT-4.6.0-2]).
+//
+// OnPublish validates a QoS 1 chat publish and has the ChatStore check
+// it, stamp its ID and hand it to the Raft log (PipelinedChatStore), all
+// on the connection's reader goroutine, so that a connection's messages
+// get increasing IDs and commit in publish order; then it queues the
+// publish here and returns packets.ErrRejectPacket: mochi sends no
+// PUBACK, delivers nothing and reads the client's next packet. One
+// answerer goroutine per busy connection takes the queue in order, waits
+// for each commit, delivers the committed message (b.inject) and writes
+// the PUBACK itself. A refusal of a QoS 1 publish while the queue is not
+// empty is queued too, already answered, so it keeps its place. Any
+// other publish (QoS 0 or 2, typing, receipts, heartbeats, open topics)
+// and a publish mochi refuses itself (ACL) first waits for the queue to
+// drain, then takes the synchronous path, so mochi's own answers never
+// overtake ours.
+//
+// After the connection closed, queued commits still complete and are
+// delivered; only their PUBACKs are dropped (the client resends, and the
+// (sender, cid) dedupe answers).
+type pipeline struct {
+	b   *Broker
+	cl  *mqtt.Client
+	max int // the Receive Maximum the server advertises
+
+	mu       sync.Mutex
+	q        []*pending    // not yet answered, in arrival order
+	inflight int           // publishes whose PUBACK is not yet on its way (Receive Maximum)
+	running  bool          // an answerer goroutine owns the queue
+	idle     chan struct{} // closed when the queue empties, if someone waits
+}
+
+// pending is one queued publish: either answered already (ack, write)
+// or waiting for its commit (wait, before deadline).
+type pending struct {
+	ack   packets.Packet
+	write bool // write ack (false: a 3.1.1 refusal, which gets no PUBACK)
+
+	// wait waits for the commit and returns the answer and the committed
+	// message's live delivery (nil when there is none).
+	wait     func(context.Context) (ack packets.Packet, write bool, deliver func())
+	deadline time.Time
+}
+
+func newPipeline(b *Broker, cl *mqtt.Client) *pipeline {
+	m := int(b.srv.Options.Capabilities.ReceiveMaximum)
+	if m <= 0 {
+		m = 65535
+	}
+	return &pipeline{b: b, cl: cl, max: m}
+}
+
+// pipelineOf is the live connection's pipeline, nil for the inline
+// client and unknown connections.
+func (b *Broker) pipelineOf(cl *mqtt.Client) *pipeline {
+	if cl.Net.Inline {
+		return nil
+	}
+	if v, ok := b.conns.Load(cl); ok {
+		return v.(*connInfo).pipe
+	}
+	return nil
+}
+
+// reserve takes a Receive Maximum slot for a publish about to be
+// queued; false when the client has used them all. Only the
+// connection's reader (OnPublish) reserves and pushes, so a reserved
+// slot stays free until its push.
+func (p *pipeline) reserve() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inflight >= p.max {
+		return false
+	}
+	p.inflight++
+	return true
+}
+
+// unreserve gives back a slot that was not pushed after all.
+func (p *pipeline) unreserve() {
+	p.mu.Lock()
+	p.inflight--
+	p.mu.Unlock()
+}
+
+// push queues e, which holds a reserved slot.
+func (p *pipeline) push(e *pending) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.q = append(p.q, e)
+	if !p.running {
+		p.running = true
+		go p.answer()
+	}
+}
+
+// busy reports whether some publish still waits for its answer.
+func (p *pipeline) busy() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.q) > 0
+}
+
+// drain waits until every queued publish has been answered. Each entry
+// completes within the commit timeout.
+func (p *pipeline) drain() {
+	p.mu.Lock()
+	if len(p.q) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	if p.idle == nil {
+		p.idle = make(chan struct{})
+	}
+	ch := p.idle
+	p.mu.Unlock()
+	<-ch
+}
+
+// answer delivers and acknowledges queued publishes in order until the
+// queue is empty.
+func (p *pipeline) answer() {
+	for {
+		p.mu.Lock()
+		if len(p.q) == 0 {
+			p.running = false
+			p.q = nil
+			if p.idle != nil {
+				close(p.idle)
+				p.idle = nil
+			}
+			p.mu.Unlock()
+			return
+		}
+		e := p.q[0]
+		p.mu.Unlock()
+		ack, write := e.ack, e.write
+		if e.wait != nil {
+			ctx, cancel := context.WithDeadline(p.b.baseCtx, e.deadline)
+			var deliver func()
+			ack, write, deliver = e.wait(ctx)
+			cancel()
+			if deliver != nil {
+				deliver()
+			}
+		}
+		// Count the slot free before the PUBACK leaves: the client may
+		// send its next publish as soon as it reads it.
+		p.mu.Lock()
+		p.inflight--
+		p.mu.Unlock()
+		if write && !p.cl.Closed() {
+			if err := p.cl.WritePacket(ack); err != nil {
+				p.b.log.Debug("write puback", "client", p.cl.ID, "error", err)
+			}
+		}
+		p.mu.Lock()
+		p.q[0] = nil
+		p.q = p.q[1:]
+		p.mu.Unlock()
+	}
+}
+
+// overflow disconnects a client that sent more QoS 1 publishes than the
+// Receive Maximum allows, as mochi does for its own quota.
+func (b *Broker) overflow(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	b.m.refused.WithLabelValues("receive_maximum").Inc()
+	_ = b.srv.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
+	return pk, packets.ErrRejectPacket
+}
+
+// pipelined reports whether a publish goes through the connection's
+// pipeline: QoS 1 on a durable chat topic.
+func pipelined(pk packets.Packet) bool {
+	if pk.FixedHeader.Qos != 1 {
+		return false
+	}
+	k := wire.ParseTopic(pk.TopicName).Kind
+	return k == wire.KindDirect || k == wire.KindGroup
+}
+
+// buildAck mirrors mochi's Server.buildAck for a QoS 1 PUBACK: the
+// publish's properties are inherited unless the server disabled that,
+// and a failure code carries its reason string. OnPacketEncode still
+// turns a success reason into 0x00.
+func (b *Broker) buildAck(pk packets.Packet, props packets.Properties, reason packets.Code) packets.Packet {
+	if b.srv.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
+		props = packets.Properties{}
+	}
+	if reason.Code >= packets.ErrUnspecifiedError.Code {
+		props.ReasonString = reason.Reason
+	}
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Puback},
+		PacketID:    pk.PacketID,
+		ReasonCode:  reason.Code,
+		Properties:  props,
+		Created:     time.Now().Unix(),
+	}
+}
+
+// refusalAck is the answer refuse would have mochi give to a QoS 1
+// publish: a PUBACK with the code for v5, nothing for 3.1.1.
+func (b *Broker) refusalAck(cl *mqtt.Client, pk packets.Packet, class, reason string, code packets.Code) (packets.Packet, bool) {
+	b.m.dropped.WithLabelValues(class, reason).Inc()
+	if cl.Properties.ProtocolVersion != 5 {
+		return packets.Packet{}, false
+	}
+	return b.buildAck(pk, pk.Properties, code), true
+}

@@ -1,0 +1,210 @@
+package broker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// jitterChat is fakeChat whose commits take a random while, so that the
+// waits of one connection would finish out of order if nothing kept them
+// in line.
+type jitterChat struct{ *fakeChat }
+
+func (j jitterChat) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	wait, err := j.fakeChat.StartDirect(ctx, from, to, env)
+	if err != nil {
+		return nil, err
+	}
+	done := time.After(time.Duration(rand.Intn(20)) * time.Millisecond)
+	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+		<-done
+		return wait(ctx)
+	}, nil
+}
+
+// rawV5 is a bare MQTT v5 connection: it can send many publishes without
+// waiting and see the answers in the order they come.
+type rawV5 struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dialRawV5(t *testing.T, addr, uid, device string) *rawV5 {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	c := &rawV5{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c.write(packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 5,
+		Connect: packets.ConnectParams{
+			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
+			ClientIdentifier: uid + "/" + device,
+			UsernameFlag:     true, Username: []byte(uid),
+			PasswordFlag: true, Password: []byte("tok:" + uid),
+		},
+	})
+	if ca := c.read(); ca.FixedHeader.Type != packets.Connack || ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK %+v", ca)
+	}
+	return c
+}
+
+func (c *rawV5) write(pk packets.Packet) {
+	c.t.Helper()
+	pk.ProtocolVersion = 5
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	}
+	if err == nil {
+		_, err = c.conn.Write(buf.Bytes())
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawV5) read() packets.Packet {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	hb, err := c.r.ReadByte()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pk := packets.Packet{ProtocolVersion: 5}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		c.t.Fatal(err)
+	}
+	n, _, err := packets.DecodeLength(c.r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		c.t.Fatal(err)
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	default:
+		c.t.Fatalf("unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return pk
+}
+
+// A connection sends many durable publishes without waiting: they commit
+// concurrently (out of order here), yet the PUBACKs come back in publish
+// order with each message's own id, and refusals keep their place.
+func TestPipelinedPubacksInOrder(t *testing.T) {
+	var jc jitterChat
+	e := startBrokerWith(t, nil, func(d *Deps) {
+		jc = jitterChat{&fakeChat{}}
+		d.Chat = jc
+	})
+	e.blk.set("carol", "alice", true)
+	const n = 50
+	c := dialRawV5(t, e.addr, "alice", "phone")
+	want := map[int]byte{} // publish index -> refusal code
+	for i := 0; i < n; i++ {
+		topic, payload := "user/bob/newMessage", fmt.Sprintf(`{"cid":"c%d","type":"text","body":"m%d"}`, i, i)
+		switch i {
+		case 20:
+			payload, want[i] = `{"cid":`, packets.ErrPayloadFormatInvalid.Code // refused before commit
+		case 30:
+			topic, want[i] = "user/carol/newMessage", packets.ErrNotAuthorized.Code // blocked
+		case 40:
+			topic, want[i] = "user/dave/typing", 0 // synchronous path: waits for the queue to drain
+			payload = `{"state":"typing"}`
+		}
+		c.write(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   topic, PacketID: uint16(i + 1), Payload: []byte(payload),
+		})
+	}
+	var lastID snowflake.ID
+	for i := 0; i < n; i++ {
+		ack := c.read()
+		if ack.FixedHeader.Type != packets.Puback || ack.PacketID != uint16(i+1) {
+			t.Fatalf("answer %d: type %d packet id %d, want PUBACK %d", i, ack.FixedHeader.Type, ack.PacketID, i+1)
+		}
+		if code, refused := want[i]; refused {
+			if ack.ReasonCode != code {
+				t.Fatalf("PUBACK %d: reason %#x, want %#x", i+1, ack.ReasonCode, code)
+			}
+			continue
+		}
+		if ack.ReasonCode != 0 {
+			t.Fatalf("PUBACK %d: reason %#x %q", i+1, ack.ReasonCode, ack.Properties.ReasonString)
+		}
+		jc.mu.Lock()
+		stored := jc.seen["alice\x00"+fmt.Sprintf("c%d", i)]
+		jc.mu.Unlock()
+		// Stamped in publish order: IDs grow with the packet ID.
+		if stored.ID <= lastID {
+			t.Fatalf("PUBACK %d: id %s not above the previous %s", i+1, stored.ID, lastID)
+		}
+		lastID = stored.ID
+		if got := ack.Properties.User; len(got) != 2 || got[0] != (packets.UserProperty{Key: "id", Val: stored.ID.String()}) ||
+			got[1] != (packets.UserProperty{Key: "from", Val: "alice"}) {
+			t.Fatalf("PUBACK %d: properties %+v, want id %s", i+1, got, stored.ID)
+		}
+	}
+	if got := jc.callCount(); got != n-3 {
+		t.Fatalf("%d commits, want %d", got, n-3)
+	}
+}
+
+// More publishes in flight than the advertised Receive Maximum is a
+// protocol error: the server disconnects.
+func TestPipelineReceiveMaximum(t *testing.T) {
+	e := startBrokerWith(t, nil, func(d *Deps) { d.Chat = slowChat{} })
+	max := int(e.b.srv.Options.Capabilities.ReceiveMaximum)
+	c := dialRawV5(t, e.addr, "alice", "phone")
+	for i := 0; i <= max; i++ {
+		c.write(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   "user/bob/newMessage", PacketID: uint16(i + 1), Payload: []byte(fmt.Sprintf(`{"cid":"c%d","type":"text","body":"x"}`, i)),
+		})
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var got []byte
+	buf := make([]byte, 256)
+	for {
+		k, err := c.conn.Read(buf)
+		got = append(got, buf[:k]...)
+		if err != nil {
+			break
+		}
+	}
+	// DISCONNECT (0xE0) with reason 0x93 receive maximum exceeded.
+	if len(got) < 3 || got[0] != 0xE0 || got[2] != packets.ErrReceiveMaximum.Code {
+		t.Fatalf("got % x, want a DISCONNECT 0x93", got)
+	}
+}
