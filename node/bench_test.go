@@ -1,9 +1,7 @@
 package node_test
 
 import (
-	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -13,7 +11,9 @@ import (
 )
 
 // BenchmarkDurableDirect measures durable direct messages end to end on
-// one node: real MQTT clients, commit through Raft (fsync on), PUBACK.
+// one node: real MQTT clients, commit through Raft (fsync on), PUBACK;
+// 32 senders with 1 or 16 publishes in flight each (pipelined on one
+// connection).
 // go test -run '^$' -bench BenchmarkDurableDirect -benchtime 5000x ./node/
 func BenchmarkDurableDirect(b *testing.B) {
 	n := nodetest.StartNode(b)
@@ -25,27 +25,16 @@ func BenchmarkDurableDirect(b *testing.B) {
 		tok := n.NewUser(b, name)
 		clients[i] = mustConnectV5(b, n.MQTTURL, name, "bench", tok).Client
 	}
-	var next atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for _, c := range clients {
-		wg.Add(1)
-		go func(c *paho.Client) {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				pr, err := c.Publish(context.Background(), &paho.Publish{Topic: "user/sink/newMessage", QoS: 1,
-					Payload: []byte(fmt.Sprintf(`{"cid":"b%d","type":"text","body":"benchmark message body of some length"}`, i))})
-				if err != nil || pr.ReasonCode != 0 {
-					b.Errorf("publish: %v %+v", err, pr)
-					return
-				}
-			}
-		}(c)
+	var run atomic.Int64
+	for _, inflight := range []int{1, 16} {
+		b.Run(fmt.Sprintf("inflight=%d", inflight), func(b *testing.B) {
+			prefix := fmt.Sprintf("r%d-", run.Add(1))
+			lats := publishDurable(b, clients, inflight, func(i int64) *paho.Publish {
+				return &paho.Publish{Topic: "user/sink/newMessage", QoS: 1,
+					Payload: []byte(fmt.Sprintf(`{"cid":"%s%d","type":"text","body":"benchmark message body of some length"}`, prefix, i))}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds())/1000, "puback-p99-ms")
+		})
 	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
