@@ -61,7 +61,10 @@ func TestConfig(t testing.TB) node.Config {
 	cfg.ClusterAddr = "127.0.0.1:0"
 	cfg.Heartbeat = 200 * time.Millisecond
 	cfg.PresenceGrace = 400 * time.Millisecond
-	cfg.RaftTimeout = 100 * time.Millisecond
+	// Fast failover, yet not so fast that a leader on a loaded 2-core
+	// test machine steps down for missing its 50 ms lease (it did, under
+	// pipelined load: the lease is half of this).
+	cfg.RaftTimeout = 250 * time.Millisecond
 	cfg.FastPassword = true
 	// Every test client comes from 127.0.0.1; rate-limit tests turn limits on.
 	cfg.NoRateLimits = true
