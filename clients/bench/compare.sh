@@ -63,19 +63,19 @@ rec "go build -o \$W/edgechat ./cmd/edgechat && go build -o \$W/bench ./clients/
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 if [ "$QUICK" = 1 ]; then
-  IDLE_N=1000; DUR=1500ms; WARM=500ms; DRAIN=2s
+  IDLE_N=1000; DUR=1500ms; WARM=500ms; DRAIN=2s; STOPAFTER=9 # every step: a curve, however loaded
   DM0="2000,5000,10000,20000"; DM1="1000,2000,5000"; ROOMS10="500,1000,2000"; ROOMS100=""
   DURABLE="500,1000,2000"; HIST_N=3000; HIST_PAGES=20; HIST_REPEAT=50
 else
-  IDLE_N=5000; DUR=4s; WARM=1s; DRAIN=3s
+  IDLE_N=5000; DUR=4s; WARM=1s; DRAIN=3s; STOPAFTER=2
   DM0="2000,5000,10000,20000,30000,40000,60000"; DM1="1000,2000,5000,10000,20000"
   ROOMS10="500,1000,2000,4000,6000,8000"; ROOMS100="50,100,200,400,600,800"
   DURABLE="500,1000,2000,4000,8000,16000,30000"; HIST_N=50000; HIST_PAGES=200; HIST_REPEAT=200
 fi
 GEN=(taskset -c 1 "$B")
-STEP=(--duration "$DUR" --warmup "$WARM" --drain "$DRAIN" --p99-max 10ms --progress 2s)
+STEP=(--duration "$DUR" --warmup "$WARM" --drain "$DRAIN" --p99-max 10ms --stop-after "$STOPAFTER" --progress 2s)
 
-ports() { "$B" freeport -n "$1" | tr '\n' ' '; }
+ports() { echo $("$B" freeport -n "$1"); } # one line, newline-terminated for read
 
 # pin PID...: every thread of the broker onto CPU 0 (threads started after
 # the launch under taskset inherit it; this catches any that did not).

@@ -142,7 +142,7 @@ func RunHistory(ctx context.Context, cfg HistoryConfig, env Env) (*HistoryResult
 	})
 	defer stop()
 
-	var newest, paging, sync, convs Histogram
+	var newest, paging, syncH, convs Histogram
 	lim := strconv.Itoa(cfg.PageSize)
 	for range cfg.Repeat {
 		if _, d, err := get("/chat/history", url.Values{"with": {sender}, "limit": {lim}}); err != nil {
@@ -192,7 +192,7 @@ func RunHistory(ctx context.Context, cfg HistoryConfig, env Env) (*HistoryResult
 			return nil, err
 		}
 		if len(p.Messages) > 0 {
-			sync.Add(d)
+			syncH.Add(d)
 			res.SyncMessages += int64(len(p.Messages))
 		}
 		if !p.HasMore || p.Cursor == "" {
@@ -209,7 +209,7 @@ func RunHistory(ctx context.Context, cfg HistoryConfig, env Env) (*HistoryResult
 		}
 		done.Add(1)
 	}
-	res.Newest, res.Paging, res.Sync, res.Conversations = newest.Summary(), paging.Summary(), sync.Summary(), convs.Summary()
+	res.Newest, res.Paging, res.Sync, res.Conversations = newest.Summary(), paging.Summary(), syncH.Summary(), convs.Summary()
 	if len(cfg.PIDs) > 0 {
 		res.ServerRSSKB, _ = readRSSSum(cfg.PIDs)
 	}

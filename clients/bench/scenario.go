@@ -31,11 +31,13 @@ type scenarioFlags struct {
 	size, inflight          int
 	ws                      bool
 	target                  string
+	stopAfter               int
 }
 
 func (s *scenarioFlags) register(fs *flag.FlagSet, defSize int) {
 	fs.StringVar(&s.rate, "rate", "1000", "total publishes per second (fixed rate, open loop)")
 	fs.StringVar(&s.sweep, "sweep", "", "rate sweep instead of --rate: 1000,2000,5000 or START/FACTOR/MAX (e.g. 1000/2/64000); stops at the first rate over --p99-max or with loss")
+	fs.IntVar(&s.stopAfter, "stop-after", 1, "the sweep stops after this many steps in a row over the bar")
 	fs.DurationVar(&s.p99Max, "p99-max", 10*time.Millisecond, "the sweep's bar: highest rate whose p99 stays at or under this, with nothing lost")
 	fs.DurationVar(&s.duration, "duration", 10*time.Second, "measured time per rate")
 	fs.DurationVar(&s.warmup, "warmup", 2*time.Second, "unmeasured time before it, per rate")
@@ -99,7 +101,7 @@ func runSteps(ctx context.Context, s *scenarioFlags, rates []float64, step func(
 		res.Steps = []Step{st}
 		return nil
 	}
-	sw, err := Sweep(ctx, rates, s.p99Max, step)
+	sw, err := Sweep(ctx, rates, s.p99Max, s.stopAfter, step)
 	res.Steps = sw.Steps
 	res.Sweep = &sw
 	return err
@@ -128,7 +130,7 @@ func PrintScenario(w io.Writer, r *ScenarioResult) error {
 		if len(r.Steps) > 0 && r.Steps[0].BarOnAck {
 			bar = "PUBACK p99"
 		}
-		fmt.Fprintf(tw, "sweep\thighest rate with %s ≤ %.1f ms and nothing lost: %.0f/s", bar, r.Sweep.P99MaxMs, r.Sweep.Best)
+		fmt.Fprintf(tw, "sweep\thighest rate with %s ≤ %.1f ms and nothing lost: %.0f/s; peak %.0f delivered/s with nothing lost", bar, r.Sweep.P99MaxMs, r.Sweep.Best, r.Sweep.Peak)
 		if r.Sweep.Stopped != "" {
 			fmt.Fprintf(tw, " (stopped %s)", r.Sweep.Stopped)
 		}

@@ -76,31 +76,46 @@ func ParseSweep(s string) ([]float64, error) {
 type SweepResult struct {
 	P99MaxMs float64 `json:"p99MaxMs"`
 	// Best is the highest offered rate whose step passed (no loss, no
-	// failed publish, p99 within the bar) with every lower step passing
-	// too; 0 when the first step failed.
-	Best  float64 `json:"bestRate"`
+	// failed publish, p99 within the bar) before the sweep stopped; 0
+	// when none did.
+	Best float64 `json:"bestRate"`
+	// Peak is the highest delivered rate of a step that lost nothing and
+	// had no failed publish, whatever its latency: capacity, where Best
+	// is capacity at a latency.
+	Peak  float64 `json:"peakDeliveredPerSecond"`
 	Steps []Step  `json:"steps"`
 	// Stopped says why the sweep ended before its last rate.
 	Stopped string `json:"stopped,omitempty"`
 }
 
-// Sweep runs step at each rate in ascending order and stops at the first
-// that fails the bar (a higher rate would only be worse, and an
-// overloaded broker would also need time to recover before the next).
-// The p99 is the one of Step.Latency; step errors end the sweep.
-func Sweep(ctx context.Context, rates []float64, p99Max time.Duration, step func(context.Context, float64) (Step, error)) (SweepResult, error) {
+// Sweep runs step at each rate in ascending order and stops once
+// stopAfter steps in a row have failed the bar (a higher rate would only
+// be worse, and an overloaded broker needs time to recover before the
+// next); stopAfter < 1 means 1. More than one absorbs a single noisy
+// step on a shared machine. Step errors end the sweep.
+func Sweep(ctx context.Context, rates []float64, p99Max time.Duration, stopAfter int, step func(context.Context, float64) (Step, error)) (SweepResult, error) {
 	res := SweepResult{P99MaxMs: ms(p99Max)}
-	for _, r := range rates {
+	stopAfter = max(stopAfter, 1)
+	failedInARow := 0
+	for i, r := range rates {
 		st, err := step(ctx, r)
 		if err != nil {
 			return res, fmt.Errorf("sweep step at %.0f/s: %w", r, err)
 		}
 		res.Steps = append(res.Steps, st)
-		if !st.OK(p99Max) {
+		if st.Lost == 0 && st.Failed == 0 {
+			res.Peak = max(res.Peak, st.Rate)
+		}
+		if st.OK(p99Max) {
+			res.Best = r
+			failedInARow = 0
+			continue
+		}
+		failedInARow++
+		if failedInARow >= stopAfter && i < len(rates)-1 {
 			res.Stopped = fmt.Sprintf("at %.0f/s: p99 %.2f ms, %d lost, %d failed, %d duplicated", r, st.BarP99(), st.Lost, st.Failed, st.Duplicates)
 			break
 		}
-		res.Best = r
 	}
 	return res, nil
 }
