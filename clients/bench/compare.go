@@ -36,7 +36,9 @@ type compareData struct {
 	idle    map[string]*ConnsResult
 	scen    map[string]map[string]*ScenarioResult // name → target → result
 	history map[string]*HistoryResult
-	names   []string // scenario names in file order
+	// throughput: closed-loop durable runs (bench throughput).
+	throughput map[string]*LoadResult
+	names      []string // scenario names in file order
 }
 
 func loadCompare(dir string) (*compareData, error) {
@@ -45,7 +47,7 @@ func loadCompare(dir string) (*compareData, error) {
 		return nil, err
 	}
 	slices.Sort(files)
-	d := &compareData{idle: map[string]*ConnsResult{}, scen: map[string]map[string]*ScenarioResult{}, history: map[string]*HistoryResult{}}
+	d := &compareData{idle: map[string]*ConnsResult{}, scen: map[string]map[string]*ScenarioResult{}, history: map[string]*HistoryResult{}, throughput: map[string]*LoadResult{}}
 	for _, f := range files {
 		target, name, _ := strings.Cut(strings.TrimSuffix(filepath.Base(f), ".json"), "__")
 		b, err := os.ReadFile(f)
@@ -66,6 +68,12 @@ func loadCompare(dir string) (*compareData, error) {
 				return nil, fmt.Errorf("%s: %w", f, err)
 			}
 			d.idle[target] = &r
+		case probe.Mode == "throughput":
+			var r LoadResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				return nil, fmt.Errorf("%s: %w", f, err)
+			}
+			d.throughput[target] = &r
 		case probe.Scenario == "history":
 			var r HistoryResult
 			if err := json.Unmarshal(b, &r); err != nil {
@@ -141,6 +149,7 @@ func stepAt(r *ScenarioResult, rate float64) *Step {
 type row struct {
 	what   string
 	vals   map[string]float64 // target → value; absent: not measured
+	marks  map[string]string  // target → a caveat printed after the value
 	unit   string
 	higher bool
 }
@@ -150,7 +159,36 @@ func (rw row) cell(t string) string {
 	if !ok || math.IsNaN(v) {
 		return "—"
 	}
-	return fmtNum(v) + rw.unit
+	return fmtNum(v) + rw.unit + rw.marks[t]
+}
+
+// mergeRows joins rows with the same label (one per target, as the
+// closed-loop figures come) into one, keeping the first one's order.
+func mergeRows(rows []row) []row {
+	var out []row
+	at := map[string]int{}
+	for _, rw := range rows {
+		i, ok := at[rw.what]
+		if !ok {
+			at[rw.what] = len(out)
+			out = append(out, rw)
+			continue
+		}
+		for t, v := range rw.vals {
+			out[i].vals[t] = v
+		}
+	}
+	return out
+}
+
+// referenceRates are the offered rates at which issue 10's table states
+// its figures: 1:1 QoS 0 at 20k msg/s; rooms of 10 and of 100 at 60k
+// deliveries/s (6,000 and 600 publishes/s); durable at 1,000 and 10,000.
+var referenceRates = map[string][]float64{
+	"dm-qos0":  {20000},
+	"rooms10":  {6000},
+	"rooms100": {600},
+	"durable":  {1000, 10000},
 }
 
 func fmtNum(v float64) string {
@@ -275,31 +313,57 @@ func WriteReport(rc ReportConfig) error {
 			pk.vals[t] = peak(r)
 		}
 		rows = append(rows, best, pk)
-		at := commonRate(rs)
-		if at > 0 {
-			cpu := row{what: fmt.Sprintf("%s: broker CPU per %s at %s/s", name, map[bool]string{true: "committed message", false: "delivery"}[first.Scenario == "durable"], fmtNum(at)), unit: " µs", vals: map[string]float64{}}
-			p99 := row{what: fmt.Sprintf("%s: delivery p99 at %s/s", name, fmtNum(at)), unit: " ms", vals: map[string]float64{}}
-			var ack *row
-			if first.Scenario == "durable" {
-				ack = &row{what: fmt.Sprintf("%s: PUBACK p99 at %s/s", name, fmtNum(at)), unit: " ms", vals: map[string]float64{}}
+		ats := append(slices.Clone(referenceRates[name]), commonRate(rs))
+		slices.Sort(ats)
+		for _, at := range slices.Compact(ats) {
+			if at <= 0 {
+				continue
+			}
+			cpu := row{what: fmt.Sprintf("%s: broker CPU per %s at %s/s", name, map[bool]string{true: "committed message", false: "delivery"}[first.Scenario == "durable"], fmtNum(at)), unit: " µs", vals: map[string]float64{}, marks: map[string]string{}}
+			p99 := row{what: fmt.Sprintf("%s: delivery p99 at %s/s", name, fmtNum(at)), unit: " ms", vals: map[string]float64{}, marks: map[string]string{}}
+			ack := row{what: fmt.Sprintf("%s: PUBACK p99 at %s/s", name, fmtNum(at)), unit: " ms", vals: map[string]float64{}, marks: map[string]string{}}
+			if first.Scenario == "rooms" {
+				cpu.what += fmt.Sprintf(" (%s deliveries/s)", fmtNum(at*mult))
+				p99.what += fmt.Sprintf(" (%s deliveries/s)", fmtNum(at*mult))
 			}
 			for t, r := range rs {
-				if s := stepAt(r, at); s != nil {
-					if s.CPUPerMsg > 0 {
-						cpu.vals[t] = s.CPUPerMsg
-					}
-					p99.vals[t] = s.Latency.P99
-					if ack != nil && s.Ack != nil {
-						ack.vals[t] = s.Ack.P99
+				s := stepAt(r, at)
+				if s == nil {
+					continue
+				}
+				if s.CPUPerMsg > 0 {
+					cpu.vals[t] = s.CPUPerMsg
+				}
+				p99.vals[t] = s.Latency.P99
+				if s.Ack != nil && s.Ack.Count > 0 {
+					ack.vals[t] = s.Ack.P99
+				}
+				if s.Lost > 0 || s.Failed > 0 {
+					for _, rw := range []*row{&cpu, &p99, &ack} {
+						rw.marks[t] = fmt.Sprintf(" (%d lost, %d failed)", s.Lost, s.Failed)
 					}
 				}
 			}
+			if len(cpu.vals)+len(p99.vals) == 0 {
+				continue
+			}
 			rows = append(rows, cpu, p99)
-			if ack != nil {
-				rows = append(rows, *ack)
+			if first.Scenario == "durable" {
+				rows = append(rows, ack)
 			}
 		}
 	}
+	for _, t := range compareTargets {
+		lr, ok := d.throughput[t.id]
+		if !ok {
+			continue
+		}
+		what := fmt.Sprintf("durable, closed loop (%d senders × %d in flight): committed msg/s", lr.Senders, lr.InFlight)
+		cpuWhat := "durable, closed loop: server CPU per committed message"
+		rows = append(rows, row{what: what, vals: map[string]float64{t.id: lr.Rate}, higher: true},
+			row{what: cpuWhat, unit: " µs", vals: map[string]float64{t.id: lr.ServerCPUPerMsg}})
+	}
+	rows = mergeRows(rows)
 	for t, h := range d.history {
 		_ = t
 		rows = append(rows,

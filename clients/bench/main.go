@@ -304,11 +304,14 @@ func runConnsCmd(ctx context.Context, cfg ConnsConfig, c *common, stdout, stderr
 }
 
 func runLoadCmd(ctx context.Context, cfg LoadConfig, c *common, stdout, stderr io.Writer) error {
-	addr, err := mqttAddr(c.mqtt)
+	addrs, err := mqttAddrs(c.mqtt)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
+	cfg.MQTTAddr, cfg.PID, cfg.PIDs, cfg.Prefix = addrs[0], c.pid, c.pids, c.prefix
+	if len(addrs) > 1 {
+		cfg.MQTTAddrs = addrs
+	}
 	if !c.anon {
 		cfg.HTTPURL = c.httpURL
 	}
