@@ -7,7 +7,7 @@
 # run (about 3 minutes) to try it, the full one takes about 10–15.
 #
 # Environment: QUICK=1, OUT=path/README.md (default docs/perf/README.md),
-# NOTE="conditions of the run", KEEP=1 keeps the work directory (results
+# NOTE="conditions of the run" (the load average is added), KEEP=1 keeps the work directory (results
 # JSON, logs). Needs root only to install Mosquitto when it is missing.
 #
 # Ports are found free at run time (bench freeport binds 127.0.0.1:0);
@@ -226,9 +226,9 @@ rec "taskset -c 1 \$W/bench durable --http http://127.0.0.1:HTTP1 --mqtt 127.0.0
 "${GEN[@]}" durable --http "http://127.0.0.1:$H1" --mqtt "127.0.0.1:$M1,127.0.0.1:$M2,127.0.0.1:$M3" --data "$W/c1" --pid "$CP" \
   --target edgechat3 --senders 51 --receivers 12 --sweep "$DURABLE" "${STEP[@]}" --out "$R/edgechat3__durable.json"
 log "edgechat cluster: durable, closed loop"
-rec "taskset -c 1 \$W/bench throughput --http http://127.0.0.1:HTTP1 --mqtt 127.0.0.1:MQTT1,127.0.0.1:MQTT2,127.0.0.1:MQTT3 --data \$W/c1 --pid PID1,PID2,PID3 --senders 201 --inflight 4 --duration $TPUT --warmup 1s --out \$W/results/edgechat3__throughput.json"
+rec "taskset -c 1 \$W/bench throughput --http http://127.0.0.1:HTTP1 --mqtt 127.0.0.1:MQTT1,127.0.0.1:MQTT2,127.0.0.1:MQTT3 --data \$W/c1 --pid PID1,PID2,PID3 --senders 200 --inflight 4 --duration $TPUT --warmup 1s --out \$W/results/edgechat3__throughput.json"
 "${GEN[@]}" throughput --http "http://127.0.0.1:$H1" --mqtt "127.0.0.1:$M1,127.0.0.1:$M2,127.0.0.1:$M3" --data "$W/c1" --pid "$CP" \
-  --senders 201 --inflight 4 --duration "$TPUT" --warmup 1s --progress 2s --out "$R/edgechat3__throughput.json"
+  --senders 200 --inflight 4 --duration "$TPUT" --warmup 1s --progress 2s --out "$R/edgechat3__throughput.json"
 stop "${cpids[@]}"
 
 {
@@ -239,7 +239,7 @@ stop "${cpids[@]}"
 } >"$R/versions.txt"
 
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
-NOTE=${NOTE:-"Load average $LOAD0 at the start and $LOAD1 at the end (1, 5, 15 min)."}
+NOTE="${NOTE:+$NOTE }Load average $LOAD0 at the start and $LOAD1 at the end (1, 5, 15 min; $(nproc) CPUs): with the load average above 1 the brokers' tails and the generator's late sends include other work; compare ratios, not absolutes."
 log "writing $OUT"
 "$B" report --dir "$R" --out "$OUT" --commands "$CMDS" --note "$NOTE"
 log "done in $(($(date +%s) - T0)) s"

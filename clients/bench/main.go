@@ -5,6 +5,14 @@
 //	bench latency     publish→PUBACK (and →delivery) latency of durable
 //	                  direct messages at a fixed, open-loop rate
 //	bench throughput  durable messages committed per second, closed loop
+//	bench idle        RSS per idle connection, on any broker
+//	bench dm, rooms   plain-MQTT 1:1 and fan-out scenarios, on any broker
+//	bench durable     real edgechat DMs, one node or a cluster
+//	bench history     history pages and sync from a pre-filled store
+//	bench report      the side-by-side report of `make bench-compare`
+//
+// dm, rooms and durable run at a fixed open-loop rate or sweep rates for
+// the highest one whose p99 stays under a bar.
 //
 // Every mode prints progress lines on stderr while it runs, a summary
 // table on stdout at the end, and optionally JSON (--out) and an SVG
