@@ -165,7 +165,7 @@ type fanoutRun struct {
 	cfg  FanoutConfig
 	env  Env
 	pubs []*paho.Client
-	subs []*paho.Client
+	subs []*rawSub // lean subscribers: the generator must not be the limit
 	seen []*seqSet // per subscriber
 
 	step        atomic.Uint32
@@ -197,7 +197,7 @@ func newFanoutRun(ctx context.Context, cfg FanoutConfig, env Env) (*fanoutRun, e
 	if _, err := RaiseNoFile(uint64(nSubs+cfg.Topics) + 256); err != nil {
 		env.warnf("%v", err)
 	}
-	r.subs = make([]*paho.Client, nSubs)
+	r.subs = make([]*rawSub, nSubs)
 	r.seen = make([]*seqSet, nSubs)
 	r.pubs = make([]*paho.Client, cfg.Topics)
 	var opened atomic.Int64
@@ -211,16 +211,15 @@ func newFanoutRun(ctx context.Context, cfg FanoutConfig, env Env) (*fanoutRun, e
 		r.seen[i] = new(seqSet)
 		g.Go(func() error {
 			seen := r.seen[i]
-			c, err := dial(gctx, dialOptions{
-				Addr: cfg.Addrs[i%len(cfg.Addrs)], User: cfg.Prefix + "sub" + strconv.Itoa(i), Device: "b",
-				ReceiveMaximum: 1024, OnPublish: func(p *paho.Publish) { r.onMessage(seen, p) },
-			})
+			user := cfg.Prefix + "sub" + strconv.Itoa(i)
+			c, err := dialRawSub(gctx, cfg.Addrs[i%len(cfg.Addrs)], user+"-b", user, r.topic(i/cfg.Subs), cfg.QoS,
+				func(p []byte) { r.onMessage(seen, p) })
 			if err != nil {
 				return err
 			}
 			r.subs[i] = c
 			opened.Add(1)
-			return subscribeQoS(gctx, c, r.topic(i/cfg.Subs), cfg.QoS)
+			return nil
 		})
 	}
 	for i := range cfg.Topics {
@@ -249,18 +248,23 @@ func newFanoutRun(ctx context.Context, cfg FanoutConfig, env Env) (*fanoutRun, e
 func (r *fanoutRun) close() {
 	var g errgroup.Group
 	g.SetLimit(32)
-	for _, c := range append(append([]*paho.Client(nil), r.pubs...), r.subs...) {
+	for _, c := range r.pubs {
 		if c != nil {
 			g.Go(func() error { _ = c.Disconnect(&paho.Disconnect{}); return nil })
+		}
+	}
+	for _, c := range r.subs {
+		if c != nil {
+			g.Go(func() error { c.Disconnect(); return nil })
 		}
 	}
 	_ = g.Wait()
 }
 
 // onMessage runs on a subscriber's read goroutine: it must stay cheap.
-func (r *fanoutRun) onMessage(seen *seqSet, p *paho.Publish) {
+func (r *fanoutRun) onMessage(seen *seqSet, payload []byte) {
 	now := time.Now()
-	due, step, _, seq, ok := decodeFanout(p.Payload)
+	due, step, _, seq, ok := decodeFanout(payload)
 	if !ok || step != r.step.Load() {
 		return // a straggler of an earlier step
 	}

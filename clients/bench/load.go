@@ -280,7 +280,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 				defer inner.Wait()
 				for k := int64(0); ; k++ {
 					due, err := pacer.Wait(runCtx)
-					if err != nil {
+					// A slot at or after the end is not part of the run,
+					// even when a starved machine fires the deadline late.
+					if err != nil || !due.Before(endAt) {
 						return
 					}
 					select {
