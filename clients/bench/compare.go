@@ -453,6 +453,20 @@ func WriteReport(rc ReportConfig) error {
 		}
 		w("\n")
 	}
+	// The other notes of the directory, so that the index stays whole.
+	if others, _ := filepath.Glob(filepath.Join(outDir, "*")); len(others) > 0 {
+		var notes []string
+		for _, f := range others {
+			base := filepath.Base(f)
+			if base == filepath.Base(rc.Out) || strings.HasSuffix(base, ".svg") {
+				continue
+			}
+			notes = append(notes, fmt.Sprintf("[%s](%s)", base, base))
+		}
+		if len(notes) > 0 {
+			w("## Other notes here\n\n%s\n\n", strings.Join(notes, ", "))
+		}
+	}
 	if rc.Commands != "" {
 		cmds, err := os.ReadFile(rc.Commands)
 		if err != nil {
