@@ -527,6 +527,17 @@ func compareCharts(name string, rs map[string]*ScenarioResult, p99Max time.Durat
 			tput.Series = append(tput.Series, del)
 		}
 	}
+	// The sweep's bar, across the offered rates.
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, s := range lat.Series {
+		for _, p := range s.Points {
+			lo, hi = math.Min(lo, p.X), math.Max(hi, p.X)
+		}
+	}
+	if lo <= hi {
+		lat.Series = append(lat.Series, Series{Name: fmt.Sprintf("p99 bar (%s)", p99Max), Color: "#999999", Dashed: true,
+			Points: []Point{{X: lo, Y: ms(p99Max)}, {X: hi, Y: ms(p99Max)}}})
+	}
 	return lat, tput
 }
 

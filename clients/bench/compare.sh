@@ -84,7 +84,11 @@ ports() { echo $("$B" freeport -n "$1"); } # one line, newline-terminated for re
 
 # pin PID...: every thread of the broker onto CPU 0 (threads started after
 # the launch under taskset inherit it; this catches any that did not).
-pin() { local p; for p in "$@"; do taskset -a -p -c 0 "$p" >/dev/null; done; }
+pin() {
+  local p
+  rec "taskset -a -p -c 0 PID # every thread of each broker process, once it is ready"
+  for p in "$@"; do taskset -a -p -c 0 "$p" >/dev/null; done
+}
 
 wait_tcp() { # host port
   local i
@@ -116,21 +120,22 @@ stop() { # PID...: stop the brokers of one target before the next starts
 plain() {
   local t=$1 m=$2 pid=$3
   local A=(--anon --mqtt "$m" --pid "$pid" --target "$t")
+  local AR="--anon --mqtt 127.0.0.1:PORT --pid PID --target $t" # as recorded
   log "$t: idle ($IDLE_N connections)"
-  rec "taskset -c 1 \$W/bench idle ${A[*]} -n $IDLE_N --settle 5s --out \$W/results/${t}__idle.json"
+  rec "taskset -c 1 \$W/bench idle $AR -n $IDLE_N --settle 5s --out \$W/results/${t}__idle.json"
   "${GEN[@]}" idle "${A[@]}" -n "$IDLE_N" --settle 5s --progress 2s --out "$R/${t}__idle.json" >/dev/null
   log "$t: dm QoS 0"
-  rec "taskset -c 1 \$W/bench dm ${A[*]} --qos 0 --pairs 50 --sweep $DM0 ${STEP[*]} --out \$W/results/${t}__dm-qos0.json"
+  rec "taskset -c 1 \$W/bench dm $AR --qos 0 --pairs 50 --sweep $DM0 ${STEP[*]} --out \$W/results/${t}__dm-qos0.json"
   "${GEN[@]}" dm "${A[@]}" --qos 0 --pairs 50 --sweep "$DM0" "${STEP[@]}" --out "$R/${t}__dm-qos0.json"
   log "$t: dm QoS 1"
-  rec "taskset -c 1 \$W/bench dm ${A[*]} --qos 1 --pairs 50 --sweep $DM1 ${STEP[*]} --out \$W/results/${t}__dm-qos1.json"
+  rec "taskset -c 1 \$W/bench dm $AR --qos 1 --pairs 50 --sweep $DM1 ${STEP[*]} --out \$W/results/${t}__dm-qos1.json"
   "${GEN[@]}" dm "${A[@]}" --qos 1 --pairs 50 --sweep "$DM1" "${STEP[@]}" --out "$R/${t}__dm-qos1.json"
   log "$t: rooms of 10"
-  rec "taskset -c 1 \$W/bench rooms ${A[*]} --qos 0 --topics 10 --subs 10 --sweep $ROOMS10 ${STEP[*]} --out \$W/results/${t}__rooms10.json"
+  rec "taskset -c 1 \$W/bench rooms $AR --qos 0 --topics 10 --subs 10 --sweep $ROOMS10 ${STEP[*]} --out \$W/results/${t}__rooms10.json"
   "${GEN[@]}" rooms "${A[@]}" --qos 0 --topics 10 --subs 10 --sweep "$ROOMS10" "${STEP[@]}" --out "$R/${t}__rooms10.json"
   if [ -n "$ROOMS100" ]; then
     log "$t: rooms of 100"
-    rec "taskset -c 1 \$W/bench rooms ${A[*]} --qos 0 --topics 2 --subs 100 --sweep $ROOMS100 ${STEP[*]} --out \$W/results/${t}__rooms100.json"
+    rec "taskset -c 1 \$W/bench rooms $AR --qos 0 --topics 2 --subs 100 --sweep $ROOMS100 ${STEP[*]} --out \$W/results/${t}__rooms100.json"
     "${GEN[@]}" rooms "${A[@]}" --qos 0 --topics 2 --subs 100 --sweep "$ROOMS100" "${STEP[@]}" --out "$R/${t}__rooms100.json"
   fi
 }
