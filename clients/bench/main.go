@@ -168,13 +168,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&cfg.Step, "step", 1000, "sample the server's RSS every this many connections")
 		fs.IntVar(&cfg.Concurrency, "concurrency", 32, "connections being opened at once")
 		fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "wait this long after the last connection before the final RSS reading")
+		fs.IntVar(&cfg.Users, "users", 0, "distinct users (0: one per connection with --anon, 100 with accounts: each costs an argon2 registration)")
 		target := fs.String("target", "", "label of the broker measured, for the report")
 		if err := parse(fs, args); err != nil {
 			return ignoreHelp(err)
 		}
-		// One user per connection, as on a real server; no subscriptions
-		// (the plain brokers have no chat topics).
-		cfg.Users, cfg.KeepAlive = cfg.N, 60
+		// No subscriptions: the plain brokers have no chat topics.
+		if cfg.Users <= 0 {
+			cfg.Users = cfg.N
+			if !c.anon {
+				cfg.Users = 100
+			}
+		}
+		cfg.KeepAlive = 60
 		return runIdleCmd(ctx, cfg, &c, *target, stdout, stderr)
 	case "dm", "rooms":
 		var sf scenarioFlags
