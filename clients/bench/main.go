@@ -54,7 +54,7 @@ Usage:
   bench conns      [flags]   N idle MQTT connections; server RSS per connection
   bench latency    [flags]   publish→PUBACK latency at a fixed rate
   bench throughput [flags]   committed durable messages per second
-  bench idle       [flags]   N idle connections, server RSS per connection (conns without accounts by default)
+  bench idle       [flags]   N idle connections, server RSS per connection (any broker with --anon)
   bench dm         [flags]   1:1 messages between pairs of connections, QoS 0 or 1, plain MQTT topics (any broker)
   bench rooms      [flags]   K subscribers per topic, M topics, a fixed total publish rate (any broker)
   bench durable    [flags]   real edgechat DMs (accounts, envelopes, QoS 1), one node or a cluster (--mqtt a,b,c)
