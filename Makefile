@@ -12,7 +12,7 @@ MINIO_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgechat-minio/$(MINIO_V
 MC_VERSION ?= v0.0.0-20250313080218-cf909e1063a9
 MC_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgechat-mc/$(MC_VERSION)
 
-.PHONY: run test test-chaos vet fuzz build cross bench clean minio mc
+.PHONY: run test test-chaos vet fuzz build cross bench bench-compare clean minio mc
 
 ## run: start a complete single-node edgechat (data in ./data)
 run:
@@ -62,6 +62,13 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/wire/ ./cluster/fsm/ ./services/archive/ ./services/gateway/
 	$(GO) test -run '^$$' -bench 'DirectMessage|DeliveryACL' -benchmem ./broker/
+
+## bench-compare: the same load scenarios (idle, dm, rooms, durable, history)
+## against Mosquitto, plain mochi-mqtt, edgechat on one node and on three,
+## broker pinned to CPU 0 and generator to CPU 1; writes docs/perf/README.md
+## (10-15 minutes; QUICK=1 for a ~3-minute try; installs Mosquitto if missing)
+bench-compare:
+	QUICK=$(QUICK) clients/bench/compare.sh
 
 ## build: a static, stripped binary for this machine (as the Dockerfile builds it)
 build:

@@ -38,6 +38,7 @@ type ConnSample struct {
 // ConnsResult is the outcome of the conns mode.
 type ConnsResult struct {
 	Mode         string       `json:"mode"`
+	Target       string       `json:"target,omitempty"`
 	Requested    int          `json:"requested"`
 	Opened       int          `json:"opened"`
 	Failed       int          `json:"failed"`

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +122,160 @@ func readJSON(t *testing.T, path string, v any) {
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
+}
+
+// startRefServer serves a plain mochi-mqtt broker on 127.0.0.1:0 for the
+// test and returns its address.
+func startRefServer(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() { done <- RunRefServer(ctx, "127.0.0.1:0", &out) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("refserver: %v", err)
+		}
+	})
+	for range 500 {
+		if _, rest, ok := strings.Cut(out.String(), "mqtt="); ok {
+			addr, _, _ := strings.Cut(rest, " ")
+			return addr
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("refserver ended: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("refserver did not start: %q", out.String())
+	return ""
+}
+
+// runJSON runs the CLI with args plus --out and decodes the result.
+func runJSON(t *testing.T, ctx context.Context, v any, args ...string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out.json")
+	var stdout, stderr testutil.SyncBuffer
+	if err := run(ctx, append(args, "--out", out, "--progress", "100ms"), &stdout, &stderr); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, stderr.String())
+	}
+	readJSON(t, out, v)
+	return stdout.String() + stderr.String()
+}
+
+// checkSteps asserts what must hold whatever the machine's speed: every
+// message sent was delivered exactly once and measured.
+func checkSteps(t *testing.T, res *ScenarioResult, perMsg int64) {
+	t.Helper()
+	if len(res.Steps) == 0 {
+		t.Fatal("no steps")
+	}
+	for _, s := range res.Steps {
+		if s.Sent == 0 || s.Expected != s.Sent*perMsg || s.Delivered != s.Expected || s.Lost != 0 || s.Duplicates != 0 || s.Failed != 0 {
+			t.Fatalf("step %+v", s)
+		}
+		if s.Latency.Count == 0 || s.Latency.P99 < s.Latency.P50 || s.Latency.Max < s.Latency.P99 {
+			t.Fatalf("latency %+v", s.Latency)
+		}
+	}
+}
+
+// TestPlainScenariosAgainstRefServer runs idle, dm (QoS 0 as a sweep, QoS
+// 1) and rooms briefly against a plain mochi-mqtt broker in this process.
+// The p99 bar is generous and every step runs: nothing here is timed.
+func TestPlainScenariosAgainstRefServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a broker")
+	}
+	addr := startRefServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pid := strconv.Itoa(os.Getpid())
+	short := []string{"--duration", "500ms", "--warmup", "100ms", "--drain", "10s", "--p99-max", "10s", "--stop-after", "9"}
+
+	t.Run("idle", func(t *testing.T) {
+		var res ConnsResult
+		runJSON(t, ctx, &res, "idle", "--anon", "--mqtt", addr, "--pid", pid, "-n", "20", "--step", "10", "--settle", "0s", "--target", "mochi")
+		if res.Mode != "idle" || res.Target != "mochi" || res.Opened != 20 || res.Failed != 0 || len(res.Samples) < 3 {
+			t.Fatalf("idle %+v", res)
+		}
+	})
+	t.Run("dm qos0 sweep", func(t *testing.T) {
+		var res ScenarioResult
+		out := runJSON(t, ctx, &res, append([]string{"dm", "--anon", "--mqtt", addr, "--pid", pid, "--pairs", "3", "--qos", "0", "--sweep", "30,60"}, short...)...)
+		checkSteps(t, &res, 1)
+		if res.Sweep == nil || len(res.Steps) != 2 || res.Steps[1].OfferedRate != 60 || res.Sweep.Best != 60 || res.Steps[0].CPUPerMsg <= 0 {
+			t.Fatalf("sweep %+v steps %+v", res.Sweep, res.Steps)
+		}
+		if !strings.Contains(out, "highest rate with p99") || !strings.Contains(out, "dm: rate 60/s") {
+			t.Fatalf("no sweep line or progress:\n%s", out)
+		}
+	})
+	t.Run("dm qos1", func(t *testing.T) {
+		var res ScenarioResult
+		runJSON(t, ctx, &res, append([]string{"dm", "--anon", "--mqtt", addr, "--pairs", "2", "--qos", "1", "--rate", "40"}, short...)...)
+		checkSteps(t, &res, 1)
+		if res.Sweep != nil || res.Steps[0].Ack == nil || res.Steps[0].Ack.Count == 0 {
+			t.Fatalf("qos1 %+v", res.Steps[0])
+		}
+	})
+	t.Run("rooms", func(t *testing.T) {
+		var res ScenarioResult
+		runJSON(t, ctx, &res, append([]string{"rooms", "--anon", "--mqtt", addr, "--topics", "2", "--subs", "4", "--rate", "40", "--size", "200"}, short...)...)
+		checkSteps(t, &res, 4)
+		if res.Params["subs"] != float64(4) {
+			t.Fatalf("params %v", res.Params)
+		}
+	})
+}
+
+// TestEdgechatScenariosAgainstRealNodes runs durable (over TCP and
+// WebSocket) and history against an in-process node, and dm over
+// WebSocket against a --dev node.
+func TestEdgechatScenariosAgainstRealNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes")
+	}
+	n := nodetest.StartNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	short := []string{"--duration", "500ms", "--warmup", "100ms", "--drain", "10s", "--p99-max", "10s"}
+	for _, tr := range []string{"tcp", "ws"} {
+		t.Run("durable over "+tr, func(t *testing.T) {
+			args := []string{"durable", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "du" + tr, "--senders", "3", "--receivers", "2", "--rate", "30"}
+			if tr == "ws" {
+				args = append(args, "--ws")
+			}
+			var res ScenarioResult
+			runJSON(t, ctx, &res, append(args, short...)...)
+			checkSteps(t, &res, 1)
+			s := res.Steps[0]
+			if res.Transport != tr || !s.BarOnAck || s.Ack == nil || s.Ack.Count == 0 || s.Expected != s.Sent {
+				t.Fatalf("durable over %s: %+v", tr, res)
+			}
+		})
+	}
+	t.Run("history", func(t *testing.T) {
+		var res HistoryResult
+		runJSON(t, ctx, &res, "history", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "hi", "-n", "120", "--devices", "2",
+			"--inflight", "4", "--pages", "10", "--sync-limit", "50", "--repeat", "3")
+		if res.Stored != 120 || res.FillFailed != 0 || res.SyncMessages != 120 || res.Sync.Count != 3 {
+			t.Fatalf("history %+v", res)
+		}
+		// 120 messages in pages of 50: three pages, the last one short.
+		if res.PagesWalked != 3 || res.Paging.Count != 3 || res.Newest.Count != 3 || res.Conversations.Count != 3 {
+			t.Fatalf("history reads %+v", res)
+		}
+	})
+	t.Run("dm over ws, dev node", func(t *testing.T) {
+		dev := nodetest.StartNode(t, nodetest.WithDev())
+		var res ScenarioResult
+		runJSON(t, ctx, &res, append([]string{"dm", "--http", dev.HTTPURL, "--ws", "--pairs", "2", "--qos", "1", "--rate", "20"}, short...)...)
+		checkSteps(t, &res, 1)
+		if res.Transport != "ws" {
+			t.Fatalf("transport %q", res.Transport)
+		}
+	})
 }

@@ -22,9 +22,14 @@ import (
 // publish durable direct messages (QoS 1 to user/{to}/newMessage) to a
 // set of receivers, round robin.
 type LoadConfig struct {
-	MQTTAddr  string
+	MQTTAddr string
+	// MQTTAddrs, when set, replaces MQTTAddr: a cluster's nodes; senders
+	// and receivers are spread over them (a sender on the node after its
+	// receiver's, as in the durable scenario).
+	MQTTAddrs []string
 	HTTPURL   string // the node's HTTP API, for its /metrics; "": not read
 	PID       int    // server process for CPU and RSS; 0: not measured
+	PIDs      []int  // a cluster's processes, summed (replaces PID when set)
 	Prefix    string
 	Senders   int
 	Receivers int
@@ -95,6 +100,14 @@ func (c *LoadConfig) validate() error {
 	return validPrefix(c.Prefix)
 }
 
+// addr is the address of the i-th connection of a kind.
+func (c *LoadConfig) addr(i int) string {
+	if len(c.MQTTAddrs) == 0 {
+		return c.MQTTAddr
+	}
+	return c.MQTTAddrs[i%len(c.MQTTAddrs)]
+}
+
 // lateThreshold is how far behind its slot a paced send may start
 // before it counts as late (the client, not the server, was too slow).
 const lateThreshold = 10 * time.Millisecond
@@ -160,8 +173,8 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 				deliveries.Add(now.Sub(t))
 			}
 		}
-		for _, r := range receivers {
-			c, err := dial(ctx, dialOptions{Addr: cfg.MQTTAddr, User: r, Device: "bench", Token: tokens[r], ReceiveMaximum: 1024, OnPublish: onMsg})
+		for i, r := range receivers {
+			c, err := dial(ctx, dialOptions{Addr: cfg.addr(i), User: r, Device: "bench", Token: tokens[r], ReceiveMaximum: 1024, OnPublish: onMsg})
 			if err != nil {
 				return nil, err
 			}
@@ -177,7 +190,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		g.SetLimit(16)
 		for i, s := range senders {
 			g.Go(func() error {
-				c, err := dial(gctx, dialOptions{Addr: cfg.MQTTAddr, User: s, Device: "bench", Token: tokens[s], ReceiveMaximum: 16})
+				c, err := dial(gctx, dialOptions{Addr: cfg.addr(i + 1), User: s, Device: "bench", Token: tokens[s], ReceiveMaximum: 16})
 				senderConns[i] = c
 				return err
 			})
@@ -195,8 +208,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 
 	metrics0 := scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...)
 	var cpu0 time.Duration
-	if cfg.PID > 0 {
-		cpu0, _ = ReadCPUTime(cfg.PID)
+	if len(cfg.PIDs) == 0 && cfg.PID > 0 {
+		cfg.PIDs = []int{cfg.PID}
+	}
+	if len(cfg.PIDs) > 0 {
+		cpu0, _ = readCPUTimes(cfg.PIDs)
 	}
 	// publish sends message k of sender i and records its outcome. Its
 	// context is not the run's: a publish already on the wire is waited
@@ -264,7 +280,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 				defer inner.Wait()
 				for k := int64(0); ; k++ {
 					due, err := pacer.Wait(runCtx)
-					if err != nil {
+					// A slot at or after the end is not part of the run,
+					// even when a starved machine fires the deadline late.
+					if err != nil || !due.Before(endAt) {
 						return
 					}
 					select {
@@ -331,11 +349,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		s := Summarize(slices.Clone(res.deliverySorted))
 		res.Delivery = &s
 	}
-	if cfg.PID > 0 {
-		if cpu1, err := ReadCPUTime(cfg.PID); err == nil && total.Load() > 0 {
+	if len(cfg.PIDs) > 0 {
+		if cpu1, err := readCPUTimes(cfg.PIDs); err == nil && total.Load() > 0 {
 			res.ServerCPUPerMsg = float64((cpu1 - cpu0).Microseconds()) / float64(total.Load())
 		}
-		if kb, err := ReadRSS(cfg.PID); err == nil {
+		if kb, err := readRSSSum(cfg.PIDs); err == nil {
 			res.ServerRSSKB = kb
 		}
 	}

@@ -5,6 +5,14 @@
 //	bench latency     publish→PUBACK (and →delivery) latency of durable
 //	                  direct messages at a fixed, open-loop rate
 //	bench throughput  durable messages committed per second, closed loop
+//	bench idle        RSS per idle connection, on any broker
+//	bench dm, rooms   plain-MQTT 1:1 and fan-out scenarios, on any broker
+//	bench durable     real edgechat DMs, one node or a cluster
+//	bench history     history pages and sync from a pre-filled store
+//	bench report      the side-by-side report of `make bench-compare`
+//
+// dm, rooms and durable run at a fixed open-loop rate or sweep rates for
+// the highest one whose p99 stays under a bar.
 //
 // Every mode prints progress lines on stderr while it runs, a summary
 // table on stdout at the end, and optionally JSON (--out) and an SVG
@@ -19,6 +27,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -44,7 +54,17 @@ Usage:
   bench conns      [flags]   N idle MQTT connections; server RSS per connection
   bench latency    [flags]   publish→PUBACK latency at a fixed rate
   bench throughput [flags]   committed durable messages per second
+  bench idle       [flags]   N idle connections, server RSS per connection (any broker with --anon)
+  bench dm         [flags]   1:1 messages between pairs of connections, QoS 0 or 1, plain MQTT topics (any broker)
+  bench rooms      [flags]   K subscribers per topic, M topics, a fixed total publish rate (any broker)
+  bench durable    [flags]   real edgechat DMs (accounts, envelopes, QoS 1), one node or a cluster (--mqtt a,b,c)
+  bench history    [flags]   fill the store with N messages, then time history pages, deep paging and sync
   bench refserver  [--listen ADDR]   a plain mochi-mqtt broker to compare with (use --anon)
+  bench freeport   [-n N]    print N free TCP ports on 127.0.0.1 (for scripts)
+  bench report     [flags]   write docs/perf/README.md from a bench-compare results directory
+
+dm, rooms and durable run at --rate or sweep --sweep 1000,2000,5000 (or
+START/FACTOR/MAX) for the highest rate whose p99 stays under --p99-max.
 
 Run "bench MODE -h" for the flags of a mode.
 `
@@ -52,16 +72,27 @@ Run "bench MODE -h" for the flags of a mode.
 // common are the flags every mode has.
 type common struct {
 	httpURL, mqtt, data, out, chart, prefix, password string
-	pid                                               int
+	pid                                               int   // the first of pids
+	pids                                              []int // --pid PID[,PID...]: a cluster's processes are summed
 	anon                                              bool
 	ttl, progressEvery                                time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.httpURL, "http", "http://127.0.0.1:8080", "HTTP API base URL of the node (accounts)")
-	fs.StringVar(&c.mqtt, "mqtt", "127.0.0.1:1883", "MQTT address host:port (or tcp://host:port)")
+	fs.StringVar(&c.mqtt, "mqtt", "127.0.0.1:1883", "MQTT address host:port, tcp://host:port or ws://host:port/mqtt; dm, rooms and durable take a comma-separated list (a cluster) and spread connections over it")
 	fs.StringVar(&c.data, "data", "", "the node's data directory: mint tokens from its keys instead of logging in")
-	fs.IntVar(&c.pid, "pid", 0, "PID of the server process, to read its RSS and CPU time from /proc")
+	fs.Func("pid", "PID of the server process (several, comma-separated, for a cluster: summed), to read its RSS and CPU time from /proc", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("--pid: %q is not a process ID", f)
+			}
+			c.pids = append(c.pids, n)
+		}
+		c.pid = c.pids[0]
+		return nil
+	})
 	fs.StringVar(&c.out, "out", "", "write machine-readable results to this JSON file")
 	fs.StringVar(&c.chart, "chart", "", "draw a chart to this SVG file")
 	fs.StringVar(&c.prefix, "prefix", "bench", "prefix of the bench users' names")
@@ -131,6 +162,102 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --rate must be positive", errUsage)
 		}
 		return runLoadCmd(ctx, cfg, &c, stdout, stderr)
+	case "idle":
+		cfg := ConnsConfig{}
+		fs.IntVar(&cfg.N, "n", 5000, "connections to open")
+		fs.IntVar(&cfg.Step, "step", 1000, "sample the server's RSS every this many connections")
+		fs.IntVar(&cfg.Concurrency, "concurrency", 32, "connections being opened at once")
+		fs.DurationVar(&cfg.Settle, "settle", 5*time.Second, "wait this long after the last connection before the final RSS reading")
+		fs.IntVar(&cfg.Users, "users", 0, "distinct users (0: one per connection with --anon, 100 with accounts: each costs an argon2 registration)")
+		target := fs.String("target", "", "label of the broker measured, for the report")
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		// No subscriptions: the plain brokers have no chat topics.
+		if cfg.Users <= 0 {
+			cfg.Users = cfg.N
+			if !c.anon {
+				cfg.Users = 100
+			}
+		}
+		cfg.KeepAlive = 60
+		return runIdleCmd(ctx, cfg, &c, *target, stdout, stderr)
+	case "dm", "rooms":
+		var sf scenarioFlags
+		sf.register(fs, 64)
+		cfg := FanoutConfig{Scenario: mode}
+		qos := fs.Uint("qos", 0, "QoS of publishes and subscriptions (0 or 1)")
+		if mode == "dm" {
+			fs.IntVar(&cfg.Topics, "pairs", 50, "pairs of connections (publisher → subscriber, one topic each)")
+			cfg.Subs = 1
+		} else {
+			fs.IntVar(&cfg.Topics, "topics", 10, "topics (rooms), one publisher each")
+			fs.IntVar(&cfg.Subs, "subs", 10, "subscribers per topic")
+		}
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		if *qos > 1 {
+			return fmt.Errorf("%w: --qos must be 0 or 1", errUsage)
+		}
+		cfg.QoS = byte(*qos)
+		return runFanoutCmd(ctx, cfg, &sf, &c, stdout, stderr)
+	case "durable":
+		var sf scenarioFlags
+		sf.register(fs, 100)
+		cfg := DurableConfig{}
+		fs.IntVar(&cfg.Senders, "senders", 50, "sending users, one connection each")
+		fs.IntVar(&cfg.Receivers, "receivers", 10, "receiving users, subscribed (messages go round robin)")
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		return runDurableCmd(ctx, cfg, &sf, &c, stdout, stderr)
+	case "history":
+		cfg := HistoryConfig{}
+		fs.IntVar(&cfg.Stored, "n", 10000, "messages to store before reading (0: read what is there)")
+		fs.IntVar(&cfg.Devices, "devices", 8, "sending connections for the fill")
+		fs.IntVar(&cfg.InFlight, "inflight", 16, "outstanding publishes per fill connection")
+		fs.IntVar(&cfg.Size, "size", 100, "message body bytes")
+		fs.IntVar(&cfg.PageSize, "page", 50, "history page size")
+		fs.IntVar(&cfg.Pages, "pages", 200, "deep paging: history pages walked back from the newest")
+		fs.IntVar(&cfg.SyncLimit, "sync-limit", 1000, "messages per sync page")
+		fs.IntVar(&cfg.SyncPages, "sync-pages", 100, "sync pages walked from the start at most")
+		fs.IntVar(&cfg.Repeat, "repeat", 200, "requests of the newest page and of the conversation list")
+		target := fs.String("target", "", "label of the broker measured, for the report")
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		return runHistoryCmd(ctx, cfg, &c, *target, stdout, stderr)
+	case "freeport":
+		fp := flag.NewFlagSet(mode, flag.ContinueOnError)
+		fp.SetOutput(stderr)
+		n := fp.Int("n", 1, "ports")
+		if err := parse(fp, args); err != nil {
+			return ignoreHelp(err)
+		}
+		ports, err := FreePorts(*n)
+		if err != nil {
+			return err
+		}
+		for _, p := range ports {
+			fmt.Fprintln(stdout, p)
+		}
+		return nil
+	case "report":
+		rf := flag.NewFlagSet(mode, flag.ContinueOnError)
+		rf.SetOutput(stderr)
+		var rc ReportConfig
+		rf.StringVar(&rc.Dir, "dir", "", "results directory written by scripts/bench-compare.sh")
+		rf.StringVar(&rc.Out, "out", "docs/perf/README.md", "the Markdown report to write (charts go next to it)")
+		rf.StringVar(&rc.Commands, "commands", "", "file holding the exact commands that were run")
+		rf.StringVar(&rc.Note, "note", "", "a paragraph about the conditions of the run")
+		if err := parse(rf, args); err != nil {
+			return ignoreHelp(err)
+		}
+		if rc.Dir == "" {
+			return fmt.Errorf("%w: report needs --dir", errUsage)
+		}
+		return WriteReport(rc)
 	case "refserver":
 		rs := flag.NewFlagSet(mode, flag.ContinueOnError)
 		rs.SetOutput(stderr)
@@ -191,11 +318,14 @@ func runConnsCmd(ctx context.Context, cfg ConnsConfig, c *common, stdout, stderr
 }
 
 func runLoadCmd(ctx context.Context, cfg LoadConfig, c *common, stdout, stderr io.Writer) error {
-	addr, err := mqttAddr(c.mqtt)
+	addrs, err := mqttAddrs(c.mqtt)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
+	cfg.MQTTAddr, cfg.PID, cfg.PIDs, cfg.Prefix = addrs[0], c.pid, c.pids, c.prefix
+	if len(addrs) > 1 {
+		cfg.MQTTAddrs = addrs
+	}
 	if !c.anon {
 		cfg.HTTPURL = c.httpURL
 	}
@@ -230,4 +360,110 @@ func writeOutputs(c *common, res any, chart func() (Chart, bool), stderr io.Writ
 		}
 	}
 	return nil
+}
+
+func runIdleCmd(ctx context.Context, cfg ConnsConfig, c *common, target string, stdout, stderr io.Writer) error {
+	addr, err := mqttAddr(c.mqtt)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
+	env, err := c.env(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := RunConns(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	res.Mode, res.Target = "idle", target
+	if err := PrintConns(stdout, res); err != nil {
+		return err
+	}
+	return writeOutputs(c, res, func() (Chart, bool) { return ConnsChart(res), len(res.Samples) > 0 }, stderr)
+}
+
+func runFanoutCmd(ctx context.Context, cfg FanoutConfig, sf *scenarioFlags, c *common, stdout, stderr io.Writer) error {
+	rates, err := sf.rates()
+	if err != nil {
+		return err
+	}
+	if cfg.Addrs, err = sf.addrs(c); err != nil {
+		return err
+	}
+	cfg.PIDs, cfg.Prefix, cfg.Size, cfg.InFlight = c.pids, c.prefix, sf.size, sf.inflight
+	cfg.Duration, cfg.Warmup, cfg.Drain = sf.duration, sf.warmup, sf.drain
+	// Plain MQTT: no accounts, whatever the broker.
+	env := Env{Stdout: stdout, Stderr: stderr, Tokens: AnonTokens{}, ProgressEvery: c.progressEvery}
+	run, err := newFanoutRun(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	defer run.close()
+	res := &ScenarioResult{Scenario: cfg.Scenario, Target: sf.target, Transport: transportOf(cfg.Addrs), Params: map[string]any{
+		"qos": cfg.QoS, "topics": cfg.Topics, "subs": cfg.Subs, "size": cfg.Size, "duration": cfg.Duration.String(), "nodes": len(cfg.Addrs)}}
+	if cfg.Scenario == "dm" {
+		res.Params["pairs"] = cfg.Topics
+		delete(res.Params, "topics")
+		delete(res.Params, "subs")
+	}
+	if err := runSteps(ctx, sf, rates, run.run, res); err != nil {
+		return err
+	}
+	return finishScenario(c, res, stdout, stderr)
+}
+
+func runDurableCmd(ctx context.Context, cfg DurableConfig, sf *scenarioFlags, c *common, stdout, stderr io.Writer) error {
+	rates, err := sf.rates()
+	if err != nil {
+		return err
+	}
+	if cfg.Addrs, err = sf.addrs(c); err != nil {
+		return err
+	}
+	cfg.PIDs, cfg.Prefix, cfg.Size, cfg.InFlight = c.pids, c.prefix, sf.size, sf.inflight
+	cfg.Duration, cfg.Warmup, cfg.Drain = sf.duration, sf.warmup, sf.drain
+	env, err := c.env(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	run, err := newDurableRun(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	defer run.close()
+	res := &ScenarioResult{Scenario: "durable", Target: sf.target, Transport: transportOf(cfg.Addrs), Params: map[string]any{
+		"senders": cfg.Senders, "receivers": cfg.Receivers, "size": cfg.Size, "duration": cfg.Duration.String(), "nodes": len(cfg.Addrs)}}
+	if err := runSteps(ctx, sf, rates, run.run, res); err != nil {
+		return err
+	}
+	return finishScenario(c, res, stdout, stderr)
+}
+
+func finishScenario(c *common, res *ScenarioResult, stdout, stderr io.Writer) error {
+	if err := PrintScenario(stdout, res); err != nil {
+		return err
+	}
+	return writeOutputs(c, res, func() (Chart, bool) { return RateChart(res), len(res.Steps) > 0 && res.Steps[0].Latency.Count > 0 }, stderr)
+}
+
+func runHistoryCmd(ctx context.Context, cfg HistoryConfig, c *common, target string, stdout, stderr io.Writer) error {
+	addr, err := mqttAddr(c.mqtt)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.Addr, cfg.HTTPURL, cfg.PIDs, cfg.Prefix = addr, c.httpURL, c.pids, c.prefix
+	env, err := c.env(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	res, err := RunHistory(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	res.Target = target
+	if err := PrintHistory(stdout, res); err != nil {
+		return err
+	}
+	return writeOutputs(c, res, func() (Chart, bool) { return Chart{}, false }, stderr)
 }

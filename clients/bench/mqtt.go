@@ -24,11 +24,16 @@ type dialOptions struct {
 	// unset), which matters with thousands of connections.
 	ReceiveMaximum uint16
 	OnPublish      func(*paho.Publish) // nil: incoming messages are ignored
-	Timeout        time.Duration
+	// ClientID overrides the default client ID {User}/{Device}.
+	ClientID string
+	Timeout  time.Duration
 }
 
 // mqttAddr turns "tcp://h:p", "mqtt://h:p" or "h:p" into "h:p".
 func mqttAddr(s string) (string, error) {
+	if isWS(s) {
+		return s, nil
+	}
 	for _, p := range []string{"tcp://", "mqtt://"} {
 		s = strings.TrimPrefix(s, p)
 	}
@@ -38,7 +43,7 @@ func mqttAddr(s string) (string, error) {
 	return s, nil
 }
 
-// dial opens a TCP connection and an MQTT v5 session on it with a plain
+// dial opens a TCP or WebSocket connection and an MQTT v5 session on it with a plain
 // paho.Client (no autopaho: no reconnection machinery per connection).
 func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
 	if o.Timeout <= 0 {
@@ -46,10 +51,9 @@ func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", o.Addr)
+	conn, err := dialConn(ctx, o.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("dialing %s: %w", o.Addr, err)
+		return nil, err
 	}
 	cfg := paho.ClientConfig{Conn: conn}
 	if o.OnPublish != nil {
@@ -71,8 +75,17 @@ func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
 	if ka == 0 {
 		ka = 60
 	}
+	cid := o.ClientID
+	if cid == "" {
+		cid = o.User + "/" + o.Device
+		if o.Token == "" {
+			// Anonymous: edgechat --dev refuses the {user}/{device} form
+			// without a token (0x85), other brokers accept anything.
+			cid = o.User + "-" + o.Device
+		}
+	}
 	ack, err := c.Connect(ctx, &paho.Connect{
-		ClientID:     o.User + "/" + o.Device,
+		ClientID:     cid,
 		Username:     o.User,
 		UsernameFlag: true,
 		Password:     []byte(o.Token),

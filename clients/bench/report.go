@@ -73,6 +73,25 @@ func summaryLine(s Summary) string {
 	return fmt.Sprintf("p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%d)", s.P50, s.P90, s.P99, s.P999, s.Max, s.Count)
 }
 
+// PrintHistory writes the summary table of a history run.
+func PrintHistory(w io.Writer, r *HistoryResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if r.FillSeconds > 0 {
+		fmt.Fprintf(tw, "fill	%d messages in %.1f s (%.0f msg/s, %d failed, %.0f µs server CPU per message)\n", r.Stored, r.FillSeconds, r.FillRate, r.FillFailed, r.FillCPUPerMsg)
+	}
+	fmt.Fprintf(tw, "history newest page of %d ms	%s\n", r.PageSize, summaryLine(r.Newest))
+	fmt.Fprintf(tw, "history deep paging (%d pages) ms	%s\n", r.PagesWalked, summaryLine(r.Paging))
+	fmt.Fprintf(tw, "sync page of up to %d ms	%s (%d messages)\n", r.SyncLimit, summaryLine(r.Sync), r.SyncMessages)
+	fmt.Fprintf(tw, "conversations ms	%s\n", summaryLine(r.Conversations))
+	if r.ServerRSSKB > 0 {
+		fmt.Fprintf(tw, "server RSS at end	%.1f MB\n", float64(r.ServerRSSKB)/1024)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(tw, "fill error	%s\n", e)
+	}
+	return tw.Flush()
+}
+
 // WriteJSON writes v, indented, to path.
 func WriteJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")

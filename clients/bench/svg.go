@@ -18,6 +18,8 @@ type Point struct{ X, Y float64 }
 type Series struct {
 	Name   string
 	Points []Point
+	Color  string // "": from the palette by position
+	Dashed bool
 }
 
 // Tick is a labelled position on an axis.
@@ -109,12 +111,19 @@ func WriteSVG(w io.Writer, c Chart) error {
 	// Series.
 	for i, s := range c.Series {
 		color := palette[i%len(palette)]
+		if s.Color != "" {
+			color = s.Color
+		}
+		dash := ""
+		if s.Dashed {
+			dash = ` stroke-dasharray="6 4"`
+		}
 		pts := make([]string, 0, len(s.Points))
 		for _, p := range s.Points {
 			pts = append(pts, f(px(p.X))+","+f(py(p.Y)))
 		}
 		fmt.Fprintf(b, `<g class="series"><title>%s</title>`+"\n", esc(s.Name))
-		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", color, strings.Join(pts, " "))
+		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
 		if len(s.Points) <= 60 {
 			for _, p := range s.Points {
 				fmt.Fprintf(b, `<circle cx="%s" cy="%s" r="3" fill="%s"><title>%s</title></circle>`+"\n", f(px(p.X)), f(py(p.Y)), color, esc(fmt.Sprintf("%s: %g, %g", s.Name, p.X, p.Y)))
@@ -123,7 +132,7 @@ func WriteSVG(w io.Writer, c Chart) error {
 		fmt.Fprintf(b, "</g>\n")
 		// Legend, top left inside the plot.
 		ly := padT + 14 + 18*i
-		fmt.Fprintf(b, `<rect x="%d" y="%d" width="14" height="4" fill="%s"/>`+"\n", padL+12, ly-6, color)
+		fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"%s/>`+"\n", padL+12, ly-4, padL+28, ly-4, color, dash)
 		fmt.Fprintf(b, `<text x="%d" y="%d">%s</text>`+"\n", padL+32, ly, esc(s.Name))
 	}
 	fmt.Fprintf(b, "</svg>\n")
