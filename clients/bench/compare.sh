@@ -6,7 +6,8 @@
 # the exact commands). `make bench-compare` runs it; QUICK=1 is a short
 # run (about 3 minutes) to try it, the full one takes about 10–15.
 #
-# Environment: QUICK=1, OUT=path/README.md (default docs/perf/README.md),
+# Environment: QUICK=1, EDGECHAT_BIN=path (an edgechat binary to measure
+# instead of building this tree's: before/after comparisons), OUT=path/README.md (default docs/perf/README.md),
 # NOTE="conditions of the run" (the load average is added), KEEP=1 keeps the work directory (results
 # JSON, logs). Needs root only to install Mosquitto when it is missing.
 #
@@ -54,10 +55,17 @@ if [ -z "$MOSQ" ]; then
 fi
 
 log "building edgechat and bench"
-(cd "$ROOT" && go build -o "$W/edgechat" ./cmd/edgechat && go build -o "$W/bench" ./clients/bench)
+(cd "$ROOT" && go build -o "$W/bench" ./clients/bench)
 B=$W/bench
+if [ -n "${EDGECHAT_BIN:-}" ]; then
+  # Another build of edgechat (an earlier commit, for before/after).
+  cp "$EDGECHAT_BIN" "$W/edgechat"
+  rec "go build -o \$W/bench ./clients/bench  # edgechat: a given binary, $(basename "$EDGECHAT_BIN")"
+else
+  (cd "$ROOT" && go build -o "$W/edgechat" ./cmd/edgechat)
+  rec "go build -o \$W/edgechat ./cmd/edgechat && go build -o \$W/bench ./clients/bench"
+fi
 E=$W/edgechat
-rec "go build -o \$W/edgechat ./cmd/edgechat && go build -o \$W/bench ./clients/bench"
 
 # The broker and the generator need descriptors for every connection.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
