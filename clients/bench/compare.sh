@@ -6,7 +6,7 @@
 # the exact commands). `make bench-compare` runs it; QUICK=1 is a short
 # run (about 3 minutes) to try it, the full one takes about 10–15.
 #
-# Environment: QUICK=1, EDGECHAT_BIN=path (an edgechat binary to measure
+# Environment: QUICK=1, ONLY_EDGECHAT=1 (skip Mosquitto and mochi), EDGECHAT_BIN=path (an edgechat binary to measure
 # instead of building this tree's: before/after comparisons), OUT=path/README.md (default docs/perf/README.md),
 # NOTE="conditions of the run" (the load average is added), KEEP=1 keeps the work directory (results
 # JSON, logs). Needs root only to install Mosquitto when it is missing.
@@ -152,6 +152,7 @@ plain() {
 NOLIMITS=(--mqtt-publish-rate off --mqtt-connect-rate off --http-rate all=off,auth=off,write=off,read=off,admin=off --log-level warn)
 
 # --- Mosquitto ------------------------------------------------------------
+if [ "${ONLY_EDGECHAT:-0}" != 1 ]; then
 read -r MP _ < <(ports 1)
 cat >"$W/mosquitto.conf" <<EOF
 listener $MP 127.0.0.1
@@ -182,6 +183,7 @@ wait_tcp 127.0.0.1 "$RP"
 pin "$P"
 plain mochi "127.0.0.1:$RP" "$P"
 stop "$P"
+fi
 
 # --- edgechat, one node, --dev for the plain-MQTT scenarios ------------------
 read -r H M C _ < <(ports 3)
