@@ -44,7 +44,7 @@ const (
 	DefaultCommitTimeout      = time.Second
 	DefaultSnapshotThreshold  = 8192
 	DefaultSnapshotInterval   = 2 * time.Minute
-	DefaultTrailingLogs       = 10240
+	DefaultTrailingLogs       = 4096
 	DefaultMaxBatch           = 256
 
 	// MaxCommandSize is the largest payload of one proposed command.
