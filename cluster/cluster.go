@@ -44,7 +44,7 @@ const (
 	DefaultCommitTimeout      = time.Second
 	DefaultSnapshotThreshold  = 8192
 	DefaultSnapshotInterval   = 2 * time.Minute
-	DefaultTrailingLogs       = 4096
+	DefaultTrailingLogs       = 8192 // not below DefaultSnapshotThreshold: see snapshotsRetained
 	DefaultMaxBatch           = 256
 
 	// MaxCommandSize is the largest payload of one proposed command.

@@ -26,7 +26,12 @@ const (
 	DefaultLogSegmentSize = 8 << 20
 	// snapshotsRetained is how many snapshots the file store keeps. Two,
 	// so that a damaged latest snapshot (its CRC is checked on open) still
-	// leaves one to start from.
+	// leaves one to start from. Starting from the older one needs the log
+	// to reach back to it (Raft stops if an entry after its snapshot is
+	// missing), hence DefaultTrailingLogs is not below
+	// DefaultSnapshotThreshold: at light load, when the threshold spaces
+	// snapshots, the fallback works; under load the SnapshotInterval
+	// timer spaces them further apart than that, as it did before.
 	snapshotsRetained = 2
 )
 
@@ -55,9 +60,12 @@ func (s compressedSnapshots) Create(version raft.SnapshotVersion, index, term ui
 		return nil, err
 	}
 	// One goroutine: a snapshot is written in the background while the
-	// node serves, and should not take both cores of an edge box.
-	enc, err := zstd.NewWriter(sink, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(4<<20))
+	// node serves, and should not take both cores of an edge box. The
+	// fastest level with a 1 MB window compresses a 98 MB snapshot of
+	// 200k messages as well as the default level with 4 MB (to 30%), in
+	// 0.56 s of CPU instead of 0.93 s (docs/perf/disk.md).
+	enc, err := zstd.NewWriter(sink, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(1<<20))
 	if err != nil {
 		_ = sink.Cancel()
 		return nil, fmt.Errorf("cluster: snapshot compressor: %w", err)
