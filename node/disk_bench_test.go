@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,7 @@ func BenchmarkDiskPerMessage(b *testing.B) {
 	}
 	base := diskUsage(b, dir)
 
-	cpu0 := cpuTime()
+	cpu0, wrote0 := cpuTime(), bytesWritten()
 	b.ResetTimer()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -128,6 +129,11 @@ func BenchmarkDiskPerMessage(b *testing.B) {
 	b.ReportMetric(float64(base)/(1<<20), "empty-MB")
 	b.ReportMetric(float64(sendCPU.Microseconds())/float64(b.N), "cpu-µs/msg")
 	b.ReportMetric(float64(settleCPU.Milliseconds()), "settle-cpu-ms")
+	if wrote0 >= 0 {
+		// Everything the process wrote to storage (log, Badger's tables
+		// and compactions, snapshots) per message: write amplification.
+		b.ReportMetric(per(bytesWritten()-wrote0), "written-B/msg")
+	}
 }
 
 // randomBody is n bytes of random lowercase words.
@@ -194,6 +200,38 @@ func listFiles(dir string) string {
 		return nil
 	})
 	return sb.String()
+}
+
+// bytesWritten is what this process caused to be written to storage so
+// far (write_bytes less cancelled_write_bytes, for pages of files deleted
+// before they were written back, of /proc/self/io); -1 where that is not
+// available.
+func bytesWritten() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	var written, cancelled int64 = -1, 0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return -1
+		}
+		switch k {
+		case "write_bytes":
+			written = n
+		case "cancelled_write_bytes":
+			cancelled = n
+		}
+	}
+	if written < 0 {
+		return -1
+	}
+	return written - cancelled
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.
