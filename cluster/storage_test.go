@@ -196,10 +196,14 @@ func TestJoinAfterCompactionInstallsSnapshot(t *testing.T) {
 	compact := func(c *Config) {
 		c.TrailingLogs = 4
 		c.SnapshotThreshold = 1 << 20
+		// Small segments, so that the compacted entries are in deleted
+		// files: raft-wal still serves entries below the first index
+		// from the segment it is writing.
+		c.LogSegmentSize = 2 << 10
 	}
 	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true; compact(c) })
 	waitReady(t, n1.Raft)
-	keys := keyList("early-", 40)
+	keys := keyList("early-", 100)
 	for _, k := range keys { // one entry each, so the log is long
 		proposeKeys(t, n1, k)
 	}
@@ -209,7 +213,21 @@ func TestJoinAfterCompactionInstallsSnapshot(t *testing.T) {
 	if first, err := n1.wal.FirstIndex(); err != nil || first <= 1 {
 		t.Fatalf("log not compacted: first index %d, %v", first, err)
 	}
-	ms := []*member{n1, startMember(t, "n2", func(c *Config) { c.Join = []string{n1.addr}; compact(c) })}
+	n2 := startMember(t, "n2", func(c *Config) { c.Join = []string{n1.addr}; compact(c) })
+	ms := []*member{n1, n2}
 	waitVoters(t, ms, 2)
 	waitKeys(t, ms, keys...)
+	// n2 got there through a snapshot, which it stored compressed.
+	store, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(n2.dir, "raft"), snapshotsRetained, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := store.List()
+	if err != nil || len(list) == 0 {
+		t.Fatalf("n2 has no snapshot (%v): the keys came another way", err)
+	}
+	state, err := os.ReadFile(filepath.Join(n2.dir, "raft", "snapshots", list[0].ID, "state.bin"))
+	if err != nil || !bytes.HasPrefix(state, zstdMagic) {
+		t.Fatalf("n2's installed snapshot is not compressed on disk (%v)", err)
+	}
 }
