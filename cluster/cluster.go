@@ -44,7 +44,7 @@ const (
 	DefaultCommitTimeout      = time.Second
 	DefaultSnapshotThreshold  = 8192
 	DefaultSnapshotInterval   = 2 * time.Minute
-	DefaultTrailingLogs       = 10240
+	DefaultTrailingLogs       = 8192 // not below DefaultSnapshotThreshold: see snapshotsRetained
 	DefaultMaxBatch           = 256
 
 	// MaxCommandSize is the largest payload of one proposed command.
@@ -111,6 +111,7 @@ type Config struct {
 	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one
 	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
 	TrailingLogs      uint64        // entries kept in the log after a snapshot
+	LogSegmentSize    int           // bytes per raft-wal segment file; default DefaultLogSegmentSize
 
 	MaxBatch int // commands per Raft entry
 
@@ -162,6 +163,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = DefaultTrailingLogs
+	}
+	if c.LogSegmentSize <= 0 {
+		c.LogSegmentSize = DefaultLogSegmentSize
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
@@ -258,15 +262,17 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	// Close is a no-op).
 	meta := &metadb.BoltMetaDB{}
 	closers = append(closers, meta.Close)
-	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta))
+	w, err := wal.Open(walDir, wal.WithLogger(hl.Named("wal")), wal.WithMetaStore(meta),
+		wal.WithSegmentSize(cfg.LogSegmentSize))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open raft log %s: %w", walDir, err)
 	}
 	closers = append(closers, w.Close)
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hl.Named("snapshot"))
+	files, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetained, hl.Named("snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
+	snaps := compressedSnapshots{files}
 	mx, err := newMux(cfg.BindAddr, cfg.AdvertiseAddr, log)
 	if err != nil {
 		return nil, err

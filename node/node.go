@@ -408,7 +408,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Media.Run(gctx) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
-	g.Go(func() error { n.gcLoop(gctx); return nil })
+	g.Go(func() error { return newValueLogGC(n.db, n.log.With("component", "badger")).Run(gctx) })
 	g.Go(func() error {
 		select {
 		case err := <-raftDone:
@@ -501,21 +501,6 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
-// gcLoop runs Badger's value-log GC (mochi's store once grew to 5 GB without it).
-func (n *Node) gcLoop(ctx context.Context) {
-	t := time.NewTicker(5 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			for n.db.RunValueLogGC(0.5) == nil {
-			}
-		}
-	}
-}
-
 func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log.With("component", "badger")}).
@@ -525,6 +510,7 @@ func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumCompactors(2)
+	opts = badgerDiskOptions(opts)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("node: opening database %s: %w", dir, err)

@@ -1,0 +1,92 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// badgerDiskOptions sets the Badger options that decide the database's
+// size on disk (openBadger sets the memory ones). Measured with
+// BenchmarkDiskPerMessage (docs/perf/disk.md).
+//
+//   - Blocks are compressed with zstd (level 1) instead of Snappy: the
+//     keys of one block share long prefixes and the values are JSON
+//     envelopes, which zstd packs much tighter for little more CPU.
+//   - Values stay inline in the LSM tree (ValueThreshold): chat values
+//     are small, and a value log would be a second copy to garbage
+//     collect. The value log then only ever holds the rare value above
+//     the threshold, and valueLogGC keeps even that bounded.
+func badgerDiskOptions(o badger.Options) badger.Options {
+	return o.
+		WithCompression(options.ZSTD).
+		WithZSTDCompressionLevel(1).
+		WithValueThreshold(badgerValueThreshold)
+}
+
+// badgerValueThreshold: values up to this size are stored in the LSM tree
+// itself. It is Badger's own maximum (its default too), spelled out so a
+// change of Badger's default does not move chat values into the value log.
+const badgerValueThreshold = 1 << 20
+
+// gcRunner is what valueLogGC needs of a Badger database.
+type gcRunner interface {
+	RunValueLogGC(discardRatio float64) error
+}
+
+// valueLogGC rewrites Badger value-log files whose space is mostly
+// garbage, on a ticker, until it stops. Badger never does it by itself
+// (mochi's store once grew to 5 GB without it).
+type valueLogGC struct {
+	db    gcRunner
+	every time.Duration
+	// ratio is the share of a file that must be garbage to rewrite it:
+	// 0.5 rewrites a file to reclaim at least half of it.
+	ratio float64
+	log   *slog.Logger
+}
+
+func newValueLogGC(db gcRunner, log *slog.Logger) *valueLogGC {
+	return &valueLogGC{db: db, every: 5 * time.Minute, ratio: 0.5, log: log}
+}
+
+// Run collects garbage every g.every until ctx is done. A failed pass is
+// logged and retried on the next tick: a full disk or a closing database
+// must not take the node down.
+func (g *valueLogGC) Run(ctx context.Context) error {
+	t := time.NewTicker(g.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			g.pass(ctx)
+		}
+	}
+}
+
+// pass rewrites files while Badger finds one worth it (each call
+// rewrites at most one).
+func (g *valueLogGC) pass(ctx context.Context) {
+	for rewritten := 0; ctx.Err() == nil; rewritten++ {
+		err := g.db.RunValueLogGC(g.ratio)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, badger.ErrNoRewrite):
+			if rewritten > 0 {
+				g.log.Debug("value log gc", "files_rewritten", rewritten)
+			}
+		case errors.Is(err, badger.ErrRejected):
+			// Another GC is running, or the database is closing.
+		default:
+			g.log.Warn("value log gc failed; retrying later", "err", err, "files_rewritten", rewritten)
+		}
+		return
+	}
+}

@@ -1,0 +1,91 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// scriptedGC answers RunValueLogGC with the next of its results and
+// reports each call on calls.
+type scriptedGC struct {
+	results chan error
+	calls   chan float64
+}
+
+func (s *scriptedGC) RunValueLogGC(ratio float64) error {
+	s.calls <- ratio
+	return <-s.results
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+func TestValueLogGC(t *testing.T) {
+	db := &scriptedGC{results: make(chan error), calls: make(chan float64)}
+	var logs syncBuffer
+	g := newValueLogGC(db, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	g.every = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+
+	answer := func(err error) {
+		t.Helper()
+		select {
+		case ratio := <-db.calls:
+			if ratio != 0.5 {
+				t.Errorf("discard ratio %v, want 0.5", ratio)
+			}
+		case err := <-done:
+			t.Fatalf("Run returned %v while it should be collecting", err)
+		}
+		db.results <- err
+	}
+	// A pass repeats while files get rewritten and ends at ErrNoRewrite.
+	answer(nil)
+	answer(nil)
+	answer(badger.ErrNoRewrite)
+	// A failure is logged and the loop carries on to the next tick.
+	answer(errors.New("disk full"))
+	answer(badger.ErrRejected)
+	answer(badger.ErrNoRewrite)
+	if l := logs.String(); !strings.Contains(l, "disk full") || !strings.Contains(l, "level=WARN") {
+		t.Errorf("failure not logged as a warning:\n%s", l)
+	}
+	if l := logs.String(); !strings.Contains(l, "files_rewritten=2") {
+		t.Errorf("the pass that rewrote two files is not logged:\n%s", l)
+	}
+	if strings.Contains(strings.ToLower(logs.String()), "rejected") {
+		t.Errorf("ErrRejected (GC busy or closing) logged as a failure:\n%s", logs.String())
+	}
+
+	// Cancelling stops it, also while a call is waiting for an answer.
+	<-db.calls
+	cancel()
+	db.results <- nil
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+}
