@@ -81,22 +81,157 @@ func tail8(key []byte) uint64 {
 	return binary.BigEndian.Uint64(key[len(key)-8:])
 }
 
-// summary is the value of v/{uid}/{peer} and of gv/{gid}.
+// summary is the value of v/{uid}/{peer} (a direct conversation) and of
+// gv/{gid} (a group). Three encodings exist:
+//
+//	16 bytes  lastID(8) lastSeq(8)                           written before counts were kept (both kinds)
+//	32 bytes  lastID(8) lastSeq(8) unread(8) cursor(8)        v/: a direct conversation with its kept unread count
+//	25 bytes  lastID(8) lastSeq(8) count(8) flags(1)          gv/: a group with its message count
+//
+// A 16-byte summary is still read (Kept false): its unread count is
+// counted as before (see unread and groupUnread), and the FSM rewrites it
+// in the new form the next time it touches it.
 type summary struct {
 	LastID  snowflake.ID // highest message ID in the conversation (the top of its history)
 	LastSeq uint64       // commit position of its latest message (activity order)
+	Kept    bool         // the fields below are valid (not a 16-byte summary)
+
+	// Direct conversations (v/{uid}/{peer}).
+	Unread uint64       // messages from peer with an ID above Cursor, saturated at unreadCap
+	Cursor snowflake.ID // uid's read cursor (the same as rc/{uid}/{convKey})
+
+	// Groups (gv/{gid}).
+	Count    uint64 // messages stored since counting began (modular: only differences are used)
+	Complete bool   // counting began with the group's first message
 }
 
-func (s summary) encode() []byte {
-	b := make([]byte, 16)
-	binary.BigEndian.PutUint64(b, uint64(s.LastID))
-	binary.BigEndian.PutUint64(b[8:], s.LastSeq)
-	return b
+const (
+	summaryLegacyLen = 16
+	summaryDirectLen = 32
+	summaryGroupLen  = 25
+	groupComplete    = 1 // the flag bit of Complete
+)
+
+func (s summary) appendHead(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(s.LastID))
+	return binary.BigEndian.AppendUint64(b, s.LastSeq)
+}
+
+// encodeDirect is the 32-byte v/ value.
+func (s summary) encodeDirect() []byte {
+	b := s.appendHead(make([]byte, 0, summaryDirectLen))
+	b = binary.BigEndian.AppendUint64(b, s.Unread)
+	return binary.BigEndian.AppendUint64(b, uint64(s.Cursor))
+}
+
+// encodeGroup is the 25-byte gv/ value.
+func (s summary) encodeGroup() []byte {
+	b := s.appendHead(make([]byte, 0, summaryGroupLen))
+	b = binary.BigEndian.AppendUint64(b, s.Count)
+	var flags byte
+	if s.Complete {
+		flags |= groupComplete
+	}
+	return append(b, flags)
 }
 
 func decodeSummary(v []byte) (summary, bool) {
-	if len(v) != 16 {
+	if len(v) != summaryLegacyLen && len(v) != summaryDirectLen && len(v) != summaryGroupLen {
 		return summary{}, false
 	}
-	return summary{LastID: snowflake.ID(binary.BigEndian.Uint64(v)), LastSeq: binary.BigEndian.Uint64(v[8:])}, true
+	s := summary{LastID: snowflake.ID(binary.BigEndian.Uint64(v)), LastSeq: binary.BigEndian.Uint64(v[8:])}
+	switch len(v) {
+	case summaryDirectLen:
+		s.Kept = true
+		s.Unread = binary.BigEndian.Uint64(v[16:])
+		s.Cursor = snowflake.ID(binary.BigEndian.Uint64(v[24:]))
+	case summaryGroupLen:
+		s.Kept = true
+		s.Count = binary.BigEndian.Uint64(v[16:])
+		s.Complete = v[24]&groupComplete != 0
+	}
+	return s, true
+}
+
+// memberCursor is the value of rc/{uid}/g:{gid}, a member's read cursor
+// of a group with what the member's unread count is derived from:
+//
+//	8 bytes   upTo(8)                                          written before counts were kept
+//	33 bytes  upTo(8) read(8) readOwn(8) own(8) flags(1)
+//
+// Own counts the member's messages to the group (from when the record
+// was created). When the cursor moves, the FSM walks the group's history
+// above the new cursor once: Read is the group's Count minus the messages
+// above the cursor and ReadOwn is Own minus the member's messages among
+// them. The unread count is then, at any later time,
+//
+//	(gv.Count − Read) − (Own − ReadOwn)
+//
+// the messages above the cursor or stored since, less the member's own
+// among them: O(1) to read, and a group message writes only the group
+// summary and its sender's record, however large the group. The counters
+// are modular (uint64): their origins cancel out, only differences
+// matter. Kept (flag bit 1) says Read and ReadOwn are valid; a record
+// without it (an 8-byte one, or one created by a send in a group whose
+// earlier messages were stored before counts were kept) falls back to
+// counting, as before.
+type memberCursor struct {
+	UpTo    snowflake.ID
+	Read    uint64
+	ReadOwn uint64
+	Own     uint64
+	Kept    bool
+}
+
+const (
+	memberCursorLegacyLen = 8
+	memberCursorLen       = 33
+	memberKept            = 1
+)
+
+func (m memberCursor) encode() []byte {
+	b := make([]byte, 0, memberCursorLen)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.UpTo))
+	b = binary.BigEndian.AppendUint64(b, m.Read)
+	b = binary.BigEndian.AppendUint64(b, m.ReadOwn)
+	b = binary.BigEndian.AppendUint64(b, m.Own)
+	var flags byte
+	if m.Kept {
+		flags |= memberKept
+	}
+	return append(b, flags)
+}
+
+func decodeMemberCursor(v []byte) (memberCursor, bool) {
+	switch len(v) {
+	case memberCursorLegacyLen:
+		return memberCursor{UpTo: snowflake.ID(binary.BigEndian.Uint64(v))}, true
+	case memberCursorLen:
+		return memberCursor{
+			UpTo:    snowflake.ID(binary.BigEndian.Uint64(v)),
+			Read:    binary.BigEndian.Uint64(v[8:]),
+			ReadOwn: binary.BigEndian.Uint64(v[16:]),
+			Own:     binary.BigEndian.Uint64(v[24:]),
+			Kept:    v[32]&memberKept != 0,
+		}, true
+	}
+	return memberCursor{}, false
+}
+
+// unread is the member's kept unread count in a group with summary g,
+// capped; ok is false when it is not kept and must be counted.
+func (m memberCursor) unread(g summary, found bool) (n int, ok bool) {
+	if !g.Kept {
+		return 0, false
+	}
+	var u uint64
+	switch {
+	case found && m.Kept:
+		u = (g.Count - m.Read) - (m.Own - m.ReadOwn)
+	case !found && g.Complete:
+		u = g.Count // never read, never sent: every message is from others
+	default:
+		return 0, false
+	}
+	return int(min(u, unreadCap)), true
 }
