@@ -202,7 +202,7 @@ type Service struct {
 	pubMu    sync.RWMutex
 	pubCache map[string]ed25519.PublicKey // keys other nodes published
 	hasher   *hasher
-	exists   *existsCache // accounts known to exist (UserExists)
+	exists   *existsCache       // accounts known to exist (UserExists)
 	perUser  *ratelimit.Limiter // failed logins by normalized username
 	perIP    *ratelimit.Limiter // failed logins by ratelimit.IPKey
 
