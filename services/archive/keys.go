@@ -14,18 +14,36 @@ import (
 //	m/{id}                    → the stored envelope JSON (the exact bytes delivered)
 //	c/{convKey}/{id}          → sender uid (history, newest first by reverse scan)
 //	s/{uid}/{seq}             → id (per-user sync index in commit order, sender and recipient)
-//	i/{uid}/{peer}/{id}       → nil (what uid received from peer; unread counts)
-//	v/{uid}/{peer}            → lastID(8) lastSeq(8) (conversation summary)
-//	rc/{uid}/{convKey}        → id (read cursor)
+//	v/{uid}/{peer}            → conversation summary with uid's unread count and cursor (see summary)
+//	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
+//	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
 //	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
 //	gs/{gid}/{seq}            → id (per-group sync index in commit order)
-//	gv/{gid}                  → lastID(8) lastSeq(8) (group summary)
+//	gv/{gid}                  → group summary with its message count (see summary)
+//	i/{uid}/{peer}/{id}       → nil (what uid received from peer: written until unread
+//	                            counts were kept, read only for 16-byte summaries)
 //
 // convKey is "d:"+min(a,b)+":"+max(a,b) for direct messages and "g:"+gid
 // for groups. Group IDs never hold '/' or ':' either (wire.ValidGroupID).
 // A group message writes no per-member key: members reach it through
 // gs/ and gv/ of the groups they are in when they read (see read.go), so
 // its cost does not grow with the group.
+//
+// Per message: a direct message writes m/, c/, s/ and v/ of both sides,
+// and dedup/ (7 keys; 5 to oneself); a group message writes m/, c/, gs/,
+// gv/, the sender's rc/ (their own-message count) and dedup/ (6 keys,
+// whatever the group's size). Unread counts are kept by these writes, so
+// listing conversations reads one summary (and for a group one cursor)
+// per conversation, whatever the history's size.
+//
+// Formats: summaries and group cursors written before unread counts were
+// kept (16-byte summaries, 8-byte cursors) are still read, their unread
+// counts counted as they were then, and the FSM rewrites them in the new
+// form when it next touches them; replaying an old log gives the same
+// state on every node because the handlers are deterministic. A node of
+// an earlier version cannot read the new forms (it would skip those
+// conversations in its list): it must not be handed a snapshot of a
+// newer node, nor be restarted on a database a newer version wrote.
 const keyRoot = "r/arch/"
 
 func be64(n uint64) []byte {
