@@ -286,11 +286,13 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 	if c.To == c.From {
 		n = 1
 	}
+	var listed [2]bool
 	for i, p := range parties[:n] {
-		sum, err := keptDirectSummary(tx, p[0], p[1], conv)
+		sum, ok, err := keptDirectSummary(tx, p[0], p[1], conv)
 		if err != nil {
 			return nil, err
 		}
+		listed[i] = ok
 		if c.ID > sum.LastID {
 			sum.LastID = c.ID // IDs may arrive out of order; keep the top of history
 		}
@@ -307,18 +309,23 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 	// again alone (cluster/fsm apply), so a count is never bumped twice.
 	//
 	// Seven writes: the message, its history entry, each side's sync entry
-	// and summary, and the dedupe key. Until counts were kept there was an
+	// and summary, and the dedupe key (and the v/ index entries with a
+	// conversation's first message). Until counts were kept there was an
 	// eighth, i/{to}/{from}/{id}, walked to count unread; it is no longer
 	// written (old ones are left in place, unread: harmless).
-	sets := [7][2][]byte{
+	sets := [9][2][]byte{
 		{mk, c.Payload},
 		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
 	}
 	k := 2
 	for i, p := range parties[:n] {
 		sets[k] = [2][]byte{withID(syncPrefix(p[0]), seq), idb}
-		sets[k+1] = [2][]byte{summaryKey(p[0], p[1]), sums[i].encodeDirect()}
+		sets[k+1] = [2][]byte{stateKey(p[0], p[1]), sums[i].encodeDirect()}
 		k += 2
+		if !listed[i] {
+			sets[k] = [2][]byte{summaryKey(p[0], p[1]), nil}
+			k++
+		}
 	}
 	sets[k] = [2][]byte{dk, idb}
 	for _, kv := range sets[:k+1] {
@@ -347,8 +354,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 		return applyGroupCursor(tx, c)
 	}
 	conv := c.conv()
-	sk := summaryKey(c.Reader, c.Peer)
-	sum, found, err := getSummary(tx, sk)
+	sum, found, _, err := directSummary(tx, c.Reader, c.Peer)
 	if err != nil {
 		return nil, err
 	}
@@ -377,7 +383,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 			return nil, err
 		}
 		sum.Kept, sum.Cursor, sum.Unread = true, upTo, total-own
-		if err := tx.Set(sk, sum.encodeDirect()); err != nil {
+		if err := tx.Set(stateKey(c.Reader, c.Peer), sum.encodeDirect()); err != nil {
 			return nil, err
 		}
 	}
@@ -435,29 +441,49 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 	return upTo, nil
 }
 
+// directSummary reads uid's summary of the conversation with peer: w/
+// (kept), else a 16-byte v/ (written before counts were kept). found is
+// false when there is neither; listed says v/ exists.
+func directSummary(tx *badger.Txn, uid, peer string) (sum summary, found, listed bool, err error) {
+	sum, found, err = getSummary(tx, stateKey(uid, peer))
+	if err != nil || found {
+		return sum, found, found, err
+	}
+	it, err := tx.Get(summaryKey(uid, peer))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return summary{}, false, false, nil
+	}
+	if err != nil {
+		return summary{}, false, false, err
+	}
+	err = it.Value(func(v []byte) error { sum, found = decodeSummary(v); return nil })
+	return sum, found, true, err
+}
+
 // keptDirectSummary reads uid's summary of the conversation with peer in
 // its kept form: a 16-byte one gets its unread count the way it was
 // counted before (the i/ index above the cursor: every message of a
 // conversation whose summaries are still 16 bytes was stored with its i/
-// key), and a missing one starts at zero with the cursor, if any.
-func keptDirectSummary(tx *badger.Txn, uid, peer, conv string) (summary, error) {
-	sum, found, err := getSummary(tx, summaryKey(uid, peer))
+// key), and a missing one starts at zero with the cursor, if any. listed
+// says v/ exists (else the caller writes it).
+func keptDirectSummary(tx *badger.Txn, uid, peer, conv string) (sum summary, listed bool, err error) {
+	sum, found, listed, err := directSummary(tx, uid, peer)
 	if err != nil || (found && sum.Kept) {
-		return sum, err
+		return sum, listed, err
 	}
 	cur, _, err := getCursor(tx, cursorKey(uid, conv))
 	if err != nil {
-		return summary{}, err
+		return summary{}, false, err
 	}
 	sum.Kept, sum.Cursor, sum.Unread = true, cur, 0
 	if found && uid != peer {
 		n, err := legacyUnread(tx, uid, peer, cur)
 		if err != nil {
-			return summary{}, err
+			return summary{}, false, err
 		}
 		sum.Unread = uint64(n)
 	}
-	return sum, nil
+	return sum, listed, nil
 }
 
 // countAbove walks the history under prefix above upTo: total messages

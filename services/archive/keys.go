@@ -14,7 +14,10 @@ import (
 //	m/{id}                    → the stored envelope JSON (the exact bytes delivered)
 //	c/{convKey}/{id}          → sender uid (history, newest first by reverse scan)
 //	s/{uid}/{seq}             → id (per-user sync index in commit order, sender and recipient)
-//	v/{uid}/{peer}            → conversation summary with uid's unread count and cursor (see summary)
+//	v/{uid}/{peer}            → empty: uid has a conversation with peer (written once, listed by
+//	                            prefix); or a 16-byte summary written before counts were kept
+//	w/{uid}/{peer}            → the conversation's summary with uid's unread count and cursor
+//	                            (see summary), rewritten by each message
 //	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
 //	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
 //	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
@@ -29,8 +32,17 @@ import (
 // gs/ and gv/ of the groups they are in when they read (see read.go), so
 // its cost does not grow with the group.
 //
-// Per message: a direct message writes m/, c/, s/ and v/ of both sides,
-// and dedup/ (7 keys; 5 to oneself); a group message writes m/, c/, gs/,
+// The summary that every message rewrites lives in w/, apart from the
+// v/ index that lists a user's conversations: Badger keeps the versions
+// a key was overwritten with until compaction drops them, and an
+// iterator steps over each, so listing a busy user's conversations by
+// iterating rewritten keys costs as many steps as recent messages. v/
+// keys are written once and are iterated; w/ keys are read with Get,
+// which finds the newest version directly.
+//
+// Per message: a direct message writes m/, c/, s/ and w/ of both sides,
+// and dedup/ (7 keys; 5 to oneself; the first message of a conversation
+// also writes v/ of both sides); a group message writes m/, c/, gs/,
 // gv/, the sender's rc/ (their own-message count) and dedup/ (6 keys,
 // whatever the group's size). Unread counts are kept by these writes, so
 // listing conversations reads one summary (and for a group one cursor)
@@ -79,6 +91,7 @@ func syncPrefix(uid string) []byte        { return cat([]byte("s/" + uid + "/"))
 func inboxPrefix(uid, peer string) []byte { return cat([]byte("i/" + uid + "/" + peer + "/")) }
 func summaryPrefix(uid string) []byte     { return cat([]byte("v/" + uid + "/")) }
 func summaryKey(uid, peer string) []byte  { return cat([]byte("v/" + uid + "/" + peer)) }
+func stateKey(uid, peer string) []byte    { return cat([]byte("w/" + uid + "/" + peer)) }
 func cursorKey(uid, conv string) []byte   { return cat([]byte("rc/" + uid + "/" + conv)) }
 func dedupKey(from, cid string) []byte    { return cat([]byte("dedup/" + from + "/" + cid)) }
 func groupConv(gid string) string         { return "g:" + gid }
@@ -99,16 +112,17 @@ func tail8(key []byte) uint64 {
 	return binary.BigEndian.Uint64(key[len(key)-8:])
 }
 
-// summary is the value of v/{uid}/{peer} (a direct conversation) and of
+// summary is the value of w/{uid}/{peer} (a direct conversation) and of
 // gv/{gid} (a group). Three encodings exist:
 //
-//	16 bytes  lastID(8) lastSeq(8)                           written before counts were kept (both kinds)
-//	32 bytes  lastID(8) lastSeq(8) unread(8) cursor(8)        v/: a direct conversation with its kept unread count
+//	16 bytes  lastID(8) lastSeq(8)                           written before counts were kept (v/ and gv/)
+//	32 bytes  lastID(8) lastSeq(8) unread(8) cursor(8)        w/: a direct conversation with its kept unread count
 //	25 bytes  lastID(8) lastSeq(8) count(8) flags(1)          gv/: a group with its message count
 //
 // A 16-byte summary is still read (Kept false): its unread count is
-// counted as before (see unread and groupUnread), and the FSM rewrites it
-// in the new form the next time it touches it.
+// counted as before (see unread and groupUnread), and the FSM writes the
+// new form (w/ for a direct conversation, where it then wins over v/'s)
+// the next time it touches the conversation.
 type summary struct {
 	LastID  snowflake.ID // highest message ID in the conversation (the top of its history)
 	LastSeq uint64       // commit position of its latest message (activity order)

@@ -232,25 +232,14 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 		return nil, false, err
 	}
 	err = s.db.View(func(tx *badger.Txn) error {
-		prefix := summaryPrefix(uid)
-		var all []conversation
-		var sums []summary
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			var sum summary
-			var ok bool
-			if err := item.Value(func(v []byte) error { sum, ok = decodeSummary(v); return nil }); err != nil {
-				it.Close()
-				return err
-			}
-			if !ok {
-				continue
-			}
-			all = append(all, conversation{Peer: string(item.Key()[len(prefix):]), lastSeq: sum.LastSeq})
-			sums = append(sums, sum)
+		peers, sums, err := directSummaries(tx, uid)
+		if err != nil {
+			return err
 		}
-		it.Close()
+		all := make([]conversation, len(peers), len(peers)+len(gids))
+		for i, p := range peers {
+			all[i] = conversation{Peer: p, lastSeq: sums[i].LastSeq}
+		}
 		for _, gid := range gids {
 			sum, found, err := getSummary(tx, groupSummaryKey(gid))
 			if err != nil {
@@ -292,6 +281,44 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 		return nil
 	})
 	return out, hasMore, err
+}
+
+// directSummaries lists uid's direct conversations (the peers, in order)
+// and their summaries: the v/ index is iterated (its keys are written
+// once, so the iterator has no versions to step over) and each kept
+// summary is read from w/ with a Get; a 16-byte v/ value without w/ is a
+// summary written before counts were kept.
+func directSummaries(tx *badger.Txn, uid string) (peers []string, sums []summary, err error) {
+	prefix := summaryPrefix(uid)
+	var legacy []summary
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var sum summary
+		if err := item.Value(func(v []byte) error { sum, _ = decodeSummary(v); return nil }); err != nil {
+			it.Close()
+			return nil, nil, err
+		}
+		peers = append(peers, string(item.Key()[len(prefix):]))
+		legacy = append(legacy, sum)
+	}
+	it.Close()
+	sums = legacy[:0]
+	out := peers[:0]
+	for i, p := range peers {
+		sum, found, err := getSummary(tx, stateKey(uid, p))
+		if err != nil {
+			return nil, nil, err
+		}
+		if !found {
+			if sum = legacy[i]; sum.LastID == 0 {
+				continue // neither form is readable: skipped, as before
+			}
+		}
+		out = append(out, p)
+		sums = append(sums, sum)
+	}
+	return out, sums, nil
 }
 
 // unread is uid's unread count in the direct conversation with peer,
@@ -390,24 +417,10 @@ func (s *Service) UnreadTotal(uid string) (int, error) {
 	}
 	total := 0
 	err = s.db.View(func(tx *badger.Txn) error {
-		prefix := summaryPrefix(uid)
-		var peers []string
-		var sums []summary
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			var sum summary
-			var ok bool
-			if err := item.Value(func(v []byte) error { sum, ok = decodeSummary(v); return nil }); err != nil {
-				it.Close()
-				return err
-			}
-			if ok {
-				peers = append(peers, string(item.Key()[len(prefix):]))
-				sums = append(sums, sum)
-			}
+		peers, sums, err := directSummaries(tx, uid)
+		if err != nil {
+			return err
 		}
-		it.Close()
 		for i, peer := range peers {
 			n, err := unread(tx, uid, peer, sums[i])
 			if err != nil {

@@ -239,7 +239,8 @@ func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
 		last[pair{to, from}] = s
 	}
 	for p, s := range last {
-		set(summaryKey(p.a, p.b), s.encodeDirect())
+		set(stateKey(p.a, p.b), s.encodeDirect())
+		set(summaryKey(p.a, p.b), nil)
 	}
 	if err := wb.Flush(); err != nil {
 		b.Fatal(err)

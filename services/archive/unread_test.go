@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -112,6 +113,10 @@ func (m *unreadModel) check(step string) {
 			if want := counted(m.t, m.e.db, uid, conv); c.Unread != want {
 				m.t.Fatalf("%s: %s's unread in %s = %d, counted %d", step, uid, conv, c.Unread, want)
 			}
+			top, _, err := m.e.svc.historyPage(conv, nil, 1)
+			if err != nil || len(top) != 1 || !bytes.Equal(top[0], c.Last) {
+				m.t.Fatalf("%s: %s's last message in %s = %s, history has %q (%v)", step, uid, conv, c.Last, top, err)
+			}
 			total += c.Unread
 		}
 		if got, err := m.e.svc.UnreadTotal(uid); err != nil || got != total {
@@ -188,17 +193,33 @@ func TestUnreadKeptReplicatesAndRestores(t *testing.T) {
 	m.randomOps(rand.New(rand.NewPCG(8, 8)), 30)
 }
 
-// A direct message writes seven keys; the sender's own messages never
+// A direct message writes seven keys (nine for the first of a
+// conversation); the sender's own messages never
 // count, messages below the recipient's cursor (an ID from a slow clock)
 // do not either, and a cursor move recounts what lies above it.
 func TestDirectUnreadKept(t *testing.T) {
 	m := newUnreadModel(t)
 	before := dump(t, m.e.db)
 	m.message("alice", "bob", "", 100)
-	if n := len(dump(t, m.e.db)) - len(before); n != 7 {
-		t.Fatalf("a direct message wrote %d keys, want 7", n)
+	first := dump(t, m.e.db)
+	if n := len(first) - len(before); n != 9 {
+		t.Fatalf("the first direct message wrote %d keys, want 9", n)
 	}
 	m.message("alice", "bob", "", 110)
+	// The message, its history entry, two sync entries and the dedupe
+	// entry are new; both summaries (w/) are rewritten; v/ is not.
+	second := dump(t, m.e.db)
+	if n := len(second) - len(first); n != 5 {
+		t.Fatalf("the second direct message added %d keys, want 5", n)
+	}
+	for k, v := range first {
+		if strings.HasPrefix(k, keyRoot+"w/") && second[k] == v {
+			t.Fatalf("summary %s was not rewritten", k)
+		}
+		if strings.HasPrefix(k, keyRoot+"v/") && second[k] != v {
+			t.Fatalf("index entry %s was rewritten", k)
+		}
+	}
 	m.message("bob", "alice", "", 120)
 	m.message("alice", "bob", "", 130)
 	m.message("bob", "bob", "", 140) // to oneself: never unread
@@ -207,7 +228,7 @@ func TestDirectUnreadKept(t *testing.T) {
 		var sum summary
 		if err := m.e.db.View(func(tx *badger.Txn) error {
 			var err error
-			sum, _, err = getSummary(tx, summaryKey(uid, peer))
+			sum, _, _, err = directSummary(tx, uid, peer)
 			return err
 		}); err != nil {
 			t.Fatal(err)
