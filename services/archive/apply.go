@@ -421,6 +421,11 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 	}
 	rec.UpTo = upTo
 	if found {
+		// Every read before the first write, so that an error writes nothing.
+		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		if err != nil {
+			return nil, err
+		}
 		if !gsum.Kept {
 			// Start counting the group's messages now (Count's origin
 			// does not matter, only differences are used).
@@ -428,10 +433,6 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 			if err := tx.Set(gk, gsum.encodeGroup()); err != nil {
 				return nil, err
 			}
-		}
-		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
-		if err != nil {
-			return nil, err
 		}
 		rec.Kept, rec.Read, rec.ReadOwn = true, gsum.Count-total, rec.Own-own
 	}
