@@ -276,50 +276,59 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 	}
 	conv := directConv(c.From, c.To)
 
-	// Conversation summaries for both sides (one when writing to oneself).
-	parties := []struct{ uid, peer string }{{c.From, c.To}}
-	if c.To != c.From {
-		parties = append(parties, struct{ uid, peer string }{c.To, c.From})
+	// Conversation summaries for both sides (one when writing to oneself),
+	// with the recipient's unread count kept: +1 for a message from the
+	// peer above the recipient's cursor (the cursor is kept in the summary
+	// so that no other key is read).
+	var sums [2]summary
+	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
+	n := 2
+	if c.To == c.From {
+		n = 1
 	}
-	sums := make([]summary, len(parties))
-	for i, p := range parties {
-		sums[i] = summary{LastID: c.ID, LastSeq: seq}
-		it, err := tx.Get(summaryKey(p.uid, p.peer))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			continue
-		}
+	var listed [2]bool
+	for i, p := range parties[:n] {
+		sum, ok, err := keptDirectSummary(tx, p[0], p[1], conv)
 		if err != nil {
 			return nil, err
 		}
-		err = it.Value(func(v []byte) error {
-			if old, ok := decodeSummary(v); ok && old.LastID > c.ID {
-				sums[i].LastID = old.LastID // IDs may arrive out of order; keep the top of history
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
+		listed[i] = ok
+		if c.ID > sum.LastID {
+			sum.LastID = c.ID // IDs may arrive out of order; keep the top of history
 		}
+		sum.LastSeq = seq
+		if p[0] == c.To && c.To != c.From && c.ID > sum.Cursor {
+			sum.Unread = min(sum.Unread+1, unreadCap)
+		}
+		sums[i] = sum
 	}
 
-	// The dedupe key goes last: if a Set fails with ErrTxnTooBig the FSM
-	// commits what was written and runs this handler again in a fresh
-	// transaction, which must then redo the message rather than call it
-	// a duplicate. Every other write is an idempotent overwrite.
-	sets := [][2][]byte{
+	// The dedupe key goes last. The kept counts are read-modify-write:
+	// this relies on the FSM throwing away every write of a command whose
+	// transaction grew too big (ErrTxnTooBig) before it runs the command
+	// again alone (cluster/fsm apply), so a count is never bumped twice.
+	//
+	// Seven writes: the message, its history entry, each side's sync entry
+	// and summary, and the dedupe key (and the v/ index entries with a
+	// conversation's first message). Until counts were kept there was an
+	// eighth, i/{to}/{from}/{id}, walked to count unread; it is no longer
+	// written (old ones are left in place, unread: harmless).
+	sets := [9][2][]byte{
 		{mk, c.Payload},
 		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
 	}
-	for i, p := range parties {
-		sets = append(sets,
-			[2][]byte{withID(syncPrefix(p.uid), seq), idb},
-			[2][]byte{summaryKey(p.uid, p.peer), sums[i].encode()})
+	k := 2
+	for i, p := range parties[:n] {
+		sets[k] = [2][]byte{withID(syncPrefix(p[0]), seq), idb}
+		sets[k+1] = [2][]byte{stateKey(p[0], p[1]), sums[i].encodeDirect()}
+		k += 2
+		if !listed[i] {
+			sets[k] = [2][]byte{summaryKey(p[0], p[1]), nil}
+			k++
+		}
 	}
-	if c.To != c.From {
-		sets = append(sets, [2][]byte{withID(inboxPrefix(c.To, c.From), uint64(c.ID)), nil})
-	}
-	sets = append(sets, [2][]byte{dk, idb})
-	for _, kv := range sets {
+	sets[k] = [2][]byte{dk, idb}
+	for _, kv := range sets[:k+1] {
 		if err := tx.Set(kv[0], kv[1]); err != nil {
 			return nil, err
 		}
@@ -332,29 +341,172 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 // that do not exist yet as read. A cursor for a conversation without
 // messages, or one that would not move forward, is a no-op (no error: a
 // stale receipt is normal, e.g. from a second device).
+//
+// A cursor that moves recomputes the reader's kept unread count by
+// walking the conversation's history above the new cursor (bounded: the
+// walk stops after unreadCap messages from others).
 func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	c, err := decodeCursorCmd(payload)
 	if err != nil {
 		return nil, err
 	}
+	if c.Group != "" {
+		return applyGroupCursor(tx, c)
+	}
 	conv := c.conv()
-	top, err := lastIndexed(tx, convPrefix(conv))
+	sum, found, _, err := directSummary(tx, c.Reader, c.Peer)
 	if err != nil {
 		return nil, err
 	}
-	upTo := min(c.UpTo, snowflake.ID(top))
+	top := sum.LastID
+	if !found {
+		// No summary: no message either way (both sides get one with
+		// the first message); asked of the history to stay as before.
+		t, err := lastIndexed(tx, convPrefix(conv))
+		if err != nil {
+			return nil, err
+		}
+		top = snowflake.ID(t)
+	}
+	upTo := min(c.UpTo, top)
 	ck := cursorKey(c.Reader, conv)
-	cur, _, err := getID(tx, ck)
+	cur, _, err := getCursor(tx, ck)
 	if err != nil {
 		return nil, err
 	}
 	if upTo <= cur {
 		return cur, nil
 	}
+	if found {
+		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		if err != nil {
+			return nil, err
+		}
+		sum.Kept, sum.Cursor, sum.Unread = true, upTo, total-own
+		if err := tx.Set(stateKey(c.Reader, c.Peer), sum.encodeDirect()); err != nil {
+			return nil, err
+		}
+	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
 		return nil, err
 	}
 	return upTo, nil
+}
+
+// applyGroupCursor moves a member's read cursor of a group (see
+// memberCursor for what is kept with it).
+func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
+	conv := c.conv()
+	gk := groupSummaryKey(c.Group)
+	gsum, found, err := getSummary(tx, gk)
+	if err != nil {
+		return nil, err
+	}
+	top := gsum.LastID
+	if !found {
+		t, err := lastIndexed(tx, convPrefix(conv))
+		if err != nil {
+			return nil, err
+		}
+		top = snowflake.ID(t)
+	}
+	upTo := min(c.UpTo, top)
+	ck := cursorKey(c.Reader, conv)
+	rec, _, err := getMemberCursor(tx, ck)
+	if err != nil {
+		return nil, err
+	}
+	if upTo <= rec.UpTo {
+		return rec.UpTo, nil
+	}
+	rec.UpTo = upTo
+	if found {
+		// Every read before the first write, so that an error writes nothing.
+		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if !gsum.Kept {
+			// Start counting the group's messages now (Count's origin
+			// does not matter, only differences are used).
+			gsum.Kept, gsum.Count, gsum.Complete = true, 0, false
+			if err := tx.Set(gk, gsum.encodeGroup()); err != nil {
+				return nil, err
+			}
+		}
+		rec.Kept, rec.Read, rec.ReadOwn = true, gsum.Count-total, rec.Own-own
+	}
+	if err := tx.Set(ck, rec.encode()); err != nil {
+		return nil, err
+	}
+	return upTo, nil
+}
+
+// directSummary reads uid's summary of the conversation with peer: w/
+// (kept), else a 16-byte v/ (written before counts were kept). found is
+// false when there is neither; listed says v/ exists.
+func directSummary(tx *badger.Txn, uid, peer string) (sum summary, found, listed bool, err error) {
+	sum, found, err = getSummary(tx, stateKey(uid, peer))
+	if err != nil || found {
+		return sum, found, found, err
+	}
+	it, err := tx.Get(summaryKey(uid, peer))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return summary{}, false, false, nil
+	}
+	if err != nil {
+		return summary{}, false, false, err
+	}
+	err = it.Value(func(v []byte) error { sum, found = decodeSummary(v); return nil })
+	return sum, found, true, err
+}
+
+// keptDirectSummary reads uid's summary of the conversation with peer in
+// its kept form: a 16-byte one gets its unread count the way it was
+// counted before (the i/ index above the cursor: every message of a
+// conversation whose summaries are still 16 bytes was stored with its i/
+// key), and a missing one starts at zero with the cursor, if any. listed
+// says v/ exists (else the caller writes it).
+func keptDirectSummary(tx *badger.Txn, uid, peer, conv string) (sum summary, listed bool, err error) {
+	sum, found, listed, err := directSummary(tx, uid, peer)
+	if err != nil || (found && sum.Kept) {
+		return sum, listed, err
+	}
+	cur, _, err := getCursor(tx, cursorKey(uid, conv))
+	if err != nil {
+		return summary{}, false, err
+	}
+	sum.Kept, sum.Cursor, sum.Unread = true, cur, 0
+	if found && uid != peer {
+		n, err := legacyUnread(tx, uid, peer, cur)
+		if err != nil {
+			return summary{}, false, err
+		}
+		sum.Unread = uint64(n)
+	}
+	return sum, listed, nil
+}
+
+// countAbove walks the history under prefix above upTo: total messages
+// and those from me among them. It stops once it has seen unreadCap
+// messages from others, so total-own is the unread count saturated at
+// the cap.
+func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (total, own uint64, err error) {
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchSize: 100})
+	defer it.Close()
+	mb := []byte(me)
+	for it.Seek(withID(prefix, uint64(upTo)+1)); it.ValidForPrefix(prefix) && total-own < unreadCap; it.Next() {
+		total++
+		if err := it.Item().Value(func(from []byte) error {
+			if bytes.Equal(from, mb) {
+				own++
+			}
+			return nil
+		}); err != nil {
+			return 0, 0, err
+		}
+	}
+	return total, own, nil
 }
 
 // applyGroupMessage stores a group message: the message, its history
@@ -364,20 +516,39 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 // the users service's keys.
 func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte) (*applied, error) {
 	gk := groupSummaryKey(c.Group)
-	sum := summary{LastID: c.ID, LastSeq: seq}
 	old, found, err := getSummary(tx, gk)
 	if err != nil {
 		return nil, err
 	}
-	if found && old.LastID > c.ID {
-		sum.LastID = old.LastID // IDs may arrive out of order; keep the top of history
+	sum := summary{LastID: c.ID, LastSeq: seq, Kept: true, Count: 1, Complete: !found}
+	if found {
+		if old.LastID > c.ID {
+			sum.LastID = old.LastID // IDs may arrive out of order; keep the top of history
+		}
+		if old.Kept {
+			sum.Count, sum.Complete = old.Count+1, old.Complete
+		}
 	}
+	// The sender's record counts their own messages, so that they are not
+	// unread to them (see memberCursor).
+	ck := cursorKey(c.From, groupConv(c.Group))
+	rec, recFound, err := getMemberCursor(tx, ck)
+	if err != nil {
+		return nil, err
+	}
+	if !recFound && sum.Complete {
+		// Never read and no message before this one: the counts start at
+		// the group's beginning, where Read and ReadOwn are zero.
+		rec.Kept = true
+	}
+	rec.Own++
 	// The dedupe key goes last, as for direct messages.
 	for _, kv := range [][2][]byte{
 		{mk, c.Payload},
 		{withID(convPrefix(groupConv(c.Group)), uint64(c.ID)), []byte(c.From)},
 		{withID(groupSyncPrefix(c.Group), seq), idb},
-		{gk, sum.encode()},
+		{gk, sum.encodeGroup()},
+		{ck, rec.encode()},
 		{dk, idb},
 	} {
 		if err := tx.Set(kv[0], kv[1]); err != nil {
@@ -385,6 +556,32 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte)
 		}
 	}
 	return &applied{ID: c.ID, Payload: c.Payload}, nil
+}
+
+// getCursor reads a read cursor (the first 8 bytes of rc/: a direct
+// cursor or either form of a member's group cursor); 0 when absent.
+func getCursor(tx *badger.Txn, key []byte) (snowflake.ID, bool, error) {
+	m, found, err := getMemberCursor(tx, key)
+	return m.UpTo, found, err
+}
+
+// getMemberCursor reads an rc/ value in either form.
+func getMemberCursor(tx *badger.Txn, key []byte) (m memberCursor, found bool, err error) {
+	it, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return memberCursor{}, false, nil
+	}
+	if err != nil {
+		return memberCursor{}, false, err
+	}
+	err = it.Value(func(v []byte) error {
+		var ok bool
+		if m, ok = decodeMemberCursor(v); !ok {
+			return fmt.Errorf("%w: read cursor of %d bytes", ErrBadCommand, len(v))
+		}
+		return nil
+	})
+	return m, err == nil, err
 }
 
 // getSummary reads a summary; found is false when the key is absent or

@@ -41,7 +41,13 @@
 // sync only while you are a member, a new member reads earlier messages
 // through history (which shows a member the whole group history), and a
 // group's unread count is the group's messages from others above your
-// cursor.
+// cursor, or stored after your cursor last moved.
+//
+// Unread counts are kept, not counted: the FSM keeps each direct
+// conversation's count in its summary and, for groups, a message count
+// per group and per-member counts in the member's cursor (keys.go), so
+// the conversation list reads O(1) keys per conversation whatever the
+// history's size; a cursor move recounts what lies above the new cursor.
 package archive
 
 import (

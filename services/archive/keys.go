@@ -14,18 +14,48 @@ import (
 //	m/{id}                    → the stored envelope JSON (the exact bytes delivered)
 //	c/{convKey}/{id}          → sender uid (history, newest first by reverse scan)
 //	s/{uid}/{seq}             → id (per-user sync index in commit order, sender and recipient)
-//	i/{uid}/{peer}/{id}       → nil (what uid received from peer; unread counts)
-//	v/{uid}/{peer}            → lastID(8) lastSeq(8) (conversation summary)
-//	rc/{uid}/{convKey}        → id (read cursor)
+//	v/{uid}/{peer}            → empty: uid has a conversation with peer (written once, listed by
+//	                            prefix); or a 16-byte summary written before counts were kept
+//	w/{uid}/{peer}            → the conversation's summary with uid's unread count and cursor
+//	                            (see summary), rewritten by each message
+//	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
+//	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
 //	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
 //	gs/{gid}/{seq}            → id (per-group sync index in commit order)
-//	gv/{gid}                  → lastID(8) lastSeq(8) (group summary)
+//	gv/{gid}                  → group summary with its message count (see summary)
+//	i/{uid}/{peer}/{id}       → nil (what uid received from peer: written until unread
+//	                            counts were kept, read only for 16-byte summaries)
 //
 // convKey is "d:"+min(a,b)+":"+max(a,b) for direct messages and "g:"+gid
 // for groups. Group IDs never hold '/' or ':' either (wire.ValidGroupID).
 // A group message writes no per-member key: members reach it through
 // gs/ and gv/ of the groups they are in when they read (see read.go), so
 // its cost does not grow with the group.
+//
+// The summary that every message rewrites lives in w/, apart from the
+// v/ index that lists a user's conversations: Badger keeps the versions
+// a key was overwritten with until compaction drops them, and an
+// iterator steps over each, so listing a busy user's conversations by
+// iterating rewritten keys costs as many steps as recent messages. v/
+// keys are written once and are iterated; w/ keys are read with Get,
+// which finds the newest version directly.
+//
+// Per message: a direct message writes m/, c/, s/ and w/ of both sides,
+// and dedup/ (7 keys; 5 to oneself; the first message of a conversation
+// also writes v/ of both sides); a group message writes m/, c/, gs/,
+// gv/, the sender's rc/ (their own-message count) and dedup/ (6 keys,
+// whatever the group's size). Unread counts are kept by these writes, so
+// listing conversations reads one summary (and for a group one cursor)
+// per conversation, whatever the history's size.
+//
+// Formats: summaries and group cursors written before unread counts were
+// kept (16-byte summaries, 8-byte cursors) are still read, their unread
+// counts counted as they were then, and the FSM rewrites them in the new
+// form when it next touches them; replaying an old log gives the same
+// state on every node because the handlers are deterministic. A node of
+// an earlier version cannot read the new forms (it would skip those
+// conversations in its list): it must not be handed a snapshot of a
+// newer node, nor be restarted on a database a newer version wrote.
 const keyRoot = "r/arch/"
 
 func be64(n uint64) []byte {
@@ -61,6 +91,7 @@ func syncPrefix(uid string) []byte        { return cat([]byte("s/" + uid + "/"))
 func inboxPrefix(uid, peer string) []byte { return cat([]byte("i/" + uid + "/" + peer + "/")) }
 func summaryPrefix(uid string) []byte     { return cat([]byte("v/" + uid + "/")) }
 func summaryKey(uid, peer string) []byte  { return cat([]byte("v/" + uid + "/" + peer)) }
+func stateKey(uid, peer string) []byte    { return cat([]byte("w/" + uid + "/" + peer)) }
 func cursorKey(uid, conv string) []byte   { return cat([]byte("rc/" + uid + "/" + conv)) }
 func dedupKey(from, cid string) []byte    { return cat([]byte("dedup/" + from + "/" + cid)) }
 func groupConv(gid string) string         { return "g:" + gid }
@@ -81,22 +112,158 @@ func tail8(key []byte) uint64 {
 	return binary.BigEndian.Uint64(key[len(key)-8:])
 }
 
-// summary is the value of v/{uid}/{peer} and of gv/{gid}.
+// summary is the value of w/{uid}/{peer} (a direct conversation) and of
+// gv/{gid} (a group). Three encodings exist:
+//
+//	16 bytes  lastID(8) lastSeq(8)                           written before counts were kept (v/ and gv/)
+//	32 bytes  lastID(8) lastSeq(8) unread(8) cursor(8)        w/: a direct conversation with its kept unread count
+//	25 bytes  lastID(8) lastSeq(8) count(8) flags(1)          gv/: a group with its message count
+//
+// A 16-byte summary is still read (Kept false): its unread count is
+// counted as before (see unread and groupUnread), and the FSM writes the
+// new form (w/ for a direct conversation, where it then wins over v/'s)
+// the next time it touches the conversation.
 type summary struct {
 	LastID  snowflake.ID // highest message ID in the conversation (the top of its history)
 	LastSeq uint64       // commit position of its latest message (activity order)
+	Kept    bool         // the fields below are valid (not a 16-byte summary)
+
+	// Direct conversations (v/{uid}/{peer}).
+	Unread uint64       // messages from peer with an ID above Cursor, saturated at unreadCap
+	Cursor snowflake.ID // uid's read cursor (the same as rc/{uid}/{convKey})
+
+	// Groups (gv/{gid}).
+	Count    uint64 // messages stored since counting began (modular: only differences are used)
+	Complete bool   // counting began with the group's first message
 }
 
-func (s summary) encode() []byte {
-	b := make([]byte, 16)
-	binary.BigEndian.PutUint64(b, uint64(s.LastID))
-	binary.BigEndian.PutUint64(b[8:], s.LastSeq)
-	return b
+const (
+	summaryLegacyLen = 16
+	summaryDirectLen = 32
+	summaryGroupLen  = 25
+	groupComplete    = 1 // the flag bit of Complete
+)
+
+func (s summary) appendHead(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(s.LastID))
+	return binary.BigEndian.AppendUint64(b, s.LastSeq)
+}
+
+// encodeDirect is the 32-byte v/ value.
+func (s summary) encodeDirect() []byte {
+	b := s.appendHead(make([]byte, 0, summaryDirectLen))
+	b = binary.BigEndian.AppendUint64(b, s.Unread)
+	return binary.BigEndian.AppendUint64(b, uint64(s.Cursor))
+}
+
+// encodeGroup is the 25-byte gv/ value.
+func (s summary) encodeGroup() []byte {
+	b := s.appendHead(make([]byte, 0, summaryGroupLen))
+	b = binary.BigEndian.AppendUint64(b, s.Count)
+	var flags byte
+	if s.Complete {
+		flags |= groupComplete
+	}
+	return append(b, flags)
 }
 
 func decodeSummary(v []byte) (summary, bool) {
-	if len(v) != 16 {
+	if len(v) != summaryLegacyLen && len(v) != summaryDirectLen && len(v) != summaryGroupLen {
 		return summary{}, false
 	}
-	return summary{LastID: snowflake.ID(binary.BigEndian.Uint64(v)), LastSeq: binary.BigEndian.Uint64(v[8:])}, true
+	s := summary{LastID: snowflake.ID(binary.BigEndian.Uint64(v)), LastSeq: binary.BigEndian.Uint64(v[8:])}
+	switch len(v) {
+	case summaryDirectLen:
+		s.Kept = true
+		s.Unread = binary.BigEndian.Uint64(v[16:])
+		s.Cursor = snowflake.ID(binary.BigEndian.Uint64(v[24:]))
+	case summaryGroupLen:
+		s.Kept = true
+		s.Count = binary.BigEndian.Uint64(v[16:])
+		s.Complete = v[24]&groupComplete != 0
+	}
+	return s, true
+}
+
+// memberCursor is the value of rc/{uid}/g:{gid}, a member's read cursor
+// of a group with what the member's unread count is derived from:
+//
+//	8 bytes   upTo(8)                                          written before counts were kept
+//	33 bytes  upTo(8) read(8) readOwn(8) own(8) flags(1)
+//
+// Own counts the member's messages to the group (from when the record
+// was created). When the cursor moves, the FSM walks the group's history
+// above the new cursor once: Read is the group's Count minus the messages
+// above the cursor and ReadOwn is Own minus the member's messages among
+// them. The unread count is then, at any later time,
+//
+//	(gv.Count − Read) − (Own − ReadOwn)
+//
+// the messages above the cursor or stored since, less the member's own
+// among them: O(1) to read, and a group message writes only the group
+// summary and its sender's record, however large the group. The counters
+// are modular (uint64): their origins cancel out, only differences
+// matter. Kept (flag bit 1) says Read and ReadOwn are valid; a record
+// without it (an 8-byte one, or one created by a send in a group whose
+// earlier messages were stored before counts were kept) falls back to
+// counting, as before.
+type memberCursor struct {
+	UpTo    snowflake.ID
+	Read    uint64
+	ReadOwn uint64
+	Own     uint64
+	Kept    bool
+}
+
+const (
+	memberCursorLegacyLen = 8
+	memberCursorLen       = 33
+	memberKept            = 1
+)
+
+func (m memberCursor) encode() []byte {
+	b := make([]byte, 0, memberCursorLen)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.UpTo))
+	b = binary.BigEndian.AppendUint64(b, m.Read)
+	b = binary.BigEndian.AppendUint64(b, m.ReadOwn)
+	b = binary.BigEndian.AppendUint64(b, m.Own)
+	var flags byte
+	if m.Kept {
+		flags |= memberKept
+	}
+	return append(b, flags)
+}
+
+func decodeMemberCursor(v []byte) (memberCursor, bool) {
+	switch len(v) {
+	case memberCursorLegacyLen:
+		return memberCursor{UpTo: snowflake.ID(binary.BigEndian.Uint64(v))}, true
+	case memberCursorLen:
+		return memberCursor{
+			UpTo:    snowflake.ID(binary.BigEndian.Uint64(v)),
+			Read:    binary.BigEndian.Uint64(v[8:]),
+			ReadOwn: binary.BigEndian.Uint64(v[16:]),
+			Own:     binary.BigEndian.Uint64(v[24:]),
+			Kept:    v[32]&memberKept != 0,
+		}, true
+	}
+	return memberCursor{}, false
+}
+
+// unread is the member's kept unread count in a group with summary g,
+// capped; ok is false when it is not kept and must be counted.
+func (m memberCursor) unread(g summary, found bool) (n int, ok bool) {
+	if !g.Kept {
+		return 0, false
+	}
+	var u uint64
+	switch {
+	case found && m.Kept:
+		u = (g.Count - m.Read) - (m.Own - m.ReadOwn)
+	case !found && g.Complete:
+		u = g.Count // never read, never sent: every message is from others
+	default:
+		return 0, false
+	}
+	return int(min(u, unreadCap)), true
 }

@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
@@ -233,25 +232,14 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 		return nil, false, err
 	}
 	err = s.db.View(func(tx *badger.Txn) error {
-		prefix := summaryPrefix(uid)
-		var all []conversation
-		var sums []summary
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			item := it.Item()
-			var sum summary
-			var ok bool
-			if err := item.Value(func(v []byte) error { sum, ok = decodeSummary(v); return nil }); err != nil {
-				it.Close()
-				return err
-			}
-			if !ok {
-				continue
-			}
-			all = append(all, conversation{Peer: string(item.Key()[len(prefix):]), lastSeq: sum.LastSeq})
-			sums = append(sums, sum)
+		peers, sums, err := directSummaries(tx, uid)
+		if err != nil {
+			return err
 		}
-		it.Close()
+		all := make([]conversation, len(peers), len(peers)+len(gids))
+		for i, p := range peers {
+			all[i] = conversation{Peer: p, lastSeq: sums[i].LastSeq}
+		}
 		for _, gid := range gids {
 			sum, found, err := getSummary(tx, groupSummaryKey(gid))
 			if err != nil {
@@ -281,9 +269,9 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 				return err
 			}
 			if c.Group != "" {
-				c.Unread, err = groupUnread(tx, uid, c.Group)
+				c.Unread, err = groupUnread(tx, uid, c.Group, sums[i])
 			} else {
-				c.Unread, err = unread(tx, uid, c.Peer)
+				c.Unread, err = unread(tx, uid, c.Peer, sums[i])
 			}
 			if err != nil {
 				return err
@@ -295,13 +283,66 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 	return out, hasMore, err
 }
 
-// unread counts the messages uid received from peer with IDs above uid's
-// read cursor, up to unreadCap.
-func unread(tx *badger.Txn, uid, peer string) (int, error) {
-	cur, _, err := getID(tx, cursorKey(uid, directConv(uid, peer)))
-	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+// directSummaries lists uid's direct conversations (the peers, in order)
+// and their summaries: the v/ index is iterated (its keys are written
+// once, so the iterator has no versions to step over) and each kept
+// summary is read from w/ with a Get; a 16-byte v/ value without w/ is a
+// summary written before counts were kept.
+func directSummaries(tx *badger.Txn, uid string) (peers []string, sums []summary, err error) {
+	prefix := summaryPrefix(uid)
+	var legacy []summary
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 100})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var sum summary
+		if err := item.Value(func(v []byte) error { sum, _ = decodeSummary(v); return nil }); err != nil {
+			it.Close()
+			return nil, nil, err
+		}
+		peers = append(peers, string(item.Key()[len(prefix):]))
+		legacy = append(legacy, sum)
+	}
+	it.Close()
+	sums = legacy[:0]
+	out := peers[:0]
+	for i, p := range peers {
+		sum, found, err := getSummary(tx, stateKey(uid, p))
+		if err != nil {
+			return nil, nil, err
+		}
+		if !found {
+			if sum = legacy[i]; sum.LastID == 0 {
+				continue // neither form is readable: skipped, as before
+			}
+		}
+		out = append(out, p)
+		sums = append(sums, sum)
+	}
+	return out, sums, nil
+}
+
+// unread is uid's unread count in the direct conversation with peer,
+// whose summary is sum: kept in the summary, or counted for a summary
+// written before counts were kept.
+func unread(tx *badger.Txn, uid, peer string, sum summary) (int, error) {
+	if sum.Kept {
+		return int(min(sum.Unread, unreadCap)), nil
+	}
+	if uid == peer {
+		return 0, nil // nothing was ever indexed as received from oneself
+	}
+	cur, _, err := getCursor(tx, cursorKey(uid, directConv(uid, peer)))
+	if err != nil {
 		return 0, err
 	}
+	return legacyUnread(tx, uid, peer, cur)
+}
+
+// legacyUnread counts what uid received from peer with IDs above cur, up
+// to unreadCap, on the i/ index that was written until counts were kept:
+// for the conversations whose summaries are still in the 16-byte form,
+// every message has its i/ key.
+func legacyUnread(tx *badger.Txn, uid, peer string, cur snowflake.ID) (int, error) {
 	if cur == ^snowflake.ID(0) {
 		return 0, nil
 	}
@@ -315,34 +356,24 @@ func unread(tx *badger.Txn, uid, peer string) (int, error) {
 	return n, nil
 }
 
-// groupUnread counts the messages of group gid from others with IDs above
-// uid's read cursor of the group, up to unreadCap. It walks the group's
-// history (the sender is the value), skipping uid's own messages.
-func groupUnread(tx *badger.Txn, uid, gid string) (int, error) {
+// groupUnread is uid's unread count in group gid, whose summary is sum:
+// derived from the kept counts (see memberCursor), or else the messages
+// of the group from others with IDs above uid's read cursor, counted up
+// to unreadCap on the group's history (the sender is the value).
+func groupUnread(tx *badger.Txn, uid, gid string, sum summary) (int, error) {
 	conv := groupConv(gid)
-	cur, _, err := getID(tx, cursorKey(uid, conv))
+	rec, found, err := getMemberCursor(tx, cursorKey(uid, conv))
 	if err != nil {
 		return 0, err
 	}
-	if cur == ^snowflake.ID(0) {
+	if n, ok := rec.unread(sum, found); ok {
+		return n, nil
+	}
+	if rec.UpTo == ^snowflake.ID(0) {
 		return 0, nil
 	}
-	prefix := convPrefix(conv)
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	me := []byte(uid)
-	n := 0
-	for it.Seek(withID(prefix, uint64(cur)+1)); it.ValidForPrefix(prefix) && n < unreadCap; it.Next() {
-		if err := it.Item().Value(func(from []byte) error {
-			if !bytes.Equal(from, me) {
-				n++
-			}
-			return nil
-		}); err != nil {
-			return 0, err
-		}
-	}
-	return n, nil
+	total, own, err := countAbove(tx, convPrefix(conv), rec.UpTo, uid)
+	return int(total - own), err
 }
 
 // Message returns the stored envelope JSON of message id; ok is false
@@ -369,7 +400,7 @@ func (s *Service) ReadUpTo(uid, peer, gid string) (snowflake.ID, error) {
 	var cur snowflake.ID
 	err := s.db.View(func(tx *badger.Txn) error {
 		var err error
-		cur, _, err = getID(tx, cursorKey(uid, conv))
+		cur, _, err = getCursor(tx, cursorKey(uid, conv))
 		return err
 	})
 	return cur, err
@@ -377,7 +408,7 @@ func (s *Service) ReadUpTo(uid, peer, gid string) (snowflake.ID, error) {
 
 // UnreadTotal is uid's unread count over every conversation (each
 // counted up to the cap of the conversation list): the badge of a push
-// notification. It walks what the conversation list walks, without
+// notification. It reads what the conversation list reads, without
 // loading the last messages.
 func (s *Service) UnreadTotal(uid string) (int, error) {
 	gids, err := s.groupsOf(uid)
@@ -386,22 +417,26 @@ func (s *Service) UnreadTotal(uid string) (int, error) {
 	}
 	total := 0
 	err = s.db.View(func(tx *badger.Txn) error {
-		prefix := summaryPrefix(uid)
-		var peers []string
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			peers = append(peers, string(it.Item().Key()[len(prefix):]))
+		peers, sums, err := directSummaries(tx, uid)
+		if err != nil {
+			return err
 		}
-		it.Close()
-		for _, peer := range peers {
-			n, err := unread(tx, uid, peer)
+		for i, peer := range peers {
+			n, err := unread(tx, uid, peer, sums[i])
 			if err != nil {
 				return err
 			}
 			total += n
 		}
 		for _, gid := range gids {
-			n, err := groupUnread(tx, uid, gid)
+			sum, found, err := getSummary(tx, groupSummaryKey(gid))
+			if err != nil {
+				return err
+			}
+			if !found {
+				continue // no message in the group
+			}
+			n, err := groupUnread(tx, uid, gid, sum)
 			if err != nil {
 				return err
 			}

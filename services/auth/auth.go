@@ -162,6 +162,10 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// restorer is implemented by *fsm.FSM: the cache of existing accounts
+// must be dropped when a snapshot replaces the state.
+type restorer interface{ OnRestore(fn func()) }
+
 // Deps are what the service needs from the node.
 type Deps struct {
 	DB       *badger.DB
@@ -198,6 +202,7 @@ type Service struct {
 	pubMu    sync.RWMutex
 	pubCache map[string]ed25519.PublicKey // keys other nodes published
 	hasher   *hasher
+	exists   *existsCache       // accounts known to exist (UserExists)
 	perUser  *ratelimit.Limiter // failed logins by normalized username
 	perIP    *ratelimit.Limiter // failed logins by ratelimit.IPKey
 
@@ -243,6 +248,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		keys:     keys,
 		pubCache: map[string]ed25519.PublicKey{},
 		hasher:   newHasher(cfg.Argon2),
+		exists:   newExistsCache(defaultExistsEntries),
 		perUser:  perUser,
 		perIP:    perIP,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -270,6 +276,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
 	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
+	if r, ok := deps.FSM.(restorer); ok {
+		r.OnRestore(s.exists.purge)
+	}
 	s.log.Info("auth ready", "kid", keys.signer.kid, "keys", len(keys.byKID))
 	return s, nil
 }

@@ -245,15 +245,6 @@ func (s *Service) readFamily(id string) (refreshFamily, bool, error) {
 	return f, found, nil
 }
 
-// UserExists reports whether an account with this user ID exists.
-func (s *Service) UserExists(uid string) (bool, error) {
-	if wire.ValidUserID(uid) != nil {
-		return false, nil
-	}
-	_, found, err := s.readAccount(uid)
-	return found, err
-}
-
 // CountAccounts returns the number of accounts (a key-only scan; for
 // /admin/stats, not a hot path).
 func (s *Service) CountAccounts() (int, error) {

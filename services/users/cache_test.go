@@ -269,3 +269,19 @@ func BenchmarkRole(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkIsBlocked measures the block check of every direct message
+// (the recipient's block list, from the cache).
+func BenchmarkIsBlocked(b *testing.B) {
+	e := newEnvWith(b, func(d *Deps) { d.Publisher = nil })
+	e.users("alice", "bob", "carol")
+	if err := e.svc.Block(context.Background(), "bob", "carol"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if e.svc.IsBlocked("bob", "alice") || !e.svc.IsBlocked("bob", "carol") {
+			b.Fatal("wrong answer")
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package archive
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// latencies records one duration per benchmark iteration and reports
+// the percentiles that the targets of issue 10 are stated in.
+type latencies []time.Duration
+
+func (l *latencies) time(start time.Time) { *l = append(*l, time.Since(start)) }
+
+func (l latencies) report(b *testing.B) {
+	if len(l) == 0 {
+		return
+	}
+	s := slices.Clone(l)
+	slices.Sort(s)
+	at := func(p float64) float64 { return float64(s[min(len(s)-1, int(float64(len(s))*p))].Nanoseconds()) }
+	b.ReportMetric(at(0.50), "p50-ns")
+	b.ReportMetric(at(0.99), "p99-ns")
+}
+
+// BenchmarkConversations lists the conversations of a user with 200
+// conversations and 50,000 messages (half of them from the peers, a
+// read cursor in every other conversation), the case of issue 10, where
+// all of the store's recent traffic is that user's: each summary has
+// been rewritten 250 times lately, and Badger's iterator steps over
+// those versions until compaction drops them (BenchmarkLargeStore's
+// conversations is the same user among a million messages of others).
+func BenchmarkConversations(b *testing.B) {
+	e := newEnv(b)
+	const peers, perPeer = 200, 250
+	id := snowflake.ID(1 << 30)
+	var cmds []fsm.Command
+	flush := func() {
+		res, err := e.prop.ProposeBatch(context.Background(), cmds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+		cmds = cmds[:0]
+	}
+	for i := range perPeer {
+		for p := range peers {
+			from, to := "bob", "peer"+strconv.Itoa(p)
+			if i%2 == 0 {
+				from, to = to, from
+			}
+			id++
+			env := text(fmt.Sprint("c", id), "a message of some sixty bytes, as chat messages often are")
+			env.ID, env.From, env.To = id, from, to
+			c := msgCmd{ID: id, From: from, To: to, CID: env.CID, Payload: env.Marshal()}
+			cmds = append(cmds, fsm.Command{Type: wire.CmdMessage, Payload: c.encode()})
+			if i == perPeer/2 && p%2 == 0 {
+				cur := cursorCmd{Reader: "bob", Peer: "peer" + strconv.Itoa(p), UpTo: id}
+				cmds = append(cmds, fsm.Command{Type: wire.CmdReadCursor, Payload: cur.encode()})
+			}
+			if len(cmds) >= 1000 {
+				flush()
+			}
+		}
+	}
+	flush()
+	b.ReportAllocs()
+	var lat latencies
+	for b.Loop() {
+		start := time.Now()
+		convs, _, err := e.svc.conversations("bob", conversationsDefault)
+		lat.time(start)
+		if err != nil || len(convs) != peers {
+			b.Fatal(len(convs), err)
+		}
+	}
+	lat.report(b)
+}
+
+// storedMessages is how many messages BenchmarkLargeStore stores first:
+// EDGECHAT_BENCH_STORED, or a million.
+func storedMessages(b *testing.B) int {
+	if s := os.Getenv("EDGECHAT_BENCH_STORED"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 10_000 {
+			b.Fatalf("EDGECHAT_BENCH_STORED=%q: want a number ≥ 10000", s)
+		}
+		return n
+	}
+	return 1_000_000
+}
+
+// BenchmarkLargeStore reads a history page of 50, a sync of 1,000 missed
+// messages and a conversation list from a store filled with storedMessages direct
+// messages (set EDGECHAT_BENCH_STORED=10000000 for the 10M figure of
+// issue 10; filling takes a while). The store is Badger with the node's
+// options and is filled by a write loop with the keys and values the FSM
+// handler writes for a direct message (bypassing Raft, to be quick):
+// every tenth message is bob's (half of them with alice, the others with
+// 199 other peers: at a million, bob has 200 conversations and 50,000
+// messages), the others are between 10,000 other users.
+func BenchmarkLargeStore(b *testing.B) {
+	n := storedMessages(b)
+	db, err := badger.Open(badger.DefaultOptions(b.TempDir()).WithLogger(nil).
+		WithMemTableSize(16 << 20).WithNumMemtables(2).WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).WithValueLogFileSize(64 << 20).WithNumCompactors(2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	start := time.Now()
+	firstID := snowflake.ID(1 << 40)
+	fillDirect(b, db, n, firstID)
+	b.Logf("stored %d messages in %v", n, time.Since(start).Round(time.Millisecond))
+	svc := &Service{db: db}
+	conv := directConv("alice", "bob")
+
+	b.Run("history50/newest", func(b *testing.B) {
+		b.ReportAllocs()
+		var lat latencies
+		for b.Loop() {
+			t := time.Now()
+			msgs, more, err := svc.historyPage(conv, nil, historyDefault)
+			lat.time(t)
+			if err != nil || len(msgs) != historyDefault || !more {
+				b.Fatal(len(msgs), err)
+			}
+		}
+		lat.report(b)
+	})
+	b.Run("history50/middle", func(b *testing.B) {
+		b.ReportAllocs()
+		var lat latencies
+		i := 0
+		for b.Loop() {
+			// A different page each time, spread over the history, so
+			// that the block cache does not hold them all.
+			i++
+			before := firstID + snowflake.ID(n/2+(i*7919)%(n/3))
+			t := time.Now()
+			msgs, _, err := svc.historyPage(conv, &before, historyDefault)
+			lat.time(t)
+			if err != nil || len(msgs) != historyDefault {
+				b.Fatal(len(msgs), err)
+			}
+		}
+		lat.report(b)
+	})
+	b.Run("conversations", func(b *testing.B) {
+		b.ReportAllocs()
+		var lat latencies
+		for b.Loop() {
+			t := time.Now()
+			convs, _, err := svc.conversations("bob", conversationsDefault)
+			lat.time(t)
+			if err != nil || len(convs) != 200 {
+				b.Fatal(len(convs), err)
+			}
+		}
+		lat.report(b)
+	})
+	b.Run("sync1000", func(b *testing.B) {
+		// bob's sync index holds a tenth of all positions; start 1,000
+		// of his messages before his end (positions are the fill order).
+		since := uint64(n - 10*1000 - 10)
+		b.ReportAllocs()
+		var lat latencies
+		for b.Loop() {
+			t := time.Now()
+			msgs, _, _, err := svc.syncPage("bob", since, syncMax)
+			lat.time(t)
+			if err != nil || len(msgs) != syncMax {
+				b.Fatal(len(msgs), err)
+			}
+		}
+		lat.report(b)
+	})
+}
+
+// fillDirect writes n direct messages with IDs from first and positions
+// from 1, with the keys and values applyMessage writes (the summaries
+// once at the end, with their final values).
+func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
+	wb := db.NewWriteBatch()
+	defer wb.Cancel()
+	set := func(k, v []byte) {
+		if err := wb.Set(k, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	type pair struct{ a, b string }
+	last := map[pair]summary{}
+	body := "a message of some sixty bytes, as chat messages often are"
+	for i := range n {
+		id := first + snowflake.ID(i)
+		seq := uint64(i + 1)
+		var from, to string
+		switch {
+		case i%20 == 10:
+			from, to = "alice", "bob"
+		case i%20 == 0:
+			from, to = "bob", "p"+strconv.Itoa((i/20)%199)
+		default:
+			from, to = "u"+strconv.Itoa(i%10_000), "u"+strconv.Itoa((i*31+7)%10_000)
+		}
+		if i%40 >= 20 && (from == "bob" || to == "bob") {
+			from, to = to, from
+		}
+		env := text("f"+strconv.Itoa(i), body)
+		env.ID, env.From, env.To = id, from, to
+		idb := be64(uint64(id))
+		set(msgKey(id), env.Marshal())
+		set(withID(convPrefix(directConv(from, to)), uint64(id)), []byte(from))
+		set(withID(syncPrefix(from), seq), idb)
+		if to != from {
+			set(withID(syncPrefix(to), seq), idb)
+		}
+		set(dedupKey(from, env.CID), idb)
+		last[pair{from, to}] = summary{LastID: id, LastSeq: seq, Kept: true, Unread: last[pair{from, to}].Unread}
+		s := last[pair{to, from}]
+		s.LastID, s.LastSeq, s.Kept = id, seq, true
+		if to != from {
+			s.Unread = min(s.Unread+1, unreadCap)
+		}
+		last[pair{to, from}] = s
+	}
+	for p, s := range last {
+		set(stateKey(p.a, p.b), s.encodeDirect())
+		set(summaryKey(p.a, p.b), nil)
+	}
+	if err := wb.Flush(); err != nil {
+		b.Fatal(err)
+	}
+}
