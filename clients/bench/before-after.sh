@@ -48,7 +48,7 @@ wait_ready() { # URL: prints milliseconds waited
 # one BIN DIR: start a single node; sets P, H, M.
 one() {
   local bin=$1 dir=$2 c
-  read -r H M c _ < <("$B" freeport -n 3)
+  read -r H M c _ < <(echo $("$B" freeport -n 3))
   "$bin" serve --data "$dir" --http-addr "127.0.0.1:$H" --mqtt-addr "127.0.0.1:$M" --cluster-addr "127.0.0.1:$c" "${NOLIMITS[@]}" >"$dir.log" 2>&1 &
   P=$!
   pids+=("$P")
@@ -59,7 +59,7 @@ one() {
 three() {
   local bin=$1 dir=$2 i j join
   local ports
-  read -r -a ports < <("$B" freeport -n 9)
+  read -r -a ports < <(echo $("$B" freeport -n 9))
   local cp=()
   for i in 0 1 2; do
     join=""
@@ -82,7 +82,7 @@ stopall() {
   for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
 
-summary() { grep -E 'committed rate|PUBACK|CPU per|Raft batch|RSS|per connection|sent / ' || true; }
+summary() { grep -E 'committed rate|PUBACK|CPU per|Raft batch|RSS|per connection|sent / |^error' || true; }
 
 hdr "binary size (bytes)"
 for t in before after; do bin=$BEFORE; [ $t = after ] && bin=$AFTER; echo "$t: $(stat -c %s "$bin")"; done
