@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -37,8 +38,10 @@ func BenchmarkRoomFanOut(b *testing.B) {
 	}
 	for _, tc := range cases {
 		b.Run(fmt.Sprintf("rooms=%d/k=%d/window=%d/direct=%v", tc.rooms, tc.k, tc.window, tc.direct), func(b *testing.B) {
-			e := startBroker(b, func(c *Config) { c.Dev = true })
-			e.b.srv.Options.ClientDirectWrites = tc.direct
+			e := startBroker(b, func(c *Config) {
+				c.Dev = true
+				c.queuedWrites = !tc.direct
+			})
 			ctr := &deliveryCounter{wake: make(chan struct{}, 1)}
 			got := &ctr.n
 			for r := 0; r < tc.rooms; r++ {
@@ -121,6 +124,13 @@ func (w *bytesWriter) Write(p []byte) (int, error) { *w = append(*w, p...); retu
 // to topic at QoS 0 unless topic is empty.
 func rawAnon(b *testing.B, addr, clientID, topic string) net.Conn {
 	b.Helper()
+	return rawSub(b, addr, clientID, "", topic, 0)
+}
+
+// rawSub connects a v5 client, as user uid (password "tok:{uid}") unless
+// uid is empty, and subscribes it to topic at qos unless topic is empty.
+func rawSub(b *testing.B, addr, clientID, uid, topic string, qos byte) net.Conn {
+	b.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -129,6 +139,10 @@ func rawAnon(b *testing.B, addr, clientID, topic string) net.Conn {
 	cp := pahopk.NewControlPacket(pahopk.CONNECT).Content.(*pahopk.Connect)
 	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 5
 	cp.ClientID, cp.KeepAlive, cp.CleanStart = clientID, 300, true
+	if uid != "" {
+		cp.Username, cp.UsernameFlag = uid, true
+		cp.Password, cp.PasswordFlag = []byte("tok:"+uid), true
+	}
 	if _, err := cp.WriteTo(c); err != nil {
 		b.Fatal(err)
 	}
@@ -140,7 +154,7 @@ func rawAnon(b *testing.B, addr, clientID, topic string) net.Conn {
 	}
 	sp := pahopk.NewControlPacket(pahopk.SUBSCRIBE).Content.(*pahopk.Subscribe)
 	sp.PacketID = 1
-	sp.Subscriptions = []pahopk.SubOptions{{Topic: topic, QoS: 0}}
+	sp.Subscriptions = []pahopk.SubOptions{{Topic: topic, QoS: qos}}
 	if _, err := sp.WriteTo(c); err != nil {
 		b.Fatal(err)
 	}
@@ -157,9 +171,11 @@ type deliveryCounter struct {
 	wake      chan struct{}
 }
 
-// countPublishes splits the stream into packets and counts PUBLISHes.
+// countPublishes splits the stream into packets and counts PUBLISHes,
+// acknowledging those of QoS 1.
 func countPublishes(c net.Conn, ctr *deliveryCounter) {
 	r := bufio.NewReaderSize(c, 32<<10)
+	w := bufio.NewWriter(c)
 	for {
 		h, err := r.ReadByte()
 		if err != nil {
@@ -177,6 +193,19 @@ func countPublishes(c net.Conn, ctr *deliveryCounter) {
 				break
 			}
 		}
+		if h>>4 == 3 && h&6 == 2 { // QoS 1: PUBACK the packet ID after the topic
+			body, err := r.Peek(size)
+			if err != nil {
+				return
+			}
+			tl := int(body[0])<<8 | int(body[1])
+			_, _ = w.Write([]byte{0x40, 2, body[2+tl], body[3+tl]})
+			if r.Buffered() <= size {
+				if err := w.Flush(); err != nil {
+					return
+				}
+			}
+		}
 		if _, err := r.Discard(size); err != nil {
 			return
 		}
@@ -185,6 +214,58 @@ func countPublishes(c net.Conn, ctr *deliveryCounter) {
 			case ctr.wake <- struct{}{}:
 			default:
 			}
+		}
+	}
+}
+
+// BenchmarkGroupDelivery: one QoS 1 chat message to a group of 10,000
+// members of whom `online` are connected and subscribed (QoS 1), from
+// the sender's PUBLISH to the last delivery, through a fake ChatStore and
+// Membership (asked on every delivery). Unlike BenchmarkGroupFanOut the
+// members are bare sockets that only split packets and send PUBACKs, so
+// the time is the broker's, not a client library's. Reports the
+// publish→last-delivery latency (p50, p99) and CPU per delivery (the
+// members' reads and PUBACKs included).
+func BenchmarkGroupDelivery(b *testing.B) {
+	for _, online := range []int{100, 1000} {
+		for _, direct := range []bool{true, false} {
+			b.Run(fmt.Sprintf("online=%d/direct=%v", online, direct), func(b *testing.B) {
+				e := startBroker(b, func(c *Config) { c.queuedWrites = !direct })
+				for i := 0; i < 10000; i++ {
+					e.mem.set("big", fmt.Sprintf("m%05d", i), true)
+				}
+				ctr := &deliveryCounter{wake: make(chan struct{}, 1)}
+				for i := 0; i < online; i++ {
+					uid := fmt.Sprintf("m%05d", i)
+					go countPublishes(rawSub(b, e.addr, uid+"/d", uid, "group/big/newMessage", 1), ctr)
+				}
+				sender := mustV5(b, e.addr, "m09999", "sender")
+				lat := make([]time.Duration, 0, b.N)
+				cpu0 := cpuTime()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					want := int64((i + 1) * online)
+					ctr.target.Store(want)
+					t0 := time.Now()
+					if code, _ := sender.Pub(b, "group/big/newMessage", 1, fmt.Sprintf(`{"cid":"g%d","type":"text","body":"fan-out"}`, i)); code != 0 {
+						b.Fatalf("PUBACK 0x%02x", code)
+					}
+					for ctr.n.Load() < want {
+						select {
+						case <-ctr.wake:
+						case <-time.After(waitFor):
+							b.Fatalf("delivered %d of %d", ctr.n.Load(), want)
+						}
+					}
+					lat = append(lat, time.Since(t0))
+				}
+				b.StopTimer()
+				cpu := cpuTime() - cpu0
+				slices.Sort(lat)
+				b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*online), "cpu-ns/delivery")
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(lat[(len(lat)*99)/100].Microseconds()), "p99-µs")
+			})
 		}
 	}
 }
