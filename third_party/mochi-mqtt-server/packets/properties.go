@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/mochi-mqtt/server/v2/mempool"
 )
@@ -192,13 +193,15 @@ func (p *Properties) Copy(allowTransfer bool) Properties {
 
 // canEncode returns true if the property type is valid for the packet type.
 func (p *Properties) canEncode(pkt byte, k byte) bool {
-	return encodableProperties[k]&packetBit(pkt) != 0
+	return encodableProperties()[k]&packetBit(pkt) != 0
 }
 
 // encodableProperties is validPacketProperties as a table of bit sets
 // (see packetBit): canEncode runs for every property of every packet
 // encoded, and two map lookups each made it a large part of encoding.
-var encodableProperties = func() (t [256]uint32) {
+// Built on first use, from the map as it is then.
+var encodableProperties = sync.OnceValue(func() *[256]uint32 {
+	t := new([256]uint32)
 	for k, pkts := range validPacketProperties {
 		for pkt, ok := range pkts {
 			if ok == 1 {
@@ -207,7 +210,7 @@ var encodableProperties = func() (t [256]uint32) {
 		}
 	}
 	return t
-}()
+})
 
 // packetBit is the bit of a packet type (or WillProperties) in
 // encodableProperties.
