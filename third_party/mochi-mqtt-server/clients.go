@@ -190,7 +190,17 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// WriteLoop ranges over pending outbound messages and writes them to the client connection.
+// WriteLoop writes the pending outbound messages to the client connection,
+// and returns once the queue is empty or the client is closed.
+//
+// It runs only while there is something to write: the server starts it when
+// a packet is queued for a client whose queue was empty (outboundQty goes
+// from 0 to 1, see enqueueOutbound), and it returns when its last packet is
+// written (outboundQty back to 0). An idle client therefore holds no writer
+// goroutine and no writer stack, which is most of what an idle connection
+// costs. outboundQty counts packets queued (sent on the channel before they
+// are counted) and not yet written, so at most one writer runs at a time and
+// a writer never waits on an empty queue.
 func (cl *Client) WriteLoop() {
 	for {
 		select {
@@ -199,11 +209,27 @@ func (cl *Client) WriteLoop() {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
+			if atomic.AddInt32(&cl.State.outboundQty, -1) == 0 {
+				return
+			}
 		case <-cl.State.open.Done():
 			return
 		}
 	}
+}
+
+// enqueueOutbound queues pk for the client's writer, starting a writer if
+// none is running. It reports false when the queue is full.
+func (cl *Client) enqueueOutbound(pk *packets.Packet) bool {
+	select {
+	case cl.State.outbound <- pk:
+	default:
+		return false
+	}
+	if atomic.AddInt32(&cl.State.outboundQty, 1) == 1 {
+		go cl.WriteLoop()
+	}
+	return true
 }
 
 // ParseConnect parses the connect parameters and properties for a client.
@@ -377,16 +403,26 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
+		err = cl.readAndHandle(fh, packetHandler)
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// readAndHandle reads the rest of a packet and processes it. It is kept out
+// of Read so that the packet (hundreds of bytes) lives in this frame, which
+// is gone while Read waits for the next packet: an idle client's goroutine
+// then uses little stack, and the garbage collector can shrink that stack.
+//
+//go:noinline
+func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.
