@@ -237,7 +237,10 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.Net.Listener = lid
 
 	cl.Properties.ProtocolVersion = pk.ProtocolVersion
-	cl.Properties.Username = pk.Connect.Username
+	// A copy: the packet's fields are slices of the whole CONNECT packet
+	// (with the password, often a token of hundreds of bytes), which the
+	// client would otherwise keep for the life of the connection.
+	cl.Properties.Username = append([]byte(nil), pk.Connect.Username...)
 	cl.Properties.Clean = pk.Connect.Clean
 	cl.Properties.Props = pk.Properties.Copy(false)
 
