@@ -65,6 +65,39 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// disconnected returns the clients whose connection has ended (sessions
+// kept until they expire), keyed on client id. The once-a-second expiry
+// check uses it rather than GetAll: a copy of the whole map every second is
+// garbage in proportion to the clients connected, most of them idle.
+func (cl *Clients) disconnected() map[string]*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	var m map[string]*Client
+	for k, v := range cl.internal {
+		if v.StopTime() != 0 {
+			if m == nil {
+				m = map[string]*Client{}
+			}
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// withInflight returns the clients with inflight messages, for the
+// once-a-second inflight expiry check (see disconnected).
+func (cl *Clients) withInflight() []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	var out []*Client
+	for _, v := range cl.internal {
+		if v.State.Inflight.Len() > 0 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()
@@ -401,16 +434,42 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 		cl.refreshDeadline(cl.State.Keepalive)
 		fh := new(packets.FixedHeader)
+		waiting := time.Now()
 		err = cl.ReadFixedHeader(fh)
 		if err != nil {
 			return err
 		}
 
-		err = cl.readAndHandle(fh, packetHandler)
+		if time.Since(waiting) >= idleHandoff {
+			err = cl.readAndHandleAside(fh, packetHandler)
+		} else {
+			err = cl.readAndHandle(fh, packetHandler)
+		}
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// idleHandoff is how long a client must have sent nothing for its next
+// packet to be processed on a goroutine of its own (readAndHandleAside).
+const idleHandoff = time.Second
+
+// readAndHandleAside is readAndHandle on a short-lived goroutine, waited
+// for. Processing a packet goes deep (packets are passed by value through
+// the handlers and hooks: a PINGREQ and its PINGRESP take the stack to
+// 16 KiB), and a goroutine's stack only shrinks back, by halves, at garbage
+// collections. A client that is idle most of the time (a keepalive ping
+// now and then) thus keeps its small stack; a busy client's packets are
+// processed in place, at no extra cost.
+//
+//go:noinline
+func (cl *Client) readAndHandleAside(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.readAndHandle(fh, packetHandler)
+	}()
+	return <-done
 }
 
 // readAndHandle reads the rest of a packet and processes it. It is kept out

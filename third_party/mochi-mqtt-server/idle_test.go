@@ -4,6 +4,7 @@ package mqtt
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -155,5 +156,84 @@ func TestClientWriterQueueFull(t *testing.T) {
 	}
 	if got := readTopic(t, r); got != "t/again" {
 		t.Fatalf("topic %q, want t/again", got)
+	}
+}
+
+// The first packet after a client has been idle is processed on a
+// goroutine of its own (readAndHandleAside), the others in place; either
+// way each packet is handled once, in order, and a handler's error ends
+// Read.
+func TestClientReadAfterIdle(t *testing.T) {
+	r, w := net.Pipe()
+	t.Cleanup(func() {
+		_ = r.Close()
+		_ = w.Close()
+	})
+	cl := newClient(r, &ops{
+		info:    new(system.Info),
+		hooks:   new(Hooks),
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		options: &Options{Capabilities: &Capabilities{ReceiveMaximum: 10, MaximumInflight: 5, MaximumClientWritesPending: 4}},
+	})
+	cl.Properties.ProtocolVersion = 4
+	cl.State.Keepalive = 60
+
+	var got []string
+	errEnd := fmt.Errorf("end")
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.Read(func(_ *Client, pk packets.Packet) error {
+			got = append(got, pk.TopicName)
+			if pk.TopicName == "t/end" {
+				return errEnd
+			}
+			return nil
+		})
+	}()
+
+	send := func(topic string) {
+		t.Helper()
+		pk := publishPacket(topic)
+		pk.ProtocolVersion = 4
+		var buf bytes.Buffer
+		if err := pk.PublishEncode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			t.Fatalf("write %s: %v", topic, err)
+		}
+	}
+	send("t/1") // at once
+	send("t/2")
+	time.Sleep(idleHandoff + 100*time.Millisecond)
+	send("t/3") // after an idle second: aside
+	send("t/end")
+	if err := <-done; err != errEnd {
+		t.Fatalf("Read returned %v, want the handler's error", err)
+	}
+	if want := []string{"t/1", "t/2", "t/3", "t/end"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("handled %v, want %v", got, want)
+	}
+}
+
+// The once-a-second expiry checks allocate nothing for connected clients
+// without inflight messages, however many there are (they copied the whole
+// client map, and each client's inflight map, every second).
+func TestExpiryChecksIdleClientsAllocateNothing(t *testing.T) {
+	s := New(nil)
+	for i := 0; i < 1000; i++ {
+		cl, _ := newWriterTestClient(t, 1)
+		cl.ID = fmt.Sprintf("idle-%d", i)
+		s.Clients.Add(cl)
+	}
+	now := time.Now().Unix()
+	if n := testing.AllocsPerRun(10, func() {
+		s.clearExpiredClients(now)
+		s.clearExpiredInflights(now)
+	}); n != 0 {
+		t.Fatalf("%v allocations per expiry check of 1,000 idle clients, want 0", n)
+	}
+	if s.Clients.Len() != 1000 {
+		t.Fatalf("%d clients left, want the 1,000 connected ones", s.Clients.Len())
 	}
 }
