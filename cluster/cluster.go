@@ -217,6 +217,7 @@ type Raft struct {
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
 	catchUp     catchUp         // feeds followers that are behind while idle (catchup.go)
 	helpers     helpers         // the announcer's and catch-up's goroutines
+	quick       quickElection   // a lone voter elects itself at once (quickstart.go)
 }
 
 // New opens the Raft stores under cfg.DataDir, binds the transport and
@@ -411,6 +412,7 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 		defer close(obsDone)
 		n.observe(obs)
 	}()
+	n.quick.start(n.raft, raft.ServerID(n.cfg.NodeName), n.cfg.LeaderLeaseTimeout, n.log) // after the observer: it sees the leadership
 
 	// Helpers that live as long as Run: forwarding follower proposals,
 	// forming or joining the cluster, the leader's status poll.
@@ -521,6 +523,9 @@ func (n *Raft) observe(obs <-chan raft.Observation) {
 	for o := range obs {
 		switch d := o.Data.(type) {
 		case raft.LeaderObservation:
+			if d.LeaderID == raft.ServerID(n.cfg.NodeName) {
+				n.quick.led(n.raft, n.log)
+			}
 			n.memberWatch.notify()
 			n.log.Info("raft leader changed", "leader", d.LeaderID, "addr", d.LeaderAddr, "self", n.IsLeader())
 			n.kickCatchUp()

@@ -60,6 +60,22 @@ func TestFailedNewReleases(t *testing.T) {
 	nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.DataDir, c.MQTTAddr = cfg.DataDir, mqttAddr }))
 }
 
+// A New on a data directory another node holds fails with an error (it
+// used to panic in its own clean-up, calling the FSM release function a
+// failed openState had not returned), and leaves the first node running.
+func TestNewOnALockedDataDir(t *testing.T) {
+	first := nodetest.StartNode(t)
+	cfg := nodetest.TestConfig(t)
+	cfg.DataDir = first.Config.DataDir
+	if n, err := node.New(cfg, testutil.QuietLogger()); err == nil {
+		_ = n.Close()
+		t.Fatal("New on a data directory in use succeeded")
+	}
+	if !first.Ready() {
+		t.Fatal("the first node is not ready any more")
+	}
+}
+
 // Close while Run runs stops Run, which returns without error.
 func TestCloseStopsRun(t *testing.T) {
 	n, err := node.New(nodetest.TestConfig(t), testutil.QuietLogger())

@@ -126,9 +126,11 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	if n.tls, err = loadTLS(cfg); err != nil {
 		return nil, err
 	}
-	if releaseFSM, err = n.openState(); err != nil {
+	release, err := n.openState()
+	if err != nil {
 		return nil, err
 	}
+	releaseFSM = release // not before: a failed openState returns no function, and the deferred call would panic
 	for _, step := range []func() error{n.buildServices, n.buildBroker, n.buildHTTP} {
 		if err := step(); err != nil {
 			return nil, err

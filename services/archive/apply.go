@@ -178,10 +178,15 @@ type applied struct {
 	Payload []byte // the stored envelope JSON (the original one when Dup)
 	Dup     bool
 	after   func() // the outbox's, once committed
+
+	cache *summaryCache
+	sums  []summaryWrite // the direct summaries written, for the cache
 }
 
-// AfterCommit tells the outbox that its staged message is committed.
+// AfterCommit tells the outbox that its staged message is committed and
+// gives the summaries written to the cache.
 func (a *applied) AfterCommit() {
+	a.cache.committed(a.sums)
 	if a.after != nil {
 		a.after()
 	}
@@ -230,7 +235,7 @@ func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
 // everything comes from the payload and the log position, so every node
 // writes the same keys. All reads happen before the first write, so a
 // refusal writes nothing.
-func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox) (any, error) {
+func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox, sc *summaryCache) (any, error) {
 	c, err := decodeMsgCmd(payload)
 	if err != nil {
 		return nil, err
@@ -288,7 +293,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 	}
 	var listed [2]bool
 	for i, p := range parties[:n] {
-		sum, ok, err := keptDirectSummary(tx, p[0], p[1], conv)
+		sum, ok, err := sc.keptDirect(tx, p[0], p[1], conv)
 		if err != nil {
 			return nil, err
 		}
@@ -318,9 +323,13 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
 	}
 	k := 2
+	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, sums: make([]summaryWrite, 0, n)}
 	for i, p := range parties[:n] {
+		sk := stateKey(p[0], p[1])
+		sc.forget(sk)
+		res.sums = append(res.sums, summaryWrite{key: string(sk), sum: sums[i]})
 		sets[k] = [2][]byte{withID(syncPrefix(p[0]), seq), idb}
-		sets[k+1] = [2][]byte{stateKey(p[0], p[1]), sums[i].encodeDirect()}
+		sets[k+1] = [2][]byte{sk, sums[i].encodeDirect()}
 		k += 2
 		if !listed[i] {
 			sets[k] = [2][]byte{summaryKey(p[0], p[1]), nil}
@@ -333,7 +342,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 			return nil, err
 		}
 	}
-	return &applied{ID: c.ID, Payload: c.Payload, after: after}, nil
+	return res, nil
 }
 
 // applyReadCursor moves a read cursor forward, clamped to the highest
@@ -345,7 +354,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 // A cursor that moves recomputes the reader's kept unread count by
 // walking the conversation's history above the new cursor (bounded: the
 // walk stops after unreadCap messages from others).
-func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summaryCache) (any, error) {
 	c, err := decodeCursorCmd(payload)
 	if err != nil {
 		return nil, err
@@ -383,15 +392,35 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error
 			return nil, err
 		}
 		sum.Kept, sum.Cursor, sum.Unread = true, upTo, total-own
-		if err := tx.Set(stateKey(c.Reader, c.Peer), sum.encodeDirect()); err != nil {
+		sk := stateKey(c.Reader, c.Peer)
+		sc.forget(sk)
+		if err := tx.Set(sk, sum.encodeDirect()); err != nil {
 			return nil, err
 		}
+		if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
+			return nil, err
+		}
+		// Every writer of a summary hands the cache what it wrote, in
+		// command order, or a later command's value could be overtaken
+		// by an earlier one's.
+		return &cursorMoved{UpTo: upTo, cache: sc, sums: []summaryWrite{{key: string(sk), sum: sum}}}, nil
 	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
 		return nil, err
 	}
 	return upTo, nil
 }
+
+// cursorMoved is the result of a direct cursor move that rewrote the
+// reader's summary.
+type cursorMoved struct {
+	UpTo  snowflake.ID
+	cache *summaryCache
+	sums  []summaryWrite
+}
+
+// AfterCommit gives the summary written to the cache.
+func (c *cursorMoved) AfterCommit() { c.cache.committed(c.sums) }
 
 // applyGroupCursor moves a member's read cursor of a group (see
 // memberCursor for what is kept with it).

@@ -220,10 +220,16 @@ func New(deps Deps) (*Service, error) {
 		}
 	}
 	outbox := deps.Outbox
+	sc := newSummaryCache(defaultSummaryCacheEntries)
+	if r, ok := deps.FSM.(interface{ OnRestore(fn func()) }); ok {
+		r.OnRestore(sc.purge)
+	}
 	deps.FSM.Register(wire.CmdMessage, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
-		return applyMessage(tx, at, payload, outbox)
+		return applyMessage(tx, at, payload, outbox, sc)
 	})
-	deps.FSM.Register(wire.CmdReadCursor, applyReadCursor)
+	deps.FSM.Register(wire.CmdReadCursor, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyReadCursor(tx, at, payload, sc)
+	})
 	return s, nil
 }
 

@@ -140,7 +140,8 @@ type env struct {
 	db     *badger.DB
 	f      *fsm.FSM
 	prop   *fsmtest.Harness
-	batch  int // see fsmtest.WithBatch
+	batch  int   // see fsmtest.WithBatch
+	memTab int64 // see fsmtest.WithMemTableSize
 	pub    *fakePub
 	ids    *seqIDs
 	reg    *prometheus.Registry
@@ -152,8 +153,9 @@ type env struct {
 
 type envOpt func(*env)
 
-func withBatch(n int) envOpt     { return func(e *env) { e.batch = n } }
-func withIDs(ids *seqIDs) envOpt { return func(e *env) { e.ids = ids } }
+func withBatch(n int) envOpt      { return func(e *env) { e.batch = n } }
+func withMemTable(n int64) envOpt { return func(e *env) { e.memTab = n } }
+func withIDs(ids *seqIDs) envOpt  { return func(e *env) { e.ids = ids } }
 
 // withGroups gives the service a Groups (and Blocks) dependency.
 func withGroups() envOpt {
@@ -176,7 +178,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	for _, o := range opts {
 		o(e)
 	}
-	e.prop = fsmtest.New(t, fsmtest.WithBatch(e.batch))
+	e.prop = fsmtest.New(t, fsmtest.WithBatch(e.batch), fsmtest.WithMemTableSize(e.memTab))
 	e.db, e.f = e.prop.DB, e.prop.FSM
 	deps := Deps{
 		DB: e.db, Proposer: e.prop, FSM: e.f, Publisher: e.pub, IDs: e.ids,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -39,8 +40,8 @@ func (m *unreadModel) fresh(id snowflake.ID) snowflake.ID {
 	return id
 }
 
-func newUnreadModel(t *testing.T) *unreadModel {
-	e := newEnv(t, withGroups())
+func newUnreadModel(t *testing.T, opts ...envOpt) *unreadModel {
+	e := newEnv(t, append([]envOpt{withGroups()}, opts...)...)
 	m := &unreadModel{t: t, e: e, users: []string{"alice", "bob", "carol"}, group: "team", nextID: 1 << 20, used: map[snowflake.ID]bool{}}
 	e.groups.add(m.group, m.users...)
 	return m
@@ -464,4 +465,62 @@ func TestLegacyGroupUnreadCapped(t *testing.T) {
 	m.cursor("carol", "", "team", 4000)
 	m.message("alice", "", "team", 5002)
 	m.check("carol read most")
+}
+
+// Many commands in one Raft entry, with cursor moves between messages
+// and entries big enough that the FSM splits them (ErrTxnTooBig): the
+// kept counts, served partly from the FSM's summary cache, still match
+// the history, and a follower whose larger transactions split the
+// entries elsewhere (or not at all) ends with the same keys.
+func TestUnreadKeptInBatchedEntries(t *testing.T) {
+	// 1 MiB memtables: Badger refuses transactions above ~150 KiB or
+	// ~1,600 writes, so entries of a few hundred messages are split.
+	m := newUnreadModel(t, withMemTable(1<<20))
+	// Many conversations, so that counts stay under the cap (a count
+	// bumped twice must show).
+	m.users = nil
+	for i := range 40 {
+		m.users = append(m.users, fmt.Sprintf("u%02d", i))
+	}
+	follower := m.e.prop.NewFollower(t)
+	if _, err := New(Deps{DB: follower.DB(), Proposer: m.e.prop, FSM: follower, Publisher: &fakePub{}, IDs: &seqIDs{}, Users: fakeDir{}}); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	big := strings.Repeat("y", 900) // stays in the LSM tree (values over 1 KiB go to the value log and hardly count)
+	for round := range 6 {
+		var cmds []fsm.Command
+		for range 300 + rng.IntN(300) {
+			a, b := m.users[rng.IntN(len(m.users))], m.users[rng.IntN(len(m.users))]
+			switch r := rng.IntN(10); {
+			case r < 7:
+				m.nextID += 7
+				m.n++
+				id := m.fresh(m.nextID)
+				env := text(fmt.Sprint("m", m.n), "x")
+				if rng.IntN(2) == 0 {
+					env.Body = big
+				}
+				env.ID, env.From, env.To = id, a, b
+				c := msgCmd{ID: id, From: a, To: b, CID: env.CID, Payload: env.Marshal()}
+				cmds = append(cmds, fsm.Command{Type: wire.CmdMessage, Payload: c.encode()})
+			default:
+				c := cursorCmd{Reader: a, Peer: b, UpTo: m.nextID - snowflake.ID(rng.IntN(300))}
+				cmds = append(cmds, fsm.Command{Type: wire.CmdReadCursor, Payload: c.encode()})
+			}
+		}
+		res, err := m.e.prop.ProposeBatch(context.Background(), cmds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil {
+				t.Fatalf("round %d command %d: %v", round, i, r.Err)
+			}
+		}
+		m.check(fmt.Sprint("round ", round))
+	}
+	if got, want := fsmtest.Dump(t, follower.DB(), keyRoot), fsmtest.Dump(t, m.e.db, keyRoot); !maps.Equal(got, want) {
+		t.Fatalf("the follower's archive differs from the leader's (%d keys vs %d)", len(got), len(want))
+	}
 }

@@ -27,7 +27,7 @@ const (
 type hasher struct {
 	p     Argon2Params
 	sem   chan struct{}
-	dummy string // a hash of nothing, spent on logins of unknown users
+	dummy string // a PHC string no password matches, spent on logins of unknown users
 
 	verifies atomic.Uint64 // hashes computed by verify (tests check unknown users cost one)
 }
@@ -35,22 +35,37 @@ type hasher struct {
 func newHasher(p Argon2Params) *hasher {
 	n := 2 * runtime.GOMAXPROCS(0)
 	h := &hasher{p: p, sem: make(chan struct{}, n)}
-	h.dummy = h.hash("edgechat-no-such-user")
+	// The dummy only has to make verify spend one hash with these
+	// parameters; no password needs to match it, so its key is random
+	// bytes rather than a hash computed at startup (which cost MemoryKiB of
+	// memory, left to the OS only slowly, and tens of milliseconds before
+	// the node was ready).
+	h.dummy = h.phc(randomBytes(int(p.SaltLen)), randomBytes(int(p.KeyLen)))
 	return h
 }
 
 func (h *hasher) hash(password string) string {
-	salt := make([]byte, h.p.SaltLen)
-	if _, err := rand.Read(salt); err != nil {
-		// crypto/rand never fails on supported platforms (Go 1.24+ panics instead).
-		panic(fmt.Sprintf("auth: random salt: %v", err))
-	}
+	salt := randomBytes(int(h.p.SaltLen))
 	h.sem <- struct{}{}
 	key := argon2.IDKey([]byte(password), salt, h.p.Time, h.p.MemoryKiB, h.p.Threads, h.p.KeyLen)
 	<-h.sem
+	return h.phc(salt, key)
+}
+
+// phc is the PHC string of an argon2id hash with h's parameters.
+func (h *hasher) phc(salt, key []byte) string {
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
 		argon2.Version, h.p.MemoryKiB, h.p.Time, h.p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		// crypto/rand never fails on supported platforms (Go 1.24+ panics instead).
+		panic(fmt.Sprintf("auth: random bytes: %v", err))
+	}
+	return b
 }
 
 // verify compares password with a PHC string in constant time.

@@ -215,6 +215,7 @@ func (s *Service) applyDevicePut(tx *badger.Txn, _ fsm.Position, payload []byte)
 	if found {
 		d.CreatedAt = old.CreatedAt
 	}
+	s.holders.add(c.UID)
 	if err := fsm.SetJSON(tx, deviceKey(c.UID, reg.Device), d); err != nil {
 		return nil, err
 	}

@@ -86,7 +86,7 @@ func (s *Service) OnStaged(fn func(StagedMessage)) {
 // every node decides alike.
 func (s *Service) Stage(tx *badger.Txn, m StagedMessage) (afterCommit func(), err error) {
 	if m.Group == "" {
-		if m.To == "" || m.To == m.From {
+		if m.To == "" || m.To == m.From || !s.holders.mayHave(m.To) {
 			return nil, nil
 		}
 		// Read the committed state, not tx: an iterator in an update

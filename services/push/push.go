@@ -81,6 +81,9 @@ type Deps struct {
 	Now     func() time.Time // nil: time.Now
 }
 
+// restorer is the part of *fsm.FSM that tells of snapshot restores.
+type restorer interface{ OnRestore(fn func()) }
+
 // Service is the push data service of one node.
 type Service struct {
 	db       *badger.DB
@@ -89,6 +92,7 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 	out      outbox
+	holders  deviceHolders
 }
 
 // New registers the FSM handlers.
@@ -106,6 +110,18 @@ func New(deps Deps) (*Service, error) {
 		log: deps.Logger.With("service", "push"), now: deps.Now}
 	for _, p := range deps.Enabled {
 		s.enabled[p] = true
+	}
+	if err := s.holders.load(s.db); err != nil {
+		return nil, err
+	}
+	if r, ok := deps.FSM.(restorer); ok {
+		r.OnRestore(func() {
+			if err := s.holders.load(s.db); err != nil {
+				// Restore runs on the FSM's goroutine and cannot fail
+				// here; the node's database is then unreadable anyway.
+				s.log.Error("reloading device holders after a restore", "err", err)
+			}
+		})
 	}
 	deps.FSM.Register(wire.CmdPushDevicePut, s.applyDevicePut)
 	deps.FSM.Register(wire.CmdPushDeviceDel, s.applyDeviceDel)

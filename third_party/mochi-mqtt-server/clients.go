@@ -66,6 +66,39 @@ func (cl *Clients) GetAll() map[string]*Client {
 	return m
 }
 
+// disconnected returns the clients whose connection has ended (sessions
+// kept until they expire), keyed on client id. The once-a-second expiry
+// check uses it rather than GetAll: a copy of the whole map every second is
+// garbage in proportion to the clients connected, most of them idle.
+func (cl *Clients) disconnected() map[string]*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	var m map[string]*Client
+	for k, v := range cl.internal {
+		if v.StopTime() != 0 {
+			if m == nil {
+				m = map[string]*Client{}
+			}
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// withInflight returns the clients with inflight messages, for the
+// once-a-second inflight expiry check (see disconnected).
+func (cl *Clients) withInflight() []*Client {
+	cl.RLock()
+	defer cl.RUnlock()
+	var out []*Client
+	for _, v := range cl.internal {
+		if v.State.Inflight.Len() > 0 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // Get returns the value of a client if it exists.
 func (cl *Clients) Get(id string) (*Client, bool) {
 	cl.RLock()
@@ -196,7 +229,17 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// WriteLoop ranges over pending outbound messages and writes them to the client connection.
+// WriteLoop writes the pending outbound messages to the client connection,
+// and returns once the queue is empty or the client is closed.
+//
+// It runs only while there is something to write: the server starts it when
+// a packet is queued for a client whose queue was empty (outboundQty goes
+// from 0 to 1, see enqueueOutbound), and it returns when its last packet is
+// written (outboundQty back to 0). An idle client therefore holds no writer
+// goroutine and no writer stack, which is most of what an idle connection
+// costs. outboundQty counts packets queued (sent on the channel before they
+// are counted) and not yet written, so at most one writer runs at a time and
+// a writer never waits on an empty queue.
 func (cl *Client) WriteLoop() {
 	for {
 		select {
@@ -212,11 +255,27 @@ func (cl *Client) WriteLoop() {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
+			if atomic.AddInt32(&cl.State.outboundQty, -1) == 0 {
+				return
+			}
 		case <-cl.State.open.Done():
 			return
 		}
 	}
+}
+
+// enqueueOutbound queues pk for the client's writer, starting a writer if
+// none is running. It reports false when the queue is full.
+func (cl *Client) enqueueOutbound(pk *packets.Packet) bool {
+	select {
+	case cl.State.outbound <- pk:
+	default:
+		return false
+	}
+	if atomic.AddInt32(&cl.State.outboundQty, 1) == 1 {
+		go cl.WriteLoop()
+	}
+	return true
 }
 
 // ParseConnect parses the connect parameters and properties for a client.
@@ -224,7 +283,10 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.Net.Listener = lid
 
 	cl.Properties.ProtocolVersion = pk.ProtocolVersion
-	cl.Properties.Username = pk.Connect.Username
+	// A copy: the packet's fields are slices of the whole CONNECT packet
+	// (with the password, often a token of hundreds of bytes), which the
+	// client would otherwise keep for the life of the connection.
+	cl.Properties.Username = append([]byte(nil), pk.Connect.Username...)
 	cl.Properties.Clean = pk.Connect.Clean
 	cl.Properties.Props = pk.Properties.Copy(false)
 
@@ -385,21 +447,57 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 		cl.refreshDeadline(cl.State.Keepalive)
 		fh := new(packets.FixedHeader)
+		waiting := time.Now()
 		err = cl.ReadFixedHeader(fh)
 		if err != nil {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
+		if time.Since(waiting) >= idleHandoff {
+			err = cl.readAndHandleAside(fh, packetHandler)
+		} else {
+			err = cl.readAndHandle(fh, packetHandler)
 		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// idleHandoff is how long a client must have sent nothing for its next
+// packet to be processed on a goroutine of its own (readAndHandleAside).
+const idleHandoff = time.Second
+
+// readAndHandleAside is readAndHandle on a short-lived goroutine, waited
+// for. Processing a packet goes deep (packets are passed by value through
+// the handlers and hooks: a PINGREQ and its PINGRESP take the stack to
+// 16 KiB), and a goroutine's stack only shrinks back, by halves, at garbage
+// collections. A client that is idle most of the time (a keepalive ping
+// now and then) thus keeps its small stack; a busy client's packets are
+// processed in place, at no extra cost.
+//
+//go:noinline
+func (cl *Client) readAndHandleAside(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.readAndHandle(fh, packetHandler)
+	}()
+	return <-done
+}
+
+// readAndHandle reads the rest of a packet and processes it. It is kept out
+// of Read so that the packet (hundreds of bytes) lives in this frame, which
+// is gone while Read waits for the next packet: an idle client's goroutine
+// then uses little stack, and the garbage collector can shrink that stack.
+//
+//go:noinline
+func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.

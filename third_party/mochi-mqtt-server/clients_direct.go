@@ -52,11 +52,9 @@ func (cl *Client) writeDirect(pk packets.Packet) bool {
 	}
 	if n < len(b) {
 		cl.Net.outbuf = bytes.NewBuffer(b[n:])
-		select {
-		case cl.State.outbound <- flushQueued:
-			atomic.AddInt32(&cl.State.outboundQty, 1)
-		default: // queue full: the write loop has packets, and writes outbuf out before them
-		}
+		// When the queue is full the write loop has packets, and writes
+		// outbuf out before them.
+		_ = cl.enqueueOutbound(flushQueued)
 	}
 	cl.Unlock()
 

@@ -43,7 +43,8 @@ type Harness struct {
 	DB  *badger.DB // the database the FSM applies into
 	FSM *fsm.FSM   // the leader's FSM: Propose's results come from it
 
-	batch int
+	batch    int
+	memTable int64 // 0: OpenDB's
 
 	mu        sync.Mutex
 	err       error // when set, proposals fail with it and apply nothing
@@ -64,21 +65,35 @@ type pendingCmd struct {
 // an FSM over it.
 func New(t testing.TB, opts ...Option) *Harness {
 	t.Helper()
-	db := OpenDB(t)
-	h := &Harness{DB: db, FSM: fsm.New(db, nil)}
+	h := &Harness{}
 	for _, o := range opts {
 		o(h)
 	}
+	h.DB = openDB(t, h.memTable)
+	h.FSM = fsm.New(h.DB, nil)
 	return h
 }
+
+// WithMemTableSize opens the database with memtables of n bytes. Badger
+// refuses a transaction above 15% of that (ErrTxnTooBig), so a small one
+// makes the FSM split big entries (cluster/fsm apply) with few commands.
+func WithMemTableSize(n int64) Option { return func(h *Harness) { h.memTable = n } }
 
 // OpenDB opens a small Badger database in t.TempDir(), closed by
 // t.Cleanup. Its tables are kept small so that many tests can run at
 // once.
 func OpenDB(t testing.TB) *badger.DB {
 	t.Helper()
+	return openDB(t, 0)
+}
+
+func openDB(t testing.TB, memTable int64) *badger.DB {
+	t.Helper()
+	if memTable <= 0 {
+		memTable = 8 << 20
+	}
 	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).
-		WithMemTableSize(8 << 20).WithValueThreshold(1 << 10).WithValueLogFileSize(8 << 20))
+		WithMemTableSize(memTable).WithValueThreshold(1 << 10).WithValueLogFileSize(8 << 20))
 	if err != nil {
 		t.Fatalf("fsmtest: open badger: %v", err)
 	}

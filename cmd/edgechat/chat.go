@@ -1,0 +1,50 @@
+//go:build !nochat
+
+package main
+
+// The terminal chat client (clients/cli, with its terminal UI libraries)
+// is about 2 MB of the binary. Edge builds leave it out with the build tag
+// nochat (make build, make cross, deploy/Dockerfile): see chat_nochat.go.
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/edgechat/edgechat/clients/cli"
+)
+
+// chatCmd: edgechat chat --server URL --user NAME [--token T]
+func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a node")
+	user := fs.String("user", os.Getenv("EDGECHAT_USER"), "user name")
+	token := fs.String("token", os.Getenv("EDGECHAT_TOKEN"), "access token (instead of a password prompt)")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if *user == "" && *token == "" {
+		return fmt.Errorf("%w: --user NAME (or --token) is required", errUsage)
+	}
+	prompt := func() (string, error) {
+		fmt.Fprintf(stdout, "password for %s: ", *user)
+		if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			b, err := term.ReadPassword(int(f.Fd()))
+			fmt.Fprintln(stdout)
+			return string(b), err
+		}
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt}, stdin, stdout)
+}
