@@ -123,6 +123,10 @@ type Config struct {
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+
+	// queuedWrites turns mochi's direct writes off (tests and benchmarks
+	// compare with the queued write path).
+	queuedWrites bool
 }
 
 // Verifier checks access tokens (implemented by the auth service).
@@ -335,6 +339,11 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		// each tick; once a second is more than admins need.
 		SysTopicResendInterval: 10,
 		InlineClient:           true,
+		// A delivery to a subscriber with nothing queued is written by
+		// the publishing goroutine (never blocking; the rest goes to the
+		// subscriber's write loop): no goroutine wake-up per delivery
+		// (docs/perf/fanout.md).
+		ClientDirectWrites: !cfg.queuedWrites,
 	})
 	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
 	b.inline.Properties.ProtocolVersion = 5

@@ -178,6 +178,9 @@ func (f *forwarder) forward(pk packets.Packet) {
 			}
 		}
 	} else {
+		if !f.table.OtherNodes(f.self) {
+			return // no other node wants anything (a single node): skip the topic lookup
+		}
 		dests = f.table.Match(pk.TopicName)
 	}
 	if len(dests) == 0 {

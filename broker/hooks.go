@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strconv"
@@ -22,9 +21,11 @@ var _ mqtt.Hook = (*hook)(nil)
 
 func (h *hook) ID() string { return "edgechat" }
 
+// Provides is asked by mochi before every hook call (for each delivery
+// several times), so it is a switch rather than a search.
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnect,
+	switch b {
+	case mqtt.OnConnect,
 		mqtt.OnConnectAuthenticate,
 		mqtt.OnACLCheck,
 		mqtt.OnSelectSubscribers,
@@ -38,8 +39,10 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnClientExpired,
 		mqtt.OnPublished,
 		mqtt.OnQosDropped,
-		mqtt.OnPacketEncode,
-	}, []byte{b})
+		mqtt.OnPacketEncode:
+		return true
+	}
+	return false
 }
 
 // CONNECT refusal codes: v5 reason codes and the 3.1.1 return codes we
@@ -319,11 +322,11 @@ func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 	if pk.FixedHeader.Type != packets.Publish {
 		return
 	}
-	class := "unknown" // an outbound topic alias hides the name
+	kind := kindUnknown // an outbound topic alias hides the name
 	if pk.TopicName != "" {
-		class = wire.ParseTopic(pk.TopicName).Kind.String()
+		kind = wire.ParseTopic(pk.TopicName).Kind
 	}
-	h.b.m.out.WithLabelValues(class).Inc()
+	h.b.m.outCounter(kind).Inc()
 }
 
 // OnPacketEncode works around two mochi encoding bugs:

@@ -3,18 +3,21 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/internal/peerqueue"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // metrics of the MQTT node; class is the topic kind (wire.TopicKind).
 type metrics struct {
-	in      *prometheus.CounterVec // class
-	out     *prometheus.CounterVec // class
-	dropped *prometheus.CounterVec // class, reason
-	refused *prometheus.CounterVec // reason
+	in      *prometheus.CounterVec                              // class
+	out     *prometheus.CounterVec                              // class
+	outBy   [kindUnknown + 1]atomic.Pointer[prometheus.Counter] // out by kind, resolved once: OnPacketSent runs per delivery
+	dropped *prometheus.CounterVec                              // class, reason
+	refused *prometheus.CounterVec                              // reason
 
 	routeProposals    *prometheus.CounterVec // op, result
 	registryProposals *prometheus.CounterVec // op, result
@@ -86,4 +89,23 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		}
 	}
 	return m, nil
+}
+
+// kindUnknown is the out class of a publish whose topic name an outbound
+// topic alias hides; the other indexes of metrics.outBy are wire kinds.
+const kindUnknown = wire.KindChatInvalid + 1
+
+// outCounter is out's counter for a topic kind (the label lookup hashes
+// the label values: once per kind, not once per delivery). Series appear
+// on first use, as with WithLabelValues.
+func (m *metrics) outCounter(k wire.TopicKind) prometheus.Counter {
+	if k < 0 || k > kindUnknown {
+		k = kindUnknown
+	}
+	if c := m.outBy[k].Load(); c != nil {
+		return *c
+	}
+	c := m.out.WithLabelValues(k.String()) // kindUnknown: "unknown"
+	m.outBy[k].Store(&c)
+	return c
 }

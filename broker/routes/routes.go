@@ -171,6 +171,21 @@ func (t *Table) Match(topic string) []string {
 	return out
 }
 
+// OtherNodes reports whether a node other than node has a route. When
+// none has, a publish on node has nowhere to go and the forwarder skips
+// Match, which on a single node would run a topic lookup for every
+// publish only to find node itself.
+func (t *Table) OtherNodes(node string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for n := range t.byNode {
+		if n != node {
+			return true
+		}
+	}
+	return false
+}
+
 // Has reports whether node has a route for filter.
 func (t *Table) Has(node, filter string) bool {
 	t.mu.RLock()

@@ -94,10 +94,19 @@ func TestMatchWildcards(t *testing.T) {
 
 func TestAddDelAndDropNode(t *testing.T) {
 	h, tab := newTable(t)
+	if tab.OtherNodes("n1") {
+		t.Fatal("OtherNodes of an empty table")
+	}
 	add(t, h, "n1", "user/bob/newMessage")
 	add(t, h, "n1", "user/bob/newMessage") // idempotent
 	add(t, h, "n1", "group/g1/#")
+	if tab.OtherNodes("n1") || !tab.OtherNodes("n2") {
+		t.Fatal("OtherNodes with routes of n1 only")
+	}
 	add(t, h, "n2", "user/bob/newMessage")
+	if !tab.OtherNodes("n1") {
+		t.Fatal("OtherNodes(n1) with routes of n2")
+	}
 	if got := tab.Filters("n1"); !reflect.DeepEqual(got, []string{"group/g1/#", "user/bob/newMessage"}) {
 		t.Fatalf("Filters(n1) = %v", got)
 	}
@@ -109,6 +118,9 @@ func TestAddDelAndDropNode(t *testing.T) {
 	dropNode(t, h, "n2")
 	if got := tab.Match("user/bob/newMessage"); got != nil {
 		t.Fatalf("after drop n2: %v", got)
+	}
+	if tab.OtherNodes("n1") {
+		t.Fatal("OtherNodes(n1) after n2 was dropped")
 	}
 	if got := tab.Nodes(); !reflect.DeepEqual(got, []string{"n1"}) {
 		t.Fatalf("Nodes = %v", got)

@@ -51,44 +51,57 @@ func ParseTopic(name string) Topic {
 	if strings.HasPrefix(name, "$SYS/") || name == "$SYS" {
 		return Topic{Kind: KindSys}
 	}
-	parts := strings.Split(name, "/")
-	switch parts[0] {
-	case "user":
-		if len(parts) == 3 && ValidUserID(parts[1]) == nil {
-			switch parts[2] {
-			case "newMessage":
-				return Topic{KindDirect, parts[1]}
-			case "typing":
-				return Topic{KindUserTyping, parts[1]}
-			case "receipts":
-				return Topic{KindReceipts, parts[1]}
-			case "events":
-				return Topic{KindEvents, parts[1]}
-			}
-		}
-		return Topic{Kind: KindChatInvalid}
-	case "group":
-		if len(parts) == 3 && ValidGroupID(parts[1]) == nil {
-			switch parts[2] {
-			case "newMessage":
-				return Topic{KindGroup, parts[1]}
-			case "typing":
-				return Topic{KindGroupTyping, parts[1]}
-			}
-		}
-		return Topic{Kind: KindChatInvalid}
-	case "presence":
-		if len(parts) >= 2 && ValidUserID(parts[1]) == nil {
-			if len(parts) == 2 {
-				return Topic{KindPresence, parts[1]}
-			}
-			if len(parts) == 3 && parts[2] == "heartbeat" {
-				return Topic{KindHeartbeat, parts[1]}
-			}
-		}
-		return Topic{Kind: KindChatInvalid}
+	// strings.Cut rather than Split: this runs on every publish and on
+	// every delivery of a chat topic, and must not allocate.
+	first, rest, more := strings.Cut(name, "/")
+	if first != "user" && first != "group" && first != "presence" {
+		return Topic{Kind: KindOther}
 	}
-	return Topic{Kind: KindOther}
+	owner, leaf, hasLeaf := strings.Cut(rest, "/")
+	levels := 1
+	if more {
+		levels = 2
+		if hasLeaf {
+			levels = 3
+			if strings.Contains(leaf, "/") {
+				levels = 4 // or more
+			}
+		}
+	}
+	switch first {
+	case "user":
+		if levels == 3 && ValidUserID(owner) == nil {
+			switch leaf {
+			case "newMessage":
+				return Topic{KindDirect, owner}
+			case "typing":
+				return Topic{KindUserTyping, owner}
+			case "receipts":
+				return Topic{KindReceipts, owner}
+			case "events":
+				return Topic{KindEvents, owner}
+			}
+		}
+	case "group":
+		if levels == 3 && ValidGroupID(owner) == nil {
+			switch leaf {
+			case "newMessage":
+				return Topic{KindGroup, owner}
+			case "typing":
+				return Topic{KindGroupTyping, owner}
+			}
+		}
+	case "presence":
+		if levels >= 2 && ValidUserID(owner) == nil {
+			if levels == 2 {
+				return Topic{KindPresence, owner}
+			}
+			if levels == 3 && leaf == "heartbeat" {
+				return Topic{KindHeartbeat, owner}
+			}
+		}
+	}
+	return Topic{Kind: KindChatInvalid}
 }
 
 // IsChatPrefix reports whether a topic name or filter starts in one of the

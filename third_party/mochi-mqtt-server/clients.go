@@ -14,6 +14,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/xid"
@@ -152,6 +153,8 @@ type ClientConnection struct {
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+
+	raw syscall.RawConn // the socket, for direct writes (Options.ClientDirectWrites); nil if not a plain socket
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -218,6 +221,9 @@ func newClient(c net.Conn, o *ops) *Client {
 			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
 		}
+		if o.options.ClientDirectWrites {
+			cl.Net.raw = rawConn(c)
+		}
 	}
 
 	return cl
@@ -238,7 +244,14 @@ func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
-			if err := cl.WritePacket(*pk); err != nil {
+			if pk == flushQueued {
+				cl.Lock()
+				err := cl.flushOutbuf()
+				cl.Unlock()
+				if err != nil {
+					cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID)
+				}
+			} else if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -630,6 +643,17 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		return nil
 	}
 
+	pk, buf, err := cl.encodePacket(pk)
+	if err != nil {
+		return err
+	}
+	return cl.writeEncoded(pk, buf)
+}
+
+// encodePacket prepares pk for this client (protocol version, size limit,
+// problem and response information, remaining expiry), runs the
+// OnPacketEncode hooks and encodes it.
+func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer, error) {
 	if pk.Expiry > 0 {
 		expiry := pk.Expiry - time.Now().Unix()
 		if expiry < 1 {
@@ -655,6 +679,9 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 
 	var err error
 	buf := new(bytes.Buffer)
+	if pk.FixedHeader.Type == packets.Publish {
+		buf.Grow(publishSizeHint(&pk)) // one allocation instead of a few as it grows
+	}
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -690,13 +717,19 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 		err = fmt.Errorf("%w: %v", packets.ErrNoValidPacketAvailable, pk.FixedHeader.Type)
 	}
 	if err != nil {
-		return err
+		return pk, nil, err
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
-		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+		return pk, nil, packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 
+	return pk, buf, nil
+}
+
+// writeEncoded writes an encoded packet to the connection, or appends it
+// to the pending output when more packets are queued.
+func (cl *Client) writeEncoded(pk packets.Packet, buf *bytes.Buffer) (err error) {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()

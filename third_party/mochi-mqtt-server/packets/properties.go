@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/mochi-mqtt/server/v2/mempool"
 )
@@ -192,7 +193,35 @@ func (p *Properties) Copy(allowTransfer bool) Properties {
 
 // canEncode returns true if the property type is valid for the packet type.
 func (p *Properties) canEncode(pkt byte, k byte) bool {
-	return validPacketProperties[k][pkt] == 1
+	return encodableProperties()[k]&packetBit(pkt) != 0
+}
+
+// encodableProperties is validPacketProperties as a table of bit sets
+// (see packetBit): canEncode runs for every property of every packet
+// encoded, and two map lookups each made it a large part of encoding.
+// Built on first use, from the map as it is then.
+var encodableProperties = sync.OnceValue(func() *[256]uint32 {
+	t := new([256]uint32)
+	for k, pkts := range validPacketProperties {
+		for pkt, ok := range pkts {
+			if ok == 1 {
+				t[k] |= packetBit(pkt)
+			}
+		}
+	}
+	return t
+})
+
+// packetBit is the bit of a packet type (or WillProperties) in
+// encodableProperties.
+func packetBit(pkt byte) uint32 {
+	switch {
+	case pkt == WillProperties:
+		return 1 << 16
+	case pkt < 16:
+		return 1 << pkt
+	}
+	return 0
 }
 
 // Encode encodes properties into a bytes buffer.

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+// SPDX-FileCopyrightText: 2023 mochi-mqtt, mochi-co
+
+package mqtt
+
+import (
+	"bytes"
+	"sync/atomic"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// flushQueued is queued after a direct write that the socket did not take
+// in full: it tells the write loop to write out what is left in outbuf.
+var flushQueued = new(packets.Packet)
+
+// writeDirect writes a packet from the caller's goroutine, without waking
+// the client's write loop, when nothing is queued for the client, no write
+// is in progress and the connection is a plain socket (see
+// Options.ClientDirectWrites). It never blocks on the connection: the
+// bytes the socket does not take at once stay in outbuf and go out from
+// the write loop before anything queued later, so packets keep their
+// order, and a slow client still fills its own queue only. It reports
+// whether the packet was dealt with; false means the caller queues it as
+// usual.
+func (cl *Client) writeDirect(pk packets.Packet) bool {
+	rc := cl.Net.raw
+	if rc == nil || len(cl.State.outbound) > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
+		return false
+	}
+	if !cl.TryLock() {
+		return false // a write is in progress (the write loop, or an ack from the read loop)
+	}
+	if cl.Net.outbuf != nil || len(cl.State.outbound) > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
+		cl.Unlock()
+		return false
+	}
+
+	pk, buf, err := cl.encodePacket(pk)
+	if err != nil {
+		cl.Unlock()
+		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		return true // the write loop would fail in the same way
+	}
+
+	b := buf.Bytes()
+	n, err := writeNonBlocking(rc, b)
+	if err != nil {
+		cl.Unlock()
+		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		return true // the connection is broken; the read loop ends it
+	}
+	if n < len(b) {
+		cl.Net.outbuf = bytes.NewBuffer(b[n:])
+		// When the queue is full the write loop has packets, and writes
+		// outbuf out before them.
+		_ = cl.enqueueOutbound(flushQueued)
+	}
+	cl.Unlock()
+
+	atomic.AddInt64(&cl.ops.info.BytesSent, int64(len(b)))
+	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
+	if pk.FixedHeader.Type == packets.Publish {
+		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
+	}
+	cl.ops.hooks.OnPacketSent(cl, pk, b)
+	return true
+}
+
+// publishSizeHint is about the encoded size of a PUBLISH packet: fixed
+// header, topic, packet ID, the common properties and the payload.
+func publishSizeHint(pk *packets.Packet) int {
+	n := 16 + len(pk.TopicName) + len(pk.Payload) + len(pk.Properties.ContentType) +
+		len(pk.Properties.ResponseTopic) + len(pk.Properties.CorrelationData)
+	for _, u := range pk.Properties.User {
+		n += 5 + len(u.Key) + len(u.Val)
+	}
+	return n
+}

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: MIT
+// SPDX-FileCopyrightText: 2023 mochi-mqtt, mochi-co
+
+//go:build unix
+
+package mqtt
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// rawConn is the socket of a plain TCP or Unix connection, for direct
+// writes; nil for any other connection (TLS, WebSocket, a pipe).
+func rawConn(c net.Conn) syscall.RawConn {
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		return nil
+	}
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// nbWrite is one non-blocking write; pooled, with its callback made
+// once, so that a write allocates nothing.
+type nbWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var nbWrites = sync.Pool{New: func() any {
+	w := new(nbWrite)
+	w.fn = w.write
+	return w
+}}
+
+func (w *nbWrite) write(fd uintptr) bool {
+	w.n, w.err = syscall.Write(int(fd), w.b)
+	return true // done: never wait for the socket to become writable
+}
+
+// writeNonBlocking writes as much of b as the socket takes now (the
+// runtime keeps sockets in non-blocking mode) and never waits for it to
+// become writable.
+func writeNonBlocking(rc syscall.RawConn, b []byte) (int, error) {
+	w := nbWrites.Get().(*nbWrite)
+	w.b = b
+	err := rc.Write(w.fn)
+	n, werr := w.n, w.err
+	w.b, w.n, w.err = nil, 0, nil
+	nbWrites.Put(w)
+	if n < 0 {
+		n = 0
+	}
+	if err == nil && werr != nil && !errors.Is(werr, syscall.EAGAIN) && !errors.Is(werr, syscall.EINTR) {
+		err = werr
+	}
+	return n, err
+}
