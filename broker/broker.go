@@ -234,6 +234,8 @@ type Broker struct {
 	tcp    *tcpListener
 	tls    *tcpListener
 	ws     *wsListener
+	// servingCh is closed by Run once the listeners take connections.
+	servingCh chan struct{}
 
 	conns   sync.Map     // *mqtt.Client -> *connInfo, live connections
 	users   userIndex    // uid -> live sessions, for DropGroupSubscriptions
@@ -318,7 +320,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		log.Warn("DEV MODE: anonymous MQTT clients are accepted and non-chat topics are open; never use this in production")
 	}
 
-	b := &Broker{cfg: cfg, deps: deps, log: log, lim: lim}
+	b := &Broker{cfg: cfg, deps: deps, log: log, lim: lim, servingCh: make(chan struct{})}
 	b.baseCtx, b.cancel = context.WithCancel(context.Background())
 
 	caps := mqtt.NewDefaultServerCapabilities()
@@ -421,6 +423,13 @@ func (b *Broker) Run(ctx context.Context) error {
 		_ = b.Close()
 		return fmt.Errorf("broker: serve: %w", err)
 	}
+	// mochi hands each listener its connection handler on a goroutine:
+	// until the WebSocket one has it, /mqtt answers 503. Serving reports
+	// the moment every listener takes connections.
+	for !b.ws.serving() {
+		time.Sleep(time.Millisecond)
+	}
+	close(b.servingCh)
 	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
 	if b.rk != nil {
 		b.bg.Go(func() { b.rk.run(b.baseCtx, b.cfg.RouteResync) })
@@ -479,6 +488,10 @@ func (b *Broker) MQTTSAddr() string {
 // WebSocketHandler serves MQTT over WebSocket (subprotocol "mqtt"); the
 // gateway mounts it at /mqtt on the HTTP port.
 func (b *Broker) WebSocketHandler() http.Handler { return b.ws }
+
+// Serving is closed once Run has every listener taking connections
+// (TCP, TLS and the WebSocket handler).
+func (b *Broker) Serving() <-chan struct{} { return b.servingCh }
 
 // Connections is the number of established MQTT connections.
 func (b *Broker) Connections() int { return int(b.nconn.Load()) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -95,5 +96,23 @@ func TestCloseStopsRun(t *testing.T) {
 	}
 	if err := testutil.Receive(t, done, 30*time.Second); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// A node that says it is ready takes MQTT over WebSocket at once: /mqtt
+// answers a plain GET with 426 (upgrade required), never the 503 it
+// gives before the broker's listeners serve. (A node elects itself in
+// milliseconds now, so readiness used to beat the listener's start.)
+func TestReadyMeansWebSocketServes(t *testing.T) {
+	for range 5 {
+		n := nodetest.StartNode(t, nodetest.WithDev())
+		resp, err := http.Get(n.HTTPURL + "/mqtt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusUpgradeRequired {
+			t.Fatalf("GET /mqtt right after ready: %d, want 426", resp.StatusCode)
+		}
 	}
 }

@@ -421,7 +421,13 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 		return nil
 	})
-	n.ready.Store(true)
+	// Ready only once MQTT (the WebSocket handler included) takes
+	// connections: a client told "ready" must not get a 503 from /mqtt.
+	select {
+	case <-n.Broker.Serving():
+	case <-gctx.Done():
+	}
+	n.ready.Store(gctx.Err() == nil)
 	n.log.Info("edgechat node serving", "http", n.HTTPURL(), "ws", n.WebSocketURL(), "mqtt", n.MQTTAddr(),
 		"mqtts", n.MQTTSAddr(), "cluster", n.ClusterAddr(), "data", n.cfg.DataDir, "dev", n.cfg.Dev)
 	err = g.Wait()
