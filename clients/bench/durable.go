@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,11 +143,17 @@ func newDurableRun(ctx context.Context, cfg DurableConfig, env Env) (*durableRun
 	return r, nil
 }
 
-func (r *durableRun) close() {
+func (r *durableRun) close() { disconnectAll(r.conns) }
+
+// disconnectAll disconnects paho clients, 32 at a time (nil ones are
+// skipped: a run that failed half-way through connecting).
+func disconnectAll(conns []*paho.Client) {
 	var g errgroup.Group
 	g.SetLimit(32)
-	for _, c := range r.conns {
-		g.Go(func() error { _ = c.Disconnect(&paho.Disconnect{}); return nil })
+	for _, c := range conns {
+		if c != nil {
+			g.Go(func() error { _ = c.Disconnect(&paho.Disconnect{}); return nil })
+		}
 	}
 	_ = g.Wait()
 }
@@ -217,8 +222,7 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 	var (
 		sent, sentInWindow, acked, failed, late atomic.Int64
 		ack                                     Histogram
-		errMu                                   sync.Mutex
-		errs                                    = map[string]int{}
+		errs                                    errTally
 	)
 	start := cfg.Clock.Now().Add(50 * time.Millisecond)
 	from, to := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Duration)
@@ -279,9 +283,7 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 					}
 					if err != nil {
 						failed.Add(1)
-						errMu.Lock()
-						errs[truncate(err.Error(), 100)]++
-						errMu.Unlock()
+						errs.add(err)
 						return
 					}
 					acked.Add(1)
@@ -313,9 +315,7 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 	}
 	// Every acknowledged message is owed to its receiver.
 	st.Lost = max(0, st.Expected-st.Delivered)
-	if len(errs) > 0 {
-		st.Errors = maps.Clone(errs)
-	}
+	st.Errors = errs.counts()
 	if len(cfg.PIDs) > 0 && cpuErr == nil {
 		used := cpu1 - cpu0
 		if acked.Load() > 0 {

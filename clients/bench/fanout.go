@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -246,13 +245,9 @@ func newFanoutRun(ctx context.Context, cfg FanoutConfig, env Env) (*fanoutRun, e
 }
 
 func (r *fanoutRun) close() {
+	disconnectAll(r.pubs)
 	var g errgroup.Group
 	g.SetLimit(32)
-	for _, c := range r.pubs {
-		if c != nil {
-			g.Go(func() error { _ = c.Disconnect(&paho.Disconnect{}); return nil })
-		}
-	}
 	for _, c := range r.subs {
 		if c != nil {
 			g.Go(func() error { c.Disconnect(); return nil })
@@ -299,8 +294,7 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 	var (
 		sent, sentInWindow, failed, late atomic.Int64
 		ack                              Histogram
-		errMu                            sync.Mutex
-		errs                             = map[string]int{}
+		errs                             errTally
 	)
 	start := cfg.Clock.Now().Add(50 * time.Millisecond)
 	from, to := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Duration)
@@ -349,9 +343,7 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 				record := func(err error, d time.Duration) {
 					if err != nil {
 						failed.Add(1)
-						errMu.Lock()
-						errs[truncate(err.Error(), 100)]++
-						errMu.Unlock()
+						errs.add(err)
 						return
 					}
 					if inWin && cfg.QoS > 0 {
@@ -414,9 +406,7 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 		s := ack.Summary()
 		st.Ack = &s
 	}
-	if len(errs) > 0 {
-		st.Errors = maps.Clone(errs)
-	}
+	st.Errors = errs.counts()
 	if len(cfg.PIDs) > 0 && cpuErr == nil {
 		used := cpu1 - cpu0
 		if st.Delivered > 0 {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,8 +152,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		total       atomic.Int64 // all committed, for the progress line
 		failed      atomic.Int64
 		late        atomic.Int64
-		errMu       sync.Mutex
-		errs        = map[string]int{}
+		errs        errTally
 	)
 	measureFrom.Store(1<<63 - 1)
 	inWindow := func(t time.Time) bool { return t.UnixNano() >= measureFrom.Load() }
@@ -229,9 +227,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		}
 		if err != nil {
 			failed.Add(1)
-			errMu.Lock()
-			errs[truncate(err.Error(), 100)]++
-			errMu.Unlock()
+			errs.add(err)
 			return
 		}
 		total.Add(1)
@@ -338,9 +334,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		Late: late.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
 	}
 	res.RaftBatchAvg = batchAverage(metrics0, scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...))
-	if len(errs) > 0 {
-		res.Errors = maps.Clone(errs)
-	}
+	res.Errors = errs.counts()
 	res.Rate = float64(res.Committed) / cfg.Duration.Seconds()
 	res.pubackSorted = pubacks.Sorted()
 	res.PubAck = Summarize(slices.Clone(res.pubackSorted))

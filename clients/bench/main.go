@@ -137,7 +137,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: --keepalive must be 1..65535", errUsage)
 		}
 		cfg.KeepAlive = uint16(*ka)
-		return runConnsCmd(ctx, cfg, &c, stdout, stderr)
+		return runConnsCmd(ctx, cfg, &c, "", "", stdout, stderr)
 	case "latency", "throughput":
 		cfg := LoadConfig{}
 		defSenders, defDuration, defInflight := 100, 30*time.Second, 16
@@ -181,7 +181,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		cfg.KeepAlive = 60
-		return runIdleCmd(ctx, cfg, &c, *target, stdout, stderr)
+		return runConnsCmd(ctx, cfg, &c, "idle", *target, stdout, stderr)
 	case "dm", "rooms":
 		var sf scenarioFlags
 		sf.register(fs, 64)
@@ -297,7 +297,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func runConnsCmd(ctx context.Context, cfg ConnsConfig, c *common, stdout, stderr io.Writer) error {
+// runConnsCmd runs the conns mode, or the idle scenario when mode is
+// "idle" (the same measurement, labelled for the comparison report).
+func runConnsCmd(ctx context.Context, cfg ConnsConfig, c *common, mode, target string, stdout, stderr io.Writer) error {
 	addr, err := mqttAddr(c.mqtt)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -310,6 +312,9 @@ func runConnsCmd(ctx context.Context, cfg ConnsConfig, c *common, stdout, stderr
 	res, err := RunConns(ctx, cfg, env)
 	if err != nil {
 		return err
+	}
+	if mode != "" {
+		res.Mode, res.Target = mode, target
 	}
 	if err := PrintConns(stdout, res); err != nil {
 		return err
@@ -360,27 +365,6 @@ func writeOutputs(c *common, res any, chart func() (Chart, bool), stderr io.Writ
 		}
 	}
 	return nil
-}
-
-func runIdleCmd(ctx context.Context, cfg ConnsConfig, c *common, target string, stdout, stderr io.Writer) error {
-	addr, err := mqttAddr(c.mqtt)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	cfg.MQTTAddr, cfg.PID, cfg.Prefix = addr, c.pid, c.prefix
-	env, err := c.env(stdout, stderr)
-	if err != nil {
-		return err
-	}
-	res, err := RunConns(ctx, cfg, env)
-	if err != nil {
-		return err
-	}
-	res.Mode, res.Target = "idle", target
-	if err := PrintConns(stdout, res); err != nil {
-		return err
-	}
-	return writeOutputs(c, res, func() (Chart, bool) { return ConnsChart(res), len(res.Samples) > 0 }, stderr)
 }
 
 func runFanoutCmd(ctx context.Context, cfg FanoutConfig, sf *scenarioFlags, c *common, stdout, stderr io.Writer) error {

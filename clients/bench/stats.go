@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -106,4 +107,30 @@ func (r *Recorder) Sorted() []time.Duration {
 	r.mu.Unlock()
 	slices.Sort(ds)
 	return ds
+}
+
+// errTally counts failures by their message (its first 100 characters);
+// safe for concurrent use.
+type errTally struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (t *errTally) add(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]int{}
+	}
+	t.m[truncate(err.Error(), 100)]++
+}
+
+// counts is a copy of the tally, nil when nothing failed.
+func (t *errTally) counts() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) == 0 {
+		return nil
+	}
+	return maps.Clone(t.m)
 }

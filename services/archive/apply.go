@@ -367,17 +367,10 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 	if err != nil {
 		return nil, err
 	}
-	top := sum.LastID
-	if !found {
-		// No summary: no message either way (both sides get one with
-		// the first message); asked of the history to stay as before.
-		t, err := lastIndexed(tx, convPrefix(conv))
-		if err != nil {
-			return nil, err
-		}
-		top = snowflake.ID(t)
+	upTo, err := clampToTop(tx, conv, c.UpTo, sum.LastID, found)
+	if err != nil {
+		return nil, err
 	}
-	upTo := min(c.UpTo, top)
 	ck := cursorKey(c.Reader, conv)
 	cur, _, err := getCursor(tx, ck)
 	if err != nil {
@@ -422,6 +415,21 @@ type cursorMoved struct {
 // AfterCommit gives the summary written to the cache.
 func (c *cursorMoved) AfterCommit() { c.cache.committed(c.sums) }
 
+// clampToTop clamps a cursor to the conversation's highest message ID:
+// the summary's (lastID) when there is one (found), else the history's
+// (no summary: no message either way, as both sides get one with the
+// first message; asked of the history to stay as before).
+func clampToTop(tx *badger.Txn, conv string, upTo, lastID snowflake.ID, found bool) (snowflake.ID, error) {
+	if !found {
+		t, err := lastIndexed(tx, convPrefix(conv))
+		if err != nil {
+			return 0, err
+		}
+		lastID = snowflake.ID(t)
+	}
+	return min(upTo, lastID), nil
+}
+
 // applyGroupCursor moves a member's read cursor of a group (see
 // memberCursor for what is kept with it).
 func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
@@ -431,15 +439,10 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	top := gsum.LastID
-	if !found {
-		t, err := lastIndexed(tx, convPrefix(conv))
-		if err != nil {
-			return nil, err
-		}
-		top = snowflake.ID(t)
+	upTo, err := clampToTop(tx, conv, c.UpTo, gsum.LastID, found)
+	if err != nil {
+		return nil, err
 	}
-	upTo := min(c.UpTo, top)
 	ck := cursorKey(c.Reader, conv)
 	rec, _, err := getMemberCursor(tx, ck)
 	if err != nil {
