@@ -8,6 +8,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -132,12 +133,54 @@ func (p *pipeline) drain() {
 	<-ch
 }
 
+// maxAckBatch bounds the PUBACKs the answerer writes in one go.
+const maxAckBatch = 64
+
 // answer delivers and acknowledges queued publishes in order until the
-// queue is empty.
+// queue is empty. The PUBACKs of publishes whose commits are already
+// there when it gets to them go out together, in one write: it writes
+// what it has batched as soon as a commit is not there yet (the wait's
+// waitnotice), when the queue runs out, and every maxAckBatch answers,
+// so batching never holds a PUBACK back while it waits. Answered entries
+// leave the queue only when their PUBACKs are written, so that busy and
+// drain (the synchronous path's turn) still see them.
 func (p *pipeline) answer() {
+	var acks []packets.Packet
+	next := 0 // p.q[:next] are answered, their PUBACKs not yet written
+	flush := func() {
+		if next == 0 {
+			return
+		}
+		// Count the slots free before the PUBACKs leave: the client may
+		// send its next publish as soon as it reads one.
+		p.mu.Lock()
+		p.inflight -= next
+		p.mu.Unlock()
+		if len(acks) > 0 && !p.cl.Closed() {
+			if err := p.cl.WritePackets(acks); err != nil {
+				p.b.log.Debug("write pubacks", "client", p.cl.ID, "count", len(acks), "error", err)
+			} else {
+				p.b.m.pubackWrites.Inc()
+				p.b.m.pubacks.Add(float64(len(acks)))
+			}
+		}
+		clear(acks)
+		acks = acks[:0]
+		p.mu.Lock()
+		clear(p.q[:next])
+		p.q = p.q[next:]
+		p.mu.Unlock()
+		next = 0
+	}
+	base := waitnotice.With(p.b.baseCtx, flush)
 	for {
 		p.mu.Lock()
-		if len(p.q) == 0 {
+		if len(p.q) == next {
+			if next > 0 {
+				p.mu.Unlock()
+				flush()
+				continue
+			}
 			p.running = false
 			p.q = nil
 			if p.idle != nil {
@@ -147,32 +190,25 @@ func (p *pipeline) answer() {
 			p.mu.Unlock()
 			return
 		}
-		e := p.q[0]
+		e := p.q[next]
 		p.mu.Unlock()
 		ack, write := e.ack, e.write
 		if e.wait != nil {
-			ctx, cancel := context.WithDeadline(p.b.baseCtx, e.deadline)
+			ctx, cancel := context.WithDeadline(base, e.deadline)
 			var deliver func()
-			ack, write, deliver = e.wait(ctx)
+			ack, write, deliver = e.wait(ctx) // may flush (next = 0): e is then p.q[0]
 			cancel()
 			if deliver != nil {
 				deliver()
 			}
 		}
-		// Count the slot free before the PUBACK leaves: the client may
-		// send its next publish as soon as it reads it.
-		p.mu.Lock()
-		p.inflight--
-		p.mu.Unlock()
-		if write && !p.cl.Closed() {
-			if err := p.cl.WritePacket(ack); err != nil {
-				p.b.log.Debug("write puback", "client", p.cl.ID, "error", err)
-			}
+		next++
+		if write {
+			acks = append(acks, ack)
 		}
-		p.mu.Lock()
-		p.q[0] = nil
-		p.q = p.q[1:]
-		p.mu.Unlock()
+		if next >= maxAckBatch {
+			flush()
+		}
 	}
 }
 
