@@ -49,8 +49,8 @@ type pipeline struct {
 // pending is one queued publish: either answered already (ack, write)
 // or waiting for its commit (wait, before deadline).
 type pending struct {
-	ack   packets.Packet
-	write bool // write ack (false: a 3.1.1 refusal, which gets no PUBACK)
+	ack   *packets.Packet // (a packets.Packet is 800 bytes: only refusals keep one here)
+	write bool            // write ack (false: a 3.1.1 refusal, which gets no PUBACK)
 
 	// wait waits for the commit and returns the answer and the committed
 	// message's live delivery (nil when there is none).
@@ -192,7 +192,11 @@ func (p *pipeline) answer() {
 		}
 		e := p.q[next]
 		p.mu.Unlock()
-		ack, write := e.ack, e.write
+		var ack packets.Packet
+		write := e.write
+		if e.ack != nil {
+			ack = *e.ack
+		}
 		if e.wait != nil {
 			ctx, cancel := context.WithDeadline(base, e.deadline)
 			var deliver func()
@@ -230,32 +234,34 @@ func pipelined(pk packets.Packet) bool {
 	return k == wire.KindDirect || k == wire.KindGroup
 }
 
-// buildAck mirrors mochi's Server.buildAck for a QoS 1 PUBACK: the
-// publish's properties are inherited unless the server disabled that,
-// and a failure code carries its reason string. OnPacketEncode still
-// turns a success reason into 0x00.
-func (b *Broker) buildAck(pk packets.Packet, props packets.Properties, reason packets.Code) packets.Packet {
-	if b.srv.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
-		props = packets.Properties{}
-	}
-	if reason.Code >= packets.ErrUnspecifiedError.Code {
-		props.ReasonString = reason.Reason
-	}
-	return packets.Packet{
+// buildAck mirrors mochi's Server.buildAck for a QoS 1 PUBACK to the
+// publish with packet ID id: user properties (the publish's, inherited
+// unless the server disabled that, or the ones given) and, for a failure
+// code, its reason string. OnPacketEncode still turns a success reason
+// into 0x00. (A PUBACK carries no other property of the publish.)
+func (b *Broker) buildAck(id uint16, user []packets.UserProperty, reason packets.Code) packets.Packet {
+	ack := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Puback},
-		PacketID:    pk.PacketID,
+		PacketID:    id,
 		ReasonCode:  reason.Code,
-		Properties:  props,
 		Created:     time.Now().Unix(),
 	}
+	if !b.srv.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
+		ack.Properties.User = user
+	}
+	if reason.Code >= packets.ErrUnspecifiedError.Code {
+		ack.Properties.ReasonString = reason.Reason
+	}
+	return ack
 }
 
 // refusalAck is the answer refuse would have mochi give to a QoS 1
-// publish: a PUBACK with the code for v5, nothing for 3.1.1.
-func (b *Broker) refusalAck(cl *mqtt.Client, pk packets.Packet, class, reason string, code packets.Code) (packets.Packet, bool) {
+// publish (packet ID id, user properties inherited): a PUBACK with the
+// code for v5, nothing for 3.1.1.
+func (b *Broker) refusalAck(cl *mqtt.Client, id uint16, inherited []packets.UserProperty, class, reason string, code packets.Code) (packets.Packet, bool) {
 	b.m.dropped.WithLabelValues(class, reason).Inc()
 	if cl.Properties.ProtocolVersion != 5 {
 		return packets.Packet{}, false
 	}
-	return b.buildAck(pk, pk.Properties, code), true
+	return b.buildAck(id, inherited, code), true
 }
