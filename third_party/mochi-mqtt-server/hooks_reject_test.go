@@ -46,7 +46,7 @@ func TestOnPublishRejectDoesNotCopyThePacketWithoutDebugLogs(t *testing.T) {
 	const runs = 1000
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	for range runs {
+	for i := 0; i < runs; i++ {
 		if _, err := h.OnPublish(cl, pk); !errors.Is(err, packets.ErrRejectPacket) {
 			t.Fatalf("OnPublish: %v, want ErrRejectPacket", err)
 		}
