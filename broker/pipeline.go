@@ -136,16 +136,22 @@ func (p *pipeline) drain() {
 // maxAckBatch bounds the PUBACKs the answerer writes in one go.
 const maxAckBatch = 64
 
-// answer delivers and acknowledges queued publishes in order until the
+// answer acknowledges and delivers queued publishes in order until the
 // queue is empty. The PUBACKs of publishes whose commits are already
 // there when it gets to them go out together, in one write: it writes
 // what it has batched as soon as a commit is not there yet (the wait's
 // waitnotice), when the queue runs out, and every maxAckBatch answers,
-// so batching never holds a PUBACK back while it waits. Answered entries
-// leave the queue only when their PUBACKs are written, so that busy and
+// so batching never holds a PUBACK back while it waits. The batch's
+// live deliveries run after its PUBACKs are written, in publish order:
+// a PUBACK means committed, and a big group's fan-out (milliseconds)
+// must not hold it back. Answered entries leave the queue only when
+// their PUBACKs are written and their deliveries done, so that busy and
 // drain (the synchronous path's turn) still see them.
 func (p *pipeline) answer() {
-	var acks []packets.Packet
+	var (
+		acks     []packets.Packet
+		delivers []func()
+	)
 	next := 0 // p.q[:next] are answered, their PUBACKs not yet written
 	flush := func() {
 		if next == 0 {
@@ -166,6 +172,13 @@ func (p *pipeline) answer() {
 		}
 		clear(acks)
 		acks = acks[:0]
+		for i, deliver := range delivers {
+			deliver()
+			delivers[i] = nil
+		}
+		delivers = delivers[:0]
+		// Only now: a publish that waits for its turn (drain) is
+		// delivered after these.
 		p.mu.Lock()
 		clear(p.q[:next])
 		p.q = p.q[next:]
@@ -203,7 +216,7 @@ func (p *pipeline) answer() {
 			ack, write, deliver = e.wait(ctx) // may flush (next = 0): e is then p.q[0]
 			cancel()
 			if deliver != nil {
-				deliver()
+				delivers = append(delivers, deliver)
 			}
 		}
 		next++
