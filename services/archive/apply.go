@@ -235,7 +235,8 @@ func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
 // everything comes from the payload and the log position, so every node
 // writes the same keys. All reads happen before the first write, so a
 // refusal writes nothing.
-func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox, sc *summaryCache) (any, error) {
+func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState) (any, error) {
+	outbox, sc := st.outbox, st.sums
 	c, err := decodeMsgCmd(payload)
 	if err != nil {
 		return nil, err
@@ -259,11 +260,16 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 		return &applied{ID: orig, Payload: p, Dup: true}, nil
 	}
 	mk := msgKey(c.ID)
-	if err := checkIDFree(tx, mk, c.Payload); err != nil {
+	if taken, err := st.ids.mayBeTaken(tx, c.ID); err != nil {
 		return nil, err
+	} else if taken {
+		if err := checkIDFree(tx, mk, c.Payload); err != nil {
+			return nil, err
+		}
 	}
 	seq := at.Seq()
 	idb := be64(uint64(c.ID))
+	st.ids.wrote(c.ID) // before any write (see idTops: a bound too high only costs a lookup)
 	// The outbox writes first: its writes are idempotent, and the dedupe
 	// key must stay the last write (see below).
 	var after func()
