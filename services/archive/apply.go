@@ -181,12 +181,15 @@ type applied struct {
 
 	cache *summaryCache
 	sums  []summaryWrite // the direct summaries written, for the cache
+	cids  *cidFilter
 }
 
-// AfterCommit tells the outbox that its staged message is committed and
-// gives the summaries written to the cache.
+// AfterCommit tells the outbox that its staged message is committed,
+// gives the summaries written to the cache and moves the dedupe filter's
+// build on.
 func (a *applied) AfterCommit() {
 	a.cache.committed(a.sums)
+	a.cids.afterCommit()
 	if a.after != nil {
 		a.after()
 	}
@@ -242,9 +245,12 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		return nil, err
 	}
 	dk := dedupKey(c.From, c.CID)
-	orig, dup, err := getID(tx, dk)
-	if err != nil {
-		return nil, err
+	var orig snowflake.ID
+	dup := false
+	if st.cids.mayContain(dk) {
+		if orig, dup, err = getID(tx, dk); err != nil {
+			return nil, err
+		}
 	}
 	if dup {
 		// A retry (possibly in the same batch: the txn sees its own
@@ -269,7 +275,10 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	seq := at.Seq()
 	idb := be64(uint64(c.ID))
-	st.ids.wrote(c.ID) // before any write (see idTops: a bound too high only costs a lookup)
+	// Before any write: a bound too high or a key in the filter that is
+	// not stored (the write thrown away) only costs a lookup.
+	st.ids.wrote(c.ID)
+	st.cids.add(dk)
 	// The outbox writes first: its writes are idempotent, and the dedupe
 	// key must stay the last write (see below).
 	var after func()
@@ -281,7 +290,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	if c.Group != "" {
 		res, err := applyGroupMessage(tx, seq, c, mk, dk, idb)
 		if err == nil {
-			res.after = after
+			res.after, res.cids = after, st.cids
 		}
 		return res, err
 	}
@@ -329,7 +338,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
 	}
 	k := 2
-	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, sums: make([]summaryWrite, 0, n)}
+	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, sums: make([]summaryWrite, 0, n), cids: st.cids}
 	for i, p := range parties[:n] {
 		sk := stateKey(p[0], p[1])
 		sc.forget(sk)

@@ -221,7 +221,10 @@ func New(deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("archive: register metrics: %w", err)
 		}
 	}
-	st := &fsmState{outbox: deps.Outbox, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{}}
+	// The handlers are not registered yet, so no archive key is being
+	// written: the dedupe filter's first build can start here.
+	st := &fsmState{outbox: deps.Outbox, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{},
+		cids: newCIDFilter(deps.DB, minCIDFilterKeys)}
 	sc := st.sums
 	if r, ok := deps.FSM.(interface{ OnRestore(fn func()) }); ok {
 		r.OnRestore(st.purge)

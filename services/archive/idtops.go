@@ -87,15 +87,17 @@ func (t *idTops) lookupCount() uint64 {
 
 // fsmState is what the archive's FSM handlers keep next to Badger: the
 // outbox they stage into and the in-memory state that spares them
-// lookups, each exact (see summaryCache and idTops) and emptied when a
+// lookups, each exact (see summaryCache, idTops and cidFilter) and emptied when a
 // snapshot replaces the state.
 type fsmState struct {
 	outbox Outbox
 	sums   *summaryCache
 	ids    *idTops
+	cids   *cidFilter
 }
 
 func (s *fsmState) purge() {
 	s.sums.purge()
 	s.ids.purge()
+	s.cids.purge()
 }

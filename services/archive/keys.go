@@ -94,6 +94,7 @@ func summaryKey(uid, peer string) []byte  { return cat([]byte("v/" + uid + "/" +
 func stateKey(uid, peer string) []byte    { return cat([]byte("w/" + uid + "/" + peer)) }
 func cursorKey(uid, conv string) []byte   { return cat([]byte("rc/" + uid + "/" + conv)) }
 func dedupKey(from, cid string) []byte    { return cat([]byte("dedup/" + from + "/" + cid)) }
+func dedupPrefix() []byte                 { return cat([]byte("dedup/")) }
 func groupConv(gid string) string         { return "g:" + gid }
 func groupSyncPrefix(gid string) []byte   { return cat([]byte("gs/" + gid + "/")) }
 func groupSummaryKey(gid string) []byte   { return cat([]byte("gv/" + gid)) }
