@@ -180,7 +180,7 @@ type applied struct {
 	after   func() // the outbox's, once committed
 
 	cache *summaryCache
-	sums  []summaryWrite // the direct summaries written, for the cache
+	pairs []pairWrite // the direct summary written, for the cache
 	cids  *cidFilter
 }
 
@@ -188,7 +188,7 @@ type applied struct {
 // gives the summaries written to the cache and moves the dedupe filter's
 // build on.
 func (a *applied) AfterCommit() {
-	a.cache.committed(a.sums)
+	a.cache.committed(a.pairs)
 	a.cids.afterCommit()
 	if a.after != nil {
 		a.after()
@@ -296,31 +296,22 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	conv := directConv(c.From, c.To)
 
-	// Conversation summaries for both sides (one when writing to oneself),
-	// with the recipient's unread count kept: +1 for a message from the
-	// peer above the recipient's cursor (the cursor is kept in the summary
-	// so that no other key is read).
-	var sums [2]summary
-	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
-	n := 2
-	if c.To == c.From {
-		n = 1
+	// The conversation's summary (both sides, one key), with the
+	// recipient's unread count kept: +1 for a message from the peer above
+	// the recipient's cursor (the cursor is kept in the summary so that
+	// no other key is read).
+	p, _, listed, err := sc.keptPair(tx, c.From, c.To, conv)
+	if err != nil {
+		return nil, err
 	}
-	var listed [2]bool
-	for i, p := range parties[:n] {
-		sum, ok, err := sc.keptDirect(tx, p[0], p[1], conv)
-		if err != nil {
-			return nil, err
+	if c.ID > p.LastID {
+		p.LastID = c.ID // IDs may arrive out of order; keep the top of history
+	}
+	p.LastSeq = seq
+	if c.To != c.From {
+		if r := sideOf(c.To, c.From); c.ID > p.Cursor[r] {
+			p.Unread[r] = min(p.Unread[r]+1, unreadCap)
 		}
-		listed[i] = ok
-		if c.ID > sum.LastID {
-			sum.LastID = c.ID // IDs may arrive out of order; keep the top of history
-		}
-		sum.LastSeq = seq
-		if p[0] == c.To && c.To != c.From && c.ID > sum.Cursor {
-			sum.Unread = min(sum.Unread+1, unreadCap)
-		}
-		sums[i] = sum
 	}
 
 	// The dedupe key goes last. The kept counts are read-modify-write:
@@ -328,26 +319,29 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// transaction grew too big (ErrTxnTooBig) before it runs the command
 	// again alone (cluster/fsm apply), so a count is never bumped twice.
 	//
-	// Seven writes: the message, its history entry, each side's sync entry
-	// and summary, and the dedupe key (and the v/ index entries with a
-	// conversation's first message). Until counts were kept there was an
-	// eighth, i/{to}/{from}/{id}, walked to count unread; it is no longer
-	// written (old ones are left in place, unread: harmless).
-	sets := [9][2][]byte{
+	// Six writes: the message, its history entry, each side's sync entry,
+	// the conversation's summary and the dedupe key (and the v/ index
+	// entries with a conversation's first message). Until counts were
+	// kept there was an i/{to}/{from}/{id} key, walked to count unread,
+	// and until x/ each side had its summary (w/): neither is written any
+	// more (old ones are left in place: harmless).
+	sets := [8][2][]byte{
 		{mk, c.Payload},
 		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
+		{withID(syncPrefix(c.From), seq), idb},
 	}
-	k := 2
-	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, sums: make([]summaryWrite, 0, n), cids: st.cids}
-	for i, p := range parties[:n] {
-		sk := stateKey(p[0], p[1])
-		sc.forget(sk)
-		res.sums = append(res.sums, summaryWrite{key: string(sk), sum: sums[i]})
-		sets[k] = [2][]byte{withID(syncPrefix(p[0]), seq), idb}
-		sets[k+1] = [2][]byte{sk, sums[i].encodeDirect()}
-		k += 2
-		if !listed[i] {
-			sets[k] = [2][]byte{summaryKey(p[0], p[1]), nil}
+	k := 3
+	if c.To != c.From {
+		sets[k] = [2][]byte{withID(syncPrefix(c.To), seq), idb}
+		k++
+	}
+	sc.forget(conv)
+	sets[k] = [2][]byte{pairKey(conv), p.encode()}
+	k++
+	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
+	for _, pt := range parties[:sides(c.From, c.To)] {
+		if !listed[sideOf(pt[0], pt[1])] {
+			sets[k] = [2][]byte{summaryKey(pt[0], pt[1]), nil}
 			k++
 		}
 	}
@@ -357,6 +351,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			return nil, err
 		}
 	}
+	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pairs: []pairWrite{{conv: conv, p: p}}, cids: st.cids}
 	return res, nil
 }
 
@@ -378,11 +373,11 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		return applyGroupCursor(tx, c)
 	}
 	conv := c.conv()
-	sum, found, _, err := directSummary(tx, c.Reader, c.Peer)
+	p, found, _, err := sc.keptPair(tx, c.Reader, c.Peer, conv)
 	if err != nil {
 		return nil, err
 	}
-	upTo, err := clampToTop(tx, conv, c.UpTo, sum.LastID, found)
+	upTo, err := clampToTop(tx, conv, c.UpTo, p.LastID, found)
 	if err != nil {
 		return nil, err
 	}
@@ -399,10 +394,10 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		if err != nil {
 			return nil, err
 		}
-		sum.Kept, sum.Cursor, sum.Unread = true, upTo, total-own
-		sk := stateKey(c.Reader, c.Peer)
-		sc.forget(sk)
-		if err := tx.Set(sk, sum.encodeDirect()); err != nil {
+		r := sideOf(c.Reader, c.Peer)
+		p.Cursor[r], p.Unread[r] = upTo, total-own
+		sc.forget(conv)
+		if err := tx.Set(pairKey(conv), p.encode()); err != nil {
 			return nil, err
 		}
 		if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
@@ -411,7 +406,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		// Every writer of a summary hands the cache what it wrote, in
 		// command order, or a later command's value could be overtaken
 		// by an earlier one's.
-		return &cursorMoved{UpTo: upTo, cache: sc, sums: []summaryWrite{{key: string(sk), sum: sum}}}, nil
+		return &cursorMoved{UpTo: upTo, cache: sc, pairs: []pairWrite{{conv: conv, p: p}}}, nil
 	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
 		return nil, err
@@ -424,11 +419,11 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 type cursorMoved struct {
 	UpTo  snowflake.ID
 	cache *summaryCache
-	sums  []summaryWrite
+	pairs []pairWrite
 }
 
 // AfterCommit gives the summary written to the cache.
-func (c *cursorMoved) AfterCommit() { c.cache.committed(c.sums) }
+func (c *cursorMoved) AfterCommit() { c.cache.committed(c.pairs) }
 
 // clampToTop clamps a cursor to the conversation's highest message ID:
 // the summary's (lastID) when there is one (found), else the history's
@@ -532,6 +527,55 @@ func keptDirectSummary(tx *badger.Txn, uid, peer, conv string) (sum summary, lis
 		sum.Unread = uint64(n)
 	}
 	return sum, listed, nil
+}
+
+// sides is the number of sides a direct conversation has: 1 with oneself.
+func sides(a, b string) int {
+	if a == b {
+		return 1
+	}
+	return 2
+}
+
+// getPair reads x/{conv}; found is false when it is absent or unreadable.
+func getPair(tx *badger.Txn, conv string) (p pair, found bool, err error) {
+	it, err := tx.Get(pairKey(conv))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return pair{}, false, nil
+	}
+	if err != nil {
+		return pair{}, false, err
+	}
+	err = it.Value(func(v []byte) error { p, found = decodePair(v); return nil })
+	return p, found, err
+}
+
+// keptPair reads the summary of the direct conversation between a and b
+// in its kept form: x/, else built from each side's older summary
+// (keptDirectSummary: w/, or a 16-byte v/ with the unread count counted
+// as it was then). found is false when there is none (no message yet);
+// listed says, per side, that v/ exists (always with x/: x/ is written
+// only by a message, which writes both v/, or after one).
+func keptPair(tx *badger.Txn, a, b, conv string) (p pair, found bool, listed [2]bool, err error) {
+	p, found, err = getPair(tx, conv)
+	if err != nil || found {
+		return p, found, [2]bool{found, found}, err
+	}
+	lo, hi := a, b
+	if hi < lo {
+		lo, hi = hi, lo
+	}
+	parties := [2][2]string{{lo, hi}, {hi, lo}}
+	for i, s := range parties[:sides(a, b)] {
+		sum, lst, err := keptDirectSummary(tx, s[0], s[1], conv)
+		if err != nil {
+			return pair{}, false, listed, err
+		}
+		listed[i] = lst
+		p.Unread[i], p.Cursor[i] = sum.Unread, sum.Cursor
+		p.LastID, p.LastSeq = max(p.LastID, sum.LastID), max(p.LastSeq, sum.LastSeq)
+	}
+	return p, p.LastID != 0, listed, nil
 }
 
 // countAbove walks the history under prefix above upTo: total messages
