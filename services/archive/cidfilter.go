@@ -16,14 +16,19 @@ import (
 //
 //   - A build starts where no handler has uncommitted writes: when the
 //     service is created (before any entry is applied), after a restore,
-//     and after an entry committed (for a bigger filter). It opens a read
-//     transaction there, which sees every key written so far; the keys
-//     the handler adds from then on go to the new filter too (recorded
-//     until it is sized). The build counts the keys of that transaction,
-//     sizes the filter and fills it, a few keys after each committed
-//     message (step), on the FSM's goroutine: no goroutine outlives the
-//     database, and the work follows the message rate. Until the first
-//     build completes every check is a lookup.
+//     and after an entry committed (for a bigger filter). It walks
+//     dedup/ twice, to count the keys and size the filter, then to fill
+//     it, in chunks read after commits (afterCommit), each from a read
+//     transaction opened there. Dedupe keys are never deleted (only
+//     replaced wholesale by a restore, which starts over), so every key
+//     committed before the fill walk started is still there when the
+//     walk passes its place, and the keys the handler adds during the
+//     fill walk go to the new filter directly. The work runs on the
+//     FSM's goroutine (no goroutine outlives the database) and follows
+//     the message rate, and no read transaction stays open between
+//     entries (an open one would hold Badger's conflict-detection
+//     records of every later commit). Until the first build completes
+//     every check is a lookup.
 //   - The handler adds its key before writing it, so a write thrown away
 //     with its transaction (ErrTxnTooBig, then redone) only leaves a
 //     false positive.
@@ -44,29 +49,31 @@ type cidFilter struct {
 	b   *filterBuild // the build in progress, if any
 
 	lookups uint64 // checks answered "maybe" (tests check the fast path)
+	chunk   int    // keys per chunk (chunkKeys; tests make it small)
 }
 
-// filterBuild is a build in progress: it counts the keys in tx, then
-// fills next from tx.
+// filterBuild is a build in progress: it counts the keys, then fills
+// next, from pos on.
 type filterBuild struct {
-	tx      *badger.Txn
-	it      *badger.Iterator
-	want    uint64   // capacity asked for (growth)
-	n       uint64   // keys counted
-	next    *bloom   // nil while counting
-	pending []uint64 // hashes added while counting
+	pos  []byte // the next key to read; nil: the walk starts
+	want uint64 // capacity asked for (growth)
+	n    uint64 // keys counted
+	next *bloom // nil while counting
+	msgs int    // committed messages since the last chunk
 }
 
 const (
 	minCIDFilterKeys = 1 << 18
-	// stepKeys is how many keys a build reads after each committed
-	// message: building costs about as much per message as the lookup
-	// it saves, for a store of N messages during ~N/stepKeys messages.
-	stepKeys = 256
+	// A build reads chunkKeys keys after every chunkEvery committed
+	// messages: about 1 µs per message on average (what the lookup it
+	// saves costs), ~0.4 ms per chunk, and a store of N messages is
+	// walked twice in 2N/(chunkKeys/chunkEvery) messages.
+	chunkKeys  = 4096
+	chunkEvery = 16
 )
 
 func newCIDFilter(db *badger.DB, minKeys uint64) *cidFilter {
-	f := &cidFilter{db: db, min: minKeys, seed: maphash.MakeSeed()}
+	f := &cidFilter{db: db, min: minKeys, seed: maphash.MakeSeed(), chunk: chunkKeys}
 	f.start(0)
 	return f
 }
@@ -91,18 +98,14 @@ func (f *cidFilter) add(key []byte) {
 	if f.cur != nil {
 		f.cur.add(h)
 	}
-	switch {
-	case f.b == nil:
-	case f.b.next != nil:
-		f.b.next.add(h)
-	default:
-		f.b.pending = append(f.b.pending, h)
+	if f.b != nil && f.b.next != nil {
+		f.b.next.add(h) // the fill walk may have passed its place
 	}
 }
 
 // afterCommit runs after an entry's transaction committed (no handler
 // has writes pending): it starts a bigger filter's build when the
-// current one is full, and moves a build on by stepKeys keys.
+// current one is full, and reads a build's next chunk.
 func (f *cidFilter) afterCommit() {
 	if f == nil {
 		return
@@ -112,7 +115,13 @@ func (f *cidFilter) afterCommit() {
 	if f.b == nil && f.cur != nil && f.cur.n > f.cur.capacity {
 		f.startLocked(4 * f.cur.n)
 	}
-	f.stepLocked(stepKeys)
+	if f.b == nil {
+		return
+	}
+	if f.b.msgs++; f.b.msgs >= chunkEvery {
+		f.b.msgs = 0
+		f.chunkLocked(f.chunk)
+	}
 }
 
 // purge drops the filter and any build (a snapshot replaced the state)
@@ -121,7 +130,6 @@ func (f *cidFilter) purge() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cur = nil
-	f.stopLocked()
 	f.startLocked(0)
 }
 
@@ -131,56 +139,46 @@ func (f *cidFilter) start(want uint64) {
 	f.startLocked(want)
 }
 
-// startLocked opens the build's transaction: call it only where no
-// handler has uncommitted writes.
+// startLocked starts a build (replacing one in progress): call it only
+// where no handler has uncommitted writes.
 func (f *cidFilter) startLocked(want uint64) {
-	tx := f.db.NewTransaction(false)
-	prefix := dedupPrefix()
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix}) // keys only
-	it.Seek(prefix)
-	f.b = &filterBuild{tx: tx, it: it, want: want}
+	f.b = &filterBuild{want: want}
 }
 
-func (f *cidFilter) stopLocked() {
-	if f.b != nil {
-		f.b.it.Close()
-		f.b.tx.Discard()
-		f.b = nil
-	}
-}
-
-// stepLocked reads up to n keys of the build.
-func (f *cidFilter) stepLocked(n int) {
+// chunkLocked reads up to n keys of the build from a fresh read
+// transaction.
+func (f *cidFilter) chunkLocked(n int) {
 	b := f.b
-	if b == nil {
-		return
-	}
 	prefix := dedupPrefix()
-	for ; n > 0 && b.it.ValidForPrefix(prefix); n-- {
+	tx := f.db.NewTransaction(false)
+	defer tx.Discard()
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix}) // keys only
+	defer it.Close()
+	from := b.pos
+	if from == nil {
+		from = prefix
+	}
+	it.Seek(from)
+	for ; n > 0 && it.ValidForPrefix(prefix); n-- {
 		if b.next == nil {
 			b.n++
 		} else {
-			b.next.add(maphash.Bytes(f.seed, b.it.Item().Key()))
+			b.next.add(maphash.Bytes(f.seed, it.Item().Key()))
 		}
-		b.it.Next()
+		it.Next()
 	}
-	if b.it.ValidForPrefix(prefix) {
+	if it.ValidForPrefix(prefix) {
+		b.pos = it.Item().KeyCopy(nil)
 		return
 	}
+	b.pos = nil
 	if b.next == nil {
-		// Counted: size the filter, take in what was added meanwhile
-		// and read the keys again from the same transaction.
+		// Counted: size the filter and walk again to fill it. Keys added
+		// while counting are committed by now: the walk reads them.
 		b.next = newBloom(max(f.min, b.want, 2*b.n))
-		for _, h := range b.pending {
-			b.next.add(h)
-		}
-		b.pending = nil
-		b.it.Seek(prefix)
 		return
 	}
-	next := b.next
-	f.stopLocked()
-	f.cur = next
+	f.cur, f.b = b.next, nil
 }
 
 func (f *cidFilter) lookupCount() uint64 {
@@ -194,7 +192,7 @@ func (f *cidFilter) finish() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for f.b != nil {
-		f.stepLocked(1 << 20)
+		f.chunkLocked(f.chunk)
 	}
 }
 

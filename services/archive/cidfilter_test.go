@@ -79,22 +79,24 @@ func TestDedupeFilterAfterRestore(t *testing.T) {
 	e2.send(t, "carol", "bob", "mine") // gone with the state the snapshot replaced
 }
 
-// Keys written while a build runs (while it counts and while it fills)
-// are in the filter it completes.
+// Keys written while a build runs (while it counts and while it fills,
+// sorting before and after where its walk is) are in the filter it
+// completes, and the walk resumes across chunks.
 func TestDedupeFilterKeysWrittenDuringBuild(t *testing.T) {
 	e := newEnv(t)
 	for i := range 1000 {
 		e.send(t, "alice", "bob", fmt.Sprint("old", i))
 	}
 	f := e.svc.st.cids
+	f.chunk = 64
 	f.purge() // a new build over 1,000 keys, as after a restore
 	var during []string
 	for i := 0; f.b != nil; i++ {
-		cid := fmt.Sprint("during", i)
+		cid := fmt.Sprint([]string{"during", "zlate"}[i%2], i) // before and after "old"
 		e.send(t, "alice", "bob", cid)
 		during = append(during, cid)
 	}
-	if len(during) < 4 {
+	if len(during) < 2*1000/64*chunkEvery {
 		t.Fatalf("the build took %d messages; the test needs it to span both phases", len(during))
 	}
 	before := f.lookupCount()
