@@ -244,7 +244,9 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	if err != nil {
 		return nil, err
 	}
-	dk := dedupKey(c.From, c.CID)
+	// Room for the keys and small values of a direct message (see below).
+	kb := newKeyBuf(9*len(keyRoot) + 3*len(c.From) + 3*len(c.To) + len(c.CID) + 160)
+	dk := kb.key("dedup/", c.From, "/", c.CID)
 	var orig snowflake.ID
 	dup := false
 	if st.cids.mayContain(dk) {
@@ -265,7 +267,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		}
 		return &applied{ID: orig, Payload: p, Dup: true}, nil
 	}
-	mk := msgKey(c.ID)
+	mk := kb.keyN(uint64(c.ID), "m/")
 	if taken, err := st.ids.mayBeTaken(tx, c.ID); err != nil {
 		return nil, err
 	} else if taken {
@@ -274,7 +276,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		}
 	}
 	seq := at.Seq()
-	idb := be64(uint64(c.ID))
+	idb := kb.u64(uint64(c.ID))
 	// Before any write: a bound too high or a key in the filter that is
 	// not stored (the write thrown away) only costs a lookup.
 	st.ids.wrote(c.ID)
@@ -327,21 +329,24 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// more (old ones are left in place: harmless).
 	sets := [8][2][]byte{
 		{mk, c.Payload},
-		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
-		{withID(syncPrefix(c.From), seq), idb},
+		{kb.keyN(uint64(c.ID), "c/", conv, "/"), kb.bytes(c.From)},
+		{kb.keyN(seq, "s/", c.From, "/"), idb},
 	}
 	k := 3
 	if c.To != c.From {
-		sets[k] = [2][]byte{withID(syncPrefix(c.To), seq), idb}
+		sets[k] = [2][]byte{kb.keyN(seq, "s/", c.To, "/"), idb}
 		k++
 	}
 	sc.forget(conv)
-	sets[k] = [2][]byte{pairKey(conv), p.encode()}
+	pk := kb.key("x/", conv)
+	start := len(kb.b)
+	kb.b = p.append(kb.b)
+	sets[k] = [2][]byte{pk, kb.b[start:len(kb.b):len(kb.b)]}
 	k++
 	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
 	for _, pt := range parties[:sides(c.From, c.To)] {
 		if !listed[sideOf(pt[0], pt[1])] {
-			sets[k] = [2][]byte{summaryKey(pt[0], pt[1]), nil}
+			sets[k] = [2][]byte{kb.key("v/", pt[0], "/", pt[1]), nil}
 			k++
 		}
 	}

@@ -102,6 +102,46 @@ func groupConv(gid string) string         { return "g:" + gid }
 func groupSyncPrefix(gid string) []byte   { return cat([]byte("gs/" + gid + "/")) }
 func groupSummaryKey(gid string) []byte   { return cat([]byte("gv/" + gid)) }
 
+// keyBuf builds the keys and small values of one command in one buffer
+// (one allocation instead of two or three per key). A slice it returned
+// stays valid when the buffer grows (it keeps the old array), and Badger
+// keeps the slices a transaction was given only until it commits.
+type keyBuf struct{ b []byte }
+
+func newKeyBuf(n int) keyBuf { return keyBuf{b: make([]byte, 0, n)} }
+
+// key is keyRoot followed by parts.
+func (k *keyBuf) key(parts ...string) []byte {
+	start := len(k.b)
+	k.b = append(k.b, keyRoot...)
+	for _, p := range parts {
+		k.b = append(k.b, p...)
+	}
+	return k.b[start:len(k.b):len(k.b)]
+}
+
+// keyN is key(parts...) followed by n (8 bytes, big-endian).
+func (k *keyBuf) keyN(n uint64, parts ...string) []byte {
+	start := len(k.b)
+	k.key(parts...)
+	k.b = binary.BigEndian.AppendUint64(k.b, n)
+	return k.b[start:len(k.b):len(k.b)]
+}
+
+// bytes copies a string into the buffer.
+func (k *keyBuf) bytes(s string) []byte {
+	start := len(k.b)
+	k.b = append(k.b, s...)
+	return k.b[start:len(k.b):len(k.b)]
+}
+
+// u64 is n as 8 bytes.
+func (k *keyBuf) u64(n uint64) []byte {
+	start := len(k.b)
+	k.b = binary.BigEndian.AppendUint64(k.b, n)
+	return k.b[start:len(k.b):len(k.b)]
+}
+
 func withID(prefix []byte, n uint64) []byte {
 	k := make([]byte, 0, len(prefix)+8)
 	k = append(k, prefix...)
@@ -223,8 +263,9 @@ func (p pair) side(i int) summary {
 	return summary{LastID: p.LastID, LastSeq: p.LastSeq, Kept: true, Unread: p.Unread[i], Cursor: p.Cursor[i]}
 }
 
-func (p pair) encode() []byte {
-	b := make([]byte, 0, pairLen)
+func (p pair) encode() []byte { return p.append(make([]byte, 0, pairLen)) }
+
+func (p pair) append(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(p.LastID))
 	b = binary.BigEndian.AppendUint64(b, p.LastSeq)
 	for i := range 2 {

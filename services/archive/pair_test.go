@@ -114,3 +114,35 @@ func TestPairSides(t *testing.T) {
 	}
 	m.check("sides")
 }
+
+// The handler builds its keys in one buffer (keyBuf); readers use the
+// helpers of keys.go. They must be the same bytes.
+func TestKeyBufMatchesHelpers(t *testing.T) {
+	kb := newKeyBuf(8) // small: the buffer grows while slices are live
+	conv := directConv("bob", "alice")
+	got := [][]byte{
+		kb.key("dedup/", "alice", "/", "c-1"),
+		kb.keyN(77, "m/"),
+		kb.keyN(78, "c/", conv, "/"),
+		kb.keyN(79, "s/", "alice", "/"),
+		kb.key("x/", conv),
+		kb.key("v/", "alice", "/", "bob"),
+		kb.u64(80),
+		kb.bytes("alice"),
+	}
+	want := [][]byte{
+		dedupKey("alice", "c-1"),
+		msgKey(77),
+		withID(convPrefix(conv), 78),
+		withID(syncPrefix("alice"), 79),
+		pairKey(conv),
+		summaryKey("alice", "bob"),
+		be64(80),
+		[]byte("alice"),
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Errorf("key %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+}
