@@ -91,6 +91,29 @@ func (r *reader) str() string {
 	return s
 }
 
+// strs reads len(out) strings as str does, with one allocation: they
+// are substrings of one string (a message's names are read on every
+// apply).
+func (r *reader) strs(out ...*string) {
+	end := 0
+	for range out {
+		n, k := binary.Uvarint(r.b[end:])
+		if k <= 0 || n > uint64(len(r.b)-end-k) || n > 1<<10 {
+			r.err = true
+			return
+		}
+		end += k + int(n)
+	}
+	all := string(r.b[:end])
+	off := 0
+	for _, o := range out {
+		n, k := binary.Uvarint(r.b[off:])
+		*o = all[off+k : off+k+int(n)]
+		off += k + int(n)
+	}
+	r.b = r.b[end:]
+}
+
 // versionFor is the command version of a direct (no group) or group command.
 func versionFor(group string) byte {
 	if group == "" {
@@ -105,7 +128,7 @@ func decodeMsgCmd(b []byte) (msgCmd, error) {
 	}
 	r := reader{b: b[1:]}
 	c := msgCmd{ID: snowflake.ID(r.u64())}
-	c.From, c.To, c.Group, c.CID = r.str(), r.str(), r.str(), r.str()
+	r.strs(&c.From, &c.To, &c.Group, &c.CID)
 	c.Payload = r.b
 	if r.err || c.ID == 0 || c.From == "" || c.CID == "" || len(c.Payload) == 0 {
 		return msgCmd{}, fmt.Errorf("%w: message", ErrBadCommand)
@@ -245,7 +268,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		return nil, err
 	}
 	// Room for the keys and small values of a direct message (see below).
-	kb := newKeyBuf(9*len(keyRoot) + 3*len(c.From) + 3*len(c.To) + len(c.CID) + 160)
+	kb := newKeyBuf(9*len(keyRoot) + 3*len(c.From) + 3*len(c.To) + 3*len(c.Group) + len(c.CID) + 160)
 	dk := kb.key("dedup/", c.From, "/", c.CID)
 	var orig snowflake.ID
 	dup := false
@@ -290,7 +313,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		}
 	}
 	if c.Group != "" {
-		res, err := applyGroupMessage(tx, seq, c, mk, dk, idb)
+		res, err := applyGroupMessage(tx, seq, c, &kb, mk, dk, idb)
 		if err == nil {
 			res.after, res.cids = after, st.cids
 		}
@@ -610,8 +633,8 @@ func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (to
 // the group (members find it through their groups when they read).
 // Membership was checked by the proposing node: this handler cannot read
 // the users service's keys.
-func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte) (*applied, error) {
-	gk := groupSummaryKey(c.Group)
+func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, mk, dk, idb []byte) (*applied, error) {
+	gk := kb.key("gv/", c.Group)
 	old, found, err := getSummary(tx, gk)
 	if err != nil {
 		return nil, err
@@ -627,7 +650,7 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte)
 	}
 	// The sender's record counts their own messages, so that they are not
 	// unread to them (see memberCursor).
-	ck := cursorKey(c.From, groupConv(c.Group))
+	ck := kb.key("rc/", c.From, "/g:", c.Group)
 	rec, recFound, err := getMemberCursor(tx, ck)
 	if err != nil {
 		return nil, err
@@ -641,8 +664,8 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte)
 	// The dedupe key goes last, as for direct messages.
 	for _, kv := range [][2][]byte{
 		{mk, c.Payload},
-		{withID(convPrefix(groupConv(c.Group)), uint64(c.ID)), []byte(c.From)},
-		{withID(groupSyncPrefix(c.Group), seq), idb},
+		{kb.keyN(uint64(c.ID), "c/g:", c.Group, "/"), kb.bytes(c.From)},
+		{kb.keyN(seq, "gs/", c.Group, "/"), idb},
 		{gk, sum.encodeGroup()},
 		{ck, rec.encode()},
 		{dk, idb},

@@ -129,6 +129,10 @@ func TestKeyBufMatchesHelpers(t *testing.T) {
 		kb.key("v/", "alice", "/", "bob"),
 		kb.u64(80),
 		kb.bytes("alice"),
+		kb.key("gv/", "team"),
+		kb.key("rc/", "alice", "/g:", "team"),
+		kb.keyN(81, "c/g:", "team", "/"),
+		kb.keyN(82, "gs/", "team", "/"),
 	}
 	want := [][]byte{
 		dedupKey("alice", "c-1"),
@@ -139,6 +143,10 @@ func TestKeyBufMatchesHelpers(t *testing.T) {
 		summaryKey("alice", "bob"),
 		be64(80),
 		[]byte("alice"),
+		groupSummaryKey("team"),
+		cursorKey("alice", groupConv("team")),
+		withID(convPrefix(groupConv("team")), 81),
+		withID(groupSyncPrefix("team"), 82),
 	}
 	for i := range want {
 		if !bytes.Equal(got[i], want[i]) {
