@@ -91,6 +91,29 @@ func (r *reader) str() string {
 	return s
 }
 
+// strs reads len(out) strings as str does, with one allocation: they
+// are substrings of one string (a message's names are read on every
+// apply).
+func (r *reader) strs(out ...*string) {
+	end := 0
+	for range out {
+		n, k := binary.Uvarint(r.b[end:])
+		if k <= 0 || n > uint64(len(r.b)-end-k) || n > 1<<10 {
+			r.err = true
+			return
+		}
+		end += k + int(n)
+	}
+	all := string(r.b[:end])
+	off := 0
+	for _, o := range out {
+		n, k := binary.Uvarint(r.b[off:])
+		*o = all[off+k : off+k+int(n)]
+		off += k + int(n)
+	}
+	r.b = r.b[end:]
+}
+
 // versionFor is the command version of a direct (no group) or group command.
 func versionFor(group string) byte {
 	if group == "" {
@@ -105,7 +128,7 @@ func decodeMsgCmd(b []byte) (msgCmd, error) {
 	}
 	r := reader{b: b[1:]}
 	c := msgCmd{ID: snowflake.ID(r.u64())}
-	c.From, c.To, c.Group, c.CID = r.str(), r.str(), r.str(), r.str()
+	r.strs(&c.From, &c.To, &c.Group, &c.CID)
 	c.Payload = r.b
 	if r.err || c.ID == 0 || c.From == "" || c.CID == "" || len(c.Payload) == 0 {
 		return msgCmd{}, fmt.Errorf("%w: message", ErrBadCommand)
@@ -180,13 +203,16 @@ type applied struct {
 	after   func() // the outbox's, once committed
 
 	cache *summaryCache
-	sums  []summaryWrite // the direct summaries written, for the cache
+	pairs []pairWrite // the direct summary written, for the cache
+	cids  *cidFilter
 }
 
-// AfterCommit tells the outbox that its staged message is committed and
-// gives the summaries written to the cache.
+// AfterCommit tells the outbox that its staged message is committed,
+// gives the summaries written to the cache and moves the dedupe filter's
+// build on.
 func (a *applied) AfterCommit() {
-	a.cache.committed(a.sums)
+	a.cache.committed(a.pairs)
+	a.cids.afterCommit()
 	if a.after != nil {
 		a.after()
 	}
@@ -235,15 +261,21 @@ func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
 // everything comes from the payload and the log position, so every node
 // writes the same keys. All reads happen before the first write, so a
 // refusal writes nothing.
-func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox, sc *summaryCache) (any, error) {
+func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState) (any, error) {
+	outbox, sc := st.outbox, st.sums
 	c, err := decodeMsgCmd(payload)
 	if err != nil {
 		return nil, err
 	}
-	dk := dedupKey(c.From, c.CID)
-	orig, dup, err := getID(tx, dk)
-	if err != nil {
-		return nil, err
+	// Room for the keys and small values of a direct message (see below).
+	kb := newKeyBuf(9*len(keyRoot) + 3*len(c.From) + 3*len(c.To) + 3*len(c.Group) + len(c.CID) + 160)
+	dk := kb.key("dedup/", c.From, "/", c.CID)
+	var orig snowflake.ID
+	dup := false
+	if st.cids.mayContain(dk) {
+		if orig, dup, err = getID(tx, dk); err != nil {
+			return nil, err
+		}
 	}
 	if dup {
 		// A retry (possibly in the same batch: the txn sees its own
@@ -258,12 +290,20 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 		}
 		return &applied{ID: orig, Payload: p, Dup: true}, nil
 	}
-	mk := msgKey(c.ID)
-	if err := checkIDFree(tx, mk, c.Payload); err != nil {
+	mk := kb.keyN(uint64(c.ID), "m/")
+	if taken, err := st.ids.mayBeTaken(tx, c.ID); err != nil {
 		return nil, err
+	} else if taken {
+		if err := checkIDFree(tx, mk, c.Payload); err != nil {
+			return nil, err
+		}
 	}
 	seq := at.Seq()
-	idb := be64(uint64(c.ID))
+	idb := kb.u64(uint64(c.ID))
+	// Before any write: a bound too high or a key in the filter that is
+	// not stored (the write thrown away) only costs a lookup.
+	st.ids.wrote(c.ID)
+	st.cids.add(dk)
 	// The outbox writes first: its writes are idempotent, and the dedupe
 	// key must stay the last write (see below).
 	var after func()
@@ -273,39 +313,30 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 		}
 	}
 	if c.Group != "" {
-		res, err := applyGroupMessage(tx, seq, c, mk, dk, idb)
+		res, err := applyGroupMessage(tx, seq, c, &kb, mk, dk, idb)
 		if err == nil {
-			res.after = after
+			res.after, res.cids = after, st.cids
 		}
 		return res, err
 	}
 	conv := directConv(c.From, c.To)
 
-	// Conversation summaries for both sides (one when writing to oneself),
-	// with the recipient's unread count kept: +1 for a message from the
-	// peer above the recipient's cursor (the cursor is kept in the summary
-	// so that no other key is read).
-	var sums [2]summary
-	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
-	n := 2
-	if c.To == c.From {
-		n = 1
+	// The conversation's summary (both sides, one key), with the
+	// recipient's unread count kept: +1 for a message from the peer above
+	// the recipient's cursor (the cursor is kept in the summary so that
+	// no other key is read).
+	p, _, listed, err := sc.keptPair(tx, c.From, c.To, conv)
+	if err != nil {
+		return nil, err
 	}
-	var listed [2]bool
-	for i, p := range parties[:n] {
-		sum, ok, err := sc.keptDirect(tx, p[0], p[1], conv)
-		if err != nil {
-			return nil, err
+	if c.ID > p.LastID {
+		p.LastID = c.ID // IDs may arrive out of order; keep the top of history
+	}
+	p.LastSeq = seq
+	if c.To != c.From {
+		if r := sideOf(c.To, c.From); c.ID > p.Cursor[r] {
+			p.Unread[r] = min(p.Unread[r]+1, unreadCap)
 		}
-		listed[i] = ok
-		if c.ID > sum.LastID {
-			sum.LastID = c.ID // IDs may arrive out of order; keep the top of history
-		}
-		sum.LastSeq = seq
-		if p[0] == c.To && c.To != c.From && c.ID > sum.Cursor {
-			sum.Unread = min(sum.Unread+1, unreadCap)
-		}
-		sums[i] = sum
 	}
 
 	// The dedupe key goes last. The kept counts are read-modify-write:
@@ -313,26 +344,32 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 	// transaction grew too big (ErrTxnTooBig) before it runs the command
 	// again alone (cluster/fsm apply), so a count is never bumped twice.
 	//
-	// Seven writes: the message, its history entry, each side's sync entry
-	// and summary, and the dedupe key (and the v/ index entries with a
-	// conversation's first message). Until counts were kept there was an
-	// eighth, i/{to}/{from}/{id}, walked to count unread; it is no longer
-	// written (old ones are left in place, unread: harmless).
-	sets := [9][2][]byte{
+	// Six writes: the message, its history entry, each side's sync entry,
+	// the conversation's summary and the dedupe key (and the v/ index
+	// entries with a conversation's first message). Until counts were
+	// kept there was an i/{to}/{from}/{id} key, walked to count unread,
+	// and until x/ each side had its summary (w/): neither is written any
+	// more (old ones are left in place: harmless).
+	sets := [8][2][]byte{
 		{mk, c.Payload},
-		{withID(convPrefix(conv), uint64(c.ID)), []byte(c.From)},
+		{kb.keyN(uint64(c.ID), "c/", conv, "/"), kb.bytes(c.From)},
+		{kb.keyN(seq, "s/", c.From, "/"), idb},
 	}
-	k := 2
-	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, sums: make([]summaryWrite, 0, n)}
-	for i, p := range parties[:n] {
-		sk := stateKey(p[0], p[1])
-		sc.forget(sk)
-		res.sums = append(res.sums, summaryWrite{key: string(sk), sum: sums[i]})
-		sets[k] = [2][]byte{withID(syncPrefix(p[0]), seq), idb}
-		sets[k+1] = [2][]byte{sk, sums[i].encodeDirect()}
-		k += 2
-		if !listed[i] {
-			sets[k] = [2][]byte{summaryKey(p[0], p[1]), nil}
+	k := 3
+	if c.To != c.From {
+		sets[k] = [2][]byte{kb.keyN(seq, "s/", c.To, "/"), idb}
+		k++
+	}
+	sc.forget(conv)
+	pk := kb.key("x/", conv)
+	start := len(kb.b)
+	kb.b = p.append(kb.b)
+	sets[k] = [2][]byte{pk, kb.b[start:len(kb.b):len(kb.b)]}
+	k++
+	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
+	for _, pt := range parties[:sides(c.From, c.To)] {
+		if !listed[sideOf(pt[0], pt[1])] {
+			sets[k] = [2][]byte{kb.key("v/", pt[0], "/", pt[1]), nil}
 			k++
 		}
 	}
@@ -342,6 +379,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, outbox Outbox
 			return nil, err
 		}
 	}
+	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pairs: []pairWrite{{conv: conv, p: p}}, cids: st.cids}
 	return res, nil
 }
 
@@ -363,11 +401,11 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		return applyGroupCursor(tx, c)
 	}
 	conv := c.conv()
-	sum, found, _, err := directSummary(tx, c.Reader, c.Peer)
+	p, found, _, err := sc.keptPair(tx, c.Reader, c.Peer, conv)
 	if err != nil {
 		return nil, err
 	}
-	upTo, err := clampToTop(tx, conv, c.UpTo, sum.LastID, found)
+	upTo, err := clampToTop(tx, conv, c.UpTo, p.LastID, found)
 	if err != nil {
 		return nil, err
 	}
@@ -384,10 +422,10 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		if err != nil {
 			return nil, err
 		}
-		sum.Kept, sum.Cursor, sum.Unread = true, upTo, total-own
-		sk := stateKey(c.Reader, c.Peer)
-		sc.forget(sk)
-		if err := tx.Set(sk, sum.encodeDirect()); err != nil {
+		r := sideOf(c.Reader, c.Peer)
+		p.Cursor[r], p.Unread[r] = upTo, total-own
+		sc.forget(conv)
+		if err := tx.Set(pairKey(conv), p.encode()); err != nil {
 			return nil, err
 		}
 		if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
@@ -396,7 +434,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		// Every writer of a summary hands the cache what it wrote, in
 		// command order, or a later command's value could be overtaken
 		// by an earlier one's.
-		return &cursorMoved{UpTo: upTo, cache: sc, sums: []summaryWrite{{key: string(sk), sum: sum}}}, nil
+		return &cursorMoved{UpTo: upTo, cache: sc, pairs: []pairWrite{{conv: conv, p: p}}}, nil
 	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
 		return nil, err
@@ -409,11 +447,11 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 type cursorMoved struct {
 	UpTo  snowflake.ID
 	cache *summaryCache
-	sums  []summaryWrite
+	pairs []pairWrite
 }
 
 // AfterCommit gives the summary written to the cache.
-func (c *cursorMoved) AfterCommit() { c.cache.committed(c.sums) }
+func (c *cursorMoved) AfterCommit() { c.cache.committed(c.pairs) }
 
 // clampToTop clamps a cursor to the conversation's highest message ID:
 // the summary's (lastID) when there is one (found), else the history's
@@ -519,6 +557,55 @@ func keptDirectSummary(tx *badger.Txn, uid, peer, conv string) (sum summary, lis
 	return sum, listed, nil
 }
 
+// sides is the number of sides a direct conversation has: 1 with oneself.
+func sides(a, b string) int {
+	if a == b {
+		return 1
+	}
+	return 2
+}
+
+// getPair reads x/{conv}; found is false when it is absent or unreadable.
+func getPair(tx *badger.Txn, conv string) (p pair, found bool, err error) {
+	it, err := tx.Get(pairKey(conv))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return pair{}, false, nil
+	}
+	if err != nil {
+		return pair{}, false, err
+	}
+	err = it.Value(func(v []byte) error { p, found = decodePair(v); return nil })
+	return p, found, err
+}
+
+// keptPair reads the summary of the direct conversation between a and b
+// in its kept form: x/, else built from each side's older summary
+// (keptDirectSummary: w/, or a 16-byte v/ with the unread count counted
+// as it was then). found is false when there is none (no message yet);
+// listed says, per side, that v/ exists (always with x/: x/ is written
+// only by a message, which writes both v/, or after one).
+func keptPair(tx *badger.Txn, a, b, conv string) (p pair, found bool, listed [2]bool, err error) {
+	p, found, err = getPair(tx, conv)
+	if err != nil || found {
+		return p, found, [2]bool{found, found}, err
+	}
+	lo, hi := a, b
+	if hi < lo {
+		lo, hi = hi, lo
+	}
+	parties := [2][2]string{{lo, hi}, {hi, lo}}
+	for i, s := range parties[:sides(a, b)] {
+		sum, lst, err := keptDirectSummary(tx, s[0], s[1], conv)
+		if err != nil {
+			return pair{}, false, listed, err
+		}
+		listed[i] = lst
+		p.Unread[i], p.Cursor[i] = sum.Unread, sum.Cursor
+		p.LastID, p.LastSeq = max(p.LastID, sum.LastID), max(p.LastSeq, sum.LastSeq)
+	}
+	return p, p.LastID != 0, listed, nil
+}
+
 // countAbove walks the history under prefix above upTo: total messages
 // and those from me among them. It stops once it has seen unreadCap
 // messages from others, so total-own is the unread count saturated at
@@ -546,8 +633,8 @@ func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (to
 // the group (members find it through their groups when they read).
 // Membership was checked by the proposing node: this handler cannot read
 // the users service's keys.
-func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte) (*applied, error) {
-	gk := groupSummaryKey(c.Group)
+func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, mk, dk, idb []byte) (*applied, error) {
+	gk := kb.key("gv/", c.Group)
 	old, found, err := getSummary(tx, gk)
 	if err != nil {
 		return nil, err
@@ -563,7 +650,7 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte)
 	}
 	// The sender's record counts their own messages, so that they are not
 	// unread to them (see memberCursor).
-	ck := cursorKey(c.From, groupConv(c.Group))
+	ck := kb.key("rc/", c.From, "/g:", c.Group)
 	rec, recFound, err := getMemberCursor(tx, ck)
 	if err != nil {
 		return nil, err
@@ -577,8 +664,8 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, mk, dk, idb []byte)
 	// The dedupe key goes last, as for direct messages.
 	for _, kv := range [][2][]byte{
 		{mk, c.Payload},
-		{withID(convPrefix(groupConv(c.Group)), uint64(c.ID)), []byte(c.From)},
-		{withID(groupSyncPrefix(c.Group), seq), idb},
+		{kb.keyN(uint64(c.ID), "c/g:", c.Group, "/"), kb.bytes(c.From)},
+		{kb.keyN(seq, "gs/", c.Group, "/"), idb},
 		{gk, sum.encodeGroup()},
 		{ck, rec.encode()},
 		{dk, idb},

@@ -170,6 +170,8 @@ type Service struct {
 	media  Media  // nil: media messages are stored as sent
 	log    *slog.Logger
 
+	st *fsmState // what the FSM handlers keep in memory
+
 	messages *prometheus.CounterVec
 	stored   atomic.Uint64 // messages stored by this process (what the "stored" counter counts)
 }
@@ -219,13 +221,17 @@ func New(deps Deps) (*Service, error) {
 			return nil, fmt.Errorf("archive: register metrics: %w", err)
 		}
 	}
-	outbox := deps.Outbox
-	sc := newSummaryCache(defaultSummaryCacheEntries)
+	// The handlers are not registered yet, so no archive key is being
+	// written: the dedupe filter's first build can start here.
+	st := &fsmState{outbox: deps.Outbox, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{},
+		cids: newCIDFilter(deps.DB, minCIDFilterKeys)}
+	sc := st.sums
 	if r, ok := deps.FSM.(interface{ OnRestore(fn func()) }); ok {
-		r.OnRestore(sc.purge)
+		r.OnRestore(st.purge)
 	}
+	s.st = st
 	deps.FSM.Register(wire.CmdMessage, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
-		return applyMessage(tx, at, payload, outbox, sc)
+		return applyMessage(tx, at, payload, st)
 	})
 	deps.FSM.Register(wire.CmdReadCursor, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applyReadCursor(tx, at, payload, sc)

@@ -16,8 +16,10 @@ import (
 //	s/{uid}/{seq}             → id (per-user sync index in commit order, sender and recipient)
 //	v/{uid}/{peer}            → empty: uid has a conversation with peer (written once, listed by
 //	                            prefix); or a 16-byte summary written before counts were kept
-//	w/{uid}/{peer}            → the conversation's summary with uid's unread count and cursor
-//	                            (see summary), rewritten by each message
+//	x/{convKey}               → a direct conversation's summary with both sides' unread counts
+//	                            and cursors (see pair), rewritten by each message
+//	w/{uid}/{peer}            → uid's side of the summary, as written before x/ (read when
+//	                            there is no x/; left in place once x/ is written)
 //	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
 //	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
 //	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
@@ -32,16 +34,16 @@ import (
 // gs/ and gv/ of the groups they are in when they read (see read.go), so
 // its cost does not grow with the group.
 //
-// The summary that every message rewrites lives in w/, apart from the
-// v/ index that lists a user's conversations: Badger keeps the versions
-// a key was overwritten with until compaction drops them, and an
-// iterator steps over each, so listing a busy user's conversations by
-// iterating rewritten keys costs as many steps as recent messages. v/
-// keys are written once and are iterated; w/ keys are read with Get,
-// which finds the newest version directly.
+// The summary that every message rewrites lives in x/ (before, in w/),
+// apart from the v/ index that lists a user's conversations: Badger
+// keeps the versions a key was overwritten with until compaction drops
+// them, and an iterator steps over each, so listing a busy user's
+// conversations by iterating rewritten keys costs as many steps as
+// recent messages. v/ keys are written once and are iterated; x/ keys
+// are read with Get, which finds the newest version directly.
 //
-// Per message: a direct message writes m/, c/, s/ and w/ of both sides,
-// and dedup/ (7 keys; 5 to oneself; the first message of a conversation
+// Per message: a direct message writes m/, c/, s/ of both sides, x/
+// and dedup/ (6 keys; 5 to oneself; the first message of a conversation
 // also writes v/ of both sides); a group message writes m/, c/, gs/,
 // gv/, the sender's rc/ (their own-message count) and dedup/ (6 keys,
 // whatever the group's size). Unread counts are kept by these writes, so
@@ -92,11 +94,53 @@ func inboxPrefix(uid, peer string) []byte { return cat([]byte("i/" + uid + "/" +
 func summaryPrefix(uid string) []byte     { return cat([]byte("v/" + uid + "/")) }
 func summaryKey(uid, peer string) []byte  { return cat([]byte("v/" + uid + "/" + peer)) }
 func stateKey(uid, peer string) []byte    { return cat([]byte("w/" + uid + "/" + peer)) }
+func pairKey(conv string) []byte          { return cat([]byte("x/" + conv)) }
 func cursorKey(uid, conv string) []byte   { return cat([]byte("rc/" + uid + "/" + conv)) }
 func dedupKey(from, cid string) []byte    { return cat([]byte("dedup/" + from + "/" + cid)) }
+func dedupPrefix() []byte                 { return cat([]byte("dedup/")) }
 func groupConv(gid string) string         { return "g:" + gid }
 func groupSyncPrefix(gid string) []byte   { return cat([]byte("gs/" + gid + "/")) }
 func groupSummaryKey(gid string) []byte   { return cat([]byte("gv/" + gid)) }
+
+// keyBuf builds the keys and small values of one command in one buffer
+// (one allocation instead of two or three per key). A slice it returned
+// stays valid when the buffer grows (it keeps the old array), and Badger
+// keeps the slices a transaction was given only until it commits.
+type keyBuf struct{ b []byte }
+
+func newKeyBuf(n int) keyBuf { return keyBuf{b: make([]byte, 0, n)} }
+
+// key is keyRoot followed by parts.
+func (k *keyBuf) key(parts ...string) []byte {
+	start := len(k.b)
+	k.b = append(k.b, keyRoot...)
+	for _, p := range parts {
+		k.b = append(k.b, p...)
+	}
+	return k.b[start:len(k.b):len(k.b)]
+}
+
+// keyN is key(parts...) followed by n (8 bytes, big-endian).
+func (k *keyBuf) keyN(n uint64, parts ...string) []byte {
+	start := len(k.b)
+	k.key(parts...)
+	k.b = binary.BigEndian.AppendUint64(k.b, n)
+	return k.b[start:len(k.b):len(k.b)]
+}
+
+// bytes copies a string into the buffer.
+func (k *keyBuf) bytes(s string) []byte {
+	start := len(k.b)
+	k.b = append(k.b, s...)
+	return k.b[start:len(k.b):len(k.b)]
+}
+
+// u64 is n as 8 bytes.
+func (k *keyBuf) u64(n uint64) []byte {
+	start := len(k.b)
+	k.b = binary.BigEndian.AppendUint64(k.b, n)
+	return k.b[start:len(k.b):len(k.b)]
+}
 
 func withID(prefix []byte, n uint64) []byte {
 	k := make([]byte, 0, len(prefix)+8)
@@ -112,8 +156,9 @@ func tail8(key []byte) uint64 {
 	return binary.BigEndian.Uint64(key[len(key)-8:])
 }
 
-// summary is the value of w/{uid}/{peer} (a direct conversation) and of
-// gv/{gid} (a group). Three encodings exist:
+// summary is one side of a direct conversation's summary (x/, see pair;
+// the value of w/{uid}/{peer} before x/) and the value of gv/{gid} (a
+// group). Three encodings exist:
 //
 //	16 bytes  lastID(8) lastSeq(8)                           written before counts were kept (v/ and gv/)
 //	32 bytes  lastID(8) lastSeq(8) unread(8) cursor(8)        w/: a direct conversation with its kept unread count
@@ -121,7 +166,7 @@ func tail8(key []byte) uint64 {
 //
 // A 16-byte summary is still read (Kept false): its unread count is
 // counted as before (see unread and groupUnread), and the FSM writes the
-// new form (w/ for a direct conversation, where it then wins over v/'s)
+// new form (x/ for a direct conversation, where it then wins over v/'s)
 // the next time it touches the conversation.
 type summary struct {
 	LastID  snowflake.ID // highest message ID in the conversation (the top of its history)
@@ -183,6 +228,63 @@ func decodeSummary(v []byte) (summary, bool) {
 		s.Complete = v[24]&groupComplete != 0
 	}
 	return s, true
+}
+
+// pair is the value of x/{convKey}: a direct conversation's summary for
+// both of its users, side 0 the first user of convKey (the smaller ID),
+// side 1 the other (a conversation with oneself uses side 0 only):
+//
+//	48 bytes  lastID(8) lastSeq(8) unread0(8) cursor0(8) unread1(8) cursor1(8)
+//
+// Both sides' summaries (w/) changed with every message, and their
+// lastID and lastSeq were the same: one key instead of two per message.
+// A conversation without x/ is read from its w/ (or older) summaries and
+// gets x/ the next time the FSM touches it; replaying an old log gives
+// the same state everywhere (the handlers are deterministic).
+type pair struct {
+	LastID  snowflake.ID
+	LastSeq uint64
+	Unread  [2]uint64
+	Cursor  [2]snowflake.ID
+}
+
+const pairLen = 48
+
+// sideOf is uid's side of its conversation with peer.
+func sideOf(uid, peer string) int {
+	if peer < uid {
+		return 1
+	}
+	return 0
+}
+
+// side is one side's summary in the kept form.
+func (p pair) side(i int) summary {
+	return summary{LastID: p.LastID, LastSeq: p.LastSeq, Kept: true, Unread: p.Unread[i], Cursor: p.Cursor[i]}
+}
+
+func (p pair) encode() []byte { return p.append(make([]byte, 0, pairLen)) }
+
+func (p pair) append(b []byte) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(p.LastID))
+	b = binary.BigEndian.AppendUint64(b, p.LastSeq)
+	for i := range 2 {
+		b = binary.BigEndian.AppendUint64(b, p.Unread[i])
+		b = binary.BigEndian.AppendUint64(b, uint64(p.Cursor[i]))
+	}
+	return b
+}
+
+func decodePair(v []byte) (pair, bool) {
+	if len(v) != pairLen {
+		return pair{}, false
+	}
+	p := pair{LastID: snowflake.ID(binary.BigEndian.Uint64(v)), LastSeq: binary.BigEndian.Uint64(v[8:])}
+	for i := range 2 {
+		p.Unread[i] = binary.BigEndian.Uint64(v[16+16*i:])
+		p.Cursor[i] = snowflake.ID(binary.BigEndian.Uint64(v[24+16*i:]))
+	}
+	return p, true
 }
 
 // memberCursor is the value of rc/{uid}/g:{gid}, a member's read cursor

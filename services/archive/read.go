@@ -286,8 +286,8 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 // directSummaries lists uid's direct conversations (the peers, in order)
 // and their summaries: the v/ index is iterated (its keys are written
 // once, so the iterator has no versions to step over) and each kept
-// summary is read from w/ with a Get; a 16-byte v/ value without w/ is a
-// summary written before counts were kept.
+// summary is read with a Get (directSide); a 16-byte v/ value without a
+// kept one is a summary written before counts were kept.
 func directSummaries(tx *badger.Txn, uid string) (peers []string, sums []summary, err error) {
 	prefix := summaryPrefix(uid)
 	var legacy []summary
@@ -306,7 +306,7 @@ func directSummaries(tx *badger.Txn, uid string) (peers []string, sums []summary
 	sums = legacy[:0]
 	out := peers[:0]
 	for i, p := range peers {
-		sum, found, err := getSummary(tx, stateKey(uid, p))
+		sum, found, err := directSide(tx, uid, p)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -319,6 +319,17 @@ func directSummaries(tx *badger.Txn, uid string) (peers []string, sums []summary
 		sums = append(sums, sum)
 	}
 	return out, sums, nil
+}
+
+// directSide reads uid's side of the kept summary of its conversation
+// with peer: from x/, else from w/ (written before x/); found is false
+// when neither holds one.
+func directSide(tx *badger.Txn, uid, peer string) (summary, bool, error) {
+	p, found, err := getPair(tx, directConv(uid, peer))
+	if err != nil || found {
+		return p.side(sideOf(uid, peer)), found, err
+	}
+	return getSummary(tx, stateKey(uid, peer))
 }
 
 // unread is uid's unread count in the direct conversation with peer,

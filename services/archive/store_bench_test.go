@@ -202,8 +202,8 @@ func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
 			b.Fatal(err)
 		}
 	}
-	type pair struct{ a, b string }
-	last := map[pair]summary{}
+	type side struct{ a, b string }
+	last := map[side]summary{}
 	body := "a message of some sixty bytes, as chat messages often are"
 	for i := range n {
 		id := first + snowflake.ID(i)
@@ -230,17 +230,26 @@ func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
 			set(withID(syncPrefix(to), seq), idb)
 		}
 		set(dedupKey(from, env.CID), idb)
-		last[pair{from, to}] = summary{LastID: id, LastSeq: seq, Kept: true, Unread: last[pair{from, to}].Unread}
-		s := last[pair{to, from}]
+		last[side{from, to}] = summary{LastID: id, LastSeq: seq, Kept: true, Unread: last[side{from, to}].Unread}
+		s := last[side{to, from}]
 		s.LastID, s.LastSeq, s.Kept = id, seq, true
 		if to != from {
 			s.Unread = min(s.Unread+1, unreadCap)
 		}
-		last[pair{to, from}] = s
+		last[side{to, from}] = s
 	}
+	pairs := map[string]pair{}
 	for p, s := range last {
-		set(stateKey(p.a, p.b), s.encodeDirect())
+		conv := directConv(p.a, p.b)
+		x := pairs[conv]
+		x.LastID, x.LastSeq = s.LastID, s.LastSeq
+		i := sideOf(p.a, p.b)
+		x.Unread[i], x.Cursor[i] = s.Unread, s.Cursor
+		pairs[conv] = x
 		set(summaryKey(p.a, p.b), nil)
+	}
+	for conv, x := range pairs {
+		set(pairKey(conv), x.encode())
 	}
 	if err := wb.Flush(); err != nil {
 		b.Fatal(err)

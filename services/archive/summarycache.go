@@ -6,10 +6,10 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// summaryCache keeps the direct conversation summaries (w/{uid}/{peer})
-// that the FSM wrote last, so that storing a message does not look up
-// both sides' summaries in Badger's levels (15% of a saturated node's
-// CPU). It never changes an answer: a key it holds has exactly its
+// summaryCache keeps the direct conversation summaries (x/{convKey},
+// both sides) that the FSM wrote last, so that storing a message does
+// not look the summary up in Badger's levels (15% of a saturated node's
+// CPU when each side had its key). It never changes an answer: a key it holds has exactly its
 // latest committed value. A handler that writes a summary forgets the
 // key at once (the write may be thrown away with its transaction, and a
 // later command of the same transaction must read the pending write
@@ -19,54 +19,54 @@ import (
 // tests that apply from several.
 type summaryCache struct {
 	mu  sync.Mutex
-	m   map[string]summary
-	max int // entries; when full it starts over (cheap, and rare)
+	m   map[string]pair // by convKey
+	max int             // entries; when full it starts over (cheap, and rare)
 }
 
-// summaryWrite is a summary a command wrote, for the cache once committed.
-type summaryWrite struct {
-	key string
-	sum summary
+// pairWrite is a summary a command wrote, for the cache once committed.
+type pairWrite struct {
+	conv string
+	p    pair
 }
 
 const defaultSummaryCacheEntries = 1 << 16
 
 func newSummaryCache(max int) *summaryCache {
-	return &summaryCache{m: map[string]summary{}, max: max}
+	return &summaryCache{m: map[string]pair{}, max: max}
 }
 
-func (c *summaryCache) get(key []byte) (summary, bool) {
+func (c *summaryCache) get(conv string) (pair, bool) {
 	if c == nil {
-		return summary{}, false
+		return pair{}, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s, ok := c.m[string(key)]
-	return s, ok
+	p, ok := c.m[conv]
+	return p, ok
 }
 
-// forget drops key before a write to it.
-func (c *summaryCache) forget(key []byte) {
+// forget drops conv's summary before a write to it.
+func (c *summaryCache) forget(conv string) {
 	if c == nil {
 		return
 	}
 	c.mu.Lock()
-	delete(c.m, string(key))
+	delete(c.m, conv)
 	c.mu.Unlock()
 }
 
 // committed puts what a committed command wrote.
-func (c *summaryCache) committed(ws []summaryWrite) {
+func (c *summaryCache) committed(ws []pairWrite) {
 	if c == nil || len(ws) == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, w := range ws {
-		if _, ok := c.m[w.key]; !ok && len(c.m) >= c.max {
+		if _, ok := c.m[w.conv]; !ok && len(c.m) >= c.max {
 			clear(c.m)
 		}
-		c.m[w.key] = w.sum
+		c.m[w.conv] = w.p
 	}
 }
 
@@ -79,11 +79,11 @@ func (c *summaryCache) purge() {
 	c.mu.Unlock()
 }
 
-// keptDirect is keptDirectSummary served from the cache when it can: a
-// cached summary is a kept one whose conversation is listed.
-func (c *summaryCache) keptDirect(tx *badger.Txn, uid, peer, conv string) (summary, bool, error) {
-	if s, ok := c.get(stateKey(uid, peer)); ok {
-		return s, true, nil
+// keptPair is keptPair served from the cache when it can: a cached
+// summary is an x/ that exists.
+func (c *summaryCache) keptPair(tx *badger.Txn, a, b, conv string) (p pair, found bool, listed [2]bool, err error) {
+	if p, ok := c.get(conv); ok {
+		return p, true, [2]bool{true, true}, nil
 	}
-	return keptDirectSummary(tx, uid, peer, conv)
+	return keptPair(tx, a, b, conv)
 }

@@ -1,0 +1,78 @@
+package archive
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// BenchmarkApplyDirectEntries applies Raft entries of direct messages
+// the way a saturated node does (issue 10's bench: 200 senders to 10
+// receivers, ~90 commands per entry, IDs from one generator), straight
+// into the FSM: the handler, the transaction, Badger's memtable and its
+// background work. Besides ns/msg it reports cpu-ns/msg, the process's
+// CPU time (user + system, all goroutines, Badger's included) per
+// message, which a machine shared with other work disturbs less than
+// wall time. The store grows with b.N (cids stay unique).
+func BenchmarkApplyDirectEntries(b *testing.B) {
+	for _, per := range []int{1, 90} {
+		b.Run(fmt.Sprintf("per-entry=%d", per), func(b *testing.B) {
+			e := newEnv(b)
+			gen, err := snowflake.NewGenerator(1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := "a message of about a hundred bytes, as the throughput bench sends: lorem ipsum dolor sit amet.."
+			index := e.prop.Index()
+			n := 0
+			entry := func() *raft.Log {
+				cmds := make([]fsm.Command, per)
+				for i := range cmds {
+					n++
+					from, to := fmt.Sprintf("sender%03d", n%200), fmt.Sprintf("recv%02d", n%10)
+					env := text(fmt.Sprintf("cid-%d-%d", n%200, n), body)
+					env.ID, env.From, env.To = gen.Next(), from, to
+					c := msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: env.Marshal()}
+					cmds[i] = fsm.Command{Type: wire.CmdMessage, Payload: c.encode()}
+				}
+				index++
+				return &raft.Log{Index: index, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}
+			}
+			entries := make([]*raft.Log, 0, b.N/per+1)
+			for range b.N/per + 1 {
+				entries = append(entries, entry())
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for _, l := range entries {
+				for _, r := range e.f.Apply(l).([]fsm.Result) {
+					if r.Err != nil {
+						b.Fatal(r.Err)
+					}
+				}
+			}
+			cpu := cpuTime() - cpu0
+			b.StopTimer()
+			msgs := float64(len(entries) * per)
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/msgs, "ns/msg")
+			b.ReportMetric(float64(cpu.Nanoseconds())/msgs, "cpu-ns/msg")
+		})
+	}
+}
+
+// cpuTime is the CPU time (user and system) this process used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
