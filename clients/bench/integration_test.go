@@ -94,23 +94,28 @@ func TestModesAgainstARealNode(t *testing.T) {
 		}
 	})
 
-	t.Run("throughput", func(t *testing.T) {
-		out := filepath.Join(dir, "tp.json")
-		var stdout, stderr testutil.SyncBuffer
-		err := run(ctx, []string{"throughput", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "it",
-			"--senders", "2", "--receivers", "2", "--inflight", "4", "--duration", "1s", "--warmup", "0s", "--out", out}, &stdout, &stderr)
-		if err != nil {
-			t.Fatalf("%v\n%s", err, stderr.String())
-		}
-		var res LoadResult
-		readJSON(t, out, &res)
-		if res.Mode != "throughput" || res.Committed < 10 || res.Failed != 0 || res.Rate <= 0 {
-			t.Fatalf("result %+v", res)
-		}
-		if res.PubAck.Count != int(res.Committed) {
-			t.Fatalf("%d latencies for %d commits", res.PubAck.Count, res.Committed)
-		}
-	})
+	for _, client := range []string{"raw", "paho"} {
+		t.Run("throughput with "+client, func(t *testing.T) {
+			out := filepath.Join(dir, "tp-"+client+".json")
+			var stdout, stderr testutil.SyncBuffer
+			err := run(ctx, []string{"throughput", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "it", "--client", client,
+				"--senders", "2", "--receivers", "2", "--inflight", "4", "--duration", "1s", "--warmup", "0s", "--out", out}, &stdout, &stderr)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr.String())
+			}
+			var res LoadResult
+			readJSON(t, out, &res)
+			if res.Mode != "throughput" || res.Client != client || res.Committed < 10 || res.Failed != 0 || res.Rate <= 0 || res.GenCPUPerMsg <= 0 {
+				t.Fatalf("result %+v", res)
+			}
+			if res.PubAck.Count != int(res.Committed) || res.AckOutOfOrder != 0 || res.StrayAcks != 0 {
+				t.Fatalf("%d latencies for %d commits; %d PUBACKs out of order, %d stray", res.PubAck.Count, res.Committed, res.AckOutOfOrder, res.StrayAcks)
+			}
+			if !strings.Contains(stdout.String(), "generator ("+client+" client)") {
+				t.Fatalf("no generator CPU line:\n%s", stdout.String())
+			}
+		})
+	}
 }
 
 func readJSON(t *testing.T, path string, v any) {
@@ -242,18 +247,26 @@ func TestEdgechatScenariosAgainstRealNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	short := []string{"--duration", "500ms", "--warmup", "100ms", "--drain", "10s", "--p99-max", "10s"}
-	for _, tr := range []string{"tcp", "ws"} {
-		t.Run("durable over "+tr, func(t *testing.T) {
-			args := []string{"durable", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "du" + tr, "--senders", "3", "--receivers", "2", "--rate", "30"}
+	for _, tc := range []struct{ tr, client string }{{"tcp", "raw"}, {"ws", "raw"}, {"tcp", "paho"}} {
+		tr := tc.tr
+		t.Run("durable over "+tr+" with "+tc.client, func(t *testing.T) {
+			args := []string{"durable", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "du" + tr + tc.client, "--senders", "3", "--receivers", "2",
+				"--rate", "30", "--client", tc.client, "--inflight", "2", "--sweep", "30,60"}
 			if tr == "ws" {
 				args = append(args, "--ws")
 			}
 			var res ScenarioResult
 			runJSON(t, ctx, &res, append(args, short...)...)
 			checkSteps(t, &res, 1)
-			s := res.Steps[0]
-			if res.Transport != tr || !s.BarOnAck || s.Ack == nil || s.Ack.Count == 0 || s.Expected != s.Sent {
-				t.Fatalf("durable over %s: %+v", tr, res)
+			for _, s := range res.Steps {
+				if res.Transport != tr || res.Params["client"] != tc.client || !s.BarOnAck || s.Ack == nil || s.Ack.Count == 0 || s.Expected != s.Sent {
+					t.Fatalf("durable over %s: %+v", tr, res)
+				}
+				// One node commits a connection's publishes in order and
+				// delivers them in commit order.
+				if s.Reordered != 0 || s.AckOutOfOrder != 0 || s.StrayAcks != 0 || s.GenCPUPerMsg <= 0 {
+					t.Fatalf("durable over %s with %s: %+v", tr, tc.client, s)
+				}
 			}
 		})
 	}

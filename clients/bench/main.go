@@ -152,6 +152,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&cfg.Size, "size", 100, "message body bytes")
 		fs.BoolVar(&cfg.Deliver, "deliver", false, "receivers subscribe; also measure publish→delivery latency")
 		fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "with --deliver, how long to wait for the last deliveries")
+		fs.StringVar(&cfg.Client, "client", clientRaw, "MQTT client of the generator: raw (lean, pipelined) or paho (for comparison)")
 		if mode == "latency" {
 			fs.Float64Var(&cfg.Rate, "rate", 1000, "total messages per second over all senders")
 		}
@@ -208,6 +209,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg := DurableConfig{}
 		fs.IntVar(&cfg.Senders, "senders", 50, "sending users, one connection each")
 		fs.IntVar(&cfg.Receivers, "receivers", 10, "receiving users, subscribed (messages go round robin)")
+		fs.StringVar(&cfg.Client, "client", clientRaw, "MQTT client of the generator: raw (lean, pipelined) or paho (for comparison)")
 		if err := parse(fs, args); err != nil {
 			return ignoreHelp(err)
 		}
@@ -417,7 +419,7 @@ func runDurableCmd(ctx context.Context, cfg DurableConfig, sf *scenarioFlags, c 
 	}
 	defer run.close()
 	res := &ScenarioResult{Scenario: "durable", Target: sf.target, Transport: transportOf(cfg.Addrs), Params: map[string]any{
-		"senders": cfg.Senders, "receivers": cfg.Receivers, "size": cfg.Size, "duration": cfg.Duration.String(), "nodes": len(cfg.Addrs)}}
+		"senders": cfg.Senders, "receivers": cfg.Receivers, "size": cfg.Size, "client": run.cfg.Client, "duration": cfg.Duration.String(), "nodes": len(cfg.Addrs)}}
 	if err := runSteps(ctx, sf, rates, run.run, res); err != nil {
 		return err
 	}

@@ -244,7 +244,7 @@ func TestFanoutPayloadAndSeqSet(t *testing.T) {
 
 func TestEnvelopeCID(t *testing.T) {
 	cid, ok := envelopeCID([]byte(`{"id":"1","from":"a","cid":"run-1-2-3","type":"text","body":"x"}`))
-	if !ok || cid != "run-1-2-3" {
+	if !ok || string(cid) != "run-1-2-3" {
 		t.Fatalf("cid %q %v", cid, ok)
 	}
 	for _, b := range []string{`{"id":"1"}`, `{"cid":"unterminated`} {
