@@ -46,6 +46,10 @@ type durablePub interface {
 	// sender has a publish slot free (ctx ends the wait). With more, a raw client may buffer it with the
 	// next ones. A nil error means the ackFunc will run for it.
 	publish(ctx context.Context, to int, k int64, stamp time.Time, tag int64, more bool) error
+	// closedLoop keeps the window full with messages 0, 1, 2, ... (message
+	// k to receiver to(k)) until ctx ends; sends that fail are reported
+	// to the ackFunc with tag 0.
+	closedLoop(ctx context.Context, to func(k int64) int)
 	// wait waits up to timeout for the publishes in flight.
 	wait(timeout time.Duration)
 	// stats: PUBACKs out of order and PUBACKs for nothing in flight
@@ -107,6 +111,31 @@ func (p *rawPub) publish(ctx context.Context, to int, k int64, stamp time.Time, 
 	return p.c.Send(p.o.Topics[to], p.buf, tag, more)
 }
 
+func (p *rawPub) closedLoop(ctx context.Context, to func(k int64) int) {
+	var (
+		mu   sync.Mutex // k, buf: the filler below and the refills
+		k    int64
+		dead bool
+	)
+	fill := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for !dead && ctx.Err() == nil && p.c.TryAcquire() {
+			p.buf = appendEnvelope(p.buf[:0], p.prefix, k, time.Now().UnixNano(), p.o.BodySize)
+			if err := p.c.Send(p.o.Topics[to(k)], p.buf, 0, true); err != nil {
+				p.o.OnAck(0, time.Now(), err)
+				dead = true // the connection failed: do not spin
+			}
+			k++
+		}
+	}
+	p.c.refill.Store(&fill)
+	fill()
+	_ = p.c.Flush()
+	<-ctx.Done()
+	p.c.refill.Store(nil)
+}
+
 func (p *rawPub) wait(timeout time.Duration) {
 	_ = p.c.Flush()
 	deadline := time.Now().Add(timeout)
@@ -156,6 +185,14 @@ func (p *pahoPub) publish(ctx context.Context, to int, k int64, stamp time.Time,
 		p.o.OnAck(tag, s, err)
 	}()
 	return nil
+}
+
+func (p *pahoPub) closedLoop(ctx context.Context, to func(k int64) int) {
+	for k := int64(0); ctx.Err() == nil; k++ {
+		if err := p.publish(ctx, to(k), k, time.Time{}, 0, true); err != nil {
+			return
+		}
+	}
 }
 
 func (p *pahoPub) wait(timeout time.Duration) {

@@ -271,12 +271,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	gen0, _ := ReadCPUTime(os.Getpid())
 	// publish sends message k of sender i (zero stamp: the time it is
 	// written); a publish that could not be sent counts as failed.
-	publish := func(ctx context.Context, i int, k int64, more bool) bool {
-		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, time.Time{}, 0, more)
+	publish := func(ctx context.Context, i int, k int64) {
+		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, time.Time{}, 0, false)
 		if err != nil && ctx.Err() == nil {
 			onAck(0, time.Now(), err)
 		}
-		return err == nil
 	}
 
 	runCtx, cancelRun := context.WithCancel(ctx)
@@ -326,22 +325,18 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 					}
 					// The window (--inflight) is the sender's: publish
 					// waits for a free slot.
-					publish(runCtx, i, k, false)
+					publish(runCtx, i, k)
 				}
 			}()
 			continue
 		}
 		// Closed loop: keep --inflight publishes outstanding; the raw
-		// client writes what piled up while the window was full at once.
+		// client sends the next ones as PUBACKs free their slots.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer pubs[i].wait(30 * time.Second)
-			for k := int64(0); runCtx.Err() == nil; k++ {
-				if !publish(runCtx, i, k, true) {
-					return // the connection failed: do not spin
-				}
-			}
+			pubs[i].closedLoop(runCtx, func(k int64) int { return (i + int(k)) % len(receivers) })
 		}()
 	}
 	wg.Wait()

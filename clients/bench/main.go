@@ -27,6 +27,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,6 +77,7 @@ type common struct {
 	pids                                              []int // --pid PID[,PID...]: a cluster's processes are summed
 	anon                                              bool
 	ttl, progressEvery                                time.Duration
+	cpuProfile                                        string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -100,6 +102,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ttl, "ttl", 2*time.Hour, "lifetime of minted tokens")
 	fs.BoolVar(&c.anon, "anon", false, "no accounts or tokens: connect with a user name only (edgechat --dev, or another broker for comparison)")
 	fs.DurationVar(&c.progressEvery, "progress", time.Second, "interval between progress lines")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (where the bench's CPU goes)")
 }
 
 func (c *common) env(stdout, stderr io.Writer) (Env, error) {
@@ -119,6 +122,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var c common
 	c.register(fs)
+	// The profile starts once the flags are parsed (the modes parse them)
+	// and stops when the mode returns.
+	defer func() {
+		if c.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+	}()
 	switch mode {
 	case "conns":
 		cfg := ConnsConfig{}
@@ -295,6 +305,15 @@ func parse(fs *flag.FlagSet, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if f := fs.Lookup("cpuprofile"); f != nil && f.Value.String() != "" {
+		out, err := os.Create(f.Value.String())
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
 	}
 	return nil
 }

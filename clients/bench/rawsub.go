@@ -49,6 +49,12 @@ type rawClient struct {
 	outOfOrder atomic.Int64 // PUBACKs that came before an earlier publish's
 	strayAcks  atomic.Int64 // PUBACKs for no publish in flight
 	hdr        [512]byte    // a PUBLISH's header, under wmu
+	// refill, when set, runs on the reading goroutine after PUBACKs
+	// freed slots: a closed loop sends its next publishes from there,
+	// into the buffer that is written out once the burst of PUBACKs that
+	// arrived together is read (one read and one write per burst, no
+	// goroutine woken per message).
+	refill atomic.Pointer[func()]
 }
 
 // rawSlot is one publish in flight.
@@ -497,6 +503,10 @@ func (s *rawClient) readLoop() {
 				return
 			}
 			s.acked(a)
+			if f := s.refill.Load(); f != nil {
+				(*f)()
+				pending++
+			}
 		case 14: // DISCONNECT from the server
 			return
 		}
@@ -565,6 +575,16 @@ func (s *rawClient) Acquire(ctx context.Context) error {
 		return ctx.Err()
 	case <-s.done:
 		return errConnLost
+	}
+}
+
+// TryAcquire takes a slot for one Send if one is free.
+func (s *rawClient) TryAcquire() bool {
+	select {
+	case s.window <- struct{}{}:
+		return true
+	default:
+		return false
 	}
 }
 
