@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -291,4 +293,60 @@ func TestEdgechatScenariosAgainstRealNodes(t *testing.T) {
 			t.Fatalf("transport %q", res.Transport)
 		}
 	})
+}
+
+// TestGroupScenario creates a group through the HTTP API, connects some
+// of its members and checks that every message reached every online
+// member once and that the last-delivery figures were taken.
+func TestGroupScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n := nodetest.StartNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var res GroupResult
+	out := runJSON(t, ctx, &res, "group", "--http", n.HTTPURL, "--mqtt", n.MQTTURL, "--prefix", "gr", "--pid", strconv.Itoa(os.Getpid()),
+		"--members", "1205", "--online", "12", "--messages", "6", "--rate", "30", "--qos", "1", "--concurrency", "32")
+	if res.Members != 1205 || res.GroupID == "" || res.Acked != 6 || res.Failed != 0 || res.Expected != 72 || res.Delivered != 72 || res.Lost != 0 || res.Duplicates != 0 {
+		t.Fatalf("group %+v", res)
+	}
+	if res.LastDelivery.Count != 6 || res.FirstDelivery.Count != 6 || res.Delivery.Count != 72 || res.LastDelivery.Max < res.FirstDelivery.Max ||
+		res.Ack.Count != 6 || res.ServerCPUPerDelivery <= 0 || res.GenCPUPerDelivery <= 0 {
+		t.Fatalf("figures %+v", res)
+	}
+	if !strings.Contains(out, "send → LAST member ms") || !strings.Contains(out, "1204/1204 members added") {
+		t.Fatalf("summary or progress missing:\n%s", out)
+	}
+}
+
+// TestSeedThenServe seeds accounts into a data directory, then serves it
+// and finds them there.
+func TestSeedThenServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts nodes")
+	}
+	dir := t.TempDir()
+	ports, err := FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for range 2 { // the second run finds them all
+		var stderr testutil.SyncBuffer
+		if err := run(ctx, []string{"seed", "--data", dir, "--cluster-addr", addr, "--members", "25", "--prefix", "sd", "--progress", "50ms"}, io.Discard, &stderr); err != nil {
+			t.Fatalf("%v\n%s", err, stderr.String())
+		}
+	}
+	n := nodetest.StartNode(t, nodetest.WithDataDir(dir), nodetest.WithConfig(func(c *node.Config) { c.ClusterAddr = addr }))
+	for _, u := range []string{"sdo", "sdm0", "sdm23"} {
+		if _, err := n.Auth.LookupAccount(u); err != nil {
+			t.Fatalf("%s after seeding: %v", u, err)
+		}
+	}
+	if _, err := n.Auth.LookupAccount("sdm24"); err == nil {
+		t.Fatal("seeded one member too many")
+	}
 }
