@@ -364,6 +364,15 @@ func TestReportFromResults(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
+	// A hand-written section after the marker survives a rewrite; the
+	// generated part is not repeated.
+	must(os.WriteFile(out, append(b, []byte("\n"+keptMarker+"\n\n## 2026-12-03: group\n\nby hand\n")...), 0o644))
+	must(WriteReport(ReportConfig{Dir: dir, Out: out, Commands: cmds, Note: "loaded machine"}))
+	b2, err := os.ReadFile(out)
+	must(err)
+	if !strings.HasSuffix(string(b2), keptMarker+"\n\n## 2026-12-03: group\n\nby hand\n") || strings.Count(string(b2), "## Ratios") != 1 {
+		t.Fatalf("kept section lost or doubled:\n%s", b2[max(0, len(b2)-400):])
+	}
 	for _, f := range []string{"dm-qos0-latency.svg", "dm-qos0-throughput.svg"} {
 		svg, err := os.ReadFile(filepath.Join(dir, "perf", f))
 		if err != nil || !strings.Contains(string(svg), "Mosquitto p99") && f == "dm-qos0-latency.svg" {
