@@ -348,7 +348,10 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 				if inWin {
 					tag = 1
 				}
-				if err := c.publish(runCtx, (i+int(k))%len(r.receivers), k, due, tag, false); err != nil {
+				// A sender behind its schedule writes its late publishes
+				// together (the next publish follows at once; the buffer
+				// goes out before any wait).
+				if err := c.publish(runCtx, (i+int(k))%len(r.receivers), k, due, tag, pacer.Behind()); err != nil {
 					if runCtx.Err() != nil {
 						return // the step ended while waiting for a slot
 					}

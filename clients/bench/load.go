@@ -271,8 +271,8 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	gen0, _ := ReadCPUTime(os.Getpid())
 	// publish sends message k of sender i (zero stamp: the time it is
 	// written); a publish that could not be sent counts as failed.
-	publish := func(ctx context.Context, i int, k int64) {
-		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, time.Time{}, 0, false)
+	publish := func(ctx context.Context, i int, k int64, more bool) {
+		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, time.Time{}, 0, more)
 		if err != nil && ctx.Err() == nil {
 			onAck(0, time.Now(), err)
 		}
@@ -325,7 +325,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 					}
 					// The window (--inflight) is the sender's: publish
 					// waits for a free slot.
-					publish(runCtx, i, k)
+					// Behind its schedule, a sender writes its late
+					// publishes together.
+					publish(runCtx, i, k, pacer.Behind())
 				}
 			}()
 			continue
