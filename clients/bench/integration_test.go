@@ -213,7 +213,9 @@ func TestPlainScenariosAgainstRefServer(t *testing.T) {
 		var res ScenarioResult
 		out := runJSON(t, ctx, &res, append([]string{"dm", "--anon", "--mqtt", addr, "--pid", pid, "--pairs", "3", "--qos", "0", "--sweep", "30,60"}, short...)...)
 		checkSteps(t, &res, 1)
-		if res.Sweep == nil || len(res.Steps) != 2 || res.Steps[1].OfferedRate != 60 || res.Sweep.Best != 60 || res.Steps[0].CPUPerMsg <= 0 {
+		// The broker is this process: a short step may use less CPU than
+		// one clock tick of /proc, so one step with a reading will do.
+		if res.Sweep == nil || len(res.Steps) != 2 || res.Steps[1].OfferedRate != 60 || res.Sweep.Best != 60 || res.Steps[0].CPUPerMsg+res.Steps[1].CPUPerMsg <= 0 {
 			t.Fatalf("sweep %+v steps %+v", res.Sweep, res.Steps)
 		}
 		if !strings.Contains(out, "highest rate with p99") || !strings.Contains(out, "dm: rate 60/s") {

@@ -687,12 +687,13 @@ func (s *rawClient) close() {
 			}
 			s.smu.Unlock()
 		}
-		close(s.done)
 		_ = s.conn.Close()
 		for _, sl := range lost {
 			s.onAck(sl.tag, sl.sent, errConnLost)
 			<-s.window
 		}
+		// done closes last: whoever waits on it sees every outcome.
+		close(s.done)
 	})
 }
 
