@@ -270,3 +270,22 @@ func FuzzRawPackets(f *testing.F) {
 		}
 	})
 }
+
+func TestPacketBuffered(t *testing.T) {
+	for in, want := range map[string]bool{
+		"":                     false,
+		"\x40":                 false,
+		"\x40\x02\x00":         false, // PUBACK cut short
+		"\x40\x02\x00\x01":     true,
+		"\x40\x02\x00\x01\x40": true,
+		"\x30\x80\x01" + strings.Repeat("x", 127): false, // 128-byte body, one byte short
+		"\x30\x80\x01" + strings.Repeat("x", 128): true,
+		"\xc0\x00": true, // PINGRESP, empty body
+	} {
+		br := bufio.NewReaderSize(strings.NewReader(in), 512)
+		_, _ = br.Peek(len(in)) // fill the buffer
+		if got := packetBuffered(br); got != want {
+			t.Errorf("%q: %v, want %v", in, got, want)
+		}
+	}
+}

@@ -510,8 +510,9 @@ func (s *rawClient) readLoop() {
 		case 14: // DISCONNECT from the server
 			return
 		}
-		// Flush the PUBACKs once the burst that arrived together is read.
-		if pending > 0 && s.br.Buffered() == 0 {
+		// Flush the PUBACKs (and refills) once the burst that arrived
+		// together is read: before a read that would wait for the network.
+		if pending > 0 && !packetBuffered(s.br) {
 			s.wmu.Lock()
 			err := s.bw.Flush()
 			s.wmu.Unlock()
@@ -521,6 +522,25 @@ func (s *rawClient) readLoop() {
 			pending = 0
 		}
 	}
+}
+
+// packetBuffered reports whether a whole packet is in br's buffer, so
+// that reading it needs no system call.
+func packetBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := br.Peek(min(n, 5))
+	l, shift := 0, 0
+	for i := 1; i < len(b); i++ {
+		l |= int(b[i]&0x7f) << shift
+		if b[i] < 0x80 {
+			return n >= i+1+l
+		}
+		shift += 7
+	}
+	return false
 }
 
 // acked matches a PUBACK to its publish.
