@@ -12,7 +12,7 @@ MINIO_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgechat-minio/$(MINIO_V
 MC_VERSION ?= v0.0.0-20250313080218-cf909e1063a9
 MC_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgechat-mc/$(MC_VERSION)
 
-.PHONY: run test test-chaos vet fuzz build cross bench bench-compare clean minio mc
+.PHONY: run test test-chaos vet fuzz build cross bench bench-compare bench-group clean minio mc
 
 ## run: start a complete single-node edgechat (data in ./data)
 run:
@@ -69,6 +69,12 @@ bench:
 ## (10-15 minutes; QUICK=1 for a ~3-minute try; installs Mosquitto if missing)
 bench-compare:
 	QUICK=$(QUICK) clients/bench/compare.sh
+
+## bench-group: the 10,000-member group (1,000 online) against real processes,
+## one node then three: send -> last online member's delivery p50/p99/max and
+## server CPU (clients/bench/group.sh: MEMBERS, ONLINE, MESSAGES, RATE, NODES)
+bench-group:
+	clients/bench/group.sh
 
 # Edge builds leave the terminal chat client out (about 2 MB of terminal UI
 # libraries; `edgechat chat` then says how to get it): go build

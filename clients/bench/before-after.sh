@@ -11,7 +11,8 @@
 #   clients/bench/before-after.sh /tmp/b/edgechat bin/edgechat
 #
 # Environment: DUR (measured seconds per load step, default 10), IDLE_N
-# (idle connections, default 5000). Ports are found free at run time;
+# (idle connections, default 5000), CLIENT (the generator's MQTT client:
+# raw, the default since 2026-12-03, or paho as in the earlier runs). Ports are found free at run time;
 # everything listens on 127.0.0.1; only processes it started are stopped.
 set -euo pipefail
 BEFORE=${1:?usage: before-after.sh BIN_BEFORE BIN_AFTER}
@@ -113,7 +114,7 @@ for senders in 200 20; do
     bin=$BEFORE; [ $t = after ] && bin=$AFTER
     one "$bin" "$W/tput$senders-$t"
     echo "$t:"
-    "$B" throughput --http "http://127.0.0.1:$H" --mqtt "127.0.0.1:$M" --data "$W/tput$senders-$t" --pid "$P" --senders "$senders" --inflight 32 --duration "${DUR}s" 2>/dev/null | summary
+    "$B" throughput --client "${CLIENT:-raw}" --http "http://127.0.0.1:$H" --mqtt "127.0.0.1:$M" --data "$W/tput$senders-$t" --pid "$P" --senders "$senders" --inflight 32 --duration "${DUR}s" 2>/dev/null | summary
     stopall "$P"
   done
 done
@@ -124,7 +125,7 @@ for rate in 1000 10000; do
     bin=$BEFORE; [ $t = after ] && bin=$AFTER
     one "$bin" "$W/lat$rate-$t"
     echo "$t:"
-    "$B" latency --http "http://127.0.0.1:$H" --mqtt "127.0.0.1:$M" --data "$W/lat$rate-$t" --pid "$P" --rate "$rate" --duration "${DUR}s" 2>/dev/null | summary
+    "$B" latency --client "${CLIENT:-raw}" --http "http://127.0.0.1:$H" --mqtt "127.0.0.1:$M" --data "$W/lat$rate-$t" --pid "$P" --rate "$rate" --duration "${DUR}s" 2>/dev/null | summary
     stopall "$P"
   done
 done
@@ -135,7 +136,7 @@ for t in before after; do
   mkdir -p "$W/c3-$t"
   three "$bin" "$W/c3-$t"
   echo "$t:"
-  "$B" throughput --http "http://127.0.0.1:$H1" --mqtt "$MS" --data "$W/c3-$t/n1" --pid "$CP" --senders 200 --inflight 32 --duration "${DUR}s" 2>/dev/null | summary
+  "$B" throughput --client "${CLIENT:-raw}" --http "http://127.0.0.1:$H1" --mqtt "$MS" --data "$W/c3-$t/n1" --pid "$CP" --senders 200 --inflight 32 --duration "${DUR}s" 2>/dev/null | summary
   IFS=, read -r -a cps <<<"$CP"
   stopall "${cps[@]}"
 done
@@ -147,7 +148,7 @@ for rate in 1000 10000; do
     mkdir -p "$W/c3lat$rate-$t"
     three "$bin" "$W/c3lat$rate-$t"
     echo "$t:"
-    "$B" latency --http "http://127.0.0.1:$H1" --mqtt "$MS" --data "$W/c3lat$rate-$t/n1" --pid "$CP" --rate "$rate" --duration "${DUR}s" 2>/dev/null | summary
+    "$B" latency --client "${CLIENT:-raw}" --http "http://127.0.0.1:$H1" --mqtt "$MS" --data "$W/c3lat$rate-$t/n1" --pid "$CP" --rate "$rate" --duration "${DUR}s" 2>/dev/null | summary
     IFS=, read -r -a cps <<<"$CP"
     stopall "${cps[@]}"
   done

@@ -474,6 +474,11 @@ func WriteReport(rc ReportConfig) error {
 		}
 		w("## Commands\n\nReproduce with `make bench-compare` (`QUICK=1` for a short run). The script ran exactly these:\n\n```sh\n%s\n```\n", strings.TrimSpace(string(cmds)))
 	}
+	// Dated sections written by hand (figures of scenarios the comparison
+	// does not run) follow a marker and survive the regeneration.
+	if old, err := os.ReadFile(rc.Out); err == nil {
+		b.Write(keptSections(old))
+	}
 	if err := os.WriteFile(rc.Out, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("writing %s: %w", rc.Out, err)
 	}
@@ -566,4 +571,18 @@ func machineLines() []string {
 	}
 	out = append(out, "Go: "+runtime.Version())
 	return out
+}
+
+// keptMarker starts the part of docs/perf/README.md that bench report
+// keeps when it rewrites the file.
+const keptMarker = "<!-- kept by bench report: hand-written sections below -->"
+
+// keptSections returns the marker and what follows it in an earlier
+// report, or nothing.
+func keptSections(old []byte) []byte {
+	i := bytes.Index(old, []byte(keptMarker))
+	if i < 0 {
+		return nil
+	}
+	return append([]byte("\n"), old[i:]...)
 }

@@ -64,6 +64,16 @@ type Step struct {
 	CPUPercent float64        `json:"serverCpuPercent,omitempty"` // of one core, summed over PIDs
 	RSSKB      int64          `json:"serverRssKB,omitempty"`
 	Errors     map[string]int `json:"errors,omitempty"`
+	// GenCPUPerMsg is the generator's (this process's) CPU time per
+	// committed message (durable) or delivery: what the load itself cost.
+	GenCPUPerMsg float64 `json:"generatorCpuMicrosPerMsg,omitempty"`
+	// Durable: deliveries that came after a later message of the same
+	// sender to the same receiver; PUBACKs that came before the PUBACK of
+	// an earlier publish on the connection (MQTT requires them in order),
+	// and PUBACKs for no publish in flight (the raw client checks both).
+	Reordered     int64 `json:"reordered,omitempty"`
+	AckOutOfOrder int64 `json:"pubackOutOfOrder,omitempty"`
+	StrayAcks     int64 `json:"strayPubacks,omitempty"`
 }
 
 // OK reports whether the step met the bar: every message delivered once
@@ -164,8 +174,8 @@ type fanoutRun struct {
 	cfg  FanoutConfig
 	env  Env
 	pubs []*paho.Client
-	subs []*rawSub // lean subscribers: the generator must not be the limit
-	seen []*seqSet // per subscriber
+	subs []*rawClient // lean subscribers: the generator must not be the limit
+	seen []*seqSet    // per subscriber
 
 	step        atomic.Uint32
 	measureFrom atomic.Int64 // unix ns of the first measured slot
@@ -196,7 +206,7 @@ func newFanoutRun(ctx context.Context, cfg FanoutConfig, env Env) (*fanoutRun, e
 	if _, err := RaiseNoFile(uint64(nSubs+cfg.Topics) + 256); err != nil {
 		env.warnf("%v", err)
 	}
-	r.subs = make([]*rawSub, nSubs)
+	r.subs = make([]*rawClient, nSubs)
 	r.seen = make([]*seqSet, nSubs)
 	r.pubs = make([]*paho.Client, cfg.Topics)
 	var opened atomic.Int64

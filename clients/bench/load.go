@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ type LoadConfig struct {
 	Deliver  bool          // receivers subscribe; measure publish→delivery
 	Drain    time.Duration // how long to wait for late deliveries at the end
 	Clock    Clock         // paces the latency mode; nil: wall clock
+	Client   string        // clientRaw (default) or clientPaho
 }
 
 // LoadResult is the outcome of the latency and throughput modes.
@@ -67,7 +69,14 @@ type LoadResult struct {
 	PerSecond       []int64        `json:"committedEachSecond,omitempty"`
 	ServerCPUPerMsg float64        `json:"serverCpuMicrosPerMsg,omitempty"`
 	ServerRSSKB     int64          `json:"serverRssKB,omitempty"`
-	RaftBatchAvg    float64        `json:"raftBatchAvgCommands,omitempty"` // from the node's /metrics
+	Client          string         `json:"client"`
+	// GenCPUPerMsg is the generator's own CPU time per committed message.
+	GenCPUPerMsg float64 `json:"generatorCpuMicrosPerMsg,omitempty"`
+	// PUBACKs out of order on a connection and PUBACKs for nothing in
+	// flight (raw client only).
+	AckOutOfOrder int64   `json:"pubackOutOfOrder,omitempty"`
+	StrayAcks     int64   `json:"strayPubacks,omitempty"`
+	RaftBatchAvg  float64 `json:"raftBatchAvgCommands,omitempty"` // from the node's /metrics
 
 	pubackSorted   []time.Duration
 	deliverySorted []time.Duration
@@ -95,6 +104,12 @@ func (c *LoadConfig) validate() error {
 	}
 	if c.Clock == nil {
 		c.Clock = wallClock{}
+	}
+	if c.Client == "" {
+		c.Client = clientRaw
+	}
+	if err := validClient(c.Client); err != nil {
+		return err
 	}
 	return validPrefix(c.Prefix)
 }
@@ -157,69 +172,58 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	measureFrom.Store(1<<63 - 1)
 	inWindow := func(t time.Time) bool { return t.UnixNano() >= measureFrom.Load() }
 
-	var conns []*paho.Client
+	var (
+		conns  []*paho.Client
+		raws   []*rawClient
+		pubs   = make([]durablePub, len(senders))
+		topics = make([]string, len(receivers))
+	)
+	for i, r := range receivers {
+		topics[i] = "user/" + r + "/newMessage"
+	}
 	defer func() {
-		for _, c := range conns {
-			_ = c.Disconnect(&paho.Disconnect{})
+		for _, c := range pubs {
+			if c != nil {
+				c.close()
+			}
 		}
+		for _, c := range raws {
+			c.Disconnect()
+		}
+		disconnectAll(conns)
 	}()
 	if cfg.Deliver {
-		onMsg := func(p *paho.Publish) {
+		onMsg := func(p []byte) {
 			now := time.Now()
-			if t, ok := sentTime(p.Payload); ok && inWindow(t) {
+			if t, ok := sentTime(p); ok && inWindow(t) {
 				delivered.Add(1)
 				deliveries.Add(now.Sub(t))
 			}
 		}
 		for i, r := range receivers {
-			c, err := dial(ctx, dialOptions{Addr: cfg.addr(i), User: r, Device: "bench", Token: tokens[r], ReceiveMaximum: 1024, OnPublish: onMsg})
+			if cfg.Client == clientRaw {
+				c, err := dialRaw(ctx, rawOptions{Addr: cfg.addr(i), ClientID: r + "/bench", User: r, Password: tokens[r],
+					ReceiveMaximum: 1024, Topic: topics[i], QoS: 1, OnMsg: onMsg})
+				if err != nil {
+					return nil, err
+				}
+				raws = append(raws, c)
+				continue
+			}
+			c, err := dial(ctx, dialOptions{Addr: cfg.addr(i), User: r, Device: "bench", Token: tokens[r], ReceiveMaximum: 1024,
+				OnPublish: func(p *paho.Publish) { onMsg(p.Payload) }})
 			if err != nil {
 				return nil, err
 			}
 			conns = append(conns, c)
-			if err := subscribe(ctx, c, "user/"+r+"/newMessage"); err != nil {
+			if err := subscribe(ctx, c, topics[i]); err != nil {
 				return nil, err
 			}
 		}
 	}
-	senderConns := make([]*paho.Client, len(senders))
-	{
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(16)
-		for i, s := range senders {
-			g.Go(func() error {
-				c, err := dial(gctx, dialOptions{Addr: cfg.addr(i + 1), User: s, Device: "bench", Token: tokens[s], ReceiveMaximum: 16})
-				senderConns[i] = c
-				return err
-			})
-		}
-		err := g.Wait()
-		for _, c := range senderConns {
-			if c != nil {
-				conns = append(conns, c)
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-
-	metrics0 := scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...)
-	var cpu0 time.Duration
-	if len(cfg.PIDs) == 0 && cfg.PID > 0 {
-		cfg.PIDs = []int{cfg.PID}
-	}
-	if len(cfg.PIDs) > 0 {
-		cpu0, _ = readCPUTimes(cfg.PIDs)
-	}
-	// publish sends message k of sender i and records its outcome. Its
-	// context is not the run's: a publish already on the wire is waited
-	// for (up to paho's 10 s packet timeout) even when the run ends.
-	publish := func(i int, k int64) {
-		to := receivers[(i+int(k))%len(receivers)]
-		t0 := time.Now()
-		payload := messagePayload(runID+"-"+strconv.Itoa(i)+"-"+strconv.FormatInt(k, 10), t0, cfg.Size)
-		_, err := senderConns[i].Publish(context.WithoutCancel(ctx), &paho.Publish{QoS: 1, Topic: "user/" + to + "/newMessage", Payload: payload})
+	// onAck records the outcome of a publish written at t0. Publishes
+	// already on the wire are waited for when the run ends.
+	onAck := func(_ int64, t0 time.Time, err error) {
 		lat := time.Since(t0)
 		measured := inWindow(t0)
 		if measured {
@@ -234,6 +238,43 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		if measured {
 			committed.Add(1)
 			pubacks.Add(lat)
+		}
+	}
+	{
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(16)
+		for i, s := range senders {
+			g.Go(func() error {
+				c, err := dialDurablePub(gctx, durablePubOptions{Kind: cfg.Client, Addr: cfg.addr(i + 1), User: s, Token: tokens[s],
+					Topics: topics, Window: cfg.InFlight, BodySize: cfg.Size, OnAck: onAck})
+				if err != nil {
+					return err
+				}
+				c.setPrefix(runID + "-" + strconv.Itoa(i) + "-")
+				pubs[i] = c
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+	}
+
+	metrics0 := scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...)
+	var cpu0 time.Duration
+	if len(cfg.PIDs) == 0 && cfg.PID > 0 {
+		cfg.PIDs = []int{cfg.PID}
+	}
+	if len(cfg.PIDs) > 0 {
+		cpu0, _ = readCPUTimes(cfg.PIDs)
+	}
+	gen0, _ := ReadCPUTime(os.Getpid())
+	// publish sends message k of sender i (zero stamp: the time it is
+	// written); a publish that could not be sent counts as failed.
+	publish := func(ctx context.Context, i int, k int64, more bool) {
+		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, time.Time{}, 0, more)
+		if err != nil && ctx.Err() == nil {
+			onAck(0, time.Now(), err)
 		}
 	}
 
@@ -271,9 +312,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sem := make(chan struct{}, cfg.InFlight)
-				var inner sync.WaitGroup
-				defer inner.Wait()
+				defer pubs[i].wait(30 * time.Second)
 				for k := int64(0); ; k++ {
 					due, err := pacer.Wait(runCtx)
 					// A slot at or after the end is not part of the run,
@@ -281,34 +320,26 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 					if err != nil || !due.Before(endAt) {
 						return
 					}
-					select {
-					case sem <- struct{}{}:
-					case <-runCtx.Done():
-						return
-					}
 					if cfg.Clock.Now().Sub(due) > lateThreshold && inWindow(due) {
 						late.Add(1)
 					}
-					inner.Add(1)
-					go func() {
-						defer inner.Done()
-						defer func() { <-sem }()
-						publish(i, k)
-					}()
+					// The window (--inflight) is the sender's: publish
+					// waits for a free slot.
+					// Behind its schedule, a sender writes its late
+					// publishes together.
+					publish(runCtx, i, k, pacer.Behind())
 				}
 			}()
 			continue
 		}
-		var next atomic.Int64
-		for range cfg.InFlight {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for runCtx.Err() == nil {
-					publish(i, next.Add(1)-1)
-				}
-			}()
-		}
+		// Closed loop: keep --inflight publishes outstanding; the raw
+		// client sends the next ones as PUBACKs free their slots.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer pubs[i].wait(30 * time.Second)
+			pubs[i].closedLoop(runCtx, func(k int64) int { return (i + int(k)) % len(receivers) })
+		}()
 	}
 	wg.Wait()
 	if cfg.Deliver {
@@ -332,6 +363,15 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		TargetRate: cfg.Rate, DurationSeconds: cfg.Duration.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
 		BodyBytes: cfg.Size, Sent: sent.Load(), Committed: committed.Load(), Failed: failed.Load(),
 		Late: late.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
+	}
+	res.Client = cfg.Client
+	for _, c := range pubs {
+		o, st := c.stats()
+		res.AckOutOfOrder += o
+		res.StrayAcks += st
+	}
+	if gen1, err := ReadCPUTime(os.Getpid()); err == nil && total.Load() > 0 {
+		res.GenCPUPerMsg = float64((gen1 - gen0).Nanoseconds()) / 1e3 / float64(total.Load())
 	}
 	res.RaftBatchAvg = batchAverage(metrics0, scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...))
 	res.Errors = errs.counts()

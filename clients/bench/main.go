@@ -9,6 +9,7 @@
 //	bench dm, rooms   plain-MQTT 1:1 and fan-out scenarios, on any broker
 //	bench durable     real edgechat DMs, one node or a cluster
 //	bench history     history pages and sync from a pre-filled store
+//	bench group       big-group fan-out: send → the last online member's delivery
 //	bench report      the side-by-side report of `make bench-compare`
 //
 // dm, rooms and durable run at a fixed open-loop rate or sweep rates for
@@ -27,6 +28,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,6 +61,8 @@ Usage:
   bench rooms      [flags]   K subscribers per topic, M topics, a fixed total publish rate (any broker)
   bench durable    [flags]   real edgechat DMs (accounts, envelopes, QoS 1), one node or a cluster (--mqtt a,b,c)
   bench history    [flags]   fill the store with N messages, then time history pages, deep paging and sync
+  bench seed       [flags]   create the group scenario's accounts in a data dir before serving it (cheap hashes)
+  bench group      [flags]   a group of N members (10,000), M online (1,000): send → last member's delivery per message
   bench refserver  [--listen ADDR]   a plain mochi-mqtt broker to compare with (use --anon)
   bench freeport   [-n N]    print N free TCP ports on 127.0.0.1 (for scripts)
   bench report     [flags]   write docs/perf/README.md from a bench-compare results directory
@@ -76,6 +80,7 @@ type common struct {
 	pids                                              []int // --pid PID[,PID...]: a cluster's processes are summed
 	anon                                              bool
 	ttl, progressEvery                                time.Duration
+	cpuProfile                                        string
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -100,6 +105,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ttl, "ttl", 2*time.Hour, "lifetime of minted tokens")
 	fs.BoolVar(&c.anon, "anon", false, "no accounts or tokens: connect with a user name only (edgechat --dev, or another broker for comparison)")
 	fs.DurationVar(&c.progressEvery, "progress", time.Second, "interval between progress lines")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the generator's own CPU profile to this file (where the bench's CPU goes)")
 }
 
 func (c *common) env(stdout, stderr io.Writer) (Env, error) {
@@ -119,6 +125,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var c common
 	c.register(fs)
+	// The profile starts once the flags are parsed (the modes parse them)
+	// and stops when the mode returns.
+	defer func() {
+		if c.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
+	}()
 	switch mode {
 	case "conns":
 		cfg := ConnsConfig{}
@@ -152,6 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.IntVar(&cfg.Size, "size", 100, "message body bytes")
 		fs.BoolVar(&cfg.Deliver, "deliver", false, "receivers subscribe; also measure publish→delivery latency")
 		fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "with --deliver, how long to wait for the last deliveries")
+		fs.StringVar(&cfg.Client, "client", clientRaw, "MQTT client of the generator: raw (lean, pipelined) or paho (for comparison)")
 		if mode == "latency" {
 			fs.Float64Var(&cfg.Rate, "rate", 1000, "total messages per second over all senders")
 		}
@@ -208,10 +222,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg := DurableConfig{}
 		fs.IntVar(&cfg.Senders, "senders", 50, "sending users, one connection each")
 		fs.IntVar(&cfg.Receivers, "receivers", 10, "receiving users, subscribed (messages go round robin)")
+		fs.StringVar(&cfg.Client, "client", clientRaw, "MQTT client of the generator: raw (lean, pipelined) or paho (for comparison)")
 		if err := parse(fs, args); err != nil {
 			return ignoreHelp(err)
 		}
 		return runDurableCmd(ctx, cfg, &sf, &c, stdout, stderr)
+	case "group":
+		cfg := GroupConfig{}
+		fs.IntVar(&cfg.Members, "members", 10000, "members of the group, the owner (the sender) included")
+		fs.IntVar(&cfg.Online, "online", 1000, "members connected and subscribed to the group's topic")
+		fs.IntVar(&cfg.Messages, "messages", 60, "group messages to send")
+		fs.Float64Var(&cfg.Rate, "rate", 2, "group messages per second")
+		qos := fs.Uint("qos", 0, "QoS of the members' subscriptions (0 or 1)")
+		fs.IntVar(&cfg.Size, "size", 100, "message body bytes")
+		fs.DurationVar(&cfg.Drain, "drain", 30*time.Second, "how long to wait for the last deliveries")
+		conc := fs.Int("concurrency", 8, "account registrations at once (argon2id: tens of ms of server CPU each, only the first time)")
+		target := fs.String("target", "", "label of the system measured, for the report")
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		if *qos > 1 {
+			return fmt.Errorf("%w: --qos must be 0 or 1", errUsage)
+		}
+		cfg.QoS = byte(*qos)
+		return runGroupCmd(ctx, cfg, *conc, *target, &c, stdout, stderr)
+	case "seed":
+		cfg := SeedConfig{}
+		fs.StringVar(&cfg.ClusterAddr, "cluster-addr", "", "the --cluster-addr edgechat serve will use on --data (Raft remembers it)")
+		fs.StringVar(&cfg.NodeID, "node-id", "", "the --node-id edgechat serve will use (default n1)")
+		members := fs.Int("members", 10000, "accounts of the group scenario to create: its owner and members-1 members")
+		if err := parse(fs, args); err != nil {
+			return ignoreHelp(err)
+		}
+		if *members < 2 {
+			return fmt.Errorf("%w: --members must be at least 2", errUsage)
+		}
+		if err := validPrefix(c.prefix); err != nil {
+			return err
+		}
+		owner, ms := groupUsers(c.prefix, *members)
+		cfg.DataDir, cfg.Password, cfg.Users = c.data, c.password, append([]string{owner}, ms...)
+		env, err := c.env(stdout, stderr)
+		if err != nil {
+			return err
+		}
+		return RunSeed(ctx, cfg, env)
 	case "history":
 		cfg := HistoryConfig{}
 		fs.IntVar(&cfg.Stored, "n", 10000, "messages to store before reading (0: read what is there)")
@@ -293,6 +348,15 @@ func parse(fs *flag.FlagSet, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if f := fs.Lookup("cpuprofile"); f != nil && f.Value.String() != "" {
+		out, err := os.Create(f.Value.String())
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
 	}
 	return nil
 }
@@ -417,7 +481,7 @@ func runDurableCmd(ctx context.Context, cfg DurableConfig, sf *scenarioFlags, c 
 	}
 	defer run.close()
 	res := &ScenarioResult{Scenario: "durable", Target: sf.target, Transport: transportOf(cfg.Addrs), Params: map[string]any{
-		"senders": cfg.Senders, "receivers": cfg.Receivers, "size": cfg.Size, "duration": cfg.Duration.String(), "nodes": len(cfg.Addrs)}}
+		"senders": cfg.Senders, "receivers": cfg.Receivers, "size": cfg.Size, "client": run.cfg.Client, "duration": cfg.Duration.String(), "nodes": len(cfg.Addrs)}}
 	if err := runSteps(ctx, sf, rates, run.run, res); err != nil {
 		return err
 	}
@@ -429,6 +493,30 @@ func finishScenario(c *common, res *ScenarioResult, stdout, stderr io.Writer) er
 		return err
 	}
 	return writeOutputs(c, res, func() (Chart, bool) { return RateChart(res), len(res.Steps) > 0 && res.Steps[0].Latency.Count > 0 }, stderr)
+}
+
+func runGroupCmd(ctx context.Context, cfg GroupConfig, concurrency int, target string, c *common, stdout, stderr io.Writer) error {
+	addrs, err := mqttAddrs(c.mqtt)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	cfg.Addrs, cfg.HTTPURL, cfg.PIDs, cfg.Prefix = addrs, strings.TrimRight(c.httpURL, "/"), c.pids, c.prefix
+	env, err := c.env(stdout, stderr)
+	if err != nil {
+		return err
+	}
+	if acc, ok := env.Tokens.(*Accounts); ok {
+		acc.Concurrency = concurrency
+	}
+	res, err := RunGroup(ctx, cfg, env)
+	if err != nil {
+		return err
+	}
+	res.Target = target
+	if err := PrintGroup(stdout, res); err != nil {
+		return err
+	}
+	return writeOutputs(c, res, func() (Chart, bool) { return Chart{}, false }, stderr)
 }
 
 func runHistoryCmd(ctx context.Context, cfg HistoryConfig, c *common, target string, stdout, stderr io.Writer) error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -126,35 +125,3 @@ func subscribe(ctx context.Context, c *paho.Client, topic string) error {
 }
 
 var errRefused = errors.New("refused by the server")
-
-// messagePayload is a chat envelope whose body starts with the send time
-// in Unix nanoseconds, so that a receiver can measure delivery latency,
-// padded to at least size bytes of body. Built by hand: the fields are
-// plain ASCII and json.Marshal would only cost client CPU.
-func messagePayload(cid string, sent time.Time, size int) []byte {
-	body := strconv.FormatInt(sent.UnixNano(), 10)
-	if pad := size - len(body) - 1; pad > 0 {
-		body += " " + strings.Repeat("x", pad)
-	}
-	return []byte(`{"cid":"` + cid + `","type":"text","body":"` + body + `"}`)
-}
-
-// sentTime extracts the send time written by messagePayload from a
-// delivered envelope ({"id":...,"body":"<nanos> xxx",...}).
-func sentTime(envelope []byte) (time.Time, bool) {
-	s := string(envelope)
-	i := strings.Index(s, `"body":"`)
-	if i < 0 {
-		return time.Time{}, false
-	}
-	s = s[i+len(`"body":"`):]
-	end := strings.IndexAny(s, ` "`)
-	if end <= 0 {
-		return time.Time{}, false
-	}
-	ns, err := strconv.ParseInt(s[:end], 10, 64)
-	if err != nil {
-		return time.Time{}, false
-	}
-	return time.Unix(0, ns), true
-}

@@ -81,3 +81,7 @@ func (p *Pacer) Wait(ctx context.Context) (time.Time, error) {
 
 // Released is the number of events released so far.
 func (p *Pacer) Released() int64 { return p.n }
+
+// Behind reports whether the next event is already due: a sender that
+// is behind its schedule may buffer this event's write with the next.
+func (p *Pacer) Behind() bool { return !p.Due(p.n).After(p.clock.Now()) }

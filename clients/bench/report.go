@@ -49,8 +49,11 @@ func PrintLoad(w io.Writer, r *LoadResult) error {
 	if r.Delivery != nil {
 		fmt.Fprintf(tw, "publish→delivery ms\t%s (%d delivered)\n", summaryLine(*r.Delivery), r.Delivered)
 	}
-	if r.ServerCPUPerMsg > 0 {
-		fmt.Fprintf(tw, "server CPU per message\t%.0f µs\n", r.ServerCPUPerMsg)
+	if r.ServerCPUPerMsg > 0 || r.GenCPUPerMsg > 0 {
+		fmt.Fprintf(tw, "CPU per message\tserver %.1f µs, generator (%s client) %.1f µs\n", r.ServerCPUPerMsg, r.Client, r.GenCPUPerMsg)
+	}
+	if r.AckOutOfOrder > 0 || r.StrayAcks > 0 {
+		fmt.Fprintf(tw, "PUBACK order\t%d out of order, %d for nothing in flight\n", r.AckOutOfOrder, r.StrayAcks)
 	}
 	if r.RaftBatchAvg > 0 {
 		fmt.Fprintf(tw, "Raft batch (server)\t%.1f commands per entry on average\n", r.RaftBatchAvg)

@@ -114,16 +114,16 @@ func PrintScenario(w io.Writer, r *ScenarioResult) error {
 	if r.Target != "" {
 		fmt.Fprintf(tw, "target\t%s\n", r.Target)
 	}
-	fmt.Fprintf(tw, "rate/s\tsent\tdelivered\tlost\tdup\tfailed\tlate\tdeliv/s\tp50\tp90\tp99\tp99.9\tmax ms\tack p50\tack p99\tCPU µs/msg\tCPU %%\tRSS MB\n")
+	fmt.Fprintf(tw, "rate/s\tsent\tdelivered\tlost\tdup\tfailed\tlate\tdeliv/s\tp50\tp90\tp99\tp99.9\tmax ms\tack p50\tack p99\tCPU µs/msg\tgen µs/msg\tCPU %%\tRSS MB\n")
 	for _, s := range r.Steps {
 		ack50, ack99 := "-", "-"
 		if s.Ack != nil {
 			ack50, ack99 = fmt.Sprintf("%.2f", s.Ack.P50), fmt.Sprintf("%.2f", s.Ack.P99)
 		}
-		fmt.Fprintf(tw, "%.0f\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%.1f\t%.0f\t%.1f\n",
+		fmt.Fprintf(tw, "%.0f\t%d\t%d\t%d\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%.1f\t%.1f\t%.0f\t%.1f\n",
 			s.OfferedRate, s.Sent, s.Delivered, s.Lost, s.Duplicates, s.Failed, s.Late, s.Rate,
 			s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.P999, s.Latency.Max, ack50, ack99,
-			s.CPUPerMsg, s.CPUPercent, float64(s.RSSKB)/1024)
+			s.CPUPerMsg, s.GenCPUPerMsg, s.CPUPercent, float64(s.RSSKB)/1024)
 	}
 	if r.Sweep != nil {
 		bar := "p99"
@@ -139,6 +139,10 @@ func PrintScenario(w io.Writer, r *ScenarioResult) error {
 	for _, s := range r.Steps {
 		for e, n := range s.Errors {
 			fmt.Fprintf(tw, "error ×%d at %.0f/s\t%s\n", n, s.OfferedRate, e)
+		}
+		if s.Reordered > 0 || s.AckOutOfOrder > 0 || s.StrayAcks > 0 {
+			fmt.Fprintf(tw, "order at %.0f/s\t%d deliveries after a later one of their sender, %d PUBACKs out of order, %d for nothing in flight\n",
+				s.OfferedRate, s.Reordered, s.AckOutOfOrder, s.StrayAcks)
 		}
 	}
 	return tw.Flush()

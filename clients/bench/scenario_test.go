@@ -244,7 +244,7 @@ func TestFanoutPayloadAndSeqSet(t *testing.T) {
 
 func TestEnvelopeCID(t *testing.T) {
 	cid, ok := envelopeCID([]byte(`{"id":"1","from":"a","cid":"run-1-2-3","type":"text","body":"x"}`))
-	if !ok || cid != "run-1-2-3" {
+	if !ok || string(cid) != "run-1-2-3" {
 		t.Fatalf("cid %q %v", cid, ok)
 	}
 	for _, b := range []string{`{"id":"1"}`, `{"cid":"unterminated`} {
@@ -363,6 +363,15 @@ func TestReportFromResults(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	// A hand-written section after the marker survives a rewrite; the
+	// generated part is not repeated.
+	must(os.WriteFile(out, append(b, []byte("\n"+keptMarker+"\n\n## 2026-12-03: group\n\nby hand\n")...), 0o644))
+	must(WriteReport(ReportConfig{Dir: dir, Out: out, Commands: cmds, Note: "loaded machine"}))
+	b2, err := os.ReadFile(out)
+	must(err)
+	if !strings.HasSuffix(string(b2), keptMarker+"\n\n## 2026-12-03: group\n\nby hand\n") || strings.Count(string(b2), "## Ratios") != 1 {
+		t.Fatalf("kept section lost or doubled:\n%s", b2[max(0, len(b2)-400):])
 	}
 	for _, f := range []string{"dm-qos0-latency.svg", "dm-qos0-throughput.svg"} {
 		svg, err := os.ReadFile(filepath.Join(dir, "perf", f))

@@ -472,3 +472,26 @@ go_goroutines 41
 		t.Fatal("bad value accepted")
 	}
 }
+
+// TestPacerBehind: a pacer is behind when its next event is already due.
+func TestPacerBehind(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	clk := testutil.NewFakeClock(t0)
+	p, err := NewPacer(1000, 0, clk) // events 1 ms apart from t0
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Behind() {
+		t.Fatal("event 0 is due now: behind")
+	}
+	if _, err := p.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if p.Behind() {
+		t.Fatal("event 1 is 1 ms away: not behind")
+	}
+	clk.Advance(5 * time.Millisecond)
+	if !p.Behind() {
+		t.Fatal("event 1 was due 4 ms ago: behind")
+	}
+}
