@@ -273,7 +273,10 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
-	snaps := compressedSnapshots{files}
+	snaps := &compressedSnapshots{SnapshotStore: files, state: f.OpenState}
+	if err := snaps.checkLatest(f); err != nil {
+		return nil, err
+	}
 	mx, err := newMux(cfg.BindAddr, cfg.AdvertiseAddr, log)
 	if err != nil {
 		return nil, err
@@ -361,7 +364,9 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	closers = append(closers, func() error { n.peers.close(); return nil })
 
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
+	snaps.starting.Store(true) // NewRaft restores the latest snapshot: a reference stays one
 	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, w, w, snaps, trans)
+	snaps.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}

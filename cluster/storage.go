@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
 )
 
 // Storage defaults: what the Raft directory holds on disk. A settled node
@@ -44,16 +48,32 @@ var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 // them out uncompressed: the FSM, and the followers that receive a
 // snapshot over InstallSnapshot, see the same bytes as before, so a
 // cluster may run old and new versions side by side. Files written
-// before (uncompressed) are read as they are. A snapshot is a full copy
-// of the replicated state (keys and JSON values, which compress to about
-// a third); compressing it is most of what keeps the Raft directory small.
+// before (uncompressed) are read as they are.
+//
+// What the node's own FSM stores is a reference snapshot (16 bytes: "my
+// Badger at applied index X", cluster/fsm/snapshot_ref.go). Open hands it
+// out as it is while Raft starts (the FSM checks its database against
+// it); at any other time Open is reading a snapshot to send to a follower
+// (or to restore one just received, which is never a reference), so it
+// returns the full state instead, streamed from the FSM's database at X
+// or later. Snapshots received from a leader, and those of older
+// versions, are full copies and are stored and read as before.
 type compressedSnapshots struct {
 	raft.SnapshotStore
+	// state streams the full state of the FSM (fsm.FSM.OpenState); nil
+	// in tests of the store alone.
+	state func() (size int64, applied uint64, rc io.ReadCloser, err error)
+	// starting is set while raft.NewRaft runs: its restore of the latest
+	// snapshot is the one Open that must get a reference as it is.
+	// Getting this wrong is refused, not silent: a reference sent to a
+	// follower fails its restore unless the follower already holds the
+	// state, and a full state is only sent when it includes X.
+	starting atomic.Bool
 }
 
 // Create compresses what Raft writes (the FSM's Persist, or a snapshot a
 // leader sends) on its way into the file.
-func (s compressedSnapshots) Create(version raft.SnapshotVersion, index, term uint64,
+func (s *compressedSnapshots) Create(version raft.SnapshotVersion, index, term uint64,
 	configuration raft.Configuration, configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
 	sink, err := s.SnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
 	if err != nil {
@@ -77,8 +97,9 @@ func (s compressedSnapshots) Create(version raft.SnapshotVersion, index, term ui
 // size: a leader sends exactly that many bytes to a follower, which checks
 // the count. Finding it takes one decompression pass more; snapshots are
 // opened when a node starts and when a follower needs one, not on the
-// hot path.
-func (s compressedSnapshots) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+// hot path. A reference snapshot is expanded to the full state except
+// while Raft starts (see compressedSnapshots).
+func (s *compressedSnapshots) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	meta, rc, err := s.SnapshotStore.Open(id)
 	if err != nil {
 		return nil, nil, err
@@ -90,10 +111,13 @@ func (s compressedSnapshots) Open(id string) (*raft.SnapshotMeta, io.ReadCloser,
 		// anything: the FSM judges the content.
 		return meta, readCloser{Reader: br, Closer: rc}, nil
 	}
-	size, err := decompressedSize(br)
+	size, first, err := decompressedSize(br)
 	_ = rc.Close()
 	if err != nil {
 		return nil, nil, fmt.Errorf("cluster: snapshot %s: %w", id, err)
+	}
+	if ref, ok := fsm.IsReference(first); ok && s.state != nil && !s.starting.Load() {
+		return s.openState(meta, ref)
 	}
 	meta2, rc, err := s.SnapshotStore.Open(id)
 	if err != nil {
@@ -109,18 +133,81 @@ func (s compressedSnapshots) Open(id string) (*raft.SnapshotMeta, io.ReadCloser,
 	return &m, decompressingReader{dec: dec, file: rc}, nil
 }
 
-// decompressedSize decompresses r to count its bytes.
-func decompressedSize(r io.Reader) (int64, error) {
-	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+// openState returns the full state for a reference snapshot at index ref.
+func (s *compressedSnapshots) openState(meta *raft.SnapshotMeta, ref uint64) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	size, applied, rc, err := s.state()
 	if err != nil {
-		return 0, err
+		return nil, nil, fmt.Errorf("cluster: snapshot %s: %w", meta.ID, err)
+	}
+	if applied < ref {
+		// Cannot happen on a node whose FSM wrote the reference (its
+		// applied index only grows); refuse rather than send less.
+		_ = rc.Close()
+		return nil, nil, fmt.Errorf("cluster: snapshot %s: %w (state at %d, snapshot at %d)", meta.ID, fsm.ErrStateLost, applied, ref)
+	}
+	m := *meta
+	m.Size = size
+	return &m, rc, nil
+}
+
+// checkLatest fails when the latest snapshot is a reference to more state
+// than f's database holds (the database was deleted or replaced): Raft
+// would otherwise fall back to an older snapshot or fail with a bare
+// "failed to load any existing snapshots".
+func (s *compressedSnapshots) checkLatest(f *fsm.FSM) error {
+	list, err := s.SnapshotStore.List()
+	if err != nil || len(list) == 0 {
+		return nil // Raft reports it
+	}
+	_, rc, err := s.SnapshotStore.Open(list[0].ID)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	br := bufio.NewReader(rc)
+	if head, err := br.Peek(len(zstdMagic)); err != nil || !bytes.Equal(head, zstdMagic) {
+		return nil
+	}
+	dec, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return nil
 	}
 	defer dec.Close()
+	first := make([]byte, 16) // only the head: a full snapshot is not decompressed
+	k, _ := io.ReadFull(dec, first)
+	ref, ok := fsm.IsReference(first[:k])
+	if !ok {
+		return nil
+	}
+	local, err := f.AppliedIndex()
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if local < ref {
+		return fmt.Errorf("cluster: snapshot %s refers to the database at index %d, which holds only %d: %w; "+
+			"empty the data directory and rejoin the cluster (docs/operations.md)", list[0].ID, ref, local, fsm.ErrStateLost)
+	}
+	return nil
+}
+
+// decompressedSize decompresses r to count its bytes, and returns the
+// first 16 of them (enough to tell a reference snapshot).
+func decompressedSize(r io.Reader) (int64, []byte, error) {
+	dec, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer dec.Close()
+	first := make([]byte, 16)
+	k, err := io.ReadFull(dec, first)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return 0, nil, fmt.Errorf("decompressing: %w", err)
+	}
 	n, err := io.Copy(io.Discard, dec)
 	if err != nil {
-		return 0, fmt.Errorf("decompressing: %w", err)
+		return 0, nil, fmt.Errorf("decompressing: %w", err)
 	}
-	return n, nil
+	return int64(k) + n, first[:k], nil
 }
 
 // compressingSink compresses into a file store's sink. Close finishes the
