@@ -42,10 +42,16 @@ const (
 	DefaultElectionTimeout    = 500 * time.Millisecond
 	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
 	DefaultCommitTimeout      = time.Second
-	DefaultSnapshotThreshold  = 8192
-	DefaultSnapshotInterval   = 2 * time.Minute
-	DefaultTrailingLogs       = 8192 // not below DefaultSnapshotThreshold: see snapshotsRetained
-	DefaultMaxBatch           = 256
+	// A snapshot only refers to the FSM's Badger (cluster/fsm
+	// snapshot_ref.go): it costs a sync of Badger's unflushed memtable
+	// files and a 16-byte file, not a copy of the state, so they can be
+	// frequent, and the log between them stays short: Raft checks every
+	// 5-10 s and snapshots once 1024 entries were applied since the last
+	// one (docs/perf/disk.md).
+	DefaultSnapshotThreshold = 1024
+	DefaultSnapshotInterval  = 5 * time.Second
+	DefaultTrailingLogs      = 1024 // not below DefaultSnapshotThreshold: see snapshotsRetained
+	DefaultMaxBatch          = 256
 
 	// MaxCommandSize is the largest payload of one proposed command.
 	MaxCommandSize = 1 << 20

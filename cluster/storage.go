@@ -16,9 +16,11 @@ import (
 )
 
 // Storage defaults: what the Raft directory holds on disk. A settled node
-// keeps its Badger state, its two latest snapshots (each a full copy of
-// the replicated state) and the log from TrailingLogs entries behind the
-// latest snapshot, rounded up to whole segments.
+// keeps its Badger state, its two latest snapshots (references to that
+// state, 16 bytes each; a full copy only when one was received from a
+// leader or written by an older version, until two newer ones replace it)
+// and the log from TrailingLogs entries behind the latest snapshot,
+// rounded up to whole segments.
 const (
 	// DefaultLogSegmentSize is the size of one raft-wal segment file. The
 	// files are preallocated and only whole segments are deleted after a
@@ -29,8 +31,9 @@ const (
 	// into one segment.
 	DefaultLogSegmentSize = 8 << 20
 	// snapshotsRetained is how many snapshots the file store keeps. Two,
-	// so that a damaged latest snapshot (its CRC is checked on open) still
-	// leaves one to start from. Starting from the older one needs the log
+	// so that a damaged latest snapshot file (its CRC is checked on open)
+	// still leaves one to start from (a reference to an older index of
+	// the same database, which includes it). Starting from the older one needs the log
 	// to reach back to it (Raft stops if an entry after its snapshot is
 	// missing), hence DefaultTrailingLogs is not below
 	// DefaultSnapshotThreshold: at light load, when the threshold spaces

@@ -69,18 +69,19 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fsm: snapshot: %w", err)
 	}
-	return &refSnapshot{f: f, applied: applied}, nil
+	return &refSnapshot{applied: applied, sync: f.syncState}, nil
 }
 
 type refSnapshot struct {
-	f       *FSM
 	applied uint64
+	sync    func() error // the durability barrier: FSM.syncState
 }
 
 // Persist syncs the database, then writes the reference. Raft compacts
-// the log only after the sink is closed without error.
+// the log only after the sink is closed without error, so a failed sync
+// leaves the log as it was.
 func (s *refSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.f.syncState(); err != nil {
+	if err := s.sync(); err != nil {
 		_ = sink.Cancel()
 		return err
 	}

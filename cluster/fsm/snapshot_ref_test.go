@@ -156,3 +156,31 @@ func TestSyncStateFindsMemtableFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The barrier runs before the reference is written, and a failed barrier
+// cancels the snapshot: Raft then keeps its log (it compacts only after a
+// snapshot's sink closed without error).
+func TestReferenceWrittenOnlyAfterTheBarrier(t *testing.T) {
+	var sink testutil.SnapshotSink
+	var wroteBefore int
+	ok := &refSnapshot{applied: 7, sync: func() error { wroteBefore = sink.Len(); return nil }}
+	if err := ok.Persist(&sink); err != nil || !sink.Closed || sink.Canceled {
+		t.Fatalf("Persist: %v closed=%v canceled=%v", err, sink.Closed, sink.Canceled)
+	}
+	if wroteBefore != 0 {
+		t.Errorf("%d bytes written before the barrier ran", wroteBefore)
+	}
+	if idx, isRef := IsReference(sink.Bytes()); !isRef || idx != 7 {
+		t.Errorf("wrote %q", sink.Bytes())
+	}
+
+	var failed testutil.SnapshotSink
+	boom := errors.New("disk gone")
+	bad := &refSnapshot{applied: 7, sync: func() error { return boom }}
+	if err := bad.Persist(&failed); !errors.Is(err, boom) {
+		t.Fatalf("Persist with a failing barrier: %v", err)
+	}
+	if !failed.Canceled || failed.Closed || failed.Len() != 0 {
+		t.Errorf("failed barrier: canceled=%v closed=%v %d bytes; want cancelled and empty", failed.Canceled, failed.Closed, failed.Len())
+	}
+}
