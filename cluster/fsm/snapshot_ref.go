@@ -132,7 +132,14 @@ func IsReference(head []byte) (index uint64, ok bool) {
 // count (InstallSnapshot sends the size first), once as rc is read. The
 // transaction is released when rc is closed.
 func (f *FSM) OpenState() (size int64, applied uint64, rc io.ReadCloser, err error) {
+	// Between entries: apply holds the read lock for a whole entry, and
+	// an entry that overflows one Badger transaction commits part of its
+	// commands before the applied index moves. A view taken in between
+	// would carry those commands and an applied index that makes the
+	// follower apply them again.
+	f.mu.Lock()
 	tx := f.db.NewTransaction(false)
+	f.mu.Unlock()
 	if applied, err = readApplied(tx); err != nil {
 		tx.Discard()
 		return 0, 0, nil, fmt.Errorf("fsm: state: %w", err)
