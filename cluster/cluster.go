@@ -118,6 +118,10 @@ type Config struct {
 	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
 	TrailingLogs      uint64        // entries kept in the log after a snapshot
 	LogSegmentSize    int           // bytes per raft-wal segment file; default DefaultLogSegmentSize
+	// LogBytes bounds TrailingLogs and SnapshotThreshold in bytes: when
+	// entries are large (many commands each) the counts are lowered so
+	// that each keeps about this many bytes of log (storage.go boundLog).
+	LogBytes int
 
 	MaxBatch int // commands per Raft entry
 
@@ -172,6 +176,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LogSegmentSize <= 0 {
 		c.LogSegmentSize = DefaultLogSegmentSize
+	}
+	if c.LogBytes <= 0 {
+		c.LogBytes = DefaultLogBytes
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
@@ -429,6 +436,7 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	// forming or joining the cluster, the leader's status poll.
 	var aux, sends sync.WaitGroup
 	aux.Go(func() { n.forwarder(ctx, &sends) })
+	aux.Go(func() { n.boundLog(ctx) })
 	switch {
 	case n.fresh && (len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 0):
 		aux.Go(func() { n.formCluster(ctx) })

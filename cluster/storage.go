@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/klauspost/compress/zstd"
@@ -272,4 +273,93 @@ func (n *Raft) Snapshot(ctx context.Context) error {
 		return fmt.Errorf("cluster: snapshot: %w", err)
 	}
 	return nil
+}
+
+// Bounding the log in bytes.
+//
+// TrailingLogs and SnapshotThreshold count entries, and an entry carries
+// from one command (light load) to a few hundred (saturation: ~100
+// commands, ~35 KB): 1024 entries are 1024 messages at light load and
+// ~35 MB at saturation. boundLog keeps both near Config.LogBytes by
+// sampling the size of recent entries every SnapshotInterval and
+// lowering the counts (never above the configured ones, never below
+// minTrailingLogs) through raft.ReloadConfig. A follower further behind
+// than that gets a snapshot (the full state, docs/perf/disk.md) instead
+// of log entries.
+const (
+	// DefaultLogBytes is the default of Config.LogBytes.
+	DefaultLogBytes = 8 << 20
+	// minTrailingLogs: the counts never go below this many entries.
+	minTrailingLogs = 64
+	// logSample is how many of the latest entries boundLog reads to
+	// estimate the entry size.
+	logSample = 32
+)
+
+// boundLog adjusts TrailingLogs and SnapshotThreshold to the entry size
+// every SnapshotInterval until ctx is done.
+func (n *Raft) boundLog(ctx context.Context) {
+	t := time.NewTicker(n.cfg.SnapshotInterval)
+	defer t.Stop()
+	cur := n.cfg.TrailingLogs
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		avg, ok := n.recentEntryBytes()
+		if !ok {
+			continue
+		}
+		want := logLimit(avg, n.cfg.LogBytes, n.cfg.TrailingLogs)
+		// Only real changes: ReloadConfig goes through Raft's main loop.
+		if want == cur || (want > cur*9/10 && want < cur*11/10) {
+			continue
+		}
+		rc := n.raft.ReloadableConfig()
+		rc.TrailingLogs = want
+		rc.SnapshotThreshold = min(want, n.cfg.SnapshotThreshold)
+		if err := n.raft.ReloadConfig(rc); err != nil {
+			n.log.Warn("raft log bound not applied", "trailing_logs", want, "err", err)
+			continue
+		}
+		cur = want
+	}
+}
+
+// logLimit is the entry count that keeps about budget bytes of entries
+// of avg bytes: at most maxTrailing, at least minTrailingLogs (or
+// maxTrailing when that is smaller).
+func logLimit(avg, budget int, maxTrailing uint64) uint64 {
+	if avg <= 0 {
+		return maxTrailing
+	}
+	n := uint64(budget / avg)
+	return min(maxTrailing, max(n, min(minTrailingLogs, maxTrailing)))
+}
+
+// recentEntryBytes is the mean size of the latest entries in the log.
+func (n *Raft) recentEntryBytes() (int, bool) {
+	first, err := n.wal.FirstIndex()
+	if err != nil {
+		return 0, false
+	}
+	last, err := n.wal.LastIndex()
+	if err != nil || last == 0 {
+		return 0, false
+	}
+	var total, k int
+	var l raft.Log
+	for i := last; i >= max(first, 1) && k < logSample; i-- {
+		if err := n.wal.GetLog(i, &l); err != nil {
+			break
+		}
+		total += len(l.Data) + 32 // the entry's framing and header fields
+		k++
+	}
+	if k == 0 {
+		return 0, false
+	}
+	return total / k, true
 }

@@ -419,3 +419,56 @@ func newestSnapshotState(t *testing.T, dataDir string) []byte {
 	}
 	return b
 }
+
+func TestLogLimit(t *testing.T) {
+	for _, c := range []struct {
+		avg, budget int
+		max, want   uint64
+	}{
+		{0, 8 << 20, 1024, 1024},
+		{2500, 8 << 20, 1024, 1024},   // light batching: the count rules
+		{35000, 8 << 20, 1024, 239},   // saturation: ~8 MB of entries
+		{1 << 20, 8 << 20, 1024, 64},  // huge entries: the floor
+		{35000, 8 << 20, 4, 4},        // a configured count below the floor stays
+		{100, 8 << 20, 8192, 8192},    // never above the configured count
+		{8 << 10, 64 << 10, 1024, 64}, // the floor again
+	} {
+		if got := logLimit(c.avg, c.budget, c.max); got != c.want {
+			t.Errorf("logLimit(%d, %d, %d) = %d, want %d", c.avg, c.budget, c.max, got, c.want)
+		}
+	}
+}
+
+// With large entries the node lowers TrailingLogs and SnapshotThreshold
+// so that the log keeps about LogBytes, and a snapshot then compacts the
+// log down to that.
+func TestLogBoundedInBytes(t *testing.T) {
+	tn := startNode(t, nodeOpts{bootstrap: true, tweak: func(c *Config) {
+		c.SnapshotInterval = 50 * time.Millisecond
+		c.SnapshotThreshold = 1 << 20 // the bound, not the count, decides
+		c.TrailingLogs = 1 << 20
+		c.LogBytes = 256 << 10
+	}})
+	waitReady(t, tn.Raft)
+	ctx := context.Background()
+	value := strings.Repeat("v", 16<<10)
+	for i := range 200 { // one 16 KB entry each: 3.2 MB of log
+		if _, err := tn.Propose(ctx, cmdPut, fmt.Appendf(nil, "k%d=%s", i, value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if rc := tn.raft.ReloadableConfig(); rc.TrailingLogs != minTrailingLogs || rc.SnapshotThreshold != minTrailingLogs {
+			return fmt.Errorf("trailing %d, threshold %d; want %d", rc.TrailingLogs, rc.SnapshotThreshold, minTrailingLogs)
+		}
+		return nil
+	})
+	if err := tn.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := tn.wal.FirstIndex()
+	last, _ := tn.wal.LastIndex()
+	if last-first+1 > 2*minTrailingLogs {
+		t.Fatalf("log holds %d entries after the snapshot; want about %d", last-first+1, minTrailingLogs)
+	}
+}
