@@ -114,9 +114,9 @@ type Config struct {
 	// 50 ms.
 	CommitTimeout time.Duration
 
-	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one
+	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one (at most: see LogBytes)
 	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
-	TrailingLogs      uint64        // entries kept in the log after a snapshot
+	TrailingLogs      uint64        // entries kept in the log after a snapshot (at most: see LogBytes)
 	LogSegmentSize    int           // bytes per raft-wal segment file; default DefaultLogSegmentSize
 	// LogBytes bounds TrailingLogs and SnapshotThreshold in bytes: when
 	// entries are large (many commands each) the counts are lowered so
