@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -470,5 +471,35 @@ func TestLogBoundedInBytes(t *testing.T) {
 	last, _ := tn.wal.LastIndex()
 	if last-first+1 > 2*minTrailingLogs {
 		t.Fatalf("log holds %d entries after the snapshot; want about %d", last-first+1, minTrailingLogs)
+	}
+}
+
+// The store hands a reference snapshot out as it is only while Raft
+// starts; otherwise (a leader reading it for a follower) it returns the
+// full state with its size, and refuses a state older than the
+// reference.
+func TestReferenceOpenedAsFullStateExceptAtStart(t *testing.T) {
+	files, _ := fileSnapshots(t)
+	full := []byte("ECSNAP1\nfull state bytes")
+	var stateApplied uint64 = 12
+	s := &compressedSnapshots{SnapshotStore: files, state: func() (int64, uint64, io.ReadCloser, error) {
+		return int64(len(full)), stateApplied, io.NopCloser(bytes.NewReader(full)), nil
+	}}
+	ref := append([]byte("ECSREF1\n"), 0, 0, 0, 0, 0, 0, 0, 10)
+	id := writeSnapshot(t, s, 10, ref)
+
+	s.starting.Store(true)
+	meta, got := readSnapshotFile(t, s, id)
+	if !bytes.Equal(got, ref) || meta.Size != int64(len(ref)) {
+		t.Fatalf("at start: %q (size %d); want the reference", got, meta.Size)
+	}
+	s.starting.Store(false)
+	meta, got = readSnapshotFile(t, s, id)
+	if !bytes.Equal(got, full) || meta.Size != int64(len(full)) || meta.Index != 10 {
+		t.Fatalf("after start: %q (size %d, index %d); want the full state", got, meta.Size, meta.Index)
+	}
+	stateApplied = 9
+	if _, _, err := s.Open(id); !errors.Is(err, fsm.ErrStateLost) {
+		t.Fatalf("state behind the reference: %v, want fsm.ErrStateLost", err)
 	}
 }
