@@ -42,10 +42,16 @@ const (
 	DefaultElectionTimeout    = 500 * time.Millisecond
 	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
 	DefaultCommitTimeout      = time.Second
-	DefaultSnapshotThreshold  = 8192
-	DefaultSnapshotInterval   = 2 * time.Minute
-	DefaultTrailingLogs       = 8192 // not below DefaultSnapshotThreshold: see snapshotsRetained
-	DefaultMaxBatch           = 256
+	// A snapshot only refers to the FSM's Badger (cluster/fsm
+	// snapshot_ref.go): it costs a sync of Badger's unflushed memtable
+	// files and a 16-byte file, not a copy of the state, so they can be
+	// frequent, and the log between them stays short: Raft checks every
+	// 5-10 s and snapshots once 1024 entries were applied since the last
+	// one (docs/perf/disk.md).
+	DefaultSnapshotThreshold = 1024
+	DefaultSnapshotInterval  = 5 * time.Second
+	DefaultTrailingLogs      = 1024 // not below DefaultSnapshotThreshold: see snapshotsRetained
+	DefaultMaxBatch          = 256
 
 	// MaxCommandSize is the largest payload of one proposed command.
 	MaxCommandSize = 1 << 20
@@ -108,10 +114,14 @@ type Config struct {
 	// 50 ms.
 	CommitTimeout time.Duration
 
-	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one
+	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one (at most: see LogBytes)
 	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
-	TrailingLogs      uint64        // entries kept in the log after a snapshot
+	TrailingLogs      uint64        // entries kept in the log after a snapshot (at most: see LogBytes)
 	LogSegmentSize    int           // bytes per raft-wal segment file; default DefaultLogSegmentSize
+	// LogBytes bounds TrailingLogs and SnapshotThreshold in bytes: when
+	// entries are large (many commands each) the counts are lowered so
+	// that each keeps about this many bytes of log (storage.go boundLog).
+	LogBytes int
 
 	MaxBatch int // commands per Raft entry
 
@@ -166,6 +176,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.LogSegmentSize <= 0 {
 		c.LogSegmentSize = DefaultLogSegmentSize
+	}
+	if c.LogBytes <= 0 {
+		c.LogBytes = DefaultLogBytes
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = DefaultMaxBatch
@@ -273,7 +286,10 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open snapshots: %w", err)
 	}
-	snaps := compressedSnapshots{files}
+	snaps := &compressedSnapshots{SnapshotStore: files, state: f.OpenState}
+	if err := snaps.checkLatest(f); err != nil {
+		return nil, err
+	}
 	mx, err := newMux(cfg.BindAddr, cfg.AdvertiseAddr, log)
 	if err != nil {
 		return nil, err
@@ -361,7 +377,9 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	closers = append(closers, func() error { n.peers.close(); return nil })
 
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
+	snaps.starting.Store(true) // NewRaft restores the latest snapshot: a reference stays one
 	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, w, w, snaps, trans)
+	snaps.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -418,6 +436,7 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	// forming or joining the cluster, the leader's status poll.
 	var aux, sends sync.WaitGroup
 	aux.Go(func() { n.forwarder(ctx, &sends) })
+	aux.Go(func() { n.boundLog(ctx) })
 	switch {
 	case n.fresh && (len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 0):
 		aux.Go(func() { n.formCluster(ctx) })

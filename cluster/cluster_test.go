@@ -137,6 +137,7 @@ func TestSnapshotThenRestart(t *testing.T) {
 	if err := tn.raft.Snapshot().Error(); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
+	full := fullState(t, tn.f) // what an older version's snapshot held
 	for i := 30; i < 35; i++ {
 		if _, err := tn.Propose(ctx, cmdPut, fmt.Appendf(nil, "s%d=%d", i, i)); err != nil {
 			t.Fatal(err)
@@ -181,8 +182,19 @@ func TestSnapshotThenRestart(t *testing.T) {
 	}
 	tn2.stop(t)
 
-	// Badger lost, Raft intact: the state comes back from the snapshot
-	// plus the log after it (the log alone no longer has entry 1).
+	// Badger lost, Raft intact: the snapshot only refers to the lost
+	// database, so the node refuses to start instead of serving from an
+	// empty state (or one that skips the compacted entries).
+	lost := nodeOpts{dataDir: dir, dbDir: t.TempDir(), bootstrap: true, tweak: small}
+	if err := newNodeErr(t, lost); !errors.Is(err, fsm.ErrStateLost) {
+		t.Fatalf("New with the database gone: %v, want fsm.ErrStateLost", err)
+	}
+
+	// A full snapshot as an older version stored it (here: the state at
+	// the snapshot, uncompressed) still restores a node whose Badger is
+	// gone: the state comes back from it plus the log after it (the log
+	// alone no longer has entry 1).
+	replaceWithFullSnapshot(t, dir, full)
 	tn3 := startNode(t, nodeOpts{dataDir: dir, dbDir: t.TempDir(), bootstrap: true, tweak: small, beforeNew: hook})
 	waitReady(t, tn3.Raft)
 	check(tn3)

@@ -228,21 +228,22 @@ func TestApplyIgnoresReplays(t *testing.T) {
 	}
 }
 
+// snapshotOf is f's full snapshot, as a leader sends it (OpenState).
 func snapshotOf(t testing.TB, f *FSM) []byte {
 	t.Helper()
-	snap, err := f.Snapshot()
+	size, _, rc, err := f.OpenState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer snap.Release()
-	var sink testutil.SnapshotSink
-	if err := snap.Persist(&sink); err != nil {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !sink.Closed || sink.Canceled {
-		t.Fatalf("sink closed=%v canceled=%v", sink.Closed, sink.Canceled)
+	if int64(len(b)) != size {
+		t.Fatalf("OpenState said %d bytes, sent %d", size, len(b))
 	}
-	return sink.Bytes()
+	return b
 }
 
 func TestSnapshotRestoreRoundTrip(t *testing.T) {

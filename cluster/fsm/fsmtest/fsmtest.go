@@ -19,7 +19,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
-	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -261,23 +260,21 @@ func (h *Harness) Logs() []*raft.Log {
 	return append([]*raft.Log(nil), h.logs...)
 }
 
-// Snapshot takes f's snapshot and returns what it persists, failing the
-// test unless the snapshot completes (the sink closed, not cancelled).
+// Snapshot returns f's full snapshot: the state a leader sends a
+// follower that needs one (FSM.OpenState). The snapshots a node stores
+// for itself only refer to its database.
 func Snapshot(t testing.TB, f *fsm.FSM) []byte {
 	t.Helper()
-	snap, err := f.Snapshot()
+	_, _, rc, err := f.OpenState()
 	if err != nil {
 		t.Fatalf("fsmtest: snapshot: %v", err)
 	}
-	defer snap.Release()
-	var sink testutil.SnapshotSink
-	if err := snap.Persist(&sink); err != nil {
-		t.Fatalf("fsmtest: persist: %v", err)
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("fsmtest: snapshot: %v", err)
 	}
-	if !sink.Closed || sink.Canceled {
-		t.Fatalf("fsmtest: snapshot sink closed=%v canceled=%v", sink.Closed, sink.Canceled)
-	}
-	return sink.Bytes()
+	return b
 }
 
 // Restore replaces f's state with a snapshot from Snapshot.
