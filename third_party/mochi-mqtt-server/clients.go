@@ -335,14 +335,18 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 
 // refreshDeadline refreshes the read/write deadline for the net.Conn connection.
 func (cl *Client) refreshDeadline(keepalive uint16) {
+	if cl.Net.Conn != nil {
+		_ = cl.Net.Conn.SetDeadline(keepaliveDeadline(keepalive)) // [MQTT-3.1.2-22]
+	}
+}
+
+// keepaliveDeadline is the deadline for a client's next packet, from now.
+func keepaliveDeadline(keepalive uint16) time.Time {
 	var expiry time.Time // nil time can be used to disable deadline if keepalive = 0
 	if keepalive > 0 {
 		expiry = time.Now().Add(time.Duration(keepalive+(keepalive/2)) * time.Second) // [MQTT-3.1.2-22]
 	}
-
-	if cl.Net.Conn != nil {
-		_ = cl.Net.Conn.SetDeadline(expiry) // [MQTT-3.1.2-22]
-	}
+	return expiry
 }
 
 // NextPacketID returns the next available (unused) packet id for the client.
@@ -500,11 +504,22 @@ func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) e
 	return packetHandler(cl, pk) // Process inbound packet.
 }
 
+// readWaiter is the server's Options.ReadWaiter, if any.
+func (cl *Client) readWaiter() ReadWaiter {
+	if cl.ops == nil || cl.ops.options == nil {
+		return nil
+	}
+	return cl.ops.options.ReadWaiter
+}
+
 // Stop instructs the client to shut down all processing goroutines and disconnect.
 func (cl *Client) Stop(err error) {
 	cl.State.endOnce.Do(func() {
 
 		if cl.Net.Conn != nil {
+			if w := cl.readWaiter(); w != nil {
+				w.Cancel(cl.Net.Conn) // before Close: a waiting client resumes and ends
+			}
 			_ = cl.Net.Conn.Close() // omit close error
 		}
 
