@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"syscall"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
