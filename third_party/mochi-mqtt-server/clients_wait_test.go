@@ -60,7 +60,7 @@ func (h *allowAll) Provides(b byte) bool {
 	return b == OnConnectAuthenticate || b == OnACLCheck
 }
 func (h *allowAll) OnConnectAuthenticate(*Client, packets.Packet) bool { return true }
-func (h *allowAll) OnACLCheck(*Client, string, bool) bool             { return true }
+func (h *allowAll) OnACLCheck(*Client, string, bool) bool              { return true }
 
 // blockedReaders counts goroutines blocked reading a client's next packet.
 func blockedReaders() int {
