@@ -42,10 +42,13 @@ type ReadWaiter interface {
 // the hand-off's cost (a system call and a new goroutine per wait), until
 // it has been quiet for idleHandoff. When the client ends, readWaiting
 // ends it as attachClient does.
-func (s *Server) readWaiting(cl *Client, listener string, connected bool) {
+//
+// It returns nil once it has handed off a wait, else the error that ended
+// the client (as attachClient without a waiter).
+func (s *Server) readWaiting(cl *Client, listener string, connected bool) error {
 	st := new(readState)
-	st.resume = func() { s.readResumed(cl, listener, connected, st, true) }
-	s.readResumed(cl, listener, connected, st, false)
+	st.resume = func() { _ = s.readResumed(cl, listener, connected, st, true) }
+	return s.readResumed(cl, listener, connected, st, false)
 }
 
 // busyPackets is how many packets in quick succession make a client busy
@@ -61,13 +64,14 @@ type readState struct {
 
 // readResumed is readWaiting's loop, started afresh each time the client
 // is resumed.
-func (s *Server) readResumed(cl *Client, listener string, connected bool, st *readState, resumed bool) {
+func (s *Server) readResumed(cl *Client, listener string, connected bool, st *readState, resumed bool) error {
 	err := cl.readUntilIdle(s.Options.ReadWaiter, s.receivePacket, st, resumed)
 	if err == errWaiting {
-		return
+		return nil
 	}
 	s.clientDisconnected(cl, listener, err)
 	s.detachClient(cl, connected)
+	return err
 }
 
 // errWaiting is readUntilIdle's report that the client's next packet is
@@ -94,6 +98,10 @@ func (cl *Client) readUntilIdle(w ReadWaiter, packetHandler ReadFn, st *readStat
 				if w.WaitRead(cl.Net.Conn, keepaliveDeadline(cl.State.Keepalive), st.resume) {
 					return errWaiting
 				}
+				// Not a connection the waiter supports (TLS, WebSocket):
+				// read it as without a waiter.
+				cl.Net.bconn = cl.getReader()
+				return cl.Read(packetHandler)
 			}
 		}
 		resumed = false

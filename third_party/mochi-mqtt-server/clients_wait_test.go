@@ -170,3 +170,58 @@ func TestReadWaiterClients(t *testing.T) {
 	}
 	waitUntil(t, "all clients ended", func() bool { return atomic.LoadInt64(&s.Info.ClientsConnected) == 0 })
 }
+
+// A connection the ReadWaiter does not support (here a pipe) is read by
+// its goroutine as without a waiter: EstablishConnection returns when the
+// client leaves.
+func TestReadWaiterUnsupportedConnection(t *testing.T) {
+	w := new(peekWaiter)
+	s := New(&Options{ReadWaiter: w, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	client, server := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- s.EstablishConnection("pipe", server) }()
+	pk := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 4,
+		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "p"},
+	}
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	_ = client.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := client.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(client)
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(r, ack); err != nil || ack[0] != 0x20 {
+		t.Fatalf("CONNACK % x, %v", ack, err)
+	}
+	waitUntil(t, "read by its goroutine", func() bool { return blockedReaders() == 1 })
+	if _, err := client.Write([]byte{0xc0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(r, ack[:2]); err != nil || ack[0] != 0xd0 {
+		t.Fatalf("PINGRESP % x, %v", ack[:2], err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("EstablishConnection returned %v while the client is connected", err)
+	default:
+	}
+	_ = client.Close()
+	if err := <-done; err == nil {
+		t.Fatal("EstablishConnection: nil after the connection broke")
+	}
+	if w.waits.Load() != 0 {
+		t.Fatalf("%d waits for a pipe", w.waits.Load())
+	}
+}

@@ -416,8 +416,9 @@ func (s *Server) eventLoop() {
 
 // EstablishConnection establishes a new client when a listener accepts a new connection.
 // It returns when the client disconnects, or, with Options.ReadWaiter set, as soon as
-// the client is connected (nil): its packets are then read on goroutines started as
-// they arrive, and the connection is closed when the client ends.
+// the client waits for its next packet through the ReadWaiter (nil): its packets are
+// then read on goroutines started as they arrive, and the connection is closed when
+// the client ends.
 func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 	cl := s.NewClient(c, listener, "", false)
 	return s.attachClient(cl, listener)
@@ -435,8 +436,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	}
 
 	if s.Options.ReadWaiter != nil {
-		s.readWaiting(cl, listener, connected)
-		return nil
+		return s.readWaiting(cl, listener, connected)
 	}
 
 	err = cl.Read(s.receivePacket)
