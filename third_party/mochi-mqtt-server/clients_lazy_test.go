@@ -39,3 +39,35 @@ func TestParseConnectCopiesClientID(t *testing.T) {
 		t.Fatalf("ID %q shares the packet's memory", cl.ID)
 	}
 }
+
+// A new client's inflight, subscription and topic alias maps are made when
+// first written to; until then they read as empty.
+func TestClientMapsOnFirstUse(t *testing.T) {
+	cl, _ := newWriterTestClient(t, 3)
+	st := &cl.State
+	if st.Inflight.internal != nil || st.Subscriptions.internal != nil || st.TopicAliases.Inbound.internal != nil || st.TopicAliases.Outbound.internal != nil {
+		t.Fatal("a new client has made its maps")
+	}
+	if st.Inflight.Len() != 0 || st.Subscriptions.Len() != 0 || len(st.Inflight.GetAll(false)) != 0 || st.Inflight.Clone().Len() != 0 {
+		t.Fatal("empty maps are not empty")
+	}
+	st.Inflight.Set(packets.Packet{PacketID: 7})
+	st.Subscriptions.Add("a/b", packets.Subscription{Filter: "a/b"})
+	if _, ok := st.Inflight.Get(7); !ok || st.Inflight.Clone().Len() != 1 {
+		t.Fatal("inflight packet not kept")
+	}
+	if _, ok := st.Subscriptions.Get("a/b"); !ok {
+		t.Fatal("subscription not kept")
+	}
+	in := NewInboundTopicAliases(5)
+	if in.Set(1, "x/y") != "x/y" || in.Set(1, "") != "x/y" {
+		t.Fatal("inbound alias not kept")
+	}
+	out := NewOutboundTopicAliases(5)
+	if a, ok := out.Set("x/y"); a != 1 || ok {
+		t.Fatalf("first outbound alias %d, %v", a, ok)
+	}
+	if a, ok := out.Set("x/y"); a != 1 || !ok {
+		t.Fatalf("outbound alias again %d, %v", a, ok)
+	}
+}
