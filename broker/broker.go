@@ -127,6 +127,9 @@ type Config struct {
 	// queuedWrites turns mochi's direct writes off (tests and benchmarks
 	// compare with the queued write path).
 	queuedWrites bool
+	// blockingReads turns the read waiter off: every client is read by
+	// a goroutine of its own (tests run both ways).
+	blockingReads bool
 }
 
 // Verifier checks access tokens (implemented by the auth service).
@@ -232,6 +235,7 @@ type Broker struct {
 	ck     *clientKeeper // nil without a cluster registry
 	fwd    *forwarder    // nil on a single node
 	tcp    *tcpListener
+	rw     *epollWaiter // waits for idle clients' next packets; nil if unavailable
 	tls    *tcpListener
 	ws     *wsListener
 	// servingCh is closed by Run once the listeners take connections.
@@ -418,6 +422,17 @@ func (b *Broker) Run(ctx context.Context) error {
 		b.life.Unlock()
 		return ErrClosed
 	}
+	if !b.cfg.blockingReads {
+		// Idle TCP clients then hold no goroutine, only their state
+		// (docs/perf/connections.md); without it (not Linux) every client
+		// keeps a goroutine blocked in Read.
+		if rw, err := newReadWaiter(b.log); err != nil {
+			b.log.Debug("no read waiter: one goroutine per MQTT connection", "error", err)
+		} else {
+			b.rw = rw
+			b.srv.Options.ReadWaiter = rw
+		}
+	}
 	if err := b.srv.Serve(); err != nil {
 		b.life.Unlock()
 		_ = b.Close()
@@ -459,6 +474,9 @@ func (b *Broker) Close() error {
 	b.cancel() // pending commits give up; forwarding stops; Run returns
 	b.ws.shutdown()
 	err := b.srv.Close()
+	if b.rw != nil {
+		b.rw.Close() // after mochi's Close: no client is waiting any more
+	}
 	b.bg.Wait()
 	if b.fwd != nil {
 		b.fwd.wait()

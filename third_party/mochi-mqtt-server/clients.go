@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -179,20 +180,20 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases                         // a map of topic aliases
+	stopCause       atomic.Value                         // reason for stopping
+	Inflight        *Inflight                            // a map of in-flight qos messages
+	Subscriptions   *Subscriptions                       // a map of the subscription filters a client maintains
+	disconnected    int64                                // the time the client disconnected in unix time, for calculating expiry
+	outbound        atomic.Pointer[chan *packets.Packet] // queue for pending outbound packets, made on first use (outboundQueue)
+	endOnce         sync.Once                            // only end once
+	isTakenOver     atomic.Bool                          // used to identify orphaned clients
+	packetID        uint32                               // the current highest packetID
+	open            context.Context                      // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc                   // cancel function for open context
+	outboundQty     int32                                // number of messages currently in the outbound queue
+	Keepalive       uint16                               // the number of seconds the connection can wait
+	ServerKeepalive bool                                 // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -207,7 +208,6 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -218,9 +218,9 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
 		}
+		cl.Net.bconn = cl.getReader() // pooled if clients wait with a ReadWaiter
 		if o.options.ClientDirectWrites {
 			cl.Net.raw = rawConn(c)
 		}
@@ -243,7 +243,7 @@ func newClient(c net.Conn, o *ops) *Client {
 func (cl *Client) WriteLoop() {
 	for {
 		select {
-		case pk := <-cl.State.outbound:
+		case pk := <-cl.outboundQueue():
 			if pk == flushQueued {
 				cl.Lock()
 				err := cl.flushOutbuf()
@@ -268,7 +268,7 @@ func (cl *Client) WriteLoop() {
 // none is running. It reports false when the queue is full.
 func (cl *Client) enqueueOutbound(pk *packets.Packet) bool {
 	select {
-	case cl.State.outbound <- pk:
+	case cl.outboundQueue() <- pk:
 	default:
 		return false
 	}
@@ -276,6 +276,29 @@ func (cl *Client) enqueueOutbound(pk *packets.Packet) bool {
 		go cl.WriteLoop()
 	}
 	return true
+}
+
+// outboundQueue returns the client's queue of outbound packets, making it
+// on first use: a queue holds MaximumClientWritesPending pointers (1 KiB by
+// default), and most clients of a server holding many connections are idle
+// and never have anything queued (acknowledgements are written directly).
+func (cl *Client) outboundQueue() chan *packets.Packet {
+	if q := cl.State.outbound.Load(); q != nil {
+		return *q
+	}
+	q := make(chan *packets.Packet, cl.ops.options.Capabilities.MaximumClientWritesPending)
+	if cl.State.outbound.CompareAndSwap(nil, &q) {
+		return q
+	}
+	return *cl.State.outbound.Load()
+}
+
+// outboundLen is the number of packets in the outbound queue.
+func (cl *Client) outboundLen() int {
+	if q := cl.State.outbound.Load(); q != nil {
+		return len(*q)
+	}
+	return 0
 }
 
 // ParseConnect parses the connect parameters and properties for a client.
@@ -308,7 +331,9 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
 	cl.State.TopicAliases.Outbound = NewOutboundTopicAliases(cl.Properties.Props.TopicAliasMaximum)
 
-	cl.ID = pk.Connect.ClientIdentifier
+	// A copy, like the user name: the decoded identifier shares the
+	// CONNECT packet's memory.
+	cl.ID = strings.Clone(pk.Connect.ClientIdentifier)
 	if cl.ID == "" {
 		cl.ID = xid.New().String() // [MQTT-3.1.3-6] [MQTT-3.1.3-7]
 		cl.Properties.Props.AssignedClientID = cl.ID
@@ -335,14 +360,18 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 
 // refreshDeadline refreshes the read/write deadline for the net.Conn connection.
 func (cl *Client) refreshDeadline(keepalive uint16) {
+	if cl.Net.Conn != nil {
+		_ = cl.Net.Conn.SetDeadline(keepaliveDeadline(keepalive)) // [MQTT-3.1.2-22]
+	}
+}
+
+// keepaliveDeadline is the deadline for a client's next packet, from now.
+func keepaliveDeadline(keepalive uint16) time.Time {
 	var expiry time.Time // nil time can be used to disable deadline if keepalive = 0
 	if keepalive > 0 {
 		expiry = time.Now().Add(time.Duration(keepalive+(keepalive/2)) * time.Second) // [MQTT-3.1.2-22]
 	}
-
-	if cl.Net.Conn != nil {
-		_ = cl.Net.Conn.SetDeadline(expiry) // [MQTT-3.1.2-22]
-	}
+	return expiry
 }
 
 // NextPacketID returns the next available (unused) packet id for the client.
@@ -500,11 +529,22 @@ func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) e
 	return packetHandler(cl, pk) // Process inbound packet.
 }
 
+// readWaiter is the server's Options.ReadWaiter, if any.
+func (cl *Client) readWaiter() ReadWaiter {
+	if cl.ops == nil || cl.ops.options == nil {
+		return nil
+	}
+	return cl.ops.options.ReadWaiter
+}
+
 // Stop instructs the client to shut down all processing goroutines and disconnect.
 func (cl *Client) Stop(err error) {
 	cl.State.endOnce.Do(func() {
 
 		if cl.Net.Conn != nil {
+			if w := cl.readWaiter(); w != nil {
+				w.Cancel(cl.Net.Conn) // before Close: a waiting client resumes and ends
+			}
 			_ = cl.Net.Conn.Close() // omit close error
 		}
 
@@ -586,9 +626,10 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
 
-	// Decode the remaining packet values using a fresh copy of the bytes,
-	// otherwise the next packet will change the data of this one.
-	px := append([]byte{}, p[:]...)
+	// p is this packet's own buffer (made above, read into once), so the
+	// decoded values can share it: no second copy of every packet. (A copy
+	// would be needed if p were reused for the next packet; it is not.)
+	px := p
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)
@@ -743,7 +784,7 @@ func (cl *Client) writeEncoded(pk packets.Packet, buf *bytes.Buffer) (err error)
 func (cl *Client) writeBuffer(buf *bytes.Buffer) (n int64, err error) {
 	cl.Lock()
 	defer cl.Unlock()
-	if len(cl.State.outbound) == 0 {
+	if cl.outboundLen() == 0 {
 		if cl.Net.outbuf == nil {
 			return buf.WriteTo(cl.Net.Conn)
 		}

@@ -25,13 +25,13 @@ var flushQueued = new(packets.Packet)
 // usual.
 func (cl *Client) writeDirect(pk packets.Packet) bool {
 	rc := cl.Net.raw
-	if rc == nil || len(cl.State.outbound) > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
+	if rc == nil || cl.outboundLen() > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
 		return false
 	}
 	if !cl.TryLock() {
 		return false // a write is in progress (the write loop, or an ack from the read loop)
 	}
-	if cl.Net.outbuf != nil || len(cl.State.outbound) > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
+	if cl.Net.outbuf != nil || cl.outboundLen() > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
 		cl.Unlock()
 		return false
 	}

@@ -107,11 +107,11 @@ func TestWriteDirect(t *testing.T) {
 	}
 
 	// Something queued: the caller must queue too, behind it.
-	cl.State.outbound <- new(packets.Packet)
+	cl.outboundQueue() <- new(packets.Packet)
 	if cl.writeDirect(seqPublish(2, 16)) {
 		t.Fatal("written directly past a queued packet")
 	}
-	<-cl.State.outbound
+	<-cl.outboundQueue()
 
 	// A write in progress (the client's lock is held): queue.
 	cl.Lock()

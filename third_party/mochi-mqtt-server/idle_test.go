@@ -125,7 +125,7 @@ func TestClientWriterOnDemand(t *testing.T) {
 		for atomic.LoadInt32(&cl.State.outboundQty) != 0 {
 			time.Sleep(time.Millisecond)
 		}
-		if n := len(cl.State.outbound); n != 0 {
+		if n := cl.outboundLen(); n != 0 {
 			t.Fatalf("round %d: %d packets left in the queue", round, n)
 		}
 	}

@@ -24,9 +24,7 @@ type Inflight struct {
 
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
-	return &Inflight{
-		internal: map[uint16]packets.Packet{},
-	}
+	return &Inflight{} // the map is made on first Set: most clients never have inflight messages
 }
 
 // Set adds or updates an inflight packet by packet id.
@@ -35,6 +33,9 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	defer i.Unlock()
 
 	_, ok := i.internal[m.PacketID]
+	if i.internal == nil {
+		i.internal = map[uint16]packets.Packet{}
+	}
 	i.internal[m.PacketID] = m
 	return !ok
 }
@@ -65,6 +66,9 @@ func (i *Inflight) Clone() *Inflight {
 	i.RLock()
 	defer i.RUnlock()
 	for k, v := range i.internal {
+		if c.internal == nil {
+			c.internal = map[uint16]packets.Packet{}
+		}
 		c.internal[k] = v
 	}
 	return c

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,6 +136,12 @@ type Options struct {
 	// on the publisher's goroutine, with the client's lock held.
 	ClientDirectWrites bool `yaml:"client_direct_writes" json:"client_direct_writes"`
 
+	// ReadWaiter, if set, waits for connected clients' next packets without a
+	// goroutine per client (see ReadWaiter): a client that has sent nothing for
+	// a while then holds neither a goroutine nor a read buffer. Connections it
+	// does not support are read by a goroutine as usual.
+	ReadWaiter ReadWaiter `yaml:"-" json:"-"`
+
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
@@ -153,6 +160,7 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	readers      sync.Pool            // read buffers of clients waiting through Options.ReadWaiter
 }
 
 // loop contains interval tickers for the system events loop.
@@ -171,6 +179,7 @@ type ops struct {
 	info    *system.Info // pointers to server system info
 	hooks   *Hooks       // pointer to the server hooks
 	log     *slog.Logger // a structured logger for the client
+	readers *sync.Pool   // the server's pool of read buffers (Options.ReadWaiter)
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -254,6 +263,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		info:    s.Info,
 		hooks:   s.hooks,
 		log:     s.Log,
+		readers: &s.readers,
 	})
 
 	cl.ID = id
@@ -405,6 +415,10 @@ func (s *Server) eventLoop() {
 }
 
 // EstablishConnection establishes a new client when a listener accepts a new connection.
+// It returns when the client disconnects, or, with Options.ReadWaiter set, as soon as
+// the client waits for its next packet through the ReadWaiter (nil): its packets are
+// then read on goroutines started as they arrive, and the connection is closed when
+// the client ends.
 func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 	cl := s.NewClient(c, listener, "", false)
 	return s.attachClient(cl, listener)
@@ -413,22 +427,32 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 // attachClient validates an incoming client connection and if viable, attaches the client
 // to the server, performs session housekeeping, and reads incoming packets.
 func (s *Server) attachClient(cl *Client, listener string) error {
-	defer s.Listeners.ClientsWg.Done()
 	s.Listeners.ClientsWg.Add(1)
 
-	defer cl.Stop(nil)
-
 	connected, err := s.handshake(cl, listener)
-	if connected {
-		defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
-	}
 	if err != nil {
+		s.detachClient(cl, connected)
 		return err
+	}
+
+	if s.Options.ReadWaiter != nil {
+		return s.readWaiting(cl, listener, connected)
 	}
 
 	err = cl.Read(s.receivePacket)
 	s.clientDisconnected(cl, listener, err)
+	s.detachClient(cl, connected)
 	return err
+}
+
+// detachClient is the end of attachClient: the client's connection is
+// closed and it is no longer counted.
+func (s *Server) detachClient(cl *Client, connected bool) {
+	if connected {
+		atomic.AddInt64(&s.Info.ClientsConnected, -1)
+	}
+	cl.Stop(nil)
+	s.Listeners.ClientsWg.Done()
 }
 
 // clientDisconnected ends the session of a client whose Read loop has
@@ -1773,18 +1797,21 @@ func (s *Server) clearExpiredClients(dt int64) {
 
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
 func (s *Server) clearExpiredRetainedMessages(now int64) {
-	for filter, pk := range s.Topics.Retained.GetAll() {
+	// IDs, not GetAll: this runs every second, and a copy of every
+	// retained message each time is garbage for nothing when none expires.
+	maximumExpiry := s.Options.Capabilities.MaximumMessageExpiryInterval
+	expired := s.Topics.Retained.IDs(func(pk packets.Packet) bool {
 		expired := pk.ProtocolVersion == 5 && pk.Expiry > 0 && pk.Expiry < now // [MQTT-3.3.2-5]
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
-		enforced := s.Options.Capabilities.MaximumMessageExpiryInterval > 0 &&
-			now-pk.Created > s.Options.Capabilities.MaximumMessageExpiryInterval
+		enforced := maximumExpiry > 0 && now-pk.Created > maximumExpiry
 
-		if expired || enforced {
-			s.Topics.Retained.Delete(filter)
-			s.hooks.OnRetainedExpired(filter)
-		}
+		return expired || enforced
+	})
+	for _, filter := range expired {
+		s.Topics.Retained.Delete(filter)
+		s.hooks.OnRetainedExpired(filter)
 	}
 }
 

@@ -93,6 +93,21 @@ func (p *Packets) GetAll() map[string]Packet {
 	return m
 }
 
+// IDs returns the ids of the packets for which match is true, under the
+// read lock and without copying the map (GetAll's copy is garbage in
+// proportion to the packets held, when most checks match nothing).
+func (p *Packets) IDs(match func(Packet) bool) []string {
+	p.RLock()
+	defer p.RUnlock()
+	var ids []string
+	for k, v := range p.internal {
+		if match(v) {
+			ids = append(ids, k)
+		}
+	}
+	return ids
+}
+
 // Get returns a specific packet in the map by packet id.
 func (p *Packets) Get(id string) (val Packet, ok bool) {
 	p.RLock()
