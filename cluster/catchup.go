@@ -21,12 +21,14 @@ import (
 // checks, when a follower resumes or joins and when activity pauses,
 // whether any follower's log is behind its own (asking it over the
 // cluster RPC), and while one is it appends a barrier every
-// catchUpInterval: each makes Raft send the next batch. A check during
-// which the log grew appends nothing: under load a follower is always an
-// entry or two behind, and the new entries drive replication already
-// (a barrier there cost every node a log write and fsync about every
-// 20 ms while the load lasted); it looks again after catchUpCooldown.
-// An idle cluster with followers in step does none of this.
+// catchUpInterval: each makes Raft send the next batch. A follower is
+// fed only when it is still behind the index the leader had one
+// interval earlier and the log did not grow meanwhile: under load a
+// follower is always an entry or two behind (entries in flight), and new
+// entries drive replication anyway. Judged against the leader's newest
+// index alone, the check appended a barrier (a log write and fsync on
+// every node) about every 20 ms for as long as any load lasted. An idle
+// cluster with followers in step does none of this.
 
 const (
 	// catchUpInterval paces the barriers (and the checks) while a
@@ -68,32 +70,48 @@ func (n *Raft) kickCatchUp() {
 
 func (n *Raft) runCatchUp() {
 	c := &n.catchUp
+	// target is the leader's last index at the previous check of this
+	// run, when that check found a follower behind it (0: none).
+	var target uint64
 	for {
 		c.mu.Lock()
 		c.again = false
 		c.mu.Unlock()
 		pace := catchUpCooldown
+		again := false
 		if n.IsLeader() {
 			last := n.raft.LastIndex()
+			behindLast, behindTarget := n.followerBehind(last, target)
 			switch {
-			case !n.followerBehind(last):
+			case !behindLast:
+				target = 0
 			case n.raft.LastIndex() != last:
 				// The log grew while followers were asked: the new
-				// entries make Raft send to every follower anyway, and a
-				// follower is always a little behind under load, so a
-				// barrier now would only add a log write on every node.
-				// Look again once the load may have stopped.
-				c.mu.Lock()
-				c.again = true
-				c.mu.Unlock()
-			default:
+				// entries make Raft send to every follower anyway. Look
+				// again once the load may have stopped.
+				target, again = 0, true
+			case target != 0 && behindTarget:
+				// Still behind what the leader had a catchUpInterval
+				// ago, and nothing new to send: feed it.
 				_ = n.awaitFuture(context.Background(), n.raft.Barrier(applyTimeout))
 				n.m.catchUps.Inc()
-				pace = catchUpInterval
-				c.mu.Lock()
-				c.again = true // check again after the pause
-				c.mu.Unlock()
+				target, pace, again = last, catchUpInterval, true
+			case target != 0:
+				// It got what the leader had last time: it keeps up, the
+				// newest entries are on their way.
+				target, again = 0, true
+			default:
+				// Behind the newest entries only, which may be in flight
+				// (a follower always is, a moment, under load): a
+				// barrier now would cost every node a log write for
+				// nothing. Look again shortly.
+				target, pace, again = last, catchUpInterval, true
 			}
+		}
+		if again {
+			c.mu.Lock()
+			c.again = true
+			c.mu.Unlock()
 		}
 		t := time.NewTimer(pace)
 		select {
@@ -115,15 +133,15 @@ func (n *Raft) runCatchUp() {
 	}
 }
 
-// followerBehind asks every other voter for its last log index; true
-// when one that answers is behind last (the leader's). A follower that does not
-// answer is not waited for: when its heartbeats resume, Raft's
-// observation kicks a new check.
-func (n *Raft) followerBehind(last uint64) bool {
+// followerBehind asks every other voter for its last log index and
+// reports whether one that answers is behind last (the leader's) and
+// whether one is behind target (never, when target is 0). A follower
+// that does not answer is not waited for: when its heartbeats resume,
+// Raft's observation kicks a new check.
+func (n *Raft) followerBehind(last, target uint64) (behindLast, behindTarget bool) {
 	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		behind bool
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
 	for _, s := range n.configuration() {
 		if s.ID == raft.ServerID(n.cfg.NodeName) {
@@ -139,13 +157,12 @@ func (n *Raft) followerBehind(last uint64) bool {
 			n.statMu.Lock()
 			n.peerStat[string(s.ID)] = peerStatus{lastIndex: r.LastIndex, at: time.Now()}
 			n.statMu.Unlock()
-			if r.LastIndex < last {
-				mu.Lock()
-				behind = true
-				mu.Unlock()
-			}
+			mu.Lock()
+			behindLast = behindLast || r.LastIndex < last
+			behindTarget = behindTarget || r.LastIndex < target
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	return behind
+	return behindLast, behindTarget
 }
