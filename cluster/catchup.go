@@ -82,30 +82,14 @@ func (n *Raft) runCatchUp() {
 		if n.IsLeader() {
 			last := n.raft.LastIndex()
 			behindLast, behindTarget := n.followerBehind(last, target)
-			switch {
-			case !behindLast:
-				target = 0
-			case n.raft.LastIndex() != last:
-				// The log grew while followers were asked: the new
-				// entries make Raft send to every follower anyway. Look
-				// again once the load may have stopped.
-				target, again = 0, true
-			case target != 0 && behindTarget:
-				// Still behind what the leader had a catchUpInterval
-				// ago, and nothing new to send: feed it.
+			var feed bool
+			feed, again, target = catchUpStep(behindLast, behindTarget, n.raft.LastIndex() != last, target, last)
+			if feed {
 				_ = n.awaitFuture(context.Background(), n.raft.Barrier(applyTimeout))
 				n.m.catchUps.Inc()
-				target, pace, again = last, catchUpInterval, true
-			case target != 0:
-				// It got what the leader had last time: it keeps up, the
-				// newest entries are on their way.
-				target, again = 0, true
-			default:
-				// Behind the newest entries only, which may be in flight
-				// (a follower always is, a moment, under load): a
-				// barrier now would cost every node a log write for
-				// nothing. Look again shortly.
-				target, pace, again = last, catchUpInterval, true
+			}
+			if target != 0 {
+				pace = catchUpInterval
 			}
 		}
 		if again {
@@ -130,6 +114,37 @@ func (n *Raft) runCatchUp() {
 			return
 		}
 		c.mu.Unlock()
+	}
+}
+
+// catchUpStep decides what one check of runCatchUp does, from whether a
+// follower is behind the leader's last index (behindLast) and behind the
+// index remembered at the previous check (behindTarget; target is 0 when
+// none), and whether the log grew during the check: feed (append a
+// barrier), again (check again after a pause) and the index to remember
+// for the next check (0: none; otherwise the next check comes after
+// catchUpInterval instead of catchUpCooldown).
+func catchUpStep(behindLast, behindTarget, grew bool, target, last uint64) (feed, again bool, next uint64) {
+	switch {
+	case !behindLast:
+		return false, false, 0
+	case grew:
+		// The new entries make Raft send to every follower anyway. Look
+		// again once the load may have stopped.
+		return false, true, 0
+	case target != 0 && behindTarget:
+		// Still behind what the leader had a catchUpInterval ago, and
+		// nothing new to send: feed it.
+		return true, true, last
+	case target != 0:
+		// It got what the leader had last time: it keeps up, the newest
+		// entries are on their way.
+		return false, true, 0
+	default:
+		// Behind the newest entries only, which may be in flight (a
+		// follower always is, a moment, under load): a barrier now would
+		// cost every node a log write for nothing. Look again shortly.
+		return false, true, last
 	}
 }
 
