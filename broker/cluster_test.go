@@ -380,7 +380,12 @@ func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
 	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope("x1", "nobody there")); code != 0 {
 		t.Fatalf("publish: 0x%02x", code)
 	}
-	// Delivery and forwarding happen before the PUBACK: nothing was queued.
+	// A publish that takes the synchronous path waits for the pipeline
+	// (drain), deliveries included: once it is answered, the message's
+	// delivery and forwarding are done, and nothing was queued.
+	if code, _ := alice.Pub(t, "user/bob/typing", 1, `{}`); code != 0 {
+		t.Fatalf("typing publish: 0x%02x", code)
+	}
 	if got := metric(t, a, "edgechat_forward_queued_total", nil); got != 0 {
 		t.Errorf("queued %v forwards to a node without a route", got)
 	}

@@ -22,6 +22,8 @@ type metrics struct {
 	routeProposals    *prometheus.CounterVec // op, result
 	registryProposals *prometheus.CounterVec // op, result
 	takeovers         prometheus.Counter
+	pubackWrites      prometheus.Counter // writes of pipelined PUBACKs ...
+	pubacks           prometheus.Counter // ... and the PUBACKs in them
 	fwd               *peerqueue.Metrics // edgechat_forward_{queued,sent,batches,retries,dropped}_total, _pending by peer
 	fwdReceived       prometheus.Counter
 	fwdDuplicates     prometheus.Counter
@@ -57,6 +59,14 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 			Name: "edgechat_session_takeovers_total",
 			Help: "Connections this node closed because their client ID connected to another node.",
 		}),
+		pubackWrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_mqtt_puback_writes_total",
+			Help: "Writes to clients that carried PUBACKs of durable chat publishes (several PUBACKs whose commits landed together go in one write).",
+		}),
+		pubacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_mqtt_pubacks_total",
+			Help: "PUBACKs of durable chat publishes written to clients.",
+		}),
 		fwdReceived: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_forward_received_total",
 			Help: "Publishes received from other nodes (not counting duplicates of a resent batch).",
@@ -79,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		Help: "Established MQTT connections.",
 	}, func() float64 { return float64(conns()) })
 	for _, c := range []prometheus.Collector{m.in, m.out, m.dropped, m.refused, gauge,
-		m.routeProposals, m.registryProposals, m.takeovers, m.fwdReceived, m.fwdDuplicates} {
+		m.routeProposals, m.registryProposals, m.takeovers, m.pubackWrites, m.pubacks, m.fwdReceived, m.fwdDuplicates} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -8,6 +8,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -48,8 +49,8 @@ type pipeline struct {
 // pending is one queued publish: either answered already (ack, write)
 // or waiting for its commit (wait, before deadline).
 type pending struct {
-	ack   packets.Packet
-	write bool // write ack (false: a 3.1.1 refusal, which gets no PUBACK)
+	ack   *packets.Packet // (a packets.Packet is 800 bytes: only refusals keep one here)
+	write bool            // write ack (false: a 3.1.1 refusal, which gets no PUBACK)
 
 	// wait waits for the commit and returns the answer and the committed
 	// message's live delivery (nil when there is none).
@@ -132,12 +133,67 @@ func (p *pipeline) drain() {
 	<-ch
 }
 
-// answer delivers and acknowledges queued publishes in order until the
-// queue is empty.
+// maxAckBatch bounds the PUBACKs the answerer writes in one go.
+const maxAckBatch = 64
+
+// answer acknowledges and delivers queued publishes in order until the
+// queue is empty. The PUBACKs of publishes whose commits are already
+// there when it gets to them go out together, in one write: it writes
+// what it has batched as soon as a commit is not there yet (the wait's
+// waitnotice), when the queue runs out, and every maxAckBatch answers,
+// so batching never holds a PUBACK back while it waits. The batch's
+// live deliveries run after its PUBACKs are written, in publish order:
+// a PUBACK means committed, and a big group's fan-out (milliseconds)
+// must not hold it back. Answered entries leave the queue only when
+// their PUBACKs are written and their deliveries done, so that busy and
+// drain (the synchronous path's turn) still see them.
 func (p *pipeline) answer() {
+	var (
+		acks     []packets.Packet
+		delivers []func()
+	)
+	next := 0 // p.q[:next] are answered, their PUBACKs not yet written
+	flush := func() {
+		if next == 0 {
+			return
+		}
+		// Count the slots free before the PUBACKs leave: the client may
+		// send its next publish as soon as it reads one.
+		p.mu.Lock()
+		p.inflight -= next
+		p.mu.Unlock()
+		if len(acks) > 0 && !p.cl.Closed() {
+			if err := p.cl.WritePackets(acks); err != nil {
+				p.b.log.Debug("write pubacks", "client", p.cl.ID, "count", len(acks), "error", err)
+			} else {
+				p.b.m.pubackWrites.Inc()
+				p.b.m.pubacks.Add(float64(len(acks)))
+			}
+		}
+		clear(acks)
+		acks = acks[:0]
+		for i, deliver := range delivers {
+			deliver()
+			delivers[i] = nil
+		}
+		delivers = delivers[:0]
+		// Only now: a publish that waits for its turn (drain) is
+		// delivered after these.
+		p.mu.Lock()
+		clear(p.q[:next])
+		p.q = p.q[next:]
+		p.mu.Unlock()
+		next = 0
+	}
+	base := waitnotice.With(p.b.baseCtx, flush)
 	for {
 		p.mu.Lock()
-		if len(p.q) == 0 {
+		if len(p.q) == next {
+			if next > 0 {
+				p.mu.Unlock()
+				flush()
+				continue
+			}
 			p.running = false
 			p.q = nil
 			if p.idle != nil {
@@ -147,32 +203,29 @@ func (p *pipeline) answer() {
 			p.mu.Unlock()
 			return
 		}
-		e := p.q[0]
+		e := p.q[next]
 		p.mu.Unlock()
-		ack, write := e.ack, e.write
+		var ack packets.Packet
+		write := e.write
+		if e.ack != nil {
+			ack = *e.ack
+		}
 		if e.wait != nil {
-			ctx, cancel := context.WithDeadline(p.b.baseCtx, e.deadline)
+			ctx, cancel := context.WithDeadline(base, e.deadline)
 			var deliver func()
-			ack, write, deliver = e.wait(ctx)
+			ack, write, deliver = e.wait(ctx) // may flush (next = 0): e is then p.q[0]
 			cancel()
 			if deliver != nil {
-				deliver()
+				delivers = append(delivers, deliver)
 			}
 		}
-		// Count the slot free before the PUBACK leaves: the client may
-		// send its next publish as soon as it reads it.
-		p.mu.Lock()
-		p.inflight--
-		p.mu.Unlock()
-		if write && !p.cl.Closed() {
-			if err := p.cl.WritePacket(ack); err != nil {
-				p.b.log.Debug("write puback", "client", p.cl.ID, "error", err)
-			}
+		next++
+		if write {
+			acks = append(acks, ack)
 		}
-		p.mu.Lock()
-		p.q[0] = nil
-		p.q = p.q[1:]
-		p.mu.Unlock()
+		if next >= maxAckBatch {
+			flush()
+		}
 	}
 }
 
@@ -194,32 +247,34 @@ func pipelined(pk packets.Packet) bool {
 	return k == wire.KindDirect || k == wire.KindGroup
 }
 
-// buildAck mirrors mochi's Server.buildAck for a QoS 1 PUBACK: the
-// publish's properties are inherited unless the server disabled that,
-// and a failure code carries its reason string. OnPacketEncode still
-// turns a success reason into 0x00.
-func (b *Broker) buildAck(pk packets.Packet, props packets.Properties, reason packets.Code) packets.Packet {
-	if b.srv.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
-		props = packets.Properties{}
-	}
-	if reason.Code >= packets.ErrUnspecifiedError.Code {
-		props.ReasonString = reason.Reason
-	}
-	return packets.Packet{
+// buildAck mirrors mochi's Server.buildAck for a QoS 1 PUBACK to the
+// publish with packet ID id: user properties (the publish's, inherited
+// unless the server disabled that, or the ones given) and, for a failure
+// code, its reason string. OnPacketEncode still turns a success reason
+// into 0x00. (A PUBACK carries no other property of the publish.)
+func (b *Broker) buildAck(id uint16, user []packets.UserProperty, reason packets.Code) packets.Packet {
+	ack := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Puback},
-		PacketID:    pk.PacketID,
+		PacketID:    id,
 		ReasonCode:  reason.Code,
-		Properties:  props,
 		Created:     time.Now().Unix(),
 	}
+	if !b.srv.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
+		ack.Properties.User = user
+	}
+	if reason.Code >= packets.ErrUnspecifiedError.Code {
+		ack.Properties.ReasonString = reason.Reason
+	}
+	return ack
 }
 
 // refusalAck is the answer refuse would have mochi give to a QoS 1
-// publish: a PUBACK with the code for v5, nothing for 3.1.1.
-func (b *Broker) refusalAck(cl *mqtt.Client, pk packets.Packet, class, reason string, code packets.Code) (packets.Packet, bool) {
+// publish (packet ID id, user properties inherited): a PUBACK with the
+// code for v5, nothing for 3.1.1.
+func (b *Broker) refusalAck(cl *mqtt.Client, id uint16, inherited []packets.UserProperty, class, reason string, code packets.Code) (packets.Packet, bool) {
 	b.m.dropped.WithLabelValues(class, reason).Inc()
 	if cl.Properties.ProtocolVersion != 5 {
 		return packets.Packet{}, false
 	}
-	return b.buildAck(pk, pk.Properties, code), true
+	return b.buildAck(id, inherited, code), true
 }

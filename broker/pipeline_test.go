@@ -8,12 +8,16 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -207,4 +211,104 @@ func TestPipelineReceiveMaximum(t *testing.T) {
 	if len(got) < 3 || got[0] != 0xE0 || got[2] != packets.ErrReceiveMaximum.Code {
 		t.Fatalf("got % x, want a DISCONNECT 0x93", got)
 	}
+}
+
+// gateChat is fakeChat whose commits land when their gate (the one
+// current at StartDirect) is closed, as when a Raft entry carries many
+// of a connection's publishes. Its waits tell the waiter they are about
+// to block (waitnotice), as the cluster's do.
+type gateChat struct {
+	*fakeChat
+	started chan struct{} // one token per StartDirect
+
+	mu   sync.Mutex
+	gate chan struct{}
+}
+
+func (g *gateChat) setGate(c chan struct{}) {
+	g.mu.Lock()
+	g.gate = c
+	g.mu.Unlock()
+}
+
+func (g *gateChat) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	wait, err := g.fakeChat.StartDirect(ctx, from, to, env)
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	g.started <- struct{}{}
+	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+		select {
+		case <-gate:
+		default:
+			waitnotice.Blocking(ctx)
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return wire.Envelope{}, nil, false, ctx.Err()
+			}
+		}
+		return wait(ctx)
+	}, nil
+}
+
+// PUBACKs whose commits are there together go out in one write, in
+// order; a late commit does not hold back the PUBACKs before it.
+func TestPipelinedPubacksShareAWrite(t *testing.T) {
+	const n = 20
+	g := &gateChat{fakeChat: &fakeChat{}, started: make(chan struct{}, n+2), gate: make(chan struct{})}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.Chat = g })
+	c := dialRawV5(t, e.addr, "alice", "phone")
+	publish := func(i int) {
+		c.write(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+			TopicName:   "user/bob/newMessage", PacketID: uint16(i + 1), Payload: []byte(fmt.Sprintf(`{"cid":"c%d","type":"text","body":"x"}`, i)),
+		})
+		select {
+		case <-g.started:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("publish %d did not reach the store", i)
+		}
+	}
+	expectAck := func(i int) {
+		ack := c.read()
+		if ack.FixedHeader.Type != packets.Puback || ack.PacketID != uint16(i+1) || ack.ReasonCode != 0 {
+			t.Fatalf("answer %d: %+v, want PUBACK %d success", i, ack, i+1)
+		}
+	}
+	first := g.gate
+	for i := 0; i < n; i++ {
+		publish(i)
+	}
+	close(first)
+	for i := 0; i < n; i++ {
+		expectAck(i)
+	}
+	writes, acks := counterOf(t, e.b.m.pubackWrites), counterOf(t, e.b.m.pubacks)
+	if acks != n || writes != 1 {
+		t.Fatalf("%v PUBACKs in %v writes, want %d in 1", acks, writes, n)
+	}
+
+	open := make(chan struct{})
+	close(open)
+	g.setGate(open)
+	publish(n) // commits at once
+	late := make(chan struct{})
+	g.setGate(late)
+	publish(n + 1) // does not commit until late closes
+	expectAck(n)
+	close(late)
+	expectAck(n + 1)
+}
+
+func counterOf(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }

@@ -137,7 +137,7 @@ func (b *Broker) commitChat(cl *mqtt.Client, pk packets.Packet, p wire.Principal
 	defer cancel()
 	stored, payload, dup, err := send.sync(ctx, env)
 	if err != nil {
-		code, reason := b.commitRefusal(pk, p, noun, err)
+		code, reason := b.commitRefusal(pk.TopicName, p, noun, err)
 		return b.refuse(cl, pk, class, reason, code)
 	}
 	if dup {
@@ -173,24 +173,27 @@ func (b *Broker) startChat(cl *mqtt.Client, pipe *pipeline, pk packets.Packet, p
 	cancel()
 	if err != nil {
 		pipe.unreserve()
-		code, reason := b.commitRefusal(pk, p, noun, err)
+		code, reason := b.commitRefusal(pk.TopicName, p, noun, err)
 		return b.refuse(cl, pk, class, reason, code)
 	}
+	// The wait keeps what the PUBACK needs, not the publish (a
+	// packets.Packet is 800 bytes).
+	id, inherited, topic, qos := pk.PacketID, pk.Properties.User, pk.TopicName, pk.FixedHeader.Qos
 	pipe.push(&pending{
 		deadline: time.Now().Add(b.cfg.CommitTimeout),
 		wait: func(ctx context.Context) (packets.Packet, bool, func()) {
 			stored, payload, dup, err := wait(ctx)
 			switch {
 			case err != nil:
-				code, reason := b.commitRefusal(pk, p, noun, err)
-				ack, write := b.refusalAck(cl, pk, class, reason, code)
+				code, reason := b.commitRefusal(topic, p, noun, err)
+				ack, write := b.refusalAck(cl, id, inherited, class, reason, code)
 				return ack, write, nil
 			case dup:
-				return b.buildAck(pk, pk.Properties, packets.CodeSuccess), true, nil
+				return b.buildAck(id, inherited, packets.CodeSuccess), true, nil
 			}
 			props := chatProps(stored, p)
-			deliver := func() { b.deliverChat(p, stored, payload, pk.FixedHeader.Qos, props, topics) }
-			return b.buildAck(pk, packets.Properties{User: props}, packets.CodeSuccess), true, deliver
+			deliver := func() { b.deliverChat(p, stored, payload, qos, props, topics) }
+			return b.buildAck(id, props, packets.CodeSuccess), true, deliver
 		},
 	})
 	return pk, packets.ErrRejectPacket
@@ -203,12 +206,12 @@ func chatProps(stored wire.Envelope, p wire.Principal) []packets.UserProperty {
 }
 
 // commitRefusal maps a failed commit to its PUBACK code and metric reason.
-func (b *Broker) commitRefusal(pk packets.Packet, p wire.Principal, noun string, err error) (packets.Code, string) {
+func (b *Broker) commitRefusal(topic string, p wire.Principal, noun string, err error) (packets.Code, string) {
 	code, reason := depCode(err)
 	if reason == "not_found" {
 		code.Reason = "topic name invalid: no such " + noun
 	}
-	b.log.Debug("message refused", "from", p.UserID, "topic", pk.TopicName, "error", err)
+	b.log.Debug("message refused", "from", p.UserID, "topic", topic, "error", err)
 	return code, reason
 }
 
@@ -270,9 +273,8 @@ func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, class, reason string
 			if !pipe.reserve() {
 				return b.overflow(cl, pk)
 			}
-			e := &pending{}
-			e.ack, e.write = b.refusalAck(cl, pk, class, reason, code)
-			pipe.push(e)
+			ack, write := b.refusalAck(cl, pk.PacketID, pk.Properties.User, class, reason, code)
+			pipe.push(&pending{ack: &ack, write: write})
 			return pk, packets.ErrRejectPacket
 		}
 	}

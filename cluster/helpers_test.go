@@ -130,9 +130,11 @@ func fastConfig(t testing.TB, o nodeOpts) Config {
 		DataDir:            o.dataDir,
 		BindAddr:           "127.0.0.1:0",
 		Bootstrap:          o.bootstrap,
-		HeartbeatTimeout:   100 * time.Millisecond,
-		ElectionTimeout:    100 * time.Millisecond,
-		LeaderLeaseTimeout: 50 * time.Millisecond,
+		// Not shorter: with -race on a loaded 2-core machine a 50 ms
+		// lease made leaders step down in the middle of tests.
+		HeartbeatTimeout:   250 * time.Millisecond,
+		ElectionTimeout:    250 * time.Millisecond,
+		LeaderLeaseTimeout: 125 * time.Millisecond,
 		Logger:             testLogger(t),
 	}
 	if o.tweak != nil {

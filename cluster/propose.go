@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -121,6 +122,12 @@ func (n *Raft) ProposeAsync(ctx context.Context, t byte, payload []byte) func(co
 // command may still commit, and when the node stopped the result is
 // taken if it came, else ErrStopped.
 func (n *Raft) await(ctx context.Context, r *request) result {
+	select {
+	case res := <-r.done:
+		return res
+	default:
+		waitnotice.Blocking(ctx)
+	}
 	select {
 	case res := <-r.done:
 		return res

@@ -94,6 +94,9 @@ type Envelope struct {
 
 // Marshal encodes the envelope; it cannot fail for a valid envelope.
 func (e *Envelope) Marshal() []byte {
+	if b, ok := appendEnvelopeFast(make([]byte, 0, envelopeSizeHint(e)), e); ok {
+		return b
+	}
 	b, err := json.Marshal(e)
 	if err != nil {
 		panic("wire: marshal envelope: " + err.Error())
@@ -128,14 +131,12 @@ func ParseEnvelope(payload []byte) (Envelope, error) {
 	if !utf8.Valid(payload) {
 		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "not UTF-8"}
 	}
-	var ce clientEnvelope
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ce); err != nil {
-		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: err.Error()}
-	}
-	if dec.More() {
-		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "trailing data after the JSON object"}
+	ce, ok := parseClientEnvelopeFast(payload)
+	if !ok {
+		var err error
+		if ce, err = decodeClientEnvelope(payload); err != nil {
+			return Envelope{}, err
+		}
 	}
 	if ce.CID == nil || *ce.CID == "" || len(*ce.CID) > MaxCIDLen || !printable(*ce.CID) {
 		return Envelope{}, &EnvelopeError{Field: "cid", Err: ErrMissingCID, Msg: fmt.Sprintf("1 to %d printable characters required", MaxCIDLen)}
@@ -186,6 +187,21 @@ func ParseEnvelope(payload []byte) (Envelope, error) {
 		return Envelope{}, &EnvelopeError{Field: "type", Err: ErrUnknownType, Msg: fmt.Sprintf("%q (want text or media)", env.Type)}
 	}
 	return env, nil
+}
+
+// decodeClientEnvelope reads any client envelope with encoding/json:
+// unknown fields and trailing data are refused.
+func decodeClientEnvelope(payload []byte) (clientEnvelope, error) {
+	var ce clientEnvelope
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ce); err != nil {
+		return clientEnvelope{}, &EnvelopeError{Err: ErrMalformed, Msg: err.Error()}
+	}
+	if dec.More() {
+		return clientEnvelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "trailing data after the JSON object"}
+	}
+	return ce, nil
 }
 
 // parseMentions reads a client's mentions list: null or an array of at

@@ -126,7 +126,7 @@ func (cl *Clients) Delete(id string) {
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()
 	defer cl.RUnlock()
-	clients := make([]*Client, 0, cl.Len())
+	clients := make([]*Client, 0, len(cl.internal)) // not cl.Len(): it takes the read lock again
 	for _, client := range cl.internal {
 		if client.Net.Listener == id && !client.Closed() {
 			clients = append(clients, client)
@@ -742,49 +742,57 @@ func encodePrepared(pk packets.Packet) (*bytes.Buffer, error) {
 // writeEncoded writes an encoded packet to the connection, or appends it
 // to the pending output when more packets are queued.
 func (cl *Client) writeEncoded(pk packets.Packet, buf *bytes.Buffer) (err error) {
-	n, err := func() (int64, error) {
-		cl.Lock()
-		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
-			if cl.Net.outbuf == nil {
-				return buf.WriteTo(cl.Net.Conn)
-			}
-
-			// first write to buffer, then flush buffer
-			n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-			err = cl.flushOutbuf()
-			return int64(n), err
-		}
-
-		// there are more writes in the queue
-		if cl.Net.outbuf == nil {
-			if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
-				return buf.WriteTo(cl.Net.Conn)
-			}
-			cl.Net.outbuf = new(bytes.Buffer)
-		}
-
-		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
-		if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize {
-			return int64(n), nil
-		}
-
-		err = cl.flushOutbuf()
-		return int64(n), err
-	}()
+	n, err := cl.writeBuffer(buf)
 	if err != nil {
 		return err
 	}
+	cl.packetSent(pk, n, buf.Bytes())
+	return nil
+}
 
+// writeBuffer writes encoded packets to the connection, or appends them
+// to the pending output when more packets are queued.
+func (cl *Client) writeBuffer(buf *bytes.Buffer) (n int64, err error) {
+	cl.Lock()
+	defer cl.Unlock()
+	if len(cl.State.outbound) == 0 {
+		if cl.Net.outbuf == nil {
+			return buf.WriteTo(cl.Net.Conn)
+		}
+
+		// first write to buffer, then flush buffer
+		n, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
+		err = cl.flushOutbuf()
+		return int64(n), err
+	}
+
+	// there are more writes in the queue
+	if cl.Net.outbuf == nil {
+		if buf.Len() >= cl.ops.options.ClientNetWriteBufferSize {
+			return buf.WriteTo(cl.Net.Conn)
+		}
+		cl.Net.outbuf = new(bytes.Buffer)
+	}
+
+	wn, _ := cl.Net.outbuf.Write(buf.Bytes()) // will always be successful
+	if cl.Net.outbuf.Len() < cl.ops.options.ClientNetWriteBufferSize {
+		return int64(wn), nil
+	}
+
+	err = cl.flushOutbuf()
+	return int64(wn), err
+}
+
+// packetSent counts a packet of n bytes written and runs the
+// OnPacketSent hooks.
+func (cl *Client) packetSent(pk packets.Packet, n int64, b []byte) {
 	atomic.AddInt64(&cl.ops.info.BytesSent, n)
 	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
 	if pk.FixedHeader.Type == packets.Publish {
 		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
 	}
 
-	cl.ops.hooks.OnPacketSent(cl, pk, buf.Bytes())
-
-	return err
+	cl.ops.hooks.OnPacketSent(cl, pk, b)
 }
 
 func (cl *Client) flushOutbuf() (err error) {

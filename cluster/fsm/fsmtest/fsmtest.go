@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -137,6 +138,12 @@ func (h *Harness) ProposeAsync(ctx context.Context, t byte, payload []byte) func
 	}
 	h.mu.Unlock()
 	return func(ctx context.Context) (any, error) {
+		select {
+		case r := <-done:
+			return r.Value, r.Err
+		default:
+			waitnotice.Blocking(ctx)
+		}
 		select {
 		case r := <-done:
 			return r.Value, r.Err
