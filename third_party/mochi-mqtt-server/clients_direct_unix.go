@@ -10,7 +10,6 @@ import (
 	"net"
 	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // rawConn is the socket of a plain TCP or Unix connection, for direct
@@ -44,20 +43,7 @@ var nbWrites = sync.Pool{New: func() any {
 }}
 
 func (w *nbWrite) write(fd uintptr) bool {
-	if len(w.b) == 0 {
-		return true
-	}
-	// A raw system call: the socket is non-blocking, so the call cannot
-	// block, and it spares the scheduler's entry to and exit from a
-	// system call (syscall.Write) on every delivery; with them, a write
-	// that the kernel takes a while over (on loopback it runs the
-	// receiver's TCP input) let sysmon hand the processor to another
-	// thread, a wake-up and a context switch on a busy core.
-	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)))
-	w.n = int(n)
-	if errno != 0 {
-		w.n, w.err = -1, errno
-	}
+	w.n, w.err = syscall.Write(int(fd), w.b)
 	return true // done: never wait for the socket to become writable
 }
 
