@@ -695,6 +695,14 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 // problem and response information, remaining expiry), runs the
 // OnPacketEncode hooks and encodes it.
 func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer, error) {
+	pk = cl.prepareEncode(pk)
+	buf, err := encodePrepared(pk)
+	return pk, buf, err
+}
+
+// prepareEncode sets what the encoding of pk depends on for this client
+// (expiry, protocol version, mods) and runs the OnPacketEncode hooks.
+func (cl *Client) prepareEncode(pk packets.Packet) packets.Packet {
 	if pk.Expiry > 0 {
 		expiry := pk.Expiry - time.Now().Unix()
 		if expiry < 1 {
@@ -716,8 +724,12 @@ func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer
 		pk.Mods.AllowResponseInfo = true // [MQTT-3.1.2-28] we need to know which properties we can encode
 	}
 
-	pk = cl.ops.hooks.OnPacketEncode(cl, pk)
+	return cl.ops.hooks.OnPacketEncode(cl, pk)
+}
 
+// encodePrepared encodes a packet that encodePacket has prepared for its
+// client (properties, mods, OnPacketEncode).
+func encodePrepared(pk packets.Packet) (*bytes.Buffer, error) {
 	var err error
 	buf := new(bytes.Buffer)
 	if pk.FixedHeader.Type == packets.Publish {
@@ -758,14 +770,14 @@ func (cl *Client) encodePacket(pk packets.Packet) (packets.Packet, *bytes.Buffer
 		err = fmt.Errorf("%w: %v", packets.ErrNoValidPacketAvailable, pk.FixedHeader.Type)
 	}
 	if err != nil {
-		return pk, nil, err
+		return nil, err
 	}
 
 	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
-		return pk, nil, packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+		return nil, packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
 	}
 
-	return pk, buf, nil
+	return buf, nil
 }
 
 // writeEncoded writes an encoded packet to the connection, or appends it

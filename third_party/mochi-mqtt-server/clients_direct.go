@@ -22,8 +22,9 @@ var flushQueued = new(packets.Packet)
 // the write loop before anything queued later, so packets keep their
 // order, and a slow client still fills its own queue only. It reports
 // whether the packet was dealt with; false means the caller queues it as
-// usual.
-func (cl *Client) writeDirect(pk packets.Packet) bool {
+// usual. With f (the deliveries of one publish), the encoding is shared
+// with the other subscribers whose packet encodes the same.
+func (cl *Client) writeDirect(pk packets.Packet, f *fanout) bool {
 	rc := cl.Net.raw
 	if rc == nil || cl.outboundLen() > 0 || atomic.LoadInt32(&cl.State.outboundQty) > 0 {
 		return false
@@ -36,14 +37,23 @@ func (cl *Client) writeDirect(pk packets.Packet) bool {
 		return false
 	}
 
-	pk, buf, err := cl.encodePacket(pk)
+	pk = cl.prepareEncode(pk)
+	var b []byte
+	var err error
+	if f != nil {
+		b, err = f.encode(&pk)
+	} else {
+		var buf *bytes.Buffer
+		if buf, err = encodePrepared(pk); err == nil {
+			b = buf.Bytes()
+		}
+	}
 	if err != nil {
 		cl.Unlock()
 		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 		return true // the write loop would fail in the same way
 	}
 
-	b := buf.Bytes()
 	n, err := writeNonBlocking(rc, b)
 	if err != nil {
 		cl.Unlock()
@@ -51,7 +61,11 @@ func (cl *Client) writeDirect(pk packets.Packet) bool {
 		return true // the connection is broken; the read loop ends it
 	}
 	if n < len(b) {
-		cl.Net.outbuf = bytes.NewBuffer(b[n:])
+		rest := b[n:]
+		if f != nil {
+			rest = append([]byte(nil), rest...) // b may be shared
+		}
+		cl.Net.outbuf = bytes.NewBuffer(rest)
 		// When the queue is full the write loop has packets, and writes
 		// outbuf out before them.
 		_ = cl.enqueueOutbound(flushQueued)

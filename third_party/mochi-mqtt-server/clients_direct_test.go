@@ -96,7 +96,7 @@ func TestWriteDirect(t *testing.T) {
 	if cl.Net.raw == nil {
 		t.Fatal("no raw socket for a TCP connection")
 	}
-	if !cl.writeDirect(seqPublish(1, 16)) {
+	if !cl.writeDirect(seqPublish(1, 16), nil) {
 		t.Fatal("an idle client was not written directly")
 	}
 	if got := readSeqs(t, bufio.NewReader(peer), 1); got[0] != 1 {
@@ -108,14 +108,14 @@ func TestWriteDirect(t *testing.T) {
 
 	// Something queued: the caller must queue too, behind it.
 	cl.outboundQueue() <- new(packets.Packet)
-	if cl.writeDirect(seqPublish(2, 16)) {
+	if cl.writeDirect(seqPublish(2, 16), nil) {
 		t.Fatal("written directly past a queued packet")
 	}
 	<-cl.outboundQueue()
 
 	// A write in progress (the client's lock is held): queue.
 	cl.Lock()
-	if cl.writeDirect(seqPublish(2, 16)) {
+	if cl.writeDirect(seqPublish(2, 16), nil) {
 		t.Fatal("written directly during another write")
 	}
 	cl.Unlock()
@@ -136,13 +136,13 @@ func TestWriteDirectPartialGoesToWriteLoop(t *testing.T) {
 			t.Fatal("the socket never filled")
 		}
 		seq++
-		if !cl.writeDirect(seqPublish(seq, size)) {
+		if !cl.writeDirect(seqPublish(seq, size), nil) {
 			t.Fatalf("packet %d not written directly", seq)
 		}
 	}
 	// The flush marker is queued (its writer may be blocked writing the
 	// rest of packet seq): nothing may overtake it.
-	if cl.writeDirect(seqPublish(seq+1, size)) {
+	if cl.writeDirect(seqPublish(seq+1, size), nil) {
 		t.Fatal("written directly while a partial packet is pending")
 	}
 	// Queue two more, as publishToClient would, then drain.
@@ -166,7 +166,7 @@ func TestNoDirectWritesOnPipes(t *testing.T) {
 	defer w.Close()
 	cl := newClient(w, &ops{info: new(system.Info), hooks: new(Hooks), log: directTestLogger,
 		options: &Options{Capabilities: &Capabilities{MaximumClientWritesPending: 4}, ClientDirectWrites: true}})
-	if cl.Net.raw != nil || cl.writeDirect(seqPublish(1, 16)) {
+	if cl.Net.raw != nil || cl.writeDirect(seqPublish(1, 16), nil) {
 		t.Fatal("direct write on a pipe")
 	}
 }

@@ -1078,8 +1078,15 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 		}
 	}
 
-	subscribers := s.Topics.Subscribers(pk.TopicName)
+	subscribers := s.Topics.subscribersOf(pk.TopicName)
 	if len(subscribers.Shared) > 0 {
+		// Hooks and the selection write to these.
+		if subscribers.SharedSelected == nil {
+			subscribers.SharedSelected = map[string]packets.Subscription{}
+		}
+		if subscribers.Subscriptions == nil {
+			subscribers.Subscriptions = map[string]packets.Subscription{}
+		}
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {
 			subscribers.SelectShared()
@@ -1091,9 +1098,13 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 		inlineSubscription.Handler(s.inlineClient, inlineSubscription.Subscription, pk)
 	}
 
+	var f *fanout
+	if s.Options.ClientDirectWrites && len(subscribers.Subscriptions) > 0 {
+		f = new(fanout)
+	}
 	for id, subs := range subscribers.Subscriptions {
 		if cl, ok := s.Clients.Get(id); ok {
-			_, err := s.publishToClient(cl, subs, pk)
+			_, err := s.publishToClientVia(cl, subs, pk, f)
 			if err != nil {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
@@ -1102,11 +1113,23 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
+	return s.publishToClientVia(cl, sub, pk, nil)
+}
+
+// publishToClientVia is publishToClient with what the deliveries of one
+// publish share (nil: nothing), see fanout.
+func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk packets.Packet, f *fanout) (packets.Packet, error) {
 	if sub.NoLocal && pk.Origin == cl.ID {
 		return pk, nil // [MQTT-3.8.3-3]
 	}
 
-	out := pk.Copy(false)
+	var out packets.Packet
+	shallow := f != nil && min(pk.FixedHeader.Qos, sub.Qos) == 0
+	if shallow {
+		out = publishCopy(&pk) // copied below if it is queued
+	} else {
+		out = pk.Copy(false)
+	}
 	if !s.hooks.OnACLCheck(cl, pk.TopicName, false) {
 		return out, packets.ErrNotAuthorized
 	}
@@ -1115,11 +1138,19 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 	}
 
 	if len(sub.Identifiers) > 0 { // [MQTT-3.3.4-3]
-		out.Properties.SubscriptionIdentifier = []int{}
+		// Only identifiers that are set: 0 (a filter subscribed without
+		// one) is never encoded, and a publish to subscribers without any
+		// then allocates nothing here.
+		var ids []int
 		for _, id := range sub.Identifiers {
-			out.Properties.SubscriptionIdentifier = append(out.Properties.SubscriptionIdentifier, id) // [MQTT-3.3.4-4] ![MQTT-3.3.4-5]
+			if id > 0 {
+				ids = append(ids, id) // [MQTT-3.3.4-4] ![MQTT-3.3.4-5]
+			}
 		}
-		sort.Ints(out.Properties.SubscriptionIdentifier)
+		if len(ids) > 0 {
+			sort.Ints(ids)
+			out.Properties.SubscriptionIdentifier = ids
+		}
 	}
 
 	if out.FixedHeader.Qos > sub.Qos {
@@ -1177,11 +1208,14 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
-	if cl.writeDirect(out) {
+	if cl.writeDirect(out, f) {
 		return out, nil
 	}
 
 	queued := out // a copy: out itself stays on the stack when written directly
+	if shallow {
+		queued = out.Copy(true) // its own payload and properties, as it waits in the queue
+	}
 	if !cl.enqueueOutbound(&queued) {
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)

@@ -595,6 +595,13 @@ func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 	})
 }
 
+// subscribersOf is Subscribers for publishing: its maps are made only
+// when something goes in them (most publishes match no shared or inline
+// subscription), so a nil map means none.
+func (x *TopicsIndex) subscribersOf(topic string) *Subscribers {
+	return x.scanSubscribers(topic, 0, nil, new(Subscribers))
+}
+
 // scanSubscribers returns a list of client subscriptions matching an indexed topic address.
 func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Subscribers) *Subscribers {
 	if n == nil {
@@ -635,20 +642,29 @@ func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Su
 
 // gatherSubscriptions collects any matching subscriptions, and gathers any identifiers or highest qos values.
 func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs *Subscribers) {
-	if subs.Subscriptions == nil {
-		subs.Subscriptions = map[string]packets.Subscription{}
-	}
-
 	// Under the read lock rather than over a copy (GetAll): this runs for
 	// every publish, and the copy was a map of all the topic's subscribers.
 	particle.subscriptions.RLock()
 	defer particle.subscriptions.RUnlock()
+	if len(particle.subscriptions.internal) == 0 {
+		return
+	}
+	if subs.Subscriptions == nil {
+		subs.Subscriptions = make(map[string]packets.Subscription, len(particle.subscriptions.internal))
+	}
 	for client, sub := range particle.subscriptions.internal {
 		if len(sub.Filter) > 0 && topic[0] == '$' && (sub.Filter[0] == '+' || sub.Filter[0] == '#') { // don't match $ topics with top level wildcards [MQTT-4.7.1-1] [MQTT-4.7.1-2]
 			continue
 		}
 
 		cls, ok := subs.Subscriptions[client]
+		if !ok && sub.Identifier == 0 {
+			// The first match of a client, without an identifier: Merge
+			// would only add a map of its filter to 0, one allocation per
+			// subscriber per publish that publishToClient ignores.
+			subs.Subscriptions[client] = sub
+			continue
+		}
 		if !ok {
 			cls = sub
 		}
@@ -659,12 +675,15 @@ func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs
 
 // gatherSharedSubscriptions gathers all shared subscriptions for a particle.
 func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscribers) {
-	if subs.Shared == nil {
-		subs.Shared = map[string]map[string]packets.Subscription{}
-	}
-
-	for _, shares := range particle.shared.GetAll() {
+	// Under the read lock rather than over a copy (GetAll), and allocating
+	// only when there is a shared subscription: this runs for every publish.
+	particle.shared.RLock()
+	defer particle.shared.RUnlock()
+	for _, shares := range particle.shared.internal {
 		for client, sub := range shares {
+			if subs.Shared == nil {
+				subs.Shared = map[string]map[string]packets.Subscription{}
+			}
 			if _, ok := subs.Shared[sub.Filter]; !ok {
 				subs.Shared[sub.Filter] = map[string]packets.Subscription{}
 			}
@@ -676,11 +695,13 @@ func (x *TopicsIndex) gatherSharedSubscriptions(particle *particle, subs *Subscr
 
 // gatherSharedSubscriptions gathers all inline subscriptions for a particle.
 func (x *TopicsIndex) gatherInlineSubscriptions(particle *particle, subs *Subscribers) {
-	if subs.InlineSubscriptions == nil {
-		subs.InlineSubscriptions = map[int]InlineSubscription{}
-	}
-
-	for id, inline := range particle.inlineSubscriptions.GetAll() {
+	// As gatherSharedSubscriptions: no copy, no map unless needed.
+	particle.inlineSubscriptions.RLock()
+	defer particle.inlineSubscriptions.RUnlock()
+	for id, inline := range particle.inlineSubscriptions.internal {
+		if subs.InlineSubscriptions == nil {
+			subs.InlineSubscriptions = map[int]InlineSubscription{}
+		}
 		subs.InlineSubscriptions[id] = inline
 	}
 }
