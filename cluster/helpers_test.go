@@ -126,10 +126,10 @@ type nodeOpts struct {
 
 func fastConfig(t testing.TB, o nodeOpts) Config {
 	cfg := Config{
-		NodeName:           "n1",
-		DataDir:            o.dataDir,
-		BindAddr:           "127.0.0.1:0",
-		Bootstrap:          o.bootstrap,
+		NodeName:  "n1",
+		DataDir:   o.dataDir,
+		BindAddr:  "127.0.0.1:0",
+		Bootstrap: o.bootstrap,
 		// Not shorter: with -race on a loaded 2-core machine a 50 ms
 		// lease made leaders step down in the middle of tests.
 		HeartbeatTimeout:   250 * time.Millisecond,
