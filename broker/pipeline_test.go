@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/waitnotice"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -283,13 +284,27 @@ func TestPipelinedPubacksShareAWrite(t *testing.T) {
 	for i := 0; i < n; i++ {
 		publish(i)
 	}
+	// StartDirect returned for each; wait until the last one is queued
+	// too, so that all n commits are there when the gate opens.
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if q := queued(e.b); q != n {
+			return fmt.Errorf("%d publishes queued, want %d", q, n)
+		}
+		return nil
+	})
 	close(first)
 	for i := 0; i < n; i++ {
 		expectAck(i)
 	}
-	writes, acks := counterOf(t, e.b.m.pubackWrites), counterOf(t, e.b.m.pubacks)
-	if acks != n || writes != 1 {
-		t.Fatalf("%v PUBACKs in %v writes, want %d in 1", acks, writes, n)
+	// The counters move just after the write the client has read.
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if acks := counterOf(t, e.b.m.pubacks); acks != n {
+			return fmt.Errorf("%v PUBACKs counted, want %d", acks, n)
+		}
+		return nil
+	})
+	if writes := counterOf(t, e.b.m.pubackWrites); writes != 1 {
+		t.Fatalf("%d PUBACKs in %v writes, want 1", n, writes)
 	}
 
 	open := make(chan struct{})
@@ -311,4 +326,18 @@ func counterOf(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// queued is the number of publishes waiting in the broker's pipelines.
+func queued(b *Broker) int {
+	n := 0
+	b.conns.Range(func(_, v any) bool {
+		if p := v.(*connInfo).pipe; p != nil {
+			p.mu.Lock()
+			n += len(p.q)
+			p.mu.Unlock()
+		}
+		return true
+	})
+	return n
 }
