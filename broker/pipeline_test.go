@@ -49,26 +49,7 @@ type rawV5 struct {
 
 func dialRawV5(t *testing.T, addr, uid, device string) *rawV5 {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	c := &rawV5{t: t, conn: conn, r: bufio.NewReader(conn)}
-	c.write(packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 5,
-		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30,
-			ClientIdentifier: uid + "/" + device,
-			UsernameFlag:     true, Username: []byte(uid),
-			PasswordFlag: true, Password: []byte("tok:" + uid),
-		},
-	})
-	if ca := c.read(); ca.FixedHeader.Type != packets.Connack || ca.ReasonCode != 0 {
-		t.Fatalf("CONNACK %+v", ca)
-	}
-	return c
+	return dialRawV5Keepalive(t, addr, uid, device, 30)
 }
 
 func (c *rawV5) write(pk packets.Packet) {
