@@ -163,7 +163,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
+	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log, n.registry); err != nil {
 		return nil, err
 	}
 	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
@@ -509,9 +509,21 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
-func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
+func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badger.DB, error) {
+	blog := log.With("component", "badger")
+	// The memtable rotated out is synced before the next one takes
+	// writes, so that Badger's state after a power loss is a prefix of
+	// the applied entries (cluster/fsm/rotation_sync.go).
+	rotation := fsm.NewRotationSyncLogger(badgerLogger{blog}, dir, blog)
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgechat_badger_rotation_syncs_total",
+			Help: "Memtable files synced when Badger rotated them."},
+			func() float64 { ok, _ := rotation.Syncs(); return float64(ok) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgechat_badger_rotation_sync_failures_total",
+			Help: "Memtable syncs at rotation that failed (the next snapshot barrier fails too and keeps the Raft log)."},
+			func() float64 { _, failed := rotation.Syncs(); return float64(failed) }))
 	opts := badger.DefaultOptions(dir).
-		WithLogger(badgerLogger{log.With("component", "badger")}).
+		WithLogger(rotation).
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
 		WithBlockCacheSize(32 << 20).

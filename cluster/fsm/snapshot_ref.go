@@ -59,7 +59,8 @@ import (
 // the synced MANIFEST, and the directory sync makes the table's name
 // durable. Every Badger write of an entry up to X was committed before
 // Snapshot returned (Raft calls it between Applies), so it is in one of
-// those files or tables.
+// those files or tables. Between barriers, rotation_sync.go keeps the
+// state after a power loss a prefix of the applied entries.
 
 // Snapshot records the applied index; Persist makes the database durable
 // up to it and stores the reference. Raft calls Snapshot between Applies,
