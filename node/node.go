@@ -61,18 +61,21 @@ type Node struct {
 	registry *prometheus.Registry
 	tls      *tls.Config // nil: no TLS
 
-	db         *badger.DB
-	fsm        *fsm.FSM
-	raft       *cluster.Raft
-	Auth       *auth.Service
-	Users      *users.Service
-	Archive    *archive.Service
-	Presence   *presence.Service
-	Push       *push.Service
-	PushRouter *pushbridge.Router // the providers of the configured platforms
-	PushTester *pushbridge.Tester // POST /admin/push/test/{uid}
-	PushSender *pushbridge.Sender // pushes committed messages while this node leads
-	Media      *media.Service
+	db *badger.DB
+	// memtableSync syncs Badger's memtable at rotation and starts its
+	// writeback in the background (cluster/fsm/rotation_sync.go).
+	memtableSync *fsm.RotationSyncLogger
+	fsm          *fsm.FSM
+	raft         *cluster.Raft
+	Auth         *auth.Service
+	Users        *users.Service
+	Archive      *archive.Service
+	Presence     *presence.Service
+	Push         *push.Service
+	PushRouter   *pushbridge.Router // the providers of the configured platforms
+	PushTester   *pushbridge.Tester // POST /admin/push/test/{uid}
+	PushSender   *pushbridge.Sender // pushes committed messages while this node leads
+	Media        *media.Service
 
 	mediaStore store.Store
 
@@ -163,7 +166,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log, n.registry); err != nil {
+	if n.db, n.memtableSync, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log, n.registry); err != nil {
 		return nil, err
 	}
 	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
@@ -411,6 +414,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	g.Go(func() error { return newValueLogGC(n.db, n.log.With("component", "badger")).Run(gctx) })
+	g.Go(func() error { return n.memtableSync.RunWriteback(gctx, memtableWritebackEvery) })
 	g.Go(func() error {
 		select {
 		case err := <-raftDone:
@@ -509,7 +513,7 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
-func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badger.DB, error) {
+func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badger.DB, *fsm.RotationSyncLogger, error) {
 	blog := log.With("component", "badger")
 	// The memtable rotated out is synced before the next one takes
 	// writes, so that Badger's state after a power loss is a prefix of
@@ -533,9 +537,9 @@ func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badge
 	opts = badgerDiskOptions(opts)
 	db, err := badger.Open(opts)
 	if err != nil {
-		return nil, fmt.Errorf("node: opening database %s: %w", dir, err)
+		return nil, nil, fmt.Errorf("node: opening database %s: %w", dir, err)
 	}
-	return db, nil
+	return db, rotation, nil
 }
 
 type badgerLogger struct{ l *slog.Logger }

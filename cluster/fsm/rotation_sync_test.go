@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -90,3 +91,16 @@ func TestNewestMemtableIgnoresOtherFiles(t *testing.T) {
 }
 
 func writeFileForTest(path string) error { return os.WriteFile(path, []byte("x"), 0o600) }
+
+func TestStartWritebackOnAFileAndAMissingOne(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "00001.mem")
+	if err := os.WriteFile(path, make([]byte, 1<<16), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := startWriteback(path); err != nil {
+		t.Fatalf("startWriteback: %v", err)
+	}
+	if err := startWriteback(path + ".gone"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("startWriteback of a missing file: %v, want ErrNotExist", err)
+	}
+}
