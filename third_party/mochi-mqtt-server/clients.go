@@ -123,6 +123,15 @@ func (cl *Clients) Delete(id string) {
 	delete(cl.internal, id)
 }
 
+// deleteClient removes c, and not a newer client that took its ID.
+func (cl *Clients) deleteClient(c *Client) {
+	cl.Lock()
+	defer cl.Unlock()
+	if cl.internal[c.ID] == c {
+		delete(cl.internal, c.ID)
+	}
+}
+
 // GetByListener returns clients matching a listener id.
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()
@@ -188,6 +197,7 @@ type ClientState struct {
 	outbound        atomic.Pointer[chan *packets.Packet] // queue for pending outbound packets, made on first use (outboundQueue)
 	endOnce         sync.Once                            // only end once
 	isTakenOver     atomic.Bool                          // used to identify orphaned clients
+	sessionEnd      sync.Mutex                           // orders the end of an expiring session against a takeover of it
 	packetID        uint32                               // the current highest packetID
 	open            context.Context                      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc                   // cancel function for open context

@@ -473,10 +473,19 @@ func (s *Server) clientDisconnected(cl *Client, listener string, err error) {
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
 	s.hooks.OnDisconnect(cl, err, expire)
 
+	// A takeover (inheritClientSession) may be under way on another
+	// goroutine: it holds sessionEnd while it disconnects this client and
+	// marks it taken over, so the session ends either wholly before the
+	// takeover looks at it or not at all. Without it, this client could
+	// pass the check, and its unsubscribes and its removal from the client
+	// map then land after the new client subscribed and was added: the new
+	// client lost its subscriptions or its map entry, and received nothing.
+	cl.State.sessionEnd.Lock()
+	defer cl.State.sessionEnd.Unlock()
 	if expire && !cl.IsTakenOver() {
 		cl.ClearInflights()
 		s.UnsubscribeClient(cl)
-		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+		s.Clients.deleteClient(cl) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
 }
 
@@ -641,6 +650,11 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
+		existing.State.sessionEnd.Lock() // see clientDisconnected
+		defer existing.State.sessionEnd.Unlock()
+		if current, ok := s.Clients.Get(cl.ID); !ok || current != existing {
+			return false // its session ended (expired) while we waited: nothing to inherit
+		}
 		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
