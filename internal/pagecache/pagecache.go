@@ -34,9 +34,11 @@ type Options struct {
 	// Rate bounds the reading, in bytes per second (default 64 MB/s), so
 	// that it does not crowd out the Raft log's fsyncs on the same disk.
 	Rate int64
-	// Share is the part of the memory available to the system that the
-	// files may take (default 1/4); larger stores are not read ahead:
-	// they would evict each other and whatever else the machine caches.
+	// Share is the part of the memory available (to the system, or to
+	// the process's memory cgroup when that is less: a container's
+	// limit) that the files may take (default 1/4); larger stores are
+	// not read ahead: they would evict each other and whatever else the
+	// machine caches.
 	Share float64
 	// Log receives one line when the reading is done or skipped.
 	Log *slog.Logger

@@ -1,9 +1,10 @@
 package pagecache
 
 import (
-	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -58,23 +59,82 @@ func residentBytes(path string, size int64) (int64, error) {
 	return min(n, size), nil
 }
 
-// memAvailable is the kernel's estimate of the memory available for new
-// work without swapping (MemAvailable in /proc/meminfo), page cache
-// that can be reclaimed included.
+// memAvailable is the memory available for new work: the kernel's
+// estimate without swapping (MemAvailable in /proc/meminfo, reclaimable
+// page cache included), or less when the process's memory cgroup (a
+// container's limit) leaves less: /proc/meminfo shows the host's
+// memory, and page cache read in is charged to the cgroup.
 func memAvailable() (int64, bool) {
-	f, err := os.Open("/proc/meminfo")
+	return memAvailableUnder("/")
+}
+
+func memAvailableUnder(root string) (int64, bool) {
+	data, err := os.ReadFile(filepath.Join(root, "proc/meminfo"))
 	if err != nil {
 		return 0, false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:")
-		if !ok {
+	var avail int64
+	found := false
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			avail, found = kb<<10, err == nil
+			break
+		}
+	}
+	if !found {
+		return 0, false
+	}
+	if room, ok := cgroupRoom(root); ok {
+		avail = min(avail, room)
+	}
+	return avail, true
+}
+
+// cgroupRoom is the memory the process's cgroup may still take (limit
+// less usage), from cgroup v2 (memory.max, memory.current) or v1
+// (memory.limit_in_bytes, memory.usage_in_bytes); ok is false without
+// a limit. The cgroup's own directory is tried first, then the mount's
+// root (a container with its own cgroup namespace sees itself there).
+func cgroupRoom(root string) (int64, bool) {
+	data, err := os.ReadFile(filepath.Join(root, "proc/self/cgroup"))
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(data)) {
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) != 3 {
 			continue
 		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-		return kb << 10, err == nil
+		var dirs []string
+		var limitFile, usageFile string
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			dirs = []string{"sys/fs/cgroup" + parts[2], "sys/fs/cgroup"}
+			limitFile, usageFile = "memory.max", "memory.current"
+		case slices.Contains(strings.Split(parts[1], ","), "memory"):
+			dirs = []string{"sys/fs/cgroup/memory" + parts[2], "sys/fs/cgroup/memory"}
+			limitFile, usageFile = "memory.limit_in_bytes", "memory.usage_in_bytes"
+		default:
+			continue
+		}
+		for _, d := range dirs {
+			limit, ok1 := readInt(filepath.Join(root, d, limitFile))
+			usage, ok2 := readInt(filepath.Join(root, d, usageFile))
+			if ok1 && ok2 && limit < 1<<60 { // v1 writes a huge number for "no limit"
+				return max(0, limit-usage), true
+			}
+		}
 	}
 	return 0, false
+}
+
+// readInt reads a file holding one number ("max" and the like: false).
+func readInt(path string) (int64, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64)
+	return n, err == nil
 }

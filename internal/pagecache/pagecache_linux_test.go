@@ -109,3 +109,61 @@ func TestPrewarmStopsWithItsContext(t *testing.T) {
 		t.Errorf("asked for %d bytes at 1 byte/s before the cancel", asked)
 	}
 }
+
+func TestMemAvailableHonoursTheCgroupLimit(t *testing.T) {
+	write := func(root, name, data string) {
+		t.Helper()
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const meminfo = "MemTotal:       24683520 kB\nMemAvailable:   20000000 kB\n"
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		want  int64
+	}{
+		{"no cgroup file", map[string]string{}, 20000000 << 10},
+		{"v2 limited", map[string]string{
+			"proc/self/cgroup":                 "0::/app\n",
+			"sys/fs/cgroup/app/memory.max":     "536870912\n",
+			"sys/fs/cgroup/app/memory.current": "136870912\n",
+		}, 400000000},
+		{"v2 unlimited", map[string]string{
+			"proc/self/cgroup":                 "0::/app\n",
+			"sys/fs/cgroup/app/memory.max":     "max\n",
+			"sys/fs/cgroup/app/memory.current": "136870912\n",
+		}, 20000000 << 10},
+		{"v2 namespaced: the root holds the files", map[string]string{
+			"proc/self/cgroup":             "0::/\n",
+			"sys/fs/cgroup/memory.max":     "1073741824\n",
+			"sys/fs/cgroup/memory.current": "73741824\n",
+		}, 1000000000},
+		{"v1 limited", map[string]string{
+			"proc/self/cgroup": "9:pids:/\n4:memory:/job/1\n0::/\n",
+			"sys/fs/cgroup/memory/job/1/memory.limit_in_bytes": "300000000\n",
+			"sys/fs/cgroup/memory/job/1/memory.usage_in_bytes": "100000000\n",
+		}, 200000000},
+		{"v1 unlimited", map[string]string{
+			"proc/self/cgroup": "4:memory:/job/1\n",
+			"sys/fs/cgroup/memory/job/1/memory.limit_in_bytes": "9223372036854771712\n",
+			"sys/fs/cgroup/memory/job/1/memory.usage_in_bytes": "100000000\n",
+		}, 20000000 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			root := t.TempDir()
+			write(root, "proc/meminfo", meminfo)
+			for name, data := range c.files {
+				write(root, name, data)
+			}
+			got, ok := memAvailableUnder(root)
+			if !ok || got != c.want {
+				t.Errorf("memAvailableUnder = %d, %v; want %d", got, ok, c.want)
+			}
+		})
+	}
+}
