@@ -28,6 +28,7 @@ import (
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/pagecache"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/admin"
@@ -415,6 +416,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	g.Go(func() error { return newValueLogGC(n.db, n.log.With("component", "badger")).Run(gctx) })
 	g.Go(func() error { return n.memtableSync.RunWriteback(gctx, memtableWritebackEvery) })
+	g.Go(func() error {
+		// Badger's tables into the page cache ahead of the reads, when
+		// they fit: a restart's cold history pages then last seconds,
+		// not until every part of the store was read once by chance
+		// (internal/pagecache; docs/perf/archive.md).
+		_, _ = pagecache.Prewarm(gctx, filepath.Join(n.cfg.DataDir, "db"),
+			pagecache.Options{Log: n.log.With("component", "badger")})
+		return nil
+	})
 	g.Go(func() error {
 		select {
 		case err := <-raftDone:
