@@ -223,6 +223,19 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	}
 	// onAck records the outcome of a publish written at t0. Publishes
 	// already on the wire are waited for when the run ends.
+	samplesPath := os.Getenv("LAT_SAMPLES")
+	samplesOn := samplesPath != ""
+	var samplesMu sync.Mutex
+	var samples [][2]int64
+	defer func() {
+		if samplesOn {
+			var b strings.Builder
+			for _, x := range samples {
+				fmt.Fprintf(&b, "%d %d\n", x[0], x[1])
+			}
+			_ = os.WriteFile(samplesPath, []byte(b.String()), 0o644)
+		}
+	}()
 	onAck := func(_ int64, t0 time.Time, err error) {
 		lat := time.Since(t0)
 		measured := inWindow(t0)
@@ -238,6 +251,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		if measured {
 			committed.Add(1)
 			pubacks.Add(lat)
+			if samplesOn {
+				samplesMu.Lock()
+				samples = append(samples, [2]int64{t0.UnixNano(), int64(lat)})
+				samplesMu.Unlock()
+			}
 		}
 	}
 	{
