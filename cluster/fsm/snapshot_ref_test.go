@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/internal/testutil"
 )
@@ -182,5 +185,31 @@ func TestReferenceWrittenOnlyAfterTheBarrier(t *testing.T) {
 	}
 	if !failed.Canceled || failed.Closed || failed.Len() != 0 {
 		t.Errorf("failed barrier: canceled=%v closed=%v %d bytes; want cancelled and empty", failed.Canceled, failed.Closed, failed.Len())
+	}
+}
+
+// The barrier writes the files back before DB.Sync (which holds Badger's
+// write lock while it msyncs, stalling every apply), and still syncs
+// them after it, as the durability argument needs.
+func TestBarrierWritesBackBeforeBadgerSync(t *testing.T) {
+	var steps []string
+	files := func(dir string) (int, error) { steps = append(steps, "files "+dir); return 1, nil }
+	dbSync := func() error { steps = append(steps, "DB.Sync"); return nil }
+	opts := badger.DefaultOptions("/db").WithValueDir("/vlog")
+	if err := syncDatabase(opts, dbSync, files); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"files /db", "files /vlog", "DB.Sync", "files /db", "files /vlog"}
+	if !slices.Equal(steps, want) {
+		t.Errorf("barrier steps %q, want %q", steps, want)
+	}
+
+	steps = nil
+	boom := errors.New("disk gone")
+	if err := syncDatabase(opts, func() error { return boom }, files); !errors.Is(err, boom) {
+		t.Fatalf("failing DB.Sync: %v", err)
+	}
+	if err := syncDatabase(badger.DefaultOptions("").WithInMemory(true), dbSync, files); err != nil {
+		t.Fatal(err)
 	}
 }
