@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -45,6 +46,9 @@ type LoadConfig struct {
 	Drain    time.Duration // how long to wait for late deliveries at the end
 	Clock    Clock         // paces the latency mode; nil: wall clock
 	Client   string        // clientRaw (default) or clientPaho
+	// Samples names a file that gets one line per measured PUBACK: the
+	// publish's send time (Unix nanoseconds) and its latency (ns). "": none.
+	Samples string
 }
 
 // LoadResult is the outcome of the latency and throughput modes.
@@ -223,19 +227,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	}
 	// onAck records the outcome of a publish written at t0. Publishes
 	// already on the wire are waited for when the run ends.
-	samplesPath := os.Getenv("LAT_SAMPLES")
-	samplesOn := samplesPath != ""
+	// samples keeps (send time, latency) of every measured PUBACK for
+	// cfg.Samples, to line the slow ones up with the server's events.
+	samplesOn := cfg.Samples != ""
 	var samplesMu sync.Mutex
 	var samples [][2]int64
-	defer func() {
-		if samplesOn {
-			var b strings.Builder
-			for _, x := range samples {
-				fmt.Fprintf(&b, "%d %d\n", x[0], x[1])
-			}
-			_ = os.WriteFile(samplesPath, []byte(b.String()), 0o644)
-		}
-	}()
 	onAck := func(_ int64, t0 time.Time, err error) {
 		lat := time.Since(t0)
 		measured := inWindow(t0)
@@ -401,6 +397,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		s := Summarize(slices.Clone(res.deliverySorted))
 		res.Delivery = &s
 	}
+	if samplesOn {
+		if err := writeSamples(cfg.Samples, samples); err != nil {
+			return nil, err
+		}
+	}
 	if len(cfg.PIDs) > 0 {
 		if cpu1, err := readCPUTimes(cfg.PIDs); err == nil && total.Load() > 0 {
 			res.ServerCPUPerMsg = float64((cpu1 - cpu0).Microseconds()) / float64(total.Load())
@@ -410,6 +411,19 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		}
 	}
 	return res, nil
+}
+
+// writeSamples writes the (send time, latency) pairs, one per line.
+func writeSamples(path string, samples [][2]int64) error {
+	slices.SortFunc(samples, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
+	var b strings.Builder
+	for _, x := range samples {
+		fmt.Fprintf(&b, "%d %d\n", x[0], x[1])
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("bench: --samples: %w", err)
+	}
+	return nil
 }
 
 // validPrefix checks that prefix+"s123" is a valid user ID.

@@ -166,6 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.BoolVar(&cfg.Deliver, "deliver", false, "receivers subscribe; also measure publish→delivery latency")
 		fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "with --deliver, how long to wait for the last deliveries")
 		fs.StringVar(&cfg.Client, "client", clientRaw, "MQTT client of the generator: raw (lean, pipelined) or paho (for comparison)")
+		fs.StringVar(&cfg.Samples, "samples", "", "write every measured PUBACK to this file: send time (Unix ns) and latency (ns), one per line")
 		if mode == "latency" {
 			fs.Float64Var(&cfg.Rate, "rate", 1000, "total messages per second over all senders")
 		}

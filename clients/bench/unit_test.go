@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -493,5 +495,19 @@ func TestPacerBehind(t *testing.T) {
 	clk.Advance(5 * time.Millisecond)
 	if !p.Behind() {
 		t.Fatal("event 1 was due 4 ms ago: behind")
+	}
+}
+
+func TestWriteSamplesSortedBySendTime(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "samples")
+	if err := writeSamples(path, [][2]int64{{30, 1}, {10, 2}, {20, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "10 2\n20 3\n30 1\n"; string(got) != want {
+		t.Errorf("samples file %q, want %q", got, want)
 	}
 }
