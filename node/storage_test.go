@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // scriptedGC answers RunValueLogGC with the next of its results and
@@ -95,7 +96,7 @@ func TestValueLogGC(t *testing.T) {
 // commits although a key it read was overwritten since it started, which
 // Badger's default refuses with ErrConflict.
 func TestBadgerSkipsConflictDetection(t *testing.T) {
-	db, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler))
+	db, _, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
