@@ -543,7 +543,16 @@ func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badge
 		WithBlockCacheSize(32 << 20).
 		WithIndexCacheSize(16 << 20).
 		WithValueLogFileSize(64 << 20).
-		WithNumCompactors(2)
+		WithNumCompactors(2).
+		// No conflict detection: the replicated state has one writer,
+		// the FSM, which applies entries one at a time on Raft's FSM
+		// goroutine (snapshot restores too), and the only other
+		// read-write transaction (peerqueue's cursor) writes its own key
+		// without reading, so no commit could ever conflict. Detection
+		// hashed every key a transaction read or wrote into maps and
+		// kept each commit's write set until older readers finished:
+		// work every node did for every key of every message.
+		WithDetectConflicts(false)
 	opts = badgerDiskOptions(opts)
 	db, err := badger.Open(opts)
 	if err != nil {

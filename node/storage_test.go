@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // scriptedGC answers RunValueLogGC with the next of its results and
@@ -87,5 +88,32 @@ func TestValueLogGC(t *testing.T) {
 	db.results <- nil
 	if err := <-done; err != nil {
 		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+}
+
+// TestBadgerSkipsConflictDetection: the node's database does not detect
+// conflicts (openBadger says why that is safe): a read-write transaction
+// commits although a key it read was overwritten since it started, which
+// Badger's default refuses with ErrConflict.
+func TestBadgerSkipsConflictDetection(t *testing.T) {
+	db, _, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	key := []byte("r/test/k")
+	tx := db.NewTransaction(true)
+	defer tx.Discard()
+	if _, err := tx.Get(key); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("Get = %v, want not found", err)
+	}
+	if err := db.Update(func(o *badger.Txn) error { return o.Set(key, []byte("other")) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Set([]byte("r/test/other"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("Commit = %v, want nil (no conflict detection)", err)
 	}
 }

@@ -203,7 +203,7 @@ type applied struct {
 	after   func() // the outbox's, once committed
 
 	cache *summaryCache
-	pairs []pairWrite // the direct summary written, for the cache
+	pair  pairWrite // the direct summary written, for the cache (conv "" for none)
 	cids  *cidFilter
 }
 
@@ -211,7 +211,11 @@ type applied struct {
 // gives the summaries written to the cache and moves the dedupe filter's
 // build on.
 func (a *applied) AfterCommit() {
-	a.cache.committed(a.pairs)
+	if a.pair.conv != "" {
+		// One summary per message: kept in the result itself, not in a
+		// slice of its own (one allocation less per message).
+		a.cache.committed(a.pair)
+	}
 	a.cids.afterCommit()
 	if a.after != nil {
 		a.after()
@@ -379,7 +383,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			return nil, err
 		}
 	}
-	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pairs: []pairWrite{{conv: conv, p: p}}, cids: st.cids}
+	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pair: pairWrite{conv: conv, p: p}, cids: st.cids}
 	return res, nil
 }
 
@@ -434,7 +438,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		// Every writer of a summary hands the cache what it wrote, in
 		// command order, or a later command's value could be overtaken
 		// by an earlier one's.
-		return &cursorMoved{UpTo: upTo, cache: sc, pairs: []pairWrite{{conv: conv, p: p}}}, nil
+		return &cursorMoved{UpTo: upTo, cache: sc, pair: pairWrite{conv: conv, p: p}}, nil
 	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
 		return nil, err
@@ -447,11 +451,11 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 type cursorMoved struct {
 	UpTo  snowflake.ID
 	cache *summaryCache
-	pairs []pairWrite
+	pair  pairWrite
 }
 
 // AfterCommit gives the summary written to the cache.
-func (c *cursorMoved) AfterCommit() { c.cache.committed(c.pairs) }
+func (c *cursorMoved) AfterCommit() { c.cache.committed(c.pair) }
 
 // clampToTop clamps a cursor to the conversation's highest message ID:
 // the summary's (lastID) when there is one (found), else the history's

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
@@ -21,10 +23,23 @@ import (
 // CPU time (user + system, all goroutines, Badger's included) per
 // message, which a machine shared with other work disturbs less than
 // wall time. The store grows with b.N (cids stay unique).
+//
+// The "badger=node" variant opens Badger the way a node does
+// (nodeBadgerOptions), so that its memtable, flushes and compactions
+// cost what they cost in production.
 func BenchmarkApplyDirectEntries(b *testing.B) {
-	for _, per := range []int{1, 90} {
-		b.Run(fmt.Sprintf("per-entry=%d", per), func(b *testing.B) {
-			e := newEnv(b)
+	for _, c := range []struct {
+		per  int
+		opts func(badger.Options) badger.Options
+		name string
+	}{{1, nil, ""}, {90, nil, ""}, {90, nodeBadgerOptions, ",badger=node"}} {
+		per := c.per
+		b.Run(fmt.Sprintf("per-entry=%d%s", per, c.name), func(b *testing.B) {
+			var eo []envOpt
+			if c.opts != nil {
+				eo = append(eo, withBadger(c.opts))
+			}
+			e := newEnv(b, eo...)
 			gen, err := snowflake.NewGenerator(1)
 			if err != nil {
 				b.Fatal(err)
@@ -66,6 +81,23 @@ func BenchmarkApplyDirectEntries(b *testing.B) {
 			b.ReportMetric(float64(cpu.Nanoseconds())/msgs, "cpu-ns/msg")
 		})
 	}
+}
+
+// nodeBadgerOptions mirrors what node.openBadger sets (node/node.go and
+// node/storage.go; the node package cannot be imported here): keep the
+// two in step when measuring Badger settings.
+func nodeBadgerOptions(o badger.Options) badger.Options {
+	return o.
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		WithCompression(options.ZSTD).
+		WithZSTDCompressionLevel(1).
+		WithValueThreshold(1 << 20).
+		WithDetectConflicts(false)
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.

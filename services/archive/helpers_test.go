@@ -142,6 +142,7 @@ type env struct {
 	prop   *fsmtest.Harness
 	batch  int   // see fsmtest.WithBatch
 	memTab int64 // see fsmtest.WithMemTableSize
+	bopts  func(badger.Options) badger.Options
 	pub    *fakePub
 	ids    *seqIDs
 	reg    *prometheus.Registry
@@ -156,6 +157,11 @@ type envOpt func(*env)
 func withBatch(n int) envOpt      { return func(e *env) { e.batch = n } }
 func withMemTable(n int64) envOpt { return func(e *env) { e.memTab = n } }
 func withIDs(ids *seqIDs) envOpt  { return func(e *env) { e.ids = ids } }
+
+// withBadger opens the database with fn's options (fsmtest.WithBadgerOptions).
+func withBadger(fn func(badger.Options) badger.Options) envOpt {
+	return func(e *env) { e.bopts = fn }
+}
 
 // withGroups gives the service a Groups (and Blocks) dependency.
 func withGroups() envOpt {
@@ -178,7 +184,11 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	for _, o := range opts {
 		o(e)
 	}
-	e.prop = fsmtest.New(t, fsmtest.WithBatch(e.batch), fsmtest.WithMemTableSize(e.memTab))
+	fo := []fsmtest.Option{fsmtest.WithBatch(e.batch), fsmtest.WithMemTableSize(e.memTab)}
+	if e.bopts != nil {
+		fo = append(fo, fsmtest.WithBadgerOptions(e.bopts))
+	}
+	e.prop = fsmtest.New(t, fo...)
 	e.db, e.f = e.prop.DB, e.prop.FSM
 	deps := Deps{
 		DB: e.db, Proposer: e.prop, FSM: e.f, Publisher: e.pub, IDs: e.ids,

@@ -56,18 +56,16 @@ func (c *summaryCache) forget(conv string) {
 }
 
 // committed puts what a committed command wrote.
-func (c *summaryCache) committed(ws []pairWrite) {
-	if c == nil || len(ws) == 0 {
+func (c *summaryCache) committed(w pairWrite) {
+	if c == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, w := range ws {
-		if _, ok := c.m[w.conv]; !ok && len(c.m) >= c.max {
-			clear(c.m)
-		}
-		c.m[w.conv] = w.p
+	if _, ok := c.m[w.conv]; !ok && len(c.m) >= c.max {
+		clear(c.m)
 	}
+	c.m[w.conv] = w.p
 }
 
 func (c *summaryCache) purge() {

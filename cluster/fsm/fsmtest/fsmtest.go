@@ -44,7 +44,8 @@ type Harness struct {
 	FSM *fsm.FSM   // the leader's FSM: Propose's results come from it
 
 	batch    int
-	memTable int64 // 0: OpenDB's
+	memTable int64                               // 0: OpenDB's
+	opts     func(badger.Options) badger.Options // nil: OpenDB's
 
 	mu        sync.Mutex
 	err       error // when set, proposals fail with it and apply nothing
@@ -69,7 +70,11 @@ func New(t testing.TB, opts ...Option) *Harness {
 	for _, o := range opts {
 		o(h)
 	}
-	h.DB = openDB(t, h.memTable)
+	if h.opts != nil {
+		h.DB = openDBWith(t, h.opts)
+	} else {
+		h.DB = openDB(t, h.memTable)
+	}
 	h.FSM = fsm.New(h.DB, nil)
 	return h
 }
@@ -78,6 +83,23 @@ func New(t testing.TB, opts ...Option) *Harness {
 // refuses a transaction above 15% of that (ErrTxnTooBig), so a small one
 // makes the FSM split big entries (cluster/fsm apply) with few commands.
 func WithMemTableSize(n int64) Option { return func(h *Harness) { h.memTable = n } }
+
+// WithBadgerOptions opens the leader's database with the options fn
+// makes of Badger's defaults for t.TempDir() instead of OpenDB's small
+// ones (benchmarks that measure with a node's settings).
+func WithBadgerOptions(fn func(badger.Options) badger.Options) Option {
+	return func(h *Harness) { h.opts = fn }
+}
+
+func openDBWith(t testing.TB, fn func(badger.Options) badger.Options) *badger.DB {
+	t.Helper()
+	db, err := badger.Open(fn(badger.DefaultOptions(t.TempDir()).WithLogger(nil)))
+	if err != nil {
+		t.Fatalf("fsmtest: open badger: %v", err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
 
 // OpenDB opens a small Badger database in t.TempDir(), closed by
 // t.Cleanup. Its tables are kept small so that many tests can run at
