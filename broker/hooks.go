@@ -196,10 +196,12 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 
 // OnACLCheck is called for publishes (topic name, write), subscribes
 // (filter) and each delivery (topic name, !write; retained messages sent
-// on SUBSCRIBE and $SYS updates included), so revoked visibility or group
-// membership stops deliveries at once. In dev mode the same check keeps
-// chat topics matched by a wildcard (#, +/+, user/#) to those who may
-// read them by name.
+// on SUBSCRIBE and $SYS updates included), so revoked visibility stops
+// deliveries at once. Group deliveries to live sessions outside dev mode
+// skip the membership look-up: a removal drops the subscriptions instead
+// (groupDeliveryChecked). In dev mode the same check keeps chat topics
+// matched by a wildcard (#, +/+, user/#) to those who may read them by
+// name.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
