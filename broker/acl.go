@@ -107,8 +107,10 @@ func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Members
 	case wire.KindHeartbeat:
 		return write && uid != "" && uid == t.Owner
 	case wire.KindGroup, wire.KindGroupTyping:
-		// Members publish and subscribe; the same check on every
-		// delivery stops a removed member's subscription at once.
+		// Members publish and subscribe. Deliveries to offline
+		// sessions and in dev mode are checked here too; live sessions'
+		// group subscriptions are dropped on removal instead
+		// (groupDeliveryChecked).
 		return groupAllowed(p, mem, t.Owner)
 	case wire.KindSys:
 		return !write && (dev || p.Admin && uid != "")

@@ -262,6 +262,17 @@ type connInfo struct {
 	connID string
 	gen    uint64 // this connection's number on this node (registry generation)
 	pipe   *pipeline
+	// established is set once OnSessionEstablished has put the
+	// connection in the user index (where DropGroupSubscriptions finds
+	// it) and re-checked the subscriptions a resumed session brought:
+	// from then on its group subscriptions stay those of a member (see
+	// groupDeliveryChecked).
+	established atomic.Bool
+	// subscribing counts the SUBSCRIBEs being processed (OnSubscribe to
+	// OnSubscribed): their ACL checks of exact group topic names look
+	// like deliveries to the hook and must never skip the membership
+	// look-up.
+	subscribing atomic.Int32
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS

@@ -50,18 +50,99 @@ func (b *Broker) publishGroup(cl *mqtt.Client, pk packets.Packet, p wire.Princip
 	return b.commitChat(cl, pk, p, class, "group", send, wire.GroupTopic(gid))
 }
 
+// groupDeliveryChecked reports whether a delivery of topic (a group
+// message or group typing) to cl may skip the membership look-up: a big
+// group's fan-out asked the member cache once per member and message
+// (issue 10: a fifth of the user CPU of a 1,000-member delivery).
+//
+// It may when cl is a live, established connection outside dev mode,
+// and not processing a SUBSCRIBE.
+// There every subscription that matches a group topic is under
+// group/{gid}/ (an exact name, group/{gid}/+ or group/{gid}/#; no other
+// wildcard reaches chat topics), and each was granted only to a member
+// of gid, at SUBSCRIBE or, for those a resumed session brought, by
+// dropRevokedSubscriptions before established was set. A member who
+// loses membership loses those subscriptions when the removal commits,
+// on every node (DropGroupSubscriptions, called by the users service in
+// the same step that invalidates its member cache), a SUBSCRIBE that
+// raced with a removal is checked again once it is in place
+// (recheckGroupSubscriptions), and a snapshot restore re-checks every
+// live session (RecheckSubscriptions). So the subscriptions that remain
+// are exactly those the delivery check would grant. Disconnected
+// persistent sessions (still queued QoS 1 messages) and dev mode, where
+// wildcards such as # reach chat topics, keep the check on every
+// delivery.
+func (b *Broker) groupDeliveryChecked(cl *mqtt.Client, topic string) bool {
+	if b.cfg.Dev || len(topic) < len("group/") || topic[:len("group/")] != "group/" {
+		return false
+	}
+	if k := wire.ParseTopic(topic).Kind; k != wire.KindGroup && k != wire.KindGroupTyping {
+		return false
+	}
+	v, ok := b.conns.Load(cl)
+	if !ok {
+		return false
+	}
+	ci := v.(*connInfo)
+	// While a SUBSCRIBE is processed, mochi checks its filters through
+	// the same hook call: those are no deliveries.
+	return ci.established.Load() && ci.subscribing.Load() == 0
+}
+
+// recheckGroupSubscriptions checks the group subscriptions a SUBSCRIBE
+// has just granted (mochi added them before OnSubscribed) against
+// membership again and drops those no longer allowed. A removal that
+// committed between the SUBSCRIBE's ACL check and the subscription's
+// addition found nothing to drop (DropGroupSubscriptions ran too early);
+// this check comes after the addition, so one of the two sees the other
+// (both go through locks), and the delivery path may rely on group
+// subscriptions being a member's (groupDeliveryChecked).
+func (b *Broker) recheckGroupSubscriptions(cl *mqtt.Client, filters packets.Subscriptions, reasonCodes []byte) {
+	if b.cfg.Dev || cl.Net.Inline {
+		return
+	}
+	var p wire.Principal
+	looked := false
+	for i, sub := range filters {
+		if i >= len(reasonCodes) || reasonCodes[i] >= packets.ErrUnspecifiedError.Code || !strings.HasPrefix(sub.Filter, "group/") {
+			continue
+		}
+		if !looked {
+			p, looked = b.principal(cl), true
+		}
+		if !allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, sub.Filter, false) {
+			b.dropSubscription(cl, sub.Filter)
+		}
+	}
+}
+
+// RecheckSubscriptions checks every live session's subscriptions against
+// the current state and drops those no longer allowed. The node calls it
+// after a snapshot restore, which can remove group members without the
+// per-removal callback (DropGroupSubscriptions) ever running on this
+// node.
+func (b *Broker) RecheckSubscriptions() {
+	b.conns.Range(func(k, v any) bool {
+		if ci := v.(*connInfo); ci.p.UserID != "" {
+			b.dropRevokedSubscriptions(k.(*mqtt.Client), ci.p)
+		}
+		return true
+	})
+}
+
 // DropGroupSubscriptions removes every subscription of uid's live
 // sessions on this node to filters under group/{gid}/. The users service
 // calls it (on every node) right after a membership removal commits.
 // MQTT v5 has no server-initiated UNSUBSCRIBE, so the client is not told;
-// deliveries just stop. The delivery-time ACL has already stopped them
-// (membership is checked on each delivery); this frees the subscriptions
-// and keeps a later re-add from reviving them silently. It is cheap (the
-// user's own sessions only) and safe from any goroutine.
+// deliveries just stop. It is what stops them: deliveries to live
+// sessions do not look membership up again (groupDeliveryChecked). It
+// also keeps a later re-add from reviving the subscriptions silently. It
+// is cheap (the user's own sessions only) and safe from any goroutine.
 //
 // Disconnected persistent sessions are cleaned when they reconnect (see
-// dropRevokedSubscriptions); until then the ACL keeps them from
-// receiving anything.
+// dropRevokedSubscriptions); until then the delivery-time ACL, which
+// still looks membership up for them, keeps them from receiving
+// anything.
 func (b *Broker) DropGroupSubscriptions(gid, uid string) {
 	if wire.ValidGroupID(gid) != nil || uid == "" {
 		return

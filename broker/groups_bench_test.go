@@ -79,3 +79,25 @@ func BenchmarkGroupFanOut(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGroupDeliveryACL is the access check mochi asks for each
+// delivery of a group message to a live member (OnACLCheck, topic name,
+// read): once per member per message in a big group's fan-out.
+func BenchmarkGroupDeliveryACL(b *testing.B) {
+	e := startBroker(b, nil)
+	e.members("g1", "alice", "bob")
+	bob := mustV5(b, e.addr, "bob", "phone")
+	bob.MustSub(b, "group/g1/newMessage")
+	cl, ok := e.b.Server().Clients.Get("bob/phone")
+	if !ok {
+		b.Fatal("bob/phone not connected")
+	}
+	h := &hook{b: e.b}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if !h.OnACLCheck(cl, "group/g1/newMessage", false) {
+			b.Fatal("member refused")
+		}
+	}
+}

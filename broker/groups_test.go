@@ -251,9 +251,10 @@ func TestGroupTypingMembersOnly(t *testing.T) {
 	}
 }
 
-// A removed member stops receiving at once (delivery-time ACL), cannot
-// publish, and DropGroupSubscriptions removes the subscriptions, so that
-// being added back later does not silently revive them.
+// A removed member stops receiving once the removal commits (the users
+// service then calls DropGroupSubscriptions on every node), cannot
+// publish, and the dropped subscriptions are not revived silently when
+// the member is added back later.
 func TestGroupMemberRemovedLive(t *testing.T) {
 	e := startBroker(t, nil)
 	e.members("g1", "alice", "bob", "carol")
@@ -299,13 +300,12 @@ func TestGroupMemberRemovedLive(t *testing.T) {
 	}
 
 	e.mem.set("g1", "bob", false) // the removal commits...
-	send("after-removal")         // ...and deliveries stop before any drop
-	bobNothing("dm1")
 	if code, _ := bobs[0].Pub(t, "group/g1/newMessage", 1, `{"cid":"b","type":"text","body":"still here?"}`); code != 0x87 {
 		t.Fatalf("removed member's publish: 0x%02x", code)
 	}
-
-	e.b.DropGroupSubscriptions("g1", "bob")
+	e.b.DropGroupSubscriptions("g1", "bob") // ...and its callback runs
+	send("after-removal")
+	bobNothing("dm1")
 	for _, id := range []string{"bob/phone", "bob/laptop"} {
 		cl, ok := e.b.Server().Clients.Get(id)
 		if !ok {
@@ -380,4 +380,74 @@ func TestGroupSubscriptionsDroppedOnResume(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A SUBSCRIBE whose ACL check passed just before the member was removed
+// (DropGroupSubscriptions then found nothing to drop) loses the
+// subscription once it is in place: deliveries to live sessions do not
+// look membership up again, so the subscription must not outlive the
+// membership.
+func TestGroupSubscribeRacingRemoval(t *testing.T) {
+	e := startBroker(t, nil)
+	e.members("g1", "alice", "bob", "carol")
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.MustSub(t, "user/bob/newMessage")
+	carol := mustV5(t, e.addr, "carol", "phone")
+	carol.MustSub(t, "group/g1/newMessage")
+	alice := mustV5(t, e.addr, "alice", "phone")
+
+	e.mem.removeAfterCheck("g1", "bob")
+	// Granted, then bob is removed: the removal's DropGroupSubscriptions
+	// ran before the subscription was in place and found nothing.
+	bob.MustSub(t, "group/g1/#")
+
+	if code, _ := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"g","type":"text","body":"x"}`); code != 0 {
+		t.Fatalf("PUBACK 0x%02x", code)
+	}
+	if got := envOf(t, carol.Next(t).Payload); got.CID != "g" {
+		t.Fatalf("carol got %+v", got)
+	}
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"dm","type":"text","body":"barrier"}`); code != 0 {
+		t.Fatalf("DM PUBACK 0x%02x", code)
+	}
+	if m := bob.Next(t); m.Topic != "user/bob/newMessage" {
+		t.Fatalf("removed member got %s %q", m.Topic, m.Payload)
+	}
+	cl, _ := e.b.Server().Clients.Get("bob/phone")
+	if _, ok := cl.State.Subscriptions.Get("group/g1/#"); ok {
+		t.Fatal("bob still subscribed to group/g1/#")
+	}
+}
+
+// A snapshot restore can remove members without the per-removal
+// callback; RecheckSubscriptions (run by the node after a restore) drops
+// what the live sessions may no longer hold.
+func TestRecheckSubscriptionsAfterRestore(t *testing.T) {
+	e := startBroker(t, nil)
+	e.members("g1", "alice", "bob", "carol")
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.MustSub(t, "user/bob/newMessage")
+	bob.MustSub(t, "group/g1/newMessage")
+	carol := mustV5(t, e.addr, "carol", "phone")
+	carol.MustSub(t, "group/g1/newMessage")
+	alice := mustV5(t, e.addr, "alice", "phone")
+
+	e.mem.set("g1", "bob", false) // the restored state has no bob
+	e.b.RecheckSubscriptions()
+	if code, _ := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"g","type":"text","body":"x"}`); code != 0 {
+		t.Fatalf("PUBACK 0x%02x", code)
+	}
+	if got := envOf(t, carol.Next(t).Payload); got.CID != "g" {
+		t.Fatalf("carol got %+v", got)
+	}
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"dm","type":"text","body":"barrier"}`); code != 0 {
+		t.Fatalf("DM PUBACK 0x%02x", code)
+	}
+	if m := bob.Next(t); m.Topic != "user/bob/newMessage" {
+		t.Fatalf("removed member got %s %q", m.Topic, m.Payload)
+	}
+	cl, _ := e.b.Server().Clients.Get("bob/phone")
+	if _, ok := cl.State.Subscriptions.Get("user/bob/newMessage"); !ok {
+		t.Fatal("bob lost his own subscription")
+	}
 }

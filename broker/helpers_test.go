@@ -202,11 +202,20 @@ func (v *fakeVisibility) CanSeePresence(viewer, subject string) bool {
 	return ok == true
 }
 
-// fakeMembership: uid is a member of gid when the pair is set.
-type fakeMembership struct{ m sync.Map }
+// fakeMembership: uid is a member of gid when the pair is set. A pair
+// set with removeAfterCheck answers yes once, then is removed: a removal
+// that commits just after an ACL check.
+type fakeMembership struct{ m, once sync.Map }
 
 func (f *fakeMembership) set(gid, uid string, ok bool) { f.m.Store([2]string{gid, uid}, ok) }
+func (f *fakeMembership) removeAfterCheck(gid, uid string) {
+	f.once.Store([2]string{gid, uid}, true)
+}
 func (f *fakeMembership) IsMember(gid, uid string) bool {
+	if _, ok := f.once.LoadAndDelete([2]string{gid, uid}); ok {
+		f.set(gid, uid, false)
+		return true
+	}
 	ok, _ := f.m.Load([2]string{gid, uid})
 	return ok == true
 }

@@ -34,6 +34,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnPublish,
 		mqtt.OnPublishDropped,
 		mqtt.OnPacketSent,
+		mqtt.OnSubscribe,
 		mqtt.OnSubscribed,
 		mqtt.OnUnsubscribed,
 		mqtt.OnClientExpired,
@@ -167,6 +168,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// A resumed session brings its old subscriptions: drop those the
 	// user lost meanwhile (a group left while offline).
 	b.dropRevokedSubscriptions(cl, ci.p)
+	ci.established.Store(true)
 	if b.deps.Presence != nil {
 		b.deps.Presence.Connected(ci.p.UserID, ci.connID)
 	}
@@ -194,10 +196,12 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 
 // OnACLCheck is called for publishes (topic name, write), subscribes
 // (filter) and each delivery (topic name, !write; retained messages sent
-// on SUBSCRIBE and $SYS updates included), so revoked visibility or group
-// membership stops deliveries at once. In dev mode the same check keeps
-// chat topics matched by a wildcard (#, +/+, user/#) to those who may
-// read them by name.
+// on SUBSCRIBE and $SYS updates included), so revoked visibility stops
+// deliveries at once. Group deliveries to live sessions outside dev mode
+// skip the membership look-up: a removal drops the subscriptions instead
+// (groupDeliveryChecked). In dev mode the same check keeps chat topics
+// matched by a wildcard (#, +/+, user/#) to those who may read them by
+// name.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
@@ -207,6 +211,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// Most dev-mode deliveries: an open topic, decided without
 		// looking up the client or parsing the topic.
 		return true
+	}
+	if !write && b.groupDeliveryChecked(cl, topic) {
+		return true // a big group's fan-out: no membership look-up per member
 	}
 	if write && topic == "" {
 		// A publish that names its topic by alias only: mochi checks the
@@ -241,11 +248,27 @@ func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 	return subs
 }
 
+// OnSubscribe marks the connection as subscribing until OnSubscribed
+// (mochi calls both for every SUBSCRIBE, with nothing in between that
+// returns early): mochi checks each filter with the same OnACLCheck call
+// as a delivery, and a filter check must not take the delivery shortcut
+// (groupDeliveryChecked).
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if v, ok := h.b.conns.Load(cl); ok {
+		v.(*connInfo).subscribing.Add(1)
+	}
+	return pk
+}
+
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
 	for _, c := range reasonCodes {
 		if c >= packets.ErrUnspecifiedError.Code {
 			h.b.m.refused.WithLabelValues("subscribe").Inc()
 		}
+	}
+	h.b.recheckGroupSubscriptions(cl, pk.Filters, reasonCodes)
+	if v, ok := h.b.conns.Load(cl); ok {
+		v.(*connInfo).subscribing.Add(-1)
 	}
 	if k := h.b.rk; k != nil && !cl.Net.Inline {
 		for i, sub := range pk.Filters {

@@ -285,8 +285,12 @@ func (n *Node) buildBroker() (err error) {
 	}
 	n.link.connect(n.Broker)
 	// Every node drops a removed member's live group subscriptions once
-	// the removal is committed (the delivery-time ACL already stops them).
+	// the removal is committed: deliveries to live sessions do not look
+	// membership up again. A snapshot restore can remove members without
+	// that callback, so it re-checks every live session (registered
+	// after the users service's cache purge, so it reads the new state).
 	n.Users.OnMemberRemoved(n.Broker.DropGroupSubscriptions)
+	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)
 	return nil
 }
 
