@@ -44,6 +44,14 @@ func TestPublishQuota(t *testing.T) {
 		t.Fatalf("heartbeat: 0x%02x", code)
 	}
 	alice.Pub(t, "user/bob/typing", 0, "") // QoS 0: dropped
+	// It has no answer: wait until it is counted, or it could be read
+	// after the clock moves and take the refilled token.
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if v := testutil.CounterValue(t, e.b.m.dropped.WithLabelValues("user_typing", "quota")); v != 2 {
+			return fmt.Errorf("dropped{user_typing,quota} = %v, want 2", v)
+		}
+		return nil
+	})
 	if e.chat.callCount() != 0 {
 		t.Fatal("a publish over quota reached the ChatStore")
 	}
