@@ -361,6 +361,11 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		// subscriber's write loop): no goroutine wake-up per delivery
 		// (docs/perf/fanout.md).
 		ClientDirectWrites: !cfg.queuedWrites,
+		// Plain sockets are read (and written directly) with raw system
+		// calls: a node that goes idle between messages otherwise wakes
+		// the Go runtime's monitor thread for nearly every message
+		// (docs/perf/fanout.md, 1:1 QoS 0).
+		ClientRawSyscalls: true,
 	})
 	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
 	b.inline.Properties.ProtocolVersion = 5

@@ -164,7 +164,8 @@ type ClientConnection struct {
 	Listener string        // listener id of the client
 	Inline   bool          // if true, the client is the built-in 'inline' embedded client
 
-	raw syscall.RawConn // the socket, for direct writes (Options.ClientDirectWrites); nil if not a plain socket
+	raw     syscall.RawConn // the socket, for direct writes (Options.ClientDirectWrites); nil if not a plain socket
+	rawRead io.Reader       // the socket, read with raw system calls (Options.ClientRawSyscalls); nil if not a plain socket
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -230,10 +231,13 @@ func newClient(c net.Conn, o *ops) *Client {
 			Conn:   c,
 			Remote: c.RemoteAddr().String(),
 		}
-		cl.Net.bconn = cl.getReader() // pooled if clients wait with a ReadWaiter
 		if o.options.ClientDirectWrites {
 			cl.Net.raw = rawConn(c)
 		}
+		if o.options.ClientRawSyscalls {
+			cl.Net.rawRead = newRawReader(c)
+		}
+		cl.Net.bconn = cl.getReader() // pooled if clients wait with a ReadWaiter
 	}
 
 	return cl

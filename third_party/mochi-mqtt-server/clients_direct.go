@@ -54,7 +54,7 @@ func (cl *Client) writeDirect(pk packets.Packet, f *fanout) bool {
 		return true // the write loop would fail in the same way
 	}
 
-	n, err := writeNonBlocking(rc, b)
+	n, err := writeNonBlocking(rc, b, cl.ops.options.ClientRawSyscalls)
 	if err != nil {
 		cl.Unlock()
 		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)

@@ -14,6 +14,6 @@ import (
 // rawConn: direct writes are implemented for unix sockets only.
 func rawConn(net.Conn) syscall.RawConn { return nil }
 
-func writeNonBlocking(syscall.RawConn, []byte) (int, error) {
+func writeNonBlocking(syscall.RawConn, []byte, bool) (int, error) {
 	return 0, errors.ErrUnsupported
 }

@@ -30,15 +30,17 @@ func rawConn(c net.Conn) syscall.RawConn {
 // nbWrite is one non-blocking write; pooled, with its callback made
 // once, so that a write allocates nothing.
 type nbWrite struct {
-	b   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
+	b     []byte
+	n     int
+	err   error
+	fn    func(fd uintptr) bool
+	rawFn func(fd uintptr) bool
 }
 
 var nbWrites = sync.Pool{New: func() any {
 	w := new(nbWrite)
 	w.fn = w.write
+	w.rawFn = w.rawWrite
 	return w
 }}
 
@@ -47,13 +49,23 @@ func (w *nbWrite) write(fd uintptr) bool {
 	return true // done: never wait for the socket to become writable
 }
 
+func (w *nbWrite) rawWrite(fd uintptr) bool {
+	w.n, w.err = rawWrite(fd, w.b)
+	return true
+}
+
 // writeNonBlocking writes as much of b as the socket takes now (the
 // runtime keeps sockets in non-blocking mode) and never waits for it to
-// become writable.
-func writeNonBlocking(rc syscall.RawConn, b []byte) (int, error) {
+// become writable. raw makes the call with syscall.RawSyscall
+// (Options.ClientRawSyscalls).
+func writeNonBlocking(rc syscall.RawConn, b []byte, raw bool) (int, error) {
 	w := nbWrites.Get().(*nbWrite)
 	w.b = b
-	err := rc.Write(w.fn)
+	fn := w.fn
+	if raw {
+		fn = w.rawFn
+	}
+	err := rc.Write(fn)
 	n, werr := w.n, w.err
 	w.b, w.n, w.err = nil, 0, nil
 	nbWrites.Put(w)

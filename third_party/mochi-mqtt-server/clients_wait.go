@@ -6,6 +6,7 @@ package mqtt
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"time"
 
@@ -144,9 +145,17 @@ func (cl *Client) getReader() *bufio.Reader {
 	size := cl.ops.options.ClientNetReadBufferSize
 	if cl.ops.readers != nil {
 		if r, ok := cl.ops.readers.Get().(*bufio.Reader); ok && r.Size() == size {
-			r.Reset(cl.Net.Conn)
+			r.Reset(cl.readSource())
 			return r
 		}
 	}
-	return bufio.NewReaderSize(cl.Net.Conn, size)
+	return bufio.NewReaderSize(cl.readSource(), size)
+}
+
+// readSource is what the client's buffered reader reads from.
+func (cl *Client) readSource() io.Reader {
+	if cl.Net.rawRead != nil {
+		return cl.Net.rawRead
+	}
+	return cl.Net.Conn
 }

@@ -136,6 +136,16 @@ type Options struct {
 	// on the publisher's goroutine, with the client's lock held.
 	ClientDirectWrites bool `yaml:"client_direct_writes" json:"client_direct_writes"`
 
+	// ClientRawSyscalls makes the reads of plain TCP and Unix socket
+	// connections, and direct writes (ClientDirectWrites), with
+	// syscall.RawSyscall: the sockets are non-blocking, so the calls never
+	// block and need not tell the scheduler. A server that goes idle between
+	// messages otherwise wakes the runtime's monitor thread (sysmon) at
+	// nearly every message (see clients_raw_unix.go): on one core that
+	// costs more context switches than the message itself. Waiting for
+	// data still goes through the runtime's poller, with the deadlines.
+	ClientRawSyscalls bool `yaml:"client_raw_syscalls" json:"client_raw_syscalls"`
+
 	// ReadWaiter, if set, waits for connected clients' next packets without a
 	// goroutine per client (see ReadWaiter): a client that has sent nothing for
 	// a while then holds neither a goroutine nor a read buffer. Connections it

@@ -1,0 +1,14 @@
+// SPDX-License-Identifier: MIT
+// SPDX-FileCopyrightText: 2026 edgechat contributors
+
+//go:build !unix
+
+package mqtt
+
+import (
+	"io"
+	"net"
+)
+
+// newRawReader: raw system calls are implemented for unix sockets only.
+func newRawReader(net.Conn) io.Reader { return nil }
