@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -30,7 +31,8 @@ import (
 // blocked goroutine.
 type epollWaiter struct {
 	epfd int
-	wake [2]int // a pipe whose read end is in the epoll set: Close writes to it
+	ep   *os.File // epfd, registered with the Go runtime's poller (see loop)
+	wake [2]int   // a pipe whose read end is in the epoll set: Close writes to it
 	log  *slog.Logger
 
 	mu     sync.Mutex
@@ -54,9 +56,15 @@ func newReadWaiter(log *slog.Logger) (*epollWaiter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: epoll: %w", err)
 	}
-	w := &epollWaiter{epfd: epfd, log: log, conns: make(map[int32]*waitingConn), done: make(chan struct{})}
-	if err := syscall.Pipe2(w.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+	// Non-blocking, so that os.NewFile registers it with the runtime's
+	// poller: an epoll instance is readable while it has events.
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		_ = syscall.Close(epfd)
+		return nil, fmt.Errorf("broker: epoll: %w", err)
+	}
+	w := &epollWaiter{epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), log: log, conns: make(map[int32]*waitingConn), done: make(chan struct{})}
+	if err := syscall.Pipe2(w.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		_ = w.ep.Close()
 		return nil, fmt.Errorf("broker: epoll wake pipe: %w", err)
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(w.wake[0])}
@@ -71,7 +79,7 @@ func newReadWaiter(log *slog.Logger) (*epollWaiter, error) {
 func (w *epollWaiter) closeFDs() {
 	_ = syscall.Close(w.wake[0])
 	_ = syscall.Close(w.wake[1])
-	_ = syscall.Close(w.epfd)
+	_ = w.ep.Close()
 }
 
 // WaitRead registers c (a *net.TCPConn) until it is readable, its deadline
@@ -185,18 +193,35 @@ func (w *epollWaiter) Cancel(c net.Conn) {
 	}
 }
 
-// loop waits for readiness events and resumes the connections. The wait
-// is a blocking system call: it holds one OS thread, not a P.
+// loop waits for readiness events and resumes the connections. It waits
+// through the runtime's poller (the epoll instance is itself pollable) and
+// collects events without blocking: a blocking epoll_wait would hold the
+// goroutine's P in the system call until the runtime's monitor (sysmon)
+// takes it back, which takes up to 20 ms once sysmon has slowed down on a
+// node whose own socket I/O makes no blocking calls (mochi's
+// ClientRawSyscalls): every other goroutine would wait that long on a
+// node running on one core.
 func (w *epollWaiter) loop() {
 	defer close(w.done)
+	rc, err := w.ep.SyscallConn()
+	if err != nil {
+		w.log.Error("epoll wait failed: idle MQTT connections are resumed at their keepalive deadline only", "error", err)
+		return
+	}
 	events := make([]syscall.EpollEvent, 128)
-	for {
-		n, err := syscall.EpollWait(w.epfd, events, -1)
-		if err != nil {
-			if errors.Is(err, syscall.EINTR) {
-				continue
+	var n int
+	var werr error
+	collect := func(fd uintptr) bool {
+		for {
+			n, werr = syscall.EpollWait(int(fd), events, 0)
+			if werr != syscall.EINTR {
+				return n > 0 || werr != nil // none yet: wait for the poller
 			}
-			w.log.Error("epoll wait failed: idle MQTT connections are resumed at their keepalive deadline only", "error", err)
+		}
+	}
+	for {
+		if err := rc.Read(collect); err != nil || werr != nil {
+			w.log.Error("epoll wait failed: idle MQTT connections are resumed at their keepalive deadline only", "error", errors.Join(err, werr))
 			return
 		}
 		for _, ev := range events[:n] {

@@ -193,3 +193,35 @@ func (c *rawV5) ping() {
 		c.t.Fatalf("got % x, want a PINGRESP", b)
 	}
 }
+
+// TestReadWaiterHoldsNoSystemCall: the read waiter's event loop waits in
+// the runtime's poller, not in a blocking epoll_wait. A goroutine blocked
+// in a system call keeps its P until the runtime's monitor takes it back
+// (up to 20 ms once that monitor has slowed down, which mochi's raw socket
+// calls let it do): on one core every other goroutine would wait behind
+// it each time the loop went back to waiting.
+func TestReadWaiterHoldsNoSystemCall(t *testing.T) {
+	e := startBroker(t, nil)
+	if e.b.rw == nil {
+		t.Skip("no read waiter on this system")
+	}
+	// A client that goes quiet, then sends: the loop wakes up and waits again.
+	c := mustV5(t, e.addr, "quiet", "d1")
+	waitIdle(t, false, 1)
+	c.MustSub(t, "user/quiet/typing")
+	waitIdle(t, false, 1)
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if !strings.Contains(g, "(*epollWaiter).loop") {
+				continue
+			}
+			if head, _, _ := strings.Cut(g, "\n"); strings.Contains(head, "[syscall") {
+				return fmt.Errorf("the read waiter's loop waits in a system call:\n%s", g)
+			}
+			return nil
+		}
+		return errors.New("no read waiter loop running")
+	})
+}
