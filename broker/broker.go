@@ -605,8 +605,22 @@ func (b *Broker) disconnectListener(id string) {
 // QoS>0 messages, the user named by its client ID (only a verified user
 // may use the {user}/{device} form, see onConnect).
 func (b *Broker) principal(cl *mqtt.Client) wire.Principal {
+	return principalOf(b.connOf(cl), cl)
+}
+
+// connOf is the client's connection state; nil before OnConnect stored it
+// (and for inline clients).
+func (b *Broker) connOf(cl *mqtt.Client) *connInfo {
 	if v, ok := b.conns.Load(cl); ok {
-		return v.(*connInfo).p
+		return v.(*connInfo)
+	}
+	return nil
+}
+
+// principalOf is principal with the connection state looked up already.
+func principalOf(ci *connInfo, cl *mqtt.Client) wire.Principal {
+	if ci != nil {
+		return ci.p
 	}
 	if uid, _, err := wire.ParseClientID(cl.ID); err == nil {
 		return wire.Principal{UserID: uid}

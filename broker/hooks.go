@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -207,9 +208,10 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	b := h.b
-	if !write && b.cfg.Dev && devOpen(topic) {
-		// Most dev-mode deliveries: an open topic, decided without
-		// looking up the client or parsing the topic.
+	if b.cfg.Dev && devOpen(topic) && (!write || !strings.ContainsAny(topic, "+#")) {
+		// Most dev-mode publishes and deliveries: an open topic, decided
+		// without looking up the client or parsing the topic (allowed
+		// decides the same).
 		return true
 	}
 	if !write && b.groupDeliveryChecked(cl, topic) {
@@ -319,18 +321,19 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, nil
 	}
 	b := h.b
-	if !pipelined(pk) {
+	// One lookup of the connection per publish (this runs for every one).
+	ci := b.connOf(cl)
+	if !pipelined(pk) && ci != nil && ci.pipe != nil {
 		// Answered by mochi (or not at all): only once every pipelined
 		// publish before it has its answer.
-		if pipe := b.pipelineOf(cl); pipe != nil {
-			pipe.drain()
-		}
+		ci.pipe.drain()
 	}
-	if pk.Properties.TopicAlias > 0 && !allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) {
+	p := principalOf(ci, cl)
+	if pk.Properties.TopicAlias > 0 && !allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
 		return b.refuse(cl, pk, wire.ParseTopic(pk.TopicName).Kind.String(), "forbidden", packets.ErrNotAuthorized)
 	}
-	return b.onPublish(cl, pk)
+	return b.onPublish(cl, pk, p)
 }
 
 func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {

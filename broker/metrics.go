@@ -14,6 +14,7 @@ import (
 // metrics of the MQTT node; class is the topic kind (wire.TopicKind).
 type metrics struct {
 	in      *prometheus.CounterVec                              // class
+	inBy    [kindUnknown + 1]atomic.Pointer[prometheus.Counter] // in by kind, resolved once: OnPublish runs per message
 	out     *prometheus.CounterVec                              // class
 	outBy   [kindUnknown + 1]atomic.Pointer[prometheus.Counter] // out by kind, resolved once: OnPacketSent runs per delivery
 	dropped *prometheus.CounterVec                              // class, reason
@@ -109,13 +110,22 @@ const kindUnknown = wire.KindChatInvalid + 1
 // the label values: once per kind, not once per delivery). Series appear
 // on first use, as with WithLabelValues.
 func (m *metrics) outCounter(k wire.TopicKind) prometheus.Counter {
+	return counterByKind(m.out, &m.outBy, k)
+}
+
+// inCounter is in's counter for a topic kind, as outCounter.
+func (m *metrics) inCounter(k wire.TopicKind) prometheus.Counter {
+	return counterByKind(m.in, &m.inBy, k)
+}
+
+func counterByKind(vec *prometheus.CounterVec, by *[kindUnknown + 1]atomic.Pointer[prometheus.Counter], k wire.TopicKind) prometheus.Counter {
 	if k < 0 || k > kindUnknown {
 		k = kindUnknown
 	}
-	if c := m.outBy[k].Load(); c != nil {
+	if c := by[k].Load(); c != nil {
 		return *c
 	}
-	c := m.out.WithLabelValues(k.String()) // kindUnknown: "unknown"
-	m.outBy[k].Store(&c)
+	c := vec.WithLabelValues(k.String()) // kindUnknown: "unknown"
+	by[k].Store(&c)
 	return c
 }

@@ -28,11 +28,10 @@ const reasonNotCommitted = "server unavailable: not committed"
 // onPublish handles a client publish by topic kind. The ACL has already
 // run. Returning the packet delivers it (to the topic's subscribers);
 // CodeSuccessIgnore acknowledges without delivery; refuse() drops.
-func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal) (packets.Packet, error) {
 	t := wire.ParseTopic(pk.TopicName)
 	class := t.Kind.String()
-	b.m.in.WithLabelValues(class).Inc()
-	p := b.principal(cl)
+	b.m.inCounter(t.Kind).Inc()
 	if !b.allowPublish(p) {
 		return b.refuse(cl, pk, class, "quota", packets.Code{Code: packets.ErrQuotaExceeded.Code, Reason: "quota exceeded: publish rate limit"})
 	}
