@@ -235,7 +235,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			cl.Net.raw = rawConn(c)
 		}
 		if o.options.ClientRawSyscalls {
-			cl.Net.rawRead = newRawReader(c)
+			cl.Net.rawRead = newRawReader(c, cl.Net.raw)
 		}
 		cl.Net.bconn = cl.getReader() // pooled if clients wait with a ReadWaiter
 	}

@@ -8,7 +8,8 @@ package mqtt
 import (
 	"io"
 	"net"
+	"syscall"
 )
 
 // newRawReader: raw system calls are implemented for unix sockets only.
-func newRawReader(net.Conn) io.Reader { return nil }
+func newRawReader(net.Conn, syscall.RawConn) io.Reader { return nil }

@@ -44,11 +44,11 @@ func rawTestConns(t *testing.T) (c, peer net.Conn) {
 // once closed.
 func TestRawReaderReadsLikeConn(t *testing.T) {
 	c, peer := rawTestConns(t)
-	r := newRawReader(c)
+	r := newRawReader(c, nil)
 	if r == nil {
 		t.Fatal("no raw reader for a TCP connection")
 	}
-	if pr, pw := net.Pipe(); newRawReader(pw) != nil {
+	if pr, pw := net.Pipe(); newRawReader(pw, nil) != nil {
 		t.Fatal("a raw reader for a pipe")
 	} else {
 		pr.Close()

@@ -41,9 +41,12 @@ type rawReader struct {
 }
 
 // newRawReader returns a rawReader for c, or nil if c is not a plain TCP or
-// Unix socket.
-func newRawReader(c net.Conn) io.Reader {
-	rc := rawConn(c)
+// Unix socket; rc is c's RawConn if the caller has it already (direct
+// writes), else nil.
+func newRawReader(c net.Conn, rc syscall.RawConn) io.Reader {
+	if rc == nil {
+		rc = rawConn(c)
+	}
 	if rc == nil {
 		return nil
 	}
