@@ -57,10 +57,19 @@ type (
 	ApplyArgs struct {
 		Data    []byte // an fsm.EncodeBatch entry
 		Timeout time.Duration
+		// Merge: the caller reads Offset, so the leader may pack the
+		// batch into an entry with other commands. An older follower
+		// does not send it and gets an entry of its own; an older leader
+		// ignores it and answers Offset 0, Merged false.
+		Merge bool
 	}
 	ApplyReply struct {
 		Index         uint64
 		Code, Message string
+		// Offset is the position of the batch's first command in the
+		// entry at Index (Merged: the leader packed it with others).
+		Offset int
+		Merged bool
 	}
 	InfoArgs struct {
 		Name, Addr string // the caller

@@ -15,11 +15,36 @@ import (
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// request is one proposed command waiting for its result.
+// request is one proposed command waiting for its result, or on the
+// leader a follower's forwarded batch (group) that must stay together in
+// one entry.
 type request struct {
-	ctx  context.Context
-	cmd  fsm.Command
-	done chan result // buffered: the waiter never blocks on a caller that left
+	ctx context.Context
+	cmd fsm.Command
+	// group, when not nil, is a forwarded batch packed as a whole in
+	// place of cmd; its result's value is a groupPos.
+	group []fsm.Command
+	done  chan result // buffered: the waiter never blocks on a caller that left
+}
+
+// groupPos is where a forwarded batch landed: the entry's index and the
+// position of its first command in the entry. The follower takes its
+// results from its own apply of that entry, from offset on.
+type groupPos struct {
+	index  uint64
+	offset int
+}
+
+// commands reports how many commands r adds to an entry and their
+// payload bytes.
+func (r *request) commands() (count, size int) {
+	if r.group == nil {
+		return 1, len(r.cmd.Payload)
+	}
+	for _, c := range r.group {
+		size += len(c.Payload)
+	}
+	return len(r.group), size
 }
 
 type result struct {
@@ -160,10 +185,14 @@ func (n *Raft) batcher(ctx context.Context) {
 		}
 		cmds = cmds[:0]
 		for _, r := range batch {
-			cmds = append(cmds, r.cmd)
+			if r.group != nil {
+				cmds = append(cmds, r.group...)
+			} else {
+				cmds = append(cmds, r.cmd)
+			}
 		}
 		f := n.raft.Apply(fsm.EncodeBatch(cmds), applyTimeout)
-		n.m.batch.Observe(float64(len(batch)))
+		n.m.batch.Observe(float64(len(cmds)))
 		// Raft pipelines entries; the waiter answers this one while the
 		// next batch is being built.
 		select {
@@ -225,8 +254,13 @@ func (n *Raft) waiter() {
 		if err == nil {
 			var ok bool
 			results, ok = in.f.Response().([]fsm.Result)
-			if !ok || len(results) != len(in.reqs) {
-				err = fmt.Errorf("%w: entry %d answered %d results for %d commands", wire.ErrUnavailable, in.f.Index(), len(results), len(in.reqs))
+			want := 0
+			for _, r := range in.reqs {
+				c, _ := r.commands()
+				want += c
+			}
+			if !ok || len(results) != want {
+				err = fmt.Errorf("%w: entry %d answered %d results for %d commands", wire.ErrUnavailable, in.f.Index(), len(results), want)
 			}
 		} else {
 			err = raftErr(err)
@@ -234,12 +268,18 @@ func (n *Raft) waiter() {
 		if err == nil {
 			n.announceCommit(false)
 		}
-		for i, r := range in.reqs {
-			if err != nil {
+		off := 0
+		for _, r := range in.reqs {
+			switch {
+			case err != nil:
 				r.done <- result{err: err}
-				continue
+			case r.group != nil:
+				r.done <- result{value: groupPos{index: in.f.Index(), offset: off}}
+				off += len(r.group)
+			default:
+				r.done <- result{value: results[off].Value, err: results[off].Err}
+				off++
 			}
-			r.done <- result{value: results[i].Value, err: results[i].Err}
 		}
 	}
 }
