@@ -6,8 +6,11 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 // BenchmarkProposeCluster measures committed commands per second on a
@@ -93,4 +96,85 @@ func benchProposeOn(b *testing.B, m *member, proposers int) {
 	if entries > 0 {
 		b.ReportMetric(cmds/float64(entries), "cmds/entry")
 	}
+}
+
+// BenchmarkProposeRate offers proposals at a fixed rate (open loop),
+// spread round-robin over the three nodes of a cluster over TCP with
+// fsync on, as the durable-DM bench spreads its senders, and reports the
+// process CPU per command (all three nodes: Raft, forwarding, the RPC,
+// raft-wal with its fsyncs, the test FSM's Badger writes), the log
+// entries and commit-announcement barriers per command, and the
+// latency percentiles. b.N is the number of commands:
+//
+//	go test -run XXX -bench BenchmarkProposeRate -benchtime 5000x ./cluster/
+func BenchmarkProposeRate(b *testing.B) {
+	for _, rate := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
+			ms := startClusterWith(b, 3, func(c *Config) {
+				c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 0, 0, 0 // production defaults
+			})
+			leader := leaderOf(b, ms)
+			value := make([]byte, 200)
+			for i := range value {
+				value[i] = 'a' + byte(i%26)
+			}
+			var (
+				mu    sync.Mutex
+				lats  = make([]time.Duration, 0, b.N)
+				wg    sync.WaitGroup
+				fails atomic.Int64
+			)
+			ann0, _ := testutil.MetricValue(b, leader.reg, "edgechat_raft_commit_announcements_total", nil)
+			idx0 := leader.raft.LastIndex()
+			cpu0 := processCPU(b)
+			b.ResetTimer()
+			start := time.Now()
+			interval := time.Second / time.Duration(rate)
+			for i := range b.N {
+				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+				m := ms[i%len(ms)]
+				payload := fmt.Appendf(nil, "m%012d=", i)
+				payload = append(payload, value...)
+				wg.Go(func() {
+					t0 := time.Now()
+					if _, err := m.Propose(context.Background(), cmdPut, payload); err != nil {
+						fails.Add(1)
+						return
+					}
+					d := time.Since(t0)
+					mu.Lock()
+					lats = append(lats, d)
+					mu.Unlock()
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			cpu := processCPU(b) - cpu0
+			entries := leader.raft.LastIndex() - idx0
+			ann1, _ := testutil.MetricValue(b, leader.reg, "edgechat_raft_commit_announcements_total", nil)
+			if fails.Load() > 0 {
+				b.Fatalf("%d proposals failed", fails.Load())
+			}
+			slices.Sort(lats)
+			pct := func(p float64) float64 {
+				return float64(lats[min(len(lats)-1, int(p*float64(len(lats))))].Microseconds()) / 1000
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/cmd")
+			b.ReportMetric(float64(entries)/float64(b.N), "entries/cmd")
+			b.ReportMetric((ann1-ann0)/float64(b.N), "barriers/cmd")
+			b.ReportMetric(pct(0.50), "p50-ms")
+			b.ReportMetric(pct(0.99), "p99-ms")
+		})
+	}
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU(t testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/rpc"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -187,5 +189,67 @@ func TestForwardedBatchValidation(t *testing.T) {
 	}
 	if after := tn.Stats().LastIndex; after != before {
 		t.Fatalf("refused batches reached the log: %d -> %d", before, after)
+	}
+}
+
+// A forwarded batch that asks for merging joins the leader's batcher and
+// may share an entry with other proposals; the reply says where its
+// commands landed, and the leader's own apply of that entry must show
+// exactly those commands there. An older follower (no Merge) still gets
+// an entry of its own.
+func TestForwardedBatchMerged(t *testing.T) {
+	tn := startNode(t, nodeOpts{bootstrap: true})
+	waitReady(t, tn.Raft)
+	release := tn.f.RetainResults()
+	defer release()
+	type sent struct {
+		keys  []string
+		reply ApplyReply
+		err   error
+	}
+	const groups = 40
+	out := make([]sent, groups)
+	var wg sync.WaitGroup
+	for g := range groups {
+		wg.Go(func() {
+			var cmds []fsm.Command
+			for i := range 3 {
+				k := fmt.Sprintf("g%d-%d", g, i)
+				out[g].keys = append(out[g].keys, k)
+				cmds = append(cmds, fsm.Command{Type: cmdPut, Payload: []byte(k + "=v")})
+			}
+			out[g].err = tn.Call(context.Background(), tn.Addr(), "Cluster.Apply",
+				&ApplyArgs{Data: fsm.EncodeBatch(cmds), Merge: g%4 != 0}, &out[g].reply)
+		})
+		// The leader's own proposals, to share entries with.
+		wg.Go(func() {
+			if _, err := tn.Propose(context.Background(), cmdPut, fmt.Appendf(nil, "own%d=v", g)); err != nil {
+				t.Errorf("own proposal: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for g, s := range out {
+		if s.err != nil || s.reply.Code != "" {
+			t.Fatalf("group %d: %+v, %v", g, s.reply, s.err)
+		}
+		if merge := g%4 != 0; s.reply.Merged != merge {
+			t.Fatalf("group %d (Merge %v): answered Merged %v", g, merge, s.reply.Merged)
+		}
+		res, err := tn.f.WaitApplied(context.Background(), s.reply.Index)
+		if err != nil {
+			t.Fatalf("group %d: results of entry %d: %v", g, s.reply.Index, err)
+		}
+		if !s.reply.Merged && (s.reply.Offset != 0 || len(res) != len(s.keys)) {
+			t.Fatalf("group %d without Merge: offset %d in an entry of %d commands", g, s.reply.Offset, len(res))
+		}
+		if s.reply.Offset+len(s.keys) > len(res) {
+			t.Fatalf("group %d: offset %d + %d commands in an entry of %d", g, s.reply.Offset, len(s.keys), len(res))
+		}
+		for i, k := range s.keys {
+			if v := res[s.reply.Offset+i].Value; v != "ok:"+k {
+				t.Fatalf("group %d command %d: entry %d offset %d holds %v, want ok:%s", g, i, s.reply.Index, s.reply.Offset+i, v, k)
+			}
+		}
 	}
 }
