@@ -25,30 +25,14 @@ import (
 // announceDelay and appends the barrier only if the log has not grown
 // meanwhile (under load it always has, so load adds no barriers). A
 // commit a follower is waiting for (a forwarded proposal, which the
-// follower answers from its own FSM) is announced at once, unless the
-// batcher already holds proposals for a later entry (entryComing): then
-// it is treated like the leader's own. Announcements are coalesced: one
-// barrier in flight, then one more if commits came meanwhile.
+// follower answers from its own FSM) is announced at once. Announcements
+// are coalesced: one barrier in flight, then one more if commits came
+// meanwhile.
 type commitAnnouncer struct {
 	mu      sync.Mutex
 	running bool
 	again   bool
 	urgent  bool
-}
-
-// entryComing reports whether the batcher has proposals it has not yet
-// handed to Raft (queued, or packed into an entry on its way). Such an
-// entry is appended after the commit being announced, so its
-// AppendEntries carries that commit index to every follower, no later
-// than a barrier appended now would (the barrier would queue behind it
-// in Raft's apply channel). An urgent announcement then waits for the
-// log to grow like an ordinary one and appends a barrier only if it did
-// not (the entry failed, or its log write took longer than
-// announceDelay). Growth of the log's last index after the commit is
-// what proves it: Raft sets it after storing an entry and only then
-// triggers replication, which reads the commit index when it sends.
-func (n *Raft) entryComing() bool {
-	return len(n.reqs) > 0 || n.batching.Load()
 }
 
 // announceDelay is how long the leader waits for a later entry to carry
@@ -85,7 +69,7 @@ func (n *Raft) runAnnouncer() {
 		a.mu.Unlock()
 
 		needed := true
-		if !urgent || n.entryComing() {
+		if !urgent {
 			last := n.raft.LastIndex()
 			t := time.NewTimer(announceDelay)
 			select {

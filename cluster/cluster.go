@@ -231,10 +231,6 @@ type Raft struct {
 	catchUp     catchUp         // feeds followers that are behind while idle (catchup.go)
 	helpers     helpers         // the announcer's and catch-up's goroutines
 	quick       quickElection   // a lone voter elects itself at once (quickstart.go)
-
-	// batching is true while the batcher holds a batch it has not yet
-	// handed to Raft: an entry is coming (announce.go).
-	batching atomic.Bool
 }
 
 // New opens the Raft stores under cfg.DataDir, binds the transport and

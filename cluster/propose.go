@@ -183,7 +183,6 @@ func (n *Raft) batcher(ctx context.Context) {
 		if len(batch) == 0 {
 			continue
 		}
-		n.batching.Store(true)
 		cmds = cmds[:0]
 		for _, r := range batch {
 			if r.group != nil {
@@ -193,7 +192,6 @@ func (n *Raft) batcher(ctx context.Context) {
 			}
 		}
 		f := n.raft.Apply(fsm.EncodeBatch(cmds), applyTimeout)
-		n.batching.Store(false)
 		n.m.batch.Observe(float64(len(cmds)))
 		// Raft pipelines entries; the waiter answers this one while the
 		// next batch is being built.
