@@ -43,6 +43,9 @@ const announceDelay = time.Millisecond
 // at once when urgent (a follower waits for it), else unless an entry
 // appended within announceDelay carries the news. It never blocks.
 func (n *Raft) announceCommit(urgent bool) {
+	if n.soleServer() {
+		return // no follower to tell: a barrier would only cost an fsync
+	}
 	a := &n.announcer
 	a.mu.Lock()
 	a.urgent = a.urgent || urgent
@@ -140,4 +143,15 @@ func (h *helpers) closeAndWait() {
 	h.closed = true
 	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// soleServer reports whether the Raft configuration holds this server
+// alone (a single node): there is then no follower, voter or not, to
+// tell of commits. Raft keeps the latest configuration in an atomic
+// value, so this costs no round trip to its loop. When a node joins, its
+// configuration entry is replicated like any other and announcements
+// resume with the next commit.
+func (n *Raft) soleServer() bool {
+	servers := n.raft.GetConfiguration().Configuration().Servers
+	return len(servers) == 1
 }

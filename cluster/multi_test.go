@@ -544,6 +544,31 @@ func TestCommitsAreAnnouncedToFollowers(t *testing.T) {
 	}
 }
 
+// A single node has no follower to tell of its commits: it appends no
+// announcement barriers (each would cost a log fsync that the next
+// proposal waits behind).
+func TestSingleNodeAppendsNoAnnouncements(t *testing.T) {
+	ms := startCluster(t, 1)
+	for i := 0; i < 5; i++ {
+		proposeKeys(t, ms[0], fmt.Sprintf("alone-%d", i))
+	}
+	waitKeys(t, ms, "alone-4")
+	// As a forwarded proposal would ask (at once, no delay to wait out);
+	// then wait until no announcer runs before reading the counter.
+	ms[0].announceCommit(true)
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		ms[0].announcer.mu.Lock()
+		defer ms[0].announcer.mu.Unlock()
+		if ms[0].announcer.running {
+			return errors.New("announcer still running")
+		}
+		return nil
+	})
+	if got, _ := testutil.MetricValue(t, ms[0].reg, "edgechat_raft_commit_announcements_total", nil); got != 0 {
+		t.Errorf("announcements on a single node = %v, want 0", got)
+	}
+}
+
 // A follower that comes back under load is fed to the end of the log
 // once the load stops. After its absence Raft retries it with a growing
 // backoff, catches it up to the index the leader had when that retry
