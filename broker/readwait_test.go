@@ -42,16 +42,7 @@ func TestIdleClientsHoldNoGoroutine(t *testing.T) {
 			for i := range n {
 				mustV5(t, e.addr, "idle", fmt.Sprintf("d%d", i))
 			}
-			testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
-				got, want := readersBlocked(), 0
-				if blocking {
-					want = n
-				}
-				if got != want {
-					return fmt.Errorf("%d goroutines blocked reading a client, want %d", got, want)
-				}
-				return nil
-			})
+			waitIdle(t, blocking, n)
 		})
 	}
 }
