@@ -996,7 +996,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.Expiry = pk.Created + expiry
 	}
 
-	if !cl.Net.Inline {
+	// A QoS 0 publish has no packet ID [MQTT-2.2.1-2] (PublishValidate),
+	// and no inflight message has ID 0: nothing to look up.
+	if !cl.Net.Inline && pk.FixedHeader.Qos > 0 {
 		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
@@ -1136,6 +1138,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 			}
 		}
 	}
+	s.Topics.releaseSubscribers(subscribers)
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {
