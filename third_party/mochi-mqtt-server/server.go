@@ -815,7 +815,9 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return fmt.Errorf("no valid packet available; %v", pk.FixedHeader.Type)
 	}
 
-	s.hooks.OnPacketProcessed(cl, pk, err)
+	if s.hooks.Provides(OnPacketProcessed) { // else no copy of the packet through the call
+		s.hooks.OnPacketProcessed(cl, pk, err)
+	}
 	if err != nil {
 		return err
 	}
