@@ -1109,6 +1109,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	subscribers := s.Topics.subscribersOf(pk.TopicName)
+	reuse := len(subscribers.Shared) == 0 // else hooks are handed it, and may keep it
 	if len(subscribers.Shared) > 0 {
 		// Hooks and the selection write to these.
 		if subscribers.SharedSelected == nil {
@@ -1140,7 +1141,9 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 			}
 		}
 	}
-	s.Topics.releaseSubscribers(subscribers)
+	if reuse {
+		s.Topics.releaseSubscribers(subscribers)
+	}
 }
 
 func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packets.Packet) (packets.Packet, error) {

@@ -4,6 +4,8 @@
 package mqtt
 
 import (
+	"io"
+	"log/slog"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -73,5 +75,53 @@ func TestSubscribersHandedToHooksNotReused(t *testing.T) {
 	}
 	if len(kept.SharedSelected) != 1 || len(kept.Subscriptions) != 0 {
 		t.Fatalf("kept changed: %+v", kept)
+	}
+}
+
+// keepSubscribersHook keeps what OnSelectSubscribers is handed, after
+// dropping its shared subscriptions (as edgechat's hook does for some
+// topics).
+type keepSubscribersHook struct {
+	HookBase
+	kept *Subscribers
+}
+
+func (h *keepSubscribersHook) ID() string           { return "keep" }
+func (h *keepSubscribersHook) Provides(b byte) bool { return b == OnSelectSubscribers }
+func (h *keepSubscribersHook) OnSelectSubscribers(subs *Subscribers, pk packets.Packet) *Subscribers {
+	subs.Shared, subs.SharedSelected = nil, nil
+	h.kept = subs
+	return subs
+}
+
+// A publish whose Subscribers went through OnSelectSubscribers does not
+// give it back for reuse, whatever the hook left in it.
+func TestPublishKeepsSubscribersHandedToHooks(t *testing.T) {
+	s := New(&Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	hook := new(keepSubscribersHook)
+	if err := s.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Topics.Subscribe("cl1", packets.Subscription{Filter: SharePrefix + "/g/a/b"})
+	s.Topics.Subscribe("cl1", packets.Subscription{Filter: "a/b"})
+	s.Topics.Subscribe("cl2", packets.Subscription{Filter: "c/d"})
+	publish := func(topic string) {
+		s.publishToSubscribers(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: topic})
+	}
+	publish("a/b")
+	kept := hook.kept
+	if kept == nil || len(kept.Subscriptions) != 1 {
+		t.Fatalf("hook kept %+v", kept)
+	}
+	for i := 0; i < 3; i++ {
+		publish("c/d")
+		subs := s.Topics.subscribersOf("c/d")
+		if subs == kept {
+			t.Fatal("a Subscribers handed to hooks was reused")
+		}
+		s.Topics.releaseSubscribers(subs)
+	}
+	if _, ok := kept.Subscriptions["cl1"]; !ok || len(kept.Subscriptions) != 1 {
+		t.Fatalf("kept changed: %v", kept.Subscriptions)
 	}
 }

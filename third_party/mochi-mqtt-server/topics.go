@@ -622,7 +622,9 @@ const reusedSubscriptions = 8
 
 // releaseSubscribers gives a Subscribers from subscribersOf back for the
 // next publish. Only the caller may hold subs: not when hooks were handed
-// it (OnSelectSubscribers, for shared subscriptions), which may keep it.
+// it (OnSelectSubscribers, for shared subscriptions), which may keep it;
+// publishToSubscribers does not call it then, and one with shared
+// subscriptions is not kept here either.
 func (x *TopicsIndex) releaseSubscribers(subs *Subscribers) {
 	if subs.Shared != nil || subs.SharedSelected != nil {
 		return
