@@ -79,11 +79,10 @@ func (b *Broker) groupDeliveryChecked(cl *mqtt.Client, topic string) bool {
 	if k := wire.ParseTopic(topic).Kind; k != wire.KindGroup && k != wire.KindGroupTyping {
 		return false
 	}
-	v, ok := b.conns.Load(cl)
-	if !ok {
+	ci := b.connOf(cl)
+	if ci == nil {
 		return false
 	}
-	ci := v.(*connInfo)
 	// While a SUBSCRIBE is processed, mochi checks its filters through
 	// the same hook call: those are no deliveries.
 	return ci.established.Load() && ci.subscribing.Load() == 0

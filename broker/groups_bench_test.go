@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
 )
 
 // BenchmarkGroupFanOut: one QoS 1 message to a group of 10,000 members of
@@ -93,11 +94,20 @@ func BenchmarkGroupDeliveryACL(b *testing.B) {
 		b.Fatal("bob/phone not connected")
 	}
 	h := &hook{b: e.b}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if !h.OnACLCheck(cl, "group/g1/newMessage", false) {
-			b.Fatal("member refused")
-		}
+	for _, others := range []int{0, 5000} {
+		b.Run(fmt.Sprintf("connections=%d", others+1), func(b *testing.B) {
+			// A node with many connections (the look-up of this one's
+			// state then walks a bigger map).
+			for i := range others {
+				e.b.conns.Store(&mqtt.Client{ID: fmt.Sprint("other/", i)}, &connInfo{})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if !h.OnACLCheck(cl, "group/g1/newMessage", false) {
+					b.Fatal("member refused")
+				}
+			}
+		})
 	}
 }

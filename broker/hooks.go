@@ -97,7 +97,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return refusal.v5
 	}
 	gen := b.connSeq.Add(1)
-	b.conns.Store(cl, &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl)})
+	ci := &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl)}
+	b.conns.Store(cl, ci)
+	cl.HookData.Store(ci) // connOf
 	return nil
 }
 
@@ -147,18 +149,16 @@ func (b *Broker) willAllowed(p wire.Principal, topic string) bool {
 // OnConnectAuthenticate accepts: OnConnect has already refused whoever
 // it had to.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	_, ok := h.b.conns.Load(cl)
-	return ok
+	return h.b.connOf(cl) != nil
 }
 
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	b := h.b
 	b.nconn.Add(1)
-	v, ok := b.conns.Load(cl)
-	if !ok {
+	ci := b.connOf(cl)
+	if ci == nil {
 		return
 	}
-	ci := v.(*connInfo)
 	if b.ck != nil && !cl.Net.Inline {
 		b.ck.established(cl, ci.gen)
 	}
@@ -182,6 +182,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	if !ok {
 		return
 	}
+	cl.HookData.Store((*connInfo)(nil)) // connOf: gone with b.conns's entry
 	ci := v.(*connInfo)
 	if b.ck != nil {
 		b.ck.disconnected(cl)
@@ -256,8 +257,8 @@ func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 // as a delivery, and a filter check must not take the delivery shortcut
 // (groupDeliveryChecked).
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
-	if v, ok := h.b.conns.Load(cl); ok {
-		v.(*connInfo).subscribing.Add(1)
+	if ci := h.b.connOf(cl); ci != nil {
+		ci.subscribing.Add(1)
 	}
 	return pk
 }
@@ -269,8 +270,8 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 		}
 	}
 	h.b.recheckGroupSubscriptions(cl, pk.Filters, reasonCodes)
-	if v, ok := h.b.conns.Load(cl); ok {
-		v.(*connInfo).subscribing.Add(-1)
+	if ci := h.b.connOf(cl); ci != nil {
+		ci.subscribing.Add(-1)
 	}
 	if k := h.b.rk; k != nil && !cl.Net.Inline {
 		for i, sub := range pk.Filters {

@@ -72,8 +72,8 @@ func (b *Broker) pipelineOf(cl *mqtt.Client) *pipeline {
 	if cl.Net.Inline {
 		return nil
 	}
-	if v, ok := b.conns.Load(cl); ok {
-		return v.(*connInfo).pipe
+	if ci := b.connOf(cl); ci != nil {
+		return ci.pipe
 	}
 	return nil
 }

@@ -90,8 +90,12 @@ type GroupResult struct {
 	// member's; Delivery every delivery.
 	LastDelivery  Summary `json:"lastDelivery"`
 	FirstDelivery Summary `json:"firstDelivery"`
-	Delivery      Summary `json:"delivery"`
-	Ack           Summary `json:"puback"`
+	// PerMessage: each sent message's first and last delivery, to tell
+	// a slow commit (late first delivery) from a slow fan-out (late last
+	// one) in the tail.
+	PerMessage []GroupMessage `json:"perMessage,omitempty"`
+	Delivery   Summary        `json:"delivery"`
+	Ack        Summary        `json:"puback"`
 	// CPU: the servers' (summed) per group message and per delivery, the
 	// generator's per delivery.
 	ServerCPUPerMsg      float64        `json:"serverCpuMicrosPerMsg,omitempty"`
@@ -100,6 +104,15 @@ type GroupResult struct {
 	GenCPUPerDelivery    float64        `json:"generatorCpuMicrosPerDelivery,omitempty"`
 	ServerRSSKB          int64          `json:"serverRssKB,omitempty"`
 	Errors               map[string]int `json:"errors,omitempty"`
+}
+
+// GroupMessage is one sent group message's deliveries: send → first and
+// → last delivery (ms; 0 when none), and how many online members got it.
+type GroupMessage struct {
+	SentUnixMs float64 `json:"sentUnixMs"`
+	FirstMs    float64 `json:"firstMs"`
+	LastMs     float64 `json:"lastMs"`
+	Delivered  int64   `json:"delivered"`
 }
 
 // RunGroup runs the group scenario.
@@ -276,11 +289,19 @@ func RunGroup(ctx context.Context, cfg GroupConfig, env Env) (*GroupResult, erro
 	var last, first []time.Duration
 	for k := range cfg.Messages {
 		s := sentAt[k].Load()
-		if s == 0 || count[k].Load() == 0 {
+		if s == 0 {
+			continue
+		}
+		m := GroupMessage{SentUnixMs: float64(s) / 1e6, Delivered: count[k].Load()}
+		if m.Delivered > 0 {
+			m.FirstMs, m.LastMs = float64(firstAt[k].Load()-s)/1e6, float64(lastAt[k].Load()-s)/1e6
+		}
+		res.PerMessage = append(res.PerMessage, m)
+		if m.Delivered == 0 {
 			continue
 		}
 		first = append(first, time.Duration(firstAt[k].Load()-s))
-		if count[k].Load() == int64(cfg.Online) {
+		if m.Delivered == int64(cfg.Online) {
 			last = append(last, time.Duration(lastAt[k].Load()-s))
 		}
 	}

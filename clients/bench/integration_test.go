@@ -317,6 +317,14 @@ func TestGroupScenario(t *testing.T) {
 		res.Ack.Count != 6 || res.ServerCPUPerDelivery <= 0 || res.GenCPUPerDelivery <= 0 {
 		t.Fatalf("figures %+v", res)
 	}
+	if len(res.PerMessage) != 6 {
+		t.Fatalf("per message: %+v", res.PerMessage)
+	}
+	for _, m := range res.PerMessage {
+		if m.Delivered != 12 || m.FirstMs <= 0 || m.LastMs < m.FirstMs || m.SentUnixMs <= 0 {
+			t.Fatalf("per message: %+v", res.PerMessage)
+		}
+	}
 	if !strings.Contains(out, "send → LAST member ms") || !strings.Contains(out, "1204/1204 members added") {
 		t.Fatalf("summary or progress missing:\n%s", out)
 	}

@@ -153,6 +153,13 @@ type Client struct {
 	ID           string           // the client id.
 	ops          *ops             // ops provides a reference to server ops.
 	sync.RWMutex                  // mutex
+
+	// HookData is for hooks: state of their own for this client (this
+	// connection), so that the hook calls made for every packet and every
+	// delivery need no map keyed by client. The server never reads or
+	// writes it, nor carries it over to a client that takes the session
+	// over; hooks that share a server must agree on what goes in it.
+	HookData atomic.Value
 }
 
 // ClientConnection contains the connection transport and metadata for the client.
@@ -684,7 +691,9 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 		return pk, err
 	}
 
-	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	if cl.ops.hooks.Provides(OnPacketRead) { // else no copy of the packet through the call
+		pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
+	}
 	return
 }
 

@@ -24,7 +24,7 @@ var directTestLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // directTestClient is a server-side client on a real TCP connection with
 // direct writes on; peer is the other end.
-func directTestClient(t *testing.T) (cl *Client, peer net.Conn) {
+func directTestClient(t testing.TB) (cl *Client, peer net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -815,7 +815,9 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return fmt.Errorf("no valid packet available; %v", pk.FixedHeader.Type)
 	}
 
-	s.hooks.OnPacketProcessed(cl, pk, err)
+	if s.hooks.Provides(OnPacketProcessed) { // else no copy of the packet through the call
+		s.hooks.OnPacketProcessed(cl, pk, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -996,7 +998,9 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		pk.Expiry = pk.Created + expiry
 	}
 
-	if !cl.Net.Inline {
+	// A QoS 0 publish has no packet ID [MQTT-2.2.1-2] (PublishValidate),
+	// and no inflight message has ID 0: nothing to look up.
+	if !cl.Net.Inline && pk.FixedHeader.Qos > 0 {
 		if pki, ok := cl.State.Inflight.Get(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
 				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
@@ -1105,6 +1109,7 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	subscribers := s.Topics.subscribersOf(pk.TopicName)
+	reuse := len(subscribers.Shared) == 0 // else hooks are handed it, and may keep it
 	if len(subscribers.Shared) > 0 {
 		// Hooks and the selection write to these.
 		if subscribers.SharedSelected == nil {
@@ -1135,6 +1140,9 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 				s.Log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
 		}
+	}
+	if reuse {
+		s.Topics.releaseSubscribers(subscribers)
 	}
 }
 

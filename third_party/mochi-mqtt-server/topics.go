@@ -351,6 +351,11 @@ func (s *Subscribers) MergeSharedSelected() {
 type TopicsIndex struct {
 	Retained *packets.Packets
 	root     *particle // a leaf containing a message and more leaves.
+
+	// published holds Subscribers that publishes have finished with
+	// (subscribersOf, releaseSubscribers): a publish to a topic with a few
+	// subscribers then makes neither the struct nor its map.
+	published sync.Pool
 }
 
 // NewTopicsIndex returns a pointer to a new instance of Index.
@@ -597,9 +602,39 @@ func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 
 // subscribersOf is Subscribers for publishing: its maps are made only
 // when something goes in them (most publishes match no shared or inline
-// subscription), so a nil map means none.
+// subscription), so a nil map means none. The caller gives it back with
+// releaseSubscribers once done, unless something else may keep it.
 func (x *TopicsIndex) subscribersOf(topic string) *Subscribers {
-	return x.scanSubscribers(topic, 0, nil, new(Subscribers))
+	subs, _ := x.published.Get().(*Subscribers)
+	if subs == nil {
+		subs = new(Subscribers)
+	}
+	return x.scanSubscribers(topic, 0, nil, subs)
+}
+
+// reusedSubscriptions is the largest map of subscriptions kept for the next
+// publish (releaseSubscribers). Iterating a map costs in proportion to its
+// capacity, not to what it holds: a cleared map of a large topic would slow
+// every later publish to a small one, so large maps are left to the
+// collector. 8 is one group of Go's map, where nearly all topics of a chat
+// (1:1, small rooms) fit.
+const reusedSubscriptions = 8
+
+// releaseSubscribers gives a Subscribers from subscribersOf back for the
+// next publish. Only the caller may hold subs: not when hooks were handed
+// it (OnSelectSubscribers, for shared subscriptions), which may keep it;
+// publishToSubscribers does not call it then, and one with shared
+// subscriptions is not kept here either.
+func (x *TopicsIndex) releaseSubscribers(subs *Subscribers) {
+	if subs.Shared != nil || subs.SharedSelected != nil {
+		return
+	}
+	if len(subs.Subscriptions) > reusedSubscriptions {
+		subs.Subscriptions = nil
+	}
+	clear(subs.Subscriptions)
+	subs.InlineSubscriptions = nil
+	x.published.Put(subs)
 }
 
 // scanSubscribers returns a list of client subscriptions matching an indexed topic address.
