@@ -11,9 +11,15 @@ import (
 // prefix below ends unambiguously. Numbers are 8-byte big-endian so that
 // Badger's byte order is numeric order.
 //
-//	m/{id}                    → the stored envelope JSON (the exact bytes delivered)
-//	c/{convKey}/{id}          → sender uid (history, newest first by reverse scan)
-//	s/{uid}/{seq}             → id (per-user sync index in commit order, sender and recipient)
+//	c/{convKey}/{id}          → the message: sender and stored envelope JSON (see body); in
+//	                            the layout before bodies moved here, the sender only
+//	m/{id}                    → before bodies moved to c/: the stored envelope JSON; since,
+//	                            written only for a message the push outbox staged: a pointer
+//	                            to its conversation (see pointer), for the by-ID lookup
+//	top                       → the highest message ID stored since bodies moved to c/ (8 bytes)
+//	s/{uid}/{seq}             → a locator of the message (per-user sync index in commit order,
+//	                            sender and recipient): id(8) then its convKey; 8 bytes (the id
+//	                            alone, the body under m/) in the older layout
 //	v/{uid}/{peer}            → empty: uid has a conversation with peer (written once, listed by
 //	                            prefix); or a 16-byte summary written before counts were kept
 //	x/{convKey}               → a direct conversation's summary with both sides' unread counts
@@ -22,8 +28,9 @@ import (
 //	                            there is no x/; left in place once x/ is written)
 //	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
 //	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
-//	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
-//	gs/{gid}/{seq}            → id (per-group sync index in commit order)
+//	dedup/{from}/{cid}        → a locator as s/ (retried publishes, direct and group alike)
+//	gs/{gid}/{seq}            → id (per-group sync index in commit order; the body is under
+//	                            c/g:{gid}/{id}, or under m/{id} in the older layout)
 //	gv/{gid}                  → group summary with its message count (see summary)
 //	i/{uid}/{peer}/{id}       → nil (what uid received from peer: written until unread
 //	                            counts were kept, read only for 16-byte summaries)
@@ -42,22 +49,36 @@ import (
 // recent messages. v/ keys are written once and are iterated; x/ keys
 // are read with Get, which finds the newest version directly.
 //
-// Per message: a direct message writes m/, c/, s/ of both sides, x/
-// and dedup/ (6 keys; 5 to oneself; the first message of a conversation
-// also writes v/ of both sides); a group message writes m/, c/, gs/,
-// gv/, the sender's rc/ (their own-message count) and dedup/ (6 keys,
-// whatever the group's size). Unread counts are kept by these writes, so
-// listing conversations reads one summary (and for a group one cursor)
-// per conversation, whatever the history's size.
+// Per message: a direct message writes c/, s/ of both sides, x/ and
+// dedup/ (5 keys; 4 to oneself; the first message of a conversation
+// also writes v/ of both sides); a group message writes c/, gs/, gv/,
+// the sender's rc/ (their own-message count) and dedup/ (5 keys,
+// whatever the group's size). top is rewritten by every message too,
+// but a Raft entry is one transaction, and a transaction writes a key
+// once: it costs one key per entry, not per message. Unread counts are
+// kept by these writes, so listing conversations reads one summary (and
+// for a group one cursor) per conversation, whatever the history's size.
+// Every key costs the same on every node whatever its size (an entry in
+// the transaction, the memtable's skiplist, the WAL, an L0 block), which
+// is why the body moved into the history key: one key less per message,
+// and a history page reads its bodies from consecutive keys (a few
+// blocks) instead of one m/ Get per message spread over the whole store.
 //
 // Formats: summaries and group cursors written before unread counts were
 // kept (16-byte summaries, 8-byte cursors) are still read, their unread
 // counts counted as they were then, and the FSM rewrites them in the new
 // form when it next touches them; replaying an old log gives the same
-// state on every node because the handlers are deterministic. A node of
-// an earlier version cannot read the new forms (it would skip those
-// conversations in its list): it must not be handed a snapshot of a
-// newer node, nor be restarted on a database a newer version wrote.
+// state on every node because the handlers are deterministic. Messages
+// stored before bodies moved to c/ stay where they are and are read
+// there: a c/ value without the body tag names only the sender (the body
+// is under m/), an 8-byte s/ or dedup/ value is an ID whose body is
+// under m/, and the highest ID is the larger of top and the last m/ key.
+// A node of an earlier version cannot read the new forms (it would skip
+// those conversations in its list, count the body tag as part of the
+// sender, and find no m/ for new messages): it must not be handed a
+// snapshot of a newer node, nor be restarted on a database a newer
+// version wrote. The commands in the Raft log did not change, so an old
+// log replays on a new node (writing the new layout).
 const keyRoot = "r/arch/"
 
 func be64(n uint64) []byte {
@@ -87,6 +108,7 @@ func directConv(a, b string) string {
 }
 
 func msgPrefix() []byte                   { return cat([]byte("m/")) }
+func topKey() []byte                      { return cat([]byte("top")) }
 func msgKey(id snowflake.ID) []byte       { return cat([]byte("m/"), be64(uint64(id))) }
 func convPrefix(conv string) []byte       { return cat([]byte("c/" + conv + "/")) }
 func syncPrefix(uid string) []byte        { return cat([]byte("s/" + uid + "/")) }
@@ -101,6 +123,11 @@ func dedupPrefix() []byte                 { return cat([]byte("dedup/")) }
 func groupConv(gid string) string         { return "g:" + gid }
 func groupSyncPrefix(gid string) []byte   { return cat([]byte("gs/" + gid + "/")) }
 func groupSummaryKey(gid string) []byte   { return cat([]byte("gv/" + gid)) }
+
+// convKey is the history key of message id in conversation conv.
+func convKey(conv string, id snowflake.ID) []byte {
+	return cat([]byte("c/"+conv+"/"), be64(uint64(id)))
+}
 
 // keyBuf builds the keys and small values of one command in one buffer
 // (one allocation instead of two or three per key). A slice it returned
@@ -140,6 +167,58 @@ func (k *keyBuf) u64(n uint64) []byte {
 	start := len(k.b)
 	k.b = binary.BigEndian.AppendUint64(k.b, n)
 	return k.b[start:len(k.b):len(k.b)]
+}
+
+// bodyTag starts a c/ value that holds the message (a value of the
+// older layout is a user ID, which starts with a letter):
+//
+//	bodyTag(1) len(from)(uvarint) from envelope
+const bodyTag = 0x01
+
+// appendBody appends the c/ value of a message.
+func appendBody(b []byte, from string, payload []byte) []byte {
+	b = append(b, bodyTag)
+	b = binary.AppendUvarint(b, uint64(len(from)))
+	b = append(b, from...)
+	return append(b, payload...)
+}
+
+// splitBody reads a c/ value: the sender, and the envelope when the
+// value holds it (hasBody false: the older layout, the body is under
+// m/). ok is false for a value that is neither.
+func splitBody(v []byte) (from, body []byte, hasBody, ok bool) {
+	if len(v) == 0 || v[0] != bodyTag {
+		return v, nil, false, len(v) > 0
+	}
+	n, k := binary.Uvarint(v[1:])
+	if k <= 0 || n > uint64(len(v)-1-k) {
+		return nil, nil, false, false
+	}
+	from = v[1+k : 1+k+int(n)]
+	return from, v[1+k+int(n):], true, true
+}
+
+// pointerTag starts an m/ value that points at the conversation holding
+// the message (an m/ value of the older layout is an envelope, which
+// starts with '{'):
+//
+//	pointerTag(1) convKey
+const pointerTag = 0x01
+
+// appendLocator appends an s/ or dedup/ value: the ID and the
+// conversation the message is stored in.
+func appendLocator(b []byte, id snowflake.ID, conv string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	return append(b, conv...)
+}
+
+// decodeLocator reads an s/ or dedup/ value; conv is "" for an 8-byte
+// value of the older layout (the body is under m/{id}).
+func decodeLocator(v []byte) (id snowflake.ID, conv string, ok bool) {
+	if len(v) < 8 {
+		return 0, "", false
+	}
+	return snowflake.ID(binary.BigEndian.Uint64(v)), string(v[8:]), true
 }
 
 func withID(prefix []byte, n uint64) []byte {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // The fixture in testdata/oldformat was written by the archive as it was
@@ -223,9 +224,19 @@ func TestOldFormatStoreReads(t *testing.T) {
 	if u, err := e.svc.UnreadTotal("bob"); err != nil || u != want.UnreadTotal["bob"]+2 {
 		t.Fatalf("bob's unread total %d (was %d), %v", u, want.UnreadTotal["bob"], err)
 	}
-	for _, n := range []snowflake.ID{n1.ID, n2.ID} {
-		if p, ok, err := e.svc.Message(n); err != nil || !ok || !bytes.Contains(p, []byte(n.String())) {
-			t.Fatalf("Message(%d) = %s, %v, %v", n, p, ok, err)
+	for _, n := range []wire.Envelope{n1, n2} {
+		if p, ok, err := e.svc.MessageIn(n.ID, n.From, n.To, n.Group); err != nil || !ok || !bytes.Contains(p, []byte(n.ID.String())) {
+			t.Fatalf("MessageIn(%d) = %s, %v, %v", n.ID, p, ok, err)
+		}
+	}
+	// Old messages are found in their conversation too.
+	for _, m := range want.History[groupConv("g1")] {
+		var env wire.Envelope
+		if err := json.Unmarshal([]byte(m), &env); err != nil {
+			t.Fatal(err)
+		}
+		if p, ok, err := e.svc.MessageIn(env.ID, "", "", "g1"); err != nil || !ok || string(p) != m {
+			t.Fatalf("MessageIn(%d) of the old layout = %s, %v, %v", env.ID, p, ok, err)
 		}
 	}
 	if hi, err := e.svc.HighestID(); err != nil || hi != n2.ID {
