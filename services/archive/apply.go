@@ -224,7 +224,7 @@ func (a *applied) AfterCommit() {
 
 // getLocator reads a locator value (see decodeLocator); ok is false when
 // the key is absent.
-func getLocator(tx *badger.Txn, key []byte) (id snowflake.ID, conv string, ok bool, err error) {
+func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv string, ok bool, err error) {
 	it, err := tx.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0, "", false, nil
@@ -233,7 +233,7 @@ func getLocator(tx *badger.Txn, key []byte) (id snowflake.ID, conv string, ok bo
 		return 0, "", false, err
 	}
 	err = it.Value(func(v []byte) error {
-		if id, conv, ok = decodeLocator(v); !ok {
+		if id, conv, ok = decodeLocator(owner, v); !ok {
 			return fmt.Errorf("%w: stored id of %d bytes", ErrBadCommand, len(v))
 		}
 		return nil
@@ -300,7 +300,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	var origConv string
 	dup := false
 	if st.cids.mayContain(dk) {
-		if orig, origConv, dup, err = getLocator(tx, dk); err != nil {
+		if orig, origConv, dup, err = getLocator(tx, c.From, dk); err != nil {
 			return nil, err
 		}
 	}
@@ -331,12 +331,6 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	seq := at.Seq()
 	idb := kb.u64(uint64(c.ID))
-	loc := idb
-	if c.Group == "" {
-		start = len(kb.b)
-		kb.b = appendLocator(kb.b, c.ID, conv)
-		loc = kb.b[start:len(kb.b):len(kb.b)]
-	}
 	// Before any write: a bound too high or a key in the filter that is
 	// not stored (the write thrown away) only costs a lookup.
 	st.ids.wrote(c.ID)
@@ -398,13 +392,21 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// unread, until x/ each side had its summary (w/), and until bodies
 	// moved into c/ the body had its own key (m/): none is written any
 	// more (old ones are left in place and read).
+	// The sender's sync entry and dedupe key name the recipient, the
+	// recipient's names the sender.
+	start = len(kb.b)
+	kb.b = appendLocator(kb.b, c.ID, c.To)
+	toLoc := kb.b[start:len(kb.b):len(kb.b)]
 	sets := [8][2][]byte{
 		{ck, cv},
-		{kb.keyN(seq, "s/", c.From, "/"), loc},
+		{kb.keyN(seq, "s/", c.From, "/"), toLoc},
 	}
 	k := 2
 	if c.To != c.From {
-		sets[k] = [2][]byte{kb.keyN(seq, "s/", c.To, "/"), loc}
+		start = len(kb.b)
+		kb.b = appendLocator(kb.b, c.ID, c.From)
+		fromLoc := kb.b[start:len(kb.b):len(kb.b)]
+		sets[k] = [2][]byte{kb.keyN(seq, "s/", c.To, "/"), fromLoc}
 		k++
 	}
 	sc.forget(conv)
@@ -420,7 +422,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			k++
 		}
 	}
-	sets[k] = [2][]byte{dk, loc}
+	sets[k] = [2][]byte{dk, toLoc}
 	for _, kv := range sets[:k+1] {
 		if err := tx.Set(kv[0], kv[1]); err != nil {
 			return nil, err

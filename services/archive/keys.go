@@ -2,6 +2,7 @@ package archive
 
 import (
 	"encoding/binary"
+	"strings"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
 )
@@ -18,8 +19,8 @@ import (
 //	                            to its conversation (see pointer), for the by-ID lookup
 //	top                       → the highest message ID stored since bodies moved to c/ (8 bytes)
 //	s/{uid}/{seq}             → a locator of the message (per-user sync index in commit order,
-//	                            sender and recipient): id(8) then its convKey; 8 bytes (the id
-//	                            alone, the body under m/) in the older layout
+//	                            sender and recipient): id(8) then the peer (see appendLocator);
+//	                            8 bytes (the id alone, the body under m/) in the older layout
 //	v/{uid}/{peer}            → empty: uid has a conversation with peer (written once, listed by
 //	                            prefix); or a 16-byte summary written before counts were kept
 //	x/{convKey}               → a direct conversation's summary with both sides' unread counts
@@ -205,20 +206,33 @@ func splitBody(v []byte) (from, body []byte, hasBody, ok bool) {
 //	pointerTag(1) convKey
 const pointerTag = 0x01
 
-// appendLocator appends an s/ or dedup/ value: the ID and the
-// conversation the message is stored in.
-func appendLocator(b []byte, id snowflake.ID, conv string) []byte {
+// appendLocator appends an s/ or dedup/ value: the ID and what, with
+// the user the key belongs to (owner), names the conversation the
+// message is stored in: the other user of a direct conversation, or
+// "g:"+gid (a user ID holds no ':'). The peer rather than the whole
+// conversation key: these values are written two or three times per
+// message.
+func appendLocator(b []byte, id snowflake.ID, other string) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(id))
-	return append(b, conv...)
+	return append(b, other...)
 }
 
-// decodeLocator reads an s/ or dedup/ value; conv is "" for an 8-byte
-// value of the older layout (the body is under m/{id}).
-func decodeLocator(v []byte) (id snowflake.ID, conv string, ok bool) {
+// decodeLocator reads an s/ or dedup/ value of owner's key: the ID and
+// its conversation, "" for an 8-byte value of the older layout (the
+// body is under m/{id}).
+func decodeLocator(owner string, v []byte) (id snowflake.ID, conv string, ok bool) {
 	if len(v) < 8 {
 		return 0, "", false
 	}
-	return snowflake.ID(binary.BigEndian.Uint64(v)), string(v[8:]), true
+	id = snowflake.ID(binary.BigEndian.Uint64(v))
+	switch other := string(v[8:]); {
+	case other == "":
+	case strings.HasPrefix(other, "g:"):
+		conv = other
+	default:
+		conv = directConv(owner, other)
+	}
+	return id, conv, true
 }
 
 func withID(prefix []byte, n uint64) []byte {

@@ -169,7 +169,7 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 			var conv string
 			if err := item.Value(func(v []byte) error {
 				var ok bool
-				if id, conv, ok = decodeLocator(v); !ok {
+				if id, conv, ok = decodeLocator(uid, v); !ok {
 					return fmt.Errorf("%w: sync entry of %d bytes", ErrBadCommand, len(v))
 				}
 				return nil
