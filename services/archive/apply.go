@@ -294,7 +294,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		return nil, err
 	}
 	// Room for the keys and small values of a direct message (see below).
-	kb := newKeyBuf(8*len(keyRoot) + 5*len(c.From) + 4*len(c.To) + 3*len(c.Group) + len(c.CID) + len(c.Payload) + 180)
+	kb := newKeyBuf(8*len(keyRoot) + 4*len(c.From) + 5*len(c.To) + 3*len(c.Group) + len(c.CID) + 180)
 	dk := kb.key("dedup/", c.From, "/", c.CID)
 	var orig snowflake.ID
 	var origConv string
@@ -319,9 +319,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	// The message itself, under its history key (see keys.go).
 	ck := kb.keyN(uint64(c.ID), "c/", conv, "/")
-	start := len(kb.b)
-	kb.b = appendBody(kb.b, c.From, c.Payload)
-	cv := kb.b[start:len(kb.b):len(kb.b)]
+	cv := c.Payload
 	if taken, err := st.ids.mayBeTaken(tx, c.ID); err != nil {
 		return nil, err
 	} else if taken {
@@ -394,7 +392,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// more (old ones are left in place and read).
 	// The sender's sync entry and dedupe key name the recipient, the
 	// recipient's names the sender.
-	start = len(kb.b)
+	start := len(kb.b)
 	kb.b = appendLocator(kb.b, c.ID, c.To)
 	toLoc := kb.b[start:len(kb.b):len(kb.b)]
 	sets := [8][2][]byte{

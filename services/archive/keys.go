@@ -1,7 +1,9 @@
 package archive
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"strings"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -12,8 +14,9 @@ import (
 // prefix below ends unambiguously. Numbers are 8-byte big-endian so that
 // Badger's byte order is numeric order.
 //
-//	c/{convKey}/{id}          → the message: sender and stored envelope JSON (see body); in
-//	                            the layout before bodies moved here, the sender only
+//	c/{convKey}/{id}          → the stored envelope JSON (the exact bytes delivered; its
+//	                            sender is read from it, see splitBody); in the layout
+//	                            before bodies moved here, the sender's user ID only
 //	m/{id}                    → before bodies moved to c/: the stored envelope JSON; since,
 //	                            written only for a message the push outbox staged: a pointer
 //	                            to its conversation (see pointer), for the by-ID lookup
@@ -170,33 +173,46 @@ func (k *keyBuf) u64(n uint64) []byte {
 	return k.b[start:len(k.b):len(k.b)]
 }
 
-// bodyTag starts a c/ value that holds the message (a value of the
-// older layout is a user ID, which starts with a letter):
-//
-//	bodyTag(1) len(from)(uvarint) from envelope
-const bodyTag = 0x01
-
-// appendBody appends the c/ value of a message.
-func appendBody(b []byte, from string, payload []byte) []byte {
-	b = append(b, bodyTag)
-	b = binary.AppendUvarint(b, uint64(len(from)))
-	b = append(b, from...)
-	return append(b, payload...)
-}
-
-// splitBody reads a c/ value: the sender, and the envelope when the
-// value holds it (hasBody false: the older layout, the body is under
-// m/). ok is false for a value that is neither.
+// splitBody reads a c/ value: the stored envelope (hasBody), whose
+// sender is read from it, or in the older layout the sender alone (a
+// user ID starts with a letter, an envelope with '{'). ok is false for
+// an empty value.
 func splitBody(v []byte) (from, body []byte, hasBody, ok bool) {
-	if len(v) == 0 || v[0] != bodyTag {
-		return v, nil, false, len(v) > 0
-	}
-	n, k := binary.Uvarint(v[1:])
-	if k <= 0 || n > uint64(len(v)-1-k) {
+	if len(v) == 0 {
 		return nil, nil, false, false
 	}
-	from = v[1+k : 1+k+int(n)]
-	return from, v[1+k+int(n):], true, true
+	if v[0] != '{' {
+		return v, nil, false, true
+	}
+	return senderOf(v), v, true, true
+}
+
+// envelopeHead is how every stored envelope begins: the server writes
+// id and then from (wire.Envelope's field order, in its fast path and in
+// encoding/json alike).
+const envelopeHead = `{"id":"`
+
+// senderOf is the "from" of a stored envelope: read from its head (user
+// IDs need no escaping), or by decoding it if it is not in that form.
+// It runs for every message a cursor move counts, so the head is read
+// without a JSON decoder.
+func senderOf(env []byte) []byte {
+	if rest, ok := bytes.CutPrefix(env, []byte(envelopeHead)); ok {
+		if i := bytes.IndexByte(rest, '"'); i >= 0 {
+			if rest, ok = bytes.CutPrefix(rest[i+1:], []byte(`,"from":"`)); ok {
+				if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
+					return rest[:j]
+				}
+			}
+		}
+	}
+	var e struct {
+		From string `json:"from"`
+	}
+	if json.Unmarshal(env, &e) != nil {
+		return nil
+	}
+	return []byte(e.From)
 }
 
 // pointerTag starts an m/ value that points at the conversation holding

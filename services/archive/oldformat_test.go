@@ -260,3 +260,24 @@ func writeFixture(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 }
+
+// senderOf reads "from" from the head of a stored envelope, and decodes
+// an envelope of another form.
+func TestSenderOf(t *testing.T) {
+	env := text("c1", `a body with "from":"mallory"`)
+	env.ID, env.From, env.To = 42, "alice", "bob"
+	for _, c := range []struct{ env, want string }{
+		{string(env.Marshal()), "alice"},
+		{`{"from":"bob","id":"7","body":"x"}`, "bob"},
+		{`{"id":"7","to":"carol","from":"dave"}`, "dave"},
+		{`{"id":"7","from":"e\u0076e"}`, "eve"},
+		{`{"id":"7"}`, ""},
+	} {
+		if got := string(senderOf([]byte(c.env))); got != c.want {
+			t.Errorf("senderOf(%s) = %q, want %q", c.env, got, c.want)
+		}
+	}
+	if from, _, has, ok := splitBody([]byte("alice")); string(from) != "alice" || has || !ok {
+		t.Errorf("an older c/ value reads as %q %v %v", from, has, ok)
+	}
+}
