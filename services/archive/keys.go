@@ -251,6 +251,28 @@ func decodeLocator(owner string, v []byte) (id snowflake.ID, conv string, ok boo
 	return id, conv, true
 }
 
+// locatedKey is the c/ key of the message an s/ or dedup/ value of
+// owner's key names (v, see decodeLocator), built in one allocation (a
+// sync page builds a thousand); nil for an 8-byte value of the older
+// layout (the body is under m/).
+func locatedKey(owner string, v []byte) []byte {
+	if len(v) <= 8 {
+		return nil
+	}
+	other := v[8:]
+	k := make([]byte, 0, len(keyRoot)+5+len(owner)+len(other)+8)
+	k = append(k, keyRoot+"c/"...)
+	if bytes.HasPrefix(other, []byte("g:")) {
+		k = append(k, other...)
+	} else if string(other) < owner {
+		k = append(append(append(append(k, "d:"...), other...), ':'), owner...)
+	} else {
+		k = append(append(append(append(k, "d:"...), owner...), ':'), other...)
+	}
+	k = append(k, '/')
+	return append(k, v[:8]...)
+}
+
 func withID(prefix []byte, n uint64) []byte {
 	k := make([]byte, 0, len(prefix)+8)
 	k = append(k, prefix...)

@@ -45,7 +45,13 @@ func loadMessage(tx *badger.Txn, id snowflake.ID) ([]byte, error) {
 // loadIn reads message id of conversation conv: from its history key,
 // or from m/ for a message of the older layout.
 func loadIn(tx *badger.Txn, conv string, id snowflake.ID) ([]byte, error) {
-	it, err := tx.Get(convKey(conv, id))
+	return loadAt(tx, convKey(conv, id), id)
+}
+
+// loadAt reads message id from its history key ck, or from m/ for a
+// message of the older layout.
+func loadAt(tx *badger.Txn, ck []byte, id snowflake.ID) ([]byte, error) {
+	it, err := tx.Get(ck)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return loadMessage(tx, id) // not expected: every message has its c/ key
 	}
@@ -166,20 +172,26 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 				return nil
 			}
 			var id snowflake.ID
-			var conv string
+			var ck []byte
 			if err := item.Value(func(v []byte) error {
-				var ok bool
-				if id, conv, ok = decodeLocator(uid, v); !ok {
+				if len(v) < 8 {
 					return fmt.Errorf("%w: sync entry of %d bytes", ErrBadCommand, len(v))
 				}
+				id, ck = snowflake.ID(tail8(v[:8])), locatedKey(uid, v)
 				return nil
 			}); err != nil {
 				return err
 			}
 			if m.last > 0 {
-				conv = convs[m.last] // a group's index holds 8-byte IDs
+				ck = convKey(convs[m.last], id) // a group's index holds 8-byte IDs
 			}
-			msg, err := loadLocated(tx, id, conv)
+			var msg []byte
+			var err error
+			if ck == nil {
+				msg, err = loadMessage(tx, id)
+			} else {
+				msg, err = loadAt(tx, ck, id)
+			}
 			if err != nil {
 				return err
 			}
