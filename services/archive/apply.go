@@ -341,19 +341,9 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			return nil, err
 		}
 	}
-	if after != nil {
-		// Staged for push: the sender finds it by ID (Service.Message),
-		// so it gets a pointer from m/{id} to its conversation. Messages
-		// nobody pushes (most direct ones) have none.
-		if err := tx.Set(msgKey(c.ID), append([]byte{pointerTag}, conv...)); err != nil {
-			return nil, err
-		}
-	}
-	if err := st.top.raise(tx, c.ID); err != nil {
-		return nil, err
-	}
+	byID := byIDWrites{st: st, staged: after != nil, id: c.ID, conv: conv}
 	if c.Group != "" {
-		res, err := applyGroupMessage(tx, seq, c, &kb, ck, cv, dk, idb)
+		res, err := applyGroupMessage(tx, seq, c, &kb, ck, cv, dk, idb, byID)
 		if err == nil {
 			res.after, res.cids = after, st.cids
 		}
@@ -421,6 +411,9 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		}
 	}
 	sets[k] = [2][]byte{dk, toLoc}
+	if err := byID.write(tx); err != nil {
+		return nil, err
+	}
 	for _, kv := range sets[:k+1] {
 		if err := tx.Set(kv[0], kv[1]); err != nil {
 			return nil, err
@@ -428,6 +421,27 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pair: pairWrite{conv: conv, p: p}, cids: st.cids}
 	return res, nil
+}
+
+// byIDWrites are what a message writes for lookups by ID rather than by
+// conversation, written with its own keys once every read is done.
+type byIDWrites struct {
+	st     *fsmState
+	staged bool // the push outbox staged it
+	id     snowflake.ID
+	conv   string
+}
+
+func (w byIDWrites) write(tx *badger.Txn) error {
+	if w.staged {
+		// The push sender finds a staged message by ID (Service.Message):
+		// a pointer from m/{id} to its conversation. Messages nobody
+		// pushes (most direct ones) have none.
+		if err := tx.Set(msgKey(w.id), append([]byte{pointerTag}, w.conv...)); err != nil {
+			return err
+		}
+	}
+	return w.st.top.raise(tx, w.id)
 }
 
 // applyReadCursor moves a read cursor forward, clamped to the highest
@@ -680,7 +694,7 @@ func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (to
 // the group (members find it through their groups when they read).
 // Membership was checked by the proposing node: this handler cannot read
 // the users service's keys.
-func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, ck, cv, dk, idb []byte) (*applied, error) {
+func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, ck, cv, dk, idb []byte, byID byIDWrites) (*applied, error) {
 	gk := kb.key("gv/", c.Group)
 	old, found, err := getSummary(tx, gk)
 	if err != nil {
@@ -712,6 +726,9 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, ck, cv,
 	// gs/ keeps the 8-byte ID (the group names the conversation); the
 	// dedupe key needs the conversation with it.
 	dv := appendLocator(make([]byte, 0, 8+len(c.Group)+2), c.ID, groupConv(c.Group))
+	if err := byID.write(tx); err != nil {
+		return nil, err
+	}
 	for _, kv := range [][2][]byte{
 		{ck, cv},
 		{kb.keyN(seq, "gs/", c.Group, "/"), idb},
