@@ -222,8 +222,9 @@ func (a *applied) AfterCommit() {
 	}
 }
 
-// getLocator reads a locator value (see decodeLocator); ok is false when
-// the key is absent.
+// getLocator reads a locator value (see decodeLocator) of owner's key;
+// ok is false when the key is absent. A direct message's dedupe value
+// is a reference to its sender's sync entry (see syncRef), read through.
 func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv string, ok bool, err error) {
 	it, err := tx.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -232,13 +233,25 @@ func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv
 	if err != nil {
 		return 0, "", false, err
 	}
+	var ref []byte
 	err = it.Value(func(v []byte) error {
+		if len(v) == syncRefLen && v[0] == syncRefTag {
+			ref = withID(syncPrefix(owner), binary.BigEndian.Uint64(v[1:]))
+			return nil
+		}
 		if id, conv, ok = decodeLocator(owner, v); !ok {
 			return fmt.Errorf("%w: stored id of %d bytes", ErrBadCommand, len(v))
 		}
 		return nil
 	})
-	return id, conv, err == nil, err
+	if err != nil || ref == nil {
+		return id, conv, err == nil, err
+	}
+	id, conv, ok, err = getLocator(tx, owner, ref)
+	if err == nil && !ok {
+		err = fmt.Errorf("archive: dedupe entry without its sync entry: %w", badger.ErrKeyNotFound)
+	}
+	return id, conv, ok, err
 }
 
 // checkIDFree refuses a message whose ID already holds another message:
@@ -410,7 +423,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			k++
 		}
 	}
-	sets[k] = [2][]byte{dk, toLoc}
+	sets[k] = [2][]byte{dk, syncRef(&kb, seq)}
 	if err := byID.write(tx); err != nil {
 		return nil, err
 	}

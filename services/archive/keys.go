@@ -32,7 +32,10 @@ import (
 //	                            there is no x/; left in place once x/ is written)
 //	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
 //	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
-//	dedup/{from}/{cid}        → a locator as s/ (retried publishes, direct and group alike)
+//	dedup/{from}/{cid}        → retried publishes, direct and group alike: for a direct
+//	                            message a reference to the sender's s/ entry (see syncRef),
+//	                            for a group's a locator (id, g:{gid}); 8 bytes (the id, the
+//	                            body under m/) in the older layout
 //	gs/{gid}/{seq}            → id (per-group sync index in commit order; the body is under
 //	                            c/g:{gid}/{id}, or under m/{id} in the older layout)
 //	gv/{gid}                  → group summary with its message count (see summary)
@@ -271,6 +274,26 @@ func locatedKey(owner string, v []byte) []byte {
 	}
 	k = append(k, '/')
 	return append(k, v[:8]...)
+}
+
+// A direct message's dedupe value refers to its sender's sync entry
+// (which names the message) instead of repeating the ID and the peer:
+//
+//	syncRefTag(1) seq(8)
+//
+// 9 bytes, neither an ID of the older layout (8) nor a locator (8 + a
+// name of at least 3). Retries are rare; the dedupe keys are forever.
+const (
+	syncRefTag = 0x01
+	syncRefLen = 9
+)
+
+// syncRef is the dedupe value of a direct message at position seq.
+func syncRef(kb *keyBuf, seq uint64) []byte {
+	start := len(kb.b)
+	kb.b = append(kb.b, syncRefTag)
+	kb.b = binary.BigEndian.AppendUint64(kb.b, seq)
+	return kb.b[start:len(kb.b):len(kb.b)]
 }
 
 func withID(prefix []byte, n uint64) []byte {
