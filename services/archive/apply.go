@@ -307,7 +307,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		return nil, err
 	}
 	// Room for the keys and small values of a direct message (see below).
-	kb := newKeyBuf(8*len(keyRoot) + 4*len(c.From) + 5*len(c.To) + 3*len(c.Group) + len(c.CID) + 180)
+	kb := newKeyBuf(8*len(keyRoot) + 4*len(c.From) + 5*len(c.To) + 3*len(c.Group) + len(c.CID) + len(c.Payload) + 180)
 	dk := kb.key("dedup/", c.From, "/", c.CID)
 	var orig snowflake.ID
 	var origConv string
@@ -332,7 +332,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	// The message itself, under its history key (see keys.go).
 	ck := kb.keyN(uint64(c.ID), "c/", conv, "/")
-	cv := c.Payload
+	cv := compactBody(&kb, c.Payload, c.ID, c.From, c.To, c.Group)
 	if taken, err := st.ids.mayBeTaken(tx, c.ID); err != nil {
 		return nil, err
 	} else if taken {
@@ -492,7 +492,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		return cur, nil
 	}
 	if found {
-		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		total, own, err := countAbove(tx, conv, upTo, c.Reader)
 		if err != nil {
 			return nil, err
 		}
@@ -566,7 +566,7 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 	rec.UpTo = upTo
 	if found {
 		// Every read before the first write, so that an error writes nothing.
-		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		total, own, err := countAbove(tx, conv, upTo, c.Reader)
 		if err != nil {
 			return nil, err
 		}
@@ -684,14 +684,15 @@ func keptPair(tx *badger.Txn, a, b, conv string) (p pair, found bool, listed [2]
 // and those from me among them. It stops once it has seen unreadCap
 // messages from others, so total-own is the unread count saturated at
 // the cap.
-func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (total, own uint64, err error) {
+func countAbove(tx *badger.Txn, conv string, upTo snowflake.ID, me string) (total, own uint64, err error) {
+	prefix := convPrefix(conv)
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchSize: 100})
 	defer it.Close()
 	mb := []byte(me)
 	for it.Seek(withID(prefix, uint64(upTo)+1)); it.ValidForPrefix(prefix) && total-own < unreadCap; it.Next() {
 		total++
 		if err := it.Item().Value(func(v []byte) error {
-			if from, _, _, _ := splitBody(v); bytes.Equal(from, mb) {
+			if from, _, _, _ := readBody(conv, 0, v, false); bytes.Equal(from, mb) {
 				own++
 			}
 			return nil

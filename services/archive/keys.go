@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"strconv"
 	"strings"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -14,9 +15,9 @@ import (
 // prefix below ends unambiguously. Numbers are 8-byte big-endian so that
 // Badger's byte order is numeric order.
 //
-//	c/{convKey}/{id}          → the stored envelope JSON (the exact bytes delivered; its
-//	                            sender is read from it, see splitBody); in the layout
-//	                            before bodies moved here, the sender's user ID only
+//	c/{convKey}/{id}          → the stored envelope (the exact bytes delivered), without
+//	                            the head the key already names (see compactBody); in the
+//	                            layout before bodies moved here, the sender's user ID only
 //	m/{id}                    → before bodies moved to c/: the stored envelope JSON; since,
 //	                            written only for a message the push outbox staged: a pointer
 //	                            to its conversation (see pointer), for the by-ID lookup
@@ -176,29 +177,123 @@ func (k *keyBuf) u64(n uint64) []byte {
 	return k.b[start:len(k.b):len(k.b)]
 }
 
-// splitBody reads a c/ value: the stored envelope (hasBody), whose
-// sender is read from it, or in the older layout the sender alone (a
-// user ID starts with a letter, an envelope with '{'). ok is false for
-// an empty value.
-func splitBody(v []byte) (from, body []byte, hasBody, ok bool) {
+// A c/ value is the stored envelope, kept compact when it has the head
+// the server always writes (wire.Envelope's field order, in its fast
+// path and in encoding/json alike):
+//
+//	{"id":"<id>","from":"<from>","to":"<to>",      a direct message
+//	{"id":"<id>","from":"<from>","group":"<gid>",  a group message
+//
+// The key already holds the ID and the conversation, so the value drops
+// that head: in ID order (m/) consecutive envelopes shared most of it and
+// zstd took it away, in conversation order they do not (+14 B per message
+// on disk at 200k before this). The head is rebuilt on read, byte for
+// byte. Forms of a c/ value:
+//
+//	compactDirect(1) side(1) rest   side 0: from is the convKey's first user
+//	compactGroup(1) len(from)(uvarint) from rest
+//	'{' …                           an envelope of another head, whole
+//	a user ID                       the older layout: the sender; the body is under m/
+const (
+	compactDirect = 0x02
+	compactGroup  = 0x03
+)
+
+// appendBodyHead appends the head a stored envelope begins with.
+func appendBodyHead(b []byte, id snowflake.ID, from, to, group string) []byte {
+	b = append(b, `{"id":"`...)
+	b = strconv.AppendUint(b, uint64(id), 10)
+	b = append(b, `","from":"`...)
+	b = append(b, from...)
+	if group == "" {
+		b = append(b, `","to":"`...)
+		b = append(b, to...)
+	} else {
+		b = append(b, `","group":"`...)
+		b = append(b, group...)
+	}
+	return append(b, `",`...)
+}
+
+// compactBody is the c/ value of a message (built in kb).
+func compactBody(kb *keyBuf, payload []byte, id snowflake.ID, from, to, group string) []byte {
+	start := len(kb.b)
+	kb.b = appendBodyHead(kb.b, id, from, to, group)
+	head := len(kb.b) - start
+	ok := bytes.HasPrefix(payload, kb.b[start:])
+	kb.b = kb.b[:start]
+	if !ok {
+		return payload
+	}
+	if group == "" {
+		side := byte(0)
+		if from > to {
+			side = 1
+		}
+		kb.b = append(kb.b, compactDirect, side)
+	} else {
+		kb.b = append(kb.b, compactGroup)
+		kb.b = binary.AppendUvarint(kb.b, uint64(len(from)))
+		kb.b = append(kb.b, from...)
+	}
+	kb.b = append(kb.b, payload[head:]...)
+	return kb.b[start:len(kb.b):len(kb.b)]
+}
+
+// readBody reads the c/ value v of message id in conversation conv: its
+// sender, and the stored envelope (hasBody; a fresh slice) when
+// wantBody. A value of the older layout is the sender alone (the body is
+// under m/). ok is false for a value that is none of the forms.
+func readBody(conv string, id snowflake.ID, v []byte, wantBody bool) (from, body []byte, hasBody, ok bool) {
 	if len(v) == 0 {
 		return nil, nil, false, false
 	}
-	if v[0] != '{' {
+	var to, group string
+	var rest []byte
+	switch v[0] {
+	case '{':
+		if wantBody {
+			body = append([]byte(nil), v...)
+		}
+		return senderOf(v), body, true, true
+	case compactDirect:
+		lo, hi, found := strings.Cut(strings.TrimPrefix(conv, "d:"), ":")
+		if len(v) < 2 || !found || !strings.HasPrefix(conv, "d:") {
+			return nil, nil, false, false
+		}
+		f := lo
+		to = hi
+		if v[1] == 1 {
+			f, to = hi, lo
+		}
+		from, rest = []byte(f), v[2:]
+	case compactGroup:
+		n, k := binary.Uvarint(v[1:])
+		if k <= 0 || n > uint64(len(v)-1-k) || !strings.HasPrefix(conv, "g:") {
+			return nil, nil, false, false
+		}
+		from, rest, group = v[1+k:1+k+int(n)], v[1+k+int(n):], conv[2:]
+	default:
 		return v, nil, false, true
 	}
-	return senderOf(v), v, true, true
+	if wantBody {
+		body = appendBodyHead(make([]byte, 0, 48+len(from)+len(to)+len(group)+len(rest)), id, string(from), to, group)
+		body = append(body, rest...)
+	}
+	return from, body, true, true
 }
 
-// envelopeHead is how every stored envelope begins: the server writes
-// id and then from (wire.Envelope's field order, in its fast path and in
-// encoding/json alike).
+// convOfKey is the conversation of a c/ key.
+func convOfKey(ck []byte) string {
+	return string(ck[len(keyRoot)+2 : len(ck)-9])
+}
+
+// envelopeHead is how every stored envelope begins (see appendBodyHead).
 const envelopeHead = `{"id":"`
 
-// senderOf is the "from" of a stored envelope: read from its head (user
-// IDs need no escaping), or by decoding it if it is not in that form.
-// It runs for every message a cursor move counts, so the head is read
-// without a JSON decoder.
+// senderOf is the "from" of a stored envelope kept whole: read from its
+// head (user IDs need no escaping), or by decoding it if it is not in
+// that form.
 func senderOf(env []byte) []byte {
 	if rest, ok := bytes.CutPrefix(env, []byte(envelopeHead)); ok {
 		if i := bytes.IndexByte(rest, '"'); i >= 0 {

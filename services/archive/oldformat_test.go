@@ -10,6 +10,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -277,7 +279,83 @@ func TestSenderOf(t *testing.T) {
 			t.Errorf("senderOf(%s) = %q, want %q", c.env, got, c.want)
 		}
 	}
-	if from, _, has, ok := splitBody([]byte("alice")); string(from) != "alice" || has || !ok {
+	if from, _, has, ok := readBody("d:alice:bob", 1, []byte("alice"), true); string(from) != "alice" || has || !ok {
 		t.Errorf("an older c/ value reads as %q %v %v", from, has, ok)
+	}
+}
+
+// A stored envelope is kept without the head its key names and read back
+// byte for byte, for both sides of a direct conversation, oneself and a
+// group; an envelope of another head is kept whole.
+func TestCompactBodyRoundTrip(t *testing.T) {
+	reply := snowflake.ID(99)
+	for _, c := range []struct{ from, to, group string }{
+		{"alice", "bob", ""}, {"bob", "alice", ""}, {"carol", "carol", ""}, {"dave", "", "team-1"},
+	} {
+		env := text("c1", `body with "quotes" and \ and é`)
+		env.ID, env.From, env.To, env.Group = 1<<40+7, c.from, c.to, c.group
+		env.ReplyTo, env.Mentions = &reply, []string{"bob"}
+		payload := env.Marshal()
+		conv := groupConv(c.group)
+		if c.group == "" {
+			conv = directConv(c.from, c.to)
+		}
+		kb := newKeyBuf(0)
+		v := compactBody(&kb, payload, env.ID, c.from, c.to, c.group)
+		if v[0] == '{' || len(v) >= len(payload)-len(env.ID.String()) {
+			t.Fatalf("%v: value %q is not compact", c, v)
+		}
+		from, body, has, ok := readBody(conv, env.ID, v, true)
+		if !ok || !has || string(from) != c.from || !bytes.Equal(body, payload) {
+			t.Fatalf("%v: read back %q from %q, want %s", c, body, from, payload)
+		}
+	}
+	other := []byte(`{"from":"bob","id":"7","cid":"x"}`)
+	kb := newKeyBuf(0)
+	if v := compactBody(&kb, other, 7, "bob", "alice", ""); !bytes.Equal(v, other) {
+		t.Fatalf("an envelope of another head kept as %q", v)
+	}
+	if from, body, has, _ := readBody("d:alice:bob", 7, other, true); string(from) != "bob" || !has || !bytes.Equal(body, other) {
+		t.Fatalf("a whole envelope read as %q from %q", body, from)
+	}
+
+	// Through the service: every read gives the bytes delivered.
+	e := newEnv(t, withGroups())
+	e.groups.add("g1", "alice", "bob")
+	env := text("r1", "reply")
+	env.ReplyTo, env.Mentions = &reply, []string{"alice"}
+	stored, payload, _, err := e.svc.SendDirect(context.Background(), "bob", "alice", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, gpayload, _, err := e.svc.SendGroup(context.Background(), "alice", "g1", text("g1", "to the group"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := e.svc.historyPage(directConv("alice", "bob"), nil, 10)
+	if err != nil || len(h) != 1 || !bytes.Equal(h[0], payload) {
+		t.Fatalf("history %q, want %s (%v)", h, payload, err)
+	}
+	s, _, _, err := e.svc.syncPage("alice", 0, 10)
+	if err != nil || len(s) != 2 || !bytes.Equal(s[0], payload) || !bytes.Equal(s[1], gpayload) {
+		t.Fatalf("sync %q, want %s and %s (%v)", s, payload, gpayload, err)
+	}
+	if p, ok, err := e.svc.MessageIn(stored.ID, "alice", "bob", ""); err != nil || !ok || !bytes.Equal(p, payload) {
+		t.Fatalf("MessageIn = %q, %v, %v", p, ok, err)
+	}
+	err = e.db.View(func(tx *badger.Txn) error {
+		it, err := tx.Get(convKey(directConv("alice", "bob"), stored.ID))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(v []byte) error {
+			if v[0] != compactDirect {
+				t.Errorf("stored value %q is not compact", v)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -61,10 +61,7 @@ func loadAt(tx *badger.Txn, ck []byte, id snowflake.ID) ([]byte, error) {
 	var body []byte
 	var hasBody bool
 	if err := it.Value(func(v []byte) error {
-		_, b, has, _ := splitBody(v)
-		if hasBody = has; has {
-			body = append([]byte(nil), b...)
-		}
+		_, body, hasBody, _ = readBody(convOfKey(ck), id, v, true)
 		return nil
 	}); err != nil {
 		return nil, err
@@ -109,16 +106,15 @@ func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msg
 			}
 			item := it.Item()
 			var m []byte
+			id := snowflake.ID(tail8(item.Key()))
 			if err := item.Value(func(v []byte) error {
-				if _, b, has, _ := splitBody(v); has {
-					m = append([]byte(nil), b...)
-				}
+				_, m, _, _ = readBody(conv, id, v, true)
 				return nil
 			}); err != nil {
 				return err
 			}
 			if m == nil {
-				old, oldIDs = append(old, len(msgs)), append(oldIDs, snowflake.ID(tail8(item.Key())))
+				old, oldIDs = append(old, len(msgs)), append(oldIDs, id)
 			}
 			msgs = append(msgs, m)
 		}
@@ -459,7 +455,7 @@ func groupUnread(tx *badger.Txn, uid, gid string, sum summary) (int, error) {
 	if rec.UpTo == ^snowflake.ID(0) {
 		return 0, nil
 	}
-	total, own, err := countAbove(tx, convPrefix(conv), rec.UpTo, uid)
+	total, own, err := countAbove(tx, conv, rec.UpTo, uid)
 	return int(total - own), err
 }
 

@@ -370,7 +370,8 @@ func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID, oldLayou
 			}
 			set(dedupKey(from, env.CID), idb)
 		} else {
-			set(convKey(directConv(from, to), id), env.Marshal())
+			kb := newKeyBuf(256)
+			set(convKey(directConv(from, to), id), compactBody(&kb, env.Marshal(), id, from, to, ""))
 			set(withID(syncPrefix(from), seq), appendLocator(nil, id, to))
 			if to != from {
 				set(withID(syncPrefix(to), seq), appendLocator(nil, id, from))

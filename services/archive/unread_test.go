@@ -84,7 +84,7 @@ func counted(t testing.TB, db *badger.DB, uid, conv string) int {
 			if err != nil {
 				return err
 			}
-			from, _, _, _ := splitBody(v)
+			from, _, _, _ := readBody(conv, 0, v, false)
 			if tail8(it.Item().Key()) > uint64(cur) && string(from) != uid {
 				n++
 			}
