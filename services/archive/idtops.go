@@ -27,21 +27,20 @@ import (
 // and every level's bloom filter (half of the Txn.Get time of a
 // saturated node).
 //
-// The bounds only ever move up, and are raised when a handler writes
-// m/{id}, before the transaction commits: a write that is thrown away
+// The bounds only ever move up, and are raised when a handler writes a
+// message, before the transaction commits: a write that is thrown away
 // (ErrTxnTooBig, then redone) leaves a bound higher than needed, which
 // costs a lookup, never a wrong answer. They start (and start again
 // after a snapshot restore, purge) from the highest stored ID found by
 // one reverse seek over m/ and the top key (highestID), a bound for
-// every machine number at once.
-// Like the summary cache, it runs on the FSM's apply goroutine; the
+// every machine number at once. Like the summary cache, it runs on the FSM's apply goroutine; the
 // mutex is for tests that apply from several.
 type idTops struct {
 	mu    sync.Mutex
 	valid bool
 	top   [snowflake.MaxMachine + 1]snowflake.ID
 
-	lookups uint64 // m/ lookups done (tests check the fast path is taken)
+	lookups uint64 // ID lookups done (tests check the fast path is taken)
 }
 
 // mayBeTaken reports whether id may already hold a message and must be

@@ -20,7 +20,7 @@ import (
 //	                            layout before bodies moved here, the sender's user ID only
 //	m/{id}                    → before bodies moved to c/: the stored envelope JSON; since,
 //	                            written only for a message the push outbox staged: a pointer
-//	                            to its conversation (see pointer), for the by-ID lookup
+//	                            to its conversation (see pointerTag), for the by-ID lookup
 //	top                       → the highest message ID stored since bodies moved to c/ (8 bytes)
 //	s/{uid}/{seq}             → a locator of the message (per-user sync index in commit order,
 //	                            sender and recipient): id(8) then the peer (see appendLocator);
@@ -78,14 +78,16 @@ import (
 // form when it next touches them; replaying an old log gives the same
 // state on every node because the handlers are deterministic. Messages
 // stored before bodies moved to c/ stay where they are and are read
-// there: a c/ value without the body tag names only the sender (the body
-// is under m/), an 8-byte s/ or dedup/ value is an ID whose body is
-// under m/, and the highest ID is the larger of top and the last m/ key.
-// A node of an earlier version cannot read the new forms (it would skip
-// those conversations in its list, count the body tag as part of the
-// sender, and find no m/ for new messages): it must not be handed a
-// snapshot of a newer node, nor be restarted on a database a newer
-// version wrote. The commands in the Raft log did not change, so an old
+// there: a c/ value that is a user ID (it starts with a letter; the new
+// forms start with a tag byte or '{') names only the sender (the body is
+// under m/), an 8-byte s/ or dedup/ value is an ID whose body is under
+// m/, and the highest ID is the larger of top and the last m/ key
+// (services/archive/testdata/oldformat is a store written by the older
+// layout; TestOldFormatStoreReads reads it). A node of an earlier
+// version cannot read the new forms (it would take a c/ value for a
+// sender, refuse the longer s/ and dedup/ values as malformed, and find
+// no m/ for new messages): it must not be handed a snapshot of a newer
+// node, nor be restarted on a database a newer version wrote. The commands in the Raft log did not change, so an old
 // log replays on a new node (writing the new layout).
 const keyRoot = "r/arch/"
 
