@@ -242,10 +242,13 @@ func compactBody(kb *keyBuf, payload []byte, id snowflake.ID, from, to, group st
 	return kb.b[start:len(kb.b):len(kb.b)]
 }
 
-// readBody reads the c/ value v of message id in conversation conv: its
-// sender, and the stored envelope (hasBody; a fresh slice) when
-// wantBody. A value of the older layout is the sender alone (the body is
-// under m/). ok is false for a value that is none of the forms.
+// readBody reads the c/ value v of message id in conversation conv:
+// with wantBody the stored envelope (hasBody; a fresh slice), without it
+// the sender (from; the readers that want one do not want the other,
+// and a sync page would allocate the sender of every message for
+// nothing). A value of the older layout has no body and is the sender
+// (the body is under m/). ok is false for a value that is none of the
+// forms.
 func readBody(conv string, id snowflake.ID, v []byte, wantBody bool) (from, body []byte, hasBody, ok bool) {
 	if len(v) == 0 {
 		return nil, nil, false, false
@@ -255,9 +258,9 @@ func readBody(conv string, id snowflake.ID, v []byte, wantBody bool) (from, body
 	switch v[0] {
 	case '{':
 		if wantBody {
-			body = append([]byte(nil), v...)
+			return nil, append([]byte(nil), v...), true, true
 		}
-		return senderOf(v), body, true, true
+		return senderOf(v), nil, true, true
 	case compactDirect:
 		lo, hi, found := strings.Cut(strings.TrimPrefix(conv, "d:"), ":")
 		if len(v) < 2 || !found || !strings.HasPrefix(conv, "d:") {
@@ -268,21 +271,29 @@ func readBody(conv string, id snowflake.ID, v []byte, wantBody bool) (from, body
 		if v[1] == 1 {
 			f, to = hi, lo
 		}
-		from, rest = []byte(f), v[2:]
+		if !wantBody {
+			return []byte(f), nil, true, true
+		}
+		rest = v[2:]
+		body = appendBodyHead(make([]byte, 0, 48+len(f)+len(to)+len(rest)), id, f, to, "")
+		return nil, append(body, rest...), true, true
 	case compactGroup:
 		n, k := binary.Uvarint(v[1:])
 		if k <= 0 || n > uint64(len(v)-1-k) || !strings.HasPrefix(conv, "g:") {
 			return nil, nil, false, false
 		}
 		from, rest, group = v[1+k:1+k+int(n)], v[1+k+int(n):], conv[2:]
+		if !wantBody {
+			return from, nil, true, true
+		}
+		body = appendBodyHead(make([]byte, 0, 48+len(from)+len(group)+len(rest)), id, string(from), "", group)
+		return nil, append(body, rest...), true, true
 	default:
+		if wantBody {
+			return nil, nil, false, true
+		}
 		return v, nil, false, true
 	}
-	if wantBody {
-		body = appendBodyHead(make([]byte, 0, 48+len(from)+len(to)+len(group)+len(rest)), id, string(from), to, group)
-		body = append(body, rest...)
-	}
-	return from, body, true, true
 }
 
 // convOfKey is the conversation of a c/ key.
