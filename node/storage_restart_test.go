@@ -63,7 +63,7 @@ func TestSettledStorageSurvivesRestart(t *testing.T) {
 	check := func(n *nodetest.Node) {
 		t.Helper()
 		for _, m := range msgs {
-			got, ok, err := n.Archive.Message(m.id)
+			got, ok, err := n.Archive.MessageIn(m.id, "alice", "bob", "")
 			if err != nil || !ok || !bytes.Equal(got, m.payload) {
 				t.Fatalf("message %d after restart: %q, %v, %v; want %q", m.id, got, ok, err, m.payload)
 			}

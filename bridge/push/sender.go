@@ -150,8 +150,13 @@ type Preferences interface {
 // Archive is where the sender reads messages and read state
 // (services/archive).
 type Archive interface {
-	// Message is the stored envelope JSON of id.
+	// Message is the stored envelope JSON of id (a message the outbox
+	// staged).
 	Message(id snowflake.ID) (payload []byte, ok bool, err error)
+	// MessageIn is the stored envelope JSON of id in the direct
+	// conversation between a and b, or in group gid when set (any
+	// message: a reply's original need not have been staged).
+	MessageIn(id snowflake.ID, a, b, gid string) (payload []byte, ok bool, err error)
 	// ReadUpTo is uid's read cursor with peer, or in group gid when set.
 	ReadUpTo(uid, peer, gid string) (snowflake.ID, error)
 	// UnreadTotal is uid's unread count over all conversations.
@@ -555,7 +560,7 @@ func (s *Sender) planMessage(id snowflake.ID, atCommit bool) (*plan, error) {
 		m.MediaMIME = env.Media.Mime
 	}
 	if env.ReplyTo != nil {
-		if p, ok, err := s.deps.Archive.Message(*env.ReplyTo); err == nil && ok {
+		if p, ok, err := s.deps.Archive.MessageIn(*env.ReplyTo, env.From, env.To, env.Group); err == nil && ok {
 			var orig wire.Envelope
 			if json.Unmarshal(p, &orig) == nil {
 				m.ReplyToAuthor = orig.From

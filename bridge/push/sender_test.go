@@ -115,6 +115,9 @@ func (w *world) Message(id snowflake.ID) ([]byte, bool, error) {
 	p, ok := w.messages[id]
 	return p, ok, nil
 }
+func (w *world) MessageIn(id snowflake.ID, _, _, _ string) ([]byte, bool, error) {
+	return w.Message(id)
+}
 func (w *world) ReadUpTo(string, string, string) (snowflake.ID, error) { return 0, nil }
 func (w *world) UnreadTotal(string) (int, error)                       { return 1, nil }
 

@@ -222,31 +222,66 @@ func (a *applied) AfterCommit() {
 	}
 }
 
-// getID reads an 8-byte ID value; ok is false when the key is absent.
-func getID(tx *badger.Txn, key []byte) (snowflake.ID, bool, error) {
+// getLocator reads a locator value (see decodeLocator) of owner's key;
+// ok is false when the key is absent. A direct message's dedupe value
+// is a reference to its sender's sync entry (see syncRef), read through.
+func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv string, ok bool, err error) {
 	it, err := tx.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, false, nil
+		return 0, "", false, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, "", false, err
 	}
-	var id snowflake.ID
+	var ref []byte
 	err = it.Value(func(v []byte) error {
-		if len(v) != 8 {
+		if len(v) == syncRefLen && v[0] == syncRefTag {
+			ref = withID(syncPrefix(owner), binary.BigEndian.Uint64(v[1:]))
+			return nil
+		}
+		if id, conv, ok = decodeLocator(owner, v); !ok {
 			return fmt.Errorf("%w: stored id of %d bytes", ErrBadCommand, len(v))
 		}
-		id = snowflake.ID(binary.BigEndian.Uint64(v))
 		return nil
 	})
-	return id, err == nil, err
+	if err != nil || ref == nil {
+		return id, conv, err == nil, err
+	}
+	id, conv, ok, err = getLocator(tx, owner, ref)
+	if err == nil && !ok {
+		err = fmt.Errorf("archive: dedupe entry without its sync entry: %w", badger.ErrKeyNotFound)
+	}
+	return id, conv, ok, err
 }
 
-// checkIDFree refuses a message whose ID already holds another message.
-// The same bytes under the ID are this very message, half-written before
-// an ErrTxnTooBig retry, and are accepted.
-func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
-	it, err := tx.Get(mk)
+// checkIDFree refuses a message whose ID already holds another message:
+// under its history key (ck, in the layout that keeps the body there) or
+// under m/{id} (a body of the older layout, or a pointer written for the
+// push outbox). The same value under ck is this very message,
+// half-written before an ErrTxnTooBig retry, and is accepted, as is a
+// pointer to the same conversation.
+//
+// A message of the current layout in another conversation under the
+// same ID is not seen (that would need a key per ID): it overwrites
+// nothing (its keys are its conversation's), and the generator never
+// hands out an ID twice on a healthy cluster; see idTops.
+func checkIDFree(tx *badger.Txn, ck, mk, value []byte, conv string) error {
+	taken := func(v []byte) error { return fmt.Errorf("%w: %d", ErrIDTaken, tail8(mk)) }
+	it, err := tx.Get(ck)
+	switch {
+	case err == nil:
+		if err := it.Value(func(v []byte) error {
+			if !bytes.Equal(v, value) {
+				return taken(v)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return err
+	}
+	it, err = tx.Get(mk)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil
 	}
@@ -254,8 +289,8 @@ func checkIDFree(tx *badger.Txn, mk, payload []byte) error {
 		return err
 	}
 	return it.Value(func(v []byte) error {
-		if !bytes.Equal(v, payload) {
-			return fmt.Errorf("%w: %d", ErrIDTaken, tail8(mk))
+		if len(v) == 0 || v[0] != pointerTag || string(v[1:]) != conv {
+			return taken(v)
 		}
 		return nil
 	})
@@ -272,33 +307,36 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		return nil, err
 	}
 	// Room for the keys and small values of a direct message (see below).
-	kb := newKeyBuf(9*len(keyRoot) + 3*len(c.From) + 3*len(c.To) + 3*len(c.Group) + len(c.CID) + 160)
+	kb := newKeyBuf(8*len(keyRoot) + 4*len(c.From) + 5*len(c.To) + 3*len(c.Group) + len(c.CID) + len(c.Payload) + 180)
 	dk := kb.key("dedup/", c.From, "/", c.CID)
 	var orig snowflake.ID
+	var origConv string
 	dup := false
 	if st.cids.mayContain(dk) {
-		if orig, dup, err = getID(tx, dk); err != nil {
+		if orig, origConv, dup, err = getLocator(tx, c.From, dk); err != nil {
 			return nil, err
 		}
 	}
 	if dup {
 		// A retry (possibly in the same batch: the txn sees its own
 		// earlier writes). Hand back the original, write nothing.
-		it, err := tx.Get(msgKey(orig))
+		p, err := loadLocated(tx, orig, origConv)
 		if err != nil {
 			return nil, fmt.Errorf("archive: dedupe entry %d without message: %w", orig, err)
 		}
-		p, err := it.ValueCopy(nil)
-		if err != nil {
-			return nil, err
-		}
 		return &applied{ID: orig, Payload: p, Dup: true}, nil
 	}
-	mk := kb.keyN(uint64(c.ID), "m/")
+	conv := groupConv(c.Group)
+	if c.Group == "" {
+		conv = directConv(c.From, c.To)
+	}
+	// The message itself, under its history key (see keys.go).
+	ck := kb.keyN(uint64(c.ID), "c/", conv, "/")
+	cv := compactBody(&kb, c.Payload, c.ID, c.From, c.To, c.Group)
 	if taken, err := st.ids.mayBeTaken(tx, c.ID); err != nil {
 		return nil, err
 	} else if taken {
-		if err := checkIDFree(tx, mk, c.Payload); err != nil {
+		if err := checkIDFree(tx, ck, msgKey(c.ID), cv, conv); err != nil {
 			return nil, err
 		}
 	}
@@ -316,14 +354,14 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			return nil, err
 		}
 	}
+	byID := byIDWrites{st: st, staged: after != nil, id: c.ID, conv: conv}
 	if c.Group != "" {
-		res, err := applyGroupMessage(tx, seq, c, &kb, mk, dk, idb)
+		res, err := applyGroupMessage(tx, seq, c, &kb, ck, cv, dk, idb, byID)
 		if err == nil {
 			res.after, res.cids = after, st.cids
 		}
 		return res, err
 	}
-	conv := directConv(c.From, c.To)
 
 	// The conversation's summary (both sides, one key), with the
 	// recipient's unread count kept: +1 for a message from the peer above
@@ -348,25 +386,33 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// transaction grew too big (ErrTxnTooBig) before it runs the command
 	// again alone (cluster/fsm apply), so a count is never bumped twice.
 	//
-	// Six writes: the message, its history entry, each side's sync entry,
-	// the conversation's summary and the dedupe key (and the v/ index
-	// entries with a conversation's first message). Until counts were
-	// kept there was an i/{to}/{from}/{id} key, walked to count unread,
-	// and until x/ each side had its summary (w/): neither is written any
-	// more (old ones are left in place: harmless).
+	// Five writes: the message in its history entry, each side's sync
+	// entry, the conversation's summary and the dedupe key (and the v/
+	// index entries with a conversation's first message). Until counts
+	// were kept there was an i/{to}/{from}/{id} key, walked to count
+	// unread, until x/ each side had its summary (w/), and until bodies
+	// moved into c/ the body had its own key (m/): none is written any
+	// more (old ones are left in place and read).
+	// The sender's sync entry and dedupe key name the recipient, the
+	// recipient's names the sender.
+	start := len(kb.b)
+	kb.b = appendLocator(kb.b, c.ID, c.To)
+	toLoc := kb.b[start:len(kb.b):len(kb.b)]
 	sets := [8][2][]byte{
-		{mk, c.Payload},
-		{kb.keyN(uint64(c.ID), "c/", conv, "/"), kb.bytes(c.From)},
-		{kb.keyN(seq, "s/", c.From, "/"), idb},
+		{ck, cv},
+		{kb.keyN(seq, "s/", c.From, "/"), toLoc},
 	}
-	k := 3
+	k := 2
 	if c.To != c.From {
-		sets[k] = [2][]byte{kb.keyN(seq, "s/", c.To, "/"), idb}
+		start = len(kb.b)
+		kb.b = appendLocator(kb.b, c.ID, c.From)
+		fromLoc := kb.b[start:len(kb.b):len(kb.b)]
+		sets[k] = [2][]byte{kb.keyN(seq, "s/", c.To, "/"), fromLoc}
 		k++
 	}
 	sc.forget(conv)
 	pk := kb.key("x/", conv)
-	start := len(kb.b)
+	start = len(kb.b)
 	kb.b = p.append(kb.b)
 	sets[k] = [2][]byte{pk, kb.b[start:len(kb.b):len(kb.b)]}
 	k++
@@ -377,7 +423,10 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			k++
 		}
 	}
-	sets[k] = [2][]byte{dk, idb}
+	sets[k] = [2][]byte{dk, syncRef(&kb, seq)}
+	if err := byID.write(tx); err != nil {
+		return nil, err
+	}
 	for _, kv := range sets[:k+1] {
 		if err := tx.Set(kv[0], kv[1]); err != nil {
 			return nil, err
@@ -385,6 +434,27 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pair: pairWrite{conv: conv, p: p}, cids: st.cids}
 	return res, nil
+}
+
+// byIDWrites are what a message writes for lookups by ID rather than by
+// conversation, written with its own keys once every read is done.
+type byIDWrites struct {
+	st     *fsmState
+	staged bool // the push outbox staged it
+	id     snowflake.ID
+	conv   string
+}
+
+func (w byIDWrites) write(tx *badger.Txn) error {
+	if w.staged {
+		// The push sender finds a staged message by ID (Service.Message):
+		// a pointer from m/{id} to its conversation. Messages nobody
+		// pushes (most direct ones) have none.
+		if err := tx.Set(msgKey(w.id), append([]byte{pointerTag}, w.conv...)); err != nil {
+			return err
+		}
+	}
+	return w.st.top.raise(tx, w.id)
 }
 
 // applyReadCursor moves a read cursor forward, clamped to the highest
@@ -422,7 +492,7 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		return cur, nil
 	}
 	if found {
-		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		total, own, err := countAbove(tx, conv, upTo, c.Reader)
 		if err != nil {
 			return nil, err
 		}
@@ -496,7 +566,7 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 	rec.UpTo = upTo
 	if found {
 		// Every read before the first write, so that an error writes nothing.
-		total, own, err := countAbove(tx, convPrefix(conv), upTo, c.Reader)
+		total, own, err := countAbove(tx, conv, upTo, c.Reader)
 		if err != nil {
 			return nil, err
 		}
@@ -614,14 +684,15 @@ func keptPair(tx *badger.Txn, a, b, conv string) (p pair, found bool, listed [2]
 // and those from me among them. It stops once it has seen unreadCap
 // messages from others, so total-own is the unread count saturated at
 // the cap.
-func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (total, own uint64, err error) {
+func countAbove(tx *badger.Txn, conv string, upTo snowflake.ID, me string) (total, own uint64, err error) {
+	prefix := convPrefix(conv)
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchSize: 100})
 	defer it.Close()
 	mb := []byte(me)
 	for it.Seek(withID(prefix, uint64(upTo)+1)); it.ValidForPrefix(prefix) && total-own < unreadCap; it.Next() {
 		total++
-		if err := it.Item().Value(func(from []byte) error {
-			if bytes.Equal(from, mb) {
+		if err := it.Item().Value(func(v []byte) error {
+			if from, _, _, _ := readBody(conv, 0, v, false); bytes.Equal(from, mb) {
 				own++
 			}
 			return nil
@@ -637,7 +708,7 @@ func countAbove(tx *badger.Txn, prefix []byte, upTo snowflake.ID, me string) (to
 // the group (members find it through their groups when they read).
 // Membership was checked by the proposing node: this handler cannot read
 // the users service's keys.
-func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, mk, dk, idb []byte) (*applied, error) {
+func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, ck, cv, dk, idb []byte, byID byIDWrites) (*applied, error) {
 	gk := kb.key("gv/", c.Group)
 	old, found, err := getSummary(tx, gk)
 	if err != nil {
@@ -654,8 +725,8 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, mk, dk,
 	}
 	// The sender's record counts their own messages, so that they are not
 	// unread to them (see memberCursor).
-	ck := kb.key("rc/", c.From, "/g:", c.Group)
-	rec, recFound, err := getMemberCursor(tx, ck)
+	rk := kb.key("rc/", c.From, "/g:", c.Group)
+	rec, recFound, err := getMemberCursor(tx, rk)
 	if err != nil {
 		return nil, err
 	}
@@ -666,13 +737,18 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, mk, dk,
 	}
 	rec.Own++
 	// The dedupe key goes last, as for direct messages.
+	// gs/ keeps the 8-byte ID (the group names the conversation); the
+	// dedupe key needs the conversation with it.
+	dv := appendLocator(make([]byte, 0, 8+len(c.Group)+2), c.ID, groupConv(c.Group))
+	if err := byID.write(tx); err != nil {
+		return nil, err
+	}
 	for _, kv := range [][2][]byte{
-		{mk, c.Payload},
-		{kb.keyN(uint64(c.ID), "c/g:", c.Group, "/"), kb.bytes(c.From)},
+		{ck, cv},
 		{kb.keyN(seq, "gs/", c.Group, "/"), idb},
 		{gk, sum.encodeGroup()},
-		{ck, rec.encode()},
-		{dk, idb},
+		{rk, rec.encode()},
+		{dk, dv},
 	} {
 		if err := tx.Set(kv[0], kv[1]); err != nil {
 			return nil, err

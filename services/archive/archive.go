@@ -453,14 +453,14 @@ func (s *Service) HasConversation(a, b string) bool {
 // HighestID returns the highest stored message ID (0 when there is none),
 // for the ID generator's floor after a restart.
 func (s *Service) HighestID() (snowflake.ID, error) {
-	var id uint64
+	var id snowflake.ID
 	err := s.db.View(func(tx *badger.Txn) error {
 		var err error
-		id, err = lastIndexed(tx, msgPrefix())
+		id, err = highestID(tx)
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("archive: highest id: %w", err)
 	}
-	return snowflake.ID(id), nil
+	return id, nil
 }

@@ -327,16 +327,46 @@ func TestReplayIsNoOp(t *testing.T) {
 	}
 }
 
-// A message under an ID that already holds another message is refused.
+// A message under an ID that already holds another message of its
+// conversation is refused.
 func TestIDClashRefused(t *testing.T) {
 	e := newEnv(t, withIDs(&seqIDs{next: 77, step: 0}))
 	e.send(t, "alice", "bob", "x1")
 	before := dump(t, e.db)
-	_, _, _, err := e.svc.SendDirect(context.Background(), "carol", "bob", text("x2", "other"))
+	_, _, _, err := e.svc.SendDirect(context.Background(), "bob", "alice", text("x2", "other"))
 	if !errors.Is(err, ErrIDTaken) {
 		t.Fatalf("err = %v, want ErrIDTaken", err)
 	}
 	if !maps.Equal(before, dump(t, e.db)) {
+		t.Fatal("a refused message changed the state")
+	}
+}
+
+// An ID clash across conversations (a generator bug) is not seen without
+// a key per ID, and overwrites nothing: both conversations keep their
+// message. A message the push outbox staged has an m/ pointer, so a
+// clash with it is still refused.
+func TestIDClashInAnotherConversation(t *testing.T) {
+	e := newEnv(t, withIDs(&seqIDs{next: 77, step: 0}))
+	first := e.send(t, "alice", "bob", "x1")
+	second := e.send(t, "carol", "bob", "x2")
+	for _, c := range [][3]string{{"alice", "bob", "x1"}, {"carol", "bob", "x2"}} {
+		h, _, err := e.svc.historyPage(directConv(c[0], c[1]), nil, 10)
+		if err != nil || len(h) != 1 || !bytes.Contains(h[0], []byte(`"`+c[2]+`"`)) {
+			t.Fatalf("history of %s and %s: %q, %v", c[0], c[1], h, err)
+		}
+	}
+	if first.ID != second.ID {
+		t.Fatalf("IDs %d and %d, want a clash", first.ID, second.ID)
+	}
+
+	o := newEnv(t, withIDs(&seqIDs{next: 77, step: 0}), withOutbox(&recordingOutbox{}))
+	o.send(t, "alice", "bob", "x1")
+	before := dump(t, o.db)
+	if _, _, _, err := o.svc.SendDirect(context.Background(), "carol", "bob", text("x2", "other")); !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("clash with a staged message: err = %v, want ErrIDTaken", err)
+	}
+	if !maps.Equal(before, dump(t, o.db)) {
 		t.Fatal("a refused message changed the state")
 	}
 }

@@ -1,6 +1,9 @@
 package archive
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -8,7 +11,7 @@ import (
 	"github.com/edgechat/edgechat/internal/snowflake"
 )
 
-// idTops lets the message handler skip the lookup of m/{id} that checks
+// idTops lets the message handler skip the lookups (c/ and m/) that check
 // a new message's ID is free (checkIDFree): it keeps, per machine number
 // of the ID, a bound at or above every message ID of that machine number
 // that is stored or pending in the FSM's transaction. An ID above its
@@ -24,20 +27,20 @@ import (
 // and every level's bloom filter (half of the Txn.Get time of a
 // saturated node).
 //
-// The bounds only ever move up, and are raised when a handler writes
-// m/{id}, before the transaction commits: a write that is thrown away
+// The bounds only ever move up, and are raised when a handler writes a
+// message, before the transaction commits: a write that is thrown away
 // (ErrTxnTooBig, then redone) leaves a bound higher than needed, which
 // costs a lookup, never a wrong answer. They start (and start again
 // after a snapshot restore, purge) from the highest stored ID found by
-// one reverse seek over m/, a bound for every machine number at once.
-// Like the summary cache, it runs on the FSM's apply goroutine; the
+// one reverse seek over m/ and the top key (highestID), a bound for
+// every machine number at once. Like the summary cache, it runs on the FSM's apply goroutine; the
 // mutex is for tests that apply from several.
 type idTops struct {
 	mu    sync.Mutex
 	valid bool
 	top   [snowflake.MaxMachine + 1]snowflake.ID
 
-	lookups uint64 // m/ lookups done (tests check the fast path is taken)
+	lookups uint64 // ID lookups done (tests check the fast path is taken)
 }
 
 // mayBeTaken reports whether id may already hold a message and must be
@@ -47,7 +50,7 @@ func (t *idTops) mayBeTaken(tx *badger.Txn, id snowflake.ID) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.valid {
-		hi, err := lastIndexed(tx, msgPrefix()) // sees the transaction's pending writes too
+		hi, err := highestID(tx) // sees the transaction's pending writes too
 		if err != nil {
 			return true, err
 		}
@@ -63,7 +66,7 @@ func (t *idTops) mayBeTaken(tx *badger.Txn, id snowflake.ID) (bool, error) {
 	return true, nil
 }
 
-// wrote raises id's machine bound to id: call it when m/{id} is written.
+// wrote raises id's machine bound to id: call it when a message is written.
 func (t *idTops) wrote(id snowflake.ID) {
 	t.mu.Lock()
 	if m := id.Machine(); t.valid && id > t.top[m] {
@@ -85,6 +88,76 @@ func (t *idTops) lookupCount() uint64 {
 	return t.lookups
 }
 
+// highestID is the highest message ID stored: the larger of the top key
+// (messages stored since bodies moved to c/) and the last m/ key (the
+// older layout, and pointers, whose IDs top holds too).
+func highestID(tx *badger.Txn) (snowflake.ID, error) {
+	hi, err := lastIndexed(tx, msgPrefix())
+	if err != nil {
+		return 0, err
+	}
+	it, err := tx.Get(topKey())
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return snowflake.ID(hi), nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	err = it.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: top of %d bytes", ErrBadCommand, len(v))
+		}
+		hi = max(hi, binary.BigEndian.Uint64(v))
+		return nil
+	})
+	return snowflake.ID(hi), err
+}
+
+// topKeeper writes the top key: the highest message ID stored, which
+// the older layout found as the last m/ key (for the generator's floor
+// after a restart, and idTops' first bound). Every message of a
+// transaction sets it, and the transaction writes it once; the keeper
+// remembers the value pending in the FSM's current transaction, so that
+// only the first message of a transaction reads it. It holds on to that
+// transaction (a later one cannot be mistaken for it at the same
+// address), and runs on the FSM's apply goroutine.
+type topKeeper struct {
+	tx *badger.Txn
+	id snowflake.ID // the top in tx, stored or pending
+}
+
+// raise sets the top key to id if id is above it. It runs when the
+// message is written: a raise whose transaction is then thrown away
+// leaves nothing behind (the next transaction reads the key again).
+func (t *topKeeper) raise(tx *badger.Txn, id snowflake.ID) error {
+	if t.tx != tx {
+		it, err := tx.Get(topKey())
+		var cur snowflake.ID
+		switch {
+		case err == nil:
+			if err := it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					cur = snowflake.ID(binary.BigEndian.Uint64(v))
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		case !errors.Is(err, badger.ErrKeyNotFound):
+			return err
+		}
+		t.tx, t.id = tx, cur
+	}
+	if id <= t.id {
+		return nil
+	}
+	if err := tx.Set(topKey(), be64(uint64(id))); err != nil {
+		return err
+	}
+	t.id = id
+	return nil
+}
+
 // fsmState is what the archive's FSM handlers keep next to Badger: the
 // outbox they stage into and the in-memory state that spares them
 // lookups, each exact (see summaryCache, idTops and cidFilter) and emptied when a
@@ -94,10 +167,12 @@ type fsmState struct {
 	sums   *summaryCache
 	ids    *idTops
 	cids   *cidFilter
+	top    topKeeper
 }
 
 func (s *fsmState) purge() {
 	s.sums.purge()
 	s.ids.purge()
 	s.cids.purge()
+	s.top = topKeeper{}
 }

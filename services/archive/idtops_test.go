@@ -64,7 +64,7 @@ func TestIDFreeCheckPerMachine(t *testing.T) {
 	}
 	ids.next = int64(snowflake.Make(4000, 7, 1)) // m7b's ID again: a machine-number clash
 	state := dump(t, e.db)
-	if _, _, _, err := e.svc.SendDirect(context.Background(), "carol", "bob", text("clash", "x")); !errors.Is(err, ErrIDTaken) {
+	if _, _, _, err := e.svc.SendDirect(context.Background(), "bob", "alice", text("clash", "x")); !errors.Is(err, ErrIDTaken) {
 		t.Fatalf("err = %v, want ErrIDTaken", err)
 	}
 	if !maps.Equal(state, dump(t, e.db)) {
@@ -85,7 +85,7 @@ func TestIDClashRefusedAfterRestart(t *testing.T) {
 	}
 	top := snowflake.ID(1<<30 + 2)
 	state := dump(t, e.db)
-	res := f2.Apply(msgEntry(e.prop.Index()+1, top, "carol", "bob", "clash")).([]fsm.Result)
+	res := f2.Apply(msgEntry(e.prop.Index()+1, top, "bob", "alice", "clash")).([]fsm.Result)
 	if !errors.Is(res[0].Err, ErrIDTaken) {
 		t.Fatalf("result %+v, want ErrIDTaken", res[0])
 	}
@@ -111,7 +111,7 @@ func TestIDClashRefusedAfterRestore(t *testing.T) {
 	fsmtest.Restore(t, e2.f, snap)
 	e2.prop.SetIndex(e.prop.Index())
 	e2.ids.next = 1<<30 + 3
-	if _, _, _, err := e2.svc.SendDirect(context.Background(), "carol", "bob", text("clash", "x")); !errors.Is(err, ErrIDTaken) {
+	if _, _, _, err := e2.svc.SendDirect(context.Background(), "bob", "alice", text("clash", "x")); !errors.Is(err, ErrIDTaken) {
 		t.Fatalf("err = %v, want ErrIDTaken", err)
 	}
 	if !maps.Equal(dump(t, e.db), dump(t, e2.db)) {

@@ -1,7 +1,11 @@
 package archive
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"strconv"
+	"strings"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
 )
@@ -11,9 +15,16 @@ import (
 // prefix below ends unambiguously. Numbers are 8-byte big-endian so that
 // Badger's byte order is numeric order.
 //
-//	m/{id}                    → the stored envelope JSON (the exact bytes delivered)
-//	c/{convKey}/{id}          → sender uid (history, newest first by reverse scan)
-//	s/{uid}/{seq}             → id (per-user sync index in commit order, sender and recipient)
+//	c/{convKey}/{id}          → the stored envelope (the exact bytes delivered), without
+//	                            the head the key already names (see compactBody); in the
+//	                            layout before bodies moved here, the sender's user ID only
+//	m/{id}                    → before bodies moved to c/: the stored envelope JSON; since,
+//	                            written only for a message the push outbox staged: a pointer
+//	                            to its conversation (see pointerTag), for the by-ID lookup
+//	top                       → the highest message ID stored since bodies moved to c/ (8 bytes)
+//	s/{uid}/{seq}             → a locator of the message (per-user sync index in commit order,
+//	                            sender and recipient): id(8) then the peer (see appendLocator);
+//	                            8 bytes (the id alone, the body under m/) in the older layout
 //	v/{uid}/{peer}            → empty: uid has a conversation with peer (written once, listed by
 //	                            prefix); or a 16-byte summary written before counts were kept
 //	x/{convKey}               → a direct conversation's summary with both sides' unread counts
@@ -22,8 +33,12 @@ import (
 //	                            there is no x/; left in place once x/ is written)
 //	rc/{uid}/d:{a}:{b}        → id (read cursor of a direct conversation)
 //	rc/{uid}/g:{gid}          → a member's group cursor and counts (see memberCursor)
-//	dedup/{from}/{cid}        → id (retried publishes, direct and group alike)
-//	gs/{gid}/{seq}            → id (per-group sync index in commit order)
+//	dedup/{from}/{cid}        → retried publishes, direct and group alike: for a direct
+//	                            message a reference to the sender's s/ entry (see syncRef),
+//	                            for a group's a locator (id, g:{gid}); 8 bytes (the id, the
+//	                            body under m/) in the older layout
+//	gs/{gid}/{seq}            → id (per-group sync index in commit order; the body is under
+//	                            c/g:{gid}/{id}, or under m/{id} in the older layout)
 //	gv/{gid}                  → group summary with its message count (see summary)
 //	i/{uid}/{peer}/{id}       → nil (what uid received from peer: written until unread
 //	                            counts were kept, read only for 16-byte summaries)
@@ -42,22 +57,38 @@ import (
 // recent messages. v/ keys are written once and are iterated; x/ keys
 // are read with Get, which finds the newest version directly.
 //
-// Per message: a direct message writes m/, c/, s/ of both sides, x/
-// and dedup/ (6 keys; 5 to oneself; the first message of a conversation
-// also writes v/ of both sides); a group message writes m/, c/, gs/,
-// gv/, the sender's rc/ (their own-message count) and dedup/ (6 keys,
-// whatever the group's size). Unread counts are kept by these writes, so
-// listing conversations reads one summary (and for a group one cursor)
-// per conversation, whatever the history's size.
+// Per message: a direct message writes c/, s/ of both sides, x/ and
+// dedup/ (5 keys; 4 to oneself; the first message of a conversation
+// also writes v/ of both sides); a group message writes c/, gs/, gv/,
+// the sender's rc/ (their own-message count) and dedup/ (5 keys,
+// whatever the group's size). top is rewritten by every message too,
+// but a Raft entry is one transaction, and a transaction writes a key
+// once: it costs one key per entry, not per message. Unread counts are
+// kept by these writes, so listing conversations reads one summary (and
+// for a group one cursor) per conversation, whatever the history's size.
+// Every key costs the same on every node whatever its size (an entry in
+// the transaction, the memtable's skiplist, the WAL, an L0 block), which
+// is why the body moved into the history key: one key less per message,
+// and a history page reads its bodies from consecutive keys (a few
+// blocks) instead of one m/ Get per message spread over the whole store.
 //
 // Formats: summaries and group cursors written before unread counts were
 // kept (16-byte summaries, 8-byte cursors) are still read, their unread
 // counts counted as they were then, and the FSM rewrites them in the new
 // form when it next touches them; replaying an old log gives the same
-// state on every node because the handlers are deterministic. A node of
-// an earlier version cannot read the new forms (it would skip those
-// conversations in its list): it must not be handed a snapshot of a
-// newer node, nor be restarted on a database a newer version wrote.
+// state on every node because the handlers are deterministic. Messages
+// stored before bodies moved to c/ stay where they are and are read
+// there: a c/ value that is a user ID (it starts with a letter; the new
+// forms start with a tag byte or '{') names only the sender (the body is
+// under m/), an 8-byte s/ or dedup/ value is an ID whose body is under
+// m/, and the highest ID is the larger of top and the last m/ key
+// (services/archive/testdata/oldformat is a store written by the older
+// layout; TestOldFormatStoreReads reads it). A node of an earlier
+// version cannot read the new forms (it would take a c/ value for a
+// sender, refuse the longer s/ and dedup/ values as malformed, and find
+// no m/ for new messages): it must not be handed a snapshot of a newer
+// node, nor be restarted on a database a newer version wrote. The commands in the Raft log did not change, so an old
+// log replays on a new node (writing the new layout).
 const keyRoot = "r/arch/"
 
 func be64(n uint64) []byte {
@@ -87,6 +118,7 @@ func directConv(a, b string) string {
 }
 
 func msgPrefix() []byte                   { return cat([]byte("m/")) }
+func topKey() []byte                      { return cat([]byte("top")) }
 func msgKey(id snowflake.ID) []byte       { return cat([]byte("m/"), be64(uint64(id))) }
 func convPrefix(conv string) []byte       { return cat([]byte("c/" + conv + "/")) }
 func syncPrefix(uid string) []byte        { return cat([]byte("s/" + uid + "/")) }
@@ -101,6 +133,11 @@ func dedupPrefix() []byte                 { return cat([]byte("dedup/")) }
 func groupConv(gid string) string         { return "g:" + gid }
 func groupSyncPrefix(gid string) []byte   { return cat([]byte("gs/" + gid + "/")) }
 func groupSummaryKey(gid string) []byte   { return cat([]byte("gv/" + gid)) }
+
+// convKey is the history key of message id in conversation conv.
+func convKey(conv string, id snowflake.ID) []byte {
+	return cat([]byte("c/"+conv+"/"), be64(uint64(id)))
+}
 
 // keyBuf builds the keys and small values of one command in one buffer
 // (one allocation instead of two or three per key). A slice it returned
@@ -140,6 +177,231 @@ func (k *keyBuf) u64(n uint64) []byte {
 	start := len(k.b)
 	k.b = binary.BigEndian.AppendUint64(k.b, n)
 	return k.b[start:len(k.b):len(k.b)]
+}
+
+// A c/ value is the stored envelope, kept compact when it has the head
+// the server always writes (wire.Envelope's field order, in its fast
+// path and in encoding/json alike):
+//
+//	{"id":"<id>","from":"<from>","to":"<to>",      a direct message
+//	{"id":"<id>","from":"<from>","group":"<gid>",  a group message
+//
+// The key already holds the ID and the conversation, so the value drops
+// that head: in ID order (m/) consecutive envelopes shared most of it and
+// zstd took it away, in conversation order they do not (+14 B per message
+// on disk at 200k before this). The head is rebuilt on read, byte for
+// byte. Forms of a c/ value:
+//
+//	compactDirect(1) side(1) rest   side 0: from is the convKey's first user
+//	compactGroup(1) len(from)(uvarint) from rest
+//	'{' …                           an envelope of another head, whole
+//	a user ID                       the older layout: the sender; the body is under m/
+const (
+	compactDirect = 0x02
+	compactGroup  = 0x03
+)
+
+// appendBodyHead appends the head a stored envelope begins with.
+func appendBodyHead(b []byte, id snowflake.ID, from, to, group string) []byte {
+	b = append(b, `{"id":"`...)
+	b = strconv.AppendUint(b, uint64(id), 10)
+	b = append(b, `","from":"`...)
+	b = append(b, from...)
+	if group == "" {
+		b = append(b, `","to":"`...)
+		b = append(b, to...)
+	} else {
+		b = append(b, `","group":"`...)
+		b = append(b, group...)
+	}
+	return append(b, `",`...)
+}
+
+// compactBody is the c/ value of a message (built in kb).
+func compactBody(kb *keyBuf, payload []byte, id snowflake.ID, from, to, group string) []byte {
+	start := len(kb.b)
+	kb.b = appendBodyHead(kb.b, id, from, to, group)
+	head := len(kb.b) - start
+	ok := bytes.HasPrefix(payload, kb.b[start:])
+	kb.b = kb.b[:start]
+	if !ok {
+		return payload
+	}
+	if group == "" {
+		side := byte(0)
+		if from > to {
+			side = 1
+		}
+		kb.b = append(kb.b, compactDirect, side)
+	} else {
+		kb.b = append(kb.b, compactGroup)
+		kb.b = binary.AppendUvarint(kb.b, uint64(len(from)))
+		kb.b = append(kb.b, from...)
+	}
+	kb.b = append(kb.b, payload[head:]...)
+	return kb.b[start:len(kb.b):len(kb.b)]
+}
+
+// readBody reads the c/ value v of message id in conversation conv:
+// with wantBody the stored envelope (hasBody; a fresh slice), without it
+// the sender (from; the readers that want one do not want the other,
+// and a sync page would allocate the sender of every message for
+// nothing). A value of the older layout has no body and is the sender
+// (the body is under m/). ok is false for a value that is none of the
+// forms.
+func readBody(conv string, id snowflake.ID, v []byte, wantBody bool) (from, body []byte, hasBody, ok bool) {
+	if len(v) == 0 {
+		return nil, nil, false, false
+	}
+	var to, group string
+	var rest []byte
+	switch v[0] {
+	case '{':
+		if wantBody {
+			return nil, append([]byte(nil), v...), true, true
+		}
+		return senderOf(v), nil, true, true
+	case compactDirect:
+		lo, hi, found := strings.Cut(strings.TrimPrefix(conv, "d:"), ":")
+		if len(v) < 2 || !found || !strings.HasPrefix(conv, "d:") {
+			return nil, nil, false, false
+		}
+		f := lo
+		to = hi
+		if v[1] == 1 {
+			f, to = hi, lo
+		}
+		if !wantBody {
+			return []byte(f), nil, true, true
+		}
+		rest = v[2:]
+		body = appendBodyHead(make([]byte, 0, 48+len(f)+len(to)+len(rest)), id, f, to, "")
+		return nil, append(body, rest...), true, true
+	case compactGroup:
+		n, k := binary.Uvarint(v[1:])
+		if k <= 0 || n > uint64(len(v)-1-k) || !strings.HasPrefix(conv, "g:") {
+			return nil, nil, false, false
+		}
+		from, rest, group = v[1+k:1+k+int(n)], v[1+k+int(n):], conv[2:]
+		if !wantBody {
+			return from, nil, true, true
+		}
+		body = appendBodyHead(make([]byte, 0, 48+len(from)+len(group)+len(rest)), id, string(from), "", group)
+		return nil, append(body, rest...), true, true
+	default:
+		if wantBody {
+			return nil, nil, false, true
+		}
+		return v, nil, false, true
+	}
+}
+
+// convOfKey is the conversation of a c/ key.
+func convOfKey(ck []byte) string {
+	return string(ck[len(keyRoot)+2 : len(ck)-9])
+}
+
+// envelopeHead is how every stored envelope begins (see appendBodyHead).
+const envelopeHead = `{"id":"`
+
+// senderOf is the "from" of a stored envelope kept whole: read from its
+// head (user IDs need no escaping), or by decoding it if it is not in
+// that form.
+func senderOf(env []byte) []byte {
+	if rest, ok := bytes.CutPrefix(env, []byte(envelopeHead)); ok {
+		if i := bytes.IndexByte(rest, '"'); i >= 0 {
+			if rest, ok = bytes.CutPrefix(rest[i+1:], []byte(`,"from":"`)); ok {
+				if j := bytes.IndexByte(rest, '"'); j >= 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
+					return rest[:j]
+				}
+			}
+		}
+	}
+	var e struct {
+		From string `json:"from"`
+	}
+	if json.Unmarshal(env, &e) != nil {
+		return nil
+	}
+	return []byte(e.From)
+}
+
+// pointerTag starts an m/ value that points at the conversation holding
+// the message (an m/ value of the older layout is an envelope, which
+// starts with '{'):
+//
+//	pointerTag(1) convKey
+const pointerTag = 0x01
+
+// appendLocator appends an s/ or dedup/ value: the ID and what, with
+// the user the key belongs to (owner), names the conversation the
+// message is stored in: the other user of a direct conversation, or
+// "g:"+gid (a user ID holds no ':'). The peer rather than the whole
+// conversation key: these values are written two or three times per
+// message.
+func appendLocator(b []byte, id snowflake.ID, other string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	return append(b, other...)
+}
+
+// decodeLocator reads an s/ or dedup/ value of owner's key: the ID and
+// its conversation, "" for an 8-byte value of the older layout (the
+// body is under m/{id}).
+func decodeLocator(owner string, v []byte) (id snowflake.ID, conv string, ok bool) {
+	if len(v) < 8 {
+		return 0, "", false
+	}
+	id = snowflake.ID(binary.BigEndian.Uint64(v))
+	switch other := string(v[8:]); {
+	case other == "":
+	case strings.HasPrefix(other, "g:"):
+		conv = other
+	default:
+		conv = directConv(owner, other)
+	}
+	return id, conv, true
+}
+
+// locatedKey is the c/ key of the message an s/ or dedup/ value of
+// owner's key names (v, see decodeLocator), built in one allocation (a
+// sync page builds a thousand); nil for an 8-byte value of the older
+// layout (the body is under m/).
+func locatedKey(owner string, v []byte) []byte {
+	if len(v) <= 8 {
+		return nil
+	}
+	other := v[8:]
+	k := make([]byte, 0, len(keyRoot)+5+len(owner)+len(other)+8)
+	k = append(k, keyRoot+"c/"...)
+	if bytes.HasPrefix(other, []byte("g:")) {
+		k = append(k, other...)
+	} else if string(other) < owner {
+		k = append(append(append(append(k, "d:"...), other...), ':'), owner...)
+	} else {
+		k = append(append(append(append(k, "d:"...), owner...), ':'), other...)
+	}
+	k = append(k, '/')
+	return append(k, v[:8]...)
+}
+
+// A direct message's dedupe value refers to its sender's sync entry
+// (which names the message) instead of repeating the ID and the peer:
+//
+//	syncRefTag(1) seq(8)
+//
+// 9 bytes, neither an ID of the older layout (8) nor a locator (8 + a
+// name of at least 3). Retries are rare; the dedupe keys are forever.
+const (
+	syncRefTag = 0x01
+	syncRefLen = 9
+)
+
+// syncRef is the dedupe value of a direct message at position seq.
+func syncRef(kb *keyBuf, seq uint64) []byte {
+	start := len(kb.b)
+	kb.b = append(kb.b, syncRefTag)
+	kb.b = binary.BigEndian.AppendUint64(kb.b, seq)
+	return kb.b[start:len(kb.b):len(kb.b)]
 }
 
 func withID(prefix []byte, n uint64) []byte {

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"sync"
@@ -63,7 +64,7 @@ func TestOutboxStagesNewMessagesOnce(t *testing.T) {
 }
 
 func TestReadUpToAndUnreadTotal(t *testing.T) {
-	e := newEnv(t, withGroups())
+	e := newEnv(t, withGroups(), withOutbox(&recordingOutbox{}))
 	e.groups.add("g1", "alice", "bob")
 	m1 := e.send(t, "alice", "bob", "c1")
 	e.send(t, "alice", "bob", "c2")
@@ -89,5 +90,13 @@ func TestReadUpToAndUnreadTotal(t *testing.T) {
 	}
 	if _, ok, err := e.svc.Message(12345); err != nil || ok {
 		t.Fatalf("Message of an unknown id = %v %v", ok, err)
+	}
+	if p, ok, err := e.svc.MessageIn(m1.ID, "bob", "alice", ""); err != nil || !ok || !bytes.Contains(p, []byte(`"c1"`)) {
+		t.Fatalf("MessageIn = %q %v %v", p, ok, err)
+	}
+	for _, in := range [][3]string{{"alice", "carol", ""}, {"alice", "bob", "g1"}} {
+		if p, ok, err := e.svc.MessageIn(m1.ID, in[0], in[1], in[2]); err != nil || ok {
+			t.Fatalf("MessageIn %v of a message of another conversation = %q %v %v", in, p, ok, err)
+		}
 	}
 }

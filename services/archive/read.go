@@ -25,28 +25,66 @@ const (
 	unreadCap = 1000
 )
 
-// scanIDs collects up to n trailing numbers of keys under prefix,
-// starting at seek, in the iterator's direction.
-func scanIDs(tx *badger.Txn, prefix, seek []byte, reverse bool, n int) []uint64 {
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: reverse})
-	defer it.Close()
-	var out []uint64
-	for it.Seek(seek); it.ValidForPrefix(prefix) && len(out) < n; it.Next() {
-		out = append(out, tail8(it.Item().Key()))
-	}
-	return out
-}
-
+// loadMessage reads a message of the older layout (or one pointed at
+// from m/) by its ID alone.
 func loadMessage(tx *badger.Txn, id snowflake.ID) ([]byte, error) {
 	it, err := tx.Get(msgKey(id))
 	if err != nil {
 		return nil, fmt.Errorf("archive: message %d: %w", id, err)
 	}
-	return it.ValueCopy(nil)
+	v, err := it.ValueCopy(nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) > 0 && v[0] == pointerTag {
+		return loadIn(tx, string(v[1:]), id)
+	}
+	return v, nil
+}
+
+// loadIn reads message id of conversation conv: from its history key,
+// or from m/ for a message of the older layout.
+func loadIn(tx *badger.Txn, conv string, id snowflake.ID) ([]byte, error) {
+	return loadAt(tx, convKey(conv, id), id)
+}
+
+// loadAt reads message id from its history key ck, or from m/ for a
+// message of the older layout.
+func loadAt(tx *badger.Txn, ck []byte, id snowflake.ID) ([]byte, error) {
+	it, err := tx.Get(ck)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return loadMessage(tx, id) // not expected: every message has its c/ key
+	}
+	if err != nil {
+		return nil, fmt.Errorf("archive: message %d: %w", id, err)
+	}
+	var body []byte
+	var hasBody bool
+	if err := it.Value(func(v []byte) error {
+		_, body, hasBody, _ = readBody(convOfKey(ck), id, v, true)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if !hasBody {
+		return loadMessage(tx, id)
+	}
+	return body, nil
+}
+
+// loadLocated reads the message an s/ or dedup/ value names: in conv,
+// or by ID alone for a value of the older layout (conv "").
+func loadLocated(tx *badger.Txn, id snowflake.ID, conv string) ([]byte, error) {
+	if conv == "" {
+		return loadMessage(tx, id)
+	}
+	return loadIn(tx, conv, id)
 }
 
 // historyPage returns up to limit messages of a conversation with IDs
-// below before (all when before is nil), newest first.
+// below before (all when before is nil), newest first. The bodies are
+// the values of the keys walked (read from m/ for messages of the older
+// layout), so a page reads consecutive keys.
 func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msgs [][]byte, hasMore bool, err error) {
 	prefix := convPrefix(conv)
 	seek := append(append([]byte{}, prefix...), 0xff)
@@ -57,17 +95,35 @@ func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msg
 		seek = withID(prefix, uint64(*before)-1)
 	}
 	err = s.db.View(func(tx *badger.Txn) error {
-		ids := scanIDs(tx, prefix, seek, true, limit+1)
-		if len(ids) > limit {
-			hasMore, ids = true, ids[:limit]
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
+		defer it.Close()
+		var old []int // indexes into msgs of messages of the older layout
+		var oldIDs []snowflake.ID
+		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+			if len(msgs) == limit {
+				hasMore = true
+				break
+			}
+			item := it.Item()
+			var m []byte
+			id := snowflake.ID(tail8(item.Key()))
+			if err := item.Value(func(v []byte) error {
+				_, m, _, _ = readBody(conv, id, v, true)
+				return nil
+			}); err != nil {
+				return err
+			}
+			if m == nil {
+				old, oldIDs = append(old, len(msgs)), append(oldIDs, id)
+			}
+			msgs = append(msgs, m)
 		}
-		msgs = make([][]byte, 0, len(ids))
-		for _, id := range ids {
-			m, err := loadMessage(tx, snowflake.ID(id))
+		for i, at := range old {
+			m, err := loadMessage(tx, oldIDs[i])
 			if err != nil {
 				return err
 			}
-			msgs = append(msgs, m)
+			msgs[at] = m
 		}
 		return nil
 	})
@@ -92,6 +148,7 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 	}
 	err = s.db.View(func(tx *badger.Txn) error {
 		prefixes := [][]byte{syncPrefix(uid)}
+		convs := []string{""} // per prefix: the conversation of a group's index
 		for _, gid := range gids {
 			// One Get skips a group with nothing new, instead of an iterator.
 			sum, found, err := getSummary(tx, groupSummaryKey(gid))
@@ -100,6 +157,7 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 			}
 			if found && sum.LastSeq > since {
 				prefixes = append(prefixes, groupSyncPrefix(gid))
+				convs = append(convs, groupConv(gid))
 			}
 		}
 		m := newMerge(tx, prefixes, since+1)
@@ -110,16 +168,26 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 				return nil
 			}
 			var id snowflake.ID
+			var ck []byte
 			if err := item.Value(func(v []byte) error {
-				if len(v) != 8 {
+				if len(v) < 8 {
 					return fmt.Errorf("%w: sync entry of %d bytes", ErrBadCommand, len(v))
 				}
-				id = snowflake.ID(tail8(v))
+				id, ck = snowflake.ID(tail8(v[:8])), locatedKey(uid, v)
 				return nil
 			}); err != nil {
 				return err
 			}
-			msg, err := loadMessage(tx, id)
+			if m.last > 0 {
+				ck = convKey(convs[m.last], id) // a group's index holds 8-byte IDs
+			}
+			var msg []byte
+			var err error
+			if ck == nil {
+				msg, err = loadMessage(tx, id)
+			} else {
+				msg, err = loadAt(tx, ck, id)
+			}
 			if err != nil {
 				return err
 			}
@@ -265,7 +333,11 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 		for _, i := range order {
 			c := all[i]
 			var err error
-			if c.Last, err = loadMessage(tx, sums[i].LastID); err != nil {
+			conv := groupConv(c.Group)
+			if c.Group == "" {
+				conv = directConv(uid, c.Peer)
+			}
+			if c.Last, err = loadIn(tx, conv, sums[i].LastID); err != nil {
 				return err
 			}
 			if c.Group != "" {
@@ -383,12 +455,15 @@ func groupUnread(tx *badger.Txn, uid, gid string, sum summary) (int, error) {
 	if rec.UpTo == ^snowflake.ID(0) {
 		return 0, nil
 	}
-	total, own, err := countAbove(tx, convPrefix(conv), rec.UpTo, uid)
+	total, own, err := countAbove(tx, conv, rec.UpTo, uid)
 	return int(total - own), err
 }
 
 // Message returns the stored envelope JSON of message id; ok is false
-// when there is none.
+// when there is none. Only the messages that have an m/ key are found by
+// ID alone: those the push outbox staged (the push sender's lookup), and
+// every message stored before bodies moved into the history (keys.go);
+// MessageIn finds any message of a known conversation.
 func (s *Service) Message(id snowflake.ID) (payload []byte, ok bool, err error) {
 	err = s.db.View(func(tx *badger.Txn) error {
 		payload, err = loadMessage(tx, id)
@@ -456,4 +531,25 @@ func (s *Service) UnreadTotal(uid string) (int, error) {
 		return nil
 	})
 	return total, err
+}
+
+// MessageIn returns the stored envelope JSON of message id in the direct
+// conversation between a and b, or in group gid when gid is set; ok is
+// false when that conversation holds no such message.
+func (s *Service) MessageIn(id snowflake.ID, a, b, gid string) (payload []byte, ok bool, err error) {
+	conv := groupConv(gid)
+	if gid == "" {
+		conv = directConv(a, b)
+	}
+	err = s.db.View(func(tx *badger.Txn) error {
+		if _, err := tx.Get(convKey(conv, id)); err != nil {
+			return err // not in this conversation: m/ is not asked
+		}
+		payload, err = loadIn(tx, conv, id)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	return payload, err == nil, err
 }

@@ -162,6 +162,11 @@ func storedMessages(b *testing.B) int {
 // 199 other peers: at a million, bob has 200 conversations and 50,000
 // messages), the others are between 10,000 other users.
 //
+// EDGECHAT_BENCH_LAYOUT=old fills the store in the layout from before
+// bodies moved into the history keys (keys.go), to compare the two; a
+// store kept in EDGECHAT_BENCH_DIR (below) keeps the layout it was
+// filled with, whatever the variable says later.
+//
 // EDGECHAT_BENCH_DIR=DIR keeps the filled store in DIR and reuses it on
 // the next run with the same EDGECHAT_BENCH_STORED (10M takes a quarter
 // of an hour to fill): fill once, then measure the reads on a quiet
@@ -191,7 +196,7 @@ func BenchmarkLargeStore(b *testing.B) {
 	if filled {
 		b.Logf("reusing the %d messages stored in %s", n, dir)
 	} else {
-		fillDirect(b, db, n, firstID)
+		fillDirect(b, db, n, firstID, os.Getenv("EDGECHAT_BENCH_LAYOUT") == "old")
 		b.Logf("stored %d messages in %v", n, time.Since(start).Round(time.Millisecond))
 		if os.Getenv("EDGECHAT_BENCH_DIR") != "" {
 			if err := os.WriteFile(filepath.Join(dir, "filled"), nil, 0o644); err != nil {
@@ -325,8 +330,9 @@ func pageCacheState(b *testing.B, dir string, opened bool) {
 
 // fillDirect writes n direct messages with IDs from first and positions
 // from 1, with the keys and values applyMessage writes (the summaries
-// once at the end, with their final values).
-func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
+// once at the end, with their final values), or with those it wrote
+// before bodies moved into the history keys (oldLayout).
+func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID, oldLayout bool) {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	set := func(k, v []byte) {
@@ -354,14 +360,24 @@ func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
 		}
 		env := text("f"+strconv.Itoa(i), body)
 		env.ID, env.From, env.To = id, from, to
-		idb := be64(uint64(id))
-		set(msgKey(id), env.Marshal())
-		set(withID(convPrefix(directConv(from, to)), uint64(id)), []byte(from))
-		set(withID(syncPrefix(from), seq), idb)
-		if to != from {
-			set(withID(syncPrefix(to), seq), idb)
+		if oldLayout {
+			idb := be64(uint64(id))
+			set(msgKey(id), env.Marshal())
+			set(withID(convPrefix(directConv(from, to)), uint64(id)), []byte(from))
+			set(withID(syncPrefix(from), seq), idb)
+			if to != from {
+				set(withID(syncPrefix(to), seq), idb)
+			}
+			set(dedupKey(from, env.CID), idb)
+		} else {
+			kb := newKeyBuf(256)
+			set(convKey(directConv(from, to), id), compactBody(&kb, env.Marshal(), id, from, to, ""))
+			set(withID(syncPrefix(from), seq), appendLocator(nil, id, to))
+			if to != from {
+				set(withID(syncPrefix(to), seq), appendLocator(nil, id, from))
+			}
+			set(dedupKey(from, env.CID), appendLocator(nil, id, to))
 		}
-		set(dedupKey(from, env.CID), idb)
 		last[side{from, to}] = summary{LastID: id, LastSeq: seq, Kept: true, Unread: last[side{from, to}].Unread}
 		s := last[side{to, from}]
 		s.LastID, s.LastSeq, s.Kept = id, seq, true
@@ -383,7 +399,15 @@ func fillDirect(b *testing.B, db *badger.DB, n int, first snowflake.ID) {
 	for conv, x := range pairs {
 		set(pairKey(conv), x.encode())
 	}
+	if !oldLayout {
+		set(topKey(), be64(uint64(first)+uint64(n)-1))
+	}
 	if err := wb.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	// Compact what the fill left in L0, so that stores filled in either
+	// layout are read in the same shape.
+	if err := db.Flatten(2); err != nil {
 		b.Fatal(err)
 	}
 }
