@@ -337,6 +337,11 @@ type metrics struct {
 	// announcements counts the barriers the leader appended to tell
 	// followers the commit index (announce.go).
 	announcements prometheus.Counter
+	// notices counts commit notices a follower took (notice.go);
+	// noticeFallbacks those it refused (it did not hold the entry yet),
+	// each followed by a barrier; noticeFailures those the transport
+	// could not deliver.
+	notices, noticeFallbacks, noticeFailures prometheus.Counter
 	// catchUps counts the barriers appended to feed a follower that was
 	// behind while the leader was idle (catchup.go).
 	catchUps prometheus.Counter
@@ -361,6 +366,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_commit_announcements_total",
 		Help: "Barriers the leader appended to tell followers of its commits at once (instead of a short CommitTimeout).",
 	})
+	notices := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgechat_raft_commit_notices_total",
+		Help: "Commit notices (an AppendEntries without entries, no log write) the leader sent followers, by result: taken, refused (the follower did not hold the entry yet: a barrier follows), failed (not delivered).",
+	}, []string{"result"})
 	catchUps := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "edgechat_raft_catchup_barriers_total",
 		Help: "Barriers the leader appended to feed a follower whose log was behind while nothing else was appended.",
@@ -371,6 +380,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 		if catchUps, err = register(reg, catchUps); err != nil {
+			return nil, err
+		}
+		if notices, err = register(reg, notices); err != nil {
 			return nil, err
 		}
 		if commit, err = register(reg, commit); err != nil {
@@ -384,14 +396,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return &metrics{
-		commit:        commit,
-		batch:         batch,
-		announcements: announcements,
-		catchUps:      catchUps,
-		ok:            total.WithLabelValues("ok"),
-		rejected:      total.WithLabelValues("rejected"),
-		unavailable:   total.WithLabelValues("unavailable"),
-		invalid:       total.WithLabelValues("invalid"),
+		commit:          commit,
+		batch:           batch,
+		announcements:   announcements,
+		notices:         notices.WithLabelValues("taken"),
+		noticeFallbacks: notices.WithLabelValues("refused"),
+		noticeFailures:  notices.WithLabelValues("failed"),
+		catchUps:        catchUps,
+		ok:              total.WithLabelValues("ok"),
+		rejected:        total.WithLabelValues("rejected"),
+		unavailable:     total.WithLabelValues("unavailable"),
+		invalid:         total.WithLabelValues("invalid"),
 	}, nil
 }
 
