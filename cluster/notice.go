@@ -79,7 +79,7 @@ func (n *Raft) tellCommit() bool {
 		return false
 	}
 	var l raft.Log
-	if err := n.wal.GetLog(idx, &l); err != nil {
+	if err := n.logs.GetLog(idx, &l); err != nil {
 		return false
 	}
 	a := noticeArgs{term: term, index: idx, indexTerm: l.Term}
