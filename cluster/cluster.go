@@ -381,8 +381,9 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	closers = append(closers, func() error { n.peers.close(); return nil })
 
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
-	snaps.starting.Store(true) // NewRaft restores the latest snapshot: a reference stays one
-	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, logs, w, snaps, trans)
+	snaps.starting.Store(true)                                     // NewRaft restores the latest snapshot: a reference stays one
+	acks := &ackTransport{NetworkTransport: trans, ack: n.noteAck} // notice.go
+	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, logs, w, snaps, acks)
 	snaps.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)

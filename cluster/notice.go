@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -29,9 +28,10 @@ import (
 // equals the leader's up to X) and only then takes X as committed, so it
 // applies nothing the leader did not commit; a follower that does not hold
 // X yet, or holds another term there, answers "no" and changes nothing.
-// Nothing is written to any log and no follower fsyncs for it. The
-// follower's answer is only used to fall back: a follower that said "no"
-// gets a barrier as before, through Raft's own replication.
+// Nothing is written to any log and no follower fsyncs for it. Notices
+// name only entries the follower has acknowledged (see commitNotices), so
+// a "no" is not expected; if one comes, the follower gets a barrier as
+// before, through Raft's own replication.
 //
 // Safety of the term: the notice carries the term the leader read before
 // and after checking that it is the leader, so it never claims a term this
@@ -40,35 +40,52 @@ import (
 // Rolling upgrades: it is a plain AppendEntries of hashicorp/raft's wire
 // format, which every version of the node accepts.
 
-// noticeRetryWait is how long a follower's notice sender waits after the
-// transport failed to reach it before it sends the newest index again: a
-// follower that is down is fed by Raft's replication and the catch-up
-// (catchup.go) once it is back, and a dial per commit would only cost CPU.
-const noticeRetryWait = 100 * time.Millisecond
-
 // noticeArgs is what one notice tells: the leader's term, the committed
 // index and that entry's term.
 type noticeArgs struct {
 	term, index, indexTerm uint64
 }
 
-// commitNotices keeps one sender per follower, each with at most one
-// notice in flight: notices posted meanwhile coalesce into the newest.
+// commitNotices keeps, per follower, what it acknowledged and what it
+// should be told, and one sender with at most one notice in flight:
+// notices due meanwhile coalesce into the newest.
+//
+// A notice names an entry the follower acknowledged (ackTransport records
+// every successful AppendEntries answer): one naming an entry it does not
+// hold yet would be refused, and hashicorp/raft logs each refusal as a
+// warning on the follower ("failed to get previous log"). So a follower
+// is told min(commit index, its acknowledged index), and told again when
+// its acknowledgement of a later committed entry arrives.
 type commitNotices struct {
 	mu    sync.Mutex
 	peers map[raft.ServerID]*noticePeer
 }
 
 type noticePeer struct {
-	addr    raft.ServerAddress
-	want    noticeArgs // newest notice posted
-	pending bool       // want not sent yet
-	busy    bool       // a sender runs for this follower
+	addr             raft.ServerAddress
+	ackTerm, acked   uint64 // highest index it acknowledged, in ackTerm
+	term, commit     uint64 // the leader's term and commit index to tell
+	told             uint64 // highest index told in term
+	want             noticeArgs
+	pending, running bool
 }
 
-// tellCommit sends every other member of the configuration a notice of
-// the leader's commit index. false: nothing was sent (not the leader, or
-// the entry could not be read) and the caller appends a barrier instead.
+// peer returns id's state; c.mu is held.
+func (c *commitNotices) peer(id raft.ServerID) *noticePeer {
+	if c.peers == nil {
+		c.peers = make(map[raft.ServerID]*noticePeer)
+	}
+	p := c.peers[id]
+	if p == nil {
+		p = &noticePeer{}
+		c.peers[id] = p
+	}
+	return p
+}
+
+// tellCommit tells every other member of the configuration the leader's
+// commit index, as far as each acknowledged it. false: nothing could be
+// done (not the leader) and the caller appends a barrier instead.
 func (n *Raft) tellCommit() bool {
 	term := n.raft.CurrentTerm()
 	if n.raft.State() != raft.Leader {
@@ -78,57 +95,80 @@ func (n *Raft) tellCommit() bool {
 	if idx == 0 || n.raft.CurrentTerm() != term {
 		return false
 	}
-	var l raft.Log
-	if err := n.logs.GetLog(idx, &l); err != nil {
-		return false
-	}
-	a := noticeArgs{term: term, index: idx, indexTerm: l.Term}
 	self := raft.ServerID(n.cfg.NodeName)
+	c := &n.notices
 	for _, s := range n.raft.GetConfiguration().Configuration().Servers {
-		if s.ID != self {
-			n.postNotice(s.ID, s.Address, a)
+		if s.ID == self {
+			continue
 		}
+		c.mu.Lock()
+		p := c.peer(s.ID)
+		p.addr = s.Address
+		if term > p.term {
+			p.term, p.commit, p.told = term, idx, 0
+		} else if term == p.term && idx > p.commit {
+			p.commit = idx
+		}
+		n.scheduleNotice(s.ID, p) // unlocks
 	}
 	return true
 }
 
-// postNotice hands a to id's sender, starting it when none runs.
-func (n *Raft) postNotice(id raft.ServerID, addr raft.ServerAddress, a noticeArgs) {
+// noteAck records that follower id holds the log up to index as the
+// leader of term sent it (an AppendEntries it answered with success), and
+// sends it a notice if a commit it was not told of is now within it.
+func (n *Raft) noteAck(id raft.ServerID, term, index uint64) {
 	c := &n.notices
 	c.mu.Lock()
-	if c.peers == nil {
-		c.peers = make(map[raft.ServerID]*noticePeer)
+	p := c.peer(id)
+	if term > p.ackTerm || (term == p.ackTerm && index > p.acked) {
+		p.ackTerm, p.acked = term, index
 	}
-	p := c.peers[id]
-	if p == nil {
-		p = &noticePeer{}
-		c.peers[id] = p
+	n.scheduleNotice(id, p) // unlocks
+}
+
+// due is the index p should be told now: the highest committed entry it
+// acknowledged in the leader's term, if it was not told of it (or of a
+// later one) already and no notice of it is queued.
+func (p *noticePeer) due() (uint64, bool) {
+	x := min(p.commit, p.acked)
+	if p.term == 0 || p.ackTerm != p.term || x <= p.told || (p.pending && x <= p.want.index) {
+		return 0, false
 	}
-	p.addr = addr
-	if a.term > p.want.term || a.index > p.want.index {
-		p.want = a
-		p.pending = true
-	}
-	if p.busy || !p.pending {
+	return x, true
+}
+
+// scheduleNotice queues a notice for p when one is due and starts its
+// sender when none runs. c.mu is held on entry and released.
+func (n *Raft) scheduleNotice(id raft.ServerID, p *noticePeer) {
+	c := &n.notices
+	x, ok := p.due()
+	if !ok {
 		c.mu.Unlock()
 		return
 	}
-	p.busy = true
+	p.want = noticeArgs{term: p.term, index: x}
+	p.pending = true
+	if p.running {
+		c.mu.Unlock()
+		return
+	}
+	p.running = true
 	c.mu.Unlock()
 	if !n.helpers.start(func() { n.runNotices(id, p) }) {
 		c.mu.Lock()
-		p.busy = false
+		p.running = false
 		c.mu.Unlock()
 	}
 }
 
-// runNotices sends id the newest notice until none is pending.
+// runNotices sends id the newest due notice until none is pending.
 func (n *Raft) runNotices(id raft.ServerID, p *noticePeer) {
 	c := &n.notices
 	for {
 		c.mu.Lock()
 		if !p.pending {
-			p.busy = false
+			p.running = false
 			c.mu.Unlock()
 			return
 		}
@@ -136,19 +176,23 @@ func (n *Raft) runNotices(id raft.ServerID, p *noticePeer) {
 		p.pending = false
 		c.mu.Unlock()
 
+		var l raft.Log
+		if err := n.logs.GetLog(a.index, &l); err != nil {
+			continue // compacted meanwhile: a later commit is told
+		}
+		a.indexTerm = l.Term
 		held, err := n.sendNotice(id, addr, a)
 		switch {
 		case err != nil:
+			// Not delivered (the follower is down, or this node is
+			// stopping): nothing is retried. told did not move, so
+			// the follower's next acknowledgement (when Raft's
+			// replication reaches it again) or the next commit brings
+			// the notice due then.
 			n.m.noticeFailures.Inc()
-			select {
-			case <-time.After(noticeRetryWait):
-			case <-n.stopping:
-			}
 		case !held:
-			// The follower does not hold the entry yet (its
-			// AppendEntries is still on its way) or holds another
-			// term there: a barrier's AppendEntries, sent by Raft's
-			// replication after the entries it lacks, tells it.
+			// Cannot happen for an entry it acknowledged in this term,
+			// short of a bug: a barrier's AppendEntries tells it.
 			n.m.noticeFallbacks.Inc()
 			if n.raft.State() == raft.Leader {
 				_ = n.awaitFuture(context.Background(), n.raft.Barrier(applyTimeout))
@@ -156,6 +200,11 @@ func (n *Raft) runNotices(id raft.ServerID, p *noticePeer) {
 			}
 		default:
 			n.m.notices.Inc()
+			c.mu.Lock()
+			if a.term == p.term && a.index > p.told {
+				p.told = a.index
+			}
+			c.mu.Unlock()
 		}
 	}
 }
@@ -190,4 +239,86 @@ func (n *Raft) sendNotice(id raft.ServerID, addr raft.ServerAddress, a noticeArg
 		return false, ErrStopped
 	}
 	return resp.Success || resp.Term > a.term, nil
+}
+
+// ackTransport is the node's Raft transport with every successful
+// AppendEntries answer reported to noteAck, so that notices name only
+// entries the follower holds. Embedding the *NetworkTransport keeps the
+// optional interfaces Raft looks for (WithClose, WithPeers, WithPreVote).
+type ackTransport struct {
+	*raft.NetworkTransport
+	ack func(id raft.ServerID, term, index uint64)
+}
+
+// acked reports what a successful answer to req means: the follower
+// holds the leader's log up to its last entry (or PrevLogEntry when it
+// carried none; 0 for a heartbeat, which checks nothing).
+func (t *ackTransport) acked(id raft.ServerID, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	if !resp.Success {
+		return
+	}
+	idx := req.PrevLogEntry
+	if k := len(req.Entries); k > 0 {
+		idx = req.Entries[k-1].Index
+	}
+	if idx > 0 {
+		t.ack(id, req.Term, idx)
+	}
+}
+
+// AppendEntries is Raft's synchronous replication (before its pipeline
+// starts, and while a follower catches up).
+func (t *ackTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	err := t.NetworkTransport.AppendEntries(id, target, req, resp)
+	if err == nil {
+		t.acked(id, req, resp)
+	}
+	return err
+}
+
+// AppendEntriesPipeline wraps the pipeline's answers on their way to Raft.
+func (t *ackTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	w := &ackPipeline{AppendPipeline: p, t: t, id: id, out: make(chan raft.AppendFuture), done: make(chan struct{})}
+	go w.relay()
+	return w, nil
+}
+
+type ackPipeline struct {
+	raft.AppendPipeline
+	t     *ackTransport
+	id    raft.ServerID
+	out   chan raft.AppendFuture
+	done  chan struct{}
+	close sync.Once
+}
+
+// relay passes the answers on in order, noting each success first.
+func (w *ackPipeline) relay() {
+	in := w.AppendPipeline.Consumer()
+	for {
+		select {
+		case f := <-in:
+			if f.Error() == nil {
+				w.t.acked(w.id, f.Request(), f.Response())
+			}
+			select {
+			case w.out <- f:
+			case <-w.done:
+				return
+			}
+		case <-w.done:
+			return
+		}
+	}
+}
+
+func (w *ackPipeline) Consumer() <-chan raft.AppendFuture { return w.out }
+
+func (w *ackPipeline) Close() error {
+	w.close.Do(func() { close(w.done) })
+	return w.AppendPipeline.Close()
 }

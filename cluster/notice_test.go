@@ -22,9 +22,27 @@ func TestCommitNoticesTellFollowers(t *testing.T) {
 		proposeKeys(t, follower, fmt.Sprintf("notice-%d", i))
 	}
 	waitKeys(t, ms, "notice-4")
-	taken, _ := testutil.MetricValue(t, leader.reg, "edgechat_raft_commit_notices_total", map[string]string{"result": "taken"})
-	if taken < 1 {
+	// Many at once from every node: commits that one follower
+	// acknowledged before the other. A notice names only what the
+	// follower acknowledged, so none is refused (a refusal is a warning
+	// in the follower's log, and a barrier).
+	var keys []string
+	for i := range 100 {
+		keys = append(keys, fmt.Sprintf("burst-%d", i))
+	}
+	for _, m := range ms {
+		proposeKeys(t, m, keys...)
+	}
+	waitKeys(t, ms, keys...)
+	metric := func(result string) float64 {
+		v, _ := testutil.MetricValue(t, leader.reg, "edgechat_raft_commit_notices_total", map[string]string{"result": result})
+		return v
+	}
+	if taken := metric("taken"); taken < 1 {
 		t.Errorf("commit notices taken = %v, want at least 1", taken)
+	}
+	if refused := metric("refused"); refused != 0 {
+		t.Errorf("commit notices refused = %v, want 0", refused)
 	}
 }
 
@@ -76,6 +94,33 @@ func TestCommitNoticeNeedsTheEntry(t *testing.T) {
 		}
 		if got := follower.raft.CommitIndex(); got != last {
 			t.Errorf("%s: follower commit index %d, want %d", c.name, got, last)
+		}
+	}
+}
+
+// A follower is told only of entries it acknowledged in the leader's
+// term: a notice naming an entry it does not hold yet would be refused
+// (a warning in its log, and a barrier). Once its acknowledgement of a
+// later committed entry comes, that entry is due.
+func TestNoticeNamesOnlyAcknowledgedEntries(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		p    noticePeer
+		want uint64 // 0: nothing due
+	}{
+		{"acknowledged less than committed", noticePeer{term: 2, commit: 10, ackTerm: 2, acked: 7}, 7},
+		{"acknowledged more than committed", noticePeer{term: 2, commit: 10, ackTerm: 2, acked: 12}, 10},
+		{"already told", noticePeer{term: 2, commit: 10, ackTerm: 2, acked: 12, told: 10}, 0},
+		{"acknowledged in another term", noticePeer{term: 3, commit: 10, ackTerm: 2, acked: 12}, 0},
+		{"nothing acknowledged", noticePeer{term: 2, commit: 10}, 0},
+		{"queued already", noticePeer{term: 2, commit: 10, ackTerm: 2, acked: 12, pending: true, want: noticeArgs{term: 2, index: 10}}, 0},
+	} {
+		got, ok := c.p.due()
+		if !ok {
+			got = 0
+		}
+		if got != c.want {
+			t.Errorf("%s: due %d, want %d", c.name, got, c.want)
 		}
 	}
 }
