@@ -16,17 +16,21 @@ import (
 // keeps followers fresh but makes an idle leader send hundreds of empty
 // appends a second (5 ms cost an idle three-node cluster about 13% of a
 // core). So CommitTimeout is long, and the leader announces commits when
-// it has made one, by appending a Raft barrier: its AppendEntries
-// carries the new commit index to every follower at once.
+// it has made one: it sends every follower a commit notice, an
+// AppendEntries without entries that carries the new commit index
+// (notice.go). Until the fourth session it appended a Raft barrier
+// instead, whose AppendEntries carried the index; that cost a log write
+// and fsync on every node per announcement, and a barrier is still the
+// fallback when a notice cannot be sent or a follower refuses it.
 //
-// A barrier costs a log write, so it is appended only when nothing else
-// will carry the news: an entry appended after the commit carries a
-// commit index at least as new. For its own proposals the leader waits
-// announceDelay and appends the barrier only if the log has not grown
-// meanwhile (under load it always has, so load adds no barriers). A
-// commit a follower is waiting for (a forwarded proposal, which the
-// follower answers from its own FSM) is announced at once. Announcements
-// are coalesced: one barrier in flight, then one more if commits came
+// An announcement is made only when nothing else will carry the news: an
+// entry appended after the commit carries a commit index at least as
+// new. For its own proposals the leader waits announceDelay and announces
+// only if the log has not grown meanwhile (under load it always has, so
+// load adds no announcements). A commit a follower is waiting for (a
+// forwarded proposal, which the follower answers from its own FSM) is
+// announced at once. Announcements are coalesced: one round at a time
+// (and one notice in flight per follower), then one more if commits came
 // meanwhile.
 type commitAnnouncer struct {
 	mu      sync.Mutex
@@ -82,10 +86,10 @@ func (n *Raft) runAnnouncer() {
 			}
 			needed = n.raft.LastIndex() == last
 		}
-		if needed {
-			// The barrier is appended at once; waiting for it only paces
-			// the next one. On a node that is no longer the leader it
-			// fails at once.
+		if needed && !n.tellCommit() {
+			// No notice could be sent (notice.go): a barrier, appended
+			// at once; waiting for it only paces the next one. On a
+			// node that is no longer the leader it fails at once.
 			_ = n.awaitFuture(context.Background(), n.raft.Barrier(applyTimeout))
 			n.m.announcements.Inc()
 		}

@@ -125,6 +125,8 @@ func BenchmarkProposeRate(b *testing.B) {
 				fails atomic.Int64
 			)
 			ann0, _ := testutil.MetricValue(b, leader.reg, "edgechat_raft_commit_announcements_total", nil)
+			notices := map[string]string{"result": "taken"}
+			not0, _ := testutil.MetricValue(b, leader.reg, "edgechat_raft_commit_notices_total", notices)
 			idx0 := leader.raft.LastIndex()
 			cpu0 := processCPU(b)
 			b.ResetTimer()
@@ -154,6 +156,7 @@ func BenchmarkProposeRate(b *testing.B) {
 			cpu := processCPU(b) - cpu0
 			entries := leader.raft.LastIndex() - idx0
 			ann1, _ := testutil.MetricValue(b, leader.reg, "edgechat_raft_commit_announcements_total", nil)
+			not1, _ := testutil.MetricValue(b, leader.reg, "edgechat_raft_commit_notices_total", notices)
 			if fails.Load() > 0 {
 				b.Fatalf("%d proposals failed", fails.Load())
 			}
@@ -164,6 +167,7 @@ func BenchmarkProposeRate(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/cmd")
 			b.ReportMetric(float64(entries)/float64(b.N), "entries/cmd")
 			b.ReportMetric((ann1-ann0)/float64(b.N), "barriers/cmd")
+			b.ReportMetric((not1-not0)/float64(b.N), "notices/cmd")
 			b.ReportMetric(pct(0.50), "p50-ms")
 			b.ReportMetric(pct(0.99), "p99-ms")
 		})

@@ -206,6 +206,7 @@ type Raft struct {
 	peers  *peerPool
 	fresh  bool // no Raft state when New opened the stores
 	wal    *wal.WAL
+	logs   *logStore // the log as Raft sees it: w with a cache (logstore.go)
 	meta   *metadb.BoltMetaDB
 	unlock func() error
 	m      *metrics
@@ -228,6 +229,7 @@ type Raft struct {
 
 	memberWatch memberWatch     // announces member list changes (MembersChanged)
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
+	notices     commitNotices   // ... without a log entry (notice.go)
 	catchUp     catchUp         // feeds followers that are behind while idle (catchup.go)
 	helpers     helpers         // the announcer's and catch-up's goroutines
 	quick       quickElection   // a lone voter elects itself at once (quickstart.go)
@@ -328,7 +330,8 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		return nil, err
 	}
 
-	existing, err := raft.HasExistingState(w, w, snaps)
+	logs := newLogStore(w, walDir, m.compactionsSkipped)
+	existing, err := raft.HasExistingState(logs, w, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
 	}
@@ -339,7 +342,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 				ID:       conf.LocalID,
 				Address:  trans.LocalAddr(),
 			}}}
-			if err := raft.BootstrapCluster(conf, w, w, snaps, trans, boot); err != nil {
+			if err := raft.BootstrapCluster(conf, logs, w, snaps, trans, boot); err != nil {
 				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 			}
 			log.Info("bootstrapped a new one-voter raft cluster", "addr", trans.LocalAddr())
@@ -358,6 +361,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		peers:    newPeerPool(),
 		fresh:    !existing,
 		wal:      w,
+		logs:     logs,
 		meta:     meta,
 		unlock:   unlock,
 		m:        m,
@@ -377,8 +381,9 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	closers = append(closers, func() error { n.peers.close(); return nil })
 
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
-	snaps.starting.Store(true) // NewRaft restores the latest snapshot: a reference stays one
-	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, w, w, snaps, trans)
+	snaps.starting.Store(true)                                     // NewRaft restores the latest snapshot: a reference stays one
+	acks := &ackTransport{NetworkTransport: trans, ack: n.noteAck} // notice.go
+	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, logs, w, snaps, acks)
 	snaps.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)

@@ -120,6 +120,9 @@ func TestSnapshotThenRestart(t *testing.T) {
 	small := func(c *Config) {
 		c.TrailingLogs = 4
 		c.SnapshotThreshold = 1 << 20 // only the forced snapshot
+		// Small segments: a compaction that frees no segment file is
+		// deferred (logstore.go), and this test needs one that happens.
+		c.LogSegmentSize = 512
 	}
 	tn := startNode(t, nodeOpts{dataDir: dir, bootstrap: true, tweak: small})
 	waitReady(t, tn.Raft)

@@ -337,9 +337,17 @@ type metrics struct {
 	// announcements counts the barriers the leader appended to tell
 	// followers the commit index (announce.go).
 	announcements prometheus.Counter
+	// notices counts commit notices a follower took (notice.go);
+	// noticeFallbacks those it refused (it did not hold the entry yet),
+	// each followed by a barrier; noticeFailures those the transport
+	// could not deliver.
+	notices, noticeFallbacks, noticeFailures prometheus.Counter
 	// catchUps counts the barriers appended to feed a follower that was
 	// behind while the leader was idle (catchup.go).
 	catchUps prometheus.Counter
+	// compactionsSkipped counts log compactions not passed to raft-wal
+	// because they would free no segment (logstore.go).
+	compactionsSkipped prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -361,6 +369,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_commit_announcements_total",
 		Help: "Barriers the leader appended to tell followers of its commits at once (instead of a short CommitTimeout).",
 	})
+	notices := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgechat_raft_commit_notices_total",
+		Help: "Commit notices (an AppendEntries without entries, no log write) the leader sent followers, by result: taken, refused (the follower did not hold the entry yet: a barrier follows), failed (not delivered).",
+	}, []string{"result"})
+	skipped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_log_compactions_skipped_total",
+		Help: "Raft log compactions not passed to raft-wal because they would have deleted no segment file (each would hold the log's write lock across a metadata commit); the next one includes them.",
+	})
 	catchUps := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "edgechat_raft_catchup_barriers_total",
 		Help: "Barriers the leader appended to feed a follower whose log was behind while nothing else was appended.",
@@ -371,6 +387,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 		if catchUps, err = register(reg, catchUps); err != nil {
+			return nil, err
+		}
+		if skipped, err = register(reg, skipped); err != nil {
+			return nil, err
+		}
+		if notices, err = register(reg, notices); err != nil {
 			return nil, err
 		}
 		if commit, err = register(reg, commit); err != nil {
@@ -384,14 +406,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return &metrics{
-		commit:        commit,
-		batch:         batch,
-		announcements: announcements,
-		catchUps:      catchUps,
-		ok:            total.WithLabelValues("ok"),
-		rejected:      total.WithLabelValues("rejected"),
-		unavailable:   total.WithLabelValues("unavailable"),
-		invalid:       total.WithLabelValues("invalid"),
+		commit:             commit,
+		batch:              batch,
+		announcements:      announcements,
+		compactionsSkipped: skipped,
+		notices:            notices.WithLabelValues("taken"),
+		noticeFallbacks:    notices.WithLabelValues("refused"),
+		noticeFailures:     notices.WithLabelValues("failed"),
+		catchUps:           catchUps,
+		ok:                 total.WithLabelValues("ok"),
+		rejected:           total.WithLabelValues("rejected"),
+		unavailable:        total.WithLabelValues("unavailable"),
+		invalid:            total.WithLabelValues("invalid"),
 	}, nil
 }
 

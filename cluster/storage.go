@@ -345,18 +345,18 @@ func logLimit(avg, budget int, maxTrailing uint64) uint64 {
 
 // recentEntryBytes is the mean size of the latest entries in the log.
 func (n *Raft) recentEntryBytes() (int, bool) {
-	first, err := n.wal.FirstIndex()
+	first, err := n.logs.FirstIndex()
 	if err != nil {
 		return 0, false
 	}
-	last, err := n.wal.LastIndex()
+	last, err := n.logs.LastIndex()
 	if err != nil || last == 0 {
 		return 0, false
 	}
 	var total, k int
 	var l raft.Log
 	for i := last; i >= max(first, 1) && k < logSample; i-- {
-		if err := n.wal.GetLog(i, &l); err != nil {
+		if err := n.logs.GetLog(i, &l); err != nil {
 			break
 		}
 		total += len(l.Data) + 32 // the entry's framing and header fields

@@ -449,6 +449,9 @@ func TestLogBoundedInBytes(t *testing.T) {
 		c.SnapshotThreshold = 1 << 20 // the bound, not the count, decides
 		c.TrailingLogs = 1 << 20
 		c.LogBytes = 256 << 10
+		// Segments of a few entries: a compaction that frees no segment
+		// file is deferred (logstore.go).
+		c.LogSegmentSize = 64 << 10
 	}})
 	waitReady(t, tn.Raft)
 	ctx := context.Background()
