@@ -189,6 +189,20 @@ func TestOldFormatStoreReads(t *testing.T) {
 		t.Fatalf("answers from the old store differ:\n got %s\nwant %s", gb, wb)
 	}
 
+	// A sealer reading the old layout gets the envelopes history serves
+	// (issue 11: sealRange resolves m/ bodies).
+	for conv, page := range want.History {
+		all, err := e.svc.sealRange(conv, 0, want.HighestID, 1000)
+		if err != nil || len(all) != len(page) {
+			t.Fatalf("sealRange(%s) of the old layout: %d messages, want %d, %v", conv, len(all), len(page), err)
+		}
+		for i, m := range all {
+			if string(m.Body) != page[len(page)-1-i] {
+				t.Fatalf("sealRange(%s)[%d] = %s, history has %s", conv, i, m.Body, page[len(page)-1-i])
+			}
+		}
+	}
+
 	// A retry of a cid stored in the old layout is still a duplicate and
 	// hands back the original.
 	_, p, dup, err := e.svc.SendDirect(context.Background(), "alice", "bob", text("ab3", "again"))
