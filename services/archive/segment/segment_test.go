@@ -14,10 +14,24 @@ func messages(n int, seed uint64) []Message {
 	id := uint64(380_000_000_000_000_000)
 	for i := range msgs {
 		id += 1 + uint64(rng.IntN(1<<22))
-		body := fmt.Appendf(nil, `{"id":"%d","from":"alice","to":"bob","type":"text","body":"message %d %s"}`, id, i, bytes.Repeat([]byte("x"), rng.IntN(300)))
+		body := fmt.Appendf(nil, `{"id":"%d","from":"alice","to":"bob","type":"text","body":"%s"}`, id, words(rng, 20+rng.IntN(180)))
 		msgs[i] = Message{ID: id, Body: body}
 	}
 	return msgs
+}
+
+// words is n bytes of random lowercase words: compresses about as well
+// as chat text, not better (as node's disk benchmark).
+func words(rng *rand.Rand, n int) []byte {
+	b := make([]byte, 0, n)
+	for len(b) < n {
+		if len(b) > 0 && rng.IntN(6) == 0 {
+			b = append(b, ' ')
+			continue
+		}
+		b = append(b, byte('a'+rng.IntN(26)))
+	}
+	return b
 }
 
 func readAll(t testing.TB, data []byte) (*Reader, []Message, error) {
