@@ -72,6 +72,16 @@ func loadAt(tx *badger.Txn, ck []byte, id snowflake.ID) ([]byte, error) {
 	return body, nil
 }
 
+// bodyOf is the stored envelope in history item (message id of conv), or
+// nil for a message of the older layout, whose body is under m/.
+func bodyOf(item *badger.Item, conv string, id snowflake.ID) (body []byte, err error) {
+	err = item.Value(func(v []byte) error {
+		_, body, _, _ = readBody(conv, id, v, true)
+		return nil
+	})
+	return body, err
+}
+
 // loadLocated reads the message an s/ or dedup/ value names: in conv,
 // or by ID alone for a value of the older layout (conv "").
 func loadLocated(tx *badger.Txn, id snowflake.ID, conv string) ([]byte, error) {
@@ -105,12 +115,9 @@ func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msg
 				break
 			}
 			item := it.Item()
-			var m []byte
 			id := snowflake.ID(tail8(item.Key()))
-			if err := item.Value(func(v []byte) error {
-				_, m, _, _ = readBody(conv, id, v, true)
-				return nil
-			}); err != nil {
+			m, err := bodyOf(item, conv, id)
+			if err != nil {
 				return err
 			}
 			if m == nil {

@@ -28,15 +28,11 @@ func (s *Service) sealRange(conv string, from, to snowflake.ID, limit int) ([]se
 			if id > to {
 				break
 			}
-			var body []byte
-			if err := it.Item().Value(func(v []byte) error {
-				_, body, _, _ = readBody(conv, id, v, true)
-				return nil
-			}); err != nil {
+			body, err := bodyOf(it.Item(), conv, id)
+			if err != nil {
 				return err
 			}
 			if body == nil { // the older layout: the body is under m/
-				var err error
 				if body, err = loadMessage(tx, id); err != nil {
 					return err
 				}

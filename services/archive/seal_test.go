@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -20,9 +21,9 @@ func TestSealRangeMatchesHistory(t *testing.T) {
 		if i%3 == 0 {
 			from, to = "bob", "alice"
 		}
-		ids = append(ids, e.send(t, from, to, "c"+string(rune('a'+i%26))+string(rune('a'+i/26))).ID)
-		e.send(t, "alice", "carol", "x"+string(rune('a'+i%26))+string(rune('a'+i/26))) // another conversation, interleaved
-		e.sendGroup(t, "bob", "room", "g"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+		ids = append(ids, e.send(t, from, to, fmt.Sprintf("c%d", i)).ID)
+		e.send(t, "alice", "carol", fmt.Sprintf("x%d", i)) // another conversation, interleaved
+		e.sendGroup(t, "bob", "room", fmt.Sprintf("g%d", i))
 	}
 	conv := directConv("alice", "bob")
 	hist, _, err := e.svc.historyPage(conv, nil, 1000)
