@@ -200,7 +200,8 @@ type applied struct {
 	ID      snowflake.ID
 	Payload []byte // the stored envelope JSON (the original one when Dup)
 	Dup     bool
-	after   func() // the outbox's, once committed
+	sealed  *sealedError // Dup of a sealed original: Payload is to be read from its segment
+	after   func()       // the outbox's, once committed
 
 	cache *summaryCache
 	pair  pairWrite // the direct summary written, for the cache (conv "" for none)
@@ -321,6 +322,12 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		// A retry (possibly in the same batch: the txn sees its own
 		// earlier writes). Hand back the original, write nothing.
 		p, err := loadLocated(tx, orig, origConv)
+		var se *sealedError
+		if errors.As(err, &se) {
+			// The original is sealed: the proposing node reads it from
+			// its segment (the FSM does no object-store I/O).
+			return &applied{ID: orig, Dup: true, sealed: se}, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("archive: dedupe entry %d without message: %w", orig, err)
 		}

@@ -164,7 +164,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		// user can only ever read conversations they take part in.
 		conv = directConv(me, with)
 	}
-	msgs, hasMore, err := s.historyPage(conv, before, limit)
+	msgs, hasMore, err := s.historyPage(r.Context(), conv, before, limit)
 	if err != nil {
 		s.log.Error("history", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -205,7 +205,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	msgs, next, hasMore, err := s.syncPage(me, since, limit)
+	msgs, next, hasMore, err := s.syncPage(r.Context(), me, since, limit)
 	if err != nil {
 		s.log.Error("sync", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -240,7 +240,7 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	convs, hasMore, err := s.conversations(me, limit)
+	convs, hasMore, err := s.conversations(r.Context(), me, limit)
 	if err != nil {
 		s.log.Error("conversations", "user", me, "err", err)
 		httpapi.WriteError(w, err)
