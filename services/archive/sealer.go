@@ -370,3 +370,39 @@ func (s *Service) HotBytes() int64 {
 	onDisk, _ := s.db.EstimateSize(cat([]byte("c/")))
 	return int64(onDisk)
 }
+
+// TierStatus describes the archive's tiers on this node.
+type TierStatus struct {
+	HotBytes       int64  `json:"hotBytes"`       // Badger's estimate of the hot history on disk
+	SealedSegments int    `json:"sealedSegments"` // index entries
+	SealedMessages int64  `json:"sealedMessages"`
+	SealedBytes    int64  `json:"sealedBytes"` // of the segment objects
+	Store          string `json:"store"`       // "shared" (S3) or "local"; "" without a segment store
+}
+
+// Status reads the segment index (one small entry per segment).
+func (s *Service) Status() (TierStatus, error) {
+	st := TierStatus{HotBytes: s.HotBytes()}
+	if s.tier != nil {
+		st.Store = "local"
+		if s.tier.store.Shared() {
+			st.Store = "shared"
+		}
+	}
+	err := s.db.View(func(tx *badger.Txn) error {
+		root := segIndexRoot()
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: root})
+		defer it.Close()
+		for it.Seek(root); it.ValidForPrefix(root); it.Next() {
+			ref, err := segRefOf(it.Item())
+			if err != nil {
+				return err
+			}
+			st.SealedSegments++
+			st.SealedMessages += int64(ref.Count)
+			st.SealedBytes += ref.Size
+		}
+		return nil
+	})
+	return st, err
+}
