@@ -37,7 +37,18 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/chat/conversations", Handler: s.handleConversations, Class: "read"},
 		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
 		{Method: http.MethodPost, Pattern: "/chat/read", Handler: s.handleRead, Class: "write", MaxBody: MaxReadBody},
+		{Method: http.MethodGet, Pattern: "/admin/archive", Handler: s.handleArchiveStatus, Admin: true, Class: httpapi.ClassAdmin},
 	}
+}
+
+// handleArchiveStatus answers GET /admin/archive: this node's tiers.
+func (s *Service) handleArchiveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Status()
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, st)
 }
 
 func principal(r *http.Request) (string, error) {
