@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/media/store"
+	"github.com/edgechat/edgechat/services/users"
 )
 
 // Archive tiering defaults (issue 11; docs/protocol.md "Archive tiers").
@@ -27,6 +28,7 @@ var archiveSettings = []setting{
 	{name: "archive-seal-every", usage: "time between the sealer's sweeps", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveSealEvery })},
 	{name: "archive-orphan-grace", usage: "segment objects no seal committed are deleted once this old", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveOrphanGrace })},
 	{name: "archive-cache-bytes", usage: "bytes of decoded sealed blocks each node caches", set: int64Setter(func(c *Config) *int64 { return &c.ArchiveCacheBytes })},
+	{name: "retention-days", usage: "messages older than this many days are deleted from every tier (0: kept forever); a group's own retentionDays applies when shorter", set: intSetter(func(c *Config) *int { return &c.RetentionDays })},
 	{name: "archive-seal-pause-at", usage: "for crash tests: the sealer stops for good at this step of its first seal (before-upload, after-upload or after-commit)", set: stringSetter(func(c *Config) *string { return &c.ArchiveSealPauseAt })},
 }
 
@@ -60,6 +62,8 @@ func (c Config) validateArchive() error {
 		return bad("--archive-seal-pause-at %q: want before-upload, after-upload or after-commit", c.ArchiveSealPauseAt)
 	}
 	switch {
+	case c.RetentionDays < 0 || c.RetentionDays > users.MaxRetentionDays:
+		return bad("--retention-days %d: want 0 (forever) to %d", c.RetentionDays, users.MaxRetentionDays)
 	case c.ArchiveHotAge < 0 || c.ArchiveLocalBudget < 0:
 		return bad("--archive-hot-age and --archive-local-budget must not be negative")
 	case c.ArchiveSealEvery != 0 && c.ArchiveSealEvery < minArchiveSealEvery:
@@ -91,7 +95,14 @@ func (c Config) archiveDir() string { return filepath.Join(c.DataDir, string(sto
 // sealConfig is the sealer's configuration.
 func (n *Node) sealConfig() archive.SealConfig {
 	c := n.cfg
-	sc := archive.SealConfig{HotAge: c.ArchiveHotAge, LocalBudget: c.ArchiveLocalBudget, Every: c.ArchiveSealEvery, OrphanGrace: c.ArchiveOrphanGrace}
+	sc := archive.SealConfig{HotAge: c.ArchiveHotAge, LocalBudget: c.ArchiveLocalBudget, Every: c.ArchiveSealEvery, OrphanGrace: c.ArchiveOrphanGrace,
+		Retention: archive.RetentionPolicy{Days: c.RetentionDays, GroupDays: func(gid string) int {
+			g, err := n.Users.Group(gid)
+			if err != nil {
+				return 0
+			}
+			return g.RetentionDays
+		}}}
 	if at := c.ArchiveSealPauseAt; at != "" {
 		paused := make(chan struct{})
 		sc.Step = func(step string) {

@@ -106,6 +106,7 @@ type Config struct {
 	ArchiveOrphanGrace time.Duration `yaml:"archive_orphan_grace"`  // unreferenced objects are deleted once this old
 	ArchiveCacheBytes  int64         `yaml:"archive_cache_bytes"`   // decoded sealed blocks cached per node
 	ArchiveSealPauseAt string        `yaml:"archive_seal_pause_at"` // crash tests only
+	RetentionDays      int           `yaml:"retention_days"`        // messages older than this are deleted (0: never)
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)

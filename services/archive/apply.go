@@ -201,6 +201,7 @@ type applied struct {
 	Payload []byte // the stored envelope JSON (the original one when Dup)
 	Dup     bool
 	sealed  *sealedError // Dup of a sealed original: Payload is to be read from its segment
+	expired bool         // Dup of an original that expired (retention): no Payload
 	after   func()       // the outbox's, once committed
 
 	cache *summaryCache
@@ -250,7 +251,9 @@ func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv
 	}
 	id, conv, ok, err = getLocator(tx, owner, ref)
 	if err == nil && !ok {
-		err = fmt.Errorf("archive: dedupe entry without its sync entry: %w", badger.ErrKeyNotFound)
+		// The sync entry expired (retention) with its message: still a
+		// duplicate, of a message that is gone (ID 0).
+		return 0, "", true, nil
 	}
 	return id, conv, ok, err
 }
@@ -321,6 +324,9 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	if dup {
 		// A retry (possibly in the same batch: the txn sees its own
 		// earlier writes). Hand back the original, write nothing.
+		if orig == 0 {
+			return &applied{Dup: true, expired: true}, nil
+		}
 		p, err := loadLocated(tx, orig, origConv)
 		var se *sealedError
 		if errors.As(err, &se) {

@@ -259,6 +259,9 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdSegmentSealed, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applySeal(tx, payload, st)
 	})
+	deps.FSM.Register(wire.CmdRetention, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyRetention(tx, payload, st)
+	})
 	return s, nil
 }
 
@@ -430,10 +433,21 @@ func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.E
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		p, err := s.sealedMessage(ctx, res.sealed.Conv, res.sealed.ID)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			res = &applied{ID: res.ID, Dup: true, expired: true}
+		case err != nil:
 			return wire.Envelope{}, nil, false, fmt.Errorf("archive: stored message %d: %w", res.ID, err)
+		default:
+			res = &applied{ID: res.ID, Payload: p, Dup: true}
 		}
-		res = &applied{ID: res.ID, Payload: p, Dup: true}
+	}
+	if res.expired {
+		// The original expired (retention): acknowledged as a duplicate,
+		// not stored again; answered with its ID when it is known.
+		env.ID = res.ID
+		p, err := json.Marshal(env)
+		return env, p, true, err
 	}
 	var orig wire.Envelope
 	if err := json.Unmarshal(res.Payload, &orig); err != nil {

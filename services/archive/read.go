@@ -287,10 +287,19 @@ func (s *Service) syncPage(ctx context.Context, uid string, since uint64, limit 
 	if err != nil {
 		return nil, since, false, err
 	}
+	expired := false
 	for _, m := range sealed {
-		if msgs[m.at], err = s.sealedMessage(ctx, m.conv, m.id); err != nil {
+		msgs[m.at], err = s.sealedMessage(ctx, m.conv, m.id)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			expired = true // deleted by retention after its sync entry was kept
+			continue
+		}
+		if err != nil {
 			return nil, since, false, err
 		}
+	}
+	if expired {
+		msgs = slices.DeleteFunc(msgs, func(m []byte) bool { return m == nil })
 	}
 	return msgs, next, hasMore, nil
 }
@@ -443,8 +452,8 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 			}
 			var se *sealedError
 			if c.Last, err = loadIn(tx, conv, sums[i].LastID); errors.As(err, &se) {
-				// Not expected: a conversation's newest message is never
-				// sealed. Read after the transaction.
+				// A conversation's newest message is never sealed, but it
+				// may have expired (retention). Read after the transaction.
 				sealed = append(sealed, sealedAt{at: len(out), conv: se.Conv, id: se.ID})
 			} else if err != nil {
 				return err
@@ -464,10 +473,19 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 	if err != nil {
 		return nil, false, err
 	}
+	expired := false
 	for _, m := range sealed {
-		if out[m.at].Last, err = s.sealedMessage(ctx, m.conv, m.id); err != nil {
+		out[m.at].Last, err = s.sealedMessage(ctx, m.conv, m.id)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			expired = true // every message of the conversation expired (retention)
+			continue
+		}
+		if err != nil {
 			return nil, false, err
 		}
+	}
+	if expired {
+		out = slices.DeleteFunc(out, func(c conversation) bool { return c.Last == nil })
 	}
 	return out, hasMore, nil
 }

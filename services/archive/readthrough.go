@@ -233,9 +233,6 @@ func sealedBelow(tx *badger.Txn, conv string, before snowflake.ID, n int) ([]Seg
 
 // sealedMessage reads message id of conv from its segment.
 func (s *Service) sealedMessage(ctx context.Context, conv string, id snowflake.ID) ([]byte, error) {
-	if s.tier == nil {
-		return nil, fmt.Errorf("archive: message %d of %s: %w", id, conv, ErrNoSegments)
-	}
 	var ref SegmentRef
 	var found bool
 	if err := s.db.View(func(tx *badger.Txn) error {
@@ -247,6 +244,9 @@ func (s *Service) sealedMessage(ctx context.Context, conv string, id snowflake.I
 	}
 	if !found {
 		return nil, fmt.Errorf("archive: message %d of %s: %w", id, conv, badger.ErrKeyNotFound)
+	}
+	if s.tier == nil {
+		return nil, fmt.Errorf("archive: message %d of %s: %w", id, conv, ErrNoSegments)
 	}
 	return s.tier.message(ctx, ref, id)
 }

@@ -34,6 +34,9 @@ type SealConfig struct {
 	// 1 MiB of stored envelopes).
 	MaxMessages int
 	MaxBytes    int
+	// Retention says which messages expire; the sweep deletes them
+	// before it seals.
+	Retention RetentionPolicy
 	// Step, when set, is called at each step of a seal with its name
 	// (SealStepBeforeUpload, SealStepAfterUpload, SealStepAfterCommit):
 	// the crash tests stop a process there.
@@ -91,7 +94,7 @@ type SealStats struct {
 // shared store, and on every node for its own orphans with a local one
 // (each node applies every seal and writes its own copy).
 func (s *Service) RunSealer(ctx context.Context, cfg SealConfig, lead Leader) error {
-	if s.tier == nil {
+	if s.tier == nil && cfg.Retention.Days <= 0 && cfg.Retention.GroupDays == nil {
 		return nil
 	}
 	cfg = cfg.withDefaults()
@@ -104,11 +107,19 @@ func (s *Service) RunSealer(ctx context.Context, cfg SealConfig, lead Leader) er
 		case <-t.C:
 		}
 		if lead != nil && !lead.IsLeader() {
-			if !s.tier.store.Shared() {
+			if s.tier != nil && !s.tier.store.Shared() {
 				if _, err := s.collectOrphans(ctx, cfg, time.Now()); err != nil && ctx.Err() == nil {
 					s.log.Warn("segment garbage collection", "err", err)
 				}
 			}
+			continue
+		}
+		if ex, err := s.ExpireOnce(ctx, cfg.Retention, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("retention", "err", err)
+		} else if ex.Hot > 0 || ex.Segments > 0 {
+			s.log.Info("expired", "messages", ex.Hot, "segments", ex.Segments, "rewritten", ex.Rewritten)
+		}
+		if s.tier == nil {
 			continue
 		}
 		st, err := s.SealOnce(ctx, cfg, time.Now())

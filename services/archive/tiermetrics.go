@@ -18,6 +18,7 @@ type tierMetrics struct {
 	seals          *prometheus.CounterVec
 	sealedMessages prometheus.Counter
 	orphans        prometheus.Counter
+	expired        prometheus.Counter
 }
 
 func newTierMetrics() tierMetrics {
@@ -34,6 +35,10 @@ func newTierMetrics() tierMetrics {
 			Name: "edgechat_archive_segment_orphans_deleted_total",
 			Help: "Segment objects no index entry referenced, deleted by the garbage collector.",
 		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_archive_expired_messages_total",
+			Help: "Hot messages deleted by retention commands this node's sweeper proposed (sealed ones go with their segments).",
+		}),
 	}
 	for _, r := range []string{sealDone, sealStale, sealFailed} {
 		m.seals.WithLabelValues(r)
@@ -44,7 +49,7 @@ func newTierMetrics() tierMetrics {
 // register registers the metrics, with the segment cache's hits and
 // misses read from the cache when t is set.
 func (m tierMetrics) register(reg prometheus.Registerer, t *tierReader) error {
-	cs := []prometheus.Collector{m.seals, m.sealedMessages, m.orphans}
+	cs := []prometheus.Collector{m.seals, m.sealedMessages, m.orphans, m.expired}
 	if t != nil {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "edgechat_archive_segment_block_reads_total", Help: "Sealed blocks read, found in the cache (hit).",
