@@ -246,3 +246,82 @@ func segmentFiles(t *testing.T, dir string) int {
 	}
 	return n
 }
+
+// Retention against a real MinIO: a group's retentionDays (set over
+// HTTP) deletes its messages from both tiers, the objects of its dropped
+// segments are collected, and direct conversations (no server
+// retention) keep everything.
+func TestArchiveRetentionS3(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	n := nodetest.StartNode(t, withMinIO(m, "ret"), nodetest.WithConfig(func(c *node.Config) {
+		c.S3ArchiveBucket = "ret-archive"
+		c.ArchiveOrphanGrace = time.Second
+	}))
+	f := writeTieringHistory(t, n)
+	ctx := context.Background()
+	later := time.Now().Add(31 * 24 * time.Hour) // past the 30-day hot age: everything but the newest is sealed
+	if _, st, err := n.SweepArchive(ctx, later); err != nil || st.Segments == 0 {
+		t.Fatalf("seal: %+v %v", st, err)
+	}
+	before := f.reads(t, n)
+	// Only admins and the owner may set it; the value is checked.
+	if code := api(t, n, f.tokens["bob"], "PATCH", "/user/groups/"+f.gid, map[string]any{"retentionDays": 1}, nil); code != 403 {
+		t.Fatalf("a member set the retention: %d", code)
+	}
+	if code := api(t, n, f.tokens["alice"], "PATCH", "/user/groups/"+f.gid, map[string]any{"retentionDays": -1}, nil); code != 400 {
+		t.Fatalf("retentionDays -1: %d", code)
+	}
+	var g struct {
+		RetentionDays int `json:"retentionDays"`
+	}
+	if code := api(t, n, f.tokens["alice"], "PATCH", "/user/groups/"+f.gid, map[string]any{"retentionDays": 1}, &g); code != 200 || g.RetentionDays != 1 {
+		t.Fatalf("set retention: %d %+v", code, g)
+	}
+	ex, _, err := n.SweepArchive(ctx, later)
+	if err != nil || ex.Hot != 1 || ex.Segments == 0 {
+		t.Fatalf("retention: %+v %v", ex, err)
+	}
+	var hist historyPage
+	if code := api(t, n, f.tokens["carol"], "GET", "/chat/history?group="+f.gid, nil, &hist); code != 200 || len(hist.Messages) != 0 || hist.HasMore {
+		t.Fatalf("group history after retention: %d %d messages", code, len(hist.Messages))
+	}
+	var convs struct {
+		Conversations []struct {
+			Group string `json:"group"`
+		} `json:"conversations"`
+	}
+	api(t, n, f.tokens["carol"], "GET", "/chat/conversations", nil, &convs)
+	for _, c := range convs.Conversations {
+		if c.Group == f.gid {
+			t.Fatal("the expired group is still in carol's conversation list")
+		}
+	}
+	after := f.reads(t, n)
+	for k, v := range before {
+		if strings.Contains(k, "with=") && after[k] != v {
+			t.Errorf("direct history changed: %s", k)
+		}
+	}
+	// The dropped segments' objects go once the grace period is over.
+	mc, err := minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 200*time.Millisecond, func() error {
+		if _, _, err := n.SweepArchive(ctx, time.Now()); err != nil {
+			return err
+		}
+		s, _ := n.Archive.Status()
+		objects, group := 0, 0
+		for o := range mc.ListObjects(ctx, "ret-archive", minio.ListObjectsOptions{Recursive: true}) {
+			objects++
+			if strings.HasPrefix(o.Key, "g/") {
+				group++
+			}
+		}
+		if objects != s.SealedSegments || group != 0 {
+			return fmt.Errorf("%d objects (%d of the group) for %d segments", objects, group, s.SealedSegments)
+		}
+		return nil
+	})
+}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -113,4 +114,18 @@ func (n *Node) sealConfig() archive.SealConfig {
 		}
 	}
 	return sc
+}
+
+// SweepArchive runs one sweep of the archive as of now, with this node's
+// configuration: retention, then sealing and garbage collection. The
+// sealer does it on its own every --archive-seal-every; tests and
+// operators call it to look ahead in time.
+func (n *Node) SweepArchive(ctx context.Context, now time.Time) (archive.RetentionStats, archive.SealStats, error) {
+	cfg := n.sealConfig()
+	ex, err := n.Archive.ExpireOnce(ctx, cfg.Retention, now)
+	if err != nil {
+		return ex, archive.SealStats{}, err
+	}
+	st, err := n.Archive.SealOnce(ctx, cfg, now)
+	return ex, st, err
 }
