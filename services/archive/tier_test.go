@@ -448,3 +448,55 @@ func FuzzSegmentRefOf(f *testing.F) {
 		}
 	})
 }
+
+// Over the local budget, the oldest messages of all conversations are
+// sealed whatever their age, oldest first, until the hot history fits.
+func TestSealingKeepsHotHistoryWithinBudget(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	now := time.Now()
+	recent := &seqIDs{next: int64(snowflake.Make(uint64(now.Sub(snowflake.Epoch).Milliseconds()), 1, 0)), step: 1}
+	e := newEnv(t, withSegments(segs), withIDs(recent), withBadger(func(o badger.Options) badger.Options {
+		// Small tables, so that history keys fill tables of their own
+		// (the estimate counts those) in a small test.
+		return o.WithValueThreshold(1 << 10).WithMemTableSize(256 << 10).WithBaseTableSize(16 << 10).WithNumLevelZeroTables(1).WithNumLevelZeroTablesStall(2)
+	}))
+	body := strings.Repeat("lorem ipsum dolor sit amet ", 8)
+	var ids []snowflake.ID
+	for i := range 3000 {
+		peer := []string{"bob", "carol", "dave"}[i%3]
+		m, _, _, err := e.svc.SendDirect(context.Background(), "alice", peer, text(fmt.Sprintf("m%d", i), fmt.Sprintf("%d %s", i, body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	if err := e.db.Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	hot := e.svc.HotBytes()
+	if hot < 10<<10 {
+		t.Fatalf("hot history estimated at %d bytes", hot)
+	}
+	budget := hot / 2
+	st, err := e.svc.SealOnce(context.Background(), SealConfig{LocalBudget: budget, MaxMessages: 100}, now) // nothing is old
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages < 500 || st.Messages > 2500 {
+		t.Fatalf("sealed %+v to bring %d bytes under %d", st, hot, budget)
+	}
+	if testing.Verbose() {
+		t.Logf("sealed %+v to bring %d bytes under %d", st, hot, budget)
+	}
+	// Oldest first: the sealed messages are the oldest ones overall,
+	// give or take the last segment of each conversation.
+	sealedUpTo := 0
+	for i, id := range ids {
+		if _, err := e.svc.sealedMessage(context.Background(), directConv("alice", []string{"bob", "carol", "dave"}[i%3]), id); err == nil {
+			sealedUpTo = i
+		}
+	}
+	if sealedUpTo > st.Messages+3*100 {
+		t.Fatalf("sealed up to message %d of %d sealed: not the oldest first", sealedUpTo, st.Messages)
+	}
+}
