@@ -193,11 +193,31 @@ func TestArchiveTieringCluster(t *testing.T) {
 		})
 	}
 	st := sealAll(t, nodes, f)
-	for i, n := range nodes {
+	// The last node loses its segment files before it reads any (as after
+	// installing a snapshot): it copies them from another node as it reads.
+	lost := nodes[2]
+	for _, d := range []string{"d", "g"} {
+		if err := os.RemoveAll(filepath.Join(lost.Config.DataDir, "archive", d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, n := range nodes[:2] {
 		if files := segmentFiles(t, filepath.Join(n.Config.DataDir, "archive")); files != st.Segments {
 			t.Errorf("%s: %d segment files for %d segments", n.Config.NodeID, files, st.Segments)
 		}
 		sameReads(t, n.Config.NodeID, before[i], f.reads(t, n))
+	}
+	sameReads(t, lost.Config.NodeID+" without its segment files", before[2], f.reads(t, lost))
+	if files := segmentFiles(t, filepath.Join(lost.Config.DataDir, "archive")); files != st.Segments {
+		t.Errorf("%d segment files copied back for %d segments", files, st.Segments)
+	}
+	// The segment endpoint is for admins (alice, the first account, is
+	// one), and serves only indexed keys.
+	if code := api(t, nodes[0], f.tokens["bob"], "GET", "/admin/archive/segments/g/"+f.gid+"/1-2.seg", nil, nil); code != 403 {
+		t.Errorf("a user read a segment object: %d", code)
+	}
+	if code := api(t, nodes[0], f.tokens["alice"], "GET", "/admin/archive/segments/g/"+f.gid+"/1-2.seg", nil, nil); code != 404 {
+		t.Errorf("an unindexed segment key: %d", code)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -498,5 +499,57 @@ func TestSealingKeepsHotHistoryWithinBudget(t *testing.T) {
 	}
 	if sealedUpTo > st.Messages+3*100 {
 		t.Fatalf("sealed up to message %d of %d sealed: not the oldest first", sealedUpTo, st.Messages)
+	}
+}
+
+// A local store that lacks a segment copies it from a peer, and only
+// bytes that match the index entry (size and SHA-256).
+func TestMissingSegmentIsFetchedFromAPeer(t *testing.T) {
+	segs, dir := localSegments(t, false)
+	var serve []byte // what the "peer" answers
+	e := newEnv(t, withSegments(segs), func(e *env) {
+		e.fetch = func(ctx context.Context, key string) (io.ReadCloser, error) {
+			if serve == nil {
+				return nil, errors.New("no peer has it")
+			}
+			return io.NopCloser(bytes.NewReader(serve)), nil
+		}
+	})
+	for i := range 30 {
+		e.send(t, "alice", "bob", fmt.Sprintf("m%d", i))
+	}
+	if _, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var file string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".seg") {
+			file = p
+		}
+		return err
+	})
+	rel, _ := filepath.Rel(dir, file)
+	rc, err := segs.Get(context.Background(), filepath.ToSlash(rel), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := io.ReadAll(rc)
+	rc.Close()
+	os.Remove(file)
+	conv := directConv("alice", "bob")
+	if _, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); !errors.Is(err, ErrSegmentMissing) {
+		t.Fatalf("no peer: %v", err)
+	}
+	serve = append([]byte(nil), good...)
+	serve[len(serve)/2] ^= 1
+	if _, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); !errors.Is(err, ErrSegmentCorrupt) {
+		t.Fatalf("a peer serving damaged bytes: %v", err)
+	}
+	serve = good
+	if msgs, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); err != nil || len(msgs) != 30 {
+		t.Fatalf("fetched from a peer: %d %v", len(msgs), err)
+	}
+	if b, err := os.ReadFile(file); err != nil || !bytes.Equal(b[len(b)-len(good):], good) {
+		t.Fatalf("the fetched segment was not kept: %v", err)
 	}
 }
