@@ -2,17 +2,13 @@ package node_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -45,31 +41,7 @@ func BenchmarkArchiveTiers(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for s := range senders {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(s), 7))
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				from, to := names[rng.IntN(users)], names[rng.IntN(users)]
-				raw, _ := json.Marshal(map[string]string{"cid": fmt.Sprintf("d%d", i), "type": "text", "body": randomBody(rng, bodyLen)})
-				env, err := wire.ParseEnvelope(raw)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if _, _, _, err := n.Archive.SendDirect(ctx, from, to, env); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	storeRandomDirect(b, n, names, b.N, senders, bodyLen, 7, nil)
 	b.StopTimer()
 	settle := func() {
 		if err := node.SettleStorage(ctx, n.Node); err != nil {

@@ -345,19 +345,7 @@ func (s *Service) verifyObject(ctx context.Context, ref SegmentRef) error {
 // are older than the grace period.
 func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.Time) (int, error) {
 	refs := map[string]bool{}
-	if err := s.db.View(func(tx *badger.Txn) error {
-		root := segIndexRoot()
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: root})
-		defer it.Close()
-		for it.Seek(root); it.ValidForPrefix(root); it.Next() {
-			ref, err := segRefOf(it.Item())
-			if err != nil {
-				return err
-			}
-			refs[ref.Key] = true
-		}
-		return nil
-	}); err != nil {
+	if err := s.eachSegment(func(ref SegmentRef) { refs[ref.Key] = true }); err != nil {
 		return 0, err
 	}
 	var orphans []string
@@ -417,7 +405,17 @@ func (s *Service) Status() (TierStatus, error) {
 			st.Store = "shared"
 		}
 	}
-	err := s.db.View(func(tx *badger.Txn) error {
+	err := s.eachSegment(func(ref SegmentRef) {
+		st.SealedSegments++
+		st.SealedMessages += int64(ref.Count)
+		st.SealedBytes += ref.Size
+	})
+	return st, err
+}
+
+// eachSegment calls fn with every entry of the segment index.
+func (s *Service) eachSegment(fn func(SegmentRef)) error {
+	return s.db.View(func(tx *badger.Txn) error {
 		root := segIndexRoot()
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: root})
 		defer it.Close()
@@ -426,11 +424,8 @@ func (s *Service) Status() (TierStatus, error) {
 			if err != nil {
 				return err
 			}
-			st.SealedSegments++
-			st.SealedMessages += int64(ref.Count)
-			st.SealedBytes += ref.Size
+			fn(ref)
 		}
 		return nil
 	})
-	return st, err
 }

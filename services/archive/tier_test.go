@@ -195,18 +195,30 @@ func TestSealingKeepsEveryRead(t *testing.T) {
 	}
 }
 
-func countFiles(t *testing.T, dir string) int {
+func countFiles(t *testing.T, dir string) int { return len(segmentFiles(t, dir)) }
+
+// lastSegmentFile is the path of a segment file under dir.
+func lastSegmentFile(t *testing.T, dir string) string {
 	t.Helper()
-	n := 0
+	files := segmentFiles(t, dir)
+	if len(files) == 0 {
+		t.Fatal("no segment file")
+	}
+	return files[len(files)-1]
+}
+
+func segmentFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
 	if err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".seg") {
-			n++
+			out = append(out, p)
 		}
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return out
 }
 
 // A page that crosses from hot messages into sealed ones, and a message
@@ -324,13 +336,7 @@ func TestDamagedSegmentIsReported(t *testing.T) {
 	if _, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	var file string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".seg") {
-			file = p
-		}
-		return err
-	})
+	file := lastSegmentFile(t, dir)
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -521,13 +527,7 @@ func TestMissingSegmentIsFetchedFromAPeer(t *testing.T) {
 	if _, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	var file string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".seg") {
-			file = p
-		}
-		return err
-	})
+	file := lastSegmentFile(t, dir)
 	rel, _ := filepath.Rel(dir, file)
 	rc, err := segs.Get(context.Background(), filepath.ToSlash(rel), 0, -1)
 	if err != nil {
