@@ -337,15 +337,25 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	}
 	if cfg.Bootstrap {
 		if !existing {
-			boot := raft.Configuration{Servers: []raft.Server{{
-				Suffrage: raft.Voter,
-				ID:       conf.LocalID,
-				Address:  trans.LocalAddr(),
-			}}}
-			if err := raft.BootstrapCluster(conf, logs, w, snaps, trans, boot); err != nil {
+			self := raft.Server{Suffrage: raft.Voter, ID: conf.LocalID, Address: trans.LocalAddr()}
+			applied, err := f.AppliedIndex()
+			if err != nil {
 				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 			}
-			log.Info("bootstrapped a new one-voter raft cluster", "addr", trans.LocalAddr())
+			if applied > 0 {
+				// A restored state (restored.go): the log starts after it.
+				if err := bootstrapAtState(f, applied, w, snaps, trans, self); err != nil {
+					return nil, err
+				}
+				log.Info("bootstrapped a new one-voter raft cluster on the database's state", "addr", trans.LocalAddr(),
+					"applied_index", applied)
+			} else {
+				boot := raft.Configuration{Servers: []raft.Server{self}}
+				if err := raft.BootstrapCluster(conf, logs, w, snaps, trans, boot); err != nil {
+					return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+				}
+				log.Info("bootstrapped a new one-voter raft cluster", "addr", trans.LocalAddr())
+			}
 		}
 	}
 
