@@ -69,6 +69,7 @@ func Verify(ctx context.Context, st Store, id string, refOf func(k, v []byte) (S
 	if err != nil {
 		return nil, err
 	}
+	var refErr error
 	listed := map[string]File{}
 	for _, f := range m.Files {
 		listed[f.Name] = f
@@ -83,7 +84,7 @@ func Verify(ctx context.Context, st Store, id string, refOf func(k, v []byte) (S
 		}
 		r := checked(rc, f, id)
 		if f.Name == StateName {
-			err = verifyState(r, m, listed, refOf)
+			refErr, err = verifyState(r, m, listed, refOf)
 		} else {
 			_, err = io.Copy(io.Discard, r)
 		}
@@ -92,11 +93,14 @@ func Verify(ctx context.Context, st Store, id string, refOf func(k, v []byte) (S
 			return nil, err
 		}
 	}
+	// After the files: a damaged file is the better explanation.
+	if refErr != nil {
+		return nil, refErr
+	}
 	return m, nil
 }
 
-func verifyState(r io.Reader, m *Manifest, listed map[string]File, refOf func(k, v []byte) (SegmentRef, bool)) error {
-	var refErr error
+func verifyState(r io.Reader, m *Manifest, listed map[string]File, refOf func(k, v []byte) (SegmentRef, bool)) (refErr, err error) {
 	applied, err := fsm.ReadState(bufio.NewReaderSize(r, 64<<10), func(k, v []byte) error {
 		if refOf == nil || refErr != nil {
 			return nil
@@ -109,19 +113,18 @@ func verifyState(r io.Reader, m *Manifest, listed map[string]File, refOf func(k,
 		}
 		return nil
 	})
-	if err == nil {
-		_, err = io.Copy(io.Discard, r) // the digest is checked at the end of the file
+	// Read to the end either way: the size and digest (checked there)
+	// explain a damaged file better than the parser's complaint.
+	if _, cerr := io.Copy(io.Discard, r); cerr != nil {
+		return nil, cerr
 	}
 	if err != nil {
-		if errors.Is(err, ErrDamaged) {
-			return err
-		}
-		return fmt.Errorf("%w: backup %s: state: %w", ErrDamaged, m.ID, err)
+		return nil, fmt.Errorf("%w: backup %s: state: %w", ErrDamaged, m.ID, err)
 	}
 	if applied != m.AppliedIndex {
-		return fmt.Errorf("%w: backup %s: the state is at index %d, the manifest says %d", ErrDamaged, m.ID, applied, m.AppliedIndex)
+		return nil, fmt.Errorf("%w: backup %s: the state is at index %d, the manifest says %d", ErrDamaged, m.ID, applied, m.AppliedIndex)
 	}
-	return refErr
+	return refErr, nil
 }
 
 // checked passes a backup file through and fails the read that ends it
