@@ -2,8 +2,8 @@ package backup
 
 import (
 	"archive/tar"
-	"context"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -103,7 +103,9 @@ func TestDamagedBackupRefused(t *testing.T) {
 		damage func(dir string) func(t *testing.T)
 		want   string // in the error
 	}{
-		{"state byte", func(d string) func(*testing.T) { return flip(filepath.Join(d, StateName), func(n int) int { return n / 2 }) }, "state has SHA-256"},
+		{"state byte", func(d string) func(*testing.T) {
+			return flip(filepath.Join(d, StateName), func(n int) int { return n / 2 })
+		}, "state has SHA-256"},
 		{"state header", func(d string) func(*testing.T) { return flip(filepath.Join(d, StateName), func(int) int { return 0 }) }, "state has SHA-256"},
 		{"segment byte", func(d string) func(*testing.T) {
 			return flip(filepath.Join(d, "segments/g/g1/5-9.seg"), func(n int) int { return n - 1 })

@@ -372,7 +372,6 @@ func sortedIDs(ids []string) []string {
 	return ids
 }
 
-
 func (s *S3Store) remove(ctx context.Context, name string) error {
 	key, err := s.key(name)
 	if err != nil {
