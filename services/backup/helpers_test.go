@@ -146,3 +146,5 @@ func getKey(t testing.TB, db *badger.DB, k string) (string, bool) {
 }
 
 func dbPath(dataDir string) string { return filepath.Join(dataDir, "db") }
+
+func copyAll(w io.Writer, r io.Reader) (int64, error) { return io.Copy(w, r) }
