@@ -96,6 +96,10 @@ type Config struct {
 	S3ProcessedBucket     string        `yaml:"s3_processed_bucket"`
 	S3ColdBucket          string        `yaml:"s3_cold_bucket"`
 	S3ColdStorageClass    string        `yaml:"s3_cold_storage_class"`
+	// Scheduled backups (docs/operations.md "Backups"); see backupconfig.go.
+	BackupEvery time.Duration `yaml:"backup_every"` // 0: none
+	BackupTo    string        `yaml:"backup_to"`    // a directory or s3://bucket/prefix
+	BackupKeep  int           `yaml:"backup_keep"`  // scheduled backups kept
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
@@ -131,6 +135,8 @@ func Defaults() Config {
 		FCMEndpoint:    DefaultFCMEndpoint,
 		PushGrace:      DefaultPushGrace,
 		PushGroupLimit: DefaultPushGroupLimit,
+
+		BackupKeep: DefaultBackupKeep,
 
 		MediaStore:        MediaStoreLocal,
 		MediaMaxSize:      DefaultMediaMaxSize,
@@ -255,7 +261,7 @@ var settings = append([]setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}, append(pushSettings, mediaSettings...)...)
+}, append(append(pushSettings, mediaSettings...), backupSettings...)...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -399,6 +405,9 @@ func (c Config) Validate() error {
 	if err := c.validatePush(); err != nil {
 		return err
 	}
+	if err := c.validateBackup(); err != nil {
+		return err
+	}
 	return c.validateMedia()
 }
 
@@ -417,7 +426,7 @@ func Usage() string {
 		"media-quota-count": strconv.Itoa(d.MediaQuotaCount), "media-quota-bytes": strconv.FormatInt(d.MediaQuotaBytes, 10),
 		"media-job-lease": d.MediaJobLease.String(), "s3-raw-bucket": d.S3RawBucket,
 		"s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
-		"roles": strings.Join(Roles, ",")}
+		"roles": strings.Join(Roles, ","), "backup-keep": strconv.Itoa(d.BackupKeep)}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

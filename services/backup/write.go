@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -73,6 +74,9 @@ func Write(ctx context.Context, src Source, sink Sink) (*Manifest, error) {
 		*m = src.Info()
 	}
 	m.Format, m.Version = FormatName, FormatVersion
+	if bi, ok := debug.ReadBuildInfo(); ok && m.Software == "" {
+		m.Software = "edgechat " + bi.Main.Version
+	}
 	m.Created = now().UTC().Truncate(time.Millisecond)
 	m.AppliedIndex = applied
 	m.ID = newID(m.Created, applied)
