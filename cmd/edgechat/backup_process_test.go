@@ -1,0 +1,195 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/services/backup"
+)
+
+// TestBackupUnderLoadRestoreNewCluster: three `edgechat serve`
+// processes take durable messages from three senders; `edgechat backup`
+// against a follower writes a backup while they keep sending; `edgechat
+// restore` builds the first node of a new cluster from it, two fresh
+// nodes join, and on every new node the recipient's sync holds every
+// message acknowledged before the backup was asked for, exactly once,
+// and nothing but a prefix (in commit order) of the old cluster's stream.
+// A damaged copy of the backup is refused with nothing written. The new
+// cluster takes new messages.
+func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs six real processes")
+	}
+	c := startCluster3(t)
+	names := []string{"snd1", "snd2", "snd3"}
+	tokens := c.addUsers("a long password", append(names, "sink")...)
+	l := startLoad(tokens, names, "sink", c.mqttAddrs)
+	l.waitProgress(t, 300, 60*time.Second)
+
+	// What was acknowledged before the backup was asked for.
+	before := map[string]bool{}
+	for _, s := range l.senders {
+		s.mu.Lock()
+		for _, k := range s.acked {
+			before[fmt.Sprintf("%s-%d", s.name, k)] = true
+		}
+		s.mu.Unlock()
+	}
+	lead, err := c.leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := (lead + 1) % 3
+	store := t.TempDir()
+	t0 := time.Now()
+	out := runCLI(t, c.bin, "", "backup", "--to", store, "--server", c.proc(follower).http, "--data", c.dirs[0])
+	took := time.Since(t0)
+	t.Logf("%s (from n%d, a follower, under load; %d messages acknowledged before)", out, follower+1, len(before))
+	l.waitProgress(t, 100, 30*time.Second) // the load went on
+	l.finish()
+	old, err := syncMessages(c.proc(0).http, tokens["sink"])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A damaged copy is refused, nothing written.
+	id, err := backup.Latest(t.Context(), mustDirStore(t, store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), id)
+	copyDir(t, filepath.Join(store, id), bad)
+	flipByte(t, filepath.Join(bad, backup.StateName))
+	badData := t.TempDir()
+	if out, err := runCLIErr(c.bin, "", "restore", "--from", bad, "--data", badData); err == nil ||
+		!strings.Contains(err.Error(), "damaged backup") || !strings.Contains(err.Error(), "state has SHA-256") {
+		t.Fatalf("restore of a damaged backup: %v %s", err, out)
+	}
+	if ents, _ := os.ReadDir(badData); len(ents) != 0 {
+		t.Fatalf("a refused restore wrote %v", ents)
+	}
+
+	// Restore (the newest backup of the store) into the new cluster's first node.
+	newDirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	t1 := time.Now()
+	out = runCLI(t, c.bin, "", "restore", "--from", store, "--data", newDirs[0])
+	restoreTook := time.Since(t1)
+	t.Logf("%s", out)
+	for i := range 3 {
+		c.proc(i).stop(t, syscall.SIGTERM) // SIGTERM: the old cluster is gone
+	}
+	nc := &testCluster{t: t, bin: c.bin, dirs: newDirs}
+	nc.procs = make([]*proc, 3)
+	nc.procs[0] = startServe(t, nc.bin, nc.args(0, "127.0.0.1:0", "")...)
+	for i := 1; i < 3; i++ {
+		nc.procs[i] = startServe(t, nc.bin, nc.args(i, "127.0.0.1:0", nc.procs[0].cluster)...)
+	}
+	nc.waitFormed(60 * time.Second)
+	sinkTok := mintToken(t, nc.bin, newDirs[0], "sink", nc.procs[0])
+
+	var restored []syncedMsg
+	for i := range 3 {
+		p := nc.proc(i)
+		checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
+			msgs, err := syncMessages(p.http, sinkTok)
+			if err != nil {
+				return err
+			}
+			seen := map[string]int{}
+			for _, m := range msgs {
+				seen[m.CID]++
+			}
+			for cid := range before {
+				if seen[cid] != 1 {
+					return fmt.Errorf("n%d: acknowledged %s found %d times (%d messages)", i+1, cid, seen[cid], len(msgs))
+				}
+			}
+			for cid, n := range seen {
+				if n > 1 {
+					t.Fatalf("n%d: %s restored %d times", i+1, cid, n)
+				}
+			}
+			if len(msgs) > len(old) {
+				t.Fatalf("n%d: %d messages restored, the old cluster had %d", i+1, len(msgs), len(old))
+			}
+			for j, m := range msgs {
+				if m.ID != old[j].ID || m.CID != old[j].CID || m.Body != old[j].Body {
+					t.Fatalf("n%d: message %d is %+v, the old cluster's is %+v: not a prefix", i+1, j, m, old[j])
+				}
+			}
+			restored = msgs
+			return nil
+		})
+	}
+	t.Logf("restored cluster: %d messages (all %d acknowledged before the backup, once each, a commit-order prefix of the old %d); backup %.2fs, restore %.2fs",
+		len(restored), len(before), len(old), took.Seconds(), restoreTook.Seconds())
+
+	// The new cluster takes new messages after the restored ones (from a
+	// new account: the old senders' cids are taken, and a retried cid is
+	// deduplicated, as it should be).
+	runCLI(t, nc.bin, "a long password\n", "user", "add", "snd4", "--password-stdin", "--server", nc.proc(1).http)
+	sndTok := mintToken(t, nc.bin, newDirs[0], "snd4", nc.procs[0])
+	l2 := startLoad(map[string]string{"snd4": sndTok}, []string{"snd4"}, "sink", nc.mqttAddrs)
+	l2.waitProgress(t, 20, 30*time.Second)
+	l2.finish()
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		msgs, err := syncMessages(nc.proc(2).http, sinkTok)
+		if err != nil {
+			return err
+		}
+		if len(msgs) < len(restored)+20 {
+			return fmt.Errorf("%d messages, want %d more than the restored %d", len(msgs), 20, len(restored))
+		}
+		if last := msgs[len(msgs)-1]; last.ID <= restored[len(restored)-1].ID && len(last.ID) <= len(restored[len(restored)-1].ID) {
+			t.Fatalf("new message %s does not sort after the restored ones", last.ID)
+		}
+		return nil
+	})
+}
+
+func mustDirStore(t *testing.T, dir string) *backup.DirStore {
+	t.Helper()
+	st, err := backup.NewDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.Walk(from, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if fi.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o750)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), b, 0o640)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flipByte(t *testing.T, p string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(p, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
