@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path"
 	"path/filepath"
 	"strings"
@@ -108,6 +109,11 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *from == "" || *data == "" || fs.NArg() > 0 {
 		return fmt.Errorf("%w: edgechat restore --from DIR|s3://bucket/prefix --data DIR", errUsage)
+	}
+	if !strings.HasPrefix(*from, "s3://") {
+		if _, err := os.Stat(*from); err != nil {
+			return fmt.Errorf("no backup at %s: %w", *from, err)
+		}
 	}
 	start := time.Now()
 	st, bid, err := findBackup(ctx, *from, *id, s3())

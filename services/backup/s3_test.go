@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 
@@ -78,7 +79,7 @@ func TestS3RoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Prune(tctx(t), st, 1, testutil.QuietLogger()); err != nil {
+	if err := Prune(tctx(t), st, 1, time.Now(), testutil.QuietLogger()); err != nil {
 		t.Fatal(err)
 	}
 	ids, err := st.IDs(tctx(t))

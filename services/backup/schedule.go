@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -210,7 +211,7 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	}
 	s.log.Info("backup taken", "id", m.ID, "store", s.cfg.Store.String(), "applied_index", m.AppliedIndex,
 		"bytes", m.Bytes(), "segments", m.Segments(), "took", took)
-	if err := Prune(ctx, s.cfg.Store, s.cfg.Keep, s.log); err != nil {
+	if err := Prune(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log); err != nil {
 		s.log.Warn("pruning old backups", "store", s.cfg.Store.String(), "err", err)
 	}
 	return m, nil
@@ -257,11 +258,16 @@ func (s *Scheduler) overdue() bool {
 	return s.cfg.Now().Sub(s.lastSuccess) > 2*s.cfg.Every
 }
 
+// StaleAfter is how old (by its ID's time) an incomplete backup must be
+// before Prune deletes it: a backup without a manifest may be one being
+// written (an `edgechat backup` into the same store), and none takes a
+// day.
+const StaleAfter = 24 * time.Hour
+
 // Prune keeps the newest keep complete backups of st and deletes the
-// older ones, and incomplete ones (no manifest) older than the newest
-// complete one: what a crash or a failed backup left. An incomplete
-// backup newer than that may be one being written, and is left alone.
-func Prune(ctx context.Context, st Store, keep int, log *slog.Logger) error {
+// older ones, and incomplete ones (no manifest) started more than
+// StaleAfter before now: what a crash or a failed backup left.
+func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger) error {
 	ids, err := st.IDs(ctx)
 	if err != nil {
 		return err
@@ -278,8 +284,11 @@ func Prune(ctx context.Context, st Store, keep int, log *slog.Logger) error {
 			if complete <= keep {
 				continue
 			}
-		case complete == 0:
-			continue // newer than every complete one: maybe in progress
+		default:
+			at, ok := idTime(id)
+			if !ok || now.Sub(at) < StaleAfter {
+				continue // maybe in progress, or not named by us
+			}
 		}
 		if err := st.Delete(ctx, id); err != nil {
 			errs = append(errs, err)
@@ -288,4 +297,14 @@ func Prune(ctx context.Context, st Store, keep int, log *slog.Logger) error {
 		log.Info("deleted old backup", "id", id, "store", st.String(), "complete", merr == nil)
 	}
 	return errors.Join(errs...)
+}
+
+// idTime reads the creation time an ID starts with (newID).
+func idTime(id string) (time.Time, bool) {
+	ts, _, ok := strings.Cut(id, "-")
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102T150405.000Z", ts)
+	return t, err == nil
 }

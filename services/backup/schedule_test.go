@@ -77,13 +77,13 @@ func TestSchedulerLeaderOnlyKeepsN(t *testing.T) {
 	}
 }
 
-// TestPrune keeps the newest complete backups, removes older and
-// abandoned incomplete ones, and leaves a newer incomplete one (it may be
-// being written).
+// TestPrune keeps the newest complete backups, removes older ones and
+// incomplete ones older than StaleAfter, and leaves a recent incomplete
+// one (it may be being written).
 func TestPrune(t *testing.T) {
 	_, _, src := fixture(t)
 	st, _ := NewDirStore(t.TempDir())
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)
 	src.Now = func() time.Time { now = now.Add(time.Minute); return now }
 	var complete []string
 	for range 3 {
@@ -99,13 +99,15 @@ func TestPrune(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(st.root, id, StateName), []byte("partial"), 0o640)
 	}
-	mk("20260101T000000.000Z-1") // older than all: abandoned
-	mk("20991231T000000.000Z-9") // newer: in progress
-	if err := Prune(tctx(t), st, 2, testutil.QuietLogger()); err != nil {
+	mk("20251231T000000.000Z-1") // two days old: abandoned
+	mk("20260101T230000.000Z-2") // an hour old: maybe still being written
+	mk("20260102T010000.000Z-9") // newer than the complete ones
+	mk("manual-copy")            // not named by us
+	if err := Prune(tctx(t), st, 2, now, testutil.QuietLogger()); err != nil {
 		t.Fatal(err)
 	}
 	ids, _ := st.IDs(tctx(t))
-	want := []string{complete[1], complete[2], "20991231T000000.000Z-9"}
+	want := sortedIDs([]string{"20260101T230000.000Z-2", complete[1], complete[2], "20260102T010000.000Z-9", "manual-copy"})
 	if fmt.Sprint(sortedIDs(ids)) != fmt.Sprint(want) {
 		t.Fatalf("after prune: %v, want %v", sortedIDs(ids), want)
 	}
