@@ -150,6 +150,7 @@ type env struct {
 	blocks *fakeBlocks
 	gdep   Groups // overrides groups as the Groups dependency
 	outbox Outbox
+	segs   SegmentStore
 }
 
 type envOpt func(*env)
@@ -170,6 +171,9 @@ func withGroups() envOpt {
 
 // withGroupsDep gives the service g as its Groups dependency.
 func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
+
+// withSegments gives the service a segment store.
+func withSegments(st SegmentStore) envOpt { return func(e *env) { e.segs = st } }
 
 // withOutbox gives the service an Outbox.
 func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
@@ -202,6 +206,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		deps.Groups = e.gdep
 	}
 	deps.Outbox = e.outbox
+	deps.Segments = e.segs
 	svc, err := New(deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -37,7 +37,18 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/chat/conversations", Handler: s.handleConversations, Class: "read"},
 		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
 		{Method: http.MethodPost, Pattern: "/chat/read", Handler: s.handleRead, Class: "write", MaxBody: MaxReadBody},
+		{Method: http.MethodGet, Pattern: "/admin/archive", Handler: s.handleArchiveStatus, Admin: true, Class: httpapi.ClassAdmin},
 	}
+}
+
+// handleArchiveStatus answers GET /admin/archive: this node's tiers.
+func (s *Service) handleArchiveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Status()
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, st)
 }
 
 func principal(r *http.Request) (string, error) {
@@ -164,7 +175,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		// user can only ever read conversations they take part in.
 		conv = directConv(me, with)
 	}
-	msgs, hasMore, err := s.historyPage(conv, before, limit)
+	msgs, hasMore, err := s.historyPage(r.Context(), conv, before, limit)
 	if err != nil {
 		s.log.Error("history", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -205,7 +216,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	msgs, next, hasMore, err := s.syncPage(me, since, limit)
+	msgs, next, hasMore, err := s.syncPage(r.Context(), me, since, limit)
 	if err != nil {
 		s.log.Error("sync", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -240,7 +251,7 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	convs, hasMore, err := s.conversations(me, limit)
+	convs, hasMore, err := s.conversations(r.Context(), me, limit)
 	if err != nil {
 		s.log.Error("conversations", "user", me, "err", err)
 		httpapi.WriteError(w, err)
