@@ -80,6 +80,7 @@ type Node struct {
 	Media        *media.Service
 
 	mediaStore store.Store
+	segments   archive.SegmentStore // the archive store (backups read it)
 
 	pushMetrics *pushbridge.Metrics
 	Broker      *broker.Broker
@@ -235,6 +236,7 @@ func (n *Node) buildServices() (err error) {
 	if err != nil {
 		return err
 	}
+	n.segments = segments
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
 		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, Registerer: reg})

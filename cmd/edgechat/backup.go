@@ -95,14 +95,15 @@ func joinStore(store, id string) string {
 }
 
 // restoreCmd: edgechat restore --from DIR|s3://… --data DIR [--id ID]
-// [--archive-to DIR|s3://bucket/prefix] [--s3-*]
+// [--archive-store local|s3 [--s3-archive-bucket B]] [--s3-*]
 func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	from := fs.String("from", "", "a backup (a directory or s3:// prefix holding manifest.json), or a place holding backups (the newest complete one is restored)")
 	data := fs.String("data", "", "the data directory of the new cluster's first node (must not hold a node)")
 	id := fs.String("id", "", "with --from naming a place of backups: restore this one instead of the newest")
-	archiveTo := fs.String("archive-to", "", "the new node's archive store for the segments (default {data}/archive)")
+	archiveStore := fs.String("archive-store", envOr("EDGECHAT_ARCHIVE_STORE", "local"), "the new cluster's archive store for the segments: local ({data}/archive) or s3 (--s3-archive-bucket on the --s3-* store)")
+	archiveBucket := fs.String("s3-archive-bucket", envOr("EDGECHAT_S3_ARCHIVE_BUCKET", node.DefaultS3ArchiveBucket), "with --archive-store s3: the bucket")
 	s3 := s3Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -127,13 +128,16 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return node.OpenDatabase(dir, slog.New(slog.DiscardHandler))
 		},
 		DropPrefixes: node.RestoreDropPrefixes(),
+		RefOf:        node.BackupRefOf,
 		Log:          log,
 	}
-	if *archiveTo != "" {
-		if opts.Segments, err = backup.OpenStore(ctx, *archiveTo, s3()); err != nil {
-			return err
-		}
-	}
+	// Opened at the first segment: after the backup is verified, so
+	// that a refused restore creates nothing.
+	segs := &lazySegments{open: func() (node.ArchiveSegments, func() error, error) {
+		return node.OpenRestoreArchive(ctx, *archiveStore, *data, s3(), *archiveBucket)
+	}}
+	defer segs.Close()
+	opts.Segments = segs
 	m, err := backup.Restore(ctx, st, bid, opts)
 	if err != nil {
 		return fmt.Errorf("restore refused, nothing written: %w", err)
@@ -191,4 +195,44 @@ func splitLast(p string) (parent, last string) {
 // key from its data directory (what adminRequest sends).
 func operatorToken(data string) (string, error) {
 	return mintOperator(data, 5*time.Minute)
+}
+
+// lazySegments opens the new node's archive store on first use.
+type lazySegments struct {
+	open  func() (node.ArchiveSegments, func() error, error)
+	segs  *node.ArchiveSegments
+	close func() error
+}
+
+func (l *lazySegments) get() (*node.ArchiveSegments, error) {
+	if l.segs == nil {
+		s, c, err := l.open()
+		if err != nil {
+			return nil, err
+		}
+		l.segs, l.close = &s, c
+	}
+	return l.segs, nil
+}
+
+func (l *lazySegments) PutSegment(ctx context.Context, key string, r io.Reader, size int64) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.PutSegment(ctx, key, r, size)
+}
+
+func (l *lazySegments) DeleteSegment(ctx context.Context, key string) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.DeleteSegment(ctx, key)
+}
+
+func (l *lazySegments) Close() {
+	if l.close != nil {
+		_ = l.close()
+	}
 }

@@ -59,12 +59,18 @@ func TestBackupRestoreDir(t *testing.T) {
 		}
 	}
 	for key, want := range segs {
-		b, err := os.ReadFile(filepath.Join(data, "archive", filepath.FromSlash(key)))
+		b, err := os.ReadFile(filepath.Join(data+"-archive", filepath.FromSlash(key)))
 		if err != nil || !bytes.Equal(b, want) {
 			t.Errorf("segment %s: %d bytes, %v", key, len(b), err)
 		}
 	}
-	// A second restore into the same directory is refused.
+	// A second restore into the same directory is refused; one without an
+	// archive store for the segments too.
+	o := restoreOpts(t.TempDir())
+	o.Segments = nil
+	if _, err := Restore(tctx(t), st, m.ID, o); err == nil || !strings.Contains(err.Error(), "no archive store") {
+		t.Fatalf("restore without an archive store: %v", err)
+	}
 	if _, err := Restore(tctx(t), st, m.ID, restoreOpts(data)); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("restore over a node: %v, want ErrNotEmpty", err)
 	}
@@ -168,8 +174,10 @@ func TestDamagedBackupRefused(t *testing.T) {
 				t.Fatalf("restore of a damaged backup: %v; want ErrDamaged mentioning %q", err, tc.want)
 			}
 			t.Logf("refused: %v", err)
-			if ents, _ := os.ReadDir(data); len(ents) != 0 {
-				t.Fatalf("restore of a damaged backup wrote %v", ents)
+			for _, d := range []string{data, data + "-archive"} {
+				if ents, _ := os.ReadDir(d); len(ents) != 0 {
+					t.Fatalf("restore of a damaged backup wrote %v in %s", ents, d)
+				}
 			}
 			if _, err := Verify(tctx(t), st, m.ID, testRefOf); !errors.Is(err, ErrDamaged) {
 				t.Fatalf("Verify: %v", err)

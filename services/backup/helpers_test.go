@@ -119,8 +119,13 @@ func tctx(t testing.TB) context.Context {
 	return ctx
 }
 
+// restoreOpts restores into dataDir, the segments into {dataDir}-archive.
 func restoreOpts(dataDir string) RestoreOptions {
-	return RestoreOptions{DataDir: dataDir, OpenDB: openDBFunc, RefOf: testRefOf,
+	segs, err := NewDirStore(dataDir + "-archive")
+	if err != nil {
+		panic(err)
+	}
+	return RestoreOptions{DataDir: dataDir, OpenDB: openDBFunc, RefOf: testRefOf, Segments: DirSegments{segs},
 		DropPrefixes: []string{"r/route/", "r/reg/"}, Log: testutil.QuietLogger()}
 }
 

@@ -167,8 +167,8 @@ type RestoreOptions struct {
 	// OpenDB opens the node's Badger at dir with the node's options.
 	OpenDB func(dir string) (*badger.DB, error)
 	// Segments is the new node's archive store, where the segments go;
-	// nil: the local directory {DataDir}/archive.
-	Segments Store
+	// required when the backup holds any.
+	Segments SegmentWriter
 	// RefOf, when set, checks the state's segment references (Verify).
 	RefOf func(k, v []byte) (SegmentRef, bool)
 	// DropPrefixes are replicated key prefixes that describe the old
@@ -201,10 +201,8 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 	}
 	log.Info("backup verified", "id", m.ID, "applied_index", m.AppliedIndex, "files", len(m.Files), "bytes", m.Bytes())
 	segs := o.Segments
-	if segs == nil {
-		if segs, err = NewDirStore(filepath.Join(o.DataDir, "archive")); err != nil {
-			return nil, err
-		}
+	if segs == nil && m.Segments() > 0 {
+		return nil, fmt.Errorf("backup: backup %s holds %d segments and no archive store was given to restore them into", m.ID, m.Segments())
 	}
 	var written []string
 	defer func() {
@@ -213,7 +211,7 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 		}
 		_ = os.RemoveAll(dbDir)
 		for _, k := range written {
-			_ = deleteObject(ctx, segs, k)
+			_ = segs.DeleteSegment(context.WithoutCancel(ctx), k)
 		}
 	}()
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
@@ -229,7 +227,7 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 			return nil, err
 		}
 		written = append(written, key)
-		err = segs.Put(ctx, key, checked(rc, f, m.ID), f.Size)
+		err = segs.PutSegment(ctx, key, checked(rc, f, m.ID), f.Size)
 		rc.Close()
 		if err != nil {
 			return nil, fmt.Errorf("backup: restoring segment %s: %w", key, err)
@@ -282,20 +280,29 @@ type readCloser struct {
 	io.Closer
 }
 
-// deleteObject removes one object of a segment store (cleanup after a
-// failed restore).
-func deleteObject(ctx context.Context, st Store, key string) error {
-	switch s := st.(type) {
-	case *DirStore:
-		p, err := s.path(key)
-		if err != nil {
-			return err
-		}
-		return os.Remove(p)
-	case *S3Store:
-		return s.remove(ctx, key)
+// SegmentWriter is the new node's archive store as restore needs it.
+type SegmentWriter interface {
+	// PutSegment stores exactly size bytes of r under key; a reader
+	// that fails (a damaged file) fails it with nothing stored.
+	PutSegment(ctx context.Context, key string, r io.Reader, size int64) error
+	// DeleteSegment removes key (cleanup after a failed restore).
+	DeleteSegment(ctx context.Context, key string) error
+}
+
+// DirSegments writes segments as plain files under a directory (tests,
+// and a place to unpack a backup's segments by hand).
+type DirSegments struct{ Dir *DirStore }
+
+func (d DirSegments) PutSegment(ctx context.Context, key string, r io.Reader, size int64) error {
+	return d.Dir.Put(ctx, key, r, size)
+}
+
+func (d DirSegments) DeleteSegment(ctx context.Context, key string) error {
+	p, err := d.Dir.path(key)
+	if err != nil {
+		return err
 	}
-	return nil
+	return os.Remove(p)
 }
 
 func nonEmpty(dir string) bool {

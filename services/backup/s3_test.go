@@ -21,7 +21,7 @@ import (
 func TestS3RoundTrip(t *testing.T) {
 	mi := storetest.StartMinIO(t)
 	cfg := S3Config{Endpoint: mi.URL, AccessKey: mi.AccessKey, SecretKey: mi.SecretKey}
-	_, segs, src := fixture(t)
+	_, _, src := fixture(t)
 	st, err := OpenStore(tctx(t), "s3://edgechat-backups/cluster-a/nightly", cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -41,29 +41,6 @@ func TestS3RoundTrip(t *testing.T) {
 	if _, err := Restore(tctx(t), st, id, restoreOpts(data)); err != nil {
 		t.Fatal(err)
 	}
-	// The segments can go to an S3 archive store too.
-	arch, err := OpenStore(tctx(t), "s3://edgechat-archive", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := restoreOpts(t.TempDir())
-	o.Segments = arch
-	if _, err := Restore(tctx(t), st, id, o); err != nil {
-		t.Fatal(err)
-	}
-	for key, want := range segs {
-		rc, err := arch.Open(tctx(t), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := new(strings.Builder)
-		_, _ = copyAll(b, rc)
-		rc.Close()
-		if b.String() != string(want) {
-			t.Fatalf("archive object %s differs", key)
-		}
-	}
-
 	// Damage one object: refused, nothing written.
 	client := st.(*S3Store).client
 	key := "cluster-a/nightly/" + id + "/segments/g/g1/5-9.seg"

@@ -371,11 +371,3 @@ func sortedIDs(ids []string) []string {
 	slices.Sort(ids)
 	return ids
 }
-
-func (s *S3Store) remove(ctx context.Context, name string) error {
-	key, err := s.key(name)
-	if err != nil {
-		return err
-	}
-	return s.client.RemoveObject(ctx, s.bucket, key, minio.RemoveObjectOptions{})
-}
