@@ -28,11 +28,58 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs six real processes")
 	}
-	c := startCluster3(t)
+	backupRestoreCluster(t, backupScenario{})
+}
+
+// TestBackupSealedUnderLoadRestoreS3Archive: the same with the old
+// cluster sealing messages into segments as they come (local archive
+// stores, --archive-hot-age 1ms): the backup copies the segments its
+// state references, and the restore puts them into an S3 archive bucket
+// (real MinIO; skipped without one, except with CI=true) that the new
+// cluster's three nodes share. (With local archive stores only the
+// restored node would hold them: a node that joins gets the state from a
+// snapshot, and the segment files are not part of it.)
+func TestBackupSealedUnderLoadRestoreS3Archive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs six real processes")
+	}
+	m := storetest.StartMinIO(t)
+	sc := m.Config("restored")
+	s3 := []string{"--s3-endpoint", sc.Endpoint, "--s3-access-key", sc.AccessKey, "--s3-secret-key", sc.SecretKey}
+	backupRestoreCluster(t, backupScenario{
+		oldFlags:     []string{"--archive-hot-age", "1ms", "--archive-seal-every", "100ms"},
+		sealed:       true,
+		restoreFlags: append([]string{"--archive-store", "s3", "--s3-archive-bucket", sc.RawBucket + "-archive"}, s3...),
+		newFlags: append([]string{"--media-store", "s3", "--s3-raw-bucket", sc.RawBucket, "--s3-processed-bucket", sc.ProcessedBucket,
+			"--s3-cold-bucket", sc.ColdBucket, "--s3-archive-bucket", sc.RawBucket + "-archive"}, s3...),
+	})
+}
+
+type backupScenario struct {
+	oldFlags     []string // every node of the old cluster
+	sealed       bool     // wait until the old cluster sealed segments, and want them in the backup
+	restoreFlags []string
+	newFlags     []string // every node of the new cluster
+}
+
+func backupRestoreCluster(t *testing.T, sc backupScenario) {
+	c := startCluster3(t, sc.oldFlags...)
 	names := []string{"snd1", "snd2", "snd3"}
 	tokens := c.addUsers("a long password", append(names, "sink")...)
 	l := startLoad(tokens, names, "sink", c.mqttAddrs)
 	l.waitProgress(t, 300, 60*time.Second)
+	if sc.sealed {
+		checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+			var st struct{ SealedSegments int }
+			if _, err := httpJSON("GET", c.proc(0).http+"/admin/archive", operatorTok(t, c.dirs[0]), nil, &st); err != nil {
+				return err
+			}
+			if st.SealedSegments < 3 {
+				return fmt.Errorf("%d segments sealed", st.SealedSegments)
+			}
+			return nil
+		})
+	}
 
 	// What was acknowledged before the backup was asked for.
 	before := map[string]bool{}
@@ -60,17 +107,28 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A damaged copy is refused, nothing written.
 	id, err := backup.Latest(t.Context(), mustDirStore(t, store))
 	if err != nil {
 		t.Fatal(err)
 	}
+	m, err := backup.Verify(t.Context(), mustDirStore(t, store), id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.sealed != (m.Segments() > 0) {
+		t.Fatalf("backup holds %d segments (sealing on: %v)", m.Segments(), sc.sealed)
+	}
+	// A damaged copy is refused, nothing written.
 	bad := filepath.Join(t.TempDir(), id)
 	copyDir(t, filepath.Join(store, id), bad)
-	flipByte(t, filepath.Join(bad, backup.StateName))
+	damaged := backup.StateName
+	if sc.sealed {
+		damaged = m.Files[len(m.Files)-1].Name
+	}
+	flipByte(t, filepath.Join(bad, filepath.FromSlash(damaged)))
 	badData := t.TempDir()
-	if out, err := runCLIErr(c.bin, "", "restore", "--from", bad, "--data", badData); err == nil ||
-		!strings.Contains(err.Error(), "damaged backup") || !strings.Contains(err.Error(), "state has SHA-256") {
+	if out, err := runCLIErr(c.bin, "", append([]string{"restore", "--from", bad, "--data", badData}, sc.restoreFlags...)...); err == nil ||
+		!strings.Contains(err.Error(), "damaged backup") || !strings.Contains(err.Error(), damaged+" has SHA-256") {
 		t.Fatalf("restore of a damaged backup: %v %s", err, out)
 	}
 	if ents, _ := os.ReadDir(badData); len(ents) != 0 {
@@ -80,13 +138,13 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 	// Restore (the newest backup of the store) into the new cluster's first node.
 	newDirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
 	t1 := time.Now()
-	out = runCLI(t, c.bin, "", "restore", "--from", store, "--data", newDirs[0])
+	out = runCLI(t, c.bin, "", append([]string{"restore", "--from", store, "--data", newDirs[0]}, sc.restoreFlags...)...)
 	restoreTook := time.Since(t1)
 	t.Logf("%s", out)
 	for i := range 3 {
-		c.proc(i).stop(t, syscall.SIGTERM) // SIGTERM: the old cluster is gone
+		c.proc(i).stop(t, syscall.SIGTERM) // the old cluster is gone
 	}
-	nc := &testCluster{t: t, bin: c.bin, dirs: newDirs}
+	nc := &testCluster{t: t, bin: c.bin, dirs: newDirs, extra: sc.newFlags}
 	nc.procs = make([]*proc, 3)
 	nc.procs[0] = startServe(t, nc.bin, nc.args(0, "127.0.0.1:0", "")...)
 	for i := 1; i < 3; i++ {
@@ -101,7 +159,7 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 		checkFor(t, 60*time.Second, 200*time.Millisecond, func() error {
 			msgs, err := syncMessages(p.http, sinkTok)
 			if err != nil {
-				return err
+				return fmt.Errorf("n%d: %w", i+1, err)
 			}
 			seen := map[string]int{}
 			for _, m := range msgs {
@@ -129,8 +187,8 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 			return nil
 		})
 	}
-	t.Logf("restored cluster: %d messages (all %d acknowledged before the backup, once each, a commit-order prefix of the old %d); backup %.2fs, restore %.2fs",
-		len(restored), len(before), len(old), took.Seconds(), restoreTook.Seconds())
+	t.Logf("restored cluster: %d messages (all %d acknowledged before the backup, once each, a commit-order prefix of the old %d; %d segments); backup %.2fs, restore %.2fs",
+		len(restored), len(before), len(old), m.Segments(), took.Seconds(), restoreTook.Seconds())
 
 	// The new cluster takes new messages after the restored ones (from a
 	// new account: the old senders' cids are taken, and a retried cid is
@@ -153,6 +211,16 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// operatorTok is a short admin token signed with the keys of dataDir.
+func operatorTok(t *testing.T, dataDir string) string {
+	t.Helper()
+	tok, err := mintOperator(dataDir, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
 
 func mustDirStore(t *testing.T, dir string) *backup.DirStore {
