@@ -73,6 +73,9 @@ var (
 	ErrNotLeader = fmt.Errorf("cluster: not the leader: %w", wire.ErrUnavailable)
 	ErrNoLeader  = fmt.Errorf("cluster: no leader: %w", wire.ErrUnavailable)
 	ErrTooLarge  = fmt.Errorf("cluster: command payload too large: %w", wire.ErrInvalid)
+	// ErrStateWithoutLog: the database holds replicated state but there
+	// is no Raft state, and the node was told to join or form a cluster.
+	ErrStateWithoutLog = errors.New("cluster: the database holds state but there is no raft log")
 	// ErrMachineNumbers means all 1023 snowflake machine numbers are taken.
 	ErrMachineNumbers = errors.New("cluster: no free machine number")
 )
@@ -334,6 +337,17 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	existing, err := raft.HasExistingState(logs, w, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+	}
+	if !existing && !cfg.Bootstrap {
+		// Joining or forming with a database that already holds state:
+		// the entries the cluster sends would be skipped up to its
+		// applied index, so the node would diverge (restored.go).
+		if applied, err := f.AppliedIndex(); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		} else if applied > 0 {
+			return nil, fmt.Errorf("cluster: %w (at index %d): start a restored node alone, without --join or "+
+				"--bootstrap-expect, or empty the data directory to join a cluster", ErrStateWithoutLog, applied)
+		}
 	}
 	if cfg.Bootstrap {
 		if !existing {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -36,6 +37,18 @@ func TestBootstrapOnRestoredState(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.stop(t)
+
+	// Joining a cluster with it is refused: the cluster's entries would
+	// be skipped up to the restored index.
+	cfg := fastConfig(t, nodeOpts{dataDir: dir})
+	cfg.NodeName, cfg.BindAddr, cfg.Join = "r1", "127.0.0.1:0", []string{"127.0.0.1:1"}
+	db = openDB(t, filepath.Join(dir, "badger"))
+	if _, err := New(cfg, fsm.New(db, testLogger(t))); !errors.Is(err, ErrStateWithoutLog) {
+		t.Fatalf("joining with a restored state: %v, want ErrStateWithoutLog", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	m := &member{name: "r1", dir: dir}
 	m.start(t, "127.0.0.1:0", func(c *Config) { c.Bootstrap = true })
