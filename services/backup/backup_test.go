@@ -292,3 +292,51 @@ func TestStatePipeErrors(t *testing.T) {
 type failing struct{}
 
 func (failing) Read([]byte) (int, error) { return 0, errors.New("disk read error") }
+
+// TestReuseSegmentsOfPreviousBackup: a backup with Prev takes unchanged
+// segments from the earlier backup (hard links), reads new ones from the
+// archive, and still stands alone once the earlier one is deleted.
+func TestReuseSegmentsOfPreviousBackup(t *testing.T) {
+	s, segs, src := fixture(t)
+	st, _ := NewDirStore(t.TempDir())
+	first, err := Write(tctx(t), src, &StoreSink{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addSegment(segs, "g/g1/10-20.seg", []byte("a new segment"))
+	// The archive store must not be read for the old segments.
+	onlyNew := memSegments{"g/g1/10-20.seg": segs["g/g1/10-20.seg"]}
+	src.Segments = onlyNew
+	sink := &StoreSink{Store: st, Prev: first}
+	second, err := Write(tctx(t), src, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sink.Reused != 3 || second.Segments() != 4 {
+		t.Fatalf("reused %d of %d segments, want 3 of 4", sink.Reused, second.Segments())
+	}
+	a, _ := os.Stat(filepath.Join(st.root, first.ID, "segments/g/g1/5-9.seg"))
+	b, _ := os.Stat(filepath.Join(st.root, second.ID, "segments/g/g1/5-9.seg"))
+	if !os.SameFile(a, b) {
+		t.Error("the reused segment is not a hard link")
+	}
+	if err := st.Delete(tctx(t), first.ID); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	if _, err := Restore(tctx(t), st, second.ID, restoreOpts(data)); err != nil {
+		t.Fatalf("restore after the earlier backup was deleted: %v", err)
+	}
+	for key, want := range segs {
+		got, err := os.ReadFile(filepath.Join(data+"-archive", filepath.FromSlash(key)))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("segment %s: %v", key, err)
+		}
+	}
+	// A Prev whose files are gone: read from the archive again.
+	src.Segments = segs
+	sink = &StoreSink{Store: st, Prev: first}
+	if _, err := Write(tctx(t), src, sink); err != nil || sink.Reused != 0 {
+		t.Fatalf("with a deleted Prev: reused %d, %v", sink.Reused, err)
+	}
+}

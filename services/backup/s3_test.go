@@ -51,10 +51,19 @@ func TestS3RoundTrip(t *testing.T) {
 		t.Fatalf("damaged S3 backup: %v", err)
 	}
 
-	// A second backup; keep 1 deletes the first with all its objects.
-	m2, err := Write(tctx(t), src, &StoreSink{Store: st})
-	if err != nil {
+	// Keep 1 deletes the first with all its objects.
+	// A second backup with the first as Prev: its segments are copied
+	// server-side, the archive store is not read (the damaged object is
+	// put right first: a copy would carry the damage, and restore would
+	// refuse it).
+	if _, err := client.PutObject(context.Background(), "edgechat-backups", key, strings.NewReader("segment two"), 11, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	src.Segments = memSegments{}
+	sink := &StoreSink{Store: st, Prev: m}
+	m2, err := Write(tctx(t), src, sink)
+	if err != nil || sink.Reused != 3 {
+		t.Fatalf("second backup: reused %d: %v", sink.Reused, err)
 	}
 	if err := Prune(tctx(t), st, 1, time.Now(), testutil.QuietLogger()); err != nil {
 		t.Fatal(err)
@@ -65,5 +74,8 @@ func TestS3RoundTrip(t *testing.T) {
 	}
 	for obj := range client.ListObjects(context.Background(), "edgechat-backups", minio.ListObjectsOptions{Prefix: "cluster-a/nightly/" + id, Recursive: true}) {
 		t.Fatalf("object %s of the pruned backup remains", obj.Key)
+	}
+	if _, err := Restore(tctx(t), st, m2.ID, restoreOpts(t.TempDir())); err != nil {
+		t.Fatalf("restore of the second backup after the first was pruned: %v", err)
 	}
 }

@@ -109,6 +109,7 @@ type Scheduler struct {
 	lastErr     error
 	lastAttempt time.Time
 	started     time.Time // when Run began
+	lastMan     *Manifest // the newest complete backup's, for reusing its segments
 }
 
 // NewScheduler checks cfg.
@@ -181,7 +182,7 @@ func (s *Scheduler) readStore(ctx context.Context) {
 	case err == nil:
 		s.known = true
 		if m.Created.After(s.lastSuccess) {
-			s.lastID, s.lastSuccess, s.lastBytes = m.ID, m.Created, m.Bytes()
+			s.lastID, s.lastSuccess, s.lastBytes, s.lastMan = m.ID, m.Created, m.Bytes(), m
 		}
 	case errors.Is(err, ErrNotFound):
 		s.known = true
@@ -195,14 +196,15 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	start := s.cfg.Now()
 	s.mu.Lock()
 	s.lastAttempt = start
+	sink := &StoreSink{Store: s.cfg.Store, Prev: s.lastMan}
 	s.mu.Unlock()
-	m, err := Write(ctx, s.cfg.Source, &StoreSink{Store: s.cfg.Store})
+	m, err := Write(ctx, s.cfg.Source, sink)
 	took := s.cfg.Now().Sub(start)
 	s.cfg.Metrics.observe("scheduled", took, m, err)
 	s.mu.Lock()
 	s.lastErr = err
 	if err == nil {
-		s.lastID, s.lastSuccess, s.lastBytes = m.ID, m.Created, m.Bytes()
+		s.lastID, s.lastSuccess, s.lastBytes, s.lastMan = m.ID, m.Created, m.Bytes(), m
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -210,7 +212,7 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 		return nil, err
 	}
 	s.log.Info("backup taken", "id", m.ID, "store", s.cfg.Store.String(), "applied_index", m.AppliedIndex,
-		"bytes", m.Bytes(), "segments", m.Segments(), "took", took)
+		"bytes", m.Bytes(), "segments", m.Segments(), "segments_reused", sink.Reused, "took", took)
 	if err := Prune(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log); err != nil {
 		s.log.Warn("pruning old backups", "store", s.cfg.Store.String(), "err", err)
 	}

@@ -54,6 +54,12 @@ func TestSchedulerLeaderOnlyKeepsN(t *testing.T) {
 	if len(ids) != 2 {
 		t.Fatalf("store holds %v, want the newest 2", ids)
 	}
+	// Each backup took the unchanged segments from the previous one.
+	a, _ := os.Stat(filepath.Join(st.root, sortedIDs(ids)[0], "segments/g/g1/5-9.seg"))
+	b, _ := os.Stat(filepath.Join(st.root, sortedIDs(ids)[1], "segments/g/g1/5-9.seg"))
+	if a == nil || b == nil || !os.SameFile(a, b) {
+		t.Error("scheduled backups do not share unchanged segments")
+	}
 	stat := sc.Status()
 	if stat.LastID != sortedIDs(ids)[1] || stat.Overdue || stat.LastBytes == 0 {
 		t.Fatalf("status %+v, store %v", stat, ids)

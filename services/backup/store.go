@@ -371,3 +371,50 @@ func sortedIDs(ids []string) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// CopyFile hard-links from to to (a copy when the file system has no
+// links): both names then stand alone, and deleting one keeps the other.
+func (d *DirStore) CopyFile(ctx context.Context, from, to string) error {
+	src, err := d.path(from)
+	if err != nil {
+		return err
+	}
+	dst, err := d.path(to)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := os.Link(src, dst); err == nil {
+		return syncDir(filepath.Dir(dst))
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return d.Put(ctx, to, f, fi.Size())
+}
+
+// CopyFile copies server-side.
+func (s *S3Store) CopyFile(ctx context.Context, from, to string) error {
+	src, err := s.key(from)
+	if err != nil {
+		return err
+	}
+	dst, err := s.key(to)
+	if err != nil {
+		return err
+	}
+	_, err = s.client.CopyObject(ctx, minio.CopyDestOptions{Bucket: s.bucket, Object: dst},
+		minio.CopySrcOptions{Bucket: s.bucket, Object: src})
+	if err != nil {
+		return fmt.Errorf("backup: s3 copy %s: %w", src, err)
+	}
+	return nil
+}

@@ -133,8 +133,19 @@ func Write(ctx context.Context, src Source, sink Sink) (*Manifest, error) {
 	if len(keys) > 0 && src.Segments == nil {
 		return nil, fmt.Errorf("backup: the state references %d segments and this node cannot read its archive store", len(keys))
 	}
+	reuser, _ := sink.(segmentReuser)
 	for _, k := range keys {
-		f, err := copySegment(ctx, src.Segments, sink, refs[k])
+		ref := refs[k]
+		if reuser != nil {
+			f := File{Name: SegmentDir + ref.Key, Size: ref.Size, SHA256: ref.SHA256}
+			if ok, err := reuser.Reuse(ctx, f); err != nil {
+				return nil, err
+			} else if ok {
+				m.Files = append(m.Files, f)
+				continue
+			}
+		}
+		f, err := copySegment(ctx, src.Segments, sink, ref)
 		if err != nil {
 			return nil, err
 		}
@@ -201,10 +212,44 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// segmentReuser is a sink that can take a segment from an earlier backup
+// instead of the archive store (StoreSink with Prev).
+type segmentReuser interface {
+	Reuse(ctx context.Context, f File) (bool, error)
+}
+
 // StoreSink writes a backup into a store under its ID.
 type StoreSink struct {
 	Store Store
-	id    string
+	// Prev, when set, is an earlier complete backup in the same store:
+	// a segment it holds with the same name, size and SHA-256 is copied
+	// inside the store (a hard link in a directory, a server-side copy
+	// on S3) instead of being read from the archive store again.
+	// Segments are immutable, so between backups most are the same; each
+	// backup still holds all of its files and stands alone.
+	Prev   *Manifest
+	Reused int // segments taken from Prev
+	id     string
+}
+
+// storeCopier is a store that copies a file inside itself.
+type storeCopier interface {
+	CopyFile(ctx context.Context, from, to string) error
+}
+
+func (s *StoreSink) Reuse(ctx context.Context, f File) (bool, error) {
+	c, ok := s.Store.(storeCopier)
+	if s.Prev == nil || !ok {
+		return false, nil
+	}
+	if !slices.Contains(s.Prev.Files, f) {
+		return false, nil
+	}
+	if err := c.CopyFile(ctx, s.Prev.ID+"/"+f.Name, s.id+"/"+f.Name); err != nil {
+		return false, nil // gone since (pruned): read it from the archive
+	}
+	s.Reused++
+	return true, nil
 }
 
 func (s *StoreSink) Begin(id string) error { s.id = id; return nil }
