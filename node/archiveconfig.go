@@ -2,8 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edgechat/edgechat/services/archive"
@@ -128,4 +132,43 @@ func (n *Node) SweepArchive(ctx context.Context, now time.Time) (archive.Retenti
 	}
 	st, err := n.Archive.SealOnce(ctx, cfg, now)
 	return ex, st, err
+}
+
+// fetchSegment reads a segment object from the first other node that
+// holds it (GET /admin/archive/segments/{key} with a short admin token
+// signed by this node): a local store lacks the segments sealed before
+// this node installed a snapshot.
+func (n *Node) fetchSegment(ctx context.Context, key string) (io.ReadCloser, error) {
+	tok, err := n.Auth.MintAccessToken("operator", true)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Transport: n.peerTransport(), Timeout: time.Minute}
+	var errs []error
+	for _, m := range n.raft.Members() {
+		if m.Name == n.cfg.NodeID {
+			continue
+		}
+		info, err := n.peerInfo(ctx, m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(info.HTTP, "/")+"/admin/archive/segments/"+key, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := client.Do(req)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
+			continue
+		}
+		if resp.StatusCode == http.StatusOK {
+			return resp.Body, nil
+		}
+		resp.Body.Close()
+		errs = append(errs, fmt.Errorf("%s: %s", m.Name, resp.Status))
+	}
+	return nil, fmt.Errorf("node: segment %s: %w", key, errors.Join(errs...))
 }

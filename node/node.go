@@ -239,7 +239,7 @@ func (n *Node) buildServices() (err error) {
 	n.segments = segments
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
-		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, Registerer: reg})
+		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Registerer: reg})
 	if err != nil {
 		return err
 	}

@@ -124,6 +124,9 @@ func testSealKill(t *testing.T, bin, step string, s3args []string, objects func(
 		}
 		return nil
 	})
+	if out := runCLI(t, bin, "", "archive", "status", "--data", data, "--server", p2.http); !strings.Contains(out, fmt.Sprintf("%d messages", total-1)) {
+		t.Errorf("edgechat archive status said %q", out)
+	}
 	after := historyBytes(t, p2.http, bobTok)
 	if before != after {
 		t.Errorf("history differs after the kill and sealing:\nbefore %.300s\nafter  %.300s", before, after)

@@ -55,6 +55,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -158,8 +159,13 @@ type Deps struct {
 	// SegmentCacheBytes bounds the decoded segment blocks a node keeps
 	// (default 32 MiB).
 	SegmentCacheBytes int64
-	Logger            *slog.Logger
-	Registerer        prometheus.Registerer
+	// FetchSegment reads a segment object from another node, for a local
+	// store that lacks one (a node that installed a snapshot holds the
+	// index entries of segments sealed before, not their files); nil: a
+	// missing segment is an error.
+	FetchSegment func(ctx context.Context, key string) (io.ReadCloser, error)
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
 }
 
 // ErrMissingDep is returned by New when a required dependency is nil.
@@ -232,6 +238,7 @@ func New(deps Deps) (*Service, error) {
 			cb = defaultSegmentCacheBytes
 		}
 		s.tier = newTierReader(deps.Segments, cb)
+		s.tier.fetch, s.tier.log = deps.FetchSegment, s.log
 	}
 	if deps.Registerer != nil {
 		if err := deps.Registerer.Register(s.messages); err != nil {

@@ -151,6 +151,7 @@ type env struct {
 	gdep   Groups // overrides groups as the Groups dependency
 	outbox Outbox
 	segs   SegmentStore
+	fetch  func(ctx context.Context, key string) (io.ReadCloser, error)
 }
 
 type envOpt func(*env)
@@ -207,6 +208,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	}
 	deps.Outbox = e.outbox
 	deps.Segments = e.segs
+	deps.FetchSegment = e.fetch
 	svc, err := New(deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -3,8 +3,10 @@ package archive
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -38,7 +40,38 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
 		{Method: http.MethodPost, Pattern: "/chat/read", Handler: s.handleRead, Class: "write", MaxBody: MaxReadBody},
 		{Method: http.MethodGet, Pattern: "/admin/archive", Handler: s.handleArchiveStatus, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodGet, Pattern: "/admin/archive/segments/{key...}", Handler: s.handleSegment, Admin: true, Class: httpapi.ClassAdmin},
 	}
+}
+
+// handleSegment serves a segment object this node holds, if the index
+// references it: other nodes copy what their local store lacks, backups
+// copy what the state references.
+func (s *Service) handleSegment(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ref, ok, err := s.segmentByKey(key)
+	switch {
+	case err != nil:
+		httpapi.WriteError(w, err)
+		return
+	case !ok || s.tier == nil:
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such segment"))
+		return
+	}
+	rc, err := s.tier.store.Get(r.Context(), ref.Key, 0, -1)
+	if errors.Is(err, ErrSegmentMissing) {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "this node does not hold the segment"))
+		return
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", segmentContentType)
+	w.Header().Set("Content-Length", strconv.FormatInt(ref.Size, 10))
+	w.Header().Set("X-Segment-Sha256", hex.EncodeToString(ref.SHA256[:]))
+	_, _ = io.Copy(w, io.LimitReader(rc, ref.Size))
 }
 
 // handleArchiveStatus answers GET /admin/archive: this node's tiers.

@@ -2,11 +2,14 @@ package archive
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
@@ -40,6 +43,9 @@ type tierReader struct {
 	readers map[string]*segment.Reader // by object key; dropped whole when full (they are small and cheap to reopen)
 
 	decoders sync.Pool // *zstd.Decoder
+
+	fetch func(ctx context.Context, key string) (io.ReadCloser, error) // from a peer; nil: none
+	log   *slog.Logger
 }
 
 // defaultSegmentCacheBytes bounds the decoded blocks a node keeps.
@@ -67,6 +73,12 @@ func (t *tierReader) open(ctx context.Context, ref SegmentRef) (*segment.Reader,
 		return t.store.Get(ctx, ref.Key, off, n)
 	})
 	r, err := segment.Open(rr, ref.Size)
+	if errors.Is(err, ErrSegmentMissing) && t.fetch != nil && !t.store.Shared() {
+		if ferr := t.fetchFromPeer(ctx, ref); ferr != nil {
+			return nil, t.wrap(ref, fmt.Errorf("%w (and from the other nodes: %w)", err, ferr))
+		}
+		r, err = segment.Open(rr, ref.Size)
+	}
 	if err != nil {
 		return nil, t.wrap(ref, err)
 	}
@@ -80,6 +92,30 @@ func (t *tierReader) open(ctx context.Context, ref SegmentRef) (*segment.Reader,
 	t.readers[ref.Key] = r
 	t.mu.Unlock()
 	return r, nil
+}
+
+// fetchFromPeer copies ref's object from another node into the local
+// store, checking its size and SHA-256 against the index entry.
+func (t *tierReader) fetchFromPeer(ctx context.Context, ref SegmentRef) error {
+	rc, err := t.fetch(ctx, ref.Key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, ref.Size+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(data)) != ref.Size || sha256.Sum256(data) != ref.SHA256 {
+		return fmt.Errorf("%w: %s from a peer: %d bytes that do not match the index entry", ErrSegmentCorrupt, ref.Key, len(data))
+	}
+	if err := t.store.Put(ctx, ref.Key, data); err != nil {
+		return err
+	}
+	if t.log != nil {
+		t.log.Info("segment copied from a peer", "key", ref.Key, "bytes", len(data))
+	}
+	return nil
 }
 
 func (t *tierReader) wrap(ref SegmentRef, err error) error {
@@ -135,7 +171,7 @@ func (t *tierReader) message(ctx context.Context, ref SegmentRef, id snowflake.I
 			return nil, err
 		}
 		if j := sort.Search(len(msgs), func(j int) bool { return msgs[j].ID >= uint64(id) }); j < len(msgs) && msgs[j].ID == uint64(id) {
-			return append([]byte(nil), msgs[j].Body...), nil
+			return expandSealed(ref.Conv, id, msgs[j].Body)
 		}
 	}
 	return nil, fmt.Errorf("%w: message %d is not in %s", ErrSegmentCorrupt, id, ref.Key)
@@ -143,7 +179,8 @@ func (t *tierReader) message(ctx context.Context, ref SegmentRef, id snowflake.I
 
 // below appends to out the messages of ref's segment with IDs below
 // before, newest first, until out holds n; more tells whether the
-// segment has more below the last one appended.
+// segment has more below the last one appended. The bodies are as the
+// segment holds them (compact: see expandSealed).
 func (t *tierReader) below(ctx context.Context, ref SegmentRef, before snowflake.ID, n int, out []idBody) (_ []idBody, more bool, err error) {
 	r, err := t.open(ctx, ref)
 	if err != nil {
@@ -259,4 +296,60 @@ func (s *Service) resolve(ctx context.Context, body []byte, err error) ([]byte, 
 		return s.sealedMessage(ctx, se.Conv, se.ID)
 	}
 	return body, err
+}
+
+// segmentByKey finds the index entry of an object key
+// ({d/a/b|g/gid}/{first}-{last}.seg).
+func (s *Service) segmentByKey(key string) (SegmentRef, bool, error) {
+	conv, last, ok := parseSegmentKey(key)
+	if !ok {
+		return SegmentRef{}, false, nil
+	}
+	var ref SegmentRef
+	var found bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		item, err := tx.Get(segIndexKey(conv, last))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ref, err = segRefOf(item)
+		found = err == nil && ref.Key == key
+		return err
+	})
+	return ref, found, err
+}
+
+// parseSegmentKey is the conversation and last ID an object key names.
+func parseSegmentKey(key string) (conv string, last snowflake.ID, ok bool) {
+	dir, file, found := strings.Cut(key, "/")
+	if !found {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(file, '/')
+	if i < 0 {
+		return "", 0, false
+	}
+	path, name := file[:i], file[i+1:]
+	switch dir {
+	case "d":
+		a, b, ok := strings.Cut(path, "/")
+		if !ok {
+			return "", 0, false
+		}
+		conv = "d:" + a + ":" + b
+	case "g":
+		conv = "g:" + path
+	default:
+		return "", 0, false
+	}
+	name, ok = strings.CutSuffix(name, ".seg")
+	_, lastS, ok2 := strings.Cut(name, "-")
+	n, err := strconv.ParseUint(lastS, 10, 64)
+	if !ok || !ok2 || err != nil {
+		return "", 0, false
+	}
+	return conv, snowflake.ID(n), true
 }

@@ -20,9 +20,9 @@ import (
 type SealConfig struct {
 	// HotAge: messages older than this are sealed (default 30 days).
 	HotAge time.Duration
-	// LocalBudget: while the hot archive holds more than this many bytes
-	// (Badger's estimate of the history keys on disk), the oldest
-	// messages are sealed whatever their age; 0: no budget.
+	// LocalBudget: while Badger's tables take more than this many bytes
+	// on disk, the oldest messages are sealed whatever their age; 0: no
+	// budget.
 	LocalBudget int64
 	// Every is the time between sweeps (default 1 minute).
 	Every time.Duration
@@ -160,7 +160,15 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 	}
 	// Then the budget: the oldest messages of all, whatever their age.
 	if cfg.LocalBudget > 0 {
-		over := s.HotBytes() - cfg.LocalBudget
+		onDisk, raw := s.tableBytes()
+		over := onDisk - cfg.LocalBudget
+		// What sealing a message frees on disk: its stored bytes as
+		// compressed in the tables (freed when compaction drops them; the
+		// next sweep measures again).
+		ratio := 1.0
+		if raw > 0 {
+			ratio = float64(onDisk) / float64(raw)
+		}
 		for over > 0 {
 			oldest := -1
 			for i, c := range convs {
@@ -182,7 +190,7 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 				continue
 			}
 			c.first = next
-			over -= int64(st.bytes - before.bytes)
+			over -= int64(float64(st.bytes-before.bytes) * ratio)
 		}
 	}
 	orphans, err := s.collectOrphans(ctx, cfg, now)
@@ -337,19 +345,7 @@ func (s *Service) verifyObject(ctx context.Context, ref SegmentRef) error {
 // are older than the grace period.
 func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.Time) (int, error) {
 	refs := map[string]bool{}
-	if err := s.db.View(func(tx *badger.Txn) error {
-		root := segIndexRoot()
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: root})
-		defer it.Close()
-		for it.Seek(root); it.ValidForPrefix(root); it.Next() {
-			ref, err := segRefOf(it.Item())
-			if err != nil {
-				return err
-			}
-			refs[ref.Key] = true
-		}
-		return nil
-	}); err != nil {
+	if err := s.eachSegment(func(ref SegmentRef) { refs[ref.Key] = true }); err != nil {
 		return 0, err
 	}
 	var orphans []string
@@ -375,11 +371,20 @@ func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.T
 	return n, nil
 }
 
-// HotBytes is Badger's estimate of the hot history on disk (the tables
-// that hold only history keys; the memtables are not counted).
+// HotBytes is what the local archive takes on disk: Badger's tables
+// (the replicated state, mostly history; memtables are not counted).
 func (s *Service) HotBytes() int64 {
-	onDisk, _ := s.db.EstimateSize(cat([]byte("c/")))
-	return int64(onDisk)
+	onDisk, _ := s.tableBytes()
+	return onDisk
+}
+
+// tableBytes sums Badger's tables: on disk, and uncompressed.
+func (s *Service) tableBytes() (onDisk, raw int64) {
+	for _, t := range s.db.Tables() {
+		onDisk += int64(t.OnDiskSize)
+		raw += int64(t.UncompressedSize)
+	}
+	return onDisk, raw
 }
 
 // TierStatus describes the archive's tiers on this node.
@@ -400,7 +405,17 @@ func (s *Service) Status() (TierStatus, error) {
 			st.Store = "shared"
 		}
 	}
-	err := s.db.View(func(tx *badger.Txn) error {
+	err := s.eachSegment(func(ref SegmentRef) {
+		st.SealedSegments++
+		st.SealedMessages += int64(ref.Count)
+		st.SealedBytes += ref.Size
+	})
+	return st, err
+}
+
+// eachSegment calls fn with every entry of the segment index.
+func (s *Service) eachSegment(fn func(SegmentRef)) error {
+	return s.db.View(func(tx *badger.Txn) error {
 		root := segIndexRoot()
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: root})
 		defer it.Close()
@@ -409,11 +424,8 @@ func (s *Service) Status() (TierStatus, error) {
 			if err != nil {
 				return err
 			}
-			st.SealedSegments++
-			st.SealedMessages += int64(ref.Count)
-			st.SealedBytes += ref.Size
+			fn(ref)
 		}
 		return nil
 	})
-	return st, err
 }

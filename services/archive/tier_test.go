@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,18 +195,30 @@ func TestSealingKeepsEveryRead(t *testing.T) {
 	}
 }
 
-func countFiles(t *testing.T, dir string) int {
+func countFiles(t *testing.T, dir string) int { return len(segmentFiles(t, dir)) }
+
+// lastSegmentFile is the path of a segment file under dir.
+func lastSegmentFile(t *testing.T, dir string) string {
 	t.Helper()
-	n := 0
+	files := segmentFiles(t, dir)
+	if len(files) == 0 {
+		t.Fatal("no segment file")
+	}
+	return files[len(files)-1]
+}
+
+func segmentFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
 	if err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".seg") {
-			n++
+			out = append(out, p)
 		}
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return out
 }
 
 // A page that crosses from hot messages into sealed ones, and a message
@@ -323,13 +336,7 @@ func TestDamagedSegmentIsReported(t *testing.T) {
 	if _, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	var file string
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".seg") {
-			file = p
-		}
-		return err
-	})
+	file := lastSegmentFile(t, dir)
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -447,4 +454,102 @@ func FuzzSegmentRefOf(f *testing.F) {
 			t.Fatalf("accepted %+v", ref)
 		}
 	})
+}
+
+// Over the local budget, the oldest messages of all conversations are
+// sealed whatever their age, oldest first, until the hot history fits.
+func TestSealingKeepsHotHistoryWithinBudget(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	now := time.Now()
+	recent := &seqIDs{next: int64(snowflake.Make(uint64(now.Sub(snowflake.Epoch).Milliseconds()), 1, 0)), step: 1}
+	e := newEnv(t, withSegments(segs), withIDs(recent), withBadger(func(o badger.Options) badger.Options {
+		// Small tables, so that history keys fill tables of their own
+		// (the estimate counts those) in a small test.
+		return o.WithValueThreshold(1 << 10).WithMemTableSize(256 << 10).WithBaseTableSize(16 << 10).WithNumLevelZeroTables(1).WithNumLevelZeroTablesStall(2)
+	}))
+	body := strings.Repeat("lorem ipsum dolor sit amet ", 8)
+	var ids []snowflake.ID
+	for i := range 3000 {
+		peer := []string{"bob", "carol", "dave"}[i%3]
+		m, _, _, err := e.svc.SendDirect(context.Background(), "alice", peer, text(fmt.Sprintf("m%d", i), fmt.Sprintf("%d %s", i, body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, m.ID)
+	}
+	if err := e.db.Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	hot := e.svc.HotBytes()
+	if hot < 10<<10 {
+		t.Fatalf("hot history estimated at %d bytes", hot)
+	}
+	budget := hot / 2
+	st, err := e.svc.SealOnce(context.Background(), SealConfig{LocalBudget: budget, MaxMessages: 100}, now) // nothing is old
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Messages < 500 || st.Messages > 2500 {
+		t.Fatalf("sealed %+v to bring %d bytes under %d", st, hot, budget)
+	}
+	if testing.Verbose() {
+		t.Logf("sealed %+v to bring %d bytes under %d", st, hot, budget)
+	}
+	// Oldest first: the sealed messages are the oldest ones overall,
+	// give or take the last segment of each conversation.
+	sealedUpTo := 0
+	for i, id := range ids {
+		if _, err := e.svc.sealedMessage(context.Background(), directConv("alice", []string{"bob", "carol", "dave"}[i%3]), id); err == nil {
+			sealedUpTo = i
+		}
+	}
+	if sealedUpTo > st.Messages+3*100 {
+		t.Fatalf("sealed up to message %d of %d sealed: not the oldest first", sealedUpTo, st.Messages)
+	}
+}
+
+// A local store that lacks a segment copies it from a peer, and only
+// bytes that match the index entry (size and SHA-256).
+func TestMissingSegmentIsFetchedFromAPeer(t *testing.T) {
+	segs, dir := localSegments(t, false)
+	var serve []byte // what the "peer" answers
+	e := newEnv(t, withSegments(segs), func(e *env) {
+		e.fetch = func(ctx context.Context, key string) (io.ReadCloser, error) {
+			if serve == nil {
+				return nil, errors.New("no peer has it")
+			}
+			return io.NopCloser(bytes.NewReader(serve)), nil
+		}
+	})
+	for i := range 30 {
+		e.send(t, "alice", "bob", fmt.Sprintf("m%d", i))
+	}
+	if _, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	file := lastSegmentFile(t, dir)
+	rel, _ := filepath.Rel(dir, file)
+	rc, err := segs.Get(context.Background(), filepath.ToSlash(rel), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := io.ReadAll(rc)
+	rc.Close()
+	os.Remove(file)
+	conv := directConv("alice", "bob")
+	if _, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); !errors.Is(err, ErrSegmentMissing) {
+		t.Fatalf("no peer: %v", err)
+	}
+	serve = append([]byte(nil), good...)
+	serve[len(serve)/2] ^= 1
+	if _, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); !errors.Is(err, ErrSegmentCorrupt) {
+		t.Fatalf("a peer serving damaged bytes: %v", err)
+	}
+	serve = good
+	if msgs, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); err != nil || len(msgs) != 30 {
+		t.Fatalf("fetched from a peer: %d %v", len(msgs), err)
+	}
+	if b, err := os.ReadFile(file); err != nil || !bytes.Equal(b[len(b)-len(good):], good) {
+		t.Fatalf("the fetched segment was not kept: %v", err)
+	}
 }
