@@ -31,14 +31,26 @@ func TestBackupUnderLoadRestoreNewCluster(t *testing.T) {
 	backupRestoreCluster(t, backupScenario{})
 }
 
-// TestBackupSealedUnderLoadRestoreS3Archive: the same with the old
-// cluster sealing messages into segments as they come (local archive
-// stores, --archive-hot-age 1ms): the backup copies the segments its
-// state references, and the restore puts them into an S3 archive bucket
-// (real MinIO; skipped without one, except with CI=true) that the new
-// cluster's three nodes share. (With local archive stores only the
-// restored node would hold them: a node that joins gets the state from a
-// snapshot, and the segment files are not part of it.)
+// TestBackupSealedUnderLoadRestoreLocal: the same with the old cluster
+// sealing messages into segments as they come (local archive stores,
+// --archive-hot-age 1ms): the backup copies the segments its state
+// references, the restore puts them into the first node's
+// {data}/archive, and the nodes that join copy them from it when they
+// need them (services/archive), so every node serves the sealed history.
+func TestBackupSealedUnderLoadRestoreLocal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs six real processes")
+	}
+	backupRestoreCluster(t, backupScenario{
+		oldFlags: []string{"--archive-hot-age", "1ms", "--archive-seal-every", "100ms"},
+		sealed:   true,
+	})
+}
+
+// TestBackupSealedUnderLoadRestoreS3Archive: a sealing cluster with
+// local archive stores restored into an S3 archive bucket (real MinIO;
+// skipped without one, except with CI=true) that the new cluster's three
+// nodes share.
 func TestBackupSealedUnderLoadRestoreS3Archive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs six real processes")
