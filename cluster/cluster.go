@@ -73,6 +73,9 @@ var (
 	ErrNotLeader = fmt.Errorf("cluster: not the leader: %w", wire.ErrUnavailable)
 	ErrNoLeader  = fmt.Errorf("cluster: no leader: %w", wire.ErrUnavailable)
 	ErrTooLarge  = fmt.Errorf("cluster: command payload too large: %w", wire.ErrInvalid)
+	// ErrStateWithoutLog: the database holds replicated state but there
+	// is no Raft state, and the node was told to join or form a cluster.
+	ErrStateWithoutLog = errors.New("cluster: the database holds state but there is no raft log")
 	// ErrMachineNumbers means all 1023 snowflake machine numbers are taken.
 	ErrMachineNumbers = errors.New("cluster: no free machine number")
 )
@@ -335,17 +338,38 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
 	}
+	if !existing && !cfg.Bootstrap {
+		// Joining or forming with a database that already holds state:
+		// the entries the cluster sends would be skipped up to its
+		// applied index, so the node would diverge (restored.go).
+		if applied, err := f.AppliedIndex(); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		} else if applied > 0 {
+			return nil, fmt.Errorf("cluster: %w (at index %d): start a restored node alone, without --join or "+
+				"--bootstrap-expect, or empty the data directory to join a cluster", ErrStateWithoutLog, applied)
+		}
+	}
 	if cfg.Bootstrap {
 		if !existing {
-			boot := raft.Configuration{Servers: []raft.Server{{
-				Suffrage: raft.Voter,
-				ID:       conf.LocalID,
-				Address:  trans.LocalAddr(),
-			}}}
-			if err := raft.BootstrapCluster(conf, logs, w, snaps, trans, boot); err != nil {
+			self := raft.Server{Suffrage: raft.Voter, ID: conf.LocalID, Address: trans.LocalAddr()}
+			applied, err := f.AppliedIndex()
+			if err != nil {
 				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
 			}
-			log.Info("bootstrapped a new one-voter raft cluster", "addr", trans.LocalAddr())
+			if applied > 0 {
+				// A restored state (restored.go): the log starts after it.
+				if err := bootstrapAtState(f, applied, w, snaps, trans, self); err != nil {
+					return nil, err
+				}
+				log.Info("bootstrapped a new one-voter raft cluster on the database's state", "addr", trans.LocalAddr(),
+					"applied_index", applied)
+			} else {
+				boot := raft.Configuration{Servers: []raft.Server{self}}
+				if err := raft.BootstrapCluster(conf, logs, w, snaps, trans, boot); err != nil {
+					return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+				}
+				log.Info("bootstrapped a new one-voter raft cluster", "addr", trans.LocalAddr())
+			}
 		}
 	}
 

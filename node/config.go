@@ -107,6 +107,10 @@ type Config struct {
 	ArchiveCacheBytes  int64         `yaml:"archive_cache_bytes"`   // decoded sealed blocks cached per node
 	ArchiveSealPauseAt string        `yaml:"archive_seal_pause_at"` // crash tests only
 	RetentionDays      int           `yaml:"retention_days"`        // messages older than this are deleted (0: never)
+	// Scheduled backups (docs/operations.md "Backups"); see backupconfig.go.
+	BackupEvery time.Duration `yaml:"backup_every"` // 0: none
+	BackupTo    string        `yaml:"backup_to"`    // a directory or s3://bucket/prefix
+	BackupKeep  int           `yaml:"backup_keep"`  // scheduled backups kept
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
@@ -142,6 +146,8 @@ func Defaults() Config {
 		FCMEndpoint:    DefaultFCMEndpoint,
 		PushGrace:      DefaultPushGrace,
 		PushGroupLimit: DefaultPushGroupLimit,
+
+		BackupKeep: DefaultBackupKeep,
 
 		MediaStore:        MediaStoreLocal,
 		MediaMaxSize:      DefaultMediaMaxSize,
@@ -272,7 +278,7 @@ var settings = append([]setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}, slices.Concat(pushSettings, mediaSettings, archiveSettings)...)
+}, slices.Concat(pushSettings, mediaSettings, archiveSettings, backupSettings)...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -416,6 +422,9 @@ func (c Config) Validate() error {
 	if err := c.validatePush(); err != nil {
 		return err
 	}
+	if err := c.validateBackup(); err != nil {
+		return err
+	}
 	if err := c.validateMedia(); err != nil {
 		return err
 	}
@@ -439,7 +448,7 @@ func Usage() string {
 		"s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
 		"roles": strings.Join(Roles, ","), "s3-archive-bucket": d.S3ArchiveBucket, "archive-hot-age": d.ArchiveHotAge.String(),
 		"archive-seal-every": d.ArchiveSealEvery.String(), "archive-orphan-grace": d.ArchiveOrphanGrace.String(),
-		"archive-cache-bytes": strconv.FormatInt(d.ArchiveCacheBytes, 10)}
+		"archive-cache-bytes": strconv.FormatInt(d.ArchiveCacheBytes, 10), "backup-keep": strconv.Itoa(d.BackupKeep)}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

@@ -50,7 +50,7 @@ var mediaSettings = []setting{
 	{name: "media-public-endpoint", usage: "the object store's address as clients reach it (a CDN), for presigned URLs", set: stringSetter(func(c *Config) *string { return &c.MediaPublicEndpoint })},
 	{name: "media-events-secret-file", usage: "a file with the shared secret S3 event notifications to POST /media/events carry as a bearer token", set: stringSetter(func(c *Config) *string { return &c.MediaEventsSecretFile })},
 	{name: "clamd-addr", usage: "ClamAV clamd to scan uploads with: tcp:HOST:PORT or unix:PATH", set: stringSetter(func(c *Config) *string { return &c.ClamdAddr })},
-	{name: "s3-endpoint", usage: "S3 endpoint (host:port or URL) with --media-store s3", set: stringSetter(func(c *Config) *string { return &c.S3Endpoint })},
+	{name: "s3-endpoint", usage: "S3 endpoint (host:port or URL) with --media-store s3 or --backup-to s3://...", set: stringSetter(func(c *Config) *string { return &c.S3Endpoint })},
 	{name: "s3-region", usage: "S3 region", set: stringSetter(func(c *Config) *string { return &c.S3Region })},
 	{name: "s3-access-key", usage: "S3 access key (default: the environment's AWS credentials)", set: stringSetter(func(c *Config) *string { return &c.S3AccessKey })},
 	{name: "s3-secret-key", usage: "S3 secret key", set: stringSetter(func(c *Config) *string { return &c.S3SecretKey })},
@@ -109,8 +109,8 @@ func (c Config) validateMedia() error {
 	}
 	switch c.MediaStore {
 	case MediaStoreLocal:
-		if c.S3Endpoint != "" {
-			return bad("--s3-endpoint needs --media-store s3")
+		if c.S3Endpoint != "" && !c.backupToS3() {
+			return bad("--s3-endpoint needs --media-store s3 (or --backup-to s3://...)")
 		}
 	case MediaStoreS3:
 		if c.S3Endpoint == "" {

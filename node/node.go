@@ -34,6 +34,7 @@ import (
 	"github.com/edgechat/edgechat/services/admin"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/auth"
+	"github.com/edgechat/edgechat/services/backup"
 	"github.com/edgechat/edgechat/services/clusterapi"
 	"github.com/edgechat/edgechat/services/gateway"
 	"github.com/edgechat/edgechat/services/media"
@@ -79,12 +80,14 @@ type Node struct {
 	Media        *media.Service
 
 	mediaStore store.Store
+	segments   archive.SegmentStore // the archive store (backups read it)
 
 	pushMetrics *pushbridge.Metrics
 	Broker      *broker.Broker
 	Gateway     *gateway.Gateway
 	Admin       *admin.Service
 	ClusterAPI  *clusterapi.Service
+	Backup      *backup.Service
 
 	routes  *routes.Table
 	clients *registry.Table
@@ -135,7 +138,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	releaseFSM = release // not before: a failed openState returns no function, and the deferred call would panic
-	for _, step := range []func() error{n.buildServices, n.buildBroker, n.buildHTTP} {
+	for _, step := range []func() error{n.buildServices, n.buildBroker, n.buildBackup, n.buildHTTP} {
 		if err := step(); err != nil {
 			return nil, err
 		}
@@ -233,6 +236,7 @@ func (n *Node) buildServices() (err error) {
 	if err != nil {
 		return err
 	}
+	n.segments = segments
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
 		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Registerer: reg})
@@ -335,7 +339,8 @@ func (n *Node) buildHTTP() (err error) {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
-		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Media.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes()} {
+		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Media.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes(),
+		n.Backup.Routes()} {
 		n.Gateway.Mount(routes...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
@@ -426,6 +431,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Archive.RunSealer(gctx, n.sealConfig(), n.raft) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
+	if sched := n.Backup.Scheduler(); sched != nil {
+		g.Go(func() error { return sched.Run(gctx) })
+	}
 	g.Go(func() error { return newValueLogGC(n.db, n.log.With("component", "badger")).Run(gctx) })
 	g.Go(func() error { return n.memtableSync.RunWriteback(gctx, memtableWritebackEvery) })
 	g.Go(func() error {

@@ -197,3 +197,16 @@ func readSnapshot(r byteReader, set func(k, v []byte) error) (uint64, error) {
 		}
 	}
 }
+
+// ReadState parses a full state stream (what OpenState returns), calling
+// fn for every key and value when fn is not nil, and returns the applied
+// index it carries. The slices passed to fn are fresh for each call.
+// Backups use it to check a state file completely and to find what the
+// state references.
+func ReadState(r io.Reader, fn func(k, v []byte) error) (uint64, error) {
+	br, ok := r.(byteReader)
+	if !ok {
+		br = newByteReader(r)
+	}
+	return readSnapshot(br, fn)
+}

@@ -216,7 +216,7 @@ func adminFlags(name string) (fs *flag.FlagSet, server, data *string) {
 // adminRequest calls an admin endpoint with a five-minute admin token
 // signed by the node's own key (the operator has the data directory).
 func adminRequest(ctx context.Context, server, data, method, path string, body any) ([]byte, error) {
-	tok, err := auth.MintFromKeyDir(filepath.Join(data, "keys"), auth.DefaultIssuer, auth.Account{UserID: "operator", Admin: true}, 5*time.Minute)
+	tok, err := mintOperator(data, 5*time.Minute)
 	if err != nil {
 		return nil, err
 	}
@@ -245,6 +245,12 @@ func adminRequest(ctx context.Context, server, data, method, path string, body a
 		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, strings.TrimSpace(string(rb)))
 	}
 	return rb, nil
+}
+
+// mintOperator mints an admin token for "operator" with the node's key
+// (the operator has the data directory).
+func mintOperator(data string, ttl time.Duration) (string, error) {
+	return auth.MintFromKeyDir(filepath.Join(data, "keys"), auth.DefaultIssuer, auth.Account{UserID: "operator", Admin: true}, ttl)
 }
 
 // tokenCmd: edgechat token NAME [--server URL] [--data DIR] [--ttl D]

@@ -1,0 +1,311 @@
+package backup
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+)
+
+// Latest returns the ID of the newest complete backup in st (one whose
+// manifest parses); ErrNotFound when there is none.
+func Latest(ctx context.Context, st Store) (string, error) {
+	ids, err := st.IDs(ctx)
+	if err != nil {
+		return "", err
+	}
+	ids = sortedIDs(ids)
+	for i := len(ids) - 1; i >= 0; i-- {
+		if _, err := readManifest(ctx, st, ids[i]); err == nil {
+			return ids[i], nil
+		}
+	}
+	return "", fmt.Errorf("%w in %s", ErrNotFound, st)
+}
+
+func readManifest(ctx context.Context, st Store, id string) (*Manifest, error) {
+	rc, err := st.Open(ctx, id+"/"+ManifestName)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("%w: backup %s has no manifest (incomplete or not a backup): %w", ErrDamaged, id, err)
+		}
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxManifestBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: reading the manifest: %w", id, err)
+	}
+	m, err := ParseManifest(b)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", id, err)
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("%w: backup %s: its manifest names backup %q", ErrDamaged, id, m.ID)
+	}
+	return m, nil
+}
+
+// Verify reads a whole backup and checks it: the manifest, every file's
+// size and SHA-256, the state's structure and applied index, and (with
+// refOf) that every segment the state references is in the backup with
+// the reference's size and digest. Errors wrap ErrDamaged and name the
+// file.
+func Verify(ctx context.Context, st Store, id string, refOf func(k, v []byte) (SegmentRef, bool)) (*Manifest, error) {
+	m, err := readManifest(ctx, st, id)
+	if err != nil {
+		return nil, err
+	}
+	var refErr error
+	listed := map[string]File{}
+	for _, f := range m.Files {
+		listed[f.Name] = f
+	}
+	for _, f := range m.Files {
+		rc, err := st.Open(ctx, id+"/"+f.Name)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil, fmt.Errorf("%w: backup %s: %s is missing", ErrDamaged, id, f.Name)
+			}
+			return nil, err
+		}
+		r := checked(rc, f, id)
+		if f.Name == StateName {
+			refErr, err = verifyState(r, m, listed, refOf)
+		} else {
+			_, err = io.Copy(io.Discard, r)
+		}
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	// After the files: a damaged file is the better explanation.
+	if refErr != nil {
+		return nil, refErr
+	}
+	return m, nil
+}
+
+func verifyState(r io.Reader, m *Manifest, listed map[string]File, refOf func(k, v []byte) (SegmentRef, bool)) (refErr, err error) {
+	applied, err := fsm.ReadState(bufio.NewReaderSize(r, 64<<10), func(k, v []byte) error {
+		if refOf == nil || refErr != nil {
+			return nil
+		}
+		if ref, ok := refOf(k, v); ok {
+			f, ok := listed[SegmentDir+ref.Key]
+			if !ok || f.Size != ref.Size || f.SHA256 != ref.SHA256 {
+				refErr = fmt.Errorf("%w: backup %s: the state references segment %s, which the backup lacks or holds with another size or digest", ErrDamaged, m.ID, ref.Key)
+			}
+		}
+		return nil
+	})
+	// Read to the end either way: the size and digest (checked there)
+	// explain a damaged file better than the parser's complaint.
+	if _, cerr := io.Copy(io.Discard, r); cerr != nil {
+		return nil, cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: backup %s: state: %w", ErrDamaged, m.ID, err)
+	}
+	if applied != m.AppliedIndex {
+		return nil, fmt.Errorf("%w: backup %s: the state is at index %d, the manifest says %d", ErrDamaged, m.ID, applied, m.AppliedIndex)
+	}
+	return refErr, nil
+}
+
+// checked passes a backup file through and fails the read that ends it
+// when its size or SHA-256 differs from the manifest's.
+func checked(r io.Reader, f File, id string) io.Reader {
+	return &fileCheck{r: r, f: f, id: id, h: sha256.New()}
+}
+
+type fileCheck struct {
+	r  io.Reader
+	f  File
+	id string
+	h  hash.Hash
+	n  int64
+}
+
+func (c *fileCheck) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if c.n > c.f.Size {
+		return n, fmt.Errorf("%w: backup %s: %s is longer than the manifest's %d bytes", ErrDamaged, c.id, c.f.Name, c.f.Size)
+	}
+	if err == io.EOF {
+		if c.n < c.f.Size {
+			return n, fmt.Errorf("%w: backup %s: %s is truncated (%d of %d bytes)", ErrDamaged, c.id, c.f.Name, c.n, c.f.Size)
+		}
+		if got := hex.EncodeToString(c.h.Sum(nil)); got != c.f.SHA256 {
+			return n, fmt.Errorf("%w: backup %s: %s has SHA-256 %s, the manifest says %s", ErrDamaged, c.id, c.f.Name, got, c.f.SHA256)
+		}
+	}
+	return n, err
+}
+
+// RestoreOptions configures Restore.
+type RestoreOptions struct {
+	// DataDir is the new node's data directory; it must hold no database
+	// and no Raft state.
+	DataDir string
+	// OpenDB opens the node's Badger at dir with the node's options.
+	OpenDB func(dir string) (*badger.DB, error)
+	// Segments is the new node's archive store, where the segments go;
+	// required when the backup holds any.
+	Segments SegmentWriter
+	// RefOf, when set, checks the state's segment references (Verify).
+	RefOf func(k, v []byte) (SegmentRef, bool)
+	// DropPrefixes are replicated key prefixes that describe the old
+	// cluster's live connections (routes, client registry): meaningless in
+	// a new cluster, they are removed from the restored state.
+	DropPrefixes []string
+	Log          *slog.Logger
+}
+
+// Restore verifies backup id of st completely, then builds the data
+// directory of the first node of a new cluster from it: its Badger
+// holds the state at the backup's applied index (the node bootstraps
+// its Raft log after it, cluster/restored.go) and its archive store the
+// segments. Nothing is written when the backup is damaged or the data
+// directory is not empty; a failure half-way removes what was written.
+func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Manifest, err error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dbDir := filepath.Join(o.DataDir, "db")
+	for _, sub := range []string{"db", "raft"} {
+		if nonEmpty(filepath.Join(o.DataDir, sub)) {
+			return nil, fmt.Errorf("%w: %s holds %s/ (restore builds a new node: give it an empty data directory)", ErrNotEmpty, o.DataDir, sub)
+		}
+	}
+	m, err := Verify(ctx, st, id, o.RefOf)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("backup verified", "id", m.ID, "applied_index", m.AppliedIndex, "files", len(m.Files), "bytes", m.Bytes())
+	segs := o.Segments
+	if segs == nil && m.Segments() > 0 {
+		return nil, fmt.Errorf("backup: backup %s holds %d segments and no archive store was given to restore them into", m.ID, m.Segments())
+	}
+	var written []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		_ = os.RemoveAll(dbDir)
+		for _, k := range written {
+			_ = segs.DeleteSegment(context.WithoutCancel(ctx), k)
+		}
+	}()
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if err := restoreState(ctx, st, m, dbDir, o, log); err != nil {
+		return nil, err
+	}
+	for _, f := range m.Files[1:] {
+		key := strings.TrimPrefix(f.Name, SegmentDir)
+		rc, err := st.Open(ctx, m.ID+"/"+f.Name)
+		if err != nil {
+			return nil, err
+		}
+		written = append(written, key)
+		err = segs.PutSegment(ctx, key, checked(rc, f, m.ID), f.Size)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("backup: restoring segment %s: %w", key, err)
+		}
+	}
+	return m, nil
+}
+
+// restoreState loads the state into a new Badger (the FSM's own restore:
+// it stages the stream, checks it whole, then loads it with the applied
+// index last) and drops the prefixes of the old cluster's connections.
+func restoreState(ctx context.Context, st Store, m *Manifest, dbDir string, o RestoreOptions, log *slog.Logger) error {
+	rc, err := st.Open(ctx, m.ID+"/"+StateName)
+	if err != nil {
+		return err
+	}
+	db, err := o.OpenDB(dbDir)
+	if err != nil {
+		rc.Close()
+		return err
+	}
+	// The second read is checked again: the store may have changed since
+	// Verify.
+	err = fsm.New(db, log).Restore(readCloser{Reader: checked(ctxReader{ctx, rc}, m.Files[0], m.ID), Closer: rc})
+	if err == nil {
+		for _, p := range o.DropPrefixes {
+			if err = db.DropPrefix([]byte(p)); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		var idx uint64
+		idx, err = fsm.New(db, log).AppliedIndex()
+		if err == nil && idx != m.AppliedIndex {
+			err = fmt.Errorf("backup: restored state is at index %d, want %d", idx, m.AppliedIndex)
+		}
+	}
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("backup: closing the database: %w", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("backup: restoring the state: %w", err)
+	}
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// SegmentWriter is the new node's archive store as restore needs it.
+type SegmentWriter interface {
+	// PutSegment stores exactly size bytes of r under key; a reader
+	// that fails (a damaged file) fails it with nothing stored.
+	PutSegment(ctx context.Context, key string, r io.Reader, size int64) error
+	// DeleteSegment removes key (cleanup after a failed restore).
+	DeleteSegment(ctx context.Context, key string) error
+}
+
+// DirSegments writes segments as plain files under a directory (tests,
+// and a place to unpack a backup's segments by hand).
+type DirSegments struct{ Dir *DirStore }
+
+func (d DirSegments) PutSegment(ctx context.Context, key string, r io.Reader, size int64) error {
+	return d.Dir.Put(ctx, key, r, size)
+}
+
+func (d DirSegments) DeleteSegment(ctx context.Context, key string) error {
+	p, err := d.Dir.path(key)
+	if err != nil {
+		return err
+	}
+	return os.Remove(p)
+}
+
+func nonEmpty(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	return err == nil && len(ents) > 0 || err != nil && !errors.Is(err, fs.ErrNotExist)
+}

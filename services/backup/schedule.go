@@ -1,0 +1,312 @@
+package backup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics of backups taken on this node, by kind: "scheduled" (the
+// leader's, into the configured store) or "stream" (GET /admin/backup,
+// what `edgechat backup` stores).
+type Metrics struct {
+	duration    *prometheus.HistogramVec
+	bytes       *prometheus.GaugeVec
+	lastSuccess *prometheus.GaugeVec
+	total       *prometheus.CounterVec
+}
+
+// NewMetrics registers the backup metrics on reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "edgechat_backup_duration_seconds",
+			Help:    "Time to take a backup (state and segments), successful ones.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 3, 10)}, []string{"kind"}),
+		bytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_backup_bytes",
+			Help: "Size of the last successful backup (state and segments)."}, []string{"kind"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_backup_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful backup taken on this node."}, []string{"kind"}),
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_backups_total",
+			Help: "Backups attempted on this node, by result (ok, error)."}, []string{"kind", "result"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.duration, m.bytes, m.lastSuccess, m.total} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("backup: metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) observe(kind string, took time.Duration, man *Manifest, err error) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.total.WithLabelValues(kind, "error").Inc()
+		return
+	}
+	m.total.WithLabelValues(kind, "ok").Inc()
+	m.duration.WithLabelValues(kind).Observe(took.Seconds())
+	m.bytes.WithLabelValues(kind).Set(float64(man.Bytes()))
+	m.lastSuccess.WithLabelValues(kind).Set(float64(man.Created.UnixMilli()) / 1000)
+}
+
+// SchedulerConfig configures scheduled backups.
+type SchedulerConfig struct {
+	Every time.Duration // how often; > 0
+	Keep  int           // complete backups kept in the store (older ones are deleted); > 0
+	Store Store
+	// IsLeader: only the Raft leader takes scheduled backups.
+	IsLeader func() bool
+	Source   Source
+	Metrics  *Metrics
+	Log      *slog.Logger
+	Now      func() time.Time
+	// Poll is how often the scheduler checks whether a backup is due;
+	// default min(Every/10, 30s).
+	Poll time.Duration
+}
+
+// Status is what the scheduler knows of the backups in its store, for
+// GET /admin/backup/status, the archive status and /readyz.
+type Status struct {
+	Store       string        `json:"store"`
+	Every       time.Duration `json:"-"`
+	EverySec    float64       `json:"everySeconds"`
+	Keep        int           `json:"keep"`
+	LastID      string        `json:"lastId,omitempty"`
+	LastSuccess time.Time     `json:"lastSuccess,omitzero"` // creation time of the newest complete backup
+	LastBytes   int64         `json:"lastBytes,omitempty"`
+	AgeSec      float64       `json:"ageSeconds,omitempty"`
+	LastError   string        `json:"lastError,omitempty"` // of the last attempt on this node, when it failed
+	LastAttempt time.Time     `json:"lastAttempt,omitzero"`
+	// Overdue: no complete backup for twice the interval (the readiness
+	// warning's condition).
+	Overdue bool `json:"overdue"`
+}
+
+// Scheduler takes a backup every Every while this node is the Raft
+// leader and keeps the newest Keep. A new leader reads the newest backup
+// in the store first, so a failover neither skips a backup nor takes one
+// early.
+type Scheduler struct {
+	cfg SchedulerConfig
+	log *slog.Logger
+
+	mu          sync.Mutex
+	known       bool // the store was read since this node became leader
+	lastID      string
+	lastSuccess time.Time
+	lastBytes   int64
+	lastErr     error
+	lastAttempt time.Time
+	started     time.Time // when Run began
+	lastMan     *Manifest // the newest complete backup's, for reusing its segments
+}
+
+// NewScheduler checks cfg.
+func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
+	if cfg.Every <= 0 || cfg.Keep <= 0 || cfg.Store == nil || cfg.IsLeader == nil || cfg.Source.State == nil {
+		return nil, errors.New("backup: scheduler needs Every > 0, Keep > 0, a store, IsLeader and a state source")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = min(cfg.Every/10, 30*time.Second)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Scheduler{cfg: cfg, log: log}, nil
+}
+
+// Run takes the backups until ctx is done.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.started = s.cfg.Now()
+	s.mu.Unlock()
+	t := time.NewTicker(s.cfg.Poll)
+	defer t.Stop()
+	for {
+		s.tick(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Scheduler) tick(ctx context.Context) {
+	if !s.cfg.IsLeader() {
+		s.mu.Lock()
+		s.known = false // read the store again when leading again: another node backed up meanwhile
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	known := s.known
+	s.mu.Unlock()
+	if !known {
+		s.readStore(ctx)
+	}
+	now := s.cfg.Now()
+	s.mu.Lock()
+	due := now.Sub(s.lastSuccess) >= s.cfg.Every && now.Sub(s.lastAttempt) >= min(s.cfg.Every, time.Minute)
+	s.mu.Unlock()
+	if due {
+		_, _ = s.BackupNow(ctx)
+	}
+}
+
+// readStore learns the newest complete backup in the store.
+func (s *Scheduler) readStore(ctx context.Context) {
+	id, err := Latest(ctx, s.cfg.Store)
+	var m *Manifest
+	if err == nil {
+		m, err = readManifest(ctx, s.cfg.Store, id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.known = true
+		if m.Created.After(s.lastSuccess) {
+			s.lastID, s.lastSuccess, s.lastBytes, s.lastMan = m.ID, m.Created, m.Bytes(), m
+		}
+	case errors.Is(err, ErrNotFound):
+		s.known = true
+	default:
+		s.log.Warn("reading the backup store", "store", s.cfg.Store.String(), "err", err)
+	}
+}
+
+// BackupNow takes a backup into the store now and prunes old ones.
+func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
+	start := s.cfg.Now()
+	s.mu.Lock()
+	s.lastAttempt = start
+	sink := &StoreSink{Store: s.cfg.Store, Prev: s.lastMan}
+	s.mu.Unlock()
+	m, err := Write(ctx, s.cfg.Source, sink)
+	took := s.cfg.Now().Sub(start)
+	s.cfg.Metrics.observe("scheduled", took, m, err)
+	s.mu.Lock()
+	s.lastErr = err
+	if err == nil {
+		s.lastID, s.lastSuccess, s.lastBytes, s.lastMan = m.ID, m.Created, m.Bytes(), m
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Error("scheduled backup failed", "store", s.cfg.Store.String(), "err", err)
+		return nil, err
+	}
+	s.log.Info("backup taken", "id", m.ID, "store", s.cfg.Store.String(), "applied_index", m.AppliedIndex,
+		"bytes", m.Bytes(), "segments", m.Segments(), "segments_reused", sink.Reused, "took", took)
+	if err := Prune(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log); err != nil {
+		s.log.Warn("pruning old backups", "store", s.cfg.Store.String(), "err", err)
+	}
+	return m, nil
+}
+
+// Status reports the newest backup known and the last attempt.
+func (s *Scheduler) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Status{Store: s.cfg.Store.String(), Every: s.cfg.Every, EverySec: s.cfg.Every.Seconds(), Keep: s.cfg.Keep,
+		LastID: s.lastID, LastSuccess: s.lastSuccess, LastBytes: s.lastBytes, LastAttempt: s.lastAttempt}
+	if s.lastErr != nil {
+		st.LastError = s.lastErr.Error()
+	}
+	if !s.lastSuccess.IsZero() {
+		st.AgeSec = s.cfg.Now().Sub(s.lastSuccess).Seconds()
+	}
+	st.Overdue = s.overdue()
+	return st
+}
+
+// LastBackup is the creation time of the newest complete backup this
+// node knows of (its own, or the store's when it last led), and whether
+// there is one.
+func (s *Scheduler) LastBackup() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastSuccess, !s.lastSuccess.IsZero()
+}
+
+// Overdue reports whether the newest backup is older than twice the
+// interval (or there is none after twice the interval since start): the
+// condition of the /readyz warning.
+func (s *Scheduler) Overdue() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.overdue()
+}
+
+func (s *Scheduler) overdue() bool {
+	if s.lastSuccess.IsZero() {
+		return !s.started.IsZero() && s.cfg.Now().Sub(s.started) > 2*s.cfg.Every
+	}
+	return s.cfg.Now().Sub(s.lastSuccess) > 2*s.cfg.Every
+}
+
+// StaleAfter is how old (by its ID's time) an incomplete backup must be
+// before Prune deletes it: a backup without a manifest may be one being
+// written (an `edgechat backup` into the same store), and none takes a
+// day.
+const StaleAfter = 24 * time.Hour
+
+// Prune keeps the newest keep complete backups of st and deletes the
+// older ones, and incomplete ones (no manifest) started more than
+// StaleAfter before now: what a crash or a failed backup left.
+func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger) error {
+	ids, err := st.IDs(ctx)
+	if err != nil {
+		return err
+	}
+	ids = sortedIDs(ids)
+	complete := 0
+	var errs []error
+	for i := len(ids) - 1; i >= 0; i-- {
+		id := ids[i]
+		_, merr := readManifest(ctx, st, id)
+		switch {
+		case merr == nil:
+			complete++
+			if complete <= keep {
+				continue
+			}
+		default:
+			at, ok := idTime(id)
+			if !ok || now.Sub(at) < StaleAfter {
+				continue // maybe in progress, or not named by us
+			}
+		}
+		if err := st.Delete(ctx, id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		log.Info("deleted old backup", "id", id, "store", st.String(), "complete", merr == nil)
+	}
+	return errors.Join(errs...)
+}
+
+// idTime reads the creation time an ID starts with (newID).
+func idTime(id string) (time.Time, bool) {
+	ts, _, ok := strings.Cut(id, "-")
+	if !ok {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("20060102T150405.000Z", ts)
+	return t, err == nil
+}
