@@ -239,7 +239,7 @@ func (n *Node) buildServices() (err error) {
 	n.segments = segments
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
-		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Registerer: reg})
+		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Backups: n.backupStatus, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -332,7 +332,7 @@ func (n *Node) buildHTTP() (err error) {
 	perIP, classLimits, _ := n.cfg.HTTPRateLimits() // validated by New
 	n.Gateway, err = gateway.New(gateway.Config{Addr: n.cfg.HTTPAddr, TLS: n.tls, CORSOrigins: n.cfg.AllowedOrigins,
 		TrustedProxies: n.cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: n.cfg.NoRateLimits}, gateway.Deps{
-		Verifier: n.Auth, Ready: n.readiness, Logger: n.log.With("component", "gateway"), Registerer: n.registry,
+		Verifier: n.Auth, Ready: n.readiness, Warnings: n.warnings, Logger: n.log.With("component", "gateway"), Registerer: n.registry,
 		Gatherer: n.registry,
 	})
 	if err != nil {
@@ -356,6 +356,37 @@ func (n *Node) readiness() error {
 	}
 	if n.raft.LeaderID() == "" {
 		return fmt.Errorf("%w: no Raft leader reachable", ErrNotReady)
+	}
+	return nil
+}
+
+// warnings are what a ready node tells its operators in /readyz: a
+// scheduled backup overdue (on the leader, which takes them: followers
+// know of the backups only from when they last led).
+func (n *Node) warnings() []string {
+	if n.Backup == nil {
+		return nil
+	}
+	sched := n.Backup.Scheduler()
+	if sched == nil || !n.raft.IsLeader() || !sched.Overdue() {
+		return nil
+	}
+	st := sched.Status()
+	age := "no backup yet"
+	if st.AgeSec > 0 {
+		age = "the newest backup is " + (time.Duration(st.AgeSec) * time.Second).String() + " old"
+	}
+	return []string{fmt.Sprintf("backup overdue: %s, over twice --backup-every (%v)", age, st.Every)}
+}
+
+// backupStatus is the scheduled backups' status for GET /admin/archive
+// (nil when none are configured).
+func (n *Node) backupStatus() any {
+	if n.Backup == nil {
+		return nil
+	}
+	if sched := n.Backup.Scheduler(); sched != nil {
+		return sched.Status()
 	}
 	return nil
 }

@@ -164,8 +164,11 @@ type Deps struct {
 	// index entries of segments sealed before, not their files); nil: a
 	// missing segment is an error.
 	FetchSegment func(ctx context.Context, key string) (io.ReadCloser, error)
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// Backups describes the scheduled backups for GET /admin/archive (a
+	// JSON value; nil: none are configured).
+	Backups    func() any
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // ErrMissingDep is returned by New when a required dependency is nil.
@@ -173,16 +176,17 @@ var ErrMissingDep = errors.New("archive: missing dependency")
 
 // Service is the archive.
 type Service struct {
-	db     *badger.DB
-	prop   Proposer
-	pub    Publisher
-	ids    IDSource
-	users  Directory
-	groups Groups      // nil: no groups
-	blocks Blocks      // nil: no blocks
-	media  Media       // nil: media messages are stored as sent
-	tier   *tierReader // nil: no segment store
-	log    *slog.Logger
+	db      *badger.DB
+	prop    Proposer
+	pub     Publisher
+	ids     IDSource
+	users   Directory
+	groups  Groups      // nil: no groups
+	blocks  Blocks      // nil: no blocks
+	media   Media       // nil: media messages are stored as sent
+	tier    *tierReader // nil: no segment store
+	backups func() any  // nil: none
+	log     *slog.Logger
 
 	st *fsmState // what the FSM handlers keep in memory
 
@@ -222,7 +226,7 @@ func New(deps Deps) (*Service, error) {
 	s := &Service{
 		db: deps.DB, prop: deps.Proposer, pub: deps.Publisher, ids: deps.IDs, users: deps.Users,
 		groups: deps.Groups, blocks: deps.Blocks, media: deps.Media,
-		log: log.With("component", "archive"),
+		log: log.With("component", "archive"), backups: deps.Backups,
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_archive_messages_total",
 			Help: "Messages offered to the archive, by result (stored, duplicate, refused).",

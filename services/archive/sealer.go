@@ -389,16 +389,20 @@ func (s *Service) tableBytes() (onDisk, raw int64) {
 
 // TierStatus describes the archive's tiers on this node.
 type TierStatus struct {
-	HotBytes       int64  `json:"hotBytes"`       // Badger's estimate of the hot history on disk
+	HotBytes       int64  `json:"hotBytes"`       // Badger's tables on disk (see HotBytes)
 	SealedSegments int    `json:"sealedSegments"` // index entries
 	SealedMessages int64  `json:"sealedMessages"`
-	SealedBytes    int64  `json:"sealedBytes"` // of the segment objects
-	Store          string `json:"store"`       // "shared" (S3) or "local"; "" without a segment store
+	SealedBytes    int64  `json:"sealedBytes"`      // of the segment objects
+	Store          string `json:"store"`            // "shared" (S3) or "local"; "" without a segment store
+	Backup         any    `json:"backup,omitempty"` // the scheduled backups (see Deps.Backups)
 }
 
 // Status reads the segment index (one small entry per segment).
 func (s *Service) Status() (TierStatus, error) {
 	st := TierStatus{HotBytes: s.HotBytes()}
+	if s.backups != nil {
+		st.Backup = s.backups()
+	}
 	if s.tier != nil {
 		st.Store = "local"
 		if s.tier.store.Shared() {
