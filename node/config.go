@@ -45,8 +45,11 @@ type Config struct {
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
 	PresenceGrace    time.Duration `yaml:"presence_grace"`
 	AccessTTL        time.Duration `yaml:"access_token_ttl"`
-	LogLevel         string        `yaml:"log_level"`
-	LogFormat        string        `yaml:"log_format"`
+	// AccountDeleteGrace is how long a deleted account (DELETE /user/me)
+	// stays disabled before its data is erased; 0 erases at once.
+	AccountDeleteGrace time.Duration `yaml:"account_delete_grace"`
+	LogLevel           string        `yaml:"log_level"`
+	LogFormat          string        `yaml:"log_format"`
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
@@ -111,18 +114,19 @@ type Config struct {
 // Defaults returns the configuration of `edgechat serve` with no flags.
 func Defaults() Config {
 	return Config{
-		DataDir:       "./data",
-		HTTPAddr:      ":8080",
-		MQTTAddr:      ":1883",
-		MQTTSAddr:     ":8883",
-		NodeID:        "n1",
-		ClusterAddr:   ":7946",
-		Heartbeat:     10 * time.Second,
-		PresenceGrace: 5 * time.Second,
-		AccessTTL:     15 * time.Minute,
-		RaftTimeout:   cluster.DefaultHeartbeatTimeout,
-		LogLevel:      "info",
-		LogFormat:     "text",
+		DataDir:            "./data",
+		HTTPAddr:           ":8080",
+		MQTTAddr:           ":1883",
+		MQTTSAddr:          ":8883",
+		NodeID:             "n1",
+		ClusterAddr:        ":7946",
+		Heartbeat:          10 * time.Second,
+		PresenceGrace:      5 * time.Second,
+		AccessTTL:          15 * time.Minute,
+		AccountDeleteGrace: DefaultAccountDeleteGrace,
+		RaftTimeout:        cluster.DefaultHeartbeatTimeout,
+		LogLevel:           "info",
+		LogFormat:          "text",
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
@@ -249,6 +253,14 @@ var settings = append([]setting{
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
+	{name: "account-delete-grace", usage: "how long a deleted account stays disabled before its data is erased (0 erases at once)", set: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("not a duration >= 0: %q", v)
+		}
+		c.AccountDeleteGrace = d
+		return nil
+	}},
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
@@ -393,6 +405,9 @@ func (c Config) Validate() error {
 	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
 		return fmt.Errorf("%w: durations must be positive", ErrConfig)
 	}
+	if c.AccountDeleteGrace < 0 {
+		return fmt.Errorf("%w: --account-delete-grace %v: want 0 or more", ErrConfig, c.AccountDeleteGrace)
+	}
 	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
 		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
 	}
@@ -409,7 +424,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
 		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),
