@@ -416,7 +416,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.Auth.Run(gctx) }) // publishes this node's token key to the cluster
+	g.Go(func() error { return n.Auth.Run(gctx) })        // publishes this node's token key to the cluster
 	g.Go(func() error { return n.Auth.RunErasure(gctx) }) // erases deleted accounts while this node leads
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once

@@ -1,0 +1,286 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/media"
+)
+
+type deleteAnswer struct {
+	UserID   string    `json:"userId"`
+	DeleteAt time.Time `json:"deleteAt"`
+	Kept     []struct {
+		What   string `json:"what"`
+		Detail string `json:"detail"`
+	} `json:"kept"`
+}
+
+type profileView struct {
+	UserID      string `json:"userId"`
+	DisplayName string `json:"displayName"`
+	Deleted     bool   `json:"deleted"`
+}
+
+// erasedKeys lists the keys of the services' replicated state that still
+// name uid, other than its two tombstones (the user ID stays reserved).
+func erasedKeys(t *testing.T, n *nodetest.Node, uid string) []string {
+	t.Helper()
+	var left []string
+	for _, prefix := range []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/"} {
+		for k := range node.DumpState(t, n.Node, prefix) {
+			if k == "r/auth/gone/"+uid || k == "r/user/gone/"+uid {
+				continue
+			}
+			if strings.Contains(k, uid) {
+				left = append(left, k)
+			}
+		}
+	}
+	slices.Sort(left)
+	return left
+}
+
+// bob deletes his account; alice and carol keep what is theirs.
+func TestAccountDeletionErasesDirectHistoryKeepsGroups(t *testing.T) {
+	const grace = 2 * time.Second
+	n := nodetest.StartNode(t, withPush(t), nodetest.WithConfig(func(c *node.Config) {
+		c.AccountDeleteGrace = grace
+		c.MediaSweepEvery = 100 * time.Millisecond
+	}))
+	aliceTok, bobTok, carolTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol")
+
+	// bob owns a group; carol is its admin, alice a member.
+	g := createGroup(t, n, bobTok, "team", "alice", "carol")
+	if st := api(t, n, bobTok, "POST", "/user/groups/"+g.GroupID+"/members", map[string]string{"uid": "carol", "role": "admin"}, nil); st != 200 {
+		t.Fatalf("carol admin: %d", st)
+	}
+
+	// bob's social graph (carol blocks him once he added her) and push data.
+	for _, c := range []struct{ tok, method, path string }{
+		{bobTok, "POST", "/user/me/contacts"}, {aliceTok, "POST", "/user/me/contacts"}, {carolTok, "POST", "/user/me/blocks"},
+	} {
+		uid := "alice"
+		if c.tok != bobTok {
+			uid = "bob"
+		}
+		if st := api(t, n, c.tok, c.method, c.path, map[string]string{"uid": uid}, nil); st != 201 && st != 200 {
+			t.Fatalf("%s %s: %d", c.method, c.path, st)
+		}
+	}
+	if st := api(t, n, bobTok, "POST", "/user/me/devices", map[string]any{"device": "pixel", "platform": "fcm", "token": fcmToken("bob")}, nil); st != 200 {
+		t.Fatalf("bob's device: %d", st)
+	}
+	if st := api(t, n, bobTok, "PUT", "/user/me/mutes/user:carol", nil, nil); st != 200 {
+		t.Fatalf("bob's mute: %d", st)
+	}
+	// Chat over MQTT: direct messages both ways, group messages, a photo.
+	bob := mustConnectV5(t, n.MQTTURL, "bob", "phone", bobTok)
+	bob.MustSub(t, "user/bob/newMessage")
+	alice := mustConnectV5(t, n.MQTTURL, "alice", "laptop", aliceTok)
+	for i := 0; i < 3; i++ {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("a%d", i), "hi bob")); code != 0 {
+			t.Fatalf("alice → bob: %#x", code)
+		}
+		if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg(fmt.Sprintf("b%d", i), "hi alice")); code != 0 {
+			t.Fatalf("bob → alice: %#x", code)
+		}
+	}
+	topic := "group/" + g.GroupID + "/newMessage"
+	for _, p := range []struct {
+		from string
+		pub  func() byte
+	}{
+		{"bob", func() byte { c, _ := bob.Pub(t, topic, 1, textMsg("g-b1", "from bob 1")); return c }},
+		{"alice", func() byte { c, _ := alice.Pub(t, topic, 1, textMsg("g-a1", "from alice")); return c }},
+		{"bob", func() byte { c, _ := bob.Pub(t, topic, 1, textMsg("g-b2", "from bob 2")); return c }},
+	} {
+		if code := p.pub(); code != 0 {
+			t.Fatalf("%s → group: %#x", p.from, code)
+		}
+	}
+	photo := upload(t, n, bobTok, "p.png", "image/png", pngBytes(t, halves(16, 16)))
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if r, err := n.Media.Get(photo); err != nil || r.Status != media.StatusReady {
+			return fmt.Errorf("photo %+v %v", r, err)
+		}
+		return nil
+	})
+	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, fmt.Sprintf(`{"cid":"photo","type":"media","media":{"id":%q}}`, photo)); code != 0 {
+		t.Fatalf("bob's photo: %#x", code)
+	}
+	var hist historyPage
+	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &hist); st != 200 || len(hist.Messages) != 7 {
+		t.Fatalf("alice's history with bob before: %d %d", st, len(hist.Messages))
+	}
+	bobLogin, err := n.Auth.Login(context.Background(), "bob", nodetest.Password("bob"), "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// What the erasure must remove is there (so that its absence later means something).
+	named := map[string]int{}
+	for _, k := range erasedKeys(t, n, "bob") {
+		named[strings.Join(strings.SplitN(k, "/", 4)[:3], "/")]++
+	}
+	for _, p := range []string{"r/auth/acct", "r/user/p", "r/user/c", "r/user/b", "r/user/ug", "r/push/d", "r/push/m",
+		"r/media/q", "r/arch/c", "r/arch/s", "r/arch/v", "r/arch/x", "r/arch/dedup"} {
+		if named[p] == 0 {
+			t.Fatalf("no key under %s/ names bob before the deletion: %v", p, named)
+		}
+	}
+
+	// A wrong password: 403, and nothing changes.
+	before := node.DumpState(t, n.Node, "r/")
+	var e apiError
+	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": "not-bobs"}, &e); st != 403 || e.Error.Code != "forbidden" {
+		t.Fatalf("wrong password: %d %+v", st, e)
+	}
+	if after := node.DumpState(t, n.Node, "r/"); !maps.Equal(before, after) {
+		t.Fatal("a refused deletion changed the state")
+	}
+	if st := api(t, n, bobTok, "GET", "/user/me", nil, nil); st != 200 {
+		t.Fatalf("bob after a refused deletion: %d", st)
+	}
+	if _, ok := bob.ServerDisconnect(); ok {
+		t.Fatal("bob was disconnected by a refused deletion")
+	}
+
+	// The right password: 202, disabled at once.
+	var ans deleteAnswer
+	asked := time.Now()
+	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, &ans); st != 202 {
+		t.Fatalf("delete: %d %+v", st, ans)
+	}
+	if ans.UserID != "bob" || ans.DeleteAt.Before(asked.Add(grace-time.Second)) || ans.DeleteAt.After(time.Now().Add(grace)) {
+		t.Fatalf("answer %+v", ans)
+	}
+	kept := map[string]bool{}
+	for _, k := range ans.Kept {
+		kept[k.What] = k.Detail != ""
+	}
+	if !kept["group_messages"] || !kept["user_id"] {
+		t.Fatalf("kept %+v", ans.Kept)
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if _, ok := bob.ServerDisconnect(); !ok {
+			return errors.New("bob's session is still connected")
+		}
+		return nil
+	})
+	if st := api(t, n, bobTok, "GET", "/user/me", nil, nil); st != 401 {
+		t.Fatalf("bob's token after deletion: %d", st)
+	}
+	if _, err := n.Auth.Login(context.Background(), "bob", nodetest.Password("bob"), "127.0.0.1"); err == nil {
+		t.Fatal("bob logged in after deleting his account")
+	}
+	if _, err := n.Auth.Refresh(context.Background(), bobLogin.RefreshToken); err == nil {
+		t.Fatal("bob refreshed after deleting his account")
+	}
+	if code := connack(t, n.MQTTAddr(), "bob/phone2", "bob", bobTok); code != 0x86 {
+		t.Fatalf("bob's CONNECT after deletion: %#x, want 0x86", code)
+	}
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg("late", "still there?")); code != 0x90 {
+		t.Fatalf("a message to a deleted account: %#x, want 0x90 no such user", code)
+	}
+
+	// After the grace period: gone from alice's history, sync and list.
+	checkFor(t, grace+20*time.Second, 50*time.Millisecond, func() error {
+		if left := erasedKeys(t, n, "bob"); len(left) > 0 {
+			return fmt.Errorf("%d keys still name bob: %v", len(left), left[:min(len(left), 5)])
+		}
+		return nil
+	})
+	if time.Since(asked) < grace {
+		t.Fatalf("erased after %v, before the grace period of %v", time.Since(asked), grace)
+	}
+	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &hist); st != 200 || len(hist.Messages) != 0 {
+		t.Fatalf("alice's history with bob after: %d %+v", st, hist.Messages)
+	}
+	var convs conversations
+	if st := api(t, n, aliceTok, "GET", "/chat/conversations", nil, &convs); st != 200 {
+		t.Fatalf("conversations: %d", st)
+	}
+	for _, c := range convs.Conversations {
+		if c.Peer == "bob" {
+			t.Fatalf("alice still lists her conversation with bob: %+v", convs)
+		}
+	}
+	var sync syncPage
+	if st := api(t, n, aliceTok, "GET", "/chat/sync", nil, &sync); st != 200 {
+		t.Fatalf("sync: %d", st)
+	}
+	groupFromBob := 0
+	for _, m := range sync.Messages {
+		if m.To == "bob" || (m.From == "bob" && m.To != "") {
+			t.Fatalf("alice's sync still has a direct message with bob: %+v", m)
+		}
+		if m.From == "bob" {
+			groupFromBob++
+		}
+	}
+	if groupFromBob != 2 {
+		t.Fatalf("alice's sync has %d of bob's group messages, want 2", groupFromBob)
+	}
+
+	// The group keeps bob's messages; their sender reads as "deleted user".
+	if st := api(t, n, aliceTok, "GET", "/chat/history?group="+g.GroupID, nil, &hist); st != 200 || len(hist.Messages) != 3 {
+		t.Fatalf("group history: %d %d", st, len(hist.Messages))
+	}
+	if hist.Messages[0].From != "bob" || hist.Messages[0].Body != "from bob 2" || hist.Messages[2].From != "bob" {
+		t.Fatalf("group history %+v", hist.Messages)
+	}
+	var prof profileView
+	if st := api(t, n, aliceTok, "GET", "/user/bob", nil, &prof); st != 200 || prof.DisplayName != "deleted user" || !prof.Deleted {
+		t.Fatalf("bob's profile: %d %+v", st, prof)
+	}
+	var found struct {
+		Users []profileView `json:"users"`
+	}
+	if st := api(t, n, aliceTok, "GET", "/user/search?q=bo", nil, &found); st != 200 || len(found.Users) != 0 {
+		t.Fatalf("search finds the deleted user: %d %+v", st, found)
+	}
+	var grp group
+	if st := api(t, n, aliceTok, "GET", "/user/groups/"+g.GroupID, nil, &grp); st != 200 || grp.Owner != "carol" || grp.MemberCount != 2 {
+		t.Fatalf("group after: %d %+v", st, grp)
+	}
+	// Contacts, blocks, devices are gone; a contact cannot be re-added.
+	var contacts struct {
+		Contacts []profileView `json:"contacts"`
+	}
+	if st := api(t, n, aliceTok, "GET", "/user/me/contacts", nil, &contacts); st != 200 || len(contacts.Contacts) != 0 {
+		t.Fatalf("alice's contacts: %d %+v", st, contacts)
+	}
+	if st := api(t, n, aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st != 404 {
+		t.Fatalf("adding the deleted user as a contact: %d", st)
+	}
+	if devs, err := n.Push.Devices("bob"); err != nil || len(devs) != 0 {
+		t.Fatalf("bob's devices: %+v %v", devs, err)
+	}
+	// bob's photo (only in a direct conversation) goes, files too.
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if _, err := n.Media.Get(photo); !errors.Is(err, media.ErrNotFound) {
+			return fmt.Errorf("bob's photo: %v", err)
+		}
+		return nil
+	})
+	// The user ID stays reserved.
+	if st := api(t, n, "", "POST", "/auth/register", map[string]string{"username": "bob", "password": "new-bob-password"}, &e); st != 409 || e.Error.Code != "username_taken" {
+		t.Fatalf("registering bob again: %d %+v", st, e)
+	}
+	// alice and carol are untouched.
+	if st := api(t, n, aliceTok, "GET", "/user/me", nil, nil); st != 200 {
+		t.Fatalf("alice: %d", st)
+	}
+	if code, _ := alice.Pub(t, "user/carol/newMessage", 1, textMsg("to-carol", "hi")); code != 0 {
+		t.Fatalf("alice → carol: %#x", code)
+	}
+}
