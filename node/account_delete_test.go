@@ -284,3 +284,112 @@ func TestAccountDeletionErasesDirectHistoryKeepsGroups(t *testing.T) {
 		t.Fatalf("alice → carol: %#x", code)
 	}
 }
+
+// The erasure is one replicated decision: every node of a cluster ends
+// with the same state, byte for byte, and none keeps the erased user's
+// keys, whichever node took the request and whichever leads.
+func TestAccountErasureIdenticalOnEveryNode(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	aliceTok := n1.NewUser(t, "alice")
+	n1.NewUser(t, "bob")
+	carolTok := n1.NewUser(t, "carol")
+	bobTok := n3.Token(t, "bob")
+	g := createGroup(t, n1, carolTok, "team", "alice", "bob")
+	if st := api(t, n1, carolTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st != 201 {
+		t.Fatalf("contact: %d", st)
+	}
+	alice := mustConnectV5(t, n2.MQTTURL, "alice", "laptop", aliceTok)
+	bob := mustConnectV5(t, n3.MQTTURL, "bob", "phone", bobTok)
+	// Enough direct messages that the erasure takes several steps.
+	const each = 300
+	for i := 0; i < each; i++ {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("a%d", i), "hi bob")); code != 0 {
+			t.Fatalf("alice → bob: %#x", code)
+		}
+		if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg(fmt.Sprintf("b%d", i), "hi alice")); code != 0 {
+			t.Fatalf("bob → alice: %#x", code)
+		}
+	}
+	if code, _ := bob.Pub(t, "group/"+g.GroupID+"/newMessage", 1, textMsg("g1", "bye all")); code != 0 {
+		t.Fatalf("bob → group: %#x", code)
+	}
+	if code, _ := alice.Pub(t, "user/carol/newMessage", 1, textMsg("c1", "hi carol")); code != 0 {
+		t.Fatalf("alice → carol: %#x", code)
+	}
+	for _, n := range nodes {
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			var h historyPage
+			if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob&limit=200", nil, &h); st != 200 || len(h.Messages) != 200 || !h.HasMore {
+				return fmt.Errorf("%s: history %d %d", n.Config.NodeID, st, len(h.Messages))
+			}
+			return nil
+		})
+	}
+
+	if st := api(t, n3, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); st != 202 {
+		t.Fatalf("delete on n3: %d", st)
+	}
+	for _, n := range nodes {
+		checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+			if left := erasedKeys(t, n, "bob"); len(left) > 0 {
+				return fmt.Errorf("%s: %d keys still name bob", n.Config.NodeID, len(left))
+			}
+			return nil
+		})
+	}
+	// Every node holds the same state (once the last entry applied everywhere).
+	prefixes := []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/"}
+	dump := func(n *nodetest.Node) map[string]string {
+		out := map[string]string{}
+		for _, p := range prefixes {
+			maps.Copy(out, node.DumpState(t, n.Node, p))
+		}
+		return out
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		want := dump(n1)
+		for _, n := range nodes[1:] {
+			if got := dump(n); !maps.Equal(want, got) {
+				return fmt.Errorf("%s holds %d keys, n1 %d, or values differ", n.Config.NodeID, len(got), len(want))
+			}
+		}
+		return nil
+	})
+	steps := 0.0
+	for _, n := range nodes {
+		mfs, err := n.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "edgechat_account_erase_steps_total" {
+				steps += mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+	}
+	if steps < 2 {
+		t.Fatalf("the erasure took %v steps; the test wants several", steps)
+	}
+	// What stays is the same everywhere too: the group message, alice's
+	// conversation with carol, the tombstone profile.
+	for _, n := range nodes {
+		var h historyPage
+		if st := api(t, n, aliceTok, "GET", "/chat/history?group="+g.GroupID, nil, &h); st != 200 || len(h.Messages) != 1 || h.Messages[0].From != "bob" {
+			t.Fatalf("%s: group history %d %+v", n.Config.NodeID, st, h.Messages)
+		}
+		if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &h); st != 200 || len(h.Messages) != 0 {
+			t.Fatalf("%s: history with bob %d %d", n.Config.NodeID, st, len(h.Messages))
+		}
+		if st := api(t, n, aliceTok, "GET", "/chat/history?with=carol", nil, &h); st != 200 || len(h.Messages) != 1 {
+			t.Fatalf("%s: history with carol %d %d", n.Config.NodeID, st, len(h.Messages))
+		}
+		var p profileView
+		if st := api(t, n, aliceTok, "GET", "/user/bob", nil, &p); st != 200 || p.DisplayName != "deleted user" {
+			t.Fatalf("%s: bob's profile %d %+v", n.Config.NodeID, st, p)
+		}
+		if st := api(t, n, bobTok, "GET", "/user/me", nil, nil); st != 401 {
+			t.Fatalf("%s: bob's token %d", n.Config.NodeID, st)
+		}
+	}
+}
