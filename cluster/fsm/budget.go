@@ -42,8 +42,11 @@ func (b *Budget) Set(tx *badger.Txn, key, value []byte) (bool, error) {
 
 // DeleteMatching deletes the keys under prefix for which match (nil:
 // every key) says yes, in key order, as far as the budget goes. match
-// is given the key and its value (valid only during the call). done
-// reports that no matching key is left. Keys are collected before they
+// is given the key and its value (valid only during the call), and is
+// asked only while budget is left, so every key it says yes to is
+// deleted (callers may act on its answers). done reports that no
+// matching key is left; a step that spent its budget exactly says not
+// done, and the next one finds nothing. Keys are collected before they
 // are deleted: a transaction's iterator must not see its own deletes
 // half way.
 func DeleteMatching(tx *badger.Txn, prefix []byte, b *Budget, match func(key, value []byte) (bool, error)) (done bool, err error) {
@@ -54,6 +57,12 @@ func DeleteMatching(tx *badger.Txn, prefix []byte, b *Budget, match func(key, va
 	for it.Rewind(); it.Valid(); it.Next() {
 		item := it.Item()
 		if !bytes.HasPrefix(item.Key(), prefix) {
+			break
+		}
+		if len(keys) >= b.Left {
+			// Out of budget before this key is judged (so that match
+			// is asked only of keys that are deleted): perhaps more.
+			more = true
 			break
 		}
 		if match != nil {
@@ -69,10 +78,6 @@ func DeleteMatching(tx *badger.Txn, prefix []byte, b *Budget, match func(key, va
 			if !ok {
 				continue
 			}
-		}
-		if len(keys) >= b.Left {
-			more = true
-			break
 		}
 		keys = append(keys, item.KeyCopy(nil))
 	}
