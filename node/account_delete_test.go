@@ -31,17 +31,21 @@ type profileView struct {
 }
 
 // erasedKeys lists the keys of the services' replicated state that still
-// name uid, other than its two tombstones (the user ID stays reserved).
+// name uid, other than its two tombstones (the user ID stays reserved),
+// and those outside the archive whose value names it (the archive's
+// group messages keep their sender).
 func erasedKeys(t *testing.T, n *nodetest.Node, uid string) []string {
 	t.Helper()
 	var left []string
 	for _, prefix := range []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/"} {
-		for k := range node.DumpState(t, n.Node, prefix) {
+		for k, v := range node.DumpState(t, n.Node, prefix) {
 			if k == "r/auth/gone/"+uid || k == "r/user/gone/"+uid {
 				continue
 			}
 			if strings.Contains(k, uid) {
 				left = append(left, k)
+			} else if prefix != "r/arch/" && (strings.Contains(v, `"`+uid+`"`) || strings.Contains(v, uid+"/")) {
+				left = append(left, k+" (value)")
 			}
 		}
 	}
@@ -131,8 +135,8 @@ func TestAccountDeletionErasesDirectHistoryKeepsGroups(t *testing.T) {
 	for _, k := range erasedKeys(t, n, "bob") {
 		named[strings.Join(strings.SplitN(k, "/", 4)[:3], "/")]++
 	}
-	for _, p := range []string{"r/auth/acct", "r/user/p", "r/user/c", "r/user/b", "r/user/ug", "r/push/d", "r/push/m",
-		"r/media/q", "r/arch/c", "r/arch/s", "r/arch/v", "r/arch/x", "r/arch/dedup"} {
+	for _, p := range []string{"r/auth/acct", "r/auth/rtfam", "r/user/p", "r/user/c", "r/user/b", "r/user/ug", "r/user/g",
+		"r/push/d", "r/push/t", "r/push/m", "r/media/q", "r/media/m", "r/arch/c", "r/arch/s", "r/arch/v", "r/arch/x", "r/arch/dedup"} {
 		if named[p] == 0 {
 			t.Fatalf("no key under %s/ names bob before the deletion: %v", p, named)
 		}

@@ -36,7 +36,7 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	}
 	it.Close()
 	for _, d := range devs {
-		if b.Left < 2 {
+		if b.Spent() {
 			return false, nil, nil
 		}
 		tk := tokenKey(d.Platform, d.registration().tokenOf())
@@ -44,12 +44,14 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 		if err != nil {
 			return false, nil, err
 		}
+		// The pair goes together, even past the budget by one.
+		b.Left -= 2
 		if holder == d.ClientID() {
-			if _, err := b.Delete(tx, tk); err != nil {
+			if err := tx.Delete(tk); err != nil {
 				return false, nil, err
 			}
 		}
-		if _, err := b.Delete(tx, deviceKey(uid, d.Device)); err != nil {
+		if err := tx.Delete(deviceKey(uid, d.Device)); err != nil {
 			return false, nil, err
 		}
 	}
@@ -62,13 +64,14 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	}
 	it.Close()
 	for _, gid := range gids {
-		if b.Left < 2 {
+		if b.Spent() {
 			return false, nil, nil
 		}
-		if _, err := b.Delete(tx, optInKey(gid, uid)); err != nil {
+		b.Left -= 2 // the pair goes together, even past the budget by one
+		if err := tx.Delete(optInKey(gid, uid)); err != nil {
 			return false, nil, err
 		}
-		if _, err := b.Delete(tx, userOptInKey(uid, gid)); err != nil {
+		if err := tx.Delete(userOptInKey(uid, gid)); err != nil {
 			return false, nil, err
 		}
 	}
