@@ -18,31 +18,40 @@ import (
 // Erasing an account (issue 11; the command is auth's CmdAccountErase,
 // see services/auth/delete.go, which calls EraseAccount in every step).
 //
-// Every direct conversation of the user goes, both sides: for each peer
-// (listed by v/{uid}/), in this order, so that a step cut short by its
-// budget resumes where it stopped:
+// Every direct conversation of the user goes, both sides. A step does
+// what its budget allows, in this order, so that the next step resumes
+// where it stopped and the peers read a consistent store between steps:
 //
-//  1. the peer's dedup/ entries of messages to the user (found through
-//     what they refer to: the peer's s/ entry, a locator, or the older
-//     layout's m/ body), before
-//  2. the peer's s/ entries of the conversation (the older layout's 8-byte
-//     entries are judged by their m/ body, which goes with them);
-//  3. the conversation's history c/{convKey}/ with the m/ key of each
-//     message (a pointer, or the body in the older layout);
-//  4. i/ of both sides, rc/ of both sides, x/, w/ of both sides, v/ of the
-//     peer, and the sealed segments' index r/arch/sg/{convKey}/ (the
-//     sealer collects the objects it no longer references);
-//  5. v/{uid}/{peer} last: while it exists the peer is visited again.
+//  1. Each peer's entry listing the conversation (v/{peer}/{uid}): the
+//     peer's conversation list and unread total stop showing it at once.
+//  2. For a conversation with sealed segments only, the peer's dedup/
+//     entries that refer to it (the messages' c/ keys, which name their
+//     cids, are gone), found by walking the peer's dedup/ (before the s/
+//     entries they refer to go).
+//  3. The sync entries, walking the user's own s/: a direct message's
+//     entries of both sides share their commit position, so each of the
+//     user's entries names the peer's (s/{peer}/{seq}, deleted when it
+//     names the same message). The peer's sync stops listing them.
+//  4. Per peer, the history c/{convKey}/: each message with its m/ key (a
+//     pointer, or the body in the older layout) and, for the peer's
+//     messages, the peer's dedup/{peer}/{cid} (the cid is in the body).
+//  5. Per peer, i/ of both sides, the sealed segments' index
+//     r/arch/sg/{convKey}/ (the sealer collects the objects no longer
+//     referenced), rc/ of both sides, x/, w/ of both sides, and
+//     v/{uid}/{peer} last: while it exists the peer is visited again.
 //
-// Then the user's own keys: every s/{uid}/, dedup/{uid}/ (group
-// messages' too: nobody sends as the user again), rc/{uid}/ (group
-// cursors too), i/{uid}/, w/{uid}/ and v/{uid}/. Group messages (c/g:,
-// gs/, gv/) stay with their groups, their envelopes untouched; the
-// sender's profile answers "deleted user" (services/users/erase.go).
+// Then the user's own keys: dedup/{uid}/ (group messages' too: nobody
+// sends as the user again), rc/{uid}/ (group cursors too), i/{uid}/,
+// w/{uid}/ and v/{uid}/. Group messages (c/g:, gs/, gv/) stay with their
+// groups, their envelopes untouched; the sender's profile answers
+// "deleted user" (services/users/erase.go).
 //
-// Not reached: an m/ pointer of a message whose c/ key the sealer has
-// already deleted (it names the conversation, not its content). Its s/
-// entries are reached, as is everything the reads of the peer use.
+// A step's reads are bounded by its writes (and, in 2., by the peer's
+// dedupe keys, only while a sealed conversation is being erased), not by
+// the peers' whole histories. Not reached: an m/ pointer of a message
+// whose c/ key the sealer already deleted (it names the conversation,
+// not its content), and a sealed message's body inside its segment
+// object until the sealer collects the object.
 
 // EraseAccount is the archive's part of erasing uid (an auth.Eraser):
 // one bounded step, deterministic, only under r/arch/.
@@ -50,28 +59,61 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	if wire.ValidUserID(uid) != nil {
 		return false, nil, fmt.Errorf("%w: bad uid %q", ErrBadCommand, uid)
 	}
-	var convs []string
+	peers, err := erasePeers(tx, uid)
+	if err != nil {
+		return false, nil, err
+	}
+	convs := make([]string, len(peers))
+	for i, p := range peers {
+		convs[i] = directConv(uid, p)
+		s.st.sums.forget(convs[i]) // before its x/ goes (see summaryCache)
+	}
 	after = func() {
 		for _, c := range convs {
 			s.st.sums.forget(c)
 		}
 	}
-	peers, err := erasePeers(tx, uid)
-	if err != nil {
+	// 1. Unlisted for the peers.
+	for _, p := range peers {
+		if p == uid {
+			continue
+		}
+		if done, err = deleteIfPresent(tx, summaryKey(p, uid), b); err != nil || !done {
+			return false, after, err
+		}
+	}
+	// 2. The peers' retry records of sealed messages.
+	for i, p := range peers {
+		if p == uid {
+			continue
+		}
+		sealed, err := anyKey(tx, segmentIndexPrefix(convs[i]))
+		if err != nil || !sealed {
+			if err != nil {
+				return false, after, err
+			}
+			continue
+		}
+		conv := convs[i]
+		done, err = fsm.DeleteMatching(tx, dedupPrefixOf(p), b, func(_, v []byte) (bool, error) {
+			c, err := dedupConv(tx, p, v)
+			return c == conv, err
+		})
+		if err != nil || !done {
+			return false, after, err
+		}
+	}
+	// 3. Both sides' sync entries.
+	if done, err = eraseSyncPairs(tx, uid, b); err != nil || !done {
 		return false, after, err
 	}
-	for _, peer := range peers {
-		conv := directConv(uid, peer)
-		convs = append(convs, conv)
-		s.st.sums.forget(conv) // before its x/ goes (see summaryCache)
-		if done, err = eraseConversation(tx, uid, peer, b); err != nil || !done {
+	// 4. and 5., peer by peer.
+	for _, p := range peers {
+		if done, err = eraseConversation(tx, uid, p, b); err != nil || !done {
 			return false, after, err
 		}
 	}
 	// The user's own indexes, whatever is left of them.
-	if done, err = eraseSync(tx, uid, "", b); err != nil || !done {
-		return false, after, err
-	}
 	for _, prefix := range [][]byte{dedupPrefixOf(uid), cat([]byte("rc/" + uid + "/")), cat([]byte("i/" + uid + "/")),
 		cat([]byte("w/" + uid + "/")), summaryPrefix(uid)} {
 		if done, err = fsm.DeleteMatching(tx, prefix, b, nil); err != nil || !done {
@@ -84,7 +126,7 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 func dedupPrefixOf(uid string) []byte { return cat([]byte("dedup/" + uid + "/")) }
 
 // segmentIndexPrefix is the sealed segments' index of a conversation
-// (the lead's layout: r/arch/sg/{convKey}/{lastID}).
+// (the sealer's layout: r/arch/sg/{convKey}/{lastID}).
 func segmentIndexPrefix(conv string) []byte { return cat([]byte("sg/" + conv + "/")) }
 
 // erasePeers lists the users uid has a direct conversation with (v/),
@@ -100,31 +142,110 @@ func erasePeers(tx *badger.Txn, uid string) ([]string, error) {
 	return peers, nil
 }
 
-// eraseConversation removes the direct conversation of uid and peer,
-// both sides (steps 1 to 5 above), as far as b goes.
-func eraseConversation(tx *badger.Txn, uid, peer string, b *fsm.Budget) (bool, error) {
-	conv := directConv(uid, peer)
-	// 1. The peer's dedupe entries of messages in conv (uid's own go
-	// wholesale later). Not for a conversation with oneself: those are
-	// uid's and go with dedup/{uid}/.
-	if peer != uid {
-		done, err := fsm.DeleteMatching(tx, dedupPrefixOf(peer), b, func(_, v []byte) (bool, error) {
-			c, err := dedupConv(tx, peer, v)
-			return c == conv, err
-		})
-		if err != nil || !done {
+func anyKey(tx *badger.Txn, prefix []byte) (bool, error) {
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	it.Rewind()
+	return it.ValidForPrefix(prefix), nil
+}
+
+// eraseSyncPairs deletes uid's s/ entries and, for each, the peer's entry
+// of the same message (same commit position), as far as b goes.
+func eraseSyncPairs(tx *badger.Txn, uid string, b *fsm.Budget) (bool, error) {
+	prefix := syncPrefix(uid)
+	if b.Spent() {
+		left, err := anyKey(tx, prefix)
+		return !left, err
+	}
+	type entry struct{ key, val []byte }
+	var entries []entry
+	more := false
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
+		if 2*(len(entries)+1) > max(b.Left, 2) {
+			more = true
+			break
+		}
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			it.Close()
 			return false, err
 		}
-		// 2. The peer's sync entries of conv.
-		if done, err = eraseSync(tx, peer, uid, b); err != nil || !done {
+		entries = append(entries, entry{it.Item().KeyCopy(nil), v})
+	}
+	it.Close()
+	for _, e := range entries {
+		id, conv, ok := decodeLocator(uid, e.val)
+		if ok && conv == "" { // the older layout: the conversation is in the m/ body
+			var err error
+			if conv, err = storedConv(tx, id); err != nil {
+				return false, err
+			}
+		}
+		if peer := peerIn(conv, uid); peer != "" && peer != uid {
+			pk := withID(syncPrefix(peer), tail8(e.key))
+			if same, err := sameMessage(tx, pk, peer, id); err != nil {
+				return false, err
+			} else if same {
+				b.Left--
+				if err := tx.Delete(pk); err != nil {
+					return false, err
+				}
+			}
+		}
+		b.Left--
+		if err := tx.Delete(e.key); err != nil {
 			return false, err
 		}
 	}
-	// 3. The history, with each message's m/ key.
-	if done, err := eraseHistory(tx, conv, b); err != nil || !done {
+	return !more, nil
+}
+
+// peerIn is the other user of direct conversation conv ("d:a:b") of
+// uid; "" for anything else.
+func peerIn(conv, uid string) string {
+	rest, ok := strings.CutPrefix(conv, "d:")
+	if !ok {
+		return ""
+	}
+	a, c, ok := strings.Cut(rest, ":")
+	switch {
+	case !ok:
+		return ""
+	case a == uid:
+		return c
+	case c == uid:
+		return a
+	}
+	return ""
+}
+
+// sameMessage reports whether owner's sync entry key names message id.
+func sameMessage(tx *badger.Txn, key []byte, owner string, id snowflake.ID) (bool, error) {
+	it, err := tx.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
 		return false, err
 	}
-	// 4. Summaries, cursors, older indexes, the segment index.
+	same := false
+	err = it.Value(func(v []byte) error {
+		got, _, ok := decodeLocator(owner, v)
+		same = ok && got == id
+		return nil
+	})
+	return same, err
+}
+
+// eraseConversation removes what is left of the direct conversation of
+// uid and peer once the sync entries are gone (4. and 5. above), as far
+// as b goes.
+func eraseConversation(tx *badger.Txn, uid, peer string, b *fsm.Budget) (bool, error) {
+	conv := directConv(uid, peer)
+	if done, err := eraseHistory(tx, conv, uid, peer, b); err != nil || !done {
+		return false, err
+	}
 	for _, prefix := range [][]byte{inboxPrefix(peer, uid), inboxPrefix(uid, peer), segmentIndexPrefix(conv)} {
 		if done, err := fsm.DeleteMatching(tx, prefix, b, nil); err != nil || !done {
 			return false, err
@@ -136,7 +257,7 @@ func eraseConversation(tx *badger.Txn, uid, peer string, b *fsm.Budget) (bool, e
 			return false, err
 		}
 	}
-	// 5. Last: the entry that lists the peer.
+	// Last: the entry that lists the peer.
 	return deleteIfPresent(tx, summaryKey(uid, peer), b)
 }
 
@@ -153,63 +274,67 @@ func deleteIfPresent(tx *badger.Txn, key []byte, b *fsm.Budget) (bool, error) {
 	return b.Delete(tx, key)
 }
 
-// eraseHistory deletes c/{conv}/ and the m/ key of each message.
-func eraseHistory(tx *badger.Txn, conv string, b *fsm.Budget) (bool, error) {
+// eraseHistory deletes c/{conv}/ with each message's m/ key and, for a
+// message of peer (not of uid, whose retry records go wholesale),
+// peer's dedup/ entry of its cid.
+func eraseHistory(tx *badger.Txn, conv, uid, peer string, b *fsm.Budget) (bool, error) {
 	prefix := convPrefix(conv)
-	var keys [][]byte
+	if b.Spent() {
+		left, err := anyKey(tx, prefix)
+		return !left, err
+	}
+	type msg struct {
+		key  []byte
+		body []byte // nil: the older layout (the body is under m/)
+	}
+	var msgs []msg
 	more := false
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 	for it.Rewind(); it.ValidForPrefix(prefix); it.Next() {
-		if 2*(len(keys)+1) > b.Left {
+		if 3*(len(msgs)+1) > max(b.Left, 3) {
 			more = true
 			break
 		}
-		keys = append(keys, it.Item().KeyCopy(nil))
-	}
-	it.Close()
-	for _, k := range keys {
-		if _, err := deleteIfPresent(tx, msgKey(snowflake.ID(tail8(k))), b); err != nil {
+		id := snowflake.ID(tail8(it.Item().Key()))
+		body, err := bodyOf(it.Item(), conv, id)
+		if err != nil {
+			it.Close()
 			return false, err
 		}
-		if _, err := b.Delete(tx, k); err != nil {
+		msgs = append(msgs, msg{it.Item().KeyCopy(nil), body})
+	}
+	it.Close()
+	for _, m := range msgs {
+		id := snowflake.ID(tail8(m.key))
+		mk := msgKey(id)
+		if peer != uid {
+			body := m.body
+			if body == nil {
+				if v, err := tx.Get(mk); err == nil {
+					if body, err = v.ValueCopy(nil); err != nil {
+						return false, err
+					}
+				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+					return false, err
+				}
+			}
+			var env struct{ From, CID string }
+			if len(body) > 0 && body[0] == '{' && json.Unmarshal(body, &env) == nil && env.From == peer && env.CID != "" {
+				if _, err := deleteIfPresent(tx, dedupKey(peer, env.CID), fsm.NewBudget(1)); err != nil {
+					return false, err
+				}
+				b.Left--
+			}
+		}
+		if _, err := deleteIfPresent(tx, mk, fsm.NewBudget(1)); err != nil {
+			return false, err
+		}
+		b.Left -= 2
+		if err := tx.Delete(m.key); err != nil {
 			return false, err
 		}
 	}
 	return !more, nil
-}
-
-// eraseSync deletes owner's s/ entries of its conversation with peer
-// ("": every entry), and the m/ body of an older-layout entry.
-func eraseSync(tx *badger.Txn, owner, peer string, b *fsm.Budget) (bool, error) {
-	conv := ""
-	if peer != "" {
-		conv = directConv(owner, peer)
-	}
-	var bodies [][]byte // m/ keys of older-layout entries deleted with them
-	done, err := fsm.DeleteMatching(tx, syncPrefix(owner), b, func(_, v []byte) (bool, error) {
-		if conv != "" {
-			c, err := locatorConv(tx, owner, v)
-			if err != nil || c != conv {
-				return false, err
-			}
-		}
-		if len(v) == 8 {
-			bodies = append(bodies, msgKey(snowflake.ID(binary.BigEndian.Uint64(v))))
-		}
-		return true, nil
-	})
-	if err != nil {
-		return false, err
-	}
-	for _, k := range bodies {
-		if _, err := tx.Get(k); err == nil {
-			b.Left--
-			if err := tx.Delete(k); err != nil {
-				return false, err
-			}
-		}
-	}
-	return done, nil
 }
 
 // locatorConv is the conversation an s/ or dedup/ value of owner's key

@@ -39,6 +39,9 @@ func eraseInSteps(t *testing.T, e *env, uid string, budget int) int {
 		if done {
 			return steps
 		}
+		if e.betweenSteps != nil {
+			e.betweenSteps(steps)
+		}
 	}
 	t.Fatal("erasing never ends")
 	return 0
@@ -199,12 +202,34 @@ func TestEraseAccountRemovesDirectHistoryBothSides(t *testing.T) {
 	wantCarol := viewOf(t, e, "carol", convs...).without(t, "bob", unreadWith(t, e, "carol", "bob"))
 	groupBefore := viewOf(t, e, "alice", groupConv("g1")).Histories
 
+	// Between steps the others' reads work, and bob's conversation is
+	// no longer listed from the first step on.
+	e.betweenSteps = func(step int) {
+		for _, uid := range []string{"alice", "carol"} {
+			v := viewOf(t, e, uid, convs...)
+			for _, c := range v.Convs {
+				if strings.HasPrefix(c, "peer=bob ") {
+					t.Fatalf("after step %d %s still lists bob: %s", step, uid, c)
+				}
+			}
+		}
+	}
 	steps := eraseInSteps(t, e, "bob", 7)
+	e.betweenSteps = nil
 	if steps < 10 {
 		t.Fatalf("a budget of 7 took only %d steps", steps)
 	}
 	if left := keysNaming(t, e, "bob"); len(left) > 0 {
 		t.Fatalf("keys naming bob left: %q", left)
+	}
+	if left := dedupLeft(t, e, "alice", "ab0", "ab11", "ab3"); len(left) > 0 {
+		t.Fatalf("alice's retry records of messages to bob left: %v", left)
+	}
+	if left := dedupLeft(t, e, "carol", "cb0", "cb9"); len(left) > 0 {
+		t.Fatalf("carol's retry records of messages to bob left: %v", left)
+	}
+	if left := dedupLeft(t, e, "alice", "ac0", "ac9"); len(left) != 2 {
+		t.Fatalf("alice's retry records of messages to carol: %v", left)
 	}
 	gotAlice := viewOf(t, e, "alice", convs...)
 	gotCarol := viewOf(t, e, "carol", convs...)
@@ -301,5 +326,69 @@ func TestEraseAccountRefusesABadUserID(t *testing.T) {
 	defer tx.Discard()
 	if _, _, err := e.svc.EraseAccount(tx, "Bob/x", fsm.NewBudget(10)); err == nil {
 		t.Fatal("a malformed user ID was accepted")
+	}
+}
+
+// dedupLeft lists which of cids sender still has a retry record of.
+func dedupLeft(t *testing.T, e *env, sender string, cids ...string) []string {
+	t.Helper()
+	var left []string
+	state := dump(t, e.db)
+	for _, c := range cids {
+		if _, ok := state[string(dedupKey(sender, c))]; ok {
+			left = append(left, c)
+		}
+	}
+	return left
+}
+
+// A conversation part of which the sealer moved to a segment (its c/ keys
+// deleted, its index entry written) is erased too: the peer's retry
+// records of the sealed messages are found through their sync entries.
+func TestEraseAccountSealedConversation(t *testing.T) {
+	e := newEnv(t, withGroups())
+	eraseScenario(t, e)
+	conv := directConv("alice", "bob")
+	hist, _, err := e.svc.historyPage(conv, nil, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Seal the older half as the sealer does: delete its c/ keys.
+	if err := e.db.Update(func(tx *badger.Txn) error {
+		for _, m := range hist[len(hist)/2:] {
+			var env struct{ ID snowflake.ID }
+			if err := json.Unmarshal(m, &env); err != nil {
+				return err
+			}
+			if err := tx.Delete(convKey(conv, env.ID)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var toBob, toCarol []string
+	for i := range 12 {
+		toBob = append(toBob, fmt.Sprint("ab", i))
+		if i%3 == 0 {
+			toCarol = append(toCarol, fmt.Sprint("ac", i))
+		}
+	}
+	if left := dedupLeft(t, e, "alice", toBob...); len(left) != len(toBob) {
+		t.Fatalf("setup: %v", left)
+	}
+	eraseInSteps(t, e, "bob", 5)
+	if left := keysNaming(t, e, "bob"); len(left) > 0 {
+		t.Fatalf("keys naming bob left: %q", left)
+	}
+	if left := dedupLeft(t, e, "alice", toBob...); len(left) > 0 {
+		t.Fatalf("alice's retry records of messages to bob left: %v", left)
+	}
+	if left := dedupLeft(t, e, "alice", toCarol...); len(left) != len(toCarol) {
+		t.Fatalf("alice's retry records of messages to carol: %v of %v", left, toCarol)
+	}
+	if _, _, _, err := e.svc.syncPage("alice", 0, 1000); err != nil {
+		t.Fatalf("alice's sync: %v", err)
 	}
 }

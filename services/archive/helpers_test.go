@@ -150,6 +150,8 @@ type env struct {
 	blocks *fakeBlocks
 	gdep   Groups // overrides groups as the Groups dependency
 	outbox Outbox
+	// betweenSteps, if set, runs between the steps of an erasure (erase_test.go).
+	betweenSteps func(step int)
 }
 
 type envOpt func(*env)
