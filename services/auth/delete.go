@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -58,6 +59,9 @@ type goneRecord struct {
 	RequestedAt time.Time  `json:"requestedAt"`
 	DeleteAt    time.Time  `json:"deleteAt"`
 	ErasedAt    *time.Time `json:"erasedAt,omitempty"`
+	// Done names the erasers that finished, so that later steps skip
+	// them (their reads are not paid again in every step).
+	Done []string `json:"done,omitempty"`
 }
 
 // accountDeleteCmd disables an account and schedules its erasure.
@@ -342,7 +346,11 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	s.eraseMu.Unlock()
 	b := fsm.NewBudget(eraseStepWrites)
 	res := &goneCommitted{s: s, r: r}
+	finished := len(r.Done)
 	for _, e := range erasers {
+		if slices.Contains(r.Done, e.name) {
+			continue
+		}
 		done, after, err := e.fn(tx, c.UID, b)
 		if err != nil {
 			return nil, fmt.Errorf("auth: erasing %s of %s: %w", e.name, c.UID, err)
@@ -351,8 +359,15 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 			res.after = append(res.after, after)
 		}
 		if !done {
+			if len(r.Done) > finished {
+				if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+					return nil, err
+				}
+				res.r = r
+			}
 			return res, nil
 		}
+		r.Done = append(r.Done, e.name)
 	}
 	// The account's own keys last: until they go, the step is repeated.
 	done, err := fsm.DeleteMatching(tx, []byte(prefixRefresh), b, func(_, v []byte) (bool, error) {

@@ -268,3 +268,31 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// An eraser that finished is not run again in later steps (its reads
+// would be paid in every step of a long erasure).
+func TestFinishedErasersAreSkipped(t *testing.T) {
+	e := newEnv(t)
+	calls := 0
+	e.svc.AddEraser("small", func(tx *badger.Txn, uid string, b *fsm.Budget) (bool, func(), error) {
+		calls++
+		done, err := fsm.DeleteMatching(tx, []byte("r/small/"+uid+"/"), b, nil)
+		return done, nil, err
+	})
+	e.svc.AddEraser("test", testEraser)
+	e.register("bob", "bob-password")
+	seedTestKeys(t, e.db, "bob", 4500)
+	if err := e.db.Update(func(tx *badger.Txn) error { return tx.Set([]byte("r/small/bob/1"), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DeleteAccount(context.Background(), "bob", "bob-password", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.EraseDue(context.Background())
+	if n := len(fsmtest.Dump(t, e.db, "r/test/")) + len(fsmtest.Dump(t, e.db, "r/small/")); n != 0 {
+		t.Fatalf("%d keys left", n)
+	}
+	if calls != 1 {
+		t.Fatalf("the finished eraser ran in %d steps", calls)
+	}
+}
