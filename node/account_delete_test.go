@@ -397,3 +397,39 @@ func TestAccountErasureIdenticalOnEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// A restart during the grace period keeps the account disabled, and the
+// erasure still happens when it is due.
+func TestAccountDeletionSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	const grace = 3 * time.Second
+	opts := []nodetest.Option{nodetest.WithDataDir(dir), nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = grace })}
+	n := nodetest.StartNode(t, opts...)
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	if st := api(t, n, aliceTok, "POST", "/chat/messages", map[string]string{"to": "bob", "cid": "c1", "type": "text", "body": "hi"}, nil); st != 201 {
+		t.Fatalf("send: %d", st)
+	}
+	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); st != 202 {
+		t.Fatalf("delete: %d", st)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	n = nodetest.StartNode(t, opts...)
+	if st := api(t, n, bobTok, "GET", "/user/me", nil, nil); st != 401 {
+		t.Fatalf("bob's token after a restart: %d", st)
+	}
+	if _, err := n.Auth.Login(context.Background(), "bob", nodetest.Password("bob"), "127.0.0.1"); err == nil {
+		t.Fatal("bob logged in after a restart")
+	}
+	checkFor(t, grace+20*time.Second, 50*time.Millisecond, func() error {
+		if left := erasedKeys(t, n, "bob"); len(left) > 0 {
+			return fmt.Errorf("%d keys still name bob", len(left))
+		}
+		return nil
+	})
+	var h historyPage
+	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &h); st != 200 || len(h.Messages) != 0 {
+		t.Fatalf("history: %d %d", st, len(h.Messages))
+	}
+}
