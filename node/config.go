@@ -45,11 +45,8 @@ type Config struct {
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
 	PresenceGrace    time.Duration `yaml:"presence_grace"`
 	AccessTTL        time.Duration `yaml:"access_token_ttl"`
-	// AccountDeleteGrace is how long a deleted account (DELETE /user/me)
-	// stays disabled before its data is erased; 0 erases at once.
-	AccountDeleteGrace time.Duration `yaml:"account_delete_grace"`
-	LogLevel           string        `yaml:"log_level"`
-	LogFormat          string        `yaml:"log_format"`
+	LogLevel         string        `yaml:"log_level"`
+	LogFormat        string        `yaml:"log_format"`
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
@@ -64,6 +61,10 @@ type Config struct {
 	// tenth of it. Longer saves idle CPU on small boxes (fewer heartbeats)
 	// and costs failover time. Default 500 ms (0 also means the default).
 	RaftTimeout time.Duration `yaml:"raft_timeout"`
+	// AccountDeleteGrace is how long a deleted account (DELETE /user/me)
+	// stays disabled before its data is erased; 0 erases at once.
+	AccountDeleteGrace time.Duration `yaml:"account_delete_grace"`
+
 	// Push providers and the push decision (docs/operations.md "Push");
 	// see pushconfig.go. A provider with no configuration is off.
 	APNsKeyFile        string        `yaml:"apns_key_file"`        // .p8 key (token auth)
@@ -114,22 +115,23 @@ type Config struct {
 // Defaults returns the configuration of `edgechat serve` with no flags.
 func Defaults() Config {
 	return Config{
-		DataDir:            "./data",
-		HTTPAddr:           ":8080",
-		MQTTAddr:           ":1883",
-		MQTTSAddr:          ":8883",
-		NodeID:             "n1",
-		ClusterAddr:        ":7946",
-		Heartbeat:          10 * time.Second,
-		PresenceGrace:      5 * time.Second,
-		AccessTTL:          15 * time.Minute,
-		AccountDeleteGrace: DefaultAccountDeleteGrace,
-		RaftTimeout:        cluster.DefaultHeartbeatTimeout,
-		LogLevel:           "info",
-		LogFormat:          "text",
+		DataDir:       "./data",
+		HTTPAddr:      ":8080",
+		MQTTAddr:      ":1883",
+		MQTTSAddr:     ":8883",
+		NodeID:        "n1",
+		ClusterAddr:   ":7946",
+		Heartbeat:     10 * time.Second,
+		PresenceGrace: 5 * time.Second,
+		AccessTTL:     15 * time.Minute,
+		RaftTimeout:   cluster.DefaultHeartbeatTimeout,
+		LogLevel:      "info",
+		LogFormat:     "text",
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
+
+		AccountDeleteGrace: DefaultAccountDeleteGrace,
 
 		APNsEndpoint:   APNsProduction,
 		FCMEndpoint:    DefaultFCMEndpoint,
