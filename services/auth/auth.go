@@ -7,6 +7,11 @@
 // goes through the Raft log (Proposer) and is applied by this package's
 // FSM handlers under the key prefix "r/auth/". Reads go straight to the
 // local Badger database.
+//
+// An account deleted by its user (DELETE /user/me) is disabled at once
+// and erased after a grace period by replicated steps in which every
+// owner of the user's data deletes its own keys (delete.go); its user ID
+// stays reserved.
 package auth
 
 import (
