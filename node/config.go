@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/gateway"
 )
 
@@ -100,6 +101,16 @@ type Config struct {
 	S3ProcessedBucket     string        `yaml:"s3_processed_bucket"`
 	S3ColdBucket          string        `yaml:"s3_cold_bucket"`
 	S3ColdStorageClass    string        `yaml:"s3_cold_storage_class"`
+	// Archive tiers (issue 11); see archiveconfig.go.
+	ArchiveStore       string        `yaml:"archive_store"`         // local or s3; "" follows MediaStore
+	S3ArchiveBucket    string        `yaml:"s3_archive_bucket"`     // with ArchiveStore s3
+	ArchiveHotAge      time.Duration `yaml:"archive_hot_age"`       // older messages are sealed
+	ArchiveLocalBudget int64         `yaml:"archive_local_budget"`  // hot history bytes beyond which the oldest are sealed
+	ArchiveSealEvery   time.Duration `yaml:"archive_seal_every"`    // between sweeps
+	ArchiveOrphanGrace time.Duration `yaml:"archive_orphan_grace"`  // unreferenced objects are deleted once this old
+	ArchiveCacheBytes  int64         `yaml:"archive_cache_bytes"`   // decoded sealed blocks cached per node
+	ArchiveSealPauseAt string        `yaml:"archive_seal_pause_at"` // crash tests only
+	RetentionDays      int           `yaml:"retention_days"`        // messages older than this are deleted (0: never)
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
@@ -148,6 +159,12 @@ func Defaults() Config {
 		S3RawBucket:       DefaultS3RawBucket,
 		S3ProcessedBucket: DefaultS3ProcessedBucket,
 		S3ColdBucket:      DefaultS3ColdBucket,
+
+		S3ArchiveBucket:    DefaultS3ArchiveBucket,
+		ArchiveHotAge:      archive.DefaultHotAge,
+		ArchiveSealEvery:   archive.DefaultSealEvery,
+		ArchiveOrphanGrace: archive.DefaultOrphanGrace,
+		ArchiveCacheBytes:  DefaultArchiveCacheBytes,
 	}
 }
 
@@ -269,7 +286,7 @@ var settings = append([]setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}, append(pushSettings, mediaSettings...)...)
+}, slices.Concat(pushSettings, mediaSettings, archiveSettings)...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -416,7 +433,10 @@ func (c Config) Validate() error {
 	if err := c.validatePush(); err != nil {
 		return err
 	}
-	return c.validateMedia()
+	if err := c.validateMedia(); err != nil {
+		return err
+	}
+	return c.validateArchive()
 }
 
 // Usage describes the flags of `edgechat serve`.
@@ -434,7 +454,9 @@ func Usage() string {
 		"media-quota-count": strconv.Itoa(d.MediaQuotaCount), "media-quota-bytes": strconv.FormatInt(d.MediaQuotaBytes, 10),
 		"media-job-lease": d.MediaJobLease.String(), "s3-raw-bucket": d.S3RawBucket,
 		"s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
-		"roles": strings.Join(Roles, ",")}
+		"roles": strings.Join(Roles, ","), "s3-archive-bucket": d.S3ArchiveBucket, "archive-hot-age": d.ArchiveHotAge.String(),
+		"archive-seal-every": d.ArchiveSealEvery.String(), "archive-orphan-grace": d.ArchiveOrphanGrace.String(),
+		"archive-cache-bytes": strconv.FormatInt(d.ArchiveCacheBytes, 10)}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

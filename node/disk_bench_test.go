@@ -64,40 +64,16 @@ func BenchmarkDiskPerMessage(b *testing.B) {
 
 	cpu0, wrote0 := cpuTime(), bytesWritten()
 	b.ResetTimer()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for s := range senders {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(s), 1))
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				if i%(int64(b.N)/4+1) == 0 {
-					// A running node snapshots on a timer; four
-					// snapshots in the run leave the file store
-					// holding two of real size, as it does at
-					// steady state, not one.
-					if err := node.Snapshot(ctx, n.Node); err != nil {
-						b.Error(err)
-					}
-				}
-				from, to := names[rng.IntN(users)], names[rng.IntN(users)]
-				raw, _ := json.Marshal(map[string]string{"cid": fmt.Sprintf("d%d", i), "type": "text", "body": randomBody(rng, bodyLen)})
-				env, err := wire.ParseEnvelope(raw)
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				if _, _, _, err := n.Archive.SendDirect(ctx, from, to, env); err != nil {
-					b.Error(err)
-					return
-				}
+	storeRandomDirect(b, n, names, b.N, senders, bodyLen, 1, func(i int64) {
+		if i%(int64(b.N)/4+1) == 0 {
+			// A running node snapshots on a timer; four snapshots in the
+			// run leave the file store holding two of real size, as it
+			// does at steady state, not one.
+			if err := node.Snapshot(ctx, n.Node); err != nil {
+				b.Error(err)
 			}
-		})
-	}
-	wg.Wait()
+		}
+	})
 	b.StopTimer()
 	sendCPU := cpuTime() - cpu0
 
@@ -134,6 +110,42 @@ func BenchmarkDiskPerMessage(b *testing.B) {
 		// and compactions, snapshots) per message: write amplification.
 		b.ReportMetric(per(bytesWritten()-wrote0), "written-B/msg")
 	}
+}
+
+// storeRandomDirect stores count direct messages (cids d1..dN) with
+// random bodies of bodyLen bytes between names in random pairs, from
+// senders goroutines through the archive's real path; each, when set,
+// runs before message i.
+func storeRandomDirect(b *testing.B, n *nodetest.Node, names []string, count, senders, bodyLen int, seed uint64, each func(i int64)) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(s), seed))
+			for {
+				i := next.Add(1)
+				if i > int64(count) {
+					return
+				}
+				if each != nil {
+					each(i)
+				}
+				from, to := names[rng.IntN(len(names))], names[rng.IntN(len(names))]
+				raw, _ := json.Marshal(map[string]string{"cid": fmt.Sprintf("d%d", i), "type": "text", "body": randomBody(rng, bodyLen)})
+				env, err := wire.ParseEnvelope(raw)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if _, _, _, err := n.Archive.SendDirect(ctx, from, to, env); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // randomBody is n bytes of random lowercase words.

@@ -36,3 +36,7 @@ func Snapshot(ctx context.Context, n *Node) error {
 	}
 	return nil
 }
+
+// CompactStorage compacts Badger's tables into one level, as its
+// compactors do over time, so that deleted keys stop taking space.
+func CompactStorage(n *Node) error { return n.db.Flatten(2) }

@@ -28,7 +28,7 @@ func (n *Node) buildMedia(ctx context.Context) error {
 		st, err = store.NewS3(ctx, store.S3Config{Endpoint: c.S3Endpoint, Region: c.S3Region,
 			AccessKey: c.S3AccessKey, SecretKey: c.S3SecretKey, RawBucket: c.S3RawBucket,
 			ProcessedBucket: c.S3ProcessedBucket, ColdBucket: c.S3ColdBucket, ColdStorageClass: c.S3ColdStorageClass,
-			PublicEndpoint: c.MediaPublicEndpoint})
+			PublicEndpoint: c.MediaPublicEndpoint, ArchiveBucket: archiveBucket(c)})
 		shared = true
 	default:
 		st, err = store.NewLocal(filepath.Join(c.DataDir, "media"))
@@ -58,6 +58,14 @@ func (n *Node) buildMedia(ctx context.Context) error {
 	}
 	proc.cfg.Observe = func(step process.Step, took time.Duration, err error) { n.Media.ObserveStep(string(step), took, err) }
 	return nil
+}
+
+// archiveBucket is the S3 bucket of sealed segments, when they go to S3.
+func archiveBucket(c Config) string {
+	if c.archiveStoreKind() == MediaStoreS3 {
+		return c.S3ArchiveBucket
+	}
+	return ""
 }
 
 // readSecretFile reads a secret from a file ("" when no file is named),

@@ -230,9 +230,13 @@ func (n *Node) buildServices() (err error) {
 	if err != nil {
 		return err
 	}
+	segments, err := n.buildArchiveStore()
+	if err != nil {
+		return err
+	}
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
-		Registerer: reg})
+		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -369,6 +373,9 @@ func (n *Node) ClientConnected(clientID string) bool {
 // Registry is the node's Prometheus registry.
 func (n *Node) Registry() *prometheus.Registry { return n.registry }
 
+// IsLeader tells whether this node leads the cluster now.
+func (n *Node) IsLeader() bool { return n.raft.IsLeader() }
+
 // HTTPURL is the base URL of the HTTP API.
 func (n *Node) HTTPURL() string { return n.Gateway.URL() }
 
@@ -422,6 +429,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.PushSender.Run(gctx) })
 	g.Go(func() error { return n.Media.Run(gctx) })
+	g.Go(func() error { return n.Archive.RunSealer(gctx, n.sealConfig(), n.raft) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	g.Go(func() error { return newValueLogGC(n.db, n.log.With("component", "badger")).Run(gctx) })

@@ -32,6 +32,7 @@ Usage:
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
   edgechat push test USER [--data DIR]        send a test notification to each of USER's devices, print each answer
   edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
+  edgechat archive status [--data DIR]        hot and sealed archive tiers of a running node (GET /admin/archive)
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
   edgechat version
 `
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = clusterCmd(ctx, args[1:], stdout)
 	case "push":
 		err = pushCmd(ctx, args[1:], stdout)
+	case "archive":
+		err = archiveCmd(ctx, args[1:], stdout)
 	case "health":
 		err = healthCmd(ctx, args[1:], stdout)
 	case "version":

@@ -23,8 +23,10 @@ const (
 	CmdGroupMember byte = 0x25 // users: add, remove or change the role of a member
 	CmdGroupOwner  byte = 0x26 // users: transfer ownership
 
-	CmdMessage    byte = 0x30 // archive: a chat message
-	CmdReadCursor byte = 0x31 // archive: a read receipt moves a read cursor
+	CmdMessage       byte = 0x30 // archive: a chat message
+	CmdReadCursor    byte = 0x31 // archive: a read receipt moves a read cursor
+	CmdSegmentSealed byte = 0x32 // archive: a conversation's oldest messages moved into a sealed segment (issue 11)
+	CmdRetention     byte = 0x33 // archive: a conversation's messages below a cutoff expire, in both tiers (issue 11)
 
 	CmdRouteAdd       byte = 0x40 // broker: a node has its first local subscriber of a filter
 	CmdRouteDel       byte = 0x41 // broker: a node lost its last local subscriber of a filter

@@ -200,7 +200,9 @@ type applied struct {
 	ID      snowflake.ID
 	Payload []byte // the stored envelope JSON (the original one when Dup)
 	Dup     bool
-	after   func() // the outbox's, once committed
+	sealed  *sealedError // Dup of a sealed original: Payload is to be read from its segment
+	expired bool         // Dup of an original that expired (retention): no Payload
+	after   func()       // the outbox's, once committed
 
 	cache *summaryCache
 	pair  pairWrite // the direct summary written, for the cache (conv "" for none)
@@ -249,7 +251,9 @@ func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv
 	}
 	id, conv, ok, err = getLocator(tx, owner, ref)
 	if err == nil && !ok {
-		err = fmt.Errorf("archive: dedupe entry without its sync entry: %w", badger.ErrKeyNotFound)
+		// The sync entry expired (retention) with its message: still a
+		// duplicate, of a message that is gone (ID 0).
+		return 0, "", true, nil
 	}
 	return id, conv, ok, err
 }
@@ -320,7 +324,16 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	if dup {
 		// A retry (possibly in the same batch: the txn sees its own
 		// earlier writes). Hand back the original, write nothing.
+		if orig == 0 {
+			return &applied{Dup: true, expired: true}, nil
+		}
 		p, err := loadLocated(tx, orig, origConv)
+		var se *sealedError
+		if errors.As(err, &se) {
+			// The original is sealed: the proposing node reads it from
+			// its segment (the FSM does no object-store I/O).
+			return &applied{ID: orig, Dup: true, sealed: se}, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("archive: dedupe entry %d without message: %w", orig, err)
 		}

@@ -56,8 +56,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,18 +144,29 @@ var (
 // so may Groups (group messages and group history are then refused as
 // not found), Blocks (nobody is blocked) and Outbox (no push outbox).
 type Deps struct {
-	DB         *badger.DB
-	Proposer   Proposer
-	FSM        Registrar
-	Publisher  Publisher
-	IDs        IDSource
-	Users      Directory
-	Groups     Groups
-	Blocks     Blocks
-	Outbox     Outbox
-	Media      Media
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	DB        *badger.DB
+	Proposer  Proposer
+	FSM       Registrar
+	Publisher Publisher
+	IDs       IDSource
+	Users     Directory
+	Groups    Groups
+	Blocks    Blocks
+	Outbox    Outbox
+	Media     Media
+	// Segments is where sealed segments live (issue 11); nil: nothing is
+	// sealed and sealed messages (from a restored backup) cannot be read.
+	Segments SegmentStore
+	// SegmentCacheBytes bounds the decoded segment blocks a node keeps
+	// (default 32 MiB).
+	SegmentCacheBytes int64
+	// FetchSegment reads a segment object from another node, for a local
+	// store that lacks one (a node that installed a snapshot holds the
+	// index entries of segments sealed before, not their files); nil: a
+	// missing segment is an error.
+	FetchSegment func(ctx context.Context, key string) (io.ReadCloser, error)
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
 }
 
 // ErrMissingDep is returned by New when a required dependency is nil.
@@ -166,14 +179,16 @@ type Service struct {
 	pub    Publisher
 	ids    IDSource
 	users  Directory
-	groups Groups // nil: no groups
-	blocks Blocks // nil: no blocks
-	media  Media  // nil: media messages are stored as sent
+	groups Groups      // nil: no groups
+	blocks Blocks      // nil: no blocks
+	media  Media       // nil: media messages are stored as sent
+	tier   *tierReader // nil: no segment store
 	log    *slog.Logger
 
 	st *fsmState // what the FSM handlers keep in memory
 
 	messages *prometheus.CounterVec
+	metrics  tierMetrics
 	stored   atomic.Uint64 // messages stored by this process (what the "stored" counter counts)
 }
 
@@ -217,14 +232,26 @@ func New(deps Deps) (*Service, error) {
 	for _, r := range []string{resultStored, resultDuplicate, resultRefused} {
 		s.messages.WithLabelValues(r)
 	}
+	s.metrics = newTierMetrics()
+	if deps.Segments != nil {
+		cb := deps.SegmentCacheBytes
+		if cb == 0 {
+			cb = defaultSegmentCacheBytes
+		}
+		s.tier = newTierReader(deps.Segments, cb)
+		s.tier.fetch, s.tier.log = deps.FetchSegment, s.log
+	}
 	if deps.Registerer != nil {
 		if err := deps.Registerer.Register(s.messages); err != nil {
 			return nil, fmt.Errorf("archive: register metrics: %w", err)
 		}
+		if err := s.metrics.register(deps.Registerer, s.tier); err != nil {
+			return nil, err
+		}
 	}
 	// The handlers are not registered yet, so no archive key is being
 	// written: the dedupe filter's first build can start here.
-	st := &fsmState{outbox: deps.Outbox, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{},
+	st := &fsmState{outbox: deps.Outbox, segments: deps.Segments, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{},
 		cids: newCIDFilter(deps.DB, minCIDFilterKeys)}
 	sc := st.sums
 	if r, ok := deps.FSM.(interface{ OnRestore(fn func()) }); ok {
@@ -236,6 +263,12 @@ func New(deps Deps) (*Service, error) {
 	})
 	deps.FSM.Register(wire.CmdReadCursor, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applyReadCursor(tx, at, payload, sc)
+	})
+	deps.FSM.Register(wire.CmdSegmentSealed, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applySeal(tx, payload, st)
+	})
+	deps.FSM.Register(wire.CmdRetention, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyRetention(tx, payload, st)
 	})
 	return s, nil
 }
@@ -403,6 +436,26 @@ func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.E
 	}
 	if !res.Dup {
 		return env, payload, false, nil
+	}
+	if res.sealed != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		p, err := s.sealedMessage(ctx, res.sealed.Conv, res.sealed.ID)
+		cancel()
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			res = &applied{ID: res.ID, Dup: true, expired: true}
+		case err != nil:
+			return wire.Envelope{}, nil, false, fmt.Errorf("archive: stored message %d: %w", res.ID, err)
+		default:
+			res = &applied{ID: res.ID, Payload: p, Dup: true}
+		}
+	}
+	if res.expired {
+		// The original expired (retention): acknowledged as a duplicate,
+		// not stored again; answered with its ID when it is known.
+		env.ID = res.ID
+		p, err := json.Marshal(env)
+		return env, p, true, err
 	}
 	var orig wire.Envelope
 	if err := json.Unmarshal(res.Payload, &orig); err != nil {

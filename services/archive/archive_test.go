@@ -52,7 +52,7 @@ func TestSendStampsAndStores(t *testing.T) {
 	if !bytes.Equal(payload, stored.Marshal()) {
 		t.Fatalf("payload %s is not the stored envelope", payload)
 	}
-	hist, more, err := e.svc.historyPage(directConv("bob", "alice"), nil, 10)
+	hist, more, err := e.svc.historyPage(context.Background(), directConv("bob", "alice"), nil, 10)
 	if err != nil || more || len(hist) != 1 || !bytes.Equal(hist[0], payload) {
 		t.Fatalf("history = %q more %v err %v", hist, more, err)
 	}
@@ -77,7 +77,7 @@ func TestSendDedupe(t *testing.T) {
 	if err != nil || dup || other.ID == first.ID {
 		t.Fatalf("other sender: %+v dup %v err %v", other, dup, err)
 	}
-	hist, _, _ := e.svc.historyPage(directConv("alice", "bob"), nil, 10)
+	hist, _, _ := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 10)
 	if len(hist) != 2 {
 		t.Fatalf("history has %d messages, want 2", len(hist))
 	}
@@ -133,7 +133,7 @@ func TestStartCommitsInStartOrder(t *testing.T) {
 			t.Fatalf("pair %d: id %s not below %s", i, got[j[0]].ID, got[j[1]].ID)
 		}
 	}
-	msgs, _, _, err := e.svc.syncPage("alice", 0, 10)
+	msgs, _, _, err := e.svc.syncPage(context.Background(), "alice", 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,11 +189,11 @@ func TestDedupeInOneBatch(t *testing.T) {
 	if dups != 2 {
 		t.Fatalf("%d duplicates, want 2", dups)
 	}
-	hist, _, _ := e.svc.historyPage(directConv("alice", "bob"), nil, 10)
+	hist, _, _ := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 10)
 	if len(hist) != 1 {
 		t.Fatalf("history has %d messages, want 1", len(hist))
 	}
-	msgs, _, _, _ := e.svc.syncPage("bob", 0, 10)
+	msgs, _, _, _ := e.svc.syncPage(context.Background(), "bob", 0, 10)
 	if len(msgs) != 1 {
 		t.Fatalf("sync has %d messages, want 1", len(msgs))
 	}
@@ -213,7 +213,7 @@ func TestBatchOfDistinctMessages(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	msgs, next, more, err := e.svc.syncPage("bob", 0, 10)
+	msgs, next, more, err := e.svc.syncPage(context.Background(), "bob", 0, 10)
 	if err != nil || more || len(msgs) != 4 {
 		t.Fatalf("sync: %d messages, more %v, err %v", len(msgs), more, err)
 	}
@@ -351,7 +351,7 @@ func TestIDClashInAnotherConversation(t *testing.T) {
 	first := e.send(t, "alice", "bob", "x1")
 	second := e.send(t, "carol", "bob", "x2")
 	for _, c := range [][3]string{{"alice", "bob", "x1"}, {"carol", "bob", "x2"}} {
-		h, _, err := e.svc.historyPage(directConv(c[0], c[1]), nil, 10)
+		h, _, err := e.svc.historyPage(context.Background(), directConv(c[0], c[1]), nil, 10)
 		if err != nil || len(h) != 1 || !bytes.Contains(h[0], []byte(`"`+c[2]+`"`)) {
 			t.Fatalf("history of %s and %s: %q, %v", c[0], c[1], h, err)
 		}
@@ -410,13 +410,13 @@ func TestSnapshotRestoreKeepsHistory(t *testing.T) {
 	if !maps.Equal(dump(t, e.db), dump(t, e2.db)) {
 		t.Fatal("restored state differs")
 	}
-	h1, _, _ := e.svc.historyPage(directConv("alice", "bob"), nil, 100)
-	h2, _, _ := e2.svc.historyPage(directConv("alice", "bob"), nil, 100)
+	h1, _, _ := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100)
+	h2, _, _ := e2.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100)
 	if len(h2) != 30 || !slices.EqualFunc(h1, h2, bytes.Equal) {
 		t.Fatalf("restored history has %d messages, want the same 30", len(h2))
 	}
-	c1, _, _ := e.svc.conversations("bob", 10)
-	c2, _, _ := e2.svc.conversations("bob", 10)
+	c1, _, _ := e.svc.conversations(context.Background(), "bob", 10)
+	c2, _, _ := e2.svc.conversations(context.Background(), "bob", 10)
 	if len(c2) != 2 || c2[0].Peer != "carol" || c2[1].Unread != c1[1].Unread {
 		t.Fatalf("restored conversations %+v, want %+v", c2, c1)
 	}
@@ -446,7 +446,7 @@ func TestConversationsAndUnread(t *testing.T) {
 
 	unreadOf := func(uid string) (peers []string, unread map[string]int) {
 		t.Helper()
-		convs, _, err := e.svc.conversations(uid, 100)
+		convs, _, err := e.svc.conversations(context.Background(), uid, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,7 +461,7 @@ func TestConversationsAndUnread(t *testing.T) {
 	if !slices.Equal(peers, []string{"alice", "carol"}) || unread["alice"] != 3 || unread["carol"] != 2 {
 		t.Fatalf("bob: %v %v", peers, unread)
 	}
-	convs, _, _ := e.svc.conversations("bob", 100)
+	convs, _, _ := e.svc.conversations(context.Background(), "bob", 100)
 	if !bytes.Equal(convs[0].Last, b1.Marshal()) {
 		t.Fatalf("last message = %s, want %s", convs[0].Last, b1.Marshal())
 	}
@@ -518,7 +518,7 @@ func TestUnreadCapped(t *testing.T) {
 			t.Fatal(r.Err)
 		}
 	}
-	convs, _, err := e.svc.conversations("bob", 10)
+	convs, _, err := e.svc.conversations(context.Background(), "bob", 10)
 	if err != nil || len(convs) != 1 || convs[0].Unread != unreadCap {
 		t.Fatalf("conversations = %+v, %v; want unread capped at %d", convs, err, unreadCap)
 	}

@@ -29,7 +29,7 @@ func BenchmarkSyncPage(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		msgs, _, _, err := e.svc.syncPage("bob", 0, syncDefault)
+		msgs, _, _, err := e.svc.syncPage(context.Background(), "bob", 0, syncDefault)
 		if err != nil || len(msgs) != syncDefault {
 			b.Fatal(len(msgs), err)
 		}
@@ -67,7 +67,7 @@ func BenchmarkSyncPageGroups(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		msgs, _, _, err := e.svc.syncPage("bob", 0, syncDefault)
+		msgs, _, _, err := e.svc.syncPage(context.Background(), "bob", 0, syncDefault)
 		if err != nil || len(msgs) != syncDefault {
 			b.Fatal(len(msgs), err)
 		}

@@ -31,7 +31,8 @@ import (
 //  3. The sync entries, walking the user's own s/: a direct message's
 //     entries of both sides share their commit position, so each of the
 //     user's entries names the peer's (s/{peer}/{seq}, deleted when it
-//     names the same message). The peer's sync stops listing them.
+//     names the same message), with the message's m/ key. The peer's
+//     sync stops listing them.
 //  4. Per peer, the history c/{convKey}/: each message with its m/ key (a
 //     pointer, or the body in the older layout) and, for the peer's
 //     messages, the peer's dedup/{peer}/{cid} (the cid is in the body).
@@ -48,10 +49,9 @@ import (
 //
 // A step's reads are bounded by its writes (and, in 2., by the peer's
 // dedupe keys, only while a sealed conversation is being erased), not by
-// the peers' whole histories. Not reached: an m/ pointer of a message
-// whose c/ key the sealer already deleted (it names the conversation,
-// not its content), and a sealed message's body inside its segment
-// object until the sealer collects the object.
+// the peers' whole histories. A sealed message's m/ key (a pointer the
+// sealer left) goes with its sync entries in 3.; its body stays inside
+// its segment object until the sealer collects the object as an orphan.
 
 // EraseAccount is the archive's part of erasing uid (an auth.Eraser):
 // one bounded step, deterministic, only under r/arch/.
@@ -78,7 +78,7 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 		if p == uid {
 			continue
 		}
-		if done, err = deleteIfPresent(tx, summaryKey(p, uid), b); err != nil || !done {
+		if done, err = eraseKey(tx, summaryKey(p, uid), b); err != nil || !done {
 			return false, after, err
 		}
 	}
@@ -182,6 +182,18 @@ func eraseSyncPairs(tx *badger.Txn, uid string, b *fsm.Budget) (bool, error) {
 				return false, err
 			}
 		}
+		// The m/ key of the message (a pointer, or the older layout's
+		// body), which a sealed message keeps without its c/ key.
+		if ok && conv != "" {
+			if mc, err := storedConv(tx, id); err != nil {
+				return false, err
+			} else if mc == conv {
+				b.Left--
+				if err := tx.Delete(msgKey(id)); err != nil {
+					return false, err
+				}
+			}
+		}
 		if peer := peerIn(conv, uid); peer != "" && peer != uid {
 			pk := withID(syncPrefix(peer), tail8(e.key))
 			if same, err := sameMessage(tx, pk, peer, id); err != nil {
@@ -253,17 +265,17 @@ func eraseConversation(tx *badger.Txn, uid, peer string, b *fsm.Budget) (bool, e
 	}
 	for _, k := range [][]byte{cursorKey(peer, conv), cursorKey(uid, conv), pairKey(conv), stateKey(peer, uid),
 		stateKey(uid, peer), summaryKey(peer, uid)} {
-		if done, err := deleteIfPresent(tx, k, b); err != nil || !done {
+		if done, err := eraseKey(tx, k, b); err != nil || !done {
 			return false, err
 		}
 	}
 	// Last: the entry that lists the peer.
-	return deleteIfPresent(tx, summaryKey(uid, peer), b)
+	return eraseKey(tx, summaryKey(uid, peer), b)
 }
 
-// deleteIfPresent deletes key if it exists; false when the budget is
+// eraseKey deletes key if it exists; false when the budget is
 // spent before.
-func deleteIfPresent(tx *badger.Txn, key []byte, b *fsm.Budget) (bool, error) {
+func eraseKey(tx *badger.Txn, key []byte, b *fsm.Budget) (bool, error) {
 	_, err := tx.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return true, nil
@@ -320,13 +332,13 @@ func eraseHistory(tx *badger.Txn, conv, uid, peer string, b *fsm.Budget) (bool, 
 			}
 			var env struct{ From, CID string }
 			if len(body) > 0 && body[0] == '{' && json.Unmarshal(body, &env) == nil && env.From == peer && env.CID != "" {
-				if _, err := deleteIfPresent(tx, dedupKey(peer, env.CID), fsm.NewBudget(1)); err != nil {
+				if _, err := eraseKey(tx, dedupKey(peer, env.CID), fsm.NewBudget(1)); err != nil {
 					return false, err
 				}
 				b.Left--
 			}
 		}
-		if _, err := deleteIfPresent(tx, mk, fsm.NewBudget(1)); err != nil {
+		if _, err := eraseKey(tx, mk, fsm.NewBudget(1)); err != nil {
 			return false, err
 		}
 		b.Left -= 2

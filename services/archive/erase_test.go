@@ -10,8 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/dgraph-io/badger/v4"
+	"time"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
@@ -59,7 +58,7 @@ func viewOf(t *testing.T, e *env, uid string, convs ...string) view {
 	t.Helper()
 	v := view{Histories: map[string][]string{}}
 	for _, conv := range convs {
-		msgs, _, err := e.svc.historyPage(conv, nil, 200)
+		msgs, _, err := e.svc.historyPage(context.Background(), conv, nil, 200)
 		if err != nil {
 			t.Fatalf("history %s: %v", conv, err)
 		}
@@ -67,14 +66,14 @@ func viewOf(t *testing.T, e *env, uid string, convs ...string) view {
 			v.Histories[conv] = append(v.Histories[conv], string(m))
 		}
 	}
-	msgs, _, _, err := e.svc.syncPage(uid, 0, 1000)
+	msgs, _, _, err := e.svc.syncPage(context.Background(), uid, 0, 1000)
 	if err != nil {
 		t.Fatalf("sync of %s: %v", uid, err)
 	}
 	for _, m := range msgs {
 		v.Sync = append(v.Sync, string(m))
 	}
-	cs, _, err := e.svc.conversations(uid, 100)
+	cs, _, err := e.svc.conversations(context.Background(), uid, 100)
 	if err != nil {
 		t.Fatalf("conversations of %s: %v", uid, err)
 	}
@@ -134,7 +133,7 @@ func keysNaming(t *testing.T, e *env, uid string) []string {
 
 func unreadWith(t *testing.T, e *env, uid, peer string) int {
 	t.Helper()
-	cs, _, err := e.svc.conversations(uid, 100)
+	cs, _, err := e.svc.conversations(context.Background(), uid, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +166,7 @@ func eraseScenario(t *testing.T, e *env) {
 	if _, _, dup, err := e.svc.SendDirect(ctx, "alice", "bob", text("ab3", "retried")); err != nil || !dup {
 		t.Fatalf("retry: dup %v, %v", dup, err)
 	}
-	hist, _, err := e.svc.historyPage(directConv("alice", "bob"), nil, 100)
+	hist, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,12 +181,6 @@ func eraseScenario(t *testing.T, e *env) {
 		if err := e.svc.MarkGroupRead(ctx, reader, "g1", mid.ID); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// What the sealer would have committed for a range of the conversation.
-	if err := e.db.Update(func(tx *badger.Txn) error {
-		return tx.Set(append(segmentIndexPrefix(directConv("alice", "bob")), be64(uint64(mid.ID))...), []byte("d/alice/bob/1-2.seg"))
-	}); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -315,7 +308,7 @@ func TestEraseAccountOldFormatStore(t *testing.T) {
 	if string(gb) != string(wb) {
 		t.Fatalf("alice reads after the erasure:\n got %s\nwant %s", gb, wb)
 	}
-	if _, _, _, err := e.svc.syncPage("carol", 0, 1000); err != nil {
+	if _, _, _, err := e.svc.syncPage(context.Background(), "carol", 0, 1000); err != nil {
 		t.Fatalf("carol's sync: %v", err)
 	}
 }
@@ -342,32 +335,41 @@ func dedupLeft(t *testing.T, e *env, sender string, cids ...string) []string {
 	return left
 }
 
-// A conversation part of which the sealer moved to a segment (its c/ keys
-// deleted, its index entry written) is erased too: the peer's retry
-// records of the sealed messages are found through their sync entries.
+// A conversation the sealer moved in part to segments is erased in both
+// tiers: its segment index goes (the sealer then collects the objects
+// as orphans), and so do the peer's retry records of the sealed
+// messages (found through their sync entries) and their m/ pointers.
 func TestEraseAccountSealedConversation(t *testing.T) {
-	e := newEnv(t, withGroups())
+	segs, dir := localSegments(t, true)
+	// With an outbox every message has an m/ pointer, which sealing keeps.
+	e := newEnv(t, withGroups(), withSegments(segs), withOutbox(&recordingOutbox{}))
 	eraseScenario(t, e)
-	conv := directConv("alice", "bob")
-	hist, _, err := e.svc.historyPage(conv, nil, 200)
-	if err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	pointers := 0
+	for _, v := range fsmtest.Dump(t, e.db, string(msgPrefix())) {
+		if strings.Contains(v, "bob") {
+			pointers++
+		}
 	}
-	// Seal the older half as the sealer does: delete its c/ keys.
-	if err := e.db.Update(func(tx *badger.Txn) error {
-		for _, m := range hist[len(hist)/2:] {
-			var env struct{ ID snowflake.ID }
-			if err := json.Unmarshal(m, &env); err != nil {
-				return err
-			}
-			if err := tx.Delete(convKey(conv, env.ID)); err != nil {
-				return err
+	if pointers == 0 {
+		t.Fatal("setup: no m/ pointer names bob")
+	}
+	cfg := SealConfig{MaxMessages: 4, OrphanGrace: time.Hour}
+	if st, err := e.svc.SealOnce(ctx, cfg, time.Now()); err != nil || st.Segments < 3 {
+		t.Fatalf("seal: %+v %v", st, err)
+	}
+	bobSegs := func() (n int) {
+		for _, f := range segmentFiles(t, dir) {
+			if strings.Contains(f, "bob") {
+				n++
 			}
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+		return n
 	}
+	if bobSegs() == 0 || len(fsmtest.Dump(t, e.db, string(segIndexPrefix(directConv("alice", "bob"))))) == 0 {
+		t.Fatal("nothing of bob's conversations was sealed")
+	}
+	others := segmentFiles(t, dir)
 	var toBob, toCarol []string
 	for i := range 12 {
 		toBob = append(toBob, fmt.Sprint("ab", i))
@@ -378,9 +380,17 @@ func TestEraseAccountSealedConversation(t *testing.T) {
 	if left := dedupLeft(t, e, "alice", toBob...); len(left) != len(toBob) {
 		t.Fatalf("setup: %v", left)
 	}
+	convs := []string{directConv("alice", "carol"), groupConv("g1"), directConv("alice", "bob")}
+	wantAlice := viewOf(t, e, "alice", convs...).without(t, "bob", unreadWith(t, e, "alice", "bob"))
+
 	eraseInSteps(t, e, "bob", 5)
 	if left := keysNaming(t, e, "bob"); len(left) > 0 {
 		t.Fatalf("keys naming bob left: %q", left)
+	}
+	for k, v := range fsmtest.Dump(t, e.db, string(msgPrefix())) {
+		if strings.Contains(v, "bob") && !strings.Contains(v, "g:g1") {
+			t.Fatalf("an m/ value naming bob is left: %q %q", k, v)
+		}
 	}
 	if left := dedupLeft(t, e, "alice", toBob...); len(left) > 0 {
 		t.Fatalf("alice's retry records of messages to bob left: %v", left)
@@ -388,7 +398,23 @@ func TestEraseAccountSealedConversation(t *testing.T) {
 	if left := dedupLeft(t, e, "alice", toCarol...); len(left) != len(toCarol) {
 		t.Fatalf("alice's retry records of messages to carol: %v of %v", left, toCarol)
 	}
-	if _, _, _, err := e.svc.syncPage("alice", 0, 1000); err != nil {
-		t.Fatalf("alice's sync: %v", err)
+	got := viewOf(t, e, "alice", convs...)
+	gb, _ := json.MarshalIndent(got, "", " ")
+	wb, _ := json.MarshalIndent(wantAlice, "", " ")
+	if string(gb) != string(wb) {
+		t.Fatalf("alice reads after the erasure:\n got %s\nwant %s", gb, wb)
+	}
+	// The sealer collects the erased conversations' objects, and only those.
+	st, err := e.svc.SealOnce(ctx, cfg, time.Now().Add(2*time.Hour))
+	if err != nil || st.Orphans == 0 {
+		t.Fatalf("collection: %+v %v", st, err)
+	}
+	if n := bobSegs(); n != 0 {
+		t.Fatalf("%d segment objects of bob's conversations left", n)
+	}
+	for _, f := range others {
+		if !strings.Contains(f, "bob") && !slices.Contains(segmentFiles(t, dir), f) {
+			t.Fatalf("%s was collected too", f)
+		}
 	}
 }

@@ -69,7 +69,7 @@ func TestSendGroupStoresOnceAndDedupes(t *testing.T) {
 	if !maps.Equal(before, dump(t, e.db)) {
 		t.Fatal("a duplicate changed the state")
 	}
-	hist, more, err := e.svc.historyPage(groupConv("team"), nil, 10)
+	hist, more, err := e.svc.historyPage(context.Background(), groupConv("team"), nil, 10)
 	if err != nil || more || len(hist) != 1 || !bytes.Equal(hist[0], payload) {
 		t.Fatalf("history = %q more %v err %v", hist, more, err)
 	}
@@ -110,7 +110,7 @@ func TestSendGroupRefusals(t *testing.T) {
 	if err := plain.svc.MarkGroupRead(ctx, "alice", "team", 5); !errors.Is(err, wire.ErrNotFound) {
 		t.Fatalf("no groups: MarkGroupRead = %v, want ErrNotFound", err)
 	}
-	if msgs, _, _, err := plain.svc.syncPage("alice", 0, 10); err != nil || len(msgs) != 0 {
+	if msgs, _, _, err := plain.svc.syncPage(context.Background(), "alice", 0, 10); err != nil || len(msgs) != 0 {
 		t.Fatalf("no groups: sync = %d, %v", len(msgs), err)
 	}
 }
@@ -155,12 +155,12 @@ func TestGroupMessageCostIndependentOfSize(t *testing.T) {
 		t.Fatalf("the second message added %d keys, want 4 (the summary, the record and top are rewritten)", n)
 	}
 	for _, uid := range []string{"user0", "user5000", "user9999"} {
-		msgs, _, _, err := svc.syncPage(uid, 0, 10)
+		msgs, _, _, err := svc.syncPage(context.Background(), uid, 0, 10)
 		if err != nil || len(msgs) != 2 || !bytes.Contains(msgs[0], []byte(first.ID.String())) {
 			t.Fatalf("%s synced %d messages, %v", uid, len(msgs), err)
 		}
 	}
-	if msgs, _, _, _ := svc.syncPage("user10000", 0, 10); len(msgs) != 0 {
+	if msgs, _, _, _ := svc.syncPage(context.Background(), "user10000", 0, 10); len(msgs) != 0 {
 		t.Fatalf("a non-member synced %d group messages", len(msgs))
 	}
 }
@@ -199,14 +199,14 @@ func TestSyncMergesOneBatch(t *testing.T) {
 	if len(e.prop.Logs()) != 1 {
 		t.Fatalf("%d entries, want one batch", len(e.prop.Logs()))
 	}
-	msgs, next, more, err := e.svc.syncPage("alice", 0, 100)
+	msgs, next, more, err := e.svc.syncPage(context.Background(), "alice", 0, 100)
 	if err != nil || more || len(msgs) != 6 || next != 1<<16|5 {
 		t.Fatalf("sync: %d messages, cursor %x, more %v, %v", len(msgs), next, more, err)
 	}
 	// Paging one at a time gives the same stream.
 	var paged [][]byte
 	for c := uint64(0); ; {
-		page, n, more, err := e.svc.syncPage("alice", c, 1)
+		page, n, more, err := e.svc.syncPage(context.Background(), "alice", c, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestMarkGroupRead(t *testing.T) {
 	a2 := e.sendGroup(t, "alice", "team", "a2")
 	unreadOf := func() int {
 		t.Helper()
-		convs, _, err := e.svc.conversations("bob", 10)
+		convs, _, err := e.svc.conversations(context.Background(), "bob", 10)
 		if err != nil || len(convs) != 1 || convs[0].Group != "team" {
 			t.Fatalf("conversations = %+v, %v", convs, err)
 		}
@@ -367,13 +367,13 @@ func TestGroupReplayAndSnapshot(t *testing.T) {
 	e2 := newEnv(t, withGroups())
 	e2.groups.add("team", "alice", "bob")
 	fsmtest.Restore(t, e2.f, snap)
-	c1, _, _ := e.svc.conversations("bob", 10)
-	c2, _, _ := e2.svc.conversations("bob", 10)
+	c1, _, _ := e.svc.conversations(context.Background(), "bob", 10)
+	c2, _, _ := e2.svc.conversations(context.Background(), "bob", 10)
 	if len(c2) != 1 || c2[0].Group != "team" || c2[0].Unread != c1[0].Unread || !bytes.Equal(c1[0].Last, c2[0].Last) {
 		t.Fatalf("restored conversations %+v, want %+v", c2, c1)
 	}
-	m1, _, _, _ := e.svc.syncPage("alice", 0, 100)
-	m2, _, _, _ := e2.svc.syncPage("alice", 0, 100)
+	m1, _, _, _ := e.svc.syncPage(context.Background(), "alice", 0, 100)
+	m2, _, _, _ := e2.svc.syncPage(context.Background(), "alice", 0, 100)
 	if len(m2) != 5 || !slices.EqualFunc(m1, m2, bytes.Equal) {
 		t.Fatalf("restored sync has %d messages", len(m2))
 	}
@@ -400,11 +400,11 @@ func TestGroupUnreadCapped(t *testing.T) {
 			t.Fatal(r.Err)
 		}
 	}
-	convs, _, err := e.svc.conversations("bob", 10)
+	convs, _, err := e.svc.conversations(context.Background(), "bob", 10)
 	if err != nil || len(convs) != 1 || convs[0].Unread != unreadCap {
 		t.Fatalf("bob: %+v %v", convs, err)
 	}
-	convs, _, _ = e.svc.conversations("alice", 10)
+	convs, _, _ = e.svc.conversations(context.Background(), "alice", 10)
 	if want := (unreadCap + 50 + 49) / 50; convs[0].Unread != want {
 		t.Fatalf("alice's unread = %d, want %d (bob's messages only)", convs[0].Unread, want)
 	}

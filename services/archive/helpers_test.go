@@ -150,6 +150,8 @@ type env struct {
 	blocks *fakeBlocks
 	gdep   Groups // overrides groups as the Groups dependency
 	outbox Outbox
+	segs   SegmentStore
+	fetch  func(ctx context.Context, key string) (io.ReadCloser, error)
 	// betweenSteps, if set, runs between the steps of an erasure (erase_test.go).
 	betweenSteps func(step int)
 }
@@ -172,6 +174,9 @@ func withGroups() envOpt {
 
 // withGroupsDep gives the service g as its Groups dependency.
 func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
+
+// withSegments gives the service a segment store.
+func withSegments(st SegmentStore) envOpt { return func(e *env) { e.segs = st } }
 
 // withOutbox gives the service an Outbox.
 func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
@@ -204,6 +209,8 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		deps.Groups = e.gdep
 	}
 	deps.Outbox = e.outbox
+	deps.Segments = e.segs
+	deps.FetchSegment = e.fetch
 	svc, err := New(deps)
 	if err != nil {
 		t.Fatalf("New: %v", err)

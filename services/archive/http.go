@@ -3,8 +3,10 @@ package archive
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -37,7 +39,49 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/chat/conversations", Handler: s.handleConversations, Class: "read"},
 		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
 		{Method: http.MethodPost, Pattern: "/chat/read", Handler: s.handleRead, Class: "write", MaxBody: MaxReadBody},
+		{Method: http.MethodGet, Pattern: "/admin/archive", Handler: s.handleArchiveStatus, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodGet, Pattern: "/admin/archive/segments/{key...}", Handler: s.handleSegment, Admin: true, Class: httpapi.ClassAdmin},
 	}
+}
+
+// handleSegment serves a segment object this node holds, if the index
+// references it: other nodes copy what their local store lacks, backups
+// copy what the state references.
+func (s *Service) handleSegment(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	ref, ok, err := s.segmentByKey(key)
+	switch {
+	case err != nil:
+		httpapi.WriteError(w, err)
+		return
+	case !ok || s.tier == nil:
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such segment"))
+		return
+	}
+	rc, err := s.tier.store.Get(r.Context(), ref.Key, 0, -1)
+	if errors.Is(err, ErrSegmentMissing) {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "this node does not hold the segment"))
+		return
+	}
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", segmentContentType)
+	w.Header().Set("Content-Length", strconv.FormatInt(ref.Size, 10))
+	w.Header().Set("X-Segment-Sha256", hex.EncodeToString(ref.SHA256[:]))
+	_, _ = io.Copy(w, io.LimitReader(rc, ref.Size))
+}
+
+// handleArchiveStatus answers GET /admin/archive: this node's tiers.
+func (s *Service) handleArchiveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Status()
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, st)
 }
 
 func principal(r *http.Request) (string, error) {
@@ -164,7 +208,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		// user can only ever read conversations they take part in.
 		conv = directConv(me, with)
 	}
-	msgs, hasMore, err := s.historyPage(conv, before, limit)
+	msgs, hasMore, err := s.historyPage(r.Context(), conv, before, limit)
 	if err != nil {
 		s.log.Error("history", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -205,7 +249,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	msgs, next, hasMore, err := s.syncPage(me, since, limit)
+	msgs, next, hasMore, err := s.syncPage(r.Context(), me, since, limit)
 	if err != nil {
 		s.log.Error("sync", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -240,7 +284,7 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	convs, hasMore, err := s.conversations(me, limit)
+	convs, hasMore, err := s.conversations(r.Context(), me, limit)
 	if err != nil {
 		s.log.Error("conversations", "user", me, "err", err)
 		httpapi.WriteError(w, err)

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -292,7 +293,7 @@ func TestHTTPSendPublishes(t *testing.T) {
 			t.Fatalf("user props %v", p.UserProps)
 		}
 	}
-	stored, _, _ := e.svc.historyPage(directConv("alice", "bob"), nil, 10)
+	stored, _, _ := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 10)
 	if len(stored) != 1 || !bytes.Equal(stored[0], r.Body) {
 		t.Fatalf("stored %q", stored)
 	}

@@ -168,6 +168,8 @@ type fsmState struct {
 	ids    *idTops
 	cids   *cidFilter
 	top    topKeeper
+
+	segments SegmentStore // where sealed segments go (nil: none); see tier.go
 }
 
 func (s *fsmState) purge() {

@@ -42,7 +42,7 @@ func TestIDFreeCheckSkippedForIncreasingIDs(t *testing.T) {
 	if n := e.svc.st.ids.lookupCount(); n != 5 {
 		t.Fatalf("%d ID lookups for IDs below the top, want 5", n)
 	}
-	if h, _, _ := e.svc.historyPage(directConv("alice", "bob"), nil, 100); len(h) != 55 {
+	if h, _, _ := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100); len(h) != 55 {
 		t.Fatalf("history has %d messages, want 55", len(h))
 	}
 }

@@ -75,7 +75,7 @@ func TestSendStampsMentions(t *testing.T) {
 		})
 	}
 	// The stored bytes are what history serves.
-	hist, _, err := e.svc.historyPage(directConv("alice", "bob"), nil, 10)
+	hist, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 10)
 	if err != nil || !slices.ContainsFunc(hist, func(b []byte) bool { return bytes.Contains(b, []byte(`"body":"@bob hi","mentions":["bob"]`)) }) {
 		t.Fatalf("history %q, %v", hist, err)
 	}

@@ -48,7 +48,7 @@ func oldFormatScenario(t *testing.T, e *env) {
 	for i := range 5 {
 		e.sendGroup(t, []string{"alice", "bob", "carol"}[i%3], "g1", fmt.Sprint("g", i))
 	}
-	hist, _, err := e.svc.historyPage(directConv("alice", "bob"), nil, 100)
+	hist, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func collectAnswers(t *testing.T, e *env) oldFormatAnswers {
 		directConv("bob", "carol"), groupConv("g1")} {
 		var before *snowflake.ID
 		for {
-			msgs, more, err := e.svc.historyPage(conv, before, 3)
+			msgs, more, err := e.svc.historyPage(context.Background(), conv, before, 3)
 			if err != nil {
 				t.Fatalf("history %s: %v", conv, err)
 			}
@@ -104,7 +104,7 @@ func collectAnswers(t *testing.T, e *env) oldFormatAnswers {
 	for _, uid := range []string{"alice", "bob", "carol", "dave"} {
 		var since uint64
 		for {
-			msgs, next, more, err := e.svc.syncPage(uid, since, 4)
+			msgs, next, more, err := e.svc.syncPage(context.Background(), uid, since, 4)
 			if err != nil {
 				t.Fatalf("sync %s: %v", uid, err)
 			}
@@ -117,7 +117,7 @@ func collectAnswers(t *testing.T, e *env) oldFormatAnswers {
 				break
 			}
 		}
-		convs, _, err := e.svc.conversations(uid, 100)
+		convs, _, err := e.svc.conversations(context.Background(), uid, 100)
 		if err != nil {
 			t.Fatalf("conversations %s: %v", uid, err)
 		}
@@ -217,14 +217,14 @@ func TestOldFormatStoreReads(t *testing.T) {
 	// New messages on top: history, sync and unread counts continue.
 	n1 := e.send(t, "alice", "bob", "new0")
 	n2 := e.sendGroup(t, "alice", "g1", "new1")
-	hist, _, err := e.svc.historyPage(directConv("alice", "bob"), nil, 100)
+	hist, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100)
 	if err != nil || len(hist) != len(want.History[directConv("alice", "bob")])+1 {
 		t.Fatalf("history after a new message: %d messages, %v", len(hist), err)
 	}
 	if !bytes.Contains(hist[0], []byte(`"new0"`)) || string(hist[1]) != want.History[directConv("alice", "bob")][0] {
 		t.Fatalf("history after a new message starts %s, %s", hist[0], hist[1])
 	}
-	ghist, _, err := e.svc.historyPage(groupConv("g1"), nil, 100)
+	ghist, _, err := e.svc.historyPage(context.Background(), groupConv("g1"), nil, 100)
 	if err != nil || len(ghist) != len(want.History[groupConv("g1")])+1 || !bytes.Contains(ghist[0], []byte(`"new1"`)) {
 		t.Fatalf("group history after a new message: %d, %v", len(ghist), err)
 	}
@@ -233,7 +233,7 @@ func TestOldFormatStoreReads(t *testing.T) {
 	if _, err := fmt.Sscanf(bobSync[len(bobSync)-1], "next %d", &last); err != nil {
 		t.Fatal(err)
 	}
-	msgs, _, _, err := e.svc.syncPage("bob", last, 10)
+	msgs, _, _, err := e.svc.syncPage(context.Background(), "bob", last, 10)
 	if err != nil || len(msgs) != 2 || !bytes.Contains(msgs[0], []byte(`"new0"`)) || !bytes.Contains(msgs[1], []byte(`"new1"`)) {
 		t.Fatalf("bob's sync after the old store: %q, %v", msgs, err)
 	}
@@ -365,11 +365,11 @@ func TestCompactBodyRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _, err := e.svc.historyPage(directConv("alice", "bob"), nil, 10)
+	h, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 10)
 	if err != nil || len(h) != 1 || !bytes.Equal(h[0], payload) {
 		t.Fatalf("history %q, want %s (%v)", h, payload, err)
 	}
-	s, _, _, err := e.svc.syncPage("alice", 0, 10)
+	s, _, _, err := e.svc.syncPage(context.Background(), "alice", 0, 10)
 	if err != nil || len(s) != 2 || !bytes.Equal(s[0], payload) || !bytes.Equal(s[1], gpayload) {
 		t.Fatalf("sync %q, want %s and %s (%v)", s, payload, gpayload, err)
 	}

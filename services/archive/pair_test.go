@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -65,7 +66,7 @@ func TestUnreadFromPerSideSummaries(t *testing.T) {
 			m.randomOps(rng, 60)
 			lists := map[string][]conversation{}
 			for _, uid := range m.users {
-				lists[uid], _, _ = m.e.svc.conversations(uid, conversationsMax)
+				lists[uid], _, _ = m.e.svc.conversations(context.Background(), uid, conversationsMax)
 			}
 			if toPerSideSummaries(t, m.e.db) == 0 {
 				t.Fatal("no direct conversation to rewrite")
@@ -73,7 +74,7 @@ func TestUnreadFromPerSideSummaries(t *testing.T) {
 			// What the FSM keeps in memory came from the x/ keys just removed.
 			m.e.svc.st.purge()
 			for _, uid := range m.users {
-				got, _, _ := m.e.svc.conversations(uid, conversationsMax)
+				got, _, _ := m.e.svc.conversations(context.Background(), uid, conversationsMax)
 				if !slices.EqualFunc(got, lists[uid], func(a, b conversation) bool {
 					return a.Peer == b.Peer && a.Group == b.Group && a.Unread == b.Unread && bytes.Equal(a.Last, b.Last)
 				}) {

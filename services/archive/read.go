@@ -2,6 +2,7 @@ package archive
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -25,14 +26,10 @@ const (
 	unreadCap = 1000
 )
 
-// loadMessage reads a message of the older layout (or one pointed at
-// from m/) by its ID alone.
+// loadMessage reads a message by its ID alone: one of the older layout,
+// or one m/ points at. A sealed message is a *sealedError.
 func loadMessage(tx *badger.Txn, id snowflake.ID) ([]byte, error) {
-	it, err := tx.Get(msgKey(id))
-	if err != nil {
-		return nil, fmt.Errorf("archive: message %d: %w", id, err)
-	}
-	v, err := it.ValueCopy(nil)
+	v, err := getMsg(tx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -42,6 +39,15 @@ func loadMessage(tx *badger.Txn, id snowflake.ID) ([]byte, error) {
 	return v, nil
 }
 
+// getMsg is the m/ value of id.
+func getMsg(tx *badger.Txn, id snowflake.ID) ([]byte, error) {
+	it, err := tx.Get(msgKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("archive: message %d: %w", id, err)
+	}
+	return it.ValueCopy(nil)
+}
+
 // loadIn reads message id of conversation conv: from its history key,
 // or from m/ for a message of the older layout.
 func loadIn(tx *badger.Txn, conv string, id snowflake.ID) ([]byte, error) {
@@ -49,11 +55,19 @@ func loadIn(tx *badger.Txn, conv string, id snowflake.ID) ([]byte, error) {
 }
 
 // loadAt reads message id from its history key ck, or from m/ for a
-// message of the older layout.
+// message of the older layout. A message that is not hot any more (no
+// history key, and no body under m/) is a *sealedError.
 func loadAt(tx *badger.Txn, ck []byte, id snowflake.ID) ([]byte, error) {
 	it, err := tx.Get(ck)
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return loadMessage(tx, id) // not expected: every message has its c/ key
+		v, err := getMsg(tx, id)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound) || err == nil && len(v) > 0 && v[0] == pointerTag:
+			return nil, &sealedError{Conv: convOfKey(ck), ID: id}
+		case err != nil:
+			return nil, err
+		}
+		return v, nil // not expected: every message of the older layout has its c/ key
 	}
 	if err != nil {
 		return nil, fmt.Errorf("archive: message %d: %w", id, err)
@@ -94,23 +108,29 @@ func loadLocated(tx *badger.Txn, id snowflake.ID, conv string) ([]byte, error) {
 // historyPage returns up to limit messages of a conversation with IDs
 // below before (all when before is nil), newest first. The bodies are
 // the values of the keys walked (read from m/ for messages of the older
-// layout), so a page reads consecutive keys.
-func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msgs [][]byte, hasMore bool, err error) {
+// layout), so a page reads consecutive keys. A page that reaches below
+// the hot messages reads on in the conversation's sealed segments
+// (merged by ID: sealing takes a conversation's oldest messages, but a
+// message committed late may carry an older ID).
+func (s *Service) historyPage(ctx context.Context, conv string, before *snowflake.ID, limit int) (msgs [][]byte, hasMore bool, err error) {
 	prefix := convPrefix(conv)
 	seek := append(append([]byte{}, prefix...), 0xff)
+	below := ^snowflake.ID(0)
 	if before != nil {
 		if *before == 0 {
 			return nil, false, nil
 		}
 		seek = withID(prefix, uint64(*before)-1)
+		below = *before
 	}
+	var hot []idBody
+	var refs []SegmentRef
 	err = s.db.View(func(tx *badger.Txn) error {
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true})
 		defer it.Close()
-		var old []int // indexes into msgs of messages of the older layout
-		var oldIDs []snowflake.ID
+		var old []int // indexes into hot of messages of the older layout
 		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
-			if len(msgs) == limit {
+			if len(hot) == limit {
 				hasMore = true
 				break
 			}
@@ -121,20 +141,77 @@ func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msg
 				return err
 			}
 			if m == nil {
-				old, oldIDs = append(old, len(msgs)), append(oldIDs, id)
+				old = append(old, len(hot))
 			}
-			msgs = append(msgs, m)
+			hot = append(hot, idBody{ID: id, Body: m})
 		}
-		for i, at := range old {
-			m, err := loadMessage(tx, oldIDs[i])
+		for _, at := range old {
+			m, err := loadMessage(tx, hot[at].ID)
 			if err != nil {
 				return err
 			}
-			msgs[at] = m
+			hot[at].Body = m
 		}
-		return nil
+		var err error
+		refs, err = sealedBelow(tx, conv, below, limit+1)
+		return err
 	})
-	return msgs, hasMore, err
+	if err != nil {
+		return nil, false, err
+	}
+	// The sealed messages matter only if one of them would be on the page.
+	if len(refs) > 0 && (len(hot) < limit || refs[0].LastID > hot[len(hot)-1].ID) {
+		sealed, sealedMore, err := s.sealedPage(ctx, refs, below, limit)
+		if err != nil {
+			return nil, false, err
+		}
+		var merged bool
+		hot, merged = mergeDesc(hot, sealed, limit)
+		hasMore = hasMore || sealedMore || merged
+	}
+	msgs = make([][]byte, len(hot))
+	for i, m := range hot {
+		msgs[i] = m.Body
+	}
+	return msgs, hasMore, nil
+}
+
+// sealedPage reads up to n messages below before from refs (segments,
+// newest first), newest first; more tells whether there are others.
+func (s *Service) sealedPage(ctx context.Context, refs []SegmentRef, before snowflake.ID, n int) (out []idBody, more bool, err error) {
+	if s.tier == nil {
+		return nil, false, fmt.Errorf("archive: %s has sealed messages: %w", refs[0].Conv, ErrNoSegments)
+	}
+	for i, ref := range refs {
+		if out, more, err = s.tier.below(ctx, ref, before, n, out); err != nil {
+			return nil, false, err
+		}
+		if len(out) == n {
+			return out, more || i < len(refs)-1, nil
+		}
+	}
+	return out, false, nil
+}
+
+// mergeDesc merges two lists of messages in descending ID order into at
+// most n; more tells whether some were left out.
+func mergeDesc(a, b []idBody, n int) (_ []idBody, more bool) {
+	out := make([]idBody, 0, min(n, len(a)+len(b)))
+	i, j := 0, 0
+	for len(out) < n && (i < len(a) || j < len(b)) {
+		switch {
+		case j == len(b) || i < len(a) && a[i].ID > b[j].ID:
+			out = append(out, a[i])
+			i++
+		case i < len(a) && a[i].ID == b[j].ID: // not expected: a message is hot or sealed
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		default:
+			out = append(out, b[j])
+			j++
+		}
+	}
+	return out, i < len(a) || j < len(b)
 }
 
 // syncPage returns up to limit messages for uid committed after the
@@ -144,7 +221,7 @@ func (s *Service) historyPage(conv string, before *snowflake.ID, limit int) (msg
 // group's messages are synced while you are a member at query time.
 // Every command has its own position, so the merged stream has no ties
 // and one position is a complete cursor.
-func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, next uint64, hasMore bool, err error) {
+func (s *Service) syncPage(ctx context.Context, uid string, since uint64, limit int) (msgs [][]byte, next uint64, hasMore bool, err error) {
 	next = since
 	if since == ^uint64(0) {
 		return nil, next, false, nil
@@ -153,6 +230,7 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 	if err != nil {
 		return nil, next, false, err
 	}
+	var sealed []sealedAt // messages of the page read from segments after the transaction
 	err = s.db.View(func(tx *badger.Txn) error {
 		prefixes := [][]byte{syncPrefix(uid)}
 		convs := []string{""} // per prefix: the conversation of a group's index
@@ -195,7 +273,10 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 			} else {
 				msg, err = loadAt(tx, ck, id)
 			}
-			if err != nil {
+			var se *sealedError
+			if errors.As(err, &se) {
+				sealed = append(sealed, sealedAt{at: len(msgs), conv: se.Conv, id: se.ID})
+			} else if err != nil {
 				return err
 			}
 			msgs = append(msgs, msg)
@@ -203,7 +284,31 @@ func (s *Service) syncPage(uid string, since uint64, limit int) (msgs [][]byte, 
 		}
 		return nil
 	})
-	return msgs, next, hasMore, err
+	if err != nil {
+		return nil, since, false, err
+	}
+	expired := false
+	for _, m := range sealed {
+		msgs[m.at], err = s.sealedMessage(ctx, m.conv, m.id)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			expired = true // deleted by retention after its sync entry was kept
+			continue
+		}
+		if err != nil {
+			return nil, since, false, err
+		}
+	}
+	if expired {
+		msgs = slices.DeleteFunc(msgs, func(m []byte) bool { return m == nil })
+	}
+	return msgs, next, hasMore, nil
+}
+
+// sealedAt is a message of a page to be read from its segment.
+type sealedAt struct {
+	at   int
+	conv string
+	id   snowflake.ID
 }
 
 // merge walks several sync indexes (keys ending in an 8-byte position)
@@ -301,11 +406,12 @@ type conversation struct {
 
 // conversations lists uid's conversations, latest activity first: direct
 // conversations and the groups uid is a member of that have messages.
-func (s *Service) conversations(uid string, limit int) (out []conversation, hasMore bool, err error) {
+func (s *Service) conversations(ctx context.Context, uid string, limit int) (out []conversation, hasMore bool, err error) {
 	gids, err := s.groupsOf(uid)
 	if err != nil {
 		return nil, false, err
 	}
+	var sealed []sealedAt
 	err = s.db.View(func(tx *badger.Txn) error {
 		peers, sums, err := directSummaries(tx, uid)
 		if err != nil {
@@ -344,7 +450,12 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 			if c.Group == "" {
 				conv = directConv(uid, c.Peer)
 			}
-			if c.Last, err = loadIn(tx, conv, sums[i].LastID); err != nil {
+			var se *sealedError
+			if c.Last, err = loadIn(tx, conv, sums[i].LastID); errors.As(err, &se) {
+				// A conversation's newest message is never sealed, but it
+				// may have expired (retention). Read after the transaction.
+				sealed = append(sealed, sealedAt{at: len(out), conv: se.Conv, id: se.ID})
+			} else if err != nil {
 				return err
 			}
 			if c.Group != "" {
@@ -359,7 +470,24 @@ func (s *Service) conversations(uid string, limit int) (out []conversation, hasM
 		}
 		return nil
 	})
-	return out, hasMore, err
+	if err != nil {
+		return nil, false, err
+	}
+	expired := false
+	for _, m := range sealed {
+		out[m.at].Last, err = s.sealedMessage(ctx, m.conv, m.id)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			expired = true // every message of the conversation expired (retention)
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+	if expired {
+		out = slices.DeleteFunc(out, func(c conversation) bool { return c.Last == nil })
+	}
+	return out, hasMore, nil
 }
 
 // directSummaries lists uid's direct conversations (the peers, in order)
@@ -476,6 +604,7 @@ func (s *Service) Message(id snowflake.ID) (payload []byte, ok bool, err error) 
 		payload, err = loadMessage(tx, id)
 		return err
 	})
+	payload, err = s.resolve(context.Background(), payload, err)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, false, nil
 	}
@@ -549,13 +678,17 @@ func (s *Service) MessageIn(id snowflake.ID, a, b, gid string) (payload []byte, 
 		conv = directConv(a, b)
 	}
 	err = s.db.View(func(tx *badger.Txn) error {
-		if _, err := tx.Get(convKey(conv, id)); err != nil {
-			return err // not in this conversation: m/ is not asked
+		if _, err := tx.Get(convKey(conv, id)); errors.Is(err, badger.ErrKeyNotFound) {
+			// Not hot in this conversation (m/ is not asked): sealed, or not there.
+			return &sealedError{Conv: conv, ID: id}
+		} else if err != nil {
+			return err
 		}
 		payload, err = loadIn(tx, conv, id)
 		return err
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	payload, err = s.resolve(context.Background(), payload, err)
+	if errors.Is(err, badger.ErrKeyNotFound) || errors.Is(err, ErrNoSegments) {
 		return nil, false, nil
 	}
 	return payload, err == nil, err

@@ -13,14 +13,32 @@ import (
 // [from, to], oldest first, at most limit of them, as a sealer puts them
 // into a segment (issue 11): each one's stored envelope exactly as
 // history serves it, whichever layout it was stored in. It is the read
-// half of sealing; nothing calls it outside tests yet.
+// half of sealing.
 func (s *Service) sealRange(conv string, from, to snowflake.ID, limit int) ([]segment.Message, error) {
+	if from > to || limit <= 0 {
+		return nil, nil
+	}
+	var out []segment.Message
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		out, err = sealRangeTx(tx, conv, from, to, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("archive: seal range of %s: %w", conv, err)
+	}
+	return out, nil
+}
+
+// sealRangeTx is sealRange within a transaction (the FSM checks a seal
+// with it).
+func sealRangeTx(tx *badger.Txn, conv string, from, to snowflake.ID, limit int) ([]segment.Message, error) {
 	if from > to || limit <= 0 {
 		return nil, nil
 	}
 	prefix := convPrefix(conv)
 	var out []segment.Message
-	err := s.db.View(func(tx *badger.Txn) error {
+	err := func() error {
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Seek(withID(prefix, uint64(from))); it.ValidForPrefix(prefix) && len(out) < limit; it.Next() {
@@ -40,9 +58,6 @@ func (s *Service) sealRange(conv string, from, to snowflake.ID, limit int) ([]se
 			out = append(out, segment.Message{ID: uint64(id), Body: body})
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: seal range of %s: %w", conv, err)
-	}
-	return out, nil
+	}()
+	return out, err
 }

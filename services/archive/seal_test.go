@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
 
@@ -26,7 +27,7 @@ func TestSealRangeMatchesHistory(t *testing.T) {
 		e.sendGroup(t, "bob", "room", fmt.Sprintf("g%d", i))
 	}
 	conv := directConv("alice", "bob")
-	hist, _, err := e.svc.historyPage(conv, nil, 1000)
+	hist, _, err := e.svc.historyPage(context.Background(), conv, nil, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func BenchmarkConversations(b *testing.B) {
 	var lat latencies
 	for b.Loop() {
 		start := time.Now()
-		convs, _, err := e.svc.conversations("bob", conversationsDefault)
+		convs, _, err := e.svc.conversations(context.Background(), "bob", conversationsDefault)
 		lat.time(start)
 		if err != nil || len(convs) != peers {
 			b.Fatal(len(convs), err)
@@ -220,7 +220,7 @@ func BenchmarkLargeStore(b *testing.B) {
 		for b.Loop() {
 			t := time.Now()
 			cost.begin()
-			msgs, more, err := svc.historyPage(conv, nil, historyDefault)
+			msgs, more, err := svc.historyPage(context.Background(), conv, nil, historyDefault)
 			cost.end()
 			lat.time(t)
 			if err != nil || len(msgs) != historyDefault || !more {
@@ -242,7 +242,7 @@ func BenchmarkLargeStore(b *testing.B) {
 			before := firstID + snowflake.ID(n/2+(i*7919)%(n/3))
 			t := time.Now()
 			cost.begin()
-			msgs, _, err := svc.historyPage(conv, &before, historyDefault)
+			msgs, _, err := svc.historyPage(context.Background(), conv, &before, historyDefault)
 			cost.end()
 			lat.time(t)
 			if err != nil || len(msgs) != historyDefault {
@@ -259,7 +259,7 @@ func BenchmarkLargeStore(b *testing.B) {
 		for b.Loop() {
 			t := time.Now()
 			cost.begin()
-			convs, _, err := svc.conversations("bob", conversationsDefault)
+			convs, _, err := svc.conversations(context.Background(), "bob", conversationsDefault)
 			cost.end()
 			lat.time(t)
 			if err != nil || len(convs) != 200 {
@@ -279,7 +279,7 @@ func BenchmarkLargeStore(b *testing.B) {
 		for b.Loop() {
 			t := time.Now()
 			cost.begin()
-			msgs, _, _, err := svc.syncPage("bob", since, syncMax)
+			msgs, _, _, err := svc.syncPage(context.Background(), "bob", since, syncMax)
 			cost.end()
 			lat.time(t)
 			if err != nil || len(msgs) != syncMax {

@@ -102,7 +102,7 @@ func counted(t testing.TB, db *badger.DB, uid, conv string) int {
 func (m *unreadModel) check(step string) {
 	m.t.Helper()
 	for _, uid := range m.users {
-		convs, _, err := m.e.svc.conversations(uid, conversationsMax)
+		convs, _, err := m.e.svc.conversations(context.Background(), uid, conversationsMax)
 		if err != nil {
 			m.t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func (m *unreadModel) check(step string) {
 			if want := counted(m.t, m.e.db, uid, conv); c.Unread != want {
 				m.t.Fatalf("%s: %s's unread in %s = %d, counted %d", step, uid, conv, c.Unread, want)
 			}
-			top, _, err := m.e.svc.historyPage(conv, nil, 1)
+			top, _, err := m.e.svc.historyPage(context.Background(), conv, nil, 1)
 			if err != nil || len(top) != 1 || !bytes.Equal(top[0], c.Last) {
 				m.t.Fatalf("%s: %s's last message in %s = %s, history has %q (%v)", step, uid, conv, c.Last, top, err)
 			}
@@ -181,8 +181,8 @@ func TestUnreadKeptReplicatesAndRestores(t *testing.T) {
 	e2.groups.add(m.group, m.users...)
 	fsmtest.Restore(t, e2.f, fsmtest.Snapshot(t, m.e.f))
 	for _, uid := range m.users {
-		c1, _, _ := m.e.svc.conversations(uid, 100)
-		c2, _, _ := e2.svc.conversations(uid, 100)
+		c1, _, _ := m.e.svc.conversations(context.Background(), uid, 100)
+		c2, _, _ := e2.svc.conversations(context.Background(), uid, 100)
 		if !slices.EqualFunc(c1, c2, func(a, b conversation) bool {
 			return a.Peer == b.Peer && a.Group == b.Group && a.Unread == b.Unread && bytes.Equal(a.Last, b.Last)
 		}) {
@@ -312,13 +312,13 @@ func TestGroupLateMessageCountsAsUnread(t *testing.T) {
 	m.message("alice", "", "team", 120)
 	m.cursor("bob", "", "team", 120)
 	m.message("alice", "", "team", 110)
-	convs, _, err := m.e.svc.conversations("bob", 10)
+	convs, _, err := m.e.svc.conversations(context.Background(), "bob", 10)
 	if err != nil || len(convs) != 1 || convs[0].Unread != 1 {
 		t.Fatalf("bob: %+v %v, want 1 unread", convs, err)
 	}
 	m.message("alice", "", "team", 130)
 	m.cursor("bob", "", "team", 130)
-	convs, _, _ = m.e.svc.conversations("bob", 10)
+	convs, _, _ = m.e.svc.conversations(context.Background(), "bob", 10)
 	if convs[0].Unread != 0 {
 		t.Fatalf("after reading: %d unread", convs[0].Unread)
 	}

@@ -60,6 +60,7 @@ const (
 var (
 	ErrInvalidGroupName   = errors.New("users: invalid group name")
 	ErrInvalidDescription = errors.New("users: invalid group description")
+	ErrInvalidRetention   = errors.New("users: invalid retention")
 	ErrInvalidAvatar      = errors.New("users: invalid avatar URL")
 	ErrInvalidRole        = errors.New("users: invalid role")
 	// ErrNoGroup: the group does not exist or the caller is not a member
@@ -95,14 +96,27 @@ func forbidden(format string, args ...any) error {
 
 // Group is a group's metadata.
 type Group struct {
-	ID          string    `json:"groupId"`
-	Name        string    `json:"name"`
-	Avatar      string    `json:"avatar,omitempty"`
-	Description string    `json:"description,omitempty"`
-	Owner       string    `json:"owner"`
-	MemberCount int       `json:"memberCount"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+	ID          string `json:"groupId"`
+	Name        string `json:"name"`
+	Avatar      string `json:"avatar,omitempty"`
+	Description string `json:"description,omitempty"`
+	// RetentionDays: messages older than this are deleted (0: the
+	// server's --retention-days; the shorter of the two applies).
+	RetentionDays int       `json:"retentionDays,omitempty"`
+	Owner         string    `json:"owner"`
+	MemberCount   int       `json:"memberCount"`
+	CreatedAt     time.Time `json:"createdAt"`
+	UpdatedAt     time.Time `json:"updatedAt"`
+}
+
+// MaxRetentionDays bounds a group's retention (100 years).
+const MaxRetentionDays = 36500
+
+func validRetentionDays(n int) error {
+	if n < 0 || n > MaxRetentionDays {
+		return fmt.Errorf("%w: retentionDays must be 0 (the server's retention) to %d", ErrInvalidRetention, MaxRetentionDays)
+	}
+	return nil
 }
 
 // newGroupID returns 16 characters of [a-z0-9] from crypto/rand, drawn
@@ -210,12 +224,13 @@ type groupCreateCmd struct {
 }
 
 type groupUpdateCmd struct {
-	GID         string    `json:"gid"`
-	By          string    `json:"by"`
-	Name        *string   `json:"name,omitempty"`
-	Avatar      *string   `json:"avatar,omitempty"`
-	Description *string   `json:"description,omitempty"`
-	At          time.Time `json:"at"`
+	GID           string    `json:"gid"`
+	By            string    `json:"by"`
+	Name          *string   `json:"name,omitempty"`
+	Avatar        *string   `json:"avatar,omitempty"`
+	Description   *string   `json:"description,omitempty"`
+	RetentionDays *int      `json:"retentionDays,omitempty"`
+	At            time.Time `json:"at"`
 }
 
 type groupMemberCmd struct {
@@ -426,6 +441,12 @@ func (s *Service) applyGroupUpdate(tx *badger.Txn, _ fsm.Position, payload []byt
 			return nil, err
 		}
 		g.Description = *c.Description
+	}
+	if c.RetentionDays != nil {
+		if err := validRetentionDays(*c.RetentionDays); err != nil {
+			return nil, err
+		}
+		g.RetentionDays = *c.RetentionDays
 	}
 	g.UpdatedAt = c.At
 	if err := writeGroup(tx, g); err != nil {

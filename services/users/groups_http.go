@@ -33,9 +33,10 @@ type createGroupRequest struct {
 }
 
 type patchGroupRequest struct {
-	Name        *string `json:"name,omitempty"`
-	Avatar      *string `json:"avatar,omitempty"`
-	Description *string `json:"description,omitempty"`
+	Name          *string `json:"name,omitempty"`
+	Avatar        *string `json:"avatar,omitempty"`
+	Description   *string `json:"description,omitempty"`
+	RetentionDays *int    `json:"retentionDays,omitempty"`
 }
 
 // membersRequest adds members or changes roles: uid (one) or uids (a
@@ -333,13 +334,16 @@ func (s *Service) handlePatchGroup(w http.ResponseWriter, r *http.Request) {
 	if err == nil && req.Description != nil {
 		err = validDescription(*req.Description)
 	}
+	if err == nil && req.RetentionDays != nil {
+		err = validRetentionDays(*req.RetentionDays)
+	}
 	if err == nil && req == (patchGroupRequest{}) {
 		s.writeView(w, r, gid, p.UserID) // nothing to change
 		return
 	}
 	if err == nil {
 		_, err = s.propose(r.Context(), wire.CmdGroupUpdate, groupUpdateCmd{GID: gid, By: p.UserID,
-			Name: req.Name, Avatar: req.Avatar, Description: req.Description, At: s.now().UTC()})
+			Name: req.Name, Avatar: req.Avatar, Description: req.Description, RetentionDays: req.RetentionDays, At: s.now().UTC()})
 	}
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))

@@ -76,6 +76,8 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidGroupName, "%v", err)
 	case errors.Is(err, ErrInvalidDescription):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidDescription, "%v", err)
+	case errors.Is(err, ErrInvalidRetention):
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "%v", err)
 	case errors.Is(err, ErrInvalidAvatar):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidAvatar, "%v", err)
 	case errors.Is(err, ErrInvalidRole):

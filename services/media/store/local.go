@@ -29,8 +29,13 @@ type Local struct {
 
 var _ Store = (*Local)(nil)
 
-// NewLocal opens (creating when missing) a local store rooted at dir.
-func NewLocal(dir string) (*Local, error) {
+// NewLocal opens (creating when missing) a local store of the media
+// tiers rooted at dir.
+func NewLocal(dir string) (*Local, error) { return NewLocalTiers(dir, AllTiers()...) }
+
+// NewLocalTiers opens a local store rooted at dir, creating the
+// directories of tiers (another tier's is created by its first Put).
+func NewLocalTiers(dir string, tiers ...Tier) (*Local, error) {
 	if dir == "" {
 		return nil, errors.New("store: local: empty directory")
 	}
@@ -38,7 +43,7 @@ func NewLocal(dir string) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: local %s: %w", dir, err)
 	}
-	for _, t := range AllTiers() {
+	for _, t := range tiers {
 		if err := os.MkdirAll(filepath.Join(abs, string(t)), 0o755); err != nil {
 			return nil, fmt.Errorf("store: local: create tier %s: %w", t, err)
 		}

@@ -41,6 +41,9 @@ type S3Config struct {
 	// TierProcessed; Move between the two rewrites the storage class.
 	ColdBucket       string
 	ColdStorageClass string
+	// ArchiveBucket holds the archive's sealed segments (TierArchive);
+	// empty: the store has no archive tier.
+	ArchiveBucket string
 	// PublicEndpoint (host:port or URL), when set, is the host presigned
 	// URLs are signed for: a CDN, or the name clients reach the store by
 	// when it differs from the service's.
@@ -138,6 +141,12 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if cfg.RawBucket == cfg.ProcessedBucket || cfg.ColdBucket != "" && (cfg.ColdBucket == cfg.RawBucket || cfg.ColdBucket == cfg.ProcessedBucket) {
 		return nil, errors.New("store: s3: the raw, processed and cold buckets must differ")
 	}
+	if a := cfg.ArchiveBucket; a != "" {
+		if a == cfg.RawBucket || a == cfg.ProcessedBucket || a == buckets[TierCold] {
+			return nil, errors.New("store: s3: the archive bucket must differ from the media buckets")
+		}
+		buckets[TierArchive] = a
+	}
 	creds, err := cfg.credentials()
 	if err != nil {
 		return nil, err
@@ -162,8 +171,8 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 			return nil, err
 		}
 	}
-	for _, t := range []Tier{TierRaw, TierProcessed, TierCold} {
-		if t == TierCold && cfg.ColdBucket == "" {
+	for _, t := range []Tier{TierRaw, TierProcessed, TierCold, TierArchive} {
+		if t == TierCold && cfg.ColdBucket == "" || t == TierArchive && cfg.ArchiveBucket == "" {
 			continue
 		}
 		if err := s.ensureBucket(ctx, buckets[t]); err != nil {

@@ -18,13 +18,17 @@ const (
 	TierRaw       Tier = "raw"       // uploads as the client sent them
 	TierProcessed Tier = "processed" // thumbnails, transcodes, stripped images
 	TierCold      Tier = "cold"      // media nobody read for a while
+	// TierArchive holds the archive's sealed message segments (issue 11),
+	// not media: a bucket of its own on S3, {data}/archive locally.
+	TierArchive Tier = "archive"
 )
 
-// AllTiers lists every tier, in the order the service reports them.
+// AllTiers lists every media tier, in the order the service reports them
+// (TierArchive is not media's).
 func AllTiers() []Tier { return []Tier{TierRaw, TierProcessed, TierCold} }
 
 func (t Tier) valid() bool {
-	return t == TierRaw || t == TierProcessed || t == TierCold
+	return t == TierRaw || t == TierProcessed || t == TierCold || t == TierArchive
 }
 
 // Object describes a stored object. ETag is opaque: equal ETags mean equal

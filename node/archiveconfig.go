@@ -1,0 +1,174 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgechat/edgechat/services/archive"
+	"github.com/edgechat/edgechat/services/media/store"
+	"github.com/edgechat/edgechat/services/users"
+)
+
+// Archive tiering defaults (issue 11; docs/protocol.md "Archive tiers").
+const (
+	DefaultS3ArchiveBucket   = "edgechat-archive"
+	DefaultArchiveCacheBytes = 32 << 20
+	minArchiveSealEvery      = 10 * time.Millisecond
+	minArchiveOrphanGrace    = time.Second
+	maxArchiveCacheBytes     = 16 << 30
+	archiveStoreFollowsMedia = ""
+)
+
+var archiveSettings = []setting{
+	{name: "archive-store", usage: "where sealed message segments live: local ({data}/archive) or s3 (the --s3-* store, bucket --s3-archive-bucket; needs --media-store s3); default: as --media-store", set: stringSetter(func(c *Config) *string { return &c.ArchiveStore })},
+	{name: "s3-archive-bucket", usage: "bucket for sealed message segments", set: stringSetter(func(c *Config) *string { return &c.S3ArchiveBucket })},
+	{name: "archive-hot-age", usage: "messages older than this are sealed into segments (each conversation's newest message stays hot)", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveHotAge })},
+	{name: "archive-local-budget", usage: "bytes of hot history beyond which the oldest messages are sealed whatever their age (0: no budget)", set: int64Setter(func(c *Config) *int64 { return &c.ArchiveLocalBudget })},
+	{name: "archive-seal-every", usage: "time between the sealer's sweeps", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveSealEvery })},
+	{name: "archive-orphan-grace", usage: "segment objects no seal committed are deleted once this old", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveOrphanGrace })},
+	{name: "archive-cache-bytes", usage: "bytes of decoded sealed blocks each node caches", set: int64Setter(func(c *Config) *int64 { return &c.ArchiveCacheBytes })},
+	{name: "retention-days", usage: "messages older than this many days are deleted from every tier (0: kept forever); a group's own retentionDays applies when shorter", set: intSetter(func(c *Config) *int { return &c.RetentionDays })},
+	{name: "archive-seal-pause-at", usage: "for crash tests: the sealer stops for good at this step of its first seal (before-upload, after-upload or after-commit)", set: stringSetter(func(c *Config) *string { return &c.ArchiveSealPauseAt })},
+}
+
+// archiveStoreKind is the archive store in effect.
+func (c Config) archiveStoreKind() string {
+	if c.ArchiveStore == archiveStoreFollowsMedia {
+		return c.MediaStore
+	}
+	return c.ArchiveStore
+}
+
+func (c Config) validateArchive() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrConfig}, a...)...)
+	}
+	switch c.archiveStoreKind() {
+	case MediaStoreLocal:
+	case MediaStoreS3:
+		if c.MediaStore != MediaStoreS3 {
+			return bad("--archive-store s3 needs --media-store s3 (the same S3 store, its own bucket)")
+		}
+		if c.S3ArchiveBucket == "" {
+			return bad("--archive-store s3 needs --s3-archive-bucket")
+		}
+	default:
+		return bad("--archive-store %q: want local or s3", c.ArchiveStore)
+	}
+	switch c.ArchiveSealPauseAt {
+	case "", archive.SealStepBeforeUpload, archive.SealStepAfterUpload, archive.SealStepAfterCommit:
+	default:
+		return bad("--archive-seal-pause-at %q: want before-upload, after-upload or after-commit", c.ArchiveSealPauseAt)
+	}
+	switch {
+	case c.RetentionDays < 0 || c.RetentionDays > users.MaxRetentionDays:
+		return bad("--retention-days %d: want 0 (forever) to %d", c.RetentionDays, users.MaxRetentionDays)
+	case c.ArchiveHotAge < 0 || c.ArchiveLocalBudget < 0:
+		return bad("--archive-hot-age and --archive-local-budget must not be negative")
+	case c.ArchiveSealEvery != 0 && c.ArchiveSealEvery < minArchiveSealEvery:
+		return bad("--archive-seal-every %v: want at least %v", c.ArchiveSealEvery, minArchiveSealEvery)
+	case c.ArchiveOrphanGrace != 0 && c.ArchiveOrphanGrace < minArchiveOrphanGrace:
+		return bad("--archive-orphan-grace %v: want at least %v", c.ArchiveOrphanGrace, minArchiveOrphanGrace)
+	case c.ArchiveCacheBytes < 0 || c.ArchiveCacheBytes > maxArchiveCacheBytes:
+		return bad("--archive-cache-bytes %d: want 0 to %d", c.ArchiveCacheBytes, int64(maxArchiveCacheBytes))
+	}
+	return nil
+}
+
+// buildArchiveStore opens where sealed segments live: the archive bucket
+// of the media S3 store, or {data}/archive.
+func (n *Node) buildArchiveStore() (archive.SegmentStore, error) {
+	if n.cfg.archiveStoreKind() == MediaStoreS3 {
+		return archive.NewObjectSegments(n.mediaStore, true), nil
+	}
+	st, err := store.NewLocalTiers(n.cfg.DataDir, store.TierArchive)
+	if err != nil {
+		return nil, fmt.Errorf("node: archive store: %w", err)
+	}
+	return archive.NewObjectSegments(st, false), nil
+}
+
+// archiveDir is the local archive store's directory.
+func (c Config) archiveDir() string { return filepath.Join(c.DataDir, string(store.TierArchive)) }
+
+// sealConfig is the sealer's configuration.
+func (n *Node) sealConfig() archive.SealConfig {
+	c := n.cfg
+	sc := archive.SealConfig{HotAge: c.ArchiveHotAge, LocalBudget: c.ArchiveLocalBudget, Every: c.ArchiveSealEvery, OrphanGrace: c.ArchiveOrphanGrace,
+		Retention: archive.RetentionPolicy{Days: c.RetentionDays, GroupDays: func(gid string) int {
+			g, err := n.Users.Group(gid)
+			if err != nil {
+				return 0
+			}
+			return g.RetentionDays
+		}}}
+	if at := c.ArchiveSealPauseAt; at != "" {
+		paused := make(chan struct{})
+		sc.Step = func(step string) {
+			if step == at {
+				n.log.Warn("sealer paused (--archive-seal-pause-at)", "step", step)
+				<-paused // never closed: the crash test kills the process here
+			}
+		}
+	}
+	return sc
+}
+
+// SweepArchive runs one sweep of the archive as of now, with this node's
+// configuration: retention, then sealing and garbage collection. The
+// sealer does it on its own every --archive-seal-every; tests and
+// operators call it to look ahead in time.
+func (n *Node) SweepArchive(ctx context.Context, now time.Time) (archive.RetentionStats, archive.SealStats, error) {
+	cfg := n.sealConfig()
+	ex, err := n.Archive.ExpireOnce(ctx, cfg.Retention, now)
+	if err != nil {
+		return ex, archive.SealStats{}, err
+	}
+	st, err := n.Archive.SealOnce(ctx, cfg, now)
+	return ex, st, err
+}
+
+// fetchSegment reads a segment object from the first other node that
+// holds it (GET /admin/archive/segments/{key} with a short admin token
+// signed by this node): a local store lacks the segments sealed before
+// this node installed a snapshot.
+func (n *Node) fetchSegment(ctx context.Context, key string) (io.ReadCloser, error) {
+	tok, err := n.Auth.MintAccessToken("operator", true)
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{Transport: n.peerTransport(), Timeout: time.Minute}
+	var errs []error
+	for _, m := range n.raft.Members() {
+		if m.Name == n.cfg.NodeID {
+			continue
+		}
+		info, err := n.peerInfo(ctx, m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(info.HTTP, "/")+"/admin/archive/segments/"+key, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := client.Do(req)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
+			continue
+		}
+		if resp.StatusCode == http.StatusOK {
+			return resp.Body, nil
+		}
+		resp.Body.Close()
+		errs = append(errs, fmt.Errorf("%s: %s", m.Name, resp.Status))
+	}
+	return nil, fmt.Errorf("node: segment %s: %w", key, errors.Join(errs...))
+}

@@ -1,0 +1,458 @@
+package archive
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/services/archive/segment"
+)
+
+// Retention (issue 11). Messages older than the server's retention
+// (--retention-days) or their group's (the shorter of the two) are
+// deleted from both tiers by a replicated command per conversation,
+// wire.CmdRetention: the FSM deletes the conversation's hot messages
+// below the cutoff ID (with their m/ keys), the sync index entries below
+// it (s/ of both users of a direct conversation: direct conversations
+// all share the server's cutoff; gs/ of a group), and the index entries
+// of segments wholly below it. A segment that straddles the cutoff is
+// rewritten by the leader without the expired messages and the command
+// carries its replacement (uploaded and read back first, or inline for
+// stores that are not shared); the old object becomes an orphan and is
+// garbage-collected. Each command does a bounded amount of work; the
+// sweeper repeats it until nothing is left below the cutoff.
+//
+// Kept: dedupe keys (a cid retried after its message expired is answered
+// as a duplicate with the original ID), conversation summaries (a
+// conversation whose messages all expired drops out of the conversation
+// list until its next message), read cursors. Unread counts of direct
+// conversations are reduced by the expired hot messages; groups' are
+// not (a member who never read keeps counting them, capped at 1000).
+
+// retentionBatch bounds the keys one retention command deletes per kind.
+const retentionBatch = 2048
+
+// retentionCmd is the payload of wire.CmdRetention.
+type retentionCmd struct {
+	Conv    string
+	Cutoff  snowflake.ID // messages with lower IDs expire
+	Replace *sealCmd     // the straddling segment rewritten without the expired messages
+	OldKey  string       // the object Replace replaces
+}
+
+func (c *retentionCmd) encode() []byte {
+	b := append([]byte{segVersion}, nil...)
+	b = appendStr(b, c.Conv)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Cutoff))
+	if c.Replace == nil {
+		return append(b, 0)
+	}
+	b = append(b, 1)
+	b = appendStr(b, c.OldKey)
+	return append(b, c.Replace.encode()...)
+}
+
+func decodeRetentionCmd(b []byte) (retentionCmd, error) {
+	if len(b) < 1 || b[0] != segVersion {
+		return retentionCmd{}, fmt.Errorf("%w: unknown retention command version", ErrBadCommand)
+	}
+	rd := reader{b: b[1:]}
+	var c retentionCmd
+	c.Conv = rd.str()
+	c.Cutoff = snowflake.ID(rd.u64())
+	if rd.err || len(rd.b) < 1 || c.Cutoff == 0 {
+		return retentionCmd{}, fmt.Errorf("%w: retention", ErrBadCommand)
+	}
+	if _, err := SegmentObjectKey(c.Conv, 1, 1); err != nil {
+		return retentionCmd{}, err
+	}
+	has := rd.b[0]
+	rd.b = rd.b[1:]
+	switch has {
+	case 0:
+		if len(rd.b) != 0 {
+			return retentionCmd{}, fmt.Errorf("%w: retention", ErrBadCommand)
+		}
+	case 1:
+		c.OldKey = rd.str()
+		if rd.err {
+			return retentionCmd{}, fmt.Errorf("%w: retention", ErrBadCommand)
+		}
+		r, err := decodeSealCmd(rd.b)
+		if err != nil {
+			return retentionCmd{}, err
+		}
+		if r.Ref.Conv != c.Conv || r.Ref.FirstID < c.Cutoff {
+			return retentionCmd{}, fmt.Errorf("%w: retention: the replacement segment is of another range", ErrBadCommand)
+		}
+		c.Replace = &r
+	default:
+		return retentionCmd{}, fmt.Errorf("%w: retention", ErrBadCommand)
+	}
+	return c, nil
+}
+
+// expired is the FSM's result of a retention command.
+type expired struct {
+	Hot, Sync, Segments int  // deleted
+	More                bool // a batch was full: run again
+}
+
+func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
+	c, err := decodeRetentionCmd(payload)
+	if err != nil {
+		return nil, err
+	}
+	var res expired
+	// Hot messages below the cutoff, oldest first.
+	prefix := convPrefix(c.Conv)
+	type gone struct {
+		id   snowflake.ID
+		from string
+	}
+	var hot []gone
+	{
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Seek(prefix); it.ValidForPrefix(prefix) && len(hot) < retentionBatch; it.Next() {
+			id := snowflake.ID(tail8(it.Item().Key()))
+			if id >= c.Cutoff {
+				break
+			}
+			var from string
+			if err := it.Item().Value(func(v []byte) error {
+				f, _, _, _ := readBody(c.Conv, id, v, false)
+				from = string(f)
+				return nil
+			}); err != nil {
+				it.Close()
+				return nil, err
+			}
+			hot = append(hot, gone{id, from})
+		}
+		it.Close()
+	}
+	res.More = len(hot) == retentionBatch
+	for _, m := range hot {
+		if err := tx.Delete(convKey(c.Conv, m.id)); err != nil {
+			return nil, err
+		}
+		if err := deleteIfPresent(tx, msgKey(m.id)); err != nil {
+			return nil, err
+		}
+	}
+	res.Hot = len(hot)
+	// Unread counts of a direct conversation: an expired message from one
+	// side above the other side's cursor is no longer unread.
+	if len(hot) > 0 && !isGroupConv(c.Conv) {
+		p, found, err := getPair(tx, c.Conv)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			lo, _ := directUsers(c.Conv)
+			for _, m := range hot {
+				reader := 1 // the side that received it
+				if m.from != lo {
+					reader = 0
+				}
+				if m.id > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap {
+					p.Unread[reader]--
+				}
+			}
+			st.sums.forget(c.Conv)
+			if err := tx.Set(pairKey(c.Conv), p.encode()); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Sync index entries below the cutoff.
+	var syncPrefixes [][]byte
+	if isGroupConv(c.Conv) {
+		syncPrefixes = [][]byte{groupSyncPrefix(c.Conv[2:])}
+	} else {
+		a, b := directUsers(c.Conv)
+		syncPrefixes = [][]byte{syncPrefix(a)}
+		if b != a {
+			syncPrefixes = append(syncPrefixes, syncPrefix(b))
+		}
+	}
+	for _, sp := range syncPrefixes {
+		n, more, err := deleteSyncBelow(tx, sp, c.Cutoff)
+		if err != nil {
+			return nil, err
+		}
+		res.Sync += n
+		res.More = res.More || more
+	}
+	// Segments wholly below the cutoff.
+	sp := segIndexPrefix(c.Conv)
+	var drop [][]byte
+	{
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: sp, PrefetchValues: false})
+		for it.Seek(sp); it.ValidForPrefix(sp) && len(drop) < retentionBatch; it.Next() {
+			if snowflake.ID(tail8(it.Item().Key())) >= c.Cutoff {
+				break
+			}
+			drop = append(drop, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+	}
+	for _, k := range drop {
+		if err := tx.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	res.Segments = len(drop)
+	res.More = res.More || len(drop) == retentionBatch
+	// The straddling segment's replacement, if it still replaces what is
+	// indexed (a stale replacement changes nothing; its object is an orphan).
+	if r := c.Replace; r != nil {
+		ik := segIndexKey(c.Conv, r.Ref.LastID)
+		item, err := tx.Get(ik)
+		if err == nil {
+			old, err := segRefOf(item)
+			if err != nil {
+				return nil, err
+			}
+			if old.Key == c.OldKey && old.FirstID < c.Cutoff {
+				if err := tx.Set(ik, r.Ref.encodeIndex()); err != nil {
+					return nil, err
+				}
+				res.Segments++
+				if len(r.Inline) > 0 && st.segments != nil && !st.segments.Shared() {
+					if err := putSegment(st.segments, r.Ref.Key, r.Inline); err != nil {
+						panic(fmt.Sprintf("archive: writing segment %s: %v", r.Ref.Key, err))
+					}
+				}
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, err
+		}
+	}
+	return &res, nil
+}
+
+// deleteSyncBelow deletes the entries of a sync index (s/ or gs/) from
+// its start while their message IDs are below cutoff (commit order is
+// close to ID order; an entry of an older ID committed later stays and
+// sync skips its message once it is gone).
+func deleteSyncBelow(tx *badger.Txn, prefix []byte, cutoff snowflake.ID) (n int, more bool, err error) {
+	var keys [][]byte
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		if len(keys) == retentionBatch {
+			more = true
+			break
+		}
+		var id snowflake.ID
+		if err := it.Item().Value(func(v []byte) error {
+			if len(v) >= 8 {
+				id = snowflake.ID(binary.BigEndian.Uint64(v))
+			}
+			return nil
+		}); err != nil {
+			it.Close()
+			return 0, false, err
+		}
+		if id >= cutoff {
+			break
+		}
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return 0, false, err
+		}
+	}
+	return len(keys), more, nil
+}
+
+func deleteIfPresent(tx *badger.Txn, k []byte) error {
+	if _, err := tx.Get(k); errors.Is(err, badger.ErrKeyNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	return tx.Delete(k)
+}
+
+func isGroupConv(conv string) bool { return len(conv) > 2 && conv[:2] == "g:" }
+
+// directUsers are the two users of a direct conversation key.
+func directUsers(conv string) (lo, hi string) {
+	rest := conv[2:]
+	for i := 0; i < len(rest); i++ {
+		if rest[i] == ':' {
+			return rest[:i], rest[i+1:]
+		}
+	}
+	return rest, rest
+}
+
+// RetentionPolicy says how long messages are kept.
+type RetentionPolicy struct {
+	// Days of the server (0: forever).
+	Days int
+	// GroupDays is a group's own retention (0: the server's); the shorter
+	// of the two applies. Nil: groups have none of their own.
+	GroupDays func(gid string) int
+}
+
+// cutoffFor is the retention cutoff of conv as of now (0: keep all).
+func (p RetentionPolicy) cutoffFor(conv string, now time.Time) snowflake.ID {
+	days := p.Days
+	if isGroupConv(conv) && p.GroupDays != nil {
+		if g := p.GroupDays(conv[2:]); g > 0 && (days == 0 || g < days) {
+			days = g
+		}
+	}
+	if days <= 0 {
+		return 0
+	}
+	at := now.Add(-time.Duration(days) * 24 * time.Hour)
+	if !at.After(snowflake.Epoch) {
+		return 0
+	}
+	return snowflake.Make(uint64(at.Sub(snowflake.Epoch).Milliseconds()), 0, 0)
+}
+
+// RetentionStats counts what a retention sweep deleted.
+type RetentionStats struct {
+	Commands, Hot, Sync, Segments, Rewritten int
+}
+
+// ExpireOnce runs one retention sweep as of now (on the leader): for
+// every conversation with hot or sealed messages below its cutoff, the
+// commands that delete them.
+func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Time) (RetentionStats, error) {
+	var st RetentionStats
+	if p.Days <= 0 && p.GroupDays == nil {
+		return st, nil
+	}
+	convs, err := s.archivedConversations()
+	if err != nil {
+		return st, err
+	}
+	for conv, oldest := range convs {
+		cutoff := p.cutoffFor(conv, now)
+		if cutoff == 0 || oldest >= cutoff {
+			continue
+		}
+		for range 1000 { // bounded: each command deletes a batch
+			cmd := retentionCmd{Conv: conv, Cutoff: cutoff}
+			if err := s.rewriteStraddler(ctx, &cmd); err != nil {
+				return st, err
+			}
+			v, err := s.prop.Propose(ctx, wire.CmdRetention, cmd.encode())
+			if err != nil {
+				return st, fmt.Errorf("archive: retention of %s: %w", conv, err)
+			}
+			res, _ := v.(*expired)
+			if res == nil {
+				return st, fmt.Errorf("archive: retention of %s: handler returned %T", conv, v)
+			}
+			st.Commands++
+			st.Hot += res.Hot
+			st.Sync += res.Sync
+			st.Segments += res.Segments
+			if cmd.Replace != nil {
+				st.Rewritten++
+			}
+			if !res.More {
+				break
+			}
+		}
+	}
+	s.metrics.expired.Add(float64(st.Hot))
+	return st, nil
+}
+
+// archivedConversations maps every conversation with hot or sealed
+// messages to its oldest message ID (the first of its oldest segment).
+func (s *Service) archivedConversations() (map[string]snowflake.ID, error) {
+	hot, err := s.hotConversations()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]snowflake.ID, len(hot))
+	for _, h := range hot {
+		out[h.conv] = h.first
+	}
+	err = s.db.View(func(tx *badger.Txn) error {
+		root := segIndexRoot()
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: root})
+		defer it.Close()
+		for it.Seek(root); it.ValidForPrefix(root); {
+			ref, err := segRefOf(it.Item())
+			if err != nil {
+				return err
+			}
+			if o, ok := out[ref.Conv]; !ok || ref.FirstID < o {
+				out[ref.Conv] = ref.FirstID
+			}
+			it.Seek(append(segIndexPrefix(ref.Conv), 0xff)) // the next conversation's
+		}
+		return nil
+	})
+	return out, err
+}
+
+// rewriteStraddler gives cmd the replacement of the conversation's
+// segment that straddles the cutoff, if there is one: its messages at or
+// above the cutoff in a new segment, uploaded and read back (or inline).
+func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd) error {
+	if s.tier == nil {
+		return nil
+	}
+	var ref SegmentRef
+	var found bool
+	if err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		ref, found, err = findSealed(tx, cmd.Conv, cmd.Cutoff)
+		return err
+	}); err != nil || !found || ref.FirstID >= cmd.Cutoff {
+		return err
+	}
+	kept, more, err := s.tier.below(ctx, ref, ref.LastID+1, ref.Count, nil)
+	if err != nil {
+		return err
+	}
+	_ = more
+	var msgs []segment.Message
+	for i := len(kept) - 1; i >= 0; i-- { // below gives newest first
+		if kept[i].ID >= cmd.Cutoff {
+			msgs = append(msgs, segment.Message{ID: uint64(kept[i].ID), Body: kept[i].Body})
+		}
+	}
+	if len(msgs) == 0 {
+		return nil // cannot happen: the last message is at or above the cutoff
+	}
+	data, meta, err := segment.Write(cmd.Conv, msgs, 0)
+	if err != nil {
+		return err
+	}
+	nr := SegmentRef{Conv: cmd.Conv, FirstID: snowflake.ID(meta.FirstID), LastID: snowflake.ID(meta.LastID), Count: meta.Count, Size: meta.Size, SHA256: meta.SHA256}
+	if nr.Key, err = SegmentObjectKey(cmd.Conv, nr.FirstID, nr.LastID); err != nil {
+		return err
+	}
+	repl := &sealCmd{Ref: nr, MsgHash: hashMessages(msgs)}
+	if s.tier.store.Shared() {
+		if err := s.tier.store.Put(ctx, nr.Key, data); err != nil {
+			return fmt.Errorf("archive: upload %s: %w", nr.Key, err)
+		}
+		if err := s.verifyObject(ctx, nr); err != nil {
+			return err
+		}
+	} else {
+		repl.Inline = data
+	}
+	cmd.Replace, cmd.OldKey = repl, ref.Key
+	return nil
+}

@@ -1,0 +1,235 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// hourIDs hands out one ID per hour of message time from start.
+func hourIDs(start time.Time) *seqIDs {
+	ms := start.Sub(snowflake.Epoch).Milliseconds()
+	return &seqIDs{next: int64(snowflake.Make(uint64(ms), 1, 0)), step: int64(snowflake.Make(3600*1000, 0, 0))}
+}
+
+// idsOf lists the IDs of envelopes.
+func idsOf(t *testing.T, msgs [][]byte) []snowflake.ID {
+	t.Helper()
+	var out []snowflake.ID
+	for _, m := range msgs {
+		var id wireID
+		if err := id.from(m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, snowflake.ID(id))
+	}
+	return out
+}
+
+// Retention deletes what is older than the cutoff from both tiers, with
+// the server's retention for direct conversations and a group's shorter
+// one for the group: history and sync keep exactly the newer messages,
+// the straddling segment is rewritten without the expired ones, segments
+// wholly below the cutoff go (their objects with the orphans), a
+// conversation whose messages all expired leaves the conversation list,
+// unread counts drop by the expired unread messages, and a retried cid
+// of an expired message is answered as a duplicate.
+func TestRetentionDeletesInBothTiers(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
+			start := time.Now().Add(-200 * time.Hour).Truncate(time.Hour)
+			ids := hourIDs(start)
+			segs, dir := localSegments(t, shared)
+			e := newEnv(t, withGroups(), withIDs(ids), withSegments(segs))
+			e.groups.add("room", "alice", "bob")
+			first := e.send(t, "alice", "carol", "old") // hour 0: alice and carol never talk again
+			var all []wire.Envelope
+			for i := range 150 { // hours 1..150, alternating direct and group
+				if i%2 == 0 {
+					all = append(all, e.send(t, "alice", "bob", fmt.Sprintf("d%d", i)))
+				} else {
+					all = append(all, e.sendGroup(t, "bob", "room", fmt.Sprintf("g%d", i)))
+				}
+			}
+			ctx := context.Background()
+			// Seal most of it (everything older than 40 hours), in small segments.
+			if _, err := e.svc.SealOnce(ctx, SealConfig{HotAge: 40 * time.Hour, MaxMessages: 7}, start.Add(151*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			before, err := e.svc.Status()
+			if err != nil || before.SealedSegments < 10 {
+				t.Fatalf("sealed %+v %v", before, err)
+			}
+			unreadBefore := e.unreadOf(t, "bob", "alice")
+
+			now := start.Add(151 * time.Hour)
+			policy := RetentionPolicy{Days: 4, GroupDays: func(gid string) int {
+				if gid == "room" {
+					return 3
+				}
+				return 0
+			}}
+			st, err := e.svc.ExpireOnce(ctx, policy, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Rewritten == 0 || st.Segments == 0 || st.Hot == 0 {
+				t.Fatalf("expired %+v: want hot messages, whole segments and a rewritten one", st)
+			}
+			directCut := policy.cutoffFor(directConv("alice", "bob"), now)
+			groupCut := policy.cutoffFor(groupConv("room"), now)
+			var wantDirect, wantGroup []snowflake.ID
+			for i := len(all) - 1; i >= 0; i-- {
+				m := all[i]
+				switch {
+				case m.Group == "" && m.ID >= directCut:
+					wantDirect = append(wantDirect, m.ID)
+				case m.Group != "" && m.ID >= groupCut:
+					wantGroup = append(wantGroup, m.ID)
+				}
+			}
+			for conv, want := range map[string][]snowflake.ID{directConv("alice", "bob"): wantDirect, groupConv("room"): wantGroup} {
+				msgs, more, err := e.svc.historyPage(ctx, conv, nil, 200)
+				if err != nil || more {
+					t.Fatalf("history %s: more=%v %v", conv, more, err)
+				}
+				if got := idsOf(t, msgs); fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("history %s after retention:\n got %v\nwant %v", conv, got, want)
+				}
+			}
+			synced, _, more, err := e.svc.syncPage(ctx, "bob", 0, 1000)
+			if err != nil || more || len(synced) != len(wantDirect)+len(wantGroup) {
+				t.Fatalf("bob's sync: %d messages (want %d), more=%v, %v", len(synced), len(wantDirect)+len(wantGroup), more, err)
+			}
+			kept := map[snowflake.ID]bool{}
+			for _, id := range append(wantDirect, wantGroup...) {
+				kept[id] = true
+			}
+			for _, id := range idsOf(t, synced) {
+				if !kept[id] {
+					t.Fatalf("sync returned expired message %d", id)
+				}
+			}
+			convs, _, err := e.svc.conversations(ctx, "alice", 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range convs {
+				if c.Peer == "carol" {
+					t.Fatal("a conversation whose messages all expired is still listed")
+				}
+			}
+			// Expired sealed messages are not subtracted (see retention.go).
+			if u := e.unreadOf(t, "bob", "alice"); u != unreadBefore {
+				t.Fatalf("bob's unread count from alice: %d (before %d)", u, unreadBefore)
+			}
+			// A retry of the expired first message: a duplicate, not stored
+			// again (its sync entry expired with it: no ID to give back).
+			stored, _, dup, err := e.svc.SendDirect(ctx, "alice", "carol", text("old", "again"))
+			if err != nil || !dup || stored.ID != 0 || first.ID == 0 {
+				t.Fatalf("retry of an expired message: %+v dup=%v %v", stored, dup, err)
+			}
+			// The replaced and dropped objects are orphans; collected, the rest reads.
+			if _, err := e.svc.collectOrphans(ctx, SealConfig{OrphanGrace: time.Second}.withDefaults(), time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			after, _ := e.svc.Status()
+			if n := countFiles(t, dir); n != after.SealedSegments {
+				t.Fatalf("%d segment files for %d segments", n, after.SealedSegments)
+			}
+			if msgs, _, err := e.svc.historyPage(ctx, groupConv("room"), nil, 200); err != nil || len(msgs) != len(wantGroup) {
+				t.Fatalf("history after collection: %d %v", len(msgs), err)
+			}
+			// A second sweep finds nothing more to do.
+			if st, err := e.svc.ExpireOnce(ctx, policy, now); err != nil || st.Hot+st.Segments+st.Sync+st.Rewritten != 0 {
+				t.Fatalf("second sweep: %+v %v", st, err)
+			}
+		})
+	}
+}
+
+func (e *env) unreadOf(t *testing.T, uid, peer string) int {
+	t.Helper()
+	convs, _, err := e.svc.conversations(context.Background(), uid, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range convs {
+		if c.Peer == peer {
+			return c.Unread
+		}
+	}
+	return -1
+}
+
+// Without sealing, retention takes the expired unread messages off the
+// direct conversation's unread counts.
+func TestRetentionOfHotMessagesAdjustsUnread(t *testing.T) {
+	start := time.Now().Add(-100 * time.Hour).Truncate(time.Hour)
+	e := newEnv(t, withIDs(hourIDs(start)))
+	var bobs []wire.Envelope
+	for i := range 60 {
+		e.send(t, "alice", "bob", fmt.Sprintf("a%d", i)) // even hours
+		bobs = append(bobs, e.send(t, "bob", "alice", fmt.Sprintf("b%d", i)))
+	}
+	// alice read bob's first 10; bob read nothing.
+	if err := e.svc.MarkRead(context.Background(), "alice", "bob", bobs[9].ID); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := e.unreadOf(t, "alice", "bob"), e.unreadOf(t, "bob", "alice"); a != 50 || b != 60 {
+		t.Fatalf("unread before: alice %d bob %d", a, b)
+	}
+	now := start.Add(121 * time.Hour)
+	st, err := e.svc.ExpireOnce(context.Background(), RetentionPolicy{Days: 3}, now) // the first 49 hours expire
+	if err != nil || st.Hot != 49 {
+		t.Fatalf("expired %+v %v", st, err)
+	}
+	// Hours 0..48 expired: alice's messages at even hours (25), bob's at odd (24).
+	if a, b := e.unreadOf(t, "alice", "bob"), e.unreadOf(t, "bob", "alice"); a != 50-14 || b != 60-25 {
+		t.Fatalf("unread after: alice %d (want %d), bob %d (want %d)", a, 50-14, b, 60-25)
+	}
+}
+
+// A malformed retention command is refused and changes nothing.
+func TestRetentionCommandRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.send(t, "alice", "bob", "m1")
+	good := (&retentionCmd{Conv: directConv("alice", "bob"), Cutoff: 5}).encode()
+	before := dump(t, e.db)
+	for name, p := range map[string][]byte{
+		"version":   append([]byte{7}, good[1:]...),
+		"truncated": good[:len(good)-3],
+		"conv":      (&retentionCmd{Conv: "x:y", Cutoff: 5}).encode(),
+		"cutoff 0":  (&retentionCmd{Conv: directConv("alice", "bob")}).encode(),
+		"trailing":  append(append([]byte(nil), good...), 9),
+	} {
+		if _, err := e.prop.Propose(context.Background(), wire.CmdRetention, p); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if fmt.Sprint(dump(t, e.db)) != fmt.Sprint(before) {
+		t.Fatal("a refused retention command changed the state")
+	}
+	if got, err := decodeRetentionCmd(good); err != nil || !bytes.Equal(got.encode(), good) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+}
+
+func FuzzDecodeRetentionCmd(f *testing.F) {
+	f.Add((&retentionCmd{Conv: "g:room", Cutoff: 5}).encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeRetentionCmd(b)
+		if err != nil {
+			return
+		}
+		if again, err := decodeRetentionCmd(c.encode()); err != nil || again.Conv != c.Conv || again.Cutoff != c.Cutoff {
+			t.Fatalf("re-encoding %+v: %+v %v", c, again, err)
+		}
+	})
+}
