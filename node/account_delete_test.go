@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/media"
 )
 
@@ -431,5 +434,99 @@ func TestAccountDeletionSurvivesRestart(t *testing.T) {
 	var h historyPage
 	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &h); st != 200 || len(h.Messages) != 0 {
 		t.Fatalf("history: %d %d", st, len(h.Messages))
+	}
+}
+
+// segmentPaths lists the segment files under dir.
+func segmentPaths(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".seg") {
+			out = append(out, p)
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Both tiers: a direct conversation partly sealed into segments (the
+// local archive store) is erased hot and sealed; the sealer then
+// collects its segment objects, and the other conversations' segments
+// and reads stay.
+func TestAccountErasureBothTiers(t *testing.T) {
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	n.NewUser(t, "carol")
+	for i := 0; i < 30; i++ {
+		for _, m := range []struct{ tok, to string }{{aliceTok, "bob"}, {bobTok, "alice"}, {aliceTok, "carol"}} {
+			if st := api(t, n, m.tok, "POST", "/chat/messages", map[string]string{"to": m.to, "cid": fmt.Sprintf("c%d-%s", i, m.to), "type": "text", "body": "hi"}, nil); st != 201 {
+				t.Fatalf("send: %d", st)
+			}
+		}
+	}
+	var carolBefore historyPage
+	api(t, n, aliceTok, "GET", "/chat/history?with=carol&limit=100", nil, &carolBefore)
+	ctx := context.Background()
+	st, err := n.Archive.SealOnce(ctx, archive.SealConfig{MaxMessages: 8, HotAge: time.Millisecond}, time.Now())
+	if err != nil || st.Segments < 4 {
+		t.Fatalf("seal: %+v %v", st, err)
+	}
+	dir := filepath.Join(n.Config.DataDir, "archive")
+	var bobFiles, otherFiles []string
+	for _, p := range segmentPaths(t, dir) {
+		if strings.Contains(p, "bob") {
+			bobFiles = append(bobFiles, p)
+		} else {
+			otherFiles = append(otherFiles, p)
+		}
+	}
+	if len(bobFiles) == 0 || len(otherFiles) == 0 {
+		t.Fatalf("segments: bob's %v, others %v", bobFiles, otherFiles)
+	}
+	var h historyPage
+	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob&limit=100", nil, &h); st != 200 || len(h.Messages) != 60 {
+		t.Fatalf("history with bob across tiers: %d %d", st, len(h.Messages))
+	}
+
+	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); st != 202 {
+		t.Fatalf("delete: %d", st)
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if left := erasedKeys(t, n, "bob"); len(left) > 0 {
+			return fmt.Errorf("%d keys still name bob: %v", len(left), left[:min(3, len(left))])
+		}
+		return nil
+	})
+	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob&limit=100", nil, &h); st != 200 || len(h.Messages) != 0 {
+		t.Fatalf("history with bob after: %d %d", st, len(h.Messages))
+	}
+	var sync syncPage
+	if st := api(t, n, aliceTok, "GET", "/chat/sync", nil, &sync); st != 200 || len(sync.Messages) != 30 {
+		t.Fatalf("alice's sync after: %d %d messages, want her 30 to carol", st, len(sync.Messages))
+	}
+	// The sealer collects the objects no index entry references any more.
+	if st, err := n.Archive.SealOnce(ctx, archive.SealConfig{HotAge: time.Millisecond, OrphanGrace: time.Hour}, time.Now().Add(2*time.Hour)); err != nil || st.Orphans < len(bobFiles) {
+		t.Fatalf("collection: %+v %v", st, err)
+	}
+	for _, p := range segmentPaths(t, dir) {
+		if strings.Contains(p, "bob") {
+			t.Fatalf("segment %s of an erased conversation left", p)
+		}
+	}
+	for _, p := range otherFiles {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("another conversation's segment: %v", err)
+		}
+	}
+	var carolAfter historyPage
+	if st := api(t, n, aliceTok, "GET", "/chat/history?with=carol&limit=100", nil, &carolAfter); st != 200 || len(carolAfter.Messages) != len(carolBefore.Messages) {
+		t.Fatalf("history with carol: %d %d, want %d", st, len(carolAfter.Messages), len(carolBefore.Messages))
 	}
 }
