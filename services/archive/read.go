@@ -183,8 +183,14 @@ func (s *Service) sealedPage(ctx context.Context, refs []SegmentRef, before snow
 		return nil, false, fmt.Errorf("archive: %s has sealed messages: %w", refs[0].Conv, ErrNoSegments)
 	}
 	for i, ref := range refs {
+		start := len(out)
 		if out, more, err = s.tier.below(ctx, ref, before, n, out); err != nil {
 			return nil, false, err
+		}
+		for k := start; k < len(out); k++ {
+			if out[k].Body, err = expandSealed(ref.Conv, out[k].ID, out[k].Body); err != nil {
+				return nil, false, err
+			}
 		}
 		if len(out) == n {
 			return out, more || i < len(refs)-1, nil

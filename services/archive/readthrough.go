@@ -171,7 +171,7 @@ func (t *tierReader) message(ctx context.Context, ref SegmentRef, id snowflake.I
 			return nil, err
 		}
 		if j := sort.Search(len(msgs), func(j int) bool { return msgs[j].ID >= uint64(id) }); j < len(msgs) && msgs[j].ID == uint64(id) {
-			return append([]byte(nil), msgs[j].Body...), nil
+			return expandSealed(ref.Conv, id, msgs[j].Body)
 		}
 	}
 	return nil, fmt.Errorf("%w: message %d is not in %s", ErrSegmentCorrupt, id, ref.Key)
@@ -179,7 +179,8 @@ func (t *tierReader) message(ctx context.Context, ref SegmentRef, id snowflake.I
 
 // below appends to out the messages of ref's segment with IDs below
 // before, newest first, until out holds n; more tells whether the
-// segment has more below the last one appended.
+// segment has more below the last one appended. The bodies are as the
+// segment holds them (compact: see expandSealed).
 func (t *tierReader) below(ctx context.Context, ref SegmentRef, before snowflake.ID, n int, out []idBody) (_ []idBody, more bool, err error) {
 	r, err := t.open(ctx, ref)
 	if err != nil {

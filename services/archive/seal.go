@@ -11,9 +11,10 @@ import (
 
 // sealRange reads the messages of conversation conv with IDs in
 // [from, to], oldest first, at most limit of them, as a sealer puts them
-// into a segment (issue 11): each one's stored envelope exactly as
-// history serves it, whichever layout it was stored in. It is the read
-// half of sealing.
+// into a segment (issue 11): each one's history value in the compact
+// form (see compactBody: the envelope without the head its ID and
+// conversation give; expandSealed gives it back byte for byte),
+// whichever layout it was stored in. It is the read half of sealing.
 func (s *Service) sealRange(conv string, from, to snowflake.ID, limit int) ([]segment.Message, error) {
 	if from > to || limit <= 0 {
 		return nil, nil
@@ -46,18 +47,47 @@ func sealRangeTx(tx *badger.Txn, conv string, from, to snowflake.ID, limit int) 
 			if id > to {
 				break
 			}
-			body, err := bodyOf(it.Item(), conv, id)
+			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			if body == nil { // the older layout: the body is under m/
-				if body, err = loadMessage(tx, id); err != nil {
+			from, _, hasBody, ok := readBody(conv, id, v, false)
+			if !ok {
+				return fmt.Errorf("%w: history value of message %d", ErrBadCommand, id)
+			}
+			if !hasBody { // the older layout: v is the sender, the body is under m/
+				body, err := loadMessage(tx, id)
+				if err != nil {
 					return err
 				}
+				v = compactOf(conv, id, string(from), body)
 			}
-			out = append(out, segment.Message{ID: uint64(id), Body: body})
+			out = append(out, segment.Message{ID: uint64(id), Body: v})
 		}
 		return nil
 	}()
 	return out, err
+}
+
+// compactOf is the compact history value of a stored envelope of conv
+// from sender.
+func compactOf(conv string, id snowflake.ID, from string, env []byte) []byte {
+	var to, group string
+	if lo, hi := directUsers(conv); isGroupConv(conv) {
+		group = conv[2:]
+	} else if to = hi; from == hi {
+		to = lo
+	}
+	kb := newKeyBuf(len(env) + 2 + len(from))
+	return compactBody(&kb, env, id, from, to, group)
+}
+
+// expandSealed is the stored envelope of a sealed message from its
+// segment body (a compact history value).
+func expandSealed(conv string, id snowflake.ID, v []byte) ([]byte, error) {
+	_, body, hasBody, ok := readBody(conv, id, v, true)
+	if !ok || !hasBody {
+		return nil, fmt.Errorf("%w: message %d of %s is not in a form a segment holds", ErrSegmentCorrupt, id, conv)
+	}
+	return body, nil
 }

@@ -66,8 +66,9 @@ func TestSealRangeMatchesHistory(t *testing.T) {
 	}
 	for i, m := range got {
 		want := hist[len(hist)-1-(30+i)] // history is newest first
-		if m.ID != uint64(ids[30+i]) || !bytes.Equal(m.Body, want) {
-			t.Fatalf("message %d: id %d body %s, history has %s", i, m.ID, m.Body, want)
+		body, err := expandSealed(conv, snowflake.ID(m.ID), m.Body)
+		if err != nil || m.ID != uint64(ids[30+i]) || !bytes.Equal(body, want) {
+			t.Fatalf("message %d: id %d body %s (%v), history has %s", i, m.ID, body, err, want)
 		}
 	}
 

@@ -283,6 +283,27 @@ func applySeal(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 	if snowflake.ID(top) <= r.LastID {
 		return nil, fmt.Errorf("%w: %s would seal the conversation's newest message", ErrSealStale, r.Key)
 	}
+	// A direct conversation whose summary predates kept unread counts
+	// counts them by walking its hot history: keep them first, while
+	// every message is still hot (groups of that age count over what
+	// stays hot; see docs/operations.md).
+	if !isGroupConv(r.Conv) {
+		if _, found, err := getPair(tx, r.Conv); err != nil {
+			return nil, err
+		} else if !found {
+			a, b := directUsers(r.Conv)
+			p, ok, _, err := keptPair(tx, a, b, r.Conv)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				st.sums.forget(r.Conv)
+				if err := tx.Set(pairKey(r.Conv), p.encode()); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	for _, m := range msgs {
 		id := snowflake.ID(m.ID)
 		if err := tx.Delete(convKey(r.Conv, id)); err != nil {

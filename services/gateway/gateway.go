@@ -106,8 +106,11 @@ type Config struct {
 
 // Deps are the collaborators. Verifier is required.
 type Deps struct {
-	Verifier   Verifier
-	Ready      func() error // nil error = ready; nil func = always ready
+	Verifier Verifier
+	Ready    func() error // nil error = ready; nil func = always ready
+	// Warnings are what a ready node reports in /readyz's answer for its
+	// operators (a backup overdue); they do not make it unready. Nil: none.
+	Warnings   func() []string
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Gatherer   prometheus.Gatherer   // served at /metrics; nil: no /metrics
@@ -120,6 +123,7 @@ type Gateway struct {
 	log      *slog.Logger
 	verifier Verifier
 	ready    func() error
+	warnings func() []string
 	ln       net.Listener
 	srv      *http.Server
 	mux      *http.ServeMux
@@ -189,6 +193,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		log:      deps.Logger,
 		verifier: deps.Verifier,
 		ready:    deps.Ready,
+		warnings: deps.Warnings,
 		mux:      http.NewServeMux(),
 		scheme:   scheme,
 		edge:     edge,
@@ -422,5 +427,11 @@ func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 			return
 		}
 	}
-	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	ans := map[string]any{"status": "ready"}
+	if g.warnings != nil {
+		if ws := g.warnings(); len(ws) > 0 {
+			ans["warnings"] = ws
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, ans)
 }

@@ -334,6 +334,28 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 }
 
+// Warnings go into a ready node's /readyz answer and leave it ready.
+func TestReadinessWarnings(t *testing.T) {
+	var warn []string
+	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier, Warnings: func() []string { return warn }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		g.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, strings.TrimSpace(rec.Body.String())
+	}
+	if code, body := get(); code != 200 || body != `{"status":"ready"}` {
+		t.Fatalf("no warnings: %d %s", code, body)
+	}
+	warn = []string{"last backup is 3h old, over twice --backup-every (1h)"}
+	if code, body := get(); code != 200 || body != `{"status":"ready","warnings":["last backup is 3h old, over twice --backup-every (1h)"]}` {
+		t.Fatalf("with a warning: %d %s", code, body)
+	}
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	e := newEnv(t, Config{})
 	e.g.Mount(httpapi.Route{Method: "GET", Pattern: "/presence/{uid}", Handler: whoami})
