@@ -309,7 +309,7 @@ func TestAccountErasureIdenticalOnEveryNode(t *testing.T) {
 	alice := mustConnectV5(t, n2.MQTTURL, "alice", "laptop", aliceTok)
 	bob := mustConnectV5(t, n3.MQTTURL, "bob", "phone", bobTok)
 	// Enough direct messages that the erasure takes several steps.
-	const each = 300
+	const each = 450
 	for i := 0; i < each; i++ {
 		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("a%d", i), "hi bob")); code != 0 {
 			t.Fatalf("alice → bob: %#x", code)
@@ -334,6 +334,24 @@ func TestAccountErasureIdenticalOnEveryNode(t *testing.T) {
 		})
 	}
 
+	// Seal most of it on the leader: every node keeps its copy of each
+	// segment (local stores) and the same index.
+	for _, n := range nodes {
+		if !n.IsLeader() {
+			continue
+		}
+		if st, err := n.Archive.SealOnce(context.Background(), archive.SealConfig{MaxMessages: 64, HotAge: time.Millisecond}, time.Now()); err != nil || st.Segments < 5 {
+			t.Fatalf("seal: %+v %v", st, err)
+		}
+	}
+	for _, n := range nodes {
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if len(node.DumpState(t, n.Node, "r/arch/sg/d:alice:bob/")) < 5 {
+				return fmt.Errorf("%s: the seals are not applied yet", n.Config.NodeID)
+			}
+			return nil
+		})
+	}
 	if st := api(t, n3, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); st != 202 {
 		t.Fatalf("delete on n3: %d", st)
 	}
