@@ -62,6 +62,10 @@ type Config struct {
 	// tenth of it. Longer saves idle CPU on small boxes (fewer heartbeats)
 	// and costs failover time. Default 500 ms (0 also means the default).
 	RaftTimeout time.Duration `yaml:"raft_timeout"`
+	// AccountDeleteGrace is how long a deleted account (DELETE /user/me)
+	// stays disabled before its data is erased; 0 erases at once.
+	AccountDeleteGrace time.Duration `yaml:"account_delete_grace"`
+
 	// Push providers and the push decision (docs/operations.md "Push");
 	// see pushconfig.go. A provider with no configuration is off.
 	APNsKeyFile        string        `yaml:"apns_key_file"`        // .p8 key (token auth)
@@ -141,6 +145,8 @@ func Defaults() Config {
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
+
+		AccountDeleteGrace: DefaultAccountDeleteGrace,
 
 		APNsEndpoint:   APNsProduction,
 		FCMEndpoint:    DefaultFCMEndpoint,
@@ -272,6 +278,14 @@ var settings = append([]setting{
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
+	{name: "account-delete-grace", usage: "how long a deleted account stays disabled before its data is erased (0 erases at once)", set: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("not a duration >= 0: %q", v)
+		}
+		c.AccountDeleteGrace = d
+		return nil
+	}},
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
@@ -416,6 +430,9 @@ func (c Config) Validate() error {
 	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
 		return fmt.Errorf("%w: durations must be positive", ErrConfig)
 	}
+	if c.AccountDeleteGrace < 0 {
+		return fmt.Errorf("%w: --account-delete-grace %v: want 0 or more", ErrConfig, c.AccountDeleteGrace)
+	}
 	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
 		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
 	}
@@ -438,7 +455,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
 		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),

@@ -217,12 +217,13 @@ func (n *Node) buildServices() (err error) {
 	if err := n.buildPushBridge(); err != nil {
 		return err
 	}
-	authCfg := auth.Config{KeyDir: filepath.Join(n.cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: n.cfg.AccessTTL}
+	authCfg := auth.Config{KeyDir: filepath.Join(n.cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: n.cfg.AccessTTL,
+		DeleteGrace: n.cfg.AccountDeleteGrace}
 	if n.cfg.FastPassword {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
-		DeviceLogout: n.Push.RemoveDeviceOnLogout, Logger: log, Registerer: reg})
+		DeviceLogout: n.Push.RemoveDeviceOnLogout, Logger: log, Registerer: reg, Leader: n.raft})
 	if err != nil {
 		return err
 	}
@@ -246,6 +247,7 @@ func (n *Node) buildServices() (err error) {
 	if err := n.buildPushSender(); err != nil {
 		return err
 	}
+	n.wireErasure()
 	n.Presence, err = presence.New(presence.Config{Interval: n.cfg.Heartbeat, Grace: n.cfg.PresenceGrace},
 		presence.Deps{Publisher: n.link, Logger: log.With("component", "presence"), Registerer: reg,
 			Social:  presence.Social{Contacts: n.Users, Blocks: n.Users, Groups: n.Users, Conversations: n.Archive},
@@ -298,6 +300,9 @@ func (n *Node) buildBroker() (err error) {
 	// that callback, so it re-checks every live session (registered
 	// after the users service's cache purge, so it reads the new state).
 	n.Users.OnMemberRemoved(n.Broker.DropGroupSubscriptions)
+	// A deleted account's live sessions go on every node (not on the FSM's
+	// goroutine: closing a connection writes to it).
+	n.Auth.OnAccountDisabled(func(uid string) { go n.Broker.DisconnectUser(uid) })
 	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)
 	return nil
 }
@@ -454,7 +459,8 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.Auth.Run(gctx) }) // publishes this node's token key to the cluster
+	g.Go(func() error { return n.Auth.Run(gctx) })        // publishes this node's token key to the cluster
+	g.Go(func() error { return n.Auth.RunErasure(gctx) }) // erases deleted accounts while this node leads
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.PushSender.Run(gctx) })

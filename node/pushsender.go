@@ -28,7 +28,7 @@ func (n *Node) buildPushSender() error {
 		GroupLimit: n.cfg.PushGroupLimit,
 	}, pushbridge.SenderDeps{
 		Outbox:        pushOutbox{n.Push},
-		Registrations: pushRegistrations{n.Push},
+		Registrations: pushRegistrations{s: n.Push, deleted: n.Auth.Deleted},
 		Preferences:   pushPreferences{n.Push},
 		Archive:       n.Archive,
 		Directory:     pushDirectory{n.Users},

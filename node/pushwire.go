@@ -39,15 +39,21 @@ func (n *Node) buildPushBridge() error {
 	}
 	n.pushMetrics = metrics
 	n.PushTester, err = pushbridge.NewTester(pushbridge.TesterDeps{Sender: pushbridge.Counted(router, metrics),
-		Registrations: pushRegistrations{n.Push}, Metrics: metrics, Logger: n.log})
+		Registrations: pushRegistrations{s: n.Push}, Metrics: metrics, Logger: n.log})
 	return err
 }
 
 // pushRegistrations adapts the push data service to what the bridge
 // reads and removes.
-type pushRegistrations struct{ s *push.Service }
+type pushRegistrations struct {
+	s       *push.Service
+	deleted func(uid string) bool // nil: nobody is deleted
+}
 
 func (r pushRegistrations) Devices(uid string) ([]pushbridge.Registered, error) {
+	if r.deleted != nil && r.deleted(uid) {
+		return nil, nil // a deleted account is not pushed during its grace period
+	}
 	ds, err := r.s.Devices(uid)
 	if err != nil {
 		return nil, err

@@ -155,6 +155,9 @@ type Conversation struct {
 type Profile struct {
 	UserID      string `json:"userId"`
 	DisplayName string `json:"displayName,omitempty"`
+	// Deleted: the account was deleted and erased; DisplayName is
+	// "deleted user" (its group messages stay).
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // Tokens are what /auth/login and /auth/refresh return.

@@ -12,6 +12,8 @@ const (
 	CmdRefreshRevoke byte = 0x12 // auth: revoke a refresh-token family (reuse detected)
 	CmdAccountUpdate byte = 0x13 // auth: roles, password
 	CmdSigningKey    byte = 0x14 // auth: publish a node's public token-signing key to the cluster
+	CmdAccountDelete byte = 0x15 // auth: an account asked to be deleted: disabled now, erased after the grace period
+	CmdAccountErase  byte = 0x16 // auth (with users, push, media, archive): one bounded step of erasing a deleted account
 
 	CmdProfilePut  byte = 0x20 // users: create or update a profile
 	CmdContact     byte = 0x21 // users: add or remove a contact

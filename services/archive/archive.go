@@ -35,7 +35,8 @@
 // conversation's newest message (so later messages still count as
 // unread); a cursor for a conversation without messages is ignored.
 // Dedupe entries are kept forever (a cid is unique per sender for good,
-// across direct and group messages). A group message is written once (no
+// across direct and group messages), unless an erased account's direct
+// conversation takes them along (erase.go). A group message is written once (no
 // per-member keys), so its cost does not grow with the group; members
 // find it at read time through Groups.GroupsOf. Hence a group's messages
 // sync only while you are a member, a new member reads earlier messages

@@ -152,6 +152,8 @@ type env struct {
 	outbox Outbox
 	segs   SegmentStore
 	fetch  func(ctx context.Context, key string) (io.ReadCloser, error)
+	// betweenSteps, if set, runs between the steps of an erasure (erase_test.go).
+	betweenSteps func(step int)
 }
 
 type envOpt func(*env)

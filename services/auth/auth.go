@@ -7,6 +7,11 @@
 // goes through the Raft log (Proposer) and is applied by this package's
 // FSM handlers under the key prefix "r/auth/". Reads go straight to the
 // local Badger database.
+//
+// An account deleted by its user (DELETE /user/me) is disabled at once
+// and erased after a grace period by replicated steps in which every
+// owner of the user's data deletes its own keys (delete.go); its user ID
+// stays reserved.
 package auth
 
 import (
@@ -98,6 +103,10 @@ type Config struct {
 	// tokens; a key with none left is refused before a password is hashed.
 	LoginPerUser ratelimit.Spec
 	LoginPerIP   ratelimit.Spec
+	// DeleteGrace is how long a deleted account stays disabled before
+	// its data is erased; 0 erases at once (no default here: the node's
+	// --account-delete-grace has one).
+	DeleteGrace time.Duration
 }
 
 // Defaults.
@@ -178,6 +187,9 @@ type Deps struct {
 	Logger       *slog.Logger          // nil: slog.Default()
 	Registerer   prometheus.Registerer // nil: metrics are not registered
 	Now          func() time.Time      // nil: time.Now
+	// Leader says whether this node proposes erase steps (RunErasure);
+	// nil: always (a lone node, tests).
+	Leader Leadership
 }
 
 // Tokens is the answer of login and refresh.
@@ -209,6 +221,17 @@ type Service struct {
 	logins        *prometheus.CounterVec
 	registrations *prometheus.CounterVec
 	refreshes     *prometheus.CounterVec
+
+	// Account deletion (delete.go).
+	gone       *goneSet
+	lead       Leadership
+	wake       chan struct{}
+	eraseMu    sync.Mutex
+	erasers    []namedEraser
+	onDisabled []func(uid string)
+	deletions  *prometheus.CounterVec
+	eraseSteps prometheus.Counter
+	erased     prometheus.Counter
 }
 
 // New loads (or creates) the signing keys and registers the FSM handlers.
@@ -263,9 +286,27 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_auth_refreshes_total",
 			Help: "Refresh-token exchanges by result.",
 		}, []string{"result"}),
+		gone: newGoneSet(),
+		lead: deps.Leader,
+		wake: make(chan struct{}, 1),
+		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_account_deletions_total",
+			Help: "Account deletion requests (DELETE /user/me) by result.",
+		}, []string{"result"}),
+		eraseSteps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_account_erase_steps_total",
+			Help: "Erase steps of deleted accounts this node proposed (as the Raft leader).",
+		}),
+		erased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_accounts_erased_total",
+			Help: "Deleted accounts whose erasure this node completed (as the Raft leader).",
+		}),
+	}
+	if err := s.gone.load(deps.DB); err != nil {
+		return nil, err
 	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.logins, s.registrations, s.refreshes} {
+		for _, c := range []prometheus.Collector{s.logins, s.registrations, s.refreshes, s.deletions, s.eraseSteps, s.erased} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("auth: register metrics: %w", err)
 			}
@@ -276,8 +317,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
 	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
+	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
+	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.exists.purge)
+		r.OnRestore(func() {
+			if err := s.gone.load(s.db); err != nil {
+				s.log.Error("reloading deleted accounts after a snapshot restore", "err", err)
+			}
+		})
 	}
 	s.log.Info("auth ready", "kid", keys.signer.kid, "keys", len(keys.byKID))
 	return s, nil

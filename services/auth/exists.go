@@ -19,15 +19,14 @@ const defaultExistsEntries = 64 << 10
 // recipient check of every direct message (UserExists) is a map lookup
 // rather than a Badger read and a JSON decode.
 //
-// It holds only positive answers, and an account is never deleted (there
-// is no command for it), so an entry cannot go stale while this node
-// applies the log; a "no such user" is always read from the database,
+// It holds only positive answers, and an account that is deleted
+// (CmdAccountDelete) is removed from it once the deletion commits, and
+// answered "no" from then on by the set of deleted accounts, so an
+// entry cannot go stale while this node applies the log; a "no such user" is always read from the database,
 // hence it never hides an account that was created. A snapshot restore
 // replaces the state: purge drops everything and bumps gen, and a lookup
 // that read the database before the restore does not cache what it
-// read (add compares gen). A command that deletes accounts, if one is
-// ever added, must remove the user ID here once its entry is committed
-// (an fsm.AfterCommitter value), as the users service's caches do.
+// read (add compares gen).
 //
 // The cache is bounded: at max entries, adding one drops an arbitrary
 // other (Go's map order), which costs one more database read later.
@@ -72,6 +71,13 @@ func (c *existsCache) add(uid string, gen uint64) {
 	c.m[uid] = struct{}{}
 }
 
+// remove forgets uid (its account was deleted).
+func (c *existsCache) remove(uid string) {
+	c.mu.Lock()
+	delete(c.m, uid)
+	c.mu.Unlock()
+}
+
 // purge drops everything (after a snapshot restore).
 func (c *existsCache) purge() {
 	c.mu.Lock()
@@ -90,7 +96,7 @@ func (c *existsCache) len() int {
 // node's applied state: from the cache, or else a key lookup (the account
 // is not decoded).
 func (s *Service) UserExists(uid string) (bool, error) {
-	if wire.ValidUserID(uid) != nil {
+	if wire.ValidUserID(uid) != nil || s.gone.has(uid) {
 		return false, nil
 	}
 	ok, gen := s.exists.has(uid)

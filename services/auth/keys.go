@@ -233,6 +233,9 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	if wire.ValidUserID(claims.Subject) != nil {
 		return wire.Principal{}, fmt.Errorf("%w: bad subject", wire.ErrBadToken)
 	}
+	if s.gone.has(claims.Subject) {
+		return wire.Principal{}, fmt.Errorf("%w: account deleted", wire.ErrBadToken)
+	}
 	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin}, nil
 }
 

@@ -80,7 +80,7 @@ func (s *Service) CreateAccount(ctx context.Context, username, password, display
 		return "", err
 	}
 	// Cheap early refusal; the FSM handler makes the authoritative check.
-	if _, found, err := s.readAccount(uid); err == nil && found {
+	if _, found, err := s.readAccount(uid); err == nil && (found || s.gone.has(uid)) {
 		s.registrations.WithLabelValues("taken").Inc()
 		return "", ErrUsernameTaken
 	}
@@ -143,6 +143,9 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 			s.logins.WithLabelValues("error").Inc()
 			return Tokens{}, err
 		}
+	}
+	if found && s.gone.has(acct.UID) {
+		found = false // deleted: refused like an unknown user (the same hash is spent)
 	}
 	phc := s.hasher.dummy
 	if found {
@@ -220,7 +223,7 @@ func (s *Service) LookupAccount(uid string) (Account, error) {
 	if err != nil {
 		return Account{}, err
 	}
-	if !found {
+	if !found || s.gone.has(norm) {
 		return Account{}, fmt.Errorf("%w: %s", ErrNoAccount, uid)
 	}
 	return acct.public(), nil
@@ -266,7 +269,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
-	if !found || f.Revoked {
+	if !found || f.Revoked || s.gone.has(f.UID) {
 		s.refreshes.WithLabelValues("invalid").Inc()
 		return Tokens{}, ErrRefreshInvalid
 	}

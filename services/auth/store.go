@@ -126,6 +126,12 @@ func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if found {
 		return nil, ErrUsernameTaken
 	}
+	// A deleted account's user ID stays reserved (its tombstone).
+	if _, err := tx.Get([]byte(prefixGone + c.UID)); err == nil {
+		return nil, ErrUsernameTaken
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, err
+	}
 	a := account{UID: c.UID, Hash: c.Hash, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At}
 	if err := setJSON(tx, key, a); err != nil {
 		return nil, err
@@ -175,6 +181,11 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 	var f refreshFamily
 	found, err := getJSON(tx, key, &f)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.Get([]byte(prefixGone + c.UID)); err == nil {
+		return nil, ErrRefreshInvalid // deleted: no new tokens
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, err
 	}
 	if c.Prev == "" {

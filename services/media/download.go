@@ -41,6 +41,9 @@ func (r Record) Wire() wire.Media {
 // participant of a direct conversation it was sent in, or a member of a
 // group it was sent to.
 func (s *Service) CanRead(r Record, uid string) bool {
+	if r.Erased {
+		return false
+	}
 	if uid == r.Owner {
 		return true
 	}

@@ -116,6 +116,11 @@ func (s *Service) Sweep(ctx context.Context) {
 			return
 		}
 		switch {
+		case r.Erased: // its uploader's account was erased: every tier
+			if s.deleteFiles(ctx, r, store.TierRaw) && s.deleteFiles(ctx, r, store.TierProcessed) &&
+				s.deleteFiles(ctx, r, store.TierCold) {
+				gone = append(gone, r.ID)
+			}
 		case r.Status == StatusUploading && now.Sub(r.CreatedAt) > s.cfg.OrphanUpload:
 			if ps, ok := s.st.(store.Presigner); ok && r.UploadID != "" {
 				_ = ps.AbortMultipart(ctx, store.TierRaw, r.ID, r.UploadID)

@@ -76,6 +76,9 @@ type Record struct {
 	// Direct: uploaded through presigned URLs (UploadID: multipart).
 	Direct   bool   `json:"direct,omitempty"`
 	UploadID string `json:"uploadId,omitempty"`
+	// Erased: its uploader's account was erased (erase.go); nobody may
+	// read it and the sweeper deletes its files, then the record.
+	Erased bool `json:"erased,omitempty"`
 
 	CreatedAt  time.Time  `json:"createdAt"`
 	UpdatedAt  time.Time  `json:"updatedAt"`

@@ -14,6 +14,7 @@
 //	g/{gid}                 group JSON (name, avatar, owner, member count)
 //	gm/{gid}/{uid}          uid's role in gid
 //	ug/{uid}/{gid}          the same role, indexed by user
+//	gone/{uid}              an erased account's tombstone (empty value; see erase.go)
 package users
 
 import (
@@ -81,6 +82,8 @@ type Profile struct {
 	About       string    `json:"about,omitempty"`
 	CreatedAt   time.Time `json:"createdAt"`
 	UpdatedAt   time.Time `json:"updatedAt"`
+	// Deleted marks the tombstone of an erased account (see erase.go).
+	Deleted bool `json:"deleted,omitempty"`
 }
 
 // Publisher publishes server messages into the broker (implemented by
@@ -336,6 +339,15 @@ func (s *Service) readProfile(uid string) (Profile, error) {
 	var p Profile
 	err := s.db.View(func(tx *badger.Txn) error {
 		it, err := tx.Get([]byte(prefixProfile + uid))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			// An erased user answers with its tombstone.
+			tp, ok, terr := erasedProfile(tx, uid)
+			if terr != nil || !ok {
+				return errors.Join(terr, err)
+			}
+			p = tp
+			return nil
+		}
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,540 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Account deletion (DELETE /user/me) in two replicated steps:
+//
+//  1. CmdAccountDelete, proposed by the node that checked the password:
+//     the account is disabled at once on every node (no login, refresh,
+//     token or MQTT CONNECT; live sessions are kicked through
+//     OnAccountDisabled) and r/auth/gone/{uid} records when it is due.
+//  2. CmdAccountErase, proposed by the Raft leader's sweeper (RunErasure)
+//     once the grace period is over, as many times as it takes: each
+//     step runs the registered erasers (users, push, media, archive),
+//     each deleting its own keys of the user, within one write budget
+//     (a transaction has a size limit and a user's history has none).
+//     When every eraser is done the account and its refresh families
+//     go, and the gone/ record stays as a tombstone: the user ID is
+//     never handed out again.
+//
+// Deletion is final: there is no restore during the grace period (the
+// user cannot sign in to ask for one); an operator could only restore a
+// backup.
+
+const prefixGone = "r/auth/gone/" // + uid → goneRecord
+
+// eraseStepWrites bounds the keys one erase step deletes, far below
+// what a Badger transaction of this node's memtable size takes.
+const eraseStepWrites = 2000
+
+// ErrAccountDeleted: the account is deleted (being erased, or a tombstone).
+var ErrAccountDeleted = errors.New("auth: account deleted")
+
+// ErrWrongPassword refuses an account deletion whose password is wrong.
+var ErrWrongPassword = errors.New("auth: wrong password")
+
+// ErrNotDue refuses an erase step proposed before the grace period ended.
+var ErrNotDue = errors.New("auth: account erasure not due yet")
+
+// goneRecord is the value of r/auth/gone/{uid}.
+type goneRecord struct {
+	UID         string     `json:"uid"`
+	RequestedAt time.Time  `json:"requestedAt"`
+	DeleteAt    time.Time  `json:"deleteAt"`
+	ErasedAt    *time.Time `json:"erasedAt,omitempty"`
+	// Done names the erasers that finished, so that later steps skip
+	// them (their reads are not paid again in every step).
+	Done []string `json:"done,omitempty"`
+}
+
+// accountDeleteCmd disables an account and schedules its erasure.
+type accountDeleteCmd struct {
+	V        int       `json:"v"`
+	UID      string    `json:"uid"`
+	At       time.Time `json:"at"`
+	DeleteAt time.Time `json:"deleteAt"`
+}
+
+// accountEraseCmd is one step of erasing a deleted account.
+type accountEraseCmd struct {
+	V   int       `json:"v"`
+	UID string    `json:"uid"`
+	At  time.Time `json:"at"`
+}
+
+// commandVersion is the only payload version of both commands; a newer
+// one is refused (nothing written) rather than half understood.
+const commandVersion = 1
+
+// Eraser deletes one service's data of an erased account inside the FSM
+// transaction, spending b for every key it deletes or writes. done
+// reports that nothing of the user is left for it; after, if not nil,
+// runs once the entry is committed (cache invalidations). It must be
+// deterministic (same state, same writes, on every node) and must write
+// nothing outside its own service's keys.
+type Eraser func(tx *badger.Txn, uid string, b *fsm.Budget) (done bool, after func(), err error)
+
+// Kept is one thing that stays after an account is erased.
+type Kept struct {
+	What   string `json:"what"`
+	Detail string `json:"detail"`
+}
+
+// KeptAfterDeletion is what the answer of DELETE /user/me lists.
+var KeptAfterDeletion = []Kept{
+	{What: "group_messages", Detail: "your messages in groups stay with the group; members see their sender as \"deleted user\""},
+	{What: "group_media", Detail: "files you sent to a group stay readable by its members"},
+	{What: "user_id", Detail: "your user ID stays reserved: nobody can register it again"},
+	{What: "others_uploads", Detail: "files others sent you in direct messages stay theirs (you lose access)"},
+	{What: "delivered_copies", Detail: "messages and notifications already delivered to other people's devices"},
+	{What: "backups", Detail: "backups taken before the erasure keep the data until they are rotated out"},
+}
+
+// DeleteResult is the answer of DELETE /user/me.
+type DeleteResult struct {
+	UserID   string    `json:"userId"`
+	DeleteAt time.Time `json:"deleteAt"`
+	Kept     []Kept    `json:"kept"`
+}
+
+// goneSet is every node's in-memory copy of r/auth/gone/: consulted on
+// every token check, so it must be a map lookup.
+type goneSet struct {
+	mu sync.RWMutex
+	m  map[string]goneRecord
+}
+
+func newGoneSet() *goneSet { return &goneSet{m: map[string]goneRecord{}} }
+
+func (g *goneSet) get(uid string) (goneRecord, bool) {
+	g.mu.RLock()
+	r, ok := g.m[uid]
+	g.mu.RUnlock()
+	return r, ok
+}
+
+func (g *goneSet) has(uid string) bool { _, ok := g.get(uid); return ok }
+
+func (g *goneSet) put(r goneRecord) {
+	g.mu.Lock()
+	g.m[r.UID] = r
+	g.mu.Unlock()
+}
+
+// pending lists the deletions not yet erased, by due time.
+func (g *goneSet) pending() []goneRecord {
+	g.mu.RLock()
+	var out []goneRecord
+	for _, r := range g.m {
+		if r.ErasedAt == nil {
+			out = append(out, r)
+		}
+	}
+	g.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].DeleteAt.Equal(out[j].DeleteAt) {
+			return out[i].DeleteAt.Before(out[j].DeleteAt)
+		}
+		return out[i].UID < out[j].UID
+	})
+	return out
+}
+
+// load replaces the set with what the database holds (at start and
+// after a snapshot restore).
+func (g *goneSet) load(db *badger.DB) error {
+	m := map[string]goneRecord{}
+	err := db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixGone), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var r goneRecord
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
+				return err
+			}
+			m[r.UID] = r
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("auth: loading deleted accounts: %w", err)
+	}
+	g.mu.Lock()
+	g.m = m
+	g.mu.Unlock()
+	return nil
+}
+
+// AddEraser appends a service's eraser; erase steps run them in the
+// order added. Call it before Raft applies entries (the node holds
+// applying until every handler is registered).
+func (s *Service) AddEraser(name string, e Eraser) {
+	s.eraseMu.Lock()
+	s.erasers = append(s.erasers, namedEraser{name: name, fn: e})
+	s.eraseMu.Unlock()
+}
+
+type namedEraser struct {
+	name string
+	fn   Eraser
+}
+
+// OnAccountDisabled registers fn to run on every node once an account's
+// deletion is committed (the broker kicks the user's live sessions).
+func (s *Service) OnAccountDisabled(fn func(uid string)) {
+	s.eraseMu.Lock()
+	s.onDisabled = append(s.onDisabled, fn)
+	s.eraseMu.Unlock()
+}
+
+// Deleted reports whether uid's account is deleted (disabled, being
+// erased or erased).
+func (s *Service) Deleted(uid string) bool { return s.gone.has(uid) }
+
+// DeleteAccount checks uid's password and, when it is right, disables
+// the account and schedules its erasure after the grace period. Wrong
+// passwords are rate limited like logins.
+func (s *Service) DeleteAccount(ctx context.Context, uid, password, ip string) (DeleteResult, error) {
+	ipKey := ratelimit.RemoteIPKey(ip)
+	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+		s.deletions.WithLabelValues("rate_limited").Inc()
+		return DeleteResult{}, &RateLimitError{RetryAfter: wait}
+	}
+	acct, found, err := s.readAccount(uid)
+	if err != nil {
+		s.deletions.WithLabelValues("error").Inc()
+		return DeleteResult{}, err
+	}
+	if !found || s.gone.has(uid) {
+		s.deletions.WithLabelValues("deleted").Inc()
+		return DeleteResult{}, ErrAccountDeleted
+	}
+	ok, err := s.hasher.verify(password, acct.Hash)
+	if err != nil || !ok || len(password) > MaxPassword {
+		s.perUser.Allow(uid)
+		s.perIP.Allow(ipKey)
+		s.deletions.WithLabelValues("wrong_password").Inc()
+		return DeleteResult{}, ErrWrongPassword
+	}
+	now := s.now().UTC()
+	c := accountDeleteCmd{V: commandVersion, UID: uid, At: now, DeleteAt: now.Add(s.cfg.DeleteGrace)}
+	if _, err := s.propose(ctx, wire.CmdAccountDelete, c); err != nil {
+		if isErr(err, ErrAccountDeleted) {
+			s.deletions.WithLabelValues("deleted").Inc()
+			return DeleteResult{}, ErrAccountDeleted
+		}
+		s.deletions.WithLabelValues("error").Inc()
+		return DeleteResult{}, fmt.Errorf("auth: delete account: %w", err)
+	}
+	s.deletions.WithLabelValues("accepted").Inc()
+	s.log.Info("account deleted; erasure scheduled", "uid", uid, "deleteAt", c.DeleteAt)
+	s.wakeEraser()
+	return DeleteResult{UserID: uid, DeleteAt: c.DeleteAt, Kept: KeptAfterDeletion}, nil
+}
+
+// applyAccountDelete disables an account and records when it is erased.
+func (s *Service) applyAccountDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c accountDeleteCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.V != commandVersion {
+		return nil, fmt.Errorf("%w: account delete version %d", errBadCommand, c.V)
+	}
+	if wire.ValidUserID(c.UID) != nil || c.DeleteAt.Before(c.At) {
+		return nil, fmt.Errorf("%w: bad account delete", errBadCommand)
+	}
+	var r goneRecord
+	found, err := getJSON(tx, prefixGone+c.UID, &r)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		return nil, ErrAccountDeleted
+	}
+	var a account
+	if found, err = getJSON(tx, prefixAccount+c.UID, &a); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNoAccount
+	}
+	r = goneRecord{UID: c.UID, RequestedAt: c.At, DeleteAt: c.DeleteAt}
+	if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+		return nil, err
+	}
+	return &goneCommitted{s: s, r: r, disabled: true}, nil
+}
+
+// goneCommitted updates the in-memory set once the entry is committed.
+type goneCommitted struct {
+	s        *Service
+	r        goneRecord
+	disabled bool // a new deletion (not an erase step)
+	done     bool // the erase is complete
+	after    []func()
+}
+
+// AfterCommit implements fsm.AfterCommitter.
+func (g *goneCommitted) AfterCommit() {
+	g.s.gone.put(g.r)
+	g.s.exists.remove(g.r.UID)
+	for _, fn := range g.after {
+		fn()
+	}
+	if g.disabled {
+		g.s.eraseMu.Lock()
+		fns := g.s.onDisabled
+		g.s.eraseMu.Unlock()
+		for _, fn := range fns {
+			fn(g.r.UID)
+		}
+		g.s.wakeEraser()
+	}
+}
+
+// EraseStep is the value of an erase step: Done when nothing of the
+// user is left.
+type EraseStep struct{ Done bool }
+
+// applyAccountErase runs one bounded step of erasing a deleted account.
+// Erasing an erased account writes nothing and says done, so a replayed
+// or repeated step is harmless.
+func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c accountEraseCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.V != commandVersion {
+		return nil, fmt.Errorf("%w: account erase version %d", errBadCommand, c.V)
+	}
+	if wire.ValidUserID(c.UID) != nil {
+		return nil, fmt.Errorf("%w: bad account erase", errBadCommand)
+	}
+	var r goneRecord
+	found, err := getJSON(tx, prefixGone+c.UID, &r)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !found:
+		return nil, ErrNoAccount
+	case r.ErasedAt != nil:
+		return EraseStep{Done: true}, nil
+	case c.At.Before(r.DeleteAt):
+		return nil, ErrNotDue
+	}
+	s.eraseMu.Lock()
+	erasers := s.erasers
+	s.eraseMu.Unlock()
+	b := fsm.NewBudget(eraseStepWrites)
+	res := &goneCommitted{s: s, r: r}
+	finished := len(r.Done)
+	for _, e := range erasers {
+		if slices.Contains(r.Done, e.name) {
+			continue
+		}
+		done, after, err := e.fn(tx, c.UID, b)
+		if err != nil {
+			return nil, fmt.Errorf("auth: erasing %s of %s: %w", e.name, c.UID, err)
+		}
+		if after != nil {
+			res.after = append(res.after, after)
+		}
+		if !done {
+			if len(r.Done) > finished {
+				if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+					return nil, err
+				}
+				res.r = r
+			}
+			return res, nil
+		}
+		r.Done = append(r.Done, e.name)
+	}
+	// The account's own keys last: until they go, the step is repeated.
+	done, err := fsm.DeleteMatching(tx, []byte(prefixRefresh), b, func(_, v []byte) (bool, error) {
+		var f refreshFamily
+		if err := json.Unmarshal(v, &f); err != nil {
+			return false, nil // not ours to judge; never a user's
+		}
+		return f.UID == c.UID, nil
+	})
+	if err != nil || !done {
+		return res, err
+	}
+	if err := tx.Delete([]byte(prefixAccount + c.UID)); err != nil {
+		return nil, err
+	}
+	at := c.At
+	r.ErasedAt = &at
+	if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+		return nil, err
+	}
+	res.r, res.done = r, true
+	return res, nil
+}
+
+// Value of a step as the proposer sees it (goneCommitted travels through
+// Propose on the leader).
+func stepDone(v any) (done, known bool) {
+	switch x := v.(type) {
+	case EraseStep:
+		return x.Done, true
+	case *goneCommitted:
+		return x.done, true
+	}
+	return false, false
+}
+
+// Leadership says whether this node is the Raft leader (the one node
+// that proposes erase steps).
+type Leadership interface {
+	IsLeader() bool
+	MembersChanged() <-chan struct{}
+}
+
+// eraseRetry is how long the sweeper waits after a failed step, and the
+// longest it sleeps without a reason to wake.
+const (
+	eraseRetry    = 10 * time.Second
+	eraseMaxSleep = time.Minute
+	// maxEraseSteps bounds one account's steps in one pass (a bug must
+	// not spin the leader forever); the next pass goes on.
+	maxEraseSteps = 10000
+)
+
+func (s *Service) wakeEraser() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// RunErasure erases deleted accounts whose grace period is over, while
+// this node leads, until ctx is done.
+func (s *Service) RunErasure(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		var changed <-chan struct{}
+		if s.lead != nil {
+			changed = s.lead.MembersChanged()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-s.wake:
+		case <-changed:
+		}
+		next := s.EraseDue(ctx)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
+}
+
+// EraseDue erases every account that is due, if this node leads, and
+// says how long until the next one is due (capped).
+func (s *Service) EraseDue(ctx context.Context) time.Duration {
+	sleep := eraseMaxSleep
+	if s.lead != nil && !s.lead.IsLeader() {
+		return sleep
+	}
+	for _, r := range s.gone.pending() {
+		if ctx.Err() != nil {
+			return sleep
+		}
+		now := s.now().UTC()
+		if wait := r.DeleteAt.Sub(now); wait > 0 {
+			return min(sleep, wait)
+		}
+		if err := s.erase(ctx, r.UID); err != nil {
+			s.log.Warn("erasing a deleted account; retrying", "uid", r.UID, "err", err)
+			sleep = min(sleep, eraseRetry)
+		}
+	}
+	return sleep
+}
+
+// erase proposes erase steps for uid until it is erased.
+func (s *Service) erase(ctx context.Context, uid string) error {
+	for i := 0; i < maxEraseSteps; i++ {
+		if r, ok := s.gone.get(uid); !ok || r.ErasedAt != nil {
+			return nil
+		}
+		v, err := s.propose(ctx, wire.CmdAccountErase, accountEraseCmd{V: commandVersion, UID: uid, At: s.now().UTC()})
+		if err != nil {
+			return err
+		}
+		s.eraseSteps.Inc()
+		if done, known := stepDone(v); known && done {
+			s.erased.Inc()
+			s.log.Info("account erased", "uid", uid, "steps", i+1)
+			return nil
+		}
+	}
+	return fmt.Errorf("auth: erasing %s: still not done after %d steps", uid, maxEraseSteps)
+}
+
+// deleteRequest is the body of DELETE /user/me.
+type deleteRequest struct {
+	Password string `json:"password"`
+}
+
+func decodeDelete(body []byte) (deleteRequest, error) {
+	var req deleteRequest
+	err := httpapi.DecodeJSONBytes(body, &req)
+	return req, err
+}
+
+// handleDelete answers DELETE /user/me {"password"}: 202 with when the
+// data goes and what stays.
+func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
+	p, ok := httpapi.PrincipalFrom(r.Context())
+	if !ok || p.UserID == "" {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "sign in first"))
+		return
+	}
+	var req deleteRequest
+	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	res, err := s.DeleteAccount(r.Context(), p.UserID, req.Password, clientIP(r))
+	switch {
+	case errors.Is(err, ErrWrongPassword):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "wrong password"))
+		return
+	case errors.Is(err, ErrAccountDeleted):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such account"))
+		return
+	case err != nil:
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusAccepted, res)
+}

@@ -1,0 +1,298 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// testEraser stands for a service's eraser: it deletes the keys under
+// r/test/{uid}/ within the step's budget.
+func testEraser(tx *badger.Txn, uid string, b *fsm.Budget) (bool, func(), error) {
+	done, err := fsm.DeleteMatching(tx, []byte("r/test/"+uid+"/"), b, nil)
+	return done, nil, err
+}
+
+func seedTestKeys(t *testing.T, db *badger.DB, uid string, n int) {
+	t.Helper()
+	wb := db.NewWriteBatch()
+	for i := 0; i < n; i++ {
+		if err := wb.Set([]byte(fmt.Sprintf("r/test/%s/%06d", uid, i)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deleteReq sends DELETE /user/me as uid.
+func (e *env) deleteReq(uid, password string) resp {
+	e.t.Helper()
+	b, _ := json.Marshal(map[string]string{"password": password})
+	req := httptest.NewRequest(http.MethodDelete, "/user/me", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.RemoteAddr = "192.0.2.1:40000"
+	req = req.WithContext(httpapi.WithPrincipal(req.Context(), wire.Principal{UserID: uid}))
+	rec := httptest.NewRecorder()
+	e.mux.ServeHTTP(rec, req)
+	return resp{Code: rec.Code, Header: rec.Header(), Body: rec.Body.Bytes()}
+}
+
+func TestDeleteAccountDisablesAtOnceAndErasesAfterGrace(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DeleteGrace = time.Hour })
+	e.svc.AddEraser("test", testEraser)
+	e.register("bob", "bob-password")
+	e.register("alice", "alice-password")
+	bobTok := e.login("bob", "bob-password")
+	aliceTok := e.login("alice", "alice-password")
+	seedTestKeys(t, e.db, "bob", 5000) // more than one step's budget
+	seedTestKeys(t, e.db, "alice", 3)
+
+	// A wrong password changes nothing.
+	before := fsmtest.Dump(t, e.db, "r/")
+	if r := e.deleteReq("bob", "not-the-password"); r.Code != http.StatusForbidden || r.errCode() != httpapi.CodeForbidden {
+		t.Fatalf("wrong password: %d %s", r.Code, r.Body)
+	}
+	if after := fsmtest.Dump(t, e.db, "r/"); !maps.Equal(before, after) {
+		t.Fatal("a refused deletion changed the state")
+	}
+	if _, err := e.svc.VerifyAccessToken(bobTok.AccessToken); err != nil {
+		t.Fatalf("token refused after a refused deletion: %v", err)
+	}
+
+	r := e.deleteReq("bob", "bob-password")
+	if r.Code != http.StatusAccepted {
+		t.Fatalf("delete: %d %s", r.Code, r.Body)
+	}
+	var res DeleteResult
+	if err := json.Unmarshal(r.Body, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.DeleteAt.Equal(e.clock.Now().Add(time.Hour)) || len(res.Kept) == 0 || res.Kept[0].What != "group_messages" {
+		t.Fatalf("answer %+v", res)
+	}
+	// Disabled everywhere at once.
+	if _, err := e.svc.VerifyAccessToken(bobTok.AccessToken); !errors.Is(err, wire.ErrBadToken) {
+		t.Fatalf("token of a deleted account: %v", err)
+	}
+	if _, err := e.svc.Login(context.Background(), "bob", "bob-password", "192.0.2.9"); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatalf("login of a deleted account: %v", err)
+	}
+	if _, err := e.svc.Refresh(context.Background(), bobTok.RefreshToken); !errors.Is(err, ErrRefreshInvalid) {
+		t.Fatalf("refresh of a deleted account: %v", err)
+	}
+	if ok, _ := e.svc.UserExists("bob"); ok {
+		t.Fatal("a deleted account still exists for senders")
+	}
+	if r := e.deleteReq("bob", "bob-password"); r.Code != http.StatusNotFound {
+		t.Fatalf("deleting again: %d %s", r.Code, r.Body)
+	}
+	if _, err := e.svc.VerifyAccessToken(aliceTok.AccessToken); err != nil {
+		t.Fatalf("someone else's token: %v", err)
+	}
+
+	// Not due yet: the sweeper waits, and a step proposed early is refused.
+	if wait := e.svc.EraseDue(context.Background()); wait <= 0 || wait > time.Hour {
+		t.Fatalf("next erase in %v", wait)
+	}
+	if n := len(fsmtest.Dump(t, e.db, "r/test/bob/")); n != 5000 {
+		t.Fatalf("erased before the grace period: %d keys left", n)
+	}
+	if _, err := e.prop.Propose(context.Background(), wire.CmdAccountErase, mustJSON(t,
+		accountEraseCmd{V: 1, UID: "bob", At: e.clock.Now()})); !errors.Is(err, ErrNotDue) {
+		t.Fatalf("early step: %v", err)
+	}
+
+	e.clock.Advance(time.Hour)
+	e.svc.EraseDue(context.Background())
+	if n := len(fsmtest.Dump(t, e.db, "r/test/bob/")); n != 0 {
+		t.Fatalf("%d keys of bob left", n)
+	}
+	if n := len(fsmtest.Dump(t, e.db, "r/test/alice/")); n != 3 {
+		t.Fatalf("alice's keys: %d", n)
+	}
+	if _, found, _ := e.svc.readAccount("bob"); found {
+		t.Fatal("account record left")
+	}
+	for k, v := range fsmtest.Dump(t, e.db, prefixRefresh) {
+		if strings.Contains(v, `"uid":"bob"`) {
+			t.Fatalf("refresh family %s of bob left", k)
+		}
+	}
+	if len(fsmtest.Dump(t, e.db, prefixRefresh)) == 0 {
+		t.Fatal("alice's refresh family went too")
+	}
+	if g, ok := e.svc.gone.get("bob"); !ok || g.ErasedAt == nil {
+		t.Fatalf("tombstone %+v %v", g, ok)
+	}
+	// The user ID stays reserved.
+	if r := e.post("/auth/register", map[string]string{"username": "bob", "password": "another-password"}); r.Code != http.StatusConflict {
+		t.Fatalf("re-registering bob: %d %s", r.Code, r.Body)
+	}
+	if _, err := e.prop.Propose(context.Background(), wire.CmdAccountCreate, mustJSON(t,
+		accountCreateCmd{UID: "bob", Hash: "x", At: e.clock.Now()})); !errors.Is(err, ErrUsernameTaken) {
+		t.Fatalf("account create of a tombstone: %v", err)
+	}
+}
+
+// An erase step of an erased account writes nothing, and a follower
+// applying the same log ends with the same state (steps are
+// deterministic).
+func TestEraseStepsReplayIdentically(t *testing.T) {
+	e := newEnv(t)
+	e.svc.AddEraser("test", testEraser)
+	follower := e.prop.NewFollower(t)
+	fsvc, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsvc.AddEraser("test", testEraser)
+	e.register("bob", "bob-password")
+	e.login("bob", "bob-password")
+	seedTestKeys(t, e.db, "bob", 4500)
+	seedTestKeys(t, follower.DB(), "bob", 4500)
+
+	if _, err := e.svc.DeleteAccount(context.Background(), "bob", "bob-password", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.EraseDue(context.Background())
+	if n := len(fsmtest.Dump(t, e.db, "r/test/")); n != 0 {
+		t.Fatalf("%d keys left", n)
+	}
+	steps := 0
+	for _, l := range e.prop.Logs() {
+		cmds, _ := fsm.DecodeBatch(l.Data)
+		for _, c := range cmds {
+			if c.Type == wire.CmdAccountErase {
+				steps++
+			}
+		}
+	}
+	if steps != 3 {
+		t.Fatalf("%d erase steps for 4500 keys at %d a step, want 3", steps, eraseStepWrites)
+	}
+	state := fsmtest.Dump(t, e.db, "r/")
+	if got := fsmtest.Dump(t, follower.DB(), "r/"); !maps.Equal(state, got) {
+		t.Fatalf("the follower's state differs: %d keys vs %d", len(got), len(state))
+	}
+	if !fsvc.Deleted("bob") {
+		t.Fatal("the follower does not know bob is deleted")
+	}
+	// Once more: done, nothing written.
+	v, err := e.prop.Propose(context.Background(), wire.CmdAccountErase, mustJSON(t, accountEraseCmd{V: 1, UID: "bob", At: e.clock.Now()}))
+	if done, known := stepDone(v); err != nil || !known || !done {
+		t.Fatalf("repeated step: %v %v", v, err)
+	}
+	if got := fsmtest.Dump(t, e.db, "r/"); !maps.Equal(state, got) {
+		t.Fatal("a repeated step changed the state")
+	}
+}
+
+func TestAccountCommandsOfAnotherVersionAreRefused(t *testing.T) {
+	e := newEnv(t)
+	e.register("bob", "bob-password")
+	before := fsmtest.Dump(t, e.db, "r/")
+	now := e.clock.Now()
+	for _, c := range []struct {
+		t byte
+		v any
+	}{
+		{wire.CmdAccountDelete, accountDeleteCmd{V: 2, UID: "bob", At: now, DeleteAt: now}},
+		{wire.CmdAccountDelete, accountDeleteCmd{UID: "bob", At: now, DeleteAt: now}},
+		{wire.CmdAccountErase, accountEraseCmd{V: 2, UID: "bob", At: now}},
+		{wire.CmdAccountDelete, accountDeleteCmd{V: 1, UID: "Bob!", At: now, DeleteAt: now}},
+		{wire.CmdAccountDelete, accountDeleteCmd{V: 1, UID: "bob", At: now, DeleteAt: now.Add(-time.Second)}},
+	} {
+		if _, err := e.prop.Propose(context.Background(), c.t, mustJSON(t, c.v)); !errors.Is(err, errBadCommand) {
+			t.Errorf("%#x %+v: %v, want a malformed command", c.t, c.v, err)
+		}
+	}
+	if _, err := e.prop.Propose(context.Background(), wire.CmdAccountErase, []byte(`{"v":1,"uid":"bob"`)); !errors.Is(err, errBadCommand) {
+		t.Errorf("truncated payload: %v", err)
+	}
+	if _, err := e.prop.Propose(context.Background(), wire.CmdAccountErase, mustJSON(t, accountEraseCmd{V: 1, UID: "bob", At: now})); !errors.Is(err, ErrNoAccount) {
+		t.Errorf("erasing an account not deleted: %v", err)
+	}
+	if after := fsmtest.Dump(t, e.db, "r/"); !maps.Equal(before, after) {
+		t.Fatal("a refused command changed the state")
+	}
+	if e.svc.Deleted("bob") {
+		t.Fatal("bob is deleted")
+	}
+}
+
+func TestDeleteAccountWrongPasswordsAreRateLimited(t *testing.T) {
+	e := newEnv(t)
+	e.register("bob", "bob-password")
+	limited := false
+	for i := 0; i < 20 && !limited; i++ {
+		r := e.deleteReq("bob", "wrong-password")
+		switch r.Code {
+		case http.StatusForbidden:
+		case http.StatusTooManyRequests:
+			limited = true
+		default:
+			t.Fatalf("attempt %d: %d %s", i, r.Code, r.Body)
+		}
+	}
+	if !limited {
+		t.Fatal("20 wrong passwords were never rate limited")
+	}
+	if e.svc.Deleted("bob") {
+		t.Fatal("deleted with wrong passwords")
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// An eraser that finished is not run again in later steps (its reads
+// would be paid in every step of a long erasure).
+func TestFinishedErasersAreSkipped(t *testing.T) {
+	e := newEnv(t)
+	calls := 0
+	e.svc.AddEraser("small", func(tx *badger.Txn, uid string, b *fsm.Budget) (bool, func(), error) {
+		calls++
+		done, err := fsm.DeleteMatching(tx, []byte("r/small/"+uid+"/"), b, nil)
+		return done, nil, err
+	})
+	e.svc.AddEraser("test", testEraser)
+	e.register("bob", "bob-password")
+	seedTestKeys(t, e.db, "bob", 4500)
+	if err := e.db.Update(func(tx *badger.Txn) error { return tx.Set([]byte("r/small/bob/1"), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DeleteAccount(context.Background(), "bob", "bob-password", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.EraseDue(context.Background())
+	if n := len(fsmtest.Dump(t, e.db, "r/test/")) + len(fsmtest.Dump(t, e.db, "r/small/")); n != 0 {
+		t.Fatalf("%d keys left", n)
+	}
+	if calls != 1 {
+		t.Fatalf("the finished eraser ran in %d steps", calls)
+	}
+}

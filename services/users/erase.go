@@ -1,0 +1,190 @@
+package users
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// An erased account (see services/auth/delete.go) loses its profile,
+// its search entry, its contacts and blocks in both directions and its
+// group memberships; its user ID keeps a tombstone under
+// r/user/gone/{uid}, so that the profile of a group message's sender
+// still answers, as DeletedDisplayName. The tombstone is not in the
+// search index, cannot be added as a contact or to a group (those check
+// the profile under p/, which is gone).
+
+const prefixGoneProfile = "r/user/gone/" // + uid → erasedAt (RFC 3339)
+
+// DeletedDisplayName is the display name of an erased user.
+const DeletedDisplayName = "deleted user"
+
+// tombstone is the profile an erased user's ID answers with.
+func tombstone(uid string) Profile {
+	return Profile{UserID: uid, DisplayName: DeletedDisplayName, Deleted: true}
+}
+
+// EraseAccount is the users service's part of erasing uid (an
+// auth.Eraser): one bounded step, deterministic, only under r/user/.
+func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done bool, after func(), err error) {
+	if wire.ValidUserID(uid) != nil {
+		return false, nil, fmt.Errorf("%w: bad uid", errBadCommand)
+	}
+	inv := invalidation{profiles: []string{uid}, contacts: []string{uid}, blocks: []string{uid}, userGroups: []string{uid}}
+	after = func() { (&applied{s: s, inv: inv}).AfterCommit() }
+	// Groups first: ownership must pass on while the member list is read.
+	if done, err = s.eraseMemberships(tx, uid, b, &inv); err != nil || !done {
+		return false, after, err
+	}
+	for _, prefix := range []string{prefixContact, prefixBlock} {
+		// uid's own list, then the edges others hold towards uid.
+		if done, err = fsm.DeleteMatching(tx, []byte(prefix+uid+"/"), b, nil); err != nil || !done {
+			return false, after, err
+		}
+		suffix := []byte("/" + uid)
+		var owners []string
+		done, err = fsm.DeleteMatching(tx, []byte(prefix), b, func(k, _ []byte) (bool, error) {
+			if !bytes.HasSuffix(k, suffix) {
+				return false, nil
+			}
+			owner, _, _ := strings.Cut(string(k[len(prefix):]), "/")
+			owners = append(owners, owner)
+			return true, nil
+		})
+		if prefix == prefixContact {
+			inv.contacts = append(inv.contacts, owners...)
+		} else {
+			inv.blocks = append(inv.blocks, owners...)
+		}
+		if err != nil || !done {
+			return false, after, err
+		}
+	}
+	if b.Spent() {
+		return false, after, nil
+	}
+	var p Profile
+	found, err := fsm.GetJSON(tx, []byte(prefixProfile+uid), &p)
+	if err != nil {
+		return false, after, err
+	}
+	if found {
+		b.Left -= 2
+		if err := tx.Delete(nameKey(p.DisplayName, uid)); err != nil {
+			return false, after, err
+		}
+		if err := tx.Delete([]byte(prefixProfile + uid)); err != nil {
+			return false, after, err
+		}
+	}
+	if _, err := tx.Get([]byte(prefixGoneProfile + uid)); errors.Is(err, badger.ErrKeyNotFound) {
+		b.Left--
+		if err := tx.Set([]byte(prefixGoneProfile+uid), nil); err != nil {
+			return false, after, err
+		}
+	} else if err != nil {
+		return false, after, err
+	}
+	return true, after, nil
+}
+
+// eraseMemberships removes uid from each of its groups, handing an owned
+// group to its first admin in user-ID order, or else its first member
+// (join times are not kept, so "oldest" cannot be told); a group left
+// without members keeps no owner.
+func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, inv *invalidation) (bool, error) {
+	var gids []string
+	opts := badger.IteratorOptions{Prefix: []byte(prefixUserGroups + uid + "/")}
+	it := tx.NewIterator(opts)
+	for it.Rewind(); it.Valid(); it.Next() {
+		gids = append(gids, string(it.Item().Key()[len(opts.Prefix):]))
+	}
+	it.Close()
+	for _, gid := range gids {
+		if b.Spent() { // a group costs up to 5 writes: the last may overspend a little
+			return false, nil
+		}
+		role, err := readRole(tx, gid, uid)
+		if err != nil {
+			return false, err
+		}
+		g, found, err := readGroup(tx, gid)
+		if err != nil {
+			return false, err
+		}
+		b.Left -= 2
+		if err := dropMember(tx, gid, uid); err != nil {
+			return false, err
+		}
+		inv.removed = append(inv.removed, memberRef{gid: gid, uid: uid})
+		inv.groups = append(inv.groups, gid)
+		if !found {
+			continue
+		}
+		if role != "" {
+			g.MemberCount--
+		}
+		if g.Owner == uid {
+			heir, err := heirOf(tx, gid, uid)
+			if err != nil {
+				return false, err
+			}
+			g.Owner = heir
+			if heir != "" {
+				b.Left -= 2
+				if err := setRole(tx, gid, heir, RoleOwner); err != nil {
+					return false, err
+				}
+				inv.userGroups = append(inv.userGroups, heir)
+			}
+		}
+		b.Left--
+		if err := writeGroup(tx, g); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// heirOf is the member who takes over gid from its departing owner.
+func heirOf(tx *badger.Txn, gid, owner string) (string, error) {
+	prefix := []byte(prefixMember + gid + "/")
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	defer it.Close()
+	member := ""
+	for it.Rewind(); it.Valid(); it.Next() {
+		uid := string(it.Item().Key()[len(prefix):])
+		if uid == owner {
+			continue
+		}
+		var r Role
+		if err := it.Item().Value(func(v []byte) error { r = Role(v); return nil }); err != nil {
+			return "", err
+		}
+		if r == RoleAdmin {
+			return uid, nil
+		}
+		if member == "" {
+			member = uid
+		}
+	}
+	return member, nil
+}
+
+// erasedProfile reads uid's tombstone; ok false when uid was never erased.
+func erasedProfile(tx *badger.Txn, uid string) (Profile, bool, error) {
+	_, err := tx.Get([]byte(prefixGoneProfile + uid))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Profile{}, false, nil
+	}
+	if err != nil {
+		return Profile{}, false, err
+	}
+	return tombstone(uid), true, nil
+}

@@ -1,0 +1,129 @@
+package users
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+)
+
+// erase runs the users part of erasing uid in steps of budget writes.
+func (e *env) erase(uid string, budget int) int {
+	e.t.Helper()
+	for steps := 1; steps < 10000; steps++ {
+		tx := e.db.NewTransaction(true)
+		done, after, err := e.svc.EraseAccount(tx, uid, fsm.NewBudget(budget))
+		if err != nil {
+			tx.Discard()
+			e.t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			e.t.Fatal(err)
+		}
+		after()
+		if done {
+			return steps
+		}
+	}
+	e.t.Fatal("never done")
+	return 0
+}
+
+func (e *env) newGroup(owner string, members ...string) string {
+	e.t.Helper()
+	b, _ := json.Marshal(map[string]any{"name": "g", "members": members})
+	r := e.do("POST", "/user/groups", string(b), owner)
+	if r.Code != 201 {
+		e.t.Fatalf("create group: %d %s", r.Code, r.Body)
+	}
+	var g Group
+	r.decode(e.t, &g)
+	return g.ID
+}
+
+func TestEraseAccountProfileGraphAndGroups(t *testing.T) {
+	e := newEnv(t)
+	e.users("alice", "bob:Bobby", "carol", "dave")
+	g1 := e.newGroup("bob", "alice", "carol", "dave")
+	if r := e.do("POST", "/user/groups/"+g1+"/members", `{"uid":"dave","role":"admin"}`, "bob"); r.Code != 200 {
+		t.Fatalf("dave admin: %d", r.Code)
+	}
+	g2 := e.newGroup("bob", "carol", "alice")
+	g3 := e.newGroup("bob")
+	g4 := e.newGroup("alice", "bob")
+	for _, c := range []struct{ who, path, uid string }{
+		{"bob", "/user/me/contacts", "alice"}, {"carol", "/user/me/contacts", "bob"},
+		{"dave", "/user/me/blocks", "bob"}, {"bob", "/user/me/blocks", "carol"},
+	} {
+		if r := e.do("POST", c.path, fmt.Sprintf(`{"uid":%q}`, c.uid), c.who); r.Code != 201 {
+			t.Fatalf("%s %s %s: %d %s", c.who, c.path, c.uid, r.Code, r.Body)
+		}
+	}
+	// Warm the caches the erase must invalidate.
+	if !e.svc.IsContact("carol", "bob") || !e.svc.IsBlocked("dave", "bob") {
+		t.Fatal("setup")
+	}
+	if _, err := e.svc.Profile("bob"); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _ := e.svc.GroupsOf("bob"); len(gs) != 4 {
+		t.Fatalf("bob's groups %v", gs)
+	}
+
+	if steps := e.erase("bob", 4); steps < 3 {
+		t.Fatalf("a budget of 4 took %d steps", steps)
+	}
+	p, err := e.svc.Profile("bob")
+	if err != nil || p.DisplayName != DeletedDisplayName || !p.Deleted || p.UserID != "bob" {
+		t.Fatalf("bob's profile: %+v %v", p, err)
+	}
+	if found, _, err := e.svc.Search("bob", "", 10); err != nil || len(found) != 0 {
+		t.Fatalf("search bob: %+v %v", found, err)
+	}
+	if found, _, err := e.svc.Search("Bobby", "", 10); err != nil || len(found) != 0 {
+		t.Fatalf("search Bobby: %+v %v", found, err)
+	}
+	if e.svc.IsContact("carol", "bob") || e.svc.IsContact("bob", "alice") || e.svc.IsBlocked("dave", "bob") || e.svc.IsBlocked("bob", "carol") {
+		t.Fatal("a contact or block naming bob is left")
+	}
+	if gs, _ := e.svc.GroupsOf("bob"); len(gs) != 0 {
+		t.Fatalf("bob is still in %v", gs)
+	}
+	for _, c := range []struct {
+		gid, owner string
+		members    int
+	}{{g1, "dave", 3}, {g2, "alice", 2}, {g3, "", 0}, {g4, "alice", 1}} {
+		g, err := e.svc.Group(c.gid)
+		if err != nil || g.Owner != c.owner || g.MemberCount != c.members {
+			t.Errorf("group %s: %+v %v, want owner %q and %d members", c.gid, g, err, c.owner, c.members)
+		}
+		if _, ok := e.svc.Role(c.gid, "bob"); ok {
+			t.Errorf("bob still has a role in %s", c.gid)
+		}
+		if c.owner != "" {
+			if r, _ := e.svc.Role(c.gid, c.owner); r != RoleOwner {
+				t.Errorf("%s's role in %s: %q", c.owner, c.gid, r)
+			}
+		}
+	}
+	// Nobody can add the erased user back.
+	if r := e.do("POST", "/user/me/contacts", `{"uid":"bob"}`, "alice"); r.Code != 404 {
+		t.Fatalf("adding bob as a contact: %d %s", r.Code, r.Body)
+	}
+	if r := e.do("POST", "/user/groups/"+g4+"/members", `{"uid":"bob"}`, "alice"); r.Code != 400 {
+		t.Fatalf("adding bob to a group: %d %s", r.Code, r.Body)
+	}
+	// A step after the end writes nothing.
+	before := e.state()
+	e.erase("bob", 4)
+	after := e.state()
+	if len(before) != len(after) {
+		t.Fatal("a step after the end changed the state")
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Fatalf("%s changed", k)
+		}
+	}
+}
