@@ -362,3 +362,52 @@ func TestArchiveRetentionS3(t *testing.T) {
 		return nil
 	})
 }
+
+// A leader whose scheduled backups stop succeeding says so in /readyz
+// (still ready) once the newest is older than twice --backup-every, and
+// GET /admin/archive reports the backups.
+func TestReadyzWarnsOfOverdueBackup(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backups")
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.BackupEvery, c.BackupTo = time.Second, dir
+	}))
+	admin := n.NewUser(t, "alice") // the first account is an admin
+	readyz := func() string {
+		var raw json.RawMessage
+		if code := api(t, n, "", "GET", "/readyz", nil, &raw); code != 200 {
+			t.Fatalf("/readyz: %d %s", code, raw)
+		}
+		return string(raw)
+	}
+	var st struct {
+		Backup struct {
+			LastID  string `json:"lastId"`
+			Overdue bool   `json:"overdue"`
+		} `json:"backup"`
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if api(t, n, admin, "GET", "/admin/archive", nil, &st); st.Backup.LastID == "" {
+			return fmt.Errorf("no backup yet: %+v", st)
+		}
+		return nil
+	})
+	if r := readyz(); strings.Contains(r, "warnings") {
+		t.Fatalf("warning while backups succeed: %s", r)
+	}
+	// The target turns into a file: every backup fails from now on.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if r := readyz(); !strings.Contains(r, "backup overdue") {
+			return fmt.Errorf("/readyz: %s", r)
+		}
+		return nil
+	})
+	if api(t, n, admin, "GET", "/admin/archive", nil, &st); !st.Backup.Overdue {
+		t.Fatalf("/admin/archive: %+v", st)
+	}
+}
