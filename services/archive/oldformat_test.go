@@ -154,6 +154,24 @@ func collectAnswers(t *testing.T, e *env) oldFormatAnswers {
 	return a
 }
 
+// loadOldFormat reads the old layout's snapshot and its answers.
+func loadOldFormat(t *testing.T) ([]byte, oldFormatAnswers) {
+	t.Helper()
+	snap, err := os.ReadFile(filepath.Join(oldFormatDir, "snapshot.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden, err := os.ReadFile(filepath.Join(oldFormatDir, "answers.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want oldFormatAnswers
+	if err := json.Unmarshal(golden, &want); err != nil {
+		t.Fatal(err)
+	}
+	return snap, want
+}
+
 // restoreOldFormat is a service on the old layout's store.
 func restoreOldFormat(t *testing.T, snap []byte, want oldFormatAnswers, opts ...envOpt) *env {
 	t.Helper()
@@ -172,18 +190,7 @@ func restoreOldFormat(t *testing.T, snap []byte, want oldFormatAnswers, opts ...
 // lookups by ID, and the unread counts of direct conversations (kept
 // before their messages leave the hot history).
 func TestOldFormatStoreSeals(t *testing.T) {
-	snap, err := os.ReadFile(filepath.Join(oldFormatDir, "snapshot.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden, err := os.ReadFile(filepath.Join(oldFormatDir, "answers.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want oldFormatAnswers
-	if err := json.Unmarshal(golden, &want); err != nil {
-		t.Fatal(err)
-	}
+	snap, want := loadOldFormat(t)
 	segs, _ := localSegments(t, false)
 	e := restoreOldFormat(t, snap, want, withSegments(segs))
 	st, err := e.svc.SealOnce(context.Background(), SealConfig{MaxMessages: 2}, time.Now())
@@ -221,18 +228,7 @@ func TestOldFormatStoreReads(t *testing.T) {
 		writeFixture(t, e)
 		return
 	}
-	snap, err := os.ReadFile(filepath.Join(oldFormatDir, "snapshot.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden, err := os.ReadFile(filepath.Join(oldFormatDir, "answers.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want oldFormatAnswers
-	if err := json.Unmarshal(golden, &want); err != nil {
-		t.Fatal(err)
-	}
+	snap, want := loadOldFormat(t)
 	e := restoreOldFormat(t, snap, want)
 	got := collectAnswers(t, e)
 	gb, _ := json.MarshalIndent(got, "", " ")
