@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func TestFanOutKeepsPublisherOrder(t *testing.T) {
 			results := make([]chan error, len(subs))
 			for i, s := range subs {
 				results[i] = make(chan error, 1)
-				go func() { results[i] <- readInOrder(s.conn, s.qos, pubs, perPub) }()
+				go func() { results[i] <- readInOrder(s.conn, s.qos, pubs, perPub, nil) }()
 			}
 			var wg sync.WaitGroup
 			for p := 0; p < pubs; p++ {
@@ -95,15 +96,30 @@ func TestSlowSubscriberDoesNotStallOthers(t *testing.T) {
 	fast := rawTestSub(t, e.addr, "fast", "room/2", 0)
 	const n, size = 4000, 8 << 10 // 32 MB: more than the loopback buffers and the queue hold
 	fastDone := make(chan error, 1)
-	go func() { fastDone <- readInOrder(fast, 0, 1, n) }()
+	var fastGot atomic.Int64
+	go func() { fastDone <- readInOrder(fast, 0, 1, n, &fastGot) }()
 
+	// The publisher goes at the fast subscriber's pace, a batch well
+	// under its queue at a time: the fast one must get everything even on
+	// a loaded machine, and a broker that waited on the slow one would
+	// stall here (the slow one's queue fills within a few batches).
 	pub := rawTestSub(t, e.addr, "pub", "", 0)
 	w := bufio.NewWriter(pub)
+	const batch = 200
 	for i := 1; i <= n; i++ {
 		writeTestPublish(w, "room/2", fmt.Appendf(nil, "0:%d:", i), size)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
+		if i%batch != 0 && i != n {
+			continue
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+			if got := fastGot.Load(); got < int64(i) {
+				return fmt.Errorf("the fast subscriber has %d of %d while another one does not read", got, i)
+			}
+			return nil
+		})
 	}
 	select {
 	case err := <-fastDone:
@@ -225,8 +241,9 @@ func parseTestPayload(b []byte, size int) (pub, seq int, err error) {
 }
 
 // readInOrder reads until it has perPub messages of each of pubs
-// publishers, each publisher's in order 1..perPub, acknowledging QoS 1.
-func readInOrder(c net.Conn, qos byte, pubs, perPub int) error {
+// publishers, each publisher's in order 1..perPub, acknowledging QoS 1;
+// received (when not nil) follows how many it has so far.
+func readInOrder(c net.Conn, qos byte, pubs, perPub int, received *atomic.Int64) error {
 	_ = c.SetReadDeadline(time.Now().Add(waitFor))
 	r := bufio.NewReader(c)
 	next := make([]int, pubs)
@@ -261,6 +278,9 @@ func readInOrder(c net.Conn, qos byte, pubs, perPub int) error {
 		}
 		next[pub]++
 		total++
+		if received != nil {
+			received.Store(int64(total))
+		}
 	}
 	return nil
 }
