@@ -29,6 +29,7 @@ import (
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/pagecache"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/admin"
@@ -331,7 +332,7 @@ func (n *Node) buildHTTP() (err error) {
 	if err != nil {
 		return err
 	}
-	if err := n.raft.RegisterRPC("Edge", &edgeRPC{n}); err != nil {
+	if err := n.raft.RegisterRPC("Edge", peerrpc.Methods{"Info": peerrpc.Method((&edgeRPC{n}).Info)}); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	perIP, classLimits, _ := n.cfg.HTTPRateLimits() // validated by New
