@@ -1,0 +1,178 @@
+package web_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// chromium finds the browser: $EDGECHAT_CHROMIUM or chromium on PATH.
+// Without one the browser tests skip, except in CI (.ci/run installs it).
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("EDGECHAT_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no chromium on PATH (apt-get install chromium)")
+	}
+	t.Skip("no chromium on PATH")
+	return ""
+}
+
+// browser starts a headless Chromium of its own (its own profile, so its
+// own cookies: one user per browser).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox, // tests run as root in CI
+		chromedp.WindowSize(1100, 800),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// run performs actions with a deadline; a failure names the step.
+func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+}
+
+// value runs one action that gives a value.
+func value[T any](t *testing.T, ctx context.Context, step string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	return v
+}
+
+func register(t *testing.T, ctx context.Context, base, user string) {
+	t.Helper()
+	run(t, ctx, user+": open the app and create an account",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), user),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "password-"+user),
+		chromedp.Click(chromedp.CSS(`#register`)),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+}
+
+// textOf reads the text of the first element matching sel.
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	return value(t, ctx, "read "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	return value(t, ctx, "evaluate "+js, chromedp.Evaluate[T](js))
+}
+
+// Two people in two real browsers against a real node: sign up, start a
+// direct chat, exchange messages in real time (the unread badge counts
+// what arrives while the chat is closed); a body full of HTML and script
+// is shown as text and runs nothing; a reload keeps the session (the
+// HttpOnly cookie) and the history; signing out ends the session for
+// good.
+func TestTwoBrowsersChat(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	const hostile = `<img src=x onerror="window.__xss=1">hello <b>bob</b> <script>window.__xss=2</script>`
+	run(t, alice, "alice opens a chat with bob and sends",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), hostile+"\n"),
+		// The pending copy is replaced by the stored one, which has an ID.
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if got := textOf(t, alice, `.msg.mine[data-id]`); !strings.Contains(got, hostile) {
+		t.Fatalf("alice's message shows %q", got)
+	}
+
+	run(t, bob, "bob sees the new conversation with one unread",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:alice"] .badge`)),
+	)
+	if got := textOf(t, bob, `[data-conv="d:alice"] .badge`); got != "1" {
+		t.Fatalf("bob's unread badge: %q", got)
+	}
+	run(t, bob, "bob opens it",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+	if got := textOf(t, bob, `.msg[data-id]`); !strings.Contains(got, hostile) {
+		t.Fatalf("bob sees %q", got)
+	}
+	if imgs := eval[int](t, bob, `document.querySelectorAll('.messages img, .messages script, .messages b').length`); imgs != 0 {
+		t.Fatalf("the message body became %d elements", imgs)
+	}
+	if xss := eval[bool](t, bob, `window.__xss !== undefined`); xss {
+		t.Fatal("script from a message body ran")
+	}
+
+	run(t, bob, "bob replies",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hi alice, see https://example.com/x?a=1\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, alice, "alice gets the reply live",
+		chromedp.WaitVisible(chromedp.CSS(`.msg:not(.mine)[data-id]`)),
+	)
+	if got := textOf(t, alice, `.msg:not(.mine)[data-id]`); !strings.Contains(got, "hi alice") {
+		t.Fatalf("alice sees %q", got)
+	}
+	if href := eval[string](t, alice, `document.querySelector('.msg:not(.mine) a').href + ' ' + document.querySelector('.msg:not(.mine) a').rel`); href != "https://example.com/x?a=1 noopener noreferrer" {
+		t.Fatalf("the link: %q", href)
+	}
+
+	// A reload resumes the session from the cookie: no sign-in form, and
+	// the conversation's history is there, once each.
+	run(t, bob, "bob reloads",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if k := eval[int](t, bob, `document.querySelectorAll('.msg[data-id]').length`); k != 2 {
+		t.Fatalf("after the reload bob's history shows %d messages, want 2", k)
+	}
+	if readable := eval[string](t, bob, `document.cookie`); readable != "" {
+		t.Fatalf("the page can read cookies: %q", readable)
+	}
+
+	run(t, bob, "bob signs out, and a reload does not bring the session back",
+		chromedp.Click(chromedp.CSS(`.topbar button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+	)
+}

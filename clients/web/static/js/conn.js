@@ -1,0 +1,89 @@
+// The MQTT over WebSocket connection: one client per tab, subscribed to
+// the user's own topics; it reconnects by itself (with a fresh access
+// token) and says so through 'state' events, so the app can sync the gap.
+import mqtt from '../vendor/mqtt.esm.js';
+
+function randomId() {
+  const b = new Uint8Array(6);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+export class Connection extends EventTarget {
+  constructor(api) {
+    super();
+    this.api = api;
+    this.client = null;
+    this.state = 'connecting';
+    this.device = `web-${randomId()}`;
+  }
+
+  url() {
+    return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/mqtt`;
+  }
+
+  start() {
+    const me = this.api.userId;
+    this.client = mqtt.connect(this.url(), {
+      protocolVersion: 5,
+      clientId: `${me}/${this.device}`,
+      username: me,
+      password: this.api.token,
+      clean: true,
+      keepalive: 30,
+      reconnectPeriod: 1000,
+      connectTimeout: 5000,
+      resubscribe: false,
+    });
+    this.client.on('connect', () => {
+      this.client.subscribe([`user/${me}/newMessage`, `user/${me}/typing`, `user/${me}/receipts`, `user/${me}/events`],
+        { qos: 1 }, (err) => {
+          if (err) { this.setState('error'); return; }
+          // Subscribed first, then synced: nothing falls in between.
+          this.setState('online');
+        });
+    });
+    this.client.on('reconnect', () => {
+      this.setState('connecting');
+      // The access token may have expired meanwhile: refresh, then use it.
+      this.api.refresh().then(() => { this.client.options.password = this.api.token; }).catch(() => {});
+    });
+    this.client.on('offline', () => this.setState('offline'));
+    this.client.on('close', () => { if (this.state === 'online') this.setState('offline'); });
+    this.client.on('message', (topic, payload) => this.receive(topic, payload));
+  }
+
+  stop() {
+    if (this.client) this.client.end(true);
+    this.client = null;
+  }
+
+  setState(s) {
+    this.state = s;
+    this.dispatchEvent(new CustomEvent('state', { detail: s }));
+  }
+
+  receive(topic, payload) {
+    let v;
+    try { v = JSON.parse(new TextDecoder().decode(payload)); } catch { return; }
+    const kind = topic.split('/').pop();
+    this.dispatchEvent(new CustomEvent(kind, { detail: v }));
+  }
+
+  // sendText publishes a message at QoS 1; it resolves when the server
+  // has committed it (the PUBACK), and rejects on a refusal.
+  sendText(conv, cid, body) {
+    const topic = conv.group ? `group/${conv.group}/newMessage` : `user/${conv.peer}/newMessage`;
+    return new Promise((resolve, reject) => {
+      this.client.publish(topic, JSON.stringify({ cid, type: 'text', body }), { qos: 1 }, (err, packet) => {
+        if (err) reject(err);
+        else if (packet && packet.reasonCode >= 0x80) reject(new Error(`refused (0x${packet.reasonCode.toString(16)})`));
+        else resolve();
+      });
+    });
+  }
+}
+
+export function newCid() {
+  return `w-${Date.now().toString(36)}-${randomId()}`;
+}

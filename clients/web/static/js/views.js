@@ -1,0 +1,97 @@
+// Views: DOM built with createElement and textContent only. Nothing a
+// user wrote (messages, names) is ever parsed as HTML.
+import { timeOf } from './store.js';
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+export function signIn({ onSignIn, onRegister, error }) {
+  const user = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none' });
+  const pass = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true, minlength: 8 });
+  const err = h('p', { class: 'error', role: 'alert' }, error || '');
+  const form = h('form', { class: 'signin', 'aria-labelledby': 'signin-title' },
+    h('h1', { id: 'signin-title' }, 'edgechat'),
+    h('label', { for: 'username' }, 'Username'), user,
+    h('label', { for: 'password' }, 'Password'), pass,
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', class: 'primary' }, 'Sign in'),
+      h('button', { type: 'button', id: 'register', onclick: () => submit(onRegister) }, 'Create account')),
+    err);
+  const submit = async (fn) => {
+    if (!form.reportValidity()) return;
+    err.textContent = '';
+    try { await fn(user.value.trim(), pass.value); } catch (e) { err.textContent = e.message; }
+  };
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); submit(onSignIn); });
+  return form;
+}
+
+function initials(name) {
+  return (name || '?').replace(/[^\p{L}\p{N}]/gu, '').slice(0, 2).toUpperCase() || '?';
+}
+
+function convName(c) {
+  return c.group ? `#${c.group}` : c.peer;
+}
+
+export function convList(store, onOpen) {
+  return h('ul', { class: 'convs', 'aria-label': 'Conversations' }, store.list().map((c) => {
+    const last = c.last ? (c.last.body || c.last.type) : '';
+    return h('li', {}, h('button', {
+      type: 'button', 'aria-current': c.key === store.current ? 'true' : 'false', 'data-conv': c.key,
+      'aria-label': `${convName(c)}${c.unread ? `, ${c.unread} unread` : ''}`, onclick: () => onOpen(c),
+    }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(convName(c))),
+    h('span', {}, h('span', { class: 'conv-name' }, convName(c)), h('br'), h('span', { class: 'conv-last' }, last)),
+    h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : '')));
+  }));
+}
+
+// linkify turns http(s) URLs of text into links (rel noopener, new tab)
+// and the rest into text nodes.
+export function linkify(text) {
+  const out = [];
+  const re = /\bhttps?:\/\/[^\s<>"']+/g;
+  let at = 0;
+  for (const m of text.matchAll(re)) {
+    out.push(text.slice(at, m.index));
+    out.push(h('a', { href: m[0], target: '_blank', rel: 'noopener noreferrer' }, m[0]));
+    at = m.index + m[0].length;
+  }
+  out.push(text.slice(at));
+  return out;
+}
+
+const dayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+const timeFmt = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+
+export function messageList(store, c) {
+  const items = [];
+  let day = '';
+  for (const m of store.sorted(c)) {
+    const t = timeOf(m.id);
+    const d = dayFmt.format(t);
+    if (d !== day) { day = d; items.push(h('li', { class: 'day' }, d)); }
+    const mine = m.from === store.me;
+    items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': 'sent' },
+      c.group && !mine ? h('strong', {}, `${m.from}: `) : null,
+      linkify(m.body || (m.type === 'media' ? '[attachment]' : '')),
+      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ' · sent' : ''}`)));
+  }
+  for (const p of c.pending.values()) {
+    items.push(h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
+      linkify(p.body), h('span', { class: 'meta' }, p.state === 'failed' ? 'not sent' : 'sending…')));
+  }
+  return items;
+}
