@@ -353,7 +353,7 @@ func (n *Node) buildHTTP() (err error) {
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
 	if n.cfg.WebClient {
-		app, err := web.New()
+		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat})
 		if err != nil {
 			return fmt.Errorf("node: %w", err)
 		}

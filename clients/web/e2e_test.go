@@ -54,10 +54,16 @@ func browser(t *testing.T) context.Context {
 // run performs actions with a deadline; a failure names the step.
 func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		t.Fatalf("%s: %v", step, err)
+	start := time.Now()
+	defer func() { t.Logf("%s: %v", step, time.Since(start).Round(time.Millisecond)) }()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		// What the page showed, to tell why.
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.getElementById('app').innerText`))
+		t.Fatalf("%s: %v\nthe page showed:\n%s", step, err, page)
 	}
 }
 
@@ -176,3 +182,89 @@ func TestTwoBrowsersChat(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 	)
 }
+
+// Groups, typing, receipts and presence between three browsers: alice
+// creates a group with bob and carol, who see it appear and chat in it;
+// bob's typing shows on alice's side; alice's direct message goes sent →
+// read when bob opens it; bob closing his browser shows him offline to
+// alice. Every control of the page has an accessible name.
+func TestGroupsTypingReceiptsPresence(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob, carol := browser(t), browser(t), browser(t)
+	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob, "carol": carol} {
+		register(t, ctx, n.HTTPURL, user)
+	}
+	if unnamed := eval[[]string](t, alice, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+
+	// A direct message: sent, then read once bob opens it.
+	run(t, alice, "alice writes to bob",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "are you there?\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, bob, "bob opens the chat",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+	run(t, alice, "alice sees it read and bob online",
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="read"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="online"]`)),
+	)
+
+	// Typing travels, and is not stored.
+	run(t, bob, "bob types", chromedp.SendKeys(chromedp.CSS(`#composer`), "typing some"))
+	run(t, alice, "alice sees bob typing", chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent === 'bob is typing…'`, chromedp.WithPollingInterval(50*time.Millisecond)))
+
+	// A group of three.
+	run(t, alice, "alice creates a group",
+		chromedp.Click(chromedp.CSS(`.newgroup summary`)),
+		chromedp.SendKeys(chromedp.CSS(`#group-name`), "Team <i>x</i>"),
+		chromedp.SendKeys(chromedp.CSS(`#group-members`), "bob, carol"),
+		chromedp.Click(chromedp.CSS(`#create-group`)),
+		chromedp.Poll[chromedp.Void](`document.getElementById('conv-title').textContent === 'Team <i>x</i>'`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello team\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	for user, ctx := range map[string]context.Context{"bob": bob, "carol": carol} {
+		run(t, ctx, user+" sees the group and its message",
+			chromedp.WaitVisible(chromedp.CSS(`[data-conv^="g:"] .badge`)),
+			chromedp.Click(chromedp.CSS(`[data-conv^="g:"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+		)
+		if got := textOf(t, ctx, `.msg[data-id]`); !strings.Contains(got, "alice: hello team") {
+			t.Fatalf("%s sees %q", user, got)
+		}
+	}
+	run(t, carol, "carol answers in the group", chromedp.SendKeys(chromedp.CSS(`#composer`), "hi from carol\n"))
+	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob} {
+		run(t, ctx, user+" gets carol's group message",
+			chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('carol: hi from carol'))`, chromedp.WithPollingInterval(50*time.Millisecond)))
+	}
+	if unnamed := eval[[]string](t, bob, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+
+	// bob goes away: alice sees him offline after the grace period.
+	run(t, alice, "alice opens the chat with bob", chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)))
+	chromedp.Cancel(bob)
+	run(t, alice, "alice sees bob offline",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="offline"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent.startsWith('last seen')`, chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+}
+
+// accessibleNames lists the page's visible controls that have no
+// accessible name (no label, aria-label, aria-labelledby or text).
+const accessibleNames = `[...document.querySelectorAll('button, input, textarea, select, a[href], summary')]
+  .filter(e => e.offsetParent !== null || e.tagName === 'SUMMARY')
+  .filter(e => {
+    if ((e.getAttribute('aria-label') || '').trim()) return false;
+    const by = e.getAttribute('aria-labelledby');
+    if (by && by.split(' ').some(id => (document.getElementById(id)?.textContent || '').trim())) return false;
+    if (e.labels && [...e.labels].some(l => l.textContent.trim())) return false;
+    return !(e.textContent || '').trim();
+  })
+  .map(e => e.outerHTML.slice(0, 80))`

@@ -24,13 +24,25 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 //go:embed static
 var static embed.FS
 
-// assetsToken is what index.html names the asset prefix with.
-const assetsToken = "{{ASSETS}}"
+// assetsToken is what index.html names the asset prefix with, and
+// heartbeatToken the presence heartbeat interval in milliseconds.
+const (
+	assetsToken    = "{{ASSETS}}"
+	heartbeatToken = "{{HEARTBEAT_MS}}"
+)
+
+// Config is what the page needs to know of the node.
+type Config struct {
+	// Heartbeat is the presence heartbeat interval (--heartbeat-interval):
+	// the page heartbeats this often while its user is active.
+	Heartbeat time.Duration
+}
 
 // App serves the web client.
 type App struct {
@@ -46,7 +58,10 @@ type file struct {
 }
 
 // New loads the embedded files, names their version and compresses them.
-func New() (*App, error) {
+func New(cfg Config) (*App, error) {
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
@@ -94,6 +109,7 @@ func New() (*App, error) {
 	}
 	a.version = hex.EncodeToString(h.Sum(nil)[:6])
 	a.index = bytes.ReplaceAll(a.index, []byte(assetsToken), []byte("/assets/"+a.version))
+	a.index = bytes.ReplaceAll(a.index, []byte(heartbeatToken), []byte(strconv.FormatInt(cfg.Heartbeat.Milliseconds(), 10)))
 	return a, nil
 }
 

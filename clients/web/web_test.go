@@ -12,11 +12,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func serveApp(t *testing.T) (*App, *httptest.Server) {
 	t.Helper()
-	a, err := New()
+	a, err := New(Config{Heartbeat: 1500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +64,9 @@ func TestIndex(t *testing.T) {
 	}
 	if strings.Contains(csp, "unsafe") {
 		t.Errorf("CSP allows unsafe sources: %q", csp)
+	}
+	if !strings.Contains(string(body), `<meta name="edgechat-heartbeat" content="1500">`) {
+		t.Fatalf("index does not carry the heartbeat interval:\n%s", body)
 	}
 	if !strings.Contains(string(body), `src="/assets/`+a.Version()+`/js/app.js"`) || strings.Contains(string(body), assetsToken) {
 		t.Fatalf("index does not name this build's assets:\n%s", body)

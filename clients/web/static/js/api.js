@@ -112,6 +112,8 @@ export class Api {
     return this.call('GET', `/chat/sync?${q}`);
   }
   user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
+  groups() { return this.call('GET', '/user/groups?limit=200'); }
+  createGroup(name, members) { return this.call('POST', '/user/groups', { name, members }); }
   read(conv, upTo) {
     return this.call('POST', '/chat/read', conv.group ? { group: conv.group, upTo } : { with: conv.peer, upTo });
   }

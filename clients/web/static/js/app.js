@@ -16,6 +16,11 @@ class App {
     this.conn = null;
     this.store = null;
     this.drafts = new Map();
+    this.lastActive = Date.now();
+    this.lastTyping = 0;
+    this.heartbeat = 0;
+    this.subscribed = new Set();
+    this.asking = new Set();
   }
 
   async boot() {
@@ -24,6 +29,8 @@ class App {
   }
 
   stop() {
+    clearInterval(this.heartbeat);
+    this.subscribed.clear();
     if (this.conn) this.conn.stop();
     this.conn = null;
     this.store = null;
@@ -45,24 +52,35 @@ class App {
     this.conn = new Connection(this.api);
     this.stateEl = h('span', { class: 'state', role: 'status', 'data-state': 'connecting' }, 'connecting…');
     this.listEl = h('nav', { 'aria-label': 'Conversation list' });
-    this.titleEl = h('header', { id: 'conv-title' }, '');
+    this.titleEl = h('span', { id: 'conv-title' }, '');
+    this.subEl = h('span', { class: 'sub', 'aria-live': 'polite' }, '');
     this.messagesEl = h('ol', { class: 'messages', 'aria-labelledby': 'conv-title', 'aria-live': 'polite' });
     this.input = h('textarea', { id: 'composer', 'aria-label': 'Message', placeholder: 'Write a message', rows: 1 });
     this.input.addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); this.send(); }
     });
-    this.input.addEventListener('input', () => { if (store.current) this.drafts.set(store.current, this.input.value); });
+    this.input.addEventListener('input', () => {
+      if (!store.current) return;
+      this.drafts.set(store.current, this.input.value);
+      this.typing();
+    });
     const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
       this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
-      this.titleEl, this.messagesEl, composer);
+      h('header', {}, this.titleEl, this.subEl), this.messagesEl, composer);
+    this.messagesEl.addEventListener('scroll', () => this.maybeLoadOlder());
     const peerInput = h('input', { id: 'new-chat', 'aria-label': 'Start a chat with (username)', placeholder: 'username', autocapitalize: 'none' });
     const newChat = h('form', { class: 'newchat', onsubmit: (ev) => { ev.preventDefault(); this.openPeer(peerInput); } },
       peerInput, h('button', { type: 'submit' }, 'Chat'));
+    const groupName = h('input', { id: 'group-name', 'aria-label': 'Group name', placeholder: 'group name' });
+    const groupMembers = h('input', { id: 'group-members', 'aria-label': 'Members (usernames, comma-separated)', placeholder: 'bob, carol', autocapitalize: 'none' });
+    const newGroup = h('details', { class: 'newgroup' }, h('summary', {}, 'New group'),
+      h('form', { class: 'newgroup', onsubmit: (ev) => { ev.preventDefault(); this.createGroup(groupName, groupMembers); } },
+        groupName, groupMembers, h('button', { type: 'submit', id: 'create-group' }, 'Create group')));
     this.shell = h('div', { class: 'shell' },
       h('div', { class: 'topbar' }, h('span', { class: 'me' }, store.me), this.stateEl, h('span', { class: 'spacer' }),
-        h('button', { type: 'button', onclick: () => this.api.logout() }, 'Sign out')),
-      h('aside', { class: 'sidebar' }, newChat, this.listEl),
+        h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out')),
+      h('aside', { class: 'sidebar' }, newChat, newGroup, this.listEl),
       this.convPane);
     this.root.replaceChildren(this.shell);
     this.errorEl = h('p', { class: 'error', role: 'alert' });
@@ -75,8 +93,122 @@ class App {
       if (ev.detail === 'online') this.catchUp();
     });
     this.conn.addEventListener('newMessage', (ev) => this.live(ev.detail));
+    this.conn.addEventListener('typing', (ev) => this.typed(ev.detail));
+    this.conn.addEventListener('receipts', (ev) => {
+      const r = ev.detail;
+      if (r && r.peer && r.upTo && (r.type === 'read' || r.type === 'delivered')) {
+        store.receipt(r.peer, r.type, r.upTo);
+        store.changed();
+      }
+    });
+    this.conn.addEventListener('presence', (ev) => {
+      store.presence.set(ev.detail.uid, ev.detail);
+      store.changed();
+    });
+    this.conn.addEventListener('events', (ev) => {
+      if (ev.detail && String(ev.detail.type).startsWith('group.')) this.loadGroups().then(() => store.changed());
+    });
+    // Heartbeats only while the user is active, so that presence shows
+    // "inactive" when they step away.
+    for (const e of ['keydown', 'pointerdown', 'pointermove', 'focus']) {
+      window.addEventListener(e, () => { this.lastActive = Date.now(); }, { passive: true });
+    }
+    document.addEventListener('visibilitychange', () => {
+      const c = store.current && store.convs.get(store.current);
+      if (!document.hidden && c && c.unread) { this.markRead(c); store.changed(); }
+    });
+    const meta = document.querySelector('meta[name="edgechat-heartbeat"]');
+    const every = Math.max(100, Number(meta && meta.content) || 10000);
+    this.heartbeat = setInterval(() => {
+      if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
+    }, every);
     this.conn.start();
     this.render();
+  }
+
+  // follow subscribes to what the open app shows: each group's topics and
+  // the presence of each direct peer (once per connection).
+  async follow() {
+    const store = this.store;
+    const want = [];
+    for (const gid of store.groups.keys()) want.push(`group/${gid}/newMessage`, `group/${gid}/typing`);
+    for (const c of store.convs.values()) if (c.peer && c.peer !== store.me) want.push(`presence/${c.peer}`);
+    const fresh = want.filter((t) => !this.subscribed.has(t) && !this.asking.has(t));
+    fresh.forEach((t) => this.asking.add(t));
+    try {
+      for (const t of await this.conn.subscribe(fresh)) this.subscribed.add(t);
+    } finally {
+      fresh.forEach((t) => this.asking.delete(t));
+    }
+  }
+
+  async loadGroups() {
+    const store = this.store;
+    const res = await this.api.groups();
+    if (store !== this.store) return;
+    const now = new Set();
+    for (const g of res.groups || []) {
+      store.groups.set(g.groupId, { name: g.name });
+      now.add(g.groupId);
+      store.conv({ group: g.groupId });
+    }
+    for (const gid of [...store.groups.keys()]) {
+      if (!now.has(gid)) {
+        store.groups.delete(gid);
+        this.conn.unsubscribe([`group/${gid}/newMessage`, `group/${gid}/typing`]);
+        this.subscribed.delete(`group/${gid}/newMessage`);
+        this.subscribed.delete(`group/${gid}/typing`);
+      }
+    }
+    await this.follow();
+  }
+
+  async createGroup(nameInput, membersInput) {
+    const name = nameInput.value.trim();
+    const members = membersInput.value.split(/[\s,]+/).map((x) => x.trim().toLowerCase()).filter(Boolean);
+    if (!name) return;
+    try {
+      const g = await this.api.createGroup(name, members);
+      nameInput.value = '';
+      membersInput.value = '';
+      nameInput.closest('details').open = false;
+      await this.loadGroups();
+      this.open(this.store.conv({ group: g.groupId }));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  typing() {
+    const c = this.store.current && this.store.convs.get(this.store.current);
+    if (!c || Date.now() - this.lastTyping < 3000) return;
+    this.lastTyping = Date.now();
+    this.conn.publish(c.group ? `group/${c.group}/typing` : `user/${c.peer}/typing`, { state: 'typing' });
+  }
+
+  typed(t) {
+    const store = this.store;
+    if (!t || !t.from || t.from === store.me) return;
+    const key = t.group ? `g:${t.group}` : `d:${t.from}`;
+    if (t.state === 'typing') {
+      store.typing.set(key, { from: t.from, until: Date.now() + 6000 });
+      setTimeout(() => store.changed(), 6100);
+    } else {
+      store.typing.delete(key);
+    }
+    store.changed();
+  }
+
+  maybeLoadOlder() {
+    const store = this.store;
+    const c = store && store.current && store.convs.get(store.current);
+    if (!c || this.loadingOlder || !c.hasMore || this.messagesEl.scrollTop > 40) return;
+    this.loadingOlder = true;
+    const before = this.messagesEl.scrollHeight;
+    this.loadPage(c, false).then(() => {
+      store.changed();
+      this.messagesEl.scrollTop = this.messagesEl.scrollHeight - before; // keep the reader's place
+    }).catch((e) => this.showError(e)).finally(() => { this.loadingOlder = false; });
   }
 
   // catchUp reloads what may have changed while the connection was down:
@@ -84,7 +216,9 @@ class App {
   // conversation's newest page; everything merges by ID.
   async catchUp() {
     const store = this.store;
+    this.subscribed.clear(); // a new connection (clean session)
     try {
+      await this.loadGroups();
       const res = await this.api.conversations();
       if (store !== this.store) return;
       for (const item of res.conversations || []) {
@@ -94,6 +228,7 @@ class App {
       }
       const open = store.current && store.convs.get(store.current);
       if (open) await this.loadPage(open, true);
+      await this.follow();
       store.changed();
     } catch (e) {
       this.showError(e);
@@ -105,7 +240,12 @@ class App {
     if (!store || !m || !m.id) return;
     if (store.add(m, true)) {
       const c = store.convOf(m);
-      if (c.key === store.current && m.from !== store.me) this.markRead(c);
+      store.typing.delete(c.key);
+      if (!m.group && m.from !== store.me) {
+        this.conn.publish(`user/${m.from}/receipts`, { type: 'delivered', upTo: m.id });
+      }
+      if (c.key === store.current && m.from !== store.me && !document.hidden) this.markRead(c);
+      if (c.peer) this.follow();
       store.changed();
     }
   }
@@ -129,6 +269,7 @@ class App {
     }
     input.value = '';
     this.open(this.store.conv({ peer }));
+    this.follow();
   }
 
   async open(c) {
@@ -187,11 +328,15 @@ class App {
     const unread = store.list().reduce((n, x) => n + x.unread, 0);
     document.title = unread ? `(${unread}) edgechat` : 'edgechat';
     if (!c) {
+      this.subEl.textContent = '';
       this.titleEl.textContent = 'No conversation open';
       this.messagesEl.replaceChildren(h('li', { class: 'empty' }, 'Pick a conversation or start one.'));
       return;
     }
-    this.titleEl.textContent = c.group ? `#${c.group}` : c.peer;
+    this.titleEl.textContent = v.convName(store, c);
+    const typing = store.typing.get(c.key);
+    if (typing && typing.until > Date.now()) this.subEl.textContent = `${typing.from} is typing…`;
+    else this.subEl.textContent = c.peer ? v.presenceText(store.presence.get(c.peer)) : '';
     const el = this.messagesEl;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
     el.replaceChildren(...v.messageList(store, c));

@@ -66,8 +66,34 @@ export class Connection extends EventTarget {
   receive(topic, payload) {
     let v;
     try { v = JSON.parse(new TextDecoder().decode(payload)); } catch { return; }
-    const kind = topic.split('/').pop();
-    this.dispatchEvent(new CustomEvent(kind, { detail: v }));
+    const parts = topic.split('/');
+    if (parts[0] === 'presence' && parts.length === 2) {
+      this.dispatchEvent(new CustomEvent('presence', { detail: { uid: parts[1], ...v } }));
+      return;
+    }
+    if (parts[0] === 'group' && parts[2] === 'typing') v.group = parts[1];
+    this.dispatchEvent(new CustomEvent(parts[parts.length - 1], { detail: v }));
+  }
+
+  // subscribe adds topics to the live connection (after a reconnect the
+  // app subscribes again: the session is clean).
+  // It resolves with the topics the server granted (presence is refused
+  // until there is a conversation, for example).
+  subscribe(topics) {
+    if (!this.client || !this.client.connected || !topics.length) return Promise.resolve([]);
+    return new Promise((resolve) => this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
+      if (err || !granted) { resolve([]); return; }
+      resolve(granted.filter((g) => g.qos < 128).map((g) => g.topic));
+    }));
+  }
+
+  unsubscribe(topics) {
+    if (this.client && this.client.connected && topics.length) this.client.unsubscribe(topics);
+  }
+
+  // publish sends a QoS 0 notice (typing, receipts, heartbeats).
+  publish(topic, value) {
+    if (this.client && this.client.connected) this.client.publish(topic, value === undefined ? '' : JSON.stringify(value), { qos: 0 });
   }
 
   // sendText publishes a message at QoS 1; it resolves when the server

@@ -12,7 +12,29 @@ export class Store extends EventTarget {
     this.me = me;
     this.convs = new Map();
     this.current = null;
-    this.syncCursor = '';
+    this.groups = new Map(); // gid → {name}
+    this.presence = new Map(); // uid → {status, lastSeen}
+    this.typing = new Map(); // conv key → {from, until}
+    this.receipts = new Map(); // peer → {delivered, read}: the highest IDs of mine they acknowledged
+  }
+
+  // stateOf is what became of a message I sent: sent (committed),
+  // delivered (a device of the peer has it) or read.
+  stateOf(c, m) {
+    if (c.group || m.from !== this.me) return 'sent';
+    const r = this.receipts.get(c.peer);
+    if (!r) return 'sent';
+    const id = BigInt(m.id);
+    if (r.read && id <= BigInt(r.read)) return 'read';
+    if (r.delivered && id <= BigInt(r.delivered)) return 'delivered';
+    return 'sent';
+  }
+
+  receipt(peer, type, upTo) {
+    const r = this.receipts.get(peer) || {};
+    if (!r[type] || BigInt(upTo) > BigInt(r[type])) r[type] = upTo;
+    if (type === 'read' && (!r.delivered || BigInt(upTo) > BigInt(r.delivered))) r.delivered = upTo;
+    this.receipts.set(peer, r);
   }
 
   changed() {

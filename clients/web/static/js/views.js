@@ -42,18 +42,40 @@ function initials(name) {
   return (name || '?').replace(/[^\p{L}\p{N}]/gu, '').slice(0, 2).toUpperCase() || '?';
 }
 
-function convName(c) {
-  return c.group ? `#${c.group}` : c.peer;
+export function convName(store, c) {
+  if (!c.group) return c.peer;
+  const g = store.groups.get(c.group);
+  return g && g.name ? g.name : 'group';
+}
+
+const relFmt = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+// presenceText says how a user is: online, inactive, or last seen when.
+export function presenceText(p) {
+  if (!p) return '';
+  if (p.status === 'online') return 'online';
+  if (p.status === 'inactive') return 'inactive';
+  const t = Date.parse(p.lastSeen);
+  if (!t) return 'offline';
+  const min = Math.round((t - Date.now()) / 60000);
+  if (min > -1) return 'last seen just now';
+  if (min > -60) return `last seen ${relFmt.format(min, 'minute')}`;
+  const hours = Math.round(min / 60);
+  if (hours > -24) return `last seen ${relFmt.format(hours, 'hour')}`;
+  return `last seen ${relFmt.format(Math.round(hours / 24), 'day')}`;
 }
 
 export function convList(store, onOpen) {
   return h('ul', { class: 'convs', 'aria-label': 'Conversations' }, store.list().map((c) => {
-    const last = c.last ? (c.last.body || c.last.type) : '';
+    const name = convName(store, c);
+    const last = c.last ? `${c.group && c.last.from !== store.me ? `${c.last.from}: ` : ''}${c.last.body || c.last.type}` : '';
+    const p = c.peer ? store.presence.get(c.peer) : null;
     return h('li', {}, h('button', {
       type: 'button', 'aria-current': c.key === store.current ? 'true' : 'false', 'data-conv': c.key,
-      'aria-label': `${convName(c)}${c.unread ? `, ${c.unread} unread` : ''}`, onclick: () => onOpen(c),
-    }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(convName(c))),
-    h('span', {}, h('span', { class: 'conv-name' }, convName(c)), h('br'), h('span', { class: 'conv-last' }, last)),
+      'aria-label': `${name}${p ? `, ${presenceText(p)}` : ''}${c.unread ? `, ${c.unread} unread` : ''}`, onclick: () => onOpen(c),
+    }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
+      p ? h('span', { class: 'dot', 'data-presence': p.status }) : null),
+    h('span', {}, h('span', { class: 'conv-name' }, name), h('br'), h('span', { class: 'conv-last' }, last)),
     h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : '')));
   }));
 }
@@ -84,10 +106,11 @@ export function messageList(store, c) {
     const d = dayFmt.format(t);
     if (d !== day) { day = d; items.push(h('li', { class: 'day' }, d)); }
     const mine = m.from === store.me;
-    items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': 'sent' },
+    const state = mine ? store.stateOf(c, m) : '';
+    items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
       c.group && !mine ? h('strong', {}, `${m.from}: `) : null,
       linkify(m.body || (m.type === 'media' ? '[attachment]' : '')),
-      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ' · sent' : ''}`)));
+      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`)));
   }
   for (const p of c.pending.values()) {
     items.push(h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
