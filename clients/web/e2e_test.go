@@ -1,9 +1,13 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
+	"image"
+	"image/png"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -268,3 +272,65 @@ const accessibleNames = `[...document.querySelectorAll('button, input, textarea,
     return !(e.textContent || '').trim();
   })
   .map(e => e.outerHTML.slice(0, 80))`
+
+// An image through the page: alice attaches it (a file name full of
+// HTML), the upload shows its progress, the server processes it, and bob
+// sees a blurred placeholder become the preview, opens the full image in
+// the viewer, and reads the name as text.
+func TestImageMessage(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	name := `<img src=x onerror="window.__xss=1">.png`
+	path := filepath.Join(t.TempDir(), name)
+	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i * 7)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	run(t, alice, "alice sends bob a picture",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "the view"),
+		// Watch for the progress bar before it can be gone.
+		chromedp.Evaluate[chromedp.Void](`window.__sawProgress = false; new MutationObserver(() => {
+			if (document.querySelector('progress.upload')) window.__sawProgress = true;
+		}).observe(document.body, {subtree: true, childList: true})`),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{path}),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+	)
+	if !eval[bool](t, alice, `window.__sawProgress`) {
+		t.Fatal("no upload progress bar was shown")
+	}
+	run(t, bob, "bob opens the chat and sees the picture",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb:not(.blurred)`)),
+	)
+	if src := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').src`); !strings.HasPrefix(src, "blob:") {
+		t.Fatalf("the preview's src is %q, want a blob: URL", src)
+	}
+	if alt := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').alt`); alt != name {
+		t.Fatalf("alt = %q", alt)
+	}
+	if got := textOf(t, bob, `.msg[data-id] .text`); got != "the view" {
+		t.Fatalf("caption %q", got)
+	}
+	run(t, bob, "bob opens the viewer",
+		chromedp.Click(chromedp.CSS(`.thumbbtn`)),
+		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('dialog.viewer img').naturalWidth === 64`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.Click(chromedp.CSS(`dialog.viewer .close`)),
+	)
+	if k := eval[int](t, bob, `document.querySelectorAll('.messages img:not(.thumb)').length`); k != 0 || eval[bool](t, bob, `window.__xss !== undefined`) {
+		t.Fatal("the file name was parsed as HTML")
+	}
+}

@@ -4,6 +4,7 @@
 import { Api } from './api.js';
 import { Connection, newCid } from './conn.js';
 import { Store } from './store.js';
+import { MediaCache, ready, upload } from './media.js';
 import * as v from './views.js';
 
 const h = v.h;
@@ -64,7 +65,14 @@ class App {
       this.drafts.set(store.current, this.input.value);
       this.typing();
     });
+    this.media = new MediaCache(this.api);
+    const file = h('input', { type: 'file', id: 'attach', class: 'visually-hidden' });
+    file.addEventListener('change', () => {
+      for (const f of file.files) this.sendFile(f);
+      file.value = '';
+    });
     const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
+      h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
       this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
       h('header', {}, this.titleEl, this.subEl), this.messagesEl, composer);
@@ -316,6 +324,48 @@ class App {
     store.changed();
   }
 
+  // sendFile uploads f with a progress bar in its pending message, waits
+  // until the server has processed it, then sends the media message (the
+  // composer's text, if any, as its caption).
+  async sendFile(f) {
+    const store = this.store;
+    const c = store && store.current && store.convs.get(store.current);
+    if (!c) return;
+    const cid = newCid();
+    const caption = this.input.value.trim();
+    this.input.value = '';
+    this.drafts.delete(c.key);
+    store.addPending(c, cid, caption || f.name, { progress: 0 });
+    store.changed();
+    try {
+      const id = await upload(this.api, f, (p) => {
+        store.setPending(c, cid, 'pending', { progress: p });
+        const bar = this.messagesEl.querySelector(`[data-cid="${cid}"] progress`);
+        if (bar) bar.value = p; // no full render per progress event
+      });
+      store.setPending(c, cid, 'pending', { progress: 1 });
+      store.changed();
+      await ready(this.api, id);
+      await this.conn.sendMedia(c, cid, id, caption);
+      store.setPending(c, cid, 'sent');
+    } catch (e) {
+      store.setPending(c, cid, 'failed', { error: e.message });
+      this.showError(e);
+    }
+    store.changed();
+  }
+
+  async view(md) {
+    try {
+      const url = await this.media.get(`/media/${encodeURIComponent(md.id)}`);
+      const d = v.viewer(md, url, () => d.remove());
+      document.body.append(d);
+      d.showModal();
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
   showError(e) {
     if (this.errorEl) this.errorEl.textContent = e.message || String(e);
   }
@@ -339,7 +389,7 @@ class App {
     else this.subEl.textContent = c.peer ? v.presenceText(store.presence.get(c.peer)) : '';
     const el = this.messagesEl;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    el.replaceChildren(...v.messageList(store, c));
+    el.replaceChildren(...v.messageList(store, c, this.media, (md) => this.view(md)));
     if (atBottom) el.scrollTop = el.scrollHeight;
   }
 }

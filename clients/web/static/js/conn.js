@@ -99,9 +99,20 @@ export class Connection extends EventTarget {
   // sendText publishes a message at QoS 1; it resolves when the server
   // has committed it (the PUBACK), and rejects on a refusal.
   sendText(conv, cid, body) {
+    return this.sendEnvelope(conv, { cid, type: 'text', body });
+  }
+
+  sendMedia(conv, cid, mediaId, caption) {
+    const env = { cid, type: 'media', media: { id: mediaId } };
+    if (caption) env.body = caption;
+    return this.sendEnvelope(conv, env);
+  }
+
+  sendEnvelope(conv, env) {
     const topic = conv.group ? `group/${conv.group}/newMessage` : `user/${conv.peer}/newMessage`;
     return new Promise((resolve, reject) => {
-      this.client.publish(topic, JSON.stringify({ cid, type: 'text', body }), { qos: 1 }, (err, packet) => {
+      if (!this.client) { reject(new Error('not connected')); return; }
+      this.client.publish(topic, JSON.stringify(env), { qos: 1 }, (err, packet) => {
         if (err) reject(err);
         else if (packet && packet.reasonCode >= 0x80) reject(new Error(`refused (0x${packet.reasonCode.toString(16)})`));
         else resolve();

@@ -69,13 +69,13 @@ export class Store extends EventTarget {
     return true;
   }
 
-  addPending(c, cid, body) {
-    c.pending.set(cid, { cid, body, from: this.me, state: 'pending', at: Date.now() });
+  addPending(c, cid, body, extra = {}) {
+    c.pending.set(cid, { cid, body, from: this.me, state: 'pending', at: Date.now(), ...extra });
   }
 
-  setPending(c, cid, state) {
+  setPending(c, cid, state, extra = {}) {
     const p = c.pending.get(cid);
-    if (p) p.state = state;
+    if (p) Object.assign(p, { state }, extra);
   }
 
   // sorted lists the conversation's messages oldest first.

@@ -1,6 +1,7 @@
 // Views: DOM built with createElement and textContent only. Nothing a
 // user wrote (messages, names) is ever parsed as HTML.
 import { timeOf } from './store.js';
+import { sizeText } from './media.js';
 
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -82,6 +83,17 @@ export function convList(store, onOpen) {
 
 // linkify turns http(s) URLs of text into links (rel noopener, new tab)
 // and the rest into text nodes.
+// viewer is the full-size view of a media item (a modal dialog).
+export function viewer(md, url, onClose) {
+  const close = h('button', { type: 'button', class: 'close', onclick: onClose }, 'Close');
+  const body = md.kind === 'image' ? h('img', { src: url, alt: md.name || 'image' })
+    : md.kind === 'video' ? h('video', { src: url, controls: true, 'aria-label': md.name || 'video' })
+      : h('a', { href: url, download: md.name || 'file' }, `Download ${md.name || 'file'} (${sizeText(md.size)})`);
+  const d = h('dialog', { class: 'viewer', 'aria-label': md.name || 'media' }, body, close);
+  d.addEventListener('close', onClose);
+  return d;
+}
+
 export function linkify(text) {
   const out = [];
   const re = /\bhttps?:\/\/[^\s<>"']+/g;
@@ -98,7 +110,30 @@ export function linkify(text) {
 const dayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
 const timeFmt = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
 
-export function messageList(store, c) {
+// mediaBlock shows a media message: an image or video preview (blurred
+// placeholder first), a player for audio, a download button otherwise.
+function mediaBlock(md, cache, onView) {
+  const path = `/media/${encodeURIComponent(md.id)}`;
+  const name = md.name || md.kind || 'file';
+  if (md.kind === 'image' || (md.kind === 'video' && md.preview)) {
+    const src = md.preview ? `${path}/preview` : path;
+    const ready = cache.now(src);
+    const img = h('img', {
+      class: ready ? 'thumb' : 'thumb blurred', alt: name,
+      src: ready || (typeof md.placeholder === 'string' && md.placeholder.startsWith('data:image/') ? md.placeholder : null),
+    });
+    if (!ready) cache.get(src).then((u) => { img.src = u; img.classList.remove('blurred'); }).catch(() => {});
+    return h('button', { type: 'button', class: 'thumbbtn', 'aria-label': `View ${name}`, onclick: () => onView(md) }, img);
+  }
+  if (md.kind === 'audio') {
+    const a = h('audio', { controls: true, preload: 'none', 'aria-label': `Voice note ${name}` });
+    cache.get(path).then((u) => { a.src = u; }).catch(() => {});
+    return a;
+  }
+  return h('button', { type: 'button', class: 'file', onclick: () => onView(md) }, `${name} (${sizeText(md.size)})`);
+}
+
+export function messageList(store, c, cache, onView) {
   const items = [];
   let day = '';
   for (const m of store.sorted(c)) {
@@ -109,12 +144,14 @@ export function messageList(store, c) {
     const state = mine ? store.stateOf(c, m) : '';
     items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
       c.group && !mine ? h('strong', {}, `${m.from}: `) : null,
-      linkify(m.body || (m.type === 'media' ? '[attachment]' : '')),
+      m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
+      m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
       h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`)));
   }
   for (const p of c.pending.values()) {
     items.push(h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
-      linkify(p.body), h('span', { class: 'meta' }, p.state === 'failed' ? 'not sent' : 'sending…')));
+      linkify(p.body || ''), p.progress !== undefined ? h('progress', { class: 'upload', max: '1', value: String(p.progress), 'aria-label': 'Upload progress' }) : null,
+      h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…')));
   }
   return items;
 }
