@@ -3,6 +3,7 @@ package web_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"image"
 	"image/png"
 	"os"
@@ -96,9 +97,15 @@ func register(t *testing.T, ctx context.Context, base, user string) {
 }
 
 // textOf reads the text of the first element matching sel.
+// (in one evaluation: the app re-renders lists, so a node found first
+// and read later may be gone).
 func textOf(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	return value(t, ctx, "read "+sel, chromedp.Text(chromedp.CSS(sel)))
+	q, err := json.Marshal(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eval[string](t, ctx, `(document.querySelector(`+string(q)+`) || {textContent: ''}).textContent`)
 }
 
 func eval[T any](t *testing.T, ctx context.Context, js string) T {
