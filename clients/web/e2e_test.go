@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -94,6 +96,30 @@ func register(t *testing.T, ctx context.Context, base, user string) {
 		chromedp.Click(chromedp.CSS(`#register`)),
 		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
 	)
+}
+
+// shot saves a screenshot of the page as NAME.png into the directory
+// $EDGECHAT_SCREENSHOTS names (docs/screenshots: `make web-screenshots`);
+// without it, nothing.
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("EDGECHAT_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png := value(t, ctx, "screenshot "+name, chromedp.CaptureScreenshot())
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// darkTheme makes the page see prefers-color-scheme: dark.
+func darkTheme() chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+		return err
+	})
 }
 
 // textOf reads the text of the first element matching sel.
@@ -245,15 +271,16 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`[data-conv^="g:"]`)),
 			chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 		)
-		if got := textOf(t, ctx, `.msg[data-id]`); !strings.Contains(got, "alice: hello team") {
-			t.Fatalf("%s sees %q", user, got)
+		if from, got := textOf(t, ctx, `.msg[data-id] .from`), textOf(t, ctx, `.msg[data-id] .text`); from != "alice" || got != "hello team" {
+			t.Fatalf("%s sees %q from %q", user, got, from)
 		}
 	}
 	run(t, carol, "carol answers in the group", chromedp.SendKeys(chromedp.CSS(`#composer`), "hi from carol\n"))
 	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob} {
 		run(t, ctx, user+" gets carol's group message",
-			chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('carol: hi from carol'))`, chromedp.WithPollingInterval(50*time.Millisecond)))
+			chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.querySelector('.from')?.textContent === 'carol' && e.querySelector('.text')?.textContent === 'hi from carol')`, chromedp.WithPollingInterval(50*time.Millisecond)))
 	}
+	shot(t, alice, "group")
 	if unnamed := eval[[]string](t, bob, accessibleNames); len(unnamed) != 0 {
 		t.Fatalf("controls without an accessible name: %q", unnamed)
 	}
@@ -287,6 +314,8 @@ const accessibleNames = `[...document.querySelectorAll('button, input, textarea,
 func TestImageMessage(t *testing.T) {
 	n := nodetest.StartNode(t)
 	alice, bob := browser(t), browser(t)
+	run(t, alice, "the sign-in page", chromedp.Navigate(n.HTTPURL+"/"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	shot(t, alice, "signin")
 	register(t, alice, n.HTTPURL, "alice")
 	register(t, bob, n.HTTPURL, "bob")
 
@@ -335,8 +364,16 @@ func TestImageMessage(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`.thumbbtn`)),
 		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
 		chromedp.Poll[chromedp.Void](`document.querySelector('dialog.viewer img').naturalWidth === 64`, chromedp.WithPollingInterval(50*time.Millisecond)),
-		chromedp.Click(chromedp.CSS(`dialog.viewer .close`)),
 	)
+	shot(t, bob, "image-viewer")
+	run(t, bob, "bob closes the viewer", chromedp.Click(chromedp.CSS(`dialog.viewer .close`)))
+	run(t, bob, "bob answers", chromedp.SendKeys(chromedp.CSS(`#composer`), "lovely! https://example.com/map\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)))
+	shot(t, bob, "direct-image")
+	run(t, bob, "dark theme", darkTheme())
+	shot(t, bob, "dark")
+	run(t, bob, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1)))
+	shot(t, bob, "phone-conversation")
 	if k := eval[int](t, bob, `document.querySelectorAll('.messages img:not(.thumb)').length`); k != 0 || eval[bool](t, bob, `window.__xss !== undefined`) {
 		t.Fatal("the file name was parsed as HTML")
 	}

@@ -75,7 +75,9 @@ class App {
       h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
       this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
-      h('header', {}, this.titleEl, this.subEl), this.messagesEl, composer);
+      h('header', {}, h('button', { type: 'button', class: 'back', 'aria-label': 'Back to the conversation list',
+        onclick: () => { this.shell.classList.remove('open'); } }, '←'), h('span', {}, this.titleEl, this.subEl)),
+      this.messagesEl, composer);
     this.messagesEl.addEventListener('scroll', () => this.maybeLoadOlder());
     const peerInput = h('input', { id: 'new-chat', 'aria-label': 'Start a chat with (username)', placeholder: 'username', autocapitalize: 'none' });
     const newChat = h('form', { class: 'newchat', onsubmit: (ev) => { ev.preventDefault(); this.openPeer(peerInput); } },

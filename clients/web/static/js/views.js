@@ -143,7 +143,7 @@ export function messageList(store, c, cache, onView) {
     const mine = m.from === store.me;
     const state = mine ? store.stateOf(c, m) : '';
     items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
-      c.group && !mine ? h('strong', {}, `${m.from}: `) : null,
+      c.group && !mine ? h('strong', { class: 'from' }, m.from) : null,
       m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
       m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
       h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`)));
