@@ -183,6 +183,12 @@ func TestTwoBrowsersChat(t *testing.T) {
 		t.Fatal("script from a message body ran")
 	}
 
+	// While alice's tab is hidden, a message shows a desktop notification
+	// (the Notification API is stubbed in the page to see the call).
+	run(t, alice, "alice's tab goes to the background",
+		chromedp.Evaluate[chromedp.Void](`window.__notes = [];
+			window.Notification = class { constructor(title, o) { window.__notes.push(title + ': ' + o.body); } static get permission() { return 'granted'; } close() {} };
+			Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });`))
 	run(t, bob, "bob replies",
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "hi alice, see https://example.com/x?a=1\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
@@ -192,6 +198,9 @@ func TestTwoBrowsersChat(t *testing.T) {
 	)
 	if got := textOf(t, alice, `.msg:not(.mine)[data-id]`); !strings.Contains(got, "hi alice") {
 		t.Fatalf("alice sees %q", got)
+	}
+	if notes := eval[[]string](t, alice, `window.__notes`); len(notes) != 1 || !strings.HasPrefix(notes[0], "bob: hi alice") {
+		t.Fatalf("desktop notifications: %q", notes)
 	}
 	if href := eval[string](t, alice, `document.querySelector('.msg:not(.mine) a').href + ' ' + document.querySelector('.msg:not(.mine) a').rel`); href != "https://example.com/x?a=1 noopener noreferrer" {
 		t.Fatalf("the link: %q", href)
@@ -213,7 +222,7 @@ func TestTwoBrowsersChat(t *testing.T) {
 	}
 
 	run(t, bob, "bob signs out, and a reload does not bring the session back",
-		chromedp.Click(chromedp.CSS(`.topbar button`)),
+		chromedp.Click(chromedp.CSS(`#sign-out`)),
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 		chromedp.Reload(),
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),

@@ -89,6 +89,10 @@ class App {
         groupName, groupMembers, h('button', { type: 'submit', id: 'create-group' }, 'Create group')));
     this.shell = h('div', { class: 'shell' },
       h('div', { class: 'topbar' }, h('span', { class: 'me' }, store.me), this.stateEl, h('span', { class: 'spacer' }),
+        typeof Notification !== 'undefined' && Notification.permission === 'default'
+          ? h('button', { type: 'button', id: 'notifications', onclick: (ev) => {
+            Notification.requestPermission().finally(() => ev.target.remove());
+          } }, 'Enable notifications') : null,
         h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out')),
       h('aside', { class: 'sidebar' }, newChat, newGroup, this.listEl),
       this.convPane);
@@ -255,6 +259,7 @@ class App {
         this.conn.publish(`user/${m.from}/receipts`, { type: 'delivered', upTo: m.id });
       }
       if (c.key === store.current && m.from !== store.me && !document.hidden) this.markRead(c);
+      if (m.from !== store.me && document.hidden) this.notify(c, m);
       if (c.peer) this.follow();
       store.changed();
     }
@@ -366,6 +371,16 @@ class App {
     } catch (e) {
       this.showError(e);
     }
+  }
+
+  // notify shows a desktop notification for m while the tab is hidden
+  // (when the user allowed them); clicking it opens the conversation.
+  notify(c, m) {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    const title = c.group ? `${m.from} in ${v.convName(this.store, c)}` : m.from;
+    const body = m.body || (m.media ? m.media.name || 'a file' : '');
+    const n = new Notification(title, { body, tag: c.key });
+    n.onclick = () => { window.focus(); this.open(c); n.close(); };
   }
 
   showError(e) {
