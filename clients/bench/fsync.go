@@ -22,9 +22,9 @@ type FsyncConfig struct {
 
 // FsyncResult is what the probe measured.
 type FsyncResult struct {
-	N                       int
+	N                        int
 	P50, P90, P99, P999, Max time.Duration
-	PerSecond               float64
+	PerSecond                float64
 }
 
 // RunFsync runs the probe in a file under cfg.Dir, removed afterwards.
@@ -70,4 +70,3 @@ func printFsync(w io.Writer, cfg FsyncConfig, r FsyncResult) {
 		ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max))
 	fmt.Fprintf(w, "rate                       %.0f per second, one at a time\n", r.PerSecond)
 }
-
