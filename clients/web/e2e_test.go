@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -385,5 +391,120 @@ func TestImageMessage(t *testing.T) {
 	shot(t, bob, "phone-conversation")
 	if k := eval[int](t, bob, `document.querySelectorAll('.messages img:not(.thumb)').length`); k != 0 || eval[bool](t, bob, `window.__xss !== undefined`) {
 		t.Fatal("the file name was parsed as HTML")
+	}
+}
+
+// switchProxy stands in for the load balancer in front of a cluster:
+// every request (WebSocket upgrades included) goes to the current
+// backend; with none it answers 502, as a balancer with no healthy node.
+type switchProxy struct {
+	mu      sync.Mutex
+	backend *httputil.ReverseProxy
+}
+
+func (p *switchProxy) to(rawURL string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rawURL == "" {
+		p.backend = nil
+		return
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		panic(err)
+	}
+	p.backend = httputil.NewSingleHostReverseProxy(u)
+}
+
+func (p *switchProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	b := p.backend
+	p.mu.Unlock()
+	if b == nil {
+		http.Error(w, "no healthy backend", http.StatusBadGateway)
+		return
+	}
+	b.ServeHTTP(w, r)
+}
+
+// The page's node goes away: the page shows it is offline, reconnects by
+// itself once the balancer sends it to another node of the cluster, and
+// catches up: what bob sent meanwhile appears once, and what alice wrote
+// while offline is delivered once.
+func TestReconnectWhenTheNodeGoesAway(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	lb := &switchProxy{}
+	lb.to(nodes[0].HTTPURL)
+	front := httptest.NewServer(lb)
+	t.Cleanup(front.Close)
+
+	alice, bob := browser(t), browser(t)
+	register(t, alice, front.URL, "alice")
+	register(t, bob, front.URL, "bob")
+	run(t, bob, "bob writes to alice",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "alice\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "before\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, alice, "alice opens the chat",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+
+	// Node 1 goes; for a while no node answers through the balancer.
+	lb.to("")
+	if err := nodes[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "alice's page shows it is offline",
+		chromedp.WaitVisible(chromedp.CSS(`.state:not([data-state="online"])`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "sent while offline\n"),
+	)
+	// bob (through another node directly) writes while alice is away.
+	tok := nodes[1].Token(t, "bob")
+	body := `{"to":"alice","cid":"during-1","type":"text","body":"during the outage"}`
+	nodetest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		req, _ := http.NewRequest(http.MethodPost, nodes[1].HTTPURL+"/chat/messages", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusCreated {
+			return fmt.Errorf("POST /chat/messages: %d", res.StatusCode)
+		}
+		return nil
+	})
+
+	lb.to(nodes[1].HTTPURL)
+	run(t, alice, "alice's page reconnects and catches up",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('during the outage'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg.mine[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	count := func(ctx context.Context, text string) int {
+		q, _ := json.Marshal(text)
+		return eval[int](t, ctx, `[...document.querySelectorAll('.msg[data-id]')].filter(e => e.textContent.includes(`+string(q)+`)).length`)
+	}
+	for _, text := range []string{"before", "during the outage", "sent while offline"} {
+		if k := count(alice, text); k != 1 {
+			t.Fatalf("alice's page shows %q %d times", text, k)
+		}
+	}
+	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid]').length`); k != 0 {
+		t.Fatalf("%d messages still pending on alice's page", k)
+	}
+	run(t, bob, "bob's page is back too and has alice's message once",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	if k := count(bob, "sent while offline"); k != 1 {
+		t.Fatalf("bob's page shows alice's offline message %d times", k)
 	}
 }
