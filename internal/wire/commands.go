@@ -47,6 +47,7 @@ const (
 	CmdMediaGrant    byte = 0x64 // media: users or groups may read it (it was sent to them)
 	CmdMediaTouch    byte = 0x65 // media: last read time, or the tier it moved to
 	CmdMediaDelete   byte = 0x66 // media: records removed (orphans, deleted accounts)
+	CmdMediaExpire   byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
 )
 
 // Client registry (broker/registry): which node holds each client ID.
