@@ -326,6 +326,9 @@ func (p RetentionPolicy) cutoffFor(conv string, now time.Time) snowflake.ID {
 // RetentionStats counts what a retention sweep deleted.
 type RetentionStats struct {
 	Commands, Hot, Sync, Segments, Rewritten int
+	// Media: media IDs the expired messages carried (told to the media
+	// service); Dedup: dedupe keys deleted.
+	Media, Dedup int
 }
 
 // ExpireOnce runs one retention sweep as of now (on the leader): for
@@ -344,6 +347,9 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 		cutoff := p.cutoffFor(conv, now)
 		if cutoff == 0 || oldest >= cutoff {
 			continue
+		}
+		if err := s.expireRefs(ctx, conv, cutoff, &st); err != nil {
+			return st, err
 		}
 		for range 1000 { // bounded: each command deletes a batch
 			cmd := retentionCmd{Conv: conv, Cutoff: cutoff}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -38,8 +40,9 @@ func idsOf(t *testing.T, msgs [][]byte) []snowflake.ID {
 // the straddling segment is rewritten without the expired ones, segments
 // wholly below the cutoff go (their objects with the orphans), a
 // conversation whose messages all expired leaves the conversation list,
-// unread counts drop by the expired unread messages, and a retried cid
-// of an expired message is answered as a duplicate.
+// unread counts drop by the expired unread messages (hot and sealed),
+// the expired messages' dedupe keys go, and a retried cid of an expired
+// message is stored as a new message.
 func TestRetentionDeletesInBothTiers(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
@@ -125,14 +128,21 @@ func TestRetentionDeletesInBothTiers(t *testing.T) {
 					t.Fatal("a conversation whose messages all expired is still listed")
 				}
 			}
-			// Expired sealed messages are not subtracted (see retention.go).
-			if u := e.unreadOf(t, "bob", "alice"); u != unreadBefore {
-				t.Fatalf("bob's unread count from alice: %d (before %d)", u, unreadBefore)
+			// Bob read nothing: what is left of alice's messages is unread,
+			// the expired ones (hot and sealed) are not.
+			if u := e.unreadOf(t, "bob", "alice"); u != len(wantDirect) || unreadBefore != len(all)/2 {
+				t.Fatalf("bob's unread count from alice: %d, want %d (before %d)", u, len(wantDirect), unreadBefore)
 			}
-			// A retry of the expired first message: a duplicate, not stored
-			// again (its sync entry expired with it: no ID to give back).
+			// The expired messages' dedupe keys are gone, the others' stay.
+			if a, b := countKeys(t, e, dedupPrefixOf("alice")), countKeys(t, e, dedupPrefixOf("bob")); a != len(wantDirect) || b != len(wantGroup) {
+				t.Fatalf("dedupe keys: alice %d (want %d), bob %d (want %d)", a, len(wantDirect), b, len(wantGroup))
+			}
+			if st.Dedup != 1+len(all)-len(wantDirect)-len(wantGroup) {
+				t.Fatalf("%d dedupe keys deleted, want %d", st.Dedup, 1+len(all)-len(wantDirect)-len(wantGroup))
+			}
+			// A retry of the expired first message's cid is a new message.
 			stored, _, dup, err := e.svc.SendDirect(ctx, "alice", "carol", text("old", "again"))
-			if err != nil || !dup || stored.ID != 0 || first.ID == 0 {
+			if err != nil || dup || stored.ID <= first.ID {
 				t.Fatalf("retry of an expired message: %+v dup=%v %v", stored, dup, err)
 			}
 			// The replaced and dropped objects are orphans; collected, the rest reads.
@@ -152,6 +162,23 @@ func TestRetentionDeletesInBothTiers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countKeys counts the keys under prefix.
+func countKeys(t *testing.T, e *env, prefix []byte) int {
+	t.Helper()
+	n := 0
+	if err := e.db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func (e *env) unreadOf(t *testing.T, uid, peer string) int {

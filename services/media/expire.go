@@ -80,6 +80,12 @@ func (s *Service) Expire(ctx context.Context, a, b, gid string, cutoff snowflake
 	return total, nil
 }
 
+// ExpireSent is Expire for the archive (archive.Media).
+func (s *Service) ExpireSent(ctx context.Context, a, b, gid string, cutoff snowflake.ID, ids []string) error {
+	_, err := s.Expire(ctx, a, b, gid, cutoff, ids)
+	return err
+}
+
 func (s *Service) applyExpire(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c expireCmd
 	if err := decode(payload, &c); err != nil {
