@@ -195,31 +195,60 @@ func (e *env) unreadOf(t *testing.T, uid, peer string) int {
 	return -1
 }
 
-// Without sealing, retention takes the expired unread messages off the
-// direct conversation's unread counts.
-func TestRetentionOfHotMessagesAdjustsUnread(t *testing.T) {
-	start := time.Now().Add(-100 * time.Hour).Truncate(time.Hour)
-	e := newEnv(t, withIDs(hourIDs(start)))
-	var bobs []wire.Envelope
-	for i := range 60 {
-		e.send(t, "alice", "bob", fmt.Sprintf("a%d", i)) // even hours
-		bobs = append(bobs, e.send(t, "bob", "alice", fmt.Sprintf("b%d", i)))
-	}
-	// alice read bob's first 10; bob read nothing.
-	if err := e.svc.MarkRead(context.Background(), "alice", "bob", bobs[9].ID); err != nil {
-		t.Fatal(err)
-	}
-	if a, b := e.unreadOf(t, "alice", "bob"), e.unreadOf(t, "bob", "alice"); a != 50 || b != 60 {
-		t.Fatalf("unread before: alice %d bob %d", a, b)
-	}
-	now := start.Add(121 * time.Hour)
-	st, err := e.svc.ExpireOnce(context.Background(), RetentionPolicy{Days: 3}, now) // the first 49 hours expire
-	if err != nil || st.Hot != 49 {
-		t.Fatalf("expired %+v %v", st, err)
-	}
-	// Hours 0..48 expired: alice's messages at even hours (25), bob's at odd (24).
-	if a, b := e.unreadOf(t, "alice", "bob"), e.unreadOf(t, "bob", "alice"); a != 50-14 || b != 60-25 {
-		t.Fatalf("unread after: alice %d (want %d), bob %d (want %d)", a, 50-14, b, 60-25)
+// Retention takes the expired unread messages off the direct
+// conversation's unread counts, hot ones (CmdRetention) and sealed ones
+// (CmdRetentionRefs, exactly once: a repeated command changes nothing).
+func TestRetentionAdjustsDirectUnread(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
+			start := time.Now().Add(-100 * time.Hour).Truncate(time.Hour)
+			var opts []envOpt
+			if sealed {
+				segs, _ := localSegments(t, false)
+				opts = append(opts, withSegments(segs))
+			}
+			e := newEnv(t, append(opts, withIDs(hourIDs(start)))...)
+			var alices, bobs []wire.Envelope
+			for i := range 60 {
+				alices = append(alices, e.send(t, "alice", "bob", fmt.Sprintf("a%d", i))) // even hours
+				bobs = append(bobs, e.send(t, "bob", "alice", fmt.Sprintf("b%d", i)))
+			}
+			ctx := context.Background()
+			// alice read bob's first 10; bob read nothing.
+			if err := e.svc.MarkRead(ctx, "alice", "bob", bobs[9].ID); err != nil {
+				t.Fatal(err)
+			}
+			if a, b := e.unreadOf(t, "alice", "bob"), e.unreadOf(t, "bob", "alice"); a != 50 || b != 60 {
+				t.Fatalf("unread before: alice %d bob %d", a, b)
+			}
+			now := start.Add(121 * time.Hour)
+			if sealed { // hours 0..90 sealed: every expired message is
+				if st, err := e.svc.SealOnce(ctx, SealConfig{HotAge: 30 * time.Hour, MaxMessages: 16}, now); err != nil || st.Messages != 91 {
+					t.Fatalf("sealed %+v %v", st, err)
+				}
+			}
+			st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, now) // the first 49 hours expire
+			if err != nil || st.Dedup != 49 || (!sealed && st.Hot != 49) || (sealed && st.Hot != 0) {
+				t.Fatalf("expired %+v %v", st, err)
+			}
+			// Hours 0..48 expired: alice's messages at even hours (25), bob's at odd (24).
+			want := func() {
+				t.Helper()
+				if a, b := e.unreadOf(t, "alice", "bob"), e.unreadOf(t, "bob", "alice"); a != 50-14 || b != 60-25 {
+					t.Fatalf("unread after: alice %d (want %d), bob %d (want %d)", a, 50-14, b, 60-25)
+				}
+			}
+			want()
+			again := retentionRefsCmd{Conv: directConv("alice", "bob"), Cutoff: alices[25].ID, Refs: []expiringRef{
+				{ID: alices[0].ID, Sealed: true, From: "alice", CID: alices[0].CID},
+				{ID: bobs[20].ID, Sealed: true, From: "bob", CID: bobs[20].CID},
+			}}
+			v, err := e.prop.Propose(ctx, wire.CmdRetentionRefs, again.encode())
+			if r, _ := v.(*refsApplied); err != nil || r == nil || *r != (refsApplied{}) {
+				t.Fatalf("the command again: %+v %v", v, err)
+			}
+			want()
+		})
 	}
 }
 
@@ -256,6 +285,54 @@ func FuzzDecodeRetentionCmd(f *testing.F) {
 			return
 		}
 		if again, err := decodeRetentionCmd(c.encode()); err != nil || again.Conv != c.Conv || again.Cutoff != c.Cutoff {
+			t.Fatalf("re-encoding %+v: %+v %v", c, again, err)
+		}
+	})
+}
+
+// A malformed CmdRetentionRefs is refused and changes nothing.
+func TestRetentionRefsRefusals(t *testing.T) {
+	e := newEnv(t)
+	m := e.send(t, "alice", "bob", "m1")
+	conv := directConv("alice", "bob")
+	ok := retentionRefsCmd{Conv: conv, Cutoff: m.ID + 1, Refs: []expiringRef{{ID: m.ID, From: "alice", CID: m.CID}}}
+	good := ok.encode()
+	before := dump(t, e.db)
+	over := retentionRefsCmd{Conv: conv, Cutoff: m.ID + 1, Refs: make([]expiringRef, refsBatch+1)}
+	for i := range over.Refs {
+		over.Refs[i] = expiringRef{ID: 1, From: "alice", CID: "c"}
+	}
+	for name, p := range map[string][]byte{
+		"version":       append([]byte{7}, good[1:]...),
+		"truncated":     good[:len(good)-2],
+		"trailing":      append(append([]byte(nil), good...), 0),
+		"conv":          (&retentionRefsCmd{Conv: "x:y", Cutoff: 5}).encode(),
+		"cutoff 0":      (&retentionRefsCmd{Conv: conv}).encode(),
+		"not expired":   (&retentionRefsCmd{Conv: conv, Cutoff: m.ID, Refs: []expiringRef{{ID: m.ID, From: "alice", CID: m.CID}}}).encode(),
+		"bad sender":    (&retentionRefsCmd{Conv: conv, Cutoff: m.ID + 1, Refs: []expiringRef{{ID: m.ID, From: "al/ice", CID: m.CID}}}).encode(),
+		"no cid":        (&retentionRefsCmd{Conv: conv, Cutoff: m.ID + 1, Refs: []expiringRef{{ID: m.ID, From: "alice"}}}).encode(),
+		"too many refs": over.encode(),
+	} {
+		if _, err := e.prop.Propose(context.Background(), wire.CmdRetentionRefs, p); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if fmt.Sprint(dump(t, e.db)) != fmt.Sprint(before) {
+		t.Fatal("a refused command changed the state")
+	}
+	if got, err := decodeRetentionRefsCmd(good); err != nil || !bytes.Equal(got.encode(), good) {
+		t.Fatalf("round trip: %+v %v", got, err)
+	}
+}
+
+func FuzzDecodeRetentionRefsCmd(f *testing.F) {
+	f.Add((&retentionRefsCmd{Conv: "g:room", Cutoff: 5, Refs: []expiringRef{{ID: 1, Sealed: true, From: "a", CID: "c"}}}).encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := decodeRetentionRefsCmd(b)
+		if err != nil {
+			return
+		}
+		if again, err := decodeRetentionRefsCmd(c.encode()); err != nil || fmt.Sprint(again) != fmt.Sprint(c) {
 			t.Fatalf("re-encoding %+v: %+v %v", c, again, err)
 		}
 	})
