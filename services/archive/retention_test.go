@@ -337,3 +337,87 @@ func FuzzDecodeRetentionRefsCmd(f *testing.F) {
 		}
 	})
 }
+
+// groupUnreadOf is uid's unread count of group gid (-1: not listed).
+func (e *env) groupUnreadOf(t *testing.T, uid, gid string) int {
+	t.Helper()
+	convs, _, err := e.svc.conversations(context.Background(), uid, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range convs {
+		if c.Group == gid {
+			return c.Unread
+		}
+	}
+	return -1
+}
+
+// Retention takes the expired messages above each member's cursor off
+// the member's group unread count, hot or sealed, whatever the member's
+// cursor (below the cutoff, none at all) and own messages among them;
+// a member whose cursor is past the expired messages keeps the count,
+// and UnreadTotal agrees.
+func TestRetentionAdjustsGroupUnread(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
+			start := time.Now().Add(-100 * time.Hour).Truncate(time.Hour)
+			opts := []envOpt{withGroups(), withIDs(hourIDs(start))}
+			if sealed {
+				segs, _ := localSegments(t, false)
+				opts = append(opts, withSegments(segs))
+			}
+			e := newEnv(t, opts...)
+			e.groups.add("room", "alice", "bob", "carol", "dave", "erin")
+			var msgs []wire.Envelope
+			for i := range 60 { // hour i: alice at even hours, bob at odd ones
+				from := "alice"
+				if i%2 == 1 {
+					from = "bob"
+				}
+				msgs = append(msgs, e.sendGroup(t, from, "room", fmt.Sprintf("m%d", i)))
+			}
+			ctx := context.Background()
+			for uid, upTo := range map[string]int{"carol": 9, "alice": 40, "erin": 55} {
+				if err := e.svc.MarkGroupRead(ctx, uid, "room", msgs[upTo].ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// dave never read nor sent; bob sent but never read.
+			want := map[string]int{"carol": 50, "alice": 10, "bob": 30, "dave": 60, "erin": 4}
+			check := func(when string) {
+				t.Helper()
+				for uid, n := range want {
+					if got := e.groupUnreadOf(t, uid, "room"); got != n {
+						t.Errorf("%s: %s's unread %d, want %d", when, uid, got, n)
+					}
+					if got, err := e.svc.UnreadTotal(uid); err != nil || got != n {
+						t.Errorf("%s: %s's unread total %d %v, want %d", when, uid, got, err, n)
+					}
+				}
+			}
+			check("before")
+			now := start.Add(121 * time.Hour)
+			if sealed { // all but the newest sealed: every expired message is
+				if st, err := e.svc.SealOnce(ctx, SealConfig{HotAge: 30 * time.Hour, MaxMessages: 16}, now); err != nil || st.Messages != 59 {
+					t.Fatalf("sealed %+v %v", st, err)
+				}
+			}
+			// Hours 0..48 expire; 49..59 stay: alice's 50..58 (5), bob's 49..59 (6).
+			if st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, now); err != nil || st.Dedup != 49 {
+				t.Fatalf("expired %+v %v", st, err)
+			}
+			want = map[string]int{"carol": 11, "alice": 6, "bob": 5, "dave": 11, "erin": 4}
+			check("after")
+			// New messages count as before; reading moves the counts as before
+			// (to the newest, hot, message: a cursor moved into sealed history
+			// counts only the hot messages above it, retention or not).
+			e.sendGroup(t, "alice", "room", "new")
+			if err := e.svc.MarkGroupRead(ctx, "carol", "room", msgs[59].ID); err != nil {
+				t.Fatal(err)
+			}
+			want = map[string]int{"carol": 1, "alice": 6, "bob": 6, "dave": 12, "erin": 5}
+			check("after more")
+		})
+	}
+}

@@ -26,11 +26,14 @@ import (
 //     in batches: the FSM deletes the dedupe key dedup/{from}/{cid} when
 //     it still names that message (or a sync entry already gone), so a
 //     cid retried after its message expired is stored as a new message;
-//     for a sealed message of a direct conversation whose key it
-//     deleted, the recipient's unread count drops when the message was
-//     above their cursor (hot messages are counted off by CmdRetention
-//     itself). The deleted key makes it exactly once: a repeated command
-//     finds no key and changes nothing.
+//     for a sealed message whose key it deleted, the unread counts
+//     change: a direct conversation's recipient's drops when the message
+//     was above their cursor; a group sender's own count drops when it
+//     was above the sender's cursor (see memberCursor.unread; the
+//     group's Expired is counted by CmdRetention with the segments it
+//     drops). Hot messages are counted off by CmdRetention itself. The
+//     deleted key makes it exactly once: a repeated command finds no key
+//     and changes nothing.
 //
 // Both happen before the messages are deleted, so a crash in between
 // leaves expired messages whose media and retry records are already
@@ -139,6 +142,8 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 	res := &refsApplied{}
 	// Every read before the first write.
 	var del [][]byte
+	own := map[string][]snowflake.ID{} // a group's sealed expired messages by sender
+	var senders []string
 	for _, r := range c.Refs {
 		dk := dedupKey(r.From, r.CID)
 		id, conv, ok, err := getLocator(tx, r.From, dk)
@@ -152,6 +157,12 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 			continue // gone already, or another message's
 		}
 		del = append(del, dk)
+		if !direct && r.Sealed {
+			if _, ok := own[r.From]; !ok {
+				senders = append(senders, r.From)
+			}
+			own[r.From] = append(own[r.From], r.ID)
+		}
 		if direct && found && r.Sealed {
 			reader := 1
 			if r.From != lo {
@@ -169,6 +180,9 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 		}
 	}
 	res.Dedup = len(del)
+	if err := expireOwn(tx, c.Conv, senders, own); err != nil {
+		return nil, err
+	}
 	if res.Unread > 0 {
 		st.sums.forget(c.Conv)
 		if err := tx.Set(pairKey(c.Conv), p.encode()); err != nil {
