@@ -197,6 +197,8 @@ type Service struct {
 
 	st *fsmState // what the FSM handlers keep in memory
 
+	expireReadMax int // expiring messages read per conversation and sweep (0: expireReadMax)
+
 	messages *prometheus.CounterVec
 	metrics  tierMetrics
 	stored   atomic.Uint64 // messages stored by this process (what the "stored" counter counts)

@@ -426,7 +426,9 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 		if cutoff == 0 || oldest >= cutoff {
 			continue
 		}
-		if err := s.expireRefs(ctx, conv, cutoff, &st); err != nil {
+		// What the oldest expiring messages refer to first; then they go
+		// (up to where that was done: the next sweep goes on).
+		if cutoff, err = s.expireRefs(ctx, conv, cutoff, &st); err != nil {
 			return st, err
 		}
 		for range 1000 { // bounded: each command deletes a batch

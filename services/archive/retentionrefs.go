@@ -192,9 +192,17 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 	return res, nil
 }
 
-// expiring reads the messages of conv below cutoff, hot and sealed: their
-// retry records and the media they carry.
-func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID) (refs []expiringRef, media []string, err error) {
+// expireReadMax bounds the expiring messages the sweeper reads per
+// conversation and sweep (Service.expireReadMax; tests make it small).
+const expireReadMax = 1 << 16
+
+// expiring reads the oldest messages of conv below cutoff, hot and
+// sealed, at most about max of them (whole segments: at least one):
+// their retry records and the media they carry. upTo is the cutoff of
+// what it read (cutoff, or lower when there was more): the sweep expires
+// up to there and the next sweep goes on.
+func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID, max int) (refs []expiringRef, media []string, upTo snowflake.ID, err error) {
+	upTo = cutoff
 	seen := map[string]bool{}
 	add := func(id snowflake.ID, sealed bool, body []byte) {
 		var env struct {
@@ -215,14 +223,44 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 			media = append(media, env.Media.ID)
 		}
 	}
+	type hotMsg struct {
+		id   snowflake.ID
+		body []byte
+	}
 	var segs []SegmentRef
+	var hot []hotMsg
 	err = s.db.View(func(tx *badger.Txn) error {
+		// Sealed messages are older than hot ones but for stragglers: the
+		// oldest segments first, then the oldest hot messages below them.
+		sp := segIndexPrefix(conv)
+		st := tx.NewIterator(badger.IteratorOptions{Prefix: sp})
+		defer st.Close()
+		n := 0
+		for st.Seek(sp); st.ValidForPrefix(sp); st.Next() {
+			ref, err := segRefOf(st.Item())
+			if err != nil {
+				return err
+			}
+			if ref.FirstID >= upTo {
+				break
+			}
+			if len(segs) > 0 && n+ref.Count > max {
+				upTo = ref.FirstID
+				break
+			}
+			segs = append(segs, ref)
+			n += ref.Count
+		}
 		prefix := convPrefix(conv)
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 			id := snowflake.ID(tail8(it.Item().Key()))
-			if id >= cutoff {
+			if id >= upTo {
+				break
+			}
+			if n >= max && (len(segs) > 0 || len(hot) > 0) {
+				upTo = id
 				break
 			}
 			body, err := bodyOf(it.Item(), conv, id)
@@ -238,50 +276,50 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 					return err
 				}
 			}
-			add(id, false, body)
-		}
-		sp := segIndexPrefix(conv)
-		st := tx.NewIterator(badger.IteratorOptions{Prefix: sp})
-		defer st.Close()
-		for st.Seek(sp); st.ValidForPrefix(sp); st.Next() {
-			ref, err := segRefOf(st.Item())
-			if err != nil {
-				return err
-			}
-			if ref.FirstID >= cutoff {
-				break
-			}
-			segs = append(segs, ref)
+			hot = append(hot, hotMsg{id, body})
+			n++
 		}
 		return nil
 	})
-	if err != nil || s.tier == nil {
-		return refs, media, err
+	if err != nil {
+		return nil, nil, 0, err
 	}
-	for _, ref := range segs {
-		msgs, _, err := s.tier.below(ctx, ref, ref.LastID+1, ref.Count, nil)
-		if err != nil {
-			return nil, nil, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
-		}
-		for i := len(msgs) - 1; i >= 0; i-- { // below gives newest first
-			if msgs[i].ID >= cutoff {
-				continue
-			}
-			body, err := expandSealed(conv, msgs[i].ID, msgs[i].Body)
+	if s.tier != nil {
+		for _, ref := range segs {
+			msgs, _, err := s.tier.below(ctx, ref, ref.LastID+1, ref.Count, nil)
 			if err != nil {
-				return nil, nil, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
+				return nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
 			}
-			add(msgs[i].ID, true, body)
+			for i := len(msgs) - 1; i >= 0; i-- { // below gives newest first
+				if msgs[i].ID >= upTo {
+					continue
+				}
+				body, err := expandSealed(conv, msgs[i].ID, msgs[i].Body)
+				if err != nil {
+					return nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
+				}
+				add(msgs[i].ID, true, body)
+			}
 		}
 	}
-	return refs, media, nil
+	for _, h := range hot {
+		if h.id < upTo {
+			add(h.id, false, h.body)
+		}
+	}
+	return refs, media, upTo, nil
 }
 
-// expireRefs does steps 1 and 2 above for conv's messages below cutoff.
-func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.ID, st *RetentionStats) error {
-	refs, media, err := s.expiring(ctx, conv, cutoff)
+// expireRefs does steps 1 and 2 above for conv's oldest messages below
+// cutoff, and returns the cutoff up to which it did (see expiring).
+func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.ID, st *RetentionStats) (snowflake.ID, error) {
+	limit := s.expireReadMax
+	if limit <= 0 {
+		limit = expireReadMax
+	}
+	refs, media, upTo, err := s.expiring(ctx, conv, cutoff, limit)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if len(media) > 0 && s.media != nil {
 		a, b, gid := "", "", ""
@@ -290,23 +328,23 @@ func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.
 		} else {
 			a, b = directUsers(conv)
 		}
-		if err := s.media.ExpireSent(ctx, a, b, gid, cutoff, media); err != nil {
-			return fmt.Errorf("archive: retention of %s: media: %w", conv, err)
+		if err := s.media.ExpireSent(ctx, a, b, gid, upTo, media); err != nil {
+			return 0, fmt.Errorf("archive: retention of %s: media: %w", conv, err)
 		}
 		st.Media += len(media)
 	}
 	for len(refs) > 0 {
 		n := min(len(refs), refsBatch)
-		cmd := retentionRefsCmd{Conv: conv, Cutoff: cutoff, Refs: refs[:n]}
+		cmd := retentionRefsCmd{Conv: conv, Cutoff: upTo, Refs: refs[:n]}
 		refs = refs[n:]
 		v, err := s.prop.Propose(ctx, wire.CmdRetentionRefs, cmd.encode())
 		if err != nil {
-			return fmt.Errorf("archive: retention of %s: dedupe keys: %w", conv, err)
+			return 0, fmt.Errorf("archive: retention of %s: dedupe keys: %w", conv, err)
 		}
 		st.Commands++
 		if r, ok := v.(*refsApplied); ok {
 			st.Dedup += r.Dedup
 		}
 	}
-	return nil
+	return upTo, nil
 }
