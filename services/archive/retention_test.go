@@ -443,3 +443,26 @@ func TestRetentionAdjustsGroupUnread(t *testing.T) {
 		})
 	}
 }
+
+// A retry record retention did not delete (the message expired by a
+// retention command alone, as an earlier version did): a retry of its
+// cid is still a duplicate, of a message that is gone (no ID).
+func TestRetryOfExpiredMessageWithRetryRecordLeft(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	m := e.send(t, "alice", "bob", "m1")
+	cmd := retentionCmd{Conv: directConv("alice", "bob"), Cutoff: m.ID + 1}
+	if _, err := e.prop.Propose(ctx, wire.CmdRetention, cmd.encode()); err != nil {
+		t.Fatal(err)
+	}
+	if n := countKeys(t, e, dedupPrefixOf("alice")); n != 1 {
+		t.Fatalf("%d dedupe keys", n)
+	}
+	stored, _, dup, err := e.svc.SendDirect(ctx, "alice", "bob", text("m1", "again"))
+	if err != nil || !dup || stored.ID != 0 {
+		t.Fatalf("retry: %+v dup=%v %v", stored, dup, err)
+	}
+	if msgs, _, err := e.svc.historyPage(ctx, directConv("alice", "bob"), nil, 10); err != nil || len(msgs) != 0 {
+		t.Fatalf("history: %d %v", len(msgs), err)
+	}
+}
