@@ -286,7 +286,18 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 // sender's cursor off the sender's own count: they were counted in both
 // the messages above the cursor and the sender's own, and the group's
 // Expired takes them off the first (see memberCursor.unread).
+//
+// A group whose count began late keeps its counts as they are (see
+// memberCursor.unread): taking a sender's expired messages off Own there
+// would make them unread to the sender.
 func expireOwn(tx *badger.Txn, conv string, senders []string, ids map[string][]snowflake.ID) error {
+	if len(senders) == 0 {
+		return nil
+	}
+	gsum, found, err := getSummary(tx, groupSummaryKey(conv[2:]))
+	if err != nil || !found || !gsum.Kept || !gsum.Complete {
+		return err
+	}
 	for _, from := range senders {
 		if wire.ValidUserID(from) != nil {
 			continue

@@ -466,3 +466,52 @@ func TestRetryOfExpiredMessageWithRetryRecordLeft(t *testing.T) {
 		t.Fatalf("history: %d %v", len(msgs), err)
 	}
 }
+
+// A group whose count began after its first message cannot place its
+// expired messages in the count: retention leaves every member's count
+// as it was (documented), rather than making a sender's own expired
+// messages unread to them.
+func TestRetentionLeavesLateCountedGroupUnread(t *testing.T) {
+	start := time.Now().Add(-100 * time.Hour).Truncate(time.Hour)
+	e := newEnv(t, withGroups(), withIDs(hourIDs(start)))
+	e.groups.add("room", "alice", "bob", "carol")
+	var msgs []wire.Envelope
+	for i := range 20 {
+		from := "alice"
+		if i%2 == 1 {
+			from = "bob"
+		}
+		msgs = append(msgs, e.sendGroup(t, from, "room", fmt.Sprintf("m%d", i)))
+	}
+	ctx := context.Background()
+	if err := e.svc.MarkGroupRead(ctx, "carol", "room", msgs[3].ID); err != nil {
+		t.Fatal(err)
+	}
+	// As a group whose earlier messages were stored before counts were kept.
+	if err := e.db.Update(func(tx *badger.Txn) error {
+		gk := groupSummaryKey("room")
+		sum, _, err := getSummary(tx, gk)
+		if err != nil {
+			return err
+		}
+		sum.Complete = false
+		return tx.Set(gk, sum.encodeGroup())
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]int{}
+	for _, uid := range []string{"alice", "bob", "carol"} {
+		before[uid] = e.groupUnreadOf(t, uid, "room")
+	}
+	if before["alice"] != 10 || before["bob"] != 10 || before["carol"] != 16 {
+		t.Fatalf("before: %v", before)
+	}
+	if st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, start.Add(82*time.Hour)); err != nil || st.Hot != 10 {
+		t.Fatalf("expired %+v %v", st, err)
+	}
+	for uid, n := range before {
+		if got := e.groupUnreadOf(t, uid, "room"); got != n {
+			t.Errorf("%s's unread %d, was %d", uid, got, n)
+		}
+	}
+}
