@@ -472,7 +472,7 @@ func (s summary) encodeDirect() []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(s.Cursor))
 }
 
-// encodeGroup is the 25-byte gv/ value.
+// encodeGroup is the gv/ value: 25 bytes, 33 once Expired is not zero.
 func (s summary) encodeGroup() []byte {
 	b := s.appendHead(make([]byte, 0, summaryGroupXLen))
 	b = binary.BigEndian.AppendUint64(b, s.Count)

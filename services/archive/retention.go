@@ -30,7 +30,7 @@ import (
 //
 // Before it, the sweeper deletes what the expiring messages refer to
 // (retentionrefs.go): their media, their dedupe keys, and for sealed
-// ones of a direct conversation their part of the unread counts.
+// ones their part of the unread counts.
 //
 // Kept: conversation summaries (a conversation whose messages all
 // expired drops out of the conversation list until its next message),
