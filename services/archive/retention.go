@@ -416,8 +416,9 @@ func (p RetentionPolicy) cutoffFor(conv string, now time.Time) snowflake.ID {
 type RetentionStats struct {
 	Commands, Hot, Sync, Segments, Rewritten int
 	// Media: media IDs the expired messages carried (told to the media
-	// service); Dedup: dedupe keys deleted.
-	Media, Dedup int
+	// service); Dedup: dedupe keys deleted; Unreadable: expired segments
+	// that could not be read (damaged or missing), dropped without.
+	Media, Dedup, Unreadable int
 }
 
 // ExpireOnce runs one retention sweep as of now (on the leader): for

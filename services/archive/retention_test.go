@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -513,5 +515,54 @@ func TestRetentionLeavesLateCountedGroupUnread(t *testing.T) {
 		if got := e.groupUnreadOf(t, uid, "room"); got != n {
 			t.Errorf("%s's unread %d, was %d", uid, got, n)
 		}
+	}
+}
+
+// An expired segment that cannot be read (damaged, or missing) does not
+// stop retention: it is dropped with the rest, what its messages
+// referred to stays behind (said in the log and in Unreadable), and the
+// other expired messages' retry records go.
+func TestRetentionDropsUnreadableExpiredSegment(t *testing.T) {
+	for _, missing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("missing=%v", missing), func(t *testing.T) {
+			start := time.Now().Add(-100 * time.Hour).Truncate(time.Hour)
+			segs, dir := localSegments(t, false)
+			e := newEnv(t, withIDs(hourIDs(start)), withSegments(segs))
+			for i := range 60 {
+				e.send(t, "alice", "bob", fmt.Sprintf("m%d", i))
+			}
+			ctx := context.Background()
+			now := start.Add(121 * time.Hour)
+			if _, err := e.svc.SealOnce(ctx, SealConfig{HotAge: 30 * time.Hour, MaxMessages: 8}, now); err != nil {
+				t.Fatal(err)
+			}
+			files := segmentFiles(t, dir)
+			slices.Sort(files)
+			oldest := files[0] // messages 0..7
+			if missing {
+				if err := os.Remove(oldest); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				b, err := os.ReadFile(oldest)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[len(b)/2] ^= 0x20
+				if err := os.WriteFile(oldest, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, now) // messages 0..48 expire
+			if err != nil || st.Unreadable != 1 || st.Dedup != 49-8 {
+				t.Fatalf("expired %+v %v", st, err)
+			}
+			if msgs, _, err := e.svc.historyPage(ctx, directConv("alice", "bob"), nil, 100); err != nil || len(msgs) != 11 {
+				t.Fatalf("history after retention: %d %v", len(msgs), err)
+			}
+			if n := countKeys(t, e, dedupPrefixOf("alice")); n != 11+8 {
+				t.Fatalf("%d dedupe keys left, want the 11 kept and the unreadable segment's 8", n)
+			}
+		})
 	}
 }

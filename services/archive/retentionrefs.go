@@ -201,7 +201,7 @@ const expireReadMax = 1 << 16
 // their retry records and the media they carry. upTo is the cutoff of
 // what it read (cutoff, or lower when there was more): the sweep expires
 // up to there and the next sweep goes on.
-func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID, max int) (refs []expiringRef, media []string, upTo snowflake.ID, err error) {
+func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID, max int, st *RetentionStats) (refs []expiringRef, media []string, upTo snowflake.ID, err error) {
 	upTo = cutoff
 	seen := map[string]bool{}
 	add := func(id snowflake.ID, sealed bool, body []byte) {
@@ -233,11 +233,11 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 		// Sealed messages are older than hot ones but for stragglers: the
 		// oldest segments first, then the oldest hot messages below them.
 		sp := segIndexPrefix(conv)
-		st := tx.NewIterator(badger.IteratorOptions{Prefix: sp})
-		defer st.Close()
+		si := tx.NewIterator(badger.IteratorOptions{Prefix: sp})
+		defer si.Close()
 		n := 0
-		for st.Seek(sp); st.ValidForPrefix(sp); st.Next() {
-			ref, err := segRefOf(st.Item())
+		for si.Seek(sp); si.ValidForPrefix(sp); si.Next() {
+			ref, err := segRefOf(si.Item())
 			if err != nil {
 				return err
 			}
@@ -287,6 +287,14 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 	if s.tier != nil {
 		for _, ref := range segs {
 			msgs, _, err := s.tier.below(ctx, ref, ref.LastID+1, ref.Count, nil)
+			if errors.Is(err, ErrSegmentCorrupt) || errors.Is(err, ErrSegmentMissing) {
+				// Expired anyway: it goes, and what its messages referred
+				// to (media, retry records) stays behind, said here.
+				s.log.Warn("retention: an expired segment cannot be read; its messages' media and retry records are not deleted",
+					"segment", ref.Key, "messages", ref.Count, "err", err)
+				st.Unreadable++
+				continue
+			}
 			if err != nil {
 				return nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
 			}
@@ -317,7 +325,7 @@ func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.
 	if limit <= 0 {
 		limit = expireReadMax
 	}
-	refs, media, upTo, err := s.expiring(ctx, conv, cutoff, limit)
+	refs, media, upTo, err := s.expiring(ctx, conv, cutoff, limit, st)
 	if err != nil {
 		return 0, err
 	}
