@@ -467,6 +467,22 @@ func TestRetryOfExpiredMessageWithRetryRecordLeft(t *testing.T) {
 	if msgs, _, err := e.svc.historyPage(ctx, directConv("alice", "bob"), nil, 10); err != nil || len(msgs) != 0 {
 		t.Fatalf("history: %d %v", len(msgs), err)
 	}
+	// A group message's retry record names the message itself: the
+	// duplicate carries its ID.
+	e2 := newEnv(t, withGroups())
+	e2.groups.add("room", "alice", "bob")
+	g := e2.sendGroup(t, "alice", "room", "g1")
+	cmd = retentionCmd{Conv: groupConv("room"), Cutoff: g.ID + 1}
+	if _, err := e2.prop.Propose(ctx, wire.CmdRetention, cmd.encode()); err != nil {
+		t.Fatal(err)
+	}
+	stored, _, dup, err = e2.svc.SendGroup(ctx, "alice", "room", text("g1", "again"))
+	if err != nil || !dup || stored.ID != g.ID {
+		t.Fatalf("group retry: %+v dup=%v %v", stored, dup, err)
+	}
+	if msgs, _, err := e2.svc.historyPage(ctx, groupConv("room"), nil, 10); err != nil || len(msgs) != 0 {
+		t.Fatalf("group history: %d %v", len(msgs), err)
+	}
 }
 
 // A group whose count began after its first message cannot place its
