@@ -30,6 +30,7 @@ import (
 
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -384,7 +385,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		if deps.Registry != nil {
 			b.ck = newClientKeeper(b, self, deps.Proposer, deps.Registry)
 		}
-		if err := deps.Cluster.RegisterRPC(RPCService, &forwardRPC{f: b.fwd}); err != nil {
+		if err := deps.Cluster.RegisterRPC(RPCService, peerrpc.Methods{"Deliver": peerrpc.Method((&forwardRPC{f: b.fwd}).Deliver)}); err != nil {
 			b.cancel()
 			return nil, fmt.Errorf("broker: %w", err)
 		}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"github.com/edgechat/edgechat/cluster"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -28,7 +28,7 @@ import (
 
 type fabric struct {
 	mu       sync.Mutex
-	handlers map[string]any // node + "/" + service → handler
+	handlers map[string]peerrpc.Methods // node + "/" + service → handler
 	members  []cluster.Member
 	down     map[string]bool // unreachable nodes
 	lose     map[string]int  // node → replies to lose (the call runs, the caller gets an error)
@@ -36,7 +36,7 @@ type fabric struct {
 }
 
 func newFabric(names ...string) *fabric {
-	f := &fabric{handlers: map[string]any{}, down: map[string]bool{}, lose: map[string]int{}}
+	f := &fabric{handlers: map[string]peerrpc.Methods{}, down: map[string]bool{}, lose: map[string]int{}}
 	for _, n := range names {
 		f.members = append(f.members, cluster.Member{Name: n, Addr: n})
 	}
@@ -89,7 +89,7 @@ func (n *fabricNode) MembersChanged() <-chan struct{} {
 	return n.f.changed
 }
 
-func (n *fabricNode) RegisterRPC(name string, h any) error {
+func (n *fabricNode) RegisterRPC(name string, h peerrpc.Methods) error {
 	n.f.mu.Lock()
 	defer n.f.mu.Unlock()
 	n.f.handlers[n.name+"/"+name] = h
@@ -111,20 +111,22 @@ func (n *fabricNode) Call(ctx context.Context, addr, method string, req, resp an
 	if down || h == nil {
 		return errUnreachable
 	}
-	// Through gob, as net/rpc would: what does not encode fails here.
-	in := reflect.New(reflect.TypeOf(req).Elem())
-	if err := gobCopy(req, in.Interface()); err != nil {
+	if h[m] == nil {
+		return peerrpc.ServerError("no method " + method)
+	}
+	// Through gob, as on the wire: what does not encode fails here.
+	run, err := h[m](func(in any) error { return gobCopy(req, in) })
+	if err != nil {
 		return err
 	}
-	out := reflect.New(reflect.TypeOf(resp).Elem())
-	res := reflect.ValueOf(h).MethodByName(m).Call([]reflect.Value{in, out})
-	if err, _ := res[0].Interface().(error); err != nil {
-		return err
+	out, err := run()
+	if err != nil {
+		return peerrpc.ServerError(err.Error())
 	}
 	if lose {
 		return errUnreachable
 	}
-	return gobCopy(out.Interface(), resp)
+	return gobCopy(out, resp)
 }
 
 func gobCopy(from, to any) error {

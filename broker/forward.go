@@ -45,7 +45,7 @@ const (
 	deliverBad    = "bad"    // a malformed request: not retried
 )
 
-// ForwardPacket is one forwarded publish. Exported for net/rpc's gob.
+// ForwardPacket is one forwarded publish. Exported for gob.
 type ForwardPacket struct {
 	Topic           string
 	Payload         []byte
@@ -74,7 +74,7 @@ type ForwardReply struct {
 	Delivered int // packets injected (not counting duplicates)
 }
 
-// forwardRPC is the RPC service; only Deliver is exported (net/rpc).
+// forwardRPC is the RPC service "Forward".
 type forwardRPC struct{ f *forwarder }
 
 // Deliver injects a batch of forwarded publishes.

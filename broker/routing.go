@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -25,8 +26,8 @@ type Cluster interface {
 	MembersChanged() <-chan struct{}
 	// Call invokes method on the node at peerAddr (its cluster address).
 	Call(ctx context.Context, peerAddr, method string, req, resp any) error
-	// RegisterRPC publishes handler's methods as "name.Method".
-	RegisterRPC(name string, handler any) error
+	// RegisterRPC serves methods as "name.Method".
+	RegisterRPC(name string, methods peerrpc.Methods) error
 }
 
 // Proposer commits route commands through the Raft log (implemented by

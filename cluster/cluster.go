@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/rpc"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -205,7 +205,7 @@ type Raft struct {
 	raft   *raft.Raft
 	trans  *raft.NetworkTransport
 	mux    *mux
-	rpcSrv *rpc.Server
+	rpcSrv *peerrpc.Server
 	peers  *peerPool
 	fresh  bool // no Raft state when New opened the stores
 	wal    *wal.WAL
@@ -381,7 +381,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		fsm:      f,
 		trans:    trans,
 		mux:      mx,
-		rpcSrv:   rpc.NewServer(),
+		rpcSrv:   newRPCServer(),
 		peers:    newPeerPool(),
 		fresh:    !existing,
 		wal:      w,
@@ -399,7 +399,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		fwd:      make(chan *request, 4*cfg.MaxBatch),
 		peerStat: make(map[string]peerStatus),
 	}
-	if err := n.rpcSrv.RegisterName(clusterService, &clusterRPC{n: n}); err != nil {
+	if err := n.rpcSrv.Register(clusterService, (&clusterRPC{n: n}).methods()); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	closers = append(closers, func() error { n.peers.close(); return nil })

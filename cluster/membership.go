@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/internal/backoff"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -52,7 +53,7 @@ const (
 )
 
 // The argument and reply types of the node's own "Cluster" RPC service.
-// They are exported only because net/rpc requires it.
+// They are exported for gob.
 type (
 	ApplyArgs struct {
 		Data    []byte // an fsm.EncodeBatch entry
@@ -96,9 +97,17 @@ type (
 	ChangeReply struct{ Code, Message string }
 )
 
-// clusterRPC is the node's own RPC service. Only its RPC methods are
-// exported (net/rpc complains about any other exported method).
+// clusterRPC is the node's own RPC service.
 type clusterRPC struct{ n *Raft }
+
+func (s *clusterRPC) methods() peerrpc.Methods {
+	return peerrpc.Methods{
+		"Apply":  peerrpc.Method(s.Apply),
+		"Info":   peerrpc.Method(s.Info),
+		"Join":   peerrpc.Method(s.Join),
+		"Remove": peerrpc.Method(s.Remove),
+	}
+}
 
 func (s *clusterRPC) Apply(a *ApplyArgs, r *ApplyReply) error { s.n.applyForwarded(a, r); return nil }
 func (s *clusterRPC) Info(a *InfoArgs, r *InfoReply) error    { s.n.info(a, r); return nil }

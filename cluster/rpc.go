@@ -1,33 +1,27 @@
 package cluster
 
 import (
-	"bufio"
 	"context"
-	"encoding/gob"
 	"errors"
 	"fmt"
-	"net"
-	"net/rpc"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// Node-to-node RPC: Go's net/rpc with the gob codec over the cluster
-// port (see transport.go). One connection per peer is pooled and shared
-// by concurrent calls (net/rpc matches replies by sequence number).
+// Node-to-node RPC: internal/peerrpc (net/rpc's wire format with gob)
+// over the cluster port (see transport.go). One connection per peer is
+// pooled and shared by concurrent calls.
 //
 // Other packages add services with RegisterRPC and call them with Call:
 //
-//	type Forward struct{ ... }
-//	func (f *Forward) Deliver(req *DeliverReq, resp *DeliverResp) error
-//	n.RegisterRPC("Forward", &Forward{...})
+//	n.RegisterRPC("Forward", peerrpc.Methods{"Deliver": peerrpc.Method(f.deliver)})
 //	err := n.Call(ctx, peerAddr, "Forward.Deliver", &req, &resp)
 //
-// Handler errors reach the caller as text only (rpc.ServerError); put any
-// error kind the caller must act on into the reply struct.
+// Handler errors reach the caller as text only (peerrpc.ServerError); put
+// any error kind the caller must act on into the reply struct.
 
 // DefaultRPCTimeout is the deadline of a Call whose ctx has none.
 const DefaultRPCTimeout = 5 * time.Second
@@ -44,16 +38,20 @@ var ErrPeerUnreachable = fmt.Errorf("cluster: peer unreachable: %w", wire.ErrUna
 // failed), so that it is safe to send again elsewhere.
 var errNotSent = errors.New("request not sent")
 
-// RegisterRPC publishes the exported methods of handler, which have the
-// net/rpc shape func (t *T) Method(req *Req, resp *Resp) error, as
-// "name.Method" on this node's cluster port. Req and Resp must be
-// gob-encodable. Register before peers call; the name "Cluster" is
-// reserved.
-func (n *Raft) RegisterRPC(name string, handler any) error {
+func newRPCServer() *peerrpc.Server {
+	s := peerrpc.NewServer()
+	s.WriteTimeout = DefaultRPCTimeout
+	return s
+}
+
+// RegisterRPC serves methods as "name.Method" on this node's cluster
+// port (requests and replies must be gob-encodable). Register before
+// peers call; the name "Cluster" is reserved.
+func (n *Raft) RegisterRPC(name string, methods peerrpc.Methods) error {
 	if name == clusterService {
 		return fmt.Errorf("cluster: RPC service name %q is reserved", name)
 	}
-	if err := n.rpcSrv.RegisterName(name, handler); err != nil {
+	if err := n.rpcSrv.Register(name, methods); err != nil {
 		return fmt.Errorf("cluster: register RPC %s: %w", name, err)
 	}
 	return nil
@@ -63,7 +61,7 @@ func (n *Raft) RegisterRPC(name string, handler any) error {
 // advertised cluster address) and decodes the answer into resp. The call
 // ends at ctx's deadline, or DefaultRPCTimeout when ctx has none. Errors
 // are ErrPeerUnreachable (wrapping wire.ErrUnavailable) for transport
-// failures, or the handler's error as an rpc.ServerError.
+// failures, or the handler's error as a peerrpc.ServerError.
 func (n *Raft) Call(ctx context.Context, peerAddr, method string, req, resp any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -80,10 +78,7 @@ type peerPool struct {
 	closed  bool
 }
 
-type peerClient struct {
-	c     *rpc.Client
-	codec *clientCodec
-}
+type peerClient = peerrpc.Client
 
 func newPeerPool() *peerPool { return &peerPool{clients: make(map[string]*peerClient)} }
 
@@ -93,7 +88,7 @@ func (p *peerPool) get(ctx context.Context, addr string) (*peerClient, error) {
 		p.mu.Unlock()
 		return nil, ErrStopped
 	}
-	if pc := p.clients[addr]; pc != nil && !pc.codec.broken.Load() {
+	if pc := p.clients[addr]; pc != nil && !pc.Broken() {
 		p.mu.Unlock()
 		return pc, nil
 	}
@@ -106,20 +101,19 @@ func (p *peerPool) get(ctx context.Context, addr string) (*peerClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %w: %w", ErrPeerUnreachable, addr, errNotSent, err)
 	}
-	codec := newClientCodec(conn)
-	pc := &peerClient{c: rpc.NewClientWithCodec(codec), codec: codec}
+	pc := peerrpc.NewClient(conn, DefaultRPCTimeout)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		_ = pc.c.Close()
+		_ = pc.Close()
 		return nil, ErrStopped
 	}
-	if old := p.clients[addr]; old != nil && !old.codec.broken.Load() {
-		_ = pc.c.Close()
+	if old := p.clients[addr]; old != nil && !old.Broken() {
+		_ = pc.Close()
 		return old, nil
 	}
 	if old := p.clients[addr]; old != nil {
-		_ = old.c.Close()
+		_ = old.Close()
 	}
 	p.clients[addr] = pc
 	return pc, nil
@@ -132,7 +126,7 @@ func (p *peerPool) drop(addr string, pc *peerClient) {
 		delete(p.clients, addr)
 	}
 	p.mu.Unlock()
-	_ = pc.c.Close()
+	_ = pc.Close()
 }
 
 func (p *peerPool) call(ctx context.Context, addr, method string, req, resp any) error {
@@ -144,29 +138,25 @@ func (p *peerPool) call(ctx context.Context, addr, method string, req, resp any)
 		return err
 	}
 	sent := time.Now()
-	call := pc.c.Go(method, req, resp, make(chan *rpc.Call, 1))
-	select {
-	case <-call.Done:
-		err := call.Error
-		if err == nil {
-			return nil
-		}
-		var se rpc.ServerError
-		if errors.As(err, &se) {
-			return fmt.Errorf("cluster: %s on %s: %w", method, addr, err)
-		}
-		// Connection-level failure: the next call redials.
-		p.drop(addr, pc)
-		return fmt.Errorf("%w: %s to %s: %w", ErrPeerUnreachable, method, addr, err)
-	case <-ctx.Done():
-		// net/rpc cannot cancel a call; the reply, if any, is discarded.
+	err = pc.Call(ctx, method, req, resp)
+	var se peerrpc.ServerError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		return fmt.Errorf("cluster: %s on %s: %w", method, addr, err)
+	case ctx.Err() != nil:
 		// If nothing at all came back on the connection since the call
 		// was sent, it is probably dead (peer partitioned or frozen):
 		// close it so that later calls redial instead of queueing on it.
-		if pc.codec.lastRecv.Load() < sent.UnixNano() {
+		if pc.LastReceived().Before(sent) {
 			p.drop(addr, pc)
 		}
 		return fmt.Errorf("%w: %s to %s: %w", ErrPeerUnreachable, method, addr, ctx.Err())
+	default:
+		// Connection-level failure: the next call redials.
+		p.drop(addr, pc)
+		return fmt.Errorf("%w: %s to %s: %w", ErrPeerUnreachable, method, addr, err)
 	}
 }
 
@@ -177,57 +167,6 @@ func (p *peerPool) close() {
 	p.clients = nil
 	p.mu.Unlock()
 	for _, pc := range cs {
-		_ = pc.c.Close()
+		_ = pc.Close()
 	}
-}
-
-// clientCodec is net/rpc's gob client codec plus two observations used
-// by the pool: when a reply last arrived, and whether the connection broke.
-type clientCodec struct {
-	conn     net.Conn
-	dec      *gob.Decoder
-	enc      *gob.Encoder
-	encBuf   *bufio.Writer
-	lastRecv atomic.Int64 // unix nanos of the last reply header
-	broken   atomic.Bool
-}
-
-var _ rpc.ClientCodec = (*clientCodec)(nil)
-
-func newClientCodec(conn net.Conn) *clientCodec {
-	buf := bufio.NewWriter(conn)
-	return &clientCodec{conn: conn, dec: gob.NewDecoder(conn), enc: gob.NewEncoder(buf), encBuf: buf}
-}
-
-func (c *clientCodec) WriteRequest(r *rpc.Request, body any) error {
-	// net/rpc writes under a client-wide lock, so a peer that stops
-	// reading must not block the writer (and every other caller) forever.
-	_ = c.conn.SetWriteDeadline(time.Now().Add(DefaultRPCTimeout))
-	err := c.enc.Encode(r)
-	if err == nil {
-		err = c.enc.Encode(body)
-	}
-	if err == nil {
-		err = c.encBuf.Flush()
-	}
-	if err != nil {
-		c.broken.Store(true)
-	}
-	return err
-}
-
-func (c *clientCodec) ReadResponseHeader(r *rpc.Response) error {
-	if err := c.dec.Decode(r); err != nil {
-		c.broken.Store(true)
-		return err
-	}
-	c.lastRecv.Store(time.Now().UnixNano())
-	return nil
-}
-
-func (c *clientCodec) ReadResponseBody(body any) error { return c.dec.Decode(body) }
-
-func (c *clientCodec) Close() error {
-	c.broken.Store(true)
-	return c.conn.Close()
 }

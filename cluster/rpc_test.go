@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/rpc"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -38,18 +38,22 @@ func (e *EchoService) Hang(a *EchoArgs, r *EchoReply) error {
 	return nil
 }
 
+func (e *EchoService) methods() peerrpc.Methods {
+	return peerrpc.Methods{"Echo": peerrpc.Method(e.Echo), "Hang": peerrpc.Method(e.Hang)}
+}
+
 func TestRPCBetweenNodes(t *testing.T) {
 	a := startNode(t, nodeOpts{bootstrap: true})
 	b := startNode(t, nodeOpts{tweak: func(c *Config) { c.NodeName = "n2" }})
 	svc := &EchoService{block: make(chan struct{})}
 	t.Cleanup(func() { close(svc.block) })
-	if err := b.RegisterRPC("Echo", svc); err != nil {
+	if err := b.RegisterRPC("Echo", svc.methods()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.RegisterRPC("Cluster", svc); err == nil {
+	if err := b.RegisterRPC("Cluster", svc.methods()); err == nil {
 		t.Fatal("reserved service name accepted")
 	}
-	if err := b.RegisterRPC("Echo", svc); err == nil {
+	if err := b.RegisterRPC("Echo", svc.methods()); err == nil {
 		t.Fatal("service registered twice")
 	}
 	ctx := context.Background()
@@ -59,7 +63,7 @@ func TestRPCBetweenNodes(t *testing.T) {
 	}
 	// Handler errors arrive as text; the connection stays usable.
 	err := a.Call(ctx, b.Addr(), "Echo.Echo", &EchoArgs{Text: "fail"}, &r)
-	var se rpc.ServerError
+	var se peerrpc.ServerError
 	if !errors.As(err, &se) || !strings.Contains(err.Error(), "echo refused") || errors.Is(err, wire.ErrUnavailable) {
 		t.Fatalf("handler error: %v", err)
 	}
@@ -119,7 +123,7 @@ func TestRPCBetweenNodes(t *testing.T) {
 		t.Fatalf("stopped peer: %v", err)
 	}
 	b2 := startNode(t, nodeOpts{dataDir: t.TempDir(), tweak: func(c *Config) { c.NodeName = "n2"; c.BindAddr = bAddr }})
-	if err := b2.RegisterRPC("Echo", &EchoService{}); err != nil {
+	if err := b2.RegisterRPC("Echo", (&EchoService{}).methods()); err != nil {
 		t.Fatal(err)
 	}
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {

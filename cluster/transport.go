@@ -19,7 +19,7 @@ import (
 // and hands the connection on. Any other first byte closes the connection.
 const (
 	muxRaft byte = 'R' // hashicorp/raft's NetworkTransport stream
-	muxRPC  byte = 'C' // edgechat node-to-node RPC (net/rpc, gob)
+	muxRPC  byte = 'C' // edgechat node-to-node RPC (internal/peerrpc: net/rpc's wire format, gob)
 
 	// muxHandshakeTimeout bounds the wait for the first byte, so that a
 	// silent connection cannot hold a goroutine forever.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,10 +26,12 @@ import (
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/clients/web"
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/pagecache"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/admin"
@@ -331,7 +334,7 @@ func (n *Node) buildHTTP() (err error) {
 	if err != nil {
 		return err
 	}
-	if err := n.raft.RegisterRPC("Edge", &edgeRPC{n}); err != nil {
+	if err := n.raft.RegisterRPC("Edge", peerrpc.Methods{"Info": peerrpc.Method((&edgeRPC{n}).Info)}); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	perIP, classLimits, _ := n.cfg.HTTPRateLimits() // validated by New
@@ -349,6 +352,14 @@ func (n *Node) buildHTTP() (err error) {
 		n.Gateway.Mount(routes...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
+	if n.cfg.WebClient {
+		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.Gateway.Handle("GET /{$}", http.HandlerFunc(app.ServeIndex))
+		n.Gateway.Handle("GET /assets/", http.HandlerFunc(app.ServeAsset))
+	}
 	return nil
 }
 

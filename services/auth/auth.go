@@ -195,8 +195,8 @@ type Deps struct {
 // Tokens is the answer of login and refresh.
 type Tokens struct {
 	AccessToken  string `json:"accessToken"`
-	RefreshToken string `json:"refreshToken"`
-	ExpiresIn    int    `json:"expiresIn"` // seconds until the access token expires
+	RefreshToken string `json:"refreshToken,omitempty"` // empty when it went into the session cookie
+	ExpiresIn    int    `json:"expiresIn"`              // seconds until the access token expires
 	UserID       string `json:"userId"`
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/internal/peerqueue"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -84,8 +85,8 @@ type Cluster interface {
 	MembersChanged() <-chan struct{}
 	// Call invokes method on the node at peerAddr.
 	Call(ctx context.Context, peerAddr, method string, req, resp any) error
-	// RegisterRPC publishes handler's methods as "name.Method".
-	RegisterRPC(name string, handler any) error
+	// RegisterRPC serves methods as "name.Method".
+	RegisterRPC(name string, methods peerrpc.Methods) error
 }
 
 // Retained reads this node's copies of the retained presence/{uid}
@@ -121,8 +122,12 @@ type StatusReply struct {
 	NotHome  bool
 }
 
-// presenceRPC is the RPC service; only its RPC methods are exported.
+// presenceRPC is the RPC service.
 type presenceRPC struct{ s *Service }
+
+func (r *presenceRPC) methods() peerrpc.Methods {
+	return peerrpc.Methods{"Events": peerrpc.Method(r.Events), "Status": peerrpc.Method(r.Status)}
+}
 
 // Events applies a batch of events for users this node homes.
 func (r *presenceRPC) Events(a *EventsArgs, reply *EventsReply) error {
@@ -183,7 +188,7 @@ func newClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerque
 		Metrics:    m,
 		Logger:     s.log,
 	})
-	if err := c.RegisterRPC(RPCService, &presenceRPC{s: s}); err != nil {
+	if err := c.RegisterRPC(RPCService, (&presenceRPC{s: s}).methods()); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
 	cs.refreshMembers()

@@ -1,0 +1,336 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"image"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// chromium finds the browser: $EDGECHAT_CHROMIUM or chromium on PATH.
+// Without one the browser tests skip, except in CI (.ci/run installs it).
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("EDGECHAT_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no chromium on PATH (apt-get install chromium)")
+	}
+	t.Skip("no chromium on PATH")
+	return ""
+}
+
+// browser starts a headless Chromium of its own (its own profile, so its
+// own cookies: one user per browser).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox, // tests run as root in CI
+		chromedp.WindowSize(1100, 800),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// run performs actions with a deadline; a failure names the step.
+func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	defer func() { t.Logf("%s: %v", step, time.Since(start).Round(time.Millisecond)) }()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		// What the page showed, to tell why.
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.getElementById('app').innerText`))
+		t.Fatalf("%s: %v\nthe page showed:\n%s", step, err, page)
+	}
+}
+
+// value runs one action that gives a value.
+func value[T any](t *testing.T, ctx context.Context, step string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	return v
+}
+
+func register(t *testing.T, ctx context.Context, base, user string) {
+	t.Helper()
+	run(t, ctx, user+": open the app and create an account",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), user),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "password-"+user),
+		chromedp.Click(chromedp.CSS(`#register`)),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+}
+
+// textOf reads the text of the first element matching sel.
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	return value(t, ctx, "read "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	return value(t, ctx, "evaluate "+js, chromedp.Evaluate[T](js))
+}
+
+// Two people in two real browsers against a real node: sign up, start a
+// direct chat, exchange messages in real time (the unread badge counts
+// what arrives while the chat is closed); a body full of HTML and script
+// is shown as text and runs nothing; a reload keeps the session (the
+// HttpOnly cookie) and the history; signing out ends the session for
+// good.
+func TestTwoBrowsersChat(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	const hostile = `<img src=x onerror="window.__xss=1">hello <b>bob</b> <script>window.__xss=2</script>`
+	run(t, alice, "alice opens a chat with bob and sends",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), hostile+"\n"),
+		// The pending copy is replaced by the stored one, which has an ID.
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if got := textOf(t, alice, `.msg.mine[data-id]`); !strings.Contains(got, hostile) {
+		t.Fatalf("alice's message shows %q", got)
+	}
+
+	run(t, bob, "bob sees the new conversation with one unread",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:alice"] .badge`)),
+	)
+	if got := textOf(t, bob, `[data-conv="d:alice"] .badge`); got != "1" {
+		t.Fatalf("bob's unread badge: %q", got)
+	}
+	run(t, bob, "bob opens it",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+	if got := textOf(t, bob, `.msg[data-id]`); !strings.Contains(got, hostile) {
+		t.Fatalf("bob sees %q", got)
+	}
+	if imgs := eval[int](t, bob, `document.querySelectorAll('.messages img, .messages script, .messages b').length`); imgs != 0 {
+		t.Fatalf("the message body became %d elements", imgs)
+	}
+	if xss := eval[bool](t, bob, `window.__xss !== undefined`); xss {
+		t.Fatal("script from a message body ran")
+	}
+
+	run(t, bob, "bob replies",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hi alice, see https://example.com/x?a=1\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, alice, "alice gets the reply live",
+		chromedp.WaitVisible(chromedp.CSS(`.msg:not(.mine)[data-id]`)),
+	)
+	if got := textOf(t, alice, `.msg:not(.mine)[data-id]`); !strings.Contains(got, "hi alice") {
+		t.Fatalf("alice sees %q", got)
+	}
+	if href := eval[string](t, alice, `document.querySelector('.msg:not(.mine) a').href + ' ' + document.querySelector('.msg:not(.mine) a').rel`); href != "https://example.com/x?a=1 noopener noreferrer" {
+		t.Fatalf("the link: %q", href)
+	}
+
+	// A reload resumes the session from the cookie: no sign-in form, and
+	// the conversation's history is there, once each.
+	run(t, bob, "bob reloads",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if k := eval[int](t, bob, `document.querySelectorAll('.msg[data-id]').length`); k != 2 {
+		t.Fatalf("after the reload bob's history shows %d messages, want 2", k)
+	}
+	if readable := eval[string](t, bob, `document.cookie`); readable != "" {
+		t.Fatalf("the page can read cookies: %q", readable)
+	}
+
+	run(t, bob, "bob signs out, and a reload does not bring the session back",
+		chromedp.Click(chromedp.CSS(`.topbar button`)),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+	)
+}
+
+// Groups, typing, receipts and presence between three browsers: alice
+// creates a group with bob and carol, who see it appear and chat in it;
+// bob's typing shows on alice's side; alice's direct message goes sent →
+// read when bob opens it; bob closing his browser shows him offline to
+// alice. Every control of the page has an accessible name.
+func TestGroupsTypingReceiptsPresence(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob, carol := browser(t), browser(t), browser(t)
+	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob, "carol": carol} {
+		register(t, ctx, n.HTTPURL, user)
+	}
+	if unnamed := eval[[]string](t, alice, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+
+	// A direct message: sent, then read once bob opens it.
+	run(t, alice, "alice writes to bob",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "are you there?\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, bob, "bob opens the chat",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+	run(t, alice, "alice sees it read and bob online",
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="read"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="online"]`)),
+	)
+
+	// Typing travels, and is not stored.
+	run(t, bob, "bob types", chromedp.SendKeys(chromedp.CSS(`#composer`), "typing some"))
+	run(t, alice, "alice sees bob typing", chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent === 'bob is typing…'`, chromedp.WithPollingInterval(50*time.Millisecond)))
+
+	// A group of three.
+	run(t, alice, "alice creates a group",
+		chromedp.Click(chromedp.CSS(`.newgroup summary`)),
+		chromedp.SendKeys(chromedp.CSS(`#group-name`), "Team <i>x</i>"),
+		chromedp.SendKeys(chromedp.CSS(`#group-members`), "bob, carol"),
+		chromedp.Click(chromedp.CSS(`#create-group`)),
+		chromedp.Poll[chromedp.Void](`document.getElementById('conv-title').textContent === 'Team <i>x</i>'`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello team\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	for user, ctx := range map[string]context.Context{"bob": bob, "carol": carol} {
+		run(t, ctx, user+" sees the group and its message",
+			chromedp.WaitVisible(chromedp.CSS(`[data-conv^="g:"] .badge`)),
+			chromedp.Click(chromedp.CSS(`[data-conv^="g:"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+		)
+		if got := textOf(t, ctx, `.msg[data-id]`); !strings.Contains(got, "alice: hello team") {
+			t.Fatalf("%s sees %q", user, got)
+		}
+	}
+	run(t, carol, "carol answers in the group", chromedp.SendKeys(chromedp.CSS(`#composer`), "hi from carol\n"))
+	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob} {
+		run(t, ctx, user+" gets carol's group message",
+			chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('carol: hi from carol'))`, chromedp.WithPollingInterval(50*time.Millisecond)))
+	}
+	if unnamed := eval[[]string](t, bob, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+
+	// bob goes away: alice sees him offline after the grace period.
+	run(t, alice, "alice opens the chat with bob", chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)))
+	chromedp.Cancel(bob)
+	run(t, alice, "alice sees bob offline",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="offline"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent.startsWith('last seen')`, chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+}
+
+// accessibleNames lists the page's visible controls that have no
+// accessible name (no label, aria-label, aria-labelledby or text).
+const accessibleNames = `[...document.querySelectorAll('button, input, textarea, select, a[href], summary')]
+  .filter(e => e.offsetParent !== null || e.tagName === 'SUMMARY')
+  .filter(e => {
+    if ((e.getAttribute('aria-label') || '').trim()) return false;
+    const by = e.getAttribute('aria-labelledby');
+    if (by && by.split(' ').some(id => (document.getElementById(id)?.textContent || '').trim())) return false;
+    if (e.labels && [...e.labels].some(l => l.textContent.trim())) return false;
+    return !(e.textContent || '').trim();
+  })
+  .map(e => e.outerHTML.slice(0, 80))`
+
+// An image through the page: alice attaches it (a file name full of
+// HTML), the upload shows its progress, the server processes it, and bob
+// sees a blurred placeholder become the preview, opens the full image in
+// the viewer, and reads the name as text.
+func TestImageMessage(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	name := `<img src=x onerror="window.__xss=1">.png`
+	path := filepath.Join(t.TempDir(), name)
+	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i * 7)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	run(t, alice, "alice sends bob a picture",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "the view"),
+		// Watch for the progress bar before it can be gone.
+		chromedp.Evaluate[chromedp.Void](`window.__sawProgress = false; new MutationObserver(() => {
+			if (document.querySelector('progress.upload')) window.__sawProgress = true;
+		}).observe(document.body, {subtree: true, childList: true})`),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{path}),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+	)
+	if !eval[bool](t, alice, `window.__sawProgress`) {
+		t.Fatal("no upload progress bar was shown")
+	}
+	run(t, bob, "bob opens the chat and sees the picture",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb:not(.blurred)`)),
+	)
+	if src := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').src`); !strings.HasPrefix(src, "blob:") {
+		t.Fatalf("the preview's src is %q, want a blob: URL", src)
+	}
+	if alt := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').alt`); alt != name {
+		t.Fatalf("alt = %q", alt)
+	}
+	if got := textOf(t, bob, `.msg[data-id] .text`); got != "the view" {
+		t.Fatalf("caption %q", got)
+	}
+	run(t, bob, "bob opens the viewer",
+		chromedp.Click(chromedp.CSS(`.thumbbtn`)),
+		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('dialog.viewer img').naturalWidth === 64`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.Click(chromedp.CSS(`dialog.viewer .close`)),
+	)
+	if k := eval[int](t, bob, `document.querySelectorAll('.messages img:not(.thumb)').length`); k != 0 || eval[bool](t, bob, `window.__xss !== undefined`) {
+		t.Fatal("the file name was parsed as HTML")
+	}
+}
