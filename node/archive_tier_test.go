@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 	"github.com/edgechat/edgechat/services/archive"
+	"github.com/edgechat/edgechat/services/media"
 	"github.com/edgechat/edgechat/services/media/store/storetest"
 )
 
@@ -293,9 +295,32 @@ func TestArchiveRetentionS3(t *testing.T) {
 	n := nodetest.StartNode(t, withMinIO(m, "ret"), nodetest.WithConfig(func(c *node.Config) {
 		c.S3ArchiveBucket = "ret-archive"
 		c.ArchiveOrphanGrace = time.Second
+		c.MediaSweepEvery = 100 * time.Millisecond
 	}))
 	f := writeTieringHistory(t, n)
 	ctx := context.Background()
+	// A photo bob sends to the group (its newest message) expires with it.
+	photo := upload(t, n, f.tokens["bob"], "p.png", "image/png", pngBytes(t, halves(16, 16)))
+	checkFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if r, err := n.Media.Get(photo); err != nil || r.Status != media.StatusReady {
+			return fmt.Errorf("photo %+v %v", r, err)
+		}
+		return nil
+	})
+	bob := mustConnectV5(t, n.MQTTURL, "bob", "tablet", f.tokens["bob"])
+	if code, _ := bob.Pub(t, "group/"+f.gid+"/newMessage", 1, fmt.Sprintf(`{"cid":"photo","type":"media","media":{"id":%q}}`, photo)); code != 0 {
+		t.Fatalf("photo PUBACK %#x", code)
+	}
+	if code, _, _ := get(t, n, f.tokens["carol"], "/media/"+photo, nil); code != 200 {
+		t.Fatalf("carol reads the photo: %d", code)
+	}
+	mc, err := minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := <-mc.ListObjects(ctx, n.Config.S3ProcessedBucket, minio.ListObjectsOptions{Prefix: photo, Recursive: true}); o.Err != nil || o.Key == "" {
+		t.Fatalf("the photo is not in %s: %v", n.Config.S3ProcessedBucket, o.Err)
+	}
 	later := time.Now().Add(31 * 24 * time.Hour) // past the 30-day hot age: everything but the newest is sealed
 	if _, st, err := n.SweepArchive(ctx, later); err != nil || st.Segments == 0 {
 		t.Fatalf("seal: %+v %v", st, err)
@@ -315,8 +340,11 @@ func TestArchiveRetentionS3(t *testing.T) {
 		t.Fatalf("set retention: %d %+v", code, g)
 	}
 	ex, _, err := n.SweepArchive(ctx, later)
-	if err != nil || ex.Hot != 1 || ex.Segments == 0 {
+	if err != nil || ex.Hot != 1 || ex.Segments == 0 || ex.Media != 1 {
 		t.Fatalf("retention: %+v %v", ex, err)
+	}
+	if code, _, _ := get(t, n, f.tokens["carol"], "/media/"+photo, nil); code != 404 {
+		t.Fatalf("carol reads the expired photo: %d", code)
 	}
 	var hist historyPage
 	if code := api(t, n, f.tokens["carol"], "GET", "/chat/history?group="+f.gid, nil, &hist); code != 200 || len(hist.Messages) != 0 || hist.HasMore {
@@ -340,10 +368,6 @@ func TestArchiveRetentionS3(t *testing.T) {
 		}
 	}
 	// The dropped segments' objects go once the grace period is over.
-	mc, err := minio.New(m.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	checkFor(t, 10*time.Second, 200*time.Millisecond, func() error {
 		if _, _, err := n.SweepArchive(ctx, time.Now()); err != nil {
 			return err
@@ -358,6 +382,24 @@ func TestArchiveRetentionS3(t *testing.T) {
 		}
 		if objects != s.SealedSegments || group != 0 {
 			return fmt.Errorf("%d objects (%d of the group) for %d segments", objects, group, s.SealedSegments)
+		}
+		return nil
+	})
+	// The expired photo's objects go from every media bucket, then its record.
+	checkFor(t, 20*time.Second, 100*time.Millisecond, func() error {
+		for _, bucket := range []string{n.Config.S3RawBucket, n.Config.S3ProcessedBucket, n.Config.S3ColdBucket} {
+			for o := range mc.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: photo, Recursive: true}) {
+				if minio.ToErrorResponse(o.Err).Code == "NoSuchBucket" {
+					break // never created: nothing went to that tier
+				}
+				if o.Err != nil {
+					return o.Err
+				}
+				return fmt.Errorf("%s/%s is left", bucket, o.Key)
+			}
+		}
+		if _, err := n.Media.Get(photo); !errors.Is(err, media.ErrNotFound) {
+			return fmt.Errorf("the photo's record: %v", err)
 		}
 		return nil
 	})

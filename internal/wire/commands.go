@@ -27,6 +27,7 @@ const (
 	CmdReadCursor    byte = 0x31 // archive: a read receipt moves a read cursor
 	CmdSegmentSealed byte = 0x32 // archive: a conversation's oldest messages moved into a sealed segment (issue 11)
 	CmdRetention     byte = 0x33 // archive: a conversation's messages below a cutoff expire, in both tiers (issue 11)
+	CmdRetentionRefs byte = 0x34 // archive: the dedupe keys (and sealed messages' unread counts) of messages that retention expires
 
 	CmdRouteAdd       byte = 0x40 // broker: a node has its first local subscriber of a filter
 	CmdRouteDel       byte = 0x41 // broker: a node lost its last local subscriber of a filter
@@ -47,6 +48,7 @@ const (
 	CmdMediaGrant    byte = 0x64 // media: users or groups may read it (it was sent to them)
 	CmdMediaTouch    byte = 0x65 // media: last read time, or the tier it moved to
 	CmdMediaDelete   byte = 0x66 // media: records removed (orphans, deleted accounts)
+	CmdMediaExpire   byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
 )
 
 // Client registry (broker/registry): which node holds each client ID.

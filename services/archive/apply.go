@@ -733,7 +733,7 @@ func applyGroupMessage(tx *badger.Txn, seq uint64, c msgCmd, kb *keyBuf, ck, cv,
 			sum.LastID = old.LastID // IDs may arrive out of order; keep the top of history
 		}
 		if old.Kept {
-			sum.Count, sum.Complete = old.Count+1, old.Complete
+			sum.Count, sum.Complete, sum.Expired = old.Count+1, old.Complete, old.Expired
 		}
 	}
 	// The sender's record counts their own messages, so that they are not

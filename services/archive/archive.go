@@ -120,10 +120,16 @@ type Outbox interface {
 
 // Media checks the upload a media message names and fills in what
 // clients render (services/media): a ready upload of sender, which the
-// conversation (peer, or group gid) may then read. Errors wrap
-// wire.ErrMediaNotReady.
+// conversation (peer, or group gid) may then read, as sent by message
+// msg. Errors wrap wire.ErrMediaNotReady. ExpireSent is told by the
+// retention sweeper, before it deletes a conversation's messages below
+// cutoff (the direct one of a and b, or group gid when gid is not
+// empty), which media they carry: the media no newer message of the
+// conversation carries is no longer the conversation's to read, and
+// media nobody may read any more is deleted (see services/media/expire.go).
 type Media interface {
-	Attach(ctx context.Context, sender string, m *wire.Media, peer, gid string) error
+	AttachSent(ctx context.Context, sender string, m *wire.Media, peer, gid string, msg snowflake.ID) error
+	ExpireSent(ctx context.Context, a, b, gid string, cutoff snowflake.ID, ids []string) error
 }
 
 // Stored names a stored message for the Outbox.
@@ -190,6 +196,8 @@ type Service struct {
 	log     *slog.Logger
 
 	st *fsmState // what the FSM handlers keep in memory
+
+	expireReadMax int // expiring messages read per conversation and sweep (0: expireReadMax)
 
 	messages *prometheus.CounterVec
 	metrics  tierMetrics
@@ -274,6 +282,9 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRetention, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applyRetention(tx, payload, st)
 	})
+	deps.FSM.Register(wire.CmdRetentionRefs, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyRetentionRefs(tx, payload, st)
+	})
 	return s, nil
 }
 
@@ -314,11 +325,13 @@ func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Enve
 // commit and answers as SendDirect does. Errors of the first step are
 // SendDirect's refusals. The wait function must be called exactly once.
 func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
-	if err := s.checkDirect(ctx, from, to, &env); err != nil {
+	// The ID first: a media message's grant keeps the message that sent it.
+	id := s.ids.Next()
+	if err := s.checkDirect(ctx, from, to, &env, id); err != nil {
 		s.count(false, err)
 		return nil, err
 	}
-	env.ID = s.ids.Next()
+	env.ID = id
 	env.From, env.To, env.Group = from, to, ""
 	stampMentions(&env)
 	payload := env.Marshal()
@@ -326,7 +339,7 @@ func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Env
 }
 
 // checkDirect runs SendDirect's checks and attaches a media message.
-func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.Envelope) error {
+func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.Envelope, id snowflake.ID) error {
 	if err := validUsers(from, to); err != nil {
 		return err
 	}
@@ -343,7 +356,7 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 	if to != from && s.blocks != nil && s.blocks.IsBlocked(to, from) {
 		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
 	}
-	return s.attachMedia(ctx, from, env, to, "")
+	return s.attachMedia(ctx, from, env, to, "", id)
 }
 
 // checkClientFields re-checks the client fields that end up in keys or
@@ -376,11 +389,11 @@ func stampMentions(env *wire.Envelope) {
 }
 
 // attachMedia has the media service check and fill a media message.
-func (s *Service) attachMedia(ctx context.Context, from string, env *wire.Envelope, peer, gid string) error {
+func (s *Service) attachMedia(ctx context.Context, from string, env *wire.Envelope, peer, gid string, id snowflake.ID) error {
 	if s.media == nil || env.Type != wire.TypeMedia || env.Media == nil {
 		return nil
 	}
-	if err := s.media.Attach(ctx, from, env.Media, peer, gid); err != nil {
+	if err := s.media.AttachSent(ctx, from, env.Media, peer, gid, id); err != nil {
 		return fmt.Errorf("archive: media %q: %w", env.Media.ID, err)
 	}
 	return nil

@@ -20,9 +20,9 @@ import (
 //     dedup/ twice, to count the keys and size the filter, then to fill
 //     it, in chunks read after commits (afterCommit), each from a read
 //     transaction opened there. Dedupe keys are deleted only by an
-//     account's erasure (erase.go: a deleted key the filter still holds
-//     is a false positive) and replaced wholesale by a restore, which
-//     starts over; so every key committed before the fill walk started
+//     account's erasure (erase.go) and by retention (retentionrefs.go):
+//     a deleted key the filter still holds is a false positive. They are
+//     replaced wholesale by a restore, which starts over; so every key committed before the fill walk started
 //     and still stored is there when the walk passes its place, and the keys the handler adds during the
 //     fill walk go to the new filter directly. The work runs on the
 //     FSM's goroutine (no goroutine outlives the database) and follows

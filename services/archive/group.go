@@ -41,11 +41,12 @@ func (s *Service) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 
 // StartGroup is SendGroup in two steps, as StartDirect is SendDirect.
 func (s *Service) StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
-	if err := s.checkGroup(ctx, from, gid, &env); err != nil {
+	id := s.ids.Next() // before the check, as in StartDirect
+	if err := s.checkGroup(ctx, from, gid, &env, id); err != nil {
 		s.count(false, err)
 		return nil, err
 	}
-	env.ID = s.ids.Next()
+	env.ID = id
 	env.From, env.To, env.Group = from, "", gid
 	stampMentions(&env)
 	payload := env.Marshal()
@@ -53,7 +54,7 @@ func (s *Service) StartGroup(ctx context.Context, from, gid string, env wire.Env
 }
 
 // checkGroup runs SendGroup's checks and attaches a media message.
-func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.Envelope) error {
+func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.Envelope, id snowflake.ID) error {
 	if err := validUsers(from); err != nil {
 		return err
 	}
@@ -69,7 +70,7 @@ func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.En
 	if !s.groups.IsMember(gid, from) {
 		return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
 	}
-	return s.attachMedia(ctx, from, env, "", gid)
+	return s.attachMedia(ctx, from, env, "", gid, id)
 }
 
 // MarkGroupRead moves reader's read cursor in group gid forward to upTo

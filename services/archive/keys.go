@@ -425,6 +425,8 @@ func tail8(key []byte) uint64 {
 //	16 bytes  lastID(8) lastSeq(8)                           written before counts were kept (v/ and gv/)
 //	32 bytes  lastID(8) lastSeq(8) unread(8) cursor(8)        w/: a direct conversation with its kept unread count
 //	25 bytes  lastID(8) lastSeq(8) count(8) flags(1)          gv/: a group with its message count
+//	33 bytes  lastID(8) lastSeq(8) count(8) flags(1) expired(8)  gv/: the same, once retention
+//	                                                          expired some of its messages
 //
 // A 16-byte summary is still read (Kept false): its unread count is
 // counted as before (see unread and groupUnread), and the FSM writes the
@@ -442,12 +444,19 @@ type summary struct {
 	// Groups (gv/{gid}).
 	Count    uint64 // messages stored since counting began (modular: only differences are used)
 	Complete bool   // counting began with the group's first message
+	// Expired counts the group's messages retention deleted, oldest
+	// first: with Complete, the first Expired messages of the count are
+	// gone (see memberCursor.unread). Written only once it is not zero
+	// (the 33-byte form), so a group retention never touched keeps the
+	// 25-byte form earlier versions read.
+	Expired uint64
 }
 
 const (
 	summaryLegacyLen = 16
 	summaryDirectLen = 32
 	summaryGroupLen  = 25
+	summaryGroupXLen = 33
 	groupComplete    = 1 // the flag bit of Complete
 )
 
@@ -463,19 +472,23 @@ func (s summary) encodeDirect() []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(s.Cursor))
 }
 
-// encodeGroup is the 25-byte gv/ value.
+// encodeGroup is the gv/ value: 25 bytes, 33 once Expired is not zero.
 func (s summary) encodeGroup() []byte {
-	b := s.appendHead(make([]byte, 0, summaryGroupLen))
+	b := s.appendHead(make([]byte, 0, summaryGroupXLen))
 	b = binary.BigEndian.AppendUint64(b, s.Count)
 	var flags byte
 	if s.Complete {
 		flags |= groupComplete
 	}
-	return append(b, flags)
+	b = append(b, flags)
+	if s.Expired != 0 {
+		b = binary.BigEndian.AppendUint64(b, s.Expired)
+	}
+	return b
 }
 
 func decodeSummary(v []byte) (summary, bool) {
-	if len(v) != summaryLegacyLen && len(v) != summaryDirectLen && len(v) != summaryGroupLen {
+	if len(v) != summaryLegacyLen && len(v) != summaryDirectLen && len(v) != summaryGroupLen && len(v) != summaryGroupXLen {
 		return summary{}, false
 	}
 	s := summary{LastID: snowflake.ID(binary.BigEndian.Uint64(v)), LastSeq: binary.BigEndian.Uint64(v[8:])}
@@ -484,10 +497,13 @@ func decodeSummary(v []byte) (summary, bool) {
 		s.Kept = true
 		s.Unread = binary.BigEndian.Uint64(v[16:])
 		s.Cursor = snowflake.ID(binary.BigEndian.Uint64(v[24:]))
-	case summaryGroupLen:
+	case summaryGroupLen, summaryGroupXLen:
 		s.Kept = true
 		s.Count = binary.BigEndian.Uint64(v[16:])
 		s.Complete = v[24]&groupComplete != 0
+		if len(v) == summaryGroupXLen {
+			s.Expired = binary.BigEndian.Uint64(v[25:])
+		}
 	}
 	return s, true
 }
@@ -616,18 +632,33 @@ func decodeMemberCursor(v []byte) (memberCursor, bool) {
 
 // unread is the member's kept unread count in a group with summary g,
 // capped; ok is false when it is not kept and must be counted.
+//
+// Retention (retention.go) deletes a group's oldest messages: in a
+// Complete group the first g.Expired messages of the count are gone, so
+// a member whose cursor is below them (Read < Expired) no longer has the
+// Expired−Read of them above the cursor unread; the member's own among
+// them were taken off Own when they expired (see applyRetention), so
+// that they stop cancelling out. A group whose count began late
+// (!Complete) cannot place its expired messages in the count: its
+// members keep counting expired messages above their cursors until the
+// cursors move past them (capped at unreadCap, as before).
 func (m memberCursor) unread(g summary, found bool) (n int, ok bool) {
 	if !g.Kept {
 		return 0, false
 	}
-	var u uint64
+	var u int64
 	switch {
 	case found && m.Kept:
-		u = (g.Count - m.Read) - (m.Own - m.ReadOwn)
+		u = int64(g.Count-m.Read) - int64(m.Own-m.ReadOwn)
+		if g.Complete {
+			if gone := int64(g.Expired - m.Read); gone > 0 {
+				u -= gone
+			}
+		}
 	case !found && g.Complete:
-		u = g.Count // never read, never sent: every message is from others
+		u = int64(g.Count - g.Expired) // never read, never sent: every message left is from others
 	default:
 		return 0, false
 	}
-	return int(min(u, unreadCap)), true
+	return int(min(max(u, 0), unreadCap)), true
 }

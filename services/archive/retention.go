@@ -28,12 +28,18 @@ import (
 // garbage-collected. Each command does a bounded amount of work; the
 // sweeper repeats it until nothing is left below the cutoff.
 //
-// Kept: dedupe keys (a cid retried after its message expired is answered
-// as a duplicate with the original ID), conversation summaries (a
-// conversation whose messages all expired drops out of the conversation
-// list until its next message), read cursors. Unread counts of direct
-// conversations are reduced by the expired hot messages; groups' are
-// not (a member who never read keeps counting them, capped at 1000).
+// Before it, the sweeper deletes what the expiring messages refer to
+// (retentionrefs.go): their media, their dedupe keys, and for sealed
+// ones their part of the unread counts.
+//
+// Kept: conversation summaries (a conversation whose messages all
+// expired drops out of the conversation list until its next message),
+// read cursors. Unread counts: a direct conversation's drop by the
+// expired hot messages here (sealed ones: retentionrefs.go); a group's
+// summary counts the expired messages (Expired, hot, whole segments and
+// the straddler's part) and each sender's record its own expired ones,
+// so that every member's count drops by the expired messages above the
+// member's cursor (see memberCursor.unread).
 
 // retentionBatch bounds the keys one retention command deletes per kind.
 const retentionBatch = 2048
@@ -171,6 +177,22 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 			}
 		}
 	}
+	// A group's senders: their own expired messages above their cursors
+	// stop counting as their own (see memberCursor.unread).
+	if len(hot) > 0 && isGroupConv(c.Conv) {
+		own := map[string][]snowflake.ID{}
+		var senders []string
+		for _, m := range hot {
+			if _, ok := own[m.from]; !ok {
+				senders = append(senders, m.from)
+			}
+			own[m.from] = append(own[m.from], m.id)
+		}
+		if err := expireOwn(tx, c.Conv, senders, own); err != nil {
+			return nil, err
+		}
+	}
+	deleted := uint64(len(hot)) // messages deleted, for a group's count
 	// Sync index entries below the cutoff.
 	var syncPrefixes [][]byte
 	if isGroupConv(c.Conv) {
@@ -194,11 +216,17 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 	sp := segIndexPrefix(c.Conv)
 	var drop [][]byte
 	{
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: sp, PrefetchValues: false})
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: sp})
 		for it.Seek(sp); it.ValidForPrefix(sp) && len(drop) < retentionBatch; it.Next() {
 			if snowflake.ID(tail8(it.Item().Key())) >= c.Cutoff {
 				break
 			}
+			ref, err := segRefOf(it.Item())
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			deleted += uint64(ref.Count)
 			drop = append(drop, it.Item().KeyCopy(nil))
 		}
 		it.Close()
@@ -224,6 +252,7 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 				if err := tx.Set(ik, r.Ref.encodeIndex()); err != nil {
 					return nil, err
 				}
+				deleted += uint64(max(old.Count-r.Ref.Count, 0))
 				res.Segments++
 				if len(r.Inline) > 0 && st.segments != nil && !st.segments.Shared() {
 					if err := putSegment(st.segments, r.Ref.Key, r.Inline); err != nil {
@@ -235,7 +264,67 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 			return nil, err
 		}
 	}
+	// A group that counts its messages from the first counts these out.
+	if deleted > 0 && isGroupConv(c.Conv) {
+		gk := groupSummaryKey(c.Conv[2:])
+		gsum, found, err := getSummary(tx, gk)
+		if err != nil {
+			return nil, err
+		}
+		if found && gsum.Kept && gsum.Complete {
+			gsum.Expired += deleted
+			if err := tx.Set(gk, gsum.encodeGroup()); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return &res, nil
+}
+
+// expireOwn takes the expired messages of each sender of a group (ids by
+// sender, senders in a deterministic order) that were above the
+// sender's cursor off the sender's own count: they were counted in both
+// the messages above the cursor and the sender's own, and the group's
+// Expired takes them off the first (see memberCursor.unread).
+//
+// A group whose count began late keeps its counts as they are (see
+// memberCursor.unread): taking a sender's expired messages off Own there
+// would make them unread to the sender.
+func expireOwn(tx *badger.Txn, conv string, senders []string, ids map[string][]snowflake.ID) error {
+	if len(senders) == 0 {
+		return nil
+	}
+	gsum, found, err := getSummary(tx, groupSummaryKey(conv[2:]))
+	if err != nil || !found || !gsum.Kept || !gsum.Complete {
+		return err
+	}
+	for _, from := range senders {
+		if wire.ValidUserID(from) != nil {
+			continue
+		}
+		ck := cursorKey(from, conv)
+		rec, found, err := getMemberCursor(tx, ck)
+		if err != nil {
+			return err
+		}
+		if !found || !rec.Kept {
+			continue // counted by walking the history: nothing to correct
+		}
+		n := uint64(0)
+		for _, id := range ids[from] {
+			if id > rec.UpTo {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		rec.Own -= n
+		if err := tx.Set(ck, rec.encode()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deleteSyncBelow deletes the entries of a sync index (s/ or gs/) from
@@ -326,6 +415,10 @@ func (p RetentionPolicy) cutoffFor(conv string, now time.Time) snowflake.ID {
 // RetentionStats counts what a retention sweep deleted.
 type RetentionStats struct {
 	Commands, Hot, Sync, Segments, Rewritten int
+	// Media: media IDs the expired messages carried (told to the media
+	// service); Dedup: dedupe keys deleted; Unreadable: expired segments
+	// that could not be read (damaged or missing), dropped without.
+	Media, Dedup, Unreadable int
 }
 
 // ExpireOnce runs one retention sweep as of now (on the leader): for
@@ -344,6 +437,11 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 		cutoff := p.cutoffFor(conv, now)
 		if cutoff == 0 || oldest >= cutoff {
 			continue
+		}
+		// What the oldest expiring messages refer to first; then they go
+		// (up to where that was done: the next sweep goes on).
+		if cutoff, err = s.expireRefs(ctx, conv, cutoff, &st); err != nil {
+			return st, err
 		}
 		for range 1000 { // bounded: each command deletes a batch
 			cmd := retentionCmd{Conv: conv, Cutoff: cutoff}

@@ -116,8 +116,8 @@ func (s *Service) RunSealer(ctx context.Context, cfg SealConfig, lead Leader) er
 		}
 		if ex, err := s.ExpireOnce(ctx, cfg.Retention, time.Now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("retention", "err", err)
-		} else if ex.Hot > 0 || ex.Segments > 0 {
-			s.log.Info("expired", "messages", ex.Hot, "segments", ex.Segments, "rewritten", ex.Rewritten)
+		} else if ex.Hot > 0 || ex.Segments > 0 || ex.Dedup > 0 {
+			s.log.Info("expired", "messages", ex.Hot, "segments", ex.Segments, "rewritten", ex.Rewritten, "media", ex.Media, "dedupe_keys", ex.Dedup)
 		}
 		if s.tier == nil {
 			continue

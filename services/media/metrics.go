@@ -34,6 +34,9 @@ type metrics struct {
 	jobsPending prometheus.Gauge
 	tierBytes   *prometheus.GaugeVec
 	movedCold   prometheus.Counter
+	// expired: media erased because every message that carried it
+	// expired (retention; counted by the node that proposed it).
+	expired prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -62,11 +65,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Bytes of ready media by tier, cluster-wide (updated by the sweeper)."}, []string{"tier"})
 	m.movedCold = prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_media_moved_cold_total",
 		Help: "Media moved to the cold tier by this node's sweeper."})
+	m.expired = prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_media_expired_total",
+		Help: "Media erased by retention (every message that carried it expired), proposed by this node."})
 	for _, r := range []string{"accepted", "too_large", "quota", "failed"} {
 		m.uploads.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.jobsRunning, m.stepSeconds, m.jobsPending, m.tierBytes, m.movedCold} {
+		for _, c := range []prometheus.Collector{m.uploads, bytes, m.processed, m.jobSeconds, m.jobsRunning, m.stepSeconds, m.jobsPending, m.tierBytes, m.movedCold, m.expired} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("media: metrics: %w", err)
 			}

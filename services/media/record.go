@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -38,11 +40,12 @@ const (
 	prefixGrantGroup = "r/media/gg/"
 )
 
-func recordKey(id string) []byte         { return []byte(prefixRecord + id) }
-func jobKey(id string) []byte            { return []byte(prefixJob + id) }
-func quotaKey(uid, day string) []byte    { return []byte(prefixQuota + uid + "/" + day) }
-func grantUserKey(id, uid string) []byte { return []byte(prefixGrantUser + id + "/" + uid) }
-func grantGroupPrefix(id string) []byte  { return []byte(prefixGrantGroup + id + "/") }
+func recordKey(id string) []byte          { return []byte(prefixRecord + id) }
+func jobKey(id string) []byte             { return []byte(prefixJob + id) }
+func quotaKey(uid, day string) []byte     { return []byte(prefixQuota + uid + "/" + day) }
+func grantUserKey(id, uid string) []byte  { return []byte(prefixGrantUser + id + "/" + uid) }
+func grantGroupPrefix(id string) []byte   { return []byte(prefixGrantGroup + id + "/") }
+func grantGroupKey(id, gid string) []byte { return []byte(prefixGrantGroup + id + "/" + gid) }
 
 // Record is an upload and what became of it.
 type Record struct {
@@ -162,10 +165,16 @@ type doneCmd struct {
 	Result  *Record   `json:"result,omitempty"` // the processing fields of the record
 }
 
+// grantCmd lets users or groups read a media. Sent is the ID of the
+// message that sent it (0 in commands written before it was kept): each
+// grant's value is the highest Sent it was granted with, 8 bytes
+// big-endian (empty when none was given: retention then counts it as
+// sent when the record was created; see expire.go).
 type grantCmd struct {
-	ID     string   `json:"id"`
-	Users  []string `json:"users,omitempty"`
-	Groups []string `json:"groups,omitempty"`
+	ID     string       `json:"id"`
+	Users  []string     `json:"users,omitempty"`
+	Groups []string     `json:"groups,omitempty"`
+	Sent   snowflake.ID `json:"sent,omitempty"`
 }
 
 type touchCmd struct {
@@ -186,6 +195,7 @@ func (s *Service) register(r Registrar) {
 	r.Register(wire.CmdMediaGrant, s.applyGrant)
 	r.Register(wire.CmdMediaTouch, s.applyTouch)
 	r.Register(wire.CmdMediaDelete, s.applyDelete)
+	r.Register(wire.CmdMediaExpire, s.applyExpire)
 }
 
 func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
@@ -397,13 +407,8 @@ func (s *Service) applyGrant(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 			return nil, fmt.Errorf("%w: grant to group %q", errBadCommand, g)
 		}
 	}
-	for _, u := range c.Users {
-		if err := tx.Set(grantUserKey(c.ID, u), nil); err != nil {
-			return nil, err
-		}
-	}
-	for _, g := range c.Groups {
-		if err := tx.Set(append(grantGroupPrefix(c.ID), g...), nil); err != nil {
+	for _, k := range c.keys() {
+		if err := setGrant(tx, k, c.Sent); err != nil {
 			return nil, err
 		}
 	}
@@ -414,6 +419,27 @@ func (s *Service) applyGrant(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		}
 	}
 	return &recordResult{Record: r}, nil
+}
+
+// setGrant writes a grant sent in message sent, keeping the highest
+// message ID it was sent in (commands may commit out of ID order).
+func setGrant(tx *badger.Txn, k []byte, sent snowflake.ID) error {
+	var had []byte
+	if it, err := tx.Get(k); err == nil {
+		if had, err = it.ValueCopy(nil); err != nil {
+			return err
+		}
+		if sentOf(had) >= sent {
+			return nil
+		}
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return err
+	}
+	var v []byte
+	if sent != 0 {
+		v = binary.BigEndian.AppendUint64(nil, uint64(sent))
+	}
+	return tx.Set(k, v)
 }
 
 func (s *Service) applyTouch(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
