@@ -99,7 +99,7 @@ func register(t *testing.T, ctx context.Context, base, user string) {
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 		chromedp.SendKeys(chromedp.CSS(`#username`), user),
 		chromedp.SendKeys(chromedp.CSS(`#password`), "password-"+user),
-		chromedp.Click(chromedp.CSS(`#register`)),
+		click(`#register`),
 		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
 	)
 }
@@ -176,7 +176,7 @@ func TestTwoBrowsersChat(t *testing.T) {
 		t.Fatalf("bob's unread badge: %q", got)
 	}
 	run(t, bob, "bob opens it",
-		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		click(`[data-conv="d:alice"]`),
 		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 	)
 	if got := textOf(t, bob, `.msg[data-id]`); !strings.Contains(got, hostile) {
@@ -217,7 +217,7 @@ func TestTwoBrowsersChat(t *testing.T) {
 	run(t, bob, "bob reloads",
 		chromedp.Reload(),
 		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
-		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		click(`[data-conv="d:alice"]`),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)
 	if k := eval[int](t, bob, `document.querySelectorAll('.msg[data-id]').length`); k != 2 {
@@ -228,7 +228,7 @@ func TestTwoBrowsersChat(t *testing.T) {
 	}
 
 	run(t, bob, "bob signs out, and a reload does not bring the session back",
-		chromedp.Click(chromedp.CSS(`#sign-out`)),
+		click(`#sign-out`),
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 		chromedp.Reload(),
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
@@ -258,7 +258,7 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)
 	run(t, bob, "bob opens the chat",
-		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		click(`[data-conv="d:alice"]`),
 		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 	)
 	run(t, alice, "alice sees it read and bob online",
@@ -272,10 +272,10 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 
 	// A group of three.
 	run(t, alice, "alice creates a group",
-		chromedp.Click(chromedp.CSS(`.newgroup summary`)),
+		click(`.newgroup summary`),
 		chromedp.SendKeys(chromedp.CSS(`#group-name`), "Team <i>x</i>"),
 		chromedp.SendKeys(chromedp.CSS(`#group-members`), "bob, carol"),
-		chromedp.Click(chromedp.CSS(`#create-group`)),
+		click(`#create-group`),
 		chromedp.Poll[chromedp.Void](`document.getElementById('conv-title').textContent === 'Team <i>x</i>'`, chromedp.WithPollingInterval(50*time.Millisecond)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello team\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
@@ -283,7 +283,7 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 	for user, ctx := range map[string]context.Context{"bob": bob, "carol": carol} {
 		run(t, ctx, user+" sees the group and its message",
 			chromedp.WaitVisible(chromedp.CSS(`[data-conv^="g:"] .badge`)),
-			chromedp.Click(chromedp.CSS(`[data-conv^="g:"]`)),
+			click(`[data-conv^="g:"]`),
 			chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 		)
 		if from, got := textOf(t, ctx, `.msg[data-id] .from`), textOf(t, ctx, `.msg[data-id] .text`); from != "alice" || got != "hello team" {
@@ -301,7 +301,7 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 	}
 
 	// bob goes away: alice sees him offline after the grace period.
-	run(t, alice, "alice opens the chat with bob", chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)))
+	run(t, alice, "alice opens the chat with bob", click(`[data-conv="d:bob"]`))
 	chromedp.Cancel(bob)
 	run(t, alice, "alice sees bob offline",
 		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="offline"]`)),
@@ -363,7 +363,7 @@ func TestImageMessage(t *testing.T) {
 		t.Fatal("no upload progress bar was shown")
 	}
 	run(t, bob, "bob opens the chat and sees the picture",
-		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		click(`[data-conv="d:alice"]`),
 		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb:not(.blurred)`)),
 	)
 	if src := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').src`); !strings.HasPrefix(src, "blob:") {
@@ -376,12 +376,12 @@ func TestImageMessage(t *testing.T) {
 		t.Fatalf("caption %q", got)
 	}
 	run(t, bob, "bob opens the viewer",
-		chromedp.Click(chromedp.CSS(`.thumbbtn`)),
+		click(`.thumbbtn`),
 		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
 		chromedp.Poll[chromedp.Void](`document.querySelector('dialog.viewer img').naturalWidth === 64`, chromedp.WithPollingInterval(50*time.Millisecond)),
 	)
 	shot(t, bob, "image-viewer")
-	run(t, bob, "bob closes the viewer", chromedp.Click(chromedp.CSS(`dialog.viewer .close`)))
+	run(t, bob, "bob closes the viewer", click(`dialog.viewer .close`))
 	run(t, bob, "bob answers", chromedp.SendKeys(chromedp.CSS(`#composer`), "lovely! https://example.com/map\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)))
 	shot(t, bob, "direct-image")
@@ -448,7 +448,7 @@ func TestReconnectWhenTheNodeGoesAway(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)
 	run(t, alice, "alice opens the chat",
-		chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)),
+		click(`[data-conv="d:bob"]`),
 		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 	)
 
@@ -506,5 +506,101 @@ func TestReconnectWhenTheNodeGoesAway(t *testing.T) {
 	)
 	if k := count(bob, "sent while offline"); k != 1 {
 		t.Fatalf("bob's page shows alice's offline message %d times", k)
+	}
+}
+
+// click clicks the element sel names once it is there, in one
+// evaluation: the app re-renders lists, so a node found first and clicked
+// later may be gone (chromedp.Click: "Could not find node").
+func click(sel string) chromedp.Action[chromedp.Void] {
+	q, err := json.Marshal(sel)
+	if err != nil {
+		panic(err)
+	}
+	return chromedp.Poll[chromedp.Void](`(() => { const e = document.querySelector(`+string(q)+`); if (!e) return false; e.click(); return true; })()`,
+		chromedp.WithPollingInterval(20*time.Millisecond))
+}
+
+// signIn signs an existing account in through the form.
+func signIn(t *testing.T, ctx context.Context, base, user string) {
+	t.Helper()
+	run(t, ctx, user+": sign in",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), user),
+		chromedp.SendKeys(chromedp.CSS(`#password`), nodetest.Password(user)+"\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+}
+
+// Search finds people, history loads as the reader scrolls back (every
+// message once, in order), and a reply carries replyTo and quotes what
+// it answers.
+func TestSearchScrollBackAndReply(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	const total = 130
+	for i := 1; i <= total; i++ {
+		body := fmt.Sprintf(`{"to":"alice","cid":"seed-%d","type":"text","body":"m%03d"}`, i, i)
+		req, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/chat/messages", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+bobTok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusCreated {
+			t.Fatalf("seeding message %d: %d", i, res.StatusCode)
+		}
+	}
+
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice searches for bob",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bo"),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#people option[value="bob"]') !== null`, chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	run(t, alice, "alice opens the chat and scrolls back to the start",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "b\n"),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('.msg[data-id]').length >= 50`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.Poll[chromedp.Void](`(() => { const el = document.querySelector('.messages'); el.scrollTop = 0; el.dispatchEvent(new Event('scroll'));
+			return [...document.querySelectorAll('.msg[data-id] .text')].some(e => e.textContent === 'm001'); })()`,
+			chromedp.WithPollingInterval(100*time.Millisecond)),
+	)
+	texts := eval[[]string](t, alice, `[...document.querySelectorAll('.msg[data-id] .text')].map(e => e.textContent)`)
+	if len(texts) != total {
+		t.Fatalf("after scrolling back alice's page shows %d messages, want %d", len(texts), total)
+	}
+	for i, s := range texts {
+		if want := fmt.Sprintf("m%03d", i+1); s != want {
+			t.Fatalf("message %d is %q, want %q (order or duplicates)", i, s, want)
+		}
+	}
+
+	run(t, alice, "alice replies to the newest",
+		click(`.msg[data-id]:last-of-type .reply`),
+		chromedp.WaitVisible(chromedp.CSS(`.replying`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "answer\n"),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg.mine[data-id]')].some(e => e.querySelector('.quote')?.textContent === 'bob m130')`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	// The stored envelope says what it answers.
+	req, _ := http.NewRequest(http.MethodGet, n.HTTPURL+"/chat/history?with=alice&limit=2", nil)
+	req.Header.Set("Authorization", "Bearer "+bobTok)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var page struct {
+		Messages []struct{ ID, Body, ReplyTo string }
+	}
+	if err := json.NewDecoder(res.Body).Decode(&page); err != nil || len(page.Messages) != 2 {
+		t.Fatalf("history: %v %+v", err, page)
+	}
+	if m := page.Messages[0]; m.Body != "answer" || m.ReplyTo != page.Messages[1].ID || page.Messages[1].Body != "m130" {
+		t.Fatalf("the reply as stored: %+v", page.Messages)
 	}
 }

@@ -112,6 +112,7 @@ export class Api {
     return this.call('GET', `/chat/sync?${q}`);
   }
   user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
+  search(q) { return this.call('GET', `/user/search?${new URLSearchParams({ q, limit: '8' })}`); }
   groups() { return this.call('GET', '/user/groups?limit=200'); }
   createGroup(name, members) { return this.call('POST', '/user/groups', { name, members }); }
   read(conv, upTo) {

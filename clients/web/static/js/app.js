@@ -74,14 +74,26 @@ class App {
     const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
       h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
       this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
+    this.replyEl = h('div', { class: 'replying', hidden: true });
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
       h('header', {}, h('button', { type: 'button', class: 'back', 'aria-label': 'Back to the conversation list',
         onclick: () => { this.shell.classList.remove('open'); } }, '←'), h('span', {}, this.titleEl, this.subEl)),
-      this.messagesEl, composer);
+      this.messagesEl, this.replyEl, composer);
     this.messagesEl.addEventListener('scroll', () => this.maybeLoadOlder());
-    const peerInput = h('input', { id: 'new-chat', 'aria-label': 'Start a chat with (username)', placeholder: 'username', autocapitalize: 'none' });
+    const people = h('datalist', { id: 'people' });
+    const peerInput = h('input', { id: 'new-chat', 'aria-label': 'Start a chat with (username)', placeholder: 'username', autocapitalize: 'none', list: 'people', autocomplete: 'off' });
+    let searchTimer = 0;
+    peerInput.addEventListener('input', () => {
+      clearTimeout(searchTimer);
+      const q = peerInput.value.trim();
+      if (!q) return;
+      searchTimer = setTimeout(() => this.api.search(q).then((res) => {
+        people.replaceChildren(...(res.users || []).filter((u) => u.userId !== store.me)
+          .map((u) => h('option', { value: u.userId }, u.displayName && u.displayName !== u.userId ? u.displayName : null)));
+      }).catch(() => {}), 250);
+    });
     const newChat = h('form', { class: 'newchat', onsubmit: (ev) => { ev.preventDefault(); this.openPeer(peerInput); } },
-      peerInput, h('button', { type: 'submit' }, 'Chat'));
+      peerInput, people, h('button', { type: 'submit' }, 'Chat'));
     const groupName = h('input', { id: 'group-name', 'aria-label': 'Group name', placeholder: 'group name' });
     const groupMembers = h('input', { id: 'group-members', 'aria-label': 'Members (usernames, comma-separated)', placeholder: 'bob, carol', autocapitalize: 'none' });
     const newGroup = h('details', { class: 'newgroup' }, h('summary', {}, 'New group'),
@@ -289,6 +301,7 @@ class App {
 
   async open(c) {
     const store = this.store;
+    if (store.current !== c.key) this.setReply(null);
     store.current = c.key;
     this.shell.classList.add('open');
     this.input.value = this.drafts.get(c.key) || '';
@@ -315,12 +328,14 @@ class App {
     const body = this.input.value.trim();
     if (!c || !body) return;
     const cid = newCid();
+    const replyTo = this.replyTo && this.replyTo.conv === c.key ? this.replyTo.id : undefined;
+    this.setReply(null);
     store.addPending(c, cid, body);
     this.input.value = '';
     this.drafts.delete(c.key);
     store.changed();
     try {
-      await this.conn.sendText(c, cid, body);
+      await this.conn.sendText(c, cid, body, replyTo);
       // Committed; the stored copy (with its ID) replaces the pending one
       // when it comes back on user/{me}/newMessage.
       store.setPending(c, cid, 'sent');
@@ -373,6 +388,17 @@ class App {
     }
   }
 
+  // setReply shows (or clears) the message the next one replies to.
+  setReply(m) {
+    const c = this.store && this.store.current;
+    this.replyTo = m ? { conv: c, id: m.id } : null;
+    this.replyEl.hidden = !m;
+    if (!m) { this.replyEl.replaceChildren(); return; }
+    this.replyEl.replaceChildren(h('span', {}, `Replying to ${m.from}: `, (m.body || m.type).slice(0, 80)),
+      h('button', { type: 'button', 'aria-label': 'Cancel the reply', onclick: () => this.setReply(null) }, '×'));
+    this.input.focus();
+  }
+
   // notify shows a desktop notification for m while the tab is hidden
   // (when the user allowed them); clicking it opens the conversation.
   notify(c, m) {
@@ -406,7 +432,7 @@ class App {
     else this.subEl.textContent = c.peer ? v.presenceText(store.presence.get(c.peer)) : '';
     const el = this.messagesEl;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    el.replaceChildren(...v.messageList(store, c, this.media, (md) => this.view(md)));
+    el.replaceChildren(...v.messageList(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m)));
     if (atBottom) el.scrollTop = el.scrollHeight;
   }
 }

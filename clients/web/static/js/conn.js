@@ -98,8 +98,10 @@ export class Connection extends EventTarget {
 
   // sendText publishes a message at QoS 1; it resolves when the server
   // has committed it (the PUBACK), and rejects on a refusal.
-  sendText(conv, cid, body) {
-    return this.sendEnvelope(conv, { cid, type: 'text', body });
+  sendText(conv, cid, body, replyTo) {
+    const env = { cid, type: 'text', body };
+    if (replyTo) env.replyTo = replyTo;
+    return this.sendEnvelope(conv, env);
   }
 
   sendMedia(conv, cid, mediaId, caption) {

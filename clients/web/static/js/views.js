@@ -133,7 +133,14 @@ function mediaBlock(md, cache, onView) {
   return h('button', { type: 'button', class: 'file', onclick: () => onView(md) }, `${name} (${sizeText(md.size)})`);
 }
 
-export function messageList(store, c, cache, onView) {
+// quote shows the message m replies to, as far as the page knows it.
+function quote(c, m) {
+  const orig = c.messages.get(m.replyTo);
+  const text = orig ? (orig.body || (orig.media && orig.media.name) || orig.type) : 'an earlier message';
+  return h('blockquote', { class: 'quote' }, orig ? h('strong', {}, `${orig.from} `) : null, text.length > 120 ? `${text.slice(0, 120)}…` : text);
+}
+
+export function messageList(store, c, cache, onView, onReply) {
   const items = [];
   let day = '';
   for (const m of store.sorted(c)) {
@@ -144,9 +151,11 @@ export function messageList(store, c, cache, onView) {
     const state = mine ? store.stateOf(c, m) : '';
     items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
       c.group && !mine ? h('strong', { class: 'from' }, m.from) : null,
+      m.replyTo ? quote(c, m) : null,
       m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
       m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
-      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`)));
+      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`,
+        h('button', { type: 'button', class: 'reply', 'aria-label': `Reply to ${m.from}`, onclick: () => onReply(m) }, 'Reply'))));
   }
   for (const p of c.pending.values()) {
     items.push(h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
