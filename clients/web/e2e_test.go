@@ -28,7 +28,7 @@ import (
 
 // chromium finds the browser: $EDGECHAT_CHROMIUM or chromium on PATH.
 // Without one the browser tests skip, except in CI (.ci/run installs it).
-func chromium(t *testing.T) string {
+func chromium(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("EDGECHAT_CHROMIUM"); p != "" {
 		return p
@@ -47,7 +47,7 @@ func chromium(t *testing.T) string {
 
 // browser starts a headless Chromium of its own (its own profile, so its
 // own cookies: one user per browser).
-func browser(t *testing.T) context.Context {
+func browser(t testing.TB) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)),
@@ -65,7 +65,7 @@ func browser(t *testing.T) context.Context {
 }
 
 // run performs actions with a deadline; a failure names the step.
-func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
+func run(t testing.TB, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -81,7 +81,7 @@ func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Act
 }
 
 // value runs one action that gives a value.
-func value[T any](t *testing.T, ctx context.Context, step string, a chromedp.Action[T]) T {
+func value[T any](t testing.TB, ctx context.Context, step string, a chromedp.Action[T]) T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -131,7 +131,7 @@ func darkTheme() chromedp.Action[chromedp.Void] {
 // textOf reads the text of the first element matching sel.
 // (in one evaluation: the app re-renders lists, so a node found first
 // and read later may be gone).
-func textOf(t *testing.T, ctx context.Context, sel string) string {
+func textOf(t testing.TB, ctx context.Context, sel string) string {
 	t.Helper()
 	q, err := json.Marshal(sel)
 	if err != nil {
@@ -140,7 +140,7 @@ func textOf(t *testing.T, ctx context.Context, sel string) string {
 	return eval[string](t, ctx, `(document.querySelector(`+string(q)+`) || {textContent: ''}).textContent`)
 }
 
-func eval[T any](t *testing.T, ctx context.Context, js string) T {
+func eval[T any](t testing.TB, ctx context.Context, js string) T {
 	t.Helper()
 	return value(t, ctx, "evaluate "+js, chromedp.Evaluate[T](js))
 }
@@ -522,7 +522,7 @@ func click(sel string) chromedp.Action[chromedp.Void] {
 }
 
 // signIn signs an existing account in through the form.
-func signIn(t *testing.T, ctx context.Context, base, user string) {
+func signIn(t testing.TB, ctx context.Context, base, user string) {
 	t.Helper()
 	run(t, ctx, user+": sign in",
 		chromedp.Navigate(base+"/"),

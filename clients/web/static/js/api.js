@@ -99,7 +99,7 @@ export class Api {
     if (was) this.onSignedOut();
   }
 
-  conversations() { return this.call('GET', '/chat/conversations?limit=200'); }
+  conversations() { return this.call('GET', '/chat/conversations?limit=1000'); }
   history(conv, before) {
     const q = new URLSearchParams(conv.group ? { group: conv.group } : { with: conv.peer });
     if (before) q.set('before', before);

@@ -48,6 +48,8 @@ class App {
   }
 
   start() {
+    this.convsEl = null;
+    this.shownConv = null;
     const store = new Store(this.api.userId);
     this.store = store;
     this.conn = new Connection(this.api);
@@ -112,7 +114,13 @@ class App {
     this.errorEl = h('p', { class: 'error', role: 'alert' });
     newChat.after(this.errorEl);
 
-    store.addEventListener('change', () => this.render());
+    // One render per frame however many changes came in it (1,000
+    // retained presence messages arrive at once after a reconnect).
+    store.addEventListener('change', () => {
+      if (this.renderQueued) return;
+      this.renderQueued = true;
+      requestAnimationFrame(() => { this.renderQueued = false; this.render(); });
+    });
     this.conn.addEventListener('state', (ev) => {
       this.stateEl.dataset.state = ev.detail;
       this.stateEl.textContent = { online: 'online', connecting: 'connecting…', offline: 'offline — reconnecting', error: 'error' }[ev.detail] || ev.detail;
@@ -148,6 +156,7 @@ class App {
     this.heartbeat = setInterval(() => {
       if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
     }, every);
+    this.loadLists().catch((e) => this.showError(e));
     this.conn.start();
     this.render();
   }
@@ -172,6 +181,14 @@ class App {
     const store = this.store;
     const res = await this.api.groups();
     if (store !== this.store) return;
+    this.applyGroups(res);
+    await this.follow();
+  }
+
+  // applyGroups takes the answer of GET /user/groups: names, and the
+  // groups I left (their topics go).
+  applyGroups(res) {
+    const store = this.store;
     const now = new Set();
     for (const g of res.groups || []) {
       store.groups.set(g.groupId, { name: g.name });
@@ -186,7 +203,21 @@ class App {
         this.subscribed.delete(`group/${gid}/typing`);
       }
     }
-    await this.follow();
+  }
+
+  // loadLists reads my groups and the conversation list over HTTP and
+  // draws them (before the MQTT connection is up, too).
+  async loadLists() {
+    const store = this.store;
+    const [groups, res] = await Promise.all([this.api.groups(), this.api.conversations()]);
+    if (store !== this.store) return;
+    this.applyGroups(groups);
+    for (const item of res.conversations || []) {
+      const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
+      if (item.lastMessage) store.add(item.lastMessage, false);
+      c.unread = store.current === c.key ? 0 : item.unread;
+    }
+    store.changed();
   }
 
   async createGroup(nameInput, membersInput) {
@@ -232,7 +263,7 @@ class App {
     this.loadingOlder = true;
     const before = this.messagesEl.scrollHeight;
     this.loadPage(c, false).then(() => {
-      store.changed();
+      this.render(); // now, not at the next frame: the scroll position is set from its result
       this.messagesEl.scrollTop = this.messagesEl.scrollHeight - before; // keep the reader's place
     }).catch((e) => this.showError(e)).finally(() => { this.loadingOlder = false; });
   }
@@ -244,18 +275,12 @@ class App {
     const store = this.store;
     this.subscribed.clear(); // a new connection (clean session)
     try {
-      await this.loadGroups();
-      const res = await this.api.conversations();
+      await this.loadLists();
       if (store !== this.store) return;
-      for (const item of res.conversations || []) {
-        const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
-        if (item.lastMessage) store.add(item.lastMessage, false);
-        c.unread = store.current === c.key ? 0 : item.unread;
-      }
       const open = store.current && store.convs.get(store.current);
       if (open) await this.loadPage(open, true);
-      await this.follow();
       store.changed();
+      await this.follow(); // groups' topics and presence: after the list is drawn
     } catch (e) {
       this.showError(e);
     }
@@ -416,14 +441,18 @@ class App {
   render() {
     const store = this.store;
     if (!store) return;
-    this.listEl.replaceChildren(v.convList(store, (c) => this.open(c)));
+    if (!this.convsEl) {
+      this.convsEl = h('ul', { class: 'convs', 'aria-label': 'Conversations' });
+      this.listEl.replaceChildren(this.convsEl);
+    }
+    v.reconcile(this.convsEl, v.convItems(store, (c) => this.open(c)));
     const c = store.current && store.convs.get(store.current);
     const unread = store.list().reduce((n, x) => n + x.unread, 0);
     document.title = unread ? `(${unread}) edgechat` : 'edgechat';
     if (!c) {
       this.subEl.textContent = '';
       this.titleEl.textContent = 'No conversation open';
-      this.messagesEl.replaceChildren(h('li', { class: 'empty' }, 'Pick a conversation or start one.'));
+      v.reconcile(this.messagesEl, [{ key: 'empty', sig: '', make: () => h('li', { class: 'empty' }, 'Pick a conversation or start one.') }]);
       return;
     }
     this.titleEl.textContent = v.convName(store, c);
@@ -432,7 +461,8 @@ class App {
     else this.subEl.textContent = c.peer ? v.presenceText(store.presence.get(c.peer)) : '';
     const el = this.messagesEl;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    el.replaceChildren(...v.messageList(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m)));
+    if (this.shownConv !== c.key) { el.keyed = null; this.shownConv = c.key; } // another conversation: no node carries over
+    v.reconcile(el, v.messageItems(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m)));
     if (atBottom) el.scrollTop = el.scrollHeight;
   }
 }

@@ -2,6 +2,13 @@
 // (a message may come live, from sync and from history), with the sends
 // still pending matched to their stored copies by cid.
 
+// cmpID orders Snowflake IDs (decimal strings without leading zeros):
+// the longer is the larger, then the digits decide.
+export function cmpID(a, b) {
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 export function convKey(c) {
   return c.group ? `g:${c.group}` : `d:${c.peer}`;
 }
@@ -24,16 +31,15 @@ export class Store extends EventTarget {
     if (c.group || m.from !== this.me) return 'sent';
     const r = this.receipts.get(c.peer);
     if (!r) return 'sent';
-    const id = BigInt(m.id);
-    if (r.read && id <= BigInt(r.read)) return 'read';
-    if (r.delivered && id <= BigInt(r.delivered)) return 'delivered';
+    if (r.read && cmpID(m.id, r.read) <= 0) return 'read';
+    if (r.delivered && cmpID(m.id, r.delivered) <= 0) return 'delivered';
     return 'sent';
   }
 
   receipt(peer, type, upTo) {
     const r = this.receipts.get(peer) || {};
-    if (!r[type] || BigInt(upTo) > BigInt(r[type])) r[type] = upTo;
-    if (type === 'read' && (!r.delivered || BigInt(upTo) > BigInt(r.delivered))) r.delivered = upTo;
+    if (!r[type] || cmpID(upTo, r[type]) > 0) r[type] = upTo;
+    if (type === 'read' && (!r.delivered || cmpID(upTo, r.delivered) > 0)) r.delivered = upTo;
     this.receipts.set(peer, r);
   }
 
@@ -63,8 +69,9 @@ export class Store extends EventTarget {
     const c = this.convOf(m);
     if (c.messages.has(m.id)) return false;
     c.messages.set(m.id, m);
+    c.order = null; // sorted again when asked
     if (m.from === this.me && m.cid) c.pending.delete(m.cid);
-    if (!c.last || BigInt(m.id) > BigInt(c.last.id)) c.last = m;
+    if (!c.last || cmpID(m.id, c.last.id) > 0) c.last = m;
     if (live && m.from !== this.me && this.current !== c.key) c.unread++;
     return true;
   }
@@ -80,16 +87,17 @@ export class Store extends EventTarget {
 
   // sorted lists the conversation's messages oldest first.
   sorted(c) {
-    return [...c.messages.values()].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    if (!c.order) c.order = [...c.messages.values()].sort((a, b) => cmpID(a.id, b.id));
+    return c.order;
   }
 
   // list is the conversations, most recent activity first.
   list() {
     return [...this.convs.values()].filter((c) => c.last || c.pending.size || c.key === this.current)
       .sort((a, b) => {
-        const x = a.last ? BigInt(a.last.id) : 0n;
-        const y = b.last ? BigInt(b.last.id) : 0n;
-        return x === y ? 0 : x > y ? -1 : 1;
+        const x = a.last ? a.last.id : '0';
+        const y = b.last ? b.last.id : '0';
+        return cmpID(y, x);
       });
   }
 }

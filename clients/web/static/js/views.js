@@ -18,6 +18,28 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// reconcile makes parent's children the nodes of items, in order, each
+// {key, sig, make}: a node whose key and sig are unchanged since the last
+// call is kept (not rebuilt), so that a render after one new message
+// touches one node, not ten thousand.
+export function reconcile(parent, items) {
+  const old = parent.keyed || new Map();
+  const next = new Map();
+  const nodes = items.map((it) => {
+    const had = old.get(it.key);
+    const node = had && had.sig === it.sig ? had.node : it.make();
+    next.set(it.key, { sig: it.sig, node });
+    return node;
+  });
+  parent.keyed = next;
+  let at = parent.firstChild;
+  for (const node of nodes) {
+    if (node === at) { at = at.nextSibling; continue; }
+    parent.insertBefore(node, at);
+  }
+  while (at) { const n = at.nextSibling; at.remove(); at = n; }
+}
+
 export function signIn({ onSignIn, onRegister, error }) {
   const user = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none' });
   const pass = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true, minlength: 8 });
@@ -66,23 +88,27 @@ export function presenceText(p) {
   return `last seen ${relFmt.format(Math.round(hours / 24), 'day')}`;
 }
 
-export function convList(store, onOpen) {
-  return h('ul', { class: 'convs', 'aria-label': 'Conversations' }, store.list().map((c) => {
+// convItems are the conversation list's items (for reconcile).
+export function convItems(store, onOpen) {
+  return store.list().map((c) => {
     const name = convName(store, c);
     const last = c.last ? `${c.group && c.last.from !== store.me ? `${c.last.from}: ` : ''}${c.last.body || c.last.type}` : '';
     const p = c.peer ? store.presence.get(c.peer) : null;
-    return h('li', {}, h('button', {
-      type: 'button', 'aria-current': c.key === store.current ? 'true' : 'false', 'data-conv': c.key,
-      'aria-label': `${name}${p ? `, ${presenceText(p)}` : ''}${c.unread ? `, ${c.unread} unread` : ''}`, onclick: () => onOpen(c),
-    }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
-      p ? h('span', { class: 'dot', 'data-presence': p.status }) : null),
-    h('span', {}, h('span', { class: 'conv-name' }, name), h('br'), h('span', { class: 'conv-last' }, last)),
-    h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : '')));
-  }));
+    const current = c.key === store.current;
+    const label = `${name}${p ? `, ${presenceText(p)}` : ''}${c.unread ? `, ${c.unread} unread` : ''}`;
+    return {
+      key: c.key,
+      sig: `${label}\u0000${last}\u0000${current}\u0000${p ? p.status : ''}`,
+      make: () => h('li', {}, h('button', {
+        type: 'button', 'aria-current': current ? 'true' : 'false', 'data-conv': c.key, 'aria-label': label, onclick: () => onOpen(c),
+      }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
+        p ? h('span', { class: 'dot', 'data-presence': p.status }) : null),
+      h('span', {}, h('span', { class: 'conv-name' }, name), h('br'), h('span', { class: 'conv-last' }, last)),
+      h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : ''))),
+    };
+  });
 }
 
-// linkify turns http(s) URLs of text into links (rel noopener, new tab)
-// and the rest into text nodes.
 // viewer is the full-size view of a media item (a modal dialog).
 export function viewer(md, url, onClose) {
   const close = h('button', { type: 'button', class: 'close', onclick: onClose }, 'Close');
@@ -140,27 +166,41 @@ function quote(c, m) {
   return h('blockquote', { class: 'quote' }, orig ? h('strong', {}, `${orig.from} `) : null, text.length > 120 ? `${text.slice(0, 120)}…` : text);
 }
 
-export function messageList(store, c, cache, onView, onReply) {
+// messageItems are the open conversation's items (for reconcile): day
+// separators, messages oldest first, then my pending sends.
+export function messageItems(store, c, cache, onView, onReply) {
   const items = [];
   let day = '';
   for (const m of store.sorted(c)) {
     const t = timeOf(m.id);
     const d = dayFmt.format(t);
-    if (d !== day) { day = d; items.push(h('li', { class: 'day' }, d)); }
+    if (d !== day) {
+      day = d;
+      items.push({ key: `day:${d}`, sig: '', make: () => h('li', { class: 'day' }, d) });
+    }
     const mine = m.from === store.me;
     const state = mine ? store.stateOf(c, m) : '';
-    items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
-      c.group && !mine ? h('strong', { class: 'from' }, m.from) : null,
-      m.replyTo ? quote(c, m) : null,
-      m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
-      m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
-      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`,
-        h('button', { type: 'button', class: 'reply', 'aria-label': `Reply to ${m.from}`, onclick: () => onReply(m) }, 'Reply'))));
+    const replyKnown = m.replyTo && c.messages.has(m.replyTo) ? 'q' : '';
+    items.push({
+      key: `id:${m.id}`,
+      sig: `${state}${replyKnown}`,
+      make: () => h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
+        c.group && !mine ? h('strong', { class: 'from' }, m.from) : null,
+        m.replyTo ? quote(c, m) : null,
+        m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
+        m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
+        h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`,
+          h('button', { type: 'button', class: 'reply', 'aria-label': `Reply to ${m.from}`, onclick: () => onReply(m) }, 'Reply'))),
+    });
   }
   for (const p of c.pending.values()) {
-    items.push(h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
-      linkify(p.body || ''), p.progress !== undefined ? h('progress', { class: 'upload', max: '1', value: String(p.progress), 'aria-label': 'Upload progress' }) : null,
-      h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…')));
+    items.push({
+      key: `cid:${p.cid}`,
+      sig: `${p.state}\u0000${p.error || ''}\u0000${p.progress === undefined ? '' : p.progress >= 1 ? 'done' : 'up'}`,
+      make: () => h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
+        linkify(p.body || ''), p.progress !== undefined ? h('progress', { class: 'upload', max: '1', value: String(p.progress), 'aria-label': 'Upload progress' }) : null,
+        h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…')),
+    });
   }
   return items;
 }
