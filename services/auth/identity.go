@@ -1,0 +1,341 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Federated accounts: a user who signs in through an OpenID Connect
+// provider is linked to (issuer, subject), never to a username, so that
+// two providers cannot collide. The first sign-in creates the account
+// (CmdIdentitySignIn, decided by the FSM so that two nodes racing create
+// one account); its user ID comes from the provider's username claim,
+// with a numeric suffix when taken. Such an account has no password.
+
+// Keys of identity links.
+const (
+	prefixIdent     = "r/auth/ident/"  // + identKey(iss, sub) → identityLink
+	prefixUserIdent = "r/auth/uident/" // + uid + "/" + identKey(iss, sub) → identityLink (a user's links)
+)
+
+// Limits of identity fields.
+const (
+	maxIssuerLen   = 512
+	maxSubjectLen  = 255
+	maxPictureLen  = 2048
+	maxEmailLen    = 320
+	maxUsernameTry = 1000 // suffixes tried on a username clash
+)
+
+// ErrBadIdentity: a federated identity without a usable issuer or subject.
+var ErrBadIdentity = errors.New("auth: bad federated identity")
+
+// FederatedIdentity is a user as an identity provider vouched for them
+// (see services/auth/idp).
+type FederatedIdentity struct {
+	Provider    string // the configured name of the provider
+	Issuer      string
+	Subject     string
+	Username    string // the provider's username claim: the wished-for user ID
+	DisplayName string
+	Picture     string // avatar URL
+	Email       string
+}
+
+// IdentityLink is one link of an account to a provider's subject.
+type IdentityLink struct {
+	UID      string    `json:"uid"`
+	Provider string    `json:"provider"`
+	Issuer   string    `json:"issuer"`
+	Subject  string    `json:"subject"`
+	Email    string    `json:"email,omitempty"`
+	Picture  string    `json:"picture,omitempty"`
+	LinkedAt time.Time `json:"linkedAt"`
+}
+
+type identitySignInCmd struct {
+	Issuer   string    `json:"iss"`
+	Subject  string    `json:"sub"`
+	Provider string    `json:"provider"`
+	Base     string    `json:"base"` // the wished-for user ID (valid); the FSM adds a suffix when taken
+	Email    string    `json:"email,omitempty"`
+	Picture  string    `json:"picture,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// identitySignInResult is what the FSM decided.
+type identitySignInResult struct {
+	Account account
+	Created bool
+}
+
+func identKey(iss, sub string) string {
+	b := base64.RawURLEncoding
+	return b.EncodeToString([]byte(iss)) + "." + b.EncodeToString([]byte(sub))
+}
+
+// UsernameCandidate turns a provider's username claim into a valid user
+// ID to ask for: lowercased, characters outside a-z0-9_.- replaced by
+// '_', a letter first, 3-32 characters. fallback (the subject) is used
+// when the claim is empty.
+func UsernameCandidate(claim, fallback string) string {
+	if strings.TrimSpace(claim) == "" {
+		claim = fallback
+	}
+	var b strings.Builder
+	for _, r := range strings.ToLower(claim) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+		if b.Len() >= 64 {
+			break
+		}
+	}
+	s := strings.Trim(b.String(), "_.-")
+	if s == "" {
+		s = "user"
+	}
+	if s[0] < 'a' || s[0] > 'z' {
+		s = "u" + s
+	}
+	for len(s) < 3 {
+		s += "_"
+	}
+	if len(s) > 32 {
+		s = strings.TrimRight(s[:32], "_.-")
+		for len(s) < 3 {
+			s += "_"
+		}
+	}
+	return s
+}
+
+// withSuffix is the i-th user ID tried for base: base itself, then base2,
+// base3, ... (base shortened to keep 32 characters).
+func withSuffix(base string, i int) string {
+	if i <= 1 {
+		return base
+	}
+	n := strconv.Itoa(i)
+	if len(base)+len(n) > 32 {
+		base = base[:32-len(n)]
+	}
+	return base + n
+}
+
+func validIdentity(iss, sub string) error {
+	if iss == "" || len(iss) > maxIssuerLen || sub == "" || len(sub) > maxSubjectLen {
+		return fmt.Errorf("%w: issuer and subject are required (at most %d and %d bytes)", ErrBadIdentity, maxIssuerLen, maxSubjectLen)
+	}
+	return nil
+}
+
+// applyIdentitySignIn returns the account linked to (issuer, subject),
+// creating account and link on the first sign-in. A link to a deleted
+// account is replaced by a new account (the old user ID stays reserved).
+func applyIdentitySignIn(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c identitySignInCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if validIdentity(c.Issuer, c.Subject) != nil || wire.ValidUserID(c.Base) != nil ||
+		len(c.Picture) > maxPictureLen || len(c.Email) > maxEmailLen {
+		return nil, fmt.Errorf("%w: bad identity sign-in", errBadCommand)
+	}
+	ik := identKey(c.Issuer, c.Subject)
+	var link IdentityLink
+	found, err := getJSON(tx, prefixIdent+ik, &link)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		gone, err := keyExists(tx, prefixGone+link.UID)
+		if err != nil {
+			return nil, err
+		}
+		var a account
+		ok, err := getJSON(tx, prefixAccount+link.UID, &a)
+		if err != nil {
+			return nil, err
+		}
+		if ok && !gone {
+			return identitySignInResult{Account: a}, nil
+		}
+		if err := tx.Delete([]byte(prefixUserIdent + link.UID + "/" + ik)); err != nil {
+			return nil, err
+		}
+	}
+	uid := ""
+	for i := 1; i <= maxUsernameTry && uid == ""; i++ {
+		cand := withSuffix(c.Base, i)
+		if reservedUsernames[cand] || wire.ValidUserID(cand) != nil {
+			continue
+		}
+		taken, err := keyExists(tx, prefixAccount+cand)
+		if err != nil {
+			return nil, err
+		}
+		gone, err := keyExists(tx, prefixGone+cand)
+		if err != nil {
+			return nil, err
+		}
+		if !taken && !gone {
+			uid = cand
+		}
+	}
+	if uid == "" {
+		return nil, fmt.Errorf("%w: %s and %d variants", ErrUsernameTaken, c.Base, maxUsernameTry)
+	}
+	a := account{UID: uid, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At}
+	if err := setJSON(tx, prefixAccount+uid, a); err != nil {
+		return nil, err
+	}
+	link = IdentityLink{UID: uid, Provider: c.Provider, Issuer: c.Issuer, Subject: c.Subject, Email: c.Email,
+		Picture: c.Picture, LinkedAt: c.At}
+	if err := setJSON(tx, prefixIdent+ik, link); err != nil {
+		return nil, err
+	}
+	if err := setJSON(tx, prefixUserIdent+uid+"/"+ik, link); err != nil {
+		return nil, err
+	}
+	return identitySignInResult{Account: a, Created: true}, nil
+}
+
+func keyExists(tx *badger.Txn, key string) (bool, error) {
+	_, err := tx.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// readIdentity reads the link of (issuer, subject) from the local database.
+func (s *Service) readIdentity(iss, sub string) (IdentityLink, bool, error) {
+	var l IdentityLink
+	var found bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		found, err = getJSON(tx, prefixIdent+identKey(iss, sub), &l)
+		return err
+	})
+	if err != nil {
+		return IdentityLink{}, false, fmt.Errorf("auth: read identity: %w", err)
+	}
+	return l, found, nil
+}
+
+// Identities lists the provider links of an account.
+func (s *Service) Identities(uid string) ([]IdentityLink, error) {
+	var out []IdentityLink
+	err := s.db.View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = []byte(prefixUserIdent + uid + "/")
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var l IdentityLink
+			if err := it.Item().Value(func(b []byte) error { return decodeCmd(b, &l) }); err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("auth: list identities: %w", err)
+	}
+	return out, nil
+}
+
+// federatedAccount returns the account linked to id, creating it (and
+// its profile) on the first sign-in.
+func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (account, error) {
+	if err := validIdentity(id.Issuer, id.Subject); err != nil {
+		return account{}, err
+	}
+	if l, found, err := s.readIdentity(id.Issuer, id.Subject); err != nil {
+		return account{}, err
+	} else if found && !s.gone.has(l.UID) {
+		if a, ok, err := s.readAccount(l.UID); err != nil {
+			return account{}, err
+		} else if ok {
+			return a, nil
+		}
+	}
+	picture, email := id.Picture, id.Email
+	if len(picture) > maxPictureLen || !strings.HasPrefix(picture, "https://") {
+		picture = ""
+	}
+	if len(email) > maxEmailLen {
+		email = ""
+	}
+	v, err := s.propose(ctx, wire.CmdIdentitySignIn, identitySignInCmd{
+		Issuer: id.Issuer, Subject: id.Subject, Provider: id.Provider, Base: UsernameCandidate(id.Username, id.Subject),
+		Email: email, Picture: picture, At: s.now().UTC(),
+	})
+	if err != nil {
+		s.registrations.WithLabelValues("error").Inc()
+		return account{}, fmt.Errorf("auth: federated sign-in: %w", err)
+	}
+	res, ok := v.(identitySignInResult)
+	if !ok {
+		return account{}, fmt.Errorf("auth: federated sign-in: unexpected result %T", v)
+	}
+	if res.Created {
+		s.registrations.WithLabelValues("federated").Inc()
+		s.log.Info("account created on first federated sign-in", "uid", res.Account.UID, "provider", id.Provider)
+		if s.profiles != nil {
+			name, err := wire.NormalizeDisplayName(id.DisplayName)
+			if err != nil || name == "" {
+				name = res.Account.UID
+			}
+			if err := s.profiles.CreateProfile(ctx, res.Account.UID, name); err != nil {
+				// The account exists; PATCH /user/me creates a missing profile.
+				s.log.Error("federated account created without profile", "uid", res.Account.UID, "err", err)
+			}
+		}
+	}
+	return res.Account, nil
+}
+
+// SignInFederated issues edgechat tokens to the user a provider vouched
+// for, creating the account on the first sign-in: the answer of
+// POST /auth/login.
+func (s *Service) SignInFederated(ctx context.Context, id FederatedIdentity) (Tokens, error) {
+	a, err := s.federatedAccount(ctx, id)
+	if err != nil {
+		s.logins.WithLabelValues("federated_error").Inc()
+		return Tokens{}, err
+	}
+	t, err := s.issue(ctx, a)
+	if err != nil {
+		s.logins.WithLabelValues("error").Inc()
+		return Tokens{}, err
+	}
+	s.logins.WithLabelValues("federated").Inc()
+	return t, nil
+}
+
+// FederatedPrincipal is the principal of the user a provider vouched for
+// (MQTT CONNECT with a provider's JWT), creating the account on the first
+// sign-in.
+func (s *Service) FederatedPrincipal(ctx context.Context, id FederatedIdentity) (wire.Principal, error) {
+	a, err := s.federatedAccount(ctx, id)
+	if err != nil {
+		return wire.Principal{}, err
+	}
+	return wire.Principal{UserID: a.UID, Admin: a.Admin}, nil
+}
