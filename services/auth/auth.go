@@ -319,6 +319,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
+	deps.FSM.Register(wire.CmdIdentitySignIn, applyIdentitySignIn)
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.exists.purge)
 		r.OnRestore(func() {
