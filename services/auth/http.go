@@ -19,6 +19,7 @@ const (
 	CodeInvalidCredentials = "invalid_credentials"
 	CodeRefreshInvalid     = "invalid_refresh_token"
 	CodeRefreshReused      = "refresh_reused"
+	CodePasswordLoginOff   = "password_login_disabled"
 )
 
 // maxAuthBody bounds auth request bodies: they hold a few short strings.
@@ -68,6 +69,8 @@ func httpError(err error) error {
 	case errors.As(err, &rl):
 		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeRateLimited,
 			Message: "too many failed logins; try again later", RetryAfter: rl.RetryAfter}
+	case errors.Is(err, ErrPasswordLoginOff):
+		return httpapi.Errorf(http.StatusForbidden, CodePasswordLoginOff, "%v", err)
 	case errors.Is(err, ErrUsernameTaken):
 		return httpapi.Errorf(http.StatusConflict, CodeUsernameTaken, "username is taken")
 	case errors.Is(err, ErrInvalidUsername):
@@ -123,6 +126,10 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if s.cfg.NoPasswordLogin {
+		httpapi.WriteError(w, httpError(ErrPasswordLoginOff))
+		return
+	}
 	uid, err := s.CreateAccount(r.Context(), req.Username, req.Password, req.DisplayName)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
@@ -151,6 +158,10 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	var req loginRequest
 	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
+		return
+	}
+	if s.cfg.NoPasswordLogin {
+		httpapi.WriteError(w, httpError(ErrPasswordLoginOff))
 		return
 	}
 	t, err := s.Login(r.Context(), req.Username, req.Password, clientIP(r))

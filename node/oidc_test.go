@@ -1,0 +1,206 @@
+package node_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt3 "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/auth/idp"
+	"github.com/edgechat/edgechat/services/auth/idp/idptest"
+)
+
+// withOIDC configures op as the provider "corp" through the --oidc-*
+// settings, MQTT CONNECT accepting its tokens.
+func withOIDC(op *idptest.Provider) nodetest.Option {
+	return nodetest.WithConfig(func(c *node.Config) {
+		c.OIDCName, c.OIDCIssuer, c.OIDCClientID, c.OIDCCAFile = "corp", op.Issuer, idptest.ClientID, op.CAFile
+		c.OIDCAcceptOnConnect = true
+	})
+}
+
+type loginAnswer struct {
+	AccessToken  string `json:"accessToken"`
+	RefreshToken string `json:"refreshToken"`
+	ExpiresIn    int    `json:"expiresIn"`
+	UserID       string `json:"userId"`
+	Error        struct {
+		Code string `json:"code"`
+	} `json:"error"`
+}
+
+func exchange(t testing.TB, n *nodetest.Node, provider, subjectToken string) (int, loginAnswer) {
+	t.Helper()
+	var out loginAnswer
+	status := api(t, n, "", http.MethodPost, "/auth/oidc/"+provider+"/token", map[string]string{"subjectToken": subjectToken}, &out)
+	return status, out
+}
+
+func accounts(t testing.TB, n *nodetest.Node) int {
+	t.Helper()
+	c, err := n.Auth.CountAccounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestOIDCTokenExchangeAndMQTTConnect(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op))
+	bobTok := n.NewUser(t, "bob") // a password user, for contrast
+
+	tok := op.Token(idptest.Claims{"sub": "0f3c-11", "preferred_username": "Dana", "name": "Dana Scully"})
+	status, got := exchange(t, n, "corp", tok)
+	if status != http.StatusOK || got.UserID != "dana" || got.AccessToken == "" || got.RefreshToken == "" || got.ExpiresIn <= 0 {
+		t.Fatalf("exchange: %d %+v", status, got)
+	}
+	var me struct {
+		UserID      string `json:"userId"`
+		DisplayName string `json:"displayName"`
+	}
+	if st := api(t, n, got.AccessToken, http.MethodGet, "/user/me", nil, &me); st != 200 || me.UserID != "dana" || me.DisplayName != "Dana Scully" {
+		t.Fatalf("GET /user/me with the edgechat token: %d %+v", st, me)
+	}
+	// The refresh token works as a password login's does.
+	var refreshed loginAnswer
+	if st := api(t, n, "", http.MethodPost, "/auth/refresh", map[string]string{"refreshToken": got.RefreshToken}, &refreshed); st != 200 || refreshed.UserID != "dana" {
+		t.Fatalf("refresh: %d %+v", st, refreshed)
+	}
+
+	// MQTT 5 CONNECT with the provider's JWT as the password.
+	v5 := mustConnectV5(t, n.MQTTURL[len("tcp://"):], "dana", "phone", tok)
+	v5.MustSub(t, "user/dana/newMessage")
+	bob := mustConnectV5(t, n.MQTTURL[len("tcp://"):], "bob", "laptop", bobTok)
+	if code, _ := bob.Pub(t, "user/dana/newMessage", 1, textMsg("c1", "hi dana")); code != 0 {
+		t.Fatalf("PUBACK %#x", code)
+	}
+	if m := v5.Next(t); decodeEnvelope(t, m.Payload).From != "bob" {
+		t.Fatalf("delivered %s", m.Payload)
+	}
+	// MQTT 3.1.1 the same way.
+	opts := mqtt3.NewClientOptions().AddBroker(n.MQTTURL).SetClientID("dana/old").SetUsername("dana").
+		SetPassword(tok).SetProtocolVersion(4).SetAutoReconnect(false)
+	old := mqtt3.NewClient(opts)
+	if ct := old.Connect(); !ct.WaitTimeout(10*time.Second) || ct.Error() != nil {
+		t.Fatalf("3.1.1 CONNECT with a provider JWT: %v", ct.Error())
+	}
+	old.Disconnect(100)
+
+	addr := n.MQTTURL[len("tcp://"):]
+	// Refused at CONNECT: the wrong audience, the wrong user name, an
+	// expired token, alg none; nothing is created.
+	for name, c := range map[string]struct{ user, token string }{
+		"wrong aud":  {"erin", op.Token(idptest.Claims{"sub": "e-1", "preferred_username": "erin", "aud": "other"})},
+		"expired":    {"erin", op.Token(idptest.Claims{"sub": "e-1", "preferred_username": "erin", "exp": time.Now().Add(-time.Hour).Unix()})},
+		"alg none":   {"erin", op.UnsignedToken(idptest.Claims{"sub": "e-1", "preferred_username": "erin"})},
+		"wrong iss":  {"erin", op.Token(idptest.Claims{"sub": "e-1", "preferred_username": "erin", "iss": "https://127.0.0.2/"})},
+		"other user": {"bob", tok},
+	} {
+		if code := connack(t, addr, c.user+"/d", c.user, c.token); code != 0x86 {
+			t.Errorf("%s: CONNACK %#x, want 0x86", name, code)
+		}
+	}
+	if c := accounts(t, n); c != 2 {
+		t.Fatalf("%d accounts, want 2 (bob, dana)", c)
+	}
+	// A password user is untouched by all this.
+	if code := connack(t, addr, "bob/tablet", "bob", bobTok); code != 0 {
+		t.Fatalf("bob's edgechat token: CONNACK %#x", code)
+	}
+}
+
+func TestOIDCFirstConnectCreatesTheAccount(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op))
+	tok := op.Token(idptest.Claims{"sub": "f-1", "preferred_username": "frank"})
+	c := mqtttest.MustDial(t, n.MQTTURL[len("tcp://"):], mqtttest.Options{ClientID: "frank/d1", Username: "frank", Password: tok})
+	c.MustSub(t, "user/frank/newMessage")
+	status, got := exchange(t, n, "corp", tok)
+	if status != 200 || got.UserID != "frank" || accounts(t, n) != 1 {
+		t.Fatalf("exchange after CONNECT: %d %+v, %d accounts", status, got, accounts(t, n))
+	}
+}
+
+func TestOIDCProviderDownDoesNotStopTheNode(t *testing.T) {
+	op := idptest.Start(t)
+	op.SetDown(true)
+	n := nodetest.StartNode(t, withOIDC(op)) // starts although discovery fails
+	bobTok := n.NewUser(t, "bob")
+	if code := connack(t, n.MQTTURL[len("tcp://"):], "bob/d", "bob", bobTok); code != 0 {
+		t.Fatalf("edgechat token while the provider is down: CONNACK %#x", code)
+	}
+	tok := op.Token(idptest.Claims{"sub": "g-1", "preferred_username": "gina"})
+	if status, got := exchange(t, n, "corp", tok); status != http.StatusServiceUnavailable || got.Error.Code != idp.CodeProviderUnavailable {
+		t.Fatalf("exchange while the provider is down: %d %+v", status, got)
+	}
+	op.SetDown(false)
+	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
+		if status, got := exchange(t, n, "corp", tok); status != http.StatusOK || got.UserID != "gina" {
+			return fmt.Errorf("exchange once the provider is back: %d %+v", status, got)
+		}
+		return nil
+	})
+}
+
+func TestOIDCConcurrentFirstSignInOnTwoNodesMakesOneAccount(t *testing.T) {
+	op := idptest.Start(t)
+	nodes := nodetest.StartCluster(t, 2, withOIDC(op))
+	tok := op.Token(idptest.Claims{"sub": "h-1", "preferred_username": "hana"})
+	const per = 4
+	var wg sync.WaitGroup
+	ids := make(chan string, 2*per)
+	for _, n := range nodes {
+		for range per {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, got := exchange(t, n, "corp", tok)
+				if status != http.StatusOK {
+					t.Errorf("exchange on %s: %d %+v", n.Config.NodeID, status, got)
+				}
+				ids <- got.UserID
+			}()
+		}
+	}
+	wg.Wait()
+	close(ids)
+	for id := range ids {
+		if id != "hana" {
+			t.Fatalf("a concurrent first sign-in got user %q, want hana", id)
+		}
+	}
+	for _, n := range nodes {
+		checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			if c := accounts(t, n); c != 1 {
+				return fmt.Errorf("%s: %d accounts, want 1", n.Config.NodeID, c)
+			}
+			return nil
+		})
+		links, err := n.Auth.Identities("hana")
+		if err != nil || len(links) != 1 {
+			t.Fatalf("%s: links %+v %v", n.Config.NodeID, links, err)
+		}
+	}
+}
+
+func TestPasswordLoginOff(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op), nodetest.WithConfig(func(c *node.Config) { c.PasswordLogin = false }))
+	var out loginAnswer
+	if st := api(t, n, "", http.MethodPost, "/auth/register", map[string]string{"username": "ivan", "password": "password-ivan"}, &out); st != 403 || out.Error.Code != "password_login_disabled" {
+		t.Fatalf("register: %d %+v", st, out)
+	}
+	if st := api(t, n, "", http.MethodPost, "/auth/login", map[string]string{"username": "ivan", "password": "password-ivan"}, &out); st != 403 || out.Error.Code != "password_login_disabled" {
+		t.Fatalf("login: %d %+v", st, out)
+	}
+	if status, got := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "i-1", "preferred_username": "ivan"})); status != 200 || got.UserID != "ivan" {
+		t.Fatalf("OIDC sign-in with passwords off: %d %+v", status, got)
+	}
+}
