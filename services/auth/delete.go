@@ -380,6 +380,9 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	if err != nil || !done {
 		return res, err
 	}
+	if err := deleteIdentityLinks(tx, c.UID); err != nil {
+		return nil, err
+	}
 	if err := tx.Delete([]byte(prefixAccount + c.UID)); err != nil {
 		return nil, err
 	}

@@ -214,6 +214,36 @@ func applyIdentitySignIn(tx *badger.Txn, _ fsm.Position, payload []byte) (any, e
 	return identitySignInResult{Account: a, Created: true}, nil
 }
 
+// deleteIdentityLinks removes an erased account's links to providers
+// (a handful: one per provider at most), the link of (issuer, subject)
+// only while it still names uid.
+func deleteIdentityLinks(tx *badger.Txn, uid string) error {
+	prefix := []byte(prefixUserIdent + uid + "/")
+	var keys [][]byte
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		ik := string(k[len(prefix):])
+		var l IdentityLink
+		found, err := getJSON(tx, prefixIdent+ik, &l)
+		if err != nil {
+			return err
+		}
+		if found && l.UID == uid {
+			if err := tx.Delete([]byte(prefixIdent + ik)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func keyExists(tx *badger.Txn, key string) (bool, error) {
 	_, err := tx.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
