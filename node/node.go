@@ -232,7 +232,7 @@ func (n *Node) buildServices() (err error) {
 	}
 	if providers := n.cfg.OIDCProviderList(); len(providers) > 0 {
 		n.IDP, err = idp.New(idp.Config{Providers: providers, HTTPClient: n.cfg.OIDCHTTPClient},
-			idp.Deps{Accounts: n.Auth, Logger: log, Registerer: reg})
+			idp.Deps{Accounts: n.Auth, Proposer: n.raft, FSM: n.fsm, Logger: log, Registerer: reg})
 		if err != nil {
 			return fmt.Errorf("node: %w", err)
 		}

@@ -1,8 +1,14 @@
 package node_test
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,11 +22,15 @@ import (
 	"github.com/edgechat/edgechat/services/auth/idp/idptest"
 )
 
-// withOIDC configures op as the provider "corp" through the --oidc-*
-// settings, MQTT CONNECT accepting its tokens.
+// appRedirect is the app URL the code flow may return to.
+const appRedirect = "https://app.example/signed-in"
+
+// withOIDC configures op as the provider "corp" (oidc_providers), MQTT
+// CONNECT accepting its tokens.
 func withOIDC(op *idptest.Provider) nodetest.Option {
 	return nodetest.WithConfig(func(c *node.Config) {
-		c.OIDCName, c.OIDCIssuer, c.OIDCClientID, c.OIDCCAFile = "corp", op.Issuer, idptest.ClientID, op.CAFile
+		c.OIDCProviders = []idp.ProviderConfig{{Name: "corp", Issuer: op.Issuer, ClientID: idptest.ClientID, CAFile: op.CAFile,
+			Redirects: []string{appRedirect}}}
 		c.OIDCAcceptOnConnect = true
 	})
 }
@@ -202,5 +212,117 @@ func TestPasswordLoginOff(t *testing.T) {
 	}
 	if status, got := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "i-1", "preferred_username": "ivan"})); status != 200 || got.UserID != "ivan" {
 		t.Fatalf("OIDC sign-in with passwords off: %d %+v", status, got)
+	}
+}
+
+// browser is an HTTP client with a cookie jar that trusts op; stop, when
+// not nil, ends the redirects before a request it matches (the response
+// that pointed there is returned).
+func browser(t *testing.T, op *idptest.Provider, stop func(*url.URL) bool) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, Transport: op.Client().Transport, Timeout: 15 * time.Second,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if stop != nil && stop(req.URL) {
+				return http.ErrUseLastResponse
+			}
+			if len(via) > 10 {
+				return errors.New("too many redirects")
+			}
+			return nil
+		}}
+}
+
+func browse(t *testing.T, c *http.Client, u string) (*http.Response, loginAnswer) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out loginAnswer
+	b, _ := io.ReadAll(resp.Body)
+	if len(b) > 0 && resp.Header.Get("Content-Type") == "application/json" {
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatalf("GET %s: %d %s: %v", u, resp.StatusCode, b, err)
+		}
+	}
+	return resp, out
+}
+
+func isCallback(u *url.URL) bool { return strings.HasSuffix(u.Path, "/callback") }
+
+func TestOIDCCodeFlow(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op))
+	start := n.HTTPURL + "/auth/oidc/corp/start"
+
+	// End to end, following every redirect: tokens as JSON.
+	op.NextLogin(idptest.Claims{"sub": "k-1", "preferred_username": "kim", "name": "Kim"})
+	resp, got := browse(t, browser(t, op, nil), start)
+	if resp.StatusCode != 200 || got.UserID != "kim" || got.AccessToken == "" || got.RefreshToken == "" {
+		t.Fatalf("code flow: %d %+v", resp.StatusCode, got)
+	}
+	if p, err := n.Auth.VerifyAccessToken(got.AccessToken); err != nil || p.UserID != "kim" {
+		t.Fatalf("token of the code flow: %+v %v", p, err)
+	}
+
+	// With an allowed redirect: the app gets the tokens in the fragment.
+	resp, _ = browse(t, browser(t, op, func(u *url.URL) bool { return u.Host == "app.example" }), start+"?redirect="+url.QueryEscape(appRedirect))
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || err != nil || loc.Scheme+"://"+loc.Host+loc.Path != appRedirect {
+		t.Fatalf("redirect to the app: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	frag, _ := url.ParseQuery(loc.Fragment)
+	if frag.Get("user_id") != "kim" || frag.Get("access_token") == "" || frag.Get("refresh_token") == "" {
+		t.Fatalf("fragment %v", frag)
+	}
+
+	// A redirect outside the allow-list is refused before the provider is asked.
+	if resp, out := browse(t, browser(t, op, nil), start+"?redirect="+url.QueryEscape("https://evil.example/steal")); resp.StatusCode != 400 || out.Error.Code != idp.CodeRedirectNotAllowed {
+		t.Fatalf("evil redirect: %d %+v", resp.StatusCode, out)
+	}
+
+	// A replayed state: the callback works once.
+	op.NextLogin(idptest.Claims{"sub": "l-1", "preferred_username": "lee"})
+	b := browser(t, op, isCallback)
+	resp, _ = browse(t, b, start)
+	callback := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusFound || !strings.Contains(callback, "/callback?") {
+		t.Fatalf("stopped before the callback: %d %q", resp.StatusCode, callback)
+	}
+	// Another browser cannot use it (the state is bound by a cookie) ...
+	if resp, out := browse(t, browser(t, op, nil), callback); resp.StatusCode != 400 || out.Error.Code != idp.CodeInvalidState {
+		t.Fatalf("callback from another browser: %d %+v", resp.StatusCode, out)
+	}
+	// ... its own browser can, once.
+	cbURL, _ := url.Parse(callback)
+	cookies := b.Jar.Cookies(cbURL)
+	if len(cookies) != 1 {
+		t.Fatalf("state cookies %v", cookies)
+	}
+	if resp, out := browse(t, b, callback); resp.StatusCode != 200 || out.UserID != "lee" {
+		t.Fatalf("callback: %d %+v", resp.StatusCode, out)
+	}
+	before := accounts(t, n)
+	// A replay with the state cookie (a copy of the whole request): the
+	// state was spent in the log.
+	replay := browser(t, op, nil)
+	replay.Jar.SetCookies(cbURL, cookies)
+	if resp, out := browse(t, replay, callback); resp.StatusCode != 400 || out.Error.Code != idp.CodeInvalidState {
+		t.Fatalf("replayed callback: %d %+v", resp.StatusCode, out)
+	}
+
+	// A bad nonce in the ID token: refused, nothing created.
+	op.SetBadNonce(true)
+	op.NextLogin(idptest.Claims{"sub": "m-1", "preferred_username": "max"})
+	if resp, out := browse(t, browser(t, op, nil), start); resp.StatusCode != 401 || out.Error.Code != idp.CodeInvalidSubjectToken || !strings.Contains(resp.Status, "401") {
+		t.Fatalf("bad nonce: %d %+v", resp.StatusCode, out)
+	}
+	if c := accounts(t, n); c != before {
+		t.Fatalf("%d accounts after a replay and a bad nonce, want %d", c, before)
 	}
 }

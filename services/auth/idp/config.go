@@ -74,6 +74,10 @@ type ProviderConfig struct {
 	// Redirects is the allow-list of where the code flow may send the
 	// user back to (exact URLs).
 	Redirects []string `yaml:"redirects"`
+	// CallbackURL is this server's callback as registered at the
+	// provider (https://chat.example.com/auth/oidc/NAME/callback); default:
+	// derived from each /start request's host.
+	CallbackURL string `yaml:"callback_url"`
 	// AcceptOnConnect lets MQTT CONNECT take this provider's JWT as the
 	// password (username = the mapped user ID).
 	AcceptOnConnect bool `yaml:"accept_on_connect"`
@@ -178,6 +182,11 @@ func (c ProviderConfig) Validate() error {
 	for _, r := range c.Redirects {
 		if err := validRedirect(r); err != nil {
 			return bad("redirect %q: %v", r, err)
+		}
+	}
+	if c.CallbackURL != "" {
+		if err := validRedirect(c.CallbackURL); err != nil || !strings.HasPrefix(c.CallbackURL, "http") {
+			return bad("callback_url %q: want an https:// URL (http:// on localhost)", c.CallbackURL)
 		}
 	}
 	if c.Skew < 0 || c.Skew > 10*time.Minute {

@@ -47,7 +47,7 @@ func newEnv(t *testing.T, mutate ...func(*idp.ProviderConfig)) *env {
 		m(&pc)
 	}
 	svc, err := idp.New(idp.Config{Providers: []idp.ProviderConfig{pc}},
-		idp.Deps{Accounts: a, Now: clock.Now, Registerer: prometheus.NewRegistry()})
+		idp.Deps{Accounts: a, Proposer: h, FSM: h.FSM, Now: clock.Now, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,6 +63,7 @@ type discovered struct {
 // at most once per retryEvery.
 type Provider struct {
 	cfg    ProviderConfig
+	secret string // the client secret (code flow); "" for a public client
 	client *http.Client
 	log    *slog.Logger
 	now    func() time.Time

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -36,7 +37,11 @@ type Config struct {
 
 // Deps are the service's collaborators.
 type Deps struct {
-	Accounts   Accounts
+	Accounts Accounts
+	// Proposer and FSM replicate the browser code flow's pending logins;
+	// both nil: the code flow is off (its routes are not served).
+	Proposer   Proposer
+	FSM        Registrar
 	Logger     *slog.Logger          // nil: slog.Default()
 	Registerer prometheus.Registerer // nil: metrics not registered
 	Now        func() time.Time      // nil: time.Now
@@ -47,6 +52,7 @@ type metrics struct {
 	discoveries   *prometheus.CounterVec
 	jwksFetches   *prometheus.CounterVec
 	exchanges     *prometheus.CounterVec
+	codeFlow      *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -67,6 +73,10 @@ func newMetrics() *metrics {
 			Name: "edgechat_oidc_token_exchanges_total",
 			Help: "POST /auth/oidc/{provider}/token by result.",
 		}, []string{"result"}),
+		codeFlow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_oidc_code_flow_total",
+			Help: "Browser code-flow logins: started, ok, refused.",
+		}, []string{"result"}),
 	}
 }
 
@@ -75,6 +85,8 @@ type Service struct {
 	providers map[string]*Provider
 	byIssuer  map[string]*Provider
 	accounts  Accounts
+	proposer  Proposer // nil: no code flow
+	now       func() time.Time
 	log       *slog.Logger
 	m         *metrics
 }
@@ -97,23 +109,36 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := ValidateAll(list); err != nil {
 		return nil, err
 	}
+	if (deps.Proposer == nil) != (deps.FSM == nil) {
+		return nil, errors.New("oidc: Deps.Proposer and Deps.FSM go together")
+	}
 	s := &Service{providers: map[string]*Provider{}, byIssuer: map[string]*Provider{}, accounts: deps.Accounts,
-		log: deps.Logger.With("service", "oidc"), m: newMetrics()}
+		proposer: deps.Proposer, now: deps.Now, log: deps.Logger.With("service", "oidc"), m: newMetrics()}
 	for _, pc := range list {
 		client, err := httpClient(pc, cfg.HTTPClient)
 		if err != nil {
 			return nil, err
 		}
 		p := newProvider(pc, client, s.log, deps.Now, s.m)
+		if pc.ClientSecretFile != "" {
+			b, err := os.ReadFile(pc.ClientSecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("%w: provider %q: client_secret_file: %w", ErrConfig, pc.Name, err)
+			}
+			p.secret = strings.TrimSpace(string(b))
+		}
 		s.providers[pc.Name] = p
 		s.byIssuer[strings.TrimSuffix(pc.Issuer, "/")] = p
 	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.m.verifications, s.m.discoveries, s.m.jwksFetches, s.m.exchanges} {
+		for _, c := range []prometheus.Collector{s.m.verifications, s.m.discoveries, s.m.jwksFetches, s.m.exchanges, s.m.codeFlow} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("oidc: register metrics: %w", err)
 			}
 		}
+	}
+	if deps.FSM != nil {
+		deps.FSM.Register(wire.CmdOIDCLogin, applyLogin)
 	}
 	return s, nil
 }
@@ -233,6 +258,9 @@ const (
 	CodeInvalidSubjectToken = "invalid_subject_token"
 	CodeClaimRequired       = "claim_required"
 	CodeProviderUnavailable = "provider_unavailable"
+	CodeRedirectNotAllowed  = "redirect_not_allowed"
+	CodeInvalidState        = "invalid_state"
+	CodeLoginFailed         = "login_failed"
 )
 
 // maxExchangeBody bounds the body of a token exchange.
@@ -272,9 +300,15 @@ func validateExchange(req exchangeRequest) error {
 // Routes are the service's HTTP endpoints (all public: the provider's
 // token is the credential).
 func (s *Service) Routes() []httpapi.Route {
-	return []httpapi.Route{
+	routes := []httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/auth/oidc/{provider}/token", Handler: s.handleExchange, Public: true, Class: "auth", MaxBody: maxExchangeBody},
 	}
+	if s.proposer != nil {
+		routes = append(routes,
+			httpapi.Route{Method: http.MethodGet, Pattern: "/auth/oidc/{provider}/start", Handler: s.handleStart, Public: true, Class: "auth"},
+			httpapi.Route{Method: http.MethodGet, Pattern: "/auth/oidc/{provider}/callback", Handler: s.handleCallback, Public: true, Class: "auth"})
+	}
+	return routes
 }
 
 // httpError maps the errors of sign-in to HTTP errors with stable codes.
@@ -282,6 +316,12 @@ func httpError(err error) error {
 	switch {
 	case errors.Is(err, ErrUnknownProvider):
 		return httpapi.Errorf(http.StatusNotFound, CodeUnknownProvider, "no such identity provider")
+	case errors.Is(err, ErrRedirectNotAllowed):
+		return httpapi.Errorf(http.StatusBadRequest, CodeRedirectNotAllowed, "%v", err)
+	case errors.Is(err, ErrBadState):
+		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidState, "%v; start the login again", err)
+	case errors.Is(err, ErrLoginFailed):
+		return httpapi.Errorf(http.StatusUnauthorized, CodeLoginFailed, "%v", err)
 	case errors.Is(err, ErrClaimRequired):
 		return httpapi.Errorf(http.StatusForbidden, CodeClaimRequired, "%v", err)
 	case errors.Is(err, ErrInvalidToken):

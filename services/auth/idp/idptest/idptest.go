@@ -8,6 +8,7 @@ package idptest
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -39,8 +40,12 @@ type Provider struct {
 
 	srv       *httptest.Server
 	mu        sync.Mutex
-	keys      []key // published; the last one signs
-	down      bool  // discovery and JWKS answer 503
+	keys      []key            // published; the last one signs
+	down      bool             // discovery and JWKS answer 503
+	next      Claims           // who signs in at /authorize next
+	codes     map[string]grant // issued authorization codes
+	badNonce  bool             // ID tokens of the code flow carry a wrong nonce
+	secret    string           // required client secret ("" : a public client)
 	jwksHits  atomic.Int64
 	discHits  atomic.Int64
 	keyNumber int
@@ -49,10 +54,12 @@ type Provider struct {
 // Start starts a provider; it stops when the test ends.
 func Start(t testing.TB) *Provider {
 	t.Helper()
-	p := &Provider{}
+	p := &Provider{codes: map[string]grant{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
 	mux.HandleFunc("GET /jwks", p.jwks)
+	mux.HandleFunc("GET /authorize", p.authorize)
+	mux.HandleFunc("POST /token", p.token)
 	p.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(p.srv.Close)
 	p.Issuer = p.srv.URL
@@ -226,4 +233,115 @@ func (p *Provider) HMACWithPublicKey(c Claims) string {
 	}
 	s, _ := obj.CompactSerialize()
 	return s
+}
+
+type grant struct {
+	claims    Claims
+	nonce     string
+	challenge string
+	redirect  string
+}
+
+// NextLogin sets who signs in at the authorization endpoint next (consent
+// is skipped): the claims of the ID token issued for the code.
+func (p *Provider) NextLogin(c Claims) {
+	p.mu.Lock()
+	p.next = c
+	p.mu.Unlock()
+}
+
+// SetBadNonce makes the code flow's ID tokens carry a nonce other than
+// the one asked for.
+func (p *Provider) SetBadNonce(bad bool) {
+	p.mu.Lock()
+	p.badNonce = bad
+	p.mu.Unlock()
+}
+
+// RequireSecret makes the token endpoint require this client secret.
+func (p *Provider) RequireSecret(secret string) {
+	p.mu.Lock()
+	p.secret = secret
+	p.mu.Unlock()
+}
+
+func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("client_id") != ClientID || q.Get("response_type") != "code" || q.Get("redirect_uri") == "" {
+		http.Error(w, "bad authorization request", http.StatusBadRequest)
+		return
+	}
+	if q.Get("code_challenge_method") != "S256" || q.Get("code_challenge") == "" {
+		http.Error(w, "PKCE S256 required", http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	next := p.next
+	p.mu.Unlock()
+	if next == nil {
+		http.Error(w, "nobody signs in (NextLogin)", http.StatusForbidden)
+		return
+	}
+	code := randomString()
+	p.mu.Lock()
+	p.codes[code] = grant{claims: next, nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri")}
+	p.mu.Unlock()
+	u := q.Get("redirect_uri") + "?code=" + code + "&state=" + q.Get("state")
+	http.Redirect(w, r, u, http.StatusFound)
+}
+
+func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	fail := func(code string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
+	}
+	p.mu.Lock()
+	g, ok := p.codes[r.PostForm.Get("code")]
+	delete(p.codes, r.PostForm.Get("code")) // single use
+	secret, badNonce := p.secret, p.badNonce
+	p.mu.Unlock()
+	id, pw, basic := r.BasicAuth()
+	if !basic {
+		id, pw = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	switch {
+	case !ok || r.PostForm.Get("grant_type") != "authorization_code":
+		fail("invalid_grant")
+		return
+	case id != ClientID || (secret != "" && pw != secret):
+		fail("invalid_client")
+		return
+	case r.PostForm.Get("redirect_uri") != g.redirect:
+		fail("invalid_grant")
+		return
+	}
+	sum := sha256.Sum256([]byte(r.PostForm.Get("code_verifier")))
+	if base64.RawURLEncoding.EncodeToString(sum[:]) != g.challenge {
+		fail("invalid_grant") // PKCE
+		return
+	}
+	claims := Claims{}
+	for k, v := range g.claims {
+		claims[k] = v
+	}
+	claims["nonce"] = g.nonce
+	if badNonce {
+		claims["nonce"] = "not-" + g.nonce
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": randomString(), "token_type": "Bearer",
+		"expires_in": 3600, "id_token": p.Token(claims)})
+}
+
+func randomString() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
 }
