@@ -326,3 +326,62 @@ func TestOIDCCodeFlow(t *testing.T) {
 		t.Fatalf("%d accounts after a replay and a bad nonce, want %d", c, before)
 	}
 }
+
+func TestOIDCIdentityLinks(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op))
+	bobTok, carolTok := n.NewUser(t, "bob"), n.NewUser(t, "carol")
+	type list struct {
+		Identities []struct {
+			Provider, Issuer, Subject string
+		} `json:"identities"`
+		Password bool                  `json:"password"`
+		Error    struct{ Code string } `json:"error"`
+	}
+	corpTok := op.Token(idptest.Claims{"sub": "n-1", "preferred_username": "robert"})
+	var l list
+	if st := api(t, n, bobTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok}, &l); st != 200 ||
+		len(l.Identities) != 1 || l.Identities[0].Subject != "n-1" || l.Identities[0].Provider != "corp" || !l.Password {
+		t.Fatalf("link: %d %+v", st, l)
+	}
+	// Signing in with the provider now reaches bob, not a new account.
+	if status, got := exchange(t, n, "corp", corpTok); status != 200 || got.UserID != "bob" {
+		t.Fatalf("exchange after linking: %d %+v", status, got)
+	}
+	// Nobody else can take that provider account.
+	var e list
+	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok}, &e); st != 409 || e.Error.Code != idp.CodeIdentityTaken {
+		t.Fatalf("carol links bob's: %d %+v", st, e)
+	}
+	// Linking needs a valid token of a known provider.
+	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": op.Token(idptest.Claims{"sub": "c", "aud": "x"})}, &e); st != 401 || e.Error.Code != idp.CodeInvalidSubjectToken {
+		t.Fatalf("link with a bad token: %d %+v", st, e)
+	}
+	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "nope", "subjectToken": corpTok}, &e); st != 404 || e.Error.Code != idp.CodeUnknownProvider {
+		t.Fatalf("link with an unknown provider: %d %+v", st, e)
+	}
+	if st := api(t, n, "", http.MethodGet, "/user/me/identities", nil, &e); st != 401 {
+		t.Fatalf("list without a token: %d", st)
+	}
+	// Bob has a password: he may unlink.
+	if st := api(t, n, bobTok, http.MethodDelete, "/user/me/identities/corp", nil, nil); st != 204 {
+		t.Fatalf("unlink: %d", st)
+	}
+	if st := api(t, n, bobTok, http.MethodGet, "/user/me/identities", nil, &l); st != 200 || len(l.Identities) != 0 {
+		t.Fatalf("after unlink: %d %+v", st, l)
+	}
+	if st := api(t, n, bobTok, http.MethodDelete, "/user/me/identities/corp", nil, &e); st != 404 {
+		t.Fatalf("unlink twice: %d %+v", st, e)
+	}
+	// A provider-only account cannot remove its only way in.
+	_, dana := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "d-1", "preferred_username": "dana"}))
+	if st := api(t, n, dana.AccessToken, http.MethodGet, "/user/me/identities", nil, &l); st != 200 || len(l.Identities) != 1 || l.Password {
+		t.Fatalf("dana's identities: %d %+v", st, l)
+	}
+	if st := api(t, n, dana.AccessToken, http.MethodDelete, "/user/me/identities/corp", nil, &e); st != 409 || e.Error.Code != idp.CodeLastSignIn {
+		t.Fatalf("dana unlinks her only way in: %d %+v", st, e)
+	}
+	if status, got := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "d-1"})); status != 200 || got.UserID != "dana" {
+		t.Fatalf("dana still signs in: %d %+v", status, got)
+	}
+}

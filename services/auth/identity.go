@@ -37,8 +37,17 @@ const (
 	maxUsernameTry = 1000 // suffixes tried on a username clash
 )
 
-// ErrBadIdentity: a federated identity without a usable issuer or subject.
-var ErrBadIdentity = errors.New("auth: bad federated identity")
+// Errors of federated identities.
+var (
+	// ErrBadIdentity: a federated identity without a usable issuer or subject.
+	ErrBadIdentity = errors.New("auth: bad federated identity")
+	// ErrIdentityTaken: the provider's subject is linked to another account.
+	ErrIdentityTaken = errors.New("auth: this provider account is linked to another user")
+	// ErrNoIdentity: the account has no link to that provider.
+	ErrNoIdentity = errors.New("auth: no link to that provider")
+	// ErrLastSignIn: unlinking would leave the account no way to sign in.
+	ErrLastSignIn = errors.New("auth: the last way to sign in cannot be removed")
+)
 
 // FederatedIdentity is a user as an identity provider vouched for them
 // (see services/auth/idp).
@@ -64,6 +73,11 @@ type IdentityLink struct {
 }
 
 type identitySignInCmd struct {
+	// Op: "" signs in (creating the account when new); "link" links the
+	// identity to the existing account LinkTo; "unlink" removes LinkTo's
+	// link (unless it is the account's last way to sign in).
+	Op       string    `json:"op,omitempty"`
+	LinkTo   string    `json:"linkTo,omitempty"`
 	Issuer   string    `json:"iss"`
 	Subject  string    `json:"sub"`
 	Provider string    `json:"provider"`
@@ -151,6 +165,19 @@ func applyIdentitySignIn(tx *badger.Txn, _ fsm.Position, payload []byte) (any, e
 	if err := decodeCmd(payload, &c); err != nil {
 		return nil, err
 	}
+	switch c.Op {
+	case "link", "unlink":
+		if validIdentity(c.Issuer, c.Subject) != nil || wire.ValidUserID(c.LinkTo) != nil {
+			return nil, fmt.Errorf("%w: bad identity %s", errBadCommand, c.Op)
+		}
+		if c.Op == "link" {
+			return applyIdentityLink(tx, c)
+		}
+		return applyIdentityUnlink(tx, c)
+	case "":
+	default:
+		return nil, fmt.Errorf("%w: identity op %q", errBadCommand, c.Op)
+	}
 	if validIdentity(c.Issuer, c.Subject) != nil || wire.ValidUserID(c.Base) != nil ||
 		len(c.Picture) > maxPictureLen || len(c.Email) > maxEmailLen {
 		return nil, fmt.Errorf("%w: bad identity sign-in", errBadCommand)
@@ -212,6 +239,158 @@ func applyIdentitySignIn(tx *badger.Txn, _ fsm.Position, payload []byte) (any, e
 		return nil, err
 	}
 	return identitySignInResult{Account: a, Created: true}, nil
+}
+
+// liveAccount reads uid's account unless it is missing or deleted.
+func liveAccount(tx *badger.Txn, uid string) (account, bool, error) {
+	var a account
+	ok, err := getJSON(tx, prefixAccount+uid, &a)
+	if err != nil || !ok {
+		return account{}, false, err
+	}
+	gone, err := keyExists(tx, prefixGone+uid)
+	return a, !gone, err
+}
+
+// applyIdentityLink links (issuer, subject) to the existing account
+// LinkTo; a link to another live account is refused.
+func applyIdentityLink(tx *badger.Txn, c identitySignInCmd) (any, error) {
+	a, ok, err := liveAccount(tx, c.LinkTo)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNoAccount
+	}
+	ik := identKey(c.Issuer, c.Subject)
+	var l IdentityLink
+	found, err := getJSON(tx, prefixIdent+ik, &l)
+	if err != nil {
+		return nil, err
+	}
+	if found && l.UID == c.LinkTo {
+		return identitySignInResult{Account: a}, nil
+	}
+	if found {
+		if _, live, err := liveAccount(tx, l.UID); err != nil {
+			return nil, err
+		} else if live {
+			return nil, ErrIdentityTaken
+		}
+		if err := tx.Delete([]byte(prefixUserIdent + l.UID + "/" + ik)); err != nil {
+			return nil, err
+		}
+	}
+	l = IdentityLink{UID: c.LinkTo, Provider: c.Provider, Issuer: c.Issuer, Subject: c.Subject, Email: c.Email,
+		Picture: c.Picture, LinkedAt: c.At}
+	if err := setJSON(tx, prefixIdent+ik, l); err != nil {
+		return nil, err
+	}
+	return identitySignInResult{Account: a}, setJSON(tx, prefixUserIdent+c.LinkTo+"/"+ik, l)
+}
+
+// applyIdentityUnlink removes LinkTo's link to (issuer, subject), unless
+// the account would be left without a password and without links.
+func applyIdentityUnlink(tx *badger.Txn, c identitySignInCmd) (any, error) {
+	a, ok, err := liveAccount(tx, c.LinkTo)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, ErrNoAccount
+	}
+	ik := identKey(c.Issuer, c.Subject)
+	var l IdentityLink
+	found, err := getJSON(tx, prefixIdent+ik, &l)
+	if err != nil {
+		return nil, err
+	}
+	if !found || l.UID != c.LinkTo {
+		return nil, ErrNoIdentity
+	}
+	if a.Hash == "" {
+		n := 0
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixUserIdent + c.LinkTo + "/")})
+		for it.Rewind(); it.Valid() && n < 2; it.Next() {
+			n++
+		}
+		it.Close()
+		if n < 2 {
+			return nil, ErrLastSignIn
+		}
+	}
+	if err := tx.Delete([]byte(prefixIdent + ik)); err != nil {
+		return nil, err
+	}
+	return nil, tx.Delete([]byte(prefixUserIdent + c.LinkTo + "/" + ik))
+}
+
+// LinkIdentity links a provider's subject to the signed-in account uid
+// (POST /user/me/identities). Linking it again is harmless;
+// ErrIdentityTaken when another account holds it.
+func (s *Service) LinkIdentity(ctx context.Context, uid string, id FederatedIdentity) error {
+	if err := validIdentity(id.Issuer, id.Subject); err != nil {
+		return err
+	}
+	if wire.ValidUserID(uid) != nil || s.gone.has(uid) {
+		return fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	}
+	picture, email := id.Picture, id.Email
+	if len(picture) > maxPictureLen || !strings.HasPrefix(picture, "https://") {
+		picture = ""
+	}
+	if len(email) > maxEmailLen {
+		email = ""
+	}
+	_, err := s.propose(ctx, wire.CmdIdentitySignIn, identitySignInCmd{Op: "link", LinkTo: uid, Issuer: id.Issuer,
+		Subject: id.Subject, Provider: id.Provider, Email: email, Picture: picture, At: s.now().UTC()})
+	switch {
+	case isErr(err, ErrIdentityTaken):
+		return ErrIdentityTaken
+	case isErr(err, ErrNoAccount):
+		return fmt.Errorf("%w: %s", ErrNoAccount, uid)
+	case err != nil:
+		return fmt.Errorf("auth: link identity: %w", err)
+	}
+	s.log.Info("identity linked", "uid", uid, "provider", id.Provider)
+	return nil
+}
+
+// UnlinkIdentity removes uid's link to the provider named provider
+// (DELETE /user/me/identities/{provider}): ErrNoIdentity when there is
+// none, ErrLastSignIn when it is the account's only way in.
+func (s *Service) UnlinkIdentity(ctx context.Context, uid, provider string) error {
+	links, err := s.Identities(uid)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.Provider != provider {
+			continue
+		}
+		_, err := s.propose(ctx, wire.CmdIdentitySignIn, identitySignInCmd{Op: "unlink", LinkTo: uid, Issuer: l.Issuer,
+			Subject: l.Subject, Provider: l.Provider, At: s.now().UTC()})
+		switch {
+		case isErr(err, ErrLastSignIn):
+			return ErrLastSignIn
+		case isErr(err, ErrNoIdentity):
+			return ErrNoIdentity
+		case err != nil:
+			return fmt.Errorf("auth: unlink identity: %w", err)
+		}
+		s.log.Info("identity unlinked", "uid", uid, "provider", provider)
+		return nil
+	}
+	return fmt.Errorf("%w: %q", ErrNoIdentity, provider)
+}
+
+// HasPassword reports whether uid can sign in with a password.
+func (s *Service) HasPassword(uid string) (bool, error) {
+	a, found, err := s.readAccount(uid)
+	if err != nil {
+		return false, err
+	}
+	return found && a.Hash != "", nil
 }
 
 // deleteIdentityLinks removes an erased account's links to providers

@@ -69,3 +69,23 @@ func FuzzParseJWKS(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeLink: a body of POST /user/me/identities is a valid request
+// or a 4xx httpapi.Error.
+func FuzzDecodeLink(f *testing.F) {
+	f.Add([]byte(`{"provider":"corp","subjectToken":"a.b.c"}`))
+	f.Add([]byte(`{"provider":""}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := decodeLink(body)
+		if err != nil {
+			var he *httpapi.Error
+			if !errors.As(err, &he) || he.Status < 400 || he.Status > 499 || he.Code == "" {
+				t.Fatalf("decoder error is not a 4xx httpapi.Error: %#v", err)
+			}
+			return
+		}
+		if req.Provider == "" || req.SubjectToken == "" {
+			t.Fatalf("accepted %+v", req)
+		}
+	})
+}

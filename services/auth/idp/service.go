@@ -25,6 +25,10 @@ import (
 type Accounts interface {
 	SignInFederated(ctx context.Context, id auth.FederatedIdentity) (auth.Tokens, error)
 	FederatedPrincipal(ctx context.Context, id auth.FederatedIdentity) (wire.Principal, error)
+	LinkIdentity(ctx context.Context, uid string, id auth.FederatedIdentity) error
+	UnlinkIdentity(ctx context.Context, uid, provider string) error
+	Identities(uid string) ([]auth.IdentityLink, error)
+	HasPassword(uid string) (bool, error)
 }
 
 // Config configures the providers.
@@ -303,6 +307,7 @@ func (s *Service) Routes() []httpapi.Route {
 	routes := []httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/auth/oidc/{provider}/token", Handler: s.handleExchange, Public: true, Class: "auth", MaxBody: maxExchangeBody},
 	}
+	routes = append(routes, s.identityRoutes()...)
 	if s.proposer != nil {
 		routes = append(routes,
 			httpapi.Route{Method: http.MethodGet, Pattern: "/auth/oidc/{provider}/start", Handler: s.handleStart, Public: true, Class: "auth"},
@@ -331,6 +336,12 @@ func httpError(err error) error {
 			Message: "the identity provider cannot be reached; retry later", RetryAfter: 5 * time.Second}
 	case errors.Is(err, auth.ErrBadIdentity):
 		return httpapi.Errorf(http.StatusUnauthorized, CodeInvalidSubjectToken, "%v", err)
+	case errors.Is(err, auth.ErrIdentityTaken):
+		return httpapi.Errorf(http.StatusConflict, CodeIdentityTaken, "%v", err)
+	case errors.Is(err, auth.ErrLastSignIn):
+		return httpapi.Errorf(http.StatusConflict, CodeLastSignIn, "%v: link another provider first", err)
+	case errors.Is(err, auth.ErrNoIdentity):
+		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "%v", err)
 	case errors.Is(err, auth.ErrUsernameTaken):
 		return httpapi.Errorf(http.StatusConflict, auth.CodeUsernameTaken, "no free user ID for this username")
 	case errors.Is(err, wire.ErrUnavailable):
