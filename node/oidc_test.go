@@ -198,6 +198,28 @@ func TestOIDCConcurrentFirstSignInOnTwoNodesMakesOneAccount(t *testing.T) {
 			t.Fatalf("%s: links %+v %v", n.Config.NodeID, links, err)
 		}
 	}
+
+	// The code flow started on one node finishes on the other (the
+	// pending login is replicated); its state is spent cluster-wide.
+	op.NextLogin(idptest.Claims{"sub": "h-1"})
+	b := browser(t, op, isCallback)
+	resp, _ := browse(t, b, nodes[0].HTTPURL+"/auth/oidc/corp/start")
+	cb, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || err != nil || !isCallback(cb) {
+		t.Fatalf("start on n1: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	cookies := b.Jar.Cookies(cb)
+	other, _ := url.Parse(nodes[1].HTTPURL)
+	cb.Host = other.Host
+	if resp, got := browse(t, b, cb.String()); resp.StatusCode != 200 || got.UserID != "hana" {
+		t.Fatalf("callback on n2: %d %+v", resp.StatusCode, got)
+	}
+	replay := browser(t, op, nil)
+	cb.Host = nodes[0].HTTPURL[len("http://"):]
+	replay.Jar.SetCookies(cb, cookies)
+	if resp, got := browse(t, replay, cb.String()); resp.StatusCode != 400 || got.Error.Code != idp.CodeInvalidState {
+		t.Fatalf("replay on n1 of a state spent on n2: %d %+v", resp.StatusCode, got)
+	}
 }
 
 func TestPasswordLoginOff(t *testing.T) {
