@@ -254,7 +254,7 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	t, redirect, err := s.callback(r)
 	if err != nil {
 		s.m.codeFlow.WithLabelValues("refused").Inc()
-		s.log.Info("code-flow login refused", "provider", r.PathValue("provider"), "err", err)
+		s.log.Debug("code-flow login refused", "provider", r.PathValue("provider"), "err", err)
 		httpapi.WriteError(w, httpError(err))
 		return
 	}

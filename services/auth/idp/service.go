@@ -366,7 +366,11 @@ func (s *Service) handleExchange(w http.ResponseWriter, r *http.Request) {
 	t, err := s.Exchange(r.Context(), r.PathValue("provider"), req.SubjectToken)
 	if err != nil {
 		s.m.exchanges.WithLabelValues("refused").Inc()
-		s.log.Info("token exchange refused", "provider", r.PathValue("provider"), "err", err)
+		level := slog.LevelDebug // bad tokens: counted, not a flood in the log
+		if errors.Is(err, ErrProviderUnavailable) || errors.Is(err, wire.ErrUnavailable) {
+			level = slog.LevelWarn
+		}
+		s.log.Log(r.Context(), level, "token exchange refused", "provider", r.PathValue("provider"), "err", err)
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
