@@ -236,6 +236,7 @@ func (n *Node) buildServices() (err error) {
 		if err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
+		n.Auth.SetProviderCheck(n.IDP.CheckToken) // DELETE /user/me of an account without a password
 	}
 	mctx, cancel := context.WithTimeout(context.Background(), time.Minute) // S3 buckets are created at start
 	err = n.buildMedia(mctx)

@@ -407,3 +407,31 @@ func TestOIDCIdentityLinks(t *testing.T) {
 		t.Fatalf("dana still signs in: %d %+v", status, got)
 	}
 }
+
+func TestOIDCAccountDeletesItselfWithAProviderToken(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op), nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	_, olga := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "o-1", "preferred_username": "olga"}))
+	_, paul := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "p-1", "preferred_username": "paul"}))
+	var e loginAnswer
+	// No password to give; another user's provider token does not do.
+	if st := api(t, n, olga.AccessToken, http.MethodDelete, "/user/me", map[string]string{"password": ""}, &e); st != 403 {
+		t.Fatalf("delete with an empty password: %d %+v", st, e)
+	}
+	if st := api(t, n, olga.AccessToken, http.MethodDelete, "/user/me", map[string]string{"provider": "corp", "subjectToken": op.Token(idptest.Claims{"sub": "p-1"})}, &e); st != 403 {
+		t.Fatalf("delete with paul's provider token: %d %+v", st, e)
+	}
+	if st := api(t, n, olga.AccessToken, http.MethodDelete, "/user/me", map[string]string{"provider": "corp", "subjectToken": op.Token(idptest.Claims{"sub": "o-1", "aud": "x"})}, &e); st != 403 {
+		t.Fatalf("delete with a bad token: %d %+v", st, e)
+	}
+	var res struct{ UserID string }
+	if st := api(t, n, olga.AccessToken, http.MethodDelete, "/user/me", map[string]string{"provider": "corp", "subjectToken": op.Token(idptest.Claims{"sub": "o-1"})}, &res); st != 202 || res.UserID != "olga" {
+		t.Fatalf("delete with her own provider token: %d %+v", st, res)
+	}
+	if _, err := n.Auth.VerifyAccessToken(paul.AccessToken); err != nil {
+		t.Fatalf("paul is untouched: %v", err)
+	}
+	if _, err := n.Auth.VerifyAccessToken(olga.AccessToken); err == nil {
+		t.Fatal("olga's token still verifies")
+	}
+}

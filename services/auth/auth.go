@@ -234,6 +234,8 @@ type Service struct {
 	eraseMu    sync.Mutex
 	erasers    []namedEraser
 	onDisabled []func(uid string)
+
+	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
 	deletions  *prometheus.CounterVec
 	eraseSteps prometheus.Counter
 	erased     prometheus.Counter

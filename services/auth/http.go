@@ -25,6 +25,9 @@ const (
 // maxAuthBody bounds auth request bodies: they hold a few short strings.
 const maxAuthBody = 4 << 10
 
+// maxDeleteBody bounds DELETE /user/me, which may carry a provider's JWT.
+const maxDeleteBody = 24 << 10
+
 // Request bodies.
 type registerRequest struct {
 	Username    string `json:"username"`
@@ -58,7 +61,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/auth/logout", Handler: s.handleLogout, Public: true, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
-		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
 	}
 }
 

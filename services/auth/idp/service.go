@@ -203,6 +203,20 @@ func (s *Service) Exchange(ctx context.Context, provider, subjectToken string) (
 	return s.accounts.SignInFederated(ctx, toAuth(id))
 }
 
+// CheckToken verifies a token of the named provider: the identity it
+// proves (for auth.Service.SetProviderCheck).
+func (s *Service) CheckToken(ctx context.Context, provider, token string) (auth.FederatedIdentity, error) {
+	p, err := s.Provider(provider)
+	if err != nil {
+		return auth.FederatedIdentity{}, err
+	}
+	id, err := p.Verify(ctx, token, "")
+	if err != nil {
+		return auth.FederatedIdentity{}, err
+	}
+	return toAuth(id), nil
+}
+
 // UnverifiedIssuer reads the "iss" claim of a JWT without verifying
 // anything: only to pick the verifier. "" when it is not a JWT.
 func UnverifiedIssuer(token string) string {
