@@ -12,7 +12,7 @@ MINIO_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgechat-minio/$(MINIO_V
 MC_VERSION ?= v0.0.0-20250313080218-cf909e1063a9
 MC_DIR     ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/edgechat-mc/$(MC_VERSION)
 
-.PHONY: run test test-chaos vet fuzz build cross bench bench-compare bench-group clean minio mc
+.PHONY: run test test-chaos vet fuzz build cross bench bench-compare bench-group clean minio mc web-vendor web-screenshots
 
 ## run: start a complete single-node edgechat (data in ./data)
 run:
@@ -23,6 +23,17 @@ run:
 test: vet minio mc
 	EDGECHAT_MINIO=$${EDGECHAT_MINIO:-$(MINIO_DIR)/minio} EDGECHAT_MC=$${EDGECHAT_MC:-$(MC_DIR)/mc} $(GO) test -race -timeout 25m ./...
 	cd third_party/mochi-mqtt-server && $(GO) test -race ./...   # our patch of the broker library
+
+## web-vendor: refresh the web client's vendored mqtt.js from npm at the
+## pinned version (MQTT_JS_VERSION), checked against npm's integrity, and
+## record its checksum in clients/web/vendor.sum
+web-vendor:
+	scripts/web-vendor.sh
+
+## web-screenshots: run the web client's browser tests with screenshots
+## saved into docs/screenshots (needs chromium)
+web-screenshots:
+	EDGECHAT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run 'TestImageMessage|TestGroupsTypingReceiptsPresence' ./clients/web/
 
 ## minio: build the pinned MinIO server into $(MINIO_DIR) unless it is there
 minio:

@@ -43,6 +43,7 @@ type Config struct {
 	AdvertiseMQTT    string        `yaml:"advertise_mqtt"`    // public MQTT URL of this node, for /cluster/connect
 	AdvertiseWS      string        `yaml:"advertise_ws"`      // public MQTT-over-WebSocket URL of this node
 	Dev              bool          `yaml:"dev"`
+	WebClient        bool          `yaml:"web_client"` // serve the browser app at / (off: API and MQTT only)
 	AllowedOrigins   []string      `yaml:"allowed_origins"`
 	TrustedProxies   []string      `yaml:"trusted_proxies"`
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
@@ -150,6 +151,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		DataDir:       "./data",
+		WebClient:     true,
 		HTTPAddr:      ":8080",
 		MQTTAddr:      ":1883",
 		MQTTSAddr:     ":8883",
@@ -292,6 +294,14 @@ var settings = append([]setting{
 			return fmt.Errorf("not a boolean: %q", v)
 		}
 		c.Dev = b
+		return nil
+	}},
+	{name: "web-client", usage: "serve the browser chat app at / (false: API and MQTT only)", isBool: true, set: func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", v)
+		}
+		c.WebClient = b
 		return nil
 	}},
 	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket (default: same host only)", set: listSetter(func(c *Config) *[]string { return &c.AllowedOrigins })},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,7 @@ import (
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/clients/web"
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -363,6 +365,14 @@ func (n *Node) buildHTTP() (err error) {
 		n.Gateway.Mount(n.IDP.Routes()...)
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
+	if n.cfg.WebClient {
+		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.Gateway.Handle("GET /{$}", http.HandlerFunc(app.ServeIndex))
+		n.Gateway.Handle("GET /assets/", http.HandlerFunc(app.ServeAsset))
+	}
 	return nil
 }
 

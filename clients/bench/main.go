@@ -65,6 +65,7 @@ Usage:
   bench group      [flags]   a group of N members (10,000), M online (1,000): send → last member's delivery per message
   bench refserver  [--listen ADDR]   a plain mochi-mqtt broker to compare with (use --anon)
   bench freeport   [-n N]    print N free TCP ports on 127.0.0.1 (for scripts)
+  bench fsync      [flags]   the disk's append+fdatasync latency (what bounds a durable PUBACK)
   bench report     [flags]   write docs/perf/README.md from a bench-compare results directory
 
 dm, rooms and durable run at --rate or sweep --sweep 1000,2000,5000 (or
@@ -284,6 +285,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return ignoreHelp(err)
 		}
 		return runHistoryCmd(ctx, cfg, &c, *target, stdout, stderr)
+	case "fsync":
+		ff := flag.NewFlagSet(mode, flag.ContinueOnError)
+		ff.SetOutput(stderr)
+		var fc FsyncConfig
+		ff.StringVar(&fc.Dir, "dir", ".", "directory on the disk to probe (a node's data directory)")
+		ff.IntVar(&fc.N, "n", 2000, "writes")
+		ff.IntVar(&fc.Size, "size", 4096, "bytes per write")
+		if err := parse(ff, args); err != nil {
+			return ignoreHelp(err)
+		}
+		r, err := RunFsync(ctx, fc)
+		if err != nil {
+			return err
+		}
+		printFsync(stdout, fc, r)
+		return nil
 	case "freeport":
 		fp := flag.NewFlagSet(mode, flag.ContinueOnError)
 		fp.SetOutput(stderr)

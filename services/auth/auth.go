@@ -200,8 +200,8 @@ type Deps struct {
 // Tokens is the answer of login and refresh.
 type Tokens struct {
 	AccessToken  string `json:"accessToken"`
-	RefreshToken string `json:"refreshToken"`
-	ExpiresIn    int    `json:"expiresIn"` // seconds until the access token expires
+	RefreshToken string `json:"refreshToken,omitempty"` // empty when it went into the session cookie
+	ExpiresIn    int    `json:"expiresIn"`              // seconds until the access token expires
 	UserID       string `json:"userId"`
 }
 
@@ -236,9 +236,9 @@ type Service struct {
 	onDisabled []func(uid string)
 
 	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
-	deletions  *prometheus.CounterVec
-	eraseSteps prometheus.Counter
-	erased     prometheus.Counter
+	deletions     *prometheus.CounterVec
+	eraseSteps    prometheus.Counter
+	erased        prometheus.Counter
 }
 
 // New loads (or creates) the signing keys and registers the FSM handlers.

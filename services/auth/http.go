@@ -35,19 +35,23 @@ type registerRequest struct {
 	DisplayName string `json:"displayName,omitempty"`
 }
 
+// Session "cookie" puts the refresh token into a cookie (session.go).
 type loginRequest struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
+	Session  string `json:"session,omitempty"`
 }
 
+// refreshRequest: RefreshToken empty takes the session cookie's.
 type refreshRequest struct {
-	RefreshToken string `json:"refreshToken"`
+	RefreshToken string `json:"refreshToken,omitempty"`
+	Session      string `json:"session,omitempty"`
 }
 
 // logoutRequest: Device names the device that logs out (the {deviceID}
 // of its MQTT client ID), so that its push registration goes too.
 type logoutRequest struct {
-	RefreshToken string `json:"refreshToken"`
+	RefreshToken string `json:"refreshToken,omitempty"` // empty: the session cookie's
 	Device       string `json:"device,omitempty"`
 }
 
@@ -64,6 +68,8 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
 	}
 }
+
+var errBadSession = httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, `session must be "cookie" or absent`)
 
 // httpError maps the service's errors to HTTP errors with stable codes.
 func httpError(err error) error {
@@ -167,10 +173,17 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(ErrPasswordLoginOff))
 		return
 	}
+	if !validSessionMode(req.Session) {
+		httpapi.WriteError(w, errBadSession)
+		return
+	}
 	t, err := s.Login(r.Context(), req.Username, req.Password, clientIP(r))
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
+	}
+	if req.Session == sessionCookieMode {
+		s.setSessionCookie(w, r, &t)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	httpapi.WriteJSON(w, http.StatusOK, t)
@@ -182,10 +195,24 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if !validSessionMode(req.Session) {
+		httpapi.WriteError(w, errBadSession)
+		return
+	}
+	fromCookie := req.RefreshToken == ""
+	if fromCookie {
+		req.RefreshToken = cookieRefreshToken(r)
+	}
 	t, err := s.Refresh(r.Context(), req.RefreshToken)
 	if err != nil {
+		if fromCookie {
+			clearSessionCookie(w, r) // spent or revoked: the page signs in again
+		}
 		httpapi.WriteError(w, httpError(err))
 		return
+	}
+	if fromCookie || req.Session == sessionCookieMode {
+		s.setSessionCookie(w, r, &t)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	httpapi.WriteJSON(w, http.StatusOK, t)
@@ -196,6 +223,10 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
+	}
+	if req.RefreshToken == "" {
+		req.RefreshToken = cookieRefreshToken(r)
+		clearSessionCookie(w, r)
 	}
 	if err := s.LogoutDevice(r.Context(), req.RefreshToken, req.Device); err != nil {
 		httpapi.WriteError(w, httpError(err))

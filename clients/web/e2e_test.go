@@ -1,0 +1,510 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// chromium finds the browser: $EDGECHAT_CHROMIUM or chromium on PATH.
+// Without one the browser tests skip, except in CI (.ci/run installs it).
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("EDGECHAT_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no chromium on PATH (apt-get install chromium)")
+	}
+	t.Skip("no chromium on PATH")
+	return ""
+}
+
+// browser starts a headless Chromium of its own (its own profile, so its
+// own cookies: one user per browser).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox, // tests run as root in CI
+		chromedp.WindowSize(1100, 800),
+	)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+// run performs actions with a deadline; a failure names the step.
+func run(t *testing.T, ctx context.Context, step string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	defer func() { t.Logf("%s: %v", step, time.Since(start).Round(time.Millisecond)) }()
+	if err := chromedp.Do(sctx, actions...); err != nil {
+		// What the page showed, to tell why.
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		page, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`document.getElementById('app').innerText`))
+		t.Fatalf("%s: %v\nthe page showed:\n%s", step, err, page)
+	}
+}
+
+// value runs one action that gives a value.
+func value[T any](t *testing.T, ctx context.Context, step string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	return v
+}
+
+func register(t *testing.T, ctx context.Context, base, user string) {
+	t.Helper()
+	run(t, ctx, user+": open the app and create an account",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), user),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "password-"+user),
+		chromedp.Click(chromedp.CSS(`#register`)),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+}
+
+// shot saves a screenshot of the page as NAME.png into the directory
+// $EDGECHAT_SCREENSHOTS names (docs/screenshots: `make web-screenshots`);
+// without it, nothing.
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("EDGECHAT_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png := value(t, ctx, "screenshot "+name, chromedp.CaptureScreenshot())
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// darkTheme makes the page see prefers-color-scheme: dark.
+func darkTheme() chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+		return err
+	})
+}
+
+// textOf reads the text of the first element matching sel.
+// (in one evaluation: the app re-renders lists, so a node found first
+// and read later may be gone).
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	q, err := json.Marshal(sel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eval[string](t, ctx, `(document.querySelector(`+string(q)+`) || {textContent: ''}).textContent`)
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	return value(t, ctx, "evaluate "+js, chromedp.Evaluate[T](js))
+}
+
+// Two people in two real browsers against a real node: sign up, start a
+// direct chat, exchange messages in real time (the unread badge counts
+// what arrives while the chat is closed); a body full of HTML and script
+// is shown as text and runs nothing; a reload keeps the session (the
+// HttpOnly cookie) and the history; signing out ends the session for
+// good.
+func TestTwoBrowsersChat(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	const hostile = `<img src=x onerror="window.__xss=1">hello <b>bob</b> <script>window.__xss=2</script>`
+	run(t, alice, "alice opens a chat with bob and sends",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), hostile+"\n"),
+		// The pending copy is replaced by the stored one, which has an ID.
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if got := textOf(t, alice, `.msg.mine[data-id]`); !strings.Contains(got, hostile) {
+		t.Fatalf("alice's message shows %q", got)
+	}
+
+	run(t, bob, "bob sees the new conversation with one unread",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:alice"] .badge`)),
+	)
+	if got := textOf(t, bob, `[data-conv="d:alice"] .badge`); got != "1" {
+		t.Fatalf("bob's unread badge: %q", got)
+	}
+	run(t, bob, "bob opens it",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+	if got := textOf(t, bob, `.msg[data-id]`); !strings.Contains(got, hostile) {
+		t.Fatalf("bob sees %q", got)
+	}
+	if imgs := eval[int](t, bob, `document.querySelectorAll('.messages img, .messages script, .messages b').length`); imgs != 0 {
+		t.Fatalf("the message body became %d elements", imgs)
+	}
+	if xss := eval[bool](t, bob, `window.__xss !== undefined`); xss {
+		t.Fatal("script from a message body ran")
+	}
+
+	// While alice's tab is hidden, a message shows a desktop notification
+	// (the Notification API is stubbed in the page to see the call).
+	run(t, alice, "alice's tab goes to the background",
+		chromedp.Evaluate[chromedp.Void](`window.__notes = [];
+			window.Notification = class { constructor(title, o) { window.__notes.push(title + ': ' + o.body); } static get permission() { return 'granted'; } close() {} };
+			Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });`))
+	run(t, bob, "bob replies",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hi alice, see https://example.com/x?a=1\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, alice, "alice gets the reply live",
+		chromedp.WaitVisible(chromedp.CSS(`.msg:not(.mine)[data-id]`)),
+	)
+	if got := textOf(t, alice, `.msg:not(.mine)[data-id]`); !strings.Contains(got, "hi alice") {
+		t.Fatalf("alice sees %q", got)
+	}
+	if notes := eval[[]string](t, alice, `window.__notes`); len(notes) != 1 || !strings.HasPrefix(notes[0], "bob: hi alice") {
+		t.Fatalf("desktop notifications: %q", notes)
+	}
+	if href := eval[string](t, alice, `document.querySelector('.msg:not(.mine) a').href + ' ' + document.querySelector('.msg:not(.mine) a').rel`); href != "https://example.com/x?a=1 noopener noreferrer" {
+		t.Fatalf("the link: %q", href)
+	}
+
+	// A reload resumes the session from the cookie: no sign-in form, and
+	// the conversation's history is there, once each.
+	run(t, bob, "bob reloads",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if k := eval[int](t, bob, `document.querySelectorAll('.msg[data-id]').length`); k != 2 {
+		t.Fatalf("after the reload bob's history shows %d messages, want 2", k)
+	}
+	if readable := eval[string](t, bob, `document.cookie`); readable != "" {
+		t.Fatalf("the page can read cookies: %q", readable)
+	}
+
+	run(t, bob, "bob signs out, and a reload does not bring the session back",
+		chromedp.Click(chromedp.CSS(`#sign-out`)),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+	)
+}
+
+// Groups, typing, receipts and presence between three browsers: alice
+// creates a group with bob and carol, who see it appear and chat in it;
+// bob's typing shows on alice's side; alice's direct message goes sent →
+// read when bob opens it; bob closing his browser shows him offline to
+// alice. Every control of the page has an accessible name.
+func TestGroupsTypingReceiptsPresence(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob, carol := browser(t), browser(t), browser(t)
+	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob, "carol": carol} {
+		register(t, ctx, n.HTTPURL, user)
+	}
+	if unnamed := eval[[]string](t, alice, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+
+	// A direct message: sent, then read once bob opens it.
+	run(t, alice, "alice writes to bob",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "are you there?\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, bob, "bob opens the chat",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+	run(t, alice, "alice sees it read and bob online",
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="read"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="online"]`)),
+	)
+
+	// Typing travels, and is not stored.
+	run(t, bob, "bob types", chromedp.SendKeys(chromedp.CSS(`#composer`), "typing some"))
+	run(t, alice, "alice sees bob typing", chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent === 'bob is typing…'`, chromedp.WithPollingInterval(50*time.Millisecond)))
+
+	// A group of three.
+	run(t, alice, "alice creates a group",
+		chromedp.Click(chromedp.CSS(`.newgroup summary`)),
+		chromedp.SendKeys(chromedp.CSS(`#group-name`), "Team <i>x</i>"),
+		chromedp.SendKeys(chromedp.CSS(`#group-members`), "bob, carol"),
+		chromedp.Click(chromedp.CSS(`#create-group`)),
+		chromedp.Poll[chromedp.Void](`document.getElementById('conv-title').textContent === 'Team <i>x</i>'`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello team\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	for user, ctx := range map[string]context.Context{"bob": bob, "carol": carol} {
+		run(t, ctx, user+" sees the group and its message",
+			chromedp.WaitVisible(chromedp.CSS(`[data-conv^="g:"] .badge`)),
+			chromedp.Click(chromedp.CSS(`[data-conv^="g:"]`)),
+			chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+		)
+		if from, got := textOf(t, ctx, `.msg[data-id] .from`), textOf(t, ctx, `.msg[data-id] .text`); from != "alice" || got != "hello team" {
+			t.Fatalf("%s sees %q from %q", user, got, from)
+		}
+	}
+	run(t, carol, "carol answers in the group", chromedp.SendKeys(chromedp.CSS(`#composer`), "hi from carol\n"))
+	for user, ctx := range map[string]context.Context{"alice": alice, "bob": bob} {
+		run(t, ctx, user+" gets carol's group message",
+			chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.querySelector('.from')?.textContent === 'carol' && e.querySelector('.text')?.textContent === 'hi from carol')`, chromedp.WithPollingInterval(50*time.Millisecond)))
+	}
+	shot(t, alice, "group")
+	if unnamed := eval[[]string](t, bob, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+
+	// bob goes away: alice sees him offline after the grace period.
+	run(t, alice, "alice opens the chat with bob", chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)))
+	chromedp.Cancel(bob)
+	run(t, alice, "alice sees bob offline",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="offline"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent.startsWith('last seen')`, chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+}
+
+// accessibleNames lists the page's visible controls that have no
+// accessible name (no label, aria-label, aria-labelledby or text).
+const accessibleNames = `[...document.querySelectorAll('button, input, textarea, select, a[href], summary')]
+  .filter(e => e.offsetParent !== null || e.tagName === 'SUMMARY')
+  .filter(e => {
+    if ((e.getAttribute('aria-label') || '').trim()) return false;
+    const by = e.getAttribute('aria-labelledby');
+    if (by && by.split(' ').some(id => (document.getElementById(id)?.textContent || '').trim())) return false;
+    if (e.labels && [...e.labels].some(l => l.textContent.trim())) return false;
+    return !(e.textContent || '').trim();
+  })
+  .map(e => e.outerHTML.slice(0, 80))`
+
+// An image through the page: alice attaches it (a file name full of
+// HTML), the upload shows its progress, the server processes it, and bob
+// sees a blurred placeholder become the preview, opens the full image in
+// the viewer, and reads the name as text.
+func TestImageMessage(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	run(t, alice, "the sign-in page", chromedp.Navigate(n.HTTPURL+"/"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	shot(t, alice, "signin")
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	name := `<img src=x onerror="window.__xss=1">.png`
+	path := filepath.Join(t.TempDir(), name)
+	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i * 7)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	run(t, alice, "alice sends bob a picture",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "the view"),
+		// Watch for the progress bar before it can be gone.
+		chromedp.Evaluate[chromedp.Void](`window.__sawProgress = false; new MutationObserver(() => {
+			if (document.querySelector('progress.upload')) window.__sawProgress = true;
+		}).observe(document.body, {subtree: true, childList: true})`),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{path}),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+	)
+	if !eval[bool](t, alice, `window.__sawProgress`) {
+		t.Fatal("no upload progress bar was shown")
+	}
+	run(t, bob, "bob opens the chat and sees the picture",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:alice"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb:not(.blurred)`)),
+	)
+	if src := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').src`); !strings.HasPrefix(src, "blob:") {
+		t.Fatalf("the preview's src is %q, want a blob: URL", src)
+	}
+	if alt := eval[string](t, bob, `document.querySelector('.msg[data-id] img.thumb').alt`); alt != name {
+		t.Fatalf("alt = %q", alt)
+	}
+	if got := textOf(t, bob, `.msg[data-id] .text`); got != "the view" {
+		t.Fatalf("caption %q", got)
+	}
+	run(t, bob, "bob opens the viewer",
+		chromedp.Click(chromedp.CSS(`.thumbbtn`)),
+		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('dialog.viewer img').naturalWidth === 64`, chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	shot(t, bob, "image-viewer")
+	run(t, bob, "bob closes the viewer", chromedp.Click(chromedp.CSS(`dialog.viewer .close`)))
+	run(t, bob, "bob answers", chromedp.SendKeys(chromedp.CSS(`#composer`), "lovely! https://example.com/map\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)))
+	shot(t, bob, "direct-image")
+	run(t, bob, "dark theme", darkTheme())
+	shot(t, bob, "dark")
+	run(t, bob, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(1)))
+	shot(t, bob, "phone-conversation")
+	if k := eval[int](t, bob, `document.querySelectorAll('.messages img:not(.thumb)').length`); k != 0 || eval[bool](t, bob, `window.__xss !== undefined`) {
+		t.Fatal("the file name was parsed as HTML")
+	}
+}
+
+// switchProxy stands in for the load balancer in front of a cluster:
+// every request (WebSocket upgrades included) goes to the current
+// backend; with none it answers 502, as a balancer with no healthy node.
+type switchProxy struct {
+	mu      sync.Mutex
+	backend *httputil.ReverseProxy
+}
+
+func (p *switchProxy) to(rawURL string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rawURL == "" {
+		p.backend = nil
+		return
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		panic(err)
+	}
+	p.backend = httputil.NewSingleHostReverseProxy(u)
+}
+
+func (p *switchProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	b := p.backend
+	p.mu.Unlock()
+	if b == nil {
+		http.Error(w, "no healthy backend", http.StatusBadGateway)
+		return
+	}
+	b.ServeHTTP(w, r)
+}
+
+// The page's node goes away: the page shows it is offline, reconnects by
+// itself once the balancer sends it to another node of the cluster, and
+// catches up: what bob sent meanwhile appears once, and what alice wrote
+// while offline is delivered once.
+func TestReconnectWhenTheNodeGoesAway(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	lb := &switchProxy{}
+	lb.to(nodes[0].HTTPURL)
+	front := httptest.NewServer(lb)
+	t.Cleanup(front.Close)
+
+	alice, bob := browser(t), browser(t)
+	register(t, alice, front.URL, "alice")
+	register(t, bob, front.URL, "bob")
+	run(t, bob, "bob writes to alice",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "alice\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "before\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	run(t, alice, "alice opens the chat",
+		chromedp.Click(chromedp.CSS(`[data-conv="d:bob"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
+	)
+
+	// Node 1 goes; for a while no node answers through the balancer.
+	lb.to("")
+	if err := nodes[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "alice's page shows it is offline",
+		chromedp.WaitVisible(chromedp.CSS(`.state:not([data-state="online"])`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "sent while offline\n"),
+	)
+	// bob (through another node directly) writes while alice is away.
+	tok := nodes[1].Token(t, "bob")
+	body := `{"to":"alice","cid":"during-1","type":"text","body":"during the outage"}`
+	nodetest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
+		req, _ := http.NewRequest(http.MethodPost, nodes[1].HTTPURL+"/chat/messages", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusCreated {
+			return fmt.Errorf("POST /chat/messages: %d", res.StatusCode)
+		}
+		return nil
+	})
+
+	lb.to(nodes[1].HTTPURL)
+	run(t, alice, "alice's page reconnects and catches up",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('during the outage'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg.mine[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	count := func(ctx context.Context, text string) int {
+		q, _ := json.Marshal(text)
+		return eval[int](t, ctx, `[...document.querySelectorAll('.msg[data-id]')].filter(e => e.textContent.includes(`+string(q)+`)).length`)
+	}
+	for _, text := range []string{"before", "during the outage", "sent while offline"} {
+		if k := count(alice, text); k != 1 {
+			t.Fatalf("alice's page shows %q %d times", text, k)
+		}
+	}
+	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid]').length`); k != 0 {
+		t.Fatalf("%d messages still pending on alice's page", k)
+	}
+	run(t, bob, "bob's page is back too and has alice's message once",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	if k := count(bob, "sent while offline"); k != 1 {
+		t.Fatalf("bob's page shows alice's offline message %d times", k)
+	}
+}

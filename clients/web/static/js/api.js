@@ -1,0 +1,120 @@
+// The HTTP API: sign-in with the refresh token in an HttpOnly cookie (the
+// page never sees it) and the access token in memory only; every call
+// retries once after refreshing when the access token has expired.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code || `HTTP ${status}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class Api {
+  constructor() {
+    this.token = null;
+    this.userId = null;
+    this.refreshing = null;
+    this.timer = 0;
+    this.onSignedOut = () => {};
+  }
+
+  async send(method, path, body, { auth = true } = {}) {
+    const headers = {};
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (auth && this.token) headers.Authorization = `Bearer ${this.token}`;
+    const res = await fetch(path, {
+      method, headers, credentials: 'same-origin',
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (res.status === 204) return null;
+    let data = null;
+    try { data = await res.json(); } catch { /* not JSON */ }
+    if (!res.ok) {
+      const e = (data && data.error) || {};
+      throw new ApiError(res.status, e.code, e.message);
+    }
+    return data;
+  }
+
+  async call(method, path, body) {
+    try {
+      return await this.send(method, path, body);
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401) throw e;
+      await this.refresh();
+      return this.send(method, path, body);
+    }
+  }
+
+  session(t) {
+    this.token = t.accessToken;
+    this.userId = t.userId;
+    clearTimeout(this.timer);
+    const ms = Math.max(10, (t.expiresIn || 900) - 60) * 1000;
+    this.timer = setTimeout(() => this.refresh().catch(() => {}), ms);
+  }
+
+  async login(username, password) {
+    this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie' }, { auth: false }));
+  }
+
+  async register(username, password) {
+    await this.send('POST', '/auth/register', { username, password }, { auth: false });
+    await this.login(username, password);
+  }
+
+  // resume signs in with the session cookie, if there is one.
+  async resume() {
+    try {
+      await this.refresh();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  refresh() {
+    if (!this.refreshing) {
+      this.refreshing = this.send('POST', '/auth/refresh', {}, { auth: false })
+        .then((t) => this.session(t))
+        .catch((e) => {
+          if (e instanceof ApiError && e.status === 401) this.signedOut();
+          throw e;
+        })
+        .finally(() => { this.refreshing = null; });
+    }
+    return this.refreshing;
+  }
+
+  async logout() {
+    try { await this.send('POST', '/auth/logout', {}, { auth: false }); } finally { this.signedOut(); }
+  }
+
+  signedOut() {
+    clearTimeout(this.timer);
+    const was = this.token;
+    this.token = null;
+    this.userId = null;
+    if (was) this.onSignedOut();
+  }
+
+  conversations() { return this.call('GET', '/chat/conversations?limit=200'); }
+  history(conv, before) {
+    const q = new URLSearchParams(conv.group ? { group: conv.group } : { with: conv.peer });
+    if (before) q.set('before', before);
+    q.set('limit', '50');
+    return this.call('GET', `/chat/history?${q}`);
+  }
+  sync(since) {
+    const q = new URLSearchParams({ limit: '1000' });
+    if (since) q.set('since', since);
+    return this.call('GET', `/chat/sync?${q}`);
+  }
+  user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
+  groups() { return this.call('GET', '/user/groups?limit=200'); }
+  createGroup(name, members) { return this.call('POST', '/user/groups', { name, members }); }
+  read(conv, upTo) {
+    return this.call('POST', '/chat/read', conv.group ? { group: conv.group, upTo } : { with: conv.peer, upTo });
+  }
+}

@@ -1,0 +1,419 @@
+// The app: signs in (or resumes the cookie session), then keeps the
+// conversation list and the open conversation in step with the server
+// over MQTT, reloading what it may have missed after each reconnect.
+import { Api } from './api.js';
+import { Connection, newCid } from './conn.js';
+import { Store } from './store.js';
+import { MediaCache, ready, upload } from './media.js';
+import * as v from './views.js';
+
+const h = v.h;
+
+class App {
+  constructor(root) {
+    this.root = root;
+    this.api = new Api();
+    this.api.onSignedOut = () => this.showSignIn('You were signed out.');
+    this.conn = null;
+    this.store = null;
+    this.drafts = new Map();
+    this.lastActive = Date.now();
+    this.lastTyping = 0;
+    this.heartbeat = 0;
+    this.subscribed = new Set();
+    this.asking = new Set();
+  }
+
+  async boot() {
+    if (await this.api.resume()) this.start();
+    else this.showSignIn();
+  }
+
+  stop() {
+    clearInterval(this.heartbeat);
+    this.subscribed.clear();
+    if (this.conn) this.conn.stop();
+    this.conn = null;
+    this.store = null;
+  }
+
+  showSignIn(error) {
+    this.stop();
+    document.title = 'edgechat';
+    this.root.replaceChildren(v.signIn({
+      error,
+      onSignIn: async (u, p) => { await this.api.login(u, p); this.start(); },
+      onRegister: async (u, p) => { await this.api.register(u, p); this.start(); },
+    }));
+  }
+
+  start() {
+    const store = new Store(this.api.userId);
+    this.store = store;
+    this.conn = new Connection(this.api);
+    this.stateEl = h('span', { class: 'state', role: 'status', 'data-state': 'connecting' }, 'connecting…');
+    this.listEl = h('nav', { 'aria-label': 'Conversation list' });
+    this.titleEl = h('span', { id: 'conv-title' }, '');
+    this.subEl = h('span', { class: 'sub', 'aria-live': 'polite' }, '');
+    this.messagesEl = h('ol', { class: 'messages', 'aria-labelledby': 'conv-title', 'aria-live': 'polite' });
+    this.input = h('textarea', { id: 'composer', 'aria-label': 'Message', placeholder: 'Write a message', rows: 1 });
+    this.input.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); this.send(); }
+    });
+    this.input.addEventListener('input', () => {
+      if (!store.current) return;
+      this.drafts.set(store.current, this.input.value);
+      this.typing();
+    });
+    this.media = new MediaCache(this.api);
+    const file = h('input', { type: 'file', id: 'attach', class: 'visually-hidden' });
+    file.addEventListener('change', () => {
+      for (const f of file.files) this.sendFile(f);
+      file.value = '';
+    });
+    const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
+      h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
+      this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
+    this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
+      h('header', {}, h('button', { type: 'button', class: 'back', 'aria-label': 'Back to the conversation list',
+        onclick: () => { this.shell.classList.remove('open'); } }, '←'), h('span', {}, this.titleEl, this.subEl)),
+      this.messagesEl, composer);
+    this.messagesEl.addEventListener('scroll', () => this.maybeLoadOlder());
+    const peerInput = h('input', { id: 'new-chat', 'aria-label': 'Start a chat with (username)', placeholder: 'username', autocapitalize: 'none' });
+    const newChat = h('form', { class: 'newchat', onsubmit: (ev) => { ev.preventDefault(); this.openPeer(peerInput); } },
+      peerInput, h('button', { type: 'submit' }, 'Chat'));
+    const groupName = h('input', { id: 'group-name', 'aria-label': 'Group name', placeholder: 'group name' });
+    const groupMembers = h('input', { id: 'group-members', 'aria-label': 'Members (usernames, comma-separated)', placeholder: 'bob, carol', autocapitalize: 'none' });
+    const newGroup = h('details', { class: 'newgroup' }, h('summary', {}, 'New group'),
+      h('form', { class: 'newgroup', onsubmit: (ev) => { ev.preventDefault(); this.createGroup(groupName, groupMembers); } },
+        groupName, groupMembers, h('button', { type: 'submit', id: 'create-group' }, 'Create group')));
+    this.shell = h('div', { class: 'shell' },
+      h('div', { class: 'topbar' }, h('span', { class: 'me' }, store.me), this.stateEl, h('span', { class: 'spacer' }),
+        typeof Notification !== 'undefined' && Notification.permission === 'default'
+          ? h('button', { type: 'button', id: 'notifications', onclick: (ev) => {
+            Notification.requestPermission().finally(() => ev.target.remove());
+          } }, 'Enable notifications') : null,
+        h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out')),
+      h('aside', { class: 'sidebar' }, newChat, newGroup, this.listEl),
+      this.convPane);
+    this.root.replaceChildren(this.shell);
+    this.errorEl = h('p', { class: 'error', role: 'alert' });
+    newChat.after(this.errorEl);
+
+    store.addEventListener('change', () => this.render());
+    this.conn.addEventListener('state', (ev) => {
+      this.stateEl.dataset.state = ev.detail;
+      this.stateEl.textContent = { online: 'online', connecting: 'connecting…', offline: 'offline — reconnecting', error: 'error' }[ev.detail] || ev.detail;
+      if (ev.detail === 'online') this.catchUp();
+    });
+    this.conn.addEventListener('newMessage', (ev) => this.live(ev.detail));
+    this.conn.addEventListener('typing', (ev) => this.typed(ev.detail));
+    this.conn.addEventListener('receipts', (ev) => {
+      const r = ev.detail;
+      if (r && r.peer && r.upTo && (r.type === 'read' || r.type === 'delivered')) {
+        store.receipt(r.peer, r.type, r.upTo);
+        store.changed();
+      }
+    });
+    this.conn.addEventListener('presence', (ev) => {
+      store.presence.set(ev.detail.uid, ev.detail);
+      store.changed();
+    });
+    this.conn.addEventListener('events', (ev) => {
+      if (ev.detail && String(ev.detail.type).startsWith('group.')) this.loadGroups().then(() => store.changed());
+    });
+    // Heartbeats only while the user is active, so that presence shows
+    // "inactive" when they step away.
+    for (const e of ['keydown', 'pointerdown', 'pointermove', 'focus']) {
+      window.addEventListener(e, () => { this.lastActive = Date.now(); }, { passive: true });
+    }
+    document.addEventListener('visibilitychange', () => {
+      const c = store.current && store.convs.get(store.current);
+      if (!document.hidden && c && c.unread) { this.markRead(c); store.changed(); }
+    });
+    const meta = document.querySelector('meta[name="edgechat-heartbeat"]');
+    const every = Math.max(100, Number(meta && meta.content) || 10000);
+    this.heartbeat = setInterval(() => {
+      if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
+    }, every);
+    this.conn.start();
+    this.render();
+  }
+
+  // follow subscribes to what the open app shows: each group's topics and
+  // the presence of each direct peer (once per connection).
+  async follow() {
+    const store = this.store;
+    const want = [];
+    for (const gid of store.groups.keys()) want.push(`group/${gid}/newMessage`, `group/${gid}/typing`);
+    for (const c of store.convs.values()) if (c.peer && c.peer !== store.me) want.push(`presence/${c.peer}`);
+    const fresh = want.filter((t) => !this.subscribed.has(t) && !this.asking.has(t));
+    fresh.forEach((t) => this.asking.add(t));
+    try {
+      for (const t of await this.conn.subscribe(fresh)) this.subscribed.add(t);
+    } finally {
+      fresh.forEach((t) => this.asking.delete(t));
+    }
+  }
+
+  async loadGroups() {
+    const store = this.store;
+    const res = await this.api.groups();
+    if (store !== this.store) return;
+    const now = new Set();
+    for (const g of res.groups || []) {
+      store.groups.set(g.groupId, { name: g.name });
+      now.add(g.groupId);
+      store.conv({ group: g.groupId });
+    }
+    for (const gid of [...store.groups.keys()]) {
+      if (!now.has(gid)) {
+        store.groups.delete(gid);
+        this.conn.unsubscribe([`group/${gid}/newMessage`, `group/${gid}/typing`]);
+        this.subscribed.delete(`group/${gid}/newMessage`);
+        this.subscribed.delete(`group/${gid}/typing`);
+      }
+    }
+    await this.follow();
+  }
+
+  async createGroup(nameInput, membersInput) {
+    const name = nameInput.value.trim();
+    const members = membersInput.value.split(/[\s,]+/).map((x) => x.trim().toLowerCase()).filter(Boolean);
+    if (!name) return;
+    try {
+      const g = await this.api.createGroup(name, members);
+      nameInput.value = '';
+      membersInput.value = '';
+      nameInput.closest('details').open = false;
+      await this.loadGroups();
+      this.open(this.store.conv({ group: g.groupId }));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  typing() {
+    const c = this.store.current && this.store.convs.get(this.store.current);
+    if (!c || Date.now() - this.lastTyping < 3000) return;
+    this.lastTyping = Date.now();
+    this.conn.publish(c.group ? `group/${c.group}/typing` : `user/${c.peer}/typing`, { state: 'typing' });
+  }
+
+  typed(t) {
+    const store = this.store;
+    if (!t || !t.from || t.from === store.me) return;
+    const key = t.group ? `g:${t.group}` : `d:${t.from}`;
+    if (t.state === 'typing') {
+      store.typing.set(key, { from: t.from, until: Date.now() + 6000 });
+      setTimeout(() => store.changed(), 6100);
+    } else {
+      store.typing.delete(key);
+    }
+    store.changed();
+  }
+
+  maybeLoadOlder() {
+    const store = this.store;
+    const c = store && store.current && store.convs.get(store.current);
+    if (!c || this.loadingOlder || !c.hasMore || this.messagesEl.scrollTop > 40) return;
+    this.loadingOlder = true;
+    const before = this.messagesEl.scrollHeight;
+    this.loadPage(c, false).then(() => {
+      store.changed();
+      this.messagesEl.scrollTop = this.messagesEl.scrollHeight - before; // keep the reader's place
+    }).catch((e) => this.showError(e)).finally(() => { this.loadingOlder = false; });
+  }
+
+  // catchUp reloads what may have changed while the connection was down:
+  // the conversation list (last messages, unread counts) and the open
+  // conversation's newest page; everything merges by ID.
+  async catchUp() {
+    const store = this.store;
+    this.subscribed.clear(); // a new connection (clean session)
+    try {
+      await this.loadGroups();
+      const res = await this.api.conversations();
+      if (store !== this.store) return;
+      for (const item of res.conversations || []) {
+        const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
+        if (item.lastMessage) store.add(item.lastMessage, false);
+        c.unread = store.current === c.key ? 0 : item.unread;
+      }
+      const open = store.current && store.convs.get(store.current);
+      if (open) await this.loadPage(open, true);
+      await this.follow();
+      store.changed();
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  live(m) {
+    const store = this.store;
+    if (!store || !m || !m.id) return;
+    if (store.add(m, true)) {
+      const c = store.convOf(m);
+      store.typing.delete(c.key);
+      if (!m.group && m.from !== store.me) {
+        this.conn.publish(`user/${m.from}/receipts`, { type: 'delivered', upTo: m.id });
+      }
+      if (c.key === store.current && m.from !== store.me && !document.hidden) this.markRead(c);
+      if (m.from !== store.me && document.hidden) this.notify(c, m);
+      if (c.peer) this.follow();
+      store.changed();
+    }
+  }
+
+  async loadPage(c, newest) {
+    const before = newest ? undefined : store_oldest(this.store, c);
+    const res = await this.api.history(c, before);
+    for (const m of res.messages || []) this.store.add(m, false);
+    if (!newest) c.hasMore = !!res.hasMore;
+    c.loaded = true;
+  }
+
+  async openPeer(input) {
+    const peer = input.value.trim().toLowerCase();
+    if (!peer) return;
+    try {
+      await this.api.user(peer);
+    } catch (e) {
+      this.showError(e.status === 404 ? new Error(`No user named ${peer}`) : e);
+      return;
+    }
+    input.value = '';
+    this.open(this.store.conv({ peer }));
+    this.follow();
+  }
+
+  async open(c) {
+    const store = this.store;
+    store.current = c.key;
+    this.shell.classList.add('open');
+    this.input.value = this.drafts.get(c.key) || '';
+    store.changed();
+    try {
+      if (!c.loaded) await this.loadPage(c, true);
+      this.markRead(c);
+      store.changed();
+    } catch (e) {
+      this.showError(e);
+    }
+    this.input.focus();
+  }
+
+  markRead(c) {
+    c.unread = 0;
+    const last = c.last;
+    if (last && last.from !== this.store.me) this.api.read(c, last.id).catch(() => {});
+  }
+
+  async send() {
+    const store = this.store;
+    const c = store && store.current && store.convs.get(store.current);
+    const body = this.input.value.trim();
+    if (!c || !body) return;
+    const cid = newCid();
+    store.addPending(c, cid, body);
+    this.input.value = '';
+    this.drafts.delete(c.key);
+    store.changed();
+    try {
+      await this.conn.sendText(c, cid, body);
+      // Committed; the stored copy (with its ID) replaces the pending one
+      // when it comes back on user/{me}/newMessage.
+      store.setPending(c, cid, 'sent');
+    } catch (e) {
+      store.setPending(c, cid, 'failed');
+      this.showError(e);
+    }
+    store.changed();
+  }
+
+  // sendFile uploads f with a progress bar in its pending message, waits
+  // until the server has processed it, then sends the media message (the
+  // composer's text, if any, as its caption).
+  async sendFile(f) {
+    const store = this.store;
+    const c = store && store.current && store.convs.get(store.current);
+    if (!c) return;
+    const cid = newCid();
+    const caption = this.input.value.trim();
+    this.input.value = '';
+    this.drafts.delete(c.key);
+    store.addPending(c, cid, caption || f.name, { progress: 0 });
+    store.changed();
+    try {
+      const id = await upload(this.api, f, (p) => {
+        store.setPending(c, cid, 'pending', { progress: p });
+        const bar = this.messagesEl.querySelector(`[data-cid="${cid}"] progress`);
+        if (bar) bar.value = p; // no full render per progress event
+      });
+      store.setPending(c, cid, 'pending', { progress: 1 });
+      store.changed();
+      await ready(this.api, id);
+      await this.conn.sendMedia(c, cid, id, caption);
+      store.setPending(c, cid, 'sent');
+    } catch (e) {
+      store.setPending(c, cid, 'failed', { error: e.message });
+      this.showError(e);
+    }
+    store.changed();
+  }
+
+  async view(md) {
+    try {
+      const url = await this.media.get(`/media/${encodeURIComponent(md.id)}`);
+      const d = v.viewer(md, url, () => d.remove());
+      document.body.append(d);
+      d.showModal();
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  // notify shows a desktop notification for m while the tab is hidden
+  // (when the user allowed them); clicking it opens the conversation.
+  notify(c, m) {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    const title = c.group ? `${m.from} in ${v.convName(this.store, c)}` : m.from;
+    const body = m.body || (m.media ? m.media.name || 'a file' : '');
+    const n = new Notification(title, { body, tag: c.key });
+    n.onclick = () => { window.focus(); this.open(c); n.close(); };
+  }
+
+  showError(e) {
+    if (this.errorEl) this.errorEl.textContent = e.message || String(e);
+  }
+
+  render() {
+    const store = this.store;
+    if (!store) return;
+    this.listEl.replaceChildren(v.convList(store, (c) => this.open(c)));
+    const c = store.current && store.convs.get(store.current);
+    const unread = store.list().reduce((n, x) => n + x.unread, 0);
+    document.title = unread ? `(${unread}) edgechat` : 'edgechat';
+    if (!c) {
+      this.subEl.textContent = '';
+      this.titleEl.textContent = 'No conversation open';
+      this.messagesEl.replaceChildren(h('li', { class: 'empty' }, 'Pick a conversation or start one.'));
+      return;
+    }
+    this.titleEl.textContent = v.convName(store, c);
+    const typing = store.typing.get(c.key);
+    if (typing && typing.until > Date.now()) this.subEl.textContent = `${typing.from} is typing…`;
+    else this.subEl.textContent = c.peer ? v.presenceText(store.presence.get(c.peer)) : '';
+    const el = this.messagesEl;
+    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    el.replaceChildren(...v.messageList(store, c, this.media, (md) => this.view(md)));
+    if (atBottom) el.scrollTop = el.scrollHeight;
+  }
+}
+
+function store_oldest(store, c) {
+  const list = store.sorted(c);
+  return list.length ? list[0].id : undefined;
+}
+
+new App(document.getElementById('app')).boot();

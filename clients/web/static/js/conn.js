@@ -1,0 +1,126 @@
+// The MQTT over WebSocket connection: one client per tab, subscribed to
+// the user's own topics; it reconnects by itself (with a fresh access
+// token) and says so through 'state' events, so the app can sync the gap.
+import mqtt from '../vendor/mqtt.esm.js';
+
+function randomId() {
+  const b = new Uint8Array(6);
+  crypto.getRandomValues(b);
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+export class Connection extends EventTarget {
+  constructor(api) {
+    super();
+    this.api = api;
+    this.client = null;
+    this.state = 'connecting';
+    this.device = `web-${randomId()}`;
+  }
+
+  url() {
+    return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/mqtt`;
+  }
+
+  start() {
+    const me = this.api.userId;
+    this.client = mqtt.connect(this.url(), {
+      protocolVersion: 5,
+      clientId: `${me}/${this.device}`,
+      username: me,
+      password: this.api.token,
+      clean: true,
+      keepalive: 30,
+      reconnectPeriod: 1000,
+      connectTimeout: 5000,
+      resubscribe: false,
+    });
+    this.client.on('connect', () => {
+      this.client.subscribe([`user/${me}/newMessage`, `user/${me}/typing`, `user/${me}/receipts`, `user/${me}/events`],
+        { qos: 1 }, (err) => {
+          if (err) { this.setState('error'); return; }
+          // Subscribed first, then synced: nothing falls in between.
+          this.setState('online');
+        });
+    });
+    this.client.on('reconnect', () => {
+      this.setState('connecting');
+      // The access token may have expired meanwhile: refresh, then use it.
+      this.api.refresh().then(() => { this.client.options.password = this.api.token; }).catch(() => {});
+    });
+    this.client.on('offline', () => this.setState('offline'));
+    this.client.on('close', () => { if (this.state === 'online') this.setState('offline'); });
+    this.client.on('message', (topic, payload) => this.receive(topic, payload));
+  }
+
+  stop() {
+    if (this.client) this.client.end(true);
+    this.client = null;
+  }
+
+  setState(s) {
+    this.state = s;
+    this.dispatchEvent(new CustomEvent('state', { detail: s }));
+  }
+
+  receive(topic, payload) {
+    let v;
+    try { v = JSON.parse(new TextDecoder().decode(payload)); } catch { return; }
+    const parts = topic.split('/');
+    if (parts[0] === 'presence' && parts.length === 2) {
+      this.dispatchEvent(new CustomEvent('presence', { detail: { uid: parts[1], ...v } }));
+      return;
+    }
+    if (parts[0] === 'group' && parts[2] === 'typing') v.group = parts[1];
+    this.dispatchEvent(new CustomEvent(parts[parts.length - 1], { detail: v }));
+  }
+
+  // subscribe adds topics to the live connection (after a reconnect the
+  // app subscribes again: the session is clean).
+  // It resolves with the topics the server granted (presence is refused
+  // until there is a conversation, for example).
+  subscribe(topics) {
+    if (!this.client || !this.client.connected || !topics.length) return Promise.resolve([]);
+    return new Promise((resolve) => this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
+      if (err || !granted) { resolve([]); return; }
+      resolve(granted.filter((g) => g.qos < 128).map((g) => g.topic));
+    }));
+  }
+
+  unsubscribe(topics) {
+    if (this.client && this.client.connected && topics.length) this.client.unsubscribe(topics);
+  }
+
+  // publish sends a QoS 0 notice (typing, receipts, heartbeats).
+  publish(topic, value) {
+    if (this.client && this.client.connected) this.client.publish(topic, value === undefined ? '' : JSON.stringify(value), { qos: 0 });
+  }
+
+  // sendText publishes a message at QoS 1; it resolves when the server
+  // has committed it (the PUBACK), and rejects on a refusal.
+  sendText(conv, cid, body) {
+    return this.sendEnvelope(conv, { cid, type: 'text', body });
+  }
+
+  sendMedia(conv, cid, mediaId, caption) {
+    const env = { cid, type: 'media', media: { id: mediaId } };
+    if (caption) env.body = caption;
+    return this.sendEnvelope(conv, env);
+  }
+
+  sendEnvelope(conv, env) {
+    const topic = conv.group ? `group/${conv.group}/newMessage` : `user/${conv.peer}/newMessage`;
+    return new Promise((resolve, reject) => {
+      if (!this.client) { reject(new Error('not connected')); return; }
+      this.client.publish(topic, JSON.stringify(env), { qos: 1 }, (err, packet) => {
+        if (err) reject(err);
+        else if (packet && packet.reasonCode >= 0x80) reject(new Error(`refused (0x${packet.reasonCode.toString(16)})`));
+        else resolve();
+      });
+    });
+  }
+}
+
+export function newCid() {
+  return `w-${Date.now().toString(36)}-${randomId()}`;
+}

@@ -1,0 +1,157 @@
+// Views: DOM built with createElement and textContent only. Nothing a
+// user wrote (messages, names) is ever parsed as HTML.
+import { timeOf } from './store.js';
+import { sizeText } from './media.js';
+
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+export function signIn({ onSignIn, onRegister, error }) {
+  const user = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none' });
+  const pass = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true, minlength: 8 });
+  const err = h('p', { class: 'error', role: 'alert' }, error || '');
+  const form = h('form', { class: 'signin', 'aria-labelledby': 'signin-title' },
+    h('h1', { id: 'signin-title' }, 'edgechat'),
+    h('label', { for: 'username' }, 'Username'), user,
+    h('label', { for: 'password' }, 'Password'), pass,
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', class: 'primary' }, 'Sign in'),
+      h('button', { type: 'button', id: 'register', onclick: () => submit(onRegister) }, 'Create account')),
+    err);
+  const submit = async (fn) => {
+    if (!form.reportValidity()) return;
+    err.textContent = '';
+    try { await fn(user.value.trim(), pass.value); } catch (e) { err.textContent = e.message; }
+  };
+  form.addEventListener('submit', (ev) => { ev.preventDefault(); submit(onSignIn); });
+  return form;
+}
+
+function initials(name) {
+  return (name || '?').replace(/[^\p{L}\p{N}]/gu, '').slice(0, 2).toUpperCase() || '?';
+}
+
+export function convName(store, c) {
+  if (!c.group) return c.peer;
+  const g = store.groups.get(c.group);
+  return g && g.name ? g.name : 'group';
+}
+
+const relFmt = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+// presenceText says how a user is: online, inactive, or last seen when.
+export function presenceText(p) {
+  if (!p) return '';
+  if (p.status === 'online') return 'online';
+  if (p.status === 'inactive') return 'inactive';
+  const t = Date.parse(p.lastSeen);
+  if (!t) return 'offline';
+  const min = Math.round((t - Date.now()) / 60000);
+  if (min > -1) return 'last seen just now';
+  if (min > -60) return `last seen ${relFmt.format(min, 'minute')}`;
+  const hours = Math.round(min / 60);
+  if (hours > -24) return `last seen ${relFmt.format(hours, 'hour')}`;
+  return `last seen ${relFmt.format(Math.round(hours / 24), 'day')}`;
+}
+
+export function convList(store, onOpen) {
+  return h('ul', { class: 'convs', 'aria-label': 'Conversations' }, store.list().map((c) => {
+    const name = convName(store, c);
+    const last = c.last ? `${c.group && c.last.from !== store.me ? `${c.last.from}: ` : ''}${c.last.body || c.last.type}` : '';
+    const p = c.peer ? store.presence.get(c.peer) : null;
+    return h('li', {}, h('button', {
+      type: 'button', 'aria-current': c.key === store.current ? 'true' : 'false', 'data-conv': c.key,
+      'aria-label': `${name}${p ? `, ${presenceText(p)}` : ''}${c.unread ? `, ${c.unread} unread` : ''}`, onclick: () => onOpen(c),
+    }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
+      p ? h('span', { class: 'dot', 'data-presence': p.status }) : null),
+    h('span', {}, h('span', { class: 'conv-name' }, name), h('br'), h('span', { class: 'conv-last' }, last)),
+    h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : '')));
+  }));
+}
+
+// linkify turns http(s) URLs of text into links (rel noopener, new tab)
+// and the rest into text nodes.
+// viewer is the full-size view of a media item (a modal dialog).
+export function viewer(md, url, onClose) {
+  const close = h('button', { type: 'button', class: 'close', onclick: onClose }, 'Close');
+  const body = md.kind === 'image' ? h('img', { src: url, alt: md.name || 'image' })
+    : md.kind === 'video' ? h('video', { src: url, controls: true, 'aria-label': md.name || 'video' })
+      : h('a', { href: url, download: md.name || 'file' }, `Download ${md.name || 'file'} (${sizeText(md.size)})`);
+  const d = h('dialog', { class: 'viewer', 'aria-label': md.name || 'media' }, body, close);
+  d.addEventListener('close', onClose);
+  return d;
+}
+
+export function linkify(text) {
+  const out = [];
+  const re = /\bhttps?:\/\/[^\s<>"']+/g;
+  let at = 0;
+  for (const m of text.matchAll(re)) {
+    out.push(text.slice(at, m.index));
+    out.push(h('a', { href: m[0], target: '_blank', rel: 'noopener noreferrer' }, m[0]));
+    at = m.index + m[0].length;
+  }
+  out.push(text.slice(at));
+  return out;
+}
+
+const dayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
+const timeFmt = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
+
+// mediaBlock shows a media message: an image or video preview (blurred
+// placeholder first), a player for audio, a download button otherwise.
+function mediaBlock(md, cache, onView) {
+  const path = `/media/${encodeURIComponent(md.id)}`;
+  const name = md.name || md.kind || 'file';
+  if (md.kind === 'image' || (md.kind === 'video' && md.preview)) {
+    const src = md.preview ? `${path}/preview` : path;
+    const ready = cache.now(src);
+    const img = h('img', {
+      class: ready ? 'thumb' : 'thumb blurred', alt: name,
+      src: ready || (typeof md.placeholder === 'string' && md.placeholder.startsWith('data:image/') ? md.placeholder : null),
+    });
+    if (!ready) cache.get(src).then((u) => { img.src = u; img.classList.remove('blurred'); }).catch(() => {});
+    return h('button', { type: 'button', class: 'thumbbtn', 'aria-label': `View ${name}`, onclick: () => onView(md) }, img);
+  }
+  if (md.kind === 'audio') {
+    const a = h('audio', { controls: true, preload: 'none', 'aria-label': `Voice note ${name}` });
+    cache.get(path).then((u) => { a.src = u; }).catch(() => {});
+    return a;
+  }
+  return h('button', { type: 'button', class: 'file', onclick: () => onView(md) }, `${name} (${sizeText(md.size)})`);
+}
+
+export function messageList(store, c, cache, onView) {
+  const items = [];
+  let day = '';
+  for (const m of store.sorted(c)) {
+    const t = timeOf(m.id);
+    const d = dayFmt.format(t);
+    if (d !== day) { day = d; items.push(h('li', { class: 'day' }, d)); }
+    const mine = m.from === store.me;
+    const state = mine ? store.stateOf(c, m) : '';
+    items.push(h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
+      c.group && !mine ? h('strong', { class: 'from' }, m.from) : null,
+      m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
+      m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
+      h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`)));
+  }
+  for (const p of c.pending.values()) {
+    items.push(h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
+      linkify(p.body || ''), p.progress !== undefined ? h('progress', { class: 'upload', max: '1', value: String(p.progress), 'aria-label': 'Upload progress' }) : null,
+      h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…')));
+  }
+  return items;
+}

@@ -1,0 +1,103 @@
+package auth
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// A browser session over real HTTP with a cookie jar: the refresh token
+// lives only in the HttpOnly cookie scoped to /auth/, refresh rotates
+// it, a spent cookie is refused and cleared, and logout revokes and
+// clears it.
+func TestCookieSession(t *testing.T) {
+	e := newEnv(t)
+	e.register("alice", "password1")
+	srv := httptest.NewServer(e.mux)
+	t.Cleanup(srv.Close)
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Jar: jar}
+	post := func(path, body string) (int, Tokens, *http.Response) {
+		t.Helper()
+		res, err := c.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		var tk Tokens
+		_ = json.Unmarshal(b, &tk)
+		if strings.Contains(string(b), `"refreshToken"`) {
+			t.Fatalf("%s: a cookie session's answer carries the refresh token: %s", path, b)
+		}
+		return res.StatusCode, tk, res
+	}
+
+	code, tk, res := post("/auth/login", `{"username":"alice","password":"password1","session":"cookie"}`)
+	if code != http.StatusOK || tk.AccessToken == "" || tk.UserID != "alice" {
+		t.Fatalf("login: %d %+v", code, tk)
+	}
+	var sc *http.Cookie
+	for _, ck := range res.Cookies() {
+		if ck.Name == SessionCookie {
+			sc = ck
+		}
+	}
+	if sc == nil || !sc.HttpOnly || sc.SameSite != http.SameSiteStrictMode || sc.Path != "/auth/" || sc.MaxAge <= 0 || sc.Value == "" {
+		t.Fatalf("session cookie: %+v", sc)
+	}
+	authURL, _ := url.Parse(srv.URL + "/auth/refresh")
+	apiURL, _ := url.Parse(srv.URL + "/chat/history")
+	if len(jar.Cookies(apiURL)) != 0 || len(jar.Cookies(authURL)) != 1 {
+		t.Fatal("the cookie is not scoped to /auth/")
+	}
+	spent := sc.Value
+
+	// The page reloads: refresh with the cookie alone.
+	code, tk2, _ := post("/auth/refresh", `{}`)
+	if code != http.StatusOK || tk2.AccessToken == "" {
+		t.Fatalf("refresh with the cookie: %d", code)
+	}
+	if now := jar.Cookies(authURL); len(now) != 1 || now[0].Value == spent {
+		t.Fatal("refresh did not rotate the cookie")
+	}
+
+	// A stolen, spent cookie value revokes the family (refresh_reused).
+	r := e.do(http.MethodPost, "/auth/refresh", `{"refreshToken":"`+spent+`"}`, "192.0.2.1")
+	if r.Code != http.StatusUnauthorized || r.errCode() != CodeRefreshReused {
+		t.Fatalf("spent token: %d %s", r.Code, r.Body)
+	}
+	code, _, res = post("/auth/refresh", `{}`)
+	if code != http.StatusUnauthorized || len(jar.Cookies(authURL)) != 0 {
+		t.Fatalf("refresh of a revoked family: %d, cookie kept: %v", code, jar.Cookies(authURL))
+	}
+
+	// Sign in again, sign out: the cookie goes and is revoked.
+	if code, _, _ := post("/auth/login", `{"username":"alice","password":"password1","session":"cookie"}`); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	kept := jar.Cookies(authURL)[0].Value
+	if code, _, _ := post("/auth/logout", `{}`); code != http.StatusNoContent || len(jar.Cookies(authURL)) != 0 {
+		t.Fatalf("logout: %d, cookie %v", code, jar.Cookies(authURL))
+	}
+	if r := e.do(http.MethodPost, "/auth/refresh", `{"refreshToken":"`+kept+`"}`, "192.0.2.1"); r.Code != http.StatusUnauthorized {
+		t.Fatalf("refresh after logout: %d", r.Code)
+	}
+
+	// Anything else than "cookie" is refused and signs nobody in.
+	if r := e.post("/auth/login", map[string]string{"username": "alice", "password": "password1", "session": "jar"}); r.Code != http.StatusBadRequest || len(r.Header.Values("Set-Cookie")) != 0 {
+		t.Fatalf("session jar: %d %s", r.Code, r.Body)
+	}
+	// Without session, the tokens stay in the body as before.
+	if tk := e.login("alice", "password1"); tk.RefreshToken == "" {
+		t.Fatal("plain login lost its refresh token")
+	}
+}
