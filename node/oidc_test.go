@@ -303,6 +303,28 @@ func TestOIDCCodeFlow(t *testing.T) {
 		t.Fatalf("fragment %v", frag)
 	}
 
+	// A browser session (the web client): the refresh token goes into the
+	// HttpOnly session cookie, not the fragment; the page refreshes with it.
+	sb := browser(t, op, func(u *url.URL) bool { return u.Host == "app.example" })
+	resp, _ = browse(t, sb, start+"?session=cookie&redirect="+url.QueryEscape(appRedirect))
+	loc, _ = url.Parse(resp.Header.Get("Location"))
+	frag, _ = url.ParseQuery(loc.Fragment)
+	if resp.StatusCode != http.StatusFound || frag.Get("access_token") == "" || frag.Has("refresh_token") {
+		t.Fatalf("session login: %d fragment %v", resp.StatusCode, frag)
+	}
+	refreshReq, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/auth/refresh", strings.NewReader(`{"session":"cookie"}`))
+	refreshReq.Header.Set("Content-Type", "application/json")
+	rr, err := sb.Do(refreshReq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refreshed loginAnswer
+	_ = json.NewDecoder(rr.Body).Decode(&refreshed)
+	rr.Body.Close()
+	if rr.StatusCode != 200 || refreshed.UserID != "kim" || refreshed.AccessToken == "" || refreshed.RefreshToken != "" {
+		t.Fatalf("refresh with the session cookie: %d %+v", rr.StatusCode, refreshed)
+	}
+
 	// A redirect outside the allow-list is refused before the provider is asked.
 	if resp, out := browse(t, browser(t, op, nil), start+"?redirect="+url.QueryEscape("https://evil.example/steal")); resp.StatusCode != 400 || out.Error.Code != idp.CodeRedirectNotAllowed {
 		t.Fatalf("evil redirect: %d %+v", resp.StatusCode, out)

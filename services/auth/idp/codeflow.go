@@ -51,6 +51,7 @@ const (
 	loginTTL       = 10 * time.Minute
 	loginGCPerStep = 32 // expired pending logins removed by each start
 	stateCookie    = "edgechat_oidc_state"
+	sessionCookie  = "cookie" // the session mode of auth's browser sessions
 )
 
 // Errors of the code flow.
@@ -76,6 +77,7 @@ type pendingLogin struct {
 	Verifier string    `json:"verifier"`
 	Redirect string    `json:"redirect,omitempty"` // "" answers JSON
 	Callback string    `json:"callback"`           // the redirect_uri given to the provider
+	Session  bool      `json:"session,omitempty"`  // the refresh token goes into the browser-session cookie
 	Expires  time.Time `json:"expires"`
 }
 
@@ -224,7 +226,11 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	redirect := r.URL.Query().Get("redirect")
+	redirect, session := r.URL.Query().Get("redirect"), r.URL.Query().Get("session")
+	if session != "" && session != sessionCookie {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, `session must be "cookie" or absent`))
+		return
+	}
 	if redirect != "" && !slices.Contains(p.cfg.Redirects, redirect) {
 		httpapi.WriteError(w, httpError(fmt.Errorf("%w: %q", ErrRedirectNotAllowed, redirect)))
 		return
@@ -238,7 +244,8 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 	callback := callbackURL(r, p)
 	now := s.now().UTC()
 	_, err = s.propose(r.Context(), loginCmd{Op: "start", Key: stateKey(state), At: now, Login: &pendingLogin{
-		Provider: p.cfg.Name, Nonce: nonce, Verifier: verifier, Redirect: redirect, Callback: callback, Expires: now.Add(loginTTL)}})
+		Provider: p.cfg.Name, Nonce: nonce, Verifier: verifier, Redirect: redirect, Callback: callback, Session: session == sessionCookie,
+		Expires: now.Add(loginTTL)}})
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -251,7 +258,7 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
-	t, redirect, err := s.callback(r)
+	t, l, err := s.callback(r)
 	if err != nil {
 		s.m.codeFlow.WithLabelValues("refused").Inc()
 		s.log.Debug("code-flow login refused", "provider", r.PathValue("provider"), "err", err)
@@ -261,66 +268,71 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	s.m.codeFlow.WithLabelValues("ok").Inc()
 	w.Header().Set("Cache-Control", "no-store")
 	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/auth/oidc/" + r.PathValue("provider") + "/", MaxAge: -1})
-	if redirect == "" {
+	if l.Session {
+		s.accounts.SetSessionCookie(w, r, &t) // the page refreshes with it
+	}
+	if l.Redirect == "" {
 		httpapi.WriteJSON(w, http.StatusOK, t)
 		return
 	}
 	// Tokens travel in the fragment: browsers do not send it to servers.
-	frag := url.Values{"access_token": {t.AccessToken}, "refresh_token": {t.RefreshToken},
-		"expires_in": {strconv.Itoa(t.ExpiresIn)}, "user_id": {t.UserID}}
-	http.Redirect(w, r, redirect+"#"+frag.Encode(), http.StatusFound)
+	frag := url.Values{"access_token": {t.AccessToken}, "expires_in": {strconv.Itoa(t.ExpiresIn)}, "user_id": {t.UserID}}
+	if t.RefreshToken != "" {
+		frag.Set("refresh_token", t.RefreshToken)
+	}
+	http.Redirect(w, r, l.Redirect+"#"+frag.Encode(), http.StatusFound)
 }
 
-func (s *Service) callback(r *http.Request) (_ authTokens, redirect string, _ error) {
+func (s *Service) callback(r *http.Request) (_ authTokens, _ pendingLogin, _ error) {
 	p, err := s.Provider(r.PathValue("provider"))
 	if err != nil {
-		return authTokens{}, "", err
+		return authTokens{}, pendingLogin{}, err
 	}
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" || len(state) > 512 {
-		return authTokens{}, "", fmt.Errorf("%w: no state", ErrBadState)
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: no state", ErrBadState)
 	}
 	if c, err := r.Cookie(stateCookie); err != nil || c.Value != state {
-		return authTokens{}, "", fmt.Errorf("%w: the state is not this browser's", ErrBadState)
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: the state is not this browser's", ErrBadState)
 	}
 	v, err := s.propose(r.Context(), loginCmd{Op: "finish", Key: stateKey(state), At: s.now().UTC()})
 	if err != nil {
 		if isErr(err, ErrBadState) {
-			return authTokens{}, "", ErrBadState
+			return authTokens{}, pendingLogin{}, ErrBadState
 		}
-		return authTokens{}, "", err
+		return authTokens{}, pendingLogin{}, err
 	}
 	l, ok := v.(pendingLogin)
 	if !ok || l.Provider != p.cfg.Name {
-		return authTokens{}, "", fmt.Errorf("%w: another provider's state", ErrBadState)
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: another provider's state", ErrBadState)
 	}
 	if e := q.Get("error"); e != "" {
-		return authTokens{}, "", fmt.Errorf("%w: %.100s %.200s", ErrLoginFailed, e, q.Get("error_description"))
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: %.100s %.200s", ErrLoginFailed, e, q.Get("error_description"))
 	}
 	code := q.Get("code")
 	if code == "" || len(code) > 2048 {
-		return authTokens{}, "", fmt.Errorf("%w: no code", ErrLoginFailed)
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: no code", ErrLoginFailed)
 	}
 	d, err := p.discover(r.Context())
 	if err != nil {
-		return authTokens{}, "", err
+		return authTokens{}, pendingLogin{}, err
 	}
 	ctx := context.WithValue(r.Context(), oauth2.HTTPClient, p.client)
 	tok, err := s.oauth2Config(p, d, l.Callback).Exchange(ctx, code, oauth2.VerifierOption(l.Verifier))
 	if err != nil {
-		return authTokens{}, "", fmt.Errorf("%w: code exchange: %v", ErrLoginFailed, err)
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: code exchange: %v", ErrLoginFailed, err)
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return authTokens{}, "", fmt.Errorf("%w: no id_token in the token response", ErrLoginFailed)
+		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: no id_token in the token response", ErrLoginFailed)
 	}
 	id, err := p.Verify(r.Context(), raw, l.Nonce)
 	if err != nil {
-		return authTokens{}, "", err
+		return authTokens{}, pendingLogin{}, err
 	}
 	t, err := s.accounts.SignInFederated(r.Context(), toAuth(id))
-	return t, l.Redirect, err
+	return t, l, err
 }
 
 // isErr: err is target, also as text from a proposal forwarded to the leader.

@@ -342,3 +342,31 @@ func TestConnectNeedsAcceptOnConnect(t *testing.T) {
 		t.Fatal("a provider without accept_on_connect verified a CONNECT password")
 	}
 }
+
+func TestExchangeIntoABrowserSession(t *testing.T) {
+	e := newEnv(t)
+	body, _ := json.Marshal(map[string]string{"subjectToken": e.op.Token(idptest.Claims{"sub": "u-1", "preferred_username": "sam"}), "session": "cookie"})
+	resp, err := http.Post(e.srv.URL+"/auth/oidc/test/token", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	var cookie *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == auth.SessionCookie {
+			cookie = c
+		}
+	}
+	if resp.StatusCode != 200 || out["userId"] != "sam" || out["refreshToken"] != nil || cookie == nil || !cookie.HttpOnly || cookie.Value == "" {
+		t.Fatalf("exchange into a session: %d %v cookie %+v", resp.StatusCode, out, cookie)
+	}
+	if _, err := e.auth.Refresh(context.Background(), cookie.Value); err != nil {
+		t.Fatalf("the cookie's refresh token: %v", err)
+	}
+	body, _ = json.Marshal(map[string]string{"subjectToken": "a.b.c", "session": "jar"})
+	if resp, err := http.Post(e.srv.URL+"/auth/oidc/test/token", "application/json", bytes.NewReader(body)); err != nil || resp.StatusCode != 400 {
+		t.Fatalf("bad session mode: %v %v", resp.StatusCode, err)
+	}
+}

@@ -29,6 +29,9 @@ type Accounts interface {
 	UnlinkIdentity(ctx context.Context, uid, provider string) error
 	Identities(uid string) ([]auth.IdentityLink, error)
 	HasPassword(uid string) (bool, error)
+	// SetSessionCookie moves the refresh token into the browser-session
+	// cookie ({"session":"cookie"}, as POST /auth/login does).
+	SetSessionCookie(w http.ResponseWriter, r *http.Request, t *auth.Tokens)
 }
 
 // Config configures the providers.
@@ -289,6 +292,9 @@ type exchangeRequest struct {
 	// SubjectTokenType is accepted for RFC 8693 clients; only JWTs
 	// (id_token, access_token or jwt types) are understood.
 	SubjectTokenType string `json:"subjectTokenType,omitempty"`
+	// Session "cookie": the refresh token goes into the browser-session
+	// cookie, not the body (as for POST /auth/login).
+	Session string `json:"session,omitempty"`
 }
 
 var okTokenTypes = map[string]bool{"": true,
@@ -311,6 +317,9 @@ func validateExchange(req exchangeRequest) error {
 	}
 	if !okTokenTypes[req.SubjectTokenType] {
 		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "subjectTokenType %q: only JWTs (id_token, access_token, jwt)", req.SubjectTokenType)
+	}
+	if req.Session != "" && req.Session != sessionCookie {
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, `session must be "cookie" or absent`)
 	}
 	return nil
 }
@@ -389,6 +398,9 @@ func (s *Service) handleExchange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.m.exchanges.WithLabelValues("ok").Inc()
+	if req.Session == sessionCookie {
+		s.accounts.SetSessionCookie(w, r, &t)
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	httpapi.WriteJSON(w, http.StatusOK, t)
 }
