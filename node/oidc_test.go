@@ -66,6 +66,16 @@ func TestOIDCTokenExchangeAndMQTTConnect(t *testing.T) {
 	n := nodetest.StartNode(t, withOIDC(op))
 	bobTok := n.NewUser(t, "bob") // a password user, for contrast
 
+	var provs struct {
+		Providers []struct {
+			Name, Issuer, ClientID string
+			CodeFlow               bool
+		}
+	}
+	if st := api(t, n, "", http.MethodGet, "/auth/oidc/providers", nil, &provs); st != 200 || len(provs.Providers) != 1 ||
+		provs.Providers[0].Name != "corp" || provs.Providers[0].Issuer != op.Issuer || provs.Providers[0].ClientID != idptest.ClientID || !provs.Providers[0].CodeFlow {
+		t.Fatalf("GET /auth/oidc/providers: %d %+v", st, provs)
+	}
 	tok := op.Token(idptest.Claims{"sub": "0f3c-11", "preferred_username": "Dana", "name": "Dana Scully"})
 	status, got := exchange(t, n, "corp", tok)
 	if status != http.StatusOK || got.UserID != "dana" || got.AccessToken == "" || got.RefreshToken == "" || got.ExpiresIn <= 0 {

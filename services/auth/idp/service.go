@@ -328,6 +328,7 @@ func validateExchange(req exchangeRequest) error {
 // token is the credential).
 func (s *Service) Routes() []httpapi.Route {
 	routes := []httpapi.Route{
+		{Method: http.MethodGet, Pattern: "/auth/oidc/providers", Handler: s.handleProviders, Public: true, Class: "read"},
 		{Method: http.MethodPost, Pattern: "/auth/oidc/{provider}/token", Handler: s.handleExchange, Public: true, Class: "auth", MaxBody: maxExchangeBody},
 	}
 	routes = append(routes, s.identityRoutes()...)
@@ -372,6 +373,25 @@ func httpError(err error) error {
 			Message: "cannot commit now; retry", RetryAfter: time.Second}
 	}
 	return err
+}
+
+// handleProviders lists the configured providers (sign-in buttons, the
+// terminal client): name, issuer, client ID and whether the browser code
+// flow is served.
+func (s *Service) handleProviders(w http.ResponseWriter, r *http.Request) {
+	type view struct {
+		Name     string `json:"name"`
+		Issuer   string `json:"issuer"`
+		ClientID string `json:"clientId"`
+		CodeFlow bool   `json:"codeFlow"`
+	}
+	out := []view{}
+	for _, name := range s.Names() {
+		c := s.providers[name].cfg
+		out = append(out, view{Name: c.Name, Issuer: c.Issuer, ClientID: c.ClientID, CodeFlow: s.proposer != nil})
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"providers": out})
 }
 
 func (s *Service) handleExchange(w http.ResponseWriter, r *http.Request) {
