@@ -40,12 +40,13 @@ type Provider struct {
 
 	srv       *httptest.Server
 	mu        sync.Mutex
-	keys      []key            // published; the last one signs
-	down      bool             // discovery and JWKS answer 503
-	next      Claims           // who signs in at /authorize next
-	codes     map[string]grant // issued authorization codes
-	badNonce  bool             // ID tokens of the code flow carry a wrong nonce
-	secret    string           // required client secret ("" : a public client)
+	keys      []key                   // published; the last one signs
+	down      bool                    // discovery and JWKS answer 503
+	next      Claims                  // who signs in at /authorize next
+	codes     map[string]grant        // issued authorization codes
+	devices   map[string]*deviceGrant // device codes (RFC 8628)
+	badNonce  bool                    // ID tokens of the code flow carry a wrong nonce
+	secret    string                  // required client secret ("" : a public client)
 	jwksHits  atomic.Int64
 	discHits  atomic.Int64
 	keyNumber int
@@ -54,12 +55,13 @@ type Provider struct {
 // Start starts a provider; it stops when the test ends.
 func Start(t testing.TB) *Provider {
 	t.Helper()
-	p := &Provider{codes: map[string]grant{}}
+	p := &Provider{codes: map[string]grant{}, devices: map[string]*deviceGrant{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
 	mux.HandleFunc("GET /jwks", p.jwks)
 	mux.HandleFunc("GET /authorize", p.authorize)
 	mux.HandleFunc("POST /token", p.token)
+	mux.HandleFunc("POST /device", p.device)
 	p.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(p.srv.Close)
 	p.Issuer = p.srv.URL
@@ -88,6 +90,7 @@ func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
 		"issuer":                                p.Issuer,
 		"authorization_endpoint":                p.Issuer + "/authorize",
 		"token_endpoint":                        p.Issuer + "/token",
+		"device_authorization_endpoint":         p.Issuer + "/device",
 		"jwks_uri":                              p.Issuer + "/jwks",
 		"response_types_supported":              []string{"code"},
 		"subject_types_supported":               []string{"public"},
@@ -300,6 +303,10 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": code})
 	}
+	if r.PostForm.Get("grant_type") == "urn:ietf:params:oauth:grant-type:device_code" {
+		p.deviceToken(w, r, fail)
+		return
+	}
 	p.mu.Lock()
 	g, ok := p.codes[r.PostForm.Get("code")]
 	delete(p.codes, r.PostForm.Get("code")) // single use
@@ -344,4 +351,63 @@ func randomString() string {
 		panic(err)
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+type deviceGrant struct {
+	userCode string
+	claims   Claims // set once approved
+}
+
+// device is the device authorization endpoint (RFC 8628 3.1).
+func (p *Provider) device(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("client_id") != ClientID {
+		http.Error(w, "bad device authorization request", http.StatusBadRequest)
+		return
+	}
+	dc := randomString()
+	p.mu.Lock()
+	uc := fmt.Sprintf("ABCD-%04d", len(p.devices)+1)
+	p.devices[dc] = &deviceGrant{userCode: uc}
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"device_code": dc, "user_code": uc,
+		"verification_uri": p.Issuer + "/activate", "verification_uri_complete": p.Issuer + "/activate?user_code=" + uc,
+		"expires_in": 600, "interval": 1})
+}
+
+// ApproveDevice lets the device that showed userCode sign in as the
+// user of c (what the user does in the browser); false if no such code.
+func (p *Provider) ApproveDevice(userCode string, c Claims) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, g := range p.devices {
+		if g.userCode == userCode {
+			g.claims = c
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Provider) deviceToken(w http.ResponseWriter, r *http.Request, fail func(string)) {
+	dc := r.PostForm.Get("device_code")
+	p.mu.Lock()
+	g, ok := p.devices[dc]
+	var claims Claims
+	if ok && g.claims != nil {
+		claims = g.claims
+		delete(p.devices, dc)
+	}
+	p.mu.Unlock()
+	switch {
+	case !ok:
+		fail("expired_token")
+		return
+	case claims == nil:
+		fail("authorization_pending")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": randomString(), "token_type": "Bearer",
+		"expires_in": 3600, "id_token": p.Token(claims)})
 }
