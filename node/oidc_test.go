@@ -76,7 +76,7 @@ func TestOIDCTokenExchangeAndMQTTConnect(t *testing.T) {
 		provs.Providers[0].Name != "corp" || provs.Providers[0].Issuer != op.Issuer || provs.Providers[0].ClientID != idptest.ClientID || !provs.Providers[0].CodeFlow {
 		t.Fatalf("GET /auth/oidc/providers: %d %+v", st, provs)
 	}
-	tok := op.Token(idptest.Claims{"sub": "0f3c-11", "preferred_username": "Dana", "name": "Dana Scully"})
+	tok := op.Token(idptest.Claims{"sub": "0f3c-11", "preferred_username": "Dana", "name": "Dana Scully", "picture": "https://sso.example/dana.png"})
 	status, got := exchange(t, n, "corp", tok)
 	if status != http.StatusOK || got.UserID != "dana" || got.AccessToken == "" || got.RefreshToken == "" || got.ExpiresIn <= 0 {
 		t.Fatalf("exchange: %d %+v", status, got)
@@ -84,8 +84,10 @@ func TestOIDCTokenExchangeAndMQTTConnect(t *testing.T) {
 	var me struct {
 		UserID      string `json:"userId"`
 		DisplayName string `json:"displayName"`
+		Avatar      string `json:"avatar"`
 	}
-	if st := api(t, n, got.AccessToken, http.MethodGet, "/user/me", nil, &me); st != 200 || me.UserID != "dana" || me.DisplayName != "Dana Scully" {
+	if st := api(t, n, got.AccessToken, http.MethodGet, "/user/me", nil, &me); st != 200 || me.UserID != "dana" || me.DisplayName != "Dana Scully" ||
+		me.Avatar != "https://sso.example/dana.png" {
 		t.Fatalf("GET /user/me with the edgechat token: %d %+v", st, me)
 	}
 	// The refresh token works as a password login's does.

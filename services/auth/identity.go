@@ -469,6 +469,12 @@ func (s *Service) Identities(uid string) ([]IdentityLink, error) {
 	return out, nil
 }
 
+// avatarProfiles is a ProfileCreator that also takes an avatar URL
+// (implemented by *users.Service).
+type avatarProfiles interface {
+	CreateProfileWithAvatar(ctx context.Context, uid, displayName, avatar string) error
+}
+
 // federatedAccount returns the account linked to id, creating it (and
 // its profile) on the first sign-in.
 func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (account, error) {
@@ -511,7 +517,13 @@ func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (a
 			if err != nil || name == "" {
 				name = res.Account.UID
 			}
-			if err := s.profiles.CreateProfile(ctx, res.Account.UID, name); err != nil {
+			create := s.profiles.CreateProfile
+			if ap, ok := s.profiles.(avatarProfiles); ok && picture != "" {
+				create = func(ctx context.Context, uid, name string) error {
+					return ap.CreateProfileWithAvatar(ctx, uid, name, picture)
+				}
+			}
+			if err := create(ctx, res.Account.UID, name); err != nil {
 				// The account exists; PATCH /user/me creates a missing profile.
 				s.log.Error("federated account created without profile", "uid", res.Account.UID, "err", err)
 			}
