@@ -370,3 +370,36 @@ func TestExchangeIntoABrowserSession(t *testing.T) {
 		t.Fatalf("bad session mode: %v %v", resp.StatusCode, err)
 	}
 }
+
+func TestHangingProviderDoesNotHoldCallersPastTheirDeadline(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	h := fsmtest.New(t)
+	a, err := auth.New(auth.Config{KeyDir: t.TempDir(), Argon2: auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1}},
+		auth.Deps{DB: h.DB, Proposer: h, FSM: h.FSM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := idp.New(idp.Config{Providers: []idp.ProviderConfig{{Name: "slow", Issuer: hang.URL, ClientID: "c"}},
+		HTTPClient: hang.Client()}, idp.Deps{Accounts: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := svc.Provider("slow")
+	for range 2 { // the second caller joins the running discovery, with its own deadline
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		start := time.Now()
+		_, err := p.Verify(ctx, "a.b.c", "")
+		cancel()
+		if !errors.Is(err, idp.ErrProviderUnavailable) || time.Since(start) > 5*time.Second {
+			t.Fatalf("a hanging provider: %v after %v", err, time.Since(start))
+		}
+	}
+}

@@ -107,7 +107,7 @@ func algAllowed(alg string) bool {
 // fetch gets the JWKS now (one request at a time; concurrent callers
 // share it).
 func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	v, err, _ := k.sf.Do("jwks", func() (any, error) {
+	ch := k.sf.DoChan("jwks", func() (any, error) {
 		k.mu.Lock()
 		k.lastAttempt = k.now()
 		k.mu.Unlock()
@@ -123,10 +123,15 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 		k.mu.Unlock()
 		return keys, nil
 	})
-	if err != nil {
-		return nil, err
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("oidc: JWKS fetch still running: %w", ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.([]jose.JSONWebKey), nil
 	}
-	return v.([]jose.JSONWebKey), nil
 }
 
 func (k *keySet) get(ctx context.Context) ([]jose.JSONWebKey, error) {

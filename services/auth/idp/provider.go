@@ -126,7 +126,7 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 	if !last.IsZero() && p.now().Sub(last) < p.retryEvery {
 		return nil, fmt.Errorf("%w: %s: %w", ErrProviderUnavailable, p.cfg.Name, lastErr)
 	}
-	v, err, _ := p.sf.Do("discover", func() (any, error) {
+	ch := p.sf.DoChan("discover", func() (any, error) {
 		d, err := p.runDiscovery(ctx)
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -142,10 +142,17 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 		p.log.Info("OIDC provider discovered", "issuer", p.cfg.Issuer, "jwks", d.jwksURL)
 		return d, nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrProviderUnavailable, p.cfg.Name, err)
+	// The discovery goes on without a caller that stops waiting (a CONNECT
+	// or a request with a shorter deadline); the next caller shares it.
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: discovery still running: %w", ErrProviderUnavailable, p.cfg.Name, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrProviderUnavailable, p.cfg.Name, r.Err)
+		}
+		return r.Val.(*discovered), nil
 	}
-	return v.(*discovered), nil
 }
 
 func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
