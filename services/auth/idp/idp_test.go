@@ -403,3 +403,38 @@ func TestHangingProviderDoesNotHoldCallersPastTheirDeadline(t *testing.T) {
 		}
 	}
 }
+
+func TestUsernameClaims(t *testing.T) {
+	for _, c := range []struct {
+		claim string
+		extra idptest.Claims
+		want  string
+	}{
+		{idp.ClaimEmail, idptest.Claims{"email": "Vera.K@example.com"}, "vera.k"},
+		{idp.ClaimEmail, idptest.Claims{"email": "v@example.com", "email_verified": false}, "u0042"}, // unverified: the subject
+		{idp.ClaimSub, idptest.Claims{"preferred_username": "vera"}, "u0042"},
+		{idp.ClaimPreferredUsername, idptest.Claims{"preferred_username": "vera", "email": "x@example.com"}, "vera"},
+	} {
+		t.Run(c.claim+"/"+c.want, func(t *testing.T) {
+			e := newEnv(t, func(pc *idp.ProviderConfig) { pc.UsernameClaim = c.claim })
+			claims := idptest.Claims{"sub": "0042"}
+			for k, v := range c.extra {
+				claims[k] = v
+			}
+			status, out := e.exchange("test", e.op.Token(claims))
+			if status != 200 || out["userId"] != c.want {
+				t.Fatalf("%d %v, want %s", status, out, c.want)
+			}
+		})
+	}
+}
+
+func TestAudienceListAndConfiguredAudience(t *testing.T) {
+	e := newEnv(t, func(pc *idp.ProviderConfig) { pc.Audience = "chat-api" })
+	if status, out := e.exchange("test", e.op.Token(idptest.Claims{"sub": "a", "aud": []string{"account", "chat-api"}})); status != 200 {
+		t.Fatalf("aud list holding the audience: %d %v", status, out)
+	}
+	if status, _ := e.exchange("test", e.op.Token(idptest.Claims{"sub": "b"})); status != 401 {
+		t.Fatalf("aud = client ID when another audience is configured: %d", status)
+	}
+}
