@@ -18,9 +18,9 @@ import (
 	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
-	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 

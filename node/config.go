@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/edgechat/edgechat/cluster"
 	"io"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/services/archive"
+	"github.com/edgechat/edgechat/services/auth/idp"
 	"github.com/edgechat/edgechat/services/gateway"
 )
 
@@ -117,6 +119,20 @@ type Config struct {
 	BackupTo    string        `yaml:"backup_to"`    // a directory or s3://bucket/prefix
 	BackupKeep  int           `yaml:"backup_keep"`  // scheduled backups kept
 
+	// Federated sign-in (docs/operations.md "Federated sign-in (OIDC)");
+	// see oidcconfig.go.
+	OIDCProviders        []idp.ProviderConfig `yaml:"oidc_providers"`
+	OIDCName             string               `yaml:"oidc_name"`
+	OIDCIssuer           string               `yaml:"oidc_issuer"`
+	OIDCClientID         string               `yaml:"oidc_client_id"`
+	OIDCClientSecretFile string               `yaml:"oidc_client_secret_file"`
+	OIDCAudience         string               `yaml:"oidc_audience"`
+	OIDCCAFile           string               `yaml:"oidc_ca_file"`
+	OIDCAcceptOnConnect  bool                 `yaml:"oidc_accept_on_connect"`
+	// PasswordLogin: built-in accounts may register and log in (default
+	// true; false leaves only the OIDC providers).
+	PasswordLogin bool `yaml:"password_login"`
+
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
 	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
@@ -126,6 +142,9 @@ type Config struct {
 	// PushTLS is the TLS client configuration of the push providers
 	// (tests: RootCAs that trust the mock providers); nil: the system's.
 	PushTLS *tls.Config `yaml:"-"`
+	// OIDCHTTPClient talks to the OIDC providers (tests); nil: a default
+	// client (a provider's ca_file still applies).
+	OIDCHTTPClient *http.Client `yaml:"-"`
 }
 
 // Defaults returns the configuration of `edgechat serve` with no flags.
@@ -149,6 +168,8 @@ func Defaults() Config {
 		MQTTConnectRate: "10/30",
 
 		AccountDeleteGrace: DefaultAccountDeleteGrace,
+		PasswordLogin:      true,
+		OIDCName:           idp.DefaultName,
 
 		APNsEndpoint:   APNsProduction,
 		FCMEndpoint:    DefaultFCMEndpoint,
@@ -302,7 +323,7 @@ var settings = append([]setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}, slices.Concat(pushSettings, mediaSettings, archiveSettings, backupSettings)...)
+}, slices.Concat(pushSettings, mediaSettings, archiveSettings, backupSettings, oidcSettings)...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -449,6 +470,9 @@ func (c Config) Validate() error {
 	if err := c.validatePush(); err != nil {
 		return err
 	}
+	if err := c.validateOIDC(); err != nil {
+		return err
+	}
 	if err := c.validateBackup(); err != nil {
 		return err
 	}
@@ -475,7 +499,8 @@ func Usage() string {
 		"s3-processed-bucket": d.S3ProcessedBucket, "s3-cold-bucket": d.S3ColdBucket,
 		"roles": strings.Join(Roles, ","), "s3-archive-bucket": d.S3ArchiveBucket, "archive-hot-age": d.ArchiveHotAge.String(),
 		"archive-seal-every": d.ArchiveSealEvery.String(), "archive-orphan-grace": d.ArchiveOrphanGrace.String(),
-		"archive-cache-bytes": strconv.FormatInt(d.ArchiveCacheBytes, 10), "backup-keep": strconv.Itoa(d.BackupKeep)}
+		"archive-cache-bytes": strconv.FormatInt(d.ArchiveCacheBytes, 10), "backup-keep": strconv.Itoa(d.BackupKeep),
+		"oidc-name": d.OIDCName, "password-login": strconv.FormatBool(d.PasswordLogin)}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

@@ -52,8 +52,15 @@ func documentedRoute(doc, pattern string) bool {
 }
 
 func TestEveryRouteIsInProtocolDoc(t *testing.T) {
-	n := nodetest.StartNode(t)
+	// With an OIDC provider configured, so that its routes are served too
+	// (the provider need not answer: discovery is retried in the background).
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.OIDCIssuer, c.OIDCClientID = "https://127.0.0.1:1/realms/none", "edgechat"
+	}))
 	patterns := n.Gateway.Patterns()
+	if !slices.Contains(patterns, "GET /auth/oidc/{provider}/start") {
+		t.Fatalf("no OIDC routes among %q", patterns)
+	}
 	if len(patterns) < 10 {
 		t.Fatalf("the gateway lists only %d routes: %q", len(patterns), patterns)
 	}

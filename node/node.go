@@ -37,6 +37,7 @@ import (
 	"github.com/edgechat/edgechat/services/admin"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/auth"
+	"github.com/edgechat/edgechat/services/auth/idp"
 	"github.com/edgechat/edgechat/services/backup"
 	"github.com/edgechat/edgechat/services/clusterapi"
 	"github.com/edgechat/edgechat/services/gateway"
@@ -73,6 +74,7 @@ type Node struct {
 	fsm          *fsm.FSM
 	raft         *cluster.Raft
 	Auth         *auth.Service
+	IDP          *idp.Service // nil: no OIDC provider configured
 	Users        *users.Service
 	Archive      *archive.Service
 	Presence     *presence.Service
@@ -221,7 +223,7 @@ func (n *Node) buildServices() (err error) {
 		return err
 	}
 	authCfg := auth.Config{KeyDir: filepath.Join(n.cfg.DataDir, "keys"), Issuer: "edgechat", AccessTTL: n.cfg.AccessTTL,
-		DeleteGrace: n.cfg.AccountDeleteGrace}
+		DeleteGrace: n.cfg.AccountDeleteGrace, NoPasswordLogin: !n.cfg.PasswordLogin}
 	if n.cfg.FastPassword {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
@@ -229,6 +231,14 @@ func (n *Node) buildServices() (err error) {
 		DeviceLogout: n.Push.RemoveDeviceOnLogout, Logger: log, Registerer: reg, Leader: n.raft})
 	if err != nil {
 		return err
+	}
+	if providers := n.cfg.OIDCProviderList(); len(providers) > 0 {
+		n.IDP, err = idp.New(idp.Config{Providers: providers, HTTPClient: n.cfg.OIDCHTTPClient},
+			idp.Deps{Accounts: n.Auth, Proposer: n.raft, FSM: n.fsm, Logger: log, Registerer: reg})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		n.Auth.SetProviderCheck(n.IDP.CheckToken) // DELETE /user/me of an account without a password
 	}
 	mctx, cancel := context.WithTimeout(context.Background(), time.Minute) // S3 buckets are created at start
 	err = n.buildMedia(mctx)
@@ -290,7 +300,7 @@ func (n *Node) buildBroker() (err error) {
 		AllowedOrigins: n.cfg.AllowedOrigins,
 		Logger:         n.log,
 		Registerer:     n.registry,
-	}, broker.Deps{Verifier: n.Auth, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
+	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
 		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients})
 	if err != nil {
@@ -351,6 +361,9 @@ func (n *Node) buildHTTP() (err error) {
 		n.Backup.Routes()} {
 		n.Gateway.Mount(routes...)
 	}
+	if n.IDP != nil {
+		n.Gateway.Mount(n.IDP.Routes()...)
+	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
 	if n.cfg.WebClient {
 		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat})
@@ -361,6 +374,25 @@ func (n *Node) buildHTTP() (err error) {
 		n.Gateway.Handle("GET /assets/", http.HandlerFunc(app.ServeAsset))
 	}
 	return nil
+}
+
+// connectVerifier checks MQTT CONNECT passwords: a JWT of an OIDC
+// provider that accepts tokens on CONNECT goes to that provider's
+// verifier (creating the account on a first sign-in); anything else is
+// an edgechat access token. The choice reads the unverified "iss": an
+// edgechat token never waits for a provider.
+type connectVerifier struct {
+	auth *auth.Service
+	idp  *idp.Service
+}
+
+func (v connectVerifier) VerifyAccessToken(token string) (wire.Principal, error) {
+	if v.idp != nil {
+		if p, handled, err := v.idp.ConnectPrincipal(token); handled {
+			return p, err
+		}
+	}
+	return v.auth.VerifyAccessToken(token)
 }
 
 // readiness: serving, and part of a cluster that has a leader. A node cut
@@ -472,6 +504,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.Auth.Run(gctx) })        // publishes this node's token key to the cluster
 	g.Go(func() error { return n.Auth.RunErasure(gctx) }) // erases deleted accounts while this node leads
+	if n.IDP != nil {
+		g.Go(func() error { return n.IDP.Run(gctx) }) // discovers the OIDC providers (retrying while they are down)
+	}
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.PushSender.Run(gctx) })

@@ -35,6 +35,11 @@ type Config struct {
 	// Logger receives the SDK's log (nil: discarded, so that it does not
 	// draw over the screen).
 	Logger *slog.Logger
+	// OIDC, when set, signs in through the server's identity provider of
+	// that name (OIDCLogin: the kept session, else the device flow)
+	// instead of a password; SessionFile keeps its refresh token.
+	OIDC        string
+	SessionFile string
 	// Downloads is where /open-media saves files; empty means
 	// $EDGECHAT_DOWNLOADS, then the current directory.
 	Downloads string
@@ -61,6 +66,18 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	switch {
+	case cfg.OIDC != "":
+		tok, err := OIDCLogin{Server: httpURL, Provider: cfg.OIDC, SessionFile: cfg.SessionFile, Out: out}.Tokens(ctx)
+		if err != nil {
+			return err
+		}
+		if user != "" && user != tok.UserID {
+			return fmt.Errorf("%w: the provider signed in %q, not %q", ErrConfig, tok.UserID, user)
+		}
+		path := cfg.SessionFile
+		opts.TokenSource = edgechat.RefreshingTokenSource(httpURL, tok, func(t edgechat.Tokens) {
+			_ = SaveSession(path, t) // refresh tokens rotate: keep the newest
+		})
 	case cfg.Token != "":
 		sub, err := edgechat.TokenSubject(cfg.Token)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -140,4 +141,12 @@ func (r *refresher) needsRefresh() bool {
 		}
 	}
 	return r.now().Add(margin).After(r.cur.Expiry)
+}
+
+// ExchangeOIDC exchanges a JWT of one of the server's OpenID Connect
+// providers (an ID token, or a JWT access token) for edgechat tokens
+// (POST /auth/oidc/{provider}/token); the first sign-in creates the
+// account.
+func ExchangeOIDC(ctx context.Context, httpURL, provider, subjectToken string) (Tokens, error) {
+	return postTokens(ctx, nil, httpURL, "/auth/oidc/"+url.PathEscape(provider)+"/token", map[string]string{"subjectToken": subjectToken})
 }

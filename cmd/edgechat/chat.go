@@ -20,18 +20,26 @@ import (
 	"github.com/edgechat/edgechat/clients/cli"
 )
 
-// chatCmd: edgechat chat --server URL --user NAME [--token T]
+// chatCmd: edgechat chat --server URL (--user NAME [--token T] | --oidc PROVIDER)
 func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a node")
 	user := fs.String("user", os.Getenv("EDGECHAT_USER"), "user name")
 	token := fs.String("token", os.Getenv("EDGECHAT_TOKEN"), "access token (instead of a password prompt)")
+	provider := fs.String("oidc", "", "sign in through the server's OpenID Connect provider of this name (device flow)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if *provider != "" {
+		session, err := cli.DefaultSessionFile(*server, *provider)
+		if err != nil {
+			return err
+		}
+		return cli.Run(ctx, cli.Config{Server: *server, User: *user, OIDC: *provider, SessionFile: session}, stdin, stdout)
+	}
 	if *user == "" && *token == "" {
-		return fmt.Errorf("%w: --user NAME (or --token) is required", errUsage)
+		return fmt.Errorf("%w: --user NAME (or --token, or --oidc PROVIDER) is required", errUsage)
 	}
 	prompt := func() (string, error) {
 		fmt.Fprintf(stdout, "password for %s: ", *user)

@@ -66,6 +66,8 @@ var (
 	ErrRefreshReused      = errors.New("auth: refresh token reused; family revoked")
 	ErrNoAccount          = errors.New("auth: no such account")
 	ErrInvalidDevice      = errors.New("auth: invalid device ID")
+	// ErrPasswordLoginOff: registration and password login are turned off.
+	ErrPasswordLoginOff = errors.New("auth: password login is turned off; sign in through an identity provider")
 )
 
 // RateLimitError carries how long a rate-limited caller should wait.
@@ -107,6 +109,9 @@ type Config struct {
 	// its data is erased; 0 erases at once (no default here: the node's
 	// --account-delete-grace has one).
 	DeleteGrace time.Duration
+	// NoPasswordLogin refuses registration and password login over HTTP
+	// (--password-login=false: users sign in through OIDC providers).
+	NoPasswordLogin bool
 }
 
 // Defaults.
@@ -229,9 +234,11 @@ type Service struct {
 	eraseMu    sync.Mutex
 	erasers    []namedEraser
 	onDisabled []func(uid string)
-	deletions  *prometheus.CounterVec
-	eraseSteps prometheus.Counter
-	erased     prometheus.Counter
+
+	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
+	deletions     *prometheus.CounterVec
+	eraseSteps    prometheus.Counter
+	erased        prometheus.Counter
 }
 
 // New loads (or creates) the signing keys and registers the FSM handlers.
@@ -319,6 +326,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
+	deps.FSM.Register(wire.CmdIdentitySignIn, applyIdentitySignIn)
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.exists.purge)
 		r.OnRestore(func() {

@@ -227,12 +227,69 @@ func (s *Service) DeleteAccount(ctx context.Context, uid, password, ip string) (
 		return DeleteResult{}, ErrAccountDeleted
 	}
 	ok, err := s.hasher.verify(password, acct.Hash)
+	if acct.Hash == "" {
+		ok, err = false, nil // a federated account: DeleteAccountByProvider
+	}
 	if err != nil || !ok || len(password) > MaxPassword {
 		s.perUser.Allow(uid)
 		s.perIP.Allow(ipKey)
 		s.deletions.WithLabelValues("wrong_password").Inc()
 		return DeleteResult{}, ErrWrongPassword
 	}
+	return s.deleteNow(ctx, uid)
+}
+
+// ProviderCheck verifies a token of a configured identity provider
+// (implemented by the idp service); see SetProviderCheck.
+type ProviderCheck func(ctx context.Context, provider, token string) (FederatedIdentity, error)
+
+// SetProviderCheck lets DELETE /user/me prove the user with a token of
+// a provider linked to the account instead of a password (accounts
+// created by a provider have none). Call before serving.
+func (s *Service) SetProviderCheck(fn ProviderCheck) { s.providerCheck = fn }
+
+// DeleteAccountByProvider is DeleteAccount for a user who proves
+// themselves with a fresh token of a provider linked to uid. Failures
+// are rate limited like wrong passwords.
+func (s *Service) DeleteAccountByProvider(ctx context.Context, uid, provider, token, ip string) (DeleteResult, error) {
+	ipKey := ratelimit.RemoteIPKey(ip)
+	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+		s.deletions.WithLabelValues("rate_limited").Inc()
+		return DeleteResult{}, &RateLimitError{RetryAfter: wait}
+	}
+	if _, found, err := s.readAccount(uid); err != nil {
+		s.deletions.WithLabelValues("error").Inc()
+		return DeleteResult{}, err
+	} else if !found || s.gone.has(uid) {
+		s.deletions.WithLabelValues("deleted").Inc()
+		return DeleteResult{}, ErrAccountDeleted
+	}
+	fail := func() (DeleteResult, error) {
+		s.perUser.Allow(uid)
+		s.perIP.Allow(ipKey)
+		s.deletions.WithLabelValues("wrong_password").Inc()
+		return DeleteResult{}, ErrWrongPassword
+	}
+	if s.providerCheck == nil {
+		return fail()
+	}
+	id, err := s.providerCheck(ctx, provider, token)
+	if err != nil {
+		s.log.Debug("account deletion: provider token refused", "uid", uid, "err", err)
+		return fail()
+	}
+	l, found, err := s.readIdentity(id.Issuer, id.Subject)
+	if err != nil {
+		return DeleteResult{}, err
+	}
+	if !found || l.UID != uid {
+		return fail()
+	}
+	return s.deleteNow(ctx, uid)
+}
+
+// deleteNow disables uid and schedules its erasure.
+func (s *Service) deleteNow(ctx context.Context, uid string) (DeleteResult, error) {
 	now := s.now().UTC()
 	c := accountDeleteCmd{V: commandVersion, UID: uid, At: now, DeleteAt: now.Add(s.cfg.DeleteGrace)}
 	if _, err := s.propose(ctx, wire.CmdAccountDelete, c); err != nil {
@@ -380,6 +437,9 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	if err != nil || !done {
 		return res, err
 	}
+	if err := deleteIdentityLinks(tx, c.UID); err != nil {
+		return nil, err
+	}
 	if err := tx.Delete([]byte(prefixAccount + c.UID)); err != nil {
 		return nil, err
 	}
@@ -501,7 +561,11 @@ func (s *Service) erase(ctx context.Context, uid string) error {
 
 // deleteRequest is the body of DELETE /user/me.
 type deleteRequest struct {
-	Password string `json:"password"`
+	Password string `json:"password,omitempty"`
+	// Or, for an account that signs in through a provider: a fresh token
+	// of a provider linked to it.
+	Provider     string `json:"provider,omitempty"`
+	SubjectToken string `json:"subjectToken,omitempty"`
 }
 
 func decodeDelete(body []byte) (deleteRequest, error) {
@@ -519,14 +583,20 @@ func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req deleteRequest
-	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+	if err := httpapi.DecodeJSON(r, &req, maxDeleteBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
-	res, err := s.DeleteAccount(r.Context(), p.UserID, req.Password, clientIP(r))
+	var res DeleteResult
+	var err error
+	if req.SubjectToken != "" || req.Provider != "" {
+		res, err = s.DeleteAccountByProvider(r.Context(), p.UserID, req.Provider, req.SubjectToken, clientIP(r))
+	} else {
+		res, err = s.DeleteAccount(r.Context(), p.UserID, req.Password, clientIP(r))
+	}
 	switch {
 	case errors.Is(err, ErrWrongPassword):
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "wrong password"))
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "wrong password or provider token"))
 		return
 	case errors.Is(err, ErrAccountDeleted):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such account"))

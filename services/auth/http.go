@@ -19,10 +19,14 @@ const (
 	CodeInvalidCredentials = "invalid_credentials"
 	CodeRefreshInvalid     = "invalid_refresh_token"
 	CodeRefreshReused      = "refresh_reused"
+	CodePasswordLoginOff   = "password_login_disabled"
 )
 
 // maxAuthBody bounds auth request bodies: they hold a few short strings.
 const maxAuthBody = 4 << 10
+
+// maxDeleteBody bounds DELETE /user/me, which may carry a provider's JWT.
+const maxDeleteBody = 24 << 10
 
 // Request bodies.
 type registerRequest struct {
@@ -61,7 +65,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/auth/logout", Handler: s.handleLogout, Public: true, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
-		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
 	}
 }
 
@@ -74,6 +78,8 @@ func httpError(err error) error {
 	case errors.As(err, &rl):
 		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeRateLimited,
 			Message: "too many failed logins; try again later", RetryAfter: rl.RetryAfter}
+	case errors.Is(err, ErrPasswordLoginOff):
+		return httpapi.Errorf(http.StatusForbidden, CodePasswordLoginOff, "%v", err)
 	case errors.Is(err, ErrUsernameTaken):
 		return httpapi.Errorf(http.StatusConflict, CodeUsernameTaken, "username is taken")
 	case errors.Is(err, ErrInvalidUsername):
@@ -129,6 +135,10 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if s.cfg.NoPasswordLogin {
+		httpapi.WriteError(w, httpError(ErrPasswordLoginOff))
+		return
+	}
 	uid, err := s.CreateAccount(r.Context(), req.Username, req.Password, req.DisplayName)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
@@ -157,6 +167,10 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	var req loginRequest
 	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
+		return
+	}
+	if s.cfg.NoPasswordLogin {
+		httpapi.WriteError(w, httpError(ErrPasswordLoginOff))
 		return
 	}
 	if !validSessionMode(req.Session) {

@@ -49,3 +49,9 @@ func cookieRefreshToken(r *http.Request) string {
 	}
 	return c.Value
 }
+
+// SetSessionCookie moves t's refresh token into the session cookie (for
+// sign-ins answered elsewhere: the OIDC code flow and token exchange).
+func (s *Service) SetSessionCookie(w http.ResponseWriter, r *http.Request, t *Tokens) {
+	s.setSessionCookie(w, r, t)
+}

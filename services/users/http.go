@@ -35,6 +35,7 @@ const maxPatchBody = 4 << 10
 type patchRequest struct {
 	DisplayName *string `json:"displayName,omitempty"`
 	About       *string `json:"about,omitempty"`
+	Avatar      *string `json:"avatar,omitempty"` // "" removes it
 }
 
 // decodePatch is the strict decoder of PATCH /user/me bodies (fuzzed).
@@ -137,7 +138,7 @@ func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	prof, err := s.Update(r.Context(), p.UserID, req.DisplayName, req.About)
+	prof, err := s.update(r.Context(), p.UserID, req.DisplayName, req.About, req.Avatar)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return

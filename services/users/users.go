@@ -77,11 +77,14 @@ func nameKey(displayName, uid string) []byte {
 
 // Profile is a user's public profile.
 type Profile struct {
-	UserID      string    `json:"userId"`
-	DisplayName string    `json:"displayName"`
-	About       string    `json:"about,omitempty"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
+	UserID      string `json:"userId"`
+	DisplayName string `json:"displayName"`
+	About       string `json:"about,omitempty"`
+	// Avatar is an image URL (http or https): set by the user, or from an
+	// identity provider's "picture" claim on the first sign-in.
+	Avatar    string    `json:"avatar,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 	// Deleted marks the tombstone of an erased account (see erase.go).
 	Deleted bool `json:"deleted,omitempty"`
 }
@@ -180,6 +183,7 @@ type profilePutCmd struct {
 	Upsert      bool      `json:"upsert,omitempty"`
 	DisplayName *string   `json:"displayName,omitempty"`
 	About       *string   `json:"about,omitempty"`
+	Avatar      *string   `json:"avatar,omitempty"`
 	At          time.Time `json:"at"`
 }
 
@@ -200,6 +204,11 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	if c.About != nil {
 		if err := validAbout(*c.About); err != nil {
+			return nil, err
+		}
+	}
+	if c.Avatar != nil {
+		if err := validAvatar(*c.Avatar); err != nil {
 			return nil, err
 		}
 	}
@@ -240,6 +249,9 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	if c.About != nil {
 		p.About = *c.About
+	}
+	if c.Avatar != nil {
+		p.Avatar = *c.Avatar
 	}
 	p.UpdatedAt = c.At
 	b, err := json.Marshal(p)
@@ -285,6 +297,12 @@ func (s *Service) put(ctx context.Context, c profilePutCmd) (Profile, error) {
 // CreateProfile creates the profile of a new user. An existing profile is
 // kept as it is, so that a retry is harmless.
 func (s *Service) CreateProfile(ctx context.Context, uid, displayName string) error {
+	return s.CreateProfileWithAvatar(ctx, uid, displayName, "")
+}
+
+// CreateProfileWithAvatar is CreateProfile with an avatar URL (a
+// federated user's "picture"); an invalid one is left out.
+func (s *Service) CreateProfileWithAvatar(ctx context.Context, uid, displayName, avatar string) error {
 	if wire.ValidUserID(uid) != nil {
 		return fmt.Errorf("%w: %q", ErrInvalidUserID, uid)
 	}
@@ -295,7 +313,11 @@ func (s *Service) CreateProfile(ctx context.Context, uid, displayName string) er
 	if err != nil {
 		return err
 	}
-	if _, err := s.put(ctx, profilePutCmd{UID: uid, Create: true, DisplayName: &name}); err != nil {
+	c := profilePutCmd{UID: uid, Create: true, DisplayName: &name}
+	if avatar != "" && validAvatar(avatar) == nil {
+		c.Avatar = &avatar
+	}
+	if _, err := s.put(ctx, c); err != nil {
 		return fmt.Errorf("users: create profile: %w", err)
 	}
 	return nil
@@ -304,6 +326,11 @@ func (s *Service) CreateProfile(ctx context.Context, uid, displayName string) er
 // Update changes the given fields of uid's profile, creating the profile
 // when it is missing (a federated user has no registration step).
 func (s *Service) Update(ctx context.Context, uid string, displayName, about *string) (Profile, error) {
+	return s.update(ctx, uid, displayName, about, nil)
+}
+
+// update is Update with the avatar URL too ("" removes it).
+func (s *Service) update(ctx context.Context, uid string, displayName, about, avatar *string) (Profile, error) {
 	if wire.ValidUserID(uid) != nil {
 		return Profile{}, fmt.Errorf("%w: %q", ErrInvalidUserID, uid)
 	}
@@ -319,7 +346,12 @@ func (s *Service) Update(ctx context.Context, uid string, displayName, about *st
 			return Profile{}, err
 		}
 	}
-	p, err := s.put(ctx, profilePutCmd{UID: uid, Upsert: true, DisplayName: displayName, About: about})
+	if avatar != nil {
+		if err := validAvatar(*avatar); err != nil {
+			return Profile{}, err
+		}
+	}
+	p, err := s.put(ctx, profilePutCmd{UID: uid, Upsert: true, DisplayName: displayName, About: about, Avatar: avatar})
 	if err != nil {
 		return Profile{}, fmt.Errorf("users: update profile: %w", err)
 	}

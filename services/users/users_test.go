@@ -146,6 +146,8 @@ func TestPatchMe(t *testing.T) {
 		{"wrong type", `{"about":42}`, 400, "validation_failed"},
 		{"null body", `nul`, 400, "invalid_json"},
 		{"oversized", `{"about":"` + strings.Repeat("a", 5000) + `"}`, 413, "payload_too_large"},
+		{"script avatar", `{"avatar":"javascript:alert(1)"}`, 400, CodeInvalidAvatar},
+		{"relative avatar", `{"avatar":"/me.png"}`, 400, CodeInvalidAvatar},
 	}
 	for _, c := range bad {
 		r := e.do(http.MethodPatch, "/user/me", c.body, "alice")
@@ -155,6 +157,26 @@ func TestPatchMe(t *testing.T) {
 	}
 	if after, _ := e.svc.Profile("alice"); after != before {
 		t.Fatalf("refused patches changed the profile: %+v", after)
+	}
+	// An avatar URL, then none.
+	r = e.do(http.MethodPatch, "/user/me", `{"avatar":"https://img.example/a.png"}`, "alice")
+	if p := r.profile(t); r.Code != 200 || p.Avatar != "https://img.example/a.png" || p.DisplayName != "Alice B" {
+		t.Fatalf("patch avatar: %d %+v", r.Code, p)
+	}
+	if p := e.do(http.MethodPatch, "/user/me", `{"avatar":""}`, "alice").profile(t); p.Avatar != "" {
+		t.Fatalf("avatar removed: %+v", p)
+	}
+	if err := e.svc.CreateProfileWithAvatar(ctx, "fed", "Fed", "https://img.example/f.png"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.CreateProfileWithAvatar(ctx, "fed2", "Fed", "data:image/png;base64,AAAA"); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := e.svc.Profile("fed"); p.Avatar != "https://img.example/f.png" {
+		t.Fatalf("created with an avatar: %+v", p)
+	}
+	if p, _ := e.svc.Profile("fed2"); p.Avatar != "" {
+		t.Fatalf("an invalid avatar was kept: %+v", p)
 	}
 	// 280 characters exactly is fine.
 	if r := e.do(http.MethodPatch, "/user/me", `{"about":"`+strings.Repeat("é", 280)+`"}`, "alice"); r.Code != 200 {

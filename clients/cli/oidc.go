@@ -1,0 +1,202 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+
+	edgechat "github.com/edgechat/edgechat/clients/go"
+)
+
+// Signing in through the server's OpenID Connect provider from a
+// terminal: the provider's device flow (RFC 8628) when it offers one: the
+// user opens a URL on any device and enters a code; the ID token it
+// yields is exchanged for edgechat tokens. The refresh token is kept in a
+// session file (0600) so that the next start signs in without the
+// provider.
+
+// ErrNoDeviceFlow: the provider offers no device flow; the user signs in
+// in a browser instead.
+var ErrNoDeviceFlow = errors.New("cli: the provider offers no device flow")
+
+// OIDCLogin signs a terminal user in through a provider of Server.
+type OIDCLogin struct {
+	Server      string // the node's HTTP base URL
+	Provider    string // the provider's name at the server
+	SessionFile string // where the refresh token is kept ("": not kept)
+	Out         io.Writer
+	// HTTPClient talks to the provider (nil: http.DefaultClient).
+	HTTPClient *http.Client
+}
+
+// DefaultSessionFile is where the session of provider at server is kept:
+// the user's config directory, edgechat/sessions/.
+func DefaultSessionFile(server, provider string) (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("cli: config directory: %w", err)
+	}
+	u, err := url.Parse(server)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("%w: server URL %q", ErrConfig, server)
+	}
+	name := strings.NewReplacer(":", "_", "/", "_").Replace(provider + "@" + u.Host)
+	return filepath.Join(dir, "edgechat", "sessions", name+".json"), nil
+}
+
+type sessionFile struct {
+	RefreshToken string `json:"refreshToken"`
+	UserID       string `json:"userId"`
+}
+
+// SaveSession writes the refresh token of t to path, readable by the
+// user only (the directory 0700, the file 0600, replaced atomically).
+func SaveSession(path string, t edgechat.Tokens) error {
+	if path == "" || t.RefreshToken == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("cli: session directory: %w", err)
+	}
+	b, _ := json.Marshal(sessionFile{RefreshToken: t.RefreshToken, UserID: t.UserID})
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".session-*")
+	if err != nil {
+		return fmt.Errorf("cli: session file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("cli: session file: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("cli: session file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("cli: session file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("cli: session file: %w", err)
+	}
+	return nil
+}
+
+func loadSession(path string) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var s sessionFile
+	if json.Unmarshal(b, &s) != nil {
+		return ""
+	}
+	return s.RefreshToken
+}
+
+func (o OIDCLogin) client() *http.Client {
+	if o.HTTPClient != nil {
+		return o.HTTPClient
+	}
+	return http.DefaultClient
+}
+
+func (o OIDCLogin) getJSON(ctx context.Context, u string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := o.client().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
+}
+
+// Tokens signs in: with the kept refresh token when it still works,
+// else through the provider's device flow (printing what to open and
+// the code to Out). The new refresh token is kept.
+func (o OIDCLogin) Tokens(ctx context.Context) (edgechat.Tokens, error) {
+	server := strings.TrimRight(o.Server, "/")
+	if rt := loadSession(o.SessionFile); rt != "" {
+		if t, err := edgechat.Refresh(ctx, server, rt); err == nil {
+			return t, SaveSession(o.SessionFile, t)
+		}
+	}
+	var provs struct {
+		Providers []struct {
+			Name     string `json:"name"`
+			Issuer   string `json:"issuer"`
+			ClientID string `json:"clientId"`
+		} `json:"providers"`
+	}
+	if err := o.getJSON(ctx, server+"/auth/oidc/providers", &provs); err != nil {
+		return edgechat.Tokens{}, fmt.Errorf("cli: the server's identity providers: %w", err)
+	}
+	var issuer, clientID string
+	var names []string
+	for _, p := range provs.Providers {
+		names = append(names, p.Name)
+		if p.Name == o.Provider {
+			issuer, clientID = p.Issuer, p.ClientID
+		}
+	}
+	if issuer == "" {
+		return edgechat.Tokens{}, fmt.Errorf("%w: the server has no provider %q (it has %q)", ErrConfig, o.Provider, names)
+	}
+	var meta struct {
+		DeviceAuth string `json:"device_authorization_endpoint"`
+		Token      string `json:"token_endpoint"`
+	}
+	if err := o.getJSON(ctx, strings.TrimRight(issuer, "/")+"/.well-known/openid-configuration", &meta); err != nil {
+		return edgechat.Tokens{}, fmt.Errorf("cli: provider discovery: %w", err)
+	}
+	if meta.DeviceAuth == "" || meta.Token == "" {
+		fmt.Fprintf(o.Out, "Sign in in a browser: %s/auth/oidc/%s/start\n", server, url.PathEscape(o.Provider))
+		return edgechat.Tokens{}, ErrNoDeviceFlow
+	}
+	cfg := oauth2.Config{ClientID: clientID, Scopes: []string{"openid", "profile", "email"},
+		Endpoint: oauth2.Endpoint{DeviceAuthURL: meta.DeviceAuth, TokenURL: meta.Token}}
+	octx := context.WithValue(ctx, oauth2.HTTPClient, o.client())
+	da, err := cfg.DeviceAuth(octx)
+	if err != nil {
+		return edgechat.Tokens{}, fmt.Errorf("cli: device authorization: %w", err)
+	}
+	if da.VerificationURIComplete != "" {
+		fmt.Fprintf(o.Out, "To sign in, open %s\n(or open %s and enter the code %s)\n", da.VerificationURIComplete, da.VerificationURI, da.UserCode)
+	} else {
+		fmt.Fprintf(o.Out, "To sign in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
+	}
+	if da.Expiry.IsZero() {
+		da.Expiry = time.Now().Add(10 * time.Minute)
+	}
+	tok, err := cfg.DeviceAccessToken(octx, da)
+	if err != nil {
+		return edgechat.Tokens{}, fmt.Errorf("cli: waiting for the sign-in: %w", err)
+	}
+	idToken, _ := tok.Extra("id_token").(string)
+	if idToken == "" {
+		return edgechat.Tokens{}, errors.New("cli: the provider returned no ID token")
+	}
+	t, err := edgechat.ExchangeOIDC(ctx, server, o.Provider, idToken)
+	if err != nil {
+		return edgechat.Tokens{}, fmt.Errorf("cli: exchanging the provider's token: %w", err)
+	}
+	return t, SaveSession(o.SessionFile, t)
+}

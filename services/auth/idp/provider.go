@@ -1,0 +1,337 @@
+package idp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+)
+
+// Errors of verification. The specific ones wrap ErrInvalidToken, so a
+// caller tests either.
+var (
+	ErrUnknownProvider     = errors.New("oidc: unknown identity provider")
+	ErrProviderUnavailable = errors.New("oidc: identity provider unavailable")
+	ErrInvalidToken        = errors.New("oidc: invalid token")
+	ErrBadToken            = fmt.Errorf("%w: malformed, or signed with an algorithm not allowed", ErrInvalidToken)
+	ErrBadSignature        = fmt.Errorf("%w: bad signature or unknown key", ErrInvalidToken)
+	ErrWrongIssuer         = fmt.Errorf("%w: wrong issuer", ErrInvalidToken)
+	ErrWrongAudience       = fmt.Errorf("%w: wrong audience", ErrInvalidToken)
+	ErrExpired             = fmt.Errorf("%w: expired", ErrInvalidToken)
+	ErrNotYetValid         = fmt.Errorf("%w: not valid yet (nbf or iat in the future)", ErrInvalidToken)
+	ErrBadNonce            = fmt.Errorf("%w: nonce does not match", ErrInvalidToken)
+	ErrNoSubject           = fmt.Errorf("%w: no subject", ErrInvalidToken)
+	// ErrClaimRequired: a valid token without the claim the provider's
+	// configuration requires (access refused, not a bad token).
+	ErrClaimRequired = errors.New("oidc: a required claim is missing")
+)
+
+// Identity is what a verified token says of its user.
+type Identity struct {
+	Provider    string // the configured name
+	Issuer      string
+	Subject     string
+	Username    string // the configured username claim's value (not yet a user ID)
+	DisplayName string // "name"
+	Picture     string // "picture" (an avatar URL)
+	Email       string // "email", only when email_verified is not false
+	Nonce       string
+}
+
+// discovered is a provider after discovery.
+type discovered struct {
+	verifier *oidc.IDTokenVerifier
+	endpoint oauth2.Endpoint
+	jwksURL  string
+	keys     *keySet
+}
+
+// Provider is one configured identity provider. Discovery is lazy and
+// retried (a provider that is down does not stop the node from starting),
+// at most once per retryEvery.
+type Provider struct {
+	cfg    ProviderConfig
+	secret string // the client secret (code flow); "" for a public client
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time
+	m      *metrics
+
+	sf         singleflight.Group
+	mu         sync.Mutex
+	disc       *discovered
+	lastTry    time.Time
+	lastErr    error
+	retryEvery time.Duration
+}
+
+// httpClient is the provider's HTTP client: base's transport (nil: the
+// default one) trusting CAFile's CAs besides the system's.
+func httpClient(cfg ProviderConfig, base *http.Client) (*http.Client, error) {
+	if base != nil && cfg.CAFile == "" {
+		return base, nil
+	}
+	if cfg.CAFile == "" {
+		return &http.Client{Timeout: 15 * time.Second}, nil
+	}
+	pem, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: provider %q: ca_file: %w", ErrConfig, cfg.Name, err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%w: provider %q: ca_file %s holds no PEM certificate", ErrConfig, cfg.Name, cfg.CAFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr, Timeout: 15 * time.Second}, nil
+}
+
+func newProvider(cfg ProviderConfig, client *http.Client, log *slog.Logger, now func() time.Time, m *metrics) *Provider {
+	p := &Provider{cfg: cfg, client: client, log: log.With("provider", cfg.Name), now: now, m: m, retryEvery: 5 * time.Second}
+	return p
+}
+
+// Name is the provider's configured name.
+func (p *Provider) Name() string { return p.cfg.Name }
+
+// Config is the provider's configuration (with defaults).
+func (p *Provider) Config() ProviderConfig { return p.cfg }
+
+// discover returns the provider's discovered state, running discovery
+// when it has not succeeded yet (and was not tried in the last
+// retryEvery).
+func (p *Provider) discover(ctx context.Context) (*discovered, error) {
+	p.mu.Lock()
+	d, last, lastErr := p.disc, p.lastTry, p.lastErr
+	p.mu.Unlock()
+	if d != nil {
+		return d, nil
+	}
+	if !last.IsZero() && p.now().Sub(last) < p.retryEvery {
+		return nil, fmt.Errorf("%w: %s: %w", ErrProviderUnavailable, p.cfg.Name, lastErr)
+	}
+	ch := p.sf.DoChan("discover", func() (any, error) {
+		d, err := p.runDiscovery(ctx)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.lastTry = p.now()
+		if err != nil {
+			p.lastErr = err
+			p.m.discoveries.WithLabelValues(p.cfg.Name, "error").Inc()
+			p.log.Warn("OIDC discovery failed; will retry", "issuer", p.cfg.Issuer, "err", err)
+			return nil, err
+		}
+		p.disc, p.lastErr = d, nil
+		p.m.discoveries.WithLabelValues(p.cfg.Name, "ok").Inc()
+		p.log.Info("OIDC provider discovered", "issuer", p.cfg.Issuer, "jwks", d.jwksURL)
+		return d, nil
+	})
+	// The discovery goes on without a caller that stops waiting (a CONNECT
+	// or a request with a shorter deadline); the next caller shares it.
+	select {
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: discovery still running: %w", ErrProviderUnavailable, p.cfg.Name, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrProviderUnavailable, p.cfg.Name, r.Err)
+		}
+		return r.Val.(*discovered), nil
+	}
+}
+
+func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	op, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	var meta struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := op.Claims(&meta); err != nil || meta.JWKSURI == "" {
+		return nil, fmt.Errorf("oidc: discovery document of %s has no jwks_uri", p.cfg.Issuer)
+	}
+	if !strings.HasPrefix(meta.JWKSURI, "https://") && !strings.HasPrefix(p.cfg.Issuer, "http://") {
+		return nil, fmt.Errorf("oidc: jwks_uri %q is not https", meta.JWKSURI)
+	}
+	ks := &keySet{url: meta.JWKSURI, client: p.client, now: p.now, minRefetch: p.cfg.JWKSMinRefetch,
+		maxAge: p.cfg.JWKSMaxAge, staleFor: DefaultJWKSStaleFor, onFetch: func(err error) {
+			result := "ok"
+			if err != nil {
+				result = "error"
+				p.log.Warn("fetching the provider's JWKS failed", "url", meta.JWKSURI, "err", err)
+			}
+			p.m.jwksFetches.WithLabelValues(p.cfg.Name, result).Inc()
+		}}
+	skew := p.cfg.Skew
+	v := oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{
+		ClientID:             p.cfg.Audience,
+		SupportedSigningAlgs: allowedAlgNames(),
+		// exp is checked against this clock: skew behind, so that a token
+		// expires skew late at most.
+		Now: func() time.Time { return p.now().Add(-skew) },
+	})
+	return &discovered{verifier: v, endpoint: op.Endpoint(), jwksURL: meta.JWKSURI, keys: ks}, nil
+}
+
+// Warm runs discovery and fetches the JWKS, so that the first sign-in
+// does not wait for them; errors are logged and retried on use.
+func (p *Provider) Warm(ctx context.Context) error {
+	d, err := p.discover(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = d.keys.current(ctx)
+	return err
+}
+
+type errSlotKey struct{}
+
+// maxTokenBytes bounds a token presented for verification.
+const maxTokenBytes = 16 << 10
+
+// Verify checks a provider JWT (an ID token, or a JWT access token):
+// signature with an allowed algorithm against the provider's JWKS, iss,
+// aud, exp, nbf and iat within the skew, the subject, the required
+// claim, and (when nonce is not empty) the nonce.
+func (p *Provider) Verify(ctx context.Context, raw, nonce string) (Identity, error) {
+	id, err := p.verify(ctx, raw, nonce)
+	result := "ok"
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrProviderUnavailable):
+		result = "unavailable"
+	case errors.Is(err, ErrClaimRequired):
+		result = "claim_required"
+	default:
+		result = "invalid"
+	}
+	p.m.verifications.WithLabelValues(p.cfg.Name, result).Inc()
+	return id, err
+}
+
+func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, error) {
+	if raw == "" || len(raw) > maxTokenBytes {
+		return Identity{}, fmt.Errorf("%w: empty or over %d bytes", ErrBadToken, maxTokenBytes)
+	}
+	d, err := p.discover(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	var slot error
+	tok, err := d.verifier.Verify(context.WithValue(ctx, errSlotKey{}, &slot), raw)
+	if err != nil {
+		return Identity{}, classify(err, slot)
+	}
+	var c struct {
+		NotBefore         *json.Number `json:"nbf"`
+		Name              string       `json:"name"`
+		PreferredUsername string       `json:"preferred_username"`
+		Email             string       `json:"email"`
+		EmailVerified     *bool        `json:"email_verified"`
+		Picture           string       `json:"picture"`
+		Nonce             string       `json:"nonce"`
+	}
+	if err := tok.Claims(&c); err != nil {
+		return Identity{}, fmt.Errorf("%w: claims: %v", ErrBadToken, err)
+	}
+	now := p.now()
+	if c.NotBefore != nil {
+		nbf, err := c.NotBefore.Float64()
+		if err != nil {
+			return Identity{}, fmt.Errorf("%w: nbf: %v", ErrBadToken, err)
+		}
+		if time.Unix(int64(nbf), 0).After(now.Add(p.cfg.Skew)) {
+			return Identity{}, fmt.Errorf("%w: nbf %v", ErrNotYetValid, time.Unix(int64(nbf), 0).UTC())
+		}
+	}
+	if !tok.IssuedAt.IsZero() && tok.IssuedAt.After(now.Add(p.cfg.Skew)) {
+		return Identity{}, fmt.Errorf("%w: iat %v", ErrNotYetValid, tok.IssuedAt.UTC())
+	}
+	if tok.Subject == "" || len(tok.Subject) > 255 {
+		return Identity{}, ErrNoSubject
+	}
+	if nonce != "" && c.Nonce != nonce {
+		return Identity{}, ErrBadNonce
+	}
+	if p.cfg.RequiredClaim != "" {
+		var all map[string]any
+		if err := tok.Claims(&all); err != nil {
+			return Identity{}, fmt.Errorf("%w: claims: %v", ErrBadToken, err)
+		}
+		if !claimHas(all[p.cfg.RequiredClaim], p.cfg.RequiredValue) {
+			return Identity{}, fmt.Errorf("%w: %s must hold %q", ErrClaimRequired, p.cfg.RequiredClaim, p.cfg.RequiredValue)
+		}
+	}
+	id := Identity{Provider: p.cfg.Name, Issuer: tok.Issuer, Subject: tok.Subject, DisplayName: c.Name,
+		Picture: c.Picture, Nonce: c.Nonce}
+	if c.EmailVerified == nil || *c.EmailVerified {
+		id.Email = c.Email
+	}
+	switch p.cfg.UsernameClaim {
+	case ClaimEmail:
+		id.Username, _, _ = strings.Cut(id.Email, "@")
+	case ClaimSub:
+		id.Username = tok.Subject
+	default:
+		id.Username = c.PreferredUsername
+	}
+	return id, nil
+}
+
+// claimHas: the claim equals want, or is a list holding it.
+func claimHas(v any, want string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == want
+	case []any:
+		for _, e := range x {
+			if s, ok := e.(string); ok && s == want {
+				return true
+			}
+		}
+	case bool:
+		return fmt.Sprint(x) == want
+	}
+	return false
+}
+
+// classify maps go-oidc's errors (plain text but for expiry) to the
+// sentinels; slot holds the key set's own error when the signature
+// check failed.
+func classify(err error, slot error) error {
+	var exp *oidc.TokenExpiredError
+	msg := err.Error()
+	switch {
+	case slot != nil:
+		return slot
+	case errors.As(err, &exp):
+		return fmt.Errorf("%w: at %v", ErrExpired, exp.Expiry.UTC())
+	case strings.Contains(msg, "issued by a different provider"):
+		return fmt.Errorf("%w: %s", ErrWrongIssuer, msg)
+	case strings.Contains(msg, "expected audience"):
+		return fmt.Errorf("%w: %s", ErrWrongAudience, msg)
+	case strings.Contains(msg, "before the nbf"):
+		return fmt.Errorf("%w: %s", ErrNotYetValid, msg)
+	case strings.Contains(msg, "failed to verify signature"):
+		return fmt.Errorf("%w: %s", ErrBadSignature, msg)
+	}
+	return fmt.Errorf("%w: %s", ErrBadToken, msg)
+}
