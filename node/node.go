@@ -372,6 +372,7 @@ func (n *Node) buildHTTP() (err error) {
 		}
 		n.Gateway.Handle("GET /{$}", http.HandlerFunc(app.ServeIndex))
 		n.Gateway.Handle("GET /assets/", http.HandlerFunc(app.ServeAsset))
+		n.Gateway.Handle("GET /sw.js", http.HandlerFunc(app.ServeWorker))
 	}
 	return nil
 }

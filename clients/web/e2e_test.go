@@ -53,6 +53,9 @@ func browser(t testing.TB) context.Context {
 		chromedp.ExecPath(chromium(t)),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.NoSandbox, // tests run as root in CI
+		// A page navigated away from is gone, connections closed, as a
+		// closed tab's (the back-forward cache would keep it alive).
+		chromedp.Flag("disable-features", "BackForwardCache"),
 		chromedp.WindowSize(1100, 800),
 	)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)

@@ -159,6 +159,25 @@ func (a *App) ServeIndex(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(a.index)
 }
 
+// ServeWorker answers GET /sw.js, the service worker, at the root so that
+// its scope is the whole app; never cached, as browsers check it for
+// updates.
+func (a *App) ServeWorker(w http.ResponseWriter, r *http.Request) {
+	f := a.files["sw.js"]
+	if f == nil {
+		http.NotFound(w, r)
+		return
+	}
+	securityHeaders(w, r)
+	w.Header().Set("Content-Type", f.contentType)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.body)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(f.body)
+}
+
 // ServeAsset answers GET /assets/{version}/{path...}: immutable files of
 // this build, gzip-compressed when the browser takes it. Another version
 // is 404 (an old page asks after an upgrade: it reloads).

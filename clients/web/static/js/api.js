@@ -113,6 +113,10 @@ export class Api {
   }
   user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
   search(q) { return this.call('GET', `/user/search?${new URLSearchParams({ q, limit: '8' })}`); }
+  vapidKey() { return this.send('GET', '/push/vapid', undefined, { auth: false }); }
+  registerDevice(device, subscription) {
+    return this.call('POST', '/user/me/devices', { device, platform: 'webpush', subscription });
+  }
   groups() { return this.call('GET', '/user/groups?limit=200'); }
   createGroup(name, members) { return this.call('POST', '/user/groups', { name, members }); }
   read(conv, upTo) {

@@ -105,7 +105,8 @@ class App {
       h('div', { class: 'topbar' }, h('span', { class: 'me' }, store.me), this.stateEl, h('span', { class: 'spacer' }),
         typeof Notification !== 'undefined' && Notification.permission === 'default'
           ? h('button', { type: 'button', id: 'notifications', onclick: (ev) => {
-            Notification.requestPermission().finally(() => ev.target.remove());
+            Notification.requestPermission().then((p) => { if (p === 'granted') this.enablePush(); })
+              .finally(() => ev.target.remove());
           } }, 'Enable notifications') : null,
         h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out')),
       h('aside', { class: 'sidebar' }, newChat, newGroup, this.listEl),
@@ -157,7 +158,9 @@ class App {
       if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
     }, every);
     this.loadLists().catch((e) => this.showError(e));
-    this.conn.start();
+    this.conn.start().then(() => {
+      if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
+    });
     this.render();
   }
 
@@ -410,6 +413,27 @@ class App {
       d.showModal();
     } catch (e) {
       this.showError(e);
+    }
+  }
+
+  // enablePush registers the service worker and, when the server has Web
+  // Push and the browser a push service, this browser as a push device,
+  // so that messages reach it while no tab is open.
+  async enablePush() {
+    if (!('serviceWorker' in navigator)) return;
+    try {
+      const reg = await navigator.serviceWorker.register('/sw.js');
+      if (!('PushManager' in window)) return;
+      let vapid;
+      try { vapid = await this.api.vapidKey(); } catch { return; } // Web Push off on this server
+      let sub = await reg.pushManager.getSubscription();
+      if (!sub) {
+        const key = Uint8Array.from(atob(vapid.publicKey.replace(/-/g, '+').replace(/_/g, '/')), (ch) => ch.charCodeAt(0));
+        sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+      }
+      await this.api.registerDevice(this.conn.browserDevice, sub.toJSON());
+    } catch (e) {
+      console.warn('web push not enabled:', e);
     }
   }
 

@@ -15,14 +15,37 @@ export class Connection extends EventTarget {
     this.api = api;
     this.client = null;
     this.state = 'connecting';
-    this.device = `web-${randomId()}`;
+    this.device = '';
+  }
+
+  // pickDevice names this tab's device: the browser's own ID (kept in
+  // localStorage, the one its Web Push registration names, so that the
+  // server does not push to a browser that has the app open) for the
+  // first tab, held with a Web Lock for the tab's life; other tabs get
+  // IDs of their own (one client ID per connection).
+  async pickDevice() {
+    let id = localStorage.getItem('edgechat-device');
+    if (!id) {
+      id = `web-${randomId()}`;
+      localStorage.setItem('edgechat-device', id);
+    }
+    this.browserDevice = id;
+    if (!navigator.locks) { this.device = `${id}-${randomId()}`; return; }
+    this.device = await new Promise((resolve) => {
+      navigator.locks.request(`edgechat-device-${this.api.userId}`, { ifAvailable: true }, (lock) => {
+        if (!lock) { resolve(`${id}-${randomId()}`); return undefined; }
+        resolve(id);
+        return new Promise(() => {}); // held until the tab goes
+      });
+    });
   }
 
   url() {
     return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/mqtt`;
   }
 
-  start() {
+  async start() {
+    if (!this.device) await this.pickDevice();
     const me = this.api.userId;
     this.client = mqtt.connect(this.url(), {
       protocolVersion: 5,

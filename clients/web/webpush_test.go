@@ -1,0 +1,218 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/serviceworker"
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/bridge/push/pushtest"
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A message reaches a browser that has no tab of the app open, through
+// Web Push: the page registered its service worker and (under the
+// browser's device ID) a push subscription; the tab closes; bob writes;
+// the push bridge sends the encrypted notification to the push service
+// (a mock that decrypts it: headless Chromium has no push service of its
+// own), which the test hands to the service worker as the browser's push
+// service would; the service worker shows it.
+func TestWebPushReachesTheServiceWorker(t *testing.T) {
+	wp := pushtest.StartWebPush(t, "")
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.WebPushSubject = "mailto:ops@example.com"
+		c.PushTLS = wp.TLSConfig()
+		c.PushGrace = 0
+	}))
+	bobTok := n.NewUser(t, "bob")
+	// alice's browser: the app's tab leaves for a plain page of the
+	// origin later (the app is then closed; that page looks at the
+	// notifications).
+	alice := browser(t)
+	run(t, alice, "notifications allowed for the app",
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, cdpbrowser.SetPermission, cdpbrowser.SetPermissionParams{
+				Permission: &cdpbrowser.PermissionDescriptor{Name: "notifications"}, Setting: cdpbrowser.PermissionSettingGranted, Origin: n.HTTPURL})
+			return err
+		}),
+		chromedp.Navigate(n.HTTPURL+"/healthz"))
+	app := alice
+	register(t, app, n.HTTPURL, "alice")
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		state := value(t, app, "the service worker's state", chromedp.Evaluate[string](
+			`navigator.serviceWorker.getRegistration().then(r => r && r.active ? r.active.state : 'none')`, chromedp.EvalAwaitPromise))
+		if state != "activated" {
+			return fmt.Errorf("the app's service worker: %s", state)
+		}
+		return nil
+	})
+	device := eval[string](t, app, `localStorage.getItem('edgechat-device') || ''`)
+	if !strings.HasPrefix(device, "web-") || !n.ClientConnected("alice/"+device) {
+		t.Fatalf("the app tab is not connected as the browser's device %q", device)
+	}
+
+	ctx, cancel := context.WithTimeout(alice, 60*time.Second)
+	defer cancel()
+	// Events are read as they come (an unread event stream would hold up
+	// the browser's whole DevTools connection).
+	var (
+		regMu sync.Mutex
+		regID serviceworker.RegistrationID
+	)
+	updates := chromedp.Events(ctx, serviceworker.WorkerRegistrationUpdated)
+	go func() {
+		for ev, err := range updates {
+			if err != nil {
+				return
+			}
+			for _, r := range ev.Registrations {
+				if r.ScopeURL == n.HTTPURL+"/" && !r.IsDeleted {
+					regMu.Lock()
+					regID = r.RegistrationID
+					regMu.Unlock()
+				}
+			}
+		}
+	}()
+	run(t, alice, "watch service workers", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, serviceworker.Enable, cdp.Empty{})
+		return err
+	}))
+
+	// The subscription a push service would have given the page.
+	sub := wp.Subscribe()
+	reg, _ := json.Marshal(map[string]any{"device": device, "platform": "webpush",
+		"subscription": map[string]any{"endpoint": sub.Endpoint, "keys": map[string]string{"p256dh": sub.P256dh, "auth": sub.Auth}}})
+	req, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/user/me/devices", bytes.NewReader(reg))
+	req.Header.Set("Authorization", "Bearer "+n.Token(t, "alice"))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("register the push device: %d", res.StatusCode)
+	}
+
+	// The service worker's registration, as the browser's push service
+	// would address it.
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		regMu.Lock()
+		defer regMu.Unlock()
+		if regID == "" {
+			return errors.New("no service worker registration seen")
+		}
+		return nil
+	})
+
+	run(t, alice, "alice leaves the app", chromedp.Navigate(n.HTTPURL+"/healthz"))
+	// The cluster sees the browser's device gone (it would not push a
+	// device that has the app open).
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n.ClientConnected("alice/" + device) {
+			return fmt.Errorf("alice's browser is still connected\n%s", metricLines(n.HTTPURL, "edgechat_mqtt_connections", "presence"))
+		}
+		return nil
+	})
+	body := `{"to":"alice","cid":"push-1","type":"text","body":"are you there? <b>x</b>"}`
+	nodetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		req, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/chat/messages", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+bobTok)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusCreated {
+			return errors.New(res.Status)
+		}
+		return nil
+	})
+	var payload []byte
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for _, r := range wp.Requests() {
+			if r.Subscription == sub.ID() && r.Status == http.StatusCreated {
+				payload = r.Payload
+				return nil
+			}
+		}
+		return fmt.Errorf("no Web Push for alice's browser yet (mock: %d requests, errors %q)\n%s", len(wp.Requests()), wp.Errors(), pushMetrics(n.HTTPURL))
+	})
+
+	// The push service hands it to the service worker (again if the
+	// worker was still starting: the notification's tag makes a second
+	// delivery replace the first, never add one).
+	var shown []string
+	nodetest.CheckFor(t, 20*time.Second, 2*time.Second, func() error {
+		run(t, alice, "the push service hands the message to the service worker",
+			chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				regMu.Lock()
+				id := regID
+				regMu.Unlock()
+				_, err := cdp.Call(ctx, tg, serviceworker.DeliverPushMessage, serviceworker.DeliverPushMessageParams{
+					Origin: n.HTTPURL, RegistrationID: id, Data: string(payload)})
+				return err
+			}))
+		return waitUntil(2*time.Second, 50*time.Millisecond, func() error {
+			shown = value(t, alice, "the notifications shown", chromedp.Evaluate[[]string](
+				`navigator.serviceWorker.getRegistration().then(r => r.getNotifications()).then(ns => ns.map(n => n.title + ': ' + n.body))`,
+				chromedp.EvalAwaitPromise))
+			if len(shown) == 0 {
+				return errors.New("no notification shown")
+			}
+			return nil
+		})
+	})
+	if len(shown) != 1 || !strings.HasPrefix(shown[0], "Bob: ") || !strings.Contains(shown[0], "are you there?") {
+		t.Fatalf("notifications: %q (payload %s)", shown, payload)
+	}
+}
+
+func pushMetrics(base string) string { return metricLines(base, "push") }
+
+func metricLines(base string, subs ...string) string {
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, sub := range subs {
+			if strings.Contains(l, sub) && !strings.HasPrefix(l, "#") && !strings.Contains(l, "_bucket") {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// waitUntil calls fn every `every` until it returns nil or total passed
+// (then its last error): CheckFor for a step that may be retried.
+func waitUntil(total, every time.Duration, fn func() error) error {
+	deadline := time.Now().Add(total)
+	for {
+		err := fn()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(every)
+	}
+}
