@@ -316,13 +316,12 @@ func TestOIDCCodeFlow(t *testing.T) {
 	}
 
 	// A browser session (the web client): the refresh token goes into the
-	// HttpOnly session cookie, not the fragment; the page refreshes with it.
+	// HttpOnly session cookie and no token into the URL; the page
+	// refreshes with the cookie.
 	sb := browser(t, op, func(u *url.URL) bool { return u.Host == "app.example" })
 	resp, _ = browse(t, sb, start+"?session=cookie&redirect="+url.QueryEscape(appRedirect))
-	loc, _ = url.Parse(resp.Header.Get("Location"))
-	frag, _ = url.ParseQuery(loc.Fragment)
-	if resp.StatusCode != http.StatusFound || frag.Get("access_token") == "" || frag.Has("refresh_token") {
-		t.Fatalf("session login: %d fragment %v", resp.StatusCode, frag)
+	if resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != appRedirect {
+		t.Fatalf("session login: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	refreshReq, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/auth/refresh", strings.NewReader(`{"session":"cookie"}`))
 	refreshReq.Header.Set("Content-Type", "application/json")
@@ -335,6 +334,17 @@ func TestOIDCCodeFlow(t *testing.T) {
 	rr.Body.Close()
 	if rr.StatusCode != 200 || refreshed.UserID != "kim" || refreshed.AccessToken == "" || refreshed.RefreshToken != "" {
 		t.Fatalf("refresh with the session cookie: %d %+v", rr.StatusCode, refreshed)
+	}
+
+	// The node's own web app ("/") needs no allow-list entry with a
+	// cookie session (nothing but the cookie is handed over), and is an
+	// ordinary redirect without one.
+	own := browser(t, op, func(u *url.URL) bool { return u.Path == "/" })
+	if resp, _ := browse(t, own, start+"?session=cookie&redirect=%2F"); resp.StatusCode != http.StatusFound || resp.Header.Get("Location") != "/" {
+		t.Fatalf("web app sign-in: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, out := browse(t, browser(t, op, nil), start+"?redirect=%2F"); resp.StatusCode != 400 || out.Error.Code != idp.CodeRedirectNotAllowed {
+		t.Fatalf(`redirect "/" without a cookie session: %d %+v`, resp.StatusCode, out)
 	}
 
 	// A redirect outside the allow-list is refused before the provider is asked.

@@ -47,9 +47,9 @@ func chromium(t testing.TB) string {
 
 // browser starts a headless Chromium of its own (its own profile, so its
 // own cookies: one user per browser).
-func browser(t testing.TB) context.Context {
+func browser(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+	opts := append(append(chromedp.DefaultExecAllocatorOptions[:], extra...),
 		chromedp.ExecPath(chromium(t)),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.NoSandbox, // tests run as root in CI

@@ -231,7 +231,9 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, `session must be "cookie" or absent`))
 		return
 	}
-	if redirect != "" && !slices.Contains(p.cfg.Redirects, redirect) {
+	// "/" with a cookie session is this node's own web app: the answer
+	// carries nothing but the cookie, so it needs no allow-list entry.
+	if redirect != "" && !slices.Contains(p.cfg.Redirects, redirect) && (redirect != "/" || session != sessionCookie) {
 		httpapi.WriteError(w, httpError(fmt.Errorf("%w: %q", ErrRedirectNotAllowed, redirect)))
 		return
 	}
@@ -273,6 +275,12 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	if l.Redirect == "" {
 		httpapi.WriteJSON(w, http.StatusOK, t)
+		return
+	}
+	if l.Session {
+		// A browser page: it signs in from the session cookie; no token
+		// goes into its URL (or its history).
+		http.Redirect(w, r, l.Redirect, http.StatusFound)
 		return
 	}
 	// Tokens travel in the fragment: browsers do not send it to servers.

@@ -113,6 +113,16 @@ export class Api {
   }
   user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
   search(q) { return this.call('GET', `/user/search?${new URLSearchParams({ q, limit: '8' })}`); }
+  // providers lists the identity providers users may sign in with (none
+  // when the server has none configured).
+  async providers() {
+    try {
+      const res = await this.send('GET', '/auth/oidc/providers', undefined, { auth: false });
+      return (res.providers || []).filter((p) => p.codeFlow);
+    } catch {
+      return [];
+    }
+  }
   vapidKey() { return this.send('GET', '/push/vapid', undefined, { auth: false }); }
   registerDevice(device, subscription) {
     return this.call('POST', '/user/me/devices', { device, platform: 'webpush', subscription });

@@ -37,11 +37,13 @@ class App {
     this.store = null;
   }
 
-  showSignIn(error) {
+  async showSignIn(error) {
     this.stop();
     document.title = 'edgechat';
+    const providers = await this.api.providers();
     this.root.replaceChildren(v.signIn({
       error,
+      providers,
       onSignIn: async (u, p) => { await this.api.login(u, p); this.start(); },
       onRegister: async (u, p) => { await this.api.register(u, p); this.start(); },
     }));

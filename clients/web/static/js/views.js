@@ -40,7 +40,7 @@ export function reconcile(parent, items) {
   while (at) { const n = at.nextSibling; at.remove(); at = n; }
 }
 
-export function signIn({ onSignIn, onRegister, error }) {
+export function signIn({ onSignIn, onRegister, error, providers = [] }) {
   const user = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none' });
   const pass = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true, minlength: 8 });
   const err = h('p', { class: 'error', role: 'alert' }, error || '');
@@ -51,6 +51,12 @@ export function signIn({ onSignIn, onRegister, error }) {
     h('div', { class: 'actions' },
       h('button', { type: 'submit', class: 'primary' }, 'Sign in'),
       h('button', { type: 'button', id: 'register', onclick: () => submit(onRegister) }, 'Create account')),
+    providers.length ? h('div', { class: 'providers' }, providers.map((p) => h('a', {
+      class: 'provider', 'data-provider': p.name,
+      // The provider signs the user in and sends the browser back here
+      // with the session cookie set (no token in the URL).
+      href: `/auth/oidc/${encodeURIComponent(p.name)}/start?session=cookie&redirect=%2F`,
+    }, `Sign in with ${p.name}`))) : null,
     err);
   const submit = async (fn) => {
     if (!form.reportValidity()) return;

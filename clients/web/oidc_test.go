@@ -1,0 +1,47 @@
+package web_test
+
+import (
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/auth/idp"
+	"github.com/edgechat/edgechat/services/auth/idp/idptest"
+)
+
+// "Sign in with corp": the page lists the node's providers; the button
+// goes through the provider's code flow (a test provider over HTTPS) and
+// back to the app, signed in by the session cookie, as the account the
+// first sign-in created; a reload keeps the session.
+func TestSignInWithProvider(t *testing.T) {
+	op := idptest.Start(t)
+	op.NextLogin(idptest.Claims{"sub": "d-1", "preferred_username": "dora", "name": "Dora"})
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.OIDCProviders = []idp.ProviderConfig{{Name: "corp", Issuer: op.Issuer, ClientID: idptest.ClientID, CAFile: op.CAFile}}
+	}))
+	// The browser has to trust the test provider's own certificate.
+	dora := browser(t, chromedp.Flag("ignore-certificate-errors", true))
+	run(t, dora, "the sign-in page offers the provider",
+		chromedp.Navigate(n.HTTPURL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`a.provider[data-provider="corp"]`)),
+	)
+	if got := textOf(t, dora, `a.provider[data-provider="corp"]`); got != "Sign in with corp" {
+		t.Fatalf("the button says %q", got)
+	}
+	run(t, dora, "dora signs in through the provider",
+		click(`a.provider[data-provider="corp"]`),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+	if me, url := textOf(t, dora, `.topbar .me`), eval[string](t, dora, `location.href`); me != "dora" || url != n.HTTPURL+"/" {
+		t.Fatalf("signed in as %q at %q (no token may stay in the URL)", me, url)
+	}
+	run(t, dora, "a reload keeps the session",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+	if readable := eval[string](t, dora, `document.cookie`); readable != "" {
+		t.Fatalf("the page can read cookies: %q", readable)
+	}
+}
