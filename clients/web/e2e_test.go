@@ -469,18 +469,7 @@ func TestReconnectWhenTheNodeGoesAway(t *testing.T) {
 	tok := nodes[1].Token(t, "bob")
 	body := `{"to":"alice","cid":"during-1","type":"text","body":"during the outage"}`
 	nodetest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		req, _ := http.NewRequest(http.MethodPost, nodes[1].HTTPURL+"/chat/messages", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusCreated {
-			return fmt.Errorf("POST /chat/messages: %d", res.StatusCode)
-		}
-		return nil
+		return postMessage(nodes[1].HTTPURL, tok, body)
 	})
 
 	lb.to(nodes[1].HTTPURL)
@@ -525,6 +514,26 @@ func click(sel string) chromedp.Action[chromedp.Void] {
 		chromedp.WithPollingInterval(20*time.Millisecond))
 }
 
+// postMessage sends a message as the owner of tok through the node's
+// HTTP API (POST /chat/messages); nil once it is stored (201).
+func postMessage(base, tok, body string) error {
+	req, err := http.NewRequest(http.MethodPost, base+"/chat/messages", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		return fmt.Errorf("POST /chat/messages: %s", res.Status)
+	}
+	return nil
+}
+
 // signIn signs an existing account in through the form.
 func signIn(t testing.TB, ctx context.Context, base, user string) {
 	t.Helper()
@@ -547,16 +556,8 @@ func TestSearchScrollBackAndReply(t *testing.T) {
 	const total = 130
 	for i := 1; i <= total; i++ {
 		body := fmt.Sprintf(`{"to":"alice","cid":"seed-%d","type":"text","body":"m%03d"}`, i, i)
-		req, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/chat/messages", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+bobTok)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusCreated {
-			t.Fatalf("seeding message %d: %d", i, res.StatusCode)
+		if err := postMessage(n.HTTPURL, bobTok, body); err != nil {
+			t.Fatalf("seeding message %d: %v", i, err)
 		}
 	}
 

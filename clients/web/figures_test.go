@@ -3,8 +3,6 @@ package web_test
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,20 +24,7 @@ import (
 func BenchmarkWebFigures(b *testing.B) {
 	n := nodetest.StartNode(b)
 	n.NewUser(b, "alice")
-	post := func(tok, body string) error {
-		req, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/chat/messages", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusCreated {
-			return fmt.Errorf("POST /chat/messages: %d", res.StatusCode)
-		}
-		return nil
-	}
+	post := func(tok, body string) error { return postMessage(n.HTTPURL, tok, body) }
 	parallel := func(total int, fn func(i int) error) {
 		var wg sync.WaitGroup
 		errs := make(chan error, total)

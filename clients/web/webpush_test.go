@@ -130,18 +130,7 @@ func TestWebPushReachesTheServiceWorker(t *testing.T) {
 	})
 	body := `{"to":"alice","cid":"push-1","type":"text","body":"are you there? <b>x</b>"}`
 	nodetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
-		req, _ := http.NewRequest(http.MethodPost, n.HTTPURL+"/chat/messages", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+bobTok)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusCreated {
-			return errors.New(res.Status)
-		}
-		return nil
+		return postMessage(n.HTTPURL, bobTok, body)
 	})
 	var payload []byte
 	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
