@@ -252,19 +252,26 @@ func liveAccount(tx *badger.Txn, uid string) (account, bool, error) {
 	return a, !gone, err
 }
 
+// linkTarget reads what a link or unlink of c works on: the live account
+// LinkTo (ErrNoAccount when there is none), the identity's key, and the
+// link that (issuer, subject) has now, if any.
+func linkTarget(tx *badger.Txn, c identitySignInCmd) (a account, ik string, l IdentityLink, found bool, err error) {
+	a, ok, err := liveAccount(tx, c.LinkTo)
+	if err != nil {
+		return a, "", l, false, err
+	}
+	if !ok {
+		return a, "", l, false, ErrNoAccount
+	}
+	ik = identKey(c.Issuer, c.Subject)
+	found, err = getJSON(tx, prefixIdent+ik, &l)
+	return a, ik, l, found, err
+}
+
 // applyIdentityLink links (issuer, subject) to the existing account
 // LinkTo; a link to another live account is refused.
 func applyIdentityLink(tx *badger.Txn, c identitySignInCmd) (any, error) {
-	a, ok, err := liveAccount(tx, c.LinkTo)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, ErrNoAccount
-	}
-	ik := identKey(c.Issuer, c.Subject)
-	var l IdentityLink
-	found, err := getJSON(tx, prefixIdent+ik, &l)
+	a, ik, l, found, err := linkTarget(tx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -292,16 +299,7 @@ func applyIdentityLink(tx *badger.Txn, c identitySignInCmd) (any, error) {
 // applyIdentityUnlink removes LinkTo's link to (issuer, subject), unless
 // the account would be left without a password and without links.
 func applyIdentityUnlink(tx *badger.Txn, c identitySignInCmd) (any, error) {
-	a, ok, err := liveAccount(tx, c.LinkTo)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, ErrNoAccount
-	}
-	ik := identKey(c.Issuer, c.Subject)
-	var l IdentityLink
-	found, err := getJSON(tx, prefixIdent+ik, &l)
+	a, ik, l, found, err := linkTarget(tx, c)
 	if err != nil {
 		return nil, err
 	}
