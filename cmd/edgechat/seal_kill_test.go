@@ -129,7 +129,13 @@ func testSealKill(t *testing.T, bin, step string, s3args []string, objects func(
 	}
 	after := historyBytes(t, p2.http, bobTok)
 	if before != after {
-		t.Errorf("history differs after the kill and sealing:\nbefore %.300s\nafter  %.300s", before, after)
+		at := 0
+		for at < len(before) && at < len(after) && before[at] == after[at] {
+			at++
+		}
+		from := max(at-200, 0)
+		t.Errorf("history differs after the kill and sealing, from byte %d of %d/%d:\nbefore …%.400s\nafter  …%.400s",
+			at, len(before), len(after), before[from:], after[from:])
 	}
 	seen, order := syncAll(t, p2.http, bobTok)
 	for i := range total {
