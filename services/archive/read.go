@@ -168,6 +168,11 @@ func (s *Service) historyPage(ctx context.Context, conv string, before *snowflak
 		var merged bool
 		hot, merged = mergeDesc(hot, sealed, limit)
 		hasMore = hasMore || sealedMore || merged
+	} else if len(refs) > 0 && len(hot) == limit && !hasMore {
+		// The hot messages ran out exactly at the page's end: the sealed
+		// ones below are the next page. (The oldest segment listed has
+		// the lowest first ID.)
+		hasMore = refs[len(refs)-1].FirstID < hot[len(hot)-1].ID
 	}
 	msgs = make([][]byte, len(hot))
 	for i, m := range hot {

@@ -553,3 +553,33 @@ func TestMissingSegmentIsFetchedFromAPeer(t *testing.T) {
 		t.Fatalf("the fetched segment was not kept: %v", err)
 	}
 }
+
+// A page filled exactly by the last hot messages, with sealed ones
+// below, says there is more: history must not stop at the tier boundary.
+// (CI's SIGKILL test caught it when the sealer left 40 hot messages for
+// pages of 40.)
+func TestFullHotPageAboveSealedSaysMore(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	e := newEnv(t, withSegments(segs))
+	for i := range 60 {
+		e.send(t, "alice", "bob", fmt.Sprintf("m%d", i))
+	}
+	conv := directConv("alice", "bob")
+	if _, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hotCount(t, e.db, conv); n != 1 {
+		t.Fatalf("%d hot", n)
+	}
+	for i := range 36 { // 37 hot: one page of readAll's 37
+		e.send(t, "alice", "bob", fmt.Sprintf("n%d", i))
+	}
+	msgs, more, err := e.svc.historyPage(context.Background(), conv, nil, 37)
+	if err != nil || len(msgs) != 37 || !more {
+		t.Fatalf("first page: %d messages, more=%v, %v", len(msgs), more, err)
+	}
+	all := readAll(t, e, []string{conv}, nil)
+	if len(all) != 3 { // 96 messages: pages of 37, 37, 22
+		t.Errorf("%d history pages, want 3: %v", len(all), all)
+	}
+}
