@@ -220,6 +220,10 @@ type Deps struct {
 	// whose client ID connected to another node later (registry.New
 	// registers its commands on the FSM). Nil: no takeover across nodes.
 	Registry *registry.Table
+	// PeerOrigin tells whether a WebSocket Origin is one of the cluster's
+	// own nodes (a page another member served, reconnecting here when its
+	// node went away): accepted besides AllowedOrigins. Nil: none.
+	PeerOrigin func(origin string) bool
 }
 
 // Broker is one MQTT node.

@@ -272,8 +272,9 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// checkOrigin allows requests without Origin (non-browsers), origins in
-// the allow-list, and, when the list is empty, the request's own host.
+// checkOrigin allows requests without Origin (non-browsers), the
+// cluster's own nodes' origins, origins in the allow-list, and, when the
+// list is empty, the request's own host.
 func (l *wsListener) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -282,6 +283,9 @@ func (l *wsListener) checkOrigin(r *http.Request) bool {
 	o, err := normalizeOrigin(origin)
 	if err != nil {
 		return false
+	}
+	if l.b.deps.PeerOrigin != nil && l.b.deps.PeerOrigin(o) {
+		return true
 	}
 	if len(l.b.cfg.AllowedOrigins) == 0 {
 		u, _ := url.Parse(o)

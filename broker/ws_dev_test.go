@@ -154,3 +154,24 @@ func TestDevMode(t *testing.T) {
 		t.Fatalf("dev mode: alice subscribed to bob's inbox: 0x%02x", code)
 	}
 }
+
+// A page served by another node of the cluster (Deps.PeerOrigin) may
+// connect here, whatever the allow-list says.
+func TestWebSocketPeerOrigins(t *testing.T) {
+	const peer = "http://127.0.0.1:4000"
+	e := startBrokerWith(t, func(c *Config) { c.AllowedOrigins = []string{"https://chat.example.com"} },
+		func(d *Deps) { d.PeerOrigin = func(o string) bool { return o == peer } })
+	srv := httptest.NewServer(e.b.WebSocketHandler())
+	t.Cleanup(srv.Close)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	for _, o := range []string{peer, "https://chat.example.com"} {
+		ws, _, err := dialWS(t, url, http.Header{"Origin": {o}}, "mqtt")
+		if err != nil {
+			t.Fatalf("origin %s: %v", o, err)
+		}
+		ws.Close()
+	}
+	if _, resp, err := dialWS(t, url, http.Header{"Origin": {"http://127.0.0.1:4001"}}, "mqtt"); err == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("another origin: err %v", err)
+	}
+}

@@ -136,6 +136,9 @@ type Config struct {
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
 	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
+	// OriginsRefresh is how often the members' web origins are asked
+	// (besides every membership change); 0: clusterapi's default (10 s).
+	OriginsRefresh time.Duration `yaml:"-"`
 	// MediaSweepEvery is how often the media sweeper runs (tests: short);
 	// 0: hourly.
 	MediaSweepEvery time.Duration `yaml:"-"`

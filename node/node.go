@@ -92,6 +92,7 @@ type Node struct {
 	Gateway     *gateway.Gateway
 	Admin       *admin.Service
 	ClusterAPI  *clusterapi.Service
+	origins     *clusterapi.Origins // the members' web origins (pages reconnect through any node)
 	Backup      *backup.Service
 
 	routes  *routes.Table
@@ -302,7 +303,7 @@ func (n *Node) buildBroker() (err error) {
 		Registerer:     n.registry,
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
-		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients})
+		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed})
 	if err != nil {
 		return fmt.Errorf("node: broker: %w", err)
 	}
@@ -351,7 +352,7 @@ func (n *Node) buildHTTP() (err error) {
 	n.Gateway, err = gateway.New(gateway.Config{Addr: n.cfg.HTTPAddr, TLS: n.tls, CORSOrigins: n.cfg.AllowedOrigins,
 		TrustedProxies: n.cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: n.cfg.NoRateLimits}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Warnings: n.warnings, Logger: n.log.With("component", "gateway"), Registerer: n.registry,
-		Gatherer: n.registry,
+		Gatherer: n.registry, PeerOrigin: n.peerOrigins().Allowed,
 	})
 	if err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
@@ -366,7 +367,7 @@ func (n *Node) buildHTTP() (err error) {
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
 	if n.cfg.WebClient {
-		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat})
+		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat, Peers: n.peerOrigins()})
 		if err != nil {
 			return fmt.Errorf("node: %w", err)
 		}
@@ -375,6 +376,16 @@ func (n *Node) buildHTTP() (err error) {
 		n.Gateway.Handle("GET /sw.js", http.HandlerFunc(app.ServeWorker))
 	}
 	return nil
+}
+
+// peerOrigins is the set of the members' web origins, made on first use
+// (the broker and the gateway are built before the cluster API that
+// fills it).
+func (n *Node) peerOrigins() *clusterapi.Origins {
+	if n.origins == nil {
+		n.origins = clusterapi.NewOrigins()
+	}
+	return n.origins
 }
 
 // connectVerifier checks MQTT CONNECT passwords: a JWT of an OIDC
@@ -514,6 +525,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Media.Run(gctx) })
 	g.Go(func() error { return n.Archive.RunSealer(gctx, n.sealConfig(), n.raft) })
 	g.Go(func() error { return n.Broker.Run(gctx) })
+	g.Go(func() error { // the members' web origins, for pages that reconnect through another node
+		return n.ClusterAPI.RunOrigins(gctx, n.peerOrigins(), n.cfg.OriginsRefresh, n.raft.MembersChanged)
+	})
 	g.Go(func() error { return n.Gateway.Run(gctx) })
 	if sched := n.Backup.Scheduler(); sched != nil {
 		g.Go(func() error { return sched.Run(gctx) })

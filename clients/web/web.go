@@ -17,6 +17,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"html"
 	"io/fs"
 	"mime"
 	"net/http"
@@ -35,6 +36,7 @@ var static embed.FS
 const (
 	assetsToken    = "{{ASSETS}}"
 	heartbeatToken = "{{HEARTBEAT_MS}}"
+	peersToken     = "{{PEERS}}"
 )
 
 // Config is what the page needs to know of the node.
@@ -42,10 +44,22 @@ type Config struct {
 	// Heartbeat is the presence heartbeat interval (--heartbeat-interval):
 	// the page heartbeats this often while its user is active.
 	Heartbeat time.Duration
+	// Peers are the cluster's nodes as a page reaches them (nil: this
+	// node only): the page may connect to each (its policy allows them)
+	// and asks them for /cluster/connect when its own node goes away.
+	Peers PeerOrigins
+}
+
+// PeerOrigins are the web origins of the cluster's nodes
+// (clusterapi.Origins).
+type PeerOrigins interface {
+	HTTP() []string    // each node's HTTP origin
+	Sources() []string // every HTTP and WebSocket origin of the nodes
 }
 
 // App serves the web client.
 type App struct {
+	peers   PeerOrigins
 	version string
 	index   []byte
 	files   map[string]*file // by path under static/, e.g. "js/app.js"
@@ -77,7 +91,7 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("web: %w", err)
 	}
 	sort.Strings(names)
-	a := &App{files: make(map[string]*file, len(names))}
+	a := &App{peers: cfg.Peers, files: make(map[string]*file, len(names))}
 	h := sha256.New()
 	for _, name := range names {
 		body, err := fs.ReadFile(sub, name)
@@ -129,14 +143,21 @@ func gzipped(b []byte) []byte {
 func (a *App) Version() string { return a.version }
 
 // securityHeaders are sent with every answer of the app. The policy
-// allows scripts, styles and connections to this node only: no inline
+// allows scripts and styles from this node only, connections to this
+// node and the cluster's other nodes (peers: origins, for the page to
+// reconnect through another node when its own goes away): no inline
 // script or style, no eval, no plugins, no framing; images may also be
 // blob: and data: (previews made in the page).
-func securityHeaders(w http.ResponseWriter, r *http.Request) {
+func securityHeaders(w http.ResponseWriter, r *http.Request, peers ...string) {
 	h := w.Header()
 	connect := "'self'"
 	if host := r.Host; host != "" && !strings.ContainsAny(host, " ;,'\"") {
 		connect += " ws://" + host + " wss://" + host // 'self' does not cover WebSocket schemes everywhere
+	}
+	for _, p := range peers {
+		if p != "" && !strings.ContainsAny(p, " ;,'\"") {
+			connect += " " + p
+		}
 	}
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "+
 		"media-src 'self' blob:; font-src 'self'; connect-src "+connect+"; manifest-src 'self'; worker-src 'self'; "+
@@ -149,14 +170,19 @@ func securityHeaders(w http.ResponseWriter, r *http.Request) {
 // ServeIndex answers GET / with the app's page (never cached: it names
 // the assets' version).
 func (a *App) ServeIndex(w http.ResponseWriter, r *http.Request) {
-	securityHeaders(w, r)
+	var peers, sources []string
+	if a.peers != nil {
+		peers, sources = a.peers.HTTP(), a.peers.Sources()
+	}
+	securityHeaders(w, r, sources...)
+	page := bytes.Replace(a.index, []byte(peersToken), []byte(html.EscapeString(strings.Join(peers, " "))), 1)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("Content-Length", strconv.Itoa(len(a.index)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(page)))
 	if r.Method == http.MethodHead {
 		return
 	}
-	_, _ = w.Write(a.index)
+	_, _ = w.Write(page)
 }
 
 // ServeWorker answers GET /sw.js, the service worker, at the root so that

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +176,36 @@ func TestNoHTMLSinks(t *testing.T) {
 	}
 	if len(entries) < 4 {
 		t.Fatalf("only %d modules in static/js", len(entries))
+	}
+}
+
+type fakePeers struct{ http, sources []string }
+
+func (p fakePeers) HTTP() []string    { return p.http }
+func (p fakePeers) Sources() []string { return p.sources }
+
+// The page names the cluster's nodes and its policy lets it connect to
+// them (and to nothing else); without peers it names none.
+func TestIndexNamesPeers(t *testing.T) {
+	a, err := New(Config{Peers: fakePeers{http: []string{"http://127.0.0.1:4001", "https://n2.example.com"},
+		sources: []string{"http://127.0.0.1:4001", "https://n2.example.com", "ws://127.0.0.1:4001", "wss://n2.example.com", "https://x; script-src *"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	a.ServeIndex(w, httptest.NewRequest("GET", "http://node1.example.com/", nil))
+	if !strings.Contains(w.Body.String(), `<meta name="edgechat-peers" content="http://127.0.0.1:4001 https://n2.example.com">`) {
+		t.Fatalf("the page does not name the peers:\n%s", w.Body)
+	}
+	if n, _ := strconv.Atoi(w.Header().Get("Content-Length")); n != w.Body.Len() {
+		t.Fatalf("Content-Length %d for %d bytes", n, w.Body.Len())
+	}
+	csp := w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "connect-src 'self' ws://node1.example.com wss://node1.example.com http://127.0.0.1:4001 https://n2.example.com ws://127.0.0.1:4001 wss://n2.example.com;") {
+		t.Fatalf("CSP %q", csp)
+	}
+	_, srv := serveApp(t)
+	if _, body := get(t, srv.URL+"/"); !strings.Contains(string(body), `<meta name="edgechat-peers" content="">`) {
+		t.Fatalf("without peers:\n%s", body)
 	}
 }

@@ -63,6 +63,7 @@ type edge struct {
 	corsAny     bool
 	corsCreds   bool
 	corsOn      bool
+	peerOrigin  func(string) bool // the cluster's own nodes' origins; nil: none
 }
 
 func newEdge(cfg *Config, now func() time.Time) (*edge, error) {
@@ -251,7 +252,7 @@ func (e *edge) originAllowed(origin string) bool {
 	if origin == "" || origin == "null" {
 		return false
 	}
-	return e.corsAny || e.corsOrigins[origin]
+	return e.corsAny || e.corsOrigins[origin] || e.peerOrigin != nil && e.peerOrigin(origin)
 }
 
 func (e *edge) allowOrigin(h http.Header, origin string) {

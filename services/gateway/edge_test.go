@@ -631,3 +631,30 @@ func TestAuthorizationHeaderReachesOnlyOwnAuthRoutes(t *testing.T) {
 		}
 	}
 }
+
+// The cluster's own nodes' origins (Deps.PeerOrigin) are allowed like
+// configured ones: a page one node served reaches the API of another.
+func TestCORSPeerOrigins(t *testing.T) {
+	peer := "http://127.0.0.1:4000"
+	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier, Logger: testutil.QuietLogger(),
+		PeerOrigin: func(o string) bool { return o == peer }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Close() })
+	g.Mount(httpapi.Route{Method: "GET", Pattern: "/cluster/connect", Handler: whoami})
+	e := &env{g: g}
+	w := e.do("OPTIONS", "/cluster/connect", "", nil, "Origin", peer, "Access-Control-Request-Method", "GET",
+		"Access-Control-Request-Headers", "authorization")
+	if w.Code != http.StatusNoContent || w.Header().Get("Access-Control-Allow-Origin") != peer {
+		t.Fatalf("peer preflight: %d %v", w.Code, w.Header())
+	}
+	w = e.do("GET", "/cluster/connect", "Bearer good-alice", nil, "Origin", peer)
+	if w.Code != 200 || w.Header().Get("Access-Control-Allow-Origin") != peer {
+		t.Fatalf("peer request: %d %v", w.Code, w.Header())
+	}
+	w = e.do("OPTIONS", "/cluster/connect", "", nil, "Origin", "http://127.0.0.1:4001", "Access-Control-Request-Method", "GET")
+	if w.Code != http.StatusForbidden || w.Header().Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("another origin: %d %v", w.Code, w.Header())
+	}
+}

@@ -115,6 +115,10 @@ type Deps struct {
 	Registerer prometheus.Registerer // nil: metrics are not registered
 	Gatherer   prometheus.Gatherer   // served at /metrics; nil: no /metrics
 	Now        func() time.Time      // the rate limiters' clock; nil: time.Now
+	// PeerOrigin tells whether a browser Origin is one of the cluster's
+	// own nodes (a page another member served, reaching this node when
+	// its own went away): allowed like CORSOrigins. Nil: none.
+	PeerOrigin func(origin string) bool
 }
 
 // Gateway is the HTTP server.
@@ -171,6 +175,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	edge, err := newEdge(&cfg, deps.Now)
 	if err != nil {
 		return nil, err
+	}
+	if deps.PeerOrigin != nil {
+		edge.peerOrigin, edge.corsOn = deps.PeerOrigin, true
 	}
 	scheme := "http"
 	if cfg.TLS != nil {

@@ -12,6 +12,10 @@ export class ApiError extends Error {
 
 export class Api {
   constructor() {
+    // base is '' (this page's node) or another node's origin after its
+    // own went away (set by the connection). Sessions (the cookie) stay
+    // with the page's node: sign-in calls always go there.
+    this.base = '';
     this.token = null;
     this.userId = null;
     this.refreshing = null;
@@ -19,12 +23,13 @@ export class Api {
     this.onSignedOut = () => {};
   }
 
-  async send(method, path, body, { auth = true } = {}) {
+  async send(method, path, body, { auth = true, own = false } = {}) {
     const headers = {};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (auth && this.token) headers.Authorization = `Bearer ${this.token}`;
-    const res = await fetch(path, {
-      method, headers, credentials: 'same-origin',
+    const base = own ? '' : this.base;
+    const res = await fetch(base + path, {
+      method, headers, credentials: base ? 'omit' : 'same-origin',
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (res.status === 204) return null;
@@ -56,11 +61,11 @@ export class Api {
   }
 
   async login(username, password) {
-    this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie' }, { auth: false }));
+    this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie' }, { auth: false, own: true }));
   }
 
   async register(username, password) {
-    await this.send('POST', '/auth/register', { username, password }, { auth: false });
+    await this.send('POST', '/auth/register', { username, password }, { auth: false, own: true });
     await this.login(username, password);
   }
 
@@ -76,7 +81,7 @@ export class Api {
 
   refresh() {
     if (!this.refreshing) {
-      this.refreshing = this.send('POST', '/auth/refresh', {}, { auth: false })
+      this.refreshing = this.send('POST', '/auth/refresh', {}, { auth: false, own: true })
         .then((t) => this.session(t))
         .catch((e) => {
           if (e instanceof ApiError && e.status === 401) this.signedOut();
@@ -88,7 +93,7 @@ export class Api {
   }
 
   async logout() {
-    try { await this.send('POST', '/auth/logout', {}, { auth: false }); } finally { this.signedOut(); }
+    try { await this.send('POST', '/auth/logout', {}, { auth: false, own: true }); } finally { this.signedOut(); }
   }
 
   signedOut() {

@@ -1,6 +1,9 @@
 // The MQTT over WebSocket connection: one client per tab, subscribed to
 // the user's own topics; it reconnects by itself (with a fresh access
 // token) and says so through 'state' events, so the app can sync the gap.
+// When the page's own node stays away (no load balancer in front), it
+// asks the cluster's other nodes (named by the page) for /cluster/connect
+// and moves the connection and the API calls to the node they name.
 import mqtt from '../vendor/mqtt.esm.js';
 
 function randomId() {
@@ -16,6 +19,11 @@ export class Connection extends EventTarget {
     this.client = null;
     this.state = 'connecting';
     this.device = '';
+    this.wsOverride = '';   // another node's WebSocket URL after a failover
+    this.failures = 0;      // reconnect attempts since the last connection
+    this.searching = false; // a failover search is running
+    const meta = document.querySelector('meta[name="edgechat-peers"]');
+    this.peers = (meta ? meta.content : '').split(' ').filter((p) => /^https?:\/\/[^/]+$/.test(p));
   }
 
   // pickDevice names this tab's device: the browser's own ID (kept in
@@ -41,7 +49,52 @@ export class Connection extends EventTarget {
   }
 
   url() {
-    return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/mqtt`;
+    return this.wsOverride || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/mqtt`;
+  }
+
+  // failover runs after a few failed reconnects: if the page's own
+  // origin answers (its node, or a balancer in front of the cluster), the
+  // connection stays with it; otherwise the first other node that answers
+  // /cluster/connect names where to go (the least loaded healthy node).
+  async failover() {
+    if (this.searching) return;
+    this.searching = true;
+    try {
+      const ask = async (origin) => {
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(), 2000);
+        try {
+          const res = await fetch(`${origin}/cluster/connect`, {
+            headers: { Authorization: `Bearer ${this.api.token}` }, credentials: 'omit', signal: ctl.signal,
+          });
+          return res.ok ? await res.json() : null;
+        } catch {
+          return null;
+        } finally {
+          clearTimeout(timer);
+        }
+      };
+      if (await ask(location.origin)) {
+        this.wsOverride = '';
+        this.api.base = '';
+        return;
+      }
+      const others = this.peers.filter((p) => p !== location.origin && p !== this.api.base);
+      for (let i = others.length - 1; i > 0; i--) { // spread the pages over the nodes
+        const j = Math.floor(Math.random() * (i + 1));
+        [others[i], others[j]] = [others[j], others[i]];
+      }
+      for (const origin of others) {
+        const node = await ask(origin);
+        if (node && node.ws && /^wss?:\/\//.test(node.ws)) {
+          this.wsOverride = node.ws;
+          this.api.base = /^https?:\/\/[^/]+$/.test(node.http || '') ? node.http : origin;
+          return;
+        }
+      }
+    } finally {
+      this.searching = false;
+    }
   }
 
   async start() {
@@ -57,8 +110,10 @@ export class Connection extends EventTarget {
       reconnectPeriod: 1000,
       connectTimeout: 5000,
       resubscribe: false,
+      transformWsUrl: () => this.url(), // each attempt goes where failover last pointed
     });
     this.client.on('connect', () => {
+      this.failures = 0;
       this.client.subscribe([`user/${me}/newMessage`, `user/${me}/typing`, `user/${me}/receipts`, `user/${me}/events`],
         { qos: 1 }, (err) => {
           if (err) { this.setState('error'); return; }
@@ -68,6 +123,8 @@ export class Connection extends EventTarget {
     });
     this.client.on('reconnect', () => {
       this.setState('connecting');
+      this.failures += 1;
+      if (this.failures >= 2 && this.peers.length) this.failover();
       // The access token may have expired meanwhile: refresh, then use it.
       this.api.refresh().then(() => { this.client.options.password = this.api.token; }).catch(() => {});
     });

@@ -8,7 +8,7 @@
 export function upload(api, file, onProgress) {
   const send = () => new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('POST', `/media?name=${encodeURIComponent(file.name)}`);
+    xhr.open('POST', `${api.base}/media?name=${encodeURIComponent(file.name)}`);
     xhr.setRequestHeader('Authorization', `Bearer ${api.token}`);
     xhr.setRequestHeader('Content-Type', file.type || 'application/octet-stream');
     xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) onProgress(ev.loaded / ev.total); };
@@ -56,7 +56,7 @@ export class MediaCache {
   get(path) {
     if (!this.urls.has(path)) {
       this.urls.set(path, (async () => {
-        const get = () => fetch(path, { headers: { Authorization: `Bearer ${this.api.token}` } });
+        const get = () => fetch(this.api.base + path, { headers: { Authorization: `Bearer ${this.api.token}` } });
         let res = await get();
         if (res.status === 401) { await this.api.refresh(); res = await get(); }
         if (!res.ok) throw new Error(`media: ${res.status}`);
