@@ -200,6 +200,7 @@ type Service struct {
 	expireReadMax int // expiring messages read per conversation and sweep (0: expireReadMax)
 
 	messages *prometheus.CounterVec
+	retries  prometheus.Counter // messages proposed again after a leader change
 	metrics  tierMetrics
 	stored   atomic.Uint64 // messages stored by this process (what the "stored" counter counts)
 }
@@ -240,6 +241,10 @@ func New(deps Deps) (*Service, error) {
 			Name: "edgechat_archive_messages_total",
 			Help: "Messages offered to the archive, by result (stored, duplicate, refused).",
 		}, []string{"result"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_archive_message_retries_total",
+			Help: "Messages proposed again because a leader change left their commit unknown or refused for now.",
+		}),
 	}
 	for _, r := range []string{resultStored, resultDuplicate, resultRefused} {
 		s.messages.WithLabelValues(r)
@@ -254,8 +259,10 @@ func New(deps Deps) (*Service, error) {
 		s.tier.fetch, s.tier.log = deps.FetchSegment, s.log
 	}
 	if deps.Registerer != nil {
-		if err := deps.Registerer.Register(s.messages); err != nil {
-			return nil, fmt.Errorf("archive: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{s.messages, s.retries} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("archive: register metrics: %w", err)
+			}
 		}
 		if err := s.metrics.register(deps.Registerer, s.tier); err != nil {
 			return nil, err
@@ -429,21 +436,52 @@ type AsyncProposer interface {
 // a retried cid. The wait counts the outcome.
 func (s *Service) start(ctx context.Context, env wire.Envelope, payload []byte, cmd msgCmd) func(context.Context) (wire.Envelope, []byte, bool, error) {
 	var wait func(context.Context) (any, error)
+	encoded := cmd.encode()
 	if ap, ok := s.prop.(AsyncProposer); ok {
-		wait = ap.ProposeAsync(ctx, wire.CmdMessage, cmd.encode())
+		wait = ap.ProposeAsync(ctx, wire.CmdMessage, encoded)
 	} else {
-		v, err := s.prop.Propose(ctx, wire.CmdMessage, cmd.encode())
+		v, err := s.prop.Propose(ctx, wire.CmdMessage, encoded)
 		wait = func(context.Context) (any, error) { return v, err }
 	}
 	return func(ctx context.Context) (stored wire.Envelope, out []byte, dup bool, err error) {
 		defer func() { s.count(dup, err) }()
 		v, err := wait(ctx)
+		// A leader change (leadership lost mid-commit, no leader yet, the
+		// forward to the old leader cut) leaves the outcome unknown or the
+		// command refused for now: propose the same command again for as
+		// long as a failover takes (leaderChangeRetry, within the caller's
+		// deadline) instead of failing the publish; longer is an outage
+		// the client hears about. It is idempotent: the (sender, cid)
+		// dedupe answers a second commit with the first, and the answer
+		// names this very ID when the first attempt was the one that
+		// committed.
+		if err != nil && errors.Is(err, wire.ErrUnavailable) {
+			rctx, cancel := context.WithTimeout(ctx, leaderChangeRetry)
+			for backoff := 20 * time.Millisecond; err != nil && errors.Is(err, wire.ErrUnavailable) && rctx.Err() == nil; backoff = min(2*backoff, 400*time.Millisecond) {
+				t := time.NewTimer(backoff)
+				select {
+				case <-rctx.Done():
+				case <-t.C:
+					s.retries.Inc()
+					v, err = s.prop.Propose(rctx, wire.CmdMessage, encoded)
+				}
+				t.Stop()
+			}
+			cancel()
+		}
 		if err != nil {
 			return wire.Envelope{}, nil, false, fmt.Errorf("archive: store message: %w", err)
+		}
+		if res, ok := v.(*applied); ok && res.Dup && res.ID == env.ID && !res.expired {
+			return env, payload, false, nil // our own earlier attempt committed: this is its answer
 		}
 		return s.storedResult(env, payload, v)
 	}
 }
+
+// leaderChangeRetry is how long a message whose commit a leader change
+// left unknown is proposed again: a failover takes about a second.
+const leaderChangeRetry = 3 * time.Second
 
 // storedResult turns the handler's result into what SendDirect answers.
 func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.Envelope, []byte, bool, error) {

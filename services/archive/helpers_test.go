@@ -154,6 +154,8 @@ type env struct {
 	fetch  func(ctx context.Context, key string) (io.ReadCloser, error)
 	// betweenSteps, if set, runs between the steps of an erasure (erase_test.go).
 	betweenSteps func(step int)
+	// wrapProp, if set, stands between the service and the harness.
+	wrapProp func(Proposer) Proposer
 }
 
 type envOpt func(*env)
@@ -198,7 +200,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	e.prop = fsmtest.New(t, fo...)
 	e.db, e.f = e.prop.DB, e.prop.FSM
 	deps := Deps{
-		DB: e.db, Proposer: e.prop, FSM: e.f, Publisher: e.pub, IDs: e.ids,
+		DB: e.db, Proposer: Proposer(e.prop), FSM: e.f, Publisher: e.pub, IDs: e.ids,
 		Users:      fakeDir{"alice": true, "bob": true, "carol": true, "dave": true},
 		Registerer: e.reg,
 	}
@@ -207,6 +209,9 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	}
 	if e.gdep != nil {
 		deps.Groups = e.gdep
+	}
+	if e.wrapProp != nil {
+		deps.Proposer = e.wrapProp(e.prop)
 	}
 	deps.Outbox = e.outbox
 	deps.Segments = e.segs
