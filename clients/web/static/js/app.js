@@ -154,7 +154,9 @@ class App {
     });
     this.conn.addEventListener('events', (ev) => {
       if (ev.detail && String(ev.detail.type).startsWith('group.')) {
-        this.loadGroups().then(() => store.changed());
+        // The list again once the group's topics are subscribed: what was
+        // sent to a group I just joined before that is in it.
+        this.loadGroups().then(() => this.loadLists()).catch((e) => this.showError(e));
         const gid = ev.detail.data && ev.detail.data.gid;
         if (this.groupPanel && this.groupPanel.isOpen && this.groupPanel.gid === gid) this.groupPanel.refresh();
       }
