@@ -6,6 +6,7 @@ import { Connection, newCid } from './conn.js';
 import { Store } from './store.js';
 import { MediaCache, ready, upload } from './media.js';
 import { GroupPanel, People } from './people.js';
+import { Recorder, canRecord } from './voice.js';
 import * as v from './views.js';
 
 const h = v.h;
@@ -84,6 +85,7 @@ class App {
     });
     const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
       h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
+      canRecord() ? this.recordButton() : null,
       this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
     this.replyEl = h('div', { class: 'replying', hidden: true });
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
@@ -480,6 +482,47 @@ class App {
     const body = m.body || (m.media ? m.media.name || 'a file' : '');
     const n = new Notification(title, { body, tag: c.key });
     n.onclick = () => { window.focus(); this.open(c); n.close(); };
+  }
+
+  // recordButton records a voice note: a first press starts, a second
+  // stops and sends it to the open conversation.
+  recordButton() {
+    const rec = new Recorder();
+    const btn = h('button', { type: 'button', id: 'record', class: 'record', 'aria-pressed': 'false', 'aria-label': 'Record a voice note' }, 'Voice');
+    let timer = 0;
+    const show = (on) => {
+      btn.setAttribute('aria-pressed', String(on));
+      btn.setAttribute('aria-label', on ? 'Stop recording and send' : 'Record a voice note');
+      btn.textContent = on ? 'Stop 0:00' : 'Voice';
+      clearInterval(timer);
+      delete btn.dataset.seconds;
+      if (!on) return;
+      const started = Date.now();
+      btn.dataset.seconds = '0';
+      timer = setInterval(() => { // how long the note is so far
+        const sec = Math.floor((Date.now() - started) / 1000);
+        btn.dataset.seconds = String(sec);
+        btn.textContent = `Stop ${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, '0')}`;
+      }, 250);
+    };
+    btn.addEventListener('click', async () => {
+      try {
+        if (!rec.recording) {
+          if (!this.store || !this.store.current) return;
+          await rec.start();
+          show(true);
+          return;
+        }
+        show(false);
+        const f = await rec.stop();
+        if (f) this.sendFile(f);
+      } catch (e) {
+        rec.cancel();
+        show(false);
+        this.showError(e.name === 'NotAllowedError' ? new Error('The microphone is not allowed for this page.') : e);
+      }
+    });
+    return btn;
   }
 
   // openGroupInfo shows the open group's members and roles.
