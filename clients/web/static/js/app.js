@@ -32,6 +32,8 @@ class App {
   }
 
   stop() {
+    if (this.groupPanel) this.groupPanel.close();
+    this.groupPanel = null;
     clearInterval(this.heartbeat);
     this.subscribed.clear();
     if (this.conn) this.conn.stop();
