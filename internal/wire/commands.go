@@ -7,15 +7,16 @@ package wire
 const (
 	CmdNodeRegister byte = 0x01 // cluster: assign a snowflake machine number to a node name
 
-	CmdAccountCreate  byte = 0x10 // auth: a new account
-	CmdRefreshIssue   byte = 0x11 // auth: a new refresh-token family or its rotation
-	CmdRefreshRevoke  byte = 0x12 // auth: revoke a refresh-token family (reuse detected)
-	CmdAccountUpdate  byte = 0x13 // auth: roles, password
-	CmdSigningKey     byte = 0x14 // auth: publish a node's public token-signing key to the cluster
-	CmdAccountDelete  byte = 0x15 // auth: an account asked to be deleted: disabled now, erased after the grace period
-	CmdAccountErase   byte = 0x16 // auth (with users, push, media, archive): one bounded step of erasing a deleted account
-	CmdIdentitySignIn byte = 0x17 // auth: a federated (OIDC) sign-in: link (issuer, subject) to an account, creating it on first sign-in
-	CmdOIDCLogin      byte = 0x18 // auth/idp: a browser code-flow login started (state, nonce, PKCE verifier) or finished (the state is spent)
+	CmdAccountCreate    byte = 0x10 // auth: a new account
+	CmdRefreshIssue     byte = 0x11 // auth: a new refresh-token family or its rotation
+	CmdRefreshRevoke    byte = 0x12 // auth: revoke a refresh-token family (reuse detected)
+	CmdAccountUpdate    byte = 0x13 // auth: roles, password
+	CmdSigningKey       byte = 0x14 // auth: publish a node's public token-signing key to the cluster
+	CmdAccountDelete    byte = 0x15 // auth: an account asked to be deleted: disabled now, erased after the grace period
+	CmdAccountErase     byte = 0x16 // auth (with users, push, media, archive): one bounded step of erasing a deleted account
+	CmdIdentitySignIn   byte = 0x17 // auth: a federated (OIDC) sign-in: link (issuer, subject) to an account, creating it on first sign-in
+	CmdOIDCLogin        byte = 0x18 // auth/idp: a browser code-flow login started (state, nonce, PKCE verifier) or finished (the state is spent)
+	CmdRefreshRevokeAll byte = 0x19 // auth: revoke every refresh-token family of a user (sign out everywhere), one bounded step
 
 	CmdProfilePut  byte = 0x20 // users: create or update a profile
 	CmdContact     byte = 0x21 // users: add or remove a contact

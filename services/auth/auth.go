@@ -323,6 +323,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdAccountUpdate, applyAccountUpdate)
 	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
 	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
+	deps.FSM.Register(wire.CmdRefreshRevokeAll, applyRefreshRevokeAll)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)

@@ -63,6 +63,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/auth/login", Handler: s.handleLogin, Public: true, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodPost, Pattern: "/auth/refresh", Handler: s.handleRefresh, Public: true, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodPost, Pattern: "/auth/logout", Handler: s.handleLogout, Public: true, Class: "auth", MaxBody: maxAuthBody},
+		{Method: http.MethodPost, Pattern: "/auth/logout-all", Handler: s.handleLogoutAll, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
 		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
@@ -233,6 +234,25 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleLogoutAll answers POST /auth/logout-all (with an access token):
+// every refresh-token family of the user is revoked, and this browser's
+// session cookie cleared. 200 {"revoked": n}.
+func (s *Service) handleLogoutAll(w http.ResponseWriter, r *http.Request) {
+	p, ok := httpapi.PrincipalFrom(r.Context())
+	if !ok || p.UserID == "" {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "sign in first"))
+		return
+	}
+	n, err := s.LogoutAll(r.Context(), p.UserID)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	clearSessionCookie(w, r)
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusOK, map[string]int{"revoked": n})
 }
 
 func (s *Service) handleJWKS(w http.ResponseWriter, _ *http.Request) {

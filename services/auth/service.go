@@ -356,3 +356,29 @@ func (s *Service) revoke(ctx context.Context, family, reason string) error {
 	}
 	return nil
 }
+
+// maxRevokeAllSteps bounds the steps of one LogoutAll (a bug must not
+// spin forever): 500 families a step.
+const maxRevokeAllSteps = 1000
+
+// LogoutAll revokes every refresh-token family of uid: each of the
+// user's sessions ends at its next refresh (access tokens already issued
+// stay valid until they expire). It returns how many it revoked.
+func (s *Service) LogoutAll(ctx context.Context, uid string) (int, error) {
+	total := 0
+	for range maxRevokeAllSteps {
+		v, err := s.propose(ctx, wire.CmdRefreshRevokeAll, refreshRevokeAllCmd{UID: uid, Reason: "logout-all", At: s.now().UTC()})
+		if err != nil {
+			return total, fmt.Errorf("auth: revoke every refresh family: %w", err)
+		}
+		step, ok := v.(RevokeAllStep)
+		if !ok {
+			return total, fmt.Errorf("auth: revoke every refresh family: the step answered %T", v)
+		}
+		total += step.Revoked
+		if step.Done {
+			return total, nil
+		}
+	}
+	return total, fmt.Errorf("auth: revoke every refresh family: not done after %d steps", maxRevokeAllSteps)
+}

@@ -70,6 +70,24 @@ type refreshRevokeCmd struct {
 	At     time.Time `json:"at"`
 }
 
+// refreshRevokeAllCmd revokes every refresh-token family of UID (sign
+// out everywhere); At is the revocation time written.
+type refreshRevokeAllCmd struct {
+	UID    string    `json:"uid"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// RevokeAllStep is the value of one step of revoking a user's families:
+// how many it revoked, and Done when none is left.
+type RevokeAllStep struct {
+	Revoked int
+	Done    bool
+}
+
+// revokeAllStepWrites bounds the writes of one revoke-all step.
+const revokeAllStepWrites = 500
+
 func getJSON(tx *badger.Txn, key string, v any) (bool, error) {
 	it, err := tx.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -225,6 +243,50 @@ func applyRefreshRevoke(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	}
 	f.Revoked, f.UpdatedAt = true, c.At
 	return nil, setJSON(tx, key, f)
+}
+
+// applyRefreshRevokeAll revokes a user's live refresh-token families, in
+// key order, as far as one step's budget goes (a user with more families
+// takes more steps; a sign-in that the log orders between two steps may
+// be revoked too). There is no index by user: the scan reads every
+// family, which is fine for a rare, user-initiated command.
+func applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c refreshRevokeAllCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if wire.ValidUserID(c.UID) != nil {
+		return nil, fmt.Errorf("%w: bad refresh revoke-all", errBadCommand)
+	}
+	type hit struct {
+		key string
+		f   refreshFamily
+	}
+	var hits []hit
+	more := false
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRefresh), PrefetchValues: true})
+	for it.Rewind(); it.Valid(); it.Next() {
+		var f refreshFamily
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &f) }); err != nil {
+			continue // not ours to judge; never a user's
+		}
+		if f.UID != c.UID || f.Revoked {
+			continue
+		}
+		if len(hits) >= revokeAllStepWrites {
+			more = true
+			break
+		}
+		hits = append(hits, hit{string(it.Item().KeyCopy(nil)), f})
+	}
+	it.Close()
+	for _, h := range hits {
+		h.f.Revoked, h.f.UpdatedAt = true, c.At
+		if err := setJSON(tx, h.key, h.f); err != nil {
+			return nil, err
+		}
+	}
+	return RevokeAllStep{Revoked: len(hits), Done: !more}, nil
 }
 
 // readAccount reads an account from the local database.

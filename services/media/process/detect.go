@@ -67,6 +67,7 @@ var mediaTypes = map[string]mediaType{
 	"audio/x-m4a":         {KindAudio, []string{".m4a"}},
 	"audio/mp4":           {KindAudio, []string{".m4a", ".mp4"}},
 	"audio/ogg":           {KindAudio, []string{".ogg", ".oga", ".opus"}},
+	"audio/webm":          {KindAudio, []string{".webm", ".weba"}}, // audio-only WebM (browsers' voice notes); not a mimetype result, see detectBytes
 	"application/pdf":     {KindPDF, []string{".pdf"}},
 }
 
@@ -204,6 +205,14 @@ func detectBytes(cfg Config, head []byte, claimedName, claimedType string) (Dete
 	}
 
 	mt := baseMIME(m.String())
+	if mt == "video/webm" {
+		// mimetype says video/webm for any WebM; one with audio tracks
+		// only (what MediaRecorder records) is audio. Video WebM stays a
+		// file: the video step reads MP4 only.
+		if wi, _ := readWebM(bytes.NewReader(head), int64(len(head))); wi.audio > 0 && wi.video == 0 {
+			mt = "audio/webm"
+		}
+	}
 	d := Detection{MIME: mt}
 	if media, ok := mediaTypes[mt]; ok {
 		d.Kind = media.kind

@@ -77,6 +77,13 @@ func ReadMetadata(path string, d Detection, b Bounds) (Metadata, error) {
 			return md, fmt.Errorf("metadata: %w", err)
 		}
 		md.Duration = oggDuration(head, tail)
+	case d.MIME == "audio/webm":
+		info, err := readWebM(f, d.Size)
+		if err != nil {
+			md.Notes = append(md.Notes, "unreadable WebM: "+err.Error())
+			return md, nil
+		}
+		md.Duration = info.duration
 	case d.MIME == "audio/mpeg":
 		head, _, err := headTail(f, d.Size, 16<<10, 0)
 		if err != nil {

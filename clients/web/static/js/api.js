@@ -96,6 +96,14 @@ export class Api {
     try { await this.send('POST', '/auth/logout', {}, { auth: false, own: true }); } finally { this.signedOut(); }
   }
 
+  // logoutAll ends every session of the user (every browser and device):
+  // their refresh tokens are revoked, this browser's cookie cleared. A
+  // failure leaves this session signed in (the others may be, too).
+  async logoutAll() {
+    await this.call('POST', '/auth/logout-all', {});
+    this.signedOut();
+  }
+
   signedOut() {
     clearTimeout(this.timer);
     const was = this.token;

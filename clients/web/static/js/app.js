@@ -5,6 +5,8 @@ import { Api } from './api.js';
 import { Connection, newCid } from './conn.js';
 import { Store } from './store.js';
 import { MediaCache, ready, upload } from './media.js';
+import { GroupPanel, People } from './people.js';
+import { Recorder, canRecord } from './voice.js';
 import * as v from './views.js';
 
 const h = v.h;
@@ -30,6 +32,8 @@ class App {
   }
 
   stop() {
+    if (this.groupPanel) this.groupPanel.close();
+    this.groupPanel = null;
     clearInterval(this.heartbeat);
     this.subscribed.clear();
     if (this.conn) this.conn.stop();
@@ -59,6 +63,12 @@ class App {
     this.listEl = h('nav', { 'aria-label': 'Conversation list' });
     this.titleEl = h('span', { id: 'conv-title' }, '');
     this.subEl = h('span', { class: 'sub', 'aria-live': 'polite' }, '');
+    this.actionsEl = h('span', { class: 'actions' });
+    this.actionsSig = null;
+    this.people = new People(this.api);
+    this.people.addEventListener('change', () => store.changed());
+    this.contactsEl = h('div', { class: 'contacts-list' });
+    this.contactsSig = null;
     this.messagesEl = h('ol', { class: 'messages', 'aria-labelledby': 'conv-title', 'aria-live': 'polite' });
     this.input = h('textarea', { id: 'composer', 'aria-label': 'Message', placeholder: 'Write a message', rows: 1 });
     this.input.addEventListener('keydown', (ev) => {
@@ -77,11 +87,12 @@ class App {
     });
     const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
       h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
+      canRecord() ? this.recordButton() : null,
       this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
     this.replyEl = h('div', { class: 'replying', hidden: true });
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
       h('header', {}, h('button', { type: 'button', class: 'back', 'aria-label': 'Back to the conversation list',
-        onclick: () => { this.shell.classList.remove('open'); } }, '←'), h('span', {}, this.titleEl, this.subEl)),
+        onclick: () => { this.shell.classList.remove('open'); } }, '←'), h('span', {}, this.titleEl, this.subEl), this.actionsEl),
       this.messagesEl, this.replyEl, composer);
     this.messagesEl.addEventListener('scroll', () => this.maybeLoadOlder());
     const people = h('datalist', { id: 'people' });
@@ -110,8 +121,11 @@ class App {
             Notification.requestPermission().then((p) => { if (p === 'granted') this.enablePush(); })
               .finally(() => ev.target.remove());
           } }, 'Enable notifications') : null,
-        h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out')),
-      h('aside', { class: 'sidebar' }, newChat, newGroup, this.listEl),
+        h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out'),
+        h('button', { type: 'button', id: 'sign-out-everywhere', title: 'Sign out on every browser and device',
+          onclick: () => this.api.logoutAll().catch((e) => this.showError(e)) }, 'Sign out everywhere')),
+      h('aside', { class: 'sidebar' }, newChat, newGroup,
+        h('details', { class: 'contacts-panel', id: 'contacts-panel' }, h('summary', {}, 'Contacts'), this.contactsEl), this.listEl),
       this.convPane);
     this.root.replaceChildren(this.shell);
     this.errorEl = h('p', { class: 'error', role: 'alert' });
@@ -143,7 +157,13 @@ class App {
       store.changed();
     });
     this.conn.addEventListener('events', (ev) => {
-      if (ev.detail && String(ev.detail.type).startsWith('group.')) this.loadGroups().then(() => store.changed());
+      if (ev.detail && String(ev.detail.type).startsWith('group.')) {
+        // The list again once the group's topics are subscribed: what was
+        // sent to a group I just joined before that is in it.
+        this.loadGroups().then(() => this.loadLists()).catch((e) => this.showError(e));
+        const gid = ev.detail.data && ev.detail.data.gid;
+        if (this.groupPanel && this.groupPanel.isOpen && this.groupPanel.gid === gid) this.groupPanel.refresh();
+      }
     });
     // Heartbeats only while the user is active, so that presence shows
     // "inactive" when they step away.
@@ -160,6 +180,7 @@ class App {
       if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
     }, every);
     this.loadLists().catch((e) => this.showError(e));
+    this.people.load().catch((e) => this.showError(e));
     this.conn.start().then(() => {
       if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
     });
@@ -203,6 +224,8 @@ class App {
     for (const gid of [...store.groups.keys()]) {
       if (!now.has(gid)) {
         store.groups.delete(gid);
+        store.convs.delete(`g:${gid}`); // I left or was removed
+        if (store.current === `g:${gid}`) store.current = null;
         this.conn.unsubscribe([`group/${gid}/newMessage`, `group/${gid}/typing`]);
         this.subscribed.delete(`group/${gid}/newMessage`);
         this.subscribed.delete(`group/${gid}/typing`);
@@ -370,8 +393,11 @@ class App {
       // when it comes back on user/{me}/newMessage.
       store.setPending(c, cid, 'sent');
     } catch (e) {
-      store.setPending(c, cid, 'failed');
-      this.showError(e);
+      // 0x87 (not authorized; mqtt.js says "Not authorized") for a direct
+      // message: the peer blocked me (the HTTP API answers 403 forbidden).
+      const err = c.peer && /0x87|not authorized/i.test(e.message) ? new Error(`not allowed: ${c.peer} does not accept your messages`) : e;
+      store.setPending(c, cid, 'failed', { error: err.message });
+      this.showError(err);
     }
     store.changed();
   }
@@ -460,6 +486,78 @@ class App {
     n.onclick = () => { window.focus(); this.open(c); n.close(); };
   }
 
+  // recordButton records a voice note: a first press starts, a second
+  // stops and sends it to the open conversation.
+  recordButton() {
+    const rec = new Recorder();
+    const btn = h('button', { type: 'button', id: 'record', class: 'record', 'aria-pressed': 'false', 'aria-label': 'Record a voice note' }, 'Voice');
+    let timer = 0;
+    const show = (on) => {
+      btn.setAttribute('aria-pressed', String(on));
+      btn.setAttribute('aria-label', on ? 'Stop recording and send' : 'Record a voice note');
+      btn.textContent = on ? 'Stop 0:00' : 'Voice';
+      clearInterval(timer);
+      delete btn.dataset.seconds;
+      if (!on) return;
+      const started = Date.now();
+      btn.dataset.seconds = '0';
+      timer = setInterval(() => { // how long the note is so far
+        const sec = Math.floor((Date.now() - started) / 1000);
+        btn.dataset.seconds = String(sec);
+        btn.textContent = `Stop ${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, '0')}`;
+      }, 250);
+    };
+    btn.addEventListener('click', async () => {
+      try {
+        if (!rec.recording) {
+          if (!this.store || !this.store.current) return;
+          await rec.start();
+          show(true);
+          return;
+        }
+        show(false);
+        const f = await rec.stop();
+        if (f) this.sendFile(f);
+      } catch (e) {
+        rec.cancel();
+        show(false);
+        this.showError(e.name === 'NotAllowedError' ? new Error('The microphone is not allowed for this page.') : e);
+      }
+    });
+    return btn;
+  }
+
+  // openGroupInfo shows the open group's members and roles.
+  openGroupInfo(gid) {
+    if (this.groupPanel) this.groupPanel.close();
+    const store = this.store;
+    this.groupPanel = new GroupPanel(this.api, gid, store.me, {
+      search: (q) => this.api.search(q).then((res) => (res.users || []).filter((u) => u.userId !== store.me)),
+      onLeft: () => this.loadGroups().then(() => store.changed()).catch((e) => this.showError(e)),
+    });
+    this.groupPanel.open().catch((e) => this.showError(e));
+  }
+
+  // renderPeople draws the header's actions for c and the contacts list,
+  // each only when what it shows changed.
+  renderPeople(c) {
+    const sig = !c ? '' : c.peer ? `d\u0000${this.people.sig(c.peer)}` : `g\u0000${c.group}`;
+    if (sig !== this.actionsSig) {
+      this.actionsSig = sig;
+      const onError = (e) => this.showError(e);
+      this.actionsEl.replaceChildren(...(!c ? [] : c.peer ? this.people.dmActions(c.peer, onError)
+        : [h('button', { type: 'button', id: 'group-info', onclick: () => this.openGroupInfo(c.group) }, 'Group info')]));
+    }
+    const lsig = this.people.listSig();
+    if (lsig !== this.contactsSig) {
+      this.contactsSig = lsig;
+      this.contactsEl.replaceChildren(...this.people.panelItems((uid) => {
+        this.open(this.store.conv({ peer: uid }));
+        this.follow();
+      }, (e) => this.showError(e)));
+    }
+  }
+
   showError(e) {
     if (this.errorEl) this.errorEl.textContent = e.message || String(e);
   }
@@ -475,6 +573,7 @@ class App {
     const c = store.current && store.convs.get(store.current);
     const unread = store.list().reduce((n, x) => n + x.unread, 0);
     document.title = unread ? `(${unread}) edgechat` : 'edgechat';
+    this.renderPeople(c);
     if (!c) {
       this.subEl.textContent = '';
       this.titleEl.textContent = 'No conversation open';

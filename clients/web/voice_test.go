@@ -1,0 +1,83 @@
+package web_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A voice note: alice records about a second from the (fake) microphone
+// and sends it; the server reads it as audio with a duration, and bob
+// plays it in place.
+func TestVoiceNote(t *testing.T) {
+	n := nodetest.StartNode(t)
+	mic := []chromedp.ExecAllocatorOption{
+		chromedp.Flag("use-fake-ui-for-media-stream", true),     // no permission prompt
+		chromedp.Flag("use-fake-device-for-media-stream", true), // a beeping fake microphone
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+	}
+	alice, bob := browser(t, mic...), browser(t, mic...)
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	run(t, alice, "alice opens a chat with bob and starts recording",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		click(`#record[aria-pressed="false"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="true"]`)),
+	)
+	if unnamed := eval[[]string](t, alice, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+	// About a second of sound: the button counts the recording's seconds.
+	run(t, alice, "alice records for a second", poll(`Number(document.getElementById('record').dataset.seconds) >= 1`))
+	run(t, alice, "alice stops, and the note is sent",
+		click(`#record[aria-pressed="true"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="false"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] audio`)),
+	)
+
+	var hist struct {
+		Messages []struct {
+			Type  string
+			Media struct {
+				ID, Kind, Mime string
+				DurationMs     int64
+			}
+		}
+	}
+	bobTok := n.Token(t, "bob")
+	getJSON(t, n.HTTPURL, bobTok, "/chat/history?with=alice", &hist)
+	if len(hist.Messages) != 1 || hist.Messages[0].Type != "media" {
+		t.Fatalf("history: %+v", hist)
+	}
+	md := hist.Messages[0].Media
+	var info struct {
+		Kind, Mime, Status string
+		DurationMs         int64
+	}
+	getJSON(t, n.HTTPURL, bobTok, "/media/"+md.ID+"/info", &info)
+	t.Logf("the voice note: %+v, envelope %+v", info, md)
+	if info.Kind != "audio" || info.Status != "ready" || !strings.HasPrefix(info.Mime, "audio/") || info.DurationMs < 500 || info.DurationMs > 5000 {
+		t.Fatalf("media/info of the voice note: %+v", info)
+	}
+	if md.Kind != "audio" || md.DurationMs != info.DurationMs {
+		t.Fatalf("the message's media: %+v", md)
+	}
+
+	run(t, bob, "bob opens the chat and plays the note in place",
+		click(`[data-conv="d:alice"]`),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] audio[controls]`)),
+		poll(`document.querySelector('.msg[data-id] audio').src.startsWith('blob:')`),
+		chromedp.Evaluate[chromedp.Void](`(() => { const a = document.querySelector('.msg[data-id] audio'); a.muted = true; return a.play(); })()`, chromedp.EvalAwaitPromise),
+		chromedp.Poll[chromedp.Void](`(() => { const a = document.querySelector('.msg[data-id] audio'); return !a.error && a.currentTime > 0.2; })()`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	if label := eval[string](t, bob, `document.querySelector('.msg[data-id] audio').getAttribute('aria-label')`); !strings.HasPrefix(label, "Voice note voice-note-") {
+		t.Fatalf("the player's label: %q", label)
+	}
+}
