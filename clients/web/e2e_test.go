@@ -288,6 +288,8 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 		run(t, ctx, user+" sees the group and its message",
 			chromedp.WaitVisible(chromedp.CSS(`[data-conv^="g:"] .badge`)),
 			click(`[data-conv^="g:"]`),
+			// The direct chat's messages stay until the group's replace them.
+			chromedp.Poll[chromedp.Void](`document.getElementById('conv-title').textContent === 'Team <i>x</i>'`, chromedp.WithPollingInterval(50*time.Millisecond)),
 			chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 		)
 		if from, got := textOf(t, ctx, `.msg[data-id] .from`), textOf(t, ctx, `.msg[data-id] .text`); from != "alice" || got != "hello team" {
