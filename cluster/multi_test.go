@@ -188,6 +188,13 @@ func proposeKeys(t testing.TB, m *member, keys ...string) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			v, err := m.Propose(ctx, cmdPut, []byte(k+"=v"+k))
+			// A leader change on a starved test machine (CI under -race)
+			// refuses a proposal or leaves it unknown: a put is
+			// idempotent, so it is proposed again, as a client would.
+			for err != nil && errors.Is(err, wire.ErrUnavailable) && ctx.Err() == nil {
+				time.Sleep(50 * time.Millisecond)
+				v, err = m.Propose(ctx, cmdPut, []byte(k+"=v"+k))
+			}
 			if err != nil {
 				errs <- fmt.Errorf("propose %s on %s: %w", k, m.name, err)
 				return

@@ -65,7 +65,10 @@ func TestPrewarmReadsTablesIntoThePageCache(t *testing.T) {
 		if total != 2*size {
 			t.Fatalf("Resident counts %d bytes of tables, want %d", total, 2*size)
 		}
-		if cached == total {
+		// Read-ahead is advice: the kernel may leave a page or two out
+		// (CI saw 8 KiB of 6 MiB missing once). Without Prewarm next to
+		// nothing is cached (coldFile checked that).
+		if cached >= total*99/100 {
 			break
 		}
 		if time.Now().After(deadline) {

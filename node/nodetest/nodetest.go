@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/services/auth"
 )
 
 // Node is a running test node.
@@ -150,8 +152,17 @@ func (n *Node) NewUser(t testing.TB, name string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := n.Auth.CreateAccount(ctx, name, Password(name), strings.ToUpper(name[:1])+name[1:]); err != nil {
-		t.Fatalf("nodetest: creating %s: %v", name, err)
+	_, err := n.Auth.CreateAccount(ctx, name, Password(name), strings.ToUpper(name[:1])+name[1:])
+	for retried := false; err != nil; retried = true {
+		switch {
+		case retried && errors.Is(err, auth.ErrUsernameTaken):
+			err = nil // the attempt a leader change left unknown did commit
+		case errors.Is(err, wire.ErrUnavailable) && ctx.Err() == nil:
+			time.Sleep(50 * time.Millisecond)
+			_, err = n.Auth.CreateAccount(ctx, name, Password(name), strings.ToUpper(name[:1])+name[1:])
+		default:
+			t.Fatalf("nodetest: creating %s: %v", name, err)
+		}
 	}
 	return n.Token(t, name)
 }
@@ -162,6 +173,12 @@ func (n *Node) Token(t testing.TB, name string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tok, err := n.Auth.Login(ctx, name, Password(name), "127.0.0.1")
+	// A leader change on a starved test machine refuses the login's
+	// commit for a moment; a client would sign in again.
+	for err != nil && errors.Is(err, wire.ErrUnavailable) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		tok, err = n.Auth.Login(ctx, name, Password(name), "127.0.0.1")
+	}
 	if err != nil {
 		t.Fatalf("nodetest: login %s: %v", name, err)
 	}
