@@ -74,6 +74,10 @@ type Config struct {
 	MQTTSAddr string      // TLS listener; needs TLS; "" disables
 	TLS       *tls.Config // certificate for MQTTSAddr
 
+	// Region is this cluster's region name (internal/address): a direct
+	// message to name@Region is a message to the local user name.
+	Region string
+
 	// Dev accepts anonymous clients and leaves non-chat topics open; chat
 	// topics keep their rules. Never the default.
 	Dev bool
@@ -220,6 +224,9 @@ type Deps struct {
 	// whose client ID connected to another node later (registry.New
 	// registers its commands on the FSM). Nil: no takeover across nodes.
 	Registry *registry.Table
+	// Links receives the links of other regions (bridge/region); nil:
+	// no links, every $link/ client is refused.
+	Links Links
 }
 
 // Broker is one MQTT node.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -200,9 +201,12 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		if wire.ValidUserID(with) != nil {
+		if wire.ValidPeerID(with) != nil {
 			httpapi.WriteError(w, badParam("invalid user id in with"))
 			return
+		}
+		if peer, err := s.resolvePeer(with); err == nil {
+			with = peer // name@{this region} is the local name
 		}
 		// The conversation key is built from the caller's own ID, so a
 		// user can only ever read conversations they take part in.
@@ -327,7 +331,7 @@ func decodeSendRequest(body []byte) (dst target, env wire.Envelope, err error) {
 	switch {
 	case (req.To == nil) == (req.Group == nil):
 		return target{}, wire.Envelope{}, badParam("give exactly one of to and group")
-	case req.To != nil && wire.ValidUserID(*req.To) != nil:
+	case req.To != nil && wire.ValidPeerID(*req.To) != nil:
 		return target{}, wire.Envelope{}, badParam("to must be a user id")
 	case req.To != nil:
 		dst.To = *req.To
@@ -428,6 +432,9 @@ func (s *Service) deliver(env wire.Envelope, payload []byte) {
 		topics = []string{wire.DirectTopic(env.To)}
 	}
 	for _, t := range topics {
+		if strings.IndexByte(t, '@') >= 0 {
+			continue // a user of another region: the region link carries it
+		}
 		if err := s.pub.Publish(wire.Outbound{Topic: t, Payload: payload, QoS: 1, UserProps: props}); err != nil {
 			s.log.Warn("publishing a stored message failed; clients will get it by sync", "topic", t, "id", env.ID, "err", err)
 		}
