@@ -150,6 +150,7 @@ type env struct {
 	blocks *fakeBlocks
 	gdep   Groups // overrides groups as the Groups dependency
 	outbox Outbox
+	rgns   Regions
 	segs   SegmentStore
 	fetch  func(ctx context.Context, key string) (io.ReadCloser, error)
 	// betweenSteps, if set, runs between the steps of an erasure (erase_test.go).
@@ -177,6 +178,9 @@ func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
 
 // withSegments gives the service a segment store.
 func withSegments(st SegmentStore) envOpt { return func(e *env) { e.segs = st } }
+
+// withRegions gives the service its region and links.
+func withRegions(r Regions) envOpt { return func(e *env) { e.rgns = r } }
 
 // withOutbox gives the service an Outbox.
 func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
@@ -209,6 +213,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		deps.Groups = e.gdep
 	}
 	deps.Outbox = e.outbox
+	deps.Regions = e.rgns
 	deps.Segments = e.segs
 	deps.FetchSegment = e.fetch
 	svc, err := New(deps)

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -65,10 +66,23 @@ func (s *Service) StoreRemote(ctx context.Context, env wire.Envelope) (stored wi
 		s.count(false, err)
 		return wire.Envelope{}, nil, false, err
 	}
-	payload = env.Marshal()
 	// The dedupe key is (sender, "@" + origin ID). A local client's cid
 	// may start with '@' too, but its sender is never qualified, so the
 	// two key spaces do not meet.
-	cmd := msgCmd{ID: env.ID, From: from, To: to, CID: "@" + env.ID.String(), Payload: payload}
-	return s.start(ctx, env, payload, cmd)(ctx)
+	key := "@" + env.ID.String()
+	payload = env.Marshal()
+	stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
+	if errors.Is(err, ErrIDTaken) {
+		// Machine numbers are unique within a region, not across regions:
+		// the origin's ID can clash with one of ours. Refusing would stop
+		// the link for good; the message is stored under an ID of ours
+		// instead (the dedupe key stays the origin's), and the two
+		// regions show it under different IDs.
+		s.log.Warn("a message from another region clashes with a stored ID; stored under a new one",
+			"from", from, "to", to, "origin_id", env.ID)
+		env.ID = s.ids.Next()
+		payload = env.Marshal()
+		stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
+	}
+	return stored, payload, dup, err
 }
