@@ -86,8 +86,8 @@ func TestStoreRemote(t *testing.T) {
 		env  wire.Envelope
 		want error
 	}{
-		{wire.Envelope{ID: 5, From: "alice", To: "bob", CID: "c", Type: wire.TypeText, Body: "x"}, wire.ErrInvalid},   // unqualified
-		{wire.Envelope{From: "alice@eu", To: "bob", CID: "c", Type: wire.TypeText, Body: "x"}, wire.ErrInvalid},        // no ID
+		{wire.Envelope{ID: 5, From: "alice", To: "bob", CID: "c", Type: wire.TypeText, Body: "x"}, wire.ErrInvalid},     // unqualified
+		{wire.Envelope{From: "alice@eu", To: "bob", CID: "c", Type: wire.TypeText, Body: "x"}, wire.ErrInvalid},         // no ID
 		{wire.Envelope{ID: 6, From: "alice@eu", To: "zed", CID: "c", Type: wire.TypeText, Body: "x"}, wire.ErrNotFound}, // nobody
 		{wire.Envelope{ID: 7, From: "alice@eu", To: "bob@us", CID: "c", Type: wire.TypeText, Body: "x"}, wire.ErrInvalid},
 	} {
