@@ -12,7 +12,7 @@ import (
 
 func TestParseLink(t *testing.T) {
 	for in, want := range map[string]Link{
-		"us=tcp://127.0.0.1:1883":             {Name: "us", URL: "tcp://127.0.0.1:1883"},
+		"us=tcp://127.0.0.1:1883":              {Name: "us", URL: "tcp://127.0.0.1:1883"},
 		" eu-1=tls://mqtt.eu.example.com:8883": {Name: "eu-1", URL: "tls://mqtt.eu.example.com:8883"},
 	} {
 		if got, err := ParseLink(in); err != nil || got != want {
