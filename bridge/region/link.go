@@ -57,7 +57,9 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 			l.m.sent.WithLabelValues(l.link.Name, "unreadable").Inc()
 			continue
 		}
-		resp, err := cl.Publish(ctx, &paho.Publish{QoS: 1, Topic: DMTopic(l.own), Payload: payload})
+		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
+		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: DMTopic(l.own), Payload: payload})
+		cancel()
 		if err != nil {
 			if resp != nil && !retryable(resp.ReasonCode) {
 				l.log.Warn("region link: the other region refused a message; skipped", "link", l.link.Name, "pos", it.Pos,

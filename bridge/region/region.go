@@ -55,9 +55,14 @@ type Config struct {
 	// TLS is the client configuration of tls:// links (RootCAs of the
 	// other regions' certificates); nil: the system's roots.
 	TLS *tls.Config
-	// Timeout bounds one attempt to dial, connect or send a batch, and a
-	// cursor commit; default 10s.
+	// Timeout bounds one attempt to dial and connect, one publish's wait
+	// for its PUBACK, and a cursor commit; default 10s. A batch of
+	// MaxBatch messages may take MaxBatch times this.
 	Timeout time.Duration
+	// MaxBatch is how many messages a link sends between two cursor
+	// commits; default 16. Each is published and acknowledged in turn,
+	// so a batch costs MaxBatch round trips to the other region.
+	MaxBatch int
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
 	BackoffMax time.Duration
@@ -124,6 +129,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 16
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Second
@@ -243,7 +251,11 @@ func (b *Bridge) lead(ctx context.Context) {
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
 		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
-			Timeout: b.cfg.Timeout, BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0)
+			// An attempt is a whole batch, each message waiting for its
+			// PUBACK in turn: a batch that cannot finish in time would be
+			// resent for ever.
+			Timeout: time.Duration(b.cfg.MaxBatch) * b.cfg.Timeout, MaxBatch: b.cfg.MaxBatch,
+			BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0)
 		if err != nil {
 			b.log.Error("region link not started", "link", name, "err", err)
 			continue

@@ -114,6 +114,29 @@ func TestDirectMessagesBothWays(t *testing.T) {
 		t.Fatalf("alice got %+v", reply)
 	}
 
+	// bob's conversation list shows alice@eu; reading moves its cursor.
+	unread := func() (string, int) {
+		var out struct {
+			Conversations []struct {
+				Peer   string `json:"peer"`
+				Unread int    `json:"unread"`
+			} `json:"conversations"`
+		}
+		if c := call(t, us.nodes[0], bobTok, "GET", "/chat/conversations", nil, &out); c != http.StatusOK || len(out.Conversations) != 1 {
+			t.Fatalf("conversations: %d %+v", c, out)
+		}
+		return out.Conversations[0].Peer, out.Conversations[0].Unread
+	}
+	if peer, n := unread(); peer != "alice@eu" || n != 1 {
+		t.Fatalf("bob's conversation with %q has %d unread, want alice@eu and 1", peer, n)
+	}
+	if c := call(t, us.nodes[0], bobTok, "POST", "/chat/read", map[string]string{"with": "alice@eu", "upTo": e.ID}, nil); c != http.StatusNoContent {
+		t.Fatalf("read: %d", c)
+	}
+	if _, n := unread(); n != 0 {
+		t.Fatalf("unread after reading: %d", n)
+	}
+
 	// name@{own region} is the local user.
 	carolTok := eu.newUser(t, "carol")
 	if code, _ := alice.Pub(t, "user/carol@eu/newMessage", 1, textMsg("c2", "local")); code != 0 {

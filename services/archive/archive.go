@@ -519,8 +519,15 @@ func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.E
 // forward to upTo (clamped to the conversation's highest message ID; it
 // never moves back).
 func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error {
-	if err := validUsers(reader, peer); err != nil {
+	if err := validUsers(reader); err != nil {
 		return err
+	}
+	peer, err := s.resolvePeer(peer) // bob@us: a conversation with a user of a linked region
+	if err != nil {
+		return err
+	}
+	if err := wire.ValidPeerID(peer); err != nil {
+		return fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
 	}
 	if upTo == 0 {
 		return nil
