@@ -1,15 +1,24 @@
 package region_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -129,6 +138,13 @@ func (r *region) leader(t *testing.T) *nodetest.Node {
 // name's nodes hold in their secret file).
 func startRegions(t *testing.T, size int, a, b string, secrets map[string]string) (*region, *region) {
 	t.Helper()
+	return startLinked(t, size, a, b, secrets, nil)
+}
+
+// startLinked is startRegions; with certs, every node serves MQTT over
+// TLS with that certificate and the links dial tls:// and trust it.
+func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert) (*region, *region) {
+	t.Helper()
 	ra, rb := &region{name: a, in: newProxy(t)}, &region{name: b, in: newProxy(t)}
 	start := func(r, other *region) {
 		file := filepath.Join(t.TempDir(), "link-secret")
@@ -143,6 +159,11 @@ func startRegions(t *testing.T, size int, a, b string, secrets map[string]string
 			c.Region = r.name
 			c.Links = []string{other.name + "=" + other.in.URL()}
 			c.LinkSecretFile = file
+			if certs != nil {
+				c.TLSCert, c.TLSKey = certs.certFile, certs.keyFile
+				c.LinkTLS = &tls.Config{RootCAs: certs.pool, MinVersion: tls.VersionTLS12}
+				c.Links = []string{other.name + "=tls://" + strings.TrimPrefix(other.in.URL(), "tcp://")}
+			}
 		})
 		if size == 1 {
 			r.nodes = []*nodetest.Node{nodetest.StartNode(t, opt)}
@@ -150,6 +171,9 @@ func startRegions(t *testing.T, size int, a, b string, secrets map[string]string
 			r.nodes = nodetest.StartCluster(t, size, opt)
 		}
 		r.in.setTarget(r.nodes[0].MQTTAddr())
+		if certs != nil {
+			r.in.setTarget(r.nodes[0].MQTTSAddr())
+		}
 	}
 	start(ra, rb)
 	start(rb, ra)
@@ -202,4 +226,41 @@ func counter(t *testing.T, n *nodetest.Node, name, match string) float64 {
 		}
 	}
 	return sum
+}
+
+// testCert is a self-signed certificate for 127.0.0.1 in PEM files.
+type testCert struct {
+	certFile, keyFile string
+	pool              *x509.CertPool
+}
+
+func newTestCert(t *testing.T) *testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edgechat region test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c := &testCert{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"), pool: x509.NewCertPool()}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := os.WriteFile(c.certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.pool.AppendCertsFromPEM(certPEM)
+	return c
 }

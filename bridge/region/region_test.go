@@ -407,3 +407,21 @@ func TestThreeNodeRegionsLeaderChangeWhileDraining(t *testing.T) {
 		t.Fatalf("a duplicate delivery: %s", extra.Payload)
 	}
 }
+
+// Links over TLS: the link checks the other region's certificate.
+func TestLinkOverTLS(t *testing.T) {
+	eu, us := startLinked(t, 1, "eu", "us", nil, newTestCert(t))
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
+	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
+	bob.MustSub(t, "user/bob/newMessage")
+	if code, _ := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("c1", "over tls")); code != 0 {
+		t.Fatalf("PUBACK %#x", code)
+	}
+	if e := decode(t, bob.Next(t).Payload); e.Body != "over tls" || e.From != "alice@eu" {
+		t.Fatalf("bob got %+v", e)
+	}
+	if v := counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="connected"`); v < 1 {
+		t.Fatalf("connects %v", v)
+	}
+}
