@@ -38,13 +38,14 @@ type linkClient struct {
 	m      *metrics
 	dialTO time.Duration
 
-	mu sync.Mutex
-	cl *paho.Client
+	mu    sync.Mutex
+	cl    *paho.Client
+	alive context.Context // canceled when cl's connection ended
 }
 
 // send is the peerqueue.Sender of the link.
 func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
-	cl, err := l.connect(ctx)
+	cl, alive, err := l.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -57,8 +58,12 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 			l.m.sent.WithLabelValues(l.link.Name, "unreadable").Inc()
 			continue
 		}
+		// paho does not fail a publish in flight when its connection
+		// ends: stop waiting for the PUBACK then, not at the timeout.
 		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
+		stop := context.AfterFunc(alive, cancel)
 		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: DMTopic(l.own), Payload: payload})
+		stop()
 		cancel()
 		if err != nil {
 			if resp != nil && !retryable(resp.ReasonCode) {
@@ -90,7 +95,7 @@ func retryable(code byte) bool {
 
 // connect returns the live connection, dialling a new one when there is
 // none or the last one ended.
-func (l *linkClient) connect(ctx context.Context) (*paho.Client, error) {
+func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cl != nil {
@@ -98,12 +103,12 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, error) {
 		case <-l.cl.Done():
 			l.cl = nil
 		default:
-			return l.cl, nil
+			return l.cl, l.alive, nil
 		}
 	}
 	u, err := url.Parse(l.link.URL)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	dctx, cancel := context.WithTimeout(ctx, l.dialTO)
 	defer cancel()
@@ -122,7 +127,7 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, error) {
 	}
 	if err != nil {
 		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
-		return nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
+		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
 	cl := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO})
 	id := LinkPrefix + l.own
@@ -135,12 +140,22 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, error) {
 			reason = ca.Properties.ReasonString
 		}
 		l.m.connects.WithLabelValues(l.link.Name, "refused").Inc()
-		return nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
+		return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
 	}
 	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
 	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
-	l.cl = cl
-	return cl, nil
+	l.cl, l.alive = cl, ctxOfDone(cl.Done()) // one goroutine per connection, ending with it
+	return cl, l.alive, nil
+}
+
+// ctxOfDone is a context canceled when done is closed.
+func ctxOfDone(done <-chan struct{}) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-done
+		cancel()
+	}()
+	return ctx
 }
 
 // drop closes cl if it is still the live connection.
