@@ -170,6 +170,14 @@ func TestUnknownRegionRefused(t *testing.T) {
 	if code != 0x90 || ack.Properties.ReasonString != "topic name invalid: unknown region" {
 		t.Fatalf("to mars: %#x %q", code, ack.Properties.ReasonString)
 	}
+	for _, topic := range []string{"user/bob@/newMessage", "user/bob@us@eu/newMessage", "user/bob@us/typing", "user/bob@us/receipts", "presence/bob@us/heartbeat"} {
+		if code, _ := alice.Pub(t, topic, 1, textMsg("c2", "x")); code != 0x87 {
+			t.Errorf("publish to %s: %#x, want 0x87", topic, code)
+		}
+	}
+	if code, _ := alice.Pub(t, "user/bob@us/newMessage", 1, `{"cid":"c3","type":"media","media":{"id":"m1"}}`); code != 0x99 {
+		t.Errorf("media to bob@us: %#x, want 0x99", code)
+	}
 	if c := call(t, eu.nodes[0], tok, "POST", "/chat/messages", map[string]string{"to": "bob@mars", "cid": "h1", "type": "text", "body": "x"}, nil); c != http.StatusNotFound {
 		t.Fatalf("POST to bob@mars: %d", c)
 	}
