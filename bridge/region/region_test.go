@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -435,5 +436,51 @@ func TestLinkOverTLS(t *testing.T) {
 	}
 	if v := counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="connected"`); v < 1 {
 		t.Fatalf("connects %v", v)
+	}
+}
+
+// The other region stops and starts again (its node restarts on its
+// data directory, on new ports): what was sent meanwhile arrives once,
+// in order, and what it had stored before is still deduplicated.
+func TestRemoteRegionRestarts(t *testing.T) {
+	eu, us := startRegions(t, 1, "eu", "us", nil)
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
+	send := func(cid string) {
+		t.Helper()
+		if code, ack := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg(cid, "x")); code != 0 {
+			t.Fatalf("%s: PUBACK %#x %q", cid, code, ack.Properties.ReasonString)
+		}
+	}
+	send("before")
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if h := history(t, us.nodes[0], bobTok, "alice@eu"); len(h) != 1 {
+			return fmt.Errorf("history %+v", h)
+		}
+		return nil
+	})
+	cfg := us.nodes[0].Config
+	if err := us.nodes[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	for i := range n {
+		send(fmt.Sprintf("m%02d", i))
+	}
+	restarted := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { *c = cfg }))
+	us.nodes[0] = restarted
+	bob := connect(t, restarted, "bob", "phone", us.nodes[0].Token(t, "bob"))
+	bob.MustSub(t, "user/bob/newMessage")
+	us.in.setTarget(restarted.MQTTAddr()) // the link finds the region again
+	for i := range n {
+		if e := decode(t, bob.Next(t).Payload); e.CID != fmt.Sprintf("m%02d", i) {
+			t.Fatalf("message %d: got %+v", i, e)
+		}
+	}
+	if h := history(t, restarted, bobTok, "alice@eu"); len(h) != n+1 {
+		t.Fatalf("history holds %d, want %d", len(h), n+1)
+	}
+	if extra, ok := bob.TryNext(); ok {
+		t.Fatalf("a duplicate delivery: %s", extra.Payload)
 	}
 }
