@@ -27,6 +27,9 @@ func allowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Membership,
 	if topic == "" {
 		return false
 	}
+	if p.Link != "" {
+		return linkAllowed(p, topic, write)
+	}
 	if write && strings.ContainsAny(topic, "+#") {
 		return false // not a topic name (mochi refuses it first)
 	}

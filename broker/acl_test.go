@@ -232,3 +232,53 @@ func FuzzACL(f *testing.F) {
 		}
 	})
 }
+
+// A link connection (bridge/region) publishes under its own
+// $link/{region}/ and reads nothing; users never reach $link/ (FuzzACL:
+// no $ topic but $SYS for them).
+func TestAllowedLink(t *testing.T) {
+	p := wire.Principal{Link: "eu"}
+	for _, c := range []struct {
+		topic string
+		write bool
+		want  bool
+	}{
+		{"$link/eu/dm", true, true},
+		{"$link/eu/dm", false, false},
+		{"$link/us/dm", true, false},
+		{"$link/eu", true, false},
+		{"$link/eu/+", true, false},
+		{"$link/#", false, false},
+		{"user/bob/newMessage", true, false},
+		{"user/bob/newMessage", false, false},
+		{"sensors/x", true, false},
+	} {
+		for _, dev := range []bool{false, true} {
+			if got := allowed(p, dev, staticVis{}, staticMem{}, c.topic, c.write); got != c.want {
+				t.Errorf("link eu, %q write=%v dev=%v: %v, want %v", c.topic, c.write, dev, got, c.want)
+			}
+		}
+	}
+	for _, uid := range []string{"", "alice"} {
+		for _, dev := range []bool{false, true} {
+			if allowed(wire.Principal{UserID: uid, Admin: true}, dev, staticVis{}, staticMem{}, "$link/eu/dm", true) {
+				t.Errorf("user %q (dev=%v) may publish to $link/eu/dm", uid, dev)
+			}
+		}
+	}
+}
+
+func FuzzACLLink(f *testing.F) {
+	f.Add("eu", "$link/eu/dm", true)
+	f.Add("eu", "$link/us/dm", true)
+	f.Add("eu", "user/bob/newMessage", false)
+	f.Fuzz(func(t *testing.T, region, topic string, write bool) {
+		if region == "" {
+			region = "eu"
+		}
+		if allowed(wire.Principal{Link: region}, true, staticVis{}, staticMem{}, topic, write) &&
+			(!write || !strings.HasPrefix(topic, "$link/"+region+"/") || strings.ContainsAny(topic, "+#")) {
+			t.Fatalf("link %q allowed %q write=%v", region, topic, write)
+		}
+	})
+}

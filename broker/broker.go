@@ -74,6 +74,10 @@ type Config struct {
 	MQTTSAddr string      // TLS listener; needs TLS; "" disables
 	TLS       *tls.Config // certificate for MQTTSAddr
 
+	// Region is this cluster's region name (internal/address): a direct
+	// message to name@Region is a message to the local user name.
+	Region string
+
 	// Dev accepts anonymous clients and leaves non-chat topics open; chat
 	// topics keep their rules. Never the default.
 	Dev bool
@@ -224,6 +228,9 @@ type Deps struct {
 	// own nodes (a page another member served, reconnecting here when its
 	// node went away): accepted besides AllowedOrigins. Nil: none.
 	PeerOrigin func(origin string) bool
+	// Links receives the links of other regions (bridge/region); nil:
+	// no links, every $link/ client is refused.
+	Links Links
 }
 
 // Broker is one MQTT node.

@@ -105,6 +105,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 
 // authenticate checks CONNECT credentials against the client ID.
 func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principal, *connRefusal) {
+	if isLinkID(cl.ID) || isLinkID(string(pk.Connect.Username)) {
+		return b.authenticateLink(cl, pk)
+	}
 	hasPass := pk.Connect.PasswordFlag && len(pk.Connect.Password) > 0
 	hasUser := pk.Connect.UsernameFlag && len(pk.Connect.Username) > 0
 	if b.cfg.Dev && !hasPass {

@@ -29,6 +29,9 @@ const reasonNotCommitted = "server unavailable: not committed"
 // run. Returning the packet delivers it (to the topic's subscribers);
 // CodeSuccessIgnore acknowledges without delivery; refuse() drops.
 func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal) (packets.Packet, error) {
+	if p.Link != "" {
+		return b.publishLink(cl, pk, p)
+	}
 	t := wire.ParseTopic(pk.TopicName)
 	class := t.Kind.String()
 	b.m.inCounter(t.Kind).Inc()
@@ -81,8 +84,13 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 // including the sending one). A recipient who blocked the sender is
 // refused here already, without a commit attempt (the ChatStore refuses
 // it too).
+//
+// A recipient of another region (bob@us) gets no delivery here: the
+// committed message waits in the region link's outbox (bridge/region);
+// the sender's devices get their copy as usual.
 func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Principal, to, class string) (packets.Packet, error) {
-	if b.blocked(to, p.UserID) {
+	to, remote := b.localPeer(to)
+	if !remote && b.blocked(to, p.UserID) {
 		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
 	}
 	send := sendChat{
@@ -95,9 +103,9 @@ func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Princi
 			return ps.StartDirect(ctx, p.UserID, to, env)
 		}
 	}
-	topics := []string{wire.DirectTopic(to)}
-	if to != p.UserID {
-		topics = append(topics, wire.DirectTopic(p.UserID))
+	topics := []string{wire.DirectTopic(p.UserID)}
+	if !remote && to != p.UserID {
+		topics = []string{wire.DirectTopic(to), wire.DirectTopic(p.UserID)}
 	}
 	return b.commitChat(cl, pk, p, class, "user", send, topics...)
 }
@@ -301,6 +309,8 @@ func depCode(err error) (packets.Code, string) {
 	switch {
 	case errors.Is(err, wire.ErrForbidden):
 		return packets.ErrNotAuthorized, "forbidden"
+	case errors.Is(err, wire.ErrNoRegion):
+		return packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic name invalid: unknown region"}, "no_region"
 	case errors.Is(err, wire.ErrNotFound):
 		return packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic name invalid: no such user"}, "not_found"
 	case errors.Is(err, wire.ErrQuota):

@@ -83,6 +83,10 @@ type Config struct {
 	WebPushSubject     string        `yaml:"webpush_subject"`      // VAPID subject: mailto: or https: (enables Web Push)
 	PushGrace          time.Duration `yaml:"push_grace"`           // wait before pushing an offline device
 	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
+	// Regions (docs/operations.md "Regions"); see regionconfig.go.
+	Region         string   `yaml:"region"`           // this cluster's region name
+	Links          []string `yaml:"links"`            // NAME=URL of other regions' MQTT listeners
+	LinkSecretFile string   `yaml:"link_secret_file"` // the links' secrets
 	// Roles are the optional duties of this node (nil: all of them).
 	Roles []string `yaml:"roles"`
 	// Media (docs/operations.md "Media"); see mediaconfig.go.
@@ -145,6 +149,9 @@ type Config struct {
 	// PushTLS is the TLS client configuration of the push providers
 	// (tests: RootCAs that trust the mock providers); nil: the system's.
 	PushTLS *tls.Config `yaml:"-"`
+	// LinkTLS is the TLS client configuration of tls:// region links
+	// (tests: RootCAs that trust the other region); nil: the system's.
+	LinkTLS *tls.Config `yaml:"-"`
 	// OIDCHTTPClient talks to the OIDC providers (tests); nil: a default
 	// client (a provider's ca_file still applies).
 	OIDCHTTPClient *http.Client `yaml:"-"`
@@ -166,6 +173,7 @@ func Defaults() Config {
 		RaftTimeout:   cluster.DefaultHeartbeatTimeout,
 		LogLevel:      "info",
 		LogFormat:     "text",
+		Region:        DefaultRegion,
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
@@ -326,7 +334,7 @@ var settings = append([]setting{
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
-}, slices.Concat(pushSettings, mediaSettings, archiveSettings, backupSettings, oidcSettings)...)
+}, slices.Concat(regionSettings, pushSettings, mediaSettings, archiveSettings, backupSettings, oidcSettings)...)
 
 func envName(flagName string) string {
 	return "EDGECHAT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
@@ -469,6 +477,9 @@ func (c Config) Validate() error {
 	}
 	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
 		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
+	}
+	if err := c.validateRegion(); err != nil {
+		return err
 	}
 	if err := c.validatePush(); err != nil {
 		return err

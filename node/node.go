@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	pushbridge "github.com/edgechat/edgechat/bridge/push"
+	"github.com/edgechat/edgechat/bridge/region"
 	"github.com/edgechat/edgechat/broker"
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
@@ -83,6 +84,7 @@ type Node struct {
 	PushTester   *pushbridge.Tester // POST /admin/push/test/{uid}
 	PushSender   *pushbridge.Sender // pushes committed messages while this node leads
 	Media        *media.Service
+	Region       *region.Bridge // links to other regions (bridge/region)
 
 	mediaStore store.Store
 	segments   archive.SegmentStore // the archive store (backups read it)
@@ -252,8 +254,12 @@ func (n *Node) buildServices() (err error) {
 		return err
 	}
 	n.segments = segments
+	if err := n.buildRegion(); err != nil {
+		return err
+	}
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
-		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: pushStaging{n.Push}, Media: n.Media, Logger: log,
+		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: outboxes{pushStaging{n.Push}, n.Region}, Regions: n.Region,
+		Media: n.Media, Logger: log,
 		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Backups: n.backupStatus, Registerer: reg})
 	if err != nil {
 		return err
@@ -298,12 +304,13 @@ func (n *Node) buildBroker() (err error) {
 		MQTTSAddr:      mqttsAddr,
 		TLS:            n.tls,
 		Dev:            n.cfg.Dev,
+		Region:         n.cfg.Region,
 		AllowedOrigins: n.cfg.AllowedOrigins,
 		Logger:         n.log,
 		Registerer:     n.registry,
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
-		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed})
+		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region})
 	if err != nil {
 		return fmt.Errorf("node: broker: %w", err)
 	}
@@ -522,6 +529,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.PushSender.Run(gctx) })
+	g.Go(func() error { return n.Region.Run(gctx) }) // the links to other regions, while this node leads
 	g.Go(func() error { return n.Media.Run(gctx) })
 	g.Go(func() error { return n.Archive.RunSealer(gctx, n.sealConfig(), n.raft) })
 	g.Go(func() error { return n.Broker.Run(gctx) })

@@ -52,6 +52,8 @@ const (
 	CmdMediaTouch    byte = 0x65 // media: last read time, or the tier it moved to
 	CmdMediaDelete   byte = 0x66 // media: records removed (orphans, deleted accounts)
 	CmdMediaExpire   byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
+
+	CmdRegionCursor byte = 0x70 // region links: a link's outbox position acknowledged by the other region (bridge/region, issue 14)
 )
 
 // Client registry (broker/registry): which node holds each client ID.

@@ -10,6 +10,10 @@ import (
 type Principal struct {
 	UserID string
 	Admin  bool
+	// Link is set (to the peer's region name) for the connection of
+	// another region's link (client ID $link/{region}); UserID is then
+	// empty.
+	Link string
 }
 
 // Errors that cross the boundary between services and their callers (the
@@ -26,4 +30,9 @@ var (
 	// ErrMediaNotReady: a media message names no ready upload of its
 	// sender (MQTT 0x99, HTTP 422 "media_not_ready").
 	ErrMediaNotReady = fmt.Errorf("media is not a ready upload of the sender: %w", ErrInvalid)
+
+	// ErrNoRegion: an address names a region that is neither this one
+	// nor a configured link (MQTT 0x90 "topic name invalid: unknown
+	// region", HTTP 404).
+	ErrNoRegion = fmt.Errorf("unknown region: %w", ErrNotFound)
 )

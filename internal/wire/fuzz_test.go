@@ -85,7 +85,8 @@ func FuzzParseEnvelope(f *testing.F) {
 func FuzzParseTopic(f *testing.F) {
 	for _, s := range []string{"user/alice/newMessage", "user/alice/typing", "user/alice/receipts", "user/alice/events",
 		"group/G-1/newMessage", "group/g/typing", "presence/alice", "presence/alice/heartbeat", "$SYS/broker/x", "$SYS",
-		"user/Alice/newMessage", "user/alice", "user//newMessage", "presence/alice/x", "sensors/t1", "", "/", "user/+/typing"} {
+		"user/Alice/newMessage", "user/alice", "user//newMessage", "presence/alice/x", "sensors/t1", "", "/", "user/+/typing",
+		"user/bob@us/newMessage", "user/bob@us/typing", "user/bob@-x/newMessage"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
@@ -139,6 +140,10 @@ func FuzzParseTopic(f *testing.F) {
 		if tp.Kind == KindGroup || tp.Kind == KindGroupTyping {
 			if ValidGroupID(tp.Owner) != nil {
 				t.Fatalf("%q: invalid group %q", name, tp.Owner)
+			}
+		} else if tp.Kind == KindDirect {
+			if ValidPeerID(tp.Owner) != nil {
+				t.Fatalf("%q: invalid peer %q", name, tp.Owner)
 			}
 		} else if ValidUserID(tp.Owner) != nil {
 			t.Fatalf("%q: invalid user %q", name, tp.Owner)

@@ -3,6 +3,8 @@ package wire
 import (
 	"errors"
 	"strings"
+
+	"github.com/edgechat/edgechat/internal/address"
 )
 
 // TopicKind classifies an MQTT topic name against the contract's table.
@@ -70,6 +72,9 @@ func ParseTopic(name string) Topic {
 	}
 	switch first {
 	case "user":
+		if levels == 3 && leaf == "newMessage" && ValidPeerID(owner) == nil {
+			return Topic{KindDirect, owner} // name@region: a user of a linked region
+		}
 		if levels == 3 && ValidUserID(owner) == nil {
 			switch leaf {
 			case "newMessage":
@@ -141,6 +146,20 @@ func ValidUserID(s string) error {
 		}
 	}
 	return nil
+}
+
+// ValidPeerID accepts the peer of a direct conversation: a user ID, or
+// a user ID of another region qualified with it ("bob@us",
+// internal/address).
+func ValidPeerID(s string) error {
+	if strings.IndexByte(s, '@') < 0 {
+		return ValidUserID(s)
+	}
+	a, err := address.Parse(s)
+	if err != nil || a.Region == "" {
+		return ErrInvalidName
+	}
+	return ValidUserID(a.Name)
 }
 
 // ValidGroupID accepts group IDs: 1 to 64 characters of a-z, A-Z, 0-9, '_' and '-'.

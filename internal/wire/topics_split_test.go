@@ -14,6 +14,9 @@ func parseTopicSplit(name string) Topic {
 	parts := strings.Split(name, "/")
 	switch parts[0] {
 	case "user":
+		if len(parts) == 3 && parts[2] == "newMessage" && ValidPeerID(parts[1]) == nil {
+			return Topic{KindDirect, parts[1]}
+		}
 		if len(parts) == 3 && ValidUserID(parts[1]) == nil {
 			switch parts[2] {
 			case "newMessage":
@@ -55,7 +58,9 @@ var parseTopicSeeds = []string{"user/alice/newMessage", "user/alice/typing", "us
 	"user/alice/newMessage/x", "user/alice/", "user/alice", "user", "user/", "user//newMessage", "userx/alice/newMessage",
 	"group/G-1/newMessage", "group/g/typing", "group/g/typing/", "group/g", "group/g/other", "group//typing",
 	"presence/alice", "presence/alice/heartbeat", "presence/alice/heartbeat/x", "presence/alice/x", "presence/", "presence",
-	"$SYS/broker/x", "$SYS", "$SYSx", "sensors/t1", "", "/", "//", "user/+/typing", "a/b/c/d"}
+	"$SYS/broker/x", "$SYS", "$SYSx", "sensors/t1", "", "/", "//", "user/+/typing", "a/b/c/d",
+	"user/bob@us/newMessage", "user/bob@us/typing", "user/bob@/newMessage", "user/@us/newMessage", "user/bob@us@eu/newMessage",
+	"presence/bob@us", "$link/eu/dm"}
 
 func TestParseTopicMatchesSplitVersion(t *testing.T) {
 	for _, s := range parseTopicSeeds {
@@ -81,6 +86,21 @@ func TestParseTopicDoesNotAllocate(t *testing.T) {
 	for _, s := range []string{"user/alice/newMessage", "group/g1/newMessage", "presence/alice/heartbeat", "sensors/a/b"} {
 		if n := testing.AllocsPerRun(100, func() { _ = ParseTopic(s) }); n != 0 {
 			t.Errorf("ParseTopic(%q): %v allocations", s, n)
+		}
+	}
+}
+
+func TestQualifiedOnlyForDirectMessages(t *testing.T) {
+	for name, want := range map[string]Topic{
+		"user/bob@us/newMessage":  {KindDirect, "bob@us"},
+		"user/bob@us/typing":      {Kind: KindChatInvalid}, // ephemeral traffic across regions: later
+		"user/bob@us/receipts":    {Kind: KindChatInvalid},
+		"presence/bob@us":         {Kind: KindChatInvalid},
+		"user/Bob@us/newMessage":  {Kind: KindChatInvalid},
+		"user/bob@u_s/newMessage": {Kind: KindChatInvalid},
+	} {
+		if got := ParseTopic(name); got != want {
+			t.Errorf("ParseTopic(%q) = %+v, want %+v", name, got, want)
 		}
 	}
 }

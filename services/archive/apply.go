@@ -363,7 +363,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// key must stay the last write (see below).
 	var after func()
 	if outbox != nil {
-		if after, err = outbox.Stage(tx, Stored{ID: c.ID, From: c.From, To: c.To, Group: c.Group}); err != nil {
+		if after, err = outbox.Stage(tx, Stored{ID: c.ID, From: c.From, To: c.To, Group: c.Group, Payload: c.Payload}); err != nil {
 			return nil, err
 		}
 	}

@@ -58,6 +58,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -136,8 +137,18 @@ type Media interface {
 type Stored struct {
 	ID    snowflake.ID
 	From  string
-	To    string // a direct message's recipient
+	To    string // a direct message's recipient (name@region for another region's user)
 	Group string // a group message's group
+	// Payload is the stored envelope JSON (valid only during Stage).
+	Payload []byte
+}
+
+// Regions knows this cluster's region and its links (bridge/region):
+// a direct message may go to name@region of a linked region; name@Local
+// is the local user name.
+type Regions interface {
+	Local() string
+	Linked(region string) bool
 }
 
 // The ground-floor types the node wires in satisfy these interfaces.
@@ -160,6 +171,9 @@ type Deps struct {
 	Blocks    Blocks
 	Outbox    Outbox
 	Media     Media
+	// Regions: nil means no links (name@region addresses another region
+	// are refused as wire.ErrNoRegion).
+	Regions Regions
 	// Segments is where sealed segments live (issue 11); nil: nothing is
 	// sealed and sealed messages (from a restored backup) cannot be read.
 	Segments SegmentStore
@@ -191,6 +205,7 @@ type Service struct {
 	groups  Groups      // nil: no groups
 	blocks  Blocks      // nil: no blocks
 	media   Media       // nil: media messages are stored as sent
+	regions Regions     // nil: no links
 	tier    *tierReader // nil: no segment store
 	backups func() any  // nil: none
 	log     *slog.Logger
@@ -235,7 +250,7 @@ func New(deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		db: deps.DB, prop: deps.Proposer, pub: deps.Publisher, ids: deps.IDs, users: deps.Users,
-		groups: deps.Groups, blocks: deps.Blocks, media: deps.Media,
+		groups: deps.Groups, blocks: deps.Blocks, media: deps.Media, regions: deps.Regions,
 		log: log.With("component", "archive"), backups: deps.Backups,
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_archive_messages_total",
@@ -332,6 +347,11 @@ func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Enve
 // commit and answers as SendDirect does. Errors of the first step are
 // SendDirect's refusals. The wait function must be called exactly once.
 func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	to, err := s.resolvePeer(to)
+	if err != nil {
+		s.count(false, err)
+		return nil, err
+	}
 	// The ID first: a media message's grant keeps the message that sent it.
 	id := s.ids.Next()
 	if err := s.checkDirect(ctx, from, to, &env, id); err != nil {
@@ -346,7 +366,21 @@ func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Env
 }
 
 // checkDirect runs SendDirect's checks and attaches a media message.
+// A recipient of another region (resolvePeer left it qualified) is
+// checked by that region when the message arrives there.
 func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.Envelope, id snowflake.ID) error {
+	if strings.IndexByte(to, '@') >= 0 {
+		if err := validUsers(from); err != nil {
+			return err
+		}
+		if err := checkClientFields(*env); err != nil {
+			return err
+		}
+		if env.Type == wire.TypeMedia {
+			return fmt.Errorf("archive: media messages to another region are not supported yet: %w", wire.ErrInvalid)
+		}
+		return nil
+	}
 	if err := validUsers(from, to); err != nil {
 		return err
 	}
@@ -523,8 +557,15 @@ func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.E
 // forward to upTo (clamped to the conversation's highest message ID; it
 // never moves back).
 func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error {
-	if err := validUsers(reader, peer); err != nil {
+	if err := validUsers(reader); err != nil {
 		return err
+	}
+	peer, err := s.resolvePeer(peer) // bob@us: a conversation with a user of a linked region
+	if err != nil {
+		return err
+	}
+	if err := wire.ValidPeerID(peer); err != nil {
+		return fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
 	}
 	if upTo == 0 {
 		return nil

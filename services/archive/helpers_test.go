@@ -150,6 +150,7 @@ type env struct {
 	blocks *fakeBlocks
 	gdep   Groups // overrides groups as the Groups dependency
 	outbox Outbox
+	rgns   Regions
 	segs   SegmentStore
 	fetch  func(ctx context.Context, key string) (io.ReadCloser, error)
 	// betweenSteps, if set, runs between the steps of an erasure (erase_test.go).
@@ -179,6 +180,9 @@ func withGroupsDep(g Groups) envOpt { return func(e *env) { e.gdep = g } }
 
 // withSegments gives the service a segment store.
 func withSegments(st SegmentStore) envOpt { return func(e *env) { e.segs = st } }
+
+// withRegions gives the service its region and links.
+func withRegions(r Regions) envOpt { return func(e *env) { e.rgns = r } }
 
 // withOutbox gives the service an Outbox.
 func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
@@ -214,6 +218,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		deps.Proposer = e.wrapProp(e.prop)
 	}
 	deps.Outbox = e.outbox
+	deps.Regions = e.rgns
 	deps.Segments = e.segs
 	deps.FetchSegment = e.fetch
 	svc, err := New(deps)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -200,9 +201,12 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		if wire.ValidUserID(with) != nil {
+		if wire.ValidPeerID(with) != nil {
 			httpapi.WriteError(w, badParam("invalid user id in with"))
 			return
+		}
+		if peer, err := s.resolvePeer(with); err == nil {
+			with = peer // name@{this region} is the local name
 		}
 		// The conversation key is built from the caller's own ID, so a
 		// user can only ever read conversations they take part in.
@@ -327,7 +331,7 @@ func decodeSendRequest(body []byte) (dst target, env wire.Envelope, err error) {
 	switch {
 	case (req.To == nil) == (req.Group == nil):
 		return target{}, wire.Envelope{}, badParam("give exactly one of to and group")
-	case req.To != nil && wire.ValidUserID(*req.To) != nil:
+	case req.To != nil && wire.ValidPeerID(*req.To) != nil:
 		return target{}, wire.Envelope{}, badParam("to must be a user id")
 	case req.To != nil:
 		dst.To = *req.To
@@ -428,6 +432,9 @@ func (s *Service) deliver(env wire.Envelope, payload []byte) {
 		topics = []string{wire.DirectTopic(env.To)}
 	}
 	for _, t := range topics {
+		if strings.IndexByte(t, '@') >= 0 {
+			continue // a user of another region: the region link carries it
+		}
 		if err := s.pub.Publish(wire.Outbound{Topic: t, Payload: payload, QoS: 1, UserProps: props}); err != nil {
 			s.log.Warn("publishing a stored message failed; clients will get it by sync", "topic", t, "id", env.ID, "err", err)
 		}
@@ -464,7 +471,7 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case (req.With == nil) == (req.Group == nil):
 		err = badParam("give exactly one of with and group")
-	case req.With != nil && wire.ValidUserID(*req.With) != nil:
+	case req.With != nil && wire.ValidPeerID(*req.With) != nil:
 		err = badParam("with must be a user id")
 	case req.Group != nil && wire.ValidGroupID(*req.Group) != nil:
 		err = badParam("group must be a group id")
@@ -491,7 +498,9 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	if req.With != nil && *req.With != me && upTo != 0 {
+	// Read receipts do not cross regions yet (a later step of issue 14):
+	// the cursor of a conversation with bob@us moves, nothing is sent.
+	if req.With != nil && *req.With != me && upTo != 0 && strings.IndexByte(*req.With, '@') < 0 {
 		rc, _ := json.Marshal(wire.Receipt{Type: wire.ReceiptRead, UpTo: upTo, Peer: me})
 		o := wire.Outbound{Topic: wire.ReceiptsTopic(*req.With), Payload: rc, QoS: 1, UserProps: []wire.Prop{{Key: "from", Value: me}}}
 		if err := s.pub.Publish(o); err != nil {

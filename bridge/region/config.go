@@ -1,0 +1,95 @@
+package region
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/edgechat/edgechat/internal/address"
+)
+
+// Link is one configured link to another region: its name (the other
+// region's name), the URL of that region's MQTT listener (tcp:// or
+// tls://) and the shared secret both sides know.
+type Link struct {
+	Name   string
+	URL    string
+	Secret string
+}
+
+// MinSecretLen is the shortest link secret accepted.
+const MinSecretLen = 16
+
+// ErrConfig marks a bad link configuration.
+var ErrConfig = errors.New("region: invalid link configuration")
+
+// ParseLink reads --link NAME=URL.
+func ParseLink(s string) (Link, error) {
+	name, raw, ok := strings.Cut(strings.TrimSpace(s), "=")
+	if !ok {
+		return Link{}, fmt.Errorf("%w: %q: want NAME=URL (e.g. us=tls://mqtt.us.example.com:8883)", ErrConfig, s)
+	}
+	if err := address.ValidRegion(name); err != nil {
+		return Link{}, fmt.Errorf("%w: link name %q: %v", ErrConfig, name, err)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Link{}, fmt.Errorf("%w: link %s: %v", ErrConfig, name, err)
+	}
+	if u.Scheme != "tcp" && u.Scheme != "tls" {
+		return Link{}, fmt.Errorf("%w: link %s: scheme %q (want tcp or tls)", ErrConfig, name, u.Scheme)
+	}
+	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Path != "" && u.Path != "/" {
+		return Link{}, fmt.Errorf("%w: link %s: %q: want %s://HOST:PORT", ErrConfig, name, raw, u.Scheme)
+	}
+	return Link{Name: name, URL: u.Scheme + "://" + u.Host}, nil
+}
+
+// ParseSecrets reads a --link-secret-file: either one line, the secret
+// every link shares, or lines NAME=SECRET, one per link (names are the
+// configured links'). Blank lines and lines starting with # are skipped.
+// Every link must end with a secret of at least MinSecretLen bytes.
+func ParseSecrets(data []byte, links []string) (map[string]string, error) {
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: secret file: %v", ErrConfig, err)
+	}
+	known := map[string]bool{}
+	for _, n := range links {
+		known[n] = true
+	}
+	out := map[string]string{}
+	perLink := false
+	for _, l := range lines {
+		if name, secret, ok := strings.Cut(l, "="); ok && known[name] {
+			out[name], perLink = secret, true
+		}
+	}
+	switch {
+	case perLink && len(out) != len(lines):
+		return nil, fmt.Errorf("%w: secret file: mixes NAME=SECRET lines with other lines (or names no configured link)", ErrConfig)
+	case !perLink && len(lines) == 1:
+		for _, n := range links {
+			out[n] = lines[0]
+		}
+	case !perLink:
+		return nil, fmt.Errorf("%w: secret file: want one secret, or NAME=SECRET lines for the configured links", ErrConfig)
+	}
+	for _, n := range links {
+		if len(out[n]) < MinSecretLen {
+			return nil, fmt.Errorf("%w: link %s: secret missing or shorter than %d bytes", ErrConfig, n, MinSecretLen)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,266 @@
+package region_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+const secret = "a-shared-link-secret-of-the-test"
+
+// proxy is a TCP forwarder on 127.0.0.1:0 that a link dials: its address
+// is known before the region behind it starts (so two regions can name
+// each other), and cutting it is a link outage.
+type proxy struct {
+	ln net.Listener
+
+	mu     sync.Mutex
+	target string // "" or cut: connections are closed at once
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newProxy(t *testing.T) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { _ = ln.Close(); p.setCut(true) })
+	go p.serve()
+	return p
+}
+
+func (p *proxy) URL() string { return "tcp://" + p.ln.Addr().String() }
+
+func (p *proxy) setTarget(addr string) {
+	p.mu.Lock()
+	p.target = addr
+	p.mu.Unlock()
+}
+
+// setCut cuts the link (closing every connection through it) or heals it.
+func (p *proxy) setCut(cut bool) {
+	p.mu.Lock()
+	p.cut = cut
+	var open []net.Conn
+	if cut {
+		for c := range p.conns {
+			open = append(open, c)
+		}
+	}
+	p.mu.Unlock()
+	for _, c := range open {
+		_ = c.Close()
+	}
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		target, cut := p.target, p.cut
+		p.mu.Unlock()
+		if cut || target == "" {
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			_ = dst.Close()
+			_ = src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		go pipe(c, up)
+		go pipe(up, c)
+	}
+}
+
+// region is a running region: its nodes and the proxy other regions
+// reach it through.
+type region struct {
+	name  string
+	nodes []*nodetest.Node
+	in    *proxy // other regions' links dial this
+}
+
+// leader is the node that leads the region's Raft group now.
+func (r *region) leader(t *testing.T) *nodetest.Node {
+	t.Helper()
+	var l *nodetest.Node
+	nodetest.CheckFor(t, 20e9, 20e6, func() error {
+		for _, n := range r.nodes {
+			if n.IsLeader() {
+				l = n
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return l
+}
+
+// startRegions starts two regions of size nodes each, linked both ways
+// through proxies, with the secrets given (secrets[name] is what region
+// name's nodes hold in their secret file).
+func startRegions(t *testing.T, size int, a, b string, secrets map[string]string) (*region, *region) {
+	t.Helper()
+	return startLinked(t, size, a, b, secrets, nil)
+}
+
+// startLinked is startRegions; with certs, every node serves MQTT over
+// TLS with that certificate and the links dial tls:// and trust it.
+func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert) (*region, *region) {
+	t.Helper()
+	ra, rb := &region{name: a, in: newProxy(t)}, &region{name: b, in: newProxy(t)}
+	start := func(r, other *region) {
+		file := filepath.Join(t.TempDir(), "link-secret")
+		s := secrets[r.name]
+		if s == "" {
+			s = secret
+		}
+		if err := os.WriteFile(file, []byte(s+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		opt := nodetest.WithConfig(func(c *node.Config) {
+			c.Region = r.name
+			c.Links = []string{other.name + "=" + other.in.URL()}
+			c.LinkSecretFile = file
+			if certs != nil {
+				c.TLSCert, c.TLSKey = certs.certFile, certs.keyFile
+				c.LinkTLS = &tls.Config{RootCAs: certs.pool, MinVersion: tls.VersionTLS12}
+				c.Links = []string{other.name + "=tls://" + strings.TrimPrefix(other.in.URL(), "tcp://")}
+			}
+		})
+		if size == 1 {
+			r.nodes = []*nodetest.Node{nodetest.StartNode(t, opt)}
+		} else {
+			r.nodes = nodetest.StartCluster(t, size, opt)
+		}
+		r.in.setTarget(r.nodes[0].MQTTAddr())
+		if certs != nil {
+			r.in.setTarget(r.nodes[0].MQTTSAddr())
+		}
+	}
+	start(ra, rb)
+	start(rb, ra)
+	return ra, rb
+}
+
+// newUsers creates users in the region (on its first node; replicated).
+func (r *region) newUser(t *testing.T, name string) string {
+	t.Helper()
+	return r.nodes[0].NewUser(t, name)
+}
+
+type envelope struct {
+	ID   string `json:"id"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	CID  string `json:"cid"`
+	Body string `json:"body"`
+}
+
+func decode(t *testing.T, b []byte) envelope {
+	t.Helper()
+	var e envelope
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("%q: %v", b, err)
+	}
+	return e
+}
+
+// counter reads the sum of a metric's series whose labels contain match.
+func counter(t *testing.T, n *nodetest.Node, name, match string) float64 {
+	t.Helper()
+	mfs, err := n.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += l.GetName() + `="` + l.GetValue() + `",`
+			}
+			if match == "" || strings.Contains(labels, match) {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// testCert is a self-signed certificate for 127.0.0.1 in PEM files.
+type testCert struct {
+	certFile, keyFile string
+	pool              *x509.CertPool
+}
+
+func newTestCert(t *testing.T) *testCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edgechat region test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c := &testCert{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"), pool: x509.NewCertPool()}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := os.WriteFile(c.certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.pool.AppendCertsFromPEM(certPEM)
+	return c
+}

@@ -1,0 +1,197 @@
+package region
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/peerqueue"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// LinkPrefix starts a link's client ID, username and topics.
+const LinkPrefix = "$link/"
+
+// DMTopic is the topic a link publishes direct messages on:
+// $link/{from region}/dm.
+func DMTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/dm" }
+
+// linkClient is the outbound MQTT 5 connection of one link, run by the
+// leader: it publishes a batch of outbox entries at QoS 1, one after
+// another (so the other region commits them in outbox order), and
+// answers only when every one was acknowledged or refused for good.
+type linkClient struct {
+	link   Link
+	own    string
+	tls    *tls.Config
+	log    *slog.Logger
+	m      *metrics
+	dialTO time.Duration
+
+	mu    sync.Mutex
+	cl    *paho.Client
+	alive context.Context // canceled when cl's connection ended
+}
+
+// send is the peerqueue.Sender of the link.
+func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
+	cl, alive, err := l.connect(ctx)
+	if err != nil {
+		return err
+	}
+	for _, it := range b.Items {
+		payload, err := forwardPayload(it.Payload, l.own)
+		if err != nil {
+			// Not a message we can send (cannot happen for what the
+			// archive stored): skipped, counted, never blocking the link.
+			l.log.Error("region link: outbox entry unreadable; skipped", "link", l.link.Name, "pos", it.Pos, "error", err)
+			l.m.sent.WithLabelValues(l.link.Name, "unreadable").Inc()
+			continue
+		}
+		// paho does not fail a publish in flight when its connection
+		// ends: stop waiting for the PUBACK then, not at the timeout.
+		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
+		stop := context.AfterFunc(alive, cancel)
+		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: DMTopic(l.own), Payload: payload})
+		stop()
+		cancel()
+		if err != nil {
+			if resp != nil && !retryable(resp.ReasonCode) {
+				l.log.Warn("region link: the other region refused a message; skipped", "link", l.link.Name, "pos", it.Pos,
+					"code", resp.ReasonCode, "reason", resp.Properties.ReasonString)
+				l.m.sent.WithLabelValues(l.link.Name, "refused").Inc()
+				continue
+			}
+			l.drop(cl)
+			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
+		}
+		l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
+	}
+	return nil
+}
+
+// retryable tells whether a negative PUBACK may succeed later: the
+// other region could not commit (0x80 unspecified, 0x83 implementation
+// specific: "not committed"; 0x97 quota). Refusals of the message itself
+// (0x87 not authorized, 0x90 topic name invalid, 0x99 payload format
+// invalid) are skipped.
+func retryable(code byte) bool {
+	switch code {
+	case 0x87, 0x90, 0x99:
+		return false
+	}
+	return true
+}
+
+// connect returns the live connection, dialling a new one when there is
+// none or the last one ended.
+func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cl != nil {
+		select {
+		case <-l.cl.Done():
+			l.cl = nil
+		default:
+			return l.cl, l.alive, nil
+		}
+	}
+	u, err := url.Parse(l.link.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, l.dialTO)
+	defer cancel()
+	var conn net.Conn
+	if u.Scheme == "tls" {
+		cfg := l.tls.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		conn, err = (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", u.Host)
+	} else {
+		conn, err = (&net.Dialer{}).DialContext(dctx, "tcp", u.Host)
+	}
+	if err != nil {
+		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
+		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
+	}
+	cl := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO})
+	id := LinkPrefix + l.own
+	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
+		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+	if err != nil {
+		_ = conn.Close()
+		reason := ""
+		if ca != nil {
+			reason = ca.Properties.ReasonString
+		}
+		l.m.connects.WithLabelValues(l.link.Name, "refused").Inc()
+		return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
+	}
+	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
+	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
+	l.cl, l.alive = cl, ctxOfDone(cl.Done()) // one goroutine per connection, ending with it
+	return cl, l.alive, nil
+}
+
+// ctxOfDone is a context canceled when done is closed.
+func ctxOfDone(done <-chan struct{}) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-done
+		cancel()
+	}()
+	return ctx
+}
+
+// drop closes cl if it is still the live connection.
+func (l *linkClient) drop(cl *paho.Client) {
+	l.mu.Lock()
+	if l.cl == cl {
+		l.cl = nil
+	}
+	l.mu.Unlock()
+	_ = cl.Disconnect(&paho.Disconnect{ReasonCode: 0})
+}
+
+// close ends the connection (the leader stopped leading).
+func (l *linkClient) close() {
+	l.mu.Lock()
+	cl := l.cl
+	l.cl = nil
+	l.mu.Unlock()
+	if cl != nil {
+		_ = cl.Disconnect(&paho.Disconnect{ReasonCode: 0})
+	}
+}
+
+// forwardPayload turns a stored envelope of this region (from "alice",
+// to "bob@us") into what the link sends: the sender qualified with this
+// region ("alice@eu"). Mentions name users of this region; they are not
+// sent (mentions across regions: later).
+func forwardPayload(stored []byte, own string) ([]byte, error) {
+	var env wire.Envelope
+	if err := json.Unmarshal(stored, &env); err != nil {
+		return nil, err
+	}
+	if env.ID == 0 || env.From == "" || address.RegionOf(env.To) == "" {
+		return nil, errors.New("not a stored direct message to another region")
+	}
+	env.From = address.Qualify(env.From, own)
+	env.Mentions = nil
+	return env.Marshal(), nil
+}

@@ -1,0 +1,399 @@
+// Package region links edgechat clusters of different regions (issue 14):
+// a user is name inside their home region and name@region elsewhere, and
+// a direct message to a user of another region is committed in the
+// sender's region, then handed to the other region over an MQTT 5 link,
+// durably and in commit order.
+//
+// Sending: the archive stores a message to bob@us like any other (the
+// sender's PUBACK means committed here) and, in the same FSM
+// transaction, Stage appends it to the outbox of region us (outbox.go).
+// The Raft leader runs one link per configured region: a
+// peerqueue.Persistent reads the outbox by position and publishes each
+// message at QoS 1 on $link/{own}/dm with the sender qualified
+// (alice@eu), through a paho MQTT 5 client whose client ID and username
+// are $link/{own} and whose password is the link's secret (link.go). The
+// cursor moves only after the other region's PUBACK, through the Raft
+// log (CmdRegionCursor), so a new leader resumes where the old one was
+// acknowledged; a resend is deduplicated by the receiver.
+//
+// Receiving: the broker hands a link's connection to Authenticate (the
+// secret is compared in constant time) and its publishes to Receive,
+// which checks that the sender belongs to the link's region and the
+// recipient to this one, stores the message through this region's Raft
+// log with the origin's ID as the dedupe key (archive.StoreRemote),
+// delivers it to the recipient's devices and returns: only then does the
+// broker send the PUBACK.
+package region
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/peerqueue"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Config of the region bridge.
+type Config struct {
+	Region string // this region's name
+	Links  []Link // the other regions, each with its secret
+	// TLS is the client configuration of tls:// links (RootCAs of the
+	// other regions' certificates); nil: the system's roots.
+	TLS *tls.Config
+	// Timeout bounds one attempt to dial and connect, one publish's wait
+	// for its PUBACK, and a cursor commit; default 10s. A batch of
+	// MaxBatch messages may take MaxBatch times this.
+	Timeout time.Duration
+	// MaxBatch is how many messages a link sends between two cursor
+	// commits; default 16. Each is published and acknowledged in turn,
+	// so a batch costs MaxBatch round trips to the other region.
+	MaxBatch int
+	// BackoffMax is the longest pause between attempts of a link that
+	// is down; default 5s.
+	BackoffMax time.Duration
+}
+
+// Registrar installs FSM handlers (*fsm.FSM).
+type Registrar interface {
+	Register(t byte, h fsm.Handler)
+}
+
+// Leadership says whether this node runs the links (*cluster.Raft).
+type Leadership interface {
+	IsLeader() bool
+	Barrier(ctx context.Context) error
+	MembersChanged() <-chan struct{}
+}
+
+// Store commits a message that arrived over a link (the archive's
+// StoreRemote).
+type Store interface {
+	StoreRemote(ctx context.Context, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error)
+}
+
+// Publisher delivers into the broker.
+type Publisher interface {
+	Publish(o wire.Outbound) error
+}
+
+// Deps are the bridge's collaborators; all are required but Registerer
+// and Logger.
+type Deps struct {
+	DB         *badger.DB
+	FSM        Registrar
+	Proposer   Proposer
+	Leadership Leadership
+	Store      Store
+	Publisher  Publisher
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Bridge is a region's links: the outboxes (on every node), the
+// outbound links (on the leader) and the receiving end.
+type Bridge struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	m     *metrics
+	pm    *peerqueue.Metrics
+	links map[string]Link
+
+	mu     sync.Mutex
+	queues map[string]*peerqueue.Persistent[item] // while leading
+}
+
+// New checks the configuration and registers the cursor command's FSM
+// handler (before Raft applies entries).
+func New(cfg Config, deps Deps) (*Bridge, error) {
+	if err := address.ValidRegion(cfg.Region); err != nil {
+		return nil, fmt.Errorf("%w: --region %q: %v", ErrConfig, cfg.Region, err)
+	}
+	if deps.DB == nil || deps.FSM == nil || deps.Proposer == nil || deps.Leadership == nil || deps.Store == nil || deps.Publisher == nil {
+		return nil, errors.New("region: Deps: DB, FSM, Proposer, Leadership, Store and Publisher are required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 16
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 5 * time.Second
+	}
+	links := map[string]Link{}
+	for _, l := range cfg.Links {
+		switch {
+		case l.Name == cfg.Region:
+			return nil, fmt.Errorf("%w: link %s names this region", ErrConfig, l.Name)
+		case links[l.Name] != (Link{}):
+			return nil, fmt.Errorf("%w: link %s configured twice", ErrConfig, l.Name)
+		case len(l.Secret) < MinSecretLen:
+			return nil, fmt.Errorf("%w: link %s: secret missing or shorter than %d bytes", ErrConfig, l.Name, MinSecretLen)
+		}
+		links[l.Name] = l
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{}}
+	var err error
+	if b.m, err = newMetrics(deps.Registerer, b); err != nil {
+		return nil, err
+	}
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	if b.pm, err = peerqueue.NewMetrics(reg, "edgechat_region_link_queue", "Messages to another region"); err != nil {
+		return nil, fmt.Errorf("region: metrics: %w", err)
+	}
+	deps.FSM.Register(wire.CmdRegionCursor, applyCursor)
+	return b, nil
+}
+
+// Local is this region's name.
+func (b *Bridge) Local() string { return b.cfg.Region }
+
+// Linked tells whether region is a configured link.
+func (b *Bridge) Linked(region string) bool { _, ok := b.links[region]; return ok }
+
+// Links lists the configured links' names, sorted.
+func (b *Bridge) Links() []string {
+	out := make([]string, 0, len(b.links))
+	for n := range b.links {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Stage is the archive's outbox hook for a newly stored direct message:
+// a message to name@region goes into region's outbox in the same
+// transaction; the function returned wakes the link once it committed
+// (nil for every other message).
+func (b *Bridge) Stage(tx *badger.Txn, to string, payload []byte) (func(), error) {
+	region, err := stage(tx, to, payload)
+	if err != nil || region == "" {
+		return nil, err
+	}
+	return func() { b.notify(region) }, nil
+}
+
+func (b *Bridge) notify(region string) {
+	b.mu.Lock()
+	q := b.queues[region]
+	b.mu.Unlock()
+	if q != nil {
+		q.Notify()
+	}
+}
+
+// Backlog is how many messages wait for region (committed here, not yet
+// acknowledged there).
+func (b *Bridge) Backlog(region string) (uint64, error) { return backlog(b.deps.DB, region) }
+
+// Run runs the outbound links while this node leads, until ctx ends.
+func (b *Bridge) Run(ctx context.Context) error {
+	if len(b.links) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	for {
+		changed := b.deps.Leadership.MembersChanged()
+		if b.deps.Leadership.IsLeader() {
+			bctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+			err := b.deps.Leadership.Barrier(bctx) // the last cursor commits applied here
+			cancel()
+			if err == nil {
+				b.lead(ctx)
+			} else {
+				b.log.Debug("region links: barrier before leading failed", "err", err)
+				select {
+				case <-time.After(200 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+		} else {
+			select {
+			case <-changed:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// lead runs one persistent queue per link until leadership or ctx ends.
+func (b *Bridge) lead(ctx context.Context) {
+	var clients []*linkClient
+	for _, name := range b.Links() {
+		l := b.links[name]
+		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout}
+		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
+			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
+		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
+			// An attempt is a whole batch, each message waiting for its
+			// PUBACK in turn: a batch that cannot finish in time would be
+			// resent for ever.
+			Timeout: time.Duration(b.cfg.MaxBatch) * b.cfg.Timeout, MaxBatch: b.cfg.MaxBatch,
+			BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0)
+		if err != nil {
+			b.log.Error("region link not started", "link", name, "err", err)
+			continue
+		}
+		clients = append(clients, lc)
+		b.mu.Lock()
+		b.queues[name] = q
+		b.mu.Unlock()
+	}
+	b.log.Info("region links running on this node (leader)", "links", b.Links())
+	for {
+		changed := b.deps.Leadership.MembersChanged()
+		if !b.deps.Leadership.IsLeader() {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-changed:
+			continue
+		}
+		break
+	}
+	b.mu.Lock()
+	qs := b.queues
+	b.queues = map[string]*peerqueue.Persistent[item]{}
+	b.mu.Unlock()
+	for _, q := range qs {
+		q.Close()
+	}
+	for _, q := range qs {
+		q.Wait()
+	}
+	for _, lc := range clients {
+		lc.close()
+	}
+	b.log.Info("region links stopped on this node")
+}
+
+// Authenticate checks the CONNECT of another region's link (the
+// broker's Links): client ID and username $link/{region} of a configured
+// link, and its secret (compared in constant time).
+func (b *Bridge) Authenticate(clientID, username string, password []byte) (string, error) {
+	region, ok := strings.CutPrefix(clientID, LinkPrefix)
+	if !ok || username != clientID {
+		b.m.auth.WithLabelValues("bad_id").Inc()
+		return "", fmt.Errorf("region: link client ID %q and username %q: want both $link/{region}", clientID, username)
+	}
+	l, ok := b.links[region]
+	if !ok {
+		b.m.auth.WithLabelValues("unknown_region").Inc()
+		return "", fmt.Errorf("region: %q is not a configured link", region)
+	}
+	if subtle.ConstantTimeCompare(password, []byte(l.Secret)) != 1 {
+		b.m.auth.WithLabelValues("bad_secret").Inc()
+		b.log.Warn("region link refused: wrong secret", "link", region)
+		return "", fmt.Errorf("region: link %s: wrong secret", region)
+	}
+	b.m.auth.WithLabelValues("ok").Inc()
+	return region, nil
+}
+
+// remoteHead is what Receive reads of a forwarded envelope besides the
+// client fields (wire.ParseEnvelope checks those).
+type remoteHead struct {
+	ID    snowflake.ID `json:"id"`
+	From  string       `json:"from"`
+	To    string       `json:"to"`
+	Group string       `json:"group"`
+}
+
+// Receive handles one publish of region's link (the broker's Links): a
+// direct message from a user of region to a user of this one, stored
+// with the origin's ID, delivered, and only then acknowledged.
+func (b *Bridge) Receive(ctx context.Context, region, topic string, payload []byte) error {
+	env, err := b.check(region, topic, payload)
+	if err != nil {
+		return err
+	}
+	stored, out, dup, err := b.deps.Store.StoreRemote(ctx, env)
+	if err != nil {
+		b.count(region, resultOf(err))
+		return err
+	}
+	if dup {
+		b.count(region, "duplicate")
+		return nil
+	}
+	props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
+	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: wire.DirectTopic(stored.To), Payload: out, QoS: 1, UserProps: props}); err != nil {
+		b.log.Warn("message from another region stored, not delivered live (clients sync it)", "from", stored.From, "to", stored.To, "id", stored.ID, "err", err)
+	}
+	b.count(region, "stored")
+	return nil
+}
+
+// check reads a link's publish: the topic of region's link, a valid
+// envelope, a sender of region and a recipient of this one.
+func (b *Bridge) check(region, topic string, payload []byte) (wire.Envelope, error) {
+	if topic != DMTopic(region) {
+		b.count(region, "invalid")
+		return wire.Envelope{}, fmt.Errorf("region: link %s: topic %q (want %s): %w", region, topic, DMTopic(region), wire.ErrInvalid)
+	}
+	env, err := wire.ParseEnvelope(payload)
+	var head remoteHead
+	if err == nil {
+		err = json.Unmarshal(payload, &head)
+	}
+	if err != nil || head.ID == 0 || head.Group != "" {
+		b.count(region, "invalid")
+		return wire.Envelope{}, fmt.Errorf("region: link %s: not a direct message envelope with an id: %v: %w", region, err, wire.ErrInvalid)
+	}
+	from, ferr := address.Parse(head.From)
+	if ferr != nil || from.Region != region || wire.ValidUserID(from.Name) != nil {
+		b.count(region, "forged")
+		b.log.Warn("region link: message refused: sender not of the link's region", "link", region, "from", head.From, "id", head.ID)
+		return wire.Envelope{}, fmt.Errorf("region: link %s: sender %q is not a user of %s: %w", region, head.From, region, wire.ErrForbidden)
+	}
+	to, terr := address.Parse(head.To)
+	if terr != nil || to.Region != b.cfg.Region || wire.ValidUserID(to.Name) != nil {
+		b.count(region, "misrouted")
+		return wire.Envelope{}, fmt.Errorf("region: link %s: recipient %q is not a user of %s: %w", region, head.To, b.cfg.Region, wire.ErrForbidden)
+	}
+	env.ID, env.From, env.To = head.ID, head.From, to.Name
+	return env, nil
+}
+
+func resultOf(err error) string {
+	switch {
+	case errors.Is(err, wire.ErrForbidden):
+		return "forbidden"
+	case errors.Is(err, wire.ErrNotFound):
+		return "no_such_user"
+	case errors.Is(err, wire.ErrInvalid):
+		return "invalid"
+	}
+	return "unavailable"
+}
+
+func (b *Bridge) count(region, result string) {
+	b.m.received.WithLabelValues(region, result).Inc()
+}

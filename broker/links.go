@@ -1,0 +1,98 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// LinkPrefix starts the client IDs, usernames and topics of region
+// links (bridge/region): no user may take them.
+const LinkPrefix = "$link/"
+
+// Links is the receiving end of the links of other regions
+// (bridge/region). A link connects with client ID and username
+// $link/{region} and the link's secret as its password, and publishes at
+// QoS 1 under $link/{region}/.
+type Links interface {
+	// Authenticate checks a link's CONNECT and returns the peer region.
+	// Any error refuses the connection.
+	Authenticate(clientID, username string, password []byte) (region string, err error)
+	// Receive handles one publish of region's link: it returns once the
+	// message is committed (and delivered), and the broker then sends the
+	// PUBACK. Errors wrap wire.ErrForbidden (a spoofed sender),
+	// wire.ErrNotFound (no such recipient), wire.ErrInvalid (a malformed
+	// message): the link skips those; anything else (wire.ErrUnavailable)
+	// it resends.
+	Receive(ctx context.Context, region, topic string, payload []byte) error
+}
+
+var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: not a link of this region"}, v3: 0x04, metric: "connect_link"}
+
+// isLinkID tells whether a client ID or username is a link's.
+func isLinkID(s string) bool { return strings.HasPrefix(s, LinkPrefix) }
+
+// authenticateLink checks the CONNECT of a client ID or username under
+// $link/: only a configured peer with its secret gets in (never a user,
+// in dev mode neither).
+func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Principal, *connRefusal) {
+	if b.deps.Links == nil || !pk.Connect.UsernameFlag || !pk.Connect.PasswordFlag {
+		b.log.Warn("link refused: no links configured or no credentials", "client", cl.ID, "remote", cl.Net.Remote)
+		return wire.Principal{}, &refuseLink
+	}
+	region, err := b.deps.Links.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password)
+	if err != nil || address.ValidRegion(region) != nil {
+		b.log.Warn("link refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
+		return wire.Principal{}, &refuseLink
+	}
+	return wire.Principal{Link: region}, nil
+}
+
+// linkAllowed is the ACL of a link connection: it publishes under its own
+// $link/{region}/ and reads nothing.
+func linkAllowed(p wire.Principal, topic string, write bool) bool {
+	return write && strings.HasPrefix(topic, LinkPrefix+p.Link+"/") && !strings.ContainsAny(topic, "+#")
+}
+
+// publishLink hands a link's publish to Links and acknowledges it only
+// once Receive committed it. QoS 0 is refused (a link's message must be
+// acknowledged).
+func (b *Broker) publishLink(cl *mqtt.Client, pk packets.Packet, p wire.Principal) (packets.Packet, error) {
+	const class = "link"
+	if b.deps.Links == nil || pk.FixedHeader.Qos != 1 {
+		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+	}
+	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
+	defer cancel()
+	if err := b.deps.Links.Receive(ctx, p.Link, pk.TopicName, pk.Payload); err != nil {
+		code, reason := depCode(err)
+		if errors.Is(err, wire.ErrForbidden) || errors.Is(err, wire.ErrNotFound) {
+			code.Reason = err.Error() // the peer logs why it was refused
+		}
+		b.log.Debug("link message refused", "region", p.Link, "topic", pk.TopicName, "error", err)
+		return b.refuse(cl, pk, class, reason, code)
+	}
+	return pk, packets.CodeSuccessIgnore // committed: acknowledged, delivered by Receive
+}
+
+// localPeer resolves the recipient of user/{to}/newMessage: name@{own
+// region} is the local user name; another region stays qualified.
+func (b *Broker) localPeer(to string) (peer string, remote bool) {
+	if strings.IndexByte(to, '@') < 0 {
+		return to, false
+	}
+	a, err := address.Parse(to)
+	if err != nil {
+		return to, true
+	}
+	if a.IsLocal(b.cfg.Region) {
+		return a.Name, false
+	}
+	return to, true
+}

@@ -1,0 +1,132 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/bridge/region"
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/services/archive"
+)
+
+// DefaultRegion is the region of a node started without --region.
+const DefaultRegion = "local"
+
+var regionSettings = []setting{
+	{name: "region", usage: "this cluster's region name (letters, digits, -): users of other regions address its users as name@region", set: stringSetter(func(c *Config) *string { return &c.Region })},
+	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://); repeatable (env: comma-separated)", repeat: true, set: func(c *Config, v string) error {
+		for _, item := range strings.Split(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				c.Links = append(c.Links, item)
+			}
+		}
+		return nil
+	}},
+	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each)", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},
+}
+
+// validateRegion checks --region and the links (not the secret file's
+// content, read when the node is built).
+func (c Config) validateRegion() error {
+	if err := address.ValidRegion(c.Region); err != nil {
+		return fmt.Errorf("%w: --region %q: letters, digits and -, 1 to %d", ErrConfig, c.Region, address.MaxRegionLen)
+	}
+	seen := map[string]bool{}
+	for _, s := range c.Links {
+		l, err := region.ParseLink(s)
+		if err != nil {
+			return fmt.Errorf("%w: --link: %v", ErrConfig, err)
+		}
+		if l.Name == c.Region {
+			return fmt.Errorf("%w: --link %s: that is this region", ErrConfig, l.Name)
+		}
+		if seen[l.Name] {
+			return fmt.Errorf("%w: --link %s given twice", ErrConfig, l.Name)
+		}
+		seen[l.Name] = true
+	}
+	if len(c.Links) > 0 && c.LinkSecretFile == "" {
+		return fmt.Errorf("%w: --link needs --link-secret-file", ErrConfig)
+	}
+	return nil
+}
+
+// regionLinks reads the links with their secrets.
+func (c Config) regionLinks() ([]region.Link, error) {
+	if len(c.Links) == 0 {
+		return nil, nil
+	}
+	var links []region.Link
+	var names []string
+	for _, s := range c.Links {
+		l, err := region.ParseLink(s)
+		if err != nil {
+			return nil, err
+		}
+		links = append(links, l)
+		names = append(names, l.Name)
+	}
+	data, err := os.ReadFile(c.LinkSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --link-secret-file: %v", ErrConfig, err)
+	}
+	secrets, err := region.ParseSecrets(data, names)
+	if err != nil {
+		return nil, err
+	}
+	for i := range links {
+		links[i].Secret = secrets[links[i].Name]
+	}
+	return links, nil
+}
+
+// buildRegion builds the region bridge (before the archive, which stages
+// messages to other regions in its outboxes).
+func (n *Node) buildRegion() error {
+	links, err := n.cfg.regionLinks()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Links: links, TLS: n.cfg.LinkTLS},
+		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
+			Publisher: n.link, Registerer: n.registry, Logger: n.log})
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	return nil
+}
+
+// remoteStore is the archive as the region bridge stores into it (built
+// after the bridge).
+type remoteStore struct{ n *Node }
+
+func (s remoteStore) StoreRemote(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+	return s.n.Archive.StoreRemote(ctx, env)
+}
+
+// outboxes stages each stored message in the push outbox and, for a
+// user of another region, in that region's link outbox.
+type outboxes struct {
+	push   pushStaging
+	region *region.Bridge
+}
+
+func (o outboxes) Stage(tx *badger.Txn, m archive.Stored) (func(), error) {
+	after, err := o.push.Stage(tx, m)
+	if err != nil || m.Group != "" || strings.IndexByte(m.To, '@') < 0 {
+		return after, err
+	}
+	linkAfter, err := o.region.Stage(tx, m.To, m.Payload)
+	if err != nil || linkAfter == nil {
+		return after, err
+	}
+	if after == nil {
+		return linkAfter, nil
+	}
+	return func() { after(); linkAfter() }, nil
+}

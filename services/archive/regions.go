@@ -1,0 +1,88 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// resolvePeer reads the recipient of a direct message: a local user ID
+// stays as it is, name@{this region} becomes name, and name@{linked
+// region} stays qualified (the message is stored here and forwarded by
+// the region link). Any other region is wire.ErrNoRegion.
+func (s *Service) resolvePeer(to string) (string, error) {
+	if strings.IndexByte(to, '@') < 0 {
+		return to, nil
+	}
+	if wire.ValidPeerID(to) != nil {
+		return "", fmt.Errorf("archive: recipient %q: %w", to, wire.ErrInvalid)
+	}
+	a, _ := address.Parse(to) // valid: ValidPeerID parsed it
+	if s.regions == nil {
+		return "", fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNoRegion)
+	}
+	if a.Region == s.regions.Local() {
+		return a.Name, nil
+	}
+	if !s.regions.Linked(a.Region) {
+		return "", fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNoRegion)
+	}
+	return to, nil
+}
+
+// StoreRemote stores a direct message that arrived over a region link
+// (bridge/region): env.ID is the origin region's ID, env.From the
+// sender qualified with their region (alice@eu), env.To a local user.
+// The origin's ID is the dedupe key, so a message the link resends is
+// stored once: dup is true for a resend, with the stored original. The
+// link checked the envelope's client fields (wire.ParseEnvelope) and that
+// From belongs to the linked region. Errors wrap wire.ErrNotFound (no
+// such recipient), wire.ErrForbidden (the recipient blocked the sender),
+// wire.ErrInvalid or wire.ErrUnavailable.
+func (s *Service) StoreRemote(ctx context.Context, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error) {
+	from, to := env.From, env.To
+	if env.ID == 0 || env.Group != "" || strings.IndexByte(from, '@') < 0 || wire.ValidPeerID(from) != nil {
+		err = fmt.Errorf("archive: a remote message needs an id and a qualified sender: %w", wire.ErrInvalid)
+	} else if err = validUsers(to); err == nil {
+		err = checkClientFields(env)
+	}
+	if err == nil && env.Type == wire.TypeMedia {
+		err = fmt.Errorf("archive: media messages from another region are not supported yet: %w", wire.ErrInvalid)
+	}
+	if err == nil {
+		var ok bool
+		if ok, err = s.users.UserExists(to); err == nil && !ok {
+			err = fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
+		}
+	}
+	if err == nil && s.blocks != nil && s.blocks.IsBlocked(to, from) {
+		err = fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+	}
+	if err != nil {
+		s.count(false, err)
+		return wire.Envelope{}, nil, false, err
+	}
+	// The dedupe key is (sender, "@" + origin ID). A local client's cid
+	// may start with '@' too, but its sender is never qualified, so the
+	// two key spaces do not meet.
+	key := "@" + env.ID.String()
+	payload = env.Marshal()
+	stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
+	if errors.Is(err, ErrIDTaken) {
+		// Machine numbers are unique within a region, not across regions:
+		// the origin's ID can clash with one of ours. Refusing would stop
+		// the link for good; the message is stored under an ID of ours
+		// instead (the dedupe key stays the origin's), and the two
+		// regions show it under different IDs.
+		s.log.Warn("a message from another region clashes with a stored ID; stored under a new one",
+			"from", from, "to", to, "origin_id", env.ID)
+		env.ID = s.ids.Next()
+		payload = env.Marshal()
+		stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
+	}
+	return stored, payload, dup, err
+}
