@@ -489,7 +489,9 @@ func (s *Service) start(ctx context.Context, env wire.Envelope, payload []byte, 
 		// dedupe answers a second commit with the first, and the answer
 		// names this very ID when the first attempt was the one that
 		// committed.
+		retried := false
 		if err != nil && errors.Is(err, wire.ErrUnavailable) {
+			retried = true
 			rctx, cancel := context.WithTimeout(ctx, leaderChangeRetry)
 			for backoff := 20 * time.Millisecond; err != nil && errors.Is(err, wire.ErrUnavailable) && rctx.Err() == nil; backoff = min(2*backoff, 400*time.Millisecond) {
 				t := time.NewTimer(backoff)
@@ -506,7 +508,7 @@ func (s *Service) start(ctx context.Context, env wire.Envelope, payload []byte, 
 		if err != nil {
 			return wire.Envelope{}, nil, false, fmt.Errorf("archive: store message: %w", err)
 		}
-		if res, ok := v.(*applied); ok && res.Dup && res.ID == env.ID && !res.expired {
+		if res, ok := v.(*applied); ok && retried && res.Dup && res.ID == env.ID && !res.expired {
 			return env, payload, false, nil // our own earlier attempt committed: this is its answer
 		}
 		return s.storedResult(env, payload, v)
