@@ -443,65 +443,8 @@ func TestReconnectWhenTheNodeGoesAway(t *testing.T) {
 	lb.to(nodes[0].HTTPURL)
 	front := httptest.NewServer(lb)
 	t.Cleanup(front.Close)
-
-	alice, bob := browser(t), browser(t)
-	register(t, alice, front.URL, "alice")
-	register(t, bob, front.URL, "bob")
-	run(t, bob, "bob writes to alice",
-		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "alice\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
-		chromedp.SendKeys(chromedp.CSS(`#composer`), "before\n"),
-		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
-	)
-	run(t, alice, "alice opens the chat",
-		click(`[data-conv="d:bob"]`),
-		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
-	)
-
-	// Node 1 goes; for a while no node answers through the balancer.
-	lb.to("")
-	if err := nodes[0].Stop(); err != nil {
-		t.Fatal(err)
-	}
-	run(t, alice, "alice's page shows it is offline",
-		chromedp.WaitVisible(chromedp.CSS(`.state:not([data-state="online"])`)),
-		chromedp.SendKeys(chromedp.CSS(`#composer`), "sent while offline\n"),
-	)
-	// bob (through another node directly) writes while alice is away.
-	tok := nodes[1].Token(t, "bob")
-	body := `{"to":"alice","cid":"during-1","type":"text","body":"during the outage"}`
-	nodetest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
-		return postMessage(nodes[1].HTTPURL, tok, body)
-	})
-
-	lb.to(nodes[1].HTTPURL)
-	run(t, alice, "alice's page reconnects and catches up",
-		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
-		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('during the outage'))`,
-			chromedp.WithPollingInterval(50*time.Millisecond)),
-		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg.mine[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
-			chromedp.WithPollingInterval(50*time.Millisecond)),
-	)
-	count := func(ctx context.Context, text string) int {
-		q, _ := json.Marshal(text)
-		return eval[int](t, ctx, `[...document.querySelectorAll('.msg[data-id]')].filter(e => e.textContent.includes(`+string(q)+`)).length`)
-	}
-	for _, text := range []string{"before", "during the outage", "sent while offline"} {
-		if k := count(alice, text); k != 1 {
-			t.Fatalf("alice's page shows %q %d times", text, k)
-		}
-	}
-	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid]').length`); k != 0 {
-		t.Fatalf("%d messages still pending on alice's page", k)
-	}
-	run(t, bob, "bob's page is back too and has alice's message once",
-		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
-		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
-			chromedp.WithPollingInterval(50*time.Millisecond)),
-	)
-	if k := count(bob, "sent while offline"); k != 1 {
-		t.Fatalf("bob's page shows alice's offline message %d times", k)
-	}
+	// For a while no node answers through the balancer, then the next.
+	reconnectScenario(t, nodes, front.URL, func() { lb.to("") }, func() { lb.to(nodes[1].HTTPURL) })
 }
 
 // click clicks the element sel names once it is there, in one

@@ -42,9 +42,29 @@ func TestReconnectWithoutBalancer(t *testing.T) {
 		return nil
 	})
 
-	alice, bob := browser(t), browser(t)
-	register(t, alice, home, "alice")
-	register(t, bob, home, "bob")
+	alice, bob := reconnectScenario(t, nodes, home, nil, nil) // nothing brings node 1 back: the pages find the others
+	// The API calls went to the new node too: a new message through the
+	// page is stored and shown once on the other side.
+	run(t, bob, "bob answers from the new node",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "after the move\n"),
+		chromedp.Poll[chromedp.Void](shows("after the move", true), chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	run(t, alice, "alice gets it live",
+		chromedp.Poll[chromedp.Void](shows("after the move", false), chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+}
+
+// reconnectScenario: alice and bob sign up through base (the first node,
+// or a balancer in front of the cluster) and chat; the first node stops
+// (after beforeStop); alice writes while offline and bob, through the
+// second node's API, writes to her; after heal (nil: nothing), both pages
+// must be online again on their own with every message once and nothing
+// pending.
+func reconnectScenario(t *testing.T, nodes []*nodetest.Node, base string, beforeStop, heal func()) (alice, bob context.Context) {
+	t.Helper()
+	alice, bob = browser(t), browser(t)
+	register(t, alice, base, "alice")
+	register(t, bob, base, "bob")
 	run(t, bob, "bob writes to alice",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "alice\n"),
 		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
@@ -56,6 +76,9 @@ func TestReconnectWithoutBalancer(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id]`)),
 	)
 
+	if beforeStop != nil {
+		beforeStop()
+	}
 	if err := nodes[0].Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -67,46 +90,49 @@ func TestReconnectWithoutBalancer(t *testing.T) {
 	nodetest.CheckFor(t, 10*time.Second, 100*time.Millisecond, func() error {
 		return postMessage(nodes[1].HTTPURL, tok, `{"to":"alice","cid":"during-1","type":"text","body":"during the outage"}`)
 	})
+	if heal != nil {
+		heal()
+	}
 
-	// Nothing brings node 1 back: the pages find the others themselves.
-	for _, p := range []struct {
-		ctx  context.Context
-		name string
-	}{{alice, "alice"}, {bob, "bob"}} {
-		run(t, p.ctx, p.name+"'s page moves to another node and catches up",
-			chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
-			chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('sent while offline'))`,
-				chromedp.WithPollingInterval(50*time.Millisecond)),
-		)
+	poll := func(js string) chromedp.Action[chromedp.Void] {
+		return chromedp.Poll[chromedp.Void](js, chromedp.WithPollingInterval(50*time.Millisecond))
 	}
-	run(t, alice, "alice's page has bob's message of the outage",
-		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('during the outage'))`,
-			chromedp.WithPollingInterval(50*time.Millisecond)),
+	run(t, alice, "alice's page is back and catches up",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		poll(shows("during the outage", false)),
+		poll(shows("sent while offline", true)),
 	)
-	count := func(ctx context.Context, text string) int {
-		q, _ := json.Marshal(text)
-		return eval[int](t, ctx, `[...document.querySelectorAll('.msg[data-id]')].filter(e => e.textContent.includes(`+string(q)+`)).length`)
-	}
+	run(t, bob, "bob's page is back and has alice's message",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		poll(shows("sent while offline", false)),
+	)
 	for _, text := range []string{"before", "during the outage", "sent while offline"} {
-		if k := count(alice, text); k != 1 {
+		if k := shownCount(t, alice, text); k != 1 {
 			t.Errorf("alice's page shows %q %d times", text, k)
 		}
 	}
-	if k := count(bob, "sent while offline"); k != 1 {
+	if k := shownCount(t, bob, "sent while offline"); k != 1 {
 		t.Errorf("bob's page shows alice's offline message %d times", k)
 	}
 	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid]').length`); k != 0 {
 		t.Errorf("%d messages still pending on alice's page", k)
 	}
-	// The API calls went to the new node too: a new message through the
-	// page is stored and shown once on the other side.
-	run(t, bob, "bob answers from the new node",
-		chromedp.SendKeys(chromedp.CSS(`#composer`), "after the move\n"),
-		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg.mine[data-id]')].some(e => e.textContent.includes('after the move'))`,
-			chromedp.WithPollingInterval(50*time.Millisecond)),
-	)
-	run(t, alice, "alice gets it live",
-		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some(e => e.textContent.includes('after the move'))`,
-			chromedp.WithPollingInterval(50*time.Millisecond)),
-	)
+	return alice, bob
+}
+
+// shows is a script true once the open conversation shows a committed
+// message containing text (of this page's user when mine).
+func shows(text string, mine bool) string {
+	q, _ := json.Marshal(text)
+	sel := ".msg[data-id]"
+	if mine {
+		sel = ".msg.mine[data-id]"
+	}
+	return `[...document.querySelectorAll('` + sel + `')].some(e => e.textContent.includes(` + string(q) + `))`
+}
+
+// shownCount counts the committed messages containing text on the page.
+func shownCount(t testing.TB, ctx context.Context, text string) int {
+	q, _ := json.Marshal(text)
+	return eval[int](t, ctx, `[...document.querySelectorAll('.msg[data-id]')].filter(e => e.textContent.includes(`+string(q)+`)).length`)
 }
