@@ -31,6 +31,10 @@ func TestGroupMembersAndRoles(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`#group-members`), "bob"),
 		click(`#create-group`),
 		poll(`document.getElementById('conv-title').textContent === 'Crew'`),
+	)
+	// A group is in its members' lists before its first message.
+	run(t, bob, "bob finds the new, quiet group", chromedp.WaitVisible(chromedp.CSS(`[data-conv^="g:"]`)))
+	run(t, alice, "alice writes and opens the group's info",
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello crew\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 		click(`#group-info`),

@@ -91,9 +91,11 @@ export class Store extends EventTarget {
     return c.order;
   }
 
-  // list is the conversations, most recent activity first.
+  // list is the conversations, most recent activity first; my groups
+  // are listed before their first message too (after the others), so
+  // that a member added to a quiet group finds it.
   list() {
-    return [...this.convs.values()].filter((c) => c.last || c.pending.size || c.key === this.current)
+    return [...this.convs.values()].filter((c) => c.last || c.pending.size || c.group || c.key === this.current)
       .sort((a, b) => {
         const x = a.last ? a.last.id : '0';
         const y = b.last ? b.last.id : '0';
