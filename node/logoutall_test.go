@@ -1,9 +1,12 @@
 package node_test
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -29,6 +32,10 @@ func TestLogoutAllOnACluster(t *testing.T) {
 		return tk
 	}
 	phone, laptop, bobs := login(leader, "alice"), login(follower, "alice"), login(leader, "bob")
+	alicesPhone, _, err := mqtttest.Dial(t, leader.MQTTURL, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: phone.AccessToken})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	if st := api(t, follower, "", http.MethodPost, "/auth/logout-all", map[string]string{}, nil); st != http.StatusUnauthorized {
 		t.Fatalf("logout-all without a token: %d", st)
@@ -48,5 +55,31 @@ func TestLogoutAllOnACluster(t *testing.T) {
 	}
 	if st := api(t, leader, "", http.MethodPost, "/auth/refresh", map[string]string{"refreshToken": bobs.RefreshToken}, nil); st != http.StatusOK {
 		t.Fatalf("bob's session after alice's logout-all: %d", st)
+	}
+	// Not only at the next refresh: alice's access tokens are refused now
+	// on both nodes, her MQTT session was closed and cannot come back with
+	// its token; bob's token works; a new sign-in works.
+	for _, n := range nodes {
+		for name, tk := range map[string]tokens{"phone": phone, "laptop": laptop} {
+			if st := api(t, n, tk.AccessToken, http.MethodGet, "/user/me", nil, nil); st != http.StatusUnauthorized {
+				t.Fatalf("alice's %s access token on %s after logout-all: %d", name, n.HTTPURL, st)
+			}
+		}
+		if st := api(t, n, bobs.AccessToken, http.MethodGet, "/user/me", nil, nil); st != http.StatusOK {
+			t.Fatalf("bob's access token on %s: %d", n.HTTPURL, st)
+		}
+	}
+	nodetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := alicesPhone.ServerDisconnect(); !ok {
+			return fmt.Errorf("alice's MQTT session is still open")
+		}
+		return nil
+	})
+	if _, _, err := mqtttest.Dial(t, follower.MQTTURL, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: phone.AccessToken}); err == nil {
+		t.Fatal("alice reconnected with an access token issued before she signed out everywhere")
+	}
+	fresh := login(follower, "alice")
+	if st := api(t, leader, fresh.AccessToken, http.MethodGet, "/user/me", nil, nil); st != http.StatusOK {
+		t.Fatalf("a new sign-in after logout-all: %d", st)
 	}
 }

@@ -324,6 +324,9 @@ func (n *Node) buildBroker() (err error) {
 	// A deleted account's live sessions go on every node (not on the FSM's
 	// goroutine: closing a connection writes to it).
 	n.Auth.OnAccountDisabled(func(uid string) { go n.Broker.DisconnectUser(uid) })
+	// So do a user's sessions when they sign out everywhere (their tokens
+	// are refused from then on: a reconnect fails).
+	n.Auth.OnSignedOutEverywhere(func(uid string) { go n.Broker.DisconnectUser(uid) })
 	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)
 	return nil
 }

@@ -234,6 +234,9 @@ type Service struct {
 	eraseMu    sync.Mutex
 	erasers    []namedEraser
 	onDisabled []func(uid string)
+	// signedOut and onSignedOut: sign out everywhere (signout.go).
+	signedOut   *signedOutSet
+	onSignedOut []func(uid string)
 
 	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
 	deletions     *prometheus.CounterVec
@@ -293,7 +296,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_auth_refreshes_total",
 			Help: "Refresh-token exchanges by result.",
 		}, []string{"result"}),
-		gone: newGoneSet(),
+		gone: newGoneSet(), signedOut: newSignedOutSet(),
 		lead: deps.Leader,
 		wake: make(chan struct{}, 1),
 		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -309,6 +312,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Help: "Deleted accounts whose erasure this node completed (as the Raft leader).",
 		}),
 	}
+	if err := s.signedOut.load(deps.DB); err != nil {
+		return nil, err
+	}
 	if err := s.gone.load(deps.DB); err != nil {
 		return nil, err
 	}
@@ -323,7 +329,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdAccountUpdate, applyAccountUpdate)
 	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
 	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
-	deps.FSM.Register(wire.CmdRefreshRevokeAll, applyRefreshRevokeAll)
+	deps.FSM.Register(wire.CmdRefreshRevokeAll, s.applyRefreshRevokeAll)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
@@ -333,6 +339,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		r.OnRestore(func() {
 			if err := s.gone.load(s.db); err != nil {
 				s.log.Error("reloading deleted accounts after a snapshot restore", "err", err)
+			}
+			if err := s.signedOut.load(s.db); err != nil {
+				s.log.Error("reloading sign-outs after a snapshot restore", "err", err)
 			}
 		})
 	}

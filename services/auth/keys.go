@@ -41,6 +41,9 @@ type keySet struct {
 type accessClaims struct {
 	jwt.RegisteredClaims
 	Admin bool `json:"adm"`
+	// IssuedMs is iat in milliseconds: a sign-out everywhere refuses the
+	// tokens issued before it, not those of a sign-in in the same second.
+	IssuedMs int64 `json:"iatms,omitempty"`
 }
 
 // thumbprint is the RFC 7638 JWK thumbprint of an Ed25519 key, used as kid
@@ -170,7 +173,8 @@ func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Du
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
 			ID:        base64.RawURLEncoding.EncodeToString(jti),
 		},
-		Admin: admin,
+		Admin:    admin,
+		IssuedMs: now.UnixMilli(),
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	t.Header["kid"] = k.kid
@@ -235,6 +239,9 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	}
 	if s.gone.has(claims.Subject) {
 		return wire.Principal{}, fmt.Errorf("%w: account deleted", wire.ErrBadToken)
+	}
+	if at, ok := s.signedOut.get(claims.Subject); ok && claims.issuedBefore(at) {
+		return wire.Principal{}, fmt.Errorf("%w: signed out everywhere since", wire.ErrBadToken)
 	}
 	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -21,10 +22,13 @@ import (
 func TestLogoutAllRevokesEveryFamily(t *testing.T) {
 	e := newEnv(t)
 	follower := e.prop.NewFollower(t)
-	if _, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now}); err != nil {
+	onFollower, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
+	if err != nil {
 		t.Fatal(err)
 	}
+	var kicked []string
+	e.svc.OnSignedOutEverywhere(func(uid string) { kicked = append(kicked, uid) })
 	e.register("alice", "password1")
 	e.register("bob", "password2")
 	first, second := e.login("alice", "password1"), e.login("alice", "password1")
@@ -44,6 +48,7 @@ func TestLogoutAllRevokesEveryFamily(t *testing.T) {
 		}
 	}
 
+	e.clock.Advance(time.Second) // the sign-out comes after those sign-ins
 	if r := e.post("/auth/logout-all", map[string]string{}); r.Code != http.StatusUnauthorized {
 		t.Fatalf("logout-all without a principal: %d %s", r.Code, r.Body)
 	}
@@ -79,6 +84,24 @@ func TestLogoutAllRevokesEveryFamily(t *testing.T) {
 			t.Fatalf("%s: alice has %d live and %d revoked families, want 0 and %d", name, live, revoked, extra+2)
 		}
 	}
+	// The access tokens issued before are refused at once (the follower,
+	// which knows no signing key here, has the same sign-out time); bob's
+	// are not; the user's sessions were told to close.
+	for _, tok := range []string{first.AccessToken, second.AccessToken, rotated.AccessToken} {
+		if _, err := e.svc.VerifyAccessToken(tok); !errors.Is(err, wire.ErrBadToken) {
+			t.Fatalf("alice's access token issued before the sign-out: %v", err)
+		}
+	}
+	if _, err := e.svc.VerifyAccessToken(bobs.AccessToken); err != nil {
+		t.Fatalf("bob's access token: %v", err)
+	}
+	la, _ := e.svc.signedOut.get("alice")
+	if fa, ok := onFollower.signedOut.get("alice"); !ok || !fa.Equal(la) {
+		t.Fatalf("the follower's sign-out of alice: %v %v, the leader's %v", fa, ok, la)
+	}
+	if len(kicked) == 0 || kicked[0] != "alice" {
+		t.Fatalf("sessions closed for %v", kicked)
+	}
 	// Again: nothing left to revoke. And a new sign-in works.
 	if n, err := e.svc.LogoutAll(ctx, "alice"); err != nil || n != 0 {
 		t.Fatalf("a second logout-all: %d %v", n, err)
@@ -86,6 +109,21 @@ func TestLogoutAllRevokesEveryFamily(t *testing.T) {
 	again := e.login("alice", "password1")
 	if _, err := e.svc.Refresh(ctx, again.RefreshToken); err != nil {
 		t.Fatalf("a new session after logout-all: %v", err)
+	}
+	// In the same millisecond as the sign-out, too (iatms, not iat).
+	if _, err := e.svc.VerifyAccessToken(again.AccessToken); err != nil {
+		t.Fatalf("the access token of a sign-in after the sign-out: %v", err)
+	}
+	// A node that starts (or restores a snapshot) reads the sign-outs back.
+	loaded := newSignedOutSet()
+	if err := loaded.load(follower.DB()); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := loaded.get("alice"); !ok || !at.Equal(e.clock.Now().UTC()) {
+		t.Fatalf("alice's sign-out read back: %v %v, want %v", at, ok, e.clock.Now())
+	}
+	if _, ok := loaded.get("bob"); ok {
+		t.Fatal("bob signed out too")
 	}
 }
 

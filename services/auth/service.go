@@ -361,9 +361,10 @@ func (s *Service) revoke(ctx context.Context, family, reason string) error {
 // spin forever): 500 families a step.
 const maxRevokeAllSteps = 1000
 
-// LogoutAll revokes every refresh-token family of uid: each of the
-// user's sessions ends at its next refresh (access tokens already issued
-// stay valid until they expire). It returns how many it revoked.
+// LogoutAll signs uid out everywhere: the access tokens issued so far
+// are refused from the first step's commit on, the user's MQTT sessions
+// close (OnSignedOutEverywhere), and every refresh-token family is
+// revoked. It returns how many families it revoked.
 func (s *Service) LogoutAll(ctx context.Context, uid string) (int, error) {
 	total := 0
 	for range maxRevokeAllSteps {
@@ -371,10 +372,11 @@ func (s *Service) LogoutAll(ctx context.Context, uid string) (int, error) {
 		if err != nil {
 			return total, fmt.Errorf("auth: revoke every refresh family: %w", err)
 		}
-		step, ok := v.(RevokeAllStep)
+		c, ok := v.(*revokeAllCommitted)
 		if !ok {
 			return total, fmt.Errorf("auth: revoke every refresh family: the step answered %T", v)
 		}
+		step := c.step
 		total += step.Revoked
 		if step.Done {
 			return total, nil

@@ -245,12 +245,14 @@ func applyRefreshRevoke(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	return nil, setJSON(tx, key, f)
 }
 
-// applyRefreshRevokeAll revokes a user's live refresh-token families, in
-// key order, as far as one step's budget goes (a user with more families
+// applyRefreshRevokeAll records the user's sign-out (access tokens issued
+// before are refused from its commit on: signout.go) and revokes their
+// live refresh-token families, in key order, as far as one step's budget
+// goes (a user with more families
 // takes more steps; a sign-in that the log orders between two steps may
 // be revoked too). There is no index by user: the scan reads every
 // family, which is fine for a rare, user-initiated command.
-func applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+func (s *Service) applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c refreshRevokeAllCmd
 	if err := decodeCmd(payload, &c); err != nil {
 		return nil, err
@@ -286,7 +288,10 @@ func applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload []byte) (any,
 			return nil, err
 		}
 	}
-	return RevokeAllStep{Revoked: len(hits), Done: !more}, nil
+	if err := recordSignOut(tx, c.UID, c.At); err != nil {
+		return nil, err
+	}
+	return &revokeAllCommitted{s: s, uid: c.UID, at: c.At, step: RevokeAllStep{Revoked: len(hits), Done: !more}}, nil
 }
 
 // readAccount reads an account from the local database.

@@ -1,0 +1,126 @@
+package auth
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Sign out everywhere ends every session of a user at once, not only at
+// their next refresh: besides revoking the refresh families, the
+// revocation records when it happened (r/auth/signedout/{uid}), every
+// node keeps those times in memory (signedOutSet), and an access token
+// of the user issued before is refused from then on, by the API and by
+// MQTT CONNECT; the user's live MQTT sessions are closed on every node
+// (OnSignedOutEverywhere). A later sign-in gets tokens that work.
+const prefixSignedOut = "r/auth/signedout/" // + uid → time (JSON)
+
+// signedOutSet is every node's copy of r/auth/signedout/: consulted on
+// every token check, so a map lookup.
+type signedOutSet struct {
+	mu sync.RWMutex
+	m  map[string]time.Time
+}
+
+func newSignedOutSet() *signedOutSet { return &signedOutSet{m: map[string]time.Time{}} }
+
+// get is when uid last signed out everywhere.
+func (s *signedOutSet) get(uid string) (time.Time, bool) {
+	s.mu.RLock()
+	at, ok := s.m[uid]
+	s.mu.RUnlock()
+	return at, ok
+}
+
+// put records a sign-out, keeping the latest.
+func (s *signedOutSet) put(uid string, at time.Time) {
+	s.mu.Lock()
+	if at.After(s.m[uid]) {
+		s.m[uid] = at
+	}
+	s.mu.Unlock()
+}
+
+// load replaces the set with what the database holds (at start and
+// after a snapshot restore).
+func (s *signedOutSet) load(db *badger.DB) error {
+	m := map[string]time.Time{}
+	err := db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixSignedOut), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var at time.Time
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &at) }); err != nil {
+				return err
+			}
+			m[string(it.Item().Key()[len(prefixSignedOut):])] = at
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("auth: loading sign-outs: %w", err)
+	}
+	s.mu.Lock()
+	s.m = m
+	s.mu.Unlock()
+	return nil
+}
+
+// recordSignOut writes uid's sign-out time (the latest of the stored one
+// and at) in the FSM transaction.
+func recordSignOut(tx *badger.Txn, uid string, at time.Time) error {
+	var was time.Time
+	found, err := getJSON(tx, prefixSignedOut+uid, &was)
+	if err != nil {
+		return err
+	}
+	if found && !at.After(was) {
+		return nil
+	}
+	return setJSON(tx, prefixSignedOut+uid, at)
+}
+
+// revokeAllCommitted is the value of a revoke-all step: the step, and
+// the sign-out the nodes apply to their in-memory set once it commits.
+type revokeAllCommitted struct {
+	s    *Service
+	uid  string
+	at   time.Time
+	step RevokeAllStep
+}
+
+// AfterCommit implements fsm.AfterCommitter.
+func (r *revokeAllCommitted) AfterCommit() {
+	r.s.signedOut.put(r.uid, r.at)
+	r.s.eraseMu.Lock()
+	fns := append([]func(string){}, r.s.onSignedOut...)
+	r.s.eraseMu.Unlock()
+	for _, fn := range fns {
+		fn(r.uid)
+	}
+}
+
+// OnSignedOutEverywhere registers fn to run on every node once a user's
+// sign-out everywhere is committed (the broker closes their sessions).
+// It runs on the FSM's goroutine: fn must not block.
+func (s *Service) OnSignedOutEverywhere(fn func(uid string)) {
+	s.eraseMu.Lock()
+	s.onSignedOut = append(s.onSignedOut, fn)
+	s.eraseMu.Unlock()
+}
+
+// issuedBefore tells whether an access token was issued before at: by
+// its millisecond issue time, or for a token without one (minted before
+// it existed) by its iat as the end of that second.
+func (c *accessClaims) issuedBefore(at time.Time) bool {
+	if c.IssuedMs > 0 {
+		return time.UnixMilli(c.IssuedMs).Before(at)
+	}
+	if c.IssuedAt == nil {
+		return true
+	}
+	return c.IssuedAt.Add(time.Second - time.Millisecond).Before(at)
+}
