@@ -322,3 +322,30 @@ func queued(b *Broker) int {
 	})
 	return n
 }
+
+// The answerer's shared deadline: reused within the slack, renewed past
+// it or for an earlier deadline, never later than asked for by more than
+// nothing (it ends at or before each deadline).
+func TestSharedDeadline(t *testing.T) {
+	d := sharedDeadline{base: context.Background()}
+	defer d.stop()
+	t0 := time.Now().Add(time.Hour)
+	first := d.until(t0)
+	if d.until(t0.Add(deadlineSlack/2)) != first {
+		t.Fatal("a deadline within the slack got a new context")
+	}
+	if dl, _ := first.Deadline(); !dl.Equal(t0) {
+		t.Fatalf("deadline %v, want %v", dl, t0)
+	}
+	later := d.until(t0.Add(2 * deadlineSlack))
+	if later == first || first.Err() == nil {
+		t.Fatal("past the slack: the old context was kept or not cancelled")
+	}
+	earlier := d.until(t0.Add(deadlineSlack))
+	if earlier == later {
+		t.Fatal("an earlier deadline reused a context that ends later")
+	}
+	if dl, _ := earlier.Deadline(); dl.After(t0.Add(deadlineSlack)) {
+		t.Fatalf("deadline %v after the one asked for", dl)
+	}
+}

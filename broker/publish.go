@@ -175,9 +175,9 @@ func (b *Broker) startChat(cl *mqtt.Client, pipe *pipeline, pk packets.Packet, p
 	if !pipe.reserve() {
 		return b.overflow(cl, pk)
 	}
-	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
-	wait, err := send.start(ctx, env)
-	cancel()
+	// The reader goroutine's own shared deadline (see sharedDeadline): it
+	// bounds handing the message to the Raft log.
+	wait, err := send.start(pipe.enqueue.until(time.Now().Add(b.cfg.CommitTimeout)), env)
 	if err != nil {
 		pipe.unreserve()
 		code, reason := b.commitRefusal(pk.TopicName, p, noun, err)
