@@ -19,6 +19,7 @@ const DefaultRegion = "local"
 
 var regionSettings = []setting{
 	{name: "region", usage: "this cluster's region name (letters, digits, -): users of other regions address its users as name@region", set: stringSetter(func(c *Config) *string { return &c.Region })},
+	{name: "region-number", usage: "this region's number, 0 to 15, different in every linked region: the top 4 bits of the Snowflake machine number, so message IDs are unique across regions (0 keeps single-region IDs as they were)", set: intSetter(func(c *Config) *int { return &c.RegionNumber })},
 	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://); repeatable (env: comma-separated)", repeat: true, set: func(c *Config, v string) error {
 		for _, item := range strings.Split(v, ",") {
 			if item = strings.TrimSpace(item); item != "" {
@@ -35,6 +36,9 @@ var regionSettings = []setting{
 func (c Config) validateRegion() error {
 	if err := address.ValidRegion(c.Region); err != nil {
 		return fmt.Errorf("%w: --region %q: letters, digits and -, 1 to %d", ErrConfig, c.Region, address.MaxRegionLen)
+	}
+	if c.RegionNumber < 0 || c.RegionNumber > region.MaxRegionNumber {
+		return fmt.Errorf("%w: --region-number %d: want 0 to %d", ErrConfig, c.RegionNumber, region.MaxRegionNumber)
 	}
 	seen := map[string]bool{}
 	for _, s := range c.Links {
@@ -92,7 +96,7 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Links: links, TLS: n.cfg.LinkTLS},
+	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: n.cfg.LinkTLS},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
 			Publisher: n.link, Registerer: n.registry, Logger: n.log})
 	if err != nil {
@@ -129,4 +133,17 @@ func (o outboxes) Stage(tx *badger.Txn, m archive.Stored) (func(), error) {
 		return linkAfter, nil
 	}
 	return func() { after(); linkAfter() }, nil
+}
+
+// machineNumber is the Snowflake machine number of a node whose cluster
+// gave it number m: region number << 6 | m, so that IDs are unique across
+// linked regions. A region that is linked or numbered holds cluster
+// numbers up to 63 only; a single region without links keeps 1..1023 and
+// its IDs as they were.
+func (c Config) machineNumber(m uint16) (uint16, error) {
+	if (c.RegionNumber > 0 || len(c.Links) > 0) && m > region.MaxClusterMachine {
+		return 0, fmt.Errorf("%w: this node's cluster machine number is %d: with --region-number or --link a cluster may have registered at most %d node names (region number << 6 | cluster number must fit the 10 machine bits)",
+			ErrConfig, m, region.MaxClusterMachine)
+	}
+	return region.MachineNumber(c.RegionNumber, m), nil
 }

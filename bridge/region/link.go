@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ func DMTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/dm" 
 type linkClient struct {
 	link   Link
 	own    string
+	number int // this region's number, told in the CONNECT
 	tls    *tls.Config
 	log    *slog.Logger
 	m      *metrics
@@ -132,7 +134,8 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	cl := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO})
 	id := LinkPrefix + l.own
 	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
-		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
 		_ = conn.Close()
 		reason := ""

@@ -51,6 +51,9 @@ import (
 // Config of the region bridge.
 type Config struct {
 	Region string // this region's name
+	// Number is this region's number (0..MaxRegionNumber), which every
+	// linked region must not share (numbers.go).
+	Number int
 	Links  []Link // the other regions, each with its secret
 	// TLS is the client configuration of tls:// links (RootCAs of the
 	// other regions' certificates); nil: the system's roots.
@@ -135,6 +138,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Second
+	}
+	if cfg.Number < 0 || cfg.Number > MaxRegionNumber {
+		return nil, fmt.Errorf("%w: region number %d: want 0 to %d", ErrConfig, cfg.Number, MaxRegionNumber)
 	}
 	links := map[string]Link{}
 	for _, l := range cfg.Links {
@@ -247,7 +253,7 @@ func (b *Bridge) lead(ctx context.Context) {
 	var clients []*linkClient
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout}
+		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout}
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
 		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
@@ -296,8 +302,9 @@ func (b *Bridge) lead(ctx context.Context) {
 
 // Authenticate checks the CONNECT of another region's link (the
 // broker's Links): client ID and username $link/{region} of a configured
-// link, and its secret (compared in constant time).
-func (b *Bridge) Authenticate(clientID, username string, password []byte) (string, error) {
+// link, its secret (compared in constant time) and the region number it
+// tells (user property region-number), which must not be ours.
+func (b *Bridge) Authenticate(clientID, username string, password []byte, number string) (string, error) {
 	region, ok := strings.CutPrefix(clientID, LinkPrefix)
 	if !ok || username != clientID {
 		b.m.auth.WithLabelValues("bad_id").Inc()
@@ -312,6 +319,9 @@ func (b *Bridge) Authenticate(clientID, username string, password []byte) (strin
 		b.m.auth.WithLabelValues("bad_secret").Inc()
 		b.log.Warn("region link refused: wrong secret", "link", region)
 		return "", fmt.Errorf("region: link %s: wrong secret", region)
+	}
+	if err := b.checkNumber(region, number); err != nil {
+		return "", err
 	}
 	b.m.auth.WithLabelValues("ok").Inc()
 	return region, nil

@@ -73,9 +73,10 @@ func (s *Service) StoreRemote(ctx context.Context, env wire.Envelope) (stored wi
 	payload = env.Marshal()
 	stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
 	if errors.Is(err, ErrIDTaken) {
-		// Machine numbers are unique within a region, not across regions:
-		// the origin's ID can clash with one of ours. Refusing would stop
-		// the link for good; the message is stored under an ID of ours
+		// Region numbers make IDs unique across regions, but two regions
+		// misconfigured with one number (or a number changed back) can
+		// still clash: the last resort. Refusing would stop the link for
+		// good; the message is stored under an ID of ours
 		// instead (the dedupe key stays the origin's), and the two
 		// regions show it under different IDs.
 		s.log.Warn("a message from another region clashes with a stored ID; stored under a new one",
