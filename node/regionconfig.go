@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/archive"
+	"github.com/edgechat/edgechat/services/users"
 )
 
 // DefaultRegion is the region of a node started without --region.
@@ -98,11 +100,39 @@ func (n *Node) buildRegion() error {
 	}
 	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: n.cfg.LinkTLS},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
-			Publisher: n.link, Registerer: n.registry, Logger: n.log})
+			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n}})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	// A committed change of a group of ours stages its state for the
+	// regions with members (bridge/region groups.go).
+	n.Users.SetGroupHook(func(tx *badger.Txn, gid string) (func(), error) {
+		regions, err := users.MemberRegions(tx, gid)
+		if err != nil {
+			return nil, err
+		}
+		st, _, err := users.GroupState(tx, gid)
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			return nil, err
+		}
+		return n.Region.StageGroupState(tx, gid, regions, b)
+	})
 	return nil
+}
+
+// mirrors commits the state of another region's group.
+type mirrors struct{ n *Node }
+
+func (m mirrors) ApplyMirror(ctx context.Context, state []byte) error {
+	var st users.RemoteGroup
+	if err := json.Unmarshal(state, &st); err != nil {
+		return fmt.Errorf("node: group state: %v: %w", err, wire.ErrInvalid)
+	}
+	return m.n.Users.ApplyMirror(ctx, st)
 }
 
 // remoteStore is the archive as the region bridge stores into it (built
@@ -111,6 +141,10 @@ type remoteStore struct{ n *Node }
 
 func (s remoteStore) StoreRemote(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
 	return s.n.Archive.StoreRemote(ctx, env)
+}
+
+func (s remoteStore) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+	return s.n.Archive.StoreRemoteGroup(ctx, env)
 }
 
 // outboxes stages each stored message in the push outbox and, for a
@@ -122,10 +156,15 @@ type outboxes struct {
 
 func (o outboxes) Stage(tx *badger.Txn, m archive.Stored) (func(), error) {
 	after, err := o.push.Stage(tx, m)
-	if err != nil || m.Group != "" || strings.IndexByte(m.To, '@') < 0 {
+	if err != nil || m.Group == "" && strings.IndexByte(m.To, '@') < 0 {
 		return after, err
 	}
-	linkAfter, err := o.region.Stage(tx, m.To, m.Payload)
+	var linkAfter func()
+	if m.Group != "" {
+		linkAfter, err = o.region.StageGroupMessage(tx, m.Group, m.From, m.Payload)
+	} else {
+		linkAfter, err = o.region.Stage(tx, m.To, m.Payload)
+	}
 	if err != nil || linkAfter == nil {
 		return after, err
 	}

@@ -38,6 +38,7 @@ type linkClient struct {
 	tls    *tls.Config
 	log    *slog.Logger
 	m      *metrics
+	gm     *groupMetrics
 	dialTO time.Duration
 
 	mu    sync.Mutex
@@ -52,7 +53,7 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 		return err
 	}
 	for _, it := range b.Items {
-		payload, err := forwardPayload(it.Payload, l.own)
+		topic, payload, kind, err := linkPayload(it.Payload, l.own)
 		if err != nil {
 			// Not a message we can send (cannot happen for what the
 			// archive stored): skipped, counted, never blocking the link.
@@ -64,7 +65,7 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 		// ends: stop waiting for the PUBACK then, not at the timeout.
 		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
 		stop := context.AfterFunc(alive, cancel)
-		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: DMTopic(l.own), Payload: payload})
+		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 		stop()
 		cancel()
 		if err != nil {
@@ -78,6 +79,9 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
 		}
 		l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
+		if kind != "dm" {
+			l.gm.sent.WithLabelValues(l.link.Name, kind).Inc()
+		}
 	}
 	return nil
 }

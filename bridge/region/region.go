@@ -105,6 +105,10 @@ type Deps struct {
 	Publisher  Publisher
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// Mirrors and GroupStore carry groups across regions (groups.go);
+	// nil: group traffic of links is refused.
+	Mirrors    Mirrors
+	GroupStore GroupStore
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -114,6 +118,7 @@ type Bridge struct {
 	deps  Deps
 	log   *slog.Logger
 	m     *metrics
+	gm    *groupMetrics
 	pm    *peerqueue.Metrics
 	links map[string]Link
 
@@ -161,6 +166,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{}}
 	var err error
 	if b.m, err = newMetrics(deps.Registerer, b); err != nil {
+		return nil, err
+	}
+	if b.gm, err = newGroupMetrics(deps.Registerer); err != nil {
 		return nil, err
 	}
 	reg := deps.Registerer
@@ -253,7 +261,7 @@ func (b *Bridge) lead(ctx context.Context) {
 	var clients []*linkClient
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout}
+		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout}
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
 		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
@@ -340,6 +348,9 @@ type remoteHead struct {
 // direct message from a user of region to a user of this one, stored
 // with the origin's ID, delivered, and only then acknowledged.
 func (b *Bridge) Receive(ctx context.Context, region, topic string, payload []byte) error {
+	if topic != DMTopic(region) {
+		return b.receiveGroup(ctx, region, topic, payload) // groups.go
+	}
 	env, err := b.check(region, topic, payload)
 	if err != nil {
 		return err

@@ -196,9 +196,13 @@ type applied struct {
 	s     *Service
 	value any
 	inv   invalidation
+	after func() // the GroupHook's, or nil
 }
 
 func (a *applied) AfterCommit() {
+	if a.after != nil {
+		defer a.after()
+	}
 	c := a.s.cache
 	if len(a.inv.profiles) > 0 {
 		c.profiles.remove(a.inv.profiles...)
