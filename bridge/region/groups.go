@@ -230,50 +230,16 @@ type linkState struct {
 	} `json:"members"`
 }
 
-// receiveState turns the home's view of one of its groups into this
-// region's mirror: gid@home, the home's users name@home, ours plain.
+// receiveState commits the home's view of one of its groups as this
+// region's mirror.
 func (b *Bridge) receiveState(ctx context.Context, region string, payload []byte) error {
 	if b.deps.Mirrors == nil {
 		b.count(region, "invalid")
 		return fmt.Errorf("region: link %s: groups across regions not configured here: %w", region, wire.ErrInvalid)
 	}
-	var st linkState
-	var gid string
-	err := json.Unmarshal(payload, &st)
-	if err == nil {
-		err = json.Unmarshal(st.Group["groupId"], &gid)
-	}
-	if err != nil || gid == "" || strings.IndexByte(gid, '@') >= 0 || wire.ValidGroupID(gid) != nil {
-		b.count(region, "invalid")
-		return fmt.Errorf("region: link %s: not a group state: %v: %w", region, err, wire.ErrInvalid)
-	}
-	local := func(id string) (string, error) {
-		a, err := address.Parse(id)
-		switch {
-		case err != nil:
-			return "", err
-		case a.Region == "":
-			return id + "@" + region, nil
-		case a.Region == b.cfg.Region:
-			return a.Name, nil
-		}
-		return id, nil
-	}
-	for i := range st.Members {
-		if st.Members[i].ID, err = local(st.Members[i].ID); err != nil {
-			b.count(region, "invalid")
-			return fmt.Errorf("region: link %s: group %s: member %q: %w", region, gid, st.Members[i].ID, wire.ErrInvalid)
-		}
-	}
-	var owner string
-	if json.Unmarshal(st.Group["owner"], &owner) == nil && owner != "" {
-		if owner, err = local(owner); err == nil {
-			st.Group["owner"], _ = json.Marshal(owner)
-		}
-	}
-	st.Group["groupId"], _ = json.Marshal(gid + "@" + region)
-	out, err := json.Marshal(st)
+	out, err := mirrorState(b.cfg.Region, region, payload)
 	if err != nil {
+		b.count(region, "invalid")
 		return err
 	}
 	if err := b.deps.Mirrors.ApplyMirror(ctx, out); err != nil {
@@ -282,6 +248,86 @@ func (b *Bridge) receiveState(ctx context.Context, region string, payload []byte
 	}
 	b.count(region, "group_state")
 	return nil
+}
+
+// mirrorState turns a group state that region (the group's home) sent
+// into this region's (local's) mirror: gid@home, the home's users
+// name@home, ours plain names, a third region's kept.
+func mirrorState(local, region string, payload []byte) ([]byte, error) {
+	var st linkState
+	var gid string
+	err := json.Unmarshal(payload, &st)
+	if err == nil {
+		err = json.Unmarshal(st.Group["groupId"], &gid)
+	}
+	if err != nil || gid == "" || strings.IndexByte(gid, '@') >= 0 || wire.ValidGroupID(gid) != nil {
+		return nil, fmt.Errorf("region: link %s: not a group state: %v: %w", region, err, wire.ErrInvalid)
+	}
+	name := func(id string) (string, error) {
+		if wire.ValidPeerID(id) != nil {
+			return "", wire.ErrInvalidName
+		}
+		a, _ := address.Parse(id)
+		switch a.Region {
+		case "":
+			return id + "@" + region, nil
+		case local:
+			return a.Name, nil
+		}
+		return id, nil
+	}
+	for i := range st.Members {
+		id, err := name(st.Members[i].ID)
+		if err != nil {
+			return nil, fmt.Errorf("region: link %s: group %s: member %q: %w", region, gid, st.Members[i].ID, wire.ErrInvalid)
+		}
+		st.Members[i].ID = id
+	}
+	var owner string
+	if json.Unmarshal(st.Group["owner"], &owner) == nil && owner != "" {
+		if owner, err = name(owner); err == nil {
+			st.Group["owner"], _ = json.Marshal(owner)
+		}
+	}
+	st.Group["groupId"], _ = json.Marshal(gid + "@" + region)
+	return json.Marshal(st)
+}
+
+// groupMessage reads a group message that region's link brought to this
+// region (local): a message to a group of ours from a user of region, or
+// to a group of region (the home relaying) from anyone but our own users.
+// It returns the envelope as this region stores it (the group as named
+// here); forged tells a refused sender or group (wire.ErrForbidden) from
+// a malformed message (wire.ErrInvalid).
+func groupMessage(local, region string, payload []byte) (env wire.Envelope, forged bool, err error) {
+	env, err = wire.ParseEnvelope(payload)
+	var head remoteHead
+	if err == nil {
+		err = json.Unmarshal(payload, &head)
+	}
+	home := address.RegionOf(head.Group)
+	if err != nil || head.ID == 0 || head.To != "" || home == "" || wire.ValidGroupID(head.Group) != nil {
+		return wire.Envelope{}, false, fmt.Errorf("region: link %s: not a group message with an id and a qualified group: %v: %w", region, err, wire.ErrInvalid)
+	}
+	from, ferr := address.Parse(head.From)
+	gid := head.Group
+	switch {
+	case ferr != nil || from.Region == "" || wire.ValidUserID(from.Name) != nil:
+		err = fmt.Errorf("sender %q is not qualified", head.From)
+	case home == local && from.Region != region:
+		err = fmt.Errorf("sender %q of a group of ours is not a user of %s", head.From, region)
+	case home == local:
+		gid = strings.TrimSuffix(gid, "@"+home)
+	case home != region:
+		err = fmt.Errorf("group %s does not live in %s", head.Group, region)
+	case from.Region == local:
+		err = fmt.Errorf("sender %q is one of ours", head.From)
+	}
+	if err != nil {
+		return wire.Envelope{}, true, fmt.Errorf("region: link %s: id %s: %v: %w", region, head.ID, err, wire.ErrForbidden)
+	}
+	env.ID, env.From, env.Group, env.To = head.ID, head.From, gid, ""
+	return env, false, nil
 }
 
 // receiveGroupMessage stores and fans out a group message from region's
@@ -293,36 +339,17 @@ func (b *Bridge) receiveGroupMessage(ctx context.Context, region string, payload
 		b.count(region, "invalid")
 		return fmt.Errorf("region: link %s: groups across regions not configured here: %w", region, wire.ErrInvalid)
 	}
-	env, err := wire.ParseEnvelope(payload)
-	var head remoteHead
-	if err == nil {
-		err = json.Unmarshal(payload, &head)
-	}
-	home := address.RegionOf(head.Group)
-	if err != nil || head.ID == 0 || head.To != "" || home == "" || wire.ValidGroupID(head.Group) != nil {
-		b.count(region, "invalid")
-		return fmt.Errorf("region: link %s: not a group message with an id and a qualified group: %v: %w", region, err, wire.ErrInvalid)
-	}
-	from, ferr := address.Parse(head.From)
-	gid := head.Group
-	switch {
-	case ferr != nil || from.Region == "" || wire.ValidUserID(from.Name) != nil:
-		err = fmt.Errorf("sender %q is not qualified", head.From)
-	case home == b.cfg.Region && from.Region != region:
-		err = fmt.Errorf("sender %q of a group of ours is not a user of %s", head.From, region)
-	case home == b.cfg.Region:
-		gid = strings.TrimSuffix(gid, "@"+home)
-	case home != region:
-		err = fmt.Errorf("group %s does not live in %s", head.Group, region)
-	case from.Region == b.cfg.Region:
-		err = fmt.Errorf("sender %q is one of ours", head.From)
+	env, forged, err := groupMessage(b.cfg.Region, region, payload)
+	if forged {
+		b.count(region, "forged")
+		b.log.Warn("region link: group message refused", "link", region, "reason", err)
+		return err
 	}
 	if err != nil {
-		b.count(region, "forged")
-		b.log.Warn("region link: group message refused", "link", region, "from", head.From, "group", head.Group, "id", head.ID, "reason", err)
-		return fmt.Errorf("region: link %s: %v: %w", region, err, wire.ErrForbidden)
+		b.count(region, "invalid")
+		return err
 	}
-	env.ID, env.From, env.Group, env.To = head.ID, head.From, gid, ""
+	gid := env.Group
 	stored, out, dup, err := b.deps.GroupStore.StoreRemoteGroup(ctx, env)
 	if err != nil {
 		b.count(region, resultOf(err))
