@@ -38,7 +38,7 @@ type proxy struct {
 	conns  map[net.Conn]bool
 }
 
-func newProxy(t *testing.T) *proxy {
+func newProxy(t testing.TB) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,7 +149,7 @@ func startLinked(t *testing.T, size int, a, b string, secrets map[string]string,
 }
 
 // startNumbered is startLinked with the regions' --region-number given.
-func startNumbered(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert, numbers map[string]int) (*region, *region) {
+func startNumbered(t testing.TB, size int, a, b string, secrets map[string]string, certs *testCert, numbers map[string]int) (*region, *region) {
 	t.Helper()
 	ra, rb := &region{name: a, in: newProxy(t)}, &region{name: b, in: newProxy(t)}
 	start := func(r, other *region) {
@@ -188,7 +188,7 @@ func startNumbered(t *testing.T, size int, a, b string, secrets map[string]strin
 }
 
 // newUsers creates users in the region (on its first node; replicated).
-func (r *region) newUser(t *testing.T, name string) string {
+func (r *region) newUser(t testing.TB, name string) string {
 	t.Helper()
 	return r.nodes[0].NewUser(t, name)
 }
