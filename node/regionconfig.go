@@ -143,6 +143,10 @@ func (s remoteStore) StoreRemote(ctx context.Context, env wire.Envelope) (wire.E
 	return s.n.Archive.StoreRemote(ctx, env)
 }
 
+func (s remoteStore) StartRemote(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	return s.n.Archive.StartRemote(ctx, env)
+}
+
 func (s remoteStore) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
 	return s.n.Archive.StoreRemoteGroup(ctx, env)
 }

@@ -158,3 +158,54 @@ func FuzzMirrorState(f *testing.F) {
 		}
 	})
 }
+
+// Entries pack into batches in order, none over maxBatchBytes (but an
+// entry that is alone too big); every batch parses back to its entries.
+func TestBatchesPackInOrder(t *testing.T) {
+	big := `{"body":"` + strings.Repeat("x", 15<<10) + `"}`
+	var entries []outgoing
+	for i := range 20 {
+		entries = append(entries, outgoing{pos: uint64(i), kind: []string{"dm", "message", "state"}[i%3], payload: []byte(big)})
+	}
+	entries = append(entries, outgoing{pos: 20, kind: "dm", payload: []byte(`{"body":"` + strings.Repeat("y", maxBatchBytes) + `"}`)})
+	groups, payloads := batches(entries)
+	var pos []uint64
+	for i, p := range payloads {
+		fs, err := parseBatch(p)
+		if err != nil || len(fs) != len(groups[i]) {
+			t.Fatalf("batch %d: %d frames, %v", i, len(fs), err)
+		}
+		if len(p) > maxBatchBytes && len(fs) > 1 {
+			t.Fatalf("batch %d: %d bytes", i, len(p))
+		}
+		for j, f := range fs {
+			e := groups[i][j]
+			if f.Kind != frameKind(e.kind) || string(f.P) != string(e.payload) {
+				t.Fatalf("batch %d frame %d: %s", i, j, f.Kind)
+			}
+			pos = append(pos, e.pos)
+		}
+	}
+	if len(pos) != 21 || !slices.IsSorted(pos) || len(payloads) < 6 {
+		t.Fatalf("positions %v in %d batches", pos, len(payloads))
+	}
+}
+
+func FuzzParseBatch(f *testing.F) {
+	f.Add(`[{"k":"dm","p":{"id":"1"}},{"k":"group","p":{}}]`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, payload string) {
+		fs, err := parseBatch([]byte(payload))
+		if err != nil {
+			if !errors.Is(err, wire.ErrInvalid) {
+				t.Fatal(err)
+			}
+			return
+		}
+		for _, f := range fs {
+			if len(f.P) == 0 || (f.Kind != "dm" && f.Kind != "gmsg" && f.Kind != "group") {
+				t.Fatalf("accepted %+v", f)
+			}
+		}
+	})
+}

@@ -9,7 +9,8 @@
 // transaction, Stage appends it to the outbox of region us (outbox.go).
 // The Raft leader runs one link per configured region: a
 // peerqueue.Persistent reads the outbox by position and publishes each
-// message at QoS 1 on $link/{own}/dm with the sender qualified
+// message at QoS 1 (several to a publish on $link/{own}/batch, batch.go;
+// one alone on $link/{own}/dm is accepted too) with the sender qualified
 // (alice@eu), through a paho MQTT 5 client whose client ID and username
 // are $link/{own} and whose password is the link's secret (link.go). The
 // cursor moves only after the other region's PUBACK, through the Raft
@@ -63,8 +64,9 @@ type Config struct {
 	// MaxBatch messages may take MaxBatch times this.
 	Timeout time.Duration
 	// MaxBatch is how many messages a link sends between two cursor
-	// commits; default 16. Each is published and acknowledged in turn,
-	// so a batch costs MaxBatch round trips to the other region.
+	// commits; default 64. They go several to a publish (batch.go, at
+	// most 60 KiB each), so a batch of small messages costs one round
+	// trip to the other region.
 	MaxBatch int
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
@@ -139,7 +141,7 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 16
+		cfg.MaxBatch = 64
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Second
@@ -348,28 +350,17 @@ type remoteHead struct {
 // direct message from a user of region to a user of this one, stored
 // with the origin's ID, delivered, and only then acknowledged.
 func (b *Bridge) Receive(ctx context.Context, region, topic string, payload []byte) error {
-	if topic != DMTopic(region) {
-		return b.receiveGroup(ctx, region, topic, payload) // groups.go
+	switch topic {
+	case DMTopic(region):
+		wait, err := b.startDM(ctx, region, payload) // batch.go
+		if err != nil {
+			return err
+		}
+		return wait(ctx)
+	case BatchTopic(region):
+		return b.receiveBatch(ctx, region, payload) // batch.go
 	}
-	env, err := b.check(region, topic, payload)
-	if err != nil {
-		return err
-	}
-	stored, out, dup, err := b.deps.Store.StoreRemote(ctx, env)
-	if err != nil {
-		b.count(region, resultOf(err))
-		return err
-	}
-	if dup {
-		b.count(region, "duplicate")
-		return nil
-	}
-	props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
-	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: wire.DirectTopic(stored.To), Payload: out, QoS: 1, UserProps: props}); err != nil {
-		b.log.Warn("message from another region stored, not delivered live (clients sync it)", "from", stored.From, "to", stored.To, "id", stored.ID, "err", err)
-	}
-	b.count(region, "stored")
-	return nil
+	return b.receiveGroup(ctx, region, topic, payload) // groups.go
 }
 
 // check reads a link's publish: the topic of region's link, a valid
