@@ -118,7 +118,9 @@ func (b *Bridge) startDM(ctx context.Context, region string, payload []byte) (fu
 	if st, ok := b.deps.Store.(RemoteStarter); ok {
 		wait, err = st.StartRemote(ctx, env)
 	} else {
-		wait = func(ctx context.Context) (wire.Envelope, []byte, bool, error) { return b.deps.Store.StoreRemote(ctx, env) }
+		wait = func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+			return b.deps.Store.StoreRemote(ctx, env)
+		}
 	}
 	if err != nil {
 		b.count(region, resultOf(err))
