@@ -191,3 +191,80 @@ func TestGroupAcrossRegions(t *testing.T) {
 		t.Fatalf("dave reads the history of a group he left: %d", code)
 	}
 }
+
+// A region cut off keeps its last mirror of a group (its members still
+// write to it) and catches up when the link is back: the membership
+// changes and the messages of the outage arrive in commit order.
+func TestGroupMembershipCatchesUpAfterOutage(t *testing.T) {
+	eu, us := startRegions(t, 1, "eu", "us", nil)
+	aliceTok := eu.newUser(t, "alice")
+	bobTok, erinTok := us.newUser(t, "bob"), us.newUser(t, "erin")
+	var g struct {
+		GroupID string `json:"groupId"`
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
+		map[string]any{"name": "outage", "members": []string{"bob@us"}}, &g); code != http.StatusCreated {
+		t.Fatalf("create group: %d", code)
+	}
+	mirror := g.GroupID + "@eu"
+	sees := func(tok string, want int) func() error {
+		return func() error {
+			if code := call(t, us.nodes[0], tok, "GET", "/user/groups/"+mirror, nil, nil); code != want {
+				return fmt.Errorf("GET %s: %d, want %d", mirror, code, want)
+			}
+			return nil
+		}
+	}
+	nodetest.CheckFor(t, 20e9, 20e6, sees(bobTok, http.StatusOK))
+
+	us.in.setCut(true)
+	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
+	if code, _ := alice.Pub(t, "group/"+g.GroupID+"/newMessage", 1, textMsg("o1", "while cut, bob still in")); code != 0 {
+		t.Fatalf("PUBACK %#x", code)
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups/"+g.GroupID+"/members", map[string]any{"uid": "erin@us"}, nil); code != http.StatusOK {
+		t.Fatalf("add erin@us: %d", code)
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "DELETE", "/user/groups/"+g.GroupID+"/members/bob@us", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("remove bob@us: %d", code)
+	}
+	if code, _ := alice.Pub(t, "group/"+g.GroupID+"/newMessage", 1, textMsg("o2", "while cut, erin in")); code != 0 {
+		t.Fatalf("PUBACK %#x", code)
+	}
+	// us knows nothing yet: bob is still a member there and may write
+	// (committed in us; eu refuses it once it arrives, bob being gone).
+	if err := sees(bobTok, http.StatusOK)(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sees(erinTok, http.StatusNotFound)(); err != nil {
+		t.Fatal(err)
+	}
+	if got := groupHistory(t, us.nodes[0], bobTok, mirror); len(got) != 0 {
+		t.Fatalf("us got %d messages through a cut link", len(got))
+	}
+
+	us.in.setCut(false)
+	nodetest.CheckFor(t, 20e9, 20e6, func() error {
+		if err := sees(bobTok, http.StatusNotFound)(); err != nil {
+			return err
+		}
+		return sees(erinTok, http.StatusOK)()
+	})
+	// erin's history in us holds both messages of the outage, eu's IDs,
+	// in order: the first was committed in eu while bob was a member, the
+	// mirror keeps what reached it.
+	var bodies []string
+	nodetest.CheckFor(t, 20e9, 20e6, func() error {
+		bodies = bodies[:0]
+		for _, e := range groupHistory(t, us.nodes[0], erinTok, mirror) {
+			bodies = append(bodies, e.Body)
+		}
+		if len(bodies) != 2 {
+			return fmt.Errorf("erin's history %v", bodies)
+		}
+		return nil
+	})
+	if bodies[0] != "while cut, erin in" || bodies[1] != "while cut, bob still in" {
+		t.Fatalf("erin's history (newest first) %v", bodies)
+	}
+}
