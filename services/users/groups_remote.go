@@ -40,18 +40,23 @@ func (s *Service) SetGroupHook(h GroupHook) {
 // groupChanged runs the hook for gid and hangs its after-commit function
 // on a.
 func (s *Service) groupChanged(tx *badger.Txn, gid string, a *applied) (*applied, error) {
-	s.mu.RLock()
-	h := s.groupHook
-	s.mu.RUnlock()
-	if h == nil || strings.IndexByte(gid, '@') >= 0 {
-		return a, nil
-	}
-	after, err := h(tx, gid)
+	after, err := s.runGroupHook(tx, gid)
 	if err != nil {
 		return nil, err
 	}
 	a.after = after
 	return a, nil
+}
+
+// runGroupHook runs the hook for a group of this region (not a mirror).
+func (s *Service) runGroupHook(tx *badger.Txn, gid string) (func(), error) {
+	s.mu.RLock()
+	h := s.groupHook
+	s.mu.RUnlock()
+	if h == nil || strings.IndexByte(gid, '@') >= 0 {
+		return nil, nil
+	}
+	return h(tx, gid)
 }
 
 // remoteMember tells whether uid names a user of another region
