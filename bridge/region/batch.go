@@ -163,9 +163,10 @@ func frameKind(kind string) string {
 }
 
 // batches packs entries, in order, into batch payloads of at most
-// maxBatchBytes (an entry larger than that goes alone: the other side
-// refuses it as too large, and it is skipped).
-func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte) {
+// maxBatchBytes. An entry that cannot fit even alone is left out
+// (tooLarge): the other region's broker would refuse the packet and
+// close the link, again at every resend.
+func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte, tooLarge []outgoing) {
 	var cur []outgoing
 	var buf []byte
 	emit := func() {
@@ -176,6 +177,10 @@ func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte) {
 	}
 	for _, e := range entries {
 		f, _ := json.Marshal(frame{Kind: frameKind(e.kind), P: e.payload})
+		if len(f)+2 > maxBatchBytes {
+			tooLarge = append(tooLarge, e)
+			continue
+		}
 		if len(cur) > 0 && len(buf)+1+len(f)+1 > maxBatchBytes {
 			emit()
 		}
@@ -188,5 +193,5 @@ func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte) {
 		cur = append(cur, e)
 	}
 	emit()
-	return out, payloads
+	return out, payloads, tooLarge
 }

@@ -159,8 +159,8 @@ func FuzzMirrorState(f *testing.F) {
 	})
 }
 
-// Entries pack into batches in order, none over maxBatchBytes (but an
-// entry that is alone too big); every batch parses back to its entries.
+// Entries pack into batches in order, none over maxBatchBytes; an entry
+// too big alone is left out; every batch parses back to its entries.
 func TestBatchesPackInOrder(t *testing.T) {
 	big := `{"body":"` + strings.Repeat("x", 15<<10) + `"}`
 	var entries []outgoing
@@ -168,14 +168,17 @@ func TestBatchesPackInOrder(t *testing.T) {
 		entries = append(entries, outgoing{pos: uint64(i), kind: []string{"dm", "message", "state"}[i%3], payload: []byte(big)})
 	}
 	entries = append(entries, outgoing{pos: 20, kind: "dm", payload: []byte(`{"body":"` + strings.Repeat("y", maxBatchBytes) + `"}`)})
-	groups, payloads := batches(entries)
+	groups, payloads, tooLarge := batches(entries)
+	if len(tooLarge) != 1 || tooLarge[0].pos != 20 {
+		t.Fatalf("too large: %+v", tooLarge)
+	}
 	var pos []uint64
 	for i, p := range payloads {
 		fs, err := parseBatch(p)
 		if err != nil || len(fs) != len(groups[i]) {
 			t.Fatalf("batch %d: %d frames, %v", i, len(fs), err)
 		}
-		if len(p) > maxBatchBytes && len(fs) > 1 {
+		if len(p) > maxBatchBytes {
 			t.Fatalf("batch %d: %d bytes", i, len(p))
 		}
 		for j, f := range fs {
@@ -186,7 +189,7 @@ func TestBatchesPackInOrder(t *testing.T) {
 			pos = append(pos, e.pos)
 		}
 	}
-	if len(pos) != 21 || !slices.IsSorted(pos) || len(payloads) < 6 {
+	if len(pos) != 20 || !slices.IsSorted(pos) || len(payloads) < 6 {
 		t.Fatalf("positions %v in %d batches", pos, len(payloads))
 	}
 }

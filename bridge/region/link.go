@@ -66,7 +66,13 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 	}
 	// Several entries to a publish (batch.go), the publishes one after
 	// another: each waits for the other region's commit of all it holds.
-	groups, payloads := batches(entries)
+	groups, payloads, tooLarge := batches(entries)
+	for _, e := range tooLarge {
+		// A group's state of thousands of members (direct messages are
+		// at most 16 KiB): skipped rather than block the link for ever.
+		l.log.Error("region link: outbox entry larger than a link's packet; skipped", "link", l.link.Name, "pos", e.pos, "kind", e.kind, "bytes", len(e.payload))
+		l.m.sent.WithLabelValues(l.link.Name, "too_large").Inc()
+	}
 	for i, payload := range payloads {
 		// paho does not fail a publish in flight when its connection
 		// ends: stop waiting for the PUBACK then, not at the timeout.
