@@ -43,8 +43,14 @@ func nextGroup(t *testing.T, c *mqtttest.Client, topic string) groupEnvelope {
 // member of both regions with one ID; each message crosses the link once
 // (not once per member, and never back to the region it came from); both
 // regions keep the history; a membership change reaches the other region.
-func TestGroupAcrossRegions(t *testing.T) {
-	eu, us := startRegions(t, 1, "eu", "us", nil)
+func TestGroupAcrossRegions(t *testing.T) { groupAcrossRegions(t, 1) }
+
+// The same with regions of three nodes each: the links run on each
+// region's leader, clients and the other region's link reach node 0.
+func TestGroupAcrossThreeNodeRegions(t *testing.T) { groupAcrossRegions(t, 3) }
+
+func groupAcrossRegions(t *testing.T, size int) {
+	eu, us := startRegions(t, size, "eu", "us", nil)
 	aliceTok, carolTok := eu.newUser(t, "alice"), eu.newUser(t, "carol")
 	bobTok, daveTok := us.newUser(t, "bob"), us.newUser(t, "dave")
 
@@ -120,8 +126,12 @@ func TestGroupAcrossRegions(t *testing.T) {
 	}
 	ids = append(ids, a.ID)
 
-	sent := func(r *region, link, kind string) float64 {
-		return counter(t, r.nodes[0], "edgechat_region_link_group_sent_total", `kind="`+kind+`",link="`+link+`"`)
+	sent := func(r *region, link, kind string) float64 { // whichever node led
+		var sum float64
+		for _, n := range r.nodes {
+			sum += counter(t, n, "edgechat_region_link_group_sent_total", `kind="`+kind+`",link="`+link+`"`)
+		}
+		return sum
 	}
 	// The counters move when the PUBACK is back, which may be after the
 	// delivery.
@@ -140,13 +150,18 @@ func TestGroupAcrossRegions(t *testing.T) {
 		r        *region
 		tok, gid string
 	}{{eu, carolTok, gid}, {us, daveTok, mirror}} {
-		var got []string
-		for _, e := range groupHistory(t, h.r.nodes[0], h.tok, h.gid) {
-			got = append(got, e.ID)
-		}
-		slices.Reverse(got) // newest first
-		if !slices.Equal(got, ids) {
-			t.Fatalf("history of %s in %s: %v, want %v", h.gid, h.r.name, got, ids)
+		for _, n := range h.r.nodes {
+			nodetest.CheckFor(t, 20e9, 20e6, func() error { // a follower applies a moment later
+				var got []string
+				for _, e := range groupHistory(t, n, h.tok, h.gid) {
+					got = append(got, e.ID)
+				}
+				slices.Reverse(got) // newest first
+				if !slices.Equal(got, ids) {
+					return fmt.Errorf("history of %s in %s: %v, want %v", h.gid, h.r.name, got, ids)
+				}
+				return nil
+			})
 		}
 	}
 
@@ -178,8 +193,10 @@ func TestGroupAcrossRegions(t *testing.T) {
 	nodetest.CheckFor(t, 20e9, 20e6, func() error { // the cursor commits after the PUBACK
 		for _, r := range []*region{eu, us} {
 			other := map[string]string{"eu": "us", "us": "eu"}[r.name]
-			if got, err := r.nodes[0].Node.Region.Backlog(other); err != nil || got != 0 {
-				return fmt.Errorf("%s's backlog to %s: %d, %v", r.name, other, got, err)
+			for _, n := range r.nodes {
+				if got, err := n.Node.Region.Backlog(other); err != nil || got != 0 {
+					return fmt.Errorf("%s's backlog to %s: %d, %v", r.name, other, got, err)
+				}
 			}
 		}
 		return nil
