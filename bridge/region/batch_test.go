@@ -48,3 +48,34 @@ func TestBatchSkipsRefusedKeepsOrder(t *testing.T) {
 		}
 	}
 }
+
+// Group traffic of a link is checked like direct messages: a sender of a
+// third region or of the receiving region, a group the link's region
+// does not hold, a state that is not one are refused and counted.
+func TestGroupLinkSpoofingRefused(t *testing.T) {
+	_, us := startRegions(t, 1, "eu", "us", nil)
+	us.newUser(t, "bob")
+	link := mqtttest.MustDial(t, us.nodes[0].MQTTAddr(), mqtttest.Options{ClientID: "$link/eu", Username: "$link/eu", Password: secret})
+	gm := func(from, group string) string {
+		return fmt.Sprintf(`{"id":"7211938138472448009","from":%q,"group":%q,"cid":"c","type":"text","body":"x"}`, from, group)
+	}
+	for _, tc := range []struct {
+		topic, payload string
+		want           byte
+	}{
+		{"$link/eu/gmsg", gm("mallory@asia", "g1@us"), 0x87}, // our group: only eu's users through eu
+		{"$link/eu/gmsg", gm("bob@us", "g1@eu"), 0x87},       // our own user sent back
+		{"$link/eu/gmsg", gm("alice@eu", "g1@asia"), 0x87},   // asia's group: asia relays
+		{"$link/eu/gmsg", gm("alice@eu", "g1@us"), 0x87},     // no such group here: not a member
+		{"$link/eu/gmsg", gm("alice@eu", "g1@eu"), 0x87},     // no mirror of g1 here
+		{"$link/eu/group", `{"group":{"groupId":"g1@asia"},"members":[]}`, 0x99},
+		{"$link/eu/presence", `{}`, 0x99},
+	} {
+		if code, ack := link.Pub(t, tc.topic, 1, tc.payload); code != tc.want {
+			t.Errorf("%s %s: %#x %q, want %#x", tc.topic, tc.payload, code, ack.Properties.ReasonString, tc.want)
+		}
+	}
+	if v := counter(t, us.nodes[0], "edgechat_region_link_received_total", `result="forged"`); v != 3 {
+		t.Fatalf("forged counted %v, want 3", v)
+	}
+}
