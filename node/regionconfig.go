@@ -104,6 +104,7 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	n.Users.SetRegions(n.Region)
 	// A committed change of a group of ours stages its state for the
 	// regions with members (bridge/region groups.go).
 	n.Users.SetGroupHook(func(tx *badger.Txn, gid string) (func(), error) {

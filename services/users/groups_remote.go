@@ -59,6 +59,55 @@ func (s *Service) runGroupHook(tx *badger.Txn, gid string) (func(), error) {
 	return h(tx, gid)
 }
 
+// Regions tells the users service this cluster's region and its links
+// (the region bridge).
+type Regions interface {
+	Local() string
+	Linked(region string) bool
+}
+
+// SetRegions installs the region bridge; without it no member of another
+// region can be added.
+func (s *Service) SetRegions(r Regions) {
+	s.mu.Lock()
+	s.regions = r
+	s.mu.Unlock()
+}
+
+// normalizeMembers reads the member IDs of a request on the proposing
+// node (the FSM cannot know the links): name@{this region} is name,
+// name@{a linked region} stays; another region, or a malformed address,
+// is an unknown user when adding (its outbox would fill for ever), and
+// is left as it is when removing.
+func (s *Service) normalizeMembers(uids []string, adding bool) ([]string, error) {
+	s.mu.RLock()
+	rg := s.regions
+	s.mu.RUnlock()
+	out := make([]string, 0, len(uids))
+	var unknown []string
+	for _, uid := range uids {
+		if strings.IndexByte(uid, '@') < 0 {
+			out = append(out, uid)
+			continue
+		}
+		a, err := address.Parse(uid)
+		switch {
+		case err != nil || a.Region == "" || wire.ValidUserID(a.Name) != nil:
+			unknown = append(unknown, uid)
+		case rg != nil && a.Region == rg.Local():
+			out = append(out, a.Name)
+		case adding && (rg == nil || !rg.Linked(a.Region)):
+			unknown = append(unknown, uid)
+		default:
+			out = append(out, uid)
+		}
+	}
+	if len(unknown) > 0 {
+		return nil, &UnknownUsersError{UIDs: unknown}
+	}
+	return out, nil
+}
+
 // remoteMember tells whether uid names a user of another region
 // (name@region, well formed).
 func remoteMember(uid string) bool {

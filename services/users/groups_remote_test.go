@@ -14,9 +14,24 @@ import (
 // A group of this region takes members of other regions (name@region,
 // not checked here); the hook hears of every change inside its
 // transaction and reads the regions with members there.
+type fakeRegions struct{}
+
+func (fakeRegions) Local() string             { return "eu" }
+func (fakeRegions) Linked(region string) bool { return region == "us" || region == "ap" }
+
 func TestRemoteMembersAndHook(t *testing.T) {
 	e := newEnv(t)
 	e.users("owen", "adam")
+	// Without the region bridge, nobody of another region can be added.
+	if r := e.do(http.MethodPost, "/user/groups", `{"name":"x","members":["bob@us"]}`, "owen"); r.Code != http.StatusBadRequest {
+		t.Fatalf("bob@us without links: %d %s", r.Code, r.Body)
+	}
+	e.svc.SetRegions(fakeRegions{})
+	for _, m := range []string{"bob@asia", "bob@", "Bad/x@us"} { // a region not linked, malformed
+		if r := e.do(http.MethodPost, "/user/groups", `{"name":"x","members":["`+m+`"]}`, "owen"); r.Code != http.StatusBadRequest {
+			t.Fatalf("%s: %d %s", m, r.Code, r.Body)
+		}
+	}
 	var mu sync.Mutex
 	var heard [][]string
 	e.svc.SetGroupHook(func(tx *badger.Txn, gid string) (func(), error) {
@@ -30,12 +45,15 @@ func TestRemoteMembersAndHook(t *testing.T) {
 		}
 		return func() { mu.Lock(); heard = append(heard, regions); mu.Unlock() }, nil
 	})
-	v := e.createGroup("owen", "Team", "adam", "bob@us", "carol@ap", "dan@us")
+	v := e.createGroup("owen", "Team", "adam@eu", "bob@us", "carol@ap", "dan@us") // adam@eu is adam
 	if v.MemberCount != 5 {
 		t.Fatalf("created %+v", v)
 	}
 	if r, ok := e.svc.Role(v.ID, "bob@us"); !ok || r != RoleMember {
 		t.Fatalf("bob@us: %s %v", r, ok)
+	}
+	if _, ok := e.svc.Role(v.ID, "adam"); !ok {
+		t.Fatal("adam@eu was not taken for adam")
 	}
 	if r := e.do(http.MethodDelete, "/user/groups/"+v.ID+"/members/carol@ap", "", "owen"); r.Code != http.StatusNoContent {
 		t.Fatalf("remove carol@ap: %d %s", r.Code, r.Body)

@@ -132,6 +132,7 @@ type Service struct {
 	mu        sync.RWMutex
 	onRemoved []func(gid, uid string)
 	groupHook GroupHook // groups_remote.go
+	regions   Regions   // groups_remote.go
 }
 
 // restorer is implemented by *fsm.FSM: caches must be dropped when a
