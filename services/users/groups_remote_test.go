@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -117,5 +118,33 @@ func TestGroupMirror(t *testing.T) {
 		if err := e.svc.ApplyMirror(ctx, bad); err == nil {
 			t.Errorf("%+v applied", bad)
 		}
+	}
+}
+
+// Erasing an account that leaves a group of ours tells the hook too:
+// the regions with members get the new state.
+func TestEraseRunsGroupHook(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "adam")
+	e.svc.SetRegions(fakeRegions{})
+	gid := e.newGroup("owen", "adam", "bob@us")
+	var mu sync.Mutex
+	var heard []string
+	e.svc.SetGroupHook(func(tx *badger.Txn, g string) (func(), error) {
+		st, _, err := GroupState(tx, g)
+		if err != nil {
+			return nil, err
+		}
+		var ids []string
+		for _, m := range st.Members {
+			ids = append(ids, m.ID)
+		}
+		return func() { mu.Lock(); heard = append(heard, g+":"+strings.Join(ids, ",")); mu.Unlock() }, nil
+	})
+	e.erase("adam", 100)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(heard, []string{gid + ":bob@us,owen"}) {
+		t.Fatalf("the hook heard %v", heard)
 	}
 }
