@@ -21,9 +21,12 @@ const LinkPrefix = "$link/"
 // $link/{region} and the link's secret as its password, and publishes at
 // QoS 1 under $link/{region}/.
 type Links interface {
-	// Authenticate checks a link's CONNECT and returns the peer region.
-	// Any error refuses the connection.
-	Authenticate(clientID, username string, password []byte) (region string, err error)
+	// Authenticate checks a link's CONNECT (number is its user property
+	// region-number, "" when absent) and returns the peer region. Any
+	// error refuses the connection; one wrapping wire.ErrForbidden (a
+	// right peer that is misconfigured) is told to the peer as the
+	// CONNACK's reason.
+	Authenticate(clientID, username string, password []byte, number string) (region string, err error)
 	// Receive handles one publish of region's link: it returns once the
 	// message is committed (and delivered), and the broker then sends the
 	// PUBACK. Errors wrap wire.ErrForbidden (a spoofed sender),
@@ -46,9 +49,18 @@ func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Prin
 		b.log.Warn("link refused: no links configured or no credentials", "client", cl.ID, "remote", cl.Net.Remote)
 		return wire.Principal{}, &refuseLink
 	}
-	region, err := b.deps.Links.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password)
+	number := ""
+	for _, u := range pk.Properties.User {
+		if u.Key == "region-number" {
+			number = u.Val
+		}
+	}
+	region, err := b.deps.Links.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, number)
 	if err != nil || address.ValidRegion(region) != nil {
 		b.log.Warn("link refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
+		if errors.Is(err, wire.ErrForbidden) {
+			return wire.Principal{}, &connRefusal{v5: packets.Code{Code: 0x87, Reason: err.Error()}, v3: 0x05, metric: "connect_link"}
+		}
 		return wire.Principal{}, &refuseLink
 	}
 	return wire.Principal{Link: region}, nil

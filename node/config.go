@@ -85,6 +85,7 @@ type Config struct {
 	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
 	// Regions (docs/operations.md "Regions"); see regionconfig.go.
 	Region         string   `yaml:"region"`           // this cluster's region name
+	RegionNumber   int      `yaml:"region_number"`    // 0..15, unique among linked regions (Snowflake machine bits)
 	Links          []string `yaml:"links"`            // NAME=URL of other regions' MQTT listeners
 	LinkSecretFile string   `yaml:"link_secret_file"` // the links' secrets
 	// Roles are the optional duties of this node (nil: all of them).

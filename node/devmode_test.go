@@ -413,9 +413,6 @@ func TestDevModeWildcardsKeepChatPrivate(t *testing.T) {
 	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, textMsg("dm-1", "for alice only")); code != 0 {
 		t.Fatalf("direct message: %#x", code)
 	}
-	if code, _ := anon.Pub(t, "sensors/1", 1, "21.5"); code != 0 {
-		t.Fatalf("sensors/1: %#x", code)
-	}
 	waitTopic := func(c *mqtttest.Client, topic string) {
 		t.Helper()
 		checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
@@ -424,6 +421,13 @@ func TestDevModeWildcardsKeepChatPrivate(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	// A pipelined publish is delivered after its PUBACK is written: wait
+	// for the delivery itself before publishing the marker, so that the
+	// marker comes after it on every connection.
+	waitTopic(alice, "user/alice/newMessage")
+	if code, _ := anon.Pub(t, "sensors/1", 1, "21.5"); code != 0 {
+		t.Fatalf("sensors/1: %#x", code)
 	}
 	for _, c := range []*mqtttest.Client{anon, anonPresence, alice, bob, carol} {
 		waitTopic(c, "sensors/1") // delivered after the direct message, in order

@@ -639,6 +639,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: machine number: %w", err)
 	}
+	if m, err = n.cfg.machineNumber(m); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
 	gen, err := snowflake.NewGenerator(m)
 	if err != nil {
 		return err

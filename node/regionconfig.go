@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/archive"
+	"github.com/edgechat/edgechat/services/users"
 )
 
 // DefaultRegion is the region of a node started without --region.
@@ -19,6 +21,7 @@ const DefaultRegion = "local"
 
 var regionSettings = []setting{
 	{name: "region", usage: "this cluster's region name (letters, digits, -): users of other regions address its users as name@region", set: stringSetter(func(c *Config) *string { return &c.Region })},
+	{name: "region-number", usage: "this region's number, 0 to 15, different in every linked region: the top 4 bits of the Snowflake machine number, so message IDs are unique across regions (0 keeps single-region IDs as they were)", set: intSetter(func(c *Config) *int { return &c.RegionNumber })},
 	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://); repeatable (env: comma-separated)", repeat: true, set: func(c *Config, v string) error {
 		for _, item := range strings.Split(v, ",") {
 			if item = strings.TrimSpace(item); item != "" {
@@ -35,6 +38,9 @@ var regionSettings = []setting{
 func (c Config) validateRegion() error {
 	if err := address.ValidRegion(c.Region); err != nil {
 		return fmt.Errorf("%w: --region %q: letters, digits and -, 1 to %d", ErrConfig, c.Region, address.MaxRegionLen)
+	}
+	if c.RegionNumber < 0 || c.RegionNumber > region.MaxRegionNumber {
+		return fmt.Errorf("%w: --region-number %d: want 0 to %d", ErrConfig, c.RegionNumber, region.MaxRegionNumber)
 	}
 	seen := map[string]bool{}
 	for _, s := range c.Links {
@@ -92,13 +98,42 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Links: links, TLS: n.cfg.LinkTLS},
+	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: n.cfg.LinkTLS},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
-			Publisher: n.link, Registerer: n.registry, Logger: n.log})
+			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n}})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	n.Users.SetRegions(n.Region)
+	// A committed change of a group of ours stages its state for the
+	// regions with members (bridge/region groups.go).
+	n.Users.SetGroupHook(func(tx *badger.Txn, gid string) (func(), error) {
+		regions, err := users.MemberRegions(tx, gid)
+		if err != nil {
+			return nil, err
+		}
+		st, _, err := users.GroupState(tx, gid)
+		if err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			return nil, err
+		}
+		return n.Region.StageGroupState(tx, gid, regions, b)
+	})
 	return nil
+}
+
+// mirrors commits the state of another region's group.
+type mirrors struct{ n *Node }
+
+func (m mirrors) ApplyMirror(ctx context.Context, state []byte) error {
+	var st users.RemoteGroup
+	if err := json.Unmarshal(state, &st); err != nil {
+		return fmt.Errorf("node: group state: %v: %w", err, wire.ErrInvalid)
+	}
+	return m.n.Users.ApplyMirror(ctx, st)
 }
 
 // remoteStore is the archive as the region bridge stores into it (built
@@ -107,6 +142,14 @@ type remoteStore struct{ n *Node }
 
 func (s remoteStore) StoreRemote(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
 	return s.n.Archive.StoreRemote(ctx, env)
+}
+
+func (s remoteStore) StartRemote(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
+	return s.n.Archive.StartRemote(ctx, env)
+}
+
+func (s remoteStore) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
+	return s.n.Archive.StoreRemoteGroup(ctx, env)
 }
 
 // outboxes stages each stored message in the push outbox and, for a
@@ -118,10 +161,15 @@ type outboxes struct {
 
 func (o outboxes) Stage(tx *badger.Txn, m archive.Stored) (func(), error) {
 	after, err := o.push.Stage(tx, m)
-	if err != nil || m.Group != "" || strings.IndexByte(m.To, '@') < 0 {
+	if err != nil || m.Group == "" && strings.IndexByte(m.To, '@') < 0 {
 		return after, err
 	}
-	linkAfter, err := o.region.Stage(tx, m.To, m.Payload)
+	var linkAfter func()
+	if m.Group != "" {
+		linkAfter, err = o.region.StageGroupMessage(tx, m.Group, m.From, m.Payload)
+	} else {
+		linkAfter, err = o.region.Stage(tx, m.To, m.Payload)
+	}
 	if err != nil || linkAfter == nil {
 		return after, err
 	}
@@ -129,4 +177,17 @@ func (o outboxes) Stage(tx *badger.Txn, m archive.Stored) (func(), error) {
 		return linkAfter, nil
 	}
 	return func() { after(); linkAfter() }, nil
+}
+
+// machineNumber is the Snowflake machine number of a node whose cluster
+// gave it number m: region number << 6 | m, so that IDs are unique across
+// linked regions. A region that is linked or numbered holds cluster
+// numbers up to 63 only; a single region without links keeps 1..1023 and
+// its IDs as they were.
+func (c Config) machineNumber(m uint16) (uint16, error) {
+	if (c.RegionNumber > 0 || len(c.Links) > 0) && m > region.MaxClusterMachine {
+		return 0, fmt.Errorf("%w: this node's cluster machine number is %d: with --region-number or --link a cluster may have registered at most %d node names (region number << 6 | cluster number must fit the 10 machine bits)",
+			ErrConfig, m, region.MaxClusterMachine)
+	}
+	return region.MachineNumber(c.RegionNumber, m), nil
 }

@@ -36,9 +36,42 @@ func TestRegionFlags(t *testing.T) {
 		"link bad scheme":    {"--link", "us=http://h:1", "--link-secret-file", secret},
 		"link without port":  {"--link", "us=tcp://h", "--link-secret-file", secret},
 		"link without name=": {"--link", "tcp://h:1", "--link-secret-file", secret},
+		"region number 16":   {"--region-number", "16"},
+		"region number -1":   {"--region-number", "-1"},
 	} {
 		if _, err := LoadConfig(args, nil); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
 		}
+	}
+}
+
+// The machine number is region number << 6 | the cluster's number; a
+// linked or numbered region refuses a cluster number over 63, a single
+// region keeps 1..1023 unchanged.
+func TestMachineNumberOfRegion(t *testing.T) {
+	for _, c := range []struct {
+		cfg     Config
+		cluster uint16
+		want    uint16
+		err     bool
+	}{
+		{Config{}, 1, 1, false},
+		{Config{}, 700, 700, false}, // no links: as before
+		{Config{RegionNumber: 0, Links: []string{"us=tcp://h:1"}}, 5, 5, false},
+		{Config{RegionNumber: 0, Links: []string{"us=tcp://h:1"}}, 64, 0, true},
+		{Config{RegionNumber: 3}, 5, 3<<6 | 5, false},
+		{Config{RegionNumber: 15}, 63, 1023, false},
+		{Config{RegionNumber: 1}, 64, 0, true},
+	} {
+		got, err := c.cfg.machineNumber(c.cluster)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("region %d links %v cluster %d: %d, %v; want %d (error %v)", c.cfg.RegionNumber, c.cfg.Links, c.cluster, got, err, c.want, c.err)
+		}
+		if err != nil && !errors.Is(err, ErrConfig) {
+			t.Errorf("%v is not ErrConfig", err)
+		}
+	}
+	if cfg, err := LoadConfig([]string{"--region-number", "7"}, nil); err != nil || cfg.RegionNumber != 7 {
+		t.Fatalf("--region-number 7: %d, %v", cfg.RegionNumber, err)
 	}
 }

@@ -38,7 +38,7 @@ type proxy struct {
 	conns  map[net.Conn]bool
 }
 
-func newProxy(t *testing.T) *proxy {
+func newProxy(t testing.TB) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -145,6 +145,12 @@ func startRegions(t *testing.T, size int, a, b string, secrets map[string]string
 // TLS with that certificate and the links dial tls:// and trust it.
 func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert) (*region, *region) {
 	t.Helper()
+	return startNumbered(t, size, a, b, secrets, certs, map[string]int{a: 1, b: 2})
+}
+
+// startNumbered is startLinked with the regions' --region-number given.
+func startNumbered(t testing.TB, size int, a, b string, secrets map[string]string, certs *testCert, numbers map[string]int) (*region, *region) {
+	t.Helper()
 	ra, rb := &region{name: a, in: newProxy(t)}, &region{name: b, in: newProxy(t)}
 	start := func(r, other *region) {
 		file := filepath.Join(t.TempDir(), "link-secret")
@@ -157,6 +163,7 @@ func startLinked(t *testing.T, size int, a, b string, secrets map[string]string,
 		}
 		opt := nodetest.WithConfig(func(c *node.Config) {
 			c.Region = r.name
+			c.RegionNumber = numbers[r.name]
 			c.Links = []string{other.name + "=" + other.in.URL()}
 			c.LinkSecretFile = file
 			if certs != nil {
@@ -181,7 +188,7 @@ func startLinked(t *testing.T, size int, a, b string, secrets map[string]string,
 }
 
 // newUsers creates users in the region (on its first node; replicated).
-func (r *region) newUser(t *testing.T, name string) string {
+func (r *region) newUser(t testing.TB, name string) string {
 	t.Helper()
 	return r.nodes[0].NewUser(t, name)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
@@ -33,9 +34,11 @@ func DMTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/dm" 
 type linkClient struct {
 	link   Link
 	own    string
+	number int // this region's number, told in the CONNECT
 	tls    *tls.Config
 	log    *slog.Logger
 	m      *metrics
+	gm     *groupMetrics
 	dialTO time.Duration
 
 	mu    sync.Mutex
@@ -49,33 +52,51 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 	if err != nil {
 		return err
 	}
+	var entries []outgoing
 	for _, it := range b.Items {
-		payload, err := forwardPayload(it.Payload, l.own)
-		if err != nil {
+		topic, payload, kind, err := linkPayload(it.Payload, l.own)
+		if err != nil || !json.Valid(payload) {
 			// Not a message we can send (cannot happen for what the
 			// archive stored): skipped, counted, never blocking the link.
-			l.log.Error("region link: outbox entry unreadable; skipped", "link", l.link.Name, "pos", it.Pos, "error", err)
+			l.log.Error("region link: outbox entry unreadable; skipped", "link", l.link.Name, "pos", it.Pos, "topic", topic, "error", err)
 			l.m.sent.WithLabelValues(l.link.Name, "unreadable").Inc()
 			continue
 		}
+		entries = append(entries, outgoing{pos: it.Pos, kind: kind, payload: payload})
+	}
+	// Several entries to a publish (batch.go), the publishes one after
+	// another: each waits for the other region's commit of all it holds.
+	groups, payloads, tooLarge := batches(entries)
+	for _, e := range tooLarge {
+		// A group's state of thousands of members (direct messages are
+		// at most 16 KiB): skipped rather than block the link for ever.
+		l.log.Error("region link: outbox entry larger than a link's packet; skipped", "link", l.link.Name, "pos", e.pos, "kind", e.kind, "bytes", len(e.payload))
+		l.m.sent.WithLabelValues(l.link.Name, "too_large").Inc()
+	}
+	for i, payload := range payloads {
 		// paho does not fail a publish in flight when its connection
 		// ends: stop waiting for the PUBACK then, not at the timeout.
 		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
 		stop := context.AfterFunc(alive, cancel)
-		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: DMTopic(l.own), Payload: payload})
+		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: BatchTopic(l.own), Payload: payload})
 		stop()
 		cancel()
 		if err != nil {
 			if resp != nil && !retryable(resp.ReasonCode) {
-				l.log.Warn("region link: the other region refused a message; skipped", "link", l.link.Name, "pos", it.Pos,
-					"code", resp.ReasonCode, "reason", resp.Properties.ReasonString)
-				l.m.sent.WithLabelValues(l.link.Name, "refused").Inc()
+				l.log.Warn("region link: the other region refused a batch; skipped", "link", l.link.Name,
+					"from_pos", groups[i][0].pos, "messages", len(groups[i]), "code", resp.ReasonCode, "reason", resp.Properties.ReasonString)
+				l.m.sent.WithLabelValues(l.link.Name, "refused").Add(float64(len(groups[i])))
 				continue
 			}
 			l.drop(cl)
 			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
 		}
-		l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
+		for _, e := range groups[i] {
+			l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
+			if e.kind != "dm" {
+				l.gm.sent.WithLabelValues(l.link.Name, e.kind).Inc()
+			}
+		}
 	}
 	return nil
 }
@@ -132,7 +153,8 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	cl := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO})
 	id := LinkPrefix + l.own
 	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
-		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
+		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
 		_ = conn.Close()
 		reason := ""

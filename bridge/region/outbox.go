@@ -72,14 +72,19 @@ func stage(tx *badger.Txn, to string, payload []byte) (region string, err error)
 	if address.ValidRegion(region) != nil {
 		return "", fmt.Errorf("region: stage: recipient %q", to)
 	}
+	return region, stageRegion(tx, region, payload)
+}
+
+// stageRegion appends payload to region's outbox.
+func stageRegion(tx *badger.Txn, region string, payload []byte) error {
 	pos, _, err := getU64(tx, nextKey(region))
 	if err != nil {
-		return "", err
+		return err
 	}
 	if err := tx.Set(outKey(region, pos), append([]byte(nil), payload...)); err != nil {
-		return "", err
+		return err
 	}
-	return region, setU64(tx, nextKey(region), pos+1)
+	return setU64(tx, nextKey(region), pos+1)
 }
 
 // cursorCmd is CmdRegionCursor's payload: uvarint-length region, then

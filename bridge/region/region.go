@@ -9,7 +9,8 @@
 // transaction, Stage appends it to the outbox of region us (outbox.go).
 // The Raft leader runs one link per configured region: a
 // peerqueue.Persistent reads the outbox by position and publishes each
-// message at QoS 1 on $link/{own}/dm with the sender qualified
+// message at QoS 1 (several to a publish on $link/{own}/batch, batch.go;
+// one alone on $link/{own}/dm is accepted too) with the sender qualified
 // (alice@eu), through a paho MQTT 5 client whose client ID and username
 // are $link/{own} and whose password is the link's secret (link.go). The
 // cursor moves only after the other region's PUBACK, through the Raft
@@ -51,6 +52,9 @@ import (
 // Config of the region bridge.
 type Config struct {
 	Region string // this region's name
+	// Number is this region's number (0..MaxRegionNumber), which every
+	// linked region must not share (numbers.go).
+	Number int
 	Links  []Link // the other regions, each with its secret
 	// TLS is the client configuration of tls:// links (RootCAs of the
 	// other regions' certificates); nil: the system's roots.
@@ -60,8 +64,9 @@ type Config struct {
 	// MaxBatch messages may take MaxBatch times this.
 	Timeout time.Duration
 	// MaxBatch is how many messages a link sends between two cursor
-	// commits; default 16. Each is published and acknowledged in turn,
-	// so a batch costs MaxBatch round trips to the other region.
+	// commits; default 64. They go several to a publish (batch.go, at
+	// most 60 KiB each), so a batch of small messages costs one round
+	// trip to the other region.
 	MaxBatch int
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
@@ -102,6 +107,10 @@ type Deps struct {
 	Publisher  Publisher
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// Mirrors and GroupStore carry groups across regions (groups.go);
+	// nil: group traffic of links is refused.
+	Mirrors    Mirrors
+	GroupStore GroupStore
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -111,6 +120,7 @@ type Bridge struct {
 	deps  Deps
 	log   *slog.Logger
 	m     *metrics
+	gm    *groupMetrics
 	pm    *peerqueue.Metrics
 	links map[string]Link
 
@@ -131,10 +141,13 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 16
+		cfg.MaxBatch = 64
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Second
+	}
+	if cfg.Number < 0 || cfg.Number > MaxRegionNumber {
+		return nil, fmt.Errorf("%w: region number %d: want 0 to %d", ErrConfig, cfg.Number, MaxRegionNumber)
 	}
 	links := map[string]Link{}
 	for _, l := range cfg.Links {
@@ -155,6 +168,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{}}
 	var err error
 	if b.m, err = newMetrics(deps.Registerer, b); err != nil {
+		return nil, err
+	}
+	if b.gm, err = newGroupMetrics(deps.Registerer); err != nil {
 		return nil, err
 	}
 	reg := deps.Registerer
@@ -247,7 +263,7 @@ func (b *Bridge) lead(ctx context.Context) {
 	var clients []*linkClient
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout}
+		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout}
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
 		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
@@ -296,8 +312,9 @@ func (b *Bridge) lead(ctx context.Context) {
 
 // Authenticate checks the CONNECT of another region's link (the
 // broker's Links): client ID and username $link/{region} of a configured
-// link, and its secret (compared in constant time).
-func (b *Bridge) Authenticate(clientID, username string, password []byte) (string, error) {
+// link, its secret (compared in constant time) and the region number it
+// tells (user property region-number), which must not be ours.
+func (b *Bridge) Authenticate(clientID, username string, password []byte, number string) (string, error) {
 	region, ok := strings.CutPrefix(clientID, LinkPrefix)
 	if !ok || username != clientID {
 		b.m.auth.WithLabelValues("bad_id").Inc()
@@ -312,6 +329,9 @@ func (b *Bridge) Authenticate(clientID, username string, password []byte) (strin
 		b.m.auth.WithLabelValues("bad_secret").Inc()
 		b.log.Warn("region link refused: wrong secret", "link", region)
 		return "", fmt.Errorf("region: link %s: wrong secret", region)
+	}
+	if err := b.checkNumber(region, number); err != nil {
+		return "", err
 	}
 	b.m.auth.WithLabelValues("ok").Inc()
 	return region, nil
@@ -330,25 +350,17 @@ type remoteHead struct {
 // direct message from a user of region to a user of this one, stored
 // with the origin's ID, delivered, and only then acknowledged.
 func (b *Bridge) Receive(ctx context.Context, region, topic string, payload []byte) error {
-	env, err := b.check(region, topic, payload)
-	if err != nil {
-		return err
+	switch topic {
+	case DMTopic(region):
+		wait, err := b.startDM(ctx, region, payload) // batch.go
+		if err != nil {
+			return err
+		}
+		return wait(ctx)
+	case BatchTopic(region):
+		return b.receiveBatch(ctx, region, payload) // batch.go
 	}
-	stored, out, dup, err := b.deps.Store.StoreRemote(ctx, env)
-	if err != nil {
-		b.count(region, resultOf(err))
-		return err
-	}
-	if dup {
-		b.count(region, "duplicate")
-		return nil
-	}
-	props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
-	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: wire.DirectTopic(stored.To), Payload: out, QoS: 1, UserProps: props}); err != nil {
-		b.log.Warn("message from another region stored, not delivered live (clients sync it)", "from", stored.From, "to", stored.To, "id", stored.ID, "err", err)
-	}
-	b.count(region, "stored")
-	return nil
+	return b.receiveGroup(ctx, region, topic, payload) // groups.go
 }
 
 // check reads a link's publish: the topic of region's link, a valid

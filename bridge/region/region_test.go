@@ -73,7 +73,7 @@ func call(t *testing.T, n *nodetest.Node, token, method, path string, body any, 
 	return resp.StatusCode
 }
 
-func connect(t *testing.T, n *nodetest.Node, user, device, token string) *mqtttest.Client {
+func connect(t testing.TB, n *nodetest.Node, user, device, token string) *mqtttest.Client {
 	t.Helper()
 	return mqtttest.MustDial(t, n.MQTTAddr(), mqtttest.Options{ClientID: user + "/" + device, Username: user, Password: token})
 }

@@ -25,6 +25,7 @@ const (
 	CmdGroupUpdate byte = 0x24 // users: name, avatar, description
 	CmdGroupMember byte = 0x25 // users: add, remove or change the role of a member
 	CmdGroupOwner  byte = 0x26 // users: transfer ownership
+	CmdGroupMirror byte = 0x29 // users: the state of a group of another region, as its home region's link brought it (issue 14)
 
 	CmdMessage       byte = 0x30 // archive: a chat message
 	CmdReadCursor    byte = 0x31 // archive: a read receipt moves a read cursor

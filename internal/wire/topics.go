@@ -162,8 +162,16 @@ func ValidPeerID(s string) error {
 	return ValidUserID(a.Name)
 }
 
-// ValidGroupID accepts group IDs: 1 to 64 characters of a-z, A-Z, 0-9, '_' and '-'.
+// ValidGroupID accepts group IDs: 1 to 64 characters of a-z, A-Z, 0-9,
+// '_' and '-', optionally qualified with the region the group lives in
+// ("k3x9@eu", a group of another region as its members here see it).
 func ValidGroupID(s string) error {
+	if gid, region, ok := strings.Cut(s, "@"); ok {
+		if address.ValidRegion(region) != nil {
+			return ErrInvalidName
+		}
+		s = gid
+	}
 	if len(s) < 1 || len(s) > 64 {
 		return ErrInvalidName
 	}

@@ -44,7 +44,20 @@ func (s *Service) resolvePeer(to string) (string, error) {
 // such recipient), wire.ErrForbidden (the recipient blocked the sender),
 // wire.ErrInvalid or wire.ErrUnavailable.
 func (s *Service) StoreRemote(ctx context.Context, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error) {
+	wait, err := s.StartRemote(ctx, env)
+	if err != nil {
+		return wire.Envelope{}, nil, false, err
+	}
+	return wait(ctx)
+}
+
+// StartRemote is StoreRemote in two steps: the checks and the proposal
+// now (so that a link's messages enter the Raft log in the order they
+// came, several at once), the wait for the commit later. ctx must last
+// until the wait returns.
+func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
 	from, to := env.From, env.To
+	var err error
 	if env.ID == 0 || env.Group != "" || strings.IndexByte(from, '@') < 0 || wire.ValidPeerID(from) != nil {
 		err = fmt.Errorf("archive: a remote message needs an id and a qualified sender: %w", wire.ErrInvalid)
 	} else if err = validUsers(to); err == nil {
@@ -64,25 +77,29 @@ func (s *Service) StoreRemote(ctx context.Context, env wire.Envelope) (stored wi
 	}
 	if err != nil {
 		s.count(false, err)
-		return wire.Envelope{}, nil, false, err
+		return nil, err
 	}
 	// The dedupe key is (sender, "@" + origin ID). A local client's cid
 	// may start with '@' too, but its sender is never qualified, so the
 	// two key spaces do not meet.
 	key := "@" + env.ID.String()
-	payload = env.Marshal()
-	stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
-	if errors.Is(err, ErrIDTaken) {
-		// Machine numbers are unique within a region, not across regions:
-		// the origin's ID can clash with one of ours. Refusing would stop
-		// the link for good; the message is stored under an ID of ours
-		// instead (the dedupe key stays the origin's), and the two
-		// regions show it under different IDs.
-		s.log.Warn("a message from another region clashes with a stored ID; stored under a new one",
-			"from", from, "to", to, "origin_id", env.ID)
-		env.ID = s.ids.Next()
-		payload = env.Marshal()
-		stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
-	}
-	return stored, payload, dup, err
+	payload := env.Marshal()
+	first := s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})
+	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {
+		stored, payload, dup, err := first(ctx)
+		if errors.Is(err, ErrIDTaken) {
+			// Region numbers make IDs unique across regions, but two
+			// regions misconfigured with one number (or a number changed
+			// back) can still clash: the last resort. Refusing would stop
+			// the link for good; the message is stored under an ID of ours
+			// instead (the dedupe key stays the origin's), and the two
+			// regions show it under different IDs.
+			s.log.Warn("a message from another region clashes with a stored ID; stored under a new one",
+				"from", from, "to", to, "origin_id", env.ID)
+			env.ID = s.ids.Next()
+			payload = env.Marshal()
+			stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})(ctx)
+		}
+		return stored, payload, dup, err
+	}, nil
 }

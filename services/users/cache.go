@@ -184,6 +184,7 @@ type invalidation struct {
 	groups     []string // metadata and member sets
 	userGroups []string
 	removed    []memberRef // members who left or were removed
+	hooks      []func()    // the GroupHook's after-commit functions
 }
 
 type memberRef struct{ gid, uid string }
@@ -196,9 +197,16 @@ type applied struct {
 	s     *Service
 	value any
 	inv   invalidation
+	after func() // the GroupHook's, or nil
 }
 
 func (a *applied) AfterCommit() {
+	if a.after != nil {
+		defer a.after()
+	}
+	for _, h := range a.inv.hooks {
+		defer h()
+	}
 	c := a.s.cache
 	if len(a.inv.profiles) > 0 {
 		c.profiles.remove(a.inv.profiles...)

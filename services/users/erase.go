@@ -148,6 +148,12 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 		if err := writeGroup(tx, g); err != nil {
 			return false, err
 		}
+		// Regions with members hear of it (groups_remote.go).
+		if after, err := s.runGroupHook(tx, gid); err != nil {
+			return false, err
+		} else if after != nil {
+			inv.hooks = append(inv.hooks, after)
+		}
 	}
 	return true, nil
 }

@@ -324,7 +324,12 @@ func dedupe(uids []string, skip string) []string {
 // checkNewMembers refuses unknown users and users who blocked `by`.
 func checkNewMembers(tx *badger.Txn, by string, uids []string) error {
 	var unknown []string
+	var local []string
 	for _, uid := range uids {
+		if remoteMember(uid) {
+			continue // another region's user: that region checks (bridge/region)
+		}
+		local = append(local, uid)
 		if wire.ValidUserID(uid) != nil {
 			unknown = append(unknown, uid)
 			continue
@@ -340,7 +345,7 @@ func checkNewMembers(tx *badger.Txn, by string, uids []string) error {
 	if len(unknown) > 0 {
 		return &UnknownUsersError{UIDs: unknown}
 	}
-	for _, uid := range uids {
+	for _, uid := range local {
 		blocked, err := exists(tx, prefixBlock+uid+"/"+by)
 		if err != nil {
 			return err
@@ -393,14 +398,17 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 			return nil, err
 		}
 	}
-	return &applied{s: s, value: g, inv: invalidation{
-		groups: []string{g.ID}, userGroups: append(members, c.Owner)}}, nil
+	return s.groupChanged(tx, g.ID, &applied{s: s, value: g, inv: invalidation{
+		groups: []string{g.ID}, userGroups: append(members, c.Owner)}})
 }
 
 // actorGroup loads gid and by's role, refusing non-members as ErrNoGroup.
 func actorGroup(tx *badger.Txn, gid, by string) (Group, Role, error) {
 	if wire.ValidGroupID(gid) != nil || wire.ValidUserID(by) != nil {
 		return Group{}, "", fmt.Errorf("%w: bad gid or actor", errBadCommand)
+	}
+	if strings.IndexByte(gid, '@') >= 0 {
+		return Group{}, "", forbidden("group %s lives in another region: change it there", gid)
 	}
 	g, found, err := readGroup(tx, gid)
 	if err != nil || !found {
@@ -452,7 +460,7 @@ func (s *Service) applyGroupUpdate(tx *badger.Txn, _ fsm.Position, payload []byt
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return &applied{s: s, value: g, inv: invalidation{groups: []string{g.ID}}}, nil
+	return s.groupChanged(tx, g.ID, &applied{s: s, value: g, inv: invalidation{groups: []string{g.ID}}})
 }
 
 func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -472,7 +480,7 @@ func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byt
 	var changes []roleChange
 	var added []string
 	for _, uid := range uids {
-		if wire.ValidUserID(uid) != nil {
+		if validMember(uid) != nil {
 			if c.Remove {
 				return nil, fmt.Errorf("%w: %s", ErrNotMember, uid)
 			}
@@ -523,7 +531,7 @@ func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byt
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return &applied{s: s, value: memberChange{Group: g, Changes: changes}, inv: inv}, nil
+	return s.groupChanged(tx, g.ID, &applied{s: s, value: memberChange{Group: g, Changes: changes}, inv: inv})
 }
 
 func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -556,9 +564,9 @@ func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{
+	return s.groupChanged(tx, g.ID, &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{
 		{UID: c.UID, From: target, To: RoleOwner}, {UID: c.By, From: RoleOwner, To: RoleAdmin}}},
-		inv: invalidation{groups: []string{g.ID}, userGroups: []string{c.UID, c.By}}}, nil
+		inv: invalidation{groups: []string{g.ID}, userGroups: []string{c.UID, c.By}}})
 }
 
 // ownerRule: only the owner hands ownership over, to someone else.

@@ -176,6 +176,10 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
+	if req.Members, err = s.normalizeMembers(req.Members, true); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
 	members := dedupe(req.Members, p.UserID)
 	if len(members)+1 > s.maxMembers {
 		httpapi.WriteError(w, httpError(fmt.Errorf("%w: at most %d members", ErrGroupFull, s.maxMembers)))
@@ -410,6 +414,11 @@ func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid string, uids []string, remove bool, role Role) {
+	uids, err := s.normalizeMembers(uids, !remove)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
 	// Fast answers from the cache; the FSM handler decides for real.
 	actor, _ := s.Role(gid, by)
 	for _, uid := range uids {

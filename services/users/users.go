@@ -131,6 +131,8 @@ type Service struct {
 
 	mu        sync.RWMutex
 	onRemoved []func(gid, uid string)
+	groupHook GroupHook // groups_remote.go
+	regions   Regions   // groups_remote.go
 }
 
 // restorer is implemented by *fsm.FSM: caches must be dropped when a
@@ -168,6 +170,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdGroupUpdate, s.applyGroupUpdate)
 	deps.FSM.Register(wire.CmdGroupMember, s.applyGroupMember)
 	deps.FSM.Register(wire.CmdGroupOwner, s.applyGroupOwner)
+	deps.FSM.Register(wire.CmdGroupMirror, s.applyGroupMirror)
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.cache.purge)
 	}
