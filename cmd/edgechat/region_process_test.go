@@ -32,15 +32,18 @@ func TestRegionLinkSurvivesOutageAndLeaderKill(t *testing.T) {
 	// Each region's link names the other's MQTT listener before it runs:
 	// the addresses are picked first (port 0, then freed).
 	usMQTT, euMQTT := freeAddr(t), freeAddr(t)
+	// eu reaches us through a slow link (each chunk held 20 ms), so that
+	// the backlog takes a while to drain and eu's leader dies meanwhile.
+	slowUS := slowProxy(t, usMQTT, 20*time.Millisecond)
 	usDir := t.TempDir()
-	usArgs := []string{"--data", usDir, "--region", "us", "--http-addr", "127.0.0.1:0", "--mqtt-addr", usMQTT,
+	usArgs := []string{"--data", usDir, "--region", "us", "--region-number", "2", "--http-addr", "127.0.0.1:0", "--mqtt-addr", usMQTT,
 		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off",
 		"--link", "eu=tcp://" + euMQTT, "--link-secret-file", secret}
 	us := startServe(t, bin, usArgs...)
 	runCLI(t, bin, "correct horse battery\n", "user", "add", "bob", "--password-stdin", "--server", us.http)
 
 	eu := &testCluster{t: t, bin: bin, dirs: []string{t.TempDir(), t.TempDir(), t.TempDir()},
-		extra: []string{"--region", "eu", "--link", "us=tcp://" + usMQTT, "--link-secret-file", secret}}
+		extra: []string{"--region", "eu", "--region-number", "1", "--link", "us=tcp://" + slowUS, "--link-secret-file", secret}}
 	eu.procs = make([]*proc, 3)
 	first := eu.args(0, "127.0.0.1:0", "")
 	first[slices.Index(first, "--mqtt-addr")+1] = euMQTT // n1's: the address us links to
@@ -98,6 +101,51 @@ func TestRegionLinkSurvivesOutageAndLeaderKill(t *testing.T) {
 			t.Fatalf("bob's sync in us: position %d holds m%d", i, k)
 		}
 	}
+}
+
+// slowProxy forwards TCP connections to target and holds every chunk it
+// reads for delay before passing it on (a link with latency: this kernel
+// has no netem). It returns its address.
+func slowProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	pipe := func(dst, src net.Conn) {
+		defer dst.Close()
+		defer src.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				time.Sleep(delay)
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	return l.Addr().String()
 }
 
 // freeAddr is a 127.0.0.1 address with a port the kernel just handed
