@@ -31,6 +31,8 @@ type Links interface {
 	// message): the link skips those; anything else (wire.ErrUnavailable)
 	// it resends.
 	Receive(ctx context.Context, region, topic string, payload []byte) error
+	// Linked tells whether region is a configured link.
+	Linked(region string) bool
 }
 
 var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: not a link of this region"}, v3: 0x04, metric: "connect_link"}
@@ -55,9 +57,26 @@ func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Prin
 }
 
 // linkAllowed is the ACL of a link connection: it publishes under its own
-// $link/{region}/ and reads nothing.
+// $link/{region}/. It reads the ephemeral traffic its region is
+// interested in (bridge/region, ephemeral.go): it subscribes to
+// user/+/typing and user/+/receipts, of which it gets only what is
+// addressed to users of its region (user/bob@{region}/typing), and to
+// presence/{name} of users of this region, one by one.
 func linkAllowed(p wire.Principal, topic string, write bool) bool {
-	return write && strings.HasPrefix(topic, LinkPrefix+p.Link+"/") && !strings.ContainsAny(topic, "+#")
+	if write {
+		return strings.HasPrefix(topic, LinkPrefix+p.Link+"/") && !strings.ContainsAny(topic, "+#")
+	}
+	if topic == "user/+/typing" || topic == "user/+/receipts" {
+		return true // a filter: each delivery is checked below
+	}
+	t := wire.ParseTopic(topic)
+	switch t.Kind {
+	case wire.KindUserTyping, wire.KindReceipts:
+		return address.RegionOf(t.Owner) == p.Link
+	case wire.KindPresence:
+		return strings.IndexByte(t.Owner, '@') < 0
+	}
+	return false
 }
 
 // publishLink hands a link's publish to Links and acknowledges it only
@@ -95,4 +114,20 @@ func (b *Broker) localPeer(to string) (peer string, remote bool) {
 		return a.Name, false
 	}
 	return to, true
+}
+
+// ephemeralPeer resolves the owner of user/{owner}/typing or
+// .../receipts: name@{own region} is the local name (the topic is
+// rewritten to it); a user of a linked region stays qualified (the
+// message goes to the region link's subscription, bridge/region); any
+// other region is ok false.
+func (b *Broker) ephemeralPeer(pk *packets.Packet, owner, leaf string) (peer string, ok bool) {
+	peer, remote := b.localPeer(owner)
+	if remote {
+		return peer, b.deps.Links != nil && b.deps.Links.Linked(address.RegionOf(peer))
+	}
+	if peer != owner {
+		pk.TopicName = "user/" + peer + "/" + leaf
+	}
+	return peer, true
 }

@@ -94,7 +94,7 @@ func (n *Node) buildRegion() error {
 	}
 	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Links: links, TLS: n.cfg.LinkTLS},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
-			Publisher: n.link, Registerer: n.registry, Logger: n.log})
+			Publisher: n.link, Registerer: n.registry, Logger: n.log, Routes: n.routes, Blocks: n.Users})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

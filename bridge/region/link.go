@@ -38,6 +38,11 @@ type linkClient struct {
 	m      *metrics
 	dialTO time.Duration
 
+	// onPublish handles what the other region delivers to this link's
+	// subscriptions (ephemeral.go); nil: nothing.
+	onPublish func(paho.PublishReceived) (bool, error)
+	stats     *linkStats // bytes and messages per direction (status.go)
+
 	mu    sync.Mutex
 	cl    *paho.Client
 	alive context.Context // canceled when cl's connection ended
@@ -76,6 +81,7 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
 		}
 		l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
+		l.stats.out(len(payload))
 	}
 	return nil
 }
@@ -129,7 +135,11 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
 		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
-	cl := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO})
+	cc := paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO}
+	if l.onPublish != nil {
+		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
+	}
+	cl := paho.NewClient(cc)
 	id := LinkPrefix + l.own
 	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
 		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
@@ -145,6 +155,8 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
 	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
 	l.cl, l.alive = cl, ctxOfDone(cl.Done()) // one goroutine per connection, ending with it
+	l.stats.setUp(true, time.Now())
+	context.AfterFunc(l.alive, func() { l.stats.setUp(false, time.Now()) })
 	return cl, l.alive, nil
 }
 

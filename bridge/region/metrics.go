@@ -7,10 +7,11 @@ import (
 )
 
 type metrics struct {
-	sent     *prometheus.CounterVec // link, result
-	received *prometheus.CounterVec // link, result
-	connects *prometheus.CounterVec // link, result
-	auth     *prometheus.CounterVec // result
+	sent      *prometheus.CounterVec // link, result
+	received  *prometheus.CounterVec // link, result
+	connects  *prometheus.CounterVec // link, result
+	auth      *prometheus.CounterVec // result
+	ephemeral *prometheus.CounterVec // link, kind
 }
 
 func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
@@ -23,13 +24,15 @@ func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
 			Help: "Connection attempts of this region's links, by link and result (connected, dial_failed, refused)."}, []string{"link", "result"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_auth_total",
 			Help: "CONNECTs of other regions' links, by result (ok, bad_secret, unknown_region, bad_id)."}, []string{"result"}),
+		ephemeral: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_ephemeral_total",
+			Help: "Ephemeral messages (presence, typing, receipts) this region's links received from the regions they subscribe to, by link and kind (presence, typing, receipts, blocked, invalid)."}, []string{"link", "kind"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	backlog := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_region_link_backlog",
 		Help: "Messages committed here and not yet acknowledged by the other region, by link."}, []string{"link"})
-	for _, c := range []prometheus.Collector{m.sent, m.received, m.connects, m.auth, backlogCollector{b, backlog}} {
+	for _, c := range []prometheus.Collector{m.sent, m.received, m.connects, m.auth, m.ephemeral, backlogCollector{b, backlog}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("region: metrics: %w", err)
 		}

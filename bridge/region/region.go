@@ -91,8 +91,8 @@ type Publisher interface {
 	Publish(o wire.Outbound) error
 }
 
-// Deps are the bridge's collaborators; all are required but Registerer
-// and Logger.
+// Deps are the bridge's collaborators; all are required but Registerer,
+// Logger, Routes and Blocks.
 type Deps struct {
 	DB         *badger.DB
 	FSM        Registrar
@@ -102,6 +102,12 @@ type Deps struct {
 	Publisher  Publisher
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// Routes is the region's subscriptions, its interest in users of
+	// other regions (interest.go); nil: no presence crosses.
+	Routes Routes
+	// Blocks drops typing and receipts of a blocked user of another
+	// region; nil: none.
+	Blocks Blocks
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -116,6 +122,8 @@ type Bridge struct {
 
 	mu     sync.Mutex
 	queues map[string]*peerqueue.Persistent[item] // while leading
+	eph    map[string]*ephemeral                  // while leading
+	stats  map[string]*linkStats                  // per link, for the life of the bridge
 }
 
 // New checks the configuration and registers the cursor command's FSM
@@ -152,7 +160,14 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{}}
+	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{},
+		eph: map[string]*ephemeral{}, stats: map[string]*linkStats{}}
+	for name := range links {
+		b.stats[name] = &linkStats{}
+	}
+	if deps.Routes != nil {
+		deps.Routes.OnChange(b.routeChanged)
+	}
 	var err error
 	if b.m, err = newMetrics(deps.Registerer, b); err != nil {
 		return nil, err
@@ -245,9 +260,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 // lead runs one persistent queue per link until leadership or ctx ends.
 func (b *Bridge) lead(ctx context.Context) {
 	var clients []*linkClient
+	ectx, stopEph := context.WithCancel(ctx)
+	var ephWG sync.WaitGroup
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout}
+		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout, stats: b.stats[name]}
+		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
 		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
@@ -263,7 +281,10 @@ func (b *Bridge) lead(ctx context.Context) {
 		clients = append(clients, lc)
 		b.mu.Lock()
 		b.queues[name] = q
+		b.eph[name] = eph
 		b.mu.Unlock()
+		ephWG.Add(1)
+		go func() { defer ephWG.Done(); eph.run(ectx) }()
 	}
 	b.log.Info("region links running on this node (leader)", "links", b.Links())
 	for {
@@ -278,9 +299,12 @@ func (b *Bridge) lead(ctx context.Context) {
 		}
 		break
 	}
+	stopEph()
+	ephWG.Wait()
 	b.mu.Lock()
 	qs := b.queues
 	b.queues = map[string]*peerqueue.Persistent[item]{}
+	b.eph = map[string]*ephemeral{}
 	b.mu.Unlock()
 	for _, q := range qs {
 		q.Close()
@@ -330,6 +354,7 @@ type remoteHead struct {
 // direct message from a user of region to a user of this one, stored
 // with the origin's ID, delivered, and only then acknowledged.
 func (b *Bridge) Receive(ctx context.Context, region, topic string, payload []byte) error {
+	b.stats[region].in(len(topic) + len(payload))
 	env, err := b.check(region, topic, payload)
 	if err != nil {
 		return err

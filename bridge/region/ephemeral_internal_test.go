@@ -1,0 +1,81 @@
+package region
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+func testEphemeral(t testing.TB) *ephemeral {
+	t.Helper()
+	m, err := newMetrics(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &Bridge{cfg: Config{Region: "eu"}, m: m, log: slog.Default()}
+	return &ephemeral{b: b, link: "us", last: map[string]wire.Presence{}}
+}
+
+func TestTranslateEphemeral(t *testing.T) {
+	e := testEphemeral(t)
+	for _, c := range []struct {
+		topic, payload string
+		kind, outTopic string
+		outPayload     string
+	}{
+		{"presence/bob", `{"status":"online","lastSeen":"2026-01-02T03:04:05Z"}`, kindPresence, "presence/bob@us", `{"status":"online","lastSeen":"2026-01-02T03:04:05Z"}`},
+		{"presence/bob", `{"lastSeen":"2026-01-02T03:04:05Z"}`, kindInvalid, "", ""},
+		{"presence/bob@us", `{"status":"online"}`, kindInvalid, "", ""},
+		{"user/alice@eu/typing", `{"state":"typing","from":"bob"}`, kindTyping, "user/alice/typing", `{"state":"typing","from":"bob@us"}`},
+		{"user/alice@eu/typing", `{"state":"typing","from":"bob@us"}`, kindTyping, "user/alice/typing", `{"state":"typing","from":"bob@us"}`},
+		{"user/alice@eu/typing", `{"state":"typing","from":"bob@asia"}`, kindInvalid, "", ""}, // a third region's user
+		{"user/alice@eu/typing", `{"state":"typing","from":"alice@eu"}`, kindInvalid, "", ""}, // this region's user
+		{"user/alice@eu/typing", `{"state":"dancing","from":"bob"}`, kindInvalid, "", ""},
+		{"user/alice@asia/typing", `{"state":"typing","from":"bob"}`, kindInvalid, "", ""},
+		{"user/alice/typing", `{"state":"typing","from":"bob"}`, kindInvalid, "", ""},
+		{"user/alice@eu/receipts", `{"type":"read","upTo":"42","peer":"bob"}`, kindReceipt, "user/alice/receipts", `{"type":"read","upTo":"42","peer":"bob@us"}`},
+		{"user/alice@eu/receipts", `{"type":"read","upTo":"0","peer":"bob"}`, kindInvalid, "", ""},
+		{"user/alice@eu/newMessage", `{}`, kindInvalid, "", ""},
+	} {
+		out, kind := e.translate(c.topic, []byte(c.payload))
+		if kind != c.kind || out.Topic != c.outTopic || string(out.Payload) != c.outPayload {
+			t.Errorf("%s %s: %s %s %s, want %s %s %s", c.topic, c.payload, kind, out.Topic, out.Payload, c.kind, c.outTopic, c.outPayload)
+		}
+	}
+}
+
+// Whatever the other region sends, what is republished here is a topic
+// of this region's users or a presence of the link's region, with the
+// sender qualified with the link's region.
+func FuzzTranslateEphemeral(f *testing.F) {
+	f.Add("presence/bob", `{"status":"online"}`)
+	f.Add("user/alice@eu/typing", `{"state":"typing","from":"bob"}`)
+	f.Add("user/alice@eu/receipts", `{"type":"delivered","upTo":"7","peer":"bob@us"}`)
+	f.Add("user/alice@eu/typing", `{"state":"typing","from":"mallory@asia"}`)
+	e := testEphemeral(f)
+	f.Fuzz(func(t *testing.T, topic, payload string) {
+		out, kind := e.translate(topic, []byte(payload))
+		if out.Topic == "" {
+			return
+		}
+		tp := wire.ParseTopic(out.Topic)
+		switch kind {
+		case kindPresence:
+			if tp.Kind != wire.KindPresence || address.RegionOf(tp.Owner) != "us" || !out.Retain {
+				t.Fatalf("%s %q → %+v", topic, payload, out)
+			}
+		case kindTyping, kindReceipt:
+			if tp.Kind != wire.KindUserTyping && tp.Kind != wire.KindReceipts || strings.Contains(tp.Owner, "@") {
+				t.Fatalf("%s %q → %+v", topic, payload, out)
+			}
+			if from := out.UserProps[0].Value; address.RegionOf(from) != "us" || !strings.Contains(string(out.Payload), `"`+from+`"`) {
+				t.Fatalf("%s %q → from %q %s", topic, payload, from, out.Payload)
+			}
+		default:
+			t.Fatalf("%s %q: kind %s with output %+v", topic, payload, kind, out)
+		}
+	})
+}
