@@ -92,12 +92,13 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Links: links, TLS: n.cfg.LinkTLS},
+	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Links: links, TLS: n.cfg.LinkTLS, Node: n.cfg.NodeID},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
-			Publisher: n.link, Registerer: n.registry, Logger: n.log, Routes: n.routes, Blocks: n.Users})
+			Publisher: n.link, Registerer: n.registry, Logger: n.log, Routes: n.routes, Blocks: n.Users, Profiles: n.Users})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	n.Users.SetRemoteProfiles(n.Region)
 	return nil
 }
 

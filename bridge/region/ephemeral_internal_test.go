@@ -1,6 +1,8 @@
 package region
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -76,6 +78,29 @@ func FuzzTranslateEphemeral(f *testing.F) {
 			}
 		default:
 			t.Fatalf("%s %q: kind %s with output %+v", topic, payload, kind, out)
+		}
+	})
+}
+
+// An other region's profile request: anything that is not {"user":name}
+// of a valid user ID on the link's own topic is refused as invalid;
+// the rest is answered with found or not.
+func FuzzAnswerProfileRequest(f *testing.F) {
+	f.Add("$link/us/profile", `{"user":"bob"}`)
+	f.Add("$link/us/profile", `{"user":"bob@eu"}`)
+	f.Add("$link/eu/profile", `{"user":"bob"}`)
+	f.Add("$link/us/profile", `{"user":""}`)
+	e := testEphemeral(f)
+	f.Fuzz(func(t *testing.T, topic, payload string) {
+		out, err := e.b.Answer(context.Background(), "us", topic, []byte(payload))
+		if err != nil {
+			if !errors.Is(err, wire.ErrInvalid) {
+				t.Fatalf("%s %q: %v", topic, payload, err)
+			}
+			return
+		}
+		if topic != ProfileTopic("us") || string(out) != `{"found":false}` {
+			t.Fatalf("%s %q → %s", topic, payload, out)
 		}
 	})
 }

@@ -37,6 +37,8 @@ type linkClient struct {
 	log    *slog.Logger
 	m      *metrics
 	dialTO time.Duration
+	// clientID of the connection; "": $link/{own}, the link's own.
+	clientID string
 
 	// onPublish handles what the other region delivers to this link's
 	// subscriptions (ephemeral.go); nil: nothing.
@@ -141,7 +143,11 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	}
 	cl := paho.NewClient(cc)
 	id := LinkPrefix + l.own
-	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
+	user := id
+	if l.clientID != "" {
+		id = l.clientID
+	}
+	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
 		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true})
 	if err != nil {
 		_ = conn.Close()

@@ -12,6 +12,7 @@ type metrics struct {
 	connects  *prometheus.CounterVec // link, result
 	auth      *prometheus.CounterVec // result
 	ephemeral *prometheus.CounterVec // link, kind
+	profiles  *prometheus.CounterVec // link, result
 }
 
 func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
@@ -26,13 +27,15 @@ func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
 			Help: "CONNECTs of other regions' links, by result (ok, bad_secret, unknown_region, bad_id)."}, []string{"result"}),
 		ephemeral: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_ephemeral_total",
 			Help: "Ephemeral messages (presence, typing, receipts) this region's links received from the regions they subscribe to, by link and kind (presence, typing, receipts, blocked, invalid)."}, []string{"link", "kind"}),
+		profiles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_profile_lookups_total",
+			Help: "Look-ups of profiles of other regions' users, by link and result (cached, fetched, stale, unavailable)."}, []string{"link", "result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	backlog := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_region_link_backlog",
 		Help: "Messages committed here and not yet acknowledged by the other region, by link."}, []string{"link"})
-	for _, c := range []prometheus.Collector{m.sent, m.received, m.connects, m.auth, m.ephemeral, backlogCollector{b, backlog}} {
+	for _, c := range []prometheus.Collector{m.sent, m.received, m.connects, m.auth, m.ephemeral, m.profiles, backlogCollector{b, backlog}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("region: metrics: %w", err)
 		}

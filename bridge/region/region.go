@@ -66,6 +66,12 @@ type Config struct {
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
 	BackoffMax time.Duration
+	// Node is this node's ID: its query connections are
+	// $link/{region}/q/{Node} (profile.go); default "0".
+	Node string
+	// ProfileTTL is how long a profile of another region is cached;
+	// default 5m.
+	ProfileTTL time.Duration
 }
 
 // Registrar installs FSM handlers (*fsm.FSM).
@@ -108,6 +114,9 @@ type Deps struct {
 	// Blocks drops typing and receipts of a blocked user of another
 	// region; nil: none.
 	Blocks Blocks
+	// Profiles answers other regions' profile requests; nil: no user
+	// is found.
+	Profiles Profiles
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -124,6 +133,7 @@ type Bridge struct {
 	queues map[string]*peerqueue.Persistent[item] // while leading
 	eph    map[string]*ephemeral                  // while leading
 	stats  map[string]*linkStats                  // per link, for the life of the bridge
+	q      queries
 }
 
 // New checks the configuration and registers the cursor command's FSM
@@ -144,6 +154,15 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Second
 	}
+	if cfg.ProfileTTL <= 0 {
+		cfg.ProfileTTL = 5 * time.Minute
+	}
+	if cfg.Node == "" {
+		cfg.Node = "0"
+	}
+	if strings.ContainsAny(cfg.Node, "/+#") {
+		return nil, fmt.Errorf("%w: node ID %q", ErrConfig, cfg.Node)
+	}
 	links := map[string]Link{}
 	for _, l := range cfg.Links {
 		switch {
@@ -161,7 +180,8 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		log = slog.Default()
 	}
 	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{},
-		eph: map[string]*ephemeral{}, stats: map[string]*linkStats{}}
+		eph: map[string]*ephemeral{}, stats: map[string]*linkStats{},
+		q: queries{clients: map[string]*queryClient{}, cache: map[string]cachedProfile{}}}
 	for name := range links {
 		b.stats[name] = &linkStats{}
 	}
@@ -226,6 +246,7 @@ func (b *Bridge) Backlog(region string) (uint64, error) { return backlog(b.deps.
 
 // Run runs the outbound links while this node leads, until ctx ends.
 func (b *Bridge) Run(ctx context.Context) error {
+	defer b.closeQueries()
 	if len(b.links) == 0 {
 		<-ctx.Done()
 		return nil
@@ -319,11 +340,16 @@ func (b *Bridge) lead(ctx context.Context) {
 }
 
 // Authenticate checks the CONNECT of another region's link (the
-// broker's Links): client ID and username $link/{region} of a configured
-// link, and its secret (compared in constant time).
+// broker's Links): username $link/{region} of a configured link, client
+// ID the same or, for a node's query connection, $link/{region}/q/{node}
+// (profile.go), and its secret (compared in constant time).
 func (b *Bridge) Authenticate(clientID, username string, password []byte) (string, error) {
-	region, ok := strings.CutPrefix(clientID, LinkPrefix)
-	if !ok || username != clientID {
+	region, ok := strings.CutPrefix(username, LinkPrefix)
+	if ok && clientID != username {
+		node, q := strings.CutPrefix(clientID, username+"/q/")
+		ok = q && node != "" && !strings.ContainsAny(node, "/+#")
+	}
+	if !ok {
 		b.m.auth.WithLabelValues("bad_id").Inc()
 		return "", fmt.Errorf("region: link client ID %q and username %q: want both $link/{region}", clientID, username)
 	}
