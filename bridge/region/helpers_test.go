@@ -142,8 +142,9 @@ func startRegions(t *testing.T, size int, a, b string, secrets map[string]string
 }
 
 // startLinked is startRegions; with certs, every node serves MQTT over
-// TLS with that certificate and the links dial tls:// and trust it.
-func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert) (*region, *region) {
+// TLS with that certificate and the links dial tls:// and trust it;
+// extra options apply to every node of both regions.
+func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert, extra ...nodetest.Option) (*region, *region) {
 	t.Helper()
 	ra, rb := &region{name: a, in: newProxy(t)}, &region{name: b, in: newProxy(t)}
 	start := func(r, other *region) {
@@ -165,10 +166,11 @@ func startLinked(t *testing.T, size int, a, b string, secrets map[string]string,
 				c.Links = []string{other.name + "=tls://" + strings.TrimPrefix(other.in.URL(), "tcp://")}
 			}
 		})
+		opts := append([]nodetest.Option{opt}, extra...)
 		if size == 1 {
-			r.nodes = []*nodetest.Node{nodetest.StartNode(t, opt)}
+			r.nodes = []*nodetest.Node{nodetest.StartNode(t, opts...)}
 		} else {
-			r.nodes = nodetest.StartCluster(t, size, opt)
+			r.nodes = nodetest.StartCluster(t, size, opts...)
 		}
 		r.in.setTarget(r.nodes[0].MQTTAddr())
 		if certs != nil {

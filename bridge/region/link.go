@@ -39,6 +39,8 @@ type linkClient struct {
 	dialTO time.Duration
 	// clientID of the connection; "": $link/{own}, the link's own.
 	clientID string
+	// retention: a message older than this is not sent (ops.go); 0: any.
+	retention time.Duration
 
 	// onPublish handles what the other region delivers to this link's
 	// subscriptions (ephemeral.go); nil: nothing.
@@ -57,6 +59,10 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 		return err
 	}
 	for _, it := range b.Items {
+		if t, ok := messageTime(it.Payload); ok && l.retention > 0 && time.Since(t) > l.retention {
+			l.m.sent.WithLabelValues(l.link.Name, "expired").Inc() // the leader drops it from the outbox (ops.go)
+			continue
+		}
 		payload, err := forwardPayload(it.Payload, l.own)
 		if err != nil {
 			// Not a message we can send (cannot happen for what the

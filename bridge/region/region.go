@@ -72,6 +72,14 @@ type Config struct {
 	// ProfileTTL is how long a profile of another region is cached;
 	// default 5m.
 	ProfileTTL time.Duration
+	// Retention: queued messages older than this are dropped (ops.go);
+	// default DefaultRetention. ExpireEvery is how often the leader
+	// looks; default min(Retention/4, 1m).
+	Retention   time.Duration
+	ExpireEvery time.Duration
+	// BacklogWarn: a backlog older than this is a readiness warning;
+	// default DefaultBacklogWarn.
+	BacklogWarn time.Duration
 }
 
 // Registrar installs FSM handlers (*fsm.FSM).
@@ -156,6 +164,15 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	}
 	if cfg.ProfileTTL <= 0 {
 		cfg.ProfileTTL = 5 * time.Minute
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.ExpireEvery <= 0 {
+		cfg.ExpireEvery = min(cfg.Retention/4, time.Minute)
+	}
+	if cfg.BacklogWarn <= 0 {
+		cfg.BacklogWarn = DefaultBacklogWarn
 	}
 	if cfg.Node == "" {
 		cfg.Node = "0"
@@ -285,7 +302,7 @@ func (b *Bridge) lead(ctx context.Context) {
 	var ephWG sync.WaitGroup
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout, stats: b.stats[name]}
+		lc := &linkClient{link: l, own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout, stats: b.stats[name], retention: b.cfg.Retention}
 		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
@@ -307,6 +324,8 @@ func (b *Bridge) lead(ctx context.Context) {
 		ephWG.Add(1)
 		go func() { defer ephWG.Done(); eph.run(ectx) }()
 	}
+	ephWG.Add(1)
+	go func() { defer ephWG.Done(); b.runExpiry(ectx) }()
 	b.log.Info("region links running on this node (leader)", "links", b.Links())
 	for {
 		changed := b.deps.Leadership.MembersChanged()

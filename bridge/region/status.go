@@ -15,6 +15,7 @@ import (
 type linkStats struct {
 	msgsOut, bytesOut atomic.Uint64
 	msgsIn, bytesIn   atomic.Uint64
+	expired           atomic.Uint64
 
 	mu    sync.Mutex
 	up    bool
