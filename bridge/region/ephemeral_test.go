@@ -153,3 +153,51 @@ func TestEphemeralAcrossRegions(t *testing.T) {
 		}
 	}
 }
+
+// follower is a node of r that does not lead now.
+func (r *region) follower(t *testing.T) *nodetest.Node {
+	t.Helper()
+	l := r.leader(t)
+	for _, n := range r.nodes {
+		if n != l {
+			return n
+		}
+	}
+	t.Fatal("no follower")
+	return nil
+}
+
+// With three nodes a side, the users on followers (the links run on the
+// leaders): alice's subscription on an eu follower is eu's interest,
+// bob's presence, published by his presence home in us, reaches eu's
+// link; typing crosses both ways; a follower answers a remote profile
+// over its own query connection.
+func TestEphemeralThreeNodeRegions(t *testing.T) {
+	eu, us := startRegions(t, 3, "eu", "us", nil)
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	en, un := eu.follower(t), us.follower(t)
+	alice := connect(t, en, "alice", "phone", aliceTok)
+	alice.MustSub(t, "user/alice/#")
+	if code, ack := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("c1", "hi bob")); code != 0 {
+		t.Fatalf("PUBACK %#x %q", code, ack.Properties.ReasonString)
+	}
+	alice.MustSub(t, "presence/bob@us")
+	bob := connect(t, un, "bob", "phone", bobTok)
+	bob.MustSub(t, "user/bob/#")
+	presenceOf(t, alice, "presence/bob@us", "online")
+
+	typing := retry(t, func() { alice.Pub(t, "user/bob@us/typing", 0, `{"state":"typing"}`) }, bob, "user/bob/typing")
+	if string(typing.Payload) != `{"state":"typing","from":"alice@eu"}` {
+		t.Fatalf("bob got typing %s", typing.Payload)
+	}
+	typing = retry(t, func() { bob.Pub(t, "user/alice@eu/typing", 0, `{"state":"typing"}`) }, alice, "user/alice/typing")
+	if string(typing.Payload) != `{"state":"typing","from":"bob@us"}` {
+		t.Fatalf("alice got typing %s", typing.Payload)
+	}
+	var p struct {
+		UserID string `json:"userId"`
+	}
+	if c := call(t, en, aliceTok, "GET", "/user/bob@us", nil, &p); c != 200 || p.UserID != "bob@us" {
+		t.Fatalf("GET /user/bob@us on a follower: %d %+v", c, p)
+	}
+}
