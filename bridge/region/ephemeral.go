@@ -23,7 +23,9 @@ package region
 // Subscriptions are QoS 0 on a clean session without expiry: while the
 // link is down nothing is queued, and presence of the watched users is
 // republished here as "unknown" until the link is back (the retained
-// presence of the other region then arrives with the new subscription).
+// presence of the other region then arrives with the new subscription);
+// so is the presence of a user nobody here watches any more, whose copy
+// would otherwise go stale.
 //
 // What arrives is republished in this region with the sender qualified:
 // presence/bob becomes the retained presence/bob@us; a typing
@@ -167,6 +169,10 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 			}
 			for _, f := range del {
 				delete(subscribed, f)
+				// Nobody here watches any more: the copy would go stale.
+				name := strings.TrimPrefix(f, "presence/")
+				p := wire.Presence{Status: StatusUnknown, LastSeen: e.lastSeen(name)}
+				e.republish(wire.Outbound{Topic: wire.PresenceTopic(address.Qualify(name, e.link)), Payload: mustJSON(p), Retain: true})
 			}
 		}
 		select {

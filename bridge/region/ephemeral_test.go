@@ -1,6 +1,7 @@
 package region_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -102,6 +103,17 @@ func TestEphemeralAcrossRegions(t *testing.T) {
 	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
 	bob.MustSub(t, "user/bob/#")
 	presenceOf(t, alice, "presence/bob@us", "online")
+	httpPresence := func(want string) {
+		t.Helper()
+		nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			var p presenceMsg
+			if c := call(t, eu.nodes[0], aliceTok, "GET", "/presence/bob@us", nil, &p); c != 200 || p.Status != want {
+				return fmt.Errorf("GET /presence/bob@us: %d %+v, want %s", c, p, want)
+			}
+			return nil
+		})
+	}
+	httpPresence("online")
 	n := counter(t, eu.nodes[0], "edgechat_region_link_ephemeral_total", `kind="presence"`)
 	got := 0 // what crossed the link about bob ("unknown" is eu's own, while the link was still connecting)
 	for _, m := range alice.Received("presence/bob@us") {
@@ -144,6 +156,7 @@ func TestEphemeralAcrossRegions(t *testing.T) {
 	// typing meanwhile is dropped.
 	us.in.setCut(true)
 	presenceOf(t, alice, "presence/bob@us", "unknown")
+	httpPresence("unknown")
 	bob.Pub(t, "user/alice@eu/typing", 0, `{"state":"typing"}`)
 	us.in.setCut(false)
 	presenceOf(t, alice, "presence/bob@us", "online")
@@ -152,6 +165,15 @@ func TestEphemeralAcrossRegions(t *testing.T) {
 			t.Fatalf("typing sent while the link was down reached alice: %s", m.Payload)
 		}
 	}
+	httpPresence("online")
+	// Nobody in eu watches bob any more: eu's copy says unknown rather
+	// than go stale.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := alice.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"presence/bob@us"}}); err != nil {
+		t.Fatal(err)
+	}
+	httpPresence("unknown")
 }
 
 // follower is a node of r that does not lead now.

@@ -28,7 +28,7 @@ func retainedPresence(store RetainedStore) Retained {
 type retainedReader struct{ store RetainedStore }
 
 func (r retainedReader) RetainedPresence(uid string) (wire.Presence, bool) {
-	if wire.ValidUserID(uid) != nil {
+	if wire.ValidPeerID(uid) != nil { // bob@us: the region link's copy
 		return wire.Presence{}, false
 	}
 	payload, ok := r.store.Retained(wire.PresenceTopic(uid))
