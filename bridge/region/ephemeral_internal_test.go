@@ -104,3 +104,34 @@ func FuzzAnswerProfileRequest(f *testing.F) {
 		}
 	})
 }
+
+// A link connects as $link/{region} or, for a node's query connection,
+// $link/{region}/q/{node}, always with username $link/{region}.
+func TestAuthenticateQueryConnection(t *testing.T) {
+	e := testEphemeral(t)
+	b := e.b
+	b.links = map[string]Link{"us": {Name: "us", Secret: "a-shared-link-secret-of-the-test"}}
+	for _, c := range []struct {
+		id, user string
+		ok       bool
+	}{
+		{"$link/us", "$link/us", true},
+		{"$link/us/q/n1", "$link/us", true},
+		{"$link/us/q/", "$link/us", false},
+		{"$link/us/q/n1/x", "$link/us", false},
+		{"$link/us/x/n1", "$link/us", false},
+		{"$link/us/q/n+", "$link/us", false},
+		{"$link/us/q/n1", "$link/eu", false},
+		{"$link/us", "$link/us/q/n1", false},
+		{"$link/eu", "$link/eu", false},
+		{"bob", "$link/us", false},
+	} {
+		region, err := b.Authenticate(c.id, c.user, []byte("a-shared-link-secret-of-the-test"))
+		if (err == nil) != c.ok || c.ok && region != "us" {
+			t.Errorf("client ID %q username %q: %q %v, want ok %v", c.id, c.user, region, err, c.ok)
+		}
+	}
+	if _, err := b.Authenticate("$link/us/q/n1", "$link/us", []byte("wrong-secret-of-sixteen-bytes")); err == nil {
+		t.Error("a query connection with a wrong secret was accepted")
+	}
+}
