@@ -193,8 +193,12 @@ func (r *region) follower(t *testing.T) *nodetest.Node {
 // leaders): alice's subscription on an eu follower is eu's interest,
 // bob's presence, published by his presence home in us, reaches eu's
 // link; typing crosses both ways; a follower answers a remote profile
-// over its own query connection.
+// over its own query connection; after eu's leader goes, the next one
+// carries typing both ways.
 func TestEphemeralThreeNodeRegions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("six nodes")
+	}
 	eu, us := startRegions(t, 3, "eu", "us", nil)
 	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
 	en, un := eu.follower(t), us.follower(t)
@@ -221,5 +225,24 @@ func TestEphemeralThreeNodeRegions(t *testing.T) {
 	}
 	if c := call(t, en, aliceTok, "GET", "/user/bob@us", nil, &p); c != 200 || p.UserID != "bob@us" {
 		t.Fatalf("GET /user/bob@us on a follower: %d %+v", c, p)
+	}
+
+	// eu's leader goes: the next one subscribes again, and bob's typing
+	// reaches alice through it. (us's link into eu lands on eu.nodes[0]:
+	// if that is the leader, it is pointed at alice's node.)
+	lead := eu.leader(t)
+	if lead == eu.nodes[0] {
+		eu.in.setTarget(en.MQTTAddr())
+	}
+	if err := lead.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	typing = retry(t, func() { bob.Pub(t, "user/alice@eu/typing", 0, `{"state":"stopped"}`) }, alice, "user/alice/typing")
+	if string(typing.Payload) != `{"state":"stopped","from":"bob@us"}` {
+		t.Fatalf("alice got typing after eu's leader change: %s", typing.Payload)
+	}
+	typing = retry(t, func() { alice.Pub(t, "user/bob@us/typing", 0, `{"state":"stopped"}`) }, bob, "user/bob/typing")
+	if string(typing.Payload) != `{"state":"stopped","from":"alice@eu"}` {
+		t.Fatalf("bob got typing after eu's leader change: %s", typing.Payload)
 	}
 }
