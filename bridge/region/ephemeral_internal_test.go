@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -133,5 +134,31 @@ func TestAuthenticateQueryConnection(t *testing.T) {
 	}
 	if _, err := b.Authenticate("$link/us/q/n1", "$link/us", []byte("wrong-secret-of-sixteen-bytes")); err == nil {
 		t.Error("a query connection with a wrong secret was accepted")
+	}
+}
+
+// With the link down, an expired cached profile is served; a user never
+// fetched is unavailable.
+func TestRemoteProfileStaleWhileLinkDown(t *testing.T) {
+	e := testEphemeral(t)
+	b := e.b
+	b.cfg.Timeout, b.cfg.ProfileTTL, b.cfg.Node = time.Second, time.Minute, "n1"
+	b.links = map[string]Link{"us": {Name: "us", URL: "tcp://127.0.0.1:1", Secret: "a-shared-link-secret-of-the-test"}}
+	b.q = queries{clients: map[string]*queryClient{}, cache: map[string]cachedProfile{
+		"bob@us": {profile: []byte(`{"userId":"bob@us"}`), expires: time.Now().Add(-time.Hour)},
+		"eve@us": {expires: time.Now().Add(-time.Hour)}, // no such user, as of an hour ago
+	}}
+	defer b.closeQueries()
+	if p, err := b.RemoteProfile(context.Background(), "bob@us"); err != nil || string(p) != `{"userId":"bob@us"}` {
+		t.Fatalf("bob@us: %s %v", p, err)
+	}
+	if _, err := b.RemoteProfile(context.Background(), "eve@us"); !errors.Is(err, wire.ErrNotFound) {
+		t.Fatalf("eve@us: %v, want not found", err)
+	}
+	if _, err := b.RemoteProfile(context.Background(), "carol@us"); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("carol@us: %v, want unavailable", err)
+	}
+	if _, err := b.RemoteProfile(context.Background(), "carol@mars"); !errors.Is(err, wire.ErrNotFound) {
+		t.Fatalf("carol@mars: %v, want not found", err)
 	}
 }
