@@ -67,6 +67,10 @@ type Blocks interface {
 	IsBlocked(blocker, blocked string) bool
 }
 
+// maxFiltersPerSubscribe keeps a SUBSCRIBE or UNSUBSCRIBE of many
+// watched users well under any broker's packet size limit.
+const maxFiltersPerSubscribe = 200
+
 // ephemeral runs one link's subscriptions on the leader.
 type ephemeral struct {
 	b    *Bridge
@@ -120,19 +124,21 @@ func (e *ephemeral) run(ctx context.Context) {
 func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Context) {
 	subscribed := map[string]bool{}
 	sub := func(filters ...string) bool {
-		if len(filters) == 0 {
-			return true
-		}
-		s := &paho.Subscribe{}
-		for _, f := range filters {
-			s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 0})
-		}
-		sctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
-		defer cancel()
-		if _, err := cl.Subscribe(sctx, s); err != nil {
-			e.b.log.Warn("region link: subscribe failed", "link", e.link, "err", err)
-			e.lc.drop(cl)
-			return false
+		for len(filters) > 0 {
+			n := min(len(filters), maxFiltersPerSubscribe)
+			s := &paho.Subscribe{}
+			for _, f := range filters[:n] {
+				s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 0})
+			}
+			filters = filters[n:]
+			sctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
+			_, err := cl.Subscribe(sctx, s)
+			cancel()
+			if err != nil {
+				e.b.log.Warn("region link: subscribe failed", "link", e.link, "err", err)
+				e.lc.drop(cl)
+				return false
+			}
 		}
 		return true
 	}
@@ -159,21 +165,26 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 		for _, f := range add {
 			subscribed[f] = true
 		}
-		if len(del) > 0 {
+		for len(del) > 0 {
+			n := min(len(del), maxFiltersPerSubscribe)
 			uctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
-			_, err := cl.Unsubscribe(uctx, &paho.Unsubscribe{Topics: del})
+			_, err := cl.Unsubscribe(uctx, &paho.Unsubscribe{Topics: del[:n]})
 			cancel()
 			if err != nil {
 				e.lc.drop(cl)
 				return
 			}
-			for _, f := range del {
+			for _, f := range del[:n] {
 				delete(subscribed, f)
 				// Nobody here watches any more: the copy would go stale.
 				name := strings.TrimPrefix(f, "presence/")
 				p := wire.Presence{Status: StatusUnknown, LastSeen: e.lastSeen(name)}
 				e.republish(wire.Outbound{Topic: wire.PresenceTopic(address.Qualify(name, e.link)), Payload: mustJSON(p), Retain: true})
+				e.b.mu.Lock()
+				delete(e.last, name)
+				e.b.mu.Unlock()
 			}
+			del = del[n:]
 		}
 		select {
 		case <-ctx.Done():

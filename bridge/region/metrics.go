@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_sent_total",
 			Help: "Messages this region's links sent to other regions, by link and result (acknowledged, refused, unreadable)."}, []string{"link", "result"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_received_total",
-			Help: "Messages other regions' links brought, by link and result (stored, duplicate, forged, misrouted, invalid, no_such_user, forbidden, unavailable)."}, []string{"link", "result"}),
+			Help: "Messages other regions' links brought, by link and result (stored, duplicate, forged, misrouted, invalid, no_such_user, forbidden, unavailable; profile_request: a profile asked for and answered)."}, []string{"link", "result"}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_connects_total",
 			Help: "Connection attempts of this region's links, by link and result (connected, dial_failed, refused)."}, []string{"link", "result"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_auth_total",
