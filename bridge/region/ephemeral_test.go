@@ -114,17 +114,23 @@ func TestEphemeralAcrossRegions(t *testing.T) {
 		})
 	}
 	httpPresence("online")
-	n := counter(t, eu.nodes[0], "edgechat_region_link_ephemeral_total", `kind="presence"`)
-	got := 0 // what crossed the link about bob ("unknown" is eu's own, while the link was still connecting)
-	for _, m := range alice.Received("presence/bob@us") {
-		var p presenceMsg
-		if json.Unmarshal(m.Payload, &p) == nil && p.Status != "unknown" {
-			got++
+	// Every presence message eu's link received is one alice got about
+	// bob (a retained copy and a live one may both arrive while the link
+	// subscribes, hence the wait): carol's never crossed.
+	nodetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		n := counter(t, eu.nodes[0], "edgechat_region_link_ephemeral_total", `kind="presence"`)
+		got := 0 // "unknown" is eu's own, published while the link was still connecting
+		for _, m := range alice.Received("presence/bob@us") {
+			var p presenceMsg
+			if json.Unmarshal(m.Payload, &p) == nil && p.Status != "unknown" {
+				got++
+			}
 		}
-	}
-	if n != float64(got) {
-		t.Fatalf("eu's link received %v presence messages, alice got %d about bob: carol's crossed", n, got)
-	}
+		if n != float64(got) || n == 0 {
+			return fmt.Errorf("eu's link received %v presence messages, alice got %d about bob", n, got)
+		}
+		return nil
+	})
 
 	typing := retry(t, func() { alice.Pub(t, "user/bob@us/typing", 0, `{"state":"typing"}`) }, bob, "user/bob/typing")
 	if string(typing.Payload) != `{"state":"typing","from":"alice@eu"}` || typing.Properties.User.Get("from") != "alice@eu" {
