@@ -34,6 +34,13 @@ type Links interface {
 	// message): the link skips those; anything else (wire.ErrUnavailable)
 	// it resends.
 	Receive(ctx context.Context, region, topic string, payload []byte) error
+	// Linked tells whether region is a configured link.
+	Linked(region string) bool
+	// Answer handles a request of region's link: a QoS 1 publish with an
+	// MQTT 5 response topic (under $link/{region}/). The broker publishes
+	// the answer there with the request's correlation data, then sends
+	// the PUBACK. Errors as for Receive.
+	Answer(ctx context.Context, region, topic string, payload []byte) ([]byte, error)
 }
 
 var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: not a link of this region"}, v3: 0x04, metric: "connect_link"}
@@ -67,9 +74,29 @@ func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Prin
 }
 
 // linkAllowed is the ACL of a link connection: it publishes under its own
-// $link/{region}/ and reads nothing.
+// $link/{region}/. It reads the ephemeral traffic its region is
+// interested in (bridge/region, ephemeral.go): it subscribes to
+// user/+/typing and user/+/receipts, of which it gets only what is
+// addressed to users of its region (user/bob@{region}/typing), and to
+// presence/{name} of users of this region, one by one.
 func linkAllowed(p wire.Principal, topic string, write bool) bool {
-	return write && strings.HasPrefix(topic, LinkPrefix+p.Link+"/") && !strings.ContainsAny(topic, "+#")
+	if write {
+		return strings.HasPrefix(topic, LinkPrefix+p.Link+"/") && !strings.ContainsAny(topic, "+#")
+	}
+	if topic == "user/+/typing" || topic == "user/+/receipts" {
+		return true // a filter: each delivery is checked below
+	}
+	if rest, ok := strings.CutPrefix(topic, LinkPrefix+p.Link+"/reply/"); ok {
+		return rest != "" && !strings.ContainsAny(rest, "/+#") // a query connection's answers (bridge/region, profile.go)
+	}
+	t := wire.ParseTopic(topic)
+	switch t.Kind {
+	case wire.KindUserTyping, wire.KindReceipts:
+		return address.RegionOf(t.Owner) == p.Link
+	case wire.KindPresence:
+		return strings.IndexByte(t.Owner, '@') < 0
+	}
+	return false
 }
 
 // publishLink hands a link's publish to Links and acknowledges it only
@@ -82,6 +109,9 @@ func (b *Broker) publishLink(cl *mqtt.Client, pk packets.Packet, p wire.Principa
 	}
 	ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
 	defer cancel()
+	if rt := pk.Properties.ResponseTopic; rt != "" {
+		return b.answerLink(ctx, cl, pk, p, rt)
+	}
 	if err := b.deps.Links.Receive(ctx, p.Link, pk.TopicName, pk.Payload); err != nil {
 		code, reason := depCode(err)
 		if errors.Is(err, wire.ErrForbidden) || errors.Is(err, wire.ErrNotFound) {
@@ -107,4 +137,47 @@ func (b *Broker) localPeer(to string) (peer string, remote bool) {
 		return a.Name, false
 	}
 	return to, true
+}
+
+// ephemeralPeer resolves the owner of user/{owner}/typing or
+// .../receipts: name@{own region} is the local name (the topic is
+// rewritten to it); a user of a linked region stays qualified (the
+// message goes to the region link's subscription, bridge/region); any
+// other region is ok false.
+func (b *Broker) ephemeralPeer(pk *packets.Packet, owner, leaf string) (peer string, ok bool) {
+	peer, remote := b.localPeer(owner)
+	if remote {
+		return peer, b.deps.Links != nil && b.deps.Links.Linked(address.RegionOf(peer))
+	}
+	if peer != owner {
+		pk.TopicName = "user/" + peer + "/" + leaf
+	}
+	return peer, true
+}
+
+// answerLink answers a link's request on its response topic, which must
+// be under the link's own $link/{region}/ (a link reads nothing else).
+func (b *Broker) answerLink(ctx context.Context, cl *mqtt.Client, pk packets.Packet, p wire.Principal, rt string) (packets.Packet, error) {
+	const class = "link"
+	if !linkAllowed(p, rt, true) {
+		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
+	}
+	answer, err := b.deps.Links.Answer(ctx, p.Link, pk.TopicName, pk.Payload)
+	if err != nil {
+		code, reason := depCode(err)
+		b.log.Debug("link request refused", "region", p.Link, "topic", pk.TopicName, "error", err)
+		return b.refuse(cl, pk, class, reason, code)
+	}
+	out := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   rt,
+		Payload:     answer,
+		Properties:  packets.Properties{CorrelationData: pk.Properties.CorrelationData},
+		PacketID:    1, // mochi needs an ID for validation; inline publishes never use it
+	}
+	if err := b.srv.InjectPacket(b.inline, out); err != nil {
+		b.log.Warn("link answer not published", "region", p.Link, "topic", rt, "error", err)
+		return b.refuse(cl, pk, class, "unavailable", packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: reasonNotCommitted})
+	}
+	return pk, packets.CodeSuccessIgnore
 }

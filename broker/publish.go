@@ -58,6 +58,12 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 		}
 		return pk, packets.CodeSuccessIgnore // acknowledged, never delivered nor retained
 	case wire.KindUserTyping, wire.KindGroupTyping:
+		if t.Kind == wire.KindUserTyping {
+			var ok bool
+			if t.Owner, ok = b.ephemeralPeer(&pk, t.Owner, "typing"); !ok {
+				return b.refuse(cl, pk, class, "no_region", packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic name invalid: unknown region"})
+			}
+		}
 		// The ACL let only members through to a group; a user who
 		// blocked the sender does not see them typing.
 		if t.Kind == wire.KindUserTyping && b.blocked(t.Owner, p.UserID) {
@@ -71,6 +77,10 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 		pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}
 		return pk, nil
 	case wire.KindReceipts:
+		var ok bool
+		if t.Owner, ok = b.ephemeralPeer(&pk, t.Owner, "receipts"); !ok {
+			return b.refuse(cl, pk, class, "no_region", packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic name invalid: unknown region"})
+		}
 		return b.publishReceipt(cl, pk, p, t.Owner, class)
 	}
 	// Presence, events, $SYS, malformed chat names: the ACL

@@ -88,6 +88,11 @@ type Config struct {
 	RegionNumber   int      `yaml:"region_number"`    // 0..15, unique among linked regions (Snowflake machine bits)
 	Links          []string `yaml:"links"`            // NAME=URL of other regions' MQTT listeners
 	LinkSecretFile string   `yaml:"link_secret_file"` // the links' secrets
+	// LinkRetention: messages queued for another region longer than this
+	// are dropped; LinkBacklogWarn: a backlog older than this is a
+	// /readyz warning.
+	LinkRetention   time.Duration `yaml:"link_retention"`
+	LinkBacklogWarn time.Duration `yaml:"link_backlog_warn"`
 	// Roles are the optional duties of this node (nil: all of them).
 	Roles []string `yaml:"roles"`
 	// Media (docs/operations.md "Media"); see mediaconfig.go.
@@ -161,20 +166,22 @@ type Config struct {
 // Defaults returns the configuration of `edgechat serve` with no flags.
 func Defaults() Config {
 	return Config{
-		DataDir:       "./data",
-		WebClient:     true,
-		HTTPAddr:      ":8080",
-		MQTTAddr:      ":1883",
-		MQTTSAddr:     ":8883",
-		NodeID:        "n1",
-		ClusterAddr:   ":7946",
-		Heartbeat:     10 * time.Second,
-		PresenceGrace: 5 * time.Second,
-		AccessTTL:     15 * time.Minute,
-		RaftTimeout:   cluster.DefaultHeartbeatTimeout,
-		LogLevel:      "info",
-		LogFormat:     "text",
-		Region:        DefaultRegion,
+		DataDir:         "./data",
+		WebClient:       true,
+		HTTPAddr:        ":8080",
+		MQTTAddr:        ":1883",
+		MQTTSAddr:       ":8883",
+		NodeID:          "n1",
+		ClusterAddr:     ":7946",
+		Heartbeat:       10 * time.Second,
+		PresenceGrace:   5 * time.Second,
+		AccessTTL:       15 * time.Minute,
+		RaftTimeout:     cluster.DefaultHeartbeatTimeout,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		Region:          DefaultRegion,
+		LinkRetention:   7 * 24 * time.Hour, // region.DefaultRetention
+		LinkBacklogWarn: 10 * time.Minute,   // region.DefaultBacklogWarn
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",

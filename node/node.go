@@ -369,7 +369,7 @@ func (n *Node) buildHTTP() (err error) {
 	}
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
 		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Media.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes(),
-		n.Backup.Routes()} {
+		n.Backup.Routes(), n.Region.Routes()} {
 		n.Gateway.Mount(routes...)
 	}
 	if n.IDP != nil {
@@ -431,22 +431,24 @@ func (n *Node) readiness() error {
 }
 
 // warnings are what a ready node tells its operators in /readyz: a
-// scheduled backup overdue (on the leader, which takes them: followers
+// region link's backlog older than --link-backlog-warn, a scheduled
+// backup overdue (on the leader, which takes them: followers
 // know of the backups only from when they last led).
 func (n *Node) warnings() []string {
+	links := n.Region.Warnings() // an old backlog of a region link
 	if n.Backup == nil {
-		return nil
+		return links
 	}
 	sched := n.Backup.Scheduler()
 	if sched == nil || !n.raft.IsLeader() || !sched.Overdue() {
-		return nil
+		return links
 	}
 	st := sched.Status()
 	age := "no backup yet"
 	if st.AgeSec > 0 {
 		age = "the newest backup is " + (time.Duration(st.AgeSec) * time.Second).String() + " old"
 	}
-	return []string{fmt.Sprintf("backup overdue: %s, over twice --backup-every (%v)", age, st.Every)}
+	return append(links, fmt.Sprintf("backup overdue: %s, over twice --backup-every (%v)", age, st.Every))
 }
 
 // backupStatus is the scheduled backups' status for GET /admin/archive

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -30,6 +31,8 @@ var regionSettings = []setting{
 		}
 		return nil
 	}},
+	{name: "link-retention", usage: "drop messages queued for another region longer than this (they never reach it; counted and logged) so a dead link cannot fill the disk", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkRetention })},
+	{name: "link-backlog-warn", usage: "warn in /readyz when a link's oldest queued message is older than this", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkBacklogWarn })},
 	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each)", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},
 }
 
@@ -98,13 +101,16 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: n.cfg.LinkTLS},
+	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: n.cfg.LinkTLS, Node: n.cfg.NodeID,
+		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
-			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n}})
+			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n},
+			Routes: n.routes, Blocks: n.Users, Profiles: n.Users})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.Users.SetRegions(n.Region)
+	n.Users.SetRemoteProfiles(n.Region)
 	// A committed change of a group of ours stages its state for the
 	// regions with members (bridge/region groups.go).
 	n.Users.SetGroupHook(func(tx *badger.Txn, gid string) (func(), error) {

@@ -142,14 +142,15 @@ func startRegions(t *testing.T, size int, a, b string, secrets map[string]string
 }
 
 // startLinked is startRegions; with certs, every node serves MQTT over
-// TLS with that certificate and the links dial tls:// and trust it.
-func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert) (*region, *region) {
+// TLS with that certificate and the links dial tls:// and trust it;
+// extra options apply to every node of both regions.
+func startLinked(t *testing.T, size int, a, b string, secrets map[string]string, certs *testCert, extra ...nodetest.Option) (*region, *region) {
 	t.Helper()
-	return startNumbered(t, size, a, b, secrets, certs, map[string]int{a: 1, b: 2})
+	return startNumbered(t, size, a, b, secrets, certs, map[string]int{a: 1, b: 2}, extra...)
 }
 
 // startNumbered is startLinked with the regions' --region-number given.
-func startNumbered(t testing.TB, size int, a, b string, secrets map[string]string, certs *testCert, numbers map[string]int) (*region, *region) {
+func startNumbered(t testing.TB, size int, a, b string, secrets map[string]string, certs *testCert, numbers map[string]int, extra ...nodetest.Option) (*region, *region) {
 	t.Helper()
 	ra, rb := &region{name: a, in: newProxy(t)}, &region{name: b, in: newProxy(t)}
 	start := func(r, other *region) {
@@ -172,10 +173,11 @@ func startNumbered(t testing.TB, size int, a, b string, secrets map[string]strin
 				c.Links = []string{other.name + "=tls://" + strings.TrimPrefix(other.in.URL(), "tcp://")}
 			}
 		})
+		opts := append([]nodetest.Option{opt}, extra...)
 		if size == 1 {
-			r.nodes = []*nodetest.Node{nodetest.StartNode(t, opt)}
+			r.nodes = []*nodetest.Node{nodetest.StartNode(t, opts...)}
 		} else {
-			r.nodes = nodetest.StartCluster(t, size, opt)
+			r.nodes = nodetest.StartCluster(t, size, opts...)
 		}
 		r.in.setTarget(r.nodes[0].MQTTAddr())
 		if certs != nil {

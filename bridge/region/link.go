@@ -40,6 +40,15 @@ type linkClient struct {
 	m      *metrics
 	gm     *groupMetrics
 	dialTO time.Duration
+	// clientID of the connection; "": $link/{own}, the link's own.
+	clientID string
+	// retention: a message older than this is not sent (ops.go); 0: any.
+	retention time.Duration
+
+	// onPublish handles what the other region delivers to this link's
+	// subscriptions (ephemeral.go); nil: nothing.
+	onPublish func(paho.PublishReceived) (bool, error)
+	stats     *linkStats // bytes and messages per direction (status.go)
 
 	mu    sync.Mutex
 	cl    *paho.Client
@@ -54,6 +63,10 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 	}
 	var entries []outgoing
 	for _, it := range b.Items {
+		if t, ok := messageTime(it.Payload); ok && l.retention > 0 && time.Since(t) > l.retention {
+			l.m.sent.WithLabelValues(l.link.Name, "expired").Inc() // the leader drops it from the outbox (ops.go)
+			continue
+		}
 		topic, payload, kind, err := linkPayload(it.Payload, l.own)
 		if err != nil || !json.Valid(payload) {
 			// Not a message we can send (cannot happen for what the
@@ -97,6 +110,7 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 				l.gm.sent.WithLabelValues(l.link.Name, e.kind).Inc()
 			}
 		}
+		l.stats.outMany(len(groups[i]), len(payload))
 	}
 	return nil
 }
@@ -150,9 +164,17 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
 		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
-	cl := paho.NewClient(paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO})
+	cc := paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO}
+	if l.onPublish != nil {
+		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
+	}
+	cl := paho.NewClient(cc)
 	id := LinkPrefix + l.own
-	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: id, UsernameFlag: true,
+	user := id
+	if l.clientID != "" {
+		id = l.clientID
+	}
+	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
 		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true,
 		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
@@ -167,6 +189,8 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
 	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
 	l.cl, l.alive = cl, ctxOfDone(cl.Done()) // one goroutine per connection, ending with it
+	l.stats.setUp(true, time.Now())
+	context.AfterFunc(l.alive, func() { l.stats.setUp(false, time.Now()) })
 	return cl, l.alive, nil
 }
 

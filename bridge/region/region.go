@@ -71,6 +71,20 @@ type Config struct {
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
 	BackoffMax time.Duration
+	// Node is this node's ID: its query connections are
+	// $link/{region}/q/{Node} (profile.go); default "0".
+	Node string
+	// ProfileTTL is how long a profile of another region is cached;
+	// default 5m.
+	ProfileTTL time.Duration
+	// Retention: queued messages older than this are dropped (ops.go);
+	// default DefaultRetention. ExpireEvery is how often the leader
+	// looks; default min(Retention/4, 1m).
+	Retention   time.Duration
+	ExpireEvery time.Duration
+	// BacklogWarn: a backlog older than this is a readiness warning;
+	// default DefaultBacklogWarn.
+	BacklogWarn time.Duration
 }
 
 // Registrar installs FSM handlers (*fsm.FSM).
@@ -96,8 +110,8 @@ type Publisher interface {
 	Publish(o wire.Outbound) error
 }
 
-// Deps are the bridge's collaborators; all are required but Registerer
-// and Logger.
+// Deps are the bridge's collaborators; all are required but Registerer,
+// Logger, Routes and Blocks.
 type Deps struct {
 	DB         *badger.DB
 	FSM        Registrar
@@ -111,6 +125,15 @@ type Deps struct {
 	// nil: group traffic of links is refused.
 	Mirrors    Mirrors
 	GroupStore GroupStore
+	// Routes is the region's subscriptions, its interest in users of
+	// other regions (interest.go); nil: no presence crosses.
+	Routes Routes
+	// Blocks drops typing and receipts of a blocked user of another
+	// region; nil: none.
+	Blocks Blocks
+	// Profiles answers other regions' profile requests; nil: no user
+	// is found.
+	Profiles Profiles
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -126,6 +149,9 @@ type Bridge struct {
 
 	mu     sync.Mutex
 	queues map[string]*peerqueue.Persistent[item] // while leading
+	eph    map[string]*ephemeral                  // while leading
+	stats  map[string]*linkStats                  // per link, for the life of the bridge
+	q      queries
 }
 
 // New checks the configuration and registers the cursor command's FSM
@@ -149,6 +175,24 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	if cfg.Number < 0 || cfg.Number > MaxRegionNumber {
 		return nil, fmt.Errorf("%w: region number %d: want 0 to %d", ErrConfig, cfg.Number, MaxRegionNumber)
 	}
+	if cfg.ProfileTTL <= 0 {
+		cfg.ProfileTTL = 5 * time.Minute
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.ExpireEvery <= 0 {
+		cfg.ExpireEvery = min(cfg.Retention/4, time.Minute)
+	}
+	if cfg.BacklogWarn <= 0 {
+		cfg.BacklogWarn = DefaultBacklogWarn
+	}
+	if cfg.Node == "" {
+		cfg.Node = "0"
+	}
+	if strings.ContainsAny(cfg.Node, "/+#") {
+		return nil, fmt.Errorf("%w: node ID %q", ErrConfig, cfg.Node)
+	}
 	links := map[string]Link{}
 	for _, l := range cfg.Links {
 		switch {
@@ -165,7 +209,15 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{}}
+	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{},
+		eph: map[string]*ephemeral{}, stats: map[string]*linkStats{},
+		q: queries{clients: map[string]*queryClient{}, cache: map[string]cachedProfile{}}}
+	for name := range links {
+		b.stats[name] = &linkStats{}
+	}
+	if deps.Routes != nil {
+		deps.Routes.OnChange(b.routeChanged)
+	}
 	var err error
 	if b.m, err = newMetrics(deps.Registerer, b); err != nil {
 		return nil, err
@@ -227,6 +279,7 @@ func (b *Bridge) Backlog(region string) (uint64, error) { return backlog(b.deps.
 
 // Run runs the outbound links while this node leads, until ctx ends.
 func (b *Bridge) Run(ctx context.Context) error {
+	defer b.closeQueries()
 	if len(b.links) == 0 {
 		<-ctx.Done()
 		return nil
@@ -261,9 +314,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 // lead runs one persistent queue per link until leadership or ctx ends.
 func (b *Bridge) lead(ctx context.Context) {
 	var clients []*linkClient
+	ectx, stopEph := context.WithCancel(ctx)
+	var ephWG sync.WaitGroup
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout}
+		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout, stats: b.stats[name], retention: b.cfg.Retention}
+		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
 		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
@@ -279,8 +335,13 @@ func (b *Bridge) lead(ctx context.Context) {
 		clients = append(clients, lc)
 		b.mu.Lock()
 		b.queues[name] = q
+		b.eph[name] = eph
 		b.mu.Unlock()
+		ephWG.Add(1)
+		go func() { defer ephWG.Done(); eph.run(ectx) }()
 	}
+	ephWG.Add(1)
+	go func() { defer ephWG.Done(); b.runExpiry(ectx) }()
 	b.log.Info("region links running on this node (leader)", "links", b.Links())
 	for {
 		changed := b.deps.Leadership.MembersChanged()
@@ -294,9 +355,12 @@ func (b *Bridge) lead(ctx context.Context) {
 		}
 		break
 	}
+	stopEph()
+	ephWG.Wait()
 	b.mu.Lock()
 	qs := b.queues
 	b.queues = map[string]*peerqueue.Persistent[item]{}
+	b.eph = map[string]*ephemeral{}
 	b.mu.Unlock()
 	for _, q := range qs {
 		q.Close()
@@ -311,12 +375,17 @@ func (b *Bridge) lead(ctx context.Context) {
 }
 
 // Authenticate checks the CONNECT of another region's link (the
-// broker's Links): client ID and username $link/{region} of a configured
-// link, its secret (compared in constant time) and the region number it
-// tells (user property region-number), which must not be ours.
+// broker's Links): username $link/{region} of a configured link, client
+// ID the same or, for a node's query connection, $link/{region}/q/{node}
+// (profile.go), its secret (compared in constant time) and the region
+// number it tells (user property region-number), which must not be ours.
 func (b *Bridge) Authenticate(clientID, username string, password []byte, number string) (string, error) {
-	region, ok := strings.CutPrefix(clientID, LinkPrefix)
-	if !ok || username != clientID {
+	region, ok := strings.CutPrefix(username, LinkPrefix)
+	if ok && clientID != username {
+		node, q := strings.CutPrefix(clientID, username+"/q/")
+		ok = q && node != "" && !strings.ContainsAny(node, "/+#")
+	}
+	if !ok {
 		b.m.auth.WithLabelValues("bad_id").Inc()
 		return "", fmt.Errorf("region: link client ID %q and username %q: want both $link/{region}", clientID, username)
 	}
@@ -350,6 +419,7 @@ type remoteHead struct {
 // direct message from a user of region to a user of this one, stored
 // with the origin's ID, delivered, and only then acknowledged.
 func (b *Bridge) Receive(ctx context.Context, region, topic string, payload []byte) error {
+	b.stats[region].in(len(topic) + len(payload))
 	switch topic {
 	case DMTopic(region):
 		wait, err := b.startDM(ctx, region, payload) // batch.go

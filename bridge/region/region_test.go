@@ -171,7 +171,10 @@ func TestUnknownRegionRefused(t *testing.T) {
 	if code != 0x90 || ack.Properties.ReasonString != "topic name invalid: unknown region" {
 		t.Fatalf("to mars: %#x %q", code, ack.Properties.ReasonString)
 	}
-	for _, topic := range []string{"user/bob@/newMessage", "user/bob@us@eu/newMessage", "user/bob@us/typing", "user/bob@us/receipts", "presence/bob@us/heartbeat"} {
+	if code, _ := alice.Pub(t, "user/bob@mars/typing", 1, `{"state":"typing"}`); code != 0x90 {
+		t.Errorf("typing to mars: %#x, want 0x90", code)
+	}
+	for _, topic := range []string{"user/bob@/newMessage", "user/bob@us@eu/newMessage", "user/bob@us/events", "presence/bob@us/heartbeat"} {
 		if code, _ := alice.Pub(t, topic, 1, textMsg("c2", "x")); code != 0x87 {
 			t.Errorf("publish to %s: %#x, want 0x87", topic, code)
 		}

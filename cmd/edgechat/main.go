@@ -35,6 +35,7 @@ Usage:
   edgechat backup --to DIR|s3://B/P [--data DIR | --token T]  write a consistent backup of the running cluster
   edgechat restore --from DIR|s3://B/P --data DIR  build the first node of a new cluster from a backup (checked first)
   edgechat archive status [--data DIR]        hot and sealed archive tiers of a running node (GET /admin/archive)
+  edgechat link status [--data DIR | --token T]  each region link's state, backlog, oldest queued message, traffic (GET /admin/links)
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
   edgechat version
 `
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = restoreCmd(ctx, args[1:], stdout, stderr)
 	case "archive":
 		err = archiveCmd(ctx, args[1:], stdout)
+	case "link":
+		err = linkCmd(ctx, args[1:], stdout)
 	case "health":
 		err = healthCmd(ctx, args[1:], stdout)
 	case "version":

@@ -141,7 +141,7 @@ func FuzzParseTopic(f *testing.F) {
 			if ValidGroupID(tp.Owner) != nil {
 				t.Fatalf("%q: invalid group %q", name, tp.Owner)
 			}
-		} else if tp.Kind == KindDirect {
+		} else if tp.Kind == KindDirect || tp.Kind == KindUserTyping || tp.Kind == KindReceipts || tp.Kind == KindPresence {
 			if ValidPeerID(tp.Owner) != nil {
 				t.Fatalf("%q: invalid peer %q", name, tp.Owner)
 			}

@@ -72,8 +72,17 @@ func ParseTopic(name string) Topic {
 	}
 	switch first {
 	case "user":
-		if levels == 3 && leaf == "newMessage" && ValidPeerID(owner) == nil {
-			return Topic{KindDirect, owner} // name@region: a user of a linked region
+		if levels == 3 && strings.IndexByte(owner, '@') >= 0 && ValidPeerID(owner) == nil {
+			// name@region: a user of a linked region; messages, typing
+			// and receipts cross links (bridge/region).
+			switch leaf {
+			case "newMessage":
+				return Topic{KindDirect, owner}
+			case "typing":
+				return Topic{KindUserTyping, owner}
+			case "receipts":
+				return Topic{KindReceipts, owner}
+			}
 		}
 		if levels == 3 && ValidUserID(owner) == nil {
 			switch leaf {
@@ -97,6 +106,9 @@ func ParseTopic(name string) Topic {
 			}
 		}
 	case "presence":
+		if levels == 2 && strings.IndexByte(owner, '@') >= 0 && ValidPeerID(owner) == nil {
+			return Topic{KindPresence, owner} // presence of a user of a linked region
+		}
 		if levels >= 2 && ValidUserID(owner) == nil {
 			if levels == 2 {
 				return Topic{KindPresence, owner}

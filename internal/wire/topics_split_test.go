@@ -14,8 +14,15 @@ func parseTopicSplit(name string) Topic {
 	parts := strings.Split(name, "/")
 	switch parts[0] {
 	case "user":
-		if len(parts) == 3 && parts[2] == "newMessage" && ValidPeerID(parts[1]) == nil {
-			return Topic{KindDirect, parts[1]}
+		if len(parts) == 3 && strings.Contains(parts[1], "@") && ValidPeerID(parts[1]) == nil {
+			switch parts[2] {
+			case "newMessage":
+				return Topic{KindDirect, parts[1]}
+			case "typing":
+				return Topic{KindUserTyping, parts[1]}
+			case "receipts":
+				return Topic{KindReceipts, parts[1]}
+			}
 		}
 		if len(parts) == 3 && ValidUserID(parts[1]) == nil {
 			switch parts[2] {
@@ -41,6 +48,9 @@ func parseTopicSplit(name string) Topic {
 		}
 		return Topic{Kind: KindChatInvalid}
 	case "presence":
+		if len(parts) == 2 && strings.Contains(parts[1], "@") && ValidPeerID(parts[1]) == nil {
+			return Topic{KindPresence, parts[1]}
+		}
 		if len(parts) >= 2 && ValidUserID(parts[1]) == nil {
 			if len(parts) == 2 {
 				return Topic{KindPresence, parts[1]}
@@ -60,7 +70,7 @@ var parseTopicSeeds = []string{"user/alice/newMessage", "user/alice/typing", "us
 	"presence/alice", "presence/alice/heartbeat", "presence/alice/heartbeat/x", "presence/alice/x", "presence/", "presence",
 	"$SYS/broker/x", "$SYS", "$SYSx", "sensors/t1", "", "/", "//", "user/+/typing", "a/b/c/d",
 	"user/bob@us/newMessage", "user/bob@us/typing", "user/bob@/newMessage", "user/@us/newMessage", "user/bob@us@eu/newMessage",
-	"presence/bob@us", "$link/eu/dm"}
+	"presence/bob@us", "presence/bob@us/heartbeat", "user/bob@us/events", "user/bob@us/receipts", "$link/eu/dm"}
 
 func TestParseTopicMatchesSplitVersion(t *testing.T) {
 	for _, s := range parseTopicSeeds {
@@ -90,14 +100,18 @@ func TestParseTopicDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func TestQualifiedOnlyForDirectMessages(t *testing.T) {
+// Messages, typing, receipts and presence take a qualified user of
+// another region; events and heartbeats are a user's own (never remote).
+func TestQualifiedTopics(t *testing.T) {
 	for name, want := range map[string]Topic{
-		"user/bob@us/newMessage":  {KindDirect, "bob@us"},
-		"user/bob@us/typing":      {Kind: KindChatInvalid}, // ephemeral traffic across regions: later
-		"user/bob@us/receipts":    {Kind: KindChatInvalid},
-		"presence/bob@us":         {Kind: KindChatInvalid},
-		"user/Bob@us/newMessage":  {Kind: KindChatInvalid},
-		"user/bob@u_s/newMessage": {Kind: KindChatInvalid},
+		"user/bob@us/newMessage":    {KindDirect, "bob@us"},
+		"user/bob@us/typing":        {KindUserTyping, "bob@us"},
+		"user/bob@us/receipts":      {KindReceipts, "bob@us"},
+		"presence/bob@us":           {KindPresence, "bob@us"},
+		"user/bob@us/events":        {Kind: KindChatInvalid},
+		"presence/bob@us/heartbeat": {Kind: KindChatInvalid},
+		"user/Bob@us/newMessage":    {Kind: KindChatInvalid},
+		"user/bob@u_s/newMessage":   {Kind: KindChatInvalid},
 	} {
 		if got := ParseTopic(name); got != want {
 			t.Errorf("ParseTopic(%q) = %+v, want %+v", name, got, want)

@@ -583,8 +583,8 @@ func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowfl
 // stored message, either way) exists between a and b. Group messages do
 // not count.
 func (s *Service) HasConversation(a, b string) bool {
-	if validUsers(a, b) != nil {
-		return false
+	if wire.ValidPeerID(a) != nil || wire.ValidPeerID(b) != nil {
+		return false // b may be a user of another region (bob@us)
 	}
 	var ok bool
 	err := s.db.View(func(tx *badger.Txn) error {

@@ -498,11 +498,15 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	// Read receipts do not cross regions yet (a later step of issue 14):
-	// the cursor of a conversation with bob@us moves, nothing is sent.
-	if req.With != nil && *req.With != me && upTo != 0 && strings.IndexByte(*req.With, '@') < 0 {
+	// A receipt to bob@us is delivered to the link of us, which
+	// subscribes to receipts addressed to its users (bridge/region).
+	peer := ""
+	if req.With != nil {
+		peer, _ = s.resolvePeer(*req.With) // MarkRead accepted it
+	}
+	if peer != "" && peer != me && upTo != 0 {
 		rc, _ := json.Marshal(wire.Receipt{Type: wire.ReceiptRead, UpTo: upTo, Peer: me})
-		o := wire.Outbound{Topic: wire.ReceiptsTopic(*req.With), Payload: rc, QoS: 1, UserProps: []wire.Prop{{Key: "from", Value: me}}}
+		o := wire.Outbound{Topic: wire.ReceiptsTopic(peer), Payload: rc, QoS: 1, UserProps: []wire.Prop{{Key: "from", Value: me}}}
 		if err := s.pub.Publish(o); err != nil {
 			s.log.Warn("publishing a read receipt failed", "reader", me, "peer", *req.With, "err", err)
 		}

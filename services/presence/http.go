@@ -3,6 +3,7 @@ package presence
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -39,6 +40,23 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uid := r.PathValue("uid")
+	if strings.IndexByte(uid, '@') >= 0 && wire.ValidPeerID(uid) == nil {
+		// A user of another region: the copy the region link keeps
+		// (bridge/region), current while a client of this region
+		// subscribes to presence/{uid}; "unknown" without one.
+		if err := s.canSee(p, uid); err != nil {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%v", err))
+			return
+		}
+		pr := wire.Presence{Status: "unknown"}
+		if s.retained != nil {
+			if rp, ok := s.retained.RetainedPresence(uid); ok {
+				pr = rp
+			}
+		}
+		httpapi.WriteJSON(w, http.StatusOK, pr)
+		return
+	}
 	if err := wire.ValidUserID(uid); err != nil {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "user id: %v", err))
 		return

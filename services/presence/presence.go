@@ -115,6 +115,7 @@ type event struct {
 type Service struct {
 	interval, grace, period time.Duration
 	pub                     Publisher
+	retained                Retained // nil: no store of retained presence
 	social                  Social
 	log                     *slog.Logger
 	clock                   Clock
@@ -168,6 +169,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		grace:    cfg.Grace,
 		period:   cfg.Tick,
 		pub:      deps.Publisher,
+		retained: retainedPresence(deps.Retained),
 		social:   deps.Social,
 		log:      deps.Logger,
 		clock:    deps.Clock,

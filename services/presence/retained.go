@@ -2,6 +2,7 @@ package presence
 
 import (
 	"encoding/json"
+	"strings"
 
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -27,7 +28,7 @@ func retainedPresence(store RetainedStore) Retained {
 type retainedReader struct{ store RetainedStore }
 
 func (r retainedReader) RetainedPresence(uid string) (wire.Presence, bool) {
-	if wire.ValidUserID(uid) != nil {
+	if wire.ValidPeerID(uid) != nil { // bob@us: the region link's copy
 		return wire.Presence{}, false
 	}
 	payload, ok := r.store.Retained(wire.PresenceTopic(uid))
@@ -40,8 +41,8 @@ func (r retainedReader) RetainedPresence(uid string) (wire.Presence, bool) {
 func (r retainedReader) EachRetainedPresence(fn func(uid string, p wire.Presence)) {
 	r.store.EachRetained(func(topic string, payload []byte) {
 		t := wire.ParseTopic(topic)
-		if t.Kind != wire.KindPresence {
-			return
+		if t.Kind != wire.KindPresence || strings.IndexByte(t.Owner, '@') >= 0 {
+			return // a user of another region: the region link's copy
 		}
 		if p, ok := decodePresence(payload); ok {
 			fn(t.Owner, p)

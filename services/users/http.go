@@ -125,6 +125,10 @@ func (s *Service) handleGetUser(w http.ResponseWriter, r *http.Request) {
 	if _, ok := principal(w, r); !ok {
 		return
 	}
+	if uid := r.PathValue("uid"); strings.IndexByte(uid, '@') >= 0 {
+		s.writeQualifiedProfile(w, r, uid) // a user of another region (remote.go)
+		return
+	}
 	s.writeProfile(w, r, r.PathValue("uid"))
 }
 

@@ -120,6 +120,7 @@ type Deps struct {
 
 // Service is the users service of one node.
 type Service struct {
+	remote     RemoteProfiles // nil: no other regions
 	db         *badger.DB
 	proposer   Proposer
 	pub        Publisher

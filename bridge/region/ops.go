@@ -1,0 +1,226 @@
+package region
+
+// Operations (issue 14 point 7): GET /admin/links, the readiness
+// warning of an old backlog, and --link-retention.
+//
+// Retention: a message waits in a link's outbox until the other region
+// acknowledges it, however long the link is down, except that the
+// leader drops what is older than Config.Retention (default 7 days), so
+// that a dead link cannot fill the disk. It moves the link's cursor past
+// the expired messages through the Raft log (CmdRegionCursor, as an
+// acknowledgement does), counts them in
+// edgechat_region_link_expired_total and logs it; the link does not
+// send a message older than that either. This is the one case where a
+// message acknowledged to its sender never reaches the other region.
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Defaults of the operations settings.
+const (
+	DefaultRetention   = 7 * 24 * time.Hour
+	DefaultBacklogWarn = 10 * time.Minute
+)
+
+// LinkStatus is one link as GET /admin/links shows it.
+type LinkStatus struct {
+	Name string `json:"name"`
+	URL  string `json:"url"`
+	// State is "up" or "down" on the node that runs the links (the Raft
+	// leader), "standby" on the others.
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"` // of the last change of state on this node
+	// Backlog is how many messages wait for the other region
+	// (replicated: every node knows it); OldestAgeSec is the age of the
+	// oldest of them.
+	Backlog      uint64  `json:"backlog"`
+	OldestAgeSec float64 `json:"oldestAgeSec"`
+	Sent         Traffic `json:"sent"`     // by this node: messages the other region acknowledged
+	Received     Traffic `json:"received"` // on this node: messages and ephemeral traffic from the other region
+	Expired      uint64  `json:"expired"`  // messages dropped by --link-retention, by this node while leading
+}
+
+// Traffic is a count of messages and bytes.
+type Traffic struct {
+	Messages uint64 `json:"messages"`
+	Bytes    uint64 `json:"bytes"`
+}
+
+// Status is every link's status, sorted by name.
+func (b *Bridge) Status() []LinkStatus {
+	leader := b.deps.Leadership.IsLeader()
+	now := time.Now()
+	var out []LinkStatus
+	for _, name := range b.Links() {
+		st := b.stats[name]
+		ls := LinkStatus{Name: name, URL: b.links[name].URL, State: "standby",
+			Sent:     Traffic{st.msgsOut.Load(), st.bytesOut.Load()},
+			Received: Traffic{st.msgsIn.Load(), st.bytesIn.Load()},
+			Expired:  st.expired.Load()}
+		up, since := st.state()
+		if leader {
+			ls.State, ls.Since = "down", since
+			if up {
+				ls.State = "up"
+			}
+		}
+		ls.Backlog, _ = b.Backlog(name)
+		if t, ok, _ := oldest(b.deps.DB, name); ok {
+			ls.OldestAgeSec = max(0, now.Sub(t).Seconds())
+		}
+		out = append(out, ls)
+	}
+	return out
+}
+
+// Routes are the bridge's HTTP routes: GET /admin/links.
+func (b *Bridge) Routes() []httpapi.Route {
+	return []httpapi.Route{{Method: http.MethodGet, Pattern: "/admin/links", Handler: b.handleLinks, Admin: true, Class: httpapi.ClassAdmin}}
+}
+
+func (b *Bridge) handleLinks(w http.ResponseWriter, _ *http.Request) {
+	links := b.Status()
+	if links == nil {
+		links = []LinkStatus{}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"region": b.cfg.Region, "links": links})
+}
+
+// Warnings are the readiness warnings: a link whose oldest waiting
+// message is older than Config.BacklogWarn.
+func (b *Bridge) Warnings() []string {
+	var out []string
+	for _, name := range b.Links() {
+		t, ok, err := oldest(b.deps.DB, name)
+		if err != nil || !ok {
+			continue
+		}
+		if age := time.Since(t); age > b.cfg.BacklogWarn {
+			n, _ := b.Backlog(name)
+			out = append(out, fmt.Sprintf("region link %s: %d messages wait, the oldest for %v (over --link-backlog-warn %v)",
+				name, n, age.Round(time.Second), b.cfg.BacklogWarn))
+		}
+	}
+	return out
+}
+
+// messageTime is when a stored envelope was committed: the time of its
+// Snowflake ID.
+func messageTime(payload []byte) (time.Time, bool) {
+	var head struct {
+		ID snowflake.ID `json:"id"`
+	}
+	if json.Unmarshal(payload, &head) != nil || head.ID == 0 {
+		return time.Time{}, false
+	}
+	return head.ID.Time(), true
+}
+
+// oldest is the commit time of the oldest message in region's outbox.
+func oldest(db *badger.DB, region string) (t time.Time, ok bool, err error) {
+	err = db.View(func(tx *badger.Txn) error {
+		cur, _, err := getU64(tx, cursorKey(region))
+		if err != nil {
+			return err
+		}
+		prefix := outPrefix(region)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(outKey(region, cur)); it.Valid(); it.Next() {
+			err := it.Item().Value(func(v []byte) error {
+				t, ok = messageTime(v)
+				return nil
+			})
+			if err != nil || ok {
+				return err
+			}
+		}
+		return nil
+	})
+	return t, ok, err
+}
+
+// expiredUpTo is the position of the first message of region's outbox
+// committed at or after cutoff (everything below it is older), and how
+// many messages lie below it from the cursor.
+func expiredUpTo(db *badger.DB, region string, cutoff time.Time) (pos, n uint64, err error) {
+	err = db.View(func(tx *badger.Txn) error {
+		cur, _, err := getU64(tx, cursorKey(region))
+		if err != nil {
+			return err
+		}
+		pos = cur
+		prefix := outPrefix(region)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+		defer it.Close()
+		for it.Seek(outKey(region, cur)); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(prefix)+8 {
+				continue
+			}
+			var young bool
+			if err := it.Item().Value(func(v []byte) error {
+				t, ok := messageTime(v)
+				young = !ok || !t.Before(cutoff)
+				return nil
+			}); err != nil {
+				return err
+			}
+			if young {
+				return nil
+			}
+			pos = binary.BigEndian.Uint64(k[len(prefix):]) + 1
+			n++
+		}
+		return nil
+	})
+	return pos, n, err
+}
+
+// expire drops region's messages older than the retention (the leader,
+// every Config.ExpireEvery).
+func (b *Bridge) expire(ctx context.Context, region string) {
+	pos, n, err := expiredUpTo(b.deps.DB, region, time.Now().Add(-b.cfg.Retention))
+	if err != nil || n == 0 {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	if _, err := b.deps.Proposer.Propose(pctx, wire.CmdRegionCursor, cursorCmd{Region: region, Pos: pos}.encode()); err != nil {
+		b.log.Warn("region link: dropping expired messages failed; retrying", "link", region, "err", err)
+		return
+	}
+	b.stats[region].expired.Add(n)
+	b.m.expired.WithLabelValues(region).Add(float64(n))
+	b.log.Warn("region link: messages older than --link-retention dropped; they will not reach the other region",
+		"link", region, "dropped", n, "retention", b.cfg.Retention)
+	b.notify(region)
+}
+
+// runExpiry runs expire for every link until ctx ends (while leading).
+func (b *Bridge) runExpiry(ctx context.Context) {
+	t := time.NewTicker(b.cfg.ExpireEvery)
+	defer t.Stop()
+	for {
+		for _, name := range b.Links() {
+			b.expire(ctx, name)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

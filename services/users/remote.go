@@ -1,0 +1,61 @@
+package users
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// RemoteProfiles fetches the profiles of users of other regions
+// (bridge/region): the profile as JSON with userId qualified (bob@us).
+// Errors wrap wire.ErrNotFound (no such user or region) or
+// wire.ErrUnavailable (the link is down and nothing is cached).
+type RemoteProfiles interface {
+	// Local is this region's name: name@{Local} is the local user name.
+	Local() string
+	RemoteProfile(ctx context.Context, addr string) ([]byte, error)
+}
+
+// SetRemoteProfiles lets GET /user/{name@region} answer profiles of
+// other regions (the region bridge is built after this service). Call
+// it before serving.
+func (s *Service) SetRemoteProfiles(r RemoteProfiles) { s.remote = r }
+
+// ProfileJSON is uid's profile as JSON for another region's request;
+// found is false for no such user.
+func (s *Service) ProfileJSON(uid string) ([]byte, bool, error) {
+	p, err := s.Profile(uid)
+	if err != nil {
+		if errors.Is(err, wire.ErrNotFound) || errors.Is(err, ErrInvalidUserID) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	b, err := json.Marshal(p)
+	return b, err == nil, err
+}
+
+// writeQualifiedProfile answers GET /user/{name@region}.
+func (s *Service) writeQualifiedProfile(w http.ResponseWriter, r *http.Request, addr string) {
+	name, region, _ := strings.Cut(addr, "@")
+	if s.remote != nil && region == s.remote.Local() {
+		s.writeProfile(w, r, name)
+		return
+	}
+	if s.remote == nil {
+		httpapi.WriteError(w, httpError(fmt.Errorf("%w: %q", wire.ErrNoRegion, addr)))
+		return
+	}
+	body, err := s.remote.RemoteProfile(r.Context(), addr)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	writeWithETag(w, r, json.RawMessage(body))
+}
