@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,9 +33,9 @@ func TestRegionLinkSurvivesOutageAndLeaderKill(t *testing.T) {
 	// Each region's link names the other's MQTT listener before it runs:
 	// the addresses are picked first (port 0, then freed).
 	usMQTT, euMQTT := freeAddr(t), freeAddr(t)
-	// eu reaches us through a slow link (each chunk held 20 ms), so that
-	// the backlog takes a while to drain and eu's leader dies meanwhile.
-	slowUS := slowProxy(t, usMQTT, 20*time.Millisecond)
+	// eu reaches us through a proxy that can stop the link in the middle
+	// of draining the backlog, for eu's leader to die meanwhile.
+	gate := newGateProxy(t, usMQTT)
 	usDir := t.TempDir()
 	usArgs := []string{"--data", usDir, "--region", "us", "--region-number", "2", "--http-addr", "127.0.0.1:0", "--mqtt-addr", usMQTT,
 		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off",
@@ -43,7 +44,7 @@ func TestRegionLinkSurvivesOutageAndLeaderKill(t *testing.T) {
 	runCLI(t, bin, "correct horse battery\n", "user", "add", "bob", "--password-stdin", "--server", us.http)
 
 	eu := &testCluster{t: t, bin: bin, dirs: []string{t.TempDir(), t.TempDir(), t.TempDir()},
-		extra: []string{"--region", "eu", "--region-number", "1", "--link", "us=tcp://" + slowUS, "--link-secret-file", secret}}
+		extra: []string{"--region", "eu", "--region-number", "1", "--link", "us=tcp://" + gate.addr, "--link-secret-file", secret}}
 	eu.procs = make([]*proc, 3)
 	first := eu.args(0, "127.0.0.1:0", "")
 	first[slices.Index(first, "--mqtt-addr")+1] = euMQTT // n1's: the address us links to
@@ -75,25 +76,24 @@ func TestRegionLinkSurvivesOutageAndLeaderKill(t *testing.T) {
 	us.stop(t, syscall.SIGKILL)
 	send(alice, 50, 1000)
 
+	// The link drains part of the backlog (40 KB of its ~150), then stops
+	// in the middle, and eu's leader dies.
+	gate.arm(40 << 10)
 	us = startServe(t, bin, usArgs...)
 	bobTok = mintToken(t, bin, usDir, "bob", us)
 	leader, err := eu.leader()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As soon as something of the backlog arrived, eu's leader dies.
-	arrived := 0
-	checkFor(t, 30*time.Second, 5*time.Millisecond, func() error {
-		if arrived = len(syncedOnce(t, us.http, bobTok)); arrived <= 50 {
-			return fmt.Errorf("%d messages in us", arrived)
-		}
-		return nil
-	})
-	eu.proc(leader).stop(t, syscall.SIGKILL)
-	if arrived >= 1000 {
-		t.Fatalf("the backlog drained before eu's leader was killed: the test tests nothing")
+	select {
+	case <-gate.held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the link did not start draining the backlog")
 	}
-	t.Logf("killed eu's leader n%d with %d of 1000 messages in us", leader+1, arrived)
+	eu.proc(leader).stop(t, syscall.SIGKILL)
+	arrived := len(syncedOnce(t, us.http, bobTok))
+	gate.open()
+	t.Logf("killed eu's leader n%d with %d of 1000 messages in us, the link stopped mid-backlog", leader+1, arrived)
 
 	order := waitSynced(t, us.http, bobTok, 1000, 60*time.Second)
 	for i, k := range order {
@@ -103,24 +103,36 @@ func TestRegionLinkSurvivesOutageAndLeaderKill(t *testing.T) {
 	}
 }
 
-// slowProxy forwards TCP connections to target and holds every chunk it
-// reads for delay before passing it on (a link with latency: this kernel
-// has no netem). It returns its address.
-func slowProxy(t *testing.T, target string, delay time.Duration) string {
+// gateProxy forwards TCP connections to target. Once armed, it lets
+// limit more bytes through towards the target, then holds what comes
+// until released: a link stopped in the middle of draining a backlog.
+type gateProxy struct {
+	addr    string
+	mu      sync.Mutex
+	armed   bool
+	left    int64         // bytes still let through while armed
+	held    chan struct{} // closed when the limit is reached
+	release chan struct{}
+}
+
+func newGateProxy(t *testing.T, target string) *gateProxy {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	pipe := func(dst, src net.Conn) {
+	g := &gateProxy{addr: l.Addr().String(), held: make(chan struct{}), release: make(chan struct{})}
+	pipe := func(dst, src net.Conn, gated bool) {
 		defer dst.Close()
 		defer src.Close()
-		buf := make([]byte, 32<<10)
+		buf := make([]byte, 4<<10)
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
-				time.Sleep(delay)
+				if gated {
+					g.pass(int64(n))
+				}
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
 				}
@@ -141,11 +153,46 @@ func slowProxy(t *testing.T, target string, delay time.Duration) string {
 				c.Close()
 				continue
 			}
-			go pipe(u, c)
-			go pipe(c, u)
+			go pipe(u, c, true)
+			go pipe(c, u, false)
 		}
 	}()
-	return l.Addr().String()
+	return g
+}
+
+// arm lets limit more bytes through, then holds.
+func (g *gateProxy) arm(limit int64) {
+	g.mu.Lock()
+	g.armed, g.left = true, limit
+	g.mu.Unlock()
+}
+
+// pass waits, once the limit is used up, until released.
+func (g *gateProxy) pass(n int64) {
+	g.mu.Lock()
+	wait := false
+	if g.armed {
+		g.left -= n
+		if g.left <= 0 {
+			wait = true
+			select {
+			case <-g.held:
+			default:
+				close(g.held)
+			}
+		}
+	}
+	g.mu.Unlock()
+	if wait {
+		<-g.release
+	}
+}
+
+func (g *gateProxy) open() {
+	g.mu.Lock()
+	g.armed = false
+	g.mu.Unlock()
+	close(g.release)
 }
 
 // freeAddr is a 127.0.0.1 address with a port the kernel just handed
