@@ -128,20 +128,7 @@ func (b *Bridge) startDM(ctx context.Context, region string, payload []byte) (fu
 	}
 	return func(ctx context.Context) error {
 		stored, out, dup, err := wait(ctx)
-		if err != nil {
-			b.count(region, resultOf(err))
-			return err
-		}
-		if dup {
-			b.count(region, "duplicate")
-			return nil
-		}
-		props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
-		if err := b.deps.Publisher.Publish(wire.Outbound{Topic: wire.DirectTopic(stored.To), Payload: out, QoS: 1, UserProps: props}); err != nil {
-			b.log.Warn("message from another region stored, not delivered live (clients sync it)", "from", stored.From, "to", stored.To, "id", stored.ID, "err", err)
-		}
-		b.count(region, "stored")
-		return nil
+		return b.delivered(region, wire.DirectTopic(stored.To), stored, out, dup, err)
 	}, nil
 }
 
@@ -194,4 +181,24 @@ func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte, tooLarge 
 	}
 	emit()
 	return out, payloads, tooLarge
+}
+
+// delivered counts a link message's store and, when it was stored now
+// (not a resend), delivers it live on topic; it returns the store's
+// error.
+func (b *Bridge) delivered(region, topic string, stored wire.Envelope, out []byte, dup bool, err error) error {
+	switch {
+	case err != nil:
+		b.count(region, resultOf(err))
+		return err
+	case dup:
+		b.count(region, "duplicate")
+		return nil
+	}
+	props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
+	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: topic, Payload: out, QoS: 1, UserProps: props}); err != nil {
+		b.log.Warn("message from another region stored, not delivered live (clients sync it)", "from", stored.From, "topic", topic, "id", stored.ID, "err", err)
+	}
+	b.count(region, "stored")
+	return nil
 }

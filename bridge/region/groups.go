@@ -349,20 +349,6 @@ func (b *Bridge) receiveGroupMessage(ctx context.Context, region string, payload
 		b.count(region, "invalid")
 		return err
 	}
-	gid := env.Group
 	stored, out, dup, err := b.deps.GroupStore.StoreRemoteGroup(ctx, env)
-	if err != nil {
-		b.count(region, resultOf(err))
-		return err
-	}
-	if dup {
-		b.count(region, "duplicate")
-		return nil
-	}
-	props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
-	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: wire.GroupTopic(gid), Payload: out, QoS: 1, UserProps: props}); err != nil {
-		b.log.Warn("group message from another region stored, not delivered live (clients sync it)", "from", stored.From, "group", gid, "id", stored.ID, "err", err)
-	}
-	b.count(region, "stored")
-	return nil
+	return b.delivered(region, wire.GroupTopic(env.Group), stored, out, dup, err)
 }

@@ -72,19 +72,10 @@ func ParseTopic(name string) Topic {
 	}
 	switch first {
 	case "user":
-		if levels == 3 && strings.IndexByte(owner, '@') >= 0 && ValidPeerID(owner) == nil {
-			// name@region: a user of a linked region; messages, typing
-			// and receipts cross links (bridge/region).
-			switch leaf {
-			case "newMessage":
-				return Topic{KindDirect, owner}
-			case "typing":
-				return Topic{KindUserTyping, owner}
-			case "receipts":
-				return Topic{KindReceipts, owner}
-			}
-		}
-		if levels == 3 && ValidUserID(owner) == nil {
+		// name@region is a user of a linked region: messages, typing and
+		// receipts cross links (bridge/region); events do not.
+		remote := strings.IndexByte(owner, '@') >= 0 && ValidPeerID(owner) == nil
+		if levels == 3 && (remote || ValidUserID(owner) == nil) {
 			switch leaf {
 			case "newMessage":
 				return Topic{KindDirect, owner}
@@ -93,7 +84,9 @@ func ParseTopic(name string) Topic {
 			case "receipts":
 				return Topic{KindReceipts, owner}
 			case "events":
-				return Topic{KindEvents, owner}
+				if !remote {
+					return Topic{KindEvents, owner}
+				}
 			}
 		}
 	case "group":
