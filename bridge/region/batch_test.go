@@ -3,8 +3,6 @@ package region_test
 import (
 	"fmt"
 	"testing"
-
-	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
 
 // A batch commits its good messages in order and skips the ones refused
@@ -15,7 +13,7 @@ func TestBatchSkipsRefusedKeepsOrder(t *testing.T) {
 	bobTok := us.newUser(t, "bob")
 	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
 	bob.MustSub(t, "user/bob/newMessage")
-	link := mqtttest.MustDial(t, us.nodes[0].MQTTAddr(), mqtttest.Options{ClientID: "$link/eu", Username: "$link/eu", Password: secret})
+	link := mqttLinkAsEU(t, us)
 	msg := func(id, from, to string) string {
 		return fmt.Sprintf(`{"k":"dm","p":{"id":%q,"from":%q,"to":%q,"cid":"c%s","type":"text","body":"b%s"}}`, id, from, to, id, id)
 	}
@@ -55,7 +53,7 @@ func TestBatchSkipsRefusedKeepsOrder(t *testing.T) {
 func TestGroupLinkSpoofingRefused(t *testing.T) {
 	_, us := startRegions(t, 1, "eu", "us", nil)
 	us.newUser(t, "bob")
-	link := mqtttest.MustDial(t, us.nodes[0].MQTTAddr(), mqtttest.Options{ClientID: "$link/eu", Username: "$link/eu", Password: secret})
+	link := mqttLinkAsEU(t, us)
 	gm := func(from, group string) string {
 		return fmt.Sprintf(`{"id":"7211938138472448009","from":%q,"group":%q,"cid":"c","type":"text","body":"x"}`, from, group)
 	}

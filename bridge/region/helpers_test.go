@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -272,4 +273,13 @@ func newTestCert(t *testing.T) *testCert {
 	}
 	c.pool.AppendCertsFromPEM(certPEM)
 	return c
+}
+
+// mqttLinkAsEU connects to us's first node as eu's link would, but with a
+// client ID of its own ($link/eu/q/test, the form of a node's query
+// connection): the real link of eu, which holds $link/eu, would otherwise
+// take the session over in the middle of the test.
+func mqttLinkAsEU(t *testing.T, us *region) *mqtttest.Client {
+	t.Helper()
+	return mqtttest.MustDial(t, us.nodes[0].MQTTAddr(), mqtttest.Options{ClientID: "$link/eu/q/test", Username: "$link/eu", Password: secret})
 }

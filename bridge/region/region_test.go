@@ -318,7 +318,7 @@ func TestLinkSpoofingRefusedAndResendDeduped(t *testing.T) {
 	bobTok := us.newUser(t, "bob")
 	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
 	bob.MustSub(t, "user/bob/newMessage")
-	link := mqtttest.MustDial(t, us.nodes[0].MQTTAddr(), mqtttest.Options{ClientID: "$link/eu", Username: "$link/eu", Password: secret})
+	link := mqttLinkAsEU(t, us)
 	msg := func(id, from, to string) string {
 		return fmt.Sprintf(`{"id":%q,"from":%q,"to":%q,"cid":"c%s","type":"text","body":"x"}`, id, from, to, id)
 	}
