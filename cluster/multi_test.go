@@ -275,9 +275,20 @@ func TestClusterFormsAndProposesOnEveryNode(t *testing.T) {
 		}
 		nums[num] = m.name
 	}
-	// The leader knows its followers' lag; every node knows the members.
+	// The leader knows its followers' lag (whichever leads now: a starved
+	// CI machine may have moved leadership meanwhile); every node knows
+	// the members.
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		s := leader.Stats()
+		var now *member
+		for _, m := range ms {
+			if m.IsLeader() {
+				now = m
+			}
+		}
+		if now == nil {
+			return fmt.Errorf("no leader")
+		}
+		s := now.Stats()
 		for _, mb := range s.Members {
 			if mb.Lag < 0 {
 				return fmt.Errorf("lag of %s unknown: %+v", mb.Name, s.Members)
