@@ -83,6 +83,9 @@ type Config struct {
 	// ProfileTTL is how long a profile of another region is cached;
 	// default 5m.
 	ProfileTTL time.Duration
+	// SearchTimeout bounds the wait for each region's answer to a
+	// search across regions (search.go); default DefaultSearchTimeout.
+	SearchTimeout time.Duration
 	// Retention: queued messages older than this are dropped (ops.go);
 	// default DefaultRetention. ExpireEvery is how often the leader
 	// looks; default min(Retention/4, 1m).
@@ -189,6 +192,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	}
 	if cfg.ExpireEvery <= 0 {
 		cfg.ExpireEvery = min(cfg.Retention/4, time.Minute)
+	}
+	if cfg.SearchTimeout <= 0 {
+		cfg.SearchTimeout = DefaultSearchTimeout
 	}
 	if cfg.BacklogWarn <= 0 {
 		cfg.BacklogWarn = DefaultBacklogWarn
