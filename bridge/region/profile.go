@@ -141,7 +141,7 @@ func (b *Bridge) queryClient(region string) *queryClient {
 	defer b.q.mu.Unlock()
 	qc := b.q.clients[region]
 	if qc == nil {
-		lc := &linkClient{link: b.links[region], own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout,
+		lc := &linkClient{link: b.links[region], own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout,
 			clientID: LinkPrefix + b.cfg.Region + "/q/" + b.cfg.Node}
 		qc = &queryClient{lc: lc, pending: map[string]chan []byte{}}
 		lc.onPublish = qc.receive

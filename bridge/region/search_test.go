@@ -64,3 +64,23 @@ func TestSearchAcrossRegions(t *testing.T) {
 		t.Fatalf("link back: %+v", got)
 	}
 }
+
+// The query connection tells this region's number like the link: a
+// region numbered 0 answers a profile and a search from a region
+// numbered 1 (it refused the query connection as its own number, 0).
+func TestQueryConnectionTellsNumber(t *testing.T) {
+	eu, us := startNumbered(t, 1, "eu", "us", nil, nil, map[string]int{"eu": 1, "us": 0})
+	tok := eu.newUser(t, "alice")
+	us.newUser(t, "bob")
+	var p struct {
+		UserID string `json:"userId"`
+	}
+	if code := call(t, eu.nodes[0], tok, "GET", "/user/bob@us", nil, &p); code != http.StatusOK || p.UserID != "bob@us" {
+		t.Fatalf("profile: %d %+v", code, p)
+	}
+	var out searchResult
+	if code := call(t, eu.nodes[0], tok, "GET", "/user/search?q=bob&regions=all", nil, &out); code != http.StatusOK ||
+		!slices.Equal(out.ids(), []string{"bob@us"}) || len(out.Unanswered) != 0 {
+		t.Fatalf("search: %d %+v", code, out)
+	}
+}
