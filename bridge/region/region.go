@@ -12,13 +12,17 @@
 // message at QoS 1 (several to a publish on $link/{own}/batch, batch.go;
 // one alone on $link/{own}/dm is accepted too) with the sender qualified
 // (alice@eu), through a paho MQTT 5 client whose client ID and username
-// are $link/{own} and whose password is the link's secret (link.go). The
+// are $link/{own} and whose password is the link's secret (link.go),
+// over tcp://, tls://, or MQTT over WebSocket to the other region's
+// gateway at /mqtt (wss://, ws://; wsconn.go); on TLS it presents this
+// region's link certificate when one is configured (Config.TLS). The
 // cursor moves only after the other region's PUBACK, through the Raft
 // log (CmdRegionCursor), so a new leader resumes where the old one was
 // acknowledged; a resend is deduplicated by the receiver.
 //
-// Receiving: the broker hands a link's connection to Authenticate (the
-// secret is compared in constant time) and its publishes to Receive,
+// Receiving: the broker hands a link's connection to Authenticate (a
+// client certificate the link CA verifies and that names the region, or
+// else the secret, compared in constant time) and its publishes to Receive,
 // which checks that the sender belongs to the link's region and the
 // recipient to this one, stores the message through this region's Raft
 // log with the origin's ID as the dedupe key (archive.StoreRemote),
