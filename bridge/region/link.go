@@ -18,6 +18,7 @@ import (
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/internal/wsnet"
 )
 
 // LinkPrefix starts a link's client ID, username and topics.
@@ -159,7 +160,7 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	case "tls":
 		conn, err = (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", u.Host)
 	case "wss", "ws":
-		conn, err = dialWS(dctx, l.link.URL, cfg)
+		conn, err = wsnet.Dial(dctx, l.link.URL, cfg) // no Origin header
 	default:
 		conn, err = (&net.Dialer{}).DialContext(dctx, "tcp", u.Host)
 	}

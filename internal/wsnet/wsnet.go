@@ -1,4 +1,8 @@
-package region
+// Package wsnet dials MQTT over WebSocket (subprotocol "mqtt", binary
+// frames) as a net.Conn for paho: region links to a wss:// URL
+// (bridge/region) and the bench's ws:// clients. gorilla/websocket is the
+// broker's own /mqtt listener's library too.
+package wsnet
 
 import (
 	"context"
@@ -12,15 +16,11 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// A link to a wss:// (or ws://) URL speaks MQTT over WebSocket to the
-// other region's gateway at /mqtt, with gorilla/websocket (the broker's
-// own /mqtt listener and the bench use it too) wrapped as a net.Conn for
-// paho. The link sends no Origin header: the gateway accepts a
-// non-browser client without one.
-
-// dialWS opens a WebSocket with the "mqtt" subprotocol; cfg is the TLS
-// client configuration of wss:// (with the link's certificate, if any).
-func dialWS(ctx context.Context, rawURL string, cfg *tls.Config) (net.Conn, error) {
+// Dial opens a WebSocket to rawURL (ws:// or wss://) with the "mqtt"
+// subprotocol and no Origin header (edgechat's gateway accepts a
+// non-browser client without one); cfg is the TLS client configuration
+// of wss:// (nil: the system's roots).
+func Dial(ctx context.Context, rawURL string, cfg *tls.Config) (net.Conn, error) {
 	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: cfg, ReadBufferSize: 4096, WriteBufferSize: 4096}
 	ws, resp, err := d.DialContext(ctx, rawURL, http.Header{})
 	if resp != nil && resp.Body != nil {
@@ -36,21 +36,21 @@ func dialWS(ctx context.Context, rawURL string, cfg *tls.Config) (net.Conn, erro
 		_ = ws.Close()
 		return nil, errors.New(`websocket: the server did not accept the "mqtt" subprotocol`)
 	}
-	return &wsConn{Conn: ws.NetConn(), ws: ws}, nil
+	return &conn{Conn: ws.NetConn(), ws: ws}, nil
 }
 
-// wsConn is a WebSocket as a net.Conn carrying MQTT in binary frames;
+// conn is a WebSocket as a net.Conn carrying MQTT in binary frames;
 // reads stream across frame boundaries.
-type wsConn struct {
+type conn struct {
 	net.Conn // addresses and deadlines
 	ws       *websocket.Conn
 	r        io.Reader  // the current frame; nil between frames
 	wmu      sync.Mutex // gorilla allows one writer at a time
 }
 
-var errTextFrame = errors.New("region: websocket text frame (MQTT needs binary frames)")
+var errTextFrame = errors.New("wsnet: websocket text frame (MQTT needs binary frames)")
 
-func (c *wsConn) Read(p []byte) (int, error) {
+func (c *conn) Read(p []byte) (int, error) {
 	for {
 		if c.r == nil {
 			typ, r, err := c.ws.NextReader()
@@ -74,7 +74,7 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	}
 }
 
-func (c *wsConn) Write(p []byte) (int, error) {
+func (c *conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
@@ -83,4 +83,4 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (c *wsConn) Close() error { return c.ws.Close() }
+func (c *conn) Close() error { return c.ws.Close() }
