@@ -1,12 +1,15 @@
 package region
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"net"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -108,5 +111,44 @@ func TestAuthenticateCertificate(t *testing.T) {
 	}
 	if _, err := b.Authenticate("$link/us", "$link/us", []byte(good), strconv.Itoa(b.cfg.Number+1), other.issue(t, "ap", client, "ap")); err != nil {
 		t.Errorf("without a link CA, a certificate is ignored: %v", err)
+	}
+}
+
+// A region that accepts the connection and never answers is left out
+// after the search timeout, not the link's longer dial timeout.
+func TestRemoteSearchTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // says nothing: no CONNACK
+		}
+	}()
+	defer func() {
+		for len(held) > 0 {
+			_ = (<-held).Close()
+		}
+	}()
+	e := testEphemeral(t)
+	b := e.b
+	b.cfg.Timeout, b.cfg.SearchTimeout, b.cfg.Node = time.Minute, 200*time.Millisecond, "n1"
+	b.links = map[string]Link{"us": {Name: "us", URL: "tcp://" + ln.Addr().String(), Secret: "a-shared-link-secret-of-the-test"}}
+	b.q = queries{clients: map[string]*queryClient{}, cache: map[string]cachedProfile{}}
+	defer b.closeQueries()
+	start := time.Now()
+	found, unanswered := b.RemoteSearch(context.Background(), "bo", 10)
+	if len(found) != 0 || !slices.Equal(unanswered, []string{"us"}) {
+		t.Fatalf("found %s, unanswered %v", found, unanswered)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %v", d)
 	}
 }
