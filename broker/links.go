@@ -2,7 +2,10 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"net"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -22,11 +25,13 @@ const LinkPrefix = "$link/"
 // QoS 1 under $link/{region}/.
 type Links interface {
 	// Authenticate checks a link's CONNECT (number is its user property
-	// region-number, "" when absent) and returns the peer region. Any
-	// error refuses the connection; one wrapping wire.ErrForbidden (a
-	// right peer that is misconfigured) is told to the peer as the
-	// CONNACK's reason.
-	Authenticate(clientID, username string, password []byte, number string) (region string, err error)
+	// region-number, "" when absent; password is nil without one; certs
+	// is the client certificate chain the TLS handshake verified, leaf
+	// first, nil on a connection without TLS or without a client
+	// certificate) and returns the peer region. Any error refuses the
+	// connection; one wrapping wire.ErrForbidden (a right peer that is
+	// misconfigured) is told to the peer as the CONNACK's reason.
+	Authenticate(clientID, username string, password []byte, number string, certs []*x509.Certificate) (region string, err error)
 	// Receive handles one publish of region's link: it returns once the
 	// message is committed (and delivered), and the broker then sends the
 	// PUBACK. Errors wrap wire.ErrForbidden (a spoofed sender),
@@ -49,10 +54,11 @@ var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username 
 func isLinkID(s string) bool { return strings.HasPrefix(s, LinkPrefix) }
 
 // authenticateLink checks the CONNECT of a client ID or username under
-// $link/: only a configured peer with its secret gets in (never a user,
-// in dev mode neither).
+// $link/: only a configured peer with its secret or its certificate gets
+// in (never a user, in dev mode neither).
 func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Principal, *connRefusal) {
-	if b.deps.Links == nil || !pk.Connect.UsernameFlag || !pk.Connect.PasswordFlag {
+	certs := peerCertificates(cl.Net.Conn)
+	if b.deps.Links == nil || !pk.Connect.UsernameFlag || !pk.Connect.PasswordFlag && certs == nil {
 		b.log.Warn("link refused: no links configured or no credentials", "client", cl.ID, "remote", cl.Net.Remote)
 		return wire.Principal{}, &refuseLink
 	}
@@ -62,7 +68,11 @@ func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Prin
 			number = u.Val
 		}
 	}
-	region, err := b.deps.Links.Authenticate(cl.ID, string(pk.Connect.Username), pk.Connect.Password, number)
+	var password []byte
+	if pk.Connect.PasswordFlag {
+		password = pk.Connect.Password
+	}
+	region, err := b.deps.Links.Authenticate(cl.ID, string(pk.Connect.Username), password, number, certs)
 	if err != nil || address.ValidRegion(region) != nil {
 		b.log.Warn("link refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
 		if errors.Is(err, wire.ErrForbidden) {
@@ -71,6 +81,25 @@ func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Prin
 		return wire.Principal{}, &refuseLink
 	}
 	return wire.Principal{Link: region}, nil
+}
+
+// peerCertificates is the client certificate chain that the TLS
+// handshake of c verified (the TLS listener, or the gateway's HTTPS
+// under a WebSocket), leaf first; nil without TLS, without a client
+// certificate, or when the listener verifies none (no link CA).
+func peerCertificates(c net.Conn) []*x509.Certificate {
+	if ws, ok := c.(*wsConn); ok {
+		c = ws.Conn
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return st.VerifiedChains[0]
 }
 
 // linkAllowed is the ACL of a link connection: it publishes under its own

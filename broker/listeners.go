@@ -123,9 +123,40 @@ func (l *tcpListener) handle(c net.Conn, establish listeners.EstablishFn) {
 	}
 	defer l.tr.remove(c)
 	_ = c.SetDeadline(time.Now().Add(l.connectTimeout)) // mochi replaces it after CONNECT
+	if !l.handshake(c) {
+		_ = c.Close()
+		return
+	}
 	if err := establish(l.id, c); err != nil {
 		l.ended(c, err)
 	}
+}
+
+// handshake completes the TLS handshake of c (none without TLS) before
+// mochi reads the CONNECT, so that a client certificate the listener
+// refuses (one that the link CA, Config.TLS.ClientCAs, does not verify)
+// is logged as such. Not inlined, like ended.
+//
+//go:noinline
+func (l *tcpListener) handshake(c net.Conn) bool {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	err := tc.Handshake()
+	if err == nil {
+		return true
+	}
+	if cv := (*tls.CertificateVerificationError)(nil); errors.As(err, &cv) {
+		subject := ""
+		if len(cv.UnverifiedCertificates) > 0 {
+			subject = cv.UnverifiedCertificates[0].Subject.String()
+		}
+		l.log.Warn("tls client certificate refused", "remote", c.RemoteAddr().String(), "subject", subject, "error", err)
+	} else {
+		l.log.Debug("tls handshake failed", "remote", c.RemoteAddr().String(), "error", err)
+	}
+	return false
 }
 
 // ended logs why a connection ended. It is not inlined into handle, whose

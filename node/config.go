@@ -88,6 +88,12 @@ type Config struct {
 	RegionNumber   int      `yaml:"region_number"`    // 0..15, unique among linked regions (Snowflake machine bits)
 	Links          []string `yaml:"links"`            // NAME=URL of other regions' MQTT listeners
 	LinkSecretFile string   `yaml:"link_secret_file"` // the links' secrets
+	// Mutual TLS of the links: LinkCA signs the other regions' link
+	// certificates (verified on the TLS listeners); LinkCert and LinkKey
+	// are this region's, presented when dialling.
+	LinkCA   string `yaml:"link_ca"`
+	LinkCert string `yaml:"link_cert"`
+	LinkKey  string `yaml:"link_key"`
 	// LinkRetention: messages queued for another region longer than this
 	// are dropped; LinkBacklogWarn: a backlog older than this is a
 	// /readyz warning.

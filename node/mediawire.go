@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -93,6 +94,11 @@ func (n *Node) peerTransport() http.RoundTripper {
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = n.tls.Clone()
+	// The server certificate is no client certificate: with --link-ca
+	// the peer's HTTPS asks for one, and would refuse this one (no
+	// clientAuth usage) if the same CA signed it.
+	t.TLSClientConfig.Certificates = nil
+	t.TLSClientConfig.ClientCAs, t.TLSClientConfig.ClientAuth = nil, tls.NoClientCert
 	return t
 }
 

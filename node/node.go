@@ -168,7 +168,18 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: loading TLS certificate: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	cfgTLS := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	// The TLS listeners (MQTTS, HTTPS and WSS) ask for client certificates
+	// and verify those given against the link CA: other regions' links
+	// present theirs, users none (bridge/region Authenticate).
+	pool, err := cfg.linkCA()
+	if err != nil {
+		return nil, err
+	}
+	if pool != nil {
+		cfgTLS.ClientCAs, cfgTLS.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return cfgTLS, nil
 }
 
 // openState opens the database and the FSM over it, registers the

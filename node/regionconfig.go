@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,7 +25,7 @@ const DefaultRegion = "local"
 var regionSettings = []setting{
 	{name: "region", usage: "this cluster's region name (letters, digits, -): users of other regions address its users as name@region", set: stringSetter(func(c *Config) *string { return &c.Region })},
 	{name: "region-number", usage: "this region's number, 0 to 15, different in every linked region: the top 4 bits of the Snowflake machine number, so message IDs are unique across regions (0 keeps single-region IDs as they were)", set: intSetter(func(c *Config) *int { return &c.RegionNumber })},
-	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://); repeatable (env: comma-separated)", repeat: true, set: func(c *Config, v string) error {
+	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://) or of its MQTT over WebSocket (wss://HOST[:PORT]/mqtt, ws:// on trusted networks); repeatable (env: comma-separated)", repeat: true, set: func(c *Config, v string) error {
 		for _, item := range strings.Split(v, ",") {
 			if item = strings.TrimSpace(item); item != "" {
 				c.Links = append(c.Links, item)
@@ -33,7 +35,10 @@ var regionSettings = []setting{
 	}},
 	{name: "link-retention", usage: "drop messages queued for another region longer than this (they never reach it; counted and logged) so a dead link cannot fill the disk", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkRetention })},
 	{name: "link-backlog-warn", usage: "warn in /readyz when a link's oldest queued message is older than this", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkBacklogWarn })},
-	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each)", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},
+	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each); optional with --link-ca and --link-cert", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},
+	{name: "link-ca", usage: "CA certificates (PEM) that sign the other regions' link certificates: the TLS listeners ask for client certificates and accept a link whose certificate names its region (SAN DNS name, or CN without DNS names) without a secret; needs --tls-cert", set: stringSetter(func(c *Config) *string { return &c.LinkCA })},
+	{name: "link-cert", usage: "this region's link client certificate (PEM), presented to the other regions over tls:// and wss://; with --link-key", set: stringSetter(func(c *Config) *string { return &c.LinkCert })},
+	{name: "link-key", usage: "the private key (PEM) of --link-cert", set: stringSetter(func(c *Config) *string { return &c.LinkKey })},
 }
 
 // validateRegion checks --region and the links (not the secret file's
@@ -59,10 +64,50 @@ func (c Config) validateRegion() error {
 		}
 		seen[l.Name] = true
 	}
-	if len(c.Links) > 0 && c.LinkSecretFile == "" {
-		return fmt.Errorf("%w: --link needs --link-secret-file", ErrConfig)
+	if (c.LinkCert == "") != (c.LinkKey == "") {
+		return fmt.Errorf("%w: --link-cert and --link-key go together", ErrConfig)
+	}
+	if c.LinkCA != "" && c.TLSCert == "" {
+		return fmt.Errorf("%w: --link-ca needs --tls-cert (the TLS listeners verify the links' certificates)", ErrConfig)
+	}
+	if len(c.Links) > 0 && c.LinkSecretFile == "" && (c.LinkCA == "" || c.LinkCert == "") {
+		return fmt.Errorf("%w: --link needs --link-secret-file, or --link-ca with --link-cert and --link-key", ErrConfig)
 	}
 	return nil
+}
+
+// linkCA reads --link-ca; nil without one.
+func (c Config) linkCA() (*x509.CertPool, error) {
+	if c.LinkCA == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(c.LinkCA)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --link-ca: %v", ErrConfig, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%w: --link-ca %s: no PEM certificate", ErrConfig, c.LinkCA)
+	}
+	return pool, nil
+}
+
+// linkTLS is the TLS client configuration of the links: LinkTLS (tests)
+// or the system's roots, with --link-cert presented.
+func (c Config) linkTLS() (*tls.Config, error) {
+	cfg := c.LinkTLS.Clone()
+	if c.LinkCert == "" {
+		return cfg, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.LinkCert, c.LinkKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --link-cert/--link-key: %v", ErrConfig, err)
+	}
+	if cfg == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	cfg.Certificates = []tls.Certificate{cert}
+	return cfg, nil
 }
 
 // regionLinks reads the links with their secrets.
@@ -79,6 +124,9 @@ func (c Config) regionLinks() ([]region.Link, error) {
 		}
 		links = append(links, l)
 		names = append(names, l.Name)
+	}
+	if c.LinkSecretFile == "" {
+		return links, nil // certificates only (validateRegion)
 	}
 	data, err := os.ReadFile(c.LinkSecretFile)
 	if err != nil {
@@ -101,7 +149,15 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: n.cfg.LinkTLS, Node: n.cfg.NodeID,
+	linkTLS, err := n.cfg.linkTLS()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	linkCA, err := n.cfg.linkCA()
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: linkTLS, LinkCA: linkCA, Node: n.cfg.NodeID,
 		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
 			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n},

@@ -27,17 +27,30 @@ func TestRegionFlags(t *testing.T) {
 	if d, err := LoadConfig(nil, []string{"EDGECHAT_LINK=us=tcp://h:1,ap=tcp://h:2", "EDGECHAT_LINK_SECRET_FILE=" + secret}); err != nil || len(d.Links) != 2 || d.Region != DefaultRegion {
 		t.Fatalf("from the environment: %+v, %v", d.Links, err)
 	}
+	// Certificates instead of a secret file; a wss:// link.
+	mtls, err := LoadConfig([]string{"--region", "eu", "--link", "us=wss://chat.us.example.com", "--tls-cert", "s.pem", "--tls-key", "k.pem",
+		"--link-ca", "ca.pem", "--link-cert", "c.pem", "--link-key", "ck.pem"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if links, err := mtls.regionLinks(); err != nil || len(links) != 1 || links[0].Secret != "" || links[0].URL != "wss://chat.us.example.com/mqtt" {
+		t.Fatalf("links by certificate %+v, %v", links, err)
+	}
 	for name, args := range map[string][]string{
-		"bad region":         {"--region", "e u"},
-		"region with @":      {"--region", "e@u"},
-		"link without file":  {"--link", "us=tcp://h:1"},
-		"link to itself":     {"--region", "us", "--link", "us=tcp://h:1", "--link-secret-file", secret},
-		"link twice":         {"--link", "us=tcp://h:1", "--link", "us=tcp://h:2", "--link-secret-file", secret},
-		"link bad scheme":    {"--link", "us=http://h:1", "--link-secret-file", secret},
-		"link without port":  {"--link", "us=tcp://h", "--link-secret-file", secret},
-		"link without name=": {"--link", "tcp://h:1", "--link-secret-file", secret},
-		"region number 16":   {"--region-number", "16"},
-		"region number -1":   {"--region-number", "-1"},
+		"bad region":             {"--region", "e u"},
+		"region with @":          {"--region", "e@u"},
+		"link without file":      {"--link", "us=tcp://h:1"},
+		"link to itself":         {"--region", "us", "--link", "us=tcp://h:1", "--link-secret-file", secret},
+		"link twice":             {"--link", "us=tcp://h:1", "--link", "us=tcp://h:2", "--link-secret-file", secret},
+		"link bad scheme":        {"--link", "us=http://h:1", "--link-secret-file", secret},
+		"link without port":      {"--link", "us=tcp://h", "--link-secret-file", secret},
+		"link without name=":     {"--link", "tcp://h:1", "--link-secret-file", secret},
+		"link-cert without key":  {"--link-cert", "c.pem"},
+		"link-ca without tls":    {"--link-ca", "ca.pem"},
+		"link, ca, no cert":      {"--link", "us=tcp://h:1", "--link-ca", "ca.pem", "--tls-cert", "s.pem", "--tls-key", "k.pem"},
+		"link wss with userinfo": {"--link", "us=wss://u:p@h/mqtt", "--link-secret-file", secret},
+		"region number 16":       {"--region-number", "16"},
+		"region number -1":       {"--region-number", "-1"},
 	} {
 		if _, err := LoadConfig(args, nil); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)

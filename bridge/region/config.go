@@ -14,7 +14,9 @@ import (
 
 // Link is one configured link to another region: its name (the other
 // region's name), the URL of that region's MQTT listener (tcp:// or
-// tls://) and the shared secret both sides know.
+// tls://, or wss:// and ws:// to its MQTT over WebSocket at /mqtt) and
+// the shared secret both sides know ("" when the links authenticate with
+// certificates only, Config.LinkCA).
 type Link struct {
 	Name   string
 	URL    string
@@ -40,13 +42,25 @@ func ParseLink(s string) (Link, error) {
 	if err != nil {
 		return Link{}, fmt.Errorf("%w: link %s: %v", ErrConfig, name, err)
 	}
-	if u.Scheme != "tcp" && u.Scheme != "tls" {
-		return Link{}, fmt.Errorf("%w: link %s: scheme %q (want tcp or tls)", ErrConfig, name, u.Scheme)
+	switch u.Scheme {
+	case "tcp", "tls":
+		if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+			return Link{}, fmt.Errorf("%w: link %s: %q: want %s://HOST:PORT", ErrConfig, name, raw, u.Scheme)
+		}
+		return Link{Name: name, URL: u.Scheme + "://" + u.Host}, nil
+	case "ws", "wss":
+		// The other region's gateway: MQTT over WebSocket at /mqtt
+		// (another path for a proxy in front of it); the port may be
+		// left to the scheme's.
+		if u.Host == "" || u.User != nil || u.Fragment != "" {
+			return Link{}, fmt.Errorf("%w: link %s: %q: want %s://HOST[:PORT]/mqtt", ErrConfig, name, raw, u.Scheme)
+		}
+		if u.Path == "" || u.Path == "/" {
+			u.Path = "/mqtt"
+		}
+		return Link{Name: name, URL: u.String()}, nil
 	}
-	if _, port, err := net.SplitHostPort(u.Host); err != nil || port == "" || u.Path != "" && u.Path != "/" {
-		return Link{}, fmt.Errorf("%w: link %s: %q: want %s://HOST:PORT", ErrConfig, name, raw, u.Scheme)
-	}
-	return Link{Name: name, URL: u.Scheme + "://" + u.Host}, nil
+	return Link{}, fmt.Errorf("%w: link %s: scheme %q (want tcp, tls, wss or ws)", ErrConfig, name, u.Scheme)
 }
 
 // ParseSecrets reads a --link-secret-file: either one line, the secret

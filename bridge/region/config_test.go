@@ -14,12 +14,15 @@ func TestParseLink(t *testing.T) {
 	for in, want := range map[string]Link{
 		"us=tcp://127.0.0.1:1883":              {Name: "us", URL: "tcp://127.0.0.1:1883"},
 		" eu-1=tls://mqtt.eu.example.com:8883": {Name: "eu-1", URL: "tls://mqtt.eu.example.com:8883"},
+		"us=wss://chat.us.example.com/mqtt":    {Name: "us", URL: "wss://chat.us.example.com/mqtt"},
+		"us=wss://chat.us.example.com:8443":    {Name: "us", URL: "wss://chat.us.example.com:8443/mqtt"},
+		"us=ws://127.0.0.1:8080/edge/mqtt":     {Name: "us", URL: "ws://127.0.0.1:8080/edge/mqtt"},
 	} {
 		if got, err := ParseLink(in); err != nil || got != want {
 			t.Errorf("ParseLink(%q) = %+v, %v", in, got, err)
 		}
 	}
-	for _, bad := range []string{"", "us", "us=", "=tcp://h:1", "u s=tcp://h:1", "us=http://h:1", "us=tcp://h", "us=tcp://h:1/x", "us=wss://h:1"} {
+	for _, bad := range []string{"", "us", "us=", "=tcp://h:1", "u s=tcp://h:1", "us=http://h:1", "us=tcp://h", "us=tcp://h:1/x", "us=wss://", "us=wss://u:p@h/mqtt", "us=https://h/mqtt"} {
 		if l, err := ParseLink(bad); !errors.Is(err, ErrConfig) {
 			t.Errorf("ParseLink(%q) = %+v, %v; want ErrConfig", bad, l, err)
 		}
@@ -57,7 +60,8 @@ func FuzzParseLink(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if address.ValidRegion(l.Name) != nil || !strings.HasPrefix(l.URL, "tcp://") && !strings.HasPrefix(l.URL, "tls://") {
+		if address.ValidRegion(l.Name) != nil || !strings.HasPrefix(l.URL, "tcp://") && !strings.HasPrefix(l.URL, "tls://") &&
+			!strings.HasPrefix(l.URL, "ws://") && !strings.HasPrefix(l.URL, "wss://") {
 			t.Fatalf("ParseLink(%q) accepted %+v", s, l)
 		}
 		if again, err := ParseLink(l.Name + "=" + l.URL); err != nil || again != l {

@@ -128,12 +128,12 @@ func TestAuthenticateQueryConnection(t *testing.T) {
 		{"$link/eu", "$link/eu", false},
 		{"bob", "$link/us", false},
 	} {
-		region, err := b.Authenticate(c.id, c.user, []byte("a-shared-link-secret-of-the-test"), strconv.Itoa(b.cfg.Number+1))
+		region, err := b.Authenticate(c.id, c.user, []byte("a-shared-link-secret-of-the-test"), strconv.Itoa(b.cfg.Number+1), nil)
 		if (err == nil) != c.ok || c.ok && region != "us" {
 			t.Errorf("client ID %q username %q: %q %v, want ok %v", c.id, c.user, region, err, c.ok)
 		}
 	}
-	if _, err := b.Authenticate("$link/us/q/n1", "$link/us", []byte("wrong-secret-of-sixteen-bytes"), strconv.Itoa(b.cfg.Number+1)); err == nil {
+	if _, err := b.Authenticate("$link/us/q/n1", "$link/us", []byte("wrong-secret-of-sixteen-bytes"), strconv.Itoa(b.cfg.Number+1), nil); err == nil {
 		t.Error("a query connection with a wrong secret was accepted")
 	}
 }

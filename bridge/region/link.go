@@ -18,6 +18,7 @@ import (
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/internal/wsnet"
 )
 
 // LinkPrefix starts a link's client ID, username and topics.
@@ -147,17 +148,20 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	}
 	dctx, cancel := context.WithTimeout(ctx, l.dialTO)
 	defer cancel()
+	cfg := l.tls.Clone() // with this region's certificate when --link-cert
+	if cfg == nil {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = u.Hostname()
+	}
 	var conn net.Conn
-	if u.Scheme == "tls" {
-		cfg := l.tls.Clone()
-		if cfg == nil {
-			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
+	switch u.Scheme {
+	case "tls":
 		conn, err = (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", u.Host)
-	} else {
+	case "wss", "ws":
+		conn, err = wsnet.Dial(dctx, l.link.URL, cfg) // no Origin header
+	default:
 		conn, err = (&net.Dialer{}).DialContext(dctx, "tcp", u.Host)
 	}
 	if err != nil {
@@ -174,8 +178,9 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	if l.clientID != "" {
 		id = l.clientID
 	}
+	// No secret: the link's certificate stands for it (Config.LinkCA).
 	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
-		Password: []byte(l.link.Secret), PasswordFlag: true, KeepAlive: 30, CleanStart: true,
+		Password: []byte(l.link.Secret), PasswordFlag: l.link.Secret != "", KeepAlive: 30, CleanStart: true,
 		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
 		_ = conn.Close()

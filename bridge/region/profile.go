@@ -71,8 +71,8 @@ type queryClient struct {
 	lc *linkClient
 
 	mu      sync.Mutex
-	pending map[string]chan profileAnswer // by correlation data
-	subOn   *paho.Client                  // the connection the reply topic is subscribed on
+	pending map[string]chan []byte // answers by correlation data
+	subOn   *paho.Client           // the connection the reply topic is subscribed on
 }
 
 // maxCachedProfiles bounds the cache; when full it is emptied (simple,
@@ -141,9 +141,9 @@ func (b *Bridge) queryClient(region string) *queryClient {
 	defer b.q.mu.Unlock()
 	qc := b.q.clients[region]
 	if qc == nil {
-		lc := &linkClient{link: b.links[region], own: b.cfg.Region, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout,
+		lc := &linkClient{link: b.links[region], own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, dialTO: b.cfg.Timeout,
 			clientID: LinkPrefix + b.cfg.Region + "/q/" + b.cfg.Node}
-		qc = &queryClient{lc: lc, pending: map[string]chan profileAnswer{}}
+		qc = &queryClient{lc: lc, pending: map[string]chan []byte{}}
 		lc.onPublish = qc.receive
 		b.q.clients[region] = qc
 	}
@@ -154,10 +154,25 @@ func (b *Bridge) queryClient(region string) *queryClient {
 func (b *Bridge) fetchProfile(ctx context.Context, a address.Address) (profileAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	qc := b.queryClient(a.Region)
-	cl, alive, err := qc.lc.connect(ctx)
+	raw, err := b.request(ctx, a.Region, ProfileTopic(b.cfg.Region), mustJSON(profileRequest{User: a.Name}))
 	if err != nil {
 		return profileAnswer{}, err
+	}
+	var ans profileAnswer
+	if err := json.Unmarshal(raw, &ans); err != nil {
+		return profileAnswer{}, fmt.Errorf("malformed answer: %v", err)
+	}
+	return ans, nil
+}
+
+// request publishes payload on topic (under $link/{own}/) over the
+// node's query connection to region, with the node's reply topic and a
+// random correlation data, and waits for the answer until ctx ends.
+func (b *Bridge) request(ctx context.Context, region, topic string, payload []byte) ([]byte, error) {
+	qc := b.queryClient(region)
+	cl, alive, err := qc.lc.connect(ctx)
+	if err != nil {
+		return nil, err
 	}
 	reply := ReplyTopic(b.cfg.Region, b.cfg.Node)
 	qc.mu.Lock()
@@ -166,7 +181,7 @@ func (b *Bridge) fetchProfile(ctx context.Context, a address.Address) (profileAn
 	if !subscribed {
 		if _, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: reply, QoS: 1}}}); err != nil {
 			qc.lc.drop(cl)
-			return profileAnswer{}, err
+			return nil, err
 		}
 		qc.mu.Lock()
 		qc.subOn = cl
@@ -174,7 +189,7 @@ func (b *Bridge) fetchProfile(ctx context.Context, a address.Address) (profileAn
 	}
 	corr := make([]byte, 16)
 	_, _ = rand.Read(corr)
-	ch := make(chan profileAnswer, 1)
+	ch := make(chan []byte, 1)
 	qc.mu.Lock()
 	qc.pending[string(corr)] = ch
 	qc.mu.Unlock()
@@ -187,16 +202,16 @@ func (b *Bridge) fetchProfile(ctx context.Context, a address.Address) (profileAn
 	stop := context.AfterFunc(alive, pcancel)
 	defer stop()
 	defer pcancel()
-	if _, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: ProfileTopic(b.cfg.Region), Payload: mustJSON(profileRequest{User: a.Name}),
+	if _, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload,
 		Properties: &paho.PublishProperties{ResponseTopic: reply, CorrelationData: corr}}); err != nil {
 		qc.lc.drop(cl)
-		return profileAnswer{}, err
+		return nil, err
 	}
 	select {
 	case ans := <-ch:
 		return ans, nil
 	case <-pctx.Done():
-		return profileAnswer{}, errors.New("no answer")
+		return nil, errors.New("no answer")
 	}
 }
 
@@ -206,10 +221,7 @@ func (qc *queryClient) receive(pr paho.PublishReceived) (bool, error) {
 	if pk.Properties == nil {
 		return true, nil
 	}
-	var ans profileAnswer
-	if json.Unmarshal(pk.Payload, &ans) != nil {
-		return true, nil
-	}
+	ans := pk.Payload
 	qc.mu.Lock()
 	ch := qc.pending[string(pk.Properties.CorrelationData)]
 	qc.mu.Unlock()
@@ -236,6 +248,9 @@ func (b *Bridge) closeQueries() {
 // publish with a response topic): a profile of a user of this region.
 // The broker publishes the answer on the response topic.
 func (b *Bridge) Answer(_ context.Context, region, topic string, payload []byte) ([]byte, error) {
+	if topic == SearchTopic(region) {
+		return b.answerSearch(region, payload)
+	}
 	if topic != ProfileTopic(region) {
 		return nil, fmt.Errorf("region: link %s: no request on %q: %w", region, topic, wire.ErrInvalid)
 	}

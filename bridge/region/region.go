@@ -12,13 +12,17 @@
 // message at QoS 1 (several to a publish on $link/{own}/batch, batch.go;
 // one alone on $link/{own}/dm is accepted too) with the sender qualified
 // (alice@eu), through a paho MQTT 5 client whose client ID and username
-// are $link/{own} and whose password is the link's secret (link.go). The
+// are $link/{own} and whose password is the link's secret (link.go),
+// over tcp://, tls://, or MQTT over WebSocket to the other region's
+// gateway at /mqtt (wss://, ws://; wsconn.go); on TLS it presents this
+// region's link certificate when one is configured (Config.TLS). The
 // cursor moves only after the other region's PUBACK, through the Raft
 // log (CmdRegionCursor), so a new leader resumes where the old one was
 // acknowledged; a resend is deduplicated by the receiver.
 //
-// Receiving: the broker hands a link's connection to Authenticate (the
-// secret is compared in constant time) and its publishes to Receive,
+// Receiving: the broker hands a link's connection to Authenticate (a
+// client certificate the link CA verifies and that names the region, or
+// else the secret, compared in constant time) and its publishes to Receive,
 // which checks that the sender belongs to the link's region and the
 // recipient to this one, stores the message through this region's Raft
 // log with the origin's ID as the dedupe key (archive.StoreRemote),
@@ -30,6 +34,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,9 +61,14 @@ type Config struct {
 	// linked region must not share (numbers.go).
 	Number int
 	Links  []Link // the other regions, each with its secret
-	// TLS is the client configuration of tls:// links (RootCAs of the
-	// other regions' certificates); nil: the system's roots.
+	// TLS is the client configuration of tls:// and wss:// links
+	// (RootCAs of the other regions' certificates; Certificates: this
+	// region's link certificate, --link-cert); nil: the system's roots.
 	TLS *tls.Config
+	// LinkCA signs the other regions' link certificates (--link-ca):
+	// a link that presents one, verified against it, naming its region,
+	// is accepted without a secret (Authenticate). nil: secrets only.
+	LinkCA *x509.CertPool
 	// Timeout bounds one attempt to dial and connect, one publish's wait
 	// for its PUBACK, and a cursor commit; default 10s. A batch of
 	// MaxBatch messages may take MaxBatch times this.
@@ -77,6 +87,9 @@ type Config struct {
 	// ProfileTTL is how long a profile of another region is cached;
 	// default 5m.
 	ProfileTTL time.Duration
+	// SearchTimeout bounds the wait for each region's answer to a
+	// search across regions (search.go); default DefaultSearchTimeout.
+	SearchTimeout time.Duration
 	// Retention: queued messages older than this are dropped (ops.go);
 	// default DefaultRetention. ExpireEvery is how often the leader
 	// looks; default min(Retention/4, 1m).
@@ -184,6 +197,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	if cfg.ExpireEvery <= 0 {
 		cfg.ExpireEvery = min(cfg.Retention/4, time.Minute)
 	}
+	if cfg.SearchTimeout <= 0 {
+		cfg.SearchTimeout = DefaultSearchTimeout
+	}
 	if cfg.BacklogWarn <= 0 {
 		cfg.BacklogWarn = DefaultBacklogWarn
 	}
@@ -200,6 +216,8 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 			return nil, fmt.Errorf("%w: link %s names this region", ErrConfig, l.Name)
 		case links[l.Name] != (Link{}):
 			return nil, fmt.Errorf("%w: link %s configured twice", ErrConfig, l.Name)
+		case l.Secret == "" && cfg.LinkCA != nil:
+			// certificates only
 		case len(l.Secret) < MinSecretLen:
 			return nil, fmt.Errorf("%w: link %s: secret missing or shorter than %d bytes", ErrConfig, l.Name, MinSecretLen)
 		}
@@ -377,9 +395,16 @@ func (b *Bridge) lead(ctx context.Context) {
 // Authenticate checks the CONNECT of another region's link (the
 // broker's Links): username $link/{region} of a configured link, client
 // ID the same or, for a node's query connection, $link/{region}/q/{node}
-// (profile.go), its secret (compared in constant time) and the region
-// number it tells (user property region-number), which must not be ours.
-func (b *Bridge) Authenticate(clientID, username string, password []byte, number string) (string, error) {
+// (profile.go), and the region number it tells (user property
+// region-number), which must not be ours. The link proves it is region
+// either with a client certificate (certs: the chain the peer presented
+// in the TLS handshake, leaf first; none without one) that LinkCA verifies for client authentication
+// and that names region — a SAN DNS name equal to region, or, in a
+// certificate without DNS names, its subject CN — or, without a
+// certificate, with its secret (compared in constant time). A
+// certificate for another region, or one LinkCA does not verify, is
+// refused even with the right secret.
+func (b *Bridge) Authenticate(clientID, username string, password []byte, number string, certs []*x509.Certificate) (string, error) {
 	region, ok := strings.CutPrefix(username, LinkPrefix)
 	if ok && clientID != username {
 		node, q := strings.CutPrefix(clientID, username+"/q/")
@@ -394,7 +419,18 @@ func (b *Bridge) Authenticate(clientID, username string, password []byte, number
 		b.m.auth.WithLabelValues("unknown_region").Inc()
 		return "", fmt.Errorf("region: %q is not a configured link", region)
 	}
-	if subtle.ConstantTimeCompare(password, []byte(l.Secret)) != 1 {
+	switch {
+	case len(certs) > 0 && b.cfg.LinkCA != nil:
+		if err := certFor(certs, b.cfg.LinkCA, region); err != nil {
+			b.m.auth.WithLabelValues("bad_cert").Inc()
+			b.log.Warn("region link refused: certificate", "link", region, "subject", certs[0].Subject.String(), "dns", certs[0].DNSNames, "error", err)
+			return "", fmt.Errorf("region: link %s: %w", region, err)
+		}
+	case l.Secret == "":
+		b.m.auth.WithLabelValues("no_cert").Inc()
+		b.log.Warn("region link refused: no certificate (this link has no secret)", "link", region)
+		return "", fmt.Errorf("region: link %s: no client certificate", region)
+	case subtle.ConstantTimeCompare(password, []byte(l.Secret)) != 1:
 		b.m.auth.WithLabelValues("bad_secret").Inc()
 		b.log.Warn("region link refused: wrong secret", "link", region)
 		return "", fmt.Errorf("region: link %s: wrong secret", region)
@@ -404,6 +440,29 @@ func (b *Bridge) Authenticate(clientID, username string, password []byte, number
 	}
 	b.m.auth.WithLabelValues("ok").Inc()
 	return region, nil
+}
+
+// certFor checks that certs (leaf first, then intermediates) is a client
+// certificate of ca's for region: a SAN DNS name region or, when it has
+// no DNS names, the CN region.
+func certFor(certs []*x509.Certificate, ca *x509.CertPool, region string) error {
+	cert, inter := certs[0], x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: ca, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("certificate not verified by the link CA: %v", err)
+	}
+	names := cert.DNSNames
+	if len(names) == 0 {
+		names = []string{cert.Subject.CommonName}
+	}
+	for _, n := range names {
+		if strings.EqualFold(n, region) {
+			return nil
+		}
+	}
+	return fmt.Errorf("certificate names %q, not region %s", names, region)
 }
 
 // remoteHead is what Receive reads of a forwarded envelope besides the

@@ -2,21 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
-	"sync"
 
-	"github.com/gorilla/websocket"
+	"github.com/edgechat/edgechat/internal/wsnet"
 )
 
 // The bench speaks MQTT over TCP ("host:port", "tcp://host:port") or over
-// WebSocket ("ws://host:port/mqtt", the node's HTTP listener). The
-// WebSocket dialer is gorilla/websocket, already a dependency of the
-// broker's own /mqtt listener, wrapped as a net.Conn for paho.
+// WebSocket ("ws://host:port/mqtt", the node's HTTP listener), dialled by
+// internal/wsnet (gorilla/websocket as a net.Conn for paho).
 
 // isWS reports whether addr is a WebSocket URL.
 func isWS(addr string) bool { return strings.HasPrefix(addr, "ws://") }
@@ -31,62 +26,12 @@ func dialConn(ctx context.Context, addr string) (net.Conn, error) {
 		}
 		return c, nil
 	}
-	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, ReadBufferSize: 4096, WriteBufferSize: 4096}
-	ws, resp, err := d.DialContext(ctx, addr, http.Header{})
-	if resp != nil && resp.Body != nil {
-		resp.Body.Close()
-	}
+	c, err := wsnet.Dial(ctx, addr, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s: %w", addr, err)
 	}
-	return &wsClientConn{Conn: ws.NetConn(), ws: ws}, nil
+	return c, nil
 }
-
-// wsClientConn is a WebSocket as a net.Conn carrying MQTT in binary
-// frames; reads stream across frame boundaries.
-type wsClientConn struct {
-	net.Conn // addresses and deadlines
-	ws       *websocket.Conn
-	r        io.Reader
-	wmu      sync.Mutex // gorilla allows one writer at a time
-}
-
-var errTextFrame = errors.New("websocket text frame (MQTT needs binary frames)")
-
-func (c *wsClientConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				return 0, errTextFrame
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if errors.Is(err, io.EOF) {
-			c.r = nil
-			if n == 0 {
-				continue
-			}
-			err = nil
-		}
-		return n, err
-	}
-}
-
-func (c *wsClientConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsClientConn) Close() error { return c.ws.Close() }
 
 // wsURL turns an HTTP base URL (http://h:p) into the node's MQTT over
 // WebSocket URL (ws://h:p/mqtt); a ws:// URL is kept.

@@ -22,6 +22,35 @@ type RemoteProfiles interface {
 	RemoteProfile(ctx context.Context, addr string) ([]byte, error)
 }
 
+// RemoteSearcher asks the linked regions for users (bridge/region
+// search.go): their profiles with userId qualified, and the regions that
+// did not answer in time. The RemoteProfiles given to SetRemoteProfiles
+// may implement it.
+type RemoteSearcher interface {
+	RemoteSearch(ctx context.Context, q string, limit int) (found []json.RawMessage, unanswered []string)
+}
+
+// SearchJSON is the first page of this region's search for q as JSON
+// profiles, for another region's request; an invalid query finds no one.
+func (s *Service) SearchJSON(q string, limit int) ([]json.RawMessage, error) {
+	found, _, err := s.Search(q, "", min(max(limit, 1), MaxSearchLimit))
+	if errors.Is(err, ErrInvalidQuery) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(found))
+	for _, p := range found {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 // SetRemoteProfiles lets GET /user/{name@region} answer profiles of
 // other regions (the region bridge is built after this service). Call
 // it before serving.

@@ -155,7 +155,17 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	found, next, err := s.Search(r.URL.Query().Get("q"), cursor, limit)
+	q := r.URL.Query()
+	allRegions := false
+	switch q.Get("regions") {
+	case "", "local":
+	case "all":
+		allRegions = true
+	default:
+		httpapi.WriteError(w, httpError(fmt.Errorf("%w: regions: want all or local", ErrInvalidQuery)))
+		return
+	}
+	found, next, err := s.Search(q.Get("q"), cursor, limit)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -163,6 +173,23 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{"users": found}
 	if next != "" {
 		out["nextCursor"] = encodeCursor(next)
+	}
+	// Other regions' matches come on the first page, after this
+	// region's, at most limit from each (they are not paged).
+	if rs, ok := s.remote.(RemoteSearcher); ok && allRegions && cursor == "" {
+		remote, unanswered := rs.RemoteSearch(r.Context(), q.Get("q"), limit)
+		users := make([]any, 0, len(found)+len(remote))
+		for _, p := range found {
+			users = append(users, p)
+		}
+		for _, p := range remote {
+			users = append(users, p)
+		}
+		out["users"] = users
+		if unanswered == nil {
+			unanswered = []string{}
+		}
+		out["unanswered"] = unanswered
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }
