@@ -39,12 +39,17 @@ func TestWebSocket(t *testing.T) {
 	}
 	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "phone")
+	// Subscribed first: her own copy of what she sends comes there too
+	// (after the PUBACK), and must not be taken for bob's answer.
+	alice.MustSub(t, "user/alice/newMessage")
 	alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"ws1","type":"text","body":"over ws"}`)
 	if got := envOf(t, bob.Next(t).Payload); got.CID != "ws1" || got.From != "alice" {
 		t.Fatalf("bob got %+v", got)
 	}
+	if got := envOf(t, alice.Next(t).Payload); got.CID != "ws1" || got.To != "bob" {
+		t.Fatalf("alice's own copy: %+v", got)
+	}
 	// and the other way
-	alice.MustSub(t, "user/alice/newMessage")
 	if code, _ := bob.Pub(t, "user/alice/newMessage", 1, `{"cid":"ws2","type":"text","body":"from browser"}`); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
