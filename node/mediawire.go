@@ -94,11 +94,11 @@ func (n *Node) peerTransport() http.RoundTripper {
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = n.tls.Clone()
-	// The server certificate is no client certificate: with --link-ca
-	// the peer's HTTPS asks for one, and would refuse this one (no
-	// clientAuth usage) if the same CA signed it.
+	// The server certificate is no client certificate, and the peer's
+	// HTTPS asks for one only from links (withLinkAuth).
 	t.TLSClientConfig.Certificates = nil
 	t.TLSClientConfig.ClientCAs, t.TLSClientConfig.ClientAuth = nil, tls.NoClientCert
+	t.TLSClientConfig.GetConfigForClient = nil
 	return t
 }
 

@@ -6,6 +6,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -169,17 +170,34 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 		return nil, fmt.Errorf("node: loading TLS certificate: %w", err)
 	}
 	cfgTLS := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	// The TLS listeners (MQTTS, HTTPS and WSS) ask for client certificates
-	// and verify those given against the link CA: other regions' links
-	// present theirs, users none (bridge/region Authenticate).
 	pool, err := cfg.linkCA()
 	if err != nil {
 		return nil, err
 	}
 	if pool != nil {
-		cfgTLS.ClientCAs, cfgTLS.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		withLinkAuth(cfgTLS, pool)
 	}
 	return cfgTLS, nil
+}
+
+// withLinkAuth makes the TLS listeners (MQTTS, HTTPS and WSS) ask for a
+// client certificate, verified against the link CA, from the clients
+// that offer the link's application protocol (region.LinkALPN): other
+// regions' links present theirs (bridge/region Authenticate); browsers
+// and users' apps are not asked, so no browser shows a certificate
+// picker. No protocol is negotiated with a link (the gateway's HTTP
+// server would close a connection that negotiated one it does not
+// serve): its WebSocket upgrade is plain HTTP/1.1.
+func withLinkAuth(base *tls.Config, pool *x509.CertPool) {
+	links := base.Clone()
+	links.ClientCAs, links.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	links.NextProtos = nil
+	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if slices.Contains(hello.SupportedProtos, region.LinkALPN) {
+			return links, nil
+		}
+		return nil, nil // the listener's own configuration: no certificate asked
+	}
 }
 
 // openState opens the database and the FSM over it, registers the

@@ -24,6 +24,12 @@ import (
 // LinkPrefix starts a link's client ID, username and topics.
 const LinkPrefix = "$link/"
 
+// LinkALPN is the TLS application protocol a link offers (tls:// and
+// wss://): a region's TLS listeners ask for a client certificate only
+// from a client that offers it, so browsers and users' apps are never
+// asked for one (a browser would show a certificate picker).
+const LinkALPN = "edgechat-link"
+
 // DMTopic is the topic a link publishes direct messages on:
 // $link/{from region}/dm.
 func DMTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/dm" }
@@ -155,6 +161,9 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	if cfg.ServerName == "" {
 		cfg.ServerName = u.Hostname()
 	}
+	// http/1.1 too: a gateway that does not ask links for certificates
+	// (no --link-ca) refuses a client offering only protocols it lacks.
+	cfg.NextProtos = []string{LinkALPN, "http/1.1"}
 	var conn net.Conn
 	switch u.Scheme {
 	case "tls":

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	regionpkg "github.com/edgechat/edgechat/bridge/region"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -244,7 +246,7 @@ func TestLinkMutualTLSRefused(t *testing.T) {
 	n := us.nodes[0]
 	dial := func(cert *linkCert, password string) error {
 		t.Helper()
-		cfg := &tls.Config{RootCAs: server.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+		cfg := &tls.Config{RootCAs: server.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12, NextProtos: []string{regionpkg.LinkALPN}}
 		if cert != nil {
 			// Sent even when the server names other acceptable CAs (a
 			// Go client would otherwise send none).
@@ -284,13 +286,57 @@ func TestLinkMutualTLSRefused(t *testing.T) {
 	if v := auth("bad_cert"); v != 2 {
 		t.Fatalf("bad_cert %v (a certificate of another CA must fail the handshake, not reach the bridge)", v)
 	}
-	// A user presents no certificate to the same listener.
-	tok := us.newUser(t, "carol")
-	conn, err := tls.Dial("tcp", n.MQTTSAddr(), &tls.Config{RootCAs: server.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	// A user presents no certificate to the same listener, and neither it
+	// nor the HTTPS gateway asks users or browsers for one (a browser
+	// would show a certificate picker): only a client offering the link's
+	// application protocol is asked.
+	asked := func(addr string, protos ...string) (bool, *tls.Conn) {
+		t.Helper()
+		var requested bool
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: server.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12, NextProtos: protos,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				requested = true
+				return &tls.Certificate{}, nil
+			}})
+		if err != nil {
+			t.Fatalf("TLS to %s offering %q: %v", addr, protos, err)
+		}
+		return requested, conn
+	}
+	gw, err := url.Parse(n.HTTPURL)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, c := range []struct {
+		addr   string
+		protos []string
+		want   bool
+	}{
+		{n.MQTTSAddr(), nil, false},
+		{n.MQTTSAddr(), []string{"mqtt"}, false},
+		{gw.Host, []string{"h2", "http/1.1"}, false},
+		{n.MQTTSAddr(), []string{regionpkg.LinkALPN}, true},
+		{gw.Host, []string{regionpkg.LinkALPN, "http/1.1"}, true},
+	} {
+		got, conn := asked(c.addr, c.protos...)
+		_ = conn.Close()
+		if got != c.want {
+			t.Errorf("%s offering %q: asked for a client certificate %v, want %v", c.addr, c.protos, got, c.want)
+		}
+	}
+	tok := us.newUser(t, "carol")
+	_, conn := asked(n.MQTTSAddr())
 	if _, _, err := mqtttest.Connect(t, conn, mqtttest.Options{ClientID: "carol/phone", Username: "carol", Password: tok}); err != nil {
 		t.Fatalf("a user over TLS without a certificate: %v", err)
+	}
+	// A browser's HTTP/2 over the same HTTPS listener still works.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: server.pool, ServerName: "127.0.0.1"}, ForceAttemptHTTP2: true}}
+	resp, err := hc.Get(n.HTTPURL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /healthz over HTTPS: %s %d, want HTTP/2 200", resp.Proto, resp.StatusCode)
 	}
 }
