@@ -125,7 +125,9 @@ export class Api {
     return this.call('GET', `/chat/sync?${q}`);
   }
   user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
-  search(q) { return this.call('GET', `/user/search?${new URLSearchParams({ q, limit: '8' })}`); }
+  // search finds people in this region and every linked one (theirs
+  // come qualified, name@region, after this region's).
+  search(q) { return this.call('GET', `/user/search?${new URLSearchParams({ q, limit: '8', regions: 'all' })}`); }
   // providers lists the identity providers users may sign in with (none
   // when the server has none configured).
   async providers() {
