@@ -120,8 +120,9 @@ func TestChatAcrossRegions(t *testing.T) {
 	if got := textOf(t, bob, `.msg[data-id] .text`); got != "hello from eu" {
 		t.Fatalf("bob sees %q", got)
 	}
-	run(t, alice, "alice sees her message read in us",
+	run(t, alice, "alice sees her message read in us, and bob online",
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="read"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob@us"] .dot[data-presence="online"]`)),
 	)
 	run(t, bob, "bob types", chromedp.SendKeys(chromedp.CSS(`#composer`), "typing"))
 	run(t, alice, "alice sees bob typing", chromedp.Poll[chromedp.Void](`document.querySelector('.conversation .sub').textContent === 'bob@us is typing…'`, chromedp.WithPollingInterval(50*time.Millisecond)))
