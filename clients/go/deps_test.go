@@ -25,6 +25,7 @@ var sdkModules = []string{
 // itself and ground-floor packages that import nothing of ours.
 var sdkOwnPackages = []string{
 	"github.com/edgechat/edgechat/clients/go",
+	"github.com/edgechat/edgechat/internal/address",
 	"github.com/edgechat/edgechat/internal/snowflake",
 	"github.com/edgechat/edgechat/internal/wire",
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/snowflake"
 )
 
@@ -264,8 +265,14 @@ func retryableReason(rc byte) bool {
 }
 
 // validUserID mirrors the server's rule (lowercase, 3-32 of a-z 0-9 _ . -,
-// starting with a letter) so that bad input fails before it is sent.
+// starting with a letter) so that bad input fails before it is sent. A
+// user of another region is name@region (docs/protocol.md "Regions").
 func validUserID(s string) bool {
+	a, err := address.Parse(s)
+	return err == nil && validName(a.Name)
+}
+
+func validName(s string) bool {
 	if len(s) < 3 || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
 		return false
 	}
@@ -278,7 +285,8 @@ func validUserID(s string) bool {
 	return true
 }
 
-// ValidUserID reports whether s is a well-formed user ID.
+// ValidUserID reports whether s is a well-formed user ID: a name, or
+// name@region for a user of another region.
 func ValidUserID(s string) bool { return validUserID(s) }
 
 // Limits the server enforces on a message, checked here first.

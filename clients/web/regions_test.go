@@ -1,92 +1,14 @@
 package web_test
 
 import (
-	"io"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
-
-// forwarder is a TCP listener that forwards each connection to the
-// address set later: two regions each need the other's address before
-// either has started.
-type forwarder struct {
-	ln     net.Listener
-	target atomic.Pointer[string]
-}
-
-func newForwarder(t *testing.T) *forwarder {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &forwarder{ln: ln}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go f.forward(c)
-		}
-	}()
-	return f
-}
-
-func (f *forwarder) forward(c net.Conn) {
-	to := f.target.Load()
-	if to == nil {
-		_ = c.Close()
-		return
-	}
-	up, err := net.Dial("tcp", *to)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		_ = dst.Close()
-		_ = src.Close()
-	}
-	go pipe(up, c)
-	pipe(c, up)
-}
-
-// startRegionPair starts regions eu and us of one node each, linked both
-// ways over MQTT.
-func startRegionPair(t *testing.T) (eu, us *nodetest.Node) {
-	t.Helper()
-	secret := filepath.Join(t.TempDir(), "link-secret")
-	if err := os.WriteFile(secret, []byte("a link secret of at least sixteen bytes\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	toEU, toUS := newForwarder(t), newForwarder(t)
-	start := func(name string, number int, other string, to *forwarder) *nodetest.Node {
-		return nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
-			c.Region, c.RegionNumber = name, number
-			c.Links = []string{other + "=tcp://" + to.ln.Addr().String()}
-			c.LinkSecretFile = secret
-		}))
-	}
-	eu = start("eu", 1, "us", toUS)
-	us = start("us", 2, "eu", toEU)
-	euAddr, usAddr := eu.MQTTAddr(), us.MQTTAddr()
-	toEU.target.Store(&euAddr)
-	toUS.target.Store(&usAddr)
-	return eu, us
-}
 
 // Two browsers in two regions: alice of eu finds bob of us by searching
 // (his name comes qualified, bob@us), writes to him, and he gets it in
@@ -94,7 +16,7 @@ func startRegionPair(t *testing.T) (eu, us *nodetest.Node) {
 // types (alice sees it) and replies; the reply reaches alice. Each
 // browser talks to its own region only.
 func TestChatAcrossRegions(t *testing.T) {
-	eu, us := startRegionPair(t)
+	eu, us := nodetest.StartRegionPair(t, "eu", "us")
 	alice, bob := browser(t), browser(t)
 	register(t, alice, eu.HTTPURL, "alice")
 	register(t, bob, us.HTTPURL, "bob")
