@@ -21,6 +21,12 @@ func TestChatAcrossRegions(t *testing.T) {
 	register(t, alice, eu.HTTPURL, "alice")
 	register(t, bob, us.HTTPURL, "bob")
 
+	// The search box asks once per keystroke: wait until eu reaches us.
+	aliceTok := eu.Token(t, "alice")
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var p struct{ UserID string }
+		return tryGetJSON(eu.HTTPURL, aliceTok, "/user/bob@us", &p)
+	})
 	run(t, alice, "alice searches for bob and finds him in us",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bo"),
 		poll(`[...document.querySelectorAll('#people option')].some(o => o.value === 'bob@us')`),

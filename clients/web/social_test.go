@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,22 +16,30 @@ import (
 // getJSON reads path of the node's API as the owner of tok into out.
 func getJSON(t *testing.T, base, tok, path string, out any) {
 	t.Helper()
+	if err := tryGetJSON(base, tok, path, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryGetJSON is getJSON that returns what went wrong.
+func tryGetJSON(base, tok, path string, out any) error {
 	req, err := http.NewRequest(http.MethodGet, base+path, nil)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s", path, res.Status)
+		return fmt.Errorf("GET %s: %s", path, res.Status)
 	}
 	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		return fmt.Errorf("GET %s: %w", path, err)
 	}
+	return nil
 }
 
 // poll waits until the page's js is true.
