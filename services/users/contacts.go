@@ -38,6 +38,9 @@ type relationCmd struct {
 	UID   string    `json:"uid"`
 	Add   bool      `json:"add,omitempty"`
 	At    time.Time `json:"at"`
+	// Unlinked: UID is of a region that is not linked (any more): the
+	// change is not staged for it (relations_remote.go).
+	Unlinked bool `json:"unlinked,omitempty"`
 }
 
 func (s *Service) applyContact(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -122,7 +125,7 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 			return "", nil, err
 		}
 	}
-	b, err := json.Marshal(relationCmd{Owner: owner, UID: uid, Add: add, At: s.now().UTC()})
+	b, err := json.Marshal(relationCmd{Owner: owner, UID: uid, Add: add, At: s.now().UTC(), Unlinked: !add && !s.linked(uid)})
 	if err != nil {
 		return "", nil, fmt.Errorf("users: encode command: %w", err)
 	}

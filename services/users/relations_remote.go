@@ -79,6 +79,18 @@ func (s *Service) relationTarget(uid string, adding bool) (string, error) {
 	return a.String(), nil
 }
 
+// linked tells whether uid is a local user or one of a linked region.
+func (s *Service) linked(uid string) bool {
+	region := address.RegionOf(uid)
+	if region == "" {
+		return true
+	}
+	s.mu.RLock()
+	rg := s.regions
+	s.mu.RUnlock()
+	return rg != nil && rg.Linked(region)
+}
+
 // remoteProfile asks the profile of uid (name@region) of another region:
 // its JSON, nil when the link could not tell (down, nothing cached), or
 // wire.ErrNotFound.
@@ -162,8 +174,8 @@ func (s *Service) applyRemoteRelation(tx *badger.Txn, _ fsm.Position, payload []
 // relationChanged runs the RelationHook for a change about a user of
 // another region.
 func (s *Service) relationChanged(tx *badger.Txn, kind string, c relationCmd) (func(), error) {
-	if strings.IndexByte(c.UID, '@') < 0 {
-		return nil, nil
+	if strings.IndexByte(c.UID, '@') < 0 || c.Unlinked {
+		return nil, nil // local, or a region no link would take it to
 	}
 	s.mu.RLock()
 	h := s.relHook
