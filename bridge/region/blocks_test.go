@@ -335,3 +335,41 @@ func TestUndeliverableAcrossRegions(t *testing.T) {
 		t.Fatalf("alice got %d undeliverable events, want 1", n)
 	}
 }
+
+// With three nodes a side and the users on followers (the links run on
+// the leaders): alice's block of bob@us, made on an eu follower, is
+// staged on every node and reaches every node of us (bob asks two of
+// them); his message comes back undeliverable, with the status on every
+// node of us and the event on his device.
+func TestBlocksAndUndeliverableThreeNodeRegions(t *testing.T) {
+	eu, us := startRegions(t, 3, "eu", "us", nil)
+	noAdmins(t, eu, us)
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	euF, usF := eu.follower(t), us.follower(t)
+	bob := connect(t, usF, "bob", "phone", bobTok)
+	bob.MustSub(t, "user/bob/#")
+	if c := call(t, euF, aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); c != http.StatusCreated {
+		t.Fatalf("contact: %d", c)
+	}
+	for _, n := range us.nodes {
+		seesPresence(t, n, bobTok, "alice@eu", true)
+	}
+	if c := call(t, euF, aliceTok, "POST", "/user/me/blocks", map[string]string{"uid": "bob@us"}, nil); c != http.StatusCreated {
+		t.Fatalf("block: %d", c)
+	}
+	for _, n := range us.nodes {
+		seesPresence(t, n, bobTok, "alice@eu", false)
+	}
+	if code, ack := bob.Pub(t, "user/alice@eu/newMessage", 1, textMsg("b1", "hello?")); code != 0 {
+		t.Fatalf("PUBACK %#x %q", code, ack.Properties.ReasonString)
+	}
+	id := decode(t, nextOn(t, bob, "user/bob/newMessage").Payload).ID
+	if ev := undeliverableEvent(t, bob, "user/bob/events", id); ev["reason"] != "forbidden" {
+		t.Fatalf("event %v", ev)
+	}
+	for _, n := range us.nodes {
+		if m := waitStatus(t, n, bobTok, "alice@eu", id); m.Reason != "forbidden" {
+			t.Fatalf("history on %s: %+v", n.Config.NodeID, m)
+		}
+	}
+}
