@@ -100,7 +100,7 @@ func noAdmins(t *testing.T, regions ...*region) {
 // alice@eu adds bob@us to her contacts: bob may see her presence in us
 // (the visibility rule is applied in the viewer's region, from the
 // contact the link carried). She blocks him: in us her presence is
-// hidden from him and his typing to her refused; his message, committed
+// hidden from him and his typing and receipts to her refused; his message, committed
 // in us, is refused by eu for good and comes back undeliverable
 // ("forbidden", what a local sender is told) in his history, his sync
 // and as an event, and alice never gets it. She unblocks him: presence
@@ -172,6 +172,9 @@ func TestBlocksAndContactsAcrossRegions(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("bob's sync does not show message %s undeliverable", id)
+	}
+	if code, _ := bob.Pub(t, "user/alice@eu/receipts", 1, `{"type":"read","upTo":"`+id+`"}`); code != 0x87 {
+		t.Fatalf("receipt to alice@eu while blocked: PUBACK %#x, want 0x87", code)
 	}
 	if h := historyStatus(t, eu.nodes[0], aliceTok, "bob@us"); len(h) != 0 {
 		t.Fatalf("alice's history with bob@us while she blocks him: %+v", h)
