@@ -31,8 +31,9 @@ package region
 //	rel:           {"kind":"block"|"contact","owner":"alice@eu","uid":"bob@us","add":true,"at":"<RFC 3339>"}
 //	undeliverable: {"id":"<origin id>","from":"alice@eu","to":"bob@us","reason":"no_such_user"|"forbidden"|"invalid"}
 //
-// In the outbox a relation is relMark followed by its frame's payload, a
-// notice noticeMark followed by its.
+// In the outbox a relation is relMark followed by its frame's payload
+// with the owner unqualified (the link qualifies it when it sends), a
+// notice noticeMark followed by its frame's payload.
 
 import (
 	"context"
@@ -123,16 +124,14 @@ func (b *Bridge) countNotice(link, kind, result string) {
 // change of owner (a user of this region) about uid (name@region) goes
 // into region's outbox in the same transaction; the function returned
 // wakes the link once it committed. Like stage, it decides from its
-// arguments alone (every node runs it).
+// arguments alone (every node runs it): the owner is qualified when the
+// link sends it (noticePayload).
 func (b *Bridge) StageRelation(tx *badger.Txn, kind, owner, uid string, add bool, at time.Time) (func(), error) {
 	a, err := address.Parse(uid)
 	if err != nil || a.Region == "" || address.ValidRegion(a.Region) != nil {
 		return nil, fmt.Errorf("region: stage relation: uid %q", uid)
 	}
-	if a.Region == b.cfg.Region {
-		return nil, nil // normalized by the proposing node; not expected
-	}
-	p, err := json.Marshal(relationFrame{Kind: kind, Owner: address.Qualify(owner, b.cfg.Region), UID: uid, Add: add, At: at})
+	p, err := json.Marshal(relationFrame{Kind: kind, Owner: owner, UID: uid, Add: add, At: at})
 	if err != nil {
 		return nil, err
 	}
@@ -142,14 +141,20 @@ func (b *Bridge) StageRelation(tx *badger.Txn, kind, owner, uid string, add bool
 	return func() { b.notify(a.Region) }, nil
 }
 
-// noticePayload reads an outbox entry that is a notice.
+// noticePayload reads an outbox entry that is a notice: what the link
+// sends, a relation's owner qualified with this region (own).
 func noticePayload(entry []byte, own string) (topic string, payload []byte, kind string, ok bool) {
 	if len(entry) == 0 {
 		return "", nil, "", false
 	}
 	switch entry[0] {
 	case relMark:
-		return BatchTopic(own), entry[1:], frameRel, true
+		var r relationFrame
+		if json.Unmarshal(entry[1:], &r) != nil {
+			return BatchTopic(own), nil, frameRel, true // not valid JSON: skipped as unreadable
+		}
+		r.Owner = address.Qualify(r.Owner, own)
+		return BatchTopic(own), mustJSON(r), frameRel, true
 	case noticeMark:
 		return BatchTopic(own), entry[1:], frameUndeliverable, true
 	}

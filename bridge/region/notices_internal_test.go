@@ -70,12 +70,16 @@ func TestParseNotice(t *testing.T) {
 // Relations and notices in the outbox go on the link as batch frames of
 // their kind, in order with the messages.
 func TestNoticesInBatches(t *testing.T) {
-	rel := append([]byte{relMark}, mustJSON(relationFrame{Kind: "block", Owner: "alice@eu", UID: "bob@us", Add: true, At: time.Unix(1, 0).UTC()})...)
+	rel := append([]byte{relMark}, mustJSON(relationFrame{Kind: "block", Owner: "alice", UID: "bob@us", Add: true, At: time.Unix(1, 0).UTC()})...)
 	notice := append([]byte{noticeMark}, `{"id":"1","from":"bob@us","to":"alice@eu","reason":"forbidden"}`...)
 	var entries []outgoing
 	for i, e := range [][]byte{rel, notice} {
 		topic, p, kind, err := linkPayload(e, "eu")
-		if err != nil || topic != BatchTopic("eu") || !json.Valid(p) || !bytes.Equal(p, e[1:]) {
+		want := e[1:]
+		if i == 0 {
+			want = bytes.Replace(want, []byte(`"alice"`), []byte(`"alice@eu"`), 1) // qualified on the way out
+		}
+		if err != nil || topic != BatchTopic("eu") || !json.Valid(p) || !bytes.Equal(p, want) {
 			t.Fatalf("%q: %s %q %s %v", e, topic, p, kind, err)
 		}
 		entries = append(entries, outgoing{pos: uint64(i), kind: kind, payload: p})
