@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgechat/edgechat/bridge/region"
 	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/users"
@@ -161,12 +162,13 @@ func (n *Node) buildRegion() error {
 		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
 			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n},
-			Routes: n.routes, Blocks: n.Users, Profiles: n.Users})
+			Routes: n.routes, Blocks: n.Users, Profiles: n.Users, Relations: n.Users, Undeliverables: remoteStore{n}})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.Users.SetRegions(n.Region)
 	n.Users.SetRemoteProfiles(n.Region)
+	n.Users.SetRelationHook(n.Region.StageRelation) // contacts and blocks of other regions' users
 	// A committed change of a group of ours stages its state for the
 	// regions with members (bridge/region groups.go).
 	n.Users.SetGroupHook(func(tx *badger.Txn, gid string) (func(), error) {
@@ -204,6 +206,10 @@ type remoteStore struct{ n *Node }
 
 func (s remoteStore) StoreRemote(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
 	return s.n.Archive.StoreRemote(ctx, env)
+}
+
+func (s remoteStore) MarkUndeliverable(ctx context.Context, id snowflake.ID, from, to, reason string) error {
+	return s.n.Archive.MarkUndeliverable(ctx, id, from, to, reason)
 }
 
 func (s remoteStore) StartRemote(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {

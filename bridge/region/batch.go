@@ -51,7 +51,7 @@ func parseBatch(payload []byte) ([]frame, error) {
 	}
 	for _, f := range fs {
 		switch f.Kind {
-		case "dm", "gmsg", "group":
+		case "dm", "gmsg", "group", frameRel, frameUndeliverable:
 		default:
 			return nil, fmt.Errorf("region: batch: frame kind %q: %w", f.Kind, wire.ErrInvalid)
 		}
@@ -100,6 +100,12 @@ func (b *Bridge) receiveBatch(ctx context.Context, region string, payload []byte
 		if err := flush(); err != nil {
 			return err
 		}
+		if f.Kind == frameRel || f.Kind == frameUndeliverable {
+			if err := b.receiveNotice(ctx, region, f.Kind, f.P); err != nil && !final(err) { // notices.go
+				return err
+			}
+			continue
+		}
 		if err := b.receiveGroup(ctx, region, LinkPrefix+region+"/"+f.Kind, f.P); err != nil && !final(err) {
 			return err
 		}
@@ -108,11 +114,12 @@ func (b *Bridge) receiveBatch(ctx context.Context, region string, payload []byte
 }
 
 // startDM checks a direct message of region's link and proposes it; the
-// function returned waits for the commit and delivers it.
+// function returned waits for the commit and delivers it. A refusal for
+// good is answered with an undeliverable notice (notices.go).
 func (b *Bridge) startDM(ctx context.Context, region string, payload []byte) (func(context.Context) error, error) {
 	env, err := b.check(region, DMTopic(region), payload)
 	if err != nil {
-		return nil, err
+		return nil, b.bounce(ctx, region, payload, err)
 	}
 	var wait func(context.Context) (wire.Envelope, []byte, bool, error)
 	if st, ok := b.deps.Store.(RemoteStarter); ok {
@@ -124,11 +131,11 @@ func (b *Bridge) startDM(ctx context.Context, region string, payload []byte) (fu
 	}
 	if err != nil {
 		b.count(region, resultOf(err))
-		return nil, err
+		return nil, b.bounce(ctx, region, payload, err)
 	}
 	return func(ctx context.Context) error {
 		stored, out, dup, err := wait(ctx)
-		return b.delivered(region, wire.DirectTopic(stored.To), stored, out, dup, err)
+		return b.bounce(ctx, region, payload, b.delivered(region, wire.DirectTopic(stored.To), stored, out, dup, err))
 	}, nil
 }
 

@@ -189,6 +189,9 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if len(entry) > 0 && entry[0] == stateMark {
 		return GroupStateTopic(own), entry[1:], "state", nil
 	}
+	if topic, payload, kind, ok := noticePayload(entry, own); ok { // notices.go
+		return topic, payload, kind, nil
+	}
 	var env wire.Envelope
 	if err := json.Unmarshal(entry, &env); err != nil {
 		return "", nil, "", err

@@ -206,7 +206,7 @@ func FuzzParseBatch(f *testing.F) {
 			return
 		}
 		for _, f := range fs {
-			if len(f.P) == 0 || (f.Kind != "dm" && f.Kind != "gmsg" && f.Kind != "group") {
+			if len(f.P) == 0 || (f.Kind != "dm" && f.Kind != "gmsg" && f.Kind != "group" && f.Kind != frameRel && f.Kind != frameUndeliverable) {
 				t.Fatalf("accepted %+v", f)
 			}
 		}

@@ -113,7 +113,7 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 		}
 		for _, e := range groups[i] {
 			l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
-			if e.kind != "dm" {
+			if e.kind == "message" || e.kind == "state" {
 				l.gm.sent.WithLabelValues(l.link.Name, e.kind).Inc()
 			}
 		}

@@ -147,6 +147,10 @@ type Deps struct {
 	// Profiles answers other regions' profile requests; nil: no user
 	// is found.
 	Profiles Profiles
+	// Relations and Undeliverables commit the notices links bring
+	// (notices.go); nil: refused.
+	Relations      Relations
+	Undeliverables Undeliverables
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -157,6 +161,7 @@ type Bridge struct {
 	log   *slog.Logger
 	m     *metrics
 	gm    *groupMetrics
+	nm    *noticeMetrics
 	pm    *peerqueue.Metrics
 	links map[string]Link
 
@@ -243,6 +248,9 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 	if b.gm, err = newGroupMetrics(deps.Registerer); err != nil {
 		return nil, err
 	}
+	if b.nm, err = newNoticeMetrics(deps.Registerer); err != nil {
+		return nil, err
+	}
 	reg := deps.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -251,6 +259,7 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		return nil, fmt.Errorf("region: metrics: %w", err)
 	}
 	deps.FSM.Register(wire.CmdRegionCursor, applyCursor)
+	deps.FSM.Register(wire.CmdRegionNotice, b.applyNotice) // notices.go
 	return b, nil
 }
 

@@ -22,6 +22,14 @@ type Message struct {
 	ReplyTo string     `json:"replyTo,omitempty"` // ID of the message this one answers
 	Media   *MediaInfo `json:"media,omitempty"`   // the upload a media message carries (Type "media")
 
+	// Status is "undeliverable" for a message to a user of another
+	// region that region refused for good, with Reason (no_such_user,
+	// forbidden, invalid); empty otherwise. History and sync carry it;
+	// the sender's devices also get {"type":"undeliverable",...} on
+	// OnEvent (docs/protocol.md "Regions").
+	Status string `json:"status,omitempty"`
+	Reason string `json:"reason,omitempty"`
+
 	// Time is when the server created the message, read from the ID (zero
 	// when the ID is empty). It is not part of the JSON.
 	Time time.Time `json:"-"`

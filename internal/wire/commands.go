@@ -57,6 +57,15 @@ const (
 	CmdRegionCursor byte = 0x70 // region links: a link's outbox position acknowledged by the other region (bridge/region, issue 14)
 )
 
+// Contacts and blocks across regions, and messages another region
+// refused for good (issue 14: services/users relations_remote.go,
+// services/archive undeliverable.go, bridge/region notices.go).
+const (
+	CmdRemoteRelation byte = 0x2D // users: a contact or block a user of another region made about a user of this one, as the link brought it
+	CmdUndeliverable  byte = 0x3A // archive: another region refused a direct message of ours for good: its status
+	CmdRegionNotice   byte = 0x7A // region links: a notice staged for another region's outbox (an undeliverable message)
+)
+
 // Client registry (broker/registry): which node holds each client ID.
 const (
 	CmdClientRegister  byte = 0x43 // broker: a client's session was established on a node (session takeover across nodes)

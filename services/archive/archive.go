@@ -307,6 +307,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRetentionRefs, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applyRetentionRefs(tx, payload, st)
 	})
+	deps.FSM.Register(wire.CmdUndeliverable, applyUndeliverable) // undeliverable.go
 	return s, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -37,6 +38,9 @@ type relationCmd struct {
 	UID   string    `json:"uid"`
 	Add   bool      `json:"add,omitempty"`
 	At    time.Time `json:"at"`
+	// Unlinked: UID is of a region that is not linked (any more): the
+	// change is not staged for it (relations_remote.go).
+	Unlinked bool `json:"unlinked,omitempty"`
 }
 
 func (s *Service) applyContact(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -44,7 +48,11 @@ func (s *Service) applyContact(tx *badger.Txn, _ fsm.Position, payload []byte) (
 	if err != nil {
 		return nil, err
 	}
-	return &applied{s: s, inv: invalidation{contacts: []string{c.Owner}}}, nil
+	after, err := s.relationChanged(tx, "contact", c) // relations_remote.go
+	if err != nil {
+		return nil, err
+	}
+	return &applied{s: s, inv: invalidation{contacts: []string{c.Owner}}, after: after}, nil
 }
 
 func (s *Service) applyBlock(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -52,7 +60,11 @@ func (s *Service) applyBlock(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	if err != nil {
 		return nil, err
 	}
-	return &applied{s: s, inv: invalidation{blocks: []string{c.Owner}}}, nil
+	after, err := s.relationChanged(tx, "block", c) // relations_remote.go
+	if err != nil {
+		return nil, err
+	}
+	return &applied{s: s, inv: invalidation{blocks: []string{c.Owner}}, after: after}, nil
 }
 
 func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (relationCmd, error) {
@@ -60,7 +72,9 @@ func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return c, fmt.Errorf("%w: %v", errBadCommand, err)
 	}
-	if wire.ValidUserID(c.Owner) != nil || wire.ValidUserID(c.UID) != nil {
+	// uid may be a user of another region (name@region, as the
+	// proposing node normalized it: relations_remote.go).
+	if wire.ValidUserID(c.Owner) != nil || wire.ValidPeerID(c.UID) != nil {
 		return c, fmt.Errorf("%w: bad uid", errBadCommand)
 	}
 	if c.Owner == c.UID {
@@ -69,6 +83,9 @@ func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (
 	key := []byte(prefix + c.Owner + "/" + c.UID)
 	if !c.Add {
 		return c, tx.Delete(key)
+	}
+	if strings.IndexByte(c.UID, '@') >= 0 {
+		return c, tx.Set(key, []byte(c.At.Format(time.RFC3339Nano))) // checked by its region
 	}
 	if ok, err := exists(tx, prefixProfile+c.UID); err != nil || !ok {
 		return c, errors.Join(err, fmt.Errorf("%w: user %s", wire.ErrNotFound, c.UID))
@@ -84,47 +101,61 @@ func exists(tx *badger.Txn, key string) (bool, error) {
 	return err == nil, err
 }
 
-// relate proposes a contact or block change.
-func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add bool) error {
-	if wire.ValidUserID(uid) != nil {
-		return fmt.Errorf("%w: user %q", wire.ErrNotFound, uid)
+// relate proposes a contact or block change. uid may be a user of
+// another region (relations_remote.go); remote is then its profile as
+// the lookup answered it (nil when it could not).
+func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add bool) (target string, remote []byte, err error) {
+	if uid, err = s.relationTarget(uid, add); err != nil {
+		return "", nil, err
+	}
+	if wire.ValidPeerID(uid) != nil {
+		return "", nil, fmt.Errorf("%w: user %q", wire.ErrNotFound, uid)
 	}
 	if owner == uid {
-		return ErrSelf
+		return "", nil, ErrSelf
 	}
-	if add {
+	switch {
+	case add && strings.IndexByte(uid, '@') >= 0:
+		if remote, err = s.remoteProfile(ctx, uid); err != nil {
+			return "", nil, err
+		}
+	case add:
 		// A fast answer; the handler checks again against committed state.
 		if _, err := s.Profile(uid); err != nil {
-			return err
+			return "", nil, err
 		}
 	}
-	b, err := json.Marshal(relationCmd{Owner: owner, UID: uid, Add: add, At: s.now().UTC()})
+	b, err := json.Marshal(relationCmd{Owner: owner, UID: uid, Add: add, At: s.now().UTC(), Unlinked: !add && !s.linked(uid)})
 	if err != nil {
-		return fmt.Errorf("users: encode command: %w", err)
+		return "", nil, fmt.Errorf("users: encode command: %w", err)
 	}
 	_, err = s.proposer.Propose(ctx, t, b)
-	return err
+	return uid, remote, err
 }
 
 // AddContact puts uid into owner's contacts (idempotent).
 func (s *Service) AddContact(ctx context.Context, owner, uid string) error {
-	return s.relate(ctx, wire.CmdContact, owner, uid, true)
+	_, _, err := s.relate(ctx, wire.CmdContact, owner, uid, true)
+	return err
 }
 
 // RemoveContact takes uid out of owner's contacts (idempotent).
 func (s *Service) RemoveContact(ctx context.Context, owner, uid string) error {
-	return s.relate(ctx, wire.CmdContact, owner, uid, false)
+	_, _, err := s.relate(ctx, wire.CmdContact, owner, uid, false)
+	return err
 }
 
 // Block makes blocker block uid (idempotent). A contact entry stays, but
 // IsBlocked wins wherever both are consulted.
 func (s *Service) Block(ctx context.Context, blocker, uid string) error {
-	return s.relate(ctx, wire.CmdBlock, blocker, uid, true)
+	_, _, err := s.relate(ctx, wire.CmdBlock, blocker, uid, true)
+	return err
 }
 
 // Unblock lifts blocker's block of uid (idempotent).
 func (s *Service) Unblock(ctx context.Context, blocker, uid string) error {
-	return s.relate(ctx, wire.CmdBlock, blocker, uid, false)
+	_, _, err := s.relate(ctx, wire.CmdBlock, blocker, uid, false)
+	return err
 }
 
 // IsBlocked reports whether blocker has blocked blocked. It is served
@@ -139,7 +170,8 @@ func (s *Service) IsContact(owner, contact string) bool {
 }
 
 func (s *Service) inSet(c *lru[map[string]struct{}], prefix, owner, uid string) bool {
-	if wire.ValidUserID(owner) != nil || wire.ValidUserID(uid) != nil {
+	// Either may be a user of another region (relations_remote.go).
+	if wire.ValidPeerID(owner) != nil || wire.ValidPeerID(uid) != nil {
 		return false
 	}
 	set, err := cached(c, owner, func() (map[string]struct{}, error) {
@@ -260,11 +292,19 @@ func (s *Service) handleAddRelation(t byte) http.HandlerFunc {
 			httpapi.WriteError(w, err)
 			return
 		}
-		if err := s.relate(r.Context(), t, p.UserID, req.UID, true); err != nil {
+		uid, remote, err := s.relate(r.Context(), t, p.UserID, req.UID, true)
+		if err != nil {
 			httpapi.WriteError(w, httpError(err))
 			return
 		}
-		prof, err := s.Profile(req.UID)
+		if strings.IndexByte(uid, '@') >= 0 {
+			if remote == nil {
+				remote, _ = json.Marshal(s.publicProfile(uid))
+			}
+			httpapi.WriteJSON(w, http.StatusCreated, json.RawMessage(remote))
+			return
+		}
+		prof, err := s.Profile(uid)
 		if err != nil {
 			httpapi.WriteError(w, httpError(err))
 			return
@@ -280,12 +320,12 @@ func (s *Service) handleRemoveRelation(t byte) http.HandlerFunc {
 			return
 		}
 		uid := r.PathValue("uid")
-		if wire.ValidUserID(uid) != nil {
+		if wire.ValidPeerID(uid) != nil {
 			// Nothing with that name can be in the list: already absent.
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		if err := s.relate(r.Context(), t, p.UserID, uid, false); err != nil {
+		if _, _, err := s.relate(r.Context(), t, p.UserID, uid, false); err != nil {
 			httpapi.WriteError(w, httpError(err))
 			return
 		}

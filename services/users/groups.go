@@ -345,7 +345,9 @@ func checkNewMembers(tx *badger.Txn, by string, uids []string) error {
 	if len(unknown) > 0 {
 		return &UnknownUsersError{UIDs: unknown}
 	}
-	for _, uid := range local {
+	// A user of another region who blocked `by` is known here by the
+	// block their region sent (relations_remote.go): refused as well.
+	for _, uid := range uids {
 		blocked, err := exists(tx, prefixBlock+uid+"/"+by)
 		if err != nil {
 			return err

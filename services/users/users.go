@@ -134,6 +134,8 @@ type Service struct {
 	onRemoved []func(gid, uid string)
 	groupHook GroupHook // groups_remote.go
 	regions   Regions   // groups_remote.go
+
+	relHook RelationHook // relations_remote.go
 }
 
 // restorer is implemented by *fsm.FSM: caches must be dropped when a
@@ -167,6 +169,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdProfilePut, s.applyProfilePut)
 	deps.FSM.Register(wire.CmdContact, s.applyContact)
 	deps.FSM.Register(wire.CmdBlock, s.applyBlock)
+	deps.FSM.Register(wire.CmdRemoteRelation, s.applyRemoteRelation) // relations_remote.go
 	deps.FSM.Register(wire.CmdGroupCreate, s.applyGroupCreate)
 	deps.FSM.Register(wire.CmdGroupUpdate, s.applyGroupUpdate)
 	deps.FSM.Register(wire.CmdGroupMember, s.applyGroupMember)

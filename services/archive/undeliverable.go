@@ -1,0 +1,133 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Undeliverable messages (issue 14): a direct message to a user of
+// another region is committed here (the sender's PUBACK) and handed over
+// later; when that region refuses it for good (no such user there,
+// blocked, not a message it accepts) it sends back a notice
+// (bridge/region notices.go) and this region commits it
+// (CmdUndeliverable): the stored envelope gets
+// "status":"undeliverable","reason":{reason} (in history and sync, as
+// later readers read it) and the sender's devices get
+// {"type":"undeliverable","id":...,"to":"bob@us","reason":...} on
+// user/{sender}/events, once (a notice sent again changes nothing).
+
+// Reasons of an undeliverable message.
+const (
+	ReasonNoSuchUser = "no_such_user" // no such user in that region
+	ReasonForbidden  = "forbidden"    // the recipient blocked the sender (what a local sender is told: 0x87 / 403), or the region refused the sender
+	ReasonInvalid    = "invalid"      // a message that region does not accept (e.g. media across regions)
+)
+
+// ValidReason tells the reasons a notice may carry.
+func ValidReason(r string) bool {
+	return r == ReasonNoSuchUser || r == ReasonForbidden || r == ReasonInvalid
+}
+
+// StatusUndeliverable is the status of a message another region refused.
+const StatusUndeliverable = "undeliverable"
+
+// undeliverableCmd is CmdUndeliverable's payload.
+type undeliverableCmd struct {
+	ID     snowflake.ID `json:"id"`
+	From   string       `json:"from"` // the sender, a user of this region
+	To     string       `json:"to"`   // name@region
+	Reason string       `json:"reason"`
+}
+
+func (c undeliverableCmd) check() error {
+	if c.ID == 0 || wire.ValidUserID(c.From) != nil || address.RegionOf(c.To) == "" || wire.ValidPeerID(c.To) != nil || !ValidReason(c.Reason) {
+		return fmt.Errorf("archive: undeliverable notice %d from %q to %q reason %q: %w", c.ID, c.From, c.To, c.Reason, wire.ErrInvalid)
+	}
+	return nil
+}
+
+// undeliverableResult is what applyUndeliverable returns.
+type undeliverableResult struct {
+	changed bool // the status was set now (not before)
+}
+
+// MarkUndeliverable records that the region of to refused message id,
+// sent by from (a user of this region) to to (name@region), for good,
+// and tells the sender's devices when it was not known before.
+// wire.ErrNotFound: no such message of from to to here (a notice that
+// names someone else's message, or one retention deleted); a message
+// already sealed into a segment keeps no status but the event is sent.
+func (s *Service) MarkUndeliverable(ctx context.Context, id snowflake.ID, from, to, reason string) error {
+	c := undeliverableCmd{ID: id, From: from, To: to, Reason: reason}
+	if err := c.check(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("archive: encode: %w", err)
+	}
+	v, err := s.prop.Propose(ctx, wire.CmdUndeliverable, b)
+	if err != nil {
+		return err
+	}
+	if r, ok := v.(undeliverableResult); ok && r.changed {
+		ev, _ := json.Marshal(map[string]any{"type": "undeliverable", "id": id.String(), "to": to, "reason": reason})
+		if err := s.pub.Publish(wire.Outbound{Topic: "user/" + from + "/events", Payload: ev, QoS: 1}); err != nil {
+			s.log.Warn("undeliverable event not published (the status is stored)", "from", from, "id", id, "err", err)
+		}
+	}
+	return nil
+}
+
+func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c undeliverableCmd
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return nil, fmt.Errorf("archive: undeliverable: %v: %w", err, wire.ErrInvalid)
+	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	conv := directConv(c.From, c.To)
+	ck := convKey(conv, c.ID)
+	it, err := tx.Get(ck)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		if _, sealed, serr := findSealed(tx, conv, c.ID); serr == nil && sealed {
+			return undeliverableResult{changed: true}, nil // sealed: no status kept, the sender is told
+		}
+		return nil, fmt.Errorf("archive: undeliverable: no message %d from %s to %s: %w", c.ID, c.From, c.To, wire.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var body []byte
+	var ok bool
+	if err := it.Value(func(v []byte) error {
+		_, body, ok, _ = readBody(conv, c.ID, v, true)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if !ok || string(senderOf(body)) != c.From || !bytes.HasSuffix(body, []byte("}")) {
+		// The peer's message in the same conversation, or an old layout.
+		return nil, fmt.Errorf("archive: undeliverable: message %d is not %s's to %s: %w", c.ID, c.From, c.To, wire.ErrNotFound)
+	}
+	if bytes.Contains(body, []byte(`"status":"`+StatusUndeliverable+`"`)) {
+		return undeliverableResult{}, nil // a notice sent again
+	}
+	nb := append(body[:len(body)-1:len(body)-1], `,"status":"`+StatusUndeliverable+`","reason":"`+c.Reason+`"}`...)
+	kb := newKeyBuf(len(nb) + 64)
+	if err := tx.Set(ck, compactBody(&kb, nb, c.ID, c.From, c.To, "")); err != nil {
+		return nil, err
+	}
+	return undeliverableResult{changed: true}, nil
+}
