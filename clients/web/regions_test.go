@@ -62,4 +62,22 @@ func TestChatAcrossRegions(t *testing.T) {
 	if got := textOf(t, alice, `.msg:not(.mine)[data-id] .text`); !strings.Contains(got, "and replying") {
 		t.Fatalf("alice sees %q", got)
 	}
+
+	// alice blocks bob@us from the conversation's header: his next
+	// message is committed in us, refused in eu, and shows on his page
+	// as not delivered.
+	run(t, alice, "alice blocks bob@us",
+		click(`#block-toggle[aria-pressed="false"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#block-toggle[aria-pressed="true"]`)),
+	)
+	run(t, bob, "bob writes again, and it comes back undeliverable",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "still there?\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="undeliverable"]`)),
+	)
+	if got := textOf(t, bob, `.msg.mine[data-state="undeliverable"] .meta`); !strings.Contains(got, "not delivered: not accepted") {
+		t.Fatalf("bob's refused message says %q", got)
+	}
+	if n := eval[int](t, alice, `[...document.querySelectorAll('.msg .text')].filter(e => e.textContent === 'still there?').length`); n != 0 {
+		t.Fatalf("alice got the message of the user she blocked (%d)", n)
+	}
 }

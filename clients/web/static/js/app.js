@@ -157,6 +157,13 @@ class App {
       store.changed();
     });
     this.conn.addEventListener('events', (ev) => {
+      const e = ev.detail;
+      if (e && e.type === 'undeliverable' && e.id && e.to) {
+        // Another region refused one of my messages for good.
+        const m = store.conv({ peer: e.to }).messages.get(e.id);
+        if (m) { m.status = 'undeliverable'; m.reason = e.reason; store.changed(); }
+        return;
+      }
       if (ev.detail && String(ev.detail.type).startsWith('group.')) {
         // The list again once the group's topics are subscribed: what was
         // sent to a group I just joined before that is in it.

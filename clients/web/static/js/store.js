@@ -26,8 +26,10 @@ export class Store extends EventTarget {
   }
 
   // stateOf is what became of a message I sent: sent (committed),
-  // delivered (a device of the peer has it) or read.
+  // delivered (a device of the peer has it), read, or undeliverable (the
+  // peer's region refused it for good).
   stateOf(c, m) {
+    if (m.status === 'undeliverable') return 'undeliverable';
     if (c.group || m.from !== this.me) return 'sent';
     const r = this.receipts.get(c.peer);
     if (!r) return 'sent';

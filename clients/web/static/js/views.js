@@ -172,6 +172,15 @@ function quote(c, m) {
   return h('blockquote', { class: 'quote' }, orig ? h('strong', {}, `${orig.from} `) : null, text.length > 120 ? `${text.slice(0, 120)}…` : text);
 }
 
+// undeliverableReasons say why another region refused a message.
+const undeliverableReasons = { no_such_user: 'no such user', forbidden: 'not accepted', invalid: 'refused' };
+
+// stateText is a message state as the reader sees it.
+function stateText(state, reason) {
+  if (state !== 'undeliverable') return state;
+  return `not delivered: ${undeliverableReasons[reason] || 'refused'}`;
+}
+
 // messageItems are the open conversation's items (for reconcile): day
 // separators, messages oldest first, then my pending sends.
 export function messageItems(store, c, cache, onView, onReply) {
@@ -195,7 +204,7 @@ export function messageItems(store, c, cache, onView, onReply) {
         m.replyTo ? quote(c, m) : null,
         m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
         m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
-        h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${state}` : ''}`,
+        h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${stateText(state, m.reason)}` : ''}`,
           h('button', { type: 'button', class: 'reply', 'aria-label': `Reply to ${m.from}`, onclick: () => onReply(m) }, 'Reply'))),
     });
   }
