@@ -305,6 +305,9 @@ func groupMessage(local, region string, payload []byte) (env wire.Envelope, forg
 	if err == nil {
 		err = json.Unmarshal(payload, &head)
 	}
+	if err == nil {
+		err = withMedia(&env, payload) // media.go
+	}
 	home := address.RegionOf(head.Group)
 	if err != nil || head.ID == 0 || head.To != "" || home == "" || wire.ValidGroupID(head.Group) != nil {
 		return wire.Envelope{}, false, fmt.Errorf("region: link %s: not a group message with an id and a qualified group: %v: %w", region, err, wire.ErrInvalid)

@@ -164,7 +164,7 @@ func tierOf(r Record) store.Tier {
 // something could not be deleted (the record stays for the next sweep).
 func (s *Service) deleteFiles(ctx context.Context, r Record, tier store.Tier) bool {
 	ok := true
-	for _, key := range []string{r.ID, previewKey(r.ID)} {
+	for _, key := range []string{fileKey(r.ID), previewKey(r.ID)} {
 		if err := s.st.Delete(ctx, tier, key); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("deleting orphaned media", "media", r.ID, "err", err)
 			ok = false
@@ -178,7 +178,7 @@ func (s *Service) deleteFiles(ctx context.Context, r Record, tier store.Tier) bo
 // processed, which the next sweep repairs (Move of a missing object is
 // ErrNotFound, and serving falls back below).
 func (s *Service) moveCold(ctx context.Context, r Record) {
-	keys := []string{r.ID}
+	keys := []string{fileKey(r.ID)}
 	if r.PreviewMIME != "" {
 		keys = append(keys, previewKey(r.ID))
 	}
