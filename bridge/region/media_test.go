@@ -19,7 +19,10 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/media/store"
+	"github.com/edgechat/edgechat/services/media/store/storetest"
 )
 
 // noisyJPEG is a photo that stays large after processing (noise does
@@ -75,7 +78,11 @@ func download(t *testing.T, n *nodetest.Node, token, path string, hdr ...string)
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := &http.Client{CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		r.Header.Del("Authorization") // a presigned URL of the object store carries its own
+		return nil
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,8 +141,31 @@ func mediaMsg(cid, id string) string {
 // media us could not prefetch (eu unreachable from us) answers 503
 // media_unavailable with Retry-After, then is fetched on the GET once eu
 // is back. Nobody else reads it, and us's ID space is untouched.
-func TestMediaDirectAcrossRegions(t *testing.T) {
-	eu, us := startRegions(t, 1, "eu", "us", nil)
+func TestMediaDirectAcrossRegions(t *testing.T) { testMediaDirect(t, 1) }
+
+// The same with both regions' media in S3 (a MinIO; each region its own
+// buckets): downloads are redirects to presigned URLs of us's bucket.
+func TestMediaDirectAcrossRegionsS3(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	cfg := map[string]store.S3Config{"eu": m.Config("eu"), "us": m.Config("us")}
+	testMediaDirect(t, 1, nodetest.WithConfig(func(c *node.Config) {
+		sc := cfg[c.Region]
+		c.MediaStore = node.MediaStoreS3
+		c.S3Endpoint, c.S3AccessKey, c.S3SecretKey = sc.Endpoint, sc.AccessKey, sc.SecretKey
+		c.S3RawBucket, c.S3ProcessedBucket, c.S3ColdBucket = sc.RawBucket, sc.ProcessedBucket, sc.ColdBucket
+	}))
+}
+
+// The same with regions of three nodes each (a local store on each
+// node): the link reaches us's node 0, the bytes land on the node that
+// fetched them and the others proxy to it.
+func TestMediaDirectAcrossThreeNodeRegions(t *testing.T) { testMediaDirect(t, 3) }
+
+func testMediaDirect(t *testing.T, size int, extra ...nodetest.Option) {
+	eu, us := startLinked(t, size, "eu", "us", nil, nil, extra...)
+	// bob reads from another node than the one the link reaches (with
+	// three nodes): the bytes are on the node that fetched them.
+	usReader := us.nodes[len(us.nodes)-1]
 	aliceTok := eu.newUser(t, "alice")
 	bobTok, carolTok := us.newUser(t, "bob"), us.newUser(t, "carol")
 	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
@@ -167,13 +197,13 @@ func TestMediaDirectAcrossRegions(t *testing.T) {
 	})
 	eu.in.setCut(true)
 	us.in.setCut(true)
-	if b := mustDownload(t, us.nodes[0], bobTok, "/media/"+m.ID); !bytes.Equal(b, wantFile) {
+	if b := mustDownload(t, usReader, bobTok, "/media/"+m.ID); !bytes.Equal(b, wantFile) {
 		t.Fatalf("bob's file: %d bytes, want the %d eu serves", len(b), len(wantFile))
 	}
-	if b := mustDownload(t, us.nodes[0], bobTok, "/media/"+m.ID+"/preview"); !bytes.Equal(b, wantPreview) {
+	if b := mustDownload(t, usReader, bobTok, "/media/"+m.ID+"/preview"); !bytes.Equal(b, wantPreview) {
 		t.Fatalf("bob's preview: %d bytes, want %d", len(b), len(wantPreview))
 	}
-	code, hdr, part := download(t, us.nodes[0], bobTok, "/media/"+m.ID, "Range", "bytes=1000-1999")
+	code, hdr, part := download(t, usReader, bobTok, "/media/"+m.ID, "Range", "bytes=1000-1999")
 	if code != http.StatusPartialContent || !bytes.Equal(part, wantFile[1000:2000]) || hdr.Get("ETag") == "" {
 		t.Fatalf("range: %d, %d bytes, etag %q", code, len(part), hdr.Get("ETag"))
 	}
@@ -181,11 +211,11 @@ func TestMediaDirectAcrossRegions(t *testing.T) {
 		Status string `json:"status"`
 		Width  int    `json:"width"`
 	}
-	if c := call(t, us.nodes[0], bobTok, "GET", "/media/"+m.ID+"/info", nil, &info); c != http.StatusOK || info.Status != "ready" || info.Width != 900 {
+	if c := call(t, usReader, bobTok, "GET", "/media/"+m.ID+"/info", nil, &info); c != http.StatusOK || info.Status != "ready" || info.Width != 900 {
 		t.Fatalf("info: %d %+v", c, info)
 	}
 	for _, who := range []struct{ tok, path string }{{carolTok, "/media/" + m.ID}, {bobTok, "/media/" + photo}, {carolTok, "/media/" + m.ID + "/info"}} {
-		if code, _, _ := download(t, us.nodes[0], who.tok, who.path); code != http.StatusNotFound {
+		if code, _, _ := download(t, usReader, who.tok, who.path); code != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404", who.path, code)
 		}
 	}
@@ -201,13 +231,13 @@ func TestMediaDirectAcrossRegions(t *testing.T) {
 	if got := nextMedia(t, bob, "user/bob/newMessage"); got.Media.ID != second+"@eu" {
 		t.Fatalf("bob got %+v", got)
 	}
-	code, hdr, body := download(t, us.nodes[0], bobTok, "/media/"+second+"@eu")
+	code, hdr, body := download(t, usReader, bobTok, "/media/"+second+"@eu")
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(string(body), "media_unavailable") {
 		t.Fatalf("GET while eu is unreachable: %d %q %s", code, hdr.Get("Retry-After"), body)
 	}
 	eu.in.setCut(false)
 	nodetest.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		code, _, b := download(t, us.nodes[0], bobTok, "/media/"+second+"@eu")
+		code, _, b := download(t, usReader, bobTok, "/media/"+second+"@eu")
 		if code != http.StatusOK || !bytes.Equal(b, wantSecond) {
 			return fmt.Errorf("GET once eu is back: %d, %d bytes", code, len(b))
 		}
