@@ -229,6 +229,10 @@ func (s *Service) AttachRemote(ctx context.Context, own, source, from string, m 
 	case wire.ValidPeerID(from) != nil || peer == "" && gid == "":
 		return fmt.Errorf("media: %q from %s: sender %q: %w", m.ID, source, from, wire.ErrInvalid)
 	}
+	// Served from this region's origin: only types no browser runs
+	// scripts in keep theirs (the other region's processing is trusted
+	// no further than that).
+	m.Mime = servedMIME(m.Mime, false)
 	c := remoteCmd{ID: id, Owner: from, Source: source, SourceID: srcID, Name: m.Name, Kind: m.Kind, MIME: m.Mime,
 		Size: m.Size, Width: m.Width, Height: m.Height, DurationMs: m.DurationMs, Placeholder: m.Placeholder,
 		Preview: m.Preview, Users: nonEmpty(peer), Groups: nonEmpty(gid), Sent: msg, At: s.now().UTC()}
@@ -249,6 +253,26 @@ func (s *Service) AttachRemote(ctx context.Context, own, source, from string, m 
 		})
 	}
 	return nil
+}
+
+// servedMIME is the type a media of another region is served as: its
+// own for images (previews: JPEG, PNG, WebP only), audio, video, PDF and
+// plain text, application/octet-stream for anything else (HTML, SVG,
+// XML: a browser would run their scripts in this region's origin).
+func servedMIME(mime string, preview bool) string {
+	mime = strings.ToLower(strings.TrimSpace(mime))
+	switch {
+	case mime == "image/jpeg" || mime == "image/png" || mime == "image/webp":
+		return mime
+	case preview:
+		return previewUnknown
+	case mime == "image/svg+xml" || strings.ContainsAny(mime, ";,\" \t\r\n"):
+		return previewUnknown
+	case strings.HasPrefix(mime, "image/") || strings.HasPrefix(mime, "audio/") || strings.HasPrefix(mime, "video/") ||
+		mime == "application/pdf" || mime == "text/plain":
+		return mime
+	}
+	return previewUnknown
 }
 
 // maxPlaceholderLen bounds the placeholder a remote message may carry.
@@ -395,10 +419,7 @@ func (s *Service) fetchOnce(rec Record) (Record, error) {
 		case err != nil:
 			return Record{}, s.fetchFailed(rec, err)
 		default:
-			c.PreviewMIME = p.mime
-			if c.PreviewMIME == "" {
-				c.PreviewMIME = previewUnknown
-			}
+			c.PreviewMIME = servedMIME(p.mime, true)
 		}
 	}
 	v, err := s.propose(ctx, wire.CmdMediaFetched, c)
@@ -422,8 +443,11 @@ func (s *Service) fetchFailed(rec Record, err error) error {
 		result = "too_large"
 	}
 	s.rm.m.fetches.WithLabelValues(result).Inc()
-	if result == "unavailable" || result == "bad_checksum" {
+	switch result {
+	case "unavailable", "bad_checksum":
 		return fmt.Errorf("media: fetching %s from %s: %v: %w", rec.ID, rec.Source, err, ErrRemoteUnavailable)
+	case "not_found": // the source refused: not sent to us (any more), or gone
+		return fmt.Errorf("media: fetching %s from %s: %v: %w", rec.ID, rec.Source, err, ErrNotFound)
 	}
 	return fmt.Errorf("media: fetching %s from %s: %w", rec.ID, rec.Source, err)
 }
@@ -439,7 +463,7 @@ func (s *Service) fetchPart(ctx context.Context, remote Remote, rec Record, prev
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	limit := max(s.cfg.MaxSize, rec.OutputSize)
+	limit := s.cfg.MaxSize
 	if preview {
 		limit = maxRemotePreview
 	}
