@@ -200,7 +200,9 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if env.ID == 0 || env.From == "" || wire.ValidGroupID(env.Group) != nil {
 		return "", nil, "", errors.New("not a stored group message")
 	}
-	env.From = address.Qualify(env.From, own)
+	if address.RegionOf(env.From) == "" { // a member of a third region's message, relayed by the home, is qualified already
+		env.From = address.Qualify(env.From, own)
+	}
 	if address.RegionOf(env.Group) == "" {
 		env.Group += "@" + own
 	}

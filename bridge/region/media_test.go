@@ -12,6 +12,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -396,5 +398,111 @@ func TestMediaChunkRequestNotSentRefused(t *testing.T) {
 		if pr == nil || pr.ReasonCode != 0x99 {
 			t.Errorf("request %s: %+v, want 0x99", bad, pr)
 		}
+	}
+}
+
+// Chunks of 256 KiB travel over a link of MQTT over WebSocket too.
+func TestMediaOverWebSocketLink(t *testing.T) {
+	o := pairOpts{scheme: "ws", secret: true}
+	eu, us := startPair(t, "eu", "us", nil, map[string]pairOpts{"eu": o, "us": o})
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
+	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
+	bob.MustSub(t, "user/bob/newMessage")
+	photo := uploadReady(t, eu.nodes[0], aliceTok, "ws.jpg", noisyJPEG(t, 900, 700, 8))
+	want := mustDownload(t, eu.nodes[0], aliceTok, "/media/"+photo)
+	if code, _ := alice.Pub(t, "user/bob@us/newMessage", 1, mediaMsg("w1", photo)); code != 0 {
+		t.Fatalf("PUBACK %#x", code)
+	}
+	if got := nextMedia(t, bob, "user/bob/newMessage"); got.Media.ID != photo+"@eu" {
+		t.Fatalf("bob got %+v", got)
+	}
+	if b := mustDownload(t, us.nodes[0], bobTok, "/media/"+photo+"@eu"); !bytes.Equal(b, want) || len(want) <= 256<<10 {
+		t.Fatalf("bob's copy: %d bytes, want the %d (more than a chunk) eu serves", len(b), len(want))
+	}
+}
+
+// startThree starts regions eu, us and ap of one node each, every one
+// linked to the two others.
+func startThree(t *testing.T) (eu, us, ap *region) {
+	t.Helper()
+	rs := []*region{{name: "eu", in: newProxy(t)}, {name: "us", in: newProxy(t)}, {name: "ap", in: newProxy(t)}}
+	file := filepath.Join(t.TempDir(), "link-secret")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		var links []string
+		for _, o := range rs {
+			if o != r {
+				links = append(links, o.name+"="+o.in.URL())
+			}
+		}
+		r.nodes = []*nodetest.Node{nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+			c.Region, c.RegionNumber, c.Links, c.LinkSecretFile = r.name, i+1, links, file
+		}))}
+		r.in.setTarget(r.nodes[0].MQTTAddr())
+	}
+	return rs[0], rs[1], rs[2]
+}
+
+// Three regions: a group homed in eu with members in us and ap. carol@ap
+// sends a photo to the group: eu (the home) stores it as {id}@ap and
+// fetches it from ap; us gets it relayed by eu, still {id}@ap, and
+// fetches it from eu (the region the message came from, which serves
+// its copy), never from ap.
+func TestMediaRelayedThroughGroupHome(t *testing.T) {
+	eu, us, ap := startThree(t)
+	aliceTok, bobTok, carolTok := eu.newUser(t, "alice"), us.newUser(t, "bob"), ap.newUser(t, "carol")
+	var g struct {
+		GroupID string `json:"groupId"`
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
+		map[string]any{"name": "world", "members": []string{"bob@us", "carol@ap"}}, &g); code != http.StatusCreated && code != http.StatusOK {
+		t.Fatalf("create group: %d", code)
+	}
+	mirror := g.GroupID + "@eu"
+	for _, m := range []struct {
+		r   *region
+		tok string
+	}{{us, bobTok}, {ap, carolTok}} {
+		nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+			if code := call(t, m.r.nodes[0], m.tok, "GET", "/user/groups/"+mirror+"/members", nil, nil); code != http.StatusOK {
+				return fmt.Errorf("mirror in %s: %d", m.r.name, code)
+			}
+			return nil
+		})
+	}
+	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
+	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
+	carol := connect(t, ap.nodes[0], "carol", "phone", carolTok)
+	alice.MustSub(t, "group/"+g.GroupID+"/newMessage")
+	bob.MustSub(t, "group/"+mirror+"/newMessage")
+
+	pic := uploadReady(t, ap.nodes[0], carolTok, "c.jpg", noisyJPEG(t, 500, 400, 9))
+	want := mustDownload(t, ap.nodes[0], carolTok, "/media/"+pic)
+	if code, ack := carol.Pub(t, "group/"+mirror+"/newMessage", 1, mediaMsg("r1", pic)); code != 0 {
+		t.Fatalf("carol's PUBACK %#x %q", code, ack.Properties.ReasonString)
+	}
+	if got := nextMedia(t, alice, "group/"+g.GroupID+"/newMessage"); got.Media.ID != pic+"@ap" || got.From != "carol@ap" {
+		t.Fatalf("alice got %+v", got)
+	}
+	if got := nextMedia(t, bob, "group/"+mirror+"/newMessage"); got.Media.ID != pic+"@ap" || got.From != "carol@ap" || got.Media.Width != 500 {
+		t.Fatalf("bob got %+v", got)
+	}
+	for _, r := range []struct {
+		n   *nodetest.Node
+		tok string
+	}{{us.nodes[0], bobTok}, {eu.nodes[0], aliceTok}} {
+		if b := mustDownload(t, r.n, r.tok, "/media/"+pic+"@ap"); !bytes.Equal(b, want) {
+			t.Fatalf("copy: %d bytes, want %d", len(b), len(want))
+		}
+	}
+	// us asked eu, not ap: ap served its chunks to eu only.
+	if n := counter(t, ap.nodes[0], "edgechat_region_link_received_total", `link="us",result="media_chunk"`); n != 0 {
+		t.Errorf("ap served %v chunks to us", n)
+	}
+	if n := counter(t, eu.nodes[0], "edgechat_region_link_received_total", `link="us",result="media_chunk"`); n < 1 {
+		t.Errorf("eu served %v chunks to us", n)
 	}
 }
