@@ -73,7 +73,7 @@ func (s *Service) runDuties(ctx context.Context) {
 
 // sweeps reports whether this node sweeps rec.
 func (s *Service) sweeps(r Record) bool {
-	if s.cfg.SharedStore {
+	if s.cfg.SharedStore || r.Source != "" && !r.Fetched { // (another region's media not fetched: no node holds it)
 		return s.lead == nil || s.lead.IsLeader()
 	}
 	return r.Node == s.cfg.Node
@@ -135,7 +135,7 @@ func (s *Service) Sweep(ctx context.Context) {
 				gone = append(gone, r.ID)
 			}
 		case r.Status == StatusReady && r.Sent && r.Tier == TierProcessed && s.cfg.ColdStorageClass == "" &&
-			now.Sub(lastRead(r)) > s.cfg.ColdAfter:
+			now.Sub(lastRead(r)) > s.cfg.ColdAfter && (r.Source == "" || r.Fetched):
 			s.moveCold(ctx, r)
 		}
 	}

@@ -486,7 +486,7 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		}
 	}
 	for _, id := range c.IDs {
-		for _, k := range [][]byte{recordKey(id), jobKey(id)} {
+		for _, k := range [][]byte{recordKey(id), jobKey(id), pendingKey(id)} {
 			if err := tx.Delete(k); err != nil {
 				return nil, err
 			}

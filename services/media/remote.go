@@ -363,6 +363,9 @@ func (s *Service) fetchRemote(ctx context.Context, id string) (Record, error) {
 	if err != nil || rec.Source == "" || rec.Fetched {
 		return rec, err
 	}
+	if rec.Erased { // nobody may read it any more (retention): not fetched
+		return Record{}, ErrNotFound
+	}
 	s.rm.mu.Lock()
 	c := s.rm.inflight[id]
 	if c == nil {

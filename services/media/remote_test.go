@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/media/store"
 )
@@ -228,5 +230,47 @@ func TestMediaChunkForAnotherRegion(t *testing.T) {
 	}
 	if _, err := e.svc.MediaChunk(ctx, rec.ID, true, 0, 10); !errors.Is(err, wire.ErrNotFound) {
 		t.Errorf("preview of a text file: %v", err)
+	}
+}
+
+// Retention ends bob's access to a media of another region that was
+// never fetched: it is not fetched any more, and the sweeper removes its
+// record (and what marks it missing) although no node holds it.
+func TestRemoteMediaExpiredUnfetched(t *testing.T) {
+	e := newEnv(t, Config{})
+	ctx := context.Background()
+	rem := &fakeRemote{files: map[string]*remoteFile{"eu/" + remoteID(0): {err: fmt.Errorf("down: %w", wire.ErrUnavailable)}}}
+	e.svc.SetRemote(rem)
+	m := &wire.Media{ID: remoteID(0), Mime: "image/png", Size: 10}
+	if err := e.svc.AttachRemote(ctx, "us", "eu", "alice@eu", m, "bob", "", 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.fetchRemote(ctx, m.ID); !errors.Is(err, ErrRemoteUnavailable) {
+		t.Fatalf("fetch while eu is down: %v", err)
+	}
+	if err := e.svc.ExpireSent(ctx, "bob", "alice@eu", "", 200, []string{m.ID}); err != nil {
+		t.Fatal(err)
+	}
+	rem.mu.Lock()
+	rem.files["eu/"+remoteID(0)] = &remoteFile{data: []byte("0123456789")} // eu is back
+	rem.mu.Unlock()
+	if _, err := e.svc.fetchRemote(ctx, m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("fetch after retention: %v", err)
+	}
+	if w := e.do("GET", "/media/"+m.ID, "bob", nil, nil); w.Code != http.StatusNotFound {
+		t.Fatalf("bob's GET after retention: %d", w.Code)
+	}
+	e.svc.Sweep(ctx)
+	if _, err := e.svc.Get(m.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("record after the sweep: %v", err)
+	}
+	if err := e.prop.DB.View(func(tx *badger.Txn) error {
+		_, err := tx.Get(pendingKey(m.ID))
+		return err
+	}); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("still marked missing: %v", err)
+	}
+	if n := rem.firsts.Load(); n != 0 {
+		t.Fatalf("%d chunks fetched", n)
 	}
 }
