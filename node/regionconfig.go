@@ -162,10 +162,12 @@ func (n *Node) buildRegion() error {
 		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
 			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n},
-			Routes: n.routes, Blocks: n.Users, Profiles: n.Users, Relations: n.Users, Undeliverables: remoteStore{n}})
+			Routes: n.routes, Blocks: n.Users, Profiles: n.Users, Relations: n.Users, Undeliverables: remoteStore{n},
+			Media: n.Media})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
+	n.Media.SetRemote(n.Region) // media of other regions is fetched over the links
 	n.Users.SetRegions(n.Region)
 	n.Users.SetRemoteProfiles(n.Region)
 	n.Users.SetRelationHook(n.Region.StageRelation) // contacts and blocks of other regions' users

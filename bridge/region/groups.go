@@ -203,7 +203,9 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if env.ID == 0 || env.From == "" || wire.ValidGroupID(env.Group) != nil {
 		return "", nil, "", errors.New("not a stored group message")
 	}
-	env.From = address.Qualify(env.From, own)
+	if address.RegionOf(env.From) == "" { // a member of a third region's message, relayed by the home, is qualified already
+		env.From = address.Qualify(env.From, own)
+	}
 	if address.RegionOf(env.Group) == "" {
 		env.Group += "@" + own
 	}
@@ -307,6 +309,9 @@ func groupMessage(local, region string, payload []byte) (env wire.Envelope, forg
 	var head remoteHead
 	if err == nil {
 		err = json.Unmarshal(payload, &head)
+	}
+	if err == nil {
+		err = withMedia(&env, payload) // media.go
 	}
 	home := address.RegionOf(head.Group)
 	if err != nil || head.ID == 0 || head.To != "" || home == "" || wire.ValidGroupID(head.Group) != nil {

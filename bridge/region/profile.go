@@ -247,9 +247,12 @@ func (b *Bridge) closeQueries() {
 // Answer handles a request of region's link (the broker's Links, for a
 // publish with a response topic): a profile of a user of this region.
 // The broker publishes the answer on the response topic.
-func (b *Bridge) Answer(_ context.Context, region, topic string, payload []byte) ([]byte, error) {
+func (b *Bridge) Answer(ctx context.Context, region, topic string, payload []byte) ([]byte, error) {
 	if topic == SearchTopic(region) {
 		return b.answerSearch(region, payload)
+	}
+	if topic == MediaTopic(region) {
+		return b.answerMedia(ctx, region, payload) // media.go
 	}
 	if topic != ProfileTopic(region) {
 		return nil, fmt.Errorf("region: link %s: no request on %q: %w", region, topic, wire.ErrInvalid)

@@ -151,6 +151,9 @@ type Deps struct {
 	// (notices.go); nil: refused.
 	Relations      Relations
 	Undeliverables Undeliverables
+	// Media answers other regions' media chunk requests (media.go); nil:
+	// no media is found.
+	Media MediaSource
 }
 
 // Bridge is a region's links: the outboxes (on every node), the
@@ -512,6 +515,9 @@ func (b *Bridge) check(region, topic string, payload []byte) (wire.Envelope, err
 	var head remoteHead
 	if err == nil {
 		err = json.Unmarshal(payload, &head)
+	}
+	if err == nil {
+		err = withMedia(&env, payload) // media.go
 	}
 	if err != nil || head.ID == 0 || head.Group != "" {
 		b.count(region, "invalid")

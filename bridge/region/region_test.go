@@ -180,7 +180,7 @@ func TestUnknownRegionRefused(t *testing.T) {
 		}
 	}
 	if code, _ := alice.Pub(t, "user/bob@us/newMessage", 1, `{"cid":"c3","type":"media","media":{"id":"m1"}}`); code != 0x99 {
-		t.Errorf("media to bob@us: %#x, want 0x99", code)
+		t.Errorf("media to bob@us naming no ready upload of alice's: %#x, want 0x99", code)
 	}
 	if c := call(t, eu.nodes[0], tok, "POST", "/chat/messages", map[string]string{"to": "bob@mars", "cid": "h1", "type": "text", "body": "x"}, nil); c != http.StatusNotFound {
 		t.Fatalf("POST to bob@mars: %d", c)

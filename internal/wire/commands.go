@@ -53,6 +53,8 @@ const (
 	CmdMediaTouch    byte = 0x65 // media: last read time, or the tier it moved to
 	CmdMediaDelete   byte = 0x66 // media: records removed (orphans, deleted accounts)
 	CmdMediaExpire   byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
+	CmdMediaRemote   byte = 0x68 // media: a media of another region arrived in a message: its record here (not fetched yet) and its grant (issue 14)
+	CmdMediaFetched  byte = 0x69 // media: the bytes of another region's media are in this region's store (issue 14)
 
 	CmdRegionCursor byte = 0x70 // region links: a link's outbox position acknowledged by the other region (bridge/region, issue 14)
 )

@@ -3,7 +3,6 @@ package archive
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -70,9 +69,6 @@ func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.En
 	}
 	if !s.groups.IsMember(gid, from) {
 		return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
-	}
-	if env.Type == wire.TypeMedia && strings.IndexByte(gid, '@') >= 0 {
-		return fmt.Errorf("archive: media messages to a group of another region are not supported yet: %w", wire.ErrInvalid)
 	}
 	return s.attachMedia(ctx, from, env, "", gid, id)
 }

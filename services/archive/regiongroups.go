@@ -25,14 +25,15 @@ func (s *Service) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (stor
 		err = fmt.Errorf("archive: a remote group message needs an id and a qualified sender: %w", wire.ErrInvalid)
 	case wire.ValidGroupID(gid) != nil:
 		err = fmt.Errorf("archive: group id %q: %w", gid, wire.ErrInvalid)
-	case env.Type == wire.TypeMedia:
-		err = fmt.Errorf("archive: media messages from another region are not supported yet: %w", wire.ErrInvalid)
 	case s.groups == nil:
 		err = errNoGroups(gid)
 	case !s.groups.IsMember(gid, from):
 		err = fmt.Errorf("archive: %q is not a member of group %q here: %w", from, gid, wire.ErrForbidden)
 	default:
 		err = checkClientFields(env)
+	}
+	if err == nil {
+		err = s.attachRemote(ctx, sourceOf(from, gid), &env, "", gid) // remotemedia.go
 	}
 	if err != nil {
 		s.count(false, err)

@@ -63,9 +63,6 @@ func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(cont
 	} else if err = validUsers(to); err == nil {
 		err = checkClientFields(env)
 	}
-	if err == nil && env.Type == wire.TypeMedia {
-		err = fmt.Errorf("archive: media messages from another region are not supported yet: %w", wire.ErrInvalid)
-	}
 	if err == nil {
 		var ok bool
 		if ok, err = s.users.UserExists(to); err == nil && !ok {
@@ -74,6 +71,9 @@ func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(cont
 	}
 	if err == nil && s.blocks != nil && s.blocks.IsBlocked(to, from) {
 		err = fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+	}
+	if err == nil {
+		err = s.attachRemote(ctx, address.RegionOf(from), &env, to, "") // remotemedia.go
 	}
 	if err != nil {
 		s.count(false, err)

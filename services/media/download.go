@@ -120,12 +120,18 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, preview bool) {
 	if err == nil && preview && rec.PreviewMIME == "" {
 		err = ErrNotFound
 	}
+	if err == nil && rec.Source != "" && !rec.Fetched {
+		rec, err = s.fetchRemote(r.Context(), rec.ID) // remote.go: another region's media, not here yet
+		if err == nil && preview && rec.PreviewMIME == "" {
+			err = ErrNotFound
+		}
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	s.touch(r.Context(), rec)
-	key, ctype, etag := rec.ID, rec.MIME, rec.ETag
+	key, ctype, etag := fileKey(rec.ID), rec.MIME, rec.ETag
 	if preview {
 		key, ctype, etag = previewKey(rec.ID), rec.PreviewMIME, rec.ETag+"-p"
 	}

@@ -96,11 +96,11 @@ func (s *Service) applyExpire(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		return nil, fmt.Errorf("%w: expire: cutoff %d, %d ids", errBadCommand, c.Cutoff, len(c.IDs))
 	case c.Group != "" && (len(c.Users) != 0 || wire.ValidGroupID(c.Group) != nil):
 		return nil, fmt.Errorf("%w: expire: group %q", errBadCommand, c.Group)
-	case c.Group == "" && (len(c.Users) != 2 || wire.ValidUserID(c.Users[0]) != nil || wire.ValidUserID(c.Users[1]) != nil):
+	case c.Group == "" && (len(c.Users) != 2 || wire.ValidPeerID(c.Users[0]) != nil || wire.ValidPeerID(c.Users[1]) != nil):
 		return nil, fmt.Errorf("%w: expire: users %q", errBadCommand, c.Users)
 	}
 	for _, id := range c.IDs {
-		if !ValidID(id) {
+		if !validMediaID(id) {
 			return nil, fmt.Errorf("%w: id %q", errBadCommand, id)
 		}
 	}

@@ -60,6 +60,9 @@ func (m *memStore) Get(_ context.Context, t store.Tier, key string, off, n int64
 		return nil, store.Object{}, store.ErrNotFound
 	}
 	end := int64(len(b))
+	if off < 0 || off > end || off == end && end > 0 {
+		return nil, store.Object{}, store.ErrInvalidRange // as the real stores
+	}
 	if n >= 0 && off+n < end {
 		end = off + n
 	}

@@ -56,6 +56,9 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrQuota):
 		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusTooManyRequests, Code: codeQuota,
 			Message: "daily upload quota reached", RetryAfter: time.Hour})
+	case errors.Is(err, ErrRemoteUnavailable):
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: codeMediaUnavailable,
+			Message: "media of another region, which cannot be reached now; retry", RetryAfter: RemoteRetryAfter})
 	case errors.Is(err, wire.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "media unavailable right now; retry", RetryAfter: time.Second})

@@ -250,7 +250,7 @@ func (s *Service) processUpload(ctx context.Context, rec Record) (Record, error)
 	return res, nil
 }
 
-func previewKey(id string) string { return id + ".preview" }
+func previewKey(id string) string { return fileKey(id) + ".preview" }
 
 func (s *Service) putFile(ctx context.Context, tier store.Tier, key, path, ctype string) (store.Object, error) {
 	f, err := os.Open(path)

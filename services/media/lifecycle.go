@@ -73,7 +73,7 @@ func (s *Service) runDuties(ctx context.Context) {
 
 // sweeps reports whether this node sweeps rec.
 func (s *Service) sweeps(r Record) bool {
-	if s.cfg.SharedStore {
+	if s.cfg.SharedStore || r.Source != "" && !r.Fetched { // (another region's media not fetched: no node holds it)
 		return s.lead == nil || s.lead.IsLeader()
 	}
 	return r.Node == s.cfg.Node
@@ -135,7 +135,7 @@ func (s *Service) Sweep(ctx context.Context) {
 				gone = append(gone, r.ID)
 			}
 		case r.Status == StatusReady && r.Sent && r.Tier == TierProcessed && s.cfg.ColdStorageClass == "" &&
-			now.Sub(lastRead(r)) > s.cfg.ColdAfter:
+			now.Sub(lastRead(r)) > s.cfg.ColdAfter && (r.Source == "" || r.Fetched):
 			s.moveCold(ctx, r)
 		}
 	}
@@ -164,7 +164,7 @@ func tierOf(r Record) store.Tier {
 // something could not be deleted (the record stays for the next sweep).
 func (s *Service) deleteFiles(ctx context.Context, r Record, tier store.Tier) bool {
 	ok := true
-	for _, key := range []string{r.ID, previewKey(r.ID)} {
+	for _, key := range []string{fileKey(r.ID), previewKey(r.ID)} {
 		if err := s.st.Delete(ctx, tier, key); err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("deleting orphaned media", "media", r.ID, "err", err)
 			ok = false
@@ -178,7 +178,7 @@ func (s *Service) deleteFiles(ctx context.Context, r Record, tier store.Tier) bo
 // processed, which the next sweep repairs (Move of a missing object is
 // ErrNotFound, and serving falls back below).
 func (s *Service) moveCold(ctx context.Context, r Record) {
-	keys := []string{r.ID}
+	keys := []string{fileKey(r.ID)}
 	if r.PreviewMIME != "" {
 		keys = append(keys, previewKey(r.ID))
 	}

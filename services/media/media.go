@@ -231,11 +231,13 @@ type Service struct {
 
 	bg       sync.WaitGroup // background proposals (read times)
 	touching sync.Map       // media IDs whose read time is being recorded
+
+	rm remoteState // media of other regions (remote.go)
 }
 
 // Wait waits for the background proposals of downloads (call it after
 // the HTTP server stopped, before the database closes).
-func (s *Service) Wait() { s.bg.Wait() }
+func (s *Service) Wait() { s.rm.cancel(); s.bg.Wait() }
 
 // New checks deps and registers the FSM handlers and metrics.
 func New(cfg Config, deps Deps) (*Service, error) {
@@ -258,6 +260,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.m, err = newMetrics(deps.Registerer); err != nil {
 		return nil, err
 	}
+	if err := s.rm.init(deps.Registerer); err != nil {
+		return nil, err
+	}
 	s.register(deps.FSM)
 	return s, nil
 }
@@ -278,7 +283,12 @@ func (s *Service) Run(ctx context.Context) error {
 		defer close(done)
 		s.runDuties(ctx)
 	}()
-	defer func() { <-done; s.bg.Wait() }()
+	pending := make(chan struct{})
+	go func() {
+		defer close(pending)
+		s.runPending(ctx) // remote.go
+	}()
+	defer func() { <-done; <-pending; s.rm.cancel(); s.bg.Wait() }()
 	if !s.cfg.Worker {
 		<-ctx.Done()
 		return nil

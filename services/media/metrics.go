@@ -17,6 +17,7 @@ import (
 //	edgechat_media_jobs_pending                   jobs waiting or running (sweeper)
 //	edgechat_media_stored_bytes{tier}             ready media per tier (sweeper)
 //	edgechat_media_moved_cold_total               moves to the cold tier
+//	edgechat_media_remote_*                       media of other regions (remote.go)
 type metrics struct {
 	uploads    *prometheus.CounterVec
 	bytesIn    prometheus.Counter

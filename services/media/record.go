@@ -82,6 +82,13 @@ type Record struct {
 	// Erased: its uploader's account was erased (erase.go); nobody may
 	// read it and the sweeper deletes its files, then the record.
 	Erased bool `json:"erased,omitempty"`
+	// Source is set on a media of another region (remote.go): the region
+	// its bytes are read from and its ID there; Fetched once they are in
+	// this region's store (on Node), SHA256 their checksum then.
+	Source   string `json:"source,omitempty"`
+	SourceID string `json:"sourceId,omitempty"`
+	Fetched  bool   `json:"fetched,omitempty"`
+	SHA256   string `json:"sha256,omitempty"`
 
 	CreatedAt  time.Time  `json:"createdAt"`
 	UpdatedAt  time.Time  `json:"updatedAt"`
@@ -196,6 +203,8 @@ func (s *Service) register(r Registrar) {
 	r.Register(wire.CmdMediaTouch, s.applyTouch)
 	r.Register(wire.CmdMediaDelete, s.applyDelete)
 	r.Register(wire.CmdMediaExpire, s.applyExpire)
+	r.Register(wire.CmdMediaRemote, s.applyRemote)
+	r.Register(wire.CmdMediaFetched, s.applyFetched)
 }
 
 func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
@@ -398,7 +407,7 @@ func (s *Service) applyGrant(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		return nil, err
 	}
 	for _, u := range c.Users {
-		if wire.ValidUserID(u) != nil {
+		if wire.ValidPeerID(u) != nil { // bob@us: a media sent to another region (remote.go)
 			return nil, fmt.Errorf("%w: grant to %q", errBadCommand, u)
 		}
 	}
@@ -472,12 +481,12 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		return nil, err
 	}
 	for _, id := range c.IDs {
-		if !ValidID(id) {
+		if !validMediaID(id) {
 			return nil, fmt.Errorf("%w: id %q", errBadCommand, id)
 		}
 	}
 	for _, id := range c.IDs {
-		for _, k := range [][]byte{recordKey(id), jobKey(id)} {
+		for _, k := range [][]byte{recordKey(id), jobKey(id), pendingKey(id)} {
 			if err := tx.Delete(k); err != nil {
 				return nil, err
 			}
@@ -493,7 +502,7 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 
 // Get reads a record.
 func (s *Service) Get(id string) (Record, error) {
-	if !ValidID(id) {
+	if !validMediaID(id) {
 		return Record{}, ErrNotFound
 	}
 	var r Record
