@@ -75,7 +75,7 @@ type groupMetrics struct {
 
 func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
 	m := &groupMetrics{sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_group_sent_total",
-		Help: "Group messages and group states this region's links handed to other regions (acknowledged), by link and kind (message, state)."},
+		Help: "Group messages and group states this region's links handed to other regions (acknowledged), by link and kind (message, state, leave)."},
 		[]string{"link", "kind"})}
 	if reg != nil {
 		if err := reg.Register(m.sent); err != nil {
@@ -189,6 +189,10 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if len(entry) > 0 && entry[0] == stateMark {
 		return GroupStateTopic(own), entry[1:], "state", nil
 	}
+	if len(entry) > 0 && entry[0] == leaveMark {
+		p, err := leavePayload(entry[1:], own) // groupleave.go
+		return GroupLeaveTopic(own), p, "leave", err
+	}
 	var env wire.Envelope
 	if err := json.Unmarshal(entry, &env); err != nil {
 		return "", nil, "", err
@@ -215,6 +219,8 @@ func (b *Bridge) receiveGroup(ctx context.Context, region, topic string, payload
 		return b.receiveState(ctx, region, payload)
 	case GroupMsgTopic(region):
 		return b.receiveGroupMessage(ctx, region, payload)
+	case GroupLeaveTopic(region):
+		return b.receiveLeave(ctx, region, payload) // groupleave.go
 	}
 	b.count(region, "invalid")
 	return fmt.Errorf("region: link %s: topic %q: %w", region, topic, wire.ErrInvalid)
@@ -228,6 +234,7 @@ type linkState struct {
 		ID   string `json:"id"`
 		Role string `json:"role"`
 	} `json:"members"`
+	By string `json:"by,omitempty"` // who made the change
 }
 
 // receiveState commits the home's view of one of its groups as this
@@ -287,6 +294,11 @@ func mirrorState(local, region string, payload []byte) ([]byte, error) {
 	if json.Unmarshal(st.Group["owner"], &owner) == nil && owner != "" {
 		if owner, err = name(owner); err == nil {
 			st.Group["owner"], _ = json.Marshal(owner)
+		}
+	}
+	if st.By != "" {
+		if st.By, err = name(st.By); err != nil {
+			st.By = ""
 		}
 	}
 	st.Group["groupId"], _ = json.Marshal(gid + "@" + region)
