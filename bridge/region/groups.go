@@ -27,7 +27,8 @@ import (
 //   - the home stages the group's whole state (metadata and members) for
 //     every region that has members now or had them at the last change
 //     (so a region whose last member left drops its mirror), on every
-//     committed change: $link/{home}/group. A region cut off keeps its
+//     committed change: $link/{home}/group (in chunks for a large
+//     group, groupchunks.go). A region cut off keeps its
 //     last mirror and gets the latest state when the link is back.
 //   - a message of a home member is staged once per region that has
 //     members, whatever their number: $link/{home}/gmsg.
@@ -111,10 +112,15 @@ func (b *Bridge) StageGroupState(tx *badger.Txn, gid string, regions []string, s
 	if err != nil {
 		return nil, err
 	}
-	entry := append([]byte{stateMark}, state...)
+	entries, err := stateChunks(state) // groupchunks.go
+	if err != nil {
+		return nil, err
+	}
 	for _, r := range targets {
-		if err := stageRegion(tx, r, entry); err != nil {
-			return nil, err
+		for _, entry := range entries {
+			if err := stageRegion(tx, r, entry); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return b.wake(targets), nil
@@ -234,7 +240,9 @@ type linkState struct {
 		ID   string `json:"id"`
 		Role string `json:"role"`
 	} `json:"members"`
-	By string `json:"by,omitempty"` // who made the change
+	By    string `json:"by,omitempty"` // who made the change
+	Part  int    `json:"part,omitempty"`
+	Parts int    `json:"parts,omitempty"` // a state in chunks (groupchunks.go)
 }
 
 // receiveState commits the home's view of one of its groups as this
@@ -269,6 +277,9 @@ func mirrorState(local, region string, payload []byte) ([]byte, error) {
 	}
 	if err != nil || gid == "" || strings.IndexByte(gid, '@') >= 0 || wire.ValidGroupID(gid) != nil {
 		return nil, fmt.Errorf("region: link %s: not a group state: %v: %w", region, err, wire.ErrInvalid)
+	}
+	if st.Parts < 0 || st.Parts > MaxStateParts || st.Part < 0 || st.Part >= max(st.Parts, 1) {
+		return nil, fmt.Errorf("region: link %s: group %s: part %d of %d: %w", region, gid, st.Part, st.Parts, wire.ErrInvalid)
 	}
 	name := func(id string) (string, error) {
 		if wire.ValidPeerID(id) != nil {

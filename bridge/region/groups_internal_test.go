@@ -141,6 +141,7 @@ func FuzzGroupMessage(f *testing.F) {
 func FuzzMirrorState(f *testing.F) {
 	f.Add(`{"group":{"groupId":"g1","owner":"alice"},"members":[{"id":"alice","role":"owner"},{"id":"bob@us","role":"member"}]}`)
 	f.Add(`{"group":{"groupId":"g1"},"members":null}`)
+	f.Add(`{"group":{"groupId":"g1"},"members":[{"id":"bob@us","role":"member"}],"by":"alice","part":1,"parts":3}`)
 	f.Fuzz(func(t *testing.T, payload string) {
 		out, err := mirrorState("us", "eu", []byte(payload))
 		if err != nil {
@@ -148,7 +149,8 @@ func FuzzMirrorState(f *testing.F) {
 		}
 		var st linkState
 		var gid string
-		if json.Unmarshal(out, &st) != nil || json.Unmarshal(st.Group["groupId"], &gid) != nil || address.RegionOf(gid) != "eu" {
+		if json.Unmarshal(out, &st) != nil || json.Unmarshal(st.Group["groupId"], &gid) != nil || address.RegionOf(gid) != "eu" ||
+			st.Part < 0 || st.Part >= max(st.Parts, 1) || st.Parts > MaxStateParts || st.By != "" && wire.ValidPeerID(st.By) != nil && wire.ValidUserID(st.By) != nil {
 			t.Fatalf("%s", out)
 		}
 		for _, m := range st.Members {

@@ -144,6 +144,11 @@ type RemoteGroup struct {
 	Members []RemoteMember `json:"members"`
 	// By made the change this state follows ("" when not known).
 	By string `json:"by,omitempty"`
+	// Part of Parts: the state of a large group comes in chunks, each
+	// with the metadata and a share of the members (bridge/region
+	// groupchunks.go); the mirror changes with the last. Parts 0 or 1: whole.
+	Part  int `json:"part,omitempty"`
+	Parts int `json:"parts,omitempty"`
 }
 
 // GroupState reads gid's state inside tx; found is false when there is
@@ -213,6 +218,13 @@ func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byt
 	gid := c.Group.ID
 	if wire.ValidGroupID(gid) != nil || strings.IndexByte(gid, '@') < 0 {
 		return nil, fmt.Errorf("%w: a mirror needs a qualified group ID, not %q", errBadCommand, gid)
+	}
+	if c.Parts > 1 {
+		members, done, err := mirrorChunk(tx, gid, c)
+		if err != nil || !done {
+			return nil, err // kept aside until the last chunk
+		}
+		c.Members = members
 	}
 	pending, err := pendingLeaves(tx, gid) // groups_leave.go
 	if err != nil {
@@ -356,4 +368,63 @@ func (s *Service) mirrorEvents(mc mirrorChange) {
 		}
 		pub(nil, EventGroupUpdated, ev)
 	}
+}
+
+// prefixMirrorPart keys the members of a chunked state received so far:
+// gid@home/uid → role.
+const prefixMirrorPart = "r/user/gp/"
+
+// mirrorChunk keeps chunk c.Part of c.Parts of mirror gid's next state
+// aside; at the last chunk it returns the whole member list (done) and
+// clears what it kept. Chunk 0 starts afresh (a state left half-received
+// by a resend from its start, or an older state, goes).
+func mirrorChunk(tx *badger.Txn, gid string, c RemoteGroup) (members []RemoteMember, done bool, err error) {
+	if c.Part < 0 || c.Part >= c.Parts {
+		return nil, false, fmt.Errorf("%w: mirror %s: part %d of %d", errBadCommand, gid, c.Part, c.Parts)
+	}
+	base := prefixMirrorPart + gid + "/"
+	clearKept := func() error {
+		var keys []string
+		if _, err := scan(tx, base, "", "", false, func(uid string, _ []byte) (bool, error) {
+			keys = append(keys, base+uid)
+			return false, nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := tx.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if c.Part == 0 {
+		if err := clearKept(); err != nil {
+			return nil, false, err
+		}
+	}
+	for _, m := range c.Members {
+		if validMember(m.ID) != nil || m.Role.rank() == 0 {
+			return nil, false, fmt.Errorf("%w: mirror %s: member %q role %q", errBadCommand, gid, m.ID, m.Role)
+		}
+		if c.Part == c.Parts-1 {
+			continue
+		}
+		if err := tx.Set([]byte(base+m.ID), []byte(m.Role)); err != nil {
+			return nil, false, err
+		}
+	}
+	if c.Part < c.Parts-1 {
+		return nil, false, nil
+	}
+	if _, err := scan(tx, base, "", "", true, func(uid string, v []byte) (bool, error) {
+		members = append(members, RemoteMember{ID: uid, Role: Role(v)})
+		return false, nil
+	}); err != nil {
+		return nil, false, err
+	}
+	if err := clearKept(); err != nil {
+		return nil, false, err
+	}
+	return append(members, c.Members...), true, nil
 }
