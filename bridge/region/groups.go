@@ -214,7 +214,7 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if address.RegionOf(env.Group) == "" {
 		env.Group += "@" + own
 	}
-	env.Mentions = nil
+	env.Mentions = qualifyMentions(env.Mentions, own) // mentions.go
 	return GroupMsgTopic(own), env.Marshal(), "message", nil
 }
 
@@ -350,6 +350,7 @@ func groupMessage(local, region string, payload []byte) (env wire.Envelope, forg
 		return wire.Envelope{}, true, fmt.Errorf("region: link %s: id %s: %v: %w", region, head.ID, err, wire.ErrForbidden)
 	}
 	env.ID, env.From, env.Group, env.To = head.ID, head.From, gid, ""
+	env.Mentions = localMentions(env.Mentions, local, region) // mentions.go
 	return env, false, nil
 }
 

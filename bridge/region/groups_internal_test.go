@@ -100,9 +100,9 @@ func TestMirrorState(t *testing.T) {
 // An outbox entry becomes the link's publish: group messages qualified
 // with the home and the sender's region, states as they are.
 func TestLinkPayloadOfGroups(t *testing.T) {
-	topic, p, kind, err := linkPayload([]byte(`{"id":"5","from":"alice","group":"g1","cid":"c","type":"text","body":"x","mentions":["bob"]}`), "eu")
+	topic, p, kind, err := linkPayload([]byte(`{"id":"5","from":"alice","group":"g1","cid":"c","type":"text","body":"x","mentions":["bob","carol@us"]}`), "eu")
 	if err != nil || topic != "$link/eu/gmsg" || kind != "message" || !strings.Contains(string(p), `"from":"alice@eu"`) ||
-		!strings.Contains(string(p), `"group":"g1@eu"`) || strings.Contains(string(p), "mentions") {
+		!strings.Contains(string(p), `"group":"g1@eu"`) || !strings.Contains(string(p), `"mentions":["bob@eu","carol@us"]`) {
 		t.Fatalf("home message: %s %s %s %v", topic, p, kind, err)
 	}
 	_, p, _, err = linkPayload([]byte(`{"id":"5","from":"bob","group":"g1@eu","cid":"c","type":"text","body":"x"}`), "us")

@@ -233,8 +233,8 @@ func (l *linkClient) close() {
 
 // forwardPayload turns a stored envelope of this region (from "alice",
 // to "bob@us") into what the link sends: the sender qualified with this
-// region ("alice@eu"). Mentions name users of this region; they are not
-// sent (mentions across regions: later).
+// region ("alice@eu"), and so are the mentions of this region's users
+// (mentions.go).
 func forwardPayload(stored []byte, own string) ([]byte, error) {
 	var env wire.Envelope
 	if err := json.Unmarshal(stored, &env); err != nil {
@@ -244,6 +244,6 @@ func forwardPayload(stored []byte, own string) ([]byte, error) {
 		return nil, errors.New("not a stored direct message to another region")
 	}
 	env.From = address.Qualify(env.From, own)
-	env.Mentions = nil
+	env.Mentions = qualifyMentions(env.Mentions, own)
 	return env.Marshal(), nil
 }
