@@ -162,9 +162,10 @@ func TestGroupTypingAcrossRegions(t *testing.T) {
 	}
 }
 
-// With three nodes a side and the users on followers: the typing
-// crosses through the route tables (the link connections land on node 0
-// of each region and run on the leaders), both ways.
+// With three nodes a side and the users on followers that are not node
+// 0: the typing crosses through the route tables (the other region's
+// link connection lands on node 0, the links run on the leaders), both
+// ways.
 func TestGroupTypingThreeNodeRegions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("six nodes")
@@ -173,8 +174,18 @@ func TestGroupTypingThreeNodeRegions(t *testing.T) {
 	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
 	gid := newGroupAcross(t, eu, aliceTok, []string{"bob@us"}, us, bobTok, []string{"alice@eu", "bob"})
 	home, mirror := "group/"+gid+"/typing", "group/"+gid+"@eu/typing"
-	alice := connect(t, eu.follower(t), "alice", "phone", aliceTok)
-	bob := connect(t, us.follower(t), "bob", "phone", bobTok)
+	away := func(r *region) *nodetest.Node { // neither the leader nor node 0
+		l := r.leader(t)
+		for _, n := range r.nodes[1:] {
+			if n != l {
+				return n
+			}
+		}
+		t.Fatal("no such node")
+		return nil
+	}
+	alice := connect(t, away(eu), "alice", "phone", aliceTok)
+	bob := connect(t, away(us), "bob", "phone", bobTok)
 	alice.MustSub(t, home)
 	bob.MustSub(t, mirror)
 	got := retry(t, func() { alice.Pub(t, home, 0, `{"state":"typing"}`) }, bob, mirror)
