@@ -48,6 +48,27 @@ type Links interface {
 	Answer(ctx context.Context, region, topic string, payload []byte) ([]byte, error)
 }
 
+// GroupTypist is a Links that carries group typing across regions
+// (bridge/region, grouptyping.go): the broker tells it of every typing
+// notification a user of this region publishes on a group's topic, once
+// accepted (from is the user, state typing or stopped).
+type GroupTypist interface {
+	GroupTyping(gid, from, state string)
+}
+
+// linkGroupTyping tells whether topic is group/{gid}/typing/{region}
+// (or the filter group/+/typing/{region}): group typing this region
+// hands to the link of region (bridge/region, grouptyping.go). Users
+// cannot read it (four levels under group/ are no chat topic).
+func linkGroupTyping(topic, region string) bool {
+	rest, ok := strings.CutPrefix(topic, "group/")
+	if !ok {
+		return false
+	}
+	gid, tail, ok := strings.Cut(rest, "/")
+	return ok && tail == "typing/"+region && (gid == "+" || wire.ValidGroupID(gid) == nil)
+}
+
 var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: not a link of this region"}, v3: 0x04, metric: "connect_link"}
 
 // isLinkID tells whether a client ID or username is a link's.
@@ -106,7 +127,8 @@ func peerCertificates(c net.Conn) []*x509.Certificate {
 // $link/{region}/. It reads the ephemeral traffic its region is
 // interested in (bridge/region, ephemeral.go): it subscribes to
 // user/+/typing and user/+/receipts, of which it gets only what is
-// addressed to users of its region (user/bob@{region}/typing), and to
+// addressed to users of its region (user/bob@{region}/typing), to
+// group/+/typing/{region} (group typing for its region), and to
 // presence/{name} of users of this region, one by one.
 func linkAllowed(p wire.Principal, topic string, write bool) bool {
 	if write {
@@ -114,6 +136,9 @@ func linkAllowed(p wire.Principal, topic string, write bool) bool {
 	}
 	if topic == "user/+/typing" || topic == "user/+/receipts" {
 		return true // a filter: each delivery is checked below
+	}
+	if linkGroupTyping(topic, p.Link) {
+		return true
 	}
 	if rest, ok := strings.CutPrefix(topic, LinkPrefix+p.Link+"/reply/"); ok {
 		return rest != "" && !strings.ContainsAny(rest, "/+#") // a query connection's answers (bridge/region, profile.go)

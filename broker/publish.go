@@ -75,6 +75,9 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 		}
 		pk.Payload = mustJSON(wire.Typing{State: state, From: p.UserID})
 		pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}
+		if gt, ok := b.deps.Links.(GroupTypist); ok && t.Kind == wire.KindGroupTyping {
+			gt.GroupTyping(t.Owner, p.UserID, state) // members of other regions (bridge/region)
+		}
 		return pk, nil
 	case wire.KindReceipts:
 		var ok bool

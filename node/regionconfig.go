@@ -202,6 +202,12 @@ func (m mirrors) ApplyMirror(ctx context.Context, state []byte) error {
 	return m.n.Users.ApplyMirror(ctx, st)
 }
 
+// LeaveRemote commits a member of another region's leave of a group of
+// ours (bridge/region groupleave.go).
+func (m mirrors) LeaveRemote(ctx context.Context, gid, uid string) error {
+	return m.n.Users.LeaveRemote(ctx, gid, uid)
+}
+
 // remoteStore is the archive as the region bridge stores into it (built
 // after the bridge).
 type remoteStore struct{ n *Node }

@@ -139,11 +139,17 @@ func effectiveGroupLimit(limit int) int {
 
 // mentionSet is every user m mentions: the envelope's list and the
 // @username tokens of the body (clients that do not fill the list still
-// mention).
+// mention), but for a message from another region, whose list is whole
+// and whose body names that region's users.
 func mentionSet(m Message) map[string]bool {
 	set := make(map[string]bool, len(m.Mentions))
 	for _, uid := range m.Mentions {
 		set[strings.ToLower(uid)] = true
+	}
+	if strings.IndexByte(m.From, '@') >= 0 {
+		// From another region: the body's @tokens name users there; its
+		// list, stamped there, came translated (bridge/region mentions.go).
+		return set
 	}
 	for _, uid := range wire.ScanMentions(m.Body) {
 		set[uid] = true

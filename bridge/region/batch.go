@@ -12,7 +12,7 @@ import (
 // Batches: a link publishes its outbox entries several to a publish, on
 // $link/{region}/batch, so that a link carries more than one message per
 // round trip. The payload is a JSON array of frames {"k":kind,"p":payload}
-// (kind dm, gmsg or group: what the single topics $link/{region}/{kind}
+// (kind dm, gmsg, group or gleave: what the single topics $link/{region}/{kind}
 // carry), in outbox order, at most maxBatchBytes in all. The receiving
 // region hands the direct messages to its Raft log one after another
 // without waiting (they commit in order, several per round), handles a
@@ -51,7 +51,7 @@ func parseBatch(payload []byte) ([]frame, error) {
 	}
 	for _, f := range fs {
 		switch f.Kind {
-		case "dm", "gmsg", "group", frameRel, frameUndeliverable:
+		case "dm", "gmsg", "group", "gleave", frameRel, frameUndeliverable:
 		default:
 			return nil, fmt.Errorf("region: batch: frame kind %q: %w", f.Kind, wire.ErrInvalid)
 		}
@@ -152,6 +152,8 @@ func frameKind(kind string) string {
 		return "gmsg"
 	case "state":
 		return "group"
+	case "leave":
+		return "gleave"
 	}
 	return kind
 }

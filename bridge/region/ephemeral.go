@@ -142,7 +142,7 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 		}
 		return true
 	}
-	if !sub("user/+/typing", "user/+/receipts") {
+	if !sub("user/+/typing", "user/+/receipts", GroupTypingFilter(e.b.cfg.Region)) {
 		return
 	}
 	for {
@@ -224,6 +224,10 @@ func (e *ephemeral) lastSeen(name string) time.Time {
 func (e *ephemeral) receive(pr paho.PublishReceived) (bool, error) {
 	pk := pr.Packet
 	e.lc.stats.in(len(pk.Topic) + len(pk.Payload))
+	if gid, ok := groupTypingOf(pk.Topic, e.b.cfg.Region); ok {
+		e.receiveGroupTyping(gid, pk.Payload) // grouptyping.go
+		return true, nil
+	}
 	out, kind := e.translate(pk.Topic, pk.Payload)
 	e.b.m.ephemeral.WithLabelValues(e.link, kind).Inc()
 	if out.Topic != "" {

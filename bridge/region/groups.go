@@ -27,7 +27,8 @@ import (
 //   - the home stages the group's whole state (metadata and members) for
 //     every region that has members now or had them at the last change
 //     (so a region whose last member left drops its mirror), on every
-//     committed change: $link/{home}/group. A region cut off keeps its
+//     committed change: $link/{home}/group (in chunks for a large
+//     group, groupchunks.go). A region cut off keeps its
 //     last mirror and gets the latest state when the link is back.
 //   - a message of a home member is staged once per region that has
 //     members, whatever their number: $link/{home}/gmsg.
@@ -75,7 +76,7 @@ type groupMetrics struct {
 
 func newGroupMetrics(reg prometheus.Registerer) (*groupMetrics, error) {
 	m := &groupMetrics{sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_group_sent_total",
-		Help: "Group messages and group states this region's links handed to other regions (acknowledged), by link and kind (message, state)."},
+		Help: "Group messages and group states this region's links handed to other regions (acknowledged), by link and kind (message, state, leave)."},
 		[]string{"link", "kind"})}
 	if reg != nil {
 		if err := reg.Register(m.sent); err != nil {
@@ -111,10 +112,15 @@ func (b *Bridge) StageGroupState(tx *badger.Txn, gid string, regions []string, s
 	if err != nil {
 		return nil, err
 	}
-	entry := append([]byte{stateMark}, state...)
+	entries, err := stateChunks(state) // groupchunks.go
+	if err != nil {
+		return nil, err
+	}
 	for _, r := range targets {
-		if err := stageRegion(tx, r, entry); err != nil {
-			return nil, err
+		for _, entry := range entries {
+			if err := stageRegion(tx, r, entry); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return b.wake(targets), nil
@@ -192,6 +198,10 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if topic, payload, kind, ok := noticePayload(entry, own); ok { // notices.go
 		return topic, payload, kind, nil
 	}
+	if len(entry) > 0 && entry[0] == leaveMark {
+		p, err := leavePayload(entry[1:], own) // groupleave.go
+		return GroupLeaveTopic(own), p, "leave", err
+	}
 	var env wire.Envelope
 	if err := json.Unmarshal(entry, &env); err != nil {
 		return "", nil, "", err
@@ -209,7 +219,7 @@ func linkPayload(entry []byte, own string) (topic string, payload []byte, kind s
 	if address.RegionOf(env.Group) == "" {
 		env.Group += "@" + own
 	}
-	env.Mentions = nil
+	env.Mentions = qualifyMentions(env.Mentions, own) // mentions.go
 	return GroupMsgTopic(own), env.Marshal(), "message", nil
 }
 
@@ -220,6 +230,8 @@ func (b *Bridge) receiveGroup(ctx context.Context, region, topic string, payload
 		return b.receiveState(ctx, region, payload)
 	case GroupMsgTopic(region):
 		return b.receiveGroupMessage(ctx, region, payload)
+	case GroupLeaveTopic(region):
+		return b.receiveLeave(ctx, region, payload) // groupleave.go
 	}
 	b.count(region, "invalid")
 	return fmt.Errorf("region: link %s: topic %q: %w", region, topic, wire.ErrInvalid)
@@ -233,6 +245,9 @@ type linkState struct {
 		ID   string `json:"id"`
 		Role string `json:"role"`
 	} `json:"members"`
+	By    string `json:"by,omitempty"` // who made the change
+	Part  int    `json:"part,omitempty"`
+	Parts int    `json:"parts,omitempty"` // a state in chunks (groupchunks.go)
 }
 
 // receiveState commits the home's view of one of its groups as this
@@ -268,6 +283,9 @@ func mirrorState(local, region string, payload []byte) ([]byte, error) {
 	if err != nil || gid == "" || strings.IndexByte(gid, '@') >= 0 || wire.ValidGroupID(gid) != nil {
 		return nil, fmt.Errorf("region: link %s: not a group state: %v: %w", region, err, wire.ErrInvalid)
 	}
+	if st.Parts < 0 || st.Parts > MaxStateParts || st.Part < 0 || st.Part >= max(st.Parts, 1) {
+		return nil, fmt.Errorf("region: link %s: group %s: part %d of %d: %w", region, gid, st.Part, st.Parts, wire.ErrInvalid)
+	}
 	name := func(id string) (string, error) {
 		if wire.ValidPeerID(id) != nil {
 			return "", wire.ErrInvalidName
@@ -292,6 +310,11 @@ func mirrorState(local, region string, payload []byte) ([]byte, error) {
 	if json.Unmarshal(st.Group["owner"], &owner) == nil && owner != "" {
 		if owner, err = name(owner); err == nil {
 			st.Group["owner"], _ = json.Marshal(owner)
+		}
+	}
+	if st.By != "" {
+		if st.By, err = name(st.By); err != nil {
+			st.By = ""
 		}
 	}
 	st.Group["groupId"], _ = json.Marshal(gid + "@" + region)
@@ -335,6 +358,7 @@ func groupMessage(local, region string, payload []byte) (env wire.Envelope, forg
 		return wire.Envelope{}, true, fmt.Errorf("region: link %s: id %s: %v: %w", region, head.ID, err, wire.ErrForbidden)
 	}
 	env.ID, env.From, env.Group, env.To = head.ID, head.From, gid, ""
+	env.Mentions = localMentions(env.Mentions, local, region) // mentions.go
 	return env, false, nil
 }
 

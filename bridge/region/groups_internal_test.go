@@ -100,9 +100,9 @@ func TestMirrorState(t *testing.T) {
 // An outbox entry becomes the link's publish: group messages qualified
 // with the home and the sender's region, states as they are.
 func TestLinkPayloadOfGroups(t *testing.T) {
-	topic, p, kind, err := linkPayload([]byte(`{"id":"5","from":"alice","group":"g1","cid":"c","type":"text","body":"x","mentions":["bob"]}`), "eu")
+	topic, p, kind, err := linkPayload([]byte(`{"id":"5","from":"alice","group":"g1","cid":"c","type":"text","body":"x","mentions":["bob","carol@us"]}`), "eu")
 	if err != nil || topic != "$link/eu/gmsg" || kind != "message" || !strings.Contains(string(p), `"from":"alice@eu"`) ||
-		!strings.Contains(string(p), `"group":"g1@eu"`) || strings.Contains(string(p), "mentions") {
+		!strings.Contains(string(p), `"group":"g1@eu"`) || !strings.Contains(string(p), `"mentions":["bob@eu","carol@us"]`) {
 		t.Fatalf("home message: %s %s %s %v", topic, p, kind, err)
 	}
 	_, p, _, err = linkPayload([]byte(`{"id":"5","from":"bob","group":"g1@eu","cid":"c","type":"text","body":"x"}`), "us")
@@ -141,6 +141,7 @@ func FuzzGroupMessage(f *testing.F) {
 func FuzzMirrorState(f *testing.F) {
 	f.Add(`{"group":{"groupId":"g1","owner":"alice"},"members":[{"id":"alice","role":"owner"},{"id":"bob@us","role":"member"}]}`)
 	f.Add(`{"group":{"groupId":"g1"},"members":null}`)
+	f.Add(`{"group":{"groupId":"g1"},"members":[{"id":"bob@us","role":"member"}],"by":"alice","part":1,"parts":3}`)
 	f.Fuzz(func(t *testing.T, payload string) {
 		out, err := mirrorState("us", "eu", []byte(payload))
 		if err != nil {
@@ -148,7 +149,8 @@ func FuzzMirrorState(f *testing.F) {
 		}
 		var st linkState
 		var gid string
-		if json.Unmarshal(out, &st) != nil || json.Unmarshal(st.Group["groupId"], &gid) != nil || address.RegionOf(gid) != "eu" {
+		if json.Unmarshal(out, &st) != nil || json.Unmarshal(st.Group["groupId"], &gid) != nil || address.RegionOf(gid) != "eu" ||
+			st.Part < 0 || st.Part >= max(st.Parts, 1) || st.Parts > MaxStateParts || st.By != "" && wire.ValidPeerID(st.By) != nil && wire.ValidUserID(st.By) != nil {
 			t.Fatalf("%s", out)
 		}
 		for _, m := range st.Members {

@@ -88,8 +88,9 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 	// another: each waits for the other region's commit of all it holds.
 	groups, payloads, tooLarge := batches(entries)
 	for _, e := range tooLarge {
-		// A group's state of thousands of members (direct messages are
-		// at most 16 KiB): skipped rather than block the link for ever.
+		// Cannot happen for what is staged (direct messages are at most
+		// 16 KiB, a large group's state goes in chunks: groupchunks.go):
+		// skipped rather than block the link for ever.
 		l.log.Error("region link: outbox entry larger than a link's packet; skipped", "link", l.link.Name, "pos", e.pos, "kind", e.kind, "bytes", len(e.payload))
 		l.m.sent.WithLabelValues(l.link.Name, "too_large").Inc()
 	}
@@ -241,8 +242,8 @@ func (l *linkClient) close() {
 
 // forwardPayload turns a stored envelope of this region (from "alice",
 // to "bob@us") into what the link sends: the sender qualified with this
-// region ("alice@eu"). Mentions name users of this region; they are not
-// sent (mentions across regions: later).
+// region ("alice@eu"), and so are the mentions of this region's users
+// (mentions.go).
 func forwardPayload(stored []byte, own string) ([]byte, error) {
 	var env wire.Envelope
 	if err := json.Unmarshal(stored, &env); err != nil {
@@ -252,6 +253,6 @@ func forwardPayload(stored []byte, own string) ([]byte, error) {
 		return nil, errors.New("not a stored direct message to another region")
 	}
 	env.From = address.Qualify(env.From, own)
-	env.Mentions = nil
+	env.Mentions = qualifyMentions(env.Mentions, own)
 	return env.Marshal(), nil
 }

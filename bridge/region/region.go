@@ -535,6 +535,7 @@ func (b *Bridge) check(region, topic string, payload []byte) (wire.Envelope, err
 		return wire.Envelope{}, fmt.Errorf("region: link %s: recipient %q is not a user of %s: %w", region, head.To, b.cfg.Region, wire.ErrForbidden)
 	}
 	env.ID, env.From, env.To = head.ID, head.From, to.Name
+	env.Mentions = localMentions(env.Mentions, b.cfg.Region, region) // mentions.go
 	return env, nil
 }
 

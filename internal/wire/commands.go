@@ -26,6 +26,7 @@ const (
 	CmdGroupMember byte = 0x25 // users: add, remove or change the role of a member
 	CmdGroupOwner  byte = 0x26 // users: transfer ownership
 	CmdGroupMirror byte = 0x29 // users: the state of a group of another region, as its home region's link brought it (issue 14)
+	CmdGroupLeave  byte = 0x2A // users: a user of this region leaves a group of another region: out of the mirror, the request staged for the home (issue 14)
 
 	CmdMessage       byte = 0x30 // archive: a chat message
 	CmdReadCursor    byte = 0x31 // archive: a read receipt moves a read cursor

@@ -220,7 +220,7 @@ func parseMentions(raw json.RawMessage) ([]string, error) {
 	var out []string
 	for i, uid := range list {
 		uid = asciiLower(uid)
-		if ValidUserID(uid) != nil { // not echoed: it may be kilobytes of anything
+		if ValidPeerID(uid) != nil { // not echoed: it may be kilobytes of anything (name@region: a user of a linked region)
 			return nil, bad(fmt.Sprintf("entry %d is not a user id", i))
 		}
 		if !slices.Contains(out, uid) {

@@ -411,7 +411,7 @@ func checkClientFields(env wire.Envelope) error {
 		return fmt.Errorf("archive: more than %d mentions: %w", wire.MaxMentions, wire.ErrInvalid)
 	}
 	for _, uid := range env.Mentions {
-		if wire.ValidUserID(uid) != nil {
+		if wire.ValidPeerID(uid) != nil { // name@region: a user of another region
 			return fmt.Errorf("archive: mentions: not a user id: %w", wire.ErrInvalid)
 		}
 	}

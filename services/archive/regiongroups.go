@@ -40,8 +40,7 @@ func (s *Service) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (stor
 		return wire.Envelope{}, nil, false, err
 	}
 	key := "@" + env.ID.String()
-	env.Mentions = nil
-	payload = env.Marshal()
+	payload = env.Marshal() // mentions as the link named them for this region (bridge/region)
 	stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, Group: gid, CID: key, Payload: payload})(ctx)
 	if errors.Is(err, ErrIDTaken) { // the last resort, as in StoreRemote
 		s.log.Warn("a group message from another region clashes with a stored ID; stored under a new one",

@@ -148,7 +148,10 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 		if err := writeGroup(tx, g); err != nil {
 			return false, err
 		}
-		// Regions with members hear of it (groups_remote.go).
+		// Regions with members hear of it (groups_remote.go), by nobody.
+		if err := tx.Delete([]byte(prefixGroupBy + gid)); err != nil {
+			return false, err
+		}
 		if after, err := s.runGroupHook(tx, gid); err != nil {
 			return false, err
 		} else if after != nil {

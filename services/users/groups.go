@@ -400,13 +400,13 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 			return nil, err
 		}
 	}
-	return s.groupChanged(tx, g.ID, &applied{s: s, value: g, inv: invalidation{
+	return s.groupChanged(tx, g.ID, c.Owner, &applied{s: s, value: g, inv: invalidation{
 		groups: []string{g.ID}, userGroups: append(members, c.Owner)}})
 }
 
 // actorGroup loads gid and by's role, refusing non-members as ErrNoGroup.
 func actorGroup(tx *badger.Txn, gid, by string) (Group, Role, error) {
-	if wire.ValidGroupID(gid) != nil || wire.ValidUserID(by) != nil {
+	if wire.ValidGroupID(gid) != nil || validMember(by) != nil { // by: name@region when a member of another region leaves (LeaveRemote)
 		return Group{}, "", fmt.Errorf("%w: bad gid or actor", errBadCommand)
 	}
 	if strings.IndexByte(gid, '@') >= 0 {
@@ -462,7 +462,7 @@ func (s *Service) applyGroupUpdate(tx *badger.Txn, _ fsm.Position, payload []byt
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return s.groupChanged(tx, g.ID, &applied{s: s, value: g, inv: invalidation{groups: []string{g.ID}}})
+	return s.groupChanged(tx, g.ID, c.By, &applied{s: s, value: g, inv: invalidation{groups: []string{g.ID}}})
 }
 
 func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -533,7 +533,7 @@ func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byt
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return s.groupChanged(tx, g.ID, &applied{s: s, value: memberChange{Group: g, Changes: changes}, inv: inv})
+	return s.groupChanged(tx, g.ID, c.By, &applied{s: s, value: memberChange{Group: g, Changes: changes}, inv: inv})
 }
 
 func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -566,7 +566,7 @@ func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return s.groupChanged(tx, g.ID, &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{
+	return s.groupChanged(tx, g.ID, c.By, &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{
 		{UID: c.UID, From: target, To: RoleOwner}, {UID: c.By, From: RoleOwner, To: RoleAdmin}}},
 		inv: invalidation{groups: []string{g.ID}, userGroups: []string{c.UID, c.By}}})
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -383,7 +384,15 @@ func (s *Service) publishToGroup(gid string, extra []string, typ string, ev Grou
 	if err != nil && !errors.Is(err, ErrNoGroup) {
 		s.log.Error("listing members for an event", "gid", gid, "err", err)
 	}
-	s.events.publish(append(to, extra...), typ, ev)
+	// Events go to this region's users only (members of other regions
+	// get theirs from their region's mirror).
+	local := make([]string, 0, len(to)+len(extra))
+	for _, uid := range append(slices.Clip(to), extra...) { // to may be the cache's
+		if !remoteMember(uid) {
+			local = append(local, uid)
+		}
+	}
+	s.events.publish(local, typ, ev)
 }
 
 func (s *Service) handleSetMembers(w http.ResponseWriter, r *http.Request) {
@@ -417,6 +426,10 @@ func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid 
 	uids, err := s.normalizeMembers(uids, !remove)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	if remove && len(uids) == 1 && uids[0] == by && strings.IndexByte(gid, '@') >= 0 {
+		s.leaveRemoteGroup(w, r, gid, by) // groups_leave.go
 		return
 	}
 	// Fast answers from the cache; the FSM handler decides for real.

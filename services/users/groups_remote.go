@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -37,9 +38,17 @@ func (s *Service) SetGroupHook(h GroupHook) {
 	s.mu.Unlock()
 }
 
-// groupChanged runs the hook for gid and hangs its after-commit function
-// on a.
-func (s *Service) groupChanged(tx *badger.Txn, gid string, a *applied) (*applied, error) {
+// prefixGroupBy keys who made the last change of a group of this region
+// (gid → uid): the state that crosses links tells it, so that the other
+// regions' events name them (RemoteGroup.By).
+const prefixGroupBy = "r/user/gb/"
+
+// groupChanged records by as the last change's author, runs the hook for
+// gid and hangs its after-commit function on a.
+func (s *Service) groupChanged(tx *badger.Txn, gid, by string, a *applied) (*applied, error) {
+	if err := tx.Set([]byte(prefixGroupBy+gid), []byte(by)); err != nil {
+		return nil, err
+	}
 	after, err := s.runGroupHook(tx, gid)
 	if err != nil {
 		return nil, err
@@ -133,6 +142,13 @@ type RemoteMember struct {
 type RemoteGroup struct {
 	Group   Group          `json:"group"`
 	Members []RemoteMember `json:"members"`
+	// By made the change this state follows ("" when not known).
+	By string `json:"by,omitempty"`
+	// Part of Parts: the state of a large group comes in chunks, each
+	// with the metadata and a share of the members (bridge/region
+	// groupchunks.go); the mirror changes with the last. Parts 0 or 1: whole.
+	Part  int `json:"part,omitempty"`
+	Parts int `json:"parts,omitempty"`
 }
 
 // GroupState reads gid's state inside tx; found is false when there is
@@ -143,6 +159,9 @@ func GroupState(tx *badger.Txn, gid string) (st RemoteGroup, found bool, err err
 		return RemoteGroup{Group: Group{ID: gid}}, false, err
 	}
 	st.Group = g
+	if it, err := tx.Get([]byte(prefixGroupBy + gid)); err == nil {
+		_ = it.Value(func(v []byte) error { st.By = string(v); return nil })
+	}
 	_, err = scan(tx, prefixMember+gid+"/", "", "", true, func(uid string, v []byte) (bool, error) {
 		st.Members = append(st.Members, RemoteMember{ID: uid, Role: Role(v)})
 		return false, nil
@@ -167,10 +186,28 @@ func MemberRegions(tx *badger.Txn, gid string) ([]string, error) {
 // ApplyMirror commits the state of a group of another region (its ID
 // qualified gid@home, members as this region names them) as this
 // region's mirror of it, replacing the last one. A state without a
-// member of this region removes the mirror.
+// member of this region removes the mirror. This region's members then
+// get the group events of the change (mirrorEvents), as the home's
+// members got them.
 func (s *Service) ApplyMirror(ctx context.Context, st RemoteGroup) error {
-	_, err := s.propose(ctx, wire.CmdGroupMirror, st)
-	return err
+	v, err := s.propose(ctx, wire.CmdGroupMirror, st)
+	if err != nil {
+		return err
+	}
+	if mc, ok := v.(mirrorChange); ok {
+		s.mirrorEvents(mc)
+	}
+	return nil
+}
+
+// mirrorChange is the value of CmdGroupMirror: the mirror before and
+// after, and the members' changes.
+type mirrorChange struct {
+	Old, New   Group // ID "" when there was none, or is none now
+	Changes    []roleChange
+	By         string
+	LocalAfter []string // this region's members now
+	LocalGone  []string // this region's users who left it
 }
 
 func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -182,24 +219,52 @@ func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byt
 	if wire.ValidGroupID(gid) != nil || strings.IndexByte(gid, '@') < 0 {
 		return nil, fmt.Errorf("%w: a mirror needs a qualified group ID, not %q", errBadCommand, gid)
 	}
+	if c.Parts > 1 {
+		members, done, err := mirrorChunk(tx, gid, c)
+		if err != nil || !done {
+			return nil, err // kept aside until the last chunk
+		}
+		c.Members = members
+	}
+	pending, err := pendingLeaves(tx, gid) // groups_leave.go
+	if err != nil {
+		return nil, err
+	}
 	want := map[string]Role{}
-	local := 0
 	for _, m := range c.Members {
 		if validMember(m.ID) != nil || m.Role.rank() == 0 {
 			return nil, fmt.Errorf("%w: mirror %s: member %q role %q", errBadCommand, gid, m.ID, m.Role)
 		}
+		if pending[m.ID] {
+			continue // left here, the home has not heard yet
+		}
 		want[m.ID] = m.Role
-		if strings.IndexByte(m.ID, '@') < 0 {
+	}
+	for uid := range pending {
+		if !slices.ContainsFunc(c.Members, func(m RemoteMember) bool { return m.ID == uid }) {
+			// The home has removed them: the leave is done.
+			if err := tx.Delete([]byte(prefixLeave + gid + "/" + uid)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	local := 0
+	for uid := range want {
+		if strings.IndexByte(uid, '@') < 0 {
 			local++
 		}
 	}
 	if local == 0 {
 		clear(want) // nobody of ours: the mirror goes
 	}
+	mc := mirrorChange{By: c.By}
 	inv := invalidation{groups: []string{gid}}
-	old, _, err := GroupState(tx, gid)
+	old, found, err := GroupState(tx, gid)
 	if err != nil {
 		return nil, err
+	}
+	if found {
+		mc.Old = old.Group
 	}
 	for _, m := range old.Members {
 		if _, ok := want[m.ID]; ok {
@@ -210,9 +275,18 @@ func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byt
 		}
 		inv.userGroups = append(inv.userGroups, m.ID)
 		inv.removed = append(inv.removed, memberRef{gid: gid, uid: m.ID})
+		mc.Changes = append(mc.Changes, roleChange{UID: m.ID, From: m.Role})
+		if !remoteMember(m.ID) {
+			mc.LocalGone = append(mc.LocalGone, m.ID)
+		}
 	}
-	for uid, r := range want {
-		if was, err := readRole(tx, gid, uid); err != nil {
+	for _, uid := range slices.Sorted(maps.Keys(want)) {
+		r := want[uid]
+		if !remoteMember(uid) {
+			mc.LocalAfter = append(mc.LocalAfter, uid)
+		}
+		was, err := readRole(tx, gid, uid)
+		if err != nil {
 			return nil, err
 		} else if was == r {
 			continue
@@ -221,17 +295,136 @@ func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byt
 			return nil, err
 		}
 		inv.userGroups = append(inv.userGroups, uid)
+		mc.Changes = append(mc.Changes, roleChange{UID: uid, From: was, To: r})
 	}
 	if len(want) == 0 {
 		if err := tx.Delete([]byte(prefixGroup + gid)); err != nil {
 			return nil, err
 		}
-		return &applied{s: s, inv: inv}, nil
+		return &applied{s: s, value: mc, inv: inv}, nil
 	}
 	g := c.Group
 	g.MemberCount = len(want)
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	return &applied{s: s, value: g, inv: inv}, nil
+	mc.New = g
+	return &applied{s: s, value: mc, inv: inv}, nil
+}
+
+// mirrorEvents publishes to this region's members the group events of a
+// mirror's change, as the home published them to its own: a group new
+// here (created, or this region's first members added), members added,
+// removed, roles, owner, name.
+func (s *Service) mirrorEvents(mc mirrorChange) {
+	gid := mc.New.ID
+	if gid == "" {
+		gid = mc.Old.ID
+	}
+	pub := func(extra []string, typ string, ev GroupEvent) {
+		ev.GID, ev.By = gid, mc.By
+		to := slices.Concat(mc.LocalAfter, extra)
+		s.events.publish(to, typ, ev)
+	}
+	if mc.Old.ID == "" && mc.New.ID != "" && mc.New.CreatedAt.Equal(mc.New.UpdatedAt) {
+		pub(nil, EventGroupCreated, GroupEvent{Name: mc.New.Name}) // created with members of ours
+		return
+	}
+	ownerMoved := mc.Old.ID != "" && mc.New.ID != "" && mc.Old.Owner != mc.New.Owner
+	added := map[Role][]string{}
+	for _, ch := range mc.Changes {
+		switch {
+		case mc.Old.ID == "" && (ch.To == "" || remoteMember(ch.UID)):
+			// New here: this region's members were added (the others
+			// were there before, as far as it can tell).
+		case ch.To == "":
+			extra := []string(nil)
+			if !remoteMember(ch.UID) {
+				extra = []string{ch.UID}
+			}
+			pub(extra, EventGroupMemberRemoved, GroupEvent{UID: ch.UID})
+		case ch.From == "":
+			added[ch.To] = append(added[ch.To], ch.UID)
+		case ownerMoved && (ch.From == RoleOwner || ch.To == RoleOwner):
+			// the transfer's two role changes: one owner_changed below
+		default:
+			pub(nil, EventGroupRoleChanged, GroupEvent{UID: ch.UID, Role: ch.To})
+		}
+	}
+	for _, r := range slices.Sorted(maps.Keys(added)) {
+		if uids := added[r]; len(uids) == 1 {
+			pub(nil, EventGroupMemberAdded, GroupEvent{UID: uids[0], Role: r})
+		} else {
+			pub(nil, EventGroupMemberAdded, GroupEvent{UIDs: uids, Role: r})
+		}
+	}
+	if ownerMoved {
+		pub(nil, EventGroupOwnerChanged, GroupEvent{UID: mc.New.Owner, Role: RoleOwner})
+	}
+	if o, n := mc.Old, mc.New; o.ID != "" && n.ID != "" && (o.Name != n.Name || o.Avatar != n.Avatar || o.Description != n.Description || o.RetentionDays != n.RetentionDays) {
+		ev := GroupEvent{}
+		if o.Name != n.Name {
+			ev.Name = n.Name
+		}
+		pub(nil, EventGroupUpdated, ev)
+	}
+}
+
+// prefixMirrorPart keys the members of a chunked state received so far:
+// gid@home/uid → role.
+const prefixMirrorPart = "r/user/gp/"
+
+// mirrorChunk keeps chunk c.Part of c.Parts of mirror gid's next state
+// aside; at the last chunk it returns the whole member list (done) and
+// clears what it kept. Chunk 0 starts afresh (a state left half-received
+// by a resend from its start, or an older state, goes).
+func mirrorChunk(tx *badger.Txn, gid string, c RemoteGroup) (members []RemoteMember, done bool, err error) {
+	if c.Part < 0 || c.Part >= c.Parts {
+		return nil, false, fmt.Errorf("%w: mirror %s: part %d of %d", errBadCommand, gid, c.Part, c.Parts)
+	}
+	base := prefixMirrorPart + gid + "/"
+	clearKept := func() error {
+		var keys []string
+		if _, err := scan(tx, base, "", "", false, func(uid string, _ []byte) (bool, error) {
+			keys = append(keys, base+uid)
+			return false, nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := tx.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if c.Part == 0 {
+		if err := clearKept(); err != nil {
+			return nil, false, err
+		}
+	}
+	for _, m := range c.Members {
+		if validMember(m.ID) != nil || m.Role.rank() == 0 {
+			return nil, false, fmt.Errorf("%w: mirror %s: member %q role %q", errBadCommand, gid, m.ID, m.Role)
+		}
+		if c.Part == c.Parts-1 {
+			continue
+		}
+		if err := tx.Set([]byte(base+m.ID), []byte(m.Role)); err != nil {
+			return nil, false, err
+		}
+	}
+	if c.Part < c.Parts-1 {
+		return nil, false, nil
+	}
+	if _, err := scan(tx, base, "", "", true, func(uid string, v []byte) (bool, error) {
+		members = append(members, RemoteMember{ID: uid, Role: Role(v)})
+		return false, nil
+	}); err != nil {
+		return nil, false, err
+	}
+	if err := clearKept(); err != nil {
+		return nil, false, err
+	}
+	return append(members, c.Members...), true, nil
 }

@@ -175,6 +175,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdGroupMember, s.applyGroupMember)
 	deps.FSM.Register(wire.CmdGroupOwner, s.applyGroupOwner)
 	deps.FSM.Register(wire.CmdGroupMirror, s.applyGroupMirror)
+	deps.FSM.Register(wire.CmdGroupLeave, s.applyGroupLeave)
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.cache.purge)
 	}

@@ -1,0 +1,110 @@
+package region
+
+// A member of another region leaves a group (issue 14): bob of us leaves
+// k3x9@eu. us takes him out of its mirror and, in the same FSM
+// transaction, StageGroupLeave puts the request in eu's outbox (after
+// whatever us staged for eu before, in commit order, durable like a
+// message): $link/us/gleave {"group":"k3x9@eu","uid":"bob@us"} (a frame
+// "gleave" in a batch). eu checks that the group is its own and the user
+// one of us's, and commits the removal (Leaver, the users service's
+// LeaveRemote: bob "removes himself"), which stages the group's new state
+// for every region with members as any change does; a request of someone
+// who is no longer a member is done already.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// leaveMark starts an outbox entry that is a member's leave.
+const leaveMark = 'L'
+
+// GroupLeaveTopic is the topic a link publishes members' leaves on.
+func GroupLeaveTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/gleave" }
+
+// Leaver commits, at home, a remote member's leave (the users service's
+// LeaveRemote): gid a group of this region, uid name@region.
+type Leaver interface {
+	LeaveRemote(ctx context.Context, gid, uid string) error
+}
+
+// linkLeave is a leave on the link.
+type linkLeave struct {
+	Group string `json:"group"` // gid@home
+	UID   string `json:"uid"`   // as the sending region names them: staged plain, qualified on the link
+}
+
+// StageGroupLeave is the users service's LeaveStager: inside the FSM
+// transaction of uid's leave of mirror gid (gid@home), it stages the
+// request for the home.
+func (b *Bridge) StageGroupLeave(tx *badger.Txn, gid, uid string) (func(), error) {
+	home := address.RegionOf(gid)
+	if address.ValidRegion(home) != nil || wire.ValidUserID(uid) != nil {
+		return nil, fmt.Errorf("region: leave of %q by %q: %w", gid, uid, wire.ErrInvalid)
+	}
+	entry := append([]byte{leaveMark}, mustJSON(linkLeave{Group: gid, UID: uid})...)
+	if err := stageRegion(tx, home, entry); err != nil {
+		return nil, err
+	}
+	return b.wake([]string{home}), nil
+}
+
+// leavePayload is what the link publishes for a staged leave.
+func leavePayload(entry []byte, own string) ([]byte, error) {
+	var l linkLeave
+	if err := json.Unmarshal(entry, &l); err != nil || wire.ValidUserID(l.UID) != nil {
+		return nil, fmt.Errorf("not a leave: %v", err)
+	}
+	l.UID = address.Qualify(l.UID, own)
+	return mustJSON(l), nil
+}
+
+// parseLeave reads a leave that region's link brought to this region
+// (local): a group of ours, a user of region. It returns the group's ID
+// here and the user as named here (name@region).
+func parseLeave(local, region string, payload []byte) (gid, uid string, err error) {
+	var l linkLeave
+	if err := json.Unmarshal(payload, &l); err != nil {
+		return "", "", fmt.Errorf("region: link %s: not a leave: %v: %w", region, err, wire.ErrInvalid)
+	}
+	gid, ok := strings.CutSuffix(l.Group, "@"+local)
+	u, uerr := address.Parse(l.UID)
+	if !ok || wire.ValidGroupID(gid) != nil || strings.IndexByte(gid, '@') >= 0 || uerr != nil || wire.ValidUserID(u.Name) != nil {
+		return "", "", fmt.Errorf("region: link %s: leave %q of %q: %w", region, l.UID, l.Group, wire.ErrInvalid)
+	}
+	if u.Region != region {
+		return "", "", fmt.Errorf("region: link %s: leave of %q: not a user of %s: %w", region, l.UID, region, wire.ErrForbidden)
+	}
+	return gid, l.UID, nil
+}
+
+// receiveLeave commits the leave of a member of region.
+func (b *Bridge) receiveLeave(ctx context.Context, region string, payload []byte) error {
+	lv, ok := b.deps.Mirrors.(Leaver)
+	if !ok {
+		b.count(region, "invalid")
+		return fmt.Errorf("region: link %s: groups across regions not configured here: %w", region, wire.ErrInvalid)
+	}
+	gid, uid, err := parseLeave(b.cfg.Region, region, payload)
+	if err != nil {
+		b.count(region, resultOf(err))
+		if errors.Is(err, wire.ErrForbidden) {
+			b.log.Warn("region link: leave refused", "link", region, "reason", err)
+		}
+		return err
+	}
+	if err := lv.LeaveRemote(ctx, gid, uid); err != nil {
+		b.count(region, resultOf(err))
+		return err
+	}
+	b.count(region, "group_leave")
+	return nil
+}
