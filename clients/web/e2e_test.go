@@ -332,15 +332,9 @@ const accessibleNames = `[...document.querySelectorAll('button, input, textarea,
 // HTML), the upload shows its progress, the server processes it, and bob
 // sees a blurred placeholder become the preview, opens the full image in
 // the viewer, and reads the name as text.
-func TestImageMessage(t *testing.T) {
-	n := nodetest.StartNode(t)
-	alice, bob := browser(t), browser(t)
-	run(t, alice, "the sign-in page", chromedp.Navigate(n.HTTPURL+"/"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
-	shot(t, alice, "signin")
-	register(t, alice, n.HTTPURL, "alice")
-	register(t, bob, n.HTTPURL, "bob")
-
-	name := `<img src=x onerror="window.__xss=1">.png`
+// writePNG writes a 64×48 PNG named name into a temporary directory.
+func writePNG(t *testing.T, name string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
 	for i := range img.Pix {
@@ -353,6 +347,19 @@ func TestImageMessage(t *testing.T) {
 	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
+}
+
+func TestImageMessage(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice, bob := browser(t), browser(t)
+	run(t, alice, "the sign-in page", chromedp.Navigate(n.HTTPURL+"/"), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	shot(t, alice, "signin")
+	register(t, alice, n.HTTPURL, "alice")
+	register(t, bob, n.HTTPURL, "bob")
+
+	name := `<img src=x onerror="window.__xss=1">.png`
+	path := writePNG(t, name)
 
 	run(t, alice, "alice sends bob a picture",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),

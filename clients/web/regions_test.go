@@ -63,6 +63,24 @@ func TestChatAcrossRegions(t *testing.T) {
 		t.Fatalf("alice sees %q", got)
 	}
 
+	// A picture crosses too: bob's page reads it from us, which fetched
+	// it from eu.
+	run(t, alice, "alice sends bob@us a picture",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "the view"),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{writePNG(t, "view.png")}),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+	)
+	run(t, bob, "bob sees the picture and opens it",
+		chromedp.WaitVisible(chromedp.CSS(`.msg:not(.mine)[data-id] img.thumb:not(.blurred)`)),
+		click(`.msg:not(.mine) .thumbbtn`),
+		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('dialog.viewer img').naturalWidth === 64`, chromedp.WithPollingInterval(50*time.Millisecond)),
+		click(`dialog.viewer .close`),
+	)
+	if src := eval[string](t, bob, `document.querySelector('.msg:not(.mine)[data-id] img.thumb').alt`); src != "view.png" {
+		t.Fatalf("bob's picture is named %q", src)
+	}
+
 	// alice blocks bob@us from the conversation's header: his next
 	// message is committed in us, refused in eu, and shows on his page
 	// as not delivered.
