@@ -29,9 +29,10 @@ const LinkPrefix = "$link/"
 func DMTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/dm" }
 
 // linkClient is the outbound MQTT 5 connection of one link, run by the
-// leader: it publishes a batch of outbox entries at QoS 1, one after
-// another (so the other region commits them in outbox order), and
-// answers only when every one was acknowledged or refused for good.
+// leader: it publishes a batch of outbox entries at QoS 1 in outbox
+// order, up to Config.Window publishes in flight (window.go; the other
+// region commits them in that order), and answers only when every one
+// was acknowledged or refused for good.
 type linkClient struct {
 	link   Link
 	own    string

@@ -10,7 +10,8 @@
 // The Raft leader runs one link per configured region: a
 // peerqueue.Persistent reads the outbox by position and publishes each
 // message at QoS 1 (several to a publish on $link/{own}/batch, batch.go;
-// one alone on $link/{own}/dm is accepted too) with the sender qualified
+// one alone on $link/{own}/dm is accepted too; up to Config.Window
+// publishes in flight, window.go) with the sender qualified
 // (alice@eu), through a paho MQTT 5 client whose client ID and username
 // are $link/{own} and whose password is the link's secret (link.go),
 // over tcp://, tls://, or MQTT over WebSocket to the other region's
