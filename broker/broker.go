@@ -274,6 +274,9 @@ type connInfo struct {
 	connID string
 	gen    uint64 // this connection's number on this node (registry generation)
 	pipe   *pipeline
+	// linkFailed: a publish of this link connection failed to commit;
+	// its later publishes are refused (links.go).
+	linkFailed atomic.Bool
 	// established is set once OnSessionEstablished has put the
 	// connection in the user index (where DropGroupSubscriptions finds
 	// it) and re-checked the subscriptions a resumed session brought:

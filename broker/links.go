@@ -166,7 +166,17 @@ func (b *Broker) publishLink(cl *mqtt.Client, pk packets.Packet, p wire.Principa
 	if rt := pk.Properties.ResponseTopic; rt != "" {
 		return b.answerLink(ctx, cl, pk, p, rt)
 	}
+	// A link keeps several publishes in flight, which must commit in the
+	// order sent: after one failed (it will be sent again), the later
+	// ones of this connection are refused, never committed ahead of it.
+	ci := b.connOf(cl)
+	if ci != nil && ci.linkFailed.Load() {
+		return b.refuse(cl, pk, class, "unavailable", packets.Code{Code: packets.ErrUnspecifiedError.Code, Reason: "an earlier publish of this link failed: reconnect"})
+	}
 	if err := b.deps.Links.Receive(ctx, p.Link, pk.TopicName, pk.Payload); err != nil {
+		if ci != nil && !errors.Is(err, wire.ErrForbidden) && !errors.Is(err, wire.ErrNotFound) && !errors.Is(err, wire.ErrInvalid) {
+			ci.linkFailed.Store(true)
+		}
 		code, reason := depCode(err)
 		if errors.Is(err, wire.ErrForbidden) || errors.Is(err, wire.ErrNotFound) {
 			code.Reason = err.Error() // the peer logs why it was refused

@@ -152,6 +152,10 @@ type Config struct {
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
 	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
+	// LinkWindow and LinkMaxBatch set a region link's publishes in
+	// flight and messages per cursor commit (bridge/region Config.Window,
+	// MaxBatch); 0: its defaults (benchmarks compare them).
+	LinkWindow, LinkMaxBatch int `yaml:"-"`
 	// OriginsRefresh is how often the members' web origins are asked
 	// (besides every membership change); 0: clusterapi's default (10 s).
 	OriginsRefresh time.Duration `yaml:"-"`

@@ -159,7 +159,7 @@ func (n *Node) buildRegion() error {
 		return fmt.Errorf("node: %w", err)
 	}
 	n.Region, err = region.New(region.Config{Region: n.cfg.Region, Number: n.cfg.RegionNumber, Links: links, TLS: linkTLS, LinkCA: linkCA, Node: n.cfg.NodeID,
-		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn},
+		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn, Window: n.cfg.LinkWindow, MaxBatch: n.cfg.LinkMaxBatch},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
 			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n},
 			Routes: n.routes, Blocks: n.Users, Profiles: n.Users, Relations: n.Users, Undeliverables: remoteStore{n},

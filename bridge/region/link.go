@@ -35,9 +35,10 @@ const LinkALPN = "edgechat-link"
 func DMTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/dm" }
 
 // linkClient is the outbound MQTT 5 connection of one link, run by the
-// leader: it publishes a batch of outbox entries at QoS 1, one after
-// another (so the other region commits them in outbox order), and
-// answers only when every one was acknowledged or refused for good.
+// leader: it publishes a batch of outbox entries at QoS 1 in outbox
+// order, up to Config.Window publishes in flight (window.go; the other
+// region commits them in that order), and answers only when every one
+// was acknowledged or refused for good.
 type linkClient struct {
 	link   Link
 	own    string
@@ -51,6 +52,8 @@ type linkClient struct {
 	clientID string
 	// retention: a message older than this is not sent (ops.go); 0: any.
 	retention time.Duration
+	// window: publishes in flight at most (window.go); 0: linkWindow.
+	window int
 
 	// onPublish handles what the other region delivers to this link's
 	// subscriptions (ephemeral.go); nil: nothing.
@@ -60,6 +63,17 @@ type linkClient struct {
 	mu    sync.Mutex
 	cl    *paho.Client
 	alive context.Context // canceled when cl's connection ended
+	sess  *ackSession     // cl's session (window.go)
+}
+
+// sessionOf is cl's session.
+func (l *linkClient) sessionOf(cl *paho.Client) *ackSession {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cl == cl {
+		return l.sess
+	}
+	return newAckSession(BatchTopic(l.own)) // cl was dropped meanwhile: its publishes fail
 }
 
 // send is the peerqueue.Sender of the link.
@@ -68,6 +82,7 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 	if err != nil {
 		return err
 	}
+	sess := l.sessionOf(cl)
 	var entries []outgoing
 	for _, it := range b.Items {
 		if t, ok := messageTime(it.Payload); ok && l.retention > 0 && time.Since(t) > l.retention {
@@ -94,23 +109,17 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 		l.log.Error("region link: outbox entry larger than a link's packet; skipped", "link", l.link.Name, "pos", e.pos, "kind", e.kind, "bytes", len(e.payload))
 		l.m.sent.WithLabelValues(l.link.Name, "too_large").Inc()
 	}
-	for i, payload := range payloads {
-		// paho does not fail a publish in flight when its connection
-		// ends: stop waiting for the PUBACK then, not at the timeout.
-		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
-		stop := context.AfterFunc(alive, cancel)
-		resp, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: BatchTopic(l.own), Payload: payload})
-		stop()
-		cancel()
-		if err != nil {
-			if resp != nil && !retryable(resp.ReasonCode) {
-				l.log.Warn("region link: the other region refused a batch; skipped", "link", l.link.Name,
-					"from_pos", groups[i][0].pos, "messages", len(groups[i]), "code", resp.ReasonCode, "reason", resp.Properties.ReasonString)
-				l.m.sent.WithLabelValues(l.link.Name, "refused").Add(float64(len(groups[i])))
-				continue
+	// Up to linkWindow publishes in flight (window.go), acknowledged in
+	// order: each PUBACK says the other region committed all it holds.
+	err = l.publishAll(ctx, cl, sess, alive, payloads, func(i int, code byte, reason string) error {
+		if code >= 0x80 {
+			if retryable(code) {
+				return fmt.Errorf("region: link %s: publish: refused %#x %s", l.link.Name, code, reason)
 			}
-			l.drop(cl)
-			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
+			l.log.Warn("region link: the other region refused a batch; skipped", "link", l.link.Name,
+				"from_pos", groups[i][0].pos, "messages", len(groups[i]), "code", code, "reason", reason)
+			l.m.sent.WithLabelValues(l.link.Name, "refused").Add(float64(len(groups[i])))
+			return nil
 		}
 		for _, e := range groups[i] {
 			l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
@@ -118,7 +127,12 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 				l.gm.sent.WithLabelValues(l.link.Name, e.kind).Inc()
 			}
 		}
-		l.stats.outMany(len(groups[i]), len(payload))
+		l.stats.outMany(len(groups[i]), len(payloads[i]))
+		return nil
+	})
+	if err != nil {
+		l.drop(cl)
+		return err
 	}
 	return nil
 }
@@ -178,7 +192,8 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
 		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
-	cc := paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO}
+	sess := newAckSession(BatchTopic(l.own))
+	cc := paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO, Session: sess}
 	if l.onPublish != nil {
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
 	}
@@ -194,6 +209,7 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
 		_ = conn.Close()
+		_ = sess.Close()
 		reason := ""
 		if ca != nil {
 			reason = ca.Properties.ReasonString
@@ -203,9 +219,9 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	}
 	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
 	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
-	l.cl, l.alive = cl, ctxOfDone(cl.Done()) // one goroutine per connection, ending with it
+	l.cl, l.alive, l.sess = cl, ctxOfDone(cl.Done()), sess // one goroutine per connection, ending with it
 	l.stats.setUp(true, time.Now())
-	context.AfterFunc(l.alive, func() { l.stats.setUp(false, time.Now()) })
+	context.AfterFunc(l.alive, func() { l.stats.setUp(false, time.Now()); _ = sess.Close() })
 	return cl, l.alive, nil
 }
 

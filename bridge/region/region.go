@@ -10,7 +10,8 @@
 // The Raft leader runs one link per configured region: a
 // peerqueue.Persistent reads the outbox by position and publishes each
 // message at QoS 1 (several to a publish on $link/{own}/batch, batch.go;
-// one alone on $link/{own}/dm is accepted too) with the sender qualified
+// one alone on $link/{own}/dm is accepted too; up to Config.Window
+// publishes in flight, window.go) with the sender qualified
 // (alice@eu), through a paho MQTT 5 client whose client ID and username
 // are $link/{own} and whose password is the link's secret (link.go),
 // over tcp://, tls://, or MQTT over WebSocket to the other region's
@@ -74,10 +75,14 @@ type Config struct {
 	// MaxBatch messages may take MaxBatch times this.
 	Timeout time.Duration
 	// MaxBatch is how many messages a link sends between two cursor
-	// commits; default 64. They go several to a publish (batch.go, at
-	// most 60 KiB each), so a batch of small messages costs one round
-	// trip to the other region.
+	// commits; default 1024. They go several to a publish (batch.go, at
+	// most 60 KiB each), up to linkWindow publishes in flight
+	// (window.go), so a batch costs about one round trip to the other
+	// region plus its commits.
 	MaxBatch int
+	// Window is how many publishes a link has in flight at most;
+	// default 8 (window.go). 1: each waits for the one before.
+	Window int
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
 	BackoffMax time.Duration
@@ -188,7 +193,10 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		cfg.Timeout = 10 * time.Second
 	}
 	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 64
+		cfg.MaxBatch = 1024
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = linkWindow
 	}
 	if cfg.BackoffMax <= 0 {
 		cfg.BackoffMax = 5 * time.Second
@@ -348,7 +356,7 @@ func (b *Bridge) lead(ctx context.Context) {
 	var ephWG sync.WaitGroup
 	for _, name := range b.Links() {
 		l := b.links[name]
-		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout, stats: b.stats[name], retention: b.cfg.Retention}
+		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout, stats: b.stats[name], retention: b.cfg.Retention, window: b.cfg.Window}
 		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}

@@ -1,0 +1,142 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
+)
+
+// The window: a link keeps up to linkWindow batch publishes in flight
+// instead of waiting for each PUBACK before the next publish. Over a
+// 100 ms round trip, one publish per round trip capped a link at about
+// one batch (≤ 60 KiB) per round trip plus the other region's commit;
+// with the window the round trip is paid about once per peerqueue batch
+// (Config.MaxBatch messages), not once per publish.
+//
+// Order is kept: the publishes are written in outbox order by one
+// goroutine, the other region handles a link connection's publishes one
+// after another in that order (broker.publishLink runs on the
+// connection's reader), and after a publish failed there the broker
+// refuses the later ones of the same connection (so none commits ahead
+// of the failed one). The PUBACKs are taken in order; the first failure
+// drops the connection and fails the whole peerqueue batch, which is
+// sent again from the cursor (the origin IDs deduplicate what had
+// committed). The cursor moves only when the batch's every publish was
+// acknowledged (or refused for good), as before.
+
+// linkWindow is how many batch publishes a link has in flight at most by
+// default (Config.Window; the other region's broker allows its Receive
+// Maximum, 1,024 or more).
+const linkWindow = 8
+
+// ackSession is paho's in-memory session that hands the PUBACK of the
+// next batch publish to a channel of the link's: paho's asynchronous
+// publish returns once the packet is written, in order, and tells
+// nothing of its acknowledgement.
+type ackSession struct {
+	*state.State
+	topic string // the link's batch topic
+
+	mu   sync.Mutex
+	next chan<- packets.ControlPacket
+}
+
+func newAckSession(topic string) *ackSession {
+	return &ackSession{State: state.NewInMemory(), topic: topic}
+}
+
+// expect makes ch the answer channel of the next publish on the batch
+// topic (nil: none).
+func (s *ackSession) expect(ch chan<- packets.ControlPacket) {
+	s.mu.Lock()
+	s.next = ch
+	s.mu.Unlock()
+}
+
+// AddToSession is State's, the answer of a batch publish going to the
+// channel expect named.
+func (s *ackSession) AddToSession(ctx context.Context, packet session.Packet, resp chan<- packets.ControlPacket) error {
+	if p, ok := packet.(*packets.Publish); ok && p.Topic == s.topic {
+		s.mu.Lock()
+		if s.next != nil {
+			resp, s.next = s.next, nil
+		}
+		s.mu.Unlock()
+	}
+	return s.State.AddToSession(ctx, packet, resp)
+}
+
+// inFlight is one batch publish waiting for its PUBACK.
+type inFlight struct {
+	i    int // its index in payloads
+	ack  chan packets.ControlPacket
+	sent time.Time
+}
+
+// errLinkLost is a publish's fate when the connection ended first.
+var errLinkLost = errors.New("connection ended before the PUBACK")
+
+// publishAll publishes payloads on the batch topic in order, at most
+// linkWindow unacknowledged, and calls done(i, reason code) for each
+// PUBACK in order (done's error stops it: a refusal to resend). It
+// returns the first failure to publish or to get a PUBACK; the caller
+// drops the connection then.
+func (l *linkClient) publishAll(ctx context.Context, cl *paho.Client, sess *ackSession, alive context.Context, payloads [][]byte, done func(i int, code byte, reason string) error) error {
+	window := l.window
+	if window <= 0 {
+		window = linkWindow
+	}
+	var q []inFlight
+	timer := time.NewTimer(l.dialTO)
+	defer timer.Stop()
+	for next := 0; next < len(payloads) || len(q) > 0; {
+		for next < len(payloads) && len(q) < window {
+			ack := make(chan packets.ControlPacket, 1) // the session never blocks on it
+			sess.expect(ack)
+			pctx, cancel := context.WithTimeout(ctx, l.dialTO)
+			stop := context.AfterFunc(alive, cancel)
+			_, err := cl.PublishWithOptions(pctx, &paho.Publish{QoS: 1, Topic: sess.topic, Payload: payloads[next]},
+				paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+			stop()
+			cancel()
+			sess.expect(nil)
+			if err != nil {
+				return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
+			}
+			q = append(q, inFlight{i: next, ack: ack, sent: time.Now()})
+			next++
+		}
+		head := q[0]
+		timer.Reset(max(time.Until(head.sent.Add(l.dialTO)), 0))
+		var resp packets.ControlPacket
+		select {
+		case resp = <-head.ack:
+		case <-alive.Done():
+			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, errLinkLost)
+		case <-ctx.Done():
+			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, ctx.Err())
+		case <-timer.C:
+			return fmt.Errorf("region: link %s: publish: no PUBACK within %v", l.link.Name, l.dialTO)
+		}
+		pa, ok := resp.Content.(*packets.Puback)
+		if resp.Type != packets.PUBACK || !ok {
+			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, errLinkLost) // removed from the session
+		}
+		reason := ""
+		if pa.Properties != nil {
+			reason = pa.Properties.ReasonString
+		}
+		if err := done(head.i, pa.ReasonCode, reason); err != nil {
+			return err
+		}
+		q = q[1:]
+	}
+	return nil
+}
