@@ -181,7 +181,10 @@ func (b *Broker) publishLink(cl *mqtt.Client, pk packets.Packet, p wire.Principa
 		if errors.Is(err, wire.ErrForbidden) || errors.Is(err, wire.ErrNotFound) {
 			code.Reason = err.Error() // the peer logs why it was refused
 		}
-		b.log.Debug("link message refused", "region", p.Link, "topic", pk.TopicName, "error", err)
+		// Warn: only an authenticated region's link gets here, and a
+		// refusal means it sent what this region cannot take (its side
+		// logs only the code).
+		b.log.Warn("link message refused", "region", p.Link, "topic", pk.TopicName, "error", err)
 		return b.refuse(cl, pk, class, reason, code)
 	}
 	return pk, packets.CodeSuccessIgnore // committed: acknowledged, delivered by Receive
