@@ -360,12 +360,13 @@ func (b *Bridge) lead(ctx context.Context) {
 		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
-		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
+		// Up to Window batches in flight (stream.go), as many as publishes.
+		q, err := peerqueue.NewPipelined(name, source{db: b.deps.DB, region: name}, store, lc.start, peerqueue.Config[item]{
 			// An attempt is a whole batch, each message waiting for its
 			// PUBACK in turn: a batch that cannot finish in time would be
 			// resent for ever.
 			Timeout: time.Duration(b.cfg.MaxBatch) * b.cfg.Timeout, MaxBatch: b.cfg.MaxBatch,
-			BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0)
+			BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0, b.cfg.Window)
 		if err != nil {
 			b.log.Error("region link not started", "link", name, "err", err)
 			continue

@@ -42,14 +42,18 @@ const linkWindow = 8
 // nothing of its acknowledgement.
 type ackSession struct {
 	*state.State
-	topic string // the link's batch topic
+	topic string        // the link's batch topic
+	slots chan struct{} // the window: one per publish in flight
 
 	mu   sync.Mutex
 	next chan<- packets.ControlPacket
 }
 
-func newAckSession(topic string) *ackSession {
-	return &ackSession{State: state.NewInMemory(), topic: topic}
+func newAckSession(topic string, window int) *ackSession {
+	if window <= 0 {
+		window = linkWindow
+	}
+	return &ackSession{State: state.NewInMemory(), topic: topic, slots: make(chan struct{}, window)}
 }
 
 // expect makes ch the answer channel of the next publish on the batch
@@ -73,51 +77,69 @@ func (s *ackSession) AddToSession(ctx context.Context, packet session.Packet, re
 	return s.State.AddToSession(ctx, packet, resp)
 }
 
-// inFlight is one batch publish waiting for its PUBACK.
-type inFlight struct {
-	i    int // its index in payloads
-	ack  chan packets.ControlPacket
+// pub is one batch publish written, waiting for its PUBACK.
+type pub struct {
+	ack  <-chan packets.ControlPacket // its PUBACK (or what paho answers when it ends)
 	sent time.Time
 }
 
 // errLinkLost is a publish's fate when the connection ended first.
 var errLinkLost = errors.New("connection ended before the PUBACK")
 
-// publishAll publishes payloads on the batch topic in order, at most
-// linkWindow unacknowledged, and calls done(i, reason code) for each
-// PUBACK in order (done's error stops it: a refusal to resend). It
-// returns the first failure to publish or to get a PUBACK; the caller
-// drops the connection then.
-func (l *linkClient) publishAll(ctx context.Context, cl *paho.Client, sess *ackSession, alive context.Context, payloads [][]byte, done func(i int, code byte, reason string) error) error {
-	window := l.window
-	if window <= 0 {
-		window = linkWindow
+// publish writes payloads on the batch topic in order, each once a slot
+// of the connection's window is free (sess.slots: a slot is freed when
+// the publish's PUBACK arrives or the connection ends, whoever waits for
+// it), and returns them, to be waited for with await. It returns the
+// first failure to publish; the caller drops the connection then (which
+// frees the slots of what was written).
+func (l *linkClient) publish(ctx context.Context, cl *paho.Client, sess *ackSession, alive context.Context, payloads [][]byte) ([]pub, error) {
+	out := make([]pub, 0, len(payloads))
+	for _, payload := range payloads {
+		select {
+		case sess.slots <- struct{}{}:
+		case <-alive.Done():
+			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, errLinkLost)
+		case <-ctx.Done():
+			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, ctx.Err())
+		}
+		ack := make(chan packets.ControlPacket, 1) // the session never blocks on it
+		fwd := make(chan packets.ControlPacket, 1)
+		go func() { // one per publish in flight, ending with its PUBACK or the connection
+			select {
+			case resp := <-ack:
+				fwd <- resp
+			case <-alive.Done():
+			}
+			<-sess.slots
+		}()
+		sess.expect(ack)
+		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
+		stop := context.AfterFunc(alive, cancel)
+		_, err := cl.PublishWithOptions(pctx, &paho.Publish{QoS: 1, Topic: sess.topic, Payload: payload},
+			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+		stop()
+		cancel()
+		sess.expect(nil)
+		if err != nil {
+			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
+		}
+		out = append(out, pub{ack: fwd, sent: time.Now()})
 	}
-	var q []inFlight
+	return out, nil
+}
+
+// await takes the PUBACKs of pubs in order, each within the timeout of
+// its write, and calls done(i, reason code) for each (done's error
+// stops it: a refusal to resend). It returns the first failure to get a
+// PUBACK; the caller drops the connection then.
+func (l *linkClient) await(ctx, alive context.Context, pubs []pub, done func(i int, code byte, reason string) error) error {
 	timer := time.NewTimer(l.dialTO)
 	defer timer.Stop()
-	for next := 0; next < len(payloads) || len(q) > 0; {
-		for next < len(payloads) && len(q) < window {
-			ack := make(chan packets.ControlPacket, 1) // the session never blocks on it
-			sess.expect(ack)
-			pctx, cancel := context.WithTimeout(ctx, l.dialTO)
-			stop := context.AfterFunc(alive, cancel)
-			_, err := cl.PublishWithOptions(pctx, &paho.Publish{QoS: 1, Topic: sess.topic, Payload: payloads[next]},
-				paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-			stop()
-			cancel()
-			sess.expect(nil)
-			if err != nil {
-				return fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
-			}
-			q = append(q, inFlight{i: next, ack: ack, sent: time.Now()})
-			next++
-		}
-		head := q[0]
-		timer.Reset(max(time.Until(head.sent.Add(l.dialTO)), 0))
+	for i, p := range pubs {
+		timer.Reset(max(time.Until(p.sent.Add(l.dialTO)), 0))
 		var resp packets.ControlPacket
 		select {
-		case resp = <-head.ack:
+		case resp = <-p.ack:
 		case <-alive.Done():
 			return fmt.Errorf("region: link %s: publish: %w", l.link.Name, errLinkLost)
 		case <-ctx.Done():
@@ -133,10 +155,9 @@ func (l *linkClient) publishAll(ctx context.Context, cl *paho.Client, sess *ackS
 		if pa.Properties != nil {
 			reason = pa.Properties.ReasonString
 		}
-		if err := done(head.i, pa.ReasonCode, reason); err != nil {
+		if err := done(i, pa.ReasonCode, reason); err != nil {
 			return err
 		}
-		q = q[1:]
 	}
 	return nil
 }
