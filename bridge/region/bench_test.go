@@ -165,12 +165,13 @@ func (s *benchSetup) percentiles(b *testing.B) {
 func delayName(d time.Duration) string { return fmt.Sprintf("delay=%dms", d.Milliseconds()) }
 
 // linkModes are the link's settings compared: one publish of at most 64
-// messages at a time (as before the window), and the defaults (8
-// publishes in flight, 1,024 messages between cursor commits).
+// messages at a time (as before the window), and the defaults (up to 16
+// publishes of several batches in flight, flow.go; 1,024 messages a
+// batch at most).
 var linkModes = []struct {
 	name          string
 	window, batch int
-}{{"link=stopwait", 1, 64}, {"link=window8", 0, 0}}
+}{{"link=stopwait", 1, 64}, {"link=stream16", 0, 0}}
 
 // forModes runs f as a sub-benchmark per link mode, with the nodes'
 // option of that mode.

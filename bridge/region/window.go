@@ -34,7 +34,7 @@ import (
 // linkWindow is how many batch publishes a link has in flight at most by
 // default (Config.Window; the other region's broker allows its Receive
 // Maximum, 1,024 or more).
-const linkWindow = 8
+const linkWindow = 16
 
 // ackSession is paho's in-memory session that hands the PUBACK of the
 // next batch publish to a channel of the link's: paho's asynchronous
@@ -42,8 +42,8 @@ const linkWindow = 8
 // nothing of its acknowledgement.
 type ackSession struct {
 	*state.State
-	topic string        // the link's batch topic
-	slots chan struct{} // the window: one per publish in flight
+	topic string // the link's batch topic
+	flow  *flow  // the window (flow.go)
 
 	mu   sync.Mutex
 	next chan<- packets.ControlPacket
@@ -53,7 +53,7 @@ func newAckSession(topic string, window int) *ackSession {
 	if window <= 0 {
 		window = linkWindow
 	}
-	return &ackSession{State: state.NewInMemory(), topic: topic, slots: make(chan struct{}, window)}
+	return &ackSession{State: state.NewInMemory(), topic: topic, flow: newFlow(window)}
 }
 
 // expect makes ch the answer channel of the next publish on the batch
@@ -87,7 +87,7 @@ type pub struct {
 var errLinkLost = errors.New("connection ended before the PUBACK")
 
 // publish writes payloads on the batch topic in order, each once a slot
-// of the connection's window is free (sess.slots: a slot is freed when
+// of the connection's window is free (sess.flow: a slot is freed when
 // the publish's PUBACK arrives or the connection ends, whoever waits for
 // it), and returns them, to be waited for with await. It returns the
 // first failure to publish; the caller drops the connection then (which
@@ -95,22 +95,25 @@ var errLinkLost = errors.New("connection ended before the PUBACK")
 func (l *linkClient) publish(ctx context.Context, cl *paho.Client, sess *ackSession, alive context.Context, payloads [][]byte) ([]pub, error) {
 	out := make([]pub, 0, len(payloads))
 	for _, payload := range payloads {
-		select {
-		case sess.slots <- struct{}{}:
-		case <-alive.Done():
-			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, errLinkLost)
-		case <-ctx.Done():
-			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, ctx.Err())
+		if err := sess.flow.acquire(ctx, alive); err != nil {
+			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
 		}
 		ack := make(chan packets.ControlPacket, 1) // the session never blocks on it
 		fwd := make(chan packets.ControlPacket, 1)
+		sent := time.Now()
 		go func() { // one per publish in flight, ending with its PUBACK or the connection
+			var rtt time.Duration
 			select {
 			case resp := <-ack:
+				now := time.Now()
+				if resp.Type == packets.PUBACK {
+					rtt = max(now.Sub(sent), time.Microsecond)
+				}
 				fwd <- resp
+				sess.flow.release(rtt, now)
 			case <-alive.Done():
+				sess.flow.release(0, time.Time{})
 			}
-			<-sess.slots
 		}()
 		sess.expect(ack)
 		pctx, cancel := context.WithTimeout(ctx, l.dialTO)
@@ -123,7 +126,7 @@ func (l *linkClient) publish(ctx context.Context, cl *paho.Client, sess *ackSess
 		if err != nil {
 			return out, fmt.Errorf("region: link %s: publish: %w", l.link.Name, err)
 		}
-		out = append(out, pub{ack: fwd, sent: time.Now()})
+		out = append(out, pub{ack: fwd, sent: sent})
 	}
 	return out, nil
 }
