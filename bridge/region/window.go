@@ -14,11 +14,11 @@ import (
 )
 
 // The window: a link keeps up to linkWindow batch publishes in flight
-// instead of waiting for each PUBACK before the next publish. Over a
-// 100 ms round trip, one publish per round trip capped a link at about
-// one batch (≤ 60 KiB) per round trip plus the other region's commit;
-// with the window the round trip is paid about once per peerqueue batch
-// (Config.MaxBatch messages), not once per publish.
+// instead of waiting for each PUBACK before the next publish, across
+// peerqueue batches (stream.go), fewer while the other region's queue
+// grows (flow.go). Over a 100 ms round trip, one publish per round trip
+// capped a link at about one batch (≤ 60 KiB) per round trip plus the
+// other region's commit.
 //
 // Order is kept: the publishes are written in outbox order by one
 // goroutine, the other region handles a link connection's publishes one
@@ -26,10 +26,10 @@ import (
 // connection's reader), and after a publish failed there the broker
 // refuses the later ones of the same connection (so none commits ahead
 // of the failed one). The PUBACKs are taken in order; the first failure
-// drops the connection and fails the whole peerqueue batch, which is
-// sent again from the cursor (the origin IDs deduplicate what had
-// committed). The cursor moves only when the batch's every publish was
-// acknowledged (or refused for good), as before.
+// drops the connection and fails the whole peerqueue batch, and the
+// queue sends again from the cursor (the origin IDs deduplicate what had
+// committed). The cursor moves past a batch only when its every publish,
+// and every batch before it, was acknowledged (or refused for good).
 
 // linkWindow is how many batch publishes a link has in flight at most by
 // default (Config.Window; the other region's broker allows its Receive
