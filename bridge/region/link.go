@@ -64,6 +64,7 @@ type linkClient struct {
 	cl    *paho.Client
 	alive context.Context // canceled when cl's connection ended
 	sess  *ackSession     // cl's session (window.go)
+	st    stream          // the batches in flight (stream.go)
 }
 
 // sessionOf is cl's session.
@@ -73,16 +74,12 @@ func (l *linkClient) sessionOf(cl *paho.Client) *ackSession {
 	if l.cl == cl {
 		return l.sess
 	}
-	return newAckSession(BatchTopic(l.own)) // cl was dropped meanwhile: its publishes fail
+	return newAckSession(BatchTopic(l.own), l.window) // cl was dropped meanwhile: its publishes fail
 }
 
-// send is the peerqueue.Sender of the link.
-func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
-	cl, alive, err := l.connect(ctx)
-	if err != nil {
-		return err
-	}
-	sess := l.sessionOf(cl)
+// start is the peerqueue.AsyncSender of the link (stream.go): it writes
+// b's publishes and returns the wait for their PUBACKs.
+func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func() error, error) {
 	var entries []outgoing
 	for _, it := range b.Items {
 		if t, ok := messageTime(it.Payload); ok && l.retention > 0 && time.Since(t) > l.retention {
@@ -109,31 +106,53 @@ func (l *linkClient) send(ctx context.Context, b peerqueue.Batch[item]) error {
 		l.log.Error("region link: outbox entry larger than a link's packet; skipped", "link", l.link.Name, "pos", e.pos, "kind", e.kind, "bytes", len(e.payload))
 		l.m.sent.WithLabelValues(l.link.Name, "too_large").Inc()
 	}
-	// Up to linkWindow publishes in flight (window.go), acknowledged in
-	// order: each PUBACK says the other region committed all it holds.
-	err = l.publishAll(ctx, cl, sess, alive, payloads, func(i int, code byte, reason string) error {
-		if code >= 0x80 {
-			if retryable(code) {
-				return fmt.Errorf("region: link %s: publish: refused %#x %s", l.link.Name, code, reason)
-			}
-			l.log.Warn("region link: the other region refused a batch; skipped", "link", l.link.Name,
-				"from_pos", groups[i][0].pos, "messages", len(groups[i]), "code", code, "reason", reason)
-			l.m.sent.WithLabelValues(l.link.Name, "refused").Add(float64(len(groups[i])))
-			return nil
-		}
-		for _, e := range groups[i] {
-			l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
-			if e.kind == "message" || e.kind == "state" {
-				l.gm.sent.WithLabelValues(l.link.Name, e.kind).Inc()
-			}
-		}
-		l.stats.outMany(len(groups[i]), len(payloads[i]))
-		return nil
-	})
+	if len(payloads) == 0 {
+		l.skip(b)
+		return func() error { return nil }, nil
+	}
+	cl, alive, gen, err := l.begin(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	// Up to Config.Window publishes in flight (window.go), acknowledged
+	// in order: each PUBACK says the other region committed all it holds.
+	pubs, err := l.publish(ctx, cl, l.sessionOf(cl), alive, payloads)
 	if err != nil {
 		l.drop(cl)
-		return err
+		return nil, err
 	}
+	return func() error {
+		err := l.await(ctx, alive, pubs, func(i int, code byte, reason string) error {
+			return l.acknowledged(groups[i], len(payloads[i]), code, reason)
+		})
+		if err != nil {
+			l.drop(cl)
+			return err
+		}
+		l.acked(gen)
+		return nil
+	}, nil
+}
+
+// acknowledged counts the PUBACK of a publish of group (bytes long); an
+// error for a refusal to resend.
+func (l *linkClient) acknowledged(group []outgoing, bytes int, code byte, reason string) error {
+	if code >= 0x80 {
+		if retryable(code) {
+			return fmt.Errorf("region: link %s: publish: refused %#x %s", l.link.Name, code, reason)
+		}
+		l.log.Warn("region link: the other region refused a batch; skipped", "link", l.link.Name,
+			"from_pos", group[0].pos, "messages", len(group), "code", code, "reason", reason)
+		l.m.sent.WithLabelValues(l.link.Name, "refused").Add(float64(len(group)))
+		return nil
+	}
+	for _, e := range group {
+		l.m.sent.WithLabelValues(l.link.Name, "acknowledged").Inc()
+		if e.kind == "message" || e.kind == "state" {
+			l.gm.sent.WithLabelValues(l.link.Name, e.kind).Inc()
+		}
+	}
+	l.stats.outMany(len(group), bytes)
 	return nil
 }
 
@@ -192,7 +211,7 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
 		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
-	sess := newAckSession(BatchTopic(l.own))
+	sess := newAckSession(BatchTopic(l.own), l.window)
 	cc := paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO, Session: sess}
 	if l.onPublish != nil {
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}

@@ -74,14 +74,15 @@ type Config struct {
 	// for its PUBACK, and a cursor commit; default 10s. A batch of
 	// MaxBatch messages may take MaxBatch times this.
 	Timeout time.Duration
-	// MaxBatch is how many messages a link sends between two cursor
-	// commits; default 1024. They go several to a publish (batch.go, at
-	// most 60 KiB each), up to linkWindow publishes in flight
-	// (window.go), so a batch costs about one round trip to the other
-	// region plus its commits.
+	// MaxBatch is how many messages a link reads from its outbox at
+	// most at a time (a peerqueue batch; the cursor moves past each once
+	// it is acknowledged); default 1024. They go several to a publish
+	// (batch.go, at most 60 KiB each), up to Window publishes in flight
+	// across batches (window.go, stream.go).
 	MaxBatch int
 	// Window is how many publishes a link has in flight at most;
-	// default 8 (window.go). 1: each waits for the one before.
+	// default 16 (window.go, flow.go), and as many batches of
+	// MaxBatch (stream.go). 1: each waits for the one before.
 	Window int
 	// BackoffMax is the longest pause between attempts of a link that
 	// is down; default 5s.
@@ -360,12 +361,13 @@ func (b *Bridge) lead(ctx context.Context) {
 		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}
-		q, err := peerqueue.NewPersistent(name, source{db: b.deps.DB, region: name}, store, lc.send, peerqueue.Config[item]{
+		// Up to Window batches in flight (stream.go), as many as publishes.
+		q, err := peerqueue.NewPipelined(name, source{db: b.deps.DB, region: name}, store, lc.start, peerqueue.Config[item]{
 			// An attempt is a whole batch, each message waiting for its
 			// PUBACK in turn: a batch that cannot finish in time would be
 			// resent for ever.
 			Timeout: time.Duration(b.cfg.MaxBatch) * b.cfg.Timeout, MaxBatch: b.cfg.MaxBatch,
-			BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0)
+			BackoffMax: b.cfg.BackoffMax, Metrics: b.pm, Logger: b.log}, 1, 0, b.cfg.Window)
 		if err != nil {
 			b.log.Error("region link not started", "link", name, "err", err)
 			continue

@@ -26,6 +26,9 @@
 // (BadgerCursor) after each acknowledgement: memory stays bounded by one
 // batch, and a restart resumes from the last acknowledged position. It
 // never skips an item; it may resend the last batch, which the receiver
-// dedupes by position. Both kinds share Metrics, labelled by peer, so a
+// dedupes by position. A pipelined one (NewPipelined, an AsyncSender)
+// keeps several batches in flight, reading ahead of its cursor, which
+// still moves in order past acknowledged batches only; after a failure
+// it resends everything from the cursor (pipelined.go). Both kinds share Metrics, labelled by peer, so a
 // dashboard sees every destination alike.
 package peerqueue

@@ -34,6 +34,8 @@ type Persistent[T any] struct {
 	src   Source[T]
 	store CursorStore
 	send  Sender[T]
+	async AsyncSender[T] // pipelined.go: send is nil then
+	depth int            // batches in flight at most (pipelined)
 	cfg   Config[T]
 	epoch uint64
 	m     *peerMetrics
@@ -54,6 +56,17 @@ type Persistent[T any] struct {
 // MaxItems do not apply: the Source decides what there is to send, and
 // memory holds one batch.
 func NewPersistent[T any](peer string, src Source[T], store CursorStore, send Sender[T], cfg Config[T], epoch, start uint64) (*Persistent[T], error) {
+	p, err := newPersistent(peer, src, store, cfg, epoch, start)
+	if err != nil {
+		return nil, err
+	}
+	p.send = send
+	go p.run()
+	return p, nil
+}
+
+// newPersistent is a Persistent without its sender, not started.
+func newPersistent[T any](peer string, src Source[T], store CursorStore, cfg Config[T], epoch, start uint64) (*Persistent[T], error) {
 	pos, ok, err := store.Load()
 	if err != nil {
 		return nil, fmt.Errorf("peerqueue: load cursor of %s: %w", peer, err)
@@ -62,11 +75,10 @@ func NewPersistent[T any](peer string, src Source[T], store CursorStore, send Se
 		pos = start
 	}
 	cfg = cfg.withDefaults()
-	p := &Persistent[T]{peer: peer, src: src, store: store, send: send, cfg: cfg, epoch: epoch,
+	p := &Persistent[T]{peer: peer, src: src, store: store, cfg: cfg, epoch: epoch,
 		m: cfg.Metrics.forPeer(peer), wake: make(chan struct{}, 1), done: make(chan struct{}), pos: pos}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.m.pending.Set(0)
-	go p.run()
 	return p, nil
 }
 
