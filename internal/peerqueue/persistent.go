@@ -110,18 +110,7 @@ func (p *Persistent[T]) Wait() { <-p.done }
 func (p *Persistent[T]) run() {
 	defer close(p.done)
 	bo := backoff.New(p.cfg.BackoffMin, p.cfg.BackoffMax)
-	pause := func(what string, err error) bool {
-		d := bo.Next()
-		p.cfg.Logger.Debug("peer queue: "+what+" failed; retrying", "peer", p.peer, "in", d, "error", err)
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-p.ctx.Done():
-			return false
-		}
-	}
+	pause := p.pauser(bo)
 	pos := p.Cursor()
 	for p.ctx.Err() == nil {
 		items, next, err := p.src.Read(pos, p.cfg.MaxBatch)
@@ -155,6 +144,23 @@ func (p *Persistent[T]) run() {
 		p.m.pending.Set(0)
 		p.advance(next)
 		pos = next
+	}
+}
+
+// pauser is the run loops' retry pause: it waits bo's next delay;
+// false when the queue closed first.
+func (p *Persistent[T]) pauser(bo *backoff.Backoff) func(what string, err error) bool {
+	return func(what string, err error) bool {
+		d := bo.Next()
+		p.cfg.Logger.Debug("peer queue: "+what+" failed; retrying", "peer", p.peer, "in", d, "error", err)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-p.ctx.Done():
+			return false
+		}
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/edgechat/edgechat/internal/backoff"
 )
@@ -72,18 +71,7 @@ func (p *Persistent[T]) runPipelined() {
 	}()
 
 	bo := backoff.New(p.cfg.BackoffMin, p.cfg.BackoffMax)
-	pause := func(what string, err error) bool {
-		d := bo.Next()
-		p.cfg.Logger.Debug("peer queue: "+what+" failed; retrying", "peer", p.peer, "in", d, "error", err)
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-p.ctx.Done():
-			return false
-		}
-	}
+	pause := p.pauser(bo)
 	advance := func(next uint64) {
 		p.mu.Lock()
 		p.pos = next
