@@ -197,6 +197,14 @@ func testMediaDirect(t *testing.T, size int, extra ...nodetest.Option) {
 		}
 		return nil
 	})
+	// ... and usReader applied that (it need not be the node that
+	// fetched, whose copy it then proxies to).
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if code, _, b := download(t, usReader, bobTok, "/media/"+m.ID); code != http.StatusOK || !bytes.Equal(b, wantFile) {
+			return fmt.Errorf("GET on the reader: %d, %d bytes", code, len(b))
+		}
+		return nil
+	})
 	eu.in.setCut(true)
 	us.in.setCut(true)
 	if b := mustDownload(t, usReader, bobTok, "/media/"+m.ID); !bytes.Equal(b, wantFile) {
@@ -233,7 +241,15 @@ func testMediaDirect(t *testing.T, size int, extra ...nodetest.Option) {
 	if got := nextMedia(t, bob, "user/bob/newMessage"); got.Media.ID != second+"@eu" {
 		t.Fatalf("bob got %+v", got)
 	}
-	code, hdr, body := download(t, usReader, bobTok, "/media/"+second+"@eu")
+	// usReader may not have applied the message's media record yet (it
+	// is not the node that delivered it): 404 until it has.
+	var body []byte
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if code, hdr, body = download(t, usReader, bobTok, "/media/"+second+"@eu"); code == http.StatusNotFound {
+			return fmt.Errorf("GET: %d (record not applied on this node yet)", code)
+		}
+		return nil
+	})
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(string(body), "media_unavailable") {
 		t.Fatalf("GET while eu is unreachable: %d %q %s", code, hdr.Get("Retry-After"), body)
 	}
