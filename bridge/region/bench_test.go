@@ -13,7 +13,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -44,9 +43,9 @@ type benchSetup struct {
 	last     atomic.Int64 // unix ns of the latest arrival
 }
 
-// newBenchSetup starts regions of size nodes, puts a delay proxy of d
-// one way in front of each region's first node (which the other region's
-// link dials), and connects senders users alice{i} in eu and receivers
+// newBenchSetup starts regions of size nodes, sets a delay of d one way
+// on the proxy in front of each region's first node (which the other
+// region's link dials), and connects senders users alice{i} in eu and receivers
 // users bob{j} in us (spread over the nodes), waiting until the link
 // carries a message.
 func newBenchSetup(b *testing.B, size int, d time.Duration, senders, receivers int, opt nodetest.Option) *benchSetup {
@@ -54,12 +53,7 @@ func newBenchSetup(b *testing.B, size int, d time.Duration, senders, receivers i
 	s := &benchSetup{nRecv: receivers}
 	s.eu, s.us = startNumbered(b, size, "eu", "us", nil, nil, map[string]int{"eu": 1, "us": 2}, opt)
 	for _, r := range []*region{s.eu, s.us} {
-		p, err := delayproxy.New(r.nodes[0].MQTTAddr(), d)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = p.Close() })
-		r.in.setTarget(p.Addr())
+		r.in.SetDelay(d)  // the proxy the other region's link dials
 		r.in.setCut(true) // the links reconnect, through the delay
 		r.in.setCut(false)
 	}

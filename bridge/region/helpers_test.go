@@ -10,16 +10,15 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"io"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -27,88 +26,24 @@ import (
 
 const secret = "a-shared-link-secret-of-the-test"
 
-// proxy is a TCP forwarder on 127.0.0.1:0 that a link dials: its address
+// proxy is what a link dials: a delayproxy without delay, whose address
 // is known before the region behind it starts (so two regions can name
 // each other), and cutting it is a link outage.
-type proxy struct {
-	ln net.Listener
-
-	mu     sync.Mutex
-	target string // "" or cut: connections are closed at once
-	cut    bool
-	conns  map[net.Conn]bool
-}
+type proxy struct{ *delayproxy.Proxy }
 
 func newProxy(t testing.TB) *proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := delayproxy.New("", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, conns: map[net.Conn]bool{}}
-	t.Cleanup(func() { _ = ln.Close(); p.setCut(true) })
-	go p.serve()
-	return p
+	t.Cleanup(func() { _ = p.Close() })
+	return &proxy{p}
 }
 
-func (p *proxy) URL() string { return "tcp://" + p.ln.Addr().String() }
-
-func (p *proxy) setTarget(addr string) {
-	p.mu.Lock()
-	p.target = addr
-	p.mu.Unlock()
-}
-
-// setCut cuts the link (closing every connection through it) or heals it.
-func (p *proxy) setCut(cut bool) {
-	p.mu.Lock()
-	p.cut = cut
-	var open []net.Conn
-	if cut {
-		for c := range p.conns {
-			open = append(open, c)
-		}
-	}
-	p.mu.Unlock()
-	for _, c := range open {
-		_ = c.Close()
-	}
-}
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		target, cut := p.target, p.cut
-		p.mu.Unlock()
-		if cut || target == "" {
-			_ = c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = true, true
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			_ = dst.Close()
-			_ = src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		go pipe(c, up)
-		go pipe(up, c)
-	}
-}
+func (p *proxy) URL() string           { return "tcp://" + p.Addr() }
+func (p *proxy) setTarget(addr string) { p.SetTarget(addr) }
+func (p *proxy) setCut(cut bool)       { p.SetCut(cut) }
 
 // region is a running region: its nodes and the proxy other regions
 // reach it through.

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -17,12 +16,7 @@ import (
 func TestLinkStreamsAcrossBatches(t *testing.T) {
 	const oneWay = 300 * time.Millisecond
 	eu, us := startRegions(t, 1, "eu", "us", nil)
-	p, err := delayproxy.New(us.nodes[0].MQTTAddr(), oneWay)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	us.in.setTarget(p.Addr())
+	us.in.SetDelay(oneWay)
 	us.in.setCut(true) // the link reconnects through the delay once restored
 	us.in.setCut(false)
 	bob := connect(t, us.nodes[0], "bob", "phone", us.newUser(t, "bob"))

@@ -10,7 +10,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -23,12 +22,7 @@ import (
 // Every message reaches bob once, each sender's in order.
 func TestLinkWindowOverDelay(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
-	p, err := delayproxy.New(us.nodes[0].MQTTAddr(), 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	us.in.setTarget(p.Addr())
+	us.in.SetDelay(300 * time.Millisecond)
 	us.in.setCut(true) // the link reconnects through the delay once restored
 	bob := connect(t, us.nodes[0], "bob", "phone", us.newUser(t, "bob"))
 	bob.MustSub(t, "user/bob/newMessage")
