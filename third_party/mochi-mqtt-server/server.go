@@ -437,7 +437,10 @@ func (s *Server) EstablishConnection(listener string, c net.Conn) error {
 // attachClient validates an incoming client connection and if viable, attaches the client
 // to the server, performs session housekeeping, and reads incoming packets.
 func (s *Server) attachClient(cl *Client, listener string) error {
-	s.Listeners.ClientsWg.Add(1)
+	if !s.Listeners.AddClient() { // the server is closing
+		cl.Stop(packets.ErrServerShuttingDown)
+		return packets.ErrServerShuttingDown
+	}
 
 	connected, err := s.handshake(cl, listener)
 	if err != nil {

@@ -43,6 +43,25 @@ type Listeners struct {
 	ClientsWg sync.WaitGroup      // a waitgroup that waits for all clients in all listeners to finish.
 	internal  map[string]Listener // a map of active listeners.
 	sync.RWMutex
+
+	// clientsMu orders AddClient against CloseAll: a WaitGroup must not
+	// gain a first member while Wait runs, and a connection a listener
+	// accepted just before it closed would otherwise do just that.
+	clientsMu sync.Mutex
+	closing   bool // CloseAll has begun: AddClient refuses
+}
+
+// AddClient counts a new client in ClientsWg, unless CloseAll has begun:
+// then it returns false and the client must not be attached. A client
+// counted must call ClientsWg.Done when it ends.
+func (l *Listeners) AddClient() bool {
+	l.clientsMu.Lock()
+	defer l.clientsMu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.ClientsWg.Add(1)
+	return true
 }
 
 // New returns a new instance of Listeners.
@@ -128,6 +147,9 @@ func (l *Listeners) CloseAll(closer CloseFn) {
 	}
 	l.RUnlock()
 
+	l.clientsMu.Lock()
+	l.closing = true // no client counted from here on: Wait cannot race an Add
+	l.clientsMu.Unlock()
 	for _, id := range ids {
 		l.Close(id, closer)
 	}
