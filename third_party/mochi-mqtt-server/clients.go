@@ -753,11 +753,21 @@ func (cl *Client) prepareEncode(pk packets.Packet) packets.Packet {
 // encodePrepared encodes a packet that encodePacket has prepared for its
 // client (properties, mods, OnPacketEncode).
 func encodePrepared(pk packets.Packet) (*bytes.Buffer, error) {
-	var err error
 	buf := new(bytes.Buffer)
 	if pk.FixedHeader.Type == packets.Publish {
 		buf.Grow(publishSizeHint(&pk)) // one allocation instead of a few as it grows
 	}
+	if err := encodePreparedTo(buf, pk); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// encodePreparedTo appends the encoding of a prepared packet to buf; on
+// an error buf is left as it was.
+func encodePreparedTo(buf *bytes.Buffer, pk packets.Packet) error {
+	var err error
+	start := buf.Len()
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectEncode(buf)
@@ -792,15 +802,13 @@ func encodePrepared(pk packets.Packet) (*bytes.Buffer, error) {
 	default:
 		err = fmt.Errorf("%w: %v", packets.ErrNoValidPacketAvailable, pk.FixedHeader.Type)
 	}
+	if err == nil && pk.Mods.MaxSize > 0 && uint32(buf.Len()-start) > pk.Mods.MaxSize {
+		err = packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+	}
 	if err != nil {
-		return nil, err
+		buf.Truncate(start)
 	}
-
-	if pk.Mods.MaxSize > 0 && uint32(buf.Len()) > pk.Mods.MaxSize {
-		return nil, packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
-	}
-
-	return buf, nil
+	return err
 }
 
 // writeEncoded writes an encoded packet to the connection, or appends it

@@ -5,6 +5,7 @@ package mqtt
 
 import (
 	"bytes"
+	"sync"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -26,17 +27,23 @@ func (cl *Client) WritePackets(pks []packets.Packet) error {
 		return nil
 	}
 
-	encoded := make([]packets.Packet, len(pks))
-	ends := make([]int, len(pks))
+	// The prepared packets wait for packetSent in a pooled slice (a
+	// packet is a large struct: a fresh slice per batch of PUBACKs was a
+	// tenth of a durable publish's allocated bytes), and each packet is
+	// encoded straight into the one buffer written.
+	ep := encodedBatches.Get().(*encodedBatch)
+	defer ep.release()
+	encoded, ends := ep.pks[:0], ep.ends[:0]
 	var all bytes.Buffer
-	for i, pk := range pks {
-		epk, buf, err := cl.encodePacket(pk)
-		if err != nil {
+	for _, pk := range pks {
+		epk := cl.prepareEncode(pk)
+		if err := encodePreparedTo(&all, epk); err != nil {
+			ep.pks, ep.ends = encoded, ends
 			return err
 		}
-		all.Write(buf.Bytes())
-		encoded[i], ends[i] = epk, all.Len()
+		encoded, ends = append(encoded, epk), append(ends, all.Len())
 	}
+	ep.pks, ep.ends = encoded, ends
 
 	b := all.Bytes() // writeBuffer drains all; b keeps the bytes for the hooks
 	if _, err := cl.writeBuffer(&all); err != nil {
@@ -48,4 +55,25 @@ func (cl *Client) WritePackets(pks []packets.Packet) error {
 		start = ends[i]
 	}
 	return nil
+}
+
+// encodedBatch is WritePackets' scratch space, pooled.
+type encodedBatch struct {
+	pks  []packets.Packet
+	ends []int
+}
+
+var encodedBatches = sync.Pool{New: func() any { return new(encodedBatch) }}
+
+// maxPooledBatch bounds what goes back to the pool: a rare huge batch is
+// left to the garbage collector instead of being kept.
+const maxPooledBatch = 256
+
+func (b *encodedBatch) release() {
+	if cap(b.pks) > maxPooledBatch {
+		return
+	}
+	clear(b.pks) // no payloads or properties kept alive by the pool
+	b.pks, b.ends = b.pks[:0], b.ends[:0]
+	encodedBatches.Put(b)
 }
