@@ -463,3 +463,72 @@ func TestProposeAsyncAppliesInCallOrder(t *testing.T) {
 		t.Fatalf("oversized: %v", err)
 	}
 }
+
+// With one entry in flight (the default), proposals that arrive while an
+// entry commits wait for it and then share the next entry; with more
+// entries allowed, the same proposals go into Raft as entries of their
+// own at once.
+func TestEntriesInFlightGatherTheNextEntry(t *testing.T) {
+	const (
+		cmdHold  byte = 0xF3 // blocks its entry's apply until released
+		cmdCount byte = 0xF4 // counts its commands per entry
+	)
+	for _, c := range []struct {
+		inFlight    int
+		wantEntries int // entries the ten later proposals took
+	}{{0, 1}, {1, 1}, {8, 2}} {
+		t.Run(fmt.Sprintf("in-flight=%d", c.inFlight), func(t *testing.T) {
+			release, held := make(chan struct{}), make(chan struct{}, 1)
+			var mu sync.Mutex
+			entries := map[uint64]int{} // entry index -> commands of the later proposals
+			handlers := func(f *fsm.FSM) {
+				f.Register(cmdHold, func(_ *badger.Txn, _ fsm.Position, _ []byte) (any, error) {
+					held <- struct{}{}
+					<-release
+					return nil, nil
+				})
+				f.Register(cmdCount, func(_ *badger.Txn, at fsm.Position, _ []byte) (any, error) {
+					mu.Lock()
+					entries[at.Index]++
+					mu.Unlock()
+					return nil, nil
+				})
+			}
+			tn := startNode(t, nodeOpts{dataDir: t.TempDir(), bootstrap: true, beforeNew: handlers,
+				tweak: func(cfg *Config) { cfg.MaxEntriesInFlight = c.inFlight }})
+			waitReady(t, tn.Raft)
+			holdDone := tn.ProposeAsync(context.Background(), cmdHold, nil)
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first entry was not applied")
+			}
+			// The first entry is applying and stays there. Ten more
+			// proposals, one after another, while it does; then let the
+			// batcher hand the first of them to Raft (with room for more
+			// entries) before the hold ends.
+			var waits []func(context.Context) (any, error)
+			for range 10 {
+				waits = append(waits, tn.ProposeAsync(context.Background(), cmdCount, nil))
+				time.Sleep(5 * time.Millisecond)
+			}
+			close(release)
+			if _, err := holdDone(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			for i, w := range waits {
+				if _, err := w(context.Background()); err != nil {
+					t.Fatalf("proposal %d: %v", i, err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if c.wantEntries == 1 && len(entries) != 1 {
+				t.Fatalf("ten proposals made while one entry was in flight took %d entries (%v), want one", len(entries), entries)
+			}
+			if c.wantEntries > 1 && len(entries) < c.wantEntries {
+				t.Fatalf("with %d entries allowed in flight the proposals took %d entries (%v): they waited", c.inFlight, len(entries), entries)
+			}
+		})
+	}
+}

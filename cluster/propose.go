@@ -169,18 +169,34 @@ func (n *Raft) await(ctx context.Context, r *request) result {
 }
 
 // batcher packs waiting requests into entries: it takes the first one,
-// then whatever else is already queued (up to MaxBatch), with no
-// artificial wait. While Raft writes one entry, the next batch gathers in
-// the queue, so batches grow with load by themselves.
+// waits until fewer than MaxEntriesInFlight entries are in Raft, then
+// takes whatever else is queued (up to MaxBatch), with no timer. While
+// Raft commits one entry, the next batch gathers in the queue, so
+// batches grow with load by themselves.
 func (n *Raft) batcher(ctx context.Context) {
 	var carry *request
 	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
 	for {
-		batch, ok := n.nextBatch(ctx, n.reqs, &carry)
-		if !ok {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case first = <-n.reqs:
+			}
+		}
+		// Wait for a free slot before gathering: what arrives while
+		// the entries in flight commit joins this one.
+		select {
+		case n.slots <- struct{}{}:
+		case <-ctx.Done():
 			return
 		}
+		batch, next := n.gather(first, n.reqs)
+		carry = next
 		if len(batch) == 0 {
+			<-n.slots
 			continue
 		}
 		cmds = cmds[:0]
@@ -193,7 +209,7 @@ func (n *Raft) batcher(ctx context.Context) {
 		}
 		f := n.raft.Apply(fsm.EncodeBatch(cmds), applyTimeout)
 		n.m.batch.Observe(float64(len(cmds)))
-		// Raft pipelines entries; the waiter answers this one while the
+		// The waiter answers this entry (and frees its slot) while the
 		// next batch is being built.
 		select {
 		case n.pending <- &inflight{f: f, reqs: batch}:
@@ -250,6 +266,7 @@ func (n *Raft) nextBatch(ctx context.Context, q chan *request, carry **request) 
 func (n *Raft) waiter() {
 	for in := range n.pending {
 		err := in.f.Error()
+		<-n.slots // applied (or failed): the batcher may hand Raft the next entry
 		var results []fsm.Result
 		if err == nil {
 			var ok bool
