@@ -34,6 +34,7 @@ import (
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/internal/workpool"
 )
 
 // Defaults of Config.
@@ -260,8 +261,11 @@ type Broker struct {
 
 	baseCtx context.Context // parent of commit contexts; cancelled at shutdown
 	cancel  context.CancelFunc
-	started atomic.Bool
-	closed  atomic.Bool
+	// answerers run the connections' pipeline answerers (pipeline.go)
+	// on goroutines that keep their grown stacks between runs.
+	answerers *workpool.Pool
+	started   atomic.Bool
+	closed    atomic.Bool
 
 	life     sync.Mutex     // orders Run's start against Close
 	bg       sync.WaitGroup // Run's background work (route and client keepers, member refresh)
@@ -352,6 +356,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 
 	b := &Broker{cfg: cfg, deps: deps, log: log, lim: lim, servingCh: make(chan struct{})}
 	b.baseCtx, b.cancel = context.WithCancel(context.Background())
+	b.answerers = workpool.New(b.baseCtx, answererIdle)
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumClientWritesPending = int32(cfg.MaxWritesPending)

@@ -22,7 +22,7 @@ import (
 // get increasing IDs and commit in publish order; then it queues the
 // publish here and returns packets.ErrRejectPacket: mochi sends no
 // PUBACK, delivers nothing and reads the client's next packet. One
-// answerer goroutine per busy connection takes the queue in order, waits
+// answerer per busy connection (on a pooled worker) takes the queue in order, waits
 // for each commit, delivers the committed message (b.inject) and writes
 // the PUBACK itself. A refusal of a QoS 1 publish while the queue is not
 // empty is queued too, already answered, so it keeps its place. Any
@@ -142,7 +142,7 @@ func (p *pipeline) push(e *pending) {
 	p.q = append(p.q, e)
 	if !p.running {
 		p.running = true
-		go p.answer()
+		p.b.answerers.Go(p.answer)
 	}
 }
 
@@ -168,6 +168,12 @@ func (p *pipeline) drain() {
 	p.mu.Unlock()
 	<-ch
 }
+
+// answererIdle is how long an answerer's worker waits for the next
+// busy connection before it goes. An answer run (hooks, PUBACK encoding,
+// delivery) needs a deep stack: on a fresh goroutine per run, growing it
+// was 3-6% of a node's CPU (docs/perf/cluster.md, 2026-12-04).
+const answererIdle = 5 * time.Second
 
 // maxAckBatch bounds the PUBACKs the answerer writes in one go.
 const maxAckBatch = 64

@@ -33,6 +33,7 @@ import (
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/internal/workpool"
 )
 
 // Defaults of Config.
@@ -70,6 +71,8 @@ const (
 	// maxEntriesInFlight is the most MaxEntriesInFlight can be: the
 	// waiter's queue of entries handed to Raft holds that many.
 	maxEntriesInFlight = 64
+	// callIdle is how long a worker of Raft.calls waits for the next call.
+	callIdle = 5 * time.Second
 	// applyTimeout bounds how long the batcher waits for Raft to accept an
 	// entry (raft.ErrEnqueueTimeout after it).
 	applyTimeout = 5 * time.Second
@@ -247,6 +250,10 @@ type Raft struct {
 	quitOnce sync.Once
 	closeErr error           // what the shutdown returned; read after stopped is closed
 	stopCtx  context.Context // done when Run starts shutting down
+	// calls run transport calls that must not hold their caller (commit
+	// notices) on goroutines that keep their stacks between calls: the
+	// msgpack encoding grew a fresh goroutine's stack every time.
+	calls    *workpool.Pool
 	stopCtxC context.CancelFunc
 
 	fwd      chan *request // follower proposals waiting for the forwarder
@@ -420,6 +427,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		stopped:  make(chan struct{}),
 		quit:     make(chan struct{}),
 		stopCtx:  stopCtx,
+		calls:    workpool.New(stopCtx, callIdle),
 		stopCtxC: stopCtxC,
 		fwd:      make(chan *request, 4*cfg.MaxBatch),
 		peerStat: make(map[string]peerStatus),

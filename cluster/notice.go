@@ -229,7 +229,7 @@ func (n *Raft) sendNotice(id raft.ServerID, addr raft.ServerAddress, a noticeArg
 	// waits its timeout): the node's shutdown does not wait for it.
 	resp := new(raft.AppendEntriesResponse)
 	done := make(chan error, 1)
-	go func() { done <- n.trans.AppendEntries(id, addr, &req, resp) }()
+	n.calls.Go(func() { done <- n.trans.AppendEntries(id, addr, &req, resp) })
 	select {
 	case err := <-done:
 		if err != nil {

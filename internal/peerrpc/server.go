@@ -2,12 +2,15 @@ package peerrpc
 
 import (
 	"bufio"
+	"context"
 	"encoding/gob"
 	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/workpool"
 )
 
 // Server serves registered methods on the connections given to
@@ -20,11 +23,20 @@ type Server struct {
 	mu      sync.RWMutex
 	methods map[string]Handler // "Service.Method"
 	names   map[string]bool    // registered services
+
+	// handlers run the requests: a handler (a forwarded delivery goes
+	// through the whole MQTT publish path) needs a deep stack, which a
+	// fresh goroutine per request grew every time.
+	handlers *workpool.Pool
 }
+
+// handlerIdle is how long a handler's worker waits for the next request.
+const handlerIdle = 5 * time.Second
 
 // NewServer returns a server with no services.
 func NewServer() *Server {
-	return &Server{methods: make(map[string]Handler), names: make(map[string]bool)}
+	return &Server{methods: make(map[string]Handler), names: make(map[string]bool),
+		handlers: workpool.New(context.Background(), handlerIdle)}
 }
 
 // Register serves methods as "service.Name". A service registers once.
@@ -61,7 +73,7 @@ func (s *Server) lookup(serviceMethod string) (Handler, error) {
 }
 
 // ServeConn reads requests from conn until it fails or closes, runs each
-// in its own goroutine, and writes the answers as they finish; then it
+// on a goroutine of its own (a pooled one), and writes the answers as they finish; then it
 // closes conn.
 func (s *Server) ServeConn(conn net.Conn) {
 	sc := &serverConn{srv: s, conn: conn, dec: gob.NewDecoder(bufio.NewReader(conn))}
@@ -88,14 +100,14 @@ func (s *Server) ServeConn(conn net.Conn) {
 			sc.answer(&req, invalidRequest{}, ServerError(err.Error()))
 			continue
 		}
-		go func() {
+		s.handlers.Go(func() {
 			reply, err := run()
 			if err != nil {
 				sc.answer(&req, invalidRequest{}, ServerError(err.Error()))
 				return
 			}
 			sc.answer(&req, reply, nil)
-		}()
+		})
 	}
 }
 
