@@ -245,6 +245,9 @@ func TestRemoteMediaExpiredUnfetched(t *testing.T) {
 	if err := e.svc.AttachRemote(ctx, "us", "eu", "alice@eu", m, "bob", "", 100); err != nil {
 		t.Fatal(err)
 	}
+	// The prefetch AttachRemote started fails while eu is down; wait for
+	// it, or a late one would find eu back below and fetch.
+	e.svc.bg.Wait()
 	if _, err := e.svc.fetchRemote(ctx, m.ID); !errors.Is(err, ErrRemoteUnavailable) {
 		t.Fatalf("fetch while eu is down: %v", err)
 	}
