@@ -27,6 +27,10 @@ func TestVoiceNote(t *testing.T) {
 	run(t, alice, "alice opens a chat with bob and starts recording",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
 		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		// The composer is on the page before the chat is open (the app
+		// first looks bob up), and a press with no chat open records
+		// nothing: wait for the chat's title.
+		poll(`document.getElementById('conv-title').textContent.includes('bob')`),
 		click(`#record[aria-pressed="false"]`),
 		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="true"]`)),
 	)
