@@ -22,9 +22,9 @@ import (
 // get increasing IDs and commit in publish order; then it queues the
 // publish here and returns packets.ErrRejectPacket: mochi sends no
 // PUBACK, delivers nothing and reads the client's next packet. One
-// answerer per busy connection (on a pooled worker) takes the queue in order, waits
-// for each commit, delivers the committed message (b.inject) and writes
-// the PUBACK itself. A refusal of a QoS 1 publish while the queue is not
+// answerer per busy connection (on a pooled worker) takes the queue in
+// order, waits for each commit, delivers the committed message
+// (b.inject) and writes the PUBACK itself. A refusal of a QoS 1 publish while the queue is not
 // empty is queued too, already answered, so it keeps its place. Any
 // other publish (QoS 0 or 2, typing, receipts, heartbeats, open topics)
 // and a publish mochi refuses itself (ACL) first waits for the queue to

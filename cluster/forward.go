@@ -48,7 +48,7 @@ func (n *Raft) forwarder(ctx context.Context, wg *sync.WaitGroup) {
 	sem := make(chan struct{}, maxForwardsInFlight)
 	var carry *request
 	for {
-		batch, ok := n.nextBatch(ctx, n.fwd, &carry)
+		batch, ok := n.nextBatch(ctx, n.fwd, &carry, nil)
 		if !ok {
 			return
 		}

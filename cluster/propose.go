@@ -177,24 +177,12 @@ func (n *Raft) batcher(ctx context.Context) {
 	var carry *request
 	cmds := make([]fsm.Command, 0, n.cfg.MaxBatch)
 	for {
-		first := carry
-		carry = nil
-		if first == nil {
-			select {
-			case <-ctx.Done():
-				return
-			case first = <-n.reqs:
-			}
-		}
-		// Wait for a free slot before gathering: what arrives while
-		// the entries in flight commit joins this one.
-		select {
-		case n.slots <- struct{}{}:
-		case <-ctx.Done():
+		// The slot is taken before gathering: what arrives while the
+		// entries in flight commit joins this one.
+		batch, ok := n.nextBatch(ctx, n.reqs, &carry, n.slots)
+		if !ok {
 			return
 		}
-		batch, next := n.gather(first, n.reqs)
-		carry = next
 		if len(batch) == 0 {
 			<-n.slots
 			continue
@@ -243,10 +231,11 @@ func (n *Raft) enqueueFor(ctx, reqCtx context.Context, q chan *request, t byte, 
 }
 
 // nextBatch takes the request carried over from the last batch, or waits
-// for the first one on q, and gathers what else is queued behind it
-// (gather); false when ctx ended first. The batcher and the follower's
-// forwarder both pack their queues with it.
-func (n *Raft) nextBatch(ctx context.Context, q chan *request, carry **request) ([]*request, bool) {
+// for the first one on q; then, when slot is not nil, waits to put a token
+// in it; then gathers what else is queued (gather). False when ctx ended
+// first (holding no token). The batcher (with its in-flight slots) and
+// the follower's forwarder (without) both pack their queues with it.
+func (n *Raft) nextBatch(ctx context.Context, q chan *request, carry **request, slot chan struct{}) ([]*request, bool) {
 	first := *carry
 	*carry = nil
 	if first == nil {
@@ -254,6 +243,13 @@ func (n *Raft) nextBatch(ctx context.Context, q chan *request, carry **request) 
 		case <-ctx.Done():
 			return nil, false
 		case first = <-q:
+		}
+	}
+	if slot != nil {
+		select {
+		case slot <- struct{}{}:
+		case <-ctx.Done():
+			return nil, false
 		}
 	}
 	batch, next := n.gather(first, q)
