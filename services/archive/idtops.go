@@ -12,40 +12,57 @@ import (
 )
 
 // idTops lets the message handler skip the lookups (c/ and m/) that check
-// a new message's ID is free (checkIDFree): it keeps, per machine number
-// of the ID, a bound at or above every message ID of that machine number
-// that is stored or pending in the FSM's transaction. An ID above its
-// machine's bound cannot be stored, whatever wrote the data (an older
-// version, a snapshot, a node with the same machine number): no Get. An
-// ID at or below it (a clash, a retry of a half-written command, IDs
-// arriving out of order) is looked up as before, so the answer is
+// a new message's ID is free (checkIDFree). Per machine number of the
+// ID it keeps a floor, and next to the floors the IDs written most
+// recently (a window of recentIDs): every message ID of that machine
+// number that is stored or pending in the FSM's transaction is either
+// at or below its machine's floor or in the window. An ID above its
+// floor and not in the window cannot be stored, whatever wrote the data
+// (an older version, a snapshot, a node with the same machine number):
+// no Get. Any other ID (a clash, a retry of a half-written command, an
+// ID older than the window) is looked up as before, so the answer is
 // always the lookup's.
 //
 // Each node's generator hands out increasing IDs for its own machine
-// number, so on a lone node and on every node of a cluster almost every
-// message is above its machine's bound: the miss walked the memtables
-// and every level's bloom filter (half of the Txn.Get time of a
-// saturated node).
+// number, but the messages reach the log a little out of that order:
+// a publish takes its ID before the checks that precede the proposal
+// (recipient, block list, media), and publishes run concurrently. A
+// bound alone (the highest ID per machine) sent every message overtaken
+// by a later one to the lookup (5% of three saturated nodes' CPU);
+// with the window only an ID that arrives more than recentIDs messages
+// late is looked up.
 //
-// The bounds only ever move up, and are raised when a handler writes a
-// message, before the transaction commits: a write that is thrown away
-// (ErrTxnTooBig, then redone) leaves a bound higher than needed, which
-// costs a lookup, never a wrong answer. They start (and start again
+// When an ID leaves the window its machine's floor rises to it, which
+// keeps the rule: IDs that left earlier are below the floor, those that
+// did not are in the window. Floors only move up and the window only
+// gains IDs when a handler writes a message, before the transaction
+// commits: a write that is thrown away (ErrTxnTooBig, then redone)
+// leaves an ID in the window or a floor higher than needed, which costs
+// a lookup, never a wrong answer. The floors start (and start again
 // after a snapshot restore, purge) from the highest stored ID found by
-// one reverse seek over m/ and the top key (highestID), a bound for
-// every machine number at once. Like the summary cache, it runs on the FSM's apply goroutine; the
-// mutex is for tests that apply from several.
+// one reverse seek over m/ and the top key (highestID), a floor for
+// every machine number at once. Like the summary cache, it runs on the
+// FSM's apply goroutine; the mutex is for tests that apply from several.
 type idTops struct {
 	mu    sync.Mutex
 	valid bool
-	top   [snowflake.MaxMachine + 1]snowflake.ID
+	floor [snowflake.MaxMachine + 1]snowflake.ID
+
+	recent map[snowflake.ID]struct{}
+	ring   []snowflake.ID // recent in the order written; next is the oldest once full
+	next   int
 
 	lookups uint64 // ID lookups done (tests check the fast path is taken)
 }
 
+// recentIDs is how many written IDs idTops remembers past the floors:
+// 4,096 IDs (~100 KB) is a fraction of a second of a saturated node's
+// messages, more than the publishes in flight that may overtake one.
+const recentIDs = 4096
+
 // mayBeTaken reports whether id may already hold a message and must be
 // looked up. tx is the FSM's transaction, read once to find the first
-// bound.
+// floor.
 func (t *idTops) mayBeTaken(tx *badger.Txn, id snowflake.ID) (bool, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -54,28 +71,45 @@ func (t *idTops) mayBeTaken(tx *badger.Txn, id snowflake.ID) (bool, error) {
 		if err != nil {
 			return true, err
 		}
-		for i := range t.top {
-			t.top[i] = snowflake.ID(hi)
+		for i := range t.floor {
+			t.floor[i] = hi
 		}
+		clear(t.recent)
+		t.ring, t.next = t.ring[:0], 0
 		t.valid = true
 	}
-	if id > t.top[id.Machine()] {
+	if _, written := t.recent[id]; !written && id > t.floor[id.Machine()] {
 		return false, nil
 	}
 	t.lookups++
 	return true, nil
 }
 
-// wrote raises id's machine bound to id: call it when a message is written.
+// wrote adds id to the window: call it when a message is written.
 func (t *idTops) wrote(id snowflake.ID) {
 	t.mu.Lock()
-	if m := id.Machine(); t.valid && id > t.top[m] {
-		t.top[m] = id
+	defer t.mu.Unlock()
+	if _, written := t.recent[id]; !t.valid || written || id <= t.floor[id.Machine()] {
+		return
 	}
-	t.mu.Unlock()
+	if t.recent == nil {
+		t.recent = make(map[snowflake.ID]struct{}, recentIDs)
+	}
+	if len(t.ring) < recentIDs {
+		t.ring = append(t.ring, id)
+	} else {
+		old := t.ring[t.next]
+		delete(t.recent, old)
+		if m := old.Machine(); old > t.floor[m] {
+			t.floor[m] = old
+		}
+		t.ring[t.next] = id
+		t.next = (t.next + 1) % recentIDs
+	}
+	t.recent[id] = struct{}{}
 }
 
-// purge forgets the bounds (a snapshot replaced the state).
+// purge forgets the floors and the window (a snapshot replaced the state).
 func (t *idTops) purge() {
 	t.mu.Lock()
 	t.valid = false

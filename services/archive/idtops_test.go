@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -34,13 +35,23 @@ func TestIDFreeCheckSkippedForIncreasingIDs(t *testing.T) {
 	if n := e.svc.st.ids.lookupCount(); n != 0 {
 		t.Fatalf("%d ID lookups for increasing IDs, want 0", n)
 	}
-	// A clock that went back: IDs below the top are free but looked up.
+	// IDs that arrive out of order (a clock that went back, a publish
+	// overtaken by a later one): below the highest but never written,
+	// they need no lookup either.
 	ids.next, ids.step = int64(snowflake.Make(999, 1, 10)), -1
 	for i := range 5 {
 		e.send(t, "alice", "bob", fmt.Sprint("down", i))
 	}
-	if n := e.svc.st.ids.lookupCount(); n != 5 {
-		t.Fatalf("%d ID lookups for IDs below the top, want 5", n)
+	if n := e.svc.st.ids.lookupCount(); n != 0 {
+		t.Fatalf("%d ID lookups for IDs below the top, want 0", n)
+	}
+	// One of them again (a machine-number clash): looked up, refused.
+	ids.next = int64(snowflake.Make(999, 1, 10))
+	if _, _, _, err := e.svc.SendDirect(context.Background(), "bob", "alice", text("again", "x")); !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("err = %v, want ErrIDTaken", err)
+	}
+	if n := e.svc.st.ids.lookupCount(); n != 1 {
+		t.Fatalf("%d ID lookups after a clash, want 1", n)
 	}
 	if h, _, _ := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 100); len(h) != 55 {
 		t.Fatalf("history has %d messages, want 55", len(h))
@@ -116,5 +127,44 @@ func TestIDClashRefusedAfterRestore(t *testing.T) {
 	}
 	if !maps.Equal(dump(t, e.db), dump(t, e2.db)) {
 		t.Fatal("the refused message changed the restored state")
+	}
+}
+
+// The window against a model: whatever order IDs are written in, an ID
+// that is written (in the window or pushed out of it) is always looked
+// up, and an ID a little out of order that was never written is not.
+func TestIDWindowNeverSkipsAWrittenID(t *testing.T) {
+	ids := &idTops{valid: true}
+	written := map[snowflake.ID]bool{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	base := snowflake.Make(1000, 5, 0)
+	for i := range 3 * recentIDs {
+		// Increasing IDs, each overtaken by up to 50 later ones; every
+		// seventh left out (never written).
+		id := base + snowflake.ID(i) - snowflake.ID(rng.IntN(50))
+		if written[id] || i%7 == 0 {
+			continue
+		}
+		if taken, _ := ids.mayBeTaken(nil, id); taken {
+			t.Fatalf("ID %d, never written and %d behind the newest, sent to a lookup", id, i-int(id-base))
+		}
+		ids.wrote(id)
+		written[id] = true
+	}
+	skipped := 0
+	for id := base - 100; id < base+snowflake.ID(3*recentIDs)+100; id++ {
+		taken, _ := ids.mayBeTaken(nil, id)
+		if written[id] && !taken {
+			t.Fatalf("written ID %d would not be looked up", id)
+		}
+		if !taken {
+			skipped++
+		}
+	}
+	if skipped < 100 {
+		t.Fatalf("only %d unwritten IDs skip the lookup", skipped)
+	}
+	if len(ids.recent) > recentIDs || len(ids.ring) > recentIDs {
+		t.Fatalf("window holds %d IDs (ring %d), over %d", len(ids.recent), len(ids.ring), recentIDs)
 	}
 }
