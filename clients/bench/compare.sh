@@ -2,7 +2,8 @@
 # compare.sh: run the same bench scenarios against Mosquitto, a plain
 # mochi-mqtt server, edgechat on one node and edgechat as a three-node
 # cluster on this box, each broker pinned to CPU 0 and the generator to
-# CPU 1, and write docs/perf/README.md (ratio table, charts, every step,
+# CPU 1 (and, for the durable closed loop once more, nothing pinned: what
+# the whole box commits), and write docs/perf/README.md (ratio table, charts, every step,
 # the exact commands). `make bench-compare` runs it; QUICK=1 is a short
 # run (about 3 minutes) to try it, the full one takes about 10–15.
 #
@@ -96,6 +97,15 @@ pin() {
   local p
   rec "taskset -a -p -c 0 PID # every thread of each broker process, once it is ready"
   for p in "$@"; do taskset -a -p -c 0 "$p" >/dev/null; done
+}
+
+# both_cpus lets the broker's threads run on every CPU again, for the
+# closed-loop run that measures what the whole box commits (the
+# generator, started without taskset, shares the CPUs with it).
+both_cpus() {
+  local p
+  rec "taskset -a -p -c 0-$(($(nproc) - 1)) PID # then the same bench throughput without taskset, --out ...__throughput-both.json"
+  for p in "$@"; do taskset -a -p -c "0-$(($(nproc) - 1))" "$p" >/dev/null; done
 }
 
 wait_tcp() { # host port
@@ -213,6 +223,9 @@ rec "taskset -c 1 \$W/bench durable --http http://127.0.0.1:HTTP --mqtt 127.0.0.
 log "edgechat: durable, closed loop"
 rec "taskset -c 1 \$W/bench throughput --http http://127.0.0.1:HTTP --mqtt 127.0.0.1:MQTT --data \$W/one --pid PID --senders 200 --inflight 4 --duration $TPUT --warmup 1s --out \$W/results/edgechat__throughput.json"
 "${GEN[@]}" throughput "${A[@]}" --senders 200 --inflight 4 --duration "$TPUT" --warmup 1s --progress 2s --out "$R/edgechat__throughput.json"
+both_cpus "$P"
+"$B" throughput "${A[@]}" --senders 200 --inflight 4 --duration "$TPUT" --warmup 1s --progress 2s --out "$R/edgechat__throughput-both.json"
+pin "$P"
 log "edgechat: history ($HIST_N messages)"
 rec "taskset -c 1 \$W/bench history --http http://127.0.0.1:HTTP --mqtt 127.0.0.1:MQTT --data \$W/one --pid PID --target edgechat -n $HIST_N --pages $HIST_PAGES --repeat $HIST_REPEAT --out \$W/results/edgechat__history.json"
 "${GEN[@]}" history "${A[@]}" --target edgechat -n "$HIST_N" --pages "$HIST_PAGES" --repeat "$HIST_REPEAT" --progress 2s --out "$R/edgechat__history.json"
@@ -244,6 +257,9 @@ log "edgechat cluster: durable, closed loop"
 rec "taskset -c 1 \$W/bench throughput --http http://127.0.0.1:HTTP1 --mqtt 127.0.0.1:MQTT1,127.0.0.1:MQTT2,127.0.0.1:MQTT3 --data \$W/c1 --pid PID1,PID2,PID3 --senders 200 --inflight 4 --duration $TPUT --warmup 1s --out \$W/results/edgechat3__throughput.json"
 "${GEN[@]}" throughput --http "http://127.0.0.1:$H1" --mqtt "127.0.0.1:$M1,127.0.0.1:$M2,127.0.0.1:$M3" --data "$W/c1" --pid "$CP" \
   --senders 200 --inflight 4 --duration "$TPUT" --warmup 1s --progress 2s --out "$R/edgechat3__throughput.json"
+both_cpus "${cpids[@]}"
+"$B" throughput --http "http://127.0.0.1:$H1" --mqtt "127.0.0.1:$M1,127.0.0.1:$M2,127.0.0.1:$M3" --data "$W/c1" --pid "$CP" \
+  --senders 200 --inflight 4 --duration "$TPUT" --warmup 1s --progress 2s --out "$R/edgechat3__throughput-both.json"
 stop "${cpids[@]}"
 
 {

@@ -343,6 +343,9 @@ func TestReportFromResults(t *testing.T) {
 	must(WriteJSON(filepath.Join(dir, "edgechat__idle.json"), &ConnsResult{Mode: "idle", Opened: 100, PerConnKB: 8}))
 	must(WriteJSON(filepath.Join(dir, "mosquitto__idle.json"), &ConnsResult{Mode: "idle", Opened: 100, PerConnKB: 2}))
 	must(WriteJSON(filepath.Join(dir, "edgechat__history.json"), &HistoryResult{Scenario: "history", Stored: 1000, PageSize: 50, SyncLimit: 1000, Newest: Summary{Count: 5, P99: 1.5}}))
+	// Closed loop: pinned, and on both CPUs (its own rows, not mixed in).
+	must(WriteJSON(filepath.Join(dir, "edgechat__throughput.json"), &LoadResult{Mode: "throughput", Senders: 200, InFlight: 4, Rate: 23000, ServerCPUPerMsg: 40}))
+	must(WriteJSON(filepath.Join(dir, "edgechat__throughput-both.json"), &LoadResult{Mode: "throughput", Senders: 200, InFlight: 4, Rate: 33000, ServerCPUPerMsg: 46}))
 	must(os.WriteFile(filepath.Join(dir, "versions.txt"), []byte("Mosquitto: 2.0.11\n"), 0o644))
 	cmds := filepath.Join(dir, "cmds.sh")
 	must(os.WriteFile(cmds, []byte("bench dm --anon\n"), 0o644))
@@ -359,6 +362,9 @@ func TestReportFromResults(t *testing.T) {
 		"| 8.00 KB | 2.00 KB | — | — | 0.25× | — |",
 		"history (1,000 stored): newest page of 50, p99 | 1.50 ms",
 		"![dm-qos0: delivered vs offered rate](dm-qos0-throughput.svg)",
+		"| durable, closed loop (200 senders × 4 in flight): committed msg/s | 23,000 |",
+		"| durable, closed loop on both CPUs, not pinned (200 senders × 4 in flight): committed msg/s | 33,000 |",
+		"| durable, closed loop on both CPUs: server CPU per committed message | 46.0 µs |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
