@@ -107,7 +107,8 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 	}
 	c := &Client{Conn: conn, timeout: o.Timeout, arrived: make(chan struct{}, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: conn,
+		Conn:        conn,
+		PingHandler: newIdlePinger(),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			if o.OnPublish != nil {
 				o.OnPublish(pr.Packet)
