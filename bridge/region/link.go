@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/internal/address"
@@ -212,7 +213,12 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
 	sess := newAckSession(BatchTopic(l.own), l.window)
-	cc := paho.ClientConfig{Conn: conn, PacketTimeout: l.dialTO, Session: sess}
+	// paho writes a packet in several Write calls on a TLS or WebSocket
+	// connection, from several goroutines (the batches, its reader's
+	// acknowledgements, its pinger): unless the connection is a
+	// sync.Locker, which paho holds for each packet, they interleave and
+	// the peer reads a malformed packet and drops the link.
+	cc := paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), PacketTimeout: l.dialTO, Session: sess}
 	if l.onPublish != nil {
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
 	}

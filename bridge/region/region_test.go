@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -442,8 +443,38 @@ func TestLinkOverTLS(t *testing.T) {
 	if e := decode(t, bob.Next(t).Payload); e.Body != "over tls" || e.From != "alice@eu" {
 		t.Fatalf("bob got %+v", e)
 	}
-	if v := counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="connected"`); v < 1 {
-		t.Fatalf("connects %v", v)
+	// Both ways at once, from several connections: each link writes
+	// batches, acknowledgements and pings concurrently over TLS, which
+	// interleaved inside packets before the link's connection became a
+	// sync.Locker (link.go); the peer then refused a malformed packet and
+	// the link dialed again. Every message arrives, and neither link
+	// reconnected.
+	bobSender := connect(t, us.nodes[0], "bob", "laptop", bobTok)
+	alice.MustSub(t, "user/alice/newMessage")
+	const each = 20
+	var wg sync.WaitGroup
+	for i, from := range []*mqtttest.Client{alice, bobSender} {
+		topic := []string{"user/bob@us/newMessage", "user/alice@eu/newMessage"}[i]
+		wg.Go(func() {
+			for j := range each {
+				if code, _ := from.Pub(t, topic, 1, textMsg(fmt.Sprintf("b%d-%d", i, j), "both ways")); code != 0 {
+					t.Errorf("PUBACK %#x", code)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, to := range []*mqtttest.Client{bob, alice} {
+		for range each {
+			if e := decode(t, to.Next(t).Payload); e.Body != "both ways" {
+				t.Fatalf("got %+v", e)
+			}
+		}
+	}
+	for _, r := range []*region{eu, us} {
+		if v := counter(t, r.nodes[0], "edgechat_region_link_connects_total", `result="connected"`); v != 1 {
+			t.Fatalf("%s's link connected %v times, want once", r.name, v)
+		}
 	}
 }
 

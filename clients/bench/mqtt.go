@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -54,7 +55,10 @@ func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := paho.ClientConfig{Conn: conn}
+	// A WebSocket connection takes a packet in several writes: the lock
+	// keeps paho's writers (caller, acknowledgements, pinger) from
+	// interleaving them (see mqtttest).
+	cfg := paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn)}
 	if o.OnPublish != nil {
 		on := o.OnPublish
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){

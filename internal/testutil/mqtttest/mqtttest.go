@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 )
 
@@ -107,8 +108,12 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 	}
 	c := &Client{Conn: conn, timeout: o.Timeout, arrived: make(chan struct{}, 1)}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn:        conn,
-		PingHandler: newIdlePinger(),
+		// paho writes a packet in several Write calls on anything but a
+		// *net.TCPConn, from several goroutines (the caller's, its
+		// reader's acknowledgements, its pinger's first PINGREQ at once):
+		// over TLS or WebSocket packets interleaved unless the connection
+		// is a sync.Locker, which paho holds for each packet's writes.
+		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			if o.OnPublish != nil {
 				o.OnPublish(pr.Packet)
