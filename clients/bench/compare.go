@@ -364,25 +364,21 @@ func WriteReport(rc ReportConfig) error {
 			}
 		}
 	}
-	for _, t := range compareTargets {
-		lr, ok := d.throughput[t.id]
-		if !ok {
-			continue
+	for _, run := range []struct {
+		results   map[string]*LoadResult
+		what, cpu string
+	}{
+		{d.throughput, "durable, closed loop (%d senders × %d in flight): committed msg/s", "durable, closed loop: server CPU per committed message"},
+		{d.throughputBoth, "durable, closed loop on both CPUs, not pinned (%d senders × %d in flight): committed msg/s", "durable, closed loop on both CPUs: server CPU per committed message"},
+	} {
+		for _, t := range compareTargets {
+			lr, ok := run.results[t.id]
+			if !ok {
+				continue
+			}
+			rows = append(rows, row{what: fmt.Sprintf(run.what, lr.Senders, lr.InFlight), vals: map[string]float64{t.id: lr.Rate}, higher: true},
+				row{what: run.cpu, unit: " µs", vals: map[string]float64{t.id: lr.ServerCPUPerMsg}})
 		}
-		what := fmt.Sprintf("durable, closed loop (%d senders × %d in flight): committed msg/s", lr.Senders, lr.InFlight)
-		cpuWhat := "durable, closed loop: server CPU per committed message"
-		rows = append(rows, row{what: what, vals: map[string]float64{t.id: lr.Rate}, higher: true},
-			row{what: cpuWhat, unit: " µs", vals: map[string]float64{t.id: lr.ServerCPUPerMsg}})
-	}
-	for _, t := range compareTargets {
-		lr, ok := d.throughputBoth[t.id]
-		if !ok {
-			continue
-		}
-		what := fmt.Sprintf("durable, closed loop on both CPUs, not pinned (%d senders × %d in flight): committed msg/s", lr.Senders, lr.InFlight)
-		cpuWhat := "durable, closed loop on both CPUs: server CPU per committed message"
-		rows = append(rows, row{what: what, vals: map[string]float64{t.id: lr.Rate}, higher: true},
-			row{what: cpuWhat, unit: " µs", vals: map[string]float64{t.id: lr.ServerCPUPerMsg}})
 	}
 	rows = mergeRows(rows)
 	for t, h := range d.history {
