@@ -217,8 +217,13 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	// connection, from several goroutines (the batches, its reader's
 	// acknowledgements, its pinger): unless the connection is a
 	// sync.Locker, which paho holds for each packet, they interleave and
-	// the peer reads a malformed packet and drops the link.
-	cc := paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn), PacketTimeout: l.dialTO, Session: sess}
+	// the peer reads a malformed packet and drops the link. A
+	// *net.TCPConn keeps its one writev per packet (atomic already).
+	pconn := conn
+	if _, ok := conn.(*net.TCPConn); !ok {
+		pconn = packets.NewThreadSafeConn(conn)
+	}
+	cc := paho.ClientConfig{Conn: pconn, PacketTimeout: l.dialTO, Session: sess}
 	if l.onPublish != nil {
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
 	}

@@ -57,8 +57,11 @@ func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
 	}
 	// A WebSocket connection takes a packet in several writes: the lock
 	// keeps paho's writers (caller, acknowledgements, pinger) from
-	// interleaving them (see mqtttest).
-	cfg := paho.ClientConfig{Conn: packets.NewThreadSafeConn(conn)}
+	// interleaving them (see mqtttest). TCP keeps its one writev.
+	cfg := paho.ClientConfig{Conn: conn}
+	if _, ok := conn.(*net.TCPConn); !ok {
+		cfg.Conn = packets.NewThreadSafeConn(conn)
+	}
 	if o.OnPublish != nil {
 		on := o.OnPublish
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
