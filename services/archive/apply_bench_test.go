@@ -2,6 +2,7 @@ package archive
 
 import (
 	"fmt"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -26,13 +27,17 @@ import (
 //
 // The "badger=node" variant opens Badger the way a node does
 // (nodeBadgerOptions), so that its memtable, flushes and compactions
-// cost what they cost in production.
+// cost what they cost in production. The "ids=overtaken" variant
+// reverses the IDs of every eight messages of an entry, as publishes
+// that took their IDs in one order and reached the log in another
+// (idtops.go).
 func BenchmarkApplyDirectEntries(b *testing.B) {
 	for _, c := range []struct {
-		per  int
-		opts func(badger.Options) badger.Options
-		name string
-	}{{1, nil, ""}, {90, nil, ""}, {90, nodeBadgerOptions, ",badger=node"}} {
+		per       int
+		opts      func(badger.Options) badger.Options
+		name      string
+		overtaken bool
+	}{{1, nil, "", false}, {90, nil, "", false}, {90, nodeBadgerOptions, ",badger=node", false}, {90, nil, ",ids=overtaken", true}} {
 		per := c.per
 		b.Run(fmt.Sprintf("per-entry=%d%s", per, c.name), func(b *testing.B) {
 			var eo []envOpt
@@ -49,11 +54,20 @@ func BenchmarkApplyDirectEntries(b *testing.B) {
 			n := 0
 			entry := func() *raft.Log {
 				cmds := make([]fsm.Command, per)
+				ids := make([]snowflake.ID, per)
+				for i := range ids {
+					ids[i] = gen.Next()
+				}
+				if c.overtaken {
+					for i := 0; i+8 <= len(ids); i += 8 {
+						slices.Reverse(ids[i : i+8])
+					}
+				}
 				for i := range cmds {
 					n++
 					from, to := fmt.Sprintf("sender%03d", n%200), fmt.Sprintf("recv%02d", n%10)
 					env := text(fmt.Sprintf("cid-%d-%d", n%200, n), body)
-					env.ID, env.From, env.To = gen.Next(), from, to
+					env.ID, env.From, env.To = ids[i], from, to
 					c := msgCmd{ID: env.ID, From: from, To: to, CID: env.CID, Payload: env.Marshal()}
 					cmds[i] = fsm.Command{Type: wire.CmdMessage, Payload: c.encode()}
 				}
