@@ -31,11 +31,7 @@ func TestBlockedTaskDoesNotHoldOthers(t *testing.T) {
 	p.Go(func() { <-release })
 	ran := make(chan struct{})
 	p.Go(func() { close(ran) })
-	select {
-	case <-ran:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a task waited for a blocked one")
-	}
+	testutil.Receive(t, ran, 10*time.Second) // not held by the blocked task
 	close(release)
 	if p.Started() != 2 {
 		t.Fatalf("started %d workers, want 2", p.Started())
@@ -75,11 +71,7 @@ func TestWorkersStopWithContextAndTasksStillRun(t *testing.T) {
 	})
 	ran := make(chan struct{})
 	p.Go(func() { close(ran) })
-	select {
-	case <-ran:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a task given after the context ended did not run")
-	}
+	testutil.Receive(t, ran, 10*time.Second) // runs after the context ended
 }
 
 // deep uses about n KB of stack.
