@@ -13,10 +13,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/pahoconn"
 	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/internal/wsnet"
@@ -213,17 +213,9 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		return nil, nil, fmt.Errorf("region: link %s: dial: %w", l.link.Name, err)
 	}
 	sess := newAckSession(BatchTopic(l.own), l.window)
-	// paho writes a packet in several Write calls on a TLS or WebSocket
-	// connection, from several goroutines (the batches, its reader's
-	// acknowledgements, its pinger): unless the connection is a
-	// sync.Locker, which paho holds for each packet, they interleave and
-	// the peer reads a malformed packet and drops the link. A
-	// *net.TCPConn keeps its one writev per packet (atomic already).
-	pconn := conn
-	if _, ok := conn.(*net.TCPConn); !ok {
-		pconn = packets.NewThreadSafeConn(conn)
-	}
-	cc := paho.ClientConfig{Conn: pconn, PacketTimeout: l.dialTO, Session: sess}
+	// Over TLS or WebSocket, unwrapped, paho's writers interleave inside
+	// packets and the peer drops the link (pahoconn).
+	cc := paho.ClientConfig{Conn: pahoconn.Wrap(conn), PacketTimeout: l.dialTO, Session: sess}
 	if l.onPublish != nil {
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
 	}

@@ -8,8 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/pahoconn"
 )
 
 // dialOptions describe one bench MQTT connection.
@@ -55,13 +56,7 @@ func dial(ctx context.Context, o dialOptions) (*paho.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A WebSocket connection takes a packet in several writes: the lock
-	// keeps paho's writers (caller, acknowledgements, pinger) from
-	// interleaving them (see mqtttest). TCP keeps its one writev.
-	cfg := paho.ClientConfig{Conn: conn}
-	if _, ok := conn.(*net.TCPConn); !ok {
-		cfg.Conn = packets.NewThreadSafeConn(conn)
-	}
+	cfg := paho.ClientConfig{Conn: pahoconn.Wrap(conn)} // WebSocket: see pahoconn
 	if o.OnPublish != nil {
 		on := o.OnPublish
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){

@@ -13,8 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/pahoconn"
 )
 
 // DefaultTimeout bounds connecting and each operation of a Client unless
@@ -107,17 +108,8 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 		o.Timeout = DefaultTimeout
 	}
 	c := &Client{Conn: conn, timeout: o.Timeout, arrived: make(chan struct{}, 1)}
-	// paho writes a packet in several Write calls on anything but a
-	// *net.TCPConn (one writev there), from several goroutines (the
-	// caller's, its reader's acknowledgements, its pinger's first PINGREQ
-	// at once): over TLS or WebSocket packets interleaved unless the
-	// connection is a sync.Locker, which paho holds for each packet.
-	pconn := conn
-	if _, ok := conn.(*net.TCPConn); !ok {
-		pconn = packets.NewThreadSafeConn(conn)
-	}
 	c.Client = paho.NewClient(paho.ClientConfig{
-		Conn: pconn,
+		Conn: pahoconn.Wrap(conn), // TLS, WebSocket: see pahoconn
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			if o.OnPublish != nil {
 				o.OnPublish(pr.Packet)
