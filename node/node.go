@@ -31,6 +31,7 @@ import (
 	"github.com/edgechat/edgechat/clients/web"
 	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/badgeropts"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/pagecache"
 	"github.com/edgechat/edgechat/internal/peerrpc"
@@ -699,25 +700,7 @@ func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badge
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgechat_badger_rotation_sync_failures_total",
 			Help: "Memtable syncs at rotation that failed (the next snapshot barrier fails too and keeps the Raft log)."},
 			func() float64 { _, failed := rotation.Syncs(); return float64(failed) }))
-	opts := badger.DefaultOptions(dir).
-		WithLogger(rotation).
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(2).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(64 << 20).
-		WithNumCompactors(2).
-		// No conflict detection: the replicated state has one writer,
-		// the FSM, which applies entries one at a time on Raft's FSM
-		// goroutine (snapshot restores too), and the only other
-		// read-write transaction (peerqueue's cursor) writes its own key
-		// without reading, so no commit could ever conflict. Detection
-		// hashed every key a transaction read or wrote into maps and
-		// kept each commit's write set until older readers finished:
-		// work every node did for every key of every message.
-		WithDetectConflicts(false)
-	opts = badgerDiskOptions(opts)
-	db, err := badger.Open(opts)
+	db, err := badger.Open(badgeropts.Node(dir).WithLogger(rotation))
 	if err != nil {
 		return nil, nil, fmt.Errorf("node: opening database %s: %w", dir, err)
 	}

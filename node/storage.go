@@ -7,31 +7,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
 )
-
-// badgerDiskOptions sets the Badger options that decide the database's
-// size on disk (openBadger sets the memory ones). Measured with
-// BenchmarkDiskPerMessage (docs/perf/disk.md).
-//
-//   - Blocks are compressed with zstd (level 1) instead of Snappy: the
-//     keys of one block share long prefixes and the values are JSON
-//     envelopes, which zstd packs much tighter for little more CPU.
-//   - Values stay inline in the LSM tree (ValueThreshold): chat values
-//     are small, and a value log would be a second copy to garbage
-//     collect. The value log then only ever holds the rare value above
-//     the threshold, and valueLogGC keeps even that bounded.
-func badgerDiskOptions(o badger.Options) badger.Options {
-	return o.
-		WithCompression(options.ZSTD).
-		WithZSTDCompressionLevel(1).
-		WithValueThreshold(badgerValueThreshold)
-}
-
-// badgerValueThreshold: values up to this size are stored in the LSM tree
-// itself. It is Badger's own maximum (its default too), spelled out so a
-// change of Badger's default does not move chat values into the value log.
-const badgerValueThreshold = 1 << 20
 
 // gcRunner is what valueLogGC needs of a Badger database.
 type gcRunner interface {

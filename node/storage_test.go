@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/edgechat/edgechat/internal/badgeropts"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -92,7 +94,7 @@ func TestValueLogGC(t *testing.T) {
 }
 
 // TestBadgerSkipsConflictDetection: the node's database does not detect
-// conflicts (openBadger says why that is safe): a read-write transaction
+// conflicts (internal/badgeropts says why that is safe): a read-write transaction
 // commits although a key it read was overwritten since it started, which
 // Badger's default refuses with ErrConflict.
 func TestBadgerSkipsConflictDetection(t *testing.T) {
@@ -115,5 +117,23 @@ func TestBadgerSkipsConflictDetection(t *testing.T) {
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatalf("Commit = %v, want nil (no conflict detection)", err)
+	}
+}
+
+// TestBadgerOpensWithNodeOptions: the node's database is opened with
+// internal/badgeropts' settings (what the archive's benchmarks measure),
+// not Badger's defaults.
+func TestBadgerOpensWithNodeOptions(t *testing.T) {
+	db, _, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	o := db.Opts()
+	if o.BlockSize != badgeropts.BlockSize || o.NumLevelZeroTables != badgeropts.LevelZeroTables ||
+		o.NumLevelZeroTablesStall != 2*badgeropts.LevelZeroTables || o.Compression != options.ZSTD ||
+		o.ValueThreshold != badgeropts.ValueThreshold || o.DetectConflicts {
+		t.Fatalf("opened with block %d, level 0 %d/%d, compression %v, value threshold %d, conflicts %v",
+			o.BlockSize, o.NumLevelZeroTables, o.NumLevelZeroTablesStall, o.Compression, o.ValueThreshold, o.DetectConflicts)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
+	"github.com/edgechat/edgechat/internal/badgeropts"
 	"github.com/hashicorp/raft"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
@@ -97,21 +97,10 @@ func BenchmarkApplyDirectEntries(b *testing.B) {
 	}
 }
 
-// nodeBadgerOptions mirrors what node.openBadger sets (node/node.go and
-// node/storage.go; the node package cannot be imported here): keep the
-// two in step when measuring Badger settings.
+// nodeBadgerOptions opens the harness's database (in o.Dir, with
+// o.Logger) with the options a node opens its own with.
 func nodeBadgerOptions(o badger.Options) badger.Options {
-	return o.
-		WithMemTableSize(16 << 20).
-		WithNumMemtables(2).
-		WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).
-		WithValueLogFileSize(64 << 20).
-		WithNumCompactors(2).
-		WithCompression(options.ZSTD).
-		WithZSTDCompressionLevel(1).
-		WithValueThreshold(1 << 20).
-		WithDetectConflicts(false)
+	return badgeropts.Node(o.Dir).WithLogger(o.Logger)
 }
 
 // cpuTime is the CPU time (user and system) this process used so far.

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/dgraph-io/badger/v4/options"
+	"github.com/edgechat/edgechat/internal/badgeropts"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/pagecache"
@@ -179,14 +179,9 @@ func BenchmarkLargeStore(b *testing.B) {
 		_, err := os.Stat(filepath.Join(dir, "filled"))
 		filled = err == nil
 	}
-	// The node's options (node/node.go openBadger and badgerDiskOptions):
-	// zstd blocks cost about twice Snappy's CPU per block read, and a
-	// page in the middle of the history decompresses ~50 of them.
+	// The node's options (internal/badgeropts).
 	pageCacheState(b, dir, false)
-	db, err := badger.Open(badger.DefaultOptions(dir).WithLogger(nil).
-		WithMemTableSize(16 << 20).WithNumMemtables(2).WithBlockCacheSize(32 << 20).
-		WithIndexCacheSize(16 << 20).WithValueLogFileSize(64 << 20).WithNumCompactors(2).
-		WithCompression(options.ZSTD).WithZSTDCompressionLevel(1).WithValueThreshold(1 << 20))
+	db, err := badger.Open(badgeropts.Node(dir).WithLogger(nil))
 	if err != nil {
 		b.Fatal(err)
 	}
