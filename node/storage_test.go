@@ -12,8 +12,9 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
-	"github.com/edgechat/edgechat/internal/badgeropts"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/internal/badgeropts"
 )
 
 // scriptedGC answers RunValueLogGC with the next of its results and
@@ -94,9 +95,9 @@ func TestValueLogGC(t *testing.T) {
 }
 
 // TestBadgerSkipsConflictDetection: the node's database does not detect
-// conflicts (internal/badgeropts says why that is safe): a read-write transaction
-// commits although a key it read was overwritten since it started, which
-// Badger's default refuses with ErrConflict.
+// conflicts (internal/badgeropts says why that is safe): a read-write
+// transaction commits although a key it read was overwritten since it
+// started, which Badger's default refuses with ErrConflict.
 func TestBadgerSkipsConflictDetection(t *testing.T) {
 	db, _, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {

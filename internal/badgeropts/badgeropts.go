@@ -12,7 +12,7 @@ import (
 // Node returns the options of a node's database in dir, without a
 // logger (the node sets its own). Figures behind each setting:
 // docs/perf/disk.md (sizes on disk), docs/perf/connections.md (memory)
-// and docs/perf/targets.md (compaction).
+// and docs/perf/compaction.md (blocks and level 0).
 func Node(dir string) badger.Options {
 	return badger.DefaultOptions(dir).
 		// Memory: two 16 MB memtables and small caches, for an edge
@@ -38,7 +38,9 @@ func Node(dir string) badger.Options {
 		// much tighter. Values stay inline in the LSM tree: chat values
 		// are small, and a value log would be a second copy to garbage
 		// collect (ValueThreshold is Badger's maximum, spelled out so
-		// that a change of its default does not move them).
+		// that a change of its default does not move them); the value
+		// log holds only the rare larger value, and the node's
+		// valueLogGC keeps that bounded.
 		WithCompression(options.ZSTD).
 		WithZSTDCompressionLevel(1).
 		WithValueThreshold(ValueThreshold).
@@ -49,7 +51,8 @@ func Node(dir string) badger.Options {
 		// tighter), and ten level-0 tables before they are merged down
 		// instead of five (each merge into the base level rewrites the
 		// overlapping part of it; twice the tables per merge, half the
-		// merges). Stall at twice that, as Badger's default ratio.
+		// merges). Writes stall at twice that (Badger's default: 15
+		// for 5).
 		WithBlockSize(BlockSize).
 		WithNumLevelZeroTables(LevelZeroTables).
 		WithNumLevelZeroTablesStall(2 * LevelZeroTables)
