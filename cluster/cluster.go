@@ -437,6 +437,19 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	}
 	closers = append(closers, func() error { n.peers.close(); return nil })
 
+	if existing {
+		// The node's Badger keeps no copy of its memtables on disk
+		// (internal/badgeropts): after a crash its state is that of an
+		// earlier entry, and the log's entries after it are applied
+		// again. Said once, so that a slower start after a crash is
+		// explained.
+		applied, aerr := f.AppliedIndex()
+		last, lerr := logs.LastIndex()
+		if aerr == nil && lerr == nil && last > applied {
+			log.Info("database behind the raft log: its entries after the applied index are applied again",
+				"applied_index", applied, "last_log_index", last, "entries", last-applied)
+		}
+	}
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
 	snaps.starting.Store(true)                                     // NewRaft restores the latest snapshot: a reference stays one
 	acks := &ackTransport{NetworkTransport: trans, ack: n.noteAck} // notice.go

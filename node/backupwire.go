@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
@@ -85,7 +84,7 @@ func OpenDatabase(dir string, log *slog.Logger) (*badger.DB, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, _, err := openBadger(dir, log, prometheus.NewRegistry())
+	db, err := openBadger(dir, log)
 	return db, err
 }
 

@@ -70,23 +70,20 @@ type Node struct {
 	registry *prometheus.Registry
 	tls      *tls.Config // nil: no TLS
 
-	db *badger.DB
-	// memtableSync syncs Badger's memtable at rotation and starts its
-	// writeback in the background (cluster/fsm/rotation_sync.go).
-	memtableSync *fsm.RotationSyncLogger
-	fsm          *fsm.FSM
-	raft         *cluster.Raft
-	Auth         *auth.Service
-	IDP          *idp.Service // nil: no OIDC provider configured
-	Users        *users.Service
-	Archive      *archive.Service
-	Presence     *presence.Service
-	Push         *push.Service
-	PushRouter   *pushbridge.Router // the providers of the configured platforms
-	PushTester   *pushbridge.Tester // POST /admin/push/test/{uid}
-	PushSender   *pushbridge.Sender // pushes committed messages while this node leads
-	Media        *media.Service
-	Region       *region.Bridge // links to other regions (bridge/region)
+	db         *badger.DB
+	fsm        *fsm.FSM
+	raft       *cluster.Raft
+	Auth       *auth.Service
+	IDP        *idp.Service // nil: no OIDC provider configured
+	Users      *users.Service
+	Archive    *archive.Service
+	Presence   *presence.Service
+	Push       *push.Service
+	PushRouter *pushbridge.Router // the providers of the configured platforms
+	PushTester *pushbridge.Tester // POST /admin/push/test/{uid}
+	PushSender *pushbridge.Sender // pushes committed messages while this node leads
+	Media      *media.Service
+	Region     *region.Bridge // links to other regions (bridge/region)
 
 	mediaStore store.Store
 	segments   archive.SegmentStore // the archive store (backups read it)
@@ -208,7 +205,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
-	if n.db, n.memtableSync, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log, n.registry); err != nil {
+	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
 		return nil, err
 	}
 	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
@@ -576,7 +573,6 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		g.Go(func() error { return sched.Run(gctx) })
 	}
 	g.Go(func() error { return newValueLogGC(n.db, n.log.With("component", "badger")).Run(gctx) })
-	g.Go(func() error { return n.memtableSync.RunWriteback(gctx, memtableWritebackEvery) })
 	g.Go(func() error {
 		// Badger's tables into the page cache ahead of the reads, when
 		// they fit: a restart's cold history pages then last seconds,
@@ -687,24 +683,15 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
-func openBadger(dir string, log *slog.Logger, reg prometheus.Registerer) (*badger.DB, *fsm.RotationSyncLogger, error) {
-	blog := log.With("component", "badger")
-	// The memtable rotated out is synced before the next one takes
-	// writes, so that Badger's state after a power loss is a prefix of
-	// the applied entries (cluster/fsm/rotation_sync.go).
-	rotation := fsm.NewRotationSyncLogger(badgerLogger{blog}, dir, blog)
-	reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgechat_badger_rotation_syncs_total",
-			Help: "Memtable files synced when Badger rotated them."},
-			func() float64 { ok, _ := rotation.Syncs(); return float64(ok) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edgechat_badger_rotation_sync_failures_total",
-			Help: "Memtable syncs at rotation that failed (the next snapshot barrier fails too and keeps the Raft log)."},
-			func() float64 { _, failed := rotation.Syncs(); return float64(failed) }))
-	db, err := badger.Open(badgeropts.Node(dir).WithLogger(rotation))
+// openBadger opens the node's database with the node's options
+// (internal/badgeropts): memtables without a write-ahead file, the Raft
+// log being the copy a crash is recovered from.
+func openBadger(dir string, log *slog.Logger) (*badger.DB, error) {
+	db, err := badger.Open(badgeropts.Node(dir).WithLogger(badgerLogger{log.With("component", "badger")}))
 	if err != nil {
-		return nil, nil, fmt.Errorf("node: opening database %s: %w", dir, err)
+		return nil, fmt.Errorf("node: opening database %s: %w", dir, err)
 	}
-	return db, rotation, nil
+	return db, nil
 }
 
 type badgerLogger struct{ l *slog.Logger }

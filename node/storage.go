@@ -66,8 +66,3 @@ func (g *valueLogGC) pass(ctx context.Context) {
 		return
 	}
 }
-
-// memtableWritebackEvery is how often the active memtable's dirty pages
-// are handed to the kernel for writing, so that the sync when Badger
-// rotates it (at most 16 MB of writes later) has little left to do.
-const memtableWritebackEvery = 500 * time.Millisecond

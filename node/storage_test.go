@@ -12,7 +12,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/internal/badgeropts"
 )
@@ -99,7 +98,7 @@ func TestValueLogGC(t *testing.T) {
 // transaction commits although a key it read was overwritten since it
 // started, which Badger's default refuses with ErrConflict.
 func TestBadgerSkipsConflictDetection(t *testing.T) {
-	db, _, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	db, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +124,7 @@ func TestBadgerSkipsConflictDetection(t *testing.T) {
 // internal/badgeropts' settings (what the archive's benchmarks measure),
 // not Badger's defaults.
 func TestBadgerOpensWithNodeOptions(t *testing.T) {
-	db, _, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	db, err := openBadger(t.TempDir(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,8 +132,8 @@ func TestBadgerOpensWithNodeOptions(t *testing.T) {
 	o := db.Opts()
 	if o.BlockSize != badgeropts.BlockSize || o.NumLevelZeroTables != badgeropts.LevelZeroTables ||
 		o.NumLevelZeroTablesStall != 2*badgeropts.LevelZeroTables || o.Compression != options.ZSTD ||
-		o.ValueThreshold != badgeropts.ValueThreshold || o.DetectConflicts {
-		t.Fatalf("opened with block %d, level 0 %d/%d, compression %v, value threshold %d, conflicts %v",
-			o.BlockSize, o.NumLevelZeroTables, o.NumLevelZeroTablesStall, o.Compression, o.ValueThreshold, o.DetectConflicts)
+		o.ValueThreshold != badgeropts.ValueThreshold || o.DetectConflicts || !o.NoMemTableWAL {
+		t.Fatalf("opened with block %d, level 0 %d/%d, compression %v, value threshold %d, conflicts %v, memtable WAL off %v",
+			o.BlockSize, o.NumLevelZeroTables, o.NumLevelZeroTablesStall, o.Compression, o.ValueThreshold, o.DetectConflicts, o.NoMemTableWAL)
 	}
 }

@@ -31,39 +31,43 @@ import (
 // entries it already holds by the applied index, as after a restart).
 //
 // The durability barrier (syncState) is what makes a reference safe.
-// Badger runs with SyncWrites off (the Raft log is the durable copy), and
-// in Badger v4.9.6:
+// Badger runs with SyncWrites off (the Raft log is the durable copy).
+//
+// A node's Badger (internal/badgeropts) has no memtable write-ahead file
+// (NoMemTableWAL, our patch of Badger v4.9.6, third_party/badger): a
+// write lives only in memory until its memtable is flushed to a level-0
+// table. The flusher takes memtables in order, a transaction never spans
+// two, and it writes the table (msynced), records it in the MANIFEST
+// (fsynced) and only then takes the next one; so what is on disk after a
+// crash, of any kind, is the state after some applied entry A, a prefix
+// of the applied entries, and Raft replays the entries after A from its
+// log (the FSM skips those at or below the applied index). The barrier
+// makes A at least X: it syncs the value log (values above
+// ValueThreshold, which tables point into), then FlushMemTable hands the
+// active memtable over after every write committed so far and waits until
+// it and the ones before it are tables, then the directories are synced
+// (a table's name is not synced by the flusher). Raft compacts its log
+// only up to a snapshot that the barrier made durable, so every entry
+// after A is still in the log.
+//
+// With the write-ahead file (Badger's default; tests and tools that open
+// a database with other options), in Badger v4.9.6:
 //
 //   - a write goes to the active memtable's write-ahead file (NNNNN.mem,
 //     written through a shared mmap) and is synced only with SyncWrites
-//     (db.go, writeToLSM, l. 861) or by DB.Sync;
-//   - DB.Sync (db.go l. 708-746) msyncs the active memtable's file and the
+//     or by DB.Sync, which msyncs the active memtable's file and the
 //     value log's current file, not the immutable memtables waiting for
 //     their flush;
-//   - when the memtable is full, ensureRoomForWrite (db.go l. 1044-1090)
-//     hands it to the flusher and opens a new one without syncing the old
-//     one's file;
-//   - the flusher (handleMemTableFlush, db.go l. 1117) writes an L0 table
-//     (table.CreateTable msyncs it, table/table.go l. 258), records it in
-//     the MANIFEST (manifest.go addChanges, fsynced at l. 229) and only
-//     then deletes the memtable's file (memtable.go l. 124, OnClose);
-//     the new table's directory entry is not synced there (only
-//     compactions sync the directory, levels.go l. 998);
-//   - new memtable files are created by truncate+mmap without a
-//     directory sync (ristretto z.OpenMmapFileUsing syncs the directory
-//     only for empty files).
+//   - the flusher deletes a memtable's file once its table is recorded;
+//     new memtable files are created without a directory sync.
 //
-// So syncState calls DB.Sync, then fsyncs every memtable and value-log
-// file present (on Linux fsync writes back the pages dirtied through the
-// mmap too), then the directory. (It also fsyncs the files once before
-// DB.Sync, only so that DB.Sync, which holds Badger's write lock, finds
-// little left to write.) A memtable file that disappeared before
-// it was opened had been flushed: its table was msynced and recorded in
-// the synced MANIFEST, and the directory sync makes the table's name
-// durable. Every Badger write of an entry up to X was committed before
-// Snapshot returned (Raft calls it between Applies), so it is in one of
-// those files or tables. Between barriers, rotation_sync.go keeps the
-// state after a power loss a prefix of the applied entries.
+// So syncState then calls DB.Sync and fsyncs every memtable and
+// value-log file present (on Linux fsync writes back the pages dirtied
+// through the mmap too), then the directory. (It also fsyncs the files
+// once before, only so that DB.Sync, which holds Badger's write lock,
+// finds little left to write.) Every Badger write of an entry up to X
+// was committed before Snapshot returned (Raft calls it between
+// Applies), so it is in one of those files or tables.
 
 // Snapshot records the applied index; Persist makes the database durable
 // up to it and stores the reference. Raft calls Snapshot between Applies,
@@ -171,7 +175,21 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // syncState makes every write the database has accepted so far durable
 // (see the comment at the top of this file).
 func (f *FSM) syncState() error {
-	return syncDatabase(f.db.Opts(), f.db.Sync, syncDirFiles)
+	opts := f.db.Opts()
+	dbSync := f.db.Sync
+	if opts.NoMemTableWAL {
+		// The memtables have no file: a write is durable once its
+		// memtable is a level-0 table (msynced, in the fsynced MANIFEST).
+		// FlushMemTable hands over the active memtable after every write
+		// committed so far, X's included, and waits for the flushes.
+		dbSync = func() error {
+			if err := f.db.Sync(); err != nil { // the value log
+				return err
+			}
+			return f.db.FlushMemTable()
+		}
+	}
+	return syncDatabase(opts, dbSync, syncDirFiles)
 }
 
 // syncDatabase is syncState's sequence, with Badger's DB.Sync and the

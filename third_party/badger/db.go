@@ -15,6 +15,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -745,6 +746,39 @@ func (db *DB) Sync() error {
 	return y.CombineErrors(memtableSyncError, vLogSyncError)
 }
 
+// FlushMemTable writes the memtables out: it hands the active memtable to
+// the flusher, after every write sent to the database before the call, and
+// returns once it and every memtable before it are level-0 tables recorded
+// in the MANIFEST (both synced to disk). With NoMemTableWAL this is how an
+// application makes its writes durable. It returns ErrBlockedWrites while
+// writes are blocked (DropAll, DropPrefix) and does nothing in read-only mode.
+func (db *DB) FlushMemTable() error {
+	if db.opt.ReadOnly {
+		return nil
+	}
+	if db.blockWrites.Load() == 1 {
+		return ErrBlockedWrites
+	}
+	req := requestPool.Get().(*request)
+	req.reset()
+	req.flush = true
+	req.Wg.Add(1)
+	req.IncrRef()
+	db.writeCh <- req // Handled in doWrites.
+	req.Wg.Wait()
+	mt, err := req.flushed, req.Err
+	req.DecrRef()
+	if err != nil || mt == nil {
+		return err
+	}
+	db.lock.Lock()
+	defer db.lock.Unlock()
+	for slices.Contains(db.imm, mt) {
+		db.flushCond.Wait() // broadcast after each flush
+	}
+	return nil
+}
+
 // getMemtables returns the current memtables and get references.
 func (db *DB) getMemTables() ([]*memTable, func()) {
 	db.lock.RLock()
@@ -886,6 +920,14 @@ func (db *DB) writeRequests(reqs []*request) error {
 	db.opt.Debugf("Writing to memtable")
 	var count int
 	for _, b := range reqs {
+		if b.flush {
+			// FlushMemTable: every write before it is in the memtable.
+			if b.flushed, err = db.handOverMemTable(); err != nil {
+				done(err)
+				return y.Wrap(err, "writeRequests")
+			}
+			continue
+		}
 		if len(b.Entries) == 0 {
 			continue
 		}
@@ -1042,7 +1084,6 @@ var errNoRoom = errors.New("No room for write")
 // ensureRoomForWrite is always called serially. It blocks (without busy-polling)
 // until the current memtable can be flushed, i.e. until flushChan has room.
 func (db *DB) ensureRoomForWrite() error {
-	var err error
 	db.lock.Lock()
 	defer db.lock.Unlock()
 
@@ -1050,7 +1091,31 @@ func (db *DB) ensureRoomForWrite() error {
 	if !db.mt.isFull() {
 		return nil
 	}
+	return db.pushMemTableLocked()
+}
 
+// handOverMemTable hands the active memtable to the flusher when it holds
+// anything, and returns the newest memtable waiting for (or being given to)
+// the flusher: nil when there is none. Only the write goroutine calls it.
+func (db *DB) handOverMemTable() (*memTable, error) {
+	db.lock.Lock()
+	defer db.lock.Unlock()
+	y.AssertTrue(db.mt != nil)
+	if !db.mt.sl.Empty() {
+		if err := db.pushMemTableLocked(); err != nil {
+			return nil, err
+		}
+	}
+	if len(db.imm) == 0 {
+		return nil, nil
+	}
+	return db.imm[len(db.imm)-1], nil
+}
+
+// pushMemTableLocked hands the active memtable to the flusher and opens a new
+// one, waiting for room in flushChan. db.lock must be held.
+func (db *DB) pushMemTableLocked() error {
+	var err error
 	for {
 		select {
 		case db.flushChan <- db.mt:
@@ -1807,6 +1872,7 @@ func (db *DB) dropAll() (func(), error) {
 		mt.DecrRef()
 	}
 	db.imm = db.imm[:0]
+	db.flushCond.Broadcast()      // FlushMemTable waits for memtables to leave imm
 	db.mt, err = db.newMemTable() // Set it up for future writes.
 	if err != nil {
 		return resume, y.Wrapf(err, "cannot open new memtable")
@@ -1881,6 +1947,7 @@ func (db *DB) DropPrefix(prefixes ...[]byte) error {
 	db.stopCompactions()
 	defer db.startCompactions()
 	db.imm = db.imm[:0]
+	db.flushCond.Broadcast() // FlushMemTable waits for memtables to leave imm
 	db.mt, err = db.newMemTable()
 	if err != nil {
 		return y.Wrapf(err, "cannot create new mem table")

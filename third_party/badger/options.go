@@ -38,7 +38,9 @@ type Options struct {
 
 	// Usually modified options.
 
-	SyncWrites        bool
+	SyncWrites bool
+	// NoMemTableWAL: see WithNoMemTableWAL.
+	NoMemTableWAL     bool
 	NumVersionsToKeep int
 	ReadOnly          bool
 	Logger            Logger
@@ -378,6 +380,23 @@ func (opt Options) WithValueDir(val string) Options {
 // The default value of SyncWrites is false.
 func (opt Options) WithSyncWrites(val bool) Options {
 	opt.SyncWrites = val
+	return opt
+}
+
+// WithNoMemTableWAL returns a new Options value with NoMemTableWAL set to the given value.
+//
+// When set to true, new memtables have no write-ahead file: a write is kept only in memory until
+// its memtable is flushed to a level-0 table, so a process crash loses every write not yet
+// flushed (whole transactions, newest first: memtables are flushed in order, and a transaction
+// never spans two). It is for applications that keep their own log of the writes and replay it
+// after a crash, such as the state machine of a replicated log; they make writes durable with
+// FlushMemTable. The write-ahead file costs each entry an encoding, a checksum and a copy into a
+// mapped file. SyncWrites has no effect on memtables without one. Memtable files left by a run with
+// the write-ahead file are still replayed when the database is opened.
+//
+// The default value of NoMemTableWAL is false.
+func (opt Options) WithNoMemTableWAL(val bool) Options {
+	opt.NoMemTableWAL = val
 	return opt
 }
 

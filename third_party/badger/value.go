@@ -702,6 +702,11 @@ type request struct {
 	Wg   sync.WaitGroup
 	Err  error
 	ref  atomic.Int32
+
+	// flush: a FlushMemTable request (no entries); flushed is the memtable the
+	// write goroutine handed to the flusher for it.
+	flush   bool
+	flushed *memTable
 }
 
 func (req *request) reset() {
@@ -710,6 +715,8 @@ func (req *request) reset() {
 	req.Wg = sync.WaitGroup{}
 	req.Err = nil
 	req.ref.Store(0)
+	req.flush = false
+	req.flushed = nil
 }
 
 func (req *request) IncrRef() {
