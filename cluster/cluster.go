@@ -44,14 +44,18 @@ const (
 	DefaultLeaderLeaseTimeout = 250 * time.Millisecond
 	DefaultCommitTimeout      = time.Second
 	// A snapshot only refers to the FSM's Badger (cluster/fsm
-	// snapshot_ref.go): it costs a sync of Badger's unflushed memtable
-	// files and a 16-byte file, not a copy of the state, so they can be
-	// frequent, and the log between them stays short: Raft checks every
-	// 5-10 s and snapshots once 1024 entries were applied since the last
-	// one (docs/perf/disk.md).
-	DefaultSnapshotThreshold = 1024
+	// snapshot_ref.go): a 16-byte file, not a copy of the state, after
+	// its barrier wrote Badger's memtables out as level-0 tables. Raft
+	// checks every 5-10 s and snapshots once this many entries were
+	// applied since the last one; boundLog lowers the count so that the
+	// log between snapshots is about Config.LogBytes (8 MB). The count is
+	// high so that the bytes decide: at 1024 entries (before memtables
+	// lost their files) a node at 1,000 msg/s snapshotted every 5 s, and
+	// each barrier's flush of a few MB of memtable put three nodes on one
+	// core at 15–27 ms of PUBACK p99 instead of 7–10 (docs/perf/compaction.md).
+	DefaultSnapshotThreshold = 16384
 	DefaultSnapshotInterval  = 5 * time.Second
-	DefaultTrailingLogs      = 1024 // not below DefaultSnapshotThreshold: see snapshotsRetained
+	DefaultTrailingLogs      = 16384 // not below DefaultSnapshotThreshold: see snapshotsRetained
 	DefaultMaxBatch          = 256
 	// DefaultMaxEntriesInFlight: one entry at a time, the next one
 	// gathering every proposal that arrives while it commits. With

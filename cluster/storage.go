@@ -28,8 +28,8 @@ const (
 	// snapshot, so this is both the smallest Raft log on disk and the
 	// granularity of its compaction; raft-wal's own default (64 MB) alone
 	// was 335 bytes per message on a node storing 200k messages, 8 MB
-	// was 42. 4 MB: the log a node keeps (1024 entries behind the last
-	// snapshot, ~2 MB at moderate batching) fits in one segment, and a
+	// was 42. 4 MB: the log a node keeps (about LogBytes, 8 MB, behind
+	// the last snapshot) is two segments, and a
 	// rotation (a bolt metadata commit and a preallocated file) comes
 	// every ~4 MB of log: every ~10 s at 1,000 msg/s, ~2.5 per second at
 	// saturation. It is a soft limit: an entry larger than it (up to
@@ -283,8 +283,8 @@ func (n *Raft) Snapshot(ctx context.Context) error {
 //
 // TrailingLogs and SnapshotThreshold count entries, and an entry carries
 // from one command (light load) to a few hundred (saturation: ~100
-// commands, ~35 KB): 1024 entries are 1024 messages at light load and
-// ~35 MB at saturation. boundLog keeps both near Config.LogBytes by
+// commands, ~35 KB): 16384 entries are 16384 messages at light load and
+// ~570 MB at saturation. boundLog keeps both near Config.LogBytes by
 // sampling the size of recent entries every SnapshotInterval and
 // lowering the counts (never above the configured ones, never below
 // minTrailingLogs) through raft.ReloadConfig. A follower further behind

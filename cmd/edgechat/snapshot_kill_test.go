@@ -74,8 +74,8 @@ func TestSIGKILLRightAfterAReferenceSnapshot(t *testing.T) {
 		}
 	}
 
-	// The first snapshot: Raft takes one every 5-10 s once 1024 entries
-	// were applied since the last.
+	// The first snapshot: Raft takes one every 5-10 s once about 8 MB of
+	// log (or 16384 entries) were applied since the last.
 	snapDir := filepath.Join(data, "raft", "snapshots")
 	var snapFile string
 	checkFor(t, 90*time.Second, 2*time.Millisecond, func() error {
