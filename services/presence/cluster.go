@@ -188,6 +188,10 @@ func newClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerque
 		Metrics:    m,
 		Logger:     s.log,
 	})
+	// The service must reach this state before a peer can call in: an
+	// Events call served the moment the methods are registered (a peer
+	// forwarding while this node starts) found s.cl still nil.
+	s.cl = cs
 	if err := c.RegisterRPC(RPCService, (&presenceRPC{s: s}).methods()); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
 	}
