@@ -174,7 +174,9 @@ type clusterState struct {
 	local   map[string]map[string]struct{} // uid → live connection IDs on this node
 }
 
-func newClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerqueue.Metrics) (*clusterState, error) {
+// attachClusterState gives s its cluster state (s.cl) and registers the
+// presence RPCs, in that order.
+func attachClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerqueue.Metrics) error {
 	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(),
 		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}}
 	cs.view.Store(&[]cluster.Member{})
@@ -193,10 +195,10 @@ func newClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerque
 	// forwarding while this node starts) found s.cl still nil.
 	s.cl = cs
 	if err := c.RegisterRPC(RPCService, (&presenceRPC{s: s}).methods()); err != nil {
-		return nil, fmt.Errorf("presence: %w", err)
+		return fmt.Errorf("presence: %w", err)
 	}
 	cs.refreshMembers()
-	return cs, nil
+	return nil
 }
 
 // home is the rendezvous hash winner for uid among members (self when

@@ -221,11 +221,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("presence: %w", err)
 		}
-		cl, err := newClusterState(s, deps.Cluster, retainedPresence(deps.Retained), cfg.ForwardQueue, m)
-		if err != nil {
+		if err := attachClusterState(s, deps.Cluster, retainedPresence(deps.Retained), cfg.ForwardQueue, m); err != nil {
 			return nil, err
 		}
-		s.cl = cl
 	}
 	return s, nil
 }
