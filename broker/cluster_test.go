@@ -10,10 +10,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/cluster/fsm"
@@ -144,6 +146,8 @@ type clusterEnv struct {
 	log   *fsmtest.Harness
 	nodes map[string]*testEnv
 	tabs  map[string]*routes.Table
+	// proposers, set by pre, replace the shared log as a node's Proposer.
+	proposers map[string]Proposer
 }
 
 // startClusterOf starts brokers n1..nN, each with its own FSM fed by one
@@ -178,6 +182,9 @@ func startClusterOf(t *testing.T, n int, pre func(c *clusterEnv)) *clusterEnv {
 		}, func(d *Deps) {
 			d.Cluster = &fabricNode{f: c.fab, name: name}
 			d.Proposer = c.log
+			if p := c.proposers[name]; p != nil {
+				d.Proposer = p
+			}
 			d.Routes = c.tabs[name]
 		})
 	}
@@ -394,6 +401,95 @@ func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
 	if got := metric(t, b, "edgechat_route_proposals_total", map[string]string{"op": "del", "result": "ok"}); got != 2 {
 		t.Errorf("n2 proposed %v withdrawals, want 2", got)
 	}
+}
+
+// routeRefuser fails route additions (as a node that cannot reach a
+// leader does) while refuse is negative, or the next refuse of them, and
+// proposes everything else.
+type routeRefuser struct {
+	Proposer
+	refuse *atomic.Int64
+}
+
+func (r routeRefuser) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	if t == wire.CmdRouteAdd && (r.refuse.Load() < 0 || r.refuse.Add(-1) >= 0) {
+		return nil, fmt.Errorf("%w: no leader", wire.ErrUnavailable)
+	}
+	return r.Proposer.Propose(ctx, t, payload)
+}
+
+// A route that fails to commit a few times, as during an election, is
+// tried again within the budget: the client is subscribed, not turned
+// away.
+func TestClusterRouteRetriedDuringAnElection(t *testing.T) {
+	var refuse atomic.Int64
+	refuse.Store(3)
+	c := startClusterOf(t, 2, func(c *clusterEnv) {
+		c.proposers = map[string]Proposer{"n2": routeRefuser{Proposer: c.log, refuse: &refuse}}
+	})
+	b := c.nodes["n2"]
+	bob := mustV5(t, b.addr, "bob", "phone")
+	bob.MustSub(t, "user/bob/#")
+	if !c.tabs["n1"].Has("n2", "user/bob/#") {
+		t.Fatal("SUBACK before the route reached the other node's table")
+	}
+	// (The keeper's own reconcile may have taken one of the refusals.)
+	if got := metric(t, b, "edgechat_route_proposals_total", map[string]string{"op": "add", "result": "error"}); got < 3 {
+		t.Errorf("failed route proposals = %v, want at least 3", got)
+	}
+	if _, ok := bob.ServerDisconnect(); ok {
+		t.Fatal("subscriber disconnected although the route committed")
+	}
+}
+
+// A subscriber to its chat topics is told nothing is wrong only once its
+// node's route is committed: without the route, the messages committed
+// elsewhere after the client's catch-up sync would reach no one. A node
+// that cannot commit it disconnects the client (0x89) instead of
+// answering the SUBACK; once it can, the client's next try is subscribed
+// and reached from the other node.
+func TestClusterSubscriberDisconnectedWhenItsRouteCannotCommit(t *testing.T) {
+	var refuse atomic.Int64
+	refuse.Store(-1)
+	c := startClusterOf(t, 2, func(c *clusterEnv) {
+		c.proposers = map[string]Proposer{"n2": routeRefuser{Proposer: c.log, refuse: &refuse}}
+	})
+	b := c.nodes["n2"]
+	bob := mustV5(t, b.addr, "bob", "phone")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	subacked := make(chan []byte, 1)
+	go func() {
+		if sa, err := bob.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "user/bob/#", QoS: 1}}}); err == nil {
+			subacked <- sa.Reasons
+		}
+	}()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		if code, ok := bob.ServerDisconnect(); !ok || code != packets.ErrServerBusy.Code {
+			return fmt.Errorf("server DISCONNECT %#x sent=%v, want 0x89", code, ok)
+		}
+		return nil
+	})
+	if got := metric(t, b, "edgechat_mqtt_refused_total", map[string]string{"reason": "route"}); got != 1 {
+		t.Errorf("refused{route} = %v, want 1", got)
+	}
+	select {
+	case r := <-subacked:
+		t.Fatalf("SUBACK %v without a route", r)
+	default:
+	}
+
+	refuse.Store(0)
+	bob = mustV5(t, b.addr, "bob", "phone")
+	bob.MustSub(t, "user/bob/#")
+	if !c.tabs["n1"].Has("n2", "user/bob/#") {
+		t.Fatal("SUBACK before the route reached the other node's table")
+	}
+	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope("r1", "routed")); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	mustBody(t, bob.Next(t), "user/bob/newMessage", "routed")
 }
 
 func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {

@@ -277,14 +277,28 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 		ci.subscribing.Add(-1)
 	}
 	if k := h.b.rk; k != nil && !cl.Net.Inline {
+		unrouted := ""
 		for i, sub := range pk.Filters {
 			if i < len(reasonCodes) && reasonCodes[i] < packets.ErrUnspecifiedError.Code {
 				k.subscribed(cl.ID, sub.Filter)
 				// mochi writes the SUBACK after this hook: commit a new
 				// route first, so that a client that subscribes and then
 				// syncs misses no chat message published on another node.
-				k.ensure(h.b.baseCtx, sub.Filter)
+				if !k.ensure(h.b.baseCtx, sub.Filter) && underChat(sub.Filter) && unrouted == "" {
+					unrouted = sub.Filter
+				}
 			}
+		}
+		if unrouted != "" {
+			// A SUBACK now would promise what the node cannot keep: the
+			// chat messages committed on other nodes until the keeper's
+			// retry lands the route would reach no one, after the
+			// client's catch-up sync. Refuse the connection instead (v5
+			// 0x89 Server busy); the client reconnects, subscribes again
+			// and syncs from where it was.
+			h.b.m.refused.WithLabelValues("route").Inc()
+			h.b.log.Warn("route not committed; disconnecting the subscriber", "client", cl.ID, "filter", unrouted)
+			_ = h.b.srv.DisconnectClient(cl, packets.ErrServerBusy)
 		}
 	}
 }

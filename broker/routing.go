@@ -2,13 +2,15 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"github.com/edgechat/edgechat/cluster"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/cluster"
+	"github.com/edgechat/edgechat/internal/backoff"
 	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -40,8 +42,8 @@ type Proposer interface {
 // its local subscriptions. Hooks record subscriptions in a local set
 // keyed by filter; a single worker compares "has a local subscriber" with
 // "has a route" for every filter marked dirty and proposes the
-// difference. It never blocks a client on Raft: a route lands a moment
-// after the SUBACK (docs/architecture.md, "Routes").
+// difference. Only a node's first subscriber of a filter waits for Raft,
+// in ensure, before its SUBACK.
 type routeKeeper struct {
 	b     *Broker
 	self  string
@@ -195,31 +197,46 @@ func (k *routeKeeper) markAll() {
 // the SUBACK goes out (blocking only this client, and only for the first
 // subscriber of a filter on this node). Durable messages are applied in
 // log order, so a message committed after the route reaches this node
-// wherever it was published. On failure the keeper retries in the
-// background, as before.
-func (k *routeKeeper) ensure(ctx context.Context, sub string) {
+// wherever it was published. It reports whether the route is in place
+// (or none is needed); on failure the keeper retries in the background,
+// and the caller refuses a chat subscriber (hook.OnSubscribed).
+func (k *routeKeeper) ensure(ctx context.Context, sub string) bool {
 	rf := routeFilter(sub)
 	if rf == "" || k.table.Has(k.self, rf) {
-		return
+		return true
 	}
 	k.mu.Lock()
 	leaving := k.leaving
 	k.mu.Unlock()
 	if leaving {
-		return
+		return true // a leaving node adds no routes; its clients move on
 	}
 	payload, err := routes.EncodeRoute(k.self, rf)
 	if err != nil {
-		return
+		return true // cannot happen: routeFilter validated it
 	}
 	pctx, cancel := context.WithTimeout(ctx, min(k.b.cfg.CommitTimeout, 5*time.Second))
 	defer cancel()
-	if _, err := k.prop.Propose(pctx, wire.CmdRouteAdd, payload); err != nil {
+	// A proposal fails fast while a leader is being elected (the old one
+	// refuses or is gone, the new one is not known yet): try again within
+	// the budget rather than turn the client away. Adding a route twice
+	// is harmless, so a try whose fate was unknown is simply repeated.
+	retry := backoff.New(20*time.Millisecond, 500*time.Millisecond)
+	for {
+		_, err := k.prop.Propose(pctx, wire.CmdRouteAdd, payload)
+		if err == nil {
+			k.b.m.routeProposals.WithLabelValues("add", "ok").Inc()
+			return true
+		}
 		k.b.m.routeProposals.WithLabelValues("add", "error").Inc()
-		k.markDirty(rf)
-		return
+		if k.table.Has(k.self, rf) {
+			return true // an earlier try committed after all
+		}
+		if errors.Is(err, wire.ErrInvalid) || retry.Sleep(pctx) != nil {
+			k.markDirty(rf)
+			return false
+		}
 	}
-	k.b.m.routeProposals.WithLabelValues("add", "ok").Inc()
 }
 
 func (k *routeKeeper) run(ctx context.Context, resync time.Duration) {
