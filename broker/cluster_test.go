@@ -492,6 +492,72 @@ func TestClusterSubscriberDisconnectedWhenItsRouteCannotCommit(t *testing.T) {
 	mustBody(t, bob.Next(t), "user/bob/newMessage", "routed")
 }
 
+// withdrawalGate holds route withdrawals until released and reports when
+// each has entered and returned.
+type withdrawalGate struct {
+	Proposer
+	entered, release, returned chan struct{}
+}
+
+func (g withdrawalGate) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	if t != wire.CmdRouteDel {
+		return g.Proposer.Propose(ctx, t, payload)
+	}
+	g.entered <- struct{}{}
+	<-g.release
+	v, err := g.Proposer.Propose(ctx, t, payload)
+	g.returned <- struct{}{}
+	return v, err
+}
+
+// A device that subscribes while its node is withdrawing the route the
+// previous subscriber left (a phone reconnecting to the same node) gets
+// its SUBACK only after that withdrawal and a new route: answering at
+// once, on the strength of a route about to go, left the device
+// unreachable from other nodes until the keeper's next round.
+func TestClusterSubscriberWaitsOutAWithdrawal(t *testing.T) {
+	g := withdrawalGate{entered: make(chan struct{}, 1), release: make(chan struct{}), returned: make(chan struct{}, 1)}
+	c := startClusterOf(t, 2, func(c *clusterEnv) {
+		g.Proposer = c.log
+		c.proposers = map[string]Proposer{"n2": g}
+	})
+	b := c.nodes["n2"]
+	old := mustV5(t, b.addr, "bob", "old")
+	old.MustSub(t, "user/bob/#")
+	_ = old.Disconnect(&paho.Disconnect{})
+	select {
+	case <-g.entered:
+	case <-time.After(waitFor):
+		t.Fatal("no withdrawal after the last subscriber left")
+	}
+	subacked := make(chan struct{})
+	laptop := mustV5(t, b.addr, "bob", "laptop")
+	go func() {
+		defer close(subacked)
+		laptop.MustSub(t, "user/bob/#")
+	}()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		b.b.rk.mu.Lock()
+		n := len(b.b.rk.subs["user/bob/#"])
+		b.b.rk.mu.Unlock()
+		if n != 1 {
+			return fmt.Errorf("%d local subscribers", n)
+		}
+		return nil
+	})
+	close(g.release)
+	<-g.returned
+	<-subacked
+	if !c.tabs["n1"].Has("n2", "user/bob/#") {
+		t.Fatal("SUBACK while the route was withdrawn")
+	}
+	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope("w1", "after the withdrawal")); code != 0 {
+		t.Fatalf("publish: 0x%02x", code)
+	}
+	mustBody(t, laptop.Next(t), "user/bob/newMessage", "after the withdrawal")
+}
+
 func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")

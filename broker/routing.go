@@ -55,13 +55,16 @@ type routeKeeper struct {
 	byClient map[string]map[string]struct{} // client ID → subscription filters
 	dirty    map[string]struct{}
 	leaving  bool // this node's routes were dropped on purpose: add none
-	wake     chan struct{}
+	// withdrawing holds the filters whose withdrawal reconcile is
+	// proposing; the channel closes when the proposal returns.
+	withdrawing map[string]chan struct{}
+	wake        chan struct{}
 }
 
 func newRouteKeeper(b *Broker, self string, prop Proposer, table *routes.Table) *routeKeeper {
 	k := &routeKeeper{b: b, self: self, prop: prop, table: table,
 		subs: map[string]map[string]struct{}{}, byClient: map[string]map[string]struct{}{},
-		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1), withdrawing: map[string]chan struct{}{}}
 	table.OnChange(func(node, filter string) {
 		switch {
 		case node == self && filter != "":
@@ -202,12 +205,25 @@ func (k *routeKeeper) markAll() {
 // and the caller refuses a chat subscriber (hook.OnSubscribed).
 func (k *routeKeeper) ensure(ctx context.Context, sub string) bool {
 	rf := routeFilter(sub)
-	if rf == "" || k.table.Has(k.self, rf) {
+	if rf == "" {
 		return true
 	}
 	k.mu.Lock()
-	leaving := k.leaving
+	leaving, withdrawal := k.leaving, k.withdrawing[rf]
 	k.mu.Unlock()
+	if withdrawal != nil {
+		// The last subscriber of rf left a moment ago and its route is
+		// being withdrawn: the route seen now is about to go. Wait for
+		// the withdrawal, then add the route again below.
+		select {
+		case <-withdrawal:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if k.table.Has(k.self, rf) {
+		return true
+	}
 	if leaving {
 		return true // a leaving node adds no routes; its clients move on
 	}
@@ -256,27 +272,38 @@ func (k *routeKeeper) reconcile(ctx context.Context) error {
 			k.markDirty(f)
 			continue
 		}
-		want := k.local(f)
-		k.mu.Lock()
-		leaving := k.leaving
-		k.mu.Unlock()
-		if leaving {
-			want = false
+		payload, err := routes.EncodeRoute(k.self, f)
+		if err != nil {
+			continue // cannot happen: routeFilter validated it
 		}
-		if want == k.table.Has(k.self, f) {
+		// Deciding to withdraw and marking the withdrawal happen under
+		// the lock that subscribed takes: a subscriber that arrives after
+		// the decision finds the mark in ensure and waits it out.
+		var withdrawn chan struct{}
+		k.mu.Lock()
+		want := len(k.subs[f]) > 0 && !k.leaving
+		has := k.table.Has(k.self, f)
+		if !want && has {
+			withdrawn = make(chan struct{})
+			k.withdrawing[f] = withdrawn
+		}
+		k.mu.Unlock()
+		if want == has {
 			continue
 		}
 		t, op := wire.CmdRouteDel, "del"
 		if want {
 			t, op = wire.CmdRouteAdd, "add"
 		}
-		payload, err := routes.EncodeRoute(k.self, f)
-		if err != nil {
-			continue // cannot happen: routeFilter validated it
-		}
 		pctx, cancel := context.WithTimeout(ctx, k.b.cfg.CommitTimeout)
 		_, err = k.prop.Propose(pctx, t, payload)
 		cancel()
+		if withdrawn != nil {
+			k.mu.Lock()
+			delete(k.withdrawing, f)
+			k.mu.Unlock()
+			close(withdrawn)
+		}
 		if err != nil {
 			k.b.m.routeProposals.WithLabelValues(op, "error").Inc()
 			k.markDirty(f)
