@@ -267,6 +267,7 @@ type Raft struct {
 
 	memberWatch memberWatch     // announces member list changes (MembersChanged)
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
+	reads       readRounds      // the leader's shared read barriers (readbarrier.go)
 	notices     commitNotices   // ... without a log entry (notice.go)
 	catchUp     catchUp         // feeds followers that are behind while idle (catchup.go)
 	helpers     helpers         // the announcer's and catch-up's goroutines

@@ -106,6 +106,12 @@ func (s *clusterRPC) methods() peerrpc.Methods {
 		"Info":   peerrpc.Method(s.Info),
 		"Join":   peerrpc.Method(s.Join),
 		"Remove": peerrpc.Method(s.Remove),
+		readIndexMethod: peerrpc.Method(func(a *ReadIndexArgs, r *ReadIndexReply) error {
+			ctx, cancel := context.WithTimeout(s.n.stopCtx, applyTimeout)
+			defer cancel()
+			s.n.leaderReadIndex(ctx, r)
+			return nil
+		}),
 	}
 }
 

@@ -358,6 +358,9 @@ type metrics struct {
 	// catchUps counts the barriers appended to feed a follower that was
 	// behind while the leader was idle (catchup.go).
 	catchUps prometheus.Counter
+	// readBarriers counts the barriers the leader appended for read
+	// barriers (readbarrier.go), shared by the reads that waited on each.
+	readBarriers prometheus.Counter
 	// compactionsSkipped counts log compactions not passed to raft-wal
 	// because they would free no segment (logstore.go).
 	compactionsSkipped prometheus.Counter
@@ -394,8 +397,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_catchup_barriers_total",
 		Help: "Barriers the leader appended to feed a follower whose log was behind while nothing else was appended.",
 	})
+	readBarriers := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_read_barriers_total",
+		Help: "Barriers the leader appended so that reads on any node (/chat/sync) see every earlier commit; concurrent reads share one.",
+	})
 	if reg != nil {
 		var err error
+		if readBarriers, err = register(reg, readBarriers); err != nil {
+			return nil, err
+		}
 		if announcements, err = register(reg, announcements); err != nil {
 			return nil, err
 		}
@@ -427,6 +437,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		noticeFallbacks:    notices.WithLabelValues("refused"),
 		noticeFailures:     notices.WithLabelValues("failed"),
 		catchUps:           catchUps,
+		readBarriers:       readBarriers,
 		ok:                 total.WithLabelValues("ok"),
 		rejected:           total.WithLabelValues("rejected"),
 		unavailable:        total.WithLabelValues("unavailable"),

@@ -3,8 +3,11 @@ package node_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -187,4 +190,46 @@ func TestCrossNodeDelivery(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The catch-up reads (sync, conversations, a conversation's newest page)
+// come after a read barrier: on a follower they hold what the cluster
+// committed, and a node cut off from its leader answers 503 rather than
+// a page that may lack messages acknowledged elsewhere (a client retries;
+// their live deliveries may have gone out before it subscribed).
+func TestCatchUpReadsWaitForTheCluster(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+	alice := mustConnectV5(t, n1.MQTTURL, "alice", "laptop", aliceTok)
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg("s1", "synced")); code != 0 {
+		t.Fatalf("publish: %#x", code)
+	}
+	var page struct{ Messages []envelope }
+	for _, n := range nodes {
+		if st := api(t, n, bobTok, "GET", "/chat/sync", nil, &page); st != 200 || len(page.Messages) != 1 || page.Messages[0].Body != "synced" {
+			t.Fatalf("sync on %s: %d %+v", n.Config.NodeID, st, page.Messages)
+		}
+	}
+	var convs struct {
+		Conversations []struct{ Peer string }
+	}
+	if st := api(t, n2, bobTok, "GET", "/chat/conversations", nil, &convs); st != 200 || len(convs.Conversations) != 1 || convs.Conversations[0].Peer != "alice" {
+		t.Fatalf("conversations on n2: %d %+v", st, convs)
+	}
+	_ = alice.Disconnect(&paho.Disconnect{})
+	for _, n := range []*nodetest.Node{n1, n2} {
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, path := range []string{"/chat/sync", "/chat/conversations", "/chat/history?with=alice"} {
+		if st := api(t, n3, bobTok, "GET", path, nil, nil); st != http.StatusServiceUnavailable {
+			t.Fatalf("%s on a node without a quorum: %d, want 503", path, st)
+		}
+	}
+	// An older page holds nothing new: it is served.
+	if st := api(t, n3, bobTok, "GET", "/chat/history?with=alice&before="+page.Messages[0].ID, nil, nil); st != 200 {
+		t.Fatalf("an older history page on a node without a quorum: %d", st)
+	}
 }

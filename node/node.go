@@ -287,7 +287,7 @@ func (n *Node) buildServices() (err error) {
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: outboxes{pushStaging{n.Push}, n.Region}, Regions: n.Region,
 		Media: n.Media, Logger: log,
-		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Backups: n.backupStatus, Registerer: reg})
+		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Backups: n.backupStatus, ReadBarrier: n.raft.ReadBarrier, Registerer: reg})
 	if err != nil {
 		return err
 	}

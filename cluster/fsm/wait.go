@@ -106,6 +106,16 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) ([]Result, error) {
 	}
 }
 
+// LastApplied is the index of the last command entry this FSM applied
+// (or a snapshot restore reached) since the process started. Raft's own
+// AppliedIndex counts entries handed to the FSM, which may still be
+// waiting in its queue.
+func (f *FSM) LastApplied() uint64 {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	return f.w.last
+}
+
 // applied records the results of the entry at index and wakes its waiters.
 func (f *FSM) applied(index uint64, results []Result) {
 	f.wmu.Lock()

@@ -187,9 +187,15 @@ type Deps struct {
 	FetchSegment func(ctx context.Context, key string) (io.ReadCloser, error)
 	// Backups describes the scheduled backups for GET /admin/archive (a
 	// JSON value; nil: none are configured).
-	Backups    func() any
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Backups func() any
+	// ReadBarrier waits until this node has applied every write committed
+	// before the call (cluster.Raft.ReadBarrier); the catch-up reads
+	// (/chat/sync, /chat/conversations, a conversation's newest history
+	// page) run it first, so that a client that subscribed and then reads
+	// on a follower misses nothing committed before. nil: no wait.
+	ReadBarrier func(ctx context.Context) error
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 }
 
 // ErrMissingDep is returned by New when a required dependency is nil.
@@ -202,12 +208,13 @@ type Service struct {
 	pub     Publisher
 	ids     IDSource
 	users   Directory
-	groups  Groups      // nil: no groups
-	blocks  Blocks      // nil: no blocks
-	media   Media       // nil: media messages are stored as sent
-	regions Regions     // nil: no links
-	tier    *tierReader // nil: no segment store
-	backups func() any  // nil: none
+	groups  Groups                          // nil: no groups
+	blocks  Blocks                          // nil: no blocks
+	media   Media                           // nil: media messages are stored as sent
+	regions Regions                         // nil: no links
+	tier    *tierReader                     // nil: no segment store
+	backups func() any                      // nil: none
+	barrier func(ctx context.Context) error // nil: reads need no barrier
 	log     *slog.Logger
 
 	st *fsmState // what the FSM handlers keep in memory
@@ -251,7 +258,7 @@ func New(deps Deps) (*Service, error) {
 	s := &Service{
 		db: deps.DB, prop: deps.Proposer, pub: deps.Publisher, ids: deps.IDs, users: deps.Users,
 		groups: deps.Groups, blocks: deps.Blocks, media: deps.Media, regions: deps.Regions,
-		log: log.With("component", "archive"), backups: deps.Backups,
+		log: log.With("component", "archive"), backups: deps.Backups, barrier: deps.ReadBarrier,
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_archive_messages_total",
 			Help: "Messages offered to the archive, by result (stored, duplicate, refused).",

@@ -157,6 +157,28 @@ func writeMessages(w http.ResponseWriter, msgs [][]byte, extra func(*bytes.Buffe
 	_, _ = w.Write(b.Bytes())
 }
 
+// readBarrier waits until this node has applied everything the cluster
+// committed before the request, for the reads a client catches up with
+// (a sync page, the conversation list, a conversation's newest page):
+// a message whose live delivery went out before the client subscribed
+// must be in them. It writes a 503 and returns false when the node
+// cannot reach its leader.
+func (s *Service) readBarrier(w http.ResponseWriter, r *http.Request, what, me string) bool {
+	if s.barrier == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readBarrierTimeout)
+	err := s.barrier(ctx)
+	cancel()
+	if err != nil {
+		s.log.Warn(what+": read barrier", "user", me, "err", err)
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "cannot read now: this node cannot reach its cluster's leader; retry", RetryAfter: time.Second})
+		return false
+	}
+	return true
+}
+
 func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	me, err := principal(r)
 	if err != nil {
@@ -212,6 +234,10 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		// user can only ever read conversations they take part in.
 		conv = directConv(me, with)
 	}
+	// Only the newest page can hold what was just committed.
+	if before == nil && !s.readBarrier(w, r, "history", me) {
+		return
+	}
 	msgs, hasMore, err := s.historyPage(r.Context(), conv, before, limit)
 	if err != nil {
 		s.log.Error("history", "user", me, "err", err)
@@ -253,6 +279,9 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !s.readBarrier(w, r, "sync", me) {
+		return
+	}
 	msgs, next, hasMore, err := s.syncPage(r.Context(), me, since, limit)
 	if err != nil {
 		s.log.Error("sync", "user", me, "err", err)
@@ -286,6 +315,9 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 	limit, err := limitParam(q, conversationsDefault, conversationsMax)
 	if err != nil {
 		httpapi.WriteError(w, err)
+		return
+	}
+	if !s.readBarrier(w, r, "conversations", me) {
 		return
 	}
 	convs, hasMore, err := s.conversations(r.Context(), me, limit)

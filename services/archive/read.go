@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -24,6 +25,9 @@ const (
 	// "1000 or more"), so listing conversations stays cheap for a user
 	// who never reads.
 	unreadCap = 1000
+	// readBarrierTimeout bounds a catch-up read's wait for this node to
+	// apply what the cluster committed (503 unavailable after it).
+	readBarrierTimeout = 5 * time.Second
 )
 
 // loadMessage reads a message by its ID alone: one of the older layout,

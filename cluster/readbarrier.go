@@ -1,0 +1,217 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/internal/peerrpc"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// A read barrier makes a read on any node see every write acknowledged
+// anywhere before the read began. A follower applies what the leader
+// committed a moment after the leader (and after the node that proposed
+// it, which acknowledged it already), so without one a client that
+// subscribed and then synced on a follower could miss a message whose
+// live delivery went out just before its subscription (docs/protocol.md,
+// "subscribe first, then sync").
+//
+// The leader appends a Raft barrier (it commits only after every entry
+// before it, the previous leader's included, which a commit index read
+// right after an election may not cover) and answers the index of the
+// last command its FSM applied; the node waits until its FSM has applied
+// that far. Requests share barriers (readRounds): one that arrives while
+// a barrier is out waits for the next, which starts when that one ends,
+// so a reconnection storm costs the log a barrier per round trip, not one
+// per client.
+
+// readIndexMethod is the leader's side, "Cluster.ReadIndex".
+const readIndexMethod = "ReadIndex"
+
+type (
+	ReadIndexArgs  struct{}
+	ReadIndexReply struct {
+		Index         uint64
+		Code, Message string
+	}
+)
+
+// ReadBarrier returns once this node has applied every entry committed
+// before the call. It fails (wire.ErrUnavailable) when no leader answers
+// before ctx ends or within the leader wait.
+func (n *Raft) ReadBarrier(ctx context.Context) error {
+	if n.soleServer() {
+		// What a single node acknowledged it had applied first, and what
+		// it has not applied yet it delivers live once it has.
+		return nil
+	}
+	idx, err := n.readIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return n.waitAppliedIndex(ctx, idx)
+}
+
+// readIndex is the leader's commit index after a fresh barrier: local on
+// the leader, asked for over RPC on a follower.
+func (n *Raft) readIndex(ctx context.Context) (uint64, error) {
+	if n.raft.State() == raft.Leader {
+		var r ReadIndexReply
+		n.leaderReadIndex(ctx, &r)
+		if r.Code == "" {
+			return r.Index, nil
+		}
+		if r.Code != codeNotLeader {
+			return 0, fmt.Errorf("%w: read barrier: %s", wire.ErrUnavailable, r.Message)
+		}
+	}
+	var tried string
+	for attempt := 0; ; attempt++ {
+		addr, err := n.waitLeader(ctx, tried)
+		if err != nil {
+			return 0, fmt.Errorf("%w: read barrier: %w", wire.ErrUnavailable, err)
+		}
+		if addr == n.Addr() {
+			// Elected meanwhile: our own barrier.
+			var r ReadIndexReply
+			n.leaderReadIndex(ctx, &r)
+			if r.Code == "" {
+				return r.Index, nil
+			}
+			if attempt == 0 {
+				tried = addr
+				continue
+			}
+			return 0, fmt.Errorf("%w: read barrier: %s", wire.ErrUnavailable, r.Message)
+		}
+		var r ReadIndexReply
+		err = n.Call(ctx, addr, clusterService+"."+readIndexMethod, &ReadIndexArgs{}, &r)
+		var se peerrpc.ServerError
+		switch {
+		case errors.As(err, &se):
+			// A leader of an older version (a rolling upgrade) has no
+			// ReadIndex: read what this node has, as before.
+			n.log.Debug("read barrier: leader cannot answer; reading without", "leader", addr, "err", err)
+			return 0, nil
+		case err != nil:
+			if attempt == 0 {
+				tried = addr
+				continue
+			}
+			return 0, fmt.Errorf("%w: read barrier at %s: %w", wire.ErrUnavailable, addr, err)
+		case r.Code == codeNotLeader && attempt == 0:
+			tried = addr
+			continue
+		case r.Code != "":
+			return 0, fmt.Errorf("%w: read barrier at %s: %s", wire.ErrUnavailable, addr, r.Message)
+		}
+		return r.Index, nil
+	}
+}
+
+// readRounds shares the leader's read barriers. A request joins the
+// round that has not started yet (next); a round starts when none is
+// out, so every request's barrier was appended after the request came.
+type readRounds struct {
+	mu      sync.Mutex
+	running bool
+	next    *readRound
+}
+
+type readRound struct {
+	done  chan struct{}
+	reply ReadIndexReply
+}
+
+// leaderReadIndex answers the index of the last command the FSM applied
+// after a barrier that started after the call.
+func (n *Raft) leaderReadIndex(ctx context.Context, r *ReadIndexReply) {
+	if n.raft.State() != raft.Leader {
+		r.Code, r.Message = codeNotLeader, "not the leader"
+		return
+	}
+	rr := &n.reads
+	rr.mu.Lock()
+	round := rr.next
+	if round == nil {
+		round = &readRound{done: make(chan struct{})}
+		rr.next = round
+	}
+	if !rr.running {
+		rr.running = true
+		go n.runReadRounds()
+	}
+	rr.mu.Unlock()
+	select {
+	case <-round.done:
+		*r = round.reply
+	case <-ctx.Done():
+		r.Code, r.Message = codeUnavailable, ctx.Err().Error()
+	}
+}
+
+// runReadRounds runs the waiting round, and the one that gathered
+// meanwhile, until none is waiting.
+func (n *Raft) runReadRounds() {
+	rr := &n.reads
+	for {
+		rr.mu.Lock()
+		round := rr.next
+		rr.next = nil
+		if round == nil {
+			rr.running = false
+			rr.mu.Unlock()
+			return
+		}
+		rr.mu.Unlock()
+		round.reply = n.readBarrierRound()
+		close(round.done)
+	}
+}
+
+// readBarrierRound appends one barrier and waits for it.
+func (n *Raft) readBarrierRound() ReadIndexReply {
+	ctx, cancel := context.WithTimeout(n.stopCtx, applyTimeout)
+	defer cancel()
+	if err := n.awaitFuture(ctx, n.raft.Barrier(applyTimeout)); err != nil {
+		code := codeUnavailable
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			code = codeNotLeader
+		}
+		return ReadIndexReply{Code: code, Message: err.Error()}
+	}
+	n.m.readBarriers.Inc()
+	// Followers learn the commit index with the next append; a follower
+	// waiting for this one is told now.
+	n.announceCommit(true)
+	// The FSM has applied every command before the barrier now (Raft
+	// answers the barrier from the FSM's goroutine); its last index is
+	// the one to wait for (the barrier's own index, or an election's
+	// no-op, never reaches the FSM).
+	return ReadIndexReply{Index: n.fsm.LastApplied()}
+}
+
+// waitAppliedIndex waits until this node's FSM has applied the command
+// entry at index.
+func (n *Raft) waitAppliedIndex(ctx context.Context, index uint64) error {
+	if n.fsm.LastApplied() >= index {
+		return nil
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for n.fsm.LastApplied() < index {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: read barrier: applying up to %d: %w", wire.ErrUnavailable, index, ctx.Err())
+		case <-n.stopping:
+			return ErrStopped
+		case <-tick.C:
+		}
+	}
+	return nil
+}

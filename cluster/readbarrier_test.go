@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// cmdHeld stores r/test/held on every node, but a node whose gate is set
+// applies it only once the gate is closed: a follower that lags.
+const cmdHeld byte = 0xF2
+
+// A follower that has not applied an entry the cluster committed (and
+// acknowledged) cannot pass a read barrier until it has; then the entry
+// is in what it reads. The barrier works from the leader too.
+func TestReadBarrierWaitsForWhatWasCommitted(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	lagging := followerOf(ms, leader)
+	gate := make(chan struct{})
+	for _, m := range ms {
+		held := m == lagging
+		m.f.Register(cmdHeld, func(tx *badger.Txn, _ fsm.Position, _ []byte) (any, error) {
+			if held {
+				<-gate
+			}
+			return nil, tx.Set([]byte("r/test/held"), []byte("yes"))
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := leader.Propose(ctx, cmdHeld, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := getKey(lagging.db, "r/test/held"); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("the held follower applied the entry: %v", err)
+	}
+
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := lagging.ReadBarrier(short)
+	cancelShort()
+	if !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("read barrier on a follower behind a committed entry: %v, want ErrUnavailable", err)
+	}
+
+	passed := make(chan error, 1)
+	go func() { passed <- lagging.ReadBarrier(ctx) }()
+	close(gate)
+	if err := <-passed; err != nil {
+		t.Fatalf("read barrier after the follower caught up: %v", err)
+	}
+	if v, err := getKey(lagging.db, "r/test/held"); err != nil || v != "yes" {
+		t.Fatalf("after the barrier the follower reads %q, %v", v, err)
+	}
+
+	proposeKeys(t, leader, "after")
+	if err := leader.ReadBarrier(ctx); err != nil {
+		t.Fatalf("read barrier on the leader: %v", err)
+	}
+	if v, err := getKey(leader.db, "r/test/after"); err != nil || v != "vafter" {
+		t.Fatalf("leader reads %q, %v", v, err)
+	}
+}
+
+// Without a leader a read barrier fails as unavailable, not with a
+// stale read.
+func TestReadBarrierWithoutALeader(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	left := followerOf(ms, leader)
+	for _, m := range ms {
+		if m != left {
+			m.stop(t)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := left.ReadBarrier(ctx); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("read barrier with no quorum: %v, want ErrUnavailable", err)
+	}
+}
+
+// Reads that arrive together share barriers: a reconnection storm does
+// not append one barrier per client.
+func TestReadBarriersAreShared(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const reads = 60
+	errs := make(chan error, reads)
+	for i := range reads {
+		m := ms[i%len(ms)]
+		go func() { errs <- m.ReadBarrier(ctx) }()
+	}
+	for range reads {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := leader.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var barriers float64
+	for _, mf := range mfs {
+		if mf.GetName() == "edgechat_raft_read_barriers_total" {
+			barriers = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if barriers < 1 || barriers > reads/3 {
+		t.Fatalf("%v barriers for %d reads", barriers, reads)
+	}
+	t.Logf("%v barriers for %d reads", barriers, reads)
+}
