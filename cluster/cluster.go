@@ -702,7 +702,9 @@ func (n *Raft) Stats() Stats {
 // WaitReady returns when a leader exists and this node's FSM has applied
 // every entry committed before the call: on the leader through a Raft
 // barrier, on a follower once a fresh heartbeat shows its applied index
-// caught up with the leader's commit index.
+// caught up with the leader's commit index (Raft's applied index, which
+// counts entries handed to the FSM's queue: what must see every applied
+// write waits with ReadBarrier too).
 func (n *Raft) WaitReady(ctx context.Context) error {
 	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)

@@ -62,6 +62,12 @@ func (c Config) BackupS3() backup.S3Config {
 func (n *Node) backupState(ctx context.Context) (int64, uint64, io.ReadCloser, error) {
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := n.raft.WaitReady(wctx)
+	if err == nil {
+		// WaitReady on a follower compares Raft's applied index, which
+		// counts entries queued for the FSM; the read barrier waits for
+		// the FSM itself.
+		err = n.raft.ReadBarrier(wctx)
+	}
 	cancel()
 	if err != nil {
 		return 0, 0, nil, err
