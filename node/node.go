@@ -663,6 +663,11 @@ func (n *Node) start(ctx context.Context) error {
 	if err := n.raft.WaitReady(wctx); err != nil {
 		return fmt.Errorf("node: waiting for raft: %w", err)
 	}
+	// The highest stored ID is read below: on a follower, wait until the
+	// FSM itself (not only Raft's queue to it) holds what was committed.
+	if err := n.raft.ReadBarrier(wctx); err != nil {
+		return fmt.Errorf("node: waiting for raft: %w", err)
+	}
 	m, err := n.raft.MachineNumber(wctx)
 	if err != nil {
 		return fmt.Errorf("node: machine number: %w", err)
