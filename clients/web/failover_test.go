@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +139,46 @@ func shows(text string, mine bool) string {
 func shownCount(t testing.TB, ctx context.Context, text string) int {
 	q, _ := json.Marshal(text)
 	return eval[int](t, ctx, `[...document.querySelectorAll('.msg[data-id]')].filter(e => e.textContent.includes(`+string(q)+`)).length`)
+}
+
+// A catch-up read answered 503 (what a node of a cluster cut off from
+// its leader answers: it cannot promise the page holds everything
+// committed) is tried again until it passes: the conversation list
+// appears without a reload, and the error shown meanwhile goes away.
+func TestCatchUpRetriedWhileTheNodeCannotRead(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"c1","type":"text","body":"waiting for you"}`); err != nil {
+		t.Fatal(err)
+	}
+	var refusals atomic.Int32
+	refusals.Store(3)
+	u, err := url.Parse(n.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chat/conversations" && refusals.Add(-1) >= 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"cannot read now: this node cannot reach its cluster's leader; retry"}}`)
+			return
+		}
+		node.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+
+	alice := browser(t)
+	signIn(t, alice, front.URL, "alice")
+	run(t, alice, "the list appears once the node answers",
+		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"]`)),
+	)
+	if left := refusals.Load(); left >= 0 {
+		t.Fatalf("%d refusals left unused: the list came another way", left+1)
+	}
+	if got := textOf(t, alice, `.error`); got != "" {
+		t.Fatalf("the error stays shown: %q", got)
+	}
 }

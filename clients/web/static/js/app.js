@@ -1,7 +1,7 @@
 // The app: signs in (or resumes the cookie session), then keeps the
 // conversation list and the open conversation in step with the server
 // over MQTT, reloading what it may have missed after each reconnect.
-import { Api } from './api.js';
+import { Api, ApiError } from './api.js';
 import { Connection, newCid } from './conn.js';
 import { Store } from './store.js';
 import { MediaCache, ready, upload } from './media.js';
@@ -23,6 +23,7 @@ class App {
     this.lastTyping = 0;
     this.heartbeat = 0;
     this.subscribed = new Set();
+    this.catchUps = 0; // catch-ups started: a retrying one stops when a newer starts
     this.asking = new Set();
   }
 
@@ -305,19 +306,34 @@ class App {
 
   // catchUp reloads what may have changed while the connection was down:
   // the conversation list (last messages, unread counts) and the open
-  // conversation's newest page; everything merges by ID.
+  // conversation's newest page; everything merges by ID. A node of a
+  // cluster that cannot reach its leader answers these reads 503 (it
+  // cannot promise they hold everything committed): they are tried
+  // again, backing off, until they pass or a newer connection's
+  // catch-up takes over.
   async catchUp() {
     const store = this.store;
+    const round = ++this.catchUps;
     this.subscribed.clear(); // a new connection (clean session)
-    try {
-      await this.loadLists();
-      if (store !== this.store) return;
-      const open = store.current && store.convs.get(store.current);
-      if (open) await this.loadPage(open, true);
-      store.changed();
-      await this.follow(); // groups' topics and presence: after the list is drawn
-    } catch (e) {
-      this.showError(e);
+    let failed = '';
+    for (let delay = 500; ; delay = Math.min(2 * delay, 10000)) {
+      try {
+        await this.loadLists();
+        if (store !== this.store) return;
+        const open = store.current && store.convs.get(store.current);
+        if (open) await this.loadPage(open, true);
+        store.changed();
+        // The error shown while retrying is over.
+        if (failed && this.errorEl && this.errorEl.textContent === failed) this.errorEl.textContent = '';
+        await this.follow(); // groups' topics and presence: after the list is drawn
+        return;
+      } catch (e) {
+        this.showError(e);
+        if (!(e instanceof ApiError) || e.status !== 503) return;
+        failed = this.errorEl ? this.errorEl.textContent : '';
+      }
+      await new Promise((done) => setTimeout(done, delay));
+      if (store !== this.store || round !== this.catchUps) return;
     }
   }
 
