@@ -482,14 +482,21 @@ func TestClusterSubscriberDisconnectedWhenItsRouteCannotCommit(t *testing.T) {
 	refuse.Store(0)
 	bob = mustV5(t, b.addr, "bob", "phone")
 	bob.MustSub(t, "user/bob/#")
+	c.reachedFromN1(t, bob, "SUBACK before the route reached the other node's table", "r1")
+}
+
+// reachedFromN1 checks that n1's table routes user/bob/# to n2 and that
+// a message alice publishes on n1 reaches bob there.
+func (c *clusterEnv) reachedFromN1(t *testing.T, bob *mqtttest.Client, noRoute, cid string) {
+	t.Helper()
 	if !c.tabs["n1"].Has("n2", "user/bob/#") {
-		t.Fatal("SUBACK before the route reached the other node's table")
+		t.Fatal(noRoute)
 	}
 	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
-	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope("r1", "routed")); code != 0 {
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope(cid, "routed "+cid)); code != 0 {
 		t.Fatalf("publish: 0x%02x", code)
 	}
-	mustBody(t, bob.Next(t), "user/bob/newMessage", "routed")
+	mustBody(t, bob.Next(t), "user/bob/newMessage", "routed "+cid)
 }
 
 // withdrawalGate holds route withdrawals until released and reports when
@@ -548,14 +555,7 @@ func TestClusterSubscriberWaitsOutAWithdrawal(t *testing.T) {
 	close(g.release)
 	<-g.returned
 	<-subacked
-	if !c.tabs["n1"].Has("n2", "user/bob/#") {
-		t.Fatal("SUBACK while the route was withdrawn")
-	}
-	alice := mustV5(t, c.nodes["n1"].addr, "alice", "d")
-	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, envelope("w1", "after the withdrawal")); code != 0 {
-		t.Fatalf("publish: 0x%02x", code)
-	}
-	mustBody(t, laptop.Next(t), "user/bob/newMessage", "after the withdrawal")
+	c.reachedFromN1(t, laptop, "SUBACK while the route was withdrawn", "w1")
 }
 
 func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {
