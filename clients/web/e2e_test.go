@@ -561,3 +561,31 @@ func TestSearchScrollBackAndReply(t *testing.T) {
 		t.Fatalf("the reply as stored: %+v", page.Messages)
 	}
 }
+
+// With no conversation open the composer's controls are disabled (there
+// is nowhere to send to: a press of Send, Attach or Voice did nothing
+// and said nothing); opening one enables them.
+func TestComposerWaitsForAConversation(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	const state = `[...document.querySelectorAll('.composer textarea, .composer input, .composer button')].map((e) => e.id + ':' + e.disabled).join(' ')`
+	if got := eval[string](t, alice, state); strings.Contains(got, ":false") {
+		t.Fatalf("composer controls with no conversation open: %s", got)
+	}
+	if got := eval[string](t, alice, `document.querySelector('#composer').placeholder`); got != "Pick a conversation to write" {
+		t.Fatalf("placeholder %q", got)
+	}
+	run(t, alice, "alice opens a chat with bob",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+	)
+	if got := eval[string](t, alice, state); strings.Contains(got, ":true") {
+		t.Fatalf("composer controls with a conversation open: %s", got)
+	}
+	run(t, alice, "and can write",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "now it works\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+}

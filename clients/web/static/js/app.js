@@ -86,10 +86,14 @@ class App {
       for (const f of file.files) this.sendFile(f);
       file.value = '';
     });
+    const sendBtn = h('button', { type: 'submit', class: 'primary' }, 'Send');
+    const record = canRecord() ? this.recordButton() : null;
+    // With no conversation open there is nowhere to send to: the
+    // composer's controls are disabled until one is (render).
+    this.composerControls = [this.input, file, sendBtn, record].filter(Boolean);
     const composer = h('form', { class: 'composer', onsubmit: (ev) => { ev.preventDefault(); this.send(); } },
       h('label', { for: 'attach', class: 'attach', title: 'Attach a file' }, 'Attach'), file,
-      canRecord() ? this.recordButton() : null,
-      this.input, h('button', { type: 'submit', class: 'primary' }, 'Send'));
+      record, this.input, sendBtn);
     this.replyEl = h('div', { class: 'replying', hidden: true });
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
       h('header', {}, h('button', { type: 'button', class: 'back', 'aria-label': 'Back to the conversation list',
@@ -379,6 +383,7 @@ class App {
     const store = this.store;
     if (store.current !== c.key) this.setReply(null);
     store.current = c.key;
+    this.enableComposer(true); // now, not at the next frame: the user may type at once
     this.shell.classList.add('open');
     this.input.value = this.drafts.get(c.key) || '';
     store.changed();
@@ -390,6 +395,14 @@ class App {
       this.showError(e);
     }
     this.input.focus();
+  }
+
+  // enableComposer enables the composer's controls while a conversation
+  // is open, and disables them while none is.
+  enableComposer(on) {
+    if (this.composerControls[0].disabled === !on) return;
+    for (const el of this.composerControls) el.disabled = !on;
+    this.input.placeholder = on ? 'Write a message' : 'Pick a conversation to write';
   }
 
   markRead(c) {
@@ -597,6 +610,7 @@ class App {
     const unread = store.list().reduce((n, x) => n + x.unread, 0);
     document.title = unread ? `(${unread}) edgechat` : 'edgechat';
     this.renderPeople(c);
+    this.enableComposer(!!c);
     if (!c) {
       this.subEl.textContent = '';
       this.titleEl.textContent = 'No conversation open';
