@@ -163,7 +163,7 @@ func TestTwoBrowsersChat(t *testing.T) {
 	const hostile = `<img src=x onerror="window.__xss=1">hello <b>bob</b> <script>window.__xss=2</script>`
 	run(t, alice, "alice opens a chat with bob and sends",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), hostile+"\n"),
 		// The pending copy is replaced by the stored one, which has an ID.
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
@@ -257,7 +257,7 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 	// A direct message: sent, then read once bob opens it.
 	run(t, alice, "alice writes to bob",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "are you there?\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)
@@ -363,7 +363,7 @@ func TestImageMessage(t *testing.T) {
 
 	run(t, alice, "alice sends bob a picture",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "the view"),
 		// Watch for the progress bar before it can be gone.
 		chromedp.Evaluate[chromedp.Void](`window.__sawProgress = false; new MutationObserver(() => {

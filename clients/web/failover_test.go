@@ -71,7 +71,7 @@ func reconnectScenario(t *testing.T, nodes []*nodetest.Node, base string, before
 	register(t, bob, base, "bob")
 	run(t, bob, "bob writes to alice",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "alice\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "before\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)

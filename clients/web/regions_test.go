@@ -33,7 +33,7 @@ func TestChatAcrossRegions(t *testing.T) {
 	)
 	run(t, alice, "alice writes to bob@us",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "b@us\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello from eu\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)

@@ -59,7 +59,7 @@ func TestContactsAndBlocking(t *testing.T) {
 	register(t, bob, n.HTTPURL, "bob")
 	run(t, alice, "alice writes to bob",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello bob\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
 	)

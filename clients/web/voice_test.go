@@ -26,7 +26,7 @@ func TestVoiceNote(t *testing.T) {
 
 	run(t, alice, "alice opens a chat with bob and starts recording",
 		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
-		chromedp.WaitVisible(chromedp.CSS(`#composer`)),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
 		// The composer is on the page before the chat is open (the app
 		// first looks bob up), and a press with no chat open records
 		// nothing: wait for the chat's title.
