@@ -144,7 +144,15 @@ func (n *Raft) leaderReadIndex(ctx context.Context, r *ReadIndexReply) {
 	}
 	if !rr.running {
 		rr.running = true
-		go n.runReadRounds()
+		// A helper, so that Run waits for it (none starts once Run is
+		// returning: the round fails as unavailable, for every request
+		// in it).
+		if !n.helpers.start(n.runReadRounds) {
+			rr.running = false
+			rr.next = nil
+			round.reply = ReadIndexReply{Code: codeUnavailable, Message: "node stopping"}
+			close(round.done) // this request's and those that joined it
+		}
 	}
 	rr.mu.Unlock()
 	select {
