@@ -57,8 +57,9 @@ func (n *Raft) ReadBarrier(ctx context.Context) error {
 	return n.waitAppliedIndex(ctx, idx)
 }
 
-// readIndex is the leader's commit index after a fresh barrier: local on
-// the leader, asked for over RPC on a follower.
+// readIndex is the index of the last command the leader's FSM applied
+// after a barrier started after the call: local on the leader, asked for
+// over RPC on a follower.
 func (n *Raft) readIndex(ctx context.Context) (uint64, error) {
 	if n.raft.State() == raft.Leader {
 		var r ReadIndexReply
