@@ -366,15 +366,7 @@ func TestClusterLastUnsubscribeWithdrawsRoute(t *testing.T) {
 	if _, err := phone.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"user/bob/newMessage"}}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
-		b.b.rk.mu.Lock()
-		n := len(b.b.rk.subs["user/bob/newMessage"])
-		b.b.rk.mu.Unlock()
-		if n != 1 {
-			return fmt.Errorf("%d local subscribers", n)
-		}
-		return nil
-	})
+	waitLocalSubscribers(t, b, "user/bob/newMessage", 1)
 	// The laptop still holds both filters: the routes stay. Its clean
 	// disconnect releases them.
 	if !c.tabs["n1"].Has("n2", "user/bob/newMessage") {
@@ -499,6 +491,21 @@ func (c *clusterEnv) reachedFromN1(t *testing.T, bob *mqtttest.Client, noRoute, 
 	mustBody(t, bob.Next(t), "user/bob/newMessage", "routed "+cid)
 }
 
+// waitLocalSubscribers waits until node e's route keeper counts want
+// local subscribers of filter.
+func waitLocalSubscribers(t *testing.T, e *testEnv, filter string, want int) {
+	t.Helper()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		e.b.rk.mu.Lock()
+		n := len(e.b.rk.subs[filter])
+		e.b.rk.mu.Unlock()
+		if n != want {
+			return fmt.Errorf("%d local subscribers of %s, want %d", n, filter, want)
+		}
+		return nil
+	})
+}
+
 // withdrawalGate holds route withdrawals until released and reports when
 // each has entered and returned.
 type withdrawalGate struct {
@@ -543,15 +550,7 @@ func TestClusterSubscriberWaitsOutAWithdrawal(t *testing.T) {
 		defer close(subacked)
 		laptop.MustSub(t, "user/bob/#")
 	}()
-	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
-		b.b.rk.mu.Lock()
-		n := len(b.b.rk.subs["user/bob/#"])
-		b.b.rk.mu.Unlock()
-		if n != 1 {
-			return fmt.Errorf("%d local subscribers", n)
-		}
-		return nil
-	})
+	waitLocalSubscribers(t, b, "user/bob/#", 1)
 	close(g.release)
 	<-g.returned
 	<-subacked

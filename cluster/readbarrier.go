@@ -61,16 +61,6 @@ func (n *Raft) ReadBarrier(ctx context.Context) error {
 // after a barrier started after the call: local on the leader, asked for
 // over RPC on a follower.
 func (n *Raft) readIndex(ctx context.Context) (uint64, error) {
-	if n.raft.State() == raft.Leader {
-		var r ReadIndexReply
-		n.leaderReadIndex(ctx, &r)
-		if r.Code == "" {
-			return r.Index, nil
-		}
-		if r.Code != codeNotLeader {
-			return 0, fmt.Errorf("%w: read barrier: %s", wire.ErrUnavailable, r.Message)
-		}
-	}
 	var tried string
 	for attempt := 0; ; attempt++ {
 		addr, err := n.waitLeader(ctx, tried)
@@ -78,7 +68,7 @@ func (n *Raft) readIndex(ctx context.Context) (uint64, error) {
 			return 0, fmt.Errorf("%w: read barrier: %w", wire.ErrUnavailable, err)
 		}
 		if addr == n.Addr() {
-			// Elected meanwhile: our own barrier.
+			// This node leads: its own barrier.
 			var r ReadIndexReply
 			n.leaderReadIndex(ctx, &r)
 			if r.Code == "" {
