@@ -557,6 +557,130 @@ func TestClusterSubscriberWaitsOutAWithdrawal(t *testing.T) {
 	c.reachedFromN1(t, laptop, "SUBACK while the route was withdrawn", "w1")
 }
 
+// lateWithdrawal fails the first route withdrawal as a leader change
+// does (its fate unknown) and keeps it, as the log does, to commit later:
+// before the next route add (log order: an entry appended after it) or,
+// when commitLate is called first, alone; then it holds every later add
+// until the test ends, so that a route lost to it stays lost. Later
+// withdrawals fail at once (no leader yet, never appended).
+type lateWithdrawal struct {
+	*fsmtest.Harness
+	entered, release chan struct{}
+	mu               sync.Mutex
+	failed           bool
+	held             []byte
+	hold             chan struct{}
+}
+
+func (l *lateWithdrawal) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	l.mu.Lock()
+	switch {
+	case t == wire.CmdRouteDel && !l.failed:
+		l.failed = true
+		l.mu.Unlock()
+		l.entered <- struct{}{}
+		<-l.release
+		l.mu.Lock()
+		l.held = payload
+		l.mu.Unlock()
+		return nil, fmt.Errorf("%w: leadership lost (the command may still commit)", wire.ErrUnavailable)
+	case t == wire.CmdRouteDel:
+		l.mu.Unlock()
+		return nil, fmt.Errorf("%w: no leader", wire.ErrUnavailable)
+	case t == wire.CmdRouteAdd && l.held != nil:
+		held := l.held
+		l.held = nil
+		l.mu.Unlock()
+		if _, err := l.Harness.Propose(ctx, wire.CmdRouteDel, held); err != nil {
+			return nil, err
+		}
+	case t == wire.CmdRouteAdd && l.hold != nil:
+		hold := l.hold
+		l.mu.Unlock()
+		select {
+		case <-hold:
+		case <-ctx.Done():
+		}
+		return nil, fmt.Errorf("%w: held by the test", wire.ErrUnavailable)
+	default:
+		l.mu.Unlock()
+	}
+	return l.Harness.Propose(ctx, t, payload)
+}
+
+func (l *lateWithdrawal) holding() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held != nil
+}
+
+// commitLate commits the withdrawal if it is still held, and from then
+// on holds route adds.
+func (l *lateWithdrawal) commitLate(t *testing.T) {
+	l.mu.Lock()
+	held := l.held
+	l.held = nil
+	if held != nil {
+		l.hold = make(chan struct{})
+		t.Cleanup(func() { close(l.hold) })
+	}
+	l.mu.Unlock()
+	if held == nil {
+		return
+	}
+	if _, err := l.Harness.Propose(context.Background(), wire.CmdRouteDel, held); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A withdrawal whose proposal failed may still commit. A device that
+// subscribes while it is proposed or after it failed must not take the
+// route it sees for one that stays: its SUBACK waits for a route added
+// after the withdrawal in the log, or the withdrawal's late commit
+// leaves it unreachable.
+func TestClusterSubscriberAfterAFailedWithdrawal(t *testing.T) {
+	for _, during := range []bool{true, false} {
+		t.Run(fmt.Sprintf("during=%v", during), func(t *testing.T) {
+			var l *lateWithdrawal
+			c := startClusterOf(t, 2, func(c *clusterEnv) {
+				l = &lateWithdrawal{Harness: c.log, entered: make(chan struct{}, 1), release: make(chan struct{})}
+				c.proposers = map[string]Proposer{"n2": l}
+			})
+			b := c.nodes["n2"]
+			old := mustV5(t, b.addr, "bob", "old")
+			old.MustSub(t, "user/bob/#")
+			_ = old.Disconnect(&paho.Disconnect{})
+			select {
+			case <-l.entered:
+			case <-time.After(waitFor):
+				t.Fatal("no withdrawal after the last subscriber left")
+			}
+			if !during {
+				close(l.release)
+				testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+					if !l.holding() {
+						return errors.New("the withdrawal has not failed yet")
+					}
+					return nil
+				})
+			}
+			subacked := make(chan struct{})
+			laptop := mustV5(t, b.addr, "bob", "laptop")
+			go func() {
+				defer close(subacked)
+				laptop.MustSub(t, "user/bob/#")
+			}()
+			if during {
+				waitLocalSubscribers(t, b, "user/bob/#", 1)
+				close(l.release)
+			}
+			<-subacked
+			l.commitLate(t)
+			c.reachedFromN1(t, laptop, "the failed withdrawal committed after the SUBACK and took the route", "w2")
+		})
+	}
+}
+
 func TestClusterPerSenderOrderAcrossNodes(t *testing.T) {
 	c := startClusterOf(t, 2, nil)
 	bob := mustV5(t, c.nodes["n2"].addr, "bob", "d")

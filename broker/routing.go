@@ -56,15 +56,22 @@ type routeKeeper struct {
 	dirty    map[string]struct{}
 	leaving  bool // this node's routes were dropped on purpose: add none
 	// withdrawing holds the filters whose withdrawal reconcile is
-	// proposing; the channel closes when the proposal returns.
+	// proposing; done closes when the proposal returns.
 	withdrawing map[string]chan struct{}
-	wake        chan struct{}
+	// uncertain holds the filters whose last withdrawal failed: it may
+	// still commit (an entry appended before a leader change), so the
+	// route the table shows may be about to go. Only a proposal of this
+	// node for the filter committed since settles it: Raft commits in log
+	// order, so by then the withdrawal committed before it or never will.
+	// Until then a wanted route is added again rather than trusted.
+	uncertain map[string]struct{}
+	wake      chan struct{}
 }
 
 func newRouteKeeper(b *Broker, self string, prop Proposer, table *routes.Table) *routeKeeper {
 	k := &routeKeeper{b: b, self: self, prop: prop, table: table,
 		subs: map[string]map[string]struct{}{}, byClient: map[string]map[string]struct{}{},
-		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1), withdrawing: map[string]chan struct{}{}}
+		dirty: map[string]struct{}{}, wake: make(chan struct{}, 1), withdrawing: map[string]chan struct{}{}, uncertain: map[string]struct{}{}}
 	table.OnChange(func(node, filter string) {
 		switch {
 		case node == self && filter != "":
@@ -221,7 +228,10 @@ func (k *routeKeeper) ensure(ctx context.Context, sub string) bool {
 			return false
 		}
 	}
-	if k.table.Has(k.self, rf) {
+	k.mu.Lock()
+	_, mustAdd := k.uncertain[rf]
+	k.mu.Unlock()
+	if !mustAdd && k.table.Has(k.self, rf) {
 		return true
 	}
 	if leaving {
@@ -242,10 +252,11 @@ func (k *routeKeeper) ensure(ctx context.Context, sub string) bool {
 		_, err := k.prop.Propose(pctx, wire.CmdRouteAdd, payload)
 		if err == nil {
 			k.b.m.routeProposals.WithLabelValues("add", "ok").Inc()
+			k.settled(rf)
 			return true
 		}
 		k.b.m.routeProposals.WithLabelValues("add", "error").Inc()
-		if k.table.Has(k.self, rf) {
+		if !mustAdd && k.table.Has(k.self, rf) {
 			return true // an earlier try committed after all
 		}
 		if errors.Is(err, wire.ErrInvalid) || retry.Sleep(pctx) != nil {
@@ -283,6 +294,9 @@ func (k *routeKeeper) reconcile(ctx context.Context) error {
 		k.mu.Lock()
 		want := len(k.subs[f]) > 0 && !k.leaving
 		has := k.table.Has(k.self, f)
+		if _, ok := k.uncertain[f]; ok && want {
+			has = false // the route shown may be withdrawn yet: add it again
+		}
 		if !want && has {
 			withdrawn = make(chan struct{})
 			k.withdrawing[f] = withdrawn
@@ -301,6 +315,10 @@ func (k *routeKeeper) reconcile(ctx context.Context) error {
 		if withdrawn != nil {
 			k.mu.Lock()
 			delete(k.withdrawing, f)
+			if err != nil {
+				// Marked before the waiters in ensure go on.
+				k.uncertain[f] = struct{}{}
+			}
 			k.mu.Unlock()
 			close(withdrawn)
 		}
@@ -311,8 +329,17 @@ func (k *routeKeeper) reconcile(ctx context.Context) error {
 			continue
 		}
 		k.b.m.routeProposals.WithLabelValues(op, "ok").Inc()
+		k.settled(f)
 	}
 	return failed
+}
+
+// settled records that a proposal of this node for filter committed:
+// any earlier withdrawal of it has committed or never will.
+func (k *routeKeeper) settled(filter string) {
+	k.mu.Lock()
+	delete(k.uncertain, filter)
+	k.mu.Unlock()
 }
 
 // DropNodeRoutes removes every route of nodeName from the replicated
