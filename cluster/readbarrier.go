@@ -82,11 +82,11 @@ func (n *Raft) readIndex(ctx context.Context) (uint64, error) {
 		}
 		var r ReadIndexReply
 		err = n.Call(ctx, addr, clusterService+"."+readIndexMethod, &ReadIndexArgs{}, &r)
-		var se peerrpc.ServerError
 		switch {
-		case errors.As(err, &se):
+		case peerrpc.IsUnknownMethod(err):
 			// A leader of an older version (a rolling upgrade) has no
-			// ReadIndex: read what this node has, as before.
+			// ReadIndex: read what this node has, as before. Any other
+			// refusal is a failure like a lost connection.
 			n.log.Debug("read barrier: leader cannot answer; reading without", "leader", addr, "err", err)
 			return 0, nil
 		case err != nil:

@@ -17,6 +17,7 @@ import (
 	"encoding/gob"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Handler serves one method. It decodes the request with decode (on the
@@ -75,7 +76,19 @@ type responseHeader struct {
 type invalidRequest struct{}
 
 func errUnknownMethod(name string) ServerError {
-	return ServerError(fmt.Sprintf("rpc: can't find method %s", name))
+	return ServerError(fmt.Sprintf("%s%s", unknownMethodPrefix, name))
+}
+
+// unknownMethodPrefix starts the refusal of a method a registered
+// service lacks (net/rpc's wording, which every version sent).
+const unknownMethodPrefix = "rpc: can't find method "
+
+// IsUnknownMethod reports whether err is a peer's refusal of a method its
+// service does not have: a peer of an older version, during a rolling
+// upgrade. Any other error says nothing about the peer's version.
+func IsUnknownMethod(err error) bool {
+	var se ServerError
+	return errors.As(err, &se) && strings.HasPrefix(string(se), unknownMethodPrefix)
 }
 
 // discard reads the stream's next value and drops it (gob's Decode of a

@@ -110,6 +110,9 @@ func TestCallsAndErrors(t *testing.T) {
 		if !errors.As(err, &se) || !strings.Contains(err.Error(), tc.want) {
 			t.Fatalf("%s: %v, want a ServerError with %q", tc.method, err, tc.want)
 		}
+		if unknown := tc.method == "Echo.Nope"; IsUnknownMethod(err) != unknown {
+			t.Fatalf("%s: IsUnknownMethod(%v) = %v", tc.method, err, !unknown)
+		}
 		if err := c.Call(ctx, "Echo.Echo", &EchoArgs{Text: "again"}, &r); err != nil || r.Text != "AGAIN" {
 			t.Fatalf("after %s: %q, %v", tc.method, r.Text, err)
 		}
