@@ -206,6 +206,8 @@ type ClientState struct {
 	endOnce         sync.Once                            // only end once
 	isTakenOver     atomic.Bool                          // used to identify orphaned clients
 	sessionEnd      sync.Mutex                           // orders the end of an expiring session against a takeover of it
+	waitMu          sync.Mutex                           // orders a hand-off to the ReadWaiter against Stop's Cancel
+	waitStopped     bool                                 // Stop has cancelled the waits: hand off none (under waitMu)
 	packetID        uint32                               // the current highest packetID
 	open            context.Context                      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc                   // cancel function for open context
@@ -564,7 +566,16 @@ func (cl *Client) Stop(err error) {
 
 		if cl.Net.Conn != nil {
 			if w := cl.readWaiter(); w != nil {
-				w.Cancel(cl.Net.Conn) // before Close: a waiting client resumes and ends
+				// Before Close: a waiting client resumes and ends. Under
+				// waitMu, so that a hand-off under way is either
+				// registered already (and cancelled here) or not made:
+				// one registered after this Cancel would wait on a
+				// closed socket, which the kernel drops from its event
+				// set, and the client would never end.
+				cl.State.waitMu.Lock()
+				cl.State.waitStopped = true
+				w.Cancel(cl.Net.Conn)
+				cl.State.waitMu.Unlock()
 			}
 			_ = cl.Net.Conn.Close() // omit close error
 		}

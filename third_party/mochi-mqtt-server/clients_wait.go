@@ -94,9 +94,18 @@ func (cl *Client) readUntilIdle(w ReadWaiter, packetHandler ReadFn, st *readStat
 			cl.refreshDeadline(cl.State.Keepalive)
 			if st.busy < busyPackets && (cl.Net.bconn == nil || cl.Net.bconn.Buffered() == 0) {
 				cl.releaseReader()
-				// From here on, st.resume may run at any moment on another
-				// goroutine: nothing of the client is touched here again.
-				if w.WaitRead(cl.Net.Conn, keepaliveDeadline(cl.State.Keepalive), st.resume) {
+				// From a successful WaitRead on, st.resume may run at any
+				// moment on another goroutine: nothing of the client is
+				// touched here again but the unlock. waitMu orders the
+				// hand-off against Stop (see there).
+				cl.State.waitMu.Lock()
+				if cl.State.waitStopped {
+					cl.State.waitMu.Unlock()
+					return nil // as the Closed check above
+				}
+				waiting := w.WaitRead(cl.Net.Conn, keepaliveDeadline(cl.State.Keepalive), st.resume)
+				cl.State.waitMu.Unlock()
+				if waiting {
 					return errWaiting
 				}
 				// Not a connection the waiter supports (TLS, WebSocket):

@@ -14,6 +14,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -223,5 +224,86 @@ func TestReadWaiterUnsupportedConnection(t *testing.T) {
 	}
 	if w.waits.Load() != 0 {
 		t.Fatalf("%d waits for a pipe", w.waits.Load())
+	}
+}
+
+// gateWaiter is a ReadWaiter whose first wait is held at its start until
+// the test lets it register; it reports when Cancel is called and calls
+// the resume of a wait registered when cancelled, as a real one does.
+type gateWaiter struct {
+	entered, proceed, cancelled chan struct{}
+	held                        atomic.Bool
+	mu                          sync.Mutex
+	resume                      func()
+}
+
+func (w *gateWaiter) WaitRead(_ net.Conn, _ time.Time, resume func()) bool {
+	if w.held.CompareAndSwap(false, true) {
+		close(w.entered)
+		<-w.proceed
+	}
+	w.mu.Lock()
+	w.resume = resume
+	w.mu.Unlock()
+	return true
+}
+
+func (w *gateWaiter) Cancel(net.Conn) {
+	w.mu.Lock()
+	resume := w.resume
+	w.resume = nil
+	w.mu.Unlock()
+	select {
+	case <-w.cancelled:
+	default:
+		close(w.cancelled)
+	}
+	if resume != nil {
+		go resume()
+	}
+}
+
+// A client stopped while its reader hands its wait to the ReadWaiter
+// still ends: the hand-off either registers before Stop's Cancel (which
+// then resumes it) or is not made. Registered after the Cancel, it would
+// wait on a closed socket for good (a real waiter never hears of it), and
+// Close would wait for that client forever.
+func TestReadWaiterStopDuringHandOff(t *testing.T) {
+	w := &gateWaiter{entered: make(chan struct{}), proceed: make(chan struct{}), cancelled: make(chan struct{})}
+	s := New(&Options{ReadWaiter: w, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	dialConnect(t, ln.Address(), "c", 60)
+	<-w.entered
+	cl, ok := s.Clients.Get("c")
+	if !ok {
+		t.Fatal("no client c")
+	}
+	go cl.Stop(errors.New("stopped by the test"))
+	// Before the fix Stop cancels at once, with nothing registered yet;
+	// after it, Stop waits for the hand-off, so no Cancel comes first.
+	select {
+	case <-w.cancelled:
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(w.proceed)
+	waitUntil(t, "the stopped client ended", func() bool { return atomic.LoadInt64(&s.Info.ClientsConnected) == 0 })
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Close waits for a client that never ends")
 	}
 }
