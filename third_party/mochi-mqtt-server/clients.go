@@ -205,7 +205,9 @@ type ClientState struct {
 	outbound        atomic.Pointer[chan *packets.Packet] // queue for pending outbound packets, made on first use (outboundQueue)
 	endOnce         sync.Once                            // only end once
 	isTakenOver     atomic.Bool                          // used to identify orphaned clients
-	sessionEnd      sync.Mutex                           // orders the end of an expiring session against a takeover of it
+	sessionEnd      sync.Mutex                           // orders the end of an expiring session, and QoS>0 deliveries, against a takeover of it
+	successor       *Client                              // the client that took this session over (under sessionEnd)
+	handshaking     atomic.Bool                          // CONNACK not sent yet: QoS>0 deliveries are stored, sent after it
 	waitMu          sync.Mutex                           // orders a hand-off to the ReadWaiter against Stop's Cancel
 	waitStopped     bool                                 // Stop has cancelled the waits: hand off none (under waitMu)
 	packetID        uint32                               // the current highest packetID
@@ -432,8 +434,12 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 	if cl.State.Inflight.Len() == 0 {
 		return nil
 	}
+	return cl.resendInflight(cl.State.Inflight.GetAll(false))
+}
 
-	for _, tk := range cl.State.Inflight.GetAll(false) {
+// resendInflight sends inflight messages again (ResendInflightMessages).
+func (cl *Client) resendInflight(pending []packets.Packet) error {
+	for _, tk := range pending {
 		if tk.FixedHeader.Type == packets.Publish {
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}

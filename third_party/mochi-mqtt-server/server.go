@@ -574,6 +574,11 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
+	// Until its CONNACK is sent, a QoS>0 message delivered to the client
+	// (found in the client map, or handed on by the session it takes
+	// over) is stored in its inflight messages and sent with them below,
+	// never written before the CONNACK.
+	cl.State.handshaking.Store(true)
 	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 
@@ -584,11 +589,17 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 
 	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
 
-	if sessionPresent {
-		err = cl.ResendInflightMessages(true)
-		if err != nil {
-			return true, fmt.Errorf("resend inflight: %w", err)
-		}
+	// The session's inflight messages and those delivered meanwhile, taken
+	// under sessionEnd as deliveries store theirs: each is either taken
+	// here or sees the handshake over and is sent by its publisher. The
+	// writes happen after the lock (a slow socket must not hold up
+	// publishers).
+	cl.State.sessionEnd.Lock()
+	pending := cl.State.Inflight.GetAll(false)
+	cl.State.handshaking.Store(false)
+	cl.State.sessionEnd.Unlock()
+	if err := cl.resendInflight(pending); err != nil {
+		return true, fmt.Errorf("resend inflight: %w", err)
 	}
 
 	s.hooks.OnSessionEstablished(cl, pk)
@@ -677,6 +688,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		}
 
 		existing.State.isTakenOver.Store(true)
+		// QoS>0 deliveries to the old client from here on go to the new
+		// one (publishToClientVia): a publisher that looked the old
+		// client up before the new one replaced it in the client map
+		// would otherwise store its message where nothing sends it.
+		existing.State.successor = cl
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
@@ -1209,35 +1225,23 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 		}
 	}
 
+	stored := false // stored as inflight, to be sent after the CONNACK
 	if out.FixedHeader.Qos > 0 {
-		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
-			// add hook?
-			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
-			return out, packets.ErrQuotaExceeded
+		// Under sessionEnd, ordered against a takeover of the session
+		// (which moves the inflight messages to the new client) and the
+		// end of the client's handshake (which sends them).
+		cl.State.sessionEnd.Lock()
+		if next := cl.State.successor; next != nil {
+			cl.State.sessionEnd.Unlock()
+			return s.publishToClientVia(next, sub, pk, f) // the session moved on
 		}
-
-		i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
-		if err != nil {
-			s.hooks.OnPacketIDExhausted(cl, pk)
-			atomic.AddInt64(&s.Info.InflightDropped, 1)
-			s.Log.Warn("packet ids exhausted", "error", err, "client", cl.ID, "listener", cl.Net.Listener)
-			return out, packets.ErrQuotaExceeded
-		}
-
-		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
-
-		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
-			atomic.AddInt64(&s.Info.Inflight, 1)
-			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
-			return out, nil
+		var done bool
+		var err error
+		out, done, err = s.storeInflight(cl, pk, out)
+		stored = cl.State.handshaking.Load()
+		cl.State.sessionEnd.Unlock()
+		if done || stored {
+			return out, err
 		}
 	}
 
@@ -1264,6 +1268,43 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 	}
 
 	return out, nil
+}
+
+// storeInflight gives a QoS>0 delivery its packet ID and stores it among
+// the client's inflight messages (publishToClientVia, under sessionEnd).
+// done reports that the delivery ends here: refused (err), or held back
+// by the client's Receive Maximum until an acknowledgement frees a slot.
+func (s *Server) storeInflight(cl *Client, pk, out packets.Packet) (packets.Packet, bool, error) {
+	if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
+		// add hook?
+		atomic.AddInt64(&s.Info.InflightDropped, 1)
+		s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+		return out, true, packets.ErrQuotaExceeded
+	}
+
+	i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
+	if err != nil {
+		s.hooks.OnPacketIDExhausted(cl, pk)
+		atomic.AddInt64(&s.Info.InflightDropped, 1)
+		s.Log.Warn("packet ids exhausted", "error", err, "client", cl.ID, "listener", cl.Net.Listener)
+		return out, true, packets.ErrQuotaExceeded
+	}
+
+	out.PacketID = uint16(i) // [MQTT-2.2.1-4]
+	sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+
+	if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
+		atomic.AddInt64(&s.Info.Inflight, 1)
+		s.hooks.OnQosPublish(cl, out, out.Created, 0)
+		cl.State.Inflight.DecreaseSendQuota()
+	}
+
+	if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
+		out.Expiry = -1
+		cl.State.Inflight.Set(out)
+		return out, true, nil
+	}
+	return out, false, nil
 }
 
 func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, existed bool) {
