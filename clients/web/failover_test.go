@@ -182,3 +182,49 @@ func TestCatchUpRetriedWhileTheNodeCannotRead(t *testing.T) {
 		t.Fatalf("the error stays shown: %q", got)
 	}
 }
+
+// A conversation opened while the node cannot read (its newest page
+// answered 503) is loaded once the node answers, without another click,
+// and the error it showed goes away. Its first message comes only from
+// that page: the list holds the last one.
+func TestOpenedConversationRetriedWhileTheNodeCannotRead(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	for i, body := range []string{"first, only in the history", "second, in the list"} {
+		if err := postMessage(n.HTTPURL, bobTok, fmt.Sprintf(`{"to":"alice","cid":"c%d","type":"text","body":%q}`, i, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var refusals atomic.Int32
+	refusals.Store(2)
+	u, err := url.Parse(n.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chat/history" && refusals.Add(-1) >= 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"cannot read now: this node cannot reach its cluster's leader; retry"}}`)
+			return
+		}
+		node.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+
+	alice := browser(t)
+	signIn(t, alice, front.URL, "alice")
+	run(t, alice, "alice opens bob's conversation; its first message appears once the node answers",
+		click(`[data-conv="d:bob"]`),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('.msg[data-id]')].some((e) => e.textContent.includes('first, only in the history'))`,
+			chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	if left := refusals.Load(); left >= 0 {
+		t.Fatalf("%d refusals left unused: the page came another way", left+1)
+	}
+	if got := textOf(t, alice, `.error`); got != "" {
+		t.Fatalf("the error stays shown: %q", got)
+	}
+}

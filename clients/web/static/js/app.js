@@ -319,25 +319,37 @@ class App {
     const store = this.store;
     const round = ++this.catchUps;
     this.subscribed.clear(); // a new connection (clean session)
+    const loaded = await this.untilReadable(async () => {
+      await this.loadLists();
+      if (store !== this.store) return;
+      const open = store.current && store.convs.get(store.current);
+      if (open) await this.loadPage(open, true);
+      store.changed();
+    }, () => store === this.store && round === this.catchUps);
+    if (!loaded || store !== this.store) return;
+    // Groups' topics and presence: after the list is drawn.
+    await this.follow().catch((e) => this.showError(e));
+  }
+
+  // untilReadable runs read and, while it fails with 503 (a node of a
+  // cluster that cannot reach its leader cannot promise its reads hold
+  // everything committed), runs it again, backing off 0.5 to 10 s, as
+  // long as wanted() says it is still wanted. The error shown while it
+  // retries is cleared when it passes. It reports whether read passed.
+  async untilReadable(read, wanted) {
     let failed = '';
     for (let delay = 500; ; delay = Math.min(2 * delay, 10000)) {
       try {
-        await this.loadLists();
-        if (store !== this.store) return;
-        const open = store.current && store.convs.get(store.current);
-        if (open) await this.loadPage(open, true);
-        store.changed();
-        // The error shown while retrying is over.
+        await read();
         if (failed && this.errorEl && this.errorEl.textContent === failed) this.errorEl.textContent = '';
-        await this.follow(); // groups' topics and presence: after the list is drawn
-        return;
+        return true;
       } catch (e) {
         this.showError(e);
-        if (!(e instanceof ApiError) || e.status !== 503) return;
+        if (!(e instanceof ApiError) || e.status !== 503) return false;
         failed = this.errorEl ? this.errorEl.textContent : '';
       }
       await new Promise((done) => setTimeout(done, delay));
-      if (store !== this.store || round !== this.catchUps) return;
+      if (!wanted()) return false;
     }
   }
 
@@ -387,14 +399,14 @@ class App {
     this.shell.classList.add('open');
     this.input.value = this.drafts.get(c.key) || '';
     store.changed();
-    try {
+    this.input.focus();
+    // A node that cannot reach its leader answers the newest page 503:
+    // tried again until it passes or another conversation is opened.
+    await this.untilReadable(async () => {
       if (!c.loaded) await this.loadPage(c, true);
       this.markRead(c);
       store.changed();
-    } catch (e) {
-      this.showError(e);
-    }
-    this.input.focus();
+    }, () => store === this.store && store.current === c.key);
   }
 
   // enableComposer enables the composer's controls while a conversation
