@@ -506,6 +506,21 @@ func waitLocalSubscribers(t *testing.T, e *testEnv, filter string, want int) {
 	})
 }
 
+// lastSubscriberLeaves subscribes a device of bob to user/bob/# on node e
+// and disconnects it, then waits until the route's withdrawal enters the
+// test's proposer (it signals entered).
+func lastSubscriberLeaves(t *testing.T, e *testEnv, entered <-chan struct{}) {
+	t.Helper()
+	old := mustV5(t, e.addr, "bob", "old")
+	old.MustSub(t, "user/bob/#")
+	_ = old.Disconnect(&paho.Disconnect{})
+	select {
+	case <-entered:
+	case <-time.After(waitFor):
+		t.Fatal("no withdrawal after the last subscriber left")
+	}
+}
+
 // withdrawalGate holds route withdrawals until released and reports when
 // each has entered and returned.
 type withdrawalGate struct {
@@ -536,14 +551,7 @@ func TestClusterSubscriberWaitsOutAWithdrawal(t *testing.T) {
 		c.proposers = map[string]Proposer{"n2": g}
 	})
 	b := c.nodes["n2"]
-	old := mustV5(t, b.addr, "bob", "old")
-	old.MustSub(t, "user/bob/#")
-	_ = old.Disconnect(&paho.Disconnect{})
-	select {
-	case <-g.entered:
-	case <-time.After(waitFor):
-		t.Fatal("no withdrawal after the last subscriber left")
-	}
+	lastSubscriberLeaves(t, b, g.entered)
 	subacked := make(chan struct{})
 	laptop := mustV5(t, b.addr, "bob", "laptop")
 	go func() {
@@ -647,14 +655,7 @@ func TestClusterSubscriberAfterAFailedWithdrawal(t *testing.T) {
 				c.proposers = map[string]Proposer{"n2": l}
 			})
 			b := c.nodes["n2"]
-			old := mustV5(t, b.addr, "bob", "old")
-			old.MustSub(t, "user/bob/#")
-			_ = old.Disconnect(&paho.Disconnect{})
-			select {
-			case <-l.entered:
-			case <-time.After(waitFor):
-				t.Fatal("no withdrawal after the last subscriber left")
-			}
+			lastSubscriberLeaves(t, b, l.entered)
 			if !during {
 				close(l.release)
 				testutil.CheckFor(t, waitFor, time.Millisecond, func() error {

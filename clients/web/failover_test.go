@@ -152,23 +152,7 @@ func TestCatchUpRetriedWhileTheNodeCannotRead(t *testing.T) {
 	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"c1","type":"text","body":"waiting for you"}`); err != nil {
 		t.Fatal(err)
 	}
-	var refusals atomic.Int32
-	refusals.Store(3)
-	u, err := url.Parse(n.HTTPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := httputil.NewSingleHostReverseProxy(u)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/chat/conversations" && refusals.Add(-1) >= 0 {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"cannot read now: this node cannot reach its cluster's leader; retry"}}`)
-			return
-		}
-		node.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
+	front, refusals := refusingProxy(t, n.HTTPURL, "/chat/conversations", 3)
 
 	alice := browser(t)
 	signIn(t, alice, front.URL, "alice")
@@ -196,23 +180,7 @@ func TestOpenedConversationRetriedWhileTheNodeCannotRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var refusals atomic.Int32
-	refusals.Store(2)
-	u, err := url.Parse(n.HTTPURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	node := httputil.NewSingleHostReverseProxy(u)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/chat/history" && refusals.Add(-1) >= 0 {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"cannot read now: this node cannot reach its cluster's leader; retry"}}`)
-			return
-		}
-		node.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
+	front, refusals := refusingProxy(t, n.HTTPURL, "/chat/history", 2)
 
 	alice := browser(t)
 	signIn(t, alice, front.URL, "alice")
@@ -227,4 +195,30 @@ func TestOpenedConversationRetriedWhileTheNodeCannotRead(t *testing.T) {
 	if got := textOf(t, alice, `.error`); got != "" {
 		t.Fatalf("the error stays shown: %q", got)
 	}
+}
+
+// refusingProxy serves the node at nodeURL through a proxy that answers
+// the first n requests for path 503 unavailable, as a node that cannot
+// reach its cluster's leader does; the counter goes negative once all n
+// were used.
+func refusingProxy(t *testing.T, nodeURL, path string, n int32) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	refusals := new(atomic.Int32)
+	refusals.Store(n)
+	u, err := url.Parse(nodeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == path && refusals.Add(-1) >= 0 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":{"code":"unavailable","message":"cannot read now: this node cannot reach its cluster's leader; retry"}}`)
+			return
+		}
+		node.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	return front, refusals
 }
