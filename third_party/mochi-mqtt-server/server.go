@@ -1431,11 +1431,24 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 	return nil
 }
 
+// clientIDInUse reports whether a packet identifier of the client's own
+// (a SUBSCRIBE's, an UNSUBSCRIBE's) is in use by another exchange the
+// client started: an inbound QoS 2 publish awaiting its PUBREL (stored
+// as the PUBREC sent). The inflight messages the server sent (PUBLISH,
+// PUBREL) number from the server's own identifiers: "the Client and
+// Server assign Packet Identifiers independently of each other" (MQTT 5
+// 2.2.1), so a reconnecting client whose queued messages the server
+// resends may well subscribe with the same numbers.
+func clientIDInUse(cl *Client, id uint16) bool {
+	p, ok := cl.State.Inflight.Get(id)
+	return ok && p.FixedHeader.Type == packets.Pubrec
+}
+
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	pk = s.hooks.OnSubscribe(cl, pk)
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if clientIDInUse(cl, pk.PacketID) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
@@ -1509,7 +1522,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+	if clientIDInUse(cl, pk.PacketID) {
 		code = packets.ErrPacketIdentifierInUse
 	}
 
