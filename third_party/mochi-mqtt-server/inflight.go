@@ -16,6 +16,8 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal            map[uint16]packets.Packet // internal contains the inflight packets
+	order               map[uint16]uint64         // when each was first set (seq), for GetAll's order
+	seq                 uint64                    // the last order given
 	receiveQuota        int32                     // remaining inbound qos quota for flow control
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
@@ -35,8 +37,15 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	_, ok := i.internal[m.PacketID]
 	if i.internal == nil {
 		i.internal = map[uint16]packets.Packet{}
+		i.order = map[uint16]uint64{}
 	}
 	i.internal[m.PacketID] = m
+	if !ok {
+		// A replaced packet (a PUBLISH become a PUBREL, a held-back one
+		// set again) keeps its place.
+		i.seq++
+		i.order[m.PacketID] = i.seq
+	}
 	return !ok
 }
 
@@ -68,9 +77,12 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.internal {
 		if c.internal == nil {
 			c.internal = map[uint16]packets.Packet{}
+			c.order = map[uint16]uint64{}
 		}
 		c.internal[k] = v
+		c.order[k] = i.order[k]
 	}
+	c.seq = i.seq
 	return c
 }
 
@@ -86,8 +98,11 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
-	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+	// In the order they were sent ([MQTT-4.6.0-1]: resent in that order).
+	// Sorting by the second each was created (cut to 16 bits) left those
+	// of one second in the map's random order.
+	sort.Slice(m, func(a, b int) bool {
+		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
 	})
 
 	return m
@@ -114,6 +129,7 @@ func (i *Inflight) Delete(id uint16) bool {
 
 	_, ok := i.internal[id]
 	delete(i.internal, id)
+	delete(i.order, id)
 
 	return ok
 }
