@@ -56,7 +56,7 @@ type routeKeeper struct {
 	dirty    map[string]struct{}
 	leaving  bool // this node's routes were dropped on purpose: add none
 	// withdrawing holds the filters whose withdrawal reconcile is
-	// proposing; done closes when the proposal returns.
+	// proposing; the channel closes when the proposal returns.
 	withdrawing map[string]chan struct{}
 	// uncertain holds the filters whose last withdrawal failed: it may
 	// still commit (an entry appended before a leader change), so the

@@ -168,19 +168,7 @@ func testDeliveryDuringATakeover(t *testing.T, duringHandshake bool) {
 	t.Cleanup(func() { _ = s.Close() })
 
 	first, fr, _ := connectV5(t, ln.Address(), "phone")
-	sub := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
-		ProtocolVersion: 5,
-		PacketID:        1,
-		Filters:         packets.Subscriptions{{Filter: "a/b", Qos: 1}},
-	}
-	var buf bytes.Buffer
-	if err := sub.SubscribeEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := first.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
+	subscribeV5(t, first, 1, "a/b")
 	if ack := readPacket(t, fr, 5); ack.FixedHeader.Type != packets.Suback {
 		t.Fatalf("SUBACK: %+v", ack)
 	}
