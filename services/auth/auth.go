@@ -195,6 +195,13 @@ type Deps struct {
 	// Leader says whether this node proposes erase steps (RunErasure);
 	// nil: always (a lone node, tests).
 	Leader Leadership
+	// ReadBarrier waits until this node has applied every write the
+	// cluster committed before the call (cluster.Raft.ReadBarrier). A
+	// credential this node does not know yet (an account created, a
+	// password changed or a refresh token issued through another node a
+	// moment ago) is looked up again after it before being refused.
+	// nil: the local state is trusted (a lone node, tests).
+	ReadBarrier func(ctx context.Context) error
 }
 
 // Tokens is the answer of login and refresh.
@@ -230,6 +237,7 @@ type Service struct {
 	// Account deletion (delete.go).
 	gone       *goneSet
 	lead       Leadership
+	barrier    func(ctx context.Context) error
 	wake       chan struct{}
 	eraseMu    sync.Mutex
 	erasers    []namedEraser
@@ -297,7 +305,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Help: "Refresh-token exchanges by result.",
 		}, []string{"result"}),
 		gone: newGoneSet(), signedOut: newSignedOutSet(),
-		lead: deps.Leader,
+		lead: deps.Leader, barrier: deps.ReadBarrier,
 		wake: make(chan struct{}, 1),
 		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_account_deletions_total",

@@ -68,6 +68,12 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 // newEnvWith builds a service on a fresh database with cfg as it is.
 func newEnvWith(t *testing.T, cfg Config) *env {
 	t.Helper()
+	return newEnvWithBarrier(t, cfg, nil)
+}
+
+// newEnvWithBarrier is newEnvWith with barrier as Deps.ReadBarrier.
+func newEnvWithBarrier(t *testing.T, cfg Config, barrier func(context.Context) error) *env {
+	t.Helper()
 	prop := fsmtest.New(t)
 	e := &env{
 		t: t, db: prop.DB,
@@ -78,7 +84,7 @@ func newEnvWith(t *testing.T, cfg Config) *env {
 		reg:      prometheus.NewRegistry(),
 	}
 	svc, err := New(cfg, Deps{DB: e.db, Proposer: e.prop, FSM: e.prop.FSM, Profiles: e.profiles,
-		Registerer: e.reg, Now: e.clock.Now})
+		Registerer: e.reg, Now: e.clock.Now, ReadBarrier: barrier})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,12 +155,32 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 	if err != nil {
 		s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
 	}
+	var catchUpErr error
+	if (!found || !ok) && userKey != "" && len(password) <= MaxPassword {
+		// This node may not have applied yet an account created or a
+		// password changed through another node a moment ago. Every
+		// refusal waits the same way, so the wait tells nothing about
+		// whether the username exists.
+		var fresh account
+		var freshFound bool
+		if fresh, freshFound, catchUpErr = s.readAfterCatchUp(ctx, userKey); freshFound && !s.gone.has(fresh.UID) &&
+			(!found || fresh.Hash != acct.Hash) {
+			acct, found = fresh, true
+			if ok, err = s.hasher.verify(password, acct.Hash); err != nil {
+				s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
+			}
+		}
+	}
 	if !found || !ok {
 		// A failure takes a token (when there is one left).
 		if userKey != "" {
 			s.perUser.Allow(userKey)
 		}
 		s.perIP.Allow(ipKey)
+		if catchUpErr != nil {
+			s.logins.WithLabelValues("error").Inc()
+			return Tokens{}, catchUpErr
+		}
 		s.logins.WithLabelValues("invalid_credentials").Inc()
 		return Tokens{}, ErrInvalidCredentials
 	}
@@ -265,6 +285,10 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 	// current is decided by the FSM handler, in log order, so that a node
 	// that lags a rotation cannot mistake the newest token for a reuse.
 	f, found, err := s.readFamily(family)
+	if err == nil && !found {
+		// Issued through another node a moment ago?
+		f, found, err = s.readFamilyAfterCatchUp(ctx, family)
+	}
 	if err != nil {
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, err
@@ -332,6 +356,10 @@ func (s *Service) LogoutDevice(ctx context.Context, token, device string) error 
 		return ErrRefreshInvalid
 	}
 	f, found, err := s.readFamily(family)
+	if err == nil && (!found || (!f.Revoked && f.Hash != hashSecret(secret))) {
+		// Issued or rotated through another node a moment ago?
+		f, found, err = s.readFamilyAfterCatchUp(ctx, family)
+	}
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -307,6 +308,43 @@ func (s *Service) readAccount(uid string) (account, bool, error) {
 		return account{}, false, fmt.Errorf("auth: read account: %w", err)
 	}
 	return a, found, nil
+}
+
+// catchUpTimeout bounds a refused credential's wait for this node to
+// apply what the cluster committed before it.
+const catchUpTimeout = 5 * time.Second
+
+// catchUp waits until this node has applied every write the cluster
+// committed before the call (Deps.ReadBarrier; nothing to wait for
+// without one). It fails with wire.ErrUnavailable when no leader
+// answers: the caller cannot tell a credential it does not know from
+// one this node has not heard of yet.
+func (s *Service) catchUp(ctx context.Context) error {
+	if s.barrier == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	if err := s.barrier(ctx); err != nil {
+		return fmt.Errorf("auth: catching up with the cluster: %w", err)
+	}
+	return nil
+}
+
+// readAfterCatchUp is readAccount after catchUp.
+func (s *Service) readAfterCatchUp(ctx context.Context, uid string) (account, bool, error) {
+	if err := s.catchUp(ctx); err != nil {
+		return account{}, false, err
+	}
+	return s.readAccount(uid)
+}
+
+// readFamilyAfterCatchUp is readFamily after catchUp.
+func (s *Service) readFamilyAfterCatchUp(ctx context.Context, id string) (refreshFamily, bool, error) {
+	if err := s.catchUp(ctx); err != nil {
+		return refreshFamily{}, false, err
+	}
+	return s.readFamily(id)
 }
 
 func (s *Service) readFamily(id string) (refreshFamily, bool, error) {

@@ -1,0 +1,203 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// laggingNode stands for a follower that has not applied the newest
+// writes yet: the test holds them back and the read barrier applies
+// them, as a follower's barrier waits until it has.
+type laggingNode struct {
+	mu       sync.Mutex
+	held     []func()
+	barriers int
+	down     error
+}
+
+func (l *laggingNode) hold(apply func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held = append(l.held, apply)
+}
+
+func (l *laggingNode) barrier(context.Context) error {
+	l.mu.Lock()
+	held := l.held
+	l.held = nil
+	l.barriers++
+	down := l.down
+	l.mu.Unlock()
+	if down != nil {
+		return down
+	}
+	for _, apply := range held {
+		apply()
+	}
+	return nil
+}
+
+func (l *laggingNode) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.barriers
+}
+
+func newLaggingEnv(t *testing.T) (*env, *laggingNode) {
+	lag := &laggingNode{}
+	return newEnvWithBarrier(t, Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon}, lag.barrier), lag
+}
+
+// rawKey reads key as it is stored (nil: absent).
+func rawKey(t *testing.T, db *badger.DB, key string) []byte {
+	t.Helper()
+	var v []byte
+	err := db.View(func(tx *badger.Txn) error {
+		it, err := tx.Get([]byte(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = it.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// setRaw writes key as v, or deletes it when v is nil.
+func setRaw(t *testing.T, db *badger.DB, key string, v []byte) {
+	t.Helper()
+	err := db.Update(func(tx *badger.Txn) error {
+		if v == nil {
+			return tx.Delete([]byte(key))
+		}
+		return tx.Set([]byte(key), v)
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// An account created through another node a moment ago signs in on a
+// node that has not applied it yet: the refusal waits for the barrier
+// and looks again.
+func TestLoginOfAnAccountThisNodeHasNotAppliedYet(t *testing.T) {
+	e, lag := newLaggingEnv(t)
+	lag.hold(func() {
+		if _, err := e.svc.CreateAccount(context.Background(), "carol", "password1", "Carol"); err != nil {
+			t.Error(err)
+		}
+	})
+	tk := e.login("carol", "password1")
+	if tk.UserID != "carol" {
+		t.Fatalf("tokens: %+v", tk)
+	}
+	if got := testutil.CounterValue(t, e.svc.logins.WithLabelValues("invalid_credentials")); got != 0 {
+		t.Fatalf("a refusal counted: %v", got)
+	}
+
+	// A sign-in that succeeds locally costs no barrier; each refusal, of
+	// a known name or an unknown one, costs one (the wait is the same).
+	before := lag.count()
+	e.login("carol", "password1")
+	for _, body := range []map[string]string{
+		{"username": "carol", "password": "password2"},
+		{"username": "nobody", "password": "password1"},
+	} {
+		if r := e.post("/auth/login", body); r.Code != http.StatusUnauthorized {
+			t.Fatalf("%v: %d %s", body, r.Code, r.Body)
+		}
+	}
+	if got := lag.count() - before; got != 2 {
+		t.Fatalf("barriers = %d, want 2", got)
+	}
+}
+
+// A password changed through another node: the new one signs in on a
+// node that still holds the old hash.
+func TestLoginWithAPasswordThisNodeHasNotAppliedYet(t *testing.T) {
+	e, lag := newLaggingEnv(t)
+	e.register("dave", "old-password")
+	key := prefixAccount + "dave"
+	stale := rawKey(t, e.db, key)
+	// The cluster's state: the account with another password.
+	setRaw(t, e.db, key, nil)
+	if _, err := e.svc.CreateAccount(context.Background(), "dave", "new-password", "Dave"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := rawKey(t, e.db, key)
+	setRaw(t, e.db, key, stale)
+	lag.hold(func() { setRaw(t, e.db, key, fresh) })
+	if tk := e.login("dave", "new-password"); tk.UserID != "dave" {
+		t.Fatalf("tokens: %+v", tk)
+	}
+	if r := e.post("/auth/login", map[string]string{"username": "dave", "password": "old-password"}); r.Code != http.StatusUnauthorized {
+		t.Fatalf("old password: %d %s", r.Code, r.Body)
+	}
+}
+
+// A refresh token issued (login) or rotated through another node a
+// moment ago refreshes and logs out on a node that lags.
+func TestRefreshAndLogoutOfATokenThisNodeHasNotAppliedYet(t *testing.T) {
+	e, lag := newLaggingEnv(t)
+	e.register("erin", "password1")
+	tk := e.login("erin", "password1")
+	family, _, _ := strings.Cut(tk.RefreshToken, ".")
+	key := prefixRefresh + family
+	issued := rawKey(t, e.db, key)
+	setRaw(t, e.db, key, nil)
+	lag.hold(func() { setRaw(t, e.db, key, issued) })
+	r := e.post("/auth/refresh", map[string]string{"refreshToken": tk.RefreshToken})
+	if r.Code != http.StatusOK {
+		t.Fatalf("refresh of a family not applied here yet: %d %s", r.Code, r.Body)
+	}
+	rotated := rawKey(t, e.db, key)
+	var tk2 Tokens
+	if err := json.Unmarshal(r.Body, &tk2); err != nil {
+		t.Fatal(err)
+	}
+
+	// This node still holds the family before the rotation.
+	setRaw(t, e.db, key, issued)
+	lag.hold(func() { setRaw(t, e.db, key, rotated) })
+	if err := e.svc.Logout(context.Background(), tk2.RefreshToken); err != nil {
+		t.Fatalf("logout with the rotated token: %v", err)
+	}
+	if r := e.post("/auth/refresh", map[string]string{"refreshToken": tk2.RefreshToken}); r.Code != http.StatusUnauthorized {
+		t.Fatalf("refresh after logout: %d %s", r.Code, r.Body)
+	}
+}
+
+// When the node cannot reach its leader it cannot tell a wrong password
+// from one it has not heard of: 503, not 401.
+func TestLoginRefusalWhileTheNodeCannotCatchUp(t *testing.T) {
+	e, lag := newLaggingEnv(t)
+	e.register("frank", "password1")
+	lag.mu.Lock()
+	lag.down = wire.ErrUnavailable
+	lag.mu.Unlock()
+	r := e.post("/auth/login", map[string]string{"username": "frank", "password": "password2"})
+	if r.Code != http.StatusServiceUnavailable || r.errCode() != "unavailable" {
+		t.Fatalf("login: %d %s", r.Code, r.Body)
+	}
+	if got := testutil.CounterValue(t, e.svc.logins.WithLabelValues("error")); got != 1 {
+		t.Fatalf("error metric = %v", got)
+	}
+	// The right password needs no barrier.
+	e.login("frank", "password1")
+}
