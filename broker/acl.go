@@ -1,7 +1,11 @@
 package broker
 
 import (
+	"context"
 	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -143,4 +147,41 @@ func sharedFilter(f string) (string, bool) {
 func underChat(s string) bool {
 	first, _, _ := strings.Cut(s, "/")
 	return first == "user" || first == "group" || first == "presence"
+}
+
+// aclCatchUpTimeout bounds how long a refused publish or subscription
+// waits for this node to apply what the cluster committed before it.
+const aclCatchUpTimeout = 2 * time.Second
+
+// mayBeLagging is called for a refused access check. For a client's own
+// publish or subscription (not a delivery) to a group or presence topic,
+// whose answer depends on state another node may have changed a moment
+// ago (a member added, a contact made), it waits until this node has
+// applied what the cluster committed before, and reports true: the
+// caller checks again. Only refusals wait, so the allowed path costs
+// nothing; the wait holds up only the refused client's own packets.
+func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, write bool) bool {
+	if b.deps.ReadBarrier == nil || p.UserID == "" || p.Link != "" || !stateDependent(topic, write) {
+		return false
+	}
+	if !write {
+		ci := b.connOf(cl)
+		if ci == nil || ci.subscribing.Load() == 0 {
+			return false // a delivery: the subscription was checked already
+		}
+	}
+	ctx, cancel := context.WithTimeout(b.baseCtx, aclCatchUpTimeout)
+	defer cancel()
+	if err := b.deps.ReadBarrier(ctx); err != nil {
+		b.log.Debug("access check: cannot catch up with the cluster", "client", cl.ID, "topic", topic, "err", err)
+		return false
+	}
+	return true
+}
+
+// stateDependent reports whether access to topic (a name or a filter)
+// depends on replicated state that changes: group membership, presence
+// visibility (for reading; only the server publishes presence).
+func stateDependent(topic string, write bool) bool {
+	return strings.HasPrefix(topic, "group/") || !write && strings.HasPrefix(topic, "presence/")
 }

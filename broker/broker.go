@@ -232,6 +232,13 @@ type Deps struct {
 	// Links receives the links of other regions (bridge/region); nil:
 	// no links, every $link/ client is refused.
 	Links Links
+	// ReadBarrier waits until this node has applied every write the
+	// cluster committed before the call (cluster.Raft.ReadBarrier). A
+	// publish or subscription refused on a group or presence topic is
+	// checked again after it: the client may have been added to the
+	// group, or made a contact, through another node a moment ago. Nil:
+	// the local state is trusted (a single node).
+	ReadBarrier func(ctx context.Context) error
 }
 
 // Broker is one MQTT node.

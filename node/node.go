@@ -338,7 +338,8 @@ func (n *Node) buildBroker() (err error) {
 		Registerer:     n.registry,
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
-		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region})
+		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region,
+		ReadBarrier: n.raft.ReadBarrier})
 	if err != nil {
 		return fmt.Errorf("node: broker: %w", err)
 	}

@@ -395,6 +395,13 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 		return err
 	}
 	ok, err := s.users.UserExists(to)
+	if err == nil && !ok {
+		// Signed up through another node a moment ago?
+		err = s.catchUp(ctx, "recipient")
+		if err == nil {
+			ok, err = s.users.UserExists(to)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("archive: looking up recipient %q: %w", to, err)
 	}
@@ -405,6 +412,24 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
 	}
 	return s.attachMedia(ctx, from, env, to, "", id)
+}
+
+// catchUp waits until this node has applied every write the cluster
+// committed before the call (Deps.ReadBarrier; nothing to wait for
+// without one), for a send this node's state refuses: the recipient may
+// have signed up, or the sender joined the group, through another node
+// a moment ago. A node that cannot reach its leader cannot tell, and
+// could not commit the message either: wire.ErrUnavailable.
+func (s *Service) catchUp(ctx context.Context, what string) error {
+	if s.barrier == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, readBarrierTimeout)
+	defer cancel()
+	if err := s.barrier(ctx); err != nil {
+		return fmt.Errorf("archive: %s: catching up with the cluster: %w", what, err)
+	}
+	return nil
 }
 
 // checkClientFields re-checks the client fields that end up in keys or

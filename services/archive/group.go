@@ -68,7 +68,13 @@ func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.En
 		return errNoGroups(gid)
 	}
 	if !s.groups.IsMember(gid, from) {
-		return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
+		// Joined through another node a moment ago?
+		if err := s.catchUp(ctx, "group member"); err != nil {
+			return err
+		}
+		if !s.groups.IsMember(gid, from) {
+			return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
+		}
 	}
 	return s.attachMedia(ctx, from, env, "", gid, id)
 }

@@ -157,6 +157,8 @@ type env struct {
 	betweenSteps func(step int)
 	// wrapProp, if set, stands between the service and the harness.
 	wrapProp func(Proposer) Proposer
+	users    Directory                       // nil: alice, bob, carol and dave exist
+	barrier  func(ctx context.Context) error // Deps.ReadBarrier
 }
 
 type envOpt func(*env)
@@ -183,6 +185,14 @@ func withSegments(st SegmentStore) envOpt { return func(e *env) { e.segs = st } 
 
 // withRegions gives the service its region and links.
 func withRegions(r Regions) envOpt { return func(e *env) { e.rgns = r } }
+
+// withUsers gives the service u as its directory of users.
+func withUsers(u Directory) envOpt { return func(e *env) { e.users = u } }
+
+// withReadBarrier gives the service fn as its read barrier.
+func withReadBarrier(fn func(ctx context.Context) error) envOpt {
+	return func(e *env) { e.barrier = fn }
+}
 
 // withOutbox gives the service an Outbox.
 func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
@@ -217,6 +227,10 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	if e.wrapProp != nil {
 		deps.Proposer = e.wrapProp(e.prop)
 	}
+	if e.users != nil {
+		deps.Users = e.users
+	}
+	deps.ReadBarrier = e.barrier
 	deps.Outbox = e.outbox
 	deps.Regions = e.rgns
 	deps.Segments = e.segs
