@@ -391,7 +391,7 @@ func (n *Node) buildHTTP() (err error) {
 	n.Gateway, err = gateway.New(gateway.Config{Addr: n.cfg.HTTPAddr, TLS: n.tls, CORSOrigins: n.cfg.AllowedOrigins,
 		TrustedProxies: n.cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: n.cfg.NoRateLimits}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Warnings: n.warnings, Logger: n.log.With("component", "gateway"), Registerer: n.registry,
-		Gatherer: n.registry, PeerOrigin: n.peerOrigins().Allowed,
+		Gatherer: n.registry, PeerOrigin: n.peerOrigins().Allowed, ReadBarrier: n.raft.ReadBarrier,
 	})
 	if err != nil {
 		return fmt.Errorf("node: gateway: %w", err)

@@ -119,6 +119,11 @@ type Deps struct {
 	// own nodes (a page another member served, reaching this node when
 	// its own went away): allowed like CORSOrigins. Nil: none.
 	PeerOrigin func(origin string) bool
+	// ReadBarrier waits until this node has applied every write the
+	// cluster committed before the call (cluster.Raft.ReadBarrier): a
+	// read answered 404 runs again after it (catchup.go). Nil: a 404
+	// stands (a single node).
+	ReadBarrier func(ctx context.Context) error
 }
 
 // Gateway is the HTTP server.
@@ -145,6 +150,9 @@ type Gateway struct {
 	mSeconds     *prometheus.HistogramVec
 	mRateLimited *prometheus.CounterVec
 	mNotModified *prometheus.CounterVec
+	mReadAgain   prometheus.Counter
+
+	barrier func(ctx context.Context) error // Deps.ReadBarrier
 }
 
 // New validates cfg, binds the listener and mounts /healthz, /readyz and
@@ -205,6 +213,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		scheme:   scheme,
 		edge:     edge,
 		mounted:  map[string]struct{}{},
+		barrier:  deps.ReadBarrier,
+		mReadAgain: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_http_reads_again_total",
+			Help: "Reads answered 404 that ran again once this node had applied what the cluster committed before them.",
+		}),
 		mRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_http_requests_total",
 			Help: "HTTP requests served, by route pattern, method and status.",
@@ -227,7 +240,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.log = slog.Default()
 	}
 	if r := deps.Registerer; r != nil {
-		for _, c := range []prometheus.Collector{g.mRequests, g.mSeconds, g.mRateLimited, g.mNotModified} {
+		for _, c := range []prometheus.Collector{g.mRequests, g.mSeconds, g.mRateLimited, g.mNotModified, g.mReadAgain} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("gateway: registering metrics: %w", err)
 			}

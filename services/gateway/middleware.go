@@ -195,6 +195,10 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			// after an oversized body.
 			r.Body = http.MaxBytesReader(info.raw, r.Body, maxBody)
 		}
+		if g.barrier != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			g.serveReadingAgain(rt.Handler, w, r)
+			return
+		}
 		rt.Handler(w, r)
 	})
 }
