@@ -164,11 +164,8 @@ func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, w
 	if b.deps.ReadBarrier == nil || p.UserID == "" || p.Link != "" || !stateDependent(topic, write) {
 		return false
 	}
-	if !write {
-		ci := b.connOf(cl)
-		if ci == nil || ci.subscribing.Load() == 0 {
-			return false // a delivery: the subscription was checked already
-		}
+	if !write && !b.subscribingTo(cl, topic) {
+		return false // a delivery: the subscription was checked already
 	}
 	ctx, cancel := context.WithTimeout(b.baseCtx, aclCatchUpTimeout)
 	defer cancel()
@@ -184,4 +181,23 @@ func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, w
 // visibility (for reading; only the server publishes presence).
 func stateDependent(topic string, write bool) bool {
 	return strings.HasPrefix(topic, "group/") || !write && strings.HasPrefix(topic, "presence/")
+}
+
+// subscribingTo reports whether filter is one of those of the SUBSCRIBE
+// cl is processing.
+func (b *Broker) subscribingTo(cl *mqtt.Client, filter string) bool {
+	ci := b.connOf(cl)
+	if ci == nil {
+		return false
+	}
+	subs := ci.subscribingTo.Load()
+	if subs == nil {
+		return false
+	}
+	for _, sub := range *subs {
+		if sub.Filter == filter {
+			return true
+		}
+	}
+	return false
 }

@@ -299,6 +299,11 @@ type connInfo struct {
 	// like deliveries to the hook and must never skip the membership
 	// look-up.
 	subscribing atomic.Int32
+	// subscribingTo holds the filters of the SUBSCRIBE being processed
+	// (the client's read loop processes one at a time): only their ACL
+	// checks may wait for the node to catch up (acl.go mayBeLagging),
+	// never a delivery another client's publish makes meanwhile.
+	subscribingTo atomic.Pointer[packets.Subscriptions]
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS

@@ -266,6 +266,8 @@ func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if ci := h.b.connOf(cl); ci != nil {
 		ci.subscribing.Add(1)
+		filters := pk.Filters
+		ci.subscribingTo.Store(&filters)
 	}
 	return pk
 }
@@ -278,6 +280,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	}
 	h.b.recheckGroupSubscriptions(cl, pk.Filters, reasonCodes)
 	if ci := h.b.connOf(cl); ci != nil {
+		ci.subscribingTo.Store(nil)
 		ci.subscribing.Add(-1)
 	}
 	if k := h.b.rk; k != nil && !cl.Net.Inline {
