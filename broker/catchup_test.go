@@ -1,59 +1,32 @@
 package broker
 
 import (
-	"context"
-	"sync"
-	"sync/atomic"
 	"testing"
+
+	"github.com/edgechat/edgechat/internal/testutil"
 )
-
-// laggingState stands for the writes the cluster committed that this
-// node has not applied yet: its read barrier applies them.
-type laggingState struct {
-	mu       sync.Mutex
-	held     []func()
-	barriers atomic.Int32
-}
-
-func (l *laggingState) hold(fn func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.held = append(l.held, fn)
-}
-
-func (l *laggingState) barrier(context.Context) error {
-	l.barriers.Add(1)
-	l.mu.Lock()
-	held := l.held
-	l.held = nil
-	l.mu.Unlock()
-	for _, fn := range held {
-		fn()
-	}
-	return nil
-}
 
 // A member added, or a contact made, through another node a moment ago
 // publishes and subscribes on a node that has not applied it yet: the
 // refusal waits for the node to catch up and checks again.
 func TestAccessRefusedByAnUnappliedChangeIsCheckedAgain(t *testing.T) {
-	lag := &laggingState{}
-	e := startBrokerWith(t, nil, func(d *Deps) { d.ReadBarrier = lag.barrier })
+	lag := &testutil.LaggingNode{}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.ReadBarrier = lag.Barrier })
 	e.members("g1", "bob")
 	alice := mustV5(t, e.addr, "alice", "phone")
 
-	lag.hold(func() { e.mem.set("g1", "alice", true) })
+	lag.Hold(func() { e.mem.set("g1", "alice", true) })
 	if code, _ := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"c1","type":"text","body":"hi"}`); code >= 0x80 {
 		t.Fatalf("publish of a member this node had not applied: 0x%02x", code)
 	}
 	if calls := e.chat.callCount(); calls != 1 {
 		t.Fatalf("ChatStore calls %d, want 1", calls)
 	}
-	lag.hold(func() { e.members("g2", "alice") })
+	lag.Hold(func() { e.members("g2", "alice") })
 	if code := alice.Sub(t, "group/g2/#")[0]; code >= 0x80 {
 		t.Fatalf("subscription of a member this node had not applied: 0x%02x", code)
 	}
-	lag.hold(func() { e.vis.set("alice", "dave", true) })
+	lag.Hold(func() { e.vis.set("alice", "dave", true) })
 	if code := alice.Sub(t, "presence/dave")[0]; code >= 0x80 {
 		t.Fatalf("presence of a contact this node had not applied: 0x%02x", code)
 	}
@@ -61,10 +34,10 @@ func TestAccessRefusedByAnUnappliedChangeIsCheckedAgain(t *testing.T) {
 	// What the node allows costs no barrier; a refusal that stands after
 	// one is still refused; a publish to presence (only the server
 	// publishes there) waits for nothing.
-	before := lag.barriers.Load()
+	before := lag.Barriers()
 	alice.Sub(t, "group/g1/newMessage")
 	alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"c2","type":"text","body":"hi"}`)
-	if got := lag.barriers.Load() - before; got != 0 {
+	if got := lag.Barriers() - before; got != 0 {
 		t.Fatalf("allowed access took %d barriers", got)
 	}
 	if code := alice.Sub(t, "group/g3/newMessage")[0]; code != 0x87 {
@@ -73,7 +46,7 @@ func TestAccessRefusedByAnUnappliedChangeIsCheckedAgain(t *testing.T) {
 	if code, _ := alice.Pub(t, "presence/alice", 1, `{}`); code != 0x87 {
 		t.Fatalf("presence publish: 0x%02x", code)
 	}
-	if got := lag.barriers.Load() - before; got != 1 {
+	if got := lag.Barriers() - before; got != 1 {
 		t.Fatalf("refusals took %d barriers, want 1 (the subscription's)", got)
 	}
 }

@@ -190,3 +190,29 @@ func TestReceive(t *testing.T) {
 		t.Fatalf("failure %q does not say how long it waited", r.failed)
 	}
 }
+
+func TestLaggingNode(t *testing.T) {
+	var l LaggingNode
+	applied := 0
+	l.Hold(func() { applied++ })
+	l.Hold(func() { applied++ })
+	if applied != 0 {
+		t.Fatal("applied before the barrier")
+	}
+	if err := l.Barrier(context.Background()); err != nil || applied != 2 {
+		t.Fatalf("barrier: %v, applied %d", err, applied)
+	}
+	l.Hold(func() { applied++ })
+	down := errors.New("no leader")
+	l.SetDown(down)
+	if err := l.Barrier(context.Background()); err != down || applied != 2 {
+		t.Fatalf("down barrier: %v, applied %d", err, applied)
+	}
+	l.SetDown(nil)
+	if err := l.Barrier(context.Background()); err != nil || applied != 3 {
+		t.Fatalf("barrier after down: %v, applied %d", err, applied)
+	}
+	if l.Barriers() != 3 {
+		t.Fatalf("barriers %d", l.Barriers())
+	}
+}

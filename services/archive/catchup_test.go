@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -28,66 +29,30 @@ func (d *lockedDir) add(uid string) {
 	d.users[uid] = true
 }
 
-// heldWrites stands for the writes the cluster committed that this node
-// has not applied yet: its barrier applies them (or fails, when down).
-type heldWrites struct {
-	mu       sync.Mutex
-	held     []func()
-	barriers int
-	down     error
-}
-
-func (h *heldWrites) hold(fn func()) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.held = append(h.held, fn)
-}
-
-func (h *heldWrites) barrier(context.Context) error {
-	h.mu.Lock()
-	held, down := h.held, h.down
-	h.held = nil
-	h.barriers++
-	h.mu.Unlock()
-	if down != nil {
-		return down
-	}
-	for _, fn := range held {
-		fn()
-	}
-	return nil
-}
-
-func (h *heldWrites) count() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.barriers
-}
-
 // A DM to a user who signed up through another node a moment ago, and a
 // group message of a member added through another node, are not refused
 // by a node that has not applied them yet.
 func TestSendWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
 	dir := &lockedDir{users: map[string]bool{"alice": true}}
-	held := &heldWrites{}
-	e := newEnv(t, withGroups(), withUsers(dir), withReadBarrier(held.barrier))
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withGroups(), withUsers(dir), withReadBarrier(held.Barrier))
 	ctx := context.Background()
 
-	held.hold(func() { dir.add("erin") })
+	held.Hold(func() { dir.add("erin") })
 	if _, _, _, err := e.svc.SendDirect(ctx, "alice", "erin", text("c1", "welcome")); err != nil {
 		t.Fatalf("DM to a user this node had not applied: %v", err)
 	}
 	e.groups.add("g1", "bob")
-	held.hold(func() { e.groups.add("g1", "alice") })
+	held.Hold(func() { e.groups.add("g1", "alice") })
 	if _, _, _, err := e.svc.SendGroup(ctx, "alice", "g1", text("c2", "hello")); err != nil {
 		t.Fatalf("group message of a member this node had not applied: %v", err)
 	}
 
 	// What this node knows costs no barrier; a refusal still refuses.
-	before := held.count()
+	before := held.Barriers()
 	e.send(t, "alice", "erin", "c3")
 	e.sendGroup(t, "alice", "g1", "c4")
-	if got := held.count(); got != before {
+	if got := held.Barriers(); got != before {
 		t.Fatalf("sends this node could check took %d barriers", got-before)
 	}
 	if _, _, _, err := e.svc.SendDirect(ctx, "alice", "nobody", text("c5", "x")); !errors.Is(err, wire.ErrNotFound) {
@@ -99,9 +64,7 @@ func TestSendWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
 
 	// A node that cannot reach its leader cannot tell: unavailable (the
 	// client retries), not a refusal the client would give up on.
-	held.mu.Lock()
-	held.down = wire.ErrUnavailable
-	held.mu.Unlock()
+	held.SetDown(wire.ErrUnavailable)
 	before2 := dump(t, e.db)
 	if _, _, _, err := e.svc.SendDirect(ctx, "alice", "nobody", text("c7", "x")); !errors.Is(err, wire.ErrUnavailable) {
 		t.Fatalf("DM to nobody without a leader: %v", err)

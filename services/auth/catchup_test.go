@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -15,47 +14,9 @@ import (
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// laggingNode stands for a follower that has not applied the newest
-// writes yet: the test holds them back and the read barrier applies
-// them, as a follower's barrier waits until it has.
-type laggingNode struct {
-	mu       sync.Mutex
-	held     []func()
-	barriers int
-	down     error
-}
-
-func (l *laggingNode) hold(apply func()) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.held = append(l.held, apply)
-}
-
-func (l *laggingNode) barrier(context.Context) error {
-	l.mu.Lock()
-	held := l.held
-	l.held = nil
-	l.barriers++
-	down := l.down
-	l.mu.Unlock()
-	if down != nil {
-		return down
-	}
-	for _, apply := range held {
-		apply()
-	}
-	return nil
-}
-
-func (l *laggingNode) count() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.barriers
-}
-
-func newLaggingEnv(t *testing.T) (*env, *laggingNode) {
-	lag := &laggingNode{}
-	return newEnvWithBarrier(t, Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon}, lag.barrier), lag
+func newLaggingEnv(t *testing.T) (*env, *testutil.LaggingNode) {
+	lag := &testutil.LaggingNode{}
+	return newEnvWithBarrier(t, Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon}, lag.Barrier), lag
 }
 
 // rawKey reads key as it is stored (nil: absent).
@@ -98,7 +59,7 @@ func setRaw(t *testing.T, db *badger.DB, key string, v []byte) {
 // and looks again.
 func TestLoginOfAnAccountThisNodeHasNotAppliedYet(t *testing.T) {
 	e, lag := newLaggingEnv(t)
-	lag.hold(func() {
+	lag.Hold(func() {
 		if _, err := e.svc.CreateAccount(context.Background(), "carol", "password1", "Carol"); err != nil {
 			t.Error(err)
 		}
@@ -113,7 +74,7 @@ func TestLoginOfAnAccountThisNodeHasNotAppliedYet(t *testing.T) {
 
 	// A sign-in that succeeds locally costs no barrier; each refusal, of
 	// a known name or an unknown one, costs one (the wait is the same).
-	before := lag.count()
+	before := lag.Barriers()
 	e.login("carol", "password1")
 	for _, body := range []map[string]string{
 		{"username": "carol", "password": "password2"},
@@ -123,7 +84,7 @@ func TestLoginOfAnAccountThisNodeHasNotAppliedYet(t *testing.T) {
 			t.Fatalf("%v: %d %s", body, r.Code, r.Body)
 		}
 	}
-	if got := lag.count() - before; got != 2 {
+	if got := lag.Barriers() - before; got != 2 {
 		t.Fatalf("barriers = %d, want 2", got)
 	}
 }
@@ -142,7 +103,7 @@ func TestLoginWithAPasswordThisNodeHasNotAppliedYet(t *testing.T) {
 	}
 	fresh := rawKey(t, e.db, key)
 	setRaw(t, e.db, key, stale)
-	lag.hold(func() { setRaw(t, e.db, key, fresh) })
+	lag.Hold(func() { setRaw(t, e.db, key, fresh) })
 	if tk := e.login("dave", "new-password"); tk.UserID != "dave" {
 		t.Fatalf("tokens: %+v", tk)
 	}
@@ -161,7 +122,7 @@ func TestRefreshAndLogoutOfATokenThisNodeHasNotAppliedYet(t *testing.T) {
 	key := prefixRefresh + family
 	issued := rawKey(t, e.db, key)
 	setRaw(t, e.db, key, nil)
-	lag.hold(func() { setRaw(t, e.db, key, issued) })
+	lag.Hold(func() { setRaw(t, e.db, key, issued) })
 	r := e.post("/auth/refresh", map[string]string{"refreshToken": tk.RefreshToken})
 	if r.Code != http.StatusOK {
 		t.Fatalf("refresh of a family not applied here yet: %d %s", r.Code, r.Body)
@@ -174,7 +135,7 @@ func TestRefreshAndLogoutOfATokenThisNodeHasNotAppliedYet(t *testing.T) {
 
 	// This node still holds the family before the rotation.
 	setRaw(t, e.db, key, issued)
-	lag.hold(func() { setRaw(t, e.db, key, rotated) })
+	lag.Hold(func() { setRaw(t, e.db, key, rotated) })
 	if err := e.svc.Logout(context.Background(), tk2.RefreshToken); err != nil {
 		t.Fatalf("logout with the rotated token: %v", err)
 	}
@@ -188,9 +149,7 @@ func TestRefreshAndLogoutOfATokenThisNodeHasNotAppliedYet(t *testing.T) {
 func TestLoginRefusalWhileTheNodeCannotCatchUp(t *testing.T) {
 	e, lag := newLaggingEnv(t)
 	e.register("frank", "password1")
-	lag.mu.Lock()
-	lag.down = wire.ErrUnavailable
-	lag.mu.Unlock()
+	lag.SetDown(wire.ErrUnavailable)
 	r := e.post("/auth/login", map[string]string{"username": "frank", "password": "password2"})
 	if r.Code != http.StatusServiceUnavailable || r.errCode() != "unavailable" {
 		t.Fatalf("login: %d %s", r.Code, r.Body)
