@@ -36,24 +36,45 @@ func TestEveryNodeAnswersForWhatAnotherJustCommitted(t *testing.T) {
 		}
 	}
 
-	for i := range 6 {
-		owner, reader, sender := nodes[i%3], nodes[(i+1)%3], nodes[(i+2)%3]
-		ownerTok := nodes[0].Token(t, "user0")
+	// Each group is checked once on the next node, so that no check
+	// finds the node caught up by the one before: its list, itself, or
+	// its new member's first message.
+	ownerTok := nodes[0].Token(t, "user0")
+	for i := range 9 {
+		owner, reader := nodes[i%3], nodes[(i+1)%3]
 		var g struct {
 			GID string `json:"groupId"`
 		}
 		member := fmt.Sprintf("user%d", i+1)
+		memberTok := reader.Token(t, member)
 		if code := api(t, owner, ownerTok, http.MethodPost, "/user/groups",
 			map[string]any{"name": fmt.Sprintf("g%d", i), "members": []string{member}}, &g); code != http.StatusCreated {
 			t.Fatalf("create group on %s: %d", owner.Config.NodeID, code)
 		}
-		if code := api(t, reader, ownerTok, http.MethodGet, "/user/groups/"+g.GID, nil, nil); code != http.StatusOK {
-			t.Fatalf("group %s on %s right after its creation on %s: %d", g.GID, reader.Config.NodeID, owner.Config.NodeID, code)
-		}
-		memberTok := sender.Token(t, member)
-		c := mustConnectV5(t, sender.MQTTURL, member, fmt.Sprintf("d%d", i), memberTok)
-		if code, _ := c.Pub(t, "group/"+g.GID+"/newMessage", 1, textMsg(fmt.Sprintf("c%d", i), "hi")); code >= 0x80 {
-			t.Fatalf("new member's message on %s right after the group's creation on %s: 0x%02x", sender.Config.NodeID, owner.Config.NodeID, code)
+		switch i % 3 {
+		case 0:
+			var mine struct {
+				Groups []struct {
+					ID string `json:"groupId"`
+				} `json:"groups"`
+			}
+			code := api(t, reader, ownerTok, http.MethodGet, "/user/groups", nil, &mine)
+			listed := false
+			for _, lg := range mine.Groups {
+				listed = listed || lg.ID == g.GID
+			}
+			if code != http.StatusOK || len(mine.Groups) != i+1 || !listed {
+				t.Fatalf("user0's groups on %s right after creating %s on %s: %d %+v", reader.Config.NodeID, g.GID, owner.Config.NodeID, code, mine)
+			}
+		case 1:
+			if code := api(t, reader, ownerTok, http.MethodGet, "/user/groups/"+g.GID, nil, nil); code != http.StatusOK {
+				t.Fatalf("group %s on %s right after its creation on %s: %d", g.GID, reader.Config.NodeID, owner.Config.NodeID, code)
+			}
+		case 2:
+			c := mustConnectV5(t, reader.MQTTURL, member, fmt.Sprintf("d%d", i), memberTok)
+			if code, _ := c.Pub(t, "group/"+g.GID+"/newMessage", 1, textMsg(fmt.Sprintf("c%d", i), "hi")); code >= 0x80 {
+				t.Fatalf("new member's message on %s right after the group's creation on %s: 0x%02x", reader.Config.NodeID, owner.Config.NodeID, code)
+			}
 		}
 	}
 }

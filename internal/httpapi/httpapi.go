@@ -48,6 +48,13 @@ type Route struct {
 	// header (removed from every other request): a webhook whose caller
 	// authenticates with a shared secret, not a user token.
 	OwnAuth bool
+	// CatchUp, on a read that lists what writes through any node change
+	// (a user's groups, contacts), makes the gateway wait until this node
+	// has applied what the cluster committed before the request, so the
+	// list holds what the client just did through another node (503
+	// unavailable when the node cannot reach its leader). Reads of one
+	// thing need no flag: their 404 runs again after the same wait.
+	CatchUp bool
 }
 
 // DefaultMaxBody limits JSON request bodies.

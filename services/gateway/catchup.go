@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
 )
 
 // catchUpTimeout bounds how long a read answered 404 waits for this node
@@ -37,6 +39,21 @@ func (g *Gateway) serveReadingAgain(h http.HandlerFunc, w http.ResponseWriter, r
 	}
 	// The node cannot tell: the 404 it found stands.
 	c.flush()
+}
+
+// catchUpFirst waits for the read barrier before a CatchUp route runs;
+// it writes 503 and reports false when the node cannot reach its leader.
+func (g *Gateway) catchUpFirst(w http.ResponseWriter, r *http.Request) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), catchUpTimeout)
+	err := g.barrier(ctx)
+	cancel()
+	if err != nil {
+		g.log.Warn("read barrier before a list", "route", r.Pattern, "err", err)
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "cannot read now: this node cannot reach its cluster's leader; retry", RetryAfter: time.Second})
+		return false
+	}
+	return true
 }
 
 // notFoundCatcher passes a handler's answer through unless its status is

@@ -91,3 +91,45 @@ func TestReadAnswered404RunsAgainAfterTheReadBarrier(t *testing.T) {
 		t.Fatalf("barriers %d, want 2", barriers.Load())
 	}
 }
+
+// A CatchUp route (a list) runs only once the node has applied what the
+// cluster committed before the request; a node that cannot catch up
+// answers 503 and does not run it.
+func TestCatchUpRouteWaitsForTheReadBarrier(t *testing.T) {
+	var applied, down atomic.Bool
+	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier,
+		ReadBarrier: func(context.Context) error {
+			if down.Load() {
+				return wire.ErrUnavailable
+			}
+			applied.Store(true)
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Close() })
+	var ran atomic.Int32
+	g.Mount(httpapi.Route{Method: http.MethodGet, Pattern: "/list", CatchUp: true, Handler: func(w http.ResponseWriter, r *http.Request) {
+		ran.Add(1)
+		httpapi.WriteJSON(w, http.StatusOK, map[string]bool{"applied": applied.Load()})
+	}})
+	do := func() *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/list", nil)
+		req.Header.Set("Authorization", "Bearer good-alice")
+		w := httptest.NewRecorder()
+		g.Handler().ServeHTTP(w, req)
+		return w
+	}
+	if w := do(); w.Code != http.StatusOK || strings.TrimSpace(w.Body.String()) != `{"applied":true}` {
+		t.Fatalf("list: %d %q", w.Code, w.Body)
+	}
+	down.Store(true)
+	if w := do(); w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
+		errorCode(t, w.Header().Get("Content-Type"), w.Body.Bytes()) != httpapi.CodeUnavailable {
+		t.Fatalf("list without a leader: %d %v %q", w.Code, w.Header(), w.Body)
+	}
+	if ran.Load() != 1 {
+		t.Fatalf("handler ran %d times, want 1", ran.Load())
+	}
+}

@@ -195,6 +195,9 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			// after an oversized body.
 			r.Body = http.MaxBytesReader(info.raw, r.Body, maxBody)
 		}
+		if rt.CatchUp && g.barrier != nil && !g.catchUpFirst(w, r) {
+			return
+		}
 		if g.barrier != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			g.serveReadingAgain(rt.Handler, w, r)
 			return

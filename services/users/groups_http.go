@@ -98,10 +98,10 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 func (s *Service) groupRoutes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/user/groups", Handler: s.handleCreateGroup, Class: "write", MaxBody: maxCreateGroupBody},
-		{Method: http.MethodGet, Pattern: "/user/groups", Handler: s.handleMyGroups, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/user/groups", Handler: s.handleMyGroups, Class: "read", CatchUp: true},
 		{Method: http.MethodGet, Pattern: "/user/groups/{gid}", Handler: s.handleGetGroup, Class: "read"},
 		{Method: http.MethodPatch, Pattern: "/user/groups/{gid}", Handler: s.handlePatchGroup, Class: "write", MaxBody: maxGroupPatchBody},
-		{Method: http.MethodGet, Pattern: "/user/groups/{gid}/members", Handler: s.handleListMembers, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/user/groups/{gid}/members", Handler: s.handleListMembers, Class: "read", CatchUp: true},
 		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/members", Handler: s.handleSetMembers, Class: "write", MaxBody: maxMembersBody},
 		{Method: http.MethodDelete, Pattern: "/user/groups/{gid}/members/{uid}", Handler: s.handleRemoveMember, Class: "write"},
 		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/owner", Handler: s.handleTransfer, Class: "write", MaxBody: maxOwnerBody},

@@ -51,7 +51,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/user/me", Handler: s.handleGetMe, Class: "read"},
 		{Method: http.MethodPatch, Pattern: "/user/me", Handler: s.handlePatchMe, Class: "write", MaxBody: maxPatchBody},
 		{Method: http.MethodGet, Pattern: "/user/{uid}", Handler: s.handleGetUser, Class: "read"},
-		{Method: http.MethodGet, Pattern: "/user/search", Handler: s.handleSearch, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/user/search", Handler: s.handleSearch, Class: "read", CatchUp: true},
 	}
 	routes = append(routes, s.relationRoutes()...)
 	return append(routes, s.groupRoutes()...)
