@@ -125,6 +125,7 @@ func startProc(t *testing.T, prefix []string, bin string, args ...string) *proc 
 	p := &proc{cmd: cmd, ready: make(chan map[string]any, 1), exited: make(chan struct{})}
 	p.logs = &logSink{ready: p.ready}
 	cmd.Stderr = p.logs
+	dieWithTheTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
