@@ -13,15 +13,27 @@ import (
 )
 
 // Inflight is a map of InflightMessage keyed on packet id.
+//
+// The client and the server number their packets independently (MQTT 5
+// 2.2.1), so the map holds two spaces: the exchanges the server started
+// (a PUBLISH it sent, then the PUBREL of a QoS 2 one), keyed by the
+// server's identifiers, and those the client started (the PUBACK,
+// PUBREC or PUBCOMP the server answered a client's publish with), keyed
+// by the client's. Set files a packet by its type; Get and Delete look
+// up the server's identifiers, GetInbound and DeleteInbound the
+// client's. One map keyed by the bare identifier let a client's QoS 1
+// publish delete the server's unacknowledged delivery of the same
+// number: the delivery was never resent, and the client's PUBACK for it
+// then found nothing, so its send quota was lost for good.
 type Inflight struct {
 	sync.RWMutex
-	internal            map[uint16]packets.Packet // internal contains the inflight packets
-	order               map[uint16]uint64         // when each was first set (seq), for GetAll's order
-	seq                 uint64                    // the last order given
-	receiveQuota        int32                     // remaining inbound qos quota for flow control
-	sendQuota           int32                     // remaining outbound qos quota for flow control
-	maximumReceiveQuota int32                     // maximum allowed receive quota
-	maximumSendQuota    int32                     // maximum allowed send quota
+	internal            map[inflightKey]packets.Packet // internal contains the inflight packets
+	order               map[inflightKey]uint64         // when each was first set (seq), for GetAll's order
+	seq                 uint64                         // the last order given
+	receiveQuota        int32                          // remaining inbound qos quota for flow control
+	sendQuota           int32                          // remaining outbound qos quota for flow control
+	maximumReceiveQuota int32                          // maximum allowed receive quota
+	maximumSendQuota    int32                          // maximum allowed send quota
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -29,32 +41,62 @@ func NewInflights() *Inflight {
 	return &Inflight{} // the map is made on first Set: most clients never have inflight messages
 }
 
-// Set adds or updates an inflight packet by packet id.
+// inflightKey is a packet identifier and the side that chose it.
+type inflightKey uint32
+
+// clientChosen marks the identifiers of exchanges the client started.
+const clientChosen inflightKey = 1 << 16
+
+// keyOf files m in its space: the acknowledgements the server sends of
+// a client's publishes are in the client's, everything else (the
+// server's PUBLISH and PUBREL) in the server's.
+func keyOf(m packets.Packet) inflightKey {
+	switch m.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return clientChosen | inflightKey(m.PacketID)
+	}
+	return inflightKey(m.PacketID)
+}
+
+// Set adds or updates an inflight packet by packet id, in the space of
+// whoever started its exchange (see Inflight).
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[m.PacketID]
+	k := keyOf(m)
+	_, ok := i.internal[k]
 	if i.internal == nil {
-		i.internal = map[uint16]packets.Packet{}
-		i.order = map[uint16]uint64{}
+		i.internal = map[inflightKey]packets.Packet{}
+		i.order = map[inflightKey]uint64{}
 	}
-	i.internal[m.PacketID] = m
+	i.internal[k] = m
 	if !ok {
 		// A replaced packet (a PUBLISH become a PUBREL, a held-back one
 		// set again) keeps its place.
 		i.seq++
-		i.order[m.PacketID] = i.seq
+		i.order[k] = i.seq
 	}
 	return !ok
 }
 
-// Get returns an inflight packet by packet id.
+// Get returns the inflight packet of an exchange the server started
+// with packet id id.
 func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
+	return i.get(inflightKey(id))
+}
+
+// GetInbound returns the inflight packet of an exchange the client
+// started with packet id id (the server's PUBREC of its QoS 2 publish).
+func (i *Inflight) GetInbound(id uint16) (packets.Packet, bool) {
+	return i.get(clientChosen | inflightKey(id))
+}
+
+func (i *Inflight) get(k inflightKey) (packets.Packet, bool) {
 	i.RLock()
 	defer i.RUnlock()
 
-	if m, ok := i.internal[id]; ok {
+	if m, ok := i.internal[k]; ok {
 		return m, true
 	}
 
@@ -76,8 +118,8 @@ func (i *Inflight) Clone() *Inflight {
 	defer i.RUnlock()
 	for k, v := range i.internal {
 		if c.internal == nil {
-			c.internal = map[uint16]packets.Packet{}
-			c.order = map[uint16]uint64{}
+			c.internal = map[inflightKey]packets.Packet{}
+			c.order = map[inflightKey]uint64{}
 		}
 		c.internal[k] = v
 		c.order[k] = i.order[k]
@@ -102,7 +144,7 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	// Sorting by the second each was created (cut to 16 bits) left those
 	// of one second in the map's random order.
 	sort.Slice(m, func(a, b int) bool {
-		return i.order[m[a].PacketID] < i.order[m[b].PacketID]
+		return i.order[keyOf(m[a])] < i.order[keyOf(m[b])]
 	})
 
 	return m
@@ -122,14 +164,30 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
-// Delete removes an in-flight message from the map. Returns true if the message existed.
+// Delete removes the in-flight message of an exchange the server
+// started with packet id id. Returns true if the message existed.
 func (i *Inflight) Delete(id uint16) bool {
+	return i.delete(inflightKey(id))
+}
+
+// DeleteInbound removes the in-flight message of an exchange the client
+// started with packet id id. Returns true if the message existed.
+func (i *Inflight) DeleteInbound(id uint16) bool {
+	return i.delete(clientChosen | inflightKey(id))
+}
+
+// DeletePacket removes m, a packet GetAll returned, from its space.
+func (i *Inflight) DeletePacket(m packets.Packet) bool {
+	return i.delete(keyOf(m))
+}
+
+func (i *Inflight) delete(k inflightKey) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[id]
-	delete(i.internal, id)
-	delete(i.order, id)
+	_, ok := i.internal[k]
+	delete(i.internal, k)
+	delete(i.order, k)
 
 	return ok
 }

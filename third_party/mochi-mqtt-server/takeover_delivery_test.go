@@ -127,6 +127,8 @@ func readPacket(t *testing.T, r *bufio.Reader, version byte) packets.Packet {
 		err = pk.SubackDecode(body)
 	case packets.Publish:
 		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
 	}
 	if err != nil {
 		t.Fatal(err)
