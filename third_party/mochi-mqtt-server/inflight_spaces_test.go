@@ -28,6 +28,12 @@ func writeV5(t *testing.T, c net.Conn, pk packets.Packet) {
 		err = pk.PublishEncode(&buf)
 	case packets.Puback:
 		err = pk.PubackEncode(&buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(&buf)
 	case packets.Connect:
 		err = pk.ConnectEncode(&buf)
 	default:

@@ -987,7 +987,8 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	}
 
-	if atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
+	// Receive Maximum counts QoS 1 and 2 publishes only ([MQTT-3.3.4-9]).
+	if pk.FixedHeader.Qos > 0 && atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
@@ -1375,13 +1376,17 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-4]
 		if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
+			cl.State.Inflight.IncreaseSendQuota() // the exchange ended: its quota is free
 		}
 		cl.ops.hooks.OnQosDropped(cl, pk)
 		return nil // as per MQTT5 Section 4.13.2 paragraph 2
 	}
 
+	// The exchange is the server's: it holds a send quota until the
+	// PUBCOMP, and none of the client's receive quota (which counts the
+	// client's publishes; taking it here disconnected a client that
+	// published while the server's QoS 2 deliveries awaited PUBCOMP).
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
-	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
 	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
 	return cl.WritePacket(ack)
 }
@@ -1395,6 +1400,7 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 	if pk.ReasonCode >= packets.ErrUnspecifiedError.Code || !pk.ReasonCodeValid() { // [MQTT-4.3.3-9]
 		if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok {
 			atomic.AddInt64(&s.Info.Inflight, -1)
+			cl.State.Inflight.IncreaseReceiveQuota() // the exchange ended: its quota is free
 		}
 		cl.ops.hooks.OnQosDropped(cl, pk)
 		return nil
@@ -1408,8 +1414,10 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
+	// The client's exchange ends: its receive quota is free. (It held no
+	// send quota: giving one back here let the server exceed the
+	// client's Receive Maximum.)
 	cl.State.Inflight.IncreaseReceiveQuota()                    // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()                       // +1 SENT QUOTA
 	if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.3-12]
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
@@ -1420,10 +1428,10 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
 func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
-	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the quotas.
-	cl.State.Inflight.IncreaseReceiveQuota() // +1 RECV QUOTA
-	cl.State.Inflight.IncreaseSendQuota()    // +1 SENT QUOTA
+	// regardless of whether the pubcomp is a success or failure, we end the qos flow, delete inflight, and restore the send quota
+	// (of an exchange that was inflight: a stray PUBCOMP gives none).
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok {
+		cl.State.Inflight.IncreaseSendQuota() // +1 SENT QUOTA
 		atomic.AddInt64(&s.Info.Inflight, -1)
 		s.hooks.OnQosComplete(cl, pk)
 	}
