@@ -466,7 +466,15 @@ func (s *Service) attachMedia(ctx context.Context, from string, env *wire.Envelo
 	if s.media == nil || env.Type != wire.TypeMedia || env.Media == nil {
 		return nil
 	}
-	if err := s.media.AttachSent(ctx, from, env.Media, peer, gid, id); err != nil {
+	err := s.media.AttachSent(ctx, from, env.Media, peer, gid, id)
+	if errors.Is(err, wire.ErrMediaNotReady) {
+		// Uploaded, or its processing finished, through another node a
+		// moment ago? (Nothing was proposed before this refusal.)
+		if err = s.catchUp(ctx, "media"); err == nil {
+			err = s.media.AttachSent(ctx, from, env.Media, peer, gid, id)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("archive: media %q: %w", env.Media.ID, err)
 	}
 	return nil

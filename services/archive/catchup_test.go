@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -74,5 +75,54 @@ func TestSendWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
 	}
 	if after := dump(t, e.db); len(after) != len(before2) {
 		t.Fatal("a refused send changed the state")
+	}
+}
+
+// readyMedia is a media service that knows the uploads marked ready.
+type readyMedia struct {
+	mu    sync.Mutex
+	ready map[string]bool
+}
+
+func (m *readyMedia) AttachSent(_ context.Context, _ string, md *wire.Media, _, _ string, _ snowflake.ID) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.ready[md.ID] {
+		return wire.ErrMediaNotReady
+	}
+	md.Kind = "image"
+	return nil
+}
+
+func (m *readyMedia) ExpireSent(context.Context, string, string, string, snowflake.ID, []string) error {
+	return nil
+}
+
+func (m *readyMedia) markReady(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ready[id] = true
+}
+
+// A photo uploaded, or processed, through another node a moment ago is
+// sent on a node that had not applied it yet; one that is not ready
+// after the catch-up is still refused.
+func TestMediaMessageWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
+	media := &readyMedia{ready: map[string]bool{}}
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withMedia(media), withReadBarrier(held.Barrier))
+	photo := func(cid, id string) wire.Envelope {
+		return wire.Envelope{CID: cid, Type: wire.TypeMedia, Media: &wire.Media{ID: id}}
+	}
+	held.Hold(func() { media.markReady("p1") })
+	stored, _, _, err := e.svc.SendDirect(context.Background(), "alice", "bob", photo("c1", "p1"))
+	if err != nil || stored.Media == nil || stored.Media.Kind != "image" {
+		t.Fatalf("photo this node had not applied: %+v %v", stored.Media, err)
+	}
+	if _, _, _, err := e.svc.SendDirect(context.Background(), "alice", "bob", photo("c2", "p2")); !errors.Is(err, wire.ErrMediaNotReady) {
+		t.Fatalf("photo that is not ready: %v", err)
+	}
+	if held.Barriers() != 2 {
+		t.Fatalf("barriers %d, want 2", held.Barriers())
 	}
 }

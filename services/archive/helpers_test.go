@@ -158,6 +158,7 @@ type env struct {
 	// wrapProp, if set, stands between the service and the harness.
 	wrapProp func(Proposer) Proposer
 	users    Directory                       // nil: alice, bob, carol and dave exist
+	media    Media                           // Deps.Media
 	barrier  func(ctx context.Context) error // Deps.ReadBarrier
 }
 
@@ -188,6 +189,9 @@ func withRegions(r Regions) envOpt { return func(e *env) { e.rgns = r } }
 
 // withUsers gives the service u as its directory of users.
 func withUsers(u Directory) envOpt { return func(e *env) { e.users = u } }
+
+// withMedia gives the service m as its media service.
+func withMedia(m Media) envOpt { return func(e *env) { e.media = m } }
 
 // withReadBarrier gives the service fn as its read barrier.
 func withReadBarrier(fn func(ctx context.Context) error) envOpt {
@@ -231,6 +235,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 		deps.Users = e.users
 	}
 	deps.ReadBarrier = e.barrier
+	deps.Media = e.media
 	deps.Outbox = e.outbox
 	deps.Regions = e.rgns
 	deps.Segments = e.segs
