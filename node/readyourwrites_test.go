@@ -37,21 +37,21 @@ func TestEveryNodeAnswersForWhatAnotherJustCommitted(t *testing.T) {
 	}
 
 	// Each group is checked once on the next node, so that no check
-	// finds the node caught up by the one before: its list, itself, or
-	// its new member's first message.
+	// finds the node caught up by the one before: its list, itself, its
+	// new member's first message, or a member added by its owner.
 	ownerTok := nodes[0].Token(t, "user0")
-	for i := range 9 {
+	for i := range 12 {
 		owner, reader := nodes[i%3], nodes[(i+1)%3]
 		var g struct {
 			GID string `json:"groupId"`
 		}
-		member := fmt.Sprintf("user%d", i+1)
+		member := fmt.Sprintf("user%d", i%11+1)
 		memberTok := reader.Token(t, member)
 		if code := api(t, owner, ownerTok, http.MethodPost, "/user/groups",
 			map[string]any{"name": fmt.Sprintf("g%d", i), "members": []string{member}}, &g); code != http.StatusCreated {
 			t.Fatalf("create group on %s: %d", owner.Config.NodeID, code)
 		}
-		switch i % 3 {
+		switch i % 4 {
 		case 0:
 			var mine struct {
 				Groups []struct {
@@ -74,6 +74,12 @@ func TestEveryNodeAnswersForWhatAnotherJustCommitted(t *testing.T) {
 			c := mustConnectV5(t, reader.MQTTURL, member, fmt.Sprintf("d%d", i), memberTok)
 			if code, _ := c.Pub(t, "group/"+g.GID+"/newMessage", 1, textMsg(fmt.Sprintf("c%d", i), "hi")); code >= 0x80 {
 				t.Fatalf("new member's message on %s right after the group's creation on %s: 0x%02x", reader.Config.NodeID, owner.Config.NodeID, code)
+			}
+		case 3:
+			var added map[string]any
+			if code := api(t, reader, ownerTok, http.MethodPost, "/user/groups/"+g.GID+"/members",
+				map[string]any{"uid": fmt.Sprintf("user%d", (i+4)%11+1)}, &added); code != http.StatusOK {
+				t.Fatalf("owner adds a member on %s right after creating %s on %s: %d %v", reader.Config.NodeID, g.GID, owner.Config.NodeID, code, added)
 			}
 		}
 	}

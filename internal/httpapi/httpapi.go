@@ -48,12 +48,14 @@ type Route struct {
 	// header (removed from every other request): a webhook whose caller
 	// authenticates with a shared secret, not a user token.
 	OwnAuth bool
-	// CatchUp, on a read that lists what writes through any node change
-	// (a user's groups, contacts), makes the gateway wait until this node
-	// has applied what the cluster committed before the request, so the
-	// list holds what the client just did through another node (503
-	// unavailable when the node cannot reach its leader). Reads of one
-	// thing need no flag: their 404 runs again after the same wait.
+	// CatchUp makes the gateway wait until this node has applied what the
+	// cluster committed before the request (503 unavailable when the node
+	// cannot reach its leader), for a read that lists what writes through
+	// any node change (a user's groups, contacts), and for a write whose
+	// handler checks such state before it proposes (a group's roles, an
+	// upload to complete): what the client just did through another node
+	// is there. Reads of one thing need no flag: their 404 runs again
+	// after the same wait.
 	CatchUp bool
 }
 

@@ -33,7 +33,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/media", Handler: s.handleUpload, Class: httpapi.ClassUpload,
 			MaxBody: s.cfg.MaxSize + multipartSlack},
 		{Method: http.MethodPost, Pattern: "/media/uploads", Handler: s.handleDirect, Class: httpapi.ClassUpload, MaxBody: 4 << 10},
-		{Method: http.MethodPost, Pattern: "/media/{id}/complete", Handler: s.handleComplete, Class: httpapi.ClassUpload, MaxBody: 64 << 10},
+		{Method: http.MethodPost, Pattern: "/media/{id}/complete", Handler: s.handleComplete, Class: httpapi.ClassUpload, CatchUp: true, MaxBody: 64 << 10},
 		{Method: http.MethodPost, Pattern: "/media/events", Handler: s.handleEvents, Public: true, OwnAuth: true, Class: httpapi.ClassWrite, MaxBody: maxEventsBody},
 		{Method: http.MethodGet, Pattern: "/media/{id}", Handler: s.handleFile, Class: httpapi.ClassRead},
 		{Method: http.MethodGet, Pattern: "/media/{id}/preview", Handler: s.handlePreview, Class: httpapi.ClassRead},

@@ -272,11 +272,11 @@ type uidRequest struct {
 
 func (s *Service) relationRoutes() []httpapi.Route {
 	return []httpapi.Route{
-		{Method: http.MethodPost, Pattern: "/user/me/contacts", Handler: s.handleAddRelation(wire.CmdContact), Class: "write", MaxBody: maxRelationBody},
-		{Method: http.MethodDelete, Pattern: "/user/me/contacts/{uid}", Handler: s.handleRemoveRelation(wire.CmdContact), Class: "write"},
+		{Method: http.MethodPost, Pattern: "/user/me/contacts", Handler: s.handleAddRelation(wire.CmdContact), Class: "write", CatchUp: true, MaxBody: maxRelationBody},
+		{Method: http.MethodDelete, Pattern: "/user/me/contacts/{uid}", Handler: s.handleRemoveRelation(wire.CmdContact), Class: "write", CatchUp: true},
 		{Method: http.MethodGet, Pattern: "/user/me/contacts", Handler: s.handleListRelation(prefixContact), Class: "read", CatchUp: true},
-		{Method: http.MethodPost, Pattern: "/user/me/blocks", Handler: s.handleAddRelation(wire.CmdBlock), Class: "write", MaxBody: maxRelationBody},
-		{Method: http.MethodDelete, Pattern: "/user/me/blocks/{uid}", Handler: s.handleRemoveRelation(wire.CmdBlock), Class: "write"},
+		{Method: http.MethodPost, Pattern: "/user/me/blocks", Handler: s.handleAddRelation(wire.CmdBlock), Class: "write", CatchUp: true, MaxBody: maxRelationBody},
+		{Method: http.MethodDelete, Pattern: "/user/me/blocks/{uid}", Handler: s.handleRemoveRelation(wire.CmdBlock), Class: "write", CatchUp: true},
 		{Method: http.MethodGet, Pattern: "/user/me/blocks", Handler: s.handleListRelation(prefixBlock), Class: "read", CatchUp: true},
 	}
 }

@@ -100,11 +100,11 @@ func (s *Service) groupRoutes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/user/groups", Handler: s.handleCreateGroup, Class: "write", MaxBody: maxCreateGroupBody},
 		{Method: http.MethodGet, Pattern: "/user/groups", Handler: s.handleMyGroups, Class: "read", CatchUp: true},
 		{Method: http.MethodGet, Pattern: "/user/groups/{gid}", Handler: s.handleGetGroup, Class: "read"},
-		{Method: http.MethodPatch, Pattern: "/user/groups/{gid}", Handler: s.handlePatchGroup, Class: "write", MaxBody: maxGroupPatchBody},
+		{Method: http.MethodPatch, Pattern: "/user/groups/{gid}", Handler: s.handlePatchGroup, Class: "write", CatchUp: true, MaxBody: maxGroupPatchBody},
 		{Method: http.MethodGet, Pattern: "/user/groups/{gid}/members", Handler: s.handleListMembers, Class: "read", CatchUp: true},
-		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/members", Handler: s.handleSetMembers, Class: "write", MaxBody: maxMembersBody},
-		{Method: http.MethodDelete, Pattern: "/user/groups/{gid}/members/{uid}", Handler: s.handleRemoveMember, Class: "write"},
-		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/owner", Handler: s.handleTransfer, Class: "write", MaxBody: maxOwnerBody},
+		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/members", Handler: s.handleSetMembers, Class: "write", CatchUp: true, MaxBody: maxMembersBody},
+		{Method: http.MethodDelete, Pattern: "/user/groups/{gid}/members/{uid}", Handler: s.handleRemoveMember, Class: "write", CatchUp: true},
+		{Method: http.MethodPost, Pattern: "/user/groups/{gid}/owner", Handler: s.handleTransfer, Class: "write", CatchUp: true, MaxBody: maxOwnerBody},
 	}
 }
 

@@ -49,7 +49,7 @@ func decodePatch(body []byte) (patchRequest, error) {
 func (s *Service) Routes() []httpapi.Route {
 	routes := []httpapi.Route{
 		{Method: http.MethodGet, Pattern: "/user/me", Handler: s.handleGetMe, Class: "read"},
-		{Method: http.MethodPatch, Pattern: "/user/me", Handler: s.handlePatchMe, Class: "write", MaxBody: maxPatchBody},
+		{Method: http.MethodPatch, Pattern: "/user/me", Handler: s.handlePatchMe, Class: "write", CatchUp: true, MaxBody: maxPatchBody},
 		{Method: http.MethodGet, Pattern: "/user/{uid}", Handler: s.handleGetUser, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/user/search", Handler: s.handleSearch, Class: "read", CatchUp: true},
 	}
