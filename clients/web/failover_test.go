@@ -222,3 +222,40 @@ func refusingProxy(t *testing.T, nodeURL, path string, n int32) (*httptest.Serve
 	t.Cleanup(front.Close)
 	return front, refusals
 }
+
+// The contacts a page loads when it starts are tried again while the
+// node answers 503 (contacts wait for the node to catch up with its
+// leader since session 16): they appear without a reload.
+func TestContactsRetriedWhileTheNodeCannotRead(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok := n.NewUser(t, "alice")
+	n.NewUser(t, "bob")
+	req, err := http.NewRequest(http.MethodPost, n.HTTPURL+"/user/me/contacts", strings.NewReader(`{"uid":"bob"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+aliceTok)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK && res.StatusCode != http.StatusCreated {
+		t.Fatalf("adding bob as a contact: %s", res.Status)
+	}
+	front, refusals := refusingProxy(t, n.HTTPURL, "/user/me/contacts", 2)
+
+	alice := browser(t)
+	signIn(t, alice, front.URL, "alice")
+	run(t, alice, "alice's contacts show bob once the node answers",
+		click(`#contacts-panel summary`),
+		chromedp.WaitVisible(chromedp.CSS(`[data-contact="bob"]`)),
+	)
+	if left := refusals.Load(); left >= 0 {
+		t.Fatalf("%d refusals left unused: the list came another way", left+1)
+	}
+	if got := textOf(t, alice, `.error`); got != "" {
+		t.Fatalf("the error stays shown: %q", got)
+	}
+}

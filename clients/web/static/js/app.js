@@ -172,7 +172,9 @@ class App {
       if (ev.detail && String(ev.detail.type).startsWith('group.')) {
         // The list again once the group's topics are subscribed: what was
         // sent to a group I just joined before that is in it.
-        this.loadGroups().then(() => this.loadLists()).catch((e) => this.showError(e));
+        // (A node that cannot reach its leader answers lists 503: tried
+        // again, as the catch-up is.)
+        this.untilReadable(() => this.loadGroups().then(() => this.loadLists()), () => store === this.store);
         const gid = ev.detail.data && ev.detail.data.gid;
         if (this.groupPanel && this.groupPanel.isOpen && this.groupPanel.gid === gid) this.groupPanel.refresh();
       }
@@ -192,7 +194,7 @@ class App {
       if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
     }, every);
     this.loadLists().catch((e) => this.showError(e));
-    this.people.load().catch((e) => this.showError(e));
+    this.untilReadable(() => this.people.load(), () => store === this.store);
     this.conn.start().then(() => {
       if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
     });
