@@ -102,7 +102,7 @@ type Client struct {
 	userID   string
 	clientID string
 	httpURL  string   // the first API base URL (Options.HTTPURL or from the first ws URL)
-	httpURLs []string // every node's API base URL, tried in turn when one is unreachable
+	httpURLs []string // every node's API base URL, tried in turn when one is unreachable or answers a read 503
 	httpCur  atomic.Int32
 	cm       *autopaho.ConnectionManager
 

@@ -518,3 +518,40 @@ func TestSlowCallbackDoesNotBlockRouter(t *testing.T) {
 		return nil
 	})
 }
+
+// A read answered 503 by a node that cannot reach its leader is asked
+// of the next node, and the client stays there; when every node answers
+// 503 the caller gets that answer.
+func TestReadsMoveOnFromANodeThatCannotReachItsLeader(t *testing.T) {
+	var cutOffCalls, healthyCalls atomic.Int32
+	cutOff := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cutOffCalls.Add(1)
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"cannot read now"}}`))
+	}))
+	defer cutOff.Close()
+	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		healthyCalls.Add(1)
+		_, _ = w.Write([]byte(`{"conversations":[{"peer":"bob","lastId":"1"}]}`))
+	}))
+	defer healthy.Close()
+
+	c := &Client{opts: Options{Token: "t"}, hc: http.DefaultClient, httpURLs: []string{cutOff.URL, healthy.URL}}
+	convs, err := c.Conversations(context.Background())
+	if err != nil || len(convs) != 1 {
+		t.Fatalf("conversations: %+v %v", convs, err)
+	}
+	if _, err := c.Conversations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cutOffCalls.Load() != 1 || healthyCalls.Load() != 2 {
+		t.Fatalf("calls: cut-off node %d, healthy node %d; want 1 and 2 (the client stays on the node that answered)", cutOffCalls.Load(), healthyCalls.Load())
+	}
+
+	c2 := &Client{opts: Options{Token: "t"}, hc: http.DefaultClient, httpURLs: []string{cutOff.URL, cutOff.URL}}
+	var ae *APIError
+	if _, err := c2.Conversations(context.Background()); !errors.As(err, &ae) || ae.Status != http.StatusServiceUnavailable || ae.RetryAfter != time.Second {
+		t.Fatalf("every node 503: %v", err)
+	}
+}

@@ -97,8 +97,10 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 		return err
 	}
 	// The API answers on every node: when the current node cannot be
-	// reached (it died; the MQTT connection is failing over too), try the
-	// others in turn and stay on the first that answers.
+	// reached (it died; the MQTT connection is failing over too), or
+	// answers 503 (it cannot reach its cluster's leader, so it cannot
+	// promise a read holds everything committed), try the others in turn
+	// and stay on the first that answers.
 	var lastErr error
 	start := int(c.httpCur.Load())
 	for i := range c.httpURLs {
@@ -109,7 +111,11 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 		}
 		err := doJSON(ctx, c.hc, http.MethodGet, u, tok, nil, out)
 		var ae *APIError
-		if err == nil || errors.As(err, &ae) || ctx.Err() != nil {
+		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable && ctx.Err() == nil {
+			lastErr = err
+			continue
+		}
+		if err == nil || ae != nil || ctx.Err() != nil {
 			if err == nil {
 				c.httpCur.Store(int32(k))
 			}
