@@ -15,26 +15,39 @@ import (
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// A read answered 404 by a node that had not applied what another node
-// committed a moment ago runs again once it has; nothing of the first
-// answer reaches the client. Other answers and writes never wait.
-func TestReadAnswered404RunsAgainAfterTheReadBarrier(t *testing.T) {
-	var applied, down atomic.Bool
-	var barriers atomic.Int32
-	reg := prometheus.NewRegistry()
-	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier, Registerer: reg,
+// gatewayLag is the state of a gateway's stand-in read barrier: applied
+// once a barrier passed, down to make barriers fail.
+type gatewayLag struct {
+	applied, down atomic.Bool
+	barriers      atomic.Int32
+}
+
+// newLaggingGateway builds a gateway whose read barrier is lag's.
+func newLaggingGateway(t *testing.T) (*Gateway, *gatewayLag) {
+	t.Helper()
+	lag := &gatewayLag{}
+	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier, Registerer: prometheus.NewRegistry(),
 		ReadBarrier: func(context.Context) error {
-			barriers.Add(1)
-			if down.Load() {
+			lag.barriers.Add(1)
+			if lag.down.Load() {
 				return wire.ErrUnavailable
 			}
-			applied.Store(true)
+			lag.applied.Store(true)
 			return nil
 		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = g.Close() })
+	return g, lag
+}
+
+// A read answered 404 by a node that had not applied what another node
+// committed a moment ago runs again once it has; nothing of the first
+// answer reaches the client. Other answers and writes never wait.
+func TestReadAnswered404RunsAgainAfterTheReadBarrier(t *testing.T) {
+	g, lag := newLaggingGateway(t)
+	applied, down, barriers := &lag.applied, &lag.down, &lag.barriers
 	notYet := func(w http.ResponseWriter) {
 		w.Header().Set("X-Stale", "1")
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such thing"))
@@ -96,19 +109,8 @@ func TestReadAnswered404RunsAgainAfterTheReadBarrier(t *testing.T) {
 // cluster committed before the request; a node that cannot catch up
 // answers 503 and does not run it.
 func TestCatchUpRouteWaitsForTheReadBarrier(t *testing.T) {
-	var applied, down atomic.Bool
-	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier,
-		ReadBarrier: func(context.Context) error {
-			if down.Load() {
-				return wire.ErrUnavailable
-			}
-			applied.Store(true)
-			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = g.Close() })
+	g, lag := newLaggingGateway(t)
+	applied, down := &lag.applied, &lag.down
 	var ran atomic.Int32
 	g.Mount(httpapi.Route{Method: http.MethodGet, Pattern: "/list", CatchUp: true, Handler: func(w http.ResponseWriter, r *http.Request) {
 		ran.Add(1)
