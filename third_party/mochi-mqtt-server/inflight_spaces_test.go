@@ -123,7 +123,7 @@ func TestClientPublishWithTheIdentifierOfAnUnacknowledgedDelivery(t *testing.T) 
 		if err := s.Publish("a/b", []byte("second"), false, 1); err != nil {
 			t.Fatal(err)
 		}
-		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if next := readPacket(t, r, 5); next.FixedHeader.Type != packets.Publish || string(next.Payload) != "second" {
 			t.Fatalf("got %+v, want the second delivery", next)
 		}
@@ -140,7 +140,7 @@ func TestClientPublishWithTheIdentifierOfAnUnacknowledgedDelivery(t *testing.T) 
 		_ = c.Close()
 		waitUntil(t, "the connection ended", old.Closed)
 		c2, r2 := connectReceiveMax(t, addr, "phone", 10)
-		_ = c2.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_ = c2.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if again := readPacket(t, r2, 5); again.FixedHeader.Type != packets.Publish || string(again.Payload) != "first" || !again.FixedHeader.Dup {
 			t.Fatalf("got %+v, want the first delivery again", again)
 		}
