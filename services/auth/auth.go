@@ -197,9 +197,9 @@ type Deps struct {
 	Leader Leadership
 	// ReadBarrier waits until this node has applied every write the
 	// cluster committed before the call (cluster.Raft.ReadBarrier). A
-	// credential this node does not know yet (an account created, a
-	// password changed or a refresh token issued through another node a
-	// moment ago) is looked up again after it before being refused.
+	// credential this node does not know yet (an account created or a
+	// refresh token issued or rotated through another node a moment ago)
+	// is looked up again after it before being refused.
 	// nil: the local state is trusted (a lone node, tests).
 	ReadBarrier func(ctx context.Context) error
 }

@@ -89,8 +89,9 @@ func TestLoginOfAnAccountThisNodeHasNotAppliedYet(t *testing.T) {
 	}
 }
 
-// A password changed through another node: the new one signs in on a
-// node that still holds the old hash.
+// An account whose hash this node holds differently from the cluster
+// (no endpoint changes a password today; the check must not rely on
+// that): the committed one decides.
 func TestLoginWithAPasswordThisNodeHasNotAppliedYet(t *testing.T) {
 	e, lag := newLaggingEnv(t)
 	e.register("dave", "old-password")

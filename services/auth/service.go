@@ -157,8 +157,9 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 	}
 	var catchUpErr error
 	if (!found || !ok) && userKey != "" && len(password) <= MaxPassword {
-		// This node may not have applied yet an account created or a
-		// password changed through another node a moment ago. Every
+		// This node may not have applied yet an account created through
+		// another node a moment ago (or a later change of its hash,
+		// should one ever come: it is checked as committed). Every
 		// refusal waits the same way, so the wait tells nothing about
 		// whether the username exists.
 		var fresh account
