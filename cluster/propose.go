@@ -361,6 +361,9 @@ type metrics struct {
 	// readBarriers counts the barriers the leader appended for read
 	// barriers (readbarrier.go), shared by the reads that waited on each.
 	readBarriers prometheus.Counter
+	// readLeaderChecks counts the read rounds answered after a round of
+	// heartbeats instead of a barrier (a term's later rounds).
+	readLeaderChecks prometheus.Counter
 	// compactionsSkipped counts log compactions not passed to raft-wal
 	// because they would free no segment (logstore.go).
 	compactionsSkipped prometheus.Counter
@@ -401,9 +404,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_read_barriers_total",
 		Help: "Barriers the leader appended so that reads on any node (/chat/sync) see every earlier commit; concurrent reads share one.",
 	})
+	readLeaderChecks := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_read_leader_checks_total",
+		Help: "Read rounds the leader answered after confirming its leadership with a round of heartbeats, without a log entry (every round of a term after its first barrier).",
+	})
 	if reg != nil {
 		var err error
 		if readBarriers, err = register(reg, readBarriers); err != nil {
+			return nil, err
+		}
+		if readLeaderChecks, err = register(reg, readLeaderChecks); err != nil {
 			return nil, err
 		}
 		if announcements, err = register(reg, announcements); err != nil {
@@ -438,6 +448,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		noticeFailures:     notices.WithLabelValues("failed"),
 		catchUps:           catchUps,
 		readBarriers:       readBarriers,
+		readLeaderChecks:   readLeaderChecks,
 		ok:                 total.WithLabelValues("ok"),
 		rejected:           total.WithLabelValues("rejected"),
 		unavailable:        total.WithLabelValues("unavailable"),

@@ -21,13 +21,13 @@ import (
 // live delivery went out just before its subscription (docs/protocol.md,
 // "subscribe first, then sync").
 //
-// The leader appends a Raft barrier (it commits only after every entry
-// before it, the previous leader's included, which a commit index read
-// right after an election may not cover) and answers the index of the
-// last command its FSM applied; the node waits until its FSM has applied
-// that far. Requests share barriers (readRounds): one that arrives while
-// a barrier is out waits for the next, which starts when that one ends,
-// so a reconnection storm costs the log a barrier per round trip, not one
+// The leader makes sure it has applied everything acknowledged anywhere
+// and still leads (readBarrierRound: a Raft barrier in the first round
+// of its term, a round of heartbeats after that) and answers the index
+// of the last command its FSM applied; the node waits until its FSM has
+// applied that far. Requests share rounds (readRounds): one that arrives
+// while a round is out waits for the next, which starts when that one
+// ends, so a reconnection storm costs a round per round trip, not one
 // per client.
 
 // readIndexMethod is the leader's side, "Cluster.ReadIndex".
@@ -112,6 +112,10 @@ type readRounds struct {
 	mu      sync.Mutex
 	running bool
 	next    *readRound
+	// establishedTerm is the term in which one of this node's barriers
+	// passed while it led (touched by runReadRounds only): see
+	// readBarrierRound.
+	establishedTerm uint64
 }
 
 type readRound struct {
@@ -173,17 +177,35 @@ func (n *Raft) runReadRounds() {
 	}
 }
 
-// readBarrierRound appends one barrier and waits for it.
+// readBarrierRound answers the index a read must wait for: the FSM's
+// last applied command once this node is known to lead.
+//
+// The first round of a term appends a barrier and waits for it: the
+// barrier commits only after every entry before it, the previous
+// leader's included, which a new leader may not have applied yet. Later
+// rounds of the same term need no log entry: this leader answers every
+// proposal only once its own FSM applied it (waiter), so what was
+// acknowledged anywhere before the round is applied here, provided this
+// node still leads when the round begins, which VerifyLeader confirms
+// with one round of heartbeats (no entry, no fsync). A deposed leader
+// fails it and answers nothing stale.
 func (n *Raft) readBarrierRound() ReadIndexReply {
 	ctx, cancel := context.WithTimeout(n.stopCtx, applyTimeout)
 	defer cancel()
-	if err := n.awaitFuture(ctx, n.raft.Barrier(applyTimeout)); err != nil {
-		code := codeUnavailable
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			code = codeNotLeader
+	term := n.raft.CurrentTerm()
+	if term != 0 && n.reads.establishedTerm == term {
+		if err := n.awaitFuture(ctx, n.raft.VerifyLeader()); err != nil {
+			return readRoundFailed(err)
 		}
-		return ReadIndexReply{Code: code, Message: err.Error()}
+		n.m.readLeaderChecks.Inc()
+		return ReadIndexReply{Index: n.fsm.LastApplied()}
 	}
+	if err := n.awaitFuture(ctx, n.raft.Barrier(applyTimeout)); err != nil {
+		return readRoundFailed(err)
+	}
+	// A barrier that passed in a later term than the one read before
+	// it leaves the term unrecorded: the next round appends another.
+	n.reads.establishedTerm = term
 	n.m.readBarriers.Inc()
 	// Followers learn the commit index with the next append; a follower
 	// waiting for this one is told now.
@@ -193,6 +215,16 @@ func (n *Raft) readBarrierRound() ReadIndexReply {
 	// the one to wait for (the barrier's own index, or an election's
 	// no-op, never reaches the FSM).
 	return ReadIndexReply{Index: n.fsm.LastApplied()}
+}
+
+// readRoundFailed is the answer of a round whose barrier or leadership
+// check failed.
+func readRoundFailed(err error) ReadIndexReply {
+	code := codeUnavailable
+	if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		code = codeNotLeader
+	}
+	return ReadIndexReply{Code: code, Message: err.Error()}
 }
 
 // waitAppliedIndex waits until this node's FSM has applied the command

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -118,4 +119,74 @@ func TestReadBarriersAreShared(t *testing.T) {
 		t.Fatalf("%v barriers for %d reads", barriers, reads)
 	}
 	t.Logf("%v barriers for %d reads", barriers, reads)
+}
+
+// readMetric is a counter of m's registry (0 when absent).
+func readMetric(t *testing.T, m *member, name string) float64 {
+	t.Helper()
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// After the first round of a term, the leader answers read rounds with
+// a round of heartbeats, no log entry; what was committed before a read
+// is still what it sees, on the leader and on a follower.
+func TestReadRoundsAfterTheFirstAppendNothing(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	follower := followerOf(ms, leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := leader.ReadBarrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	barriers := readMetric(t, leader, "edgechat_raft_read_barriers_total")
+	for i := range 10 {
+		key := fmt.Sprintf("seen%d", i)
+		proposeKeys(t, leader, key)
+		reader := []*member{leader, follower}[i%2]
+		if err := reader.ReadBarrier(ctx); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if v, err := getKey(reader.db, "r/test/"+key); err != nil || v != "v"+key {
+			t.Fatalf("read %d on %s: %q, %v", i, reader.name, v, err)
+		}
+	}
+	if got := readMetric(t, leader, "edgechat_raft_read_barriers_total"); got != barriers {
+		t.Fatalf("barriers %v after the first, want %v", got, barriers)
+	}
+	if got := readMetric(t, leader, "edgechat_raft_read_leader_checks_total"); got != 10 {
+		t.Fatalf("leader checks %v, want 10", got)
+	}
+}
+
+// A leader cut off from its followers answers no read round, not even
+// after its term's first barrier passed: it might have been deposed, and
+// a newer leader might have acknowledged what it has not seen.
+func TestCutOffLeaderAnswersNoRead(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := leader.ReadBarrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m != leader {
+			m.stop(t)
+		}
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	if err := leader.ReadBarrier(short); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("read on a leader without its followers: %v, want ErrUnavailable", err)
+	}
 }
