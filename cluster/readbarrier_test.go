@@ -105,16 +105,7 @@ func TestReadBarriersAreShared(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mfs, err := leader.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var barriers float64
-	for _, mf := range mfs {
-		if mf.GetName() == "edgechat_raft_read_barriers_total" {
-			barriers = mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
+	barriers := readMetric(t, leader, "edgechat_raft_read_barriers_total")
 	if barriers < 1 || barriers > reads/3 {
 		t.Fatalf("%v barriers for %d reads", barriers, reads)
 	}
