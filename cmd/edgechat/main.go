@@ -10,9 +10,18 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/edgechat/edgechat/internal/sysmon"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		// A node starts once more with the system monitor paced by its
+		// work, not polling after each idle moment (internal/sysmon).
+		if err := sysmon.Reexec(); err != nil {
+			fmt.Fprintf(os.Stderr, "edgechat: going on with Go's default system monitor: %v\n", err)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package sysmon
+
+func startAgain([]string) error { return nil }
