@@ -27,10 +27,10 @@
 // waiting for it; with more Ps they mostly run on another one, but with
 // GOMAXPROCS=1 they wait for the call to end once the monitor has backed
 // off: one node pinned to one core at 5,000 durable messages a second
-// had its PUBACK p99 go from 29–36 ms to 31–62 ms, though its CPU per
-// message fell by 9% and its p50 by a quarter. A one-core box keeps the
-// runtime's default; its operator can choose otherwise with the GODEBUG
-// below.
+// had its PUBACK p99 go from 28–36 ms to 31–62 ms, though its CPU per
+// message fell by 6% and its p50 by a fifth in three runs of four. A
+// one-core box keeps the runtime's default; its operator can choose
+// otherwise with the GODEBUG below.
 //
 // The runtime reads this setting only when the process starts, so
 // Reexec starts the program again with it in GODEBUG. A GODEBUG that
