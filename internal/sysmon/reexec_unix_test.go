@@ -15,6 +15,13 @@ import (
 // with instead of running the tests.
 func TestMain(m *testing.M) {
 	if os.Getenv("SYSMON_TEST_CHILD") != "" {
+		if os.Getenv("SYSMON_TEST_DELETE_SELF") != "" && !strings.Contains(os.Getenv("GODEBUG"), Setting) {
+			// Another build takes this path before the exec (an upgrade).
+			exe, _ := os.Executable()
+			if err := os.Remove(exe); err != nil {
+				fmt.Println("remove:", err)
+			}
+		}
 		err := Reexec()
 		fmt.Printf("pid=%d godebug=%q args=%q err=%v\n", os.Getpid(), os.Getenv("GODEBUG"), os.Args[1:], err)
 		os.Exit(0)
@@ -24,7 +31,12 @@ func TestMain(m *testing.M) {
 
 func runChild(t *testing.T, godebug string, env ...string) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$", "extra arg")
+	return runChildOf(t, os.Args[0], godebug, env...)
+}
+
+func runChildOf(t *testing.T, program, godebug string, env ...string) string {
+	t.Helper()
+	cmd := exec.Command(program, "-test.run=^$", "extra arg")
 	// The child's GODEBUG and GOMAXPROCS are the test's alone.
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GODEBUG=") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
