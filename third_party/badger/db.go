@@ -111,7 +111,10 @@ type DB struct {
 	vlog      valueLog
 	writeCh   chan *request
 	flushChan chan *memTable // For flushing memtables.
-	closeOnce sync.Once      // For closing DB only once.
+	// flushErr is set when the flusher gave up during Close (see
+	// closeFlushAttempts); Close returns it.
+	flushErr  atomic.Pointer[error]
+	closeOnce sync.Once // For closing DB only once.
 
 	blockWrites atomic.Int32
 	isClosed    atomic.Uint32
@@ -618,7 +621,7 @@ func (db *DB) close() (err error) {
 					}
 					return false
 				}()
-				if pushedMemTable {
+				if pushedMemTable || db.flushFailed() != nil {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)
@@ -626,6 +629,9 @@ func (db *DB) close() (err error) {
 		}
 	}
 	db.stopMemoryFlush()
+	if ferr := db.flushFailed(); ferr != nil {
+		err = y.Wrap(ferr, "DB.Close: memtables not flushed")
+	}
 	db.stopCompactions()
 
 	// Force Compact L0
@@ -774,6 +780,9 @@ func (db *DB) FlushMemTable() error {
 	db.lock.Lock()
 	defer db.lock.Unlock()
 	for slices.Contains(db.imm, mt) {
+		if ferr := db.flushFailed(); ferr != nil {
+			return ferr // the flusher gave up (Close)
+		}
 		db.flushCond.Wait() // broadcast after each flush
 	}
 	return nil
@@ -1221,9 +1230,19 @@ func (db *DB) flushMemtable(lc *z.Closer) {
 			continue
 		}
 
-		for {
+		for attempt := 1; ; attempt++ {
 			if err := db.handleMemTableFlush(mt, nil); err != nil {
-				// Encountered error. Retry indefinitely.
+				// While the DB runs, retry indefinitely: the error may pass
+				// (a disk that was full). Once Close has begun, give up after
+				// closeFlushAttempts: Close would otherwise never return
+				// (the directory was removed, the disk fails). The memtable
+				// is left unflushed: its write-ahead file, when it has one,
+				// stays on disk and is replayed by the next Open.
+				if db.IsClosed() && attempt >= closeFlushAttempts {
+					db.opt.Errorf("error flushing memtable to disk while closing: %v; giving up after %d attempts", err, attempt)
+					db.giveUpFlushes(err)
+					return
+				}
 				db.opt.Errorf("error flushing memtable to disk: %v, retrying", err)
 				time.Sleep(time.Second)
 				continue
@@ -1651,6 +1670,30 @@ func (db *DB) MaxBatchSize() int64 {
 // flushStopped reports whether the memtable flush goroutine has been signalled to
 // stop. It is used by addLevel0Table to break out of the L0 stall wait during
 // shutdown, including the Open-error cleanup path where db.isClosed may be unset.
+// closeFlushAttempts is how many times a memtable flush is tried once
+// Close has begun before the flusher gives up.
+const closeFlushAttempts = 3
+
+// giveUpFlushes records err as the reason memtables were not flushed and
+// drops the memtables still queued (Close's push loop stops handing more
+// once flushErr is set), so that Close returns err instead of waiting.
+func (db *DB) giveUpFlushes(err error) {
+	db.flushErr.Store(&err)
+	db.lock.Lock()
+	db.flushCond.Broadcast() // FlushMemTable waiters see flushErr
+	db.lock.Unlock()
+	for range db.flushChan {
+	}
+}
+
+// flushFailed is the error the flusher gave up on while closing, or nil.
+func (db *DB) flushFailed() error {
+	if p := db.flushErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func (db *DB) flushStopped() bool {
 	if db.closers.memtable == nil {
 		return false
