@@ -105,3 +105,6 @@ replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt-server
 
 // A copy of Badger v4.9.6 whose memtables can run without their write-ahead file (third_party/badger/PATCHES.md).
 replace github.com/dgraph-io/badger/v4 => ./third_party/badger
+
+// A copy of raft-wal v0.4.1 that recovers from a failed segment rotation (third_party/raft-wal/PATCHES.md).
+replace github.com/hashicorp/raft-wal => ./third_party/raft-wal
