@@ -370,6 +370,11 @@ func (w *WAL) StoreLogs(logs []*raft.Log) error {
 	// write lock.
 	w.awaitRotationLocked()
 
+	// A tail still sealed here was never rotated (see rotateSealedTailLocked).
+	if err := w.rotateSealedTailLocked(); err != nil {
+		return err
+	}
+
 	s, release := w.acquireState()
 	defer release()
 
@@ -476,6 +481,11 @@ func (w *WAL) DeleteRange(min uint64, max uint64) error {
 	// Ensure queued rotation has completed before us if we raced with it for
 	// write lock.
 	w.awaitRotationLocked()
+
+	// A tail still sealed here was never rotated (see rotateSealedTailLocked).
+	if err := w.rotateSealedTailLocked(); err != nil {
+		return err
+	}
 
 	s, release := w.acquireState()
 	defer release()
@@ -594,8 +604,9 @@ func (w *WAL) runRotate() {
 
 		err := w.rotateSegmentLocked(indexStart)
 		if err != nil {
-			// The only possible errors indicate bugs and could probably validly be
-			// panics, but be conservative and just attempt to log them instead!
+			// The metadata or the new segment file could not be written (a
+			// full disk): the tail stays sealed, and the next StoreLogs
+			// tries the rotation again (rotateSealedTailLocked).
 			w.log.Error("rotate error", "err", err)
 		}
 		done := w.awaitRotate
@@ -605,6 +616,29 @@ func (w *WAL) runRotate() {
 		// is one
 		close(done)
 	}
+}
+
+// rotateSealedTailLocked rotates the tail segment if it is sealed. After a
+// successful append that seals the tail, StoreLogs hands the rotation to
+// runRotate, so a tail found sealed here is one whose rotation failed (the
+// metadata or the new file could not be written: a full disk), or one
+// recovered sealed by Open (a crash, or a failed rotation, between the
+// append that sealed it and the rotation's metadata commit). Without this
+// every later append failed with ErrSealed, across restarts too. If the
+// rotation fails again the append fails with its error, and the next one
+// tries again. writeMu must be held.
+func (w *WAL) rotateSealedTailLocked() error {
+	s, release := w.acquireState()
+	sealed, indexStart, err := s.tail.Sealed()
+	release()
+	if err != nil || !sealed {
+		return err
+	}
+	if err := w.rotateSegmentLocked(indexStart); err != nil {
+		return fmt.Errorf("rotating the sealed tail segment: %w", err)
+	}
+	w.log.Info("rotated a sealed tail segment left by an earlier failure")
+	return nil
 }
 
 func (w *WAL) rotateSegmentLocked(indexStart uint64) error {

@@ -62,6 +62,9 @@ func (fs *FS) Create(dir string, name string, size uint64) (types.WritableFile, 
 		}
 		if err := fileutil.Preallocate(f, int64(size), true); err != nil {
 			f.Close()
+			// Remove it: the rotation that failed here is tried again
+			// with the same file name (O_EXCL above).
+			_ = os.Remove(filepath.Join(dir, name))
 			return nil, err
 		}
 	}

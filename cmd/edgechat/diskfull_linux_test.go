@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestNodeRecoversFromAFullDisk fills the node's disk while senders
+// publish: publishes are refused (never acknowledged), and once there is
+// room again the node takes messages again by itself, without a restart,
+// and every acknowledged message is there, also after a restart. Before
+// third_party/raft-wal's patch the Raft log's failed segment rotation
+// left its tail sealed: every later append failed with "segment is
+// sealed", across restarts too.
+//
+// The disk is a real one: a 64 MB tmpfs mounted for the test, so it runs
+// as root only (CI does) and is skipped elsewhere.
+func TestNodeRecoversFromAFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and fills the disk of a real process")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	bin := edgechatBinary(t)
+	mnt := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v %s", err, out)
+	}
+	// Registered before the node's: runs after it has been stopped.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", mnt, err, out)
+		}
+	})
+	data := filepath.Join(mnt, "data")
+	args := []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off"}
+	p := startServe(t, bin, args...)
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		runCLI(t, bin, "correct horse battery\n", "user", "add", u, "--password-stdin", "--server", p.http)
+		tokens[u] = mintToken(t, bin, data, u, p)
+	}
+
+	// Leave 2 MB: less than the Raft log's next segment (4 MB,
+	// preallocated), so its rotation fails.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	ballast := filepath.Join(mnt, "ballast")
+	fill := int64(st.Bavail)*st.Bsize - 2<<20
+	if err := writeZeros(ballast, fill); err != nil {
+		t.Fatal(err)
+	}
+
+	senders := []string{"alice", "carol"}
+	addrs := func(int) []string { return []string{p.mqtt} }
+	l := startLoad(tokens, senders, "bob", addrs)
+	defer func() {
+		select {
+		case <-l.stop:
+		default:
+			l.finish()
+		}
+	}()
+	refusals := func() int {
+		n := 0
+		for _, s := range l.senders {
+			_, refused, failed, _ := s.snapshot()
+			n += refused + failed
+		}
+		return n
+	}
+	checkFor(t, 2*time.Minute, 50*time.Millisecond, func() error {
+		if refusals() == 0 {
+			return fmt.Errorf("no publish refused yet (%d acknowledged)", l.total())
+		}
+		return nil
+	})
+	full := l.total()
+	time.Sleep(time.Second) // refusals go on while the disk stays full
+	t.Logf("disk full after %d acknowledged messages; %d acknowledged since, %d refused or failed",
+		full, l.total()-full, refusals())
+
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	took := l.waitProgress(t, 300, time.Minute)
+	t.Logf("300 more messages acknowledged %v after the disk had room", took)
+	l.finish()
+	verifyAcked(t, p.http, tokens["bob"], l.senders, 30*time.Second)
+
+	p.stop(t, syscall.SIGTERM)
+	p = startServe(t, bin, args...)
+	verifyAcked(t, p.http, tokens["bob"], l.senders, 30*time.Second)
+	if logs := p.logs.String(); strings.Contains(logs, "segment is sealed") {
+		t.Fatalf("the restarted node still finds its log sealed:\n%s", logs)
+	}
+}
+
+// writeZeros writes n bytes of zeros to a new file at path (a tmpfs keeps
+// every page written, so the space is taken).
+func writeZeros(path string, n int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for n > 0 {
+		k := min(n, int64(len(buf)))
+		if _, err := f.Write(buf[:k]); err != nil {
+			f.Close()
+			return err
+		}
+		n -= k
+	}
+	return f.Close()
+}
