@@ -369,7 +369,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		return nil, err
 	}
 
-	logs := newLogStore(w, walDir, m.compactionsSkipped)
+	logs := newLogStore(w, walDir, m.compactionsSkipped, m.logWriteFailures)
 	existing, err := raft.HasExistingState(logs, w, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
@@ -682,6 +682,11 @@ func (n *Raft) LeaderID() string {
 	_, id := n.raft.LeaderWithID()
 	return string(id)
 }
+
+// LogWriteError is the error of this node's last append to its Raft log
+// if it failed (a full or failing disk): such a node cannot commit or
+// keep up. nil once an append succeeded again.
+func (n *Raft) LogWriteError() error { return n.logs.WriteError() }
 
 // Stats returns the node's Raft state.
 func (n *Raft) Stats() Stats {

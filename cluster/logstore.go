@@ -3,6 +3,7 @@ package cluster
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
@@ -43,6 +44,10 @@ type logStore struct {
 	*wal.WAL
 	segments *segment.Filer // lists the segment files
 	skipped  prometheus.Counter
+	// writeFailures counts failed appends; writeErr is the last one's
+	// error until an append succeeds (WriteError).
+	writeFailures prometheus.Counter
+	writeErr      atomic.Pointer[error]
 
 	mu    sync.RWMutex
 	ring  []*raft.Log // cached entries, consecutive indexes
@@ -62,13 +67,23 @@ const (
 	logCacheBytes = 4 << 20
 )
 
-func newLogStore(w *wal.WAL, dir string, skipped prometheus.Counter) *logStore {
+func newLogStore(w *wal.WAL, dir string, skipped, writeFailures prometheus.Counter) *logStore {
 	return &logStore{
-		WAL:      w,
-		segments: segment.NewFiler(dir, walfs.New()),
-		skipped:  skipped,
-		ring:     make([]*raft.Log, logCacheEntries),
+		WAL:           w,
+		segments:      segment.NewFiler(dir, walfs.New()),
+		skipped:       skipped,
+		writeFailures: writeFailures,
+		ring:          make([]*raft.Log, logCacheEntries),
 	}
+}
+
+// WriteError is the error of the last append if it failed (a full or
+// failing disk), nil once one succeeded.
+func (s *logStore) WriteError() error {
+	if p := s.writeErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // GetLog answers from memory when it can.
@@ -92,10 +107,17 @@ func (s *logStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{
 // StoreLogs writes to raft-wal, then caches what was written.
 func (s *logStore) StoreLogs(logs []*raft.Log) error {
 	if err := s.WAL.StoreLogs(logs); err != nil {
+		s.writeErr.Store(&err)
+		if s.writeFailures != nil {
+			s.writeFailures.Inc()
+		}
 		s.mu.Lock()
 		s.reset()
 		s.mu.Unlock()
 		return err
+	}
+	if s.writeErr.Load() != nil {
+		s.writeErr.Store(nil)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -25,7 +25,7 @@ func openLogStore(t *testing.T, segmentSize int) (*logStore, prometheus.Counter)
 	}
 	t.Cleanup(func() { _ = w.Close(); _ = meta.Close() })
 	skipped := prometheus.NewCounter(prometheus.CounterOpts{Name: "skipped"})
-	return newLogStore(w, dir, skipped), skipped
+	return newLogStore(w, dir, skipped, nil), skipped
 }
 
 func counterValue(t *testing.T, c prometheus.Counter) float64 {
@@ -155,5 +155,31 @@ func TestLogStoreSkipsCompactionsThatFreeNoSegment(t *testing.T) {
 	}
 	if got := counterValue(t, skipped); got != 1 {
 		t.Errorf("skipped %v, want 1", got)
+	}
+}
+
+// A failed append is remembered until one succeeds (the node is not
+// ready meanwhile: node.readiness), and counted.
+func TestLogStoreRemembersAFailedAppend(t *testing.T) {
+	s, _ := openLogStore(t, 64<<10)
+	s.writeFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "failures"})
+	storeEntries(t, s, 1, 3, 100)
+	if err := s.WriteError(); err != nil {
+		t.Fatalf("WriteError after good appends: %v", err)
+	}
+	// raft-wal refuses a gap: a failure as any other.
+	bad := s.StoreLogs([]*raft.Log{{Index: 7, Term: 1, Type: raft.LogCommand, Data: entryData(7, 100)}})
+	if bad == nil {
+		t.Fatal("an append with a gap succeeded")
+	}
+	if err := s.WriteError(); err == nil || err.Error() != bad.Error() {
+		t.Fatalf("WriteError %v, want the append's error %v", err, bad)
+	}
+	if got := counterValue(t, s.writeFailures); got != 1 {
+		t.Fatalf("failures counted %v, want 1", got)
+	}
+	storeEntries(t, s, 4, 4, 100)
+	if err := s.WriteError(); err != nil {
+		t.Fatalf("WriteError after an append succeeded again: %v", err)
 	}
 }

@@ -367,6 +367,9 @@ type metrics struct {
 	// compactionsSkipped counts log compactions not passed to raft-wal
 	// because they would free no segment (logstore.go).
 	compactionsSkipped prometheus.Counter
+	// logWriteFailures counts appends to the Raft log that failed (a
+	// full or failing disk).
+	logWriteFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -408,8 +411,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_read_leader_checks_total",
 		Help: "Read rounds the leader answered after confirming its leadership with a round of heartbeats, without a log entry (every round of a term after its first barrier).",
 	})
+	logWriteFailures := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_log_write_failures_total",
+		Help: "Appends to this node's Raft log that failed (a full or failing disk); the node is not ready until an append succeeds again.",
+	})
 	if reg != nil {
 		var err error
+		if logWriteFailures, err = register(reg, logWriteFailures); err != nil {
+			return nil, err
+		}
 		if readBarriers, err = register(reg, readBarriers); err != nil {
 			return nil, err
 		}
@@ -453,6 +463,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		rejected:           total.WithLabelValues("rejected"),
 		unavailable:        total.WithLabelValues("unavailable"),
 		invalid:            total.WithLabelValues("invalid"),
+		logWriteFailures:   logWriteFailures,
 	}, nil
 }
 

@@ -446,12 +446,17 @@ func (v connectVerifier) VerifyAccessToken(token string) (wire.Principal, error)
 	return v.auth.VerifyAccessToken(token)
 }
 
-// readiness: serving, and part of a cluster that has a leader. A node cut
-// off in a minority turns unready, so load balancers send new clients to
-// nodes that can commit.
+// readiness: serving, part of a cluster that has a leader, and able to
+// write its Raft log. A node cut off in a minority, or whose disk is full,
+// turns unready, so load balancers send new clients to nodes that can
+// commit (a follower that cannot append answers its clients' publishes
+// only from its own apply, which stops).
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return ErrNotReady
+	}
+	if err := n.raft.LogWriteError(); err != nil {
+		return fmt.Errorf("%w: cannot write the Raft log: %w", ErrNotReady, err)
 	}
 	if n.raft.LeaderID() == "" {
 		return fmt.Errorf("%w: no Raft leader reachable", ErrNotReady)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +91,15 @@ func TestNodeRecoversFromAFullDisk(t *testing.T) {
 		return nil
 	})
 	full := l.total()
+	// Not ready while it cannot write its log: load balancers move new
+	// clients elsewhere.
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		code, body, err := getBody(p.http + "/readyz")
+		if err != nil || code != 503 || !strings.Contains(body, "cannot write the Raft log") {
+			return fmt.Errorf("readyz %d %q %v", code, body, err)
+		}
+		return nil
+	})
 	time.Sleep(time.Second) // refusals go on while the disk stays full
 	t.Logf("disk full after %d acknowledged messages; %d acknowledged since, %d refused or failed",
 		full, l.total()-full, refusals())
@@ -98,6 +109,9 @@ func TestNodeRecoversFromAFullDisk(t *testing.T) {
 	}
 	took := l.waitProgress(t, 300, time.Minute)
 	t.Logf("300 more messages acknowledged %v after the disk had room", took)
+	if code := readyz(p.http); code != 200 {
+		t.Fatalf("readyz %d once the node commits again", code)
+	}
 	l.finish()
 	verifyAcked(t, p.http, tokens["bob"], l.senders, 30*time.Second)
 
@@ -107,6 +121,16 @@ func TestNodeRecoversFromAFullDisk(t *testing.T) {
 	if logs := p.logs.String(); strings.Contains(logs, "segment is sealed") {
 		t.Fatalf("the restarted node still finds its log sealed:\n%s", logs)
 	}
+}
+
+func getBody(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 // writeZeros writes n bytes of zeros to a new file at path (a tmpfs keeps
