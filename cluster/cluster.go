@@ -688,6 +688,24 @@ func (n *Raft) LeaderID() string {
 // keep up. nil once an append succeeded again.
 func (n *Raft) LogWriteError() error { return n.logs.WriteError() }
 
+// ErrApplyStalled means the FSM has been applying one entry for longer
+// than ApplyStallAfter: the node's database cannot write, so it neither
+// answers its clients' proposals nor serves fresh reads.
+var ErrApplyStalled = errors.New("cluster: applying a Raft entry is stalled")
+
+// ApplyStallAfter is how long one entry's apply may take before
+// ApplyStalled reports it (an apply takes milliseconds).
+const ApplyStallAfter = 10 * time.Second
+
+// ApplyStalled returns ErrApplyStalled, wrapped with how long, while the
+// entry being applied has taken over ApplyStallAfter.
+func (n *Raft) ApplyStalled() error {
+	if d := n.fsm.ApplyingFor(); d > ApplyStallAfter {
+		return fmt.Errorf("%w: one entry for %v (the database cannot write?)", ErrApplyStalled, d.Round(time.Second))
+	}
+	return nil
+}
+
 // Stats returns the node's Raft state.
 func (n *Raft) Stats() Stats {
 	n.pollPeers(n.stopCtx)

@@ -447,8 +447,8 @@ func (v connectVerifier) VerifyAccessToken(token string) (wire.Principal, error)
 }
 
 // readiness: serving, part of a cluster that has a leader, and able to
-// write its Raft log. A node cut off in a minority, or whose disk is full,
-// turns unready, so load balancers send new clients to nodes that can
+// write its Raft log and apply it. A node cut off in a minority, or whose
+// disk is full, turns unready, so load balancers send new clients to nodes that can
 // commit (a follower that cannot append answers its clients' publishes
 // only from its own apply, which stops).
 func (n *Node) readiness() error {
@@ -457,6 +457,9 @@ func (n *Node) readiness() error {
 	}
 	if err := n.raft.LogWriteError(); err != nil {
 		return fmt.Errorf("%w: cannot write the Raft log: %w", ErrNotReady, err)
+	}
+	if err := n.raft.ApplyStalled(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
 	if n.raft.LeaderID() == "" {
 		return fmt.Errorf("%w: no Raft leader reachable", ErrNotReady)

@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -79,6 +81,10 @@ type FSM struct {
 
 	wmu sync.Mutex // guards w (see wait.go)
 	w   waits
+
+	// applying is when the Apply under way started (unix nanos), 0
+	// between entries (ApplyingFor).
+	applying atomic.Int64
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -222,9 +228,23 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return nil
 	}
 	f.waitGate()
+	f.applying.Store(time.Now().UnixNano())
 	results := f.apply(l)
+	f.applying.Store(0)
 	f.applied(l.Index, results)
 	return results
+}
+
+// ApplyingFor is how long the entry being applied has taken so far, 0
+// when none is. An apply takes milliseconds; one that lasts is a database
+// that cannot write (Badger waits for room while its memtables cannot be
+// flushed: a full or failing disk).
+func (f *FSM) ApplyingFor() time.Duration {
+	start := f.applying.Load()
+	if start == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, start))
 }
 
 func (f *FSM) apply(l *raft.Log) []Result {

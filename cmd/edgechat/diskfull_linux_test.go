@@ -151,3 +151,79 @@ func writeZeros(path string, n int64) error {
 	}
 	return f.Close()
 }
+
+// TestNodeRecoversWhenItsDatabaseCannotWrite makes the node's Badger
+// directory read-only (a read-only bind mount over it) while senders
+// publish: Badger cannot write its memtables out, and once they are full
+// the FSM waits inside an apply. The node then says it is not ready
+// (`/readyz` 503, "applying a Raft entry is stalled"), and once the
+// directory is writable again it applies, commits and is ready by
+// itself, with every acknowledged message there. Root only, like the
+// full disk above.
+func TestNodeRecoversWhenItsDatabaseCannotWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a real process and stalls its database")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("a read-only bind mount needs root")
+	}
+	bin := edgechatBinary(t)
+	data := t.TempDir()
+	args := []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off"}
+	p := startServe(t, bin, args...)
+	tokens := map[string]string{}
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		runCLI(t, bin, "correct horse battery\n", "user", "add", u, "--password-stdin", "--server", p.http)
+		tokens[u] = mintToken(t, bin, data, u, p)
+	}
+	db := filepath.Join(data, "db")
+	if out, err := exec.Command("mount", "--bind", db, db).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount: %v %s", err, out)
+	}
+	mounted := true
+	unmount := func() {
+		if mounted {
+			mounted = false
+			if out, err := exec.Command("umount", "-l", db).CombinedOutput(); err != nil {
+				t.Errorf("umount %s: %v %s", db, err, out)
+			}
+		}
+	}
+	t.Cleanup(unmount) // after the node's cleanup, registered before
+	if out, err := exec.Command("mount", "-o", "remount,ro,bind", db).CombinedOutput(); err != nil {
+		t.Fatalf("remount read-only: %v %s", err, out)
+	}
+
+	l := startLoad(tokens, []string{"alice", "carol", "dave"}, "bob", func(int) []string { return []string{p.mqtt} })
+	defer func() {
+		select {
+		case <-l.stop:
+		default:
+			l.finish()
+		}
+	}()
+	var reason string
+	checkFor(t, 3*time.Minute, 100*time.Millisecond, func() error {
+		code, body, err := getBody(p.http + "/readyz")
+		if err != nil || code != 503 || !strings.Contains(body, "applying a Raft entry is stalled") {
+			return fmt.Errorf("readyz %d %q %v (%d acknowledged)", code, body, err, l.total())
+		}
+		reason = body
+		return nil
+	})
+	stalled := l.total()
+	t.Logf("stalled after %d acknowledged messages: %s", stalled, reason)
+
+	unmount()
+	took := l.waitProgress(t, 300, time.Minute)
+	t.Logf("300 more messages acknowledged %v after the database could write", took)
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if code := readyz(p.http); code != 200 {
+			return fmt.Errorf("readyz %d", code)
+		}
+		return nil
+	})
+	l.finish()
+	verifyAcked(t, p.http, tokens["bob"], l.senders, 30*time.Second)
+}
