@@ -482,11 +482,6 @@ func (w *WAL) DeleteRange(min uint64, max uint64) error {
 	// write lock.
 	w.awaitRotationLocked()
 
-	// A tail still sealed here was never rotated (see rotateSealedTailLocked).
-	if err := w.rotateSealedTailLocked(); err != nil {
-		return err
-	}
-
 	s, release := w.acquireState()
 	defer release()
 
