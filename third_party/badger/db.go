@@ -1667,9 +1667,6 @@ func (db *DB) MaxBatchSize() int64 {
 	return db.opt.maxBatchSize
 }
 
-// flushStopped reports whether the memtable flush goroutine has been signalled to
-// stop. It is used by addLevel0Table to break out of the L0 stall wait during
-// shutdown, including the Open-error cleanup path where db.isClosed may be unset.
 // closeFlushAttempts is how many times a memtable flush is tried once
 // Close has begun before the flusher gives up.
 const closeFlushAttempts = 3
@@ -1679,9 +1676,11 @@ const closeFlushAttempts = 3
 // once flushErr is set), so that Close returns err instead of waiting.
 func (db *DB) giveUpFlushes(err error) {
 	db.flushErr.Store(&err)
-	db.lock.Lock()
-	db.flushCond.Broadcast() // FlushMemTable waiters see flushErr
-	db.lock.Unlock()
+	if db.flushCond != nil {
+		db.lock.Lock()
+		db.flushCond.Broadcast() // FlushMemTable waiters see flushErr
+		db.lock.Unlock()
+	}
 	for range db.flushChan {
 	}
 }
@@ -1694,6 +1693,9 @@ func (db *DB) flushFailed() error {
 	return nil
 }
 
+// flushStopped reports whether the memtable flush goroutine has been signalled to
+// stop. It is used by addLevel0Table to break out of the L0 stall wait during
+// shutdown, including the Open-error cleanup path where db.isClosed may be unset.
 func (db *DB) flushStopped() bool {
 	if db.closers.memtable == nil {
 		return false
