@@ -152,37 +152,41 @@ func writeZeros(path string, n int64) error {
 	return f.Close()
 }
 
-// TestNodeRecoversWhenItsDatabaseCannotWrite makes the node's Badger
-// directory read-only (a read-only bind mount over it) while senders
-// publish: Badger cannot write its memtables out, and once they are full
-// the FSM waits inside an apply. The node then says it is not ready
-// (`/readyz` 503, "applying a Raft entry is stalled"), and once the
-// directory is writable again it applies, commits and is ready by
-// itself, with every acknowledged message there. Root only, like the
-// full disk above.
-func TestNodeRecoversWhenItsDatabaseCannotWrite(t *testing.T) {
+// stalledNode is a node whose Badger directory was made read-only (a
+// read-only bind mount over it) while senders published, until the node
+// said the FSM is stuck in an apply: Badger cannot write its memtables
+// out, and once they are full it waits for room.
+type stalledNode struct {
+	bin     string
+	args    []string
+	p       *proc
+	tokens  map[string]string
+	load    *load
+	unmount func()
+}
+
+// stallDatabase starts a node, makes its database unwritable under load
+// and waits for /readyz to say so. Root only (skips elsewhere). The
+// load keeps running; the caller finishes it.
+func stallDatabase(t *testing.T, extraEnv ...string) *stalledNode {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds a real process and stalls its database")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("a read-only bind mount needs root")
 	}
-	bin := edgechatBinary(t)
+	for _, kv := range extraEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v) // the node inherits it
+	}
+	n := &stalledNode{bin: edgechatBinary(t), tokens: map[string]string{}}
 	data := t.TempDir()
-	args := []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+	n.args = []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
 		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off"}
-	p := startServe(t, bin, args...)
-	tokens := map[string]string{}
-	for _, u := range []string{"alice", "bob", "carol", "dave"} {
-		runCLI(t, bin, "correct horse battery\n", "user", "add", u, "--password-stdin", "--server", p.http)
-		tokens[u] = mintToken(t, bin, data, u, p)
-	}
 	db := filepath.Join(data, "db")
-	if out, err := exec.Command("mount", "--bind", db, db).CombinedOutput(); err != nil {
-		t.Skipf("cannot bind-mount: %v %s", err, out)
-	}
-	mounted := true
-	unmount := func() {
+	mounted := false
+	n.unmount = func() {
 		if mounted {
 			mounted = false
 			if out, err := exec.Command("umount", "-l", db).CombinedOutput(); err != nil {
@@ -190,40 +194,83 @@ func TestNodeRecoversWhenItsDatabaseCannotWrite(t *testing.T) {
 			}
 		}
 	}
-	t.Cleanup(unmount) // after the node's cleanup, registered before
+	t.Cleanup(n.unmount) // registered before the node's: runs after it stopped
+	n.p = startServe(t, n.bin, n.args...)
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		runCLI(t, n.bin, "correct horse battery\n", "user", "add", u, "--password-stdin", "--server", n.p.http)
+		n.tokens[u] = mintToken(t, n.bin, data, u, n.p)
+	}
+	if out, err := exec.Command("mount", "--bind", db, db).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount: %v %s", err, out)
+	}
+	mounted = true
 	if out, err := exec.Command("mount", "-o", "remount,ro,bind", db).CombinedOutput(); err != nil {
 		t.Fatalf("remount read-only: %v %s", err, out)
 	}
-
-	l := startLoad(tokens, []string{"alice", "carol", "dave"}, "bob", func(int) []string { return []string{p.mqtt} })
-	defer func() {
+	p := n.p
+	n.load = startLoad(n.tokens, []string{"alice", "carol", "dave"}, "bob", func(int) []string { return []string{p.mqtt} })
+	t.Cleanup(func() {
 		select {
-		case <-l.stop:
+		case <-n.load.stop:
 		default:
-			l.finish()
+			n.load.finish()
 		}
-	}()
+	})
 	var reason string
 	checkFor(t, 3*time.Minute, 100*time.Millisecond, func() error {
 		code, body, err := getBody(p.http + "/readyz")
 		if err != nil || code != 503 || !strings.Contains(body, "applying a Raft entry is stalled") {
-			return fmt.Errorf("readyz %d %q %v (%d acknowledged)", code, body, err, l.total())
+			return fmt.Errorf("readyz %d %q %v (%d acknowledged)", code, body, err, n.load.total())
 		}
 		reason = body
 		return nil
 	})
-	stalled := l.total()
-	t.Logf("stalled after %d acknowledged messages: %s", stalled, reason)
+	t.Logf("stalled after %d acknowledged messages: %s", n.load.total(), reason)
+	return n
+}
 
-	unmount()
-	took := l.waitProgress(t, 300, time.Minute)
+// TestNodeRecoversWhenItsDatabaseCannotWrite: a node whose database
+// stopped writing says it is not ready (`/readyz` 503, "applying a Raft
+// entry is stalled"), and once the directory is writable again it
+// applies, commits and is ready by itself, with every acknowledged
+// message there. Root only, like the full disk above.
+func TestNodeRecoversWhenItsDatabaseCannotWrite(t *testing.T) {
+	n := stallDatabase(t)
+	n.unmount()
+	took := n.load.waitProgress(t, 300, time.Minute)
 	t.Logf("300 more messages acknowledged %v after the database could write", took)
 	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if code := readyz(p.http); code != 200 {
+		if code := readyz(n.p.http); code != 200 {
 			return fmt.Errorf("readyz %d", code)
 		}
 		return nil
 	})
-	l.finish()
-	verifyAcked(t, p.http, tokens["bob"], l.senders, 30*time.Second)
+	n.load.finish()
+	verifyAcked(t, n.p.http, n.tokens["bob"], n.load.senders, 30*time.Second)
+}
+
+// TestServeStopsWhenItsDatabaseStalled: SIGTERM to a node whose database
+// cannot write. Its graceful stop hangs (Badger's reads wait for the
+// write that cannot finish, and the broker's stop waits for a read), so
+// the process ends after EDGECHAT_STOP_TIMEOUT with status 1 and says
+// why; restarted with a writable database it holds every acknowledged
+// message (the Raft log had them).
+func TestServeStopsWhenItsDatabaseStalled(t *testing.T) {
+	n := stallDatabase(t, "EDGECHAT_STOP_TIMEOUT=3s")
+	n.load.finish() // its unanswered publishes are not acknowledged
+	_ = n.p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.p.exited:
+	case <-time.After(time.Minute):
+		t.Fatal("edgechat did not exit within a minute of SIGTERM")
+	}
+	if n.p.err == nil {
+		t.Fatal("edgechat exited 0 from a stop that could not finish")
+	}
+	if logs := n.p.logs.String(); !strings.Contains(logs, "did not stop within 3s of the signal") {
+		t.Fatalf("the exit (%v) does not say why; log:\n%s", n.p.err, logs)
+	}
+	n.unmount()
+	p := startServe(t, n.bin, n.args...)
+	verifyAcked(t, p.http, n.tokens["bob"], n.load.senders, time.Minute)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/edgechat/edgechat/internal/sysmon"
 )
@@ -23,9 +24,42 @@ func main() {
 		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }()
+	select {
+	case code := <-done:
+		stop()
+		os.Exit(code)
+	case <-ctx.Done():
+	}
+	// A signal: the command stops gracefully. A second signal, now that
+	// the default handling is back, ends the process at once; and a stop
+	// that hangs (a node whose disk no longer writes: its database's reads
+	// wait for a write that cannot finish) ends after stopTimeout. Nothing
+	// acknowledged is lost either way: it is in the Raft log.
 	stop()
-	os.Exit(code)
+	timeout := stopTimeout(os.Getenv("EDGECHAT_STOP_TIMEOUT"))
+	select {
+	case code := <-done:
+		os.Exit(code)
+	case <-time.After(timeout):
+		fmt.Fprintf(os.Stderr, "edgechat: did not stop within %v of the signal (EDGECHAT_STOP_TIMEOUT); exiting now\n", timeout)
+		os.Exit(1)
+	}
+}
+
+// defaultStopTimeout bounds a graceful stop: a node stops in well under a
+// second, and service managers kill later (systemd's TimeoutStopSec=60s
+// in deploy/).
+const defaultStopTimeout = 45 * time.Second
+
+// stopTimeout reads EDGECHAT_STOP_TIMEOUT (a Go duration); empty or not a
+// positive duration: the default.
+func stopTimeout(v string) time.Duration {
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d
+	}
+	return defaultStopTimeout
 }
 
 // errUsage marks a command line that could not be understood.

@@ -38,3 +38,14 @@ func TestServeStopsWhenItsDatabaseCannotBeWritten(t *testing.T) {
 		t.Fatalf("the exit does not say the database was not written (%v); log:\n%s", p.err, logs)
 	}
 }
+
+func TestStopTimeoutReadsTheEnvironment(t *testing.T) {
+	for v, want := range map[string]time.Duration{
+		"": defaultStopTimeout, "3s": 3 * time.Second, "2m": 2 * time.Minute,
+		"0s": defaultStopTimeout, "-1s": defaultStopTimeout, "soon": defaultStopTimeout,
+	} {
+		if got := stopTimeout(v); got != want {
+			t.Errorf("stopTimeout(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
