@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -64,6 +65,22 @@ func TestNodeRecoversFromAFullDisk(t *testing.T) {
 	fill := int64(st.Bavail)*st.Bsize - 2<<20
 	if err := writeZeros(ballast, fill); err != nil {
 		t.Fatal(err)
+	}
+
+	// While the log still has room: an upload that does not fit is 507
+	// insufficient_storage, not a bare 500.
+	upload := append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 6<<20)...)
+	req, _ := http.NewRequest("POST", p.http+"/media?name=big.png", bytes.NewReader(upload))
+	req.Header.Set("Authorization", "Bearer "+tokens["alice"])
+	req.Header.Set("Content-Type", "image/png")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(string(body), "insufficient_storage") {
+		t.Fatalf("upload on a full disk: %d %s", resp.StatusCode, body)
 	}
 
 	senders := []string{"alice", "carol"}

@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/wire"
@@ -80,7 +81,18 @@ const (
 	CodeMethodNotAllow = "method_not_allowed"
 	CodeURITooLong     = "uri_too_long"      // 414: query string over the limit
 	CodeHeadersTooBig  = "headers_too_large" // 431: request headers over the limit
+	// CodeNoSpace (507): the node's disk is full; nothing was stored.
+	CodeNoSpace = "insufficient_storage"
 )
+
+// noSpaceRetry is the Retry-After of a 507: space comes back when an
+// operator frees it, not in a second.
+const noSpaceRetry = time.Minute
+
+// ErrorRecorder is implemented by a ResponseWriter that wants the cause
+// of a 500 or 507 WriteError answers (the client only sees "internal
+// error"): the gateway puts it on the request's log line.
+type ErrorRecorder interface{ RecordError(error) }
 
 // Error is a JSON error response: {"error":{"code","message"}}.
 type Error struct {
@@ -104,11 +116,19 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// WriteError writes err as a JSON error; errors that are not *Error become 500.
+// WriteError writes err as a JSON error. Errors that are not *Error
+// become 500, or 507 when the disk was full (ENOSPC, EDQUOT), and their
+// cause goes to the ResponseWriter's ErrorRecorder, if it has one.
 func WriteError(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
-		e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}
+		if noSpace(err) {
+			e = &Error{Status: http.StatusInsufficientStorage, Code: CodeNoSpace,
+				Message: "the server has no space to store this now", RetryAfter: noSpaceRetry}
+		} else {
+			e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}
+		}
+		recordError(w, err)
 	}
 	if e.RetryAfter > 0 {
 		secs := int((e.RetryAfter + time.Second - 1) / time.Second)
@@ -117,6 +137,27 @@ func WriteError(w http.ResponseWriter, err error) {
 	WriteJSON(w, e.Status, struct {
 		Error *Error `json:"error"`
 	}{e})
+}
+
+// recordError hands err to the first ErrorRecorder among w and the
+// writers it wraps (Unwrap, as http.ResponseController follows).
+func recordError(w http.ResponseWriter, err error) {
+	for w != nil {
+		if r, ok := w.(ErrorRecorder); ok {
+			r.RecordError(err)
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}
+
+// noSpace reports whether err comes from a full disk or quota.
+func noSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
 // DecodeJSON strictly decodes a JSON request body into v: the content

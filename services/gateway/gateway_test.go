@@ -17,9 +17,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -400,6 +402,45 @@ func TestAccessLog(t *testing.T) {
 	}
 	if _, ok := l["duration"]; !ok {
 		t.Fatalf("no duration: %v", l)
+	}
+}
+
+// The client of a failed request sees "internal error" (or 507 for a
+// full disk); the cause is on the access-log line for the operator.
+func TestAccessLogCarriesTheCauseOfAServerError(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.g.Mount(httpapi.Route{Method: "GET", Pattern: "/fail", Handler: func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, fmt.Errorf("writing the thumbnail: %w", errors.New("disk on fire")))
+	}})
+	e.g.Mount(httpapi.Route{Method: "GET", Pattern: "/full", Handler: func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteError(w, fmt.Errorf("storing the upload: %w", &os.PathError{Op: "write", Path: "/data/tmp/x", Err: syscall.ENOSPC}))
+	}})
+	for _, c := range []struct {
+		path, code, cause string
+		status            int
+	}{
+		{"/fail", httpapi.CodeInternal, "writing the thumbnail: disk on fire", 500},
+		{"/full", httpapi.CodeNoSpace, "storing the upload: write /data/tmp/x: no space left on device", 507},
+	} {
+		w := e.do("GET", c.path, "Bearer good-alice", nil)
+		if w.Code != c.status || errorCode(t, w.Header().Get("Content-Type"), w.Body.Bytes()) != c.code {
+			t.Fatalf("%s: %d %s, want %d %s", c.path, w.Code, w.Body.String(), c.status, c.code)
+		}
+		if strings.Contains(w.Body.String(), "fire") || strings.Contains(w.Body.String(), "/data") {
+			t.Fatalf("%s: the cause reached the client: %s", c.path, w.Body.String())
+		}
+		var line map[string]any
+		for _, l := range e.logs.lines(t, "http request") {
+			if l["path"] == c.path {
+				line = l
+			}
+		}
+		if line == nil || line["error"] != c.cause || line["level"] != "ERROR" {
+			t.Fatalf("%s: access-log line %v, want level ERROR and error %q", c.path, line, c.cause)
+		}
+	}
+	if w := e.do("GET", "/full", "Bearer good-alice", nil); w.Header().Get("Retry-After") == "" {
+		t.Fatal("507 without Retry-After")
 	}
 }
 

@@ -280,7 +280,7 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 	case route == "/healthz" || route == "/readyz" || route == "/metrics":
 		level = slog.LevelDebug // probes every few seconds would drown the log
 	}
-	g.log.LogAttrs(r.Context(), level, "http request",
+	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("route", route),
 		slog.String("path", r.URL.Path),
@@ -291,7 +291,11 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 		slog.Int64("bytes", sw.bytes),
 		slog.String("remote", info.peer),
 		slog.String("client_ip", addrString(info.ip)),
-	)
+	}
+	if sw.err != nil {
+		attrs = append(attrs, slog.String("error", sw.err.Error()))
+	}
+	g.log.LogAttrs(r.Context(), level, "http request", attrs...)
 }
 
 // routeLabel is the route of a mux pattern without its method, e.g.
@@ -346,7 +350,12 @@ type statusWriter struct {
 	status   int
 	bytes    int64
 	hijacked bool
+	err      error // the cause of a 500 or 507 (httpapi.WriteError), for the log line
 }
+
+// RecordError keeps the cause of an error answer the client sees only as
+// "internal error" (httpapi.ErrorRecorder).
+func (w *statusWriter) RecordError(err error) { w.err = err }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
@@ -391,10 +400,11 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 var (
-	_ http.ResponseWriter = (*statusWriter)(nil)
-	_ http.Flusher        = (*statusWriter)(nil)
-	_ http.Hijacker       = (*statusWriter)(nil)
-	_ io.ReaderFrom       = (*statusWriter)(nil)
+	_ httpapi.ErrorRecorder = (*statusWriter)(nil)
+	_ http.ResponseWriter   = (*statusWriter)(nil)
+	_ http.Flusher          = (*statusWriter)(nil)
+	_ http.Hijacker         = (*statusWriter)(nil)
+	_ io.ReaderFrom         = (*statusWriter)(nil)
 )
 
 // jsonErrors rewrites the ServeMux's plain-text 404 and 405 answers as
