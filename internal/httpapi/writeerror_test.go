@@ -1,0 +1,53 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"syscall"
+	"testing"
+)
+
+type recorder struct {
+	http.ResponseWriter
+	err error
+}
+
+func (r *recorder) RecordError(err error) { r.err = err }
+
+// wrapped is a handler's own writer around the gateway's (compression,
+// say): the cause still reaches the recorder inside it.
+type wrapped struct{ http.ResponseWriter }
+
+func (w wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func TestWriteErrorMapsAndRecordsCauses(t *testing.T) {
+	full := fmt.Errorf("storing: %w", &os.PathError{Op: "write", Path: "/x", Err: syscall.ENOSPC})
+	quota := fmt.Errorf("storing: %w", &os.PathError{Op: "write", Path: "/x", Err: syscall.EDQUOT})
+	for _, c := range []struct {
+		err      error
+		status   int
+		recorded bool
+	}{
+		{errors.New("boom"), 500, true},
+		{full, 507, true},
+		{quota, 507, true},
+		{Errorf(409, CodeConflict, "taken"), 409, false},
+		{fmt.Errorf("wrapped: %w", Errorf(404, CodeNotFound, "no")), 404, false},
+	} {
+		rec := &recorder{ResponseWriter: httptest.NewRecorder()}
+		WriteError(wrapped{rec}, c.err)
+		got := rec.ResponseWriter.(*httptest.ResponseRecorder)
+		if got.Code != c.status {
+			t.Errorf("%v: status %d, want %d", c.err, got.Code, c.status)
+		}
+		if (rec.err != nil) != c.recorded || (c.recorded && rec.err != c.err) {
+			t.Errorf("%v: recorded %v", c.err, rec.err)
+		}
+		if c.status == 507 && got.Header().Get("Retry-After") != "60" {
+			t.Errorf("%v: Retry-After %q", c.err, got.Header().Get("Retry-After"))
+		}
+	}
+}
