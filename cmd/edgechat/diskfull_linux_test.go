@@ -86,13 +86,7 @@ func TestNodeRecoversFromAFullDisk(t *testing.T) {
 	senders := []string{"alice", "carol"}
 	addrs := func(int) []string { return []string{p.mqtt} }
 	l := startLoad(tokens, senders, "bob", addrs)
-	defer func() {
-		select {
-		case <-l.stop:
-		default:
-			l.finish()
-		}
-	}()
+	defer l.finish()
 	refusals := func() int {
 		n := 0
 		for _, s := range l.senders {
@@ -226,13 +220,7 @@ func stallDatabase(t *testing.T, extraEnv ...string) *stalledNode {
 	}
 	p := n.p
 	n.load = startLoad(n.tokens, []string{"alice", "carol", "dave"}, "bob", func(int) []string { return []string{p.mqtt} })
-	t.Cleanup(func() {
-		select {
-		case <-n.load.stop:
-		default:
-			n.load.finish()
-		}
-	})
+	t.Cleanup(n.load.finish)
 	var reason string
 	checkFor(t, 3*time.Minute, 100*time.Millisecond, func() error {
 		code, body, err := getBody(p.http + "/readyz")

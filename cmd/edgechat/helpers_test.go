@@ -505,6 +505,7 @@ func (s *sender) snapshot() (acked, refused, failed, reconnects int) {
 type load struct {
 	senders []*sender
 	stop    chan struct{}
+	stopped sync.Once
 	wg      sync.WaitGroup
 }
 
@@ -525,9 +526,10 @@ func startLoad(tokens map[string]string, names []string, to string, addrs func(p
 	return l
 }
 
-// finish stops the senders and waits for them.
+// finish stops the senders and waits for them; later calls do nothing
+// more (a test may finish early and also in its cleanup).
 func (l *load) finish() {
-	close(l.stop)
+	l.stopped.Do(func() { close(l.stop) })
 	l.wg.Wait()
 }
 
