@@ -51,6 +51,19 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	if out := runCLI(t, bin, "", "user", "grant", "carol", "admin", "--server", p.http, "--data", data); !strings.Contains(out, "carol is now an admin") {
 		t.Fatalf("user grant: %q", out)
 	}
+	// An operator resets a forgotten password: the old one stops working.
+	runCLI(t, bin, "forgotten password\n", "user", "add", "dave", "--password-stdin", "--server", p.http)
+	if out := runCLI(t, bin, "remembered password\n", "user", "passwd", "dave", "--password-stdin", "--server", p.http, "--data", data); !strings.Contains(out, "password of dave reset") {
+		t.Fatalf("user passwd: %q", out)
+	}
+	for pw, want := range map[string]int{"forgotten password": http.StatusUnauthorized, "remembered password": http.StatusOK} {
+		if st, err := httpJSON(http.MethodPost, p.http+"/auth/login", "", map[string]string{"username": "dave", "password": pw}, nil); st != want {
+			t.Fatalf("dave's login with %q after the reset: %d %v, want %d", pw, st, err, want)
+		}
+	}
+	if _, err := runCLIErr(bin, "", "user", "passwd", "dave", "--server", p.http, "--data", data); err == nil || !strings.Contains(err.Error(), "--password-stdin is required") {
+		t.Fatalf("user passwd without --password-stdin: %v", err)
+	}
 	// The container health check command agrees with /readyz.
 	if out := runCLI(t, bin, "", "health", "--url", p.http+"/readyz"); out != "ok" {
 		t.Fatalf("edgechat health: %q", out)

@@ -71,6 +71,7 @@ Usage:
   edgechat serve [flags]                      run a node (see: edgechat serve --help)
   edgechat user add NAME --password-stdin     create an account on a running node
   edgechat user grant NAME admin [--revoke]   give (or take) the admin role on a running node
+  edgechat user passwd NAME --password-stdin  reset a password on a running node (signs the user out everywhere)
   edgechat token NAME [--data DIR] [--server URL]  mint NAME's access token (as login would) with the node's keys
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
   edgechat push test USER [--data DIR]        send a test notification to each of USER's devices, print each answer

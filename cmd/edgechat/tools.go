@@ -19,14 +19,18 @@ import (
 	"github.com/edgechat/edgechat/services/auth"
 )
 
-// userCmd: edgechat user add NAME --password-stdin [--server URL] [--display-name N]
-// or edgechat user grant NAME admin [--revoke] [--data DIR] [--server URL]
+// userCmd: edgechat user add NAME --password-stdin [--server URL] [--display-name N],
+// edgechat user grant NAME admin [--revoke] [--data DIR] [--server URL]
+// or edgechat user passwd NAME --password-stdin [--data DIR] [--server URL]
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) >= 3 && args[0] == "grant" {
 		return grantCmd(ctx, args[1], args[2], args[3:], stdout)
 	}
+	if len(args) >= 2 && args[0] == "passwd" {
+		return passwdCmd(ctx, args[1], args[2:], stdin, stdout)
+	}
 	if len(args) < 2 || args[0] != "add" {
-		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin", errUsage)
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin", errUsage)
 	}
 	name := args[1]
 	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
@@ -40,11 +44,10 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
 	}
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && err != io.EOF {
-		return fmt.Errorf("reading password: %w", err)
+	password, err := readPassword(stdin)
+	if err != nil {
+		return err
 	}
-	password := strings.TrimRight(line, "\r\n")
 	body, _ := json.Marshal(map[string]string{"username": name, "password": password, "displayName": firstNonEmpty(*display, name)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*server, "/")+"/auth/register", bytes.NewReader(body))
 	if err != nil {
@@ -65,6 +68,43 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	}
 	_ = json.Unmarshal(rb, &out)
 	fmt.Fprintf(stdout, "created user %s\n", out.UserID)
+	return nil
+}
+
+// readPassword reads the first line of stdin.
+func readPassword(stdin io.Reader) (string, error) {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("reading password: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// passwdCmd resets a user's password (an operator's reset: the user
+// forgot theirs) and so signs them out everywhere.
+func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs, server, data := adminFlags("user passwd")
+	fromStdin := fs.Bool("password-stdin", false, "read the new password from standard input")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if !*fromStdin {
+		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
+	}
+	password, err := readPassword(stdin)
+	if err != nil {
+		return err
+	}
+	uid := strings.ToLower(name)
+	rb, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/password", map[string]string{"password": password})
+	if err != nil {
+		return fmt.Errorf("resetting the password of %s: %w", uid, err)
+	}
+	var out struct {
+		Revoked int `json:"revoked"`
+	}
+	_ = json.Unmarshal(rb, &out)
+	fmt.Fprintf(stdout, "password of %s reset; %d sessions signed out\n", uid, out.Revoked)
 	return nil
 }
 

@@ -248,8 +248,10 @@ type Service struct {
 
 	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
 	deletions     *prometheus.CounterVec
-	eraseSteps    prometheus.Counter
-	erased        prometheus.Counter
+	// passwordChanges counts POST /auth/password and admin resets by result.
+	passwordChanges *prometheus.CounterVec
+	eraseSteps      prometheus.Counter
+	erased          prometheus.Counter
 }
 
 // New loads (or creates) the signing keys and registers the FSM handlers.
@@ -311,6 +313,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_account_deletions_total",
 			Help: "Account deletion requests (DELETE /user/me) by result.",
 		}, []string{"result"}),
+		passwordChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgechat_password_changes_total",
+			Help: "Password changes (POST /auth/password) and admin resets by result.",
+		}, []string{"result"}),
 		eraseSteps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_account_erase_steps_total",
 			Help: "Erase steps of deleted accounts this node proposed (as the Raft leader).",
@@ -327,14 +333,14 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.logins, s.registrations, s.refreshes, s.deletions, s.eraseSteps, s.erased} {
+		for _, c := range []prometheus.Collector{s.logins, s.registrations, s.refreshes, s.deletions, s.passwordChanges, s.eraseSteps, s.erased} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("auth: register metrics: %w", err)
 			}
 		}
 	}
 	deps.FSM.Register(wire.CmdAccountCreate, applyAccountCreate)
-	deps.FSM.Register(wire.CmdAccountUpdate, applyAccountUpdate)
+	deps.FSM.Register(wire.CmdAccountUpdate, s.applyAccountUpdate)
 	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
 	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
 	deps.FSM.Register(wire.CmdRefreshRevokeAll, s.applyRefreshRevokeAll)

@@ -13,6 +13,7 @@ import (
 // decoders and the field validation behind them. Seeds: testdata/fuzz.
 func FuzzDecodeRegister(f *testing.F) {
 	f.Add([]byte(`{"username":"alice","password":"password1","displayName":"Alice"}`))
+	f.Add([]byte(`{"currentPassword":"password1","newPassword":"password9","session":"cookie"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkErr := func(err error) {
 			var he *httpapi.Error
@@ -52,6 +53,14 @@ func FuzzDecodeRegister(f *testing.F) {
 			checkErr(err)
 		}
 		if _, err := decodeLogout(body); err != nil {
+			checkErr(err)
+		}
+		if req, err := decodeChangePassword(body); err != nil {
+			checkErr(err)
+		} else if err := validPassword(req.NewPassword); err != nil && !errors.Is(err, ErrInvalidPassword) {
+			t.Fatal(err)
+		}
+		if _, err := decodeResetPassword(body); err != nil {
 			checkErr(err)
 		}
 		if r, err := decodeRefresh(body); err != nil {

@@ -67,6 +67,8 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
 		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
+		{Method: http.MethodPost, Pattern: "/auth/password", Handler: s.handleChangePassword, Class: "auth", MaxBody: maxDeleteBody},
+		{Method: http.MethodPut, Pattern: "/admin/users/{uid}/password", Handler: s.handleResetPassword, Admin: true, Class: httpapi.ClassAdmin, MaxBody: maxAuthBody},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
@@ -229,7 +230,19 @@ func parseRefresh(tok string) (family, secret string, ok bool) {
 // accessToken mints the access token of a stored account: the claims of
 // login, refresh and (through LookupAccount) `edgechat token`.
 func (s *Service) accessToken(acct account) (string, error) {
-	return mint(s.keys.signer, s.cfg.Issuer, acct.public(), s.now(), s.cfg.AccessTTL)
+	return s.accessTokenAfter(acct, time.Time{})
+}
+
+// accessTokenAfter is accessToken issued after signedOut, a sign-out
+// everywhere of the user that this node recorded a moment ago: at least
+// in the millisecond after it, which the sign-out does not refuse
+// (tokens carry their issue time in milliseconds).
+func (s *Service) accessTokenAfter(acct account, signedOut time.Time) (string, error) {
+	now := s.now()
+	if first := time.UnixMilli(signedOut.UnixMilli() + 1); !signedOut.IsZero() && now.Before(first) {
+		now = first
+	}
+	return mint(s.keys.signer, s.cfg.Issuer, acct.public(), now, s.cfg.AccessTTL)
 }
 
 // LookupAccount is what an access token of uid would say (GET
@@ -252,8 +265,14 @@ func (s *Service) LookupAccount(uid string) (Account, error) {
 
 // issue mints an access token and starts a new refresh-token family.
 func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
+	return s.issueAfter(ctx, acct, time.Time{})
+}
+
+// issueAfter is issue with an access token that a sign-out everywhere
+// at signedOut does not refuse (accessTokenAfter).
+func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.Time) (Tokens, error) {
 	uid := acct.UID
-	access, err := s.accessToken(acct)
+	access, err := s.accessTokenAfter(acct, signedOut)
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -395,21 +414,30 @@ const maxRevokeAllSteps = 1000
 // close (OnSignedOutEverywhere), and every refresh-token family is
 // revoked. It returns how many families it revoked.
 func (s *Service) LogoutAll(ctx context.Context, uid string) (int, error) {
+	n, _, err := s.logoutAll(ctx, uid, "logout-all")
+	return n, err
+}
+
+// logoutAll is LogoutAll, which also answers the sign-out time of its
+// last step.
+func (s *Service) logoutAll(ctx context.Context, uid, reason string) (int, time.Time, error) {
 	total := 0
+	var at time.Time
 	for range maxRevokeAllSteps {
-		v, err := s.propose(ctx, wire.CmdRefreshRevokeAll, refreshRevokeAllCmd{UID: uid, Reason: "logout-all", At: s.now().UTC()})
+		at = s.now().UTC()
+		v, err := s.propose(ctx, wire.CmdRefreshRevokeAll, refreshRevokeAllCmd{UID: uid, Reason: reason, At: at})
 		if err != nil {
-			return total, fmt.Errorf("auth: revoke every refresh family: %w", err)
+			return total, at, fmt.Errorf("auth: revoke every refresh family: %w", err)
 		}
 		c, ok := v.(*revokeAllCommitted)
 		if !ok {
-			return total, fmt.Errorf("auth: revoke every refresh family: the step answered %T", v)
+			return total, at, fmt.Errorf("auth: revoke every refresh family: the step answered %T", v)
 		}
 		step := c.step
 		total += step.Revoked
 		if step.Done {
-			return total, nil
+			return total, at, nil
 		}
 	}
-	return total, fmt.Errorf("auth: revoke every refresh family: not done after %d steps", maxRevokeAllSteps)
+	return total, at, fmt.Errorf("auth: revoke every refresh family: not done after %d steps", maxRevokeAllSteps)
 }

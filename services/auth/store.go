@@ -54,6 +54,14 @@ type accountUpdateCmd struct {
 	Admin *bool     `json:"admin,omitempty"`
 	Hash  *string   `json:"hash,omitempty"`
 	At    time.Time `json:"at"`
+	// PrevHash, with Hash, makes the change a compare-and-swap: the
+	// stored hash must still be this one ("" for an account without a
+	// password), else ErrPasswordChanged and nothing is written.
+	PrevHash *string `json:"prevHash,omitempty"`
+	// SignOut also signs the user out everywhere, in the same
+	// transaction, as the first step of refreshRevokeAllCmd does (a
+	// password change: passwordchange.go).
+	SignOut bool `json:"signOut,omitempty"`
 }
 
 type refreshIssueCmd struct {
@@ -158,14 +166,19 @@ func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	return a.Admin, nil
 }
 
-// applyAccountUpdate changes an account's admin flag and/or password hash.
-func applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+// applyAccountUpdate changes an account's admin flag and/or password
+// hash; with SignOut it also takes the first step of signing the user out
+// everywhere and answers that step (*revokeAllCommitted).
+func (s *Service) applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c accountUpdateCmd
 	if err := decodeCmd(payload, &c); err != nil {
 		return nil, err
 	}
 	if c.Hash != nil && *c.Hash == "" {
 		return nil, fmt.Errorf("%w: empty hash", errBadCommand)
+	}
+	if c.PrevHash != nil && c.Hash == nil {
+		return nil, fmt.Errorf("%w: prevHash without hash", errBadCommand)
 	}
 	key := prefixAccount + c.UID
 	var a account
@@ -176,6 +189,9 @@ func applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if !found {
 		return nil, ErrNoAccount
 	}
+	if c.PrevHash != nil && a.Hash != *c.PrevHash {
+		return nil, ErrPasswordChanged
+	}
 	if c.Admin != nil {
 		a.Admin = *c.Admin
 	}
@@ -183,7 +199,13 @@ func applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 		a.Hash = *c.Hash
 	}
 	a.UpdatedAt = c.At
-	return nil, setJSON(tx, key, a)
+	if err := setJSON(tx, key, a); err != nil {
+		return nil, err
+	}
+	if !c.SignOut {
+		return nil, nil
+	}
+	return s.signOutValue(tx, c.UID, c.At)
 }
 
 // applyRefreshIssue creates a refresh-token family, or rotates one with a
@@ -261,6 +283,22 @@ func (s *Service) applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload 
 	if wire.ValidUserID(c.UID) != nil {
 		return nil, fmt.Errorf("%w: bad refresh revoke-all", errBadCommand)
 	}
+	return s.signOutValue(tx, c.UID, c.At)
+}
+
+// signOutValue is signOutStep as an FSM handler's answer (no typed nil
+// on failure).
+func (s *Service) signOutValue(tx *badger.Txn, uid string, at time.Time) (any, error) {
+	v, err := s.signOutStep(tx, uid, at)
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// signOutStep records uid's sign-out at at and revokes their live
+// refresh-token families, in key order, as far as one step's budget goes.
+func (s *Service) signOutStep(tx *badger.Txn, uid string, at time.Time) (*revokeAllCommitted, error) {
 	type hit struct {
 		key string
 		f   refreshFamily
@@ -273,7 +311,7 @@ func (s *Service) applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload 
 		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &f) }); err != nil {
 			continue // not ours to judge; never a user's
 		}
-		if f.UID != c.UID || f.Revoked {
+		if f.UID != uid || f.Revoked {
 			continue
 		}
 		if len(hits) >= revokeAllStepWrites {
@@ -284,15 +322,15 @@ func (s *Service) applyRefreshRevokeAll(tx *badger.Txn, _ fsm.Position, payload 
 	}
 	it.Close()
 	for _, h := range hits {
-		h.f.Revoked, h.f.UpdatedAt = true, c.At
+		h.f.Revoked, h.f.UpdatedAt = true, at
 		if err := setJSON(tx, h.key, h.f); err != nil {
 			return nil, err
 		}
 	}
-	if err := recordSignOut(tx, c.UID, c.At); err != nil {
+	if err := recordSignOut(tx, uid, at); err != nil {
 		return nil, err
 	}
-	return &revokeAllCommitted{s: s, uid: c.UID, at: c.At, step: RevokeAllStep{Revoked: len(hits), Done: !more}}, nil
+	return &revokeAllCommitted{s: s, uid: uid, at: at, step: RevokeAllStep{Revoked: len(hits), Done: !more}}, nil
 }
 
 // readAccount reads an account from the local database.
