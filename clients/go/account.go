@@ -37,3 +37,44 @@ func (c *Client) DeleteAccount(ctx context.Context, password string) (Deletion, 
 	}
 	return d, nil
 }
+
+// PasswordChange is the server's answer to ChangePassword: the tokens of
+// this session, and how many sessions ended.
+type PasswordChange struct {
+	Tokens
+	Revoked int `json:"revoked"`
+}
+
+// ChangePassword changes the signed-in user's password (POST
+// /auth/password), proven with the current one. The server signs the
+// user out everywhere else in the same commit: every other device and
+// browser must sign in again with the new password. This client goes
+// on: the server closes its connection too, and it reconnects with the
+// new tokens, which it refreshes from then on (telling onRefresh, which
+// may be nil, each rotated pair, as RefreshingTokenSource does). An app
+// that keeps tokens must save the returned ones. A wrong current
+// password is an *APIError with status 403, a new password the server
+// refuses one with status 400.
+func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPassword string, onRefresh func(Tokens)) (PasswordChange, error) {
+	tok, err := c.token(ctx)
+	if err != nil {
+		return PasswordChange{}, err
+	}
+	start := time.Now()
+	var pc PasswordChange
+	body := map[string]string{"currentPassword": currentPassword, "newPassword": newPassword}
+	if err := doJSON(ctx, c.hc, http.MethodPost, c.HTTPURL()+"/auth/password", tok, body, &pc); err != nil {
+		return PasswordChange{}, fmt.Errorf("edgechat: change password: %w", err)
+	}
+	if pc.AccessToken == "" {
+		return PasswordChange{}, fmt.Errorf("%w: server returned no access token", ErrBadToken)
+	}
+	if pc.ExpiresIn > 0 {
+		pc.Expiry = start.Add(time.Duration(pc.ExpiresIn) * time.Second)
+	}
+	source := RefreshingTokenSource(c.HTTPURL(), pc.Tokens, onRefresh)
+	c.sourceMu.Lock()
+	c.source = source
+	c.sourceMu.Unlock()
+	return pc, nil
+}

@@ -96,7 +96,11 @@ const (
 // Client is a connected edgechat user. Its methods are safe for
 // concurrent use.
 type Client struct {
-	opts     Options
+	opts Options
+	// source replaces opts' token once ChangePassword has new tokens
+	// (the old ones are revoked).
+	sourceMu sync.Mutex
+	source   TokenSource
 	log      *slog.Logger
 	hc       *http.Client
 	userID   string
@@ -307,10 +311,16 @@ func (c *Client) shutdown() {
 }
 
 func (c *Client) token(ctx context.Context) (string, error) {
-	if c.opts.TokenSource == nil {
+	c.sourceMu.Lock()
+	source := c.source
+	c.sourceMu.Unlock()
+	if source == nil {
+		source = c.opts.TokenSource
+	}
+	if source == nil {
 		return c.opts.Token, nil
 	}
-	tok, err := c.opts.TokenSource(ctx)
+	tok, err := source(ctx)
 	if err != nil {
 		return "", fmt.Errorf("edgechat: token source: %w", err)
 	}

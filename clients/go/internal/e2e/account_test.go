@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,4 +49,86 @@ func TestDeleteAccountThroughTheSDK(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A password change through the SDK: the client goes on with the new
+// tokens (it is disconnected with every other session and comes back by
+// itself, and its calls work), another device of the user is out for
+// good, and the new password signs in.
+func TestChangePasswordThroughTheSDK(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	login := func() edgechat.Tokens {
+		t.Helper()
+		tk, err := edgechat.Login(ctx, n.HTTPURL, "alice", nodetest.Password("alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	phoneTokens, laptopTokens := login(), login()
+	phone := dial(t, []string{n.WSURL}, "", "", nil, func(o *edgechat.Options) {
+		o.Device = "phone"
+		o.TokenSource = edgechat.RefreshingTokenSource(n.HTTPURL, phoneTokens, nil)
+	})
+	var laptopDrops atomic.Int32
+	laptop := dial(t, []string{n.WSURL}, "", "", nil, func(o *edgechat.Options) {
+		o.Device = "laptop"
+		o.TokenSource = edgechat.RefreshingTokenSource(n.HTTPURL, laptopTokens, nil)
+		o.OnConnectionChange = func(up bool) {
+			if !up {
+				laptopDrops.Add(1)
+			}
+		}
+	})
+	bobIn := newInbox()
+	dial(t, []string{n.WSURL}, "", bobTok, bobIn, nil)
+	time.Sleep(5 * time.Millisecond) // the change's millisecond follows the sign-ins'
+
+	var ae *edgechat.APIError
+	if _, err := laptop.ChangePassword(ctx, "not-her-password", "new-password-1", nil); !errors.As(err, &ae) || ae.Status != 403 {
+		t.Fatalf("wrong current password: %v", err)
+	}
+	if _, err := laptop.ChangePassword(ctx, nodetest.Password("alice"), "short", nil); !errors.As(err, &ae) || ae.Status != 400 {
+		t.Fatalf("a new password that is too short: %v", err)
+	}
+	pc, err := laptop.ChangePassword(ctx, nodetest.Password("alice"), "new-password-1", nil)
+	if err != nil || pc.Revoked < 2 || pc.AccessToken == "" || pc.RefreshToken == "" || pc.Expiry.IsZero() {
+		t.Fatalf("change: %+v %v", pc, err)
+	}
+	// The phone is out for good: its tokens are refused, it cannot come back.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if phone.Connected() {
+			return errors.New("the phone is still connected")
+		}
+		return nil
+	})
+	if _, err := edgechat.Refresh(ctx, n.HTTPURL, phoneTokens.RefreshToken); !errors.Is(err, edgechat.ErrUnauthorized) {
+		t.Fatalf("the phone's refresh token after the change: %v", err)
+	}
+	// The laptop goes on: dropped with every session, reconnected with
+	// the new token, it sends.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if laptopDrops.Load() == 0 || !laptop.Connected() {
+			return errors.New("the laptop has not reconnected")
+		}
+		return nil
+	})
+	msg, err := laptop.Send(ctx, "bob", "changed my password")
+	if err != nil {
+		t.Fatalf("send after the change: %v", err)
+	}
+	bobIn.waitOnce(t, msg.ID)
+	if _, err := edgechat.Login(ctx, n.HTTPURL, "alice", nodetest.Password("alice")); !errors.Is(err, edgechat.ErrUnauthorized) {
+		t.Fatalf("the old password after the change: %v", err)
+	}
+	if _, err := edgechat.Login(ctx, n.HTTPURL, "alice", "new-password-1"); err != nil {
+		t.Fatalf("the new password: %v", err)
+	}
+	if phone.Connected() {
+		t.Fatal("the phone came back")
+	}
 }
