@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -32,4 +33,50 @@ func TestSignOutEverywhere(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 	)
 	signIn(t, phone, n.HTTPURL, "alice") // and signing in again works
+}
+
+// Change password: alice is signed in in two browsers and changes her
+// password in one. A wrong current password is refused with a message
+// and changes nothing; the change itself keeps the laptop signed in
+// (online again, and still signed in after a reload: its cookie holds
+// the new session) while the phone lands on the sign-in screen at its
+// next reload; the old password no longer signs in, the new one does.
+func TestChangePassword(t *testing.T) {
+	n := nodetest.StartNode(t)
+	laptop, phone := browser(t), browser(t)
+	register(t, laptop, n.HTTPURL, "alice")
+	signIn(t, phone, n.HTTPURL, "alice")
+	time.Sleep(5 * time.Millisecond) // the change's millisecond follows the sign-ins'
+
+	run(t, laptop, "alice tries a wrong current password",
+		click(`#account-panel summary`),
+		chromedp.WaitVisible(chromedp.CSS(`#current-password`)),
+		chromedp.SendKeys(chromedp.CSS(`#current-password`), "not-her-password"),
+		chromedp.SendKeys(chromedp.CSS(`#new-password`), "new-password-1"),
+		click(`#change-password`),
+		poll(`document.querySelector('#password-status').textContent.includes('current password is wrong')`),
+	)
+	if unnamed := eval[[]string](t, laptop, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+	run(t, laptop, "alice changes her password",
+		poll(`(document.querySelector('#current-password').value = '', document.querySelector('#new-password').value = '', true)`),
+		chromedp.SendKeys(chromedp.CSS(`#current-password`), nodetest.Password("alice")),
+		chromedp.SendKeys(chromedp.CSS(`#new-password`), "new-password-1"),
+		click(`#change-password`),
+		poll(`document.querySelector('#password-status').textContent.includes('Password changed')`),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+	run(t, phone, "the phone's session is gone at its next reload",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), nodetest.Password("alice")+"\n"),
+		poll(`document.querySelector('.error, [role=alert]') && document.querySelector('.error, [role=alert]').textContent.length > 0`),
+		poll(`(document.querySelector('#password').value = '', true)`),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "new-password-1\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
 }

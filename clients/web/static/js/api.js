@@ -104,6 +104,24 @@ export class Api {
     this.signedOut();
   }
 
+  // changePassword changes the user's password; the server signs every
+  // other session out in the same commit and answers this one's new
+  // tokens (the refresh token into the cookie). {revoked} is how many
+  // sessions ended, this one's old one included.
+  async changePassword(currentPassword, newPassword) {
+    const body = { currentPassword, newPassword, session: 'cookie' };
+    let t;
+    try {
+      t = await this.send('POST', '/auth/password', body, { own: true });
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status !== 401) throw e;
+      await this.refresh();
+      t = await this.send('POST', '/auth/password', body, { own: true });
+    }
+    this.session(t);
+    return t;
+  }
+
   signedOut() {
     clearTimeout(this.timer);
     const was = this.token;

@@ -119,6 +119,14 @@ class App {
     const newGroup = h('details', { class: 'newgroup' }, h('summary', {}, 'New group'),
       h('form', { class: 'newgroup', onsubmit: (ev) => { ev.preventDefault(); this.createGroup(groupName, groupMembers); } },
         groupName, groupMembers, h('button', { type: 'submit', id: 'create-group' }, 'Create group')));
+    const currentPw = h('input', { id: 'current-password', type: 'password', 'aria-label': 'Current password',
+      placeholder: 'current password', autocomplete: 'current-password', required: true });
+    const newPw = h('input', { id: 'new-password', type: 'password', 'aria-label': 'New password (8 characters or more)',
+      placeholder: 'new password', autocomplete: 'new-password', minlength: '8', required: true });
+    const pwStatus = h('p', { class: 'status', id: 'password-status', role: 'status' });
+    const account = h('details', { class: 'account-panel', id: 'account-panel' }, h('summary', {}, 'Change password'),
+      h('form', { class: 'password', onsubmit: (ev) => { ev.preventDefault(); this.changePassword(currentPw, newPw, pwStatus); } },
+        currentPw, newPw, h('button', { type: 'submit', id: 'change-password' }, 'Change password'), pwStatus));
     this.shell = h('div', { class: 'shell' },
       h('div', { class: 'topbar' }, h('span', { class: 'me' }, store.me), this.stateEl, h('span', { class: 'spacer' }),
         typeof Notification !== 'undefined' && Notification.permission === 'default'
@@ -130,7 +138,7 @@ class App {
         h('button', { type: 'button', id: 'sign-out-everywhere', title: 'Sign out on every browser and device',
           onclick: () => this.api.logoutAll().catch((e) => this.showError(e)) }, 'Sign out everywhere')),
       h('aside', { class: 'sidebar' }, newChat, newGroup,
-        h('details', { class: 'contacts-panel', id: 'contacts-panel' }, h('summary', {}, 'Contacts'), this.contactsEl), this.listEl),
+        h('details', { class: 'contacts-panel', id: 'contacts-panel' }, h('summary', {}, 'Contacts'), this.contactsEl), account, this.listEl),
       this.convPane);
     this.root.replaceChildren(this.shell);
     this.errorEl = h('p', { class: 'error', role: 'alert' });
@@ -275,6 +283,28 @@ class App {
       this.open(this.store.conv({ group: g.groupId }));
     } catch (e) {
       this.showError(e);
+    }
+  }
+
+  // changePassword: every other browser and device is signed out by the
+  // server; this page goes on with the tokens the change answered (its
+  // MQTT connection, closed with the others, comes back with them).
+  async changePassword(currentInput, newInput, status) {
+    status.textContent = '';
+    try {
+      await this.api.changePassword(currentInput.value, newInput.value);
+      currentInput.value = '';
+      newInput.value = '';
+      if (this.conn.client) this.conn.client.options.password = this.api.token;
+      status.textContent = 'Password changed. Every other session is signed out.';
+    } catch (e) {
+      const why = {
+        forbidden: 'The current password is wrong.',
+        invalid_password: 'The new password must be 8 to 128 bytes long.',
+        rate_limited: 'Too many attempts; try again later.',
+        password_changed: 'The password was just changed elsewhere; sign in again.',
+      }[e.code];
+      status.textContent = why || e.message || String(e);
     }
   }
 
