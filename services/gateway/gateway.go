@@ -153,6 +153,11 @@ type Gateway struct {
 	mReadAgain   prometheus.Counter
 
 	barrier func(ctx context.Context) error // Deps.ReadBarrier
+
+	// notReady is what the last /readyz found ("" ready), so that a
+	// change is logged once rather than every probe.
+	readyMu  sync.Mutex
+	notReady string
 }
 
 // New validates cfg, binds the listener and mounts /healthz, /readyz and
@@ -440,9 +445,33 @@ func handleHealthz(w http.ResponseWriter, _ *http.Request) {
 	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// noteReadiness logs a change of readiness (its reason included) as a
+// probe finds it: the access log keeps probes at debug level, so an
+// operator reads when and why a node stopped being ready, and when it
+// came back, once each.
+func (g *Gateway) noteReadiness(err error) {
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+	}
+	g.readyMu.Lock()
+	was := g.notReady
+	g.notReady = reason
+	g.readyMu.Unlock()
+	switch {
+	case reason == was:
+	case reason == "":
+		g.log.Info("ready again", "was", was)
+	default:
+		g.log.Warn("not ready", "reason", reason)
+	}
+}
+
 func (g *Gateway) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 	if g.ready != nil {
-		if err := g.ready(); err != nil {
+		err := g.ready()
+		g.noteReadiness(err)
+		if err != nil {
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "not ready: %v", err))
 			return
 		}

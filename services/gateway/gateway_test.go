@@ -57,7 +57,7 @@ var testVerifier = verifier{
 // lockedBuf is the gateway's log sink in tests.
 type lockedBuf struct{ testutil.SyncBuffer }
 
-// lines decodes the JSON log lines with the given msg.
+// lines decodes the JSON log lines with the given msg ("": every line).
 func (l *lockedBuf) lines(t *testing.T, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
@@ -69,7 +69,7 @@ func (l *lockedBuf) lines(t *testing.T, msg string) []map[string]any {
 		if err := json.Unmarshal([]byte(ln), &m); err != nil {
 			t.Fatalf("log line %q: %v", ln, err)
 		}
-		if m["msg"] == msg {
+		if msg == "" || m["msg"] == msg {
 			out = append(out, m)
 		}
 	}
@@ -314,9 +314,32 @@ func TestHealthAndReadiness(t *testing.T) {
 		!strings.Contains(w.Body.String(), "no leader") {
 		t.Fatalf("readyz while not ready: %d %s", w.Code, w.Body)
 	}
+	// Probes while not ready: the change is logged once, with its
+	// reason, and no probe is an error line; a new reason is a change.
+	e.do("GET", "/readyz", "", nil)
+	e.do("GET", "/readyz", "", nil)
+	stalled := errors.New("applying a Raft entry is stalled")
+	e.ready.Store(&stalled)
+	e.do("GET", "/readyz", "", nil)
 	e.ready.Store(nil)
 	if w := e.do("GET", "/readyz", "", nil); w.Code != 200 {
 		t.Fatalf("readyz back: %d", w.Code)
+	}
+	e.do("GET", "/readyz", "", nil)
+	var changes []string
+	for _, l := range e.logs.lines(t, "") {
+		switch {
+		case l["msg"] == "http request" && l["level"] != "DEBUG":
+			t.Fatalf("a probe logged above debug level: %v", l)
+		case l["msg"] == "not ready":
+			changes = append(changes, fmt.Sprintf("%v not ready: %v", l["level"], l["reason"]))
+		case l["msg"] == "ready again":
+			changes = append(changes, fmt.Sprintf("%v ready again", l["level"]))
+		}
+	}
+	want := []string{"WARN not ready: raft: no leader", "WARN not ready: applying a Raft entry is stalled", "INFO ready again"}
+	if fmt.Sprint(changes) != fmt.Sprint(want) {
+		t.Fatalf("readiness changes logged %q, want %q", changes, want)
 	}
 	// A nil Ready func means always ready.
 	g, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Verifier: testVerifier})

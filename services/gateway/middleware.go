@@ -275,6 +275,10 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 
 	level := slog.LevelInfo
 	switch {
+	case route == "/readyz" && status == http.StatusServiceUnavailable && !panicked:
+		// Probes every few seconds would drown the log while a node is
+		// not ready: noteReadiness logs the change once.
+		level = slog.LevelDebug
 	case status >= 500 || panicked:
 		level = slog.LevelError
 	case route == "/healthz" || route == "/readyz" || route == "/metrics":
