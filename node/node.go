@@ -356,6 +356,7 @@ func (n *Node) buildBroker() (err error) {
 	// So do a user's sessions when they sign out everywhere (their tokens
 	// are refused from then on: a reconnect fails).
 	n.Auth.OnSignedOutEverywhere(func(uid string) { go n.Broker.DisconnectUser(uid) })
+	n.Auth.OnSigningKeyRevoked(func(kid string) { go n.Broker.DisconnectKey(kid) })
 	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)
 	return nil
 }

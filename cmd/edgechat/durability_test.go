@@ -51,6 +51,21 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	if out := runCLI(t, bin, "", "user", "grant", "carol", "admin", "--server", p.http, "--data", data); !strings.Contains(out, "carol is now an admin") {
 		t.Fatalf("user grant: %q", out)
 	}
+	// The signing keys: this node's is listed, a rotation makes a new one
+	// and the old one retires later (the tokens minted above still work:
+	// the load below uses them); an unknown kid cannot be revoked.
+	if out := runCLI(t, bin, "", "keys", "list", "--server", p.http, "--data", data); !strings.Contains(out, "signs here") {
+		t.Fatalf("keys list: %q", out)
+	}
+	if out := runCLI(t, bin, "", "keys", "rotate", "--server", p.http, "--data", data); !strings.Contains(out, "the node signs with") {
+		t.Fatalf("keys rotate: %q", out)
+	}
+	if out := runCLI(t, bin, "", "keys", "list", "--server", p.http, "--data", data); !strings.Contains(out, "signs here") || !strings.Contains(out, "retiring until") {
+		t.Fatalf("keys list after a rotation: %q", out)
+	}
+	if _, err := runCLIErr(bin, "", "keys", "revoke", "no-such-kid", "--server", p.http, "--data", data); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("keys revoke of an unknown kid: %v", err)
+	}
 	// An operator resets a forgotten password: the old one stops working.
 	runCLI(t, bin, "forgotten password\n", "user", "add", "dave", "--password-stdin", "--server", p.http)
 	if out := runCLI(t, bin, "remembered password\n", "user", "passwd", "dave", "--password-stdin", "--server", p.http, "--data", data); !strings.Contains(out, "password of dave reset") {

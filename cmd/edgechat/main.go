@@ -73,6 +73,7 @@ Usage:
   edgechat user grant NAME admin [--revoke]   give (or take) the admin role on a running node
   edgechat user passwd NAME --password-stdin  reset a password on a running node (signs the user out everywhere)
   edgechat token NAME [--data DIR] [--server URL]  mint NAME's access token (as login would) with the node's keys
+  edgechat keys list|rotate|revoke KID        the cluster's token-signing keys; rotate this node's; revoke one everywhere
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)
   edgechat push test USER [--data DIR]        send a test notification to each of USER's devices, print each answer
   edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
@@ -97,6 +98,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = userCmd(ctx, args[1:], stdin, stdout)
 	case "token":
 		err = tokenCmd(ctx, args[1:], stdout)
+	case "keys":
+		err = keysCmd(ctx, args[1:], stdout)
 	case "chat":
 		err = chatCmd(ctx, args[1:], stdin, stdout)
 	case "cluster":

@@ -17,6 +17,7 @@ const (
 	CmdIdentitySignIn   byte = 0x17 // auth: a federated (OIDC) sign-in: link (issuer, subject) to an account, creating it on first sign-in
 	CmdOIDCLogin        byte = 0x18 // auth/idp: a browser code-flow login started (state, nonce, PKCE verifier) or finished (the state is spent)
 	CmdRefreshRevokeAll byte = 0x19 // auth: revoke every refresh-token family of a user (sign out everywhere), one bounded step
+	CmdSigningKeyRevoke byte = 0x1A // auth: a token-signing key stops verifying (revoked now, or retired by a rotation at a later time)
 
 	CmdProfilePut  byte = 0x20 // users: create or update a profile
 	CmdContact     byte = 0x21 // users: add or remove a contact

@@ -14,6 +14,9 @@ type Principal struct {
 	// another region's link (client ID $link/{region}); UserID is then
 	// empty.
 	Link string
+	// KeyID is the kid of the key that signed the user's access token
+	// (so that revoking the key can close the sessions made with it).
+	KeyID string
 }
 
 // Errors that cross the boundary between services and their callers (the

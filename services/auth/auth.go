@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -222,13 +223,17 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	keys     *keySet
-	pubMu    sync.RWMutex
-	pubCache map[string]ed25519.PublicKey // keys other nodes published
-	hasher   *hasher
-	exists   *existsCache       // accounts known to exist (UserExists)
-	perUser  *ratelimit.Limiter // failed logins by normalized username
-	perIP    *ratelimit.Limiter // failed logins by ratelimit.IPKey
+	keyset       atomic.Pointer[keySet] // replaced whole by a rotation (keyrotation.go)
+	rotateMu     sync.Mutex             // one rotation at a time
+	revoked      *revokedKeys           // every node's copy of r/auth/keyrevoked/
+	onKeyRevoked []func(kid string)
+	rekey        chan struct{} // wakes Run: this node's key may be revoked
+	pubMu        sync.RWMutex
+	pubCache     map[string]ed25519.PublicKey // keys other nodes published
+	hasher       *hasher
+	exists       *existsCache       // accounts known to exist (UserExists)
+	perUser      *ratelimit.Limiter // failed logins by normalized username
+	perIP        *ratelimit.Limiter // failed logins by ratelimit.IPKey
 
 	logins        *prometheus.CounterVec
 	registrations *prometheus.CounterVec
@@ -288,7 +293,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		onLogout: deps.DeviceLogout,
 		log:      deps.Logger.With("service", "auth"),
 		now:      deps.Now,
-		keys:     keys,
+		revoked:  newRevokedKeys(),
+		rekey:    make(chan struct{}, 1),
 		pubCache: map[string]ed25519.PublicKey{},
 		hasher:   newHasher(cfg.Argon2),
 		exists:   newExistsCache(defaultExistsEntries),
@@ -326,6 +332,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Help: "Deleted accounts whose erasure this node completed (as the Raft leader).",
 		}),
 	}
+	s.keyset.Store(keys)
+	if err := s.revoked.load(deps.DB); err != nil {
+		return nil, err
+	}
 	if err := s.signedOut.load(deps.DB); err != nil {
 		return nil, err
 	}
@@ -345,6 +355,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
 	deps.FSM.Register(wire.CmdRefreshRevokeAll, s.applyRefreshRevokeAll)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
+	deps.FSM.Register(wire.CmdSigningKeyRevoke, s.applySigningKeyRevoke)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
 	deps.FSM.Register(wire.CmdIdentitySignIn, applyIdentitySignIn)
@@ -357,6 +368,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			if err := s.signedOut.load(s.db); err != nil {
 				s.log.Error("reloading sign-outs after a snapshot restore", "err", err)
 			}
+			if err := s.revoked.load(s.db); err != nil {
+				s.log.Error("reloading revoked signing keys after a snapshot restore", "err", err)
+			}
+			s.wakeRekey() // the restored state may revoke this node's key
 		})
 	}
 	s.log.Info("auth ready", "kid", keys.signer.kid, "keys", len(keys.byKID))

@@ -105,12 +105,12 @@ func (s *Service) replicatedKIDs() []string {
 // PublishKey replicates this node's public signing key to the cluster,
 // unless it is already there. Run calls it until it succeeds.
 func (s *Service) PublishKey(ctx context.Context) error {
-	kid := s.keys.signer.kid
+	kid := s.keys().signer.kid
 	if _, ok := s.replicatedKey(kid); ok {
 		return nil
 	}
 	_, err := s.propose(ctx, wire.CmdSigningKey, signingKeyCmd{
-		Kid: kid, X: base64.RawURLEncoding.EncodeToString(s.keys.signer.pub), At: s.now().UTC(),
+		Kid: kid, X: base64.RawURLEncoding.EncodeToString(s.keys().signer.pub), At: s.now().UTC(),
 	})
 	if err != nil {
 		return fmt.Errorf("auth: publish signing key: %w", err)
@@ -119,7 +119,8 @@ func (s *Service) PublishKey(ctx context.Context) error {
 }
 
 // Run publishes the node's signing key once the cluster can commit
-// (retrying with backoff), then waits for ctx to end.
+// (retrying with backoff), then, until ctx ends, makes a new key
+// whenever the current one is revoked.
 func (s *Service) Run(ctx context.Context) error {
 	bo := backoff.New(200*time.Millisecond, 30*time.Second)
 	for {
@@ -134,7 +135,27 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	s.log.Info("signing key published to the cluster", "kid", s.keys.signer.kid)
-	<-ctx.Done()
-	return nil
+	s.log.Info("signing key published to the cluster", "kid", s.keys().signer.kid)
+	for {
+		s.rekeyIfRevoked(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.rekey:
+		}
+	}
+}
+
+// rekeyIfRevoked makes a new signing key when the current one is
+// revoked: a node that was down (or restored a snapshot) when its key
+// was revoked learns it from its state, not from the revocation's
+// commit.
+func (s *Service) rekeyIfRevoked(ctx context.Context) {
+	kid := s.keys().signer.kid
+	if v, ok := s.revoked.get(kid); !ok || v.Reason != reasonRevoked {
+		return
+	}
+	if _, err := s.rotate(ctx, false); err != nil {
+		s.log.Error("this node's signing key is revoked and a new one could not be made", "kid", kid, "err", err)
+	}
 }

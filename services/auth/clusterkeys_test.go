@@ -33,7 +33,7 @@ func twoNodes(t *testing.T) (a, b *env) {
 func TestSigningKeysReplicate(t *testing.T) {
 	a, b := twoNodes(t)
 	ctx := context.Background()
-	if a.svc.keys.signer.kid == b.svc.keys.signer.kid {
+	if a.svc.keys().signer.kid == b.svc.keys().signer.kid {
 		t.Fatal("nodes share a key")
 	}
 	tokA, _ := a.svc.MintAccessToken("alice", false)
@@ -55,7 +55,7 @@ func TestSigningKeysReplicate(t *testing.T) {
 	}
 	for _, s := range []*Service{a.svc, b.svc} {
 		jwks := s.JWKS()
-		if len(jwks) != 2 || jwks[0].Kid != s.keys.signer.kid {
+		if len(jwks) != 2 || jwks[0].Kid != s.keys().signer.kid {
 			t.Fatalf("JWKS: %+v", jwks)
 		}
 	}

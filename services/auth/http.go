@@ -68,6 +68,9 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
 		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
 		{Method: http.MethodPost, Pattern: "/auth/password", Handler: s.handleChangePassword, Class: "auth", MaxBody: maxDeleteBody},
+		{Method: http.MethodGet, Pattern: "/admin/keys", Handler: s.handleListKeys, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodPost, Pattern: "/admin/keys/rotate", Handler: s.handleRotateKey, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodPost, Pattern: "/admin/keys/{kid}/revoke", Handler: s.handleRevokeKey, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPut, Pattern: "/admin/users/{uid}/password", Handler: s.handleResetPassword, Admin: true, Class: httpapi.ClassAdmin, MaxBody: maxAuthBody},
 	}
 }

@@ -188,7 +188,7 @@ func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Du
 // MintAccessToken signs an access token for uid with the node's key (the
 // claims of an Account with that role).
 func (s *Service) MintAccessToken(uid string, admin bool) (string, error) {
-	return mint(s.keys.signer, s.cfg.Issuer, Account{UserID: uid, Admin: admin}, s.now(), s.cfg.AccessTTL)
+	return mint(s.keys().signer, s.cfg.Issuer, Account{UserID: uid, Admin: admin}, s.now(), s.cfg.AccessTTL)
 }
 
 // MintFromKeyDir signs an access token for acct with the signing key
@@ -215,9 +215,10 @@ func MintFromKeyDir(keyDir, issuer string, acct Account, ttl time.Duration) (str
 // wire.ErrBadToken.
 func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	var claims accessClaims
+	var kid string
 	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
-		kid, _ := t.Header["kid"].(string)
-		if k, ok := s.keys.byKID[kid]; ok {
+		kid, _ = t.Header["kid"].(string)
+		if k, ok := s.keys().byKID[kid]; ok {
 			return k.pub, nil
 		}
 		if pub, ok := s.replicatedKey(kid); ok {
@@ -237,13 +238,16 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	if wire.ValidUserID(claims.Subject) != nil {
 		return wire.Principal{}, fmt.Errorf("%w: bad subject", wire.ErrBadToken)
 	}
+	if s.revoked.refuses(kid, s.now()) {
+		return wire.Principal{}, fmt.Errorf("%w: signing key revoked", wire.ErrBadToken)
+	}
 	if s.gone.has(claims.Subject) {
 		return wire.Principal{}, fmt.Errorf("%w: account deleted", wire.ErrBadToken)
 	}
 	if at, ok := s.signedOut.get(claims.Subject); ok && claims.issuedBefore(at) {
 		return wire.Principal{}, fmt.Errorf("%w: signed out everywhere since", wire.ErrBadToken)
 	}
-	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin}, nil
+	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin, KeyID: kid}, nil
 }
 
 // JWK is one public key of the JWKS document.
@@ -260,23 +264,27 @@ type JWK struct {
 // signing key first, then retired local keys and keys other nodes of the
 // cluster published.
 func (s *Service) JWKS() []JWK {
-	out := make([]JWK, 0, len(s.keys.byKID))
-	kids := make([]string, 0, len(s.keys.byKID))
-	for kid := range s.keys.byKID {
-		if kid != s.keys.signer.kid {
+	out := make([]JWK, 0, len(s.keys().byKID))
+	kids := make([]string, 0, len(s.keys().byKID))
+	for kid := range s.keys().byKID {
+		if kid != s.keys().signer.kid {
 			kids = append(kids, kid)
 		}
 	}
 	for _, kid := range s.replicatedKIDs() {
-		if _, local := s.keys.byKID[kid]; !local {
+		if _, local := s.keys().byKID[kid]; !local {
 			kids = append(kids, kid)
 		}
 	}
 	sort.Strings(kids)
-	kids = append([]string{s.keys.signer.kid}, kids...)
+	kids = append([]string{s.keys().signer.kid}, kids...)
+	now := s.now()
 	for _, kid := range kids {
+		if s.revoked.refuses(kid, now) {
+			continue // no longer verifies anything
+		}
 		var pub ed25519.PublicKey
-		if k, ok := s.keys.byKID[kid]; ok {
+		if k, ok := s.keys().byKID[kid]; ok {
 			pub = k.pub
 		} else if p, ok := s.replicatedKey(kid); ok {
 			pub = p

@@ -242,7 +242,7 @@ func (s *Service) accessTokenAfter(acct account, signedOut time.Time) (string, e
 	if first := time.UnixMilli(signedOut.UnixMilli() + 1); !signedOut.IsZero() && now.Before(first) {
 		now = first
 	}
-	return mint(s.keys.signer, s.cfg.Issuer, acct.public(), now, s.cfg.AccessTTL)
+	return mint(s.keys().signer, s.cfg.Issuer, acct.public(), now, s.cfg.AccessTTL)
 }
 
 // LookupAccount is what an access token of uid would say (GET

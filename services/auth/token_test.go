@@ -27,7 +27,7 @@ func claimsFor(uid, iss string, now time.Time, ttl time.Duration) accessClaims {
 func TestVerifyAccessToken(t *testing.T) {
 	e := newEnv(t)
 	now := e.clock.Now()
-	kid := e.svc.keys.signer.kid
+	kid := e.svc.keys().signer.kid
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 
 	sign := func(m jwt.SigningMethod, key any, c accessClaims, kid string) string {
@@ -48,27 +48,27 @@ func TestVerifyAccessToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := e.svc.VerifyAccessToken(good)
-	if err != nil || p != (wire.Principal{UserID: "alice", Admin: true}) {
+	if err != nil || p != (wire.Principal{UserID: "alice", Admin: true, KeyID: kid}) {
 		t.Fatalf("good token: %+v %v", p, err)
 	}
 	// Our own signature with a hand-built token verifies too (the checks
 	// below fail for their stated reason, not for a harness mistake).
-	if _, err := e.svc.VerifyAccessToken(sign(jwt.SigningMethodEdDSA, e.svc.keys.signer.priv, claimsFor("bob", "edgechat", now, time.Minute), kid)); err != nil {
+	if _, err := e.svc.VerifyAccessToken(sign(jwt.SigningMethodEdDSA, e.svc.keys().signer.priv, claimsFor("bob", "edgechat", now, time.Minute), kid)); err != nil {
 		t.Fatalf("hand-built token: %v", err)
 	}
 
 	noExp := claimsFor("bob", "edgechat", now, time.Minute)
 	noExp.ExpiresAt = nil
-	pub := []byte(e.svc.keys.signer.pub)
+	pub := []byte(e.svc.keys().signer.pub)
 	bad := map[string]string{
 		"forged (other key, our kid)": sign(jwt.SigningMethodEdDSA, otherKey, claimsFor("alice", "edgechat", now, time.Minute), kid),
 		"unknown kid":                 sign(jwt.SigningMethodEdDSA, otherKey, claimsFor("alice", "edgechat", now, time.Minute), "nope"),
-		"no kid":                      sign(jwt.SigningMethodEdDSA, e.svc.keys.signer.priv, claimsFor("alice", "edgechat", now, time.Minute), ""),
+		"no kid":                      sign(jwt.SigningMethodEdDSA, e.svc.keys().signer.priv, claimsFor("alice", "edgechat", now, time.Minute), ""),
 		"alg none":                    sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claimsFor("alice", "edgechat", now, time.Minute), kid),
 		"HS256 with public key":       sign(jwt.SigningMethodHS256, pub, claimsFor("alice", "edgechat", now, time.Minute), kid),
-		"wrong issuer":                sign(jwt.SigningMethodEdDSA, e.svc.keys.signer.priv, claimsFor("alice", "evil", now, time.Minute), kid),
-		"no exp":                      sign(jwt.SigningMethodEdDSA, e.svc.keys.signer.priv, noExp, kid),
-		"bad subject":                 sign(jwt.SigningMethodEdDSA, e.svc.keys.signer.priv, claimsFor("Not A User", "edgechat", now, time.Minute), kid),
+		"wrong issuer":                sign(jwt.SigningMethodEdDSA, e.svc.keys().signer.priv, claimsFor("alice", "evil", now, time.Minute), kid),
+		"no exp":                      sign(jwt.SigningMethodEdDSA, e.svc.keys().signer.priv, noExp, kid),
+		"bad subject":                 sign(jwt.SigningMethodEdDSA, e.svc.keys().signer.priv, claimsFor("Not A User", "edgechat", now, time.Minute), kid),
 		"garbage":                     "not.a.jwt",
 		"empty":                       "",
 		"tampered":                    good[:len(good)-4] + "AAAA",
@@ -96,7 +96,7 @@ func TestVerifyAccessToken(t *testing.T) {
 	// Not yet valid.
 	early := claimsFor("alice", "edgechat", e.clock.Now(), time.Hour)
 	early.NotBefore = jwt.NewNumericDate(e.clock.Now().Add(10 * time.Minute))
-	if _, err := e.svc.VerifyAccessToken(sign(jwt.SigningMethodEdDSA, e.svc.keys.signer.priv, early, kid)); !errors.Is(err, wire.ErrBadToken) {
+	if _, err := e.svc.VerifyAccessToken(sign(jwt.SigningMethodEdDSA, e.svc.keys().signer.priv, early, kid)); !errors.Is(err, wire.ErrBadToken) {
 		t.Fatalf("nbf: %v", err)
 	}
 	if _, err := e.svc.MintAccessToken("Bad Name", false); err == nil {
@@ -122,7 +122,7 @@ func TestTokenClaims(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if hdr["alg"] != "EdDSA" || hdr["kid"] != e.svc.keys.signer.kid {
+	if hdr["alg"] != "EdDSA" || hdr["kid"] != e.svc.keys().signer.kid {
 		t.Fatalf("header: %v", hdr)
 	}
 	for _, k := range []string{"iss", "sub", "iat", "exp", "jti", "adm"} {
@@ -160,7 +160,7 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 	}
 
 	e2 := newEnvWith(t, Config{KeyDir: dir, Argon2: tinyArgon})
-	if e2.svc.keys.signer.kid != e1.svc.keys.signer.kid {
+	if e2.svc.keys().signer.kid != e1.svc.keys().signer.kid {
 		t.Fatal("a new key was made on restart")
 	}
 	if p, err := e2.svc.VerifyAccessToken(tok); err != nil || p.UserID != "alice" {
@@ -182,7 +182,7 @@ func TestKeysPersistAcrossRestart(t *testing.T) {
 	if _, err := e4.svc.VerifyAccessToken(tok3); err != nil {
 		t.Fatalf("retired key: %v", err)
 	}
-	if e4.svc.keys.signer.kid != e1.svc.keys.signer.kid || len(e4.svc.JWKS()) != 2 || e4.svc.JWKS()[0].Kid != e1.svc.keys.signer.kid {
+	if e4.svc.keys().signer.kid != e1.svc.keys().signer.kid || len(e4.svc.JWKS()) != 2 || e4.svc.JWKS()[0].Kid != e1.svc.keys().signer.kid {
 		t.Fatalf("JWKS: %+v", e4.svc.JWKS())
 	}
 
@@ -204,7 +204,7 @@ func TestMintFromKeyDir(t *testing.T) {
 	// The offline minter uses the wall clock; verify at that time.
 	e.clock.Set(time.Now())
 	p, err := e.svc.VerifyAccessToken(tok)
-	if err != nil || p != (wire.Principal{UserID: "bob", Admin: true}) {
+	if err != nil || p != (wire.Principal{UserID: "bob", Admin: true, KeyID: e.svc.keys().signer.kid}) {
 		t.Fatalf("verify: %+v %v", p, err)
 	}
 	empty := t.TempDir()
@@ -287,7 +287,7 @@ func TestCLITokenClaimsMatchLoginTokens(t *testing.T) {
 			t.Errorf("%s: adm %v", u.name, c.Admin)
 		}
 		p, err := e.svc.VerifyAccessToken(cli)
-		if err != nil || p != (wire.Principal{UserID: u.name, Admin: u.name == "alice"}) {
+		if err != nil || p != (wire.Principal{UserID: u.name, Admin: u.name == "alice", KeyID: e.svc.keys().signer.kid}) {
 			t.Errorf("%s: verify %+v %v", u.name, p, err)
 		}
 	}
