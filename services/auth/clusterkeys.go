@@ -136,12 +136,22 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 	s.log.Info("signing key published to the cluster", "kid", s.keys().signer.kid)
+	retry := backoff.New(time.Second, time.Minute)
 	for {
-		s.rekeyIfRevoked(ctx)
+		var again <-chan time.Time
+		if err := s.rekeyIfRevoked(ctx); err != nil {
+			s.log.Error("this node's signing key is revoked and a new one could not be made yet; the tokens it signs are refused meanwhile",
+				"err", err)
+			t := time.NewTimer(retry.Next())
+			again = t.C
+		} else {
+			retry.Reset()
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.rekey:
+		case <-again:
 		}
 	}
 }
@@ -150,12 +160,13 @@ func (s *Service) Run(ctx context.Context) error {
 // revoked: a node that was down (or restored a snapshot) when its key
 // was revoked learns it from its state, not from the revocation's
 // commit.
-func (s *Service) rekeyIfRevoked(ctx context.Context) {
+func (s *Service) rekeyIfRevoked(ctx context.Context) error {
 	kid := s.keys().signer.kid
 	if v, ok := s.revoked.get(kid); !ok || v.Reason != reasonRevoked {
-		return
+		return nil
 	}
 	if _, err := s.rotate(ctx, false); err != nil {
-		s.log.Error("this node's signing key is revoked and a new one could not be made", "kid", kid, "err", err)
+		return fmt.Errorf("replacing revoked key %s: %w", kid, err)
 	}
+	return nil
 }

@@ -214,7 +214,7 @@ func (s *Service) rotate(ctx context.Context, retire bool) (KeyRotation, error) 
 	s.rotateMu.Lock()
 	defer s.rotateMu.Unlock()
 	old := s.keys()
-	next, err := installNewKey(s.cfg.KeyDir, old.signer.kid)
+	next, err := installNewKey(s.cfg.KeyDir)
 	if err != nil {
 		return KeyRotation{}, err
 	}
@@ -242,8 +242,15 @@ func (s *Service) rotate(ctx context.Context, retire bool) (KeyRotation, error) 
 
 // installNewKey writes a new key as KeyDir's signing key, the current
 // one moved to retired-<kid>.key (still loaded at start, so its tokens
-// verify until its revocation says otherwise).
-func installNewKey(dir, oldKid string) (*signingKey, error) {
+// verify until its revocation says otherwise). The kid is the file's,
+// not the one in memory: after a rotation whose publication failed the
+// file holds a key the node never signed with.
+func installNewKey(dir string) (*signingKey, error) {
+	current := filepath.Join(dir, SigningKeyFile)
+	was, err := parseKeyFile(current)
+	if err != nil {
+		return nil, err
+	}
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("auth: generate key: %w", err)
@@ -270,8 +277,7 @@ func installNewKey(dir, oldKid string) (*signingKey, error) {
 	if werr != nil {
 		return nil, fmt.Errorf("auth: write key: %w", werr)
 	}
-	current := filepath.Join(dir, SigningKeyFile)
-	if err := os.Rename(current, filepath.Join(dir, "retired-"+oldKid+".key")); err != nil {
+	if err := os.Rename(current, filepath.Join(dir, "retired-"+was.kid+".key")); err != nil {
 		return nil, fmt.Errorf("auth: retire the signing key: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), current); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -154,7 +155,9 @@ func TestRevokedSigningKeyIsRefusedEverywhere(t *testing.T) {
 	if _, err := restarted.VerifyAccessToken(fromLeader); !errors.Is(err, wire.ErrBadToken) {
 		t.Fatalf("a restarted node's check of the revoked key's token: %v", err)
 	}
-	restarted.rekeyIfRevoked(ctx)
+	if err := restarted.rekeyIfRevoked(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if restarted.keys().signer.kid == leaderKid {
 		t.Fatal("a node starting with a revoked key kept it")
 	}
@@ -264,5 +267,40 @@ func TestRotatedSigningKeyRetiresAfterTheTokenLifetime(t *testing.T) {
 	current, _ := e.svc.MintAccessToken("alice", false)
 	if _, err := e.svc.VerifyAccessToken(current); err != nil {
 		t.Fatalf("the current key's token after malformed revocations: %v", err)
+	}
+}
+
+// A rotation whose new key could not be published (no quorum) leaves the
+// node signing with its old key; the next rotation keeps both earlier
+// key files, so a restarted node still verifies the old key's tokens.
+func TestRotationAfterAFailedPublication(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	oldKid := e.svc.keys().signer.kid
+	tok, _ := e.svc.MintAccessToken("alice", false)
+	e.prop.SetErr(fsmtest.ErrDown)
+	if _, err := e.svc.RotateSigningKey(ctx); err == nil {
+		t.Fatal("a rotation without quorum succeeded")
+	}
+	if e.svc.keys().signer.kid != oldKid {
+		t.Fatal("the node signs with a key it could not publish")
+	}
+	e.prop.SetErr(nil)
+	rot, err := e.svc.RotateSigningKey(ctx)
+	if err != nil || rot.Retired != oldKid {
+		t.Fatalf("the rotation after: %+v %v", rot, err)
+	}
+	restarted, err := New(Config{KeyDir: e.keyDir, Argon2: tinyArgon}, Deps{DB: e.db, Proposer: e.prop, FSM: e.prop.NewFollower(t), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if restarted.keys().signer.kid != rot.Kid {
+		t.Fatalf("restarted, the node signs with %s, want %s", restarted.keys().signer.kid, rot.Kid)
+	}
+	if _, ok := restarted.keys().byKID[oldKid]; !ok {
+		t.Fatal("the original key's file is gone")
+	}
+	if _, err := restarted.VerifyAccessToken(tok); err != nil {
+		t.Fatalf("the original key's token after a restart: %v", err)
 	}
 }
