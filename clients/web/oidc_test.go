@@ -44,4 +44,8 @@ func TestSignInWithProvider(t *testing.T) {
 	if readable := eval[string](t, dora, `document.cookie`); readable != "" {
 		t.Fatalf("the page can read cookies: %q", readable)
 	}
+	// Her account has no password: the page offers none to change.
+	run(t, dora, "no password form for an account without a password",
+		poll(`document.querySelector('#account-panel') && document.querySelector('#account-panel').hidden`),
+	)
 }

@@ -104,6 +104,17 @@ export class Api {
     this.signedOut();
   }
 
+  // identities answers {identities, password} (whether the account has a
+  // password), or null on a server without identity providers.
+  async identities() {
+    try {
+      return await this.call('GET', '/user/me/identities');
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return null;
+      throw e;
+    }
+  }
+
   // changePassword changes the user's password; the server signs every
   // other session out in the same commit and answers this one's new
   // tokens (the refresh token into the cookie). {revoked} is how many

@@ -202,6 +202,9 @@ class App {
       if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
     }, every);
     this.loadLists().catch((e) => this.showError(e));
+    // An account a provider created has no password to change (its
+    // sign-in is the provider's): no form for it.
+    this.api.identities().then((ids) => { if (ids && ids.password === false) account.hidden = true; }).catch(() => {});
     this.untilReadable(() => this.people.load(), () => store === this.store);
     this.conn.start().then(() => {
       if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
