@@ -3,6 +3,8 @@ package broker
 import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // DisconnectUser closes every live connection of uid on this node (v5:
@@ -25,12 +27,26 @@ func (b *Broker) DisconnectUser(uid string) {
 // revocation commits; the clients reconnect with a token of another key.
 // Safe from any goroutine.
 func (b *Broker) DisconnectKey(kid string) {
-	if kid == "" {
-		return
+	if kid != "" {
+		b.disconnectWhere(func(p wire.Principal) bool { return p.KeyID == kid })
 	}
+}
+
+// DisconnectSession closes every live connection on this node made with
+// an access token of the user session sid (the user ended it, say for a
+// lost phone). The node calls it on every node once the end commits.
+// Safe from any goroutine.
+func (b *Broker) DisconnectSession(sid string) {
+	if sid != "" {
+		b.disconnectWhere(func(p wire.Principal) bool { return p.SessionID == sid })
+	}
+}
+
+// disconnectWhere closes the user connections whose principal matches.
+func (b *Broker) disconnectWhere(match func(wire.Principal) bool) {
 	var doomed []*mqtt.Client
 	b.conns.Range(func(k, v any) bool {
-		if ci := v.(*connInfo); ci.p.UserID != "" && ci.p.KeyID == kid {
+		if ci := v.(*connInfo); ci.p.UserID != "" && match(ci.p) {
 			doomed = append(doomed, k.(*mqtt.Client))
 		}
 		return true

@@ -357,6 +357,7 @@ func (n *Node) buildBroker() (err error) {
 	// are refused from then on: a reconnect fails).
 	n.Auth.OnSignedOutEverywhere(func(uid string) { go n.Broker.DisconnectUser(uid) })
 	n.Auth.OnSigningKeyRevoked(func(kid string) { go n.Broker.DisconnectKey(kid) })
+	n.Auth.OnSessionEnded(func(sid string) { go n.Broker.DisconnectSession(sid) })
 	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)
 	return nil
 }

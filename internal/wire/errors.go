@@ -17,6 +17,9 @@ type Principal struct {
 	// KeyID is the kid of the key that signed the user's access token
 	// (so that revoking the key can close the sessions made with it).
 	KeyID string
+	// SessionID is the user's session (sign-in) the access token belongs
+	// to ("" for tokens minted outside one, as `edgechat token`'s).
+	SessionID string
 }
 
 // Errors that cross the boundary between services and their callers (the

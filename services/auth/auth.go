@@ -228,12 +228,15 @@ type Service struct {
 	revoked      *revokedKeys           // every node's copy of r/auth/keyrevoked/
 	onKeyRevoked []func(kid string)
 	rekey        chan struct{} // wakes Run: this node's key may be revoked
-	pubMu        sync.RWMutex
-	pubCache     map[string]ed25519.PublicKey // keys other nodes published
-	hasher       *hasher
-	exists       *existsCache       // accounts known to exist (UserExists)
-	perUser      *ratelimit.Limiter // failed logins by normalized username
-	perIP        *ratelimit.Limiter // failed logins by ratelimit.IPKey
+	// ended and onSessionEnded: sessions ended one by one (sessions.go).
+	ended          *endedSessions
+	onSessionEnded []func(sid string)
+	pubMu          sync.RWMutex
+	pubCache       map[string]ed25519.PublicKey // keys other nodes published
+	hasher         *hasher
+	exists         *existsCache       // accounts known to exist (UserExists)
+	perUser        *ratelimit.Limiter // failed logins by normalized username
+	perIP          *ratelimit.Limiter // failed logins by ratelimit.IPKey
 
 	logins        *prometheus.CounterVec
 	registrations *prometheus.CounterVec
@@ -295,6 +298,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		now:      deps.Now,
 		revoked:  newRevokedKeys(),
 		rekey:    make(chan struct{}, 1),
+		ended:    newEndedSessions(cfg.AccessTTL + verifyLeeway),
 		pubCache: map[string]ed25519.PublicKey{},
 		hasher:   newHasher(cfg.Argon2),
 		exists:   newExistsCache(defaultExistsEntries),
@@ -336,6 +340,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := s.revoked.load(deps.DB); err != nil {
 		return nil, err
 	}
+	if err := s.ended.load(deps.DB, s.now()); err != nil {
+		return nil, err
+	}
 	if err := s.signedOut.load(deps.DB); err != nil {
 		return nil, err
 	}
@@ -352,7 +359,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdAccountCreate, applyAccountCreate)
 	deps.FSM.Register(wire.CmdAccountUpdate, s.applyAccountUpdate)
 	deps.FSM.Register(wire.CmdRefreshIssue, applyRefreshIssue)
-	deps.FSM.Register(wire.CmdRefreshRevoke, applyRefreshRevoke)
+	deps.FSM.Register(wire.CmdRefreshRevoke, s.applyRefreshRevoke)
 	deps.FSM.Register(wire.CmdRefreshRevokeAll, s.applyRefreshRevokeAll)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
 	deps.FSM.Register(wire.CmdSigningKeyRevoke, s.applySigningKeyRevoke)
@@ -370,6 +377,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 			if err := s.revoked.load(s.db); err != nil {
 				s.log.Error("reloading revoked signing keys after a snapshot restore", "err", err)
+			}
+			if err := s.ended.load(s.db, s.now()); err != nil {
+				s.log.Error("reloading ended sessions after a snapshot restore", "err", err)
 			}
 			s.wakeRekey() // the restored state may revoke this node's key
 		})

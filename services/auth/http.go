@@ -40,6 +40,9 @@ type loginRequest struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
 	Session  string `json:"session,omitempty"`
+	// Device names the device signing in (the {deviceID} of its MQTT
+	// client ID), shown in its session (GET /auth/sessions).
+	Device string `json:"device,omitempty"`
 }
 
 // refreshRequest: RefreshToken empty takes the session cookie's.
@@ -68,6 +71,8 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
 		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
 		{Method: http.MethodPost, Pattern: "/auth/password", Handler: s.handleChangePassword, Class: "auth", MaxBody: maxDeleteBody},
+		{Method: http.MethodGet, Pattern: "/auth/sessions", Handler: s.handleListSessions, Class: "read"},
+		{Method: http.MethodDelete, Pattern: "/auth/sessions/{id}", Handler: s.handleEndSession, Class: "auth"},
 		{Method: http.MethodGet, Pattern: "/admin/keys", Handler: s.handleListKeys, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPost, Pattern: "/admin/keys/rotate", Handler: s.handleRotateKey, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPost, Pattern: "/admin/keys/{kid}/revoke", Handler: s.handleRevokeKey, Admin: true, Class: httpapi.ClassAdmin},
@@ -183,7 +188,12 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errBadSession)
 		return
 	}
-	t, err := s.Login(r.Context(), req.Username, req.Password, clientIP(r))
+	if err := validDevice(req.Device); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, req.Device))
+	t, err := s.Login(ctx, req.Username, req.Password, clientIP(r))
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return

@@ -44,6 +44,8 @@ type accessClaims struct {
 	// IssuedMs is iat in milliseconds: a sign-out everywhere refuses the
 	// tokens issued before it, not those of a sign-in in the same second.
 	IssuedMs int64 `json:"iatms,omitempty"`
+	// Session is the session (sign-in) the token belongs to (sessions.go).
+	Session string `json:"sid,omitempty"`
 }
 
 // thumbprint is the RFC 7638 JWK thumbprint of an Ed25519 key, used as kid
@@ -155,8 +157,9 @@ type Account struct {
 }
 
 // mint is the one function that makes access tokens: iss, sub (the user
-// ID), iat, exp, a random jti and adm (the admin role) from acct.
-func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Duration) (string, error) {
+// ID), iat, exp, a random jti and adm (the admin role) from acct, and
+// sid, the session the token belongs to (none: "").
+func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Duration, sid string) (string, error) {
 	uid, admin := acct.UserID, acct.Admin
 	if err := wire.ValidUserID(uid); err != nil {
 		return "", fmt.Errorf("%w: %q", ErrInvalidUsername, uid)
@@ -175,6 +178,7 @@ func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Du
 		},
 		Admin:    admin,
 		IssuedMs: now.UnixMilli(),
+		Session:  sid,
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	t.Header["kid"] = k.kid
@@ -188,7 +192,7 @@ func mint(k *signingKey, issuer string, acct Account, now time.Time, ttl time.Du
 // MintAccessToken signs an access token for uid with the node's key (the
 // claims of an Account with that role).
 func (s *Service) MintAccessToken(uid string, admin bool) (string, error) {
-	return mint(s.keys().signer, s.cfg.Issuer, Account{UserID: uid, Admin: admin}, s.now(), s.cfg.AccessTTL)
+	return mint(s.keys().signer, s.cfg.Issuer, Account{UserID: uid, Admin: admin}, s.now(), s.cfg.AccessTTL, "")
 }
 
 // MintFromKeyDir signs an access token for acct with the signing key
@@ -207,7 +211,7 @@ func MintFromKeyDir(keyDir, issuer string, acct Account, ttl time.Duration) (str
 		ttl = DefaultAccessTTL
 	}
 	// A negative ttl mints an already expired token (for tests of refusal).
-	return mint(k, issuer, acct, time.Now(), ttl)
+	return mint(k, issuer, acct, time.Now(), ttl, "")
 }
 
 // VerifyAccessToken checks an access token: alg EdDSA only, a known kid,
@@ -241,13 +245,20 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	if s.revoked.refuses(kid, s.now()) {
 		return wire.Principal{}, fmt.Errorf("%w: signing key revoked", wire.ErrBadToken)
 	}
+	if claims.Session != "" {
+		// Any token of an ended session, also one minted by a refresh
+		// that committed just before the end.
+		if _, ok := s.ended.get(claims.Session); ok {
+			return wire.Principal{}, fmt.Errorf("%w: session ended", wire.ErrBadToken)
+		}
+	}
 	if s.gone.has(claims.Subject) {
 		return wire.Principal{}, fmt.Errorf("%w: account deleted", wire.ErrBadToken)
 	}
 	if at, ok := s.signedOut.get(claims.Subject); ok && claims.issuedBefore(at) {
 		return wire.Principal{}, fmt.Errorf("%w: signed out everywhere since", wire.ErrBadToken)
 	}
-	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin, KeyID: kid}, nil
+	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin, KeyID: kid, SessionID: claims.Session}, nil
 }
 
 // JWK is one public key of the JWKS document.

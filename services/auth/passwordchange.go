@@ -254,7 +254,8 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	proof := PasswordProof{Password: req.CurrentPassword, Provider: req.Provider, SubjectToken: req.SubjectToken}
-	res, err := s.ChangePassword(r.Context(), p.UserID, proof, req.NewPassword, clientIP(r))
+	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, ""))
+	res, err := s.ChangePassword(ctx, p.UserID, proof, req.NewPassword, clientIP(r))
 	if err != nil {
 		httpapi.WriteError(w, passwordHTTPError(err))
 		return

@@ -229,20 +229,20 @@ func parseRefresh(tok string) (family, secret string, ok bool) {
 
 // accessToken mints the access token of a stored account: the claims of
 // login, refresh and (through LookupAccount) `edgechat token`.
-func (s *Service) accessToken(acct account) (string, error) {
-	return s.accessTokenAfter(acct, time.Time{})
+func (s *Service) accessToken(acct account, sid string) (string, error) {
+	return s.accessTokenAfter(acct, time.Time{}, sid)
 }
 
 // accessTokenAfter is accessToken issued after signedOut, a sign-out
 // everywhere of the user that this node recorded a moment ago: at least
 // in the millisecond after it, which the sign-out does not refuse
 // (tokens carry their issue time in milliseconds).
-func (s *Service) accessTokenAfter(acct account, signedOut time.Time) (string, error) {
+func (s *Service) accessTokenAfter(acct account, signedOut time.Time, sid string) (string, error) {
 	now := s.now()
 	if first := time.UnixMilli(signedOut.UnixMilli() + 1); !signedOut.IsZero() && now.Before(first) {
 		now = first
 	}
-	return mint(s.keys().signer, s.cfg.Issuer, acct.public(), now, s.cfg.AccessTTL)
+	return mint(s.keys().signer, s.cfg.Issuer, acct.public(), now, s.cfg.AccessTTL, sid)
 }
 
 // LookupAccount is what an access token of uid would say (GET
@@ -272,15 +272,17 @@ func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
 // at signedOut does not refuse (accessTokenAfter).
 func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.Time) (Tokens, error) {
 	uid := acct.UID
-	access, err := s.accessTokenAfter(acct, signedOut)
+	family, secret := randomB64(familyBytes), randomB64(secretBytes)
+	access, err := s.accessTokenAfter(acct, signedOut, sessionID(family))
 	if err != nil {
 		return Tokens{}, err
 	}
 	now := s.now().UTC()
-	family, secret := randomB64(familyBytes), randomB64(secretBytes)
+	client := clientInfoFrom(ctx)
 	_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
 		Family: family, UID: uid, Hash: hashSecret(secret),
 		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
+		Device: clip(client.Device, maxDeviceLen), Agent: clip(client.Agent, maxAgentLen),
 	})
 	if err != nil {
 		return Tokens{}, fmt.Errorf("auth: issue refresh token: %w", err)
@@ -347,7 +349,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, fmt.Errorf("auth: rotate refresh token: %w", err)
 	}
-	access, err := s.accessToken(acct)
+	access, err := s.accessToken(acct, sessionID(family))
 	if err != nil {
 		return Tokens{}, err
 	}
@@ -366,10 +368,8 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 // push registration is dropped through Deps.DeviceLogout. A failure
 // there is logged, not returned: the logout itself is done.
 func (s *Service) LogoutDevice(ctx context.Context, token, device string) error {
-	if device != "" {
-		if _, _, err := wire.ParseClientID("aaa/" + device); err != nil {
-			return fmt.Errorf("%w: %q", ErrInvalidDevice, device)
-		}
+	if err := validDevice(device); err != nil {
+		return err
 	}
 	family, secret, ok := parseRefresh(token)
 	if !ok {
@@ -393,6 +393,18 @@ func (s *Service) LogoutDevice(ctx context.Context, token, device string) error 
 		if err := s.onLogout(ctx, f.UID, device); err != nil {
 			s.log.Warn("logout: the device's push registration was not removed", "uid", f.UID, "device", device, "err", err)
 		}
+	}
+	return nil
+}
+
+// validDevice checks a device ID given by a client ("" is none): the
+// {deviceID} half of an MQTT client ID.
+func validDevice(device string) error {
+	if device == "" {
+		return nil
+	}
+	if _, _, err := wire.ParseClientID("aaa/" + device); err != nil {
+		return fmt.Errorf("%w: %q", ErrInvalidDevice, device)
 	}
 	return nil
 }

@@ -17,6 +17,9 @@ import (
 const (
 	prefixAccount = "r/auth/acct/"  // + uid → account
 	prefixRefresh = "r/auth/rtfam/" // + family ID → refreshFamily
+	// prefixUserFamily indexes the live families by user (sessions.go):
+	// + uid + "/" + family ID → empty.
+	prefixUserFamily = "r/auth/rtuser/"
 )
 
 var errBadCommand = errors.New("auth: malformed command")
@@ -39,6 +42,11 @@ type refreshFamily struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 	Revoked   bool      `json:"revoked,omitempty"`
 	UpdatedAt time.Time `json:"updatedAt"`
+	// What the sign-in said of its client (sessions.go); empty for
+	// families made before they were recorded.
+	Device    string    `json:"device,omitempty"`
+	Agent     string    `json:"agent,omitempty"`
+	CreatedAt time.Time `json:"createdAt,omitzero"`
 }
 
 // Command payloads. Everything non-deterministic (time, hashes, random
@@ -71,12 +79,18 @@ type refreshIssueCmd struct {
 	Prev      string    `json:"prev,omitempty"` // empty: a new family; else the hash being rotated
 	ExpiresAt time.Time `json:"expiresAt"`
 	At        time.Time `json:"at"`
+	// A new family's client (ClientInfo).
+	Device string `json:"device,omitempty"`
+	Agent  string `json:"agent,omitempty"`
 }
 
 type refreshRevokeCmd struct {
 	Family string    `json:"family"`
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
+	// EndSession also refuses the session's access tokens from At on
+	// and closes its MQTT connections (DELETE /auth/sessions/{id}).
+	EndSession bool `json:"endSession,omitempty"`
 }
 
 // refreshRevokeAllCmd revokes every refresh-token family of UID (sign
@@ -233,7 +247,11 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 		if found {
 			return nil, fmt.Errorf("%w: family exists", errBadCommand)
 		}
-		f = refreshFamily{UID: c.UID, Hash: c.Hash, ExpiresAt: c.ExpiresAt, UpdatedAt: c.At}
+		f = refreshFamily{UID: c.UID, Hash: c.Hash, ExpiresAt: c.ExpiresAt, UpdatedAt: c.At,
+			Device: clip(c.Device, maxDeviceLen), Agent: clip(c.Agent, maxAgentLen), CreatedAt: c.At}
+		if err := indexFamily(tx, c.UID, c.Family); err != nil {
+			return nil, err
+		}
 		return f.Gen, setJSON(tx, key, f)
 	}
 	switch {
@@ -243,11 +261,17 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 		return nil, ErrRefreshReused
 	}
 	f.Hash, f.Gen, f.ExpiresAt, f.UpdatedAt = c.Hash, f.Gen+1, c.ExpiresAt, c.At
+	// Indexed at every rotation too: a family made before the index
+	// existed joins it the first time it is used.
+	if err := indexFamily(tx, c.UID, c.Family); err != nil {
+		return nil, err
+	}
 	return f.Gen, setJSON(tx, key, f)
 }
 
-// applyRefreshRevoke revokes a whole refresh-token family.
-func applyRefreshRevoke(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+// applyRefreshRevoke revokes a whole refresh-token family; with
+// EndSession it also ends the session's access tokens (sessions.go).
+func (s *Service) applyRefreshRevoke(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c refreshRevokeCmd
 	if err := decodeCmd(payload, &c); err != nil {
 		return nil, err
@@ -261,11 +285,23 @@ func applyRefreshRevoke(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if !found {
 		return nil, ErrRefreshInvalid
 	}
-	if f.Revoked {
-		return nil, nil // already revoked: nothing to write
+	if !f.Revoked {
+		f.Revoked, f.UpdatedAt = true, c.At
+		if err := setJSON(tx, key, f); err != nil {
+			return nil, err
+		}
+		if err := unindexFamily(tx, f.UID, c.Family); err != nil {
+			return nil, err
+		}
 	}
-	f.Revoked, f.UpdatedAt = true, c.At
-	return nil, setJSON(tx, key, f)
+	if !c.EndSession {
+		return nil, nil
+	}
+	sid := sessionID(c.Family)
+	if err := setJSON(tx, prefixSessionEnded+sid, c.At); err != nil {
+		return nil, err
+	}
+	return &sessionEnded{s: s, sid: sid, at: c.At}, nil
 }
 
 // applyRefreshRevokeAll records the user's sign-out (access tokens issued
@@ -324,6 +360,9 @@ func (s *Service) signOutStep(tx *badger.Txn, uid string, at time.Time) (*revoke
 	for _, h := range hits {
 		h.f.Revoked, h.f.UpdatedAt = true, at
 		if err := setJSON(tx, h.key, h.f); err != nil {
+			return nil, err
+		}
+		if err := unindexFamily(tx, uid, h.key[len(prefixRefresh):]); err != nil {
 			return nil, err
 		}
 	}

@@ -339,7 +339,7 @@ func (s *Service) callback(r *http.Request) (_ authTokens, _ pendingLogin, _ err
 	if err != nil {
 		return authTokens{}, pendingLogin{}, err
 	}
-	t, err := s.accounts.SignInFederated(r.Context(), toAuth(id))
+	t, err := s.accounts.SignInFederated(auth.WithClientInfo(r.Context(), auth.ClientInfoOf(r, "")), toAuth(id))
 	return t, l, err
 }
 

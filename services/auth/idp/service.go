@@ -406,7 +406,7 @@ func (s *Service) handleExchange(w http.ResponseWriter, r *http.Request) {
 		s.m.exchanges.WithLabelValues("bad_request").Inc()
 		return
 	}
-	t, err := s.Exchange(r.Context(), r.PathValue("provider"), req.SubjectToken)
+	t, err := s.Exchange(auth.WithClientInfo(r.Context(), auth.ClientInfoOf(r, "")), r.PathValue("provider"), req.SubjectToken)
 	if err != nil {
 		s.m.exchanges.WithLabelValues("refused").Inc()
 		level := slog.LevelDebug // bad tokens: counted, not a flood in the log
