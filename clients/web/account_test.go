@@ -80,3 +80,35 @@ func TestChangePassword(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
 	)
 }
+
+// Sessions: alice, signed in in two browsers, lists her sessions on the
+// laptop (this one marked, no button for it) and signs the phone out:
+// the phone's page lands on the sign-in screen by itself (its connection
+// is closed and its session cannot refresh), the laptop stays.
+func TestEndAnotherSession(t *testing.T) {
+	n := nodetest.StartNode(t)
+	laptop, phone := browser(t), browser(t)
+	register(t, laptop, n.HTTPURL, "alice")
+	signIn(t, phone, n.HTTPURL, "alice")
+	run(t, laptop, "alice opens her sessions",
+		click(`#sessions-panel summary`),
+		poll(`document.querySelectorAll('#sessions-panel li').length === 2`),
+	)
+	if unnamed := eval[[]string](t, laptop, accessibleNames); len(unnamed) != 0 {
+		t.Fatalf("controls without an accessible name: %q", unnamed)
+	}
+	if n := eval[int](t, laptop, `document.querySelectorAll('#sessions-panel li .this').length`); n != 1 {
+		t.Fatalf("%d sessions marked as this browser, want 1", n)
+	}
+	run(t, laptop, "alice signs the phone out",
+		click(`#sessions-panel .end-session`),
+		poll(`document.querySelectorAll('#sessions-panel li').length === 1`),
+	)
+	run(t, phone, "the phone lands on the sign-in screen by itself",
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+	)
+	run(t, laptop, "the laptop stays signed in",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+}

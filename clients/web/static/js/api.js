@@ -104,6 +104,11 @@ export class Api {
     this.signedOut();
   }
 
+  // sessions lists the user's sign-ins (devices and browsers);
+  // endSession signs one of them out at once.
+  sessions() { return this.call('GET', '/auth/sessions'); }
+  endSession(id) { return this.call('DELETE', `/auth/sessions/${encodeURIComponent(id)}`); }
+
   // identities answers {identities, password} (whether the account has a
   // password), or null on a server without identity providers.
   async identities() {

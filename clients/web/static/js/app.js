@@ -127,6 +127,9 @@ class App {
     const account = h('details', { class: 'account-panel', id: 'account-panel' }, h('summary', {}, 'Change password'),
       h('form', { class: 'password', onsubmit: (ev) => { ev.preventDefault(); this.changePassword(currentPw, newPw, pwStatus); } },
         currentPw, newPw, h('button', { type: 'submit', id: 'change-password' }, 'Change password'), pwStatus));
+    this.sessionsEl = h('ul', { class: 'sessions', 'aria-label': 'Sessions' });
+    const sessions = h('details', { class: 'account-panel', id: 'sessions-panel',
+      ontoggle: (ev) => { if (ev.target.open) this.loadSessions(); } }, h('summary', {}, 'Sessions'), this.sessionsEl);
     this.shell = h('div', { class: 'shell' },
       h('div', { class: 'topbar' }, h('span', { class: 'me' }, store.me), this.stateEl, h('span', { class: 'spacer' }),
         typeof Notification !== 'undefined' && Notification.permission === 'default'
@@ -138,7 +141,7 @@ class App {
         h('button', { type: 'button', id: 'sign-out-everywhere', title: 'Sign out on every browser and device',
           onclick: () => this.api.logoutAll().catch((e) => this.showError(e)) }, 'Sign out everywhere')),
       h('aside', { class: 'sidebar' }, newChat, newGroup,
-        h('details', { class: 'contacts-panel', id: 'contacts-panel' }, h('summary', {}, 'Contacts'), this.contactsEl), account, this.listEl),
+        h('details', { class: 'contacts-panel', id: 'contacts-panel' }, h('summary', {}, 'Contacts'), this.contactsEl), account, sessions, this.listEl),
       this.convPane);
     this.root.replaceChildren(this.shell);
     this.errorEl = h('p', { class: 'error', role: 'alert' });
@@ -284,6 +287,25 @@ class App {
       nameInput.closest('details').open = false;
       await this.loadGroups();
       this.open(this.store.conv({ group: g.groupId }));
+    } catch (e) {
+      this.showError(e);
+    }
+  }
+
+  // loadSessions lists where the user is signed in, each with a button
+  // that signs it out (this browser's has none: "Sign out" does that).
+  async loadSessions() {
+    try {
+      const res = await this.api.sessions();
+      const label = (x) => {
+        const what = [x.device, x.agent].filter(Boolean).join(' — ') || 'unknown client';
+        return `${what.length > 80 ? `${what.slice(0, 79)}…` : what}, last used ${new Date(x.lastUsedAt).toLocaleString()}`;
+      };
+      this.sessionsEl.replaceChildren(...(res.sessions || []).map((x) => h('li', { 'data-session': x.id },
+        h('span', { class: 'what' }, label(x)),
+        x.current ? h('span', { class: 'this' }, 'this browser')
+          : h('button', { type: 'button', class: 'end-session', 'aria-label': `Sign out ${label(x)}`,
+            onclick: () => this.api.endSession(x.id).then(() => this.loadSessions()).catch((e) => this.showError(e)) }, 'Sign out'))));
     } catch (e) {
       this.showError(e);
     }
