@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -77,4 +78,47 @@ func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPasswor
 	c.source = source
 	c.sourceMu.Unlock()
 	return pc, nil
+}
+
+// Session is one sign-in of the user (a device or browser), as Sessions
+// lists it.
+type Session struct {
+	ID         string     `json:"id"`
+	Device     string     `json:"device,omitempty"` // what LoginDevice named
+	Agent      string     `json:"agent,omitempty"`  // the sign-in's User-Agent
+	CreatedAt  *time.Time `json:"createdAt,omitempty"`
+	LastUsedAt time.Time  `json:"lastUsedAt"` // signed in or refreshed
+	ExpiresAt  time.Time  `json:"expiresAt"`
+	Current    bool       `json:"current"` // this client's session
+}
+
+// Sessions lists where the user is signed in (GET /auth/sessions), most
+// recently used first.
+func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
+	tok, err := c.token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Sessions []Session `json:"sessions"`
+	}
+	if err := doJSON(ctx, c.hc, http.MethodGet, c.HTTPURL()+"/auth/sessions", tok, nil, &out); err != nil {
+		return nil, fmt.Errorf("edgechat: sessions: %w", err)
+	}
+	return out.Sessions, nil
+}
+
+// EndSession signs one of the user's sessions out at once (DELETE
+// /auth/sessions/{id}): its tokens are refused and its connections
+// closed on every node. An ID that is not one of the user's live
+// sessions is an *APIError with status 404.
+func (c *Client) EndSession(ctx context.Context, id string) error {
+	tok, err := c.token(ctx)
+	if err != nil {
+		return err
+	}
+	if err := doJSON(ctx, c.hc, http.MethodDelete, c.HTTPURL()+"/auth/sessions/"+url.PathEscape(id), tok, nil, nil); err != nil {
+		return fmt.Errorf("edgechat: end session: %w", err)
+	}
+	return nil
 }

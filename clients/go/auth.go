@@ -17,6 +17,13 @@ func Login(ctx context.Context, httpURL, username, password string) (Tokens, err
 	return postTokens(ctx, nil, httpURL, "/auth/login", map[string]string{"username": username, "password": password})
 }
 
+// LoginDevice is Login by a named device (the {deviceID} of the
+// client's MQTT client ID, as Options.Device): the user's session list
+// shows it.
+func LoginDevice(ctx context.Context, httpURL, username, password, device string) (Tokens, error) {
+	return postTokens(ctx, nil, httpURL, "/auth/login", map[string]string{"username": username, "password": password, "device": device})
+}
+
 // Refresh exchanges a refresh token for new tokens. Refresh tokens rotate:
 // keep the newest one, the old one is no longer valid.
 func Refresh(ctx context.Context, httpURL, refreshToken string) (Tokens, error) {

@@ -132,3 +132,64 @@ func TestChangePasswordThroughTheSDK(t *testing.T) {
 		t.Fatal("the phone came back")
 	}
 }
+
+// Sessions through the SDK: a client lists the user's sessions (its own
+// marked, the other named by its device) and ends the other one, whose
+// client is disconnected for good; a wrong ID is a 404.
+func TestSessionsThroughTheSDK(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	clientOn := func(device string) *edgechat.Client {
+		t.Helper()
+		tk, err := edgechat.LoginDevice(ctx, n.HTTPURL, "alice", nodetest.Password("alice"), device)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dial(t, []string{n.WSURL}, "", "", nil, func(o *edgechat.Options) {
+			o.Device = device
+			o.TokenSource = edgechat.RefreshingTokenSource(n.HTTPURL, tk, nil)
+		})
+	}
+	phone, laptop := clientOn("phone"), clientOn("laptop")
+	sessions, err := laptop.Sessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var phoneID string
+	current := 0
+	for _, s := range sessions {
+		if s.Current {
+			current++
+			if s.Device != "laptop" {
+				t.Fatalf("the current session is %+v", s)
+			}
+		}
+		if s.Device == "phone" {
+			phoneID = s.ID
+		}
+	}
+	if current != 1 || phoneID == "" {
+		t.Fatalf("sessions: %+v", sessions)
+	}
+	var ae *edgechat.APIError
+	if err := laptop.EndSession(ctx, "not-a-session"); !errors.As(err, &ae) || ae.Status != 404 {
+		t.Fatalf("ending an unknown session: %v", err)
+	}
+	if err := laptop.EndSession(ctx, phoneID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if phone.Connected() {
+			return errors.New("the phone is still connected")
+		}
+		return nil
+	})
+	if !laptop.Connected() {
+		t.Fatal("the laptop was disconnected")
+	}
+	if _, err := phone.Sessions(ctx); err == nil {
+		t.Fatal("the ended session's client still calls the API")
+	}
+}
