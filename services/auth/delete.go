@@ -160,19 +160,7 @@ func (g *goneSet) pending() []goneRecord {
 // load replaces the set with what the database holds (at start and
 // after a snapshot restore).
 func (g *goneSet) load(db *badger.DB) error {
-	m := map[string]goneRecord{}
-	err := db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixGone), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var r goneRecord
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &r) }); err != nil {
-				return err
-			}
-			m[r.UID] = r
-		}
-		return nil
-	})
+	m, err := loadPrefix[goneRecord](db, prefixGone)
 	if err != nil {
 		return fmt.Errorf("auth: loading deleted accounts: %w", err)
 	}

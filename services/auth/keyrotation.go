@@ -2,12 +2,8 @@ package auth
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -97,19 +93,7 @@ func (r *revokedKeys) put(kid string, v keyRevocation) {
 // load replaces the set with what the database holds (at start and
 // after a snapshot restore).
 func (r *revokedKeys) load(db *badger.DB) error {
-	m := map[string]keyRevocation{}
-	err := db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixKeyRevoked), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var v keyRevocation
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) }); err != nil {
-				return err
-			}
-			m[string(it.Item().Key()[len(prefixKeyRevoked):])] = v
-		}
-		return nil
-	})
+	m, err := loadPrefix[keyRevocation](db, prefixKeyRevoked)
 	if err != nil {
 		return fmt.Errorf("auth: loading revoked signing keys: %w", err)
 	}
@@ -251,44 +235,22 @@ func installNewKey(dir string) (*signingKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	tmp, next, err := writeNewKey(dir)
 	if err != nil {
-		return nil, fmt.Errorf("auth: generate key: %w", err)
+		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, fmt.Errorf("auth: encode key: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".signing-*.tmp")
-	if err != nil {
-		return nil, fmt.Errorf("auth: create key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	werr := tmp.Chmod(0o600)
-	if werr == nil {
-		werr = pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	}
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if cerr := tmp.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return nil, fmt.Errorf("auth: write key: %w", werr)
-	}
+	defer os.Remove(tmp)
 	if err := os.Rename(current, filepath.Join(dir, "retired-"+was.kid+".key")); err != nil {
 		return nil, fmt.Errorf("auth: retire the signing key: %w", err)
 	}
-	if err := os.Rename(tmp.Name(), current); err != nil {
+	if err := os.Rename(tmp, current); err != nil {
 		return nil, fmt.Errorf("auth: install the new signing key: %w", err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // the renames survive a crash
 		d.Close()
 	}
-	pub := priv.Public().(ed25519.PublicKey)
-	return &signingKey{kid: thumbprint(pub), priv: priv, pub: pub}, nil
+	return next, nil
 }
 
 // RevokeSigningKey revokes kid at once, on every node: tokens signed

@@ -80,39 +80,49 @@ func parseKeyFile(path string) (*signingKey, error) {
 // createKeyFile writes a new key atomically: a temporary file is linked to
 // the final name, so two processes starting at once agree on one key.
 func createKeyFile(dir string) error {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	tmp, _, err := writeNewKey(dir)
 	if err != nil {
-		return fmt.Errorf("auth: generate key: %w", err)
+		return err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return fmt.Errorf("auth: encode key: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".signing-*.tmp")
-	if err != nil {
-		return fmt.Errorf("auth: create key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("auth: chmod key: %w", err)
-	}
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		tmp.Close()
-		return fmt.Errorf("auth: write key: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("auth: sync key: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("auth: close key: %w", err)
-	}
-	err = os.Link(tmp.Name(), filepath.Join(dir, SigningKeyFile))
+	defer os.Remove(tmp)
+	err = os.Link(tmp, filepath.Join(dir, SigningKeyFile))
 	if err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("auth: install key: %w", err)
 	}
 	return nil
+}
+
+// writeNewKey generates a key and writes it, synced, to a temporary
+// file in dir (0600) for the caller to install and then remove.
+func writeNewKey(dir string) (string, *signingKey, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", nil, fmt.Errorf("auth: generate key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return "", nil, fmt.Errorf("auth: encode key: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".signing-*.tmp")
+	if err != nil {
+		return "", nil, fmt.Errorf("auth: create key: %w", err)
+	}
+	werr := tmp.Chmod(0o600)
+	if werr == nil {
+		werr = pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	}
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		os.Remove(tmp.Name())
+		return "", nil, fmt.Errorf("auth: write key: %w", werr)
+	}
+	pub := priv.Public().(ed25519.PublicKey)
+	return tmp.Name(), &signingKey{kid: thumbprint(pub), priv: priv, pub: pub}, nil
 }
 
 func loadOrCreateKeys(dir string) (*keySet, error) {

@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strings"
@@ -141,24 +141,11 @@ func (e *endedSessions) put(sid string, at, now time.Time) {
 
 // load reads the sessions ended within keep of now.
 func (e *endedSessions) load(db *badger.DB, now time.Time) error {
-	m := map[string]time.Time{}
-	err := db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixSessionEnded), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var at time.Time
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &at) }); err != nil {
-				return err
-			}
-			if now.Sub(at) <= e.keep {
-				m[string(it.Item().Key()[len(prefixSessionEnded):])] = at
-			}
-		}
-		return nil
-	})
+	m, err := loadPrefix[time.Time](db, prefixSessionEnded)
 	if err != nil {
 		return fmt.Errorf("auth: loading ended sessions: %w", err)
 	}
+	maps.DeleteFunc(m, func(_ string, at time.Time) bool { return now.Sub(at) > e.keep })
 	e.mu.Lock()
 	e.m = m
 	e.mu.Unlock()

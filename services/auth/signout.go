@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -47,19 +46,7 @@ func (s *signedOutSet) put(uid string, at time.Time) {
 // load replaces the set with what the database holds (at start and
 // after a snapshot restore).
 func (s *signedOutSet) load(db *badger.DB) error {
-	m := map[string]time.Time{}
-	err := db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixSignedOut), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var at time.Time
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &at) }); err != nil {
-				return err
-			}
-			m[string(it.Item().Key()[len(prefixSignedOut):])] = at
-		}
-		return nil
-	})
+	m, err := loadPrefix[time.Time](db, prefixSignedOut)
 	if err != nil {
 		return fmt.Errorf("auth: loading sign-outs: %w", err)
 	}

@@ -130,6 +130,26 @@ func setJSON(tx *badger.Txn, key string, v any) error {
 	return tx.Set([]byte(key), b)
 }
 
+// loadPrefix reads every key under prefix into a map from the key's
+// rest to its JSON value (the in-memory copies every node keeps: sign
+// outs, deleted accounts, revoked keys, ended sessions).
+func loadPrefix[V any](db *badger.DB, prefix string) (map[string]V, error) {
+	m := map[string]V{}
+	err := db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var v V
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) }); err != nil {
+				return err
+			}
+			m[string(it.Item().Key()[len(prefix):])] = v
+		}
+		return nil
+	})
+	return m, err
+}
+
 func decodeCmd(payload []byte, v any) error {
 	if err := json.Unmarshal(payload, v); err != nil {
 		return fmt.Errorf("%w: %v", errBadCommand, err)
