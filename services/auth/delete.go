@@ -415,7 +415,11 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 		r.Done = append(r.Done, e.name)
 	}
 	// The account's own keys last: until they go, the step is repeated.
-	done, err := fsm.DeleteMatching(tx, []byte(prefixRefresh), b, func(_, v []byte) (bool, error) {
+	done, err := fsm.DeleteMatching(tx, []byte(prefixUserFamily+c.UID+"/"), b, nil)
+	if err != nil || !done {
+		return res, err
+	}
+	done, err = fsm.DeleteMatching(tx, []byte(prefixRefresh), b, func(_, v []byte) (bool, error) {
 		var f refreshFamily
 		if err := json.Unmarshal(v, &f); err != nil {
 			return false, nil // not ours to judge; never a user's

@@ -138,6 +138,12 @@ func TestDeleteAccountDisablesAtOnceAndErasesAfterGrace(t *testing.T) {
 	if len(fsmtest.Dump(t, e.db, prefixRefresh)) == 0 {
 		t.Fatal("alice's refresh family went too")
 	}
+	if n := len(fsmtest.Dump(t, e.db, prefixUserFamily+"bob/")); n != 0 {
+		t.Fatalf("%d session index entries of bob left", n)
+	}
+	if len(fsmtest.Dump(t, e.db, prefixUserFamily+"alice/")) == 0 {
+		t.Fatal("alice's session index went too")
+	}
 	if g, ok := e.svc.gone.get("bob"); !ok || g.ErasedAt == nil {
 		t.Fatalf("tombstone %+v %v", g, ok)
 	}
