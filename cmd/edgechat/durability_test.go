@@ -79,6 +79,16 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	if _, err := runCLIErr(bin, "", "user", "passwd", "dave", "--server", p.http, "--data", data); err == nil || !strings.Contains(err.Error(), "--password-stdin is required") {
 		t.Fatalf("user passwd without --password-stdin: %v", err)
 	}
+	// And deletes the account: it cannot sign in any more.
+	if _, err := runCLIErr(bin, "", "user", "delete", "dave", "--server", p.http, "--data", data); err == nil || !strings.Contains(err.Error(), "--yes") {
+		t.Fatalf("user delete without --yes: %v", err)
+	}
+	if out := runCLI(t, bin, "", "user", "delete", "dave", "--yes", "--server", p.http, "--data", data); !strings.Contains(out, "deleted dave") {
+		t.Fatalf("user delete: %q", out)
+	}
+	if st, _ := httpJSON(http.MethodPost, p.http+"/auth/login", "", map[string]string{"username": "dave", "password": "remembered password"}, nil); st != http.StatusUnauthorized {
+		t.Fatalf("dave's login after his deletion: %d", st)
+	}
 	// The container health check command agrees with /readyz.
 	if out := runCLI(t, bin, "", "health", "--url", p.http+"/readyz"); out != "ok" {
 		t.Fatalf("edgechat health: %q", out)

@@ -21,7 +21,8 @@ import (
 
 // userCmd: edgechat user add NAME --password-stdin [--server URL] [--display-name N],
 // edgechat user grant NAME admin [--revoke] [--data DIR] [--server URL]
-// or edgechat user passwd NAME --password-stdin [--data DIR] [--server URL]
+// edgechat user passwd NAME --password-stdin [--data DIR] [--server URL]
+// or edgechat user delete NAME --yes [--data DIR] [--server URL]
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) >= 3 && args[0] == "grant" {
 		return grantCmd(ctx, args[1], args[2], args[3:], stdout)
@@ -29,8 +30,11 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if len(args) >= 2 && args[0] == "passwd" {
 		return passwdCmd(ctx, args[1], args[2:], stdin, stdout)
 	}
+	if len(args) >= 2 && args[0] == "delete" {
+		return deleteUserCmd(ctx, args[1], args[2:], stdout)
+	}
 	if len(args) < 2 || args[0] != "add" {
-		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin", errUsage)
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes", errUsage)
 	}
 	name := args[1]
 	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
@@ -105,6 +109,30 @@ func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader,
 	}
 	_ = json.Unmarshal(rb, &out)
 	fmt.Fprintf(stdout, "password of %s reset; %d sessions signed out\n", uid, out.Revoked)
+	return nil
+}
+
+// deleteUserCmd deletes an account (an admin's deletion: disabled now,
+// erased after the node's grace period). --yes confirms it.
+func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Writer) error {
+	fs, server, data := adminFlags("user delete")
+	yes := fs.Bool("yes", false, "confirm: the account is disabled at once and erased after the grace period")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if !*yes {
+		return fmt.Errorf("%w: deleting %s cannot be undone; add --yes", errUsage, name)
+	}
+	uid := strings.ToLower(name)
+	rb, err := adminRequest(ctx, *server, *data, http.MethodDelete, "/admin/users/"+uid, nil)
+	if err != nil {
+		return fmt.Errorf("deleting %s: %w", uid, err)
+	}
+	var out struct {
+		DeleteAt time.Time `json:"deleteAt"`
+	}
+	_ = json.Unmarshal(rb, &out)
+	fmt.Fprintf(stdout, "deleted %s: signed out and disabled now, erased at %s\n", uid, out.DeleteAt.Format(time.RFC3339))
 	return nil
 }
 

@@ -276,6 +276,44 @@ func (s *Service) DeleteAccountByProvider(ctx context.Context, uid, provider, to
 	return s.deleteNow(ctx, uid)
 }
 
+// DeleteAccountByAdmin deletes uid's account without its proof (an
+// admin removing an abusive or abandoned account): disabled at once,
+// erased after the grace period, as DELETE /user/me. An unknown or
+// already deleted account is ErrAccountDeleted.
+func (s *Service) DeleteAccountByAdmin(ctx context.Context, uid string) (DeleteResult, error) {
+	if _, found, err := s.readAfterCatchUp(ctx, uid); err != nil {
+		return DeleteResult{}, err
+	} else if !found || s.gone.has(uid) {
+		return DeleteResult{}, ErrAccountDeleted
+	}
+	res, err := s.deleteNow(ctx, uid)
+	if err == nil {
+		s.log.Warn("account deleted by an admin", "uid", uid)
+	}
+	return res, err
+}
+
+// handleAdminDelete answers DELETE /admin/users/{uid}: 202 as DELETE
+// /user/me answers.
+func (s *Service) handleAdminDelete(w http.ResponseWriter, r *http.Request) {
+	uid := r.PathValue("uid")
+	if wire.ValidUserID(uid) != nil {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid user id %q", uid))
+		return
+	}
+	res, err := s.DeleteAccountByAdmin(r.Context(), uid)
+	if errors.Is(err, ErrAccountDeleted) {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user"))
+		return
+	}
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	httpapi.WriteJSON(w, http.StatusAccepted, res)
+}
+
 // deleteNow disables uid and schedules its erasure.
 func (s *Service) deleteNow(ctx context.Context, uid string) (DeleteResult, error) {
 	now := s.now().UTC()

@@ -302,3 +302,44 @@ func TestFinishedErasersAreSkipped(t *testing.T) {
 		t.Fatalf("the finished eraser ran in %d steps", calls)
 	}
 }
+
+// An admin deletes an account without its password: disabled at once
+// (its tokens and password refused), erased after the grace period as a
+// user's own deletion; an unknown, deleted or malformed user is refused
+// and nothing changes.
+func TestAdminDeletesAnAccount(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DeleteGrace = time.Hour })
+	e.register("bob", "bob-password")
+	e.register("alice", "alice-password")
+	bobTok, aliceTok := e.login("bob", "bob-password"), e.login("alice", "alice-password")
+	for _, c := range []struct {
+		path   string
+		status int
+	}{{"/admin/users/nobody", 404}, {"/admin/users/Not!A.Name", 400}} {
+		if r := e.as("root", http.MethodDelete, c.path, ""); r.Code != c.status {
+			t.Fatalf("DELETE %s: %d %s", c.path, r.Code, r.Body)
+		}
+	}
+	r := e.as("root", http.MethodDelete, "/admin/users/bob", "")
+	var res DeleteResult
+	if r.Code != http.StatusAccepted || json.Unmarshal(r.Body, &res) != nil || res.UserID != "bob" || !res.DeleteAt.Equal(e.clock.Now().Add(time.Hour)) {
+		t.Fatalf("admin delete: %d %s", r.Code, r.Body)
+	}
+	if _, err := e.svc.VerifyAccessToken(bobTok.AccessToken); !errors.Is(err, wire.ErrBadToken) {
+		t.Fatalf("bob's token after the deletion: %v", err)
+	}
+	if r := e.post("/auth/login", map[string]string{"username": "bob", "password": "bob-password"}); r.Code != http.StatusUnauthorized {
+		t.Fatalf("bob's login after the deletion: %d", r.Code)
+	}
+	if _, err := e.svc.VerifyAccessToken(aliceTok.AccessToken); err != nil {
+		t.Fatalf("alice's token: %v", err)
+	}
+	if r := e.as("root", http.MethodDelete, "/admin/users/bob", ""); r.Code != http.StatusNotFound {
+		t.Fatalf("deleting bob again: %d %s", r.Code, r.Body)
+	}
+	e.clock.Advance(time.Hour)
+	e.svc.EraseDue(context.Background())
+	if g, ok := e.svc.gone.get("bob"); !ok || g.ErasedAt == nil {
+		t.Fatalf("bob's tombstone after the grace period: %+v %v", g, ok)
+	}
+}

@@ -76,6 +76,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodGet, Pattern: "/admin/keys", Handler: s.handleListKeys, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPost, Pattern: "/admin/keys/rotate", Handler: s.handleRotateKey, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPost, Pattern: "/admin/keys/{kid}/revoke", Handler: s.handleRevokeKey, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodDelete, Pattern: "/admin/users/{uid}", Handler: s.handleAdminDelete, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPut, Pattern: "/admin/users/{uid}/password", Handler: s.handleResetPassword, Admin: true, Class: httpapi.ClassAdmin, MaxBody: maxAuthBody},
 	}
 }
