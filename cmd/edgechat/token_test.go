@@ -61,6 +61,11 @@ func TestTokenCommandMintsLoginClaims(t *testing.T) {
 			t.Errorf("%s: /debug/pprof/ answers %d to the CLI token, %d to the login token; want %d", u.name, got, want, u.want)
 		}
 		c, l := jwtClaims(t, cli), jwtClaims(t, login.AccessToken)
+		// A login's token belongs to its session (sid); a minted one to none.
+		if l["sid"] == nil || c["sid"] != nil {
+			t.Errorf("%s: sid %v in the login token, %v in the CLI token; want one only in the login token", u.name, l["sid"], c["sid"])
+		}
+		delete(l, "sid")
 		keys := func(m map[string]any) string { return strings.Join(slices.Sorted(maps.Keys(m)), ",") }
 		if keys(c) != keys(l) {
 			t.Errorf("%s: CLI token has claims %s, login token %s", u.name, keys(c), keys(l))
