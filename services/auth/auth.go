@@ -115,6 +115,10 @@ type Config struct {
 	NoPasswordLogin bool
 }
 
+// verifiedTokensMax bounds the cache of checked token signatures (about
+// 300 bytes an entry).
+const verifiedTokensMax = 16384
+
 // Defaults.
 const (
 	DefaultIssuer     = "edgechat"
@@ -227,7 +231,8 @@ type Service struct {
 	rotateMu     sync.Mutex             // one rotation at a time
 	revoked      *revokedKeys           // every node's copy of r/auth/keyrevoked/
 	onKeyRevoked []func(kid string)
-	rekey        chan struct{} // wakes Run: this node's key may be revoked
+	rekey        chan struct{}   // wakes Run: this node's key may be revoked
+	verified     *verifiedTokens // signatures already checked (keys.go)
 	// ended and onSessionEnded: sessions ended one by one (sessions.go).
 	ended          *endedSessions
 	onSessionEnded []func(sid string)
@@ -299,6 +304,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		revoked:  newRevokedKeys(),
 		rekey:    make(chan struct{}, 1),
 		ended:    newEndedSessions(cfg.AccessTTL + verifyLeeway),
+		verified: newVerifiedTokens(verifiedTokensMax),
 		pubCache: map[string]ed25519.PublicKey{},
 		hasher:   newHasher(cfg.Argon2),
 		exists:   newExistsCache(defaultExistsEntries),

@@ -43,7 +43,7 @@ func (f *fakeProfiles) get(uid string) (string, bool) {
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	svc      *Service
 	db       *badger.DB
 	prop     *fsmtest.Harness
@@ -56,7 +56,7 @@ type env struct {
 
 var tinyArgon = Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1}
 
-func newEnv(t *testing.T, mutate ...func(*Config)) *env {
+func newEnv(t testing.TB, mutate ...func(*Config)) *env {
 	t.Helper()
 	cfg := Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon}
 	for _, m := range mutate {
@@ -66,13 +66,13 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 }
 
 // newEnvWith builds a service on a fresh database with cfg as it is.
-func newEnvWith(t *testing.T, cfg Config) *env {
+func newEnvWith(t testing.TB, cfg Config) *env {
 	t.Helper()
 	return newEnvWithBarrier(t, cfg, nil)
 }
 
 // newEnvWithBarrier is newEnvWith with barrier as Deps.ReadBarrier.
-func newEnvWithBarrier(t *testing.T, cfg Config, barrier func(context.Context) error) *env {
+func newEnvWithBarrier(t testing.TB, cfg Config, barrier func(context.Context) error) *env {
 	t.Helper()
 	prop := fsmtest.New(t)
 	e := &env{

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -225,34 +226,28 @@ func MintFromKeyDir(keyDir, issuer string, acct Account, ttl time.Duration) (str
 }
 
 // VerifyAccessToken checks an access token: alg EdDSA only, a known kid,
-// the signature, the issuer, and exp/nbf with a small leeway. Errors wrap
-// wire.ErrBadToken.
+// the signature, the issuer, and exp/nbf with a small leeway; then that
+// its key, session, account and user's sign-outs still allow it. Errors
+// wrap wire.ErrBadToken.
 func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
-	var claims accessClaims
-	var kid string
-	_, err := jwt.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
-		kid, _ = t.Header["kid"].(string)
-		if k, ok := s.keys().byKID[kid]; ok {
-			return k.pub, nil
+	now := s.now()
+	sum := sha256.Sum256([]byte(token))
+	v, ok := s.verified.get(sum)
+	if ok {
+		// A token whose signature was checked before: only its times
+		// can have changed.
+		if err := v.claims.checkTimes(now); err != nil {
+			return wire.Principal{}, err
 		}
-		if pub, ok := s.replicatedKey(kid); ok {
-			return pub, nil
+	} else {
+		var err error
+		if v, err = s.parseAccessToken(token); err != nil {
+			return wire.Principal{}, err
 		}
-		return nil, fmt.Errorf("unknown kid %q", kid)
-	},
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-		jwt.WithIssuer(s.cfg.Issuer),
-		jwt.WithLeeway(verifyLeeway),
-		jwt.WithTimeFunc(s.now),
-		jwt.WithExpirationRequired(),
-	)
-	if err != nil {
-		return wire.Principal{}, fmt.Errorf("%w: %v", wire.ErrBadToken, err)
+		s.verified.put(sum, v)
 	}
-	if wire.ValidUserID(claims.Subject) != nil {
-		return wire.Principal{}, fmt.Errorf("%w: bad subject", wire.ErrBadToken)
-	}
-	if s.revoked.refuses(kid, s.now()) {
+	claims, kid := &v.claims, v.kid
+	if s.revoked.refuses(kid, now) {
 		return wire.Principal{}, fmt.Errorf("%w: signing key revoked", wire.ErrBadToken)
 	}
 	if claims.Session != "" {
@@ -269,6 +264,90 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 		return wire.Principal{}, fmt.Errorf("%w: signed out everywhere since", wire.ErrBadToken)
 	}
 	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin, KeyID: kid, SessionID: claims.Session}, nil
+}
+
+// parseAccessToken checks a token's signature and claims (the Ed25519
+// verification is most of VerifyAccessToken's cost).
+func (s *Service) parseAccessToken(token string) (verifiedToken, error) {
+	var v verifiedToken
+	_, err := jwt.ParseWithClaims(token, &v.claims, func(t *jwt.Token) (any, error) {
+		v.kid, _ = t.Header["kid"].(string)
+		if k, ok := s.keys().byKID[v.kid]; ok {
+			return k.pub, nil
+		}
+		if pub, ok := s.replicatedKey(v.kid); ok {
+			return pub, nil
+		}
+		return nil, fmt.Errorf("unknown kid %q", v.kid)
+	},
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(s.cfg.Issuer),
+		jwt.WithLeeway(verifyLeeway),
+		jwt.WithTimeFunc(s.now),
+		jwt.WithExpirationRequired(),
+	)
+	if err != nil {
+		return verifiedToken{}, fmt.Errorf("%w: %v", wire.ErrBadToken, err)
+	}
+	if wire.ValidUserID(v.claims.Subject) != nil {
+		return verifiedToken{}, fmt.Errorf("%w: bad subject", wire.ErrBadToken)
+	}
+	return v, nil
+}
+
+// checkTimes is the time part of the claims check parseAccessToken
+// makes (exp required, nbf if present, both with the leeway).
+func (c *accessClaims) checkTimes(now time.Time) error {
+	if c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Add(verifyLeeway)) {
+		return fmt.Errorf("%w: token is expired", wire.ErrBadToken)
+	}
+	if c.NotBefore != nil && now.Add(verifyLeeway).Before(c.NotBefore.Time) {
+		return fmt.Errorf("%w: token is not valid yet", wire.ErrBadToken)
+	}
+	return nil
+}
+
+// verifiedToken is what a token's signature check established.
+type verifiedToken struct {
+	claims accessClaims
+	kid    string
+}
+
+// verifiedTokens remembers the tokens whose signatures were checked, by
+// the SHA-256 of the whole token (so no other token can match an entry),
+// so that a client's repeated requests with one token cost a hash and
+// map lookups instead of an Ed25519 verification each. Bounded: when
+// full, arbitrary entries make room.
+type verifiedTokens struct {
+	mu  sync.Mutex
+	m   map[[32]byte]verifiedToken
+	max int
+}
+
+func newVerifiedTokens(max int) *verifiedTokens {
+	return &verifiedTokens{m: make(map[[32]byte]verifiedToken), max: max}
+}
+
+func (c *verifiedTokens) get(k [32]byte) (verifiedToken, bool) {
+	c.mu.Lock()
+	v, ok := c.m[k]
+	c.mu.Unlock()
+	return v, ok
+}
+
+func (c *verifiedTokens) put(k [32]byte, v verifiedToken) {
+	c.mu.Lock()
+	if len(c.m) >= c.max {
+		n := c.max / 8
+		for old := range c.m {
+			delete(c.m, old)
+			if n--; n <= 0 {
+				break
+			}
+		}
+	}
+	c.m[k] = v
+	c.mu.Unlock()
 }
 
 // JWK is one public key of the JWKS document.
