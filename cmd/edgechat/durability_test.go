@@ -79,6 +79,19 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	if _, err := runCLIErr(bin, "", "user", "passwd", "dave", "--server", p.http, "--data", data); err == nil || !strings.Contains(err.Error(), "--password-stdin is required") {
 		t.Fatalf("user passwd without --password-stdin: %v", err)
 	}
+	// Suspends the account (its login is refused with a reason), lifts it.
+	if out := runCLI(t, bin, "", "user", "suspend", "dave", "--server", p.http, "--data", data); !strings.Contains(out, "dave is suspended") {
+		t.Fatalf("user suspend: %q", out)
+	}
+	if st, _ := httpJSON(http.MethodPost, p.http+"/auth/login", "", map[string]string{"username": "dave", "password": "remembered password"}, nil); st != http.StatusForbidden {
+		t.Fatalf("dave's login while suspended: %d", st)
+	}
+	if out := runCLI(t, bin, "", "user", "suspend", "dave", "--lift", "--server", p.http, "--data", data); !strings.Contains(out, "may sign in again") {
+		t.Fatalf("user suspend --lift: %q", out)
+	}
+	if st, _ := httpJSON(http.MethodPost, p.http+"/auth/login", "", map[string]string{"username": "dave", "password": "remembered password"}, nil); st != http.StatusOK {
+		t.Fatalf("dave's login after the suspension: %d", st)
+	}
 	// And deletes the account: it cannot sign in any more.
 	if _, err := runCLIErr(bin, "", "user", "delete", "dave", "--server", p.http, "--data", data); err == nil || !strings.Contains(err.Error(), "--yes") {
 		t.Fatalf("user delete without --yes: %v", err)

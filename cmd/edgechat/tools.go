@@ -22,7 +22,8 @@ import (
 // userCmd: edgechat user add NAME --password-stdin [--server URL] [--display-name N],
 // edgechat user grant NAME admin [--revoke] [--data DIR] [--server URL]
 // edgechat user passwd NAME --password-stdin [--data DIR] [--server URL]
-// or edgechat user delete NAME --yes [--data DIR] [--server URL]
+// edgechat user delete NAME --yes [--data DIR] [--server URL]
+// or edgechat user suspend NAME [--lift] [--data DIR] [--server URL]
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) >= 3 && args[0] == "grant" {
 		return grantCmd(ctx, args[1], args[2], args[3:], stdout)
@@ -33,8 +34,11 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if len(args) >= 2 && args[0] == "delete" {
 		return deleteUserCmd(ctx, args[1], args[2:], stdout)
 	}
+	if len(args) >= 2 && args[0] == "suspend" {
+		return suspendCmd(ctx, args[1], args[2:], stdout)
+	}
 	if len(args) < 2 || args[0] != "add" {
-		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes", errUsage)
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes | edgechat user suspend NAME [--lift]", errUsage)
 	}
 	name := args[1]
 	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
@@ -133,6 +137,26 @@ func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Wr
 	}
 	_ = json.Unmarshal(rb, &out)
 	fmt.Fprintf(stdout, "deleted %s: signed out and disabled now, erased at %s\n", uid, out.DeleteAt.Format(time.RFC3339))
+	return nil
+}
+
+// suspendCmd suspends an account (signed out, refused until lifted) or,
+// with --lift, lifts its suspension.
+func suspendCmd(ctx context.Context, name string, args []string, stdout io.Writer) error {
+	fs, server, data := adminFlags("user suspend")
+	lift := fs.Bool("lift", false, "lift the suspension")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	uid := strings.ToLower(name)
+	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/suspended", map[string]bool{"suspended": !*lift}); err != nil {
+		return fmt.Errorf("suspending %s: %w", uid, err)
+	}
+	if *lift {
+		fmt.Fprintf(stdout, "%s may sign in again\n", uid)
+	} else {
+		fmt.Fprintf(stdout, "%s is suspended: signed out everywhere, refused until lifted\n", uid)
+	}
 	return nil
 }
 

@@ -233,6 +233,7 @@ type Service struct {
 	onKeyRevoked []func(kid string)
 	rekey        chan struct{}   // wakes Run: this node's key may be revoked
 	verified     *verifiedTokens // signatures already checked (keys.go)
+	suspended    *suspendedSet   // accounts an admin suspended (suspend.go)
 	// ended and onSessionEnded: sessions ended one by one (sessions.go).
 	ended          *endedSessions
 	onSessionEnded []func(sid string)
@@ -294,22 +295,23 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		cfg:      cfg,
-		db:       deps.DB,
-		proposer: deps.Proposer,
-		profiles: deps.Profiles,
-		onLogout: deps.DeviceLogout,
-		log:      deps.Logger.With("service", "auth"),
-		now:      deps.Now,
-		revoked:  newRevokedKeys(),
-		rekey:    make(chan struct{}, 1),
-		ended:    newEndedSessions(cfg.AccessTTL + verifyLeeway),
-		verified: newVerifiedTokens(verifiedTokensMax),
-		pubCache: map[string]ed25519.PublicKey{},
-		hasher:   newHasher(cfg.Argon2),
-		exists:   newExistsCache(defaultExistsEntries),
-		perUser:  perUser,
-		perIP:    perIP,
+		cfg:       cfg,
+		db:        deps.DB,
+		proposer:  deps.Proposer,
+		profiles:  deps.Profiles,
+		onLogout:  deps.DeviceLogout,
+		log:       deps.Logger.With("service", "auth"),
+		now:       deps.Now,
+		revoked:   newRevokedKeys(),
+		rekey:     make(chan struct{}, 1),
+		ended:     newEndedSessions(cfg.AccessTTL + verifyLeeway),
+		verified:  newVerifiedTokens(verifiedTokensMax),
+		suspended: newSuspendedSet(),
+		pubCache:  map[string]ed25519.PublicKey{},
+		hasher:    newHasher(cfg.Argon2),
+		exists:    newExistsCache(defaultExistsEntries),
+		perUser:   perUser,
+		perIP:     perIP,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_auth_logins_total",
 			Help: "Login attempts by result.",
@@ -349,6 +351,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := s.ended.load(deps.DB, s.now()); err != nil {
 		return nil, err
 	}
+	if err := s.suspended.load(deps.DB); err != nil {
+		return nil, err
+	}
 	if err := s.signedOut.load(deps.DB); err != nil {
 		return nil, err
 	}
@@ -386,6 +391,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 			if err := s.ended.load(s.db, s.now()); err != nil {
 				s.log.Error("reloading ended sessions after a snapshot restore", "err", err)
+			}
+			if err := s.suspended.load(s.db); err != nil {
+				s.log.Error("reloading suspended accounts after a snapshot restore", "err", err)
 			}
 			s.wakeRekey() // the restored state may revoke this node's key
 		})

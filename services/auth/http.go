@@ -77,6 +77,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/admin/keys/rotate", Handler: s.handleRotateKey, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodPost, Pattern: "/admin/keys/{kid}/revoke", Handler: s.handleRevokeKey, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodDelete, Pattern: "/admin/users/{uid}", Handler: s.handleAdminDelete, Admin: true, Class: httpapi.ClassAdmin},
+		{Method: http.MethodPut, Pattern: "/admin/users/{uid}/suspended", Handler: s.handleSetSuspended, Admin: true, Class: httpapi.ClassAdmin, MaxBody: 1 << 10},
 		{Method: http.MethodPut, Pattern: "/admin/users/{uid}/password", Handler: s.handleResetPassword, Admin: true, Class: httpapi.ClassAdmin, MaxBody: maxAuthBody},
 	}
 }
@@ -90,6 +91,8 @@ func httpError(err error) error {
 	case errors.As(err, &rl):
 		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: httpapi.CodeRateLimited,
 			Message: "too many failed logins; try again later", RetryAfter: rl.RetryAfter}
+	case errors.Is(err, ErrSuspended):
+		return httpapi.Errorf(http.StatusForbidden, CodeSuspended, "this account is suspended")
 	case errors.Is(err, ErrPasswordLoginOff):
 		return httpapi.Errorf(http.StatusForbidden, CodePasswordLoginOff, "%v", err)
 	case errors.Is(err, ErrUsernameTaken):
@@ -160,7 +163,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleLookup answers GET /admin/users/{uid}: {userId, admin}, what an
-// access token of the account says.
+// access token of the account says, and suspended when it is.
 func (s *Service) handleLookup(w http.ResponseWriter, r *http.Request) {
 	acct, err := s.LookupAccount(r.PathValue("uid"))
 	if errors.Is(err, ErrNoAccount) {
@@ -172,6 +175,10 @@ func (s *Service) handleLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	if s.suspended.has(acct.UserID) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]any{"userId": acct.UserID, "admin": acct.Admin, "suspended": true})
+		return
+	}
 	httpapi.WriteJSON(w, http.StatusOK, acct)
 }
 

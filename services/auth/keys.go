@@ -260,6 +260,9 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	if s.gone.has(claims.Subject) {
 		return wire.Principal{}, fmt.Errorf("%w: account deleted", wire.ErrBadToken)
 	}
+	if s.suspended.has(claims.Subject) {
+		return wire.Principal{}, fmt.Errorf("%w: account suspended", wire.ErrBadToken)
+	}
 	if at, ok := s.signedOut.get(claims.Subject); ok && claims.issuedBefore(at) {
 		return wire.Principal{}, fmt.Errorf("%w: signed out everywhere since", wire.ErrBadToken)
 	}

@@ -272,6 +272,9 @@ func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
 // at signedOut does not refuse (accessTokenAfter).
 func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.Time) (Tokens, error) {
 	uid := acct.UID
+	if s.suspended.has(uid) {
+		return Tokens{}, ErrSuspended
+	}
 	family, secret := randomB64(familyBytes), randomB64(secretBytes)
 	access, err := s.accessTokenAfter(acct, signedOut, sessionID(family))
 	if err != nil {
@@ -315,7 +318,7 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
-	if !found || f.Revoked || s.gone.has(f.UID) {
+	if !found || f.Revoked || s.gone.has(f.UID) || s.suspended.has(f.UID) {
 		s.refreshes.WithLabelValues("invalid").Inc()
 		return Tokens{}, ErrRefreshInvalid
 	}

@@ -70,6 +70,8 @@ type accountUpdateCmd struct {
 	// transaction, as the first step of refreshRevokeAllCmd does (a
 	// password change: passwordchange.go).
 	SignOut bool `json:"signOut,omitempty"`
+	// Suspended suspends the account or lifts its suspension (suspend.go).
+	Suspended *bool `json:"suspended,omitempty"`
 }
 
 type refreshIssueCmd struct {
@@ -236,10 +238,22 @@ func (s *Service) applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []b
 	if err := setJSON(tx, key, a); err != nil {
 		return nil, err
 	}
-	if !c.SignOut {
+	var step *revokeAllCommitted
+	if c.SignOut {
+		if step, err = s.signOutStep(tx, c.UID, c.At); err != nil {
+			return nil, err
+		}
+	}
+	if c.Suspended != nil {
+		if err := applySuspension(tx, c.UID, *c.Suspended, c.At); err != nil {
+			return nil, err
+		}
+		return &suspensionCommitted{s: s, uid: c.UID, on: *c.Suspended, at: c.At, step: step}, nil
+	}
+	if step == nil {
 		return nil, nil
 	}
-	return s.signOutValue(tx, c.UID, c.At)
+	return step, nil
 }
 
 // applyRefreshIssue creates a refresh-token family, or rotates one with a
