@@ -100,6 +100,10 @@ func TestEndAnotherSession(t *testing.T) {
 	if n := eval[int](t, laptop, `document.querySelectorAll('#sessions-panel li .this').length`); n != 1 {
 		t.Fatalf("%d sessions marked as this browser, want 1", n)
 	}
+	// Each browser's sign-in named its device (its own ID, kept in localStorage).
+	if named := eval[int](t, laptop, `[...document.querySelectorAll('#sessions-panel li .what')].filter((e) => /^web-[0-9a-f]{12} — /.test(e.textContent)).length`); named != 2 {
+		t.Fatalf("%d sessions named by their browser's device, want 2", named)
+	}
 	run(t, laptop, "alice signs the phone out",
 		click(`#sessions-panel .end-session`),
 		poll(`document.querySelectorAll('#sessions-panel li').length === 1`),

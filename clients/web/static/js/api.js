@@ -10,6 +10,19 @@ export class ApiError extends Error {
   }
 }
 
+// browserDevice is this browser's device ID, kept in localStorage: its
+// sign-ins name it (the session list shows it), its first tab's MQTT
+// client ID and its Web Push registration carry it.
+export function browserDevice() {
+  let id = localStorage.getItem('edgechat-device');
+  if (!id) {
+    const b = crypto.getRandomValues(new Uint8Array(6));
+    id = `web-${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}`;
+    localStorage.setItem('edgechat-device', id);
+  }
+  return id;
+}
+
 export class Api {
   constructor() {
     // base is '' (this page's node) or another node's origin after its
@@ -61,7 +74,7 @@ export class Api {
   }
 
   async login(username, password) {
-    this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie' }, { auth: false, own: true }));
+    this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie', device: browserDevice() }, { auth: false, own: true }));
   }
 
   async register(username, password) {

@@ -5,6 +5,7 @@
 // asks the cluster's other nodes (named by the page) for /cluster/connect
 // and moves the connection and the API calls to the node they name.
 import mqtt from '../vendor/mqtt.esm.js';
+import { browserDevice } from './api.js';
 
 function randomId() {
   const b = new Uint8Array(6);
@@ -32,11 +33,7 @@ export class Connection extends EventTarget {
   // first tab, held with a Web Lock for the tab's life; other tabs get
   // IDs of their own (one client ID per connection).
   async pickDevice() {
-    let id = localStorage.getItem('edgechat-device');
-    if (!id) {
-      id = `web-${randomId()}`;
-      localStorage.setItem('edgechat-device', id);
-    }
+    const id = browserDevice();
     this.browserDevice = id;
     if (!navigator.locks) { this.device = `${id}-${randomId()}`; return; }
     this.device = await new Promise((resolve) => {
