@@ -18,6 +18,7 @@ const (
 	CmdOIDCLogin        byte = 0x18 // auth/idp: a browser code-flow login started (state, nonce, PKCE verifier) or finished (the state is spent)
 	CmdRefreshRevokeAll byte = 0x19 // auth: revoke every refresh-token family of a user (sign out everywhere), one bounded step
 	CmdSigningKeyRevoke byte = 0x1A // auth: a token-signing key stops verifying (revoked now, or retired by a rotation at a later time)
+	CmdAuthPrune        byte = 0x1B // auth: one bounded step of removing refresh-token families expired or revoked a day ago
 
 	CmdProfilePut  byte = 0x20 // users: create or update a profile
 	CmdContact     byte = 0x21 // users: add or remove a contact

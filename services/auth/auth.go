@@ -374,6 +374,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRefreshRevokeAll, s.applyRefreshRevokeAll)
 	deps.FSM.Register(wire.CmdSigningKey, applySigningKey)
 	deps.FSM.Register(wire.CmdSigningKeyRevoke, s.applySigningKeyRevoke)
+	deps.FSM.Register(wire.CmdAuthPrune, s.applyAuthPrune)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
 	deps.FSM.Register(wire.CmdIdentitySignIn, applyIdentitySignIn)

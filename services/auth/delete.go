@@ -523,6 +523,7 @@ func (s *Service) wakeEraser() {
 func (s *Service) RunErasure(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var lastPrune time.Time
 	for {
 		var changed <-chan struct{}
 		if s.lead != nil {
@@ -535,7 +536,7 @@ func (s *Service) RunErasure(ctx context.Context) error {
 		case <-s.wake:
 		case <-changed:
 		}
-		next := s.EraseDue(ctx)
+		next := min(s.EraseDue(ctx), s.pruneDue(ctx, &lastPrune))
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
@@ -544,6 +545,28 @@ func (s *Service) RunErasure(ctx context.Context) error {
 		}
 		timer.Reset(next)
 	}
+}
+
+// pruneDue walks the refresh-token families (Prune) if this node leads
+// and the last walk is pruneEvery old, and says when to look again.
+func (s *Service) pruneDue(ctx context.Context, last *time.Time) time.Duration {
+	if s.lead != nil && !s.lead.IsLeader() {
+		return pruneEvery
+	}
+	now := s.now()
+	if wait := last.Add(pruneEvery).Sub(now); wait > 0 {
+		return wait
+	}
+	n, err := s.Prune(ctx)
+	if err != nil {
+		s.log.Warn("pruning refresh tokens; retrying", "err", err)
+		return eraseRetry
+	}
+	*last = now
+	if n > 0 {
+		s.log.Info("pruned expired and revoked refresh tokens", "removed", n)
+	}
+	return pruneEvery
 }
 
 // EraseDue erases every account that is due, if this node leads, and

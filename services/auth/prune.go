@@ -1,0 +1,133 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Pruning: every sign-in leaves a refresh-token family, and nothing
+// removed them once they had expired or been revoked, so r/auth/rtfam/
+// grew with every login for ever (and sign out everywhere, which scans
+// it, grew slower). The leader walks the families in bounded steps
+// (CmdAuthPrune, a cursor each) and removes those expired or revoked more
+// than a day before (presenting one answers 401 invalid_refresh_token
+// either way), with their session index entries, and the ended-session
+// records no token can need any more.
+
+// pruneAfter is how long an expired or revoked family is kept.
+const pruneAfter = 24 * time.Hour
+
+// pruneEvery is how often the leader walks the families.
+const pruneEvery = time.Hour
+
+// pruneStepKeys bounds the families one step looks at (an apply holds
+// the FSM: a step must take milliseconds).
+const pruneStepKeys = 2000
+
+// authPruneCmd is one step: look at the families from After (exclusive)
+// on, as of At.
+type authPruneCmd struct {
+	V     int       `json:"v"`
+	After string    `json:"after,omitempty"` // family ID; "" from the start
+	At    time.Time `json:"at"`
+}
+
+// PruneStep is the value of a step: where the next one starts ("" when
+// the walk is done) and how many families it removed.
+type PruneStep struct {
+	Next    string
+	Removed int
+}
+
+// applyAuthPrune removes, among the next pruneStepKeys families, those
+// expired or revoked more than pruneAfter before At, with their index
+// entries; the last step also removes the ended-session records older
+// than the access token lifetime.
+func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c authPruneCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.V != commandVersion {
+		return nil, fmt.Errorf("%w: auth prune version %d", errBadCommand, c.V)
+	}
+	cutoff := c.At.Add(-pruneAfter)
+	type doomed struct{ family, uid string }
+	var gone []doomed
+	last, more := "", false
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRefresh), PrefetchValues: true})
+	seen := 0
+	for it.Seek([]byte(prefixRefresh + c.After)); it.Valid(); it.Next() {
+		family := string(it.Item().Key()[len(prefixRefresh):])
+		if c.After != "" && family == c.After {
+			continue
+		}
+		if seen == pruneStepKeys {
+			more = true
+			break
+		}
+		seen++
+		last = family
+		var f refreshFamily
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &f) }); err != nil {
+			continue // not ours to judge
+		}
+		if f.ExpiresAt.Before(cutoff) || (f.Revoked && f.UpdatedAt.Before(cutoff)) {
+			gone = append(gone, doomed{family, f.UID})
+		}
+	}
+	it.Close()
+	next := ""
+	if more {
+		next = last // the next step starts after the last family looked at
+	}
+	for _, d := range gone {
+		if err := tx.Delete([]byte(prefixRefresh + d.family)); err != nil {
+			return nil, err
+		}
+		if err := unindexFamily(tx, d.uid, d.family); err != nil {
+			return nil, err
+		}
+	}
+	if next == "" {
+		old := c.At.Add(-(s.cfg.AccessTTL + verifyLeeway))
+		if _, err := fsm.DeleteMatching(tx, []byte(prefixSessionEnded), fsm.NewBudget(pruneStepKeys), func(_, v []byte) (bool, error) {
+			var at time.Time
+			if err := json.Unmarshal(v, &at); err != nil {
+				return false, nil
+			}
+			return at.Before(old), nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return PruneStep{Next: next, Removed: len(gone)}, nil
+}
+
+// Prune walks every family once, step by step (the leader's RunErasure
+// calls it every pruneEvery). It answers how many families it removed.
+func (s *Service) Prune(ctx context.Context) (int, error) {
+	removed, after := 0, ""
+	for {
+		v, err := s.propose(ctx, wire.CmdAuthPrune, authPruneCmd{V: commandVersion, After: after, At: s.now().UTC()})
+		if err != nil {
+			return removed, fmt.Errorf("auth: prune: %w", err)
+		}
+		step, ok := v.(PruneStep)
+		if !ok {
+			return removed, fmt.Errorf("auth: prune: the step answered %T", v)
+		}
+		removed += step.Removed
+		if step.Next == "" {
+			return removed, nil
+		}
+		after = step.Next
+	}
+}
