@@ -125,7 +125,7 @@ func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Wr
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if !*yes {
-		return fmt.Errorf("%w: deleting %s cannot be undone; add --yes", errUsage, name)
+		return fmt.Errorf("deleting %s cannot be undone: add --yes", name)
 	}
 	uid := strings.ToLower(name)
 	rb, err := adminRequest(ctx, *server, *data, http.MethodDelete, "/admin/users/"+uid, nil)
