@@ -79,6 +79,13 @@ type Options struct {
 	OnPresence         func(uid string, p Presence) // a watched user's status changed
 	OnEvent            func(raw []byte)             // server events on user/{me}/events
 	OnConnectionChange func(connected bool)         // true once connected and subscribed, false when the connection drops
+	// OnSignedOut runs once when the server stops taking this client's
+	// credentials after it had connected: the session was ended, the
+	// password changed or the account suspended or deleted elsewhere, so
+	// the access token and its refresh are refused. The client goes on
+	// trying (a token source may yet fix it); an app signs the user in
+	// again or calls Close.
+	OnSignedOut func(err error)
 
 	Logger     *slog.Logger // nil: slog.Default()
 	HTTPClient *http.Client // nil: http.DefaultClient
@@ -126,13 +133,15 @@ type Client struct {
 	ready       chan struct{} // closed while connected and subscribed
 	readyClosed bool
 	connected   bool // latest state reported to OnConnectionChange
-	watched     map[string]struct{}
-	pending     map[string]chan Message  // cid -> Send waiting for its echo
-	uploads     map[*mediaWatch]struct{} // UploadMedia calls waiting for a media event
-	mediaPoll   time.Duration            // how often a waiting UploadMedia asks /media/{id}/info
-	cursor      string
-	synced      bool
-	closed      bool
+	// toldSignedOut: OnSignedOut ran (it runs once).
+	toldSignedOut bool
+	watched       map[string]struct{}
+	pending       map[string]chan Message  // cid -> Send waiting for its echo
+	uploads       map[*mediaWatch]struct{} // UploadMedia calls waiting for a media event
+	mediaPoll     time.Duration            // how often a waiting UploadMedia asks /media/{id}/info
+	cursor        string
+	synced        bool
+	closed        bool
 
 	closeOnce sync.Once
 }
@@ -322,6 +331,9 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	}
 	tok, err := source(ctx)
 	if err != nil {
+		if errors.Is(err, ErrUnauthorized) {
+			c.signedOut(err) // the refresh was refused
+		}
 		return "", fmt.Errorf("edgechat: token source: %w", err)
 	}
 	if tok == "" {
@@ -356,12 +368,29 @@ func (c *Client) onConnectError(err error) {
 		c.mu.Lock()
 		first := c.gen == 0
 		c.mu.Unlock()
+		err := fmt.Errorf("%w: server refused the connection (reason 0x%02x %s)", ErrUnauthorized, ce.ReasonCode, ce.Reason)
 		if first { // Dial fails fast; later refusals keep retrying (a token source may fix them)
 			select {
-			case c.fatal <- fmt.Errorf("%w: server refused the connection (reason 0x%02x %s)", ErrUnauthorized, ce.ReasonCode, ce.Reason):
+			case c.fatal <- err:
 			default:
 			}
+		} else if ce.ReasonCode == 0x86 || ce.ReasonCode == 0x87 {
+			c.signedOut(err)
 		}
+	}
+}
+
+// signedOut tells OnSignedOut, once, that the server refuses this
+// client's credentials after it had connected.
+func (c *Client) signedOut(err error) {
+	c.mu.Lock()
+	had, told := c.gen > 0, c.toldSignedOut
+	if had {
+		c.toldSignedOut = true
+	}
+	c.mu.Unlock()
+	if had && !told {
+		c.queue.push(event{kind: evSignedOut, err: err})
 	}
 }
 
@@ -603,6 +632,10 @@ func (c *Client) handle(e event) {
 	case evConn:
 		if o.OnConnectionChange != nil {
 			o.OnConnectionChange(e.connected)
+		}
+	case evSignedOut:
+		if o.OnSignedOut != nil {
+			o.OnSignedOut(e.err)
 		}
 	case evBarrier:
 		close(e.done)

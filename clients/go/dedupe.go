@@ -80,6 +80,7 @@ const (
 	evPresence
 	evEvent
 	evConn
+	evSignedOut
 	evBarrier // closes done once everything before it was dispatched; for tests and Sync
 )
 
@@ -93,5 +94,6 @@ type event struct {
 	presence  Presence
 	raw       []byte
 	connected bool
+	err       error
 	done      chan struct{}
 }

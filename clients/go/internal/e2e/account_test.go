@@ -141,6 +141,7 @@ func TestSessionsThroughTheSDK(t *testing.T) {
 	n.NewUser(t, "alice")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	signedOut := map[string]*atomic.Int32{"phone": {}, "laptop": {}}
 	clientOn := func(device string) *edgechat.Client {
 		t.Helper()
 		tk, err := edgechat.LoginDevice(ctx, n.HTTPURL, "alice", nodetest.Password("alice"), device)
@@ -150,6 +151,7 @@ func TestSessionsThroughTheSDK(t *testing.T) {
 		return dial(t, []string{n.WSURL}, "", "", nil, func(o *edgechat.Options) {
 			o.Device = device
 			o.TokenSource = edgechat.RefreshingTokenSource(n.HTTPURL, tk, nil)
+			o.OnSignedOut = func(error) { signedOut[device].Add(1) }
 		})
 	}
 	phone, laptop := clientOn("phone"), clientOn("laptop")
@@ -191,5 +193,16 @@ func TestSessionsThroughTheSDK(t *testing.T) {
 	}
 	if _, err := phone.Sessions(ctx); err == nil {
 		t.Fatal("the ended session's client still calls the API")
+	}
+	// The phone's app is told, once; the laptop's is not.
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if signedOut["phone"].Load() == 0 {
+			return errors.New("the phone's OnSignedOut did not run")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // the phone keeps retrying meanwhile
+	if n, l := signedOut["phone"].Load(), signedOut["laptop"].Load(); n != 1 || l != 0 {
+		t.Fatalf("OnSignedOut ran %d times for the phone and %d for the laptop, want 1 and 0", n, l)
 	}
 }
