@@ -126,6 +126,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	opts.OnTyping = func(from string) { forward(typingMsg{from: from}) }
 	opts.OnPresence = func(uid string, pr edgechat.Presence) { forward(presenceMsg{uid: uid, status: pr.Status}) }
 	opts.OnConnectionChange = func(up bool) { forward(connMsg{up: up}) }
+	opts.OnSignedOut = func(error) {
+		forward(statusMsg("signed out: this session was ended, the password changed or the account suspended; /quit and sign in again"))
+	}
 
 	cl, err := edgechat.Dial(ctx, opts)
 	if err != nil {
