@@ -259,7 +259,7 @@ func (n *Node) buildServices() (err error) {
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
 		DeviceLogout: n.Push.RemoveDeviceOnLogout, Logger: log, Registerer: reg, Leader: n.raft,
-		ReadBarrier: n.raft.ReadBarrier})
+		ReadBarrier: n.raft.ReadBarrier, Publisher: n.link})
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"testing"
@@ -29,11 +30,26 @@ func TestEndSessionOnACluster(t *testing.T) {
 		}
 		return tk
 	}
-	phone, laptop := login(leader, "phone"), login(follower, "laptop")
+	phone := login(leader, "phone")
 	phoneConn, _, err := mqtttest.Dial(t, leader.MQTTURL, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: phone.AccessToken})
 	if err != nil {
 		t.Fatal(err)
 	}
+	phoneConn.MustSub(t, "user/alice/events")
+	// A sign-in through the other node is told to the phone.
+	laptop := login(follower, "laptop")
+	nodetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		for _, p := range phoneConn.Received("user/alice/events") {
+			var ev struct {
+				Type string
+				Data struct{ ID, Device, Agent string }
+			}
+			if json.Unmarshal(p.Payload, &ev) == nil && ev.Type == "session.created" && ev.Data.Device == "laptop" && ev.Data.ID != "" && ev.Data.Agent != "" {
+				return nil
+			}
+		}
+		return errors.New("the phone was not told of the laptop's sign-in")
+	})
 	laptopConn, _, err := mqtttest.Dial(t, leader.MQTTURL, mqtttest.Options{ClientID: "alice/laptop", Username: "alice", Password: laptop.AccessToken})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -82,9 +83,10 @@ func TestChangePassword(t *testing.T) {
 }
 
 // Sessions: alice, signed in in two browsers, lists her sessions on the
-// laptop (this one marked, no button for it) and signs the phone out:
-// the phone's page lands on the sign-in screen by itself (its connection
-// is closed and its session cannot refresh), the laptop stays.
+// laptop (this one marked, no button for it); a third browser's sign-in
+// appears in the open list by itself; she signs that one out: its page
+// lands on the sign-in screen by itself (its connection is closed and
+// its session cannot refresh), the other two stay.
 func TestEndAnotherSession(t *testing.T) {
 	n := nodetest.StartNode(t)
 	laptop, phone := browser(t), browser(t)
@@ -104,15 +106,26 @@ func TestEndAnotherSession(t *testing.T) {
 	if named := eval[int](t, laptop, `[...document.querySelectorAll('#sessions-panel li .what')].filter((e) => /^web-[0-9a-f]{12} — /.test(e.textContent)).length`); named != 2 {
 		t.Fatalf("%d sessions named by their browser's device, want 2", named)
 	}
-	run(t, laptop, "alice signs the phone out",
-		click(`#sessions-panel .end-session`),
-		poll(`document.querySelectorAll('#sessions-panel li').length === 1`),
+	// A sign-in elsewhere shows up in the open list by itself (the
+	// session.created event).
+	tablet := browser(t)
+	signIn(t, tablet, n.HTTPURL, "alice")
+	run(t, laptop, "the tablet's sign-in appears in the open list",
+		poll(`document.querySelectorAll('#sessions-panel li').length === 3`),
 	)
-	run(t, phone, "the phone lands on the sign-in screen by itself",
+	// The list is most recently used first: the first button is the
+	// tablet's.
+	run(t, laptop, "alice signs the tablet out",
+		click(`#sessions-panel .end-session`),
+		poll(`document.querySelectorAll('#sessions-panel li').length === 2`),
+	)
+	run(t, tablet, "the tablet lands on the sign-in screen by itself",
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 	)
-	run(t, laptop, "the laptop stays signed in",
-		chromedp.Reload(),
-		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
-	)
+	for name, ctx := range map[string]context.Context{"laptop": laptop, "phone": phone} {
+		run(t, ctx, "the "+name+" stays signed in",
+			chromedp.Reload(),
+			chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		)
+	}
 }

@@ -207,6 +207,15 @@ type Deps struct {
 	// is looked up again after it before being refused.
 	// nil: the local state is trusted (a lone node, tests).
 	ReadBarrier func(ctx context.Context) error
+	// Publisher receives the session.created event of each sign-in for
+	// user/{uid}/events (sessions.go); nil: no events.
+	Publisher Publisher
+}
+
+// Publisher publishes server messages into the broker (implemented by
+// the node's link to its broker).
+type Publisher interface {
+	Publish(o wire.Outbound) error
 }
 
 // Tokens is the answer of login and refresh.
@@ -224,6 +233,7 @@ type Service struct {
 	proposer Proposer
 	profiles ProfileCreator
 	onLogout func(ctx context.Context, uid, device string) error
+	pub      Publisher
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -300,6 +310,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		proposer:  deps.Proposer,
 		profiles:  deps.Profiles,
 		onLogout:  deps.DeviceLogout,
+		pub:       deps.Publisher,
 		log:       deps.Logger.With("service", "auth"),
 		now:       deps.Now,
 		revoked:   newRevokedKeys(),

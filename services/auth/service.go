@@ -290,6 +290,7 @@ func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.T
 	if err != nil {
 		return Tokens{}, fmt.Errorf("auth: issue refresh token: %w", err)
 	}
+	s.publishSignIn(uid, sessionID(family), client, now)
 	return s.tokens(uid, access, family+"."+secret), nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -179,6 +180,28 @@ func (s *Service) OnSessionEnded(fn func(sid string)) {
 	s.eraseMu.Lock()
 	s.onSessionEnded = append(s.onSessionEnded, fn)
 	s.eraseMu.Unlock()
+}
+
+// EventSessionCreated is published on user/{uid}/events when the user
+// signs in (a new session), so that their other devices can say so: an
+// unexpected one is a reason to end it and change the password.
+const EventSessionCreated = "session.created"
+
+// publishSignIn tells the user's connected devices of a new session.
+// Best effort: a live notice, not stored (the session list has it).
+func (s *Service) publishSignIn(uid, sid string, c ClientInfo, at time.Time) {
+	if s.pub == nil {
+		return
+	}
+	b, err := json.Marshal(map[string]any{"type": EventSessionCreated, "data": map[string]any{
+		"id": sid, "device": clip(c.Device, maxDeviceLen), "agent": clip(c.Agent, maxAgentLen), "at": at,
+	}})
+	if err == nil {
+		err = s.pub.Publish(wire.Outbound{Topic: wire.EventsTopic(uid), Payload: b, QoS: 1})
+	}
+	if err != nil {
+		s.log.Warn("publishing a sign-in event", "uid", uid, "err", err)
+	}
 }
 
 // Session is one sign-in of a user, as GET /auth/sessions lists it.

@@ -180,6 +180,11 @@ class App {
         if (m) { m.status = 'undeliverable'; m.reason = e.reason; store.changed(); }
         return;
       }
+      if (e && e.type === 'session.created') {
+        // Signed in somewhere else: an open session list shows it.
+        if (this.sessionsEl && this.sessionsEl.closest('details').open) this.loadSessions();
+        return;
+      }
       if (ev.detail && String(ev.detail.type).startsWith('group.')) {
         // The list again once the group's topics are subscribed: what was
         // sent to a group I just joined before that is in it.
