@@ -86,8 +86,14 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 	if st, _ := httpJSON(http.MethodPost, p.http+"/auth/login", "", map[string]string{"username": "dave", "password": "remembered password"}, nil); st != http.StatusForbidden {
 		t.Fatalf("dave's login while suspended: %d", st)
 	}
+	if out := runCLI(t, bin, "", "user", "list", "--suspended", "--server", p.http, "--data", data); !strings.Contains(out, "dave") || strings.Contains(out, "alice") {
+		t.Fatalf("user list --suspended: %q", out)
+	}
 	if out := runCLI(t, bin, "", "user", "suspend", "dave", "--lift", "--server", p.http, "--data", data); !strings.Contains(out, "may sign in again") {
 		t.Fatalf("user suspend --lift: %q", out)
+	}
+	if out := runCLI(t, bin, "", "user", "list", "--server", p.http, "--data", data); !strings.Contains(out, "alice") || !strings.Contains(out, "dave") || strings.Contains(out, "suspended") {
+		t.Fatalf("user list: %q", out)
 	}
 	if st, _ := httpJSON(http.MethodPost, p.http+"/auth/login", "", map[string]string{"username": "dave", "password": "remembered password"}, nil); st != http.StatusOK {
 		t.Fatalf("dave's login after the suspension: %d", st)

@@ -74,6 +74,7 @@ Usage:
   edgechat user passwd NAME --password-stdin  reset a password on a running node (signs the user out everywhere)
   edgechat user delete NAME --yes             delete an account (disabled now, erased after the grace period)
   edgechat user suspend NAME [--lift]         suspend an account (signed out, refused until lifted)
+  edgechat user list [--suspended]            the accounts: role, state, sign-in, creation
   edgechat token NAME [--data DIR] [--server URL]  mint NAME's access token (as login would) with the node's keys
   edgechat keys list|rotate|revoke KID        the cluster's token-signing keys; rotate this node's; revoke one everywhere
   edgechat chat --server URL --user NAME      terminal chat client (or --token T)

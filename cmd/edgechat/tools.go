@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
@@ -23,7 +24,8 @@ import (
 // edgechat user grant NAME admin [--revoke] [--data DIR] [--server URL]
 // edgechat user passwd NAME --password-stdin [--data DIR] [--server URL]
 // edgechat user delete NAME --yes [--data DIR] [--server URL]
-// or edgechat user suspend NAME [--lift] [--data DIR] [--server URL]
+// edgechat user suspend NAME [--lift] [--data DIR] [--server URL]
+// or edgechat user list [--suspended] [--data DIR] [--server URL]
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	if len(args) >= 3 && args[0] == "grant" {
 		return grantCmd(ctx, args[1], args[2], args[3:], stdout)
@@ -37,8 +39,11 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if len(args) >= 2 && args[0] == "suspend" {
 		return suspendCmd(ctx, args[1], args[2:], stdout)
 	}
+	if len(args) >= 1 && args[0] == "list" {
+		return listUsersCmd(ctx, args[1:], stdout)
+	}
 	if len(args) < 2 || args[0] != "add" {
-		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes | edgechat user suspend NAME [--lift]", errUsage)
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes | edgechat user suspend NAME [--lift] | edgechat user list [--suspended]", errUsage)
 	}
 	name := args[1]
 	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
@@ -158,6 +163,62 @@ func suspendCmd(ctx context.Context, name string, args []string, stdout io.Write
 		fmt.Fprintf(stdout, "%s is suspended: signed out everywhere, refused until lifted\n", uid)
 	}
 	return nil
+}
+
+// listUsersCmd prints every account (or only the suspended ones), page
+// by page.
+func listUsersCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, server, data := adminFlags("user list")
+	suspended := fs.Bool("suspended", false, "only suspended accounts")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tROLE\tSTATE\tSIGN-IN\tCREATED")
+	cursor := ""
+	for {
+		q := url.Values{"limit": {"1000"}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if *suspended {
+			q.Set("suspended", "true")
+		}
+		rb, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/users?"+q.Encode(), nil)
+		if err != nil {
+			return fmt.Errorf("listing accounts: %w", err)
+		}
+		var page struct {
+			Users []struct {
+				UserID    string    `json:"userId"`
+				Admin     bool      `json:"admin"`
+				Suspended bool      `json:"suspended"`
+				Password  bool      `json:"password"`
+				CreatedAt time.Time `json:"createdAt"`
+			} `json:"users"`
+			NextCursor string `json:"nextCursor"`
+		}
+		if err := json.Unmarshal(rb, &page); err != nil {
+			return fmt.Errorf("listing accounts: %w", err)
+		}
+		for _, u := range page.Users {
+			role, state, signIn := "user", "active", "provider"
+			if u.Admin {
+				role = "admin"
+			}
+			if u.Suspended {
+				state = "suspended"
+			}
+			if u.Password {
+				signIn = "password"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.UserID, role, state, signIn, u.CreatedAt.Format(time.RFC3339))
+		}
+		if page.NextCursor == "" {
+			return tw.Flush()
+		}
+		cursor = page.NextCursor
+	}
 }
 
 // grantCmd gives or takes the admin role.

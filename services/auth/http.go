@@ -69,6 +69,7 @@ func (s *Service) Routes() []httpapi.Route {
 		{Method: http.MethodPost, Pattern: "/auth/logout-all", Handler: s.handleLogoutAll, Class: "auth", MaxBody: maxAuthBody},
 		{Method: http.MethodGet, Pattern: "/auth/jwks.json", Handler: s.handleJWKS, Public: true, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/admin/users/{uid}", Handler: s.handleLookup, Admin: true},
+		{Method: http.MethodGet, Pattern: "/admin/users", Handler: s.handleListAccounts, Admin: true, Class: httpapi.ClassAdmin},
 		{Method: http.MethodDelete, Pattern: "/user/me", Handler: s.handleDelete, Class: "auth", MaxBody: maxDeleteBody},
 		{Method: http.MethodPost, Pattern: "/auth/password", Handler: s.handleChangePassword, Class: "auth", MaxBody: maxDeleteBody},
 		{Method: http.MethodGet, Pattern: "/auth/sessions", Handler: s.handleListSessions, Class: "read"},
