@@ -148,20 +148,37 @@ func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Wr
 // suspendCmd suspends an account (signed out, refused until lifted) or,
 // with --lift, lifts its suspension.
 func suspendCmd(ctx context.Context, name string, args []string, stdout io.Writer) error {
-	fs, server, data := adminFlags("user suspend")
-	lift := fs.Bool("lift", false, "lift the suspension")
+	return setUserFlag(ctx, name, args, stdout, userFlag{
+		command: "user suspend", undo: "lift", undoUsage: "lift the suspension", field: "suspended", doing: "suspending",
+		said: func(uid string, on bool) string {
+			if on {
+				return uid + " is suspended: signed out everywhere, refused until lifted"
+			}
+			return uid + " may sign in again"
+		},
+	})
+}
+
+// userFlag describes an account flag an admin sets with PUT
+// /admin/users/{uid}/{field} {field: bool}: the admin role, a
+// suspension.
+type userFlag struct {
+	command, undo, undoUsage, field, doing string
+	said                                   func(uid string, on bool) string
+}
+
+// setUserFlag sets f on name, or clears it with --undo.
+func setUserFlag(ctx context.Context, name string, args []string, stdout io.Writer, f userFlag) error {
+	fs, server, data := adminFlags(f.command)
+	undo := fs.Bool(f.undo, false, f.undoUsage)
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	uid := strings.ToLower(name)
-	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/suspended", map[string]bool{"suspended": !*lift}); err != nil {
-		return fmt.Errorf("suspending %s: %w", uid, err)
+	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/"+f.field, map[string]bool{f.field: !*undo}); err != nil {
+		return fmt.Errorf("%s %s: %w", f.doing, uid, err)
 	}
-	if *lift {
-		fmt.Fprintf(stdout, "%s may sign in again\n", uid)
-	} else {
-		fmt.Fprintf(stdout, "%s is suspended: signed out everywhere, refused until lifted\n", uid)
-	}
+	fmt.Fprintln(stdout, f.said(uid, !*undo))
 	return nil
 }
 
@@ -226,21 +243,15 @@ func grantCmd(ctx context.Context, name, role string, args []string, stdout io.W
 	if role != "admin" {
 		return fmt.Errorf("%w: the only role is admin", errUsage)
 	}
-	fs, server, data := adminFlags("user grant")
-	revoke := fs.Bool("revoke", false, "take the role away")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	uid := strings.ToLower(name)
-	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/admin", map[string]bool{"admin": !*revoke}); err != nil {
-		return fmt.Errorf("granting admin to %s: %w", uid, err)
-	}
-	if *revoke {
-		fmt.Fprintf(stdout, "%s is no longer an admin\n", uid)
-	} else {
-		fmt.Fprintf(stdout, "%s is now an admin\n", uid)
-	}
-	return nil
+	return setUserFlag(ctx, name, args, stdout, userFlag{
+		command: "user grant", undo: "revoke", undoUsage: "take the role away", field: "admin", doing: "granting admin to",
+		said: func(uid string, on bool) string {
+			if on {
+				return uid + " is now an admin"
+			}
+			return uid + " is no longer an admin"
+		},
+	})
 }
 
 // clusterCmd: edgechat cluster status | leave | remove NODE [--server URL] [--data DIR]
