@@ -556,5 +556,8 @@ func (s *Service) FederatedPrincipal(ctx context.Context, id FederatedIdentity) 
 	if err != nil {
 		return wire.Principal{}, err
 	}
+	if s.suspended.has(a.UID) {
+		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrBadToken, ErrSuspended)
+	}
 	return wire.Principal{UserID: a.UID, Admin: a.Admin}, nil
 }

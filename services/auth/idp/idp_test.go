@@ -336,6 +336,36 @@ func TestConnectPrincipal(t *testing.T) {
 	}
 }
 
+// A suspended account cannot sign in through its provider: the token
+// exchange answers 403 account_suspended, MQTT CONNECT with the
+// provider's token is refused; once lifted, both work.
+func TestSuspendedAccountThroughItsProvider(t *testing.T) {
+	e := newEnv(t)
+	tok := e.op.Token(idptest.Claims{"sub": "u-9", "preferred_username": "mallory"})
+	if status, out := e.exchange("test", tok); status != 200 {
+		t.Fatalf("first sign-in: %d %v", status, out)
+	}
+	ctx := context.Background()
+	if err := e.auth.SetSuspended(ctx, "mallory", true); err != nil {
+		t.Fatal(err)
+	}
+	if status, out := e.exchange("test", tok); status != http.StatusForbidden || code(out) != auth.CodeSuspended {
+		t.Fatalf("a suspended account's token exchange: %d %v", status, out)
+	}
+	if _, handled, err := e.svc.ConnectPrincipal(tok); !handled || !errors.Is(err, wire.ErrBadToken) {
+		t.Fatalf("a suspended account's CONNECT with its provider's token: %v %v", handled, err)
+	}
+	if err := e.auth.SetSuspended(ctx, "mallory", false); err != nil {
+		t.Fatal(err)
+	}
+	if status, out := e.exchange("test", tok); status != 200 {
+		t.Fatalf("after the suspension was lifted: %d %v", status, out)
+	}
+	if p, _, err := e.svc.ConnectPrincipal(tok); err != nil || p.UserID != "mallory" {
+		t.Fatalf("CONNECT after the suspension was lifted: %+v %v", p, err)
+	}
+}
+
 func TestConnectNeedsAcceptOnConnect(t *testing.T) {
 	e := newEnv(t, func(c *idp.ProviderConfig) { c.AcceptOnConnect = false })
 	if _, handled, _ := e.svc.ConnectPrincipal(e.op.Token(idptest.Claims{"sub": "u-1"})); handled {

@@ -368,6 +368,8 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "%v", err)
 	case errors.Is(err, auth.ErrUsernameTaken):
 		return httpapi.Errorf(http.StatusConflict, auth.CodeUsernameTaken, "no free user ID for this username")
+	case errors.Is(err, auth.ErrSuspended):
+		return httpapi.Errorf(http.StatusForbidden, auth.CodeSuspended, "this account is suspended")
 	case errors.Is(err, wire.ErrUnavailable):
 		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "cannot commit now; retry", RetryAfter: time.Second}
