@@ -13,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/testutil"
 )
@@ -161,4 +162,30 @@ func serve(e *env, req *http.Request) *httptest.ResponseRecorder {
 	rec := httptest.NewRecorder()
 	e.mux.ServeHTTP(rec, req)
 	return rec
+}
+
+// follower starts a follower FSM of e's harness with an auth service on
+// it (its own signing key): another node applying the same log.
+func (e *env) follower() (*fsm.FSM, *Service) {
+	e.t.Helper()
+	f := e.prop.NewFollower(e.t)
+	svc, err := New(Config{KeyDir: e.t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: e.prop, FSM: f, Now: e.clock.Now})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return f, svc
+}
+
+// restartedOn is an auth service started on db with the keys in keyDir
+// (a node restarted on that database), registered on a fresh follower
+// FSM of e's harness.
+func (e *env) restartedOn(db *badger.DB, keyDir string) *Service {
+	e.t.Helper()
+	svc, err := New(Config{KeyDir: keyDir, Argon2: tinyArgon},
+		Deps{DB: db, Proposer: e.prop, FSM: e.prop.NewFollower(e.t), Now: e.clock.Now})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return svc
 }

@@ -37,12 +37,7 @@ func signWith(t *testing.T, key any, c accessClaims, kid string) string {
 // Another node's key is not touched; an unknown kid is a 404.
 func TestRevokedSigningKeyIsRefusedEverywhere(t *testing.T) {
 	e := newEnv(t)
-	follower := e.prop.NewFollower(t)
-	onFollower, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	follower, onFollower := e.follower()
 	ctx := context.Background()
 	for _, s := range []*Service{e.svc, onFollower} {
 		if err := s.PublishKey(ctx); err != nil {
@@ -148,10 +143,7 @@ func TestRevokedSigningKeyIsRefusedEverywhere(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, SigningKeyFile), old, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	restarted, err := New(Config{KeyDir: dir, Argon2: tinyArgon}, Deps{DB: follower.DB(), Proposer: e.prop, FSM: e.prop.NewFollower(t), Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	restarted := e.restartedOn(follower.DB(), dir)
 	if _, err := restarted.VerifyAccessToken(fromLeader); !errors.Is(err, wire.ErrBadToken) {
 		t.Fatalf("a restarted node's check of the revoked key's token: %v", err)
 	}
@@ -209,10 +201,7 @@ func TestRotatedSigningKeyRetiresAfterTheTokenLifetime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	again, err := New(Config{KeyDir: copied, Argon2: tinyArgon}, Deps{DB: e.db, Proposer: e.prop, FSM: e.prop.NewFollower(t), Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	again := e.restartedOn(e.db, copied)
 	if again.keys().signer.kid != rot.Kid {
 		t.Fatalf("restarted, the node signs with %s, want %s", again.keys().signer.kid, rot.Kid)
 	}
@@ -290,10 +279,7 @@ func TestRotationAfterAFailedPublication(t *testing.T) {
 	if err != nil || rot.Retired != oldKid {
 		t.Fatalf("the rotation after: %+v %v", rot, err)
 	}
-	restarted, err := New(Config{KeyDir: e.keyDir, Argon2: tinyArgon}, Deps{DB: e.db, Proposer: e.prop, FSM: e.prop.NewFollower(t), Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	restarted := e.restartedOn(e.db, e.keyDir)
 	if restarted.keys().signer.kid != rot.Kid {
 		t.Fatalf("restarted, the node signs with %s, want %s", restarted.keys().signer.kid, rot.Kid)
 	}

@@ -21,12 +21,7 @@ import (
 // follower applying the same log agrees; signing in again works.
 func TestLogoutAllRevokesEveryFamily(t *testing.T) {
 	e := newEnv(t)
-	follower := e.prop.NewFollower(t)
-	onFollower, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	follower, onFollower := e.follower()
 	var kicked []string
 	e.svc.OnSignedOutEverywhere(func(uid string) { kicked = append(kicked, uid) })
 	e.register("alice", "password1")

@@ -34,12 +34,7 @@ func (e *env) as(uid, method, path, body string) resp {
 // gets tokens that work. Wrong or malformed requests change nothing.
 func TestChangePasswordSignsOutEverywhereElse(t *testing.T) {
 	e := newEnv(t)
-	follower := e.prop.NewFollower(t)
-	onFollower, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, onFollower := e.follower()
 	var kicked []string
 	e.svc.OnSignedOutEverywhere(func(uid string) { kicked = append(kicked, uid) })
 	e.register("alice", "password1")

@@ -21,11 +21,7 @@ import (
 // as a revoked one did; old ended-session records go.
 func TestPruneRemovesOldFamilies(t *testing.T) {
 	e := newEnv(t)
-	follower := e.prop.NewFollower(t)
-	if _, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now}); err != nil {
-		t.Fatal(err)
-	}
+	follower, _ := e.follower()
 	e.register("alice", "password1")
 	ctx := context.Background()
 	issue := func(family string, expiresIn time.Duration) {

@@ -65,12 +65,7 @@ func (e *env) sessions(tok string) []Session {
 // ends a session that is not theirs.
 func TestSessionsListedAndEnded(t *testing.T) {
 	e := newEnv(t)
-	follower := e.prop.NewFollower(t)
-	onFollower, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	follower, onFollower := e.follower()
 	if err := e.svc.PublishKey(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +96,7 @@ func TestSessionsListedAndEnded(t *testing.T) {
 	}
 	// Using the phone's session moves it first.
 	e.clock.Advance(time.Minute)
-	phone, err = e.svc.Refresh(ctx, phone.RefreshToken)
+	phone, err := e.svc.Refresh(ctx, phone.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,11 +137,7 @@ func TestSessionsListedAndEnded(t *testing.T) {
 		t.Fatalf("bob's session: %v", err)
 	}
 	// A node that starts now still refuses the ended session's tokens.
-	restarted, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: e.prop.NewFollower(t), Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	restarted := e.restartedOn(follower.DB(), t.TempDir()+"/keys")
 	if _, err := restarted.VerifyAccessToken(phone.AccessToken); !errors.Is(err, wire.ErrBadToken) {
 		t.Fatalf("the phone's token on a restarted node: %v", err)
 	}

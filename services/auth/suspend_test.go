@@ -19,12 +19,7 @@ import (
 // suspension lets them sign in again. Other users are untouched.
 func TestSuspendedAccount(t *testing.T) {
 	e := newEnv(t)
-	follower := e.prop.NewFollower(t)
-	onFollower, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: follower, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	follower, onFollower := e.follower()
 	var kicked []string
 	e.svc.OnSignedOutEverywhere(func(uid string) { kicked = append(kicked, uid) })
 	e.register("mallory", "password1")
@@ -86,11 +81,7 @@ func TestSuspendedAccount(t *testing.T) {
 		t.Fatalf("the admin look-up: %d %s", r.Code, r.Body)
 	}
 	// A node that starts now knows the suspension.
-	restarted, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
-		Deps{DB: follower.DB(), Proposer: e.prop, FSM: e.prop.NewFollower(t), Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	restarted := e.restartedOn(follower.DB(), t.TempDir()+"/keys")
 	if !restarted.Suspended("mallory") {
 		t.Fatal("a restarted node forgot the suspension")
 	}
