@@ -243,7 +243,9 @@ type Service struct {
 	onKeyRevoked []func(kid string)
 	rekey        chan struct{}   // wakes Run: this node's key may be revoked
 	verified     *verifiedTokens // signatures already checked (keys.go)
-	suspended    *suspendedSet   // accounts an admin suspended (suspend.go)
+	// unknownKids bounds the catch-ups a token of an unknown key may cause.
+	unknownKids *ratelimit.Limiter
+	suspended   *suspendedSet // accounts an admin suspended (suspend.go)
 	// ended and onSessionEnded: sessions ended one by one (sessions.go).
 	ended          *endedSessions
 	onSessionEnded []func(sid string)
@@ -300,29 +302,34 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: login limit per IP: %w", err)
 	}
+	unknownKids, err := ratelimit.New(ratelimit.Config{Spec: unknownKidCatchUps, MaxKeys: 1, Now: deps.Now})
+	if err != nil {
+		return nil, fmt.Errorf("auth: login limit per IP: %w", err)
+	}
 	keys, err := loadOrCreateKeys(cfg.KeyDir)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{
-		cfg:       cfg,
-		db:        deps.DB,
-		proposer:  deps.Proposer,
-		profiles:  deps.Profiles,
-		onLogout:  deps.DeviceLogout,
-		pub:       deps.Publisher,
-		log:       deps.Logger.With("service", "auth"),
-		now:       deps.Now,
-		revoked:   newRevokedKeys(),
-		rekey:     make(chan struct{}, 1),
-		ended:     newEndedSessions(cfg.AccessTTL + verifyLeeway),
-		verified:  newVerifiedTokens(verifiedTokensMax),
-		suspended: newSuspendedSet(),
-		pubCache:  map[string]ed25519.PublicKey{},
-		hasher:    newHasher(cfg.Argon2),
-		exists:    newExistsCache(defaultExistsEntries),
-		perUser:   perUser,
-		perIP:     perIP,
+		cfg:         cfg,
+		db:          deps.DB,
+		proposer:    deps.Proposer,
+		profiles:    deps.Profiles,
+		onLogout:    deps.DeviceLogout,
+		pub:         deps.Publisher,
+		log:         deps.Logger.With("service", "auth"),
+		now:         deps.Now,
+		revoked:     newRevokedKeys(),
+		rekey:       make(chan struct{}, 1),
+		ended:       newEndedSessions(cfg.AccessTTL + verifyLeeway),
+		verified:    newVerifiedTokens(verifiedTokensMax),
+		suspended:   newSuspendedSet(),
+		pubCache:    map[string]ed25519.PublicKey{},
+		hasher:      newHasher(cfg.Argon2),
+		exists:      newExistsCache(defaultExistsEntries),
+		perUser:     perUser,
+		perIP:       perIP,
+		unknownKids: unknownKids,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_auth_logins_total",
 			Help: "Login attempts by result.",

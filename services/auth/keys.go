@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -281,6 +283,13 @@ func (s *Service) parseAccessToken(token string) (verifiedToken, error) {
 		if pub, ok := s.replicatedKey(v.kid); ok {
 			return pub, nil
 		}
+		// A key another node published a moment ago (its start, a
+		// rotation) that this node has not applied yet?
+		if s.catchUpForKey(v.kid) {
+			if pub, ok := s.replicatedKey(v.kid); ok {
+				return pub, nil
+			}
+		}
 		return nil, fmt.Errorf("unknown kid %q", v.kid)
 	},
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
@@ -296,6 +305,30 @@ func (s *Service) parseAccessToken(token string) (verifiedToken, error) {
 		return verifiedToken{}, fmt.Errorf("%w: bad subject", wire.ErrBadToken)
 	}
 	return v, nil
+}
+
+// unknownKidCatchUps bounds how often tokens of keys this node does not
+// know make it wait for what the cluster committed (a forger's random
+// kids must not turn into a stream of leader round trips).
+var unknownKidCatchUps = ratelimit.Spec{Rate: 5, Burst: 10}
+
+// unknownKidWait bounds a verification's wait for the cluster.
+const unknownKidWait = time.Second
+
+// catchUpForKey waits (at most unknownKidWait, within the rate) until
+// this node has applied what the cluster committed, for a token signed
+// by a key it does not know: another node may have published it a
+// moment ago. It reports whether it waited.
+func (s *Service) catchUpForKey(kid string) bool {
+	if s.barrier == nil || len(kid) != 43 { // a kid is a base64url SHA-256
+		return false
+	}
+	if ok, _ := s.unknownKids.Allow("kid"); !ok {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), unknownKidWait)
+	defer cancel()
+	return s.barrier(ctx) == nil
 }
 
 // checkTimes is the time part of the claims check parseAccessToken

@@ -1,9 +1,14 @@
 package auth
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +93,51 @@ func TestVerifiedTokensAreBounded(t *testing.T) {
 	}
 	if _, ok := c.get(sha256.Sum256([]byte{byte(999 % 256), byte(999 >> 8)})); !ok {
 		t.Fatal("the newest entry was dropped")
+	}
+}
+
+// A token of a key this node has not heard of yet (another node
+// published it a moment ago) is verified after this node catches up
+// with the cluster; tokens of unknown keys make it wait a bounded number
+// of times, however many come.
+func TestUnknownKeyCatchesUpOnce(t *testing.T) {
+	var barriers int
+	var publish func()
+	e := newEnvWithBarrier(t, Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon}, func(context.Context) error {
+		barriers++
+		if publish != nil {
+			publish() // what the cluster committed and this node had not applied
+			publish = nil
+		}
+		return nil
+	})
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := thumbprint(pub)
+	publish = func() {
+		b, _ := json.Marshal(signingKeyCmd{Kid: kid, X: base64.RawURLEncoding.EncodeToString(pub), At: e.clock.Now()})
+		if _, err := e.prop.Propose(context.Background(), wire.CmdSigningKey, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := signWith(t, priv, claimsFor("alice", "edgechat", e.clock.Now(), time.Hour), kid)
+	if p, err := e.svc.VerifyAccessToken(tok); err != nil || p.KeyID != kid {
+		t.Fatalf("a token of a key published a moment ago: %+v %v", p, err)
+	}
+	if barriers != 1 {
+		t.Fatalf("%d catch-ups, want 1", barriers)
+	}
+	// Unknown keys, many: refused, and the catch-ups stop at the burst.
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	for i := range 50 {
+		forged := signWith(t, other, claimsFor("alice", "edgechat", e.clock.Now(), time.Hour), fmt.Sprintf("%043d", i))
+		if _, err := e.svc.VerifyAccessToken(forged); !errors.Is(err, wire.ErrBadToken) {
+			t.Fatalf("a token of an unknown key: %v", err)
+		}
+	}
+	if barriers > 1+unknownKidCatchUps.Burst {
+		t.Fatalf("%d catch-ups for 50 unknown keys, want at most %d", barriers, 1+unknownKidCatchUps.Burst)
 	}
 }
