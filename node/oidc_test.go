@@ -138,6 +138,38 @@ func TestOIDCTokenExchangeAndMQTTConnect(t *testing.T) {
 	}
 }
 
+// Signing out everywhere ends a session that CONNECTs with its
+// provider's token too: the live connection is closed, the same token is
+// refused at the next CONNECT, and a token the provider issues after the
+// sign-out connects.
+func TestOIDCConnectAfterSignOutEverywhere(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, withOIDC(op))
+	addr := n.MQTTURL[len("tcp://"):]
+	old := op.Token(idptest.Claims{"sub": "g-1", "preferred_username": "gina", "iat": time.Now().Add(-5 * time.Second).Unix()})
+	phone := mustConnectV5(t, addr, "gina", "phone", old)
+	status, got := exchange(t, n, "corp", old)
+	if status != http.StatusOK || got.UserID != "gina" {
+		t.Fatalf("exchange: %d %+v", status, got)
+	}
+	if st := api(t, n, got.AccessToken, http.MethodPost, "/auth/logout-all", map[string]any{}, nil); st != http.StatusOK {
+		t.Fatalf("POST /auth/logout-all: %d", st)
+	}
+	nodetest.CheckFor(t, 5*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := phone.ServerDisconnect(); !ok {
+			return errors.New("the session made with the provider's token is still open")
+		}
+		return nil
+	})
+	if code := connack(t, addr, "gina/phone", "gina", old); code != 0x86 {
+		t.Fatalf("CONNECT with the provider's token of before the sign-out: CONNACK %#x, want 0x86", code)
+	}
+	fresh := op.Token(idptest.Claims{"sub": "g-1", "preferred_username": "gina", "iat": time.Now().Add(2 * time.Second).Unix()})
+	if code := connack(t, addr, "gina/phone", "gina", fresh); code != 0 {
+		t.Fatalf("CONNECT with a token issued after the sign-out: CONNACK %#x", code)
+	}
+}
+
 func TestOIDCFirstConnectCreatesTheAccount(t *testing.T) {
 	op := idptest.Start(t)
 	n := nodetest.StartNode(t, withOIDC(op))

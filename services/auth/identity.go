@@ -59,6 +59,10 @@ type FederatedIdentity struct {
 	DisplayName string
 	Picture     string // avatar URL
 	Email       string
+	// IssuedAt is the provider token's iat (zero without one). A token
+	// presented at MQTT CONNECT is the session's credential itself: one
+	// issued before the user signed out everywhere is refused there.
+	IssuedAt time.Time
 }
 
 // IdentityLink is one link of an account to a provider's subject.
@@ -558,6 +562,14 @@ func (s *Service) FederatedPrincipal(ctx context.Context, id FederatedIdentity) 
 	}
 	if s.suspended.has(a.UID) {
 		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrBadToken, ErrSuspended)
+	}
+	// Signed out everywhere (or a password change, which does it) after
+	// the provider issued this token: the token is refused, as edgechat's
+	// own access tokens of before are, until the app gets a new one from
+	// its provider. Its iat is in whole seconds: it counts as the end of
+	// that second, as for an access token without a millisecond time.
+	if at, ok := s.signedOut.get(a.UID); ok && (id.IssuedAt.IsZero() || id.IssuedAt.Add(time.Second-time.Millisecond).Before(at)) {
+		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrBadToken, ErrSignedOutSince)
 	}
 	return wire.Principal{UserID: a.UID, Admin: a.Admin}, nil
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -23,6 +24,10 @@ type signedOutSet struct {
 	mu sync.RWMutex
 	m  map[string]time.Time
 }
+
+// ErrSignedOutSince refuses a credential issued before the user signed
+// out everywhere (a provider's token presented at MQTT CONNECT).
+var ErrSignedOutSince = errors.New("auth: signed out everywhere since the token was issued")
 
 func newSignedOutSet() *signedOutSet { return &signedOutSet{m: map[string]time.Time{}} }
 

@@ -366,6 +366,34 @@ func TestSuspendedAccountThroughItsProvider(t *testing.T) {
 	}
 }
 
+// A provider's token presented at MQTT CONNECT is the session's
+// credential: once the user signs out everywhere (or changes the
+// password, which does it), a token the provider issued before is
+// refused, and one issued after is accepted. The exchange (a sign-in,
+// as with a password) still takes the old token.
+func TestProviderTokenOnConnectAfterSignOutEverywhere(t *testing.T) {
+	e := newEnv(t)
+	old := e.op.Token(idptest.Claims{"sub": "u-7", "preferred_username": "erin", "iat": e.clock.Now().Add(-10 * time.Second).Unix()})
+	if p, _, err := e.svc.ConnectPrincipal(old); err != nil || p.UserID != "erin" {
+		t.Fatalf("CONNECT with the provider's token: %+v %v", p, err)
+	}
+	if _, err := e.auth.LogoutAll(context.Background(), "erin"); err != nil {
+		t.Fatal(err)
+	}
+	_, handled, err := e.svc.ConnectPrincipal(old)
+	if !handled || !errors.Is(err, wire.ErrBadToken) || !errors.Is(err, auth.ErrSignedOutSince) {
+		t.Fatalf("CONNECT with a token issued before the sign-out: handled %v, %v", handled, err)
+	}
+	e.clock.Advance(2 * time.Second)
+	fresh := e.op.Token(idptest.Claims{"sub": "u-7", "preferred_username": "erin", "iat": e.clock.Now().Unix()})
+	if p, _, err := e.svc.ConnectPrincipal(fresh); err != nil || p.UserID != "erin" {
+		t.Fatalf("CONNECT with a token issued after the sign-out: %+v %v", p, err)
+	}
+	if status, out := e.exchange("test", old); status != 200 {
+		t.Fatalf("token exchange of the old token: %d %v", status, out)
+	}
+}
+
 func TestConnectNeedsAcceptOnConnect(t *testing.T) {
 	e := newEnv(t, func(c *idp.ProviderConfig) { c.AcceptOnConnect = false })
 	if _, handled, _ := e.svc.ConnectPrincipal(e.op.Token(idptest.Claims{"sub": "u-1"})); handled {

@@ -48,6 +48,7 @@ type Identity struct {
 	Picture     string // "picture" (an avatar URL)
 	Email       string // "email", only when email_verified is not false
 	Nonce       string
+	IssuedAt    time.Time // "iat"; zero when the token has none
 }
 
 // discovered is a provider after discovery.
@@ -281,7 +282,7 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 		}
 	}
 	id := Identity{Provider: p.cfg.Name, Issuer: tok.Issuer, Subject: tok.Subject, DisplayName: c.Name,
-		Picture: c.Picture, Nonce: c.Nonce}
+		Picture: c.Picture, Nonce: c.Nonce, IssuedAt: tok.IssuedAt}
 	if c.EmailVerified == nil || *c.EmailVerified {
 		id.Email = c.Email
 	}

@@ -189,7 +189,7 @@ func (s *Service) Run(ctx context.Context) error {
 
 func toAuth(id Identity) auth.FederatedIdentity {
 	return auth.FederatedIdentity{Provider: id.Provider, Issuer: id.Issuer, Subject: id.Subject, Username: id.Username,
-		DisplayName: id.DisplayName, Picture: id.Picture, Email: id.Email}
+		DisplayName: id.DisplayName, Picture: id.Picture, Email: id.Email, IssuedAt: id.IssuedAt}
 }
 
 // Exchange verifies a provider's JWT and signs its user in: edgechat's
