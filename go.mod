@@ -103,7 +103,7 @@ require (
 // A copy of mochi-mqtt v2.7.9 with a data race fixed and idle connections made cheaper (third_party/mochi-mqtt-server/PATCHES.md).
 replace github.com/mochi-mqtt/server/v2 => ./third_party/mochi-mqtt-server
 
-// A copy of Badger v4.9.6 whose memtables can run without their write-ahead file and whose table builders yield between blocks (third_party/badger/PATCHES.md).
+// A copy of Badger v4.9.6 whose memtables can run without their write-ahead file (third_party/badger/PATCHES.md).
 replace github.com/dgraph-io/badger/v4 => ./third_party/badger
 
 // A copy of raft-wal v0.4.1 that recovers from a failed segment rotation (third_party/raft-wal/PATCHES.md).

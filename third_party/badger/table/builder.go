@@ -184,7 +184,6 @@ func (b *Builder) handleBlock() {
 		item.data = blockBuf
 		item.end = len(blockBuf)
 		b.compressedSize.Add(uint32(len(blockBuf)))
-		runtime.Gosched() // as in finishBlock
 	}
 }
 
@@ -290,14 +289,6 @@ func (b *Builder) finishBlock() {
 	if b.blockChan != nil {
 		b.blockChan <- b.curBlock
 	}
-	// Tables are built in the background (flushes, compactions), and
-	// each block takes tens of microseconds of CPU. Yield between blocks:
-	// with few processors (one, on a small edge box or a pinned core) a
-	// builder that runs for its full time slice (10 ms) holds up every
-	// foreground goroutine woken meanwhile, and a write path that hands
-	// each write through several goroutines stalls for the whole
-	// compaction.
-	runtime.Gosched()
 }
 
 func (b *Builder) shouldFinishBlock(key []byte, value y.ValueStruct) bool {
