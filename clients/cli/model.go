@@ -29,6 +29,8 @@ type chatClient interface {
 	Presence(ctx context.Context, uid string) (edgechat.Presence, error)
 	UploadMedia(ctx context.Context, r io.Reader, size int64, name, contentType string, progress func(sent, total int64)) (edgechat.MediaInfo, error)
 	DownloadMedia(ctx context.Context, id string, w io.Writer, preview bool) (int64, error)
+	Sessions(ctx context.Context) ([]edgechat.Session, error)
+	EndSession(ctx context.Context, id string) error
 }
 
 var _ chatClient = (*edgechat.Client)(nil)
@@ -127,7 +129,8 @@ type model struct {
 	markedRead    map[string]string // peer -> upTo last sent
 	watching      map[string]bool
 	loadingOlder  bool
-	downloads     string // directory /open-media saves into
+	downloads     string             // directory /open-media saves into
+	sessions      []edgechat.Session // the last /sessions list, numbered from 1
 }
 
 func newModel(ctx context.Context, cl chatClient) *model {
@@ -204,6 +207,10 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		cmds = append(cmds, msg.up.next())
 	case statusMsg:
 		m.st.status = string(msg)
+	case sessionsMsg:
+		m.onSessions(msg)
+	case sessionEndedMsg:
+		m.onSessionEnded(msg)
 	case watchFailed:
 		// Presence becomes visible once we have a conversation; try again
 		// after the next message in it.
@@ -289,8 +296,14 @@ func (m *model) submit(line string) tea.Cmd {
 	if args, ok := strings.CutPrefix(line, "/open-media"); ok && (args == "" || args[0] == ' ') {
 		return m.openMedia(args)
 	}
+	if line == "/sessions" {
+		return m.listSessions()
+	}
+	if args, ok := strings.CutPrefix(line, "/signout"); ok && (args == "" || args[0] == ' ') {
+		return m.endSession(args)
+	}
 	if strings.HasPrefix(line, "/") {
-		m.st.status = "commands: /open NAME, /attach PATH [caption], /open-media [N], /quit"
+		m.st.status = "commands: /open NAME, /attach PATH [caption], /open-media [N], /sessions, /signout N, /quit"
 		return nil
 	}
 	if m.st.open == "" {

@@ -40,6 +40,10 @@ type Config struct {
 	// instead of a password; SessionFile keeps its refresh token.
 	OIDC        string
 	SessionFile string
+	// Device names this device: the MQTT client ID's device part and, at
+	// a password sign-in, the session's name in the session list (empty:
+	// the SDK's go- and random hex, and an unnamed session).
+	Device string
 	// Downloads is where /open-media saves files; empty means
 	// $EDGECHAT_DOWNLOADS, then the current directory.
 	Downloads string
@@ -61,7 +65,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	user := strings.ToLower(strings.TrimSpace(cfg.User))
 	httpURL := strings.TrimRight(cfg.Server, "/")
 
-	opts := edgechat.Options{URLs: []string{ws}, HTTPURL: httpURL, Logger: cfg.Logger}
+	opts := edgechat.Options{URLs: []string{ws}, HTTPURL: httpURL, Logger: cfg.Logger, Device: cfg.Device}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -96,7 +100,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("cli: reading password: %w", err)
 		}
-		tok, err := edgechat.Login(ctx, httpURL, user, pw)
+		tok, err := edgechat.LoginDevice(ctx, httpURL, user, pw, cfg.Device)
 		if err != nil {
 			return fmt.Errorf("cli: login: %w", err)
 		}

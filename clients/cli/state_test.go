@@ -163,6 +163,10 @@ type fakeClient struct {
 	uploads   []fakeUpload      // see media_test.go
 	uploadErr error             // what UploadMedia fails with, if set
 	files     map[string][]byte // media ID -> content DownloadMedia serves
+
+	sessions    []edgechat.Session // see sessions_test.go
+	sessionsErr error
+	ended       []string
 }
 
 func (f *fakeClient) UserID() string { return "me" }

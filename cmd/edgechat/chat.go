@@ -20,7 +20,7 @@ import (
 	"github.com/edgechat/edgechat/clients/cli"
 )
 
-// chatCmd: edgechat chat --server URL (--user NAME [--token T] | --oidc PROVIDER)
+// chatCmd: edgechat chat --server URL (--user NAME [--token T] | --oidc PROVIDER) [--device NAME]
 func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("chat", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -28,6 +28,7 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	user := fs.String("user", os.Getenv("EDGECHAT_USER"), "user name")
 	token := fs.String("token", os.Getenv("EDGECHAT_TOKEN"), "access token (instead of a password prompt)")
 	provider := fs.String("oidc", "", "sign in through the server's OpenID Connect provider of this name (device flow)")
+	device := fs.String("device", os.Getenv("EDGECHAT_DEVICE"), "this device's name: the MQTT client ID's device part, shown in the session list (default go- and random hex)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -36,7 +37,7 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		if err != nil {
 			return err
 		}
-		return cli.Run(ctx, cli.Config{Server: *server, User: *user, OIDC: *provider, SessionFile: session}, stdin, stdout)
+		return cli.Run(ctx, cli.Config{Server: *server, User: *user, OIDC: *provider, SessionFile: session, Device: *device}, stdin, stdout)
 	}
 	if *user == "" && *token == "" {
 		return fmt.Errorf("%w: --user NAME (or --token, or --oidc PROVIDER) is required", errUsage)
@@ -54,5 +55,5 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		}
 		return strings.TrimRight(line, "\r\n"), nil
 	}
-	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt}, stdin, stdout)
+	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt, Device: *device}, stdin, stdout)
 }
