@@ -566,9 +566,8 @@ func (s *Service) FederatedPrincipal(ctx context.Context, id FederatedIdentity) 
 	// Signed out everywhere (or a password change, which does it) after
 	// the provider issued this token: the token is refused, as edgechat's
 	// own access tokens of before are, until the app gets a new one from
-	// its provider. Its iat is in whole seconds: it counts as the end of
-	// that second, as for an access token without a millisecond time.
-	if at, ok := s.signedOut.get(a.UID); ok && (id.IssuedAt.IsZero() || id.IssuedAt.Add(time.Second-time.Millisecond).Before(at)) {
+	// its provider.
+	if at, ok := s.signedOut.get(a.UID); ok && secondIssuedBefore(id.IssuedAt, at) {
 		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrBadToken, ErrSignedOutSince)
 	}
 	return wire.Principal{UserID: a.UID, Admin: a.Admin}, nil

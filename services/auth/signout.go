@@ -114,5 +114,12 @@ func (c *accessClaims) issuedBefore(at time.Time) bool {
 	if c.IssuedAt == nil {
 		return true
 	}
-	return c.IssuedAt.Add(time.Second - time.Millisecond).Before(at)
+	return secondIssuedBefore(c.IssuedAt.Time, at)
+}
+
+// secondIssuedBefore tells whether a credential whose issue time iat is
+// in whole seconds (a JWT's iat) was issued before at, counting iat as
+// the end of its second; a zero iat (none given) counts as before.
+func secondIssuedBefore(iat, at time.Time) bool {
+	return iat.IsZero() || iat.Add(time.Second-time.Millisecond).Before(at)
 }
