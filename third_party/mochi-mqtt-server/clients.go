@@ -483,6 +483,11 @@ func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 
 		if expired || enforced {
 			if ok := cl.State.Inflight.DeletePacket(tk); ok {
+				if tk.Expiry >= 0 && keyOf(tk)&clientChosen == 0 {
+					// Sent and never to be acknowledged now: its quota
+					// is free (clearExpiredInflights sends held ones).
+					cl.State.Inflight.IncreaseSendQuota()
+				}
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 				deleted = append(deleted, tk.PacketID)

@@ -34,6 +34,7 @@ type Inflight struct {
 	sendQuota           int32                          // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                          // maximum allowed receive quota
 	maximumSendQuota    int32                          // maximum allowed send quota
+	held                int32                          // how many are held back by the send quota (Expiry < 0); changed under the lock
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -65,7 +66,13 @@ func (i *Inflight) Set(m packets.Packet) bool {
 	defer i.Unlock()
 
 	k := keyOf(m)
-	_, ok := i.internal[k]
+	old, ok := i.internal[k]
+	if ok && old.Expiry < 0 {
+		atomic.AddInt32(&i.held, -1)
+	}
+	if m.Expiry < 0 {
+		atomic.AddInt32(&i.held, 1)
+	}
 	if i.internal == nil {
 		i.internal = map[inflightKey]packets.Packet{}
 		i.order = map[inflightKey]uint64{}
@@ -125,6 +132,7 @@ func (i *Inflight) Clone() *Inflight {
 		c.order[k] = i.order[k]
 	}
 	c.seq = i.seq
+	c.held = atomic.LoadInt32(&i.held)
 	return c
 }
 
@@ -164,6 +172,39 @@ func (i *Inflight) NextImmediate() (packets.Packet, bool) {
 	return packets.Packet{}, false
 }
 
+// Held returns how many inflight messages are held back by the send
+// quota, waiting for an acknowledgement to free it.
+func (i *Inflight) Held() int32 {
+	return atomic.LoadInt32(&i.held)
+}
+
+// ReleaseHeld takes the oldest message held back by the send quota out
+// of the held ones (its Expiry set to 0) and returns it, for its caller
+// to send. Under the lock, so that one held message is released once
+// however many goroutines free quota at the same time.
+func (i *Inflight) ReleaseHeld() (packets.Packet, bool) {
+	i.Lock()
+	defer i.Unlock()
+	if atomic.LoadInt32(&i.held) == 0 {
+		return packets.Packet{}, false
+	}
+	var oldest inflightKey
+	found := false
+	for k, v := range i.internal {
+		if v.Expiry < 0 && (!found || i.order[k] < i.order[oldest]) {
+			oldest, found = k, true
+		}
+	}
+	if !found {
+		return packets.Packet{}, false
+	}
+	m := i.internal[oldest]
+	m.Expiry = 0
+	i.internal[oldest] = m
+	atomic.AddInt32(&i.held, -1)
+	return m, true
+}
+
 // Delete removes the in-flight message of an exchange the server
 // started with packet id id. Returns true if the message existed.
 func (i *Inflight) Delete(id uint16) bool {
@@ -185,7 +226,10 @@ func (i *Inflight) delete(k inflightKey) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[k]
+	m, ok := i.internal[k]
+	if ok && m.Expiry < 0 {
+		atomic.AddInt32(&i.held, -1)
+	}
 	delete(i.internal, k)
 	delete(i.order, k)
 
@@ -214,16 +258,52 @@ func (i *Inflight) ResetReceiveQuota(n int32) {
 
 // DecreaseSendQuota reduces the send quota by 1.
 func (i *Inflight) DecreaseSendQuota() {
-	if atomic.LoadInt32(&i.sendQuota) > 0 {
-		atomic.AddInt32(&i.sendQuota, -1)
+	i.TakeSendQuota()
+}
+
+// TakeSendQuota reduces the send quota by 1 if it is above 0, and
+// reports whether it was. One step: concurrent deliveries to one client
+// that each read the quota and then took it could both take the last.
+func (i *Inflight) TakeSendQuota() bool {
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q <= 0 {
+			return false
+		}
+		if atomic.CompareAndSwapInt32(&i.sendQuota, q, q-1) {
+			return true
+		}
 	}
 }
 
-// IncreaseSendQuota increases the send quota by 1.
+// IncreaseSendQuota increases the send quota by 1, up to its maximum.
 func (i *Inflight) IncreaseSendQuota() {
-	if atomic.LoadInt32(&i.sendQuota) < atomic.LoadInt32(&i.maximumSendQuota) {
-		atomic.AddInt32(&i.sendQuota, 1)
+	for {
+		q := atomic.LoadInt32(&i.sendQuota)
+		if q >= atomic.LoadInt32(&i.maximumSendQuota) {
+			return
+		}
+		if atomic.CompareAndSwapInt32(&i.sendQuota, q, q+1) {
+			return
+		}
 	}
+}
+
+// RecountSendQuota sets the send quota to its maximum less the
+// server's exchanges in flight that were sent (not held back), at the
+// end of a handshake: the taken-over session's unacknowledged
+// deliveries are resent there and count against the client's Receive
+// Maximum as before.
+func (i *Inflight) RecountSendQuota() {
+	i.RLock()
+	sent := int32(0)
+	for k, v := range i.internal {
+		if k&clientChosen == 0 && v.Expiry >= 0 {
+			sent++
+		}
+	}
+	i.RUnlock()
+	atomic.StoreInt32(&i.sendQuota, max(atomic.LoadInt32(&i.maximumSendQuota)-sent, 0))
 }
 
 // ResetSendQuota resets the send quota to the maximum allowed value.

@@ -594,13 +594,24 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 	// here or sees the handshake over and is sent by its publisher. The
 	// writes happen after the lock (a slow socket must not hold up
 	// publishers).
+	// Those held back by the send quota stay held and go out as
+	// acknowledgements free it (sendHeld); those sent before take their
+	// quota again, as the client has not acknowledged them.
 	cl.State.sessionEnd.Lock()
 	pending := cl.State.Inflight.GetAll(false)
+	cl.State.Inflight.RecountSendQuota()
 	cl.State.handshaking.Store(false)
 	cl.State.sessionEnd.Unlock()
-	if err := cl.resendInflight(pending); err != nil {
+	sent := pending[:0]
+	for _, p := range pending {
+		if p.Expiry >= 0 {
+			sent = append(sent, p)
+		}
+	}
+	if err := cl.resendInflight(sent); err != nil {
 		return true, fmt.Errorf("resend inflight: %w", err)
 	}
+	s.sendHeld(cl)
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
@@ -841,20 +852,30 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
-			// Sent now: it stays inflight as an ordinary message until its
-			// PUBACK/PUBCOMP, which gives the send quota back (deleting it
-			// here lost the quota for good and the message's resend).
-			next.Expiry = 0
-			cl.State.Inflight.Set(next)
-			cl.State.Inflight.DecreaseSendQuota()
-			_ = cl.WritePacket(next)
-		}
-	}
+	s.sendHeld(cl) // an acknowledgement may have freed send quota
 
 	return nil
+}
+
+// sendHeld sends the messages held back by the client's Receive Maximum
+// while it has send quota, oldest first. Whoever frees send quota or
+// holds a message back calls it afterwards, so a held message never
+// waits while quota is free: the last of them to look sees either no
+// held message or no quota. A released message stays inflight as an
+// ordinary one until its PUBACK/PUBCOMP gives the quota back.
+func (s *Server) sendHeld(cl *Client) {
+	inflight := cl.State.Inflight
+	for inflight.Held() > 0 {
+		if !inflight.TakeSendQuota() {
+			return
+		}
+		next, ok := inflight.ReleaseHeld()
+		if !ok { // another goroutine released it: look again
+			inflight.IncreaseSendQuota()
+			continue
+		}
+		_ = cl.WritePacket(next)
+	}
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -1241,6 +1262,12 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 		out, done, err = s.storeInflight(cl, pk, out)
 		stored = cl.State.handshaking.Load()
 		cl.State.sessionEnd.Unlock()
+		if done && err == nil && !stored {
+			// Held back: an acknowledgement that freed quota after
+			// storeInflight took none looked for held messages before
+			// this one was.
+			s.sendHeld(cl)
+		}
 		if done || stored {
 			return out, err
 		}
@@ -1264,6 +1291,7 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 		if out.FixedHeader.Qos > 0 {
 			cl.State.Inflight.Delete(out.PacketID) // packet was dropped due to irregular circumstances, so rollback inflight.
 			cl.State.Inflight.IncreaseSendQuota()
+			s.sendHeld(cl)
 		}
 		return out, packets.ErrPendingClientWritesExceeded
 	}
@@ -1292,17 +1320,20 @@ func (s *Server) storeInflight(cl *Client, pk, out packets.Packet) (packets.Pack
 	}
 
 	out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-	sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
-	if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
+	// Held back while earlier ones are (in order) or no send quota is
+	// left; the quota is taken in one step with the decision.
+	inflight := cl.State.Inflight
+	held := atomic.LoadInt32(&inflight.maximumSendQuota) > 0 &&
+		(inflight.Held() > 0 || !inflight.TakeSendQuota())
+	if held {
+		out.Expiry = -1
+	}
+	if ok := inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 		atomic.AddInt64(&s.Info.Inflight, 1)
 		s.hooks.OnQosPublish(cl, out, out.Created, 0)
-		cl.State.Inflight.DecreaseSendQuota()
 	}
-
-	if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-		out.Expiry = -1
-		cl.State.Inflight.Set(out)
+	if held {
 		return out, true, nil
 	}
 	return out, false, nil
@@ -1955,6 +1986,7 @@ func (s *Server) clearExpiredInflights(now int64) {
 			for _, id := range deleted {
 				s.hooks.OnQosDropped(client, packets.Packet{PacketID: id})
 			}
+			s.sendHeld(client)
 		}
 	}
 }

@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: MIT
+
+//go:build unix
+
+package mqtt
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// A client with a Receive Maximum of 1 acknowledges each delivery while
+// the next is published: the PUBACK, freeing the quota, races the
+// publisher deciding whether to hold its delivery back. A publisher
+// that read no quota, then took the quota the PUBACK freed (which had
+// found nothing held back to send) and held its delivery back left it
+// waiting, with no quota, until the client reconnected. A hook that
+// takes its time over each new inflight delivery widens the window.
+func TestDeliveryPublishedAsTheLastIsAcknowledged(t *testing.T) {
+	s, addr := startHeldServer(t)
+	if err := s.AddHook(new(slowQosPublish), nil); err != nil {
+		t.Fatal(err)
+	}
+	c, r := connectReceiveMax(t, addr, "phone", 1)
+	subscribeV5(t, c, 1, "a/b")
+	if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %+v", ack)
+	}
+	if err := s.Publish("a/b", []byte("0"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500; i++ {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pk := readPacket(t, r, 5) // fails the test if the delivery stays held back
+		if pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != fmt.Sprint(i) {
+			t.Fatalf("got %+v, want delivery %d", pk, i)
+		}
+		writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+		if err := s.Publish("a/b", []byte(fmt.Sprint(i+1)), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// slowQosPublish takes a moment over each delivery stored inflight.
+type slowQosPublish struct{ HookBase }
+
+func (h *slowQosPublish) ID() string           { return "slow-qos-publish" }
+func (h *slowQosPublish) Provides(b byte) bool { return b == OnQosPublish }
+func (h *slowQosPublish) OnQosPublish(*Client, packets.Packet, int64, int) {
+	time.Sleep(200 * time.Microsecond)
+}
+
+func startHeldServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	s := New(&Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, ln.Address()
+}
+
+// Deliveries from several publishers at once to a client with a Receive
+// Maximum of 1 that acknowledges each as it arrives: every one arrives,
+// once, and none is left waiting for quota. A publisher that found no
+// quota and marked its delivery held back after a PUBACK had freed the
+// quota (and looked for held deliveries) left it waiting until the
+// client reconnected.
+func TestHeldBackDeliveriesWithConcurrentPublishersAndAcknowledgements(t *testing.T) {
+	s, addr := startHeldServer(t)
+	const publishers, each = 4, 500
+	c, r := connectReceiveMax(t, addr, "phone", 1)
+	subscribeV5(t, c, 1, "a/b")
+	if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %+v", ack)
+	}
+
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for p := 0; p < publishers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				if err := s.Publish("a/b", []byte(fmt.Sprintf("%d-%d", p, i)), false, 1); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+
+	seen := map[string]bool{}
+	for len(seen) < publishers*each {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pk := readPacket(t, r, 5) // fails the test if a delivery stays held back
+		if pk.FixedHeader.Type != packets.Publish {
+			t.Fatalf("got %+v, want a delivery", pk)
+		}
+		if seen[string(pk.Payload)] {
+			t.Fatalf("delivery %s twice", pk.Payload)
+		}
+		seen[string(pk.Payload)] = true
+		writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatal(err)
+	}
+	cl, ok := s.Clients.Get("phone")
+	if !ok {
+		t.Fatal("no client phone")
+	}
+	waitUntil(t, "every delivery acknowledged", func() bool { return cl.State.Inflight.Len() == 0 })
+	if q := atomic.LoadInt32(&cl.State.Inflight.sendQuota); q != 1 {
+		t.Fatalf("send quota %d after every PUBACK, want 1", q)
+	}
+	if h := cl.State.Inflight.Held(); h != 0 {
+		t.Fatalf("%d held back after every PUBACK, want 0", h)
+	}
+}
+
+// After a reconnection the session's unacknowledged delivery is resent
+// and takes the client's one slot again; those held back go out one per
+// PUBACK, each once. All of them were resent at once, over the client's
+// Receive Maximum, and then sent again as PUBACKs freed the quota.
+func TestHeldBackDeliveriesAfterAReconnection(t *testing.T) {
+	s, addr := startHeldServer(t)
+	c, r := connectReceiveMax(t, addr, "phone", 1)
+	subscribeV5(t, c, 1, "a/b")
+	if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %+v", ack)
+	}
+	for i := 0; i < 3; i++ {
+		if err := s.Publish("a/b", []byte(fmt.Sprint(i)), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pk := readPacket(t, r, 5); pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != "0" {
+		t.Fatalf("got %+v, want delivery 0", pk)
+	}
+	old, ok := s.Clients.Get("phone")
+	if !ok {
+		t.Fatal("no client phone")
+	}
+	_ = c.Close()
+	waitUntil(t, "the connection ended", old.Closed)
+
+	c2, r2 := connectReceiveMax(t, addr, "phone", 1)
+	defer c2.Close()
+	for i := 0; i < 3; i++ {
+		_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pk := readPacket(t, r2, 5)
+		if pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != fmt.Sprint(i) {
+			t.Fatalf("got %+v, want delivery %d", pk, i)
+		}
+		if i == 0 && !pk.FixedHeader.Dup {
+			t.Fatal("delivery 0 resent without DUP")
+		}
+		// Nothing more may come before this PUBACK: the slot is taken.
+		_ = c2.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := r2.Peek(1); err == nil {
+			t.Fatalf("a packet after delivery %d before its PUBACK (Receive Maximum 1)", i)
+		}
+		writeV5(t, c2, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	cl, _ := s.Clients.Get("phone")
+	waitUntil(t, "every delivery acknowledged", func() bool { return cl.State.Inflight.Len() == 0 })
+	if q := atomic.LoadInt32(&cl.State.Inflight.sendQuota); q != 1 {
+		t.Fatalf("send quota %d after every PUBACK, want 1", q)
+	}
+}
