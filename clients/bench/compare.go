@@ -202,6 +202,27 @@ var referenceRates = map[string][]float64{
 	"durable":  {1000, 10000},
 }
 
+// windowRates are the median and the slowest rate of a closed loop's
+// progress intervals after its warm-up: a compaction that stalls the
+// store for a few seconds moves the run's mean by chance (whether it
+// falls inside the window), and these rows show whether one did.
+func windowRates(lr *LoadResult) (median, slowest, every float64, ok bool) {
+	every = lr.ProgressSeconds
+	if every <= 0 {
+		return 0, 0, 0, false
+	}
+	skip := int(math.Ceil(lr.WarmupSeconds / every)) // those that hold warm-up
+	if len(lr.PerSecond) <= skip {
+		return 0, 0, 0, false
+	}
+	rates := make([]float64, 0, len(lr.PerSecond)-skip)
+	for _, n := range lr.PerSecond[skip:] {
+		rates = append(rates, float64(n)/every)
+	}
+	slices.Sort(rates)
+	return rates[(len(rates)-1)/2], rates[0], every, true
+}
+
 func fmtNum(v float64) string {
 	switch {
 	case v == 0:
@@ -365,19 +386,24 @@ func WriteReport(rc ReportConfig) error {
 		}
 	}
 	for _, run := range []struct {
-		results   map[string]*LoadResult
-		what, cpu string
+		results            map[string]*LoadResult
+		what, windows, cpu string
 	}{
-		{d.throughput, "durable, closed loop (%d senders × %d in flight): committed msg/s", "durable, closed loop: server CPU per committed message"},
-		{d.throughputBoth, "durable, closed loop on both CPUs, not pinned (%d senders × %d in flight): committed msg/s", "durable, closed loop on both CPUs: server CPU per committed message"},
+		{d.throughput, "durable, closed loop (%d senders × %d in flight): committed msg/s", "durable, closed loop: committed msg/s in", "durable, closed loop: server CPU per committed message"},
+		{d.throughputBoth, "durable, closed loop on both CPUs, not pinned (%d senders × %d in flight): committed msg/s", "durable, closed loop on both CPUs: committed msg/s in", "durable, closed loop on both CPUs: server CPU per committed message"},
 	} {
 		for _, t := range compareTargets {
 			lr, ok := run.results[t.id]
 			if !ok {
 				continue
 			}
-			rows = append(rows, row{what: fmt.Sprintf(run.what, lr.Senders, lr.InFlight), vals: map[string]float64{t.id: lr.Rate}, higher: true},
-				row{what: run.cpu, unit: " µs", vals: map[string]float64{t.id: lr.ServerCPUPerMsg}})
+			rows = append(rows, row{what: fmt.Sprintf(run.what, lr.Senders, lr.InFlight), vals: map[string]float64{t.id: lr.Rate}, higher: true})
+			if median, slowest, every, ok := windowRates(lr); ok {
+				rows = append(rows,
+					row{what: fmt.Sprintf("%s the median %gs window", run.windows, every), vals: map[string]float64{t.id: median}, higher: true},
+					row{what: fmt.Sprintf("%s the slowest %gs window", run.windows, every), vals: map[string]float64{t.id: slowest}, higher: true})
+			}
+			rows = append(rows, row{what: run.cpu, unit: " µs", vals: map[string]float64{t.id: lr.ServerCPUPerMsg}})
 		}
 	}
 	rows = mergeRows(rows)

@@ -70,10 +70,12 @@ type LoadResult struct {
 	PubAck          Summary        `json:"puback"`
 	Delivered       int64          `json:"delivered,omitempty"`
 	Delivery        *Summary       `json:"delivery,omitempty"`
-	PerSecond       []int64        `json:"committedEachSecond,omitempty"`
-	ServerCPUPerMsg float64        `json:"serverCpuMicrosPerMsg,omitempty"`
-	ServerRSSKB     int64          `json:"serverRssKB,omitempty"`
-	Client          string         `json:"client"`
+	PerSecond       []int64        `json:"committedEachSecond,omitempty"` // committed in each progress interval since the start, warm-up included
+	// ProgressSeconds is the length of PerSecond's intervals.
+	ProgressSeconds float64 `json:"progressSeconds,omitempty"`
+	ServerCPUPerMsg float64 `json:"serverCpuMicrosPerMsg,omitempty"`
+	ServerRSSKB     int64   `json:"serverRssKB,omitempty"`
+	Client          string  `json:"client"`
 	// GenCPUPerMsg is the generator's own CPU time per committed message.
 	GenCPUPerMsg float64 `json:"generatorCpuMicrosPerMsg,omitempty"`
 	// PUBACKs out of order on a connection and PUBACKs for nothing in
@@ -377,6 +379,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		TargetRate: cfg.Rate, DurationSeconds: cfg.Duration.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
 		BodyBytes: cfg.Size, Sent: sent.Load(), Committed: committed.Load(), Failed: failed.Load(),
 		Late: late.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
+	}
+	if len(perSecond) > 0 {
+		res.ProgressSeconds = env.ProgressEvery.Seconds()
 	}
 	res.Client = cfg.Client
 	for _, c := range pubs {

@@ -344,7 +344,9 @@ func TestReportFromResults(t *testing.T) {
 	must(WriteJSON(filepath.Join(dir, "mosquitto__idle.json"), &ConnsResult{Mode: "idle", Opened: 100, PerConnKB: 2}))
 	must(WriteJSON(filepath.Join(dir, "edgechat__history.json"), &HistoryResult{Scenario: "history", Stored: 1000, PageSize: 50, SyncLimit: 1000, Newest: Summary{Count: 5, P99: 1.5}}))
 	// Closed loop: pinned, and on both CPUs (its own rows, not mixed in).
-	must(WriteJSON(filepath.Join(dir, "edgechat__throughput.json"), &LoadResult{Mode: "throughput", Senders: 200, InFlight: 4, Rate: 23000, ServerCPUPerMsg: 40}))
+	must(WriteJSON(filepath.Join(dir, "edgechat__throughput.json"), &LoadResult{Mode: "throughput", Senders: 200, InFlight: 4, Rate: 23000, ServerCPUPerMsg: 40,
+		// 2 s intervals from the start: the first holds the 1 s warm-up.
+		WarmupSeconds: 1, ProgressSeconds: 2, PerSecond: []int64{10, 50000, 10000, 60000, 52000}}))
 	must(WriteJSON(filepath.Join(dir, "edgechat__throughput-both.json"), &LoadResult{Mode: "throughput", Senders: 200, InFlight: 4, Rate: 33000, ServerCPUPerMsg: 46}))
 	must(os.WriteFile(filepath.Join(dir, "versions.txt"), []byte("Mosquitto: 2.0.11\n"), 0o644))
 	cmds := filepath.Join(dir, "cmds.sh")
@@ -365,10 +367,15 @@ func TestReportFromResults(t *testing.T) {
 		"| durable, closed loop (200 senders × 4 in flight): committed msg/s | 23,000 |",
 		"| durable, closed loop on both CPUs, not pinned (200 senders × 4 in flight): committed msg/s | 33,000 |",
 		"| durable, closed loop on both CPUs: server CPU per committed message | 46.0 µs |",
+		"| durable, closed loop: committed msg/s in the median 2s window | 25,000 |",
+		"| durable, closed loop: committed msg/s in the slowest 2s window | 5,000 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
+	}
+	if strings.Contains(md, "on both CPUs: committed msg/s in") {
+		t.Error("window rows for a run without progress intervals")
 	}
 	// A hand-written section after the marker survives a rewrite; the
 	// generated part is not repeated.
