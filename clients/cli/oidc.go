@@ -34,6 +34,7 @@ type OIDCLogin struct {
 	Server      string // the node's HTTP base URL
 	Provider    string // the provider's name at the server
 	SessionFile string // where the refresh token is kept ("": not kept)
+	Device      string // names the session a new sign-in makes ("": none)
 	Out         io.Writer
 	// HTTPClient talks to the provider (nil: http.DefaultClient).
 	HTTPClient *http.Client
@@ -194,7 +195,7 @@ func (o OIDCLogin) Tokens(ctx context.Context) (edgechat.Tokens, error) {
 	if idToken == "" {
 		return edgechat.Tokens{}, errors.New("cli: the provider returned no ID token")
 	}
-	t, err := edgechat.ExchangeOIDC(ctx, server, o.Provider, idToken)
+	t, err := edgechat.ExchangeOIDCDevice(ctx, server, o.Provider, idToken, o.Device)
 	if err != nil {
 		return edgechat.Tokens{}, fmt.Errorf("cli: exchanging the provider's token: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/clients/cli"
+	edgechat "github.com/edgechat/edgechat/clients/go"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -46,18 +47,18 @@ func TestOIDCDeviceLoginKeepsTheSession(t *testing.T) {
 	}))
 	session := filepath.Join(t.TempDir(), "cfg", "edgechat", "sessions", "corp.json")
 	out := &syncBuffer{}
-	login := cli.OIDCLogin{Server: n.HTTPURL, Provider: "corp", SessionFile: session, Out: out, HTTPClient: op.Client()}
+	login := cli.OIDCLogin{Server: n.HTTPURL, Provider: "corp", SessionFile: session, Device: "laptop", Out: out, HTTPClient: op.Client()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	type result struct {
-		userID, refresh string
-		err             error
+		userID, refresh, access string
+		err                     error
 	}
 	done := make(chan result, 1)
 	go func() {
 		tk, err := login.Tokens(ctx)
-		done <- result{tk.UserID, tk.RefreshToken, err}
+		done <- result{tk.UserID, tk.RefreshToken, tk.AccessToken, err}
 	}()
 	// The user reads the code off the terminal and approves it at the provider.
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -76,6 +77,19 @@ func TestOIDCDeviceLoginKeepsTheSession(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), op.Issuer+"/activate") {
 		t.Fatalf("output does not say where to go: %q", out.String())
+	}
+	// The session the device flow made carries the device's name.
+	ws, err := edgechat.WebSocketURL(n.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := edgechat.Dial(ctx, edgechat.Options{URLs: []string{ws}, HTTPURL: n.HTTPURL, Token: r.access, Device: "lister"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ss, err := c.Sessions(ctx); err != nil || len(ss) != 1 || ss[0].Device != "laptop" {
+		t.Fatalf("sessions %+v %v: want one named laptop", ss, err)
 	}
 	st, err := os.Stat(session)
 	if err != nil || st.Mode().Perm() != 0o600 {

@@ -41,7 +41,7 @@ type Config struct {
 	OIDC        string
 	SessionFile string
 	// Device names this device: the MQTT client ID's device part and, at
-	// a password sign-in, the session's name in the session list (empty:
+	// a sign-in (password or device flow), the session's name in the session list (empty:
 	// the SDK's go- and random hex, and an unnamed session).
 	Device string
 	// Downloads is where /open-media saves files; empty means
@@ -71,7 +71,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	}
 	switch {
 	case cfg.OIDC != "":
-		tok, err := OIDCLogin{Server: httpURL, Provider: cfg.OIDC, SessionFile: cfg.SessionFile, Out: out}.Tokens(ctx)
+		tok, err := OIDCLogin{Server: httpURL, Provider: cfg.OIDC, SessionFile: cfg.SessionFile, Device: cfg.Device, Out: out}.Tokens(ctx)
 		if err != nil {
 			return err
 		}

@@ -155,5 +155,15 @@ func (r *refresher) needsRefresh() bool {
 // (POST /auth/oidc/{provider}/token); the first sign-in creates the
 // account.
 func ExchangeOIDC(ctx context.Context, httpURL, provider, subjectToken string) (Tokens, error) {
-	return postTokens(ctx, nil, httpURL, "/auth/oidc/"+url.PathEscape(provider)+"/token", map[string]string{"subjectToken": subjectToken})
+	return ExchangeOIDCDevice(ctx, httpURL, provider, subjectToken, "")
+}
+
+// ExchangeOIDCDevice is ExchangeOIDC by a named device, as LoginDevice
+// is Login: device ("" for none) names the session in the session list.
+func ExchangeOIDCDevice(ctx context.Context, httpURL, provider, subjectToken, device string) (Tokens, error) {
+	body := map[string]string{"subjectToken": subjectToken}
+	if device != "" {
+		body["device"] = device
+	}
+	return postTokens(ctx, nil, httpURL, "/auth/oidc/"+url.PathEscape(provider)+"/token", body)
 }

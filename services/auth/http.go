@@ -197,7 +197,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errBadSession)
 		return
 	}
-	if err := validDevice(req.Device); err != nil {
+	if err := ValidDevice(req.Device); err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}

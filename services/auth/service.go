@@ -372,7 +372,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 // push registration is dropped through Deps.DeviceLogout. A failure
 // there is logged, not returned: the logout itself is done.
 func (s *Service) LogoutDevice(ctx context.Context, token, device string) error {
-	if err := validDevice(device); err != nil {
+	if err := ValidDevice(device); err != nil {
 		return err
 	}
 	family, secret, ok := parseRefresh(token)
@@ -401,9 +401,9 @@ func (s *Service) LogoutDevice(ctx context.Context, token, device string) error 
 	return nil
 }
 
-// validDevice checks a device ID given by a client ("" is none): the
+// ValidDevice checks a device ID given by a client ("" is none): the
 // {deviceID} half of an MQTT client ID.
-func validDevice(device string) error {
+func ValidDevice(device string) error {
 	if device == "" {
 		return nil
 	}

@@ -429,6 +429,39 @@ func TestExchangeIntoABrowserSession(t *testing.T) {
 	}
 }
 
+// The exchange names the device signing in, as a password login does; a
+// malformed device name is refused before anything is created.
+func TestExchangeNamesTheDevice(t *testing.T) {
+	e := newEnv(t)
+	post := func(device string) (int, map[string]any) {
+		body, _ := json.Marshal(map[string]string{"subjectToken": e.op.Token(idptest.Claims{"sub": "u-1", "preferred_username": "sam"}), "device": device})
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/auth/oidc/test/token", bytes.NewReader(body))
+		req.Header.Set("User-Agent", "edgechat-cli/1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	if status, out := post("no/slash"); status != http.StatusBadRequest || fmt.Sprint(out["error"]) != fmt.Sprint(map[string]any{"code": "validation_failed", "message": `auth: invalid device ID: "no/slash"`}) {
+		t.Fatalf("a malformed device: %d %v, want 400 validation_failed", status, out)
+	}
+	if n := e.accounts(); n != 0 {
+		t.Fatalf("%d accounts after a refused exchange, want 0", n)
+	}
+	status, out := post("laptop")
+	if status != http.StatusOK || out["userId"] != "sam" {
+		t.Fatalf("exchange: %d %v", status, out)
+	}
+	sessions, err := e.auth.Sessions("sam", "")
+	if err != nil || len(sessions) != 1 || sessions[0].Device != "laptop" || sessions[0].Agent != "edgechat-cli/1" {
+		t.Fatalf("sessions %+v %v: want one named laptop, by edgechat-cli/1", sessions, err)
+	}
+}
+
 func TestHangingProviderDoesNotHoldCallersPastTheirDeadline(t *testing.T) {
 	release := make(chan struct{})
 	hang := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

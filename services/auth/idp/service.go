@@ -295,6 +295,8 @@ type exchangeRequest struct {
 	// Session "cookie": the refresh token goes into the browser-session
 	// cookie, not the body (as for POST /auth/login).
 	Session string `json:"session,omitempty"`
+	// Device names the device signing in, as for POST /auth/login.
+	Device string `json:"device,omitempty"`
 }
 
 var okTokenTypes = map[string]bool{"": true,
@@ -320,6 +322,9 @@ func validateExchange(req exchangeRequest) error {
 	}
 	if req.Session != "" && req.Session != sessionCookie {
 		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, `session must be "cookie" or absent`)
+	}
+	if err := auth.ValidDevice(req.Device); err != nil {
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "%v", err)
 	}
 	return nil
 }
@@ -408,7 +413,7 @@ func (s *Service) handleExchange(w http.ResponseWriter, r *http.Request) {
 		s.m.exchanges.WithLabelValues("bad_request").Inc()
 		return
 	}
-	t, err := s.Exchange(auth.WithClientInfo(r.Context(), auth.ClientInfoOf(r, "")), r.PathValue("provider"), req.SubjectToken)
+	t, err := s.Exchange(auth.WithClientInfo(r.Context(), auth.ClientInfoOf(r, req.Device)), r.PathValue("provider"), req.SubjectToken)
 	if err != nil {
 		s.m.exchanges.WithLabelValues("refused").Inc()
 		level := slog.LevelDebug // bad tokens: counted, not a flood in the log
