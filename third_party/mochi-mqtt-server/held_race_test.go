@@ -186,3 +186,63 @@ func TestHeldBackDeliveriesAfterAReconnection(t *testing.T) {
 		t.Fatalf("send quota %d after every PUBACK, want 1", q)
 	}
 }
+
+// Deliveries held back by a Receive Maximum of 2 while the client's
+// connection drops again and again (its session kept): every message
+// arrives, and only those unacknowledged at a drop come again. Every held
+// delivery was resent at each reconnection, over the Receive Maximum,
+// and then sent once more as PUBACKs freed the quota: 11,053–17,574
+// deliveries for these 1,200 messages.
+func TestHeldBackDeliveriesAcrossManyReconnections(t *testing.T) {
+	s, addr := startHeldServer(t)
+	const publishers, each = 4, 300
+	c, r := connectReceiveMax(t, addr, "phone", 2)
+	subscribeV5(t, c, 1, "a/b")
+	if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %+v", ack)
+	}
+	var wg sync.WaitGroup
+	for p := 0; p < publishers; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				_ = s.Publish("a/b", []byte(fmt.Sprintf("%d-%d", p, i)), false, 1)
+				if i%50 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	seen := map[string]int{}
+	got, reconnections := 0, 0
+	for len(seen) < publishers*each {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pk := readPacket(t, r, 5)
+		if pk.FixedHeader.Type != packets.Publish {
+			t.Fatalf("got %+v", pk)
+		}
+		seen[string(pk.Payload)]++
+		got++
+		if got%97 == 0 {
+			// The connection drops before this PUBACK: the session
+			// resends what was unacknowledged, nothing more.
+			reconnections++
+			_ = c.Close()
+			old, _ := s.Clients.Get("phone")
+			waitUntil(t, "closed", old.Closed)
+			c, r = connectReceiveMax(t, addr, "phone", 2)
+			continue
+		}
+		writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	wg.Wait()
+	// At most the client's Receive Maximum (2) unacknowledged at each
+	// drop comes again.
+	if again := got - len(seen); again > 2*reconnections {
+		t.Fatalf("%d deliveries for %d messages over %d reconnections: %d sent again, want at most %d",
+			got, len(seen), reconnections, again, 2*reconnections)
+	}
+	cl, _ := s.Clients.Get("phone")
+	waitUntil(t, "drained", func() bool { return cl.State.Inflight.Len() == 0 })
+}
