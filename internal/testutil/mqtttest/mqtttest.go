@@ -31,7 +31,10 @@ type Options struct {
 	// KeepSession asks to resume a session (CleanStart = false).
 	KeepSession   bool
 	SessionExpiry uint32 // seconds
-	Will          *paho.WillMessage
+	// ReceiveMaximum, when not 0, is the client's Receive Maximum: the
+	// server may have that many QoS 1 and 2 deliveries unacknowledged.
+	ReceiveMaximum uint16
+	Will           *paho.WillMessage
 	// NoProblemInfo sets Request Problem Information to 0.
 	NoProblemInfo bool
 	// Timeout bounds the connect and each later operation; default DefaultTimeout.
@@ -136,6 +139,9 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 		CleanStart:  !o.KeepSession,
 		WillMessage: o.Will,
 		Properties:  &paho.ConnectProperties{SessionExpiryInterval: &o.SessionExpiry, RequestProblemInfo: !o.NoProblemInfo},
+	}
+	if o.ReceiveMaximum > 0 {
+		cp.Properties.ReceiveMaximum = &o.ReceiveMaximum
 	}
 	if o.Username != "" {
 		cp.Username, cp.UsernameFlag = o.Username, true
