@@ -5,9 +5,11 @@
 package mqtt
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -245,4 +247,82 @@ func TestHeldBackDeliveriesAcrossManyReconnections(t *testing.T) {
 	}
 	cl, _ := s.Clients.Get("phone")
 	waitUntil(t, "drained", func() bool { return cl.State.Inflight.Len() == 0 })
+}
+
+// Deliveries made while a reconnecting client's CONNACK is on its way
+// wait for the quota its Receive Maximum leaves after the session's
+// unacknowledged delivery is resent: one at a time with a Receive
+// Maximum of 1. They took the quota the takeover had reset to the whole
+// Receive Maximum, and the handshake's end resent them with the
+// session's: two deliveries unacknowledged against a maximum of 1.
+func TestDeliveriesDuringTheHandshakeWaitForTheQuota(t *testing.T) {
+	s := New(&Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := &gateDeliveryHook{entered: make(chan struct{}), release: make(chan struct{}), takenOver: make(chan struct{})}
+	if err := s.AddHook(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+
+	c, r := connectReceiveMax(t, ln.Address(), "phone", 1)
+	subscribeV5(t, c, 1, "a/b")
+	if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %+v", ack)
+	}
+	if err := s.Publish("a/b", []byte("0"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if pk := readPacket(t, r, 5); string(pk.Payload) != "0" {
+		t.Fatalf("got %+v, want delivery 0", pk)
+	}
+	old, _ := s.Clients.Get("phone")
+	_ = c.Close()
+	waitUntil(t, "the connection ended", old.Closed)
+
+	// The new connection's CONNACK waits in OnPacketEncode while 1 and 2
+	// are published.
+	h.mu.Lock()
+	h.gate, h.encoding, h.resume = old, make(chan struct{}), make(chan struct{})
+	encoding, resume := h.encoding, h.resume
+	h.mu.Unlock()
+	type conn struct {
+		c net.Conn
+		r *bufio.Reader
+	}
+	connected := make(chan conn, 1)
+	go func() {
+		c2, r2 := connectReceiveMax(t, ln.Address(), "phone", 1)
+		connected <- conn{c2, r2}
+	}()
+	select {
+	case <-encoding:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the CONNACK never got to its encoding")
+	}
+	for _, m := range []string{"1", "2"} {
+		if err := s.Publish("a/b", []byte(m), false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(resume)
+	cn := <-connected
+	defer cn.c.Close()
+	for i := 0; i < 3; i++ {
+		_ = cn.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		pk := readPacket(t, cn.r, 5)
+		if pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != fmt.Sprint(i) {
+			t.Fatalf("got %+v, want delivery %d", pk, i)
+		}
+		_ = cn.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := cn.r.Peek(1); err == nil {
+			t.Fatalf("a packet after delivery %d before its PUBACK (Receive Maximum 1)", i)
+		}
+		writeV5(t, cn.c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
 }

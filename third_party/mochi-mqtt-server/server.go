@@ -1322,10 +1322,12 @@ func (s *Server) storeInflight(cl *Client, pk, out packets.Packet) (packets.Pack
 	out.PacketID = uint16(i) // [MQTT-2.2.1-4]
 
 	// Held back while earlier ones are (in order) or no send quota is
-	// left; the quota is taken in one step with the decision.
+	// left; the quota is taken in one step with the decision. During a
+	// handshake nothing goes out yet: held, the handshake's end sends it
+	// within the quota it recounts.
 	inflight := cl.State.Inflight
 	held := atomic.LoadInt32(&inflight.maximumSendQuota) > 0 &&
-		(inflight.Held() > 0 || !inflight.TakeSendQuota())
+		(cl.State.handshaking.Load() || inflight.Held() > 0 || !inflight.TakeSendQuota())
 	if held {
 		out.Expiry = -1
 	}
