@@ -783,6 +783,13 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node.LoadConfig: %v", err)
 	}
+	// A node started with the example takes every role (an empty roles
+	// list in it once turned media processing off).
+	for _, role := range node.Roles {
+		if !cfg.HasRole(role) {
+			t.Errorf("a node with the example config does not take the %s role", role)
+		}
+	}
 	// Every value is the default but the data directory (documented).
 	want := node.Defaults()
 	want.DataDir = dataDir

@@ -532,7 +532,9 @@ func Usage() string {
 		"roles": strings.Join(Roles, ","), "s3-archive-bucket": d.S3ArchiveBucket, "archive-hot-age": d.ArchiveHotAge.String(),
 		"archive-seal-every": d.ArchiveSealEvery.String(), "archive-orphan-grace": d.ArchiveOrphanGrace.String(),
 		"archive-cache-bytes": strconv.FormatInt(d.ArchiveCacheBytes, 10), "backup-keep": strconv.Itoa(d.BackupKeep),
-		"oidc-name": d.OIDCName, "password-login": strconv.FormatBool(d.PasswordLogin)}
+		"oidc-name": d.OIDCName, "password-login": strconv.FormatBool(d.PasswordLogin),
+		"web-client": strconv.FormatBool(d.WebClient), "region": d.Region, "link-retention": d.LinkRetention.String(),
+		"link-backlog-warn": d.LinkBacklogWarn.String()}
 	for _, s := range settings {
 		fmt.Fprintf(&b, "  --%s\n\t%s (env %s", s.name, s.usage, envName(s.name))
 		if v := defaults[s.name]; v != "" {

@@ -27,6 +27,11 @@ func TestRegionFlags(t *testing.T) {
 	if d, err := LoadConfig(nil, []string{"EDGECHAT_LINK=us=tcp://h:1,ap=tcp://h:2", "EDGECHAT_LINK_SECRET_FILE=" + secret}); err != nil || len(d.Links) != 2 || d.Region != DefaultRegion {
 		t.Fatalf("from the environment: %+v, %v", d.Links, err)
 	}
+	// The command line's links replace the environment's (flags win), as
+	// the environment's replace the file's.
+	if d, err := LoadConfig([]string{"--link", "ap=tcp://h:3", "--link-secret-file", secret}, []string{"EDGECHAT_LINK=us=tcp://h:1,ap=tcp://h:2"}); err != nil || len(d.Links) != 1 || d.Links[0] != "ap=tcp://h:3" {
+		t.Fatalf("--link over EDGECHAT_LINK: %q, %v", d.Links, err)
+	}
 	// Certificates instead of a secret file; a wss:// link.
 	mtls, err := LoadConfig([]string{"--region", "eu", "--link", "us=wss://chat.us.example.com", "--tls-cert", "s.pem", "--tls-key", "k.pem",
 		"--link-ca", "ca.pem", "--link-cert", "c.pem", "--link-key", "ck.pem"}, nil)
