@@ -153,27 +153,37 @@ func underChat(s string) bool {
 // waits for this node to apply what the cluster committed before it.
 const aclCatchUpTimeout = 2 * time.Second
 
+// catchUp is what mayBeLagging found.
+type catchUp int
+
+const (
+	notLagging    catchUp = iota // the refusal stands
+	caughtUp                     // check again
+	cannotCatchUp                // the node cannot tell: it reaches no leader
+)
+
 // mayBeLagging is called for a refused access check. For a client's own
 // publish or subscription (not a delivery) to a group or presence topic,
 // whose answer depends on state another node may have changed a moment
 // ago (a member added, a contact made), it waits until this node has
-// applied what the cluster committed before, and reports true: the
-// caller checks again. Only refusals wait, so the allowed path costs
-// nothing; the wait holds up only the refused client's own packets.
-func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, write bool) bool {
+// applied what the cluster committed before: caughtUp, the caller checks
+// again; cannotCatchUp when that wait fails. Only refusals wait, so the
+// allowed path costs nothing; the wait holds up only the refused
+// client's own packets.
+func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, write bool) catchUp {
 	if b.deps.ReadBarrier == nil || p.UserID == "" || p.Link != "" || !stateDependent(topic, write) {
-		return false
+		return notLagging
 	}
 	if !write && !b.subscribingTo(cl, topic) {
-		return false // a delivery: the subscription was checked already
+		return notLagging // a delivery: the subscription was checked already
 	}
 	ctx, cancel := context.WithTimeout(b.baseCtx, aclCatchUpTimeout)
 	defer cancel()
 	if err := b.deps.ReadBarrier(ctx); err != nil {
 		b.log.Debug("access check: cannot catch up with the cluster", "client", cl.ID, "topic", topic, "err", err)
-		return false
+		return cannotCatchUp
 	}
-	return true
+	return caughtUp
 }
 
 // stateDependent reports whether access to topic (a name or a filter)

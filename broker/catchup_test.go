@@ -1,9 +1,12 @@
 package broker
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // A member added, or a contact made, through another node a moment ago
@@ -48,5 +51,30 @@ func TestAccessRefusedByAnUnappliedChangeIsCheckedAgain(t *testing.T) {
 	}
 	if got := lag.Barriers() - before; got != 1 {
 		t.Fatalf("refusals took %d barriers, want 1 (the subscription's)", got)
+	}
+}
+
+// A node that cannot catch up (it reaches no leader) cannot tell whether
+// a group message's sender was made a member elsewhere: the message goes
+// to the archive, which checks again and answers "server unavailable"
+// (0x83, retry) when it cannot catch up either, instead of the ACL's
+// "not authorized" (0x87), which a client takes as final. Group typing
+// has no check after the ACL: it stays refused.
+func TestGroupMessageOnANodeThatCannotCatchUpIsToldToRetry(t *testing.T) {
+	lag := &testutil.LaggingNode{}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.ReadBarrier = lag.Barrier })
+	e.members("g1", "bob")
+	alice := mustV5(t, e.addr, "alice", "phone")
+	lag.SetDown(errors.New("no leader"))
+	e.chat.setErr(fmt.Errorf("archive: catching up: %w", wire.ErrUnavailable))
+
+	if code, _ := alice.Pub(t, "group/g1/newMessage", 1, `{"cid":"c1","type":"text","body":"hi"}`); code != 0x83 {
+		t.Fatalf("group message on a node that cannot catch up: 0x%02x, want 0x83", code)
+	}
+	if calls := e.chat.callCount(); calls != 1 {
+		t.Fatalf("ChatStore calls %d, want 1 (the archive decides)", calls)
+	}
+	if code, _ := alice.Pub(t, "group/g1/typing", 1, `{"state":"typing"}`); code != 0x87 {
+		t.Fatalf("group typing on a node that cannot catch up: 0x%02x, want 0x87", code)
 	}
 }

@@ -229,8 +229,17 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	p := b.principal(cl)
 	ok := allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
-	if !ok && b.mayBeLagging(cl, p, topic, write) {
-		ok = allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
+	if !ok {
+		switch b.mayBeLagging(cl, p, topic, write) {
+		case caughtUp:
+			ok = allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
+		case cannotCatchUp:
+			// A group message goes on to the archive, which checks the
+			// membership again and answers 0x83 (retry) when it cannot
+			// catch up either: a member whose node lags must not be told
+			// that they are not one (0x87, which clients do not retry).
+			ok = write && wire.ParseTopic(topic).Kind == wire.KindGroup
+		}
 	}
 	if !ok && write {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
