@@ -452,6 +452,16 @@ func TestCatchUpAfterReconnect(t *testing.T) {
 	for _, m := range missed {
 		bb.waitOnce(t, m.ID)
 	}
+	// The catch-up sync and the session's own resends both carry the
+	// missed messages: none may come a second time later on. Asserting
+	// that something does not happen needs a window: one second.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		for _, m := range append(missed, live) {
+			if n := bb.count(m.ID); n != 1 {
+				t.Fatalf("message %q seen %d times after the catch-up, want 1", m.Body, n)
+			}
+		}
+	}
 	if bb.count(live.ID) != 1 || bb.count(before.ID) != 0 {
 		t.Fatalf("live seen %d times, pre-Dial message %d times", bb.count(live.ID), bb.count(before.ID))
 	}
