@@ -164,6 +164,22 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 		t.Errorf("the restart did not apply entries again from the raft log:\n%s", p2.logs.String())
 	}
 	bobTok = mintToken(t, bin, data, "bob", p2)
+	// Clients whose PUBACKs the kill took send again with the same cid
+	// (LESSONS 2): every retry is acknowledged and none is stored a second
+	// time; the dedupe holds across the crash and the log's replay.
+	for _, s := range senders {
+		c := dialV5(t, p2.mqtt, s+"/retry", s, tokens[s])
+		for i := 0; i < perSender; i++ {
+			cid := fmt.Sprintf("%s-%d", s, i)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			pr, err := c.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
+				Payload: []byte(fmt.Sprintf(`{"cid":%q,"type":"text","body":"m %d"}`, cid, i))})
+			cancel()
+			if err != nil || pr.ReasonCode != 0 {
+				t.Fatalf("retry of %s after the restart: %v %+v", cid, err, pr)
+			}
+		}
+	}
 	for {
 		req, _ := http.NewRequest("GET", p2.http+"/chat/sync?limit=1000&since="+cursor, nil)
 		req.Header.Set("Authorization", "Bearer "+bobTok)
