@@ -284,6 +284,38 @@ func TestSenderRetriesHonouringRetryAfterThenDelivers(t *testing.T) {
 	}
 }
 
+// One device whose provider asks to retry later does not make its
+// siblings, delivered at the first attempt, get the message again
+// (LESSONS 17): only the failing device is retried.
+func TestSenderRetriesOnlyTheDeviceThatFailed(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "apns-busy"})
+	w.register("bob", "pixel", push.Device{Platform: push.FCM, Token: "fcm-ok"})
+	w.register("bob", "tablet", push.Device{Platform: push.APNs, Token: "apns-ok"})
+	p := &scripted{answer: func(d push.Device, attempt int) (push.Result, error) {
+		if d.Token == "apns-busy" && attempt < 3 {
+			return push.Result{Outcome: push.RetryLater, Status: 503}, push.ErrRetryLater
+		}
+		return push.Result{Outcome: push.Delivered, Status: 200}, nil
+	}}
+	w.stage("bob", "hi")
+	startSender(t, w, p, push.SenderConfig{NoGrace: true, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond})
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	if n := len(p.tries("apns-busy")); n != 3 {
+		t.Errorf("the busy device was tried %d times, want 3", n)
+	}
+	for _, tok := range []string{"fcm-ok", "apns-ok"} {
+		if n := len(p.tries(tok)); n != 1 {
+			t.Errorf("device %s got the message %d times while its sibling was retried, want 1", tok, n)
+		}
+	}
+}
+
 func TestSenderGivesUpAfterMaxAttempts(t *testing.T) {
 	w := newWorld()
 	w.register("bob", "phone", push.Device{Platform: push.FCM, Token: "tok-down"})
