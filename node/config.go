@@ -162,6 +162,9 @@ type Config struct {
 	// MediaSweepEvery is how often the media sweeper runs (tests: short);
 	// 0: hourly.
 	MediaSweepEvery time.Duration `yaml:"-"`
+	// IDClock, when set, is the clock of the node's message IDs (tests: a
+	// clock set ahead, then a restart without it).
+	IDClock func() time.Time `yaml:"-"`
 	// PushTLS is the TLS client configuration of the push providers
 	// (tests: RootCAs that trust the mock providers); nil: the system's.
 	PushTLS *tls.Config `yaml:"-"`

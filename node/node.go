@@ -695,6 +695,9 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node: highest message id: %w", err)
 	}
+	if n.cfg.IDClock != nil {
+		gen.SetClock(n.cfg.IDClock)
+	}
 	gen.Observe(hi)
 	n.ids.set(gen)
 	return nil
