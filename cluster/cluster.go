@@ -261,6 +261,8 @@ type Raft struct {
 	stopCtxC context.CancelFunc
 
 	fwd      chan *request // follower proposals waiting for the forwarder
+	fwdSeq   *forwardSeq   // numbers this node's forwarded batches
+	fwdOrder forwardOrder  // as leader: forwarded batches to the batcher in order
 	disc     discovery
 	statMu   sync.Mutex
 	peerStat map[string]peerStatus // leader's last poll of each member
@@ -435,6 +437,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		calls:    workpool.New(stopCtx, callIdle),
 		stopCtxC: stopCtxC,
 		fwd:      make(chan *request, 4*cfg.MaxBatch),
+		fwdSeq:   newForwardSeq(),
 		peerStat: make(map[string]peerStatus),
 	}
 	if err := n.rpcSrv.Register(clusterService, (&clusterRPC{n: n}).methods()); err != nil {

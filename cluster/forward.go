@@ -66,11 +66,12 @@ func (n *Raft) forwarder(ctx context.Context, wg *sync.WaitGroup) {
 			}
 			return
 		}
+		seq := n.fwdSeq.next() // in the order the proposals were made
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n.sendForward(batch)
+			n.sendForward(batch, seq)
 		}()
 	}
 }
@@ -109,7 +110,8 @@ func (n *Raft) gather(first *request, q chan *request) (batch []*request, carry 
 
 // sendForward sends one batch to the leader and answers its requests
 // from the local FSM's apply of the entry.
-func (n *Raft) sendForward(batch []*request) {
+func (n *Raft) sendForward(batch []*request, seq uint64) {
+	defer n.fwdSeq.done(seq)
 	cmds := make([]fsm.Command, len(batch))
 	for i, r := range batch {
 		cmds[i] = r.cmd
@@ -129,7 +131,7 @@ func (n *Raft) sendForward(batch []*request) {
 			r.done <- result{err: err}
 		}
 	}
-	at, err := n.applyOnLeader(ctx, data)
+	at, err := n.applyOnLeader(ctx, data, seq)
 	if err != nil {
 		fail(err)
 		return
@@ -160,7 +162,7 @@ func (n *Raft) sendForward(batch []*request) {
 // merged it with other commands). A "not the leader" answer (nothing was
 // appended) is retried once after the leader is resolved again, and so is
 // a failure to connect.
-func (n *Raft) applyOnLeader(ctx context.Context, data []byte) (ApplyReply, error) {
+func (n *Raft) applyOnLeader(ctx context.Context, data []byte, seq uint64) (ApplyReply, error) {
 	var tried string
 	for attempt := 0; ; attempt++ {
 		addr, err := n.waitLeader(ctx, tried)
@@ -168,7 +170,8 @@ func (n *Raft) applyOnLeader(ctx context.Context, data []byte) (ApplyReply, erro
 			return ApplyReply{}, err
 		}
 		var reply ApplyReply
-		err = n.Call(ctx, addr, clusterService+".Apply", &ApplyArgs{Data: data, Timeout: applyTimeout, Merge: true}, &reply)
+		err = n.Call(ctx, addr, clusterService+".Apply", &ApplyArgs{Data: data, Timeout: applyTimeout, Merge: true,
+			From: n.cfg.NodeName, Epoch: n.fwdSeq.epoch, Seq: seq, Low: n.fwdSeq.low()}, &reply)
 		if err != nil {
 			if errors.Is(err, errNotSent) && attempt == 0 {
 				tried = addr
@@ -239,6 +242,10 @@ func (n *Raft) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
 		reply.Code, reply.Message = codeNotLeader, "not the leader"
 		return
 	}
+	// Its turn after the follower's batch before it; whatever happens
+	// next, the one after it goes once this one is handed over.
+	handed := n.fwdOrder.wait(args.From, args.Epoch, args.Seq, args.Low)
+	defer handed()
 	if len(args.Data) > maxForwardBytes {
 		reply.Code, reply.Message = codeInvalid, fmt.Sprintf("batch of %d bytes", len(args.Data))
 		return
@@ -261,7 +268,7 @@ func (n *Raft) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
 		timeout = applyTimeout
 	}
 	if args.Merge {
-		n.applyMerged(cmds, timeout, reply)
+		n.applyMerged(cmds, timeout, reply, handed)
 		return
 	}
 	f := n.raft.Apply(args.Data, timeout)
@@ -291,7 +298,7 @@ func (n *Raft) applyForwarded(args *ApplyArgs, reply *ApplyReply) {
 // Badger transaction, and a share of a log write and fsync. The batch is
 // never split, so its commands stay consecutive in the entry and the
 // follower finds its results from Offset on.
-func (n *Raft) applyMerged(cmds []fsm.Command, timeout time.Duration, reply *ApplyReply) {
+func (n *Raft) applyMerged(cmds []fsm.Command, timeout time.Duration, reply *ApplyReply, handed func()) {
 	// The request expires, unappended, if the batcher has not packed it
 	// within timeout (Raft's own enqueue timeout on the direct path).
 	ctx, cancel := context.WithTimeout(n.stopCtx, timeout)
@@ -299,6 +306,7 @@ func (n *Raft) applyMerged(cmds []fsm.Command, timeout time.Duration, reply *App
 	r := &request{ctx: ctx, group: cmds, done: make(chan result, 1)}
 	select {
 	case n.reqs <- r:
+		handed() // the follower's next batch may follow it into the queue
 	case <-ctx.Done():
 		reply.Code, reply.Message = codeUnavailable, "leader busy: "+ctx.Err().Error()
 		return

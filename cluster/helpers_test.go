@@ -2,11 +2,13 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -63,6 +65,7 @@ func openDB(t testing.TB, dir string) *badger.DB {
 const (
 	cmdPut    byte = 0xF0 // payload "key=value": stores r/test/key, returns "ok:key"
 	cmdReject byte = 0xF1 // always fails with errRejected, writes nothing
+	cmdOrder  byte = 0xF8 // stores the payload under r/test/order/{position}: the apply order
 )
 
 var errRejected = errors.New("rejected by handler")
@@ -80,6 +83,9 @@ func registerTestHandlers(f *fsm.FSM) {
 	})
 	f.Register(cmdReject, func(*badger.Txn, fsm.Position, []byte) (any, error) {
 		return nil, errRejected
+	})
+	f.Register(cmdOrder, func(tx *badger.Txn, at fsm.Position, p []byte) (any, error) {
+		return nil, tx.Set(binary.BigEndian.AppendUint64([]byte("r/test/order/"), at.Seq()), slices.Clone(p))
 	})
 }
 

@@ -63,6 +63,11 @@ type (
 		// does not send it and gets an entry of its own; an older leader
 		// ignores it and answers Offset 0, Merged false.
 		Merge bool
+		// From, Epoch and Seq number a follower's batches so that the
+		// leader hands them to its batcher in order (forwardorder.go);
+		// an older leader ignores them, an older follower sends none.
+		From            string
+		Epoch, Seq, Low uint64
 	}
 	ApplyReply struct {
 		Index         uint64

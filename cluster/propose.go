@@ -106,8 +106,10 @@ func (n *Raft) propose(ctx context.Context, t byte, payload []byte) (any, error)
 // (a request whose ctx has ended before it joins a batch is dropped);
 // the wait has its own context. The wait function must be called once.
 // On a follower the command is queued for the leader the same way;
-// follower batches travel concurrently, so there the order between
-// commands of different batches is not guaranteed.
+// follower batches travel concurrently and the leader hands them to its
+// batcher in the order they were made (forwardorder.go), so the calls'
+// order holds there too unless a batch is lost on its way (a broken
+// connection, a leader change).
 func (n *Raft) ProposeAsync(ctx context.Context, t byte, payload []byte) func(context.Context) (any, error) {
 	start := time.Now()
 	fail := func(err error) func(context.Context) (any, error) {
