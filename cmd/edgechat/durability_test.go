@@ -125,12 +125,8 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 			defer wg.Done()
 			for i := 0; i < perSender; i++ {
 				cid := fmt.Sprintf("%s-%d", s, i)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				pr, err := c.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
-					Payload: []byte(fmt.Sprintf(`{"cid":%q,"type":"text","body":"m %d"}`, cid, i))})
-				cancel()
-				if err != nil || pr.ReasonCode != 0 {
-					t.Errorf("publish %s: %v %+v", cid, err, pr)
+				if err := publishNumbered(c, cid, i); err != nil {
+					t.Errorf("publish %s: %v", cid, err)
 					return
 				}
 				mu.Lock()
@@ -171,12 +167,8 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 		c := dialV5(t, p2.mqtt, s+"/retry", s, tokens[s])
 		for i := 0; i < perSender; i++ {
 			cid := fmt.Sprintf("%s-%d", s, i)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			pr, err := c.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
-				Payload: []byte(fmt.Sprintf(`{"cid":%q,"type":"text","body":"m %d"}`, cid, i))})
-			cancel()
-			if err != nil || pr.ReasonCode != 0 {
-				t.Fatalf("retry of %s after the restart: %v %+v", cid, err, pr)
+			if err := publishNumbered(c, cid, i); err != nil {
+				t.Fatalf("retry of %s after the restart: %v", cid, err)
 			}
 		}
 	}
@@ -233,4 +225,20 @@ func TestAcknowledgedMessagesSurviveSIGKILL(t *testing.T) {
 		t.Fatalf("only %d of %d publishes were acknowledged", len(acked), perSender*len(senders))
 	}
 	p2.stop(t, syscall.SIGTERM) // a clean shutdown exits 0
+}
+
+// publishNumbered publishes message i ("m i") to bob with cid and waits
+// for a successful PUBACK.
+func publishNumbered(c *paho.Client, cid string, i int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pr, err := c.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
+		Payload: []byte(fmt.Sprintf(`{"cid":%q,"type":"text","body":"m %d"}`, cid, i))})
+	if err != nil {
+		return err
+	}
+	if pr.ReasonCode != 0 {
+		return fmt.Errorf("PUBACK reason %#x", pr.ReasonCode)
+	}
+	return nil
 }
