@@ -26,18 +26,7 @@ const DefaultRegion = "local"
 var regionSettings = []setting{
 	{name: "region", usage: "this cluster's region name (letters, digits, -): users of other regions address its users as name@region", set: stringSetter(func(c *Config) *string { return &c.Region })},
 	{name: "region-number", usage: "this region's number, 0 to 15, different in every linked region: the top 4 bits of the Snowflake machine number, so message IDs are unique across regions (0 keeps single-region IDs as they were)", set: intSetter(func(c *Config) *int { return &c.RegionNumber })},
-	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://) or of its MQTT over WebSocket (wss://HOST[:PORT]/mqtt, ws:// on trusted networks); repeatable (env: comma-separated)", repeat: true, set: func(c *Config, v string) error {
-		// Every --link of the command line (or the variable) comes in one
-		// call: they replace the file's links, as any flag does.
-		var links []string
-		for _, item := range strings.Split(v, ",") {
-			if item = strings.TrimSpace(item); item != "" {
-				links = append(links, item)
-			}
-		}
-		c.Links = links
-		return nil
-	}},
+	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://) or of its MQTT over WebSocket (wss://HOST[:PORT]/mqtt, ws:// on trusted networks); repeatable (env: comma-separated)", repeat: true, set: listSetter(func(c *Config) *[]string { return &c.Links })},
 	{name: "link-retention", usage: "drop messages queued for another region longer than this (they never reach it; counted and logged) so a dead link cannot fill the disk", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkRetention })},
 	{name: "link-backlog-warn", usage: "warn in /readyz when a link's oldest queued message is older than this", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkBacklogWarn })},
 	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each); optional with --link-ca and --link-cert", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},

@@ -26,15 +26,12 @@ type sessionEndedMsg struct {
 	err   error
 }
 
-// sessionTimeout bounds one sessions request.
-const sessionTimeout = 15 * time.Second
-
 func (m *model) listSessions() tea.Cmd {
 	m.input.Reset()
 	m.st.status = "listing sessions…"
 	cl, ctx := m.cl, m.ctx
 	return func() tea.Msg {
-		sctx, cancel := context.WithTimeout(ctx, sessionTimeout)
+		sctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
 		list, err := cl.Sessions(sctx)
 		return sessionsMsg{list: list, err: err}
@@ -61,7 +58,7 @@ func (m *model) endSession(args string) tea.Cmd {
 	label := sessionLabel(s)
 	cl, ctx := m.cl, m.ctx
 	return func() tea.Msg {
-		sctx, cancel := context.WithTimeout(ctx, sessionTimeout)
+		sctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
 		return sessionEndedMsg{label: label, err: cl.EndSession(sctx, s.ID)}
 	}
