@@ -250,14 +250,17 @@ type Broker struct {
 	m    *metrics
 	lim  *limits
 
-	inline *mqtt.Client  // our own inline client: server publishes with user properties
-	rk     *routeKeeper  // nil on a single node
-	ck     *clientKeeper // nil without a cluster registry
-	fwd    *forwarder    // nil on a single node
-	tcp    *tcpListener
-	rw     *epollWaiter // waits for idle clients' next packets; nil if unavailable
-	tls    *tcpListener
-	ws     *wsListener
+	inline *mqtt.Client // our own inline client: server publishes with user properties
+	// committed delivers committed chat messages to this node's
+	// subscribers (committed.go).
+	committed *committedQueue
+	rk        *routeKeeper  // nil on a single node
+	ck        *clientKeeper // nil without a cluster registry
+	fwd       *forwarder    // nil on a single node
+	tcp       *tcpListener
+	rw        *epollWaiter // waits for idle clients' next packets; nil if unavailable
+	tls       *tcpListener
+	ws        *wsListener
 	// servingCh is closed by Run once the listeners take connections.
 	servingCh chan struct{}
 
@@ -401,6 +404,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	})
 	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
 	b.inline.Properties.ProtocolVersion = 5
+	b.committed = newCommittedQueue(b.srv)
 
 	if b.m, err = newMetrics(cfg.Registerer, b.nconn.Load); err != nil {
 		b.cancel()
@@ -494,6 +498,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	}
 	close(b.servingCh)
 	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
+	b.bg.Go(func() { b.runCommitted(b.baseCtx) })
 	if b.rk != nil {
 		b.bg.Go(func() { b.rk.run(b.baseCtx, b.cfg.RouteResync) })
 		b.bg.Go(func() { b.fwd.runMembers(b.baseCtx) })
@@ -594,14 +599,17 @@ func (b *Broker) Publish(o wire.Outbound) error {
 	if o.Topic == "" || strings.ContainsAny(o.Topic, "+#") || o.QoS > 2 {
 		return fmt.Errorf("%w: %q qos %d", ErrInvalidTopic, o.Topic, o.QoS)
 	}
-	var props []packets.UserProperty
-	if len(o.UserProps) > 0 {
-		props = make([]packets.UserProperty, len(o.UserProps))
-		for i, p := range o.UserProps {
-			props[i] = packets.UserProperty{Key: p.Key, Val: p.Value}
+	switch o.Scope {
+	case wire.ScopeLocal:
+		b.injectCommitted(&o) // this node's subscribers only (never forwarded)
+		return nil
+	case wire.ScopeOlderPeers:
+		if b.fwd != nil {
+			b.fwd.forwardOlder(o.Topic, o.Payload, o.QoS, userProps(o.UserProps))
 		}
+		return nil
 	}
-	return b.inject(o.Topic, o.Payload, o.Retain, o.QoS, props)
+	return b.inject(o.Topic, o.Payload, o.Retain, o.QoS, userProps(o.UserProps))
 }
 
 // inject publishes through our inline client: no ACL, no OnPublish

@@ -148,6 +148,8 @@ type clusterEnv struct {
 	tabs  map[string]*routes.Table
 	// proposers, set by pre, replace the shared log as a node's Proposer.
 	proposers map[string]Proposer
+	// chats, set by pre, replace a node's own fakeChat.
+	chats map[string]ChatStore
 }
 
 // startClusterOf starts brokers n1..nN, each with its own FSM fed by one
@@ -184,6 +186,9 @@ func startClusterOf(t *testing.T, n int, pre func(c *clusterEnv)) *clusterEnv {
 			d.Proposer = c.log
 			if p := c.proposers[name]; p != nil {
 				d.Proposer = p
+			}
+			if ch := c.chats[name]; ch != nil {
+				d.Chat = ch
 			}
 			d.Routes = c.tabs[name]
 		})

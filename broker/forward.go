@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +73,10 @@ type ForwardArgs struct {
 type ForwardReply struct {
 	Code      string
 	Delivered int // packets injected (not counting duplicates)
+	// AppliesChat: the receiver delivers committed chat messages from
+	// its own apply (committed.go), so they are not forwarded to it. A
+	// node of an earlier version leaves it false.
+	AppliesChat bool
 }
 
 // forwardRPC is the RPC service "Forward".
@@ -95,6 +100,11 @@ type forwarder struct {
 
 	q     *peerqueue.Set[ForwardPacket] // send side: one queue per destination node
 	dedup peerqueue.Dedup               // receive side: per sending node
+
+	// applies holds, per node, whether its last answer said it delivers
+	// committed chat messages itself (ForwardReply.AppliesChat); a node
+	// not heard from yet gets them forwarded (and drops them if it does).
+	applies sync.Map // node name → bool
 }
 
 func newForwarder(b *Broker, c Cluster, table *routes.Table) *forwarder {
@@ -204,6 +214,36 @@ func (f *forwarder) forward(pk packets.Packet) {
 	}
 }
 
+// forwardOlder sends a committed chat message sent on this node to the
+// other nodes that want it and do not deliver committed messages from
+// their own apply (an earlier version, during a rolling upgrade). It runs
+// on the publisher's goroutine, which keeps its order.
+func (f *forwarder) forwardOlder(topic string, payload []byte, qos byte, props []packets.UserProperty) {
+	if !f.table.OtherNodes(f.self) {
+		return
+	}
+	members := *f.members.Load()
+	var fp *ForwardPacket
+	for _, node := range f.table.Match(topic) {
+		if node == f.self {
+			continue
+		}
+		if v, ok := f.applies.Load(node); ok && v.(bool) {
+			continue
+		}
+		if _, ok := members[node]; !ok {
+			f.b.m.fwd.Dropped(node, dropNotMember, 1)
+			continue
+		}
+		if fp == nil {
+			p := toForward(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, TopicName: topic,
+				Payload: payload, Properties: packets.Properties{User: props}})
+			fp = &p
+		}
+		_ = f.q.Push(node, *fp)
+	}
+}
+
 func toForward(pk packets.Packet) ForwardPacket {
 	fp := ForwardPacket{
 		Topic:           pk.TopicName,
@@ -237,6 +277,7 @@ func (f *forwarder) send(ctx context.Context, b peerqueue.Batch[ForwardPacket]) 
 	if err := f.cluster.Call(ctx, m.Addr, deliverMethod, &args, &reply); err != nil {
 		return fmt.Errorf("broker: forward to %s: %w", b.Peer, err)
 	}
+	f.applies.Store(b.Peer, reply.AppliesChat)
 	switch reply.Code {
 	case "":
 		return nil
@@ -267,6 +308,8 @@ func (f *forwarder) receive(a *ForwardArgs, r *ForwardReply) {
 		r.Code = deliverClosed
 		return
 	}
+	applies := f.b.deliversCommitted()
+	r.AppliesChat = applies
 	// One batch of a source at a time: a retry racing the original (whose
 	// reply was lost) waits, then finds its packets already delivered.
 	f.dedup.Accept(a.From, a.Epoch, a.Seq, len(a.Packets), func(skip int) {
@@ -275,6 +318,9 @@ func (f *forwarder) receive(a *ForwardArgs, r *ForwardReply) {
 			// Counted on arrival, before delivery, so the counter never trails
 			// what a subscriber has already seen (refusals also count below).
 			f.b.m.fwdReceived.Inc()
+			if applies && committedChat(p.Topic) {
+				continue // a node of an earlier version sent it: this node delivers it from its apply
+			}
 			if err := f.inject(p); err != nil {
 				f.b.m.fwd.Dropped(a.From, "invalid", 1)
 				f.b.log.Warn("forwarded publish refused", "from", a.From, "topic", p.Topic, "error", err)
@@ -283,6 +329,14 @@ func (f *forwarder) receive(a *ForwardArgs, r *ForwardReply) {
 			r.Delivered++
 		}
 	})
+}
+
+// committedChat reports whether topic carries committed chat messages
+// only (a user's or a group's newMessage: clients' publishes there go
+// through the archive, in every mode).
+func committedChat(topic string) bool {
+	k := wire.ParseTopic(topic).Kind
+	return k == wire.KindDirect || k == wire.KindGroup
 }
 
 func (f *forwarder) inject(p ForwardPacket) error {

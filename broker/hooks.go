@@ -340,11 +340,13 @@ func (h *hook) OnClientExpired(cl *mqtt.Client) {
 // OnPublished runs after mochi delivered a publish locally (client
 // publishes, our inline injects): forward it to the other nodes that
 // want it. Ignored packets (committed chat messages are delivered by
-// inject instead, heartbeats, duplicates) and packets that came from
-// another node are not forwarded; neither are node-local $ topics.
+// inject instead, heartbeats, duplicates), packets that came from
+// another node and committed messages delivered from this node's apply
+// (every node delivers its own) are not forwarded; neither are
+// node-local $ topics.
 func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	f := h.b.fwd
-	if f == nil || cl == f.peerIn || pk.Ignore || pk.TopicName == "" || pk.TopicName[0] == '$' {
+	if f == nil || cl == f.peerIn || cl == h.b.committed.in || pk.Ignore || pk.TopicName == "" || pk.TopicName[0] == '$' {
 		return
 	}
 	f.forward(pk)

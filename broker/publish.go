@@ -235,8 +235,18 @@ func (b *Broker) commitRefusal(topic string, p wire.Principal, noun string, err 
 	return code, reason
 }
 
-// deliverChat publishes a committed message to its topics.
+// deliverChat publishes a committed message to its topics. When the chat
+// store delivers what it commits on every node (the archive, from its
+// apply), this node only forwards it to nodes of an earlier version.
 func (b *Broker) deliverChat(p wire.Principal, stored wire.Envelope, payload []byte, qos byte, props []packets.UserProperty, topics []string) {
+	if b.deliversCommitted() {
+		if b.fwd != nil {
+			for _, topic := range topics {
+				b.fwd.forwardOlder(topic, payload, qos, props)
+			}
+		}
+		return
+	}
 	for _, topic := range topics {
 		if err := b.inject(topic, payload, false, qos, props); err != nil {
 			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)

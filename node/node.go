@@ -287,7 +287,7 @@ func (n *Node) buildServices() (err error) {
 	}
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: outboxes{pushStaging{n.Push}, n.Region}, Regions: n.Region,
-		Media: n.Media, Logger: log,
+		Media: n.Media, Logger: log, Live: n.link,
 		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Backups: n.backupStatus, ReadBarrier: n.raft.ReadBarrier, Registerer: reg})
 	if err != nil {
 		return err
@@ -761,6 +761,15 @@ func (l *brokerLink) Publish(o wire.Outbound) error {
 		return fmt.Errorf("node: broker not built: %w", wire.ErrUnavailable)
 	}
 	return b.Publish(o)
+}
+
+// DeliverCommitted hands a committed message to this node's subscribers
+// (archive.LiveDelivery). Before the broker is built nobody is
+// subscribed: there is nothing to deliver.
+func (l *brokerLink) DeliverCommitted(o wire.Outbound) {
+	if b := l.b.Load(); b != nil {
+		b.DeliverCommitted(o)
+	}
 }
 
 func (l *brokerLink) Retained(topic string) ([]byte, bool) {

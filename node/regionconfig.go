@@ -209,6 +209,9 @@ func (s remoteStore) StoreRemote(ctx context.Context, env wire.Envelope) (wire.E
 	return s.n.Archive.StoreRemote(ctx, env)
 }
 
+// DeliversCommitted: every node delivers what the archive stores.
+func (s remoteStore) DeliversCommitted() bool { return s.n.Archive.DeliversCommitted() }
+
 func (s remoteStore) MarkUndeliverable(ctx context.Context, id snowflake.ID, from, to, reason string) error {
 	return s.n.Archive.MarkUndeliverable(ctx, id, from, to, reason)
 }

@@ -205,7 +205,13 @@ func (b *Bridge) delivered(region, topic string, stored wire.Envelope, out []byt
 		return nil
 	}
 	props := []wire.Prop{{Key: "id", Value: stored.ID.String()}, {Key: "from", Value: stored.From}}
-	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: topic, Payload: out, QoS: 1, UserProps: props}); err != nil {
+	scope := wire.ScopeCluster
+	if d, ok := b.deps.Store.(wire.CommittedDeliverer); ok && d.DeliversCommitted() {
+		// Every node delivers it from its own apply (the archive's live
+		// delivery): only nodes of an earlier version get it from here.
+		scope = wire.ScopeOlderPeers
+	}
+	if err := b.deps.Publisher.Publish(wire.Outbound{Topic: topic, Payload: out, QoS: 1, UserProps: props, Scope: scope}); err != nil {
 		b.log.Warn("message from another region stored, not delivered live (clients sync it)", "from", stored.From, "topic", topic, "id", stored.ID, "err", err)
 	}
 	b.count(region, "stored")

@@ -40,6 +40,12 @@ var (
 type Position struct {
 	Index uint64
 	Sub   uint16
+	// Appended is when the leader appended the entry (raft.Log's
+	// AppendedAt, by the leader's clock); zero when unknown. It does not
+	// take part in the state: handlers that write must not depend on it
+	// (every node writes the same keys). It tells what is live news from
+	// what a node applies long after, catching up.
+	Appended time.Time
 }
 
 // Seq is a cluster-wide, gap-tolerant, strictly increasing sequence number.
@@ -284,7 +290,7 @@ func (f *FSM) apply(l *raft.Log) []Result {
 			i++
 			continue
 		}
-		v, herr := h(tx, Position{Index: l.Index, Sub: uint16(i)}, c.Payload)
+		v, herr := h(tx, Position{Index: l.Index, Sub: uint16(i), Appended: l.AppendedAt}, c.Payload)
 		if !errors.Is(herr, badger.ErrTxnTooBig) {
 			results[i] = Result{Value: v, Err: herr}
 			i++
@@ -301,7 +307,7 @@ func (f *FSM) apply(l *raft.Log) []Result {
 		}
 		for j := start; j < i; j++ {
 			if h := f.handlers[cmds[j].Type]; h != nil {
-				v, herr := h(tx, Position{Index: l.Index, Sub: uint16(j)}, cmds[j].Payload)
+				v, herr := h(tx, Position{Index: l.Index, Sub: uint16(j), Appended: l.AppendedAt}, cmds[j].Payload)
 				results[j] = Result{Value: v, Err: herr}
 			}
 		}

@@ -56,4 +56,30 @@ type Outbound struct {
 	Retain    bool
 	QoS       byte
 	UserProps []Prop
+	Scope     Scope
+}
+
+// Scope is which subscribers an Outbound is for.
+type Scope byte
+
+const (
+	// ScopeCluster: the subscribers of every node (forwarded to the other
+	// nodes with a matching route).
+	ScopeCluster Scope = iota
+	// ScopeLocal: this node's subscribers only. Committed chat messages
+	// go so: every node delivers them from its own copy of the archive.
+	ScopeLocal
+	// ScopeOlderPeers: only the subscribers of other nodes that do not
+	// deliver committed chat messages themselves (a node of an earlier
+	// version, during a rolling upgrade); the node where the message was
+	// sent forwards it to them, as every node did before.
+	ScopeOlderPeers
+)
+
+// CommittedDeliverer is implemented by a chat store that delivers each
+// committed message to this node's subscribers itself, on every node
+// (the archive, from its apply). Its callers then deliver nothing but
+// ScopeOlderPeers copies.
+type CommittedDeliverer interface {
+	DeliversCommitted() bool
 }

@@ -207,6 +207,9 @@ type applied struct {
 	cache *summaryCache
 	pair  pairWrite // the direct summary written, for the cache (conv "" for none)
 	cids  *cidFilter
+
+	live *live       // nil: no live delivery (live.go)
+	lm   liveMessage // what live delivers
 }
 
 // AfterCommit tells the outbox that its staged message is committed,
@@ -221,6 +224,9 @@ func (a *applied) AfterCommit() {
 	a.cids.afterCommit()
 	if a.after != nil {
 		a.after()
+	}
+	if a.live != nil {
+		a.live.deliver(&a.lm)
 	}
 }
 
@@ -372,6 +378,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		res, err := applyGroupMessage(tx, seq, c, &kb, ck, cv, dk, idb, byID)
 		if err == nil {
 			res.after, res.cids = after, st.cids
+			res.setLive(st.live, c, at)
 		}
 		return res, err
 	}
@@ -446,7 +453,17 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		}
 	}
 	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pair: pairWrite{conv: conv, p: p}, cids: st.cids}
+	res.setLive(st.live, c, at)
 	return res, nil
+}
+
+// setLive makes AfterCommit deliver the stored message live (l nil: no
+// live delivery).
+func (a *applied) setLive(l *live, c msgCmd, at fsm.Position) {
+	if l != nil {
+		a.live = l
+		a.lm = liveMessage{id: c.ID, from: c.From, to: c.To, group: c.Group, payload: c.Payload, appended: at.Appended}
+	}
 }
 
 // byIDWrites are what a message writes for lookups by ID rather than by

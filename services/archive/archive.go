@@ -188,6 +188,10 @@ type Deps struct {
 	// Backups describes the scheduled backups for GET /admin/archive (a
 	// JSON value; nil: none are configured).
 	Backups func() any
+	// Live delivers the messages this node stores to its own subscribers,
+	// on every node (live.go); nil: the node a message is sent on
+	// delivers it to every node's subscribers (tests without a broker).
+	Live LiveDelivery
 	// ReadBarrier waits until this node has applied every write committed
 	// before the call (cluster.Raft.ReadBarrier); the catch-up reads
 	// (/chat/sync, /chat/conversations, a conversation's newest history
@@ -294,6 +298,16 @@ func New(deps Deps) (*Service, error) {
 	// written: the dedupe filter's first build can start here.
 	st := &fsmState{outbox: deps.Outbox, segments: deps.Segments, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{},
 		cids: newCIDFilter(deps.DB, minCIDFilterKeys)}
+	if deps.Live != nil {
+		st.live = &live{to: deps.Live, since: time.Now().Add(-liveSkew), m: newLiveMetrics()}
+		if deps.Registerer != nil {
+			for _, c := range st.live.m.collectors() {
+				if err := deps.Registerer.Register(c); err != nil {
+					return nil, fmt.Errorf("archive: register metrics: %w", err)
+				}
+			}
+		}
+	}
 	sc := st.sums
 	if r, ok := deps.FSM.(interface{ OnRestore(fn func()) }); ok {
 		r.OnRestore(st.purge)

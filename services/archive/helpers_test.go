@@ -59,6 +59,14 @@ func (p *fakePub) Publish(o wire.Outbound) error {
 	return p.err
 }
 
+// DeliverCommitted records a live delivery (LiveDelivery) among the
+// publishes; its Scope tells them apart (withLive).
+func (p *fakePub) DeliverCommitted(o wire.Outbound) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.out = append(p.out, o)
+}
+
 func (p *fakePub) published() []wire.Outbound {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -160,6 +168,7 @@ type env struct {
 	users    Directory                       // nil: alice, bob, carol and dave exist
 	media    Media                           // Deps.Media
 	barrier  func(ctx context.Context) error // Deps.ReadBarrier
+	live     bool                            // Deps.Live is pub (withLive)
 }
 
 type envOpt func(*env)
@@ -197,6 +206,10 @@ func withMedia(m Media) envOpt { return func(e *env) { e.media = m } }
 func withReadBarrier(fn func(ctx context.Context) error) envOpt {
 	return func(e *env) { e.barrier = fn }
 }
+
+// withLive makes the service deliver what it stores live (Deps.Live),
+// recorded by the fake publisher.
+func withLive() envOpt { return func(e *env) { e.live = true } }
 
 // withOutbox gives the service an Outbox.
 func withOutbox(o Outbox) envOpt { return func(e *env) { e.outbox = o } }
@@ -237,6 +250,9 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	deps.ReadBarrier = e.barrier
 	deps.Media = e.media
 	deps.Outbox = e.outbox
+	if e.live {
+		deps.Live = e.pub
+	}
 	deps.Regions = e.rgns
 	deps.Segments = e.segs
 	deps.FetchSegment = e.fetch

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -450,24 +449,17 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 // deliver publishes a newly stored message: a direct message to the
 // recipient and to the sender's other devices, a group message to the
 // group's topic (the sender's devices are members, so they get it there).
-// A failed publish is logged, not returned: the message is committed and
-// clients catch up through sync.
+// When every node delivers what it stores (Deps.Live), only nodes of an
+// earlier version get it from here. A failed publish is logged, not
+// returned: the message is committed and clients catch up through sync.
 func (s *Service) deliver(env wire.Envelope, payload []byte) {
-	props := []wire.Prop{{Key: "id", Value: env.ID.String()}, {Key: "from", Value: env.From}}
-	var topics []string
-	switch {
-	case env.Group != "":
-		topics = []string{wire.GroupTopic(env.Group)}
-	case env.From != env.To:
-		topics = []string{wire.DirectTopic(env.To), wire.DirectTopic(env.From)}
-	default:
-		topics = []string{wire.DirectTopic(env.To)}
+	scope := wire.ScopeCluster
+	if s.DeliversCommitted() {
+		scope = wire.ScopeOlderPeers
 	}
-	for _, t := range topics {
-		if strings.IndexByte(t, '@') >= 0 {
-			continue // a user of another region: the region link carries it
-		}
-		if err := s.pub.Publish(wire.Outbound{Topic: t, Payload: payload, QoS: 1, UserProps: props}); err != nil {
+	props := []wire.Prop{{Key: "id", Value: env.ID.String()}, {Key: "from", Value: env.From}}
+	for _, t := range deliveryTopics(env.From, env.To, env.Group) {
+		if err := s.pub.Publish(wire.Outbound{Topic: t, Payload: payload, QoS: 1, UserProps: props, Scope: scope}); err != nil {
 			s.log.Warn("publishing a stored message failed; clients will get it by sync", "topic", t, "id", env.ID, "err", err)
 		}
 	}

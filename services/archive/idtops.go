@@ -204,6 +204,7 @@ type fsmState struct {
 	top    topKeeper
 
 	segments SegmentStore // where sealed segments go (nil: none); see tier.go
+	live     *live        // nil: no live delivery from apply (live.go)
 }
 
 func (s *fsmState) purge() {

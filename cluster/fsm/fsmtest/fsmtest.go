@@ -14,6 +14,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -220,7 +221,7 @@ func (h *Harness) flushLocked() {
 
 func (h *Harness) applyLocked(cmds []fsm.Command) []fsm.Result {
 	h.index++
-	l := &raft.Log{Index: h.index, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds)}
+	l := &raft.Log{Index: h.index, Type: raft.LogCommand, Data: fsm.EncodeBatch(cmds), AppendedAt: time.Now()}
 	h.logs = append(h.logs, l)
 	res := h.FSM.Apply(l).([]fsm.Result)
 	for _, f := range h.followers {

@@ -1,0 +1,116 @@
+package broker
+
+import (
+	"context"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Committed chat messages reach this node's subscribers from this node's
+// own apply (services/archive/live.go): the archive hands each one to
+// DeliverCommitted on the FSM's goroutine, which queues it; one goroutine
+// delivers the queue in order through an inline client of its own, whose
+// publishes are never forwarded (every node delivers its own). The
+// delivery runs off the FSM's goroutine because mochi's delivery runs the
+// access check, which may wait for this node to catch up with the cluster,
+// that is for the FSM.
+//
+// Nodes of an earlier version do not deliver from their apply: the node a
+// message was sent on forwards it to them (ScopeOlderPeers, see
+// forwarder.forwardOlder), and what they forward of their own messages is
+// dropped here (forwarder.receive), since this node delivers those too.
+
+// maxCommittedQueue bounds the committed messages waiting for delivery
+// (a few seconds of a busy node): past it they are dropped, counted in
+// edgechat_mqtt_messages_dropped_total{reason="live_queue_full"}, and
+// clients read them by sync.
+const maxCommittedQueue = 1 << 16
+
+type committedQueue struct {
+	mu   sync.Mutex
+	q    []wire.Outbound
+	wake chan struct{} // capacity 1: something was queued
+	in   *mqtt.Client  // the inline client that delivers them
+}
+
+func newCommittedQueue(srv *mqtt.Server) *committedQueue {
+	in := srv.NewClient(nil, mqtt.LocalListener, "edgechat-committed", true)
+	in.Properties.ProtocolVersion = 5
+	return &committedQueue{wake: make(chan struct{}, 1), in: in}
+}
+
+// DeliverCommitted queues a committed message for this node's own
+// subscribers (o.Scope is ignored: always this node's). It never blocks.
+func (b *Broker) DeliverCommitted(o wire.Outbound) {
+	c := b.committed
+	c.mu.Lock()
+	if len(c.q) >= maxCommittedQueue {
+		c.mu.Unlock()
+		b.m.dropped.WithLabelValues(wire.ParseTopic(o.Topic).Kind.String(), "live_queue_full").Inc()
+		return
+	}
+	c.q = append(c.q, o)
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// deliversCommitted reports whether the chat store delivers committed
+// messages on every node itself (wire.CommittedDeliverer).
+func (b *Broker) deliversCommitted() bool {
+	d, ok := b.deps.Chat.(wire.CommittedDeliverer)
+	return ok && d.DeliversCommitted()
+}
+
+// runCommitted delivers the queue until ctx ends.
+func (b *Broker) runCommitted(ctx context.Context) {
+	c := b.committed
+	var batch []wire.Outbound
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.wake:
+		}
+		c.mu.Lock()
+		batch, c.q = c.q, batch[:0]
+		c.mu.Unlock()
+		for i := range batch {
+			b.injectCommitted(&batch[i])
+			batch[i] = wire.Outbound{} // let the payload go
+		}
+	}
+}
+
+func (b *Broker) injectCommitted(o *wire.Outbound) {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: o.QoS},
+		TopicName:   o.Topic,
+		Payload:     o.Payload,
+		Properties:  packets.Properties{User: userProps(o.UserProps)},
+	}
+	if o.QoS > 0 {
+		pk.PacketID = uint16(o.QoS) // see inject
+	}
+	if err := b.srv.InjectPacket(b.committed.in, pk); err != nil {
+		b.log.Warn("committed message not delivered live", "topic", o.Topic, "error", err)
+	}
+}
+
+// userProps converts wire properties to MQTT user properties.
+func userProps(ps []wire.Prop) []packets.UserProperty {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]packets.UserProperty, len(ps))
+	for i, p := range ps {
+		out[i] = packets.UserProperty{Key: p.Key, Val: p.Value}
+	}
+	return out
+}
