@@ -2,10 +2,12 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -184,6 +186,32 @@ func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, w
 		return cannotCatchUp
 	}
 	return caughtUp
+}
+
+// retryUnverified turns the v5 SUBACK code of each filter refused only
+// because this node could not catch up with the cluster to check it
+// (mayBeLagging: a member whose node cannot reach its leader) from 0x87
+// "not authorized", which clients take as final, into 0x83
+// "implementation specific error", which they retry, as a group message
+// on such a node is answered. mochi builds the SUBACK from reasonCodes
+// after OnSubscribed, which hands the same slice (the copy in
+// third_party is what we build with). A 3.1.1 SUBACK has 0x80 for any
+// failure.
+func (b *Broker) retryUnverified(cl *mqtt.Client, filters packets.Subscriptions, reasonCodes []byte) {
+	ci := b.connOf(cl)
+	if ci == nil || len(ci.unverified) == 0 {
+		return
+	}
+	unverified := ci.unverified
+	ci.unverified = nil
+	if cl.Properties.ProtocolVersion != 5 {
+		return
+	}
+	for i, sub := range filters {
+		if i < len(reasonCodes) && reasonCodes[i] == packets.ErrNotAuthorized.Code && slices.Contains(unverified, sub.Filter) {
+			reasonCodes[i] = packets.ErrImplementationSpecificError.Code
+		}
+	}
 }
 
 // stateDependent reports whether access to topic (a name or a filter)

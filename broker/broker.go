@@ -307,6 +307,11 @@ type connInfo struct {
 	// checks may wait for the node to catch up (acl.go mayBeLagging),
 	// never a delivery another client's publish makes meanwhile.
 	subscribingTo atomic.Pointer[packets.Subscriptions]
+	// unverified holds the filters of that SUBSCRIBE refused only because
+	// the node could not catch up with the cluster to check them (see
+	// OnSubscribed: they are answered "retry", not "not authorized").
+	// Only the client's read loop touches it.
+	unverified []string
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS

@@ -78,3 +78,38 @@ func TestGroupMessageOnANodeThatCannotCatchUpIsToldToRetry(t *testing.T) {
 		t.Fatalf("group typing on a node that cannot catch up: 0x%02x, want 0x87", code)
 	}
 }
+
+// A subscription the node cannot check, because it cannot catch up with
+// the cluster, is answered 0x83 (retry), not 0x87 (not authorized, which
+// a client takes as final: it would stop following the group); other
+// filters of the same SUBSCRIBE keep their answers, a 3.1.1 client gets
+// 0x80 (its only failure code), and once the node is back the
+// subscription is granted.
+func TestSubscriptionOnANodeThatCannotCatchUpIsToldToRetry(t *testing.T) {
+	lag := &testutil.LaggingNode{}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.ReadBarrier = lag.Barrier })
+	e.members("g1", "bob", "alice")
+	e.members("g2", "bob")
+	alice := mustV5(t, e.addr, "alice", "phone")
+	lag.SetDown(errors.New("no leader"))
+
+	codes := alice.Sub(t, "group/g2/newMessage", "group/g1/newMessage", "user/bob/newMessage")
+	if want := []byte{0x83, 0x01, 0x87}; string(codes) != string(want) {
+		t.Fatalf("SUBACK codes % x, want % x (unverifiable, allowed, never allowed)", codes, want)
+	}
+	v3, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := v3.Subscribe("group/g2/#", 1, nil)
+	tok.WaitTimeout(waitFor)
+	if got := tok.(interface{ Result() map[string]byte }).Result()["group/g2/#"]; got != 0x80 {
+		t.Fatalf("3.1.1 SUBACK %#x, want 0x80", got)
+	}
+
+	lag.SetDown(nil)
+	lag.Hold(func() { e.members("g2", "alice") })
+	if code := alice.Sub(t, "group/g2/newMessage")[0]; code != 0x01 {
+		t.Fatalf("subscription once the node caught up: 0x%02x, want 0x01", code)
+	}
+}

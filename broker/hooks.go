@@ -239,6 +239,11 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 			// catch up either: a member whose node lags must not be told
 			// that they are not one (0x87, which clients do not retry).
 			ok = write && wire.ParseTopic(topic).Kind == wire.KindGroup
+			if !write {
+				if ci := b.connOf(cl); ci != nil {
+					ci.unverified = append(ci.unverified, topic)
+				}
+			}
 		}
 	}
 	if !ok && write {
@@ -282,6 +287,7 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 }
 
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	h.b.retryUnverified(cl, pk.Filters, reasonCodes)
 	for _, c := range reasonCodes {
 		if c >= packets.ErrUnspecifiedError.Code {
 			h.b.m.refused.WithLabelValues("subscribe").Inc()

@@ -448,8 +448,8 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 		subs = append(subs, paho.SubscribeOptions{Topic: "presence/" + uid, QoS: 1})
 	}
 	c.mu.Unlock()
-	refused, err := subscribe(ctx, cm, subs)
-	if err == nil && slices.Contains(refused, subs[0].Topic) {
+	refused, unverified, err := subscribe(ctx, cm, subs)
+	if err == nil && (slices.Contains(refused, subs[0].Topic) || slices.Contains(unverified, subs[0].Topic)) {
 		err = fmt.Errorf("%w: subscription to %s refused", ErrUnauthorized, subs[0].Topic)
 	}
 	if err != nil {
@@ -458,6 +458,11 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 			cm.TerminateConnectionForTest() // the only way autopaho offers to force a fresh connection
 		}
 		return
+	}
+	if len(unverified) > 0 {
+		// The node could not check them now (it is catching up with its
+		// cluster): still watched, subscribed again at the next connection.
+		c.log.Warn("presence subscriptions not granted for now; tried again at the next connection", "topics", unverified)
 	}
 	if len(refused) > 0 {
 		c.log.Warn("presence subscriptions refused; no longer watched", "topics", refused)
@@ -484,19 +489,25 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 }
 
 // subscribe sends one SUBSCRIBE and returns the topics the server refused
-// (err is for the request as a whole).
-func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.SubscribeOptions) (refused []string, err error) {
+// and those it could not grant for now (a retryable code: 0x83 from a
+// node that cannot catch up with its cluster to check them); err is for
+// the request as a whole.
+func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.SubscribeOptions) (refused, unverified []string, err error) {
 	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
 	if sa == nil {
-		return nil, fmt.Errorf("edgechat: subscribe: %w", err)
+		return nil, nil, fmt.Errorf("edgechat: subscribe: %w", err)
 	}
 	// paho reports any refusal as an error; the reason codes say which.
 	for i, rc := range sa.Reasons {
-		if rc >= 0x80 && i < len(subs) {
+		switch {
+		case rc < 0x80 || i >= len(subs):
+		case retryableReason(rc):
+			unverified = append(unverified, subs[i].Topic)
+		default:
 			refused = append(refused, subs[i].Topic)
 		}
 	}
-	return refused, nil
+	return refused, unverified, nil
 }
 
 // heartbeat publishes presence heartbeats until the connection drops.

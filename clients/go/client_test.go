@@ -555,3 +555,35 @@ func TestReadsMoveOnFromANodeThatCannotReachItsLeader(t *testing.T) {
 		t.Fatalf("every node 503: %v", err)
 	}
 }
+
+// A presence subscription the server cannot check for now (0x83: its node
+// is catching up with the cluster) is asked again until granted; one it
+// refuses (0x87) is ErrForbidden and no longer watched.
+func TestWatchPresenceAsksAgainWhileTheServerCannotCheck(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) {
+		f.subAnswers = map[string][]byte{"presence/bob": {0x83, 0x83}, "presence/carol": {0x87}}
+	})
+	alice := dialFake(t, f, "alice", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := alice.WatchPresence(ctx, "bob"); err != nil {
+		t.Fatalf("WatchPresence(bob): %v", err)
+	}
+	if err := alice.WatchPresence(ctx, "carol"); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("WatchPresence(carol): %v, want ErrForbidden", err)
+	}
+	f.mu.Lock()
+	bob, carol := f.subAsked["presence/bob"], f.subAsked["presence/carol"]
+	f.mu.Unlock()
+	if bob != 3 || carol != 1 {
+		t.Fatalf("SUBSCRIBEs: bob %d (want 3: two retries), carol %d (want 1)", bob, carol)
+	}
+	alice.mu.Lock()
+	_, watchingBob := alice.watched["bob"]
+	_, watchingCarol := alice.watched["carol"]
+	alice.mu.Unlock()
+	if !watchingBob || watchingCarol {
+		t.Fatalf("watched: bob %v carol %v, want true false", watchingBob, watchingCarol)
+	}
+}

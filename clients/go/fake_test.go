@@ -66,6 +66,10 @@ type fakeServer struct {
 	// that is not a ready upload of the sender.
 	mediaFill   func(from, id string) (MediaInfo, bool)
 	lastPayload []byte // the newest newMessage payload as published
+	// subAnswers are the SUBACK codes the next SUBSCRIBEs of a filter get
+	// (one per SUBSCRIBE, then granted), and subAsked counts them.
+	subAnswers map[string][]byte
+	subAsked   map[string]int
 }
 
 func (f *fakeServer) set(fn func(f *fakeServer)) {
@@ -123,7 +127,24 @@ func newFakeServer(t testing.TB) *fakeServer {
 func (f *fakeServer) ID() string { return "fake-chat" }
 
 func (f *fakeServer) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribed}, []byte{b})
+}
+
+// OnSubscribed answers a filter with its next subAnswers code (mochi
+// builds the SUBACK from reasonCodes after this hook, as edgechat's
+// broker relies on too).
+func (f *fakeServer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, sub := range pk.Filters {
+		if f.subAsked == nil {
+			f.subAsked = map[string]int{}
+		}
+		f.subAsked[sub.Filter]++
+		if next := f.subAnswers[sub.Filter]; len(next) > 0 && i < len(reasonCodes) {
+			reasonCodes[i], f.subAnswers[sub.Filter] = next[0], next[1:]
+		}
+	}
 }
 
 func (f *fakeServer) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {

@@ -225,7 +225,9 @@ func (c *Client) Typing(ctx context.Context, to string) error {
 // subscription is renewed on every reconnection. While disconnected it
 // only records the wish and returns nil. The server lets me see only the
 // presence of users I have a conversation with (or share a group with);
-// for anyone else it returns an error wrapping ErrForbidden.
+// for anyone else it returns an error wrapping ErrForbidden. A server
+// that cannot check for now (its node is catching up with its cluster)
+// is asked again until ctx ends.
 func (c *Client) WatchPresence(ctx context.Context, uid string) error {
 	if !validUserID(uid) {
 		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, uid)
@@ -241,7 +243,22 @@ func (c *Client) WatchPresence(ctx context.Context, uid string) error {
 	if !up {
 		return nil
 	}
-	refused, err := subscribe(ctx, c.cm, []paho.SubscribeOptions{{Topic: "presence/" + uid, QoS: 1}})
+	var refused, unverified []string
+	var err error
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 4*time.Second) {
+		refused, unverified, err = subscribe(ctx, c.cm, []paho.SubscribeOptions{{Topic: "presence/" + uid, QoS: 1}})
+		if err != nil || len(unverified) == 0 {
+			break
+		}
+		// The node cannot check the contact now (it is catching up with
+		// its cluster): ask again; the user stays watched whatever
+		// happens, so the next connection subscribes anyway.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("edgechat: presence of %s not granted yet: %w", uid, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
 	if errors.Is(err, autopaho.ConnectionDownError) {
 		return nil // afterConnect subscribes it on the next connection
 	}
