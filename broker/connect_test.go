@@ -159,13 +159,7 @@ func TestACLMatrix(t *testing.T) {
 	}
 
 	// 3.1.1: a refused subscription is 0x80.
-	v3, _, err := dialV3(t, e.addr, "alice/v3", "alice", "tok:alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok := v3.Subscribe("user/bob/newMessage", 1, nil)
-	tok.WaitTimeout(waitFor)
-	if got := tok.(interface{ Result() map[string]byte }).Result()["user/bob/newMessage"]; got != 0x80 {
+	if got := v3SubCode(t, e.addr, "alice", "user/bob/newMessage"); got != 0x80 {
 		t.Fatalf("v3 suback %#x, want 0x80", got)
 	}
 }

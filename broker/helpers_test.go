@@ -323,6 +323,19 @@ func mustV5(t testing.TB, addr, uid, device string) *mqtttest.Client {
 
 // --- MQTT 3.1.1 client (paho.mqtt.golang) ---
 
+// v3SubCode connects uid as a 3.1.1 client (device v3) and returns the
+// SUBACK code of one subscription to filter.
+func v3SubCode(t testing.TB, addr, uid, filter string) byte {
+	t.Helper()
+	v3, _, err := dialV3(t, addr, uid+"/v3", uid, "tok:"+uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := v3.Subscribe(filter, 1, nil)
+	tok.WaitTimeout(waitFor)
+	return tok.(interface{ Result() map[string]byte }).Result()[filter]
+}
+
 func dialV3(t testing.TB, addr, clientID, user, pass string) (pahov3.Client, byte, error) {
 	t.Helper()
 	opts := pahov3.NewClientOptions().

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -746,4 +747,68 @@ func verifyAcked(t *testing.T, httpURL, token string, senders []*sender, within 
 	})
 	t.Logf("%s: all %d acknowledged messages present once, in per-sender order", httpURL, total)
 	return time.Since(t0)
+}
+
+// killLoad keeps numbered direct messages to one user in flight from
+// several goroutines (each publishes and waits for its PUBACK) until
+// stopped, recording the cids acknowledged: the load of the tests that
+// SIGKILL a node under it. A failure before killed is set fails the test.
+type killLoad struct {
+	killed atomic.Bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	acked []string
+}
+
+// startKillLoad starts perClient goroutines on each client publishing to
+// user/{to}/newMessage with cids "c{client}-g{goroutine}-{n}".
+func startKillLoad(t *testing.T, clients []*paho.Client, perClient int, to string) *killLoad {
+	l := &killLoad{stop: make(chan struct{})}
+	for c, client := range clients {
+		for g := range perClient {
+			l.wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-l.stop:
+						return
+					default:
+					}
+					cid := fmt.Sprintf("c%d-g%d-%d", c, g, i)
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					pr, err := client.Publish(ctx, &paho.Publish{Topic: "user/" + to + "/newMessage", QoS: 1,
+						Payload: fmt.Appendf(nil, `{"cid":%q,"type":"text","body":"under kill %d"}`, cid, i)})
+					cancel()
+					if err != nil || pr.ReasonCode != 0 {
+						if !l.killed.Load() {
+							t.Errorf("publish %s: %v %+v", cid, err, pr)
+						}
+						return
+					}
+					l.mu.Lock()
+					l.acked = append(l.acked, cid)
+					l.mu.Unlock()
+				}
+			})
+		}
+	}
+	return l
+}
+
+// ackedSoFar is a copy of the cids acknowledged so far.
+func (l *killLoad) ackedSoFar() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.acked...)
+}
+
+// kill marks what follows as the kill's doing, runs kill, and waits for
+// the publishers to end; it returns every cid acknowledged.
+func (l *killLoad) kill(kill func()) []string {
+	l.killed.Store(true)
+	kill()
+	close(l.stop)
+	l.wg.Wait()
+	return l.ackedSoFar()
 }

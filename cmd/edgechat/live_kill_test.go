@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,52 +33,18 @@ func TestLiveDeliveryOutlivesTheSendersNodeSIGKILL(t *testing.T) {
 	bob := mqtttest.MustDial(t, c.proc(recvNode).mqtt, v5Options("bob/phone", "bob", tokens["bob"]))
 	bob.MustSub(t, "user/bob/newMessage")
 
-	var (
-		mu     sync.Mutex
-		acked  []string
-		killed atomic.Bool
-		wg     sync.WaitGroup
-	)
+	var clients []*paho.Client
 	for g := range 8 {
-		client, err := dialV5Err(c.proc(lead).mqtt, fmt.Sprintf("alice/load%d", g), "alice", tokens["alice"])
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Go(func() {
-			defer client.Disconnect(&paho.Disconnect{})
-			for i := 0; ; i++ {
-				cid := fmt.Sprintf("g%d-%d", g, i)
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				pr, err := client.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
-					Payload: fmt.Appendf(nil, `{"cid":%q,"type":"text","body":"live %d"}`, cid, i)})
-				cancel()
-				if err != nil || pr.ReasonCode != 0 {
-					if !killed.Load() {
-						t.Errorf("publish %s: %v %+v", cid, err, pr)
-					}
-					return
-				}
-				mu.Lock()
-				acked = append(acked, cid)
-				mu.Unlock()
-			}
-		})
+		clients = append(clients, dialV5(t, c.proc(lead).mqtt, fmt.Sprintf("alice/load%d", g), "alice", tokens["alice"]))
 	}
+	load := startKillLoad(t, clients, 1, "bob")
 	checkFor(t, 30*time.Second, 10*time.Millisecond, func() error {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(acked) < 400 {
-			return fmt.Errorf("%d acknowledged", len(acked))
+		if n := len(load.ackedSoFar()); n < 400 {
+			return fmt.Errorf("%d acknowledged", n)
 		}
 		return nil
 	})
-	killed.Store(true)
-	c.proc(lead).stop(t, syscall.SIGKILL)
-	wg.Wait()
-
-	mu.Lock()
-	want := append([]string(nil), acked...)
-	mu.Unlock()
+	want := load.kill(func() { c.proc(lead).stop(t, syscall.SIGKILL) })
 	got := map[string]bool{}
 	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 		for _, m := range bob.Received("user/bob/newMessage") {

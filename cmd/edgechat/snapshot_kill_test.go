@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,41 +35,11 @@ func TestSIGKILLRightAfterAReferenceSnapshot(t *testing.T) {
 	}
 	token := mintToken(t, bin, data, "alice", p)
 
-	var (
-		mu     sync.Mutex
-		acked  []string
-		killed atomic.Bool
-		wg     sync.WaitGroup
-		stop   = make(chan struct{})
-	)
-	for c := range 2 {
-		client := dialV5(t, p.mqtt, fmt.Sprintf("alice/load%d", c), "alice", token)
-		for g := range 8 { // eight publishes in flight per connection
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					cid := fmt.Sprintf("c%d-g%d-%d", c, g, i)
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					pr, err := client.Publish(ctx, &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
-						Payload: fmt.Appendf(nil, `{"cid":%q,"type":"text","body":"snapshot kill %d"}`, cid, i)})
-					cancel()
-					if err != nil || pr.ReasonCode != 0 {
-						if !killed.Load() {
-							t.Errorf("publish %s: %v %+v", cid, err, pr)
-						}
-						return
-					}
-					mu.Lock()
-					acked = append(acked, cid)
-					mu.Unlock()
-				}
-			})
-		}
+	clients := []*paho.Client{
+		dialV5(t, p.mqtt, "alice/load0", "alice", token),
+		dialV5(t, p.mqtt, "alice/load1", "alice", token),
 	}
+	load := startKillLoad(t, clients, 8, "bob") // eight publishes in flight per connection
 
 	// The first snapshot: Raft takes one every 5-10 s once about 8 MB of
 	// log (or 16384 entries) were applied since the last.
@@ -88,10 +55,7 @@ func TestSIGKILLRightAfterAReferenceSnapshot(t *testing.T) {
 		}
 		return fmt.Errorf("no snapshot yet")
 	})
-	killed.Store(true)
-	p.stop(t, syscall.SIGKILL)
-	close(stop)
-	wg.Wait()
+	acked := load.kill(func() { p.stop(t, syscall.SIGKILL) })
 	if t.Failed() {
 		return
 	}
