@@ -600,6 +600,46 @@ func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
 	})
 }
 
+// HasSubscribers reports whether a subscription (a client's, a shared or
+// an inline one) may match topic, without gathering any: a publisher
+// whose publish is worth making only for subscribers skips it cheaply.
+// It may answer true for a topic no subscriber gets (a $-topic and a
+// wildcard at the top level); never false for one that some subscriber
+// gets.
+func (x *TopicsIndex) HasSubscribers(topic string) bool {
+	return len(topic) > 0 && x.hasSubscribers(topic, 0, x.root)
+}
+
+func (x *TopicsIndex) hasSubscribers(topic string, d int, n *particle) bool {
+	key, hasNext := isolateParticle(topic, d)
+	for _, partKey := range []string{key, "+"} {
+		particle := n.particles.get(partKey)
+		switch {
+		case particle == nil:
+		case hasNext:
+			if x.hasSubscribers(topic, d+1, particle) {
+				return true
+			}
+		case particle.subscribed():
+			return true
+		default:
+			// filter/# matches filter as well (4.7.1.2).
+			if wild := particle.particles.get("#"); wild != nil && partKey != "+" && wild.subscribed() {
+				return true
+			}
+		}
+	}
+	if particle := n.particles.get("#"); particle != nil && particle.subscribed() {
+		return true
+	}
+	return false
+}
+
+// subscribed reports whether any subscription ends at the particle.
+func (p *particle) subscribed() bool {
+	return p.subscriptions.Len() > 0 || p.shared.Len() > 0 || p.inlineSubscriptions.Len() > 0
+}
+
 // subscribersOf is Subscribers for publishing: its maps are made only
 // when something goes in them (most publishes match no shared or inline
 // subscription), so a nil map means none. The caller gives it back with
