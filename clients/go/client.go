@@ -489,9 +489,9 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 }
 
 // subscribe sends one SUBSCRIBE and returns the topics the server refused
-// and those it could not grant for now (a retryable code: 0x83 from a
-// node that cannot catch up with its cluster to check them); err is for
-// the request as a whole.
+// and those it could not grant for now (0x83 from a node that cannot
+// catch up with its cluster to check them, or 0x97 quota exceeded); err
+// is for the request as a whole.
 func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.SubscribeOptions) (refused, unverified []string, err error) {
 	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
 	if sa == nil {
@@ -501,7 +501,7 @@ func subscribe(ctx context.Context, cm *autopaho.ConnectionManager, subs []paho.
 	for i, rc := range sa.Reasons {
 		switch {
 		case rc < 0x80 || i >= len(subs):
-		case retryableReason(rc):
+		case rc == 0x83 || rc == 0x97: // cannot check now, quota: worth asking again
 			unverified = append(unverified, subs[i].Topic)
 		default:
 			refused = append(refused, subs[i].Topic)
