@@ -620,6 +620,13 @@ func (b *Broker) Publish(o wire.Outbound) error {
 // inject publishes through our inline client: no ACL, no OnPublish
 // processing, user properties kept.
 func (b *Broker) inject(topic string, payload []byte, retain bool, qos byte, props []packets.UserProperty) error {
+	return b.injectAs(b.inline, topic, payload, retain, qos, props)
+}
+
+// injectAs publishes through one of our inline clients (the server's,
+// the committed messages', the forwarded publishes'): the hooks tell them
+// apart by the client.
+func (b *Broker) injectAs(cl *mqtt.Client, topic string, payload []byte, retain bool, qos byte, props []packets.UserProperty) error {
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain},
 		TopicName:   topic,
@@ -629,7 +636,7 @@ func (b *Broker) inject(topic string, payload []byte, retain bool, qos byte, pro
 	if qos > 0 {
 		pk.PacketID = uint16(qos) // mochi needs an ID for validation; inline publishes never use it
 	}
-	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+	if err := b.srv.InjectPacket(cl, pk); err != nil {
 		return fmt.Errorf("broker: publish %s: %w", topic, err)
 	}
 	return nil

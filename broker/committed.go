@@ -96,16 +96,7 @@ func (b *Broker) injectCommitted(o *wire.Outbound) {
 		// A subscription made after this check reads the message by sync.
 		return
 	}
-	pk := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: o.QoS},
-		TopicName:   o.Topic,
-		Payload:     o.Payload,
-		Properties:  packets.Properties{User: userProps(o.UserProps)},
-	}
-	if o.QoS > 0 {
-		pk.PacketID = uint16(o.QoS) // see inject
-	}
-	if err := b.srv.InjectPacket(b.committed.in, pk); err != nil {
+	if err := b.injectAs(b.committed.in, o.Topic, o.Payload, false, o.QoS, userProps(o.UserProps)); err != nil {
 		b.log.Warn("committed message not delivered live", "topic", o.Topic, "error", err)
 	}
 }

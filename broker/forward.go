@@ -354,16 +354,11 @@ func (f *forwarder) inject(p ForwardPacket) error {
 			CorrelationData:   p.CorrelationData,
 			PayloadFormat:     p.PayloadFormat,
 			PayloadFormatFlag: p.HasFormat,
+			User:              userProps(p.Props),
 		},
 	}
-	if len(p.Props) > 0 {
-		pk.Properties.User = make([]packets.UserProperty, len(p.Props))
-		for i, u := range p.Props {
-			pk.Properties.User[i] = packets.UserProperty{Key: u.Key, Val: u.Value}
-		}
-	}
 	if p.QoS > 0 {
-		pk.PacketID = uint16(p.QoS) // see inject in broker.go
+		pk.PacketID = uint16(p.QoS) // see injectAs in broker.go
 	}
 	if err := f.b.srv.InjectPacket(f.peerIn, pk); err != nil {
 		return fmt.Errorf("broker: inject forwarded %s: %w", p.Topic, err)
