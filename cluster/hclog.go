@@ -3,9 +3,11 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -45,6 +47,13 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		return
 	}
 	sl := slogLevel(level)
+	if sl >= slog.LevelWarn && closedByUs(args) {
+		// Raft's transport reports reads of connections this node closed
+		// while it shuts down ("failed to decode incoming command: use of
+		// closed network connection") as errors: every clean stop
+		// printed a few.
+		sl = slog.LevelDebug
+	}
 	ctx := context.Background()
 	if !h.log.Enabled(ctx, sl) {
 		return
@@ -56,6 +65,21 @@ func (h *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	all = append(all, h.args...)
 	all = append(all, args...)
 	h.log.Log(ctx, sl, msg, all...)
+}
+
+// closedByUs reports whether the only error among args is a use of a
+// connection or listener this process closed (net.ErrClosed).
+func closedByUs(args []any) bool {
+	closed := false
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			if !errors.Is(err, net.ErrClosed) {
+				return false
+			}
+			closed = true
+		}
+	}
+	return closed
 }
 
 func (h *hclogAdapter) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }
