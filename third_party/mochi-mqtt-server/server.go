@@ -6,6 +6,7 @@
 package mqtt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -1352,12 +1353,39 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 
 	sub.FwdRetainedFlag = true
 	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
-		_, err := s.publishToClient(cl, sub, pkv)
-		if err != nil {
-			s.Log.Debug("failed to publish retained message", "error", err, "client", cl.ID, "listener", cl.Net.Listener, "packet", pkv)
-			continue
+		s.publishRetainedCopy(cl, sub, pkv)
+	}
+}
+
+// maxRetainedRecopies bounds how many times publishRetainedCopy sends a
+// topic's retained message again because it changed meanwhile.
+const maxRetainedRecopies = 4
+
+// publishRetainedCopy sends a retained message to a client that has just
+// subscribed, then makes sure that the copy did not leave the client with
+// an older message than the topic holds (edgechat patch 32). The
+// subscription is in place before the retained messages are read, so a
+// publish to the topic between the read and the copy's write is delivered
+// to the client live, before the older copy: a client watching a status
+// (a user's presence) would keep the stale one until the next change.
+// The topic's message is retained before its live delivery, so a changed
+// retained message after the write means that: the current one is sent
+// in turn. A client may get a message twice; it never ends on an older
+// one, unless the topic changes faster than copies are written (bounded
+// by maxRetainedRecopies) or was cleared meanwhile (its empty publish was
+// delivered live; the copy is not taken back).
+func (s *Server) publishRetainedCopy(cl *Client, sub packets.Subscription, pk packets.Packet) {
+	for range maxRetainedRecopies + 1 {
+		if _, err := s.publishToClient(cl, sub, pk); err != nil {
+			s.Log.Debug("failed to publish retained message", "error", err, "client", cl.ID, "listener", cl.Net.Listener, "packet", pk)
+			return
 		}
-		s.hooks.OnRetainPublished(cl, pkv)
+		s.hooks.OnRetainPublished(cl, pk)
+		cur, ok := s.Topics.Retained.Get(pk.TopicName)
+		if !ok || cur.Created == pk.Created && bytes.Equal(cur.Payload, pk.Payload) {
+			return
+		}
+		pk = cur
 	}
 }
 
