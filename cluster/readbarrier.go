@@ -21,11 +21,14 @@ import (
 // live delivery went out just before its subscription (docs/protocol.md,
 // "subscribe first, then sync").
 //
-// The leader makes sure it has applied everything acknowledged anywhere
-// and still leads (readBarrierRound: a Raft barrier in the first round
-// of its term, a round of heartbeats after that) and answers the index
-// of the last command its FSM applied; the node waits until its FSM has
-// applied that far. Requests share rounds (readRounds): one that arrives
+// Every node delivers the chat messages its own FSM applies (live
+// delivery from the apply), and a follower may apply an entry before the
+// leader's FSM does: what a read must see is everything committed before
+// it began, not what the leader applied. The leader makes sure it still
+// leads (readBarrierRound: a Raft barrier in the first round of its
+// term, a round of heartbeats after that) and answers the last command
+// at or below its commit index as the round began; the node waits until
+// its FSM has applied that far. Requests share rounds (readRounds): one that arrives
 // while a round is out waits for the next, which starts when that one
 // ends, so a reconnection storm costs a round per round trip, not one
 // per client.
@@ -177,28 +180,33 @@ func (n *Raft) runReadRounds() {
 	}
 }
 
-// readBarrierRound answers the index a read must wait for: the FSM's
-// last applied command once this node is known to lead.
+// readBarrierRound answers the index a read must wait for: the last
+// command entry committed when the round began, once this node is known
+// to lead.
 //
 // The first round of a term appends a barrier and waits for it: the
 // barrier commits only after every entry before it, the previous
-// leader's included, which a new leader may not have applied yet. Later
-// rounds of the same term need no log entry: this leader answers every
-// proposal only once its own FSM applied it (waiter), so what was
-// acknowledged anywhere before the round is applied here, provided this
-// node still leads when the round begins, which VerifyLeader confirms
-// with one round of heartbeats (no entry, no fsync). A deposed leader
-// fails it and answers nothing stale.
+// leader's included, which a new leader may not have committed in its
+// own term yet. Later rounds of the same term need no log entry: the
+// commit index as the round begins covers every entry any node has
+// applied (followers learn theirs from this leader), provided this node
+// still leads, which VerifyLeader confirms with one round of heartbeats
+// (no entry, no fsync). A deposed leader fails it and answers nothing
+// stale. The commit index, not this FSM's last command: a follower may
+// have applied, and delivered live, an entry this leader's FSM has not
+// reached yet, and a client that subscribed there and then reads must
+// find it.
 func (n *Raft) readBarrierRound() ReadIndexReply {
 	ctx, cancel := context.WithTimeout(n.stopCtx, applyTimeout)
 	defer cancel()
 	term := n.raft.CurrentTerm()
 	if term != 0 && n.reads.establishedTerm == term {
+		committed := n.raft.CommitIndex()
 		if err := n.awaitFuture(ctx, n.raft.VerifyLeader()); err != nil {
 			return readRoundFailed(err)
 		}
 		n.m.readLeaderChecks.Inc()
-		return ReadIndexReply{Index: n.fsm.LastApplied()}
+		return ReadIndexReply{Index: n.lastCommandUpTo(committed)}
 	}
 	if err := n.awaitFuture(ctx, n.raft.Barrier(applyTimeout)); err != nil {
 		return readRoundFailed(err)
@@ -215,6 +223,29 @@ func (n *Raft) readBarrierRound() ReadIndexReply {
 	// the one to wait for (the barrier's own index, or an election's
 	// no-op, never reaches the FSM).
 	return ReadIndexReply{Index: n.fsm.LastApplied()}
+}
+
+// lastCommandUpTo is the index of the last command entry at or below
+// index: the last one an FSM that has applied everything up to index has
+// applied (the FSM counts commands only; barriers, no-ops and
+// configuration entries never reach it as such). It looks no lower than
+// what this node's FSM has applied already, which every reader waits
+// for at most.
+func (n *Raft) lastCommandUpTo(index uint64) uint64 {
+	applied := n.fsm.LastApplied()
+	var l raft.Log
+	for i := index; i > applied; i-- {
+		if err := n.logs.GetLog(i, &l); err != nil {
+			// Above the FSM's last command the log holds every entry (a
+			// snapshot covers only what the FSM applied): not expected.
+			n.log.Warn("read barrier: reading the log", "index", i, "err", err)
+			return applied
+		}
+		if l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return applied
 }
 
 // readRoundFailed is the answer of a round whose barrier or leadership

@@ -51,3 +51,8 @@ func CompactStorage(n *Node) error {
 	}
 	return n.db.Flatten(2)
 }
+
+// HoldApply makes the node's FSM wait before it applies anything more,
+// until release is called (a leader whose apply falls behind a
+// follower's).
+func HoldApply(n *Node) (release func()) { return n.fsm.HoldApply() }
