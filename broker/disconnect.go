@@ -42,8 +42,30 @@ func (b *Broker) DisconnectSession(sid string) {
 	}
 }
 
+// ResyncClients closes every signed-in user's connection on this node
+// (v5: DISCONNECT 0x89 Server busy; 3.1.1: the socket is closed) so that
+// its client reconnects and syncs. The node calls it after its state was
+// replaced by a snapshot from the leader (it had fallen too far behind to
+// be sent the log): the chat messages that snapshot brought were never
+// applied here one by one, so none of them was delivered live, and a
+// client that stayed connected through the lag would never get them.
+// Region links are left alone (their handoff is durable, not live).
+// Safe from any goroutine.
+func (b *Broker) ResyncClients() {
+	n := b.disconnectWhereCode(func(p wire.Principal) bool { return p.Link == "" }, packets.ErrServerBusy)
+	if n > 0 {
+		b.log.Info("caught up from a snapshot: closed the signed-in connections so that their clients sync", "connections", n)
+	}
+}
+
 // disconnectWhere closes the user connections whose principal matches.
 func (b *Broker) disconnectWhere(match func(wire.Principal) bool) {
+	b.disconnectWhereCode(match, packets.ErrAdministrativeAction)
+}
+
+// disconnectWhereCode closes the user connections whose principal
+// matches with code, and returns how many.
+func (b *Broker) disconnectWhereCode(match func(wire.Principal) bool, code packets.Code) int {
 	var doomed []*mqtt.Client
 	b.conns.Range(func(k, v any) bool {
 		if ci := v.(*connInfo); ci.p.UserID != "" && match(ci.p) {
@@ -52,6 +74,7 @@ func (b *Broker) disconnectWhere(match func(wire.Principal) bool) {
 		return true
 	})
 	for _, cl := range doomed {
-		_ = b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction)
+		_ = b.srv.DisconnectClient(cl, code)
 	}
+	return len(doomed)
 }

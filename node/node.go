@@ -359,6 +359,11 @@ func (n *Node) buildBroker() (err error) {
 	n.Auth.OnSigningKeyRevoked(func(kid string) { go n.Broker.DisconnectKey(kid) })
 	n.Auth.OnSessionEnded(func(sid string) { go n.Broker.DisconnectSession(sid) })
 	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)
+	// State replaced by the leader's snapshot (this node fell too far
+	// behind for the log): nothing it brought was delivered live here, so
+	// the clients connected meanwhile reconnect and sync (not on the FSM's
+	// goroutine: closing a connection writes to it).
+	n.fsm.OnRestore(func() { go n.Broker.ResyncClients() })
 	return nil
 }
 

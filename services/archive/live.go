@@ -24,8 +24,11 @@ import (
 // between nodes but the Raft log.
 //
 // A node delivers only what was appended while it was running (with
-// liveSkew for the leader's clock): what it applies after a restart or
-// from a snapshot is history its clients read through sync, not news.
+// liveSkew for the leader's clock): what it applies after a restart is
+// history its clients read through sync, not news. What a snapshot from
+// the leader brings is never applied message by message: the node then
+// closes its clients' connections so that they sync (node.go,
+// Broker.ResyncClients).
 
 // LiveDelivery takes the committed messages this node delivers to its
 // own subscribers (the broker). DeliverCommitted is called on the FSM's

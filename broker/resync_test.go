@@ -1,0 +1,49 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+)
+
+// After a snapshot replaced the node's state, its signed-in clients are
+// closed with "server busy" so that they reconnect and sync: nothing the
+// snapshot brought was delivered live. Anonymous dev clients, which
+// read no chat, stay.
+func TestResyncClientsClosesSignedInConnections(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.Dev = true })
+	alice := mustV5(t, e.addr, "alice", "phone")
+	bob := mustV5(t, e.addr, "bob", "laptop")
+	anon := mqtttest.MustDial(t, e.addr, mqtttest.Options{ClientID: "sensor-1"})
+
+	e.b.ResyncClients()
+	for name, c := range map[string]*mqtttest.Client{"alice": alice, "bob": bob} {
+		testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			code, ok := c.ServerDisconnect()
+			if !ok {
+				return fmt.Errorf("%s not disconnected", name)
+			}
+			if code != packets.ErrServerBusy.Code {
+				return fmt.Errorf("%s disconnected with %#x, want %#x", name, code, packets.ErrServerBusy.Code)
+			}
+			return nil
+		})
+	}
+	if code, _ := anon.Pub(t, "sensors/1", 1, "21.5"); code != 0 {
+		t.Fatalf("the anonymous client after the resync: publish answered %#x", code)
+	}
+	if _, ok := anon.ServerDisconnect(); ok {
+		t.Fatal("an anonymous dev client was disconnected")
+	}
+	// They come back.
+	again := mustV5(t, e.addr, "alice", "phone")
+	if r := again.Sub(t, "user/alice/#"); r[0] >= 0x80 {
+		t.Fatal(errors.New("alice cannot subscribe again after the resync"))
+	}
+}
