@@ -160,6 +160,17 @@ type Client struct {
 	// writes it, nor carries it over to a client that takes the session
 	// over; hooks that share a server must agree on what goes in it.
 	HookData atomic.Value
+
+	// packetIDs serializes NextPacketID (edgechat patch 33): it took the
+	// client's write lock, which a write loop holds through a blocking
+	// write to a socket that does not drain, so one subscriber that
+	// stopped reading held up every QoS>0 publisher to it (and their
+	// other subscribers) for up to 1.5 x keepalive.
+	packetIDs sync.Mutex
+	// heldOut serializes sendHeld (edgechat patch 33): a released
+	// message is written or queued under it, so two goroutines releasing
+	// held messages cannot write them in reverse order.
+	heldOut sync.Mutex
 }
 
 // ClientConnection contains the connection transport and metadata for the client.
@@ -279,6 +290,10 @@ func (cl *Client) WriteLoop() {
 			} else if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+				cl.discardUnsendable(*pk, err)
+				if cl.ops.sendHeld != nil && pk.FixedHeader.Qos > 0 {
+					cl.ops.sendHeld(cl)
+				}
 			}
 			if atomic.AddInt32(&cl.State.outboundQty, -1) == 0 {
 				return
@@ -403,8 +418,8 @@ func keepaliveDeadline(keepalive uint16) time.Time {
 // If no unused packet ids are available, an error is returned and the client
 // should be disconnected.
 func (cl *Client) NextPacketID() (i uint32, err error) {
-	cl.Lock()
-	defer cl.Unlock()
+	cl.packetIDs.Lock()
+	defer cl.packetIDs.Unlock()
 
 	i = atomic.LoadUint32(&cl.State.packetID)
 	started := i

@@ -5,6 +5,7 @@ package mqtt
 
 import (
 	"bytes"
+	"errors"
 	"sync/atomic"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -51,6 +52,7 @@ func (cl *Client) writeDirect(pk packets.Packet, f *fanout) bool {
 	if err != nil {
 		cl.Unlock()
 		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+		cl.discardUnsendable(pk, err)
 		return true // the write loop would fail in the same way
 	}
 
@@ -90,4 +92,23 @@ func publishSizeHint(pk *packets.Packet) int {
 		n += 5 + len(u.Key) + len(u.Val)
 	}
 	return n
+}
+
+// discardUnsendable completes a QoS>0 delivery that cannot be encoded
+// within the client's Maximum Packet Size as if it had been sent
+// [MQTT-3.1.2-25] (edgechat patch 33): it leaves the inflight messages
+// and gives its send quota back. It stayed inflight, never written,
+// holding a unit of the client's Receive Maximum for good (with a
+// Receive Maximum of 1 the client got nothing more) and failing every
+// resend when the session resumed. The caller sends the held messages
+// the quota lets go.
+func (cl *Client) discardUnsendable(pk packets.Packet, err error) {
+	if !errors.Is(err, packets.ErrPacketTooLarge) || pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
+		return
+	}
+	if cl.State.Inflight.Delete(pk.PacketID) {
+		atomic.AddInt64(&cl.ops.info.Inflight, -1)
+		cl.ops.hooks.OnQosDropped(cl, pk)
+		cl.State.Inflight.IncreaseSendQuota()
+	}
 }

@@ -191,6 +191,9 @@ type ops struct {
 	hooks   *Hooks       // pointer to the server hooks
 	log     *slog.Logger // a structured logger for the client
 	readers *sync.Pool   // the server's pool of read buffers (Options.ReadWaiter)
+	// sendHeld is Server.sendHeld, for a client's write loop that gave
+	// back the send quota of a delivery too large to send (patch 33).
+	sendHeld func(*Client)
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -270,11 +273,12 @@ func (o *Options) ensureDefaults() {
 // topic validation checks.
 func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) *Client {
 	cl := newClient(c, &ops{ // [MQTT-3.1.2-6] implicit
-		options: s.Options,
-		info:    s.Info,
-		hooks:   s.hooks,
-		log:     s.Log,
-		readers: &s.readers,
+		options:  s.Options,
+		info:     s.Info,
+		hooks:    s.hooks,
+		log:      s.Log,
+		readers:  &s.readers,
+		sendHeld: s.sendHeld,
 	})
 
 	cl.ID = id
@@ -598,19 +602,38 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 	// Those held back by the send quota stay held and go out as
 	// acknowledgements free it (sendHeld); those sent before take their
 	// quota again, as the client has not acknowledged them.
-	cl.State.sessionEnd.Lock()
-	pending := cl.State.Inflight.GetAll(false)
-	cl.State.Inflight.RecountSendQuota()
-	cl.State.handshaking.Store(false)
-	cl.State.sessionEnd.Unlock()
-	sent := pending[:0]
-	for _, p := range pending {
-		if p.Expiry >= 0 {
-			sent = append(sent, p)
+	//
+	// The handshake ends only once they are written (edgechat patch 33):
+	// until then a delivery is stored, not written, so none overtakes a
+	// message resent here (it ended before the resend, and a delivery
+	// made meanwhile went out first). Each round resends what was stored
+	// since the last one; the round that finds nothing new under the lock
+	// ends the handshake.
+	resent := map[inflightKey]bool{}
+	for first := true; ; first = false {
+		cl.State.sessionEnd.Lock()
+		pending := cl.State.Inflight.GetAll(false)
+		if first {
+			cl.State.Inflight.RecountSendQuota()
 		}
-	}
-	if err := cl.resendInflight(sent); err != nil {
-		return true, fmt.Errorf("resend inflight: %w", err)
+		sent := pending[:0]
+		for _, p := range pending {
+			if p.Expiry >= 0 && !resent[keyOf(p)] {
+				sent = append(sent, p)
+			}
+		}
+		if len(sent) == 0 {
+			cl.State.handshaking.Store(false)
+			cl.State.sessionEnd.Unlock()
+			break
+		}
+		cl.State.sessionEnd.Unlock()
+		for _, p := range sent {
+			resent[keyOf(p)] = true
+		}
+		if err := cl.resendInflight(sent); err != nil {
+			return true, fmt.Errorf("resend inflight: %w", err)
+		}
 	}
 	s.sendHeld(cl)
 
@@ -864,8 +887,19 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 // waits while quota is free: the last of them to look sees either no
 // held message or no quota. A released message stays inflight as an
 // ordinary one until its PUBACK/PUBCOMP gives the quota back.
+//
+// A released message goes out in order with the deliveries before it
+// (edgechat patch 33): written at once only when nothing is queued or
+// being written for the client, else queued behind them, and released
+// and written under the client's heldOut, so that two goroutines
+// releasing cannot write theirs in reverse. It was written through
+// WritePacket, which put it ahead of deliveries still in the queue, and
+// which blocked its caller (a publisher, the client's read loop) on a
+// socket that does not drain.
 func (s *Server) sendHeld(cl *Client) {
 	inflight := cl.State.Inflight
+	cl.heldOut.Lock()
+	defer cl.heldOut.Unlock()
 	for inflight.Held() > 0 {
 		if !inflight.TakeSendQuota() {
 			return
@@ -875,7 +909,30 @@ func (s *Server) sendHeld(cl *Client) {
 			inflight.IncreaseSendQuota()
 			continue
 		}
-		_ = cl.WritePacket(next)
+		s.writeReleased(cl, next)
+	}
+}
+
+// writeReleased writes a message released from the held ones (sendHeld)
+// the way publishToClientVia writes a delivery. A client whose queue is
+// full loses it as it would lose a delivery (counted, its quota given
+// back); a closed one keeps it inflight, resent when the session
+// resumes.
+func (s *Server) writeReleased(cl *Client, pk packets.Packet) {
+	if cl.Net.Conn == nil || cl.Closed() {
+		return
+	}
+	if cl.writeDirect(pk, nil) {
+		return
+	}
+	queued := pk
+	if !cl.enqueueOutbound(&queued) {
+		atomic.AddInt64(&s.Info.MessagesDropped, 1)
+		cl.ops.hooks.OnPublishDropped(cl, pk)
+		if cl.State.Inflight.Delete(pk.PacketID) {
+			atomic.AddInt64(&s.Info.Inflight, -1)
+		}
+		cl.State.Inflight.IncreaseSendQuota()
 	}
 }
 
@@ -1278,7 +1335,20 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 		return out, packets.CodeDisconnect
 	}
 
+	if out.FixedHeader.Qos == 0 && cl.State.handshaking.Load() {
+		// Nothing before the CONNACK [MQTT-3.2.0-1] (edgechat patch 33:
+		// a session taken over or resumed is in the client map before
+		// its CONNACK is written); a QoS>0 delivery waits above, a QoS 0
+		// one is dropped, as at most once allows.
+		atomic.AddInt64(&s.Info.MessagesDropped, 1)
+		cl.ops.hooks.OnPublishDropped(cl, pk)
+		return out, nil
+	}
+
 	if cl.writeDirect(out, f) {
+		if out.FixedHeader.Qos > 0 && cl.State.Inflight.Held() > 0 {
+			s.sendHeld(cl) // it was too large to send: its quota is free again
+		}
 		return out, nil
 	}
 
