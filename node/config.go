@@ -151,7 +151,11 @@ type Config struct {
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
-	NoRateLimits bool `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
+	// RaftTuning, when set, adjusts the Raft member's configuration (tests
+	// only: log bounds small enough that a follower left behind is sent a
+	// snapshot).
+	RaftTuning   func(*cluster.Config) `yaml:"-"`
+	NoRateLimits bool                  `yaml:"-"` // HTTP rate limits off (tests that hammer one node from one IP)
 	// LinkWindow and LinkMaxBatch set a region link's publishes in
 	// flight and messages per cursor commit (bridge/region Config.Window,
 	// MaxBatch); 0: its defaults (benchmarks compare them).

@@ -217,7 +217,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		return releaseFSM, fmt.Errorf("node: client registry: %w", err)
 	}
 	raftTimeout := n.cfg.RaftTimeout
-	n.raft, err = cluster.New(cluster.Config{
+	raftCfg := cluster.Config{
 		NodeName:           n.cfg.NodeID,
 		DataDir:            n.cfg.DataDir,
 		BindAddr:           n.cfg.ClusterAddr,
@@ -230,7 +230,11 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		LeaderLeaseTimeout: raftTimeout / 2,
 		Logger:             n.log,
 		Registerer:         n.registry,
-	}, n.fsm)
+	}
+	if n.cfg.RaftTuning != nil {
+		n.cfg.RaftTuning(&raftCfg)
+	}
+	n.raft, err = cluster.New(raftCfg, n.fsm)
 	if err != nil {
 		return releaseFSM, fmt.Errorf("node: raft: %w", err)
 	}
