@@ -28,10 +28,10 @@ import (
 // leads (readBarrierRound: a Raft barrier in the first round of its
 // term, a round of heartbeats after that) and answers the last command
 // at or below its commit index as the round began; the node waits until
-// its FSM has applied that far. Requests share rounds (readRounds): one that arrives
-// while a round is out waits for the next, which starts when that one
-// ends, so a reconnection storm costs a round per round trip, not one
-// per client.
+// its FSM has applied that far. Requests share rounds (readRounds): one
+// that arrives while a round is out waits for the next, which starts
+// when that one ends, so a reconnection storm costs a round per round
+// trip, not one per client.
 
 // readIndexMethod is the leader's side, "Cluster.ReadIndex".
 const readIndexMethod = "ReadIndex"
