@@ -297,6 +297,9 @@ type connInfo struct {
 	// from then on its group subscriptions stay those of a member (see
 	// groupDeliveryChecked).
 	established atomic.Bool
+	// toldToSync is set once a stored message to this connection was
+	// dropped and it was closed so that its client syncs (slowsubscriber.go).
+	toldToSync atomic.Bool
 	// subscribing counts the SUBSCRIBEs being processed (OnSubscribe to
 	// OnSubscribed): their ACL checks of exact group topic names look
 	// like deliveries to the hook and must never skip the membership

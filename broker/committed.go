@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -27,20 +28,25 @@ import (
 // maxCommittedQueue bounds the committed messages waiting for delivery
 // (a few seconds of a busy node): past it they are dropped, counted in
 // edgechat_mqtt_messages_dropped_total{reason="live_queue_full"}, and
-// clients read them by sync.
+// the node's signed-in connections are closed so that their clients
+// sync (slowsubscriber.go): the dropped ones are in history.
 const maxCommittedQueue = 1 << 16
 
 type committedQueue struct {
 	mu   sync.Mutex
 	q    []wire.Outbound
+	max  int           // maxCommittedQueue (tests set less)
 	wake chan struct{} // capacity 1: something was queued
-	in   *mqtt.Client  // the inline client that delivers them
+	// dropped is set when a message did not fit the queue; the delivering
+	// goroutine then has the clients sync.
+	dropped atomic.Bool
+	in      *mqtt.Client // the inline client that delivers them
 }
 
 func newCommittedQueue(srv *mqtt.Server) *committedQueue {
 	in := srv.NewClient(nil, mqtt.LocalListener, "edgechat-committed", true)
 	in.Properties.ProtocolVersion = 5
-	return &committedQueue{wake: make(chan struct{}, 1), in: in}
+	return &committedQueue{max: maxCommittedQueue, wake: make(chan struct{}, 1), in: in}
 }
 
 // DeliverCommitted queues a committed message for this node's own
@@ -48,9 +54,10 @@ func newCommittedQueue(srv *mqtt.Server) *committedQueue {
 func (b *Broker) DeliverCommitted(o wire.Outbound) {
 	c := b.committed
 	c.mu.Lock()
-	if len(c.q) >= maxCommittedQueue {
+	if len(c.q) >= c.max {
 		c.mu.Unlock()
 		b.m.dropped.WithLabelValues(wire.ParseTopic(o.Topic).Kind.String(), "live_queue_full").Inc()
+		c.dropped.Store(true)
 		return
 	}
 	c.q = append(c.q, o)
@@ -84,6 +91,16 @@ func (b *Broker) runCommitted(ctx context.Context) {
 		for i := range batch {
 			b.injectCommitted(&batch[i])
 			batch[i] = wire.Outbound{} // let the payload go
+		}
+		if c.dropped.Swap(false) {
+			// Every client connected when a message was dropped is still
+			// connected now or gone; one that connected since synced after
+			// the drop, which the message's apply preceded.
+			b.m.refused.WithLabelValues("live_queue_full").Inc()
+			go func() {
+				n := b.resyncClients()
+				b.log.Warn("committed messages did not fit the live delivery queue: closed the signed-in connections so that their clients sync", "connections", n)
+			}()
 		}
 	}
 }

@@ -52,10 +52,15 @@ func (b *Broker) DisconnectSession(sid string) {
 // Region links are left alone (their handoff is durable, not live).
 // Safe from any goroutine.
 func (b *Broker) ResyncClients() {
-	n := b.disconnectWhereCode(func(p wire.Principal) bool { return p.Link == "" }, packets.ErrServerBusy)
-	if n > 0 {
+	if n := b.resyncClients(); n > 0 {
 		b.log.Info("caught up from a snapshot: closed the signed-in connections so that their clients sync", "connections", n)
 	}
+}
+
+// resyncClients closes the signed-in users' connections with 0x89 and
+// returns how many.
+func (b *Broker) resyncClients() int {
+	return b.disconnectWhereCode(func(p wire.Principal) bool { return p.Link == "" }, packets.ErrServerBusy)
 }
 
 // disconnectWhere closes the user connections whose principal matches.

@@ -380,6 +380,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 
 func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	h.b.m.dropped.WithLabelValues(wire.ParseTopic(pk.TopicName).Kind.String(), "queue_full").Inc()
+	h.b.missedStored(cl, pk)
 }
 
 func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // After a snapshot replaced the node's state, its signed-in clients are
@@ -45,5 +46,35 @@ func TestResyncClientsClosesSignedInConnections(t *testing.T) {
 	again := mustV5(t, e.addr, "alice", "phone")
 	if r := again.Sub(t, "user/alice/#"); r[0] >= 0x80 {
 		t.Fatal(errors.New("alice cannot subscribe again after the resync"))
+	}
+}
+
+// Committed messages that do not fit the node's live delivery queue are
+// dropped; the node then closes its signed-in connections with "server
+// busy" so that their clients sync: they would not know otherwise that
+// they missed a message (LESSONS 8).
+func TestAFullLiveDeliveryQueueMakesClientsSync(t *testing.T) {
+	e := startBroker(t, nil)
+	alice := mustV5(t, e.addr, "alice", "phone")
+	alice.MustSub(t, "user/alice/newMessage")
+	c := e.b.committed
+	c.mu.Lock()
+	c.max = 1
+	c.mu.Unlock()
+
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if code, ok := alice.ServerDisconnect(); ok {
+			if code != packets.ErrServerBusy.Code {
+				t.Fatalf("alice disconnected with %#x, want %#x", code, packets.ErrServerBusy.Code)
+			}
+			return nil
+		}
+		for i := range 100 {
+			e.b.DeliverCommitted(wire.Outbound{Topic: "user/alice/newMessage", Payload: []byte(fmt.Sprintf(`{"n":%d}`, i)), QoS: 1})
+		}
+		return errors.New("alice was not told to sync")
+	})
+	if got, _ := testutil.MetricValue(t, e.reg, "edgechat_mqtt_refused_total", map[string]string{"reason": "live_queue_full"}); got < 1 {
+		t.Fatalf("refused{live_queue_full} = %v", got)
 	}
 }

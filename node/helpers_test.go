@@ -93,3 +93,24 @@ func textMsg(cid, body string) string {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// syncAll reads the whole of /chat/sync for token, page by page.
+func syncAll(t testing.TB, n *nodetest.Node, token string) []envelope {
+	t.Helper()
+	var all []envelope
+	cursor := ""
+	for {
+		var page syncPage
+		if st := api(t, n, token, "GET", "/chat/sync?limit=1000&since="+cursor, nil, &page); st != 200 {
+			t.Fatalf("sync: %d", st)
+		}
+		all = append(all, page.Messages...)
+		if !page.HasMore {
+			return all
+		}
+		if page.Cursor == cursor {
+			t.Fatalf("sync: hasMore with the same cursor %q", cursor)
+		}
+		cursor = page.Cursor
+	}
+}

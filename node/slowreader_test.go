@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func TestAStuckReaderDoesNotHoldUpOtherUsersMessages(t *testing.T) {
 	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
 	carolTok, daveTok := n.NewUser(t, "carol"), n.NewUser(t, "dave")
 
-	stuckReader(t, n.MQTTURL, "bob", bobTok, "user/bob/newMessage")
+	_ = stuckReader(t, n.MQTTURL, "bob", bobTok, "user/bob/newMessage", 4096)
 	dave := mustConnectV5(t, n.MQTTURL, "dave", "phone", daveTok)
 	dave.MustSub(t, "user/dave/newMessage")
 
@@ -55,17 +56,99 @@ func TestAStuckReaderDoesNotHoldUpOtherUsersMessages(t *testing.T) {
 	})
 }
 
-// stuckReader connects uid over a plain socket with a small receive
-// buffer, subscribes to filter, and then never reads again: the server's
-// writes to it stop finishing once the socket's buffers are full.
-func stuckReader(t *testing.T, addr, uid, token, filter string) {
+// A device too slow for its messages (its outbound queue full) would
+// lose the ones the node drops without knowing it: the node closes its
+// connection with "server busy" so that it reconnects and syncs, and the
+// sync has every message.
+func TestASubscriberTooSlowForItsMessagesIsToldToSync(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	// The kernel's default buffers: a 4 KB one would make reading back
+	// what filled them take minutes (a window update per segment).
+	bob := stuckReader(t, n.MQTTURL, "bob", bobTok, "user/bob/newMessage", 0)
+
+	alice := mustConnectV5(t, n.MQTTURL, "alice", "phone", aliceTok)
+	body := strings.Repeat("x", 8000)
+	const sent = 3000
+	for i := range sent {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("big-%d", i), body)); code != 0 {
+			t.Fatalf("message %d to bob: %#x", i, code)
+		}
+	}
+
+	// bob reads again: what was written to him, then the DISCONNECT.
+	var got []byte
+	for {
+		typ, body, err := bob.next(20 * time.Second)
+		if err != nil {
+			t.Fatalf("bob's connection after %d packets: %v (no DISCONNECT: bob was not told that he missed messages)", len(got), err)
+		}
+		got = append(got, typ)
+		if typ == packets.Disconnect {
+			if len(body) == 0 || body[0] != packets.ErrServerBusy.Code {
+				t.Fatalf("DISCONNECT %x, want reason %#x", body, packets.ErrServerBusy.Code)
+			}
+			break
+		}
+	}
+	if len(got) > sent {
+		t.Fatalf("bob read %d packets for %d messages", len(got), sent)
+	}
+	seen := map[string]bool{}
+	for _, m := range syncAll(t, n, bobTok) {
+		seen[m.CID] = true
+	}
+	if len(seen) != sent {
+		t.Fatalf("bob's sync has %d of the %d messages", len(seen), sent)
+	}
+}
+
+// rawReader is a plain MQTT connection read packet by packet.
+type rawReader struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// next reads one packet: its type and what follows its fixed header.
+func (rr *rawReader) next(wait time.Duration) (typ byte, body []byte, err error) {
+	_ = rr.c.SetReadDeadline(time.Now().Add(wait))
+	first, err := rr.r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, mult := 0, 1
+	for {
+		d, err := rr.r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		n += int(d&0x7f) * mult
+		mult *= 128
+		if d&0x80 == 0 {
+			break
+		}
+	}
+	body = make([]byte, n)
+	if _, err := io.ReadFull(rr.r, body); err != nil {
+		return 0, nil, err
+	}
+	return first >> 4, body, nil
+}
+
+// stuckReader connects uid over a plain socket (with a receive buffer of
+// rcvbuf bytes, 0: the kernel's default), subscribes to filter, and then
+// reads nothing until the test does: the server's writes to it stop
+// finishing once the socket's buffers are full.
+func stuckReader(t *testing.T, addr, uid, token, filter string, rcvbuf int) *rawReader {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(addr, "tcp://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	if rcvbuf > 0 {
+		_ = c.(*net.TCPConn).SetReadBuffer(rcvbuf)
+	}
 	send := func(pk packets.Packet, encode func(*packets.Packet, *bytes.Buffer) error) {
 		t.Helper()
 		var b bytes.Buffer
@@ -76,31 +159,15 @@ func stuckReader(t *testing.T, addr, uid, token, filter string) {
 			t.Fatal(err)
 		}
 	}
-	r := bufio.NewReader(c)
+	rr := &rawReader{c: c, r: bufio.NewReader(c)}
 	expect := func(typ byte) {
 		t.Helper()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		first, err := r.ReadByte()
+		got, _, err := rr.next(5 * time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if first>>4 != typ {
-			t.Fatalf("packet type %d, want %d", first>>4, typ)
-		}
-		n, mult := 0, 1
-		for {
-			d, err := r.ReadByte()
-			if err != nil {
-				t.Fatal(err)
-			}
-			n += int(d&0x7f) * mult
-			mult *= 128
-			if d&0x80 == 0 {
-				break
-			}
-		}
-		if _, err := r.Discard(n); err != nil {
-			t.Fatal(err)
+		if got != typ {
+			t.Fatalf("packet type %d, want %d", got, typ)
 		}
 	}
 	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
@@ -111,4 +178,5 @@ func stuckReader(t *testing.T, addr, uid, token, filter string) {
 	send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 5, PacketID: 1,
 		Filters: packets.Subscriptions{{Filter: filter, Qos: 1}}}, (*packets.Packet).SubscribeEncode)
 	expect(packets.Suback)
+	return rr
 }

@@ -75,26 +75,11 @@ func TestAFollowerCaughtUpFromASnapshotMakesItsClientsSync(t *testing.T) {
 		t.Fatal("the follower was not sent a snapshot: the test did not reach its case")
 	}
 	// Reconnect and sync: everything is there.
-	var page syncPage
 	bob2 := mustConnectV5(t, behind.MQTTURL, "bob", "phone", bobTok)
 	bob2.MustSub(t, "user/bob/newMessage")
 	seen := map[string]bool{}
-	cursor := ""
-	for range 20 {
-		path := "/chat/sync?limit=1000"
-		if cursor != "" {
-			path += "&cursor=" + cursor
-		}
-		if st := api(t, behind, bobTok, "GET", path, nil, &page); st != 200 {
-			t.Fatalf("sync: %d", st)
-		}
-		for _, m := range page.Messages {
-			seen[m.CID] = true
-		}
-		cursor = page.Cursor
-		if !page.HasMore {
-			break
-		}
+	for _, m := range syncAll(t, behind, bobTok) {
+		seen[m.CID] = true
 	}
 	if len(seen) != total {
 		t.Fatalf("bob's sync after the resync has %d of %d messages", len(seen), total)

@@ -1,0 +1,45 @@
+package broker
+
+import (
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// A stored chat message that does not reach a connected client is one
+// that client cannot know it missed: message IDs have gaps by design, and
+// it syncs only when it reconnects (LESSONS 8). So a node that drops one
+// (the client's outbound queue is full: it reads more slowly than its
+// messages come; or this node's own queue of committed messages is full)
+// closes the connections concerned with DISCONNECT 0x89 Server busy, as
+// after a catch-up from a snapshot: the client reconnects, subscribes and
+// syncs, and gets what was dropped from history. Other kinds (presence,
+// typing, receipts, plain MQTT topics) are not stored, and a dropped one
+// only counts, as in mochi.
+
+// missedStored is called when a delivery of pk to cl was dropped.
+func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
+	if !wire.ParseTopic(pk.TopicName).Kind.Archived() {
+		return
+	}
+	v, ok := b.conns.Load(cl)
+	if !ok {
+		return
+	}
+	ci := v.(*connInfo)
+	// A link's handoff is durable, not live; a connection still in its
+	// handshake subscribes and syncs after it anyway.
+	if ci.p.UserID == "" || ci.p.Link != "" || !ci.established.Load() {
+		return
+	}
+	if !ci.toldToSync.CompareAndSwap(false, true) {
+		return
+	}
+	b.m.refused.WithLabelValues("slow_subscriber").Inc()
+	b.log.Info("a stored message did not fit a client's outbound queue: closed its connection so that it syncs",
+		"user", ci.p.UserID, "client", cl.ID)
+	// Not on the delivering goroutine: the DISCONNECT waits for the
+	// client's socket, which is what is slow.
+	go func() { _ = b.srv.DisconnectClient(cl, packets.ErrServerBusy) }()
+}
