@@ -15,6 +15,7 @@ import (
 
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -438,7 +439,20 @@ func TestOIDCIdentityLinks(t *testing.T) {
 	}
 	corpTok := op.Token(idptest.Claims{"sub": "n-1", "preferred_username": "robert"})
 	var l list
-	if st := api(t, n, bobTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok}, &l); st != 200 ||
+	// An access token alone does not link: whoever stole one could link
+	// their own provider account and prove themselves with it from then
+	// on (to change the password or delete the account).
+	var e list
+	if st := api(t, n, bobTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok}, &e); st != 400 || e.Error.Code != httpapi.CodeValidation {
+		t.Fatalf("link without a proof: %d %+v", st, e)
+	}
+	if st := api(t, n, bobTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok, "currentPassword": "not-bobs-password"}, &e); st != 403 || e.Error.Code != httpapi.CodeForbidden {
+		t.Fatalf("link with a wrong password: %d %+v", st, e)
+	}
+	if st := api(t, n, bobTok, http.MethodGet, "/user/me/identities", nil, &l); st != 200 || len(l.Identities) != 0 {
+		t.Fatalf("linked without a proof: %d %+v", st, l)
+	}
+	if st := api(t, n, bobTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok, "currentPassword": nodetest.Password("bob")}, &l); st != 200 ||
 		len(l.Identities) != 1 || l.Identities[0].Subject != "n-1" || l.Identities[0].Provider != "corp" || !l.Password {
 		t.Fatalf("link: %d %+v", st, l)
 	}
@@ -447,15 +461,15 @@ func TestOIDCIdentityLinks(t *testing.T) {
 		t.Fatalf("exchange after linking: %d %+v", status, got)
 	}
 	// Nobody else can take that provider account.
-	var e list
-	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok}, &e); st != 409 || e.Error.Code != idp.CodeIdentityTaken {
+	carolPw := nodetest.Password("carol")
+	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": corpTok, "currentPassword": carolPw}, &e); st != 409 || e.Error.Code != idp.CodeIdentityTaken {
 		t.Fatalf("carol links bob's: %d %+v", st, e)
 	}
 	// Linking needs a valid token of a known provider.
-	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": op.Token(idptest.Claims{"sub": "c", "aud": "x"})}, &e); st != 401 || e.Error.Code != idp.CodeInvalidSubjectToken {
+	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "corp", "subjectToken": op.Token(idptest.Claims{"sub": "c", "aud": "x"}), "currentPassword": carolPw}, &e); st != 401 || e.Error.Code != idp.CodeInvalidSubjectToken {
 		t.Fatalf("link with a bad token: %d %+v", st, e)
 	}
-	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "nope", "subjectToken": corpTok}, &e); st != 404 || e.Error.Code != idp.CodeUnknownProvider {
+	if st := api(t, n, carolTok, http.MethodPost, "/user/me/identities", map[string]string{"provider": "nope", "subjectToken": corpTok, "currentPassword": carolPw}, &e); st != 404 || e.Error.Code != idp.CodeUnknownProvider {
 		t.Fatalf("link with an unknown provider: %d %+v", st, e)
 	}
 	if st := api(t, n, "", http.MethodGet, "/user/me/identities", nil, &e); st != 401 {

@@ -116,6 +116,50 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 	return PasswordChange{Tokens: t, Revoked: revoked}, nil
 }
 
+// ProveUser checks that the caller is uid's user and not just the holder
+// of one of its access tokens (which leak more easily and are not asked
+// again): proof is the current password or a fresh token of a provider
+// already linked to the account, as for a password change. Linking a
+// provider asks for it (POST /user/me/identities): with an access token
+// alone, a thief could link their own provider account and from then on
+// prove themselves with it, to change the password or delete the
+// account. Failures are rate limited like logins: ErrWrongPassword, or a
+// *RateLimitError; ErrAccountDeleted for an account that is gone.
+func (s *Service) ProveUser(ctx context.Context, uid string, proof PasswordProof, r *http.Request) error {
+	ipKey := ratelimit.RemoteIPKey(clientIP(r))
+	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+		return &RateLimitError{RetryAfter: wait}
+	}
+	acct, found, err := s.readAccount(uid)
+	if err != nil {
+		return err
+	}
+	if !found || s.gone.has(uid) {
+		return ErrAccountDeleted
+	}
+	ok, err := s.proves(ctx, acct, proof)
+	if err == nil && !ok && proof.Password != "" {
+		// Changed through another node a moment ago? (as Login does)
+		if fresh, freshFound, cerr := s.readAfterCatchUp(ctx, uid); cerr != nil {
+			err = cerr
+		} else if freshFound && fresh.Hash != acct.Hash {
+			ok, err = s.proves(ctx, fresh, proof)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if !ok {
+		s.perUser.Allow(uid)
+		s.perIP.Allow(ipKey)
+		return ErrWrongPassword
+	}
+	return nil
+}
+
+// ProofHTTPError is the HTTP error of a failed ProveUser.
+func ProofHTTPError(err error) error { return passwordHTTPError(err) }
+
 // proves tells whether proof proves that the caller is acct's user.
 func (s *Service) proves(ctx context.Context, acct account, proof PasswordProof) (bool, error) {
 	if proof.Provider != "" || proof.SubjectToken != "" {

@@ -73,6 +73,8 @@ func FuzzParseJWKS(f *testing.F) {
 // FuzzDecodeLink: a body of POST /user/me/identities is a valid request
 // or a 4xx httpapi.Error.
 func FuzzDecodeLink(f *testing.F) {
+	f.Add([]byte(`{"provider":"corp","subjectToken":"a.b.c","currentPassword":"pw"}`))
+	f.Add([]byte(`{"provider":"corp","subjectToken":"a.b.c","proofProvider":"corp","proofToken":"d.e.f"}`))
 	f.Add([]byte(`{"provider":"corp","subjectToken":"a.b.c"}`))
 	f.Add([]byte(`{"provider":""}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -86,6 +88,9 @@ func FuzzDecodeLink(f *testing.F) {
 		}
 		if req.Provider == "" || req.SubjectToken == "" {
 			t.Fatalf("accepted %+v", req)
+		}
+		if byPassword, byToken := req.CurrentPassword != "", req.ProofProvider != "" && req.ProofToken != ""; byPassword == byToken {
+			t.Fatalf("accepted without exactly one proof: %+v", req)
 		}
 	})
 }

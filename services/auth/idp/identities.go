@@ -10,7 +10,10 @@ import (
 
 // A signed-in user's links to providers: GET, POST and DELETE
 // /user/me/identities. Linking needs a valid token of the provider (the
-// user signs in both ways); unlinking the last way in is refused.
+// user signs in both ways) and a proof that the caller is the account's
+// user (its current password, or a token of a provider linked already):
+// a linked provider proves the user from then on, so an access token
+// alone must not add one. Unlinking the last way in is refused.
 
 // Error codes of identity links.
 const (
@@ -29,6 +32,11 @@ type identityView struct {
 type linkRequest struct {
 	Provider     string `json:"provider"`
 	SubjectToken string `json:"subjectToken"`
+	// The proof: the current password, or a token of a provider linked
+	// to the account already (one of the two).
+	CurrentPassword string `json:"currentPassword"`
+	ProofProvider   string `json:"proofProvider"`
+	ProofToken      string `json:"proofToken"`
 }
 
 // decodeLink is the strict decoder of POST /user/me/identities (fuzzed).
@@ -43,6 +51,15 @@ func decodeLink(body []byte) (linkRequest, error) {
 func validateLink(req linkRequest) error {
 	if req.Provider == "" || req.SubjectToken == "" {
 		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "provider and subjectToken are required")
+	}
+	byToken := req.ProofProvider != "" || req.ProofToken != ""
+	switch {
+	case req.CurrentPassword == "" && !byToken:
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "prove the account: currentPassword, or proofProvider and proofToken of a provider linked to it")
+	case req.CurrentPassword != "" && byToken:
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "give either currentPassword or proofProvider and proofToken")
+	case byToken && (req.ProofProvider == "" || req.ProofToken == ""):
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "proofProvider and proofToken go together")
 	}
 	return nil
 }
@@ -93,6 +110,11 @@ func (s *Service) handleLinkIdentity(w http.ResponseWriter, r *http.Request) {
 	prov, err := s.Provider(req.Provider)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	proof := auth.PasswordProof{Password: req.CurrentPassword, Provider: req.ProofProvider, SubjectToken: req.ProofToken}
+	if err := s.accounts.ProveUser(r.Context(), p.UserID, proof, r); err != nil {
+		httpapi.WriteError(w, auth.ProofHTTPError(err))
 		return
 	}
 	id, err := prov.Verify(r.Context(), req.SubjectToken, "")

@@ -26,6 +26,8 @@ type Accounts interface {
 	SignInFederated(ctx context.Context, id auth.FederatedIdentity) (auth.Tokens, error)
 	FederatedPrincipal(ctx context.Context, id auth.FederatedIdentity) (wire.Principal, error)
 	LinkIdentity(ctx context.Context, uid string, id auth.FederatedIdentity) error
+	// ProveUser checks the proof a link asks for (auth.Service.ProveUser).
+	ProveUser(ctx context.Context, uid string, proof auth.PasswordProof, r *http.Request) error
 	UnlinkIdentity(ctx context.Context, uid, provider string) error
 	Identities(uid string) ([]auth.IdentityLink, error)
 	HasPassword(uid string) (bool, error)
