@@ -146,6 +146,9 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 	}
 	if procErr != nil {
 		reason := s.proc.Reason(procErr)
+		if errors.Is(procErr, errRawGrew) {
+			reason = reasonTooLarge
+		}
 		if reason == "" && attempt < maxAttempts {
 			s.log.Warn("media processing failed; releasing the job", "media", rec.ID, "attempt", attempt, "err", procErr)
 			if _, err := s.propose(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
@@ -214,13 +217,19 @@ func (s *Service) processUpload(ctx context.Context, rec Record) (Record, error)
 		return Record{}, fmt.Errorf("media: temp file: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, body)
+	// No more than the size accepted (and counted in the quota): a direct
+	// upload's presigned URL outlives its /complete, and a second PUT
+	// could replace the object with anything S3 takes.
+	n, err := io.Copy(tmp, io.LimitReader(body, rec.Size+1))
 	body.Close()
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return Record{}, fmt.Errorf("media: fetch raw upload: %w", err)
+	}
+	if n > rec.Size {
+		return Record{}, fmt.Errorf("%w: more than the %d bytes accepted", errRawGrew, rec.Size)
 	}
 	p, err := s.proc.Process(ctx, tmp.Name(), rec.Name, rec.ClaimedType)
 	for _, f := range []string{p.Output, p.Preview} {

@@ -79,6 +79,19 @@ func (s *Service) sweeps(r Record) bool {
 	return r.Node == s.cfg.Node
 }
 
+// strayRawPossible: r is a direct upload processed (or refused) whose
+// presigned PUT URL had time to be used again after its raw object was
+// deleted, and whose window for that has closed: the sweeps of the day
+// after the URL expired delete what such a PUT left (no record would
+// ever account for it otherwise, nor the quota).
+func strayRawPossible(r Record, now time.Time, window time.Duration) bool {
+	if !r.Direct || r.Status == StatusUploading || r.Status == StatusProcessing || r.Erased {
+		return false
+	}
+	age := now.Sub(r.CreatedAt)
+	return age > directTTL && age <= directTTL+window
+}
+
 // Sweep moves cold media and removes orphans once, and updates the
 // per-tier gauges.
 func (s *Service) Sweep(ctx context.Context) {
@@ -137,6 +150,9 @@ func (s *Service) Sweep(ctx context.Context) {
 		case r.Status == StatusReady && r.Sent && r.Tier == TierProcessed && s.cfg.ColdStorageClass == "" &&
 			now.Sub(lastRead(r)) > s.cfg.ColdAfter && (r.Source == "" || r.Fetched):
 			s.moveCold(ctx, r)
+		}
+		if strayRawPossible(r, now, s.cfg.OrphanUpload) {
+			s.deleteFiles(ctx, r, store.TierRaw)
 		}
 	}
 	if len(gone) > 0 {

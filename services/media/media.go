@@ -201,13 +201,21 @@ type Deps struct {
 var (
 	ErrNotFound      = errors.New("media: not found")
 	ErrTooLarge      = errors.New("media: too large")
+	ErrEmpty         = errors.New("media: empty upload")
 	ErrQuota         = fmt.Errorf("media: daily upload quota reached: %w", wire.ErrQuota)
 	ErrNotReady      = errors.New("media: not a ready upload of the sender")
 	ErrBadState      = errors.New("media: not in a state that allows this")
 	ErrClaimLost     = errors.New("media: the job's claim is held by another attempt")
 	errBadCommand    = errors.New("media: malformed command")
 	errMissingDepend = errors.New("media: missing dependency")
+	// errRawGrew: the raw upload is larger than the size accepted (a
+	// direct upload's object replaced after /complete); rejected with
+	// reasonTooLarge.
+	errRawGrew = fmt.Errorf("media: the upload changed after it was accepted: %w", ErrTooLarge)
 )
+
+// reasonTooLarge is the rejection reason of errRawGrew.
+const reasonTooLarge = "too_large"
 
 // Service is the media service of one node.
 type Service struct {

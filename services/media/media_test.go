@@ -210,6 +210,7 @@ func TestUploadHTTP(t *testing.T) {
 	}{
 		{"too large", "text/plain", strings.NewReader(strings.Repeat("x", 65)), http.StatusRequestEntityTooLarge},
 		{"empty", "text/plain", strings.NewReader(""), http.StatusBadRequest},
+		{"multipart with an empty file", "multipart/form-data; boundary=XX", strings.NewReader("--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"empty.txt\"\r\nContent-Type: text/plain\r\n\r\n\r\n--XX--\r\n"), http.StatusBadRequest},
 		{"multipart without file", "multipart/form-data; boundary=XX", strings.NewReader("--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nb\r\n--XX--\r\n"), http.StatusBadRequest},
 		{"multipart garbage", "multipart/form-data; boundary=XX", strings.NewReader("not multipart at all"), http.StatusBadRequest},
 		{"multipart without boundary", "multipart/form-data", strings.NewReader("x"), http.StatusBadRequest},

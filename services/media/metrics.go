@@ -8,7 +8,7 @@ import (
 
 // metrics of the media service:
 //
-//	edgechat_media_uploads_total{result}          accepted, too_large, quota, failed
+//	edgechat_media_uploads_total{result}          accepted, too_large, quota, failed, empty
 //	edgechat_media_bytes_total{direction}         in (uploads), out (served by this node)
 //	edgechat_media_processed_total{status,kind}   ready by kind, rejected by reason
 //	edgechat_media_job_seconds{kind}              a job from claim to result
@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Help: "Media bytes uploaded to this node (in) and served by it (out)."}, []string{"direction"})
 	m := &metrics{
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_media_uploads_total",
-			Help: "Uploads by result (accepted, too_large, quota, failed)."}, []string{"result"}),
+			Help: "Uploads by result (accepted, too_large, quota, failed, empty)."}, []string{"result"}),
 		bytesIn:  bytes.WithLabelValues("in"),
 		bytesOut: bytes.WithLabelValues("out"),
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_media_processed_total",

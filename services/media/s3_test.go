@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -148,5 +149,91 @@ func TestColdTransitionRuleOnMinIO(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// A direct upload's presigned URL stays valid for an hour, after its
+// /complete checked the object's size: a client that PUTs again gets
+// nothing larger processed than what was accepted (and counted in its
+// quota), and what a PUT leaves after processing is deleted once the URL
+// has expired.
+func TestDirectUploadURLReusedAfterItsCheck(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	ctx := context.Background()
+	st, err := store.NewS3(ctx, m.Config("reuse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	prop := fsmtest.New(t)
+	clock := testutil.NewFakeClock(time.Now())
+	svc, err := New(Config{Node: "n1", Worker: true, SharedStore: true, MaxSize: 1000, TempDir: t.TempDir()},
+		Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Store: st, Processor: &scriptedProc{}, Publisher: &fakePub{},
+			Logger: testutil.QuietLogger(), Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Wait)
+	direct := func() (id, url string) {
+		t.Helper()
+		req := httptest.NewRequest("POST", "/media/uploads", strings.NewReader(`{"name":"a.txt","size":10,"contentType":"text/plain"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req = req.WithContext(httpapi.WithPrincipal(req.Context(), wire.Principal{UserID: "alice"}))
+		w := httptest.NewRecorder()
+		svc.handleDirect(w, req)
+		var ans struct{ MediaID, URL string }
+		if w.Code != http.StatusCreated || json.Unmarshal(w.Body.Bytes(), &ans) != nil {
+			t.Fatalf("POST /media/uploads: %d %s", w.Code, w.Body)
+		}
+		return ans.MediaID, ans.URL
+	}
+	put := func(url string, n int) {
+		t.Helper()
+		req, _ := http.NewRequest("PUT", url, strings.NewReader(strings.Repeat("x", n)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("PUT %d bytes to the presigned URL: %s", n, resp.Status)
+		}
+	}
+
+	// Replaced between /complete and processing: refused.
+	id, url := direct()
+	put(url, 10)
+	if _, err := svc.markUploaded(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	put(url, 50_000)
+	svc.workOnce(ctx)
+	rec, err := svc.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Status != StatusRejected || rec.Reason != reasonTooLarge {
+		t.Fatalf("an upload that grew to 50,000 bytes after its check (limit 1,000, 10 accepted): %s %q, output %d bytes",
+			rec.Status, rec.Reason, rec.OutputSize)
+	}
+
+	// PUT again after processing: gone once the URL expired.
+	id, url = direct()
+	put(url, 10)
+	if _, err := svc.markUploaded(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	svc.workOnce(ctx)
+	if rec, _ := svc.Get(id); rec.Status != StatusReady {
+		t.Fatalf("the honest upload: %+v", rec)
+	}
+	put(url, 50_000)
+	if _, err := st.Stat(ctx, store.TierRaw, id); err != nil {
+		t.Fatalf("the PUT after processing did not land: %v", err)
+	}
+	clock.Advance(directTTL + time.Minute)
+	svc.Sweep(ctx)
+	if _, err := st.Stat(ctx, store.TierRaw, id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the raw object a PUT left after processing is still stored after the URL expired: %v", err)
 	}
 }

@@ -109,6 +109,12 @@ func (s *Service) Store(ctx context.Context, owner string, u Upload) (Record, er
 		s.m.uploads.WithLabelValues("failed").Inc()
 		return Record{}, fmt.Errorf("media: store upload: %w", err)
 	}
+	if obj.Size == 0 { // a multipart "file" part may be empty; a raw body was refused above
+		_ = s.st.Delete(context.WithoutCancel(ctx), store.TierRaw, id)
+		s.forget(ctx, id)
+		s.m.uploads.WithLabelValues("empty").Inc()
+		return Record{}, ErrEmpty
+	}
 	s.m.bytesIn.Add(float64(obj.Size))
 	v, err = s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC()})
 	if err != nil {

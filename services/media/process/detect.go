@@ -141,12 +141,20 @@ var scriptMarkers = []string{
 	"<hta:application",
 }
 
-// activeMIMEs are allowed as attachments but served as
-// application/octet-stream: a browser that opened them inline would run
-// their scripts in the origin that serves them.
-var activeMIMEs = []string{
-	"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
-	"application/xml",
+// inlineSafe reports whether a file of type mt may be served with that
+// type; every other type is allowed as an attachment but served as
+// application/octet-stream. An allow-list, not a list of the dangerous:
+// a browser renders any XML type (application/rss+xml, the KML of
+// mapping apps, ...) as XML, where an XHTML-namespaced <script> runs in
+// the origin that serves it, and the type detector knows dozens of them.
+func inlineSafe(mt string) bool {
+	switch {
+	case strings.Contains(mt, "xml") || strings.Contains(mt, "html"):
+		return false // image/svg+xml above all
+	case strings.HasPrefix(mt, "image/"), strings.HasPrefix(mt, "audio/"), strings.HasPrefix(mt, "video/"):
+		return true
+	}
+	return mt == "application/pdf" || mt == "text/plain"
 }
 
 // Detect finds the real type of the file at path from its bytes. The
@@ -290,7 +298,6 @@ func scriptMarker(head []byte) string {
 
 func isHEIC(mt string) bool { return strings.HasPrefix(mt, "image/hei") }
 
-func isActive(mt string) bool { return contains(activeMIMEs, mt) }
 
 // baseMIME lower-cases a Content-Type and drops its parameters.
 func baseMIME(ct string) string {

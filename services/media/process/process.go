@@ -212,7 +212,7 @@ func Process(ctx context.Context, cfg Config, path, claimedName, claimedType str
 		Notes:  append(append([]string(nil), d.Notes...), md.Notes...),
 		Output: path, OutputMIME: d.MIME, OutputExt: d.Ext,
 	}
-	if isActive(d.MIME) {
+	if !inlineSafe(d.MIME) {
 		res.OutputMIME = "application/octet-stream"
 	}
 	switch d.Kind {

@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// xhtmlScript runs in a browser that renders the XML document it is in.
+const xhtmlScript = `<h:script xmlns:h="http://www.w3.org/1999/xhtml">alert(document.domain)</h:script>`
+
 func TestProcessKinds(t *testing.T) {
 	tests := []struct {
 		name, claim string
@@ -21,6 +24,16 @@ func TestProcessKinds(t *testing.T) {
 			kind: KindAudio, out: "audio/x-m4a", dur: 3 * time.Second},
 		{name: "svg served as download", claim: "x.svg", data: []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`),
 			kind: KindFile, out: "application/octet-stream"},
+		// Every XML type a browser would render, whatever its name.
+		{name: "rss served as download", claim: "", data: []byte(`<?xml version="1.0"?><rss version="2.0">` + xhtmlScript + `</rss>`),
+			kind: KindFile, out: "application/octet-stream"},
+		{name: "atom served as download", claim: "", data: []byte(`<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">` + xhtmlScript + `</feed>`),
+			kind: KindFile, out: "application/octet-stream"},
+		{name: "kml served as download", claim: "", data: []byte(`<?xml version="1.0"?><kml xmlns="http://www.opengis.net/kml/2.2">` + xhtmlScript + `</kml>`),
+			kind: KindFile, out: "application/octet-stream"},
+		{name: "html served as download", claim: "", data: []byte(`<!DOCTYPE html><html><script>alert(1)</script></html>`),
+			kind: KindFile, out: "application/octet-stream"},
+		{name: "text served as text", claim: "notes.txt", data: []byte("just words, nothing more\n"), kind: KindFile, out: "text/plain"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
