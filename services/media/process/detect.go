@@ -298,7 +298,6 @@ func scriptMarker(head []byte) string {
 
 func isHEIC(mt string) bool { return strings.HasPrefix(mt, "image/hei") }
 
-
 // baseMIME lower-cases a Content-Type and drops its parameters.
 func baseMIME(ct string) string {
 	if ct == "" {
