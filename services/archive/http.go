@@ -528,7 +528,10 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 	if req.With != nil {
 		peer, _ = s.resolvePeer(*req.With) // MarkRead accepted it
 	}
-	if peer != "" && peer != me && upTo != 0 {
+	// Never to a peer who blocked me (as MQTT refuses it), mine or of
+	// another region (this region knows their blocks of its users): my
+	// own cursor moves all the same, it is mine.
+	if peer != "" && peer != me && upTo != 0 && (s.blocks == nil || !s.blocks.IsBlocked(peer, me)) {
 		rc, _ := json.Marshal(wire.Receipt{Type: wire.ReceiptRead, UpTo: upTo, Peer: me})
 		o := wire.Outbound{Topic: wire.ReceiptsTopic(peer), Payload: rc, QoS: 1, UserProps: []wire.Prop{{Key: "from", Value: me}}}
 		if err := s.pub.Publish(o); err != nil {

@@ -347,3 +347,32 @@ func TestHTTPSendUnavailable(t *testing.T) {
 		t.Fatal("an unavailable send changed something")
 	}
 }
+
+// POST /chat/read moves the reader's cursor, and its receipt reaches the
+// peer unless the peer blocked the reader: receipts to a user who blocked
+// the sender are never delivered, over HTTP as over MQTT.
+func TestHTTPReadReceiptSkipsAPeerWhoBlockedTheReader(t *testing.T) {
+	e := newEnv(t, withGroups())
+	fromBob := e.send(t, "bob", "alice", "c1")
+	fromCarol := e.send(t, "carol", "alice", "c2")
+	e.blocks.block("bob", "alice") // after writing to her
+	srv := e.server(t)
+	for _, c := range []struct{ peer, id string }{{"bob", fromBob.ID.String()}, {"carol", fromCarol.ID.String()}} {
+		if r := do(t, srv, "alice", "POST", "/chat/read", "application/json", []byte(fmt.Sprintf(`{"with":%q,"upTo":%q}`, c.peer, c.id))); r.Status != http.StatusNoContent {
+			t.Fatalf("alice reads %s's message: %d %s", c.peer, r.Status, r.Body)
+		}
+	}
+	got := map[string]int{}
+	for _, o := range e.pub.published() {
+		got[o.Topic]++
+	}
+	if got[wire.ReceiptsTopic("bob")] != 0 {
+		t.Errorf("bob, who blocked alice, got her read receipt")
+	}
+	if got[wire.ReceiptsTopic("carol")] != 1 {
+		t.Errorf("carol got %d read receipts from alice, want 1", got[wire.ReceiptsTopic("carol")])
+	}
+	if n, err := e.svc.UnreadTotal("alice"); err != nil || n != 0 {
+		t.Errorf("alice's unread after reading both: %d %v (her cursor must move either way)", n, err)
+	}
+}
