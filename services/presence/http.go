@@ -72,8 +72,11 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 
 var errNotVisible = errors.New("presence of this user is not visible to you")
 
+// canSee applies the visibility rule as the broker does: an admin role
+// grants nothing here (the first account of a cluster is an admin, and a
+// user's block must hold against it too).
 func (s *Service) canSee(p wire.Principal, uid string) error {
-	if p.UserID == uid || p.Admin {
+	if p.UserID == uid {
 		return nil
 	}
 	if s.CanSeePresence(p.UserID, uid) {

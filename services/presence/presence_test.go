@@ -571,7 +571,7 @@ func TestHTTPRoutes(t *testing.T) {
 		{"self", alice, "/presence/alice", 200, wire.StatusOnline},
 		{"visible", bob, "/presence/alice", 200, wire.StatusOnline},
 		{"not visible", eve, "/presence/alice", 403, httpapi.CodeForbidden},
-		{"admin", &wire.Principal{UserID: "root", Admin: true}, "/presence/alice", 200, wire.StatusOnline},
+		{"an admin sees what any user sees", &wire.Principal{UserID: "root", Admin: true}, "/presence/alice", 403, httpapi.CodeForbidden},
 		{"self, never seen", eve, "/presence/eve", 200, wire.StatusOffline},
 		{"bad uid", alice, "/presence/NOT-VALID", 400, httpapi.CodeValidation},
 		{"no principal", nil, "/presence/alice", 401, httpapi.CodeUnauthorized},

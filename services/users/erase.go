@@ -161,7 +161,9 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 	return true, nil
 }
 
-// heirOf is the member who takes over gid from its departing owner.
+// heirOf is the member who takes over gid from its departing owner: a
+// user of this region (the home), since only the home changes a group
+// and a remote owner could neither manage it nor ever leave it.
 func heirOf(tx *badger.Txn, gid, owner string) (string, error) {
 	prefix := []byte(prefixMember + gid + "/")
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
@@ -169,7 +171,7 @@ func heirOf(tx *badger.Txn, gid, owner string) (string, error) {
 	member := ""
 	for it.Rewind(); it.Valid(); it.Next() {
 		uid := string(it.Item().Key()[len(prefix):])
-		if uid == owner {
+		if uid == owner || remoteMember(uid) {
 			continue
 		}
 		var r Role

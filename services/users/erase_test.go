@@ -127,3 +127,21 @@ func TestEraseAccountProfileGraphAndGroups(t *testing.T) {
 		}
 	}
 }
+
+// The owner is a user of the group's home: erasing the owner passes the
+// group to a member of this region, never to one of another region
+// (ann@us sorts before carol), who could neither manage it nor leave it.
+func TestErasedOwnersGroupPassesToAMemberOfItsRegion(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "carol")
+	e.svc.SetRegions(fakeRegions{})
+	gid := e.newGroup("owen", "ann@us", "carol")
+	e.erase("owen", 1000)
+	g, err := e.svc.Group(gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := e.svc.Role(gid, "carol"); g.Owner != "carol" || r != RoleOwner {
+		t.Fatalf("after erasing owen the owner is %q (carol is %q), want carol", g.Owner, r)
+	}
+}
