@@ -508,7 +508,9 @@ func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byt
 	if err := checkNewMembers(tx, c.By, added); err != nil {
 		return nil, err
 	}
-	if g.MemberCount+len(added) > c.Max {
+	// Only additions count against the cap: a group over it (the cap
+	// lowered since) must still let members leave or be removed.
+	if len(added) > 0 && g.MemberCount+len(added) > c.Max {
 		return nil, fmt.Errorf("%w: at most %d members", ErrGroupFull, c.Max)
 	}
 	if len(changes) == 0 {

@@ -533,3 +533,25 @@ func TestGroupValueLost(t *testing.T) {
 		return nil
 	})
 }
+
+// The member cap limits additions only: a group over it (the cap set
+// lower since) still lets members leave and be removed.
+func TestAGroupOverItsCapStillLetsMembersGo(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "adam", "mia", "max")
+	g := e.createGroup("owen", "Team", "adam", "mia", "max")
+	e.svc.maxMembers = 3 // the node restarted with a lower cap
+	if r := e.do(http.MethodDelete, "/user/groups/"+g.ID+"/members/mia", "", "mia"); r.Code != http.StatusNoContent {
+		t.Errorf("mia leaving a group over the cap: %d %s", r.Code, r.Body)
+	}
+	if r := e.do(http.MethodDelete, "/user/groups/"+g.ID+"/members/max", "", "owen"); r.Code != http.StatusNoContent {
+		t.Errorf("owner removing max from a group over the cap: %d %s", r.Code, r.Body)
+	}
+	e.users("zoe", "yan")
+	if r := e.do(http.MethodPost, "/user/groups/"+g.ID+"/members", `{"uid":"zoe"}`, "owen"); r.Code != http.StatusOK {
+		t.Errorf("adding a third member with a cap of 3: %d %s", r.Code, r.Body)
+	}
+	if r := e.do(http.MethodPost, "/user/groups/"+g.ID+"/members", `{"uid":"yan"}`, "owen"); r.Code != http.StatusConflict {
+		t.Errorf("adding a fourth member with a cap of 3: %d %s, want 409", r.Code, r.Body)
+	}
+}
