@@ -84,6 +84,12 @@ const (
 	reasonOverflow = "overflow" // the provider's queue was full; older pushes went first
 )
 
+// verdictUnregistered: the device's registration was gone when it was
+// decided (signed out, its token moved to another device, the account
+// deleted). The sender finds it, not Decide, which is given registered
+// devices only.
+const verdictUnregistered Verdict = "unregistered"
+
 // senderMetrics are the sender's own metrics (the queue's are
 // edgechat_push_queue_*, per provider).
 type senderMetrics struct {
@@ -99,14 +105,14 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 			Help:    "From a message's commit to the provider's answer to its push (the grace period included).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 7.5, 10, 30, 60, 300}}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_decisions_total",
-			Help: "Devices decided at the end of the grace period, by verdict (push, connected, read, muted, dnd, expired)."},
+			Help: "Devices decided at the end of the grace period, and again before a retry when that stops it, by verdict (push, connected, read, muted, dnd, expired, unregistered)."},
 			[]string{"verdict"}),
 		givenUpC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_given_up_total",
 			Help: "Pushes not delivered, by reason (rejected, attempts, overflow)."}, []string{"reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_push_retries_total",
 			Help: "Pushes queued again after a transient failure."}),
 	}
-	for _, v := range []Verdict{PushNow, SkipConnected, SkipRead, SkipMuted, SkipDND, SkipExpired} {
+	for _, v := range []Verdict{PushNow, SkipConnected, SkipRead, SkipMuted, SkipDND, SkipExpired, verdictUnregistered} {
 		m.decisions.WithLabelValues(string(v))
 	}
 	for _, r := range []string{reasonRejected, reasonAttempts, reasonOverflow} {

@@ -19,15 +19,18 @@ package push
 //     recipients (Candidates), their registered devices not yet handled,
 //     and which of those devices are connected now (a device online at
 //     commit gets the message over MQTT and is not pushed);
-//  2. when the grace period after the commit has passed, decides for each
+//  2. when the grace period after the commit has passed, reads the
+//     user's registrations again (a device gone since the plan is not
+//     pushed; one with a new token is pushed there), decides for each
 //     device (Decide, with the device's connection, the user's read
 //     cursor, mutes and do-not-disturb read then) and queues a
 //     notification (Build) for each device to push;
 //  3. sends through one bounded queue per provider (a peerqueue: the
 //     newest pushes are kept when it overflows), many requests at once,
 //     retrying a transient failure with exponential backoff and jitter,
-//     never before the provider's Retry-After, and removing a token the
-//     provider reports dead;
+//     never before the provider's Retry-After, deciding each retry again
+//     as in 2 before it is sent, and removing a token the provider
+//     reports dead;
 //  4. records its progress in the outbox through Raft, coalesced: each
 //     device handled (pushed, given up or dead), and the message done once
 //     every device is. A new leader skips the handled devices, so only
@@ -681,34 +684,37 @@ func (s *Sender) decideAndQueue(t *term, m *message) {
 }
 
 // decideUser reads what one user's devices are decided on, once, and
-// queues a push for each device that gets one.
+// queues a push for each device that gets one. The registrations are
+// read again here, not taken from the plan: during the grace period a
+// device may have signed out, its token may have moved to another user
+// (a phone that changed hands) or the account may have been deleted,
+// and a push must never carry the message to whoever holds the token
+// now.
 func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 	msg := m.plan.msg
 	now := s.now()
-	mutes, err := s.deps.Preferences.Mutes(u.uid, now)
+	current, err := s.deps.Registrations.Devices(u.uid)
 	if err != nil {
-		s.log.Error("push: reading mutes", "uid", u.uid, "err", err)
+		s.log.Error("push: reading the devices", "uid", u.uid, "err", err)
 		return
 	}
-	dnd, err := s.deps.Preferences.DND(u.uid)
+	st, err := s.readUserState(u.uid, msg, now)
 	if err != nil {
-		s.log.Error("push: reading do-not-disturb", "uid", u.uid, "err", err)
-		return
-	}
-	peer := msg.From
-	readUpTo, err := s.deps.Archive.ReadUpTo(u.uid, peer, msg.Group)
-	if err != nil {
-		s.log.Error("push: reading the read cursor", "uid", u.uid, "err", err)
+		s.log.Error("push: reading what a push is decided on", "uid", u.uid, "err", err)
 		return
 	}
 	var n *Notification
-	for _, reg := range u.devices {
-		cid := u.uid + "/" + reg.Name
-		state := DeviceState{UID: u.uid, Device: reg.Name, Mutes: mutes, DND: dnd, ReadUpTo: readUpTo}
-		if u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid) {
-			state.Connected = []string{cid}
+	for _, planned := range u.devices {
+		cid := u.uid + "/" + planned.Name
+		reg, ok := findDevice(current, planned.Name)
+		if !ok {
+			// Signed out (or the token moved away) since the plan: handled,
+			// so that no later term pushes it either.
+			s.sm.decided(verdictUnregistered)
+			t.prog.addHandled(m.id, cid)
+			continue
 		}
-		v := Decide(msg, state, now)
+		v := Decide(msg, st.device(u.uid, reg.Name, u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid)), now)
 		s.sm.decided(v)
 		if v != PushNow {
 			continue
@@ -721,6 +727,8 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 			}
 			n = &built
 		}
+		// The current registration: a device that registered a new token
+		// under the same device ID is still this user's device.
 		j := &job{msg: m, uid: u.uid, reg: reg, n: *n}
 		m.mu.Lock()
 		m.pending++
@@ -729,6 +737,57 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 			t.finish(m, "") // closed: the term is over
 		}
 	}
+}
+
+// userState is what a user's devices are decided on besides their
+// connection.
+type userState struct {
+	mutes    []Mute
+	dnd      *DND
+	readUpTo snowflake.ID
+}
+
+func (s *Sender) readUserState(uid string, msg Message, now time.Time) (userState, error) {
+	var st userState
+	var err error
+	if st.mutes, err = s.deps.Preferences.Mutes(uid, now); err != nil {
+		return st, fmt.Errorf("mutes: %w", err)
+	}
+	if st.dnd, err = s.deps.Preferences.DND(uid); err != nil {
+		return st, fmt.Errorf("do-not-disturb: %w", err)
+	}
+	if st.readUpTo, err = s.deps.Archive.ReadUpTo(uid, msg.From, msg.Group); err != nil {
+		return st, fmt.Errorf("read cursor: %w", err)
+	}
+	return st, nil
+}
+
+func (st userState) device(uid, device string, connected bool) DeviceState {
+	d := DeviceState{UID: uid, Device: device, Mutes: st.mutes, DND: st.dnd, ReadUpTo: st.readUpTo}
+	if connected {
+		d.Connected = []string{uid + "/" + device}
+	}
+	return d
+}
+
+// findDevice is the registration of device name among regs.
+func findDevice(regs []Registered, name string) (Registered, bool) {
+	for _, r := range regs {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Registered{}, false
+}
+
+// findToken is the registration among regs that sends to where d does.
+func findToken(regs []Registered, d Device) (Registered, bool) {
+	for _, r := range regs {
+		if r.Device.Platform == d.Platform && tokenOf(r.Device) == tokenOf(d) {
+			return r, true
+		}
+	}
+	return Registered{}, false
 }
 
 func (s *Sender) build(msg Message, uid string) (Notification, error) {
@@ -770,6 +829,9 @@ func (t *term) send(ctx context.Context, j *job) {
 	s := t.s
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
+	if j.attempts > 0 && !t.stillWanted(j) {
+		return
+	}
 	j.attempts++
 	res, err := s.deps.Provider.Send(sctx, j.reg.Device, j.n)
 	if t.ctx.Err() != nil {
@@ -783,7 +845,7 @@ func (t *term) send(ctx context.Context, j *job) {
 	switch res.Outcome {
 	case Delivered:
 	case DeadToken:
-		removeDeadToken(t.ctx, s.deps.Registrations, s.deps.Metrics, s.log, j.uid, j.reg, res)
+		t.removeDead(j, res)
 	case Failed:
 		logFailure(s.log, platform, tokenOf(j.reg.Device), res, err)
 		s.sm.givenUp(reasonRejected)
@@ -799,6 +861,56 @@ func (t *term) send(ctx context.Context, j *job) {
 		return
 	}
 	t.finish(j.msg, j.clientID())
+}
+
+// stillWanted decides a retry again before it is sent, as at the end of
+// the grace period: the device may have signed out or moved its token,
+// the user may have read or muted the conversation, or the device may
+// be connected by now. A push no longer wanted is handled; a read error
+// puts the retry back (it is not an attempt).
+func (t *term) stillWanted(j *job) bool {
+	s := t.s
+	msg := j.msg.plan.msg
+	now := s.now()
+	regs, err := s.deps.Registrations.Devices(j.uid)
+	var st userState
+	if err == nil {
+		st, err = s.readUserState(j.uid, msg, now)
+	}
+	if err != nil {
+		s.log.Error("push: reading what a retry is decided on; trying later", "uid", j.uid, "err", err)
+		t.retryAfter(j, s.retryDelay(j.attempts, 0))
+		return false
+	}
+	reg, ok := findDevice(regs, j.reg.Name)
+	if !ok {
+		s.sm.decided(verdictUnregistered)
+		t.finish(j.msg, j.clientID())
+		return false
+	}
+	j.reg = reg
+	if v := Decide(msg, st.device(j.uid, reg.Name, s.deps.Connections.Connected(j.clientID())), now); v != PushNow {
+		s.sm.decided(v)
+		t.finish(j.msg, j.clientID())
+		return false
+	}
+	return true
+}
+
+// removeDead removes the registration of a token the provider reported
+// dead, judged on the registration as it is now: the token may have
+// moved to another device, or been registered again after the provider
+// saw it dead.
+func (t *term) removeDead(j *job, res Result) {
+	s := t.s
+	regs, err := s.deps.Registrations.Devices(j.uid)
+	if err != nil {
+		s.log.Warn("push: reading the devices to remove a dead token", "uid", j.uid, "err", err)
+		return
+	}
+	if reg, ok := findToken(regs, j.reg.Device); ok {
+		removeDeadToken(t.ctx, s.deps.Registrations, s.deps.Metrics, s.log, j.uid, reg, res)
+	}
 }
 
 // retryAfter queues j again after d, unless the term ends first.

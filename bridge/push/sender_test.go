@@ -30,6 +30,9 @@ type world struct {
 	messages  map[snowflake.ID][]byte
 	members   map[string][]string
 	connected map[string]bool
+	mutes     map[string][]push.Mute
+	read      map[string]snowflake.ID // uid's read cursor (any conversation)
+	reads     map[string]int          // Devices calls per uid
 	leader    bool
 	changed   chan struct{}
 	records   int
@@ -38,7 +41,8 @@ type world struct {
 func newWorld() *world {
 	return &world{queued: map[snowflake.ID]bool{}, handled: map[snowflake.ID][]string{},
 		devices: map[string][]push.Registered{}, messages: map[snowflake.ID][]byte{},
-		members: map[string][]string{}, connected: map[string]bool{}, leader: true, changed: make(chan struct{})}
+		members: map[string][]string{}, connected: map[string]bool{}, mutes: map[string][]push.Mute{},
+		read: map[string]snowflake.ID{}, reads: map[string]int{}, leader: true, changed: make(chan struct{})}
 }
 
 // Outbox.
@@ -92,6 +96,7 @@ func (w *world) queuedCount() int {
 func (w *world) Devices(uid string) ([]push.Registered, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.reads[uid]++
 	return slices.Clone(w.devices[uid]), nil
 }
 
@@ -103,10 +108,14 @@ func (w *world) RemoveToken(_ context.Context, uid string, p push.Platform, toke
 }
 
 // Preferences.
-func (w *world) Mutes(string, time.Time) ([]push.Mute, error) { return nil, nil }
-func (w *world) DND(string) (*push.DND, error)                { return nil, nil }
-func (w *world) Preview(string) (push.Preview, error)         { return push.PreviewFull, nil }
-func (w *world) GroupOptIns(string) ([]string, error)         { return nil, nil }
+func (w *world) Mutes(uid string, _ time.Time) ([]push.Mute, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.mutes[uid]), nil
+}
+func (w *world) DND(string) (*push.DND, error)        { return nil, nil }
+func (w *world) Preview(string) (push.Preview, error) { return push.PreviewFull, nil }
+func (w *world) GroupOptIns(string) ([]string, error) { return nil, nil }
 
 // Archive.
 func (w *world) Message(id snowflake.ID) ([]byte, bool, error) {
@@ -118,8 +127,12 @@ func (w *world) Message(id snowflake.ID) ([]byte, bool, error) {
 func (w *world) MessageIn(id snowflake.ID, _, _, _ string) ([]byte, bool, error) {
 	return w.Message(id)
 }
-func (w *world) ReadUpTo(string, string, string) (snowflake.ID, error) { return 0, nil }
-func (w *world) UnreadTotal(string) (int, error)                       { return 1, nil }
+func (w *world) ReadUpTo(uid, _, _ string) (snowflake.ID, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.read[uid], nil
+}
+func (w *world) UnreadTotal(string) (int, error) { return 1, nil }
 
 // Directory.
 func (w *world) DisplayName(uid string) string { return uid }

@@ -1,0 +1,155 @@
+package push_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/bridge/push"
+	"github.com/edgechat/edgechat/internal/testutil"
+)
+
+// The registrations a push goes to are those at the end of the grace
+// period (and before each retry), not those read when it was planned.
+
+// devicesRead waits until the sender has read uid's registrations n
+// times (the plan reads them once).
+func (w *world) devicesRead(t *testing.T, uid string, n int) {
+	t.Helper()
+	testutil.CheckFor(t, 10*time.Second, 2*time.Millisecond, func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.reads[uid] < n {
+			return fmt.Errorf("%s's devices read %d times", uid, w.reads[uid])
+		}
+		return nil
+	})
+}
+
+func (w *world) outboxEmpty(t *testing.T) {
+	t.Helper()
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if n := w.queuedCount(); n != 0 {
+			return fmt.Errorf("%d messages still queued", n)
+		}
+		return nil
+	})
+}
+
+// planThenGrace stages a message to bob heard at its commit (planned at
+// once, with bob's devices as they are) and waits for that plan.
+func planThenGrace(t *testing.T, w *world, p push.Provider, body string) {
+	t.Helper()
+	id := w.stage("bob", body)
+	s, _ := startSender(t, w, p, push.SenderConfig{Grace: 700 * time.Millisecond})
+	s.Staged(id)
+	w.devicesRead(t, "bob", 1)
+}
+
+// bob's phone changes hands during the grace period: carol registers its
+// token, which moves it out of bob's registrations. bob's message must
+// not reach the phone that is carol's now.
+func TestAPushGoesOnlyToADeviceStillRegisteredAtTheEndOfTheGrace(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"})
+	p := &scripted{}
+	planThenGrace(t, w, p, "bob's secret")
+	w.mu.Lock()
+	delete(w.devices, "bob")
+	w.mu.Unlock()
+	w.register("carol", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"})
+	w.outboxEmpty(t)
+	if n := len(p.tries("tok-phone")); n != 0 {
+		t.Fatalf("bob's message pushed %d times to a token carol holds now", n)
+	}
+}
+
+// A device that registers a new token under the same device ID during the
+// grace period (an app reinstalled, an FCM token rotated) is pushed at
+// the new token: it is still the user's device, and the old token may be
+// someone else's by now.
+func TestAPushGoesToTheTokenTheDeviceHoldsAtTheEndOfTheGrace(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-old"})
+	p := &scripted{}
+	planThenGrace(t, w, p, "hi")
+	w.mu.Lock()
+	w.devices["bob"][0].Device.Token = "tok-new"
+	w.mu.Unlock()
+	w.outboxEmpty(t)
+	if o, n := len(p.tries("tok-old")), len(p.tries("tok-new")); o != 0 || n != 1 {
+		t.Fatalf("pushed %d times to the old token and %d to the new one, want 0 and 1", o, n)
+	}
+}
+
+// failOnce answers RetryLater to the first attempt of every token.
+func failOnce() *scripted {
+	return &scripted{answer: func(_ push.Device, attempt int) (push.Result, error) {
+		if attempt == 1 {
+			return push.Result{Outcome: push.RetryLater, Status: 503}, push.ErrRetryLater
+		}
+		return push.Result{Outcome: push.Delivered, Status: 200}, nil
+	}}
+}
+
+// A retry is decided again before it is sent: what would have held the
+// push back at the end of the grace period stops it.
+func TestARetryIsDecidedAgainBeforeItIsSent(t *testing.T) {
+	for name, change := range map[string]func(w *world){
+		"signed out": func(w *world) { delete(w.devices, "bob") },
+		"token moved": func(w *world) {
+			delete(w.devices, "bob")
+			w.devices["carol"] = []push.Registered{{Name: "phone", Device: push.Device{Platform: push.APNs, Token: "tok-phone"}}}
+		},
+		"read":      func(w *world) { w.read["bob"] = 1 << 62 },
+		"muted":     func(w *world) { w.mutes["bob"] = []push.Mute{{Conversation: "user:alice"}} },
+		"connected": func(w *world) { w.connected["bob/phone"] = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			w := newWorld()
+			w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"})
+			p := failOnce()
+			w.stage("bob", "hi")
+			startSender(t, w, p, push.SenderConfig{NoGrace: true, RetryMin: 400 * time.Millisecond, RetryMax: 400 * time.Millisecond})
+			testutil.CheckFor(t, 10*time.Second, 2*time.Millisecond, func() error {
+				if len(p.tries("tok-phone")) == 0 {
+					return errors.New("not tried yet")
+				}
+				return nil
+			})
+			w.mu.Lock()
+			change(w)
+			w.mu.Unlock()
+			w.outboxEmpty(t)
+			if n := len(p.tries("tok-phone")); n != 1 {
+				t.Fatalf("tried %d times; the retry should have been stopped", n)
+			}
+		})
+	}
+}
+
+// A dead-token answer is judged on the registration as it is when the
+// answer comes: one registered again since the provider saw the token
+// dead stays.
+func TestADeadTokenRegisteredAgainMeanwhileIsKept(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"}) // UpdatedAt 1970
+	p := &scripted{answer: func(push.Device, int) (push.Result, error) {
+		// The app registers the token again while APNs answers for an
+		// old invalidation.
+		w.mu.Lock()
+		w.devices["bob"][0].UpdatedAt = time.Now()
+		w.mu.Unlock()
+		return push.Result{Outcome: push.DeadToken, Status: 410, Reason: "Unregistered",
+			InvalidSince: time.Now().Add(-time.Hour)}, push.ErrDeadToken
+	}}
+	w.stage("bob", "hi")
+	startSender(t, w, p, push.SenderConfig{NoGrace: true})
+	w.outboxEmpty(t)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.removed) != 0 {
+		t.Fatalf("removed %q, a registration refreshed after the provider saw it dead", w.removed)
+	}
+}
