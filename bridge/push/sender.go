@@ -32,8 +32,9 @@ package push
 //     as in 2 before it is sent, and removing a token the provider
 //     reports dead;
 //  4. records its progress in the outbox through Raft, coalesced: each
-//     device handled (pushed, given up or dead), and the message done once
-//     every device is. A new leader skips the handled devices, so only
+//     device handled (pushed, held back, given up or dead), and the
+//     message done once every device is. A new leader skips the handled
+//     devices (one held back is never pushed later), so only
 //     pushes whose record was not yet committed when the leader died are
 //     sent again, and the per-conversation collapse ID makes that second
 //     notification replace the first on the device.
@@ -717,6 +718,9 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 		v := Decide(msg, st.device(u.uid, reg.Name, u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid)), now)
 		s.sm.decided(v)
 		if v != PushNow {
+			// Held back for good (LESSONS 18): recorded, so that a new
+			// leader does not decide it again and push it later.
+			t.prog.addHandled(m.id, cid)
 			continue
 		}
 		if n == nil {

@@ -1,10 +1,15 @@
 package push_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/bridge/push"
 	"github.com/edgechat/edgechat/internal/testutil"
@@ -151,5 +156,81 @@ func TestADeadTokenRegisteredAgainMeanwhileIsKept(t *testing.T) {
 	defer w.mu.Unlock()
 	if len(w.removed) != 0 {
 		t.Fatalf("removed %q, a registration refreshed after the provider saw it dead", w.removed)
+	}
+}
+
+// runSender runs a sender over w until stop, which returns once its
+// term is over and its last progress recorded (a leader that stepped
+// down).
+func runSender(t *testing.T, w *world, p push.Provider, cfg push.SenderConfig) (stop func()) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := push.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := push.NewSender(cfg, push.SenderDeps{Outbox: w, Registrations: w, Preferences: w, Archive: w,
+		Directory: w, Connections: w, Leadership: w, Provider: push.Counted(p, m), Metrics: m, Registerer: reg,
+		Logger: testutil.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("sender did not stop")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// A device held back at the end of the grace period (here: connected, it
+// got the message over MQTT) is not pushed later by the next leader,
+// while a sibling device's push is still being retried when the leader
+// changes.
+func TestADeviceHeldBackIsNotPushedByTheNextLeader(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"})
+	w.register("bob", "tablet", push.Device{Platform: push.APNs, Token: "tok-tablet"})
+	w.connected["bob/phone"] = true
+	var down atomic.Bool
+	down.Store(true)
+	p := &scripted{answer: func(d push.Device, _ int) (push.Result, error) {
+		if d.Token == "tok-tablet" && down.Load() {
+			return push.Result{Outcome: push.RetryLater, Status: 503}, push.ErrRetryLater
+		}
+		return push.Result{Outcome: push.Delivered, Status: 200}, nil
+	}}
+	w.stage("bob", "hi")
+	cfg := push.SenderConfig{NoGrace: true, RetryMin: time.Second, RetryMax: time.Second, MaxAttempts: 100}
+	stop := runSender(t, w, p, cfg)
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if len(p.tries("tok-tablet")) == 0 {
+			return errors.New("tablet not tried yet")
+		}
+		return nil
+	})
+	stop() // the leader steps down while the tablet waits for its retry
+	// The phone disconnects; the provider is back; another node leads.
+	w.mu.Lock()
+	delete(w.connected, "bob/phone")
+	w.mu.Unlock()
+	down.Store(false)
+	runSender(t, w, p, cfg)
+	w.outboxEmpty(t)
+	if n := len(p.tries("tok-phone")); n != 0 {
+		t.Errorf("the phone was held back (connected at the end of the grace period) and pushed %d times after a leader change", n)
+	}
+	if n := len(p.tries("tok-tablet")); n < 2 {
+		t.Errorf("the tablet was tried %d times", n)
 	}
 }
