@@ -81,7 +81,7 @@ func (c counted) Send(ctx context.Context, d Device, n Notification) (Result, er
 const (
 	reasonRejected = "rejected" // the provider refused it for good
 	reasonAttempts = "attempts" // transient failures until MaxAttempts or expiry
-	reasonOverflow = "overflow" // the provider's queue was full; older pushes went first
+	reasonOverflow = "overflow" // the provider's queue and retries were full; older pushes went first
 )
 
 // verdictUnregistered: the device's registration was gone when it was
@@ -97,6 +97,8 @@ type senderMetrics struct {
 	decisions *prometheus.CounterVec
 	givenUpC  *prometheus.CounterVec
 	retries   prometheus.Counter
+	// retryWaiting counts per provider the pushes waiting for a retry.
+	retryWaiting *prometheus.GaugeVec
 }
 
 func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
@@ -108,9 +110,14 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 			Help: "Devices decided at the end of the grace period, and again before a retry when that stops it, by verdict (push, connected, read, muted, dnd, expired, unregistered)."},
 			[]string{"verdict"}),
 		givenUpC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_given_up_total",
-			Help: "Pushes not delivered, by reason (rejected, attempts, overflow)."}, []string{"reason"}),
+			Help: "Pushes not delivered, by reason (rejected; attempts; overflow: more pushes queued or waiting for a retry for a provider than the bound, the oldest went)."}, []string{"reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_push_retries_total",
 			Help: "Pushes queued again after a transient failure."}),
+		retryWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_push_retry_waiting",
+			Help: "Pushes waiting for their retry, per provider (bounded together with the provider's queue)."}, []string{"provider"}),
+	}
+	for _, p := range []Platform{APNs, FCM, WebPush} {
+		m.retryWaiting.WithLabelValues(string(p))
 	}
 	for _, v := range []Verdict{PushNow, SkipConnected, SkipRead, SkipMuted, SkipDND, SkipExpired, verdictUnregistered} {
 		m.decisions.WithLabelValues(string(v))
@@ -119,7 +126,7 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 		m.givenUpC.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.decisions, m.givenUpC, m.retries} {
+		for _, c := range []prometheus.Collector{m.latency, m.decisions, m.givenUpC, m.retries, m.retryWaiting} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("push: sender metrics: %w", err)
 			}

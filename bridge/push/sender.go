@@ -26,7 +26,8 @@ package push
 //     cursor, mutes and do-not-disturb read then) and queues a
 //     notification (Build) for each device to push;
 //  3. sends through one bounded queue per provider (a peerqueue: the
-//     newest pushes are kept when it overflows), many requests at once,
+//     newest pushes are kept when it overflows; the pushes waiting for a
+//     retry count against the same bound), many requests at once,
 //     retrying a transient failure with exponential backoff and jitter,
 //     never before the provider's Retry-After, deciding each retry again
 //     as in 2 before it is sent, and removing a token the provider
@@ -89,8 +90,8 @@ type SenderConfig struct {
 	GroupLimit int
 	// Concurrency is the provider requests in flight per platform.
 	Concurrency int
-	// MaxQueue bounds the pushes waiting per platform; past it the oldest
-	// are dropped (counted).
+	// MaxQueue bounds the pushes waiting per platform, queued or waiting
+	// for a retry; past it the oldest are given up (counted as overflow).
 	MaxQueue int
 	// MaxAttempts is how many times a push is tried before it is given up.
 	MaxAttempts int
@@ -300,11 +301,12 @@ func (s *Sender) Run(ctx context.Context) error {
 
 // term is the sender's state while it leads: dropped when it stops.
 type term struct {
-	s      *Sender
-	ctx    context.Context
-	queues *peerqueue.Set[*job]
-	prog   *progress
-	wg     sync.WaitGroup // planners, retry timers, the progress loop
+	s       *Sender
+	ctx     context.Context
+	queues  *peerqueue.Set[*job]
+	retries *retryWait
+	prog    *progress
+	wg      sync.WaitGroup // planners, the retry and progress loops
 
 	mu       sync.Mutex
 	known    map[snowflake.ID]*message // scheduled or in progress
@@ -322,6 +324,7 @@ func (s *Sender) lead(ctx context.Context) {
 	t.queues = peerqueue.NewSet(t.sendBatch, peerqueue.Config[*job]{
 		MaxItems: s.cfg.MaxQueue, MaxBatch: s.cfg.Concurrency, DropOldest: true, Dropped: t.overflowed,
 		Timeout: s.cfg.SendTimeout + 5*time.Second, Metrics: s.qm, Logger: s.log})
+	t.retries = newRetryWait(t)
 	s.log.Info("push sender leading")
 	defer func() {
 		cancel()
@@ -336,6 +339,7 @@ func (s *Sender) lead(ctx context.Context) {
 		t.wg.Go(t.planLoop)
 	}
 	t.wg.Go(t.progressLoop)
+	t.wg.Go(t.retries.run)
 	for _, id := range s.drainStaged() {
 		t.add(id, true)
 	}
@@ -737,6 +741,7 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 		m.mu.Lock()
 		m.pending++
 		m.mu.Unlock()
+		t.retries.makeRoom(string(reg.Device.Platform), 1) // a new push goes before an old retry
 		if err := t.queues.Push(string(reg.Device.Platform), j); err != nil {
 			t.finish(m, "") // closed: the term is over
 		}
@@ -917,20 +922,9 @@ func (t *term) removeDead(j *job, res Result) {
 	}
 }
 
-// retryAfter queues j again after d, unless the term ends first.
-func (t *term) retryAfter(j *job, d time.Duration) {
-	t.wg.Go(func() {
-		timer := time.NewTimer(d)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-			if err := t.queues.Push(string(j.reg.Device.Platform), j); err != nil {
-				t.finish(j.msg, "")
-			}
-		case <-t.ctx.Done():
-		}
-	})
-}
+// retryAfter queues j again after d, unless the term ends first (see
+// retryWait for the bound).
+func (t *term) retryAfter(j *job, d time.Duration) { t.retries.add(j, d) }
 
 // retryDelay is exponential from RetryMin to RetryMax with "equal
 // jitter" (half fixed, half random, so that devices that failed together

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/bridge/push"
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 )
 
@@ -232,5 +233,52 @@ func TestADeviceHeldBackIsNotPushedByTheNextLeader(t *testing.T) {
 	}
 	if n := len(p.tries("tok-tablet")); n < 2 {
 		t.Errorf("the tablet was tried %d times", n)
+	}
+}
+
+// During a provider outage the pushes waiting for their retry count
+// against MaxQueue with the queued ones: past it the oldest are given up
+// (overflow) and their messages leave the outbox, rather than waiting
+// retries piling up without bound.
+func TestRetriesWaitingAreBoundedWithTheQueue(t *testing.T) {
+	w := newWorld()
+	const n, bound = 60, 10
+	p := &scripted{answer: func(push.Device, int) (push.Result, error) {
+		return push.Result{Outcome: push.RetryLater, Status: 503}, push.ErrRetryLater
+	}}
+	s, reg := startSender(t, w, p, push.SenderConfig{NoGrace: true, MaxQueue: bound, RetryMin: time.Hour, RetryMax: time.Hour})
+	var ids []snowflake.ID
+	for i := range n {
+		uid := fmt.Sprint("u", i)
+		tok := fmt.Sprint("tok", i)
+		w.register(uid, "phone", push.Device{Platform: push.APNs, Token: tok})
+		ids = append(ids, w.stage(uid, "hi"))
+		s.Staged(ids[i])
+		// One at a time, so that the queue itself never overflows.
+		testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if len(p.tries(tok)) == 0 {
+				return fmt.Errorf("%s not tried", tok)
+			}
+			return nil
+		})
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if q := w.queuedCount(); q != bound {
+			return fmt.Errorf("%d messages in the outbox, want the %d whose retry waits", q, bound)
+		}
+		return nil
+	})
+	w.mu.Lock()
+	for _, id := range ids[n-bound:] {
+		if !w.queued[id] {
+			t.Errorf("message %d of the newest %d was given up", id, bound)
+		}
+	}
+	w.mu.Unlock()
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_given_up_total", map[string]string{"reason": "overflow"}); v != n-bound {
+		t.Errorf("given up (overflow) = %v, want %d", v, n-bound)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_retry_waiting", map[string]string{"provider": "apns"}); v != bound {
+		t.Errorf("retries waiting = %v, want %d", v, bound)
 	}
 }
