@@ -171,7 +171,8 @@ type Archive interface {
 // Directory names users and groups (services/users).
 type Directory interface {
 	DisplayName(uid string) string
-	// Group is a group's display name and member IDs.
+	// Group is a group's display name and member IDs; an error wrapping
+	// wire.ErrNotFound when there is no such group (any more).
 	Group(gid string) (name string, members []string, err error)
 	IsMember(gid, uid string) bool
 }
@@ -491,8 +492,16 @@ func (t *term) finish(m *message, clientID string) {
 }
 
 // replanLater gives a message whose plan failed (a read error) another
-// try in a while; it stays in the outbox meanwhile.
+// try in a while; it stays in the outbox meanwhile, but not past the day
+// a push of it is worth sending: a failure that lasts would otherwise
+// keep it there, tried every few seconds, for ever.
 func (t *term) replanLater(m *message) {
+	if !t.s.now().Before(m.id.Time().Add(MessageExpiry)) {
+		t.s.log.Warn("push: giving up the pushes of a message that could not be planned within its lifetime",
+			"message", m.id, "err", m.planErr)
+		t.done(m)
+		return
+	}
 	t.mu.Lock()
 	delete(t.known, m.id)
 	t.mu.Unlock()
@@ -627,8 +636,11 @@ func (s *Sender) recipients(m *Message) ([]Recipient, error) {
 		return []Recipient{{UID: m.To}}, nil
 	}
 	name, members, err := s.deps.Directory.Group(m.Group)
+	if errors.Is(err, wire.ErrNotFound) {
+		return nil, nil // deleted, or a region's mirror dropped: nobody to push
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("group %s: %w", m.Group, err)
 	}
 	m.GroupName, m.GroupMembers = name, len(members)
 	if len(members) <= s.cfg.GroupLimit {

@@ -14,6 +14,7 @@ import (
 	"github.com/edgechat/edgechat/bridge/push"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // The registrations a push goes to are those at the end of the grace
@@ -281,4 +282,61 @@ func TestRetriesWaitingAreBoundedWithTheQueue(t *testing.T) {
 	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_retry_waiting", map[string]string{"provider": "apns"}); v != bound {
 		t.Errorf("retries waiting = %v, want %d", v, bound)
 	}
+}
+
+// failingGroups is a directory whose groups cannot be read.
+type failingGroups struct {
+	*world
+	err error
+}
+
+func (d failingGroups) Group(string) (string, []string, error) { return "", nil, d.err }
+
+func startWithDirectory(t *testing.T, w *world, dir push.Directory) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := push.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := push.NewSender(push.SenderConfig{NoGrace: true}, push.SenderDeps{Outbox: w, Registrations: w,
+		Preferences: w, Archive: w, Directory: dir, Connections: w, Leadership: w, Provider: push.Counted(&scripted{}, m),
+		Metrics: m, Registerer: reg, Logger: testutil.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func (w *world) stageGroupAt(gid string, at time.Time) snowflake.ID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	nextSeq++
+	id := snowflake.Make(uint64(at.UnixMilli())-uint64(snowflake.Epoch.UnixMilli()), 1, nextSeq)
+	env := wire.Envelope{ID: id, From: "alice", Group: gid, CID: fmt.Sprint(nextSeq), Type: wire.TypeText, Body: "x"}
+	w.messages[id] = env.Marshal()
+	w.queued[id] = true
+	return id
+}
+
+// A message of a group that no longer exists (deleted, or another
+// region's mirror dropped) has nobody to push: it leaves the outbox at
+// once instead of being planned again every few seconds.
+func TestAMessageOfAGroupThatIsGoneLeavesTheOutbox(t *testing.T) {
+	w := newWorld()
+	w.stageGroupAt("gone", time.Now())
+	startWithDirectory(t, w, failingGroups{world: w, err: fmt.Errorf("users: no such group: %w", wire.ErrNotFound)})
+	w.outboxEmpty(t)
+}
+
+// A message whose plan keeps failing is given up once a push of it is no
+// longer worth sending (a day after its commit), not tried for ever.
+func TestAMessageThatCannotBePlannedLeavesTheOutboxAfterItsLifetime(t *testing.T) {
+	w := newWorld()
+	w.stageGroupAt("g", time.Now().Add(-push.MessageExpiry-time.Minute))
+	startWithDirectory(t, w, failingGroups{world: w, err: errors.New("disk on fire")})
+	w.outboxEmpty(t)
 }
