@@ -188,6 +188,10 @@ func TestDecide(t *testing.T) {
 		{"another conversation muted", directMessage(), with(func(d *push.DeviceState) {
 			d.Mutes = []push.Mute{{Conversation: "user:carol"}, {Conversation: "group:team"}}
 		}), grace, push.PushNow},
+		{"conversation with a user of another region muted", func() push.Message { m := directMessage(); m.From = "alice@eu"; return m }(),
+			with(func(d *push.DeviceState) { d.Mutes = []push.Mute{{Conversation: "user:alice@eu"}} }), grace, push.SkipMuted},
+		{"the local user of the same name muted", func() push.Message { m := directMessage(); m.From = "alice@eu"; return m }(),
+			with(func(d *push.DeviceState) { d.Mutes = []push.Mute{{Conversation: "user:alice"}} }), grace, push.PushNow},
 		{"group muted", groupMessage(3, "hi"), with(func(d *push.DeviceState) { d.Mutes = []push.Mute{{Conversation: "group:team"}} }), grace, push.SkipMuted},
 		{"do-not-disturb on", directMessage(), with(func(d *push.DeviceState) { d.DND = &push.DND{From: 9 * time.Hour, To: 11 * time.Hour} }), grace, push.SkipDND},
 		{"do-not-disturb off at this hour", directMessage(), with(func(d *push.DeviceState) { d.DND = &push.DND{From: 22 * time.Hour, To: 7 * time.Hour} }), grace, push.PushNow},

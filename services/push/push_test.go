@@ -92,7 +92,8 @@ func base64Point(n int, first byte) string {
 
 func TestConversationAndPreview(t *testing.T) {
 	for conv, ok := range map[string]bool{"user:alice": true, "group:G_1-x": true, "user:A": false, "group:": false,
-		"alice": false, "group:a/b": false, "channel:x": false} {
+		"alice": false, "group:a/b": false, "channel:x": false, "user:alice@eu": true, "group:k3x9@eu": true,
+		"user:alice@": false, "user:@eu": false, "user:alice@eu@us": false, "user:alice@-eu": false, "user:A@eu": false} {
 		if err := ValidConversation(conv); (err == nil) != ok {
 			t.Errorf("ValidConversation(%q) = %v", conv, err)
 		}
@@ -236,6 +237,27 @@ func TestUnregisterAndRemoveToken(t *testing.T) {
 	}
 	if st := e.state(); len(st) != 0 {
 		t.Fatalf("left behind: %v", st)
+	}
+}
+
+// A direct conversation with a user of another region is pushed as
+// "user:alice@eu" (bridge/push ConversationFor): the recipient can mute
+// it under that name.
+func TestADirectConversationWithAUserOfAnotherRegionCanBeMuted(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.svc.Mute(context.Background(), "bob", "user:alice@eu", nil); err != nil {
+		t.Fatalf("muting the direct conversation with a user of another region: %v", err)
+	}
+	if r := e.do("PUT", "/user/me/mutes/user:carol@eu", "", "bob"); r.Code != 200 {
+		t.Fatalf("PUT /user/me/mutes/user:carol@eu = %d %s", r.Code, r.Body)
+	}
+	for _, conv := range []string{"user:alice@eu", "user:carol@eu"} {
+		if muted, err := e.svc.IsMuted("bob", conv, e.clock.Now()); err != nil || !muted {
+			t.Errorf("IsMuted(bob, %s) = %v, %v", conv, muted, err)
+		}
+	}
+	if muted, _ := e.svc.IsMuted("bob", "user:alice", e.clock.Now()); muted {
+		t.Error("muting alice@eu muted the local alice")
 	}
 }
 

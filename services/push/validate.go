@@ -195,7 +195,9 @@ func (r Registration) tokenOf() string {
 }
 
 // Conversation kinds of mutes: "user:{uid}" (a direct conversation with
-// uid) or "group:{gid}".
+// uid, "user:{name}@{region}" with a user of another region) or
+// "group:{gid}" ("group:{gid}@{region}" for a group of another region):
+// the names bridge/push gives the conversation of a message.
 const (
 	ConvUserPrefix  = "user:"
 	ConvGroupPrefix = "group:"
@@ -205,7 +207,7 @@ const (
 func ValidConversation(conv string) error {
 	switch {
 	case strings.HasPrefix(conv, ConvUserPrefix):
-		if wire.ValidUserID(conv[len(ConvUserPrefix):]) == nil {
+		if wire.ValidPeerID(conv[len(ConvUserPrefix):]) == nil {
 			return nil
 		}
 	case strings.HasPrefix(conv, ConvGroupPrefix):
@@ -213,7 +215,7 @@ func ValidConversation(conv string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %q (want user:{uid} or group:{gid})", ErrInvalidConversation, conv)
+	return fmt.Errorf("%w: %q (want user:{uid}, user:{uid}@{region} or group:{gid})", ErrInvalidConversation, conv)
 }
 
 // DirectConversation and GroupConversation name conversations as the
