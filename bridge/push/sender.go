@@ -382,6 +382,9 @@ type message struct {
 	planErr error
 	mu      sync.Mutex
 	pending int // devices queued or waiting for a retry, +1 until all are queued
+	// readErr: a user's devices could not be decided (a read failed);
+	// the message is planned again once the others are through.
+	readErr error
 }
 
 // add schedules message id unless the term has it already.
@@ -439,7 +442,7 @@ func (t *term) planLoop() {
 	for {
 		select {
 		case m := <-t.planning:
-			p, err := t.s.planMessage(m.id, m.atCommit)
+			p, err := t.s.planMessage(m.id, m.atCommit, func(cid string) bool { return t.prog.handledHere(m.id, cid) })
 			if err != nil && t.ctx.Err() == nil {
 				t.s.log.Error("planning the pushes of a message; trying again", "message", m.id, "err", err)
 			}
@@ -462,7 +465,7 @@ func (t *term) execute(m *message) {
 	case t.ctx.Err() != nil:
 		return
 	case m.planErr != nil:
-		t.replanLater(m)
+		t.replanLater(m, m.planErr)
 		return
 	case m.plan == nil:
 		t.done(m)
@@ -485,20 +488,36 @@ func (t *term) finish(m *message, clientID string) {
 	m.mu.Lock()
 	m.pending--
 	last := m.pending == 0
+	readErr := m.readErr
 	m.mu.Unlock()
-	if last {
+	switch {
+	case last && readErr != nil:
+		t.replanLater(m, readErr)
+	case last:
 		t.done(m)
 	}
 }
 
-// replanLater gives a message whose plan failed (a read error) another
-// try in a while; it stays in the outbox meanwhile, but not past the day
-// a push of it is worth sending: a failure that lasts would otherwise
-// keep it there, tried every few seconds, for ever.
-func (t *term) replanLater(m *message) {
+// decideFailed notes that a user's devices of m could not be decided, so
+// that m is planned again instead of finishing with those pushes lost.
+func (t *term) decideFailed(m *message, uid, what string, err error) {
+	t.s.log.Error("push: reading what a push is decided on; planning the message again", "message", m.id,
+		"uid", uid, "reading", what, "err", err)
+	m.mu.Lock()
+	m.readErr = fmt.Errorf("%s of %s: %w", what, uid, err)
+	m.mu.Unlock()
+}
+
+// replanLater gives a message whose plan failed, or some of whose
+// devices could not be decided (a read error), another try in a while
+// (the devices handled meanwhile are skipped). It stays in the outbox
+// meanwhile, but not past the day a push of it is worth sending: a
+// failure that lasts would otherwise keep it there, tried every few
+// seconds, for ever.
+func (t *term) replanLater(m *message, cause error) {
 	if !t.s.now().Before(m.id.Time().Add(MessageExpiry)) {
 		t.s.log.Warn("push: giving up the pushes of a message that could not be planned within its lifetime",
-			"message", m.id, "err", m.planErr)
+			"message", m.id, "err", cause)
 		t.done(m)
 		return
 	}
@@ -559,10 +578,11 @@ type userPlan struct {
 	onlineAtCommit map[string]bool
 }
 
-// planMessage reads message id and its candidates. A nil plan with a nil
-// error means there is nothing to push (the message is gone, or nobody
-// is a candidate).
-func (s *Sender) planMessage(id snowflake.ID, atCommit bool) (*plan, error) {
+// planMessage reads message id and its candidates, without the devices
+// recorded as handled or handledHere (recorded by this term, maybe not
+// committed yet). A nil plan with a nil error means there is nothing to
+// push (the message is gone, or nobody is a candidate).
+func (s *Sender) planMessage(id snowflake.ID, atCommit bool, handledHere func(cid string) bool) (*plan, error) {
 	payload, ok, err := s.deps.Archive.Message(id)
 	if err != nil || !ok {
 		return nil, err
@@ -605,7 +625,7 @@ func (s *Sender) planMessage(id snowflake.ID, atCommit bool) (*plan, error) {
 		u := userPlan{uid: r.UID}
 		for _, reg := range regs {
 			cid := r.UID + "/" + reg.Name
-			if _, done := slices.BinarySearch(handled, cid); done {
+			if _, done := slices.BinarySearch(handled, cid); done || handledHere(cid) {
 				continue
 			}
 			if atCommit && s.deps.Connections.Connected(cid) {
@@ -712,12 +732,12 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 	now := s.now()
 	current, err := s.deps.Registrations.Devices(u.uid)
 	if err != nil {
-		s.log.Error("push: reading the devices", "uid", u.uid, "err", err)
+		t.decideFailed(m, u.uid, "devices", err)
 		return
 	}
 	st, err := s.readUserState(u.uid, msg, now)
 	if err != nil {
-		s.log.Error("push: reading what a push is decided on", "uid", u.uid, "err", err)
+		t.decideFailed(m, u.uid, "push state", err)
 		return
 	}
 	var n *Notification
@@ -742,7 +762,7 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 		if n == nil {
 			built, err := s.build(msg, u.uid)
 			if err != nil {
-				s.log.Error("push: building a notification", "uid", u.uid, "err", err)
+				t.decideFailed(m, u.uid, "preview or unread count", err)
 				return
 			}
 			n = &built

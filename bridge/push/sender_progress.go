@@ -14,10 +14,14 @@ type progress struct {
 	handled map[snowflake.ID][]string
 	doneIDs []snowflake.ID
 	ready   chan struct{} // poked when there is something to commit
+	// here is every device the term handled of the messages it has not
+	// finished, committed or not: a message planned again skips them.
+	here map[snowflake.ID]map[string]bool
 }
 
 func newProgress() *progress {
-	return &progress{handled: map[snowflake.ID][]string{}, ready: make(chan struct{}, 1)}
+	return &progress{handled: map[snowflake.ID][]string{}, ready: make(chan struct{}, 1),
+		here: map[snowflake.ID]map[string]bool{}}
 }
 
 func (p *progress) poke() {
@@ -30,13 +34,25 @@ func (p *progress) poke() {
 func (p *progress) addHandled(id snowflake.ID, clientID string) {
 	p.mu.Lock()
 	p.handled[id] = append(p.handled[id], clientID)
+	if p.here[id] == nil {
+		p.here[id] = map[string]bool{}
+	}
+	p.here[id][clientID] = true
 	p.mu.Unlock()
 	p.poke()
+}
+
+// handledHere reports whether the term handled clientID for message id.
+func (p *progress) handledHere(id snowflake.ID, clientID string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.here[id][clientID]
 }
 
 func (p *progress) done(id snowflake.ID) {
 	p.mu.Lock()
 	p.doneIDs = append(p.doneIDs, id)
+	delete(p.here, id)
 	p.mu.Unlock()
 	p.poke()
 }

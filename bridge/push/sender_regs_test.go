@@ -314,9 +314,9 @@ func startWithDirectory(t *testing.T, w *world, dir push.Directory) {
 func (w *world) stageGroupAt(gid string, at time.Time) snowflake.ID {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	nextSeq++
-	id := snowflake.Make(uint64(at.UnixMilli())-uint64(snowflake.Epoch.UnixMilli()), 1, nextSeq)
-	env := wire.Envelope{ID: id, From: "alice", Group: gid, CID: fmt.Sprint(nextSeq), Type: wire.TypeText, Body: "x"}
+	seq := uint16(len(w.messages) + 1) // not nextSeq: tests using this may run in parallel
+	id := snowflake.Make(uint64(at.UnixMilli())-uint64(snowflake.Epoch.UnixMilli()), 1, seq)
+	env := wire.Envelope{ID: id, From: "alice", Group: gid, CID: fmt.Sprint(seq), Type: wire.TypeText, Body: "x"}
 	w.messages[id] = env.Marshal()
 	w.queued[id] = true
 	return id
@@ -339,4 +339,81 @@ func TestAMessageThatCannotBePlannedLeavesTheOutboxAfterItsLifetime(t *testing.T
 	w.stageGroupAt("g", time.Now().Add(-push.MessageExpiry-time.Minute))
 	startWithDirectory(t, w, failingGroups{world: w, err: errors.New("disk on fire")})
 	w.outboxEmpty(t)
+}
+
+// flakyPrefs fails failFor's mutes or preview reads while fail is set.
+type flakyPrefs struct {
+	*world
+	what    string // "mutes" or "preview"
+	failFor string
+	fail    atomic.Bool
+}
+
+var errFlaky = errors.New("store unavailable")
+
+func (f *flakyPrefs) Mutes(uid string, at time.Time) ([]push.Mute, error) {
+	if f.what == "mutes" && uid == f.failFor && f.fail.Load() {
+		return nil, errFlaky
+	}
+	return f.world.Mutes(uid, at)
+}
+
+func (f *flakyPrefs) Preview(uid string) (push.Preview, error) {
+	if f.what == "preview" && uid == f.failFor && f.fail.Load() {
+		return "", errFlaky
+	}
+	return f.world.Preview(uid)
+}
+
+// A read that fails when a message's devices are decided (mutes,
+// do-not-disturb, read cursor, preview, unread count) does not lose the
+// push: the message is planned again, and the devices already handled
+// are not pushed twice.
+func TestAFailedReadWhenDecidingPlansTheMessageAgain(t *testing.T) {
+	for _, what := range []string{"mutes", "preview"} {
+		t.Run(what, func(t *testing.T) {
+			t.Parallel()
+			w := newWorld()
+			w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-bob"})
+			w.register("carol", "phone", push.Device{Platform: push.APNs, Token: "tok-carol"})
+			w.members["team"] = []string{"alice", "bob", "carol"}
+			w.stageGroupAt("team", time.Now())
+			// carol's reads go through; bob's fail until carol is pushed.
+			prefs := &flakyPrefs{world: w, what: what, failFor: "bob"}
+			prefs.fail.Store(true)
+			p := &scripted{answer: func(d push.Device, _ int) (push.Result, error) {
+				if d.Token == "tok-carol" {
+					prefs.fail.Store(false) // the store is back by the next plan
+				}
+				return push.Result{Outcome: push.Delivered, Status: 200}, nil
+			}}
+			reg := prometheus.NewRegistry()
+			m, err := push.NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := push.NewSender(push.SenderConfig{NoGrace: true}, push.SenderDeps{Outbox: w, Registrations: w,
+				Preferences: prefs, Archive: w, Directory: w, Connections: w, Leadership: w, Provider: push.Counted(p, m),
+				Metrics: m, Registerer: reg, Logger: testutil.QuietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
+				if w.queuedCount() != 0 {
+					return errors.New("message still queued")
+				}
+				if len(p.tries("tok-bob")) == 0 {
+					return errors.New("bob not pushed")
+				}
+				return nil
+			})
+			if b, c := len(p.tries("tok-bob")), len(p.tries("tok-carol")); b != 1 || c != 1 {
+				t.Fatalf("bob pushed %d times and carol %d, want once each", b, c)
+			}
+		})
+	}
 }
