@@ -197,8 +197,8 @@ func (m mirrors) ApplyMirror(ctx context.Context, state []byte) error {
 
 // LeaveRemote commits a member of another region's leave of a group of
 // ours (bridge/region groupleave.go).
-func (m mirrors) LeaveRemote(ctx context.Context, gid, uid string) error {
-	return m.n.Users.LeaveRemote(ctx, gid, uid)
+func (m mirrors) LeaveRemote(ctx context.Context, gid, uid string, seq uint64) error {
+	return m.n.Users.LeaveRemote(ctx, gid, uid, seq)
 }
 
 // remoteStore is the archive as the region bridge stores into it (built

@@ -9,7 +9,9 @@ package region
 // one of us's, and commits the removal (Leaver, the users service's
 // LeaveRemote: bob "removes himself"), which stages the group's new state
 // for every region with members as any change does; a request of someone
-// who is no longer a member is done already.
+// who is no longer a member is done already. The request carries its
+// place in us's outbox (seq): a resend of it is skipped at home (users
+// linkseq.go), as it may come after alice added bob again.
 
 import (
 	"context"
@@ -31,15 +33,20 @@ const leaveMark = 'L'
 func GroupLeaveTopic(fromRegion string) string { return LinkPrefix + fromRegion + "/gleave" }
 
 // Leaver commits, at home, a remote member's leave (the users service's
-// LeaveRemote): gid a group of this region, uid name@region.
+// LeaveRemote): gid a group of this region, uid name@region, seq the
+// leave's place in the outbox of uid's region (a resend, at or below the
+// last one applied, changes nothing; 0: not told).
 type Leaver interface {
-	LeaveRemote(ctx context.Context, gid, uid string) error
+	LeaveRemote(ctx context.Context, gid, uid string, seq uint64) error
 }
 
 // linkLeave is a leave on the link.
 type linkLeave struct {
 	Group string `json:"group"` // gid@home
 	UID   string `json:"uid"`   // as the sending region names them: staged plain, qualified on the link
+	// Seq is its place in the sending region's outbox for the home, from
+	// 1 (linkPayload): the home skips a resent leave by it. 0: not told.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // StageGroupLeave is the users service's LeaveStager: inside the FSM
@@ -57,33 +64,36 @@ func (b *Bridge) StageGroupLeave(tx *badger.Txn, gid, uid string) (func(), error
 	return b.wake([]string{home}), nil
 }
 
-// leavePayload is what the link publishes for a staged leave.
-func leavePayload(entry []byte, own string) ([]byte, error) {
+// leavePayload is what the link publishes for a staged leave, seq its
+// place in the outbox (from 1).
+func leavePayload(entry []byte, own string, seq uint64) ([]byte, error) {
 	var l linkLeave
 	if err := json.Unmarshal(entry, &l); err != nil || wire.ValidUserID(l.UID) != nil {
 		return nil, fmt.Errorf("not a leave: %v", err)
 	}
 	l.UID = address.Qualify(l.UID, own)
+	l.Seq = seq
 	return mustJSON(l), nil
 }
 
 // parseLeave reads a leave that region's link brought to this region
 // (local): a group of ours, a user of region. It returns the group's ID
-// here and the user as named here (name@region).
-func parseLeave(local, region string, payload []byte) (gid, uid string, err error) {
+// here, the user as named here (name@region) and the leave's seq (0 from
+// a region of an earlier version).
+func parseLeave(local, region string, payload []byte) (gid, uid string, seq uint64, err error) {
 	var l linkLeave
 	if err := json.Unmarshal(payload, &l); err != nil {
-		return "", "", fmt.Errorf("region: link %s: not a leave: %v: %w", region, err, wire.ErrInvalid)
+		return "", "", 0, fmt.Errorf("region: link %s: not a leave: %v: %w", region, err, wire.ErrInvalid)
 	}
 	gid, ok := strings.CutSuffix(l.Group, "@"+local)
 	u, uerr := address.Parse(l.UID)
 	if !ok || wire.ValidGroupID(gid) != nil || strings.IndexByte(gid, '@') >= 0 || uerr != nil || wire.ValidUserID(u.Name) != nil {
-		return "", "", fmt.Errorf("region: link %s: leave %q of %q: %w", region, l.UID, l.Group, wire.ErrInvalid)
+		return "", "", 0, fmt.Errorf("region: link %s: leave %q of %q: %w", region, l.UID, l.Group, wire.ErrInvalid)
 	}
 	if u.Region != region {
-		return "", "", fmt.Errorf("region: link %s: leave of %q: not a user of %s: %w", region, l.UID, region, wire.ErrForbidden)
+		return "", "", 0, fmt.Errorf("region: link %s: leave of %q: not a user of %s: %w", region, l.UID, region, wire.ErrForbidden)
 	}
-	return gid, l.UID, nil
+	return gid, l.UID, l.Seq, nil
 }
 
 // receiveLeave commits the leave of a member of region.
@@ -93,7 +103,7 @@ func (b *Bridge) receiveLeave(ctx context.Context, region string, payload []byte
 		b.count(region, "invalid")
 		return fmt.Errorf("region: link %s: groups across regions not configured here: %w", region, wire.ErrInvalid)
 	}
-	gid, uid, err := parseLeave(b.cfg.Region, region, payload)
+	gid, uid, seq, err := parseLeave(b.cfg.Region, region, payload)
 	if err != nil {
 		b.count(region, resultOf(err))
 		if errors.Is(err, wire.ErrForbidden) {
@@ -101,7 +111,7 @@ func (b *Bridge) receiveLeave(ctx context.Context, region string, payload []byte
 		}
 		return err
 	}
-	if err := lv.LeaveRemote(ctx, gid, uid); err != nil {
+	if err := lv.LeaveRemote(ctx, gid, uid, seq); err != nil {
 		b.count(region, resultOf(err))
 		return err
 	}

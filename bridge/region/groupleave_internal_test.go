@@ -24,7 +24,7 @@ func TestParseLeave(t *testing.T) {
 		{`{"group":"k3x9@eu","uid":"b/b@us"}`, "", "", wire.ErrInvalid},
 		{`[]`, "", "", wire.ErrInvalid},
 	} {
-		gid, uid, err := parseLeave("eu", "us", []byte(c.payload))
+		gid, uid, _, err := parseLeave("eu", "us", []byte(c.payload))
 		if c.err != nil {
 			if !errors.Is(err, c.err) {
 				t.Errorf("%s: %q %q %v, want %v", c.payload, gid, uid, err, c.err)
@@ -36,15 +36,21 @@ func TestParseLeave(t *testing.T) {
 		}
 	}
 	// What a link sends for a staged leave is what the home accepts.
-	p, err := leavePayload([]byte(`{"group":"k3x9@eu","uid":"bob"}`), "us")
+	p, err := leavePayload([]byte(`{"group":"k3x9@eu","uid":"bob"}`), "us", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if gid, uid, err := parseLeave("eu", "us", p); err != nil || gid != "k3x9" || uid != "bob@us" {
-		t.Fatalf("%s: %q %q %v", p, gid, uid, err)
+	if gid, uid, seq, err := parseLeave("eu", "us", p); err != nil || gid != "k3x9" || uid != "bob@us" || seq != 3 {
+		t.Fatalf("%s: %q %q %d %v", p, gid, uid, seq, err)
 	}
-	if _, _, kind, err := linkPayload(append([]byte{leaveMark}, `{"group":"k3x9@eu","uid":"bob"}`...), "us"); err != nil || kind != "leave" {
-		t.Fatalf("linkPayload of a leave: %s %v", kind, err)
+	// The seq is the entry's outbox position + 1; a leave without one (a
+	// region of an earlier version) reads as 0.
+	_, p, kind, err := linkPayload(append([]byte{leaveMark}, `{"group":"k3x9@eu","uid":"bob"}`...), "us", 0)
+	if err != nil || kind != "leave" || !strings.Contains(string(p), `"seq":1`) {
+		t.Fatalf("linkPayload of a leave: %s %s %v", p, kind, err)
+	}
+	if _, _, seq, err := parseLeave("eu", "us", []byte(`{"group":"k3x9@eu","uid":"bob@us"}`)); err != nil || seq != 0 {
+		t.Fatalf("a leave without seq: %d %v", seq, err)
 	}
 }
 
@@ -55,7 +61,7 @@ func FuzzParseLeave(f *testing.F) {
 	f.Add([]byte(`{"group":"k3x9@us","uid":"bob"}`))
 	f.Add([]byte(`{"group":"@eu","uid":"@us"}`))
 	f.Fuzz(func(t *testing.T, payload []byte) {
-		gid, uid, err := parseLeave("eu", "us", payload)
+		gid, uid, _, err := parseLeave("eu", "us", payload)
 		if err != nil {
 			return
 		}

@@ -1,11 +1,13 @@
 package region
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -189,17 +191,20 @@ func (b *Bridge) wake(regions []string) func() {
 	}
 }
 
-// linkPayload turns an outbox entry into what the link publishes: the
-// topic, the payload and the kind (dm, message, state).
-func linkPayload(entry []byte, own string) (topic string, payload []byte, kind string, err error) {
+// linkPayload turns the outbox entry at pos into what the link
+// publishes: the topic, the payload and the kind (dm, message, state).
+// A group's state and a leave carry "seq", pos+1: they have no ID, and
+// the other region skips a resent one by it (users linkseq.go).
+func linkPayload(entry []byte, own string, pos uint64) (topic string, payload []byte, kind string, err error) {
 	if len(entry) > 0 && entry[0] == stateMark {
-		return GroupStateTopic(own), entry[1:], "state", nil
+		p, err := withSeq(entry[1:], pos+1)
+		return GroupStateTopic(own), p, "state", err
 	}
 	if topic, payload, kind, ok := noticePayload(entry, own); ok { // notices.go
 		return topic, payload, kind, nil
 	}
 	if len(entry) > 0 && entry[0] == leaveMark {
-		p, err := leavePayload(entry[1:], own) // groupleave.go
+		p, err := leavePayload(entry[1:], own, pos+1) // groupleave.go
 		return GroupLeaveTopic(own), p, "leave", err
 	}
 	var env wire.Envelope
@@ -248,6 +253,22 @@ type linkState struct {
 	By    string `json:"by,omitempty"` // who made the change
 	Part  int    `json:"part,omitempty"`
 	Parts int    `json:"parts,omitempty"` // a state in chunks (groupchunks.go)
+	Seq   uint64 `json:"seq,omitempty"`   // its place in the home's outbox, from 1 (linkPayload); 0: not told
+}
+
+// withSeq puts "seq":seq first in a group state's JSON object (stored as
+// the home encoded it, without a seq), without decoding its members.
+func withSeq(state []byte, seq uint64) ([]byte, error) {
+	if len(state) < 2 || state[0] != '{' {
+		return nil, errors.New("not a group state")
+	}
+	out := make([]byte, 0, len(state)+32)
+	out = append(out, `{"seq":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	if rest := bytes.TrimLeft(state[1:], " \t\r\n"); len(rest) > 0 && rest[0] != '}' {
+		out = append(out, ',')
+	}
+	return append(out, state[1:]...), nil
 }
 
 // receiveState commits the home's view of one of its groups as this

@@ -98,22 +98,31 @@ func TestMirrorState(t *testing.T) {
 }
 
 // An outbox entry becomes the link's publish: group messages qualified
-// with the home and the sender's region, states as they are.
+// with the home and the sender's region, states as they are with their
+// seq (the outbox position + 1) first.
 func TestLinkPayloadOfGroups(t *testing.T) {
-	topic, p, kind, err := linkPayload([]byte(`{"id":"5","from":"alice","group":"g1","cid":"c","type":"text","body":"x","mentions":["bob","carol@us"]}`), "eu")
+	topic, p, kind, err := linkPayload([]byte(`{"id":"5","from":"alice","group":"g1","cid":"c","type":"text","body":"x","mentions":["bob","carol@us"]}`), "eu", 0)
 	if err != nil || topic != "$link/eu/gmsg" || kind != "message" || !strings.Contains(string(p), `"from":"alice@eu"`) ||
 		!strings.Contains(string(p), `"group":"g1@eu"`) || !strings.Contains(string(p), `"mentions":["bob@eu","carol@us"]`) {
 		t.Fatalf("home message: %s %s %s %v", topic, p, kind, err)
 	}
-	_, p, _, err = linkPayload([]byte(`{"id":"5","from":"bob","group":"g1@eu","cid":"c","type":"text","body":"x"}`), "us")
+	_, p, _, err = linkPayload([]byte(`{"id":"5","from":"bob","group":"g1@eu","cid":"c","type":"text","body":"x"}`), "us", 0)
 	if err != nil || !strings.Contains(string(p), `"from":"bob@us"`) || !strings.Contains(string(p), `"group":"g1@eu"`) {
 		t.Fatalf("mirror message: %s %v", p, err)
 	}
-	topic, p, kind, err = linkPayload(append([]byte{stateMark}, `{"group":{}}`...), "eu")
-	if err != nil || topic != "$link/eu/group" || kind != "state" || string(p) != `{"group":{}}` {
+	topic, p, kind, err = linkPayload(append([]byte{stateMark}, `{"group":{}}`...), "eu", 0)
+	if err != nil || topic != "$link/eu/group" || kind != "state" || string(p) != `{"seq":1,"group":{}}` {
 		t.Fatalf("state: %s %s %s %v", topic, p, kind, err)
 	}
-	if topic, _, kind, err = linkPayload([]byte(`{"id":"5","from":"alice","to":"bob@us","cid":"c","type":"text","body":"x"}`), "eu"); err != nil || topic != "$link/eu/dm" || kind != "dm" {
+	if _, p, _, err = linkPayload(append([]byte{stateMark}, `{}`...), "eu", 41); err != nil || string(p) != `{"seq":42}` {
+		t.Fatalf("empty state: %s %v", p, err)
+	}
+	// The receiving region reads the seq and passes it on to its mirror.
+	_, p, _, _ = linkPayload(append([]byte{stateMark}, `{"group":{"groupId":"g1"},"members":[{"id":"bob@us","role":"member"}]}`...), "eu", 6)
+	if out, err := mirrorState("us", "eu", p); err != nil || !strings.Contains(string(out), `"seq":7`) {
+		t.Fatalf("mirror of %s: %s %v", p, out, err)
+	}
+	if topic, _, kind, err = linkPayload([]byte(`{"id":"5","from":"alice","to":"bob@us","cid":"c","type":"text","body":"x"}`), "eu", 0); err != nil || topic != "$link/eu/dm" || kind != "dm" {
 		t.Fatalf("dm: %s %s %v", topic, kind, err)
 	}
 }

@@ -87,7 +87,7 @@ func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func()
 			l.m.sent.WithLabelValues(l.link.Name, "expired").Inc() // the leader drops it from the outbox (ops.go)
 			continue
 		}
-		topic, payload, kind, err := linkPayload(it.Payload, l.own)
+		topic, payload, kind, err := linkPayload(it.Payload, l.own, it.Pos)
 		if err != nil || !json.Valid(payload) {
 			// Not a message we can send (cannot happen for what the
 			// archive stored): skipped, counted, never blocking the link.

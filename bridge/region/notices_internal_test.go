@@ -74,7 +74,7 @@ func TestNoticesInBatches(t *testing.T) {
 	notice := append([]byte{noticeMark}, `{"id":"1","from":"bob@us","to":"alice@eu","reason":"forbidden"}`...)
 	var entries []outgoing
 	for i, e := range [][]byte{rel, notice} {
-		topic, p, kind, err := linkPayload(e, "eu")
+		topic, p, kind, err := linkPayload(e, "eu", 0)
 		want := e[1:]
 		if i == 0 {
 			want = bytes.Replace(want, []byte(`"alice"`), []byte(`"alice@eu"`), 1) // qualified on the way out

@@ -15,6 +15,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -241,6 +242,9 @@ type groupMemberCmd struct {
 	Role   Role      `json:"role,omitempty"`
 	Max    int       `json:"max"`
 	At     time.Time `json:"at"`
+	// Seq: a member of another region's leave (LeaveRemote), its place in
+	// the outbox of the member's region (linkseq.go); 0 otherwise.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 type groupOwnerCmd struct {
@@ -470,6 +474,41 @@ func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byt
 	if err := json.Unmarshal(payload, &c); err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
 	}
+	if c.Seq > 0 {
+		return s.applyLinkLeave(tx, c)
+	}
+	return s.applyMember(tx, c)
+}
+
+// applyLinkLeave applies a leave a link brought (c.Seq set) once, in the
+// link's order: a resend is skipped, and the seq is kept even when there
+// was nothing to do (else a resend after the member was added again would
+// remove them).
+func (s *Service) applyLinkLeave(tx *badger.Txn, c groupMemberCmd) (any, error) {
+	region := address.RegionOf(c.By)
+	if !c.Remove || len(c.UIDs) != 1 || c.UIDs[0] != c.By || region == "" {
+		return nil, fmt.Errorf("%w: a sequenced change must be a member of another region leaving", errBadCommand)
+	}
+	key := prefixLeaveSeq + region
+	seen, err := seqSeen(tx, key, c.Seq)
+	if err != nil {
+		return nil, err
+	}
+	if seen {
+		return &applied{s: s, value: memberChange{}}, nil // a resend
+	}
+	v, err := s.applyMember(tx, c)
+	if errors.Is(err, ErrNoGroup) || errors.Is(err, ErrNotMember) {
+		v, err = &applied{s: s, value: memberChange{}}, nil // nothing written: done already
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, setSeq(tx, key, c.Seq)
+}
+
+// applyMember adds, removes or changes the role of members.
+func (s *Service) applyMember(tx *badger.Txn, c groupMemberCmd) (any, error) {
 	if len(c.UIDs) == 0 || len(c.UIDs) > MaxMemberBatch || c.Max < 1 {
 		return nil, fmt.Errorf("%w: 1 to %d uids and a cap", errBadCommand, MaxMemberBatch)
 	}

@@ -113,13 +113,17 @@ func pendingLeaves(tx *badger.Txn, gid string) (map[string]bool, error) {
 // LeaveRemote commits, at home, the request of uid (name@region, a
 // member of another region) to leave gid, a group of this region, as the
 // member's region's link brought it. A request of someone who is no
-// longer a member (removed meanwhile, or a resend) is done already.
-func (s *Service) LeaveRemote(ctx context.Context, gid, uid string) error {
+// longer a member (removed meanwhile) is done already. seq is the
+// request's place in that region's outbox for this one (linkseq.go): a
+// request at or below the last one applied from that region is a resend
+// and changes nothing (the member may have been added again since);
+// 0 (a region of an earlier version): applied as before.
+func (s *Service) LeaveRemote(ctx context.Context, gid, uid string, seq uint64) error {
 	if strings.IndexByte(gid, '@') >= 0 || wire.ValidGroupID(gid) != nil || !remoteMember(uid) {
 		return fmt.Errorf("users: leave %q of %q: %w", uid, gid, wire.ErrInvalid)
 	}
 	v, err := s.propose(ctx, wire.CmdGroupMember, groupMemberCmd{GID: gid, By: uid, UIDs: []string{uid},
-		Remove: true, Max: max(s.maxMembers, 1), At: s.now().UTC()})
+		Remove: true, Max: max(s.maxMembers, 1), At: s.now().UTC(), Seq: seq})
 	switch {
 	case errors.Is(err, ErrNoGroup) || errors.Is(err, ErrNotMember):
 		return nil // not a member (any more), or no such group: nothing to do
@@ -127,7 +131,10 @@ func (s *Service) LeaveRemote(ctx context.Context, gid, uid string) error {
 		return err
 	}
 	mc, ok := v.(memberChange)
-	if !ok {
+	switch {
+	case ok && len(mc.Changes) == 0:
+		return nil // a resend, or nothing to do
+	case !ok:
 		mc.Changes = []roleChange{{UID: uid}}
 	}
 	s.publishMemberEvents(gid, uid, mc.Changes)

@@ -149,6 +149,10 @@ type RemoteGroup struct {
 	// groupchunks.go); the mirror changes with the last. Parts 0 or 1: whole.
 	Part  int `json:"part,omitempty"`
 	Parts int `json:"parts,omitempty"`
+	// Seq is the state's place in the home's outbox for this region
+	// (linkseq.go): a state at or below the last one applied is a resend,
+	// skipped. 0: not known (a home of an earlier version), applied.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // GroupState reads gid's state inside tx; found is false when there is
@@ -219,6 +223,23 @@ func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byt
 	if wire.ValidGroupID(gid) != nil || strings.IndexByte(gid, '@') < 0 {
 		return nil, fmt.Errorf("%w: a mirror needs a qualified group ID, not %q", errBadCommand, gid)
 	}
+	if c.Seq == 0 {
+		return s.applyMirrorState(tx, gid, c)
+	}
+	key := prefixMirrorSeq + gid
+	seen, err := seqSeen(tx, key, c.Seq)
+	if err != nil || seen {
+		return nil, err // seen: a resend of a state (or chunk) applied already
+	}
+	v, err := s.applyMirrorState(tx, gid, c)
+	if err != nil {
+		return nil, err
+	}
+	return v, setSeq(tx, key, c.Seq)
+}
+
+// applyMirrorState applies c, a state (or chunk) of mirror gid.
+func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (any, error) {
 	if c.Parts > 1 {
 		members, done, err := mirrorChunk(tx, gid, c)
 		if err != nil || !done {
