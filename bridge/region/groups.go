@@ -349,7 +349,7 @@ func mirrorState(local, region string, payload []byte) ([]byte, error) {
 // here); forged tells a refused sender or group (wire.ErrForbidden) from
 // a malformed message (wire.ErrInvalid).
 func groupMessage(local, region string, payload []byte) (env wire.Envelope, forged bool, err error) {
-	env, err = wire.ParseEnvelope(payload)
+	env, err = wire.ParseEnvelopeWithin(payload, maxLinkEnvelope)
 	var head remoteHead
 	if err == nil {
 		err = json.Unmarshal(payload, &head)

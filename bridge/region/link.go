@@ -101,8 +101,9 @@ func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func()
 	// another: each waits for the other region's commit of all it holds.
 	groups, payloads, tooLarge := batches(entries)
 	for _, e := range tooLarge {
-		// Cannot happen for what is staged (direct messages are at most
-		// 16 KiB, a large group's state goes in chunks: groupchunks.go):
+		// Cannot happen for what is staged (a stored envelope is at most
+		// about 50 KiB, a body of 8 KiB escaped; a large group's state
+		// goes in chunks: groupchunks.go):
 		// skipped rather than block the link for ever.
 		l.log.Error("region link: outbox entry larger than a link's packet; skipped", "link", l.link.Name, "pos", e.pos, "kind", e.kind, "bytes", len(e.payload))
 		l.m.sent.WithLabelValues(l.link.Name, "too_large").Inc()

@@ -487,8 +487,15 @@ func certFor(certs []*x509.Certificate, ca *x509.CertPool, region string) error 
 	return fmt.Errorf("certificate names %q, not region %s", names, region)
 }
 
+// maxLinkEnvelope bounds a stored envelope a link forwards: as much as a
+// link's packet holds. The client's 16 KiB limit does not do: the stored
+// envelope writes each <, > and & of the body as a 6-byte escape, so a
+// body of 4,000 '<' (a 4 KiB publish) is stored in 24 KiB, and the other
+// region refused it for good. The body is still held to its 8 KiB.
+const maxLinkEnvelope = 64 << 10
+
 // remoteHead is what Receive reads of a forwarded envelope besides the
-// client fields (wire.ParseEnvelope checks those).
+// client fields (wire.ParseEnvelopeWithin checks those).
 type remoteHead struct {
 	ID    snowflake.ID `json:"id"`
 	From  string       `json:"from"`
@@ -521,7 +528,7 @@ func (b *Bridge) check(region, topic string, payload []byte) (wire.Envelope, err
 		b.count(region, "invalid")
 		return wire.Envelope{}, fmt.Errorf("region: link %s: topic %q (want %s): %w", region, topic, DMTopic(region), wire.ErrInvalid)
 	}
-	env, err := wire.ParseEnvelope(payload)
+	env, err := wire.ParseEnvelopeWithin(payload, maxLinkEnvelope)
 	var head remoteHead
 	if err == nil {
 		err = json.Unmarshal(payload, &head)

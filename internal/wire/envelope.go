@@ -125,8 +125,17 @@ type clientEnvelope struct {
 // the server-owned fields cleared. Every refusal is an *EnvelopeError
 // wrapping one of the sentinel errors above.
 func ParseEnvelope(payload []byte) (Envelope, error) {
-	if len(payload) > MaxEnvelopeBytes {
-		return Envelope{}, &EnvelopeError{Err: ErrTooLarge, Msg: fmt.Sprintf("%d bytes, limit %d", len(payload), MaxEnvelopeBytes)}
+	return ParseEnvelopeWithin(payload, MaxEnvelopeBytes)
+}
+
+// ParseEnvelopeWithin is ParseEnvelope with a limit on the whole payload
+// other than a client's (the body's stays MaxBodyBytes): an envelope the
+// server stored and forwards (a region link) is Marshal's encoding, which
+// writes <, >, &, U+2028 and U+2029 as 6-byte escapes, so a body a client
+// sent well within MaxEnvelopeBytes may come back larger than it.
+func ParseEnvelopeWithin(payload []byte, maxBytes int) (Envelope, error) {
+	if len(payload) > maxBytes {
+		return Envelope{}, &EnvelopeError{Err: ErrTooLarge, Msg: fmt.Sprintf("%d bytes, limit %d", len(payload), maxBytes)}
 	}
 	if !utf8.Valid(payload) {
 		return Envelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "not UTF-8"}
