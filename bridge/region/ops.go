@@ -7,22 +7,30 @@ package region
 // acknowledges it, however long the link is down, except that the
 // leader drops what is older than Config.Retention (default 7 days), so
 // that a dead link cannot fill the disk. It moves the link's cursor past
-// the expired messages through the Raft log (CmdRegionCursor, as an
-// acknowledgement does), counts them in
-// edgechat_region_link_expired_total and logs it; the link does not
-// send a message older than that either. This is the one case where a
-// message acknowledged to its sender never reaches the other region.
+// the expired messages at its head through the Raft log
+// (CmdRegionCursor, as an acknowledgement does), and deletes the expired
+// messages behind an entry that is not a message (a contact, a block, a
+// group's state, a leave, a notice: they have no age and never expire)
+// by position (CmdRegionExpire): they used to stop the expiry, so that
+// the messages behind them stayed on disk while the link was down. It
+// counts them in edgechat_region_link_expired_total and logs it; the
+// link does not send a message older than that either. This is the one
+// case where a message acknowledged to its sender never reaches the
+// other region.
 
 import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -152,61 +160,163 @@ func oldest(db *badger.DB, region string) (t time.Time, ok bool, err error) {
 	return t, ok, err
 }
 
-// expiredUpTo is the position of the first message of region's outbox
-// committed at or after cutoff (everything below it is older), and how
-// many messages lie below it from the cursor.
-func expiredUpTo(db *badger.DB, region string, cutoff time.Time) (pos, n uint64, err error) {
+// maxExpire bounds the messages one round of expiry drops (one Raft
+// entry each way, well within a transaction); expire goes on until done.
+const maxExpire = 4096
+
+// expiredEntries reads region's outbox from the cursor up to the first
+// message committed at or after cutoff, skipping entries that are not
+// messages: to is where the cursor may move (past the expired messages
+// at the head), head how many those are, and behind the positions of the
+// expired messages after the first entry that is not a message. At most
+// max in all.
+func expiredEntries(db *badger.DB, region string, cutoff time.Time, max int) (to, head uint64, behind []uint64, err error) {
 	err = db.View(func(tx *badger.Txn) error {
 		cur, _, err := getU64(tx, cursorKey(region))
 		if err != nil {
 			return err
 		}
-		pos = cur
+		to = cur
+		atHead := true
 		prefix := outPrefix(region)
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
 		defer it.Close()
-		for it.Seek(outKey(region, cur)); it.Valid(); it.Next() {
+		for it.Seek(outKey(region, cur)); it.Valid() && int(head)+len(behind) < max; it.Next() {
 			k := it.Item().Key()
 			if len(k) != len(prefix)+8 {
 				continue
 			}
-			var young bool
+			var t time.Time
+			var msg bool
 			if err := it.Item().Value(func(v []byte) error {
-				t, ok := messageTime(v)
-				young = !ok || !t.Before(cutoff)
+				t, msg = messageTime(v)
 				return nil
 			}); err != nil {
 				return err
 			}
-			if young {
-				return nil
+			pos := binary.BigEndian.Uint64(k[len(prefix):])
+			switch {
+			case !msg:
+				atHead = false // waits for the link; what is behind it may expire
+			case !t.Before(cutoff):
+				return nil // messages are in commit order: the rest is younger
+			case atHead:
+				to, head = pos+1, head+1
+			default:
+				behind = append(behind, pos)
 			}
-			pos = binary.BigEndian.Uint64(k[len(prefix):]) + 1
-			n++
 		}
 		return nil
 	})
-	return pos, n, err
+	return to, head, behind, err
 }
 
 // expire drops region's messages older than the retention (the leader,
 // every Config.ExpireEvery).
 func (b *Bridge) expire(ctx context.Context, region string) {
-	pos, n, err := expiredUpTo(b.deps.DB, region, time.Now().Add(-b.cfg.Retention))
-	if err != nil || n == 0 {
-		return
+	cutoff := time.Now().Add(-b.cfg.Retention)
+	var dropped uint64
+	defer func() {
+		if dropped == 0 {
+			return
+		}
+		b.log.Warn("region link: messages older than --link-retention dropped; they will not reach the other region",
+			"link", region, "dropped", dropped, "retention", b.cfg.Retention)
+		b.notify(region)
+	}()
+	for ctx.Err() == nil {
+		to, head, behind, err := expiredEntries(b.deps.DB, region, cutoff, maxExpire)
+		if err != nil || head+uint64(len(behind)) == 0 {
+			return
+		}
+		if head > 0 && !b.proposeExpiry(ctx, region, wire.CmdRegionCursor, cursorCmd{Region: region, Pos: to}.encode(), head) {
+			return
+		}
+		if len(behind) > 0 && !b.proposeExpiry(ctx, region, wire.CmdRegionExpire, expireCmd{Region: region, Pos: behind}.encode(), uint64(len(behind))) {
+			return
+		}
+		dropped += head + uint64(len(behind))
+		if head+uint64(len(behind)) < maxExpire {
+			return
+		}
 	}
+}
+
+// proposeExpiry commits one command of expire, which drops n messages.
+func (b *Bridge) proposeExpiry(ctx context.Context, region string, t byte, payload []byte, n uint64) bool {
 	pctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	if _, err := b.deps.Proposer.Propose(pctx, wire.CmdRegionCursor, cursorCmd{Region: region, Pos: pos}.encode()); err != nil {
+	if _, err := b.deps.Proposer.Propose(pctx, t, payload); err != nil {
 		b.log.Warn("region link: dropping expired messages failed; retrying", "link", region, "err", err)
-		return
+		return false
 	}
 	b.stats[region].expired.Add(n)
 	b.m.expired.WithLabelValues(region).Add(float64(n))
-	b.log.Warn("region link: messages older than --link-retention dropped; they will not reach the other region",
-		"link", region, "dropped", n, "retention", b.cfg.Retention)
-	b.notify(region)
+	return true
+}
+
+// expireCmd is CmdRegionExpire's payload: uvarint-length region, then
+// 8-byte positions of expired messages to delete from its outbox.
+type expireCmd struct {
+	Region string
+	Pos    []uint64
+}
+
+func (c expireCmd) encode() []byte {
+	b := binary.AppendUvarint(nil, uint64(len(c.Region)))
+	b = append(b, c.Region...)
+	for _, p := range c.Pos {
+		b = binary.BigEndian.AppendUint64(b, p)
+	}
+	return b
+}
+
+func decodeExpireCmd(b []byte) (expireCmd, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)-k) || (uint64(len(b)-k)-n)%8 != 0 {
+		return expireCmd{}, errors.New("region: malformed expire command")
+	}
+	c := expireCmd{Region: string(b[k : k+int(n)])}
+	if address.ValidRegion(c.Region) != nil {
+		return expireCmd{}, fmt.Errorf("region: expire command for region %q", c.Region)
+	}
+	for rest := b[k+int(n):]; len(rest) > 0; rest = rest[8:] {
+		c.Pos = append(c.Pos, binary.BigEndian.Uint64(rest))
+	}
+	return c, nil
+}
+
+// applyExpire deletes the listed entries of a region's outbox that are
+// still there, at or above the cursor, and counts them as holes (so the
+// backlog leaves them out until the cursor passes them).
+func applyExpire(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	c, err := decodeExpireCmd(payload)
+	if err != nil {
+		return nil, err
+	}
+	cur, _, err := getU64(tx, cursorKey(c.Region))
+	if err != nil {
+		return nil, err
+	}
+	holes, _, err := getU64(tx, holesKey(c.Region))
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range c.Pos {
+		if p < cur {
+			continue
+		}
+		if _, err := tx.Get(outKey(c.Region, p)); errors.Is(err, badger.ErrKeyNotFound) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if err := tx.Delete(outKey(c.Region, p)); err != nil {
+			return nil, err
+		}
+		holes++
+	}
+	return nil, setHoles(tx, c.Region, holes)
 }
 
 // runExpiry runs expire for every link until ctx ends (while leading).

@@ -124,3 +124,63 @@ func TestLinkStatusWarningAndRetention(t *testing.T) {
 		t.Fatalf("after the outage: %+v", l)
 	}
 }
+
+// A contact change (an outbox entry that is not a message, and never
+// expires) staged while the link is down no longer stops
+// --link-retention: the expired messages before it and behind it are
+// dropped (they used to stay queued behind it for as long as the link
+// was down), the change waits and reaches the other region when the
+// link is back, and the backlog counts only what waits.
+func TestRetentionDropsMessagesBehindAContactChange(t *testing.T) {
+	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) {
+		c.LinkRetention = 3 * time.Second
+		c.LinkBacklogWarn = 200 * time.Millisecond
+	}))
+	adminTok := eu.newUser(t, "alice") // the first account is an admin
+	bobTok := us.newUser(t, "bob")
+	alice := connect(t, eu.nodes[0], "alice", "phone", adminTok)
+	send := func(cid string) {
+		t.Helper()
+		if code, ack := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg(cid, cid)); code != 0 {
+			t.Fatalf("PUBACK %#x %q", code, ack.Properties.ReasonString)
+		}
+	}
+	send("m1")
+	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if l := links(t, eu.nodes[0], adminTok).Links[0]; l.State != "up" || l.Backlog != 0 {
+			return fmt.Errorf("%+v", l)
+		}
+		return nil
+	})
+	us.in.setCut(true)
+	send("m2")
+	if c := call(t, eu.nodes[0], adminTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); c != http.StatusCreated && c != http.StatusOK {
+		t.Fatalf("POST /user/me/contacts: %d", c)
+	}
+	send("m3")
+	send("m4")
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if l := links(t, eu.nodes[0], adminTok).Links[0]; l.Expired != 3 || l.Backlog != 1 {
+			return fmt.Errorf("m2, m3 and m4 not all expired behind the contact change: %+v", l)
+		}
+		return nil
+	})
+	us.in.setCut(false)
+	send("m5")
+	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		var got []string
+		for _, e := range history(t, us.nodes[0], bobTok, "alice@eu") {
+			got = append([]string{e.Body}, got...)
+		}
+		if b := strings.Join(got, ","); b != "m1,m5" {
+			return fmt.Errorf("bob has %q", b)
+		}
+		if n := counter(t, us.nodes[0], "edgechat_region_link_notices_total", `kind="relation",link="eu",result="applied"`); n != 1 {
+			return fmt.Errorf("us applied %v contact changes", n)
+		}
+		if l := links(t, eu.nodes[0], adminTok).Links[0]; l.Backlog != 0 {
+			return fmt.Errorf("after the outage: %+v", l)
+		}
+		return nil
+	})
+}

@@ -18,15 +18,19 @@ import (
 //	r/rgn/o/{region}/{pos}  → the stored envelope of a message to a user of region (8-byte big-endian pos)
 //	r/rgn/n/{region}        → the next free position of region's outbox
 //	r/rgn/c/{region}        → the position up to which region acknowledged (the link's cursor)
+//	r/rgn/x/{region}        → how many entries at or above the cursor were deleted (expired messages behind an entry that is not one; ops.go)
 //
 // A message to name@region is staged at the next position inside the
 // archive's transaction that stores it (so it commits with it, in commit
 // order); CmdRegionCursor moves the cursor after the other region's
-// PUBACK and deletes what lies below it. Positions start at 0.
+// PUBACK and deletes what lies below it. Positions start at 0. The
+// outbox may have holes above the cursor (CmdRegionExpire): readers seek
+// by position.
 const (
 	prefixOut    = "r/rgn/o/"
 	prefixNext   = "r/rgn/n/"
 	prefixCursor = "r/rgn/c/"
+	prefixHoles  = "r/rgn/x/"
 )
 
 func outPrefix(region string) []byte { return []byte(prefixOut + region + "/") }
@@ -35,6 +39,15 @@ func outKey(region string, pos uint64) []byte {
 }
 func nextKey(region string) []byte   { return []byte(prefixNext + region) }
 func cursorKey(region string) []byte { return []byte(prefixCursor + region) }
+func holesKey(region string) []byte  { return []byte(prefixHoles + region) }
+
+// setHoles writes region's count of holes above the cursor (none: no key).
+func setHoles(tx *badger.Txn, region string, n uint64) error {
+	if n == 0 {
+		return tx.Delete(holesKey(region))
+	}
+	return setU64(tx, holesKey(region), n)
+}
 
 func getU64(tx *badger.Txn, key []byte) (uint64, bool, error) {
 	it, err := tx.Get(key)
@@ -131,10 +144,25 @@ func applyCursor(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	if pos <= cur {
 		return nil, nil
 	}
+	holes, _, err := getU64(tx, holesKey(c.Region))
+	if err != nil {
+		return nil, err
+	}
 	for p := cur; p < pos; p++ {
+		if holes > 0 { // only then may an entry below pos be gone already
+			if _, err := tx.Get(outKey(c.Region, p)); errors.Is(err, badger.ErrKeyNotFound) {
+				holes--
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+		}
 		if err := tx.Delete(outKey(c.Region, p)); err != nil {
 			return nil, err
 		}
+	}
+	if err := setHoles(tx, c.Region, holes); err != nil {
+		return nil, err
 	}
 	return nil, setU64(tx, cursorKey(c.Region), pos)
 }
@@ -184,7 +212,12 @@ func backlog(db *badger.DB, region string) (uint64, error) {
 			return err
 		}
 		cur, _, err := getU64(tx, cursorKey(region))
+		if err != nil {
+			return err
+		}
+		holes, _, err := getU64(tx, holesKey(region))
 		n = end - min(cur, end)
+		n -= min(holes, n)
 		return err
 	})
 	return n, err

@@ -271,6 +271,7 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		return nil, fmt.Errorf("region: metrics: %w", err)
 	}
 	deps.FSM.Register(wire.CmdRegionCursor, applyCursor)
+	deps.FSM.Register(wire.CmdRegionExpire, applyExpire)   // ops.go
 	deps.FSM.Register(wire.CmdRegionNotice, b.applyNotice) // notices.go
 	return b, nil
 }

@@ -69,6 +69,7 @@ const (
 	CmdRemoteRelation byte = 0x2D // users: a contact or block a user of another region made about a user of this one, as the link brought it
 	CmdUndeliverable  byte = 0x3A // archive: another region refused a direct message of ours for good: its status
 	CmdRegionNotice   byte = 0x7A // region links: a notice staged for another region's outbox (an undeliverable message)
+	CmdRegionExpire   byte = 0x7B // region links: messages of an outbox expired by --link-retention behind an entry that is not a message, deleted by position
 )
 
 // Client registry (broker/registry): which node holds each client ID.
