@@ -61,11 +61,12 @@ type linkClient struct {
 	onPublish func(paho.PublishReceived) (bool, error)
 	stats     *linkStats // bytes and messages per direction (status.go)
 
-	mu    sync.Mutex
-	cl    *paho.Client
-	alive context.Context // canceled when cl's connection ended
-	sess  *ackSession     // cl's session (window.go)
-	st    stream          // the batches in flight (stream.go)
+	mu      sync.Mutex
+	cl      *paho.Client
+	alive   context.Context // canceled when cl's connection ended
+	sess    *ackSession     // cl's session (window.go)
+	st      stream          // the batches in flight (stream.go)
+	dialing *dialAttempt    // the dial in flight (connect), or nil
 }
 
 // sessionOf is cl's session.
@@ -171,25 +172,91 @@ func retryable(code byte) bool {
 	return true
 }
 
+// dialAttempt is a connection being dialled (linkClient.dialing): one at
+// a time; every caller waits for it or for its own context.
+type dialAttempt struct {
+	done   chan struct{} // closed when cl, alive and err are set
+	cancel context.CancelFunc
+	cl     *paho.Client
+	alive  context.Context
+	err    error
+}
+
+// errLinkClosed fails a dial that close ended.
+var errLinkClosed = errors.New("link closed")
+
 // connect returns the live connection, dialling a new one when there is
-// none or the last one ended.
+// none or the last one ended. The dial runs outside l.mu, bounded by
+// Config.Timeout: a peer that accepts TCP and never answers the CONNECT
+// held the mutex for the whole timeout, and every other request of the
+// node's query connection (a 2 s look-up, a search) waited for it
+// whatever its own deadline. Callers share the dial in flight and give
+// up at their own context's end.
 func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.cl != nil {
 		select {
 		case <-l.cl.Done():
 			l.cl = nil
 		default:
-			return l.cl, l.alive, nil
+			cl, alive := l.cl, l.alive
+			l.mu.Unlock()
+			return cl, alive, nil
 		}
 	}
+	d := l.dialing
+	if d == nil {
+		// Not the caller's context: the dial is every waiter's; close
+		// cancels it.
+		dctx, cancel := context.WithTimeout(context.Background(), l.dialTO)
+		d = &dialAttempt{done: make(chan struct{}), cancel: cancel}
+		l.dialing = d
+		go l.dial(dctx, d) // ends within dialTO
+	}
+	l.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.cl, d.alive, d.err
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("region: link %s: connect: %w", l.link.Name, ctx.Err())
+	}
+}
+
+// dial runs attempt d and installs its connection, unless close ended it
+// meanwhile.
+func (l *linkClient) dial(ctx context.Context, d *dialAttempt) {
+	defer d.cancel()
+	defer close(d.done)
+	cl, sess, err := l.open(ctx)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dialing != d {
+		if cl != nil {
+			_ = cl.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			_ = sess.Close()
+		}
+		d.err = fmt.Errorf("region: link %s: connect: %w", l.link.Name, errLinkClosed)
+		return
+	}
+	l.dialing = nil
+	if err != nil {
+		d.err = err
+		return
+	}
+	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
+	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
+	l.cl, l.alive, l.sess = cl, ctxOfDone(cl.Done()), sess // one goroutine per connection, ending with it
+	l.stats.setUp(true, time.Now())
+	context.AfterFunc(l.alive, func() { l.stats.setUp(false, time.Now()); _ = sess.Close() })
+	d.cl, d.alive = l.cl, l.alive
+}
+
+// open dials the other region and sends the CONNECT, within ctx.
+func (l *linkClient) open(ctx context.Context) (*paho.Client, *ackSession, error) {
 	u, err := url.Parse(l.link.URL)
 	if err != nil {
 		return nil, nil, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, l.dialTO)
-	defer cancel()
 	cfg := l.tls.Clone() // with this region's certificate when --link-cert
 	if cfg == nil {
 		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -203,11 +270,11 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 	var conn net.Conn
 	switch u.Scheme {
 	case "tls":
-		conn, err = (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", u.Host)
+		conn, err = (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", u.Host)
 	case "wss", "ws":
-		conn, err = wsnet.Dial(dctx, l.link.URL, cfg) // no Origin header
+		conn, err = wsnet.Dial(ctx, l.link.URL, cfg) // no Origin header
 	default:
-		conn, err = (&net.Dialer{}).DialContext(dctx, "tcp", u.Host)
+		conn, err = (&net.Dialer{}).DialContext(ctx, "tcp", u.Host)
 	}
 	if err != nil {
 		l.m.connects.WithLabelValues(l.link.Name, "dial_failed").Inc()
@@ -227,7 +294,7 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		id = l.clientID
 	}
 	// No secret: the link's certificate stands for it (Config.LinkCA).
-	ca, err := cl.Connect(dctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
+	ca, err := cl.Connect(ctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
 		Password: []byte(l.link.Secret), PasswordFlag: l.link.Secret != "", KeepAlive: 30, CleanStart: true,
 		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
@@ -240,12 +307,7 @@ func (l *linkClient) connect(ctx context.Context) (*paho.Client, context.Context
 		l.m.connects.WithLabelValues(l.link.Name, "refused").Inc()
 		return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
 	}
-	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
-	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
-	l.cl, l.alive, l.sess = cl, ctxOfDone(cl.Done()), sess // one goroutine per connection, ending with it
-	l.stats.setUp(true, time.Now())
-	context.AfterFunc(l.alive, func() { l.stats.setUp(false, time.Now()); _ = sess.Close() })
-	return cl, l.alive, nil
+	return cl, sess, nil
 }
 
 // ctxOfDone is a context canceled when done is closed.
@@ -268,11 +330,16 @@ func (l *linkClient) drop(cl *paho.Client) {
 	_ = cl.Disconnect(&paho.Disconnect{ReasonCode: 0})
 }
 
-// close ends the connection (the leader stopped leading).
+// close ends the connection (the leader stopped leading) and a dial in
+// flight.
 func (l *linkClient) close() {
 	l.mu.Lock()
 	cl := l.cl
 	l.cl = nil
+	if d := l.dialing; d != nil {
+		l.dialing = nil
+		d.cancel()
+	}
 	l.mu.Unlock()
 	if cl != nil {
 		_ = cl.Disconnect(&paho.Disconnect{ReasonCode: 0})
