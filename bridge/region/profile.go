@@ -112,7 +112,9 @@ func (b *Bridge) RemoteProfile(ctx context.Context, addr string) ([]byte, error)
 	c = cachedProfile{expires: now.Add(b.cfg.ProfileTTL)}
 	if ans.Found {
 		var p map[string]any
-		if json.Unmarshal(ans.Profile, &p) != nil {
+		// null decodes to a nil map (another region's bad answer must not
+		// panic here): malformed like anything that is not an object.
+		if json.Unmarshal(ans.Profile, &p) != nil || p == nil {
 			return nil, fmt.Errorf("region: profile of %s: malformed answer: %w", addr, wire.ErrUnavailable)
 		}
 		p["userId"] = key
