@@ -126,3 +126,77 @@ func TestMediaMessageWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
 		t.Fatalf("barriers %d, want 2", held.Barriers())
 	}
 }
+
+// A link's message is refused for good on this node's state (the
+// sender's region is told it was undeliverable), so a node that lags
+// catches up first, as for a local send: a recipient who signed up, a
+// block lifted, a member added through another node a moment ago. It
+// refused them at once.
+func TestLinkMessageWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
+	dir := &lockedDir{users: map[string]bool{"bob": true}}
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withGroups(), withUsers(dir), withReadBarrier(held.Barrier),
+		withRegions(fakeRegions{local: "us", links: map[string]bool{"eu": true}}))
+	ctx := context.Background()
+	id := snowflake.ID(7211938138472448001)
+	dm := func(to, cid string) wire.Envelope {
+		id++
+		return wire.Envelope{ID: id, From: "alice@eu", To: to, CID: cid, Type: wire.TypeText, Body: "hi"}
+	}
+	gm := func(gid, cid string) wire.Envelope {
+		id++
+		return wire.Envelope{ID: id, From: "alice@eu", Group: gid, CID: cid, Type: wire.TypeText, Body: "hi"}
+	}
+
+	held.Hold(func() { dir.add("erin") })
+	if _, _, _, err := e.svc.StoreRemote(ctx, dm("erin", "c1")); err != nil {
+		t.Fatalf("to a user this node had not applied: %v", err)
+	}
+	e.blocks.block("bob", "alice@eu")
+	held.Hold(func() { e.blocks.unblock("bob", "alice@eu") })
+	if _, _, _, err := e.svc.StoreRemote(ctx, dm("bob", "c2")); err != nil {
+		t.Fatalf("to bob, who unblocked the sender where this node had not applied it: %v", err)
+	}
+	e.groups.add("g1", "bob")
+	held.Hold(func() { e.groups.add("g1", "alice@eu") })
+	if _, _, _, err := e.svc.StoreRemoteGroup(ctx, gm("g1", "c3")); err != nil {
+		t.Fatalf("of a member this node had not applied: %v", err)
+	}
+
+	// What this node knows costs no barrier; a refusal still refuses.
+	before := held.Barriers()
+	for i, env := range []wire.Envelope{dm("erin", "c4"), dm("bob", "c5")} {
+		if _, _, _, err := e.svc.StoreRemote(ctx, env); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if _, _, _, err := e.svc.StoreRemoteGroup(ctx, gm("g1", "c6")); err != nil {
+		t.Fatal(err)
+	}
+	if got := held.Barriers(); got != before {
+		t.Fatalf("messages this node could check took %d barriers", got-before)
+	}
+	e.blocks.block("erin", "alice@eu")
+	for _, c := range []struct {
+		env  wire.Envelope
+		want error
+	}{{dm("nobody", "c7"), wire.ErrNotFound}, {dm("erin", "c8"), wire.ErrForbidden}, {gm("g2", "c9"), wire.ErrForbidden}} {
+		store := e.svc.StoreRemote
+		if c.env.Group != "" {
+			store = e.svc.StoreRemoteGroup
+		}
+		if _, _, _, err := store(ctx, c.env); !errors.Is(err, c.want) {
+			t.Fatalf("%+v: %v, want %v", c.env, err, c.want)
+		}
+	}
+
+	// Without a leader it cannot tell: unavailable (the link sends it
+	// again), not a refusal for good.
+	held.SetDown(wire.ErrUnavailable)
+	if _, _, _, err := e.svc.StoreRemote(ctx, dm("nobody", "c10")); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("to nobody without a leader: %v", err)
+	}
+	if _, _, _, err := e.svc.StoreRemoteGroup(ctx, gm("g2", "c11")); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("to a group of which the sender is no member, without a leader: %v", err)
+	}
+}

@@ -143,6 +143,12 @@ func (b *fakeBlocks) block(blocker, blocked string) {
 	b.set[[2]string{blocker, blocked}] = true
 }
 
+func (b *fakeBlocks) unblock(blocker, blocked string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.set, [2]string{blocker, blocked})
+}
+
 type env struct {
 	svc    *Service
 	db     *badger.DB

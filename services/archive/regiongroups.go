@@ -27,10 +27,15 @@ func (s *Service) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (stor
 		err = fmt.Errorf("archive: group id %q: %w", gid, wire.ErrInvalid)
 	case s.groups == nil:
 		err = errNoGroups(gid)
-	case !s.groups.IsMember(gid, from):
-		err = fmt.Errorf("archive: %q is not a member of group %q here: %w", from, gid, wire.ErrForbidden)
 	default:
 		err = checkClientFields(env)
+	}
+	if err == nil && !s.groups.IsMember(gid, from) {
+		// Skipped for good otherwise: unless this node lags, the member
+		// added through another node a moment ago (as checkGroup).
+		if err = s.catchUp(ctx, "group member"); err == nil && !s.groups.IsMember(gid, from) {
+			err = fmt.Errorf("archive: %q is not a member of group %q here: %w", from, gid, wire.ErrForbidden)
+		}
 	}
 	if err == nil {
 		err = s.attachRemote(ctx, sourceOf(from, gid), &env, "", gid) // remotemedia.go

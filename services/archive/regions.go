@@ -64,13 +64,15 @@ func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(cont
 		err = checkClientFields(env)
 	}
 	if err == nil {
-		var ok bool
-		if ok, err = s.users.UserExists(to); err == nil && !ok {
-			err = fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
+		err = s.remoteRecipient(from, to)
+		if errors.Is(err, wire.ErrNotFound) || errors.Is(err, wire.ErrForbidden) {
+			// Refused for good (the sender's region is told): unless this
+			// node lags, the recipient having signed up or lifted a block
+			// through another node a moment ago.
+			if err = s.catchUp(ctx, "recipient"); err == nil {
+				err = s.remoteRecipient(from, to)
+			}
 		}
-	}
-	if err == nil && s.blocks != nil && s.blocks.IsBlocked(to, from) {
-		err = fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
 	}
 	if err == nil {
 		err = s.attachRemote(ctx, address.RegionOf(from), &env, to, "") // remotemedia.go
@@ -102,4 +104,19 @@ func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(cont
 		}
 		return stored, payload, dup, err
 	}, nil
+}
+
+// remoteRecipient checks, on this node's state, that to (a user of this
+// region) exists and has not blocked from (a user of another region).
+func (s *Service) remoteRecipient(from, to string) error {
+	ok, err := s.users.UserExists(to)
+	switch {
+	case err != nil:
+		return fmt.Errorf("archive: looking up recipient %q: %w", to, err)
+	case !ok:
+		return fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
+	case s.blocks != nil && s.blocks.IsBlocked(to, from):
+		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+	}
+	return nil
 }
