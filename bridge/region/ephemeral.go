@@ -38,6 +38,7 @@ package region
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -126,18 +127,32 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 	sub := func(filters ...string) bool {
 		for len(filters) > 0 {
 			n := min(len(filters), maxFiltersPerSubscribe)
+			batch := filters[:n]
+			filters = filters[n:]
 			s := &paho.Subscribe{}
-			for _, f := range filters[:n] {
+			for _, f := range batch {
 				s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 0})
 			}
-			filters = filters[n:]
 			sctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
-			_, err := cl.Subscribe(sctx, s)
+			sa, err := cl.Subscribe(sctx, s)
 			cancel()
-			if err != nil {
+			if sa == nil || err != nil && len(sa.Reasons) != len(batch) {
+				if err == nil {
+					err = errors.New("no SUBACK")
+				}
 				e.b.log.Warn("region link: subscribe failed", "link", e.link, "err", err)
 				e.lc.drop(cl)
 				return false
+			}
+			// A SUBACK that refuses some filters (a region of an earlier
+			// version lacks one, e.g. group typing) costs only those:
+			// dropping the connection for it reconnected for ever, and
+			// the link carried nothing meanwhile.
+			for i, code := range sa.Reasons {
+				if code >= 0x80 && i < len(batch) {
+					e.b.log.Warn("region link: the other region refused a subscription; going on without it",
+						"link", e.link, "filter", batch[i], "code", code)
+				}
 			}
 		}
 		return true
