@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"time"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -40,6 +42,13 @@ func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
 	b.log.Info("a stored message did not fit a client's outbound queue: closed its connection so that it syncs",
 		"user", ci.p.UserID, "client", cl.ID)
 	// Not on the delivering goroutine: the DISCONNECT waits for the
-	// client's socket, which is what is slow.
-	go func() { _ = b.srv.DisconnectClient(cl, packets.ErrServerBusy) }()
+	// client's socket, which is what is slow; a client still reading
+	// gets the reason within slowDisconnectWait, one that is not has its
+	// connection closed then.
+	go func() { _ = b.srv.DisconnectClientWithin(cl, packets.ErrServerBusy, slowDisconnectWait) }()
 }
+
+// slowDisconnectWait is how long a slow subscriber has to read what was
+// written to it before its DISCONNECT (a phone on a poor link draining
+// a megabyte).
+const slowDisconnectWait = 30 * time.Second

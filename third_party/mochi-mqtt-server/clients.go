@@ -751,6 +751,47 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	return cl.writeEncoded(pk, buf)
 }
 
+// finalWriteWait bounds DisconnectClient's final write: the connection
+// closes next, and a client that does not read must not hold the caller
+// (a takeover's new connection, the server's shutdown) for its write
+// deadline.
+const finalWriteWait = 2 * time.Second
+
+// writeFinal writes pk, the last packet of a connection the server closes
+// next (edgechat patch 34): after the pending output (outbuf), ahead of the
+// queued packets, which go with the connection. WritePacket would append
+// it to outbuf while packets are queued, for the write loop to flush
+// later, and the connection closed before it did: the DISCONNECT's reason
+// never reached the client. It waits at most wait for the socket: a
+// write in progress is cut short by the same deadline, so that the lock
+// it holds is released.
+func (cl *Client) writeFinal(pk packets.Packet, wait time.Duration) error {
+	if cl.Closed() {
+		return ErrConnectionClosed
+	}
+	if cl.Net.Conn == nil {
+		return nil
+	}
+	pk, buf, err := cl.encodePacket(pk)
+	if err != nil {
+		return err
+	}
+	b := buf.Bytes()
+	_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(wait))
+	cl.Lock()
+	err = cl.flushOutbuf()
+	var n int64
+	if err == nil {
+		n, err = buf.WriteTo(cl.Net.Conn)
+	}
+	cl.Unlock()
+	if err != nil {
+		return err
+	}
+	cl.packetSent(pk, n, b)
+	return nil
+}
+
 // encodePacket prepares pk for this client (protocol version, size limit,
 // problem and response information, remaining expiry), runs the
 // OnPacketEncode hooks and encodes it.

@@ -1758,6 +1758,13 @@ func (s *Server) processDisconnect(cl *Client, pk packets.Packet) error {
 
 // DisconnectClient sends a Disconnect packet to a client and then closes the client connection.
 func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
+	return s.DisconnectClientWithin(cl, code, finalWriteWait)
+}
+
+// DisconnectClientWithin is DisconnectClient giving the client up to wait
+// to take what was written to it before the DISCONNECT (edgechat patch
+// 34): a slow client that is still reading then gets the reason code.
+func (s *Server) DisconnectClientWithin(cl *Client, code packets.Code, wait time.Duration) error {
 	out := packets.Packet{
 		FixedHeader: packets.FixedHeader{
 			Type: packets.Disconnect,
@@ -1772,7 +1779,12 @@ func (s *Server) DisconnectClient(cl *Client, code packets.Code) error {
 
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
-	err := cl.WritePacket(out)
+	var err error
+	if s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
+		err = cl.WritePacket(out) // the connection stays open: in order, as any packet
+	} else {
+		err = cl.writeFinal(out, wait) // edgechat patch 34: now, not behind the queue
+	}
 	if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		cl.Stop(code)
 		if code.Code >= packets.ErrUnspecifiedError.Code {
