@@ -31,10 +31,16 @@ const flowGrace = 600 * time.Millisecond
 
 func startPushFlow(t *testing.T, groupLimit int) *pushFlow {
 	t.Helper()
+	return startPushFlowGrace(t, groupLimit, flowGrace)
+}
+
+// startPushFlowGrace is startPushFlow with a push grace period of grace.
+func startPushFlowGrace(t *testing.T, groupLimit int, grace time.Duration) *pushFlow {
+	t.Helper()
 	opt, m := withPushMocks(t)
 	f := &pushFlow{m: m, phone: pushtest.NewDeviceToken()}
 	f.n = nodetest.StartNode(t, opt, nodetest.WithConfig(func(c *node.Config) {
-		c.PushGrace = flowGrace
+		c.PushGrace = grace
 		if groupLimit > 0 {
 			c.PushGroupLimit = groupLimit
 		}

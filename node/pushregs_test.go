@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -9,11 +10,16 @@ import (
 // A push goes to the registrations as they are when the grace period
 // ends, not as they were at the commit.
 
+// changeGrace is the grace period of these tests: each changes bob's
+// registrations (an HTTP call and a commit) within it, which must land
+// in time on a loaded machine as well.
+const changeGrace = 3 * time.Second
+
 // bob's phone changes hands within the grace period: carol signs in on
 // it and registers its token, which moves to her. bob's message (its
 // text) must not reach the phone that is now carol's.
 func TestPushNotToATokenThatMovedToAnotherUserDuringTheGrace(t *testing.T) {
-	f := startPushFlow(t, 0)
+	f := startPushFlowGrace(t, 0, changeGrace)
 	carol := f.n.NewUser(t, "carol")
 	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
 	if st := api(t, f.n, carol, "POST", "/user/me/devices",
@@ -31,7 +37,7 @@ func TestPushNotToATokenThatMovedToAnotherUserDuringTheGrace(t *testing.T) {
 // bob removes the phone's registration within the grace period: it is
 // not pushed.
 func TestPushNotForADeviceUnregisteredDuringTheGrace(t *testing.T) {
-	f := startPushFlow(t, 0)
+	f := startPushFlowGrace(t, 0, changeGrace)
 	id := f.send(t, "user/bob/newMessage", "hello")
 	if st := api(t, f.n, f.bob, "DELETE", "/user/me/devices/phone", nil, nil); st != 204 {
 		t.Fatalf("unregister: %d", st)
@@ -45,7 +51,7 @@ func TestPushNotForADeviceUnregisteredDuringTheGrace(t *testing.T) {
 // bob deletes his account within the grace period: his devices are no
 // longer pushed, at once.
 func TestPushNotForAnAccountDeletedDuringTheGrace(t *testing.T) {
-	f := startPushFlow(t, 0)
+	f := startPushFlowGrace(t, 0, changeGrace)
 	id := f.send(t, "user/bob/newMessage", "hello")
 	if st := api(t, f.n, f.bob, "DELETE", "/user/me", map[string]any{"password": nodetest.Password("bob")}, nil); st != 202 {
 		t.Fatalf("delete account: %d", st)

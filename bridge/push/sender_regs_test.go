@@ -45,13 +45,18 @@ func (w *world) outboxEmpty(t *testing.T) {
 }
 
 // planThenGrace stages a message to bob heard at its commit (planned at
-// once, with bob's devices as they are) and waits for that plan.
-func planThenGrace(t *testing.T, w *world, p push.Provider, body string) {
+// once, with bob's devices as they are) and waits for that plan; the
+// decision at the end of the grace period reads bob's devices only once
+// changed is called.
+func planThenGrace(t *testing.T, w *world, p push.Provider, body string) (changed func()) {
 	t.Helper()
+	changed = w.holdReads("bob")
+	t.Cleanup(changed)
 	id := w.stage("bob", body)
 	s, _ := startSender(t, w, p, push.SenderConfig{Grace: 700 * time.Millisecond})
 	s.Staged(id)
 	w.devicesRead(t, "bob", 1)
+	return changed
 }
 
 // bob's phone changes hands during the grace period: carol registers its
@@ -61,11 +66,12 @@ func TestAPushGoesOnlyToADeviceStillRegisteredAtTheEndOfTheGrace(t *testing.T) {
 	w := newWorld()
 	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"})
 	p := &scripted{}
-	planThenGrace(t, w, p, "bob's secret")
+	changed := planThenGrace(t, w, p, "bob's secret")
 	w.mu.Lock()
 	delete(w.devices, "bob")
 	w.mu.Unlock()
 	w.register("carol", "phone", push.Device{Platform: push.APNs, Token: "tok-phone"})
+	changed()
 	w.outboxEmpty(t)
 	if n := len(p.tries("tok-phone")); n != 0 {
 		t.Fatalf("bob's message pushed %d times to a token carol holds now", n)
@@ -80,10 +86,11 @@ func TestAPushGoesToTheTokenTheDeviceHoldsAtTheEndOfTheGrace(t *testing.T) {
 	w := newWorld()
 	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-old"})
 	p := &scripted{}
-	planThenGrace(t, w, p, "hi")
+	changed := planThenGrace(t, w, p, "hi")
 	w.mu.Lock()
 	w.devices["bob"][0].Device.Token = "tok-new"
 	w.mu.Unlock()
+	changed()
 	w.outboxEmpty(t)
 	if o, n := len(p.tries("tok-old")), len(p.tries("tok-new")); o != 0 || n != 1 {
 		t.Fatalf("pushed %d times to the old token and %d to the new one, want 0 and 1", o, n)

@@ -31,8 +31,9 @@ type world struct {
 	members   map[string][]string
 	connected map[string]bool
 	mutes     map[string][]push.Mute
-	read      map[string]snowflake.ID // uid's read cursor (any conversation)
-	reads     map[string]int          // Devices calls per uid
+	read      map[string]snowflake.ID  // uid's read cursor (any conversation)
+	reads     map[string]int           // Devices calls per uid
+	held      map[string]chan struct{} // uid's reads after the first wait for it to close (holdReads)
 	leader    bool
 	changed   chan struct{}
 	records   int
@@ -42,7 +43,8 @@ func newWorld() *world {
 	return &world{queued: map[snowflake.ID]bool{}, handled: map[snowflake.ID][]string{},
 		devices: map[string][]push.Registered{}, messages: map[snowflake.ID][]byte{},
 		members: map[string][]string{}, connected: map[string]bool{}, mutes: map[string][]push.Mute{},
-		read: map[string]snowflake.ID{}, reads: map[string]int{}, leader: true, changed: make(chan struct{})}
+		read: map[string]snowflake.ID{}, reads: map[string]int{}, held: map[string]chan struct{}{}, leader: true,
+		changed: make(chan struct{})}
 }
 
 // Outbox.
@@ -95,9 +97,27 @@ func (w *world) queuedCount() int {
 // Registrations.
 func (w *world) Devices(uid string) ([]push.Registered, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.reads[uid]++
+	n, held := w.reads[uid], w.held[uid]
+	w.mu.Unlock()
+	if held != nil && n > 1 {
+		<-held
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	return slices.Clone(w.devices[uid]), nil
+}
+
+// holdReads makes the reads of uid's devices after the first (the plan's)
+// wait until release is called: a test's change then lands before the
+// decision at the end of the grace period however late the test runs.
+func (w *world) holdReads(uid string) (release func()) {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	w.held[uid] = ch
+	w.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 func (w *world) RemoveToken(_ context.Context, uid string, p push.Platform, token string) error {
