@@ -4,7 +4,10 @@
 // retries that the server turns into exactly-once storage (same client
 // message ID on every retry), catches up on what was missed after every
 // reconnection through /chat/sync, and hands every message to the
-// application exactly once, in one goroutine.
+// application exactly once, in one goroutine. Repeats are dropped by ID
+// against the last 10,000 IDs seen; so that a catch-up never replays
+// more than that, the client also syncs in the background after every
+// 5,000 messages received live, which moves its cursor past them.
 //
 // A minimal client:
 //
@@ -95,6 +98,10 @@ const (
 	defaultHeartbeat = 10 * time.Second
 	defaultEchoWait  = 5 * time.Second
 	dedupeCapacity   = 10000
+	// cursorEvery live messages, a background sync moves the cursor past
+	// them: a catch-up after a reconnection then replays at most about
+	// this many, well inside the dedupe window (LESSONS.md #9).
+	cursorEvery      = dedupeCapacity / 2
 	syncPageLimit    = 500
 	keepAliveSeconds = 30
 	tokenTimeout     = 10 * time.Second
@@ -123,6 +130,7 @@ type Client struct {
 
 	queue       *eventQueue
 	seen        *idSet        // dispatcher goroutine only
+	liveSince   atomic.Int64  // messages first seen live since the last sync started
 	syncTrigger chan struct{} // capacity 1: coalesces reconnections
 	initialSync chan struct{} // closed after the first successful sync
 	fatal       chan error    // capacity 1: a refusal of the first connection
@@ -621,6 +629,9 @@ func (c *Client) handle(e event) {
 		if m.ID != "" && !c.seen.Add(m.ID) {
 			return
 		}
+		if !e.fromSync && c.liveSince.Add(1) >= cursorEvery {
+			c.requestSync()
+		}
 		if o.OnMessage != nil {
 			o.OnMessage(m)
 		}
@@ -705,6 +716,8 @@ func (c *Client) syncLoop() {
 // client starts from the beginning and, unless SyncFromStart, only moves
 // the cursor to the end without delivering.
 func (c *Client) syncOnce(ctx context.Context) error {
+	// What was seen live until now is behind this sync's snapshot.
+	c.liveSince.Store(0)
 	c.mu.Lock()
 	cursor, initial := c.cursor, !c.synced
 	c.mu.Unlock()

@@ -1,0 +1,99 @@
+package edgechat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+)
+
+// syncOver serves /chat/sync over the fake's store of user with full
+// pages (the fake's own pages are 2 messages), counting requests.
+func syncOver(f *fakeServer, user string, calls *atomic.Int32) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if calls != nil {
+			calls.Add(1)
+		}
+		since, _ := strconv.Atoi(r.URL.Query().Get("since"))
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		all := f.stored(user)
+		since = min(since, len(all))
+		end := min(since+limit, len(all))
+		_ = json.NewEncoder(w).Encode(map[string]any{"messages": all[since:end], "cursor": strconv.Itoa(end), "hasMore": end < len(all)})
+	}
+}
+
+// A client connected for longer than the dedupe window (10,000 IDs)
+// and then reconnected hands each message to OnMessage once: the
+// catch-up after the reconnection replays only what came since the
+// client's last background sync, which the dedupe still remembers.
+func TestLongSessionThenReconnectDeliversEachMessageOnce(t *testing.T) {
+	f := newFakeServer(t)
+	var syncs atomic.Int32
+	api := httptest.NewServer(syncOver(f, "bob", &syncs))
+	defer api.Close()
+	br := newRecorder()
+	var ups atomic.Int32
+	bob := dialFake(t, f, "bob", br, func(o *Options) {
+		o.HTTPURL = api.URL
+		o.OnConnectionChange = func(up bool) {
+			if up {
+				ups.Add(1)
+			}
+		}
+	})
+	const n = dedupeCapacity + 100
+	var ids []string
+	for i := 0; i < n; {
+		for j := 0; j < 200 && i < n; j, i = j+1, i+1 {
+			m := f.store("carol", "bob", fmt.Sprint(i))
+			ids = append(ids, m.ID)
+			b, _ := json.Marshal(m)
+			_ = f.srv.Publish("user/bob/newMessage", b, false, 1)
+		}
+		testutil.CheckFor(t, 20*time.Second, 5*time.Millisecond, func() error {
+			if got := br.total(); got != i {
+				return fmt.Errorf("%d of %d delivered live", got, i)
+			}
+			return nil
+		})
+	}
+	upsBefore := ups.Load()
+	f.cutAll() // a network blip
+	// The catch-up after the reconnection ends with the cursor at the
+	// end of the store; then everything it queued is dispatched.
+	testutil.CheckFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if ups.Load() == upsBefore {
+			return fmt.Errorf("not reconnected")
+		}
+		if cur := bob.Cursor(); cur != strconv.Itoa(n) {
+			return fmt.Errorf("cursor %s, want %d", cur, n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wrong := 0
+	var first string
+	for _, id := range ids {
+		if k := br.count(id); k != 1 {
+			if wrong == 0 {
+				first = fmt.Sprintf("%s seen %d times", id, k)
+			}
+			wrong++
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("after one reconnection %d of %d messages did not reach OnMessage exactly once (first: %s); sync requests: %d", wrong, n, first, syncs.Load())
+	}
+}
