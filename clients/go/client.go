@@ -22,6 +22,7 @@
 package edgechat
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -32,7 +33,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,7 +78,8 @@ type Options struct {
 	TLSConfig *tls.Config
 
 	// Callbacks run one at a time, in arrival order, on one goroutine of
-	// the client's; they may call the client's methods. Each is optional.
+	// the client's; they may call the client's methods, Close included
+	// (it then returns without waiting for the callback). Each is optional.
 	OnMessage          func(Message)                // every message (incoming, and my own from any device), once per ID
 	OnTyping           func(from string)            // a peer is typing to me
 	OnReceipt          func(Receipt)                // a peer received or read my messages
@@ -126,7 +130,12 @@ type Client struct {
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // every goroutine of the client but the dispatcher
+	// The dispatcher runs the callbacks, which may call Close: Close
+	// waits for it only when called from another goroutine.
+	dispatcher   atomic.Uint64 // its goroutine ID
+	dispatchDone chan struct{}
+	closeDone    chan struct{} // closed once the first Close has stopped everything else
 
 	queue       *eventQueue
 	seen        *idSet        // dispatcher goroutine only
@@ -150,8 +159,6 @@ type Client struct {
 	cursor        string
 	synced        bool
 	closed        bool
-
-	closeOnce sync.Once
 }
 
 // Dial connects, subscribes to the user's topics and establishes the sync
@@ -216,6 +223,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		pending:     map[string]chan Message{},
 		uploads:     map[*mediaWatch]struct{}{},
 		mediaPoll:   defaultMediaPoll,
+
+		dispatchDone: make(chan struct{}),
+		closeDone:    make(chan struct{}),
 	}
 	tok, err := c.token(ctx)
 	if err != nil {
@@ -228,7 +238,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	c.log = c.log.With("client", c.clientID)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 
-	c.wg.Add(2)
+	c.wg.Add(1)
 	go c.dispatch()
 	go c.syncLoop()
 
@@ -306,25 +316,58 @@ func (c *Client) Connected() bool {
 	return c.readyClosed
 }
 
-// Close disconnects and stops all callbacks. It is safe to call twice.
+// Close disconnects and stops all callbacks: no callback starts after
+// it returns. Called from a callback, it returns without waiting for
+// that callback to end. It is safe to call more than once, also
+// concurrently and from callbacks.
 func (c *Client) Close() error {
-	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
+	onDispatcher := c.dispatcher.Load() == goroutineID()
+	c.mu.Lock()
+	first := !c.closed
+	c.closed = true
+	c.mu.Unlock()
+	switch {
+	case first:
 		if c.cm != nil {
 			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_ = c.cm.Disconnect(dctx)
 			cancel()
 		}
-		c.shutdown()
-	})
+		c.cancel()
+		c.wg.Wait()
+		close(c.closeDone)
+	case onDispatcher:
+		// The first Close may be waiting for this very callback.
+		return nil
+	default:
+		<-c.closeDone
+	}
+	if !onDispatcher {
+		<-c.dispatchDone
+	}
 	return nil
 }
 
+// shutdown stops a client whose connection was never set up.
 func (c *Client) shutdown() {
 	c.cancel()
 	c.wg.Wait()
+	<-c.dispatchDone
+}
+
+// goroutineID is the runtime's ID of the calling goroutine, read from
+// its stack header ("goroutine 42 [running]:"). Go offers no other way
+// for Close to tell that it runs on the dispatcher, inside a callback.
+func goroutineID() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b, _ = bytes.CutPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		if id, err := strconv.ParseUint(string(b[:i]), 10, 64); err == nil {
+			return id
+		}
+	}
+	return 0
 }
 
 func (c *Client) token(ctx context.Context) (string, error) {
@@ -594,7 +637,8 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 
 // dispatch runs the callbacks, one at a time, in queue order.
 func (c *Client) dispatch() {
-	defer c.wg.Done()
+	defer close(c.dispatchDone)
+	c.dispatcher.Store(goroutineID())
 	for {
 		select {
 		case <-c.ctx.Done():

@@ -1,0 +1,81 @@
+package edgechat
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+)
+
+// OnSignedOut's doc tells an app to call Close; callbacks may call the
+// client's methods. Close (and a second Close) from a callback return at
+// once instead of waiting for the dispatcher, which is running them.
+func TestCloseFromACallbackReturns(t *testing.T) {
+	f := newFakeServer(t)
+	var c atomic.Pointer[Client]
+	closed := make(chan struct{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, Options{
+		URLs: []string{f.tcpURL}, HTTPURL: f.httpURL, Token: fakeJWT("bob"), HeartbeatInterval: -1,
+		OnSignedOut: func(error) {
+			_ = c.Load().Close() // what the doc tells an app to do
+			_ = c.Load().Close() // and again: an app's two paths to sign-out
+			close(closed)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Store(cl)
+	// No t.Cleanup(Close): a deadlocked Close would hang the cleanup too.
+	f.set(func(f *fakeServer) { f.denyAuth = true }) // the session was ended elsewhere
+	f.cutAll()
+	testutil.Receive(t, closed, 15*time.Second)
+	done := make(chan struct{})
+	go func() { _ = cl.Close(); close(done) }() // from outside, after the callback's
+	testutil.Receive(t, done, 5*time.Second)
+	if _, err := cl.Send(context.Background(), "alice", "x"); err == nil {
+		t.Fatal("Send after Close succeeded")
+	}
+}
+
+// Close from outside waits for the callback that is running; that
+// callback's own Close must not wait for the first one in turn.
+func TestCloseWhileACallbackClosesToo(t *testing.T) {
+	f := newFakeServer(t)
+	var c atomic.Pointer[Client]
+	entered, release := make(chan struct{}), make(chan struct{})
+	inner := make(chan struct{})
+	bob := dialFake(t, f, "bob", nil, func(o *Options) {
+		o.OnMessage = func(m Message) {
+			if m.From != "alice" {
+				return
+			}
+			close(entered)
+			<-release
+			_ = c.Load().Close()
+			close(inner)
+		}
+	})
+	c.Store(bob)
+	alice := dialFake(t, f, "alice", nil, nil)
+	if _, err := alice.Send(context.Background(), "bob", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Receive(t, entered, 10*time.Second)
+	outer := make(chan struct{})
+	go func() { _ = bob.Close(); close(outer) }()
+	// The outer Close is under way (it marks the client closed first).
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if _, _, err := bob.waitReady(context.Background()); err != ErrClosed {
+			return err
+		}
+		return nil
+	})
+	close(release)
+	testutil.Receive(t, inner, 5*time.Second)
+	testutil.Receive(t, outer, 5*time.Second)
+}
