@@ -306,37 +306,18 @@ func mediaLabel(mi *edgechat.MediaInfo) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
-// messageText is a message as one piece of text: the body, or for media
-// the label and the caption.
+// messageText is a message as one piece of text, safe to print: the
+// body, or for media the label and the caption. Newlines of the body are
+// kept (oneLine and renderEntry deal with them).
 func messageText(msg edgechat.Message) string {
+	body := safeText(msg.Body, true)
 	if msg.Type != "media" || msg.Media == nil {
-		return msg.Body
+		return body
 	}
-	if msg.Body == "" {
+	if body == "" {
 		return mediaLabel(msg.Media)
 	}
-	return mediaLabel(msg.Media) + " " + msg.Body
-}
-
-// displayName makes a name that someone else chose safe to print: no
-// control characters (escape sequences would reach the terminal), no
-// bidirectional overrides (which can disguise an extension), and cut to
-// maxNameCells.
-func displayName(name string) string {
-	var b strings.Builder
-	for _, r := range name {
-		switch {
-		case r == utf8.RuneError, unicode.IsControl(r), isBidiControl(r):
-			b.WriteRune('?')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return oneLine(strings.TrimSpace(b.String()), maxNameCells)
-}
-
-func isBidiControl(r rune) bool {
-	return r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F || r == 0x061C
+	return mediaLabel(msg.Media) + " " + body
 }
 
 // clock formats a duration as m:ss or h:mm:ss.

@@ -66,13 +66,16 @@ type (
 )
 
 const (
-	historyPage      = 50
-	requestTimeout   = 15 * time.Second
-	sendTimeout      = 2 * time.Minute
-	typingEvery      = 2 * time.Second
-	leftPaneWidth    = 28
-	minChatWidth     = 20
-	inputPlaceholder = "type a message, /open NAME to start a chat, /attach PATH to send a file, Tab to switch panes"
+	historyPage    = 50
+	requestTimeout = 15 * time.Second
+	sendTimeout    = 2 * time.Minute
+	typingEvery    = 2 * time.Second
+	leftPaneWidth  = 28
+	// continuationIndent starts the second and later lines of a
+	// message, below its sender.
+	continuationIndent = "      "
+	minChatWidth       = 20
+	inputPlaceholder   = "type a message, /open NAME to start a chat, /attach PATH to send a file, Tab to switch panes"
 )
 
 var (
@@ -95,7 +98,7 @@ type convItem struct {
 
 func (i convItem) FilterValue() string { return i.peer }
 func (i convItem) Title() string {
-	t := presenceDot(i.presence) + " " + i.peer
+	t := presenceDot(i.presence) + " " + safeText(i.peer, false)
 	if i.unread > 0 {
 		t += fmt.Sprintf(" (%d)", i.unread)
 	}
@@ -528,14 +531,17 @@ func renderEntry(e entry, me string) string {
 	if !e.Time.IsZero() {
 		ts = e.Time.Local().Format("15:04")
 	}
-	who := stPeer.Render(e.From)
+	who := stPeer.Render(safeText(e.From, false))
 	if e.From == me {
 		who = stMine.Render("me")
 	}
-	line := stDim.Render(ts) + " " + who + ": " + messageText(e.Message)
+	// A body's own lines are indented: one starting "12:00 me:" must not
+	// pass for a message of mine.
+	text := strings.ReplaceAll(messageText(e.Message), "\n", "\n"+continuationIndent)
+	line := stDim.Render(ts) + " " + who + ": " + text
 	switch {
 	case e.failed != "":
-		line += " " + stErr.Render("(not sent: "+e.failed+")")
+		line += " " + stErr.Render("(not sent: "+safeText(e.failed, false)+")")
 	case e.uploading && e.sent < e.total:
 		line += " " + stDim.Render(progressBar(e.sent, e.total, progressWidth))
 	case e.uploading:
@@ -558,9 +564,9 @@ func (m *model) View() string {
 	}
 	header := "edgechat — " + m.st.me
 	if m.st.open != "" {
-		header = presenceDot(m.st.presence[m.st.open]) + " " + stHeader.Render(m.st.open)
+		header = presenceDot(m.st.presence[m.st.open]) + " " + stHeader.Render(safeText(m.st.open, false))
 		if s := m.st.presence[m.st.open]; s != "" {
-			header += " " + stDim.Render(s)
+			header += " " + stDim.Render(safeText(s, false))
 		}
 		if m.st.isTyping(m.st.open, m.now()) {
 			header += " " + stDim.Render("typing…")
@@ -568,7 +574,7 @@ func (m *model) View() string {
 	}
 	chat := header + "\n" + m.vp.View()
 	panes := lipgloss.JoinHorizontal(lipgloss.Top, left.Width(leftPaneWidth).Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
-	status := m.st.status
+	status := safeText(m.st.status, false) // errors carry servers' messages, sessions their agents
 	if !m.st.online {
 		status = strings.TrimSpace("reconnecting… " + status)
 	}

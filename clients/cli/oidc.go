@@ -179,10 +179,12 @@ func (o OIDCLogin) Tokens(ctx context.Context) (edgechat.Tokens, error) {
 	if err != nil {
 		return edgechat.Tokens{}, fmt.Errorf("cli: device authorization: %w", err)
 	}
-	if da.VerificationURIComplete != "" {
-		fmt.Fprintf(o.Out, "To sign in, open %s\n(or open %s and enter the code %s)\n", da.VerificationURIComplete, da.VerificationURI, da.UserCode)
+	// The provider's answer goes to the terminal: printed safe.
+	uri, complete, code := safeText(da.VerificationURI, false), safeText(da.VerificationURIComplete, false), safeText(da.UserCode, false)
+	if complete != "" {
+		fmt.Fprintf(o.Out, "To sign in, open %s\n(or open %s and enter the code %s)\n", complete, uri, code)
 	} else {
-		fmt.Fprintf(o.Out, "To sign in, open %s and enter the code %s\n", da.VerificationURI, da.UserCode)
+		fmt.Fprintf(o.Out, "To sign in, open %s and enter the code %s\n", uri, code)
 	}
 	if da.Expiry.IsZero() {
 		da.Expiry = time.Now().Add(10 * time.Minute)
