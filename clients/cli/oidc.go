@@ -55,6 +55,9 @@ func DefaultSessionFile(server, provider string) (string, error) {
 	return filepath.Join(dir, "edgechat", "sessions", name+".json"), nil
 }
 
+// refreshTimeout bounds the refresh of a kept session.
+const refreshTimeout = 30 * time.Second
+
 type sessionFile struct {
 	RefreshToken string `json:"refreshToken"`
 	UserID       string `json:"userId"`
@@ -132,12 +135,24 @@ func (o OIDCLogin) getJSON(ctx context.Context, u string, v any) error {
 
 // Tokens signs in: with the kept refresh token when it still works,
 // else through the provider's device flow (printing what to open and
-// the code to Out). The new refresh token is kept.
+// the code to Out). The new refresh token is kept, also when ctx ends
+// while the kept one is being refreshed (that refresh runs to its end,
+// at most refreshTimeout).
 func (o OIDCLogin) Tokens(ctx context.Context) (edgechat.Tokens, error) {
 	server := strings.TrimRight(o.Server, "/")
 	if rt := loadSession(o.SessionFile); rt != "" {
-		if t, err := edgechat.Refresh(ctx, server, rt); err == nil {
+		// Once sent, the refresh runs to its end and its token is kept
+		// even when ctx ends meanwhile: the server may already have
+		// spent rt, and the next start presenting it again would revoke
+		// the session.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+		t, err := edgechat.Refresh(rctx, server, rt)
+		cancel()
+		if err == nil {
 			return t, SaveSession(o.SessionFile, t)
+		}
+		if ctx.Err() != nil {
+			return edgechat.Tokens{}, fmt.Errorf("cli: refresh the kept session: %w", ctx.Err())
 		}
 	}
 	var provs struct {

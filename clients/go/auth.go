@@ -97,41 +97,82 @@ type TokenSource func(ctx context.Context) (string, error)
 // when the access token is within a minute (or a tenth of its lifetime) of
 // expiring. onRefresh, if not nil, is told every new pair (refresh tokens
 // rotate, so a caller that persists them must save each one).
+//
+// A refresh runs to its end (at most refreshTimeout) even when the
+// caller that started it stops waiting: the server may already have
+// rotated the token, and presenting the spent one again would sign the
+// session out everywhere (refresh_reused). Its result is kept and
+// told to onRefresh all the same; concurrent callers share it.
 func RefreshingTokenSource(httpURL string, t Tokens, onRefresh func(Tokens)) TokenSource {
 	ts := &refresher{httpURL: httpURL, cur: t, onRefresh: onRefresh, now: time.Now}
 	return ts.token
 }
+
+// refreshTimeout bounds one refresh, whoever waits for it.
+const refreshTimeout = 30 * time.Second
 
 type refresher struct {
 	httpURL   string
 	onRefresh func(Tokens)
 	now       func() time.Time
 
-	mu  sync.Mutex // held across the refresh so that concurrent callers share one rotation
-	cur Tokens
+	mu       sync.Mutex
+	cur      Tokens
+	inflight *refreshCall // the refresh under way, if any
+}
+
+// refreshCall is one refresh; done is closed once tok or err is set.
+type refreshCall struct {
+	done chan struct{}
+	tok  string
+	err  error
 }
 
 func (r *refresher) token(ctx context.Context) (string, error) {
 	r.mu.Lock()
+	if !r.needsRefresh() || r.cur.RefreshToken == "" {
+		// Fresh, or nothing to refresh with: let the server judge.
+		tok := r.cur.AccessToken
+		r.mu.Unlock()
+		return tok, nil
+	}
+	call := r.inflight
+	if call == nil {
+		call = &refreshCall{done: make(chan struct{})}
+		r.inflight = call
+		go r.refresh(context.WithoutCancel(ctx), call, r.cur.RefreshToken)
+	}
+	r.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.tok, call.err
+	case <-ctx.Done():
+		return "", fmt.Errorf("edgechat: refresh access token: %w", ctx.Err())
+	}
+}
+
+// refresh spends rt and installs what the server answers, whether or
+// not anyone still waits.
+func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string) {
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	nt, err := Refresh(ctx, r.httpURL, rt)
+	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.needsRefresh() {
-		return r.cur.AccessToken, nil
-	}
-	if r.cur.RefreshToken == "" {
-		return r.cur.AccessToken, nil // nothing to refresh with; let the server judge
-	}
-	nt, err := Refresh(ctx, r.httpURL, r.cur.RefreshToken)
+	defer close(call.done)
+	r.inflight = nil
 	if err != nil {
-		return "", fmt.Errorf("edgechat: refresh access token: %w", err)
+		call.err = fmt.Errorf("edgechat: refresh access token: %w", err)
+		return
 	}
 	if nt.RefreshToken == "" {
-		nt.RefreshToken = r.cur.RefreshToken
+		nt.RefreshToken = rt
 	}
 	r.cur = nt
+	call.tok = nt.AccessToken
 	if r.onRefresh != nil {
-		r.onRefresh(nt)
+		r.onRefresh(nt) // under mu: saved in rotation order
 	}
-	return nt.AccessToken, nil
 }
 
 func (r *refresher) needsRefresh() bool {

@@ -1,0 +1,99 @@
+package edgechat
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rotatingAuth is /auth/refresh as the server does it: each refresh
+// token works once; presenting a spent one revokes the family. delay
+// holds the answer after the rotation committed (server work, latency).
+type rotatingAuth struct {
+	mu      sync.Mutex
+	valid   map[string]bool
+	spent   map[string]bool
+	revoked bool
+	next    int
+	calls   int
+	delay   time.Duration
+}
+
+func newRotatingAuth(first string) *rotatingAuth {
+	return &rotatingAuth{valid: map[string]bool{first: true}, spent: map[string]bool{}, next: 1}
+}
+
+func (a *rotatingAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		RefreshToken string `json:"refreshToken"`
+	}
+	_ = json.NewDecoder(r.Body).Decode(&body)
+	a.mu.Lock()
+	a.calls++
+	rt := body.RefreshToken
+	switch {
+	case a.spent[rt]:
+		a.revoked = true
+		a.mu.Unlock()
+		w.WriteHeader(401)
+		_, _ = w.Write([]byte(`{"error":{"code":"refresh_reused","message":"family revoked"}}`))
+		return
+	case a.revoked || !a.valid[rt]:
+		a.mu.Unlock()
+		w.WriteHeader(401)
+		_, _ = w.Write([]byte(`{"error":{"code":"invalid_refresh_token","message":"no"}}`))
+		return
+	}
+	a.spent[rt], a.valid[rt] = true, false
+	a.next++
+	nrt := fmt.Sprintf("r%d", a.next)
+	a.valid[nrt] = true
+	delay := a.delay
+	a.mu.Unlock()
+	time.Sleep(delay)
+	_ = json.NewEncoder(w).Encode(map[string]any{"accessToken": fakeJWT("bob"), "refreshToken": nrt, "expiresIn": 900})
+}
+
+func (a *rotatingAuth) isRevoked() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.revoked
+}
+
+// A caller that stops waiting (a short deadline) does not abandon a
+// refresh the server already performed: its tokens are kept and told to
+// onRefresh, and the next call does not present the spent token (which
+// would revoke the whole session).
+func TestAbandonedRefreshKeepsTheRotatedToken(t *testing.T) {
+	auth := newRotatingAuth("r1")
+	auth.delay = 200 * time.Millisecond
+	srv := httptest.NewServer(auth)
+	defer srv.Close()
+	saved := make(chan Tokens, 4)
+	ts := RefreshingTokenSource(srv.URL, Tokens{RefreshToken: "r1"}, func(t Tokens) { saved <- t }) // access token due
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := ts(short); err == nil {
+		t.Fatal("expected the short call to time out")
+	}
+	// onRefresh hears of the new pair although its caller left.
+	select {
+	case got := <-saved:
+		if got.RefreshToken != "r2" {
+			t.Fatalf("onRefresh got %q, want r2", got.RefreshToken)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("onRefresh never told of the rotation its caller abandoned")
+	}
+	if _, err := ts(context.Background()); err != nil {
+		t.Fatalf("next token call: %v (session revoked: %v)", err, auth.isRevoked())
+	}
+	if auth.isRevoked() {
+		t.Fatal("the spent refresh token was presented again")
+	}
+}
