@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 )
 
@@ -28,12 +29,8 @@ type Kept struct {
 // refused) and its data erased after the server's grace period. A wrong
 // password is an *APIError with status 403.
 func (c *Client) DeleteAccount(ctx context.Context, password string) (Deletion, error) {
-	tok, err := c.token(ctx)
-	if err != nil {
-		return Deletion{}, err
-	}
 	var d Deletion
-	if err := doJSON(ctx, c.hc, http.MethodDelete, c.HTTPURL()+"/user/me", tok, map[string]string{"password": password}, &d); err != nil {
+	if err := c.call(ctx, http.MethodDelete, "/user/me", map[string]string{"password": password}, &d); err != nil {
 		return Deletion{}, fmt.Errorf("edgechat: delete account: %w", err)
 	}
 	return d, nil
@@ -57,14 +54,10 @@ type PasswordChange struct {
 // password is an *APIError with status 403, a new password the server
 // refuses one with status 400.
 func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPassword string, onRefresh func(Tokens)) (PasswordChange, error) {
-	tok, err := c.token(ctx)
-	if err != nil {
-		return PasswordChange{}, err
-	}
 	start := time.Now()
 	var pc PasswordChange
 	body := map[string]string{"currentPassword": currentPassword, "newPassword": newPassword}
-	if err := doJSON(ctx, c.hc, http.MethodPost, c.HTTPURL()+"/auth/password", tok, body, &pc); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/auth/password", body, &pc); err != nil {
 		return PasswordChange{}, fmt.Errorf("edgechat: change password: %w", err)
 	}
 	if pc.AccessToken == "" {
@@ -73,7 +66,9 @@ func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPasswor
 	if pc.ExpiresIn > 0 {
 		pc.Expiry = start.Add(time.Duration(pc.ExpiresIn) * time.Second)
 	}
-	source := RefreshingTokenSource(c.HTTPURL(), pc.Tokens, onRefresh)
+	// The node that answered first, then the others.
+	k := int(c.httpCur.Load())
+	source := RefreshingTokenSourceURLs(append(slices.Clone(c.httpURLs[k:]), c.httpURLs[:k]...), pc.Tokens, onRefresh)
 	c.sourceMu.Lock()
 	c.source = source
 	c.sourceMu.Unlock()
@@ -95,14 +90,10 @@ type Session struct {
 // Sessions lists where the user is signed in (GET /auth/sessions), most
 // recently used first.
 func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
-	tok, err := c.token(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out struct {
 		Sessions []Session `json:"sessions"`
 	}
-	if err := doJSON(ctx, c.hc, http.MethodGet, c.HTTPURL()+"/auth/sessions", tok, nil, &out); err != nil {
+	if err := c.call(ctx, http.MethodGet, "/auth/sessions", nil, &out); err != nil {
 		return nil, fmt.Errorf("edgechat: sessions: %w", err)
 	}
 	return out.Sessions, nil
@@ -113,11 +104,7 @@ func (c *Client) Sessions(ctx context.Context) ([]Session, error) {
 // closed on every node. An ID that is not one of the user's live
 // sessions is an *APIError with status 404.
 func (c *Client) EndSession(ctx context.Context, id string) error {
-	tok, err := c.token(ctx)
-	if err != nil {
-		return err
-	}
-	if err := doJSON(ctx, c.hc, http.MethodDelete, c.HTTPURL()+"/auth/sessions/"+url.PathEscape(id), tok, nil, nil); err != nil {
+	if err := c.call(ctx, http.MethodDelete, "/auth/sessions/"+url.PathEscape(id), nil, nil); err != nil {
 		return fmt.Errorf("edgechat: end session: %w", err)
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,12 @@ func postTokens(ctx context.Context, hc *http.Client, httpURL, path string, body
 	if err := doJSON(ctx, hc, http.MethodPost, strings.TrimRight(httpURL, "/")+path, "", body, &t); err != nil {
 		return Tokens{}, err
 	}
+	return checkTokens(t, start)
+}
+
+// checkTokens checks an answer with tokens and fills in what it implies
+// (UserID from the token, Expiry from ExpiresIn counted from start).
+func checkTokens(t Tokens, start time.Time) (Tokens, error) {
 	if t.AccessToken == "" {
 		return Tokens{}, fmt.Errorf("%w: server returned no access token", ErrBadToken)
 	}
@@ -104,7 +111,24 @@ type TokenSource func(ctx context.Context) (string, error)
 // session out everywhere (refresh_reused). Its result is kept and
 // told to onRefresh all the same; concurrent callers share it.
 func RefreshingTokenSource(httpURL string, t Tokens, onRefresh func(Tokens)) TokenSource {
-	ts := &refresher{httpURL: httpURL, cur: t, onRefresh: onRefresh, now: time.Now}
+	return RefreshingTokenSourceURLs([]string{httpURL}, t, onRefresh)
+}
+
+// RefreshingTokenSourceURLs is RefreshingTokenSource over several nodes'
+// APIs (Options.HTTPURLs): a refresh goes to the node that last answered
+// and moves to the next only when it provably never reached it (no
+// connection could be made). After any other failure (a lost answer, a
+// 503: the node may have rotated the token already) it returns the
+// error rather than present the token to another node, which would
+// revoke the session if the first one had spent it.
+func RefreshingTokenSourceURLs(httpURLs []string, t Tokens, onRefresh func(Tokens)) TokenSource {
+	var urls []string
+	for _, u := range httpURLs {
+		if u = strings.TrimRight(u, "/"); u != "" && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	ts := &refresher{urls: urls, cur: t, onRefresh: onRefresh, now: time.Now}
 	return ts.token
 }
 
@@ -112,12 +136,13 @@ func RefreshingTokenSource(httpURL string, t Tokens, onRefresh func(Tokens)) Tok
 const refreshTimeout = 30 * time.Second
 
 type refresher struct {
-	httpURL   string
+	urls      []string
 	onRefresh func(Tokens)
 	now       func() time.Time
 
 	mu       sync.Mutex
 	cur      Tokens
+	at       int          // index in urls of the node that last answered
 	inflight *refreshCall // the refresh under way, if any
 }
 
@@ -140,7 +165,7 @@ func (r *refresher) token(ctx context.Context) (string, error) {
 	if call == nil {
 		call = &refreshCall{done: make(chan struct{})}
 		r.inflight = call
-		go r.refresh(context.WithoutCancel(ctx), call, r.cur.RefreshToken)
+		go r.refresh(context.WithoutCancel(ctx), call, r.cur.RefreshToken, r.at)
 	}
 	r.mu.Unlock()
 	select {
@@ -153,10 +178,19 @@ func (r *refresher) token(ctx context.Context) (string, error) {
 
 // refresh spends rt and installs what the server answers, whether or
 // not anyone still waits.
-func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string) {
+func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string, at int) {
 	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
 	defer cancel()
-	nt, err := Refresh(ctx, r.httpURL, rt)
+	start := time.Now()
+	var nt Tokens
+	err := fmt.Errorf("%w: no server URL", ErrBadOptions)
+	if len(r.urls) > 0 {
+		// callNodes moves on only when a POST never reached the node.
+		at, err = callNodes(ctx, nil, r.urls, at, http.MethodPost, "/auth/refresh", "", map[string]string{"refreshToken": rt}, &nt)
+	}
+	if err == nil {
+		nt, err = checkTokens(nt, start)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	defer close(call.done)
@@ -168,7 +202,7 @@ func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string) {
 	if nt.RefreshToken == "" {
 		nt.RefreshToken = rt
 	}
-	r.cur = nt
+	r.cur, r.at = nt, at
 	call.tok = nt.AccessToken
 	if r.onRefresh != nil {
 		r.onRefresh(nt) // under mu: saved in rotation order

@@ -51,11 +51,20 @@ type Options struct {
 	// tls://, mqtts://. A WebSocket URL without a path gets /mqtt. Give
 	// several nodes of a cluster to survive the loss of one: the client
 	// reconnects to the next, and the HTTP API calls (sync, history) move
-	// to the next node's API as well.
+	// to the next node's API as well (see HTTPURLs).
 	URLs []string
-	// HTTPURL is the node's HTTP API base URL; it defaults from the first
-	// ws(s) URL (ws://h:p/mqtt gives http://h:p) and is required otherwise.
+	// HTTPURL is the node's HTTP API base URL. Without it and HTTPURLs,
+	// the API of each ws(s) URL's node is used (ws://h:p/mqtt gives
+	// http://h:p); with only tcp/tls URLs one of them is required.
 	HTTPURL string
+	// HTTPURLs are the HTTP API base URLs of the cluster's nodes (one per
+	// node), tried after HTTPURL, in order, when a node cannot be
+	// reached: give them with tcp/tls broker URLs so that catch-up syncs
+	// and other API calls survive the loss of a node. A read moves on
+	// when it gets no answer or a 503; any other call (a refresh, a
+	// password change) only when it provably never reached the node.
+	// Pair them with RefreshingTokenSourceURLs.
+	HTTPURLs []string
 	// Token is a fixed access token. Tokens are short-lived, so long-running
 	// clients set TokenSource instead (see RefreshingTokenSource).
 	Token string
@@ -123,8 +132,7 @@ type Client struct {
 	hc       *http.Client
 	userID   string
 	clientID string
-	httpURL  string   // the first API base URL (Options.HTTPURL or from the first ws URL)
-	httpURLs []string // every node's API base URL, tried in turn when one is unreachable or answers a read 503
+	httpURLs []string // every node's API base URL, tried in turn (see call)
 	httpCur  atomic.Int32
 	cm       *autopaho.ConnectionManager
 
@@ -171,17 +179,9 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	httpURL := strings.TrimRight(opts.HTTPURL, "/")
-	var httpURLs []string
-	if httpURL == "" {
-		if httpURL, err = httpURLFromBroker(urls); err != nil {
-			return nil, err
-		}
-		// Every node's API, so that sync and history keep working on
-		// another node when this one dies.
-		httpURLs = httpURLsFromBroker(urls)
-	} else if u, perr := url.Parse(httpURL); perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: HTTPURL %q must be an http(s) URL", ErrBadOptions, opts.HTTPURL)
+	httpURLs, err := apiURLs(opts.HTTPURL, opts.HTTPURLs, urls)
+	if err != nil {
+		return nil, err
 	}
 	if opts.Token == "" && opts.TokenSource == nil {
 		return nil, fmt.Errorf("%w: Token or TokenSource is required", ErrBadOptions)
@@ -210,8 +210,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		opts:        opts,
 		log:         logger.With("component", "edgechat-sdk"),
 		hc:          hc,
-		httpURL:     httpURL,
-		httpURLs:    append([]string{httpURL}, without(httpURLs, httpURL)...),
+		httpURLs:    httpURLs,
 		queue:       newEventQueue(),
 		seen:        newIDSet(dedupeCapacity),
 		syncTrigger: make(chan struct{}, 1),
@@ -298,16 +297,6 @@ func (c *Client) ClientID() string { return c.clientID }
 
 // HTTPURL is the API base URL in use.
 func (c *Client) HTTPURL() string { return c.httpURLs[int(c.httpCur.Load())%len(c.httpURLs)] }
-
-func without(list []string, x string) []string {
-	var out []string
-	for _, s := range list {
-		if s != x {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // Connected reports whether the client is connected and subscribed now.
 func (c *Client) Connected() bool {

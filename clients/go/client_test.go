@@ -161,7 +161,7 @@ func TestLoginAndErrors(t *testing.T) {
 	// With the clock an hour ahead every token has expired: each call
 	// must rotate, always with the newest refresh token.
 	var saved []Tokens
-	r := &refresher{httpURL: srv.URL, cur: tok, onRefresh: func(t Tokens) { saved = append(saved, t) },
+	r := &refresher{urls: []string{srv.URL}, cur: tok, onRefresh: func(t Tokens) { saved = append(saved, t) },
 		now: func() time.Time { return time.Now().Add(time.Hour) }}
 	for range 3 {
 		if _, err := r.token(ctx); err != nil {

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +23,15 @@ const maxResponseBytes = 32 << 20
 // doJSON sends body (if not nil) as JSON and decodes a 2xx answer into out
 // (if not nil); other statuses become *APIError.
 func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string, body, out any) error {
+	_, err := doJSONSent(ctx, hc, method, fullURL, token, body, out)
+	return err
+}
+
+// doJSONSent is doJSON that also reports whether the request may have
+// reached the server: sent is false only when it provably did not (no
+// connection could be made, nothing was written), so that it is safe
+// to send it to another node even when it is not idempotent.
+func doJSONSent(ctx context.Context, hc *http.Client, method, fullURL, token string, body, out any) (sent bool, err error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -27,13 +39,17 @@ func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string,
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("edgechat: encode request: %w", err)
+			return false, fmt.Errorf("edgechat: encode request: %w", err)
 		}
 		rd = bytes.NewReader(b)
 	}
+	var wrote atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	})
 	req, err := http.NewRequestWithContext(ctx, method, fullURL, rd)
 	if err != nil {
-		return fmt.Errorf("edgechat: %s %s: %w", method, fullURL, err)
+		return false, fmt.Errorf("edgechat: %s %s: %w", method, fullURL, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -44,10 +60,15 @@ func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string,
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, err)
+		// A dial error before anything was written: the server never saw
+		// it. Anything else (a reset, a timeout after writing) may come
+		// after the server acted.
+		var oe *net.OpError
+		sent = wrote.Load() || !errors.As(err, &oe) || oe.Op != "dial"
+		return sent, fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
-	return readAnswer(resp, method, req.URL.Path, out)
+	return true, readAnswer(resp, method, req.URL.Path, out)
 }
 
 // readAnswer decodes a 2xx answer into out (if not nil) and turns any
@@ -92,38 +113,63 @@ func apiError(resp *http.Response, data []byte) *APIError {
 
 // get calls the API with the client's current token.
 func (c *Client) get(ctx context.Context, path string, q url.Values, out any) error {
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	return c.call(ctx, http.MethodGet, path, nil, out)
+}
+
+// call sends a request to the API with the client's current token.
+//
+// The API answers on every node, and the client knows several
+// (Options.HTTPURL, HTTPURLs, or its ws URLs): it tries them in turn,
+// starting with the one that last answered, and stays on the first that
+// answers. A read (GET) moves on whenever it gets no answer (the node
+// died; the MQTT connection is failing over too) or a 503 (the node
+// cannot reach its cluster's leader, so it cannot promise a read holds
+// everything committed). Any other request moves on only when it
+// provably never reached the node (see doJSONSent): one whose answer was
+// lost may have been carried out, and sending it again elsewhere could
+// do it twice.
+func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
 	tok, err := c.token(ctx)
 	if err != nil {
 		return err
 	}
-	// The API answers on every node: when the current node cannot be
-	// reached (it died; the MQTT connection is failing over too), or
-	// answers 503 (it cannot reach its cluster's leader, so it cannot
-	// promise a read holds everything committed), try the others in turn
-	// and stay on the first that answers.
+	k, err := callNodes(ctx, c.hc, c.httpURLs, int(c.httpCur.Load()), method, path, tok, body, out)
+	if err == nil {
+		c.httpCur.Store(int32(k))
+	}
+	return err
+}
+
+// callNodes sends one request to urls[start], then to the next ones in
+// turn while call's rule (above) allows, and returns the index of the
+// node that answered.
+func callNodes(ctx context.Context, hc *http.Client, urls []string, start int, method, path, token string, body, out any) (int, error) {
 	var lastErr error
-	start := int(c.httpCur.Load())
-	for i := range c.httpURLs {
-		k := (start + i) % len(c.httpURLs)
-		u := c.httpURLs[k] + path
-		if len(q) > 0 {
-			u += "?" + q.Encode()
-		}
-		err := doJSON(ctx, c.hc, http.MethodGet, u, tok, nil, out)
-		var ae *APIError
-		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable && ctx.Err() == nil {
-			lastErr = err
-			continue
-		}
-		if err == nil || ae != nil || ctx.Err() != nil {
-			if err == nil {
-				c.httpCur.Store(int32(k))
-			}
-			return err
+	for i := range urls {
+		k := (start + i) % len(urls)
+		sent, err := doJSONSent(ctx, hc, method, urls[k]+path, token, body, out)
+		if err == nil {
+			return k, nil
 		}
 		lastErr = err
+		if ctx.Err() != nil {
+			return k, err
+		}
+		var ae *APIError
+		answered := errors.As(err, &ae)
+		switch {
+		case !sent: // it never reached the node: any request may go elsewhere
+		case method != http.MethodGet:
+			return k, err
+		case !answered, ae.Status == http.StatusServiceUnavailable: // a read: no answer, or not now
+		default:
+			return k, err
+		}
 	}
-	return lastErr
+	return start, lastErr
 }
 
 // History returns a page of the conversation with a user, newest first,

@@ -66,7 +66,7 @@ func httpURLFromBroker(urls []*url.URL) (string, error) {
 		path := strings.TrimSuffix(strings.TrimRight(u.Path, "/"), "/mqtt")
 		return (&url.URL{Scheme: scheme, Host: u.Host, Path: path}).String(), nil
 	}
-	return "", fmt.Errorf("%w: HTTPURL is required when no ws:// or wss:// broker URL is given", ErrBadOptions)
+	return "", fmt.Errorf("%w: HTTPURL or HTTPURLs is required when no ws:// or wss:// broker URL is given", ErrBadOptions)
 }
 
 // WebSocketURL returns the MQTT-over-WebSocket URL of a node from its
@@ -102,4 +102,31 @@ func httpURLsFromBroker(urls []*url.URL) []string {
 		}
 	}
 	return out
+}
+
+// apiURLs is the list of API base URLs a client tries: httpURL, then
+// more, without duplicates; when both are empty, the API of the node of
+// each ws(s) broker URL (so that sync and history keep working on
+// another node when one dies).
+func apiURLs(httpURL string, more []string, brokers []*url.URL) ([]string, error) {
+	var out []string
+	for _, raw := range append([]string{httpURL}, more...) {
+		if raw == "" {
+			continue
+		}
+		s := strings.TrimRight(raw, "/")
+		if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("%w: HTTP API URL %q must be an http(s) URL", ErrBadOptions, raw)
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	if _, err := httpURLFromBroker(brokers); err != nil {
+		return nil, err
+	}
+	return httpURLsFromBroker(brokers), nil
 }
