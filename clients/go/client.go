@@ -78,7 +78,9 @@ type Options struct {
 	// negative value disables them.
 	HeartbeatInterval time.Duration
 	// SyncFromStart makes the first catch-up at Dial deliver the whole
-	// stored history through OnMessage instead of only moving the cursor.
+	// stored history through OnMessage. Without it, that catch-up
+	// delivers only the messages created in the minute before Dial or
+	// later (see Dial), and moves the cursor to the end.
 	SyncFromStart bool
 	// EchoWait bounds how long Send waits, after the server acknowledged a
 	// message, for the stored copy carrying its ID; default 5s.
@@ -110,7 +112,10 @@ type Options struct {
 const (
 	defaultHeartbeat = 10 * time.Second
 	defaultEchoWait  = 5 * time.Second
-	dedupeCapacity   = 10000
+	// initialMargin: how much older than Dial a message the first sync
+	// still delivers (clock skew between nodes, and client and server).
+	initialMargin  = time.Minute
+	dedupeCapacity = 10000
 	// cursorEvery live messages, a background sync moves the cursor past
 	// them: a catch-up after a reconnection then replays at most about
 	// this many, well inside the dedupe window (LESSONS.md #9).
@@ -150,6 +155,7 @@ type Client struct {
 	liveSince   atomic.Int64  // messages first seen live since the last sync started
 	syncTrigger chan struct{} // capacity 1: coalesces reconnections
 	initialSync chan struct{} // closed after the first successful sync
+	dialStart   time.Time     // the first sync delivers what is younger (see Dial)
 	fatal       chan error    // capacity 1: a refusal of the first connection
 
 	mu          sync.Mutex
@@ -171,10 +177,19 @@ type Client struct {
 
 // Dial connects, subscribes to the user's topics and establishes the sync
 // cursor, then returns; from then on the client reconnects by itself until
-// Close. Without SyncFromStart, history from before Dial is not replayed
-// (use History); everything from then on is delivered, including what
-// arrives while the connection is down.
+// Close. Everything from Dial on is delivered, including what arrives
+// while the connection is down. Without SyncFromStart, history from more
+// than a minute before Dial is not replayed (use History): the first
+// catch-up walks the history to its end and delivers the messages whose
+// ID time is at most a minute older than Dial's start, by this machine's
+// clock or the server's (the earlier of the two). That covers a message
+// committed while the connection dropped during the walk, which would
+// otherwise never come (it is neither live nor after the cursor), as long
+// as the clocks of the nodes that stamp IDs are within a minute of the
+// answering node's; messages from that minute before Dial may be
+// delivered too.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
+	dialStart := time.Now()
 	urls, err := brokerURLs(opts.URLs)
 	if err != nil {
 		return nil, err
@@ -215,6 +230,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		seen:        newIDSet(dedupeCapacity),
 		syncTrigger: make(chan struct{}, 1),
 		initialSync: make(chan struct{}),
+		dialStart:   dialStart,
 		fatal:       make(chan error, 1),
 		ready:       make(chan struct{}),
 		down:        make(chan struct{}),
@@ -746,22 +762,30 @@ func (c *Client) syncLoop() {
 }
 
 // syncOnce pages through /chat/sync from the cursor. The first sync of a
-// client starts from the beginning and, unless SyncFromStart, only moves
-// the cursor to the end without delivering.
+// client starts from the beginning and, unless SyncFromStart, delivers
+// only what was created since a minute before Dial (see Dial).
 func (c *Client) syncOnce(ctx context.Context) error {
 	// What was seen live until now is behind this sync's snapshot.
 	c.liveSince.Store(0)
 	c.mu.Lock()
 	cursor, initial := c.cursor, !c.synced
 	c.mu.Unlock()
-	deliver := !initial || c.opts.SyncFromStart
+	deliverAll := !initial || c.opts.SyncFromStart
+	var after time.Time // when !deliverAll: deliver what was created after it
 	for {
 		page, err := c.fetchSync(ctx, cursor, syncPageLimit)
 		if err != nil {
 			return err
 		}
-		if deliver {
-			for _, m := range page.Messages {
+		if after.IsZero() {
+			after = c.dialStart
+			if !page.date.IsZero() && page.date.Before(after) {
+				after = page.date // the server's clock is behind ours
+			}
+			after = after.Add(-initialMargin)
+		}
+		for _, m := range page.Messages {
+			if deliverAll || m.Time.After(after) {
 				c.queue.push(event{kind: evMessage, msg: m, fromSync: true})
 			}
 		}

@@ -415,8 +415,8 @@ func TestSendWaitsForReconnection(t *testing.T) {
 
 func TestFakeCatchUpAfterReconnect(t *testing.T) {
 	f := newFakeServer(t)
-	// History from before Dial is not replayed.
-	old := f.store("carol", "bob", "old")
+	// History from (more than a minute) before Dial is not replayed.
+	old := f.storeAt("carol", "bob", "old", time.Now().Add(-time.Hour))
 	br := newRecorder()
 	bob := dialFake(t, f, "bob", br, nil)
 	if bob.Cursor() != "1" {

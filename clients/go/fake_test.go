@@ -236,6 +236,18 @@ func (f *fakeServer) store(from, to, body string) Message {
 	return m
 }
 
+// storeAt is store with an ID made at a given time (a message from
+// before a client's Dial).
+func (f *fakeServer) storeAt(from, to, body string, at time.Time) Message {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := snowflake.Make(uint64(at.Sub(snowflake.Epoch).Milliseconds()), 2, 0).String()
+	m := Message{ID: id, From: from, To: to, CID: NewCID(), Type: "text", Body: body, Time: IDTime(id)}
+	f.byUser[to] = append(f.byUser[to], m)
+	f.byUser[from] = append(f.byUser[from], m)
+	return m
+}
+
 func (f *fakeServer) stored(user string) []Message {
 	f.mu.Lock()
 	defer f.mu.Unlock()

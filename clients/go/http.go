@@ -85,6 +85,9 @@ func readAnswer(resp *http.Response, method, path string, out any) error {
 	if out == nil {
 		return nil
 	}
+	if hr, ok := out.(headerReader); ok {
+		hr.readHeader(resp.Header)
+	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("edgechat: %s %s: decode answer: %w", method, path, err)
 	}
@@ -228,11 +231,21 @@ func (c *Client) Profile(ctx context.Context, uid string) (Profile, error) {
 	return p, err
 }
 
+// headerReader is an answer that also wants the response's header.
+type headerReader interface{ readHeader(http.Header) }
+
 // syncPage is one answer of /chat/sync.
 type syncPage struct {
 	Messages []Message `json:"messages"`
 	Cursor   string    `json:"cursor"`
 	HasMore  bool      `json:"hasMore"`
+	date     time.Time // the answering node's clock (Date), if it said
+}
+
+func (p *syncPage) readHeader(h http.Header) {
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		p.date = d
+	}
 }
 
 func (c *Client) fetchSync(ctx context.Context, since string, limit int) (syncPage, error) {

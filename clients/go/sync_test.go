@@ -97,3 +97,85 @@ func TestLongSessionThenReconnectDeliversEachMessageOnce(t *testing.T) {
 		t.Fatalf("after one reconnection %d of %d messages did not reach OnMessage exactly once (first: %s); sync requests: %d", wrong, n, first, syncs.Load())
 	}
 }
+
+// A message committed while the connection drops during Dial's first
+// catch-up (after the SUBACK, so not live; before the cursor reaches the
+// end, so not in the next catch-up either) is still delivered, once;
+// history from long before Dial is not.
+func TestDropDuringDialsFirstSyncLosesNothing(t *testing.T) {
+	f := newFakeServer(t)
+	old := f.storeAt("carol", "bob", "an hour before Dial", time.Now().Add(-time.Hour))
+	recent := f.store("carol", "bob", "just before Dial") // within the minute: delivered (documented)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	all := syncOver(f, "bob", nil)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("since") == "" && first.CompareAndSwap(false, true) {
+			close(entered)
+			<-release // a long history being paged through
+		}
+		all(w, r)
+	}))
+	defer api.Close()
+	br := newRecorder()
+	var ups atomic.Int32
+	dialed := make(chan *Client, 1)
+	go func() {
+		dialed <- dialFake(t, f, "bob", br, func(o *Options) {
+			o.HTTPURL = api.URL
+			o.OnConnectionChange = func(up bool) {
+				if up {
+					ups.Add(1)
+				}
+			}
+		})
+	}()
+	testutil.Receive(t, entered, 10*time.Second)              // bob is subscribed; the first sync runs
+	f.cutAll()                                                // the network blips
+	missed := f.store("carol", "bob", "sent during the blip") // committed, not live
+	close(release)
+	bob := testutil.Receive(t, dialed, 10*time.Second)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if ups.Load() < 2 {
+			return fmt.Errorf("not reconnected")
+		}
+		if n := br.count(missed.ID); n != 1 {
+			return fmt.Errorf("message committed during a drop in Dial's first sync delivered %d times, want 1", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if br.count(old.ID) != 0 || br.count(recent.ID) != 1 || br.count(missed.ID) != 1 {
+		t.Fatalf("delivered: hour-old %d times (want 0), seconds-old %d (want 1), missed %d (want 1)", br.count(old.ID), br.count(recent.ID), br.count(missed.ID))
+	}
+}
+
+// The first catch-up's window goes by the server's clock when it is
+// behind this machine's: a message the server stamped a moment ago is
+// delivered even if this machine's clock is an hour ahead.
+func TestDialsFirstSyncGoesByTheEarlierClock(t *testing.T) {
+	f := newFakeServer(t)
+	serverNow := time.Now().Add(-time.Hour) // this machine is an hour ahead
+	old := f.storeAt("carol", "bob", "long before", serverNow.Add(-time.Hour))
+	fresh := f.storeAt("carol", "bob", "a moment ago", serverNow.Add(-time.Second))
+	all := syncOver(f, "bob", nil)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Date", serverNow.UTC().Format(http.TimeFormat))
+		all(w, r)
+	}))
+	defer api.Close()
+	br := newRecorder()
+	bob := dialFake(t, f, "bob", br, func(o *Options) { o.HTTPURL = api.URL })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if br.count(fresh.ID) != 1 || br.count(old.ID) != 0 {
+		t.Fatalf("delivered: a moment ago (server clock) %d times, want 1; an hour before that %d, want 0", br.count(fresh.ID), br.count(old.ID))
+	}
+}
