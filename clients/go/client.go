@@ -8,6 +8,8 @@
 // against the last 10,000 IDs seen; so that a catch-up never replays
 // more than that, the client also syncs in the background after every
 // 5,000 messages received live, which moves its cursor past them.
+// Group messages arrive live too: the client subscribes to the topic of
+// each of the user's groups, and of each group the user joins.
 //
 // A minimal client:
 //
@@ -159,8 +161,10 @@ type Client struct {
 	fatal       chan error    // capacity 1: a refusal of the first connection
 
 	mu          sync.Mutex
-	gen         int           // connection generation, bumped on every OnConnectionUp
-	down        chan struct{} // closed when connection gen drops
+	gen         int             // connection generation, bumped on every OnConnectionUp
+	down        chan struct{}   // closed when connection gen drops
+	connCtx     context.Context // ends when connection gen drops
+	connCM      *autopaho.ConnectionManager
 	ready       chan struct{} // closed while connected and subscribed
 	readyClosed bool
 	connected   bool // latest state reported to OnConnectionChange
@@ -458,9 +462,15 @@ func (c *Client) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 	gen := c.gen
 	down := make(chan struct{})
 	c.down = down
+	closed := c.closed
+	if !closed {
+		c.wg.Add(1) // under mu, so never after Close's Wait began
+	}
 	c.mu.Unlock()
+	if closed {
+		return
+	}
 	c.log.Debug("connected", "gen", gen)
-	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		c.afterConnect(cm, gen, down)
@@ -489,16 +499,21 @@ func (c *Client) onConnectionDown() bool {
 // and asks for a catch-up sync. Subscribing comes first so that every
 // message committed after the sync's snapshot arrives live.
 func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan struct{}) {
+	// ctx is the connection's: it ends when the connection drops (or the
+	// client closes), not when this function returns, for the group
+	// subscriptions that outlive it.
 	ctx, cancel := context.WithCancel(c.ctx)
-	defer cancel()
 	go func() {
+		defer cancel()
 		select {
 		case <-down:
-			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	c.mu.Lock()
+	if c.gen == gen {
+		c.connCtx, c.connCM = ctx, cm
+	}
 	subs := []paho.SubscribeOptions{{Topic: "user/" + c.userID + "/#", QoS: 1}}
 	for uid := range c.watched {
 		subs = append(subs, paho.SubscribeOptions{Topic: "presence/" + uid, QoS: 1})
@@ -539,6 +554,9 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 	c.mu.Unlock()
 	c.queue.push(event{kind: evConn, connected: true})
 	c.requestSync()
+	// Group topics after the user's own (which carry the membership
+	// events): a group joined meanwhile is either listed or announced.
+	c.goOnConnection(c.followMyGroups)
 	if c.opts.HeartbeatInterval > 0 {
 		c.heartbeat(ctx, cm)
 	}
@@ -621,6 +639,7 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 			}
 		case "events":
 			c.noteMediaEvent(p.Payload)
+			c.noteGroupEvent(p.Payload)
 			c.queue.push(event{kind: evEvent, raw: append([]byte(nil), p.Payload...)})
 		}
 	case len(parts) == 2 && parts[0] == "presence":

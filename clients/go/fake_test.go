@@ -70,6 +70,10 @@ type fakeServer struct {
 	// (one per SUBSCRIBE, then granted), and subAsked counts them.
 	subAnswers map[string][]byte
 	subAsked   map[string]int
+	// groups are each user's groups, served at /user/groups; trace
+	// records "sub:{filter}" and "sync:{user}" in order.
+	groups map[string][]string
+	trace  []string
 }
 
 func (f *fakeServer) set(fn func(f *fakeServer)) {
@@ -141,6 +145,7 @@ func (f *fakeServer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCode
 			f.subAsked = map[string]int{}
 		}
 		f.subAsked[sub.Filter]++
+		f.trace = append(f.trace, "sub:"+sub.Filter)
 		if next := f.subAnswers[sub.Filter]; len(next) > 0 && i < len(reasonCodes) {
 			reasonCodes[i], f.subAnswers[sub.Filter] = next[0], next[1:]
 		}
@@ -279,6 +284,16 @@ func (f *fakeServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		media.ServeHTTP(w, r)
 		return
 	}
+	if r.URL.Path == "/user/groups" {
+		f.mu.Lock()
+		var list []map[string]string
+		for _, gid := range f.groups[user] {
+			list = append(list, map[string]string{"groupId": gid})
+		}
+		f.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"groups": list})
+		return
+	}
 	if r.URL.Path != "/chat/sync" {
 		w.WriteHeader(404)
 		_, _ = io.WriteString(w, `{"error":{"code":"not_found","message":"no such path"}}`)
@@ -291,6 +306,7 @@ func (f *fakeServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.syncCalls++
+	f.trace = append(f.trace, "sync:"+user)
 	all := f.byUser[user]
 	if since > len(all) {
 		since = len(all)
