@@ -623,6 +623,7 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 				c.log.Warn("undecodable message", "topic", p.Topic, "err", err)
 				return true, nil
 			}
+			c.matchPending(m)
 			c.queue.push(event{kind: evMessage, msg: m})
 		case "typing":
 			var t struct {
@@ -653,10 +654,29 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	case len(parts) == 3 && parts[0] == "group" && parts[2] == "newMessage":
 		var m Message
 		if err := json.Unmarshal(p.Payload, &m); err == nil {
+			c.matchPending(m)
 			c.queue.push(event{kind: evMessage, msg: m})
 		}
 	}
 	return true, nil
+}
+
+// matchPending hands the stored copy of one of my messages to the Send
+// waiting for it. It runs where messages are queued, not on the
+// dispatcher: a Send called from a callback blocks the dispatcher.
+func (c *Client) matchPending(m Message) {
+	if m.From != c.userID || m.CID == "" || m.ID == "" {
+		return
+	}
+	c.mu.Lock()
+	w := c.pending[m.CID]
+	c.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- m:
+		default:
+		}
+	}
 }
 
 // dispatch runs the callbacks, one at a time, in queue order.
@@ -683,17 +703,6 @@ func (c *Client) handle(e event) {
 	switch e.kind {
 	case evMessage:
 		m := e.msg
-		if m.From == c.userID && m.CID != "" && m.ID != "" {
-			c.mu.Lock()
-			w := c.pending[m.CID]
-			c.mu.Unlock()
-			if w != nil {
-				select {
-				case w <- m:
-				default:
-				}
-			}
-		}
 		if m.ID != "" && !c.seen.Add(m.ID) {
 			return
 		}
@@ -804,6 +813,7 @@ func (c *Client) syncOnce(ctx context.Context) error {
 			after = after.Add(-initialMargin)
 		}
 		for _, m := range page.Messages {
+			c.matchPending(m)
 			if deliverAll || m.Time.After(after) {
 				c.queue.push(event{kind: evMessage, msg: m, fromSync: true})
 			}

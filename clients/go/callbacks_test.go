@@ -79,3 +79,41 @@ func TestCloseWhileACallbackClosesToo(t *testing.T) {
 	testutil.Receive(t, inner, 5*time.Second)
 	testutil.Receive(t, outer, 5*time.Second)
 }
+
+// A callback that answers a message with Send (callbacks may call the
+// client's methods) gets the stored copy, with its ID, as soon as it
+// arrives: the copy is matched where it is received, not by the
+// dispatcher that the callback is blocking.
+func TestSendFromACallbackReturnsTheStoredCopy(t *testing.T) {
+	f := newFakeServer(t)
+	var bobC atomic.Pointer[Client]
+	type res struct {
+		m   Message
+		d   time.Duration
+		err error
+	}
+	out := make(chan res, 1)
+	bob := dialFake(t, f, "bob", nil, func(o *Options) {
+		o.EchoWait = 5 * time.Second
+		o.OnMessage = func(m Message) {
+			if m.From != "alice" {
+				return
+			}
+			start := time.Now()
+			got, err := bobC.Load().Send(context.Background(), "alice", "pong")
+			out <- res{got, time.Since(start), err}
+		}
+	})
+	bobC.Store(bob)
+	alice := dialFake(t, f, "alice", nil, nil)
+	if _, err := alice.Send(context.Background(), "bob", "ping"); err != nil {
+		t.Fatal(err)
+	}
+	r := testutil.Receive(t, out, 15*time.Second)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if stored := f.stored("alice"); r.m.ID == "" || r.m.ID != stored[len(stored)-1].ID || r.d >= 4*time.Second {
+		t.Fatalf("Send from OnMessage took %v and returned ID %q: it waited out EchoWait for a copy the blocked dispatcher held", r.d.Round(time.Millisecond), r.m.ID)
+	}
+}
