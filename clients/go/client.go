@@ -818,13 +818,20 @@ func (c *Client) syncOnce(ctx context.Context) error {
 				c.queue.push(event{kind: evMessage, msg: m, fromSync: true})
 			}
 		}
+		prev := cursor
 		if page.Cursor != "" {
 			cursor = page.Cursor
 		}
 		c.mu.Lock()
 		c.cursor = cursor
 		c.mu.Unlock()
-		if !page.HasMore || len(page.Messages) == 0 {
+		// A page may be empty and yet not the last (the server skipped
+		// what I may no longer read): go on while the cursor moves.
+		if !page.HasMore {
+			break
+		}
+		if cursor == prev {
+			c.log.Warn("sync answered hasMore without moving the cursor; stopping here", "cursor", cursor)
 			break
 		}
 	}

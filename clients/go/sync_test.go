@@ -179,3 +179,45 @@ func TestDialsFirstSyncGoesByTheEarlierClock(t *testing.T) {
 		t.Fatalf("delivered: a moment ago (server clock) %d times, want 1; an hour before that %d, want 0", br.count(fresh.ID), br.count(old.ID))
 	}
 }
+
+// A sync page may be empty and not the last (the server skipped what the
+// user may no longer read): the client pages on while the cursor moves,
+// and stops, rather than loop, when it does not.
+func TestSyncPagesPastAnEmptyPage(t *testing.T) {
+	f := newFakeServer(t)
+	m := f.store("carol", "bob", "after an empty page")
+	var stuck atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page := map[string]any{"messages": []Message{}, "cursor": "5", "hasMore": true}
+		switch r.URL.Query().Get("since") {
+		case "5":
+			page = map[string]any{"messages": []Message{m}, "cursor": "6", "hasMore": false}
+		case "6":
+			stuck.Add(1) // a server that claims more without moving on
+			page = map[string]any{"messages": []Message{}, "cursor": "6", "hasMore": true}
+		}
+		_ = json.NewEncoder(w).Encode(page)
+	}))
+	defer api.Close()
+	br := newRecorder()
+	bob := dialFake(t, f, "bob", br, func(o *Options) { o.HTTPURL = api.URL; o.SyncFromStart = true })
+	br.waitCount(t, m.ID, 1)
+	if bob.Cursor() != "6" {
+		t.Fatalf("cursor %q, want 6", bob.Cursor())
+	}
+	bob.requestSync() // from 6: hasMore, but the cursor stays
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if stuck.Load() == 0 {
+			return fmt.Errorf("no sync from 6 yet")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := stuck.Load(); n != 1 {
+		t.Fatalf("asked %d times from a cursor that does not move, want 1", n)
+	}
+}
