@@ -48,16 +48,46 @@ type PasswordChange struct {
 // user out everywhere else in the same commit: every other device and
 // browser must sign in again with the new password. This client goes
 // on: the server closes its connection too, and it reconnects with the
-// new tokens, which it refreshes from then on (telling onRefresh, which
+// new tokens (its token calls, the reconnection's among them, wait for
+// the answer meanwhile), which it refreshes from then on (telling onRefresh, which
 // may be nil, each rotated pair, as RefreshingTokenSource does). An app
 // that keeps tokens must save the returned ones. A wrong current
 // password is an *APIError with status 403, a new password the server
 // refuses one with status 400.
 func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPassword string, onRefresh func(Tokens)) (PasswordChange, error) {
+	// The server closes this client's connection when the change
+	// commits, maybe before its answer arrives: hold token calls (the
+	// reconnection's among them) until the new tokens are in place, so
+	// that it does not present revoked ones and count as signed out.
+	var tok string
+	gate := make(chan struct{})
+	for {
+		var err error
+		if tok, err = c.token(ctx); err != nil { // waits for a change under way
+			return PasswordChange{}, err
+		}
+		c.sourceMu.Lock()
+		if c.sourceGate == nil {
+			c.sourceGate = gate
+			c.sourceMu.Unlock()
+			break
+		}
+		c.sourceMu.Unlock()
+	}
+	var source TokenSource
+	defer func() {
+		c.sourceMu.Lock()
+		if source != nil {
+			c.source = source
+		}
+		c.sourceGate = nil
+		c.sourceMu.Unlock()
+		close(gate)
+	}()
 	start := time.Now()
 	var pc PasswordChange
 	body := map[string]string{"currentPassword": currentPassword, "newPassword": newPassword}
-	if err := c.call(ctx, http.MethodPost, "/auth/password", body, &pc); err != nil {
+	if err := c.callAs(ctx, tok, http.MethodPost, "/auth/password", body, &pc); err != nil {
 		return PasswordChange{}, fmt.Errorf("edgechat: change password: %w", err)
 	}
 	if pc.AccessToken == "" {
@@ -68,10 +98,7 @@ func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPasswor
 	}
 	// The node that answered first, then the others.
 	k := int(c.httpCur.Load())
-	source := RefreshingTokenSourceURLs(append(slices.Clone(c.httpURLs[k:]), c.httpURLs[:k]...), pc.Tokens, onRefresh)
-	c.sourceMu.Lock()
-	c.source = source
-	c.sourceMu.Unlock()
+	source = RefreshingTokenSourceURLs(append(slices.Clone(c.httpURLs[k:]), c.httpURLs[:k]...), pc.Tokens, onRefresh)
 	return pc, nil
 }
 

@@ -132,16 +132,18 @@ const (
 type Client struct {
 	opts Options
 	// source replaces opts' token once ChangePassword has new tokens
-	// (the old ones are revoked).
-	sourceMu sync.Mutex
-	source   TokenSource
-	log      *slog.Logger
-	hc       *http.Client
-	userID   string
-	clientID string
-	httpURLs []string // every node's API base URL, tried in turn (see call)
-	httpCur  atomic.Int32
-	cm       *autopaho.ConnectionManager
+	// (the old ones are revoked); sourceGate, while a change is under
+	// way, holds every token call back until it ends (closed then).
+	sourceMu   sync.Mutex
+	source     TokenSource
+	sourceGate chan struct{}
+	log        *slog.Logger
+	hc         *http.Client
+	userID     string
+	clientID   string
+	httpURLs   []string // every node's API base URL, tried in turn (see call)
+	httpCur    atomic.Int32
+	cm         *autopaho.ConnectionManager
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
@@ -381,8 +383,18 @@ func goroutineID() uint64 {
 
 func (c *Client) token(ctx context.Context) (string, error) {
 	c.sourceMu.Lock()
-	source := c.source
+	source, gate := c.source, c.sourceGate
 	c.sourceMu.Unlock()
+	if gate != nil {
+		// A password change is under way: the server revokes the current
+		// tokens when it commits, so wait for the new ones.
+		select {
+		case <-gate:
+			return c.token(ctx)
+		case <-ctx.Done():
+			return "", fmt.Errorf("edgechat: waiting for a password change: %w", ctx.Err())
+		}
+	}
 	if source == nil {
 		source = c.opts.TokenSource
 	}

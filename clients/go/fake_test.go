@@ -74,6 +74,10 @@ type fakeServer struct {
 	// records "sub:{filter}" and "sync:{user}" in order.
 	groups map[string][]string
 	trace  []string
+	// routes serve more HTTP paths (after the token check); refused
+	// tokens are refused at CONNECT (revoked).
+	routes  map[string]http.HandlerFunc
+	refused map[string]bool
 }
 
 func (f *fakeServer) set(fn func(f *fakeServer)) {
@@ -155,7 +159,7 @@ func (f *fakeServer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCode
 func (f *fakeServer) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.denyAuth {
+	if f.denyAuth || f.refused[string(pk.Connect.Password)] {
 		return false
 	}
 	sub, err := TokenSubject(string(pk.Connect.Password))
@@ -278,8 +282,12 @@ func (f *fakeServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	media := f.media
+	media, route := f.media, f.routes[r.URL.Path]
 	f.mu.Unlock()
+	if route != nil {
+		route(w, r)
+		return
+	}
 	if media != nil && (r.URL.Path == "/media" || strings.HasPrefix(r.URL.Path, "/media/")) {
 		media.ServeHTTP(w, r)
 		return

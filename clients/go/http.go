@@ -139,6 +139,11 @@ func (c *Client) call(ctx context.Context, method, path string, body, out any) e
 	if err != nil {
 		return err
 	}
+	return c.callAs(ctx, tok, method, path, body, out)
+}
+
+// callAs is call with the access token tok.
+func (c *Client) callAs(ctx context.Context, tok, method, path string, body, out any) error {
 	k, err := callNodes(ctx, c.hc, c.httpURLs, int(c.httpCur.Load()), method, path, tok, body, out)
 	if err == nil {
 		c.httpCur.Store(int32(k))
