@@ -1,9 +1,9 @@
 // The app: signs in (or resumes the cookie session), then keeps the
 // conversation list and the open conversation in step with the server
-// over MQTT, reloading what it may have missed after each reconnect.
+// over MQTT, syncing what it missed after each reconnect.
 import { Api, ApiError } from './api.js';
 import { Connection, newCid } from './conn.js';
-import { Store } from './store.js';
+import { Store, cmpID } from './store.js';
 import { MediaCache, ready, upload } from './media.js';
 import { GroupPanel, People } from './people.js';
 import { Recorder, canRecord } from './voice.js';
@@ -190,7 +190,7 @@ class App {
         // sent to a group I just joined before that is in it.
         // (A node that cannot reach its leader answers lists 503: tried
         // again, as the catch-up is.)
-        this.untilReadable(() => this.loadGroups().then(() => this.loadLists()), () => store === this.store);
+        this.untilReadable(() => this.loadGroups().then(() => this.loadLists(false)), () => store === this.store);
         const gid = ev.detail.data && ev.detail.data.gid;
         if (this.groupPanel && this.groupPanel.isOpen && this.groupPanel.gid === gid) this.groupPanel.refresh();
       }
@@ -268,11 +268,11 @@ class App {
 
   // loadLists reads my groups and the conversation list over HTTP and
   // draws them (before the MQTT connection is up, too).
-  async loadLists() {
+  async loadLists(withGroups = true) {
     const store = this.store;
-    const [groups, res] = await Promise.all([this.api.groups(), this.api.conversations()]);
+    const [groups, res] = await Promise.all([withGroups ? this.api.groups() : null, this.api.conversations()]);
     if (store !== this.store) return;
-    this.applyGroups(groups);
+    if (groups) this.applyGroups(groups);
     for (const item of res.conversations || []) {
       const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
       if (item.lastMessage) store.add(item.lastMessage, false);
@@ -370,27 +370,92 @@ class App {
     }).catch((e) => this.showError(e)).finally(() => { this.loadingOlder = false; });
   }
 
-  // catchUp reloads what may have changed while the connection was down:
-  // the conversation list (last messages, unread counts) and the open
-  // conversation's newest page; everything merges by ID. A node of a
-  // cluster that cannot reach its leader answers these reads 503 (it
-  // cannot promise they hold everything committed): they are tried
-  // again, backing off, until they pass or a newer connection's
-  // catch-up takes over.
+  // catchUp brings the page up to date after each (re)connect. It
+  // subscribes first (the user's topics are, when the connection says
+  // online; then every group's), then reads, so that whatever is
+  // committed meanwhile comes live or in the reads, never in neither.
+  // With a sync cursor from an earlier connection it pages
+  // /chat/sync from it: every message committed since, of every
+  // conversation, merges by ID (a newest page alone left a hole when more
+  // than a page came, and conversations not open missed all but their
+  // last). Without one (the first connection) the open conversation's
+  // newest page is read and the others are read when opened. Then the
+  // conversation list, for unread counts. A node of a cluster that cannot
+  // reach its leader answers these reads 503: tried again, backing off,
+  // until they pass or a newer connection's catch-up takes over.
   async catchUp() {
     const store = this.store;
     const round = ++this.catchUps;
     this.subscribed.clear(); // a new connection (clean session)
+    const wanted = () => store === this.store && round === this.catchUps;
     const loaded = await this.untilReadable(async () => {
-      await this.loadLists();
-      if (store !== this.store) return;
+      await this.loadGroups(); // and their topics, before any read
+      if (!wanted()) return;
+      const synced = !!store.cursor;
+      if (synced) {
+        await this.syncPages(store.cursor, (msgs, cursor) => {
+          this.merge(msgs);
+          store.cursor = cursor;
+        }, wanted);
+      } else {
+        // What each conversation holds may end before a gap: read anew.
+        for (const c of store.convs.values()) { c.loaded = false; c.stale = true; }
+      }
+      if (!wanted()) return;
+      await this.loadLists(false);
       const open = store.current && store.convs.get(store.current);
-      if (open) await this.loadPage(open, true);
+      if (open && !open.loaded) await this.loadPage(open, true);
+      if (open && !document.hidden) this.markRead(open);
       store.changed();
-    }, () => store === this.store && round === this.catchUps);
-    if (!loaded || store !== this.store) return;
-    // Groups' topics and presence: after the list is drawn.
+    }, wanted);
+    if (!loaded || !wanted()) return;
+    // Presence of peers the list brought.
     await this.follow().catch((e) => this.showError(e));
+    if (!store.cursor) this.findSyncEnd(store, round).catch(() => {});
+  }
+
+  // syncPages pages /chat/sync from cursor to its end, handing each
+  // page's messages and next cursor to take while wanted() holds.
+  async syncPages(cursor, take, wanted) {
+    for (;;) {
+      const res = await this.api.sync(cursor);
+      if (!wanted()) return;
+      const msgs = res.messages || [];
+      if (res.cursor) cursor = res.cursor;
+      take(msgs, cursor);
+      if (!res.hasMore || !msgs.length) return;
+    }
+  }
+
+  // merge adds what a sync brought: counted unread as live messages are
+  // (the list read after it sets the server's counts), receipts
+  // "delivered" for the newest of each peer, no notifications.
+  merge(msgs) {
+    const store = this.store;
+    const newest = new Map();
+    for (const m of msgs) {
+      if (!m || !m.id || !store.add(m, true)) continue;
+      if (!m.group && m.from !== store.me) newest.set(m.from, m.id);
+    }
+    for (const [peer, id] of newest) this.conn.publish(`user/${peer}/receipts`, { type: 'delivered', upTo: id });
+  }
+
+  // findSyncEnd finds where the sync stream ends now, after the first
+  // connection's catch-up: the cursor the next reconnect syncs from. The
+  // messages on the way are not kept (the reads covered them). The cursor
+  // counts only if the connection stayed up meanwhile (no round since):
+  // what came after it was delivered live. (It pages from the beginning,
+  // as the Go SDK's first sync does: the API has no cheaper way to the
+  // end, and a cursor kept from an earlier load may be ahead of a
+  // restored server.)
+  async findSyncEnd(store, round) {
+    let end = null;
+    const wanted = () => store === this.store && round === this.catchUps;
+    await this.untilReadable(() => this.syncPages('', (_, cursor) => { end = cursor; }, wanted), wanted);
+    if (end && wanted() && this.conn.state === 'online' && !store.cursor) {
+      store.cursor = end;
+      this.stateEl.dataset.synced = 'true'; // what the tests wait for
+    }
   }
 
   // untilReadable runs read and, while it fails with 503 (a node of a
@@ -431,11 +496,25 @@ class App {
     }
   }
 
+  // loadPage reads c's newest page of history, or the page before the
+  // oldest message shown. The newest page of a stale conversation (one
+  // that missed messages with no sync to bring them) drops what it held
+  // from before the page when more came than a page holds: a gap may lie
+  // between (scrolling back reads it).
   async loadPage(c, newest) {
     const before = newest ? undefined : store_oldest(this.store, c);
+    const stale = newest && c.stale;
     const res = await this.api.history(c, before);
-    for (const m of res.messages || []) this.store.add(m, false);
+    const msgs = res.messages || [];
+    if (stale && res.hasMore && msgs.length) {
+      const oldest = msgs[msgs.length - 1].id; // newest first
+      for (const id of [...c.messages.keys()]) if (cmpID(id, oldest) < 0) c.messages.delete(id);
+      c.order = null;
+      c.hasMore = true;
+    }
+    for (const m of msgs) this.store.add(m, false);
     if (!newest) c.hasMore = !!res.hasMore;
+    if (stale) c.stale = false;
     c.loaded = true;
   }
 
