@@ -205,3 +205,88 @@ func waitUntil(total, every time.Duration, fn func() error) error {
 		time.Sleep(every)
 	}
 }
+
+// Signing out (here, or everywhere) ends this browser's Web Push: the
+// server forgets its registration, so the next message to the signed-out
+// user is pushed to her other devices and not to this browser (where the
+// service worker would show its text to whoever uses it next), and the
+// page unsubscribes the browser from its push service.
+func TestSigningOutEndsThisBrowsersWebPush(t *testing.T) {
+	wp := pushtest.StartWebPush(t, "")
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.WebPushSubject = "mailto:ops@example.com"
+		c.PushTLS = wp.TLSConfig()
+		c.PushGrace = 0
+	}))
+	bobTok := n.NewUser(t, "bob")
+	alice := browser(t)
+	run(t, alice, "notifications allowed for the app",
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, cdpbrowser.SetPermission, cdpbrowser.SetPermissionParams{
+				Permission: &cdpbrowser.PermissionDescriptor{Name: "notifications"}, Setting: cdpbrowser.PermissionSettingGranted, Origin: n.HTTPURL})
+			return err
+		}))
+	register(t, alice, n.HTTPURL, "alice")
+	device := eval[string](t, alice, `localStorage.getItem('edgechat-device') || ''`)
+	// Headless Chromium has no push service: what it would have given the
+	// page is registered through the API, and the browser's subscription
+	// is a stand-in that counts its unsubscriptions.
+	standIn := chromedp.Evaluate[chromedp.Void](`navigator.serviceWorker.ready.then(() => {
+		window.__unsubscribed = 0;
+		PushManager.prototype.getSubscription = () => Promise.resolve({ unsubscribe: () => { window.__unsubscribed++; return Promise.resolve(true); } });
+	})`, chromedp.EvalAwaitPromise)
+	run(t, alice, "the page's service worker is active", standIn)
+	browserSub, phoneSub := wp.Subscribe(), wp.Subscribe()
+	regDevice := func(dev string, sub pushtest.Subscription) {
+		reg, _ := json.Marshal(map[string]any{"device": dev, "platform": "webpush",
+			"subscription": map[string]any{"endpoint": sub.Endpoint, "keys": map[string]string{"p256dh": sub.P256dh, "auth": sub.Auth}}})
+		apiCall(t, "POST", n.HTTPURL+"/user/me/devices", n.Token(t, "alice"), string(reg))
+	}
+	regDevice(device, browserSub)
+	regDevice("phone", phoneSub) // her phone, not connected: it gets the push
+	registered := func() error {
+		devs := string(apiCall(t, "GET", n.HTTPURL+"/user/me/devices", n.Token(t, "alice"), ""))
+		if strings.Contains(devs, `"`+device+`"`) {
+			return fmt.Errorf("this browser's push registration is still there: %s", devs)
+		}
+		return nil
+	}
+
+	run(t, alice, "alice signs out", click(`#sign-out`), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	if err := waitUntil(5*time.Second, 50*time.Millisecond, registered); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "the browser is unsubscribed from its push service", poll(`window.__unsubscribed > 0`))
+	nodetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		return postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"p1","type":"text","body":"private words"}`)
+	})
+	pushes := func(sub pushtest.Subscription) int {
+		k := 0
+		for _, r := range wp.Requests() {
+			if r.Subscription == sub.ID() {
+				k++
+			}
+		}
+		return k
+	}
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if pushes(phoneSub) == 0 {
+			return fmt.Errorf("no push to her phone yet\n%s", pushMetrics(n.HTTPURL))
+		}
+		return nil
+	})
+	if k := pushes(browserSub); k != 0 {
+		t.Fatalf("%d pushes to the browser alice signed out of", k)
+	}
+
+	// Sign out everywhere does the same for this browser.
+	signIn(t, alice, n.HTTPURL, "alice")
+	regDevice(device, browserSub)
+	run(t, alice, "alice signs out everywhere",
+		standIn,
+		click(`#sign-out-everywhere`), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	if err := waitUntil(5*time.Second, 50*time.Millisecond, registered); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "the browser is unsubscribed again", poll(`window.__unsubscribed > 0`))
+}

@@ -23,6 +23,14 @@ export function browserDevice() {
   return id;
 }
 
+function dropPushSubscription() {
+  if (!('serviceWorker' in navigator)) return;
+  navigator.serviceWorker.getRegistration()
+    .then((reg) => reg && reg.pushManager && reg.pushManager.getSubscription())
+    .then((sub) => sub && sub.unsubscribe())
+    .catch(() => {});
+}
+
 export class Api {
   constructor() {
     // base is '' (this page's node) or another node's origin after its
@@ -105,14 +113,24 @@ export class Api {
     return this.refreshing;
   }
 
+  // logout ends this browser's session and, naming the browser's device,
+  // its Web Push registration: the next person at this browser must not
+  // get the signed-out user's messages.
   async logout() {
-    try { await this.send('POST', '/auth/logout', {}, { auth: false, own: true }); } finally { this.signedOut(); }
+    try {
+      await this.send('POST', '/auth/logout', { device: browserDevice() }, { auth: false, own: true });
+    } finally {
+      this.signedOut();
+    }
   }
 
   // logoutAll ends every session of the user (every browser and device):
-  // their refresh tokens are revoked, this browser's cookie cleared. A
-  // failure leaves this session signed in (the others may be, too).
+  // their refresh tokens are revoked, this browser's cookie cleared. This
+  // browser's push registration goes first (no token of the user works
+  // after). A failure leaves this session signed in (the others may be,
+  // too).
   async logoutAll() {
+    await this.call('DELETE', `/user/me/devices/${encodeURIComponent(browserDevice())}`).catch(() => {});
     await this.call('POST', '/auth/logout-all', {});
     this.signedOut();
   }
@@ -151,11 +169,17 @@ export class Api {
     return t;
   }
 
+  // signedOut forgets the session (signed out here, everywhere, or
+  // ended from elsewhere) and unsubscribes the browser from its push
+  // service: a registration the server still holds (the session ended
+  // where the page could not remove it) then pushes into the void, not
+  // to whoever uses this browser next.
   signedOut() {
     clearTimeout(this.timer);
     const was = this.token;
     this.token = null;
     this.userId = null;
+    dropPushSubscription();
     if (was) this.onSignedOut();
   }
 
