@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -286,5 +288,105 @@ func TestGroupMessagesDuringTheCatchUpAreNotLost(t *testing.T) {
 		if k := shownCount(t, alice, "after "+read); k != 1 {
 			t.Errorf("the message bob sent as the page's %s read was answered shows %d times (want 1): %q", read, k, eval[[]string](t, alice, texts))
 		}
+	}
+}
+
+// refreshCounts reads the node's refresh-token exchanges by result.
+func refreshCounts(base string) map[string]float64 {
+	out := map[string]float64{}
+	for _, l := range strings.Split(metricLines(base, "edgechat_auth_refreshes_total"), "\n") {
+		var res string
+		var v float64
+		if _, err := fmt.Sscanf(strings.TrimPrefix(l, `edgechat_auth_refreshes_total{result="`), `%s %g`, &res, &v); err == nil {
+			out[strings.TrimSuffix(res, `"}`)] = v
+		}
+	}
+	return out
+}
+
+// twoTabs signs alice in through px in one tab and opens a second tab
+// of the app in the same browser (the same session cookie), which the
+// first can look into (window.__w).
+func twoTabs(t *testing.T, px *cutProxy) context.Context {
+	tab1 := browser(t)
+	signIn(t, tab1, px.srv.URL, "alice")
+	run(t, tab1, "a second tab",
+		chromedp.Evaluate[chromedp.Void](`window.__w = window.open('/', '_blank'); undefined`),
+		poll(`!!(window.__w && window.__w.document.querySelector('.state[data-state="online"]'))`),
+	)
+	return tab1
+}
+
+const (
+	bothOnline  = `!!document.querySelector('.state[data-state="online"]') && !!window.__w.document.querySelector('.state[data-state="online"]')`
+	bothOffline = `!document.querySelector('.state[data-state="online"]') && !window.__w.document.querySelector('.state[data-state="online"]')`
+	signedOut   = `[!!document.querySelector('#username'), !!window.__w.document.querySelector('#username')]`
+)
+
+// Two tabs of one browser share the session cookie, and a refresh
+// rotates it: refreshed by both at once, the second is a reuse, the
+// server ends the session, and the browser is signed out. Reconnecting
+// with an access token that is still good does not refresh at all (both
+// tabs used to refresh on every attempt, in step since the same outage
+// cut both).
+func TestTwoTabsReconnectingKeepTheirSession(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	px := newCutProxy(t, n.HTTPURL)
+	tab1 := twoTabs(t, px)
+	for round := 1; round <= 3; round++ {
+		before := refreshCounts(n.HTTPURL)
+		px.cut()
+		run(t, tab1, "both tabs are offline", poll(bothOffline))
+		px.heal()
+		run(t, tab1, "both tabs are back", poll(bothOnline))
+		// A refresh would be under way by now: each tab starts it as it
+		// reconnects.
+		err := waitUntil(2*time.Second, 50*time.Millisecond, func() error {
+			if now := refreshCounts(n.HTTPURL); fmt.Sprint(now) != fmt.Sprint(before) {
+				return nil
+			}
+			return fmt.Errorf("no refresh")
+		})
+		if err == nil {
+			t.Fatalf("round %d: the tabs refreshed to reconnect with a good access token: refreshes %v, then %v; signed out (tab 1, tab 2): %v",
+				round, before, refreshCounts(n.HTTPURL), eval[[]bool](t, tab1, signedOut))
+		}
+	}
+	if out := eval[[]bool](t, tab1, signedOut); out[0] || out[1] {
+		t.Fatalf("signed out (tab 1, tab 2): %v", out)
+	}
+}
+
+// Two tabs of one browser that both must refresh at once (their access
+// tokens near their end as they reconnect) take turns: no refresh token
+// is sent twice, both tabs stay signed in with tokens of their own.
+func TestTwoTabsRefreshingAtOnceKeepTheirSession(t *testing.T) {
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.AccessTTL = 30 * time.Second // under a minute: every reconnect refreshes
+	}))
+	n.NewUser(t, "alice")
+	px := newCutProxy(t, n.HTTPURL)
+	tab1 := twoTabs(t, px)
+	for round := 1; round <= 3; round++ {
+		before := refreshCounts(n.HTTPURL)
+		px.cut()
+		run(t, tab1, "both tabs are offline", poll(bothOffline))
+		px.heal()
+		run(t, tab1, "both tabs are back", poll(bothOnline))
+		nodetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+			now := refreshCounts(n.HTTPURL)
+			if now["reused"] > 0 {
+				t.Fatalf("round %d: a refresh token was sent twice: refreshes %v; signed out (tab 1, tab 2): %v", round, now, eval[[]bool](t, tab1, signedOut))
+			}
+			if now["success"] < before["success"]+2 {
+				return fmt.Errorf("round %d: refreshes %v, before %v: not both tabs yet", round, now, before)
+			}
+			return nil
+		})
+	}
+	run(t, tab1, "both tabs are online, signed in", poll(bothOnline))
+	if out := eval[[]bool](t, tab1, signedOut); out[0] || out[1] {
+		t.Fatalf("signed out (tab 1, tab 2): %v", out)
 	}
 }

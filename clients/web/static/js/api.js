@@ -38,6 +38,7 @@ export class Api {
     // with the page's node: sign-in calls always go there.
     this.base = '';
     this.token = null;
+    this.expiresAt = 0;
     this.userId = null;
     this.refreshing = null;
     this.timer = 0;
@@ -76,9 +77,17 @@ export class Api {
   session(t) {
     this.token = t.accessToken;
     this.userId = t.userId;
+    this.expiresAt = Date.now() + (t.expiresIn || 900) * 1000;
     clearTimeout(this.timer);
     const ms = Math.max(10, (t.expiresIn || 900) - 60) * 1000;
     this.timer = setTimeout(() => this.refresh().catch(() => {}), ms);
+  }
+
+  // expiresSoon says whether the access token has less than a minute left
+  // (a timer that should have refreshed it may have been held up: a
+  // sleeping laptop, a throttled background tab).
+  expiresSoon() {
+    return !this.token || Date.now() > this.expiresAt - 60000;
   }
 
   async login(username, password) {
@@ -100,9 +109,16 @@ export class Api {
     }
   }
 
+  // refresh gets a new access token with the session cookie, which it
+  // rotates. The browser's tabs share the cookie: two refreshes at once
+  // would send the same refresh token twice, which the server takes for
+  // a stolen token and ends the session. So a tab refreshes holding a
+  // Web Lock; a tab that waited sends the cookie the other one's answer
+  // set, and gets a token of its own.
   refresh() {
     if (!this.refreshing) {
-      this.refreshing = this.send('POST', '/auth/refresh', {}, { auth: false, own: true })
+      const post = () => this.send('POST', '/auth/refresh', {}, { auth: false, own: true });
+      this.refreshing = (navigator.locks ? navigator.locks.request('edgechat-refresh', post) : post())
         .then((t) => this.session(t))
         .catch((e) => {
           if (e instanceof ApiError && e.status === 401) this.signedOut();

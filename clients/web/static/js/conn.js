@@ -108,6 +108,7 @@ export class Connection extends EventTarget {
       connectTimeout: 5000,
       resubscribe: false,
       transformWsUrl: () => this.url(), // each attempt goes where failover last pointed
+      reconnectOnConnackError: true, // refused credentials: tried again with a fresh token (below)
     });
     this.client.on('connect', () => {
       this.failures = 0;
@@ -122,12 +123,24 @@ export class Connection extends EventTarget {
       this.setState('connecting');
       this.failures += 1;
       if (this.failures >= 2 && this.peers.length) this.failover();
-      // The access token may have expired meanwhile: refresh, then use it.
-      this.api.refresh().then(() => { this.client.options.password = this.api.token; }).catch(() => {});
+      // Not on every attempt: each refresh rotates the session cookie the
+      // browser's tabs share (see Api.refresh).
+      if (this.api.expiresSoon()) this.renew();
+    });
+    this.client.on('error', (err) => {
+      // The broker refused the access token (0x86: expired or revoked;
+      // 0x87: none): the next attempt takes a fresh one, or the page
+      // signs out if the session ended.
+      if (err && (err.code === 0x86 || err.code === 0x87)) this.renew();
     });
     this.client.on('offline', () => this.setState('offline'));
     this.client.on('close', () => { if (this.state === 'online') this.setState('offline'); });
     this.client.on('message', (topic, payload) => this.receive(topic, payload));
+  }
+
+  // renew refreshes the access token for the connection's next attempt.
+  renew() {
+    this.api.refresh().then(() => { if (this.client) this.client.options.password = this.api.token; }).catch(() => {});
   }
 
   stop() {
