@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,4 +134,29 @@ func (p peerHTTP) HTTPURL(ctx context.Context, node string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("node %q is not a member", node)
+}
+
+// mediaOrigins are the origins of the URLs GET /media/{id} redirects to
+// (a presigning store: S3's --media-public-endpoint, else its endpoint,
+// with the bucket in the host name where the store signs so), found by
+// presigning a URL of each tier downloads come from: signing is local.
+// The web page's policy must allow them, or no media loads. None for a
+// store that serves through the node.
+func (n *Node) mediaOrigins() []string {
+	ps, ok := n.mediaStore.(store.Presigner)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, tier := range []store.Tier{store.TierProcessed, store.TierCold} {
+		u, err := ps.PresignGet(context.Background(), tier, "origin-probe", time.Minute, "")
+		if err != nil {
+			n.log.Warn("web client: the media store's origin is unknown: media will not load in the page", "tier", tier, "err", err)
+			continue
+		}
+		if o := u.Scheme + "://" + u.Host; !slices.Contains(out, o) {
+			out = append(out, o)
+		}
+	}
+	return out
 }

@@ -417,7 +417,7 @@ func (n *Node) buildHTTP() (err error) {
 	}
 	n.Gateway.Handle("/mqtt", n.Broker.WebSocketHandler())
 	if n.cfg.WebClient {
-		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat, Peers: n.peerOrigins()})
+		app, err := web.New(web.Config{Heartbeat: n.cfg.Heartbeat, Peers: n.peerOrigins(), MediaOrigins: n.mediaOrigins()})
 		if err != nil {
 			return fmt.Errorf("node: %w", err)
 		}

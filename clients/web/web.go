@@ -48,6 +48,10 @@ type Config struct {
 	// node only): the page may connect to each (its policy allows them)
 	// and asks them for /cluster/connect when its own node goes away.
 	Peers PeerOrigins
+	// MediaOrigins are where GET /media/{id} may redirect the page (the
+	// S3 store's presigned URLs, http(s)://host[:port]): the page's
+	// policy allows it to fetch from them.
+	MediaOrigins []string
 }
 
 // PeerOrigins are the web origins of the cluster's nodes
@@ -60,6 +64,7 @@ type PeerOrigins interface {
 // App serves the web client.
 type App struct {
 	peers   PeerOrigins
+	media   []string
 	version string
 	index   []byte
 	files   map[string]*file // by path under static/, e.g. "js/app.js"
@@ -91,7 +96,7 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("web: %w", err)
 	}
 	sort.Strings(names)
-	a := &App{peers: cfg.Peers, files: make(map[string]*file, len(names))}
+	a := &App{peers: cfg.Peers, media: cfg.MediaOrigins, files: make(map[string]*file, len(names))}
 	h := sha256.New()
 	for _, name := range names {
 		body, err := fs.ReadFile(sub, name)
@@ -145,7 +150,8 @@ func (a *App) Version() string { return a.version }
 // securityHeaders are sent with every answer of the app. The policy
 // allows scripts and styles from this node only, connections to this
 // node and the cluster's other nodes (peers: origins, for the page to
-// reconnect through another node when its own goes away): no inline
+// reconnect through another node when its own goes away) and the media
+// store the node redirects downloads to (also in peers): no inline
 // script or style, no eval, no plugins, no framing; images may also be
 // blob: and data: (previews made in the page).
 func securityHeaders(w http.ResponseWriter, r *http.Request, peers ...string) {
@@ -174,7 +180,7 @@ func (a *App) ServeIndex(w http.ResponseWriter, r *http.Request) {
 	if a.peers != nil {
 		peers, sources = a.peers.HTTP(), a.peers.Sources()
 	}
-	securityHeaders(w, r, sources...)
+	securityHeaders(w, r, append(append([]string(nil), sources...), a.media...)...)
 	page := bytes.Replace(a.index, []byte(peersToken), []byte(html.EscapeString(strings.Join(peers, " "))), 1)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")

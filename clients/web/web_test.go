@@ -209,3 +209,19 @@ func TestIndexNamesPeers(t *testing.T) {
 		t.Fatalf("without peers:\n%s", body)
 	}
 }
+
+// The page's policy lets it fetch from the media store GET /media/{id}
+// redirects to (an S3 store's presigned URLs), after the nodes.
+func TestIndexAllowsTheMediaStore(t *testing.T) {
+	a, err := New(Config{Peers: fakePeers{sources: []string{"http://127.0.0.1:4001"}},
+		MediaOrigins: []string{"https://media.example.com", "https://bad; script-src *"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	a.ServeIndex(w, httptest.NewRequest("GET", "http://node1.example.com/", nil))
+	csp := w.Header().Get("Content-Security-Policy")
+	if !strings.Contains(csp, "connect-src 'self' ws://node1.example.com wss://node1.example.com http://127.0.0.1:4001 https://media.example.com;") {
+		t.Fatalf("CSP %q", csp)
+	}
+}
