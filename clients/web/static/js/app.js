@@ -276,7 +276,7 @@ class App {
     for (const item of res.conversations || []) {
       const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
       if (item.lastMessage) store.add(item.lastMessage, false);
-      c.unread = store.current === c.key ? 0 : item.unread;
+      c.unread = store.current === c.key && !document.hidden ? 0 : item.unread;
     }
     store.changed();
   }

@@ -66,7 +66,8 @@ export class Store extends EventTarget {
   }
 
   // add stores m; live says it arrived now (it counts as unread unless
-  // its conversation is open). Returns false for a duplicate.
+  // its conversation is open in a tab the user sees: in a hidden tab it
+  // counts until the tab shows again). Returns false for a duplicate.
   add(m, live) {
     const c = this.convOf(m);
     if (c.messages.has(m.id)) return false;
@@ -74,7 +75,7 @@ export class Store extends EventTarget {
     c.order = null; // sorted again when asked
     if (m.from === this.me && m.cid) c.pending.delete(m.cid);
     if (!c.last || cmpID(m.id, c.last.id) > 0) c.last = m;
-    if (live && m.from !== this.me && this.current !== c.key) c.unread++;
+    if (live && m.from !== this.me && (this.current !== c.key || document.hidden)) c.unread++;
     return true;
   }
 

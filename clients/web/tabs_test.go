@@ -1,0 +1,75 @@
+package web_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// setHidden makes the page see its tab hidden (or shown), as a browser
+// does when the user switches tabs.
+func setHidden(hidden bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`Object.defineProperty(document, 'hidden', { configurable: true, get: () => %t });
+		document.dispatchEvent(new Event('visibilitychange'))`, hidden))
+}
+
+// A message that arrives in the open conversation while its tab is
+// hidden counts as unread (the title says so) until the user comes back
+// to the tab; then it is read, on the server too (for the user's other
+// devices, and the sender's "read").
+func TestAMessageToTheOpenChatOfAHiddenTabIsReadOnReturn(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"h1","type":"text","body":"first"}`); err != nil {
+		t.Fatal(err)
+	}
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens bob's chat, then her tab goes to the background",
+		click(`[data-conv="d:bob"]`),
+		poll(shows("first", false)),
+		setHidden(true),
+	)
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"h2","type":"text","body":"while hidden"}`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "it arrives, counted unread",
+		poll(shows("while hidden", false)),
+		poll(`document.title === '(1) edgechat'`),
+	)
+	unread := func() (int, error) {
+		var res struct {
+			Conversations []struct {
+				Peer   string
+				Unread int
+			}
+		}
+		if err := json.Unmarshal(apiCall(t, "GET", n.HTTPURL+"/chat/conversations", n.Token(t, "alice"), ""), &res); err != nil {
+			return 0, err
+		}
+		for _, c := range res.Conversations {
+			if c.Peer == "bob" {
+				return c.Unread, nil
+			}
+		}
+		return 0, fmt.Errorf("no conversation with bob")
+	}
+	if k, err := unread(); err != nil || k != 1 {
+		t.Fatalf("while the tab is hidden the server counts %d unread (%v), want 1", k, err)
+	}
+	run(t, alice, "alice comes back to the tab", setHidden(false), poll(`document.title === 'edgechat'`))
+	if err := waitUntil(5*time.Second, 50*time.Millisecond, func() error {
+		if k, err := unread(); err != nil || k != 0 {
+			return fmt.Errorf("the server counts %d unread (%v)", k, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("alice saw bob's message in the open chat: %v", err)
+	}
+}
