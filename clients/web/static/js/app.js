@@ -4,7 +4,7 @@
 import { Api, ApiError } from './api.js';
 import { Connection, newCid } from './conn.js';
 import { Store, cmpID } from './store.js';
-import { MediaCache, ready, upload } from './media.js';
+import { MediaCache, fetchBlobURL, ready, upload } from './media.js';
 import { GroupPanel, People } from './people.js';
 import { Recorder, canRecord } from './voice.js';
 import * as v from './views.js';
@@ -25,6 +25,18 @@ class App {
     this.subscribed = new Set();
     this.catchUps = 0; // catch-ups started: a retrying one stops when a newer starts
     this.asking = new Set();
+    // Once for the page's life (start runs at every sign-in): heartbeats
+    // only while the user is active, so that presence shows "inactive"
+    // when they step away; what came into the open conversation while
+    // the tab was hidden is read when it shows.
+    for (const e of ['keydown', 'pointerdown', 'pointermove', 'focus']) {
+      window.addEventListener(e, () => { this.lastActive = Date.now(); }, { passive: true });
+    }
+    document.addEventListener('visibilitychange', () => {
+      const store = this.store;
+      const c = store && store.current && store.convs.get(store.current);
+      if (!document.hidden && c && c.unread) { this.markRead(c); store.changed(); }
+    });
   }
 
   async boot() {
@@ -35,6 +47,8 @@ class App {
   stop() {
     if (this.groupPanel) this.groupPanel.close();
     this.groupPanel = null;
+    if (this.media) this.media.clear();
+    this.media = null;
     clearInterval(this.heartbeat);
     this.subscribed.clear();
     if (this.conn) this.conn.stop();
@@ -194,15 +208,6 @@ class App {
         const gid = ev.detail.data && ev.detail.data.gid;
         if (this.groupPanel && this.groupPanel.isOpen && this.groupPanel.gid === gid) this.groupPanel.refresh();
       }
-    });
-    // Heartbeats only while the user is active, so that presence shows
-    // "inactive" when they step away.
-    for (const e of ['keydown', 'pointerdown', 'pointermove', 'focus']) {
-      window.addEventListener(e, () => { this.lastActive = Date.now(); }, { passive: true });
-    }
-    document.addEventListener('visibilitychange', () => {
-      const c = store.current && store.convs.get(store.current);
-      if (!document.hidden && c && c.unread) { this.markRead(c); store.changed(); }
     });
     const meta = document.querySelector('meta[name="edgechat-heartbeat"]');
     const every = Math.max(100, Number(meta && meta.content) || 10000);
@@ -622,10 +627,21 @@ class App {
     store.changed();
   }
 
+  // view opens the full file in a dialog: the cached URL when the
+  // message shows it already (a picture without a preview), else read
+  // for the dialog alone and revoked when it closes (files are large).
   async view(md) {
+    const path = `/media/${encodeURIComponent(md.id)}`;
     try {
-      const url = await this.media.get(`/media/${encodeURIComponent(md.id)}`);
-      const d = v.viewer(md, url, () => d.remove());
+      const cached = this.media.now(path);
+      const url = cached || await fetchBlobURL(this.api, path);
+      let open = true;
+      const d = v.viewer(md, url, () => {
+        if (!open) return; // the close button, then the dialog's close event
+        open = false;
+        d.remove();
+        if (!cached) URL.revokeObjectURL(url);
+      });
       document.body.append(d);
       d.showModal();
     } catch (e) {

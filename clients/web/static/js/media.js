@@ -40,33 +40,93 @@ export async function ready(api, id, timeoutMs = 60000) {
   throw new Error('the file is still being processed; try again');
 }
 
-// blobURL fetches a media path with the token and gives a blob: URL,
-// cached per path for the page's life.
+// fetchBlob reads a media path with the token (again after a refresh
+// on 401).
+async function fetchBlob(api, path) {
+  const get = () => fetch(api.base + path, { headers: { Authorization: `Bearer ${api.token}` } });
+  let res = await get();
+  if (res.status === 401) { await api.refresh(); res = await get(); }
+  if (!res.ok) throw new Error(`media: ${res.status}`);
+  return res.blob();
+}
+
+// fetchBlobURL gives a blob: URL of a media path, which the caller
+// revokes.
+export async function fetchBlobURL(api, path) {
+  return URL.createObjectURL(await fetchBlob(api, path));
+}
+
+// MediaCache holds blob: URLs of the media shown in messages (previews,
+// voice notes) by path, the least recently used dropped (and revoked)
+// beyond max entries or maxBytes: a page left open for days would
+// otherwise keep every picture it ever showed. A URL an element of the
+// page still shows is kept (an <audio> could not play it any more).
 export class MediaCache {
-  constructor(api) {
+  constructor(api, { max = 200, maxBytes = 64 << 20 } = {}) {
     this.api = api;
-    this.urls = new Map();
-    this.done = new Map(); // path → blob: URL, for renders after the first
+    this.max = max;
+    this.maxBytes = maxBytes;
+    this.bytes = 0;
+    this.entries = new Map(); // path → {promise, url, size}, oldest use first
   }
 
+  // now is the blob: URL of path if it is at hand (renders after the first).
   now(path) {
-    return this.done.get(path);
+    const e = this.entries.get(path);
+    if (!e || !e.url) return undefined;
+    this.touch(path, e);
+    return e.url;
   }
 
   get(path) {
-    if (!this.urls.has(path)) {
-      this.urls.set(path, (async () => {
-        const get = () => fetch(this.api.base + path, { headers: { Authorization: `Bearer ${this.api.token}` } });
-        let res = await get();
-        if (res.status === 401) { await this.api.refresh(); res = await get(); }
-        if (!res.ok) throw new Error(`media: ${res.status}`);
-        const url = URL.createObjectURL(await res.blob());
-        this.done.set(path, url);
-        return url;
-      })().catch((e) => { this.urls.delete(path); throw e; }));
+    let e = this.entries.get(path);
+    if (e) {
+      this.touch(path, e);
+      return e.promise;
     }
-    return this.urls.get(path);
+    e = { url: null, size: 0 };
+    e.promise = (async () => {
+      const blob = await fetchBlob(this.api, path);
+      if (this.entries.get(path) !== e) throw new Error('media: cleared'); // clear() ran meanwhile
+      e.url = URL.createObjectURL(blob);
+      e.size = blob.size;
+      this.bytes += blob.size;
+      this.evict();
+      return e.url;
+    })().catch((err) => { if (this.entries.get(path) === e) this.entries.delete(path); throw err; });
+    this.entries.set(path, e);
+    return e.promise;
   }
+
+  touch(path, e) {
+    this.entries.delete(path);
+    this.entries.set(path, e);
+  }
+
+  // evict drops the oldest entries beyond the bounds, but none still
+  // loading or shown.
+  evict() {
+    let over = this.entries.size - this.max;
+    for (const [path, e] of this.entries) {
+      if (over <= 0 && this.bytes <= this.maxBytes) return;
+      if (!e.url || inUse(e.url)) continue;
+      this.entries.delete(path);
+      this.bytes -= e.size;
+      URL.revokeObjectURL(e.url);
+      over--;
+    }
+  }
+
+  // clear revokes every URL (the user signed out).
+  clear() {
+    for (const e of this.entries.values()) if (e.url) URL.revokeObjectURL(e.url);
+    this.entries.clear();
+    this.bytes = 0;
+  }
+}
+
+function inUse(url) {
+  return !!document.querySelector(`[src="${CSS.escape(url)}"]`);
 }
 
 export function sizeText(n) {
