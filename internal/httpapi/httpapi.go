@@ -187,6 +187,18 @@ func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
 	return DecodeJSONBytes(body, v)
 }
 
+// DecodeJSONTyped is DecodeJSON for the endpoints a browser's session
+// cookie works on (/auth/*): the Content-Type must be there too. A page
+// of another origin of the same site (SameSite cookies go along) can POST
+// a body without one (fetch of a Blob in no-cors mode), never one that
+// says application/json without a CORS preflight the gateway refuses.
+func DecodeJSONTyped(r *http.Request, v any, maxBytes int64) error {
+	if r.Header.Get("Content-Type") == "" {
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupported, "content type must be application/json")
+	}
+	return DecodeJSON(r, v, maxBytes)
+}
+
 // DecodeJSONBytes is DecodeJSON's strict decoding of an in-memory body.
 func DecodeJSONBytes(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))

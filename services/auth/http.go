@@ -147,7 +147,7 @@ func decodeLogout(body []byte) (logoutRequest, error) {
 
 func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 	var req registerRequest
-	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+	if err := httpapi.DecodeJSONTyped(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -185,7 +185,7 @@ func (s *Service) handleLookup(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	var req loginRequest
-	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+	if err := httpapi.DecodeJSONTyped(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -216,7 +216,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	var req refreshRequest
-	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+	if err := httpapi.DecodeJSONTyped(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
@@ -245,7 +245,7 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 	var req logoutRequest
-	if err := httpapi.DecodeJSON(r, &req, maxAuthBody); err != nil {
+	if err := httpapi.DecodeJSONTyped(r, &req, maxAuthBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}

@@ -101,3 +101,68 @@ func TestCookieSession(t *testing.T) {
 		t.Fatal("plain login lost its refresh token")
 	}
 }
+
+// The endpoints a browser's session cookie works on refuse a body that
+// does not say it is JSON, also one with no Content-Type at all, which
+// a page of another origin of the same site can send along with the
+// SameSite cookie (fetch of a Blob, no-cors): a forged refresh would
+// rotate the cookie, a forged login sign the browser into another
+// account, a forged logout end the session.
+func TestCookieEndpointsTakeOnlyJSON(t *testing.T) {
+	e := newEnv(t)
+	e.register("alice", "password1")
+	srv := httptest.NewServer(e.mux)
+	t.Cleanup(srv.Close)
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Jar: jar}
+	post := func(path, contentType, body string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	authURL, _ := url.Parse(srv.URL + "/auth/refresh")
+	cookie := func() string {
+		for _, ck := range jar.Cookies(authURL) {
+			if ck.Name == SessionCookie {
+				return ck.Value
+			}
+		}
+		return ""
+	}
+	login := `{"username":"alice","password":"password1","session":"cookie"}`
+	for _, ct := range []string{"", "text/plain"} {
+		if code := post("/auth/login", ct, login); code != http.StatusUnsupportedMediaType || cookie() != "" {
+			t.Fatalf("login with Content-Type %q: %d, cookie %q", ct, code, cookie())
+		}
+	}
+	if code := post("/auth/login", "application/json", login); code != http.StatusOK || cookie() == "" {
+		t.Fatalf("login: %d", code)
+	}
+	had := cookie()
+	for _, path := range []string{"/auth/refresh", "/auth/logout"} {
+		if code := post(path, "", `{}`); code != http.StatusUnsupportedMediaType || cookie() != had {
+			t.Fatalf("%s without a Content-Type: %d (the cookie changed: %v)", path, code, cookie() != had)
+		}
+	}
+	if code := post("/auth/register", "", `{"username":"mallory","password":"password2"}`); code != http.StatusUnsupportedMediaType {
+		t.Fatalf("register without a Content-Type: %d", code)
+	}
+	// The session is whole: it refreshes (rotating the cookie) and signs out.
+	if code := post("/auth/refresh", "application/json; charset=utf-8", `{}`); code != http.StatusOK || cookie() == had {
+		t.Fatalf("refresh: %d", code)
+	}
+	if code := post("/auth/logout", "application/json", `{}`); code != http.StatusNoContent || cookie() != "" {
+		t.Fatalf("logout: %d", code)
+	}
+}

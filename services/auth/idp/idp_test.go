@@ -437,6 +437,7 @@ func TestExchangeNamesTheDevice(t *testing.T) {
 		body, _ := json.Marshal(map[string]string{"subjectToken": e.op.Token(idptest.Claims{"sub": "u-1", "preferred_username": "sam"}), "device": device})
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/auth/oidc/test/token", bytes.NewReader(body))
 		req.Header.Set("User-Agent", "edgechat-cli/1")
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -527,5 +528,25 @@ func TestAudienceListAndConfiguredAudience(t *testing.T) {
 	}
 	if status, _ := e.exchange("test", e.op.Token(idptest.Claims{"sub": "b"})); status != 401 {
 		t.Fatalf("aud = client ID when another audience is configured: %d", status)
+	}
+}
+
+// The token exchange, which may set the browser's session cookie, takes
+// only a body that says it is JSON (see auth's TestCookieEndpointsTakeOnlyJSON).
+func TestExchangeTakesOnlyJSON(t *testing.T) {
+	e := newEnv(t)
+	tok := e.op.Token(idptest.Claims{"sub": "u-1", "preferred_username": "Alice"})
+	body, _ := json.Marshal(map[string]string{"subjectToken": tok, "session": "cookie"})
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/auth/oidc/test/token", bytes.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType || len(resp.Cookies()) != 0 || e.accounts() != 0 {
+		t.Fatalf("an exchange without a Content-Type: %d, cookies %v, %d accounts", resp.StatusCode, resp.Cookies(), e.accounts())
+	}
+	if code, _ := e.exchange("test", tok); code != http.StatusOK {
+		t.Fatalf("the exchange: %d", code)
 	}
 }

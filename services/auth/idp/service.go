@@ -405,7 +405,7 @@ func (s *Service) handleProviders(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleExchange(w http.ResponseWriter, r *http.Request) {
 	var req exchangeRequest
-	if err := httpapi.DecodeJSON(r, &req, maxExchangeBody); err != nil {
+	if err := httpapi.DecodeJSONTyped(r, &req, maxExchangeBody); err != nil {
 		httpapi.WriteError(w, err)
 		s.m.exchanges.WithLabelValues("bad_request").Inc()
 		return
