@@ -581,17 +581,41 @@ class App {
     this.input.value = '';
     this.drafts.delete(c.key);
     store.changed();
-    try {
-      await this.conn.sendText(c, cid, body, replyTo);
-      // Committed; the stored copy (with its ID) replaces the pending one
-      // when it comes back on user/{me}/newMessage.
-      store.setPending(c, cid, 'sent');
-    } catch (e) {
-      // 0x87 (not authorized; mqtt.js says "Not authorized") for a direct
-      // message: the peer blocked me (the HTTP API answers 403 forbidden).
-      const err = c.peer && /0x87|not authorized/i.test(e.message) ? new Error(`not allowed: ${c.peer} does not accept your messages`) : e;
-      store.setPending(c, cid, 'failed', { error: err.message });
-      this.showError(err);
+    await this.publish(c, cid, () => this.conn.sendText(c, cid, body, replyTo));
+  }
+
+  // publish sends the pending message cid of c (sendOnce publishes it).
+  // Refused with 0x83 (not committed: no quorum, a timeout) it is sent
+  // again with the same cid, as protocol.md asks (the server keeps one
+  // message per cid), backing off 0.5 to 4 s; failed for good it shows a
+  // Retry that sends it again under the same cid: writing it anew, with a
+  // new cid, stored it twice when the first had been committed after all.
+  async publish(c, cid, sendOnce) {
+    const store = this.store;
+    for (let delay = 500; ; delay *= 2) {
+      try {
+        await sendOnce();
+        // Committed; the stored copy (with its ID) replaces the pending one
+        // when it comes back on user/{me}/newMessage.
+        store.setPending(c, cid, 'sent');
+        break;
+      } catch (e) {
+        if (e.code === 0x83 && delay <= 4000 && store === this.store) {
+          await new Promise((done) => setTimeout(done, delay));
+          continue;
+        }
+        // 0x87 (not authorized; mqtt.js says "Not authorized") for a direct
+        // message: the peer blocked me (the HTTP API answers 403 forbidden).
+        const err = c.peer && /0x87|not authorized/i.test(e.message) ? new Error(`not allowed: ${c.peer} does not accept your messages`) : e;
+        store.setPending(c, cid, 'failed', { error: err.message, retry: () => {
+          if (store !== this.store) return;
+          store.setPending(c, cid, 'pending', { error: '', retry: null });
+          store.changed();
+          this.publish(c, cid, sendOnce);
+        } });
+        this.showError(err);
+        break;
+      }
     }
     store.changed();
   }
@@ -609,8 +633,9 @@ class App {
     this.drafts.delete(c.key);
     store.addPending(c, cid, caption || f.name, { progress: 0 });
     store.changed();
+    let id;
     try {
-      const id = await upload(this.api, f, (p) => {
+      id = await upload(this.api, f, (p) => {
         store.setPending(c, cid, 'pending', { progress: p });
         const bar = this.messagesEl.querySelector(`[data-cid="${cid}"] progress`);
         if (bar) bar.value = p; // no full render per progress event
@@ -618,13 +643,13 @@ class App {
       store.setPending(c, cid, 'pending', { progress: 1 });
       store.changed();
       await ready(this.api, id);
-      await this.conn.sendMedia(c, cid, id, caption);
-      store.setPending(c, cid, 'sent');
     } catch (e) {
       store.setPending(c, cid, 'failed', { error: e.message });
       this.showError(e);
+      store.changed();
+      return;
     }
-    store.changed();
+    await this.publish(c, cid, () => this.conn.sendMedia(c, cid, id, caption));
   }
 
   // view opens the full file in a dialog: the cached URL when the

@@ -206,7 +206,9 @@ export class Connection extends EventTarget {
       if (!this.client) { reject(new Error('not connected')); return; }
       this.client.publish(topic, JSON.stringify(env), { qos: 1 }, (err, packet) => {
         if (err) reject(err);
-        else if (packet && packet.reasonCode >= 0x80) reject(new Error(`refused (0x${packet.reasonCode.toString(16)})`));
+        else if (packet && packet.reasonCode >= 0x80) {
+          reject(Object.assign(new Error(`refused (0x${packet.reasonCode.toString(16)})`), { code: packet.reasonCode }));
+        }
         else resolve();
       });
     });

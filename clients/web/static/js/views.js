@@ -211,10 +211,11 @@ export function messageItems(store, c, cache, onView, onReply) {
   for (const p of c.pending.values()) {
     items.push({
       key: `cid:${p.cid}`,
-      sig: `${p.state}\u0000${p.error || ''}\u0000${p.progress === undefined ? '' : p.progress >= 1 ? 'done' : 'up'}`,
+      sig: `${p.state}\u0000${p.error || ''}\u0000${p.progress === undefined ? '' : p.progress >= 1 ? 'done' : 'up'}\u0000${p.retry ? 'r' : ''}`,
       make: () => h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
         linkify(p.body || ''), p.progress !== undefined ? h('progress', { class: 'upload', max: '1', value: String(p.progress), 'aria-label': 'Upload progress' }) : null,
-        h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…')),
+        h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…',
+          p.state === 'failed' && p.retry ? h('button', { type: 'button', class: 'retry', onclick: p.retry }, 'Retry') : null)),
     });
   }
   return items;
