@@ -37,7 +37,7 @@ func TestLargeGroupAcrossThreeNodes(t *testing.T) {
 					continue
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				if _, err := n.Auth.CreateAccount(ctx, names[i], nodetest.Password(names[i]), names[i]); err != nil {
+				if err := n.CreateAccount(ctx, names[i], names[i]); err != nil {
 					t.Errorf("account %s: %v", names[i], err)
 				}
 				cancel()

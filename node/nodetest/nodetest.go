@@ -152,19 +152,30 @@ func (n *Node) NewUser(t testing.TB, name string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := n.Auth.CreateAccount(ctx, name, Password(name), strings.ToUpper(name[:1])+name[1:])
+	if err := n.CreateAccount(ctx, name, strings.ToUpper(name[:1])+name[1:]); err != nil {
+		t.Fatalf("nodetest: creating %s: %v", name, err)
+	}
+	return n.Token(t, name)
+}
+
+// CreateAccount registers name (password Password(name)) as a client
+// would: again while the cluster cannot commit (a leader change on a
+// starved test machine), an attempt left unknown counting as done if it
+// committed. Safe from any goroutine.
+func (n *Node) CreateAccount(ctx context.Context, name, displayName string) error {
+	_, err := n.Auth.CreateAccount(ctx, name, Password(name), displayName)
 	for retried := false; err != nil; retried = true {
 		switch {
 		case retried && errors.Is(err, auth.ErrUsernameTaken):
-			err = nil // the attempt a leader change left unknown did commit
+			return nil // the attempt a leader change left unknown did commit
 		case errors.Is(err, wire.ErrUnavailable) && ctx.Err() == nil:
 			time.Sleep(50 * time.Millisecond)
-			_, err = n.Auth.CreateAccount(ctx, name, Password(name), strings.ToUpper(name[:1])+name[1:])
+			_, err = n.Auth.CreateAccount(ctx, name, Password(name), displayName)
 		default:
-			t.Fatalf("nodetest: creating %s: %v", name, err)
+			return err
 		}
 	}
-	return n.Token(t, name)
+	return nil
 }
 
 // Token logs name in and returns a fresh access token.
