@@ -281,7 +281,11 @@ class App {
     for (const item of res.conversations || []) {
       const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
       if (item.lastMessage) store.add(item.lastMessage, false);
-      c.unread = store.current === c.key && !document.hidden ? 0 : item.unread;
+      // A count the server made before this page's read of its newest
+      // message committed (a hidden tab takes it as it is) would count
+      // what the user has seen.
+      const readAll = item.lastMessage && c.readUpTo && cmpID(c.readUpTo, item.lastMessage.id) >= 0;
+      c.unread = (store.current === c.key && !document.hidden) || readAll ? 0 : item.unread;
     }
     store.changed();
   }
@@ -566,6 +570,7 @@ class App {
   markRead(c) {
     c.unread = 0;
     const last = c.last;
+    if (last) c.readUpTo = last.id;
     if (last && last.from !== this.store.me) this.api.read(c, last.id).catch(() => {});
   }
 
