@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -37,6 +38,16 @@ func TestSyncAfterSubscribeSeesWhatAFollowerDeliveredFirst(t *testing.T) {
 	follower := followers[0]
 	d1 := mustConnectV5(t, follower.MQTTURL, "bob", "d1", bobTok)
 	d1.MustSub(t, "user/bob/newMessage")
+	// d1's registration in the client registry is proposed in the
+	// background: applied on the leader before its apply is held, or it
+	// takes the leader's one entry in flight and the message below waits
+	// behind it until the release (it did, once, on a loaded machine).
+	checkFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if got := lookupOn(t, leader, "bob/d1"); got != follower.Config.NodeID {
+			return fmt.Errorf("the leader's registry names %q for bob/d1", got)
+		}
+		return nil
+	})
 	// A read on the leader first, so that the rounds below are the
 	// leader check of an established term, not its first barrier.
 	if st := api(t, leader, bobTok, "GET", "/chat/sync", nil, nil); st != 200 {
