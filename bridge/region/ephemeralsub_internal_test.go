@@ -25,55 +25,35 @@ type oldRegion struct {
 
 func (o *oldRegion) serve(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-			o.mu.Lock()
-			o.subs = append(o.subs, nil)
-			conn := len(o.subs) - 1
-			o.mu.Unlock()
-			go o.conn(c, conn)
-		}
-	}()
-	return "tcp://" + ln.Addr().String()
+	return fakePeer(t, func(c net.Conn) {
+		o.mu.Lock()
+		o.subs = append(o.subs, nil)
+		conn := len(o.subs) - 1
+		o.mu.Unlock()
+		go o.conn(c, conn)
+	})
 }
 
 func (o *oldRegion) conn(c net.Conn, conn int) {
-	for {
-		cp, err := packets.ReadPacket(c)
-		if err != nil {
+	answerMQTT(c, func(p any) {
+		sub, ok := p.(*packets.Subscribe)
+		if !ok {
 			return
 		}
-		switch p := cp.Content.(type) {
-		case *packets.Connect:
-			_, _ = packets.NewControlPacket(packets.CONNACK).WriteTo(c)
-		case *packets.Subscribe:
-			sa := packets.NewControlPacket(packets.SUBACK)
-			sa.Content.(*packets.Suback).PacketID = p.PacketID
-			o.mu.Lock()
-			for _, s := range p.Subscriptions {
-				code := byte(0)
-				if s.Topic == o.refuse {
-					code = 0x87
-				}
-				sa.Content.(*packets.Suback).Reasons = append(sa.Content.(*packets.Suback).Reasons, code)
-				o.subs[conn] = append(o.subs[conn], s.Topic)
+		sa := packets.NewControlPacket(packets.SUBACK)
+		sa.Content.(*packets.Suback).PacketID = sub.PacketID
+		o.mu.Lock()
+		for _, s := range sub.Subscriptions {
+			code := byte(0)
+			if s.Topic == o.refuse {
+				code = 0x87
 			}
-			o.mu.Unlock()
-			_, _ = sa.WriteTo(c)
-		case *packets.Pingreq:
-			_, _ = packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
+			sa.Content.(*packets.Suback).Reasons = append(sa.Content.(*packets.Suback).Reasons, code)
+			o.subs[conn] = append(o.subs[conn], s.Topic)
 		}
-	}
+		o.mu.Unlock()
+		_, _ = sa.WriteTo(c)
+	})
 }
 
 type oneRoute []string

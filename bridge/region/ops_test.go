@@ -35,27 +35,37 @@ func links(t *testing.T, n *nodetest.Node, tok string) linksAnswer {
 	return a
 }
 
+// retentionLinked starts region eu linked to us, the link keeping a
+// message 3 s and warning of a backlog after 200 ms, with alice of eu
+// (an admin, as the first account) connected and bob of us; send
+// publishes alice's text message cid to bob.
+func retentionLinked(t *testing.T) (eu, us *region, adminTok, bobTok string, send func(cid string)) {
+	t.Helper()
+	eu, us = startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) {
+		c.LinkRetention = 3 * time.Second
+		c.LinkBacklogWarn = 200 * time.Millisecond
+	}))
+	adminTok = eu.newUser(t, "alice") // the first account is an admin
+	bobTok = us.newUser(t, "bob")
+	alice := connect(t, eu.nodes[0], "alice", "phone", adminTok)
+	send = func(cid string) {
+		t.Helper()
+		if code, ack := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg(cid, cid)); code != 0 {
+			t.Fatalf("PUBACK %#x %q", code, ack.Properties.ReasonString)
+		}
+	}
+	return eu, us, adminTok, bobTok, send
+}
+
 // GET /admin/links shows a link's state, backlog, age of the oldest
 // queued message and traffic; a backlog older than --link-backlog-warn
 // is a warning in /readyz; messages queued longer than --link-retention
 // are dropped (counted) and never reach the other region, and the link
 // goes on with what comes after.
 func TestLinkStatusWarningAndRetention(t *testing.T) {
-	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) {
-		c.LinkRetention = 3 * time.Second
-		c.LinkBacklogWarn = 200 * time.Millisecond
-	}))
-	adminTok := eu.newUser(t, "alice") // the first account is an admin
-	bobTok := us.newUser(t, "bob")
-	alice := connect(t, eu.nodes[0], "alice", "phone", adminTok)
+	eu, us, adminTok, bobTok, send := retentionLinked(t)
 	if c := call(t, eu.nodes[0], bobTok, "GET", "/admin/links", nil, nil); c != http.StatusUnauthorized && c != http.StatusForbidden {
 		t.Fatalf("GET /admin/links with another region's token: %d", c)
-	}
-	send := func(cid string) {
-		t.Helper()
-		if code, ack := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg(cid, cid)); code != 0 {
-			t.Fatalf("PUBACK %#x %q", code, ack.Properties.ReasonString)
-		}
 	}
 	bodies := func() string {
 		var got []string
@@ -132,19 +142,7 @@ func TestLinkStatusWarningAndRetention(t *testing.T) {
 // was down), the change waits and reaches the other region when the
 // link is back, and the backlog counts only what waits.
 func TestRetentionDropsMessagesBehindAContactChange(t *testing.T) {
-	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) {
-		c.LinkRetention = 3 * time.Second
-		c.LinkBacklogWarn = 200 * time.Millisecond
-	}))
-	adminTok := eu.newUser(t, "alice") // the first account is an admin
-	bobTok := us.newUser(t, "bob")
-	alice := connect(t, eu.nodes[0], "alice", "phone", adminTok)
-	send := func(cid string) {
-		t.Helper()
-		if code, ack := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg(cid, cid)); code != 0 {
-			t.Fatalf("PUBACK %#x %q", code, ack.Properties.ReasonString)
-		}
-	}
+	eu, us, adminTok, bobTok, send := retentionLinked(t)
 	send("m1")
 	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if l := links(t, eu.nodes[0], adminTok).Links[0]; l.State != "up" || l.Backlog != 0 {

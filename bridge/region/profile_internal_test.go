@@ -17,33 +17,12 @@ import (
 // publish with a response topic) with answer on the response topic.
 func fakeRegion(t *testing.T, answer []byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-			go serveFake(c, answer)
-		}
-	}()
-	return "tcp://" + ln.Addr().String()
+	return fakePeer(t, func(c net.Conn) { go serveFake(c, answer) })
 }
 
 func serveFake(c net.Conn, answer []byte) {
-	for {
-		cp, err := packets.ReadPacket(c)
-		if err != nil {
-			return
-		}
-		switch p := cp.Content.(type) {
-		case *packets.Connect:
-			_, _ = packets.NewControlPacket(packets.CONNACK).WriteTo(c)
+	answerMQTT(c, func(p any) {
+		switch p := p.(type) {
 		case *packets.Subscribe:
 			sa := packets.NewControlPacket(packets.SUBACK)
 			sa.Content.(*packets.Suback).PacketID = p.PacketID
@@ -60,10 +39,8 @@ func serveFake(c net.Conn, answer []byte) {
 			pa := packets.NewControlPacket(packets.PUBACK)
 			pa.Content.(*packets.Puback).PacketID = p.PacketID
 			_, _ = pa.WriteTo(c)
-		case *packets.Pingreq:
-			_, _ = packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
 		}
-	}
+	})
 }
 
 // A linked region answering a profile request with
