@@ -1,15 +1,11 @@
 package push_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgechat/edgechat/bridge/push"
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -173,31 +169,7 @@ func TestADeadTokenRegisteredAgainMeanwhileIsKept(t *testing.T) {
 // down).
 func runSender(t *testing.T, w *world, p push.Provider, cfg push.SenderConfig) (stop func()) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	m, err := push.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := push.NewSender(cfg, push.SenderDeps{Outbox: w, Registrations: w, Preferences: w, Archive: w,
-		Directory: w, Connections: w, Leadership: w, Provider: push.Counted(p, m), Metrics: m, Registerer: reg,
-		Logger: testutil.QuietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				t.Error("sender did not stop")
-			}
-		})
-	}
+	_, _, stop = launchSender(t, w, p, cfg)
 	t.Cleanup(stop)
 	return stop
 }
@@ -301,20 +273,8 @@ func (d failingGroups) Group(string) (string, []string, error) { return "", nil,
 
 func startWithDirectory(t *testing.T, w *world, dir push.Directory) {
 	t.Helper()
-	reg := prometheus.NewRegistry()
-	m, err := push.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := push.NewSender(push.SenderConfig{NoGrace: true}, push.SenderDeps{Outbox: w, Registrations: w,
-		Preferences: w, Archive: w, Directory: dir, Connections: w, Leadership: w, Provider: push.Counted(&scripted{}, m),
-		Metrics: m, Registerer: reg, Logger: testutil.QuietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	s, _ := newSender(t, w, &scripted{}, push.SenderConfig{NoGrace: true}, func(d *push.SenderDeps) { d.Directory = dir })
+	cancel, done := goRun(s)
 	t.Cleanup(func() { cancel(); <-done })
 }
 
@@ -394,20 +354,8 @@ func TestAFailedReadWhenDecidingPlansTheMessageAgain(t *testing.T) {
 				}
 				return push.Result{Outcome: push.Delivered, Status: 200}, nil
 			}}
-			reg := prometheus.NewRegistry()
-			m, err := push.NewMetrics(reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := push.NewSender(push.SenderConfig{NoGrace: true}, push.SenderDeps{Outbox: w, Registrations: w,
-				Preferences: prefs, Archive: w, Directory: w, Connections: w, Leadership: w, Provider: push.Counted(p, m),
-				Metrics: m, Registerer: reg, Logger: testutil.QuietLogger()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Run(ctx) }()
+			s, _ := newSender(t, w, p, push.SenderConfig{NoGrace: true}, func(d *push.SenderDeps) { d.Preferences = prefs })
+			cancel, done := goRun(s)
 			t.Cleanup(func() { cancel(); <-done })
 			testutil.CheckFor(t, 15*time.Second, 10*time.Millisecond, func() error {
 				if w.queuedCount() != 0 {

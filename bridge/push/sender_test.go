@@ -221,29 +221,60 @@ func (w *world) register(uid, name string, d push.Device) {
 // startSender runs a sender over w until the test ends.
 func startSender(t *testing.T, w *world, p push.Provider, cfg push.SenderConfig) (*push.Sender, *prometheus.Registry) {
 	t.Helper()
+	s, reg, stop := launchSender(t, w, p, cfg)
+	t.Cleanup(stop)
+	return s, reg
+}
+
+// launchSender runs a sender over w until stop, which (the first time)
+// cancels it and waits up to 10 s for it to return.
+func launchSender(t *testing.T, w *world, p push.Provider, cfg push.SenderConfig) (s *push.Sender, reg *prometheus.Registry, stop func()) {
+	t.Helper()
+	s, reg = newSender(t, w, p, cfg, nil)
+	cancel, done := goRun(s)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("sender did not stop")
+			}
+		})
+	}
+	return s, reg, stop
+}
+
+// newSender builds a sender with cfg over w and p, counted in the
+// sender's metrics; edit, unless nil, first changes its dependencies
+// (another directory, other preferences).
+func newSender(t *testing.T, w *world, p push.Provider, cfg push.SenderConfig, edit func(*push.SenderDeps)) (*push.Sender, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := push.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := push.NewSender(cfg, push.SenderDeps{Outbox: w, Registrations: w, Preferences: w, Archive: w,
+	deps := push.SenderDeps{Outbox: w, Registrations: w, Preferences: w, Archive: w,
 		Directory: w, Connections: w, Leadership: w, Provider: push.Counted(p, m), Metrics: m, Registerer: reg,
-		Logger: testutil.QuietLogger()})
+		Logger: testutil.QuietLogger()}
+	if edit != nil {
+		edit(&deps)
+	}
+	s, err := push.NewSender(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("sender did not stop")
-		}
-	})
 	return s, reg
+}
+
+// goRun runs s until cancel; done has what Run returned.
+func goRun(s *push.Sender) (cancel context.CancelFunc, done <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(ctx) }()
+	return cancel, ran
 }
 
 // scripted is a provider whose answers a test scripts per token; it
