@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -129,6 +130,19 @@ func (e *env) post(path string, v any) resp {
 		e.t.Fatal(err)
 	}
 	return e.do(http.MethodPost, path, string(b), "192.0.2.1")
+}
+
+// browser serves e's handlers over real HTTP until the test ends and
+// returns the server and a client with a cookie jar, as a browser.
+func (e *env) browser(t *testing.T) (*httptest.Server, *cookiejar.Jar, *http.Client) {
+	t.Helper()
+	srv := httptest.NewServer(e.mux)
+	t.Cleanup(srv.Close)
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, jar, &http.Client{Jar: jar}
 }
 
 func (e *env) register(user, pw string) {

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -18,13 +16,7 @@ import (
 func TestCookieSession(t *testing.T) {
 	e := newEnv(t)
 	e.register("alice", "password1")
-	srv := httptest.NewServer(e.mux)
-	t.Cleanup(srv.Close)
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{Jar: jar}
+	srv, jar, c := e.browser(t)
 	post := func(path, body string) (int, Tokens, *http.Response) {
 		t.Helper()
 		res, err := c.Post(srv.URL+path, "application/json", strings.NewReader(body))
@@ -111,13 +103,7 @@ func TestCookieSession(t *testing.T) {
 func TestCookieEndpointsTakeOnlyJSON(t *testing.T) {
 	e := newEnv(t)
 	e.register("alice", "password1")
-	srv := httptest.NewServer(e.mux)
-	t.Cleanup(srv.Close)
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &http.Client{Jar: jar}
+	srv, jar, c := e.browser(t)
 	post := func(path, contentType, body string) int {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
