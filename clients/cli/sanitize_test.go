@@ -1,12 +1,10 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode"
@@ -16,23 +14,6 @@ import (
 	edgechat "github.com/edgechat/edgechat/clients/go"
 	"github.com/edgechat/edgechat/internal/testutil"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // evil carries what a peer could put into a body or a name: OSC 52
 // (write the victim's clipboard), OSC 0 (window title), a cursor
@@ -51,7 +32,7 @@ var sgr = regexp.MustCompile("\x1b\\[[0-9;]*m")
 func TestPeersEscapeSequencesNeverReachTheTerminal(t *testing.T) {
 	fc := &fakeClient{}
 	m := newModel(context.Background(), fc)
-	out := &lockedBuf{}
+	out := &testutil.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(nil), tea.WithOutput(out))
