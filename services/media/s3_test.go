@@ -19,26 +19,35 @@ import (
 	"github.com/edgechat/edgechat/services/media/store/storetest"
 )
 
-// The lifecycle against a real MinIO: media not read for ColdAfter moves
-// to the cold bucket and is still served (through a presigned URL of
-// the cold bucket); an unsent upload goes after a week.
-func TestColdTierOnMinIO(t *testing.T) {
+// minIOWorker starts a MinIO (bucket names its buckets) and a service
+// with cfg over it, with a scripted processor, on a fake clock that
+// starts at start; the service is waited for when the test ends.
+func minIOWorker(t *testing.T, bucket string, cfg Config, start time.Time) (*Service, *store.S3, *testutil.FakeClock) {
+	t.Helper()
 	m := storetest.StartMinIO(t)
-	ctx := context.Background()
-	st, err := store.NewS3(ctx, m.Config("cold"))
+	st, err := store.NewS3(context.Background(), m.Config(bucket))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	prop := fsmtest.New(t)
-	clock := testutil.NewFakeClock(time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
-	svc, err := New(Config{Node: "n1", Worker: true, SharedStore: true, ColdAfter: 30 * 24 * time.Hour, TempDir: t.TempDir()},
-		Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Store: st, Processor: &scriptedProc{}, Publisher: &fakePub{},
-			Logger: testutil.QuietLogger(), Now: clock.Now})
+	clock := testutil.NewFakeClock(start)
+	svc, err := New(cfg, Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Store: st, Processor: &scriptedProc{}, Publisher: &fakePub{},
+		Logger: testutil.QuietLogger(), Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(svc.Wait)
+	return svc, st, clock
+}
+
+// The lifecycle against a real MinIO: media not read for ColdAfter moves
+// to the cold bucket and is still served (through a presigned URL of
+// the cold bucket); an unsent upload goes after a week.
+func TestColdTierOnMinIO(t *testing.T) {
+	ctx := context.Background()
+	svc, st, clock := minIOWorker(t, "cold", Config{Node: "n1", Worker: true, SharedStore: true, ColdAfter: 30 * 24 * time.Hour, TempDir: t.TempDir()},
+		time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC))
 	rec, err := svc.Store(ctx, "alice", Upload{Name: "a.txt", ClaimedType: "text/plain", Size: 5, Body: strings.NewReader("hello")})
 	if err != nil {
 		t.Fatal(err)
@@ -158,22 +167,9 @@ func TestColdTransitionRuleOnMinIO(t *testing.T) {
 // quota), and what a PUT leaves after processing is deleted once the URL
 // has expired.
 func TestDirectUploadURLReusedAfterItsCheck(t *testing.T) {
-	m := storetest.StartMinIO(t)
 	ctx := context.Background()
-	st, err := store.NewS3(ctx, m.Config("reuse"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	prop := fsmtest.New(t)
-	clock := testutil.NewFakeClock(time.Now())
-	svc, err := New(Config{Node: "n1", Worker: true, SharedStore: true, MaxSize: 1000, TempDir: t.TempDir()},
-		Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Store: st, Processor: &scriptedProc{}, Publisher: &fakePub{},
-			Logger: testutil.QuietLogger(), Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Wait)
+	svc, st, clock := minIOWorker(t, "reuse", Config{Node: "n1", Worker: true, SharedStore: true, MaxSize: 1000, TempDir: t.TempDir()},
+		time.Now())
 	direct := func() (id, url string) {
 		t.Helper()
 		req := httptest.NewRequest("POST", "/media/uploads", strings.NewReader(`{"name":"a.txt","size":10,"contentType":"text/plain"}`))
