@@ -323,6 +323,16 @@ const (
 	signedOut   = `[!!document.querySelector('#username'), !!window.__w.document.querySelector('#username')]`
 )
 
+// cutAndHeal cuts the two tabs' connections through px until both are
+// offline, then lets them through again until both are back.
+func cutAndHeal(t *testing.T, tab1 context.Context, px *cutProxy) {
+	t.Helper()
+	px.cut()
+	run(t, tab1, "both tabs are offline", poll(bothOffline))
+	px.heal()
+	run(t, tab1, "both tabs are back", poll(bothOnline))
+}
+
 // Two tabs of one browser share the session cookie, and a refresh
 // rotates it: refreshed by both at once, the second is a reuse, the
 // server ends the session, and the browser is signed out. Reconnecting
@@ -336,10 +346,7 @@ func TestTwoTabsReconnectingKeepTheirSession(t *testing.T) {
 	tab1 := twoTabs(t, px)
 	for round := 1; round <= 3; round++ {
 		before := refreshCounts(n.HTTPURL)
-		px.cut()
-		run(t, tab1, "both tabs are offline", poll(bothOffline))
-		px.heal()
-		run(t, tab1, "both tabs are back", poll(bothOnline))
+		cutAndHeal(t, tab1, px)
 		// A refresh would be under way by now: each tab starts it as it
 		// reconnects.
 		err := waitUntil(2*time.Second, 50*time.Millisecond, func() error {
@@ -370,10 +377,7 @@ func TestTwoTabsRefreshingAtOnceKeepTheirSession(t *testing.T) {
 	tab1 := twoTabs(t, px)
 	for round := 1; round <= 3; round++ {
 		before := refreshCounts(n.HTTPURL)
-		px.cut()
-		run(t, tab1, "both tabs are offline", poll(bothOffline))
-		px.heal()
-		run(t, tab1, "both tabs are back", poll(bothOnline))
+		cutAndHeal(t, tab1, px)
 		nodetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
 			now := refreshCounts(n.HTTPURL)
 			if now["reused"] > 0 {

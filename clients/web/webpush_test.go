@@ -31,23 +31,14 @@ import (
 // own), which the test hands to the service worker as the browser's push
 // service would; the service worker shows it.
 func TestWebPushReachesTheServiceWorker(t *testing.T) {
-	wp := pushtest.StartWebPush(t, "")
-	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
-		c.WebPushSubject = "mailto:ops@example.com"
-		c.PushTLS = wp.TLSConfig()
-		c.PushGrace = 0
-	}))
+	wp, n := webPushNode(t)
 	bobTok := n.NewUser(t, "bob")
 	// alice's browser: the app's tab leaves for a plain page of the
 	// origin later (the app is then closed; that page looks at the
 	// notifications).
 	alice := browser(t)
 	run(t, alice, "notifications allowed for the app",
-		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, cdpbrowser.SetPermission, cdpbrowser.SetPermissionParams{
-				Permission: &cdpbrowser.PermissionDescriptor{Name: "notifications"}, Setting: cdpbrowser.PermissionSettingGranted, Origin: n.HTTPURL})
-			return err
-		}),
+		allowNotifications(n.HTTPURL),
 		chromedp.Navigate(n.HTTPURL+"/healthz"))
 	app := alice
 	register(t, app, n.HTTPURL, "alice")
@@ -193,6 +184,28 @@ func metricLines(base string, subs ...string) string {
 	return strings.Join(out, "\n")
 }
 
+// webPushNode starts a Web Push mock and a node that pushes to it at
+// once (no grace period).
+func webPushNode(t *testing.T) (*pushtest.WebPush, *nodetest.Node) {
+	t.Helper()
+	wp := pushtest.StartWebPush(t, "")
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.WebPushSubject = "mailto:ops@example.com"
+		c.PushTLS = wp.TLSConfig()
+		c.PushGrace = 0
+	}))
+	return wp, n
+}
+
+// allowNotifications grants the notifications permission to origin.
+func allowNotifications(origin string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, cdpbrowser.SetPermission, cdpbrowser.SetPermissionParams{
+			Permission: &cdpbrowser.PermissionDescriptor{Name: "notifications"}, Setting: cdpbrowser.PermissionSettingGranted, Origin: origin})
+		return err
+	})
+}
+
 // waitUntil calls fn every `every` until it returns nil or total passed
 // (then its last error): CheckFor for a step that may be retried.
 func waitUntil(total, every time.Duration, fn func() error) error {
@@ -212,20 +225,11 @@ func waitUntil(total, every time.Duration, fn func() error) error {
 // service worker would show its text to whoever uses it next), and the
 // page unsubscribes the browser from its push service.
 func TestSigningOutEndsThisBrowsersWebPush(t *testing.T) {
-	wp := pushtest.StartWebPush(t, "")
-	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
-		c.WebPushSubject = "mailto:ops@example.com"
-		c.PushTLS = wp.TLSConfig()
-		c.PushGrace = 0
-	}))
+	wp, n := webPushNode(t)
 	bobTok := n.NewUser(t, "bob")
 	alice := browser(t)
 	run(t, alice, "notifications allowed for the app",
-		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, cdpbrowser.SetPermission, cdpbrowser.SetPermissionParams{
-				Permission: &cdpbrowser.PermissionDescriptor{Name: "notifications"}, Setting: cdpbrowser.PermissionSettingGranted, Origin: n.HTTPURL})
-			return err
-		}))
+		allowNotifications(n.HTTPURL))
 	register(t, alice, n.HTTPURL, "alice")
 	device := eval[string](t, alice, `localStorage.getItem('edgechat-device') || ''`)
 	// Headless Chromium has no push service: what it would have given the
