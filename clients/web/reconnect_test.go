@@ -304,17 +304,19 @@ func refreshCounts(base string) map[string]float64 {
 	return out
 }
 
-// twoTabs signs alice in through px in one tab and opens a second tab
-// of the app in the same browser (the same session cookie), which the
-// first can look into (window.__w).
-func twoTabs(t *testing.T, px *cutProxy) context.Context {
+// twoTabs creates alice on n, signs her in through a cutProxy to n in
+// one tab and opens a second tab of the app in the same browser (the
+// same session cookie), which the first can look into (window.__w).
+func twoTabs(t *testing.T, n *nodetest.Node) (context.Context, *cutProxy) {
+	n.NewUser(t, "alice")
+	px := newCutProxy(t, n.HTTPURL)
 	tab1 := browser(t)
 	signIn(t, tab1, px.srv.URL, "alice")
 	run(t, tab1, "a second tab",
 		chromedp.Evaluate[chromedp.Void](`window.__w = window.open('/', '_blank'); undefined`),
 		poll(`!!(window.__w && window.__w.document.querySelector('.state[data-state="online"]'))`),
 	)
-	return tab1
+	return tab1, px
 }
 
 const (
@@ -341,9 +343,7 @@ func cutAndHeal(t *testing.T, tab1 context.Context, px *cutProxy) {
 // cut both).
 func TestTwoTabsReconnectingKeepTheirSession(t *testing.T) {
 	n := nodetest.StartNode(t)
-	n.NewUser(t, "alice")
-	px := newCutProxy(t, n.HTTPURL)
-	tab1 := twoTabs(t, px)
+	tab1, px := twoTabs(t, n)
 	for round := 1; round <= 3; round++ {
 		before := refreshCounts(n.HTTPURL)
 		cutAndHeal(t, tab1, px)
@@ -372,9 +372,7 @@ func TestTwoTabsRefreshingAtOnceKeepTheirSession(t *testing.T) {
 	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
 		c.AccessTTL = 30 * time.Second // under a minute: every reconnect refreshes
 	}))
-	n.NewUser(t, "alice")
-	px := newCutProxy(t, n.HTTPURL)
-	tab1 := twoTabs(t, px)
+	tab1, px := twoTabs(t, n)
 	for round := 1; round <= 3; round++ {
 		before := refreshCounts(n.HTTPURL)
 		cutAndHeal(t, tab1, px)
