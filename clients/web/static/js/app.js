@@ -281,11 +281,7 @@ class App {
     for (const item of res.conversations || []) {
       const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
       if (item.lastMessage) store.add(item.lastMessage, false);
-      // A count the server made before this page's read of its newest
-      // message committed (a hidden tab takes it as it is) would count
-      // what the user has seen.
-      const readAll = item.lastMessage && c.readUpTo && cmpID(c.readUpTo, item.lastMessage.id) >= 0;
-      c.unread = (store.current === c.key && !document.hidden) || readAll ? 0 : item.unread;
+      c.unread = store.current === c.key && !document.hidden ? 0 : listUnread(store, c, item);
     }
     store.changed();
   }
@@ -834,3 +830,20 @@ function store_oldest(store, c) {
 }
 
 new App(document.getElementById('app')).boot();
+
+// listUnread is a conversation's unread count from the list the server
+// answered, item, and what this page knows: the server counted up to its
+// newest message then (none of it if this page had read that far, its
+// read not yet committed when the list was made), and the messages from
+// others that arrived here since count too (the list may answer after
+// them).
+function listUnread(store, c, item) {
+  const newest = item.lastMessage && item.lastMessage.id;
+  if (!newest) return item.unread;
+  const read = c.readUpTo;
+  let n = read && cmpID(read, newest) >= 0 ? 0 : item.unread;
+  for (const [id, m] of c.messages) {
+    if (cmpID(id, newest) > 0 && m.from !== store.me && !(read && cmpID(id, read) <= 0)) n++;
+  }
+  return n;
+}
