@@ -264,9 +264,13 @@ type Broker struct {
 	// servingCh is closed by Run once the listeners take connections.
 	servingCh chan struct{}
 
-	conns   sync.Map     // *mqtt.Client -> *connInfo, live connections
-	users   userIndex    // uid -> live sessions, for DropGroupSubscriptions
-	nconn   atomic.Int64 // established connections
+	conns sync.Map     // *mqtt.Client -> *connInfo, live connections
+	users userIndex    // uid -> live sessions, for DropGroupSubscriptions
+	nconn atomic.Int64 // established connections
+	// connSeq numbers connections (the registry's gen, presence's
+	// connID). It starts at the process's start time so that a number is
+	// not reused across restarts: the registry keeps a crashed run's
+	// entries, and a reused gen would look "already registered".
 	connSeq atomic.Uint64
 
 	baseCtx context.Context // parent of commit contexts; cancelled at shutdown
@@ -378,6 +382,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	}
 
 	b := &Broker{cfg: cfg, deps: deps, log: log, lim: lim, servingCh: make(chan struct{})}
+	b.connSeq.Store(uint64(time.Now().UnixNano()))
 	b.baseCtx, b.cancel = context.WithCancel(context.Background())
 	b.answerers = workpool.New(b.baseCtx, answererIdle)
 

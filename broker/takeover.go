@@ -183,15 +183,19 @@ func (k *clientKeeper) reconcile(ctx context.Context) error {
 		}
 		k.mu.Lock()
 		lc := k.local[id]
-		var gen uint64
+		var gen, seq uint64
 		live := lc != nil && !k.leaving && !lc.cl.Closed()
 		if live {
-			gen = lc.gen
+			gen, seq = lc.gen, lc.seq
 		}
 		k.mu.Unlock()
+		// An entry counts as this connection's only once its commit was
+		// seen here (seq): one left by an earlier run of this node can
+		// carry the same node and gen, and the connection, never
+		// registered, would then never be taken over.
 		var t byte
 		switch {
-		case live && !(ok && e.Node == k.self && e.Gen == gen):
+		case live && !(ok && e.Node == k.self && e.Gen == gen && seq != 0 && e.Seq == seq):
 			t = wire.CmdClientRegister
 		case !live && ok && e.Node == k.self:
 			t, gen = wire.CmdClientWithdraw, e.Gen
