@@ -869,6 +869,26 @@ func TestClusterDropNodeRoutes(t *testing.T) {
 	}
 }
 
+// A node whose leave failed after it dropped its own routes (Raft
+// refused or timed out) adds them again on CancelLeave and keeps adding
+// routes for new subscribers: it is still a member and serves.
+func TestClusterCancelLeaveRestoresTheNodesRoutes(t *testing.T) {
+	c := startClusterOf(t, 3, nil)
+	bob := mustV5(t, c.nodes["n3"].addr, "bob", "d")
+	bob.MustSub(t, "user/bob/newMessage")
+	c.waitRoute(t, "n3", "user/bob/newMessage", true)
+
+	n3 := c.nodes["n3"].b
+	if err := n3.DropNodeRoutes(context.Background(), "n3"); err != nil { // leaving
+		t.Fatal(err)
+	}
+	c.waitRoute(t, "n3", "user/bob/newMessage", false)
+	n3.CancelLeave() // the leave failed
+	c.waitRoute(t, "n3", "user/bob/newMessage", true)
+	bob.MustSub(t, "user/bob/typing")
+	c.waitRoute(t, "n3", "user/bob/typing", true)
+}
+
 func TestClusterDepsValidated(t *testing.T) {
 	_, err := New(Config{Dev: true}, Deps{Cluster: &fabricNode{f: newFabric("n1"), name: "n1"}})
 	if !errors.Is(err, ErrBadConfig) {

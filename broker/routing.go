@@ -371,6 +371,24 @@ func (b *Broker) DropNodeRoutes(ctx context.Context, nodeName string) error {
 	return fmt.Errorf("broker: drop routes of %s: still %d left: %w", nodeName, len(b.rk.table.Filters(nodeName)), wire.ErrUnavailable)
 }
 
+// CancelLeave undoes what DropNodeRoutes and DropNodeClients did for
+// this node itself when its leave failed: the keepers add its routes and
+// register its connections again.
+func (b *Broker) CancelLeave() {
+	if b.rk != nil {
+		b.rk.mu.Lock()
+		b.rk.leaving = false
+		b.rk.mu.Unlock()
+		b.rk.markAll()
+	}
+	if b.ck != nil {
+		b.ck.mu.Lock()
+		b.ck.leaving = false
+		b.ck.mu.Unlock()
+		b.ck.markAll()
+	}
+}
+
 // RouteTable is the replicated route table (nil on a single node).
 func (b *Broker) RouteTable() *routes.Table {
 	if b.rk == nil {

@@ -307,19 +307,9 @@ func (n *Raft) Remove(ctx context.Context, nodeName string) error {
 // elections. Leaving a cluster it is not in is a no-op; the only voter
 // cannot leave (ErrLastVoter).
 func (n *Raft) Leave(ctx context.Context) error {
-	self := raft.ServerID(n.cfg.NodeName)
-	servers := n.configuration()
-	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == self }) {
-		return nil
-	}
-	voters := 0
-	for _, s := range servers {
-		if s.Suffrage == raft.Voter {
-			voters++
-		}
-	}
-	if voters <= 1 {
-		return ErrLastVoter
+	member, err := n.CanLeave()
+	if err != nil || !member {
+		return err
 	}
 	if n.IsLeader() {
 		if err := n.awaitFuture(ctx, n.raft.LeadershipTransfer()); err != nil {
@@ -337,6 +327,31 @@ func (n *Raft) Leave(ctx context.Context) error {
 	}
 	n.log.Info("left the cluster")
 	return nil
+}
+
+// CanLeave tells whether this node is in the configuration and, if it
+// is, refuses (ErrLastVoter) when it is the only voter: what Leave
+// checks first, for callers that must undo their own steps otherwise.
+func (n *Raft) CanLeave() (member bool, err error) {
+	self := raft.ServerID(n.cfg.NodeName)
+	servers := n.configuration()
+	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == self }) {
+		return false, nil
+	}
+	if voters(servers) <= 1 {
+		return true, ErrLastVoter
+	}
+	return true, nil
+}
+
+func voters(servers []raft.Server) int {
+	v := 0
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			v++
+		}
+	}
+	return v
 }
 
 // discovery is what a node forming a cluster (BootstrapExpect) knows.

@@ -10,15 +10,26 @@ import (
 )
 
 // leave withdraws this node's routes and client registry entries while
-// it can still commit, then leaves the Raft configuration.
+// it can still commit, then leaves the Raft configuration. A leave that
+// is refused (the last voter) drops nothing, and one that fails later
+// puts everything back: the node stays a member and must keep serving.
 func (n *Node) leave(ctx context.Context) error {
-	if err := n.Broker.DropNodeRoutes(ctx, n.cfg.NodeID); err != nil {
-		return fmt.Errorf("node: dropping routes before leaving: %w", err)
+	if _, err := n.raft.CanLeave(); err != nil {
+		return err
 	}
-	if err := n.Broker.DropNodeClients(ctx, n.cfg.NodeID); err != nil {
-		return fmt.Errorf("node: dropping client registry entries before leaving: %w", err)
+	err := n.Broker.DropNodeRoutes(ctx, n.cfg.NodeID)
+	if err != nil {
+		err = fmt.Errorf("node: dropping routes before leaving: %w", err)
+	} else if err = n.Broker.DropNodeClients(ctx, n.cfg.NodeID); err != nil {
+		err = fmt.Errorf("node: dropping client registry entries before leaving: %w", err)
+	} else {
+		err = n.raft.Leave(ctx)
 	}
-	return n.raft.Leave(ctx)
+	if err != nil {
+		n.Broker.CancelLeave()
+		n.log.Warn("leave failed; routes and client registrations restored", "error", err)
+	}
+	return err
 }
 
 // remove takes a dead node out of the configuration and drops its routes
