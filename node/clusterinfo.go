@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -33,15 +34,22 @@ func (n *Node) leave(ctx context.Context) error {
 }
 
 // remove takes a dead node out of the configuration and drops its routes
-// and client registry entries.
+// and client registry entries. For a name that is no member it still
+// drops them before answering ErrUnknownNode: the retry of a removal
+// that committed but whose drop failed finds the name gone, and would
+// otherwise leave the removed node's routes and entries for good.
 func (n *Node) remove(ctx context.Context, name string) error {
-	if err := n.raft.Remove(ctx, name); err != nil {
-		return err
+	rerr := n.raft.Remove(ctx, name)
+	if rerr != nil && !errors.Is(rerr, cluster.ErrUnknownNode) {
+		return rerr
 	}
 	if err := n.Broker.DropNodeRoutes(ctx, name); err != nil {
 		return err
 	}
-	return n.Broker.DropNodeClients(ctx, name)
+	if err := n.Broker.DropNodeClients(ctx, name); err != nil {
+		return err
+	}
+	return rerr
 }
 
 // edgeRPC is the node-to-node RPC service "Edge": what a node tells the
