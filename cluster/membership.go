@@ -26,6 +26,9 @@ import (
 var (
 	// ErrUnknownNode means the named node is not in the configuration.
 	ErrUnknownNode = fmt.Errorf("cluster: no such member: %w", wire.ErrNotFound)
+	// ErrNameInUse means a join was refused: a live member has the
+	// joiner's node name at another address.
+	ErrNameInUse = fmt.Errorf("cluster: join refused: %w", wire.ErrInvalid)
 	// ErrLastVoter means the only voter cannot leave its own cluster.
 	ErrLastVoter = fmt.Errorf("cluster: the last voter cannot leave: %w", wire.ErrInvalid)
 )
@@ -50,6 +53,7 @@ const (
 	codeMaybe       = "maybe"       // the change may still commit
 	codeInvalid     = "invalid"     // bad request; nothing done
 	codeNotFound    = "not_found"   // no such member; nothing done
+	codeNameInUse   = "name_in_use" // a live member has the joiner's name; nothing done
 )
 
 // The argument and reply types of the node's own "Cluster" RPC service.
@@ -146,6 +150,8 @@ func codeErr(code, msg string) error {
 		return fmt.Errorf("%w: %s", ErrUnknownNode, msg)
 	case codeInvalid:
 		return fmt.Errorf("cluster: %s: %w", msg, wire.ErrInvalid)
+	case codeNameInUse:
+		return fmt.Errorf("%w: %s", ErrNameInUse, msg)
 	case codeNotLeader:
 		return fmt.Errorf("%w: %s", ErrNotLeader, msg)
 	case codeNoLeader:
@@ -220,6 +226,14 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 			return "", "" // already a member
 		case s.ID != raft.ServerID(a.Name) && s.Address == raft.ServerAddress(a.Addr):
 			return codeInvalid, fmt.Sprintf("address %s is used by member %s (remove it first)", a.Addr, s.ID)
+		case s.ID == raft.ServerID(a.Name) && s.Address != raft.ServerAddress(a.Addr) &&
+			n.otherAnswersAs(ctx, a.Name, string(s.Address), a.Addr):
+			// A known name at a new address is a member that moved, unless
+			// the member still answers at its address: then the joiner is
+			// another node given the same name (a copied config, the default
+			// --node-id), and AddVoter would cut the live member out.
+			return codeNameInUse, fmt.Sprintf("node name %s is in use by a live member at %s; give the node at %s its own --node-id",
+				a.Name, s.Address, a.Addr)
 		}
 	}
 	// AddVoter with a known ID updates its address.
@@ -229,6 +243,22 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	}
 	n.log.Info("added a voter", "node", a.Name, "addr", a.Addr, "index", f.Index())
 	return "", ""
+}
+
+// otherAnswersAs tells whether the server at addr answers as node name
+// and is not the joiner at joinAddr itself (one process reachable at
+// both addresses); the leader itself included.
+func (n *Raft) otherAnswersAs(ctx context.Context, name, addr, joinAddr string) bool {
+	if name == n.cfg.NodeName {
+		return joinAddr != n.Addr()
+	}
+	cctx, cancel := context.WithTimeout(ctx, discoveryCallTimeout)
+	defer cancel()
+	var r InfoReply
+	if err := n.Call(cctx, addr, clusterService+".Info", &InfoArgs{}, &r); err != nil {
+		return false
+	}
+	return r.Name == name && r.Addr != joinAddr
 }
 
 // remove takes a node out of the configuration.
@@ -414,7 +444,8 @@ func (n *Raft) formCluster(ctx context.Context) {
 // rejoin runs in Run on a node that has Raft state and a Join list: it
 // asks once (retrying until a leader answers) to be a voter. For a member
 // that is a no-op; a node that left or was removed, and is started again
-// with Join, comes back, and one whose address changed has it updated.
+// with Join, comes back, and one whose address changed has it updated
+// (once its old address no longer answers as it: see join).
 func (n *Raft) rejoin(ctx context.Context) {
 	bo := backoff.New(100*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
@@ -529,6 +560,14 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int) bool {
 			return true
 		}
 		last = fmt.Errorf("%s: %w", addr, err)
+		if errors.Is(err, ErrNameInUse) {
+			// Not a transient failure: say so at once, and keep asking
+			// only in case the member with that name is gone for good.
+			if attempt%10 == 1 {
+				n.log.Error("cannot join: another node has this node's name", "node", n.cfg.NodeName, "err", err)
+			}
+			return false
+		}
 	}
 	if last == nil && attempt == 1 {
 		n.log.Warn("the Join list names no other node")

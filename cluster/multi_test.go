@@ -648,3 +648,29 @@ func TestLeaderFeedsAFollowerLeftBehindWhenLoadStops(t *testing.T) {
 	wg.Wait()
 	waitKeys(t, ms, keys...)
 }
+
+// A member that comes back at another address (its data dir kept) with
+// Join has its address updated; the refusal of a known name at a new
+// address is only for a name whose member still answers at its own.
+func TestAMemberThatMovedRejoinsAtItsNewAddress(t *testing.T) {
+	ms := startCluster(t, 3)
+	moved := ms[2]
+	if moved == leaderOf(t, ms) {
+		moved = ms[1]
+	}
+	oldAddr := moved.addr
+	moved.stop(t)
+	moved.start(t, "127.0.0.1:0", func(c *Config) { c.Join = []string{ms[0].addr} })
+	if moved.addr == oldAddr {
+		t.Fatalf("restarted at the same address %s", oldAddr)
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, mb := range ms[0].Stats().Members {
+			if mb.Name == moved.name && mb.Addr != moved.addr {
+				return fmt.Errorf("%s listed at %s, want its new address %s", mb.Name, mb.Addr, moved.addr)
+			}
+		}
+		return nil
+	})
+	waitVoters(t, ms, 3)
+}
