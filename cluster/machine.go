@@ -16,8 +16,11 @@ import (
 // unassigned number is never mistaken for a real one.
 const (
 	MaxMachineNumber = 1023
-	maxNodeName      = 128
+	maxNodeName      = MaxNodeName
 )
+
+// MaxNodeName is the longest node name (bytes) a cluster accepts.
+const MaxNodeName = 128
 
 // Keys of the machine-number registry: the number of each node name, and
 // the reverse index in number order (zero-padded so keys sort by number).

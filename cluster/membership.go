@@ -29,8 +29,9 @@ var (
 	// ErrNameInUse means a join was refused: a live member has the
 	// joiner's node name at another address.
 	ErrNameInUse = fmt.Errorf("cluster: join refused: %w", wire.ErrInvalid)
-	// ErrLastVoter means the only voter cannot leave its own cluster.
-	ErrLastVoter = fmt.Errorf("cluster: the last voter cannot leave: %w", wire.ErrInvalid)
+	// ErrLastVoter means the only voter cannot leave its own cluster or
+	// be removed from it.
+	ErrLastVoter = fmt.Errorf("cluster: the last voter cannot leave or be removed: %w", wire.ErrInvalid)
 )
 
 const (
@@ -54,6 +55,7 @@ const (
 	codeInvalid     = "invalid"     // bad request; nothing done
 	codeNotFound    = "not_found"   // no such member; nothing done
 	codeNameInUse   = "name_in_use" // a live member has the joiner's name; nothing done
+	codeLastVoter   = "last_voter"  // the only voter cannot be removed; nothing done
 )
 
 // The argument and reply types of the node's own "Cluster" RPC service.
@@ -152,6 +154,8 @@ func codeErr(code, msg string) error {
 		return fmt.Errorf("cluster: %s: %w", msg, wire.ErrInvalid)
 	case codeNameInUse:
 		return fmt.Errorf("%w: %s", ErrNameInUse, msg)
+	case codeLastVoter:
+		return fmt.Errorf("%w: %s", ErrLastVoter, msg)
 	case codeNotLeader:
 		return fmt.Errorf("%w: %s", ErrNotLeader, msg)
 	case codeNoLeader:
@@ -274,8 +278,15 @@ func (n *Raft) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
 		fwd.Forwarded = true
 		return n.callLeader(ctx, "Remove", &fwd)
 	}
-	if !slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) }) {
+	servers := n.configuration()
+	i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) })
+	if i < 0 {
 		return codeNotFound, a.Name
+	}
+	if servers[i].Suffrage == raft.Voter && voters(servers) <= 1 {
+		// Raft refuses the empty configuration with an error that reads
+		// as "may still commit"; this can never succeed.
+		return codeLastVoter, a.Name
 	}
 	f := n.raft.RemoveServer(raft.ServerID(a.Name), 0, timeoutOf(ctx))
 	if err := n.awaitFuture(ctx, f); err != nil {
@@ -321,7 +332,8 @@ func timeoutOf(ctx context.Context) time.Duration {
 
 // Remove takes a node (typically a dead one) out of the cluster's
 // configuration. It is sent to the leader; errors: ErrUnknownNode
-// (wire.ErrNotFound) when no member has that name, wire.ErrUnavailable
+// (wire.ErrNotFound) when no member has that name, ErrLastVoter
+// (wire.ErrInvalid) for the only voter, wire.ErrUnavailable
 // when there is no leader or the change did not commit in time.
 func (n *Raft) Remove(ctx context.Context, nodeName string) error {
 	code, msg := n.remove(ctx, &RemoveArgs{Name: nodeName})

@@ -74,3 +74,19 @@ func TestRemovingACrashedNodeDropsItsRoutesAndClients(t *testing.T) {
 		return nil
 	})
 }
+
+// DELETE /cluster/nodes/{name} of the only voter answers 409, as
+// documented ("the last voter"). Before: 503 "the change may still
+// commit" (Raft refuses the empty configuration), telling the operator to
+// retry what can never succeed.
+func TestRemovingTheLastVoterIs409(t *testing.T) {
+	n1 := nodetest.StartCluster(t, 1)[0]
+	adminTok := n1.NewUser(t, "root")
+	var body map[string]any
+	if st := api(t, n1, adminTok, "DELETE", "/cluster/nodes/n1", nil, &body); st != http.StatusConflict {
+		t.Fatalf("removing the last voter: %d %v, want 409", st, body)
+	}
+	if !n1.IsLeader() {
+		t.Fatal("n1 is no longer the leader of its one-node cluster")
+	}
+}

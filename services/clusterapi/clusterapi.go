@@ -161,7 +161,7 @@ func (s *Service) handleLeave(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) handleRemove(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if name == "" || len(name) > 64 {
+	if name == "" || len(name) > cluster.MaxNodeName {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid node name"))
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/edgechat/edgechat/cluster"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/edgechat/edgechat/internal/wire"
@@ -104,6 +105,31 @@ func TestRemoveUnknownIs404(t *testing.T) {
 			}
 			return
 		}
+	}
+	t.Fatal("no DELETE route")
+}
+
+// Node names up to cluster.MaxNodeName bytes reach Remove (a member may
+// have one); longer ones are refused. Before: names over 64 bytes got 400.
+func TestRemoveTakesNamesUpToTheClusterLimit(t *testing.T) {
+	s := newSvc(t, nil, nil)
+	for _, r := range s.Routes() {
+		if r.Method != "DELETE" {
+			continue
+		}
+		for name, want := range map[string]int{
+			strings.Repeat("n", cluster.MaxNodeName):   404, // the fake Remove knows no member
+			strings.Repeat("n", cluster.MaxNodeName+1): 400,
+		} {
+			req := httptest.NewRequest("DELETE", "/cluster/nodes/x", nil)
+			req.SetPathValue("name", name)
+			rec := httptest.NewRecorder()
+			r.Handler(rec, req)
+			if rec.Code != want {
+				t.Errorf("remove of a %d-byte name: %d, want %d", len(name), rec.Code, want)
+			}
+		}
+		return
 	}
 	t.Fatal("no DELETE route")
 }
