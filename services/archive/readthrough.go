@@ -322,33 +322,43 @@ func (s *Service) segmentByKey(key string) (SegmentRef, bool, error) {
 	return ref, found, err
 }
 
-// parseSegmentKey is the conversation and last ID an object key names.
+// parseSegmentKey is the conversation and last ID an object key names
+// (the inverse of SegmentObjectKey, which it must give back exactly).
 func parseSegmentKey(key string) (conv string, last snowflake.ID, ok bool) {
-	dir, file, found := strings.Cut(key, "/")
-	if !found {
-		return "", 0, false
-	}
-	i := strings.LastIndexByte(file, '/')
+	i := strings.LastIndexByte(key, '/')
 	if i < 0 {
 		return "", 0, false
 	}
-	path, name := file[:i], file[i+1:]
-	switch dir {
-	case "d":
-		a, b, ok := strings.Cut(path, "/")
-		if !ok {
-			return "", 0, false
+	dir, name := key[:i], key[i+1:]
+	kind, rest, found := strings.Cut(dir, "/")
+	if !found {
+		return "", 0, false
+	}
+	// Rejoin "name/_region" elements into "name@region".
+	var ids []string
+	for _, el := range strings.Split(rest, "/") {
+		if r, isRegion := strings.CutPrefix(el, "_"); isRegion && len(ids) > 0 && (kind == "d" || len(ids) == 1) && !strings.Contains(ids[len(ids)-1], "@") {
+			ids[len(ids)-1] += "@" + r
+			continue
 		}
-		conv = "d:" + a + ":" + b
-	case "g":
-		conv = "g:" + path
+		ids = append(ids, el)
+	}
+	switch {
+	case kind == "d" && len(ids) == 2:
+		conv = "d:" + ids[0] + ":" + ids[1]
+	case kind == "g" && len(ids) == 1:
+		conv = "g:" + ids[0]
 	default:
 		return "", 0, false
 	}
 	name, ok = strings.CutSuffix(name, ".seg")
-	_, lastS, ok2 := strings.Cut(name, "-")
-	n, err := strconv.ParseUint(lastS, 10, 64)
-	if !ok || !ok2 || err != nil {
+	firstS, lastS, ok2 := strings.Cut(name, "-")
+	f, err1 := strconv.ParseUint(firstS, 10, 64)
+	n, err2 := strconv.ParseUint(lastS, 10, 64)
+	if !ok || !ok2 || err1 != nil || err2 != nil {
+		return "", 0, false
+	}
+	if want, err := SegmentObjectKey(conv, snowflake.ID(f), snowflake.ID(n)); err != nil || want != key {
 		return "", 0, false
 	}
 	return conv, snowflake.ID(n), true

@@ -419,6 +419,8 @@ type RetentionStats struct {
 	// service); Dedup: dedupe keys deleted; Unreadable: expired segments
 	// that could not be read (damaged or missing), dropped without.
 	Media, Dedup, Unreadable int
+	// Failed: conversations skipped this sweep after an error (logged).
+	Failed int
 }
 
 // ExpireOnce runs one retention sweep as of now (on the leader): for
@@ -433,43 +435,63 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 	if err != nil {
 		return st, err
 	}
+	// One conversation that cannot be expired must not stop the others:
+	// it is logged and left for the next sweep.
+	var errs []error
 	for conv, oldest := range convs {
 		cutoff := p.cutoffFor(conv, now)
 		if cutoff == 0 || oldest >= cutoff {
 			continue
 		}
-		// What the oldest expiring messages refer to first; then they go
-		// (up to where that was done: the next sweep goes on).
-		if cutoff, err = s.expireRefs(ctx, conv, cutoff, &st); err != nil {
-			return st, err
-		}
-		for range 1000 { // bounded: each command deletes a batch
-			cmd := retentionCmd{Conv: conv, Cutoff: cutoff}
-			if err := s.rewriteStraddler(ctx, &cmd); err != nil {
+		if err := s.expireConversation(ctx, conv, cutoff, &st); err != nil {
+			if sweepAborted(ctx, err) {
+				s.metrics.expired.Add(float64(st.Hot))
 				return st, err
 			}
-			v, err := s.prop.Propose(ctx, wire.CmdRetention, cmd.encode())
-			if err != nil {
-				return st, fmt.Errorf("archive: retention of %s: %w", conv, err)
-			}
-			res, _ := v.(*expired)
-			if res == nil {
-				return st, fmt.Errorf("archive: retention of %s: handler returned %T", conv, v)
-			}
-			st.Commands++
-			st.Hot += res.Hot
-			st.Sync += res.Sync
-			st.Segments += res.Segments
-			if cmd.Replace != nil {
-				st.Rewritten++
-			}
-			if !res.More {
-				break
+			s.log.Warn("retention skipped a conversation", "conv", conv, "err", err)
+			st.Failed++
+			if len(errs) < maxSweepErrs {
+				errs = append(errs, err)
 			}
 		}
 	}
 	s.metrics.expired.Add(float64(st.Hot))
-	return st, nil
+	return st, errors.Join(errs...)
+}
+
+// expireConversation deletes conv's messages below cutoff: what the
+// oldest expiring messages refer to first; then they go (up to where that
+// was done: the next sweep goes on).
+func (s *Service) expireConversation(ctx context.Context, conv string, cutoff snowflake.ID, st *RetentionStats) error {
+	cutoff, err := s.expireRefs(ctx, conv, cutoff, st)
+	if err != nil {
+		return err
+	}
+	for range 1000 { // bounded: each command deletes a batch
+		cmd := retentionCmd{Conv: conv, Cutoff: cutoff}
+		if err := s.rewriteStraddler(ctx, &cmd); err != nil {
+			return err
+		}
+		v, err := s.prop.Propose(ctx, wire.CmdRetention, cmd.encode())
+		if err != nil {
+			return fmt.Errorf("archive: retention of %s: %w", conv, err)
+		}
+		res, _ := v.(*expired)
+		if res == nil {
+			return fmt.Errorf("archive: retention of %s: handler returned %T", conv, v)
+		}
+		st.Commands++
+		st.Hot += res.Hot
+		st.Sync += res.Sync
+		st.Segments += res.Segments
+		if cmd.Replace != nil {
+			st.Rewritten++
+		}
+		if !res.More {
+			break
+		}
+	}
+	return nil
 }
 
 // archivedConversations maps every conversation with hot or sealed

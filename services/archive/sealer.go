@@ -86,6 +86,7 @@ type SealStats struct {
 	Segments, Messages int // sealed
 	Stale              int // seals the FSM refused (the range changed meanwhile)
 	Orphans            int // unreferenced objects deleted
+	Failed             int // conversations skipped this sweep after an error (logged)
 
 	bytes int // stored envelope bytes sealed
 }
@@ -145,12 +146,30 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 	if err != nil {
 		return st, err
 	}
+	// One conversation that cannot be sealed must not stop the others
+	// (nor the disk budget): it is logged and left for the next sweep.
+	var errs []error
+	skip := func(c *hotConv, err error) error {
+		if sweepAborted(ctx, err) {
+			return err
+		}
+		s.log.Warn("sealing skipped a conversation", "conv", c.conv, "err", err)
+		st.Failed++
+		if len(errs) < maxSweepErrs {
+			errs = append(errs, err)
+		}
+		c.first = 0
+		return nil
+	}
 	// Age first: every conversation's messages below the cutoff.
 	for i := range convs {
-		for convs[i].first < cutoff {
+		for convs[i].first != 0 && convs[i].first < cutoff {
 			n, next, err := s.sealChunk(ctx, cfg, &st, convs[i].conv, convs[i].first, cutoff-1)
 			if err != nil {
-				return st, err
+				if err := skip(&convs[i], err); err != nil {
+					return st, err
+				}
+				break
 			}
 			if n == 0 {
 				break
@@ -183,7 +202,10 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 			before := st
 			n, next, err := s.sealChunk(ctx, cfg, &st, c.conv, c.first, ^snowflake.ID(0))
 			if err != nil {
-				return st, err
+				if err := skip(c, err); err != nil {
+					return st, err
+				}
+				continue
 			}
 			if n == 0 {
 				c.first = 0 // nothing more to seal here
@@ -195,7 +217,18 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 	}
 	orphans, err := s.collectOrphans(ctx, cfg, now)
 	st.Orphans = orphans
-	return st, err
+	return st, errors.Join(append(errs, err)...)
+}
+
+// maxSweepErrs bounds the per-conversation errors a sweep returns (all
+// are logged).
+const maxSweepErrs = 8
+
+// sweepAborted tells whether err ends a whole sweep rather than one
+// conversation's part of it: the sweep was cancelled, or this node can no
+// longer commit (not the leader, no quorum).
+func sweepAborted(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, wire.ErrUnavailable)
 }
 
 // hotConv is a conversation with hot messages and its oldest hot ID.

@@ -137,26 +137,36 @@ func SegmentRefOf(key, value []byte) (SegmentRef, bool) { return decodeSegIndex(
 
 // SegmentObjectKey is where the segment of conv over [first, last] is
 // stored: d/{a}/{b}/{first}-{last}.seg for a direct conversation and
-// g/{gid}/{first}-{last}.seg for a group (user and group IDs hold
-// neither '/' nor ':').
+// g/{gid}/{first}-{last}.seg for a group. Object keys hold no '@', so a
+// region-qualified peer or group ("bob@us") takes two elements, "bob/_us":
+// a user ID never starts with '_' and a group ID is always the first
+// element, so the key still names one conversation.
 func SegmentObjectKey(conv string, first, last snowflake.ID) (string, error) {
 	var dir string
 	switch {
 	case strings.HasPrefix(conv, "d:"):
 		a, b, ok := strings.Cut(conv[2:], ":")
-		if !ok || wire.ValidUserID(a) != nil || wire.ValidUserID(b) != nil {
+		if !ok || wire.ValidPeerID(a) != nil || wire.ValidPeerID(b) != nil {
 			return "", fmt.Errorf("%w: conversation %q", ErrBadCommand, conv)
 		}
-		dir = "d/" + a + "/" + b
+		dir = "d/" + keyElems(a) + "/" + keyElems(b)
 	case strings.HasPrefix(conv, "g:"):
 		if wire.ValidGroupID(conv[2:]) != nil {
 			return "", fmt.Errorf("%w: conversation %q", ErrBadCommand, conv)
 		}
-		dir = "g/" + conv[2:]
+		dir = "g/" + keyElems(conv[2:])
 	default:
 		return "", fmt.Errorf("%w: conversation %q", ErrBadCommand, conv)
 	}
 	return dir + "/" + strconv.FormatUint(uint64(first), 10) + "-" + strconv.FormatUint(uint64(last), 10) + ".seg", nil
+}
+
+// keyElems is id as object key elements: "bob" or, qualified, "bob/_us".
+func keyElems(id string) string {
+	if name, region, ok := strings.Cut(id, "@"); ok {
+		return name + "/_" + region
+	}
+	return id
 }
 
 // sealCmd is the payload of wire.CmdSegmentSealed.
