@@ -108,6 +108,18 @@ func decodeRetentionCmd(b []byte) (retentionCmd, error) {
 type expired struct {
 	Hot, Sync, Segments int  // deleted
 	More                bool // a batch was full: run again
+
+	cache *summaryCache
+	pair  pairWrite // the direct summary written (conv "" for none)
+}
+
+// AfterCommit gives the summary written to the cache: a message of the
+// same conversation earlier in the entry put its own (pre-retention)
+// summary there, and results run in order, so this one must follow.
+func (e *expired) AfterCommit() {
+	if e.pair.conv != "" {
+		e.cache.committed(e.pair)
+	}
 }
 
 func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
@@ -175,6 +187,7 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 			if err := tx.Set(pairKey(c.Conv), p.encode()); err != nil {
 				return nil, err
 			}
+			res.cache, res.pair = st.sums, pairWrite{conv: c.Conv, p: p}
 		}
 	}
 	// A group's senders: their own expired messages above their cursors

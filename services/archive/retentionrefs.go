@@ -122,6 +122,17 @@ func decodeRetentionRefsCmd(b []byte) (retentionRefsCmd, error) {
 // refsApplied is the FSM's result of a CmdRetentionRefs.
 type refsApplied struct {
 	Dedup, Unread int // dedupe keys deleted, unread counts taken off
+
+	cache *summaryCache
+	pair  pairWrite // the direct summary written (conv "" for none)
+}
+
+// AfterCommit gives the summary written to the cache, after any that a
+// message earlier in the same entry gave (see expired.AfterCommit).
+func (r *refsApplied) AfterCommit() {
+	if r.pair.conv != "" {
+		r.cache.committed(r.pair)
+	}
 }
 
 func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
@@ -188,6 +199,7 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 		if err := tx.Set(pairKey(c.Conv), p.encode()); err != nil {
 			return nil, err
 		}
+		res.cache, res.pair = st.sums, pairWrite{conv: c.Conv, p: p}
 	}
 	return res, nil
 }
