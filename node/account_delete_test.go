@@ -541,8 +541,12 @@ func TestAccountErasureBothTiers(t *testing.T) {
 	if st := api(t, n, aliceTok, "GET", "/chat/sync", nil, &sync); st != 200 || len(sync.Messages) != 30 {
 		t.Fatalf("alice's sync after: %d %d messages, want her 30 to carol", st, len(sync.Messages))
 	}
-	// The sealer collects the objects no index entry references any more.
-	if st, err := n.Archive.SealOnce(ctx, archive.SealConfig{HotAge: time.Millisecond, OrphanGrace: time.Hour}, time.Now().Add(2*time.Hour)); err != nil || st.Orphans < len(bobFiles) {
+	// The sealer collects the objects no index entry references any more,
+	// once it has seen them unreferenced for the grace period.
+	if _, err := n.Archive.SealOnce(ctx, archive.SealConfig{HotAge: time.Millisecond, OrphanGrace: time.Hour}, time.Now().Add(2*time.Hour)); err != nil {
+		t.Fatalf("first sweep: %v", err)
+	}
+	if st, err := n.Archive.SealOnce(ctx, archive.SealConfig{HotAge: time.Millisecond, OrphanGrace: time.Hour}, time.Now().Add(3*time.Hour)); err != nil || st.Orphans < len(bobFiles) {
 		t.Fatalf("collection: %+v %v", st, err)
 	}
 	for _, p := range segmentPaths(t, dir) {

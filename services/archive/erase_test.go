@@ -404,8 +404,12 @@ func TestEraseAccountSealedConversation(t *testing.T) {
 	if string(gb) != string(wb) {
 		t.Fatalf("alice reads after the erasure:\n got %s\nwant %s", gb, wb)
 	}
-	// The sealer collects the erased conversations' objects, and only those.
-	st, err := e.svc.SealOnce(ctx, cfg, time.Now().Add(2*time.Hour))
+	// The sealer collects the erased conversations' objects, and only
+	// those, once it has seen them unreferenced for the grace period.
+	if _, err := e.svc.SealOnce(ctx, cfg, time.Now().Add(2*time.Hour)); err != nil {
+		t.Fatalf("first sweep: %v", err)
+	}
+	st, err := e.svc.SealOnce(ctx, cfg, time.Now().Add(4*time.Hour))
 	if err != nil || st.Orphans == 0 {
 		t.Fatalf("collection: %+v %v", st, err)
 	}

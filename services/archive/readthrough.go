@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
@@ -46,6 +47,11 @@ type tierReader struct {
 
 	fetch func(ctx context.Context, key string) (io.ReadCloser, error) // from a peer; nil: none
 	log   *slog.Logger
+
+	// unrefSince: when collectOrphans first saw each object unreferenced
+	// (see there). In memory: a restart only delays deletions.
+	orphanMu   sync.Mutex
+	unrefSince map[string]time.Time
 }
 
 // defaultSegmentCacheBytes bounds the decoded blocks a node keeps.

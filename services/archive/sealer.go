@@ -27,8 +27,10 @@ type SealConfig struct {
 	// Every is the time between sweeps (default 1 minute).
 	Every time.Duration
 	// OrphanGrace: an object no index entry references is deleted once
-	// it is this old (default 1 hour), so that a segment whose seal is
-	// still being committed is never taken for an orphan.
+	// this node's sweeps have seen it unreferenced for this long, and it
+	// is this old (default 1 hour): a segment whose seal is still being
+	// committed is never taken for an orphan, and one that retention or an
+	// erasure just unreferenced stays for backups and reads in flight.
 	OrphanGrace time.Duration
 	// MaxMessages and MaxBytes bound one segment (defaults 2048 and
 	// 1 MiB of stored envelopes).
@@ -374,22 +376,48 @@ func (s *Service) verifyObject(ctx context.Context, ref SegmentRef) error {
 	return nil
 }
 
-// collectOrphans deletes objects no index entry references, once they
-// are older than the grace period.
+// collectOrphans deletes objects no index entry references once they
+// have been seen unreferenced for the grace period (and are at least that
+// old). The grace counts from when the object stopped being referenced,
+// not from its creation: a segment retention rewrote or dropped, or an
+// erasure unindexed, was sealed long ago, yet a backup copying the state
+// that still references it, and history reads in flight, need it a while.
 func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.Time) (int, error) {
 	refs := map[string]bool{}
 	if err := s.eachSegment(func(ref SegmentRef) { refs[ref.Key] = true }); err != nil {
 		return 0, err
 	}
+	t := s.tier
+	t.orphanMu.Lock()
+	defer t.orphanMu.Unlock()
+	if t.unrefSince == nil {
+		t.unrefSince = map[string]time.Time{}
+	}
+	listed := map[string]bool{}
 	var orphans []string
 	for _, prefix := range []string{"d/", "g/"} {
-		if err := s.tier.store.List(ctx, prefix, func(key string, _ int64, modified time.Time) bool {
-			if !refs[key] && now.Sub(modified) >= cfg.OrphanGrace {
+		if err := t.store.List(ctx, prefix, func(key string, _ int64, modified time.Time) bool {
+			if refs[key] {
+				return true
+			}
+			listed[key] = true
+			since, ok := t.unrefSince[key]
+			if !ok {
+				since = now
+				t.unrefSince[key] = now
+			}
+			if now.Sub(since) >= cfg.OrphanGrace && now.Sub(modified) >= cfg.OrphanGrace {
 				orphans = append(orphans, key)
 			}
 			return true
 		}); err != nil {
 			return 0, err
+		}
+	}
+	// Forget objects referenced again or gone.
+	for key := range t.unrefSince {
+		if !listed[key] {
+			delete(t.unrefSince, key)
 		}
 	}
 	n := 0
@@ -398,6 +426,7 @@ func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.T
 			return n, err
 		}
 		s.tier.forget(key)
+		delete(t.unrefSince, key)
 		n++
 	}
 	s.metrics.orphans.Add(float64(n))
