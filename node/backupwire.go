@@ -28,7 +28,9 @@ func (n *Node) buildBackup() error {
 	}
 	src := backup.Source{State: n.backupState, Info: n.backupInfo, RefOf: BackupRefOf}
 	if n.segments != nil {
-		src.Segments = ArchiveSegments{n.segments}
+		// Through the archive: a node whose local store lacks segments
+		// (it installed a snapshot) copies them from a peer.
+		src.Segments = ArchiveSegments{St: n.segments, Open: n.Archive.OpenSegment}
 	}
 	var sched *backup.Scheduler
 	if n.cfg.BackupEvery > 0 {
@@ -111,10 +113,17 @@ func BackupRefOf(k, v []byte) (backup.SegmentRef, bool) {
 }
 
 // ArchiveSegments adapts an archive store to backups: the source of a
-// backup's segments, and where a restore puts them.
-type ArchiveSegments struct{ St archive.SegmentStore }
+// backup's segments, and where a restore puts them. Open, when set, reads
+// a segment instead of St (archive.Service.OpenSegment).
+type ArchiveSegments struct {
+	St   archive.SegmentStore
+	Open func(ctx context.Context, key string) (io.ReadCloser, error)
+}
 
 func (a ArchiveSegments) OpenSegment(ctx context.Context, key string) (io.ReadCloser, error) {
+	if a.Open != nil {
+		return a.Open(ctx, key)
+	}
 	return a.St.Get(ctx, key, 0, -1)
 }
 
@@ -161,5 +170,5 @@ func OpenRestoreArchive(ctx context.Context, kind, dataDir string, s3 backup.S3C
 	if err != nil {
 		return ArchiveSegments{}, nil, fmt.Errorf("node: archive store: %w", err)
 	}
-	return ArchiveSegments{archive.NewObjectSegments(st, kind == MediaStoreS3)}, st.Close, nil
+	return ArchiveSegments{St: archive.NewObjectSegments(st, kind == MediaStoreS3)}, st.Close, nil
 }

@@ -369,3 +369,26 @@ func parseSegmentKey(key string) (conv string, last snowflake.ID, ok bool) {
 	}
 	return conv, snowflake.ID(n), true
 }
+
+// OpenSegment reads the whole object of a segment the index references,
+// for backups. With a store of its own (not shared), a node that installed
+// a snapshot lacks the objects sealed before: it copies one from a peer
+// as history reads do, checked against the index entry, and keeps it.
+func (s *Service) OpenSegment(ctx context.Context, key string) (io.ReadCloser, error) {
+	if s.tier == nil {
+		return nil, ErrNoSegments
+	}
+	t := s.tier
+	rc, err := t.store.Get(ctx, key, 0, -1)
+	if !errors.Is(err, ErrSegmentMissing) || t.fetch == nil || t.store.Shared() {
+		return rc, err
+	}
+	ref, found, ierr := s.segmentByKey(key)
+	if ierr != nil || !found {
+		return nil, err // not indexed (any more): no peer serves it either
+	}
+	if ferr := t.fetchFromPeer(ctx, ref); ferr != nil {
+		return nil, fmt.Errorf("%w (and from the other nodes: %w)", err, ferr)
+	}
+	return t.store.Get(ctx, key, 0, -1)
+}
