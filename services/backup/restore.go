@@ -21,7 +21,10 @@ import (
 )
 
 // Latest returns the ID of the newest complete backup in st (one whose
-// manifest parses); ErrNotFound when there is none.
+// manifest parses); ErrNotFound when there is none. Only backups without
+// a manifest (incomplete) are passed over: a manifest that cannot be read
+// now (a timeout, an S3 503) or does not parse is an error, not a reason
+// to answer an older backup.
 func Latest(ctx context.Context, st Store) (string, error) {
 	ids, err := st.IDs(ctx)
 	if err != nil {
@@ -29,8 +32,12 @@ func Latest(ctx context.Context, st Store) (string, error) {
 	}
 	ids = sortedIDs(ids)
 	for i := len(ids) - 1; i >= 0; i-- {
-		if _, err := readManifest(ctx, st, ids[i]); err == nil {
+		_, err := readManifest(ctx, st, ids[i])
+		switch {
+		case err == nil:
 			return ids[i], nil
+		case !errors.Is(err, ErrNotFound):
+			return "", fmt.Errorf("backup: newest backup %s: %w", ids[i], err)
 		}
 	}
 	return "", fmt.Errorf("%w in %s", ErrNotFound, st)

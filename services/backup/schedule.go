@@ -268,7 +268,10 @@ const StaleAfter = 24 * time.Hour
 
 // Prune keeps the newest keep complete backups of st and deletes the
 // older ones, and incomplete ones (no manifest) started more than
-// StaleAfter before now: what a crash or a failed backup left.
+// StaleAfter before now: what a crash or a failed backup left. A backup
+// whose manifest cannot be read for another reason (a timeout, an S3
+// 503, a manifest that does not parse) is kept, not counted, and its
+// error returned: only a manifest known to be missing makes it incomplete.
 func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger) error {
 	ids, err := st.IDs(ctx)
 	if err != nil {
@@ -286,6 +289,9 @@ func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Log
 			if complete <= keep {
 				continue
 			}
+		case !errors.Is(merr, ErrNotFound):
+			errs = append(errs, merr)
+			continue
 		default:
 			at, ok := idTime(id)
 			if !ok || now.Sub(at) < StaleAfter {
