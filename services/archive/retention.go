@@ -433,7 +433,9 @@ type RetentionStats struct {
 	// that could not be read (damaged or missing), dropped without.
 	Media, Dedup, Unreadable int
 	// Failed: conversations skipped this sweep after an error (logged).
-	Failed int
+	// KeptWhole: segments straddling the cutoff that could not be read,
+	// kept whole (their conversation expires only what is below them).
+	Failed, KeptWhole int
 }
 
 // ExpireOnce runs one retention sweep as of now (on the leader): for
@@ -482,8 +484,13 @@ func (s *Service) expireConversation(ctx context.Context, conv string, cutoff sn
 	}
 	for range 1000 { // bounded: each command deletes a batch
 		cmd := retentionCmd{Conv: conv, Cutoff: cutoff}
-		if err := s.rewriteStraddler(ctx, &cmd); err != nil {
+		var keptWhole bool
+		if err := s.rewriteStraddler(ctx, &cmd, &keptWhole); err != nil {
 			return err
+		}
+		if keptWhole {
+			st.KeptWhole++
+			cutoff = cmd.Cutoff // for the following batches too
 		}
 		v, err := s.prop.Propose(ctx, wire.CmdRetention, cmd.encode())
 		if err != nil {
@@ -540,7 +547,10 @@ func (s *Service) archivedConversations() (map[string]snowflake.ID, error) {
 // rewriteStraddler gives cmd the replacement of the conversation's
 // segment that straddles the cutoff, if there is one: its messages at or
 // above the cutoff in a new segment, uploaded and read back (or inline).
-func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd) error {
+//
+// A straddler that cannot be read lowers cmd.Cutoff to its first message
+// and sets keptWhole.
+func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd, keptWhole *bool) error {
 	if s.tier == nil {
 		return nil
 	}
@@ -554,6 +564,16 @@ func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd) error
 		return err
 	}
 	kept, more, err := s.tier.below(ctx, ref, ref.LastID+1, ref.Count, nil)
+	if errors.Is(err, ErrSegmentCorrupt) || errors.Is(err, ErrSegmentMissing) {
+		// Its unexpired messages cannot be carried over, and nothing can
+		// be deleted from it unverified: it stays whole, and this
+		// conversation expires only what is below it.
+		s.log.Warn("retention: the segment straddling the cutoff cannot be read; it is kept whole",
+			"segment", ref.Key, "messages", ref.Count, "err", err)
+		cmd.Cutoff = ref.FirstID
+		*keptWhole = true
+		return nil
+	}
 	if err != nil {
 		return err
 	}
