@@ -328,6 +328,9 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdRetentionRefs, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applyRetentionRefs(tx, payload, st)
 	})
+	deps.FSM.Register(wire.CmdRetentionPtrs, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyRetentionPtrs(tx, payload)
+	})
 	deps.FSM.Register(wire.CmdUndeliverable, applyUndeliverable) // undeliverable.go
 	return s, nil
 }

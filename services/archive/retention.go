@@ -436,6 +436,8 @@ type RetentionStats struct {
 	// KeptWhole: segments straddling the cutoff that could not be read,
 	// kept whole (their conversation expires only what is below them).
 	Failed, KeptWhole int
+	// Pointers: m/ pointers of expired sealed messages deleted.
+	Pointers int
 }
 
 // ExpireOnce runs one retention sweep as of now (on the leader): for

@@ -213,7 +213,7 @@ const expireReadMax = 1 << 16
 // their retry records and the media they carry. upTo is the cutoff of
 // what it read (cutoff, or lower when there was more): the sweep expires
 // up to there and the next sweep goes on.
-func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID, max int, st *RetentionStats) (refs []expiringRef, media []string, upTo snowflake.ID, err error) {
+func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID, max int, st *RetentionStats) (refs []expiringRef, media []string, sealedIDs []snowflake.ID, upTo snowflake.ID, err error) {
 	upTo = cutoff
 	seen := map[string]bool{}
 	add := func(id snowflake.ID, sealed bool, body []byte) {
@@ -294,7 +294,7 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 		return nil
 	})
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, nil, 0, err
 	}
 	if s.tier != nil {
 		for _, ref := range segs {
@@ -308,7 +308,7 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 				continue
 			}
 			if err != nil {
-				return nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
+				return nil, nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
 			}
 			for i := len(msgs) - 1; i >= 0; i-- { // below gives newest first
 				if msgs[i].ID >= upTo {
@@ -316,9 +316,10 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 				}
 				body, err := expandSealed(conv, msgs[i].ID, msgs[i].Body)
 				if err != nil {
-					return nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
+					return nil, nil, nil, 0, fmt.Errorf("archive: retention: reading %s: %w", ref.Key, err)
 				}
 				add(msgs[i].ID, true, body)
+				sealedIDs = append(sealedIDs, msgs[i].ID)
 			}
 		}
 	}
@@ -327,7 +328,7 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 			add(h.id, false, h.body)
 		}
 	}
-	return refs, media, upTo, nil
+	return refs, media, sealedIDs, upTo, nil
 }
 
 // expireRefs does steps 1 and 2 above for conv's oldest messages below
@@ -337,7 +338,7 @@ func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.
 	if limit <= 0 {
 		limit = expireReadMax
 	}
-	refs, media, upTo, err := s.expiring(ctx, conv, cutoff, limit, st)
+	refs, media, sealedIDs, upTo, err := s.expiring(ctx, conv, cutoff, limit, st)
 	if err != nil {
 		return 0, err
 	}
@@ -365,6 +366,9 @@ func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.
 		if r, ok := v.(*refsApplied); ok {
 			st.Dedup += r.Dedup
 		}
+	}
+	if err := s.expirePointers(ctx, conv, upTo, sealedIDs, st); err != nil {
+		return 0, err
 	}
 	return upTo, nil
 }
