@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // A direct conversation with a user of a linked region (d:alice:bob@us)
@@ -114,5 +117,33 @@ func TestSealerSkipsAFailingConversationAndSealsTheOthers(t *testing.T) {
 		if n := hotCount(t, e.db, c); n != want {
 			t.Errorf("%s keeps %d hot messages, want %d", c, n, want)
 		}
+	}
+}
+
+// A mirror of a group of another region (g:k3x9@eu) is sealed too, into
+// an object key the store accepts: before, its key held '@', which object
+// stores refuse (with a local store, every node failed to write its copy
+// when applying the seal).
+func TestSealerSealsMirrorGroupsOfOtherRegions(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	e := newEnv(t, withGroups(), withUsers(&lockedDir{users: map[string]bool{"bob": true}}), withSegments(segs),
+		withRegions(fakeRegions{local: "us", links: map[string]bool{"eu": true}}))
+	ctx := context.Background()
+	e.groups.add("k3x9@eu", "bob")
+	e.groups.add("k3x9@eu", "alice@eu")
+	id := snowflake.ID(1 << 30)
+	for i := range 10 {
+		id++
+		if _, _, _, err := e.svc.StoreRemoteGroup(ctx, wire.Envelope{ID: id, From: "alice@eu", Group: "k3x9@eu", CID: fmt.Sprintf("c%d", i), Type: wire.TypeText, Body: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := e.svc.SealOnce(ctx, SealConfig{}, time.Now())
+	if err != nil || st.Messages != 9 {
+		t.Fatalf("SealOnce = %+v, %v; want 9 sealed", st, err)
+	}
+	msgs, _, err := e.svc.historyPage(ctx, groupConv("k3x9@eu"), nil, 50)
+	if err != nil || len(msgs) != 10 {
+		t.Errorf("history of the mirror group: %d messages, %v; want 10", len(msgs), err)
 	}
 }
