@@ -146,4 +146,10 @@ func TestSealerSealsMirrorGroupsOfOtherRegions(t *testing.T) {
 	if err != nil || len(msgs) != 10 {
 		t.Errorf("history of the mirror group: %d messages, %v; want 10", len(msgs), err)
 	}
+	// A seal an earlier version committed with the '@' key is refused
+	// (decoded before anything is written), not applied.
+	old := sealCmd{Ref: SegmentRef{Conv: "g:k3x9@eu", FirstID: 1, LastID: 2, Count: 2, Key: "g/k3x9@eu/1-2.seg"}}
+	if _, err := decodeSealCmd(old.encode()); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("a seal with the old key: %v, want ErrBadCommand", err)
+	}
 }
