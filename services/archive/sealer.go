@@ -402,7 +402,7 @@ func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.T
 			}
 			listed[key] = true
 			since, ok := t.unrefSince[key]
-			if !ok {
+			if !ok || since.After(now) { // first seen, or the clock went back: count from now
 				since = now
 				t.unrefSince[key] = now
 			}
