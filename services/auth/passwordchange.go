@@ -74,24 +74,13 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 		s.passwordChanges.WithLabelValues("deleted").Inc()
 		return PasswordChange{}, ErrAccountDeleted
 	}
-	ok, err := s.proves(ctx, acct, proof)
-	if err == nil && !ok && proof.Password != "" {
-		// The password may have changed through another node a moment
-		// ago: check it as committed (as Login does).
-		if fresh, freshFound, cerr := s.readAfterCatchUp(ctx, uid); cerr != nil {
-			err = cerr
-		} else if freshFound && fresh.Hash != acct.Hash {
-			acct = fresh
-			ok, err = s.proves(ctx, acct, proof)
-		}
-	}
+	acct, ok, err := s.provesCommitted(ctx, acct, proof)
 	if err != nil {
 		s.passwordChanges.WithLabelValues("error").Inc()
 		return PasswordChange{}, err
 	}
 	if !ok {
-		s.perUser.Allow(uid)
-		s.perIP.Allow(ipKey)
+		s.proofFailed(uid, ipKey)
 		s.passwordChanges.WithLabelValues("wrong_password").Inc()
 		return PasswordChange{}, ErrWrongPassword
 	}
@@ -137,24 +126,39 @@ func (s *Service) ProveUser(ctx context.Context, uid string, proof PasswordProof
 	if !found || s.gone.has(uid) {
 		return ErrAccountDeleted
 	}
-	ok, err := s.proves(ctx, acct, proof)
-	if err == nil && !ok && proof.Password != "" {
-		// Changed through another node a moment ago? (as Login does)
-		if fresh, freshFound, cerr := s.readAfterCatchUp(ctx, uid); cerr != nil {
-			err = cerr
-		} else if freshFound && fresh.Hash != acct.Hash {
-			ok, err = s.proves(ctx, fresh, proof)
-		}
-	}
+	_, ok, err := s.provesCommitted(ctx, acct, proof)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		s.perUser.Allow(uid)
-		s.perIP.Allow(ipKey)
+		s.proofFailed(uid, ipKey)
 		return ErrWrongPassword
 	}
 	return nil
+}
+
+// provesCommitted is proves, checked again against the account as
+// committed when a password does not match: it may have changed through
+// another node a moment ago (as Login does). It answers the account the
+// proof was checked against.
+func (s *Service) provesCommitted(ctx context.Context, acct account, proof PasswordProof) (account, bool, error) {
+	ok, err := s.proves(ctx, acct, proof)
+	if err != nil || ok || proof.Password == "" {
+		return acct, ok, err
+	}
+	fresh, found, err := s.readAfterCatchUp(ctx, acct.UID)
+	if err != nil || !found || fresh.Hash == acct.Hash {
+		return acct, false, err
+	}
+	ok, err = s.proves(ctx, fresh, proof)
+	return fresh, ok, err
+}
+
+// proofFailed counts a wrong proof against the user's and the address's
+// login rate limits.
+func (s *Service) proofFailed(uid, ipKey string) {
+	s.perUser.Allow(uid)
+	s.perIP.Allow(ipKey)
 }
 
 // ProofHTTPError is the HTTP error of a failed ProveUser.
