@@ -64,19 +64,33 @@ func (c *retentionCmd) encode() []byte {
 	return append(b, c.Replace.encode()...)
 }
 
+// readRetentionHead reads what every retention command starts with: its
+// version, a valid conversation and a cutoff (not 0); rd holds the rest.
+func readRetentionHead(b []byte, version byte, what string) (rd reader, conv string, cutoff snowflake.ID, err error) {
+	if len(b) < 1 || b[0] != version {
+		return rd, "", 0, fmt.Errorf("%w: unknown %s version", ErrBadCommand, what)
+	}
+	rd = reader{b: b[1:]}
+	conv = rd.str()
+	cutoff = snowflake.ID(rd.u64())
+	if rd.err || cutoff == 0 {
+		return rd, "", 0, fmt.Errorf("%w: %s", ErrBadCommand, what)
+	}
+	if _, err := SegmentObjectKey(conv, 1, 1); err != nil {
+		return rd, "", 0, err
+	}
+	return rd, conv, cutoff, nil
+}
+
 func decodeRetentionCmd(b []byte) (retentionCmd, error) {
-	if len(b) < 1 || b[0] != segVersion {
-		return retentionCmd{}, fmt.Errorf("%w: unknown retention command version", ErrBadCommand)
-	}
-	rd := reader{b: b[1:]}
 	var c retentionCmd
-	c.Conv = rd.str()
-	c.Cutoff = snowflake.ID(rd.u64())
-	if rd.err || len(rd.b) < 1 || c.Cutoff == 0 {
-		return retentionCmd{}, fmt.Errorf("%w: retention", ErrBadCommand)
-	}
-	if _, err := SegmentObjectKey(c.Conv, 1, 1); err != nil {
+	rd, conv, cutoff, err := readRetentionHead(b, segVersion, "retention command")
+	if err != nil {
 		return retentionCmd{}, err
+	}
+	c.Conv, c.Cutoff = conv, cutoff
+	if len(rd.b) < 1 {
+		return retentionCmd{}, fmt.Errorf("%w: retention", ErrBadCommand)
 	}
 	has := rd.b[0]
 	rd.b = rd.b[1:]

@@ -44,19 +44,11 @@ func (c *retentionPtrsCmd) encode() []byte {
 
 func decodeRetentionPtrsCmd(b []byte) (retentionPtrsCmd, error) {
 	bad := fmt.Errorf("%w: retention pointers", ErrBadCommand)
-	if len(b) < 1 || b[0] != ptrsVersion {
-		return retentionPtrsCmd{}, fmt.Errorf("%w: unknown retention pointers version", ErrBadCommand)
-	}
-	rd := reader{b: b[1:]}
-	var c retentionPtrsCmd
-	c.Conv = rd.str()
-	c.Cutoff = snowflake.ID(rd.u64())
-	if rd.err || c.Cutoff == 0 {
-		return retentionPtrsCmd{}, bad
-	}
-	if _, err := SegmentObjectKey(c.Conv, 1, 1); err != nil {
+	rd, conv, cutoff, err := readRetentionHead(b, ptrsVersion, "retention pointers")
+	if err != nil {
 		return retentionPtrsCmd{}, err
 	}
+	c := retentionPtrsCmd{Conv: conv, Cutoff: cutoff}
 	n, k := binary.Uvarint(rd.b)
 	if k <= 0 || n > refsBatch || uint64(len(rd.b)-k) != 8*n {
 		return retentionPtrsCmd{}, bad

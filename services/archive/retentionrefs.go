@@ -80,19 +80,11 @@ func (c *retentionRefsCmd) encode() []byte {
 
 func decodeRetentionRefsCmd(b []byte) (retentionRefsCmd, error) {
 	bad := fmt.Errorf("%w: retention refs", ErrBadCommand)
-	if len(b) < 1 || b[0] != refsVersion {
-		return retentionRefsCmd{}, fmt.Errorf("%w: unknown retention refs version", ErrBadCommand)
-	}
-	rd := reader{b: b[1:]}
-	var c retentionRefsCmd
-	c.Conv = rd.str()
-	c.Cutoff = snowflake.ID(rd.u64())
-	if rd.err || c.Cutoff == 0 {
-		return retentionRefsCmd{}, bad
-	}
-	if _, err := SegmentObjectKey(c.Conv, 1, 1); err != nil {
+	rd, conv, cutoff, err := readRetentionHead(b, refsVersion, "retention refs")
+	if err != nil {
 		return retentionRefsCmd{}, err
 	}
+	c := retentionRefsCmd{Conv: conv, Cutoff: cutoff}
 	n, k := binary.Uvarint(rd.b)
 	if k <= 0 || n > refsBatch {
 		return retentionRefsCmd{}, bad
