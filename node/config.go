@@ -83,7 +83,7 @@ type Config struct {
 	WebPushSubject     string        `yaml:"webpush_subject"`      // VAPID subject: mailto: or https: (enables Web Push)
 	PushGrace          time.Duration `yaml:"push_grace"`           // wait before pushing an offline device
 	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
-	// Regions (docs/operations.md "Regions"); see regionconfig.go.
+	// Regions (docs/regions.md); see regionconfig.go.
 	Region         string   `yaml:"region"`           // this cluster's region name
 	RegionNumber   int      `yaml:"region_number"`    // 0..15, unique among linked regions (Snowflake machine bits)
 	Links          []string `yaml:"links"`            // NAME=URL of other regions' MQTT listeners

@@ -26,7 +26,7 @@ type Message struct {
 	// region that region refused for good, with Reason (no_such_user,
 	// forbidden, invalid); empty otherwise. History and sync carry it;
 	// the sender's devices also get {"type":"undeliverable",...} on
-	// OnEvent (docs/protocol.md "Regions").
+	// OnEvent (docs/regions.md).
 	Status string `json:"status,omitempty"`
 	Reason string `json:"reason,omitempty"`
 
@@ -274,7 +274,7 @@ func retryableReason(rc byte) bool {
 
 // validUserID mirrors the server's rule (lowercase, 3-32 of a-z 0-9 _ . -,
 // starting with a letter) so that bad input fails before it is sent. A
-// user of another region is name@region (docs/protocol.md "Regions").
+// user of another region is name@region (docs/regions.md).
 func validUserID(s string) bool {
 	a, err := address.Parse(s)
 	return err == nil && validName(a.Name)

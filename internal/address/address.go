@@ -1,6 +1,6 @@
 // Package address reads the addresses of users across regions: a user is
 // "name" inside their home region and "name@region" everywhere else
-// (docs/protocol.md "Regions"). It checks the region part only; the name
+// (docs/regions.md). It checks the region part only; the name
 // part is a user ID, whose rules belong to internal/wire (which uses this
 // package to accept qualified names in topics).
 package address

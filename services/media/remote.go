@@ -697,7 +697,7 @@ func (s *Service) openAt(ctx context.Context, rec Record, tier store.Tier, key s
 	}
 	if s.peers == nil || s.tokens == nil || rec.Source != "" {
 		// A copy of another region's media held by another node: not
-		// read from here (docs/protocol.md, Regions).
+		// read from here (docs/regions.md).
 		return nil, 0, fmt.Errorf("media: %s is on node %s: %w", rec.ID, rec.Node, wire.ErrUnavailable)
 	}
 	token, err := s.tokens.MintAccessToken(rec.Owner, false)
