@@ -186,9 +186,11 @@ type Client struct {
 // Close. Everything from Dial on is delivered, including what arrives
 // while the connection is down. Without SyncFromStart, history from more
 // than a minute before Dial is not replayed (use History): the first
-// catch-up walks the history to its end and delivers the messages whose
-// ID time is at most a minute older than Dial's start, by this machine's
-// clock or the server's (the earlier of the two). That covers a message
+// catch-up starts where the server says that minute starts (GET
+// /chat/sync/end; from the beginning with a server without that call)
+// and delivers the messages whose ID time is at most a minute older than
+// Dial's start, by this machine's clock or the server's (the earlier of
+// the two). That covers a message
 // committed while the connection dropped during the walk, which would
 // otherwise never come (it is neither live nor after the cursor), as long
 // as the clocks of the nodes that stamp IDs are within a minute of the
@@ -802,8 +804,10 @@ func (c *Client) syncLoop() {
 }
 
 // syncOnce pages through /chat/sync from the cursor. The first sync of a
-// client starts from the beginning and, unless SyncFromStart, delivers
-// only what was created since a minute before Dial (see Dial).
+// client starts from the beginning with SyncFromStart; without, it
+// delivers only what was created since a minute before Dial (see Dial)
+// and starts where GET /chat/sync/end says those messages start (from
+// the beginning with a server older than that call).
 func (c *Client) syncOnce(ctx context.Context) error {
 	// What was seen live until now is behind this sync's snapshot.
 	c.liveSince.Store(0)
@@ -812,6 +816,17 @@ func (c *Client) syncOnce(ctx context.Context) error {
 	c.mu.Unlock()
 	deliverAll := !initial || c.opts.SyncFromStart
 	var after time.Time // when !deliverAll: deliver what was created after it
+	if !deliverAll && cursor == "" {
+		// Only the last minute is delivered: start where it starts
+		// rather than page through the whole history to find its end.
+		from, ok, err := c.fetchSyncEnd(ctx, c.dialStart.Add(-initialMargin))
+		if err != nil {
+			return err
+		}
+		if ok {
+			cursor = from
+		}
+	}
 	for {
 		page, err := c.fetchSync(ctx, cursor, syncPageLimit)
 		if err != nil {

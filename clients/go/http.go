@@ -253,6 +253,48 @@ func (p *syncPage) readHeader(h http.Header) {
 	}
 }
 
+// syncEnd is the answer of /chat/sync/end.
+type syncEnd struct {
+	Cursor string    `json:"cursor"`
+	date   time.Time // the answering node's clock (Date), if it said
+}
+
+func (p *syncEnd) readHeader(h http.Header) {
+	if d, err := http.ParseTime(h.Get("Date")); err == nil {
+		p.date = d
+	}
+}
+
+// fetchSyncEnd asks from where a sync returns what was created since
+// after (GET /chat/sync/end?within=). The server counts within back from
+// its own clock: when it is ahead of this machine's, the window is
+// widened by the difference and asked again, so that after holds by
+// the earlier of the two clocks. ok is false when the server is older
+// than that call (404): the caller pages from the beginning.
+func (c *Client) fetchSyncEnd(ctx context.Context, after time.Time) (cursor string, ok bool, err error) {
+	ask := func(within time.Duration) (syncEnd, bool, error) {
+		secs := int64((within + time.Second - 1) / time.Second)
+		q := url.Values{"within": {strconv.FormatInt(max(secs, 1), 10)}}
+		var p syncEnd
+		err := c.get(ctx, "/chat/sync/end", q, &p)
+		if ae := (*APIError)(nil); errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return p, false, nil
+		}
+		return p, err == nil && p.Cursor != "", err
+	}
+	p, ok, err := ask(time.Since(after))
+	if !ok || err != nil {
+		return "", ok, err
+	}
+	// Date has whole seconds: ahead by more than one is another clock.
+	if ahead := time.Until(p.date); !p.date.IsZero() && ahead > time.Second {
+		if p, ok, err = ask(time.Since(after) + ahead); !ok || err != nil {
+			return "", ok, err
+		}
+	}
+	return p.Cursor, true, nil
+}
+
 func (c *Client) fetchSync(ctx context.Context, since string, limit int) (syncPage, error) {
 	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if since != "" {

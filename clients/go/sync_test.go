@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,18 +16,78 @@ import (
 )
 
 // syncOver serves /chat/sync over the fake's store of user with full
-// pages (the fake's own pages are 2 messages), counting requests.
+// pages (the fake's own pages are 2 messages), counting requests, and
+// /chat/sync/end as the server does (positions here are indexes).
 func syncOver(f *fakeServer, user string, calls *atomic.Int32) http.HandlerFunc {
+	return syncOverAt(f, user, calls, 0)
+}
+
+// syncOverAt is syncOver for a server whose clock is ahead of this
+// machine's by ahead: its Date header, and the within of /chat/sync/end
+// counted back from its now.
+func syncOverAt(f *fakeServer, user string, calls *atomic.Int32, ahead time.Duration) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if calls != nil {
+		if calls != nil && strings.HasPrefix(r.URL.Path, "/chat/sync") {
 			calls.Add(1)
+		}
+		serverNow := time.Now().Add(ahead)
+		w.Header().Set("Date", serverNow.UTC().Format(http.TimeFormat))
+		all := f.stored(user)
+		if r.URL.Path == "/chat/sync/end" {
+			from := len(all)
+			if v := r.URL.Query().Get("within"); v != "" {
+				secs, _ := strconv.Atoi(v)
+				stop := serverNow.Add(-time.Duration(secs)*time.Second - 5*time.Second)
+				for from > 0 && !all[from-1].Time.Before(stop) {
+					from--
+				}
+			}
+			_ = json.NewEncoder(w).Encode(map[string]any{"cursor": strconv.Itoa(from)})
+			return
 		}
 		since, _ := strconv.Atoi(r.URL.Query().Get("since"))
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-		all := f.stored(user)
 		since = min(since, len(all))
 		end := min(since+limit, len(all))
 		_ = json.NewEncoder(w).Encode(map[string]any{"messages": all[since:end], "cursor": strconv.Itoa(end), "hasMore": end < len(all)})
+	}
+}
+
+// Dial's first catch-up does not page through a long history to find
+// its end: it asks where the last minute starts (GET /chat/sync/end)
+// and syncs from there, also when the server's clock is ahead.
+func TestDialsFirstSyncStartsAtTheLastMinute(t *testing.T) {
+	for _, ahead := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprint("server ahead ", ahead), func(t *testing.T) {
+			f := newFakeServer(t)
+			serverNow := time.Now().Add(ahead)
+			for i := range 3000 {
+				f.storeAt("carol", "bob", fmt.Sprint("old ", i), serverNow.Add(-2*time.Hour))
+			}
+			// Stamped half an hour ago by a server an hour ahead: after
+			// Dial by this machine's clock, so delivered.
+			fresh := f.storeAt("carol", "bob", "a moment ago", serverNow.Add(-time.Second-ahead/2))
+			var calls atomic.Int32
+			api := httptest.NewServer(syncOverAt(f, "bob", &calls, ahead))
+			defer api.Close()
+			br := newRecorder()
+			bob := dialFake(t, f, "bob", br, func(o *Options) { o.HTTPURL = api.URL })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := bob.flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if br.count(fresh.ID) != 1 || br.total() != 1 {
+				t.Fatalf("delivered the fresh message %d times (want 1), %d in all (want 1)", br.count(fresh.ID), br.total())
+			}
+			if bob.Cursor() != "3001" {
+				t.Fatalf("cursor %s, want 3001", bob.Cursor())
+			}
+			// One end (two with the clock apart) and one page, not seven.
+			if n := calls.Load(); n > 3 {
+				t.Fatalf("%d requests to find the end of 3,001 messages", n)
+			}
+		})
 	}
 }
 
@@ -162,11 +223,7 @@ func TestDialsFirstSyncGoesByTheEarlierClock(t *testing.T) {
 	serverNow := time.Now().Add(-time.Hour) // this machine is an hour ahead
 	old := f.storeAt("carol", "bob", "long before", serverNow.Add(-time.Hour))
 	fresh := f.storeAt("carol", "bob", "a moment ago", serverNow.Add(-time.Second))
-	all := syncOver(f, "bob", nil)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Date", serverNow.UTC().Format(http.TimeFormat))
-		all(w, r)
-	}))
+	api := httptest.NewServer(syncOverAt(f, "bob", nil, -time.Hour))
 	defer api.Close()
 	br := newRecorder()
 	bob := dialFake(t, f, "bob", br, func(o *Options) { o.HTTPURL = api.URL })

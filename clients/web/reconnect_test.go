@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,6 +154,15 @@ func TestMessagesSentDuringAnOutageShowAfterTheReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	px := newCutProxy(t, n.HTTPURL)
+	var syncPages, syncEnds atomic.Int32
+	px.onResponse = func(r *http.Request) {
+		switch r.URL.Path {
+		case "/chat/sync":
+			syncPages.Add(1)
+		case "/chat/sync/end":
+			syncEnds.Add(1)
+		}
+	}
 	alice := browser(t)
 	signIn(t, alice, px.srv.URL, "alice")
 	run(t, alice, "alice reads bob's chat, then opens carol's",
@@ -170,6 +180,9 @@ func TestMessagesSentDuringAnOutageShowAfterTheReconnect(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Log(err) // what follows tells what the page missed
+	} else if p, e := syncPages.Load(), syncEnds.Load(); p != 0 || e != 1 {
+		// It asks where the stream ends instead of paging through it.
+		t.Errorf("the first catch-up made %d sync page requests and %d sync end requests, want 0 and 1", p, e)
 	}
 	px.cut()
 	run(t, alice, "the page is offline", chromedp.WaitVisible(chromedp.CSS(`.state:not([data-state="online"])`)))

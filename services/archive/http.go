@@ -36,6 +36,7 @@ func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: http.MethodGet, Pattern: "/chat/history", Handler: s.handleHistory, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/chat/sync", Handler: s.handleSync, Class: "read"},
+		{Method: http.MethodGet, Pattern: "/chat/sync/end", Handler: s.handleSyncEnd, Class: "read"},
 		{Method: http.MethodGet, Pattern: "/chat/conversations", Handler: s.handleConversations, Class: "read"},
 		{Method: http.MethodPost, Pattern: "/chat/messages", Handler: s.handleSend, Class: "write", MaxBody: MaxSendBody},
 		{Method: http.MethodPost, Pattern: "/chat/read", Handler: s.handleRead, Class: "write", MaxBody: MaxReadBody},
@@ -290,6 +291,45 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 	writeMessages(w, msgs, func(b *bytes.Buffer) {
 		b.WriteString(`,"cursor":"` + strconv.FormatUint(next, 10) + `","hasMore":` + strconv.FormatBool(hasMore))
 	})
+}
+
+// syncEndWithinMax bounds GET /chat/sync/end's within (seconds): a week.
+const syncEndWithinMax = 7 * 24 * 3600
+
+// handleSyncEnd answers a sync cursor without paging the stream: where it
+// ends now, or (within=N) from where a sync returns every message created
+// in the last N seconds. A client's first connection needs no more: its
+// reads of the conversation list and pages cover the rest.
+func (s *Service) handleSyncEnd(w http.ResponseWriter, r *http.Request) {
+	me, err := principal(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	q, err := query(r, "within")
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	var createdAfter time.Time
+	if v, ok := q["within"]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > syncEndWithinMax || v[0] == '+' {
+			httpapi.WriteError(w, badParam("within must be a number of seconds from 1 to %d", syncEndWithinMax))
+			return
+		}
+		createdAfter = time.Now().Add(-time.Duration(n) * time.Second)
+	}
+	if !s.readBarrier(w, r, "sync end", me) {
+		return
+	}
+	cursor, err := s.syncEnd(me, createdAfter)
+	if err != nil {
+		s.log.Error("sync end", "user", me, "err", err)
+		httpapi.WriteError(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]string{"cursor": strconv.FormatUint(cursor, 10)})
 }
 
 // conversationJSON has exactly one of Peer and Group.

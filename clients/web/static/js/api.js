@@ -211,6 +211,16 @@ export class Api {
     if (since) q.set('since', since);
     return this.call('GET', `/chat/sync?${q}`);
   }
+  // syncEnd is where the sync stream ends now, or null from a server
+  // older than that call (404): then only paging finds it.
+  async syncEnd() {
+    try {
+      return (await this.call('GET', '/chat/sync/end')).cursor || null;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) return null;
+      throw e;
+    }
+  }
   user(uid) { return this.call('GET', `/user/${encodeURIComponent(uid)}`); }
   // search finds people in this region and every linked one (theirs
   // come qualified, name@region, after this region's).

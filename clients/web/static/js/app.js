@@ -449,14 +449,17 @@ class App {
   // connection's catch-up: the cursor the next reconnect syncs from. The
   // messages on the way are not kept (the reads covered them). The cursor
   // counts only if the connection stayed up meanwhile (no round since):
-  // what came after it was delivered live. (It pages from the beginning,
-  // as the Go SDK's first sync does: the API has no cheaper way to the
-  // end, and a cursor kept from an earlier load may be ahead of a
-  // restored server.)
+  // what came after it was delivered live. (It asks the server,
+  // GET /chat/sync/end, rather than keep a cursor from an earlier load,
+  // which may be ahead of a restored server; a server older than that
+  // call is paged from the beginning.)
   async findSyncEnd(store, round) {
     let end = null;
     const wanted = () => store === this.store && round === this.catchUps;
-    await this.untilReadable(() => this.syncPages('', (_, cursor) => { end = cursor; }, wanted), wanted);
+    await this.untilReadable(async () => {
+      end = await this.api.syncEnd();
+      if (end === null && wanted()) await this.syncPages('', (_, cursor) => { end = cursor; }, wanted);
+    }, wanted);
     if (end && wanted() && this.conn.state === 'online' && !store.cursor) {
       store.cursor = end;
       this.stateEl.dataset.synced = 'true'; // what the tests wait for
