@@ -79,8 +79,11 @@ func (n *Node) selfInfo() clusterapi.NodeInfo {
 		// The public HTTP base is the WebSocket URL without /mqtt.
 		httpURL = strings.TrimSuffix(strings.Replace(strings.Replace(wsURL, "wss://", "https://", 1), "ws://", "http://", 1), "/mqtt")
 	}
+	// Ready is what /readyz says (a leader reachable, the Raft log
+	// writable, applies moving), not only "joined": /cluster/connect must
+	// not send clients to a node cut off in a minority or with a full disk.
 	return clusterapi.NodeInfo{Name: n.cfg.NodeID, MQTT: mqttURL, WS: wsURL, HTTP: httpURL,
-		Connections: n.Broker.Connections(), Ready: n.Ready()}
+		Connections: n.Broker.Connections(), Ready: n.readiness() == nil}
 }
 
 func (n *Node) peerInfo(ctx context.Context, m cluster.Member) (clusterapi.NodeInfo, error) {
