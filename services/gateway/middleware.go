@@ -115,9 +115,16 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// CORS headers first, so that a browser can read even a 429.
 	g.edge.corsHeaders(sw.Header(), r.Header.Get("Origin"))
-	if ok, retry := g.edge.perIP.Allow(ratelimit.IPKey(info.ip)); !ok {
-		g.rateLimited(sw, ClassAll, "ip", retry, "too many requests from your address")
-		return
+	// Health checks skip the per-IP bucket: a load balancer or kubelet
+	// often shares its address with client traffic (haproxy in TCP mode,
+	// SNAT), and a 429 there would take a healthy node out of service or
+	// restart it. They cost next to nothing and take no token; /metrics
+	// stays limited.
+	if !isHealthCheck(pattern) {
+		if ok, retry := g.edge.perIP.Allow(ratelimit.IPKey(info.ip)); !ok {
+			g.rateLimited(sw, ClassAll, "ip", retry, "too many requests from your address")
+			return
+		}
 	}
 	if err := g.checkRequest(r); err != nil {
 		httpapi.WriteError(sw, err)
@@ -135,6 +142,11 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		h = g.mux // serve through the mux so r.PathValue works
 	}
 	h.ServeHTTP(sw, r)
+}
+
+// isHealthCheck tells the mux patterns of /healthz and /readyz.
+func isHealthCheck(pattern string) bool {
+	return pattern == "GET /healthz" || pattern == "GET /readyz"
 }
 
 // routeHandler wraps a service route: authentication, the class rate
