@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -481,6 +482,14 @@ func (c Config) Validate() error {
 	if c.BootstrapExpect < 0 || c.BootstrapExpect > 9 {
 		return fmt.Errorf("%w: --bootstrap-expect must be 0..9", ErrConfig)
 	}
+	if err := checkAdvertised("--advertise-mqtt", c.AdvertiseMQTT, "tcp://HOST:PORT or tls://HOST:PORT",
+		"tcp", "mqtt", "tls", "ssl", "mqtts"); err != nil {
+		return err
+	}
+	if err := checkAdvertised("--advertise-ws", c.AdvertiseWS, "ws://HOST[:PORT]/mqtt or wss://HOST[:PORT]/mqtt",
+		"ws", "wss"); err != nil {
+		return err
+	}
 	for _, p := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(p); err != nil {
 			return fmt.Errorf("%w: trusted proxy %q is not a CIDR", ErrConfig, p)
@@ -519,6 +528,19 @@ func (c Config) Validate() error {
 		return err
 	}
 	return c.validateArchive()
+}
+
+// checkAdvertised checks a public URL that /cluster/connect hands to
+// clients ("" is not set): one of schemes, with a host.
+func checkAdvertised(flag, v, want string, schemes ...string) error {
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || !slices.Contains(schemes, u.Scheme) || u.Host == "" || u.User != nil {
+		return fmt.Errorf("%w: %s %q: want %s", ErrConfig, flag, v, want)
+	}
+	return nil
 }
 
 // Usage describes the flags of `edgechat serve`.
