@@ -58,6 +58,12 @@ func (c Config) validateRegion() error {
 		}
 		seen[l.Name] = true
 	}
+	if c.LinkRetention <= 0 {
+		return fmt.Errorf("%w: --link-retention %v: want a positive duration", ErrConfig, c.LinkRetention)
+	}
+	if c.LinkBacklogWarn <= 0 {
+		return fmt.Errorf("%w: --link-backlog-warn %v: want a positive duration", ErrConfig, c.LinkBacklogWarn)
+	}
 	if (c.LinkCert == "") != (c.LinkKey == "") {
 		return fmt.Errorf("%w: --link-cert and --link-key go together", ErrConfig)
 	}
