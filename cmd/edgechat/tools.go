@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/services/auth"
 )
 
@@ -466,15 +471,25 @@ func firstNonEmpty(a, b string) string {
 	return b
 }
 
-// healthCmd: edgechat health [--url http://127.0.0.1:8080/readyz]. It lets
-// a distroless image (no shell, no curl) have a container health check.
+// healthCmd: edgechat health [--url URL]. It lets a distroless image (no
+// shell, no curl) have a container health check. Without --url (or
+// EDGECHAT_HEALTH_URL) it asks /readyz of the node its environment
+// configures (healthTarget), as the container's health check runs in the
+// node's own environment.
 func healthCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	url := fs.String("url", envOr("EDGECHAT_HEALTH_URL", "http://127.0.0.1:8080/readyz"), "URL to check")
+	url := fs.String("url", os.Getenv("EDGECHAT_HEALTH_URL"), "URL to check (default: this environment's node)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	client := http.DefaultClient
+	if *url == "" {
+		var err error
+		if *url, client, err = healthTarget(os.Environ()); err != nil {
+			return fmt.Errorf("unhealthy: %w", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -482,7 +497,7 @@ func healthCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("unhealthy: %w", err)
 	}
@@ -492,4 +507,46 @@ func healthCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
+}
+
+// healthTarget is /readyz of the node that environ configures for
+// `edgechat serve` (EDGECHAT_HTTP_ADDR, EDGECHAT_TLS_CERT, the file
+// EDGECHAT_CONFIG names): its HTTP port on 127.0.0.1 (or the address it
+// binds), over TLS when it has a certificate. A certificate names the
+// node's public host, not 127.0.0.1, so the client checks instead that
+// the server presents exactly that certificate. An environment that does
+// not load as a configuration asks http://127.0.0.1:8080/readyz.
+func healthTarget(environ []string) (string, *http.Client, error) {
+	const fallback = "http://127.0.0.1:8080/readyz"
+	cfg, err := node.LoadConfig(nil, environ)
+	if err != nil {
+		return fallback, http.DefaultClient, nil
+	}
+	host, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	if err != nil {
+		return fallback, http.DefaultClient, nil
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	if cfg.TLSCert == "" {
+		return "http://" + net.JoinHostPort(host, port) + "/readyz", http.DefaultClient, nil
+	}
+	pair, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil || len(pair.Certificate) == 0 {
+		return "", nil, fmt.Errorf("reading the node's certificate: %v", err)
+	}
+	want := pair.Certificate[0]
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // replaced by the check that it is our own certificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 || !bytes.Equal(raw[0], want) {
+				return errors.New("the server does not present this node's certificate (--tls-cert)")
+			}
+			return nil
+		},
+	}
+	return "https://" + net.JoinHostPort(host, port) + "/readyz", &http.Client{Transport: tr}, nil
 }

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// writeCert writes a self-signed certificate for chat.example.com (not
+// for 127.0.0.1, as a real one would be) and its key.
+func writeCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chat.example.com"},
+		DNSNames: []string{"chat.example.com"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// The container health check (deploy/Dockerfile, compose.yaml) runs
+// `edgechat health` in the node's own environment. It asked
+// http://127.0.0.1:8080/readyz whatever that environment configured, so a
+// container given another port (EDGECHAT_HTTP_ADDR, the documented way to
+// configure the image) or TLS (EDGECHAT_TLS_CERT: the port then answers
+// plain HTTP with 400) was unhealthy for ever. Without --url it now asks
+// the node the environment describes, over TLS when it has a certificate
+// (checking that the node presents that certificate).
+func TestHealthFollowsTheNodesEnvironment(t *testing.T) {
+	cert, key := writeCert(t)
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.TLSCert, c.TLSKey = cert, key }))
+	_, port, err := net.SplitHostPort(n.Node.Gateway.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EDGECHAT_HTTP_ADDR", ":"+port)
+	t.Setenv("EDGECHAT_TLS_CERT", cert)
+	t.Setenv("EDGECHAT_TLS_KEY", key)
+	var out bytes.Buffer
+	if err := healthCmd(context.Background(), nil, &out); err != nil || strings.TrimSpace(out.String()) != "ok" {
+		t.Fatalf("edgechat health in the node's environment: %v %q", err, out.String())
+	}
+
+	// Another certificate at that address is not this node.
+	other, otherKey := writeCert(t)
+	t.Setenv("EDGECHAT_TLS_CERT", other)
+	t.Setenv("EDGECHAT_TLS_KEY", otherKey)
+	if err := healthCmd(context.Background(), nil, &out); err == nil {
+		t.Fatal("a node presenting another certificate was taken for this one")
+	}
+}
