@@ -45,6 +45,10 @@ type Route struct {
 	Admin   bool   // only for principals with the admin role (403 otherwise)
 	Class   string // rate-limit class, e.g. "auth", "read", "write"
 	MaxBody int64  // request body limit in bytes; 0 means DefaultMaxBody
+	// MaxQuery raises the gateway's query string limit (2 KiB) for this
+	// route, in bytes; 0 keeps it. For redirects from other parties that
+	// carry long parameters (an OIDC provider's authorization code).
+	MaxQuery int
 	// OwnAuth, on a Public route, hands the handler the Authorization
 	// header (removed from every other request): a webhook whose caller
 	// authenticates with a shared secret, not a user token.

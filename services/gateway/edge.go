@@ -319,12 +319,19 @@ func (g *Gateway) routeMethods(r *http.Request) ([]string, string) {
 }
 
 // checkRequest enforces the limits on the request line and headers that
-// apply to every request, as JSON errors. (net/http refuses headers over
+// apply to every request (the query limit raised for a route of pattern
+// with its own MaxQuery), as JSON errors. (net/http refuses headers over
 // MaxHeaderBytes + 16 KiB itself, with a plain-text 431.)
-func (g *Gateway) checkRequest(r *http.Request) error {
-	if n := len(r.URL.RawQuery); n > g.cfg.MaxQueryBytes {
+func (g *Gateway) checkRequest(r *http.Request, pattern string) error {
+	maxQuery := g.cfg.MaxQueryBytes
+	g.routesMu.RLock()
+	if m, ok := g.maxQuery[pattern]; ok && m > maxQuery {
+		maxQuery = m
+	}
+	g.routesMu.RUnlock()
+	if n := len(r.URL.RawQuery); n > maxQuery {
 		return httpapi.Errorf(http.StatusRequestURITooLong, httpapi.CodeURITooLong,
-			"query string of %d bytes is over the %d byte limit", n, g.cfg.MaxQueryBytes)
+			"query string of %d bytes is over the %d byte limit", n, maxQuery)
 	}
 	fields, size := 0, 0
 	for k, vs := range r.Header {

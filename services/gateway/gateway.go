@@ -145,6 +145,7 @@ type Gateway struct {
 	mounted  map[string]struct{} // mux patterns of Mount's routes, for preflights
 	methods  []string            // the distinct methods of mounted routes
 	raw      []string            // patterns of Handle's raw handlers
+	maxQuery map[string]int      // mux patterns of routes with their own query limit (Route.MaxQuery)
 
 	mRequests    *prometheus.CounterVec
 	mSeconds     *prometheus.HistogramVec
@@ -218,6 +219,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		scheme:   scheme,
 		edge:     edge,
 		mounted:  map[string]struct{}{},
+		maxQuery: map[string]int{},
 		barrier:  deps.ReadBarrier,
 		mReadAgain: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_http_reads_again_total",
@@ -319,6 +321,9 @@ func (g *Gateway) Mount(routes ...httpapi.Route) {
 		g.mux.Handle(pattern, g.routeHandler(rt, class, lim))
 		g.routesMu.Lock()
 		g.mounted[pattern] = struct{}{}
+		if rt.MaxQuery > 0 {
+			g.maxQuery[pattern] = rt.MaxQuery
+		}
 		if !slices.Contains(g.methods, rt.Method) {
 			g.methods = append(g.methods, rt.Method)
 		}
@@ -334,8 +339,8 @@ func validRoute(rt httpapi.Route) error {
 		return fmt.Errorf("%q %s: bad method", rt.Method, rt.Pattern)
 	case !strings.HasPrefix(rt.Pattern, "/"):
 		return fmt.Errorf("%s %q: pattern must start with /", rt.Method, rt.Pattern)
-	case rt.MaxBody < 0:
-		return fmt.Errorf("%s %s: negative MaxBody", rt.Method, rt.Pattern)
+	case rt.MaxBody < 0 || rt.MaxQuery < 0:
+		return fmt.Errorf("%s %s: negative MaxBody or MaxQuery", rt.Method, rt.Pattern)
 	case rt.Admin && rt.Public:
 		return fmt.Errorf("%s %s: an admin route cannot be public", rt.Method, rt.Pattern)
 	}

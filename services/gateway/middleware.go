@@ -126,7 +126,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := g.checkRequest(r); err != nil {
+	if err := g.checkRequest(r, pattern); err != nil {
 		httpapi.WriteError(sw, err)
 		return
 	}

@@ -319,7 +319,7 @@ func (s *Service) callback(r *http.Request) (_ authTokens, _ pendingLogin, _ err
 		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: %.100s %.200s", ErrLoginFailed, e, q.Get("error_description"))
 	}
 	code := q.Get("code")
-	if code == "" || len(code) > 2048 {
+	if code == "" || len(code) > MaxCallbackQuery { // Entra ID's run past 2,000 characters
 		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: no code", ErrLoginFailed)
 	}
 	d, err := p.discover(r.Context())

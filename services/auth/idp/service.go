@@ -289,6 +289,10 @@ const (
 // maxExchangeBody bounds the body of a token exchange.
 const maxExchangeBody = 24 << 10
 
+// MaxCallbackQuery is the query string limit of the code flow's callback
+// (the gateway's is 2 KiB): a provider's code, state, session_state, iss.
+const MaxCallbackQuery = 16 << 10
+
 type exchangeRequest struct {
 	SubjectToken string `json:"subjectToken"`
 	// SubjectTokenType is accepted for RFC 8693 clients; only JWTs
@@ -342,7 +346,10 @@ func (s *Service) Routes() []httpapi.Route {
 	if s.proposer != nil {
 		routes = append(routes,
 			httpapi.Route{Method: http.MethodGet, Pattern: "/auth/oidc/{provider}/start", Handler: s.handleStart, Public: true, Class: "auth"},
-			httpapi.Route{Method: http.MethodGet, Pattern: "/auth/oidc/{provider}/callback", Handler: s.handleCallback, Public: true, Class: "auth"})
+			// Some providers' codes are long (Microsoft Entra ID's run to
+			// 2,000 characters and more, Azure AD B2C's past 2,400).
+			httpapi.Route{Method: http.MethodGet, Pattern: "/auth/oidc/{provider}/callback", Handler: s.handleCallback, Public: true, Class: "auth",
+				MaxQuery: MaxCallbackQuery})
 	}
 	return routes
 }

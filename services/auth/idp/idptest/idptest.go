@@ -46,6 +46,7 @@ type Provider struct {
 	codes     map[string]grant        // issued authorization codes
 	devices   map[string]*deviceGrant // device codes (RFC 8628)
 	badNonce  bool                    // ID tokens of the code flow carry a wrong nonce
+	codeLen   int                     // authorization codes padded to this length (0: short)
 	secret    string                  // required client secret ("" : a public client)
 	jwksHits  atomic.Int64
 	discHits  atomic.Int64
@@ -261,6 +262,16 @@ func (p *Provider) SetBadNonce(bad bool) {
 	p.mu.Unlock()
 }
 
+// SetCodeLength makes the authorization endpoint issue codes of n
+// characters, and add a session_state to its redirect, as Microsoft Entra
+// ID does (its codes run to 2,000 characters and more; Azure AD B2C's
+// past 2,400).
+func (p *Provider) SetCodeLength(n int) {
+	p.mu.Lock()
+	p.codeLen = n
+	p.mu.Unlock()
+}
+
 // RequireSecret makes the token endpoint require this client secret.
 func (p *Provider) RequireSecret(secret string) {
 	p.mu.Lock()
@@ -285,11 +296,17 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "nobody signs in (NextLogin)", http.StatusForbidden)
 		return
 	}
-	code := randomString()
+	code, extra := randomString(), ""
 	p.mu.Lock()
+	for p.codeLen > 0 && len(code) < p.codeLen {
+		code += randomString()
+	}
+	if p.codeLen > 0 {
+		code, extra = code[:p.codeLen], "&session_state="+randomString()
+	}
 	p.codes[code] = grant{claims: next, nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri")}
 	p.mu.Unlock()
-	u := q.Get("redirect_uri") + "?code=" + code + "&state=" + q.Get("state")
+	u := q.Get("redirect_uri") + "?code=" + code + "&state=" + q.Get("state") + extra
 	http.Redirect(w, r, u, http.StatusFound)
 }
 
