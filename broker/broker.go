@@ -84,8 +84,9 @@ type Config struct {
 	Dev bool
 
 	// AllowedOrigins is the WebSocket Origin allow-list (exact
-	// scheme://host[:port]). Empty: only the request's own host. Requests
-	// without an Origin header (non-browsers) are allowed.
+	// scheme://host[:port]), besides the request's own host, which is
+	// always allowed (a page this node served). Requests without an
+	// Origin header (non-browsers) are allowed.
 	AllowedOrigins []string
 
 	MaxWritesPending int // mochi MaximumClientWritesPending (outbound queue per client); default 128

@@ -304,8 +304,9 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkOrigin allows requests without Origin (non-browsers), the
-// cluster's own nodes' origins, origins in the allow-list, and, when the
-// list is empty, the request's own host.
+// request's own host (a page this node served: its web app), the
+// cluster's own nodes' origins and the origins in the allow-list, which
+// adds to the same host rather than replacing it.
 func (l *wsListener) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
@@ -315,12 +316,11 @@ func (l *wsListener) checkOrigin(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	if l.b.deps.PeerOrigin != nil && l.b.deps.PeerOrigin(o) {
+	if u, err := url.Parse(o); err == nil && strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
-	if len(l.b.cfg.AllowedOrigins) == 0 {
-		u, _ := url.Parse(o)
-		return strings.EqualFold(u.Host, r.Host)
+	if l.b.deps.PeerOrigin != nil && l.b.deps.PeerOrigin(o) {
+		return true
 	}
 	for _, a := range l.b.cfg.AllowedOrigins {
 		if n, err := normalizeOrigin(a); err == nil && n == o {

@@ -83,7 +83,14 @@ func TestWebSocketAllowedOrigins(t *testing.T) {
 		t.Fatalf("allowed origin: %v", err)
 	}
 	ws.Close()
-	for _, o := range []string{srv.URL, "https://chat.example.com:8443", "http://chat.example.com"} {
+	// The request's own host (a page this node served) stays allowed:
+	// the list adds to it.
+	ws, _, err = dialWS(t, url, http.Header{"Origin": {srv.URL}}, "mqtt")
+	if err != nil {
+		t.Fatalf("same host with an allow-list: %v", err)
+	}
+	ws.Close()
+	for _, o := range []string{"https://chat.example.com:8443", "http://chat.example.com"} {
 		if _, resp, err := dialWS(t, url, http.Header{"Origin": {o}}, "mqtt"); err == nil || resp.StatusCode != http.StatusForbidden {
 			t.Fatalf("origin %s: err %v", o, err)
 		}

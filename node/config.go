@@ -341,7 +341,7 @@ var settings = append([]setting{
 		c.WebClient = b
 		return nil
 	}},
-	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket (default: same host only)", set: listSetter(func(c *Config) *[]string { return &c.AllowedOrigins })},
+	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket besides the same host (default: same host only)", set: listSetter(func(c *Config) *[]string { return &c.AllowedOrigins })},
 	{name: "trusted-proxies", usage: "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed", set: listSetter(func(c *Config) *[]string { return &c.TrustedProxies })},
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
