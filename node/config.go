@@ -398,8 +398,21 @@ func FlagNames() []string {
 
 // LoadConfig builds the configuration for `edgechat serve` from args
 // (without the subcommand), the environment (os.Environ format) and the
-// file named by --config or EDGECHAT_CONFIG.
+// file named by --config or EDGECHAT_CONFIG, and validates it.
 func LoadConfig(args []string, environ []string) (Config, error) {
+	cfg, err := LoadSettings(args, environ)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// LoadSettings is LoadConfig without the validation of the whole: each
+// value is read and parsed, but a configuration that serve would refuse
+// (a cluster size without --join, say) is returned as it is. For tools
+// that need a few settings of the node an environment configures (the
+// health check: its HTTP address and certificate).
+func LoadSettings(args []string, environ []string) (Config, error) {
 	cfg := Defaults()
 	fs, configPath := serveFlags()
 	if err := fs.Parse(args); err != nil {
@@ -446,10 +459,7 @@ func LoadConfig(args []string, environ []string) (Config, error) {
 			}
 		}
 	})
-	if ferr != nil {
-		return cfg, ferr
-	}
-	return cfg, cfg.Validate()
+	return cfg, ferr
 }
 
 // Validate checks the configuration.

@@ -69,6 +69,9 @@ func TestHealthFollowsTheNodesEnvironment(t *testing.T) {
 	t.Setenv("EDGECHAT_HTTP_ADDR", ":"+port)
 	t.Setenv("EDGECHAT_TLS_CERT", cert)
 	t.Setenv("EDGECHAT_TLS_KEY", key)
+	// As in compose.yaml: the cluster size in the environment, --join as
+	// a flag of serve (which the health check does not see).
+	t.Setenv("EDGECHAT_BOOTSTRAP_EXPECT", "3")
 	var out bytes.Buffer
 	if err := healthCmd(context.Background(), nil, &out); err != nil || strings.TrimSpace(out.String()) != "ok" {
 		t.Fatalf("edgechat health in the node's environment: %v %q", err, out.String())

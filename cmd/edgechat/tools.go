@@ -515,10 +515,10 @@ func healthCmd(ctx context.Context, args []string, stdout io.Writer) error {
 // binds), over TLS when it has a certificate. A certificate names the
 // node's public host, not 127.0.0.1, so the client checks instead that
 // the server presents exactly that certificate. An environment that does
-// not load as a configuration asks http://127.0.0.1:8080/readyz.
+// not load (a malformed value) asks http://127.0.0.1:8080/readyz.
 func healthTarget(environ []string) (string, *http.Client, error) {
 	const fallback = "http://127.0.0.1:8080/readyz"
-	cfg, err := node.LoadConfig(nil, environ)
+	cfg, err := node.LoadSettings(nil, environ) // not validated: serve's flags are not seen here
 	if err != nil {
 		return fallback, http.DefaultClient, nil
 	}
