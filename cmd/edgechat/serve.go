@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"time"
 
 	"github.com/edgechat/edgechat/node"
 )
@@ -38,6 +39,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	// main reads it only once a signal came (stopTimeout): a malformed
+	// value is refused now, not found out when a stop hangs.
+	if v := os.Getenv("EDGECHAT_STOP_TIMEOUT"); v != "" {
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			return fmt.Errorf("%w: EDGECHAT_STOP_TIMEOUT %q: want a positive Go duration, e.g. 45s or 2m", errUsage, v)
+		}
 	}
 	log := newLogger(cfg, stderr)
 	if cfg.Dev {
