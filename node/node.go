@@ -407,6 +407,7 @@ func (n *Node) buildHTTP() (err error) {
 	if err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
 	}
+	n.Gateway.Hold() // only the probes until Run has the cluster (start)
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
 		n.Presence.Routes(), n.Push.Routes(), n.PushTester.Routes(), n.Media.Routes(), n.Admin.Routes(), n.ClusterAPI.Routes(),
 		n.Backup.Routes(), n.Region.Routes()} {
@@ -570,8 +571,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	// Raft runs until release closes it, after every other part stopped.
 	raftDone := make(chan error, 1)
 	go func() { raftDone <- n.raft.Run(context.Background()) }()
+	// The gateway serves from now on, held to the probes (/healthz 200,
+	// /readyz 503, everything else 503) while the node waits for its
+	// cluster; it opens below, with the other parts.
+	gwCtx, gwStop := context.WithCancel(ctx)
+	defer gwStop()
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- n.Gateway.Run(gwCtx) }()
 	if err := n.start(ctx); err != nil {
-		return err
+		gwStop()
+		return errors.Join(err, <-gwDone)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.Auth.Run(gctx) })        // publishes this node's token key to the cluster
@@ -589,7 +598,16 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { // the members' web origins, for pages that reconnect through another node
 		return n.ClusterAPI.RunOrigins(gctx, n.peerOrigins(), n.cfg.OriginsRefresh, n.raft.MembersChanged)
 	})
-	g.Go(func() error { return n.Gateway.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case err := <-gwDone: // it stopped by itself
+			return err
+		case <-gctx.Done():
+			gwStop()
+			return <-gwDone
+		}
+	})
+	n.Gateway.Open()
 	if sched := n.Backup.Scheduler(); sched != nil {
 		g.Go(func() error { return sched.Run(gctx) })
 	}

@@ -139,6 +139,7 @@ type Gateway struct {
 	handler  http.Handler
 	scheme   string
 	running  atomic.Bool
+	held     atomic.Bool // Hold: only the probes are served (a node waiting for its cluster)
 	edge     *edge
 
 	routesMu sync.RWMutex
@@ -379,6 +380,15 @@ func (g *Gateway) Patterns() []string {
 	slices.Sort(out)
 	return out
 }
+
+// Hold makes the gateway answer only /healthz, /readyz and /metrics, and
+// every other request 503 unavailable with Retry-After, until Open: a
+// node serves its health checks while it waits for its cluster, before
+// its routes can work.
+func (g *Gateway) Hold() { g.held.Store(true) }
+
+// Open ends Hold: every route is served.
+func (g *Gateway) Open() { g.held.Store(false) }
 
 // Handler is the full middleware-wrapped handler (for tests and for
 // serving on another listener).

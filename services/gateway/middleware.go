@@ -130,6 +130,11 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(sw, err)
 		return
 	}
+	if g.held.Load() && !isProbe(pattern) {
+		httpapi.WriteError(sw, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "this node is starting (waiting for its cluster); retry", RetryAfter: time.Second})
+		return
+	}
 	if isPreflight(r) {
 		route = g.preflight(sw, r)
 		return
@@ -147,6 +152,11 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // isHealthCheck tells the mux patterns of /healthz and /readyz.
 func isHealthCheck(pattern string) bool {
 	return pattern == "GET /healthz" || pattern == "GET /readyz"
+}
+
+// isProbe tells the mux patterns of /healthz, /readyz and /metrics.
+func isProbe(pattern string) bool {
+	return isHealthCheck(pattern) || pattern == "GET /metrics"
 }
 
 // routeHandler wraps a service route: authentication, the class rate

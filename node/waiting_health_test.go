@@ -1,0 +1,72 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A node that waits for its cluster (forming one with --bootstrap-expect
+// before the others are up, or joining one that has no quorum) answered
+// no HTTP at all: the listener was bound but served only once Raft had a
+// leader. operations.md says /readyz is 503 until the cluster forms, and
+// /healthz that the process serves HTTP; Kubernetes' startup and liveness
+// probes and haproxy's checks timed out instead. Now /healthz answers 200,
+// /readyz 503 and every other request 503 unavailable (never a hang)
+// while the node waits.
+func TestAWaitingNodeAnswersItsHealthChecks(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0") // a peer that never answers Raft
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := dead.Addr().String()
+	_ = dead.Close()
+	cfg := nodetest.TestConfig(t)
+	cfg.NodeID = "n1"
+	cfg.BootstrapExpect = 2
+	cfg.Join = []string{peer}
+	n, err := node.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	client := &http.Client{Timeout: 2 * time.Second}
+	get := func(path string) (int, error) {
+		resp, err := client.Get(n.HTTPURL() + path)
+		if err != nil {
+			return 0, err
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st, err := get("/healthz"); err != nil || st != http.StatusOK {
+			return fmt.Errorf("/healthz of a node waiting for its cluster: %d %v", st, err)
+		}
+		return nil
+	})
+	for path, want := range map[string]int{"/readyz": http.StatusServiceUnavailable, "/user/me": http.StatusServiceUnavailable,
+		"/metrics": http.StatusOK} {
+		if st, err := get(path); err != nil || st != want {
+			t.Errorf("%s of a node waiting for its cluster: %d %v, want %d", path, st, err, want)
+		}
+	}
+	if n.Ready() {
+		t.Fatal("the node says it is ready without a cluster")
+	}
+}
