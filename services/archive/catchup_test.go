@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"testing"
 
@@ -198,5 +199,49 @@ func TestLinkMessageWaitsForWhatThisNodeHasNotAppliedYet(t *testing.T) {
 	}
 	if _, _, _, err := e.svc.StoreRemoteGroup(ctx, gm("g2", "c11")); !errors.Is(err, wire.ErrUnavailable) {
 		t.Fatalf("to a group of which the sender is no member, without a leader: %v", err)
+	}
+}
+
+// A member added to a group through another node a moment ago marks the
+// group read (POST /chat/read) on a node that had not applied the
+// addition yet: the node catches up before it answers 404, as it does
+// before refusing the member's messages. Before, the member got 404
+// not_found and the group stayed unread.
+func TestGroupReadWaitsForAMemberThisNodeHasNotAppliedYet(t *testing.T) {
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withGroups(), withReadBarrier(held.Barrier))
+	srv := e.server(t)
+	e.groups.add("g1", "bob")
+	m := e.sendGroup(t, "bob", "g1", "c1")
+	read := func(user string) response {
+		t.Helper()
+		return do(t, srv, user, http.MethodPost, "/chat/read", "application/json",
+			[]byte(`{"group":"g1","upTo":"`+m.ID.String()+`"}`))
+	}
+
+	held.Hold(func() { e.groups.add("g1", "alice") })
+	if r := read("alice"); r.Status != http.StatusNoContent {
+		t.Fatalf("read by a member this node had not applied: %d %s", r.Status, r.Body)
+	}
+	if cur, err := e.svc.ReadUpTo("alice", "", "g1"); err != nil || cur != m.ID {
+		t.Fatalf("alice's cursor = %v, %v; want %v", cur, err, m.ID)
+	}
+
+	// A member this node knows costs no barrier; a non-member is still
+	// refused, and without a leader the node cannot tell (503).
+	before := held.Barriers()
+	if r := read("bob"); r.Status != http.StatusNoContent || held.Barriers() != before {
+		t.Fatalf("read by a known member: %d %s, %d barriers", r.Status, r.Body, held.Barriers()-before)
+	}
+	if r := read("carol"); r.Status != http.StatusNotFound || r.code() != "not_found" {
+		t.Fatalf("read by a non-member: %d %s", r.Status, r.Body)
+	}
+	held.SetDown(wire.ErrUnavailable)
+	state := dump(t, e.db)
+	if r := read("carol"); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("read by a non-member without a leader: %d %s", r.Status, r.Body)
+	}
+	if after := dump(t, e.db); len(after) != len(state) {
+		t.Fatal("a refused read changed the state")
 	}
 }

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -83,13 +84,23 @@ func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.En
 // (clamped to the group's highest message ID; it never moves back).
 // Errors wrap wire.ErrInvalid, wire.ErrNotFound (reader is not a member,
 // or the node has no groups: the same answer, so that group IDs do not
-// leak) or wire.ErrUnavailable.
+// leak) or wire.ErrUnavailable. A reader this node does not know as a
+// member is refused only once the node has caught up with the cluster
+// (catchUp): they may have been added through another node a moment ago.
 func (s *Service) MarkGroupRead(ctx context.Context, reader, gid string, upTo snowflake.ID) error {
 	if err := validUsers(reader); err != nil {
 		return err
 	}
 	if _, err := s.memberConv(reader, gid); err != nil {
-		return err
+		if s.groups == nil || !errors.Is(err, wire.ErrNotFound) {
+			return err
+		}
+		if err := s.catchUp(ctx, "group member"); err != nil {
+			return err
+		}
+		if _, err := s.memberConv(reader, gid); err != nil {
+			return err
+		}
 	}
 	if upTo == 0 {
 		return nil
