@@ -380,6 +380,9 @@ func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Env
 	// The ID first: a media message's grant keeps the message that sent it.
 	id := s.ids.Next()
 	if err := s.checkDirect(ctx, from, to, &env, id); err != nil {
+		if wait, ok := s.refusedRetry(from, to, "", env, err); ok {
+			return wait, nil
+		}
 		s.count(false, err)
 		return nil, err
 	}
@@ -429,6 +432,52 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
 	}
 	return s.attachMedia(ctx, from, env, to, "", id)
+}
+
+// refusedRetry answers a send that its checks refused (refusal) when
+// (from, env.CID) is stored already: a retry of a message accepted
+// before the state that refuses it now (the recipient blocked the
+// sender, the sender left the group) gets the original message as a
+// duplicate, as every retry does, not a refusal of a message that was
+// stored and delivered. Nothing is stored, and a send that was never
+// stored is refused as before. ok is false when the refusal stands.
+func (s *Service) refusedRetry(from, to, gid string, env wire.Envelope, refusal error) (wait func(context.Context) (wire.Envelope, []byte, bool, error), ok bool) {
+	if !errors.Is(refusal, wire.ErrForbidden) && !errors.Is(refusal, wire.ErrNotFound) && !errors.Is(refusal, wire.ErrMediaNotReady) {
+		return nil, false
+	}
+	var res *applied
+	err := s.db.View(func(tx *badger.Txn) error {
+		id, conv, found, err := getLocator(tx, from, dedupKey(from, env.CID))
+		switch {
+		case err != nil || !found:
+			return err
+		case id == 0: // the original expired (retention)
+			res = &applied{Dup: true, expired: true}
+			return nil
+		}
+		p, err := loadLocated(tx, id, conv)
+		var se *sealedError
+		switch {
+		case errors.As(err, &se):
+			res = &applied{ID: id, Dup: true, sealed: se}
+		case err != nil:
+			return err
+		default:
+			res = &applied{ID: id, Payload: p, Dup: true}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("reading the original of a refused retry", "from", from, "cid", env.CID, "err", err)
+		return nil, false
+	}
+	if res == nil {
+		return nil, false
+	}
+	env.From, env.To, env.Group = from, to, gid
+	stored, payload, dup, err := s.storedResult(env, nil, res)
+	s.count(dup, err)
+	return func(context.Context) (wire.Envelope, []byte, bool, error) { return stored, payload, dup, err }, true
 }
 
 // catchUp waits until this node has applied every write the cluster

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -361,5 +362,61 @@ func TestHTTPConversationsWithGroups(t *testing.T) {
 	get(t, srv, "alice", "/chat/conversations", &cl)
 	if len(cl.Conversations) != 3 || cl.Conversations[2].Group != "gone" || cl.Conversations[2].Unread != 1 || cl.Conversations[0].Unread != 2 {
 		t.Fatalf("alice: %+v", cl)
+	}
+}
+
+// A retried POST /chat/messages whose message was stored before the
+// state that refuses it now (the recipient blocked the sender, the
+// sender left the group) answers the original (200), as every retry
+// does: before, it was refused (403), so a client whose first answer was
+// lost showed "not sent" for a message the others had received. A new
+// cid is still refused, and nothing more is stored or published.
+func TestHTTPRetryOfAStoredMessageIsNotRefused(t *testing.T) {
+	e := newEnv(t, withGroups())
+	e.groups.add("team", "alice", "bob")
+	srv := e.server(t)
+	send := func(body string) (response, wire.Envelope) {
+		t.Helper()
+		r := postJSON(t, srv, "alice", body)
+		var env wire.Envelope
+		if r.Status/100 == 2 {
+			if err := json.Unmarshal(r.Body, &env); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r, env
+	}
+	direct := `{"to":"bob","cid":"d1","type":"text","body":"hi bob"}`
+	group := `{"group":"team","cid":"g1","type":"text","body":"hi team"}`
+	r1, d1 := send(direct)
+	r2, g1 := send(group)
+	if r1.Status != http.StatusCreated || r2.Status != http.StatusCreated {
+		t.Fatalf("first sends: %d %s, %d %s", r1.Status, r1.Body, r2.Status, r2.Body)
+	}
+	e.blocks.block("bob", "alice")
+	e.groups.remove("team", "alice")
+	state, published := dump(t, e.db), len(e.pub.published())
+
+	for _, tc := range []struct {
+		name, body string
+		want       wire.Envelope
+		payload    []byte
+	}{{"direct", direct, d1, r1.Body}, {"group", group, g1, r2.Body}} {
+		r, got := send(tc.body)
+		if r.Status != http.StatusOK || got.ID != tc.want.ID || !bytes.Equal(r.Body, tc.payload) {
+			t.Errorf("%s retry = %d %s, want 200 with the original %s", tc.name, r.Status, r.Body, tc.payload)
+		}
+	}
+	if r, _ := send(`{"to":"bob","cid":"d2","type":"text","body":"again"}`); r.Status != http.StatusForbidden {
+		t.Errorf("new direct message to a blocker = %d %s", r.Status, r.Body)
+	}
+	if r, _ := send(`{"group":"team","cid":"g2","type":"text","body":"again"}`); r.Status != http.StatusForbidden {
+		t.Errorf("new group message of a former member = %d %s", r.Status, r.Body)
+	}
+	if !maps.Equal(dump(t, e.db), state) || len(e.pub.published()) != published {
+		t.Fatal("the retries or the refusals stored or published something")
+	}
+	if metric(t, e, resultDuplicate) != 2 || metric(t, e, resultRefused) != 2 {
+		t.Fatalf("metrics duplicate=%v refused=%v", metric(t, e, resultDuplicate), metric(t, e, resultRefused))
 	}
 }
