@@ -429,7 +429,13 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 		return fmt.Errorf("archive: recipient %q: %w", to, wire.ErrNotFound)
 	}
 	if to != from && s.blocks != nil && s.blocks.IsBlocked(to, from) {
-		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+		// Unblocked through another node a moment ago?
+		if err := s.catchUp(ctx, "block"); err != nil {
+			return err
+		}
+		if s.blocks.IsBlocked(to, from) {
+			return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+		}
 	}
 	return s.attachMedia(ctx, from, env, to, "", id)
 }

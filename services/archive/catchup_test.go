@@ -245,3 +245,39 @@ func TestGroupReadWaitsForAMemberThisNodeHasNotAppliedYet(t *testing.T) {
 		t.Fatal("a refused read changed the state")
 	}
 }
+
+// A direct message sent over HTTP right after the recipient lifted a
+// block through another node is not refused by a node that had not
+// applied the unblock yet: before, it got 403 forbidden. A block this
+// node knows is checked again after the catch-up and still refuses;
+// without a leader the node cannot tell (unavailable, the client
+// retries).
+func TestDirectSendWaitsForAnUnblockThisNodeHasNotAppliedYet(t *testing.T) {
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withGroups(), withReadBarrier(held.Barrier))
+	srv := e.server(t)
+	e.blocks.block("bob", "alice")
+	held.Hold(func() { e.blocks.unblock("bob", "alice") })
+	if r := postJSON(t, srv, "alice", `{"to":"bob","cid":"c1","type":"text","body":"hi"}`); r.Status != http.StatusCreated {
+		t.Fatalf("send after an unblock this node had not applied: %d %s", r.Status, r.Body)
+	}
+
+	// An allowed send costs no barrier.
+	before := held.Barriers()
+	e.send(t, "alice", "bob", "c2")
+	if got := held.Barriers(); got != before {
+		t.Fatalf("an allowed send took %d barriers", got-before)
+	}
+	e.blocks.block("bob", "alice")
+	state := dump(t, e.db)
+	if r := postJSON(t, srv, "alice", `{"to":"bob","cid":"c3","type":"text","body":"hi"}`); r.Status != http.StatusForbidden {
+		t.Fatalf("send to a blocker: %d %s", r.Status, r.Body)
+	}
+	held.SetDown(wire.ErrUnavailable)
+	if _, _, _, err := e.svc.SendDirect(context.Background(), "alice", "bob", text("c4", "x")); !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("send to a blocker without a leader: %v", err)
+	}
+	if after := dump(t, e.db); len(after) != len(state) {
+		t.Fatal("a refused send changed the state")
+	}
+}
