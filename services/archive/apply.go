@@ -586,12 +586,24 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 		return nil, err
 	}
 	ck := cursorKey(c.Reader, conv)
-	rec, _, err := getMemberCursor(tx, ck)
+	rec, recFound, err := getMemberCursor(tx, ck)
 	if err != nil {
 		return nil, err
 	}
-	if upTo <= rec.UpTo {
+	if upTo < rec.UpTo {
 		return rec.UpTo, nil
+	}
+	if upTo == rec.UpTo {
+		// A read at the cursor again. Messages stored after the cursor
+		// last moved with IDs below it (a late message: its node's clock
+		// was behind, or another took its ID later and committed first)
+		// count as unread until a read covers them: this one, as the
+		// cursor may already be at the group's newest message and could
+		// not move. Nothing else changes, so a read that finds nothing
+		// kept unread writes nothing.
+		if n, ok := rec.unread(gsum, recFound); !found || !ok || n == 0 {
+			return rec.UpTo, nil
+		}
 	}
 	rec.UpTo = upTo
 	if found {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -321,6 +322,64 @@ func TestGroupLateMessageCountsAsUnread(t *testing.T) {
 	convs, _, _ = m.e.svc.conversations(context.Background(), "bob", 10)
 	if convs[0].Unread != 0 {
 		t.Fatalf("after reading: %d unread", convs[0].Unread)
+	}
+}
+
+// A late group message (an ID below the reader's cursor: its node's
+// clock was behind, or it took its ID before one that committed first)
+// counts as unread until the reader reads at the cursor again. Before,
+// the cursor was already at the group's newest message, so that read
+// was a no-op: the message stayed unread until someone wrote again. A
+// stale read below the cursor (another device's) changes nothing.
+func TestGroupLateMessageIsClearedByAReadAtTheCursor(t *testing.T) {
+	e := newEnv(t, withGroups())
+	e.groups.add("team", "alice", "bob", "carol")
+	srv := e.server(t)
+	unread := func(uid string) int {
+		t.Helper()
+		var l convList
+		if r := get(t, srv, uid, "/chat/conversations", &l); r.Status != http.StatusOK || len(l.Conversations) != 1 {
+			t.Fatalf("conversations of %s: %d %s", uid, r.Status, r.Body)
+		}
+		return l.Conversations[0].Unread
+	}
+	read := func(uid string, upTo snowflake.ID) {
+		t.Helper()
+		r := do(t, srv, uid, http.MethodPost, "/chat/read", "application/json", []byte(`{"group":"team","upTo":"`+upTo.String()+`"}`))
+		if r.Status != http.StatusNoContent {
+			t.Fatalf("read: %d %s", r.Status, r.Body)
+		}
+	}
+	setNext := func(id snowflake.ID) {
+		e.ids.mu.Lock()
+		e.ids.next = int64(id)
+		e.ids.mu.Unlock()
+	}
+	first := e.sendGroup(t, "alice", "team", "m1")
+	setNext(first.ID + 10)
+	top := e.sendGroup(t, "alice", "team", "m3")
+	read("bob", top.ID)
+	if n := unread("bob"); n != 0 {
+		t.Fatalf("after reading the newest: %d unread", n)
+	}
+	// carol's message took its ID before alice's and commits after it.
+	setNext(first.ID + 5)
+	if late := e.sendGroup(t, "carol", "team", "m2"); late.ID >= top.ID {
+		t.Fatalf("test is void: late message %v not below %v", late.ID, top.ID)
+	}
+	if n := unread("bob"); n != 1 {
+		t.Fatalf("with the late message: %d unread, want 1", n)
+	}
+	read("bob", first.ID) // another device's stale read
+	if n := unread("bob"); n != 1 {
+		t.Fatalf("after a stale read: %d unread, want 1", n)
+	}
+	read("bob", top.ID) // the newest message, read again
+	if n := unread("bob"); n != 0 {
+		t.Fatalf("after reading the newest message again: %d unread, want 0", n)
+	}
+	if cur, err := e.svc.ReadUpTo("bob", "", "team"); err != nil || cur != top.ID {
+		t.Fatalf("bob's cursor = %v, %v; want %v", cur, err, top.ID)
 	}
 }
 
