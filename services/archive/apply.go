@@ -264,6 +264,26 @@ func getLocator(tx *badger.Txn, owner string, key []byte) (id snowflake.ID, conv
 	return id, conv, ok, err
 }
 
+// duplicateOf is the answer to a retry whose original is message id of
+// conv, as its dedupe entry names it (getLocator; id 0: the original
+// expired).
+func duplicateOf(tx *badger.Txn, id snowflake.ID, conv string) (*applied, error) {
+	if id == 0 {
+		return &applied{Dup: true, expired: true}, nil
+	}
+	p, err := loadLocated(tx, id, conv)
+	var se *sealedError
+	if errors.As(err, &se) {
+		// The original is sealed: the proposing node reads it from its
+		// segment (the FSM does no object-store I/O).
+		return &applied{ID: id, Dup: true, sealed: se}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("archive: dedupe entry %d without message: %w", id, err)
+	}
+	return &applied{ID: id, Payload: p, Dup: true}, nil
+}
+
 // checkIDFree refuses a message whose ID already holds another message:
 // under its history key (ck, in the layout that keeps the body there) or
 // under m/{id} (a body of the older layout, or a pointer written for the
@@ -330,20 +350,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	if dup {
 		// A retry (possibly in the same batch: the txn sees its own
 		// earlier writes). Hand back the original, write nothing.
-		if orig == 0 {
-			return &applied{Dup: true, expired: true}, nil
-		}
-		p, err := loadLocated(tx, orig, origConv)
-		var se *sealedError
-		if errors.As(err, &se) {
-			// The original is sealed: the proposing node reads it from
-			// its segment (the FSM does no object-store I/O).
-			return &applied{ID: orig, Dup: true, sealed: se}, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("archive: dedupe entry %d without message: %w", orig, err)
-		}
-		return &applied{ID: orig, Payload: p, Dup: true}, nil
+		return duplicateOf(tx, orig, origConv)
 	}
 	conv := groupConv(c.Group)
 	if c.Group == "" {

@@ -454,24 +454,11 @@ func (s *Service) refusedRetry(from, to, gid string, env wire.Envelope, refusal 
 	var res *applied
 	err := s.db.View(func(tx *badger.Txn) error {
 		id, conv, found, err := getLocator(tx, from, dedupKey(from, env.CID))
-		switch {
-		case err != nil || !found:
+		if err != nil || !found {
 			return err
-		case id == 0: // the original expired (retention)
-			res = &applied{Dup: true, expired: true}
-			return nil
 		}
-		p, err := loadLocated(tx, id, conv)
-		var se *sealedError
-		switch {
-		case errors.As(err, &se):
-			res = &applied{ID: id, Dup: true, sealed: se}
-		case err != nil:
-			return err
-		default:
-			res = &applied{ID: id, Payload: p, Dup: true}
-		}
-		return nil
+		res, err = duplicateOf(tx, id, conv)
+		return err
 	})
 	if err != nil {
 		s.log.Warn("reading the original of a refused retry", "from", from, "cid", env.CID, "err", err)
