@@ -1,6 +1,8 @@
 package archive
 
 import (
+	"bytes"
+	"errors"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -13,6 +15,17 @@ import (
 // answer is the beginning of the stream: always complete, only slower to
 // sync from.
 const syncEndWalk = 10_000
+
+// syncEndRemoteSkip bounds the messages of other regions older than the
+// window that syncEnd's walk steps past (see walkBackTo); past it such a
+// message ends the walk of its index, as any older message does.
+const syncEndRemoteSkip = 2_000
+
+// walkBudget is what is left of syncEnd's bounds, shared by its indexes.
+type walkBudget struct {
+	steps  int // entries (syncEndWalk)
+	remote int // older messages of other regions stepped past (syncEndRemoteSkip)
+}
 
 // syncEnd returns a sync cursor for uid without reading the stream
 // from its beginning (GET /chat/sync/end). With createdAfter zero it is
@@ -49,14 +62,16 @@ func (s *Service) syncEnd(uid string, createdAfter time.Time) (uint64, error) {
 			return nil
 		}
 		prefixes := [][]byte{syncPrefix(uid)}
+		convs := []string{""} // per prefix: a group's conversation
 		for _, gid := range gids {
 			prefixes = append(prefixes, groupSyncPrefix(gid))
+			convs = append(convs, groupConv(gid))
 		}
 		stop := createdAfter.Add(-liveSkew)
 		cursor = ^uint64(0)
-		budget := syncEndWalk
-		for _, p := range prefixes {
-			from, newer, err := walkBackTo(tx, p, stop, &budget)
+		budget := walkBudget{steps: syncEndWalk, remote: syncEndRemoteSkip}
+		for i, p := range prefixes {
+			from, newer, err := walkBackTo(tx, p, convs[i], stop, &budget)
 			if err != nil {
 				return err
 			}
@@ -105,28 +120,69 @@ func lastPositions(tx *badger.Txn, prefixes [][]byte) (uint64, error) {
 // entry was created at or after stop; from is then the position to sync
 // from to get them all: just before the oldest of them, or 0 when the
 // walk spent the budget shared by every index. Both kinds of index (s/
-// and gs/) start their value with the 8-byte ID.
-func walkBackTo(tx *badger.Txn, prefix []byte, stop time.Time, budget *int) (from uint64, newer bool, err error) {
+// and gs/) start their value with the 8-byte ID; conv is a group's
+// conversation for gs/ ("" for s/, whose value names the peer).
+//
+// A message of another region older than stop does not end the walk
+// (up to budget.remote of them): it carries its region's ID, and a link
+// delivers what queued up during an outage long after it was created,
+// so its ID says nothing of when the entries before it committed. It
+// only counts as newer when it is.
+func walkBackTo(tx *badger.Txn, prefix []byte, conv string, stop time.Time, budget *walkBudget) (from uint64, newer bool, err error) {
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, Reverse: true, PrefetchValues: false})
 	defer it.Close()
 	for it.Seek(withID(prefix, ^uint64(0))); it.ValidForPrefix(prefix); it.Next() {
-		if *budget <= 0 {
+		if budget.steps <= 0 {
 			return 0, true, nil
 		}
-		*budget--
+		budget.steps--
 		var id snowflake.ID
+		var remote bool
 		if err := it.Item().Value(func(v []byte) error {
 			if len(v) >= 8 {
 				id = snowflake.ID(tail8(v[:8]))
+				remote = bytes.IndexByte(v[8:], '@') >= 0 // a direct peer of another region
 			}
 			return nil
 		}); err != nil {
 			return 0, false, err
 		}
 		if id.Time().Before(stop) {
-			break
+			if budget.remote <= 0 {
+				break
+			}
+			if conv != "" {
+				if remote, err = remoteSender(tx, conv, id); err != nil {
+					return 0, false, err
+				}
+			}
+			if !remote {
+				break
+			}
+			budget.remote--
+			continue
 		}
 		newer, from = true, tail8(it.Item().Key())-1
 	}
 	return from, newer, nil
+}
+
+// remoteSender reports whether message id of group conversation conv
+// was sent by a user of another region (false when it is not hot: a
+// sealed message is old).
+func remoteSender(tx *badger.Txn, conv string, id snowflake.ID) (bool, error) {
+	item, err := tx.Get(convKey(conv, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var remote bool
+	err = item.Value(func(v []byte) error {
+		from, _, _, _ := readBody(conv, id, v, false)
+		remote = bytes.IndexByte(from, '@') >= 0
+		return nil
+	})
+	return remote, err
 }

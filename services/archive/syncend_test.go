@@ -1,6 +1,8 @@
 package archive
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // idsAt makes IDs created at a chosen time: at(d) makes the next ones
@@ -176,13 +179,89 @@ func TestSyncEndWalkBudget(t *testing.T) {
 		var from uint64
 		var newer bool
 		err := e.svc.db.View(func(tx *badger.Txn) error {
-			budget := tc.budget
+			budget := walkBudget{steps: tc.budget, remote: syncEndRemoteSkip}
 			var err error
-			from, newer, err = walkBackTo(tx, syncPrefix("alice"), stop, &budget)
+			from, newer, err = walkBackTo(tx, syncPrefix("alice"), "", stop, &budget)
 			return err
 		})
 		if err != nil || !newer || (from == 0) != tc.wantFrom0 {
 			t.Errorf("budget %d: from %d, newer %v, %v; want from 0: %v", tc.budget, from, newer, err, tc.wantFrom0)
+		}
+	}
+}
+
+// A region link that delivers its backlog (after an outage between the
+// regions) stores messages whose IDs are their region's, created long
+// before they commit here. A sync from GET /chat/sync/end?within=60
+// must still return the local messages created in the last minute that
+// committed before the backlog: before, the walk stopped at the first
+// backlog message (older than the window) and answered the end, so a
+// first sync (the Go SDK's) missed them.
+func TestSyncEndWithinLooksPastALinksBacklog(t *testing.T) {
+	ids := idsAt{&seqIDs{step: 1}}
+	e := newEnv(t, withIDs(ids.seqIDs), withGroups(),
+		withRegions(fakeRegions{local: "us", links: map[string]bool{"eu": true}}))
+	e.groups.add("g1", "alice", "bob", "carol@eu")
+	ctx := context.Background()
+	ids.at(time.Hour)
+	e.send(t, "bob", "alice", "old")
+	ids.at(30 * time.Second)
+	recent := []snowflake.ID{e.send(t, "bob", "alice", "r1").ID, e.sendGroup(t, "bob", "g1", "r2").ID}
+	// The backlog: created ten minutes ago in eu, committed now.
+	ms := uint64(time.Now().Add(-10 * time.Minute).Sub(snowflake.Epoch).Milliseconds())
+	for i := range uint16(5) {
+		direct := wire.Envelope{ID: snowflake.Make(ms, 900, 2*i), From: "dave@eu", To: "alice", CID: fmt.Sprint("d", i), Type: wire.TypeText, Body: "late"}
+		if _, _, _, err := e.svc.StoreRemote(ctx, direct); err != nil {
+			t.Fatal(err)
+		}
+		group := wire.Envelope{ID: snowflake.Make(ms, 900, 2*i+1), From: "carol@eu", Group: "g1", CID: fmt.Sprint("g", i), Type: wire.TypeText, Body: "late"}
+		if _, _, _, err := e.svc.StoreRemoteGroup(ctx, group); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cursor, err := e.svc.syncEnd("alice", time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, _, err := e.svc.syncPage(ctx, "alice", cursor, syncMax)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[snowflake.ID]bool{}
+	for _, m := range msgs {
+		var env wire.Envelope
+		if err := json.Unmarshal(m, &env); err != nil {
+			t.Fatal(err)
+		}
+		got[env.ID] = true
+	}
+	for _, id := range recent {
+		if !got[id] {
+			t.Errorf("a sync from the cursor of the last minute misses %v (created %s ago)", id, time.Since(id.Time()).Round(time.Second))
+		}
+	}
+	if len(msgs) > len(recent)+10 {
+		t.Errorf("a sync from the cursor of the last minute returned %d messages, the old one too", len(msgs))
+	}
+
+	// The walk steps past at most budget.remote such messages (shared by
+	// the indexes): then they end it as any older message does, and the
+	// cursor is not the beginning (a quiet index of another region's
+	// messages costs a bounded walk, not a full sync).
+	for _, tc := range []struct {
+		remote    int
+		wantNewer bool
+	}{{4, false}, {5, true}} {
+		var from uint64
+		var newer bool
+		err := e.svc.db.View(func(tx *badger.Txn) error {
+			budget := walkBudget{steps: syncEndWalk, remote: tc.remote}
+			var err error
+			from, newer, err = walkBackTo(tx, syncPrefix("alice"), "", time.Now().Add(-time.Minute), &budget)
+			return err
+		})
+		if err != nil || newer != tc.wantNewer || newer && from == 0 {
+			t.Errorf("remote budget %d: from %d, newer %v, %v; want newer %v", tc.remote, from, newer, err, tc.wantNewer)
 		}
 	}
 }
