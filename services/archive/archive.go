@@ -355,7 +355,10 @@ func validUsers(uids ...string) error {
 //
 // The block is checked here, before proposing, because the FSM handler
 // cannot read the users service's keys: a block committed while a message
-// is in flight may let that one message through.
+// is in flight may let that one message through. A send refused for a
+// block, a recipient or a media that this node's state refuses is
+// answered with the original message when its cid was stored before
+// (refusedRetry).
 func (s *Service) SendDirect(ctx context.Context, from, to string, env wire.Envelope) (stored wire.Envelope, payload []byte, dup bool, err error) {
 	wait, err := s.StartDirect(ctx, from, to, env)
 	if err != nil {
@@ -476,9 +479,10 @@ func (s *Service) refusedRetry(from, to, gid string, env wire.Envelope, refusal 
 // catchUp waits until this node has applied every write the cluster
 // committed before the call (Deps.ReadBarrier; nothing to wait for
 // without one), for a send this node's state refuses: the recipient may
-// have signed up, or the sender joined the group, through another node
-// a moment ago. A node that cannot reach its leader cannot tell, and
-// could not commit the message either: wire.ErrUnavailable.
+// have signed up or lifted a block, or the sender joined the group,
+// through another node a moment ago. A node that cannot reach its
+// leader cannot tell, and could not commit the message either:
+// wire.ErrUnavailable.
 func (s *Service) catchUp(ctx context.Context, what string) error {
 	if s.barrier == nil {
 		return nil
