@@ -383,7 +383,7 @@ func (s *Service) StartDirect(ctx context.Context, from, to string, env wire.Env
 	// The ID first: a media message's grant keeps the message that sent it.
 	id := s.ids.Next()
 	if err := s.checkDirect(ctx, from, to, &env, id); err != nil {
-		if wait, ok := s.refusedRetry(from, to, "", env, err); ok {
+		if wait, ok := s.refusedRetry(from, to, "", env.CID, env, err); ok {
 			return wait, nil
 		}
 		s.count(false, err)
@@ -444,19 +444,19 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 }
 
 // refusedRetry answers a send that its checks refused (refusal) when
-// (from, env.CID) is stored already: a retry of a message accepted
+// (from, cid) is stored already (cid: env.CID, or a link's key): a retry of a message accepted
 // before the state that refuses it now (the recipient blocked the
 // sender, the sender left the group) gets the original message as a
 // duplicate, as every retry does, not a refusal of a message that was
 // stored and delivered. Nothing is stored, and a send that was never
 // stored is refused as before. ok is false when the refusal stands.
-func (s *Service) refusedRetry(from, to, gid string, env wire.Envelope, refusal error) (wait func(context.Context) (wire.Envelope, []byte, bool, error), ok bool) {
+func (s *Service) refusedRetry(from, to, gid, cid string, env wire.Envelope, refusal error) (wait func(context.Context) (wire.Envelope, []byte, bool, error), ok bool) {
 	if !errors.Is(refusal, wire.ErrForbidden) && !errors.Is(refusal, wire.ErrNotFound) && !errors.Is(refusal, wire.ErrMediaNotReady) {
 		return nil, false
 	}
 	var res *applied
 	err := s.db.View(func(tx *badger.Txn) error {
-		id, conv, found, err := getLocator(tx, from, dedupKey(from, env.CID))
+		id, conv, found, err := getLocator(tx, from, dedupKey(from, cid))
 		if err != nil || !found {
 			return err
 		}
@@ -464,7 +464,7 @@ func (s *Service) refusedRetry(from, to, gid string, env wire.Envelope, refusal 
 		return err
 	})
 	if err != nil {
-		s.log.Warn("reading the original of a refused retry", "from", from, "cid", env.CID, "err", err)
+		s.log.Warn("reading the original of a refused retry", "from", from, "cid", cid, "err", err)
 		return nil, false
 	}
 	if res == nil {

@@ -44,7 +44,7 @@ func (s *Service) SendGroup(ctx context.Context, from, gid string, env wire.Enve
 func (s *Service) StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
 	id := s.ids.Next() // before the check, as in StartDirect
 	if err := s.checkGroup(ctx, from, gid, &env, id); err != nil {
-		if wait, ok := s.refusedRetry(from, "", gid, env, err); ok {
+		if wait, ok := s.refusedRetry(from, "", gid, env.CID, env, err); ok {
 			return wait, nil
 		}
 		s.count(false, err)

@@ -40,11 +40,16 @@ func (s *Service) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (stor
 	if err == nil {
 		err = s.attachRemote(ctx, sourceOf(from, gid), &env, "", gid) // remotemedia.go
 	}
+	key := "@" + env.ID.String()
 	if err != nil {
+		// A resend of a message stored before the sender left the group
+		// here is not refused (as StartRemote).
+		if wait, ok := s.refusedRetry(from, "", gid, key, env, err); ok {
+			return wait(ctx)
+		}
 		s.count(false, err)
 		return wire.Envelope{}, nil, false, err
 	}
-	key := "@" + env.ID.String()
 	payload = env.Marshal() // mentions as the link named them for this region (bridge/region)
 	stored, payload, dup, err = s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, Group: gid, CID: key, Payload: payload})(ctx)
 	if errors.Is(err, ErrIDTaken) { // the last resort, as in StoreRemote

@@ -77,14 +77,20 @@ func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(cont
 	if err == nil {
 		err = s.attachRemote(ctx, address.RegionOf(from), &env, to, "") // remotemedia.go
 	}
-	if err != nil {
-		s.count(false, err)
-		return nil, err
-	}
 	// The dedupe key is (sender, "@" + origin ID). A local client's cid
 	// may start with '@' too, but its sender is never qualified, so the
 	// two key spaces do not meet.
 	key := "@" + env.ID.String()
+	if err != nil {
+		// A resend of a message stored before the recipient blocked
+		// the sender is not refused: its region would mark it
+		// undeliverable.
+		if wait, ok := s.refusedRetry(from, to, "", key, env, err); ok {
+			return wait, nil
+		}
+		s.count(false, err)
+		return nil, err
+	}
 	payload := env.Marshal()
 	first := s.start(ctx, env, payload, msgCmd{ID: env.ID, From: from, To: to, CID: key, Payload: payload})
 	return func(ctx context.Context) (wire.Envelope, []byte, bool, error) {

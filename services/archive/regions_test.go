@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"errors"
+	"maps"
 	"testing"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -110,5 +111,46 @@ func TestStoreRemoteIDClash(t *testing.T) {
 	}
 	if again, _, dup, err := e.svc.StoreRemote(context.Background(), in); err != nil || !dup || again.ID != stored.ID {
 		t.Fatalf("resend = %+v, dup %v, %v", again, dup, err)
+	}
+}
+
+// A link resends a message whose acknowledgement it lost. Stored before
+// the recipient blocked the sender (or before the sender left the group
+// here), the resend is a duplicate, not a refusal: before, it was
+// refused for good, and the sender's region marked a message the
+// recipient had as undeliverable. A new message is still refused.
+func TestLinkResendOfAStoredMessageIsNotRefused(t *testing.T) {
+	e := newEnv(t, withGroups(), withRegions(fakeRegions{local: "us", links: map[string]bool{"eu": true}}))
+	e.groups.add("g1", "bob", "carol@eu")
+	ctx := context.Background()
+	direct := wire.Envelope{ID: 7211938138472448001, From: "alice@eu", To: "bob", CID: "c1", Type: wire.TypeText, Body: "hi"}
+	group := wire.Envelope{ID: 7211938138472448002, From: "carol@eu", Group: "g1", CID: "c2", Type: wire.TypeText, Body: "hi all"}
+	if _, _, _, err := e.svc.StoreRemote(ctx, direct); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := e.svc.StoreRemoteGroup(ctx, group); err != nil {
+		t.Fatal(err)
+	}
+	e.blocks.block("bob", "alice@eu")
+	e.groups.remove("g1", "carol@eu")
+	state := dump(t, e.db)
+	if got, _, dup, err := e.svc.StoreRemote(ctx, direct); err != nil || !dup || got.ID != direct.ID {
+		t.Errorf("resend to a recipient who blocked the sender since: %v dup %v, %v", got.ID, dup, err)
+	}
+	if got, _, dup, err := e.svc.StoreRemoteGroup(ctx, group); err != nil || !dup || got.ID != group.ID {
+		t.Errorf("resend of a sender who left the group since: %v dup %v, %v", got.ID, dup, err)
+	}
+	next := direct
+	next.ID++
+	if _, _, _, err := e.svc.StoreRemote(ctx, next); !errors.Is(err, wire.ErrForbidden) {
+		t.Errorf("a new message to a recipient who blocked the sender: %v", err)
+	}
+	nextGroup := group
+	nextGroup.ID += 2
+	if _, _, _, err := e.svc.StoreRemoteGroup(ctx, nextGroup); !errors.Is(err, wire.ErrForbidden) {
+		t.Errorf("a new group message of a former member: %v", err)
+	}
+	if !maps.Equal(dump(t, e.db), state) {
+		t.Error("the resends or the refusals changed the state")
 	}
 }
