@@ -42,7 +42,8 @@
 // sync only while you are a member, a new member reads earlier messages
 // through history (which shows a member the whole group history), and a
 // group's unread count is the group's messages from others above your
-// cursor, or stored after your cursor last moved.
+// cursor, or stored after your last read (a read at the cursor itself
+// counts again: a late message below it stops counting).
 //
 // Unread counts are kept, not counted: the FSM keeps each direct
 // conversation's count in its summary and, for groups, a message count
