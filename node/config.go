@@ -167,6 +167,10 @@ type Config struct {
 	// MediaSweepEvery is how often the media sweeper runs (tests: short);
 	// 0: hourly.
 	MediaSweepEvery time.Duration `yaml:"-"`
+	// StartWaitLogEvery is how often a node waiting for its cluster at
+	// start (no leader yet) says so in its log; 0: every 15 s (tests:
+	// short).
+	StartWaitLogEvery time.Duration `yaml:"-"`
 	// IDClock, when set, is the clock of the node's message IDs (tests: a
 	// clock set ahead, then a restart without it).
 	IDClock func() time.Time `yaml:"-"`

@@ -697,11 +697,11 @@ func (n *Node) release() error {
 // start waits for Raft, gets this node's machine number and makes the ID
 // generator safe against a clock that went back across a restart.
 func (n *Node) start(ctx context.Context) error {
+	if err := n.waitForCluster(ctx); err != nil {
+		return err
+	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	if err := n.raft.WaitReady(wctx); err != nil {
-		return fmt.Errorf("node: waiting for raft: %w", err)
-	}
 	// The highest stored ID is read below: on a follower, wait until the
 	// FSM itself (not only Raft's queue to it) holds what was committed.
 	if err := n.raft.ReadBarrier(wctx); err != nil {
@@ -728,6 +728,33 @@ func (n *Node) start(ctx context.Context) error {
 	gen.Observe(hi)
 	n.ids.set(gen)
 	return nil
+}
+
+// waitForCluster waits until the cluster has a leader and this node
+// caught up with it, for as long as the node runs: a node that comes up
+// before a majority of its members (a whole cluster restarting, pods or
+// machines started minutes apart) waits for them rather than exit, and
+// says so in its log; its /readyz answers 503 meanwhile (the gateway
+// holds every other request).
+func (n *Node) waitForCluster(ctx context.Context) error {
+	every := n.cfg.StartWaitLogEvery
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	start := time.Now()
+	for {
+		wctx, cancel := context.WithTimeout(ctx, every)
+		err := n.raft.WaitReady(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("node: waiting for raft: %w", err)
+		}
+		n.log.Warn("waiting for the cluster: no leader yet (a majority of the members must be up and reach each other)",
+			"waited", time.Since(start).Round(time.Second))
+	}
 }
 
 // openBadger opens the node's database with the node's options

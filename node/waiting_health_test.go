@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -68,5 +71,48 @@ func TestAWaitingNodeAnswersItsHealthChecks(t *testing.T) {
 	}
 	if n.Ready() {
 		t.Fatal("the node says it is ready without a cluster")
+	}
+}
+
+// A node that comes up before a majority of its members waits for them
+// for as long as it runs, saying so in its log, instead of exiting after
+// a minute (which made a whole cluster started minutes apart, or pods
+// held back by an image pull, restart in a loop); it stops cleanly when
+// told to while it waits.
+func TestANodeWaitsForItsClusterAsLongAsItRuns(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := dead.Addr().String()
+	_ = dead.Close()
+	cfg := nodetest.TestConfig(t)
+	cfg.NodeID = "n1"
+	cfg.BootstrapExpect = 2
+	cfg.Join = []string{peer}
+	cfg.StartWaitLogEvery = 20 * time.Millisecond
+	var logs testutil.SyncBuffer
+	n, err := node.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if k := strings.Count(logs.String(), "waiting for the cluster: no leader yet"); k < 5 {
+			return fmt.Errorf("%d waiting lines in the log", k)
+		}
+		return nil
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned while the cluster was not there: %v", err)
+	default:
+	}
+	cancel()
+	if err := testutil.Receive(t, done, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run after a stop while waiting: %v", err)
 	}
 }
