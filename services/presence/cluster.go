@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,20 @@ import (
 // events whose home moved meanwhile in its own view (the re-announcement
 // covers them), until the views agree.
 //
+// A node that restarts comes back knowing nothing (a rolling upgrade, a
+// crash): as a home it does not know the connections of the users it
+// homes, and the other homes still count the connections it had before.
+// So every node numbers its run (an incarnation, its start time) and
+// sends it with its events; a home knows each connection by the node
+// and run it is on (connKey). Once started, a node says hello to every
+// other member ("Presence.Hello"); the member, like a home seeing a new
+// run of a node in an events batch, ends the connections of that node's
+// earlier runs (as if disconnected: the grace starts), re-announces its
+// own live connections of the users the new node homes, and answers its
+// retained presence of them, which the new node adopts as a new home
+// does. A user who left while their home was down goes offline after
+// that adoption's grace; one still connected anywhere stays online.
+//
 // GET /presence/{uid} asks the home (RPC "Presence.Status"); when the
 // home cannot be reached it answers from this node's retained copy.
 
@@ -56,6 +72,7 @@ const RPCService = "Presence"
 const (
 	eventsMethod = RPCService + ".Events"
 	statusMethod = RPCService + ".Status"
+	helloMethod  = RPCService + ".Hello"
 
 	// DefaultForwardQueue bounds the events queued for one node.
 	DefaultForwardQueue = 100_000
@@ -64,6 +81,9 @@ const (
 	forwardTimeout = 5 * time.Second
 	statusTimeout  = 2 * time.Second
 	retryMax       = time.Second
+	// helloTries bounds the hellos to one member: a member that is down
+	// says hello itself when it is back; an older one does not know it.
+	helloTries = 30
 )
 
 // Event kinds.
@@ -103,10 +123,28 @@ type Event struct {
 	ConnID string
 }
 
-// EventsArgs is a batch of events from one node.
+// EventsArgs is a batch of events from one node. Inc is the sender's
+// run (0 from a node of an earlier version).
 type EventsArgs struct {
 	From   string
 	Events []Event
+	Inc    uint64
+}
+
+// HelloArgs: node From started its run Inc.
+type HelloArgs struct {
+	From string
+	Inc  uint64
+}
+
+// HelloReply is the retained presence the member has of the users it
+// sees homed on the new node (online or inactive ones only).
+type HelloReply struct{ Users []UserPresence }
+
+// UserPresence is one user's presence.
+type UserPresence struct {
+	UID      string
+	Presence wire.Presence
 }
 
 // EventsReply: NotHome when the receiver does not home every user of the
@@ -126,12 +164,36 @@ type StatusReply struct {
 type presenceRPC struct{ s *Service }
 
 func (r *presenceRPC) methods() peerrpc.Methods {
-	return peerrpc.Methods{"Events": peerrpc.Method(r.Events), "Status": peerrpc.Method(r.Status)}
+	return peerrpc.Methods{"Events": peerrpc.Method(r.Events), "Status": peerrpc.Method(r.Status), "Hello": peerrpc.Method(r.Hello)}
 }
 
 // Events applies a batch of events for users this node homes.
 func (r *presenceRPC) Events(a *EventsArgs, reply *EventsReply) error {
-	reply.NotHome = !r.s.receive(a.Events)
+	reply.NotHome = !r.s.receive(a.From, a.Inc, a.Events)
+	return nil
+}
+
+// Hello: a.From started (see the top of this file).
+func (r *presenceRPC) Hello(a *HelloArgs, reply *HelloReply) error {
+	c := r.s.cl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.noteRunLocked(a.From, a.Inc)
+	for uid, conns := range c.local {
+		if c.homeLocked(uid) != a.From {
+			continue
+		}
+		for id := range conns {
+			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id})
+		}
+	}
+	if c.retained != nil {
+		c.retained.EachRetainedPresence(func(uid string, p wire.Presence) {
+			if (p.Status == wire.StatusOnline || p.Status == wire.StatusInactive) && c.homeLocked(uid) == a.From {
+				reply.Users = append(reply.Users, UserPresence{UID: uid, Presence: p})
+			}
+		})
+	}
 	return nil
 }
 
@@ -157,6 +219,7 @@ type clusterState struct {
 	c        Cluster
 	retained Retained
 	self     string
+	inc      uint64        // this run of this node (its start time)
 	kick     chan struct{} // refresh the member list now
 
 	// queues send events to their users' homes; Keep drops the events
@@ -172,13 +235,15 @@ type clusterState struct {
 	mu      sync.Mutex
 	members []cluster.Member               // sorted by name; empty: only this node
 	local   map[string]map[string]struct{} // uid → live connection IDs on this node
+	runs    map[string]uint64              // node → its latest run seen
+	helloed bool                           // the hellos of this run are on their way
 }
 
 // attachClusterState gives s its cluster state (s.cl) and registers the
 // presence RPCs, in that order.
 func attachClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerqueue.Metrics) error {
-	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(),
-		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}}
+	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(), inc: uint64(time.Now().UnixNano()),
+		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, runs: map[string]uint64{}}
 	cs.view.Store(&[]cluster.Member{})
 	cs.queues = peerqueue.NewSet(cs.send, peerqueue.Config[Event]{
 		MaxItems:   maxQueue,
@@ -356,25 +421,48 @@ func (c *clusterState) addrLocked(node string) string {
 func (c *clusterState) routeLocked(e Event) {
 	h := c.homeLocked(e.UID)
 	if h == c.self {
-		c.s.apply(e)
+		c.s.apply(c.self, c.inc, e)
 		return
 	}
 	_ = c.queues.Push(h, e) // a full or closed queue counts the drop itself
 }
 
-func (s *Service) apply(e Event) {
+// apply applies an event of node from's run inc.
+func (s *Service) apply(from string, inc uint64, e Event) {
 	switch e.Kind {
 	case EventConnected:
-		s.connected(e.UID, e.ConnID)
+		s.connected(e.UID, connKey(from, inc, e.ConnID))
 	case EventDisconnected:
-		s.disconnected(e.UID, e.ConnID)
+		s.disconnected(e.UID, connKey(from, inc, e.ConnID))
 	case EventHeartbeat:
 		s.heartbeat(e.UID)
 	}
 }
 
-// receive applies a batch when this node homes every user in it.
-func (s *Service) receive(events []Event) bool {
+// connKey is how a home knows a connection: the node and the run of the
+// node it is on, and its ID there.
+func connKey(node string, inc uint64, connID string) string {
+	return node + "\x00" + strconv.FormatUint(inc, 10) + "\x00" + connID
+}
+
+// noteRunLocked learns that node runs its run inc: the connections it
+// had in earlier runs ended with them (it sent no Disconnected for
+// them). 0 is a node of an earlier version that does not number runs.
+func (c *clusterState) noteRunLocked(node string, inc uint64) {
+	if inc == 0 || inc <= c.runs[node] || node == c.self {
+		return
+	}
+	c.runs[node] = inc
+	cur := connKey(node, inc, "")
+	prefix := node + "\x00"
+	c.s.dropConns(func(key string) bool {
+		return strings.HasPrefix(key, prefix) && !strings.HasPrefix(key, cur)
+	})
+}
+
+// receive applies a batch of node from's run inc when this node homes
+// every user in it.
+func (s *Service) receive(from string, inc uint64, events []Event) bool {
 	c := s.cl
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -386,9 +474,10 @@ func (s *Service) receive(events []Event) bool {
 			return false
 		}
 	}
+	c.noteRunLocked(from, inc)
 	for _, e := range events {
 		if wire.ValidUserID(e.UID) == nil {
-			s.apply(e)
+			s.apply(from, inc, e)
 		}
 	}
 	return true
@@ -407,7 +496,7 @@ func (c *clusterState) send(ctx context.Context, b peerqueue.Batch[Event]) error
 	err := fmt.Errorf("presence: %s is not a member", b.Peer)
 	if addr != "" {
 		var reply EventsReply
-		err = c.c.Call(ctx, addr, eventsMethod, &EventsArgs{From: c.self, Events: b.Items}, &reply)
+		err = c.c.Call(ctx, addr, eventsMethod, &EventsArgs{From: c.self, Events: b.Items, Inc: c.inc}, &reply)
 		if err == nil && reply.NotHome {
 			err = fmt.Errorf("presence: %s does not home these users yet", b.Peer)
 		}
@@ -417,6 +506,44 @@ func (c *clusterState) send(ctx context.Context, b peerqueue.Batch[Event]) error
 		return fmt.Errorf("presence: send events: %w", err)
 	}
 	return nil
+}
+
+// hello tells member node that this node started and adopts the users
+// it homes of those the member answers (see the top of this file).
+func (c *clusterState) hello(ctx context.Context, node string) {
+	wait := 20 * time.Millisecond
+	for try := 1; ; try++ {
+		c.mu.Lock()
+		addr := c.addrLocked(node)
+		c.mu.Unlock()
+		if addr == "" {
+			return // no longer a member
+		}
+		cctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+		var reply HelloReply
+		err := c.c.Call(cctx, addr, helloMethod, &HelloArgs{From: c.self, Inc: c.inc}, &reply)
+		cancel()
+		if err == nil {
+			c.mu.Lock()
+			for _, u := range reply.Users {
+				if wire.ValidUserID(u.UID) == nil && c.homeLocked(u.UID) == c.self {
+					c.s.adopt(u.UID, u.Presence)
+				}
+			}
+			c.mu.Unlock()
+			return
+		}
+		if try == helloTries {
+			c.s.log.Info("presence: no hello answer from a member; it says hello when it is back", "member", node, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryMax)
+	}
 }
 
 func (c *clusterState) kickRefresh() {
@@ -433,9 +560,21 @@ func (c *clusterState) run(ctx context.Context) {
 		c.queues.Close()
 		c.queues.Wait()
 	}()
+	var hellos sync.WaitGroup
+	defer hellos.Wait()
 	for {
 		changed := c.c.MembersChanged() // before reading: no change is missed
 		c.refreshMembers()
+		c.mu.Lock()
+		if !c.helloed && len(c.members) > 0 {
+			c.helloed = true
+			for _, m := range c.members {
+				if m.Name != c.self {
+					hellos.Go(func() { c.hello(ctx, m.Name) })
+				}
+			}
+		}
+		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return

@@ -395,13 +395,43 @@ func (s *Service) disconnected(uid, connID string) {
 	u.conns[len(u.conns)-1] = ""
 	u.conns = u.conns[:len(u.conns)-1]
 	if len(u.conns) == 0 {
-		u.conns = nil
-		if u.status != wire.StatusOffline {
-			u.graceUntil = now.Add(s.grace)
-			s.scheduleLocked(uid, u)
-		} else {
-			// Offline (idle) and now unconnected: forget it.
-			s.dropLocked(uid, u)
+		s.unconnectedLocked(uid, u, now)
+	}
+}
+
+// unconnectedLocked: u's last connection is gone. The grace period
+// starts; an offline (idle) user is forgotten.
+func (s *Service) unconnectedLocked(uid string, u *user, now time.Time) {
+	u.conns = nil
+	if u.status != wire.StatusOffline {
+		u.graceUntil = now.Add(s.grace)
+		s.scheduleLocked(uid, u)
+	} else {
+		s.dropLocked(uid, u)
+	}
+}
+
+// dropConns ends, as disconnected does, every connection whose ID gone
+// picks (those of an earlier run of a node that restarted: it sent no
+// Disconnected for them).
+func (s *Service) dropConns(gone func(connID string) bool) {
+	now := s.clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for uid, u := range s.users {
+		kept := u.conns[:0]
+		for _, c := range u.conns {
+			if !gone(c) {
+				kept = append(kept, c)
+			}
+		}
+		if len(kept) == len(u.conns) {
+			continue
+		}
+		clear(u.conns[len(kept):])
+		u.conns = kept
+		if len(kept) == 0 {
+			s.unconnectedLocked(uid, u, now)
 		}
 	}
 }

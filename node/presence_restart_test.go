@@ -1,0 +1,97 @@
+package node_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A user's home node restarts (a rolling upgrade, or a crash and a
+// restart) while the user stays connected to another node: the home
+// comes back knowing nothing of the user. It must learn the user's
+// connections again, so that GET /presence/{uid} keeps answering
+// online, and the user leaving afterwards is published as offline to
+// the watchers. Before: the restarted home answered offline for a
+// connected user, and ignored the Disconnected of a connection it did
+// not know, so the watchers' retained presence/{uid} stayed online for
+// good.
+func TestPresenceSurvivesARestartOfTheHome(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	// A long heartbeat interval: the device sends no heartbeats; the
+	// test is about connections.
+	opts := []nodetest.Option{nodetest.WithPresence(time.Minute, grace)}
+	nodes := nodetest.StartCluster(t, 3, opts...)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if h := n.Presence.Home("x"); h != nodes[0].Presence.Home("x") {
+				return fmt.Errorf("%s thinks x's home is %s", n.Config.NodeID, h)
+			}
+		}
+		return nil
+	})
+	// A user homed on n3; their device connects to n1, the watcher to n2.
+	var uid string
+	for i := 0; uid == ""; i++ {
+		if u := fmt.Sprintf("user%d", i); nodes[0].Presence.Home(u) == "n3" {
+			uid = u
+		}
+	}
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	tok := n1.NewUser(t, uid)
+	watchTok := n1.NewUser(t, "watcher")
+	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "watcher"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	watcher := mustConnectV5(t, n2.MQTTURL, "watcher", "phone", watchTok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
+			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
+		}
+		return nil
+	})
+	dev := mustConnectV5(t, n1.MQTTURL, uid, "phone", tok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st := statuses(t, watcher, "presence/"+uid); len(st) == 0 || st[len(st)-1] != "online" {
+			return fmt.Errorf("watcher saw %v", st)
+		}
+		return nil
+	})
+
+	// The home restarts at the same address.
+	cfg := n3.Config
+	cfg.ClusterAddr = n3.ClusterAddr()
+	cfg.Join = []string{n1.ClusterAddr()}
+	if err := n3.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := nodetest.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Stop() })
+
+	// The device is still connected: online, on every node.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range []*nodetest.Node{n1, n2, again} {
+			if got := httpStatus(t, n, watchTok, uid); got != "online" {
+				return fmt.Errorf("GET /presence/%s on %s after its home restarted: %q", uid, n.Config.NodeID, got)
+			}
+		}
+		return nil
+	})
+
+	// The device leaves: offline reaches the watcher.
+	_ = dev.Disconnect(&paho.Disconnect{})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st := statuses(t, watcher, "presence/"+uid); st[len(st)-1] != "offline" {
+			return fmt.Errorf("watcher saw %v after the device left; GET on n1: %q", st, httpStatus(t, n1, watchTok, uid))
+		}
+		return nil
+	})
+}
