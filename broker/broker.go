@@ -265,6 +265,10 @@ type Broker struct {
 	// servingCh is closed by Run once the listeners take connections.
 	servingCh chan struct{}
 
+	// retainMu orders the server's and the forwarded retained publishes
+	// with RestoreRetained, which must never put an older copy over them.
+	retainMu sync.Mutex
+
 	conns sync.Map     // *mqtt.Client -> *connInfo, live connections
 	users userIndex    // uid -> live sessions, for DropGroupSubscriptions
 	nconn atomic.Int64 // established connections
@@ -603,6 +607,28 @@ func (b *Broker) EachRetained(fn func(topic string, payload []byte)) {
 	}
 }
 
+// RestoreRetained retains payload on the presence topic on this node
+// only (and delivers it to its subscribers here), unless a message is
+// retained there already. A node that restarted gets back the retained
+// presence it lost from the other nodes' copies (services/presence,
+// Hello); anything published or forwarded meanwhile is newer and stays.
+func (b *Broker) RestoreRetained(topic string, payload []byte) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if wire.ParseTopic(topic).Kind != wire.KindPresence || len(payload) == 0 || len(payload) > b.cfg.MaxPacketSize {
+		return fmt.Errorf("%w: %q, %d bytes: only presence is restored", ErrInvalidTopic, topic, len(payload))
+	}
+	b.retainMu.Lock()
+	defer b.retainMu.Unlock()
+	if _, ok := b.srv.Topics.Retained.Get(topic); ok {
+		return nil
+	}
+	// The committed messages' inline client: its publishes are never
+	// forwarded (hook.OnPublished).
+	return b.injectLocked(b.committed.in, topic, payload, true, 1, nil)
+}
+
 // Publish publishes a server-side message (presence, events, messages
 // sent over HTTP) with MQTT v5 user properties. It bypasses the ACL: the
 // caller is the server. Subscribers get at most o.QoS.
@@ -636,6 +662,15 @@ func (b *Broker) inject(topic string, payload []byte, retain bool, qos byte, pro
 // the committed messages', the forwarded publishes'): the hooks tell them
 // apart by the client.
 func (b *Broker) injectAs(cl *mqtt.Client, topic string, payload []byte, retain bool, qos byte, props []packets.UserProperty) error {
+	if retain {
+		b.retainMu.Lock()
+		defer b.retainMu.Unlock()
+	}
+	return b.injectLocked(cl, topic, payload, retain, qos, props)
+}
+
+// injectLocked is injectAs with retainMu held for a retained publish.
+func (b *Broker) injectLocked(cl *mqtt.Client, topic string, payload []byte, retain bool, qos byte, props []packets.UserProperty) error {
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain},
 		TopicName:   topic,

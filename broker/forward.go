@@ -360,6 +360,10 @@ func (f *forwarder) inject(p ForwardPacket) error {
 	if p.QoS > 0 {
 		pk.PacketID = uint16(p.QoS) // see injectAs in broker.go
 	}
+	if p.Retain {
+		f.b.retainMu.Lock() // see RestoreRetained
+		defer f.b.retainMu.Unlock()
+	}
 	if err := f.b.srv.InjectPacket(f.peerIn, pk); err != nil {
 		return fmt.Errorf("broker: inject forwarded %s: %w", p.Topic, err)
 	}

@@ -833,6 +833,14 @@ func (l *brokerLink) Retained(topic string) ([]byte, bool) {
 	return nil, false
 }
 
+func (l *brokerLink) RestoreRetained(topic string, payload []byte) error {
+	b := l.b.Load()
+	if b == nil {
+		return fmt.Errorf("node: broker not built: %w", wire.ErrUnavailable)
+	}
+	return b.RestoreRetained(topic, payload)
+}
+
 func (l *brokerLink) EachRetained(fn func(topic string, payload []byte)) {
 	if b := l.b.Load(); b != nil {
 		b.EachRetained(fn)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,70 @@ func TestPresenceSurvivesARestartOfTheHome(t *testing.T) {
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if st := statuses(t, watcher, "presence/"+uid); st[len(st)-1] != "offline" {
 			return fmt.Errorf("watcher saw %v after the device left; GET on n1: %q", st, httpStatus(t, n1, watchTok, uid))
+		}
+		return nil
+	})
+}
+
+// A node that restarts has lost its copies of the retained
+// presence/{uid}: it must get them back from the other nodes, so that a
+// client that subscribes there gets the current status of a user who
+// is online on another node (whose status does not change meanwhile).
+// Before: nothing was retained there until the user's status changed;
+// a watcher connecting to the restarted node saw no status at all.
+func TestARestartedNodeServesRetainedPresence(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3, nodetest.WithPresence(time.Minute, 300*time.Millisecond))
+	n1, n3 := nodes[0], nodes[2]
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if h := n.Presence.Home("x"); h != n1.Presence.Home("x") {
+				return fmt.Errorf("%s thinks x's home is %s", n.Config.NodeID, h)
+			}
+		}
+		return nil
+	})
+	// A user homed on n1 or n2, connected to n1.
+	var uid string
+	for i := 0; uid == ""; i++ {
+		if u := fmt.Sprintf("user%d", i); n1.Presence.Home(u) != "n3" {
+			uid = u
+		}
+	}
+	tok := n1.NewUser(t, uid)
+	watchTok := n1.NewUser(t, "watcher")
+	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "watcher"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	mustConnectV5(t, n1.MQTTURL, uid, "phone", tok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if p, ok := n3.Broker.Retained("presence/" + uid); !ok || !strings.Contains(string(p), `"online"`) {
+			return fmt.Errorf("n3 retains %q for %s", p, uid)
+		}
+		return nil
+	})
+
+	cfg := n3.Config
+	cfg.ClusterAddr = n3.ClusterAddr()
+	cfg.Join = []string{n1.ClusterAddr()}
+	if err := n3.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := nodetest.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = again.Stop() })
+
+	watcher := mustConnectV5(t, again.MQTTURL, "watcher", "phone", watchTok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
+			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
+		}
+		return nil
+	})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st := statuses(t, watcher, "presence/"+uid); len(st) == 0 || st[len(st)-1] != "online" {
+			return fmt.Errorf("a watcher on the restarted node saw %v for %s, online on n1", st, uid)
 		}
 		return nil
 	})

@@ -2,6 +2,7 @@ package presence
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -59,9 +60,12 @@ import (
 // run of a node in an events batch, ends the connections of that node's
 // earlier runs (as if disconnected: the grace starts), re-announces its
 // own live connections of the users the new node homes, and answers its
-// retained presence of them, which the new node adopts as a new home
-// does. A user who left while their home was down goes offline after
-// that adoption's grace; one still connected anywhere stays online.
+// copies of the retained presence/{uid}: the new node adopts the users
+// it homes of them, as a new home does, and retains those it has no copy
+// of yet (its broker lost them all), so that its subscribers get the
+// current status. A user who left while their home was down goes
+// offline after that adoption's grace; one still connected anywhere
+// stays online.
 //
 // GET /presence/{uid} asks the home (RPC "Presence.Status"); when the
 // home cannot be reached it answers from this node's retained copy.
@@ -137,8 +141,7 @@ type HelloArgs struct {
 	Inc  uint64
 }
 
-// HelloReply is the retained presence the member has of the users it
-// sees homed on the new node (online or inactive ones only).
+// HelloReply is the member's copies of the retained presence/{uid}.
 type HelloReply struct{ Users []UserPresence }
 
 // UserPresence is one user's presence.
@@ -189,9 +192,7 @@ func (r *presenceRPC) Hello(a *HelloArgs, reply *HelloReply) error {
 	}
 	if c.retained != nil {
 		c.retained.EachRetainedPresence(func(uid string, p wire.Presence) {
-			if (p.Status == wire.StatusOnline || p.Status == wire.StatusInactive) && c.homeLocked(uid) == a.From {
-				reply.Users = append(reply.Users, UserPresence{UID: uid, Presence: p})
-			}
+			reply.Users = append(reply.Users, UserPresence{UID: uid, Presence: p})
 		})
 	}
 	return nil
@@ -218,6 +219,7 @@ type clusterState struct {
 	s        *Service
 	c        Cluster
 	retained Retained
+	restorer RetainedRestorer // nil: lost copies are not restored
 	self     string
 	inc      uint64        // this run of this node (its start time)
 	kick     chan struct{} // refresh the member list now
@@ -241,8 +243,8 @@ type clusterState struct {
 
 // attachClusterState gives s its cluster state (s.cl) and registers the
 // presence RPCs, in that order.
-func attachClusterState(s *Service, c Cluster, r Retained, maxQueue int, m *peerqueue.Metrics) error {
-	cs := &clusterState{s: s, c: c, retained: r, self: c.Self(), inc: uint64(time.Now().UnixNano()),
+func attachClusterState(s *Service, c Cluster, r Retained, restorer RetainedRestorer, maxQueue int, m *peerqueue.Metrics) error {
+	cs := &clusterState{s: s, c: c, retained: r, restorer: restorer, self: c.Self(), inc: uint64(time.Now().UnixNano()),
 		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, runs: map[string]uint64{}}
 	cs.view.Store(&[]cluster.Member{})
 	cs.queues = peerqueue.NewSet(cs.send, peerqueue.Config[Event]{
@@ -531,6 +533,7 @@ func (c *clusterState) hello(ctx context.Context, node string) {
 				}
 			}
 			c.mu.Unlock()
+			c.restore(reply.Users)
 			return
 		}
 		if try == helloTries {
@@ -543,6 +546,25 @@ func (c *clusterState) hello(ctx context.Context, node string) {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, retryMax)
+	}
+}
+
+// restore retains the copies of presence/{uid} this node has none of.
+func (c *clusterState) restore(users []UserPresence) {
+	if c.restorer == nil {
+		return
+	}
+	for _, u := range users {
+		if wire.ValidUserID(u.UID) != nil || u.Presence.Status == "" {
+			continue
+		}
+		payload, err := json.Marshal(u.Presence)
+		if err == nil {
+			err = c.restorer.RestoreRetained(wire.PresenceTopic(u.UID), payload)
+		}
+		if err != nil {
+			c.s.log.Debug("presence: retained copy not restored", "user", u.UID, "err", err)
+		}
 	}
 }
 

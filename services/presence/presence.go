@@ -221,7 +221,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		if err != nil {
 			return nil, fmt.Errorf("presence: %w", err)
 		}
-		if err := attachClusterState(s, deps.Cluster, retainedPresence(deps.Retained), cfg.ForwardQueue, m); err != nil {
+		restorer, _ := deps.Retained.(RetainedRestorer)
+		if err := attachClusterState(s, deps.Cluster, retainedPresence(deps.Retained), restorer, cfg.ForwardQueue, m); err != nil {
 			return nil, err
 		}
 	}

@@ -16,6 +16,12 @@ type RetainedStore interface {
 	EachRetained(fn func(topic string, payload []byte))
 }
 
+// RetainedRestorer is a RetainedStore that takes back the copies a
+// restarted node lost, only where it retains nothing yet (the broker).
+type RetainedRestorer interface {
+	RestoreRetained(topic string, payload []byte) error
+}
+
 // retainedPresence reads the retained presence/{uid} messages of store;
 // nil when store is nil.
 func retainedPresence(store RetainedStore) Retained {
