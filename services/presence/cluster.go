@@ -65,7 +65,9 @@ import (
 // of yet (its broker lost them all), so that its subscribers get the
 // current status. A user who left while their home was down goes
 // offline after that adoption's grace; one still connected anywhere
-// stays online.
+// stays online. A node that stops says goodbye ("Presence.Bye"): the
+// homes end its connections of that run at once, as the Disconnected of
+// its clients, closed as it stops, would not get out any more.
 //
 // GET /presence/{uid} asks the home (RPC "Presence.Status"); when the
 // home cannot be reached it answers from this node's retained copy.
@@ -77,6 +79,7 @@ const (
 	eventsMethod = RPCService + ".Events"
 	statusMethod = RPCService + ".Status"
 	helloMethod  = RPCService + ".Hello"
+	byeMethod    = RPCService + ".Bye"
 
 	// DefaultForwardQueue bounds the events queued for one node.
 	DefaultForwardQueue = 100_000
@@ -85,6 +88,8 @@ const (
 	forwardTimeout = 5 * time.Second
 	statusTimeout  = 2 * time.Second
 	retryMax       = time.Second
+	// byeTimeout bounds a stopping node's goodbyes.
+	byeTimeout = time.Second
 	// helloTries bounds the hellos to one member: a member that is down
 	// says hello itself when it is back; an older one does not know it.
 	helloTries = 30
@@ -167,7 +172,22 @@ type StatusReply struct {
 type presenceRPC struct{ s *Service }
 
 func (r *presenceRPC) methods() peerrpc.Methods {
-	return peerrpc.Methods{"Events": peerrpc.Method(r.Events), "Status": peerrpc.Method(r.Status), "Hello": peerrpc.Method(r.Hello)}
+	return peerrpc.Methods{"Events": peerrpc.Method(r.Events), "Status": peerrpc.Method(r.Status),
+		"Hello": peerrpc.Method(r.Hello), "Bye": peerrpc.Method(r.Bye)}
+}
+
+// Bye: a.From's run a.Inc ends; so do its connections.
+func (r *presenceRPC) Bye(a *HelloArgs, _ *struct{}) error {
+	c := r.s.cl
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a.Inc == 0 || a.From == c.self || a.Inc < c.runs[a.From] {
+		return nil
+	}
+	c.runs[a.From] = a.Inc + 1 // later events of the ended run: see receive
+	ended := connKey(a.From, a.Inc, "")
+	c.s.dropConns(func(key string) bool { return strings.HasPrefix(key, ended) })
+	return nil
 }
 
 // Events applies a batch of events for users this node homes.
@@ -478,6 +498,9 @@ func (s *Service) receive(from string, inc uint64, events []Event) bool {
 	}
 	c.noteRunLocked(from, inc)
 	for _, e := range events {
+		if e.Kind == EventConnected && inc != 0 && inc < c.runs[from] {
+			continue // a connection of a run that ended (Bye)
+		}
 		if wire.ValidUserID(e.UID) == nil {
 			s.apply(from, inc, e)
 		}
@@ -549,6 +572,28 @@ func (c *clusterState) hello(ctx context.Context, node string) {
 	}
 }
 
+// bye tells every member that this node's run ends (see the top of
+// this file), at most byeTimeout long.
+func (c *clusterState) bye() {
+	c.mu.Lock()
+	members := c.members
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), byeTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, m := range members {
+		if m.Name == c.self {
+			continue
+		}
+		wg.Go(func() {
+			if err := c.c.Call(ctx, m.Addr, byeMethod, &HelloArgs{From: c.self, Inc: c.inc}, &struct{}{}); err != nil {
+				c.s.log.Debug("presence: goodbye not delivered", "member", m.Name, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // restore retains the copies of presence/{uid} this node has none of.
 func (c *clusterState) restore(users []UserPresence) {
 	if c.restorer == nil {
@@ -579,6 +624,7 @@ func (c *clusterState) kickRefresh() {
 // (or a failed send kicks it) until ctx ends, then stops the queues.
 func (c *clusterState) run(ctx context.Context) {
 	defer func() {
+		c.bye()
 		c.queues.Close()
 		c.queues.Wait()
 	}()
