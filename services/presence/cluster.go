@@ -33,6 +33,8 @@ import (
 //
 // Membership changes move homes; the cluster announces them
 // (MembersChanged), nothing polls. Then every node
+//   - ends the connections it counts of the nodes that left (one removed
+//     after a crash sent no Disconnected for them);
 //   - re-announces (Connected) its live connections of each user whose
 //     home moved, to the new home;
 //   - forgets, without publishing, the state of users it no longer homes
@@ -689,6 +691,20 @@ func (c *clusterState) refreshMembers() {
 	c.s.log.Info("presence: cluster membership changed", "members", len(ms))
 	// Queues of nodes that left.
 	c.queues.Retain(func(node string) bool { return c.addrLocked(node) != "" }, "not_member")
+	// Their connections end with them: a node removed after a crash
+	// sent no Disconnected (nor a Bye).
+	left := map[string]bool{}
+	for _, m := range old {
+		if c.addrLocked(m.Name) == "" {
+			left[m.Name] = true
+		}
+	}
+	if len(left) > 0 {
+		c.s.dropConns(func(key string) bool {
+			node, _, _ := strings.Cut(key, "\x00")
+			return left[node]
+		})
+	}
 	// Re-announce this node's live connections to their users' new homes.
 	for uid, conns := range c.local {
 		if home(old, c.self, uid) == home(ms, c.self, uid) {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+)
+
+// A node crashes (SIGKILL: its clients' Disconnected never leave it)
+// with a user's only connection on it, and the operator removes it from
+// the cluster: the user's home, another node, ends the connections of
+// the removed node, and the user goes offline after the grace. Before:
+// the home kept counting the dead node's connection, so the user stayed
+// online until five heartbeat intervals passed, and each later
+// disconnect of the user was as late.
+func TestPresenceOfflineAfterACrashedNodeIsRemoved(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three real processes")
+	}
+	c := startCluster3(t, "--heartbeat-interval", "1m", "--presence-grace", "300ms")
+	// A user homed on n1 or n2 (the rendezvous hash of services/presence).
+	uid := ""
+	for i := 0; uid == ""; i++ {
+		u := fmt.Sprintf("user%d", i)
+		if presenceHome([]string{"n1", "n2", "n3"}, u) != "n3" {
+			uid = u
+		}
+	}
+	tokens := c.addUsers("a long password", "root", uid, "watcher")
+	if st, err := httpJSON("POST", c.proc(0).http+"/user/me/contacts", tokens[uid], map[string]string{"uid": "watcher"}, nil); err != nil || st/100 != 2 {
+		t.Fatalf("add contact: %d %v", st, err)
+	}
+	watcher := mqtttest.MustDial(t, c.proc(0).mqtt, v5Options("watcher/phone", "watcher", tokens["watcher"]))
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
+			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
+		}
+		return nil
+	})
+	last := func() string {
+		got := watcher.Received("presence/" + uid)
+		if len(got) == 0 {
+			return ""
+		}
+		var p struct{ Status string }
+		_ = json.Unmarshal(got[len(got)-1].Payload, &p)
+		return p.Status
+	}
+	mqtttest.MustDial(t, c.proc(2).mqtt, v5Options(uid+"/phone", uid, tokens[uid]))
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s := last(); s != "online" {
+			return fmt.Errorf("watcher's last status %q", s)
+		}
+		return nil
+	})
+
+	c.proc(2).stop(t, syscall.SIGKILL)
+	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
+		st, err := httpJSON("DELETE", c.proc(0).http+"/cluster/nodes/n3", tokens["root"], nil, nil)
+		if err != nil || st != http.StatusOK && st != http.StatusNoContent {
+			return fmt.Errorf("removal: %d %v", st, err)
+		}
+		return nil
+	})
+	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if s := last(); s != "offline" {
+			return fmt.Errorf("watcher's last status %q after the crashed node of the only connection was removed", s)
+		}
+		return nil
+	})
+}
+
+// presenceHome is services/presence's home: the rendezvous hash winner.
+func presenceHome(nodes []string, uid string) string {
+	best, bestW := "", uint64(0)
+	for _, node := range nodes {
+		h := uint64(14695981039346656037)
+		for i := 0; i < len(node); i++ {
+			h = (h ^ uint64(node[i])) * 1099511628211
+		}
+		h = (h ^ 0) * 1099511628211
+		for i := 0; i < len(uid); i++ {
+			h = (h ^ uint64(uid[i])) * 1099511628211
+		}
+		h ^= h >> 33
+		h *= 0xff51afd7ed558ccd
+		h ^= h >> 33
+		if best == "" || h > bestW {
+			best, bestW = node, h
+		}
+	}
+	return best
+}
