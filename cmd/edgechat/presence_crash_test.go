@@ -96,3 +96,57 @@ func presenceHome(nodes []string, uid string) string {
 	}
 	return best
 }
+
+// A node crashes with a user's only connection on it and comes back
+// (SIGKILL, restart): the user's home, another node, ends the
+// connections of the node's earlier run once it hears from the new one,
+// and the user goes offline after the grace. Before: the home counted
+// the dead connection for good (until five heartbeat intervals passed).
+func TestPresenceOfflineAfterACrashedNodeRestarts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three real processes")
+	}
+	c := startCluster3(t, "--heartbeat-interval", "1m", "--presence-grace", "300ms")
+	uid := ""
+	for i := 0; uid == ""; i++ {
+		u := fmt.Sprintf("user%d", i)
+		if presenceHome([]string{"n1", "n2", "n3"}, u) != "n3" {
+			uid = u
+		}
+	}
+	tokens := c.addUsers("a long password", uid, "watcher")
+	if st, err := httpJSON("POST", c.proc(0).http+"/user/me/contacts", tokens[uid], map[string]string{"uid": "watcher"}, nil); err != nil || st/100 != 2 {
+		t.Fatalf("add contact: %d %v", st, err)
+	}
+	watcher := mqtttest.MustDial(t, c.proc(0).mqtt, v5Options("watcher/phone", "watcher", tokens["watcher"]))
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
+			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
+		}
+		return nil
+	})
+	last := func() string {
+		got := watcher.Received("presence/" + uid)
+		if len(got) == 0 {
+			return ""
+		}
+		var p struct{ Status string }
+		_ = json.Unmarshal(got[len(got)-1].Payload, &p)
+		return p.Status
+	}
+	mqtttest.MustDial(t, c.proc(2).mqtt, v5Options(uid+"/phone", uid, tokens[uid]))
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if s := last(); s != "online" {
+			return fmt.Errorf("watcher's last status %q", s)
+		}
+		return nil
+	})
+
+	c.restart(2, syscall.SIGKILL)
+	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if s := last(); s != "offline" {
+			return fmt.Errorf("watcher's last status %q after the node of the only connection crashed and came back", s)
+		}
+		return nil
+	})
+}
