@@ -1102,7 +1102,15 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	if !cl.Net.Inline && pk.FixedHeader.Qos > 0 {
 		if pki, ok := cl.State.Inflight.GetInbound(pk.PacketID); ok {
 			if pki.FixedHeader.Type == packets.Pubrec { // [MQTT-4.3.3-10]
-				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.ErrPacketIdentifierInUse)
+				// Awaiting its PUBREL: a resend (DUP) of that publish, as
+				// after a reconnection that lost the PUBREC, is
+				// acknowledged again and not delivered again; another
+				// publish with the identifier is refused.
+				code := packets.ErrPacketIdentifierInUse
+				if pk.FixedHeader.Dup {
+					code = packets.CodeSuccess
+				}
+				ack := s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, code)
 				return cl.WritePacket(ack)
 			}
 			if ok := cl.State.Inflight.DeleteInbound(pk.PacketID); ok { // [MQTT-4.3.2-5]
