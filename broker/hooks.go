@@ -405,8 +405,17 @@ func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 //   - a client that sets Request Problem Information to 0 (paho.golang
 //     does whenever it sends CONNECT properties) loses the user
 //     properties of PUBLISH packets too, which [MQTT-3.1.2-29] allows.
+//
+// It also tells MQTT 5 clients the packet size limit in the CONNACK
+// (mochi enforces Capabilities.MaximumPacketSize but never says it), so
+// that their library refuses a larger publish itself [MQTT-3.2.2-15]
+// rather than having its connection closed.
 func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		if pk.ProtocolVersion == 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code && pk.Properties.MaximumPacketSize == 0 {
+			pk.Properties.MaximumPacketSize = uint32(h.b.cfg.MaxPacketSize)
+		}
 	case packets.Puback:
 		if pk.ReasonCode > 0 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
 			pk.ReasonCode = packets.CodeSuccess.Code
