@@ -16,13 +16,16 @@ import (
 // messages come; or this node's own queue of committed messages is full)
 // closes the connections concerned with DISCONNECT 0x89 Server busy, as
 // after a catch-up from a snapshot: the client reconnects, subscribes and
-// syncs, and gets what was dropped from history. Other kinds (presence,
-// typing, receipts, plain MQTT topics) are not stored, and a dropped one
-// only counts, as in mochi.
+// syncs, and gets what was dropped from history. A dropped presence
+// update is the same: the client would show that user's old status for
+// as long as it does not change again; once it reconnects it subscribes
+// again and gets the retained, current one. Other kinds (typing,
+// receipts, plain MQTT topics) are not stored, and a dropped one only
+// counts, as in mochi.
 
 // missedStored is called when a delivery of pk to cl was dropped.
 func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
-	if !wire.ParseTopic(pk.TopicName).Kind.Archived() {
+	if k := wire.ParseTopic(pk.TopicName).Kind; !k.Archived() && k != wire.KindPresence {
 		return
 	}
 	v, ok := b.conns.Load(cl)
@@ -39,7 +42,7 @@ func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	b.m.refused.WithLabelValues("slow_subscriber").Inc()
-	b.log.Info("a stored message did not fit a client's outbound queue: closed its connection so that it syncs",
+	b.log.Info("a stored message or a presence update did not fit a client's outbound queue: closed its connection so that it syncs",
 		"user", ci.p.UserID, "client", cl.ID)
 	// Not on the delivering goroutine: the DISCONNECT waits for the
 	// client's socket, which is what is slow; a client still reading
