@@ -90,6 +90,9 @@ const (
 	forwardTimeout = 5 * time.Second
 	statusTimeout  = 2 * time.Second
 	retryMax       = time.Second
+	// helloTimeout bounds one hello: its answer carries a copy of every
+	// user's retained presence.
+	helloTimeout = 30 * time.Second
 	// byeTimeout bounds a stopping node's goodbyes.
 	byeTimeout = time.Second
 	// helloTries bounds the hellos to one member: a member that is down
@@ -202,7 +205,6 @@ func (r *presenceRPC) Events(a *EventsArgs, reply *EventsReply) error {
 func (r *presenceRPC) Hello(a *HelloArgs, reply *HelloReply) error {
 	c := r.s.cl
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.noteRunLocked(a.From, a.Inc)
 	for uid, conns := range c.local {
 		if c.homeLocked(uid) != a.From {
@@ -212,6 +214,10 @@ func (r *presenceRPC) Hello(a *HelloArgs, reply *HelloReply) error {
 			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id})
 		}
 	}
+	c.mu.Unlock()
+	// The copies need no lock (the new node adopts those it homes and
+	// keeps a copy only where it has none): a node's every user, so not
+	// while connections wait for c.mu.
 	if c.retained != nil {
 		c.retained.EachRetainedPresence(func(uid string, p wire.Presence) {
 			reply.Users = append(reply.Users, UserPresence{UID: uid, Presence: p})
@@ -546,7 +552,7 @@ func (c *clusterState) hello(ctx context.Context, node string) {
 		if addr == "" {
 			return // no longer a member
 		}
-		cctx, cancel := context.WithTimeout(ctx, forwardTimeout)
+		cctx, cancel := context.WithTimeout(ctx, helloTimeout)
 		var reply HelloReply
 		err := c.c.Call(cctx, addr, helloMethod, &HelloArgs{From: c.self, Inc: c.inc}, &reply)
 		cancel()
