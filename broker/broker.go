@@ -167,6 +167,16 @@ type PipelinedChatStore interface {
 	StartGroup(ctx context.Context, from, gid string, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error)
 }
 
+// RetryLookup is a ChatStore that tells whether a sender's message with
+// a cid is stored (archive.Service). A direct message the broker refuses
+// at once for a block is, when it is the retry of a stored message (its
+// PUBACK was lost, then the recipient blocked the sender), handed to the
+// ChatStore instead, which answers the original: the sender is not told
+// "refused" of a message that was stored and delivered.
+type RetryLookup interface {
+	SentBefore(from, cid string) bool
+}
+
 // Membership answers group membership. It is called on every group
 // publish, subscribe and delivery, so it must be O(1) and never block
 // (the users service serves it from a cache).

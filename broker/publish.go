@@ -103,7 +103,7 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 // the sender's devices get their copy as usual.
 func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Principal, to, class string) (packets.Packet, error) {
 	to, remote := b.localPeer(to)
-	if !remote && b.blocked(to, p.UserID) {
+	if !remote && b.blocked(to, p.UserID) && !b.retryOfStored(pk, p) {
 		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
 	}
 	send := sendChat{
@@ -252,6 +252,17 @@ func (b *Broker) deliverChat(p wire.Principal, stored wire.Envelope, payload []b
 			b.log.Warn("message not delivered live", "from", p.UserID, "topic", topic, "id", stored.ID, "error", err)
 		}
 	}
+}
+
+// retryOfStored reports whether a publish is the retry of a message the
+// ChatStore stored (RetryLookup), by its cid.
+func (b *Broker) retryOfStored(pk packets.Packet, p wire.Principal) bool {
+	rl, ok := b.deps.Chat.(RetryLookup)
+	if !ok || p.UserID == "" {
+		return false
+	}
+	env, err := wire.ParseEnvelope(pk.Payload)
+	return err == nil && rl.SentBefore(p.UserID, env.CID)
 }
 
 // blocked reports whether recipient has blocked sender.

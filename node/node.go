@@ -775,6 +775,12 @@ func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a..
 func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...)) }
 func (b badgerLogger) Debugf(f string, a ...any)   {}
 
+// The archive is the broker's chat store with its optional abilities.
+var (
+	_ broker.PipelinedChatStore = (*archive.Service)(nil)
+	_ broker.RetryLookup        = (*archive.Service)(nil)
+)
+
 // lazyIDs hands out snowflake IDs once the machine number is known. It
 // is truly late: the machine number is assigned through Raft, so it is
 // known only when Run has a leader (start), long after the archive that

@@ -211,6 +211,12 @@ func TestBlockingRefusesMessagesAndHidesPresence(t *testing.T) {
 	if code, _ := mal.Pub(t, "user/alice/newMessage", 1, textMsg("m2", "hi via mqtt")); code != 0x87 {
 		t.Fatalf("blocked MQTT send: %#x, want 0x87", code)
 	}
+	// A retry over MQTT of a message stored before the block (its PUBACK
+	// was lost) is acknowledged as the duplicate it is, not refused: the
+	// message was stored and delivered. Nothing is stored again.
+	if code, _ := mal.Pub(t, "user/alice/newMessage", 1, textMsg("m0", "hi")); code != 0 {
+		t.Fatalf("MQTT retry of a message stored before the block: %#x, want 0", code)
+	}
 	if r := mal.Sub(t, "presence/alice"); r[0] <= 2 {
 		t.Fatal("blocked user may watch the blocker's presence")
 	}

@@ -477,6 +477,23 @@ func (s *Service) refusedRetry(from, to, gid, cid string, env wire.Envelope, ref
 	return func(context.Context) (wire.Envelope, []byte, bool, error) { return stored, payload, dup, err }, true
 }
 
+// SentBefore reports whether from's message with this cid is stored
+// (broker.RetryLookup): the broker then hands a publish it would refuse
+// for a block to SendDirect, which answers the original (refusedRetry).
+// A failed read says false: the refusal stands.
+func (s *Service) SentBefore(from, cid string) bool {
+	if cid == "" {
+		return false
+	}
+	found := false
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		_, _, found, err = getLocator(tx, from, dedupKey(from, cid))
+		return err
+	})
+	return err == nil && found
+}
+
 // catchUp waits until this node has applied every write the cluster
 // committed before the call (Deps.ReadBarrier; nothing to wait for
 // without one), for a send this node's state refuses: the recipient may
