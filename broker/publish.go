@@ -271,16 +271,20 @@ func (b *Broker) blocked(recipient, sender string) bool {
 }
 
 // publishReceipt rewrites a receipt with the reader as peer; a read
-// receipt moves the read cursor (committed) before the PUBACK.
+// receipt moves the read cursor (committed) before the PUBACK. A peer
+// who blocked the reader gets no receipt; a read one still moves the
+// reader's own cursor (acknowledged, delivered to nobody, as POST
+// /chat/read does), or the conversation would stay unread for good.
 func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Principal, owner, class string) (packets.Packet, error) {
 	if p.UserID == "" {
 		return b.refuse(cl, pk, class, "forbidden", packets.ErrNotAuthorized)
 	}
-	if b.blocked(owner, p.UserID) {
-		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
-	}
+	blocked := b.blocked(owner, p.UserID)
 	r, err := parseReceipt(pk.Payload)
-	if err != nil {
+	switch {
+	case blocked && (err != nil || r.Type != wire.ReceiptRead):
+		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
+	case err != nil:
 		return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
 	}
 	r.Peer = p.UserID
@@ -295,6 +299,10 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 			b.log.Debug("read receipt refused", "reader", p.UserID, "peer", owner, "error", err)
 			return b.refuse(cl, pk, class, reason, code)
 		}
+	}
+	if blocked {
+		b.m.dropped.WithLabelValues(class, "blocked").Inc()
+		return pk, packets.CodeSuccessIgnore
 	}
 	pk.Payload = mustJSON(r)
 	pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}

@@ -200,6 +200,10 @@ func TestBlockingRefusesMessagesAndHidesPresence(t *testing.T) {
 	if st := api(t, n, mTok, "GET", "/presence/alice", nil, nil); st != 200 {
 		t.Fatalf("presence before block: %d", st)
 	}
+	var fromAlice envelope
+	if st := api(t, n, aTok, "POST", "/chat/messages", map[string]string{"to": "mallory", "cid": "a0", "type": "text", "body": "go away"}, &fromAlice); st != 201 {
+		t.Fatalf("alice's message: %d", st)
+	}
 	if st := api(t, n, aTok, "POST", "/user/me/blocks", map[string]string{"uid": "mallory"}, nil); st != 201 && st != 200 && st != 204 {
 		t.Fatalf("block: %d", st)
 	}
@@ -217,6 +221,15 @@ func TestBlockingRefusesMessagesAndHidesPresence(t *testing.T) {
 	if code, _ := mal.Pub(t, "user/alice/newMessage", 1, textMsg("m0", "hi")); code != 0 {
 		t.Fatalf("MQTT retry of a message stored before the block: %#x, want 0", code)
 	}
+	// mallory reading alice's message over MQTT moves her own cursor (the
+	// receipt reaches nobody): the conversation does not stay unread.
+	if code, _ := mal.Pub(t, "user/alice/receipts", 1, `{"type":"read","upTo":"`+fromAlice.ID+`"}`); code != 0 {
+		t.Fatalf("read receipt to a blocker: %#x, want 0", code)
+	}
+	var convs conversations
+	if api(t, n, mTok, "GET", "/chat/conversations", nil, &convs); len(convs.Conversations) != 1 || convs.Conversations[0].Unread != 0 {
+		t.Fatalf("mallory's conversations after reading: %+v", convs)
+	}
 	if r := mal.Sub(t, "presence/alice"); r[0] <= 2 {
 		t.Fatal("blocked user may watch the blocker's presence")
 	}
@@ -225,8 +238,8 @@ func TestBlockingRefusesMessagesAndHidesPresence(t *testing.T) {
 	}
 	var page historyPage
 	api(t, n, aTok, "GET", "/chat/history?with=mallory", nil, &page)
-	if len(page.Messages) != 1 {
-		t.Fatalf("blocked messages were stored: %d", len(page.Messages))
+	if len(page.Messages) != 2 {
+		t.Fatalf("blocked messages were stored: %d messages, want 2", len(page.Messages))
 	}
 }
 
