@@ -186,10 +186,10 @@ func (r *presenceRPC) Bye(a *HelloArgs, _ *struct{}) error {
 	c := r.s.cl
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if a.Inc == 0 || a.From == c.self || a.Inc < c.runs[a.From] {
+	if a.Inc == 0 || a.From == c.self {
 		return nil
 	}
-	c.runs[a.From] = a.Inc + 1 // later events of the ended run: see receive
+	c.ended[a.From] = a.Inc // later events of the ended run: see receive
 	ended := connKey(a.From, a.Inc, "")
 	c.s.dropConns(func(key string) bool { return strings.HasPrefix(key, ended) })
 	return nil
@@ -266,6 +266,7 @@ type clusterState struct {
 	members []cluster.Member               // sorted by name; empty: only this node
 	local   map[string]map[string]struct{} // uid → live connection IDs on this node
 	runs    map[string]uint64              // node → its latest run seen
+	ended   map[string]uint64              // node → its run that said goodbye
 	helloed bool                           // the hellos of this run are on their way
 }
 
@@ -273,7 +274,7 @@ type clusterState struct {
 // presence RPCs, in that order.
 func attachClusterState(s *Service, c Cluster, r Retained, restorer RetainedRestorer, maxQueue int, m *peerqueue.Metrics) error {
 	cs := &clusterState{s: s, c: c, retained: r, restorer: restorer, self: c.Self(), inc: uint64(time.Now().UnixNano()),
-		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, runs: map[string]uint64{}}
+		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, runs: map[string]uint64{}, ended: map[string]uint64{}}
 	cs.view.Store(&[]cluster.Member{})
 	cs.queues = peerqueue.NewSet(cs.send, peerqueue.Config[Event]{
 		MaxItems:   maxQueue,
@@ -478,8 +479,13 @@ func connKey(node string, inc uint64, connID string) string {
 // noteRunLocked learns that node runs its run inc: the connections it
 // had in earlier runs ended with them (it sent no Disconnected for
 // them). 0 is a node of an earlier version that does not number runs.
+// Runs are told apart, not ordered, by their number (a start time): a
+// node restarted with its clock set back is a new run all the same. A
+// run that said goodbye is not taken back (its late events); a process
+// ends before the next run of its node starts, so nothing of an
+// earlier run arrives after the next one's first event.
 func (c *clusterState) noteRunLocked(node string, inc uint64) {
-	if inc == 0 || inc <= c.runs[node] || node == c.self {
+	if inc == 0 || inc == c.runs[node] || inc == c.ended[node] || node == c.self {
 		return
 	}
 	c.runs[node] = inc
@@ -506,7 +512,7 @@ func (s *Service) receive(from string, inc uint64, events []Event) bool {
 	}
 	c.noteRunLocked(from, inc)
 	for _, e := range events {
-		if e.Kind == EventConnected && inc != 0 && inc < c.runs[from] {
+		if e.Kind == EventConnected && inc != 0 && inc == c.ended[from] {
 			continue // a connection of a run that ended (Bye)
 		}
 		if wire.ValidUserID(e.UID) == nil {
