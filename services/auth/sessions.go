@@ -274,12 +274,61 @@ func (s *Service) EndSession(ctx context.Context, uid, sid string) error {
 	if err != nil {
 		return err
 	}
+	var device string
+	if f, found, err := s.readFamily(family); err == nil && found && f.UID == uid {
+		device = f.Device
+	}
 	_, err = s.propose(ctx, wire.CmdRefreshRevoke, refreshRevokeCmd{Family: family, Reason: "session ended", At: s.now().UTC(), EndSession: true})
 	if err != nil && !isErr(err, ErrRefreshInvalid) {
 		return fmt.Errorf("auth: end session: %w", err)
 	}
 	s.log.Info("session ended", "uid", uid, "session", sid)
+	if device != "" {
+		s.dropSignedOutDevices(ctx, uid, map[string]bool{device: true})
+	}
 	return nil
+}
+
+// namedDevices are the devices that uid's live sessions named when they
+// signed in.
+func (s *Service) namedDevices(uid string) (map[string]bool, error) {
+	sessions, err := s.Sessions(uid, "")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, sess := range sessions {
+		if sess.Device != "" {
+			out[sess.Device] = true
+		}
+	}
+	return out, nil
+}
+
+// dropSignedOutDevices removes, through Deps.DeviceLogout, the push
+// registration of each device of candidates that no live session of uid
+// names any more: a phone signed out from elsewhere (its session ended,
+// or every session) must stop showing the user's messages, as it does
+// when it signs out itself. A device still signed in through another
+// session (it signed in again) keeps its registration. Failures are
+// logged: the sign-out itself is done.
+func (s *Service) dropSignedOutDevices(ctx context.Context, uid string, candidates map[string]bool) {
+	if s.onLogout == nil || len(candidates) == 0 {
+		return
+	}
+	live, err := s.namedDevices(uid)
+	if err != nil {
+		s.log.Warn("sign-out: the devices' push registrations were not removed", "uid", uid, "err", err)
+		return
+	}
+	for device := range candidates {
+		if live[device] {
+			continue
+		}
+		if err := s.onLogout(ctx, uid, device); err != nil {
+			s.log.Warn("sign-out: the device's push registration was not removed", "uid", uid, "device", device, "err", err)
+		}
+	}
 }
 
 // familyOf finds the family of uid's live session sid.
