@@ -167,8 +167,12 @@ func (s *Service) handleComplete(w http.ResponseWriter, r *http.Request) {
 
 // markUploaded checks a direct upload's object (there, not larger than
 // declared) and queues its processing; an upload already marked is
-// returned as it is. An object larger than declared is deleted: the
-// quota counted the declared size.
+// returned as it is. An object larger than declared is deleted (the
+// quota counted the declared size) and the upload stays waiting: its
+// URL lives on for the rest of its hour, so the client may PUT the
+// declared bytes again, and the sweeps delete what is left there once
+// the upload is abandoned (with no record, a PUT after the refusal
+// would be stored for ever, outside every quota).
 func (s *Service) markUploaded(ctx context.Context, id string) (Record, error) {
 	rec, err := s.Get(id)
 	if err != nil {
@@ -186,7 +190,6 @@ func (s *Service) markUploaded(ctx context.Context, id string) (Record, error) {
 	}
 	if obj.Size > rec.Size || obj.Size > s.cfg.MaxSize {
 		_ = s.st.Delete(ctx, store.TierRaw, id)
-		s.forget(ctx, id)
 		s.m.uploads.WithLabelValues("too_large").Inc()
 		return Record{}, fmt.Errorf("%w: %d bytes arrived, %d declared", ErrTooLarge, obj.Size, rec.Size)
 	}
