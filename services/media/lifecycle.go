@@ -16,7 +16,8 @@ import (
 // class is configured; otherwise the sweeper copies it to the cold
 // bucket or directory and deletes the hot copy), and orphans go: uploads
 // never completed after OrphanUpload, media never sent after
-// OrphanUnsent, rejected records after OrphanUnsent.
+// OrphanUnsent, rejected records (with any file a failed job stored)
+// after OrphanUnsent.
 
 // Lifecycle defaults.
 const (
@@ -142,7 +143,11 @@ func (s *Service) Sweep(ctx context.Context) {
 				gone = append(gone, r.ID)
 			}
 		case r.Status == StatusRejected && now.Sub(r.UpdatedAt) > s.cfg.OrphanUnsent:
-			gone = append(gone, r.ID)
+			// A job may have stored its processed file (and preview)
+			// before it failed for good: they go with the record.
+			if s.deleteFiles(ctx, r, store.TierProcessed) {
+				gone = append(gone, r.ID)
+			}
 		case r.Status == StatusReady && !r.Sent && now.Sub(r.UpdatedAt) > s.cfg.OrphanUnsent:
 			if s.deleteFiles(ctx, r, tierOf(r)) {
 				gone = append(gone, r.ID)
