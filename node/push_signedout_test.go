@@ -78,3 +78,70 @@ func TestPushNotToThePhoneAfterSigningOutEverywhere(t *testing.T) {
 		t.Errorf("the phone was pushed %d times after bob signed out everywhere", n)
 	}
 }
+
+// A password change signs out every other session: the phone stops being
+// pushed when the password is changed on the laptop.
+func TestPushNotToThePhoneAfterAPasswordChangeElsewhere(t *testing.T) {
+	f := startPushFlow(t, 0)
+	phone := bobPhone(t, f)
+	if st := api(t, f.n, f.bob, http.MethodPost, "/auth/password", map[string]any{
+		"currentPassword": nodetest.Password("bob"), "newPassword": "a-new-password-1"}, nil); st != http.StatusOK {
+		t.Fatalf("password change: %d", st)
+	}
+	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
+	f.outboxEmpty(t)
+	if n := f.pushesFor(phone, id); n != 0 {
+		t.Errorf("the phone was pushed %d times after bob changed his password on the laptop", n)
+	}
+}
+
+// The phone that changes the password stays signed in: it is still
+// pushed, and its session still names it.
+func TestPushStillToThePhoneThatChangedThePassword(t *testing.T) {
+	f := startPushFlow(t, 0)
+	var tk struct{ AccessToken string }
+	if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
+		"password": nodetest.Password("bob"), "device": "phone"}, &tk); st != http.StatusOK {
+		t.Fatalf("bob signs in on the phone: %d", st)
+	}
+	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/user/me/devices",
+		map[string]any{"device": "phone", "platform": "apns", "token": f.phone}, nil); st != http.StatusOK {
+		t.Fatalf("the phone registers: %d", st)
+	}
+	var changed struct{ AccessToken string }
+	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/auth/password", map[string]any{
+		"currentPassword": nodetest.Password("bob"), "newPassword": "a-new-password-1"}, &changed); st != http.StatusOK {
+		t.Fatalf("password change: %d", st)
+	}
+	var list struct {
+		Sessions []struct {
+			Device  string
+			Current bool
+		}
+	}
+	if st := api(t, f.n, changed.AccessToken, http.MethodGet, "/auth/sessions", nil, &list); st != http.StatusOK ||
+		len(list.Sessions) != 1 || list.Sessions[0].Device != "phone" || !list.Sessions[0].Current {
+		t.Errorf("the sessions after the change: %d %+v", st, list.Sessions)
+	}
+	id := f.send(t, "user/bob/newMessage", "still there?")
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 1 {
+		t.Errorf("the phone that changed the password was pushed %d times, want 1", n)
+	}
+}
+
+// An admin resets bob's password (an account taken over): every session
+// ends, and the phone is no longer pushed.
+func TestPushNotToThePhoneAfterAnAdminResetsThePassword(t *testing.T) {
+	f := startPushFlow(t, 0) // alice, the first account, is an admin
+	phone := bobPhone(t, f)
+	if st := api(t, f.n, f.alice, http.MethodPut, "/admin/users/bob/password",
+		map[string]string{"password": "a-new-password-1"}, nil); st != http.StatusOK {
+		t.Fatalf("password reset: %d", st)
+	}
+	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
+	f.outboxEmpty(t)
+	if n := f.pushesFor(phone, id); n != 0 {
+		t.Errorf("the phone was pushed %d times after an admin reset bob's password", n)
+	}
+}

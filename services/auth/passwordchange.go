@@ -85,6 +85,7 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 		return PasswordChange{}, ErrWrongPassword
 	}
 	hash := s.hasher.hash(newPassword)
+	devices, derr := s.namedDevices(uid)
 	revoked, signedOut, err := s.setPassword(ctx, uid, hash, &acct.Hash)
 	if err != nil {
 		if errors.Is(err, ErrPasswordChanged) {
@@ -93,6 +94,12 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 			s.passwordChanges.WithLabelValues("error").Inc()
 		}
 		return PasswordChange{}, err
+	}
+	if derr == nil {
+		// The devices signed out stop getting pushes; the one changing
+		// the password stays signed in (issueAfter names it again).
+		delete(devices, clientInfoFrom(ctx).Device)
+		s.dropSignedOutDevices(ctx, uid, devices)
 	}
 	acct.Hash = hash
 	t, err := s.issueAfter(ctx, acct, signedOut)
@@ -206,12 +213,16 @@ func (s *Service) ResetPassword(ctx context.Context, uid, newPassword string) (i
 	if s.gone.has(uid) {
 		return 0, fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)
 	}
+	devices, derr := s.namedDevices(uid)
 	revoked, _, err := s.setPassword(ctx, uid, s.hasher.hash(newPassword), nil)
 	if isErr(err, ErrNoAccount) {
 		return 0, fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)
 	}
 	if err != nil {
 		return 0, err
+	}
+	if derr == nil {
+		s.dropSignedOutDevices(ctx, uid, devices) // every device is signed out
 	}
 	s.passwordChanges.WithLabelValues("reset").Inc()
 	s.log.Info("password reset by an admin; signed out everywhere", "uid", uid, "revoked", revoked)
@@ -302,7 +313,9 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	proof := PasswordProof{Password: req.CurrentPassword, Provider: req.Provider, SubjectToken: req.SubjectToken}
-	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, ""))
+	// The session goes on under new tokens: it keeps the device its
+	// sign-in named (in the session list, and its push registration).
+	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, s.sessionDevice(p.UserID, p.SessionID)))
 	res, err := s.ChangePassword(ctx, p.UserID, proof, req.NewPassword, clientIP(r))
 	if err != nil {
 		httpapi.WriteError(w, passwordHTTPError(err))

@@ -289,6 +289,23 @@ func (s *Service) EndSession(ctx context.Context, uid, sid string) error {
 	return nil
 }
 
+// sessionDevice is the device uid's live session sid named when it
+// signed in; "" when it named none or is not found.
+func (s *Service) sessionDevice(uid, sid string) string {
+	if sid == "" {
+		return ""
+	}
+	family, err := s.familyOf(uid, sid)
+	if err != nil {
+		return ""
+	}
+	f, found, err := s.readFamily(family)
+	if err != nil || !found || f.UID != uid || f.Revoked {
+		return ""
+	}
+	return f.Device
+}
+
 // namedDevices are the devices that uid's live sessions named when they
 // signed in.
 func (s *Service) namedDevices(uid string) (map[string]bool, error) {
