@@ -208,8 +208,10 @@ func detectBytes(cfg Config, head []byte, claimedName, claimedType string) (Dete
 		}
 	}
 	claimedExt := strings.ToLower(filepath.Ext(claimedName))
-	if executableExts[claimedExt] {
-		return Detection{}, fmt.Errorf("%w: name ends in %s", ErrExecutable, claimedExt)
+	// Windows drops the dots and spaces that end a name when it saves a
+	// file: "run.bat." is run.bat on the recipient's disk.
+	if ext := strings.ToLower(filepath.Ext(strings.TrimRight(claimedName, ". "))); executableExts[ext] {
+		return Detection{}, fmt.Errorf("%w: name ends in %s", ErrExecutable, ext)
 	}
 
 	mt := baseMIME(m.String())
