@@ -145,3 +145,19 @@ func TestPushNotToThePhoneAfterAnAdminResetsThePassword(t *testing.T) {
 		t.Errorf("the phone was pushed %d times after an admin reset bob's password", n)
 	}
 }
+
+// An admin suspends bob's account (taken over, say): every session ends,
+// and no phone of it goes on showing his messages.
+func TestPushNotToThePhoneOfASuspendedAccount(t *testing.T) {
+	f := startPushFlow(t, 0) // alice, the first account, is an admin
+	phone := bobPhone(t, f)
+	if st := api(t, f.n, f.alice, http.MethodPut, "/admin/users/bob/suspended",
+		map[string]bool{"suspended": true}, nil); st != http.StatusOK {
+		t.Fatalf("suspend: %d", st)
+	}
+	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
+	f.outboxEmpty(t)
+	if n := f.pushesFor(phone, id); n != 0 {
+		t.Errorf("the phone of a suspended account was pushed %d times", n)
+	}
+}

@@ -100,6 +100,11 @@ func (s *Service) SetSuspended(ctx context.Context, uid string, suspended bool) 
 	if s.gone.has(uid) {
 		return fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)
 	}
+	var devices map[string]bool
+	var derr error
+	if suspended {
+		devices, derr = s.namedDevices(uid)
+	}
 	_, err := s.propose(ctx, wire.CmdAccountUpdate, accountUpdateCmd{UID: uid, Suspended: &suspended, SignOut: suspended, At: s.now().UTC()})
 	if isErr(err, ErrNoAccount) {
 		return fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)
@@ -112,6 +117,10 @@ func (s *Service) SetSuspended(ctx context.Context, uid string, suspended bool) 
 		// earlier version (which ignore Suspended and SignOut).
 		if _, err := s.LogoutAll(ctx, uid); err != nil {
 			return fmt.Errorf("auth: suspended, but not every session ended: %w", err)
+		}
+		if derr == nil {
+			// Its phones stop showing its messages (a hijacked account).
+			s.dropSignedOutDevices(ctx, uid, devices)
 		}
 		s.log.Warn("account suspended by an admin", "uid", uid)
 	} else {
