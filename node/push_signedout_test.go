@@ -161,3 +161,36 @@ func TestPushNotToThePhoneOfASuspendedAccount(t *testing.T) {
 		t.Errorf("the phone of a suspended account was pushed %d times", n)
 	}
 }
+
+// The phone signed in again (a second session naming it): ending its
+// older session from the laptop leaves it registered, as it is still
+// signed in.
+func TestPushStillToAPhoneSignedInAgainWhenItsOldSessionEnds(t *testing.T) {
+	f := startPushFlow(t, 0)
+	phone := bobPhone(t, f)
+	var list struct {
+		Sessions []struct{ ID, Device string }
+	}
+	if st := api(t, f.n, f.bob, http.MethodGet, "/auth/sessions", nil, &list); st != http.StatusOK {
+		t.Fatalf("sessions: %d", st)
+	}
+	old := ""
+	for _, s := range list.Sessions {
+		if s.Device == "phone" {
+			old = s.ID
+		}
+	}
+	var tk struct{ AccessToken string }
+	if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
+		"password": nodetest.Password("bob"), "device": "phone"}, &tk); st != http.StatusOK {
+		t.Fatalf("bob signs in on the phone again: %d", st)
+	}
+	if st := api(t, f.n, f.bob, http.MethodDelete, "/auth/sessions/"+old, nil, nil); st != http.StatusNoContent {
+		t.Fatalf("ending the phone's old session: %d", st)
+	}
+	id := f.send(t, "user/bob/newMessage", "still there?")
+	f.outboxEmpty(t)
+	if n := f.pushesFor(phone, id); n != 1 {
+		t.Errorf("the phone, signed in again, was pushed %d times, want 1", n)
+	}
+}
