@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -393,7 +394,12 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	// The conversation's summary (both sides, one key), with the
 	// recipient's unread count kept: +1 for a message from the peer above
 	// the recipient's cursor (the cursor is kept in the summary so that
-	// no other key is read).
+	// no other key is read), and for one from a user of another region
+	// below it too: it waited in the link's outbox, maybe through an
+	// outage, and carries its origin's older ID, below a cursor the reader
+	// moved to his own later reply meanwhile; it was not read (it counted
+	// as read, never seen). A read at the cursor again clears it
+	// (applyReadCursor), as a late group message.
 	p, _, listed, err := sc.keptPair(tx, c.From, c.To, conv)
 	if err != nil {
 		return nil, err
@@ -403,7 +409,7 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	p.LastSeq = seq
 	if c.To != c.From {
-		if r := sideOf(c.To, c.From); c.ID > p.Cursor[r] {
+		if r := sideOf(c.To, c.From); c.ID > p.Cursor[r] || strings.IndexByte(c.From, '@') >= 0 {
 			p.Unread[r] = min(p.Unread[r]+1, unreadCap)
 		}
 	}
@@ -525,7 +531,8 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 	if err != nil {
 		return nil, err
 	}
-	if upTo <= cur {
+	r := sideOf(c.Reader, c.Peer)
+	if upTo < cur || upTo == cur && (!found || p.Unread[r] == 0) {
 		return cur, nil
 	}
 	if found {
@@ -533,7 +540,13 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		if err != nil {
 			return nil, err
 		}
-		r := sideOf(c.Reader, c.Peer)
+		if upTo == cur && total-own == p.Unread[r] {
+			// A read at the cursor again changes something only when a
+			// late message of another region below the cursor counts as
+			// unread (see applyMessage): the cursor may be at the newest
+			// message already and could not move past it.
+			return cur, nil
+		}
 		p.Cursor[r], p.Unread[r] = upTo, total-own
 		sc.forget(conv)
 		if err := tx.Set(pairKey(conv), p.encode()); err != nil {
