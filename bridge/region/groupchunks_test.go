@@ -1,16 +1,18 @@
 package region_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
-// A group of 5,000 members, nearly all in us (the home does not check
-// that they exist, us does not either for a mirror: cheap to make),
-// crosses the link in chunks: us's mirror lists all of them, a message
+// A group of 5,000 members, nearly all in us (profiles only: the home
+// does not check that they exist, us keeps in its mirror only users it
+// has), crosses the link in chunks: us's mirror lists all of them, a message
 // reaches bob, a removal follows, nothing was too large to send, and
 // the chunks left nothing behind.
 func TestLargeGroupAcrossRegions(t *testing.T) {
@@ -22,6 +24,25 @@ func TestLargeGroupAcrossRegions(t *testing.T) {
 	gid := newGroupAcross(t, eu, aliceTok, []string{"bob@us"}, us, bobTok, []string{"alice@eu", "bob"})
 	mirror := gid + "@eu"
 	const total = 5000
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < total-2; i += 8 {
+				if err := us.nodes[0].Users.CreateProfile(context.Background(), fmt.Sprintf("u%04d", i), "U"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
 	for start := 0; start < total-2; start += 1000 {
 		var uids []string
 		for i := start; i < min(start+1000, total-2); i++ {

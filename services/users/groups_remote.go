@@ -259,6 +259,20 @@ func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (a
 		if pending[m.ID] {
 			continue // left here, the home has not heard yet
 		}
+		if !remoteMember(m.ID) {
+			// A user of ours the home lists without knowing that they
+			// exist (a typo, an erased account): dropped here, as what
+			// cannot be delivered. Kept, they were a member that someone
+			// signing up under the name later became at once, reading the
+			// group's history.
+			ok, err := exists(tx, prefixProfile+m.ID)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+		}
 		want[m.ID] = m.Role
 	}
 	for uid := range pending {
