@@ -173,14 +173,22 @@ func TestBlocksAndContactsAcrossRegions(t *testing.T) {
 	if !found {
 		t.Fatalf("bob's sync does not show message %s undeliverable", id)
 	}
-	if code, _ := bob.Pub(t, "user/alice@eu/receipts", 1, `{"type":"read","upTo":"`+id+`"}`); code != 0x87 {
-		t.Fatalf("receipt to alice@eu while blocked: PUBACK %#x, want 0x87", code)
+	if code, _ := bob.Pub(t, "user/alice@eu/receipts", 1, `{"type":"delivered","upTo":"`+id+`"}`); code != 0x87 {
+		t.Fatalf("delivered receipt to alice@eu while blocked: PUBACK %#x, want 0x87", code)
+	}
+	// A read receipt moves bob's own cursor (acknowledged) and reaches
+	// nobody (protocol.md, Receipts and typing).
+	if code, _ := bob.Pub(t, "user/alice@eu/receipts", 1, `{"type":"read","upTo":"`+id+`"}`); code != 0 {
+		t.Fatalf("read receipt to alice@eu while blocked: PUBACK %#x, want 0", code)
 	}
 	if h := historyStatus(t, eu.nodes[0], aliceTok, "bob@us"); len(h) != 0 {
 		t.Fatalf("alice's history with bob@us while she blocks him: %+v", h)
 	}
 	for _, m := range alice.Received("user/alice/newMessage") {
 		t.Fatalf("alice got a message of someone she blocked: %s", m.Payload)
+	}
+	for _, m := range alice.Received("user/alice/receipts") {
+		t.Fatalf("alice got a receipt of someone she blocked: %s", m.Payload)
 	}
 
 	// alice unblocks bob: visible again, his messages and typing reach her.
