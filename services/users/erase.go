@@ -9,6 +9,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -147,6 +148,25 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 		b.Left--
 		if err := writeGroup(tx, g); err != nil {
 			return false, err
+		}
+		if address.RegionOf(gid) != "" {
+			// A mirror: the group's home still lists the user; it is told
+			// as when a member leaves (groups_leave.go), or it kept a
+			// member who is gone for good, and sent them its messages.
+			s.mu.RLock()
+			stager, _ := s.regions.(LeaveStager)
+			s.mu.RUnlock()
+			if stager != nil && role != "" {
+				b.Left--
+				after, err := stager.StageGroupLeave(tx, gid, uid)
+				if err != nil {
+					return false, err
+				}
+				if after != nil {
+					inv.hooks = append(inv.hooks, after)
+				}
+			}
+			continue
 		}
 		// Regions with members hear of it (groups_remote.go), by nobody.
 		if err := tx.Delete([]byte(prefixGroupBy + gid)); err != nil {
