@@ -366,6 +366,12 @@ func (s *Service) fetchRemote(ctx context.Context, id string) (Record, error) {
 	if rec.Erased { // nobody may read it any more (retention): not fetched
 		return Record{}, ErrNotFound
 	}
+	if tooLarge(rec, s.cfg.MaxSize) {
+		// The message said its size, and bytes of another size fail
+		// their check: asking could only end in too_large.
+		s.rm.m.fetches.WithLabelValues("too_large").Inc()
+		return Record{}, fmt.Errorf("media: %s from %s: %w: %d bytes (at most %d here)", id, rec.Source, ErrTooLarge, rec.OutputSize, s.cfg.MaxSize)
+	}
 	s.rm.mu.Lock()
 	c := s.rm.inflight[id]
 	if c == nil {
@@ -386,6 +392,13 @@ func (s *Service) fetchRemote(ctx context.Context, id string) (Record, error) {
 	case <-ctx.Done():
 		return Record{}, fmt.Errorf("media: %s: %v: %w", id, ctx.Err(), ErrRemoteUnavailable)
 	}
+}
+
+// tooLarge tells whether rec, a media of another region, is larger than
+// this region takes (max, --media-max-size), by the size its message
+// said.
+func tooLarge(rec Record, max int64) bool {
+	return max > 0 && rec.OutputSize > max
 }
 
 // fetched is what fetchPart brought.
@@ -541,8 +554,8 @@ func (s *Service) fetchPending(ctx context.Context) {
 	failed := map[string]bool{} // source regions that did not answer this round
 	for _, id := range ids {
 		rec, err := s.Get(id)
-		if err != nil || rec.Fetched || failed[rec.Source] || ctx.Err() != nil {
-			continue
+		if err != nil || rec.Fetched || failed[rec.Source] || tooLarge(rec, s.cfg.MaxSize) || ctx.Err() != nil {
+			continue // too large: never fetched here (fetchRemote), not retried every minute
 		}
 		if _, err := s.fetchRemote(ctx, id); errors.Is(err, wire.ErrUnavailable) {
 			failed[rec.Source] = true

@@ -277,3 +277,30 @@ func TestRemoteMediaExpiredUnfetched(t *testing.T) {
 		t.Fatalf("%d chunks fetched", n)
 	}
 }
+
+// A media of another region larger than this region's MaxSize (the
+// message says its size) is never fetched: not by the prefetch, not by
+// the leader's retry every minute, not by a GET, which answers 413 at
+// once. Each of them used to read its first chunk from the other region
+// again, for ever (the leader every minute), only to refuse it.
+func TestRemoteMediaTooLargeNotAsked(t *testing.T) {
+	e := newEnv(t, Config{MaxSize: 1 << 20})
+	ctx := context.Background()
+	rem := &fakeRemote{files: map[string]*remoteFile{"eu/" + remoteID(0): {data: randomBytes(2<<20, 4)}}}
+	e.svc.SetRemote(rem)
+	m := &wire.Media{ID: remoteID(0), Mime: "image/png", Kind: "image", Size: 2 << 20}
+	if err := e.svc.AttachRemote(ctx, "us", "eu", "alice@eu", m, "bob", "", 77); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.fetchPending(ctx)
+	e.svc.fetchPending(ctx)
+	if w := e.do("GET", "/media/"+m.ID, "bob", nil, nil); w.Code != http.StatusRequestEntityTooLarge || !strings.Contains(w.Body.String(), codeTooLarge) {
+		t.Fatalf("GET: %d %s", w.Code, w.Body.String())
+	}
+	if n := rem.firsts.Load(); n != 0 {
+		t.Fatalf("the other region was asked %d times for a file this region will not take", n)
+	}
+	if rec, _ := e.svc.Get(m.ID); rec.Fetched {
+		t.Fatal("recorded as fetched")
+	}
+}
