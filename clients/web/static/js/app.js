@@ -87,6 +87,9 @@ class App {
     this.messagesEl = h('ol', { class: 'messages', 'aria-labelledby': 'conv-title', 'aria-live': 'polite' });
     this.input = h('textarea', { id: 'composer', 'aria-label': 'Message', placeholder: 'Write a message', rows: 1 });
     this.input.addEventListener('keydown', (ev) => {
+      // An Enter that confirms an input method's candidate (Japanese,
+      // Chinese, Korean) is the input method's: it sent half a message.
+      if (ev.isComposing || ev.keyCode === 229) return;
       if (ev.key === 'Enter' && !ev.shiftKey) { ev.preventDefault(); this.send(); }
     });
     this.input.addEventListener('input', () => {
