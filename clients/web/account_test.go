@@ -129,3 +129,33 @@ func TestEndAnotherSession(t *testing.T) {
 		)
 	}
 }
+
+// A draft belongs to the user who wrote it: signed out and another user
+// signed in on the same tab, the same conversation's composer is empty
+// (it showed the first user's unsent text).
+func TestADraftDoesNotOutliveItsUsersSession(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	n.NewUser(t, "bob")
+	n.NewUser(t, "carol")
+	tab := browser(t)
+	signIn(t, tab, n.HTTPURL, "alice")
+	run(t, tab, "alice starts writing to carol, does not send, and signs out",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "carol\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "my private draft"),
+		click(`#sign-out`),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+	)
+	run(t, tab, "bob signs in on the same tab and opens a chat with carol",
+		chromedp.SendKeys(chromedp.CSS(`#username`), "bob"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), nodetest.Password("bob")+"\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "carol\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		poll(`document.querySelector('#conv-title').textContent === 'carol'`),
+	)
+	if got := eval[string](t, tab, `document.querySelector('#composer').value`); got != "" {
+		t.Fatalf("bob's composer shows %q, alice's draft", got)
+	}
+}

@@ -54,6 +54,10 @@ class App {
     if (this.conn) this.conn.stop();
     this.conn = null;
     this.store = null;
+    // What the user was writing is theirs: the next user of this tab
+    // must not find it in the same conversation's composer.
+    this.drafts.clear();
+    this.replyTo = null;
   }
 
   async showSignIn(error) {
