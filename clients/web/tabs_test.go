@@ -73,3 +73,21 @@ func TestAMessageToTheOpenChatOfAHiddenTabIsReadOnReturn(t *testing.T) {
 		t.Fatalf("alice saw bob's message in the open chat: %v", err)
 	}
 }
+
+// A tab in the background shows how many messages are unread in its
+// title (what the user sees in the tab strip): the page drew it at the
+// next animation frame, and a hidden tab runs none, so the title kept
+// "edgechat" until the user came back to the tab.
+func TestABackgroundTabsTitleCountsUnread(t *testing.T) {
+	n := nodetest.StartNode(t)
+	bobTok := n.NewUser(t, "bob")
+	tab1, _ := twoTabs(t, n) // the second tab is in front
+	if v := eval[string](t, tab1, `document.visibilityState`); v != "hidden" {
+		t.Fatalf("the first tab is %s, want hidden", v)
+	}
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"t1","type":"text","body":"first"}`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tab1, "the tab in front counts bob's message", poll(`window.__w.document.title === '(1) edgechat'`))
+	run(t, tab1, "and so does the tab behind it", poll(`document.title === '(1) edgechat'`))
+}

@@ -169,11 +169,20 @@ class App {
     newChat.after(this.errorEl);
 
     // One render per frame however many changes came in it (1,000
-    // retained presence messages arrive at once after a reconnect).
+    // retained presence messages arrive at once after a reconnect). A
+    // hidden tab runs no animation frames: a timer draws it (its title
+    // counts what is unread in the tab strip), also when it was hidden
+    // with a frame still to come.
     store.addEventListener('change', () => {
       if (this.renderQueued) return;
       this.renderQueued = true;
-      requestAnimationFrame(() => { this.renderQueued = false; this.render(); });
+      const draw = () => {
+        if (!this.renderQueued) return;
+        this.renderQueued = false;
+        this.render();
+      };
+      requestAnimationFrame(draw);
+      setTimeout(draw, 250);
     });
     this.conn.addEventListener('state', (ev) => {
       this.stateEl.dataset.state = ev.detail;
