@@ -91,3 +91,30 @@ func TestABackgroundTabsTitleCountsUnread(t *testing.T) {
 	run(t, tab1, "the tab in front counts bob's message", poll(`window.__w.document.title === '(1) edgechat'`))
 	run(t, tab1, "and so does the tab behind it", poll(`document.title === '(1) edgechat'`))
 }
+
+// Two tabs of one browser: a conversation read in one is read in the
+// other too. The other tab's badge and title kept counting what the
+// user had read (until a reconnect or a reload), also each message that
+// came into the conversation open in the first.
+func TestAConversationReadInOneTabIsReadInTheOther(t *testing.T) {
+	n := nodetest.StartNode(t)
+	bobTok := n.NewUser(t, "bob")
+	tab1, _ := twoTabs(t, n)
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"t1","type":"text","body":"first"}`); err != nil {
+		t.Fatal(err)
+	}
+	const badges = `JSON.stringify([window.__w.document, document].map((d) => (d.querySelector('[data-conv="d:bob"] .badge') || {textContent: 'none'}).textContent + ' ' + d.title))`
+	run(t, tab1, "both tabs count bob's message unread", poll(badges+` === '["1 (1) edgechat","1 (1) edgechat"]'`))
+	run(t, tab1, "alice reads it in the tab in front",
+		chromedp.Evaluate[chromedp.Void](`window.__w.document.querySelector('[data-conv="d:bob"]').click()`),
+		poll(`[...window.__w.document.querySelectorAll('.msg[data-id]')].some((e) => e.textContent.includes('first'))`),
+		poll(`window.__w.document.title === 'edgechat'`))
+	run(t, tab1, "the tab behind no longer counts it", poll(badges+` === '[" edgechat"," edgechat"]'`))
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"t2","type":"text","body":"second"}`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tab1, "bob's next message comes into the chat open in front, and the tab behind has it",
+		poll(`[...window.__w.document.querySelectorAll('.msg[data-id]')].some((e) => e.textContent.includes('second'))`),
+		poll(`document.querySelector('[data-conv="d:bob"] .conv-last').textContent === 'second'`))
+	run(t, tab1, "it is read in both", poll(badges+` === '[" edgechat"," edgechat"]'`))
+}

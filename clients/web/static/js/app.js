@@ -32,6 +32,11 @@ class App {
     for (const e of ['keydown', 'pointerdown', 'pointermove', 'focus']) {
       window.addEventListener(e, () => { this.lastActive = Date.now(); }, { passive: true });
     }
+    // The browser's other tabs tell what they read (the server tells no
+    // device of the user's own reads): a conversation read in one tab is
+    // read in all.
+    this.reads = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-read');
+    if (this.reads) this.reads.onmessage = (ev) => this.readElsewhere(ev.data);
     document.addEventListener('visibilitychange', () => {
       const store = this.store;
       const c = store && store.current && store.convs.get(store.current);
@@ -587,6 +592,22 @@ class App {
     const last = c.last;
     if (last) c.readUpTo = last.id;
     if (last && last.from !== this.store.me) this.api.read(c, last.id).catch(() => {});
+    if (last && this.reads) this.reads.postMessage({ user: this.store.me, key: c.key, upTo: last.id });
+  }
+
+  // readElsewhere takes what another tab of this browser read: its
+  // messages no longer count here (those above it, which came here
+  // since, still do).
+  readElsewhere(d) {
+    const store = this.store;
+    if (!store || !d || d.user !== store.me || typeof d.key !== 'string' || typeof d.upTo !== 'string') return;
+    const c = store.convs.get(d.key);
+    if (!c) return;
+    if (!c.readUpTo || cmpID(d.upTo, c.readUpTo) > 0) c.readUpTo = d.upTo;
+    let above = 0;
+    for (const [id, m] of c.messages) if (m.from !== store.me && cmpID(id, c.readUpTo) > 0) above++;
+    c.unread = Math.min(c.unread, above);
+    store.changed();
   }
 
   async send() {
