@@ -40,3 +40,28 @@ func TestEnterThatConfirmsACompositionDoesNotSend(t *testing.T) {
 		t.Fatalf("alice's page shows her messages %q, want one: にほんご", got)
 	}
 }
+
+// An error belongs to what failed: a chat opened with a name that does
+// not exist says so, and once the user opens the right one and writes,
+// the error is gone (it stayed under the form for the page's life, over
+// a chat that worked).
+func TestAnErrorGoesWhenTheNextTryWorks(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice mistypes bob's name",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bobb\n"),
+		poll(`document.querySelector('.error').textContent === 'No user named bobb'`),
+	)
+	run(t, alice, "and corrects it, then writes to bob",
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#new-chat').value = ''`),
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "hello\n"),
+		poll(shows("hello", true)),
+	)
+	if got := textOf(t, alice, `.error`); got != "" {
+		t.Fatalf("alice's page still shows the error %q", got)
+	}
+}

@@ -311,6 +311,7 @@ class App {
     const name = nameInput.value.trim();
     const members = membersInput.value.split(/[\s,]+/).map((x) => x.trim().toLowerCase()).filter(Boolean);
     if (!name) return;
+    this.clearError();
     try {
       const g = await this.api.createGroup(name, members);
       nameInput.value = '';
@@ -550,6 +551,7 @@ class App {
   async openPeer(input) {
     const peer = input.value.trim().toLowerCase();
     if (!peer) return;
+    this.clearError();
     try {
       await this.api.user(peer);
     } catch (e) {
@@ -563,6 +565,7 @@ class App {
 
   async open(c) {
     const store = this.store;
+    this.clearError();
     if (store.current !== c.key) this.setReply(null);
     store.current = c.key;
     this.enableComposer(true); // now, not at the next frame: the user may type at once
@@ -615,6 +618,7 @@ class App {
     const c = store && store.current && store.convs.get(store.current);
     const body = this.input.value.trim();
     if (!c || !body) return;
+    this.clearError();
     const cid = newCid();
     const replyTo = this.replyTo && this.replyTo.conv === c.key ? this.replyTo.id : undefined;
     this.setReply(null);
@@ -650,6 +654,7 @@ class App {
         const err = c.peer && /0x87|not authorized/i.test(e.message) ? new Error(`not allowed: ${c.peer} does not accept your messages`) : e;
         store.setPending(c, cid, 'failed', { error: err.message, retry: () => {
           if (store !== this.store) return;
+          this.clearError();
           store.setPending(c, cid, 'pending', { error: '', retry: null });
           store.changed();
           this.publish(c, cid, sendOnce);
@@ -668,6 +673,7 @@ class App {
     const store = this.store;
     const c = store && store.current && store.convs.get(store.current);
     if (!c) return;
+    this.clearError();
     const cid = newCid();
     const caption = this.input.value.trim();
     this.input.value = '';
@@ -831,6 +837,13 @@ class App {
 
   showError(e) {
     if (this.errorEl) this.errorEl.textContent = e.message || String(e);
+  }
+
+  // clearError takes the error shown away as the user does something
+  // else (open a chat, send, create a group): an error says what the
+  // last try did, not what failed once in the page's life.
+  clearError() {
+    if (this.errorEl) this.errorEl.textContent = '';
   }
 
   render() {
