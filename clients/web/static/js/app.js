@@ -872,7 +872,8 @@ class App {
     const el = this.messagesEl;
     const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
     if (this.shownConv !== c.key) { el.keyed = null; this.shownConv = c.key; } // another conversation: no node carries over
-    v.reconcile(el, v.messageItems(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m)));
+    v.reconcile(el, v.messageItems(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m),
+      (p) => { c.pending.delete(p.cid); store.changed(); }));
     if (atBottom) el.scrollTop = el.scrollHeight;
   }
 }

@@ -182,8 +182,9 @@ function stateText(state, reason) {
 }
 
 // messageItems are the open conversation's items (for reconcile): day
-// separators, messages oldest first, then my pending sends.
-export function messageItems(store, c, cache, onView, onReply) {
+// separators, messages oldest first, then my pending sends (one that
+// failed with a Remove button, and a Retry when trying again may help).
+export function messageItems(store, c, cache, onView, onReply, onRemove) {
   const items = [];
   let day = '';
   for (const m of store.sorted(c)) {
@@ -215,7 +216,8 @@ export function messageItems(store, c, cache, onView, onReply) {
       make: () => h('li', { class: 'msg mine', 'data-cid': p.cid, 'data-state': p.state },
         linkify(p.body || ''), p.progress !== undefined ? h('progress', { class: 'upload', max: '1', value: String(p.progress), 'aria-label': 'Upload progress' }) : null,
         h('span', { class: 'meta' }, p.state === 'failed' ? `not sent${p.error ? `: ${p.error}` : ''}` : p.progress !== undefined && p.progress < 1 ? 'uploading…' : 'sending…',
-          p.state === 'failed' && p.retry ? h('button', { type: 'button', class: 'retry', onclick: p.retry }, 'Retry') : null)),
+          p.state === 'failed' && p.retry ? h('button', { type: 'button', class: 'retry', onclick: p.retry }, 'Retry') : null,
+          p.state === 'failed' ? h('button', { type: 'button', class: 'remove', 'aria-label': 'Remove the message not sent', onclick: () => onRemove(p) }, 'Remove') : null)),
     });
   }
   return items;
