@@ -109,7 +109,7 @@ export function convItems(store, onOpen) {
         type: 'button', 'aria-current': current ? 'true' : 'false', 'data-conv': c.key, 'aria-label': label, onclick: () => onOpen(c),
       }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
         p ? h('span', { class: 'dot', 'data-presence': p.status }) : null),
-      h('span', {}, h('span', { class: 'conv-name' }, name), h('br'), h('span', { class: 'conv-last' }, last)),
+      h('span', { class: 'conv-text' }, h('span', { class: 'conv-name' }, name), h('span', { class: 'conv-last' }, last)),
       h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : ''))),
     };
   });

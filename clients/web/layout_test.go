@@ -1,0 +1,52 @@
+package web_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// What other users write never pushes the page's controls out of view:
+// a last message longer than the conversation list is wide (any
+// sentence) pushed its unread badge out of the sidebar, and a group
+// name of 64 characters without a space (or, on a phone, the composer
+// itself) pushed the Send and Group info buttons past the window's
+// right edge.
+func TestLongTextKeepsTheControlsInView(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	var g struct{ GroupID string }
+	if err := json.Unmarshal(apiCall(t, "POST", n.HTTPURL+"/user/groups", bobTok, `{"name":"`+strings.Repeat("W", 64)+`","members":["alice"]}`), &g); err != nil || g.GroupID == "" {
+		t.Fatalf("group: %v %+v", err, g)
+	}
+	apiCall(t, "POST", n.HTTPURL+"/chat/messages", bobTok, `{"group":"`+g.GroupID+`","cid":"g1","type":"text","body":"hi all"}`)
+	apiCall(t, "POST", n.HTTPURL+"/chat/messages", bobTok, `{"to":"alice","cid":"d1","type":"text","body":"`+strings.Repeat("hello there, ", 20)+`"}`)
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	// inView lists the elements of sel that are not wholly inside the
+	// window and, when they are in the sidebar, inside the sidebar.
+	const inView = `((sels) => { const out = []; for (const s of sels) { const e = document.querySelector(s); if (!e) { out.push(s + ' missing'); continue; }
+		const b = e.getBoundingClientRect(); const side = e.closest('.sidebar'); const box = side ? side.getBoundingClientRect() : { left: 0, right: innerWidth };
+		if (b.left < box.left || b.right > Math.min(box.right, innerWidth)) out.push(s + ' at ' + Math.round(b.left) + '-' + Math.round(b.right) + ' of ' + Math.round(box.left) + '-' + Math.round(Math.min(box.right, innerWidth))); }
+		if (document.documentElement.scrollWidth > innerWidth) out.push('the page is ' + document.documentElement.scrollWidth + ' wide in ' + innerWidth);
+		return out; })`
+	for _, w := range []int64{1100, 390} {
+		run(t, alice, fmt.Sprintf("a window %d wide, the list", w),
+			chromedp.EmulateViewport(w, 800, chromedp.EmulateScale(1)),
+			click(`.back`), // on a phone, back to the list
+			poll(`!!document.querySelector('[data-conv="d:bob"] .badge:not(:empty)')`))
+		if out := eval[[]string](t, alice, inView+`(['[data-conv="d:bob"] .badge'])`); len(out) != 0 {
+			t.Errorf("%d wide, bob's unread badge is out of view: %q", w, out)
+		}
+		run(t, alice, fmt.Sprintf("a window %d wide, the group", w), click(`[data-conv="g:`+g.GroupID+`"]`), poll(shows("hi all", false)))
+		if out := eval[[]string](t, alice, inView+`(['#group-info', '.composer button.primary', '#composer'])`); len(out) != 0 {
+			t.Errorf("%d wide, the group's controls are out of view: %q", w, out)
+		}
+	}
+}
