@@ -29,6 +29,10 @@ type conv struct {
 	loaded   bool // history has been fetched at least once
 	last     edgechat.Message
 	activity time.Time
+	// counted is the newest message the server's unread count covered
+	// (the conversation list's last message): a message up to it that
+	// arrives after the list is counted already.
+	counted string
 }
 
 // state is everything the terminal client knows, changed only by the
@@ -82,9 +86,20 @@ func (s *state) setConversations(list []edgechat.Conversation) {
 		}
 		c := s.ensure(sc.Peer)
 		if sc.Peer != s.open {
+			// The server counted up to its newest message; what came
+			// here from the peer after that (before the list answered)
+			// counts too.
 			c.unread = sc.Unread
+			for _, e := range c.entries {
+				if e.ID != "" && e.From != s.me && edgechat.CompareIDs(e.ID, sc.LastMessage.ID) > 0 {
+					c.unread++
+				}
+			}
 		}
-		if edgechat.CompareIDs(sc.LastMessage.ID, c.last.ID) < 0 || c.last.ID == "" {
+		if sc.LastMessage.ID != "" && (c.counted == "" || edgechat.CompareIDs(sc.LastMessage.ID, c.counted) > 0) {
+			c.counted = sc.LastMessage.ID
+		}
+		if sc.LastMessage.ID != "" && (c.last.ID == "" || edgechat.CompareIDs(sc.LastMessage.ID, c.last.ID) > 0) {
 			c.last = sc.LastMessage
 		}
 		s.touch(c, sc.LastMessage.Time)
@@ -121,7 +136,9 @@ func (s *state) receive(m edgechat.Message) (peer string, markRead bool) {
 		if peer == s.open {
 			return peer, true
 		}
-		c.unread++
+		if c.counted == "" || edgechat.CompareIDs(m.ID, c.counted) > 0 { // else the list counted it
+			c.unread++
+		}
 	}
 	return peer, false
 }

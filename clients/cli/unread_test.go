@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"testing"
+
+	edgechat "github.com/edgechat/edgechat/clients/go"
+)
+
+// The conversation list and the messages the SDK delivers race (at
+// start the first sync's messages, after a reconnect the catch-up's):
+// the list's unread count covers what the server had up to its newest
+// message, and each message from the peer counts once whichever comes
+// first. A message that came before the list answered was lost from
+// the count (the list's count replaced it), and a message the list had
+// counted was counted again when it came after.
+func TestUnreadCountsEachMessageOnceWhateverTheOrder(t *testing.T) {
+	list := func(last edgechat.Message, unread int) convsMsg {
+		return convsMsg{list: []edgechat.Conversation{{Peer: "alice", LastMessage: last, Unread: unread}}}
+	}
+	now := t0
+	for _, tc := range []struct {
+		name  string
+		steps []any
+		want  int
+	}{
+		{"a newer message, then the list", []any{incomingMsg(msg(5, "alice", "me", "new")), list(msg(3, "alice", "me", "x"), 2)}, 3},
+		{"the list, then a message it counted", []any{list(msg(3, "alice", "me", "x"), 2), incomingMsg(msg(3, "alice", "me", "x"))}, 2},
+		{"the list, then a newer message", []any{list(msg(3, "alice", "me", "x"), 2), incomingMsg(msg(5, "alice", "me", "new"))}, 3},
+		{"a message the list counted, then the list", []any{incomingMsg(msg(3, "alice", "me", "x")), list(msg(3, "alice", "me", "x"), 2)}, 2},
+	} {
+		m := testModel(&fakeClient{}, &now)
+		for _, s := range tc.steps {
+			m.Update(s)
+		}
+		if c := m.st.conv("alice"); c == nil || c.unread != tc.want {
+			got := -1
+			if c != nil {
+				got = c.unread
+			}
+			t.Errorf("%s: alice's unread %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
