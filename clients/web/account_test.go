@@ -159,3 +159,34 @@ func TestADraftDoesNotOutliveItsUsersSession(t *testing.T) {
 		t.Fatalf("bob's composer shows %q, alice's draft", got)
 	}
 }
+
+// alice looks at a picture at a shared computer and leaves; from her
+// phone she signs that browser out. Its page lands on the sign-in
+// screen with nothing of hers on it: the picture's viewer stayed open
+// over the sign-in form.
+func TestSigningOutClosesTheMediaViewer(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	shared, phone := browser(t), browser(t)
+	register(t, shared, n.HTTPURL, "alice")
+	signIn(t, phone, n.HTTPURL, "alice")
+	run(t, shared, "alice sends bob a picture and looks at it",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{writePNG(t, "holiday.png")}),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+		click(`.thumbbtn`),
+		chromedp.WaitVisible(chromedp.CSS(`dialog.viewer img`)),
+	)
+	run(t, phone, "from her phone alice signs the shared browser out",
+		click(`#sessions-panel summary`),
+		poll(`document.querySelectorAll('#sessions-panel li').length === 2`),
+		click(`#sessions-panel .end-session`),
+		poll(`document.querySelectorAll('#sessions-panel li').length === 1`),
+	)
+	run(t, shared, "the shared browser lands on the sign-in screen", chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	if k := eval[int](t, shared, `document.querySelectorAll('dialog, img').length`); k != 0 {
+		t.Fatalf("the signed-out page still shows %d dialogs and pictures of alice's: %q", k,
+			eval[string](t, shared, `[...document.querySelectorAll('dialog, img')].map((e) => e.outerHTML).join(' ')`))
+	}
+}

@@ -52,6 +52,9 @@ class App {
   stop() {
     if (this.groupPanel) this.groupPanel.close();
     this.groupPanel = null;
+    // A picture open in the viewer is the user's: the sign-in screen
+    // (signed out here or from elsewhere) must not show it.
+    for (const d of document.querySelectorAll('dialog.viewer')) { d.close(); d.remove(); }
     if (this.media) this.media.clear();
     this.media = null;
     clearInterval(this.heartbeat);
