@@ -85,3 +85,37 @@ func TestVoiceNote(t *testing.T) {
 		t.Fatalf("the player's label: %q", label)
 	}
 }
+
+// A voice note goes to the conversation it was recorded in: alice
+// starts recording for bob, looks at carol's chat meanwhile and stops
+// there; the note went to carol.
+func TestAVoiceNoteGoesWhereItWasRecorded(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	n.NewUser(t, "carol")
+	alice := browser(t,
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true))
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice starts recording for bob",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		poll(`document.getElementById('conv-title').textContent === 'bob'`),
+		click(`#record[aria-pressed="false"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="true"]`)),
+	)
+	run(t, alice, "she looks at carol's chat, records on, and stops there",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "carol\n"),
+		poll(`document.getElementById('conv-title').textContent === 'carol'`),
+		poll(`Number(document.getElementById('record').dataset.seconds) >= 1`),
+		click(`#record[aria-pressed="true"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="false"]`)),
+	)
+	run(t, alice, "the note is sent", poll(`document.querySelectorAll('.msg[data-cid]').length === 0 && !![...document.querySelectorAll('.convs .conv-last')].find((e) => e.textContent === 'media')`))
+	var bob, carol struct{ Messages []struct{ From, To, Type string } }
+	tok := n.Token(t, "alice")
+	getJSON(t, n.HTTPURL, tok, "/chat/history?with=bob", &bob)
+	getJSON(t, n.HTTPURL, tok, "/chat/history?with=carol", &carol)
+	if len(bob.Messages) != 1 || len(carol.Messages) != 0 {
+		t.Fatalf("the voice note recorded for bob: bob has %+v, carol %+v", bob.Messages, carol.Messages)
+	}
+}

@@ -670,17 +670,23 @@ class App {
   }
 
   // sendFile uploads f with a progress bar in its pending message, waits
-  // until the server has processed it, then sends the media message (the
-  // composer's text, if any, as its caption).
-  async sendFile(f) {
+  // until the server has processed it, then sends the media message to
+  // the open conversation, or to the one key names (a voice note goes
+  // where it was recorded), with the composer's text, if any, as its
+  // caption when that conversation is the open one.
+  async sendFile(f, key) {
     const store = this.store;
-    const c = store && store.current && store.convs.get(store.current);
+    const to = key || (store && store.current);
+    const c = store && to && store.convs.get(to);
     if (!c) return;
     this.clearError();
     const cid = newCid();
-    const caption = this.input.value.trim();
-    this.input.value = '';
-    this.drafts.delete(c.key);
+    let caption = '';
+    if (to === store.current) {
+      caption = this.input.value.trim();
+      this.input.value = '';
+      this.drafts.delete(c.key);
+    }
     store.addPending(c, cid, caption || f.name, { progress: 0 });
     store.changed();
     let id;
@@ -772,6 +778,7 @@ class App {
     const rec = new Recorder();
     const btn = h('button', { type: 'button', id: 'record', class: 'record', 'aria-pressed': 'false', 'aria-label': 'Record a voice note' }, 'Voice');
     let timer = 0;
+    let key = null; // the conversation the note is recorded in
     const show = (on) => {
       btn.setAttribute('aria-pressed', String(on));
       btn.setAttribute('aria-label', on ? 'Stop recording and send' : 'Record a voice note');
@@ -791,13 +798,14 @@ class App {
       try {
         if (!rec.recording) {
           if (!this.store || !this.store.current) return;
+          key = this.store.current;
           await rec.start();
           show(true);
           return;
         }
         show(false);
         const f = await rec.stop();
-        if (f) this.sendFile(f);
+        if (f) this.sendFile(f, key);
       } catch (e) {
         rec.cancel();
         show(false);
