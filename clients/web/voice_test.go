@@ -119,3 +119,27 @@ func TestAVoiceNoteGoesWhereItWasRecorded(t *testing.T) {
 		t.Fatalf("the voice note recorded for bob: bob has %+v, carol %+v", bob.Messages, carol.Messages)
 	}
 }
+
+// Signing out while recording turns the microphone off: it stayed on
+// (and recording) on the sign-in screen until the tab was closed.
+func TestSigningOutStopsTheMicrophone(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t,
+		chromedp.Flag("use-fake-ui-for-media-stream", true),
+		chromedp.Flag("use-fake-device-for-media-stream", true))
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice starts recording for bob",
+		// Keep the streams the page asks for, to see them end.
+		chromedp.Evaluate[chromedp.Void](`window.__streams = []; const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+			navigator.mediaDevices.getUserMedia = async (c) => { const s = await gum(c); window.__streams.push(s); return s; }; undefined`),
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		poll(`document.getElementById('conv-title').textContent === 'bob'`),
+		click(`#record[aria-pressed="false"]`),
+		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="true"]`)),
+	)
+	run(t, alice, "and signs out", click(`#sign-out`), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	if live := eval[int](t, alice, `window.__streams.flatMap((s) => s.getTracks()).filter((tr) => tr.readyState === 'live').length`); live != 0 {
+		t.Fatalf("after signing out, %d microphone tracks are still live", live)
+	}
+}

@@ -55,6 +55,9 @@ class App {
     // A picture open in the viewer is the user's: the sign-in screen
     // (signed out here or from elsewhere) must not show it.
     for (const d of document.querySelectorAll('dialog.viewer')) { d.close(); d.remove(); }
+    // A voice note being recorded is dropped, the microphone turned off.
+    if (this.cancelRecording) this.cancelRecording();
+    this.cancelRecording = null;
     if (this.media) this.media.clear();
     this.media = null;
     clearInterval(this.heartbeat);
@@ -794,6 +797,7 @@ class App {
         btn.textContent = `Stop ${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, '0')}`;
       }, 250);
     };
+    this.cancelRecording = () => { rec.cancel(); show(false); };
     btn.addEventListener('click', async () => {
       try {
         if (!rec.recording) {
