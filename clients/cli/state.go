@@ -119,6 +119,11 @@ func (s *state) openConv(peer string) (needHistory bool) {
 // the conversation's peer and whether the message should be marked read
 // (it is someone else's, in the open conversation).
 func (s *state) receive(m edgechat.Message) (peer string, markRead bool) {
+	if m.Group != "" {
+		// Groups are not shown yet (see setConversations): the peer of
+		// a group message would be the group's ID, taken for a user's.
+		return "", false
+	}
 	peer = m.Peer(s.me)
 	if peer == "" {
 		return "", false
