@@ -190,3 +190,34 @@ func TestSigningOutClosesTheMediaViewer(t *testing.T) {
 			eval[string](t, shared, `[...document.querySelectorAll('dialog, img')].map((e) => e.outerHTML).join(' ')`))
 	}
 }
+
+// "Sign out" the server did not get (its node down behind the
+// balancer) says so and leaves the page signed in, to be tried again:
+// the page showed the sign-in screen while the session (the HttpOnly
+// cookie, which only the server clears) lived on, and the next person
+// at the computer who reloaded the page was signed in as alice.
+func TestSignOutTheServerDidNotGetIsNotShownAsDone(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	px := newCutProxy(t, n.HTTPURL)
+	tab := browser(t)
+	signIn(t, tab, px.srv.URL, "alice")
+	run(t, tab, "the page has caught up", chromedp.WaitVisible(chromedp.CSS(`.state[data-synced="true"]`)))
+	px.cut()
+	run(t, tab, "alice signs out while the node is away",
+		click(`#sign-out`),
+		poll(`!!document.querySelector('#username') || /sign out/i.test((document.querySelector('.error') || {}).textContent)`),
+	)
+	px.heal()
+	if eval[bool](t, tab, `!!document.querySelector('#username')`) {
+		run(t, tab, "the next person reloads the page", chromedp.Reload(), chromedp.WaitReady(`body`),
+			poll(`!!document.querySelector('#username') || !!document.querySelector('.state[data-state="online"]')`))
+		t.Fatalf("the page said alice was signed out, and a reload signs her in: %v", eval[bool](t, tab, `!!document.querySelector('.state[data-state="online"]')`))
+	}
+	run(t, tab, "she tries again once it is back",
+		click(`#sign-out`),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+	)
+}

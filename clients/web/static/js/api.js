@@ -131,13 +131,20 @@ export class Api {
 
   // logout ends this browser's session and, naming the browser's device,
   // its Web Push registration: the next person at this browser must not
-  // get the signed-out user's messages.
+  // get the signed-out user's messages. Only the server ends the session
+  // (the cookie is HttpOnly): when it could not be reached (or failed),
+  // the page stays signed in and says so, rather than show a sign-in
+  // screen over a session a reload resumes. A refusal (4xx) means there
+  // was no session left to end.
   async logout() {
     try {
       await this.send('POST', '/auth/logout', { device: browserDevice() }, { auth: false, own: true });
-    } finally {
-      this.signedOut();
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.status >= 500 || e.status === 429) {
+        throw new Error('Could not sign out: the server did not answer. You are still signed in; try again.');
+      }
     }
+    this.signedOut();
   }
 
   // logoutAll ends every session of the user (every browser and device):

@@ -169,7 +169,7 @@ class App {
             Notification.requestPermission().then((p) => { if (p === 'granted') this.enablePush(); })
               .finally(() => ev.target.remove());
           } }, 'Enable notifications') : null,
-        h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout() }, 'Sign out'),
+        h('button', { type: 'button', id: 'sign-out', onclick: () => this.api.logout().catch((e) => this.showError(e)) }, 'Sign out'),
         h('button', { type: 'button', id: 'sign-out-everywhere', title: 'Sign out on every browser and device',
           onclick: () => this.api.logoutAll().catch((e) => this.showError(e)) }, 'Sign out everywhere')),
       h('aside', { class: 'sidebar' }, newChat, newGroup,
