@@ -885,8 +885,11 @@ class App {
     if (typing && typing.until > Date.now()) this.subEl.textContent = `${typing.from} is typing…`;
     else this.subEl.textContent = c.peer ? v.presenceText(store.presence.get(c.peer)) : '';
     const el = this.messagesEl;
-    const atBottom = el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    if (this.shownConv !== c.key) { el.keyed = null; this.shownConv = c.key; } // another conversation: no node carries over
+    // Another conversation: no node carries over, and it shows its
+    // newest messages (not the place the one before was scrolled to).
+    const fresh = this.shownConv !== c.key;
+    const atBottom = fresh || el.scrollHeight - el.scrollTop - el.clientHeight < 40;
+    if (fresh) { el.keyed = null; this.shownConv = c.key; }
     v.reconcile(el, v.messageItems(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m),
       (p) => { c.pending.delete(p.cid); store.changed(); }));
     if (atBottom) el.scrollTop = el.scrollHeight;
