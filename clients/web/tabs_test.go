@@ -118,3 +118,59 @@ func TestAConversationReadInOneTabIsReadInTheOther(t *testing.T) {
 		poll(`document.querySelector('[data-conv="d:bob"] .conv-last').textContent === 'second'`))
 	run(t, tab1, "it is read in both", poll(badges+` === '[" edgechat"," edgechat"]'`))
 }
+
+// Opening a conversation whose newest message is the user's own (sent
+// from her phone after bob's) reads bob's messages before it, on the
+// server too: the page cleared its badge but told the server nothing
+// (it marked read only up to a message from the peer), so they counted
+// unread again at the next reload and on every other device.
+func TestOpeningAChatEndingWithMyOwnMessageReadsItOnTheServer(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok := n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	for i, body := range []string{"one", "two"} {
+		if err := postMessage(n.HTTPURL, bobTok, fmt.Sprintf(`{"to":"alice","cid":"b%d","type":"text","body":%q}`, i, body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// alice answers from her phone, without reading there.
+	if err := postMessage(n.HTTPURL, aliceTok, `{"to":"bob","cid":"a1","type":"text","body":"answered from my phone"}`); err != nil {
+		t.Fatal(err)
+	}
+	unread := func() int {
+		var res struct {
+			Conversations []struct {
+				Peer   string
+				Unread int
+			}
+		}
+		if err := json.Unmarshal(apiCall(t, "GET", n.HTTPURL+"/chat/conversations", aliceTok, ""), &res); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range res.Conversations {
+			if c.Peer == "bob" {
+				return c.Unread
+			}
+		}
+		return -1
+	}
+	if k := unread(); k != 2 {
+		t.Fatalf("before alice reads, the server counts %d unread, want 2", k)
+	}
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens bob's chat on her laptop",
+		poll(`document.querySelector('[data-conv="d:bob"] .badge').textContent === '2'`),
+		click(`[data-conv="d:bob"]`),
+		poll(shows("two", false)),
+		poll(`document.title === 'edgechat'`),
+	)
+	if err := waitUntil(5*time.Second, 50*time.Millisecond, func() error {
+		if k := unread(); k != 0 {
+			return fmt.Errorf("the server counts %d unread", k)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("alice read bob's messages: %v", err)
+	}
+}

@@ -596,11 +596,17 @@ class App {
     this.input.placeholder = on ? 'Write a message' : 'Pick a conversation to write';
   }
 
+  // markRead reads c up to its newest message, on the server too (once
+  // per newest message: also when that is mine, sent from another
+  // device after the peer's, which the server still counts unread).
   markRead(c) {
     c.unread = 0;
     const last = c.last;
     if (last) c.readUpTo = last.id;
-    if (last && last.from !== this.store.me) this.api.read(c, last.id).catch(() => {});
+    if (last && c.sentRead !== last.id) {
+      c.sentRead = last.id;
+      this.api.read(c, last.id).catch(() => { if (c.sentRead === last.id) c.sentRead = null; });
+    }
     if (last && this.reads) this.reads.postMessage({ user: this.store.me, key: c.key, upTo: last.id });
   }
 
