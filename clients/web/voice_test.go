@@ -111,7 +111,9 @@ func TestAVoiceNoteGoesWhereItWasRecorded(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#record[aria-pressed="false"]`)),
 	)
 	run(t, alice, "the note is sent", poll(`document.querySelectorAll('.msg[data-cid]').length === 0 && !![...document.querySelectorAll('.convs .conv-last')].find((e) => e.textContent === 'media')`))
-	var bob, carol struct{ Messages []struct{ From, To, Type string } }
+	var bob, carol struct {
+		Messages []struct{ From, To, Type string }
+	}
 	tok := n.Token(t, "alice")
 	getJSON(t, n.HTTPURL, tok, "/chat/history?with=bob", &bob)
 	getJSON(t, n.HTTPURL, tok, "/chat/history?with=carol", &carol)
