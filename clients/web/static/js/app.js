@@ -391,16 +391,23 @@ class App {
     store.changed();
   }
 
+  // maybeLoadOlder reads the page before the oldest message shown when
+  // the reader scrolls to the top. Each conversation loads its own (a
+  // slow page of one does not hold up another's), and the reader's place
+  // is kept only in the view the page was asked from: another
+  // conversation shown meanwhile keeps its own.
   maybeLoadOlder() {
     const store = this.store;
     const c = store && store.current && store.convs.get(store.current);
-    if (!c || this.loadingOlder || !c.hasMore || this.messagesEl.scrollTop > 40) return;
-    this.loadingOlder = true;
+    if (!c || c.loadingOlder || !c.hasMore || this.messagesEl.scrollTop > 40) return;
+    c.loadingOlder = true;
     const before = this.messagesEl.scrollHeight;
+    const view = this.shownView;
     this.loadPage(c, false).then(() => {
+      if (store !== this.store || view !== this.shownView) { store.changed(); return; }
       this.render(); // now, not at the next frame: the scroll position is set from its result
       this.messagesEl.scrollTop = this.messagesEl.scrollHeight - before; // keep the reader's place
-    }).catch((e) => this.showError(e)).finally(() => { this.loadingOlder = false; });
+    }).catch((e) => this.showError(e)).finally(() => { c.loadingOlder = false; });
   }
 
   // catchUp brings the page up to date after each (re)connect. It
@@ -884,6 +891,7 @@ class App {
       this.subEl.textContent = '';
       this.titleEl.textContent = 'No conversation open';
       v.reconcile(this.messagesEl, [{ key: 'empty', sig: '', make: () => h('li', { class: 'empty' }, 'Pick a conversation or start one.') }]);
+      this.shownConv = null;
       return;
     }
     this.titleEl.textContent = v.convName(store, c);
@@ -895,7 +903,7 @@ class App {
     // newest messages (not the place the one before was scrolled to).
     const fresh = this.shownConv !== c.key;
     const atBottom = fresh || el.scrollHeight - el.scrollTop - el.clientHeight < 40;
-    if (fresh) { el.keyed = null; this.shownConv = c.key; }
+    if (fresh) { el.keyed = null; this.shownConv = c.key; this.shownView = (this.shownView || 0) + 1; }
     v.reconcile(el, v.messageItems(store, c, this.media, (md) => this.view(md), (m) => this.setReply(m),
       (p) => { c.pending.delete(p.cid); store.changed(); }));
     if (atBottom) el.scrollTop = el.scrollHeight;
