@@ -16,7 +16,7 @@ import (
 // sentence) pushed its unread badge out of the sidebar, and a group
 // name of 64 characters without a space (or, on a phone, the composer
 // itself) pushed the Send and Group info buttons past the window's
-// right edge.
+// right edge, and the group's info dialog scrolled sideways.
 func TestLongTextKeepsTheControlsInView(t *testing.T) {
 	n := nodetest.StartNode(t)
 	n.NewUser(t, "alice")
@@ -48,5 +48,12 @@ func TestLongTextKeepsTheControlsInView(t *testing.T) {
 		if out := eval[[]string](t, alice, inView+`(['#group-info', '.composer button.primary', '#composer'])`); len(out) != 0 {
 			t.Errorf("%d wide, the group's controls are out of view: %q", w, out)
 		}
+		// The group's info dialog wraps the name in its title (it
+		// spilled out of the dialog, which scrolled sideways).
+		run(t, alice, "the group's info", click(`#group-info`), poll(`!!document.querySelector('dialog.groupinfo li')`))
+		if sizes := eval[[]int](t, alice, `(() => { const d = document.querySelector('dialog.groupinfo'); return [d.scrollWidth, d.clientWidth]; })()`); sizes[0] > sizes[1] {
+			t.Errorf("%d wide, the group's info dialog is %d wide inside %d", w, sizes[0], sizes[1])
+		}
+		run(t, alice, "closed", click(`dialog.groupinfo .close`), poll(`!document.querySelector('dialog.groupinfo')`))
 	}
 }
