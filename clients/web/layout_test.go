@@ -57,3 +57,28 @@ func TestLongTextKeepsTheControlsInView(t *testing.T) {
 		run(t, alice, "closed", click(`dialog.groupinfo .close`), poll(`!document.querySelector('dialog.groupinfo')`))
 	}
 }
+
+// A contact's or a blocked user's display name (64 characters they
+// chose, without a space) stays inside the sidebar: it pushed the
+// blocked user's Unblock button out of sight.
+func TestLongDisplayNamesStayInTheSidebar(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok := n.NewUser(t, "alice")
+	for _, u := range []string{"bob", "carol"} {
+		apiCall(t, "PATCH", n.HTTPURL+"/user/me", n.NewUser(t, u), `{"displayName":"`+strings.Repeat("W", 64)+`"}`)
+	}
+	apiCall(t, "POST", n.HTTPURL+"/user/me/contacts", aliceTok, `{"uid":"bob"}`)
+	apiCall(t, "POST", n.HTTPURL+"/user/me/blocks", aliceTok, `{"uid":"carol"}`)
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens her contacts",
+		click(`#contacts-panel summary`),
+		poll(`!!document.querySelector('[data-contact="bob"]') && !!document.querySelector('[data-unblock="carol"]')`))
+	out := eval[[]string](t, alice, `(() => { const side = document.querySelector('.sidebar').getBoundingClientRect(); const out = [];
+		for (const s of ['[data-contact="bob"]', '[data-unblock="carol"]']) { const b = document.querySelector(s).getBoundingClientRect();
+			if (b.left < side.left || b.right > side.right) out.push(s + ' at ' + Math.round(b.left) + '-' + Math.round(b.right) + ' of ' + Math.round(side.left) + '-' + Math.round(side.right)); }
+		return out; })()`)
+	if len(out) != 0 {
+		t.Fatalf("out of the sidebar: %q", out)
+	}
+}
