@@ -62,6 +62,8 @@ func (c *rawV5) write(pk packets.Packet) {
 		err = pk.ConnectEncode(&buf)
 	case packets.Publish:
 		err = pk.PublishEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
 	}
 	if err == nil {
 		_, err = c.conn.Write(buf.Bytes())
@@ -96,6 +98,10 @@ func (c *rawV5) read() packets.Packet {
 		err = pk.ConnackDecode(body)
 	case packets.Puback:
 		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
 	default:
 		c.t.Fatalf("unexpected packet type %d", pk.FixedHeader.Type)
 	}

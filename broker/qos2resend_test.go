@@ -2,32 +2,22 @@ package broker
 
 import (
 	"bufio"
-	"bytes"
-	"io"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
-// qos2Conn is a bare MQTT v5 connection for the QoS 2 exchange.
-type qos2Conn struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
 // dialQoS2 connects clientID as uid with a persistent session (clean
 // start off, a session expiry) and returns the CONNACK.
-func dialQoS2(t *testing.T, addr, uid, clientID string) (*qos2Conn, packets.Packet) {
+func dialQoS2(t *testing.T, addr, uid, clientID string) (*rawV5, packets.Packet) {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	c := &qos2Conn{t: t, conn: conn, r: bufio.NewReader(conn)}
+	c := &rawV5{t: t, conn: conn, r: bufio.NewReader(conn)}
 	c.write(packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Connect},
 		Connect: packets.ConnectParams{
@@ -43,63 +33,6 @@ func dialQoS2(t *testing.T, addr, uid, clientID string) (*qos2Conn, packets.Pack
 	return c, ca
 }
 
-func (c *qos2Conn) write(pk packets.Packet) {
-	c.t.Helper()
-	pk.ProtocolVersion = 5
-	var buf bytes.Buffer
-	var err error
-	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		err = pk.ConnectEncode(&buf)
-	case packets.Publish:
-		err = pk.PublishEncode(&buf)
-	case packets.Pubrel:
-		err = pk.PubrelEncode(&buf)
-	}
-	if err == nil {
-		_, err = c.conn.Write(buf.Bytes())
-	}
-	if err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *qos2Conn) read() packets.Packet {
-	c.t.Helper()
-	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	hb, err := c.r.ReadByte()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	pk := packets.Packet{ProtocolVersion: 5}
-	if err := pk.FixedHeader.Decode(hb); err != nil {
-		c.t.Fatal(err)
-	}
-	n, _, err := packets.DecodeLength(c.r)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	pk.FixedHeader.Remaining = n
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		c.t.Fatal(err)
-	}
-	switch pk.FixedHeader.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	default:
-		c.t.Fatalf("unexpected packet type %d", pk.FixedHeader.Type)
-	}
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return pk
-}
-
 // A QoS 2 publish whose PUBREC was lost with the connection is sent again
 // (DUP) on the resumed session, as MQTT 5 4.4 asks: the server must
 // answer PUBREC again, with success, and deliver it no second time
@@ -112,7 +45,7 @@ func (c *qos2Conn) read() packets.Packet {
 func TestQoS2ResendAfterReconnectIsAcknowledged(t *testing.T) {
 	e := startBroker(t, nil)
 	env := `{"cid":"c-q2","type":"text","body":"exactly once"}`
-	pub := func(c *qos2Conn, dup bool) packets.Packet {
+	pub := func(c *rawV5, dup bool) packets.Packet {
 		c.write(packets.Packet{
 			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 2, Dup: dup},
 			TopicName:   "user/bob/newMessage", PacketID: 1, Payload: []byte(env),

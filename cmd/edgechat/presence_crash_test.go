@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/services/presence"
 )
 
 // A node crashes (SIGKILL: its clients' Disconnected never leave it)
@@ -27,7 +28,7 @@ func TestPresenceOfflineAfterACrashedNodeIsRemoved(t *testing.T) {
 	uid := ""
 	for i := 0; uid == ""; i++ {
 		u := fmt.Sprintf("user%d", i)
-		if presenceHome([]string{"n1", "n2", "n3"}, u) != "n3" {
+		if presence.HomeAmong([]string{"n1", "n2", "n3"}, u) != "n3" {
 			uid = u
 		}
 	}
@@ -75,28 +76,6 @@ func TestPresenceOfflineAfterACrashedNodeIsRemoved(t *testing.T) {
 	})
 }
 
-// presenceHome is services/presence's home: the rendezvous hash winner.
-func presenceHome(nodes []string, uid string) string {
-	best, bestW := "", uint64(0)
-	for _, node := range nodes {
-		h := uint64(14695981039346656037)
-		for i := 0; i < len(node); i++ {
-			h = (h ^ uint64(node[i])) * 1099511628211
-		}
-		h = (h ^ 0) * 1099511628211
-		for i := 0; i < len(uid); i++ {
-			h = (h ^ uint64(uid[i])) * 1099511628211
-		}
-		h ^= h >> 33
-		h *= 0xff51afd7ed558ccd
-		h ^= h >> 33
-		if best == "" || h > bestW {
-			best, bestW = node, h
-		}
-	}
-	return best
-}
-
 // A node crashes with a user's only connection on it and comes back
 // (SIGKILL, restart): the user's home, another node, ends the
 // connections of the node's earlier run once it hears from the new one,
@@ -110,7 +89,7 @@ func TestPresenceOfflineAfterACrashedNodeRestarts(t *testing.T) {
 	uid := ""
 	for i := 0; uid == ""; i++ {
 		u := fmt.Sprintf("user%d", i)
-		if presenceHome([]string{"n1", "n2", "n3"}, u) != "n3" {
+		if presence.HomeAmong([]string{"n1", "n2", "n3"}, u) != "n3" {
 			uid = u
 		}
 	}

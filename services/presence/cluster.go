@@ -312,6 +312,17 @@ func home(members []cluster.Member, self, uid string) string {
 	return best
 }
 
+// HomeAmong is the node of nodes that homes uid's presence, as Home
+// answers on a member of a cluster of exactly these nodes (for tests
+// that must know it without asking a node).
+func HomeAmong(nodes []string, uid string) string {
+	members := make([]cluster.Member, len(nodes))
+	for i, n := range nodes {
+		members[i].Name = n
+	}
+	return home(members, "", uid)
+}
+
 // weight is FNV-1a of node, 0, uid, finished with a mixer so that close
 // inputs spread.
 func weight(node, uid string) uint64 {
