@@ -246,7 +246,19 @@ export class Api {
   registerDevice(device, subscription) {
     return this.call('POST', '/user/me/devices', { device, platform: 'webpush', subscription });
   }
-  groups() { return this.call('GET', '/user/groups?limit=200'); }
+  // groups lists all my groups, paging GET /user/groups (200 a page).
+  async groups() {
+    const groups = [];
+    let cursor = '';
+    for (;;) {
+      const q = new URLSearchParams({ limit: '200' });
+      if (cursor) q.set('cursor', cursor);
+      const res = await this.call('GET', `/user/groups?${q}`);
+      groups.push(...(res.groups || []));
+      if (!res.nextCursor || res.nextCursor === cursor) return { groups };
+      cursor = res.nextCursor;
+    }
+  }
   createGroup(name, members) { return this.call('POST', '/user/groups', { name, members }); }
   read(conv, upTo) {
     return this.call('POST', '/chat/read', conv.group ? { group: conv.group, upTo } : { with: conv.peer, upTo });
