@@ -16,6 +16,15 @@ import (
 
 // bobPhone signs bob in on his phone (device "phone") and registers its
 // push token from that session; it returns the phone's APNs token.
+// pushesOfNewMessage sends bob a message, waits until its push is
+// decided and returns how many times phone was pushed with it.
+func pushesOfNewMessage(t *testing.T, f *pushFlow, phone string) int {
+	t.Helper()
+	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
+	f.outboxEmpty(t)
+	return f.pushesFor(phone, id)
+}
+
 func bobPhone(t *testing.T, f *pushFlow) string {
 	t.Helper()
 	var tk struct{ AccessToken string }
@@ -59,9 +68,7 @@ func TestPushNotToThePhoneOfASessionEndedElsewhere(t *testing.T) {
 	if len(devs.Devices) != 0 {
 		t.Errorf("the ended session's phone is still registered: %+v", devs.Devices)
 	}
-	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
-	f.outboxEmpty(t)
-	if n := f.pushesFor(phone, id); n != 0 {
+	if n := pushesOfNewMessage(t, f, phone); n != 0 {
 		t.Errorf("the phone of an ended session was pushed %d times", n)
 	}
 }
@@ -72,9 +79,7 @@ func TestPushNotToThePhoneAfterSigningOutEverywhere(t *testing.T) {
 	if st := api(t, f.n, f.bob, http.MethodPost, "/auth/logout-all", map[string]any{}, nil); st != http.StatusOK {
 		t.Fatalf("logout-all: %d", st)
 	}
-	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
-	f.outboxEmpty(t)
-	if n := f.pushesFor(phone, id); n != 0 {
+	if n := pushesOfNewMessage(t, f, phone); n != 0 {
 		t.Errorf("the phone was pushed %d times after bob signed out everywhere", n)
 	}
 }
@@ -88,9 +93,7 @@ func TestPushNotToThePhoneAfterAPasswordChangeElsewhere(t *testing.T) {
 		"currentPassword": nodetest.Password("bob"), "newPassword": "a-new-password-1"}, nil); st != http.StatusOK {
 		t.Fatalf("password change: %d", st)
 	}
-	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
-	f.outboxEmpty(t)
-	if n := f.pushesFor(phone, id); n != 0 {
+	if n := pushesOfNewMessage(t, f, phone); n != 0 {
 		t.Errorf("the phone was pushed %d times after bob changed his password on the laptop", n)
 	}
 }
@@ -139,9 +142,7 @@ func TestPushNotToThePhoneAfterAnAdminResetsThePassword(t *testing.T) {
 		map[string]string{"password": "a-new-password-1"}, nil); st != http.StatusOK {
 		t.Fatalf("password reset: %d", st)
 	}
-	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
-	f.outboxEmpty(t)
-	if n := f.pushesFor(phone, id); n != 0 {
+	if n := pushesOfNewMessage(t, f, phone); n != 0 {
 		t.Errorf("the phone was pushed %d times after an admin reset bob's password", n)
 	}
 }
@@ -155,9 +156,7 @@ func TestPushNotToThePhoneOfASuspendedAccount(t *testing.T) {
 		map[string]bool{"suspended": true}, nil); st != http.StatusOK {
 		t.Fatalf("suspend: %d", st)
 	}
-	id := f.send(t, "user/bob/newMessage", "bob, the door code is 4711")
-	f.outboxEmpty(t)
-	if n := f.pushesFor(phone, id); n != 0 {
+	if n := pushesOfNewMessage(t, f, phone); n != 0 {
 		t.Errorf("the phone of a suspended account was pushed %d times", n)
 	}
 }

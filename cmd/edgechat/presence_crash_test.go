@@ -24,41 +24,7 @@ func TestPresenceOfflineAfterACrashedNodeIsRemoved(t *testing.T) {
 		t.Skip("runs three real processes")
 	}
 	c := startCluster3(t, "--heartbeat-interval", "1m", "--presence-grace", "300ms")
-	// A user homed on n1 or n2 (the rendezvous hash of services/presence).
-	uid := ""
-	for i := 0; uid == ""; i++ {
-		u := fmt.Sprintf("user%d", i)
-		if presence.HomeAmong([]string{"n1", "n2", "n3"}, u) != "n3" {
-			uid = u
-		}
-	}
-	tokens := c.addUsers("a long password", "root", uid, "watcher")
-	if st, err := httpJSON("POST", c.proc(0).http+"/user/me/contacts", tokens[uid], map[string]string{"uid": "watcher"}, nil); err != nil || st/100 != 2 {
-		t.Fatalf("add contact: %d %v", st, err)
-	}
-	watcher := mqtttest.MustDial(t, c.proc(0).mqtt, v5Options("watcher/phone", "watcher", tokens["watcher"]))
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
-			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
-		}
-		return nil
-	})
-	last := func() string {
-		got := watcher.Received("presence/" + uid)
-		if len(got) == 0 {
-			return ""
-		}
-		var p struct{ Status string }
-		_ = json.Unmarshal(got[len(got)-1].Payload, &p)
-		return p.Status
-	}
-	mqtttest.MustDial(t, c.proc(2).mqtt, v5Options(uid+"/phone", uid, tokens[uid]))
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if s := last(); s != "online" {
-			return fmt.Errorf("watcher's last status %q", s)
-		}
-		return nil
-	})
+	tokens, last := onlineOnN3(t, c, "root")
 
 	c.proc(2).stop(t, syscall.SIGKILL)
 	checkFor(t, 30*time.Second, 200*time.Millisecond, func() error {
@@ -86,6 +52,23 @@ func TestPresenceOfflineAfterACrashedNodeRestarts(t *testing.T) {
 		t.Skip("runs three real processes")
 	}
 	c := startCluster3(t, "--heartbeat-interval", "1m", "--presence-grace", "300ms")
+	_, last := onlineOnN3(t, c)
+
+	c.restart(2, syscall.SIGKILL)
+	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
+		if s := last(); s != "offline" {
+			return fmt.Errorf("watcher's last status %q after the node of the only connection crashed and came back", s)
+		}
+		return nil
+	})
+}
+
+// onlineOnN3 signs up a user homed on n1 or n2 (the rendezvous hash of
+// services/presence), a watcher connected to n1 who may see them, and
+// the extra users named; the user connects to n3 and the watcher sees
+// them online. last is the watcher's latest status of the user.
+func onlineOnN3(t *testing.T, c *testCluster, extra ...string) (tokens map[string]string, last func() string) {
+	t.Helper()
 	uid := ""
 	for i := 0; uid == ""; i++ {
 		u := fmt.Sprintf("user%d", i)
@@ -93,7 +76,7 @@ func TestPresenceOfflineAfterACrashedNodeRestarts(t *testing.T) {
 			uid = u
 		}
 	}
-	tokens := c.addUsers("a long password", uid, "watcher")
+	tokens = c.addUsers("a long password", append(extra, uid, "watcher")...)
 	if st, err := httpJSON("POST", c.proc(0).http+"/user/me/contacts", tokens[uid], map[string]string{"uid": "watcher"}, nil); err != nil || st/100 != 2 {
 		t.Fatalf("add contact: %d %v", st, err)
 	}
@@ -104,7 +87,7 @@ func TestPresenceOfflineAfterACrashedNodeRestarts(t *testing.T) {
 		}
 		return nil
 	})
-	last := func() string {
+	last = func() string {
 		got := watcher.Received("presence/" + uid)
 		if len(got) == 0 {
 			return ""
@@ -120,12 +103,5 @@ func TestPresenceOfflineAfterACrashedNodeRestarts(t *testing.T) {
 		}
 		return nil
 	})
-
-	c.restart(2, syscall.SIGKILL)
-	checkFor(t, 15*time.Second, 50*time.Millisecond, func() error {
-		if s := last(); s != "offline" {
-			return fmt.Errorf("watcher's last status %q after the node of the only connection crashed and came back", s)
-		}
-		return nil
-	})
+	return tokens, last
 }
