@@ -147,8 +147,11 @@ type Verifier interface {
 // ChatStore validates and durably commits a direct or group message. It
 // stamps id, from and to (or group), and returns the stored envelope with
 // its encoded payload; dup reports a retry of an already committed
-// message (same sender and cid). Errors wrap wire.ErrForbidden (e.g. the
-// recipient blocked the sender, the sender is no longer a member),
+// message (same sender and cid). SendGroup decides whether the sender
+// may write to the group: the broker's access check lets a signed-in
+// user's group message through to it (see OnACLCheck). Errors wrap
+// wire.ErrForbidden (e.g. the recipient blocked the sender, the sender
+// is not a member),
 // ErrNotFound (no such user or group), ErrQuota, ErrInvalid or
 // ErrUnavailable.
 type ChatStore interface {

@@ -70,7 +70,9 @@ func TestGroupACLMatrix(t *testing.T) {
 		{carol, "group/g1/newMessage", false},
 		{carol, "group/g1/typing", false},
 	} {
-		payload := `{"cid":"acl","type":"text","body":"x"}`
+		// A cid of its own: a cid already stored is a retry, which the
+		// archive answers with the original wherever it is sent.
+		payload := fmt.Sprintf(`{"cid":"acl-%s-%s","type":"text","body":"x"}`, tc.c.ClientID(), tc.topic)
 		if strings.HasSuffix(tc.topic, "/typing") {
 			payload = `{"state":"typing"}`
 		}
@@ -79,8 +81,10 @@ func TestGroupACLMatrix(t *testing.T) {
 			t.Errorf("publish %q: reason 0x%02x, want allowed=%v", tc.topic, code, tc.ok)
 		}
 	}
-	if calls := e.chat.callCount(); calls != 1 {
-		t.Fatalf("ChatStore calls %d, want 1 (alice's only)", calls)
+	// The non-members' messages were refused by the chat store (the
+	// archive decides group messages, see TestGroupRetryAfterLeaving).
+	if n := e.chat.storedCount(); n != 1 {
+		t.Fatalf("%d messages stored, want 1 (alice's only)", n)
 	}
 
 	// 3.1.1: a non-member's subscription is 0x80.

@@ -54,13 +54,16 @@ type chatCall struct {
 	env      wire.Envelope
 }
 
-// fakeChat stamps ids and dedupes by (from, cid) like the archive.
+// fakeChat stamps ids and dedupes by (from, cid) like the archive, and
+// refuses a group message of a non-member of members (when set) unless
+// it is a retry of a stored one, as the archive does.
 type fakeChat struct {
-	mu    sync.Mutex
-	calls []chatCall
-	seen  map[string]wire.Envelope
-	next  uint16
-	err   error
+	mu      sync.Mutex
+	calls   []chatCall
+	seen    map[string]wire.Envelope
+	next    uint16
+	err     error
+	members Membership
 }
 
 func (f *fakeChat) SendDirect(ctx context.Context, from, to string, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
@@ -97,6 +100,9 @@ func (f *fakeChat) SendGroup(ctx context.Context, from, gid string, env wire.Env
 	key := from + "\x00" + env.CID
 	if e, ok := f.seen[key]; ok {
 		return e, e.Marshal(), true, nil
+	}
+	if f.members != nil && !f.members.IsMember(gid, from) {
+		return wire.Envelope{}, nil, false, fmt.Errorf("fake archive: %q is not a member of %q: %w", from, gid, wire.ErrForbidden)
 	}
 	f.next++
 	env.ID = snowflake.Make(1000, 1, f.next)
@@ -145,6 +151,14 @@ func (f *fakeChat) callCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
+}
+
+// storedCount is how many messages were stored (retries and refusals
+// store nothing).
+func (f *fakeChat) storedCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.seen)
 }
 
 type readCall struct {
@@ -266,6 +280,7 @@ func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *test
 	if mod != nil {
 		mod(&cfg)
 	}
+	e.chat.members = e.mem
 	deps := Deps{
 		Verifier:   e.ver,
 		Chat:       e.chat,

@@ -229,16 +229,22 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	p := b.principal(cl)
 	ok := allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
+	if !ok && write && p.UserID != "" && p.Link == "" && wire.ParseTopic(topic).Kind == wire.KindGroup {
+		// A group message of someone the member cache does not list
+		// goes on to the archive, which decides it: it catches up with
+		// the cluster first (a member just added through another node;
+		// 0x83, retry, when it cannot: a member must not be told they
+		// are not one), refuses a non-member's message (0x87), and
+		// answers the retry of a message stored before its sender left
+		// the group with the original (its PUBACK was lost: 0x87 would
+		// tell the client that a delivered message failed).
+		return true
+	}
 	if !ok {
 		switch b.mayBeLagging(cl, p, topic, write) {
 		case caughtUp:
 			ok = allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
 		case cannotCatchUp:
-			// A group message goes on to the archive, which checks the
-			// membership again and answers 0x83 (retry) when it cannot
-			// catch up either: a member whose node lags must not be told
-			// that they are not one (0x87, which clients do not retry).
-			ok = write && wire.ParseTopic(topic).Kind == wire.KindGroup
 			if !write {
 				if ci := b.connOf(cl); ci != nil {
 					ci.unverified = append(ci.unverified, topic)

@@ -405,3 +405,31 @@ func TestProfilerIsForAdminsOnly(t *testing.T) {
 		t.Fatalf("pprof heap for admin: %d %.80s", resp.StatusCode, b)
 	}
 }
+
+// A group message retried over MQTT after its sender left the group (the
+// PUBACK was lost on the way: the message was stored and delivered) is
+// acknowledged as the duplicate it is, as a direct message retried after
+// a block is; a new message of the former member is still refused.
+func TestGroupRetryAfterLeavingIsAcknowledged(t *testing.T) {
+	n := nodetest.StartNode(t)
+	oTok, bTok := n.NewUser(t, "olive"), n.NewUser(t, "barry")
+	g := createGroup(t, n, oTok, "crew", "barry")
+	bar := mustConnectV5(t, n.MQTTURL, "barry", "phone", bTok)
+	topic := "group/" + g.GroupID + "/newMessage"
+	if code, _ := bar.Pub(t, topic, 1, textMsg("b1", "before leaving")); code != 0 {
+		t.Fatalf("member's message: %#x", code)
+	}
+	if st := api(t, n, bTok, "DELETE", "/user/groups/"+g.GroupID+"/members/barry", nil, nil); st != 204 {
+		t.Fatalf("leave: %d", st)
+	}
+	if code, _ := bar.Pub(t, topic, 1, textMsg("b1", "before leaving")); code != 0 {
+		t.Fatalf("MQTT retry of a message stored before leaving: %#x, want 0", code)
+	}
+	if code, _ := bar.Pub(t, topic, 1, textMsg("b2", "after leaving")); code != 0x87 {
+		t.Fatalf("former member's new message: %#x, want 0x87", code)
+	}
+	var page historyPage
+	if st := api(t, n, oTok, "GET", "/chat/history?group="+g.GroupID, nil, &page); st != 200 || len(page.Messages) != 1 {
+		t.Fatalf("group history: %d, %d messages, want 1", st, len(page.Messages))
+	}
+}
