@@ -31,6 +31,10 @@ func TestARefusedFileCanBeRemoved(t *testing.T) {
 	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid][data-state="failed"] button.remove').length`); k != 1 {
 		t.Fatalf("the refused file shows %d Remove buttons, want 1: %q", k, textOf(t, alice, `.msg[data-cid]`))
 	}
+	// Sending it again would be refused again: no Retry.
+	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid] button.retry').length`); k != 0 {
+		t.Fatalf("the refused file offers %d Retry buttons, want none", k)
+	}
 	run(t, alice, "alice removes it",
 		click(`.msg[data-cid] button.remove`),
 		poll(`document.querySelectorAll('.msg[data-cid]').length === 0`),
@@ -38,5 +42,46 @@ func TestARefusedFileCanBeRemoved(t *testing.T) {
 	run(t, alice, "and writes on", chromedp.SendKeys(chromedp.CSS(`#composer`), "sorry\n"), poll(shows("sorry", true)))
 	if k := eval[int](t, alice, `document.querySelectorAll('.msg').length`); k != 1 {
 		t.Fatalf("alice's chat shows %d messages, want 1", k)
+	}
+}
+
+// An upload the network broke (the phone went through a tunnel) shows
+// "not sent" with Retry, which uploads the file again and sends it: the
+// user had to find the file and pick it again, and the caption was lost.
+func TestAFileTheNetworkLostCanBeSentAgain(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice's first upload meets a network error",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		// The page's next upload fails as XMLHttpRequest reports a
+		// network error; the uploads after it go through.
+		chromedp.Evaluate[chromedp.Void](`(() => {
+			const send = XMLHttpRequest.prototype.send;
+			window.__uploads = 0;
+			XMLHttpRequest.prototype.send = function (body) {
+				if (window.__uploads++ === 0) { setTimeout(() => this.onerror(new ProgressEvent('error')), 0); return; }
+				return send.call(this, body);
+			};
+		})()`),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "the beach"),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{writePNG(t, "beach.png")}),
+		poll(`!!document.querySelector('.msg[data-cid][data-state="failed"]')`),
+	)
+	if k := eval[int](t, alice, `document.querySelectorAll('.msg[data-cid][data-state="failed"] button.retry').length`); k != 1 {
+		t.Fatalf("the lost upload shows %d Retry buttons, want 1: %q", k, textOf(t, alice, `.msg[data-cid]`))
+	}
+	run(t, alice, "alice retries: the picture is sent with its caption",
+		click(`.msg[data-cid] button.retry`),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+		poll(`document.querySelectorAll('.msg[data-cid]').length === 0`),
+	)
+	if got := textOf(t, alice, `.msg.mine[data-id] .text`); got != "the beach" {
+		t.Fatalf("caption %q, want %q", got, "the beach")
+	}
+	if k := eval[int](t, alice, `window.__uploads`); k != 2 {
+		t.Fatalf("%d uploads, want 2 (the lost one and the retry)", k)
 	}
 }

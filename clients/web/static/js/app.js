@@ -4,7 +4,7 @@
 import { Api, ApiError } from './api.js';
 import { Connection, newCid } from './conn.js';
 import { Store, cmpID } from './store.js';
-import { MediaCache, fetchBlobURL, ready, upload } from './media.js';
+import { MediaCache, fetchBlobURL, ready, refusedFile, upload } from './media.js';
 import { GroupPanel, People } from './people.js';
 import { Recorder, canRecord } from './voice.js';
 import * as v from './views.js';
@@ -705,18 +705,38 @@ class App {
     }
     store.addPending(c, cid, caption || f.name, { progress: 0 });
     store.changed();
-    let id;
+    await this.uploadAndSend(store, c, cid, f, caption);
+  }
+
+  // uploadAndSend is sendFile's upload, wait and send (id: the file was
+  // uploaded already, wait for it). A failure that trying again may mend
+  // (the network, the server busy or away, processing not done in time)
+  // leaves Retry on the pending message, which uploads the file again or
+  // waits again for the one uploaded; a refusal of the file itself (too
+  // large, a type the server does not take, refused by its processing)
+  // leaves Remove only.
+  async uploadAndSend(store, c, cid, f, caption, id) {
     try {
-      id = await upload(this.api, f, (p) => {
-        store.setPending(c, cid, 'pending', { progress: p });
-        const bar = this.messagesEl.querySelector(`[data-cid="${cid}"] progress`);
-        if (bar) bar.value = p; // no full render per progress event
-      });
-      store.setPending(c, cid, 'pending', { progress: 1 });
-      store.changed();
+      if (!id) {
+        store.setPending(c, cid, 'pending', { progress: 0 });
+        id = await upload(this.api, f, (p) => {
+          store.setPending(c, cid, 'pending', { progress: p });
+          const bar = this.messagesEl.querySelector(`[data-cid="${cid}"] progress`);
+          if (bar) bar.value = p; // no full render per progress event
+        });
+        store.setPending(c, cid, 'pending', { progress: 1 });
+        store.changed();
+      }
       await ready(this.api, id);
     } catch (e) {
-      store.setPending(c, cid, 'failed', { error: e.message });
+      const retry = refusedFile(e) ? null : () => {
+        if (store !== this.store) return;
+        this.clearError();
+        store.setPending(c, cid, 'pending', { error: '', retry: null });
+        store.changed();
+        this.uploadAndSend(store, c, cid, f, caption, id);
+      };
+      store.setPending(c, cid, 'failed', { error: e.message, retry });
       this.showError(e);
       store.changed();
       return;

@@ -34,10 +34,19 @@ export async function ready(api, id, timeoutMs = 60000) {
   for (let wait = 150; Date.now() < until; wait = Math.min(wait * 1.5, 2000)) {
     const info = await api.call('GET', `/media/${encodeURIComponent(id)}/info`);
     if (info.status === 'ready') return info;
-    if (info.status === 'rejected') throw new Error(`the file was refused: ${info.reason}`);
+    if (info.status === 'rejected') throw Object.assign(new Error(`the file was refused: ${info.reason}`), { refused: true });
     await new Promise((r) => setTimeout(r, wait));
   }
   throw new Error('the file is still being processed; try again');
+}
+
+// refusedFile says whether an upload's failure refuses the file itself,
+// which sending it again would not change: its processing refused it,
+// or a 4xx answer other than 401 (signed out), 408 and 429 (later).
+export function refusedFile(e) {
+  if (e && e.refused) return true;
+  const st = e && e.status;
+  return typeof st === 'number' && st >= 400 && st < 500 && st !== 401 && st !== 408 && st !== 429;
 }
 
 // fetchBlob reads a media path with the token (again after a refresh
