@@ -262,7 +262,7 @@ func (n *Node) buildServices() (err error) {
 		authCfg.Argon2 = auth.Argon2Params{MemoryKiB: 64, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
 	}
 	n.Auth, err = auth.New(authCfg, auth.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Profiles: n.Users,
-		DeviceLogout: n.Push.RemoveDeviceOnLogout, Logger: log, Registerer: reg, Leader: n.raft,
+		DeviceLogout: n.Push.RemoveDeviceOnLogout, RegisteredDevices: n.Push.DevicesRegisteredBy, Logger: log, Registerer: reg, Leader: n.raft,
 		ReadBarrier: n.raft.ReadBarrier, Publisher: n.link})
 	if err != nil {
 		return err

@@ -193,3 +193,92 @@ func TestPushStillToAPhoneSignedInAgainWhenItsOldSessionEnds(t *testing.T) {
 		t.Errorf("the phone, signed in again, was pushed %d times, want 1", n)
 	}
 }
+
+// A phone whose app named no device when it signed in (a client of our
+// API other than ours) has its push registration go with its session,
+// as a phone that named itself: when the session is ended from the
+// laptop and when the phone signs itself out (the registration belongs
+// to the session that made it). Such a phone went on showing bob's
+// messages on its lock screen after either.
+func TestPushNotToAPhoneThatNamedNoDeviceAtSignIn(t *testing.T) {
+	for _, how := range []string{"ended elsewhere", "signed out"} {
+		t.Run(how, func(t *testing.T) {
+			f := startPushFlow(t, 0) // bob's laptop registered a device "phone"
+			var tk struct{ AccessToken, RefreshToken string }
+			if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
+				"password": nodetest.Password("bob")}, &tk); st != http.StatusOK {
+				t.Fatalf("bob signs in on the other phone: %d", st)
+			}
+			other := pushtest.NewDeviceToken()
+			if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/user/me/devices",
+				map[string]any{"device": "phone2", "platform": "apns", "token": other}, nil); st != http.StatusOK {
+				t.Fatalf("the other phone registers: %d", st)
+			}
+			if how == "ended elsewhere" {
+				var list struct {
+					Sessions []struct {
+						ID      string
+						Current bool
+					}
+				}
+				if st := api(t, f.n, tk.AccessToken, http.MethodGet, "/auth/sessions", nil, &list); st != http.StatusOK {
+					t.Fatalf("sessions: %d", st)
+				}
+				sid := ""
+				for _, s := range list.Sessions {
+					if s.Current {
+						sid = s.ID
+					}
+				}
+				if st := api(t, f.n, f.bob, http.MethodDelete, "/auth/sessions/"+sid, nil, nil); st != http.StatusNoContent {
+					t.Fatalf("ending the other phone's session: %d", st)
+				}
+			} else if st := api(t, f.n, "", http.MethodPost, "/auth/logout",
+				map[string]string{"refreshToken": tk.RefreshToken}, nil); st != http.StatusNoContent {
+				t.Fatalf("the other phone signs out: %d", st)
+			}
+			var devs struct{ Devices []struct{ Device string } }
+			if st := api(t, f.n, f.bob, http.MethodGet, "/user/me/devices", nil, &devs); st != http.StatusOK {
+				t.Fatalf("devices: %d", st)
+			}
+			if len(devs.Devices) != 1 || devs.Devices[0].Device != "phone" {
+				t.Errorf("devices after the other phone signed out: %+v, want the laptop's phone only", devs.Devices)
+			}
+			if n := pushesOfNewMessage(t, f, other); n != 0 {
+				t.Errorf("the signed-out phone was pushed %d times", n)
+			}
+		})
+	}
+}
+
+// The phone that named no device changes the password: it stays signed
+// in and pushed (the registration goes on with its new session), and
+// when it signs out afterwards the registration goes.
+func TestPushFollowsAPhoneThatNamedNoDeviceThroughAPasswordChange(t *testing.T) {
+	f := startPushFlow(t, 0)
+	var tk struct{ AccessToken string }
+	if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
+		"password": nodetest.Password("bob")}, &tk); st != http.StatusOK {
+		t.Fatalf("bob signs in on the other phone: %d", st)
+	}
+	other := pushtest.NewDeviceToken()
+	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/user/me/devices",
+		map[string]any{"device": "phone2", "platform": "apns", "token": other}, nil); st != http.StatusOK {
+		t.Fatalf("the other phone registers: %d", st)
+	}
+	var changed struct{ AccessToken, RefreshToken string }
+	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/auth/password", map[string]any{
+		"currentPassword": nodetest.Password("bob"), "newPassword": "a-new-password-1"}, &changed); st != http.StatusOK {
+		t.Fatalf("password change: %d", st)
+	}
+	if n := pushesOfNewMessage(t, f, other); n != 1 {
+		t.Fatalf("the phone that changed the password was pushed %d times, want 1", n)
+	}
+	if st := api(t, f.n, "", http.MethodPost, "/auth/logout",
+		map[string]string{"refreshToken": changed.RefreshToken}, nil); st != http.StatusNoContent {
+		t.Fatalf("the other phone signs out: %d", st)
+	}
+	if n := pushesOfNewMessage(t, f, other); n != 0 {
+		t.Errorf("the signed-out phone was pushed %d times", n)
+	}
+}

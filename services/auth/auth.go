@@ -194,9 +194,14 @@ type Deps struct {
 	// DeviceLogout is told when a logout names its device (the push
 	// service drops the device's registration); nil: nobody is told.
 	DeviceLogout func(ctx context.Context, uid, device string) error
-	Logger       *slog.Logger          // nil: slog.Default()
-	Registerer   prometheus.Registerer // nil: metrics are not registered
-	Now          func() time.Time      // nil: time.Now
+	// RegisteredDevices are uid's devices whose push registration one of
+	// sessions made (by session ID): ending a session drops them too,
+	// through DeviceLogout, also when its sign-in named no device. nil:
+	// only the devices sessions named count.
+	RegisteredDevices func(uid string, sessions map[string]bool) ([]string, error)
+	Logger            *slog.Logger          // nil: slog.Default()
+	Registerer        prometheus.Registerer // nil: metrics are not registered
+	Now               func() time.Time      // nil: time.Now
 	// Leader says whether this node proposes erase steps (RunErasure);
 	// nil: always (a lone node, tests).
 	Leader Leadership
@@ -233,6 +238,7 @@ type Service struct {
 	proposer Proposer
 	profiles ProfileCreator
 	onLogout func(ctx context.Context, uid, device string) error
+	regsOf   func(uid string, sessions map[string]bool) ([]string, error)
 	pub      Publisher
 	log      *slog.Logger
 	now      func() time.Time
@@ -316,6 +322,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		proposer:    deps.Proposer,
 		profiles:    deps.Profiles,
 		onLogout:    deps.DeviceLogout,
+		regsOf:      deps.RegisteredDevices,
 		pub:         deps.Publisher,
 		log:         deps.Logger.With("service", "auth"),
 		now:         deps.Now,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -314,8 +316,15 @@ func (s *Service) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	proof := PasswordProof{Password: req.CurrentPassword, Provider: req.Provider, SubjectToken: req.SubjectToken}
 	// The session goes on under new tokens: it keeps the device its
-	// sign-in named (in the session list, and its push registration).
-	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, s.sessionDevice(p.UserID, p.SessionID)))
+	// sign-in named (in the session list, and its push registration),
+	// or else, named now, the one it registered for push.
+	device := s.sessionDevice(p.UserID, p.SessionID)
+	if device == "" {
+		if regs := slices.Sorted(maps.Keys(s.registeredBy(p.UserID, p.SessionID))); len(regs) > 0 {
+			device = regs[0]
+		}
+	}
+	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, device))
 	res, err := s.ChangePassword(ctx, p.UserID, proof, req.NewPassword, clientIP(r))
 	if err != nil {
 		httpapi.WriteError(w, passwordHTTPError(err))

@@ -369,8 +369,10 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 
 // LogoutDevice is Logout by a known device (the {deviceID} half of its
 // MQTT client ID; "" for none): once the family is revoked, the device's
-// push registration is dropped through Deps.DeviceLogout. A failure
-// there is logged, not returned: the logout itself is done.
+// push registration is dropped through Deps.DeviceLogout, and so are
+// those of the devices the session named or registered (not those
+// another live session names or registered too). A failure there is
+// logged, not returned: the logout itself is done.
 func (s *Service) LogoutDevice(ctx context.Context, token, device string) error {
 	if err := ValidDevice(device); err != nil {
 		return err
@@ -398,6 +400,14 @@ func (s *Service) LogoutDevice(ctx context.Context, token, device string) error 
 			s.log.Warn("logout: the device's push registration was not removed", "uid", f.UID, "device", device, "err", err)
 		}
 	}
+	// The devices the session named or registered for push, unless
+	// another live session names or registered them too.
+	others := s.registeredBy(f.UID, sessionID(family))
+	if f.Device != "" {
+		others[f.Device] = true
+	}
+	delete(others, device)
+	s.dropSignedOutDevices(ctx, f.UID, others)
 	return nil
 }
 

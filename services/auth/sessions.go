@@ -274,19 +274,40 @@ func (s *Service) EndSession(ctx context.Context, uid, sid string) error {
 	if err != nil {
 		return err
 	}
-	var device string
-	if f, found, err := s.readFamily(family); err == nil && found && f.UID == uid {
-		device = f.Device
+	devices := s.registeredBy(uid, sid)
+	if f, found, err := s.readFamily(family); err == nil && found && f.UID == uid && f.Device != "" {
+		devices[f.Device] = true
 	}
 	_, err = s.propose(ctx, wire.CmdRefreshRevoke, refreshRevokeCmd{Family: family, Reason: "session ended", At: s.now().UTC(), EndSession: true})
 	if err != nil && !isErr(err, ErrRefreshInvalid) {
 		return fmt.Errorf("auth: end session: %w", err)
 	}
 	s.log.Info("session ended", "uid", uid, "session", sid)
-	if device != "" {
-		s.dropSignedOutDevices(ctx, uid, map[string]bool{device: true})
-	}
+	s.dropSignedOutDevices(ctx, uid, devices)
 	return nil
+}
+
+// registeredBy are the devices of uid whose push registration one of
+// sids made (Deps.RegisteredDevices), as a set (empty, not nil, for
+// none). A failure is logged: the caller goes on with the devices the
+// sessions named.
+func (s *Service) registeredBy(uid string, sids ...string) map[string]bool {
+	out := map[string]bool{}
+	if s.regsOf == nil || len(sids) == 0 {
+		return out
+	}
+	set := make(map[string]bool, len(sids))
+	for _, sid := range sids {
+		set[sid] = true
+	}
+	devices, err := s.regsOf(uid, set)
+	if err != nil {
+		s.log.Warn("the push registrations of the sessions were not read", "uid", uid, "err", err)
+	}
+	for _, d := range devices {
+		out[d] = true
+	}
+	return out
 }
 
 // sessionDevice is the device uid's live session sid named when it
@@ -307,13 +328,17 @@ func (s *Service) sessionDevice(uid, sid string) string {
 }
 
 // namedDevices are the devices that uid's live sessions named when they
-// signed in.
+// signed in, or registered for push notifications.
 func (s *Service) namedDevices(uid string) (map[string]bool, error) {
 	sessions, err := s.Sessions(uid, "")
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]bool{}
+	sids := make([]string, 0, len(sessions))
+	for _, sess := range sessions {
+		sids = append(sids, sess.ID)
+	}
+	out := s.registeredBy(uid, sids...)
 	for _, sess := range sessions {
 		if sess.Device != "" {
 			out[sess.Device] = true
@@ -324,7 +349,7 @@ func (s *Service) namedDevices(uid string) (map[string]bool, error) {
 
 // dropSignedOutDevices removes, through Deps.DeviceLogout, the push
 // registration of each device of candidates that no live session of uid
-// names any more: a phone signed out from elsewhere (its session ended,
+// names or registered any more: a phone signed out from elsewhere (its session ended,
 // or every session) must stop showing the user's messages, as it does
 // when it signs out itself. A device still signed in through another
 // session (it signed in again) keeps its registration. Failures are

@@ -43,6 +43,10 @@ type Device struct {
 	Subscription *Subscription `json:"subscription,omitempty"`
 	CreatedAt    time.Time     `json:"createdAt"`
 	UpdatedAt    time.Time     `json:"updatedAt"`
+	// Session is the sign-in session whose access token registered it
+	// last ("" for a token minted outside one): the registration goes
+	// when that session ends (auth, dropSignedOutDevices).
+	Session string `json:"session,omitempty"`
 }
 
 // ClientID is the MQTT client ID of the device: "{uid}/{device}".
@@ -71,9 +75,10 @@ type Settings struct {
 
 // Commands.
 type devicePutCmd struct {
-	UID string       `json:"uid"`
-	Reg Registration `json:"reg"`
-	At  time.Time    `json:"at"`
+	UID     string       `json:"uid"`
+	Reg     Registration `json:"reg"`
+	At      time.Time    `json:"at"`
+	Session string       `json:"session,omitempty"` // Device.Session
 }
 
 // deviceDelCmd removes uid's device, or (Token set) whichever device
@@ -211,7 +216,7 @@ func (s *Service) applyDevicePut(tx *badger.Txn, _ fsm.Position, payload []byte)
 		}
 	}
 	d := Device{UserID: c.UID, Device: reg.Device, Platform: reg.Platform, Token: reg.Token, AppID: reg.AppID,
-		Sandbox: reg.Sandbox, Subscription: reg.Subscription, CreatedAt: c.At, UpdatedAt: c.At}
+		Sandbox: reg.Sandbox, Subscription: reg.Subscription, CreatedAt: c.At, UpdatedAt: c.At, Session: c.Session}
 	if found {
 		d.CreatedAt = old.CreatedAt
 	}

@@ -128,7 +128,8 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	d, err := s.Register(r.Context(), uid, reg)
+	p, _ := httpapi.PrincipalFrom(r.Context())
+	d, err := s.RegisterFrom(r.Context(), uid, p.SessionID, reg)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return

@@ -30,6 +30,13 @@ func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
 // endpoint) registered by any other device, of any user, moves to this
 // one in the same command.
 func (s *Service) Register(ctx context.Context, uid string, reg Registration) (Device, error) {
+	return s.RegisterFrom(ctx, uid, "", reg)
+}
+
+// RegisterFrom is Register by the sign-in session sessionID (the access
+// token's; "" for none), which the registration then belongs to: it goes
+// when the session ends (DevicesRegisteredBy).
+func (s *Service) RegisterFrom(ctx context.Context, uid, sessionID string, reg Registration) (Device, error) {
 	if wire.ValidUserID(uid) != nil {
 		return Device{}, fmt.Errorf("%w: user %q", errBadCommand, uid)
 	}
@@ -40,7 +47,7 @@ func (s *Service) Register(ctx context.Context, uid string, reg Registration) (D
 	if !s.enabled[reg.Platform] {
 		return Device{}, fmt.Errorf("%w: %s", ErrDisabled, reg.Platform)
 	}
-	v, err := s.propose(ctx, wire.CmdPushDevicePut, devicePutCmd{UID: uid, Reg: reg, At: s.now().UTC()})
+	v, err := s.propose(ctx, wire.CmdPushDevicePut, devicePutCmd{UID: uid, Reg: reg, At: s.now().UTC(), Session: sessionID})
 	if err != nil {
 		return Device{}, fmt.Errorf("push: register device: %w", err)
 	}
@@ -65,6 +72,26 @@ func (s *Service) Unregister(ctx context.Context, uid, device string) error {
 		return fmt.Errorf("push: remove device: %w", err)
 	}
 	return nil
+}
+
+// DevicesRegisteredBy are the devices of uid whose registration one of
+// sessions made last (Device.Session): the sessions' sign-out takes them
+// with it (auth's Deps.RegisteredDevices).
+func (s *Service) DevicesRegisteredBy(uid string, sessions map[string]bool) ([]string, error) {
+	if len(sessions) == 0 {
+		return nil, nil
+	}
+	ds, err := s.Devices(uid)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range ds {
+		if d.Session != "" && sessions[d.Session] {
+			out = append(out, d.Device)
+		}
+	}
+	return out, nil
 }
 
 // RemoveDeviceOnLogout is the logout hook: a device that logs out
