@@ -87,7 +87,7 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 		return PasswordChange{}, ErrWrongPassword
 	}
 	hash := s.hasher.hash(newPassword)
-	devices, derr := s.namedDevices(uid)
+	devices, derr := s.signedInDevices(uid)
 	revoked, signedOut, err := s.setPassword(ctx, uid, hash, &acct.Hash)
 	if err != nil {
 		if errors.Is(err, ErrPasswordChanged) {
@@ -215,7 +215,7 @@ func (s *Service) ResetPassword(ctx context.Context, uid, newPassword string) (i
 	if s.gone.has(uid) {
 		return 0, fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)
 	}
-	devices, derr := s.namedDevices(uid)
+	devices, derr := s.signedInDevices(uid)
 	revoked, _, err := s.setPassword(ctx, uid, s.hasher.hash(newPassword), nil)
 	if isErr(err, ErrNoAccount) {
 		return 0, fmt.Errorf("%w: %w: %s", ErrNoAccount, wire.ErrNotFound, uid)

@@ -440,7 +440,7 @@ const maxRevokeAllSteps = 1000
 // close (OnSignedOutEverywhere), and every refresh-token family is
 // revoked. It returns how many families it revoked.
 func (s *Service) LogoutAll(ctx context.Context, uid string) (int, error) {
-	devices, derr := s.namedDevices(uid)
+	devices, derr := s.signedInDevices(uid)
 	n, _, err := s.logoutAll(ctx, uid, "logout-all")
 	if err == nil && derr == nil {
 		// The devices signed out stop getting pushes (a lost phone).

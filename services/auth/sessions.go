@@ -327,9 +327,9 @@ func (s *Service) sessionDevice(uid, sid string) string {
 	return f.Device
 }
 
-// namedDevices are the devices that uid's live sessions named when they
+// signedInDevices are the devices that uid's live sessions named when they
 // signed in, or registered for push notifications.
-func (s *Service) namedDevices(uid string) (map[string]bool, error) {
+func (s *Service) signedInDevices(uid string) (map[string]bool, error) {
 	sessions, err := s.Sessions(uid, "")
 	if err != nil {
 		return nil, err
@@ -349,16 +349,16 @@ func (s *Service) namedDevices(uid string) (map[string]bool, error) {
 
 // dropSignedOutDevices removes, through Deps.DeviceLogout, the push
 // registration of each device of candidates that no live session of uid
-// names or registered any more: a phone signed out from elsewhere (its session ended,
-// or every session) must stop showing the user's messages, as it does
-// when it signs out itself. A device still signed in through another
+// names or registered any more: a phone signed out from elsewhere (its
+// session ended, or every session) must stop showing the user's
+// messages, as it does when it signs out itself. A device still signed in through another
 // session (it signed in again) keeps its registration. Failures are
 // logged: the sign-out itself is done.
 func (s *Service) dropSignedOutDevices(ctx context.Context, uid string, candidates map[string]bool) {
 	if s.onLogout == nil || len(candidates) == 0 {
 		return
 	}
-	live, err := s.namedDevices(uid)
+	live, err := s.signedInDevices(uid)
 	if err != nil {
 		s.log.Warn("sign-out: the devices' push registrations were not removed", "uid", uid, "err", err)
 		return

@@ -103,7 +103,7 @@ func (s *Service) SetSuspended(ctx context.Context, uid string, suspended bool) 
 	var devices map[string]bool
 	var derr error
 	if suspended {
-		devices, derr = s.namedDevices(uid)
+		devices, derr = s.signedInDevices(uid)
 	}
 	_, err := s.propose(ctx, wire.CmdAccountUpdate, accountUpdateCmd{UID: uid, Suspended: &suspended, SignOut: suspended, At: s.now().UTC()})
 	if isErr(err, ErrNoAccount) {
