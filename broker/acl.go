@@ -132,6 +132,19 @@ func nameAllowed(p wire.Principal, dev bool, vis PresenceVisibility, mem Members
 	return dev
 }
 
+// archiveDecides reports whether a publish to topic that the access
+// check would refuse goes on to the archive instead: a signed-in user's
+// group message, of someone the member cache does not list. The archive
+// decides it: it catches up with the cluster first (a member just added
+// through another node; 0x83, retry, when it cannot: a member must not
+// be told they are not one), refuses a non-member's message (0x87), and
+// answers the retry of a message stored before its sender left the
+// group with the original (its PUBACK was lost: 0x87 would tell the
+// client that a delivered message failed).
+func archiveDecides(p wire.Principal, topic string) bool {
+	return p.UserID != "" && p.Link == "" && wire.ParseTopic(topic).Kind == wire.KindGroup
+}
+
 // sharedFilter splits "$share/{group}/{filter}" (mochi matches the
 // prefix case-insensitively) and returns the filter.
 func sharedFilter(f string) (string, bool) {

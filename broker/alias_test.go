@@ -41,3 +41,31 @@ func TestTopicAliasCannotBypassTheACL(t *testing.T) {
 		t.Fatalf("chat store called %d times, want 2", n)
 	}
 }
+
+// A group message retried by alias after its sender left the group is
+// answered as the retry it is, as one that names its topic (the archive
+// decides); a new one by alias is refused.
+func TestTopicAliasGroupRetryAfterLeaving(t *testing.T) {
+	e := startBroker(t, nil)
+	e.members("g1", "alice", "bob")
+	alice := mustV5(t, e.addr, "alice", "d1")
+	ctx := context.Background()
+	alias := uint16(3)
+	sent := []byte(`{"cid":"g1","type":"text","body":"before leaving"}`)
+	if pr, err := alice.Publish(ctx, &paho.Publish{Topic: "group/g1/newMessage", QoS: 1, Payload: sent,
+		Properties: &paho.PublishProperties{TopicAlias: &alias}}); pr == nil || pr.ReasonCode != 0 {
+		t.Fatalf("member's publish: %v %+v", err, pr)
+	}
+	e.mem.set("g1", "alice", false)
+	if pr, err := alice.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: sent,
+		Properties: &paho.PublishProperties{TopicAlias: &alias}}); pr == nil || pr.ReasonCode != 0 {
+		t.Fatalf("retry by alias after leaving: %v %+v", err, pr)
+	}
+	if pr, err := alice.Publish(ctx, &paho.Publish{Topic: "", QoS: 1, Payload: []byte(`{"cid":"g2","type":"text","body":"x"}`),
+		Properties: &paho.PublishProperties{TopicAlias: &alias}}); pr == nil || pr.ReasonCode != 0x87 {
+		t.Fatalf("new message by alias after leaving: %v %+v", err, pr)
+	}
+	if n := e.chat.storedCount(); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}

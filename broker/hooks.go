@@ -229,15 +229,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	}
 	p := b.principal(cl)
 	ok := allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
-	if !ok && write && p.UserID != "" && p.Link == "" && wire.ParseTopic(topic).Kind == wire.KindGroup {
-		// A group message of someone the member cache does not list
-		// goes on to the archive, which decides it: it catches up with
-		// the cluster first (a member just added through another node;
-		// 0x83, retry, when it cannot: a member must not be told they
-		// are not one), refuses a non-member's message (0x87), and
-		// answers the retry of a message stored before its sender left
-		// the group with the original (its PUBACK was lost: 0x87 would
-		// tell the client that a delivered message failed).
+	if !ok && write && archiveDecides(p, topic) {
 		return true
 	}
 	if !ok {
@@ -377,7 +369,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		ci.pipe.drain()
 	}
 	p := principalOf(ci, cl)
-	if pk.Properties.TopicAlias > 0 && !allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) {
+	if pk.Properties.TopicAlias > 0 && !allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) &&
+		!archiveDecides(p, pk.TopicName) {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
 		return b.refuse(cl, pk, wire.ParseTopic(pk.TopicName).Kind.String(), "forbidden", packets.ErrNotAuthorized)
 	}
