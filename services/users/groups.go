@@ -621,6 +621,11 @@ func ownerRule(by string, actor Role, uid string) error {
 		return forbidden("only the owner can transfer ownership")
 	case uid == by:
 		return ErrSelf
+	case remoteMember(uid):
+		// Only the home changes a group, so its owner is one of the
+		// home's users: one of another region could neither manage the
+		// group nor ever leave it.
+		return forbidden("the owner must be a user of the group's region: %s is of another region", uid)
 	case wire.ValidUserID(uid) != nil:
 		return fmt.Errorf("%w: %s", ErrNotMember, uid)
 	}

@@ -497,8 +497,15 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	// name@{this region} is the local user, as when adding or removing.
+	uids, err := s.normalizeMembers([]string{req.UID}, false)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	req.UID = uids[0]
 	actor, _ := s.Role(gid, p.UserID)
-	err := ownerRule(p.UserID, actor, req.UID)
+	err = ownerRule(p.UserID, actor, req.UID)
 	if err == nil {
 		if _, member := s.Role(gid, req.UID); !member {
 			err = fmt.Errorf("%w: %s", ErrNotMember, req.UID)

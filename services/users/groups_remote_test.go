@@ -2,7 +2,9 @@ package users
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // A group of this region takes members of other regions (name@region,
@@ -146,5 +150,36 @@ func TestEraseRunsGroupHook(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(heard, []string{gid + ":bob@us,owen"}) {
 		t.Fatalf("the hook heard %v", heard)
+	}
+}
+
+// The owner is a user of the home: handing ownership to a member of
+// another region is refused by that rule (403), not as if they were no
+// member (404 not_a_member, "not a member of the group: bob@us" about a
+// member the group lists); a member of this region named with its
+// region (adam@eu) is that member, as when adding or removing.
+func TestTransferToAMemberOfAnotherRegion(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "adam")
+	e.svc.SetRegions(fakeRegions{})
+	g := e.createGroup("owen", "Team", "adam", "bob@us")
+	before := e.state()
+	r := e.do(http.MethodPost, "/user/groups/"+g.ID+"/owner", `{"uid":"bob@us"}`, "owen")
+	if r.Code != http.StatusForbidden || r.errCode() != "forbidden" || !strings.Contains(r.errMessage(), "region") {
+		t.Errorf("transfer to bob@us, a member of another region: %d %s, want 403 forbidden naming the rule", r.Code, r.Body)
+	}
+	if !maps.Equal(before, e.state()) {
+		t.Fatal("the refused transfer changed the state")
+	}
+	// The FSM handler decides the same on committed state.
+	b, _ := json.Marshal(groupOwnerCmd{GID: g.ID, By: "owen", UID: "bob@us"})
+	if _, err := e.prop.Propose(context.Background(), wire.CmdGroupOwner, b); !errors.Is(err, wire.ErrForbidden) {
+		t.Errorf("CmdGroupOwner to bob@us: %v, want a forbidden rule", err)
+	}
+	if r := e.do(http.MethodPost, "/user/groups/"+g.ID+"/owner", `{"uid":"adam@eu"}`, "owen"); r.Code != http.StatusOK {
+		t.Fatalf("transfer to adam@eu (adam, of this region): %d %s", r.Code, r.Body)
+	}
+	if r, _ := e.svc.Role(g.ID, "adam"); r != RoleOwner {
+		t.Fatalf("adam is %q after the transfer", r)
 	}
 }
