@@ -1,11 +1,14 @@
 package users
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // erase runs the users part of erasing uid in steps of budget writes.
@@ -143,5 +146,34 @@ func TestErasedOwnersGroupPassesToAMemberOfItsRegion(t *testing.T) {
 	}
 	if r, _ := e.svc.Role(gid, "carol"); g.Owner != "carol" || r != RoleOwner {
 		t.Fatalf("after erasing owen the owner is %q (carol is %q), want carol", g.Owner, r)
+	}
+}
+
+// A profile change proposed before the erase and committed after it (a
+// PATCH /user/me through a node that had not yet applied the deletion,
+// with --account-delete-grace 0) must not bring the erased user back:
+// it made a profile that search listed and groups took as a member, for
+// good (the erase was done).
+func TestErasedProfileStaysErased(t *testing.T) {
+	e := newEnv(t)
+	e.users("alice", "bob:Bobby")
+	e.erase("bob", 1000)
+	name := "Bob Again"
+	if _, err := e.svc.Update(context.Background(), "bob", &name, nil); !errors.Is(err, wire.ErrNotFound) {
+		t.Errorf("updating the erased bob's profile: %v, want not found", err)
+	}
+	if err := e.svc.CreateProfile(context.Background(), "bob", "Bob"); err == nil {
+		t.Errorf("creating a profile for the erased bob succeeded")
+	}
+	if p, err := e.svc.Profile("bob"); err != nil || !p.Deleted || p.DisplayName != DeletedDisplayName {
+		t.Errorf("bob's profile: %+v %v, want the tombstone", p, err)
+	}
+	for _, q := range []string{"bob", "Bob"} {
+		if found, _, err := e.svc.Search(q, "", 10); err != nil || len(found) != 0 {
+			t.Errorf("search %q: %+v %v", q, found, err)
+		}
+	}
+	if r := e.do("POST", "/user/groups", `{"name":"g","members":["bob"]}`, "alice"); r.Code != 400 || r.errCode() != CodeUnknownUsers {
+		t.Errorf("a group with the erased bob: %d %s", r.Code, r.Body)
 	}
 }

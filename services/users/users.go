@@ -234,6 +234,15 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 			return nil, err
 		}
 	}
+	if !found {
+		// An erased account keeps its tombstone for good: a change
+		// proposed before the erase and committed after it (a node that
+		// had not applied the deletion yet) must not make it a profile
+		// again, which search would list and groups would take.
+		if _, erased, err := erasedProfile(tx, c.UID); err != nil || erased {
+			return nil, errors.Join(err, fmt.Errorf("%w: profile %s (erased)", wire.ErrNotFound, c.UID))
+		}
+	}
 	switch {
 	case found && c.Create:
 		return p, nil
