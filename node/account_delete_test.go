@@ -564,3 +564,37 @@ func TestAccountErasureBothTiers(t *testing.T) {
 		t.Fatalf("history with carol: %d %d, want %d", st, len(carolAfter.Messages), len(carolBefore.Messages))
 	}
 }
+
+// A deleted account is disabled at once: during the grace period nobody
+// can add it to a group or to their contacts (it is an unknown user, as
+// for messages), where it would sit as a member who never reads until
+// the erase took it out days later.
+func TestDeletedAccountCannotBeAddedDuringGrace(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	n.NewUser(t, "carol")
+	g := createGroup(t, n, aliceTok, "team", "carol")
+	var ans deleteAnswer
+	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, &ans); st != 202 {
+		t.Fatalf("delete: %d %+v", st, ans)
+	}
+	for _, c := range []struct {
+		method, path string
+		body         any
+		status       int
+		code         string
+	}{
+		{"POST", "/user/groups", map[string]any{"name": "g", "members": []string{"carol", "bob"}}, 400, "unknown_users"},
+		{"POST", "/user/groups/" + g.GroupID + "/members", map[string]string{"uid": "bob"}, 400, "unknown_users"},
+		{"POST", "/user/me/contacts", map[string]string{"uid": "bob"}, 404, "not_found"},
+	} {
+		var e apiError
+		if st := api(t, n, aliceTok, c.method, c.path, c.body, &e); st != c.status || e.Error.Code != c.code {
+			t.Errorf("%s %s with the deleted bob: %d %+v, want %d %s", c.method, c.path, st, e, c.status, c.code)
+		}
+	}
+	var after group
+	if st := api(t, n, aliceTok, "GET", "/user/groups/"+g.GroupID, nil, &after); st != 200 || after.MemberCount != 2 {
+		t.Fatalf("the group after: %d %+v", st, after)
+	}
+}

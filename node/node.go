@@ -267,6 +267,7 @@ func (n *Node) buildServices() (err error) {
 	if err != nil {
 		return err
 	}
+	n.Users.SetAccounts(n.Auth) // a deleted account is an unknown user to whoever would add it
 	if providers := n.cfg.OIDCProviderList(); len(providers) > 0 {
 		n.IDP, err = idp.New(idp.Config{Providers: providers, HTTPClient: n.cfg.OIDCHTTPClient},
 			idp.Deps{Accounts: n.Auth, Proposer: n.raft, FSM: n.fsm, Logger: log, Registerer: reg})

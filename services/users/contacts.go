@@ -124,6 +124,9 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 		if _, err := s.Profile(uid); err != nil {
 			return "", nil, err
 		}
+		if t == wire.CmdContact && s.refuseDeleted([]string{uid}) != nil {
+			return "", nil, fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, uid)
+		}
 	}
 	b, err := json.Marshal(relationCmd{Owner: owner, UID: uid, Add: add, At: s.now().UTC(), Unlinked: !add && !s.linked(uid)})
 	if err != nil {

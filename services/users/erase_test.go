@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"testing"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
@@ -175,5 +177,58 @@ func TestErasedProfileStaysErased(t *testing.T) {
 	}
 	if r := e.do("POST", "/user/groups", `{"name":"g","members":["bob"]}`, "alice"); r.Code != 400 || r.errCode() != CodeUnknownUsers {
 		t.Errorf("a group with the erased bob: %d %s", r.Code, r.Body)
+	}
+}
+
+// deletedAccounts is the auth service's set of deleted accounts, as the
+// users service asks it.
+type deletedAccounts map[string]bool
+
+func (d deletedAccounts) Deleted(uid string) bool { return d[uid] }
+
+// A deleted account (disabled at once, erased after the grace period)
+// is an unknown user to whoever would add it: messages to it are
+// refused as to an unknown user, so a group or a contact list must not
+// take it either (it was listed as a member who never reads, until the
+// erase silently took it out days later).
+func TestDeletedAccountCannotBeAdded(t *testing.T) {
+	e := newEnv(t)
+	e.users("alice", "bob", "carol")
+	e.svc.SetAccounts(deletedAccounts{"bob": true})
+	g := e.createGroup("alice", "Team", "carol")
+	before := e.state()
+	for _, c := range []struct{ name, method, path, body string }{
+		{"create a group with bob", "POST", "/user/groups", `{"name":"x","members":["carol","bob"]}`},
+		{"add bob", "POST", "/user/groups/" + g.ID + "/members", `{"uid":"bob"}`},
+		{"add bob among others", "POST", "/user/groups/" + g.ID + "/members", `{"uids":["bob","carol"],"role":"member"}`},
+	} {
+		if r := e.do(c.method, c.path, c.body, "alice"); r.Code != 400 || r.errCode() != CodeUnknownUsers || !strings.Contains(r.errMessage(), "bob") {
+			t.Errorf("%s: %d %s, want 400 unknown_users naming bob", c.name, r.Code, r.Body)
+		}
+	}
+	if r := e.do("POST", "/user/me/contacts", `{"uid":"bob"}`, "alice"); r.Code != 404 || r.errCode() != "not_found" {
+		t.Errorf("bob as a contact: %d %s, want 404", r.Code, r.Body)
+	}
+	if after := e.state(); !maps.Equal(before, after) {
+		t.Error("a refused addition changed the state")
+	}
+	// Others are unaffected; a member whose account was deleted since
+	// can still have their role changed, and be removed.
+	if r := e.do("POST", "/user/me/contacts", `{"uid":"carol"}`, "alice"); r.Code != 201 {
+		t.Errorf("carol as a contact: %d %s", r.Code, r.Body)
+	}
+	e.svc.SetAccounts(nil)
+	if r := e.do("POST", "/user/groups/"+g.ID+"/members", `{"uid":"bob","role":"admin"}`, "alice"); r.Code != 200 {
+		t.Fatalf("adding bob before his deletion: %d %s", r.Code, r.Body)
+	}
+	e.svc.SetAccounts(deletedAccounts{"bob": true})
+	if r := e.do("POST", "/user/groups/"+g.ID+"/owner", `{"uid":"bob"}`, "alice"); r.Code != 400 || r.errCode() != CodeUnknownUsers {
+		t.Errorf("handing the group to the deleted bob: %d %s, want 400 unknown_users", r.Code, r.Body)
+	}
+	if r := e.do("POST", "/user/groups/"+g.ID+"/members", `{"uid":"bob","role":"member"}`, "alice"); r.Code != 200 {
+		t.Errorf("revoking the deleted bob's admin role: %d %s", r.Code, r.Body)
+	}
+	if r := e.do("DELETE", "/user/groups/"+g.ID+"/members/bob", "", "alice"); r.Code != 204 {
+		t.Errorf("removing the deleted bob: %d %s", r.Code, r.Body)
 	}
 }

@@ -182,6 +182,10 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	members := dedupe(req.Members, p.UserID)
+	if err := s.refuseDeleted(members); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
 	if len(members)+1 > s.maxMembers {
 		httpapi.WriteError(w, httpError(fmt.Errorf("%w: at most %d members", ErrGroupFull, s.maxMembers)))
 		return
@@ -424,6 +428,17 @@ func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid string, uids []string, remove bool, role Role) {
 	uids, err := s.normalizeMembers(uids, !remove)
+	if err == nil && !remove {
+		// Additions only: a member whose account was deleted since may
+		// still have their role changed (or be removed).
+		var added []string
+		for _, uid := range uids {
+			if _, member := s.Role(gid, uid); !member {
+				added = append(added, uid)
+			}
+		}
+		err = s.refuseDeleted(added)
+	}
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -506,6 +521,11 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	req.UID = uids[0]
 	actor, _ := s.Role(gid, p.UserID)
 	err = ownerRule(p.UserID, actor, req.UID)
+	if err == nil {
+		// A deleted account could not manage the group until the erase
+		// passed it on: an unknown user, as when adding.
+		err = s.refuseDeleted([]string{req.UID})
+	}
 	if err == nil {
 		if _, member := s.Role(gid, req.UID); !member {
 			err = fmt.Errorf("%w: %s", ErrNotMember, req.UID)

@@ -135,7 +135,44 @@ type Service struct {
 	groupHook GroupHook // groups_remote.go
 	regions   Regions   // groups_remote.go
 
-	relHook RelationHook // relations_remote.go
+	relHook  RelationHook // relations_remote.go
+	accounts Accounts     // nil: every account with a profile counts
+}
+
+// Accounts tells the users service which accounts are deleted (the auth
+// service): disabled at once, their data erased after the grace period.
+type Accounts interface {
+	Deleted(uid string) bool
+}
+
+// refuseDeleted is an UnknownUsersError naming the users of uids whose
+// account is deleted, nil when there is none: a deleted account is an
+// unknown user to whoever would add it (messages to it are refused so).
+func (s *Service) refuseDeleted(uids []string) error {
+	s.mu.RLock()
+	a := s.accounts
+	s.mu.RUnlock()
+	if a == nil {
+		return nil
+	}
+	var gone []string
+	for _, uid := range uids {
+		if !remoteMember(uid) && a.Deleted(uid) {
+			gone = append(gone, uid)
+		}
+	}
+	if len(gone) > 0 {
+		return &UnknownUsersError{UIDs: gone}
+	}
+	return nil
+}
+
+// SetAccounts installs the auth service's view of deleted accounts
+// (auth is built after this service). Call it before serving.
+func (s *Service) SetAccounts(a Accounts) {
+	s.mu.Lock()
+	s.accounts = a
+	s.mu.Unlock()
 }
 
 // restorer is implemented by *fsm.FSM: caches must be dropped when a
