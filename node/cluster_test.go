@@ -232,4 +232,9 @@ func TestCatchUpReadsWaitForTheCluster(t *testing.T) {
 	if st := api(t, n3, bobTok, "GET", "/chat/history?with=alice&before="+page.Messages[0].ID, nil, nil); st != 200 {
 		t.Fatalf("an older history page on a node without a quorum: %d", st)
 	}
+	// A presence this node would refuse may have been allowed through
+	// another node a moment ago (a contact made): it cannot tell.
+	if st := api(t, n3, bobTok, "GET", "/presence/carol", nil, nil); st != http.StatusServiceUnavailable {
+		t.Fatalf("a presence refused on a node without a quorum: %d, want 503", st)
+	}
 }

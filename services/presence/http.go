@@ -1,9 +1,11 @@
 package presence
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -44,8 +46,8 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		// A user of another region: the copy the region link keeps
 		// (bridge/region), current while a client of this region
 		// subscribes to presence/{uid}; "unknown" without one.
-		if err := s.canSee(p, uid); err != nil {
-			httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%v", err))
+		if err := s.canSeeCaughtUp(r.Context(), p, uid); err != nil {
+			httpapi.WriteError(w, err)
 			return
 		}
 		pr := wire.Presence{Status: "unknown"}
@@ -61,16 +63,46 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "user id: %v", err))
 		return
 	}
-	if err := s.canSee(p, uid); err != nil {
+	if err := s.canSeeCaughtUp(r.Context(), p, uid); err != nil {
 		// 403 rather than 404 for strangers: the contract says so, and it
 		// reveals nothing a stranger could not learn by asking anyway.
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%v", err))
+		httpapi.WriteError(w, err)
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusOK, s.StatusContext(r.Context(), uid))
 }
 
 var errNotVisible = errors.New("presence of this user is not visible to you")
+
+// catchUpTimeout bounds how long a refused GET /presence/{uid} waits for
+// this node to apply what the cluster committed before it.
+const catchUpTimeout = 5 * time.Second
+
+// canSeeCaughtUp is canSee as an HTTP error, refusing (403) only once
+// this node has applied what the cluster had committed, as the broker
+// refuses presence/{uid}: the contact, group or lifted block that allows
+// the viewer may have been committed through another node a moment ago.
+// A node that cannot catch up answers 503 (retry); an allowed read does
+// not wait.
+func (s *Service) canSeeCaughtUp(ctx context.Context, p wire.Principal, uid string) error {
+	err := s.canSee(p, uid)
+	if err == nil {
+		return nil
+	}
+	if s.barrier != nil {
+		bctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+		berr := s.barrier(bctx)
+		cancel()
+		if berr != nil {
+			return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+				Message: "cannot tell now: this node cannot reach its cluster's leader; retry", RetryAfter: time.Second}
+		}
+		if err = s.canSee(p, uid); err == nil {
+			return nil
+		}
+	}
+	return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%v", err)
+}
 
 // canSee applies the visibility rule as the broker does: an admin role
 // grants nothing here (the first account of a cluster is an admin, and a

@@ -93,6 +93,13 @@ type Deps struct {
 	// Status and what a new home adopts.
 	Cluster  Cluster
 	Retained RetainedStore
+
+	// ReadBarrier (optional) waits until this node has applied what the
+	// cluster committed before the call (cluster.Raft.ReadBarrier): GET
+	// /presence/{uid} refuses only after it, since a contact, a group or
+	// a block lifted through another node a moment ago changes the
+	// answer. Nil: a single node, refusals stand at once.
+	ReadBarrier func(ctx context.Context) error
 }
 
 // user is the state of one tracked user. Users that are offline with no
@@ -117,6 +124,7 @@ type Service struct {
 	pub                     Publisher
 	retained                Retained // nil: no store of retained presence
 	social                  Social
+	barrier                 func(ctx context.Context) error // nil: refusals stand at once
 	log                     *slog.Logger
 	clock                   Clock
 	running                 atomic.Bool
@@ -171,6 +179,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		pub:      deps.Publisher,
 		retained: retainedPresence(deps.Retained),
 		social:   deps.Social,
+		barrier:  deps.ReadBarrier,
 		log:      deps.Logger,
 		clock:    deps.Clock,
 		users:    make(map[string]*user),
