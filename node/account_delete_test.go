@@ -597,4 +597,10 @@ func TestDeletedAccountCannotBeAddedDuringGrace(t *testing.T) {
 	if st := api(t, n, aliceTok, "GET", "/user/groups/"+g.GroupID, nil, &after); st != 200 || after.MemberCount != 2 {
 		t.Fatalf("the group after: %d %+v", st, after)
 	}
+	var found struct {
+		Users []profileView `json:"users"`
+	}
+	if st := api(t, n, aliceTok, "GET", "/user/search?q=b", nil, &found); st != 200 || len(found.Users) != 0 {
+		t.Fatalf("search finds the deleted bob during the grace: %d %+v", st, found)
+	}
 }

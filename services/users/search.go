@@ -53,10 +53,19 @@ func (s *Service) Search(q, after string, limit int) (found []Profile, next stri
 	}
 	found = make([]Profile, 0, limit)
 	more := false
+	s.mu.RLock()
+	accounts := s.accounts
+	s.mu.RUnlock()
+	// A deleted account is an unknown user: never found (its profile
+	// stays until the erase; the tombstone after it is not indexed).
+	deleted := func(uid string) bool { return accounts != nil && accounts.Deleted(uid) }
 	err = s.db.View(func(tx *badger.Txn) error {
 		if phase == "u" {
 			var err error
 			if more, err = scan(tx, prefixProfile, lq, last, true, func(k string, v []byte) (bool, error) {
+				if deleted(k) {
+					return false, nil
+				}
 				if len(found) == limit {
 					return true, nil
 				}
@@ -79,8 +88,8 @@ func (s *Service) Search(q, after string, limit int) (found []Profile, next stri
 				return false, nil
 			}
 			uid := k[i+1:]
-			if strings.HasPrefix(uid, lq) {
-				return false, nil // already listed as a user-ID match
+			if strings.HasPrefix(uid, lq) || deleted(uid) {
+				return false, nil // already listed as a user-ID match, or deleted
 			}
 			if len(found) == limit {
 				return true, nil

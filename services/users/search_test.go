@@ -88,3 +88,35 @@ func TestSearch(t *testing.T) {
 		t.Errorf("anonymous: %d", r.Code)
 	}
 }
+
+// A deleted account (in its grace period) is an unknown user: search no
+// longer finds it, by user ID or display name, and pages stay whole.
+func TestSearchSkipsDeletedAccounts(t *testing.T) {
+	e := newEnv(t)
+	e.users("bob1", "bob2:Bobby", "bob3", "carl:Bob Carl", "dan:Bob Dan")
+	e.svc.SetAccounts(deletedAccounts{"bob2": true, "carl": true})
+	var got []string
+	cursor := ""
+	for page := 0; page < 10; page++ {
+		found, next, err := e.svc.Search("bob", cursor, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range found {
+			got = append(got, p.UserID)
+		}
+		if next == "" {
+			break
+		}
+		if len(found) == 0 {
+			t.Errorf("an empty page with a next cursor at %q", cursor)
+		}
+		cursor = next
+	}
+	if want := []string{"bob1", "bob3", "dan"}; !slices.Equal(got, want) {
+		t.Errorf("search bob: %v, want %v (bob2 and carl are deleted)", got, want)
+	}
+	if found, _, _ := e.svc.Search("Bobby", "", 10); len(found) != 0 {
+		t.Errorf("search Bobby: %+v", found)
+	}
+}
