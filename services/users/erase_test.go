@@ -193,7 +193,7 @@ func (d deletedAccounts) Deleted(uid string) bool { return d[uid] }
 // erase silently took it out days later).
 func TestDeletedAccountCannotBeAdded(t *testing.T) {
 	e := newEnv(t)
-	e.users("alice", "bob", "carol")
+	e.users("alice", "bob", "carol", "dora")
 	e.svc.SetAccounts(deletedAccounts{"bob": true})
 	g := e.createGroup("alice", "Team", "carol")
 	before := e.state()
@@ -208,6 +208,14 @@ func TestDeletedAccountCannotBeAdded(t *testing.T) {
 	}
 	if r := e.do("POST", "/user/me/contacts", `{"uid":"bob"}`, "alice"); r.Code != 404 || r.errCode() != "not_found" {
 		t.Errorf("bob as a contact: %d %s, want 404", r.Code, r.Body)
+	}
+	// The role rules answer first: a plain member is refused as such,
+	// and for an outsider the group does not exist.
+	if r := e.do("POST", "/user/groups/"+g.ID+"/members", `{"uid":"bob"}`, "carol"); r.Code != 403 {
+		t.Errorf("carol, a member, adding bob: %d %s, want 403", r.Code, r.Body)
+	}
+	if r := e.do("POST", "/user/groups/"+g.ID+"/members", `{"uid":"bob"}`, "dora"); r.Code != 404 || r.errCode() != "not_found" {
+		t.Errorf("dora, an outsider, adding bob: %d %s, want 404 not_found", r.Code, r.Body)
 	}
 	if after := e.state(); !maps.Equal(before, after) {
 		t.Error("a refused addition changed the state")

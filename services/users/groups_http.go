@@ -428,17 +428,6 @@ func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid string, uids []string, remove bool, role Role) {
 	uids, err := s.normalizeMembers(uids, !remove)
-	if err == nil && !remove {
-		// Additions only: a member whose account was deleted since may
-		// still have their role changed (or be removed).
-		var added []string
-		for _, uid := range uids {
-			if _, member := s.Role(gid, uid); !member {
-				added = append(added, uid)
-			}
-		}
-		err = s.refuseDeleted(added)
-	}
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -449,12 +438,22 @@ func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid 
 	}
 	// Fast answers from the cache; the FSM handler decides for real.
 	actor, _ := s.Role(gid, by)
+	var added []string
 	for _, uid := range uids {
 		target, _ := s.Role(gid, uid)
 		if err := memberRule(by, actor, uid, target, remove, role); err != nil {
 			httpapi.WriteError(w, httpError(err))
 			return
 		}
+		if !remove && target == "" {
+			added = append(added, uid)
+		}
+	}
+	// Additions only: a member whose account was deleted since may still
+	// have their role changed (or be removed).
+	if err := s.refuseDeleted(added); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
 	}
 	v, err := s.propose(r.Context(), wire.CmdGroupMember, groupMemberCmd{GID: gid, By: by, UIDs: uids,
 		Remove: remove, Role: role, Max: s.maxMembers, At: s.now().UTC()})
