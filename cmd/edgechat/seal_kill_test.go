@@ -43,6 +43,11 @@ func TestSealSurvivesSIGKILLAtEachStep(t *testing.T) {
 			var mc *minio.Client
 			bucket := "seal-" + strings.ReplaceAll(c.step, "-", "")
 			if c.store == "s3" {
+				if _, err := storetest.FindMinIO(); err != nil && os.Getenv("CI") != "true" {
+					// Skipped here: StartMinIO(outer) would skip the
+					// parent from inside a subtest, which fails it.
+					t.Skipf("skipping the S3 steps: %v", err)
+				}
 				if !haveMinIO {
 					m, haveMinIO = storetest.StartMinIO(outer), true // one server for the subtests
 				}
