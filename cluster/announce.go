@@ -155,7 +155,13 @@ func (h *helpers) closeAndWait() {
 // value, so this costs no round trip to its loop. When a node joins, its
 // configuration entry is replicated like any other and announcements
 // resume with the next commit.
+//
+// One server that is another node is not a single node: a joiner whose
+// log holds the leader's first entries (the configuration the leader was
+// bootstrapped with, not yet the one that added it), or a node removed
+// from a cluster of two. Such a node has not applied what the cluster
+// committed, and its read barrier must ask the leader.
 func (n *Raft) soleServer() bool {
 	servers := n.raft.GetConfiguration().Configuration().Servers
-	return len(servers) == 1
+	return len(servers) == 1 && servers[0].ID == raft.ServerID(n.cfg.NodeName)
 }

@@ -4,10 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -180,4 +186,75 @@ func TestCutOffLeaderAnswersNoRead(t *testing.T) {
 	if err := leader.ReadBarrier(short); !errors.Is(err, wire.ErrUnavailable) {
 		t.Fatalf("read on a leader without its followers: %v, want ErrUnavailable", err)
 	}
+}
+
+// A node whose configuration holds one server that is not itself (a
+// joiner that has received the leader's first entries, the one-voter
+// configuration it was bootstrapped with, but not yet the entry that
+// added it; or a node removed from a cluster of two) is not a single
+// node: it has applied nothing of what the cluster committed, and its
+// read barrier must wait for the leader, not pass at once.
+func TestReadBarrierOnAJoinerThatHoldsOnlyTheLeadersConfiguration(t *testing.T) {
+	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true })
+	waitReady(t, n1.Raft)
+	proposeKeys(t, n1, "before-join")
+
+	// n2's log as a joiner has it once the leader's first entry came:
+	// the configuration n1 was bootstrapped with, n1 alone (the same
+	// entry: index 1, term 1).
+	n2 := &member{name: "n2", dir: t.TempDir()}
+	boot := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: raft.ServerAddress(n1.addr)}}}
+	writeRaftLog(t, n2.dir, boot)
+	n2.start(t, "127.0.0.1:0", nil) // no cluster flags
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	err := n2.ReadBarrier(short)
+	cancelShort()
+	if _, gerr := getKey(n2.db, "r/test/before-join"); err == nil && gerr != nil {
+		t.Fatalf("read barrier passed on a node that has not applied what the cluster committed (%v)", gerr)
+	}
+	if !errors.Is(err, wire.ErrUnavailable) {
+		t.Fatalf("read barrier on a joiner that knows no leader yet: %v, want ErrUnavailable", err)
+	}
+
+	// The leader adds it: it catches up, and then the barrier passes.
+	if code, msg := n1.join(ctx, &JoinArgs{Name: "n2", Addr: n2.addr}); code != "" {
+		t.Fatalf("join n2: %s %s", code, msg)
+	}
+	if err := n2.ReadBarrier(ctx); err != nil {
+		t.Fatalf("read barrier on n2 once it joined: %v", err)
+	}
+	if v, err := getKey(n2.db, "r/test/before-join"); err != nil || v != "vbefore-join" {
+		t.Fatalf("after the barrier n2 reads %q, %v", v, err)
+	}
+}
+
+// writeRaftLog gives the data directory dir a Raft log holding conf as
+// its first entry, as raft.BootstrapCluster writes it.
+func writeRaftLog(t *testing.T, dir string, conf raft.Configuration) {
+	t.Helper()
+	walDir := filepath.Join(dir, "raft", "wal")
+	if err := os.MkdirAll(walDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(walDir, wal.WithMetaStore(meta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "raft"), snapshotsRetained, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = "n2"
+	_, trans := raft.NewInmemTransport("")
+	if err := raft.BootstrapCluster(rc, w, w, snaps, trans, conf); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = meta.Close()
 }
