@@ -126,3 +126,87 @@ func TestHoldApplyWaitsForHandlers(t *testing.T) {
 		t.Fatalf("after release: %+v", res)
 	}
 }
+
+// An entry that overflows one Badger transaction commits the commands
+// before the overflow on their own. If the node dies before the entry's
+// last transaction (which moves the applied index) commits, Raft applies
+// the entry again at the next start: the commands already committed must
+// not be applied a second time (a counter would count twice).
+func TestTxnTooBigReplayAfterACrashAppliesNothingTwice(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).WithMemTableSize(16 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := New(db, nil)
+	counter := []byte("r/count")
+	count := func() int {
+		n := 0
+		_ = db.View(func(tx *badger.Txn) error {
+			it, err := tx.Get(counter)
+			if err != nil {
+				return err
+			}
+			v, err := it.ValueCopy(nil)
+			n = int(v[0])
+			return err
+		})
+		return n
+	}
+	f.Register(0x74, func(tx *badger.Txn, at Position, p []byte) (any, error) {
+		n := 0
+		if it, err := tx.Get(counter); err == nil {
+			v, _ := it.ValueCopy(nil)
+			n = int(v[0])
+		}
+		return nil, tx.Set(counter, []byte{byte(n + 1)})
+	})
+	f.Register(0x73, func(tx *badger.Txn, at Position, p []byte) (any, error) {
+		val := make([]byte, 1024)
+		for i := 0; i < 1500; i++ {
+			if err := tx.Set([]byte(fmt.Sprintf("r/huge/%05d", i)), val); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	})
+	crash := true
+	f.Register(0x75, func(tx *badger.Txn, at Position, p []byte) (any, error) {
+		if crash {
+			panic("the process dies here")
+		}
+		return nil, tx.Set([]byte("r/last"), []byte("x"))
+	})
+	e := &raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch([]Command{{Type: 0x74}, {Type: 0x73}, {Type: 0x73}, {Type: 0x75}})}
+	func() {
+		defer func() { _ = recover() }()
+		f.Apply(e)
+	}()
+	if idx, _ := f.AppliedIndex(); idx != 0 {
+		t.Fatalf("applied index %d after the crash", idx)
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("counter %d after the crash: the first transaction did not commit alone (the test needs it)", got)
+	}
+	crash = false
+	res := f.Apply(e).([]Result) // Raft replays the entry at the next start
+	if res[3].Err != nil {
+		t.Fatalf("replay: %+v", res)
+	}
+	if got := count(); got != 1 {
+		t.Fatalf("counter %d after the replay: a command was applied twice", got)
+	}
+	if idx, _ := f.AppliedIndex(); idx != 1 {
+		t.Fatalf("applied %d", idx)
+	}
+	if err := db.View(func(tx *badger.Txn) error { _, err := tx.Get(partialKey); return err }); !errors.Is(err, badger.ErrKeyNotFound) {
+		t.Fatalf("the entry's mark of a partial apply is left: %v", err)
+	}
+	// The next entry applies all of its commands.
+	if res := f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: EncodeBatch([]Command{{Type: 0x74}})}).([]Result); res[0].Err != nil {
+		t.Fatal(res[0].Err)
+	}
+	if got := count(); got != 2 {
+		t.Fatalf("counter %d after the next entry", got)
+	}
+}

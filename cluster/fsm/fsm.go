@@ -14,6 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,16 @@ import (
 var Prefix = []byte("r/")
 
 var appliedKey = []byte("r/sys/applied")
+
+// partialKey marks an entry whose commands were committed in more than
+// one Badger transaction (ErrTxnTooBig, see apply) while its last one,
+// which moves the applied index, is not: the entry's index, the first
+// command not committed yet and a checksum of the entry's data (a state
+// restored from a backup into a new cluster, whose log has other entries
+// at those indexes, must not match). A node that dies in between
+// applies the entry again at its next start and skips the commands
+// before that one. The entry's last transaction deletes it.
+var partialKey = []byte("r/sys/partial")
 
 // Sentinel errors.
 var (
@@ -91,6 +102,9 @@ type FSM struct {
 	// applying is when the Apply under way started (unix nanos), 0
 	// between entries (ApplyingFor).
 	applying atomic.Int64
+	// mayBePartial: the database may hold partialKey (from New or a
+	// restore until an entry has been applied; apply clears it).
+	mayBePartial atomic.Bool
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -100,7 +114,9 @@ func New(db *badger.DB, log *slog.Logger) *FSM {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &FSM{db: db, log: log}
+	f := &FSM{db: db, log: log}
+	f.mayBePartial.Store(true)
+	return f
 }
 
 // HoldApply makes Apply and Restore wait until release is called, so an
@@ -174,6 +190,33 @@ func readApplied(tx *badger.Txn) (uint64, error) {
 		return nil
 	})
 	return idx, err
+}
+
+func encodePartial(index uint64, next int, sum uint32) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 16), index)
+	b = binary.BigEndian.AppendUint32(b, uint32(next))
+	return binary.BigEndian.AppendUint32(b, sum)
+}
+
+// readPartial reads partialKey: the entry split over transactions, its
+// first command not committed and its data's checksum; ok is false when
+// there is none.
+func readPartial(tx *badger.Txn) (index uint64, next int, sum uint32, ok bool, err error) {
+	it, err := tx.Get(partialKey)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, 0, 0, false, nil
+	}
+	if err != nil {
+		return 0, 0, 0, false, err
+	}
+	err = it.Value(func(v []byte) error {
+		if len(v) != 16 {
+			return ErrBadEntry
+		}
+		index, next, sum = binary.BigEndian.Uint64(v), int(binary.BigEndian.Uint32(v[8:])), binary.BigEndian.Uint32(v[12:])
+		return nil
+	})
+	return index, next, sum, err == nil, err
 }
 
 // EncodeBatch packs commands into one log entry: a version byte, the
@@ -274,14 +317,37 @@ func (f *FSM) apply(l *raft.Log) []Result {
 		}
 		return results
 	}
+	// A replay of an entry whose first commands were committed before
+	// the node died (partialKey) goes on from the first one that was not.
+	// split: partialKey is set and goes with this entry's last
+	// transaction (one that names another entry is stale: a state
+	// restored from a backup).
+	start, split := 0, false
+	if f.mayBePartial.Load() {
+		idx, next, sum, ok, err := readPartial(tx)
+		if err != nil {
+			panic(fmt.Sprintf("fsm: reading partial entry: %v", err))
+		}
+		if ok && idx == l.Index && sum == crc32.ChecksumIEEE(l.Data) {
+			start = min(next, len(cmds))
+			for i := range start {
+				results[i].Err = ErrReplayed
+			}
+		}
+		split = ok
+		// Only apply writes the key, and it deletes it with the entry's
+		// last transaction: none is left once an entry has been applied
+		// (a restore sets this again).
+		f.mayBePartial.Store(false)
+	}
 	// start is the first command whose writes are only in tx (earlier
 	// ones are committed). A handler that fills the transaction
 	// (ErrTxnTooBig) may have written part of its effects: tx is thrown
-	// away, the commands before it are redone and committed alone, and the
+	// away, the commands before it are redone and committed alone (with
+	// partialKey naming the entry and the command after them), and the
 	// command is retried in a fresh transaction. Handlers are
 	// deterministic, so redoing gives the same results.
-	start := 0
-	for i := 0; i < len(cmds); {
+	for i := start; i < len(cmds); {
 		c := cmds[i]
 		h := f.handlers[c.Type]
 		if h == nil {
@@ -311,6 +377,11 @@ func (f *FSM) apply(l *raft.Log) []Result {
 				results[j] = Result{Value: v, Err: herr}
 			}
 		}
+		if err := tx.Set(partialKey, encodePartial(l.Index, i, crc32.ChecksumIEEE(l.Data))); err != nil {
+			panic(fmt.Sprintf("fsm: set partial entry: %v", err))
+		}
+		split = true
+		f.mayBePartial.Store(true)
 		if err := tx.Commit(); err != nil {
 			panic(fmt.Sprintf("fsm: commit: %v", err))
 		}
@@ -321,6 +392,11 @@ func (f *FSM) apply(l *raft.Log) []Result {
 	binary.BigEndian.PutUint64(idx[:], l.Index)
 	if err := tx.Set(appliedKey, idx[:]); err != nil {
 		panic(fmt.Sprintf("fsm: set applied: %v", err))
+	}
+	if split {
+		if err := tx.Delete(partialKey); err != nil {
+			panic(fmt.Sprintf("fsm: delete partial entry: %v", err))
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		// The database is the state; if it cannot be written the node

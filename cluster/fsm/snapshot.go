@@ -147,6 +147,7 @@ func (f *FSM) restoreFull(r io.Reader) error {
 			return fmt.Errorf("fsm: load snapshot: %w", err)
 		}
 	}
+	f.mayBePartial.Store(true) // the state came from another node
 	f.restored(snapApplied)
 	f.mu.RLock()
 	fns := append([]func(){}, f.onRestore...)
