@@ -288,12 +288,60 @@ func (n *Raft) remove(ctx context.Context, a *RemoveArgs) (code, msg string) {
 		// as "may still commit"; this can never succeed.
 		return codeLastVoter, a.Name
 	}
+	if servers[i].Suffrage == raft.Voter {
+		// Raft commits with the new configuration as soon as it is
+		// appended, the removal itself included: if fewer than a
+		// majority of the voters left answer, neither the removal nor
+		// anything after it can commit until they are back (three
+		// voters, one down, and a live one leaves).
+		if live, left := n.liveVotersWithout(ctx, servers, a.Name); live <= left/2 {
+			return codeUnavailable, fmt.Sprintf("removing %s would leave %d voters of which only %d answer, "+
+				"fewer than a majority: the cluster could commit nothing; bring the others back or remove the dead ones first",
+				a.Name, left, live)
+		}
+	}
 	f := n.raft.RemoveServer(raft.ServerID(a.Name), 0, timeoutOf(ctx))
 	if err := n.awaitFuture(ctx, f); err != nil {
 		return changeErrCode(err), err.Error()
 	}
 	n.log.Info("removed a member", "node", a.Name, "index", f.Index())
 	return "", ""
+}
+
+// liveVotersWithout counts the voters of servers other than name (left)
+// and those of them that answer now (live): this node, and the others
+// that answer an Info call within discoveryCallTimeout as themselves.
+func (n *Raft) liveVotersWithout(ctx context.Context, servers []raft.Server, name string) (live, left int) {
+	self := raft.ServerID(n.cfg.NodeName)
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter || s.ID == raft.ServerID(name) {
+			continue
+		}
+		left++
+		if s.ID == self {
+			mu.Lock()
+			live++
+			mu.Unlock()
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, discoveryCallTimeout)
+			defer cancel()
+			var r InfoReply
+			if err := n.Call(cctx, string(s.Address), clusterService+".Info", &InfoArgs{}, &r); err != nil || r.Name != string(s.ID) {
+				return
+			}
+			mu.Lock()
+			live++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return live, left
 }
 
 // callLeader forwards a Join or Remove to the leader.
@@ -334,7 +382,8 @@ func timeoutOf(ctx context.Context) time.Duration {
 // configuration. It is sent to the leader; errors: ErrUnknownNode
 // (wire.ErrNotFound) when no member has that name, ErrLastVoter
 // (wire.ErrInvalid) for the only voter, wire.ErrUnavailable
-// when there is no leader or the change did not commit in time.
+// when there is no leader, the change did not commit in time, or fewer
+// than a majority of the voters left answer (nothing is changed).
 func (n *Raft) Remove(ctx context.Context, nodeName string) error {
 	code, msg := n.remove(ctx, &RemoveArgs{Name: nodeName})
 	if err := codeErr(code, msg); err != nil {

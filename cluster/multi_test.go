@@ -674,3 +674,46 @@ func TestAMemberThatMovedRejoinsAtItsNewAddress(t *testing.T) {
 	})
 	waitVoters(t, ms, 3)
 }
+
+// A member that leaves (or is removed) while another voter is down must
+// not take the cluster's quorum with it: of three voters with one dead,
+// the two left would be the leader and the dead one, and the removal
+// itself could not commit (Raft counts the new configuration at once),
+// nor anything after it, until the dead one came back. The change is
+// refused, nothing is changed, and the cluster keeps committing.
+func TestLeaveRefusedWhenTheRestWouldHaveNoLiveMajority(t *testing.T) {
+	ms := startCluster(t, 3)
+	leader := leaderOf(t, ms)
+	var dead, leaving *member
+	for _, m := range ms {
+		switch {
+		case m == leader:
+		case dead == nil:
+			dead = m
+		default:
+			leaving = m
+		}
+	}
+	dead.stop(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := leaving.Leave(ctx)
+	if !errors.Is(err, wire.ErrUnavailable) {
+		t.Errorf("leave while the only other follower is down: %v, want ErrUnavailable", err)
+	}
+	if got := len(leader.Members()); got != 3 {
+		t.Errorf("leader's configuration has %d members after the refused leave, want 3", got)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer pcancel()
+	if _, err := leader.Propose(pctx, cmdPut, []byte("after=vafter")); err != nil {
+		t.Fatalf("the cluster cannot commit after the leave: %v", err)
+	}
+	// Removing the dead one is fine: the two left are both up.
+	if err := leaving.Remove(ctx, dead.name); err != nil {
+		t.Fatalf("remove the dead member: %v", err)
+	}
+	waitVoters(t, ms, 2)
+	proposeKeys(t, leaving, "after-remove")
+	waitKeys(t, ms, "after-remove")
+}
