@@ -28,11 +28,15 @@ var keyCurrentTerm = []byte("CurrentTerm")
 
 // bootstrapAtState bootstraps a one-voter cluster whose log starts after
 // applied, the FSM's applied index.
+//
+// The snapshot is written first and the term last: Raft counts a saved
+// term alone as existing state, so a start that failed after saving it
+// (the snapshot could not be written: a full disk) left a node that
+// never bootstrapped again and, with no configuration, never led. A
+// snapshot without the term is a complete start: Raft restores it, and
+// the election's term is still 1 or more.
 func bootstrapAtState(f *fsm.FSM, applied uint64, stable raft.StableStore, snaps raft.SnapshotStore,
 	trans raft.Transport, self raft.Server) error {
-	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
-		return fmt.Errorf("cluster: bootstrap on restored state: save term: %w", err)
-	}
 	conf := raft.Configuration{Servers: []raft.Server{self}}
 	sink, err := snaps.Create(raft.SnapshotVersionMax, applied, 1, conf, applied, trans)
 	if err != nil {
@@ -46,6 +50,9 @@ func bootstrapAtState(f *fsm.FSM, applied uint64, stable raft.StableStore, snaps
 	// Persist syncs the database, writes the reference and closes the sink.
 	if err := snap.Persist(sink); err != nil {
 		return fmt.Errorf("cluster: bootstrap on restored state: %w", err)
+	}
+	if err := stable.SetUint64(keyCurrentTerm, 1); err != nil {
+		return fmt.Errorf("cluster: bootstrap on restored state: save term: %w", err)
 	}
 	return nil
 }

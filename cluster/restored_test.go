@@ -4,8 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 )
@@ -90,5 +96,77 @@ func TestBootstrapOnRestoredState(t *testing.T) {
 	}
 	if v, err := m.Propose(context.Background(), cmdPut, []byte("after=1")); err != nil || v != "ok:after" {
 		t.Fatalf("propose after restart: %v %v", v, err)
+	}
+}
+
+// failingSnapshots is a snapshot store whose Create fails (a full disk).
+type failingSnapshots struct{ raft.SnapshotStore }
+
+func (failingSnapshots) Create(raft.SnapshotVersion, uint64, uint64, raft.Configuration, uint64, raft.Transport) (raft.SnapshotSink, error) {
+	return nil, errors.New("no space left on device")
+}
+
+// A first start on a restored state that fails half way (the snapshot
+// cannot be written: a full disk) leaves no Raft state behind, so the
+// next start bootstraps again. Before, the term was saved first, and a
+// Raft state of a term alone (no log, no snapshot, no configuration)
+// counted as existing: the node never bootstrapped, never led, and
+// waited for a cluster forever.
+func TestFailedBootstrapOnRestoredStateCanBeRetried(t *testing.T) {
+	src := startNode(t, nodeOpts{bootstrap: true})
+	waitReady(t, src.Raft)
+	for i := range 5 {
+		if _, err := src.Propose(context.Background(), cmdPut, fmt.Appendf(nil, "old%d=v%d", i, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, applied, rc, err := src.f.OpenState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	db := openDB(t, filepath.Join(dir, "badger"))
+	f := fsm.New(db, testLogger(t))
+	if err := f.Restore(rc); err != nil {
+		t.Fatal(err)
+	}
+	src.stop(t)
+
+	// The first start's bootstrap, with the snapshot store failing.
+	walDir := filepath.Join(dir, "raft", "wal")
+	if err := os.MkdirAll(walDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(walDir, wal.WithMetaStore(meta))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "raft"), snapshotsRetained, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, trans := raft.NewInmemTransport("")
+	self := raft.Server{Suffrage: raft.Voter, ID: "r1", Address: addr}
+	if err := bootstrapAtState(f, applied, w, failingSnapshots{files}, trans, self); err == nil {
+		t.Fatal("bootstrap with a failing snapshot store succeeded")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = meta.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The next start (disk freed) bootstraps and leads.
+	m := &member{name: "r1", dir: dir}
+	m.start(t, "127.0.0.1:0", func(c *Config) { c.Bootstrap = true })
+	waitReady(t, m.Raft)
+	if v, err := m.Propose(context.Background(), cmdPut, []byte("new=1")); err != nil || v != "ok:new" {
+		t.Fatalf("propose on the restored node: %v %v", v, err)
+	}
+	if _, err := getKey(m.db, "r/test/old4"); err != nil {
+		t.Fatalf("restored state: %v", err)
 	}
 }
