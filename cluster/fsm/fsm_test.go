@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"reflect"
 	"sync/atomic"
 	"testing"
@@ -342,5 +343,29 @@ func TestRestoreRejectsBadHeader(t *testing.T) {
 	}
 	if after := dump(t, f.DB(), "r/"); !reflect.DeepEqual(after, before) {
 		t.Errorf("bad snapshot changed state")
+	}
+}
+
+// A full snapshot (what a follower that fell behind gets) is staged next
+// to the database while it is checked, not in the system's temporary
+// directory: the state can be far larger than /tmp (the Kubernetes
+// manifest gives it a 256 MiB emptyDir, and a pod that outgrows it is
+// evicted), or there may be none at all (a read-only root filesystem).
+func TestRestoreStagesNextToTheDatabase(t *testing.T) {
+	src, _ := newFSM(t)
+	src.Apply(entry(3, put("a", "1"), put("b", "2")))
+	data := snapshotOf(t, src)
+
+	t.Setenv("TMPDIR", filepath.Join(t.TempDir(), "missing"))
+	dst, _ := newFSM(t)
+	if err := dst.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatalf("Restore without a usable temporary directory: %v", err)
+	}
+	if got := dump(t, dst.DB(), "r/t/"); !reflect.DeepEqual(got, map[string]string{"r/t/a": "1", "r/t/b": "2"}) {
+		t.Fatalf("restored %v", got)
+	}
+	left, err := filepath.Glob(filepath.Join(dst.DB().Opts().Dir, stagingPattern))
+	if err != nil || len(left) != 0 {
+		t.Fatalf("staging files left: %v %v", left, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -90,8 +91,35 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return f.restoreFull(io.MultiReader(bytes.NewReader(head[:n]), rc))
 }
 
+// stagingPattern names the file a full snapshot is staged in.
+const stagingPattern = "edgechat-snapshot-*"
+
+// stagingDir is where restoreFull stages a full snapshot: the database's
+// own directory, on the volume that holds the state anyway (Badger reads
+// only its own files there). The system's temporary directory may be far
+// smaller than the state (the Kubernetes manifest's /tmp is a 256 MiB
+// emptyDir, and a pod that outgrows it is evicted) or missing. An
+// in-memory database has no directory: the temporary one, then.
+func (f *FSM) stagingDir() string {
+	opts := f.db.Opts()
+	if opts.InMemory || opts.Dir == "" {
+		return ""
+	}
+	return opts.Dir
+}
+
 func (f *FSM) restoreFull(r io.Reader) error {
-	tmp, err := os.CreateTemp("", "edgechat-snapshot-*")
+	dir := f.stagingDir()
+	if dir != "" {
+		// What a restore cut short by a crash left behind (one restore
+		// runs at a time: Raft restores on its FSM goroutine).
+		if old, err := filepath.Glob(filepath.Join(dir, stagingPattern)); err == nil {
+			for _, name := range old {
+				_ = os.Remove(name)
+			}
+		}
+	}
+	tmp, err := os.CreateTemp(dir, stagingPattern)
 	if err != nil {
 		return fmt.Errorf("fsm: staging snapshot: %w", err)
 	}
