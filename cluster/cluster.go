@@ -111,7 +111,8 @@ type Config struct {
 	Bootstrap bool
 	// Join lists cluster addresses of members (any of them; a follower
 	// forwards the request to the leader). A node without Raft state asks
-	// them to add it as a voter, retrying until one does. A node with
+	// them to add it as a voter (a non-voter first, while it catches
+	// up), retrying until it is one. A node with
 	// Raft state just starts, and also sends one (idempotent) join
 	// request in the background, so that a node that left or was removed
 	// comes back when restarted with Join.
@@ -730,7 +731,8 @@ func (n *Raft) Stats() Stats {
 // barrier, on a follower once a fresh heartbeat shows its applied index
 // caught up with the leader's commit index (Raft's applied index, which
 // counts entries handed to the FSM's queue: what must see every applied
-// write waits with ReadBarrier too).
+// write waits with ReadBarrier too), and, on a node that joins, once the
+// leader has made it a voter.
 func (n *Raft) WaitReady(ctx context.Context) error {
 	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -758,8 +760,12 @@ func (n *Raft) WaitReady(ctx context.Context) error {
 				return ErrStopped
 			}
 		case raft.Follower:
+			// A node that joins is a non-voter until it has caught up,
+			// then the leader makes it a voter (membership.go join): it
+			// is ready as a member, a voter.
 			addr, _ := n.raft.LeaderWithID()
-			if addr != "" && n.raft.LastContact().After(start) && n.raft.AppliedIndex() >= n.raft.CommitIndex() {
+			if addr != "" && n.raft.LastContact().After(start) && n.raft.AppliedIndex() >= n.raft.CommitIndex() &&
+				!n.isNonvoter() {
 				return nil
 			}
 		case raft.Shutdown:

@@ -177,8 +177,19 @@ func (n *Raft) configuration() []raft.Server {
 	return f.Configuration().Servers
 }
 
-func (n *Raft) inConfiguration() bool {
-	return slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(n.cfg.NodeName) })
+// isNonvoter reports whether this node is in the configuration, but not
+// as a voter (a joiner catching up).
+func (n *Raft) isNonvoter() bool {
+	return slices.ContainsFunc(n.configuration(), func(s raft.Server) bool {
+		return s.ID == raft.ServerID(n.cfg.NodeName) && s.Suffrage != raft.Voter
+	})
+}
+
+// isVoter reports whether this node is a voter of the configuration.
+func (n *Raft) isVoter() bool {
+	return slices.ContainsFunc(n.configuration(), func(s raft.Server) bool {
+		return s.ID == raft.ServerID(n.cfg.NodeName) && s.Suffrage == raft.Voter
+	})
 }
 
 // info answers a peer forming a cluster (and the leader's status poll).
@@ -211,7 +222,8 @@ func validMember(name, addr string) error {
 	return nil
 }
 
-// join adds a node as a voter; idempotent for a known node.
+// join adds a node as a voter (a new one as a non-voter first, until it
+// has caught up); idempotent for a known node.
 func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	if err := validMember(a.Name, a.Addr); err != nil {
 		return codeInvalid, err.Error()
@@ -240,13 +252,63 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 				a.Name, s.Address, a.Addr)
 		}
 	}
-	// AddVoter with a known ID updates its address.
+	// A node new to the configuration (or one whose earlier join was
+	// cut short) is first a non-voter, and a voter only once its log has
+	// caught up: Raft counts a voter for the quorum from the entry that
+	// adds it, and a node that must first load the whole state (a
+	// snapshot) would hold every commit meanwhile (growing one node to
+	// two), or for good if it died doing it. A known voter that moved is
+	// updated at once (AddVoter with a known ID updates its address).
+	servers := n.configuration()
+	i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) })
+	if i < 0 {
+		f := n.raft.AddNonvoter(raft.ServerID(a.Name), raft.ServerAddress(a.Addr), 0, timeoutOf(ctx))
+		if err := n.awaitFuture(ctx, f); err != nil {
+			return changeErrCode(err), err.Error()
+		}
+		n.log.Info("added a non-voter; it becomes a voter once it has caught up", "node", a.Name, "addr", a.Addr, "index", f.Index())
+	}
+	if i < 0 || servers[i].Suffrage != raft.Voter {
+		if err := n.awaitCaughtUp(ctx, a.Name, a.Addr); err != nil {
+			// Nothing lost: the joiner asks again, and the next call
+			// goes on waiting.
+			return codeUnavailable, err.Error()
+		}
+	}
 	f := n.raft.AddVoter(raft.ServerID(a.Name), raft.ServerAddress(a.Addr), 0, timeoutOf(ctx))
 	if err := n.awaitFuture(ctx, f); err != nil {
 		return changeErrCode(err), err.Error()
 	}
 	n.log.Info("added a voter", "node", a.Name, "addr", a.Addr, "index", f.Index())
 	return "", ""
+}
+
+// catchUpPoll is how often the leader asks a joining non-voter how far
+// its log is.
+const catchUpPoll = 20 * time.Millisecond
+
+// awaitCaughtUp waits until the node at addr answers, as name, that its
+// log reaches the leader's last index as the wait began, or ctx ends.
+func (n *Raft) awaitCaughtUp(ctx context.Context, name, addr string) error {
+	target := n.raft.LastIndex()
+	tick := time.NewTicker(catchUpPoll)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, statusInterval/2)
+		var r InfoReply
+		err := n.Call(cctx, addr, clusterService+".Info", &InfoArgs{}, &r)
+		cancel()
+		if err == nil && r.Name == name && r.LastIndex >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: %s is still catching up (log at %d of %d): %w", name, r.LastIndex, target, ctx.Err())
+		case <-n.stopping:
+			return ErrStopped
+		case <-tick.C:
+		}
+	}
 }
 
 // otherAnswersAs tells whether the server at addr answers as node name
@@ -426,10 +488,11 @@ func (n *Raft) Leave(ctx context.Context) error {
 func (n *Raft) CanLeave() (member bool, err error) {
 	self := raft.ServerID(n.cfg.NodeName)
 	servers := n.configuration()
-	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == self }) {
+	i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == self })
+	if i < 0 {
 		return false, nil
 	}
-	if voters(servers) <= 1 {
+	if servers[i].Suffrage == raft.Voter && voters(servers) <= 1 {
 		return true, ErrLastVoter
 	}
 	return true, nil
@@ -484,7 +547,9 @@ func (n *Raft) formCluster(ctx context.Context) {
 	}
 	bo := backoff.New(50*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
-		if n.inConfiguration() {
+		// A voter: a joiner is a non-voter in the configuration while it
+		// catches up, and asks again until the leader makes it a voter.
+		if n.isVoter() {
 			return
 		}
 		n.disc.mu.Lock()

@@ -717,3 +717,59 @@ func TestLeaveRefusedWhenTheRestWouldHaveNoLiveMajority(t *testing.T) {
 	proposeKeys(t, leaving, "after-remove")
 	waitKeys(t, ms, "after-remove")
 }
+
+// A node that joins is not counted for the quorum before it has caught
+// up: growing a single node to two, the new node must first load the
+// whole state (a snapshot, when the log was compacted), and as a voter
+// meanwhile it would hold every commit of the cluster (two voters need
+// both) for as long as that takes, or for good if it died doing it. It
+// joins as a non-voter and is made a voter once its log has caught up.
+func TestClusterCommitsWhileAJoinerCatchesUp(t *testing.T) {
+	compact := func(c *Config) {
+		c.TrailingLogs = 4
+		c.SnapshotThreshold = 1 << 20
+		c.LogSegmentSize = 2 << 10
+	}
+	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true; compact(c) })
+	waitReady(t, n1.Raft)
+	keys := keyList("early-", 40)
+	for _, k := range keys {
+		proposeKeys(t, n1, k)
+	}
+	if err := n1.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// n2 gets the state as a snapshot, and its restore is held.
+	gate := make(chan struct{})
+	var release sync.Once
+	n2 := &member{name: "n2", dir: t.TempDir()}
+	n2.testNode = startNode(t, nodeOpts{dataDir: n2.dir,
+		beforeNew: func(f *fsm.FSM) { f.OnRestore(func() { <-gate }) },
+		tweak: func(c *Config) {
+			c.NodeName, c.BindAddr, c.Join = "n2", "127.0.0.1:0", []string{n1.addr}
+			multiTimeouts(c)
+			compact(c)
+		}})
+	n2.addr = n2.Addr()
+	t.Cleanup(func() { release.Do(func() { close(gate) }) }) // before n2 stops
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range n1.Members() {
+			if m.Name == "n2" {
+				return nil
+			}
+		}
+		return errors.New("n2 not in n1's configuration yet")
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := n1.Propose(ctx, cmdPut, []byte("during=vduring")); err != nil {
+		t.Fatalf("n1 cannot commit while n2 loads the state: %v (members %+v)", err, n1.Members())
+	}
+
+	release.Do(func() { close(gate) })
+	ms := []*member{n1, n2}
+	waitVoters(t, ms, 2)
+	waitKeys(t, ms, append(keys, "during")...)
+}
