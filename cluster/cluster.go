@@ -266,7 +266,10 @@ type Raft struct {
 	fwdOrder forwardOrder  // as leader: forwarded batches to the batcher in order
 	disc     discovery
 	statMu   sync.Mutex
-	peerStat map[string]peerStatus // leader's last poll of each member
+	// promoting names the non-voters the leader makes voters once they
+	// have caught up, in the background (membership.go); under statMu.
+	promoting map[string]bool
+	peerStat  map[string]peerStatus // leader's last poll of each member
 
 	memberWatch memberWatch     // announces member list changes (MembersChanged)
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)

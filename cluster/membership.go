@@ -270,8 +270,11 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	}
 	if i < 0 || servers[i].Suffrage != raft.Voter {
 		if err := n.awaitCaughtUp(ctx, a.Name, a.Addr); err != nil {
-			// Nothing lost: the joiner asks again, and the next call
-			// goes on waiting.
+			// Nothing lost: the leader goes on waiting in the background
+			// and promotes it then (a joiner that does not ask again: one
+			// of an earlier version, or restarted without Join), and a
+			// joiner that asks again waits here again.
+			n.promoteLater(a.Name, a.Addr)
 			return codeUnavailable, err.Error()
 		}
 	}
@@ -283,6 +286,52 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	return "", ""
 }
 
+// promoteLater makes the non-voter name a voter once it has caught up,
+// on a helper goroutine, unless one is already at it; it gives up when
+// this node no longer leads, the node is no longer a non-voter, or the
+// node stops.
+func (n *Raft) promoteLater(name, addr string) {
+	n.statMu.Lock()
+	if n.promoting[name] {
+		n.statMu.Unlock()
+		return
+	}
+	if n.promoting == nil {
+		n.promoting = make(map[string]bool)
+	}
+	n.promoting[name] = true
+	n.statMu.Unlock()
+	done := func() {
+		n.statMu.Lock()
+		delete(n.promoting, name)
+		n.statMu.Unlock()
+	}
+	if !n.helpers.start(func() {
+		defer done()
+		for n.IsLeader() {
+			servers := n.configuration()
+			i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(name) })
+			if i < 0 || servers[i].Suffrage == raft.Voter {
+				return
+			}
+			ctx, cancel := context.WithTimeout(n.stopCtx, membershipTimeout)
+			err := n.awaitCaughtUp(ctx, name, addr)
+			if err == nil {
+				err = n.awaitFuture(ctx, n.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(addr), 0, membershipTimeout))
+				if err == nil {
+					n.log.Info("made a non-voter that caught up a voter", "node", name, "addr", addr)
+				}
+			}
+			cancel()
+			if n.stopCtx.Err() != nil {
+				return
+			}
+		}
+	}) {
+		done()
+	}
+}
+
 // catchUpPoll is how often the leader asks a joining non-voter how far
 // its log is.
 const catchUpPoll = 20 * time.Millisecond
@@ -291,8 +340,6 @@ const catchUpPoll = 20 * time.Millisecond
 // log reaches the leader's last index as the wait began, or ctx ends.
 func (n *Raft) awaitCaughtUp(ctx context.Context, name, addr string) error {
 	target := n.raft.LastIndex()
-	tick := time.NewTicker(catchUpPoll)
-	defer tick.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, statusInterval/2)
 		var r InfoReply
@@ -301,12 +348,19 @@ func (n *Raft) awaitCaughtUp(ctx context.Context, name, addr string) error {
 		if err == nil && r.Name == name && r.LastIndex >= target {
 			return nil
 		}
+		pause := catchUpPoll
+		if err != nil {
+			pause = statusInterval / 2 // down: ask less often
+		}
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return fmt.Errorf("cluster: %s is still catching up (log at %d of %d): %w", name, r.LastIndex, target, ctx.Err())
 		case <-n.stopping:
+			t.Stop()
 			return ErrStopped
-		case <-tick.C:
+		case <-t.C:
 		}
 	}
 }

@@ -732,12 +732,15 @@ func TestClusterCommitsWhileAJoinerCatchesUp(t *testing.T) {
 	}
 	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true; compact(c) })
 	waitReady(t, n1.Raft)
-	keys := keyList("early-", 40)
+	keys := keyList("early-", 100)
 	for _, k := range keys {
 		proposeKeys(t, n1, k)
 	}
 	if err := n1.Snapshot(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if first, err := n1.wal.FirstIndex(); err != nil || first <= 1 {
+		t.Fatalf("log not compacted: first index %d, %v", first, err)
 	}
 
 	// n2 gets the state as a snapshot, and its restore is held.
@@ -772,4 +775,55 @@ func TestClusterCommitsWhileAJoinerCatchesUp(t *testing.T) {
 	ms := []*member{n1, n2}
 	waitVoters(t, ms, 2)
 	waitKeys(t, ms, append(keys, "during")...)
+}
+
+// A non-voter that does not ask to join again (a node of an earlier
+// version stops asking once it is in the configuration; one restarted
+// without Join never asks) is still made a voter once it has caught up:
+// the leader goes on waiting after the join call that timed out.
+func TestLeaderPromotesANonvoterThatCaughtUpLater(t *testing.T) {
+	compact := func(c *Config) {
+		c.TrailingLogs = 4
+		c.SnapshotThreshold = 1 << 20
+		c.LogSegmentSize = 2 << 10
+	}
+	n1 := startMember(t, "n1", func(c *Config) { c.Bootstrap = true; compact(c) })
+	waitReady(t, n1.Raft)
+	for _, k := range keyList("early-", 100) {
+		proposeKeys(t, n1, k)
+	}
+	if err := n1.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := n1.wal.FirstIndex(); err != nil || first <= 1 {
+		t.Fatalf("log not compacted: first index %d, %v", first, err)
+	}
+	gate := make(chan struct{})
+	var release sync.Once
+	n2 := &member{name: "n2", dir: t.TempDir()}
+	n2.testNode = startNode(t, nodeOpts{dataDir: n2.dir, // no Join: it never asks
+		beforeNew: func(f *fsm.FSM) { f.OnRestore(func() { <-gate }) },
+		tweak: func(c *Config) {
+			c.NodeName, c.BindAddr = "n2", "127.0.0.1:0"
+			multiTimeouts(c)
+			compact(c)
+		}})
+	n2.addr = n2.Addr()
+	t.Cleanup(func() { release.Do(func() { close(gate) }) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	code, msg := n1.join(ctx, &JoinArgs{Name: "n2", Addr: n2.addr})
+	cancel()
+	if code != codeUnavailable {
+		t.Fatalf("join of a node still loading the state: %q %s, want %q", code, msg, codeUnavailable)
+	}
+	release.Do(func() { close(gate) })
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range n1.Members() {
+			if m.Name == "n2" && m.Suffrage == "Voter" {
+				return nil
+			}
+		}
+		return fmt.Errorf("n2 not a voter: %+v", n1.Members())
+	})
 }
