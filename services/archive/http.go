@@ -207,6 +207,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	with, hasWith := q["with"]
 	gid, hasGroup := q["group"]
 	var conv string
+	caughtUp := false // the read barrier was passed
 	switch {
 	case hasWith == hasGroup:
 		httpapi.WriteError(w, badParam("give exactly one of with or group"))
@@ -216,8 +217,17 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, badParam("invalid group id"))
 			return
 		}
-		// Members only; anyone else is told the group does not exist.
+		// Members only; anyone else is told the group does not exist,
+		// once this node has caught up with the cluster: a member just
+		// added through another node is not refused (as POST /chat/read).
 		conv, err = s.memberConv(me, gid)
+		if errors.Is(err, wire.ErrNotFound) && s.groups != nil {
+			if !s.readBarrier(w, r, "history", me) {
+				return
+			}
+			caughtUp = true
+			conv, err = s.memberConv(me, gid)
+		}
 		if err != nil {
 			httpapi.WriteError(w, httpError(err))
 			return
@@ -235,7 +245,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		conv = directConv(me, with)
 	}
 	// Only the newest page can hold what was just committed.
-	if before == nil && !s.readBarrier(w, r, "history", me) {
+	if before == nil && !caughtUp && !s.readBarrier(w, r, "history", me) {
 		return
 	}
 	msgs, hasMore, err := s.historyPage(r.Context(), conv, before, limit)
