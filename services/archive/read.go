@@ -454,10 +454,7 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 			return cmp.Or(cmp.Compare(all[b].lastSeq, all[a].lastSeq),
 				cmp.Compare(all[a].Peer, all[b].Peer), cmp.Compare(all[a].Group, all[b].Group))
 		})
-		if len(order) > limit {
-			hasMore, order = true, order[:limit]
-		}
-		out = make([]conversation, 0, len(order))
+		out = make([]conversation, 0, min(len(order), limit))
 		for _, i := range order {
 			c := all[i]
 			var err error
@@ -468,10 +465,23 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 			var se *sealedError
 			if c.Last, err = loadIn(tx, conv, sums[i].LastID); errors.As(err, &se) {
 				// A conversation's newest message is never sealed, but it
-				// may have expired (retention). Read after the transaction.
-				sealed = append(sealed, sealedAt{at: len(out), conv: se.Conv, id: se.ID})
+				// may have expired (retention): then no segment holds it
+				// either, and the conversation takes no place on the page.
+				if _, held, err := findSealed(tx, se.Conv, se.ID); err != nil {
+					return err
+				} else if !held {
+					continue
+				}
+				if len(out) < limit {
+					// Read after the transaction.
+					sealed = append(sealed, sealedAt{at: len(out), conv: se.Conv, id: se.ID})
+				}
 			} else if err != nil {
 				return err
+			}
+			if len(out) == limit {
+				hasMore = true // another conversation to list
+				break
 			}
 			if c.Group != "" {
 				c.Unread, err = groupUnread(tx, uid, c.Group, sums[i])

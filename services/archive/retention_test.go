@@ -585,3 +585,34 @@ func TestRetentionDropsUnreadableExpiredSegment(t *testing.T) {
 		})
 	}
 }
+
+// A conversation whose messages all expired does not take a place on the
+// conversation list's page: with a group whose shorter retention expired
+// its messages although they came after a direct conversation's, a page
+// of one conversation lists the direct one, and says there is no more.
+// Before, the expired group took the page's only place and was dropped
+// after: an empty page with hasMore true, the direct conversation never
+// listed (the list has no cursor to page on).
+func TestExpiredConversationTakesNoPlaceOnTheList(t *testing.T) {
+	start := time.Now().Add(-200 * time.Hour).Truncate(time.Hour)
+	e := newEnv(t, withGroups(), withIDs(hourIDs(start)))
+	srv := e.server(t)
+	e.groups.add("quiet", "alice", "bob")
+	dm := e.send(t, "carol", "alice", "d1") // hour 0
+	e.sendGroup(t, "bob", "quiet", "g1")    // hour 1: later activity than the DM
+	policy := RetentionPolicy{GroupDays: func(gid string) int { return 1 }}
+	if _, err := e.svc.ExpireOnce(context.Background(), policy, start.Add(151*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var l convList
+	if r := get(t, srv, "alice", "/chat/conversations?limit=1", &l); r.Status != 200 {
+		t.Fatalf("conversations: %d %s", r.Status, r.Body)
+	}
+	if len(l.Conversations) != 1 || l.Conversations[0].Peer != "carol" || l.Conversations[0].LastMessage.ID != dm.ID || l.HasMore {
+		t.Fatalf("alice's conversations, one a page: %+v, hasMore %v; want the one with carol, no more", l.Conversations, l.HasMore)
+	}
+	l = convList{}
+	if get(t, srv, "alice", "/chat/conversations", &l); len(l.Conversations) != 1 || l.HasMore {
+		t.Fatalf("alice's conversations: %+v, hasMore %v", l.Conversations, l.HasMore)
+	}
+}
