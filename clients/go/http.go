@@ -204,14 +204,24 @@ func (c *Client) History(ctx context.Context, with string, before string, limit 
 	return r.Messages, r.HasMore, nil
 }
 
+// conversationsMax is the most conversations GET /chat/conversations
+// lists (its limit's maximum; its default is 200).
+const conversationsMax = 1000
+
 // Conversations lists my conversations with their last message and
-// unread count.
+// unread count, most recent activity first: all of them, up to the
+// server's limit of 1000 (the list has no further pages).
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	var r struct {
 		Conversations []Conversation `json:"conversations"`
+		HasMore       bool           `json:"hasMore"`
 	}
-	if err := c.get(ctx, "/chat/conversations", nil, &r); err != nil {
+	q := url.Values{"limit": {strconv.Itoa(conversationsMax)}}
+	if err := c.get(ctx, "/chat/conversations", q, &r); err != nil {
 		return nil, err
+	}
+	if r.HasMore {
+		c.log.Warn("more conversations than the server lists; the least recent are left out", "listed", len(r.Conversations))
 	}
 	return r.Conversations, nil
 }
