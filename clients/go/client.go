@@ -187,7 +187,8 @@ type Client struct {
 // while the connection is down. Without SyncFromStart, history from more
 // than a minute before Dial is not replayed (use History): the first
 // catch-up starts where the server says that minute starts (GET
-// /chat/sync/end; from the beginning with a server without that call)
+// /chat/sync/end; from the beginning with a server without that call, or
+// when this machine's clock is more than a week behind the server's)
 // and delivers the messages whose ID time is at most a minute older than
 // Dial's start, by this machine's clock or the server's (the earlier of
 // the two). That covers a message

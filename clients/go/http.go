@@ -263,6 +263,10 @@ func (p *syncPage) readHeader(h http.Header) {
 	}
 }
 
+// syncEndWithinMax is the largest within GET /chat/sync/end takes
+// (seconds: a week).
+const syncEndWithinMax = 7 * 24 * 3600
+
 // syncEnd is the answer of /chat/sync/end.
 type syncEnd struct {
 	Cursor string    `json:"cursor"`
@@ -280,10 +284,15 @@ func (p *syncEnd) readHeader(h http.Header) {
 // its own clock: when it is ahead of this machine's, the window is
 // widened by the difference and asked again, so that after holds by
 // the earlier of the two clocks. ok is false when the server is older
-// than that call (404): the caller pages from the beginning.
+// than that call (404), or when the window is longer than the call
+// allows (a week: this machine's clock is that far behind the server's):
+// the caller pages from the beginning.
 func (c *Client) fetchSyncEnd(ctx context.Context, after time.Time) (cursor string, ok bool, err error) {
 	ask := func(within time.Duration) (syncEnd, bool, error) {
 		secs := int64((within + time.Second - 1) / time.Second)
+		if secs > syncEndWithinMax {
+			return syncEnd{}, false, nil // refused (400) however often asked
+		}
 		q := url.Values{"within": {strconv.FormatInt(max(secs, 1), 10)}}
 		var p syncEnd
 		err := c.get(ctx, "/chat/sync/end", q, &p)

@@ -278,3 +278,41 @@ func TestSyncPagesPastAnEmptyPage(t *testing.T) {
 		t.Fatalf("asked %d times from a cursor that does not move, want 1", n)
 	}
 }
+
+// A machine whose clock is more than a week behind the server's (a
+// device that lost its date) still dials: the window the first sync
+// would need (a minute before Dial by the earlier clock, widened by the
+// server's lead) is longer than GET /chat/sync/end allows (within is at
+// most a week), so the client syncs from the beginning, as with a server
+// without that call, and delivers what is younger than a minute before
+// Dial by its own clock. Before, it asked for the longer window, was
+// refused (400) and retried for good: Dial never returned.
+func TestDialsFirstSyncWithAClockMoreThanAWeekBehind(t *testing.T) {
+	f := newFakeServer(t)
+	const ahead = 8 * 24 * time.Hour // the server's clock is 8 days ahead of this machine's
+	serverNow := time.Now().Add(ahead)
+	old := f.storeAt("carol", "bob", "a month ago", serverNow.Add(-30*24*time.Hour))
+	fresh := f.storeAt("carol", "bob", "a moment ago", serverNow.Add(-time.Second))
+	serve := syncOverAt(f, "bob", nil, ahead)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := r.URL.Query().Get("within"); r.URL.Path == "/chat/sync/end" && v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 604800 {
+				w.WriteHeader(http.StatusBadRequest) // as the server refuses it
+				_, _ = w.Write([]byte(`{"error":{"code":"validation_failed","message":"within must be a number of seconds from 1 to 604800"}}`))
+				return
+			}
+		}
+		serve(w, r)
+	}))
+	defer api.Close()
+	br := newRecorder()
+	bob := dialFake(t, f, "bob", br, func(o *Options) { o.HTTPURL = api.URL })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if br.count(fresh.ID) != 1 || br.count(old.ID) != 0 {
+		t.Fatalf("delivered: a moment ago %d times, want 1; a month ago %d, want 0", br.count(fresh.ID), br.count(old.ID))
+	}
+}
