@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -208,5 +209,77 @@ func TestTxnTooBigReplayAfterACrashAppliesNothingTwice(t *testing.T) {
 	}
 	if got := count(); got != 2 {
 		t.Fatalf("counter %d after the next entry", got)
+	}
+}
+
+// An entry whose commands fill a transaction to its last places leaves
+// no room for the entry's own keys (partialKey, appliedKey): the FSM
+// commits fewer commands first instead of stopping the node. For every
+// fill near the limit, the entry is applied whole, once.
+func TestEntryFillingTheTransactionToTheLastPlace(t *testing.T) {
+	open := func(t *testing.T) *badger.DB {
+		db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).
+			WithMemTableSize(4 << 20).WithValueThreshold(1 << 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	// How many of the fill's keys one transaction takes.
+	capacity := 0
+	{
+		tx := open(t).NewTransaction(true)
+		for tx.Set(fmt.Appendf(nil, "r/fill/a/%06d", capacity), nil) == nil {
+			capacity++
+		}
+		tx.Discard()
+	}
+	for _, tail := range []int{0, 1, 5} {
+		for n := capacity - 3; n <= capacity; n++ {
+			t.Run(fmt.Sprintf("fill=%d,then=%d", n, tail), func(t *testing.T) {
+				db := open(t)
+				f := New(db, nil)
+				// 0x76 writes as many keys as its payload says, under its
+				// own prefix (the payload's first byte).
+				f.Register(0x76, func(tx *badger.Txn, at Position, p []byte) (any, error) {
+					k := int(binary.BigEndian.Uint32(p[1:]))
+					for i := range k {
+						if err := tx.Set(fmt.Appendf(nil, "r/fill/%c/%06d", p[0], i), nil); err != nil {
+							return nil, err
+						}
+					}
+					return k, nil
+				})
+				fill := func(prefix byte, k int) Command {
+					return Command{Type: 0x76, Payload: binary.BigEndian.AppendUint32([]byte{prefix}, uint32(k))}
+				}
+				cmds := []Command{fill('a', n)}
+				if tail > 0 {
+					cmds = append(cmds, fill('b', tail))
+				}
+				res := f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: EncodeBatch(cmds)}).([]Result)
+				for i, r := range res {
+					if r.Err != nil {
+						t.Fatalf("command %d: %v", i, r.Err)
+					}
+				}
+				if idx, _ := f.AppliedIndex(); idx != 1 {
+					t.Fatalf("applied index %d, want 1", idx)
+				}
+				keys := 0
+				_ = db.View(func(tx *badger.Txn) error {
+					it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte("r/fill/")})
+					defer it.Close()
+					for it.Rewind(); it.Valid(); it.Next() {
+						keys++
+					}
+					return nil
+				})
+				if keys != n+tail {
+					t.Fatalf("%d keys written, want %d", keys, n+tail)
+				}
+			})
+		}
 	}
 }

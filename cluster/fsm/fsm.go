@@ -344,59 +344,60 @@ func (f *FSM) apply(l *raft.Log) []Result {
 	// ones are committed). A handler that fills the transaction
 	// (ErrTxnTooBig) may have written part of its effects: tx is thrown
 	// away, the commands before it are redone and committed alone (with
-	// partialKey naming the entry and the command after them), and the
-	// command is retried in a fresh transaction. Handlers are
-	// deterministic, so redoing gives the same results.
-	for i := start; i < len(cmds); {
-		c := cmds[i]
-		h := f.handlers[c.Type]
-		if h == nil {
-			f.log.Warn("skipping unknown command type", "type", c.Type, "index", l.Index)
-			results[i].Err = fmt.Errorf("%w %#x", ErrUnknownCommand, c.Type)
-			i++
-			continue
-		}
-		v, herr := h(tx, Position{Index: l.Index, Sub: uint16(i), Appended: l.AppendedAt}, c.Payload)
-		if !errors.Is(herr, badger.ErrTxnTooBig) {
+	// partialKey naming the entry and the command after them: commitPart),
+	// and the command is retried in a fresh transaction. The same happens
+	// when the entry's own keys (appliedKey, partialKey's removal) do not
+	// fit after its last command. Handlers are deterministic, so redoing
+	// gives the same results.
+	sum := crc32.ChecksumIEEE(l.Data)
+	for i := start; ; {
+		full := false
+		for ; i < len(cmds); i++ {
+			c := cmds[i]
+			h := f.handlers[c.Type]
+			if h == nil {
+				f.log.Warn("skipping unknown command type", "type", c.Type, "index", l.Index)
+				results[i].Err = fmt.Errorf("%w %#x", ErrUnknownCommand, c.Type)
+				continue
+			}
+			v, herr := h(tx, Position{Index: l.Index, Sub: uint16(i), Appended: l.AppendedAt}, c.Payload)
+			if errors.Is(herr, badger.ErrTxnTooBig) {
+				full = true
+				break
+			}
 			results[i] = Result{Value: v, Err: herr}
-			i++
-			continue
+		}
+		if !full {
+			var idx [8]byte
+			binary.BigEndian.PutUint64(idx[:], l.Index)
+			err := tx.Set(appliedKey, idx[:])
+			if err == nil && split {
+				err = tx.Delete(partialKey)
+			}
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, badger.ErrTxnTooBig) {
+				panic(fmt.Sprintf("fsm: set applied: %v", err))
+			}
+			// The last commands left no room for the entry's keys:
+			// commit what comes before the last of them first.
 		}
 		tx.Discard()
 		tx = f.db.NewTransaction(true)
 		if i == start {
+			if i == len(cmds) {
+				panic(fmt.Sprintf("fsm: entry %d: its own keys do not fit an empty transaction", l.Index))
+			}
 			// Too big even alone: refuse it, nothing of it is kept.
 			results[i] = Result{Err: fmt.Errorf("%w: command too large for one transaction", ErrBadEntry)}
 			i++
 			start = i
 			continue
 		}
-		for j := start; j < i; j++ {
-			if h := f.handlers[cmds[j].Type]; h != nil {
-				v, herr := h(tx, Position{Index: l.Index, Sub: uint16(j), Appended: l.AppendedAt}, cmds[j].Payload)
-				results[j] = Result{Value: v, Err: herr}
-			}
-		}
-		if err := tx.Set(partialKey, encodePartial(l.Index, i, crc32.ChecksumIEEE(l.Data))); err != nil {
-			panic(fmt.Sprintf("fsm: set partial entry: %v", err))
-		}
+		tx, start = f.commitPart(tx, l, cmds, results, start, i, sum)
 		split = true
-		f.mayBePartial.Store(true)
-		if err := tx.Commit(); err != nil {
-			panic(fmt.Sprintf("fsm: commit: %v", err))
-		}
-		tx = f.db.NewTransaction(true)
-		start = i // retry command i alone in the fresh transaction
-	}
-	var idx [8]byte
-	binary.BigEndian.PutUint64(idx[:], l.Index)
-	if err := tx.Set(appliedKey, idx[:]); err != nil {
-		panic(fmt.Sprintf("fsm: set applied: %v", err))
-	}
-	if split {
-		if err := tx.Delete(partialKey); err != nil {
-			panic(fmt.Sprintf("fsm: delete partial entry: %v", err))
-		}
+		i = start // retry from the first command not committed, in a fresh transaction
 	}
 	if err := tx.Commit(); err != nil {
 		// The database is the state; if it cannot be written the node
@@ -409,6 +410,42 @@ func (f *FSM) apply(l *raft.Log) []Result {
 		}
 	}
 	return results
+}
+
+// commitPart commits the commands start..k-1 of entry l, redone in tx
+// (a fresh transaction), with partialKey naming command k, for the
+// largest k ≤ end whose writes and partialKey fit one transaction, and
+// returns a fresh transaction and k. The commands up to end fitted
+// without partialKey; when even start's alone leaves no room for it,
+// start is committed without it (a crash before the entry's end then
+// applies it again on replay, as before partialKey existed: a command
+// within a few bytes of the transaction limit).
+func (f *FSM) commitPart(tx *badger.Txn, l *raft.Log, cmds []Command, results []Result, start, end int, sum uint32) (*badger.Txn, int) {
+	for k := end; ; k-- {
+		for j := start; j < k; j++ {
+			if h := f.handlers[cmds[j].Type]; h != nil {
+				v, herr := h(tx, Position{Index: l.Index, Sub: uint16(j), Appended: l.AppendedAt}, cmds[j].Payload)
+				results[j] = Result{Value: v, Err: herr}
+			}
+		}
+		err := tx.Set(partialKey, encodePartial(l.Index, k, sum))
+		if errors.Is(err, badger.ErrTxnTooBig) && k > start+1 {
+			tx.Discard()
+			tx = f.db.NewTransaction(true)
+			continue
+		}
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			f.log.Warn("committing a command without the partial-entry mark: it leaves no room for it", "index", l.Index, "command", start)
+		} else if err != nil {
+			panic(fmt.Sprintf("fsm: set partial entry: %v", err))
+		} else {
+			f.mayBePartial.Store(true)
+		}
+		if err := tx.Commit(); err != nil {
+			panic(fmt.Sprintf("fsm: commit: %v", err))
+		}
+		return f.db.NewTransaction(true), k
+	}
 }
 
 // ErrReplayed marks the results of an entry that was already applied
