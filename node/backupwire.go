@@ -140,6 +140,24 @@ func (a ArchiveSegments) PutSegment(ctx context.Context, key string, r io.Reader
 	return a.St.Put(ctx, key, b)
 }
 
+// ListSegments lists the store's segment objects (d/ and g/), for
+// restore to refuse a store that holds another cluster's.
+func (a ArchiveSegments) ListSegments(ctx context.Context, fn func(key string, size int64) bool) error {
+	more := true
+	for _, prefix := range []string{"d/", "g/"} {
+		if !more {
+			break
+		}
+		if err := a.St.List(ctx, prefix, func(key string, size int64, _ time.Time) bool {
+			more = fn(key, size)
+			return more
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (a ArchiveSegments) DeleteSegment(ctx context.Context, key string) error {
 	return a.St.Delete(ctx, key)
 }

@@ -104,6 +104,7 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	id := fs.String("id", "", "with --from naming a place of backups: restore this one instead of the newest")
 	archiveStore := fs.String("archive-store", envOr("EDGECHAT_ARCHIVE_STORE", "local"), "the new cluster's archive store for the segments: local ({data}/archive) or s3 (--s3-archive-bucket on the --s3-* store)")
 	archiveBucket := fs.String("s3-archive-bucket", envOr("EDGECHAT_S3_ARCHIVE_BUCKET", node.DefaultS3ArchiveBucket), "with --archive-store s3: the bucket")
+	adopt := fs.Bool("adopt-archive-store", false, "restore into an archive store that holds segments the backup does not (the old cluster's newer ones): only when no cluster uses that store any more, since the restored cluster deletes them as orphans")
 	s3 := s3Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -130,6 +131,7 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		DropPrefixes: node.RestoreDropPrefixes(),
 		RefOf:        node.BackupRefOf,
 		Log:          log,
+		AdoptArchive: *adopt,
 	}
 	// Opened at the first segment: after the backup is verified, so
 	// that a refused restore creates nothing.
@@ -139,6 +141,9 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer segs.Close()
 	opts.Segments = segs
 	m, err := backup.Restore(ctx, st, bid, opts)
+	if errors.Is(err, backup.ErrArchiveInUse) {
+		return fmt.Errorf("restore refused, nothing written: %w (another --s3-archive-bucket, or --adopt-archive-store)", err)
+	}
 	if err != nil {
 		return fmt.Errorf("restore refused, nothing written: %w", err)
 	}
@@ -221,6 +226,14 @@ func (l *lazySegments) PutSegment(ctx context.Context, key string, r io.Reader, 
 		return err
 	}
 	return s.PutSegment(ctx, key, r, size)
+}
+
+func (l *lazySegments) ListSegments(ctx context.Context, fn func(key string, size int64) bool) error {
+	s, err := l.get()
+	if err != nil {
+		return err
+	}
+	return s.ListSegments(ctx, fn)
 }
 
 func (l *lazySegments) DeleteSegment(ctx context.Context, key string) error {

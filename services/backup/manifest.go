@@ -48,6 +48,9 @@ var (
 	ErrNotFound = errors.New("backup: no backup found")
 	// ErrNotEmpty: restore refuses a data directory that has a node in it.
 	ErrNotEmpty = errors.New("backup: data directory is not empty")
+	// ErrArchiveInUse: restore refuses an archive store that holds
+	// segments the backup does not (another cluster's).
+	ErrArchiveInUse = errors.New("backup: the archive store holds segments this backup does not")
 )
 
 // Manifest describes one backup.

@@ -183,6 +183,12 @@ type RestoreOptions struct {
 	// a new cluster, they are removed from the restored state.
 	DropPrefixes []string
 	Log          *slog.Logger
+	// AdoptArchive restores into an archive store that holds segments
+	// the backup does not. The restored cluster deletes those as orphans
+	// (it does not reference them), so this is only for an archive store
+	// no cluster uses any more (the old cluster is gone for good);
+	// without it Restore refuses such a store (ErrArchiveInUse).
+	AdoptArchive bool
 }
 
 // Restore verifies backup id of st completely, then builds the data
@@ -211,6 +217,15 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 	if segs == nil && m.Segments() > 0 {
 		return nil, fmt.Errorf("backup: backup %s holds %d segments and no archive store was given to restore them into", m.ID, m.Segments())
 	}
+	// What the archive store holds already: a segment the backup does not
+	// reference is another cluster's (the restored one would delete it as
+	// an orphan), and an object that was there is never removed below.
+	var existing map[string]bool
+	if l, ok := segs.(SegmentLister); ok {
+		if existing, err = archiveInUse(ctx, l, m, o.AdoptArchive); err != nil {
+			return nil, err
+		}
+	}
 	var written []string
 	defer func() {
 		if err == nil {
@@ -233,7 +248,9 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 		if err != nil {
 			return nil, err
 		}
-		written = append(written, key)
+		if !existing[key] {
+			written = append(written, key)
+		}
 		err = segs.PutSegment(ctx, key, checked(rc, f, m.ID), f.Size)
 		rc.Close()
 		if err != nil {
@@ -287,6 +304,46 @@ type readCloser struct {
 	io.Closer
 }
 
+// SegmentLister is implemented by archive stores that can list their
+// segments: Restore then refuses one that holds segments the backup
+// does not (see RestoreOptions.AdoptArchive).
+type SegmentLister interface {
+	// ListSegments calls fn with the key and size of every segment
+	// object until fn returns false.
+	ListSegments(ctx context.Context, fn func(key string, size int64) bool) error
+}
+
+// archiveInUse lists the archive store: the keys it holds, and
+// ErrArchiveInUse (unless adopt) when one of them is not a segment of
+// backup m with the same size.
+func archiveInUse(ctx context.Context, l SegmentLister, m *Manifest, adopt bool) (map[string]bool, error) {
+	ours := map[string]int64{}
+	for _, f := range m.Files[1:] {
+		ours[strings.TrimPrefix(f.Name, SegmentDir)] = f.Size
+	}
+	existing := map[string]bool{}
+	var foreign string
+	n := 0
+	err := l.ListSegments(ctx, func(key string, size int64) bool {
+		existing[key] = true
+		if s, ok := ours[key]; !ok || s != size {
+			if foreign == "" {
+				foreign = key
+			}
+			n++
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backup: listing the archive store: %w", err)
+	}
+	if n > 0 && !adopt {
+		return nil, fmt.Errorf("%w (%d, such as %s): they are another cluster's, which the restored cluster would delete as orphans; "+
+			"give the new cluster an archive store of its own, or adopt this one if no cluster uses it any more", ErrArchiveInUse, n, foreign)
+	}
+	return existing, nil
+}
+
 // SegmentWriter is the new node's archive store as restore needs it.
 type SegmentWriter interface {
 	// PutSegment stores exactly size bytes of r under key; a reader
@@ -302,6 +359,32 @@ type DirSegments struct{ Dir *DirStore }
 
 func (d DirSegments) PutSegment(ctx context.Context, key string, r io.Reader, size int64) error {
 	return d.Dir.Put(ctx, key, r, size)
+}
+
+// ListSegments lists the segment files under the directory.
+func (d DirSegments) ListSegments(ctx context.Context, fn func(key string, size int64) bool) error {
+	stop := errors.New("stop")
+	err := filepath.WalkDir(d.Dir.root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(p, ".seg") {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(d.Dir.root, p)
+		if err != nil {
+			return err
+		}
+		if !fn(filepath.ToSlash(rel), info.Size()) {
+			return stop
+		}
+		return nil
+	})
+	if errors.Is(err, stop) {
+		return nil
+	}
+	return err
 }
 
 func (d DirSegments) DeleteSegment(ctx context.Context, key string) error {
