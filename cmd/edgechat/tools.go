@@ -290,7 +290,7 @@ func clusterCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "left the cluster; stop this node now")
 		return nil
 	case "remove":
-		if _, err := adminRequest(ctx, *server, *data, http.MethodDelete, "/cluster/nodes/"+target, nil); err != nil {
+		if _, err := adminRequest(ctx, *server, *data, http.MethodDelete, "/cluster/nodes/"+url.PathEscape(target), nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "removed %s from the cluster\n", target)
