@@ -78,7 +78,8 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("backup stream failed", "err", err)
 		WriteTarError(tw, err)
 	case errors.Is(err, wire.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "%v", err))
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: err.Error(), RetryAfter: time.Second})
 	default:
 		httpapi.WriteError(w, fmt.Errorf("backup: %w", err))
 	}
