@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -39,6 +41,10 @@ import (
 // leaves expired messages whose media and retry records are already
 // gone (the next sweep deletes them), never messages deleted with their
 // media or dedupe keys forgotten.
+
+// remoteCID is the retry record's cid of message id stored by a region
+// link: "@" and the origin's ID (see StartRemote).
+func remoteCID(id snowflake.ID) string { return "@" + id.String() }
 
 // refsBatch bounds the messages of one CmdRetentionRefs.
 const refsBatch = 1024
@@ -100,8 +106,11 @@ func decodeRetentionRefsCmd(b []byte) (retentionRefsCmd, error) {
 		r.Sealed = rd.b[0] == 1
 		rd.b = rd.b[1:]
 		r.From, r.CID = rd.str(), rd.str()
-		if rd.err || r.ID >= c.Cutoff || wire.ValidUserID(r.From) != nil || r.CID == "" || len(r.CID) > wire.MaxCIDLen {
+		if rd.err || r.ID >= c.Cutoff || r.CID == "" || len(r.CID) > wire.MaxCIDLen {
 			return retentionRefsCmd{}, bad
+		}
+		if wire.ValidUserID(r.From) != nil && (wire.ValidPeerID(r.From) != nil || r.CID != remoteCID(r.ID)) {
+			return retentionRefsCmd{}, bad // a sender of another region: only the link's key of that message
 		}
 		c.Refs = append(c.Refs, r)
 	}
@@ -219,8 +228,13 @@ func (s *Service) expiring(ctx context.Context, conv string, cutoff snowflake.ID
 		if json.Unmarshal(body, &env) != nil {
 			return
 		}
-		if env.CID != "" && wire.ValidUserID(env.From) == nil && len(env.CID) <= wire.MaxCIDLen {
+		switch {
+		case env.CID != "" && wire.ValidUserID(env.From) == nil && len(env.CID) <= wire.MaxCIDLen:
 			refs = append(refs, expiringRef{ID: id, Sealed: sealed, From: env.From, CID: env.CID})
+		case strings.IndexByte(env.From, '@') >= 0 && wire.ValidPeerID(env.From) == nil:
+			// A message a region link stored: its retry record is keyed
+			// by the origin's ID (StartRemote), which is its ID here.
+			refs = append(refs, expiringRef{ID: id, Sealed: sealed, From: env.From, CID: remoteCID(id)})
 		}
 		if env.Media != nil && env.Media.ID != "" && !seen[env.Media.ID] {
 			seen[env.Media.ID] = true
@@ -346,8 +360,18 @@ func (s *Service) expireRefs(ctx context.Context, conv string, cutoff snowflake.
 		}
 		st.Media += len(media)
 	}
+	// The messages of senders of other regions go in commands of their
+	// own: a node of an earlier version refuses a command naming one
+	// (it expired only local senders' records), and must still apply
+	// the others alike.
+	local := slices.DeleteFunc(slices.Clone(refs), func(r expiringRef) bool { return strings.IndexByte(r.From, '@') >= 0 })
+	refs = append(local, slices.DeleteFunc(refs, func(r expiringRef) bool { return strings.IndexByte(r.From, '@') < 0 })...)
 	for len(refs) > 0 {
 		n := min(len(refs), refsBatch)
+		if len(local) > 0 {
+			n = min(n, len(local))
+			local = local[n:]
+		}
 		cmd := retentionRefsCmd{Conv: conv, Cutoff: upTo, Refs: refs[:n]}
 		refs = refs[n:]
 		v, err := s.prop.Propose(ctx, wire.CmdRetentionRefs, cmd.encode())
