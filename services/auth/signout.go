@@ -78,15 +78,20 @@ func recordSignOut(tx *badger.Txn, uid string, at time.Time) error {
 // revokeAllCommitted is the value of a revoke-all step: the step, and
 // the sign-out the nodes apply to their in-memory set once it commits.
 type revokeAllCommitted struct {
-	s    *Service
-	uid  string
-	at   time.Time
-	step RevokeAllStep
+	s     *Service
+	uid   string
+	at    time.Time
+	ended []string // the sessions of the families the step revoked
+	step  RevokeAllStep
 }
 
 // AfterCommit implements fsm.AfterCommitter.
 func (r *revokeAllCommitted) AfterCommit() {
 	r.s.signedOut.put(r.uid, r.at)
+	now := r.s.now()
+	for _, sid := range r.ended {
+		r.s.ended.put(sid, r.at, now)
+	}
 	r.s.eraseMu.Lock()
 	fns := append([]func(string){}, r.s.onSignedOut...)
 	r.s.eraseMu.Unlock()

@@ -110,7 +110,8 @@ type RevokeAllStep struct {
 	Done    bool
 }
 
-// revokeAllStepWrites bounds the writes of one revoke-all step.
+// revokeAllStepWrites bounds the families one revoke-all step revokes
+// (three writes each: the family, its index entry, its ended session).
 const revokeAllStepWrites = 500
 
 func getJSON(tx *badger.Txn, key string, v any) (bool, error) {
@@ -391,19 +392,29 @@ func (s *Service) signOutStep(tx *badger.Txn, uid string, at time.Time) (*revoke
 		hits = append(hits, hit{string(it.Item().KeyCopy(nil)), f})
 	}
 	it.Close()
+	ended := make([]string, 0, len(hits))
 	for _, h := range hits {
 		h.f.Revoked, h.f.UpdatedAt = true, at
 		if err := setJSON(tx, h.key, h.f); err != nil {
 			return nil, err
 		}
-		if err := unindexFamily(tx, uid, h.key[len(prefixRefresh):]); err != nil {
+		family := h.key[len(prefixRefresh):]
+		if err := unindexFamily(tx, uid, family); err != nil {
 			return nil, err
 		}
+		// The session ends too, not only its refresh token: an access
+		// token that a refresh committed just before this step mints
+		// after it (its iat later than at) is refused all the same.
+		sid := sessionID(family)
+		if err := setJSON(tx, prefixSessionEnded+sid, at); err != nil {
+			return nil, err
+		}
+		ended = append(ended, sid)
 	}
 	if err := recordSignOut(tx, uid, at); err != nil {
 		return nil, err
 	}
-	return &revokeAllCommitted{s: s, uid: uid, at: at, step: RevokeAllStep{Revoked: len(hits), Done: !more}}, nil
+	return &revokeAllCommitted{s: s, uid: uid, at: at, ended: ended, step: RevokeAllStep{Revoked: len(hits), Done: !more}}, nil
 }
 
 // readAccount reads an account from the local database.

@@ -1,0 +1,90 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// hookProposer is a node's proposer that runs after once, right after
+// the first command of type on commits and before its value goes back
+// to the proposing node: what the cluster commits meanwhile (another
+// node's request a moment later).
+type hookProposer struct {
+	Proposer
+	on    byte
+	once  sync.Once
+	armed bool
+	after func()
+}
+
+func (h *hookProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	v, err := h.Proposer.Propose(ctx, t, payload)
+	if h.armed && t == h.on && err == nil {
+		h.once.Do(h.after)
+	}
+	return v, err
+}
+
+// A refresh through node B commits its rotation just before the user
+// signs out everywhere through node A, and B mints the new access token
+// a moment after the sign-out: that token belongs to a session the
+// sign-out ended, and must be refused like the rest, not live out its
+// 15 minutes (it was accepted: its iat is after the sign-out's time).
+func TestRefreshRacingSignOutEverywhereMintsNoLiveToken(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	hp := &hookProposer{Proposer: e.prop, on: wire.CmdRefreshIssue, after: func() {
+		e.clock.Advance(time.Millisecond)
+		if _, err := e.svc.LogoutAll(ctx, "alice"); err != nil {
+			t.Errorf("logout-all through node A: %v", err)
+		}
+		e.clock.Advance(time.Millisecond)
+	}}
+	f := e.prop.NewFollower(t)
+	nodeB, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: hp, FSM: f, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []*Service{e.svc, nodeB} { // as nodes do at start
+		if err := svc.PublishKey(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.register("alice", "password1")
+	stolen := e.login("alice", "password1")
+
+	hp.armed = true
+	got, err := nodeB.Refresh(ctx, stolen.RefreshToken)
+	if err != nil {
+		t.Fatalf("the refresh committed before the sign-out: %v", err)
+	}
+	if _, ok := e.svc.signedOut.get("alice"); !ok {
+		t.Fatal("the sign-out did not run between the rotation and the mint")
+	}
+	for name, svc := range map[string]*Service{"node A": e.svc, "node B": nodeB} {
+		if _, err := svc.VerifyAccessToken(got.AccessToken); !errors.Is(err, wire.ErrBadToken) {
+			t.Errorf("%s: the access token of a session that signing out everywhere ended: %v, want refused", name, err)
+		}
+	}
+	if _, err := nodeB.Refresh(ctx, got.RefreshToken); !errors.Is(err, ErrRefreshInvalid) {
+		t.Errorf("its refresh token: %v, want invalid", err)
+	}
+	// A sign-in after the sign-out works, on both nodes.
+	again := e.login("alice", "password1")
+	for name, svc := range map[string]*Service{"node A": e.svc, "node B": nodeB} {
+		if _, err := svc.VerifyAccessToken(again.AccessToken); err != nil {
+			t.Errorf("%s: a sign-in after the sign-out: %v", name, err)
+		}
+	}
+	// So does a node that starts afterwards: it reads the ended sessions back.
+	restarted := e.restartedOn(f.DB(), t.TempDir()+"/keys2")
+	if _, err := restarted.VerifyAccessToken(got.AccessToken); !errors.Is(err, wire.ErrBadToken) {
+		t.Errorf("a node started after the sign-out: %v, want refused", err)
+	}
+}
