@@ -76,11 +76,17 @@ func (r *revokedKeys) get(kid string) (keyRevocation, bool) {
 	return v, ok
 }
 
-// refuses tells whether a token signed with kid is refused at now.
+// refuses tells whether a token signed with kid is refused at now. A
+// key revoked at once is refused from the commit on, whatever this
+// node's clock says (it may run behind the proposer's); a rotation's
+// retirement waits for Until.
 func (r *revokedKeys) refuses(kid string, now time.Time) bool {
 	v, ok := r.get(kid)
-	return ok && !now.Before(v.Until)
+	return ok && (v.atOnce() || !now.Before(v.Until))
 }
+
+// atOnce tells whether the key was revoked at once (not retired later).
+func (v keyRevocation) atOnce() bool { return !v.Until.After(v.At) }
 
 func (r *revokedKeys) put(kid string, v keyRevocation) {
 	r.mu.Lock()
@@ -128,7 +134,7 @@ func (s *Service) applySigningKeyRevoke(tx *badger.Txn, _ fsm.Position, payload 
 	if err := setJSON(tx, prefixKeyRevoked+c.Kid, v); err != nil {
 		return nil, err
 	}
-	return &keyRevoked{s: s, kid: c.Kid, v: v, now: !c.Until.After(c.At)}, nil
+	return &keyRevoked{s: s, kid: c.Kid, v: v, now: v.atOnce()}, nil
 }
 
 // keyRevoked is the value of a committed revocation.

@@ -290,3 +290,52 @@ func TestRotationAfterAFailedPublication(t *testing.T) {
 		t.Fatalf("the original key's token after a restart: %v", err)
 	}
 }
+
+// Revoking a key refuses its tokens from the commit on, on every node,
+// whatever that node's clock says: a node whose clock runs behind the
+// proposer's (by 2 s here) accepted them until its own clock reached
+// the revocation's time, and still listed the key in its JWKS.
+func TestRevokedSigningKeyIsRefusedOnANodeWhoseClockIsBehind(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	behind := testutil.NewFakeClock(e.clock.Now().Add(-2 * time.Second))
+	f := e.prop.NewFollower(t)
+	nodeB, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: e.prop, FSM: f, Now: behind.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []*Service{e.svc, nodeB} {
+		if err := svc.PublishKey(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.register("alice", "password1")
+	tk := e.login("alice", "password1")
+	if _, err := nodeB.VerifyAccessToken(tk.AccessToken); err != nil {
+		t.Fatalf("node A's token on node B before the revocation: %v", err)
+	}
+	kid := e.svc.keys().signer.kid
+	if _, err := e.svc.RevokeSigningKey(ctx, kid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodeB.VerifyAccessToken(tk.AccessToken); !errors.Is(err, wire.ErrBadToken) {
+		t.Errorf("a token of the revoked key on the node whose clock is behind: %v, want refused", err)
+	}
+	for _, k := range nodeB.JWKS() {
+		if k.Kid == kid {
+			t.Errorf("the revoked key is still in the JWKS of the node whose clock is behind")
+		}
+	}
+	// A rotation's retirement still waits for the tokens' lifetime there.
+	tkB, err := nodeB.accessToken(account{UID: "alice"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodeB.RotateSigningKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.VerifyAccessToken(tkB); err != nil {
+		t.Errorf("a token of node B's rotated (not revoked) key: %v", err)
+	}
+}
