@@ -169,6 +169,16 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	b.users.add(ci.p.UserID, cl)
+	// A sign-out everywhere (a password change, a suspension, a
+	// deletion) committed since OnConnect checked the token closed the
+	// user's connections without this one, which was not in the index
+	// yet: the token is checked again now that it is (the check of a
+	// token seen a moment ago is a cache hit). Either this check sees
+	// the change, or the change's DisconnectUser finds this connection.
+	if !b.stillValid(ci.p, pk) {
+		b.log.Info("connection closed: its token was refused during the handshake", "client", cl.ID)
+		go func() { _ = b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction) }()
+	}
 	// A resumed session brings its old subscriptions: drop those the
 	// user lost meanwhile (a group left while offline).
 	b.dropRevokedSubscriptions(cl, ci.p)
@@ -176,6 +186,16 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if b.deps.Presence != nil {
 		b.deps.Presence.Connected(ci.p.UserID, ci.connID)
 	}
+}
+
+// stillValid checks the CONNECT's token again: it must still verify, as
+// the same user, session and key.
+func (b *Broker) stillValid(was wire.Principal, pk packets.Packet) bool {
+	if b.deps.Verifier == nil {
+		return true // no verified users: nothing to check again
+	}
+	p, err := b.deps.Verifier.VerifyAccessToken(string(pk.Connect.Password))
+	return err == nil && p.UserID == was.UserID && p.SessionID == was.SessionID && p.KeyID == was.KeyID
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {

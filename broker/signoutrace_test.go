@@ -1,0 +1,73 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// racingVerifier is fakeVerifier whose first check of a token of user
+// race succeeds, and then, before CONNECT goes on, the user is signed
+// out everywhere (or deleted, suspended, their session ended): from then
+// on their tokens are refused and onRevoke runs, as the auth service's
+// commit callback does (the node's DisconnectUser).
+type racingVerifier struct {
+	fakeVerifier
+	race     string
+	onRevoke func(uid string)
+
+	mu      sync.Mutex
+	revoked map[string]bool
+}
+
+func (v *racingVerifier) VerifyAccessToken(tok string) (wire.Principal, error) {
+	p, err := v.fakeVerifier.VerifyAccessToken(tok)
+	if err != nil {
+		return p, err
+	}
+	v.mu.Lock()
+	revoked := v.revoked[p.UserID]
+	first := !revoked && p.UserID == v.race
+	if first {
+		v.revoked[p.UserID] = true
+	}
+	onRevoke := v.onRevoke
+	v.mu.Unlock()
+	if revoked {
+		return wire.Principal{}, fmt.Errorf("fake: signed out: %w", wire.ErrBadToken)
+	}
+	if first {
+		onRevoke(p.UserID)
+	}
+	return p, nil
+}
+
+// A sign-out everywhere (or a password change, a suspension, a
+// deletion) that commits between a CONNECT's token check and the end of
+// its handshake closed the user's connections without that one (not in
+// the user index yet), so a connection made with a token refused from
+// then on stayed open for good. It is closed (DISCONNECT 0x98) as the
+// others were; a connection of another user is left alone.
+func TestConnectRacingSignOutEverywhereIsClosed(t *testing.T) {
+	v := &racingVerifier{race: "alice", revoked: map[string]bool{}}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.Verifier = v })
+	v.mu.Lock()
+	v.onRevoke = e.b.DisconnectUser
+	v.mu.Unlock()
+	bob := mustV5(t, e.addr, "bob", "phone")
+	alice := mustV5(t, e.addr, "alice", "phone") // the CONNACK says success
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if code, ok := alice.ServerDisconnect(); !ok || code != 0x98 {
+			return errors.New("alice's connection, whose token the sign-out refused, is still open")
+		}
+		return nil
+	})
+	if _, ok := bob.ServerDisconnect(); ok {
+		t.Fatal("bob's connection was closed")
+	}
+}
