@@ -287,6 +287,9 @@ func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.T
 		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
 		Device: clip(client.Device, maxDeviceLen), Agent: clip(client.Agent, maxAgentLen),
 	})
+	if isErr(err, ErrSuspended) {
+		return Tokens{}, ErrSuspended // suspended by the time the log took it
+	}
 	if err != nil {
 		return Tokens{}, fmt.Errorf("auth: issue refresh token: %w", err)
 	}

@@ -20,11 +20,17 @@ type hookProposer struct {
 	once  sync.Once
 	armed bool
 	after func()
+	// before: run it just before that command is proposed instead
+	// (the log orders another node's command first).
+	before bool
 }
 
 func (h *hookProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	if h.armed && h.before && t == h.on {
+		h.once.Do(h.after)
+	}
 	v, err := h.Proposer.Propose(ctx, t, payload)
-	if h.armed && t == h.on && err == nil {
+	if h.armed && !h.before && t == h.on && err == nil {
 		h.once.Do(h.after)
 	}
 	return v, err
@@ -86,5 +92,52 @@ func TestRefreshRacingSignOutEverywhereMintsNoLiveToken(t *testing.T) {
 	restarted := e.restartedOn(f.DB(), t.TempDir()+"/keys2")
 	if _, err := restarted.VerifyAccessToken(got.AccessToken); !errors.Is(err, wire.ErrBadToken) {
 		t.Errorf("a node started after the sign-out: %v, want refused", err)
+	}
+}
+
+// A sign-in through node B that checked the account before B applied
+// its suspension (committed through node A a moment before B's sign-in
+// entry) made a session all the same: refused while the suspension
+// lasted, it came back to life when the suspension was lifted, though
+// it began after the suspension that was to end every session (a
+// hijacker signing in again as the admin suspends the account). The
+// log decides: the sign-in is refused (403 account_suspended).
+func TestSignInRacingASuspensionMakesNoSession(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	hp := &hookProposer{Proposer: e.prop, on: wire.CmdRefreshIssue, before: true, after: func() {
+		if err := e.svc.SetSuspended(ctx, "mallory", true); err != nil {
+			t.Errorf("suspend through node A: %v", err)
+		}
+	}}
+	f := e.prop.NewFollower(t)
+	nodeB, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: hp, FSM: f, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.register("mallory", "password1")
+
+	hp.armed = true
+	tk, err := nodeB.Login(ctx, "mallory", "password1", "192.0.2.9")
+	if !errors.Is(err, ErrSuspended) {
+		t.Errorf("a sign-in the log orders after the suspension: %v, want ErrSuspended", err)
+	}
+	if err := e.svc.SetSuspended(ctx, "mallory", false); err != nil {
+		t.Fatal(err)
+	}
+	if err == nil {
+		if _, err := nodeB.Refresh(ctx, tk.RefreshToken); !errors.Is(err, ErrRefreshInvalid) {
+			t.Errorf("its refresh token once the suspension is lifted: %v, want invalid", err)
+		}
+	}
+	for name, svc := range map[string]*Service{"node A": e.svc, "node B": nodeB} {
+		if ss, err := svc.Sessions("mallory", ""); err != nil || len(ss) != 0 {
+			t.Errorf("%s: mallory's sessions once the suspension is lifted: %+v %v, want none", name, ss, err)
+		}
+	}
+	// Lifted: signing in works again.
+	if _, err := nodeB.Login(ctx, "mallory", "password1", "192.0.2.9"); err != nil {
+		t.Errorf("a sign-in after the suspension was lifted: %v", err)
 	}
 }

@@ -282,6 +282,13 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 		if found {
 			return nil, fmt.Errorf("%w: family exists", errBadCommand)
 		}
+		// A node that had not applied the account's suspension yet may
+		// have let the sign-in through: the log decides.
+		if suspended, err := keyExists(tx, prefixSuspended+c.UID); err != nil {
+			return nil, err
+		} else if suspended {
+			return nil, ErrSuspended
+		}
 		f = refreshFamily{UID: c.UID, Hash: c.Hash, ExpiresAt: c.ExpiresAt, UpdatedAt: c.At,
 			Device: clip(c.Device, maxDeviceLen), Agent: clip(c.Agent, maxAgentLen), CreatedAt: c.At}
 		if err := indexFamily(tx, c.UID, c.Family); err != nil {
