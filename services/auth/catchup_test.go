@@ -161,3 +161,58 @@ func TestLoginRefusalWhileTheNodeCannotCatchUp(t *testing.T) {
 	// The right password needs no barrier.
 	e.login("frank", "password1")
 }
+
+// A user who changed their password through another node a moment ago
+// deletes their account on a node that has not applied the change yet:
+// the new password, checked against the account as committed (as login
+// and a password change check it), is right; it was refused 403
+// forbidden and counted as a wrong password against the login limits.
+func TestDeleteWithAPasswordThisNodeHasNotAppliedYet(t *testing.T) {
+	e, lag := newLaggingEnv(t)
+	e.register("dave", "old-password")
+	key := prefixAccount + "dave"
+	stale := rawKey(t, e.db, key)
+	if _, err := e.svc.ChangePassword(context.Background(), "dave", PasswordProof{Password: "old-password"}, "new-password", "192.0.2.7"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := rawKey(t, e.db, key)
+	setRaw(t, e.db, key, stale)
+	lag.Hold(func() { setRaw(t, e.db, key, fresh) })
+	if r := e.as("dave", http.MethodDelete, "/user/me", `{"password":"new-password"}`); r.Code != http.StatusAccepted {
+		t.Fatalf("the new password, changed through another node a moment ago: %d %s", r.Code, r.Body)
+	}
+	if !e.svc.Deleted("dave") {
+		t.Fatal("dave is not deleted")
+	}
+}
+
+// The same with a provider a user linked through another node a moment
+// ago: its token proves them on a node that has not applied the link
+// yet, to delete the account as to change the password.
+func TestProofByAProviderLinkThisNodeHasNotAppliedYet(t *testing.T) {
+	e, lag := newLaggingEnv(t)
+	ctx := context.Background()
+	e.svc.SetProviderCheck(func(_ context.Context, provider, token string) (FederatedIdentity, error) {
+		if provider == "corp" && token == "gina-token" {
+			return fid("s-9", "gina"), nil
+		}
+		return FederatedIdentity{}, errors.New("bad token")
+	})
+	e.register("gina", "password1")
+	key := prefixIdent + identKey(fid("s-9", "gina").Issuer, "s-9")
+	if err := e.svc.LinkIdentity(ctx, "gina", fid("s-9", "gina")); err != nil {
+		t.Fatal(err)
+	}
+	link := rawKey(t, e.db, key)
+	setRaw(t, e.db, key, nil)
+	lag.Hold(func() { setRaw(t, e.db, key, link) })
+	r := e.as("gina", http.MethodPost, "/auth/password", `{"provider":"corp","subjectToken":"gina-token","newPassword":"password2"}`)
+	if r.Code != http.StatusOK {
+		t.Fatalf("a password change proved by a provider linked a moment ago: %d %s", r.Code, r.Body)
+	}
+	setRaw(t, e.db, key, nil)
+	lag.Hold(func() { setRaw(t, e.db, key, link) })
+	if r := e.as("gina", http.MethodDelete, "/user/me", `{"provider":"corp","subjectToken":"gina-token"}`); r.Code != http.StatusAccepted {
+		t.Fatalf("a deletion proved by a provider linked a moment ago: %d %s", r.Code, r.Body)
+	}
+}

@@ -214,11 +214,16 @@ func (s *Service) DeleteAccount(ctx context.Context, uid, password, ip string) (
 		s.deletions.WithLabelValues("deleted").Inc()
 		return DeleteResult{}, ErrAccountDeleted
 	}
-	ok, err := s.hasher.verify(password, acct.Hash)
-	if acct.Hash == "" {
-		ok, err = false, nil // a federated account: DeleteAccountByProvider
+	// Checked as a password change checks it: against the account as
+	// committed when this node's copy refuses it (the password may have
+	// changed through another node a moment ago). A federated account
+	// has no password: DeleteAccountByProvider.
+	_, ok, err := s.provesCommitted(ctx, acct, PasswordProof{Password: password})
+	if err != nil {
+		s.deletions.WithLabelValues("error").Inc()
+		return DeleteResult{}, err
 	}
-	if err != nil || !ok || len(password) > MaxPassword {
+	if !ok {
 		s.perUser.Allow(uid)
 		s.perIP.Allow(ipKey)
 		s.deletions.WithLabelValues("wrong_password").Inc()
@@ -252,26 +257,18 @@ func (s *Service) DeleteAccountByProvider(ctx context.Context, uid, provider, to
 		s.deletions.WithLabelValues("deleted").Inc()
 		return DeleteResult{}, ErrAccountDeleted
 	}
-	fail := func() (DeleteResult, error) {
+	// proves reads the link as committed when this node does not have
+	// it (linked through another node a moment ago).
+	ok, err := s.proves(ctx, account{UID: uid}, PasswordProof{Provider: provider, SubjectToken: token})
+	if err != nil {
+		s.deletions.WithLabelValues("error").Inc()
+		return DeleteResult{}, err
+	}
+	if !ok {
 		s.perUser.Allow(uid)
 		s.perIP.Allow(ipKey)
 		s.deletions.WithLabelValues("wrong_password").Inc()
 		return DeleteResult{}, ErrWrongPassword
-	}
-	if s.providerCheck == nil {
-		return fail()
-	}
-	id, err := s.providerCheck(ctx, provider, token)
-	if err != nil {
-		s.log.Debug("account deletion: provider token refused", "uid", uid, "err", err)
-		return fail()
-	}
-	l, found, err := s.readIdentity(id.Issuer, id.Subject)
-	if err != nil {
-		return DeleteResult{}, err
-	}
-	if !found || l.UID != uid {
-		return fail()
 	}
 	return s.deleteNow(ctx, uid)
 }

@@ -181,10 +181,16 @@ func (s *Service) proves(ctx context.Context, acct account, proof PasswordProof)
 		}
 		id, err := s.providerCheck(ctx, proof.Provider, proof.SubjectToken)
 		if err != nil {
-			s.log.Debug("password change: provider token refused", "uid", acct.UID, "err", err)
+			s.log.Debug("proof of the user: provider token refused", "uid", acct.UID, "err", err)
 			return false, nil
 		}
 		l, found, err := s.readIdentity(id.Issuer, id.Subject)
+		if err == nil && (!found || l.UID != acct.UID) {
+			// Linked through another node a moment ago?
+			if err = s.catchUp(ctx); err == nil {
+				l, found, err = s.readIdentity(id.Issuer, id.Subject)
+			}
+		}
 		if err != nil {
 			return false, err
 		}
