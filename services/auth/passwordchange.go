@@ -104,7 +104,7 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 		s.dropSignedOutDevices(ctx, uid, devices)
 	}
 	acct.Hash = hash
-	t, err := s.issueAfter(ctx, acct, signedOut)
+	t, err := s.issueAfter(ctx, acct, signedOut, true)
 	if err != nil {
 		s.passwordChanges.WithLabelValues("error").Inc()
 		return PasswordChange{}, fmt.Errorf("auth: the password changed, but new tokens were not issued (sign in again): %w", err)

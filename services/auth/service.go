@@ -186,7 +186,15 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		s.logins.WithLabelValues("invalid_credentials").Inc()
 		return Tokens{}, ErrInvalidCredentials
 	}
-	t, err := s.issue(ctx, acct)
+	t, err := s.issueAfter(ctx, acct, time.Time{}, true)
+	if isErr(err, ErrPasswordChanged) || isErr(err, ErrRefreshInvalid) {
+		// The password changed, or the account was deleted (through
+		// another node, or while the hash was being checked), before
+		// the sign-in's entry: the password it proved no longer signs
+		// anyone in.
+		s.logins.WithLabelValues("invalid_credentials").Inc()
+		return Tokens{}, ErrInvalidCredentials
+	}
 	if err != nil {
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
@@ -265,12 +273,14 @@ func (s *Service) LookupAccount(uid string) (Account, error) {
 
 // issue mints an access token and starts a new refresh-token family.
 func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
-	return s.issueAfter(ctx, acct, time.Time{})
+	return s.issueAfter(ctx, acct, time.Time{}, false)
 }
 
 // issueAfter is issue with an access token that a sign-out everywhere
-// at signedOut does not refuse (accessTokenAfter).
-func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.Time) (Tokens, error) {
+// at signedOut does not refuse (accessTokenAfter). byPassword: the
+// sign-in proved acct.Hash's password, and the log refuses it
+// (ErrPasswordChanged) when the password changed before its entry.
+func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.Time, byPassword bool) (Tokens, error) {
 	uid := acct.UID
 	if s.suspended.has(uid) {
 		return Tokens{}, ErrSuspended
@@ -282,13 +292,20 @@ func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.T
 	}
 	now := s.now().UTC()
 	client := clientInfoFrom(ctx)
-	_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
+	cmd := refreshIssueCmd{
 		Family: family, UID: uid, Hash: hashSecret(secret),
 		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
 		Device: clip(client.Device, maxDeviceLen), Agent: clip(client.Agent, maxAgentLen),
-	})
+	}
+	if byPassword {
+		cmd.PasswordOf = hashSecret(acct.Hash)
+	}
+	_, err = s.propose(ctx, wire.CmdRefreshIssue, cmd)
 	if isErr(err, ErrSuspended) {
 		return Tokens{}, ErrSuspended // suspended by the time the log took it
+	}
+	if isErr(err, ErrPasswordChanged) {
+		return Tokens{}, ErrPasswordChanged
 	}
 	if err != nil {
 		return Tokens{}, fmt.Errorf("auth: issue refresh token: %w", err)

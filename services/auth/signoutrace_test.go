@@ -141,3 +141,52 @@ func TestSignInRacingASuspensionMakesNoSession(t *testing.T) {
 		t.Errorf("a sign-in after the suspension was lifted: %v", err)
 	}
 }
+
+// A sign-in with the old password whose check was under way (the
+// password hash takes tens of milliseconds; or its node had not applied
+// the change yet) when the user changed their password through another
+// node made a session all the same, after the change that was to end
+// every session of whoever knew the old password: a thief kept the
+// account. The log decides: the sign-in is refused (401
+// invalid_credentials); the session of the change goes on.
+func TestSignInWithTheOldPasswordRacingAChangeMakesNoSession(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var changed PasswordChange
+	hp := &hookProposer{Proposer: e.prop, on: wire.CmdRefreshIssue, before: true, after: func() {
+		var err error
+		changed, err = e.svc.ChangePassword(ctx, "alice", PasswordProof{Password: "old-password"}, "new-password", "192.0.2.7")
+		if err != nil {
+			t.Errorf("the password change through node A: %v", err)
+		}
+	}}
+	f := e.prop.NewFollower(t)
+	nodeB, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: hp, FSM: f, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.register("alice", "old-password")
+
+	hp.armed = true
+	tk, err := nodeB.Login(ctx, "thief", "x", "192.0.2.9") // arms nothing: no family proposed
+	if err == nil {
+		t.Fatalf("a login of nobody: %+v", tk)
+	}
+	tk, err = nodeB.Login(ctx, "alice", "old-password", "192.0.2.9")
+	if !errors.Is(err, ErrInvalidCredentials) {
+		t.Errorf("a sign-in with the old password the log orders after the change: %+v %v, want ErrInvalidCredentials", tk, err)
+	}
+	for name, svc := range map[string]*Service{"node A": e.svc, "node B": nodeB} {
+		ss, err := svc.Sessions("alice", "")
+		if err != nil || len(ss) != 1 {
+			t.Errorf("%s: alice's sessions after the change: %+v %v, want only the change's", name, ss, err)
+		}
+	}
+	if _, err := e.svc.Refresh(ctx, changed.RefreshToken); err != nil {
+		t.Errorf("the session of the change: %v", err)
+	}
+	if _, err := nodeB.Login(ctx, "alice", "new-password", "192.0.2.9"); err != nil {
+		t.Errorf("a sign-in with the new password: %v", err)
+	}
+}

@@ -84,6 +84,11 @@ type refreshIssueCmd struct {
 	// A new family's client (ClientInfo).
 	Device string `json:"device,omitempty"`
 	Agent  string `json:"agent,omitempty"`
+	// PasswordOf, for a new family of a password sign-in: the hex
+	// SHA-256 of the account's password hash the sign-in proved; the
+	// family is refused (ErrPasswordChanged) when the account's hash
+	// is another by the time the log takes it.
+	PasswordOf string `json:"passwordOf,omitempty"`
 }
 
 type refreshRevokeCmd struct {
@@ -288,6 +293,14 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 			return nil, err
 		} else if suspended {
 			return nil, ErrSuspended
+		}
+		if c.PasswordOf != "" {
+			var a account
+			if found, err := getJSON(tx, prefixAccount+c.UID, &a); err != nil {
+				return nil, err
+			} else if !found || hashSecret(a.Hash) != c.PasswordOf {
+				return nil, ErrPasswordChanged
+			}
 		}
 		f = refreshFamily{UID: c.UID, Hash: c.Hash, ExpiresAt: c.ExpiresAt, UpdatedAt: c.At,
 			Device: clip(c.Device, maxDeviceLen), Agent: clip(c.Agent, maxAgentLen), CreatedAt: c.At}
