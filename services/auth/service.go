@@ -362,7 +362,10 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 	case isErr(err, ErrRefreshReused):
 		s.refreshes.WithLabelValues("reused").Inc()
 		s.log.Warn("refresh token reused; revoking its family", "uid", f.UID, "family", family)
-		if rerr := s.revoke(ctx, family, "reuse"); rerr != nil {
+		// Two parties hold the session: it ends as a whole (its access
+		// tokens refused, its MQTT connections closed), not only its
+		// refresh token.
+		if rerr := s.revokeSession(ctx, family, "reuse", true); rerr != nil {
 			return Tokens{}, fmt.Errorf("%w (revocation failed: %v)", ErrRefreshReused, rerr)
 		}
 		return Tokens{}, ErrRefreshReused
@@ -444,7 +447,13 @@ func ValidDevice(device string) error {
 }
 
 func (s *Service) revoke(ctx context.Context, family, reason string) error {
-	_, err := s.propose(ctx, wire.CmdRefreshRevoke, refreshRevokeCmd{Family: family, Reason: reason, At: s.now().UTC()})
+	return s.revokeSession(ctx, family, reason, false)
+}
+
+// revokeSession is revoke that, with end, also ends the session (as
+// DELETE /auth/sessions/{id} does).
+func (s *Service) revokeSession(ctx context.Context, family, reason string, end bool) error {
+	_, err := s.propose(ctx, wire.CmdRefreshRevoke, refreshRevokeCmd{Family: family, Reason: reason, At: s.now().UTC(), EndSession: end})
 	if err != nil && !isErr(err, ErrRefreshInvalid) {
 		return fmt.Errorf("auth: revoke refresh family: %w", err)
 	}

@@ -190,3 +190,36 @@ func TestSignInWithTheOldPasswordRacingAChangeMakesNoSession(t *testing.T) {
 		t.Errorf("a sign-in with the new password: %v", err)
 	}
 }
+
+// A spent refresh token presented again means that two parties hold the
+// session (a stolen copy): the family is revoked, and so is the session
+// itself, as DELETE /auth/sessions/{id} ends one. The access token the
+// other party got from its refresh was accepted until it expired, and
+// its MQTT connections stayed open for as long as their sockets lived.
+func TestRefreshReuseEndsTheSession(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var ended []string
+	e.svc.OnSessionEnded(func(sid string) { ended = append(ended, sid) })
+	e.register("alice", "password1")
+	stolen := e.login("alice", "password1")
+	other := e.login("alice", "password1") // another session, untouched
+	thief, err := e.svc.Refresh(ctx, stolen.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Refresh(ctx, stolen.RefreshToken); !errors.Is(err, ErrRefreshReused) {
+		t.Fatalf("the owner's spent token: %v, want ErrRefreshReused", err)
+	}
+	for name, tok := range map[string]string{"the thief's": thief.AccessToken, "the owner's": stolen.AccessToken} {
+		if _, err := e.svc.VerifyAccessToken(tok); !errors.Is(err, wire.ErrBadToken) {
+			t.Errorf("%s access token of the session whose token was reused: %v, want refused", name, err)
+		}
+	}
+	if len(ended) != 1 {
+		t.Errorf("sessions told to close: %q, want the reused one", ended)
+	}
+	if _, err := e.svc.VerifyAccessToken(other.AccessToken); err != nil {
+		t.Errorf("alice's other session: %v", err)
+	}
+}
