@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -221,5 +222,42 @@ func TestRefreshReuseEndsTheSession(t *testing.T) {
 	}
 	if _, err := e.svc.VerifyAccessToken(other.AccessToken); err != nil {
 		t.Errorf("alice's other session: %v", err)
+	}
+}
+
+// Sign out everywhere refused the access tokens issued before it by
+// their issue time, as the minting node's clock wrote it: a token that
+// a node whose clock runs ahead of the signing-out node's (by 2 s here)
+// minted before the sign-out carried a later time and was accepted for
+// its whole lifetime. The sessions the sign-out ends refuse it.
+func TestSignOutEverywhereRefusesTokensOfANodeWhoseClockIsAhead(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ahead := testutil.NewFakeClock(e.clock.Now().Add(2 * time.Second))
+	f := e.prop.NewFollower(t)
+	nodeB, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: e.prop, FSM: f, Now: ahead.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []*Service{e.svc, nodeB} {
+		if err := svc.PublishKey(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.register("alice", "password1")
+	tk, err := nodeB.Login(ctx, "alice", "password1", "192.0.2.9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Second) // the sign-out comes after the sign-in
+	ahead.Advance(time.Second)
+	if _, err := e.svc.LogoutAll(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	for name, svc := range map[string]*Service{"node A": e.svc, "node B": nodeB} {
+		if _, err := svc.VerifyAccessToken(tk.AccessToken); !errors.Is(err, wire.ErrBadToken) {
+			t.Errorf("%s: a token issued before the sign-out by a node whose clock is ahead: %v, want refused", name, err)
+		}
 	}
 }
