@@ -218,16 +218,27 @@ type Session struct {
 // maxListedSessions bounds GET /auth/sessions (a user has a few).
 const maxListedSessions = 500
 
-// Sessions lists uid's live sessions, most recently used first; current
-// is the caller's session ID (marked Current).
+// Sessions lists uid's live sessions, most recently used first, at
+// most maxListedSessions; current is the caller's session ID (marked
+// Current).
 func (s *Service) Sessions(uid, current string) ([]Session, error) {
+	out, err := s.allSessions(uid, current)
+	if len(out) > maxListedSessions {
+		out = out[:maxListedSessions]
+	}
+	return out, err
+}
+
+// allSessions is Sessions without the bound: the most recently used are
+// known only once every one is read.
+func (s *Service) allSessions(uid, current string) ([]Session, error) {
 	now := s.now()
 	var out []Session
 	err := s.db.View(func(tx *badger.Txn) error {
 		prefix := []byte(prefixUserFamily + uid + "/")
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(out) < maxListedSessions; it.Next() {
+		for it.Rewind(); it.Valid(); it.Next() {
 			family := string(it.Item().Key()[len(prefix):])
 			var f refreshFamily
 			found, err := getJSON(tx, prefixRefresh+family, &f)
@@ -330,7 +341,7 @@ func (s *Service) sessionDevice(uid, sid string) string {
 // signedInDevices are the devices that uid's live sessions named when they
 // signed in, or registered for push notifications.
 func (s *Service) signedInDevices(uid string) (map[string]bool, error) {
-	sessions, err := s.Sessions(uid, "")
+	sessions, err := s.allSessions(uid, "")
 	if err != nil {
 		return nil, err
 	}

@@ -193,3 +193,42 @@ func TestEndedSessionsForgetOldEntries(t *testing.T) {
 		t.Fatal("a recent entry was dropped")
 	}
 }
+
+// A user with more live sessions than the list shows (a script that
+// signs in on every run rather than refreshing piles up hundreds within
+// the refresh token's 30 days): GET /auth/sessions showed the first 500
+// in the order of their random IDs, not the 500 most recently used, so
+// the newest sign-in, the caller's own session included, could be
+// missing; and a device named only by a session past those 500 counted
+// as signed out, so ending another session of that device, or a sign
+// out everywhere of others, dropped its push registration.
+func TestSessionListOfAUserWithMoreSessionsThanItShows(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.register("alice", "password1")
+	at := e.clock.Now()
+	for i := range maxListedSessions + 10 {
+		// IDs that sort before every real one ('!' is before base64url).
+		b, _ := json.Marshal(refreshIssueCmd{Family: fmt.Sprintf("!old-%04d", i), UID: "alice", Hash: "h",
+			ExpiresAt: at.Add(e.svc.cfg.RefreshTTL), At: at, Device: "tablet"})
+		if _, err := e.prop.Propose(ctx, wire.CmdRefreshIssue, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Advance(time.Minute)
+	tk := e.loginFrom("alice", "password1", "phone", "ChatApp/2.1")
+	list := e.sessions(tk.AccessToken)
+	if len(list) != maxListedSessions {
+		t.Fatalf("listed %d sessions, want %d", len(list), maxListedSessions)
+	}
+	if !list[0].Current || list[0].Device != "phone" {
+		t.Errorf("the most recently used session listed first: %+v, want the caller's (phone)", list[0])
+	}
+	devices, err := e.svc.signedInDevices("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !devices["phone"] || !devices["tablet"] {
+		t.Errorf("devices of alice's live sessions: %v, want phone and tablet", devices)
+	}
+}
