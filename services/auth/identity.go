@@ -544,6 +544,14 @@ func (s *Service) SignInFederated(ctx context.Context, id FederatedIdentity) (To
 		return Tokens{}, err
 	}
 	t, err := s.issue(ctx, a)
+	if isErr(err, ErrRefreshInvalid) && s.gone.has(a.UID) {
+		// The account was deleted (through another node) after it was
+		// read: this node has applied that by now, and a sign-in of a
+		// deleted account's subject makes a new account.
+		if a, err = s.federatedAccount(ctx, id); err == nil {
+			t, err = s.issue(ctx, a)
+		}
+	}
 	if err != nil {
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err

@@ -261,3 +261,46 @@ func TestSignOutEverywhereRefusesTokensOfANodeWhoseClockIsAhead(t *testing.T) {
 		}
 	}
 }
+
+// A provider's sign-in that found its account live, and whose session
+// entry the log ordered after the account's deletion (through another
+// node a moment before), failed with an internal error (500), though a
+// sign-in of a deleted account's provider subject makes a new account.
+func TestFederatedSignInRacingTheAccountsDeletion(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	first, err := e.svc.SignInFederated(ctx, fid("s-1", "dora"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hp := &hookProposer{Proposer: e.prop, on: wire.CmdRefreshIssue, before: true, after: func() {
+		if _, err := e.svc.DeleteAccountByAdmin(ctx, first.UserID); err != nil {
+			t.Errorf("delete through node A: %v", err)
+		}
+	}}
+	f := e.prop.NewFollower(t)
+	nodeB, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon},
+		Deps{DB: f.DB(), Proposer: hp, FSM: f, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The follower missed what came before it: give it dora's account
+	// and link as the leader has them.
+	for _, key := range []string{prefixAccount + first.UserID, prefixIdent + identKey(fid("s-1", "dora").Issuer, "s-1")} {
+		setRaw(t, f.DB(), key, rawKey(t, e.db, key))
+	}
+	if err := nodeB.PublishKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hp.armed = true
+	tk, err := nodeB.SignInFederated(ctx, fid("s-1", "dora"))
+	if err != nil {
+		t.Fatalf("a sign-in of the subject of an account deleted a moment before: %v", err)
+	}
+	if tk.UserID == first.UserID {
+		t.Fatalf("signed in to the deleted account %s", tk.UserID)
+	}
+	if _, err := e.svc.VerifyAccessToken(tk.AccessToken); err != nil {
+		t.Errorf("the new account's token: %v", err)
+	}
+}
