@@ -343,3 +343,44 @@ func TestAdminDeletesAnAccount(t *testing.T) {
 		t.Fatalf("bob's tombstone after the grace period: %+v %v", g, ok)
 	}
 }
+
+// A deleted account is unknown to the admin endpoints that change an
+// account: granting it the admin role (PUT /admin/users/{uid}/admin)
+// answered 200 and wrote the role, though GET /admin/users/{uid} answers
+// 404 for it and the contract says 404 unknown user; the log refuses
+// every account update of a deleted account, also one a node proposes
+// before it has applied the deletion (a suspension, a password reset).
+func TestAccountUpdatesOfADeletedAccountAreRefused(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.register("root", "password0")
+	e.register("bob", "password1")
+	if _, err := e.svc.DeleteAccountByAdmin(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.SetAdmin(ctx, "bob", true); !errors.Is(err, ErrNoAccount) || !errors.Is(err, wire.ErrNotFound) {
+		t.Errorf("granting a deleted account the admin role: %v, want not found", err)
+	}
+	// As a node that has not applied the deletion yet proposes them.
+	for name, cmd := range map[string]accountUpdateCmd{
+		"suspend": {UID: "bob", Suspended: ptr(true), SignOut: true, At: e.clock.Now()},
+		"reset":   {UID: "bob", Hash: ptr("$argon2id$x"), SignOut: true, At: e.clock.Now()},
+	} {
+		b, _ := json.Marshal(cmd)
+		if _, err := e.prop.Propose(ctx, wire.CmdAccountUpdate, b); !errors.Is(err, ErrNoAccount) {
+			t.Errorf("%s of a deleted account: %v, want ErrNoAccount", name, err)
+		}
+	}
+	if e.svc.Suspended("bob") {
+		t.Error("the deleted account was suspended")
+	}
+	var a account
+	if err := e.db.View(func(tx *badger.Txn) error { _, err := getJSON(tx, prefixAccount+"bob", &a); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if a.Admin || a.Hash == "$argon2id$x" {
+		t.Errorf("the deleted account was changed: %+v", a)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

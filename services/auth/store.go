@@ -231,6 +231,13 @@ func (s *Service) applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []b
 	if !found {
 		return nil, ErrNoAccount
 	}
+	// A deleted account is unknown to every change (its data waits for
+	// erasure), also one a node proposed before applying the deletion.
+	if gone, err := keyExists(tx, prefixGone+c.UID); err != nil {
+		return nil, err
+	} else if gone {
+		return nil, ErrNoAccount
+	}
 	if c.PrevHash != nil && a.Hash != *c.PrevHash {
 		return nil, ErrPasswordChanged
 	}
