@@ -363,11 +363,18 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 		s.refreshes.WithLabelValues("reused").Inc()
 		s.log.Warn("refresh token reused; revoking its family", "uid", f.UID, "family", family)
 		// Two parties hold the session: it ends as a whole (its access
-		// tokens refused, its MQTT connections closed), not only its
+		// tokens refused, its MQTT connections closed, the push
+		// registrations of the devices it named or registered dropped,
+		// as DELETE /auth/sessions/{id} drops them), not only its
 		// refresh token.
+		devices := s.registeredBy(f.UID, sessionID(family))
+		if f.Device != "" {
+			devices[f.Device] = true
+		}
 		if rerr := s.revokeSession(ctx, family, "reuse", true); rerr != nil {
 			return Tokens{}, fmt.Errorf("%w (revocation failed: %v)", ErrRefreshReused, rerr)
 		}
+		s.dropSignedOutDevices(ctx, f.UID, devices)
 		return Tokens{}, ErrRefreshReused
 	case isErr(err, ErrRefreshInvalid):
 		s.refreshes.WithLabelValues("invalid").Inc()
