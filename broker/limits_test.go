@@ -139,6 +139,20 @@ func TestConnectRate(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		mustV5(t, e.addr, "alice", fmt.Sprintf("d%d", i))
 	}
+	// Each session is done with its token (checked again once it is
+	// established) when presence hears of it.
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		n := 0
+		for _, ev := range e.pres.get() {
+			if strings.HasPrefix(ev, "connected alice ") {
+				n++
+			}
+		}
+		if n != 3 {
+			return fmt.Errorf("%d sessions established, want 3", n)
+		}
+		return nil
+	})
 	verified := e.ver.n.Load()
 	_, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/d3", Username: "alice", Password: "tok:alice"})
 	if ca == nil || ca.ReasonCode != 0x9F || ca.Properties == nil || !strings.HasPrefix(ca.Properties.ReasonString, "connection rate exceeded") {
