@@ -89,6 +89,9 @@ type identitySignInCmd struct {
 	Email    string    `json:"email,omitempty"`
 	Picture  string    `json:"picture,omitempty"`
 	At       time.Time `json:"at"`
+	// NoPassword, on an unlink: the account's password does not count
+	// as a way in (password login is turned off on the proposing node).
+	NoPassword bool `json:"noPassword,omitempty"`
 }
 
 // identitySignInResult is what the FSM decided.
@@ -310,7 +313,7 @@ func applyIdentityUnlink(tx *badger.Txn, c identitySignInCmd) (any, error) {
 	if !found || l.UID != c.LinkTo {
 		return nil, ErrNoIdentity
 	}
-	if a.Hash == "" {
+	if a.Hash == "" || c.NoPassword {
 		n := 0
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixUserIdent + c.LinkTo + "/")})
 		for it.Rewind(); it.Valid() && n < 2; it.Next() {
@@ -370,8 +373,10 @@ func (s *Service) UnlinkIdentity(ctx context.Context, uid, provider string) erro
 		if l.Provider != provider {
 			continue
 		}
+		// With password login off a password signs nobody in: the last
+		// link is the last way in, password or not.
 		_, err := s.propose(ctx, wire.CmdIdentitySignIn, identitySignInCmd{Op: "unlink", LinkTo: uid, Issuer: l.Issuer,
-			Subject: l.Subject, Provider: l.Provider, At: s.now().UTC()})
+			Subject: l.Subject, Provider: l.Provider, At: s.now().UTC(), NoPassword: s.cfg.NoPasswordLogin})
 		switch {
 		case isErr(err, ErrLastSignIn):
 			return ErrLastSignIn
@@ -386,8 +391,12 @@ func (s *Service) UnlinkIdentity(ctx context.Context, uid, provider string) erro
 	return fmt.Errorf("%w: %q", ErrNoIdentity, provider)
 }
 
-// HasPassword reports whether uid can sign in with a password.
+// HasPassword reports whether uid can sign in with a password (never
+// while password login is turned off).
 func (s *Service) HasPassword(uid string) (bool, error) {
+	if s.cfg.NoPasswordLogin {
+		return false, nil
+	}
 	a, found, err := s.readAccount(uid)
 	if err != nil {
 		return false, err

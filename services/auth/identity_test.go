@@ -218,3 +218,41 @@ func FuzzApplyIdentitySignIn(f *testing.F) {
 		}
 	})
 }
+
+// With password login turned off (--password-login=false: users sign
+// in through providers only) a password no longer signs anyone in, so
+// an account's last provider link is its last way in even when the
+// account has a password (made before the switch): unlinking it locked
+// the user out for good. It is refused (409 last_sign_in_method) as for
+// an account without a password; with two links, one may go.
+func TestUnlinkingTheLastProviderWithPasswordLoginOff(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.NoPasswordLogin = true })
+	ctx := context.Background()
+	if _, err := e.svc.CreateAccount(ctx, "alice", "password1", "Alice"); err != nil {
+		t.Fatal(err)
+	}
+	corp := fid("s-1", "alice")
+	if err := e.svc.LinkIdentity(ctx, "alice", corp); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.UnlinkIdentity(ctx, "alice", "corp"); !errors.Is(err, ErrLastSignIn) {
+		t.Fatalf("unlinking alice's only provider with password login off: %v, want ErrLastSignIn", err)
+	}
+	// GET /user/me/identities says whether she can sign in with one.
+	if can, err := e.svc.HasPassword("alice"); err != nil || can {
+		t.Errorf("alice can sign in with a password: %v %v, want false (password login is off)", can, err)
+	}
+	if links, _ := e.svc.Identities("alice"); len(links) != 1 {
+		t.Fatalf("alice's links: %+v", links)
+	}
+	other := FederatedIdentity{Provider: "social", Issuer: "https://social.example.com", Subject: "x-7", Username: "alice"}
+	if err := e.svc.LinkIdentity(ctx, "alice", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.UnlinkIdentity(ctx, "alice", "corp"); err != nil {
+		t.Fatalf("unlinking one of two providers: %v", err)
+	}
+	if err := e.svc.UnlinkIdentity(ctx, "alice", "social"); !errors.Is(err, ErrLastSignIn) {
+		t.Fatalf("then the last one: %v, want ErrLastSignIn", err)
+	}
+}
