@@ -129,7 +129,10 @@ func (s *Service) applySigningKeyRevoke(tx *badger.Txn, _ fsm.Position, payload 
 		return nil, err
 	}
 	if found && !v.Until.Before(was.Until) {
-		return &keyRevoked{s: s, kid: c.Kid, v: was}, nil // nothing earlier to write
+		// Nothing earlier to write (a rotation retired the key before
+		// this revocation's time); a revocation at once still closes
+		// the sessions made with the key.
+		return &keyRevoked{s: s, kid: c.Kid, v: was, now: v.atOnce()}, nil
 	}
 	if err := setJSON(tx, prefixKeyRevoked+c.Kid, v); err != nil {
 		return nil, err

@@ -339,3 +339,32 @@ func TestRevokedSigningKeyIsRefusedOnANodeWhoseClockIsBehind(t *testing.T) {
 		t.Errorf("a token of node B's rotated (not revoked) key: %v", err)
 	}
 }
+
+// A key retired by a rotation, revoked after its retirement time (it
+// leaked later, say): the revocation answered 200 but closed none of the
+// MQTT sessions made with the key's tokens, which the contract promises
+// ("the MQTT sessions made with them are closed"), because the earlier
+// retirement record was kept and the revocation counted as a no-op.
+func TestRevokingARetiredKeyClosesItsSessions(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.svc.PublishKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var closed []string
+	e.svc.OnSigningKeyRevoked(func(kid string) { closed = append(closed, kid) })
+	rot, err := e.svc.RotateSigningKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Set(rot.Until.Add(time.Minute))
+	if _, err := e.svc.RevokeSigningKey(ctx, rot.Retired); err != nil {
+		t.Fatal(err)
+	}
+	if len(closed) != 1 || closed[0] != rot.Retired {
+		t.Fatalf("sessions closed for keys %q, want the revoked %s", closed, rot.Retired)
+	}
+	if e.svc.keys().signer.kid != rot.Kid {
+		t.Fatal("revoking the retired key changed the signing key")
+	}
+}
