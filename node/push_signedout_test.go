@@ -194,6 +194,23 @@ func TestPushStillToAPhoneSignedInAgainWhenItsOldSessionEnds(t *testing.T) {
 	}
 }
 
+// unnamedPhone signs bob in on another phone whose app names no device,
+// which registers for push as "phone2"; it returns the sign-in's tokens
+// and the phone's APNs token.
+func unnamedPhone(t *testing.T, f *pushFlow) (tk struct{ AccessToken, RefreshToken string }, token string) {
+	t.Helper()
+	if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
+		"password": nodetest.Password("bob")}, &tk); st != http.StatusOK {
+		t.Fatalf("bob signs in on the other phone: %d", st)
+	}
+	token = pushtest.NewDeviceToken()
+	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/user/me/devices",
+		map[string]any{"device": "phone2", "platform": "apns", "token": token}, nil); st != http.StatusOK {
+		t.Fatalf("the other phone registers: %d", st)
+	}
+	return tk, token
+}
+
 // A phone whose app named no device when it signed in (a client of our
 // API other than ours) has its push registration go with its session,
 // as a phone that named itself: when the session is ended from the
@@ -204,16 +221,7 @@ func TestPushNotToAPhoneThatNamedNoDeviceAtSignIn(t *testing.T) {
 	for _, how := range []string{"ended elsewhere", "signed out"} {
 		t.Run(how, func(t *testing.T) {
 			f := startPushFlow(t, 0) // bob's laptop registered a device "phone"
-			var tk struct{ AccessToken, RefreshToken string }
-			if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
-				"password": nodetest.Password("bob")}, &tk); st != http.StatusOK {
-				t.Fatalf("bob signs in on the other phone: %d", st)
-			}
-			other := pushtest.NewDeviceToken()
-			if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/user/me/devices",
-				map[string]any{"device": "phone2", "platform": "apns", "token": other}, nil); st != http.StatusOK {
-				t.Fatalf("the other phone registers: %d", st)
-			}
+			tk, other := unnamedPhone(t, f)
 			if how == "ended elsewhere" {
 				var list struct {
 					Sessions []struct {
@@ -256,16 +264,7 @@ func TestPushNotToAPhoneThatNamedNoDeviceAtSignIn(t *testing.T) {
 // when it signs out afterwards the registration goes.
 func TestPushFollowsAPhoneThatNamedNoDeviceThroughAPasswordChange(t *testing.T) {
 	f := startPushFlow(t, 0)
-	var tk struct{ AccessToken string }
-	if st := api(t, f.n, "", http.MethodPost, "/auth/login", map[string]string{"username": "bob",
-		"password": nodetest.Password("bob")}, &tk); st != http.StatusOK {
-		t.Fatalf("bob signs in on the other phone: %d", st)
-	}
-	other := pushtest.NewDeviceToken()
-	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/user/me/devices",
-		map[string]any{"device": "phone2", "platform": "apns", "token": other}, nil); st != http.StatusOK {
-		t.Fatalf("the other phone registers: %d", st)
-	}
+	tk, other := unnamedPhone(t, f)
 	var changed struct{ AccessToken, RefreshToken string }
 	if st := api(t, f.n, tk.AccessToken, http.MethodPost, "/auth/password", map[string]any{
 		"currentPassword": nodetest.Password("bob"), "newPassword": "a-new-password-1"}, &changed); st != http.StatusOK {
