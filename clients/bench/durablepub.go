@@ -31,7 +31,8 @@ func validClient(k string) error {
 }
 
 // ackFunc receives the outcome of a publish: tag as given to publish,
-// when it was written, and nil or why it failed (a refusing PUBACK
+// its stamp (when it was due; when it was written for an unstamped
+// one), and nil or why it failed (a refusing PUBACK
 // reads "PUBACK 0xNN reason" with either client).
 type ackFunc func(tag int64, sent time.Time, err error)
 
@@ -42,7 +43,8 @@ type durablePub interface {
 	// of message k is prefix + k.
 	setPrefix(prefix string)
 	// publish sends message k to receiver to, with stamp as its send
-	// time in the body (zero: the time the slot was taken), once the
+	// time in the body and the start of its PUBACK latency (an open
+	// loop's due time; zero: the time the slot was taken), once the
 	// sender has a publish slot free (ctx ends the wait). With more, a raw client may buffer it with the
 	// next ones. A nil error means the ackFunc will run for it.
 	publish(ctx context.Context, to int, k int64, stamp time.Time, tag int64, more bool) error
@@ -108,7 +110,7 @@ func (p *rawPub) publish(ctx context.Context, to int, k int64, stamp time.Time, 
 		stamp = time.Now()
 	}
 	p.buf = appendEnvelope(p.buf[:0], p.prefix, k, stamp.UnixNano(), p.o.BodySize)
-	return p.c.Send(p.o.Topics[to], p.buf, tag, more)
+	return p.c.SendAt(p.o.Topics[to], p.buf, tag, stamp, more)
 }
 
 func (p *rawPub) closedLoop(ctx context.Context, to func(k int64) int) {
@@ -175,14 +177,15 @@ func (p *pahoPub) publish(ctx context.Context, to int, k int64, stamp time.Time,
 	go func() {
 		defer p.wg.Done()
 		defer func() { <-p.sem }()
-		s := time.Now()
 		// Not the run's context: a publish on the wire is waited for (up
 		// to paho's packet timeout) even when the run ends.
 		resp, err := p.c.Publish(context.WithoutCancel(ctx), &paho.Publish{QoS: 1, Topic: topic, Payload: payload})
 		if resp != nil && resp.ReasonCode >= 0x80 {
 			err = pubackError(resp.ReasonCode, pubackReason(resp))
 		}
-		p.o.OnAck(tag, s, err)
+		// Timed from the stamp (an open loop's due time), not from
+		// this write: a publish that waited for a slot counts its wait.
+		p.o.OnAck(tag, stamp, err)
 	}()
 	return nil
 }

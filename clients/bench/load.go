@@ -285,10 +285,12 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		cpu0, _ = readCPUTimes(cfg.PIDs)
 	}
 	gen0, _ := ReadCPUTime(os.Getpid())
-	// publish sends message k of sender i (zero stamp: the time it is
-	// written); a publish that could not be sent counts as failed.
-	publish := func(ctx context.Context, i int, k int64, more bool) {
-		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, time.Time{}, 0, more)
+	// publish sends message k of sender i stamped due: the time its
+	// slot was scheduled, which its PUBACK and delivery latencies run
+	// from (a publish that waited for a free slot counts its wait); a
+	// publish that could not be sent counts as failed.
+	publish := func(ctx context.Context, i int, k int64, due time.Time, more bool) {
+		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, due, 0, more)
 		if err != nil && ctx.Err() == nil {
 			onAck(0, time.Now(), err)
 		}
@@ -343,7 +345,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 					// waits for a free slot.
 					// Behind its schedule, a sender writes its late
 					// publishes together.
-					publish(runCtx, i, k, pacer.Behind())
+					publish(runCtx, i, k, due, pacer.Behind())
 				}
 			}()
 			continue

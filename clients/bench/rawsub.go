@@ -610,12 +610,23 @@ func (s *rawClient) TryAcquire() bool {
 
 // Send writes payload to topic at QoS 1 in the slot Acquire took; the
 // PUBACK (or the loss of the connection) is reported to OnAck with tag
-// and the time the publish was written. With more, the packet may wait
+// and the time the publish was written (SendAt: a time given). With more, the packet may wait
 // in the buffer for the next one (Acquire and Flush write it out); it is
 // written out at once when more is false. An error means the publish was
 // not sent and OnAck will not run for it. Publishes of one client go out
 // in the order of the calls.
 func (s *rawClient) Send(topic string, payload []byte, tag int64, more bool) error {
+	return s.SendAt(topic, payload, tag, time.Time{}, more)
+}
+
+// SendAt is Send with the time OnAck reports (zero: when it is written):
+// an open loop passes the time the publish was due, so that a publish
+// that waited for a free slot is timed from its slot, not from its late
+// write (that would hide the wait: coordinated omission).
+func (s *rawClient) SendAt(topic string, payload []byte, tag int64, at time.Time, more bool) error {
+	if at.IsZero() {
+		at = time.Now()
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.smu.Lock()
@@ -629,7 +640,7 @@ func (s *rawClient) Send(topic string, payload []byte, tag int64, more bool) err
 	}
 	id := s.next + 1
 	s.sendSeq++
-	s.slots[s.next] = rawSlot{busy: true, seq: s.sendSeq, tag: tag, sent: time.Now()}
+	s.slots[s.next] = rawSlot{busy: true, seq: s.sendSeq, tag: tag, sent: at}
 	s.next = (s.next + 1) % len(s.slots)
 	s.smu.Unlock()
 	// From here on OnAck runs for this publish: on its PUBACK, or from
