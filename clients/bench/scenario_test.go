@@ -393,3 +393,32 @@ func TestReportFromResults(t *testing.T) {
 		}
 	}
 }
+
+// TestDurableChartsPairPubackPercentiles: the durable latency chart
+// draws its p50 and its p99 from the same distribution (the PUBACK's,
+// the sweep's bar), named so, and its throughput chart says it counts
+// acknowledged messages: the delivery p50 beside the PUBACK p99 read as
+// one distribution whose p50 could exceed its p99.
+func TestDurableChartsPairPubackPercentiles(t *testing.T) {
+	r := &ScenarioResult{Scenario: "durable", Steps: []Step{{OfferedRate: 1000, Sent: 10, Delivered: 10, Rate: 1000, BarOnAck: true,
+		Latency: Summary{Count: 10, P50: 30, P99: 40}, Ack: &Summary{Count: 10, P50: 2, P99: 5}}}}
+	lat, tput := compareCharts("durable", map[string]*ScenarioResult{"edgechat": r}, 10*time.Millisecond)
+	var p50, p99 *Series
+	for i, s := range lat.Series {
+		switch s.Name {
+		case "edgechat (1 node) PUBACK p50":
+			p50 = &lat.Series[i]
+		case "edgechat (1 node) PUBACK p99":
+			p99 = &lat.Series[i]
+		}
+	}
+	if p50 == nil || p99 == nil {
+		t.Fatalf("series %+v", lat.Series)
+	}
+	if p50.Points[0].Y != 2 || p99.Points[0].Y != 5 {
+		t.Fatalf("PUBACK p50 %v, p99 %v; want 2 and 5 (the step's PUBACK percentiles)", p50.Points, p99.Points)
+	}
+	if !strings.Contains(lat.Title, "PUBACK") || !strings.Contains(tput.Title, "acknowledged") || !strings.Contains(tput.YLabel, "acknowledged") {
+		t.Fatalf("titles %q / %q, y %q", lat.Title, tput.Title, tput.YLabel)
+	}
+}
