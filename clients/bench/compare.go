@@ -464,12 +464,16 @@ func WriteReport(rc ReportConfig) error {
 			w("\n\n| offered/s | sent | delivered | lost | dup | failed | late sends | delivered/s | p50 | p90 | p99 | p99.9 | max | PUBACK p50 / p99 | CPU µs/msg | CPU %% | RSS MB |\n")
 			w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 			for _, s := range r.Steps {
+				lateCell := fmt.Sprint(s.Late)
+				if s.Unsent > 0 {
+					lateCell += fmt.Sprintf(" (+%d never sent)", s.Unsent)
+				}
 				ack := "—"
 				if s.Ack != nil {
 					ack = fmt.Sprintf("%.2f / %.2f", s.Ack.P50, s.Ack.P99)
 				}
-				w("| %s | %d | %d | %d | %d | %d | %d | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %.1f | %.0f | %.1f |\n",
-					fmtNum(s.OfferedRate), s.Sent, s.Delivered, s.Lost, s.Duplicates, s.Failed, s.Late, fmtNum(s.Rate),
+				w("| %s | %d | %d | %d | %d | %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %.1f | %.0f | %.1f |\n",
+					fmtNum(s.OfferedRate), s.Sent, s.Delivered, s.Lost, s.Duplicates, s.Failed, lateCell, fmtNum(s.Rate),
 					s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.P999, s.Latency.Max, ack, s.CPUPerMsg, s.CPUPercent, float64(s.RSSKB)/1024)
 			}
 			w("\n")

@@ -318,8 +318,15 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 		return fmt.Sprintf("durable: rate %.0f/s, %.1fs, %d sent, %d acked, %d delivered, %d failed",
 			rate, el.Seconds(), sent.Load(), st.acked.Load(), r.delivered.Load(), st.failed.Load())
 	})
-	runCtx, cancel := context.WithDeadline(ctx, to)
+	// Every slot due before the step's end is sent, late if the sender
+	// is behind (a publish that waited for a slot is timed from its due
+	// time): dropping them when the time is up would drop the step's
+	// worst latencies. The senders give up --drain after the end; what
+	// is still unsent then is counted as such and fails the step.
+	runCtx, cancel := context.WithDeadline(ctx, to.Add(cfg.Drain))
 	defer cancel()
+	var unsent atomic.Int64
+	var lastSend latestTime
 	var wg sync.WaitGroup
 	perSender := rate / float64(cfg.Senders)
 	for i, c := range r.senders {
@@ -335,9 +342,10 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 			// Every publish sent is acknowledged or failed before the
 			// step is counted.
 			defer c.wait(30 * time.Second)
-			for k := int64(0); ; k++ {
+			defer func() { unsent.Add(pacer.DueBefore(to)) }()
+			for k := int64(0); pacer.Due(pacer.Released()).Before(to); k++ {
 				due, err := pacer.Wait(runCtx)
-				if err != nil || !due.Before(to) {
+				if err != nil {
 					return
 				}
 				if cfg.Clock.Now().Sub(due) > lateThreshold {
@@ -353,7 +361,8 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 				// goes out before any wait).
 				if err := c.publish(runCtx, (i+int(k))%len(r.receivers), k, due, tag, pacer.Behind()); err != nil {
 					if runCtx.Err() != nil {
-						return // the step ended while waiting for a slot
+						pacer.Unrelease() // not sent: counted as unsent
+						return            // --drain after the end, still waiting for a slot
 					}
 					st.failed.Add(1)
 					st.errs.add(err)
@@ -361,11 +370,13 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 				sent.Add(1)
 				if inWin {
 					sentInWindow.Add(1)
+					lastSend.mark(time.Now())
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	measured := lastSend.window(from, to)
 	deadline := time.Now().Add(cfg.Drain)
 	for r.delivered.Load() < st.acked.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
 		_ = (wallClock{}).Sleep(ctx, 10*time.Millisecond)
@@ -386,9 +397,9 @@ func (r *durableRun) run(ctx context.Context, rate float64) (Step, error) {
 	acked := st.acked.Load()
 	out := Step{
 		OfferedRate: rate, Sent: sent.Load(), Expected: acked, Delivered: r.delivered.Load(),
-		Duplicates: r.dups.Load(), Failed: st.failed.Load(), Late: late.Load(),
-		Rate:     float64(st.ack.Count()) / cfg.Duration.Seconds(),
-		SendRate: float64(sentInWindow.Load()) / cfg.Duration.Seconds(),
+		Duplicates: r.dups.Load(), Failed: st.failed.Load(), Late: late.Load(), Unsent: unsent.Load(),
+		Rate:     float64(st.ack.Count()) / measured,
+		SendRate: float64(sentInWindow.Load()) / measured,
 		Latency:  lat.Summary(), Ack: &a, BarOnAck: true,
 		Reordered: r.reordered.Load(), AckOutOfOrder: ooo - ooo0, StrayAcks: stray - stray0,
 	}

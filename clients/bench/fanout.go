@@ -44,17 +44,22 @@ type Step struct {
 	OfferedRate float64 `json:"offeredRate"` // publishes/s asked for
 	// Expected = sent × subscribers per message; Delivered counts each
 	// (subscriber, message) once; Duplicates the extra copies.
-	Sent       int64    `json:"sent"`
-	Expected   int64    `json:"expected"`
-	Delivered  int64    `json:"delivered"`
-	Lost       int64    `json:"lost"`
-	Duplicates int64    `json:"duplicates"`
-	Failed     int64    `json:"failed,omitempty"` // publishes refused or timed out (QoS 1)
-	Late       int64    `json:"lateSends,omitempty"`
-	Rate       float64  `json:"deliveredPerSecond"` // in the measured window
-	SendRate   float64  `json:"sentPerSecond"`
-	Latency    Summary  `json:"latency"`       // scheduled send → delivery
-	Ack        *Summary `json:"ack,omitempty"` // publish → PUBACK (QoS 1)
+	Sent       int64 `json:"sent"`
+	Expected   int64 `json:"expected"`
+	Delivered  int64 `json:"delivered"`
+	Lost       int64 `json:"lost"`
+	Duplicates int64 `json:"duplicates"`
+	Failed     int64 `json:"failed,omitempty"` // publishes refused or timed out (QoS 1)
+	Late       int64 `json:"lateSends,omitempty"`
+	// Unsent counts the publishes due in the step that the generator
+	// had still not sent --drain after its end (behind its schedule,
+	// waiting for an --inflight slot): a step with any fails the bar,
+	// since their latency is missing from its percentiles.
+	Unsent   int64    `json:"unsent,omitempty"`
+	Rate     float64  `json:"deliveredPerSecond"` // in the measured window
+	SendRate float64  `json:"sentPerSecond"`
+	Latency  Summary  `json:"latency"`       // scheduled send → delivery
+	Ack      *Summary `json:"ack,omitempty"` // publish → PUBACK (QoS 1)
 	// BarOnAck: the sweep's p99 bar applies to Ack (durable: a PUBACK
 	// means committed), not to Latency.
 	BarOnAck bool `json:"barOnAck,omitempty"`
@@ -83,7 +88,7 @@ func (s Step) OK(p99Max time.Duration) bool {
 	if s.BarOnAck && s.Ack != nil {
 		bar = *s.Ack
 	}
-	return s.Sent > 0 && s.Lost == 0 && s.Failed == 0 && bar.Count > 0 && bar.P99 <= ms(p99Max)
+	return s.Sent > 0 && s.Lost == 0 && s.Failed == 0 && s.Unsent == 0 && bar.Count > 0 && bar.P99 <= ms(p99Max)
 }
 
 // BarP99 is the p99 the sweep's bar applies to.
@@ -320,8 +325,13 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 			cfg.Scenario, rate, el.Seconds(), sent.Load(), r.delivered.Load(), sent.Load()*expectedPer, r.dups.Load(), failed.Load())
 	})
 
-	runCtx, cancel := context.WithDeadline(ctx, to)
+	// Every slot due before the step's end is sent, late if the
+	// publisher is behind; it gives up --drain after the end (see
+	// durableRun.run).
+	runCtx, cancel := context.WithDeadline(ctx, to.Add(cfg.Drain))
 	defer cancel()
+	var unsent atomic.Int64
+	var lastSend latestTime
 	var wg sync.WaitGroup
 	perPub := rate / float64(cfg.Topics)
 	for i, c := range r.pubs {
@@ -338,9 +348,10 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 			sem := make(chan struct{}, cfg.InFlight)
 			var inner sync.WaitGroup
 			defer inner.Wait()
-			for seq := uint64(0); ; seq++ {
+			defer func() { unsent.Add(pacer.DueBefore(to)) }()
+			for seq := uint64(0); pacer.Due(pacer.Released()).Before(to); seq++ {
 				due, err := pacer.Wait(runCtx)
-				if err != nil || !due.Before(to) {
+				if err != nil {
 					return
 				}
 				if cfg.Clock.Now().Sub(due) > lateThreshold {
@@ -365,6 +376,9 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 					sentInWindow.Add(1)
 				}
 				if cfg.QoS == 0 {
+					if inWin {
+						lastSend.mark(time.Now())
+					}
 					_, err := c.Publish(ctx, pub)
 					record(err, 0)
 					continue
@@ -376,7 +390,11 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 					if inWin {
 						sentInWindow.Add(-1)
 					}
+					pacer.Unrelease() // not sent: counted as unsent
 					return
+				}
+				if inWin {
+					lastSend.mark(time.Now())
 				}
 				inner.Add(1)
 				go func() {
@@ -391,6 +409,7 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 		}()
 	}
 	wg.Wait()
+	measured := lastSend.window(from, to)
 	// Wait for the deliveries still on their way, not forever.
 	deadline := time.Now().Add(cfg.Drain)
 	want := func() int64 { return (sent.Load() - failed.Load()) * expectedPer }
@@ -405,9 +424,9 @@ func (r *fanoutRun) run(ctx context.Context, rate float64) (Step, error) {
 	}
 	st := Step{
 		OfferedRate: rate, Sent: sent.Load(), Expected: sent.Load() * expectedPer,
-		Delivered: r.delivered.Load(), Duplicates: r.dups.Load(), Failed: failed.Load(), Late: late.Load(),
-		Rate:     float64(r.inWindow.Load()) / cfg.Duration.Seconds(),
-		SendRate: float64(sentInWindow.Load()) / cfg.Duration.Seconds(),
+		Delivered: r.delivered.Load(), Duplicates: r.dups.Load(), Failed: failed.Load(), Late: late.Load(), Unsent: unsent.Load(),
+		Rate:     float64(r.inWindow.Load()) / measured,
+		SendRate: float64(sentInWindow.Load()) / measured,
 		Latency:  lat.Summary(),
 	}
 	// QoS 1 publishes that failed may still have been delivered; only
@@ -467,4 +486,29 @@ func readRSSSum(pids []int) (int64, error) {
 		sum += kb
 	}
 	return sum, nil
+}
+
+// latestTime keeps the latest of the times marked, from any goroutine.
+type latestTime struct{ ns atomic.Int64 }
+
+func (l *latestTime) mark(t time.Time) {
+	v := t.UnixNano()
+	for {
+		cur := l.ns.Load()
+		if v <= cur || l.ns.CompareAndSwap(cur, v) {
+			return
+		}
+	}
+}
+
+// window is the length in seconds of a step's measured window [from,
+// to): longer when the last publish due in it went out after its end (a
+// sender behind its schedule), so that what the window's messages
+// achieved per second is not credited with the time past its end.
+func (l *latestTime) window(from, to time.Time) float64 {
+	end := to
+	if v := l.ns.Load(); v != 0 && time.Unix(0, v).After(end) {
+		end = time.Unix(0, v)
+	}
+	return end.Sub(from).Seconds()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -85,3 +86,28 @@ func (p *Pacer) Released() int64 { return p.n }
 // Behind reports whether the next event is already due: a sender that
 // is behind its schedule may buffer this event's write with the next.
 func (p *Pacer) Behind() bool { return !p.Due(p.n).After(p.clock.Now()) }
+
+// Unrelease takes back the last event Wait released (it was not used).
+func (p *Pacer) Unrelease() {
+	if p.n > 0 {
+		p.n--
+	}
+}
+
+// DueBefore is the number of events not yet released that are due
+// before t.
+func (p *Pacer) DueBefore(t time.Time) int64 {
+	d := float64(t.Sub(p.start))
+	if d <= 0 {
+		return 0
+	}
+	// Events 0..m-1 are due before t: m = ceil(d / interval).
+	m := int64(math.Ceil(d / p.interval))
+	for m > 0 && !p.Due(m-1).Before(t) {
+		m--
+	}
+	for p.Due(m).Before(t) {
+		m++
+	}
+	return max(0, m-p.n)
+}

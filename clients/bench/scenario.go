@@ -140,6 +140,9 @@ func PrintScenario(w io.Writer, r *ScenarioResult) error {
 		for e, n := range s.Errors {
 			fmt.Fprintf(tw, "error ×%d at %.0f/s\t%s\n", n, s.OfferedRate, e)
 		}
+		if s.Unsent > 0 {
+			fmt.Fprintf(tw, "unsent at %.0f/s\t%d publishes due in the step were still waiting for a slot --drain after its end\n", s.OfferedRate, s.Unsent)
+		}
 		if s.Reordered > 0 || s.AckOutOfOrder > 0 || s.StrayAcks > 0 {
 			fmt.Fprintf(tw, "order at %.0f/s\t%d deliveries after a later one of their sender, %d PUBACKs out of order, %d for nothing in flight\n",
 				s.OfferedRate, s.Reordered, s.AckOutOfOrder, s.StrayAcks)

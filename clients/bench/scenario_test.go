@@ -207,6 +207,11 @@ func TestStepOKUsesTheAckBarForDurable(t *testing.T) {
 	if !st.OK(10*time.Millisecond) || st.BarP99() != 2 {
 		t.Fatal("durable step with PUBACK p99 2 ms failed a 10 ms bar")
 	}
+	st.Unsent = 1
+	if st.OK(10 * time.Millisecond) {
+		t.Fatal("a step that never sent a publish due in it passed")
+	}
+	st.Unsent = 0
 	st.Failed = 1
 	if st.OK(10 * time.Millisecond) {
 		t.Fatal("a failed publish passed")

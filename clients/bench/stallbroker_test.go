@@ -177,3 +177,78 @@ func TestFanoutQoS1AckCountsFromTheDueTime(t *testing.T) {
 		t.Fatalf("PUBACK latency p50 %.3f ms of %d, max %.3f ms: the publishes held back by the stall were timed from their late writes, not from when they were due", st.Ack.P50, st.Ack.Count, st.Ack.Max)
 	}
 }
+
+// TestStepSendsEverySlotDueBeforeItsEnd: a stall that spans the end of
+// a step leaves the publisher behind its schedule; the publishes due
+// before the end are still sent (late, timed from their slots) instead
+// of being dropped uncounted when the step's time is up, which removed
+// the worst latencies of an overloaded step from its percentiles.
+func TestStepSendsEverySlotDueBeforeItsEnd(t *testing.T) {
+	// 20/s for 200 ms: due at 0, 50, 100 and 150 ms; the first PUBACK
+	// comes at 400 ms.
+	check := func(t *testing.T, st Step) {
+		t.Helper()
+		if st.Sent != 4 || st.Ack == nil || st.Ack.Count != 4 || st.Failed != 0 {
+			t.Fatalf("sent %d, acked %+v, failed %d: want the 4 publishes due in the step sent and acknowledged", st.Sent, st.Ack, st.Failed)
+		}
+		// The last of them went out 400 ms or more after the first was
+		// due: 4 in 0.4 s or more is 10/s at most, not the offered 20.
+		if st.Rate > 10.5 || st.SendRate > 10.5 {
+			t.Fatalf("rate %.1f/s, send rate %.1f/s: the publishes sent after the step's end were counted as sent within its 200 ms", st.Rate, st.SendRate)
+		}
+	}
+	t.Run("durable", func(t *testing.T) {
+		addr := stallBroker(t, stallFor)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := newDurableRun(ctx, DurableConfig{Addrs: []string{addr}, Prefix: "st", Senders: 1, Receivers: 1, InFlight: 1,
+			Size: 20, Duration: 200 * time.Millisecond, Drain: time.Second}, Env{Tokens: AnonTokens{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.close()
+		st, err := r.run(ctx, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, st)
+	})
+	t.Run("dm", func(t *testing.T) {
+		addr := stallBroker(t, stallFor)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r, err := newFanoutRun(ctx, FanoutConfig{Scenario: "dm", Addrs: []string{addr}, Prefix: "st", Topics: 1, Subs: 1, QoS: 1, InFlight: 1,
+			Duration: 200 * time.Millisecond, Drain: time.Second}, Env{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.close()
+		st, err := r.run(ctx, 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, st)
+	})
+}
+
+// TestStepCountsWhatItNeverSent: when the stall outlasts --drain after
+// the step's end, the publishes still waiting for a slot are counted as
+// never sent and the step fails the sweep's bar.
+func TestStepCountsWhatItNeverSent(t *testing.T) {
+	addr := stallBroker(t, stallFor)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := newDurableRun(ctx, DurableConfig{Addrs: []string{addr}, Prefix: "st", Senders: 1, Receivers: 1, InFlight: 1,
+		Size: 20, Duration: 200 * time.Millisecond, Drain: time.Millisecond}, Env{Tokens: AnonTokens{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	st, err := r.run(ctx, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Sent != 1 || st.Unsent != 3 || st.OK(time.Hour) {
+		t.Fatalf("sent %d, unsent %d, OK %v: want 1 sent, 3 never sent, the step failed", st.Sent, st.Unsent, st.OK(time.Hour))
+	}
+}

@@ -114,6 +114,9 @@ func Sweep(ctx context.Context, rates []float64, p99Max time.Duration, stopAfter
 		failedInARow++
 		if failedInARow >= stopAfter && i < len(rates)-1 {
 			res.Stopped = fmt.Sprintf("at %.0f/s: p99 %.2f ms, %d lost, %d failed, %d duplicated", r, st.BarP99(), st.Lost, st.Failed, st.Duplicates)
+			if st.Unsent > 0 {
+				res.Stopped += fmt.Sprintf(", %d never sent", st.Unsent)
+			}
 			break
 		}
 	}

@@ -511,3 +511,30 @@ func TestWriteSamplesSortedBySendTime(t *testing.T) {
 		t.Errorf("samples file %q, want %q", got, want)
 	}
 }
+
+// TestPacerDueBeforeAndUnrelease: the events not yet released that are
+// due before a time, as a sender that stops behind its schedule counts
+// what it never sent.
+func TestPacerDueBeforeAndUnrelease(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	p, err := NewPacer(3, 0, testutil.NewFakeClock(t0)) // due at 0, 333.3, 666.7, 1000 ms, ...
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := p.DueBefore(t0.Add(time.Second)); n != 3 {
+		t.Fatalf("due before 1 s: %d, want 3 (the one at 1 s is not before it)", n)
+	}
+	if n := p.DueBefore(t0); n != 0 {
+		t.Fatalf("due before the start: %d", n)
+	}
+	if _, err := p.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.DueBefore(t0.Add(time.Second + time.Nanosecond)); n != 3 {
+		t.Fatalf("after one release, due before 1 s + 1 ns: %d, want 3", n)
+	}
+	p.Unrelease()
+	if p.Released() != 0 || p.DueBefore(t0.Add(time.Second)) != 3 {
+		t.Fatalf("after Unrelease: released %d, due before 1 s %d", p.Released(), p.DueBefore(t0.Add(time.Second)))
+	}
+}
