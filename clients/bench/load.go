@@ -66,11 +66,14 @@ type LoadResult struct {
 	Failed          int64          `json:"failed"`
 	Errors          map[string]int `json:"errors,omitempty"`
 	Late            int64          `json:"lateSends,omitempty"` // latency mode: sends that started >10ms after their slot
-	Rate            float64        `json:"committedPerSecond"`
-	PubAck          Summary        `json:"puback"`
-	Delivered       int64          `json:"delivered,omitempty"`
-	Delivery        *Summary       `json:"delivery,omitempty"`
-	PerSecond       []int64        `json:"committedEachSecond,omitempty"` // committed in each progress interval since the start, warm-up included
+	// Unsent (latency mode) counts the publishes due in the run that
+	// were still waiting for a slot --drain after its end.
+	Unsent    int64    `json:"unsent,omitempty"`
+	Rate      float64  `json:"committedPerSecond"`
+	PubAck    Summary  `json:"puback"`
+	Delivered int64    `json:"delivered,omitempty"`
+	Delivery  *Summary `json:"delivery,omitempty"`
+	PerSecond []int64  `json:"committedEachSecond,omitempty"` // committed in each progress interval since the start, warm-up included
 	// ProgressSeconds is the length of PerSecond's intervals.
 	ProgressSeconds float64 `json:"progressSeconds,omitempty"`
 	ServerCPUPerMsg float64 `json:"serverCpuMicrosPerMsg,omitempty"`
@@ -288,12 +291,17 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	// publish sends message k of sender i stamped due: the time its
 	// slot was scheduled, which its PUBACK and delivery latencies run
 	// from (a publish that waited for a free slot counts its wait); a
-	// publish that could not be sent counts as failed.
-	publish := func(ctx context.Context, i int, k int64, due time.Time, more bool) {
+	// publish that could not be sent counts as failed. It reports false
+	// when ctx ended first (nothing sent).
+	publish := func(ctx context.Context, i int, k int64, due time.Time, more bool) bool {
 		err := pubs[i].publish(ctx, (i+int(k))%len(receivers), k, due, 0, more)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
 			onAck(0, time.Now(), err)
 		}
+		return true
 	}
 
 	runCtx, cancelRun := context.WithCancel(ctx)
@@ -313,8 +321,16 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	})
 	measureFrom.Store(start.Add(cfg.Warmup).UnixNano())
 	endAt := start.Add(cfg.Warmup + cfg.Duration)
-	runCtx, cancelDeadline := context.WithDeadline(runCtx, endAt)
+	// The closed loop ends at endAt; the paced senders send every slot
+	// due before it, late if they are behind, until --drain after it
+	// (dropping them would drop the run's worst latencies), and count
+	// what is still unsent then.
+	closedCtx, cancelDeadline := context.WithDeadline(runCtx, endAt)
 	defer cancelDeadline()
+	pacedCtx, cancelPaced := context.WithDeadline(runCtx, endAt.Add(cfg.Drain))
+	defer cancelPaced()
+	var unsent atomic.Int64
+	var lastSend latestTime
 
 	var wg sync.WaitGroup
 	for i := range senders {
@@ -331,11 +347,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 			go func() {
 				defer wg.Done()
 				defer pubs[i].wait(30 * time.Second)
-				for k := int64(0); ; k++ {
-					due, err := pacer.Wait(runCtx)
-					// A slot at or after the end is not part of the run,
-					// even when a starved machine fires the deadline late.
-					if err != nil || !due.Before(endAt) {
+				defer func() { unsent.Add(pacer.DueBefore(endAt)) }()
+				// A slot at or after the end is not part of the run.
+				for k := int64(0); pacer.Due(pacer.Released()).Before(endAt); k++ {
+					due, err := pacer.Wait(pacedCtx)
+					if err != nil {
 						return
 					}
 					if cfg.Clock.Now().Sub(due) > lateThreshold && inWindow(due) {
@@ -345,7 +361,13 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 					// waits for a free slot.
 					// Behind its schedule, a sender writes its late
 					// publishes together.
-					publish(runCtx, i, k, due, pacer.Behind())
+					if !publish(pacedCtx, i, k, due, pacer.Behind()) {
+						pacer.Unrelease() // not sent: counted as unsent
+						return
+					}
+					if inWindow(due) {
+						lastSend.mark(time.Now())
+					}
 				}
 			}()
 			continue
@@ -356,7 +378,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		go func() {
 			defer wg.Done()
 			defer pubs[i].wait(30 * time.Second)
-			pubs[i].closedLoop(runCtx, func(k int64) int { return (i + int(k)) % len(receivers) })
+			pubs[i].closedLoop(closedCtx, func(k int64) int { return (i + int(k)) % len(receivers) })
 		}()
 	}
 	wg.Wait()
@@ -380,7 +402,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 		Mode: mode, Senders: cfg.Senders, Receivers: cfg.Receivers, InFlight: cfg.InFlight,
 		TargetRate: cfg.Rate, DurationSeconds: cfg.Duration.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
 		BodyBytes: cfg.Size, Sent: sent.Load(), Committed: committed.Load(), Failed: failed.Load(),
-		Late: late.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
+		Late: late.Load(), Unsent: unsent.Load(), Delivered: delivered.Load(), PerSecond: perSecond,
 	}
 	if len(perSecond) > 0 {
 		res.ProgressSeconds = env.ProgressEvery.Seconds()
@@ -396,7 +418,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig, env Env) (*LoadResult, error) 
 	}
 	res.RaftBatchAvg = batchAverage(metrics0, scrapeMetrics(ctx, cfg.HTTPURL, raftMetrics...))
 	res.Errors = errs.counts()
-	res.Rate = float64(res.Committed) / cfg.Duration.Seconds()
+	// Latency mode: over the window, or to the last send of a publish due
+	// in it when that went out after its end (not credited to the window).
+	res.Rate = float64(res.Committed) / lastSend.window(time.Unix(0, measureFrom.Load()), endAt)
 	res.pubackSorted = pubacks.Sorted()
 	res.PubAck = Summarize(slices.Clone(res.pubackSorted))
 	if cfg.Deliver {

@@ -165,7 +165,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.DurationVar(&cfg.Warmup, "warmup", 2*time.Second, "unmeasured time before it")
 		fs.IntVar(&cfg.Size, "size", 100, "message body bytes")
 		fs.BoolVar(&cfg.Deliver, "deliver", false, "receivers subscribe; also measure publish→delivery latency")
-		fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "with --deliver, how long to wait for the last deliveries")
+		fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "latency: how long after the end a sender behind its schedule may still send the publishes due before it; with --deliver, also how long to wait for the last deliveries")
 		fs.StringVar(&cfg.Client, "client", clientRaw, "MQTT client of the generator: raw (lean, pipelined) or paho (for comparison)")
 		fs.StringVar(&cfg.Samples, "samples", "", "write every measured PUBACK to this file: send time (Unix ns) and latency (ns), one per line")
 		if mode == "latency" {

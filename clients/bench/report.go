@@ -43,7 +43,10 @@ func PrintLoad(w io.Writer, r *LoadResult) error {
 	fmt.Fprintf(tw, "sent / committed / failed\t%d / %d / %d\n", r.Sent, r.Committed, r.Failed)
 	fmt.Fprintf(tw, "committed rate\t%.0f msg/s\n", r.Rate)
 	if r.Late > 0 {
-		fmt.Fprintf(tw, "late sends\t%d (client could not keep the schedule)\n", r.Late)
+		fmt.Fprintf(tw, "late sends\t%d (behind the schedule: the client was short of CPU or waited for an --inflight slot)\n", r.Late)
+	}
+	if r.Unsent > 0 {
+		fmt.Fprintf(tw, "never sent\t%d due in the run, still waiting for a slot --drain after its end\n", r.Unsent)
 	}
 	fmt.Fprintf(tw, "publish→PUBACK ms\t%s\n", summaryLine(r.PubAck))
 	if r.Delivery != nil {

@@ -252,3 +252,23 @@ func TestStepCountsWhatItNeverSent(t *testing.T) {
 		t.Fatalf("sent %d, unsent %d, OK %v: want 1 sent, 3 never sent, the step failed", st.Sent, st.Unsent, st.OK(time.Hour))
 	}
 }
+
+// TestLatencyModeSendsEverySlotDueBeforeItsEnd: bench latency, like the
+// scenarios, sends the publishes that fell due before its end while it
+// waited for a slot, and does not credit them to its window.
+func TestLatencyModeSendsEverySlotDueBeforeItsEnd(t *testing.T) {
+	addr := stallBroker(t, stallFor)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := RunLoad(ctx, LoadConfig{MQTTAddr: addr, Prefix: "st", Senders: 1, Receivers: 1, InFlight: 1, Rate: 20,
+		Duration: 200 * time.Millisecond, Drain: time.Second, Size: 20}, Env{Tokens: AnonTokens{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Sent != 4 || res.Committed != 4 || res.Failed != 0 {
+		t.Fatalf("sent %d, committed %d, failed %d: want the 4 publishes due in the run sent and committed", res.Sent, res.Committed, res.Failed)
+	}
+	if res.Rate > 10.5 {
+		t.Fatalf("committed %.1f/s: the publishes sent after the run's end were credited to its 200 ms", res.Rate)
+	}
+}
