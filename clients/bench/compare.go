@@ -118,14 +118,15 @@ func bestRate(r *ScenarioResult, p99Max time.Duration) float64 {
 }
 
 // commonRate is the highest offered rate that every result ran without
-// losing a message: the fair point to compare CPU and latency at (on a
-// loaded machine no rate may pass the latency bar for every broker).
+// losing a message (nor leaving one unsent: its latency would be
+// missing): the fair point to compare CPU and latency at (on a loaded
+// machine no rate may pass the latency bar for every broker).
 func commonRate(rs map[string]*ScenarioResult) float64 {
 	best := -1.0
 	for _, r := range rs {
 		top := 0.0
 		for _, s := range r.Steps {
-			if s.Lost == 0 && s.Failed == 0 && s.Latency.Count > 0 {
+			if s.Lost == 0 && s.Failed == 0 && s.Unsent == 0 && s.Latency.Count > 0 {
 				top = math.Max(top, s.OfferedRate)
 			}
 		}
@@ -370,9 +371,13 @@ func WriteReport(rc ReportConfig) error {
 				if s.Ack != nil && s.Ack.Count > 0 {
 					ack.vals[t] = s.Ack.P99
 				}
-				if s.Lost > 0 || s.Failed > 0 {
+				if s.Lost > 0 || s.Failed > 0 || s.Unsent > 0 {
+					mark := fmt.Sprintf(" (%d lost, %d failed)", s.Lost, s.Failed)
+					if s.Unsent > 0 {
+						mark = fmt.Sprintf(" (%d lost, %d failed, %d never sent)", s.Lost, s.Failed, s.Unsent)
+					}
 					for _, rw := range []*row{&cpu, &p99, &ack} {
-						rw.marks[t] = fmt.Sprintf(" (%d lost, %d failed)", s.Lost, s.Failed)
+						rw.marks[t] = mark
 					}
 				}
 			}

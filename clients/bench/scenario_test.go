@@ -427,3 +427,15 @@ func TestDurableChartsPairPubackPercentiles(t *testing.T) {
 		t.Fatalf("titles %q / %q, y %q", lat.Title, tput.Title, tput.YLabel)
 	}
 }
+
+// TestCommonRateSkipsStepsWithUnsentPublishes: the rate the report
+// compares CPU and latency at is one every result ran in full.
+func TestCommonRateSkipsStepsWithUnsentPublishes(t *testing.T) {
+	ok := func(rate float64) Step { return Step{OfferedRate: rate, Sent: 10, Latency: Summary{Count: 10}} }
+	a := &ScenarioResult{Steps: []Step{ok(1000), ok(2000)}}
+	b := &ScenarioResult{Steps: []Step{ok(1000), ok(2000)}}
+	b.Steps[1].Unsent = 5
+	if got := commonRate(map[string]*ScenarioResult{"edgechat": a, "edgechat3": b}); got != 1000 {
+		t.Fatalf("common rate %v, want 1000 (2000 left publishes unsent on one)", got)
+	}
+}
