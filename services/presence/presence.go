@@ -463,14 +463,30 @@ func (s *Service) heartbeat(uid string) {
 }
 
 // status is uid's presence as this node's state machine knows it; an
-// unknown user is offline with a zero LastSeen.
+// untracked user is offline, last seen at the later of the lastSeen
+// this node kept and the one of the retained presence/{uid} (zero when
+// neither has one). The retained copy counts because this node's own
+// record may be missing or old: a home that restarted knows nothing of
+// the users who went offline before (its broker took their retained
+// copies back from the other nodes), and a node that homes a user again
+// after a membership change kept the lastSeen of its earlier turn.
 func (s *Service) status(uid string) wire.Presence {
+	var retained time.Time
+	if s.retained != nil {
+		if p, ok := s.retained.RetainedPresence(uid); ok {
+			retained = publicTime(p.LastSeen)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if u, ok := s.users[uid]; ok {
 		return wire.Presence{Status: u.status, LastSeen: publicTime(u.lastSeen)}
 	}
-	return wire.Presence{Status: wire.StatusOffline, LastSeen: goneTime(s.gone[uid])}
+	seen := goneTime(s.gone[uid])
+	if retained.After(seen) {
+		seen = retained
+	}
+	return wire.Presence{Status: wire.StatusOffline, LastSeen: seen}
 }
 
 // userLocked returns uid's state, creating it (offline) when untracked.
