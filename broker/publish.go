@@ -73,12 +73,19 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 		if err != nil {
 			return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
 		}
-		pk.Payload = mustJSON(wire.Typing{State: state, From: p.UserID})
-		pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}
 		if gt, ok := b.deps.Links.(GroupTypist); ok && t.Kind == wire.KindGroupTyping {
 			gt.GroupTyping(t.Owner, p.UserID, state) // members of other regions (bridge/region)
 		}
-		return pk, nil
+		// Delivered at QoS 0 whatever the publisher's QoS: typing is live
+		// only. At the publisher's QoS 1 a subscriber's offline
+		// persistent session queued it, and got "typing" on reconnecting
+		// minutes or hours later; and such queued typings took the
+		// places (1,024) its chat messages needed.
+		props := []packets.UserProperty{{Key: "from", Val: p.UserID}}
+		if err := b.inject(pk.TopicName, mustJSON(wire.Typing{State: state, From: p.UserID}), false, 0, props); err != nil {
+			b.log.Debug("typing not delivered", "from", p.UserID, "topic", pk.TopicName, "error", err)
+		}
+		return pk, packets.CodeSuccessIgnore // acknowledged; delivered above
 	case wire.KindReceipts:
 		var ok bool
 		if t.Owner, ok = b.ephemeralPeer(&pk, t.Owner, "receipts"); !ok {

@@ -294,7 +294,7 @@ func TestTypingRewritten(t *testing.T) {
 	if code, _ := alice.Pub(t, "user/bob/typing", 1, `{"state":"stopped","from":"mallory"}`); code != 0 {
 		t.Fatalf("PUBACK 0x%02x", code)
 	}
-	if m := bob.Next(t); string(m.Payload) != `{"state":"stopped","from":"alice"}` || m.Properties.User.Get("from") != "alice" {
+	if m := bob.Next(t); string(m.Payload) != `{"state":"stopped","from":"alice"}` || m.Properties.User.Get("from") != "alice" || m.QoS != 0 {
 		t.Fatalf("got %q", m.Payload)
 	}
 	alice.Pub(t, "user/bob/typing", 0, "")
@@ -374,5 +374,66 @@ func TestHeartbeatReachesPresenceOnly(t *testing.T) {
 	}
 	if msgs := srv.Topics.Messages("presence/alice/heartbeat"); len(msgs) != 0 {
 		t.Fatalf("heartbeat retained: %v", msgs)
+	}
+}
+
+// Typing is live only: a subscriber's persistent session that was
+// offline when someone typed does not get that typing when it comes
+// back, whatever QoS the typist published with, nor does a group's.
+// Before, a QoS 1 typing was delivered at QoS 1, so mochi queued it for
+// the offline session and sent it after the CONNACK: the client showed
+// "alice is typing" on reconnecting, hours later maybe.
+func TestTypingIsNotQueuedForAnOfflineSession(t *testing.T) {
+	e := startBroker(t, nil)
+	e.members("g1", "alice", "bob")
+	opts := mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: "tok:bob", SessionExpiry: 3600}
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, _, err := mqtttest.Connect(t, conn, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob.MustSub(t, "user/bob/typing", "group/g1/typing")
+	alice := mustV5(t, e.addr, "alice", "phone")
+	// Live: delivered, at QoS 0.
+	if code, _ := alice.Pub(t, "user/bob/typing", 1, `{"state":"typing"}`); code != 0 {
+		t.Fatalf("PUBACK 0x%02x", code)
+	}
+	if m := bob.Next(t); string(m.Payload) != `{"state":"typing","from":"alice"}` || m.Properties.User.Get("from") != "alice" || m.QoS != 0 {
+		t.Fatalf("live typing: %q QoS %d %+v", m.Payload, m.QoS, m.Properties.User)
+	}
+	if err := bob.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if n := e.b.Connections(); n != 1 {
+			return fmt.Errorf("%d connections, want alice's only", n)
+		}
+		return nil
+	})
+	// Alice types while bob is away.
+	for _, topic := range []string{"user/bob/typing", "group/g1/typing"} {
+		if code, _ := alice.Pub(t, topic, 1, `{"state":"typing"}`); code != 0 {
+			t.Fatalf("%s: PUBACK 0x%02x", topic, code)
+		}
+	}
+	opts.KeepSession = true
+	conn2, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob2, ca, err := mqtttest.Connect(t, conn2, opts)
+	if err != nil || !ca.SessionPresent {
+		t.Fatalf("resume: %v %+v", err, ca)
+	}
+	// What was queued comes right after the CONNACK, before anything
+	// live: the first message must be this live one.
+	if code, _ := alice.Pub(t, "user/bob/typing", 0, `{"state":"stopped"}`); code != 0 {
+		t.Fatalf("PUBACK 0x%02x", code)
+	}
+	if m := bob2.Next(t); string(m.Payload) != `{"state":"stopped","from":"alice"}` {
+		t.Fatalf("bob's resumed session got %s %q first: a typing of while it was offline", m.Topic, m.Payload)
 	}
 }
