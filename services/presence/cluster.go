@@ -131,10 +131,15 @@ type Retained interface {
 }
 
 // Event is one presence event sent to a user's home. Exported for gob.
+// Again marks a Connected that announces a live connection once more
+// (to a new home), not a new connection: it does not make the user
+// online (an inactive user stays inactive). A node of an earlier
+// version does not send it.
 type Event struct {
 	Kind   byte
 	UID    string
 	ConnID string
+	Again  bool
 }
 
 // EventsArgs is a batch of events from one node. Inc is the sender's
@@ -211,7 +216,7 @@ func (r *presenceRPC) Hello(a *HelloArgs, reply *HelloReply) error {
 			continue
 		}
 		for id := range conns {
-			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id})
+			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true})
 		}
 	}
 	c.mu.Unlock()
@@ -473,6 +478,10 @@ func (c *clusterState) routeLocked(e Event) {
 func (s *Service) apply(from string, inc uint64, e Event) {
 	switch e.Kind {
 	case EventConnected:
+		if e.Again {
+			s.reannounced(e.UID, connKey(from, inc, e.ConnID))
+			return
+		}
 		s.connected(e.UID, connKey(from, inc, e.ConnID))
 	case EventDisconnected:
 		s.disconnected(e.UID, connKey(from, inc, e.ConnID))
@@ -734,7 +743,7 @@ func (c *clusterState) refreshMembers() {
 			continue
 		}
 		for id := range conns {
-			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id})
+			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true})
 		}
 	}
 	// Forget the users this node no longer homes; adopt those it now does.
@@ -762,6 +771,46 @@ func (s *Service) forget(gone func(uid string) bool) {
 	}
 	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
 	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
+}
+
+// reannounced records connection connID of uid, announced again to
+// this node as the user's new home (Event.Again): the connection was up
+// all along, so the user's status does not change. A user this node
+// knows nothing of yet takes the status the previous home retained
+// (as adopt); without one, the user is online as for a new connection.
+func (s *Service) reannounced(uid, connID string) {
+	var retained wire.Presence
+	if s.retained != nil {
+		retained, _ = s.retained.RetainedPresence(uid)
+	}
+	switch retained.Status {
+	case wire.StatusOnline, wire.StatusInactive, wire.StatusOffline:
+	default:
+		retained.Status = ""
+	}
+	now := s.clock.Now()
+	s.mu.Lock()
+	u, ok := s.users[uid]
+	if !ok && retained.Status == "" {
+		s.mu.Unlock()
+		s.connected(uid, connID)
+		return
+	}
+	if !ok {
+		u = s.userLocked(uid)
+		s.counts[u.status]--
+		s.counts[retained.Status]++
+		u.status = retained.Status
+		u.lastSeen = now
+		s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
+		s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
+	}
+	if !slices.Contains(u.conns, connID) {
+		u.conns = append(u.conns, connID)
+	}
+	u.graceUntil = time.Time{}
+	s.scheduleLocked(uid, u)
+	s.mu.Unlock()
 }
 
 // adopt takes over a user this node now homes from the retained status
