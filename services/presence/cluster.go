@@ -133,13 +133,16 @@ type Retained interface {
 // Event is one presence event sent to a user's home. Exported for gob.
 // Again marks a Connected that announces a live connection once more
 // (to a new home), not a new connection: it does not make the user
-// online (an inactive user stays inactive). A node of an earlier
-// version does not send it.
+// online (an inactive user stays inactive). Status is then the user's
+// status as the sender retains it, for a home that has no copy of its
+// own (restarted, it takes its copies back from the hello's answers,
+// which may come later). A node of an earlier version sends neither.
 type Event struct {
 	Kind   byte
 	UID    string
 	ConnID string
 	Again  bool
+	Status string
 }
 
 // EventsArgs is a batch of events from one node. Inc is the sender's
@@ -216,7 +219,7 @@ func (r *presenceRPC) Hello(a *HelloArgs, reply *HelloReply) error {
 			continue
 		}
 		for id := range conns {
-			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true})
+			c.routeLocked(c.againLocked(uid, id))
 		}
 	}
 	c.mu.Unlock()
@@ -474,12 +477,24 @@ func (c *clusterState) routeLocked(e Event) {
 	_ = c.queues.Push(h, e) // a full or closed queue counts the drop itself
 }
 
+// againLocked is the event that announces connection id of uid once
+// more, to the user's new home.
+func (c *clusterState) againLocked(uid, id string) Event {
+	e := Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true}
+	if c.retained != nil {
+		if p, ok := c.retained.RetainedPresence(uid); ok {
+			e.Status = p.Status
+		}
+	}
+	return e
+}
+
 // apply applies an event of node from's run inc.
 func (s *Service) apply(from string, inc uint64, e Event) {
 	switch e.Kind {
 	case EventConnected:
 		if e.Again {
-			s.reannounced(e.UID, connKey(from, inc, e.ConnID))
+			s.reannounced(e.UID, connKey(from, inc, e.ConnID), e.Status)
 			return
 		}
 		s.connected(e.UID, connKey(from, inc, e.ConnID))
@@ -743,7 +758,7 @@ func (c *clusterState) refreshMembers() {
 			continue
 		}
 		for id := range conns {
-			c.routeLocked(Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true})
+			c.routeLocked(c.againLocked(uid, id))
 		}
 	}
 	// Forget the users this node no longer homes; adopt those it now does.
@@ -777,11 +792,14 @@ func (s *Service) forget(gone func(uid string) bool) {
 // this node as the user's new home (Event.Again): the connection was up
 // all along, so the user's status does not change. A user this node
 // knows nothing of yet takes the status the previous home retained
-// (as adopt); without one, the user is online as for a new connection.
-func (s *Service) reannounced(uid, connID string) {
-	var retained wire.Presence
+// (this node's copy, else hint, the sender's); without one, the user is
+// online as for a new connection.
+func (s *Service) reannounced(uid, connID, hint string) {
+	retained := wire.Presence{Status: hint}
 	if s.retained != nil {
-		retained, _ = s.retained.RetainedPresence(uid)
+		if p, ok := s.retained.RetainedPresence(uid); ok {
+			retained = p
+		}
 	}
 	switch retained.Status {
 	case wire.StatusOnline, wire.StatusInactive, wire.StatusOffline:

@@ -202,3 +202,66 @@ func TestReannouncedConnectionDoesNotMakeAnInactiveUserOnline(t *testing.T) {
 		t.Fatalf("the new home says %+v, want inactive", p)
 	}
 }
+
+// The same when the user's home restarts: the node of the user's
+// connection announces it again to the new run of the home, whose
+// broker has lost its retained copies (it takes them back from the
+// hello's answer, which may come after the announcements). Before, the
+// restarted home knew nothing of the user and made them online.
+func TestReannouncedConnectionToARestartedHomeKeepsTheUserInactive(t *testing.T) {
+	net := newFakeNet("n1", "n2", "n3")
+	clk := newTestClock()
+	start := func(name string, retained RetainedStore) *Service {
+		s, err := New(Config{Interval: interval, Grace: grace}, Deps{
+			Publisher: net, Logger: testutil.QuietLogger(), Clock: clk,
+			Cluster: fakeNode{net, name}, Retained: retained,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.cl.queues.Close(); s.cl.queues.Wait() })
+		return s
+	}
+	n1, _, n3 := start("n1", net), start("n2", net), start("n3", net)
+	var uid string
+	for i := 0; uid == ""; i++ {
+		if u := fmt.Sprintf("user%d", i); HomeAmong([]string{"n1", "n2", "n3"}, u) == "n3" {
+			uid = u
+		}
+	}
+	n1.Connected(uid, "phone")
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := connsOf(n3, uid); n != 1 {
+			return fmt.Errorf("the home counts %d connections", n)
+		}
+		return nil
+	})
+	for range 3 * interval / n3.period {
+		clk.Advance(n3.period)
+		n3.tick()
+	}
+	want := fmt.Sprintf("[%s:online %s:inactive]", uid, uid)
+	if got := fmt.Sprint(net.published()); got != want {
+		t.Fatalf("published %s, want %s", got, want)
+	}
+	// n3 restarts: a new run that retains nothing yet. n1 answers its
+	// hello (announcing the connection again); the answer's copies are
+	// not adopted yet.
+	again := start("n3", retainedMap{})
+	var reply HelloReply
+	if err := (&presenceRPC{n1}).Hello(&HelloArgs{From: "n3", Inc: again.cl.inc}, &reply); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := connsOf(again, uid); n != 1 {
+			return fmt.Errorf("the restarted home counts %d connections", n)
+		}
+		return nil
+	})
+	if got := fmt.Sprint(net.published()); got != want {
+		t.Fatalf("after the home restarted: published %s, want %s (still inactive)", got, want)
+	}
+	if p := again.Status(uid); p.Status != wire.StatusInactive {
+		t.Fatalf("the restarted home says %+v, want inactive", p)
+	}
+}
