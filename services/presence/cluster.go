@@ -820,6 +820,7 @@ func (s *Service) reannounced(uid, connID, hint string) {
 		s.counts[retained.Status]++
 		u.status = retained.Status
 		u.lastSeen = now
+		u.seen = seenBefore(retained, now)
 		s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
 		s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
 	}
@@ -829,6 +830,18 @@ func (s *Service) reannounced(uid, connID, hint string) {
 	u.graceUntil = time.Time{}
 	s.scheduleLocked(uid, u)
 	s.mu.Unlock()
+}
+
+// seenBefore is when a user adopted with the retained status p was last
+// seen, when p tells (zero: at the adoption). An inactive or offline
+// status was published with the user's last connect or heartbeat (a
+// later one would have made them online); an online one with when they
+// came online, which says nothing of the heartbeats since.
+func seenBefore(p wire.Presence, now time.Time) time.Time {
+	if p.Status == wire.StatusOnline || p.LastSeen.IsZero() || p.LastSeen.After(now) {
+		return time.Time{}
+	}
+	return p.LastSeen
 }
 
 // adopt takes over a user this node now homes from the retained status
@@ -851,6 +864,7 @@ func (s *Service) adopt(uid string, p wire.Presence) {
 	s.counts[p.Status]++
 	u.status = p.Status
 	u.lastSeen = now
+	u.seen = seenBefore(p, now)
 	u.graceUntil = now.Add(s.interval + s.grace)
 	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
 	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))

@@ -62,3 +62,36 @@ func TestStatusOfAnOfflineUserAnswersTheRetainedLastSeen(t *testing.T) {
 		t.Fatalf("Status(carol) = %+v, want offline with zero lastSeen", p)
 	}
 }
+
+// A user a new home adopts as inactive (the previous home died or the
+// membership changed) and who is gone goes offline last seen when the
+// previous home last saw them (the retained inactive status says when:
+// any later heartbeat would have made them online), not when the new
+// home adopted them, which may be long after (a home restarted after an
+// outage). Before, the offline status carried the adoption time.
+func TestAdoptedInactiveUserKeepsTheirLastSeen(t *testing.T) {
+	h := newHarness(t)
+	seen := h.clk.Now().Add(-time.Hour)
+	h.s.adopt("bob", wire.Presence{Status: wire.StatusInactive, LastSeen: seen})
+	if p := h.s.Status("bob"); p.Status != wire.StatusInactive || !p.LastSeen.Equal(seen) {
+		t.Fatalf("adopted bob: %+v, want inactive last seen %v", p, seen)
+	}
+	h.advance(interval + grace)
+	h.expect("bob:offline")
+	var p wire.Presence
+	if err := json.Unmarshal(h.pub.all()[0].Payload, &p); err != nil {
+		t.Fatal(err)
+	}
+	if !p.LastSeen.Equal(seen) {
+		t.Fatalf("offline published last seen %v, want %v (before the adoption, at %v)", p.LastSeen, seen, h.clk.Now().Add(-interval-grace))
+	}
+	if p := h.s.Status("bob"); !p.LastSeen.Equal(seen) {
+		t.Fatalf("Status(bob) = %+v, want last seen %v", p, seen)
+	}
+	// Seen again: the new time.
+	h.s.adopt("carol", wire.Presence{Status: wire.StatusInactive, LastSeen: seen})
+	h.s.Heartbeat("carol")
+	if p := h.s.Status("carol"); !p.LastSeen.Equal(publicTime(h.clk.Now())) || p.Status != wire.StatusOnline {
+		t.Fatalf("carol after a heartbeat: %+v, want online now", p)
+	}
+}

@@ -106,8 +106,13 @@ type Deps struct {
 // connection are dropped from the map (only their lastSeen is kept, in
 // Service.gone), so the tick never visits them.
 type user struct {
-	status     string
-	lastSeen   time.Time // last connect or heartbeat (monotonic reading kept)
+	status   string
+	lastSeen time.Time // last connect or heartbeat (monotonic reading kept)
+	// seen, when not zero, is the lastSeen shown instead of lastSeen: a
+	// user adopted from the previous home's retained status (inactive or
+	// offline) was last seen then, not at the adoption, which only
+	// starts the timers. The next connect or heartbeat clears it.
+	seen       time.Time
 	conns      []string  // connection IDs on this node; usually 1-3, so a slice beats a map
 	graceUntil time.Time // non-zero while the last connection is gone and the grace runs
 	slot       int64     // wheel slot the user is due in; 0 = not scheduled
@@ -371,7 +376,7 @@ func (s *Service) connected(uid, connID string) {
 		u.conns = append(u.conns, connID)
 	}
 	u.graceUntil = time.Time{}
-	u.lastSeen = now
+	u.lastSeen, u.seen = now, time.Time{}
 	s.setLocked(uid, u, wire.StatusOnline)
 	s.scheduleLocked(uid, u)
 	s.mu.Unlock()
@@ -454,7 +459,7 @@ func (s *Service) heartbeat(uid string) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	u := s.userLocked(uid)
-	u.lastSeen = now
+	u.lastSeen, u.seen = now, time.Time{}
 	u.graceUntil = time.Time{}
 	s.setLocked(uid, u, wire.StatusOnline)
 	s.scheduleLocked(uid, u)
@@ -480,7 +485,7 @@ func (s *Service) status(uid string) wire.Presence {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if u, ok := s.users[uid]; ok {
-		return wire.Presence{Status: u.status, LastSeen: publicTime(u.lastSeen)}
+		return wire.Presence{Status: u.status, LastSeen: publicTime(u.shown())}
 	}
 	seen := goneTime(s.gone[uid])
 	if retained.After(seen) {
@@ -502,9 +507,17 @@ func (s *Service) userLocked(uid string) *user {
 
 func (s *Service) dropLocked(uid string, u *user) {
 	delete(s.users, uid)
-	if !u.lastSeen.IsZero() {
-		s.gone[uid] = u.lastSeen.Unix()
+	if t := u.shown(); !t.IsZero() {
+		s.gone[uid] = t.Unix()
 	}
+}
+
+// shown is the lastSeen u's status shows.
+func (u *user) shown() time.Time {
+	if !u.seen.IsZero() {
+		return u.seen
+	}
+	return u.lastSeen
 }
 
 // setLocked moves u to status and queues the publication when it changed.
@@ -518,7 +531,7 @@ func (s *Service) setLocked(uid string, u *user, status string) {
 	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
 	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
 	s.mTransitions.WithLabelValues(status).Inc()
-	s.pending = append(s.pending, event{uid: uid, p: wire.Presence{Status: status, LastSeen: publicTime(u.lastSeen)}})
+	s.pending = append(s.pending, event{uid: uid, p: wire.Presence{Status: status, LastSeen: publicTime(u.shown())}})
 }
 
 // flush publishes the queued changes outside s.mu. Only one goroutine
