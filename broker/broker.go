@@ -197,6 +197,13 @@ type ReceiptStore interface {
 	MarkRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error
 }
 
+// ReceiptClamper is a ReceiptStore that answers what a read receipt may
+// say: at most the conversation's newest message ID, where the cursor
+// stops (0: nothing to tell). The receipt is delivered with it.
+type ReceiptClamper interface {
+	MarkReadUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error)
+}
+
 // PresenceTracker learns about connections and heartbeats. connID is
 // unique per connection, so that a session takeover (same client ID)
 // never confuses it. The calls must not block for long: they run on the

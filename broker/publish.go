@@ -301,7 +301,15 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 		}
 		ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
 		defer cancel()
-		if err := b.deps.Receipts.MarkRead(ctx, p.UserID, owner, r.UpTo); err != nil {
+		var err error
+		if rc, ok := b.deps.Receipts.(ReceiptClamper); ok {
+			// The peer is told no more than the cursor may say: messages
+			// not sent yet are not read.
+			r.UpTo, err = rc.MarkReadUpTo(ctx, p.UserID, owner, r.UpTo)
+		} else {
+			err = b.deps.Receipts.MarkRead(ctx, p.UserID, owner, r.UpTo)
+		}
+		if err != nil {
 			code, reason := depCode(err)
 			b.log.Debug("read receipt refused", "reader", p.UserID, "peer", owner, "error", err)
 			return b.refuse(cl, pk, class, reason, code)
@@ -310,6 +318,9 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 	if blocked {
 		b.m.dropped.WithLabelValues(class, "blocked").Inc()
 		return pk, packets.CodeSuccessIgnore
+	}
+	if r.UpTo == 0 {
+		return pk, packets.CodeSuccessIgnore // no message in the conversation: nothing to tell
 	}
 	pk.Payload = mustJSON(r)
 	pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "from", Val: p.UserID}}}

@@ -680,24 +680,44 @@ func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.E
 // forward to upTo (clamped to the conversation's highest message ID; it
 // never moves back).
 func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error {
+	_, err := s.MarkReadUpTo(ctx, reader, peer, upTo)
+	return err
+}
+
+// MarkReadUpTo is MarkRead that also answers what the peer's read
+// receipt may say: upTo, but at most the conversation's highest message
+// ID (0: the conversation has no message, there is nothing to tell).
+// The cursor is clamped so; a receipt with the upTo the reader wrote
+// would tell the peer that messages not sent yet were read.
+func (s *Service) MarkReadUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error) {
 	if err := validUsers(reader); err != nil {
-		return err
+		return 0, err
 	}
 	peer, err := s.resolvePeer(peer) // bob@us: a conversation with a user of a linked region
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := wire.ValidPeerID(peer); err != nil {
-		return fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
+		return 0, fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
 	}
 	if upTo == 0 {
-		return nil
+		return 0, nil
 	}
 	cmd := cursorCmd{Reader: reader, Peer: peer, UpTo: upTo}
-	if _, err := s.prop.Propose(ctx, wire.CmdReadCursor, cmd.encode()); err != nil {
-		return fmt.Errorf("archive: mark read: %w", err)
+	v, err := s.prop.Propose(ctx, wire.CmdReadCursor, cmd.encode())
+	if err != nil {
+		return 0, fmt.Errorf("archive: mark read: %w", err)
 	}
-	return nil
+	// The cursor after the command: the clamped upTo when it moved,
+	// else where it was (at or above the clamped upTo, at most the
+	// highest message ID).
+	switch r := v.(type) {
+	case snowflake.ID:
+		return min(upTo, r), nil
+	case *cursorMoved:
+		return min(upTo, r.UpTo), nil
+	}
+	return upTo, nil // a proposer that answers nothing (tests): as written
 }
 
 // HasConversation reports whether a direct conversation (at least one

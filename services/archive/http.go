@@ -563,7 +563,7 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 	if req.Group != nil {
 		err = s.MarkGroupRead(r.Context(), me, *req.Group, upTo)
 	} else {
-		err = s.MarkRead(r.Context(), me, *req.With, upTo)
+		upTo, err = s.MarkReadUpTo(r.Context(), me, *req.With, upTo) // what the receipt may say
 	}
 	if err != nil {
 		if !errors.Is(err, wire.ErrNotFound) && !errors.Is(err, wire.ErrInvalid) {
