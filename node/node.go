@@ -396,9 +396,6 @@ func (n *Node) buildHTTP() (err error) {
 	if err != nil {
 		return err
 	}
-	if err := n.raft.RegisterRPC("Edge", peerrpc.Methods{"Info": peerrpc.Method((&edgeRPC{n}).Info)}); err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
 	perIP, classLimits, _ := n.cfg.HTTPRateLimits() // validated by New
 	n.Gateway, err = gateway.New(gateway.Config{Addr: n.cfg.HTTPAddr, TLS: n.tls, CORSOrigins: n.cfg.AllowedOrigins,
 		TrustedProxies: n.cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: n.cfg.NoRateLimits}, gateway.Deps{
@@ -407,6 +404,11 @@ func (n *Node) buildHTTP() (err error) {
 	})
 	if err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
+	}
+	// Registered once the gateway is: Info reads its URL (a peer asking
+	// earlier, while this node starts, raced with the assignment above).
+	if err := n.raft.RegisterRPC("Edge", peerrpc.Methods{"Info": peerrpc.Method((&edgeRPC{n}).Info)}); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
 	n.Gateway.Hold() // only the probes until Run has the cluster (start)
 	for _, routes := range [][]httpapi.Route{n.Auth.Routes(), n.Users.Routes(), n.Archive.Routes(),
