@@ -136,6 +136,22 @@ func (i *Inflight) Clone() *Inflight {
 	return c
 }
 
+// forgetTopicAliases takes the outbound topic aliases off the stored
+// PUBLISH packets, which name their topics (storeInflight): an alias lasts
+// only for the network connection it was sent on [MQTT-3.3.2-7], and a
+// session's inflight messages go out again on its next connection, where
+// the client knows none of them or allows none [MQTT-3.3.2-9].
+func (i *Inflight) forgetTopicAliases() {
+	i.Lock()
+	defer i.Unlock()
+	for k, v := range i.internal {
+		if v.Properties.TopicAlias != 0 || v.Properties.TopicAliasFlag {
+			v.Properties.TopicAlias, v.Properties.TopicAliasFlag = 0, false
+			i.internal[k] = v
+		}
+	}
+}
+
 // GetAll returns all the inflight messages.
 func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 	i.RLock()

@@ -730,6 +730,9 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		existing.State.successor = cl
 		if existing.State.Inflight.Len() > 0 {
 			cl.State.Inflight = existing.State.Inflight.Clone() // [MQTT-3.1.2-5]
+			// Topic aliases were the old connection's [MQTT-3.3.2-7]
+			// (edgechat patch 36).
+			cl.State.Inflight.forgetTopicAliases()
 			if cl.State.Inflight.maximumReceiveQuota == 0 && cl.ops.options.Capabilities.ReceiveMaximum != 0 {
 				cl.State.Inflight.ResetReceiveQuota(int32(cl.ops.options.Capabilities.ReceiveMaximum)) // server receive max per client
 				cl.State.Inflight.ResetSendQuota(int32(cl.Properties.Props.ReceiveMaximum))            // client receive max
@@ -1410,7 +1413,13 @@ func (s *Server) storeInflight(cl *Client, pk, out packets.Packet) (packets.Pack
 	if held {
 		out.Expiry = -1
 	}
-	if ok := inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
+	// The stored copy names its topic (edgechat patch 36): out may carry
+	// only its alias, and a copy sent again later (released from the held
+	// ones, resent to a later connection of the session, which drops the
+	// alias: forgetTopicAliases) must say its topic itself.
+	stored := out
+	stored.TopicName = pk.TopicName
+	if ok := inflight.Set(stored); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 		atomic.AddInt64(&s.Info.Inflight, 1)
 		s.hooks.OnQosPublish(cl, out, out.Created, 0)
 	}

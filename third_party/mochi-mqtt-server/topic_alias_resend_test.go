@@ -1,0 +1,164 @@
+// SPDX-License-Identifier: MIT
+
+//go:build unix
+
+package mqtt
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// connectAliases connects client id with a persistent session, Topic
+// Alias Maximum aliases and Receive Maximum recvMax (0: unset).
+func connectAliases(t *testing.T, addr, id string, aliases, recvMax uint16) (net.Conn, *bufio.Reader, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+	writeV5(t, c, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connect},
+		Connect:     packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 60, ClientIdentifier: id},
+		Properties: packets.Properties{SessionExpiryInterval: 600, SessionExpiryIntervalFlag: true,
+			TopicAliasMaximum: aliases, ReceiveMaximum: recvMax},
+	})
+	r := bufio.NewReader(c)
+	ack := readPacket(t, r, 5)
+	if ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK: %+v", ack)
+	}
+	return c, r, ack.SessionPresent
+}
+
+func startAliasServer(t *testing.T, direct bool) (*Server, string) {
+	t.Helper()
+	s := New(&Options{InlineClient: true, ClientDirectWrites: direct,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := s.AddHook(new(allowAll), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := s.AddListener(ln); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, ln.Address()
+}
+
+// Topic Alias mappings last only for their network connection
+// [MQTT-3.3.2-7]: an unacknowledged QoS 1 delivery that the first
+// connection got by alias only (its topic named by an earlier delivery)
+// is resent to the next connection with its topic name, and without an
+// alias the new connection has not been told (nor one at all when the new
+// connection allows none, [MQTT-3.3.2-9]). Before, it was resent as it
+// was stored, with an empty topic name and the old connection's alias:
+// a client cannot tell its topic (a protocol error, 0x82, for a strict
+// one, which then disconnects; its session resends the same packet at
+// every reconnection).
+func TestResentDeliveryNamesItsTopic(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		for _, aliases := range []uint16{0, 10} {
+			t.Run(fmt.Sprintf("direct=%v/aliases=%d", direct, aliases), func(t *testing.T) {
+				s, addr := startAliasServer(t, direct)
+				c, r, _ := connectAliases(t, addr, "phone", 10, 0)
+				subscribeV5(t, c, 1, "a/b")
+				if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+					t.Fatalf("SUBACK: %+v", ack)
+				}
+				for _, m := range []string{"one", "two"} {
+					if err := s.Publish("a/b", []byte(m), false, 1); err != nil {
+						t.Fatal(err)
+					}
+				}
+				first := readPacket(t, r, 5)
+				if first.TopicName != "a/b" || first.Properties.TopicAlias == 0 {
+					t.Fatalf("first delivery %q alias %d, want a/b with an alias", first.TopicName, first.Properties.TopicAlias)
+				}
+				writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: first.PacketID})
+				second := readPacket(t, r, 5)
+				if second.TopicName != "" || string(second.Payload) != "two" {
+					t.Fatalf("second delivery %q %q, want it by alias only", second.TopicName, second.Payload)
+				}
+				_ = c.Close() // "two" is not acknowledged
+
+				old, _ := s.Clients.Get("phone")
+				waitUntil(t, "the first connection ended", old.Closed)
+				c, r, present := connectAliases(t, addr, "phone", aliases, 0)
+				if !present {
+					t.Fatal("session not resumed")
+				}
+				got := readPacket(t, r, 5)
+				if got.FixedHeader.Type != packets.Publish || string(got.Payload) != "two" || !got.FixedHeader.Dup {
+					t.Fatalf("got %+v, want two resent", got)
+				}
+				if got.TopicName != "a/b" || got.Properties.TopicAlias != 0 {
+					t.Fatalf("resent with topic %q and alias %d, want a/b without an alias", got.TopicName, got.Properties.TopicAlias)
+				}
+				writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: got.PacketID})
+
+				// New deliveries on the new connection name their topic
+				// before using an alias for it.
+				if err := s.Publish("a/b", []byte("three"), false, 1); err != nil {
+					t.Fatal(err)
+				}
+				got = readPacket(t, r, 5)
+				if got.TopicName != "a/b" || string(got.Payload) != "three" {
+					t.Fatalf("next delivery %q %q, want three on a/b", got.TopicName, got.Payload)
+				}
+			})
+		}
+	}
+}
+
+// The same for deliveries held back by the client's Receive Maximum when
+// its connection dropped: released on the next connection as
+// acknowledgements free the quota, they name their topic.
+func TestHeldDeliveryNamesItsTopicOnTheNextConnection(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			s, addr := startAliasServer(t, direct)
+			c, r, _ := connectAliases(t, addr, "phone", 10, 1)
+			subscribeV5(t, c, 1, "a/b")
+			if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+				t.Fatalf("SUBACK: %+v", ack)
+			}
+			for _, m := range []string{"one", "two", "three"} {
+				if err := s.Publish("a/b", []byte(m), false, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := readPacket(t, r, 5); string(got.Payload) != "one" {
+				t.Fatalf("got %q, want one", got.Payload)
+			}
+			_ = c.Close() // nothing acknowledged: two and three are held
+
+			old, _ := s.Clients.Get("phone")
+			waitUntil(t, "the first connection ended", old.Closed)
+			c, r, _ = connectAliases(t, addr, "phone", 10, 1)
+			for _, want := range []string{"one", "two", "three"} {
+				got := readPacket(t, r, 5)
+				if string(got.Payload) != want {
+					t.Fatalf("got %q, want %s", got.Payload, want)
+				}
+				if got.TopicName != "a/b" {
+					t.Fatalf("%s came with topic %q alias %d on the new connection, which was told no alias", want, got.TopicName, got.Properties.TopicAlias)
+				}
+				writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: got.PacketID})
+			}
+		})
+	}
+}
