@@ -353,8 +353,9 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 	}
 }
 
-// OnClientExpired: mochi drops an expired persistent session without
-// unsubscribing it, so its routes are released here.
+// OnClientExpired: an expired persistent session. Our copy of mochi
+// unsubscribes it first (patch 37; OnUnsubscribed releases the routes);
+// upstream mochi does not, so its routes are released here as well.
 func (h *hook) OnClientExpired(cl *mqtt.Client) {
 	if k := h.b.rk; k != nil {
 		k.clientGone(cl.ID)

@@ -2070,7 +2070,7 @@ func (s *Server) loadRetained(v []storage.Message) {
 // clearExpiredClients deletes all clients which have been disconnected for longer
 // than their given expiry intervals.
 func (s *Server) clearExpiredClients(dt int64) {
-	for id, client := range s.Clients.disconnected() {
+	for _, client := range s.Clients.disconnected() {
 		disconnected := client.StopTime()
 		if disconnected == 0 {
 			continue
@@ -2081,11 +2081,31 @@ func (s *Server) clearExpiredClients(dt int64) {
 			expire = client.Properties.Props.SessionExpiryInterval
 		}
 
-		if disconnected+int64(expire) < dt {
+		if disconnected+int64(expire) < dt && s.EndSession(client) { // [MQTT-4.1.0-2]
 			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 		}
 	}
+}
+
+// EndSession ends the session of a client whose connection has ended
+// (edgechat patch 37): its subscriptions, its inflight messages and its
+// place in the client map. mochi's session expiry only took the client
+// out of the map, and its subscriptions stayed in the topic index under
+// its client identifier, for the next session of that identifier to
+// receive. It holds sessionEnd, as a takeover does, and reports false
+// when the client's session is no longer its to end (taken over, or
+// another client holds the identifier): a new connection either inherits
+// the session wholly before this or finds none.
+func (s *Server) EndSession(cl *Client) bool {
+	cl.State.sessionEnd.Lock()
+	defer cl.State.sessionEnd.Unlock()
+	if cur, ok := s.Clients.Get(cl.ID); !ok || cur != cl || cl.IsTakenOver() {
+		return false
+	}
+	s.UnsubscribeClient(cl)
+	cl.ClearInflights()
+	s.Clients.deleteClient(cl)
+	return true
 }
 
 // clearExpiredRetainedMessage deletes retained messages from topics if they have expired.
