@@ -94,6 +94,17 @@ func (k *clientKeeper) onChange(c registry.Change) {
 	lc := k.local[c.ClientID]
 	switch {
 	case lc == nil:
+		if c.Set && c.Entry.Node != k.self {
+			// No live connection here, but perhaps a persistent session
+			// left offline: the client is on another node now, and a
+			// session never moves between nodes. Left here it kept its
+			// subscriptions and routes, queued what was sent meanwhile
+			// and was resumed, stale, should the client come back to
+			// this node (though a clean start there discarded it).
+			if cur, ok := k.b.srv.Clients.Get(c.ClientID); ok && cur.Closed() {
+				go k.b.srv.EndSession(cur) // AfterCommit must not block
+			}
+		}
 	case !c.Set:
 		k.markLocked(c.ClientID)
 	case c.Entry.Node == k.self:
@@ -120,11 +131,9 @@ func (b *Broker) takeOver(cl *mqtt.Client) {
 	if !persistent {
 		return // mochi ends a clean session itself
 	}
-	if cur, ok := b.srv.Clients.Get(cl.ID); ok && cur == cl {
-		b.srv.UnsubscribeClient(cl)
-		cl.ClearInflights()
-		b.srv.Clients.Delete(cl.ID)
-	}
+	// Under the session's own lock (mochi patch 37): a local reconnection
+	// taking the session over meanwhile keeps what it inherited.
+	b.srv.EndSession(cl)
 }
 
 func (k *clientKeeper) markLocked(id string) {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -123,4 +124,69 @@ func TestTakeoverAcrossNodes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A persistent session left offline on one node ends when its client ID
+// connects to another node: the cluster is one server, and a clean start
+// there discards the session [MQTT-3.1.2-4] (a session never moves between
+// nodes). Before, n1 kept the offline session, its subscription and its
+// route: it queued the messages sent meanwhile, and the client, back on
+// n1 a day later, had the old session resumed (session present) with
+// every one of them again.
+func TestOfflineSessionEndsWhenItsClientConnectsToAnotherNode(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+	persistent := mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: bobTok,
+		KeepSession: true, SessionExpiry: 600}
+
+	bob := mqtttest.MustDial(t, n1.MQTTURL, persistent)
+	bob.MustSub(t, "user/bob/newMessage")
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := lookupOn(t, n3, "bob/phone"); got != "n1" {
+			return fmt.Errorf("registry: bob/phone on %q", got)
+		}
+		return nil
+	})
+	_ = bob.Conn.Close() // lost: the session waits on n1
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := lookupOn(t, n3, "bob/phone"); got != "" {
+			return fmt.Errorf("registry: bob/phone still on %q", got)
+		}
+		return nil
+	})
+
+	clean := persistent
+	clean.KeepSession = false
+	bob2 := mqtttest.MustDial(t, n2.MQTTURL, clean)
+	bob2.MustSub(t, "user/bob/newMessage")
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if got := lookupOn(t, n3, "bob/phone"); got != "n2" {
+			return fmt.Errorf("registry: bob/phone on %q", got)
+		}
+		return nil
+	})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n3.Broker.RouteTable().Has("n1", "user/bob/newMessage") {
+			return errors.New("n1 still routes bob's inbox")
+		}
+		return nil
+	})
+
+	alice := mustConnectV5(t, n3.MQTTURL, "alice", "phone", aliceTok)
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg("m1", "while on n2")); code != 0 {
+		t.Fatalf("publish: %#x", code)
+	}
+	if got := bob2.Next(t); string(got.Payload) == "" {
+		t.Fatal("empty delivery")
+	}
+	_ = bob2.Disconnect(&paho.Disconnect{})
+
+	_, ack, err := mqtttest.Dial(t, n1.MQTTURL, persistent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.SessionPresent {
+		t.Fatal("n1 resumed the session that the clean start on n2 discarded")
+	}
 }
