@@ -940,9 +940,19 @@ func (cl *Client) packetSent(pk packets.Packet, n int64, b []byte) {
 	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
 	if pk.FixedHeader.Type == packets.Publish {
 		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
+		cl.aliasSent(&pk)
 	}
 
 	cl.ops.hooks.OnPacketSent(cl, pk, b)
+}
+
+// aliasSent records that pk, written to the connection, named its topic
+// with an outbound alias: later deliveries may use the alias alone
+// (OutboundTopicAliases.Use, edgechat patch 38).
+func (cl *Client) aliasSent(pk *packets.Packet) {
+	if pk.Properties.TopicAlias > 0 && pk.TopicName != "" {
+		cl.State.TopicAliases.Outbound.Sent(pk.TopicName)
+	}
 }
 
 func (cl *Client) flushOutbuf() (err error) {

@@ -78,6 +78,7 @@ func (cl *Client) writeDirect(pk packets.Packet, f *fanout) bool {
 	atomic.AddInt64(&cl.ops.info.PacketsSent, 1)
 	if pk.FixedHeader.Type == packets.Publish {
 		atomic.AddInt64(&cl.ops.info.MessagesSent, 1)
+		cl.aliasSent(&pk)
 	}
 	cl.ops.hooks.OnPacketSent(cl, pk, b)
 	return true

@@ -1307,7 +1307,7 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 
 	if cl.Properties.Props.TopicAliasMaximum > 0 {
 		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
+		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Use(pk.TopicName)
 		if out.Properties.TopicAlias > 0 {
 			out.Properties.TopicAliasFlag = true
 			if aliasExists {

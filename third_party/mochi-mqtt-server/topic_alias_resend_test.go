@@ -79,16 +79,19 @@ func TestResentDeliveryNamesItsTopic(t *testing.T) {
 				if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
 					t.Fatalf("SUBACK: %+v", ack)
 				}
-				for _, m := range []string{"one", "two"} {
-					if err := s.Publish("a/b", []byte(m), false, 1); err != nil {
-						t.Fatal(err)
-					}
+				if err := s.Publish("a/b", []byte("one"), false, 1); err != nil {
+					t.Fatal(err)
 				}
 				first := readPacket(t, r, 5)
 				if first.TopicName != "a/b" || first.Properties.TopicAlias == 0 {
 					t.Fatalf("first delivery %q alias %d, want a/b with an alias", first.TopicName, first.Properties.TopicAlias)
 				}
 				writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: first.PacketID})
+				cl, _ := s.Clients.Get("phone")
+				waitUntil(t, "the alias recorded as sent", func() bool { return aliasSentFor(cl, "a/b") })
+				if err := s.Publish("a/b", []byte("two"), false, 1); err != nil {
+					t.Fatal(err)
+				}
 				second := readPacket(t, r, 5)
 				if second.TopicName != "" || string(second.Payload) != "two" {
 					t.Fatalf("second delivery %q %q, want it by alias only", second.TopicName, second.Payload)
@@ -161,4 +164,91 @@ func TestHeldDeliveryNamesItsTopicOnTheNextConnection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A delivery is sent by alias only once the alias was sent with its topic
+// on the connection [MQTT-3.3.2-12]: not when the delivery that gave the
+// topic its alias is held back by the client's Receive Maximum (a QoS 0
+// delivery goes out before it), nor when that delivery was never sent (too
+// large for the client's Maximum Packet Size). Before, the topic got its
+// alias when the first delivery was prepared, and the next ones went out
+// by alias only whether or not the client had been told it.
+func TestAliasOnlyAfterTheAliasWasSent(t *testing.T) {
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held/direct=%v", direct), func(t *testing.T) {
+			s, addr := startAliasServer(t, direct)
+			c, r, _ := connectAliases(t, addr, "phone", 10, 1)
+			for i, f := range []string{"x/y", "a/b"} {
+				subscribeV5(t, c, uint16(i+1), f)
+				if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+					t.Fatalf("SUBACK: %+v", ack)
+				}
+			}
+			// "fill" takes the one slot; "one" is held back; "zero" (QoS 0)
+			// is not.
+			for _, m := range []struct {
+				topic, payload string
+				qos            byte
+			}{{"x/y", "fill", 1}, {"a/b", "one", 1}, {"a/b", "zero", 0}} {
+				if err := s.Publish(m.topic, []byte(m.payload), false, m.qos); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fill := readPacket(t, r, 5)
+			if string(fill.Payload) != "fill" {
+				t.Fatalf("got %q, want fill", fill.Payload)
+			}
+			zero := readPacket(t, r, 5)
+			if string(zero.Payload) != "zero" || zero.TopicName != "a/b" {
+				t.Fatalf("got %q on topic %q (alias %d), want zero on a/b: the client was never told that alias",
+					zero.Payload, zero.TopicName, zero.Properties.TopicAlias)
+			}
+			writeV5(t, c, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: fill.PacketID})
+			if one := readPacket(t, r, 5); string(one.Payload) != "one" || one.TopicName != "a/b" {
+				t.Fatalf("got %q on topic %q, want one on a/b", one.Payload, one.TopicName)
+			}
+		})
+		t.Run(fmt.Sprintf("too large/direct=%v", direct), func(t *testing.T) {
+			s, addr := startAliasServer(t, direct)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = c.Close() })
+			_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			writeV5(t, c, packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Connect},
+				Connect:     packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "phone"},
+				Properties:  packets.Properties{TopicAliasMaximum: 10, MaximumPacketSize: 100},
+			})
+			r := bufio.NewReader(c)
+			if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+				t.Fatalf("CONNACK: %+v", ack)
+			}
+			subscribeV5(t, c, 1, "a/b")
+			if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+				t.Fatalf("SUBACK: %+v", ack)
+			}
+			big := make([]byte, 200)
+			for _, p := range [][]byte{big, []byte("small")} {
+				if err := s.Publish("a/b", p, false, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := readPacket(t, r, 5)
+			if string(got.Payload) != "small" || got.TopicName != "a/b" {
+				t.Fatalf("got %q on topic %q (alias %d), want small on a/b: the client was never told that alias",
+					got.Payload, got.TopicName, got.Properties.TopicAlias)
+			}
+		})
+	}
+}
+
+// aliasSentFor reports whether cl's connection was told topic's alias.
+func aliasSentFor(cl *Client, topic string) bool {
+	a := cl.State.TopicAliases.Outbound
+	a.RLock()
+	defer a.RUnlock()
+	_, ok := a.sent[topic]
+	return ok
 }

@@ -66,9 +66,44 @@ func (a *InboundTopicAliases) Set(id uint16, topic string) string {
 // OutboundTopicAliases contains a map of topic aliases sent from the broker to the client.
 type OutboundTopicAliases struct {
 	internal map[string]uint16
+	sent     map[string]struct{} // topics whose alias went out with the topic (edgechat patch 38)
 	sync.RWMutex
 	cursor  uint32
 	maximum uint16
+}
+
+// Use returns the alias of topic (0: none, the aliases are used up) and
+// whether a packet naming the topic with that alias was sent on the
+// connection (Sent): only then may a packet carry the alias alone
+// [MQTT-3.3.2-12]. A topic's first delivery may be held back (Receive
+// Maximum), dropped (a full queue) or never sent (too large) while later
+// ones go out (edgechat patch 38).
+func (a *OutboundTopicAliases) Use(topic string) (uint16, bool) {
+	alias, _ := a.Set(topic)
+	if alias == 0 {
+		return 0, false
+	}
+	a.RLock()
+	_, sent := a.sent[topic]
+	a.RUnlock()
+	return alias, sent
+}
+
+// Sent records that a packet naming topic with its alias was written to
+// the connection.
+func (a *OutboundTopicAliases) Sent(topic string) {
+	a.RLock()
+	_, ok := a.sent[topic]
+	a.RUnlock()
+	if ok {
+		return
+	}
+	a.Lock()
+	if a.sent == nil {
+		a.sent = map[string]struct{}{}
+	}
+	a.sent[topic] = struct{}{}
+	a.Unlock()
 }
 
 // NewOutboundTopicAliases returns a pointer to OutboundTopicAliases.
