@@ -1913,7 +1913,17 @@ func (s *Server) sendLWT(cl *Client) {
 	if cl.Properties.Will.WillDelayInterval > 0 {
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
 		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
-		s.loop.willDelayed.Add(cl.ID, pk)
+		// A new connection that took the session over has cancelled the
+		// will at its CONNACK [MQTT-3.1.3-9]; this connection's end may
+		// come after that (its reader runs on its own goroutine), and
+		// must not schedule it again (edgechat patch 39). The takeover
+		// records its successor under sessionEnd.
+		cl.State.sessionEnd.Lock()
+		resumed := cl.State.successor != nil
+		if !resumed {
+			s.loop.willDelayed.Add(cl.ID, pk)
+		}
+		cl.State.sessionEnd.Unlock()
 		return
 	}
 
