@@ -1759,7 +1759,9 @@ func (s *Server) processDisconnect(cl *Client, pk packets.Packet) error {
 			return packets.ErrProtocolViolationZeroNonZeroExpiry
 		}
 
-		cl.Properties.Props.SessionExpiryInterval = pk.Properties.SessionExpiryInterval
+		// Within the server's maximum, as at CONNECT (edgechat patch 40).
+		cl.Properties.Props.SessionExpiryInterval = min(pk.Properties.SessionExpiryInterval,
+			s.Options.Capabilities.MaximumSessionExpiryInterval)
 		cl.Properties.Props.SessionExpiryIntervalFlag = true
 	}
 

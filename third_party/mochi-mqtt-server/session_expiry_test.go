@@ -6,6 +6,7 @@ package mqtt
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"testing"
@@ -84,4 +85,35 @@ func dialConnectV5Clean(t *testing.T, addr, id string) (net.Conn, *bufio.Reader)
 		t.Fatalf("CONNACK: %+v", ack)
 	}
 	return c, r
+}
+
+// The server's Maximum Session Expiry Interval also bounds the interval a
+// client sets in its DISCONNECT (MQTT 5 3.14.2.2.2; the server told the
+// client its maximum in the CONNACK). Before, a DISCONNECT with 0xFFFFFFFF
+// kept the session, its subscriptions and its queue for good.
+func TestDisconnectCannotExtendTheSessionPastTheMaximum(t *testing.T) {
+	s, addr := startAliasServer(t, false, func(o *Options) {
+		o.Capabilities = NewDefaultServerCapabilities()
+		o.Capabilities.MaximumSessionExpiryInterval = 60
+	})
+	c, r, _ := connectAliases(t, addr, "phone", 0, 0) // asks for 600 s, gets 60
+	subscribeV5(t, c, 1, "a/b")
+	if ack := readPacket(t, r, 5); ack.FixedHeader.Type != packets.Suback {
+		t.Fatalf("SUBACK: %+v", ack)
+	}
+	var buf bytes.Buffer
+	d := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5,
+		Properties: packets.Properties{SessionExpiryInterval: 0xFFFFFFFF, SessionExpiryIntervalFlag: true}}
+	if err := d.DisconnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.Clients.Get("phone")
+	waitUntil(t, "the connection ended", old.Closed)
+	s.clearExpiredClients(time.Now().Unix() + 3600)
+	if _, ok := s.Clients.Get("phone"); ok {
+		t.Fatal("the session outlived the server's maximum session expiry")
+	}
 }

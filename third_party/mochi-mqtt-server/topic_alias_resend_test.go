@@ -41,10 +41,14 @@ func connectAliases(t *testing.T, addr, id string, aliases, recvMax uint16) (net
 	return c, r, ack.SessionPresent
 }
 
-func startAliasServer(t *testing.T, direct bool) (*Server, string) {
+func startAliasServer(t *testing.T, direct bool, opts ...func(*Options)) (*Server, string) {
 	t.Helper()
-	s := New(&Options{InlineClient: true, ClientDirectWrites: direct,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := &Options{InlineClient: true, ClientDirectWrites: direct,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, f := range opts {
+		f(o)
+	}
+	s := New(o)
 	if err := s.AddHook(new(allowAll), nil); err != nil {
 		t.Fatal(err)
 	}
