@@ -326,6 +326,9 @@ type connInfo struct {
 	// from then on its group subscriptions stay those of a member (see
 	// groupDeliveryChecked).
 	established atomic.Bool
+	// counted is set when OnSessionEstablished counts the connection
+	// (nconn); a connection lost before its CONNACK never is.
+	counted atomic.Bool
 	// toldToSync is set once a stored message to this connection was
 	// dropped and it was closed so that its client syncs (slowsubscriber.go).
 	toldToSync atomic.Bool

@@ -162,6 +162,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if ci == nil {
 		return
 	}
+	ci.counted.Store(true)
 	if b.ck != nil && !cl.Net.Inline {
 		b.ck.established(cl, ci.gen)
 	}
@@ -200,13 +201,19 @@ func (b *Broker) stillValid(was wire.Principal, pk packets.Packet) bool {
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	b := h.b
-	b.nconn.Add(-1)
 	v, ok := b.conns.LoadAndDelete(cl)
 	if !ok {
+		b.nconn.Add(-1)
 		return
 	}
 	cl.HookData.Store((*connInfo)(nil)) // connOf: gone with b.conns's entry
 	ci := v.(*connInfo)
+	if !ci.counted.Load() {
+		// Lost before its CONNACK (mochi patch 41): never established,
+		// counted, indexed or shown online.
+		return
+	}
+	b.nconn.Add(-1)
 	if b.ck != nil {
 		b.ck.disconnected(cl)
 	}

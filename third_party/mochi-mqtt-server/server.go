@@ -449,6 +449,14 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	connected, err := s.handshake(cl, listener)
 	if err != nil {
+		if connected {
+			// Accepted (OnConnect and the authentication hooks passed, the
+			// client is in the client map), then lost before its CONNACK
+			// or its resent messages were written: it ends as any
+			// connection does, its hooks told (edgechat patch 41). It
+			// ended with no OnDisconnect, and hooks kept its state.
+			s.clientDisconnected(cl, listener, err)
+		}
 		s.detachClient(cl, connected)
 		return err
 	}
