@@ -1920,8 +1920,16 @@ func (s *Server) sendLWT(cl *Client) {
 		Created: time.Now().Unix(),
 	}
 
-	if cl.Properties.Will.WillDelayInterval > 0 {
-		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
+	// The will waits for its delay or the end of the session, whichever
+	// comes first (MQTT 5 3.1.3.2.2; edgechat patch 42): no longer than
+	// the session's expiry as it stands now (0 when the client set none,
+	// capped by the server, changed by a DISCONNECT).
+	delay := cl.Properties.Will.WillDelayInterval
+	if cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval < delay {
+		delay = cl.Properties.Props.SessionExpiryInterval
+	}
+	if delay > 0 {
+		pk.Connect.WillProperties.WillDelayInterval = delay
 		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
 		// A new connection that took the session over has cancelled the
 		// will at its CONNACK [MQTT-3.1.3-9]; this connection's end may
@@ -2165,10 +2173,17 @@ func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
-			if cl, ok := s.Clients.Get(id); ok {
-				if pk.FixedHeader.Retain {
-					s.retainMessage(cl, pk)
+			cl, ok := s.Clients.Get(id)
+			if pk.FixedHeader.Retain {
+				// Retained also when the session expired first (the two
+				// sweeps run in either order; edgechat patch 42).
+				holder := cl
+				if !ok {
+					holder = &Client{ID: id}
 				}
+				s.retainMessage(holder, pk)
+			}
+			if ok {
 				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
 				s.hooks.OnWillSent(cl, pk)
 			}

@@ -122,3 +122,81 @@ func TestTakeoverCancelsADelayedWillScheduledLate(t *testing.T) {
 		t.Fatal("the will of the taken-over connection is scheduled while the client is connected")
 	}
 }
+
+// A will's delay never outlasts its session: the will is published when
+// the delay passes or the session ends, whichever comes first
+// (MQTT 5 3.1.3.2.2). A client that sets no Session Expiry Interval (0:
+// its session ends with the connection) gets its will at once; and a
+// retained will published as its session expires is retained, whichever
+// of the two once-a-second sweeps comes first. Before, the first waited
+// out the whole delay, and the second was published but not retained
+// when the session had left the client map (a retained "offline" status
+// never replaced the retained "online").
+func TestWillDelayBoundedByTheSession(t *testing.T) {
+	start := func(t *testing.T) (*Server, string) {
+		s := New(&Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err := s.AddHook(new(allowAll), nil); err != nil {
+			t.Fatal(err)
+		}
+		ln := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+		if err := s.AddListener(ln); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Serve(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s, ln.Address()
+	}
+	connect := func(t *testing.T, addr string, expiry uint32) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		writeV5(t, c, packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Connect},
+			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "dev",
+				WillFlag: true, WillRetain: true, WillTopic: "status/dev", WillPayload: []byte("offline"),
+				WillProperties: packets.Properties{WillDelayInterval: 30}},
+			Properties: packets.Properties{SessionExpiryInterval: expiry, SessionExpiryIntervalFlag: expiry > 0},
+		})
+		if ack := readPacket(t, bufio.NewReader(c), 5); ack.FixedHeader.Type != packets.Connack || ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK: %+v", ack)
+		}
+		return c
+	}
+	retained := func(s *Server) string {
+		pk, ok := s.Topics.Retained.Get("status/dev")
+		if !ok {
+			return ""
+		}
+		return string(pk.Payload)
+	}
+
+	t.Run("no session expiry", func(t *testing.T) {
+		s, addr := start(t)
+		c := connect(t, addr, 0)
+		_ = c.Close()
+		// The session ends with the connection: out of the client map
+		// after the will was handled.
+		waitUntil(t, "the session ended", func() bool { _, ok := s.Clients.Get("dev"); return !ok })
+		if got := retained(s); got != "offline" {
+			t.Fatalf("retained %q once the session ended, want the will", got)
+		}
+	})
+	t.Run("session expires first", func(t *testing.T) {
+		s, addr := start(t)
+		c := connect(t, addr, 10)
+		cl, _ := s.Clients.Get("dev")
+		_ = c.Close()
+		waitUntil(t, "the connection ended", cl.Closed)
+		later := time.Now().Unix() + 3600
+		s.clearExpiredClients(later)
+		s.sendDelayedLWT(later)
+		if got := retained(s); got != "offline" {
+			t.Fatalf("retained %q after the session expired, want the will", got)
+		}
+	})
+}
