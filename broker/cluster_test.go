@@ -150,6 +150,8 @@ type clusterEnv struct {
 	proposers map[string]Proposer
 	// chats, set by pre, replace a node's own fakeChat.
 	chats map[string]ChatStore
+	// config, set by pre, changes every node's Config.
+	config func(*Config)
 }
 
 // startClusterOf starts brokers n1..nN, each with its own FSM fed by one
@@ -181,6 +183,9 @@ func startClusterOf(t *testing.T, n int, pre func(c *clusterEnv)) *clusterEnv {
 		c.nodes[name] = startBrokerWith(t, func(cfg *Config) {
 			cfg.ForwardRetryMax = 20 * time.Millisecond
 			cfg.ForwardTimeout = time.Second
+			if c.config != nil {
+				c.config(cfg)
+			}
 		}, func(d *Deps) {
 			d.Cluster = &fabricNode{f: c.fab, name: name}
 			d.Proposer = c.log

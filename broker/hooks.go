@@ -39,6 +39,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnSubscribed,
 		mqtt.OnUnsubscribed,
 		mqtt.OnClientExpired,
+		mqtt.OnWillSent,
 		mqtt.OnPublished,
 		mqtt.OnQosDropped,
 		mqtt.OnPacketEncode:
@@ -382,6 +383,13 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	f.forward(pk)
+}
+
+// OnWillSent: mochi publishes a will (--dev: open topics only) straight
+// to this node's subscribers, without OnPublished; it goes to the other
+// nodes as any publish does (a retained one is retained there too).
+func (h *hook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
+	h.OnPublished(cl, pk)
 }
 
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {

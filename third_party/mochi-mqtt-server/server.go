@@ -2173,20 +2173,21 @@ func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
+			// Retained, and its hooks told, also when the session expired
+			// first (the two sweeps run in either order; edgechat patch
+			// 42): they then get a stand-in client with its ID only.
 			cl, ok := s.Clients.Get(id)
+			holder := cl
+			if !ok {
+				holder = &Client{ID: id}
+			}
 			if pk.FixedHeader.Retain {
-				// Retained also when the session expired first (the two
-				// sweeps run in either order; edgechat patch 42).
-				holder := cl
-				if !ok {
-					holder = &Client{ID: id}
-				}
 				s.retainMessage(holder, pk)
 			}
 			if ok {
 				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
-				s.hooks.OnWillSent(cl, pk)
 			}
+			s.hooks.OnWillSent(holder, pk)
 			s.loop.willDelayed.Delete(id)
 		}
 	}
