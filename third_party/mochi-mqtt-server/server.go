@@ -600,7 +600,13 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
 
-	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
+	if pk.Connect.Clean {
+		// A clean start ended the session whose will waited for its
+		// delay [MQTT-3.1.2-4]: the will goes now (edgechat patch 44).
+		s.publishEndedSessionWill(cl.ID)
+	} else {
+		s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
+	}
 
 	// The session's inflight messages and those delivered meanwhile, taken
 	// under sessionEnd as deliveries store theirs: each is either taken
@@ -1938,11 +1944,17 @@ func (s *Server) sendLWT(cl *Client) {
 		// records its successor under sessionEnd.
 		cl.State.sessionEnd.Lock()
 		resumed := cl.State.successor != nil
-		if !resumed {
+		// Taken over by a clean start: the session ended, so the will
+		// goes now (edgechat patch 44).
+		ended := !resumed && cl.IsTakenOver()
+		if !resumed && !ended {
 			s.loop.willDelayed.Add(cl.ID, pk)
 		}
 		cl.State.sessionEnd.Unlock()
-		return
+		if !ended {
+			return
+		}
+		pk.Connect.WillProperties.WillDelayInterval, pk.Expiry = 0, 0
 	}
 
 	if pk.FixedHeader.Retain {
@@ -2166,6 +2178,24 @@ func (s *Server) clearExpiredInflights(now int64) {
 			s.sendHeld(client)
 		}
 	}
+}
+
+// publishEndedSessionWill publishes at once the delayed will of the
+// session of client id that a clean start has just ended (edgechat patch
+// 44). The client in the map is the new one: its own will is left alone,
+// and the hooks get a stand-in with the ID only.
+func (s *Server) publishEndedSessionWill(id string) {
+	pk, ok := s.loop.willDelayed.Get(id)
+	if !ok {
+		return
+	}
+	s.loop.willDelayed.Delete(id)
+	holder := &Client{ID: id}
+	if pk.FixedHeader.Retain {
+		s.retainMessage(holder, pk)
+	}
+	s.publishToSubscribers(pk)
+	s.hooks.OnWillSent(holder, pk)
 }
 
 // sendDelayedLWT sends any LWT messages which have reached their issue time.

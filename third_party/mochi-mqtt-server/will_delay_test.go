@@ -6,6 +6,7 @@ package mqtt
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -199,4 +200,57 @@ func TestWillDelayBoundedByTheSession(t *testing.T) {
 			t.Fatalf("retained %q after the session expired, want the will", got)
 		}
 	})
+}
+
+// A clean start ends the session it replaces [MQTT-3.1.2-4], and a will
+// waits for its delay or the end of its session, whichever comes first:
+// a connection that starts clean with the client identifier of a session
+// whose will is delayed has that will published at once, whether the old
+// connection ended before (the will scheduled) or is taken over (its end
+// comes after the new CONNACK). Before, the first will was dropped and
+// the second published only when the delay ran out.
+func TestCleanStartPublishesTheDelayedWill(t *testing.T) {
+	for _, takeover := range []bool{false, true} {
+		t.Run(fmt.Sprintf("takeover=%v", takeover), func(t *testing.T) {
+			hook := &willGateHook{entered: make(chan struct{}), release: make(chan struct{}),
+				established: make(chan *Client, 4), ended: make(chan struct{})}
+			s := New(&Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err := s.AddHook(hook, nil); err != nil {
+				t.Fatal(err)
+			}
+			ln := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+			if err := s.AddListener(ln); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Serve(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = s.Close() })
+
+			w, wr, _ := connectAliases(t, ln.Address(), "watcher", 0, 0)
+			<-hook.established
+			subscribeV5(t, w, 1, "will/#")
+			if ack := readPacket(t, wr, 5); ack.FixedHeader.Type != packets.Suback {
+				t.Fatalf("SUBACK: %+v", ack)
+			}
+			c, _ := connectWithWill(t, ln.Address(), "dev", false, 60)
+			old := <-hook.established
+			if takeover {
+				hook.mu.Lock()
+				hook.gate = old
+				hook.mu.Unlock()
+				connectWithWill(t, ln.Address(), "dev", true, 60)
+				<-hook.entered
+				<-hook.established
+				close(hook.release)
+			} else {
+				_ = c.Close()
+				waitUntil(t, "the will scheduled", func() bool { _, ok := s.loop.willDelayed.Get("dev"); return ok })
+				connectWithWill(t, ln.Address(), "dev", true, 60)
+			}
+			if got := readPacket(t, wr, 5); got.TopicName != "will/dev" || string(got.Payload) != "gone" {
+				t.Fatalf("watcher got %q on %q, want the will", got.Payload, got.TopicName)
+			}
+		})
+	}
 }
