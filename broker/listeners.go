@@ -350,6 +350,30 @@ type wsConn struct {
 	ws       *websocket.Conn
 	r        io.Reader // current frame, nil between frames
 	remote   net.Addr  // overrides Conn.RemoteAddr when set
+	// wdl is the write deadline (Unix nanoseconds, 0: none). gorilla sets
+	// the socket's write deadline to its own before every write, so the
+	// one mochi sets (1.5 × keepalive at each packet read, 2 s before a
+	// final DISCONNECT) is handed to it in Write; set on the socket too,
+	// it cuts short a write in progress.
+	wdl atomic.Int64
+}
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	c.storeWriteDeadline(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.storeWriteDeadline(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *wsConn) storeWriteDeadline(t time.Time) {
+	var n int64
+	if !t.IsZero() {
+		n = t.UnixNano()
+	}
+	c.wdl.Store(n)
 }
 
 // RemoteAddr is the HTTP request's RemoteAddr when known.
@@ -392,6 +416,11 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	var dl time.Time
+	if n := c.wdl.Load(); n != 0 {
+		dl = time.Unix(0, n)
+	}
+	_ = c.ws.SetWriteDeadline(dl) // writes are serialized (mochi), as gorilla needs
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
