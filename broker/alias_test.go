@@ -1,10 +1,16 @@
 package broker
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
 
 // A publish that names its topic by alias only is checked against the
@@ -68,4 +74,119 @@ func TestTopicAliasGroupRetryAfterLeaving(t *testing.T) {
 	if n := e.chat.storedCount(); n != 1 {
 		t.Fatalf("%d messages stored, want 1", n)
 	}
+}
+
+// The server says how many topic aliases a client may use (MQTT 5
+// CONNACK Topic Alias Maximum) and refuses a higher one: each alias
+// holds a topic name for the connection's life, so an unbounded number
+// let one client hold megabytes of the server's memory.
+func TestTopicAliasMaximumToldAndKept(t *testing.T) {
+	e := startBroker(t, nil)
+	_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/d1", Username: "alice", Password: "tok:alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.Properties == nil || ca.Properties.TopicAliasMaximum == nil || *ca.Properties.TopicAliasMaximum != TopicAliasMaximum {
+		t.Fatalf("CONNACK Topic Alias Maximum: %+v, want %d", ca.Properties, TopicAliasMaximum)
+	}
+
+	// A raw client (a library would refuse itself) using the highest
+	// alias allowed, then one more.
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	r := bufio.NewReader(conn)
+	if _, err := conn.Write(rawConnectV5("bob/raw", "bob", "tok:bob")); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
+		t.Fatalf("CONNACK: %#x % x", typ, body)
+	}
+	publish := func(id uint16, alias uint16, cid string) {
+		t.Helper()
+		payload := `{"cid":"` + cid + `","type":"text","body":"hi"}`
+		if _, err := conn.Write(rawPublishV5("user/alice/newMessage", id, alias, payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(1, TopicAliasMaximum, "c1")
+	if typ, body := readRawPacket(t, r); typ != 0x40 || len(body) < 2 || body[0] != 0 || body[1] != 1 || (len(body) > 2 && body[2] != 0) {
+		t.Fatalf("alias %d: got %#x % x, want PUBACK success", TopicAliasMaximum, typ, body)
+	}
+	publish(2, TopicAliasMaximum+1, "c2")
+	typ, body := readRawPacket(t, r)
+	if typ != 0xe0 || len(body) < 1 || body[0] != 0x94 {
+		t.Fatalf("alias %d: got %#x % x, want DISCONNECT 0x94 (topic alias invalid)", TopicAliasMaximum+1, typ, body)
+	}
+	if n := e.chat.storedCount(); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+}
+
+// rawConnectV5 is an MQTT 5 CONNECT with a clean start, username and
+// password, no properties.
+func rawConnectV5(clientID, user, pass string) []byte {
+	var vh []byte
+	vh = append(vh, 0, 4, 'M', 'Q', 'T', 'T', 5, 0xc2, 0, 60, 0)
+	vh = appendRawString(vh, clientID)
+	vh = appendRawString(vh, user)
+	vh = appendRawString(vh, pass)
+	return append(append([]byte{0x10}, rawLength(len(vh))...), vh...)
+}
+
+// rawPublishV5 is a QoS 1 MQTT 5 PUBLISH naming its topic and an alias.
+func rawPublishV5(topic string, id, alias uint16, payload string) []byte {
+	var vh []byte
+	vh = appendRawString(vh, topic)
+	vh = append(vh, byte(id>>8), byte(id), 3, 0x23, byte(alias>>8), byte(alias))
+	vh = append(vh, payload...)
+	return append(append([]byte{0x32}, rawLength(len(vh))...), vh...)
+}
+
+func appendRawString(b []byte, s string) []byte {
+	return append(append(b, byte(len(s)>>8), byte(len(s))), s...)
+}
+
+func rawLength(n int) []byte {
+	var b []byte
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			return b
+		}
+	}
+}
+
+// readRawPacket reads one MQTT packet: its type byte and its body.
+func readRawPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
+	t.Helper()
+	typ, err := r.ReadByte()
+	if err != nil {
+		t.Fatalf("reading a packet: %v", err)
+	}
+	n, mul := 0, 1
+	for {
+		d, err := r.ReadByte()
+		if err != nil {
+			t.Fatalf("reading a packet's length: %v", err)
+		}
+		n += int(d&0x7f) * mul
+		mul *= 128
+		if d&0x80 == 0 {
+			break
+		}
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		t.Fatalf("reading a packet's body: %v", err)
+	}
+	return typ, body
 }

@@ -37,6 +37,13 @@ import (
 	"github.com/edgechat/edgechat/internal/workpool"
 )
 
+// TopicAliasMaximum is the highest topic alias an MQTT 5 client may use
+// (told in the CONNACK; a higher one closes the connection with 0x94).
+// Each alias holds a topic name for the connection's life, and mochi's
+// default, 65,535, let one client hold megabytes; a chat client
+// publishes to a few conversations at a time.
+const TopicAliasMaximum = 32
+
 // Defaults of Config.
 const (
 	DefaultMaxWritesPending = 128
@@ -421,6 +428,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	// the retained presence/{uid} of users who stay online for a day.
 	caps.MaximumMessageExpiryInterval = 0
 	caps.MaximumPacketSize = uint32(cfg.MaxPacketSize)
+	caps.TopicAliasMaximum = TopicAliasMaximum
 	caps.MaximumSessionExpiryInterval = uint32(cfg.SessionExpiry / time.Second)
 	caps.MaximumInflight = 1024
 	b.srv = mqtt.New(&mqtt.Options{

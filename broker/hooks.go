@@ -441,15 +441,22 @@ func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 //     does whenever it sends CONNECT properties) loses the user
 //     properties of PUBLISH packets too, which [MQTT-3.1.2-29] allows.
 //
-// It also tells MQTT 5 clients the packet size limit in the CONNACK
-// (mochi enforces Capabilities.MaximumPacketSize but never says it), so
-// that their library refuses a larger publish itself [MQTT-3.2.2-15]
-// rather than having its connection closed.
+// It also tells MQTT 5 clients the packet size limit and the topic
+// alias maximum in the CONNACK (mochi enforces both capabilities but
+// says neither), so that their library refuses a larger publish itself
+// [MQTT-3.2.2-15] rather than having its connection closed, and may use
+// aliases at all (none are allowed where the CONNACK names no maximum,
+// [MQTT-3.2.2-17]).
 func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
-		if pk.ProtocolVersion == 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code && pk.Properties.MaximumPacketSize == 0 {
-			pk.Properties.MaximumPacketSize = uint32(h.b.cfg.MaxPacketSize)
+		if pk.ProtocolVersion == 5 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
+			if pk.Properties.MaximumPacketSize == 0 {
+				pk.Properties.MaximumPacketSize = uint32(h.b.cfg.MaxPacketSize)
+			}
+			if pk.Properties.TopicAliasMaximum == 0 {
+				pk.Properties.TopicAliasMaximum = TopicAliasMaximum
+			}
 		}
 	case packets.Puback:
 		if pk.ReasonCode > 0 && pk.ReasonCode < packets.ErrUnspecifiedError.Code {
