@@ -21,6 +21,17 @@ import (
 // either way), with their session index entries, and the ended-session
 // records no token can need any more.
 
+// keyFamiliesIndexed marks that every live family is in its user's
+// index (r/auth/rtuser/): families made before the index existed joined
+// it only when used, so sign out everywhere read every user's families.
+// A prune walk indexes each live family it looks at, and its last step
+// sets the mark (value: the walk's time, JSON) on a node that applied the
+// whole walk with this code (not one upgraded halfway through, whose
+// first steps indexed nothing); new families are indexed when made. From
+// then on a sign-out reads the user's index only. Nodes without the mark
+// read every family, and find the same ones.
+const keyFamiliesIndexed = "r/auth/rtindexed"
+
 // pruneAfter is how long an expired or revoked family is kept.
 const pruneAfter = 24 * time.Hour
 
@@ -37,7 +48,15 @@ type authPruneCmd struct {
 	V     int       `json:"v"`
 	After string    `json:"after,omitempty"` // family ID; "" from the start
 	At    time.Time `json:"at"`
+	// Walk is the At of the walk's first step, in every step (zero from
+	// nodes of earlier versions): the last step marks the index complete
+	// only on a node that applied that first step with this code.
+	Walk time.Time `json:"walk,omitzero"`
 }
+
+// keyIndexWalk holds the Walk of the prune walk this node indexed from
+// its first step (JSON time).
+const keyIndexWalk = "r/auth/rtindexwalk"
 
 // PruneStep is the value of a step: where the next one starts ("" when
 // the walk is done) and how many families it removed.
@@ -58,9 +77,14 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 	if c.V != commandVersion {
 		return nil, fmt.Errorf("%w: auth prune version %d", errBadCommand, c.V)
 	}
+	if c.After == "" && !c.Walk.IsZero() {
+		if err := setJSON(tx, keyIndexWalk, c.Walk); err != nil {
+			return nil, err
+		}
+	}
 	cutoff := c.At.Add(-pruneAfter)
 	type doomed struct{ family, uid string }
-	var gone []doomed
+	var gone, unindexed []doomed // unindexed: live, maybe not in the index
 	last, more := "", false
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRefresh), PrefetchValues: true})
 	seen := 0
@@ -81,9 +105,21 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		}
 		if f.ExpiresAt.Before(cutoff) || (f.Revoked && f.UpdatedAt.Before(cutoff)) {
 			gone = append(gone, doomed{family, f.UID})
+		} else if !f.Revoked && wire.ValidUserID(f.UID) == nil {
+			unindexed = append(unindexed, doomed{family, f.UID})
 		}
 	}
 	it.Close()
+	for _, d := range unindexed {
+		k := prefixUserFamily + d.uid + "/" + d.family
+		if found, err := keyExists(tx, k); err != nil {
+			return nil, err
+		} else if !found {
+			if err := indexFamily(tx, d.uid, d.family); err != nil {
+				return nil, err
+			}
+		}
+	}
 	next := ""
 	if more {
 		next = last // the next step starts after the last family looked at
@@ -97,6 +133,9 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		}
 	}
 	if next == "" {
+		if err := markIndexed(tx, c.Walk); err != nil {
+			return nil, err
+		}
 		old := c.At.Add(-(s.cfg.AccessTTL + verifyLeeway))
 		if _, err := fsm.DeleteMatching(tx, []byte(prefixSessionEnded), fsm.NewBudget(pruneStepKeys), func(_, v []byte) (bool, error) {
 			var at time.Time
@@ -111,12 +150,30 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 	return PruneStep{Next: next, Removed: len(gone)}, nil
 }
 
+// markIndexed ends walk's indexing: the index is complete if this node
+// indexed walk from its first step.
+func markIndexed(tx *badger.Txn, walk time.Time) error {
+	if walk.IsZero() {
+		return nil
+	}
+	var began time.Time
+	found, err := getJSON(tx, keyIndexWalk, &began)
+	if err != nil || !found || !began.Equal(walk) {
+		return err
+	}
+	if done, err := keyExists(tx, keyFamiliesIndexed); err != nil || done {
+		return err
+	}
+	return setJSON(tx, keyFamiliesIndexed, walk)
+}
+
 // Prune walks every family once, step by step (the leader's RunErasure
 // calls it every pruneEvery). It answers how many families it removed.
 func (s *Service) Prune(ctx context.Context) (int, error) {
 	removed, after := 0, ""
+	walk := s.now().UTC()
 	for {
-		v, err := s.propose(ctx, wire.CmdAuthPrune, authPruneCmd{V: commandVersion, After: after, At: s.now().UTC()})
+		v, err := s.propose(ctx, wire.CmdAuthPrune, authPruneCmd{V: commandVersion, After: after, At: s.now().UTC(), Walk: walk})
 		if err != nil {
 			return removed, fmt.Errorf("auth: prune: %w", err)
 		}

@@ -403,22 +403,67 @@ func (s *Service) signOutStep(tx *badger.Txn, uid string, at time.Time) (*revoke
 	}
 	var hits []hit
 	more := false
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRefresh), PrefetchValues: true})
-	for it.Rewind(); it.Valid(); it.Next() {
+	// Each family decoded, in family order (the same order either way, so
+	// that nodes that read the index and nodes that scan revoke the same
+	// first revokeAllStepWrites).
+	consider := func(key []byte, v []byte) bool {
 		var f refreshFamily
-		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &f) }); err != nil {
-			continue // not ours to judge; never a user's
+		if err := json.Unmarshal(v, &f); err != nil {
+			return true // not ours to judge; never a user's
 		}
 		if f.UID != uid || f.Revoked {
-			continue
+			return true
 		}
 		if len(hits) >= revokeAllStepWrites {
 			more = true
-			break
+			return false
 		}
-		hits = append(hits, hit{string(it.Item().KeyCopy(nil)), f})
+		hits = append(hits, hit{string(key), f})
+		return true
 	}
-	it.Close()
+	indexed, err := keyExists(tx, keyFamiliesIndexed)
+	if err != nil {
+		return nil, err
+	}
+	if indexed {
+		// Every live family is in the user's index: read those only,
+		// not every user's (an apply holds the FSM on every node).
+		prefix := []byte(prefixUserFamily + uid + "/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Rewind(); it.Valid(); it.Next() {
+			key := prefixRefresh + string(it.Item().Key()[len(prefix):])
+			item, err := tx.Get([]byte(key))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			if !consider([]byte(key), v) {
+				break
+			}
+		}
+		it.Close()
+	} else {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRefresh), PrefetchValues: true})
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return nil, err
+			}
+			if !consider(it.Item().KeyCopy(nil), v) {
+				break
+			}
+		}
+		it.Close()
+	}
 	ended := make([]string, 0, len(hits))
 	for _, h := range hits {
 		h.f.Revoked, h.f.UpdatedAt = true, at
