@@ -622,7 +622,8 @@ func (n *Raft) release() []error {
 }
 
 // observe handles Raft's observations: a new leader changes the member
-// list (Member.Leader) and is logged; a new leader, a follower whose
+// list (Member.Leader) and is logged, and goes on promoting the joiners
+// its predecessor left non-voters; a new leader, a follower whose
 // heartbeats resumed and a peer added are moments when a follower may be
 // behind (catchup.go).
 func (n *Raft) observe(obs <-chan raft.Observation) {
@@ -631,6 +632,7 @@ func (n *Raft) observe(obs <-chan raft.Observation) {
 		case raft.LeaderObservation:
 			if d.LeaderID == raft.ServerID(n.cfg.NodeName) {
 				n.quick.led(n.raft, n.log)
+				n.promoteNonvoters()
 			}
 			n.memberWatch.notify()
 			n.log.Info("raft leader changed", "leader", d.LeaderID, "addr", d.LeaderAddr, "self", n.IsLeader())

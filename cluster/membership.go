@@ -286,6 +286,18 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	return "", ""
 }
 
+// promoteNonvoters makes every non-voter of the configuration a voter
+// once it has caught up (promoteLater). Every non-voter is a joiner: the
+// leader that added it may have lost the leadership before promoting it,
+// and a joiner restarted without Join never asks again.
+func (n *Raft) promoteNonvoters() {
+	for _, s := range n.configuration() {
+		if s.Suffrage != raft.Voter {
+			n.promoteLater(string(s.ID), string(s.Address))
+		}
+	}
+}
+
 // promoteLater makes the non-voter name a voter once it has caught up,
 // on a helper goroutine, unless one is already at it; it gives up when
 // this node no longer leads, the node is no longer a non-voter, or the

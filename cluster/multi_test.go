@@ -827,3 +827,65 @@ func TestLeaderPromotesANonvoterThatCaughtUpLater(t *testing.T) {
 		return fmt.Errorf("n2 not a voter: %+v", n1.Members())
 	})
 }
+
+// A joiner still catching up when the leader that added it lost the
+// leadership is made a voter by the next leader: it used to stay a
+// non-voter for good (no node promoted it, and a node restarted without
+// Join never asks again), so the cluster had one voter fewer than the
+// operator added.
+func TestNewLeaderPromotesANonvoterItInherited(t *testing.T) {
+	compact := func(c *Config) {
+		c.TrailingLogs = 4
+		c.SnapshotThreshold = 1 << 20
+		c.LogSegmentSize = 2 << 10
+	}
+	ms := startClusterWith(t, 3, compact)
+	leader := waitVoters(t, ms, 3)
+	for _, k := range keyList("early-", 100) {
+		proposeKeys(t, leader, k)
+	}
+	if err := leader.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	var release sync.Once
+	n4 := &member{name: "n4", dir: t.TempDir()}
+	n4.testNode = startNode(t, nodeOpts{dataDir: n4.dir, // no Join: it never asks
+		beforeNew: func(f *fsm.FSM) { f.OnRestore(func() { <-gate }) },
+		tweak: func(c *Config) {
+			c.NodeName, c.BindAddr = "n4", "127.0.0.1:0"
+			multiTimeouts(c)
+			compact(c)
+		}})
+	n4.addr = n4.Addr()
+	t.Cleanup(func() { release.Do(func() { close(gate) }) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	code, msg := leader.join(ctx, &JoinArgs{Name: "n4", Addr: n4.addr})
+	cancel()
+	if code != codeUnavailable {
+		t.Fatalf("join of a node still loading the state: %q %s, want %q", code, msg, codeUnavailable)
+	}
+	if err := leader.raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatal(err)
+	}
+	var next *member
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range ms {
+			if m != leader && m.IsLeader() {
+				next = m
+				return nil
+			}
+		}
+		return errors.New("no new leader yet")
+	})
+	release.Do(func() { close(gate) })
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range next.Members() {
+			if m.Name == "n4" && m.Suffrage == "Voter" {
+				return nil
+			}
+		}
+		return fmt.Errorf("n4 not a voter: %+v", next.Members())
+	})
+}
