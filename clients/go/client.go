@@ -11,6 +11,10 @@
 // Group messages arrive live too: the client subscribes to the topic of
 // each of the user's groups, and of each group the user joins.
 //
+// Groups: SendGroup (or SendMessage with Message.Group) publishes to a
+// group's topic with the same CID retries and acknowledgement as a
+// direct message.
+//
 // A minimal client:
 //
 //	tok, _ := edgechat.Login(ctx, "http://localhost:8080", "alice", "secret")

@@ -17,8 +17,18 @@ func (c *Client) Send(ctx context.Context, to, text string) (Message, error) {
 	return c.SendMessage(ctx, Message{To: to, Type: "text", Body: text})
 }
 
-// SendMessage sends m to m.To (Type defaults to "text"; CID is generated
-// when empty; set it to retry an earlier call whose outcome is unknown).
+// SendGroup sends a text message to a group I am a member of. See
+// SendMessage.
+func (c *Client) SendGroup(ctx context.Context, gid, text string) (Message, error) {
+	return c.SendMessage(ctx, Message{Group: gid, Type: "text", Body: text})
+}
+
+// SendMessage sends m to the user m.To, or to the group m.Group (exactly
+// one of the two; a group message is published on group/{gid}/newMessage,
+// which the server refuses unless I am a member). Type defaults to
+// "text"; CID is generated when empty; set it to retry an earlier call
+// whose outcome is unknown. A CID is mine across direct and group
+// messages alike: reusing one returns the message first stored with it.
 //
 // It publishes at QoS 1 and retries with the same CID, across dropped
 // connections and server restarts, until the server acknowledges it (a
@@ -27,7 +37,8 @@ func (c *Client) Send(ctx context.Context, to, text string) (Message, error) {
 // message, not allowed, unknown recipient) returns a *PublishError at once.
 //
 // On success it returns the stored message: the server's copy, matched by
-// CID on my own topic, with ID and Time set. If that copy has not arrived
+// CID on my own topic (for a group message, on the group's topic, which
+// the client follows for each of my groups), with ID and Time set. If that copy has not arrived
 // within Options.EchoWait (or before ctx ends) after the acknowledgement,
 // it returns the message as sent with an empty ID and a nil error: the
 // message is committed regardless, and its stored copy will still reach
@@ -37,8 +48,19 @@ func (c *Client) Send(ctx context.Context, to, text string) (Message, error) {
 // may not have been stored; call again with the same CID to find out
 // without risking a duplicate.
 func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
-	if !validUserID(m.To) {
+	var topic string
+	switch {
+	case m.To != "" && m.Group != "":
+		return Message{}, fmt.Errorf("%w: a message goes to a user or to a group, not both", ErrInvalidArgument)
+	case m.Group != "":
+		if !validGroupID(m.Group) {
+			return Message{}, fmt.Errorf("%w: %q is not a group ID", ErrInvalidArgument, m.Group)
+		}
+		topic = groupTopic(m.Group)
+	case !validUserID(m.To):
 		return Message{}, fmt.Errorf("%w: recipient %q is not a user ID", ErrInvalidArgument, m.To)
+	default:
+		topic = "user/" + m.To + "/newMessage"
 	}
 	if m.Type == "" {
 		m.Type = "text"
@@ -88,10 +110,10 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 		c.mu.Unlock()
 	}()
 
-	if err := c.publishRetry(ctx, "user/"+m.To+"/newMessage", payload, true); err != nil {
+	if err := c.publishRetry(ctx, topic, payload, true); err != nil {
 		return Message{}, err
 	}
-	sent := Message{From: c.userID, To: m.To, CID: m.CID, Type: m.Type, Body: m.Body, ReplyTo: m.ReplyTo, Media: m.Media}
+	sent := Message{From: c.userID, To: m.To, Group: m.Group, CID: m.CID, Type: m.Type, Body: m.Body, ReplyTo: m.ReplyTo, Media: m.Media}
 	t := time.NewTimer(c.opts.EchoWait)
 	defer t.Stop()
 	select {

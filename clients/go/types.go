@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // Message is a chat message as the server stores and delivers it.
@@ -292,6 +293,10 @@ func validName(s string) bool {
 	}
 	return true
 }
+
+// validGroupID mirrors the server's rule for group IDs (1-64 of a-z A-Z
+// 0-9 _ -, optionally @region for a group of another region).
+func validGroupID(s string) bool { return wire.ValidGroupID(s) == nil }
 
 // ValidUserID reports whether s is a well-formed user ID: a name, or
 // name@region for a user of another region.
