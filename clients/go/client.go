@@ -13,7 +13,7 @@
 //
 // Groups: SendGroup (or SendMessage with Message.Group) publishes to a
 // group's topic with the same CID retries and acknowledgement as a
-// direct message.
+// direct message, and GroupHistory pages through a group's messages.
 //
 // A minimal client:
 //

@@ -187,7 +187,26 @@ func (c *Client) History(ctx context.Context, with string, before string, limit 
 	if !validUserID(with) {
 		return nil, false, fmt.Errorf("%w: user ID %q", ErrInvalidArgument, with)
 	}
-	q := url.Values{"with": {with}}
+	return c.history(ctx, url.Values{"with": {with}}, before, limit)
+}
+
+// GroupHistory returns a page of a group's messages, newest first, of
+// messages older than before (all when before is empty), and whether
+// older ones exist. limit <= 0 lets the server choose. A member reads the
+// whole history of the group, also what was sent before they joined
+// (sync holds a group's messages only from when I am a member: page back
+// through GroupHistory for the rest); for anyone else the group does not
+// exist (an error wrapping ErrNotFound).
+func (c *Client) GroupHistory(ctx context.Context, gid string, before string, limit int) ([]Message, bool, error) {
+	if !validGroupID(gid) {
+		return nil, false, fmt.Errorf("%w: group ID %q", ErrInvalidArgument, gid)
+	}
+	return c.history(ctx, url.Values{"group": {gid}}, before, limit)
+}
+
+// history reads one page of GET /chat/history for the conversation q
+// names.
+func (c *Client) history(ctx context.Context, q url.Values, before string, limit int) ([]Message, bool, error) {
 	if before != "" {
 		q.Set("before", before)
 	}

@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,4 +64,91 @@ func TestSendGroupReachesEveryMemberOnce(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalidArgument", name, err)
 		}
 	}
+}
+
+// GroupHistory pages a group's messages newest first, for its members
+// (also one who joined after they were sent); to anyone else the group
+// does not exist.
+func TestGroupHistoryPagesForMembersOnly(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok, bobTok, carolTok, daveTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol"), n.NewUser(t, "dave")
+	gid := newGroup(t, n, aliceTok, "team", "bob")
+	alice := dial(t, []string{n.WSURL}, "", aliceTok, nil, nil)
+	bob := dial(t, []string{n.WSURL}, "", bobTok, nil, nil)
+	carol := dial(t, []string{n.WSURL}, "", carolTok, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var sent []edgechat.Message
+	for i := range 3 {
+		m, err := alice.SendGroup(ctx, gid, fmt.Sprint("message ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, m)
+	}
+	page, more, err := bob.GroupHistory(ctx, gid, "", 2)
+	if err != nil || len(page) != 2 || !more || page[0].CID != sent[2].CID || page[1].CID != sent[1].CID || page[0].Group != gid {
+		t.Fatalf("newest page: %+v, hasMore %v, %v", page, more, err)
+	}
+	older, more, err := bob.GroupHistory(ctx, gid, page[1].ID, 2)
+	if err != nil || len(older) != 1 || more || older[0].CID != sent[0].CID {
+		t.Fatalf("older page: %+v, hasMore %v, %v", older, more, err)
+	}
+	if _, _, err := carol.GroupHistory(ctx, gid, "", 10); !errors.Is(err, edgechat.ErrNotFound) {
+		t.Fatalf("a non-member's group history: %v, want ErrNotFound", err)
+	}
+	if _, _, err := carol.GroupHistory(ctx, "no/slashes", "", 10); !errors.Is(err, edgechat.ErrInvalidArgument) {
+		t.Fatalf("a malformed group ID: %v, want ErrInvalidArgument", err)
+	}
+	postJSON(t, n.HTTPURL+"/user/groups/"+gid+"/members", aliceTok, map[string]any{"uid": "dave"}, nil)
+	dave := dial(t, []string{n.WSURL}, "", daveTok, nil, nil)
+	all, _, err := dave.GroupHistory(ctx, gid, "", 10)
+	if err != nil || len(all) != 3 {
+		t.Fatalf("a member who joined later: %d messages, %v; want the 3 sent before", len(all), err)
+	}
+}
+
+// A group message whose PUBACK is lost with the connection is published
+// again under its CID on the next connection: stored once, delivered
+// once to each member.
+func TestGroupSendSurvivesDroppedConnection(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	gid := newGroup(t, n, aliceTok, "team", "bob")
+	px := newProxy(t, strings.TrimPrefix(n.MQTTURL, "tcp://"))
+	ab, bb := newInbox(), newInbox()
+	alice := dial(t, []string{px.URL()}, n.HTTPURL, aliceTok, ab, nil)
+	dial(t, []string{n.WSURL}, "", bobTok, bb, nil)
+
+	px.set(func(p *proxy) { p.cutOnPublish = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m, err := alice.SendGroup(ctx, gid, "through the cut")
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.mu.Lock()
+	cuts := px.cuts
+	px.mu.Unlock()
+	if cuts != 1 {
+		t.Fatalf("the proxy cut %d connections, want 1", cuts)
+	}
+	hist, _, err := alice.GroupHistory(ctx, gid, "", 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []edgechat.Message
+	for _, h := range hist {
+		if h.CID == m.CID {
+			stored = append(stored, h)
+		}
+	}
+	if len(stored) != 1 {
+		t.Fatalf("%d stored copies of cid %s", len(stored), m.CID)
+	}
+	if m.ID != "" && m.ID != stored[0].ID {
+		t.Fatalf("SendGroup returned id %s, stored %s", m.ID, stored[0].ID)
+	}
+	bb.waitOnce(t, stored[0].ID)
+	ab.waitOnce(t, stored[0].ID)
 }
