@@ -13,7 +13,9 @@
 //
 // Groups: SendGroup (or SendMessage with Message.Group) publishes to a
 // group's topic with the same CID retries and acknowledgement as a
-// direct message, and GroupHistory pages through a group's messages.
+// direct message, GroupHistory pages through a group's messages, and
+// MarkGroupRead moves my read cursor of a group (its unread count in
+// Conversations).
 //
 // A minimal client:
 //

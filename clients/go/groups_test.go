@@ -1,9 +1,14 @@
 package edgechat
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,5 +81,45 @@ func TestJoiningAGroupSubscribesThenSyncs(t *testing.T) {
 	defer f.mu.Unlock()
 	if f.subAsked["group/other/newMessage"] != 0 {
 		t.Fatal("subscribed to a group someone else joined")
+	}
+}
+
+// MarkGroupRead posts {group, upTo} to /chat/read; an answer that may
+// change (503: the node cannot commit now) is asked again, a refusal
+// (404: not a member) is returned at once.
+func TestMarkGroupReadAsksAgainOnlyWhileTheServerCannotCommit(t *testing.T) {
+	f := newFakeServer(t)
+	var mu sync.Mutex
+	var bodies []string
+	answers := []int{http.StatusServiceUnavailable, http.StatusNoContent, http.StatusNotFound}
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{"/chat/read": func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			bodies = append(bodies, r.Method+" "+string(b))
+			status := answers[0]
+			answers = answers[1:]
+			mu.Unlock()
+			w.WriteHeader(status)
+			if status != http.StatusNoContent {
+				_, _ = fmt.Fprintf(w, `{"error":{"code":%q,"message":"x"}}`, map[int]string{503: "unavailable", 404: "not_found"}[status])
+			}
+		}}
+	})
+	bob := dialFake(t, f, "bob", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	id := f.gen.Next().String()
+	if err := bob.MarkGroupRead(ctx, "g1", id); err != nil {
+		t.Fatalf("after one 503: %v", err)
+	}
+	if err := bob.MarkGroupRead(ctx, "g2", id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("not a member: %v, want ErrNotFound", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := fmt.Sprintf(`POST {"group":"g1","upTo":%q}`, id)
+	if len(bodies) != 3 || bodies[0] != want || bodies[1] != want {
+		t.Fatalf("requests %q, want the first twice then one for g2", bodies)
 	}
 }

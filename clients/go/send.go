@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 	"unicode/utf8"
 
@@ -202,6 +203,55 @@ func (c *Client) publishOnce(ctx context.Context, cm *autopaho.ConnectionManager
 // reconnections until ctx ends.
 func (c *Client) MarkRead(ctx context.Context, peer string, upTo string) error {
 	return c.receipt(ctx, ReceiptRead, peer, upTo)
+}
+
+// MarkGroupRead moves my read cursor of a group up to upTo (a message
+// ID), through POST /chat/read: the group's unread count (Conversations)
+// then counts only the messages after it. Cursors only move forward and
+// stop at the group's newest message; no receipt goes to the other
+// members (the protocol has none for groups). It retries, while ctx
+// lasts, a request that got no answer or an answer that may change (429,
+// 5xx): moving a cursor twice to the same place is harmless. A group I
+// am not a member of is an error wrapping ErrNotFound.
+func (c *Client) MarkGroupRead(ctx context.Context, gid string, upTo string) error {
+	if !validGroupID(gid) {
+		return fmt.Errorf("%w: group ID %q", ErrInvalidArgument, gid)
+	}
+	if IDTime(upTo).IsZero() {
+		return fmt.Errorf("%w: %q is not a message ID", ErrInvalidArgument, upTo)
+	}
+	body := struct {
+		Group string `json:"group"`
+		UpTo  string `json:"upTo"`
+	}{gid, upTo}
+	delay := 200 * time.Millisecond
+	for {
+		err := c.call(ctx, http.MethodPost, "/chat/read", body, nil)
+		var ae *APIError
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return err
+		case errors.As(err, &ae) && ae.Status != http.StatusTooManyRequests && ae.Status < 500:
+			return err // a refusal: asking again changes nothing
+		case errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrClosed):
+			return err
+		}
+		wait := delay
+		if ae != nil && ae.RetryAfter > wait {
+			wait = ae.RetryAfter
+		}
+		c.log.Debug("marking a group read failed; retrying", "group", gid, "err", err, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("edgechat: mark group %s read: %w (last error: %v)", gid, ctx.Err(), err)
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
 }
 
 // MarkDelivered tells peer that their messages up to upTo reached me.

@@ -26,6 +26,22 @@ func newGroup(t *testing.T, n *nodetest.Node, ownerTok, name string, members ...
 	return g.ID
 }
 
+// groupUnread is the unread count of group gid in c's conversation list
+// (-1 when the group is not listed).
+func groupUnread(ctx context.Context, t *testing.T, c *edgechat.Client, gid string) int {
+	t.Helper()
+	convs, err := c.Conversations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cv := range convs {
+		if cv.Group == gid {
+			return cv.Unread
+		}
+	}
+	return -1
+}
+
 // SendGroup publishes to the group's topic: the message is stored,
 // returned with its ID, and reaches every member's client once, the
 // sender's own included. A group I am not in, or a malformed group ID,
@@ -105,6 +121,54 @@ func TestGroupHistoryPagesForMembersOnly(t *testing.T) {
 	all, _, err := dave.GroupHistory(ctx, gid, "", 10)
 	if err != nil || len(all) != 3 {
 		t.Fatalf("a member who joined later: %d messages, %v; want the 3 sent before", len(all), err)
+	}
+}
+
+// MarkGroupRead moves my read cursor of a group: its unread count drops
+// to what came after, and never moves back.
+func TestMarkGroupReadMovesTheUnreadCount(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok, bobTok, carolTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol")
+	gid := newGroup(t, n, aliceTok, "team", "bob")
+	alice := dial(t, []string{n.WSURL}, "", aliceTok, nil, nil)
+	bob := dial(t, []string{n.WSURL}, "", bobTok, nil, nil)
+	carol := dial(t, []string{n.WSURL}, "", carolTok, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var sent []edgechat.Message
+	for i := range 3 {
+		m, err := alice.SendGroup(ctx, gid, fmt.Sprint("message ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.ID == "" {
+			t.Fatalf("SendGroup returned no ID: %+v", m)
+		}
+		sent = append(sent, m)
+	}
+	if u := groupUnread(ctx, t, bob, gid); u != 3 {
+		t.Fatalf("bob's unread before reading: %d, want 3", u)
+	}
+	if err := bob.MarkGroupRead(ctx, gid, sent[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	if u := groupUnread(ctx, t, bob, gid); u != 1 {
+		t.Fatalf("bob's unread after reading up to the second: %d, want 1", u)
+	}
+	if err := bob.MarkGroupRead(ctx, gid, sent[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.MarkGroupRead(ctx, gid, sent[0].ID); err != nil { // backwards: no move
+		t.Fatal(err)
+	}
+	if u := groupUnread(ctx, t, bob, gid); u != 0 {
+		t.Fatalf("bob's unread after reading everything: %d, want 0", u)
+	}
+	if err := carol.MarkGroupRead(ctx, gid, sent[2].ID); !errors.Is(err, edgechat.ErrNotFound) {
+		t.Fatalf("a non-member marking the group read: %v, want ErrNotFound", err)
+	}
+	if err := bob.MarkGroupRead(ctx, gid, "not-an-id"); !errors.Is(err, edgechat.ErrInvalidArgument) {
+		t.Fatalf("a malformed message ID: %v, want ErrInvalidArgument", err)
 	}
 }
 
