@@ -17,6 +17,13 @@
 // MarkGroupRead moves my read cursor of a group (its unread count in
 // Conversations).
 //
+// Resuming: an application that keeps its messages can save Cursor()
+// (after Sync, which catches up and so moves the cursor past everything
+// delivered) and start its next Client from it with Options.Cursor. That
+// client's first catch-up then delivers what was committed after the
+// cursor, direct and group messages, however long the application was
+// away, instead of only the minute before Dial.
+//
 // A minimal client:
 //
 //	tok, _ := edgechat.Login(ctx, "http://localhost:8080", "alice", "secret")
@@ -90,6 +97,15 @@ type Options struct {
 	// delivers only the messages created in the minute before Dial or
 	// later (see Dial), and moves the cursor to the end.
 	SyncFromStart bool
+	// Cursor resumes from a sync cursor saved from an earlier client of
+	// the same user (Client.Cursor, best taken after Client.Sync): the
+	// first catch-up delivers every message committed after it, however
+	// old, and nothing before it; SyncFromStart is then ignored. Messages
+	// the earlier client received live after its cursor last moved come
+	// again (an application that stores messages keeps them by ID). A
+	// cursor the server refuses as malformed fails Dial with
+	// ErrBadOptions. Empty: as without it.
+	Cursor string
 	// EchoWait bounds how long Send waits, after the server acknowledged a
 	// message, for the stored copy carrying its ID; default 5s.
 	EchoWait time.Duration
@@ -167,6 +183,10 @@ type Client struct {
 	initialSync chan struct{} // closed after the first successful sync
 	dialStart   time.Time     // the first sync delivers what is younger (see Dial)
 	fatal       chan error    // capacity 1: a refusal of the first connection
+	// syncsStarted and syncsDone count catch-up syncs (under mu), and
+	// syncDone is closed and replaced whenever one ends: Sync waits on it.
+	syncsStarted, syncsDone uint64
+	syncDone                chan struct{}
 
 	mu          sync.Mutex
 	gen         int             // connection generation, bumped on every OnConnectionUp
@@ -190,8 +210,10 @@ type Client struct {
 // Dial connects, subscribes to the user's topics and establishes the sync
 // cursor, then returns; from then on the client reconnects by itself until
 // Close. Everything from Dial on is delivered, including what arrives
-// while the connection is down. Without SyncFromStart, history from more
-// than a minute before Dial is not replayed (use History): the first
+// while the connection is down. With Options.Cursor, the first catch-up
+// delivers everything committed after that cursor. Without it or
+// SyncFromStart, history from more than a minute before Dial is not
+// replayed (use History and GroupHistory): the first
 // catch-up starts where the server says that minute starts (GET
 // /chat/sync/end; from the beginning with a server without that call, or
 // when this machine's clock is more than a week behind the server's)
@@ -245,6 +267,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		seen:        newIDSet(dedupeCapacity),
 		syncTrigger: make(chan struct{}, 1),
 		initialSync: make(chan struct{}),
+		syncDone:    make(chan struct{}),
+		cursor:      opts.Cursor,
 		dialStart:   dialStart,
 		fatal:       make(chan error, 1),
 		ready:       make(chan struct{}),
@@ -314,6 +338,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	select {
 	case <-c.initialSync:
+	case err := <-c.fatal: // the server refused Options.Cursor
+		return fail(err)
 	case <-ctx.Done():
 		return fail(fmt.Errorf("edgechat: initial sync: %w", ctx.Err()))
 	}
@@ -793,10 +819,21 @@ func (c *Client) syncLoop() {
 			return
 		case <-c.syncTrigger:
 		}
+		c.mu.Lock()
+		c.syncsStarted++
+		c.mu.Unlock()
 		delay := 200 * time.Millisecond
 		for {
 			err := c.syncOnce(c.ctx)
-			if err == nil || c.ctx.Err() != nil {
+			if err == nil {
+				c.mu.Lock()
+				c.syncsDone++
+				close(c.syncDone)
+				c.syncDone = make(chan struct{})
+				c.mu.Unlock()
+				break
+			}
+			if c.ctx.Err() != nil {
 				break
 			}
 			c.log.Warn("catch-up sync failed; retrying", "err", err, "in", delay)
@@ -811,17 +848,19 @@ func (c *Client) syncLoop() {
 }
 
 // syncOnce pages through /chat/sync from the cursor. The first sync of a
-// client starts from the beginning with SyncFromStart; without, it
-// delivers only what was created since a minute before Dial (see Dial)
-// and starts where GET /chat/sync/end says those messages start (from
-// the beginning with a server older than that call).
+// client starts from Options.Cursor when set (and delivers everything
+// after it), else from the beginning with SyncFromStart; without either,
+// it delivers only what was created since a minute before Dial (see
+// Dial) and starts where GET /chat/sync/end says those messages start
+// (from the beginning with a server older than that call).
 func (c *Client) syncOnce(ctx context.Context) error {
 	// What was seen live until now is behind this sync's snapshot.
 	c.liveSince.Store(0)
 	c.mu.Lock()
 	cursor, initial := c.cursor, !c.synced
 	c.mu.Unlock()
-	deliverAll := !initial || c.opts.SyncFromStart
+	resumed := initial && c.opts.Cursor != ""
+	deliverAll := !initial || c.opts.SyncFromStart || resumed
 	var after time.Time // when !deliverAll: deliver what was created after it
 	if !deliverAll && cursor == "" {
 		// Only the last minute is delivered: start where it starts
@@ -836,6 +875,13 @@ func (c *Client) syncOnce(ctx context.Context) error {
 	}
 	for {
 		page, err := c.fetchSync(ctx, cursor, syncPageLimit)
+		if resumed && cursor == c.opts.Cursor && errors.Is(err, ErrInvalidArgument) {
+			// 400: a malformed cursor, refused however often asked.
+			select {
+			case c.fatal <- fmt.Errorf("%w: the server refused the saved sync cursor %q: %w", ErrBadOptions, cursor, err):
+			default:
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -878,12 +924,55 @@ func (c *Client) syncOnce(ctx context.Context) error {
 	return nil
 }
 
-// Cursor returns the current sync cursor (for an application that wants
-// to persist it).
+// Cursor returns the current sync cursor, for an application that wants
+// to persist it and resume from it later (Options.Cursor). It moves with
+// every catch-up sync (after each reconnection, every 5,000 live
+// messages, and Sync), not with each live message: a client started from
+// it gets again what this one received live since. Call Sync first to
+// have it cover everything delivered so far.
 func (c *Client) Cursor() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.cursor
+}
+
+// Sync catches up now: it syncs from the cursor to the end of the
+// stream, as after a reconnection, and returns once that sync is done
+// and every message it found has been handed to OnMessage. Cursor()
+// then covers every message delivered before the call. It asks the
+// server again while it cannot answer, until ctx ends. Called from a
+// callback, it returns once the sync is done, without waiting for the
+// messages it found: they follow the callback.
+func (c *Client) Sync(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	// A sync already running may have read its pages before this call:
+	// wait for the next one to start, which requestSync makes sure of.
+	target := c.syncsStarted + 1
+	c.mu.Unlock()
+	c.requestSync()
+	for {
+		c.mu.Lock()
+		done, ch := c.syncsDone, c.syncDone
+		c.mu.Unlock()
+		if done >= target {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("edgechat: sync: %w", ctx.Err())
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+	}
+	if c.dispatcher.Load() == goroutineID() {
+		return nil // the dispatcher would wait for itself
+	}
+	return c.flush(ctx)
 }
 
 // waitReady blocks until the client is connected and subscribed and

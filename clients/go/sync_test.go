@@ -3,6 +3,7 @@ package edgechat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -314,5 +315,81 @@ func TestDialsFirstSyncWithAClockMoreThanAWeekBehind(t *testing.T) {
 	}
 	if br.count(fresh.ID) != 1 || br.count(old.ID) != 0 {
 		t.Fatalf("delivered: a moment ago %d times, want 1; a month ago %d, want 0", br.count(fresh.ID), br.count(old.ID))
+	}
+}
+
+// A client resumed from a saved cursor (Options.Cursor) delivers every
+// message after it, also those created long before Dial (the app was
+// away for an hour), and nothing before it; it asks for no end of the
+// stream.
+func TestResumeFromCursorDeliversWhatCameAfterItHoweverOld(t *testing.T) {
+	f := newFakeServer(t)
+	had := f.storeAt("carol", "bob", "read before the app stopped", time.Now().Add(-2*time.Hour))
+	away := f.storeAt("carol", "bob", "sent an hour ago, while away", time.Now().Add(-time.Hour))
+	recent := f.store("carol", "bob", "sent just now")
+	var calls atomic.Int32
+	serve := syncOver(f, "bob", nil)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chat/sync/end" {
+			calls.Add(1)
+		}
+		serve(w, r)
+	}))
+	defer api.Close()
+	br := newRecorder()
+	bob := dialFake(t, f, "bob", br, func(o *Options) { o.HTTPURL = api.URL; o.Cursor = "1" })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if br.count(had.ID) != 0 || br.count(away.ID) != 1 || br.count(recent.ID) != 1 || br.total() != 2 {
+		t.Fatalf("delivered: before the cursor %d times (want 0), an hour old after it %d (want 1), recent %d (want 1); %d in all",
+			br.count(had.ID), br.count(away.ID), br.count(recent.ID), br.total())
+	}
+	if bob.Cursor() != "3" || calls.Load() != 0 {
+		t.Fatalf("cursor %s (want 3), %d requests for the end of the stream (want 0)", bob.Cursor(), calls.Load())
+	}
+}
+
+// Live messages do not move the cursor; Sync does, and returns once what
+// it found was handed to OnMessage: each message once.
+func TestSyncMovesTheCursorPastLiveMessages(t *testing.T) {
+	f := newFakeServer(t)
+	br := newRecorder()
+	bob := dialFake(t, f, "bob", br, nil)
+	start := bob.Cursor()
+	var live []Message
+	for i := range 3 {
+		m := f.store("carol", "bob", fmt.Sprint("live ", i))
+		f.deliver(m)
+		live = append(live, m)
+	}
+	for _, m := range live {
+		br.waitCount(t, m.ID, 1)
+	}
+	if bob.Cursor() != start {
+		t.Fatalf("cursor moved from %s to %s without a sync", start, bob.Cursor())
+	}
+	missed := f.store("carol", "bob", "committed, never live") // only a sync brings it
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if bob.Cursor() != "4" {
+		t.Fatalf("cursor after Sync %s, want 4", bob.Cursor())
+	}
+	if br.count(missed.ID) != 1 {
+		t.Fatalf("Sync returned before the message it found was delivered (%d times)", br.count(missed.ID))
+	}
+	for _, m := range live {
+		if k := br.count(m.ID); k != 1 {
+			t.Fatalf("live message delivered %d times after Sync", k)
+		}
+	}
+	_ = bob.Close()
+	if err := bob.Sync(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync after Close: %v, want ErrClosed", err)
 	}
 }

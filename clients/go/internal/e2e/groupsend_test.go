@@ -9,6 +9,7 @@ import (
 	"time"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -215,4 +216,14 @@ func TestGroupSendSurvivesDroppedConnection(t *testing.T) {
 	}
 	bb.waitOnce(t, stored[0].ID)
 	ab.waitOnce(t, stored[0].ID)
+	// Nothing more comes after a catch-up of both.
+	if err := alice.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if a, b := ab.count(stored[0].ID), bb.count(stored[0].ID); a != 1 || b != 1 {
+			return fmt.Errorf("delivered to alice %d times, to bob %d; want 1 and 1", a, b)
+		}
+		return nil
+	})
 }
