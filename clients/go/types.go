@@ -159,6 +159,11 @@ type Conversation struct {
 	Group       string  `json:"group,omitempty"`
 	LastMessage Message `json:"lastMessage"`
 	Unread      int     `json:"unread"`
+	// PeerRead (direct conversations) is the ID up to which the peer has
+	// read: my messages with an ID up to it are read ("" when the peer
+	// read nothing yet, or I blocked them). The read receipts that come
+	// live move it further.
+	PeerRead string `json:"peerRead,omitempty"`
 }
 
 // Profile is a user's public profile.

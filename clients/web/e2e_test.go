@@ -269,6 +269,13 @@ func TestGroupsTypingReceiptsPresence(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="read"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-conv="d:bob"] .dot[data-presence="online"]`)),
 	)
+	// Still read after a reload (the conversation list says how far bob
+	// read), not only while the live receipt is in the page's memory.
+	run(t, alice, "alice reloads and still sees it read",
+		chromedp.Reload(),
+		click(`[data-conv="d:bob"]`),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="read"]`)),
+	)
 
 	// Typing travels, and is not stored.
 	run(t, bob, "bob types", chromedp.SendKeys(chromedp.CSS(`#composer`), "typing some"))

@@ -379,6 +379,7 @@ type convList struct {
 		Group       string        `json:"group"`
 		LastMessage wire.Envelope `json:"lastMessage"`
 		Unread      int           `json:"unread"`
+		PeerRead    string        `json:"peerRead"`
 	} `json:"conversations"`
 	HasMore bool `json:"hasMore"`
 }

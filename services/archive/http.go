@@ -348,6 +348,7 @@ type conversationJSON struct {
 	Group       string          `json:"group,omitempty"`
 	LastMessage json.RawMessage `json:"lastMessage"`
 	Unread      int             `json:"unread"`
+	PeerRead    string          `json:"peerRead,omitempty"`
 }
 
 func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
@@ -380,7 +381,11 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		HasMore       bool               `json:"hasMore"`
 	}{Conversations: make([]conversationJSON, 0, len(convs)), HasMore: hasMore}
 	for _, c := range convs {
-		out.Conversations = append(out.Conversations, conversationJSON{Peer: c.Peer, Group: c.Group, LastMessage: c.Last, Unread: c.Unread})
+		cj := conversationJSON{Peer: c.Peer, Group: c.Group, LastMessage: c.Last, Unread: c.Unread}
+		if c.PeerRead != 0 {
+			cj.PeerRead = strconv.FormatUint(uint64(c.PeerRead), 10)
+		}
+		out.Conversations = append(out.Conversations, cj)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, out)
 }

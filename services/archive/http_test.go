@@ -376,3 +376,60 @@ func TestHTTPReadReceiptSkipsAPeerWhoBlockedTheReader(t *testing.T) {
 		t.Errorf("alice's unread after reading both: %d %v (her cursor must move either way)", n, err)
 	}
 }
+
+// The conversation list says how far the peer has read (peerRead), so
+// that a client shows its sent messages as read after a reload, not
+// only once a live receipt came: nothing before the peer reads, the
+// peer's cursor after (clamped to the newest message), not in a
+// conversation with oneself, and not while I have blocked the peer
+// (their receipts do not reach me live either).
+func TestConversationsSayHowFarThePeerRead(t *testing.T) {
+	e := newEnv(t, withGroups())
+	srv := e.server(t)
+	ctx := context.Background()
+	a1 := e.send(t, "alice", "bob", "a1")
+	a2 := e.send(t, "alice", "bob", "a2")
+	e.send(t, "alice", "alice", "note")
+	peerRead := func(user, peer string) string {
+		t.Helper()
+		var cl convList
+		if r := get(t, srv, user, "/chat/conversations", &cl); r.Status != http.StatusOK {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+		for _, c := range cl.Conversations {
+			if c.Peer == peer {
+				return c.PeerRead
+			}
+		}
+		t.Fatalf("%s has no conversation with %s: %+v", user, peer, cl)
+		return ""
+	}
+	if got := peerRead("alice", "bob"); got != "" {
+		t.Fatalf("before bob read: peerRead %q", got)
+	}
+	if err := e.svc.MarkRead(ctx, "bob", "alice", a1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := peerRead("alice", "bob"); got != a1.ID.String() {
+		t.Fatalf("after bob read a1: peerRead %q, want %s", got, a1.ID)
+	}
+	if got := peerRead("bob", "alice"); got != "" {
+		t.Fatalf("bob's list says alice read %q; she read nothing", got)
+	}
+	if err := e.svc.MarkRead(ctx, "bob", "alice", 1<<62); err != nil {
+		t.Fatal(err)
+	}
+	if got := peerRead("alice", "bob"); got != a2.ID.String() {
+		t.Fatalf("after bob read past the end: peerRead %q, want the newest %s", got, a2.ID)
+	}
+	if err := e.svc.MarkRead(ctx, "alice", "alice", 1<<62); err != nil {
+		t.Fatal(err)
+	}
+	if got := peerRead("alice", "alice"); got != "" {
+		t.Fatalf("a conversation with oneself: peerRead %q", got)
+	}
+	e.blocks.block("alice", "bob")
+	if got := peerRead("alice", "bob"); got != "" {
+		t.Fatalf("alice blocked bob: peerRead %q", got)
+	}
+}

@@ -440,6 +440,9 @@ type summary struct {
 	// Direct conversations (v/{uid}/{peer}).
 	Unread uint64       // messages from peer with an ID above Cursor, saturated at unreadCap
 	Cursor snowflake.ID // uid's read cursor (the same as rc/{uid}/{convKey})
+	// PeerCursor is the peer's read cursor (kept pairs only, 0 else; not
+	// part of the encoded summary: read from the other side of x/).
+	PeerCursor snowflake.ID
 
 	// Groups (gv/{gid}).
 	Count    uint64 // messages stored since counting began (modular: only differences are used)
@@ -538,7 +541,7 @@ func sideOf(uid, peer string) int {
 
 // side is one side's summary in the kept form.
 func (p pair) side(i int) summary {
-	return summary{LastID: p.LastID, LastSeq: p.LastSeq, Kept: true, Unread: p.Unread[i], Cursor: p.Cursor[i]}
+	return summary{LastID: p.LastID, LastSeq: p.LastSeq, Kept: true, Unread: p.Unread[i], Cursor: p.Cursor[i], PeerCursor: p.Cursor[1-i]}
 }
 
 func (p pair) encode() []byte { return p.append(make([]byte, 0, pairLen)) }

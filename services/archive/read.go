@@ -412,11 +412,14 @@ func (m *merge) close() {
 // conversation is one entry of the conversation list: a direct
 // conversation (Peer) or a group (Group).
 type conversation struct {
-	Peer    string
-	Group   string
-	Last    []byte // the envelope JSON of the conversation's newest message
-	Unread  int
-	lastSeq uint64
+	Peer   string
+	Group  string
+	Last   []byte // the envelope JSON of the conversation's newest message
+	Unread int
+	// PeerRead is how far the peer of a direct conversation has read
+	// (its read cursor; 0: nothing, or not told: see conversations).
+	PeerRead snowflake.ID
+	lastSeq  uint64
 }
 
 // conversations lists uid's conversations, latest activity first: direct
@@ -487,6 +490,7 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 				c.Unread, err = groupUnread(tx, uid, c.Group, sums[i])
 			} else {
 				c.Unread, err = unread(tx, uid, c.Peer, sums[i])
+				c.PeerRead = s.peerRead(uid, c.Peer, sums[i])
 			}
 			if err != nil {
 				return err
@@ -513,6 +517,17 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 		out = slices.DeleteFunc(out, func(c conversation) bool { return c.Last == nil })
 	}
 	return out, hasMore, nil
+}
+
+// peerRead is how far peer has read uid's conversation with them, as
+// the read receipts uid was told live say: not for a conversation with
+// oneself, nor when uid has blocked peer (their receipts reach uid no
+// more).
+func (s *Service) peerRead(uid, peer string, sum summary) snowflake.ID {
+	if uid == peer || sum.PeerCursor == ^snowflake.ID(0) || (s.blocks != nil && s.blocks.IsBlocked(uid, peer)) {
+		return 0
+	}
+	return sum.PeerCursor
 }
 
 // directSummaries lists uid's direct conversations (the peers, in order)

@@ -183,6 +183,11 @@ func TestTwoUsersExchangeMessages(t *testing.T) {
 			if len(convs) == 0 || convs[0].Peer != "alice" || convs[0].LastMessage.ID == "" {
 				t.Fatalf("bob's conversations %+v", convs)
 			}
+			// alice's list says how far bob read, for after a restart.
+			convs, err = alice.Conversations(ctx)
+			if err != nil || len(convs) == 0 || convs[0].Peer != "bob" || convs[0].PeerRead != m1.ID {
+				t.Fatalf("alice's conversations %+v (%v), want bob's read up to %s", convs, err, m1.ID)
+			}
 			prof, err := alice.Profile(ctx, "bob")
 			if err != nil || prof.UserID != "bob" {
 				t.Fatalf("profile %+v, %v", prof, err)

@@ -308,6 +308,8 @@ class App {
     for (const item of res.conversations || []) {
       const c = store.conv(item.group ? { group: item.group } : { peer: item.peer });
       if (item.lastMessage) store.add(item.lastMessage, false);
+      // How far the peer read: the ticks of my messages survive a reload.
+      if (item.peer && item.peerRead) store.receipt(item.peer, 'read', item.peerRead);
       c.unread = store.current === c.key && !document.hidden ? 0 : listUnread(store, c, item);
     }
     store.changed();
