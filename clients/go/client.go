@@ -11,11 +11,11 @@
 // Group messages arrive live too: the client subscribes to the topic of
 // each of the user's groups, and of each group the user joins.
 //
-// Groups: SendGroup (or SendMessage with Message.Group) publishes to a
-// group's topic with the same CID retries and acknowledgement as a
-// direct message, GroupHistory pages through a group's messages, and
-// MarkGroupRead moves my read cursor of a group (its unread count in
-// Conversations).
+// Groups: Groups lists mine (names, member counts, my role), SendGroup
+// (or SendMessage with Message.Group) publishes to a group's topic with
+// the same CID retries and acknowledgement as a direct message,
+// GroupHistory pages through a group's messages, and MarkGroupRead
+// moves my read cursor of a group (its unread count in Conversations).
 //
 // Resuming: an application that keeps its messages can save Cursor()
 // (after Sync, which catches up and so moves the cursor past everything

@@ -56,9 +56,21 @@ func (c *Client) followMyGroups(ctx context.Context, cm *autopaho.ConnectionMana
 	c.subscribeGroups(ctx, cm, gids)
 }
 
-// myGroups pages through GET /user/groups.
-func (c *Client) myGroups(ctx context.Context) ([]string, error) {
-	var gids []string
+// Group is one of my groups as GET /user/groups lists it.
+type Group struct {
+	ID          string `json:"groupId"`
+	Name        string `json:"name,omitempty"` // chosen by its admins: untrusted text
+	Description string `json:"description,omitempty"`
+	Owner       string `json:"owner,omitempty"`
+	MemberCount int    `json:"memberCount,omitempty"`
+	Role        string `json:"role,omitempty"` // mine: "owner", "admin" or "member"
+}
+
+// Groups lists the groups I am a member of, in group-ID order (all of
+// them: it pages through GET /user/groups). Conversations lists only
+// the groups that have messages, with their unread counts.
+func (c *Client) Groups(ctx context.Context) ([]Group, error) {
+	var groups []Group
 	cursor := ""
 	for {
 		q := url.Values{"limit": {"200"}}
@@ -66,24 +78,35 @@ func (c *Client) myGroups(ctx context.Context) ([]string, error) {
 			q.Set("cursor", cursor)
 		}
 		var page struct {
-			Groups []struct {
-				ID string `json:"groupId"`
-			} `json:"groups"`
-			NextCursor string `json:"nextCursor"`
+			Groups     []Group `json:"groups"`
+			NextCursor string  `json:"nextCursor"`
 		}
 		if err := c.get(ctx, "/user/groups", q, &page); err != nil {
 			return nil, err
 		}
 		for _, g := range page.Groups {
 			if g.ID != "" {
-				gids = append(gids, g.ID)
+				groups = append(groups, g)
 			}
 		}
 		if page.NextCursor == "" || page.NextCursor == cursor || len(page.Groups) == 0 {
-			return gids, nil
+			return groups, nil
 		}
 		cursor = page.NextCursor
 	}
+}
+
+// myGroups lists the IDs of my groups.
+func (c *Client) myGroups(ctx context.Context) ([]string, error) {
+	groups, err := c.Groups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	gids := make([]string, len(groups))
+	for i, g := range groups {
+		gids[i] = g.ID
+	}
+	return gids, nil
 }
 
 // subscribeGroups subscribes to the groups' message topics, asking again

@@ -2,9 +2,11 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -63,5 +65,29 @@ func TestGroupMessagesReachAConnectedClient(t *testing.T) {
 		bb.waitOnce(t, m1.ID)
 		m2 := post(gid, "c-g2-"+gid, "still there?")
 		bb.waitOnce(t, m2.ID)
+	}
+}
+
+// Groups lists the groups I am in, with their names, member counts and
+// my role, whether or not they have messages (Conversations lists only
+// those that do), and not the groups I am not in.
+func TestGroupsListsMyGroups(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	n.NewUser(t, "carol")
+	team := newGroup(t, n, aliceTok, "Team", "bob")
+	newGroup(t, n, aliceTok, "Alice and Carol", "carol")
+	bob := dial(t, []string{n.WSURL}, "", bobTok, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	groups, err := bob.Groups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(groups) != 1 {
+		t.Fatalf("bob's groups %+v, want Team only", groups)
+	}
+	if g := groups[0]; g.ID != team || g.Name != "Team" || g.MemberCount != 2 || g.Role != "member" || g.Owner != "alice" {
+		t.Fatalf("bob's group %+v", g)
 	}
 }
