@@ -82,7 +82,7 @@ func (u *upload) next() tea.Cmd {
 func (m *model) attach(args string) tea.Cmd {
 	peer := m.st.open
 	if peer == "" {
-		m.st.status = "open a conversation first: /open NAME or Ctrl+N"
+		m.st.status = "open a conversation first: /open NAME, /group NAME or Ctrl+N"
 		return nil
 	}
 	path, caption, err := parseAttach(args)
@@ -133,7 +133,7 @@ func (m *model) attach(args string) tea.Cmd {
 		}
 		sctx, scancel := context.WithTimeout(ctx, sendTimeout)
 		defer scancel()
-		got, err := cl.SendMessage(sctx, edgechat.Message{To: peer, Type: "media", Body: caption, CID: up.cid, Media: &info})
+		got, err := cl.SendMessage(sctx, addressed(peer, edgechat.Message{Type: "media", Body: caption, CID: up.cid, Media: &info}))
 		up.done <- sentMsg{peer: peer, cid: up.cid, msg: got, err: err}
 	}()
 	return up.next()
@@ -170,7 +170,7 @@ func (m *model) openMedia(args string) tea.Cmd {
 		n = v
 	}
 	if m.st.open == "" {
-		m.st.status = "open a conversation first: /open NAME or Ctrl+N"
+		m.st.status = "open a conversation first: /open NAME, /group NAME or Ctrl+N"
 		return nil
 	}
 	info, ok := m.st.nthMedia(m.st.open, n)

@@ -22,8 +22,11 @@ type chatClient interface {
 	UserID() string
 	SendMessage(ctx context.Context, m edgechat.Message) (edgechat.Message, error)
 	History(ctx context.Context, with, before string, limit int) ([]edgechat.Message, bool, error)
+	GroupHistory(ctx context.Context, gid, before string, limit int) ([]edgechat.Message, bool, error)
 	Conversations(ctx context.Context) ([]edgechat.Conversation, error)
+	Groups(ctx context.Context) ([]edgechat.Group, error)
 	MarkRead(ctx context.Context, peer, upTo string) error
+	MarkGroupRead(ctx context.Context, gid, upTo string) error
 	Typing(ctx context.Context, to string) error
 	WatchPresence(ctx context.Context, uid string) error
 	Presence(ctx context.Context, uid string) (edgechat.Presence, error)
@@ -45,6 +48,17 @@ type (
 		list []edgechat.Conversation
 		err  error
 	}
+	groupsMsg struct {
+		list []edgechat.Group
+		err  error
+	}
+	// groupsChangedMsg: a group of mine was created, renamed or changed
+	// members (user/{me}/events).
+	groupsChangedMsg struct{}
+	// saveDueMsg: time to save the sync cursor; savedMsg: it was saved
+	// (or not: err).
+	saveDueMsg struct{}
+	savedMsg   struct{ err error }
 	historyMsg struct {
 		peer    string
 		before  string
@@ -75,7 +89,14 @@ const (
 	// message, below its sender.
 	continuationIndent = "      "
 	minChatWidth       = 20
-	inputPlaceholder   = "type a message, /open NAME to start a chat, /attach PATH to send a file, Tab to switch panes"
+	inputPlaceholder   = "type a message, /open NAME or /group NAME to chat, /attach PATH to send a file, /help, Tab to switch panes"
+	// saveEvery: after messages came in, the sync cursor is saved this
+	// much later (one save covers all that came meanwhile), so that a
+	// client that is killed does not show them again at its next start.
+	saveEvery = 5 * time.Second
+	// quitSaveTimeout bounds saving the cursor when the user quits.
+	quitSaveTimeout = 5 * time.Second
+	helpText        = "commands: /open NAME, /group NAME|ID, /away (what came while away), /attach PATH [caption], /open-media [N], /sessions, /signout N, /quit"
 )
 
 var (
@@ -90,7 +111,9 @@ var (
 
 // convItem is a conversation in the left pane.
 type convItem struct {
-	peer     string
+	peer     string // the conversation's key
+	title    string // already safe to print
+	group    bool
 	unread   int
 	presence string
 	last     string
@@ -98,7 +121,10 @@ type convItem struct {
 
 func (i convItem) FilterValue() string { return i.peer }
 func (i convItem) Title() string {
-	t := presenceDot(i.presence) + " " + safeText(i.peer, false)
+	t := presenceDot(i.presence) + " " + i.title
+	if i.group {
+		t = i.title // "# name"
+	}
 	if i.unread > 0 {
 		t += fmt.Sprintf(" (%d)", i.unread)
 	}
@@ -132,8 +158,16 @@ type model struct {
 	markedRead    map[string]string // peer -> upTo last sent
 	watching      map[string]bool
 	loadingOlder  bool
-	downloads     string             // directory /open-media saves into
-	sessions      []edgechat.Session // the last /sessions list, numbered from 1
+	// saveCursor saves the SDK's sync cursor after a catch-up (nil: no
+	// local state is kept). saving: a save is scheduled or running;
+	// unsaved: messages came in since it began. quitting: saving before
+	// the program ends (a second Esc or Ctrl+C quits at once).
+	saveCursor      func(context.Context) error
+	saving, unsaved bool
+	quitting        bool
+	groupsLoaded    bool               // the groups list has come at least once
+	downloads       string             // directory /open-media saves into
+	sessions        []edgechat.Session // the last /sessions list, numbered from 1
 }
 
 func newModel(ctx context.Context, cl chatClient) *model {
@@ -149,15 +183,20 @@ func newModel(ctx context.Context, cl chatClient) *model {
 	l.SetFilteringEnabled(false)
 	l.SetShowStatusBar(false)
 	l.DisableQuitKeybindings()
-	return &model{
+	m := &model{
 		ctx: ctx, cl: cl, st: newState(cl.UserID()), now: time.Now,
 		list: l, vp: viewport.New(40, 10), input: in,
 		markedRead: map[string]string{}, watching: map[string]bool{}, downloads: ".",
 	}
+	// A terminal tells its size at once; output that is not a terminal
+	// (a pipe, a log) gets 80x24 rather than "loading…" for ever.
+	m.width, m.height = 80, 24
+	m.layout()
+	return m
 }
 
 func (m *model) Init() tea.Cmd {
-	return tea.Batch(textinput.Blink, m.loadConversations(), tick())
+	return tea.Batch(textinput.Blink, m.loadConversations(), m.loadGroups(), tick())
 }
 
 func tick() tea.Cmd {
@@ -185,7 +224,27 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case connMsg:
 		m.st.online = msg.up
 		if msg.up {
-			cmds = append(cmds, m.loadConversations()) // unread counts may have moved while away
+			// Unread counts and groups may have moved while away.
+			cmds = append(cmds, m.loadConversations(), m.loadGroups())
+		}
+	case groupsMsg:
+		if msg.err != nil {
+			m.st.status = "groups: " + msg.err.Error()
+		} else {
+			m.st.setGroups(msg.list)
+			m.groupsLoaded = true
+		}
+	case groupsChangedMsg:
+		cmds = append(cmds, m.loadGroups())
+	case saveDueMsg:
+		cmds = append(cmds, m.save())
+	case savedMsg:
+		m.saving = false
+		if msg.err != nil && !errors.Is(msg.err, context.Canceled) {
+			m.st.status = "saving where you were: " + msg.err.Error()
+		}
+		if m.unsaved {
+			cmds = append(cmds, m.scheduleSave())
 		}
 	case convsMsg:
 		if msg.err != nil {
@@ -232,7 +291,7 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 func (m *model) key(k tea.KeyMsg) (tea.Cmd, bool) {
 	switch k.Type {
 	case tea.KeyCtrlC, tea.KeyEsc:
-		return tea.Quit, true
+		return m.quit(), true
 	case tea.KeyTab:
 		m.focusList = !m.focusList
 		if m.focusList {
@@ -282,6 +341,9 @@ func (m *model) submit(line string) tea.Cmd {
 		return nil
 	}
 	if name, ok := strings.CutPrefix(line, "/open "); ok || line == "/open" {
+		if g, isGroup := strings.CutPrefix(strings.TrimSpace(name), groupMark); isGroup {
+			return m.openGroup(g) // "/open #team"
+		}
 		name = strings.ToLower(strings.TrimSpace(name))
 		if !edgechat.ValidUserID(name) {
 			m.st.status = fmt.Sprintf("%q is not a user name", name)
@@ -291,7 +353,19 @@ func (m *model) submit(line string) tea.Cmd {
 		return m.open(name)
 	}
 	if line == "/quit" {
-		return tea.Quit
+		return m.quit()
+	}
+	if name, ok := strings.CutPrefix(line, "/group"); ok && (name == "" || name[0] == ' ') {
+		return m.openGroup(name)
+	}
+	if line == "/away" {
+		m.input.Reset()
+		m.st.open = ""
+		m.st.status = ""
+		if !m.st.resumed {
+			m.st.status = "nothing kept from before this start: the first start shows no away list"
+		}
+		return nil
 	}
 	if args, ok := strings.CutPrefix(line, "/attach"); ok && (args == "" || args[0] == ' ') {
 		return m.attach(args)
@@ -306,11 +380,11 @@ func (m *model) submit(line string) tea.Cmd {
 		return m.endSession(args)
 	}
 	if strings.HasPrefix(line, "/") {
-		m.st.status = "commands: /open NAME, /attach PATH [caption], /open-media [N], /sessions, /signout N, /quit"
+		m.st.status = helpText
 		return nil
 	}
 	if m.st.open == "" {
-		m.st.status = "open a conversation first: /open NAME or Ctrl+N"
+		m.st.status = "open a conversation first: /open NAME, /group NAME or Ctrl+N"
 		return nil
 	}
 	m.input.Reset()
@@ -326,7 +400,7 @@ func (m *model) send(peer, body string) tea.Cmd {
 	return func() tea.Msg {
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
 		defer cancel()
-		got, err := cl.SendMessage(sctx, edgechat.Message{To: peer, Type: "text", Body: body, CID: cid})
+		got, err := cl.SendMessage(sctx, addressed(peer, edgechat.Message{Type: "text", Body: body, CID: cid}))
 		return sentMsg{peer: peer, cid: cid, msg: got, err: err}
 	}
 }
@@ -354,7 +428,7 @@ func (m *model) onIncoming(msg edgechat.Message) tea.Cmd {
 	if peer == m.st.open && atBottom {
 		m.vp.GotoBottom()
 	}
-	var cmds []tea.Cmd
+	cmds := []tea.Cmd{m.scheduleSave()}
 	if m.st.conv(peer) != nil && !m.watching[peer] {
 		cmds = append(cmds, m.watch(peer))
 	}
@@ -402,7 +476,14 @@ func (m *model) history(peer, before string) tea.Cmd {
 	return func() tea.Msg {
 		hctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
-		page, more, err := cl.History(hctx, peer, before, historyPage)
+		var page []edgechat.Message
+		var more bool
+		var err error
+		if gid, ok := groupOf(peer); ok {
+			page, more, err = cl.GroupHistory(hctx, gid, before, historyPage)
+		} else {
+			page, more, err = cl.History(hctx, peer, before, historyPage)
+		}
 		return historyMsg{peer: peer, before: before, page: page, hasMore: more, err: err}
 	}
 }
@@ -430,7 +511,13 @@ func (m *model) markRead() tea.Cmd {
 	return func() tea.Msg {
 		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 		defer cancel()
-		if err := cl.MarkRead(rctx, peer, upTo); err != nil {
+		var err error
+		if gid, ok := groupOf(peer); ok {
+			err = cl.MarkGroupRead(rctx, gid, upTo)
+		} else {
+			err = cl.MarkRead(rctx, peer, upTo)
+		}
+		if err != nil {
 			return statusMsg("read receipt: " + err.Error())
 		}
 		return nil
@@ -439,7 +526,7 @@ func (m *model) markRead() tea.Cmd {
 
 // watch subscribes to a peer's presence once and fetches its current value.
 func (m *model) watch(peer string) tea.Cmd {
-	if peer == "" || m.watching[peer] {
+	if _, group := groupOf(peer); group || peer == "" || m.watching[peer] {
 		return nil
 	}
 	m.watching[peer] = true
@@ -463,7 +550,7 @@ func (m *model) watch(peer string) tea.Cmd {
 func (m *model) maybeTyping() tea.Cmd {
 	peer := m.st.open
 	v := m.input.Value()
-	if peer == "" || v == "" || strings.HasPrefix(v, "/") || m.now().Sub(m.lastTyping) < typingEvery {
+	if _, group := groupOf(peer); group || peer == "" || v == "" || strings.HasPrefix(v, "/") || m.now().Sub(m.lastTyping) < typingEvery {
 		return nil
 	}
 	m.lastTyping = m.now()
@@ -487,11 +574,16 @@ func (m *model) refresh() {
 	items := make([]list.Item, 0, len(m.st.convs))
 	sel := 0
 	for i, c := range m.st.convs {
-		last := messageText(c.last)
+		lm := c.last
 		if n := len(c.entries); n > 0 {
-			last = messageText(c.entries[n-1].Message)
+			lm = c.entries[n-1].Message
 		}
-		items = append(items, convItem{peer: c.peer, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-6)})
+		last := messageText(lm)
+		_, group := groupOf(c.peer)
+		if group && lm.From != "" {
+			last = m.senderName(lm.From) + ": " + last // who said it
+		}
+		items = append(items, convItem{peer: c.peer, title: m.st.title(c.peer), group: group, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-6)})
 		if c.peer == m.st.open {
 			sel = i
 		}
@@ -514,7 +606,10 @@ func oneLine(s string, n int) string {
 func (m *model) renderChat() string {
 	c := m.st.conv(m.st.open)
 	if c == nil {
-		return stDim.Render("No conversation open. Ctrl+N or /open NAME starts one.")
+		if m.st.resumed {
+			return m.renderAway()
+		}
+		return stDim.Render("No conversation open. Ctrl+N or /open NAME starts one,") + "\n" + stDim.Render("/group NAME opens a group of yours.")
 	}
 	var b strings.Builder
 	if c.hasMore && c.loaded {
@@ -563,7 +658,12 @@ func (m *model) View() string {
 		right = stFocused
 	}
 	header := "edgechat — " + m.st.me
-	if m.st.open != "" {
+	if gid, group := groupOf(m.st.open); group {
+		header = stHeader.Render(m.st.title(m.st.open))
+		if g, ok := m.st.groups[gid]; ok && g.members > 0 {
+			header += " " + stDim.Render(fmt.Sprintf("· %d members", g.members))
+		}
+	} else if m.st.open != "" {
 		header = presenceDot(m.st.presence[m.st.open]) + " " + stHeader.Render(safeText(m.st.open, false))
 		if s := m.st.presence[m.st.open]; s != "" {
 			header += " " + stDim.Render(safeText(s, false))
@@ -579,4 +679,116 @@ func (m *model) View() string {
 		status = strings.TrimSpace("reconnecting… " + status)
 	}
 	return panes + "\n" + m.input.View() + "\n" + stErr.Render(status)
+}
+
+// quit ends the program, first saving the sync cursor (after a catch-up)
+// so that the next start shows only what comes after what was shown
+// here. Offline, the last saved cursor stays: the next start may show
+// again what came since, never less.
+func (m *model) quit() tea.Cmd {
+	if m.saveCursor == nil || m.quitting || !m.st.online {
+		return tea.Quit
+	}
+	m.quitting = true
+	m.st.status = "saving where you were… (Esc again quits at once)"
+	save, ctx := m.saveCursor, m.ctx
+	return func() tea.Msg {
+		sctx, cancel := context.WithTimeout(ctx, quitSaveTimeout)
+		defer cancel()
+		_ = save(sctx)
+		return tea.QuitMsg{}
+	}
+}
+
+// scheduleSave saves the sync cursor saveEvery from now, unless a save
+// is already scheduled or running (the one after it covers this call).
+func (m *model) scheduleSave() tea.Cmd {
+	m.unsaved = true
+	if m.saveCursor == nil || m.saving || m.quitting {
+		return nil
+	}
+	m.saving = true
+	return tea.Tick(saveEvery, func(time.Time) tea.Msg { return saveDueMsg{} })
+}
+
+// save saves the sync cursor in the background.
+func (m *model) save() tea.Cmd {
+	m.unsaved = false
+	save, ctx := m.saveCursor, m.ctx
+	if save == nil {
+		return nil
+	}
+	return func() tea.Msg {
+		sctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		return savedMsg{err: save(sctx)}
+	}
+}
+
+func (m *model) loadGroups() tea.Cmd {
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		gctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		list, err := cl.Groups(gctx)
+		return groupsMsg{list: list, err: err}
+	}
+}
+
+// openGroup runs "/group NAME": opens one of my groups, by name
+// (case-insensitive) or ID.
+func (m *model) openGroup(name string) tea.Cmd {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		m.st.status = "usage: /group NAME (one of your groups, by name or ID)"
+		return nil
+	}
+	switch gids := m.st.findGroup(name); {
+	case len(gids) == 1:
+		m.input.Reset()
+		return m.open(groupKey(gids[0]))
+	case len(gids) > 1:
+		m.st.status = fmt.Sprintf("%d of your groups are named %q: /group ID with one of %s", len(gids), name, strings.Join(gids, ", "))
+	case !m.groupsLoaded:
+		m.st.status = "your groups are still loading: try again in a moment"
+	default:
+		m.st.status = fmt.Sprintf("you are in no group named %q", name)
+	}
+	return nil
+}
+
+// senderName is how the author of a message is shown.
+func (m *model) senderName(uid string) string {
+	if uid == m.st.me {
+		return "me"
+	}
+	return safeText(uid, false)
+}
+
+// renderAway is the chat pane while no conversation is open after a
+// start from a saved cursor: what came in while the client was not
+// running, oldest first, each message once.
+func (m *model) renderAway() string {
+	hint := stDim.Render("Tab then Enter, /open NAME or /group NAME opens a chat;") + "\n" + stDim.Render("/away comes back here.")
+	if len(m.st.away) == 0 {
+		return stDim.Render("Nothing new while you were away.") + "\n" + hint
+	}
+	var b strings.Builder
+	noun := "messages"
+	if len(m.st.away) == 1 {
+		noun = "message"
+	}
+	b.WriteString(stHeader.Render(fmt.Sprintf("While you were away: %d new %s", len(m.st.away), noun)) + "\n")
+	for _, msg := range m.st.away {
+		line := renderEntry(entry{Message: msg}, m.st.me)
+		switch key := keyOf(msg, m.st.me); {
+		case msg.Group != "":
+			line = stDim.Render(m.st.title(key)) + " " + line
+		case msg.From == m.st.me:
+			line = stDim.Render("→ "+safeText(key, false)) + " " + line
+		}
+		b.WriteString(line + "\n")
+	}
+	b.WriteString(hint)
+	return b.String()
 }

@@ -69,30 +69,37 @@ func SaveSession(path string, t edgechat.Tokens) error {
 	if path == "" || t.RefreshToken == "" {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("cli: session directory: %w", err)
-	}
 	b, _ := json.Marshal(sessionFile{RefreshToken: t.RefreshToken, UserID: t.UserID})
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".session-*")
-	if err != nil {
+	if err := writePrivate(path, b); err != nil {
 		return fmt.Errorf("cli: session file: %w", err)
+	}
+	return nil
+}
+
+// writePrivate replaces the file at path with b, readable by the user
+// only: the directory is made 0700, the file is written 0600 under
+// another name and renamed, so that a reader never sees half of it.
+func writePrivate(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
 	}
 	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return fmt.Errorf("cli: session file: %w", err)
+		return err
 	}
 	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("cli: session file: %w", err)
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("cli: session file: %w", err)
+		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("cli: session file: %w", err)
-	}
-	return nil
+	return os.Rename(tmp.Name(), path)
 }
 
 func loadSession(path string) string {

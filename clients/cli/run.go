@@ -1,19 +1,24 @@
-// Package cli is edgechat's terminal chat client: conversations with
-// unread counts and presence on the left, the open chat on the right
-// (PgUp pages back through history), an input line at the bottom
-// (/attach sends a file with a progress bar, /open-media saves one). It is
-// a bubbletea program over the Go SDK; the state changes live in plain
-// methods (state.go) that are tested without a terminal.
+// Package cli is edgechat's terminal chat client: direct conversations
+// and groups with unread counts (and presence for direct ones) on the
+// left, the open chat on the right (PgUp pages back through history),
+// an input line at the bottom (/open NAME and /group NAME open chats,
+// /attach sends a file with a progress bar, /open-media saves one). It
+// keeps its sync cursor in its local state (localstate.go): a start
+// shows what came in while it was not running, once. It is a bubbletea
+// program over the Go SDK; the state changes live in plain methods
+// (state.go) that are tested without a terminal.
 package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -47,6 +52,12 @@ type Config struct {
 	// Downloads is where /open-media saves files; empty means
 	// $EDGECHAT_DOWNLOADS, then the current directory.
 	Downloads string
+	// StateDir is where the client keeps its local state (DefaultStateDir
+	// for edgechat chat): the sync cursor per user, server and device,
+	// so that a start shows what came in while the client was not
+	// running, once. Empty: nothing is kept, and a start shows only the
+	// last minute's messages live (history and unread counts as always).
+	StateDir string
 }
 
 // ErrConfig is returned for a configuration that cannot work.
@@ -66,6 +77,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	httpURL := strings.TrimRight(cfg.Server, "/")
 
 	opts := edgechat.Options{URLs: []string{ws}, HTTPURL: httpURL, Logger: cfg.Logger, Device: cfg.Device}
+	uid := user // whose state is kept
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -78,6 +90,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		if user != "" && user != tok.UserID {
 			return fmt.Errorf("%w: the provider signed in %q, not %q", ErrConfig, tok.UserID, user)
 		}
+		uid = tok.UserID
 		path := cfg.SessionFile
 		opts.TokenSource = edgechat.RefreshingTokenSource(httpURL, tok, func(t edgechat.Tokens) {
 			_ = SaveSession(path, t) // refresh tokens rotate: keep the newest
@@ -90,6 +103,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		if user != "" && user != sub {
 			return fmt.Errorf("%w: the token belongs to %q, not %q", ErrConfig, sub, user)
 		}
+		uid = sub
 		opts.Token = cfg.Token
 	case user == "":
 		return fmt.Errorf("%w: --user is required without --token", ErrConfig)
@@ -105,43 +119,119 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 			return fmt.Errorf("cli: login: %w", err)
 		}
 		opts.TokenSource = edgechat.RefreshingTokenSource(httpURL, tok, nil)
+		if tok.UserID != "" {
+			uid = tok.UserID
+		}
+	}
+
+	var store *cursorStore
+	status := ""
+	if cfg.StateDir != "" && uid != "" {
+		path, err := stateFile(cfg.StateDir, httpURL, uid, cfg.Device)
+		if err != nil {
+			return err
+		}
+		store = &cursorStore{path: path, user: uid, server: httpURL}
+		if opts.Cursor, err = store.load(); err != nil {
+			status = err.Error() + " (starting afresh)"
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The SDK's callbacks run before the program starts; they wait in
-	// p.Send until it does (they run on the SDK's own goroutine, never
-	// on the network one).
-	var p *tea.Program
-	send := func(msg tea.Msg) {
-		if p != nil {
-			p.Send(msg)
-		}
-	}
+	// What the SDK's callbacks report before the screen is up is kept
+	// (early) and handed to the model before it starts; after that it
+	// waits in p.Send until the program runs (the callbacks run on the
+	// SDK's own goroutine, never on the network one).
+	var (
+		p       *tea.Program
+		earlyMu sync.Mutex
+		early   []tea.Msg
+		started bool
+	)
 	ready := make(chan struct{})
-	forward := func(msg tea.Msg) {
+	deliver := func(msg tea.Msg) {
+		earlyMu.Lock()
+		if !started {
+			early = append(early, msg)
+			earlyMu.Unlock()
+			return
+		}
+		earlyMu.Unlock()
 		select {
 		case <-ready:
-			send(msg)
+			p.Send(msg)
 		case <-ctx.Done():
 		}
 	}
-	opts.OnMessage = func(m edgechat.Message) { forward(incomingMsg(m)) }
-	opts.OnTyping = func(from string) { forward(typingMsg{from: from}) }
-	opts.OnPresence = func(uid string, pr edgechat.Presence) { forward(presenceMsg{uid: uid, status: pr.Status}) }
-	opts.OnConnectionChange = func(up bool) { forward(connMsg{up: up}) }
+	opts.OnMessage = func(m edgechat.Message) { deliver(incomingMsg(m)) }
+	opts.OnTyping = func(from string) { deliver(typingMsg{from: from}) }
+	opts.OnPresence = func(uid string, pr edgechat.Presence) { deliver(presenceMsg{uid: uid, status: pr.Status}) }
+	opts.OnConnectionChange = func(up bool) { deliver(connMsg{up: up}) }
 	opts.OnSignedOut = func(error) {
-		forward(statusMsg("signed out: this session was ended, the password changed or the account suspended; /quit and sign in again"))
+		deliver(statusMsg("signed out: this session was ended, the password changed or the account suspended; /quit and sign in again"))
+	}
+	opts.OnEvent = func(raw []byte) {
+		var ev struct {
+			Type string `json:"type"`
+		}
+		if json.Unmarshal(raw, &ev) == nil && strings.HasPrefix(ev.Type, "group.") {
+			deliver(groupsChangedMsg{}) // a group of mine was created or changed: list them again
+		}
 	}
 
 	cl, err := edgechat.Dial(ctx, opts)
+	if err != nil && opts.Cursor != "" && errors.Is(err, edgechat.ErrBadOptions) {
+		// The server refuses the saved cursor (another server's, or a
+		// damaged file): start afresh rather than not at all.
+		status = "the saved sync cursor was refused; starting afresh"
+		opts.Cursor = ""
+		earlyMu.Lock()
+		early = nil
+		earlyMu.Unlock()
+		cl, err = edgechat.Dial(ctx, opts)
+	}
 	if err != nil {
 		return fmt.Errorf("cli: connect to %s: %w", cfg.Server, err)
 	}
 	defer cl.Close()
 
+	var save func(context.Context) error
+	if store != nil {
+		save = func(ctx context.Context) error { return store.save(ctx, cl) }
+		// Catch up, so that everything the first sync found is in early,
+		// and save the cursor past it: it is shown below, and a next
+		// start shows only what comes after.
+		sctx, scancel := context.WithTimeout(ctx, requestTimeout)
+		if err := save(sctx); err != nil && ctx.Err() == nil {
+			status = "saving where you were: " + err.Error()
+		}
+		scancel()
+	}
+	earlyMu.Lock()
+	got := early
+	early, started = nil, true
+	earlyMu.Unlock()
+
 	m := newModel(ctx, cl)
-	m.st.online = true
+	m.st.online = cl.Connected()
+	m.saveCursor = save
+	var arrived []edgechat.Message
+	var events []tea.Msg
+	for _, msg := range got {
+		if im, ok := msg.(incomingMsg); ok {
+			arrived = append(arrived, edgechat.Message(im))
+		} else {
+			events = append(events, msg)
+		}
+	}
+	m.st.arrive(arrived, opts.Cursor != "")
+	for _, msg := range events {
+		m.Update(msg) // what they would start is started by Init anyway
+	}
+	if status != "" {
+		m.st.status = status
+	}
 	m.downloads = downloadsDir(cfg.Downloads, os.Getenv(downloadsEnv))
 	p = tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out), tea.WithAltScreen())
 	close(ready)

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
@@ -20,9 +21,46 @@ type entry struct {
 	sent, total int64
 }
 
+// A conversation's key is the peer's user ID for a direct conversation
+// and "#" and the group's ID for a group ("#" is in no user ID, and a
+// group ID is often a valid user name).
+const groupMark = "#"
+
+func groupKey(gid string) string { return groupMark + gid }
+
+// groupOf returns the group of a conversation key, if it is a group's.
+func groupOf(key string) (gid string, ok bool) {
+	gid, ok = strings.CutPrefix(key, groupMark)
+	return gid, ok && gid != ""
+}
+
+// keyOf is the key of the conversation a message belongs to.
+func keyOf(m edgechat.Message, me string) string {
+	if m.Group != "" {
+		return groupKey(m.Group)
+	}
+	return m.Peer(me)
+}
+
+// addressed returns a message of mine to the conversation key.
+func addressed(key string, m edgechat.Message) edgechat.Message {
+	if gid, ok := groupOf(key); ok {
+		m.Group = gid
+	} else {
+		m.To = key
+	}
+	return m
+}
+
+// groupInfo is what the client knows of one of my groups.
+type groupInfo struct {
+	name    string
+	members int
+}
+
 // conv is one conversation as the client shows it.
 type conv struct {
-	peer     string
+	peer     string  // the conversation's key (see groupKey)
 	entries  []entry // oldest first; pending ones after every stored one
 	unread   int
 	hasMore  bool // older history exists on the server
@@ -45,10 +83,65 @@ type state struct {
 	typing   map[string]time.Time // peer -> when they last said they were typing
 	status   string
 	online   bool
+	groups   map[string]groupInfo // my groups by ID, from the groups list
+
+	// resumed: this start resumed from a saved sync cursor; away are the
+	// messages that came in while the client was not running, shown
+	// until a conversation is opened.
+	resumed bool
+	away    []edgechat.Message
 }
 
 func newState(me string) *state {
-	return &state{me: me, presence: map[string]string{}, typing: map[string]time.Time{}}
+	return &state{me: me, presence: map[string]string{}, typing: map[string]time.Time{}, groups: map[string]groupInfo{}}
+}
+
+// title is how a conversation is named on the screen: the peer's user
+// ID, or "# " and the group's name (its ID while the name is unknown).
+func (s *state) title(key string) string {
+	gid, ok := groupOf(key)
+	if !ok {
+		return safeText(key, false)
+	}
+	if g, known := s.groups[gid]; known && strings.TrimSpace(g.name) != "" {
+		return "# " + displayName(g.name)
+	}
+	return "# " + safeText(gid, false)
+}
+
+// setGroups merges the list of my groups: each is listed, with or
+// without messages; a group no longer in it (I left or was removed) goes
+// from the list unless it is open or shows messages (a list read just
+// before I joined must not drop what came since).
+func (s *state) setGroups(list []edgechat.Group) {
+	now := make(map[string]groupInfo, len(list))
+	for _, g := range list {
+		now[g.ID] = groupInfo{name: g.Name, members: g.MemberCount}
+		s.ensure(groupKey(g.ID))
+	}
+	s.groups = now
+	s.convs = slices.DeleteFunc(s.convs, func(c *conv) bool {
+		gid, ok := groupOf(c.peer)
+		_, mine := now[gid]
+		return ok && !mine && c.peer != s.open && len(c.entries) == 0
+	})
+}
+
+// findGroup finds one of my groups by name (case-insensitive) or ID.
+// It returns the matching IDs: none, one, or several of the same name.
+func (s *state) findGroup(name string) []string {
+	name = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(name), groupMark))
+	if _, ok := s.groups[name]; ok {
+		return []string{name}
+	}
+	var out []string
+	for gid, g := range s.groups {
+		if strings.EqualFold(strings.TrimSpace(g.name), name) {
+			out = append(out, gid)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (s *state) conv(peer string) *conv {
@@ -81,11 +174,15 @@ func (s *state) touch(c *conv, at time.Time) {
 // setConversations merges the server's conversation list.
 func (s *state) setConversations(list []edgechat.Conversation) {
 	for _, sc := range list {
-		if sc.Peer == "" {
-			continue // groups are not shown yet
+		key := sc.Peer
+		if sc.Group != "" {
+			key = groupKey(sc.Group)
 		}
-		c := s.ensure(sc.Peer)
-		if sc.Peer != s.open {
+		if key == "" {
+			continue
+		}
+		c := s.ensure(key)
+		if key != s.open {
 			// The server counted up to its newest message; what came
 			// here from the peer after that (before the list answered)
 			// counts too.
@@ -119,12 +216,7 @@ func (s *state) openConv(peer string) (needHistory bool) {
 // the conversation's peer and whether the message should be marked read
 // (it is someone else's, in the open conversation).
 func (s *state) receive(m edgechat.Message) (peer string, markRead bool) {
-	if m.Group != "" {
-		// Groups are not shown yet (see setConversations): the peer of
-		// a group message would be the group's ID, taken for a user's.
-		return "", false
-	}
-	peer = m.Peer(s.me)
+	peer = keyOf(m, s.me)
 	if peer == "" {
 		return "", false
 	}
@@ -137,7 +229,9 @@ func (s *state) receive(m edgechat.Message) (peer string, markRead bool) {
 	}
 	s.touch(c, m.Time)
 	if m.From != s.me {
-		delete(s.typing, m.From)
+		if m.Group == "" {
+			delete(s.typing, m.From)
+		}
 		if peer == s.open {
 			return peer, true
 		}
@@ -172,7 +266,7 @@ func (c *conv) insert(m edgechat.Message) bool {
 // addPending shows a message of mine before the server has it.
 func (s *state) addPending(peer, cid, body string, now time.Time) {
 	c := s.ensure(peer)
-	c.entries = append(c.entries, entry{Message: edgechat.Message{From: s.me, To: peer, CID: cid, Type: "text", Body: body, Time: now}, pending: true})
+	c.entries = append(c.entries, entry{Message: addressed(peer, edgechat.Message{From: s.me, CID: cid, Type: "text", Body: body, Time: now}), pending: true})
 	s.touch(c, now)
 }
 
@@ -242,15 +336,17 @@ func (s *state) oldestID(peer string) string {
 	return ""
 }
 
-// newestFromPeer is the newest ID of a message the peer sent me, the
-// upTo of a read receipt ("" for none).
+// newestFromPeer is the newest ID of a message the peer sent me (in a
+// group, of a message someone else sent), the upTo of a read receipt
+// ("" for none).
 func (s *state) newestFromPeer(peer string) string {
 	c := s.conv(peer)
 	if c == nil {
 		return ""
 	}
+	_, group := groupOf(peer)
 	for i := len(c.entries) - 1; i >= 0; i-- {
-		if e := c.entries[i]; e.ID != "" && e.From == peer {
+		if e := c.entries[i]; e.ID != "" && (e.From == peer || group && e.From != s.me) {
 			return e.ID
 		}
 	}
@@ -283,7 +379,7 @@ func (s *state) totalUnread() int {
 // the server's description arrives with the stored message.
 func (s *state) addPendingMedia(peer, cid string, media edgechat.MediaInfo, caption string, now time.Time) {
 	c := s.ensure(peer)
-	m := edgechat.Message{From: s.me, To: peer, CID: cid, Type: "media", Body: caption, Media: &media, Time: now}
+	m := addressed(peer, edgechat.Message{From: s.me, CID: cid, Type: "media", Body: caption, Media: &media, Time: now})
 	c.entries = append(c.entries, entry{Message: m, pending: true, uploading: true, total: media.Size})
 	s.touch(c, now)
 }
@@ -318,4 +414,19 @@ func (s *state) nthMedia(peer string, n int) (edgechat.MediaInfo, bool) {
 		}
 	}
 	return edgechat.MediaInfo{}, false
+}
+
+// arrive takes the messages the SDK delivered before the screen came
+// up. After a start from a saved sync cursor (resumed) they are what
+// came in while the client was not running: kept in away, oldest first,
+// to be shown together.
+func (s *state) arrive(msgs []edgechat.Message, resumed bool) {
+	s.resumed = resumed
+	for _, m := range msgs {
+		s.receive(m)
+		if resumed && m.ID != "" {
+			s.away = append(s.away, m)
+		}
+	}
+	slices.SortStableFunc(s.away, func(a, b edgechat.Message) int { return edgechat.CompareIDs(a.ID, b.ID) })
 }

@@ -130,7 +130,8 @@ func TestConversationsMerge(t *testing.T) {
 		{Peer: "alice", LastMessage: msg(5, "alice", "me", "new"), Unread: 3},
 		{Group: "g1", LastMessage: msg(6, "x", "", "group")},
 	})
-	if len(s.convs) != 2 || s.convs[0].peer != "alice" || s.conv("alice").unread != 3 {
+	// Groups are listed with the direct conversations, by activity.
+	if len(s.convs) != 3 || s.convs[0].peer != groupKey("g1") || s.convs[1].peer != "alice" || s.conv("alice").unread != 3 {
 		t.Fatalf("convs %+v", s.convs)
 	}
 }
@@ -166,7 +167,10 @@ type fakeClient struct {
 
 	sessions    []edgechat.Session // see sessions_test.go
 	sessionsErr error
-	ended       []string
+
+	groups     []edgechat.Group              // see groups_test.go
+	groupPages map[string][]edgechat.Message // before -> page of GroupHistory
+	ended      []string
 }
 
 func (f *fakeClient) UserID() string { return "me" }

@@ -42,12 +42,12 @@ func TestUnreadCountsEachMessageOnceWhateverTheOrder(t *testing.T) {
 	}
 }
 
-// The terminal client shows direct conversations only (the
-// conversation list's groups are left out), and the SDK delivers the
-// messages of the user's groups too: each group's messages made a
-// direct conversation named by the group's ID, counted unread, and a
-// reply there went to the user of that name (a group ID is 16
-// characters of a-z0-9: often a valid user name) instead of the group.
+// A group's messages make a conversation of the group, not a direct
+// conversation named by the group's ID (a group ID is 16 characters of
+// a-z0-9: often a valid user name): once, they made a direct
+// conversation of that name, counted unread, and a reply there went to
+// the user of that name instead of the group. /open of that name is
+// still the user's.
 func TestGroupMessagesDoNotBecomeADirectConversation(t *testing.T) {
 	now := t0
 	fc := &fakeClient{}
@@ -55,12 +55,12 @@ func TestGroupMessagesDoNotBecomeADirectConversation(t *testing.T) {
 	g := msg(7, "bob", "", "hi team")
 	g.Group = "k3v9q2m8x7c1z0ab"
 	m.Update(incomingMsg(g))
-	if len(m.st.convs) != 0 || m.st.totalUnread() != 0 {
+	if m.st.conv(g.Group) != nil || m.st.conv(groupKey(g.Group)) == nil || m.st.totalUnread() != 1 {
 		t.Fatalf("a group message made conversations %+v (%d unread)", m.st.convs, m.st.totalUnread())
 	}
 	typeLine(m, "/open "+g.Group)
-	typeLine(m, "meant for the team")
-	if len(fc.sent) != 1 || fc.sent[0].To != g.Group || len(m.st.conv(g.Group).entries) != 1 {
+	typeLine(m, "meant for the user")
+	if len(fc.sent) != 1 || fc.sent[0].To != g.Group || fc.sent[0].Group != "" || len(m.st.conv(g.Group).entries) != 1 {
 		t.Fatalf("sent %+v", fc.sent)
 	}
 }

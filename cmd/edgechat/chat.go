@@ -32,12 +32,15 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	// Where the client keeps its sync cursor (0600, next to the OIDC
+	// sessions); without a config directory it keeps nothing.
+	state, _ := cli.DefaultStateDir()
 	if *provider != "" {
 		session, err := cli.DefaultSessionFile(*server, *provider)
 		if err != nil {
 			return err
 		}
-		return cli.Run(ctx, cli.Config{Server: *server, User: *user, OIDC: *provider, SessionFile: session, Device: *device}, stdin, stdout)
+		return cli.Run(ctx, cli.Config{Server: *server, User: *user, OIDC: *provider, SessionFile: session, Device: *device, StateDir: state}, stdin, stdout)
 	}
 	if *user == "" && *token == "" {
 		return fmt.Errorf("%w: --user NAME (or --token, or --oidc PROVIDER) is required", errUsage)
@@ -55,5 +58,5 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		}
 		return strings.TrimRight(line, "\r\n"), nil
 	}
-	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt, Device: *device}, stdin, stdout)
+	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt, Device: *device, StateDir: state}, stdin, stdout)
 }
