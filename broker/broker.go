@@ -660,6 +660,18 @@ func (b *Broker) RestoreRetained(topic string, payload []byte) error {
 	return b.injectLocked(b.committed.in, topic, payload, true, 1, nil)
 }
 
+// DropRetained forgets, on this node only and without delivering
+// anything, the message retained on a presence topic (every node does it
+// for an erased account: services/presence EraseAccount).
+func (b *Broker) DropRetained(topic string) {
+	if wire.ParseTopic(topic).Kind != wire.KindPresence {
+		return
+	}
+	b.retainMu.Lock()
+	defer b.retainMu.Unlock()
+	b.srv.Topics.RetainMessage(packets.Packet{TopicName: topic})
+}
+
 // Publish publishes a server-side message (presence, events, messages
 // sent over HTTP) with MQTT v5 user properties. It bypasses the ACL: the
 // caller is the server. Subscribers get at most o.QoS.

@@ -40,7 +40,7 @@ type profileView struct {
 func erasedKeys(t *testing.T, n *nodetest.Node, uid string) []string {
 	t.Helper()
 	var left []string
-	for _, prefix := range []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/"} {
+	for _, prefix := range []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/", "r/presence/"} {
 		for k, v := range node.DumpState(t, n.Node, prefix) {
 			if k == "r/auth/gone/"+uid || k == "r/user/gone/"+uid {
 				continue
@@ -376,7 +376,7 @@ func TestAccountErasureIdenticalOnEveryNode(t *testing.T) {
 		})
 	}
 	// Every node holds the same state (once the last entry applied everywhere).
-	prefixes := []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/"}
+	prefixes := []string{"r/auth/", "r/user/", "r/push/", "r/media/", "r/arch/", "r/presence/"}
 	dump := func(n *nodetest.Node) map[string]string {
 		out := map[string]string{}
 		for _, p := range prefixes {

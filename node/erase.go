@@ -14,4 +14,5 @@ func (n *Node) wireErasure() {
 	n.Auth.AddEraser("push", n.Push.EraseAccount)
 	n.Auth.AddEraser("media", n.Media.EraseAccount)
 	n.Auth.AddEraser("archive", n.Archive.EraseAccount)
+	// presence's is added once presence is built (buildServices).
 }

@@ -304,8 +304,13 @@ func (n *Node) buildServices() (err error) {
 	n.Presence, err = presence.New(presence.Config{Interval: n.cfg.Heartbeat, Grace: n.cfg.PresenceGrace},
 		presence.Deps{Publisher: n.link, Logger: log.With("component", "presence"), Registerer: reg,
 			Social:  presence.Social{Contacts: n.Users, Blocks: n.Users, Groups: n.Users, Conversations: n.Archive},
-			Cluster: n.raft, Retained: n.link, ReadBarrier: n.raft.ReadBarrier})
-	return err
+			Cluster: n.raft, Retained: n.link, ReadBarrier: n.raft.ReadBarrier,
+			Store: presence.Store{DB: n.db, FSM: n.fsm, Proposer: n.raft, Deleted: n.Auth.DeletedIn}})
+	if err != nil {
+		return err
+	}
+	n.Auth.AddEraser("presence", n.Presence.EraseAccount) // an erased account's last seen goes too
+	return nil
 }
 
 // buildPush builds the push data service with the platforms whose
@@ -848,6 +853,12 @@ func (l *brokerLink) RestoreRetained(topic string, payload []byte) error {
 		return fmt.Errorf("node: broker not built: %w", wire.ErrUnavailable)
 	}
 	return b.RestoreRetained(topic, payload)
+}
+
+func (l *brokerLink) DropRetained(topic string) {
+	if b := l.b.Load(); b != nil {
+		b.DropRetained(topic)
+	}
 }
 
 func (l *brokerLink) EachRetained(fn func(topic string, payload []byte)) {

@@ -61,6 +61,8 @@ const (
 	CmdMediaFetched  byte = 0x69 // media: the bytes of another region's media are in this region's store (issue 14)
 
 	CmdRegionCursor byte = 0x70 // region links: a link's outbox position acknowledged by the other region (bridge/region, issue 14)
+
+	CmdPresenceSeen byte = 0x80 // presence: users' last seen, batched (kept across restarts of the whole cluster)
 )
 
 // Contacts and blocks across regions, and messages another region

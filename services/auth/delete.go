@@ -196,6 +196,14 @@ func (s *Service) OnAccountDisabled(fn func(uid string)) {
 // erased or erased).
 func (s *Service) Deleted(uid string) bool { return s.gone.has(uid) }
 
+// DeletedIn is Deleted as the replicated state of tx says, for another
+// service's FSM handler that must not write about a deleted account
+// (deterministic on every node, unlike the in-memory set, which changes
+// only once the entry is committed).
+func (s *Service) DeletedIn(tx *badger.Txn, uid string) (bool, error) {
+	return keyExists(tx, prefixGone+uid)
+}
+
 // DeleteAccount checks uid's password and, when it is right, disables
 // the account and schedules its erasure after the grace period. Wrong
 // passwords are rate limited like logins.

@@ -76,6 +76,11 @@ type Config struct {
 	// With Deps.Cluster: how many events may wait for one node (default
 	// DefaultForwardQueue; more are dropped and counted).
 	ForwardQueue int
+
+	// With Deps.Store: how often the last seen of the users online or
+	// inactive is written (default DefaultSeenEvery); a user going
+	// offline is written at once (see seen.go).
+	SeenEvery time.Duration
 }
 
 // Deps are the collaborators. Publisher is required.
@@ -100,6 +105,11 @@ type Deps struct {
 	// a block lifted through another node a moment ago changes the
 	// answer. Nil: a single node, refusals stand at once.
 	ReadBarrier func(ctx context.Context) error
+
+	// Store (optional) keeps users' last seen in the replicated state,
+	// across restarts of the whole cluster (see seen.go). Zero: in
+	// memory only.
+	Store Store
 }
 
 // user is the state of one tracked user. Users that are offline with no
@@ -116,6 +126,7 @@ type user struct {
 	conns      []string  // connection IDs on this node; usually 1-3, so a slice beats a map
 	graceUntil time.Time // non-zero while the last connection is gone and the grace runs
 	slot       int64     // wheel slot the user is due in; 0 = not scheduled
+	stored     int64     // the last seen (Unix seconds) last queued for the store (seen.go)
 }
 
 type event struct {
@@ -127,7 +138,8 @@ type event struct {
 type Service struct {
 	interval, grace, period time.Duration
 	pub                     Publisher
-	retained                Retained // nil: no store of retained presence
+	retained                Retained        // nil: no store of retained presence
+	dropper                 RetainedDropper // nil: an erased account's retained copy stays (in memory)
 	social                  Social
 	barrier                 func(ctx context.Context) error // nil: refusals stand at once
 	log                     *slog.Logger
@@ -156,7 +168,8 @@ type Service struct {
 	mTransitions *prometheus.CounterVec
 	mPubErrors   prometheus.Counter
 
-	cl *clusterState // nil on a single node
+	cl   *clusterState // nil on a single node
+	seen *seenState    // nil: last seen in memory only
 }
 
 // New validates cfg and builds the service; Run starts its timers.
@@ -207,6 +220,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.dropper, _ = deps.Retained.(RetainedDropper)
 	if s.clock == nil {
 		s.clock = realClock{}
 	}
@@ -225,6 +239,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	if cfg.ForwardQueue < 0 {
 		return nil, fmt.Errorf("%w: negative forward queue %d", ErrConfig, cfg.ForwardQueue)
+	}
+	if deps.Store.DB != nil {
+		seen, err := newSeenState(deps.Store, cfg.SeenEvery)
+		if err != nil {
+			return nil, err
+		}
+		s.seen = seen
+		if r := deps.Registerer; r != nil {
+			if err := r.Register(s.seen.mFailed); err != nil {
+				return nil, fmt.Errorf("presence: registering metrics: %w", err)
+			}
+		}
+		deps.Store.FSM.Register(wire.CmdPresenceSeen, s.applySeen)
 	}
 	if deps.Cluster != nil {
 		if cfg.ForwardQueue == 0 {
@@ -250,6 +277,12 @@ func (s *Service) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer s.running.Store(false)
+	if s.seen != nil {
+		done := make(chan struct{})
+		sctx, cancel := context.WithCancel(ctx)
+		go func() { defer close(done); s.runSeen(sctx) }()
+		defer func() { cancel(); <-done }()
+	}
 	if s.cl != nil {
 		done := make(chan struct{})
 		cctx, cancel := context.WithCancel(ctx)
@@ -475,6 +508,9 @@ func (s *Service) heartbeat(uid string) {
 // the users who went offline before (its broker took their retained
 // copies back from the other nodes), and a node that homes a user again
 // after a membership change kept the lastSeen of its earlier turn.
+//
+// With a Store the last seen the replicated state keeps counts too: after
+// a restart of the whole cluster it is all that is left.
 func (s *Service) status(uid string) wire.Presence {
 	var retained time.Time
 	if s.retained != nil {
@@ -483,11 +519,15 @@ func (s *Service) status(uid string) wire.Presence {
 		}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if u, ok := s.users[uid]; ok {
+		defer s.mu.Unlock()
 		return wire.Presence{Status: u.status, LastSeen: publicTime(u.shown())}
 	}
 	seen := goneTime(s.gone[uid])
+	s.mu.Unlock()
+	if stored := s.storedSeen(uid); stored.After(seen) {
+		seen = stored
+	}
 	if retained.After(seen) {
 		seen = retained
 	}
@@ -506,6 +546,7 @@ func (s *Service) userLocked(uid string) *user {
 }
 
 func (s *Service) dropLocked(uid string, u *user) {
+	s.queueSeenLocked(uid, u, true)
 	delete(s.users, uid)
 	if t := u.shown(); !t.IsZero() {
 		s.gone[uid] = t.Unix()
@@ -531,6 +572,9 @@ func (s *Service) setLocked(uid string, u *user, status string) {
 	s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
 	s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
 	s.mTransitions.WithLabelValues(status).Inc()
+	if status == wire.StatusOffline {
+		s.queueSeenLocked(uid, u, true) // written now, in the background
+	}
 	s.pending = append(s.pending, event{uid: uid, p: wire.Presence{Status: status, LastSeen: publicTime(u.shown())}})
 }
 

@@ -22,6 +22,13 @@ type RetainedRestorer interface {
 	RestoreRetained(topic string, payload []byte) error
 }
 
+// RetainedDropper is a RetainedStore that forgets a retained message on
+// this node only, delivering nothing (the broker): an erased account's
+// presence/{uid}.
+type RetainedDropper interface {
+	DropRetained(topic string)
+}
+
 // retainedPresence reads the retained presence/{uid} messages of store;
 // nil when store is nil.
 func retainedPresence(store RetainedStore) Retained {

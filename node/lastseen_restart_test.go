@@ -1,0 +1,172 @@
+package node_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// presenceOf is GET /presence/{uid} on n as tok, or an error (a node
+// that cannot answer yet, after a restart).
+func presenceOf(t *testing.T, n *nodetest.Node, tok, uid string) (status string, lastSeen time.Time, err error) {
+	t.Helper()
+	var p struct {
+		Status   string    `json:"status"`
+		LastSeen time.Time `json:"lastSeen"`
+	}
+	if st := api(t, n, tok, "GET", "/presence/"+uid, nil, &p); st != 200 {
+		return "", time.Time{}, fmt.Errorf("GET /presence/%s on %s: %d", uid, n.Config.NodeID, st)
+	}
+	return p.Status, p.LastSeen, nil
+}
+
+// storedSeen is what n's replicated state keeps of uid's last seen ("" none).
+func storedSeen(t *testing.T, n *nodetest.Node, uid string) string {
+	t.Helper()
+	for k, v := range node.DumpState(t, n.Node, "r/presence/") {
+		if strings.HasSuffix(k, "/"+uid) {
+			return v
+		}
+	}
+	return ""
+}
+
+// restartAll stops every node of a cluster and starts them all again on
+// the same data directories and cluster addresses (an upgrade of the
+// whole cluster, a power cut), concurrently: each waits for a quorum.
+func restartAll(t *testing.T, nodes []*nodetest.Node) []*nodetest.Node {
+	t.Helper()
+	cfgs := make([]node.Config, len(nodes))
+	for i, n := range nodes {
+		cfgs[i] = n.Config
+		cfgs[i].ClusterAddr = n.ClusterAddr()
+		cfgs[i].Join = nil
+	}
+	for _, n := range nodes {
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := make([]*nodetest.Node, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i := range cfgs {
+		wg.Go(func() { again[i], errs[i] = nodetest.Start(cfgs[i], slog.New(slog.NewTextHandler(io.Discard, nil))) })
+	}
+	wg.Wait()
+	for _, n := range again {
+		if n != nil {
+			t.Cleanup(func() { _ = n.Stop() })
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("restarting the cluster: %v", err)
+	}
+	return again
+}
+
+// A user goes offline; then the whole cluster stops and starts again
+// (an upgrade, a power cut). Their contacts must still see when they
+// were last seen: last seen is written to the replicated state when a
+// user goes offline. Before: it lived only in the nodes' memory (and the
+// brokers' retained copies, in memory too), so after the restart
+// GET /presence/{uid} answered offline with a zero lastSeen.
+func TestLastSeenSurvivesAWholeClusterRestart(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3, nodetest.WithPresence(time.Minute, 300*time.Millisecond))
+	n1, n2 := nodes[0], nodes[1]
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+	if st := api(t, n1, aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	dev := mustConnectV5(t, n2.MQTTURL, "alice", "phone", aliceTok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st, _, err := presenceOf(t, n1, bobTok, "alice"); err != nil || st != "online" {
+			return fmt.Errorf("alice is %q (%v) while connected", st, err)
+		}
+		return nil
+	})
+	_ = dev.Disconnect(&paho.Disconnect{})
+	var seen time.Time
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, ls, err := presenceOf(t, n1, bobTok, "alice")
+		if err != nil || st != "offline" || ls.IsZero() {
+			return fmt.Errorf("alice is %q last seen %v (%v) after leaving", st, ls, err)
+		}
+		seen = ls
+		return nil
+	})
+	// The record is replicated to every node (it is written in the
+	// background, never in the way of the offline itself).
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if storedSeen(t, n, "alice") == "" {
+				return fmt.Errorf("%s keeps no last seen of alice", n.Config.NodeID)
+			}
+		}
+		return nil
+	})
+
+	again := restartAll(t, nodes)
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for _, n := range again {
+			st, ls, err := presenceOf(t, n, bobTok, "alice")
+			if err != nil {
+				return err
+			}
+			if st != "offline" || !ls.Equal(seen) {
+				return fmt.Errorf("after a restart of the whole cluster %s answers alice %q last seen %v, want offline last seen %v",
+					n.Config.NodeID, st, ls, seen)
+			}
+		}
+		return nil
+	})
+}
+
+// An erased account's last seen goes with it: the replicated record, and
+// what the node remembers and retains of it (GET /presence/{uid} of the
+// node's own state finds nothing). Before there was no record to erase;
+// once there is one it must not outlive the account.
+func TestErasureRemovesTheStoredLastSeen(t *testing.T) {
+	n := nodetest.StartNode(t, nodetest.WithPresence(time.Minute, 300*time.Millisecond),
+		nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	aliceTok, bobTok := n.NewUser(t, "alice"), n.NewUser(t, "bob")
+	if st := api(t, n, aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	dev := mustConnectV5(t, n.MQTTURL, "alice", "phone", aliceTok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st, _, err := presenceOf(t, n, bobTok, "alice"); err != nil || st != "online" {
+			return fmt.Errorf("alice is %q (%v) while connected", st, err)
+		}
+		return nil
+	})
+	_ = dev.Disconnect(&paho.Disconnect{})
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if storedSeen(t, n, "alice") == "" {
+			return errors.New("no last seen of alice stored")
+		}
+		return nil
+	})
+	if st := api(t, n, aliceTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("alice")}, nil); st != 202 {
+		t.Fatalf("delete: %d", st)
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if left := erasedKeys(t, n, "alice"); len(left) > 0 {
+			return fmt.Errorf("keys still name alice: %v", left)
+		}
+		if p := n.Presence.Status("alice"); !p.LastSeen.IsZero() {
+			return fmt.Errorf("the node still answers alice last seen %v", p.LastSeen)
+		}
+		return nil
+	})
+}

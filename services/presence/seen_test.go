@@ -1,0 +1,157 @@
+package presence
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+const seenEvery = time.Minute
+
+// newStoreHarness is a running service whose last seen is written through
+// a single-node Raft log in front of a real FSM (fsmtest), carol's
+// account being deleted.
+func newStoreHarness(t *testing.T) (*harness, *fsmtest.Harness) {
+	t.Helper()
+	fh := fsmtest.New(t)
+	h := &harness{t: t, clk: newTestClock(), pub: &recorder{}}
+	s, err := New(Config{Interval: interval, Grace: grace, SeenEvery: seenEvery}, Deps{
+		Publisher: h.pub,
+		Logger:    testutil.QuietLogger(),
+		Clock:     h.clk,
+		Store: Store{DB: fh.DB, FSM: fh.FSM, Proposer: fh,
+			Deleted: func(_ *badger.Txn, uid string) (bool, error) { return uid == "carol", nil }},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Run's two tickers: the demotions' and the last seen writer's.
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := h.clk.LiveTickers(); n != 2 {
+			return errors.New("the service's tickers are not running yet")
+		}
+		return nil
+	})
+	return h, fh
+}
+
+// A user going offline is published at once even while the write of
+// their last seen to the replicated state cannot commit (no leader: the
+// proposal waits, then fails); the write is retried and catches up once
+// the cluster commits again.
+func TestPresenceWorksWhileLastSeenCannotCommit(t *testing.T) {
+	h, fh := newStoreHarness(t)
+	// The first write hangs as a proposal waiting for a leader does.
+	entered, release := make(chan struct{}), make(chan struct{})
+	fh.BeforeNext(func() { close(entered); <-release })
+
+	h.s.Connected("alice", "a1")
+	h.s.Disconnected("alice", "a1")
+	h.advance(grace)
+	aliceSeen := h.s.Status("alice").LastSeen
+	testutil.Receive(t, entered, 5*time.Second) // alice's write waits for a quorum now
+
+	// Meanwhile presence goes on: bob comes and goes, published at once.
+	h.s.Connected("bob", "b1")
+	h.advance(time.Second)
+	h.s.Disconnected("bob", "b1")
+	h.advance(grace)
+	h.expect("alice:online", "alice:offline", "bob:online", "bob:offline")
+	bobSeen := h.s.Status("bob").LastSeen
+	if bobSeen.IsZero() || !bobSeen.After(aliceSeen) {
+		t.Fatalf("bob last seen %v, alice %v", bobSeen, aliceSeen)
+	}
+
+	// The cluster is down: alice's write and bob's fail.
+	fh.SetErr(fsmtest.ErrDown)
+	close(release)
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if failed := testutil.CounterValue(t, h.s.seen.mFailed); failed < 1 {
+			return errors.New("no failed write yet")
+		}
+		return nil
+	})
+	if got := h.s.storedSeen("bob"); !got.IsZero() {
+		t.Fatalf("bob stored %v while the cluster is down", got)
+	}
+
+	// Back: the next round writes what is left.
+	fh.SetErr(nil)
+	h.advance(seenEvery)
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		for uid, want := range map[string]time.Time{"alice": aliceSeen, "bob": bobSeen} {
+			if got := h.s.storedSeen(uid); !got.Equal(want) {
+				return errors.New(uid + " stored " + got.String() + ", want " + want.String())
+			}
+		}
+		return nil
+	})
+}
+
+// Online users' last seen is written every SeenEvery, not on each
+// heartbeat; a record never goes back; a deleted account's is not
+// written; an erased account's is deleted.
+func TestLastSeenRecords(t *testing.T) {
+	h, fh := newStoreHarness(t)
+	h.s.Connected("alice", "a1")
+	h.s.Heartbeat("alice")
+	if got := h.s.storedSeen("alice"); !got.IsZero() {
+		t.Fatalf("alice stored %v before any round", got)
+	}
+	h.advance(30 * time.Second)
+	h.s.Heartbeat("alice")
+	beat := publicTime(h.clk.Now())
+	h.advance(seenEvery - 30*time.Second)
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if got := h.s.storedSeen("alice"); !got.Equal(beat) {
+			return errors.New("alice stored " + got.String() + ", want " + beat.String())
+		}
+		return nil
+	})
+
+	// An older write (from a former home) does not move it back.
+	write := func(uid string, at time.Time) {
+		t.Helper()
+		payload := []byte(`{"v":1,"seen":[{"u":"` + uid + `","t":` + strconv.FormatInt(at.Unix(), 10) + `}]}`)
+		if _, err := fh.Propose(context.Background(), wire.CmdPresenceSeen, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("alice", beat.Add(-time.Hour))
+	if got := h.s.storedSeen("alice"); !got.Equal(beat) {
+		t.Fatalf("alice stored %v after an older write, want %v", got, beat)
+	}
+	// carol's account is deleted: nothing is written.
+	write("carol", beat)
+	if got := h.s.storedSeen("carol"); !got.IsZero() {
+		t.Fatalf("deleted carol stored %v", got)
+	}
+	// Erasing alice deletes her record.
+	err := fh.DB.Update(func(tx *badger.Txn) error {
+		done, after, err := h.s.EraseAccount(tx, "alice", fsm.NewBudget(10))
+		if err == nil && (!done || after == nil) {
+			err = errors.New("erase step not done")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.s.storedSeen("alice"); !got.IsZero() {
+		t.Fatalf("erased alice stored %v", got)
+	}
+}
