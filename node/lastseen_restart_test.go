@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -130,6 +131,35 @@ func TestLastSeenSurvivesAWholeClusterRestart(t *testing.T) {
 		}
 		return nil
 	})
+	// A watcher subscribing to presence/alice on any node gets her
+	// retained status with it: each node retains the stored last seen
+	// of the users it has no copy of.
+	for _, n := range again {
+		w := mustConnectV5(t, n.MQTTURL, "bob", "phone-"+n.Config.NodeID, bobTok)
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			if r := w.Sub(t, "presence/alice"); r[0] > 2 {
+				return fmt.Errorf("bob may not watch alice on %s yet: %#x", n.Config.NodeID, r[0])
+			}
+			return nil
+		})
+		checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			msgs := w.Received("presence/alice")
+			if len(msgs) == 0 {
+				return fmt.Errorf("a watcher on %s got no presence of alice after the restart", n.Config.NodeID)
+			}
+			var p struct {
+				Status   string    `json:"status"`
+				LastSeen time.Time `json:"lastSeen"`
+			}
+			if err := json.Unmarshal(msgs[len(msgs)-1].Payload, &p); err != nil {
+				return err
+			}
+			if p.Status != "offline" || !p.LastSeen.Equal(seen) {
+				return fmt.Errorf("a watcher on %s got alice %q last seen %v, want offline last seen %v", n.Config.NodeID, p.Status, p.LastSeen, seen)
+			}
+			return nil
+		})
+	}
 }
 
 // An erased account's last seen goes with it: the replicated record, and

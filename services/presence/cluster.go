@@ -685,11 +685,16 @@ func (c *clusterState) run(ctx context.Context) {
 		c.mu.Lock()
 		if !c.helloed && len(c.members) > 0 {
 			c.helloed = true
+			var round sync.WaitGroup
 			for _, m := range c.members {
 				if m.Name != c.self {
-					hellos.Go(func() { c.hello(ctx, m.Name) })
+					round.Add(1)
+					hellos.Go(func() { defer round.Done(); c.hello(ctx, m.Name) })
 				}
 			}
+			// Then the stored last seen of the users no member
+			// retains (a restart of the whole cluster: seen.go).
+			hellos.Go(func() { round.Wait(); c.s.restoreStored(ctx) })
 		}
 		c.mu.Unlock()
 		select {

@@ -138,8 +138,9 @@ type event struct {
 type Service struct {
 	interval, grace, period time.Duration
 	pub                     Publisher
-	retained                Retained        // nil: no store of retained presence
-	dropper                 RetainedDropper // nil: an erased account's retained copy stays (in memory)
+	retained                Retained         // nil: no store of retained presence
+	dropper                 RetainedDropper  // nil: an erased account's retained copy stays (in memory)
+	restorer                RetainedRestorer // nil: stored last seen is not retained at start
 	social                  Social
 	barrier                 func(ctx context.Context) error // nil: refusals stand at once
 	log                     *slog.Logger
@@ -221,6 +222,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		s.log = slog.Default()
 	}
 	s.dropper, _ = deps.Retained.(RetainedDropper)
+	s.restorer, _ = deps.Retained.(RetainedRestorer)
 	if s.clock == nil {
 		s.clock = realClock{}
 	}

@@ -141,6 +141,9 @@ func (s *Service) queueSeenLocked(uid string, u *user, now bool) {
 func (s *Service) runSeen(ctx context.Context) {
 	t := s.clock.NewTicker(s.seen.every)
 	defer t.Stop()
+	if s.cl == nil {
+		s.restoreStored(ctx) // in a cluster: once the hellos are done (cluster.go)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -274,6 +277,75 @@ func (s *Service) storedSeen(uid string) time.Time {
 		s.log.Warn("presence: reading the stored last seen", "user", uid, "err", err)
 	}
 	return goneTime(at)
+}
+
+// restoreStored retains on this node presence/{uid} offline with the
+// stored last seen, for every user with a record that this node retains
+// nothing of: after a restart of the whole cluster no broker retains
+// anything, and a client subscribing to presence/{uid} would get no
+// status at all. In a cluster it runs once this run's hellos are done
+// (their answers brought the members' copies, newer than any record);
+// a status published since stays, as RestoreRetained keeps what is
+// retained already.
+func (s *Service) restoreStored(ctx context.Context) {
+	if s.seen == nil || s.seen.st.DB == nil || s.restorer == nil {
+		return
+	}
+	const chunk = 1024
+	prefix := []byte(seenPrefix)
+	next := prefix
+	restored := 0
+	for ctx.Err() == nil {
+		var page []seenEntry
+		err := s.seen.st.DB.View(func(tx *badger.Txn) error {
+			it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+			defer it.Close()
+			for it.Seek(next); it.Valid() && len(page) < chunk; it.Next() {
+				k := it.Item().KeyCopy(nil)
+				var at int64
+				if err := it.Item().Value(func(v []byte) error {
+					if len(v) == 8 {
+						at = int64(binary.BigEndian.Uint64(v))
+					}
+					return nil
+				}); err != nil {
+					return err
+				}
+				page = append(page, seenEntry{UID: string(k[len(prefix):]), At: at})
+				next = append(k, 0)
+			}
+			return nil
+		})
+		if err != nil {
+			s.log.Warn("presence: reading stored last seen", "err", err)
+			return
+		}
+		for _, e := range page {
+			if e.At <= 0 || wire.ValidUserID(e.UID) != nil {
+				continue
+			}
+			if s.retained != nil {
+				if _, ok := s.retained.RetainedPresence(e.UID); ok {
+					continue
+				}
+			}
+			payload, err := json.Marshal(wire.Presence{Status: wire.StatusOffline, LastSeen: goneTime(e.At)})
+			if err == nil {
+				err = s.restorer.RestoreRetained(wire.PresenceTopic(e.UID), payload)
+			}
+			if err != nil {
+				s.log.Debug("presence: stored last seen not retained", "user", e.UID, "err", err)
+				continue
+			}
+			restored++
+		}
+		if len(page) < chunk {
+			break
+		}
+	}
+	if restored > 0 {
+		s.log.Info("presence: retained the stored last seen of users no node retained", "users", restored)
+	}
 }
 
 // EraseAccount deletes uid's stored last seen (an auth.Eraser: one
