@@ -171,6 +171,10 @@ type Config struct {
 	// start (no leader yet) says so in its log; 0: every 15 s (tests:
 	// short).
 	StartWaitLogEvery time.Duration `yaml:"-"`
+	// PresenceSeenEvery is how often presence writes the last seen of
+	// users online or inactive, and retries a write that did not commit
+	// (services/presence Config.SeenEvery); 0: every minute (tests: short).
+	PresenceSeenEvery time.Duration `yaml:"-"`
 	// IDClock, when set, is the clock of the node's message IDs (tests: a
 	// clock set ahead, then a restart without it).
 	IDClock func() time.Time `yaml:"-"`

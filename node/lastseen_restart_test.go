@@ -200,3 +200,103 @@ func TestErasureRemovesTheStoredLastSeen(t *testing.T) {
 		return nil
 	})
 }
+
+// Presence does not depend on the cluster committing: with two of three
+// nodes down (no leader), a user homed on the node left connects, is
+// shown online, leaves and is shown offline with their last seen as
+// usual; the write of that last seen cannot commit, and catches up once
+// the other nodes are back.
+func TestPresenceWorksWithoutALeaderAndLastSeenCatchesUp(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3, nodetest.WithPresence(time.Minute, 300*time.Millisecond),
+		nodetest.WithConfig(func(c *node.Config) { c.PresenceSeenEvery = 200 * time.Millisecond }))
+	n1 := nodes[0]
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if h := n.Presence.Home("x"); h != n1.Presence.Home("x") {
+				return fmt.Errorf("%s thinks x's home is %s", n.Config.NodeID, h)
+			}
+		}
+		return nil
+	})
+	var uid string
+	for i := 0; uid == ""; i++ {
+		if u := fmt.Sprintf("user%d", i); n1.Presence.Home(u) == "n1" {
+			uid = u
+		}
+	}
+	tok, bobTok := n1.NewUser(t, uid), n1.NewUser(t, "bob")
+	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	// The contact is on n1 before its peers go.
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		_, _, err := presenceOf(t, n1, bobTok, uid)
+		return err
+	})
+
+	cfgs := make([]node.Config, 0, 2)
+	for _, n := range nodes[1:] {
+		cfg := n.Config
+		cfg.ClusterAddr = n.ClusterAddr()
+		cfg.Join = nil
+		cfgs = append(cfgs, cfg)
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n1.IsLeader() {
+			return errors.New("n1 still leads alone")
+		}
+		return nil
+	})
+
+	dev := mustConnectV5(t, n1.MQTTURL, uid, "phone", tok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st, _, err := presenceOf(t, n1, bobTok, uid); err != nil || st != "online" {
+			return fmt.Errorf("%s is %q (%v) while connected, no leader", uid, st, err)
+		}
+		return nil
+	})
+	_ = dev.Disconnect(&paho.Disconnect{})
+	var seen time.Time
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		st, ls, err := presenceOf(t, n1, bobTok, uid)
+		if err != nil || st != "offline" || ls.IsZero() {
+			return fmt.Errorf("%s is %q last seen %v (%v) after leaving, no leader", uid, st, ls, err)
+		}
+		seen = ls
+		return nil
+	})
+	if v := storedSeen(t, n1, uid); v != "" {
+		t.Fatalf("a last seen of %s committed without a quorum: %q", uid, v)
+	}
+
+	// The others come back: the record catches up on every node.
+	var wg sync.WaitGroup
+	back := make([]*nodetest.Node, len(cfgs))
+	errs := make([]error, len(cfgs))
+	for i := range cfgs {
+		wg.Go(func() { back[i], errs[i] = nodetest.Start(cfgs[i], slog.New(slog.NewTextHandler(io.Discard, nil))) })
+	}
+	wg.Wait()
+	for _, n := range back {
+		if n != nil {
+			t.Cleanup(func() { _ = n.Stop() })
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		for _, n := range append([]*nodetest.Node{n1}, back...) {
+			if storedSeen(t, n, uid) == "" {
+				return fmt.Errorf("%s keeps no last seen of %s", n.Config.NodeID, uid)
+			}
+		}
+		if _, ls, err := presenceOf(t, n1, bobTok, uid); err != nil || !ls.Equal(seen) {
+			return fmt.Errorf("%s last seen %v (%v), want %v", uid, ls, err, seen)
+		}
+		return nil
+	})
+}
