@@ -49,9 +49,13 @@ type Config struct {
 	TrustedProxies   []string      `yaml:"trusted_proxies"`
 	Heartbeat        time.Duration `yaml:"heartbeat_interval"`
 	PresenceGrace    time.Duration `yaml:"presence_grace"`
-	AccessTTL        time.Duration `yaml:"access_token_ttl"`
-	LogLevel         string        `yaml:"log_level"`
-	LogFormat        string        `yaml:"log_format"`
+	// PresenceSeenEvery is how often presence writes the last seen of
+	// users online or inactive to the replicated state, and retries a
+	// write that did not commit (services/presence Config.SeenEvery).
+	PresenceSeenEvery time.Duration `yaml:"presence_lastseen_every"`
+	AccessTTL         time.Duration `yaml:"access_token_ttl"`
+	LogLevel          string        `yaml:"log_level"`
+	LogFormat         string        `yaml:"log_format"`
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
@@ -171,10 +175,6 @@ type Config struct {
 	// start (no leader yet) says so in its log; 0: every 15 s (tests:
 	// short).
 	StartWaitLogEvery time.Duration `yaml:"-"`
-	// PresenceSeenEvery is how often presence writes the last seen of
-	// users online or inactive, and retries a write that did not commit
-	// (services/presence Config.SeenEvery); 0: every minute (tests: short).
-	PresenceSeenEvery time.Duration `yaml:"-"`
 	// IDClock, when set, is the clock of the node's message IDs (tests: a
 	// clock set ahead, then a restart without it).
 	IDClock func() time.Time `yaml:"-"`
@@ -192,22 +192,23 @@ type Config struct {
 // Defaults returns the configuration of `edgechat serve` with no flags.
 func Defaults() Config {
 	return Config{
-		DataDir:         "./data",
-		WebClient:       true,
-		HTTPAddr:        ":8080",
-		MQTTAddr:        ":1883",
-		MQTTSAddr:       ":8883",
-		NodeID:          "n1",
-		ClusterAddr:     ":7946",
-		Heartbeat:       10 * time.Second,
-		PresenceGrace:   5 * time.Second,
-		AccessTTL:       15 * time.Minute,
-		RaftTimeout:     cluster.DefaultHeartbeatTimeout,
-		LogLevel:        "info",
-		LogFormat:       "text",
-		Region:          DefaultRegion,
-		LinkRetention:   7 * 24 * time.Hour, // region.DefaultRetention
-		LinkBacklogWarn: 10 * time.Minute,   // region.DefaultBacklogWarn
+		DataDir:           "./data",
+		WebClient:         true,
+		HTTPAddr:          ":8080",
+		MQTTAddr:          ":1883",
+		MQTTSAddr:         ":8883",
+		NodeID:            "n1",
+		ClusterAddr:       ":7946",
+		Heartbeat:         10 * time.Second,
+		PresenceGrace:     5 * time.Second,
+		PresenceSeenEvery: time.Minute,
+		AccessTTL:         15 * time.Minute,
+		RaftTimeout:       cluster.DefaultHeartbeatTimeout,
+		LogLevel:          "info",
+		LogFormat:         "text",
+		Region:            DefaultRegion,
+		LinkRetention:     7 * 24 * time.Hour, // region.DefaultRetention
+		LinkBacklogWarn:   10 * time.Minute,   // region.DefaultBacklogWarn
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
@@ -353,6 +354,7 @@ var settings = append([]setting{
 	{name: "trusted-proxies", usage: "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed", set: listSetter(func(c *Config) *[]string { return &c.TrustedProxies })},
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
+	{name: "presence-lastseen-every", usage: "how often the last seen of users online is written to the replicated state (a user going offline is written at once)", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceSeenEvery })},
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
 	{name: "account-delete-grace", usage: "how long a deleted account stays disabled before its data is erased (0 erases at once)", set: func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
@@ -521,7 +523,7 @@ func (c Config) Validate() error {
 	if _, _, err := c.HTTPRateLimits(); err != nil {
 		return err
 	}
-	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 {
+	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 || c.PresenceSeenEvery < 0 {
 		return fmt.Errorf("%w: durations must be positive", ErrConfig)
 	}
 	if c.AccountDeleteGrace < 0 {
@@ -568,7 +570,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
 		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),
