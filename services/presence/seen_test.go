@@ -2,8 +2,10 @@ package presence
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,5 +155,80 @@ func TestLastSeenRecords(t *testing.T) {
 	}
 	if got := h.s.storedSeen("alice"); !got.IsZero() {
 		t.Fatalf("erased alice stored %v", got)
+	}
+}
+
+// restoringMap is a retained store that takes back copies (the broker's
+// RestoreRetained: only where nothing is retained).
+type restoringMap struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (r *restoringMap) Retained(topic string) ([]byte, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.m[topic]
+	return p, ok
+}
+
+func (r *restoringMap) EachRetained(fn func(topic string, payload []byte)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for t, p := range r.m {
+		fn(t, p)
+	}
+}
+
+func (r *restoringMap) RestoreRetained(topic string, payload []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.m[topic]; !ok {
+		r.m[topic] = payload
+	}
+	return nil
+}
+
+// A node starting on a state with stored last seen (a restart of the
+// whole cluster: nothing retained anywhere) retains presence/{uid}
+// offline with it for the users it retains nothing of, and leaves a
+// copy it has alone.
+func TestStoredLastSeenIsRetainedAtStart(t *testing.T) {
+	fh := fsmtest.New(t)
+	online, _ := json.Marshal(wire.Presence{Status: wire.StatusOnline, LastSeen: time.Date(2026, 11, 28, 11, 59, 0, 0, time.UTC)})
+	store := &restoringMap{m: map[string][]byte{"presence/bob": online}}
+	s, err := New(Config{Interval: interval, Grace: grace}, Deps{
+		Publisher: &recorder{}, Logger: testutil.QuietLogger(), Clock: newTestClock(), Retained: store,
+		Store: Store{DB: fh.DB, FSM: fh.FSM, Proposer: fh},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceSeen := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	payload := []byte(`{"v":1,"seen":[{"u":"alice","t":` + strconv.FormatInt(aliceSeen.Unix(), 10) +
+		`},{"u":"bob","t":` + strconv.FormatInt(aliceSeen.Unix(), 10) + `}]}`)
+	if _, err := fh.Propose(context.Background(), wire.CmdPresenceSeen, payload); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		p, ok := store.Retained("presence/alice")
+		if !ok {
+			return errors.New("nothing retained for alice")
+		}
+		var got wire.Presence
+		if err := json.Unmarshal(p, &got); err != nil {
+			return err
+		}
+		if got.Status != wire.StatusOffline || !got.LastSeen.Equal(aliceSeen) {
+			return errors.New("alice retained " + string(p))
+		}
+		return nil
+	})
+	if p, _ := store.Retained("presence/bob"); string(p) != string(online) {
+		t.Fatalf("bob's copy replaced by %s", p)
 	}
 }
