@@ -362,13 +362,22 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 }
 
 // forgetSeen drops what this node remembers of an erased user's last
-// seen: its own record and its broker's copy of presence/{uid} (not on
-// the FSM's goroutine: the broker's retained store has its own lock).
+// seen: its own record, the user's state if it still tracks them (an
+// account erased at once, --account-delete-grace 0, while the grace of
+// its closed connections runs: their offline must not retain the last
+// seen again) and its broker's copy of presence/{uid} (not on the FSM's
+// goroutine: the broker's retained store has its own lock).
 func (s *Service) forgetSeen(uid string) {
 	s.mu.Lock()
 	delete(s.gone, uid)
 	if s.seen != nil {
 		delete(s.seen.dirty, uid)
+	}
+	if u, ok := s.users[uid]; ok {
+		s.counts[u.status]--
+		delete(s.users, uid)
+		s.gOnline.Set(float64(s.counts[wire.StatusOnline]))
+		s.gInactive.Set(float64(s.counts[wire.StatusInactive]))
 	}
 	s.mu.Unlock()
 	if s.dropper != nil {

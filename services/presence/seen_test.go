@@ -232,3 +232,28 @@ func TestStoredLastSeenIsRetainedAtStart(t *testing.T) {
 		t.Fatalf("bob's copy replaced by %s", p)
 	}
 }
+
+// An account erased while its user is still tracked (erased at once,
+// its connections closed a moment ago and their grace running) leaves
+// nothing: no offline is published (retaining its last seen again)
+// afterwards, and no last seen is answered.
+func TestErasureForgetsATrackedUser(t *testing.T) {
+	h, fh := newStoreHarness(t)
+	h.s.Connected("alice", "a1")
+	h.s.Disconnected("alice", "a1") // the grace runs
+	var after func()
+	err := fh.DB.Update(func(tx *badger.Txn) error {
+		var err error
+		_, after, err = h.s.EraseAccount(tx, "alice", fsm.NewBudget(10))
+		return err
+	})
+	if err != nil || after == nil {
+		t.Fatalf("erase: %v", err)
+	}
+	after()
+	h.advance(grace + interval*offlineAfter)
+	h.expect("alice:online")
+	if p := h.s.Status("alice"); !p.LastSeen.IsZero() {
+		t.Fatalf("erased alice answers last seen %v", p.LastSeen)
+	}
+}
