@@ -249,8 +249,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 		s.seen = seen
 		if r := deps.Registerer; r != nil {
-			if err := r.Register(s.seen.mFailed); err != nil {
-				return nil, fmt.Errorf("presence: registering metrics: %w", err)
+			for _, c := range []prometheus.Collector{s.seen.mFailed, s.seen.mWritten} {
+				if err := r.Register(c); err != nil {
+					return nil, fmt.Errorf("presence: registering metrics: %w", err)
+				}
 			}
 		}
 		deps.Store.FSM.Register(wire.CmdPresenceSeen, s.applySeen)

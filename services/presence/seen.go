@@ -93,11 +93,12 @@ var errBadSeen = errors.New("presence: malformed last seen command")
 // seenState is the service's part for durable last seen (nil without a
 // Store). dirty and the users' stored fields are under Service.mu.
 type seenState struct {
-	st      Store
-	every   time.Duration
-	kick    chan struct{}
-	dirty   map[string]int64 // uid → last seen (Unix seconds) to write
-	mFailed prometheus.Counter
+	st       Store
+	every    time.Duration
+	kick     chan struct{}
+	dirty    map[string]int64 // uid → last seen (Unix seconds) to write
+	mFailed  prometheus.Counter
+	mWritten prometheus.Counter
 }
 
 func newSeenState(st Store, every time.Duration) (*seenState, error) {
@@ -114,6 +115,10 @@ func newSeenState(st Store, every time.Duration) (*seenState, error) {
 		mFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_presence_lastseen_write_failures_total",
 			Help: "Writes of users' last seen to the replicated state that did not commit (retried at the next round).",
+		}),
+		mWritten: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_presence_lastseen_written_total",
+			Help: "Users' last seen written to the replicated state by this node (committed).",
 		})}, nil
 }
 
@@ -205,6 +210,7 @@ func (s *Service) writeSeen(ctx context.Context, tracked bool) {
 			s.mu.Unlock()
 			return
 		}
+		s.seen.mWritten.Add(float64(n))
 		entries = entries[n:]
 	}
 }
