@@ -143,12 +143,15 @@ func (s *Service) queueSeenLocked(uid string, u *user, now bool) {
 }
 
 // runSeen writes last seen until ctx ends, then once more (briefly).
+// After a write that did not commit, users going offline wait for the
+// next round (no proposal per offline while the cluster cannot commit).
 func (s *Service) runSeen(ctx context.Context) {
 	t := s.clock.NewTicker(s.seen.every)
 	defer t.Stop()
 	if s.cl == nil {
 		s.restoreStored(ctx) // in a cluster: once the hellos are done (cluster.go)
 	}
+	ok := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -157,16 +160,19 @@ func (s *Service) runSeen(ctx context.Context) {
 			cancel()
 			return
 		case <-t.C():
-			s.writeSeen(ctx, true)
+			ok = s.writeSeen(ctx, true)
 		case <-s.seen.kick:
-			s.writeSeen(ctx, false)
+			if ok {
+				ok = s.writeSeen(ctx, false)
+			}
 		}
 	}
 }
 
 // writeSeen proposes what is queued and, with tracked, the last seen of
-// the tracked users that moved. What does not commit is queued again.
-func (s *Service) writeSeen(ctx context.Context, tracked bool) {
+// the tracked users that moved. What does not commit is queued again
+// (false).
+func (s *Service) writeSeen(ctx context.Context, tracked bool) bool {
 	s.mu.Lock()
 	if tracked {
 		for uid, u := range s.users {
@@ -177,7 +183,7 @@ func (s *Service) writeSeen(ctx context.Context, tracked bool) {
 	s.seen.dirty = map[string]int64{}
 	s.mu.Unlock()
 	if len(dirty) == 0 {
-		return
+		return true
 	}
 	entries := make([]seenEntry, 0, len(dirty))
 	for uid, at := range dirty {
@@ -208,11 +214,12 @@ func (s *Service) writeSeen(ctx context.Context, tracked bool) {
 				s.seen.dirty[e.UID] = max(s.seen.dirty[e.UID], e.At)
 			}
 			s.mu.Unlock()
-			return
+			return false
 		}
 		s.seen.mWritten.Add(float64(n))
 		entries = entries[n:]
 	}
+	return true
 }
 
 // applySeen is the FSM handler of wire.CmdPresenceSeen: each user's
