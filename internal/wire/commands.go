@@ -59,6 +59,7 @@ const (
 	CmdMediaExpire   byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
 	CmdMediaRemote   byte = 0x68 // media: a media of another region arrived in a message: its record here (not fetched yet) and its grant (issue 14)
 	CmdMediaFetched  byte = 0x69 // media: the bytes of another region's media are in this region's store (issue 14)
+	CmdMediaIndex    byte = 0x6A // media: a step of the leader's walk indexing records and grants by user (services/media/index.go)
 
 	CmdRegionCursor byte = 0x70 // region links: a link's outbox position acknowledged by the other region (bridge/region, issue 14)
 

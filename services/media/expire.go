@@ -148,6 +148,9 @@ func (s *Service) applyExpire(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 			if err := tx.Delete(k); err != nil {
 				return nil, err
 			}
+			if err := unindexGrants(tx, [][]byte{k}); err != nil {
+				return nil, err
+			}
 			res.Revoked++
 		}
 		left := false

@@ -49,6 +49,7 @@ func (s *Service) runDuties(ctx context.Context) {
 	defer l.stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var walked time.Time // the last index walk this node proposed
 	for {
 		var changed <-chan struct{}
 		if s.lead != nil {
@@ -67,6 +68,9 @@ func (s *Service) runDuties(ctx context.Context) {
 		case <-changed:
 		case <-timer.C:
 			s.Sweep(ctx)
+			if s.lead == nil || s.lead.IsLeader() {
+				walked = s.maybeIndexWalk(ctx, walked)
+			}
 			timer.Reset(s.cfg.SweepEvery)
 		}
 	}

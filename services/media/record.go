@@ -205,6 +205,7 @@ func (s *Service) register(r Registrar) {
 	r.Register(wire.CmdMediaExpire, s.applyExpire)
 	r.Register(wire.CmdMediaRemote, s.applyRemote)
 	r.Register(wire.CmdMediaFetched, s.applyFetched)
+	r.Register(wire.CmdMediaIndex, s.applyIndex)
 }
 
 func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
@@ -283,6 +284,9 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		return nil, err
 	}
 	if err := fsm.SetJSON(tx, recordKey(c.ID), r); err != nil {
+		return nil, err
+	}
+	if err := indexOwner(tx, c.Owner, c.ID); err != nil {
 		return nil, err
 	}
 	return &recordResult{Record: r}, nil
@@ -448,7 +452,10 @@ func setGrant(tx *badger.Txn, k []byte, sent snowflake.ID) error {
 	if sent != 0 {
 		v = binary.BigEndian.AppendUint64(nil, uint64(sent))
 	}
-	return tx.Set(k, v)
+	if err := tx.Set(k, v); err != nil {
+		return err
+	}
+	return indexGrant(tx, k)
 }
 
 func (s *Service) applyTouch(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -486,15 +493,24 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		}
 	}
 	for _, id := range c.IDs {
+		// Its owner's index entry (index.go); a record this version
+		// cannot read has none.
+		var r Record
+		if found, err := fsm.GetJSON(tx, recordKey(id), &r); err == nil && found && r.Owner != "" && !strings.Contains(r.Owner, "/") {
+			if err := tx.Delete(ownerIndexKey(r.Owner, id)); err != nil {
+				return nil, err
+			}
+		}
 		for _, k := range [][]byte{recordKey(id), jobKey(id), pendingKey(id)} {
 			if err := tx.Delete(k); err != nil {
 				return nil, err
 			}
 		}
-		for _, p := range [][]byte{[]byte(prefixGrantUser + id + "/"), grantGroupPrefix(id)} {
-			if err := fsm.DeletePrefix(tx, p); err != nil {
-				return nil, err
-			}
+		if err := deleteGrantsOf(tx, id); err != nil {
+			return nil, err
+		}
+		if err := fsm.DeletePrefix(tx, grantGroupPrefix(id)); err != nil {
+			return nil, err
 		}
 	}
 	return nil, nil

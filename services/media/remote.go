@@ -319,6 +319,9 @@ func (s *Service) applyRemote(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		if err := tx.Set(pendingKey(r.ID), nil); err != nil {
 			return nil, err
 		}
+		if err := indexOwner(tx, r.Owner, r.ID); err != nil {
+			return nil, err
+		}
 	} else if err != nil {
 		return nil, err
 	}
