@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -88,4 +89,35 @@ func DeleteMatching(tx *badger.Txn, prefix []byte, b *Budget, match func(key, va
 		}
 	}
 	return !more, nil
+}
+
+// DeleteKeys deletes, as far as the budget goes, keys: the keys under
+// prefix that a DeleteMatching(tx, prefix, b, match) would be told yes
+// to, found some other way (an index). It deletes the same keys in the
+// same (key) order and answers the same done, so that a node that reads
+// an index and one that scans the prefix write the same: not done when
+// the budget ran out before any key under prefix that follows the last
+// one deleted. keys need not be sorted; every one must exist. deleted
+// are the keys it deleted, in key order.
+func DeleteKeys(tx *badger.Txn, prefix []byte, keys [][]byte, b *Budget) (deleted [][]byte, done bool, err error) {
+	keys = slices.Clone(keys)
+	slices.SortFunc(keys, bytes.Compare)
+	more := false
+	if n := max(b.Left, 0); len(keys) >= n {
+		keys = keys[:n]
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		if n == 0 {
+			it.Rewind()
+		} else {
+			it.Seek(append(bytes.Clone(keys[n-1]), 0))
+		}
+		more = it.Valid()
+		it.Close()
+	}
+	for _, k := range keys {
+		if _, err := b.Delete(tx, k); err != nil {
+			return nil, false, err
+		}
+	}
+	return keys, !more, nil
 }

@@ -2,6 +2,7 @@ package fsm_test
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -72,5 +73,65 @@ func TestDeleteMatchingSpendsTheBudgetInKeyOrder(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// DeleteKeys, given the keys a match says yes to in any order, deletes
+// what DeleteMatching deletes and answers the same done, step by step,
+// whatever the budget (negative: overspent by an earlier part).
+func TestDeleteKeysDoesWhatDeleteMatchingDoes(t *testing.T) {
+	for budget := -1; budget <= 5; budget++ {
+		a, b := fsmtest.OpenDB(t), fsmtest.OpenDB(t)
+		for pi, pattern := range []string{"yyyyyy", "ynnnny", "nnnnnn", "nyynny", "ynynyn", "nnnnny", "ynnnnn"} {
+			prefix := fmt.Sprintf("r/x%d/", pi)
+			for _, db := range []*badger.DB{a, b} {
+				if err := db.Update(func(tx *badger.Txn) error {
+					for i, c := range pattern {
+						if err := tx.Set([]byte(fmt.Sprintf("%s%02d", prefix, i)), []byte(string(c))); err != nil {
+							return err
+						}
+					}
+					return tx.Set([]byte(fmt.Sprintf("r/x%d/00", pi+1)), []byte("y")) // the next prefix's
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for step := 0; step < 20; step++ {
+				var doneA, doneB bool
+				var leftA, leftB int
+				if err := a.Update(func(tx *badger.Txn) error {
+					bud := fsm.NewBudget(budget)
+					var err error
+					doneA, err = fsm.DeleteMatching(tx, []byte(prefix), bud, func(_, v []byte) (bool, error) { return string(v) == "y", nil })
+					leftA = bud.Left
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Update(func(tx *badger.Txn) error {
+					var keys [][]byte
+					for i := len(pattern) - 1; i >= 0; i-- { // any order
+						k := []byte(fmt.Sprintf("%s%02d", prefix, i))
+						if _, err := tx.Get(k); err == nil && pattern[i] == 'y' {
+							keys = append(keys, k)
+						}
+					}
+					bud := fsm.NewBudget(budget)
+					var err error
+					_, doneB, err = fsm.DeleteKeys(tx, []byte(prefix), keys, bud)
+					leftB = bud.Left
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if doneA != doneB || leftA != leftB || !maps.Equal(fsmtest.Dump(t, a, "r/"), fsmtest.Dump(t, b, "r/")) {
+					t.Fatalf("budget %d, %s, step %d: DeleteMatching done %v left %d, DeleteKeys done %v left %d, or the state differs",
+						budget, pattern, step, doneA, leftA, doneB, leftB)
+				}
+				if doneA || budget <= 0 {
+					break
+				}
+			}
+		}
 	}
 }

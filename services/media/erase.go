@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -167,29 +166,13 @@ func deleteGrantsTo(tx *badger.Txn, uid string, b *fsm.Budget) (bool, error) {
 		}
 	}
 	// The index is in media ID order, the grants in key order ({id}/{uid}):
-	// the same but for IDs one of which begins the other.
-	slices.SortFunc(keys, bytes.Compare)
-	more := false
-	switch n := max(b.Left, 0); {
-	case n == 0:
-		left, err := hasKeys(tx, []byte(prefixGrantUser))
-		if err != nil {
-			return false, err
-		}
-		more, keys = left, nil
-	case len(keys) >= n:
-		keys = keys[:n]
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixGrantUser)})
-		it.Seek(append(bytes.Clone(keys[n-1]), 0))
-		more = it.Valid()
-		it.Close()
+	// the same but for IDs one of which begins the other (DeleteKeys
+	// sorts).
+	deleted, done, err := fsm.DeleteKeys(tx, []byte(prefixGrantUser), keys, b)
+	if err != nil {
+		return false, err
 	}
-	for _, k := range keys {
-		if _, err := b.Delete(tx, k); err != nil {
-			return false, err
-		}
-	}
-	return !more, unindexGrants(tx, keys)
+	return done, unindexGrants(tx, deleted)
 }
 
 func hasKeys(tx *badger.Txn, prefix []byte) (bool, error) {
