@@ -591,8 +591,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		return errors.Join(err, <-gwDone)
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.Auth.Run(gctx) })        // publishes this node's token key to the cluster
-	g.Go(func() error { return n.Auth.RunErasure(gctx) }) // erases deleted accounts while this node leads
+	g.Go(func() error { return n.Auth.Run(gctx) })               // publishes this node's token key to the cluster
+	g.Go(func() error { return n.Auth.RunErasure(gctx) })        // erases deleted accounts while this node leads
+	g.Go(func() error { return n.Users.RunIndex(gctx, n.raft) }) // indexes contacts and blocks made before their reverse index, while this node leads
 	if n.IDP != nil {
 		g.Go(func() error { return n.IDP.Run(gctx) }) // discovers the OIDC providers (retrying while they are down)
 	}

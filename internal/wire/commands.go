@@ -29,6 +29,7 @@ const (
 	CmdGroupOwner  byte = 0x26 // users: transfer ownership
 	CmdGroupMirror byte = 0x29 // users: the state of a group of another region, as its home region's link brought it (issue 14)
 	CmdGroupLeave  byte = 0x2A // users: a user of this region leaves a group of another region: out of the mirror, the request staged for the home (issue 14)
+	CmdUserIndex   byte = 0x2E // users: a step of the leader's walk indexing contacts and blocks by their target (services/users/relindex.go)
 
 	CmdMessage       byte = 0x30 // archive: a chat message
 	CmdReadCursor    byte = 0x31 // archive: a read receipt moves a read cursor

@@ -82,15 +82,31 @@ func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (
 	}
 	key := []byte(prefix + c.Owner + "/" + c.UID)
 	if !c.Add {
-		return c, tx.Delete(key)
+		return c, setEdge(tx, prefix, c.Owner, c.UID, key, nil)
 	}
+	val := []byte(c.At.Format(time.RFC3339Nano))
 	if strings.IndexByte(c.UID, '@') >= 0 {
-		return c, tx.Set(key, []byte(c.At.Format(time.RFC3339Nano))) // checked by its region
+		return c, setEdge(tx, prefix, c.Owner, c.UID, key, val) // checked by its region
 	}
 	if ok, err := exists(tx, prefixProfile+c.UID); err != nil || !ok {
 		return c, errors.Join(err, fmt.Errorf("%w: user %s", wire.ErrNotFound, c.UID))
 	}
-	return c, tx.Set(key, []byte(c.At.Format(time.RFC3339Nano)))
+	return c, setEdge(tx, prefix, c.Owner, c.UID, key, val)
+}
+
+// setEdge writes (val nil: deletes) the edge key of owner→uid under
+// prefix, with its reverse index entry (relindex.go).
+func setEdge(tx *badger.Txn, prefix, owner, uid string, key, val []byte) error {
+	if val == nil {
+		if err := tx.Delete(key); err != nil {
+			return err
+		}
+		return indexEdge(tx, prefix, owner, uid, false)
+	}
+	if err := tx.Set(key, val); err != nil {
+		return err
+	}
+	return indexEdge(tx, prefix, owner, uid, true)
 }
 
 func exists(tx *badger.Txn, key string) (bool, error) {

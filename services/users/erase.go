@@ -43,21 +43,44 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	if done, err = s.eraseMemberships(tx, uid, b, &inv); err != nil || !done {
 		return false, after, err
 	}
+	indexed, err := relIndexed(tx)
+	if err != nil {
+		return false, after, err
+	}
 	for _, prefix := range []string{prefixContact, prefixBlock} {
-		// uid's own list, then the edges others hold towards uid.
-		if done, err = fsm.DeleteMatching(tx, []byte(prefix+uid+"/"), b, nil); err != nil || !done {
-			return false, after, err
-		}
-		suffix := []byte("/" + uid)
-		var owners []string
-		done, err = fsm.DeleteMatching(tx, []byte(prefix), b, func(k, _ []byte) (bool, error) {
-			if !bytes.HasSuffix(k, suffix) {
-				return false, nil
-			}
-			owner, _, _ := strings.Cut(string(k[len(prefix):]), "/")
-			owners = append(owners, owner)
+		// uid's own list, then the edges others hold towards uid: from
+		// uid's reverse index entries once this node's are complete
+		// (relindex.go), else from every edge; the same ones either way.
+		var gone [][]byte
+		done, err = fsm.DeleteMatching(tx, []byte(prefix+uid+"/"), b, func(k, _ []byte) (bool, error) {
+			gone = append(gone, bytes.Clone(k))
 			return true, nil
 		})
+		if err == nil {
+			err = unindexEdgeKeys(tx, prefix, gone)
+		}
+		if err != nil || !done {
+			return false, after, err
+		}
+		var owners []string
+		if indexed {
+			owners, done, err = deleteEdgesTowards(tx, prefix, uid, b)
+		} else {
+			suffix := []byte("/" + uid)
+			gone = gone[:0]
+			done, err = fsm.DeleteMatching(tx, []byte(prefix), b, func(k, _ []byte) (bool, error) {
+				if !bytes.HasSuffix(k, suffix) {
+					return false, nil
+				}
+				owner, _, _ := strings.Cut(string(k[len(prefix):]), "/")
+				owners = append(owners, owner)
+				gone = append(gone, bytes.Clone(k))
+				return true, nil
+			})
+			if err == nil {
+				err = unindexEdgeKeys(tx, prefix, gone)
+			}
+		}
 		if prefix == prefixContact {
 			inv.contacts = append(inv.contacts, owners...)
 		} else {

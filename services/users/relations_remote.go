@@ -163,12 +163,12 @@ func (s *Service) applyRemoteRelation(tx *badger.Txn, _ fsm.Position, payload []
 	}
 	key := []byte(prefix + c.Owner + "/" + c.UID)
 	if !c.Add {
-		return &applied{s: s, inv: inv}, tx.Delete(key)
+		return &applied{s: s, inv: inv}, setEdge(tx, prefix, c.Owner, c.UID, key, nil)
 	}
 	if ok, err := exists(tx, prefixProfile+c.UID); err != nil || !ok {
 		return nil, errors.Join(err, fmt.Errorf("%w: user %s", wire.ErrNotFound, c.UID))
 	}
-	return &applied{s: s, inv: inv}, tx.Set(key, []byte(c.At.Format(time.RFC3339Nano)))
+	return &applied{s: s, inv: inv}, setEdge(tx, prefix, c.Owner, c.UID, key, []byte(c.At.Format(time.RFC3339Nano)))
 }
 
 // relationChanged runs the RelationHook for a change about a user of

@@ -213,6 +213,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdGroupOwner, s.applyGroupOwner)
 	deps.FSM.Register(wire.CmdGroupMirror, s.applyGroupMirror)
 	deps.FSM.Register(wire.CmdGroupLeave, s.applyGroupLeave)
+	deps.FSM.Register(wire.CmdUserIndex, s.applyRelIndex) // relindex.go
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.cache.purge)
 	}
