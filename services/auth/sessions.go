@@ -110,7 +110,15 @@ type endedSessions struct {
 	mu   sync.RWMutex
 	m    map[string]time.Time
 	keep time.Duration
+	// sweepAt is the size at which put next drops old entries: twice what
+	// the last sweep kept (at least endedSweepMin), so that a put costs
+	// O(1) amortized, not a walk of every entry each time the map holds
+	// more than endedSweepMin recent ones.
+	sweepAt int
 }
+
+// endedSweepMin is the smallest map put sweeps.
+const endedSweepMin = 1024
 
 func newEndedSessions(keep time.Duration) *endedSessions {
 	return &endedSessions{m: map[string]time.Time{}, keep: keep}
@@ -131,12 +139,13 @@ func (e *endedSessions) put(sid string, at, now time.Time) {
 	if was, ok := e.m[sid]; !ok || at.Before(was) {
 		e.m[sid] = at
 	}
-	if len(e.m) > 1024 {
+	if len(e.m) > max(endedSweepMin, e.sweepAt) {
 		for k, t := range e.m {
 			if now.Sub(t) > e.keep {
 				delete(e.m, k)
 			}
 		}
+		e.sweepAt = 2 * len(e.m)
 	}
 }
 
@@ -148,7 +157,7 @@ func (e *endedSessions) load(db *badger.DB, now time.Time) error {
 	}
 	maps.DeleteFunc(m, func(_ string, at time.Time) bool { return now.Sub(at) > e.keep })
 	e.mu.Lock()
-	e.m = m
+	e.m, e.sweepAt = m, 2*len(m)
 	e.mu.Unlock()
 	return nil
 }
