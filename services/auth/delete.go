@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -462,14 +463,7 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	if err != nil || !done {
 		return res, err
 	}
-	done, err = fsm.DeleteMatching(tx, []byte(prefixRefresh), b, func(_, v []byte) (bool, error) {
-		var f refreshFamily
-		if err := json.Unmarshal(v, &f); err != nil {
-			return false, nil // not ours to judge; never a user's
-		}
-		return f.UID == c.UID, nil
-	})
-	if err != nil || !done {
+	if done, err = eraseFamilies(tx, c.UID, b); err != nil || !done {
 		return res, err
 	}
 	if err := deleteIdentityLinks(tx, c.UID); err != nil {
@@ -665,4 +659,66 @@ func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	httpapi.WriteJSON(w, http.StatusAccepted, res)
+}
+
+// eraseFamilies deletes uid's refresh-token families, revoked ones too,
+// as far as b goes: from uid's entries of the index of every family
+// (r/auth/rtall/) once this node's is complete (allfamilies.go), else
+// from every user's families; the same ones in the same order either
+// way (fsm.DeleteKeys), with their index entries (which cost no budget).
+func eraseFamilies(tx *badger.Txn, uid string, b *fsm.Budget) (bool, error) {
+	indexed, err := keyExists(tx, keyAllFamiliesIndexed)
+	if err != nil {
+		return false, err
+	}
+	var deleted [][]byte
+	done := false
+	if indexed {
+		var keys, stale [][]byte
+		prefix := []byte(prefixAllFamilies + uid + "/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := []byte(prefixRefresh + string(it.Item().Key()[len(prefix):]))
+			var f refreshFamily
+			found, err := getJSON(tx, string(k), &f)
+			switch {
+			case err != nil && found:
+				continue // not ours to judge, as the scan does
+			case err != nil:
+				it.Close()
+				return false, err
+			case !found:
+				stale = append(stale, it.Item().KeyCopy(nil))
+			case f.UID == uid:
+				keys = append(keys, k)
+			}
+		}
+		it.Close()
+		for _, k := range stale {
+			if err := tx.Delete(k); err != nil {
+				return false, err
+			}
+		}
+		if deleted, done, err = fsm.DeleteKeys(tx, []byte(prefixRefresh), keys, b); err != nil {
+			return false, err
+		}
+	} else {
+		done, err = fsm.DeleteMatching(tx, []byte(prefixRefresh), b, func(k, v []byte) (bool, error) {
+			var f refreshFamily
+			if err := json.Unmarshal(v, &f); err != nil || f.UID != uid {
+				return false, nil // not ours to judge; never a user's
+			}
+			deleted = append(deleted, bytes.Clone(k))
+			return true, nil
+		})
+		if err != nil {
+			return false, err
+		}
+	}
+	for _, k := range deleted {
+		if err := unindexAllFamily(tx, uid, string(k[len(prefixRefresh):])); err != nil {
+			return false, err
+		}
+	}
+	return done, nil
 }

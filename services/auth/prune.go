@@ -81,10 +81,13 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		if err := setJSON(tx, keyIndexWalk, c.Walk); err != nil {
 			return nil, err
 		}
+		if err := setJSON(tx, keyAllIndexWalk, c.Walk); err != nil {
+			return nil, err
+		}
 	}
 	cutoff := c.At.Add(-pruneAfter)
 	type doomed struct{ family, uid string }
-	var gone, unindexed []doomed // unindexed: live, maybe not in the index
+	var gone, unindexed, kept []doomed // unindexed: live, maybe not in the index; kept: every family that stays
 	last, more := "", false
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixRefresh), PrefetchValues: true})
 	seen := 0
@@ -105,8 +108,11 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		}
 		if f.ExpiresAt.Before(cutoff) || (f.Revoked && f.UpdatedAt.Before(cutoff)) {
 			gone = append(gone, doomed{family, f.UID})
-		} else if !f.Revoked && wire.ValidUserID(f.UID) == nil {
-			unindexed = append(unindexed, doomed{family, f.UID})
+		} else if wire.ValidUserID(f.UID) == nil {
+			kept = append(kept, doomed{family, f.UID})
+			if !f.Revoked {
+				unindexed = append(unindexed, doomed{family, f.UID})
+			}
 		}
 	}
 	it.Close()
@@ -116,6 +122,15 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 			return nil, err
 		} else if !found {
 			if err := indexFamily(tx, d.uid, d.family); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, d := range kept { // allfamilies.go
+		if found, err := keyExists(tx, prefixAllFamilies+d.uid+"/"+d.family); err != nil {
+			return nil, err
+		} else if !found {
+			if err := indexAllFamily(tx, d.uid, d.family); err != nil {
 				return nil, err
 			}
 		}
@@ -131,9 +146,15 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		if err := unindexFamily(tx, d.uid, d.family); err != nil {
 			return nil, err
 		}
+		if err := unindexAllFamily(tx, d.uid, d.family); err != nil {
+			return nil, err
+		}
 	}
 	if next == "" {
 		if err := markIndexed(tx, c.Walk); err != nil {
+			return nil, err
+		}
+		if err := markAllIndexed(tx, c.Walk); err != nil {
 			return nil, err
 		}
 		old := c.At.Add(-(s.cfg.AccessTTL + verifyLeeway))

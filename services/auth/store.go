@@ -314,6 +314,9 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 		if err := indexFamily(tx, c.UID, c.Family); err != nil {
 			return nil, err
 		}
+		if err := indexAllFamily(tx, c.UID, c.Family); err != nil {
+			return nil, err
+		}
 		return f.Gen, setJSON(tx, key, f)
 	}
 	switch {
@@ -326,6 +329,9 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 	// Indexed at every rotation too: a family made before the index
 	// existed joins it the first time it is used.
 	if err := indexFamily(tx, c.UID, c.Family); err != nil {
+		return nil, err
+	}
+	if err := indexAllFamily(tx, c.UID, c.Family); err != nil {
 		return nil, err
 	}
 	return f.Gen, setJSON(tx, key, f)
