@@ -33,6 +33,9 @@ const (
 // suspended ones when suspendedOnly. next is where the following page
 // starts ("" after the last).
 func (s *Service) Accounts(after string, limit int, suspendedOnly bool) (list []AccountInfo, next string, err error) {
+	if suspendedOnly {
+		return s.suspendedAccounts(after, limit)
+	}
 	err = s.db.View(func(tx *badger.Txn) error {
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixAccount), PrefetchValues: true})
 		defer it.Close()
@@ -55,6 +58,39 @@ func (s *Service) Accounts(after string, limit int, suspendedOnly bool) (list []
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("auth: list accounts: %w", err)
+	}
+	return list, next, nil
+}
+
+// suspendedAccounts is Accounts of the suspended accounts only, read
+// from their suspension records (r/auth/suspended/, in user-ID order
+// too), not by reading every account and keeping the suspended ones: a
+// page read the whole user base when few are suspended.
+func (s *Service) suspendedAccounts(after string, limit int) (list []AccountInfo, next string, err error) {
+	err = s.db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixSuspended)})
+		defer it.Close()
+		for it.Seek([]byte(prefixSuspended + after)); it.Valid(); it.Next() {
+			uid := string(it.Item().Key()[len(prefixSuspended):])
+			if uid == after || s.gone.has(uid) || !s.suspended.has(uid) {
+				continue
+			}
+			var a account
+			if found, err := getJSON(tx, prefixAccount+uid, &a); err != nil {
+				return err
+			} else if !found {
+				continue
+			}
+			if len(list) == limit {
+				next = list[len(list)-1].UserID
+				return nil
+			}
+			list = append(list, AccountInfo{UserID: uid, Admin: a.Admin, Suspended: true, Password: a.Hash != "", CreatedAt: a.CreatedAt})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("auth: list suspended accounts: %w", err)
 	}
 	return list, next, nil
 }
