@@ -26,7 +26,9 @@ import (
 //
 // Both are written with what they index, by every handler of this
 // version; an entry may outlive what it names (readers check), never
-// the other way round once the index is complete. Records and grants
+// the other way round once the index is complete. An erased user's
+// upload that a group received keeps its owner entry with its record
+// (which keeps the uploader's ID); the others go with their records. Records and grants
 // written before this version are indexed by a walk the leader proposes
 // in bounded steps (CmdMediaIndex, IndexWalk). Its last step marks the
 // index complete (keyMediaIndexed) on a node that applied its first
@@ -238,7 +240,7 @@ func markMediaIndexed(tx *badger.Txn, walk time.Time) error {
 
 // IndexWalk walks every record and user grant once, step by step,
 // indexing those made before the index (the leader runs it from the
-// sweeper: at start, then every indexEvery).
+// sweeper, from its second sweep on: see maybeIndexWalk).
 func (s *Service) IndexWalk(ctx context.Context) error {
 	walk := s.now().UTC()
 	after := ""

@@ -50,6 +50,7 @@ func (s *Service) runDuties(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var walked time.Time // the last index walk this node proposed
+	swept := false       // not at the first sweep: no walk while a node starts
 	for {
 		var changed <-chan struct{}
 		if s.lead != nil {
@@ -68,9 +69,10 @@ func (s *Service) runDuties(ctx context.Context) {
 		case <-changed:
 		case <-timer.C:
 			s.Sweep(ctx)
-			if s.lead == nil || s.lead.IsLeader() {
+			if swept && (s.lead == nil || s.lead.IsLeader()) {
 				walked = s.maybeIndexWalk(ctx, walked)
 			}
+			swept = true
 			timer.Reset(s.cfg.SweepEvery)
 		}
 	}

@@ -244,10 +244,12 @@ func (s *Service) IndexRelations(ctx context.Context) error {
 type Leadership interface{ IsLeader() bool }
 
 // RunIndex walks (IndexRelations) while this node leads: until its own
-// indexes are complete, then every relIndexEvery, until ctx ends.
+// indexes are complete, then every relIndexEvery, until ctx ends. It
+// first looks relIndexLook after the start (no walk while a cluster
+// starts).
 func (s *Service) RunIndex(ctx context.Context, lead Leadership) error {
 	var last time.Time
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(relIndexLook)
 	defer timer.Stop()
 	for {
 		select {
