@@ -49,7 +49,7 @@ func DefaultRateLimits() map[string]RateSpec {
 }
 
 const (
-	corsAllowHeaders  = "Authorization, Content-Type, If-None-Match, X-Request-ID"
+	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-ID"
 	corsExposeHeaders = "ETag, Retry-After, X-Request-ID"
 )
 

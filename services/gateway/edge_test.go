@@ -313,7 +313,7 @@ func TestCORS(t *testing.T) {
 	for k, v := range map[string]string{
 		"Access-Control-Allow-Origin":  good,
 		"Access-Control-Allow-Methods": "GET, PATCH",
-		"Access-Control-Allow-Headers": "Authorization, Content-Type, If-None-Match, X-Request-ID",
+		"Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, If-None-Match, X-Request-ID",
 		"Access-Control-Max-Age":       "600",
 	} {
 		if h.Get(k) != v {

@@ -43,6 +43,10 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	if done, err = s.eraseMemberships(tx, uid, b, &inv); err != nil || !done {
 		return false, after, err
 	}
+	// The Idempotency-Keys of the groups uid created.
+	if done, err = fsm.DeleteMatching(tx, []byte(prefixGroupKey+uid+"/"), b, nil); err != nil || !done {
+		return false, after, err
+	}
 	indexed, err := relIndexed(tx)
 	if err != nil {
 		return false, after, err

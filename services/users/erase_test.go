@@ -240,3 +240,33 @@ func TestDeletedAccountCannotBeAdded(t *testing.T) {
 		t.Errorf("removing the deleted bob: %d %s", r.Code, r.Body)
 	}
 }
+
+// The Idempotency-Keys of the groups an account created go with it; a
+// replay after the erase is not possible (the account is gone), and the
+// keys of other users stay.
+func TestEraseAccountDropsItsGroupKeys(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "mia")
+	for i, owner := range []string{"owen", "owen", "mia"} {
+		r := e.do("POST", "/user/groups", fmt.Sprintf(`{"name":"g%d"}`, i), owner, "Idempotency-Key", fmt.Sprintf("k%d", i))
+		if r.Code != 201 {
+			t.Fatalf("create %d: %d %s", i, r.Code, r.Body)
+		}
+	}
+	keys := func() []string {
+		var out []string
+		for k := range e.state() {
+			if strings.HasPrefix(k, prefixGroupKey) {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+	if got := keys(); len(got) != 3 {
+		t.Fatalf("key records before the erase: %v", got)
+	}
+	e.erase("owen", 1)
+	if got := keys(); len(got) != 1 || got[0] != prefixGroupKey+"mia/k2" {
+		t.Fatalf("key records after erasing owen: %v, want mia's only", got)
+	}
+}

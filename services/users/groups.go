@@ -2,6 +2,7 @@ package users
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +56,9 @@ const (
 	prefixGroup      = "r/user/g/"  // + gid → Group
 	prefixMember     = "r/user/gm/" // + gid/uid → Role
 	prefixUserGroups = "r/user/ug/" // + uid/gid → Role
+	// prefixGroupKey: + owner/key → groupKeyRecord, the Idempotency-Key
+	// a group was created with (erased with the owner's account).
+	prefixGroupKey = "r/user/gk/"
 )
 
 // Sentinel errors of groups.
@@ -73,6 +77,8 @@ var (
 	ErrGroupFull         = errors.New("users: the group is full")
 	ErrGroupExists       = errors.New("users: group ID already taken")
 	ErrUnknownUsers      = errors.New("users: unknown users")
+	// ErrKeyReused: an Idempotency-Key sent again with another request.
+	ErrKeyReused = errors.New("users: idempotency key used for another request")
 )
 
 // UnknownUsersError lists the users a request named who do not exist.
@@ -136,6 +142,36 @@ func newGroupID() string {
 		}
 	}
 	return string(out)
+}
+
+// keyedGroupID is the ID of the group owner creates with the
+// Idempotency-Key key: 16 characters of [a-z0-9] from a SHA-256 of both,
+// so that every retry of the request proposes the same ID. A node of an
+// earlier version, which knows no keys, then refuses a retry's command
+// as a taken ID instead of making a second group, so the nodes of a
+// cluster in a rolling upgrade still agree on the state.
+func keyedGroupID(owner, key string) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	sum := sha256.Sum256([]byte("edgechat group\x00" + owner + "\x00" + key))
+	out := make([]byte, groupIDLen)
+	for i := range out {
+		out[i] = alphabet[sum[i]%36]
+	}
+	return string(out)
+}
+
+// groupKeyRecord is what an Idempotency-Key of POST /user/groups made:
+// the group, and the fingerprint of the request that made it.
+type groupKeyRecord struct {
+	GID  string `json:"gid"`
+	Hash string `json:"hash"`
+}
+
+// groupReplay is CmdGroupCreate's value for a retry: the group the key
+// made before (Found false when it is gone); nothing was written.
+type groupReplay struct {
+	Group Group
+	Found bool
 }
 
 // normalizeGroupName trims spaces; 1 to 64 printable characters.
@@ -222,6 +258,13 @@ type groupCreateCmd struct {
 	Members     []string  `json:"members,omitempty"`
 	Max         int       `json:"max"`
 	At          time.Time `json:"at"`
+	// Key, optional: the request's Idempotency-Key (then GID is
+	// keyedGroupID(Owner, Key)), and Hash the request's fingerprint. A
+	// command whose key made a group already writes nothing: its value
+	// is that group (groupReplay), or ErrKeyReused when Hash differs.
+	// Nodes of earlier versions ignore both fields.
+	Key  string `json:"key,omitempty"`
+	Hash string `json:"hash,omitempty"`
 }
 
 type groupUpdateCmd struct {
@@ -382,6 +425,17 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 		return nil, err
 	}
 	members := dedupe(c.Members, c.Owner)
+	// The key first: a retry is answered whatever changed since (the
+	// cap, a member's account or block), as it changes nothing.
+	if c.Key != "" {
+		replay, err := s.groupKeyReplay(tx, c)
+		if err != nil {
+			return nil, err
+		}
+		if replay != nil {
+			return replay, nil
+		}
+	}
 	if len(members)+1 > c.Max {
 		return nil, fmt.Errorf("%w: at most %d members", ErrGroupFull, c.Max)
 	}
@@ -390,6 +444,11 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 	}
 	if err := checkNewMembers(tx, c.Owner, members); err != nil {
 		return nil, err
+	}
+	if c.Key != "" {
+		if err := fsm.SetJSON(tx, groupKeyRecordKey(c.Owner, c.Key), groupKeyRecord{GID: c.GID, Hash: c.Hash}); err != nil {
+			return nil, err
+		}
 	}
 	g := Group{ID: c.GID, Name: name, Avatar: c.Avatar, Description: c.Description, Owner: c.Owner,
 		MemberCount: len(members) + 1, CreatedAt: c.At, UpdatedAt: c.At}
@@ -406,6 +465,41 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 	}
 	return s.groupChanged(tx, g.ID, c.Owner, &applied{s: s, value: g, inv: invalidation{
 		groups: []string{g.ID}, userGroups: append(members, c.Owner)}})
+}
+
+func groupKeyRecordKey(owner, key string) []byte {
+	return []byte(prefixGroupKey + owner + "/" + key)
+}
+
+// groupKeyReplay answers a keyed create whose key was used already: the
+// group it made (nothing written), or ErrKeyReused for another request;
+// nil, nil when the key is new.
+func (s *Service) groupKeyReplay(tx *badger.Txn, c groupCreateCmd) (*applied, error) {
+	if len(c.Key) > 64 || c.GID != keyedGroupID(c.Owner, c.Key) {
+		return nil, fmt.Errorf("%w: bad idempotency key or gid", errBadCommand)
+	}
+	var rec groupKeyRecord
+	found, err := fsm.GetJSON(tx, groupKeyRecordKey(c.Owner, c.Key), &rec)
+	if err != nil {
+		return nil, err
+	}
+	gid := rec.GID
+	if !found {
+		// No record, yet the key's group may exist: made by a node of an
+		// earlier version (which ignores the key) before this one was
+		// upgraded. Only this owner's key gives that ID: a retry.
+		gid = c.GID
+	} else if rec.Hash != c.Hash {
+		return nil, ErrKeyReused
+	}
+	g, ok, err := readGroup(tx, gid)
+	if err != nil {
+		return nil, err
+	}
+	if !found && !ok {
+		return nil, nil // a new key
+	}
+	return &applied{s: s, value: groupReplay{Group: g, Found: ok}}, nil
 }
 
 // actorGroup loads gid and by's role, refusing non-members as ErrNoGroup.

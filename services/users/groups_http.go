@@ -10,6 +10,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -159,6 +162,11 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	key, err := httpapi.IdempotencyKey(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	body, err := readBody(r, maxCreateGroupBody)
 	if err != nil {
 		httpapi.WriteError(w, err)
@@ -182,25 +190,51 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	members := dedupe(req.Members, p.UserID)
-	if err := s.refuseDeleted(members); err != nil {
-		httpapi.WriteError(w, httpError(err))
-		return
-	}
-	if len(members)+1 > s.maxMembers {
-		httpapi.WriteError(w, httpError(fmt.Errorf("%w: at most %d members", ErrGroupFull, s.maxMembers)))
-		return
-	}
 	cmd := groupCreateCmd{Owner: p.UserID, Name: name, Avatar: req.Avatar, Description: req.Description,
 		Members: members, Max: s.maxMembers, At: s.now().UTC()}
+	if key != "" {
+		// The request as normalised: members in any order, repeated or
+		// naming the owner, are the same request.
+		cmd.Key, cmd.GID = key, keyedGroupID(p.UserID, key)
+		cmd.Hash = httpapi.Fingerprint([]any{name, req.Avatar, req.Description, members})
+	}
+	// Fast answers; the FSM handler decides for real. A retry whose key
+	// this node knows skips them: it is answered whatever changed since.
+	if key == "" || !s.groupKeyKnown(p.UserID, key) {
+		if err := s.refuseDeleted(members); err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+		if len(members)+1 > s.maxMembers {
+			httpapi.WriteError(w, httpError(fmt.Errorf("%w: at most %d members", ErrGroupFull, s.maxMembers)))
+			return
+		}
+	}
 	var v any
 	for range 3 { // a random 16-character ID colliding is all but impossible; retry anyway
-		cmd.GID = newGroupID()
-		if v, err = s.propose(r.Context(), wire.CmdGroupCreate, cmd); !errors.Is(err, ErrGroupExists) {
+		if key == "" {
+			cmd.GID = newGroupID()
+		}
+		if v, err = s.propose(r.Context(), wire.CmdGroupCreate, cmd); !errors.Is(err, ErrGroupExists) || key != "" {
 			break
 		}
 	}
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	if replay, ok := v.(groupReplay); ok {
+		// A retry: the group the first request made, as it is now.
+		if replay.Found {
+			s.publishToGroup(replay.Group.ID, nil, EventGroupCreated, GroupEvent{GID: replay.Group.ID, By: replay.Group.Owner, Name: replay.Group.Name})
+		}
+		view, err := s.view(replay.Group.ID, p.UserID, true)
+		if err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+		w.Header().Set("Location", "/user/groups/"+view.ID)
+		httpapi.WriteJSON(w, http.StatusOK, view)
 		return
 	}
 	g, ok := v.(Group)
@@ -218,6 +252,18 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/user/groups/"+g.ID)
 	httpapi.WriteJSON(w, http.StatusCreated, view)
+}
+
+// groupKeyKnown reports whether this node has applied a group creation
+// by owner with the Idempotency-Key key.
+func (s *Service) groupKeyKnown(owner, key string) bool {
+	var found bool
+	_ = s.db.View(func(tx *badger.Txn) error {
+		var rec groupKeyRecord
+		found, _ = fsm.GetJSON(tx, groupKeyRecordKey(owner, key), &rec)
+		return nil
+	})
+	return found
 }
 
 func (s *Service) handleMyGroups(w http.ResponseWriter, r *http.Request) {

@@ -87,6 +87,8 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusConflict, CodeOwnerMustTransfer, "the owner must transfer ownership before leaving")
 	case errors.Is(err, ErrGroupFull):
 		return httpapi.Errorf(http.StatusConflict, CodeGroupFull, "%v", err)
+	case errors.Is(err, ErrKeyReused):
+		return httpapi.KeyReused()
 	case errors.Is(err, ErrGroupExists):
 		return httpapi.Errorf(http.StatusConflict, httpapi.CodeConflict, "group ID taken; retry")
 	case errors.Is(err, ErrNotMember):

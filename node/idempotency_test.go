@@ -1,0 +1,151 @@
+package node_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// apiKeyed is api with an Idempotency-Key header; it returns the status
+// and the raw body.
+func apiKeyed(t testing.TB, n *nodetest.Node, token, method, path, key string, body any) (int, []byte) {
+	t.Helper()
+	b, err := json.Marshal(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(method, n.HTTPURL+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := ratelimit.DoHTTP(nil, req, 0)
+	if err != nil {
+		t.Errorf("%s %s: %v", method, path, err)
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, rb
+}
+
+type createdGroup struct {
+	ID          string `json:"groupId"`
+	Name        string `json:"name"`
+	MemberCount int    `json:"memberCount"`
+	Error       struct {
+		Code string `json:"code"`
+	} `json:"error"`
+}
+
+func decodeGroup(t testing.TB, b []byte) createdGroup {
+	t.Helper()
+	var g createdGroup
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatalf("answer %q: %v", b, err)
+	}
+	return g
+}
+
+// myGroupIDs lists the IDs GET /user/groups answers on n.
+func myGroupIDs(t testing.TB, n *nodetest.Node, token string) []string {
+	t.Helper()
+	var mine struct {
+		Groups []struct {
+			ID string `json:"groupId"`
+		} `json:"groups"`
+	}
+	if code := api(t, n, token, http.MethodGet, "/user/groups", nil, &mine); code != http.StatusOK {
+		t.Fatalf("GET /user/groups on %s: %d", n.Config.NodeID, code)
+	}
+	var ids []string
+	for _, g := range mine.Groups {
+		ids = append(ids, g.ID)
+	}
+	return ids
+}
+
+// A client that sends POST /user/groups again after a lost answer (a
+// timeout, a 503 after the commit, a node that died) must not get a
+// second group: with the same Idempotency-Key, on any node, the retry
+// answers the group the first request made (200, not 201); the same key
+// with another body is refused; two retries racing through two nodes
+// agree on one group.
+func TestCreateGroupRetryWithIdempotencyKeyMakesOneGroup(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	owner := nodes[0].NewUser(t, "owen")
+	nodes[0].NewUser(t, "mia")
+	nodes[0].NewUser(t, "max")
+	body := map[string]any{"name": "Team", "members": []string{"mia", "max"}}
+
+	code, b := apiKeyed(t, nodes[0], owner, http.MethodPost, "/user/groups", "k-1f3a", body)
+	if code != http.StatusCreated {
+		t.Fatalf("first create: %d %s", code, b)
+	}
+	first := decodeGroup(t, b)
+
+	// The retry, on another node (behind a load balancer), members in
+	// another order: the same request.
+	retry := map[string]any{"name": "Team", "members": []string{"max", "mia"}}
+	code, b = apiKeyed(t, nodes[1], owner, http.MethodPost, "/user/groups", "k-1f3a", retry)
+	if g := decodeGroup(t, b); code != http.StatusOK || g.ID != first.ID || g.MemberCount != 3 {
+		t.Errorf("retry with the same key on n2: %d %s, want 200 with group %s", code, b, first.ID)
+	}
+	if ids := myGroupIDs(t, nodes[2], owner); len(ids) != 1 {
+		t.Errorf("owner's groups after a retried create: %v, want only %s", ids, first.ID)
+	}
+
+	// The same key for another request: refused, nothing made.
+	code, b = apiKeyed(t, nodes[2], owner, http.MethodPost, "/user/groups", "k-1f3a", map[string]any{"name": "Other"})
+	if g := decodeGroup(t, b); code != http.StatusUnprocessableEntity || g.Error.Code != "idempotency_key_reused" {
+		t.Errorf("same key, another body: %d %s, want 422 idempotency_key_reused", code, b)
+	}
+
+	// Two retries of one request racing through two nodes: one group.
+	var wg sync.WaitGroup
+	got := make([]createdGroup, 2)
+	codes := make([]int, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, rb := apiKeyed(t, nodes[1+i], owner, http.MethodPost, "/user/groups", "k-race", map[string]any{"name": "Race"})
+			codes[i] = c
+			if c == http.StatusOK || c == http.StatusCreated {
+				got[i] = decodeGroup(t, rb)
+			}
+		}()
+	}
+	wg.Wait()
+	if codes[0]+codes[1] != http.StatusOK+http.StatusCreated || got[0].ID == "" || got[0].ID != got[1].ID {
+		t.Errorf("racing retries through n2 and n3: %v %+v, want one 201 and one 200 naming the same group", codes, got)
+	}
+	if ids := myGroupIDs(t, nodes[0], owner); len(ids) != 2 {
+		t.Errorf("owner's groups after the race: %v, want 2", ids)
+	}
+
+	// Without a key nothing changes: every request makes a group.
+	for range 2 {
+		if code, b := apiKeyed(t, nodes[0], owner, http.MethodPost, "/user/groups", "", body); code != http.StatusCreated {
+			t.Fatalf("create without a key: %d %s", code, b)
+		}
+	}
+	// A malformed key (over 64 bytes) is refused before anything is made.
+	if code, b := apiKeyed(t, nodes[0], owner, http.MethodPost, "/user/groups", strings.Repeat("k", 65), body); code != http.StatusBadRequest {
+		t.Errorf("malformed key: %d %s, want 400", code, b)
+	}
+	if ids := myGroupIDs(t, nodes[1], owner); len(ids) != 4 {
+		t.Errorf("owner's groups at the end: %v, want 4", ids)
+	}
+}
