@@ -149,3 +149,44 @@ func TestCreateGroupRetryWithIdempotencyKeyMakesOneGroup(t *testing.T) {
 		t.Errorf("owner's groups at the end: %v, want 4", ids)
 	}
 }
+
+// An owner who hands a group over and sends the request again after a
+// lost answer (on any node) must not be told 403 "only the owner can
+// transfer ownership": the transfer it asked for is done. The retry
+// answers 200 with the group, changes nothing and tells nobody again.
+func TestTransferOwnershipRetryAnswersTheTransferDone(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	owner := nodes[0].NewUser(t, "owen")
+	nodes[0].NewUser(t, "mia")
+	code, b := apiKeyed(t, nodes[0], owner, http.MethodPost, "/user/groups", "", map[string]any{"name": "Team", "members": []string{"mia"}})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	gid := decodeGroup(t, b).ID
+	type view struct {
+		Owner string `json:"owner"`
+		Role  string `json:"role"`
+	}
+	var v view
+	if code := api(t, nodes[0], owner, http.MethodPost, "/user/groups/"+gid+"/owner", map[string]string{"uid": "mia"}, &v); code != http.StatusOK || v.Owner != "mia" || v.Role != "admin" {
+		t.Fatalf("transfer: %d %+v", code, v)
+	}
+	for _, n := range nodes[1:] {
+		code, b := apiKeyed(t, n, owner, http.MethodPost, "/user/groups/"+gid+"/owner", "", map[string]string{"uid": "mia"})
+		var rv view
+		_ = json.Unmarshal(b, &rv)
+		if code != http.StatusOK || rv.Owner != "mia" || rv.Role != "admin" {
+			t.Errorf("the transfer sent again through %s: %d %s, want 200 with mia the owner", n.Config.NodeID, code, b)
+		}
+	}
+	// A plain member asking the same is still refused.
+	nodes[0].NewUser(t, "max")
+	mia := nodes[0].Token(t, "mia")
+	if code := api(t, nodes[0], mia, http.MethodPost, "/user/groups/"+gid+"/members", map[string]string{"uid": "max"}, nil); code != http.StatusOK {
+		t.Fatalf("add max: %d", code)
+	}
+	maxTok := nodes[0].Token(t, "max")
+	if code := api(t, nodes[1], maxTok, http.MethodPost, "/user/groups/"+gid+"/owner", map[string]string{"uid": "mia"}, nil); code != http.StatusForbidden {
+		t.Errorf("a member asking to make the owner the owner: %d, want 403", code)
+	}
+}

@@ -680,6 +680,9 @@ func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte
 	if err != nil {
 		return nil, err
 	}
+	if transferDone(actor, g.Owner == c.UID) {
+		return &applied{s: s, value: memberChange{Group: g}}, nil // a retry: nothing to do
+	}
 	if err := ownerRule(c.By, actor, c.UID); err != nil {
 		return nil, err
 	}
@@ -704,6 +707,15 @@ func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte
 	return s.groupChanged(tx, g.ID, c.By, &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{
 		{UID: c.UID, From: target, To: RoleOwner}, {UID: c.By, From: RoleOwner, To: RoleAdmin}}},
 		inv: invalidation{groups: []string{g.ID}, userGroups: []string{c.UID, c.By}}})
+}
+
+// transferDone reports whether a transfer to uid asked by an actor with
+// role actor is done already: uid owns the group and the actor is an
+// admin, as the owner who handed it over becomes. The request sent
+// again after a lost answer is then answered as done (nothing changes)
+// rather than refused for not being the owner any more.
+func transferDone(actor Role, uidOwns bool) bool {
+	return actor == RoleAdmin && uidOwns
 }
 
 // ownerRule: only the owner hands ownership over, to someone else.

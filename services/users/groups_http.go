@@ -565,6 +565,10 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	}
 	req.UID = uids[0]
 	actor, _ := s.Role(gid, p.UserID)
+	if role, _ := s.Role(gid, req.UID); transferDone(actor, role == RoleOwner) {
+		s.writeView(w, r, gid, p.UserID) // a retry of a transfer done: nothing to do
+		return
+	}
 	err = ownerRule(p.UserID, actor, req.UID)
 	if err == nil {
 		// A deleted account could not manage the group until the erase
@@ -576,13 +580,16 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 			err = fmt.Errorf("%w: %s", ErrNotMember, req.UID)
 		}
 	}
+	var v any
 	if err == nil {
-		_, err = s.propose(r.Context(), wire.CmdGroupOwner, groupOwnerCmd{GID: gid, By: p.UserID, UID: req.UID, At: s.now().UTC()})
+		v, err = s.propose(r.Context(), wire.CmdGroupOwner, groupOwnerCmd{GID: gid, By: p.UserID, UID: req.UID, At: s.now().UTC()})
 	}
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	s.publishToGroup(gid, nil, EventGroupOwnerChanged, GroupEvent{GID: gid, UID: req.UID, Role: RoleOwner, By: p.UserID})
+	if mc, ok := v.(memberChange); !ok || len(mc.Changes) > 0 { // none: a retry that found it done
+		s.publishToGroup(gid, nil, EventGroupOwnerChanged, GroupEvent{GID: gid, UID: req.UID, Role: RoleOwner, By: p.UserID})
+	}
 	s.writeView(w, r, gid, p.UserID)
 }

@@ -555,3 +555,32 @@ func TestAGroupOverItsCapStillLetsMembersGo(t *testing.T) {
 		t.Errorf("adding a fourth member with a cap of 3: %d %s, want 409", r.Code, r.Body)
 	}
 }
+
+// A transfer retried while the first one commits passes the handler's
+// check (the caller still owns the group there) and reaches the FSM
+// after the transfer: it is done, so it changes nothing, is no error,
+// and no group.owner_changed goes out again.
+func TestTransferRetryCommittedSecondChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "mia")
+	g := e.createGroup("owen", "Team", "mia")
+	cmd := groupOwnerCmd{GID: g.ID, By: "owen", UID: "mia", At: e.clock.Now()}
+	if _, err := e.svc.propose(t.Context(), wire.CmdGroupOwner, cmd); err != nil {
+		t.Fatal(err)
+	}
+	before := e.state()
+	v, err := e.svc.propose(t.Context(), wire.CmdGroupOwner, cmd)
+	if mc, ok := v.(memberChange); err != nil || !ok || len(mc.Changes) != 0 || mc.Group.Owner != "mia" {
+		t.Fatalf("the same transfer committed again: %+v, %v", v, err)
+	}
+	if after := e.state(); !maps.Equal(before, after) {
+		t.Fatalf("the retry changed the state")
+	}
+	e.pub.reset()
+	if r := e.do(http.MethodPost, "/user/groups/"+g.ID+"/owner", `{"uid":"mia"}`, "owen"); r.Code != http.StatusOK {
+		t.Fatalf("retry over HTTP: %d %s", r.Code, r.Body)
+	}
+	if n := e.pub.count(); n != 0 {
+		t.Fatalf("the retry published %d events", n)
+	}
+}
