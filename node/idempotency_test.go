@@ -26,7 +26,9 @@ func apiKeyed(t testing.TB, n *nodetest.Node, token, method, path, key string, b
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
@@ -188,5 +190,50 @@ func TestTransferOwnershipRetryAnswersTheTransferDone(t *testing.T) {
 	maxTok := nodes[0].Token(t, "max")
 	if code := api(t, nodes[1], maxTok, http.MethodPost, "/user/groups/"+gid+"/owner", map[string]string{"uid": "mia"}, nil); code != http.StatusForbidden {
 		t.Errorf("a member asking to make the owner the owner: %d, want 403", code)
+	}
+}
+
+// A sign-up whose answer was lost (a phone that lost its network, a
+// timeout) and that the app sends again must not answer 409
+// username_taken for the account it just made: with the same
+// Idempotency-Key and password, through any node, the retry answers 200
+// with the user ID. Anyone else (another key, or the key with another
+// password) is still refused, and a retry never reveals or changes the
+// account.
+func TestRegisterRetryWithIdempotencyKeyAnswersTheAccount(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	creds := map[string]string{"username": "Nora", "password": "password-nora", "displayName": "Nora"}
+	code, b := apiKeyed(t, nodes[0], "", http.MethodPost, "/auth/register", "signup-7c1e", creds)
+	if code != http.StatusCreated {
+		t.Fatalf("register: %d %s", code, b)
+	}
+	for _, n := range nodes {
+		code, b := apiKeyed(t, n, "", http.MethodPost, "/auth/register", "signup-7c1e", creds)
+		var got struct {
+			UserID string `json:"userId"`
+		}
+		_ = json.Unmarshal(b, &got)
+		if code != http.StatusOK || got.UserID != "nora" {
+			t.Errorf("the sign-up sent again through %s: %d %s, want 200 {userId: nora}", n.Config.NodeID, code, b)
+		}
+	}
+	other := map[string]string{"username": "nora", "password": "another-password"}
+	if code, b := apiKeyed(t, nodes[1], "", http.MethodPost, "/auth/register", "signup-7c1e", other); code != http.StatusUnprocessableEntity {
+		t.Errorf("the key with another password: %d %s, want 422", code, b)
+	}
+	for _, key := range []string{"", "signup-other"} {
+		if code, b := apiKeyed(t, nodes[2], "", http.MethodPost, "/auth/register", key, creds); code != http.StatusConflict {
+			t.Errorf("the same sign-up with key %q: %d %s, want 409 username_taken", key, code, b)
+		}
+	}
+	var tok struct{ AccessToken string }
+	if code := api(t, nodes[2], "", http.MethodPost, "/auth/login", map[string]string{"username": "nora", "password": "password-nora"}, &tok); code != http.StatusOK {
+		t.Fatalf("login with the first password: %d", code)
+	}
+	var me struct {
+		DisplayName string `json:"displayName"`
+	}
+	if code := api(t, nodes[1], tok.AccessToken, http.MethodGet, "/user/me", nil, &me); code != http.StatusOK || me.DisplayName != "Nora" {
+		t.Errorf("profile: %d %+v", code, me)
 	}
 }

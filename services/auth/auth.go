@@ -57,7 +57,10 @@ var _ interface {
 
 // Sentinel errors; HTTP handlers map them to stable codes.
 var (
-	ErrUsernameTaken      = errors.New("auth: username taken")
+	ErrUsernameTaken = errors.New("auth: username taken")
+	// ErrKeyReused: a sign-up's Idempotency-Key sent again with another
+	// request (another password).
+	ErrKeyReused          = errors.New("auth: idempotency key used for another request")
 	ErrInvalidUsername    = errors.New("auth: invalid username")
 	ErrInvalidPassword    = errors.New("auth: invalid password")
 	ErrInvalidDisplayName = wire.ErrInvalidDisplayName

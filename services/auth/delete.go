@@ -472,6 +472,9 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	if err := tx.Delete([]byte(prefixAccount + c.UID)); err != nil {
 		return nil, err
 	}
+	if err := tx.Delete([]byte(prefixRegisterKey + c.UID)); err != nil {
+		return nil, err
+	}
 	at := c.At
 	r.ErasedAt = &at
 	if err := setJSON(tx, prefixGone+c.UID, r); err != nil {

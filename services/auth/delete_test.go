@@ -384,3 +384,31 @@ func TestAccountUpdatesOfADeletedAccountAreRefused(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A sign-up's Idempotency-Key stays with the account while it is
+// deleted (a retry of the sign-up is then refused as a taken name, as
+// any sign-up of a deleted user ID) and goes with it when it is erased.
+func TestSignUpKeyGoesWithTheErasedAccount(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.DeleteGrace = time.Hour })
+	ctx := context.Background()
+	if _, replay, err := e.svc.CreateAccountKeyed(ctx, "bob", "bob-password", "", "k1"); err != nil || replay {
+		t.Fatalf("sign-up: %v %v", replay, err)
+	}
+	if uid, replay, err := e.svc.CreateAccountKeyed(ctx, "bob", "bob-password", "", "k1"); err != nil || !replay || uid != "bob" {
+		t.Fatalf("sign-up sent again: %s %v %v", uid, replay, err)
+	}
+	if r := e.deleteReq("bob", "bob-password"); r.Code != http.StatusAccepted {
+		t.Fatalf("delete: %d %s", r.Code, r.Body)
+	}
+	if _, _, err := e.svc.CreateAccountKeyed(ctx, "bob", "bob-password", "", "k1"); !errors.Is(err, ErrUsernameTaken) {
+		t.Fatalf("sign-up sent again after the deletion: %v", err)
+	}
+	if n := len(fsmtest.Dump(t, e.db, prefixRegisterKey)); n != 1 {
+		t.Fatalf("%d sign-up keys before the erase", n)
+	}
+	e.clock.Advance(time.Hour)
+	e.svc.EraseDue(ctx)
+	if n := len(fsmtest.Dump(t, e.db, prefixRegisterKey)); n != 0 {
+		t.Fatalf("%d sign-up keys after the erase", n)
+	}
+}

@@ -98,6 +98,8 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusForbidden, CodePasswordLoginOff, "%v", err)
 	case errors.Is(err, ErrUsernameTaken):
 		return httpapi.Errorf(http.StatusConflict, CodeUsernameTaken, "username is taken")
+	case errors.Is(err, ErrKeyReused):
+		return httpapi.KeyReused()
 	case errors.Is(err, ErrInvalidUsername):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidUsername, "%v", err)
 	case errors.Is(err, ErrInvalidPassword):
@@ -155,12 +157,21 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(ErrPasswordLoginOff))
 		return
 	}
-	uid, err := s.CreateAccount(r.Context(), req.Username, req.Password, req.DisplayName)
+	key, err := httpapi.IdempotencyKey(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	uid, replay, err := s.CreateAccountKeyed(r.Context(), req.Username, req.Password, req.DisplayName, key)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusCreated, map[string]string{"userId": uid})
+	status := http.StatusCreated
+	if replay {
+		status = http.StatusOK // the sign-up sent again: the account it made
+	}
+	httpapi.WriteJSON(w, status, map[string]string{"userId": uid})
 }
 
 // handleLookup answers GET /admin/users/{uid}: {userId, admin}, what an

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -64,6 +65,45 @@ func (s *Service) propose(ctx context.Context, t byte, cmd any) (any, error) {
 // CreateAccount registers a user and creates their profile. The user ID is
 // the lowercased username. The first account ever created is an admin.
 func (s *Service) CreateAccount(ctx context.Context, username, password, displayName string) (string, error) {
+	uid, _, err := s.CreateAccountKeyed(ctx, username, password, displayName, "")
+	return uid, err
+}
+
+// CreateAccountKeyed is CreateAccount with the sign-up's Idempotency-Key
+// (none: ""). The sign-up sent again with the key that made the account
+// and its password answers the account (replay true; its profile made
+// if the first attempt failed before it) instead of ErrUsernameTaken;
+// the key with another password is ErrKeyReused. The Raft log decides,
+// so nodes answering retries at once agree.
+func (s *Service) CreateAccountKeyed(ctx context.Context, username, password, displayName, key string) (uid string, replay bool, err error) {
+	uid, err = s.createAccount(ctx, username, password, displayName, key)
+	var r *accountReplayError
+	if !errors.As(err, &r) {
+		return uid, false, err
+	}
+	ok, verr := s.hasher.verify(password, r.hash)
+	switch {
+	case verr != nil:
+		return "", false, fmt.Errorf("auth: create account: %w", verr)
+	case !ok:
+		s.registrations.WithLabelValues("key_reused").Inc()
+		return "", false, ErrKeyReused
+	}
+	s.registrations.WithLabelValues("retried").Inc()
+	if s.profiles != nil {
+		if err := s.profiles.CreateProfile(ctx, uid, r.displayName); err != nil {
+			return uid, true, fmt.Errorf("auth: account %s created but its profile was not: %w", uid, err)
+		}
+	}
+	return uid, true, nil
+}
+
+// accountReplayError carries a replayed sign-up out of createAccount.
+type accountReplayError struct{ hash, displayName string }
+
+func (e *accountReplayError) Error() string { return "auth: sign-up sent again" }
+
+func (s *Service) createAccount(ctx context.Context, username, password, displayName, key string) (string, error) {
 	uid, err := NormalizeUsername(username)
 	if err != nil {
 		s.registrations.WithLabelValues("invalid").Inc()
@@ -80,13 +120,17 @@ func (s *Service) CreateAccount(ctx context.Context, username, password, display
 		s.registrations.WithLabelValues("invalid").Inc()
 		return "", err
 	}
-	// Cheap early refusal; the FSM handler makes the authoritative check.
-	if _, found, err := s.readAccount(uid); err == nil && (found || s.gone.has(uid)) {
+	// Cheap early refusal; the FSM handler makes the authoritative check
+	// (and answers a sign-up sent again with its key).
+	if _, found, err := s.readAccount(uid); err == nil && (found || s.gone.has(uid)) && key == "" {
 		s.registrations.WithLabelValues("taken").Inc()
 		return "", ErrUsernameTaken
 	}
 	hash := s.hasher.hash(password)
-	_, err = s.propose(ctx, wire.CmdAccountCreate, accountCreateCmd{UID: uid, Hash: hash, At: s.now().UTC()})
+	v, err := s.propose(ctx, wire.CmdAccountCreate, accountCreateCmd{UID: uid, Hash: hash, At: s.now().UTC(), Key: key})
+	if r, ok := v.(accountReplay); ok && err == nil {
+		return uid, &accountReplayError{hash: r.Hash, displayName: displayName}
+	}
 	switch {
 	case isErr(err, ErrUsernameTaken):
 		s.registrations.WithLabelValues("taken").Inc()

@@ -55,7 +55,22 @@ type accountCreateCmd struct {
 	UID  string    `json:"uid"`
 	Hash string    `json:"hash"`
 	At   time.Time `json:"at"`
+	// Key, optional: the sign-up's Idempotency-Key, kept with the
+	// account (prefixRegisterKey) so that the sign-up sent again with it
+	// is answered (accountReplay) instead of refused as a taken name.
+	// Nodes of earlier versions ignore it.
+	Key string `json:"key,omitempty"`
 }
+
+// prefixRegisterKey: + uid → the Idempotency-Key of the sign-up that
+// made the account (erased with it).
+const prefixRegisterKey = "r/auth/regkey/"
+
+// accountReplay is CmdAccountCreate's value for a sign-up sent again
+// with the key that made the account: nothing is written, and the
+// proposer checks the password against the account's hash before it
+// answers for the account.
+type accountReplay struct{ Hash string }
 
 type accountUpdateCmd struct {
 	UID   string    `json:"uid"`
@@ -192,18 +207,39 @@ func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if err != nil {
 		return nil, err
 	}
-	if found {
-		return nil, ErrUsernameTaken
-	}
 	// A deleted account's user ID stays reserved (its tombstone).
+	gone := false
 	if _, err := tx.Get([]byte(prefixGone + c.UID)); err == nil {
-		return nil, ErrUsernameTaken
+		gone = true
 	} else if !errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, err
+	}
+	if found && !gone && c.Key != "" {
+		it, err := tx.Get([]byte(prefixRegisterKey + c.UID))
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			same := false
+			if err := it.Value(func(v []byte) error { same = string(v) == c.Key; return nil }); err != nil {
+				return nil, err
+			}
+			if same {
+				return accountReplay{Hash: existing.Hash}, nil
+			}
+		}
+	}
+	if found || gone {
+		return nil, ErrUsernameTaken
 	}
 	a := account{UID: c.UID, Hash: c.Hash, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At}
 	if err := setJSON(tx, key, a); err != nil {
 		return nil, err
+	}
+	if c.Key != "" {
+		if err := tx.Set([]byte(prefixRegisterKey+c.UID), []byte(c.Key)); err != nil {
+			return nil, err
+		}
 	}
 	return a.Admin, nil
 }
