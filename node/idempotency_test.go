@@ -3,11 +3,13 @@ package node_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -236,4 +238,68 @@ func TestRegisterRetryWithIdempotencyKeyAnswersTheAccount(t *testing.T) {
 	if code := api(t, nodes[1], tok.AccessToken, http.MethodGet, "/user/me", nil, &me); code != http.StatusOK || me.DisplayName != "Nora" {
 		t.Errorf("profile: %d %+v", code, me)
 	}
+}
+
+// uploadKeyed posts body to POST /media on n with an Idempotency-Key.
+func uploadKeyed(t testing.TB, n *nodetest.Node, token, name, key string, body []byte) (int, string, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, n.HTTPURL+"/media?name="+name, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "image/jpeg")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("upload %s: %v", name, err)
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	var out struct {
+		MediaID string `json:"mediaId"`
+	}
+	_ = json.Unmarshal(rb, &out)
+	return resp.StatusCode, out.MediaID, rb
+}
+
+// A photo whose upload answer was lost and that the app sends again must
+// not become a second upload (processed again, counted twice against
+// the daily quota, a second file in the store): with the same
+// Idempotency-Key, through any node, the retry answers the first
+// upload's ID (200, not 202). The key with another file is refused.
+func TestUploadRetryWithIdempotencyKeyIsOneUpload(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	tok := nodes[0].NewUser(t, "ulla")
+	photo := noisyJPEG(t, 64, 48)
+	code, first, b := uploadKeyed(t, nodes[0], tok, "a.jpg", "up-1", photo)
+	if code != http.StatusAccepted || first == "" {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+	for _, n := range nodes {
+		code, id, b := uploadKeyed(t, n, tok, "a.jpg", "up-1", photo)
+		if code != http.StatusOK || id != first {
+			t.Errorf("the upload sent again through %s: %d %s, want 200 naming %s", n.Config.NodeID, code, b, first)
+		}
+	}
+	if code, _, b := uploadKeyed(t, nodes[1], tok, "b.jpg", "up-1", photo); code != http.StatusUnprocessableEntity {
+		t.Errorf("the key with another file: %d %s, want 422", code, b)
+	}
+	// Without a key each upload is a new one, as before.
+	_, a, _ := uploadKeyed(t, nodes[2], tok, "a.jpg", "", photo)
+	_, c, _ := uploadKeyed(t, nodes[2], tok, "a.jpg", "", photo)
+	if a == "" || a == c || a == first {
+		t.Errorf("uploads without a key: %q %q", a, c)
+	}
+	var info struct {
+		Status string `json:"status"`
+	}
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if code := api(t, nodes[1], tok, http.MethodGet, "/media/"+first+"/info", nil, &info); code != http.StatusOK || info.Status != "ready" {
+			return fmt.Errorf("info of %s: %d %+v", first, code, info)
+		}
+		return nil
+	})
 }

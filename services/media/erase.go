@@ -24,7 +24,8 @@ import (
 //   - uploads of uid that a group received stay with the group (and the
 //     uploader's ID on the record), as group messages do.
 //   - uid's grants to other users' uploads go (those stay their owners').
-//   - uid's daily quota counters go.
+//   - uid's daily quota counters and the Idempotency-Keys of uid's
+//     uploads go.
 //
 // Finding uid's uploads and grants reads uid's entries of the indexes
 // by user (index.go) once this node's index is complete, every media
@@ -90,6 +91,9 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 		return false, nil, err
 	}
 	if done, err := fsm.DeleteMatching(tx, []byte(prefixQuota+uid+"/"), b, nil); err != nil || !done {
+		return false, nil, err
+	}
+	if done, err := fsm.DeleteMatching(tx, []byte(prefixUploadKey+uid+"/"), b, nil); err != nil || !done {
 		return false, nil, err
 	}
 	return true, nil, nil

@@ -2,9 +2,13 @@ package media
 
 import (
 	"context"
+	"errors"
+	"io"
+	"strings"
 	"testing"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/media/store"
 )
@@ -63,5 +67,62 @@ func TestEraseAccountDropsDirectUploadsKeepsGroupOnes(t *testing.T) {
 	}
 	if r, err := e.svc.Get(group.ID); err != nil || r.Erased || !e.st.has(store.TierProcessed, group.ID) {
 		t.Fatalf("the group's upload: %+v %v", r, err)
+	}
+}
+
+// failReader fails the test's upload if it is read: a replayed upload
+// must not read its body.
+type failReader struct{ t *testing.T }
+
+func (f failReader) Read([]byte) (int, error) {
+	f.t.Error("the body of an upload sent again was read")
+	return 0, io.EOF
+}
+
+// An upload's Idempotency-Key answers the upload it made without reading
+// the body again; it goes with an upload whose bytes never arrived (so
+// that the retry makes it anew) and with its owner's account.
+func TestUploadKeysFollowTheirUploads(t *testing.T) {
+	e := newEnv(t, Config{Worker: true, SharedStore: true, MaxSize: 10})
+	ctx := context.Background()
+	keys := func() int { return len(fsmtest.Dump(t, e.prop.DB, prefixUploadKey)) }
+	up := func(key, body string, size int64, r io.Reader) (Record, bool, error) {
+		if r == nil {
+			r = strings.NewReader(body)
+		}
+		return e.svc.StoreKeyed(ctx, "bob", Upload{Name: "a.txt", ClaimedType: "text/plain", Size: size, Body: r, Key: key})
+	}
+	first, replay, err := up("k1", "abc", 3, nil)
+	if err != nil || replay {
+		t.Fatalf("upload: %v %v", replay, err)
+	}
+	again, replay, err := up("k1", "", 3, failReader{t})
+	if err != nil || !replay || again.ID != first.ID {
+		t.Fatalf("sent again: %+v %v %v", again, replay, err)
+	}
+	if _, _, err := up("k1", "abcd", 4, nil); !errors.Is(err, ErrKeyReused) {
+		t.Fatalf("the key with another size: %v", err)
+	}
+	// Too large: the first attempt's record goes, and its key with it.
+	if _, _, err := up("k2", "0123456789abc", -1, nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large: %v", err)
+	}
+	if n := keys(); n != 1 {
+		t.Fatalf("%d keys after a failed upload, want 1", n)
+	}
+	if r, replay, err := up("k2", "01234", -1, nil); err != nil || replay || r.ID != keyedID("bob", "k2") {
+		t.Fatalf("the failed upload sent again: %+v %v %v", r, replay, err)
+	}
+	for done := false; !done; {
+		tx := e.prop.DB.NewTransaction(true)
+		if done, _, err = e.svc.EraseAccount(tx, "bob", fsm.NewBudget(1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := keys(); n != 0 {
+		t.Fatalf("%d keys after erasing their owner", n)
 	}
 }

@@ -53,6 +53,11 @@ func writeErr(w http.ResponseWriter, err error) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%v", err))
 	case errors.Is(err, ErrEmpty):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "empty upload"))
+	case errors.Is(err, ErrKeyReused):
+		httpapi.WriteError(w, httpapi.KeyReused())
+	case errors.Is(err, ErrInProgress):
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusConflict, Code: httpapi.CodeConflict,
+			Message: "the upload of this Idempotency-Key is still in progress; retry later", RetryAfter: time.Second})
 	case errors.Is(err, ErrBadState):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusConflict, codeBadState, "%v", err))
 	case errors.Is(err, ErrQuota):

@@ -197,6 +197,16 @@ type Deps struct {
 	Now        func() time.Time
 }
 
+// Sentinel errors of uploads sent again with an Idempotency-Key.
+var (
+	// ErrKeyReused: an upload's Idempotency-Key sent again with another
+	// request (another file name, type or size).
+	ErrKeyReused = errors.New("media: idempotency key used for another request")
+	// ErrInProgress: the upload an Idempotency-Key made is still waiting
+	// for its bytes (the first request is still streaming them).
+	ErrInProgress = errors.New("media: the upload of this Idempotency-Key is still in progress")
+)
+
 // Sentinel errors; the HTTP handlers map them to codes.
 var (
 	ErrNotFound      = errors.New("media: not found")

@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
@@ -38,6 +39,9 @@ const (
 	prefixQuota      = "r/media/q/"
 	prefixGrantUser  = "r/media/gu/"
 	prefixGrantGroup = "r/media/gg/"
+	// prefixUploadKey: + owner/key → uploadKeyRecord, the Idempotency-Key
+	// an upload was made with (erased with the owner's account).
+	prefixUploadKey = "r/media/k/"
 )
 
 func recordKey(id string) []byte          { return []byte(prefixRecord + id) }
@@ -79,6 +83,9 @@ type Record struct {
 	// Direct: uploaded through presigned URLs (UploadID: multipart).
 	Direct   bool   `json:"direct,omitempty"`
 	UploadID string `json:"uploadId,omitempty"`
+	// Key: the Idempotency-Key it was made with (its uploadKeyRecord goes
+	// with it).
+	Key string `json:"key,omitempty"`
 	// Erased: its uploader's account was erased (erase.go); nobody may
 	// read it and the sweeper deletes its files, then the record.
 	Erased bool `json:"erased,omitempty"`
@@ -112,6 +119,24 @@ type Quota struct {
 // newID is a media ID: 24 characters of lower-case base32 (120 random
 // bits), unguessable, so an ID alone grants nothing but is no secret
 // either (downloads check access).
+// keyedID is the ID of the upload owner makes with the Idempotency-Key
+// key: every retry of the request proposes the same ID, so a node of an
+// earlier version (which ignores the key) refuses a retry's record as
+// existing instead of making a second upload.
+func keyedID(owner, key string) string {
+	sum := sha256.Sum256([]byte("edgechat media\x00" + owner + "\x00" + key))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:15]))
+}
+
+func uploadKeyKey(owner, key string) []byte { return []byte(prefixUploadKey + owner + "/" + key) }
+
+// uploadKeyRecord is what an Idempotency-Key of an upload made: the
+// upload, and the fingerprint of the request that made it.
+type uploadKeyRecord struct {
+	ID   string `json:"id"`
+	Hash string `json:"hash"`
+}
+
 func newID() string {
 	var b [15]byte
 	_, _ = rand.Read(b[:])
@@ -146,6 +171,13 @@ type createCmd struct {
 	QuotaBytes int64  `json:"quotaBytes"`
 	Direct     bool   `json:"direct,omitempty"`
 	UploadID   string `json:"uploadId,omitempty"`
+	// Key, optional: the request's Idempotency-Key (then ID is
+	// keyedID(Owner, Key)), and Hash the request's fingerprint. A
+	// command whose key made an upload that still exists writes nothing:
+	// its value is that upload (recordResult.Replay), or ErrKeyReused
+	// when Hash differs. Nodes of earlier versions ignore both fields.
+	Key  string `json:"key,omitempty"`
+	Hash string `json:"hash,omitempty"`
 }
 
 type uploadedCmd struct {
@@ -244,6 +276,8 @@ func (a afterCommit) AfterCommit() { a() }
 // it is committed.
 type recordResult struct {
 	Record Record
+	// Replay: a create whose Idempotency-Key made Record before.
+	Replay bool
 	after  func()
 }
 
@@ -263,6 +297,29 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	if !ValidID(c.ID) || wire.ValidUserID(c.Owner) != nil || c.Size < 0 || c.Node == "" {
 		return nil, fmt.Errorf("%w: create %q by %q", errBadCommand, c.ID, c.Owner)
 	}
+	if c.Key != "" {
+		// The key first: a retry is answered whatever changed since (the
+		// quota), as it changes nothing.
+		if len(c.Key) > 64 || c.ID != keyedID(c.Owner, c.Key) {
+			return nil, fmt.Errorf("%w: bad idempotency key or id", errBadCommand)
+		}
+		var kr uploadKeyRecord
+		found, err := fsm.GetJSON(tx, uploadKeyKey(c.Owner, c.Key), &kr)
+		if err != nil {
+			return nil, err
+		}
+		if found && kr.Hash != c.Hash {
+			return nil, ErrKeyReused
+		}
+		// The upload the key made (also by a node of an earlier version,
+		// which kept no key record): a retry. Gone (the first attempt's
+		// bytes never arrived, so it was removed): made again below.
+		if r, err := getRecord(tx, c.ID); err == nil && r.Owner == c.Owner {
+			return &recordResult{Record: r, Replay: true}, nil
+		} else if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+	}
 	if _, err := getRecord(tx, c.ID); err == nil {
 		return nil, fmt.Errorf("%w: media %s exists", ErrBadState, c.ID)
 	} else if !errors.Is(err, ErrNotFound) {
@@ -279,7 +336,7 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	q.Count++
 	q.Bytes += c.Size
 	r := Record{ID: c.ID, Owner: c.Owner, Name: c.Name, ClaimedType: c.ClaimedType, Size: c.Size,
-		Status: StatusUploading, Node: c.Node, CreatedAt: c.At, UpdatedAt: c.At, Direct: c.Direct, UploadID: c.UploadID}
+		Status: StatusUploading, Node: c.Node, CreatedAt: c.At, UpdatedAt: c.At, Direct: c.Direct, UploadID: c.UploadID, Key: c.Key}
 	if err := fsm.SetJSON(tx, qk, q); err != nil {
 		return nil, err
 	}
@@ -288,6 +345,11 @@ func (s *Service) applyCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	}
 	if err := indexOwner(tx, c.Owner, c.ID); err != nil {
 		return nil, err
+	}
+	if c.Key != "" {
+		if err := fsm.SetJSON(tx, uploadKeyKey(c.Owner, c.Key), uploadKeyRecord{ID: c.ID, Hash: c.Hash}); err != nil {
+			return nil, err
+		}
 	}
 	return &recordResult{Record: r}, nil
 }
@@ -494,11 +556,16 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	}
 	for _, id := range c.IDs {
 		// Its owner's index entry (index.go); a record this version
-		// cannot read has none.
+		// cannot read has none. Its Idempotency-Key goes with it.
 		var r Record
 		if found, err := fsm.GetJSON(tx, recordKey(id), &r); err == nil && found && r.Owner != "" && !strings.Contains(r.Owner, "/") {
 			if err := tx.Delete(ownerIndexKey(r.Owner, id)); err != nil {
 				return nil, err
+			}
+			if r.Key != "" {
+				if err := tx.Delete(uploadKeyKey(r.Owner, r.Key)); err != nil {
+					return nil, err
+				}
 			}
 		}
 		for _, k := range [][]byte{recordKey(id), jobKey(id), pendingKey(id)} {

@@ -36,6 +36,10 @@ type Upload struct {
 	// an upper bound (a multipart request's length), MaxSize when 0.
 	Reserve int64
 	Body    io.Reader
+	// Key, optional: the request's Idempotency-Key. An upload sent again
+	// with it answers the upload it made (Store's replay) without
+	// reading Body.
+	Key string
 }
 
 // limitedReader passes at most left bytes and fails with ErrTooLarge at
@@ -73,9 +77,20 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 // quota), streams the body to the raw tier, refusing it at MaxSize
 // without holding it in memory, and queues its processing.
 func (s *Service) Store(ctx context.Context, owner string, u Upload) (Record, error) {
+	rec, _, err := s.StoreKeyed(ctx, owner, u)
+	return rec, err
+}
+
+// StoreKeyed is Store, and with u.Key set the upload sent again answers
+// the upload the key made (replay true; its body is not read):
+// ErrKeyReused when the key came with another name, type or size,
+// ErrInProgress while that upload still waits for its bytes. A first
+// attempt whose bytes did not arrive leaves no upload, so the retry
+// makes it anew.
+func (s *Service) StoreKeyed(ctx context.Context, owner string, u Upload) (rec Record, replay bool, err error) {
 	if u.Size > s.cfg.MaxSize {
 		s.m.uploads.WithLabelValues("too_large").Inc()
-		return Record{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, u.Size, s.cfg.MaxSize)
+		return Record{}, false, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, u.Size, s.cfg.MaxSize)
 	}
 	name, ctype := cleanName(u.Name), cleanType(u.ClaimedType)
 	reserve := u.Size
@@ -86,16 +101,31 @@ func (s *Service) Store(ctx context.Context, owner string, u Upload) (Record, er
 		reserve = s.cfg.MaxSize
 	}
 	id := newID()
-	v, err := s.propose(ctx, wire.CmdMediaCreate, createCmd{ID: id, Owner: owner, Name: name, ClaimedType: ctype,
-		Size: reserve, Node: s.cfg.Node, At: s.now().UTC(), QuotaCount: s.cfg.QuotaCount, QuotaBytes: s.cfg.QuotaBytes})
+	c := createCmd{ID: id, Owner: owner, Name: name, ClaimedType: ctype,
+		Size: reserve, Node: s.cfg.Node, At: s.now().UTC(), QuotaCount: s.cfg.QuotaCount, QuotaBytes: s.cfg.QuotaBytes}
+	if u.Key != "" {
+		// The request as the client sent it: a multipart body's length
+		// (its boundary) may differ between attempts, so its reserve is
+		// not part of it.
+		id = keyedID(owner, u.Key)
+		c.ID, c.Key, c.Hash = id, u.Key, httpapi.Fingerprint([]any{name, ctype, u.Size})
+	}
+	v, err := s.propose(ctx, wire.CmdMediaCreate, c)
 	if err != nil {
 		if errors.Is(err, ErrQuota) {
 			s.m.uploads.WithLabelValues("quota").Inc()
 		}
-		return Record{}, fmt.Errorf("media: create: %w", err)
+		return Record{}, false, fmt.Errorf("media: create: %w", err)
+	}
+	if r, ok := v.(*recordResult); ok && r.Replay {
+		if r.Record.Status == StatusUploading {
+			return Record{}, false, ErrInProgress
+		}
+		s.m.uploads.WithLabelValues("retried").Inc()
+		return r.Record, true, nil
 	}
 	if _, err := s.resultOf(v, id); err != nil {
-		return Record{}, err
+		return Record{}, false, err
 	}
 	body := &limitedReader{r: u.Body, left: s.cfg.MaxSize}
 	obj, err := s.st.Put(ctx, store.TierRaw, id, body, u.Size, ctype)
@@ -104,24 +134,25 @@ func (s *Service) Store(ctx context.Context, owner string, u Upload) (Record, er
 		s.forget(ctx, id)
 		if body.over || errors.Is(err, ErrTooLarge) {
 			s.m.uploads.WithLabelValues("too_large").Inc()
-			return Record{}, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.cfg.MaxSize)
+			return Record{}, false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.cfg.MaxSize)
 		}
 		s.m.uploads.WithLabelValues("failed").Inc()
-		return Record{}, fmt.Errorf("media: store upload: %w", err)
+		return Record{}, false, fmt.Errorf("media: store upload: %w", err)
 	}
 	if obj.Size == 0 { // a multipart "file" part may be empty; a raw body was refused above
 		_ = s.st.Delete(context.WithoutCancel(ctx), store.TierRaw, id)
 		s.forget(ctx, id)
 		s.m.uploads.WithLabelValues("empty").Inc()
-		return Record{}, ErrEmpty
+		return Record{}, false, ErrEmpty
 	}
 	s.m.bytesIn.Add(float64(obj.Size))
 	v, err = s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC()})
 	if err != nil {
-		return Record{}, fmt.Errorf("media: mark uploaded: %w", err)
+		return Record{}, false, fmt.Errorf("media: mark uploaded: %w", err)
 	}
 	s.m.uploads.WithLabelValues("accepted").Inc()
-	return s.resultOf(v, id)
+	rec, err = s.resultOf(v, id)
+	return rec, false, err
 }
 
 // forget removes the record of an upload that failed (its quota stays
@@ -170,6 +201,11 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusUnauthorized, httpapi.CodeUnauthorized, "token required"))
 		return
 	}
+	key, err := httpapi.IdempotencyKey(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	mt, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var u Upload
 	if mt == "multipart/form-data" {
@@ -197,12 +233,17 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		}
 		u = Upload{Name: r.URL.Query().Get("name"), ClaimedType: mt, Size: r.ContentLength, Body: r.Body}
 	}
-	rec, err := s.Store(r.Context(), p.UserID, u)
+	u.Key = key
+	rec, replay, err := s.StoreKeyed(r.Context(), p.UserID, u)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	httpapi.WriteJSON(w, http.StatusAccepted, map[string]string{"mediaId": rec.ID, "status": rec.Status})
+	status := http.StatusAccepted
+	if replay {
+		status = http.StatusOK // sent again: the upload the key made, as it is now
+	}
+	httpapi.WriteJSON(w, status, map[string]string{"mediaId": rec.ID, "status": rec.Status})
 }
 
 // fileParts returns the "file" part of a multipart body, skipping small
