@@ -136,3 +136,51 @@ func TestMediaDirectUploadLargerThanDeclared(t *testing.T) {
 		t.Fatalf("the refused upload's record: %d %+v", code, info)
 	}
 }
+
+// A direct upload asked for again after a lost answer (the client never
+// got its URL) must not become a second upload counted against the
+// quota: with the same Idempotency-Key the retry names the same upload
+// (200, not 201) with fresh URLs while its bytes are awaited, and its
+// status once they came; the key with another file is refused.
+func TestMediaDirectUploadRetryWithIdempotencyKeyS3(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	n := nodetest.StartNode(t, withMinIO(m, "idem"))
+	tok := n.NewUser(t, "alice")
+	photo := pngBytes(t, halves(30, 20))
+	body := map[string]any{"name": "a.png", "size": len(photo), "contentType": "image/png"}
+	type answer struct {
+		MediaID string `json:"mediaId"`
+		URL     string `json:"url"`
+		Status  string `json:"status"`
+	}
+	ask := func(key string, body any) (int, answer, []byte) {
+		code, b := apiKeyed(t, n, tok, http.MethodPost, "/media/uploads", key, body)
+		var a answer
+		_ = jsonUnmarshal(b, &a)
+		return code, a, b
+	}
+	code, first, b := ask("d-1", body)
+	if code != http.StatusCreated || first.URL == "" {
+		t.Fatalf("direct upload: %d %s", code, b)
+	}
+	code, again, b := ask("d-1", body)
+	if code != http.StatusOK || again.MediaID != first.MediaID || again.URL == "" {
+		t.Fatalf("asked again with the same key: %d %s, want 200 naming %s with a URL", code, b, first.MediaID)
+	}
+	req, _ := http.NewRequest("PUT", again.URL, bytes.NewReader(photo))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("PUT to the retry's URL: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if code := api(t, n, tok, "POST", "/media/"+first.MediaID+"/complete", nil, nil); code != http.StatusAccepted {
+		t.Fatalf("complete: %d", code)
+	}
+	if code, a, b := ask("d-1", body); code != http.StatusOK || a.MediaID != first.MediaID || a.URL != "" || a.Status == "" || a.Status == "uploading" {
+		t.Errorf("asked again after completing: %d %s, want 200 with its status and no URL", code, b)
+	}
+	other := map[string]any{"name": "b.png", "size": len(photo), "contentType": "image/png"}
+	if code, _, b := ask("d-1", other); code != http.StatusUnprocessableEntity {
+		t.Errorf("the key with another file: %d %s, want 422", code, b)
+	}
+}

@@ -56,7 +56,10 @@ type directAnswer struct {
 	UploadID  string       `json:"uploadId,omitempty"`
 	PartSize  int64        `json:"partSize,omitempty"`
 	Parts     []directPart `json:"parts,omitempty"`
-	ExpiresAt time.Time    `json:"expiresAt"`
+	ExpiresAt time.Time    `json:"expiresAt,omitzero"`
+	// Status: a request sent again with its Idempotency-Key whose upload
+	// has its bytes already (no URLs then).
+	Status string `json:"status,omitempty"`
 }
 
 // handleDirect is POST /media/uploads.
@@ -65,6 +68,11 @@ func (s *Service) handleDirect(w http.ResponseWriter, r *http.Request) {
 	ps, ok := s.st.(store.Presigner)
 	if !ok {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusConflict, codeNoDirect, "direct upload needs the S3 store; POST /media instead"))
+		return
+	}
+	key, err := httpapi.IdempotencyKey(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	var req directRequest
@@ -85,31 +93,32 @@ func (s *Service) handleDirect(w http.ResponseWriter, r *http.Request) {
 	ctype := cleanType(req.ContentType)
 	c := createCmd{ID: id, Owner: p.UserID, Name: cleanName(req.Name), ClaimedType: ctype, Size: req.Size,
 		Node: s.cfg.Node, At: s.now().UTC(), QuotaCount: s.cfg.QuotaCount, QuotaBytes: s.cfg.QuotaBytes, Direct: true}
-	ans := directAnswer{MediaID: id, ExpiresAt: s.now().Add(directTTL).UTC()}
-	if req.Size > MultipartThreshold {
-		uploadID, err := ps.NewMultipart(ctx, store.TierRaw, id, ctype)
-		if err != nil {
-			writeErr(w, fmt.Errorf("media: start multipart upload: %w", err))
-			return
-		}
-		c.UploadID, ans.UploadID, ans.PartSize = uploadID, uploadID, PartSize
-		for part := 1; int64(part-1)*PartSize < req.Size; part++ {
-			u, err := ps.PresignPart(ctx, store.TierRaw, id, uploadID, part, directTTL)
-			if err != nil {
-				writeErr(w, fmt.Errorf("media: presign part: %w", err))
-				return
-			}
-			ans.Parts = append(ans.Parts, directPart{Part: part, URL: u.String()})
-		}
-	} else {
-		u, err := ps.PresignPut(ctx, store.TierRaw, id, directTTL)
-		if err != nil {
-			writeErr(w, fmt.Errorf("media: presign upload: %w", err))
-			return
-		}
-		ans.Method, ans.URL = http.MethodPut, u.String()
+	if key != "" {
+		// "direct": the same key for an upload through POST /media is
+		// another request.
+		id = keyedID(p.UserID, key)
+		c.ID, c.Key, c.Hash = id, key, httpapi.Fingerprint([]any{"direct", c.Name, ctype, req.Size})
 	}
-	if _, err := s.propose(ctx, wire.CmdMediaCreate, c); err != nil {
+	ans, err := s.presignDirect(ctx, ps, id, "", ctype, req.Size)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	c.UploadID = ans.UploadID
+	v, err := s.propose(ctx, wire.CmdMediaCreate, c)
+	if err == nil {
+		if rr, ok := v.(*recordResult); ok && rr.Replay {
+			// Sent again with its key: the upload it made. The multipart
+			// upload started for this request is not needed.
+			if c.UploadID != "" {
+				_ = ps.AbortMultipart(context.WithoutCancel(ctx), store.TierRaw, id, c.UploadID)
+			}
+			s.m.uploads.WithLabelValues("retried").Inc()
+			s.answerDirectAgain(w, r, ps, rr.Record)
+			return
+		}
+	}
+	if err != nil {
 		if c.UploadID != "" {
 			_ = ps.AbortMultipart(context.WithoutCancel(ctx), store.TierRaw, id, c.UploadID)
 		}
@@ -117,6 +126,58 @@ func (s *Service) handleDirect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, ans)
+}
+
+// presignDirect makes the URLs of a direct upload of size bytes to id:
+// one PUT, or above MultipartThreshold the parts of the multipart upload
+// uploadID (a new one when "").
+func (s *Service) presignDirect(ctx context.Context, ps store.Presigner, id, uploadID, ctype string, size int64) (directAnswer, error) {
+	ans := directAnswer{MediaID: id, ExpiresAt: s.now().Add(directTTL).UTC()}
+	if size > MultipartThreshold {
+		if uploadID == "" {
+			var err error
+			if uploadID, err = ps.NewMultipart(ctx, store.TierRaw, id, ctype); err != nil {
+				return ans, fmt.Errorf("media: start multipart upload: %w", err)
+			}
+		}
+		ans.UploadID, ans.PartSize = uploadID, PartSize
+		for part := 1; int64(part-1)*PartSize < size; part++ {
+			u, err := ps.PresignPart(ctx, store.TierRaw, id, uploadID, part, directTTL)
+			if err != nil {
+				return ans, fmt.Errorf("media: presign part: %w", err)
+			}
+			ans.Parts = append(ans.Parts, directPart{Part: part, URL: u.String()})
+		}
+		return ans, nil
+	}
+	u, err := ps.PresignPut(ctx, store.TierRaw, id, directTTL)
+	if err != nil {
+		return ans, fmt.Errorf("media: presign upload: %w", err)
+	}
+	ans.Method, ans.URL = http.MethodPut, u.String()
+	return ans, nil
+}
+
+// answerDirectAgain answers POST /media/uploads sent again with the
+// Idempotency-Key that made rec: 200 with fresh URLs while its bytes are
+// awaited (the same multipart upload), else its status.
+func (s *Service) answerDirectAgain(w http.ResponseWriter, r *http.Request, ps store.Presigner, rec Record) {
+	if rec.Status != StatusUploading {
+		httpapi.WriteJSON(w, http.StatusOK, directAnswer{MediaID: rec.ID, Status: rec.Status})
+		return
+	}
+	if rec.Size > MultipartThreshold && rec.UploadID == "" {
+		// Not a multipart upload, which every direct upload this large
+		// is: no URLs to make again, its status only.
+		httpapi.WriteJSON(w, http.StatusOK, directAnswer{MediaID: rec.ID, Status: rec.Status})
+		return
+	}
+	ans, err := s.presignDirect(r.Context(), ps, rec.ID, rec.UploadID, rec.ClaimedType, rec.Size)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	httpapi.WriteJSON(w, http.StatusOK, ans)
 }
 
 type completeRequest struct {
