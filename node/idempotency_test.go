@@ -303,3 +303,36 @@ func TestUploadRetryWithIdempotencyKeyIsOneUpload(t *testing.T) {
 		return nil
 	})
 }
+
+// A member who leaves a group and sends the request again after a lost
+// answer must not be told 404 "no such group" (the app would say the
+// leave failed): leaving a group one is not in answers 204 and changes
+// nothing, on any node. Removing someone else who is not a member is
+// still 404 not_a_member.
+func TestLeaveGroupRetryAnswersTheLeaveDone(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	owner := nodes[0].NewUser(t, "owen")
+	mia := nodes[0].NewUser(t, "mia")
+	code, b := apiKeyed(t, nodes[0], owner, http.MethodPost, "/user/groups", "", map[string]any{"name": "Team", "members": []string{"mia"}})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	gid := decodeGroup(t, b).ID
+	if code := api(t, nodes[0], mia, http.MethodDelete, "/user/groups/"+gid+"/members/mia", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("leave: %d", code)
+	}
+	for _, n := range nodes {
+		if code, b := apiKeyed(t, n, mia, http.MethodDelete, "/user/groups/"+gid+"/members/mia", "", nil); code != http.StatusNoContent {
+			t.Errorf("the leave sent again through %s: %d %s, want 204", n.Config.NodeID, code, b)
+		}
+	}
+	var g struct {
+		MemberCount int `json:"memberCount"`
+	}
+	if code := api(t, nodes[2], owner, http.MethodGet, "/user/groups/"+gid, nil, &g); code != http.StatusOK || g.MemberCount != 1 {
+		t.Errorf("the group after the leave and its retries: %d %+v", code, g)
+	}
+	if code := api(t, nodes[1], owner, http.MethodDelete, "/user/groups/"+gid+"/members/mia", nil, nil); code != http.StatusNotFound {
+		t.Errorf("the owner removing a user who is not a member: %d, want 404", code)
+	}
+}

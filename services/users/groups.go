@@ -571,7 +571,25 @@ func (s *Service) applyGroupMember(tx *badger.Txn, _ fsm.Position, payload []byt
 	if c.Seq > 0 {
 		return s.applyLinkLeave(tx, c)
 	}
+	if leaving(c.GID, c.By, c.UIDs, c.Remove) {
+		r, err := readRole(tx, c.GID, c.By)
+		if err != nil {
+			return nil, err
+		}
+		if r == "" { // left already (a leave sent again after a lost answer): done
+			return &applied{s: s, value: memberChange{}}, nil
+		}
+	}
 	return s.applyMember(tx, c)
+}
+
+// leaving reports whether a member change is by leaving a group of
+// this region. Leaving a group one is not in (any more) changes nothing
+// and is no error: a leave sent again after a lost answer must not be
+// told that the group does not exist.
+func leaving(gid, by string, uids []string, remove bool) bool {
+	return remove && len(uids) == 1 && uids[0] == by &&
+		wire.ValidGroupID(gid) == nil && strings.IndexByte(gid, '@') < 0
 }
 
 // applyLinkLeave applies a leave a link brought (c.Seq set) once, in the

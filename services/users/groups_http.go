@@ -482,6 +482,10 @@ func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid 
 		s.leaveRemoteGroup(w, r, gid, by) // groups_leave.go
 		return
 	}
+	if _, member := s.Role(gid, by); !member && leaving(gid, by, uids, remove) {
+		w.WriteHeader(http.StatusNoContent) // not in it (any more): nothing to leave
+		return
+	}
 	// Fast answers from the cache; the FSM handler decides for real.
 	actor, _ := s.Role(gid, by)
 	var added []string

@@ -584,3 +584,31 @@ func TestTransferRetryCommittedSecondChangesNothing(t *testing.T) {
 		t.Fatalf("the retry published %d events", n)
 	}
 }
+
+// A leave sent again while the first commits passes the handler's check
+// (still a member there) and reaches the FSM after the leave: done, so
+// it changes nothing and is no error; no second group.member_removed.
+func TestLeaveRetryCommittedSecondChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "mia")
+	g := e.createGroup("owen", "Team", "mia")
+	cmd := groupMemberCmd{GID: g.ID, By: "mia", UIDs: []string{"mia"}, Remove: true, Max: 10, At: e.clock.Now()}
+	if _, err := e.svc.propose(t.Context(), wire.CmdGroupMember, cmd); err != nil {
+		t.Fatal(err)
+	}
+	before := e.state()
+	v, err := e.svc.propose(t.Context(), wire.CmdGroupMember, cmd)
+	if mc, ok := v.(memberChange); err != nil || !ok || len(mc.Changes) != 0 {
+		t.Fatalf("the same leave committed again: %+v, %v", v, err)
+	}
+	if after := e.state(); !maps.Equal(before, after) {
+		t.Fatalf("the retry changed the state")
+	}
+	e.pub.reset()
+	if r := e.do(http.MethodDelete, "/user/groups/"+g.ID+"/members/mia", "", "mia"); r.Code != http.StatusNoContent {
+		t.Fatalf("retry over HTTP: %d %s", r.Code, r.Body)
+	}
+	if n := e.pub.count(); n != 0 {
+		t.Fatalf("the retry published %d events", n)
+	}
+}
