@@ -1,8 +1,10 @@
 package web_test
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -83,5 +85,60 @@ func TestAFileTheNetworkLostCanBeSentAgain(t *testing.T) {
 	}
 	if k := eval[int](t, alice, `window.__uploads`); k != 2 {
 		t.Fatalf("%d uploads, want 2 (the lost one and the retry)", k)
+	}
+}
+
+// An upload the server stored whose answer the network lost shows "not
+// sent" with Retry; the Retry must not store the file a second time
+// (processed again, counted twice against the daily quota): the page
+// sends the upload again under the same Idempotency-Key, and the server
+// answers the first upload.
+func TestRetryOfAFileWhoseAnswerWasLostIsOneUpload(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice's first upload reaches the server, its answer does not reach her",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		// Every upload goes through; the page hears a network error for
+		// the first one, and the test keeps what the server answered.
+		chromedp.Evaluate[chromedp.Void](`(() => {
+			const send = XMLHttpRequest.prototype.send;
+			window.__uploads = 0;
+			window.__answers = [];
+			XMLHttpRequest.prototype.send = function (body) {
+				const first = window.__uploads++ === 0;
+				const onload = this.onload, onerror = this.onerror;
+				this.onload = () => {
+					window.__answers.push(this.status + ' ' + this.responseText);
+					if (first) onerror(new ProgressEvent('error')); else onload();
+				};
+				return send.call(this, body);
+			};
+		})()`),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "the beach"),
+		chromedp.SetUploadFiles(chromedp.CSS(`#attach`), []string{writePNG(t, "beach.png")}),
+		poll(`!!document.querySelector('.msg[data-cid][data-state="failed"]')`),
+	)
+	run(t, alice, "alice retries: the picture is sent with its caption",
+		click(`.msg[data-cid] button.retry`),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id] img.thumb:not(.blurred)`)),
+		poll(`document.querySelectorAll('.msg[data-cid]').length === 0`),
+	)
+	answers := eval[[]string](t, alice, `window.__answers`)
+	if len(answers) != 2 {
+		t.Fatalf("answers %q, want 2", answers)
+	}
+	id := func(a string) string {
+		var v struct {
+			MediaID string `json:"mediaId"`
+		}
+		_, body, _ := strings.Cut(a, " ")
+		_ = json.Unmarshal([]byte(body), &v)
+		return v.MediaID
+	}
+	if id(answers[0]) == "" || id(answers[0]) != id(answers[1]) {
+		t.Fatalf("the upload and its retry were answered %q: two uploads of one file", answers)
 	}
 }

@@ -721,11 +721,14 @@ class App {
     try {
       if (!id) {
         store.setPending(c, cid, 'pending', { progress: 0 });
+        // The message's cid names the upload too: Retry sends the same
+        // key, so a file the server stored whose answer was lost is
+        // answered, not stored twice.
         id = await upload(this.api, f, (p) => {
           store.setPending(c, cid, 'pending', { progress: p });
           const bar = this.messagesEl.querySelector(`[data-cid="${cid}"] progress`);
           if (bar) bar.value = p; // no full render per progress event
-        });
+        }, `up-${cid}`);
         store.setPending(c, cid, 'pending', { progress: 1 });
         store.changed();
       }

@@ -4,18 +4,22 @@
 // not send the Authorization header).
 
 // upload sends file to POST /media; onProgress gets 0..1. Resolves with
-// the media ID once the server has it (processing then starts).
-export function upload(api, file, onProgress) {
+// the media ID once the server has it (processing then starts). key, the
+// upload's Idempotency-Key, is the same for every attempt to upload this
+// file: an attempt whose answer was lost but that the server stored is
+// answered by the next one (200, the same media ID), not stored twice.
+export function upload(api, file, onProgress, key) {
   const send = () => new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', `${api.base}/media?name=${encodeURIComponent(file.name)}`);
     xhr.setRequestHeader('Authorization', `Bearer ${api.token}`);
     xhr.setRequestHeader('Content-Type', file.type || 'application/octet-stream');
+    if (key) xhr.setRequestHeader('Idempotency-Key', key);
     xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) onProgress(ev.loaded / ev.total); };
     xhr.onload = () => {
       let v = null;
       try { v = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-      if (xhr.status === 202 && v && v.mediaId) resolve(v.mediaId);
+      if ((xhr.status === 202 || xhr.status === 200) && v && v.mediaId) resolve(v.mediaId);
       else reject(Object.assign(new Error((v && v.error && v.error.message) || `upload failed (${xhr.status})`), { status: xhr.status }));
     };
     xhr.onerror = () => reject(new Error('upload failed: network error'));
