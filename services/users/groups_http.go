@@ -226,7 +226,7 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 	if replay, ok := v.(groupReplay); ok {
 		// A retry: the group the first request made, as it is now.
 		if replay.Found {
-			s.publishToGroup(replay.Group.ID, nil, EventGroupCreated, GroupEvent{GID: replay.Group.ID, By: replay.Group.Owner, Name: replay.Group.Name})
+			s.publishToGroup(replay.Group.ID, nil, EventGroupCreated, GroupEvent{GID: replay.Group.ID, By: p.UserID, Name: replay.Group.Name})
 		}
 		view, err := s.view(replay.Group.ID, p.UserID, true)
 		if err != nil {

@@ -612,3 +612,42 @@ func TestLeaveRetryCommittedSecondChangesNothing(t *testing.T) {
 		t.Fatalf("the retry published %d events", n)
 	}
 }
+
+// A create sent again with its Idempotency-Key answers the group as it
+// is now and tells its members group.created again (the first answer,
+// and the events after it, may have been lost), by its creator; the
+// state does not change.
+func TestGroupCreateSentAgainTellsMembersAgain(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen", "mia")
+	body := `{"name":"Team","members":["mia"]}`
+	r := e.do(http.MethodPost, "/user/groups", body, "owen", "Idempotency-Key", "k")
+	if r.Code != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Code, r.Body)
+	}
+	var g viewBody
+	r.decode(t, &g)
+	if g.ID != keyedGroupID("owen", "k") {
+		t.Fatalf("group ID %s, want the key's", g.ID)
+	}
+	if r := e.do(http.MethodPost, "/user/groups/"+g.ID+"/owner", `{"uid":"mia"}`, "owen"); r.Code != http.StatusOK {
+		t.Fatalf("transfer: %d %s", r.Code, r.Body)
+	}
+	before := e.state()
+	e.pub.reset()
+	r = e.do(http.MethodPost, "/user/groups", body, "owen", "Idempotency-Key", "k")
+	var again viewBody
+	r.decode(t, &again)
+	if r.Code != http.StatusOK || again.ID != g.ID || again.Owner != "mia" || again.Role != RoleAdmin || r.Header.Get("Location") != "/user/groups/"+g.ID {
+		t.Fatalf("sent again: %d %s", r.Code, r.Body)
+	}
+	if after := e.state(); !maps.Equal(before, after) {
+		t.Fatal("the create sent again changed the state")
+	}
+	for _, u := range []string{"owen", "mia"} {
+		evs := e.pub.events(u)
+		if len(evs) != 1 || evs[0].Type != EventGroupCreated || !strings.Contains(fmt.Sprint(evs[0].Data), "by:owen") {
+			t.Errorf("%s's events: %+v", u, evs)
+		}
+	}
+}
