@@ -2,6 +2,8 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -104,5 +106,54 @@ func TestGroupMembersAndRoles(t *testing.T) {
 	getJSON(t, n.HTTPURL, n.Token(t, "bob"), "/user/groups/"+gs.Groups[0].GroupID+"/members", &ms)
 	if len(ms.Members) != 1 || ms.Members[0].UserID != "bob" || ms.Members[0].Role != "owner" {
 		t.Fatalf("the group's members on the server: %+v", ms)
+	}
+}
+
+// A group the server made whose answer the network lost leaves the form
+// filled in with an error; pressing Create again must not make a second
+// group with the same members: the page sends the same request under
+// the same Idempotency-Key, and the server answers the first group.
+func TestCreatingAGroupAgainAfterALostAnswerMakesOneGroup(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice creates a group: the server makes it, its answer is lost",
+		chromedp.Evaluate[chromedp.Void](`(() => {
+			const f = window.fetch;
+			let first = true;
+			window.fetch = async (url, opts) => {
+				const res = await f(url, opts);
+				if (first && opts && opts.method === 'POST' && String(url).endsWith('/user/groups')) {
+					first = false;
+					throw new TypeError('Failed to fetch');
+				}
+				return res;
+			};
+		})()`),
+		click(`.newgroup summary`),
+		chromedp.SendKeys(chromedp.CSS(`#group-name`), "Crew"),
+		chromedp.SendKeys(chromedp.CSS(`#group-members`), "bob"),
+		click(`#create-group`),
+		poll(`document.querySelector('p.error').textContent !== ''`),
+	)
+	run(t, alice, "she presses Create again and the group opens",
+		click(`#create-group`),
+		poll(`document.getElementById('conv-title').textContent === 'Crew'`),
+	)
+	req, _ := http.NewRequest(http.MethodGet, n.HTTPURL+"/user/groups", nil)
+	req.Header.Set("Authorization", "Bearer "+n.Token(t, "bob"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var mine struct {
+		Groups []struct {
+			ID string `json:"groupId"`
+		} `json:"groups"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&mine); err != nil || len(mine.Groups) != 1 {
+		t.Fatalf("bob's groups: %+v %v, want one", mine, err)
 	}
 }

@@ -45,9 +45,10 @@ export class Api {
     this.onSignedOut = () => {};
   }
 
-  async send(method, path, body, { auth = true, own = false } = {}) {
+  async send(method, path, body, { auth = true, own = false, key = '' } = {}) {
     const headers = {};
     if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (key) headers['Idempotency-Key'] = key;
     if (auth && this.token) headers.Authorization = `Bearer ${this.token}`;
     const base = own ? '' : this.base;
     const res = await fetch(base + path, {
@@ -64,13 +65,15 @@ export class Api {
     return data;
   }
 
-  async call(method, path, body) {
+  // call is send with the access token, refreshed once after a 401.
+  // opts.key: the request's Idempotency-Key (see createGroup).
+  async call(method, path, body, opts = {}) {
     try {
-      return await this.send(method, path, body);
+      return await this.send(method, path, body, opts);
     } catch (e) {
       if (!(e instanceof ApiError) || e.status !== 401) throw e;
       await this.refresh();
-      return this.send(method, path, body);
+      return this.send(method, path, body, opts);
     }
   }
 
@@ -259,7 +262,9 @@ export class Api {
       cursor = res.nextCursor;
     }
   }
-  createGroup(name, members) { return this.call('POST', '/user/groups', { name, members }); }
+  // createGroup sends key as the Idempotency-Key: the same request sent
+  // again with it (its answer was lost) answers the group it made.
+  createGroup(name, members, key) { return this.call('POST', '/user/groups', { name, members }, { key }); }
   read(conv, upTo) {
     return this.call('POST', '/chat/read', conv.group ? { group: conv.group, upTo } : { with: conv.peer, upTo });
   }

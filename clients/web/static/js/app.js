@@ -320,8 +320,14 @@ class App {
     const members = membersInput.value.split(/[\s,]+/).map((x) => x.trim().toLowerCase()).filter(Boolean);
     if (!name) return;
     this.clearError();
+    // The same group asked for again after a failure (its answer may have
+    // been lost after the server made it) goes under the same key, so
+    // that the server answers that group instead of making a second.
+    const request = JSON.stringify([name, members]);
+    if (!this.groupTry || this.groupTry.request !== request) this.groupTry = { request, key: `g-${newCid()}` };
     try {
-      const g = await this.api.createGroup(name, members);
+      const g = await this.api.createGroup(name, members, this.groupTry.key);
+      this.groupTry = null;
       nameInput.value = '';
       membersInput.value = '';
       nameInput.closest('details').open = false;
