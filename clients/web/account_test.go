@@ -221,3 +221,36 @@ func TestSignOutTheServerDidNotGetIsNotShownAsDone(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#username`)),
 	)
 }
+
+// A sign-up the server made whose answer the network lost shows an
+// error; pressing "Create account" again must sign the new user in, not
+// answer that the name is taken (by the account just made): the page
+// sends the sign-up again under the same Idempotency-Key.
+func TestCreatingAnAccountAgainAfterALostAnswerSignsIn(t *testing.T) {
+	n := nodetest.StartNode(t)
+	alice := browser(t)
+	run(t, alice, "alice signs up: the server makes her account, its answer is lost",
+		chromedp.Navigate(n.HTTPURL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.Evaluate[chromedp.Void](`(() => {
+			const f = window.fetch;
+			let first = true;
+			window.fetch = async (url, opts) => {
+				const res = await f(url, opts);
+				if (first && String(url).endsWith('/auth/register')) {
+					first = false;
+					throw new TypeError('Failed to fetch');
+				}
+				return res;
+			};
+		})()`),
+		chromedp.SendKeys(chromedp.CSS(`#username`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), "password-alice"),
+		click(`#register`),
+		poll(`document.querySelector('form.signin p.error').textContent !== ''`),
+	)
+	run(t, alice, "she presses Create account again and is signed in",
+		click(`#register`),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+	)
+}

@@ -97,8 +97,18 @@ export class Api {
     this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie', device: browserDevice() }, { auth: false, own: true }));
   }
 
+  // register signs up and in. A sign-up asked for again after a failure
+  // (its answer may have been lost after the server made the account)
+  // goes under the key of the first attempt, so that the server answers
+  // that account instead of "username is taken"; another name or
+  // password is another sign-up, under a new key.
   async register(username, password) {
-    await this.send('POST', '/auth/register', { username, password }, { auth: false, own: true });
+    if (!this.signUp || this.signUp.username !== username || this.signUp.password !== password) {
+      const b = crypto.getRandomValues(new Uint8Array(12));
+      this.signUp = { username, password, key: `r-${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}` };
+    }
+    await this.send('POST', '/auth/register', { username, password }, { auth: false, own: true, key: this.signUp.key });
+    this.signUp = null;
     await this.login(username, password);
   }
 
