@@ -56,3 +56,10 @@ func CompactStorage(n *Node) error {
 // until release is called (a leader whose apply falls behind a
 // follower's).
 func HoldApply(n *Node) (release func()) { return n.fsm.HoldApply() }
+
+// Propose commits a raw command through n's Raft, as a service would:
+// tests use it to stand for a request whose change committed while its
+// client and handler gave up (nothing after the commit ran).
+func Propose(ctx context.Context, n *Node, t byte, payload []byte) (any, error) {
+	return n.raft.Propose(ctx, t, payload)
+}

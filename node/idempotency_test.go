@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/internal/wire"
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -334,5 +336,43 @@ func TestLeaveGroupRetryAnswersTheLeaveDone(t *testing.T) {
 	}
 	if code := api(t, nodes[1], owner, http.MethodDelete, "/user/groups/"+gid+"/members/mia", nil, nil); code != http.StatusNotFound {
 		t.Errorf("the owner removing a user who is not a member: %d, want 404", code)
+	}
+}
+
+// An "add member" whose client gave up (a timeout) after the change
+// committed never had its group.member_added published: the handler
+// stopped waiting. The retry finds nothing to change and answered 200
+// with no event either, so the new member's devices were never told to
+// subscribe to the group and missed its messages live until they
+// reconnected. A request that changes nothing tells its members again.
+func TestAddMemberRetryTellsTheNewMember(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	owner := nodes[0].NewUser(t, "owen")
+	mia := nodes[0].NewUser(t, "mia")
+	code, b := apiKeyed(t, nodes[0], owner, http.MethodPost, "/user/groups", "", map[string]any{"name": "Team"})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	gid := decodeGroup(t, b).ID
+	c := mustConnectV5(t, nodes[2].MQTTURL, "mia", "phone", mia)
+	c.MustSub(t, "user/mia/events")
+	// The first request's change, committed with nothing after it.
+	cmd, _ := json.Marshal(map[string]any{"gid": gid, "by": "owen", "uids": []string{"mia"}, "role": "member", "max": 10000, "at": time.Now().UTC()})
+	if _, err := node.Propose(t.Context(), nodes[0].Node, wire.CmdGroupMember, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if code := api(t, nodes[1], owner, http.MethodPost, "/user/groups/"+gid+"/members", map[string]string{"uid": "mia"}, nil); code != http.StatusOK {
+		t.Fatalf("the add sent again: %d", code)
+	}
+	m := c.Next(t)
+	var ev struct {
+		Type string `json:"type"`
+		Data struct {
+			GID string `json:"gid"`
+			UID string `json:"uid"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(m.Payload, &ev); err != nil || ev.Type != "group.member_added" || ev.Data.GID != gid || ev.Data.UID != "mia" {
+		t.Fatalf("mia's event: %s (%v), want group.member_added of %s", m.Payload, err, gid)
 	}
 }

@@ -512,7 +512,15 @@ func (s *Service) changeMembers(w http.ResponseWriter, r *http.Request, by, gid 
 		return
 	}
 	mc, ok := v.(memberChange)
-	if !ok { // the value did not travel back: describe the request instead
+	// The value did not travel back: describe the request instead. So
+	// does an addition that changed nothing: it is most likely sent again
+	// after its first attempt committed while its client gave up, which
+	// left the change untold (the events go out after the commit, from
+	// the handler); telling the members again is harmless (clients
+	// subscribe again), never telling the new member's devices to
+	// subscribe to the group is not.
+	if !ok || (!remove && len(mc.Changes) == 0) {
+		mc.Changes = mc.Changes[:0]
 		for _, uid := range uids {
 			ch := roleChange{UID: uid, To: role}
 			if remove {
