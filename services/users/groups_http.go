@@ -578,7 +578,11 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	req.UID = uids[0]
 	actor, _ := s.Role(gid, p.UserID)
 	if role, _ := s.Role(gid, req.UID); transferDone(actor, role == RoleOwner) {
-		s.writeView(w, r, gid, p.UserID) // a retry of a transfer done: nothing to do
+		// A retry of a transfer done: nothing to do but tell the members
+		// again (the first attempt's client may have given up before its
+		// handler told them, as for an addition that changes nothing).
+		s.publishToGroup(gid, nil, EventGroupOwnerChanged, GroupEvent{GID: gid, UID: req.UID, Role: RoleOwner, By: p.UserID})
+		s.writeView(w, r, gid, p.UserID)
 		return
 	}
 	err = ownerRule(p.UserID, actor, req.UID)
@@ -592,16 +596,14 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 			err = fmt.Errorf("%w: %s", ErrNotMember, req.UID)
 		}
 	}
-	var v any
 	if err == nil {
-		v, err = s.propose(r.Context(), wire.CmdGroupOwner, groupOwnerCmd{GID: gid, By: p.UserID, UID: req.UID, At: s.now().UTC()})
+		_, err = s.propose(r.Context(), wire.CmdGroupOwner, groupOwnerCmd{GID: gid, By: p.UserID, UID: req.UID, At: s.now().UTC()})
 	}
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	if mc, ok := v.(memberChange); !ok || len(mc.Changes) > 0 { // none: a retry that found it done
-		s.publishToGroup(gid, nil, EventGroupOwnerChanged, GroupEvent{GID: gid, UID: req.UID, Role: RoleOwner, By: p.UserID})
-	}
+	// Also for a retry that found it done (no change): told again.
+	s.publishToGroup(gid, nil, EventGroupOwnerChanged, GroupEvent{GID: gid, UID: req.UID, Role: RoleOwner, By: p.UserID})
 	s.writeView(w, r, gid, p.UserID)
 }
