@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -98,6 +100,23 @@ func (s *Service) CreateAccountKeyed(ctx context.Context, username, password, di
 	return uid, true, nil
 }
 
+// madeWithKey reports whether this node applied uid's account as made
+// by a sign-up with the Idempotency-Key key (never for key "").
+func (s *Service) madeWithKey(uid, key string) bool {
+	if key == "" {
+		return false
+	}
+	same := false
+	_ = s.db.View(func(tx *badger.Txn) error {
+		it, err := tx.Get([]byte(prefixRegisterKey + uid))
+		if err != nil {
+			return nil
+		}
+		return it.Value(func(v []byte) error { same = string(v) == key; return nil })
+	})
+	return same
+}
+
 // accountReplayError carries a replayed sign-up out of createAccount.
 type accountReplayError struct{ hash, displayName string }
 
@@ -121,8 +140,9 @@ func (s *Service) createAccount(ctx context.Context, username, password, display
 		return "", err
 	}
 	// Cheap early refusal; the FSM handler makes the authoritative check
-	// (and answers a sign-up sent again with its key).
-	if _, found, err := s.readAccount(uid); err == nil && (found || s.gone.has(uid)) && key == "" {
+	// (and answers a sign-up sent again with its key: an account made
+	// with this key goes on to it).
+	if _, found, err := s.readAccount(uid); err == nil && ((found && !s.madeWithKey(uid, key)) || s.gone.has(uid)) {
 		s.registrations.WithLabelValues("taken").Inc()
 		return "", ErrUsernameTaken
 	}
