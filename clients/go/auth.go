@@ -109,7 +109,10 @@ type TokenSource func(ctx context.Context) (string, error)
 // caller that started it stops waiting: the server may already have
 // rotated the token, and presenting the spent one again would sign the
 // session out everywhere (refresh_reused). Its result is kept and
-// told to onRefresh all the same; concurrent callers share it.
+// told to onRefresh all the same; concurrent callers share it. Every
+// refresh of one token carries the same Idempotency-Key, so one whose
+// answer was lost (the connection dropped) may be sent again within a
+// minute: the server answers it as a retry.
 func RefreshingTokenSource(httpURL string, t Tokens, onRefresh func(Tokens)) TokenSource {
 	return RefreshingTokenSourceURLs([]string{httpURL}, t, onRefresh)
 }
@@ -144,6 +147,9 @@ type refresher struct {
 	cur      Tokens
 	at       int          // index in urls of the node that last answered
 	inflight *refreshCall // the refresh under way, if any
+	// key is the Idempotency-Key of every refresh of the refresh token
+	// keyFor: a refresh sent again after a lost answer is a retry.
+	key, keyFor string
 }
 
 // refreshCall is one refresh; done is closed once tok or err is set.
@@ -165,7 +171,10 @@ func (r *refresher) token(ctx context.Context) (string, error) {
 	if call == nil {
 		call = &refreshCall{done: make(chan struct{})}
 		r.inflight = call
-		go r.refresh(context.WithoutCancel(ctx), call, r.cur.RefreshToken, r.at)
+		if r.keyFor != r.cur.RefreshToken {
+			r.key, r.keyFor = "rk-"+randomHex(16), r.cur.RefreshToken
+		}
+		go r.refresh(withIdempotencyKey(context.WithoutCancel(ctx), r.key), call, r.cur.RefreshToken, r.at)
 	}
 	r.mu.Unlock()
 	select {

@@ -22,6 +22,17 @@ const maxResponseBytes = 32 << 20
 
 // doJSON sends body (if not nil) as JSON and decodes a 2xx answer into out
 // (if not nil); other statuses become *APIError.
+// idempotencyKeyCtx carries the Idempotency-Key doJSONSent sends with a
+// request (withIdempotencyKey).
+type idempotencyKeyCtx struct{}
+
+// withIdempotencyKey makes the requests made with ctx carry key as
+// their Idempotency-Key: the same request sent again after a lost answer
+// is then answered as the retry it is.
+func withIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKeyCtx{}, key)
+}
+
 func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string, body, out any) error {
 	_, err := doJSONSent(ctx, hc, method, fullURL, token, body, out)
 	return err
@@ -57,6 +68,9 @@ func doJSONSent(ctx context.Context, hc *http.Client, method, fullURL, token str
 	req.Header.Set("Accept", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if key, _ := ctx.Value(idempotencyKeyCtx{}).(string); key != "" {
+		req.Header.Set("Idempotency-Key", key)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -235,11 +235,16 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, errBadSession)
 		return
 	}
+	key, err := httpapi.IdempotencyKey(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	fromCookie := req.RefreshToken == ""
 	if fromCookie {
 		req.RefreshToken = cookieRefreshToken(r)
 	}
-	t, err := s.Refresh(r.Context(), req.RefreshToken)
+	t, err := s.RefreshWithKey(r.Context(), req.RefreshToken, key)
 	if err != nil {
 		if fromCookie {
 			clearSessionCookie(w, r) // spent or revoked: the page signs in again

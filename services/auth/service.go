@@ -386,6 +386,14 @@ func (s *Service) tokens(uid, access, refresh string) Tokens {
 // Presenting an older token of the family revokes the whole family
 // (ErrRefreshReused): someone else holds a copy.
 func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
+	return s.RefreshWithKey(ctx, token, "")
+}
+
+// RefreshWithKey is Refresh for a request with an Idempotency-Key (""
+// for none): the same token sent again with the same key within
+// refreshRetryGrace, its answer lost, is answered with fresh tokens
+// rather than taken for a reuse.
+func (s *Service) RefreshWithKey(ctx context.Context, token, key string) (Tokens, error) {
 	family, secret, ok := parseRefresh(token)
 	if !ok {
 		s.refreshes.WithLabelValues("invalid").Inc()
@@ -420,8 +428,13 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 	newSecret := randomB64(secretBytes)
 	_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
 		Family: family, UID: f.UID, Hash: hashSecret(newSecret), Prev: hashSecret(secret),
-		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
+		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now, Key: key,
 	})
+	if isErr(err, ErrRefreshReused) && key != "" {
+		if t, retried, rerr := s.refreshAgain(ctx, family, secret, key, acct); retried {
+			return t, rerr
+		}
+	}
 	switch {
 	case isErr(err, ErrRefreshReused):
 		s.refreshes.WithLabelValues("reused").Inc()
@@ -453,6 +466,51 @@ func (s *Service) Refresh(ctx context.Context, token string) (Tokens, error) {
 	}
 	s.refreshes.WithLabelValues("success").Inc()
 	return s.tokens(acct.UID, access, family+"."+newSecret), nil
+}
+
+// refreshRetryGrace is how long after a rotation the token it spent may
+// be sent again, with the Idempotency-Key of the request that spent it,
+// as a retry: a client whose refresh answer was lost (a phone on a bad
+// network) sends the same request again, and a reuse would end its
+// session and sign the user out. The key is what tells the owner's
+// retry from a thief's use of the same token: a thief who rotated first
+// did not send the owner's key, so the owner's next refresh is a reuse
+// and ends the session, as it always did.
+const refreshRetryGrace = time.Minute
+
+// refreshAgain answers a spent refresh token sent again with the key of
+// the rotation that spent it, within refreshRetryGrace: the family
+// rotates again from its current token (an ordinary rotation to nodes of
+// earlier versions), which the lost answer carried. retried is false when
+// it is not such a retry (a reuse). A rotation that lost a race to
+// another (the retry sent twice at once) answers ErrRefreshInvalid and
+// ends nothing.
+func (s *Service) refreshAgain(ctx context.Context, family, secret, key string, acct account) (t Tokens, retried bool, err error) {
+	f, found, err := s.readFamilyAfterCatchUp(ctx, family)
+	now := s.now().UTC()
+	if err != nil || !found || f.Revoked || f.UID != acct.UID || f.PrevHash == "" ||
+		f.PrevHash != hashSecret(secret) || f.RotationKey != key || now.Sub(f.RotatedAt) > refreshRetryGrace {
+		return Tokens{}, false, nil
+	}
+	newSecret := randomB64(secretBytes)
+	_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
+		Family: family, UID: f.UID, Hash: hashSecret(newSecret), Prev: f.Hash,
+		ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now, Key: key, Again: true,
+	})
+	switch {
+	case isErr(err, ErrRefreshReused), isErr(err, ErrRefreshInvalid):
+		s.refreshes.WithLabelValues("invalid").Inc()
+		return Tokens{}, true, ErrRefreshInvalid
+	case err != nil:
+		s.refreshes.WithLabelValues("error").Inc()
+		return Tokens{}, true, fmt.Errorf("auth: rotate refresh token: %w", err)
+	}
+	access, err := s.accessToken(acct, sessionID(family))
+	if err != nil {
+		return Tokens{}, true, err
+	}
+	s.refreshes.WithLabelValues("retried").Inc()
+	return s.tokens(acct.UID, access, family+"."+newSecret), true, nil
 }
 
 // Logout revokes the family of a refresh token. Only the current token of

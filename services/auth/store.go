@@ -47,6 +47,14 @@ type refreshFamily struct {
 	Device    string    `json:"device,omitempty"`
 	Agent     string    `json:"agent,omitempty"`
 	CreatedAt time.Time `json:"createdAt,omitzero"`
+	// PrevHash is the hash of the secret the last rotation spent,
+	// RotatedAt its time and RotationKey the Idempotency-Key of its
+	// request: within refreshRetryGrace that token sent again with the
+	// same key (the answer was lost) is a retry, not a reuse. Families
+	// rotated by nodes of earlier versions have none of them.
+	PrevHash    string    `json:"prevHash,omitempty"`
+	RotatedAt   time.Time `json:"rotatedAt,omitzero"`
+	RotationKey string    `json:"rotationKey,omitempty"`
 }
 
 // Command payloads. Everything non-deterministic (time, hashes, random
@@ -104,6 +112,13 @@ type refreshIssueCmd struct {
 	// family is refused (ErrPasswordChanged) when the account's hash
 	// is another by the time the log takes it.
 	PasswordOf string `json:"passwordOf,omitempty"`
+	// Key is a rotation's Idempotency-Key ("" for none). Again: a
+	// rotation for a spent token sent again with its key within the grace
+	// (Service.refreshAgain): Prev is then the current hash, and the
+	// family keeps what it recorded of the rotation that spent it
+	// (earlier versions ignore both and rotate as usual).
+	Key   string `json:"key,omitempty"`
+	Again bool   `json:"again,omitempty"`
 }
 
 type refreshRevokeCmd struct {
@@ -360,6 +375,9 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 		return nil, ErrRefreshInvalid
 	case f.Hash != c.Prev:
 		return nil, ErrRefreshReused
+	}
+	if !c.Again {
+		f.PrevHash, f.RotatedAt, f.RotationKey = f.Hash, c.At, c.Key
 	}
 	f.Hash, f.Gen, f.ExpiresAt, f.UpdatedAt = c.Hash, f.Gen+1, c.ExpiresAt, c.At
 	// Indexed at every rotation too: a family made before the index

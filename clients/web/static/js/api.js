@@ -10,6 +10,10 @@ export class ApiError extends Error {
   }
 }
 
+// REFRESH_KEY names the localStorage entry holding the Idempotency-Key
+// of the refresh under way (see Api.refresh).
+const REFRESH_KEY = 'edgechat-refresh-key';
+
 // browserDevice is this browser's device ID, kept in localStorage: its
 // sign-ins name it (the session list shows it), its first tab's MQTT
 // client ID and its Web Push registration carry it.
@@ -128,9 +132,31 @@ export class Api {
   // a stolen token and ends the session. So a tab refreshes holding a
   // Web Lock; a tab that waited sends the cookie the other one's answer
   // set, and gets a token of its own.
+  //
+  // Each refresh of one cookie goes under one Idempotency-Key, kept in
+  // localStorage (the tabs share the cookie) until an answer comes: a
+  // refresh whose answer was lost (the server rotated the cookie, the
+  // network dropped the answer and its Set-Cookie) is sent again with
+  // the old cookie and that key, and the server answers it as a retry
+  // instead of ending the session as a reuse.
   refresh() {
     if (!this.refreshing) {
-      const post = () => this.send('POST', '/auth/refresh', {}, { auth: false, own: true });
+      const post = () => {
+        let key = localStorage.getItem(REFRESH_KEY);
+        if (!key) {
+          const b = crypto.getRandomValues(new Uint8Array(12));
+          key = `rk-${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}`;
+          localStorage.setItem(REFRESH_KEY, key);
+        }
+        return this.send('POST', '/auth/refresh', {}, { auth: false, own: true, key }).then((t) => {
+          localStorage.removeItem(REFRESH_KEY);
+          return t;
+        }, (e) => {
+          // An answer came (a refusal): the next refresh is another one.
+          if (e instanceof ApiError && e.status < 500 && e.status !== 429) localStorage.removeItem(REFRESH_KEY);
+          throw e;
+        });
+      };
       this.refreshing = (navigator.locks ? navigator.locks.request('edgechat-refresh', post) : post())
         .then((t) => this.session(t))
         .catch((e) => {
