@@ -61,6 +61,11 @@ const refreshTimeout = 30 * time.Second
 type sessionFile struct {
 	RefreshToken string `json:"refreshToken"`
 	UserID       string `json:"userId"`
+	// RefreshKey is the Idempotency-Key of a refresh of RefreshToken
+	// sent without an answer yet: the next start sends it again with the
+	// same key, which the server answers as a retry (a minute at most)
+	// instead of ending the session as a reuse.
+	RefreshKey string `json:"refreshKey,omitempty"`
 }
 
 // SaveSession writes the refresh token of t to path, readable by the
@@ -102,19 +107,19 @@ func writePrivate(path string, b []byte) error {
 	return os.Rename(tmp.Name(), path)
 }
 
-func loadSession(path string) string {
+func loadSession(path string) sessionFile {
 	if path == "" {
-		return ""
+		return sessionFile{}
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return ""
+		return sessionFile{}
 	}
 	var s sessionFile
 	if json.Unmarshal(b, &s) != nil {
-		return ""
+		return sessionFile{}
 	}
-	return s.RefreshToken
+	return s
 }
 
 func (o OIDCLogin) client() *http.Client {
@@ -147,13 +152,20 @@ func (o OIDCLogin) getJSON(ctx context.Context, u string, v any) error {
 // at most refreshTimeout).
 func (o OIDCLogin) Tokens(ctx context.Context) (edgechat.Tokens, error) {
 	server := strings.TrimRight(o.Server, "/")
-	if rt := loadSession(o.SessionFile); rt != "" {
+	if kept := loadSession(o.SessionFile); kept.RefreshToken != "" {
 		// Once sent, the refresh runs to its end and its token is kept
 		// even when ctx ends meanwhile: the server may already have
-		// spent rt, and the next start presenting it again would revoke
-		// the session.
+		// spent it, and the next start presenting it again would revoke
+		// the session. Its key is kept before it is sent, so that a
+		// refresh whose answer was lost goes again as a retry.
+		if kept.RefreshKey == "" {
+			kept.RefreshKey = edgechat.NewIdempotencyKey()
+			if b, err := json.Marshal(kept); err == nil {
+				_ = writePrivate(o.SessionFile, b) // without it, a lost answer costs the session, as before
+			}
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
-		t, err := edgechat.Refresh(rctx, server, rt)
+		t, err := edgechat.RefreshWithKey(rctx, server, kept.RefreshToken, kept.RefreshKey)
 		cancel()
 		if err == nil {
 			return t, SaveSession(o.SessionFile, t)

@@ -1,20 +1,24 @@
 package cli_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgechat/edgechat/clients/cli"
 	edgechat "github.com/edgechat/edgechat/clients/go"
+	"github.com/edgechat/edgechat/node/nodetest"
 )
 
 // A start cancelled while the kept session is being refreshed still
@@ -70,5 +74,59 @@ func TestOIDCSessionKeepsTheRotatedTokenWhenTheStartIsCancelled(t *testing.T) {
 	defer mu.Unlock()
 	if err != nil || tk.UserID != "tess" || reused {
 		t.Fatalf("next start: %+v %v (spent token presented again: %v)", tk, err, reused)
+	}
+}
+
+// A start whose refresh of the kept session lost its answer (the node
+// rotated the token; the connection dropped before the answer came)
+// keeps its Idempotency-Key with the session, and the next start sends
+// the refresh again under it: the node answers it as a retry, not as a
+// reuse that would end the session. Real node; a proxy drops the first
+// answer.
+func TestOIDCSessionSurvivesARefreshWhoseAnswerWasLost(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "tess")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tk, err := edgechat.Login(ctx, n.HTTPURL, "tess", nodetest.Password("tess"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refreshes atomic.Int32
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, n.HTTPURL+r.URL.Path, bytes.NewReader(body))
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		if r.URL.Path == "/auth/refresh" && refreshes.Add(1) == 1 {
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	defer proxy.Close()
+	session := filepath.Join(t.TempDir(), "corp.json")
+	if err := cli.SaveSession(session, tk); err != nil {
+		t.Fatal(err)
+	}
+	login := cli.OIDCLogin{Server: proxy.URL, Provider: "corp", SessionFile: session, Out: &strings.Builder{}}
+	_, _ = login.Tokens(ctx) // the answer is lost; the provider's sign-in is not served here
+	got, err := login.Tokens(ctx)
+	if err != nil || got.UserID != "tess" {
+		t.Fatalf("the next start: %+v %v, want signed in with the kept session", got, err)
+	}
+	if _, err := edgechat.Refresh(ctx, n.HTTPURL, got.RefreshToken); err != nil {
+		t.Fatalf("the session after the retry: %v", err)
+	}
+	if r := refreshes.Load(); r != 2 {
+		t.Fatalf("%d refreshes reached the node, want 2", r)
 	}
 }

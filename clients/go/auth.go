@@ -31,6 +31,17 @@ func Refresh(ctx context.Context, httpURL, refreshToken string) (Tokens, error) 
 	return postTokens(ctx, nil, httpURL, "/auth/refresh", map[string]string{"refreshToken": refreshToken})
 }
 
+// RefreshWithKey is Refresh with an Idempotency-Key: choose a new random
+// key for each refresh token and keep it until an answer comes, so that a
+// refresh whose answer was lost can be sent again (within a minute) and
+// be answered as a retry rather than end the session as a reuse.
+func RefreshWithKey(ctx context.Context, httpURL, refreshToken, key string) (Tokens, error) {
+	return postTokens(withIdempotencyKey(ctx, key), nil, httpURL, "/auth/refresh", map[string]string{"refreshToken": refreshToken})
+}
+
+// NewIdempotencyKey returns a fresh random Idempotency-Key.
+func NewIdempotencyKey() string { return "k-" + randomHex(16) }
+
 func postTokens(ctx context.Context, hc *http.Client, httpURL, path string, body any) (Tokens, error) {
 	if httpURL == "" {
 		return Tokens{}, fmt.Errorf("%w: empty server URL", ErrBadOptions)
@@ -172,7 +183,7 @@ func (r *refresher) token(ctx context.Context) (string, error) {
 		call = &refreshCall{done: make(chan struct{})}
 		r.inflight = call
 		if r.keyFor != r.cur.RefreshToken {
-			r.key, r.keyFor = "rk-"+randomHex(16), r.cur.RefreshToken
+			r.key, r.keyFor = NewIdempotencyKey(), r.cur.RefreshToken
 		}
 		go r.refresh(withIdempotencyKey(context.WithoutCancel(ctx), r.key), call, r.cur.RefreshToken, r.at)
 	}
