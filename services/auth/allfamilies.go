@@ -1,9 +1,9 @@
 package auth
 
 import (
-	"time"
-
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
 )
 
 // The index of every refresh-token family by user, revoked ones too
@@ -34,19 +34,6 @@ func unindexAllFamily(tx *badger.Txn, uid, family string) error {
 	return tx.Delete([]byte(prefixAllFamilies + uid + "/" + family))
 }
 
-// markAllIndexed ends walk: the index is complete if this node indexed
-// walk from its first step.
-func markAllIndexed(tx *badger.Txn, walk time.Time) error {
-	if walk.IsZero() {
-		return nil
-	}
-	var began time.Time
-	found, err := getJSON(tx, keyAllIndexWalk, &began)
-	if err != nil || !found || !began.Equal(walk) {
-		return err
-	}
-	if done, err := keyExists(tx, keyAllFamiliesIndexed); err != nil || done {
-		return err
-	}
-	return setJSON(tx, keyAllFamiliesIndexed, walk)
-}
+// allFamiliesIndex marks the walk and the completion of the index of
+// every family by user (r/auth/rtall/).
+var allFamiliesIndex = fsm.IndexMarks{Walk: []byte(keyAllIndexWalk), Done: []byte(keyAllFamiliesIndexed)}

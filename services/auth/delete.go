@@ -670,7 +670,7 @@ func (s *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 // from every user's families; the same ones in the same order either
 // way (fsm.DeleteKeys), with their index entries (which cost no budget).
 func eraseFamilies(tx *badger.Txn, uid string, b *fsm.Budget) (bool, error) {
-	indexed, err := keyExists(tx, keyAllFamiliesIndexed)
+	indexed, err := allFamiliesIndex.Complete(tx)
 	if err != nil {
 		return false, err
 	}

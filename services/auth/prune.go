@@ -58,6 +58,10 @@ type authPruneCmd struct {
 // its first step (JSON time).
 const keyIndexWalk = "r/auth/rtindexwalk"
 
+// liveFamiliesIndex marks the walk and the completion of the index of
+// live families by user (r/auth/rtuser/).
+var liveFamiliesIndex = fsm.IndexMarks{Walk: []byte(keyIndexWalk), Done: []byte(keyFamiliesIndexed)}
+
 // PruneStep is the value of a step: where the next one starts ("" when
 // the walk is done) and how many families it removed.
 type PruneStep struct {
@@ -77,12 +81,11 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 	if c.V != commandVersion {
 		return nil, fmt.Errorf("%w: auth prune version %d", errBadCommand, c.V)
 	}
-	if c.After == "" && !c.Walk.IsZero() {
-		if err := setJSON(tx, keyIndexWalk, c.Walk); err != nil {
-			return nil, err
-		}
-		if err := setJSON(tx, keyAllIndexWalk, c.Walk); err != nil {
-			return nil, err
+	if c.After == "" {
+		for _, m := range []fsm.IndexMarks{liveFamiliesIndex, allFamiliesIndex} {
+			if err := m.Begin(tx, c.Walk); err != nil {
+				return nil, err
+			}
 		}
 	}
 	cutoff := c.At.Add(-pruneAfter)
@@ -151,10 +154,10 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		}
 	}
 	if next == "" {
-		if err := markIndexed(tx, c.Walk); err != nil {
+		if err := liveFamiliesIndex.End(tx, c.Walk); err != nil {
 			return nil, err
 		}
-		if err := markAllIndexed(tx, c.Walk); err != nil {
+		if err := allFamiliesIndex.End(tx, c.Walk); err != nil {
 			return nil, err
 		}
 		old := c.At.Add(-(s.cfg.AccessTTL + verifyLeeway))
@@ -169,23 +172,6 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		}
 	}
 	return PruneStep{Next: next, Removed: len(gone)}, nil
-}
-
-// markIndexed ends walk's indexing: the index is complete if this node
-// indexed walk from its first step.
-func markIndexed(tx *badger.Txn, walk time.Time) error {
-	if walk.IsZero() {
-		return nil
-	}
-	var began time.Time
-	found, err := getJSON(tx, keyIndexWalk, &began)
-	if err != nil || !found || !began.Equal(walk) {
-		return err
-	}
-	if done, err := keyExists(tx, keyFamiliesIndexed); err != nil || done {
-		return err
-	}
-	return setJSON(tx, keyFamiliesIndexed, walk)
 }
 
 // Prune walks every family once, step by step (the leader's RunErasure

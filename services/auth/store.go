@@ -481,7 +481,7 @@ func (s *Service) signOutStep(tx *badger.Txn, uid string, at time.Time) (*revoke
 		hits = append(hits, hit{string(key), f})
 		return true
 	}
-	indexed, err := keyExists(tx, keyFamiliesIndexed)
+	indexed, err := liveFamiliesIndex.Complete(tx)
 	if err != nil {
 		return nil, err
 	}

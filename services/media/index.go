@@ -120,7 +120,10 @@ func keyExists(tx *badger.Txn, k []byte) (bool, error) {
 }
 
 // mediaIndexed reports whether this node's index is complete.
-func mediaIndexed(tx *badger.Txn) (bool, error) { return keyExists(tx, []byte(keyMediaIndexed)) }
+func mediaIndexed(tx *badger.Txn) (bool, error) { return mediaIndex.Complete(tx) }
+
+// mediaIndex marks the walk and the completion of the indexes here.
+var mediaIndex = fsm.IndexMarks{Walk: []byte(keyIndexWalk), Done: []byte(keyMediaIndexed)}
 
 // indexCmd is one step of the index walk (wire.CmdMediaIndex): the keys
 // under r/media/gu/ then r/media/m/ after After (a whole key; "" from
@@ -146,11 +149,7 @@ func (s *Service) applyIndex(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 		return nil, fmt.Errorf("%w: index walk version %d", errBadCommand, c.V)
 	}
 	if c.After == "" {
-		b, err := json.Marshal(c.Walk)
-		if err != nil {
-			return nil, err
-		}
-		if err := tx.Set([]byte(keyIndexWalk), b); err != nil {
+		if err := mediaIndex.Begin(tx, c.Walk); err != nil {
 			return nil, err
 		}
 	}
@@ -210,7 +209,7 @@ func (s *Service) applyIndex(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	if full {
 		return IndexStep{Next: last}, nil
 	}
-	return IndexStep{}, markMediaIndexed(tx, c.Walk)
+	return IndexStep{}, mediaIndex.End(tx, c.Walk)
 }
 
 func setIfMissing(tx *badger.Txn, k []byte) error {
@@ -218,24 +217,6 @@ func setIfMissing(tx *badger.Txn, k []byte) error {
 		return err
 	}
 	return tx.Set(k, nil)
-}
-
-// markMediaIndexed ends walk: the index is complete if this node indexed
-// walk from its first step.
-func markMediaIndexed(tx *badger.Txn, walk time.Time) error {
-	var began time.Time
-	found, err := fsm.GetJSON(tx, []byte(keyIndexWalk), &began)
-	if err != nil || !found || !began.Equal(walk) {
-		return err
-	}
-	if done, err := mediaIndexed(tx); err != nil || done {
-		return err
-	}
-	b, err := json.Marshal(walk)
-	if err != nil {
-		return err
-	}
-	return tx.Set([]byte(keyMediaIndexed), b)
 }
 
 // IndexWalk walks every record and user grant once, step by step,

@@ -84,7 +84,10 @@ func unindexEdgeKeys(tx *badger.Txn, prefix string, ks [][]byte) error {
 	return nil
 }
 
-func relIndexed(tx *badger.Txn) (bool, error) { return exists(tx, keyRelIndexed) }
+func relIndexed(tx *badger.Txn) (bool, error) { return relIndex.Complete(tx) }
+
+// relIndex marks the walk and the completion of the indexes here.
+var relIndex = fsm.IndexMarks{Walk: []byte(keyRelIndexWalk), Done: []byte(keyRelIndexed)}
 
 // deleteEdgesTowards deletes the edges under prefix towards uid through
 // uid's reverse entries, as far as b goes, exactly as DeleteMatching over
@@ -150,7 +153,7 @@ func (s *Service) applyRelIndex(tx *badger.Txn, _ fsm.Position, payload []byte) 
 		return nil, fmt.Errorf("%w: relation index walk version %d", errBadCommand, c.V)
 	}
 	if c.After == "" {
-		if err := fsm.SetJSON(tx, []byte(keyRelIndexWalk), c.Walk); err != nil {
+		if err := relIndex.Begin(tx, c.Walk); err != nil {
 			return nil, err
 		}
 	}
@@ -197,21 +200,7 @@ func (s *Service) applyRelIndex(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	if full {
 		return RelIndexStep{Next: last}, nil
 	}
-	return RelIndexStep{}, markRelIndexed(tx, c.Walk)
-}
-
-// markRelIndexed ends walk: the indexes are complete if this node
-// indexed walk from its first step.
-func markRelIndexed(tx *badger.Txn, walk time.Time) error {
-	var began time.Time
-	found, err := fsm.GetJSON(tx, []byte(keyRelIndexWalk), &began)
-	if err != nil || !found || !began.Equal(walk) {
-		return err
-	}
-	if done, err := relIndexed(tx); err != nil || done {
-		return err
-	}
-	return fsm.SetJSON(tx, []byte(keyRelIndexed), walk)
+	return RelIndexStep{}, relIndex.End(tx, c.Walk)
 }
 
 // IndexRelations walks every contact and block once, step by step,
