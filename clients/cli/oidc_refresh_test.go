@@ -1,23 +1,21 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgechat/edgechat/clients/cli"
 	edgechat "github.com/edgechat/edgechat/clients/go"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -92,32 +90,13 @@ func TestOIDCSessionSurvivesARefreshWhoseAnswerWasLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var refreshes atomic.Int32
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, n.HTTPURL+r.URL.Path, bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		if r.URL.Path == "/auth/refresh" && refreshes.Add(1) == 1 {
-			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
-				conn.Close()
-			}
-			return
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
-	}))
-	defer proxy.Close()
+	proxy, loseNext, lost := testutil.LostAnswerProxy(t, n.HTTPURL, "/auth/refresh")
+	loseNext()
 	session := filepath.Join(t.TempDir(), "corp.json")
 	if err := cli.SaveSession(session, tk); err != nil {
 		t.Fatal(err)
 	}
-	login := cli.OIDCLogin{Server: proxy.URL, Provider: "corp", SessionFile: session, Out: &strings.Builder{}}
+	login := cli.OIDCLogin{Server: proxy, Provider: "corp", SessionFile: session, Out: &strings.Builder{}}
 	_, _ = login.Tokens(ctx) // the answer is lost; the provider's sign-in is not served here
 	got, err := login.Tokens(ctx)
 	if err != nil || got.UserID != "tess" {
@@ -126,7 +105,7 @@ func TestOIDCSessionSurvivesARefreshWhoseAnswerWasLost(t *testing.T) {
 	if _, err := edgechat.Refresh(ctx, n.HTTPURL, got.RefreshToken); err != nil {
 		t.Fatalf("the session after the retry: %v", err)
 	}
-	if r := refreshes.Load(); r != 2 {
-		t.Fatalf("%d refreshes reached the node, want 2", r)
+	if !lost() {
+		t.Fatal("no refresh answer was lost")
 	}
 }

@@ -1,19 +1,17 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -31,36 +29,11 @@ func TestTokenSourceRefreshAgainAfterALostAnswerKeepsTheSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A proxy that forwards the first refresh and drops its answer.
-	var refreshes atomic.Int32
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, n.HTTPURL+r.URL.Path, bytes.NewReader(body))
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		if r.URL.Path == "/auth/refresh" && refreshes.Add(1) == 1 {
-			conn, _, err := w.(http.Hijacker).Hijack()
-			if err == nil {
-				conn.Close() // the node rotated the token; its answer is lost
-			}
-			return
-		}
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
-	}))
-	defer proxy.Close()
-
+	proxy, loseNext, lost := testutil.LostAnswerProxy(t, n.HTTPURL, "/auth/refresh")
+	loseNext()
 	tk.Expiry = time.Now() // due for a refresh
 	var saved []edgechat.Tokens
-	ts := edgechat.RefreshingTokenSource(proxy.URL, tk, func(nt edgechat.Tokens) { saved = append(saved, nt) })
+	ts := edgechat.RefreshingTokenSource(proxy, tk, func(nt edgechat.Tokens) { saved = append(saved, nt) })
 	if _, err := ts(ctx); err == nil {
 		t.Fatal("the refresh whose answer was lost succeeded")
 	}
@@ -82,8 +55,8 @@ func TestTokenSourceRefreshAgainAfterALostAnswerKeepsTheSession(t *testing.T) {
 	if _, err := edgechat.Refresh(ctx, n.HTTPURL, saved[0].RefreshToken); err != nil {
 		t.Fatalf("the next rotation: %v", err)
 	}
-	if got := refreshes.Load(); got != 2 {
-		t.Fatalf("%d refreshes reached the proxy, want 2", got)
+	if !lost() {
+		t.Fatal("no refresh answer was lost")
 	}
 }
 
