@@ -14,7 +14,13 @@ import (
 // proposed, although the follower's batches travel to the leader
 // concurrently and the leader handles each on a goroutine of its own.
 func TestFollowerProposalsCommitInTheOrderMade(t *testing.T) {
-	ms := startCluster(t, 3)
+	// Slow timeouts: the test is about order, and the fast failover
+	// timeouts of the other tests let a loaded machine (CI runs the web
+	// client's Chromium tests alongside) lose the leader's lease in the
+	// middle of 2,000 proposals, failing them for a reason not tested here.
+	ms := startClusterWith(t, 3, func(c *Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
+	})
 	leader := waitVoters(t, ms, 3)
 	var follower *member
 	for _, m := range ms {
