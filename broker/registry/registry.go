@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
@@ -73,6 +74,12 @@ type Change struct {
 type Table struct {
 	db *badger.DB
 
+	// drops: where each node's drop walk stopped (see fsm.ScanResume);
+	// dropVisits counts the registry entries its steps visited (tests).
+	drops      fsm.ScanResume
+	dropVisits atomic.Int64
+	dropBatch  int // maxDropPerCommand; fewer in tests
+
 	cbMu     sync.RWMutex
 	onChange []func(Change)
 }
@@ -83,12 +90,15 @@ func New(db *badger.DB, reg Registrar) (*Table, error) {
 	if db == nil || reg == nil {
 		return nil, errors.New("registry: a database and a Registrar are required")
 	}
-	t := &Table{db: db}
+	t := &Table{db: db, dropBatch: maxDropPerCommand}
 	reg.Register(wire.CmdClientRegister, t.applyRegister)
 	reg.Register(wire.CmdClientWithdraw, t.applyWithdraw)
 	reg.Register(wire.CmdClientsDropNode, t.applyDropNode)
 	if r, ok := reg.(restorer); ok {
-		r.OnRestore(func() { t.changed(Change{}) })
+		r.OnRestore(func() {
+			t.drops.Reset()
+			t.changed(Change{})
+		})
 	}
 	return t, nil
 }
@@ -278,8 +288,10 @@ func get(tx *badger.Txn, clientID string) (Entry, bool, error) {
 type change struct {
 	t *Table
 	c Change
-	// more: a drop that left entries of the node behind (repeat it).
+	// more: a drop that left entries of the node behind (repeat it),
+	// and stop the first of them.
 	more bool
+	stop []byte
 }
 
 var _ fsm.AfterCommitter = (*change)(nil)
@@ -287,8 +299,16 @@ var _ fsm.AfterCommitter = (*change)(nil)
 // More reports whether a CmdClientsDropNode left entries behind.
 func (c *change) More() bool { return c.more }
 
-// AfterCommit tells the subscribers.
-func (c *change) AfterCommit() { c.t.changed(c.c) }
+// AfterCommit moves the drop walk's mark and tells the subscribers.
+func (c *change) AfterCommit() {
+	switch {
+	case c.c.Set:
+		c.t.drops.Forget(c.c.Entry.Node)
+	case c.c.ClientID == "" && c.c.Node != "":
+		c.t.drops.Mark(c.c.Node, c.stop)
+	}
+	c.t.changed(c.c)
+}
 
 func (t *Table) applyRegister(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 	id, node, gen, err := DecodeClient(payload)
@@ -296,6 +316,7 @@ func (t *Table) applyRegister(tx *badger.Txn, at fsm.Position, payload []byte) (
 		return nil, err
 	}
 	e := Entry{Node: node, Gen: gen, Seq: at.Seq()}
+	t.drops.Forget(node) // an entry of node, maybe below its drop's mark
 	if err := tx.Set(key(id), encodeValue(e)); err != nil {
 		return nil, err
 	}
@@ -329,27 +350,35 @@ func (t *Table) applyDropNode(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		return nil, err
 	}
 	var keys [][]byte
-	more := false
+	var stop []byte
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(KeyPrefix), PrefetchValues: true})
-	for it.Rewind(); it.Valid(); it.Next() {
+	visits := int64(0)
+	if at := t.drops.Seek(node); at != nil {
+		it.Seek(at) // every entry of node below at is gone
+	} else {
+		it.Rewind()
+	}
+	for ; it.Valid(); it.Next() {
+		visits++
 		v, err := it.Item().ValueCopy(nil)
 		if err != nil {
 			it.Close()
 			return nil, err
 		}
 		if e, err := decodeValue(v); err == nil && e.Node == node {
-			if len(keys) == maxDropPerCommand {
-				more = true
+			if len(keys) == t.dropBatch {
+				stop = it.Item().KeyCopy(nil)
 				break
 			}
 			keys = append(keys, it.Item().KeyCopy(nil))
 		}
 	}
 	it.Close()
+	t.dropVisits.Add(visits)
 	for _, k := range keys {
 		if err := tx.Delete(k); err != nil {
 			return nil, err
 		}
 	}
-	return &change{t: t, c: Change{Node: node}, more: more}, nil
+	return &change{t: t, c: Change{Node: node}, more: stop != nil, stop: stop}, nil
 }

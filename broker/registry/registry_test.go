@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -138,5 +139,105 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	id, node, gen, err := DecodeClient(p)
 	if err != nil || id != "alice/phone/x" || node != "node-1" || gen != 1<<40 {
 		t.Fatalf("round trip: %q %q %d %v", id, node, gen, err)
+	}
+}
+
+// register puts n clients of each node in nodes, interleaved in key
+// order, in one entry.
+func registerMany(t *testing.T, h *fsmtest.Harness, n int, nodes ...string) {
+	t.Helper()
+	var cmds []fsm.Command
+	for i := range n {
+		for _, node := range nodes {
+			p, err := EncodeClient(fmt.Sprintf("u%06d-%s/d", i, node), node, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds = append(cmds, fsm.Command{Type: wire.CmdClientRegister, Payload: p})
+		}
+	}
+	if _, err := h.ProposeBatch(context.Background(), cmds); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dropStep(t *testing.T, h *fsmtest.Harness, node string) bool {
+	t.Helper()
+	p, _ := EncodeDropNode(node)
+	v, err := h.Propose(context.Background(), wire.CmdClientsDropNode, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.(*change).More()
+}
+
+// Dropping a node's clients in many steps visits each registry entry
+// about once over the whole walk, not once per step (each step used to
+// scan the registry from its start: seconds of every node's state
+// machine for a node that held a few hundred thousand clients).
+func TestDropNodeStepsDoNotRescan(t *testing.T) {
+	h, tab := newTable(t)
+	tab.dropBatch = 100
+	registerMany(t, h, 1000, "n1", "n2", "n3") // 3,000 entries, 1,000 of n1
+	steps := 0
+	for dropStep(t, h, "n1") {
+		steps++
+	}
+	if steps < 9 {
+		t.Fatalf("%d steps: the test does not walk in steps", steps)
+	}
+	if c, _ := tab.Clients("n1"); len(c) != 0 {
+		t.Fatalf("%d clients of n1 left", len(c))
+	}
+	if counts, _ := tab.Counts(); counts["n2"] != 1000 || counts["n3"] != 1000 {
+		t.Fatalf("counts %v", counts)
+	}
+	// 3,000 entries; rescanning from the start each step visited ~16,500.
+	if v := tab.dropVisits.Load(); v > 3000+int64(steps)+1 {
+		t.Fatalf("the walk visited %d entries of 3,000", v)
+	}
+}
+
+// A client registered on the node during its drop walk, below where
+// the last step stopped, is dropped too, whether its registration comes
+// in the same entry as a step, after it (that step's mark is set first)
+// or before it; and a follower that applies the same log ends with the
+// same registry (the walk's mark is where to look, never what to delete).
+func TestDropNodeSeesClientsRegisteredDuringTheWalk(t *testing.T) {
+	for _, registerFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("registered-first=%v", registerFirst), func(t *testing.T) {
+			h, tab := newTable(t)
+			tab.dropBatch = 100
+			follower := h.NewFollower(t)
+			ftab, err := New(follower.DB(), follower)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ftab.dropBatch = 100
+			registerMany(t, h, 500, "n1", "n2")
+			if !dropStep(t, h, "n1") || !dropStep(t, h, "n1") {
+				t.Fatal("the walk ended early")
+			}
+			// u000000-late… sorts below every mark.
+			late, _ := EncodeClient("u000000-late/d", "n1", 2)
+			drop, _ := EncodeDropNode("n1")
+			cmds := []fsm.Command{{Type: wire.CmdClientsDropNode, Payload: drop}, {Type: wire.CmdClientRegister, Payload: late}}
+			if registerFirst {
+				cmds[0], cmds[1] = cmds[1], cmds[0]
+			}
+			if _, err := h.ProposeBatch(context.Background(), cmds); err != nil {
+				t.Fatal(err)
+			}
+			for dropStep(t, h, "n1") {
+			}
+			for _, tb := range []*Table{tab, ftab} {
+				if c, _ := tb.Clients("n1"); len(c) != 0 {
+					t.Fatalf("clients of n1 left: %v", c)
+				}
+				if counts, _ := tb.Counts(); counts["n2"] != 500 || len(counts) != 1 {
+					t.Fatalf("counts %v", counts)
+				}
+			}
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/dgraph-io/badger/v4"
@@ -58,6 +59,12 @@ type restorer interface{ OnRestore(fn func()) }
 type Table struct {
 	db *badger.DB
 
+	// drops: where each node's drop walk stopped (see fsm.ScanResume);
+	// dropVisits counts the routes its steps visited (tests).
+	drops      fsm.ScanResume
+	dropVisits atomic.Int64
+	dropBatch  int // maxDropPerCommand; fewer in tests
+
 	mu     sync.RWMutex
 	byNode map[string]map[string]struct{} // node → filters
 	idx    *mqtt.TopicsIndex              // filter → nodes (as mochi "clients")
@@ -73,7 +80,7 @@ func New(db *badger.DB, reg Registrar) (*Table, error) {
 	if db == nil || reg == nil {
 		return nil, errors.New("routes: a database and a Registrar are required")
 	}
-	t := &Table{db: db}
+	t := &Table{db: db, dropBatch: maxDropPerCommand}
 	if err := t.Load(); err != nil {
 		return nil, err
 	}
@@ -82,6 +89,7 @@ func New(db *badger.DB, reg Registrar) (*Table, error) {
 	reg.Register(wire.CmdRoutesDropNode, t.applyDropNode)
 	if r, ok := reg.(restorer); ok {
 		r.OnRestore(func() {
+			t.drops.Reset()
 			if err := t.Load(); err != nil {
 				// The database just accepted the snapshot; a read failing
 				// now means the node cannot serve anyway.
@@ -308,7 +316,11 @@ type change struct {
 	add    bool
 	node   string
 	filter string // "" with !add: every route of node
-	more   bool   // a drop that left routes of node behind (repeat it)
+	// A drop: the filters it deleted; more when it left routes of node
+	// behind (repeat it), and stop the first of those.
+	dropped []string
+	more    bool
+	stop    []byte
 }
 
 var _ fsm.AfterCommitter = (*change)(nil)
@@ -332,25 +344,21 @@ func (c *change) AfterCommit() {
 		}
 		t.idx.Unsubscribe(c.filter, c.node)
 	default:
-		// A drop may have been cut short (more); what it removed is
-		// exactly what Badger no longer holds, so resync this node's
-		// entries from the committed state.
-		for f := range t.byNode[c.node] {
+		// A drop: what it deleted is exactly what Badger no longer holds
+		// (it may have been cut short, more).
+		fs := t.byNode[c.node]
+		for _, f := range c.dropped {
+			delete(fs, f)
 			t.idx.Unsubscribe(f, c.node)
 		}
-		delete(t.byNode, c.node)
-		if c.more {
-			_ = t.db.View(func(tx *badger.Txn) error {
-				it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(KeyPrefix)})
-				defer it.Close()
-				for it.Rewind(); it.Valid(); it.Next() {
-					if f, n, ok := parseKey(it.Item().Key()); ok && n == c.node {
-						addLocked(t.byNode, t.idx, n, f)
-					}
-				}
-				return nil
-			})
+		if len(fs) == 0 {
+			delete(t.byNode, c.node)
 		}
+	}
+	if c.add {
+		t.drops.Forget(c.node)
+	} else if c.filter == "" {
+		t.drops.Mark(c.node, c.stop)
 	}
 	t.mu.Unlock()
 	t.changed(c.node, c.filter)
@@ -361,6 +369,7 @@ func (t *Table) applyAdd(tx *badger.Txn, _ fsm.Position, payload []byte) (any, e
 	if err != nil {
 		return nil, err
 	}
+	t.drops.Forget(node) // a route of node, maybe below its drop's mark
 	if err := tx.Set(key(filter, node), nil); err != nil {
 		return nil, err
 	}
@@ -384,22 +393,32 @@ func (t *Table) applyDropNode(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		return nil, err
 	}
 	var keys [][]byte
-	more := false
+	var dropped []string
+	var stop []byte
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(KeyPrefix)})
-	for it.Rewind(); it.Valid(); it.Next() {
-		if _, n, ok := parseKey(it.Item().Key()); ok && n == node {
-			if len(keys) == maxDropPerCommand {
-				more = true
+	visits := int64(0)
+	if at := t.drops.Seek(node); at != nil {
+		it.Seek(at) // every route of node below at is gone
+	} else {
+		it.Rewind()
+	}
+	for ; it.Valid(); it.Next() {
+		visits++
+		if f, n, ok := parseKey(it.Item().Key()); ok && n == node {
+			if len(keys) == t.dropBatch {
+				stop = it.Item().KeyCopy(nil)
 				break
 			}
 			keys = append(keys, it.Item().KeyCopy(nil))
+			dropped = append(dropped, f)
 		}
 	}
 	it.Close()
+	t.dropVisits.Add(visits)
 	for _, k := range keys {
 		if err := tx.Delete(k); err != nil {
 			return nil, err
 		}
 	}
-	return &change{t: t, node: node, more: more}, nil
+	return &change{t: t, node: node, dropped: dropped, more: stop != nil, stop: stop}, nil
 }

@@ -304,3 +304,101 @@ func TestParseKey(t *testing.T) {
 		}
 	}
 }
+
+func addMany(t *testing.T, h *fsmtest.Harness, n int, nodes ...string) {
+	t.Helper()
+	var cmds []fsm.Command
+	for i := range n {
+		for _, node := range nodes {
+			p, err := EncodeRoute(node, fmt.Sprintf("user/u%06d/#", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds = append(cmds, fsm.Command{Type: wire.CmdRouteAdd, Payload: p})
+		}
+	}
+	if _, err := h.ProposeBatch(context.Background(), cmds); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func dropStep(t *testing.T, h *fsmtest.Harness, node string) bool {
+	t.Helper()
+	p, _ := EncodeDropNode(node)
+	v, err := h.Propose(context.Background(), wire.CmdRoutesDropNode, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.(*change).More()
+}
+
+// Dropping a node's routes in many steps visits each route about once
+// over the whole walk, not once per step.
+func TestDropNodeStepsDoNotRescan(t *testing.T) {
+	h, tab := newTable(t)
+	tab.dropBatch = 100
+	addMany(t, h, 1000, "n1", "n2", "n3")
+	steps := 0
+	for dropStep(t, h, "n1") {
+		steps++
+	}
+	if steps < 9 {
+		t.Fatalf("%d steps: the test does not walk in steps", steps)
+	}
+	if f := tab.Filters("n1"); len(f) != 0 {
+		t.Fatalf("%d routes of n1 left", len(f))
+	}
+	if got := tab.Match("user/u000007/inbox"); !reflect.DeepEqual(got, []string{"n2", "n3"}) {
+		t.Fatalf("match after the drop: %v", got)
+	}
+	if v := tab.dropVisits.Load(); v > 3000+int64(steps)+1 {
+		t.Fatalf("the walk visited %d routes of 3,000", v)
+	}
+}
+
+// A route added on the node during its drop walk, below where the last
+// step stopped, is dropped too (in the same entry as a step, after it or
+// before it), in Badger and in the index, on the leader and on a follower.
+func TestDropNodeSeesRoutesAddedDuringTheWalk(t *testing.T) {
+	for _, addFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("added-first=%v", addFirst), func(t *testing.T) {
+			h, tab := newTable(t)
+			tab.dropBatch = 100
+			follower := h.NewFollower(t)
+			ftab, err := New(follower.DB(), follower)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ftab.dropBatch = 100
+			addMany(t, h, 500, "n1", "n2")
+			if !dropStep(t, h, "n1") || !dropStep(t, h, "n1") {
+				t.Fatal("the walk ended early")
+			}
+			late, _ := EncodeRoute("n1", "user/a/#") // "user/a" sorts below every mark
+			drop, _ := EncodeDropNode("n1")
+			cmds := []fsm.Command{{Type: wire.CmdRoutesDropNode, Payload: drop}, {Type: wire.CmdRouteAdd, Payload: late}}
+			if addFirst {
+				cmds[0], cmds[1] = cmds[1], cmds[0]
+			}
+			if _, err := h.ProposeBatch(context.Background(), cmds); err != nil {
+				t.Fatal(err)
+			}
+			for dropStep(t, h, "n1") {
+			}
+			for _, tb := range []*Table{tab, ftab} {
+				if f := tb.Filters("n1"); len(f) != 0 {
+					t.Fatalf("routes of n1 left in the index: %v", f)
+				}
+				if err := tb.Load(); err != nil {
+					t.Fatal(err)
+				}
+				if f := tb.Filters("n1"); len(f) != 0 {
+					t.Fatalf("routes of n1 left in Badger: %v", f)
+				}
+				if got := tb.Match("user/u000001/x"); !reflect.DeepEqual(got, []string{"n2"}) {
+					t.Fatalf("match: %v", got)
+				}
+			}
+		})
+	}
+}
