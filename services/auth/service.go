@@ -411,7 +411,7 @@ func (s *Service) RefreshWithKey(ctx context.Context, token, key string) (Tokens
 		s.refreshes.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
-	if !found || f.Revoked || s.gone.has(f.UID) || s.suspended.has(f.UID) {
+	if !found || f.Revoked || s.gone.has(f.UID) || s.suspended.has(f.UID) || s.signedOutSince(f) {
 		s.refreshes.WithLabelValues("invalid").Inc()
 		return Tokens{}, ErrRefreshInvalid
 	}
@@ -607,9 +607,35 @@ func (s *Service) LogoutAll(ctx context.Context, uid string) (int, error) {
 	return n, err
 }
 
+// signedOutSince says whether f's user signed out everywhere since f
+// began (or f began before families recorded when: it is older than any
+// sign-out). A sign-out everywhere revokes the families in steps of
+// revokeAllStepWrites, and one cut short (its node died between steps)
+// leaves some live: their refresh would mint access tokens issued after
+// the sign-out, which it does not refuse. The FSM does not judge this
+// (nodes of earlier versions would rotate where this one refuses): the
+// node that answers the refresh does, before it proposes.
+func (s *Service) signedOutSince(f refreshFamily) bool {
+	at, ok := s.signedOut.get(f.UID)
+	return ok && f.CreatedAt.Before(at)
+}
+
+// finishTimeout bounds how long a sign-out goes on once its request has
+// gone away (finishing).
+const finishTimeout = time.Minute
+
+// finishing detaches a sign-out from its request: a client that goes
+// away (or a proxy that times out) once it began must not leave it half
+// done, some sessions or push registrations still live.
+func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+}
+
 // logoutAll is LogoutAll, which also answers the sign-out time of its
 // last step.
 func (s *Service) logoutAll(ctx context.Context, uid, reason string) (int, time.Time, error) {
+	ctx, cancel := finishing(ctx)
+	defer cancel()
 	total := 0
 	var at time.Time
 	for range maxRevokeAllSteps {

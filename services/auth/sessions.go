@@ -378,6 +378,8 @@ func (s *Service) dropSignedOutDevices(ctx context.Context, uid string, candidat
 	if s.onLogout == nil || len(candidates) == 0 {
 		return
 	}
+	ctx, cancel := finishing(ctx)
+	defer cancel()
 	live, err := s.signedInDevices(uid)
 	if err != nil {
 		s.log.Warn("sign-out: the devices' push registrations were not removed", "uid", uid, "err", err)
