@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -224,8 +225,56 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			g.serveReadingAgain(rt.Handler, w, r)
 			return
 		}
+		if finishesWithoutClient(r.Method, class) {
+			ctx, stop := outlastClient(r.Context())
+			defer stop()
+			r = r.WithContext(ctx)
+		}
 		rt.Handler(w, r)
 	})
+}
+
+// writeFinishTimeout bounds how long a change goes on after its client
+// went away (finishesWithoutClient).
+const writeFinishTimeout = 30 * time.Second
+
+// outlastClient is a context for the request of parent that ends
+// writeFinishTimeout after parent does (the client went away), not at
+// once, or when stop is called (the handler returned).
+func outlastClient(parent context.Context) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	var timer *time.Timer
+	var mu sync.Mutex
+	unhook := context.AfterFunc(parent, func() {
+		mu.Lock()
+		timer = time.AfterFunc(writeFinishTimeout, cancel)
+		mu.Unlock()
+	})
+	return ctx, func() {
+		unhook()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}
+
+// finishesWithoutClient tells the requests whose handler runs on to its
+// end when the client goes away (net/http then cancels the request's
+// context): the changes. A change may commit although the wait for it
+// was cut short; what the handler does after the commit (telling a
+// group's members, closing the MQTT sessions a sign-out ended, removing
+// push registrations) must not be skipped because the client, or a proxy
+// in front, gave up. Reads stop at once; uploads too (their body is gone
+// with the client).
+func finishesWithoutClient(method, class string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return false
+	}
+	return class != httpapi.ClassUpload
 }
 
 var (
