@@ -13,6 +13,10 @@ func (n *Node) wireErasure() {
 	n.Auth.AddEraser("users", n.Users.EraseAccount)
 	n.Auth.AddEraser("push", n.Push.EraseAccount)
 	n.Auth.AddEraser("media", n.Media.EraseAccount)
+	// The user's direct messages (and contact and block changes) still
+	// waiting for another region: before the archive's part, so that
+	// whoever sees the conversation erased sees the queue erased too.
+	n.Auth.AddEraser("region", n.Region.EraseAccount)
 	n.Auth.AddEraser("archive", n.Archive.EraseAccount)
 	// presence's is added once presence is built (buildServices).
 }
