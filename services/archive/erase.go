@@ -35,7 +35,8 @@ import (
 //     sync stops listing them.
 //  4. Per peer, the history c/{convKey}/: each message with its m/ key (a
 //     pointer, or the body in the older layout) and, for the peer's
-//     messages, the peer's dedup/{peer}/{cid} (the cid is in the body).
+//     messages, the peer's dedup/{peer}/{cid} (the cid is in the body;
+//     for a peer of another region, "@" and the message's ID).
 //  5. Per peer, i/ of both sides, the sealed segments' index
 //     r/arch/sg/{convKey}/ (the sealer collects the objects no longer
 //     referenced), rc/ of both sides, x/, w/ of both sides, and
@@ -288,7 +289,8 @@ func eraseKey(tx *badger.Txn, key []byte, b *fsm.Budget) (bool, error) {
 
 // eraseHistory deletes c/{conv}/ with each message's m/ key and, for a
 // message of peer (not of uid, whose retry records go wholesale),
-// peer's dedup/ entry of its cid.
+// peer's dedup/ entry of its cid (of "@" and its ID for a peer of
+// another region, as the link stored it).
 func eraseHistory(tx *badger.Txn, conv, uid, peer string, b *fsm.Budget) (bool, error) {
 	prefix := convPrefix(conv)
 	if b.Spent() {
@@ -331,8 +333,15 @@ func eraseHistory(tx *badger.Txn, conv, uid, peer string, b *fsm.Budget) (bool, 
 				}
 			}
 			var env struct{ From, CID string }
-			if len(body) > 0 && body[0] == '{' && json.Unmarshal(body, &env) == nil && env.From == peer && env.CID != "" {
-				if _, err := eraseKey(tx, dedupKey(peer, env.CID), fsm.NewBudget(1)); err != nil {
+			if len(body) > 0 && body[0] == '{' && json.Unmarshal(body, &env) == nil && env.From == peer && (env.CID != "" || strings.IndexByte(peer, '@') >= 0) {
+				cid := env.CID
+				if strings.IndexByte(peer, '@') >= 0 {
+					// A user of another region: the link's retry record
+					// is keyed by the origin's ID (StartRemote), which is
+					// its ID here (but for an ID clash, its last resort).
+					cid = remoteCID(id)
+				}
+				if _, err := eraseKey(tx, dedupKey(peer, cid), fsm.NewBudget(1)); err != nil {
 					return false, err
 				}
 				b.Left--
