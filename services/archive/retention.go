@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -187,15 +188,22 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 			return nil, err
 		}
 		if found {
-			lo, _ := directUsers(c.Conv)
+			lo, hi := directUsers(c.Conv)
+			var late [2]uint64
 			for _, m := range hot {
 				reader := 1 // the side that received it
 				if m.from != lo {
 					reader = 0
 				}
-				if m.id > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap {
+				switch {
+				case m.id > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap:
 					p.Unread[reader]--
+				case m.id <= p.Cursor[reader] && strings.IndexByte(m.from, '@') >= 0:
+					late[reader]++ // may have counted as unread below the cursor
 				}
+			}
+			if err := dropLateUnread(tx, c.Conv, &p, late, [2]string{lo, hi}); err != nil {
+				return nil, err
 			}
 			st.sums.forget(c.Conv)
 			if err := tx.Set(pairKey(c.Conv), p.encode()); err != nil {
@@ -623,5 +631,42 @@ func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd, keptW
 		repl.Inline = data
 	}
 	cmd.Replace, cmd.OldKey = repl, ref.Key
+	return nil
+}
+
+// dropLateUnread takes expired messages of another region below the
+// readers' cursors off their unread counts, late[i] of them for side i
+// (users[i]), as far as the counts hold such messages. A message a link
+// brought late, with its origin's ID below the reader's cursor, counts as
+// unread until the reader's next read (applyMessage): expired before
+// that, it stayed in the count for good, an unread message nobody could
+// find, in the conversation list and in the unread total. Which of the
+// messages below the cursor count is not kept; what is known is the
+// surplus, the count less the peer's messages above the cursor, which a
+// read takes off: the expired ones are taken from it. The surplus is
+// told only when the peer's messages above the cursor are all in the hot
+// tier (countAbove does not read segments): with a segment reaching
+// above the cursor nothing is taken off, as before.
+func dropLateUnread(tx *badger.Txn, conv string, p *pair, late [2]uint64, users [2]string) error {
+	for r := range 2 {
+		if late[r] == 0 || p.Unread[r] == 0 || p.Unread[r] >= unreadCap {
+			continue
+		}
+		sp := segIndexPrefix(conv)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: sp})
+		it.Seek(segIndexKey(conv, p.Cursor[r]+1))
+		sealedAbove := it.ValidForPrefix(sp)
+		it.Close()
+		if sealedAbove {
+			continue
+		}
+		total, own, err := countAbove(tx, conv, p.Cursor[r], users[r])
+		if err != nil {
+			return err
+		}
+		if above := total - own; p.Unread[r] > above {
+			p.Unread[r] -= min(late[r], p.Unread[r]-above)
+		}
+	}
 	return nil
 }

@@ -144,12 +144,13 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 	direct := !isGroupConv(c.Conv)
 	var p pair
 	var found bool
-	var lo string
+	var lo, hi string
+	var late [2]uint64
 	if direct {
 		if p, found, err = getPair(tx, c.Conv); err != nil {
 			return nil, err
 		}
-		lo, _ = directUsers(c.Conv)
+		lo, hi = directUsers(c.Conv)
 	}
 	res := &refsApplied{}
 	// Every read before the first write.
@@ -180,11 +181,21 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 			if r.From != lo {
 				reader = 0
 			}
-			if r.ID > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap {
+			switch {
+			case r.ID > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap:
 				p.Unread[reader]--
 				res.Unread++
+			case r.ID <= p.Cursor[reader] && strings.IndexByte(r.From, '@') >= 0:
+				late[reader]++ // may have counted as unread below the cursor (retention.go)
 			}
 		}
+	}
+	if late != [2]uint64{} {
+		before := p.Unread
+		if err := dropLateUnread(tx, c.Conv, &p, late, [2]string{lo, hi}); err != nil {
+			return nil, err
+		}
+		res.Unread += int(before[0] - p.Unread[0] + before[1] - p.Unread[1])
 	}
 	for _, k := range del {
 		if err := tx.Delete(k); err != nil {
