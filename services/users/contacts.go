@@ -135,6 +135,11 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 		if remote, err = s.remoteProfile(ctx, uid); err != nil {
 			return "", nil, err
 		}
+		if t == wire.CmdContact && erasedProfileJSON(remote) {
+			// As for a local user: the tombstone of an erased account
+			// answers the lookup, and is no one to add.
+			return "", nil, fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, uid)
+		}
 	case add:
 		// A fast answer; the handler checks again against committed state.
 		if _, err := s.Profile(uid); err != nil {
@@ -391,4 +396,13 @@ func (s *Service) publicProfile(uid string) Profile {
 		return p
 	}
 	return Profile{UserID: uid, DisplayName: uid}
+}
+
+// erasedProfileJSON tells whether a profile another region answered is
+// the tombstone of an erased account (Profile.Deleted).
+func erasedProfileJSON(p []byte) bool {
+	var v struct {
+		Deleted bool `json:"deleted"`
+	}
+	return p != nil && json.Unmarshal(p, &v) == nil && v.Deleted
 }

@@ -1,0 +1,48 @@
+package region_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// Adding a user whose account was erased to one's contacts is 404
+// not_found, as for a local user (docs/protocol.md, Deleting an
+// account), also when the user is of another region: the profile lookup
+// answered the tombstone ("deleted user") and the contact was added
+// (201), staged for that region, which then refused it. A block of the
+// erased user is accepted, as locally.
+func TestContactOfAnErasedUserOfAnotherRegionRefused(t *testing.T) {
+	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	aliceTok, bobTok, daveTok := eu.newUser(t, "alice"), us.newUser(t, "bob"), us.newUser(t, "dave")
+	if code := call(t, us.nodes[0], bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); code != http.StatusAccepted {
+		t.Fatalf("delete bob: %d", code)
+	}
+	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		var p struct {
+			Deleted bool `json:"deleted"`
+		}
+		if code := call(t, us.nodes[0], daveTok, "GET", "/user/bob", nil, &p); code != http.StatusOK || !p.Deleted {
+			return fmt.Errorf("bob's profile in us: %d, deleted %v", code, p.Deleted)
+		}
+		return nil
+	})
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); code != http.StatusNotFound {
+		t.Errorf("contact bob@us (erased): %d, want 404", code)
+	}
+	var contacts struct {
+		Contacts []struct {
+			UserID string `json:"userId"`
+		} `json:"contacts"`
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "GET", "/user/me/contacts", nil, &contacts); code != http.StatusOK || len(contacts.Contacts) != 0 {
+		t.Errorf("alice's contacts: %d %+v, want none", code, contacts)
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/blocks", map[string]string{"uid": "bob@us"}, nil); code != http.StatusCreated {
+		t.Errorf("block bob@us (erased): %d, want 201 as for a local user", code)
+	}
+}
