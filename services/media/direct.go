@@ -214,8 +214,14 @@ func (s *Service) handleComplete(w http.ResponseWriter, r *http.Request) {
 			parts = append(parts, store.Part{Number: pt.Part, ETag: pt.ETag})
 		}
 		if _, err := ps.CompleteMultipart(r.Context(), store.TierRaw, rec.ID, rec.UploadID, parts); err != nil {
-			httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "completing the multipart upload: %v", err))
-			return
+			// A /complete repeated after the store joined the parts (the
+			// first was cut off before the upload was marked: a client
+			// that timed out, a dropped connection) finds no multipart
+			// upload any more, but the object it made: go on with it.
+			if _, serr := s.st.Stat(r.Context(), store.TierRaw, rec.ID); serr != nil {
+				httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "completing the multipart upload: %v", err))
+				return
+			}
 		}
 	}
 	rec, err = s.markUploaded(r.Context(), rec.ID)
