@@ -213,6 +213,16 @@ func (s *Service) handleComplete(w http.ResponseWriter, r *http.Request) {
 		for _, pt := range req.Parts {
 			parts = append(parts, store.Part{Number: pt.Part, ETag: pt.ETag})
 		}
+		// Parts larger than declared are refused before they are joined:
+		// completed, the multipart upload would be gone with its part
+		// URLs, and the client could not PUT the declared bytes again.
+		if sz, ok := s.st.(store.PartSizer); ok {
+			if n, err := sz.PartsSize(r.Context(), store.TierRaw, rec.ID, rec.UploadID, parts); err == nil && (n > rec.Size || n > s.cfg.MaxSize) {
+				s.m.uploads.WithLabelValues("too_large").Inc()
+				writeErr(w, fmt.Errorf("%w: the parts hold %d bytes, %d declared; PUT the parts again and complete again", ErrTooLarge, n, rec.Size))
+				return
+			}
+		}
 		if _, err := ps.CompleteMultipart(r.Context(), store.TierRaw, rec.ID, rec.UploadID, parts); err != nil {
 			// A /complete repeated after the store joined the parts (the
 			// first was cut off before the upload was marked: a client

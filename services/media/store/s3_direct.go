@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -125,6 +126,44 @@ func (s *S3) CompleteMultipart(ctx context.Context, tier Tier, key, uploadID str
 		return Object{}, wrapErr("complete multipart", tier, key, err)
 	}
 	return s.Stat(ctx, tier, key)
+}
+
+// PartsSize is the size of the object completing the multipart upload
+// with parts would make: the sum of the sizes of the uploaded parts they
+// name (by number, with a matching ETag), read from the store's list of
+// the upload's parts without completing it. A part named that is not
+// there (or not with that ETag) is an error, as completing would be.
+func (s *S3) PartsSize(ctx context.Context, tier Tier, key, uploadID string, parts []Part) (int64, error) {
+	if err := checkTierKey(tier, key); err != nil {
+		return 0, err
+	}
+	if uploadID == "" || len(parts) == 0 || len(parts) > MaxParts {
+		return 0, fmt.Errorf("store: parts of %s %s: want an upload ID and 1..%d parts", tier, key, MaxParts)
+	}
+	uploaded := map[int]minio.ObjectPart{}
+	for marker := 0; ; {
+		res, err := s.core.ListObjectParts(ctx, s.buckets[tier], key, uploadID, marker, 1000)
+		if err != nil {
+			return 0, wrapErr("list parts", tier, key, err)
+		}
+		for _, p := range res.ObjectParts {
+			uploaded[p.PartNumber] = p
+		}
+		if !res.IsTruncated || res.NextPartNumberMarker <= marker {
+			break
+		}
+		marker = res.NextPartNumberMarker
+	}
+	unquote := func(e string) string { return strings.Trim(e, `"`) }
+	var size int64
+	for _, p := range parts {
+		up, ok := uploaded[p.Number]
+		if !ok || unquote(up.ETag) != unquote(p.ETag) {
+			return 0, fmt.Errorf("store: parts of %s %s: part %d with ETag %s was not uploaded", tier, key, p.Number, p.ETag)
+		}
+		size += up.Size
+	}
+	return size, nil
 }
 
 func (s *S3) AbortMultipart(ctx context.Context, tier Tier, key, uploadID string) error {

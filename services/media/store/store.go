@@ -108,6 +108,15 @@ type Presigner interface {
 	AbortMultipart(ctx context.Context, tier Tier, key, uploadID string) error
 }
 
+// PartSizer tells the size a multipart upload would have once completed
+// (the S3 store), so that an upload larger than declared can be refused
+// while its parts can still be uploaded again.
+type PartSizer interface {
+	// PartsSize is the sum of the sizes of the uploaded parts named by
+	// parts (number and ETag); an error when one is not there.
+	PartsSize(ctx context.Context, tier Tier, key, uploadID string, parts []Part) (int64, error)
+}
+
 // Notifier reports objects created in a tier, including ones clients
 // uploaded with presigned URLs.
 type Notifier interface {
