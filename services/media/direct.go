@@ -122,7 +122,7 @@ func (s *Service) handleDirect(w http.ResponseWriter, r *http.Request) {
 		if c.UploadID != "" {
 			_ = ps.AbortMultipart(context.WithoutCancel(ctx), store.TierRaw, id, c.UploadID)
 		}
-		writeErr(w, err)
+		writeErr(w, s.withQuotaRetry(err))
 		return
 	}
 	httpapi.WriteJSON(w, http.StatusCreated, ans)

@@ -61,8 +61,13 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, ErrBadState):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusConflict, codeBadState, "%v", err))
 	case errors.Is(err, ErrQuota):
+		retry := time.Hour
+		var qe *quotaError
+		if errors.As(err, &qe) {
+			retry = qe.retry
+		}
 		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusTooManyRequests, Code: codeQuota,
-			Message: "daily upload quota reached", RetryAfter: time.Hour})
+			Message: "daily upload quota reached", RetryAfter: retry})
 	case errors.Is(err, ErrRemoteUnavailable):
 		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: codeMediaUnavailable,
 			Message: "media of another region, which cannot be reached now; retry", RetryAfter: RemoteRetryAfter})
@@ -72,4 +77,25 @@ func writeErr(w http.ResponseWriter, err error) {
 	default:
 		httpapi.WriteError(w, err)
 	}
+}
+
+// quotaError is ErrQuota with the time until the quota frees up, the
+// next UTC midnight, for 429's Retry-After.
+type quotaError struct {
+	err   error
+	retry time.Duration
+}
+
+func (e *quotaError) Error() string { return e.err.Error() }
+func (e *quotaError) Unwrap() error { return e.err }
+
+// withQuotaRetry adds to an ErrQuota when the user's quota frees up; other
+// errors pass unchanged.
+func (s *Service) withQuotaRetry(err error) error {
+	if !errors.Is(err, ErrQuota) {
+		return err
+	}
+	now := s.now().UTC()
+	y, m, d := now.Date()
+	return &quotaError{err: err, retry: time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC).Sub(now)}
 }

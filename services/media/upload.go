@@ -236,7 +236,7 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 	u.Key = key
 	rec, replay, err := s.StoreKeyed(r.Context(), p.UserID, u)
 	if err != nil {
-		writeErr(w, err)
+		writeErr(w, s.withQuotaRetry(err))
 		return
 	}
 	status := http.StatusAccepted
