@@ -140,6 +140,7 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, preview bool) {
 		tier = store.TierCold
 	}
 	if ps, ok := s.st.(store.Presigner); ok {
+		tier = s.servingTier(r.Context(), rec, key, tier)
 		u, err := ps.PresignGet(r.Context(), tier, key, presignTTL, downloadName(rec, preview))
 		if err != nil {
 			writeErr(w, err)
@@ -153,6 +154,7 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, preview bool) {
 		s.proxy(w, r, rec)
 		return
 	}
+	tier = s.servingTier(r.Context(), rec, key, tier)
 	obj, err := s.st.Stat(r.Context(), tier, key)
 	if err != nil {
 		writeErr(w, err)
@@ -171,6 +173,24 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, preview bool) {
 	defer rs.Close()
 	http.ServeContent(w, r, "", obj.ModTime, rs)
 	s.m.bytesOut.Add(float64(obj.Size))
+}
+
+// servingTier is the tier to serve key of rec from: tier, but the cold
+// one for a media the sweeper may be moving there (in the processed tier,
+// not read for ColdAfter) whose file has left the processed tier: the
+// sweeper moves the files first and records the move after (moveCold),
+// and a record that failed (a change of leader) waits for the next
+// sweep.
+func (s *Service) servingTier(ctx context.Context, rec Record, key string, tier store.Tier) store.Tier {
+	if tier != store.TierProcessed || s.cfg.ColdStorageClass != "" || s.now().Sub(lastRead(rec)) <= s.cfg.ColdAfter {
+		return tier
+	}
+	if _, err := s.st.Stat(ctx, store.TierProcessed, key); errors.Is(err, store.ErrNotFound) {
+		if _, err := s.st.Stat(ctx, store.TierCold, key); err == nil {
+			return store.TierCold
+		}
+	}
+	return tier
 }
 
 // proxy forwards a download to the node that holds the files (a local
