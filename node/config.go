@@ -181,6 +181,11 @@ type Config struct {
 	// PushTLS is the TLS client configuration of the push providers
 	// (tests: RootCAs that trust the mock providers); nil: the system's.
 	PushTLS *tls.Config `yaml:"-"`
+	// PushPrivateEndpoints lets Web Push subscriptions name endpoints on
+	// loopback and private addresses (tests: the mock push service on
+	// 127.0.0.1); off, the node never posts into its own network for a
+	// user (pushbridge.WebPushConfig.AllowPrivateEndpoints).
+	PushPrivateEndpoints bool `yaml:"-"`
 	// LinkTLS is the TLS client configuration of tls:// region links
 	// (tests: RootCAs that trust the other region); nil: the system's.
 	LinkTLS *tls.Config `yaml:"-"`

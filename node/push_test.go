@@ -27,6 +27,7 @@ func withPush(t *testing.T) nodetest.Option {
 	return nodetest.WithConfig(func(c *node.Config) {
 		c.FCMCredentialsFile = creds
 		c.WebPushSubject = "mailto:ops@example.com"
+		c.PushPrivateEndpoints = true // the mock push service listens on 127.0.0.1
 	})
 }
 

@@ -49,6 +49,7 @@ func withPushMocks(t testing.TB) (nodetest.Option, pushMocks) {
 		c.FCMCredentialsFile = creds
 		c.FCMEndpoint = m.fcm.URL
 		c.WebPushSubject = "mailto:ops@example.com"
+		c.PushPrivateEndpoints = true // the mock push service listens on 127.0.0.1
 		c.PushTLS = m.apns.TLSConfig()
 	}), m
 }

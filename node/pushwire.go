@@ -25,7 +25,8 @@ func (n *Node) buildPushBridge() error {
 			TLSConfig: c.PushTLS, Logger: log}
 	}
 	if c.WebPushEnabled() {
-		cfg.WebPush = &pushbridge.WebPushConfig{Subject: c.WebPushSubject, TLSConfig: c.PushTLS, Logger: log}
+		cfg.WebPush = &pushbridge.WebPushConfig{Subject: c.WebPushSubject, TLSConfig: c.PushTLS,
+			AllowPrivateEndpoints: c.PushPrivateEndpoints, Logger: log}
 		cfg.VAPIDKeys = n.Push.VAPIDKeys
 	}
 	router, err := pushbridge.NewFromConfig(cfg)

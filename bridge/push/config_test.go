@@ -68,7 +68,7 @@ func TestNewFromConfigWebPushTakesTheKeyLate(t *testing.T) {
 		return pub, priv, nil
 	}
 	r, err := push.NewFromConfig(push.Providers{VAPIDKeys: keys,
-		WebPush: &push.WebPushConfig{Subject: "mailto:ops@example.com", TLSConfig: mock.TLSConfig()}})
+		WebPush: &push.WebPushConfig{Subject: "mailto:ops@example.com", TLSConfig: mock.TLSConfig(), AllowPrivateEndpoints: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	webpush "github.com/SherClockHolmes/webpush-go"
@@ -42,6 +46,14 @@ type WebPushConfig struct {
 	// RequestTimeout bounds one send (DefaultRequestTimeout when zero).
 	RequestTimeout time.Duration
 
+	// AllowPrivateEndpoints lets subscriptions name endpoints on loopback,
+	// private, link-local and other non-public addresses (tests, a closed
+	// network with its own push service). Off, such an endpoint is never
+	// posted to and its registration is removed as dead: any signed-in
+	// user registers the endpoint, and the node would POST into its own
+	// network for them.
+	AllowPrivateEndpoints bool
+
 	Logger *slog.Logger
 }
 
@@ -65,10 +77,12 @@ type WebPushPayload struct {
 type WebPushProvider struct {
 	pub, priv string
 	subject   string // as webpush-go wants it: without "mailto:"
-	urgency   webpush.Urgency
-	hc        *http.Client
-	timeout   time.Duration
-	log       *slog.Logger
+	// allowPrivate: AllowPrivateEndpoints.
+	allowPrivate bool
+	urgency      webpush.Urgency
+	hc           *http.Client
+	timeout      time.Duration
+	log          *slog.Logger
 }
 
 // NewWebPush checks the VAPID keys and the subject.
@@ -110,10 +124,17 @@ func NewWebPush(cfg WebPushConfig) (*WebPushProvider, error) {
 	hc := cfg.HTTPClient
 	if hc == nil {
 		hc = newHTTPClient(cfg.TLSConfig)
+		if !cfg.AllowPrivateEndpoints && !httpsProxied() {
+			// The connection itself, too: a host name checked before the
+			// request may resolve elsewhere when it is dialed.
+			tr := hc.Transport.(*http.Transport)
+			tr.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second,
+				Control: refusePrivateDial}).DialContext
+		}
 	}
 	p := &WebPushProvider{
 		pub: cfg.VAPIDPublicKey, priv: cfg.VAPIDPrivateKey,
-		subject: subject, urgency: urg, hc: hc,
+		subject: subject, urgency: urg, hc: hc, allowPrivate: cfg.AllowPrivateEndpoints,
 		timeout: cfg.RequestTimeout, log: orDiscard(cfg.Logger),
 	}
 	p.log.Info("push provider ready", "provider", "webpush", "subject", cfg.Subject)
@@ -160,6 +181,19 @@ func (p *WebPushProvider) Send(ctx context.Context, d Device, n Notification) (R
 	if !ok {
 		return rejectResult(name, ErrExpired)
 	}
+	if !p.allowPrivate {
+		if err := checkPublicEndpoint(ctx, d.Endpoint); err != nil {
+			var res Result
+			if errors.Is(err, errPrivateEndpoint) {
+				res = Result{Outcome: DeadToken, Reason: "private endpoint"}
+				err = errFor(res, name, err)
+			} else {
+				res, err = transportResult(name, err)
+			}
+			logFailure(p.log, name, redactEndpoint(d.Endpoint), res, err)
+			return res, err
+		}
+	}
 	pl := WebPushPayload{
 		Title: n.Title, Body: truncate(n.Body, MaxBodyBytes), Badge: n.Badge,
 		Tag: n.CollapseID, ThreadID: n.ThreadID,
@@ -187,6 +221,9 @@ func (p *WebPushProvider) Send(ctx context.Context, d Device, n Notification) (R
 		var res Result
 		var ue *url.Error
 		switch {
+		case errors.Is(err, errPrivateEndpoint): // the dial found it
+			res = Result{Outcome: DeadToken, Reason: "private endpoint"}
+			err = errFor(res, name, err)
 		case errors.As(err, &ue):
 			res, err = transportResult(name, err)
 		case errors.Is(err, webpush.ErrMaxPadExceeded):
@@ -247,6 +284,67 @@ func checkSubscription(d Device) error {
 		return fmt.Errorf("%w: auth is not a base64url 16-byte secret", ErrInvalidDevice)
 	}
 	return nil
+}
+
+// errPrivateEndpoint: a subscription endpoint on a non-public address.
+var errPrivateEndpoint = errors.New("the endpoint is on a loopback, private or other non-public address")
+
+// publicAddr reports whether a is an address of the public internet:
+// not loopback, private (RFC 1918, fc00::/7), link-local (169.254/16: the
+// cloud metadata services), shared (100.64/10), unspecified or multicast.
+func publicAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsValid() && !a.IsLoopback() && !a.IsPrivate() && !a.IsLinkLocalUnicast() && !a.IsLinkLocalMulticast() &&
+		!a.IsInterfaceLocalMulticast() && !a.IsMulticast() && !a.IsUnspecified() &&
+		!netip.MustParsePrefix("100.64.0.0/10").Contains(a) && !netip.MustParsePrefix("0.0.0.0/8").Contains(a)
+}
+
+// checkPublicEndpoint wraps errPrivateEndpoint when the endpoint's host
+// is, or resolves to, an address that is not public; other errors are a
+// failed lookup.
+func checkPublicEndpoint(ctx context.Context, endpoint string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	if a, err := netip.ParseAddr(host); err == nil {
+		if !publicAddr(a) {
+			return fmt.Errorf("%w: %s", errPrivateEndpoint, a)
+		}
+		return nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return fmt.Errorf("looking up the endpoint's host: %w", err)
+	}
+	for _, a := range addrs {
+		if !publicAddr(a) {
+			return fmt.Errorf("%w: %s is %s", errPrivateEndpoint, host, a)
+		}
+	}
+	return nil
+}
+
+// refusePrivateDial is a net.Dialer Control that refuses non-public
+// addresses.
+func refusePrivateDial(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: %s", errPrivateEndpoint, address)
+	}
+	if !publicAddr(ap.Addr()) {
+		return fmt.Errorf("%w: %s", errPrivateEndpoint, ap.Addr())
+	}
+	return nil
+}
+
+// httpsProxied reports whether requests go through an HTTPS proxy of the
+// environment: the connection is then to the proxy (an address of the
+// operator's choosing, often private), and only the endpoint's host is
+// checked.
+func httpsProxied() bool {
+	return os.Getenv("HTTPS_PROXY") != "" || os.Getenv("https_proxy") != ""
 }
 
 var _ Provider = (*WebPushProvider)(nil)

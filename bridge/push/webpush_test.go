@@ -24,6 +24,7 @@ func startWebPush(t *testing.T, subject string) (*push.WebPushProvider, *pushtes
 	mock := pushtest.StartWebPush(t, pub)
 	p, err := push.NewWebPush(push.WebPushConfig{
 		VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: subject, TLSConfig: mock.TLSConfig(),
+		AllowPrivateEndpoints: true, // the mock listens on 127.0.0.1
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +240,8 @@ func TestWebPushWithCallerHTTPClient(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p, err := push.NewWebPush(push.WebPushConfig{
 		VAPIDPublicKey: pub, VAPIDPrivateKey: priv, Subject: "mailto:ops@example.com", Logger: log,
-		HTTPClient: &http.Client{Transport: &http.Transport{TLSClientConfig: mock.TLSConfig()}},
+		HTTPClient:            &http.Client{Transport: &http.Transport{TLSClientConfig: mock.TLSConfig()}},
+		AllowPrivateEndpoints: true, // the mock listens on 127.0.0.1
 	})
 	if err != nil {
 		t.Fatal(err)

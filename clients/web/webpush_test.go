@@ -191,6 +191,7 @@ func webPushNode(t *testing.T) (*pushtest.WebPush, *nodetest.Node) {
 	wp := pushtest.StartWebPush(t, "")
 	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
 		c.WebPushSubject = "mailto:ops@example.com"
+		c.PushPrivateEndpoints = true // the mock push service listens on 127.0.0.1
 		c.PushTLS = wp.TLSConfig()
 		c.PushGrace = 0
 	}))
