@@ -51,6 +51,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such media"))
 	case errors.Is(err, ErrTooLarge):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%v", err))
+	case errors.Is(err, errBadBody):
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%v", err))
 	case errors.Is(err, ErrEmpty):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "empty upload"))
 	case errors.Is(err, ErrKeyReused):

@@ -50,6 +50,9 @@ type limitedReader struct {
 	left  int64
 	over  bool
 	count int64
+	// readErr is the body's own read error (not io.EOF): a multipart body
+	// that is malformed or broke off, a connection that closed early.
+	readErr error
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
@@ -62,6 +65,7 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 			l.over = true
 			return 0, ErrTooLarge
 		}
+		l.noteErr(err)
 		return 0, err
 	}
 	if int64(len(p)) > l.left {
@@ -70,8 +74,19 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	l.count += int64(n)
+	l.noteErr(err)
 	return n, err
 }
+
+func (l *limitedReader) noteErr(err error) {
+	if err != nil && !errors.Is(err, io.EOF) && l.readErr == nil {
+		l.readErr = err
+	}
+}
+
+// errBadBody: the upload's body could not be read to its end (a
+// malformed multipart body, one that broke off); 400 bad_request.
+var errBadBody = errors.New("media: the upload's body broke off or is malformed")
 
 // Store uploads u for owner: it creates the record (counting the daily
 // quota), streams the body to the raw tier, refusing it at MaxSize
@@ -132,9 +147,14 @@ func (s *Service) StoreKeyed(ctx context.Context, owner string, u Upload) (rec R
 	if err != nil {
 		_ = s.st.Delete(context.WithoutCancel(ctx), store.TierRaw, id)
 		s.forget(ctx, id)
-		if body.over || errors.Is(err, ErrTooLarge) {
+		var mbe *http.MaxBytesError
+		if body.over || errors.Is(err, ErrTooLarge) || errors.As(body.readErr, &mbe) {
 			s.m.uploads.WithLabelValues("too_large").Inc()
 			return Record{}, false, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.cfg.MaxSize)
+		}
+		if body.readErr != nil {
+			s.m.uploads.WithLabelValues("failed").Inc()
+			return Record{}, false, fmt.Errorf("%w: %v", errBadBody, body.readErr)
 		}
 		s.m.uploads.WithLabelValues("failed").Inc()
 		return Record{}, false, fmt.Errorf("media: store upload: %w", err)
