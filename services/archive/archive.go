@@ -547,6 +547,14 @@ func (s *Service) attachMedia(ctx context.Context, from string, env *wire.Envelo
 	if s.media == nil || env.Type != wire.TypeMedia || env.Media == nil {
 		return nil
 	}
+	if s.SentBefore(from, env.CID) {
+		// A retry of a stored message, answered with the original, which
+		// granted its media when it was stored. Granting it again as sent
+		// by id, which no message will have, would keep the grant past
+		// the retention of the only message that carries it (the grant
+		// keeps the highest ID it was sent by: services/media/expire.go).
+		return nil
+	}
 	err := s.media.AttachSent(ctx, from, env.Media, peer, gid, id)
 	if errors.Is(err, wire.ErrMediaNotReady) {
 		// Uploaded, or its processing finished, through another node a
