@@ -156,7 +156,12 @@ func (s *S3) PartsSize(ctx context.Context, tier Tier, key, uploadID string, par
 	}
 	unquote := func(e string) string { return strings.Trim(e, `"`) }
 	var size int64
+	named := map[int]bool{}
 	for _, p := range parts {
+		if named[p.Number] {
+			return 0, fmt.Errorf("store: parts of %s %s: part %d named twice", tier, key, p.Number)
+		}
+		named[p.Number] = true
 		up, ok := uploaded[p.Number]
 		if !ok || unquote(up.ETag) != unquote(p.ETag) {
 			return 0, fmt.Errorf("store: parts of %s %s: part %d with ETag %s was not uploaded", tier, key, p.Number, p.ETag)
