@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -260,7 +261,15 @@ func downloadName(rec Record, preview bool) string {
 	return rec.Name
 }
 
+// mimeAttachment is the Content-Disposition of a download named name,
+// as the S3 store's presigned downloads have it: a quoted filename, or
+// RFC 2231's filename*= for a name that is not plain ASCII. (Path
+// escaping left '=', ':' and '@' as they are, which are not allowed in
+// filename*=, so strict parsers refused the header.)
 func mimeAttachment(name string) string {
+	if cd := mime.FormatMediaType("attachment", map[string]string{"filename": name}); cd != "" {
+		return cd
+	}
 	return "attachment; filename*=UTF-8''" + url.PathEscape(name)
 }
 
