@@ -50,17 +50,18 @@ const (
 	CmdPushGroupOptIn byte = 0x55 // push: a user opts in to (or out of) every message of a large group
 	CmdPushProgress   byte = 0x56 // push: devices handled for queued messages, and messages done (the outbox)
 
-	CmdMediaCreate   byte = 0x60 // media: a new upload (counts the uploader's daily quota)
-	CmdMediaUploaded byte = 0x61 // media: the upload's bytes are in the raw tier: queue its processing job
-	CmdMediaClaim    byte = 0x62 // media: a worker claims, renews or releases a processing job (lease)
-	CmdMediaDone     byte = 0x63 // media: the claim in force ends the job: ready with its metadata, or rejected
-	CmdMediaGrant    byte = 0x64 // media: users or groups may read it (it was sent to them)
-	CmdMediaTouch    byte = 0x65 // media: last read time, or the tier it moved to
-	CmdMediaDelete   byte = 0x66 // media: records removed (orphans, deleted accounts)
-	CmdMediaExpire   byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
-	CmdMediaRemote   byte = 0x68 // media: a media of another region arrived in a message: its record here (not fetched yet) and its grant (issue 14)
-	CmdMediaFetched  byte = 0x69 // media: the bytes of another region's media are in this region's store (issue 14)
-	CmdMediaIndex    byte = 0x6A // media: a step of the leader's walk indexing records and grants by user (services/media/index.go)
+	CmdMediaCreate     byte = 0x60 // media: a new upload (counts the uploader's daily quota)
+	CmdMediaUploaded   byte = 0x61 // media: the upload's bytes are in the raw tier: queue its processing job
+	CmdMediaClaim      byte = 0x62 // media: a worker claims, renews or releases a processing job (lease)
+	CmdMediaDone       byte = 0x63 // media: the claim in force ends the job: ready with its metadata, or rejected
+	CmdMediaGrant      byte = 0x64 // media: users or groups may read it (it was sent to them)
+	CmdMediaTouch      byte = 0x65 // media: last read time, or the tier it moved to
+	CmdMediaDelete     byte = 0x66 // media: records removed (orphans, deleted accounts)
+	CmdMediaExpire     byte = 0x67 // media: retention expired a conversation's messages: its grants last sent before the cutoff go (issue 11)
+	CmdMediaRemote     byte = 0x68 // media: a media of another region arrived in a message: its record here (not fetched yet) and its grant (issue 14)
+	CmdMediaFetched    byte = 0x69 // media: the bytes of another region's media are in this region's store (issue 14)
+	CmdMediaIndex      byte = 0x6A // media: a step of the leader's walk indexing records and grants by user (services/media/index.go)
+	CmdMediaDropUnsent byte = 0x6B // media: the sweeper removes the records of uploads still unsent, each only if it still is, leaving tombstones for their files (services/media/lifecycle.go)
 
 	CmdRegionCursor byte = 0x70 // region links: a link's outbox position acknowledged by the other region (bridge/region, issue 14)
 

@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -130,7 +131,7 @@ func (s *Service) Sweep(ctx context.Context) {
 	for tier, b := range bytes {
 		s.m.tierBytes.WithLabelValues(tier).Set(b)
 	}
-	var gone []string
+	var gone, unsent []string
 	for _, r := range recs {
 		if ctx.Err() != nil {
 			return
@@ -155,9 +156,10 @@ func (s *Service) Sweep(ctx context.Context) {
 				gone = append(gone, r.ID)
 			}
 		case r.Status == StatusReady && !r.Sent && now.Sub(r.UpdatedAt) > s.cfg.OrphanUnsent:
-			if s.deleteFiles(ctx, r, tierOf(r)) {
-				gone = append(gone, r.ID)
-			}
+			// Its owner may send it while this sweep runs: its record
+			// goes first, only if it is still unsent, and its files
+			// after (below).
+			unsent = append(unsent, r.ID)
 		case r.Status == StatusReady && r.Sent && r.Tier == TierProcessed && s.cfg.ColdStorageClass == "" &&
 			now.Sub(lastRead(r)) > s.cfg.ColdAfter && (r.Source == "" || r.Fetched):
 			s.moveCold(ctx, r)
@@ -166,11 +168,48 @@ func (s *Service) Sweep(ctx context.Context) {
 			s.deleteFiles(ctx, r, store.TierRaw)
 		}
 	}
+	if len(unsent) > 0 {
+		if _, err := s.propose(ctx, wire.CmdMediaDropUnsent, dropUnsentCmd{IDs: unsent}); err != nil {
+			s.log.Warn("removing unsent media records", "n", len(unsent), "err", err)
+		}
+	}
+	// The files of the records dropped, by this sweep or by one whose
+	// deletes failed; their tombstones go once the files are gone.
+	for id, tier := range s.tombstones() {
+		if ctx.Err() != nil {
+			return
+		}
+		if s.deleteFiles(ctx, Record{ID: id}, store.Tier(tier)) {
+			gone = append(gone, id)
+		}
+	}
 	if len(gone) > 0 {
 		if _, err := s.propose(ctx, wire.CmdMediaDelete, deleteCmd{IDs: gone}); err != nil {
 			s.log.Warn("removing orphaned media records", "n", len(gone), "err", err)
 		}
 	}
+}
+
+// tombstones lists the records dropped before their files
+// (applyDropUnsent): media ID → the tier the files are in.
+func (s *Service) tombstones() map[string]string {
+	out := map[string]string{}
+	err := s.db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixTombstone), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var t tombstone
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &t) }); err != nil || t.Tier == "" {
+				continue // unreadable: left for a version that can read it
+			}
+			out[string(it.Item().Key()[len(prefixTombstone):])] = t.Tier
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("listing dropped media", "err", err)
+	}
+	return out
 }
 
 func lastRead(r Record) time.Time {

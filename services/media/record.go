@@ -226,6 +226,11 @@ type deleteCmd struct {
 	IDs []string `json:"ids"`
 }
 
+// dropUnsentCmd is the payload of wire.CmdMediaDropUnsent.
+type dropUnsentCmd struct {
+	IDs []string `json:"ids"`
+}
+
 func (s *Service) register(r Registrar) {
 	r.Register(wire.CmdMediaCreate, s.applyCreate)
 	r.Register(wire.CmdMediaUploaded, s.applyUploaded)
@@ -234,6 +239,7 @@ func (s *Service) register(r Registrar) {
 	r.Register(wire.CmdMediaGrant, s.applyGrant)
 	r.Register(wire.CmdMediaTouch, s.applyTouch)
 	r.Register(wire.CmdMediaDelete, s.applyDelete)
+	r.Register(wire.CmdMediaDropUnsent, s.applyDropUnsent)
 	r.Register(wire.CmdMediaExpire, s.applyExpire)
 	r.Register(wire.CmdMediaRemote, s.applyRemote)
 	r.Register(wire.CmdMediaFetched, s.applyFetched)
@@ -555,32 +561,88 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		}
 	}
 	for _, id := range c.IDs {
-		// Its owner's index entry (index.go); a record this version
-		// cannot read has none. Its Idempotency-Key goes with it.
-		var r Record
-		if found, err := fsm.GetJSON(tx, recordKey(id), &r); err == nil && found && r.Owner != "" && !strings.Contains(r.Owner, "/") {
-			if err := tx.Delete(ownerIndexKey(r.Owner, id)); err != nil {
-				return nil, err
-			}
-			if r.Key != "" {
-				if err := tx.Delete(uploadKeyKey(r.Owner, r.Key)); err != nil {
-					return nil, err
-				}
-			}
-		}
-		for _, k := range [][]byte{recordKey(id), jobKey(id), pendingKey(id)} {
-			if err := tx.Delete(k); err != nil {
-				return nil, err
-			}
-		}
-		if err := deleteGrantsOf(tx, id); err != nil {
-			return nil, err
-		}
-		if err := fsm.DeletePrefix(tx, grantGroupPrefix(id)); err != nil {
+		if err := deleteRecord(tx, id); err != nil {
 			return nil, err
 		}
 	}
 	return nil, nil
+}
+
+// deleteRecord deletes media id's record with what hangs on it: its
+// owner's index entry, its Idempotency-Key, its job, its grants, and the
+// tombstone its files were deleted under.
+func deleteRecord(tx *badger.Txn, id string) error {
+	// Its owner's index entry (index.go); a record this version cannot
+	// read has none. Its Idempotency-Key goes with it.
+	var r Record
+	if found, err := fsm.GetJSON(tx, recordKey(id), &r); err == nil && found && r.Owner != "" && !strings.Contains(r.Owner, "/") {
+		if err := tx.Delete(ownerIndexKey(r.Owner, id)); err != nil {
+			return err
+		}
+		if r.Key != "" {
+			if err := tx.Delete(uploadKeyKey(r.Owner, r.Key)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range [][]byte{recordKey(id), jobKey(id), pendingKey(id), tombstoneKey(id)} {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	if err := deleteGrantsOf(tx, id); err != nil {
+		return err
+	}
+	return fsm.DeletePrefix(tx, grantGroupPrefix(id))
+}
+
+// applyDropUnsent deletes the records of uploads that are still ready
+// and unsent, and leaves for each a tombstone naming the tier its files
+// are in, which the sweeper deletes them from (then CmdMediaDelete takes
+// the tombstone). An upload sent since the sweeper read it keeps its
+// record and files: the grant of its message committed first. Nodes of
+// earlier versions skip this command and keep the records until the
+// tombstone's CmdMediaDelete removes them there too.
+func (s *Service) applyDropUnsent(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c dropUnsentCmd
+	if err := decode(payload, &c); err != nil {
+		return nil, err
+	}
+	for _, id := range c.IDs {
+		if !validMediaID(id) {
+			return nil, fmt.Errorf("%w: id %q", errBadCommand, id)
+		}
+	}
+	var dropped []string
+	for _, id := range c.IDs {
+		var r Record
+		found, err := fsm.GetJSON(tx, recordKey(id), &r)
+		if err != nil {
+			return nil, err
+		}
+		if !found || r.Status != StatusReady || r.Sent || r.Erased {
+			continue
+		}
+		if err := deleteRecord(tx, id); err != nil {
+			return nil, err
+		}
+		if err := fsm.SetJSON(tx, tombstoneKey(id), tombstone{Tier: string(tierOf(r))}); err != nil {
+			return nil, err
+		}
+		dropped = append(dropped, id)
+	}
+	return dropped, nil
+}
+
+// prefixTombstone: + media ID → tombstone: a record dropped before its
+// files (applyDropUnsent); the sweeper deletes them, then the tombstone.
+const prefixTombstone = "r/media/x/"
+
+func tombstoneKey(id string) []byte { return []byte(prefixTombstone + id) }
+
+// tombstone names the store tier a dropped record's files are in.
+type tombstone struct {
+	Tier string `json:"tier"`
 }
 
 // Get reads a record.
