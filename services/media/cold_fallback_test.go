@@ -36,3 +36,23 @@ func TestColdMoveNotYetRecordedStillServes(t *testing.T) {
 		t.Fatalf("media moved to the cold tier, move not recorded yet: %d %q", r.Code, r.Body.String())
 	}
 }
+
+// The same for another region reading the file by chunks (mediaChunk):
+// it got not_found until the move was recorded.
+func TestColdMoveNotYetRecordedStillServesAnotherRegion(t *testing.T) {
+	e := newEnv(t, Config{Worker: true, ColdAfter: 48 * time.Hour})
+	ctx := context.Background()
+	sent := e.upload("alice", "old.txt", "old news")
+	e.svc.workOnce(ctx)
+	if err := e.svc.Attach(ctx, "alice", &wire.Media{ID: sent.ID}, "bob", ""); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(49 * time.Hour)
+	if err := e.st.Move(ctx, store.TierProcessed, store.TierCold, fileKey(sent.ID)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.svc.mediaChunk(ctx, sent.ID, false, 0, 1024)
+	if err != nil || string(c.Data) != "OLD NEWS" {
+		t.Fatalf("a chunk of media moved to the cold tier, move not recorded yet: %q, %v", c.Data, err)
+	}
+}

@@ -647,6 +647,11 @@ func (s *Service) mediaChunk(ctx context.Context, id string, preview bool, off i
 		key, ctype, etag = previewKey(rec.ID), rec.PreviewMIME, rec.ETag+"-p"
 	}
 	tier := tierOf(rec)
+	if s.cfg.SharedStore || rec.Node == s.cfg.Node {
+		// Read here: where the sweeper may have moved it (the node
+		// holding a local store's file decides for itself).
+		tier = s.servingTier(ctx, rec, key, tier)
+	}
 	c := wire.MediaChunk{MIME: ctype, ETag: etag}
 	if off == 0 {
 		sum, size, err := s.checksum(ctx, rec, tier, key)
