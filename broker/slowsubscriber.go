@@ -28,6 +28,10 @@ func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
 	if k := wire.ParseTopic(pk.TopicName).Kind; !k.Archived() && k != wire.KindPresence {
 		return
 	}
+	if cl.Closed() {
+		b.lostOfflineSession(cl)
+		return
+	}
 	v, ok := b.conns.Load(cl)
 	if !ok {
 		return
@@ -49,6 +53,26 @@ func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
 	// gets the reason within slowDisconnectWait, one that is not has its
 	// connection closed then.
 	go func() { _ = b.srv.DisconnectClientWithin(cl, packets.ErrServerBusy, slowDisconnectWait) }()
+}
+
+// lostOfflineSession ends a persistent session left offline that could
+// not take a stored message or a presence update: its store of
+// unacknowledged deliveries is full (mochi's MaximumInflight, 1024; a
+// day in busy groups). Resumed, it would hand the client the older ones
+// and session present 1, and a client that trusts its session would
+// never see the rest nor its contacts' current presence. Marked lost
+// (under the session's lock: mochi calls OnPublishDropped so for this
+// drop), the next connection of the client ID finds no session (session
+// present 0): it subscribes again, gets the retained presence, and
+// syncs. The session is ended now, its queue and subscriptions with it.
+func (b *Broker) lostOfflineSession(cl *mqtt.Client) {
+	if cl.Net.Inline || isLinkID(cl.ID) || !cl.LoseSession() {
+		return
+	}
+	b.m.refused.WithLabelValues("session_overflow").Inc()
+	b.log.Info("a persistent session left offline overflowed: ended, so that the client syncs when it comes back",
+		"client", cl.ID, "queued", cl.State.Inflight.Len())
+	go b.srv.EndSession(cl) // the caller holds the session's lock
 }
 
 // slowDisconnectWait is how long a slow subscriber has to read what was

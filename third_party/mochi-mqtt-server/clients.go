@@ -218,6 +218,7 @@ type ClientState struct {
 	isTakenOver     atomic.Bool                          // used to identify orphaned clients
 	sessionEnd      sync.Mutex                           // orders the end of an expiring session, and QoS>0 deliveries, against a takeover of it
 	successor       *Client                              // the client that took this session over (under sessionEnd)
+	sessionLost     atomic.Bool                          // a delivery was dropped from it: not resumed (LoseSession)
 	handshaking     atomic.Bool                          // CONNACK not sent yet: QoS>0 deliveries are stored, sent after it
 	waitMu          sync.Mutex                           // orders a hand-off to the ReadWaiter against Stop's Cancel
 	waitStopped     bool                                 // Stop has cancelled the waits: hand off none (under waitMu)
@@ -638,6 +639,19 @@ func (cl *Client) Closed() bool {
 
 func (cl *Client) IsTakenOver() bool {
 	return cl.State.isTakenOver.Load()
+}
+
+// LoseSession marks the client's session as no longer whole (edgechat
+// patch 45): a QoS>0 message the session should hold was dropped (its
+// store full). The next connection of the client identifier does not
+// resume it, as if it asked for a clean start: session present 0, so
+// that the client knows to subscribe again and to recover what it may
+// have missed. Called from OnPublishDropped, which runs under the
+// session's lock for such a drop, a takeover either inherits the session
+// before the drop or sees the mark; the caller ends an offline session
+// (EndSession) to free what it holds.
+func (cl *Client) LoseSession() bool {
+	return cl.State.sessionLost.CompareAndSwap(false, true)
 }
 
 // ReadFixedHeader reads in the values of the next packet's fixed header.

@@ -728,8 +728,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 		if current, ok := s.Clients.Get(cl.ID); !ok || current != existing {
 			return false // its session ended (expired) while we waited: nothing to inherit
 		}
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
-		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+		// A session that lost a delivery (LoseSession, edgechat patch 45)
+		// is not resumed either: the client starts anew, told so.
+		if pk.Connect.Clean || existing.State.sessionLost.Load() ||
+			(existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
@@ -1343,6 +1346,14 @@ func (s *Server) publishToClientVia(cl *Client, sub packets.Subscription, pk pac
 		var done bool
 		var err error
 		out, done, err = s.storeInflight(cl, pk, out)
+		if err != nil {
+			// Dropped: the session's store is full (edgechat patch 45:
+			// mochi only logged it, so the subscriber never learnt of
+			// it). Told under sessionEnd, so that the hook may mark the
+			// session lost (LoseSession) before a takeover inherits it.
+			atomic.AddInt64(&s.Info.MessagesDropped, 1)
+			cl.ops.hooks.OnPublishDropped(cl, pk)
+		}
 		stored = cl.State.handshaking.Load()
 		cl.State.sessionEnd.Unlock()
 		if done && err == nil && !stored {

@@ -1,0 +1,145 @@
+package broker
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	pahopk "github.com/eclipse/paho.golang/packets"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// dialStoreQuota connects clientID as uid over MQTT 5 with clean start
+// off and a session expiry (a phone's persistent session) and the
+// Receive Maximum recvMax (0: none), and subscribes to filters at QoS 1
+// unless it resumed a session. It returns the connection, its reader
+// and whether the CONNACK said a session was present.
+func dialStoreQuota(t *testing.T, addr, uid, clientID string, recvMax uint16, filters ...string) (net.Conn, *bufio.Reader, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	cp := pahopk.NewControlPacket(pahopk.CONNECT).Content.(*pahopk.Connect)
+	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 5
+	cp.ClientID, cp.KeepAlive, cp.CleanStart = clientID, 300, false
+	cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, uid, true, []byte("tok:"+uid)
+	expiry := uint32(600)
+	cp.Properties = &pahopk.Properties{SessionExpiryInterval: &expiry}
+	if recvMax > 0 {
+		cp.Properties.ReceiveMaximum = &recvMax
+	}
+	if _, err := cp.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(waitFor))
+	r := bufio.NewReader(c)
+	p, err := pahopk.ReadPacket(r)
+	if err != nil {
+		t.Fatalf("connack: %v", err)
+	}
+	ca, ok := p.Content.(*pahopk.Connack)
+	if !ok || ca.ReasonCode != 0 {
+		t.Fatalf("connack: %+v", p.Content)
+	}
+	if ca.SessionPresent || len(filters) == 0 {
+		return c, r, ca.SessionPresent
+	}
+	sp := pahopk.NewControlPacket(pahopk.SUBSCRIBE).Content.(*pahopk.Subscribe)
+	sp.PacketID = 1
+	for _, f := range filters {
+		sp.Subscriptions = append(sp.Subscriptions, pahopk.SubOptions{Topic: f, QoS: 1})
+	}
+	if _, err := sp.WriteTo(c); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := pahopk.ReadPacket(r)
+		if err != nil {
+			t.Fatalf("suback: %v", err)
+		}
+		if p.Type == pahopk.SUBACK {
+			break
+		}
+	}
+	return c, r, false
+}
+
+// storeQuotaDM publishes, as the server does for a committed direct
+// message, message i to bob.
+func storeQuotaDM(t *testing.T, e *testEnv, i int) {
+	t.Helper()
+	payload := fmt.Sprintf(`{"id":"%d","from":"alice","to":"bob","cid":"c%d","type":"text","body":"m%d"}`, 1000+i, i, i)
+	if err := e.b.Publish(wire.Outbound{Topic: "user/bob/newMessage", Payload: []byte(payload), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A phone with a small Receive Maximum that acknowledges its deliveries
+// slowly (here: not at all) has the rest of them wait in its session;
+// the session holds at most 1024 (mochi's MaximumInflight). A chat
+// message past that was dropped with only a log line: not counted, and
+// the connection stayed, so the client never learnt that it missed a
+// message (protocol.md: a chat message that does not fit closes the
+// connection with 0x89 so that the client syncs). Now it is dropped
+// as one that does not fit the outbound queue: counted, and the
+// connection closed with DISCONNECT 0x89.
+func TestADeliveryPastTheSessionStoreClosesTheConnection(t *testing.T) {
+	e := startBroker(t, nil)
+	bob, r, _ := dialStoreQuota(t, e.addr, "bob", "bob/phone", 1, "user/bob/newMessage")
+	store := int(e.b.srv.Options.Capabilities.MaximumInflight)
+	for i := 0; i <= store; i++ {
+		storeQuotaDM(t, e, i)
+	}
+	_ = bob.SetReadDeadline(time.Now().Add(waitFor))
+	for n := 0; ; n++ {
+		p, err := pahopk.ReadPacket(r)
+		if err != nil {
+			t.Fatalf("bob's connection after %d packets: %v, and %v dropped: no DISCONNECT 0x89, bob never learns he missed a message",
+				n, err, metric(t, e, "edgechat_mqtt_messages_dropped_total", map[string]string{"class": "direct", "reason": "queue_full"}))
+		}
+		if d, ok := p.Content.(*pahopk.Disconnect); ok {
+			if d.ReasonCode != 0x89 {
+				t.Fatalf("DISCONNECT %#x, want 0x89", d.ReasonCode)
+			}
+			break
+		}
+	}
+	if got := metric(t, e, "edgechat_mqtt_messages_dropped_total", map[string]string{"class": "direct", "reason": "queue_full"}); got == 0 {
+		t.Fatal("the dropped message was not counted")
+	}
+}
+
+// A phone whose persistent session fills up while it is offline (more
+// than 1024 chat messages and presence updates queued for it, a day in
+// busy groups) came back to session present 1 and the 1024 oldest, the
+// newer ones dropped without a trace: a client that trusts its session
+// shows neither them nor the latest presence of its contacts. Now the
+// session that lost a stored message or a presence update is ended: the
+// client comes back to session present 0, so it subscribes again (and
+// gets the retained, current presence) and syncs.
+func TestAnOfflineSessionThatOverflowsIsEnded(t *testing.T) {
+	e := startBroker(t, nil)
+	bob, _, _ := dialStoreQuota(t, e.addr, "bob", "bob/phone", 0, "user/bob/newMessage")
+	_ = bob.Close() // the phone goes away; its session stays
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		if cl, ok := e.b.srv.Clients.Get("bob/phone"); !ok || !cl.Closed() {
+			return fmt.Errorf("bob's session not offline yet")
+		}
+		return nil
+	})
+	store := int(e.b.srv.Options.Capabilities.MaximumInflight)
+	for i := 0; i <= store; i++ {
+		storeQuotaDM(t, e, i)
+	}
+	if _, _, present := dialStoreQuota(t, e.addr, "bob", "bob/phone", 0); present {
+		cl, _ := e.b.srv.Clients.Get("bob/phone")
+		t.Fatalf("session present 1 with %d of the %d messages sent meanwhile: the newest were dropped and bob is not told",
+			cl.State.Inflight.Len(), store+1)
+	}
+}
