@@ -58,9 +58,29 @@ func (b *Broker) ResyncClients() {
 }
 
 // resyncClients closes the signed-in users' connections with 0x89 and
-// returns how many.
+// returns how many. The users' persistent sessions left offline missed
+// the same messages (nothing was queued for them either): they end
+// first, so that their clients come back to session present 0 and sync,
+// rather than resume a session that lacks them.
 func (b *Broker) resyncClients() int {
+	b.endOfflineSessions()
 	return b.disconnectWhereCode(func(p wire.Principal) bool { return p.Link == "" }, packets.ErrServerBusy)
+}
+
+// endOfflineSessions ends every signed-in user's persistent session left
+// offline on this node (marked lost first: a reconnection that takes one
+// over meanwhile does not resume it).
+func (b *Broker) endOfflineSessions() {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || !cl.Closed() || isLinkID(cl.ID) {
+			continue
+		}
+		if _, _, err := wire.ParseClientID(cl.ID); err != nil {
+			continue // an anonymous dev client: it reads no chat
+		}
+		cl.LoseSession()
+		b.srv.EndSession(cl)
+	}
 }
 
 // disconnectWhere closes the user connections whose principal matches.

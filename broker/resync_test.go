@@ -78,3 +78,52 @@ func TestAFullLiveDeliveryQueueMakesClientsSync(t *testing.T) {
 		t.Fatalf("refused{live_queue_full} = %v", got)
 	}
 }
+
+// A persistent session left offline on the node missed the chat
+// messages that a snapshot brought, or that did not fit the live
+// delivery queue, as much as a connected client did: none of them was
+// queued for it. It came back resumed (session present 1) with what was
+// queued and without those, and a client that trusts its session never
+// learnt of them. Now such sessions end with the resync: the client
+// comes back to session present 0, subscribes again and syncs.
+func TestResyncEndsPersistentSessionsLeftOffline(t *testing.T) {
+	for _, cause := range []string{"snapshot", "live_queue_full"} {
+		t.Run(cause, func(t *testing.T) {
+			e := startBroker(t, nil)
+			bob, _, _ := dialStoreQuota(t, e.addr, "bob", "bob/phone", 0, "user/bob/newMessage")
+			_ = bob.Close()
+			testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+				if cl, ok := e.b.srv.Clients.Get("bob/phone"); !ok || !cl.Closed() {
+					return errors.New("bob's session not offline yet")
+				}
+				return nil
+			})
+			storeQuotaDM(t, e, 1) // queued for bob
+			switch cause {
+			case "snapshot":
+				e.b.ResyncClients()
+			case "live_queue_full":
+				c := e.b.committed
+				c.mu.Lock()
+				c.max = 1
+				c.mu.Unlock()
+				// alice is connected: her DISCONNECT says the resync ran
+				// (it ends the sessions left offline first).
+				alice := mustV5(t, e.addr, "alice", "phone")
+				alice.MustSub(t, "user/alice/newMessage")
+				testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+					if _, ok := alice.ServerDisconnect(); ok {
+						return nil
+					}
+					for i := range 100 {
+						e.b.DeliverCommitted(wire.Outbound{Topic: "user/bob/newMessage", Payload: []byte(fmt.Sprintf(`{"n":%d}`, i)), QoS: 1})
+					}
+					return errors.New("no resync yet")
+				})
+			}
+			if _, _, present := dialStoreQuota(t, e.addr, "bob", "bob/phone", 0); present {
+				t.Fatal("session present 1 after the resync: bob resumes his session without what he missed")
+			}
+		})
+	}
+}
