@@ -339,6 +339,10 @@ type connInfo struct {
 	// toldToSync is set once a stored message to this connection was
 	// dropped and it was closed so that its client syncs (slowsubscriber.go).
 	toldToSync atomic.Bool
+	// missedEarly is set when such a message was dropped before the
+	// connection was established (a resumed session's handshake): it is
+	// closed so once established.
+	missedEarly atomic.Bool
 	// subscribing counts the SUBSCRIBEs being processed (OnSubscribe to
 	// OnSubscribed): their ACL checks of exact group topic names look
 	// like deliveries to the hook and must never skip the membership

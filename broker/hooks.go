@@ -185,6 +185,9 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// user lost meanwhile (a group left while offline).
 	b.dropRevokedSubscriptions(cl, ci.p)
 	ci.established.Store(true)
+	if ci.missedEarly.Load() {
+		b.tellToSync(cl, ci) // a delivery was dropped during the handshake
+	}
 	if b.deps.Presence != nil {
 		b.deps.Presence.Connected(ci.p.UserID, ci.connID)
 	}

@@ -37,16 +37,32 @@ func (b *Broker) missedStored(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	ci := v.(*connInfo)
-	// A link's handoff is durable, not live; a connection still in its
-	// handshake subscribes and syncs after it anyway.
-	if ci.p.UserID == "" || ci.p.Link != "" || !ci.established.Load() {
+	// A link's handoff is durable, not live.
+	if ci.p.UserID == "" || ci.p.Link != "" {
 		return
 	}
+	if !ci.established.Load() {
+		// Still in its handshake: only a resumed session has deliveries
+		// then (the node writes what the session held before its
+		// handshake ends), and its client, told session present 1, need
+		// not subscribe or sync again. It is told once established
+		// (OnSessionEstablished), unless established meanwhile.
+		ci.missedEarly.Store(true)
+		if !ci.established.Load() {
+			return
+		}
+	}
+	b.tellToSync(cl, ci)
+}
+
+// tellToSync closes, once, a connection that missed a stored message or
+// a presence update with DISCONNECT 0x89, so that its client syncs.
+func (b *Broker) tellToSync(cl *mqtt.Client, ci *connInfo) {
 	if !ci.toldToSync.CompareAndSwap(false, true) {
 		return
 	}
 	b.m.refused.WithLabelValues("slow_subscriber").Inc()
-	b.log.Info("a stored message or a presence update did not fit a client's outbound queue: closed its connection so that it syncs",
+	b.log.Info("a stored message or a presence update did not fit a client's queue: closed its connection so that it syncs",
 		"user", ci.p.UserID, "client", cl.ID)
 	// Not on the delivering goroutine: the DISCONNECT waits for the
 	// client's socket, which is what is slow; a client still reading

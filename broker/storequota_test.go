@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	pahopk "github.com/eclipse/paho.golang/packets"
+	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -142,4 +146,85 @@ func TestAnOfflineSessionThatOverflowsIsEnded(t *testing.T) {
 		t.Fatalf("session present 1 with %d of the %d messages sent meanwhile: the newest were dropped and bob is not told",
 			cl.State.Inflight.Len(), store+1)
 	}
+}
+
+// A phone resumes a session that holds as many messages as a session
+// may (1024) on a slow link: while the node writes them (the handshake
+// ends only once they are written), a new chat message finds the store
+// full and is dropped. It was dropped silently: the connection was
+// "still in its handshake", which was taken to mean that the client
+// subscribes and syncs after it anyway; but only a resumed session has
+// deliveries during its handshake, and its client (session present 1)
+// need not subscribe again. Now the connection, once established, is
+// closed with 0x89 as for a drop after it.
+func TestADeliveryDroppedWhileASessionResumesClosesTheConnection(t *testing.T) {
+	e := startBroker(t, nil)
+	bob, _, _ := dialStoreQuota(t, e.addr, "bob", "bob/phone", 0, "user/bob/newMessage")
+	_ = bob.Close()
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		if cl, ok := e.b.srv.Clients.Get("bob/phone"); !ok || !cl.Closed() {
+			return fmt.Errorf("bob's session not offline yet")
+		}
+		return nil
+	})
+	store := int(e.b.srv.Options.Capabilities.MaximumInflight)
+	// More in all than the sockets hold: the node's send buffer grows up
+	// to the kernel's tcp_wmem maximum, bob's receive buffer stays small
+	// while he does not read.
+	body := strings.Repeat("x", resendStallSize(store))
+	for i := 0; i < store; i++ {
+		payload := fmt.Sprintf(`{"id":"%d","from":"alice","to":"bob","cid":"c%d","type":"text","body":%q}`, 1000+i, i, body)
+		if err := e.b.Publish(wire.Outbound{Topic: "user/bob/newMessage", Payload: []byte(payload), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// bob comes back on a slow link: he reads the CONNACK, then nothing
+	// for a while as the node resends.
+	bob, r, present := dialStoreQuota(t, e.addr, "bob", "bob/phone", 0)
+	if !present {
+		t.Fatal("bob's session was not resumed")
+	}
+	var cl *mqtt.Client
+	testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+		c, ok := e.b.srv.Clients.Get("bob/phone")
+		if !ok || c.Closed() || e.b.connOf(c) == nil {
+			return fmt.Errorf("bob's new connection not in the client map yet")
+		}
+		cl = c
+		return nil
+	})
+	if e.b.connOf(cl).established.Load() {
+		t.Fatal("the resend did not wait for bob's socket: the test shows nothing")
+	}
+	storeQuotaDM(t, e, store) // during the handshake: the store is full
+	_ = bob.SetReadDeadline(time.Now().Add(waitFor))
+	for n := 0; ; n++ {
+		p, err := pahopk.ReadPacket(r)
+		if err != nil {
+			t.Fatalf("bob's connection after %d packets: %v: no DISCONNECT 0x89, bob never learns he missed a message", n, err)
+		}
+		if d, ok := p.Content.(*pahopk.Disconnect); ok {
+			if d.ReasonCode != 0x89 {
+				t.Fatalf("DISCONNECT %#x, want 0x89", d.ReasonCode)
+			}
+			return
+		}
+		_ = bob.SetReadDeadline(time.Now().Add(waitFor))
+	}
+}
+
+// resendStallSize is the size of each of n messages that together fill
+// more than a loopback socket's buffers (Linux: the tcp_wmem maximum of
+// the sender, plus a margin for the receiver's), at most what a packet
+// may hold.
+func resendStallSize(n int) int {
+	wmem := 4 << 20
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_wmem"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 3 {
+			if v, err := strconv.Atoi(f[2]); err == nil {
+				wmem = v
+			}
+		}
+	}
+	return min(max((wmem+(4<<20))/n, 8<<10), DefaultMaxPacketSize-1024)
 }
