@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"time"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
@@ -64,7 +66,30 @@ func (b *Broker) ResyncClients() {
 // rather than resume a session that lacks them.
 func (b *Broker) resyncClients() int {
 	b.endOfflineSessions()
-	return b.disconnectWhereCode(func(p wire.Principal) bool { return p.Link == "" }, packets.ErrServerBusy)
+	doomed := b.connsWhere(func(p wire.Principal) bool { return p.Link == "" })
+	for _, cl := range doomed {
+		b.closeToSync(cl, 0)
+	}
+	return len(doomed)
+}
+
+// closeToSync closes a live connection whose client missed a chat
+// message or a presence update (v5: DISCONNECT 0x89 Server busy, written
+// within wait, 0: mochi's default; 3.1.1: the socket is closed), and
+// ends its session: a persistent one resumed at the reconnection (session
+// present 1) would lack what was missed, and a 3.1.1 client, which gets
+// no DISCONNECT, could not tell this close from a network drop. Marked
+// lost first, so that a reconnection taking it over meanwhile does not
+// resume it either. The client comes back to session present 0,
+// subscribes again and syncs.
+func (b *Broker) closeToSync(cl *mqtt.Client, wait time.Duration) {
+	cl.LoseSession()
+	if wait > 0 {
+		_ = b.srv.DisconnectClientWithin(cl, packets.ErrServerBusy, wait)
+	} else {
+		_ = b.srv.DisconnectClient(cl, packets.ErrServerBusy)
+	}
+	b.srv.EndSession(cl)
 }
 
 // endOfflineSessions ends every signed-in user's persistent session left
@@ -91,6 +116,15 @@ func (b *Broker) disconnectWhere(match func(wire.Principal) bool) {
 // disconnectWhereCode closes the user connections whose principal
 // matches with code, and returns how many.
 func (b *Broker) disconnectWhereCode(match func(wire.Principal) bool, code packets.Code) int {
+	doomed := b.connsWhere(match)
+	for _, cl := range doomed {
+		_ = b.srv.DisconnectClient(cl, code)
+	}
+	return len(doomed)
+}
+
+// connsWhere is the user connections whose principal matches.
+func (b *Broker) connsWhere(match func(wire.Principal) bool) []*mqtt.Client {
 	var doomed []*mqtt.Client
 	b.conns.Range(func(k, v any) bool {
 		if ci := v.(*connInfo); ci.p.UserID != "" && match(ci.p) {
@@ -98,8 +132,5 @@ func (b *Broker) disconnectWhereCode(match func(wire.Principal) bool, code packe
 		}
 		return true
 	})
-	for _, cl := range doomed {
-		_ = b.srv.DisconnectClient(cl, code)
-	}
-	return len(doomed)
+	return doomed
 }

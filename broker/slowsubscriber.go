@@ -67,8 +67,10 @@ func (b *Broker) tellToSync(cl *mqtt.Client, ci *connInfo) {
 	// Not on the delivering goroutine: the DISCONNECT waits for the
 	// client's socket, which is what is slow; a client still reading
 	// gets the reason within slowDisconnectWait, one that is not has its
-	// connection closed then.
-	go func() { _ = b.srv.DisconnectClientWithin(cl, packets.ErrServerBusy, slowDisconnectWait) }()
+	// connection closed then. Its session ends with it (closeToSync);
+	// marked lost at once (the caller may hold the session's lock).
+	cl.LoseSession()
+	go b.closeToSync(cl, slowDisconnectWait)
 }
 
 // lostOfflineSession ends a persistent session left offline that could
