@@ -456,14 +456,19 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 // resendInflight sends inflight messages again (ResendInflightMessages).
 func (cl *Client) resendInflight(pending []packets.Packet) error {
 	for _, tk := range pending {
-		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
-		}
+		// A PUBLISH goes with the DUP flag its stored copy has: set once
+		// it was sent (edgechat patch 46), so that one the session queued
+		// while the client was away goes out the first time without it
+		// [MQTT-3.3.1-1] [MQTT-3.3.1-3].
+		first := tk.FixedHeader.Type == packets.Publish && !tk.FixedHeader.Dup
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if err != nil {
 			return err
+		}
+		if first {
+			cl.State.Inflight.markSent(keyOf(tk))
 		}
 
 		if tk.FixedHeader.Type == packets.Puback || tk.FixedHeader.Type == packets.Pubcomp {

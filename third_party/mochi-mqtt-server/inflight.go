@@ -216,9 +216,25 @@ func (i *Inflight) ReleaseHeld() (packets.Packet, bool) {
 	}
 	m := i.internal[oldest]
 	m.Expiry = 0
-	i.internal[oldest] = m
+	// Released to be written for the first time: sent again later, it is
+	// a re-delivery (edgechat patch 46).
+	sent := m
+	sent.FixedHeader.Dup = m.FixedHeader.Type == packets.Publish
+	i.internal[oldest] = sent
 	atomic.AddInt32(&i.held, -1)
 	return m, true
+}
+
+// markSent sets the DUP flag of the stored PUBLISH of exchange k, which
+// has just been written (edgechat patch 46): sent again, it is a
+// re-delivery [MQTT-3.3.1-1]. Its place in the order stays.
+func (i *Inflight) markSent(k inflightKey) {
+	i.Lock()
+	defer i.Unlock()
+	if m, ok := i.internal[k]; ok && m.FixedHeader.Type == packets.Publish {
+		m.FixedHeader.Dup = true
+		i.internal[k] = m
+	}
 }
 
 // Delete removes the in-flight message of an exchange the server

@@ -1444,6 +1444,11 @@ func (s *Server) storeInflight(cl *Client, pk, out packets.Packet) (packets.Pack
 	// alias: forgetTopicAliases) must say its topic itself.
 	stored := out
 	stored.TopicName = pk.TopicName
+	// The stored copy's DUP says whether it has been sent (edgechat patch
+	// 46): one written now goes out again as a re-delivery [MQTT-3.3.1-1];
+	// one held back, or stored for a client away or in its handshake,
+	// goes out the first time without (ReleaseHeld, resendInflight).
+	stored.FixedHeader.Dup = !held && !cl.State.handshaking.Load() && cl.Net.Conn != nil && !cl.Closed()
 	if ok := inflight.Set(stored); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 		atomic.AddInt64(&s.Info.Inflight, 1)
 		s.hooks.OnQosPublish(cl, out, out.Created, 0)
