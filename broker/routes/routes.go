@@ -397,11 +397,7 @@ func (t *Table) applyDropNode(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 	var stop []byte
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(KeyPrefix)})
 	visits := int64(0)
-	if at := t.drops.Seek(node); at != nil {
-		it.Seek(at) // every route of node below at is gone
-	} else {
-		it.Rewind()
-	}
+	t.drops.Start(it, node) // entries of node below its mark are gone
 	for ; it.Valid(); it.Next() {
 		visits++
 		if f, n, ok := parseKey(it.Item().Key()); ok && n == node {

@@ -1,6 +1,10 @@
 package fsm
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
 
 // ScanResume remembers where the last step of a bounded delete walk
 // stopped, so that the next step seeks there instead of scanning its
@@ -34,6 +38,16 @@ func (r *ScanResume) Seek(what string) []byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.at[what]
+}
+
+// Start positions it where walk what should start (Seek, else the
+// start of its prefix).
+func (r *ScanResume) Start(it *badger.Iterator, what string) {
+	if at := r.Seek(what); at != nil {
+		it.Seek(at)
+		return
+	}
+	it.Rewind()
 }
 
 // Mark records, after a step of walk what committed, the key it stopped
