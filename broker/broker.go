@@ -112,6 +112,10 @@ type Config struct {
 	// SessionExpiry caps how long a disconnected persistent session is
 	// kept; default 24h.
 	SessionExpiry time.Duration
+	// OfflineSessionsPerUser caps the persistent sessions a user keeps
+	// offline on this node (one per device ID); the oldest ends when
+	// another goes offline over it. Default DefaultOfflineSessionsPerUser.
+	OfflineSessionsPerUser int
 
 	// PublishRate limits PUBLISH packets per user, over all topics
 	// (heartbeats included) and all the user's connections on this node;
@@ -296,9 +300,11 @@ type Broker struct {
 	// with RestoreRetained, which must never put an older copy over them.
 	retainMu sync.Mutex
 
-	conns sync.Map     // *mqtt.Client -> *connInfo, live connections
-	users userIndex    // uid -> live sessions, for DropGroupSubscriptions
-	nconn atomic.Int64 // established connections
+	conns sync.Map  // *mqtt.Client -> *connInfo, live connections
+	users userIndex // uid -> live sessions, for DropGroupSubscriptions
+	// offline: uid -> persistent sessions left offline (sessioncap.go)
+	offline offlineSessions
+	nconn   atomic.Int64 // established connections
 	// connSeq numbers connections (the registry's gen, presence's
 	// connID). It starts at the process's start time so that a number is
 	// not reused across restarts: the registry keeps a crashed run's
@@ -387,6 +393,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	if cfg.SessionExpiry <= 0 {
 		cfg.SessionExpiry = DefaultSessionExpiry
 	}
+	setDefault(&cfg.OfflineSessionsPerUser, DefaultOfflineSessionsPerUser)
 	setDefault(&cfg.ForwardBatch, DefaultForwardBatch)
 	setDefault(&cfg.ForwardQueue, DefaultForwardQueue)
 	setDefault(&cfg.ForwardTimeout, DefaultForwardTimeout)

@@ -171,6 +171,7 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	b.users.add(ci.p.UserID, cl)
+	b.pruneOffline(ci.p.UserID) // this client may have been offline
 	// A sign-out everywhere (a password change, a suspension, a
 	// deletion) committed since OnConnect checked the token closed the
 	// user's connections without this one, which was not in the index
@@ -227,6 +228,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	b.users.remove(ci.p.UserID, cl)
 	if b.deps.Presence != nil {
 		b.deps.Presence.Disconnected(ci.p.UserID, ci.connID)
+	}
+	if !expire {
+		b.sessionLeftOffline(ci.p.UserID, cl)
 	}
 }
 
@@ -370,6 +374,9 @@ func (h *hook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 func (h *hook) OnClientExpired(cl *mqtt.Client) {
 	if k := h.b.rk; k != nil {
 		k.clientGone(cl.ID)
+	}
+	if uid, _, err := wire.ParseClientID(cl.ID); err == nil {
+		h.b.pruneOffline(uid)
 	}
 }
 

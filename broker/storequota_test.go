@@ -228,3 +228,45 @@ func resendStallSize(n int) int {
 	}
 	return min(max((wmem+(4<<20))/n, 8<<10), DefaultMaxPacketSize-1024)
 }
+
+// A user keeps at most OfflineSessionsPerUser persistent sessions
+// offline on a node: one that connected from many device IDs held a
+// queue of up to 1,024 deliveries in each, every message copied into all
+// of them, for a day. Past the cap the session offline longest ends: its
+// client comes back to session present 0 (and syncs); the newer ones
+// resume. Another user's sessions are not touched.
+func TestOfflineSessionsPerUserAreCapped(t *testing.T) {
+	e := startBroker(t, nil)
+	limit := e.b.cfg.OfflineSessionsPerUser
+	offline := func(uid, id string) {
+		t.Helper()
+		c, _, _ := dialStoreQuota(t, e.addr, uid, id, 0, "user/"+uid+"/newMessage")
+		_ = c.Close()
+		testutil.CheckFor(t, waitFor, time.Millisecond, func() error {
+			if cl, ok := e.b.srv.Clients.Get(id); !ok || !cl.Closed() {
+				return fmt.Errorf("%s not offline yet", id)
+			}
+			return nil
+		})
+	}
+	offline("alice", "alice/phone")
+	for i := range limit + 2 {
+		offline("bob", fmt.Sprintf("bob/d%02d", i))
+	}
+	for i := range limit + 2 {
+		id := fmt.Sprintf("bob/d%02d", i)
+		_, ok := e.b.srv.Clients.Get(id)
+		if want := i >= 2; ok != want {
+			t.Errorf("%s's session kept: %v, want %v (the %d newest of %d kept)", id, ok, want, limit, limit+2)
+		}
+	}
+	if _, _, present := dialStoreQuota(t, e.addr, "bob", "bob/d00", 0); present {
+		t.Error("the oldest session over the cap resumed")
+	}
+	if _, _, present := dialStoreQuota(t, e.addr, "bob", fmt.Sprintf("bob/d%02d", limit+1), 0); !present {
+		t.Error("the newest session did not resume")
+	}
+	if _, _, present := dialStoreQuota(t, e.addr, "alice", "alice/phone", 0); !present {
+		t.Error("another user's session was ended")
+	}
+}
