@@ -212,14 +212,7 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 	if found && s.gone.has(acct.UID) {
 		found = false // deleted: refused like an unknown user (the same hash is spent)
 	}
-	phc := s.hasher.dummy
-	if found {
-		phc = acct.Hash
-	}
-	ok, err := s.hasher.verify(password, phc)
-	if err != nil {
-		s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
-	}
+	ok := s.checkPassword(password, acct, found)
 	var catchUpErr error
 	if (!found || !ok) && userKey != "" && len(password) <= MaxPassword {
 		// This node may not have applied yet an account created through
@@ -232,9 +225,7 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		if fresh, freshFound, catchUpErr = s.readAfterCatchUp(ctx, userKey); freshFound && !s.gone.has(fresh.UID) &&
 			(!found || fresh.Hash != acct.Hash) {
 			acct, found = fresh, true
-			if ok, err = s.hasher.verify(password, acct.Hash); err != nil {
-				s.log.Error("stored password hash unreadable", "uid", userKey, "err", err)
-			}
+			ok = s.checkPassword(password, acct, true)
 		}
 	}
 	if !found || !ok {
@@ -265,6 +256,23 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 	}
 	s.logins.WithLabelValues("success").Inc()
 	return t, nil
+}
+
+// checkPassword tells whether password is acct's (found: acct exists).
+// It spends one hash in every case: an unknown user, and an account
+// without a password (a provider made it), are checked against the
+// dummy hash, so that the time of a refusal does not tell which names
+// exist or which accounts sign in only through a provider.
+func (s *Service) checkPassword(password string, acct account, found bool) bool {
+	phc := s.hasher.dummy
+	if found && acct.Hash != "" {
+		phc = acct.Hash
+	}
+	ok, err := s.hasher.verify(password, phc)
+	if err != nil {
+		s.log.Error("stored password hash unreadable", "uid", acct.UID, "err", err)
+	}
+	return ok && phc != s.hasher.dummy
 }
 
 // Refresh token format: "<family>.<secret>", both unpadded base64url.
