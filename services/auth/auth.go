@@ -280,6 +280,8 @@ type Service struct {
 	// signedOut and onSignedOut: sign out everywhere (signout.go).
 	signedOut   *signedOutSet
 	onSignedOut []func(uid string)
+	// demoted: when each user last lost the admin role (demote.go).
+	demoted *signedOutSet
 
 	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
 	deletions     *prometheus.CounterVec
@@ -352,7 +354,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_auth_refreshes_total",
 			Help: "Refresh-token exchanges by result.",
 		}, []string{"result"}),
-		gone: newGoneSet(), signedOut: newSignedOutSet(),
+		gone: newGoneSet(), signedOut: newSignedOutSet(), demoted: newSignedOutSet(),
 		lead: deps.Leader, barrier: deps.ReadBarrier,
 		wake: make(chan struct{}, 1),
 		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -385,6 +387,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := s.signedOut.load(deps.DB); err != nil {
 		return nil, err
 	}
+	if err := loadDemoted(s.demoted, deps.DB); err != nil {
+		return nil, err
+	}
 	if err := s.gone.load(deps.DB); err != nil {
 		return nil, err
 	}
@@ -414,6 +419,9 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			}
 			if err := s.signedOut.load(s.db); err != nil {
 				s.log.Error("reloading sign-outs after a snapshot restore", "err", err)
+			}
+			if err := loadDemoted(s.demoted, s.db); err != nil {
+				s.log.Error("reloading admin role revocations after a snapshot restore", "err", err)
 			}
 			if err := s.revoked.load(s.db); err != nil {
 				s.log.Error("reloading revoked signing keys after a snapshot restore", "err", err)

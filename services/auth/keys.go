@@ -268,7 +268,7 @@ func (s *Service) VerifyAccessToken(token string) (wire.Principal, error) {
 	if at, ok := s.signedOut.get(claims.Subject); ok && claims.issuedBefore(at) {
 		return wire.Principal{}, fmt.Errorf("%w: signed out everywhere since", wire.ErrBadToken)
 	}
-	return wire.Principal{UserID: claims.Subject, Admin: claims.Admin, KeyID: kid, SessionID: claims.Session}, nil
+	return wire.Principal{UserID: claims.Subject, Admin: s.adminNow(claims), KeyID: kid, SessionID: claims.Session}, nil
 }
 
 // parseAccessToken checks a token's signature and claims (the Ed25519

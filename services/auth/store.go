@@ -292,7 +292,16 @@ func (s *Service) applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []b
 	if c.PrevHash != nil && a.Hash != *c.PrevHash {
 		return nil, ErrPasswordChanged
 	}
+	var demoted *demotionCommitted
 	if c.Admin != nil {
+		if a.Admin && !*c.Admin {
+			// The role ends at once, also in the tokens issued so far
+			// (demote.go).
+			if err := recordDemotion(tx, c.UID, c.At); err != nil {
+				return nil, err
+			}
+			demoted = &demotionCommitted{s: s, uid: c.UID, at: c.At}
+		}
 		a.Admin = *c.Admin
 	}
 	if c.Hash != nil {
@@ -315,8 +324,14 @@ func (s *Service) applyAccountUpdate(tx *badger.Txn, _ fsm.Position, payload []b
 		return &suspensionCommitted{s: s, uid: c.UID, on: *c.Suspended, at: c.At, step: step}, nil
 	}
 	if step == nil {
+		if demoted != nil {
+			return demoted, nil
+		}
 		return nil, nil
 	}
+	// A demotion with a sign-out (no node proposes one) needs no more
+	// here: the sign-out refuses every token issued before it; the
+	// record counts from the next start.
 	return step, nil
 }
 

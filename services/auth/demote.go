@@ -1,0 +1,68 @@
+package auth
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Revoking the admin role takes effect at once: an access token carries
+// the role (adm) for its whole life, so a demoted admin's token of
+// before would otherwise reach every admin endpoint until it expired,
+// enough to grant the role back or to demote the operator who revoked
+// it. The revocation records when it happened (r/auth/demoted/{uid}),
+// every node keeps those times in memory, and a token issued before the
+// user's last demotion verifies as a user's, not an admin's (the token
+// stays valid: the user is still signed in). A token minted afterwards
+// carries the account's role as it is then.
+const prefixDemoted = "r/auth/demoted/" // + uid → time (JSON)
+
+// loadDemoted replaces set with the demotions the database holds (at
+// start and after a snapshot restore).
+func loadDemoted(set *signedOutSet, db *badger.DB) error {
+	m, err := loadPrefix[time.Time](db, prefixDemoted)
+	if err != nil {
+		return fmt.Errorf("auth: loading admin role revocations: %w", err)
+	}
+	set.mu.Lock()
+	set.m = m
+	set.mu.Unlock()
+	return nil
+}
+
+// recordDemotion writes uid's demotion time (the latest of the stored
+// one and at) in the FSM transaction.
+func recordDemotion(tx *badger.Txn, uid string, at time.Time) error {
+	var was time.Time
+	found, err := getJSON(tx, prefixDemoted+uid, &was)
+	if err != nil {
+		return err
+	}
+	if found && !at.After(was) {
+		return nil
+	}
+	return setJSON(tx, prefixDemoted+uid, at)
+}
+
+// demotionCommitted updates every node's copy once a revocation of the
+// admin role commits.
+type demotionCommitted struct {
+	s   *Service
+	uid string
+	at  time.Time
+}
+
+// AfterCommit implements fsm.AfterCommitter.
+func (d *demotionCommitted) AfterCommit() { d.s.demoted.put(d.uid, d.at) }
+
+// adminNow tells whether a token's admin claim still holds: it was
+// issued after the user's last demotion (a token of no account, the
+// operator's, keeps its claim).
+func (s *Service) adminNow(c *accessClaims) bool {
+	if !c.Admin {
+		return false
+	}
+	at, ok := s.demoted.get(c.Subject)
+	return !ok || !c.issuedBefore(at)
+}
