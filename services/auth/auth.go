@@ -264,6 +264,11 @@ type Service struct {
 	exists         *existsCache       // accounts known to exist (UserExists)
 	perUser        *ratelimit.Limiter // failed logins by normalized username
 	perIP          *ratelimit.Limiter // failed logins by ratelimit.IPKey
+	// perProof: a signed-in user's wrong proofs (password change,
+	// deletion, linking) by user ID, apart from perUser, so that
+	// others' failed logins of the name do not lock the user out of
+	// defending the account.
+	perProof *ratelimit.Limiter
 
 	logins        *prometheus.CounterVec
 	registrations *prometheus.CounterVec
@@ -313,6 +318,10 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: login limit per IP: %w", err)
 	}
+	perProof, err := ratelimit.New(ratelimit.Config{Spec: cfg.LoginPerUser, MaxKeys: maxLimiterKeys, Now: deps.Now})
+	if err != nil {
+		return nil, fmt.Errorf("auth: proof limit per user: %w", err)
+	}
 	unknownKids, err := ratelimit.New(ratelimit.Config{Spec: unknownKidCatchUps, MaxKeys: 1, Now: deps.Now})
 	if err != nil {
 		return nil, fmt.Errorf("auth: login limit per IP: %w", err)
@@ -341,6 +350,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		exists:      newExistsCache(defaultExistsEntries),
 		perUser:     perUser,
 		perIP:       perIP,
+		perProof:    perProof,
 		unknownKids: unknownKids,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_auth_logins_total",

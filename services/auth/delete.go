@@ -210,7 +210,7 @@ func (s *Service) DeletedIn(tx *badger.Txn, uid string) (bool, error) {
 // passwords are rate limited like logins.
 func (s *Service) DeleteAccount(ctx context.Context, uid, password, ip string) (DeleteResult, error) {
 	ipKey := ratelimit.RemoteIPKey(ip)
-	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+	if wait := max(s.perIP.Wait(ipKey), s.perProof.Wait(uid)); wait > 0 {
 		s.deletions.WithLabelValues("rate_limited").Inc()
 		return DeleteResult{}, &RateLimitError{RetryAfter: wait}
 	}
@@ -233,7 +233,7 @@ func (s *Service) DeleteAccount(ctx context.Context, uid, password, ip string) (
 		return DeleteResult{}, err
 	}
 	if !ok {
-		s.perUser.Allow(uid)
+		s.perProof.Allow(uid)
 		s.perIP.Allow(ipKey)
 		s.deletions.WithLabelValues("wrong_password").Inc()
 		return DeleteResult{}, ErrWrongPassword
@@ -255,7 +255,7 @@ func (s *Service) SetProviderCheck(fn ProviderCheck) { s.providerCheck = fn }
 // are rate limited like wrong passwords.
 func (s *Service) DeleteAccountByProvider(ctx context.Context, uid, provider, token, ip string) (DeleteResult, error) {
 	ipKey := ratelimit.RemoteIPKey(ip)
-	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+	if wait := max(s.perIP.Wait(ipKey), s.perProof.Wait(uid)); wait > 0 {
 		s.deletions.WithLabelValues("rate_limited").Inc()
 		return DeleteResult{}, &RateLimitError{RetryAfter: wait}
 	}
@@ -274,7 +274,7 @@ func (s *Service) DeleteAccountByProvider(ctx context.Context, uid, provider, to
 		return DeleteResult{}, err
 	}
 	if !ok {
-		s.perUser.Allow(uid)
+		s.perProof.Allow(uid)
 		s.perIP.Allow(ipKey)
 		s.deletions.WithLabelValues("wrong_password").Inc()
 		return DeleteResult{}, ErrWrongPassword

@@ -59,7 +59,7 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 		return PasswordChange{}, ErrPasswordLoginOff
 	}
 	ipKey := ratelimit.RemoteIPKey(ip)
-	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+	if wait := max(s.perIP.Wait(ipKey), s.perProof.Wait(uid)); wait > 0 {
 		s.passwordChanges.WithLabelValues("rate_limited").Inc()
 		return PasswordChange{}, &RateLimitError{RetryAfter: wait}
 	}
@@ -125,7 +125,7 @@ func (s *Service) ChangePassword(ctx context.Context, uid string, proof Password
 // *RateLimitError; ErrAccountDeleted for an account that is gone.
 func (s *Service) ProveUser(ctx context.Context, uid string, proof PasswordProof, r *http.Request) error {
 	ipKey := ratelimit.RemoteIPKey(clientIP(r))
-	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+	if wait := max(s.perIP.Wait(ipKey), s.perProof.Wait(uid)); wait > 0 {
 		return &RateLimitError{RetryAfter: wait}
 	}
 	acct, found, err := s.readAccount(uid)
@@ -163,10 +163,12 @@ func (s *Service) provesCommitted(ctx context.Context, acct account, proof Passw
 	return fresh, ok, err
 }
 
-// proofFailed counts a wrong proof against the user's and the address's
-// login rate limits.
+// proofFailed counts a wrong proof against the user's proof limit and
+// the address's login limit. Not against the login limit of the name:
+// a thief holding an access token must not lock the user's sign-in, nor
+// others' failed logins the user's proofs.
 func (s *Service) proofFailed(uid, ipKey string) {
-	s.perUser.Allow(uid)
+	s.perProof.Allow(uid)
 	s.perIP.Allow(ipKey)
 }
 
