@@ -162,7 +162,7 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	uid, replay, err := s.CreateAccountKeyed(r.Context(), req.Username, req.Password, req.DisplayName, key)
+	uid, replay, err := s.createAccountKeyedFrom(r.Context(), req.Username, req.Password, req.DisplayName, key, clientIP(r))
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return

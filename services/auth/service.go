@@ -78,16 +78,32 @@ func (s *Service) CreateAccount(ctx context.Context, username, password, display
 // the key with another password is ErrKeyReused. The Raft log decides,
 // so nodes answering retries at once agree.
 func (s *Service) CreateAccountKeyed(ctx context.Context, username, password, displayName, key string) (uid string, replay bool, err error) {
+	return s.createAccountKeyedFrom(ctx, username, password, displayName, key, "")
+}
+
+// createAccountKeyedFrom is CreateAccountKeyed for a client at ip ("":
+// unknown). A replay checks the password: wrong ones count as failed
+// logins of the name and of the address, and a throttled name or
+// address is refused (*RateLimitError) before any hash, as a login is,
+// so that the replay is no faster way to guess the account's password.
+func (s *Service) createAccountKeyedFrom(ctx context.Context, username, password, displayName, key, ip string) (uid string, replay bool, err error) {
 	uid, err = s.createAccount(ctx, username, password, displayName, key)
 	var r *accountReplayError
 	if !errors.As(err, &r) {
 		return uid, false, err
+	}
+	ipKey := ratelimit.RemoteIPKey(ip)
+	if wait := max(s.perIP.Wait(ipKey), s.perUser.Wait(uid)); wait > 0 {
+		s.registrations.WithLabelValues("rate_limited").Inc()
+		return "", false, &RateLimitError{RetryAfter: wait}
 	}
 	ok, verr := s.hasher.verify(password, r.hash)
 	switch {
 	case verr != nil:
 		return "", false, fmt.Errorf("auth: create account: %w", verr)
 	case !ok:
+		s.perUser.Allow(uid)
+		s.perIP.Allow(ipKey)
 		s.registrations.WithLabelValues("key_reused").Inc()
 		return "", false, ErrKeyReused
 	}
