@@ -246,8 +246,11 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	}
 	t, err := s.RefreshWithKey(r.Context(), req.RefreshToken, key)
 	if err != nil {
-		if fromCookie {
-			clearSessionCookie(w, r) // spent or revoked: the page signs in again
+		if fromCookie && refusesRefresh(err) {
+			// Spent or revoked: the page signs in again. Not on a
+			// failure to answer (503 while the cluster elects a
+			// leader): the session is live, and the page retries.
+			clearSessionCookie(w, r)
 		}
 		httpapi.WriteError(w, httpError(err))
 		return
@@ -265,15 +268,29 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	if req.RefreshToken == "" {
+	fromCookie := req.RefreshToken == ""
+	if fromCookie {
 		req.RefreshToken = cookieRefreshToken(r)
+	}
+	err := s.LogoutDevice(r.Context(), req.RefreshToken, req.Device)
+	if fromCookie && (err == nil || refusesRefresh(err)) {
+		// Kept when the sign-out could not be done (503 while the
+		// cluster elects a leader): the session is live, and the
+		// page's retry must still be able to end it.
 		clearSessionCookie(w, r)
 	}
-	if err := s.LogoutDevice(r.Context(), req.RefreshToken, req.Device); err != nil {
+	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// refusesRefresh tells the errors that refuse a refresh token for good
+// (unknown, spent, revoked, expired): its session cookie goes. Others (the
+// cluster cannot commit now) leave the cookie for a retry.
+func refusesRefresh(err error) bool {
+	return errors.Is(err, ErrRefreshInvalid) || errors.Is(err, ErrRefreshReused)
 }
 
 // handleLogoutAll answers POST /auth/logout-all (with an access token):
