@@ -26,9 +26,9 @@ func fsmFor(t testing.TB) *fsm.FSM {
 
 // multiTimeouts are short but leave room for -race on two busy cores.
 func multiTimeouts(c *Config) {
-	c.HeartbeatTimeout = 150 * time.Millisecond
-	c.ElectionTimeout = 150 * time.Millisecond
-	c.LeaderLeaseTimeout = 75 * time.Millisecond
+	c.HeartbeatTimeout = 200 * time.Millisecond
+	c.ElectionTimeout = 200 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
 }
 
 // member is a test node that can be stopped and restarted on its data dir
