@@ -30,6 +30,25 @@ func WithPrincipal(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, principalKey{}, p)
 }
 
+type secureKey struct{}
+
+// WithSecure marks a request that reached the gateway over TLS through a
+// trusted proxy that terminated it (X-Forwarded-Proto: https).
+func WithSecure(ctx context.Context) context.Context {
+	return context.WithValue(ctx, secureKey{}, true)
+}
+
+// IsSecure tells whether the client's request came over TLS: to this
+// node, or to a trusted proxy in front of it (WithSecure). Cookies are
+// marked Secure then.
+func IsSecure(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	v, _ := r.Context().Value(secureKey{}).(bool)
+	return v
+}
+
 // PrincipalFrom returns the verified identity of the request.
 func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	p, ok := ctx.Value(principalKey{}).(Principal)

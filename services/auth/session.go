@@ -3,6 +3,8 @@ package auth
 import (
 	"net/http"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
 )
 
 // Browser sessions: a web app asks login and refresh for {"session":
@@ -30,7 +32,7 @@ func (s *Service) setSessionCookie(w http.ResponseWriter, r *http.Request, t *To
 		Path:     "/auth/",
 		MaxAge:   int(s.cfg.RefreshTTL / time.Second),
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   httpapi.IsSecure(r),
 		SameSite: http.SameSiteStrictMode,
 	})
 	t.RefreshToken = ""
@@ -38,7 +40,7 @@ func (s *Service) setSessionCookie(w http.ResponseWriter, r *http.Request, t *To
 
 func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/auth/", MaxAge: -1,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: httpapi.IsSecure(r), SameSite: http.SameSiteStrictMode})
 }
 
 // cookieRefreshToken is the session cookie's refresh token, "" if none.

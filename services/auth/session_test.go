@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
 )
 
 // A browser session over real HTTP with a cookie jar: the refresh token
@@ -150,5 +152,29 @@ func TestCookieEndpointsTakeOnlyJSON(t *testing.T) {
 	}
 	if code := post("/auth/logout", "application/json", `{}`); code != http.StatusNoContent || cookie() != "" {
 		t.Fatalf("logout: %d", code)
+	}
+}
+
+// The session cookie is Secure when the browser's request came over TLS,
+// to the node or to a trusted proxy that terminated it (the gateway marks
+// such requests: httpapi.WithSecure); not over plain HTTP.
+func TestSessionCookieSecureBehindATLSProxy(t *testing.T) {
+	e := newEnv(t)
+	e.register("alice", "password1")
+	for _, secure := range []bool{false, true} {
+		req := httpRequest(http.MethodPost, "/auth/login", `{"username":"alice","password":"password1","session":"cookie"}`, "application/json")
+		if secure {
+			req = req.WithContext(httpapi.WithSecure(req.Context()))
+		}
+		rec := serve(e, req)
+		var sc *http.Cookie
+		for _, ck := range rec.Result().Cookies() {
+			if ck.Name == SessionCookie {
+				sc = ck
+			}
+		}
+		if rec.Code != http.StatusOK || sc == nil || sc.Secure != secure {
+			t.Fatalf("login (request secure %v): %d, cookie %+v", secure, rec.Code, sc)
+		}
 	}
 }

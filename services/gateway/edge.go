@@ -211,6 +211,24 @@ func (e *edge) clientIP(r *http.Request) netip.Addr {
 	return addr // every hop is a trusted proxy: the left-most one
 }
 
+// forwardedTLS tells whether a trusted proxy says it received r over TLS
+// (X-Forwarded-Proto: https, as the proxy nearest to this node set it).
+func (e *edge) forwardedTLS(r *http.Request) bool {
+	peer, ok := parseAddr(r.RemoteAddr)
+	if !ok || !e.trusted(peer) {
+		return false
+	}
+	vals := r.Header.Values("X-Forwarded-Proto")
+	if len(vals) == 0 {
+		return false
+	}
+	last := vals[len(vals)-1]
+	if j := strings.LastIndexByte(last, ','); j >= 0 {
+		last = last[j+1:]
+	}
+	return strings.EqualFold(strings.TrimSpace(last), "https")
+}
+
 func (e *edge) trusted(a netip.Addr) bool {
 	for _, p := range e.proxies {
 		if p.Contains(a) {

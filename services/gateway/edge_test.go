@@ -658,3 +658,38 @@ func TestCORSPeerOrigins(t *testing.T) {
 		t.Fatalf("another origin: %d %v", w.Code, w.Header())
 	}
 }
+
+// A request that a trusted proxy received over TLS (X-Forwarded-Proto:
+// https) is secure to the handlers (the session cookie is then marked
+// Secure); the same header from anyone else is not believed.
+func TestForwardedTLSFromTrustedProxiesOnly(t *testing.T) {
+	e := newEnv(t, Config{TrustedProxies: []string{"10.0.0.0/8"}})
+	e.g.Mount(httpapi.Route{Method: "GET", Pattern: "/secure", Public: true, Handler: func(w http.ResponseWriter, r *http.Request) {
+		httpapi.WriteJSON(w, http.StatusOK, map[string]bool{"secure": httpapi.IsSecure(r)})
+	}})
+	for _, tc := range []struct {
+		name, peer string
+		proto      []string
+		want       bool
+	}{
+		{"trusted proxy, https", "10.1.1.1:5000", []string{"https"}, true},
+		{"trusted proxy, the nearest hop's value", "10.1.1.1:5000", []string{"http, https"}, true},
+		{"trusted proxy, http", "10.1.1.1:5000", []string{"http"}, false},
+		{"trusted proxy, no header", "10.1.1.1:5000", nil, false},
+		{"untrusted peer, https", "203.0.113.7:5000", []string{"https"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/secure", nil)
+			req.RemoteAddr = tc.peer
+			for _, v := range tc.proto {
+				req.Header.Add("X-Forwarded-Proto", v)
+			}
+			w := httptest.NewRecorder()
+			e.g.Handler().ServeHTTP(w, req)
+			var v map[string]bool
+			if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil || v["secure"] != tc.want {
+				t.Fatalf("%d %s: secure %v, want %v", w.Code, w.Body, v["secure"], tc.want)
+			}
+		})
+	}
+}

@@ -81,6 +81,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderRequestID, id)
 	info := &reqInfo{id: id, ip: g.edge.clientIP(r), peer: r.RemoteAddr, raw: w}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	if r.TLS == nil && g.edge.forwardedTLS(r) {
+		r = r.WithContext(httpapi.WithSecure(r.Context()))
+	}
 	if peer, _ := parseAddr(r.RemoteAddr); info.ip.IsValid() && info.ip != peer {
 		// Behind a trusted proxy, handlers see the client as RemoteAddr
 		// (e.g. the auth service's per-IP login limits); the port is unknown.

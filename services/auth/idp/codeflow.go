@@ -201,7 +201,7 @@ func callbackURL(r *http.Request, p *Provider) string {
 		return p.cfg.CallbackURL
 	}
 	scheme := "http"
-	if r.TLS != nil {
+	if httpapi.IsSecure(r) {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host + "/auth/oidc/" + p.cfg.Name + "/callback"
@@ -253,7 +253,7 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: state, Path: "/auth/oidc/" + p.cfg.Name + "/",
-		MaxAge: int(loginTTL.Seconds()), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+		MaxAge: int(loginTTL.Seconds()), HttpOnly: true, Secure: httpapi.IsSecure(r), SameSite: http.SameSiteLaxMode})
 	s.m.codeFlow.WithLabelValues("started").Inc()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, s.oauth2Config(p, d, callback).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), http.StatusFound)
