@@ -29,6 +29,7 @@ var connectCases = []connectCase{
 	{"forged token", "alice/phone", "alice", "garbage", 0x86, 4},
 	{"expired token", "alice/phone", "alice", "expired", 0x86, 4},
 	{"token of another user", "alice/phone", "alice", "tok:bob", 0x86, 4},
+	{"token that cannot be checked now", "alice/phone", "alice", "unavailable", 0x88, 3},
 	{"client id of another user", "bob/phone", "alice", "tok:alice", 0x85, 2},
 	{"client id without device", "alice", "alice", "tok:alice", 0x85, 2},
 	{"client id uppercase", "Alice/phone", "alice", "tok:alice", 0x85, 2},

@@ -27,10 +27,14 @@ const waitFor = mqtttest.DefaultTimeout
 
 // --- fakes of the dependencies ---
 
-// fakeVerifier accepts "tok:{uid}" and "tok:{uid}:admin".
+// fakeVerifier accepts "tok:{uid}" and "tok:{uid}:admin"; "unavailable"
+// cannot be checked now (a provider's keys that cannot be fetched).
 type fakeVerifier struct{}
 
 func (fakeVerifier) VerifyAccessToken(tok string) (wire.Principal, error) {
+	if tok == "unavailable" {
+		return wire.Principal{}, fmt.Errorf("fake: fetching the provider's keys: %w", wire.ErrUnavailable)
+	}
 	parts := strings.Split(tok, ":")
 	if len(parts) < 2 || parts[0] != "tok" || wire.ValidUserID(parts[1]) != nil {
 		return wire.Principal{}, fmt.Errorf("fake: %w", wire.ErrBadToken)

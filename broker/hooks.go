@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -53,10 +54,15 @@ func (h *hook) Provides(b byte) bool {
 var (
 	refuseNoCredentials = connRefusal{v5: packets.Code{Code: 0x87, Reason: "not authorized: username and access token required"}, v3: 0x05, metric: "connect_no_credentials"}
 	refuseBadToken      = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: invalid or expired access token"}, v3: 0x04, metric: "connect_bad_token"}
-	refuseWrongUser     = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: token belongs to another user"}, v3: 0x04, metric: "connect_bad_token"}
-	refuseClientID      = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: want {userID}/{deviceID} of the authenticated user"}, v3: 0x02, metric: "connect_client_id"}
-	refuseAnonClientID  = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: the {userID}/{deviceID} form needs credentials"}, v3: 0x02, metric: "connect_client_id"}
-	refuseWill          = connRefusal{v5: packets.Code{Code: 0x87, Reason: "not authorized: will topic not allowed"}, v3: 0x05, metric: "connect_will"}
+	// A token that cannot be checked now (an OIDC provider's keys cannot
+	// be fetched, the node has no signing keys yet): "server unavailable",
+	// so that a client retries, where 0x86 tells many libraries to stop
+	// and ask the user for new credentials.
+	refuseUnavailable  = connRefusal{v5: packets.Code{Code: 0x88, Reason: "server unavailable: the token cannot be checked now; retry"}, v3: 0x03, metric: "connect_unavailable"}
+	refuseWrongUser    = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: token belongs to another user"}, v3: 0x04, metric: "connect_bad_token"}
+	refuseClientID     = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: want {userID}/{deviceID} of the authenticated user"}, v3: 0x02, metric: "connect_client_id"}
+	refuseAnonClientID = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: the {userID}/{deviceID} form needs credentials"}, v3: 0x02, metric: "connect_client_id"}
+	refuseWill         = connRefusal{v5: packets.Code{Code: 0x87, Reason: "not authorized: will topic not allowed"}, v3: 0x05, metric: "connect_will"}
 )
 
 type connRefusal struct {
@@ -131,6 +137,9 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 		return wire.Principal{}, &refuseBadToken
 	}
 	p, err := b.deps.Verifier.VerifyAccessToken(string(pk.Connect.Password))
+	if errors.Is(err, wire.ErrUnavailable) {
+		return wire.Principal{}, &refuseUnavailable
+	}
 	if err != nil || p.UserID == "" {
 		return wire.Principal{}, &refuseBadToken
 	}

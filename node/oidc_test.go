@@ -195,6 +195,11 @@ func TestOIDCProviderDownDoesNotStopTheNode(t *testing.T) {
 	if status, got := exchange(t, n, "corp", tok); status != http.StatusServiceUnavailable || got.Error.Code != idp.CodeProviderUnavailable {
 		t.Fatalf("exchange while the provider is down: %d %+v", status, got)
 	}
+	// Not "bad user name or password", which tells many MQTT libraries
+	// to stop reconnecting and ask the user: "server unavailable".
+	if code := connack(t, n.MQTTURL[len("tcp://"):], "gina/d", "gina", tok); code != 0x88 {
+		t.Fatalf("CONNECT with the provider's token while it is down: CONNACK %#x, want 0x88", code)
+	}
 	op.SetDown(false)
 	checkFor(t, 30*time.Second, 250*time.Millisecond, func() error {
 		if status, got := exchange(t, n, "corp", tok); status != http.StatusOK || got.UserID != "gina" {

@@ -265,14 +265,19 @@ func (s *Service) ConnectPrincipal(token string) (p wire.Principal, handled bool
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
 	id, err := prov.Verify(ctx, token, "")
-	if err != nil {
+	if err == nil {
+		p, err = s.accounts.FederatedPrincipal(ctx, toAuth(id))
+	}
+	switch {
+	case err == nil:
+		return p, true, nil
+	case errors.Is(err, ErrProviderUnavailable) || errors.Is(err, wire.ErrUnavailable):
+		// Not a verdict on the token: the CONNECT is refused as "server
+		// unavailable" (the client retries), not "bad password".
+		return wire.Principal{}, true, fmt.Errorf("%w: %w", wire.ErrUnavailable, err)
+	default:
 		return wire.Principal{}, true, fmt.Errorf("%w: %w", wire.ErrBadToken, err)
 	}
-	p, err = s.accounts.FederatedPrincipal(ctx, toAuth(id))
-	if err != nil {
-		return wire.Principal{}, true, fmt.Errorf("%w: %w", wire.ErrBadToken, err)
-	}
-	return p, true, nil
 }
 
 // HTTP error codes of this service.
