@@ -317,3 +317,38 @@ func TestGroupHistoryWaitsForAMemberThisNodeHasNotAppliedYet(t *testing.T) {
 		t.Fatalf("history for a non-member without a leader: %d %s", r.Status, r.Body)
 	}
 }
+
+// A member removed from a group through another node a moment ago asks
+// a node that has not applied the removal yet for the group's newest
+// history page. The page is a catch-up read: the node's barrier applies
+// the removal, and the messages sent after it, before the page is read.
+// The membership must be judged on that state too: before, it was
+// checked before the barrier (bob was still listed), and the page then
+// handed the removed member the messages the group sent after removing
+// him.
+func TestGroupHistoryOfAMemberRemovedThroughAnotherNode(t *testing.T) {
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withGroups(), withReadBarrier(held.Barrier))
+	srv := e.server(t)
+	e.groups.add("g1", "alice", "bob")
+	e.sendGroup(t, "alice", "g1", "c1")
+
+	// Committed elsewhere, not applied here yet: bob removed, then a
+	// message he must not read.
+	held.Hold(func() {
+		e.groups.remove("g1", "bob")
+		e.sendGroup(t, "alice", "g1", "after-bob-left")
+	})
+	r := get(t, srv, "bob", "/chat/history?group=g1", nil)
+	if r.Status != http.StatusNotFound || r.code() != "not_found" {
+		t.Fatalf("newest page for a member the catch-up removed: %d %s", r.Status, r.Body)
+	}
+
+	// A member still in the group reads the page, with what the
+	// catch-up brought.
+	held.Hold(func() { e.sendGroup(t, "alice", "g1", "c3") })
+	var p page
+	if r := get(t, srv, "alice", "/chat/history?group=g1", &p); r.Status != http.StatusOK || len(p.Messages) != 3 {
+		t.Fatalf("newest page for a member: %d %s", r.Status, r.Body)
+	}
+}

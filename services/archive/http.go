@@ -217,11 +217,22 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteError(w, badParam("invalid group id"))
 			return
 		}
+		// The newest page is a catch-up read: the barrier comes first,
+		// so that membership is judged on the state the page is read
+		// from. Checked before it, a member removed through another
+		// node a moment ago (still listed here) would be handed the
+		// messages the catch-up brings, those sent after the removal.
+		if before == nil {
+			if !s.readBarrier(w, r, "history", me) {
+				return
+			}
+			caughtUp = true
+		}
 		// Members only; anyone else is told the group does not exist,
 		// once this node has caught up with the cluster: a member just
 		// added through another node is not refused (as POST /chat/read).
 		conv, err = s.memberConv(me, gid)
-		if errors.Is(err, wire.ErrNotFound) && s.groups != nil {
+		if errors.Is(err, wire.ErrNotFound) && s.groups != nil && !caughtUp {
 			if !s.readBarrier(w, r, "history", me) {
 				return
 			}
