@@ -352,3 +352,89 @@ func TestGroupHistoryOfAMemberRemovedThroughAnotherNode(t *testing.T) {
 		t.Fatalf("newest page for a member: %d %s", r.Status, r.Body)
 	}
 }
+
+// raceGroups is a membership table whose first GroupsOf answers, and
+// then lets commits land before it returns (hook): they commit between
+// the membership read and whatever the caller reads after it.
+type raceGroups struct {
+	*fakeGroups
+	hook func()
+}
+
+func (g *raceGroups) GroupsOf(uid string) ([]string, error) {
+	gids, err := g.fakeGroups.GroupsOf(uid)
+	if h := g.hook; h != nil {
+		g.hook = nil
+		h()
+	}
+	return gids, err
+}
+
+// A sync page read while bob joins a group, the group gets a message and
+// bob a direct one must not move bob's cursor past the group message
+// without returning it: his client subscribes to the group once told of
+// the join and syncs on from that cursor, and would never see it. Before,
+// the sync read bob's groups before its snapshot of the store: the
+// commits that landed in between gave it the direct message (the cursor
+// moved past the group message) but not the group.
+func TestSyncDuringAJoinDoesNotSkipTheGroupsMessage(t *testing.T) {
+	fg := &fakeGroups{}
+	fg.add("g1", "alice")
+	rg := &raceGroups{fakeGroups: fg}
+	e := newEnv(t, withGroupsDep(rg))
+	srv := e.server(t)
+	e.send(t, "alice", "bob", "d0")
+	var m wire.Envelope
+	rg.hook = func() {
+		fg.add("g1", "bob")
+		m = e.sendGroup(t, "alice", "g1", "while-joining")
+		e.send(t, "alice", "bob", "d1")
+	}
+	seen := map[snowflake.ID]bool{}
+	cursor := ""
+	for range 3 {
+		var p page
+		if r := get(t, srv, "bob", "/chat/sync?since="+cursor, &p); r.Status != http.StatusOK {
+			t.Fatalf("sync: %d %s", r.Status, r.Body)
+		}
+		for _, msg := range p.Messages {
+			seen[msg.ID] = true
+		}
+		cursor = p.Cursor
+	}
+	if !seen[m.ID] {
+		t.Errorf("bob's sync skipped the group message sent as he joined (%d messages synced)", len(seen))
+	}
+
+	// GET /chat/sync/end answers a cursor no later than the group's
+	// message either.
+	fg2 := &fakeGroups{}
+	fg2.add("g2", "alice")
+	rg2 := &raceGroups{fakeGroups: fg2}
+	e2 := newEnv(t, withGroupsDep(rg2))
+	srv2 := e2.server(t)
+	e2.send(t, "alice", "bob", "d0")
+	var m2 wire.Envelope
+	rg2.hook = func() {
+		fg2.add("g2", "bob")
+		m2 = e2.sendGroup(t, "alice", "g2", "while-joining")
+		e2.send(t, "alice", "bob", "d1")
+	}
+	var end struct {
+		Cursor string `json:"cursor"`
+	}
+	if r := get(t, srv2, "bob", "/chat/sync/end", &end); r.Status != http.StatusOK {
+		t.Fatalf("sync end: %d %s", r.Status, r.Body)
+	}
+	var p page
+	if r := get(t, srv2, "bob", "/chat/sync?since="+end.Cursor, &p); r.Status != http.StatusOK {
+		t.Fatalf("sync: %d %s", r.Status, r.Body)
+	}
+	ids := map[snowflake.ID]bool{}
+	for _, msg := range p.Messages {
+		ids[msg.ID] = true
+	}
+	if !ids[m2.ID] {
+		t.Fatalf("a sync from /chat/sync/end's cursor %s skips the group message sent as bob joined: %+v", end.Cursor, p.Messages)
+	}
+}

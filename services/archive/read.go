@@ -241,12 +241,17 @@ func (s *Service) syncPage(ctx context.Context, uid string, since uint64, limit 
 	if since == ^uint64(0) {
 		return nil, next, false, nil
 	}
-	gids, err := s.groupsOf(uid)
-	if err != nil {
-		return nil, next, false, err
-	}
 	var sealed []sealedAt // messages of the page read from segments after the transaction
 	err = s.db.View(func(tx *badger.Txn) error {
+		// uid's groups are read once the transaction has its snapshot, so
+		// that they hold every join the snapshot does: read before it, a
+		// join committed in between, with a message of the group and a
+		// later direct message, would give the page the direct message
+		// (the cursor moving past the group's) without the group's.
+		gids, err := s.groupsOf(uid)
+		if err != nil {
+			return err
+		}
 		prefixes := [][]byte{syncPrefix(uid)}
 		convs := []string{""} // per prefix: the conversation of a group's index
 		for _, gid := range gids {

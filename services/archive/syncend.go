@@ -38,12 +38,13 @@ type walkBudget struct {
 // messages) merged with the groups uid is a member of now, as syncPage
 // reads it.
 func (s *Service) syncEnd(uid string, createdAfter time.Time) (uint64, error) {
-	gids, err := s.groupsOf(uid)
-	if err != nil {
-		return 0, err
-	}
 	var cursor uint64
-	err = s.db.View(func(tx *badger.Txn) error {
+	err := s.db.View(func(tx *badger.Txn) error {
+		// The groups once the snapshot is taken, as syncPage reads them.
+		gids, err := s.groupsOf(uid)
+		if err != nil {
+			return err
+		}
 		if createdAfter.IsZero() {
 			end, err := lastPosition(tx, syncPrefix(uid))
 			if err != nil {
