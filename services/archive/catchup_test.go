@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -436,5 +437,49 @@ func TestSyncDuringAJoinDoesNotSkipTheGroupsMessage(t *testing.T) {
 	}
 	if !ids[m2.ID] {
 		t.Fatalf("a sync from /chat/sync/end's cursor %s skips the group message sent as bob joined: %+v", end.Cursor, p.Messages)
+	}
+}
+
+// raceMember is a membership table whose first IsMember answers, and
+// then lets commits land before it returns (hook).
+type raceMember struct {
+	*fakeGroups
+	hook func()
+}
+
+func (g *raceMember) IsMember(gid, uid string) bool {
+	ok := g.fakeGroups.IsMember(gid, uid)
+	if h := g.hook; h != nil {
+		g.hook = nil
+		h()
+	}
+	return ok
+}
+
+// A member removed while their history read is between its membership
+// check and its read of the store is not handed the messages sent after
+// the removal: the page holds them only if the removal committed before
+// the store was read, and then the reader is no member any more. Before,
+// membership was only checked before the read, and the newest page, or
+// an older one, handed the removed member the group's next message.
+func TestGroupHistoryOfAMemberRemovedDuringTheRead(t *testing.T) {
+	for _, before := range []string{"", "&before=" + strconv.FormatUint(1<<62, 10)} {
+		fg := &fakeGroups{}
+		fg.add("g1", "alice", "bob")
+		rm := &raceMember{fakeGroups: fg}
+		e := newEnv(t, withGroupsDep(rm))
+		srv := e.server(t)
+		e.sendGroup(t, "alice", "g1", "c1")
+		rm.hook = func() {
+			fg.remove("g1", "bob")
+			e.sendGroup(t, "alice", "g1", "after-bob-left")
+		}
+		if r := get(t, srv, "bob", "/chat/history?group=g1"+before, nil); r.Status != http.StatusNotFound || r.code() != "not_found" {
+			t.Errorf("history%s of a member removed during the read: %d %s", before, r.Status, r.Body)
+		}
+		var p page
+		if r := get(t, srv, "alice", "/chat/history?group=g1"+before, &p); r.Status != http.StatusOK || len(p.Messages) != 2 {
+			t.Errorf("history%s of a member: %d %s", before, r.Status, r.Body)
+		}
 	}
 }

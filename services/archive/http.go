@@ -265,6 +265,17 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	if hasGroup {
+		// Still a member once the page is read: a removal committed
+		// between the check above and the read, and a message the group
+		// sent after it, may be on the page. A snapshot that holds such
+		// a message was taken after the removal had reached the member
+		// cache, so this check sees it.
+		if _, err := s.memberConv(me, gid); err != nil {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+	}
 	writeMessages(w, msgs, func(b *bytes.Buffer) {
 		b.WriteString(`,"hasMore":` + strconv.FormatBool(hasMore))
 	})
