@@ -483,3 +483,30 @@ func TestGroupHistoryOfAMemberRemovedDuringTheRead(t *testing.T) {
 		}
 	}
 }
+
+// The conversation list of a member removed from a group while it is
+// read does not show the message the group sent after the removal as the
+// group's last message. Before, the list read the member's groups before
+// its snapshot of the store: the removal and the next message landing in
+// between put that message in the removed member's list.
+func TestConversationsOfAMemberRemovedDuringTheRead(t *testing.T) {
+	fg := &fakeGroups{}
+	fg.add("g1", "alice", "bob")
+	rg := &raceGroups{fakeGroups: fg}
+	e := newEnv(t, withGroupsDep(rg))
+	srv := e.server(t)
+	e.sendGroup(t, "alice", "g1", "c1")
+	rg.hook = func() {
+		fg.remove("g1", "bob")
+		e.sendGroup(t, "alice", "g1", "after-bob-left")
+	}
+	var l convList
+	if r := get(t, srv, "bob", "/chat/conversations", &l); r.Status != http.StatusOK {
+		t.Fatalf("conversations: %d %s", r.Status, r.Body)
+	}
+	for _, c := range l.Conversations {
+		if c.LastMessage.CID == "after-bob-left" {
+			t.Fatalf("the removed member's conversation list shows the message sent after the removal: %+v", l)
+		}
+	}
+}

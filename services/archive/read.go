@@ -430,12 +430,15 @@ type conversation struct {
 // conversations lists uid's conversations, latest activity first: direct
 // conversations and the groups uid is a member of that have messages.
 func (s *Service) conversations(ctx context.Context, uid string, limit int) (out []conversation, hasMore bool, err error) {
-	gids, err := s.groupsOf(uid)
-	if err != nil {
-		return nil, false, err
-	}
 	var sealed []sealedAt
 	err = s.db.View(func(tx *badger.Txn) error {
+		// The groups once the snapshot is taken (as syncPage): read
+		// before it, a removal and the group's next message committed in
+		// between would show that message to the member just removed.
+		gids, err := s.groupsOf(uid)
+		if err != nil {
+			return err
+		}
 		peers, sums, err := directSummaries(tx, uid)
 		if err != nil {
 			return err
