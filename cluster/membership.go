@@ -185,6 +185,17 @@ func (n *Raft) isNonvoter() bool {
 	})
 }
 
+// NotAMember reports whether this node knows a configuration it is not
+// in: it left the cluster or was removed (and saw the change), so no
+// leader will ever take it back unless it asks again (started with Join).
+// A node without Raft state (forming or joining) is not reported.
+func (n *Raft) NotAMember() bool {
+	servers := n.configuration()
+	return len(servers) > 0 && !slices.ContainsFunc(servers, func(s raft.Server) bool {
+		return s.ID == raft.ServerID(n.cfg.NodeName)
+	})
+}
+
 // isVoter reports whether this node is a voter of the configuration.
 func (n *Raft) isVoter() bool {
 	return slices.ContainsFunc(n.configuration(), func(s raft.Server) bool {

@@ -473,6 +473,9 @@ func (v connectVerifier) VerifyAccessToken(token string) (wire.Principal, error)
 // only from its own apply, which stops).
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
+		if n.raft.NotAMember() {
+			return fmt.Errorf("%w: %s", ErrNotReady, notAMember)
+		}
 		return ErrNotReady
 	}
 	if err := n.raft.LogWriteError(); err != nil {
@@ -480,6 +483,9 @@ func (n *Node) readiness() error {
 	}
 	if err := n.raft.ApplyStalled(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotReady, err)
+	}
+	if n.raft.NotAMember() {
+		return fmt.Errorf("%w: %s", ErrNotReady, notAMember)
 	}
 	if n.raft.LeaderID() == "" {
 		return fmt.Errorf("%w: no Raft leader reachable", ErrNotReady)
@@ -739,6 +745,11 @@ func (n *Node) start(ctx context.Context) error {
 	return nil
 }
 
+// notAMember is what a node that left its cluster, or was removed, says
+// in its log and /readyz: no majority is missing, it must ask to join.
+const notAMember = "this node is not a member of its cluster (it left or was removed): no leader will take it back; " +
+	"start it with --join of a member to return, or remove its data directory to join as a new node"
+
 // waitForCluster waits until the cluster has a leader and this node
 // caught up with it, for as long as the node runs: a node that comes up
 // before a majority of its members (a whole cluster restarting, pods or
@@ -760,6 +771,10 @@ func (n *Node) waitForCluster(ctx context.Context) error {
 			return nil
 		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("node: waiting for raft: %w", err)
+		}
+		if n.raft.NotAMember() {
+			n.log.Warn("waiting for the cluster: "+notAMember, "waited", time.Since(start).Round(time.Second))
+			continue
 		}
 		n.log.Warn("waiting for the cluster: no leader yet (a majority of the members must be up and reach each other)",
 			"waited", time.Since(start).Round(time.Second))
