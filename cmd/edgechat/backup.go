@@ -102,7 +102,12 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	from := fs.String("from", "", "a backup (a directory or s3:// prefix holding manifest.json), or a place holding backups (the newest complete one is restored)")
 	data := fs.String("data", "", "the data directory of the new cluster's first node (must not hold a node)")
 	id := fs.String("id", "", "with --from naming a place of backups: restore this one instead of the newest")
-	archiveStore := fs.String("archive-store", envOr("EDGECHAT_ARCHIVE_STORE", "local"), "the new cluster's archive store for the segments: local ({data}/archive) or s3 (--s3-archive-bucket on the --s3-* store)")
+	// The default is serve's: EDGECHAT_ARCHIVE_STORE, else the media
+	// store's kind (EDGECHAT_MEDIA_STORE), else local. An environment that
+	// runs serve with media on S3 keeps its segments in the S3 archive
+	// bucket, and segments restored to {data}/archive would not be read.
+	archiveStore := fs.String("archive-store", envOr("EDGECHAT_ARCHIVE_STORE", envOr("EDGECHAT_MEDIA_STORE", node.MediaStoreLocal)),
+		"the new cluster's archive store for the segments: local ({data}/archive) or s3 (--s3-archive-bucket on the --s3-* store); default: as serve in this environment (EDGECHAT_ARCHIVE_STORE, else EDGECHAT_MEDIA_STORE, else local)")
 	archiveBucket := fs.String("s3-archive-bucket", envOr("EDGECHAT_S3_ARCHIVE_BUCKET", node.DefaultS3ArchiveBucket), "with --archive-store s3: the bucket")
 	adopt := fs.Bool("adopt-archive-store", false, "restore into an archive store that holds segments the backup does not (the old cluster's newer ones): only when no cluster uses that store any more, since the restored cluster deletes them as orphans")
 	s3 := s3Flags(fs)

@@ -331,3 +331,84 @@ func TestBackupRestoreS3CLI(t *testing.T) {
 		t.Fatalf("%d messages restored, want 50", len(got))
 	}
 }
+
+// TestRestoreUsesTheArchiveStoreServeWill: `serve` keeps sealed segments
+// in the media store's kind unless --archive-store says otherwise, and
+// `edgechat restore` reads the same EDGECHAT_* environment (a container,
+// a systemd unit's Environment=) for its S3 client. In an environment
+// that sets EDGECHAT_MEDIA_STORE=s3 and not EDGECHAT_ARCHIVE_STORE,
+// restore put the backup's segments into {data}/archive while the
+// restored node read them from the S3 archive bucket: the sealed history
+// was gone from the new cluster (its sync failed or came back without
+// it). Restore now takes the archive store serve will run with: the
+// segments are in the bucket and the new node serves every message.
+func TestRestoreUsesTheArchiveStoreServeWill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	mi := storetest.StartMinIO(t)
+	bin := edgechatBinary(t)
+	dir := t.TempDir()
+	p := startServe(t, bin, "--data", dir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off",
+		"--archive-hot-age", "1ms", "--archive-seal-every", "100ms")
+	for _, u := range []string{"root", "alice", "bob"} {
+		runCLI(t, bin, "a long password\n", "user", "add", u, "--password-stdin", "--server", p.http)
+	}
+	aliceTok := mintToken(t, bin, dir, "alice", p)
+	c := dialV5(t, p.mqtt, "alice/d1", "alice", aliceTok)
+	for k := range 30 {
+		pr, err := c.Publish(t.Context(), &paho.Publish{Topic: "user/bob/newMessage", QoS: 1,
+			Payload: []byte(fmt.Sprintf(`{"cid":"a-%d","type":"text","body":"%d"}`, k, k))})
+		if err != nil || pr.ReasonCode != 0 {
+			t.Fatalf("publish %d: %v %v", k, pr, err)
+		}
+	}
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		var st struct{ SealedSegments int }
+		if _, err := httpJSON("GET", p.http+"/admin/archive", operatorTok(t, dir), nil, &st); err != nil {
+			return err
+		}
+		if st.SealedSegments < 1 {
+			return fmt.Errorf("%d segments sealed", st.SealedSegments)
+		}
+		return nil
+	})
+	store := t.TempDir()
+	t.Log(runCLI(t, bin, "", "backup", "--to", store, "--server", p.http, "--data", dir))
+	p.stop(t, syscall.SIGTERM)
+	id, err := backup.Latest(t.Context(), mustDirStore(t, store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := backup.Verify(t.Context(), mustDirStore(t, store), id, nil); err != nil || m.Segments() == 0 {
+		t.Fatalf("backup: %d segments, %v", m.Segments(), err)
+	}
+
+	// The new cluster's environment: media (and so sealed segments) on S3.
+	sc := mi.Config("envrestore")
+	for k, v := range map[string]string{"EDGECHAT_MEDIA_STORE": "s3", "EDGECHAT_S3_ENDPOINT": sc.Endpoint,
+		"EDGECHAT_S3_ACCESS_KEY": sc.AccessKey, "EDGECHAT_S3_SECRET_KEY": sc.SecretKey,
+		"EDGECHAT_S3_RAW_BUCKET": sc.RawBucket, "EDGECHAT_S3_PROCESSED_BUCKET": sc.ProcessedBucket,
+		"EDGECHAT_S3_COLD_BUCKET": sc.ColdBucket, "EDGECHAT_S3_ARCHIVE_BUCKET": sc.RawBucket + "-archive"} {
+		t.Setenv(k, v)
+	}
+	newDir := t.TempDir()
+	t.Log(runCLI(t, bin, "", "restore", "--from", store, "--data", newDir))
+	p2 := startServe(t, bin, "--data", newDir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
+	bobTok := mintToken(t, bin, newDir, "bob", p2)
+	msgs, err := syncMessages(p2.http, bobTok)
+	if err != nil {
+		t.Fatalf("sync on the restored node: %v", err)
+	}
+	got := map[string]int{}
+	for _, m := range msgs {
+		got[m.CID]++
+	}
+	for k := range 30 {
+		if got[fmt.Sprintf("a-%d", k)] != 1 {
+			t.Fatalf("a-%d restored %d times (%d messages)", k, got[fmt.Sprintf("a-%d", k)], len(msgs))
+		}
+	}
+}
