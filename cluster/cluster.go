@@ -528,7 +528,17 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	case n.fresh && (len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 0):
 		aux.Go(func() { n.formCluster(ctx) })
 	case !n.fresh && len(n.cfg.Join) > 0:
-		aux.Go(func() { n.rejoin(ctx) })
+		aux.Go(func() { n.rejoin(ctx, false) })
+	case !n.fresh:
+		// A member started at another address without Join: the others
+		// would go on dialling the address its configuration names, and
+		// it would never hear from a leader. It asks the members its
+		// configuration names, as a restart with Join would.
+		if was, moved := n.movedFrom(); moved {
+			n.log.Warn("this node's cluster address changed since it last ran; asking the other members to update it",
+				"was", was, "now", n.Addr())
+			aux.Go(func() { n.rejoin(ctx, true) })
+		}
 	}
 
 	n.batcher(ctx)

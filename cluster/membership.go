@@ -100,6 +100,10 @@ type (
 	JoinArgs struct {
 		Name, Addr string
 		Forwarded  bool // sent by a follower to the leader; not forwarded again
+		// Moved: a member restarted at another address without Join asks
+		// to have its address updated; it is never added (one removed
+		// meanwhile stays out: not_found).
+		Moved bool
 	}
 	RemoveArgs struct {
 		Name      string
@@ -246,6 +250,9 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 		fwd := *a
 		fwd.Forwarded = true
 		return n.callLeader(ctx, "Join", &fwd)
+	}
+	if a.Moved && !slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) }) {
+		return codeNotFound, a.Name + " is not a member (removed while it was away)"
 	}
 	for _, s := range n.configuration() {
 		switch {
@@ -636,7 +643,7 @@ func (n *Raft) formCluster(ctx context.Context) {
 		if expect > 0 && !joinMode {
 			done = n.tryBootstrap(ctx, attempt)
 		} else {
-			done = n.tryJoin(ctx, attempt)
+			done = n.tryJoin(ctx, attempt, false)
 		}
 		if done || bo.Sleep(ctx) != nil {
 			return
@@ -649,16 +656,28 @@ func (n *Raft) formCluster(ctx context.Context) {
 // that is a no-op; a node that left or was removed, and is started again
 // with Join, comes back, and one whose address changed has it updated
 // (once its old address no longer answers as it: see join).
-func (n *Raft) rejoin(ctx context.Context) {
+func (n *Raft) rejoin(ctx context.Context, moved bool) {
 	bo := backoff.New(100*time.Millisecond, 2*time.Second)
 	for attempt := 1; ; attempt++ {
-		if n.tryJoin(ctx, attempt) || bo.Sleep(ctx) != nil {
+		if n.tryJoin(ctx, attempt, moved) || bo.Sleep(ctx) != nil {
 			return
 		}
 	}
 }
 
-// peerAddrs is the Join list and the discovered servers, without self.
+// movedFrom reports whether the configuration names this node at an
+// address other than the one it has now, and that address.
+func (n *Raft) movedFrom() (was string, moved bool) {
+	for _, s := range n.configuration() {
+		if s.ID == raft.ServerID(n.cfg.NodeName) {
+			return string(s.Address), string(s.Address) != n.Addr()
+		}
+	}
+	return "", false
+}
+
+// peerAddrs is the Join list, the discovered servers and the other
+// members of the configuration, without self.
 func (n *Raft) peerAddrs() []string {
 	self := n.Addr()
 	var out []string
@@ -675,6 +694,11 @@ func (n *Raft) peerAddrs() []string {
 		add(a)
 	}
 	n.disc.mu.Unlock()
+	for _, s := range n.configuration() {
+		if s.ID != raft.ServerID(n.cfg.NodeName) {
+			add(string(s.Address))
+		}
+	}
 	return out
 }
 
@@ -747,13 +771,14 @@ func (n *Raft) tryBootstrap(ctx context.Context, attempt int) bool {
 	}
 }
 
-// tryJoin sends a Join request to the listed members in turn.
-func (n *Raft) tryJoin(ctx context.Context, attempt int) bool {
+// tryJoin sends a Join request to the listed members in turn; moved:
+// only to have this member's address updated (JoinArgs.Moved).
+func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
 	var last error
 	for _, addr := range n.peerAddrs() {
 		cctx, cancel := context.WithTimeout(ctx, membershipTimeout)
 		var r ChangeReply
-		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr()}, &r)
+		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: moved}, &r)
 		cancel()
 		if err == nil {
 			err = codeErr(r.Code, r.Message)
@@ -763,6 +788,11 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int) bool {
 			return true
 		}
 		last = fmt.Errorf("%s: %w", addr, err)
+		if moved && errors.Is(err, ErrUnknownNode) {
+			n.log.Error("this node was removed from its cluster while it was away; start it with --join of a member to return",
+				"node", n.cfg.NodeName, "err", err)
+			return true
+		}
 		if errors.Is(err, ErrNameInUse) {
 			// Not a transient failure: say so at once, and keep asking
 			// only in case the member with that name is gone for good.
