@@ -666,11 +666,14 @@ func (n *Raft) rejoin(ctx context.Context, moved bool) {
 }
 
 // movedFrom reports whether the configuration names this node at an
-// address other than the one it has now, and that address.
+// address other than the one it has now, and other members it can ask to
+// update it; and that address. (A lone voter needs nobody: it elects
+// itself wherever it listens.)
 func (n *Raft) movedFrom() (was string, moved bool) {
-	for _, s := range n.configuration() {
+	servers := n.configuration()
+	for _, s := range servers {
 		if s.ID == raft.ServerID(n.cfg.NodeName) {
-			return string(s.Address), string(s.Address) != n.Addr()
+			return string(s.Address), string(s.Address) != n.Addr() && len(servers) > 1
 		}
 	}
 	return "", false
