@@ -64,7 +64,17 @@ func (s *Service) handleStream(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
 	}}
-	m, err := Write(r.Context(), s.src, sink)
+	// Marked as taken by hand: the schedule's prune leaves it alone.
+	src, info := s.src, s.src.Info
+	src.Info = func() Manifest {
+		var m Manifest
+		if info != nil {
+			m = info()
+		}
+		m.Kind = KindStream
+		return m
+	}
+	m, err := Write(r.Context(), src, sink)
 	s.metrics.observe("stream", time.Since(start), m, err)
 	switch {
 	case err == nil:

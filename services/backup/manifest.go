@@ -68,9 +68,17 @@ type Manifest struct {
 	Leader   string   `json:"leader,omitempty"`
 	Members  []string `json:"members,omitempty"`
 	Software string   `json:"software,omitempty"`
+	// Kind is KindStream for a backup streamed by GET /admin/backup
+	// (`edgechat backup`); empty for a scheduled one. Scheduled backups'
+	// prune counts and deletes only the latter.
+	Kind string `json:"kind,omitempty"`
 	// Files are the state (first) and the segments, in the order written.
 	Files []File `json:"files"`
 }
+
+// KindStream marks the manifest of a backup taken through GET
+// /admin/backup (by an operator, not the schedule).
+const KindStream = "stream"
 
 // File is one file of a backup.
 type File struct {

@@ -282,8 +282,10 @@ func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Log
 	var errs []error
 	for i := len(ids) - 1; i >= 0; i-- {
 		id := ids[i]
-		_, merr := readManifest(ctx, st, id)
+		man, merr := readManifest(ctx, st, id)
 		switch {
+		case merr == nil && man.Kind == KindStream:
+			continue // taken by hand (edgechat backup): not the schedule's to count or delete
 		case merr == nil:
 			complete++
 			if complete <= keep {
