@@ -328,7 +328,7 @@ var settings = append([]setting{
 	{name: "node-id", usage: "stable name of this node in its cluster", set: stringSetter(func(c *Config) *string { return &c.NodeID })},
 	{name: "cluster-addr", usage: "Raft and node-to-node listen address", set: stringSetter(func(c *Config) *string { return &c.ClusterAddr })},
 	{name: "advertise-cluster", usage: "cluster address other nodes dial (default: the bound address)", set: stringSetter(func(c *Config) *string { return &c.AdvertiseCluster })},
-	{name: "join", usage: "comma-separated cluster addresses of members to join", set: listSetter(func(c *Config) *[]string { return &c.Join })},
+	{name: "join", usage: "comma-separated cluster addresses of members to join; repeatable", repeat: true, set: listSetter(func(c *Config) *[]string { return &c.Join })},
 	{name: "bootstrap-expect", usage: "form a new cluster once this many nodes (itself included) know each other", set: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 9 {
@@ -355,8 +355,8 @@ var settings = append([]setting{
 		c.WebClient = b
 		return nil
 	}},
-	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket besides the same host (default: same host only)", set: listSetter(func(c *Config) *[]string { return &c.AllowedOrigins })},
-	{name: "trusted-proxies", usage: "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed", set: listSetter(func(c *Config) *[]string { return &c.TrustedProxies })},
+	{name: "allowed-origins", usage: "comma-separated Origins allowed for MQTT over WebSocket besides the same host (default: same host only); repeatable", repeat: true, set: listSetter(func(c *Config) *[]string { return &c.AllowedOrigins })},
+	{name: "trusted-proxies", usage: "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed; repeatable", repeat: true, set: listSetter(func(c *Config) *[]string { return &c.TrustedProxies })},
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
 	{name: "presence-lastseen-every", usage: "how often the last seen of users online is written to the replicated state (a user going offline is written at once)", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceSeenEvery })},
