@@ -134,7 +134,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(sw, err)
 		return
 	}
-	if g.held.Load() && !isProbe(pattern) {
+	if g.held.Load() && !isProbe(pattern) && !servedWhileHeld(pattern) {
 		httpapi.WriteError(sw, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "this node is starting (waiting for its cluster); retry", RetryAfter: time.Second})
 		return
@@ -161,6 +161,14 @@ func isHealthCheck(pattern string) bool {
 // isProbe tells the mux patterns of /healthz, /readyz and /metrics.
 func isProbe(pattern string) bool {
 	return isHealthCheck(pattern) || pattern == "GET /metrics"
+}
+
+// servedWhileHeld: the routes a node waiting for its cluster serves
+// besides the probes. GET /cluster/status (admin: `edgechat cluster
+// status`) is how an operator sees why a cluster does not form; it reads
+// only this node's Raft state.
+func servedWhileHeld(pattern string) bool {
+	return pattern == "GET /cluster/status"
 }
 
 // routeHandler wraps a service route: authentication, the class rate
