@@ -186,6 +186,9 @@ type Config struct {
 	// 127.0.0.1); off, the node never posts into its own network for a
 	// user (pushbridge.WebPushConfig.AllowPrivateEndpoints).
 	PushPrivateEndpoints bool `yaml:"-"`
+	// MisspelledEnv: EDGECHAT_* variables that spell a setting wrongly
+	// (misspelledEnv), which serve ignores and warns of.
+	MisspelledEnv []string `yaml:"-"`
 	// LinkTLS is the TLS client configuration of tls:// region links
 	// (tests: RootCAs that trust the other region); nil: the system's.
 	LinkTLS *tls.Config `yaml:"-"`
@@ -411,6 +414,29 @@ func FlagNames() []string {
 	return names
 }
 
+// misspelledEnv names the EDGECHAT_* variables of env that are no
+// setting but spell one with other underscores or case (EDGECHAT_NODEID
+// for EDGECHAT_NODE_ID), each with the setting it likely meant: serve
+// warns of them. Other EDGECHAT_* variables are left alone (the
+// terminal client's, the tests').
+func misspelledEnv(env map[string]string) []string {
+	squash := func(s string) string {
+		return strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(s, "_", ""), "-", ""))
+	}
+	known := map[string]string{squash("EDGECHAT_CONFIG"): "EDGECHAT_CONFIG"}
+	for _, s := range settings {
+		known[squash(envName(s.name))] = envName(s.name)
+	}
+	var out []string
+	for k := range env {
+		if want, ok := known[squash(k)]; ok && want != k {
+			out = append(out, k+" (did you mean "+want+"?)")
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // LoadConfig builds the configuration for `edgechat serve` from args
 // (without the subcommand), the environment (os.Environ format) and the
 // file named by --config or EDGECHAT_CONFIG, and validates it.
@@ -464,6 +490,7 @@ func LoadSettings(args []string, environ []string) (Config, error) {
 			}
 		}
 	}
+	cfg.MisspelledEnv = misspelledEnv(env)
 	var ferr error
 	fs.Visit(func(f *flag.Flag) {
 		for _, s := range settings {

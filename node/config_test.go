@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,26 @@ func TestHTTPRateRefusesBadInputClearly(t *testing.T) {
 		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: err %v, want ErrConfig saying %q", name, err, c.msg)
 		}
+	}
+}
+
+// A misspelled EDGECHAT_* variable (EDGECHAT_NODEID for EDGECHAT_NODE_ID)
+// was ignored without a word, where a misspelled key of the YAML file is
+// refused: the node started as n1. It is still ignored (the environment
+// also holds other tools' EDGECHAT_* variables), but named with the
+// setting it likely meant, which serve logs as a warning; variables that
+// resemble no setting are not.
+func TestMisspelledEnvironmentVariablesAreNamed(t *testing.T) {
+	c, err := LoadConfig(nil, []string{"EDGECHAT_NODEID=n7", "EDGECHAT_HTTP_ADDR=127.0.0.1:0", "EDGECHAT_Raft_Timeout=2s",
+		"EDGECHAT_SERVER=http://x", "EDGECHAT_MINIO=/bin/minio", "HOME=/root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"EDGECHAT_NODEID (did you mean EDGECHAT_NODE_ID?)", "EDGECHAT_Raft_Timeout (did you mean EDGECHAT_RAFT_TIMEOUT?)"}
+	if !slices.Equal(c.MisspelledEnv, want) {
+		t.Fatalf("misspelled: %q, want %q", c.MisspelledEnv, want)
+	}
+	if c.NodeID == "n7" || c.HTTPAddr != "127.0.0.1:0" {
+		t.Fatalf("the settings read: node %q, http %q", c.NodeID, c.HTTPAddr)
 	}
 }

@@ -123,6 +123,9 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), registry: newRegistry(), link: &brokerLink{},
 		ids: newLazyIDs(), closing: make(chan struct{}), runDone: make(chan struct{})}
+	for _, v := range cfg.MisspelledEnv {
+		n.log.Warn("environment variable ignored: it is no setting", "variable", v)
+	}
 	// Raft starts in cluster.New and would apply committed entries at
 	// once, but the services register their FSM handlers only after it
 	// (they need Raft to propose): hold applying until every handler is
