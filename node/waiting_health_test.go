@@ -25,29 +25,7 @@ import (
 // /readyz 503 and every other request 503 unavailable (never a hang)
 // while the node waits.
 func TestAWaitingNodeAnswersItsHealthChecks(t *testing.T) {
-	dead, err := net.Listen("tcp", "127.0.0.1:0") // a peer that never answers Raft
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := dead.Addr().String()
-	_ = dead.Close()
-	cfg := nodetest.TestConfig(t)
-	cfg.NodeID = "n1"
-	cfg.BootstrapExpect = 2
-	cfg.Join = []string{peer}
-	n, err := node.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	n, _ := startWaitingNode(t)
 	client := &http.Client{Timeout: 2 * time.Second}
 	get := func(path string) (int, error) {
 		resp, err := client.Get(n.HTTPURL() + path)
@@ -115,4 +93,35 @@ func TestANodeWaitsForItsClusterAsLongAsItRuns(t *testing.T) {
 	if err := testutil.Receive(t, done, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run after a stop while waiting: %v", err)
 	}
+}
+
+// startWaitingNode runs a node that waits for its cluster for as long
+// as the test runs: --bootstrap-expect 2 and a --join peer that never
+// answers Raft.
+func startWaitingNode(t *testing.T) (*node.Node, node.Config) {
+	t.Helper()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := dead.Addr().String()
+	_ = dead.Close()
+	cfg := nodetest.TestConfig(t)
+	cfg.NodeID = "n1"
+	cfg.BootstrapExpect = 2
+	cfg.Join = []string{peer}
+	n, err := node.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := testutil.Receive(t, done, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return n, cfg
 }

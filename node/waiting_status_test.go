@@ -1,18 +1,13 @@
 package node_test
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/internal/testutil"
-	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 	"github.com/edgechat/edgechat/services/auth"
 )
@@ -24,29 +19,7 @@ import (
 // it was held with every other request: 503 "this node is starting
 // (waiting for its cluster); retry", for as long as the node waited.
 func TestClusterStatusAnswersWhileTheNodeWaitsForItsCluster(t *testing.T) {
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := dead.Addr().String()
-	_ = dead.Close()
-	cfg := nodetest.TestConfig(t)
-	cfg.NodeID = "n1"
-	cfg.BootstrapExpect = 2
-	cfg.Join = []string{peer}
-	n, err := node.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := testutil.Receive(t, done, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	n, cfg := startWaitingNode(t)
 	tok, err := auth.MintFromKeyDir(filepath.Join(cfg.DataDir, "keys"), auth.DefaultIssuer, auth.Account{UserID: "operator", Admin: true}, time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,21 +17,7 @@ import (
 // without a leader signed every open web page out for good, although
 // their sessions were live.
 func TestCookieSessionSurvivesAnOutage(t *testing.T) {
-	e := newEnv(t)
-	e.register("alice", "password1")
-	srv, jar, c := e.browser(t)
-	post := func(path, body string) int {
-		t.Helper()
-		res, err := c.Post(srv.URL+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res.StatusCode
-	}
-	if code := post("/auth/login", `{"username":"alice","password":"password1","session":"cookie"}`); code != http.StatusOK {
-		t.Fatalf("login: %d", code)
-	}
+	e, srv, jar, post := signedInBrowser(t)
 	authURL, _ := url.Parse(srv.URL + "/auth/refresh")
 	e.prop.SetErr(fsmtest.ErrDown)
 	if code := post("/auth/refresh", `{}`); code != http.StatusServiceUnavailable {
@@ -53,21 +40,7 @@ func TestCookieSessionSurvivesAnOutage(t *testing.T) {
 // for "no session left") and the session lived on, unreachable from
 // the browser, until its refresh token expired.
 func TestCookieSignOutSurvivesAnOutage(t *testing.T) {
-	e := newEnv(t)
-	e.register("alice", "password1")
-	srv, jar, c := e.browser(t)
-	post := func(path, body string) int {
-		t.Helper()
-		res, err := c.Post(srv.URL+path, "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res.StatusCode
-	}
-	if code := post("/auth/login", `{"username":"alice","password":"password1","session":"cookie"}`); code != http.StatusOK {
-		t.Fatalf("login: %d", code)
-	}
+	e, srv, jar, post := signedInBrowser(t)
 	authURL, _ := url.Parse(srv.URL + "/auth/logout")
 	e.prop.SetErr(fsmtest.ErrDown)
 	if code := post("/auth/logout", `{}`); code != http.StatusServiceUnavailable {
@@ -87,4 +60,27 @@ func TestCookieSignOutSurvivesAnOutage(t *testing.T) {
 	if err != nil || len(sessions) != 0 {
 		t.Fatalf("sessions after the sign-out: %+v %v", sessions, err)
 	}
+}
+
+// signedInBrowser is a browser (a cookie jar over real HTTP) in which
+// alice signed in with a cookie session; post answers a JSON POST's
+// status.
+func signedInBrowser(t *testing.T) (*env, *httptest.Server, http.CookieJar, func(path, body string) int) {
+	t.Helper()
+	e := newEnv(t)
+	e.register("alice", "password1")
+	srv, jar, c := e.browser(t)
+	post := func(path, body string) int {
+		t.Helper()
+		res, err := c.Post(srv.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := post("/auth/login", `{"username":"alice","password":"password1","session":"cookie"}`); code != http.StatusOK {
+		t.Fatalf("login: %d", code)
+	}
+	return e, srv, jar, post
 }
