@@ -364,7 +364,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			Name: "edgechat_auth_refreshes_total",
 			Help: "Refresh-token exchanges by result.",
 		}, []string{"result"}),
-		gone: newGoneSet(), signedOut: newSignedOutSet(), demoted: newSignedOutSet(),
+		gone: newGoneSet(), signedOut: newSignedOutSet(), demoted: newTimeSet(prefixDemoted),
 		lead: deps.Leader, barrier: deps.ReadBarrier,
 		wake: make(chan struct{}, 1),
 		deletions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -397,7 +397,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	if err := s.signedOut.load(deps.DB); err != nil {
 		return nil, err
 	}
-	if err := loadDemoted(s.demoted, deps.DB); err != nil {
+	if err := s.demoted.load(deps.DB); err != nil {
 		return nil, err
 	}
 	if err := s.gone.load(deps.DB); err != nil {
@@ -430,7 +430,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			if err := s.signedOut.load(s.db); err != nil {
 				s.log.Error("reloading sign-outs after a snapshot restore", "err", err)
 			}
-			if err := loadDemoted(s.demoted, s.db); err != nil {
+			if err := s.demoted.load(s.db); err != nil {
 				s.log.Error("reloading admin role revocations after a snapshot restore", "err", err)
 			}
 			if err := s.revoked.load(s.db); err != nil {

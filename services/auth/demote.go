@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -18,31 +17,10 @@ import (
 // carries the account's role as it is then.
 const prefixDemoted = "r/auth/demoted/" // + uid → time (JSON)
 
-// loadDemoted replaces set with the demotions the database holds (at
-// start and after a snapshot restore).
-func loadDemoted(set *signedOutSet, db *badger.DB) error {
-	m, err := loadPrefix[time.Time](db, prefixDemoted)
-	if err != nil {
-		return fmt.Errorf("auth: loading admin role revocations: %w", err)
-	}
-	set.mu.Lock()
-	set.m = m
-	set.mu.Unlock()
-	return nil
-}
-
 // recordDemotion writes uid's demotion time (the latest of the stored
 // one and at) in the FSM transaction.
 func recordDemotion(tx *badger.Txn, uid string, at time.Time) error {
-	var was time.Time
-	found, err := getJSON(tx, prefixDemoted+uid, &was)
-	if err != nil {
-		return err
-	}
-	if found && !at.After(was) {
-		return nil
-	}
-	return setJSON(tx, prefixDemoted+uid, at)
+	return recordLatest(tx, prefixDemoted+uid, at)
 }
 
 // demotionCommitted updates every node's copy once a revocation of the

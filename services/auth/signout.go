@@ -20,16 +20,24 @@ const prefixSignedOut = "r/auth/signedout/" // + uid → time (JSON)
 
 // signedOutSet is every node's copy of r/auth/signedout/: consulted on
 // every token check, so a map lookup.
+// The same set keeps the admin role revocations (demote.go), under
+// their own prefix.
 type signedOutSet struct {
-	mu sync.RWMutex
-	m  map[string]time.Time
+	prefix string // where the database keeps them
+	mu     sync.RWMutex
+	m      map[string]time.Time
 }
 
 // ErrSignedOutSince refuses a credential issued before the user signed
 // out everywhere (a provider's token presented at MQTT CONNECT).
 var ErrSignedOutSince = errors.New("auth: signed out everywhere since the token was issued")
 
-func newSignedOutSet() *signedOutSet { return &signedOutSet{m: map[string]time.Time{}} }
+func newSignedOutSet() *signedOutSet { return newTimeSet(prefixSignedOut) }
+
+// newTimeSet is a set of per-user times kept under prefix.
+func newTimeSet(prefix string) *signedOutSet {
+	return &signedOutSet{prefix: prefix, m: map[string]time.Time{}}
+}
 
 // get is when uid last signed out everywhere.
 func (s *signedOutSet) get(uid string) (time.Time, bool) {
@@ -51,9 +59,9 @@ func (s *signedOutSet) put(uid string, at time.Time) {
 // load replaces the set with what the database holds (at start and
 // after a snapshot restore).
 func (s *signedOutSet) load(db *badger.DB) error {
-	m, err := loadPrefix[time.Time](db, prefixSignedOut)
+	m, err := loadPrefix[time.Time](db, s.prefix)
 	if err != nil {
-		return fmt.Errorf("auth: loading sign-outs: %w", err)
+		return fmt.Errorf("auth: loading %s: %w", s.prefix, err)
 	}
 	s.mu.Lock()
 	s.m = m
@@ -64,15 +72,20 @@ func (s *signedOutSet) load(db *badger.DB) error {
 // recordSignOut writes uid's sign-out time (the latest of the stored one
 // and at) in the FSM transaction.
 func recordSignOut(tx *badger.Txn, uid string, at time.Time) error {
+	return recordLatest(tx, prefixSignedOut+uid, at)
+}
+
+// recordLatest writes at under key unless the key holds a later time.
+func recordLatest(tx *badger.Txn, key string, at time.Time) error {
 	var was time.Time
-	found, err := getJSON(tx, prefixSignedOut+uid, &was)
+	found, err := getJSON(tx, key, &was)
 	if err != nil {
 		return err
 	}
 	if found && !at.After(was) {
 		return nil
 	}
-	return setJSON(tx, prefixSignedOut+uid, at)
+	return setJSON(tx, key, at)
 }
 
 // revokeAllCommitted is the value of a revoke-all step: the step, and
