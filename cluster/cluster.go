@@ -238,7 +238,8 @@ type Raft struct {
 	mux    *mux
 	rpcSrv *peerrpc.Server
 	peers  *peerPool
-	fresh  bool // no Raft state when New opened the stores
+	fresh  bool       // no Raft state when New opened the stores
+	votes  *voteGuard // on while a node that started without its state catches up (voteguard.go); nil if off
 	wal    *wal.WAL
 	logs   *logStore // the log as Raft sees it: w with a cache (logstore.go)
 	meta   *metadb.BoltMetaDB
@@ -415,6 +416,19 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		}
 	}
 
+	// A node that gets its state from the cluster (it joins, or forms one
+	// with BootstrapExpect) votes only once it holds what was committed.
+	votes, err := openVoteGuard(dir, !existing && !cfg.Bootstrap, log, m.votesRefused)
+	if err != nil {
+		return nil, err
+	}
+	if votes != nil {
+		votes.header = raft.RPCHeader{ProtocolVersion: conf.ProtocolVersion, ID: []byte(conf.LocalID),
+			Addr: trans.EncodePeer(conf.LocalID, trans.LocalAddr())}
+		closers = append(closers, func() error { votes.stop(); return nil })
+		go votes.relay(trans.Consumer())
+	}
+
 	stopCtx, stopCtxC := context.WithCancel(context.Background())
 	closers = append(closers, func() error { stopCtxC(); return nil })
 	n := &Raft{
@@ -426,6 +440,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		rpcSrv:   newRPCServer(),
 		peers:    newPeerPool(),
 		fresh:    !existing,
+		votes:    votes,
 		wal:      w,
 		logs:     logs,
 		meta:     meta,
@@ -463,8 +478,8 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		}
 	}
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
-	snaps.starting.Store(true)                                     // NewRaft restores the latest snapshot: a reference stays one
-	acks := &ackTransport{NetworkTransport: trans, ack: n.noteAck} // notice.go
+	snaps.starting.Store(true)                                                   // NewRaft restores the latest snapshot: a reference stays one
+	acks := &ackTransport{NetworkTransport: trans, ack: n.noteAck, guard: votes} // notice.go, voteguard.go
 	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, logs, w, snaps, acks)
 	snaps.starting.Store(false)
 	if err != nil {
@@ -524,6 +539,9 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	var aux, sends sync.WaitGroup
 	aux.Go(func() { n.forwarder(ctx, &sends) })
 	aux.Go(func() { n.boundLog(ctx) })
+	if n.votes.guarded() {
+		aux.Go(func() { n.liftVoteGuard(ctx) })
+	}
 	switch {
 	case n.fresh && (len(n.cfg.Join) > 0 || n.cfg.BootstrapExpect > 0):
 		aux.Go(func() { n.formCluster(ctx) })
@@ -609,6 +627,7 @@ func (n *Raft) release() []error {
 	if err := n.trans.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close transport: %w", err))
 	}
+	n.votes.stop()
 	n.peers.close()
 	if err := n.mux.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		errs = append(errs, fmt.Errorf("cluster: close listener: %w", err))

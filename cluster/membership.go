@@ -723,6 +723,13 @@ func (n *Raft) tryBootstrap(ctx context.Context, attempt int) bool {
 			// Someone is in a cluster already (it may have bootstrapped
 			// with us in it): join instead of bootstrapping.
 			n.log.Info("a peer is already in a cluster; joining it", "peer", r.Name, "addr", r.Addr)
+			if r.LastIndex <= 1 {
+				// Its log holds the first configuration only: no leader
+				// has appended anything yet, so nothing was acknowledged,
+				// and its election needs this node's vote (voteguard.go).
+				// A member of a running cluster holds more.
+				n.votes.lift("a peer is forming the cluster")
+			}
 			n.disc.mu.Lock()
 			n.disc.joinMode = true
 			n.disc.mu.Unlock()
@@ -765,6 +772,9 @@ func (n *Raft) tryBootstrap(ctx context.Context, attempt int) bool {
 	switch {
 	case err == nil:
 		n.log.Info("bootstrapped the cluster", "servers", len(servers))
+		// A new cluster: nothing was acknowledged before this
+		// configuration, so this node may vote at once.
+		n.votes.lift("bootstrapped a new cluster")
 		return true
 	case errors.Is(err, raft.ErrCantBootstrap):
 		return true // state arrived from a peer meanwhile

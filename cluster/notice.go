@@ -247,7 +247,8 @@ func (n *Raft) sendNotice(id raft.ServerID, addr raft.ServerAddress, a noticeArg
 // optional interfaces Raft looks for (WithClose, WithPeers, WithPreVote).
 type ackTransport struct {
 	*raft.NetworkTransport
-	ack func(id raft.ServerID, term, index uint64)
+	ack   func(id raft.ServerID, term, index uint64)
+	guard *voteGuard // nil unless the node started without its state (Consumer, voteguard.go)
 }
 
 // acked reports what a successful answer to req means: the follower

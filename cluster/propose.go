@@ -343,12 +343,14 @@ func (n *Raft) failQueued() {
 
 // metrics of the proposal path.
 type metrics struct {
-	commit      prometheus.Histogram
-	batch       prometheus.Histogram
-	ok          prometheus.Counter
-	rejected    prometheus.Counter
-	unavailable prometheus.Counter
-	invalid     prometheus.Counter
+	// votesRefused counts the votes the vote guard refused (voteguard.go).
+	votesRefused prometheus.Counter
+	commit       prometheus.Histogram
+	batch        prometheus.Histogram
+	ok           prometheus.Counter
+	rejected     prometheus.Counter
+	unavailable  prometheus.Counter
+	invalid      prometheus.Counter
 	// announcements counts the barriers the leader appended to tell
 	// followers the commit index (announce.go).
 	announcements prometheus.Counter
@@ -413,6 +415,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "edgechat_raft_read_leader_checks_total",
 		Help: "Read rounds the leader answered after confirming its leadership with a round of heartbeats, without a log entry (every round of a term after its first barrier).",
 	})
+	votesRefused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgechat_raft_votes_refused_total",
+		Help: "Vote and pre-vote requests this node refused because it started without its Raft state (a new member, or a lost data directory) and has not caught up with its cluster yet.",
+	})
 	logWriteFailures := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "edgechat_raft_log_write_failures_total",
 		Help: "Appends to this node's Raft log that failed (a full or failing disk); the node is not ready until an append succeeds again.",
@@ -420,6 +426,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg != nil {
 		var err error
 		if logWriteFailures, err = register(reg, logWriteFailures); err != nil {
+			return nil, err
+		}
+		if votesRefused, err = register(reg, votesRefused); err != nil {
 			return nil, err
 		}
 		if readBarriers, err = register(reg, readBarriers); err != nil {
@@ -466,6 +475,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		unavailable:        total.WithLabelValues("unavailable"),
 		invalid:            total.WithLabelValues("invalid"),
 		logWriteFailures:   logWriteFailures,
+		votesRefused:       votesRefused,
 	}, nil
 }
 
