@@ -116,7 +116,7 @@ func (g *voteGuard) lift(why string) {
 	if g == nil || !g.on.CompareAndSwap(true, false) {
 		return
 	}
-	g.log.Info("this node votes again: it holds what its cluster committed", "because", why)
+	g.log.Info("this node may vote", "because", why)
 	if err := os.Remove(g.marker); err != nil && !errors.Is(err, os.ErrNotExist) {
 		g.log.Warn("vote guard: remove its file", "err", err)
 		return
