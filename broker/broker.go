@@ -364,6 +364,10 @@ type connInfo struct {
 	// OnSubscribed: they are answered "retry", not "not authorized").
 	// Only the client's read loop touches it.
 	unverified []string
+	// adminRevoked is set once the user's admin role was revoked after
+	// CONNECT checked the token (RevokeAdmin): the connection is a user's
+	// from then on (principalOf), without $SYS.
+	adminRevoked atomic.Bool
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS
@@ -772,6 +776,11 @@ func (b *Broker) connOf(cl *mqtt.Client) *connInfo {
 // principalOf is principal with the connection state looked up already.
 func principalOf(ci *connInfo, cl *mqtt.Client) wire.Principal {
 	if ci != nil {
+		if ci.p.Admin && ci.adminRevoked.Load() {
+			p := ci.p
+			p.Admin = false
+			return p
+		}
 		return ci.p
 	}
 	if uid, _, err := wire.ParseClientID(cl.ID); err == nil {

@@ -23,6 +23,37 @@ func (b *Broker) DisconnectUser(uid string) {
 	}
 }
 
+// RevokeAdmin takes the admin role from uid's live connections on this
+// node: the role was checked at CONNECT, and a connection authorized with
+// it would otherwise keep its $SYS subscriptions (and could make new
+// ones) after the revocation. The connections stay open as a user's; their
+// $SYS subscriptions are dropped (the client is not told: MQTT has no
+// server-initiated UNSUBSCRIBE) and $SYS deliveries and subscriptions are
+// refused from then on. The node calls it on every node once the
+// revocation commits; a connection still in its handshake then is caught
+// by OnSessionEstablished's second token check. Cheap and safe from any
+// goroutine.
+func (b *Broker) RevokeAdmin(uid string) {
+	if uid == "" {
+		return
+	}
+	for _, cl := range b.users.sessions(uid) {
+		b.revokeAdmin(cl)
+	}
+}
+
+// revokeAdmin makes one connection a user's: deliveries and subscriptions
+// are checked as a user's from the flag on, then the subscriptions only
+// an admin may hold go.
+func (b *Broker) revokeAdmin(cl *mqtt.Client) {
+	ci := b.connOf(cl)
+	if ci == nil || !ci.p.Admin || ci.adminRevoked.Swap(true) {
+		return
+	}
+	b.dropRevokedSubscriptions(cl, b.principal(cl))
+	b.log.Info("admin role revoked: the connection keeps no $SYS subscription", "client", cl.ID)
+}
+
 // DisconnectKey closes every live user connection on this node whose
 // access token was signed with the key kid (the key was revoked: a
 // forger may hold it). The node calls it on every node once the

@@ -187,13 +187,17 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// yet: the token is checked again now that it is (the check of a
 	// token seen a moment ago is a cache hit). Either this check sees
 	// the change, or the change's DisconnectUser finds this connection.
-	if !b.stillValid(ci.p, pk) {
+	// So may a revocation of the admin role (RevokeAdmin): the token's
+	// role is checked again too.
+	if p, ok := b.stillValid(ci.p, pk); !ok {
 		b.log.Info("connection closed: its token was refused during the handshake", "client", cl.ID)
 		go func() { _ = b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction) }()
+	} else if ci.p.Admin && !p.Admin {
+		ci.adminRevoked.Store(true)
 	}
 	// A resumed session brings its old subscriptions: drop those the
 	// user lost meanwhile (a group left while offline).
-	b.dropRevokedSubscriptions(cl, ci.p)
+	b.dropRevokedSubscriptions(cl, b.principal(cl))
 	ci.established.Store(true)
 	if ci.missedEarly.Load() {
 		b.tellToSync(cl, ci) // a delivery was dropped during the handshake
@@ -204,13 +208,14 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 }
 
 // stillValid checks the CONNECT's token again: it must still verify, as
-// the same user, session and key.
-func (b *Broker) stillValid(was wire.Principal, pk packets.Packet) bool {
+// the same user, session and key. It returns what it verifies as now (the
+// admin role may be gone).
+func (b *Broker) stillValid(was wire.Principal, pk packets.Packet) (wire.Principal, bool) {
 	if b.deps.Verifier == nil {
-		return true // no verified users: nothing to check again
+		return was, true // no verified users: nothing to check again
 	}
 	p, err := b.deps.Verifier.VerifyAccessToken(string(pk.Connect.Password))
-	return err == nil && p.UserID == was.UserID && p.SessionID == was.SessionID && p.KeyID == was.KeyID
+	return p, err == nil && p.UserID == was.UserID && p.SessionID == was.SessionID && p.KeyID == was.KeyID
 }
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {

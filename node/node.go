@@ -369,6 +369,9 @@ func (n *Node) buildBroker() (err error) {
 	// So do a user's sessions when they sign out everywhere (their tokens
 	// are refused from then on: a reconnect fails).
 	n.Auth.OnSignedOutEverywhere(func(uid string) { go n.Broker.DisconnectUser(uid) })
+	// A revoked admin role leaves the user's live connections on every
+	// node without $SYS (they were authorized with the role at CONNECT).
+	n.Auth.OnDemoted(n.Broker.RevokeAdmin)
 	n.Auth.OnSigningKeyRevoked(func(kid string) { go n.Broker.DisconnectKey(kid) })
 	n.Auth.OnSessionEnded(func(sid string) { go n.Broker.DisconnectSession(sid) })
 	n.fsm.OnRestore(n.Broker.RecheckSubscriptions)

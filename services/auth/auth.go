@@ -285,8 +285,10 @@ type Service struct {
 	// signedOut and onSignedOut: sign out everywhere (signout.go).
 	signedOut   *signedOutSet
 	onSignedOut []func(uid string)
-	// demoted: when each user last lost the admin role (demote.go).
-	demoted *signedOutSet
+	// demoted and onDemoted: when each user last lost the admin role,
+	// and who is told once a revocation commits (demote.go).
+	demoted   *signedOutSet
+	onDemoted []func(uid string)
 
 	providerCheck ProviderCheck // DELETE /user/me by a provider token (SetProviderCheck)
 	deletions     *prometheus.CounterVec

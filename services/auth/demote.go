@@ -32,7 +32,26 @@ type demotionCommitted struct {
 }
 
 // AfterCommit implements fsm.AfterCommitter.
-func (d *demotionCommitted) AfterCommit() { d.s.demoted.put(d.uid, d.at) }
+func (d *demotionCommitted) AfterCommit() {
+	d.s.demoted.put(d.uid, d.at)
+	d.s.eraseMu.Lock()
+	fns := append([]func(string){}, d.s.onDemoted...)
+	d.s.eraseMu.Unlock()
+	for _, fn := range fns {
+		fn(d.uid)
+	}
+}
+
+// OnDemoted registers fn to run on every node once the revocation of a
+// user's admin role is committed (the broker takes $SYS from their live
+// MQTT connections, which were authorized with the role at CONNECT). It
+// runs on the FSM's goroutine, after the node's copy of the demotion
+// times is updated: fn must not block.
+func (s *Service) OnDemoted(fn func(uid string)) {
+	s.eraseMu.Lock()
+	s.onDemoted = append(s.onDemoted, fn)
+	s.eraseMu.Unlock()
+}
 
 // adminNow tells whether a token's admin claim still holds: it was
 // issued after the user's last demotion (a token of no account, the
