@@ -212,8 +212,13 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
+	key, err := httpapi.IdempotencyKey(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
 	ctx := WithClientInfo(r.Context(), ClientInfoOf(r, req.Device))
-	t, err := s.Login(ctx, req.Username, req.Password, clientIP(r))
+	t, err := s.LoginWithKey(ctx, req.Username, req.Password, clientIP(r), key)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return

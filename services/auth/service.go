@@ -204,6 +204,14 @@ func (s *Service) SetAdmin(ctx context.Context, uid string, admin bool) error {
 // rate limited per username and per client IP; an unknown user costs the
 // same hash as a known one.
 func (s *Service) Login(ctx context.Context, username, password, ip string) (Tokens, error) {
+	return s.LoginWithKey(ctx, username, password, ip, "")
+}
+
+// LoginWithKey is Login for a request with an Idempotency-Key ("" for
+// none): the sign-in sent again with its key (its answer lost) answers
+// tokens of the session the first one made, while that session lives,
+// instead of making another (loginAgain).
+func (s *Service) LoginWithKey(ctx context.Context, username, password, ip, key string) (Tokens, error) {
 	userKey, err := NormalizeUsername(username)
 	if err != nil {
 		userKey = "" // still spend a hash below: no shortcut for odd names
@@ -257,7 +265,17 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		s.logins.WithLabelValues("invalid_credentials").Inc()
 		return Tokens{}, ErrInvalidCredentials
 	}
-	t, err := s.issueAfter(ctx, acct, time.Time{}, true)
+	var t Tokens
+	again := false
+	if key != "" {
+		t, again, err = s.issueKeyed(ctx, acct, key)
+	} else {
+		t, err = s.issueAfter(ctx, acct, time.Time{}, true)
+	}
+	if errors.Is(err, ErrKeyReused) {
+		s.logins.WithLabelValues("key_reused").Inc()
+		return Tokens{}, err
+	}
 	if isErr(err, ErrPasswordChanged) || isErr(err, ErrRefreshInvalid) {
 		// The password changed, or the account was deleted (through
 		// another node, or while the hash was being checked), before
@@ -270,8 +288,91 @@ func (s *Service) Login(ctx context.Context, username, password, ip string) (Tok
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
+	if again {
+		s.logins.WithLabelValues("retried").Inc()
+		return t, nil
+	}
 	s.logins.WithLabelValues("success").Inc()
 	return t, nil
+}
+
+// loginFamily is the refresh-token family of uid's sign-in with the
+// Idempotency-Key key: derived from both, so that every retry of the
+// sign-in proposes the same family and the log lets one make it (a
+// node of an earlier version refuses the others too: the family exists).
+func loginFamily(uid, key string) string {
+	sum := sha256.Sum256([]byte("edgechat-login:" + uid + "\x00" + key))
+	return base64.RawURLEncoding.EncodeToString(sum[:familyBytes])
+}
+
+// loginAgainAttempts bounds the rotations a sign-in sent again tries
+// when each loses a race to another rotation of its session.
+const loginAgainAttempts = 3
+
+// issueKeyed issues the tokens of a password sign-in with the
+// Idempotency-Key key. The first attempt makes the key's family; an
+// attempt that finds it made (the sign-in sent again after its answer
+// was lost, through any node) rotates it instead, as a refresh would, and
+// answers its tokens (again true): one session however often the sign-in
+// is sent. The key with another device is ErrKeyReused. Once the key's
+// session has ended (signed out, revoked, expired) the key makes a new
+// session with a random family, as a sign-in without a key does.
+func (s *Service) issueKeyed(ctx context.Context, acct account, key string) (t Tokens, again bool, err error) {
+	family := loginFamily(acct.UID, key)
+	_, found, err := s.readFamily(family)
+	if err != nil {
+		return Tokens{}, false, err
+	}
+	if !found {
+		t, err := s.issueFamily(ctx, acct, family, time.Time{}, true)
+		if !isErr(err, errFamilyExists) {
+			return t, false, err
+		}
+	}
+	device := clip(clientInfoFrom(ctx).Device, maxDeviceLen)
+	for range loginAgainAttempts {
+		f, found, err := s.readFamilyAfterCatchUp(ctx, family)
+		if err != nil {
+			return Tokens{}, false, err
+		}
+		now := s.now().UTC()
+		if !found || f.UID != acct.UID || f.Revoked || !now.Before(f.ExpiresAt) || s.signedOutSince(f) {
+			// Its session is over: a sign-in as without a key.
+			t, err := s.issueAfter(ctx, acct, time.Time{}, true)
+			return t, false, err
+		}
+		if s.suspended.has(acct.UID) {
+			return Tokens{}, false, ErrSuspended
+		}
+		if f.Device != device {
+			return Tokens{}, false, ErrKeyReused
+		}
+		secret := randomB64(secretBytes)
+		_, err = s.propose(ctx, wire.CmdRefreshIssue, refreshIssueCmd{
+			Family: family, UID: acct.UID, Hash: hashSecret(secret), Prev: f.Hash,
+			ExpiresAt: now.Add(s.cfg.RefreshTTL), At: now,
+		})
+		if isErr(err, ErrRefreshReused) || isErr(err, ErrRefreshInvalid) {
+			continue // rotated or ended meanwhile: look again
+		}
+		if err != nil {
+			return Tokens{}, false, fmt.Errorf("auth: sign-in sent again: %w", err)
+		}
+		access, err := s.accessToken(acct, sessionID(family))
+		if err != nil {
+			return Tokens{}, false, err
+		}
+		// Told again: the first answer may have been lost before its
+		// event went out (the same session ID: nothing new to a client
+		// that saw it).
+		created := f.CreatedAt
+		if created.IsZero() {
+			created = now
+		}
+		s.publishSignIn(acct.UID, sessionID(family), ClientInfo{Device: f.Device, Agent: f.Agent}, created)
+		return s.tokens(acct.UID, access, family+"."+secret), true, nil
+	}
+	return Tokens{}, false, fmt.Errorf("auth: sign-in sent again: its session kept changing; retry")
 }
 
 // checkPassword tells whether password is acct's (found: acct exists).
@@ -369,11 +470,17 @@ func (s *Service) issue(ctx context.Context, acct account) (Tokens, error) {
 // sign-in proved acct.Hash's password, and the log refuses it
 // (ErrPasswordChanged) when the password changed before its entry.
 func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.Time, byPassword bool) (Tokens, error) {
+	return s.issueFamily(ctx, acct, randomB64(familyBytes), signedOut, byPassword)
+}
+
+// issueFamily is issueAfter making the family given (errFamilyExists
+// when the log has it already).
+func (s *Service) issueFamily(ctx context.Context, acct account, family string, signedOut time.Time, byPassword bool) (Tokens, error) {
 	uid := acct.UID
 	if s.suspended.has(uid) {
 		return Tokens{}, ErrSuspended
 	}
-	family, secret := randomB64(familyBytes), randomB64(secretBytes)
+	secret := randomB64(secretBytes)
 	access, err := s.accessTokenAfter(acct, signedOut, sessionID(family))
 	if err != nil {
 		return Tokens{}, err

@@ -24,6 +24,11 @@ const (
 
 var errBadCommand = errors.New("auth: malformed command")
 
+// errFamilyExists: a new family's ID is taken (by the same sign-in sent
+// again with its Idempotency-Key, whose family ID derives from the key:
+// service.go loginFamily). Its text is what earlier versions answer.
+var errFamilyExists = fmt.Errorf("%w: family exists", errBadCommand)
+
 type account struct {
 	UID       string    `json:"uid"`
 	Hash      string    `json:"hash"` // argon2id PHC string
@@ -358,7 +363,7 @@ func applyRefreshIssue(tx *badger.Txn, _ fsm.Position, payload []byte) (any, err
 	}
 	if c.Prev == "" {
 		if found {
-			return nil, fmt.Errorf("%w: family exists", errBadCommand)
+			return nil, errFamilyExists
 		}
 		// A node that had not applied the account's suspension yet may
 		// have let the sign-in through: the log decides.
