@@ -29,6 +29,7 @@ type env struct {
 	svc   *idp.Service
 	clock *testutil.FakeClock
 	srv   *httptest.Server
+	reg   *prometheus.Registry
 }
 
 func newEnv(t *testing.T, mutate ...func(*idp.ProviderConfig)) *env {
@@ -46,8 +47,9 @@ func newEnv(t *testing.T, mutate ...func(*idp.ProviderConfig)) *env {
 	for _, m := range mutate {
 		m(&pc)
 	}
+	reg := prometheus.NewRegistry()
 	svc, err := idp.New(idp.Config{Providers: []idp.ProviderConfig{pc}},
-		idp.Deps{Accounts: a, Proposer: h, FSM: h.FSM, Now: clock.Now, Registerer: prometheus.NewRegistry()})
+		idp.Deps{Accounts: a, Proposer: h, FSM: h.FSM, Now: clock.Now, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +59,7 @@ func newEnv(t *testing.T, mutate ...func(*idp.ProviderConfig)) *env {
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &env{t: t, op: op, auth: a, svc: svc, clock: clock, srv: srv}
+	return &env{t: t, op: op, auth: a, svc: svc, clock: clock, srv: srv, reg: reg}
 }
 
 // exchange posts a subject token over real HTTP: status, body.
@@ -243,9 +245,21 @@ func TestKeyRotationMidRun(t *testing.T) {
 		t.Fatalf("a token of the old key, still published: %v", err)
 	}
 	// The provider removes the old key: once the cache expires, tokens of
-	// the old key stop working; the new key's keep working.
+	// the old key stop working; the new key's keep working. The first
+	// token past JWKSMaxAge is checked with the keys cached while it
+	// starts their refresh in the background.
 	e.op.DropOldKeys()
 	e.clock.Advance(2 * time.Minute) // past JWKSMaxAge
+	fetched := e.jwksFetches("ok")
+	if _, err := p.Verify(ctx, fresh, ""); err != nil {
+		t.Fatalf("a token of the current key, stale keys: %v", err)
+	}
+	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if e.jwksFetches("ok") == fetched {
+			return errors.New("the stale keys were not fetched again")
+		}
+		return nil
+	})
 	if _, err := p.Verify(ctx, old, ""); !errors.Is(err, idp.ErrBadSignature) {
 		t.Fatalf("a token of a removed key: %v, want ErrBadSignature", err)
 	}

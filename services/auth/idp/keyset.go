@@ -42,13 +42,19 @@ const maxJWKSKeys = 100
 // signature that matches none).
 var errUnknownKey = errors.New("no key of the provider's JWKS verifies the token")
 
+// jwksFetchTimeout bounds one fetch of a JWKS (a provider that accepts
+// the connection and never answers).
+const jwksFetchTimeout = 10 * time.Second
+
 // keySet is a provider's JWKS, fetched over HTTP and cached. It
 // implements go-oidc's KeySet. go-oidc's own RemoteKeySet refetches on
 // every unknown kid (a flood of bogus kids would hammer the provider) and
 // keeps keys until such a refetch (a removed key keeps working); this one
 // refetches on an unknown kid at most once per minRefetch, and refetches
-// keys older than maxAge before using them, falling back to them for
-// staleFor while the provider cannot be reached.
+// keys older than maxAge: in the background, while they go on serving
+// (stale-while-revalidate, one fetch at a time, at most once per
+// minRefetch), for up to staleFor past maxAge; older ones are fetched
+// again before use.
 type keySet struct {
 	url        string
 	client     *http.Client
@@ -63,6 +69,7 @@ type keySet struct {
 	keys        []jose.JSONWebKey
 	fetchedAt   time.Time // of keys
 	lastAttempt time.Time // of the last fetch, successful or not
+	refreshing  bool      // a background refresh of stale keys runs
 }
 
 // parseJWKS reads a JWKS document, skipping keys it cannot use (other
@@ -135,7 +142,7 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 }
 
 func (k *keySet) get(ctx context.Context) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), jwksFetchTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
 	if err != nil {
@@ -161,30 +168,47 @@ func (k *keySet) get(ctx context.Context) ([]jose.JSONWebKey, error) {
 }
 
 // current returns the keys to verify with: cached ones while fresh;
-// otherwise a new fetch, or the stale ones for staleFor when it fails.
+// stale ones (past maxAge, within staleFor) at once, while one
+// background fetch replaces them (a slow or hanging provider holds no
+// sign-in); otherwise (none yet, or too old) a new fetch.
 func (k *keySet) current(ctx context.Context) ([]jose.JSONWebKey, error) {
+	now := k.now()
 	k.mu.Lock()
 	keys, at, last := k.keys, k.fetchedAt, k.lastAttempt
-	k.mu.Unlock()
-	now := k.now()
 	if !at.IsZero() && now.Sub(at) < k.maxAge {
+		k.mu.Unlock()
 		return keys, nil
 	}
+	if !at.IsZero() && now.Sub(at) < k.maxAge+k.staleFor {
+		// Not on every token while a refetch fails: once per minRefetch.
+		if !k.refreshing && now.Sub(last) >= k.minRefetch {
+			k.refreshing = true
+			go k.refresh()
+		}
+		k.mu.Unlock()
+		return keys, nil
+	}
+	k.mu.Unlock()
 	if !at.IsZero() && now.Sub(last) < k.minRefetch {
 		// a refetch failed a moment ago: do not retry on every token
-		if now.Sub(at) < k.maxAge+k.staleFor {
-			return keys, nil
-		}
 		return nil, fmt.Errorf("%w: keys expired and the provider unreachable", ErrProviderUnavailable)
 	}
 	fresh, err := k.fetch(ctx)
-	if err == nil {
-		return fresh, nil
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
 	}
-	if !at.IsZero() && now.Sub(at) < k.maxAge+k.staleFor {
-		return keys, nil
-	}
-	return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, err)
+	return fresh, nil
+}
+
+// refresh fetches stale keys again in the background (bounded by
+// jwksFetchTimeout); a failure keeps the stale ones.
+func (k *keySet) refresh() {
+	defer func() {
+		k.mu.Lock()
+		k.refreshing = false
+		k.mu.Unlock()
+	}()
+	_, _ = k.fetch(context.Background())
 }
 
 // VerifySignature implements oidc.KeySet: the token's payload once a key
@@ -214,11 +238,21 @@ func (k *keySet) verifySignature(ctx context.Context, raw string) ([]byte, error
 		return payload, nil
 	}
 	// Unknown kid (or no key matched): the provider may have rotated its
-	// keys. Refetch, at most once per minRefetch.
+	// keys. Keys a background refresh brought since current answered are
+	// tried; then the JWKS is fetched, at most once per minRefetch, except
+	// that a background refresh running now (current may have started it
+	// for this very token) is joined rather than refused: the key may be
+	// among those it brings.
 	k.mu.Lock()
 	wait := k.lastAttempt.Add(k.minRefetch).Sub(k.now())
+	refreshing, cached := k.refreshing, k.keys
 	k.mu.Unlock()
-	if wait > 0 {
+	if len(cached) > 0 && (len(keys) == 0 || &cached[0] != &keys[0]) {
+		if payload, ok := verifyWith(jws, hdr, cached); ok {
+			return payload, nil
+		}
+	}
+	if wait > 0 && !refreshing {
 		return nil, fmt.Errorf("%w: %w (kid %q; JWKS refetched less than %v ago)", ErrBadSignature, errUnknownKey, hdr.KeyID, k.minRefetch)
 	}
 	keys, err = k.fetch(ctx)

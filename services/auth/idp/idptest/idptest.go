@@ -48,6 +48,7 @@ type Provider struct {
 	badNonce  bool                    // ID tokens of the code flow carry a wrong nonce
 	codeLen   int                     // authorization codes padded to this length (0: short)
 	secret    string                  // required client secret ("" : a public client)
+	hang      chan struct{}           // non-nil: the JWKS answers once it is closed
 	jwksHits  atomic.Int64
 	discHits  atomic.Int64
 	keyNumber int
@@ -100,8 +101,18 @@ func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
-func (p *Provider) jwks(w http.ResponseWriter, _ *http.Request) {
+func (p *Provider) jwks(w http.ResponseWriter, r *http.Request) {
 	p.jwksHits.Add(1)
+	p.mu.Lock()
+	hang := p.hang
+	p.mu.Unlock()
+	if hang != nil {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if p.isDown() {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
@@ -127,6 +138,29 @@ func (p *Provider) SetDown(down bool) {
 	p.mu.Lock()
 	p.down = down
 	p.mu.Unlock()
+}
+
+// HangJWKS makes the JWKS endpoint accept requests and answer none
+// (until the client gives up) until release is called; release is also
+// called when the test ends.
+func (p *Provider) HangJWKS(t testing.TB) (release func()) {
+	ch := make(chan struct{})
+	p.mu.Lock()
+	p.hang = ch
+	p.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			p.mu.Lock()
+			if p.hang == ch {
+				p.hang = nil
+			}
+			p.mu.Unlock()
+			close(ch)
+		})
+	}
+	t.Cleanup(release)
+	return release
 }
 
 // JWKSHits and DiscoveryHits count requests to those endpoints.
