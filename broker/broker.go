@@ -264,6 +264,11 @@ type Deps struct {
 	// Links receives the links of other regions (bridge/region); nil:
 	// no links, every $link/ client is refused.
 	Links Links
+	// Erased tells whether a user's account is erased or being erased
+	// (auth.Service.ErasureDue): the copies of its direct messages, and
+	// of its receipts, that a session left offline queued are dropped
+	// when that session resumes (erased.go). Nil: none is.
+	Erased func(uid string) bool
 	// ReadBarrier waits until this node has applied every write the
 	// cluster committed before the call (cluster.Raft.ReadBarrier). A
 	// publish or subscription refused on a group or presence topic is

@@ -352,7 +352,7 @@ func (n *Node) buildBroker() (err error) {
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
 		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region,
-		ReadBarrier: n.raft.ReadBarrier})
+		Erased: n.Auth.ErasureDue, ReadBarrier: n.raft.ReadBarrier})
 	if err != nil {
 		return fmt.Errorf("node: broker: %w", err)
 	}

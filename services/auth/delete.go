@@ -197,6 +197,16 @@ func (s *Service) OnAccountDisabled(fn func(uid string)) {
 // erased or erased).
 func (s *Service) Deleted(uid string) bool { return s.gone.has(uid) }
 
+// ErasureDue reports whether uid's account is deleted and its grace
+// period is over: its data is erased, or being erased (the leader's
+// sweeper proposes the steps from then on). What was queued for delivery
+// of its direct conversations is not delivered any more (the broker's
+// sessions left offline).
+func (s *Service) ErasureDue(uid string) bool {
+	r, ok := s.gone.get(uid)
+	return ok && (r.ErasedAt != nil || !s.now().Before(r.DeleteAt))
+}
+
 // DeletedIn is Deleted as the replicated state of tx says, for another
 // service's FSM handler that must not write about a deleted account
 // (deterministic on every node, unlike the in-memory set, which changes
