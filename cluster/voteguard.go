@@ -52,6 +52,7 @@ type voteGuard struct {
 	// refused counts the vote and pre-vote requests answered "not
 	// granted" by the guard (edgechat_raft_votes_refused_total).
 	refused prometheus.Counter
+	told    bool // the first refusal was logged
 }
 
 // voteGuardFile is the marker's name in the Raft directory.
@@ -160,6 +161,10 @@ func (g *voteGuard) refuse(rpc raft.RPC) bool {
 	}
 	if g.refused != nil {
 		g.refused.Inc()
+	}
+	if !g.told {
+		g.told = true // the relay's goroutine only
+		g.log.Info("refused a vote: this node has not caught up with its cluster since it started without its raft state")
 	}
 	return true
 }
