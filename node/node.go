@@ -304,7 +304,7 @@ func (n *Node) buildServices() (err error) {
 		return err
 	}
 	n.wireErasure()
-	n.Presence, err = presence.New(presence.Config{Interval: n.cfg.Heartbeat, Grace: n.cfg.PresenceGrace, SeenEvery: n.cfg.PresenceSeenEvery},
+	n.Presence, err = presence.New(presence.Config{Interval: n.cfg.Heartbeat, Grace: n.cfg.PresenceGrace, SeenEvery: n.cfg.PresenceSeenEvery, Region: n.cfg.Region},
 		presence.Deps{Publisher: n.link, Logger: log.With("component", "presence"), Registerer: reg,
 			Social:  presence.Social{Contacts: n.Users, Blocks: n.Users, Groups: n.Users, Conversations: n.Archive},
 			Cluster: n.raft, Retained: n.link, ReadBarrier: n.raft.ReadBarrier,

@@ -42,6 +42,9 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uid := r.PathValue("uid")
+	if name, region, ok := strings.Cut(uid, "@"); ok && s.region != "" && region == s.region {
+		uid = name // name@{this region} is the local user (docs/regions.md)
+	}
 	if strings.IndexByte(uid, '@') >= 0 && wire.ValidPeerID(uid) == nil {
 		// A user of another region: the copy the region link keeps
 		// (bridge/region), current while a client of this region

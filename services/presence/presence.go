@@ -81,6 +81,11 @@ type Config struct {
 	// inactive is written (default DefaultSeenEvery); a user going
 	// offline is written at once (see seen.go).
 	SeenEvery time.Duration
+
+	// Region is this cluster's region name (docs/regions.md): GET
+	// /presence/name@{Region} is the local user name. Empty: no name is
+	// qualified with this region.
+	Region string
 }
 
 // Deps are the collaborators. Publisher is required.
@@ -137,6 +142,7 @@ type event struct {
 // Service is the presence state machine.
 type Service struct {
 	interval, grace, period time.Duration
+	region                  string // this region's name: name@region is the local user
 	pub                     Publisher
 	retained                Retained         // nil: no store of retained presence
 	dropper                 RetainedDropper  // nil: an erased account's retained copy stays (in memory)
@@ -193,6 +199,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		interval: cfg.Interval,
+		region:   cfg.Region,
 		grace:    cfg.Grace,
 		period:   cfg.Tick,
 		pub:      deps.Publisher,
