@@ -259,7 +259,7 @@ func eraseConversation(tx *badger.Txn, uid, peer string, b *fsm.Budget) (bool, e
 	if done, err := eraseHistory(tx, conv, uid, peer, b); err != nil || !done {
 		return false, err
 	}
-	for _, prefix := range [][]byte{inboxPrefix(peer, uid), inboxPrefix(uid, peer), segmentIndexPrefix(conv)} {
+	for _, prefix := range [][]byte{inboxPrefix(peer, uid), inboxPrefix(uid, peer), segmentIndexPrefix(conv), undeliverablePrefix(conv)} {
 		if done, err := fsm.DeleteMatching(tx, prefix, b, nil); err != nil || !done {
 			return false, err
 		}

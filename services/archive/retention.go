@@ -273,6 +273,14 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 	}
 	res.Segments = len(drop)
 	res.More = res.More || len(drop) == retentionBatch
+	// The undeliverable marks of a direct conversation's expired messages.
+	if !isGroupConv(c.Conv) {
+		more, err := deleteUndeliverableBelow(tx, c.Conv, c.Cutoff)
+		if err != nil {
+			return nil, err
+		}
+		res.More = res.More || more
+	}
 	// The straddling segment's replacement, if it still replaces what is
 	// indexed (a stale replacement changes nothing; its object is an orphan).
 	if r := c.Replace; r != nil {

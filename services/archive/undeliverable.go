@@ -98,11 +98,23 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 		return nil, err
 	}
 	conv := directConv(c.From, c.To)
+	// A notice sent again, whether the message is hot or sealed since.
+	mk := undeliverableKey(conv, c.ID)
+	if _, err := tx.Get(mk); err == nil {
+		return undeliverableResult{}, nil
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, err
+	}
 	ck := convKey(conv, c.ID)
 	it, err := tx.Get(ck)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		if _, sealed, serr := findSealed(tx, conv, c.ID); serr == nil && sealed {
-			return undeliverableResult{changed: true}, nil // sealed: no status kept, the sender is told
+			// Sealed: the segment keeps no status, but the mark makes the
+			// sender told once.
+			if err := tx.Set(mk, nil); err != nil {
+				return nil, err
+			}
+			return undeliverableResult{changed: true}, nil
 		}
 		return nil, fmt.Errorf("archive: undeliverable: no message %d from %s to %s: %w", c.ID, c.From, c.To, wire.ErrNotFound)
 	}
@@ -122,12 +134,52 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 		return nil, fmt.Errorf("archive: undeliverable: message %d is not %s's to %s: %w", c.ID, c.From, c.To, wire.ErrNotFound)
 	}
 	if bytes.Contains(body, []byte(`"status":"`+StatusUndeliverable+`"`)) {
-		return undeliverableResult{}, nil // a notice sent again
+		return undeliverableResult{}, nil // a notice sent again (marked before the mark was kept)
 	}
 	nb := append(body[:len(body)-1:len(body)-1], `,"status":"`+StatusUndeliverable+`","reason":"`+c.Reason+`"}`...)
 	kb := newKeyBuf(len(nb) + 64)
 	if err := tx.Set(ck, compactBody(&kb, nb, c.ID, c.From, c.To, "")); err != nil {
 		return nil, err
 	}
+	// The mark outlives the hot copy: once the message is sealed, a notice
+	// sent again still finds it.
+	if err := tx.Set(mk, nil); err != nil {
+		return nil, err
+	}
 	return undeliverableResult{changed: true}, nil
+}
+
+// undeliverableKey marks message id of direct conversation conv as
+// undeliverable (its sender was told): ud/{convKey}/{id}, empty. It
+// stays when the message is sealed, and goes with it (retention, the
+// erasure of the conversation).
+func undeliverableKey(conv string, id snowflake.ID) []byte {
+	return cat([]byte("ud/"+conv+"/"), be64(uint64(id)))
+}
+
+func undeliverablePrefix(conv string) []byte { return cat([]byte("ud/" + conv + "/")) }
+
+// deleteUndeliverableBelow deletes the undeliverable marks of conv below
+// cutoff, at most retentionBatch of them (more: some are left).
+func deleteUndeliverableBelow(tx *badger.Txn, conv string, cutoff snowflake.ID) (more bool, err error) {
+	prefix := undeliverablePrefix(conv)
+	var keys [][]byte
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		if snowflake.ID(tail8(it.Item().Key())) >= cutoff {
+			break
+		}
+		if len(keys) == retentionBatch {
+			more = true
+			break
+		}
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return false, err
+		}
+	}
+	return more, nil
 }

@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -79,5 +83,45 @@ func TestMarkUndeliverable(t *testing.T) {
 	var ev map[string]string
 	if err := json.Unmarshal(evs[0].Payload, &ev); err != nil || ev["type"] != "undeliverable" || ev["id"] != m.ID.String() || ev["to"] != "bob@us" || ev["reason"] != ReasonNoSuchUser {
 		t.Fatalf("event %s", evs[0].Payload)
+	}
+}
+
+// A notice about a message already sealed into a segment tells the
+// sender once, as for a hot one: sealed messages kept no trace of a
+// notice, so each notice sent again (a link's retry) repeated the
+// undeliverable event on the sender's devices.
+func TestMarkUndeliverableSealedOnce(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	e := newEnv(t, withRegions(euLinkedToUS), withSegments(segs))
+	ctx := context.Background()
+	m := e.send(t, "alice", "bob@us", "c1")
+	for i := range 3 {
+		e.send(t, "alice", "bob@us", fmt.Sprintf("c%d", i+2))
+	}
+	if _, err := e.svc.SealOnce(ctx, SealConfig{MaxMessages: 1}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hotCount(t, e.db, directConv("alice", "bob@us")); n != 1 {
+		t.Fatalf("%d hot messages after sealing, want 1", n)
+	}
+	for range 3 {
+		if err := e.svc.MarkUndeliverable(ctx, m.ID, "alice", "bob@us", ReasonNoSuchUser); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if evs := e.pub.published(); len(evs) != 1 {
+		t.Fatalf("%d undeliverable events for one sealed message, want 1", len(evs))
+	}
+	// The mark goes with the message when retention deletes it.
+	if _, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 1}, time.Now().Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.View(func(tx *badger.Txn) error {
+		if left, err := anyKey(tx, undeliverablePrefix(directConv("alice", "bob@us"))); err != nil || left {
+			return fmt.Errorf("undeliverable mark left after retention: %v %v", left, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
