@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -318,13 +319,24 @@ func (l *linkClient) open(ctx context.Context) (*paho.Client, *ackSession, error
 	// No secret: the link's certificate stands for it (Config.LinkCA).
 	ca, err := cl.Connect(ctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
 		Password: []byte(l.link.Secret), PasswordFlag: l.link.Secret != "", KeepAlive: 30, CleanStart: true,
-		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
+		// RequestProblemInfo: paho's zero value asks the broker to drop
+		// every reason string (MQTT-3.1.2-29), the CONNACK's that tells
+		// a number clash included.
+		Properties: &paho.ConnectProperties{RequestProblemInfo: true, User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
 		_ = conn.Close()
 		_ = sess.Close()
 		reason := ""
-		if ca != nil {
+		if ca != nil && ca.Properties != nil {
 			reason = ca.Properties.ReasonString
+		}
+		if ca != nil && ca.ReasonCode == 0x87 && strings.Contains(reason, numberClash) {
+			// Both regions mint IDs with the same number: the other side
+			// refused and said so; say it here too, where the messages wait.
+			l.m.connects.WithLabelValues(l.link.Name, "number_clash").Inc()
+			l.log.Error("region link refused: the other region has this region's number; give each linked region its own --region-number",
+				"link", l.link.Name, "number", l.number, "reason", reason)
+			return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
 		}
 		l.m.connects.WithLabelValues(l.link.Name, "refused").Inc()
 		return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)

@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_received_total",
 			Help: "Messages other regions' links brought, by link and result (stored, duplicate, forged, misrouted, invalid, no_such_user, forbidden, unavailable; profile_request: a profile asked for and answered)."}, []string{"link", "result"}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_connects_total",
-			Help: "Connection attempts of this region's links, by link and result (connected, dial_failed, refused)."}, []string{"link", "result"}),
+			Help: "Connection attempts of this region's links, by link and result (connected, dial_failed, refused, number_clash: the other region has this region's number)."}, []string{"link", "result"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_auth_total",
 			Help: "CONNECTs of other regions' links, by result (ok, bad_secret, bad_cert, no_cert, unknown_region, bad_id)."}, []string{"result"}),
 		ephemeral: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_ephemeral_total",

@@ -22,6 +22,11 @@ const (
 // region's number.
 const NumberProp = "region-number"
 
+// numberClash is in the CONNACK reason of a link refused for its
+// region number (checkNumber): the dialling side recognises it there
+// (linkClient.open) and says so too.
+const numberClash = "region number clash"
+
 // MachineNumber is the Snowflake machine number of cluster machine m in
 // region number region.
 func MachineNumber(region int, m uint16) uint16 {
@@ -44,7 +49,7 @@ func (b *Bridge) checkNumber(peer, told string) error {
 	if n == b.cfg.Number {
 		b.m.auth.WithLabelValues("number_clash").Inc()
 		b.log.Error("region link refused: the other region has this region's number; give each linked region its own --region-number", "link", peer, "number", n)
-		return fmt.Errorf("region: link %s has region number %d, which is this region's too (message IDs would clash): give each region its own --region-number: %w", peer, n, wire.ErrForbidden)
+		return fmt.Errorf("region: link %s has region number %d, which is this region's too (%s: message IDs would collide): give each region its own --region-number: %w", peer, n, numberClash, wire.ErrForbidden)
 	}
 	return nil
 }
