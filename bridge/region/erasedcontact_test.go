@@ -46,3 +46,30 @@ func TestContactOfAnErasedUserOfAnotherRegionRefused(t *testing.T) {
 		t.Errorf("block bob@us (erased): %d, want 201 as for a local user", code)
 	}
 }
+
+// A user of another region whose account is deleted but not erased yet
+// (--account-delete-grace) is refused as a contact as an erased one is
+// (404 not_found, as for a local deleted user, docs/protocol.md):
+// the profile lookup answered the account as it was, so the contact was
+// added (201). A block is still accepted, as locally.
+func TestContactOfADeletedUserOfAnotherRegionRefused(t *testing.T) {
+	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = time.Hour }))
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	if code := call(t, us.nodes[0], bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); code != http.StatusAccepted {
+		t.Fatalf("delete bob: %d", code)
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); code != http.StatusNotFound {
+		t.Errorf("contact bob@us (deleted, not erased): %d, want 404", code)
+	}
+	var contacts struct {
+		Contacts []struct {
+			UserID string `json:"userId"`
+		} `json:"contacts"`
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "GET", "/user/me/contacts", nil, &contacts); code != http.StatusOK || len(contacts.Contacts) != 0 {
+		t.Errorf("alice's contacts: %d %+v, want none", code, contacts)
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/blocks", map[string]string{"uid": "bob@us"}, nil); code != http.StatusCreated {
+		t.Errorf("block bob@us (deleted): %d, want 201 as for a local user", code)
+	}
+}

@@ -137,7 +137,9 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 		}
 		if t == wire.CmdContact && erasedProfileJSON(remote) {
 			// As for a local user: the tombstone of an erased account
-			// answers the lookup, and is no one to add.
+			// (or the profile of one deleted and not erased yet, marked
+			// deleted: ProfileJSON) answers the lookup, and is no one
+			// to add.
 			return "", nil, fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, uid)
 		}
 	case add:
@@ -399,7 +401,8 @@ func (s *Service) publicProfile(uid string) Profile {
 }
 
 // erasedProfileJSON tells whether a profile another region answered is
-// the tombstone of an erased account (Profile.Deleted).
+// the tombstone of an erased account or an account deleted and waiting
+// for its erasure (Profile.Deleted).
 func erasedProfileJSON(p []byte) bool {
 	var v struct {
 		Deleted bool `json:"deleted"`

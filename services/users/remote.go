@@ -57,7 +57,11 @@ func (s *Service) SearchJSON(q string, limit int) ([]json.RawMessage, error) {
 func (s *Service) SetRemoteProfiles(r RemoteProfiles) { s.remote = r }
 
 // ProfileJSON is uid's profile as JSON for another region's request;
-// found is false for no such user.
+// found is false for no such user. An account deleted and waiting for
+// its erasure (--account-delete-grace) is marked deleted as its
+// tombstone will be: the other region refuses it as a contact, as this
+// one does (relate), instead of adding a user this region treats as
+// unknown.
 func (s *Service) ProfileJSON(uid string) ([]byte, bool, error) {
 	p, err := s.Profile(uid)
 	if err != nil {
@@ -65,6 +69,12 @@ func (s *Service) ProfileJSON(uid string) ([]byte, bool, error) {
 			return nil, false, nil
 		}
 		return nil, false, err
+	}
+	s.mu.RLock()
+	a := s.accounts
+	s.mu.RUnlock()
+	if a != nil && a.Deleted(uid) {
+		p.Deleted = true
 	}
 	b, err := json.Marshal(p)
 	return b, err == nil, err
