@@ -222,6 +222,10 @@ func (s remoteStore) MarkUndeliverable(ctx context.Context, id snowflake.ID, fro
 	return s.n.Archive.MarkUndeliverable(ctx, id, from, to, reason)
 }
 
+func (s remoteStore) MarkGroupUndeliverable(ctx context.Context, id snowflake.ID, from, group, reason string) error {
+	return s.n.Archive.MarkGroupUndeliverable(ctx, id, from, group, reason)
+}
+
 func (s remoteStore) StartRemote(ctx context.Context, env wire.Envelope) (func(context.Context) (wire.Envelope, []byte, bool, error), error) {
 	return s.n.Archive.StartRemote(ctx, env)
 }

@@ -396,12 +396,12 @@ func (b *Bridge) receiveGroupMessage(ctx context.Context, region string, payload
 	if forged {
 		b.count(region, "forged")
 		b.log.Warn("region link: group message refused", "link", region, "reason", err)
-		return err
+		return b.bounceGroup(ctx, region, payload, err) // notices.go
 	}
 	if err != nil {
 		b.count(region, "invalid")
-		return err
+		return b.bounceGroup(ctx, region, payload, err)
 	}
 	stored, out, dup, err := b.deps.GroupStore.StoreRemoteGroup(ctx, env)
-	return b.delivered(region, wire.GroupTopic(env.Group), stored, out, dup, err)
+	return b.bounceGroup(ctx, region, payload, b.delivered(region, wire.GroupTopic(env.Group), stored, out, dup, err))
 }

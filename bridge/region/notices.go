@@ -24,12 +24,19 @@ package region
 //     (archive.MarkUndeliverable): the stored message's status and an
 //     event to the sender. A notice is never answered by a notice: one
 //     the origin refuses (not its user's message to this region) is
-//     skipped, counted and logged.
+//     skipped, counted and logged. A message to a group of this region
+//     from a member of the link's region that this region refuses for
+//     good (most often: the member was removed while the link was down,
+//     and the mirror there still listed them) is answered the same way
+//     (bounceGroup), naming the group instead of a recipient; a group
+//     message the home relays is not (its sender is not the link's).
 //
 // On the wire (the frame's "p"):
 //
 //	rel:           {"kind":"block"|"contact","owner":"alice@eu","uid":"bob@us","add":true,"at":"<RFC 3339>"}
 //	undeliverable: {"id":"<origin id>","from":"alice@eu","to":"bob@us","reason":"no_such_user"|"forbidden"|"invalid"}
+//	               or, for a message to a group of the refusing region (its home),
+//	               {"id":"<origin id>","from":"alice@eu","group":"k3x9@us","reason":...}
 //
 // In the outbox a relation is relMark followed by its frame's payload
 // with the owner unqualified (the link qualifies it when it sends), a
@@ -80,6 +87,9 @@ type Relations interface {
 // sender, a user of this region, to the recipient name@region.
 type Undeliverables interface {
 	MarkUndeliverable(ctx context.Context, id snowflake.ID, from, to, reason string) error
+	// MarkGroupUndeliverable is the same for a message of from to group
+	// (gid@home, a group of another region) that its home refused.
+	MarkGroupUndeliverable(ctx context.Context, id snowflake.ID, from, group, reason string) error
 }
 
 // relationFrame is a rel frame's payload.
@@ -91,11 +101,13 @@ type relationFrame struct {
 	At    time.Time `json:"at"`
 }
 
-// noticeFrame is an undeliverable frame's payload.
+// noticeFrame is an undeliverable frame's payload: of a direct message
+// (To) or of a message to a group of the notice's region (Group).
 type noticeFrame struct {
 	ID     snowflake.ID `json:"id"`
 	From   string       `json:"from"`
-	To     string       `json:"to"`
+	To     string       `json:"to,omitempty"`
+	Group  string       `json:"group,omitempty"`
 	Reason string       `json:"reason"`
 }
 
@@ -243,6 +255,36 @@ func (b *Bridge) bounce(ctx context.Context, region string, payload []byte, err 
 	return err
 }
 
+// bounceGroup is bounce for a message of region's link to a group of
+// this region, refused for good (receiveGroupMessage): the notice names
+// the group as the frame did and the sender's region does
+// (gid@{this region}). A frame that is not from a user of region to a
+// group of ours (a message the home relays, a forged sender) is not
+// answered.
+func (b *Bridge) bounceGroup(ctx context.Context, region string, payload []byte, err error) error {
+	if err == nil || !final(err) {
+		return err
+	}
+	var head struct {
+		ID    snowflake.ID `json:"id"`
+		From  string       `json:"from"`
+		Group string       `json:"group"`
+	}
+	if json.Unmarshal(payload, &head) != nil || head.ID == 0 || len(head.From) > 128 || len(head.Group) > 128 ||
+		address.RegionOf(head.Group) != b.cfg.Region || address.RegionOf(head.From) != region {
+		return err // not a message of a member of region to a group of ours: nobody to tell there
+	}
+	n := noticeFrame{ID: head.ID, From: head.From, Group: head.Group, Reason: reasonOf(err)}
+	entry := append([]byte{noticeMark}, mustJSON(n)...)
+	if _, perr := b.deps.Proposer.Propose(ctx, wire.CmdRegionNotice, noticeCmd{Region: region, Entry: entry}.encode()); perr != nil {
+		b.log.Warn("region link: undeliverable notice not committed; the message is refused as not committed", "link", region, "id", head.ID, "err", perr)
+		return fmt.Errorf("region: link %s: undeliverable notice for %d: %v: %w", region, head.ID, perr, wire.ErrUnavailable)
+	}
+	b.countNotice(region, frameUndeliverable, "staged")
+	b.log.Info("region link: group message refused for good; the origin is told", "link", region, "id", head.ID, "from", head.From, "group", head.Group, "reason", n.Reason)
+	return err
+}
+
 // parseRelation reads a rel frame of region's link: the owner a user of
 // region, uid a user of own (returned unqualified).
 func parseRelation(p []byte, region, own string) (relationFrame, string, error) {
@@ -278,6 +320,12 @@ func parseNotice(p []byte, region, own string) (noticeFrame, string, error) {
 	if err != nil || f.Region != own || wire.ValidUserID(f.Name) != nil {
 		return n, "", fmt.Errorf("region: undeliverable notice: sender %q is not of %s: %w", n.From, own, wire.ErrForbidden)
 	}
+	if n.Group != "" {
+		if n.To != "" || address.RegionOf(n.Group) != region || wire.ValidGroupID(n.Group) != nil {
+			return n, "", fmt.Errorf("region: undeliverable notice: group %q is not of %s: %w", n.Group, region, wire.ErrForbidden)
+		}
+		return n, f.Name, nil
+	}
 	t, err := address.Parse(n.To)
 	if err != nil || t.Region != region || wire.ValidUserID(t.Name) != nil {
 		return n, "", fmt.Errorf("region: undeliverable notice: recipient %q is not of %s: %w", n.To, region, wire.ErrForbidden)
@@ -310,6 +358,8 @@ func (b *Bridge) receiveNotice(ctx context.Context, region, kind string, p []byt
 		if n, from, err = parseNotice(p, region, b.cfg.Region); err == nil {
 			if b.deps.Undeliverables == nil {
 				err = fmt.Errorf("region: undeliverable notices not served here: %w", wire.ErrInvalid)
+			} else if n.Group != "" {
+				err = b.deps.Undeliverables.MarkGroupUndeliverable(ctx, n.ID, from, n.Group, n.Reason)
 			} else {
 				err = b.deps.Undeliverables.MarkUndeliverable(ctx, n.ID, from, n.To, n.Reason)
 			}

@@ -41,7 +41,8 @@ func TestParseRelation(t *testing.T) {
 }
 
 // What a link may bring as an undeliverable notice, seen from eu: about
-// a message of a user of eu to a user of the link's region (us).
+// a message of a user of eu to a user of the link's region (us), or to a
+// group of that region.
 func TestParseNotice(t *testing.T) {
 	for _, c := range []struct {
 		p    string
@@ -56,10 +57,16 @@ func TestParseNotice(t *testing.T) {
 		{`{"id":"7211938138472448001","from":"alice@eu","to":"bob@asia","reason":"invalid"}`, wire.ErrForbidden}, // not to the link's region
 		{`{"id":"7211938138472448001","from":"alice@eu","to":"bob","reason":"invalid"}`, wire.ErrForbidden},
 		{`"x"`, wire.ErrInvalid},
+		// A message of alice to a group of us (its home).
+		{`{"id":"7211938138472448001","from":"alice@eu","group":"k3x9@us","reason":"forbidden"}`, nil},
+		{`{"id":"7211938138472448001","from":"alice@eu","group":"k3x9@asia","reason":"forbidden"}`, wire.ErrForbidden}, // not a group of the link's region
+		{`{"id":"7211938138472448001","from":"alice@eu","group":"k3x9","reason":"forbidden"}`, wire.ErrForbidden},
+		{`{"id":"7211938138472448001","from":"alice@eu","group":"k3x9@us","to":"bob@us","reason":"forbidden"}`, wire.ErrForbidden},
+		{`{"id":"7211938138472448001","from":"bob@us","group":"k3x9@us","reason":"forbidden"}`, wire.ErrForbidden},
 	} {
 		n, from, err := parseNotice([]byte(c.p), "us", "eu")
 		switch {
-		case c.want == nil && (err != nil || from != "alice" || n.To != "bob@us"):
+		case c.want == nil && (err != nil || from != "alice" || n.To != "bob@us" && n.Group != "k3x9@us"):
 			t.Errorf("%s: %+v %q %v", c.p, n, from, err)
 		case c.want != nil && !errors.Is(err, c.want):
 			t.Errorf("%s: %v, want %v", c.p, err, c.want)
@@ -134,6 +141,12 @@ func FuzzParseNotice(f *testing.F) {
 		if err != nil {
 			if !errors.Is(err, wire.ErrInvalid) && !errors.Is(err, wire.ErrForbidden) {
 				t.Fatal(err)
+			}
+			return
+		}
+		if n.Group != "" {
+			if n.ID == 0 || wire.ValidUserID(from) != nil || n.To != "" || address.RegionOf(n.Group) != "us" || wire.ValidGroupID(n.Group) != nil {
+				t.Fatalf("accepted %+v %q", n, from)
 			}
 			return
 		}

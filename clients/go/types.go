@@ -24,7 +24,8 @@ type Message struct {
 	Media   *MediaInfo `json:"media,omitempty"`   // the upload a media message carries (Type "media")
 
 	// Status is "undeliverable" for a message to a user of another
-	// region that region refused for good, with Reason (no_such_user,
+	// region that region refused for good, or to a group of another
+	// region that its home refused, with Reason (no_such_user,
 	// forbidden, invalid); empty otherwise. History and sync carry it;
 	// the sender's devices also get {"type":"undeliverable",...} on
 	// OnEvent (docs/regions.md).

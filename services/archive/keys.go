@@ -40,9 +40,10 @@ import (
 //	gs/{gid}/{seq}            → id (per-group sync index in commit order; the body is under
 //	                            c/g:{gid}/{id}, or under m/{id} in the older layout)
 //	gv/{gid}                  → group summary with its message count (see summary)
-//	ud/{convKey}/{id}         → empty: the sender of direct message id to another region was
-//	                            told it is undeliverable (undeliverable.go); kept once the
-//	                            message is sealed, so that a notice sent again tells nobody
+//	ud/{convKey}/{id}         → empty: the sender of message id to another region (direct, or
+//	                            to a group homed there) was told it is undeliverable
+//	                            (undeliverable.go); kept once the message is sealed, so that
+//	                            a notice sent again tells nobody
 //	i/{uid}/{peer}/{id}       → nil (what uid received from peer: written until unread
 //	                            counts were kept, read only for 16-byte summaries)
 //

@@ -273,8 +273,8 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 	}
 	res.Segments = len(drop)
 	res.More = res.More || len(drop) == retentionBatch
-	// The undeliverable marks of a direct conversation's expired messages.
-	if !isGroupConv(c.Conv) {
+	// The undeliverable marks of the expired messages.
+	{
 		more, err := deleteUndeliverableBelow(tx, c.Conv, c.Cutoff)
 		if err != nil {
 			return nil, err

@@ -25,6 +25,9 @@ import (
 // later readers read it) and the sender's devices get
 // {"type":"undeliverable","id":...,"to":"bob@us","reason":...} on
 // user/{sender}/events, once (a notice sent again changes nothing).
+// So for a message to a group of another region, committed here in the
+// group's mirror, that the group's home refuses (the sender was removed
+// while the link was down): the event names "group" instead of "to".
 
 // Reasons of an undeliverable message.
 const (
@@ -41,19 +44,36 @@ func ValidReason(r string) bool {
 // StatusUndeliverable is the status of a message another region refused.
 const StatusUndeliverable = "undeliverable"
 
-// undeliverableCmd is CmdUndeliverable's payload.
+// undeliverableCmd is CmdUndeliverable's payload: a direct message (To)
+// or a group message (Group).
 type undeliverableCmd struct {
 	ID     snowflake.ID `json:"id"`
 	From   string       `json:"from"` // the sender, a user of this region
 	To     string       `json:"to"`   // name@region
+	Group  string       `json:"group,omitempty"`
 	Reason string       `json:"reason"`
 }
 
 func (c undeliverableCmd) check() error {
-	if c.ID == 0 || wire.ValidUserID(c.From) != nil || address.RegionOf(c.To) == "" || wire.ValidPeerID(c.To) != nil || !ValidReason(c.Reason) {
-		return fmt.Errorf("archive: undeliverable notice %d from %q to %q reason %q: %w", c.ID, c.From, c.To, c.Reason, wire.ErrInvalid)
+	bad := c.ID == 0 || wire.ValidUserID(c.From) != nil || !ValidReason(c.Reason)
+	if c.Group != "" {
+		// A group of another region (gid@home), as its mirror here names it.
+		bad = bad || c.To != "" || address.RegionOf(c.Group) == "" || wire.ValidGroupID(c.Group) != nil
+	} else {
+		bad = bad || address.RegionOf(c.To) == "" || wire.ValidPeerID(c.To) != nil
+	}
+	if bad {
+		return fmt.Errorf("archive: undeliverable notice %d from %q to %q%q reason %q: %w", c.ID, c.From, c.To, c.Group, c.Reason, wire.ErrInvalid)
 	}
 	return nil
+}
+
+// conv is the conversation of the message.
+func (c undeliverableCmd) conv() string {
+	if c.Group != "" {
+		return groupConv(c.Group)
+	}
+	return directConv(c.From, c.To)
 }
 
 // undeliverableResult is what applyUndeliverable returns.
@@ -68,7 +88,20 @@ type undeliverableResult struct {
 // names someone else's message, or one retention deleted); a message
 // already sealed into a segment keeps no status but the event is sent.
 func (s *Service) MarkUndeliverable(ctx context.Context, id snowflake.ID, from, to, reason string) error {
-	c := undeliverableCmd{ID: id, From: from, To: to, Reason: reason}
+	return s.markUndeliverable(ctx, undeliverableCmd{ID: id, From: from, To: to, Reason: reason})
+}
+
+// MarkGroupUndeliverable records that the home of group (gid@home, a
+// group of another region as its mirror here names it) refused message
+// id of from (a user of this region) for good, as MarkUndeliverable
+// does for a direct message; the sender's event names the group
+// instead of "to".
+func (s *Service) MarkGroupUndeliverable(ctx context.Context, id snowflake.ID, from, group, reason string) error {
+	return s.markUndeliverable(ctx, undeliverableCmd{ID: id, From: from, Group: group, Reason: reason})
+}
+
+func (s *Service) markUndeliverable(ctx context.Context, c undeliverableCmd) error {
+	id, from := c.ID, c.From
 	if err := c.check(); err != nil {
 		return err
 	}
@@ -81,7 +114,13 @@ func (s *Service) MarkUndeliverable(ctx context.Context, id snowflake.ID, from, 
 		return err
 	}
 	if r, ok := v.(undeliverableResult); ok && r.changed {
-		ev, _ := json.Marshal(map[string]any{"type": "undeliverable", "id": id.String(), "to": to, "reason": reason})
+		fields := map[string]any{"type": "undeliverable", "id": id.String(), "reason": c.Reason}
+		if c.Group != "" {
+			fields["group"] = c.Group
+		} else {
+			fields["to"] = c.To
+		}
+		ev, _ := json.Marshal(fields)
 		if err := s.pub.Publish(wire.Outbound{Topic: "user/" + from + "/events", Payload: ev, QoS: 1}); err != nil {
 			s.log.Warn("undeliverable event not published (the status is stored)", "from", from, "id", id, "err", err)
 		}
@@ -97,7 +136,7 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	conv := directConv(c.From, c.To)
+	conv := c.conv()
 	// A notice sent again, whether the message is hot or sealed since.
 	mk := undeliverableKey(conv, c.ID)
 	if _, err := tx.Get(mk); err == nil {
@@ -116,7 +155,7 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 			}
 			return undeliverableResult{changed: true}, nil
 		}
-		return nil, fmt.Errorf("archive: undeliverable: no message %d from %s to %s: %w", c.ID, c.From, c.To, wire.ErrNotFound)
+		return nil, fmt.Errorf("archive: undeliverable: no message %d from %s in %s: %w", c.ID, c.From, conv, wire.ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
@@ -131,14 +170,14 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	}
 	if !ok || string(senderOf(body)) != c.From || !bytes.HasSuffix(body, []byte("}")) {
 		// The peer's message in the same conversation, or an old layout.
-		return nil, fmt.Errorf("archive: undeliverable: message %d is not %s's to %s: %w", c.ID, c.From, c.To, wire.ErrNotFound)
+		return nil, fmt.Errorf("archive: undeliverable: message %d is not %s's in %s: %w", c.ID, c.From, conv, wire.ErrNotFound)
 	}
 	if bytes.Contains(body, []byte(`"status":"`+StatusUndeliverable+`"`)) {
 		return undeliverableResult{}, nil // a notice sent again (marked before the mark was kept)
 	}
 	nb := append(body[:len(body)-1:len(body)-1], `,"status":"`+StatusUndeliverable+`","reason":"`+c.Reason+`"}`...)
 	kb := newKeyBuf(len(nb) + 64)
-	if err := tx.Set(ck, compactBody(&kb, nb, c.ID, c.From, c.To, "")); err != nil {
+	if err := tx.Set(ck, compactBody(&kb, nb, c.ID, c.From, c.To, c.Group)); err != nil {
 		return nil, err
 	}
 	// The mark outlives the hot copy: once the message is sealed, a notice
@@ -149,10 +188,10 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	return undeliverableResult{changed: true}, nil
 }
 
-// undeliverableKey marks message id of direct conversation conv as
-// undeliverable (its sender was told): ud/{convKey}/{id}, empty. It
-// stays when the message is sealed, and goes with it (retention, the
-// erasure of the conversation).
+// undeliverableKey marks message id of conversation conv (direct, or a
+// group's mirror) as undeliverable (its sender was told):
+// ud/{convKey}/{id}, empty. It stays when the message is sealed, and
+// goes with it (retention, the erasure of a direct conversation).
 func undeliverableKey(conv string, id snowflake.ID) []byte {
 	return cat([]byte("ud/"+conv+"/"), be64(uint64(id)))
 }

@@ -125,3 +125,57 @@ func TestMarkUndeliverableSealedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A message of bob to a group of another region (its mirror here,
+// k3x9@eu) that the home refused gets the status like a direct one, and
+// bob one event naming the group; a notice about someone else's message
+// of the group, or of another group, changes nothing.
+func TestMarkGroupUndeliverable(t *testing.T) {
+	e := newEnv(t, withGroups(), withRegions(fakeRegions{local: "us", links: map[string]bool{"eu": true}}))
+	ctx := context.Background()
+	e.groups.add("k3x9@eu", "bob", "dave", "alice@eu")
+	m := e.sendGroup(t, "bob", "k3x9@eu", "b1")
+	d := e.sendGroup(t, "dave", "k3x9@eu", "d1")
+	for _, bad := range []struct {
+		id        snowflake.ID
+		from, gid string
+		want      error
+	}{
+		{d.ID, "bob", "k3x9@eu", wire.ErrNotFound}, // dave's
+		{m.ID, "bob", "zz99@eu", wire.ErrNotFound}, // another group
+		{m.ID, "bob", "k3x9", wire.ErrInvalid},     // not of another region
+	} {
+		if err := e.svc.MarkGroupUndeliverable(ctx, bad.id, bad.from, bad.gid, ReasonForbidden); !errors.Is(err, bad.want) {
+			t.Fatalf("%+v: %v", bad, err)
+		}
+	}
+	for range 2 {
+		if err := e.svc.MarkGroupUndeliverable(ctx, m.ID, "bob", "k3x9@eu", ReasonForbidden); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, _, err := e.svc.historyPage(ctx, groupConv("k3x9@eu"), nil, 10)
+	if err != nil || len(h) != 2 {
+		t.Fatalf("history: %d %v", len(h), err)
+	}
+	for _, b := range h {
+		var got struct{ ID, Status, Reason string }
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if want := got.ID == m.ID.String(); want != (got.Status == StatusUndeliverable && got.Reason == ReasonForbidden) {
+			t.Fatalf("history: %s", b)
+		}
+	}
+	var evs []string
+	for _, o := range e.pub.published() {
+		if o.Topic == "user/bob/events" {
+			evs = append(evs, string(o.Payload))
+		}
+	}
+	var ev map[string]string
+	if len(evs) != 1 || json.Unmarshal([]byte(evs[0]), &ev) != nil || ev["type"] != "undeliverable" || ev["id"] != m.ID.String() ||
+		ev["group"] != "k3x9@eu" || ev["reason"] != ReasonForbidden || ev["to"] != "" {
+		t.Fatalf("events %q", evs)
+	}
+}
