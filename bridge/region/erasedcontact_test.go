@@ -31,19 +31,27 @@ func TestContactOfAnErasedUserOfAnotherRegionRefused(t *testing.T) {
 		}
 		return nil
 	})
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); code != http.StatusNotFound {
-		t.Errorf("contact bob@us (erased): %d, want 404", code)
+	refusedAsContact(t, eu, aliceTok, "bob@us", "erased")
+}
+
+// refusedAsContact checks that uid (a user of another region, gone as
+// what says) is 404 as a contact of tok's user, who has no contact, and
+// may still be blocked (201, as a local user).
+func refusedAsContact(t *testing.T, r *region, tok, uid, what string) {
+	t.Helper()
+	if code := call(t, r.nodes[0], tok, "POST", "/user/me/contacts", map[string]string{"uid": uid}, nil); code != http.StatusNotFound {
+		t.Errorf("contact %s (%s): %d, want 404", uid, what, code)
 	}
 	var contacts struct {
 		Contacts []struct {
 			UserID string `json:"userId"`
 		} `json:"contacts"`
 	}
-	if code := call(t, eu.nodes[0], aliceTok, "GET", "/user/me/contacts", nil, &contacts); code != http.StatusOK || len(contacts.Contacts) != 0 {
-		t.Errorf("alice's contacts: %d %+v, want none", code, contacts)
+	if code := call(t, r.nodes[0], tok, "GET", "/user/me/contacts", nil, &contacts); code != http.StatusOK || len(contacts.Contacts) != 0 {
+		t.Errorf("contacts: %d %+v, want none", code, contacts)
 	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/blocks", map[string]string{"uid": "bob@us"}, nil); code != http.StatusCreated {
-		t.Errorf("block bob@us (erased): %d, want 201 as for a local user", code)
+	if code := call(t, r.nodes[0], tok, "POST", "/user/me/blocks", map[string]string{"uid": uid}, nil); code != http.StatusCreated {
+		t.Errorf("block %s (%s): %d, want 201 as for a local user", uid, what, code)
 	}
 }
 
@@ -58,18 +66,5 @@ func TestContactOfADeletedUserOfAnotherRegionRefused(t *testing.T) {
 	if code := call(t, us.nodes[0], bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); code != http.StatusAccepted {
 		t.Fatalf("delete bob: %d", code)
 	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); code != http.StatusNotFound {
-		t.Errorf("contact bob@us (deleted, not erased): %d, want 404", code)
-	}
-	var contacts struct {
-		Contacts []struct {
-			UserID string `json:"userId"`
-		} `json:"contacts"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "GET", "/user/me/contacts", nil, &contacts); code != http.StatusOK || len(contacts.Contacts) != 0 {
-		t.Errorf("alice's contacts: %d %+v, want none", code, contacts)
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/blocks", map[string]string{"uid": "bob@us"}, nil); code != http.StatusCreated {
-		t.Errorf("block bob@us (deleted): %d, want 201 as for a local user", code)
-	}
+	refusedAsContact(t, eu, aliceTok, "bob@us", "deleted, not erased")
 }

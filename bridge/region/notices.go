@@ -245,14 +245,24 @@ func (b *Bridge) bounce(ctx context.Context, region string, payload []byte, err 
 		return err
 	}
 	n := noticeFrame{ID: head.ID, From: head.From, To: head.To, Reason: reasonOf(err)}
-	entry := append([]byte{noticeMark}, mustJSON(n)...)
-	if _, perr := b.deps.Proposer.Propose(ctx, wire.CmdRegionNotice, noticeCmd{Region: region, Entry: entry}.encode()); perr != nil {
-		b.log.Warn("region link: undeliverable notice not committed; the message is refused as not committed", "link", region, "id", head.ID, "err", perr)
-		return fmt.Errorf("region: link %s: undeliverable notice for %d: %v: %w", region, head.ID, perr, wire.ErrUnavailable)
+	if serr := b.stageNotice(ctx, region, n); serr != nil {
+		return serr
 	}
-	b.countNotice(region, frameUndeliverable, "staged")
 	b.log.Info("region link: message refused for good; the origin is told", "link", region, "id", head.ID, "from", head.From, "to", head.To, "reason", n.Reason)
 	return err
+}
+
+// stageNotice commits the undeliverable notice n for region's link; an
+// error (wrapping wire.ErrUnavailable) when it could not: the message is
+// then refused as not committed, and sent again.
+func (b *Bridge) stageNotice(ctx context.Context, region string, n noticeFrame) error {
+	entry := append([]byte{noticeMark}, mustJSON(n)...)
+	if _, err := b.deps.Proposer.Propose(ctx, wire.CmdRegionNotice, noticeCmd{Region: region, Entry: entry}.encode()); err != nil {
+		b.log.Warn("region link: undeliverable notice not committed; the message is refused as not committed", "link", region, "id", n.ID, "err", err)
+		return fmt.Errorf("region: link %s: undeliverable notice for %d: %v: %w", region, n.ID, err, wire.ErrUnavailable)
+	}
+	b.countNotice(region, frameUndeliverable, "staged")
+	return nil
 }
 
 // bounceGroup is bounce for a message of region's link to a group of
@@ -275,12 +285,9 @@ func (b *Bridge) bounceGroup(ctx context.Context, region string, payload []byte,
 		return err // not a message of a member of region to a group of ours: nobody to tell there
 	}
 	n := noticeFrame{ID: head.ID, From: head.From, Group: head.Group, Reason: reasonOf(err)}
-	entry := append([]byte{noticeMark}, mustJSON(n)...)
-	if _, perr := b.deps.Proposer.Propose(ctx, wire.CmdRegionNotice, noticeCmd{Region: region, Entry: entry}.encode()); perr != nil {
-		b.log.Warn("region link: undeliverable notice not committed; the message is refused as not committed", "link", region, "id", head.ID, "err", perr)
-		return fmt.Errorf("region: link %s: undeliverable notice for %d: %v: %w", region, head.ID, perr, wire.ErrUnavailable)
+	if serr := b.stageNotice(ctx, region, n); serr != nil {
+		return serr
 	}
-	b.countNotice(region, frameUndeliverable, "staged")
 	b.log.Info("region link: group message refused for good; the origin is told", "link", region, "id", head.ID, "from", head.From, "group", head.Group, "reason", n.Reason)
 	return err
 }

@@ -47,7 +47,10 @@ func TestRegionNumbersInIDs(t *testing.T) {
 
 // Two regions configured with the same number are refused at the link's
 // CONNECT (their IDs could clash): nothing crosses, it is counted and the
-// message waits in the outbox.
+// message waits in the outbox. The dialling side says so too: it counted
+// a plain connects{result="refused"}, which the docs explain as a wrong
+// secret, and now counts connects{result="number_clash"} (and logs an
+// error naming --region-number).
 func TestSameRegionNumberRefused(t *testing.T) {
 	eu, us := startNumbered(t, 1, "eu", "us", nil, nil, map[string]int{"eu": 3, "us": 3})
 	aliceTok := eu.newUser(t, "alice")
@@ -60,6 +63,10 @@ func TestSameRegionNumberRefused(t *testing.T) {
 		if n := counter(t, us.nodes[0], "edgechat_region_link_auth_total", `result="number_clash"`); n == 0 {
 			return errors.New("us refused no link for its number yet")
 		}
+		if n := counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="number_clash"`); n == 0 {
+			return fmt.Errorf("eu counts no number_clash of its link (refused: %v)",
+				counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="refused"`))
+		}
 		return nil
 	})
 	if n := counter(t, us.nodes[0], "edgechat_region_link_received_total", ""); n != 0 {
@@ -68,30 +75,4 @@ func TestSameRegionNumberRefused(t *testing.T) {
 	if n, err := eu.nodes[0].Node.Region.Backlog("us"); err != nil || n != 1 {
 		t.Fatalf("eu's backlog to us: %d, %v; want 1", n, err)
 	}
-}
-
-// A region whose link another region refuses for its number says so
-// too: only the refusing side logged and counted the clash, while the
-// dialling side counted a plain connects{result="refused"}, which the
-// docs explain as a wrong secret. It counts
-// edgechat_region_link_connects_total{result="number_clash"} (and logs
-// an error naming --region-number).
-func TestSameRegionNumberToldToTheDialler(t *testing.T) {
-	eu, us := startNumbered(t, 1, "eu", "us", nil, nil, map[string]int{"eu": 3, "us": 3})
-	aliceTok := eu.newUser(t, "alice")
-	us.newUser(t, "bob")
-	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
-	if code, _ := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("c1", "hello")); code != 0 {
-		t.Fatalf("PUBACK %#x", code)
-	}
-	nodetest.CheckFor(t, 20e9, 20e6, func() error {
-		if n := counter(t, us.nodes[0], "edgechat_region_link_auth_total", `result="number_clash"`); n == 0 {
-			return errors.New("us refused no link for its number yet")
-		}
-		if n := counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="number_clash"`); n == 0 {
-			return fmt.Errorf("eu counts no number_clash of its link (refused: %v)",
-				counter(t, eu.nodes[0], "edgechat_region_link_connects_total", `result="refused"`))
-		}
-		return nil
-	})
 }
