@@ -17,13 +17,7 @@ import (
 func TestErasedMemberLeavesGroupOfAnotherRegion(t *testing.T) {
 	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
 	aliceTok, bobTok, daveTok := eu.newUser(t, "alice"), us.newUser(t, "bob"), us.newUser(t, "dave")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "team", "members": []string{"bob@us", "dave@us"}}, &g); code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "team", "bob@us", "dave@us")
 	members := func(n *nodetest.Node, tok, gid string) ([]string, int) {
 		var out struct {
 			Members []struct {

@@ -15,13 +15,7 @@ import (
 func TestMirrorKeepsNoUnknownMember(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
 	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "team", "members": []string{"bob@us", "ghost@us"}}, &g); code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "team", "bob@us", "ghost@us")
 	mirror := g.GroupID + "@eu"
 	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
 	if code, _ := alice.Pub(t, "group/"+g.GroupID+"/newMessage", 1, textMsg("s1", "only for the team")); code != 0 {

@@ -23,12 +23,7 @@ func TestGroupEventsAcrossRegions(t *testing.T) {
 	dave := connect(t, us.nodes[0], "dave", "phone", daveTok)
 	dave.MustSub(t, "user/dave/events")
 
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups", map[string]any{"name": "events", "members": []string{"bob@us"}}, &g); code != http.StatusCreated {
-		t.Fatalf("create: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "events", "bob@us")
 	gid, mirror := g.GroupID, g.GroupID+"@eu"
 	type want struct{ typ, uid, role, by, name string }
 	check := func(who string, e groupEvent, gid string, w want) {

@@ -22,13 +22,7 @@ import (
 func TestGroupMessageRefusedByTheHomeAfterAnOutage(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
 	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "across", "members": []string{"bob@us"}}, &g); code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "across", "bob@us")
 	gid, mirror := g.GroupID, g.GroupID+"@eu"
 	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if code := call(t, us.nodes[0], bobTok, "GET", "/user/groups/"+mirror, nil, nil); code != http.StatusOK {

@@ -54,13 +54,7 @@ func groupAcrossRegions(t *testing.T, size int) {
 	aliceTok, carolTok := eu.newUser(t, "alice"), eu.newUser(t, "carol")
 	bobTok, daveTok := us.newUser(t, "bob"), us.newUser(t, "dave")
 
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "across", "members": []string{"carol", "bob@us", "dave@us"}}, &g); code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "across", "carol", "bob@us", "dave@us")
 	gid, mirror := g.GroupID, g.GroupID+"@eu"
 	// us gets the group's state over the link: bob sees gid@eu with
 	// alice@eu among its members.
@@ -216,13 +210,7 @@ func TestGroupMembershipCatchesUpAfterOutage(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
 	aliceTok := eu.newUser(t, "alice")
 	bobTok, erinTok := us.newUser(t, "bob"), us.newUser(t, "erin")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "outage", "members": []string{"bob@us"}}, &g); code != http.StatusCreated {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "outage", "bob@us")
 	mirror := g.GroupID + "@eu"
 	sees := func(tok string, want int) func() error {
 		return func() error {

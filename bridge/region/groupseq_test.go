@@ -97,12 +97,7 @@ func TestResentGroupStatesLeaveTheMirrorAsItIs(t *testing.T) {
 func TestResentLeaveKeepsAMemberAddedAgain(t *testing.T) {
 	_, us := startRegions(t, 1, "eu", "us", nil)
 	bobTok := us.newUser(t, "bob")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, us.nodes[0], bobTok, "POST", "/user/groups", map[string]any{"name": "g", "members": []string{"alice@eu"}}, &g); code != 201 {
-		t.Fatalf("create: %d", code)
-	}
+	g := newGroup(t, us.nodes[0], bobTok, "g", "alice@eu")
 	members := func() string {
 		var out struct {
 			Members []struct {

@@ -17,12 +17,7 @@ import (
 // token mtok. It returns the group's ID at home.
 func newGroupAcross(t *testing.T, home *region, tok string, members []string, other *region, mtok string, mirrorMembers []string) string {
 	t.Helper()
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, home.nodes[0], tok, "POST", "/user/groups", map[string]any{"name": "across", "members": members}, &g); code != http.StatusCreated {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, home.nodes[0], tok, "across", members...)
 	waitMirror(t, other, mtok, g.GroupID+"@"+home.name, mirrorMembers)
 	return g.GroupID
 }
@@ -63,12 +58,7 @@ func TestGroupTypingAcrossRegions(t *testing.T) {
 	aliceTok, carolTok := eu.newUser(t, "alice"), eu.newUser(t, "carol")
 	bobTok, daveTok := us.newUser(t, "bob"), us.newUser(t, "dave")
 	gid := newGroupAcross(t, eu, aliceTok, []string{"carol", "bob@us", "dave@us"}, us, bobTok, []string{"alice@eu", "bob", "carol@eu", "dave"})
-	var local struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups", map[string]any{"name": "eu only", "members": []string{"carol"}}, &local); code != http.StatusCreated {
-		t.Fatalf("create group: %d", code)
-	}
+	local := newGroup(t, eu.nodes[0], aliceTok, "eu only", "carol")
 	home, mirror := "group/"+gid+"/typing", "group/"+gid+"@eu/typing"
 
 	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,4 +218,19 @@ func newTestCert(t *testing.T) *testCert {
 func mqttLinkAsEU(t *testing.T, us *region) *mqtttest.Client {
 	t.Helper()
 	return mqtttest.MustDial(t, us.nodes[0].MQTTAddr(), mqtttest.Options{ClientID: "$link/eu/q/test", Username: "$link/eu", Password: secret})
+}
+
+// createdGroup is the answer of POST /user/groups.
+type createdGroup struct {
+	GroupID string `json:"groupId"`
+}
+
+// newGroup creates a group on n as tok's user with members.
+func newGroup(t *testing.T, n *nodetest.Node, tok, name string, members ...string) createdGroup {
+	t.Helper()
+	var g createdGroup
+	if code := call(t, n, tok, "POST", "/user/groups", map[string]any{"name": name, "members": members}, &g); code != http.StatusCreated {
+		t.Fatalf("create group %q: %d", name, code)
+	}
+	return g
 }

@@ -270,13 +270,7 @@ func TestMediaGroupAcrossRegions(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
 	aliceTok, carolTok := eu.newUser(t, "alice"), eu.newUser(t, "carol")
 	bobTok, daveTok := us.newUser(t, "bob"), us.newUser(t, "dave")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "photos", "members": []string{"carol", "bob@us"}}, &g); code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "photos", "carol", "bob@us")
 	home, mirror := "group/"+g.GroupID+"/newMessage", "group/"+g.GroupID+"@eu/newMessage"
 	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if code := call(t, us.nodes[0], bobTok, "GET", "/user/groups/"+g.GroupID+"@eu/members", nil, nil); code != http.StatusOK {
@@ -470,13 +464,7 @@ func startThree(t *testing.T) (eu, us, ap *region) {
 func TestMediaRelayedThroughGroupHome(t *testing.T) {
 	eu, us, ap := startThree(t)
 	aliceTok, bobTok, carolTok := eu.newUser(t, "alice"), us.newUser(t, "bob"), ap.newUser(t, "carol")
-	var g struct {
-		GroupID string `json:"groupId"`
-	}
-	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups",
-		map[string]any{"name": "world", "members": []string{"bob@us", "carol@ap"}}, &g); code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("create group: %d", code)
-	}
+	g := newGroup(t, eu.nodes[0], aliceTok, "world", "bob@us", "carol@ap")
 	mirror := g.GroupID + "@eu"
 	for _, m := range []struct {
 		r   *region
