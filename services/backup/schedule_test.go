@@ -61,7 +61,9 @@ func TestSchedulerLeaderOnlyKeepsN(t *testing.T) {
 		t.Error("scheduled backups do not share unchanged segments")
 	}
 	stat := sc.Status()
-	if stat.LastID != sortedIDs(ids)[1] || stat.Overdue || stat.LastBytes == 0 {
+	// Not Overdue: on a loaded machine 2×150 ms pass before this line
+	// (TestSchedulerOverdueAfterTwiceTheInterval checks it).
+	if stat.LastID != sortedIDs(ids)[1] || stat.LastBytes == 0 {
 		t.Fatalf("status %+v, store %v", stat, ids)
 	}
 	if last, ok := sc.LastBackup(); !ok || time.Since(last) > 2*time.Second {
@@ -116,5 +118,29 @@ func TestPrune(t *testing.T) {
 	want := sortedIDs([]string{"20260101T230000.000Z-2", complete[1], complete[2], "20260102T010000.000Z-9", "manual-copy"})
 	if fmt.Sprint(sortedIDs(ids)) != fmt.Sprint(want) {
 		t.Fatalf("after prune: %v, want %v", sortedIDs(ids), want)
+	}
+}
+
+// A backup is overdue once the newest is older than twice the interval.
+func TestSchedulerOverdueAfterTwiceTheInterval(t *testing.T) {
+	_, _, src := fixture(t)
+	st, _ := NewDirStore(t.TempDir())
+	clock := testutil.NewFakeClock(time.Now())
+	sc, err := NewScheduler(SchedulerConfig{Every: time.Hour, Keep: 2, Store: st, Poll: time.Hour, Now: clock.Now,
+		IsLeader: func() bool { return true }, Source: src, Log: testutil.QuietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.tick(tctx(t))
+	if _, ok := sc.LastBackup(); !ok || sc.Overdue() {
+		t.Fatalf("after a backup: taken %v, overdue %v", ok, sc.Overdue())
+	}
+	clock.Advance(119 * time.Minute)
+	if sc.Overdue() || sc.Status().Overdue {
+		t.Fatal("overdue before twice the interval")
+	}
+	clock.Advance(2 * time.Minute)
+	if !sc.Overdue() || !sc.Status().Overdue {
+		t.Fatal("not overdue after twice the interval")
 	}
 }
