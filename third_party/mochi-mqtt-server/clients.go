@@ -219,6 +219,7 @@ type ClientState struct {
 	sessionEnd      sync.Mutex                           // orders the end of an expiring session, and QoS>0 deliveries, against a takeover of it
 	successor       *Client                              // the client that took this session over (under sessionEnd)
 	sessionLost     atomic.Bool                          // a delivery was dropped from it: not resumed (LoseSession)
+	storeFullDrops  atomic.Int64                         // deliveries dropped from its full store since it last had room (storeFull)
 	handshaking     atomic.Bool                          // CONNACK not sent yet: QoS>0 deliveries are stored, sent after it
 	waitMu          sync.Mutex                           // orders a hand-off to the ReadWaiter against Stop's Cancel
 	waitStopped     bool                                 // Stop has cancelled the waits: hand off none (under waitMu)
@@ -482,8 +483,33 @@ func (cl *Client) resendInflight(pending []packets.Packet) error {
 	return nil
 }
 
+// storeFull counts a delivery dropped because the session's store is
+// full, and logs the first of an episode (edgechat patch 47): a client
+// that acknowledges too slowly, or a session left offline, has every
+// delivery to it dropped until its store has room; one WARN line each
+// was a log flood that any one slow client could cause. The drops are
+// still counted each (InflightDropped, OnPublishDropped).
+func (cl *Client) storeFull() {
+	if cl.State.storeFullDrops.Add(1) == 1 {
+		cl.ops.log.Warn("client store quota reached: deliveries to it are dropped, and logged again with their count once its store has room",
+			"client", cl.ID, "listener", cl.Net.Listener)
+	}
+}
+
+// storeHasRoom ends an episode of storeFull, logging how many deliveries
+// it dropped: the store has room again, or the session ends.
+func (cl *Client) storeHasRoom() {
+	if cl.State.storeFullDrops.Load() == 0 {
+		return
+	}
+	if n := cl.State.storeFullDrops.Swap(0); n > 0 {
+		cl.ops.log.Warn("client store quota no longer reached", "client", cl.ID, "listener", cl.Net.Listener, "dropped", n)
+	}
+}
+
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
 func (cl *Client) ClearInflights() {
+	cl.storeHasRoom()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if ok := cl.State.Inflight.DeletePacket(tk); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)

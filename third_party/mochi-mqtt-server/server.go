@@ -1414,9 +1414,10 @@ func (s *Server) storeInflight(cl *Client, pk, out packets.Packet) (packets.Pack
 	if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 		// add hook?
 		atomic.AddInt64(&s.Info.InflightDropped, 1)
-		s.Log.Warn("client store quota reached", "client", cl.ID, "listener", cl.Net.Listener)
+		cl.storeFull() // logged once per episode (edgechat patch 47)
 		return out, true, packets.ErrQuotaExceeded
 	}
+	cl.storeHasRoom()
 
 	i, err := cl.NextPacketID() // [MQTT-4.3.2-1] [MQTT-4.3.3-1]
 	if err != nil {
