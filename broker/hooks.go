@@ -443,8 +443,21 @@ func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 	h.b.missedStored(cl, pk)
 }
 
+// OnQosDropped: a QoS>0 delivery the session held is gone without its
+// acknowledgement. Counted by the class of its topic (the stored copy
+// names it: mochi patch 36) and why: "session_ended" for those discarded
+// with their session (a clean start, an expired or ended session: mochi
+// patch 48), "qos_expired" for one whose message expiry passed.
 func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.b.m.dropped.WithLabelValues("unknown", "qos_expired").Inc()
+	class := kindUnknown.String()
+	if pk.TopicName != "" {
+		class = wire.ParseTopic(pk.TopicName).Kind.String()
+	}
+	reason := "qos_expired"
+	if cl.SessionEnded() {
+		reason = "session_ended"
+	}
+	h.b.m.dropped.WithLabelValues(class, reason).Inc()
 }
 
 func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {

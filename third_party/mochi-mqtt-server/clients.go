@@ -220,6 +220,7 @@ type ClientState struct {
 	successor       *Client                              // the client that took this session over (under sessionEnd)
 	sessionLost     atomic.Bool                          // a delivery was dropped from it: not resumed (LoseSession)
 	storeFullDrops  atomic.Int64                         // deliveries dropped from its full store since it last had room (storeFull)
+	sessionEnded    atomic.Bool                          // its session ended, its inflight messages discarded (SessionEnded)
 	handshaking     atomic.Bool                          // CONNACK not sent yet: QoS>0 deliveries are stored, sent after it
 	waitMu          sync.Mutex                           // orders a hand-off to the ReadWaiter against Stop's Cancel
 	waitStopped     bool                                 // Stop has cancelled the waits: hand off none (under waitMu)
@@ -508,13 +509,38 @@ func (cl *Client) storeHasRoom() {
 }
 
 // ClearInflights deletes all inflight messages for the client, e.g. for a disconnected user with a clean session.
+// The session ends with them: the hooks told of each (OnQosDropped) see
+// SessionEnded (edgechat patch 48).
 func (cl *Client) ClearInflights() {
 	cl.storeHasRoom()
+	cl.State.sessionEnded.Store(true)
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if ok := cl.State.Inflight.DeletePacket(tk); ok {
 			cl.ops.hooks.OnQosDropped(cl, tk)
 			atomic.AddInt64(&cl.ops.info.Inflight, -1)
 		}
+	}
+}
+
+// SessionEnded reports that the client's session has ended and its
+// inflight messages were discarded with it (ClearInflights: a clean
+// start, a session that expired or was ended): OnQosDropped for such a
+// message tells of a delivery lost with its session, not of one that
+// expired (edgechat patch 48).
+func (cl *Client) SessionEnded() bool {
+	return cl.State.sessionEnded.Load()
+}
+
+// handInflightsOver empties the inflight messages of a client whose
+// session a new client inherited with a copy of them (edgechat patch
+// 48): they are still in flight, the new client's, so neither dropped
+// (no OnQosDropped, which counted each as dropped and had a storage
+// hook delete the new client's copies, stored under the same client
+// ID) nor uncounted from Info.Inflight.
+func (cl *Client) handInflightsOver() {
+	cl.storeHasRoom()
+	for _, tk := range cl.State.Inflight.GetAll(false) {
+		cl.State.Inflight.DeletePacket(tk)
 	}
 }
 

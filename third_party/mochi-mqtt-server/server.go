@@ -766,8 +766,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 
 		// Clean the state of the existing client to prevent sequential take-overs
 		// from increasing memory usage by inflights + subs * client-id.
+		// Its inflight messages are the new client's now: handed over,
+		// not dropped (edgechat patch 48).
 		s.UnsubscribeClient(existing)
-		existing.ClearInflights()
+		existing.handInflightsOver()
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
@@ -2188,10 +2190,10 @@ func (s *Server) clearExpiredRetainedMessages(now int64) {
 // clearExpiredInflights deletes any inflight messages which have expired.
 func (s *Server) clearExpiredInflights(now int64) {
 	for _, client := range s.Clients.withInflight() {
+		// ClearExpiredInflights has told the hooks of each (OnQosDropped,
+		// with the message): a second call here, with its packet ID only,
+		// counted each twice (edgechat patch 48).
 		if deleted := client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval); len(deleted) > 0 {
-			for _, id := range deleted {
-				s.hooks.OnQosDropped(client, packets.Packet{PacketID: id})
-			}
 			s.sendHeld(client)
 		}
 	}
