@@ -600,9 +600,12 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
 
-	if pk.Connect.Clean {
+	if pk.Connect.Clean || !sessionPresent {
 		// A clean start ended the session whose will waited for its
 		// delay [MQTT-3.1.2-4]: the will goes now (edgechat patch 44).
+		// So does the will of a session not resumed without one (a lost
+		// session, or one that ended meanwhile): only a connection to
+		// the same session cancels it [MQTT-3.1.3-9] (edgechat patch 49).
 		s.publishEndedSessionWill(cl.ID)
 	} else {
 		s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
@@ -2155,15 +2158,21 @@ func (s *Server) clearExpiredClients(dt int64) {
 // when the client's session is no longer its to end (taken over, or
 // another client holds the identifier): a new connection either inherits
 // the session wholly before this or finds none.
+//
+// A will that waits for its delay goes when the session ends, if that
+// comes first (MQTT 5 3.1.3.2.2; edgechat patch 49): published at once,
+// after the session's lock (its subscribers' deliveries take theirs).
 func (s *Server) EndSession(cl *Client) bool {
 	cl.State.sessionEnd.Lock()
-	defer cl.State.sessionEnd.Unlock()
 	if cur, ok := s.Clients.Get(cl.ID); !ok || cur != cl || cl.IsTakenOver() {
+		cl.State.sessionEnd.Unlock()
 		return false
 	}
 	s.UnsubscribeClient(cl)
 	cl.ClearInflights()
 	s.Clients.deleteClient(cl)
+	cl.State.sessionEnd.Unlock()
+	s.publishEndedSessionWill(cl.ID)
 	return true
 }
 
@@ -2203,12 +2212,15 @@ func (s *Server) clearExpiredInflights(now int64) {
 // session of client id that a clean start has just ended (edgechat patch
 // 44). The client in the map is the new one: its own will is left alone,
 // and the hooks get a stand-in with the ID only.
+//
+// Taken from the delayed wills in one step (edgechat patch 49): an
+// EndSession and the CONNACK of a new connection of the ID, or the
+// delay's end, may publish it concurrently; once only.
 func (s *Server) publishEndedSessionWill(id string) {
-	pk, ok := s.loop.willDelayed.Get(id)
+	pk, ok := s.loop.willDelayed.Take(id)
 	if !ok {
 		return
 	}
-	s.loop.willDelayed.Delete(id)
 	holder := &Client{ID: id}
 	if pk.FixedHeader.Retain {
 		s.retainMessage(holder, pk)
@@ -2221,6 +2233,14 @@ func (s *Server) publishEndedSessionWill(id string) {
 func (s *Server) sendDelayedLWT(dt int64) {
 	for id, pk := range s.loop.willDelayed.GetAll() {
 		if dt > pk.Expiry {
+			taken, ok := s.loop.willDelayed.Take(id)
+			if !ok {
+				continue // published meanwhile (publishEndedSessionWill) or cancelled
+			}
+			if taken.Expiry != pk.Expiry {
+				s.loop.willDelayed.Add(id, taken) // a later connection's will, scheduled meanwhile
+				continue
+			}
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
 			// Retained, and its hooks told, also when the session expired
 			// first (the two sweeps run in either order; edgechat patch
@@ -2237,7 +2257,6 @@ func (s *Server) sendDelayedLWT(dt int64) {
 				cl.Properties.Will = Will{} // [MQTT-3.1.2-10]
 			}
 			s.hooks.OnWillSent(holder, pk)
-			s.loop.willDelayed.Delete(id)
 		}
 	}
 }

@@ -124,6 +124,16 @@ func (p *Packets) Len() int {
 	return val
 }
 
+// Take removes a packet from the map by packet id and returns it: of two
+// callers that take the same packet, one only gets it (edgechat patch 49).
+func (p *Packets) Take(id string) (val Packet, ok bool) {
+	p.Lock()
+	defer p.Unlock()
+	val, ok = p.internal[id]
+	delete(p.internal, id)
+	return val, ok
+}
+
 // Delete removes a packet from the map by packet id.
 func (p *Packets) Delete(id string) {
 	p.Lock()
