@@ -37,6 +37,10 @@ var archiveSettings = []setting{
 	{name: "archive-seal-pause-at", usage: "for crash tests: the sealer stops for good at this step of its first seal (before-upload, after-upload or after-commit)", set: stringSetter(func(c *Config) *string { return &c.ArchiveSealPauseAt })},
 }
 
+// ArchiveStoreKind is the archive store in effect: local or s3 (edgechat
+// restore puts a backup's segments there).
+func (c Config) ArchiveStoreKind() string { return c.archiveStoreKind() }
+
 // archiveStoreKind is the archive store in effect.
 func (c Config) archiveStoreKind() string {
 	if c.ArchiveStore == archiveStoreFollowsMedia {

@@ -95,12 +95,19 @@ func joinStore(store, id string) string {
 }
 
 // restoreCmd: edgechat restore --from DIR|s3://… --data DIR [--id ID]
-// [--archive-store local|s3 [--s3-archive-bucket B]] [--s3-*]
+// [--config FILE] [--archive-store local|s3 [--s3-archive-bucket B]] [--s3-*]
+//
+// With --config (or EDGECHAT_CONFIG), the settings restore needs that
+// the command line does not give come from the configuration serve will
+// run the new node with (the file, overridden by EDGECHAT_* variables,
+// as serve reads them): data, archive_store (else media_store),
+// s3_archive_bucket and the s3_* client settings.
 func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	from := fs.String("from", "", "a backup (a directory or s3:// prefix holding manifest.json), or a place holding backups (the newest complete one is restored)")
-	data := fs.String("data", "", "the data directory of the new cluster's first node (must not hold a node)")
+	data := fs.String("data", "", "the data directory of the new cluster's first node (must not hold a node); default with --config: its data")
+	config := fs.String("config", envOr("EDGECHAT_CONFIG", ""), "the YAML configuration file serve will run the new node with (env EDGECHAT_CONFIG): data, archive and S3 settings the command line does not give")
 	id := fs.String("id", "", "with --from naming a place of backups: restore this one instead of the newest")
 	// The default is serve's: EDGECHAT_ARCHIVE_STORE, else the media
 	// store's kind (EDGECHAT_MEDIA_STORE), else local. An environment that
@@ -110,12 +117,39 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		"the new cluster's archive store for the segments: local ({data}/archive) or s3 (--s3-archive-bucket on the --s3-* store); default: as serve in this environment (EDGECHAT_ARCHIVE_STORE, else EDGECHAT_MEDIA_STORE, else local)")
 	archiveBucket := fs.String("s3-archive-bucket", envOr("EDGECHAT_S3_ARCHIVE_BUCKET", node.DefaultS3ArchiveBucket), "with --archive-store s3: the bucket")
 	adopt := fs.Bool("adopt-archive-store", false, "restore into an archive store that holds segments the backup does not (the old cluster's newer ones): only when no cluster uses that store any more, since the restored cluster deletes them as orphans")
-	s3 := s3Flags(fs)
+	s3flags := s3Flags(fs)
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	s3cfg := s3flags()
+	s3 := func() backup.S3Config { return s3cfg }
+	if *config != "" {
+		cfg, err := node.LoadSettings([]string{"--config", *config}, os.Environ())
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, d := range []struct {
+			flag string
+			dst  *string
+			val  string
+		}{
+			{"data", data, cfg.DataDir},
+			{"archive-store", archiveStore, cfg.ArchiveStoreKind()},
+			{"s3-archive-bucket", archiveBucket, cfg.S3ArchiveBucket},
+			{"s3-endpoint", &s3cfg.Endpoint, cfg.S3Endpoint},
+			{"s3-region", &s3cfg.Region, cfg.S3Region},
+			{"s3-access-key", &s3cfg.AccessKey, cfg.S3AccessKey},
+			{"s3-secret-key", &s3cfg.SecretKey, cfg.S3SecretKey},
+		} {
+			if !set[d.flag] {
+				*d.dst = d.val
+			}
+		}
+	}
 	if *from == "" || *data == "" || fs.NArg() > 0 {
-		return fmt.Errorf("%w: edgechat restore --from DIR|s3://bucket/prefix --data DIR", errUsage)
+		return fmt.Errorf("%w: edgechat restore --from DIR|s3://bucket/prefix --data DIR [--config FILE]", errUsage)
 	}
 	if !strings.HasPrefix(*from, "s3://") {
 		if _, err := os.Stat(*from); err != nil {

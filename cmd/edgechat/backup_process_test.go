@@ -348,6 +348,41 @@ func TestRestoreUsesTheArchiveStoreServeWill(t *testing.T) {
 	}
 	mi := storetest.StartMinIO(t)
 	bin := edgechatBinary(t)
+	store := sealedBackup(t, bin)
+
+	// The new cluster's environment: media (and so sealed segments) on S3.
+	sc := mi.Config("envrestore")
+	for k, v := range map[string]string{"EDGECHAT_MEDIA_STORE": "s3", "EDGECHAT_S3_ENDPOINT": sc.Endpoint,
+		"EDGECHAT_S3_ACCESS_KEY": sc.AccessKey, "EDGECHAT_S3_SECRET_KEY": sc.SecretKey,
+		"EDGECHAT_S3_RAW_BUCKET": sc.RawBucket, "EDGECHAT_S3_PROCESSED_BUCKET": sc.ProcessedBucket,
+		"EDGECHAT_S3_COLD_BUCKET": sc.ColdBucket, "EDGECHAT_S3_ARCHIVE_BUCKET": sc.RawBucket + "-archive"} {
+		t.Setenv(k, v)
+	}
+	newDir := t.TempDir()
+	t.Log(runCLI(t, bin, "", "restore", "--from", store, "--data", newDir))
+	p2 := startServe(t, bin, "--data", newDir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
+	bobTok := mintToken(t, bin, newDir, "bob", p2)
+	msgs, err := syncMessages(p2.http, bobTok)
+	if err != nil {
+		t.Fatalf("sync on the restored node: %v", err)
+	}
+	got := map[string]int{}
+	for _, m := range msgs {
+		got[m.CID]++
+	}
+	for k := range 30 {
+		if got[fmt.Sprintf("a-%d", k)] != 1 {
+			t.Fatalf("a-%d restored %d times (%d messages)", k, got[fmt.Sprintf("a-%d", k)], len(msgs))
+		}
+	}
+}
+
+// sealedBackup runs a node that seals alice's 30 messages to bob
+// ("a-0" … "a-29") into segments of its local archive, backs it up into
+// a directory store it returns, and stops the node.
+func sealedBackup(t *testing.T, bin string) string {
+	t.Helper()
 	dir := t.TempDir()
 	p := startServe(t, bin, "--data", dir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
 		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off",
@@ -385,30 +420,5 @@ func TestRestoreUsesTheArchiveStoreServeWill(t *testing.T) {
 		t.Fatalf("backup: %d segments, %v", m.Segments(), err)
 	}
 
-	// The new cluster's environment: media (and so sealed segments) on S3.
-	sc := mi.Config("envrestore")
-	for k, v := range map[string]string{"EDGECHAT_MEDIA_STORE": "s3", "EDGECHAT_S3_ENDPOINT": sc.Endpoint,
-		"EDGECHAT_S3_ACCESS_KEY": sc.AccessKey, "EDGECHAT_S3_SECRET_KEY": sc.SecretKey,
-		"EDGECHAT_S3_RAW_BUCKET": sc.RawBucket, "EDGECHAT_S3_PROCESSED_BUCKET": sc.ProcessedBucket,
-		"EDGECHAT_S3_COLD_BUCKET": sc.ColdBucket, "EDGECHAT_S3_ARCHIVE_BUCKET": sc.RawBucket + "-archive"} {
-		t.Setenv(k, v)
-	}
-	newDir := t.TempDir()
-	t.Log(runCLI(t, bin, "", "restore", "--from", store, "--data", newDir))
-	p2 := startServe(t, bin, "--data", newDir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
-		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
-	bobTok := mintToken(t, bin, newDir, "bob", p2)
-	msgs, err := syncMessages(p2.http, bobTok)
-	if err != nil {
-		t.Fatalf("sync on the restored node: %v", err)
-	}
-	got := map[string]int{}
-	for _, m := range msgs {
-		got[m.CID]++
-	}
-	for k := range 30 {
-		if got[fmt.Sprintf("a-%d", k)] != 1 {
-			t.Fatalf("a-%d restored %d times (%d messages)", k, got[fmt.Sprintf("a-%d", k)], len(msgs))
-		}
-	}
+	return store
 }

@@ -81,7 +81,7 @@ Usage:
   edgechat push test USER [--data DIR]        send a test notification to each of USER's devices, print each answer
   edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
   edgechat backup --to DIR|s3://B/P [--data DIR | --token T]  write a consistent backup of the running cluster
-  edgechat restore --from DIR|s3://B/P --data DIR  build the first node of a new cluster from a backup (checked first)
+  edgechat restore --from DIR|s3://B/P --data DIR [--config FILE]  build the first node of a new cluster from a backup (checked first)
   edgechat archive status [--data DIR]        hot and sealed archive tiers of a running node (GET /admin/archive)
   edgechat link status [--data DIR | --token T]  each region link's state, backlog, oldest queued message, traffic (GET /admin/links)
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
