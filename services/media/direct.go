@@ -270,7 +270,7 @@ func (s *Service) markUploaded(ctx context.Context, id string) (Record, error) {
 		s.m.uploads.WithLabelValues("too_large").Inc()
 		return Record{}, fmt.Errorf("%w: %d bytes arrived, %d declared", ErrTooLarge, obj.Size, rec.Size)
 	}
-	v, err := s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC()})
+	v, err := s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC(), Settle: true})
 	if err != nil {
 		return Record{}, fmt.Errorf("media: mark uploaded: %w", err)
 	}

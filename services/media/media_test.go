@@ -75,9 +75,10 @@ func TestUploadLimitAndQuota(t *testing.T) {
 	if raw != 0 {
 		t.Fatalf("%d raw objects left after refused uploads", raw)
 	}
-	// Exactly at the limit is fine; the streamed refusal counted one of
-	// the two uploads of the day.
+	// Exactly at the limit is fine; the streamed refusal stored nothing,
+	// so it counted none of the two uploads of the day.
 	e.upload("alice", "ok", "0123456789")
+	e.upload("alice", "ok", "y")
 	if _, err := e.svc.Store(context.Background(), "alice", Upload{Size: 1, Body: strings.NewReader("x")}); !errors.Is(err, ErrQuota) || !errors.Is(err, wire.ErrQuota) {
 		t.Fatalf("third upload of the day: %v", err)
 	}

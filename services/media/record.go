@@ -184,6 +184,12 @@ type uploadedCmd struct {
 	ID   string    `json:"id"`
 	Size int64     `json:"size"`
 	At   time.Time `json:"at"`
+	// Settle: the quota keeps the stored size only, and gives back what
+	// the reserve counted above it (a multipart body's length, the
+	// largest upload for one sent chunked; a direct upload's declared
+	// size). Commands of earlier versions leave it false, and are
+	// applied as they were.
+	Settle bool `json:"settle,omitempty"`
 }
 
 type claimCmd struct {
@@ -224,6 +230,12 @@ type touchCmd struct {
 
 type deleteCmd struct {
 	IDs []string `json:"ids"`
+	// Failed: uploads whose bytes were not stored (refused or broken off
+	// while they streamed): a record still uploading gives the quota
+	// back what its creation counted, one upload and its reserve (the
+	// quota counts what was stored). Commands of earlier versions leave
+	// it false, and are applied as they were.
+	Failed bool `json:"failed,omitempty"`
 }
 
 // dropUnsentCmd is the payload of wire.CmdMediaDropUnsent.
@@ -371,6 +383,11 @@ func (s *Service) applyUploaded(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	}
 	if r.Status != StatusUploading {
 		return &recordResult{Record: r}, nil // a repeated notification: nothing to do
+	}
+	if c.Settle && r.Size > c.Size {
+		if err := giveQuotaBack(tx, r, 0, r.Size-c.Size); err != nil {
+			return nil, err
+		}
 	}
 	r.Status, r.Size, r.UpdatedAt = StatusProcessing, c.Size, c.At
 	if err := fsm.SetJSON(tx, recordKey(r.ID), r); err != nil {
@@ -561,11 +578,36 @@ func (s *Service) applyDelete(tx *badger.Txn, _ fsm.Position, payload []byte) (a
 		}
 	}
 	for _, id := range c.IDs {
+		if c.Failed {
+			r, err := getRecord(tx, id)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+			if err == nil && r.Status == StatusUploading {
+				if err := giveQuotaBack(tx, r, 1, r.Size); err != nil {
+					return nil, err
+				}
+			}
+		}
 		if err := deleteRecord(tx, id); err != nil {
 			return nil, err
 		}
 	}
 	return nil, nil
+}
+
+// giveQuotaBack takes uploads and bytes off what the quota of r's owner
+// counted on the day r was created (never below nothing).
+func giveQuotaBack(tx *badger.Txn, r Record, uploads int, bytes int64) error {
+	var q Quota
+	qk := quotaKey(r.Owner, quotaDay(r.CreatedAt))
+	found, err := fsm.GetJSON(tx, qk, &q)
+	if err != nil || !found {
+		return err
+	}
+	q.Count = max(q.Count-uploads, 0)
+	q.Bytes = max(q.Bytes-bytes, 0)
+	return fsm.SetJSON(tx, qk, q)
 }
 
 // deleteRecord deletes media id's record with what hangs on it: its

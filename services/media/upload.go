@@ -166,7 +166,7 @@ func (s *Service) StoreKeyed(ctx context.Context, owner string, u Upload) (rec R
 		return Record{}, false, ErrEmpty
 	}
 	s.m.bytesIn.Add(float64(obj.Size))
-	v, err = s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC()})
+	v, err = s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC(), Settle: true})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("media: mark uploaded: %w", err)
 	}
@@ -175,10 +175,10 @@ func (s *Service) StoreKeyed(ctx context.Context, owner string, u Upload) (rec R
 	return rec, false, err
 }
 
-// forget removes the record of an upload that failed (its quota stays
-// counted: the bytes were sent).
+// forget removes the record of an upload that failed, and gives the
+// quota back what it counted for it: nothing was stored.
 func (s *Service) forget(ctx context.Context, id string) {
-	if _, err := s.propose(context.WithoutCancel(ctx), wire.CmdMediaDelete, deleteCmd{IDs: []string{id}}); err != nil {
+	if _, err := s.propose(context.WithoutCancel(ctx), wire.CmdMediaDelete, deleteCmd{IDs: []string{id}, Failed: true}); err != nil {
 		s.log.Warn("removing a failed upload's record", "media", id, "err", err)
 	}
 }
