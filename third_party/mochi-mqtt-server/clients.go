@@ -578,7 +578,7 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 
 	for {
 		if cl.Closed() {
-			return nil
+			return cl.endedBy()
 		}
 
 		cl.refreshDeadline(cl.State.Keepalive)
@@ -674,6 +674,22 @@ func (cl *Client) Stop(err error) {
 
 		atomic.StoreInt64(&cl.State.disconnected, time.Now().Unix())
 	})
+}
+
+// endedBy is what a read loop that finds the client stopped returns:
+// nil after the client's own DISCONNECT (processDisconnect stops it with
+// CodeDisconnect), which discards its will [MQTT-3.1.2-10]; otherwise
+// the cause the server stopped it with (a takeover, a hook's
+// DisconnectClient), so that the connection ends as one closed by the
+// server and its will is published [MQTT-3.1.2-8] (edgechat patch 50).
+// Before, any stop found between two packets ended the connection as a
+// DISCONNECT would, and the will was dropped.
+func (cl *Client) endedBy() error {
+	cause := cl.StopCause()
+	if cause == nil || errors.Is(cause, packets.CodeDisconnect) {
+		return nil
+	}
+	return cause
 }
 
 // StopCause returns the reason the client connection was stopped, if any.

@@ -87,7 +87,7 @@ var errWaiting = errors.New("waiting for the next packet")
 func (cl *Client) readUntilIdle(w ReadWaiter, packetHandler ReadFn, st *readState, resumed bool) error {
 	for {
 		if cl.Closed() {
-			return nil
+			return cl.endedBy()
 		}
 
 		if !resumed {
@@ -101,7 +101,7 @@ func (cl *Client) readUntilIdle(w ReadWaiter, packetHandler ReadFn, st *readStat
 				cl.State.waitMu.Lock()
 				if cl.State.waitStopped {
 					cl.State.waitMu.Unlock()
-					return nil // as the Closed check above
+					return cl.endedBy() // as the Closed check above
 				}
 				waiting := w.WaitRead(cl.Net.Conn, keepaliveDeadline(cl.State.Keepalive), st.resume)
 				cl.State.waitMu.Unlock()
