@@ -15,7 +15,7 @@ export class ApiError extends Error {
 const REFRESH_KEY = 'edgechat-refresh-key';
 
 // browserDevice is this browser's device ID, kept in localStorage: its
-// sign-ins name it (the session list shows it), its first tab's MQTT
+// sign-ins name it (the session list shows it), one tab's MQTT
 // client ID and its Web Push registration carry it.
 export function browserDevice() {
   let id = localStorage.getItem('edgechat-device');

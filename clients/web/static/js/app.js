@@ -197,6 +197,7 @@ class App {
     });
     this.conn.addEventListener('state', (ev) => {
       this.stateEl.dataset.state = ev.detail;
+      this.stateEl.dataset.device = this.conn.device; // the {deviceID} of its client ID (the tests look)
       this.stateEl.textContent = { online: 'online', connecting: 'connecting…', offline: 'offline — reconnecting', error: 'error' }[ev.detail] || ev.detail;
       if (ev.detail === 'online') this.catchUp();
     });

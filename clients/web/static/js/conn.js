@@ -23,26 +23,44 @@ export class Connection extends EventTarget {
     this.wsOverride = '';   // another node's WebSocket URL after a failover
     this.failures = 0;      // reconnect attempts since the last connection
     this.searching = false; // a failover search is running
+    this.stopped = false;
+    this.waiting = null;       // aborts the wait for the browser's device ID
+    this.releaseDevice = null; // gives the browser's device ID up
     const meta = document.querySelector('meta[name="edgechat-peers"]');
     this.peers = (meta ? meta.content : '').split(' ').filter((p) => /^https?:\/\/[^/]+$/.test(p));
   }
 
   // pickDevice names this tab's device: the browser's own ID (kept in
   // localStorage, the one its Web Push registration names, so that the
-  // server does not push to a browser that has the app open) for the
-  // first tab, held with a Web Lock for the tab's life; other tabs get
-  // IDs of their own (one client ID per connection).
+  // server does not push to a browser that has the app open) for one tab
+  // of the user, held with a Web Lock while that tab's connection lives;
+  // other tabs get IDs of their own (one client ID per connection) and
+  // wait in line for the lock: when the tab holding it goes (closed,
+  // reloaded, signed out), the next one reconnects under the browser's
+  // ID, so that while any tab is open the browser's device is connected.
   async pickDevice() {
     const id = browserDevice();
     this.browserDevice = id;
     if (!navigator.locks) { this.device = `${id}-${randomId()}`; return; }
-    this.device = await new Promise((resolve) => {
-      navigator.locks.request(`edgechat-device-${this.api.userId}`, { ifAvailable: true }, (lock) => {
-        if (!lock) { resolve(`${id}-${randomId()}`); return undefined; }
-        resolve(id);
-        return new Promise(() => {}); // held until the tab goes
-      });
+    const name = `edgechat-device-${this.api.userId}`;
+    const hold = () => new Promise((release) => { this.releaseDevice = release; });
+    const got = await new Promise((resolve) => {
+      navigator.locks.request(name, { ifAvailable: true }, (lock) => {
+        if (!lock || this.stopped) { resolve(false); return undefined; }
+        resolve(true);
+        return hold();
+      }).catch(() => resolve(false));
     });
+    if (got) { this.device = id; return; }
+    this.device = `${id}-${randomId()}`;
+    this.waiting = new AbortController();
+    navigator.locks.request(name, { signal: this.waiting.signal }, () => {
+      if (this.stopped) return undefined;
+      this.waiting = null;
+      this.device = id;
+      if (this.client) this.connect(); // under the browser's ID now
+      return hold();
+    }).catch(() => {}); // aborted: the connection stopped
   }
 
   url() {
@@ -96,8 +114,16 @@ export class Connection extends EventTarget {
 
   async start() {
     if (!this.device) await this.pickDevice();
+    if (!this.stopped) this.connect();
+  }
+
+  // connect opens the MQTT connection under this.device; a connection
+  // open already (under another device ID) is closed once its messages
+  // in flight are acknowledged, and nothing of it is heard after.
+  connect() {
     const me = this.api.userId;
-    this.client = mqtt.connect(this.url(), {
+    const old = this.client;
+    const client = mqtt.connect(this.url(), {
       protocolVersion: 5,
       clientId: `${me}/${this.device}`,
       username: me,
@@ -110,16 +136,22 @@ export class Connection extends EventTarget {
       transformWsUrl: () => this.url(), // each attempt goes where failover last pointed
       reconnectOnConnackError: true, // refused credentials: tried again with a fresh token (below)
     });
-    this.client.on('connect', () => {
+    this.client = client;
+    if (old) old.end(false);
+    const current = () => this.client === client;
+    client.on('connect', () => {
+      if (!current()) return;
       this.failures = 0;
-      this.client.subscribe([`user/${me}/newMessage`, `user/${me}/typing`, `user/${me}/receipts`, `user/${me}/events`],
+      client.subscribe([`user/${me}/newMessage`, `user/${me}/typing`, `user/${me}/receipts`, `user/${me}/events`],
         { qos: 1 }, (err) => {
+          if (!current()) return;
           if (err) { this.setState('error'); return; }
           // Subscribed first, then synced: nothing falls in between.
           this.setState('online');
         });
     });
-    this.client.on('reconnect', () => {
+    client.on('reconnect', () => {
+      if (!current()) return;
       this.setState('connecting');
       this.failures += 1;
       if (this.failures >= 2 && this.peers.length) this.failover();
@@ -127,15 +159,17 @@ export class Connection extends EventTarget {
       // browser's tabs share (see Api.refresh).
       if (this.api.expiresSoon()) this.renew();
     });
-    this.client.on('error', (err) => {
+    client.on('error', (err) => {
       // The broker refused the access token (0x86: expired or revoked;
       // 0x87: none): the next attempt takes a fresh one, or the page
       // signs out if the session ended.
-      if (err && (err.code === 0x86 || err.code === 0x87)) this.renew();
+      if (current() && err && (err.code === 0x86 || err.code === 0x87)) this.renew();
     });
-    this.client.on('offline', () => this.setState('offline'));
-    this.client.on('close', () => { if (this.state === 'online') this.setState('offline'); });
-    this.client.on('message', (topic, payload) => this.receive(topic, payload));
+    client.on('offline', () => { if (current()) this.setState('offline'); });
+    client.on('close', () => { if (current() && this.state === 'online') this.setState('offline'); });
+    // Messages of the connection being replaced still count (the store
+    // keeps each message once).
+    client.on('message', (topic, payload) => this.receive(topic, payload));
   }
 
   // renew refreshes the access token for the connection's next attempt.
@@ -143,9 +177,16 @@ export class Connection extends EventTarget {
     this.api.refresh().then(() => { if (this.client) this.client.options.password = this.api.token; }).catch(() => {});
   }
 
+  // stop closes the connection and gives the browser's device ID up
+  // (another tab, or this one's next sign-in, takes it).
   stop() {
+    this.stopped = true;
     if (this.client) this.client.end(true);
     this.client = null;
+    if (this.waiting) this.waiting.abort();
+    this.waiting = null;
+    if (this.releaseDevice) this.releaseDevice();
+    this.releaseDevice = null;
   }
 
   setState(s) {
