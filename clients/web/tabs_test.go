@@ -174,3 +174,28 @@ func TestOpeningAChatEndingWithMyOwnMessageReadsItOnTheServer(t *testing.T) {
 		t.Fatalf("alice read bob's messages: %v", err)
 	}
 }
+
+// Signing out in one tab signs the browser's other tabs of the user out
+// too. They went on showing her chats, live, for as long as their access
+// tokens lasted (15 minutes): the next person at a shared computer found
+// them in the other tab.
+func TestSigningOutInOneTabSignsTheOthersOut(t *testing.T) {
+	for _, button := range []string{`#sign-out`, `#sign-out-everywhere`} {
+		n := nodetest.StartNode(t)
+		bobTok := n.NewUser(t, "bob")
+		tab1, _ := twoTabs(t, n)
+		run(t, tab1, "alice signs out in the first tab ("+button+")", click(button), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+		if err := waitUntil(10*time.Second, 50*time.Millisecond, func() error {
+			if out := eval[[]bool](t, tab1, signedOut); !out[1] {
+				return fmt.Errorf("signed out (tab 1, tab 2): %v", out)
+			}
+			return nil
+		}); err != nil {
+			// What the other tab shows meanwhile.
+			if postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"so1","type":"text","body":"private words"}`) == nil {
+				run(t, tab1, "the other tab shows bob's message", poll(`window.__w.document.body.innerText.includes('private words')`))
+			}
+			t.Fatalf("after %s in one tab: %v", button, err)
+		}
+	}
+}

@@ -47,6 +47,21 @@ export class Api {
     this.refreshing = null;
     this.timer = 0;
     this.onSignedOut = () => {};
+    // The browser's other tabs share the session cookie: a sign-out in
+    // one (here or everywhere) signs the user out in all, at once (their
+    // access tokens would otherwise keep them live for minutes).
+    this.tabs = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-session');
+    if (this.tabs) {
+      this.tabs.onmessage = (ev) => {
+        const d = ev.data;
+        if (d && d.type === 'signedOut' && d.user && d.user === this.userId) this.signedOut();
+      };
+    }
+  }
+
+  // tellTabs tells the browser's other tabs that user signed out.
+  tellTabs(user) {
+    if (this.tabs && user) this.tabs.postMessage({ type: 'signedOut', user });
   }
 
   async send(method, path, body, { auth = true, own = false, key = '' } = {}) {
@@ -176,6 +191,7 @@ export class Api {
   // screen over a session a reload resumes. A refusal (4xx) means there
   // was no session left to end.
   async logout() {
+    const user = this.userId;
     try {
       await this.send('POST', '/auth/logout', { device: browserDevice() }, { auth: false, own: true });
     } catch (e) {
@@ -184,6 +200,7 @@ export class Api {
       }
     }
     this.signedOut();
+    this.tellTabs(user);
   }
 
   // logoutAll ends every session of the user (every browser and device):
@@ -193,8 +210,10 @@ export class Api {
   // too).
   async logoutAll() {
     await this.call('DELETE', `/user/me/devices/${encodeURIComponent(browserDevice())}`).catch(() => {});
+    const user = this.userId;
     await this.call('POST', '/auth/logout-all', {});
     this.signedOut();
+    this.tellTabs(user);
   }
 
   // sessions lists the user's sign-ins (devices and browsers);
