@@ -62,7 +62,13 @@ export class People extends EventTarget {
   dmActions(peer, onError) {
     const isContact = this.contacts.has(peer);
     const blocked = this.blocks.has(peer);
-    const act = (fn) => (ev) => { ev.currentTarget.disabled = true; fn().catch(onError); };
+    // Disabled while under way; a failure enables it again (the button is
+    // drawn anew only when the contact or block changes).
+    const act = (fn) => (ev) => {
+      const btn = ev.currentTarget;
+      btn.disabled = true;
+      fn().catch((e) => { btn.disabled = false; onError(e); });
+    };
     return [
       h('button', { type: 'button', id: 'contact-toggle', 'aria-pressed': String(isContact),
         onclick: act(() => this.setContact(peer, !isContact)) },
