@@ -131,13 +131,23 @@ export class Api {
     await this.login(username, password);
   }
 
-  // resume signs in with the session cookie, if there is one.
-  async resume() {
-    try {
-      await this.refresh();
-      return true;
-    } catch {
-      return false;
+  // resume signs in with the session cookie, if there is one. A refresh
+  // the server could not answer for now (the network, 502, 503 while the
+  // cluster elects its leader, 504, 429: the cookie is kept for the
+  // retry) is tried again, backing off 0.5 to 10 s, with onWait told of
+  // each failure: the session may well be alive, and the sign-in form
+  // would say it is not.
+  async resume(onWait = () => {}) {
+    for (let delay = 500; ; delay = Math.min(2 * delay, 10000)) {
+      try {
+        await this.refresh();
+        return true;
+      } catch (e) {
+        const transient = !(e instanceof ApiError) || [429, 502, 503, 504].includes(e.status);
+        if (!transient) return false;
+        onWait(e);
+      }
+      await new Promise((done) => setTimeout(done, delay));
     }
   }
 

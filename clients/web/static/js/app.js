@@ -45,7 +45,9 @@ class App {
   }
 
   async boot() {
-    if (await this.api.resume()) this.start();
+    const waiting = () => this.root.replaceChildren(h('p', { class: 'boot', role: 'status', id: 'resuming' },
+      'The server cannot be reached right now; trying again…'));
+    if (await this.api.resume(waiting)) this.start();
     else this.showSignIn();
   }
 
