@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -253,4 +254,36 @@ func TestCreatingAnAccountAgainAfterALostAnswerSignsIn(t *testing.T) {
 		click(`#register`),
 		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
 	)
+}
+
+// "Sign in" pressed twice (a double click, Enter then the button) signs
+// in once: the page started the app for each answer, the first one's
+// MQTT connection left running (its heartbeats too, and, holding the
+// browser's device ID, the next tab or sign-in could not take it), and
+// each press made a session of its own.
+func TestSignInPressedTwiceSignsInOnce(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	alice := browser(t)
+	run(t, alice, "alice presses Sign in twice",
+		chromedp.Navigate(n.HTTPURL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		chromedp.SendKeys(chromedp.CSS(`#username`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), nodetest.Password("alice")),
+		chromedp.Evaluate[chromedp.Void](`(() => { const f = document.querySelector('form.signin'); f.requestSubmit(); f.requestSubmit(); })()`),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"][data-synced="true"]`)))
+	var res struct{ Sessions []struct{ Device string } }
+	getJSON(t, n.HTTPURL, n.Token(t, "alice"), "/auth/sessions", &res)
+	web := 0
+	for _, s := range res.Sessions {
+		if strings.HasPrefix(s.Device, "web-") {
+			web++
+		}
+	}
+	if web != 1 {
+		t.Errorf("the browser made %d sessions, want 1: %+v", web, res.Sessions)
+	}
+	if conns := metricLines(n.HTTPURL, "edgechat_mqtt_connections "); conns != "edgechat_mqtt_connections 1" {
+		t.Errorf("MQTT connections: %q, want 1", conns)
+	}
 }

@@ -86,6 +86,7 @@ class App {
   }
 
   start() {
+    if (this.conn) this.stop(); // never two apps (connections, heartbeats) at once
     this.convsEl = null;
     this.shownConv = null;
     const store = new Store(this.api.userId);

@@ -58,10 +58,15 @@ export function signIn({ onSignIn, onRegister, error, providers = [] }) {
       href: `/auth/oidc/${encodeURIComponent(p.name)}/start?session=cookie&redirect=%2F`,
     }, `Sign in with ${p.name}`))) : null,
     err);
+  // One sign-in (or sign-up) at a time: a second press while the first
+  // is under way (a double click, Enter then the button) would sign in
+  // twice and start the app twice.
+  let busy = false;
   const submit = async (fn) => {
-    if (!form.reportValidity()) return;
+    if (busy || !form.reportValidity()) return;
+    busy = true;
     err.textContent = '';
-    try { await fn(user.value.trim(), pass.value); } catch (e) { err.textContent = e.message; }
+    try { await fn(user.value.trim(), pass.value); } catch (e) { err.textContent = e.message; } finally { busy = false; }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); submit(onSignIn); });
   return form;
