@@ -37,6 +37,18 @@ class App {
     // read in all.
     this.reads = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-read');
     if (this.reads) this.reads.onmessage = (ev) => this.readElsewhere(ev.data);
+    // A click on a push notification (the service worker) opens its
+    // conversation here; a tab the worker opened for one names it in
+    // the address (#open=...), read at sign-in.
+    if ('serviceWorker' in navigator) {
+      navigator.serviceWorker.addEventListener('message', (ev) => {
+        const d = ev.data;
+        if (d && d.type === 'open' && typeof d.conversationId === 'string') this.openNamed(d.conversationId);
+      });
+    }
+    const hash = new URLSearchParams(location.hash.slice(1)).get('open');
+    this.toOpen = hash || null;
+    if (hash) history.replaceState(null, '', location.pathname + location.search);
     document.addEventListener('visibilitychange', () => {
       const store = this.store;
       const c = store && store.current && store.convs.get(store.current);
@@ -254,6 +266,22 @@ class App {
       if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
     });
     this.render();
+    if (this.toOpen) {
+      const name = this.toOpen;
+      this.toOpen = null;
+      this.openNamed(name);
+    }
+  }
+
+  // openNamed opens the conversation a push names (user:{uid},
+  // group:{gid}), once the app runs.
+  openNamed(name) {
+    const store = this.store;
+    if (!store) { this.toOpen = name; return; }
+    const [kind, id] = [name.slice(0, name.indexOf(':')), name.slice(name.indexOf(':') + 1)];
+    if (!id || (kind !== 'user' && kind !== 'group')) return;
+    this.open(store.conv(kind === 'user' ? { peer: id } : { group: id }));
+    this.follow();
   }
 
   // follow subscribes to what the open app shows: each group's topics and
