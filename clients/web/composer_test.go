@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -63,5 +64,40 @@ func TestAnErrorGoesWhenTheNextTryWorks(t *testing.T) {
 	)
 	if got := textOf(t, alice, `.error`); got != "" {
 		t.Fatalf("alice's page still shows the error %q", got)
+	}
+}
+
+// A message longer than the server takes (a body of at most 8 KiB,
+// docs/protocol.md Message envelope) is not sent, and the page says why
+// and keeps the text in the composer to be shortened. It was sent: the
+// composer emptied, the message showed "not sent: refused (0x99)" with a
+// Retry that could only fail again, and the text was no longer editable.
+func TestATooLongMessageStaysInTheComposer(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens bob's chat and sends a message of 9,000 bytes (4,500 é)",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		chromedp.Evaluate[chromedp.Void](`(() => { const c = document.querySelector('#composer'); c.value = 'é'.repeat(4500); c.dispatchEvent(new Event('input')); })()`),
+		click(`.composer button[type="submit"]`),
+		poll(`/too long/.test(document.querySelector('.error').textContent) || !!document.querySelector('.msg.mine[data-state="failed"]')`),
+	)
+	if got := textOf(t, alice, `.error`); !strings.Contains(got, "too long") {
+		t.Fatalf("the page says %q", got)
+	}
+	if k := eval[int](t, alice, `document.querySelector('#composer').value.length`); k != 4500 {
+		t.Fatalf("the composer holds %d characters, want the 4,500 written", k)
+	}
+	if k := eval[int](t, alice, `document.querySelectorAll('.msg.mine').length`); k != 0 {
+		t.Fatalf("%d messages shown as sent or sending", k)
+	}
+	run(t, alice, "shortened, it is sent",
+		chromedp.Evaluate[chromedp.Void](`(() => { const c = document.querySelector('#composer'); c.value = 'é'.repeat(4000); c.dispatchEvent(new Event('input')); })()`),
+		click(`.composer button[type="submit"]`),
+		poll(`!!document.querySelector('.msg.mine[data-id]')`))
+	if got := textOf(t, alice, `.error`); got != "" {
+		t.Fatalf("the page still says %q", got)
 	}
 }

@@ -11,6 +11,10 @@ import * as v from './views.js';
 
 const h = v.h;
 
+// MAX_BODY is the most bytes (UTF-8) a message's body may hold
+// (docs/protocol.md, Message envelope).
+const MAX_BODY = 8192;
+
 class App {
   constructor(root) {
     this.root = root;
@@ -678,6 +682,7 @@ class App {
     const body = this.input.value.trim();
     if (!c || !body) return;
     this.clearError();
+    if (this.tooLongBody(body)) return; // kept in the composer, to be shortened
     const cid = newCid();
     const replyTo = this.replyTo && this.replyTo.conv === c.key ? this.replyTo.id : undefined;
     this.setReply(null);
@@ -740,6 +745,7 @@ class App {
     let caption = '';
     if (to === store.current) {
       caption = this.input.value.trim();
+      if (this.tooLongBody(caption)) return; // nothing sent, the file not uploaded
       this.input.value = '';
       this.drafts.delete(c.key);
     }
@@ -924,6 +930,15 @@ class App {
         this.follow();
       }, (e) => this.showError(e)));
     }
+  }
+
+  // tooLongBody says (and shows) whether body is longer than a message's
+  // body may be (the server refuses it: 0x99).
+  tooLongBody(body) {
+    const size = new TextEncoder().encode(body).length;
+    if (size <= MAX_BODY) return false;
+    this.showError(new Error(`The message is too long (${size.toLocaleString()} bytes, at most ${MAX_BODY.toLocaleString()}): shorten it or send it in parts.`));
+    return true;
   }
 
   showError(e) {
