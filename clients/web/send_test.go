@@ -86,3 +86,50 @@ func TestAMessageNotCommittedIsSentAgainUnderItsCid(t *testing.T) {
 		t.Fatal("a message is still pending")
 	}
 }
+
+// holdSends makes the page's MQTT client keep its chat publishes (no
+// PUBACK ever comes: a connection that is about to drop).
+func holdSends() chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](`(async () => {
+		const src = document.querySelector('script[type="module"]').src.replace(/js\/app\.js$/, 'vendor/mqtt.esm.js');
+		const P = (await import(src)).default.MqttClient.prototype;
+		const real = P.publish;
+		P.publish = function (topic, msg, opts, cb) {
+			if (topic.endsWith('/newMessage')) return this;
+			return real.apply(this, arguments);
+		};
+	})()`, chromedp.EvalAwaitPromise)
+}
+
+// A message still "sending…" when the page is reloaded (the connection
+// down, the user reloads to mend it) is sent after the reload, under its
+// cid (so once, even if the first attempt was committed). It was lost:
+// the reloaded page knew nothing of it.
+func TestAMessageSendingAtAReloadIsSentAfterIt(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	n.NewUser(t, "alice")
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice writes to bob; no PUBACK comes",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		holdSends(),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "before the reload\n"),
+		poll(`!!document.querySelector('.msg[data-cid][data-state="pending"]')`),
+	)
+	run(t, alice, "alice reloads the page, and it is sent",
+		chromedp.Reload(),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		click(`[data-conv="d:bob"]`),
+		poll(shows("before the reload", true)),
+		poll(`document.querySelectorAll('.msg[data-cid]').length === 0`),
+	)
+	var history struct{ Messages []struct{ Body string } }
+	if err := json.Unmarshal(apiCall(t, "GET", n.HTTPURL+"/chat/history?with=alice", n.Token(t, "bob"), ""), &history); err != nil {
+		t.Fatal(err)
+	}
+	if len(history.Messages) != 1 || history.Messages[0].Body != "before the reload" {
+		t.Fatalf("bob's history: %+v", history.Messages)
+	}
+}

@@ -82,6 +82,10 @@ class App {
     this.subscribed.clear();
     if (this.conn) this.conn.stop();
     this.conn = null;
+    // So are the messages not sent yet that the tab kept for a reload.
+    if (this.store) {
+      try { sessionStorage.removeItem(`edgechat-pending-${this.store.me}`); } catch { /* storage off */ }
+    }
     this.store = null;
     // What the user was writing is theirs: the next user of this tab
     // must not find it in the same conversation's composer.
@@ -214,7 +218,12 @@ class App {
       requestAnimationFrame(draw);
       setTimeout(draw, 250);
     });
+    let restored = this.restorePending();
     this.conn.addEventListener('state', (ev) => {
+      if (ev.detail === 'online' && restored.length) {
+        for (const r of restored) this.publish(r.c, r.cid, () => this.conn.sendText(r.c, r.cid, r.body, r.replyTo));
+        restored = [];
+      }
       this.stateEl.dataset.state = ev.detail;
       this.stateEl.dataset.device = this.conn.device; // the {deviceID} of its client ID (the tests look)
       this.stateEl.textContent = { online: 'online', connecting: 'connecting…', offline: 'offline — reconnecting', error: 'error' }[ev.detail] || ev.detail;
@@ -686,7 +695,8 @@ class App {
     const cid = newCid();
     const replyTo = this.replyTo && this.replyTo.conv === c.key ? this.replyTo.id : undefined;
     this.setReply(null);
-    store.addPending(c, cid, body);
+    store.addPending(c, cid, body, { text: true, replyTo });
+    this.savePending();
     this.input.value = '';
     this.drafts.delete(c.key);
     store.changed();
@@ -707,6 +717,7 @@ class App {
         // Committed; the stored copy (with its ID) replaces the pending one
         // when it comes back on user/{me}/newMessage.
         store.setPending(c, cid, 'sent');
+        this.savePending();
         break;
       } catch (e) {
         if (e.code === 0x83 && delay <= 4000 && store === this.store) {
@@ -932,6 +943,42 @@ class App {
     }
   }
 
+  // savePending keeps the text messages not sent yet (sending, or not
+  // sent) in the tab's sessionStorage, and restorePending takes them
+  // back after a reload, to be sent again under their cids (the server
+  // stores a cid once): a reload while the connection is down (to mend
+  // it) lost them. Files are not kept (they would have to be read again).
+  savePending() {
+    const store = this.store;
+    if (!store) return;
+    const list = [];
+    for (const c of store.convs.values()) {
+      for (const p of c.pending.values()) {
+        if (p.text && p.state !== 'sent') list.push({ cid: p.cid, peer: c.peer, group: c.group, body: p.body, replyTo: p.replyTo });
+      }
+    }
+    const key = `edgechat-pending-${store.me}`;
+    try {
+      if (list.length) sessionStorage.setItem(key, JSON.stringify(list));
+      else sessionStorage.removeItem(key);
+    } catch { /* storage full or off: kept in the page only */ }
+  }
+
+  restorePending() {
+    const store = this.store;
+    let list = [];
+    try { list = JSON.parse(sessionStorage.getItem(`edgechat-pending-${store.me}`) || '[]'); } catch { list = []; }
+    const out = [];
+    for (const x of Array.isArray(list) ? list : []) {
+      if (!x || typeof x.cid !== 'string' || typeof x.body !== 'string' || !(x.peer || x.group)) continue;
+      const c = store.conv(x.group ? { group: x.group } : { peer: x.peer });
+      if (c.pending.has(x.cid)) continue;
+      store.addPending(c, x.cid, x.body, { text: true, replyTo: x.replyTo || undefined });
+      out.push({ c, cid: x.cid, body: x.body, replyTo: x.replyTo || undefined });
+    }
+    return out;
+  }
+
   // tooLongBody says (and shows) whether body is longer than a message's
   // body may be (the server refuses it: 0x99).
   tooLongBody(body) {
@@ -955,6 +1002,7 @@ class App {
   render() {
     const store = this.store;
     if (!store) return;
+    this.savePending();
     if (!this.convsEl) {
       this.convsEl = h('ul', { class: 'convs', 'aria-label': 'Conversations' });
       this.listEl.replaceChildren(this.convsEl);
