@@ -295,3 +295,42 @@ func TestSigningOutEndsThisBrowsersWebPush(t *testing.T) {
 	}
 	run(t, alice, "the browser is unsubscribed again", poll(`window.__unsubscribed > 0`))
 }
+
+// Signing out closes the notifications the user's messages showed, the
+// service worker's (Web Push) and the page's own: they stayed in the
+// system's notification list with the message text, for the next person
+// at a shared computer to read.
+func TestSigningOutClosesTheUsersNotifications(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	alice := browser(t)
+	run(t, alice, "notifications allowed for the app", allowNotifications(n.HTTPURL))
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "a push shown by the service worker, and the page counts the notifications it closes",
+		chromedp.Evaluate[chromedp.Void](`navigator.serviceWorker.ready.then((r) => r.showNotification('Bob', { body: 'private words', tag: 'user:bob' }))`, chromedp.EvalAwaitPromise),
+		chromedp.Evaluate[chromedp.Void](`(() => { window.__closed = 0; const close = Notification.prototype.close;
+			Notification.prototype.close = function () { window.__closed++; return close.call(this); }; })()`),
+		setHidden(true))
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"p1","type":"text","body":"more private words"}`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "bob's message comes into the hidden tab (the page shows a notification)",
+		poll(`document.title === '(1) edgechat'`))
+	run(t, alice, "alice signs out", click(`#sign-out`), chromedp.WaitVisible(chromedp.CSS(`#username`)))
+	left := func() int {
+		return value(t, alice, "the service worker's notifications", chromedp.Evaluate[int](
+			`navigator.serviceWorker.ready.then((r) => r.getNotifications()).then((ns) => ns.length)`, chromedp.EvalAwaitPromise))
+	}
+	if err := waitUntil(5*time.Second, 50*time.Millisecond, func() error {
+		if k := left(); k != 0 {
+			return fmt.Errorf("%d notifications of the service worker left", k)
+		}
+		if k := eval[int](t, alice, `window.__closed`); k < 1 {
+			return fmt.Errorf("the page closed %d of its notifications", k)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -27,10 +27,16 @@ export function browserDevice() {
   return id;
 }
 
+// dropPushSubscription unsubscribes the browser from its push service
+// and closes the notifications the service worker showed (they hold the
+// signed-out user's messages).
 function dropPushSubscription() {
   if (!('serviceWorker' in navigator)) return;
-  navigator.serviceWorker.getRegistration()
-    .then((reg) => reg && reg.pushManager && reg.pushManager.getSubscription())
+  const reg = navigator.serviceWorker.getRegistration();
+  reg.then((r) => r && r.getNotifications && r.getNotifications())
+    .then((ns) => { for (const n of ns || []) n.close(); })
+    .catch(() => {});
+  reg.then((r) => r && r.pushManager && r.pushManager.getSubscription())
     .then((sub) => sub && sub.unsubscribe())
     .catch(() => {});
 }

@@ -29,6 +29,7 @@ class App {
     this.subscribed = new Set();
     this.catchUps = 0; // catch-ups started: a retrying one stops when a newer starts
     this.asking = new Set();
+    this.shown = new Set(); // the notifications the page shows
     // Once for the page's life (start runs at every sign-in): heartbeats
     // only while the user is active, so that presence shows "inactive"
     // when they step away; what came into the open conversation while
@@ -73,6 +74,9 @@ class App {
     // A picture open in the viewer is the user's: the sign-in screen
     // (signed out here or from elsewhere) must not show it.
     for (const d of document.querySelectorAll('dialog.viewer')) { d.close(); d.remove(); }
+    // So are the notifications of its messages the page showed.
+    for (const n of [...this.shown]) n.close();
+    this.shown.clear();
     // A voice note being recorded is dropped, the microphone turned off.
     if (this.cancelRecording) this.cancelRecording();
     this.cancelRecording = null;
@@ -866,6 +870,8 @@ class App {
     const body = m.body || (m.media ? m.media.name || 'a file' : '');
     const n = new Notification(title, { body, tag: c.key });
     n.onclick = () => { window.focus(); this.open(c); n.close(); };
+    this.shown.add(n); // closed at sign-out (stop)
+    n.onclose = () => this.shown.delete(n);
   }
 
   // recordButton records a voice note: a first press starts, a second
