@@ -82,3 +82,33 @@ func TestLongDisplayNamesStayInTheSidebar(t *testing.T) {
 		t.Fatalf("out of the sidebar: %q", out)
 	}
 }
+
+// On a phone (a narrow window shows the open conversation alone) an
+// error of what the user did in the conversation is shown there: it was
+// written under the new-chat form of the sidebar, which the narrow
+// layout hides, so the action failed without a word.
+func TestAnErrorShowsOnAPhone(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	alice := browser(t)
+	run(t, alice, "a phone's screen", chromedp.EmulateViewport(390, 800))
+	register(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens bob's chat and sends a message longer than the server takes",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		chromedp.Evaluate[chromedp.Void](`(() => { const c = document.querySelector('#composer'); c.value = 'x'.repeat(9000); c.dispatchEvent(new Event('input')); })()`),
+		click(`.composer button[type="submit"]`),
+		poll(`[...document.querySelectorAll('.error')].some((e) => e.textContent !== '')`),
+	)
+	if w := eval[int](t, alice, `window.innerWidth`); w > 640 {
+		t.Fatalf("the window is %d px wide, not a phone's", w)
+	}
+	shown := `[...document.querySelectorAll('.error')].filter((e) => e.offsetParent !== null && e.textContent !== '').map((e) => e.textContent)`
+	if got := eval[[]string](t, alice, shown); len(got) != 1 || !strings.Contains(got[0], "too long") {
+		t.Fatalf("errors the user sees: %q", got)
+	}
+	run(t, alice, "back in the list, the error shows once there too", click(`.conversation .back`))
+	if got := eval[[]string](t, alice, shown); len(got) != 1 {
+		t.Fatalf("errors the user sees in the list: %q", got)
+	}
+}

@@ -205,6 +205,10 @@ class App {
     this.root.replaceChildren(this.shell);
     this.errorEl = h('p', { class: 'error', role: 'alert' });
     newChat.after(this.errorEl);
+    // On a phone's narrow screen the open conversation shows alone (the
+    // sidebar hidden): the error shows above its composer there.
+    this.convErrorEl = h('p', { class: 'error conv-error', role: 'alert' });
+    this.replyEl.before(this.convErrorEl);
 
     // One render per frame however many changes came in it (1,000
     // retained presence messages arrive at once after a reconnect). A
@@ -568,7 +572,7 @@ class App {
     for (let delay = 500; ; delay = Math.min(2 * delay, 10000)) {
       try {
         await read();
-        if (failed && this.errorEl && this.errorEl.textContent === failed) this.errorEl.textContent = '';
+        if (failed && this.errorEl && this.errorEl.textContent === failed) this.clearError();
         return true;
       } catch (e) {
         this.showError(e);
@@ -995,14 +999,14 @@ class App {
   }
 
   showError(e) {
-    if (this.errorEl) this.errorEl.textContent = e.message || String(e);
+    for (const el of [this.errorEl, this.convErrorEl]) if (el) el.textContent = e.message || String(e);
   }
 
   // clearError takes the error shown away as the user does something
   // else (open a chat, send, create a group): an error says what the
   // last try did, not what failed once in the page's life.
   clearError() {
-    if (this.errorEl) this.errorEl.textContent = '';
+    for (const el of [this.errorEl, this.convErrorEl]) if (el) el.textContent = '';
   }
 
   render() {
