@@ -940,7 +940,7 @@ class App {
     if (sig !== this.actionsSig) {
       this.actionsSig = sig;
       const onError = (e) => this.showError(e);
-      this.actionsEl.replaceChildren(...(!c ? [] : c.peer ? this.people.dmActions(c.peer, onError)
+      this.actionsEl.replaceChildren(...(!c ? [] : c.peer ? this.people.dmActions(c.peer, onError, () => this.clearError())
         : [h('button', { type: 'button', id: 'group-info', onclick: () => this.openGroupInfo(c.group) }, 'Group info')]));
     }
     const lsig = this.people.listSig();
@@ -949,7 +949,7 @@ class App {
       this.contactsEl.replaceChildren(...this.people.panelItems((uid) => {
         this.open(this.store.conv({ peer: uid }));
         this.follow();
-      }, (e) => this.showError(e)));
+      }, (e) => this.showError(e), () => this.clearError()));
     }
   }
 

@@ -59,7 +59,7 @@ export class People extends EventTarget {
   }
 
   // dmActions are the header buttons of a direct conversation with peer.
-  dmActions(peer, onError) {
+  dmActions(peer, onError, onStart = () => {}) {
     const isContact = this.contacts.has(peer);
     const blocked = this.blocks.has(peer);
     // Disabled while under way; a failure enables it again (the button is
@@ -67,6 +67,7 @@ export class People extends EventTarget {
     const act = (fn) => (ev) => {
       const btn = ev.currentTarget;
       btn.disabled = true;
+      onStart();
       fn().catch((e) => { btn.disabled = false; onError(e); });
     };
     return [
@@ -84,13 +85,13 @@ export class People extends EventTarget {
   }
 
   // panelItems are the sidebar's contacts list and blocked users.
-  panelItems(onOpen, onError) {
+  panelItems(onOpen, onError, onStart = () => {}) {
     const name = (p) => (p.displayName && p.displayName !== p.userId ? `${p.displayName} (${p.userId})` : p.userId);
     const contacts = [...this.contacts.values()].map((p) => h('li', {},
       h('button', { type: 'button', 'data-contact': p.userId, 'aria-label': `Chat with ${name(p)}`, onclick: () => onOpen(p.userId) }, name(p))));
     const blocks = [...this.blocks.values()].map((p) => h('li', {}, h('span', {}, name(p)),
       h('button', { type: 'button', 'data-unblock': p.userId, 'aria-label': `Unblock ${p.userId}`,
-        onclick: () => this.setBlock(p.userId, false).catch(onError) }, 'Unblock')));
+        onclick: () => { onStart(); this.setBlock(p.userId, false).catch(onError); } }, 'Unblock')));
     return [
       h('ul', { class: 'contacts', 'aria-label': 'Contacts' },
         contacts.length ? contacts : h('li', { class: 'none' }, 'No contacts yet')),
