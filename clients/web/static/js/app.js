@@ -90,6 +90,7 @@ class App {
     if (this.store) {
       try { sessionStorage.removeItem(`edgechat-pending-${this.store.me}`); } catch { /* storage off */ }
     }
+    this.savedPending = undefined;
     this.store = null;
     // What the user was writing is theirs: the next user of this tab
     // must not find it in the same conversation's composer.
@@ -968,8 +969,11 @@ class App {
       }
     }
     const key = `edgechat-pending-${store.me}`;
+    const json = list.length ? JSON.stringify(list) : '';
+    if (json === this.savedPending) return; // each render asks: written only when it changed
+    this.savedPending = json;
     try {
-      if (list.length) sessionStorage.setItem(key, JSON.stringify(list));
+      if (json) sessionStorage.setItem(key, json);
       else sessionStorage.removeItem(key);
     } catch { /* storage full or off: kept in the page only */ }
   }
