@@ -199,3 +199,26 @@ func TestSigningOutInOneTabSignsTheOthersOut(t *testing.T) {
 		}
 	}
 }
+
+// Signed out in every tab, the user signs in again in one: the others
+// come back signed in (the session cookie is the browser's), instead of
+// each asking for the password again (each sign-in there a session more).
+func TestSigningInInOneTabSignsTheOthersIn(t *testing.T) {
+	n := nodetest.StartNode(t)
+	tab1, _ := twoTabs(t, n)
+	run(t, tab1, "alice signs out; both tabs show the sign-in form",
+		click(`#sign-out`), chromedp.WaitVisible(chromedp.CSS(`#username`)),
+		poll(signedOut+`.join() === 'true,true'`))
+	run(t, tab1, "alice signs in again in the first tab",
+		chromedp.SendKeys(chromedp.CSS(`#username`), "alice"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), nodetest.Password("alice")+"\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)))
+	if err := waitUntil(10*time.Second, 50*time.Millisecond, func() error {
+		if !eval[bool](t, tab1, `!!window.__w.document.querySelector('.state[data-state="online"]')`) {
+			return fmt.Errorf("the other tab is not signed in; signed out (tab 1, tab 2): %v", eval[[]bool](t, tab1, signedOut))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

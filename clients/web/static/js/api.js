@@ -61,13 +61,18 @@ export class Api {
       this.tabs.onmessage = (ev) => {
         const d = ev.data;
         if (d && d.type === 'signedOut' && d.user && d.user === this.userId) this.signedOut();
+        // Signed in (again) in another tab: a tab signed out resumes the
+        // browser's session from the cookie.
+        if (d && d.type === 'signedIn' && !this.token) this.onSignedInElsewhere();
       };
     }
+    this.onSignedInElsewhere = () => {};
   }
 
-  // tellTabs tells the browser's other tabs that user signed out.
-  tellTabs(user) {
-    if (this.tabs && user) this.tabs.postMessage({ type: 'signedOut', user });
+  // tellTabs tells the browser's other tabs that user signed out
+  // (type signedOut) or in (signedIn).
+  tellTabs(user, type = 'signedOut') {
+    if (this.tabs && user) this.tabs.postMessage({ type, user });
   }
 
   async send(method, path, body, { auth = true, own = false, key = '' } = {}) {

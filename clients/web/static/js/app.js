@@ -20,6 +20,7 @@ class App {
     this.root = root;
     this.api = new Api();
     this.api.onSignedOut = () => this.showSignIn('You were signed out.');
+    this.api.onSignedInElsewhere = () => { if (!this.store && !this.resuming) this.boot(); };
     this.conn = null;
     this.store = null;
     this.drafts = new Map();
@@ -64,8 +65,11 @@ class App {
   async boot() {
     const waiting = () => this.root.replaceChildren(h('p', { class: 'boot', role: 'status', id: 'resuming' },
       'The server cannot be reached right now; trying again…'));
-    if (await this.api.resume(waiting)) this.start();
-    else this.showSignIn();
+    this.resuming = true;
+    let ok = false;
+    try { ok = await this.api.resume(waiting); } finally { this.resuming = false; }
+    if (ok) this.start();
+    else if (!this.store) this.showSignIn();
   }
 
   stop() {
@@ -112,6 +116,7 @@ class App {
 
   start() {
     if (this.conn) this.stop(); // never two apps (connections, heartbeats) at once
+    this.api.tellTabs(this.api.userId, 'signedIn'); // the browser's tabs signed out come back
     this.convsEl = null;
     this.shownConv = null;
     const store = new Store(this.api.userId);
