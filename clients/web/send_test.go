@@ -14,11 +14,15 @@ import (
 // refuseSends makes the page's MQTT client answer its next n chat
 // publishes itself with PUBACK 0x83 (not committed: what a node without
 // a quorum answers) and record their cids in window.__cids.
-func refuseSends(n int) chromedp.Action[chromedp.Void] {
+func refuseSends(n int) chromedp.Action[chromedp.Void] { return refuseSendsWith(n, 0x83) }
+
+// refuseSendsWith is refuseSends with the PUBACK reason code given.
+func refuseSendsWith(n, code int) chromedp.Action[chromedp.Void] {
 	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(async () => {
 		const src = document.querySelector('script[type="module"]').src.replace(/js\/app\.js$/, 'vendor/mqtt.esm.js');
 		const P = (await import(src)).default.MqttClient.prototype;
 		window.__refuse = %d;
+		window.__refuseCode = %d;
 		window.__cids = window.__cids || [];
 		if (!P.__real) {
 			P.__real = P.publish;
@@ -26,13 +30,13 @@ func refuseSends(n int) chromedp.Action[chromedp.Void] {
 				if (topic.endsWith('/newMessage')) window.__cids.push(JSON.parse(msg).cid);
 				if (window.__refuse > 0 && topic.endsWith('/newMessage')) {
 					window.__refuse--;
-					setTimeout(() => cb(undefined, { reasonCode: 0x83 }), 0);
+					setTimeout(() => cb(undefined, { reasonCode: window.__refuseCode }), 0);
 					return this;
 				}
 				return P.__real.apply(this, arguments);
 			};
 		}
-	})()`, n), chromedp.EvalAwaitPromise)
+	})()`, n, code), chromedp.EvalAwaitPromise)
 }
 
 // A message the server could not commit (0x83) is sent again under the
@@ -131,5 +135,31 @@ func TestAMessageSendingAtAReloadIsSentAfterIt(t *testing.T) {
 	}
 	if len(history.Messages) != 1 || history.Messages[0].Body != "before the reload" {
 		t.Fatalf("bob's history: %+v", history.Messages)
+	}
+}
+
+// A message refused for the user's publish rate (0x97 quota exceeded:
+// every tab's heartbeats and receipts count, and a page back from a long
+// sleep sends a delivered receipt to each peer at once) is sent again a
+// moment later under its cid, as one not committed is: it failed at once
+// ("not sent"), though the bucket refills within a second.
+func TestAMessageOverThePublishRateIsSentAgain(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "bob")
+	n.NewUser(t, "alice")
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice writes to bob; her next two sends are over the rate",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob\n"),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		refuseSendsWith(2, 0x97),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "over the rate\n"),
+		poll(shows("over the rate", true)+` || !!document.querySelector('.msg[data-cid][data-state="failed"]')`),
+	)
+	if eval[bool](t, alice, `!!document.querySelector('.msg[data-cid][data-state="failed"]')`) {
+		t.Fatalf("the message failed: %q", textOf(t, alice, `.msg[data-cid] .meta`))
+	}
+	if cids := eval[[]string](t, alice, `window.__cids`); len(cids) != 3 || cids[0] != cids[2] {
+		t.Fatalf("the page published under the cids %q, want one, three times", cids)
 	}
 }

@@ -718,9 +718,11 @@ class App {
   }
 
   // publish sends the pending message cid of c (sendOnce publishes it).
-  // Refused with 0x83 (not committed: no quorum, a timeout) it is sent
-  // again with the same cid, as protocol.md asks (the server keeps one
-  // message per cid), backing off 0.5 to 4 s; failed for good it shows a
+  // Refused with 0x83 (not committed: no quorum, a timeout) or 0x97 (over
+  // the user's publish rate, which every tab's heartbeats and receipts
+  // share: it refills within a second) it is sent again with the same
+  // cid, as protocol.md asks (the server keeps one message per cid),
+  // backing off 0.5 to 4 s; failed for good it shows a
   // Retry that sends it again under the same cid: writing it anew, with a
   // new cid, stored it twice when the first had been committed after all.
   async publish(c, cid, sendOnce) {
@@ -734,7 +736,7 @@ class App {
         this.savePending();
         break;
       } catch (e) {
-        if (e.code === 0x83 && delay <= 4000 && store === this.store) {
+        if ((e.code === 0x83 || e.code === 0x97) && delay <= 4000 && store === this.store) {
           await new Promise((done) => setTimeout(done, delay));
           continue;
         }
