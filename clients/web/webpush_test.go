@@ -15,6 +15,7 @@ import (
 
 	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/serviceworker"
 	"github.com/chromedp/chromedp"
 
@@ -332,5 +333,38 @@ func TestSigningOutClosesTheUsersNotifications(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A browser the server would not register for Web Push (here: the user
+// has the most devices there may be, 409 too_many_devices) says so: the
+// page only logged it to the console, and the user, who had allowed
+// notifications, waited for pushes that never came.
+func TestAPushRegistrationRefusedIsShown(t *testing.T) {
+	wp, n := webPushNode(t)
+	n.NewUser(t, "alice")
+	for i := 0; i < 20; i++ {
+		sub := wp.Subscribe()
+		reg, _ := json.Marshal(map[string]any{"device": fmt.Sprintf("phone-%d", i), "platform": "webpush",
+			"subscription": map[string]any{"endpoint": sub.Endpoint, "keys": map[string]string{"p256dh": sub.P256dh, "auth": sub.Auth}}})
+		apiCall(t, "POST", n.HTTPURL+"/user/me/devices", n.Token(t, "alice"), string(reg))
+	}
+	// Headless Chromium has no push service: the page's subscription is
+	// a stand-in of what one would have given.
+	sub := wp.Subscribe()
+	js, _ := json.Marshal(map[string]any{"endpoint": sub.Endpoint, "keys": map[string]string{"p256dh": sub.P256dh, "auth": sub.Auth}})
+	alice := browser(t)
+	run(t, alice, "notifications allowed, and a push subscription at hand",
+		allowNotifications(n.HTTPURL),
+		chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+				Source: `if (self.PushManager) PushManager.prototype.getSubscription = () => Promise.resolve({ toJSON: () => (` + string(js) + `), unsubscribe: () => Promise.resolve(true) });`})
+			return err
+		}))
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "the page says this browser gets no pushes",
+		poll(`/notifications/i.test(document.querySelector('.error').textContent)`))
+	if got := textOf(t, alice, `.error`); !strings.Contains(got, "device") {
+		t.Fatalf("the page says %q, not why", got)
 	}
 }

@@ -857,7 +857,17 @@ class App {
         const key = Uint8Array.from(atob(vapid.publicKey.replace(/-/g, '+').replace(/_/g, '/')), (ch) => ch.charCodeAt(0));
         sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
       }
-      await this.api.registerDevice(this.conn.browserDevice, sub.toJSON());
+      try {
+        await this.api.registerDevice(this.conn.browserDevice, sub.toJSON());
+      } catch (e) {
+        // The server refused this browser (too many devices, a bad
+        // subscription): the user allowed notifications and expects
+        // them, so the page says so.
+        if (e instanceof ApiError && e.status !== 401) {
+          this.showError(new Error(`Notifications will not reach this browser while the app is closed: ${e.message}`));
+        }
+        throw e;
+      }
     } catch (e) {
       console.warn('web push not enabled:', e);
     }
