@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -130,8 +131,18 @@ type user struct {
 	seen       time.Time
 	conns      []string  // connection IDs on this node; usually 1-3, so a slice beats a map
 	graceUntil time.Time // non-zero while the last connection is gone and the grace runs
-	slot       int64     // wheel slot the user is due in; 0 = not scheduled
-	stored     int64     // the last seen (Unix seconds) last queued for the store (seen.go)
+	// left are the clients whose connections ended less than a grace
+	// ago: a connection of one of them is a reconnect (see connected).
+	left   []leftClient
+	slot   int64 // wheel slot the user is due in; 0 = not scheduled
+	stored int64 // the last seen (Unix seconds) last queued for the store (seen.go)
+}
+
+// leftClient is a client whose connection ended; until the end of the
+// grace its next connection is a reconnect.
+type leftClient struct {
+	client string
+	until  time.Time
 }
 
 type event struct {
@@ -405,26 +416,75 @@ func (s *Service) slotAt(t time.Time, up bool) int64 {
 // connected records that connection connID of uid is up; the user is
 // online from now, and a pending grace (a takeover or quick reconnect)
 // is cancelled. A repeated connID is counted once.
+//
+// A reconnect changes nothing but the connections: a connection of a
+// client that has another live connection (a takeover whose old
+// connection has not ended yet) or whose connection ended less than a
+// grace ago (a quick reconnect, a takeover seen in the other order, a
+// client moved to another node) is the device's connection going on, so
+// an inactive user stays inactive and the timers keep running from the
+// last heartbeat (an idle user stays inactive or offline). Only a
+// heartbeat or another client's connection shows the user active.
 func (s *Service) connected(uid, connID string) {
 	now := s.clock.Now()
 	s.mu.Lock()
 	u := s.userLocked(uid)
-	found := false
+	found, again := false, false
+	client := clientOf(connID)
 	for _, c := range u.conns {
 		if c == connID {
 			found = true
-			break
+		} else if clientOf(c) == client {
+			again = true
 		}
+	}
+	u.pruneLeft(now)
+	for _, l := range u.left {
+		again = again || l.client == client
 	}
 	if !found {
 		u.conns = append(u.conns, connID)
 	}
 	u.graceUntil = time.Time{}
-	u.lastSeen, u.seen = now, time.Time{}
-	s.setLocked(uid, u, wire.StatusOnline)
+	if !again {
+		u.lastSeen, u.seen = now, time.Time{}
+		s.setLocked(uid, u, wire.StatusOnline)
+	}
 	s.scheduleLocked(uid, u)
 	s.mu.Unlock()
 	s.flush()
+}
+
+// clientOf is the MQTT client ID of a connection ID: the broker's are
+// {clientID}#{generation}, and a cluster's home prefixes them with the
+// node and its run (connKey). MQTT strings hold no NUL.
+func clientOf(connID string) string {
+	if i := strings.LastIndexByte(connID, 0); i >= 0 {
+		connID = connID[i+1:]
+	}
+	if i := strings.LastIndexByte(connID, '#'); i >= 0 {
+		connID = connID[:i]
+	}
+	return connID
+}
+
+// ended records that connection connID of u ended now: its client's
+// next connection within the grace is a reconnect.
+func (s *Service) endedLocked(u *user, connID string, now time.Time) {
+	u.pruneLeft(now)
+	u.left = append(u.left, leftClient{client: clientOf(connID), until: now.Add(s.grace)})
+}
+
+// pruneLeft forgets the clients whose grace has run out.
+func (u *user) pruneLeft(now time.Time) {
+	kept := u.left[:0]
+	for _, l := range u.left {
+		if now.Before(l.until) {
+			kept = append(kept, l)
+		}
+	}
+	clear(u.left[len(kept):])
+	u.left = kept
 }
 
 // disconnected records that connection connID of uid ended (the moment
@@ -450,6 +510,7 @@ func (s *Service) disconnected(uid, connID string) {
 	if i < 0 {
 		return
 	}
+	s.endedLocked(u, connID, now)
 	u.conns[i] = u.conns[len(u.conns)-1]
 	u.conns[len(u.conns)-1] = ""
 	u.conns = u.conns[:len(u.conns)-1]
@@ -459,15 +520,13 @@ func (s *Service) disconnected(uid, connID string) {
 }
 
 // unconnectedLocked: u's last connection is gone. The grace period
-// starts; an offline (idle) user is forgotten.
+// starts; an offline (idle) user is forgotten once it ends (until then a
+// connection of the same client is a reconnect, which keeps them
+// offline: see connected).
 func (s *Service) unconnectedLocked(uid string, u *user, now time.Time) {
 	u.conns = nil
-	if u.status != wire.StatusOffline {
-		u.graceUntil = now.Add(s.grace)
-		s.scheduleLocked(uid, u)
-	} else {
-		s.dropLocked(uid, u)
-	}
+	u.graceUntil = now.Add(s.grace)
+	s.scheduleLocked(uid, u)
 }
 
 // dropConns ends, as disconnected does, every connection whose ID gone
@@ -482,6 +541,8 @@ func (s *Service) dropConns(gone func(connID string) bool) {
 		for _, c := range u.conns {
 			if !gone(c) {
 				kept = append(kept, c)
+			} else {
+				s.endedLocked(u, c, now)
 			}
 		}
 		if len(kept) == len(u.conns) {
