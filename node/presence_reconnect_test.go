@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/presence"
 )
 
 // A device whose user is idle (a tab hidden long enough to be offline
@@ -55,4 +56,67 @@ func TestPresenceReconnectOfAnIdleDeviceDoesNotShowItOnline(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// The same across a cluster: the node of an idle device stops (a
+// rolling restart) and the device comes back on another node within the
+// grace. The user's home (neither node) sees the old connection end (the
+// stopping node's goodbye) and the same client connect elsewhere: a
+// reconnect, so the watcher sees no "online".
+func TestPresenceIdleDeviceMovedByANodeRestartIsNotShownOnline(t *testing.T) {
+	const interval = 100 * time.Millisecond
+	nodes := nodetest.StartCluster(t, 3, nodetest.WithPresence(interval, time.Minute))
+	n1, n3 := nodes[0], nodes[2]
+	uid := ""
+	for i := 0; uid == ""; i++ {
+		if u := fmt.Sprintf("user%d", i); presence.HomeAmong([]string{"n1", "n2", "n3"}, u) == "n2" {
+			uid = u
+		}
+	}
+	tok, bobTok := n1.NewUser(t, uid), n1.NewUser(t, "bob")
+	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if h := n.Presence.Home(uid); h != "n2" {
+				return fmt.Errorf("%s homes %s on %s", n.Config.NodeID, uid, h)
+			}
+		}
+		return nil
+	})
+	bob := mustConnectV5(t, n1.MQTTURL, "bob", "d1", bobTok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := bob.Sub(t, "presence/"+uid); r[0] > 2 {
+			return fmt.Errorf("bob may not watch %s yet: %#x", uid, r[0])
+		}
+		return nil
+	})
+	waitLast := func(want string) {
+		t.Helper()
+		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			s := statuses(t, bob, "presence/"+uid)
+			if len(s) == 0 || s[len(s)-1] != want {
+				return fmt.Errorf("statuses %v, want last %q", s, want)
+			}
+			return nil
+		})
+	}
+	dev := mustConnectV5(t, n3.MQTTURL, uid, "web-1", tok)
+	waitLast("offline") // idle: no heartbeats
+	seen := len(statuses(t, bob, "presence/"+uid))
+
+	if err := n3.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	<-dev.Done()
+	dev2 := mustConnectV5(t, n1.MQTTURL, uid, "web-1", tok)
+	holdFor(t, 5*interval, 10*time.Millisecond, func() error {
+		if s := statuses(t, bob, "presence/"+uid); len(s) != seen {
+			return fmt.Errorf("the idle device's move published %v", s[seen:])
+		}
+		return nil
+	})
+	dev2.Pub(t, "presence/"+uid+"/heartbeat", 1, "")
+	waitLast("online")
 }
