@@ -1,8 +1,8 @@
-// Package presence tracks user liveliness: heartbeats and connections make
-// a user online, missed heartbeats demote them to inactive and then
+// Package presence tracks user liveliness: heartbeats and new connections
+// make a user online, missed heartbeats demote them to inactive and then
 // offline, and a user whose last connection ended goes offline only after
-// a grace period, so a session takeover or a quick reconnect never shows
-// offline. Every status change (never a plain heartbeat) is published
+// a grace period. A session takeover or a quick reconnect of the same
+// client changes nothing: it never shows offline, nor an idle user online. Every status change (never a plain heartbeat) is published
 // retained on presence/{uid}.
 //
 // Demotions run on a lazy timing wheel: a heartbeat only moves the user's
