@@ -426,7 +426,6 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		votes.header = raft.RPCHeader{ProtocolVersion: conf.ProtocolVersion, ID: []byte(conf.LocalID),
 			Addr: trans.EncodePeer(conf.LocalID, trans.LocalAddr())}
 		closers = append(closers, func() error { votes.stop(); return nil })
-		go votes.relay(trans.Consumer())
 	}
 
 	stopCtx, stopCtxC := context.WithCancel(context.Background())
@@ -458,6 +457,10 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		fwd:      make(chan *request, 4*cfg.MaxBatch),
 		fwdSeq:   newForwardSeq(),
 		peerStat: make(map[string]peerStatus),
+	}
+	if votes != nil {
+		votes.census = n.candidateHoldsAll
+		go votes.relay(trans.Consumer())
 	}
 	if err := n.rpcSrv.Register(clusterService, (&clusterRPC{n: n}).methods()); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -95,6 +96,9 @@ type (
 		Term       uint64
 		LastIndex  uint64
 		Applied    uint64
+		// LastLogTerm is the term of the entry at LastIndex (0 from a
+		// version before the vote guard asked: voteguard.go).
+		LastLogTerm uint64
 	}
 	PeerInfo struct{ Name, Addr string }
 	JoinArgs struct {
@@ -213,6 +217,7 @@ func (n *Raft) info(a *InfoArgs, r *InfoReply) {
 	r.HasState = len(n.configuration()) > 0
 	r.Expect = n.cfg.BootstrapExpect
 	r.Term, r.LastIndex, r.Applied = n.raft.CurrentTerm(), n.raft.LastIndex(), n.raft.AppliedIndex()
+	r.LastLogTerm, _ = strconv.ParseUint(n.raft.Stats()["last_log_term"], 10, 64)
 	n.disc.mu.Lock()
 	defer n.disc.mu.Unlock()
 	if !n.disc.active {

@@ -31,16 +31,26 @@ import (
 // first entries overwrite the message on the others when they return:
 // an acknowledged message lost. A brand-new joiner is the same case.
 //
-// So such a node answers every vote and pre-vote request "not granted"
-// itself, without handing it to Raft (whose state, the term included,
+// So such a node answers vote and pre-vote requests "not granted"
+// itself, without handing them to Raft (whose state, the term included,
 // stays untouched), until it has applied what a leader had committed
 // after it started (a read barrier, readbarrier.go), until it wins an
 // election itself (the voters judged its log complete), or until it
 // bootstraps a new cluster with BootstrapExpect (nothing was acknowledged
 // yet). A file in the Raft directory keeps the guard across a restart
 // in the middle of the catch-up, when the log is no longer empty but
-// still short. The price is liveness, not safety: while the guard is on,
-// the node counts in the quorum but helps elect no one.
+// still short.
+//
+// One request it does hand to Raft: a candidate whose log is at least
+// as up to date as that of every other voter of its configuration, each
+// asked at once (a census). A committed entry is on a majority, so on
+// some voter other than this one, and a log at least as up to date as
+// that voter's holds it (Raft's election restriction). Without that, a
+// guarded node that is needed for every majority (two voters, or a
+// restart of several nodes) and whose own log is not the longest would
+// keep its cluster from electing anyone, for good. A voter that does not
+// answer fails the census: while the one holder of an acknowledged entry
+// is down, the guarded node still elects no one.
 type voteGuard struct {
 	on     atomic.Bool
 	marker string // the file that keeps the guard across restarts
@@ -51,8 +61,12 @@ type voteGuard struct {
 	once   sync.Once
 	// refused counts the vote and pre-vote requests answered "not
 	// granted" by the guard (edgechat_raft_votes_refused_total).
-	refused prometheus.Counter
-	told    bool // the first refusal was logged
+	refused  prometheus.Counter
+	toldOnce atomic.Bool // the first refusal was logged
+	// census tells whether a candidate with this last log entry holds
+	// every committed entry (Raft.candidateHoldsAll); nil: none does.
+	census   func(lastTerm, lastIndex uint64) bool
+	counting atomic.Bool // a census is under way (one at a time)
 }
 
 // voteGuardFile is the marker's name in the Raft directory.
@@ -133,40 +147,76 @@ func (g *voteGuard) relay(in <-chan raft.RPC) {
 	for {
 		select {
 		case rpc := <-in:
-			if g.on.Load() && g.refuse(rpc) {
-				continue
+			if g.on.Load() {
+				if term, index, ok := voteRequest(rpc); ok {
+					g.decide(rpc, term, index)
+					continue
+				}
 			}
-			select {
-			case g.out <- rpc:
-			case <-g.quit:
-				return
-			}
+			g.pass(rpc)
 		case <-g.quit:
 			return
 		}
 	}
 }
 
-// refuse answers rpc "not granted" if it asks for a vote. The answer
-// carries the candidate's own term: a candidate steps down only for a
-// higher one, and this node's real term is Raft's, left as it was.
-func (g *voteGuard) refuse(rpc raft.RPC) bool {
+// pass hands rpc to Raft.
+func (g *voteGuard) pass(rpc raft.RPC) {
+	select {
+	case g.out <- rpc:
+	case <-g.quit:
+	}
+}
+
+// voteRequest returns the candidate's last log entry if rpc asks for a
+// vote or a pre-vote.
+func voteRequest(rpc raft.RPC) (lastTerm, lastIndex uint64, ok bool) {
+	switch req := rpc.Command.(type) {
+	case *raft.RequestVoteRequest:
+		return req.LastLogTerm, req.LastLogIndex, true
+	case *raft.RequestPreVoteRequest:
+		return req.LastLogTerm, req.LastLogIndex, true
+	}
+	return 0, 0, false
+}
+
+// decide hands a vote request to Raft if the census finds that the
+// candidate holds every committed entry, and refuses it otherwise; the
+// census runs on its own goroutine (it asks the other voters), one at a
+// time: a request that comes meanwhile is refused.
+func (g *voteGuard) decide(rpc raft.RPC, lastTerm, lastIndex uint64) {
+	if g.census == nil || !g.counting.CompareAndSwap(false, true) {
+		g.refuse(rpc)
+		return
+	}
+	go func() {
+		defer g.counting.Store(false)
+		if g.census(lastTerm, lastIndex) {
+			g.pass(rpc)
+			return
+		}
+		g.refuse(rpc)
+	}()
+}
+
+// refuse answers rpc, a vote or pre-vote request, "not granted". The
+// answer carries the candidate's own term: a candidate steps down only
+// for a higher one, and this node's real term is Raft's, left as it was.
+func (g *voteGuard) refuse(rpc raft.RPC) {
 	switch req := rpc.Command.(type) {
 	case *raft.RequestVoteRequest:
 		rpc.Respond(&raft.RequestVoteResponse{RPCHeader: g.header, Term: req.Term}, nil)
 	case *raft.RequestPreVoteRequest:
 		rpc.Respond(&raft.RequestPreVoteResponse{RPCHeader: g.header, Term: req.Term}, nil)
 	default:
-		return false
+		return
 	}
 	if g.refused != nil {
 		g.refused.Inc()
 	}
-	if !g.told {
-		g.told = true // the relay's goroutine only
+	if g.toldOnce.CompareAndSwap(false, true) {
 		g.log.Info("refused a vote: this node has not caught up with its cluster since it started without its raft state")
 	}
-	return true
 }
 
 // stop ends the relay; safe to call more than once and on nil.
@@ -211,3 +261,35 @@ func (n *Raft) liftVoteGuard(ctx context.Context) {
 		}
 	}
 }
+
+// candidateHoldsAll is the vote guard's census: every other voter of
+// this node's configuration answers at once, and a candidate whose last
+// entry (lastTerm, lastIndex) is at least as up to date as each of
+// theirs holds every committed entry. No configuration, a voter that does
+// not answer (or answers for another name) or one of a version that does
+// not say its last entry's term: no.
+func (n *Raft) candidateHoldsAll(lastTerm, lastIndex uint64) bool {
+	self := raft.ServerID(n.cfg.NodeName)
+	others := 0
+	for _, s := range n.configuration() {
+		if s.ID == self || s.Suffrage != raft.Voter {
+			continue
+		}
+		others++
+		ctx, cancel := context.WithTimeout(n.stopCtx, censusTimeout)
+		var r InfoReply
+		err := n.Call(ctx, string(s.Address), clusterService+".Info", &InfoArgs{Name: n.cfg.NodeName, Addr: n.Addr()}, &r)
+		cancel()
+		switch {
+		case err != nil, r.Name != string(s.ID), r.LastIndex > 0 && r.LastLogTerm == 0:
+			return false
+		case lastTerm < r.LastLogTerm, lastTerm == r.LastLogTerm && lastIndex < r.LastIndex:
+			return false
+		}
+	}
+	return others > 0
+}
+
+// censusTimeout bounds each voter's answer to the census: an election
+// round does not wait longer.
+const censusTimeout = 500 * time.Millisecond

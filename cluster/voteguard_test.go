@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -126,4 +127,46 @@ func TestVoteGuardOnDisk(t *testing.T) {
 	if g, err := openVoteGuard(dir, false, log, nil); err != nil || g != nil {
 		t.Fatalf("restarted after it caught up: guard %v, %v", g, err)
 	}
+}
+
+// A guarded node needed for every majority must not keep its cluster
+// from electing anyone: two voters, the joiner restarted with its guard
+// still on (as after a restart in the middle of its catch-up) and a log
+// shorter than the other's (an entry the other appended alone). Before
+// the census the joiner refused the other, the other refused the joiner
+// (shorter log), and no leader came, for good. The census asks the other
+// voter, whose log is the candidate's own: the vote goes to Raft.
+func TestAGuardedVoterNeededForEveryMajorityLetsTheUpToDateOneLead(t *testing.T) {
+	first := startMember(t, "n1", func(c *Config) { c.Bootstrap = true })
+	waitReady(t, first.Raft)
+	joiner := startMember(t, "n2", func(c *Config) { c.Join = []string{first.addr} })
+	ms := []*member{first, joiner}
+	waitVoters(t, ms, 2)
+	proposeKeys(t, first, "before")
+	waitKeys(t, ms, "before")
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if joiner.votes.guarded() {
+			return errors.New("the joiner is still guarded")
+		}
+		return nil
+	})
+	joiner.stop(t)
+	// The guard as a restart in the middle of the catch-up leaves it.
+	if err := writeSynced(filepath.Join(joiner.dir, "raft", voteGuardFile)); err != nil {
+		t.Fatal(err)
+	}
+	// An entry the first node appends alone (it cannot commit it).
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, _ = first.Propose(ctx, cmdPut, []byte("alone=v"))
+	cancel()
+	first.stop(t)
+
+	first.restart(t)
+	joiner.restartJoining(t, first.addr)
+	if !joiner.votes.guarded() {
+		t.Fatal("the joiner is not guarded after its restart")
+	}
+	leaderOf(t, ms)
+	proposeKeys(t, joiner, "after")
+	waitKeys(t, ms, "before", "after")
 }
