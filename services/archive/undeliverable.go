@@ -52,6 +52,13 @@ type undeliverableCmd struct {
 	To     string       `json:"to"`   // name@region
 	Group  string       `json:"group,omitempty"`
 	Reason string       `json:"reason"`
+	// V is 1 in a command proposed since sealed messages are checked:
+	// Checked then tells that the proposer read the message from its
+	// segment and found it from's to To (or Group). The FSM cannot read
+	// segments, so it marks a sealed message only when Checked (or for a
+	// command of before, V 0, as it did then).
+	V       int  `json:"v,omitempty"`
+	Checked bool `json:"checked,omitempty"`
 }
 
 func (c undeliverableCmd) check() error {
@@ -105,6 +112,9 @@ func (s *Service) markUndeliverable(ctx context.Context, c undeliverableCmd) err
 	if err := c.check(); err != nil {
 		return err
 	}
+	if err := s.checkSealedNotice(ctx, &c); err != nil {
+		return err
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("archive: encode: %w", err)
@@ -128,6 +138,55 @@ func (s *Service) markUndeliverable(ctx context.Context, c undeliverableCmd) err
 	return nil
 }
 
+// checkSealedNotice checks, before c is proposed, a notice about a
+// message that is no longer hot here: the FSM (applyUndeliverable)
+// checks a hot message's sender but cannot read a segment, and an ID in
+// a sealed range is not enough (it may be the peer's message, or no
+// message). The message is read from its segment and must be c.From's
+// to c.To (or c.Group); then c is marked Checked. wire.ErrNotFound: it is
+// not (or no longer readable); wire.ErrUnavailable: the segment could
+// not be read now (the link sends the notice again).
+func (s *Service) checkSealedNotice(ctx context.Context, c *undeliverableCmd) error {
+	c.V = 1
+	conv := c.conv()
+	var sealed bool
+	if err := s.db.View(func(tx *badger.Txn) error {
+		if _, err := tx.Get(undeliverableKey(conv, c.ID)); err == nil {
+			return nil // a notice sent again: nothing changes
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if _, err := tx.Get(convKey(conv, c.ID)); !errors.Is(err, badger.ErrKeyNotFound) {
+			return err // hot (the FSM checks it), or a read error
+		}
+		var err error
+		_, sealed, err = findSealed(tx, conv, c.ID)
+		return err
+	}); err != nil {
+		return fmt.Errorf("archive: undeliverable: %v: %w", err, wire.ErrUnavailable)
+	}
+	if !sealed {
+		return nil // hot, marked before, or unknown here: the FSM decides
+	}
+	body, err := s.sealedMessage(ctx, conv, c.ID)
+	if errors.Is(err, ErrSegmentCorrupt) || errors.Is(err, badger.ErrKeyNotFound) {
+		return fmt.Errorf("archive: undeliverable: no sealed message %d in %s: %v: %w", c.ID, conv, err, wire.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("archive: undeliverable: reading sealed message %d of %s: %v: %w", c.ID, conv, err, wire.ErrUnavailable)
+	}
+	var m struct {
+		From  string `json:"from"`
+		To    string `json:"to"`
+		Group string `json:"group"`
+	}
+	if json.Unmarshal(body, &m) != nil || m.From != c.From || m.To != c.To || m.Group != c.Group {
+		return fmt.Errorf("archive: undeliverable: sealed message %d is not %s's in %s: %w", c.ID, c.From, conv, wire.ErrNotFound)
+	}
+	c.Checked = true
+	return nil
+}
+
 func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c undeliverableCmd
 	if err := json.Unmarshal(payload, &c); err != nil {
@@ -148,6 +207,11 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	it, err := tx.Get(ck)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		if _, sealed, serr := findSealed(tx, conv, c.ID); serr == nil && sealed {
+			if c.V >= 1 && !c.Checked {
+				// Hot when the proposer looked, sealed since: it checks
+				// the sealed message when the notice is sent again.
+				return nil, fmt.Errorf("archive: undeliverable: message %d of %s sealed since the notice was checked: %w", c.ID, conv, wire.ErrUnavailable)
+			}
 			// Sealed: the segment keeps no status, but the mark makes the
 			// sender told once.
 			if err := tx.Set(mk, nil); err != nil {

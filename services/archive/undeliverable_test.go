@@ -179,3 +179,77 @@ func TestMarkGroupUndeliverable(t *testing.T) {
 		t.Fatalf("events %q", evs)
 	}
 }
+
+// A notice about a sealed message is checked like one about a hot
+// message: it must name the sender's own message to that recipient. A
+// linked region naming its own user's sealed message to alice, or an ID
+// of the sealed range that is no message, was accepted (the sealed
+// branch only checked that the ID fell in a segment's range), and
+// alice's devices got an undeliverable event about bob's message.
+func TestMarkUndeliverableSealedChecksSender(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	e := newEnv(t, withRegions(euLinkedToUS), withSegments(segs))
+	ctx := context.Background()
+	m := e.send(t, "alice", "bob@us", "c1")
+	in := wire.Envelope{ID: m.ID + 10, From: "bob@us", To: "alice", CID: "r1", Type: wire.TypeText, Body: "hi"}
+	if _, _, _, err := e.svc.StoreRemote(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	e.ids.mu.Lock()
+	e.ids.next = int64(m.ID) + 20
+	e.ids.mu.Unlock()
+	for i := range 3 {
+		e.send(t, "alice", "bob@us", fmt.Sprintf("c%d", i+2))
+	}
+	// The first segment holds m, bob's message and alice's next one.
+	if _, err := e.svc.SealOnce(ctx, SealConfig{MaxMessages: 3}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hotCount(t, e.db, directConv("alice", "bob@us")); n != 1 {
+		t.Fatalf("%d hot messages after sealing, want 1", n)
+	}
+	for _, bad := range []snowflake.ID{in.ID, m.ID + 5} { // bob's message; no message
+		if err := e.svc.MarkUndeliverable(ctx, bad, "alice", "bob@us", ReasonNoSuchUser); !errors.Is(err, wire.ErrNotFound) {
+			t.Errorf("notice about sealed %d (not alice's message): %v, want not found", bad, err)
+		}
+	}
+	if evs := e.pub.published(); len(evs) != 0 {
+		t.Fatalf("%d undeliverable events for notices about messages that are not alice's: %s", len(evs), evs[0].Payload)
+	}
+	// Alice's own sealed message is still marked, once.
+	for range 2 {
+		if err := e.svc.MarkUndeliverable(ctx, m.ID, "alice", "bob@us", ReasonNoSuchUser); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if evs := e.pub.published(); len(evs) != 1 {
+		t.Fatalf("%d undeliverable events for alice's sealed message, want 1", len(evs))
+	}
+}
+
+// So for a message of a group of another region sealed in its mirror:
+// bob's sealed message is marked, dave's is not bob's.
+func TestMarkGroupUndeliverableSealedChecksSender(t *testing.T) {
+	segs, _ := localSegments(t, false)
+	e := newEnv(t, withGroups(), withSegments(segs), withRegions(fakeRegions{local: "us", links: map[string]bool{"eu": true}}))
+	ctx := context.Background()
+	e.groups.add("k3x9@eu", "bob", "dave", "alice@eu")
+	m := e.sendGroup(t, "bob", "k3x9@eu", "b1")
+	d := e.sendGroup(t, "dave", "k3x9@eu", "d1")
+	e.sendGroup(t, "dave", "k3x9@eu", "d2")
+	if _, err := e.svc.SealOnce(ctx, SealConfig{MaxMessages: 2}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := hotCount(t, e.db, groupConv("k3x9@eu")); n != 1 {
+		t.Fatalf("%d hot messages after sealing, want 1", n)
+	}
+	if err := e.svc.MarkGroupUndeliverable(ctx, d.ID, "bob", "k3x9@eu", ReasonForbidden); !errors.Is(err, wire.ErrNotFound) {
+		t.Fatalf("notice about dave's sealed message as bob's: %v", err)
+	}
+	if err := e.svc.MarkGroupUndeliverable(ctx, m.ID, "bob", "k3x9@eu", ReasonForbidden); err != nil {
+		t.Fatal(err)
+	}
+	if evs := e.pub.published(); len(evs) != 1 || evs[0].Topic != "user/bob/events" {
+		t.Fatalf("events %+v", evs)
+	}
+}
