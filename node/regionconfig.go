@@ -169,6 +169,7 @@ func (n *Node) buildRegion() error {
 	n.Media.SetRemote(n.Region) // media of other regions is fetched over the links
 	n.Users.SetRegions(n.Region)
 	n.Users.SetRemoteProfiles(n.Region)
+	var _ users.FreshRemoteProfiles = n.Region      // a contact asks the other region, not only the cache
 	n.Users.SetRelationHook(n.Region.StageRelation) // contacts and blocks of other regions' users
 	// A committed change of a group of ours stages its state for the
 	// regions with members (bridge/region groups.go).

@@ -68,3 +68,22 @@ func TestContactOfADeletedUserOfAnotherRegionRefused(t *testing.T) {
 	}
 	refusedAsContact(t, eu, aliceTok, "bob@us", "deleted, not erased")
 }
+
+// So when the profile was cached (up to Config.ProfileTTL) before the
+// account was deleted: the add asked the cache, which still had bob as
+// he was, and the contact was added (201), staged for us, and committed
+// there. A contact asks us again (the cache only when us cannot answer).
+func TestContactOfADeletedUserOfAnotherRegionRefusedAfterCachedProfile(t *testing.T) {
+	eu, us := startLinked(t, 1, "eu", "us", nil, nil, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = time.Hour }))
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	var p struct {
+		Deleted bool `json:"deleted"`
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "GET", "/user/bob@us", nil, &p); code != http.StatusOK || p.Deleted {
+		t.Fatalf("bob's profile in eu: %d, deleted %v", code, p.Deleted)
+	}
+	if code := call(t, us.nodes[0], bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); code != http.StatusAccepted {
+		t.Fatalf("delete bob: %d", code)
+	}
+	refusedAsContact(t, eu, aliceTok, "bob@us", "deleted after his profile was cached")
+}

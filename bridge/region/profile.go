@@ -84,6 +84,19 @@ const maxCachedProfiles = 10000
 // region, wire.ErrUnavailable when the link is down and nothing is
 // cached.
 func (b *Bridge) RemoteProfile(ctx context.Context, addr string) ([]byte, error) {
+	return b.remoteProfile(ctx, addr, false)
+}
+
+// RemoteProfileFresh is RemoteProfile asking the other region even when
+// a copy is cached (the copy is served only when it cannot be asked):
+// the users service asks so before adding a contact, for an account
+// deleted since the copy was cached is no one to add. The answer is
+// cached as RemoteProfile's.
+func (b *Bridge) RemoteProfileFresh(ctx context.Context, addr string) ([]byte, error) {
+	return b.remoteProfile(ctx, addr, true)
+}
+
+func (b *Bridge) remoteProfile(ctx context.Context, addr string, fresh bool) ([]byte, error) {
 	a, err := address.Parse(addr)
 	if err != nil || a.Region == "" || wire.ValidUserID(a.Name) != nil {
 		return nil, fmt.Errorf("region: %q: %w", addr, wire.ErrNotFound)
@@ -96,7 +109,7 @@ func (b *Bridge) RemoteProfile(ctx context.Context, addr string) ([]byte, error)
 	b.q.mu.Lock()
 	c, ok := b.q.cache[key]
 	b.q.mu.Unlock()
-	if ok && now.Before(c.expires) {
+	if ok && now.Before(c.expires) && !fresh {
 		b.m.profiles.WithLabelValues(a.Region, "cached").Inc()
 		return c.answer(addr)
 	}

@@ -132,7 +132,7 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 	}
 	switch {
 	case add && strings.IndexByte(uid, '@') >= 0:
-		if remote, err = s.remoteProfile(ctx, uid); err != nil {
+		if remote, err = s.remoteProfile(ctx, uid, t == wire.CmdContact); err != nil {
 			return "", nil, err
 		}
 		if t == wire.CmdContact && erasedProfileJSON(remote) {

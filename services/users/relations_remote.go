@@ -91,16 +91,28 @@ func (s *Service) linked(uid string) bool {
 	return rg != nil && rg.Linked(region)
 }
 
+// FreshRemoteProfiles may be implemented by the RemoteProfiles given to
+// SetRemoteProfiles: RemoteProfileFresh asks the other region even when
+// a copy is cached, and serves the copy only when it cannot ask.
+type FreshRemoteProfiles interface {
+	RemoteProfileFresh(ctx context.Context, addr string) ([]byte, error)
+}
+
 // remoteProfile asks the profile of uid (name@region) of another region:
 // its JSON, nil when the link could not tell (down, nothing cached), or
-// wire.ErrNotFound.
-func (s *Service) remoteProfile(ctx context.Context, uid string) ([]byte, error) {
+// wire.ErrNotFound. fresh asks that region even when a copy is cached
+// (a contact: an account deleted since the copy is no one to add).
+func (s *Service) remoteProfile(ctx context.Context, uid string, fresh bool) ([]byte, error) {
 	if s.remote == nil {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, remoteCheckTimeout)
 	defer cancel()
-	b, err := s.remote.RemoteProfile(ctx, uid)
+	get := s.remote.RemoteProfile
+	if f, ok := s.remote.(FreshRemoteProfiles); ok && fresh {
+		get = f.RemoteProfileFresh
+	}
+	b, err := get(ctx, uid)
 	switch {
 	case errors.Is(err, wire.ErrNotFound):
 		return nil, err
@@ -122,11 +134,18 @@ type remoteRelationCmd struct {
 // ApplyRemoteRelation commits a contact or block change that a user of
 // another region (owner, name@region) made about uid, a user of this
 // region (the region bridge calls it for what the link brings).
-// wire.ErrNotFound: no such user here; wire.ErrInvalid: malformed.
+// wire.ErrNotFound: no such user here (or, for a contact, an account
+// deleted and waiting for its erasure); wire.ErrInvalid: malformed.
 func (s *Service) ApplyRemoteRelation(ctx context.Context, kind, owner, uid string, add bool, at time.Time) error {
 	c := remoteRelationCmd{Kind: kind, relationCmd: relationCmd{Owner: owner, UID: uid, Add: add, At: at}}
 	if err := c.check(); err != nil {
 		return err
+	}
+	if add && kind == "contact" && s.refuseDeleted([]string{uid}) != nil {
+		// As for a local contact (relate): a deleted account is no one to
+		// add, also when the other region's profile lookup was answered
+		// (or cached) before the deletion.
+		return fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, uid)
 	}
 	b, err := json.Marshal(c)
 	if err != nil {

@@ -140,3 +140,32 @@ func TestApplyRemoteRelation(t *testing.T) {
 		t.Fatalf("unblock: %v", err)
 	}
 }
+
+// An incoming contact of a user whose account is deleted and waiting
+// for its erasure is refused (not found), as a local contact of that
+// user is (relate): only the profile's existence was checked, so a
+// region whose profile lookup was cached before the deletion had its
+// contact committed here. A block and a removal still go through.
+func TestApplyRemoteContactOfDeletedAccountRefused(t *testing.T) {
+	e := newEnv(t)
+	e.users("bob", "carl")
+	e.svc.SetRegions(fakeRegions{})
+	e.svc.SetAccounts(deletedAccounts{"bob": true})
+	ctx := context.Background()
+	at := time.Unix(1700000000, 0).UTC()
+	if err := e.svc.ApplyRemoteRelation(ctx, "contact", "alice@eu", "bob", true, at); !errors.Is(err, wire.ErrNotFound) {
+		t.Errorf("contact of a deleted account: %v, want not found", err)
+	}
+	if e.svc.IsContact("alice@eu", "bob") {
+		t.Error("contact of a deleted account kept")
+	}
+	if err := e.svc.ApplyRemoteRelation(ctx, "block", "alice@eu", "bob", true, at); err != nil || !e.svc.IsBlocked("alice@eu", "bob") {
+		t.Errorf("block of a deleted account: %v", err)
+	}
+	if err := e.svc.ApplyRemoteRelation(ctx, "contact", "alice@eu", "bob", false, at); err != nil {
+		t.Errorf("removal: %v", err)
+	}
+	if err := e.svc.ApplyRemoteRelation(ctx, "contact", "alice@eu", "carl", true, at); err != nil || !e.svc.IsContact("alice@eu", "carl") {
+		t.Errorf("contact of carl: %v", err)
+	}
+}
