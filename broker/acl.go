@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -251,4 +253,35 @@ func (b *Broker) subscribingTo(cl *mqtt.Client, filter string) bool {
 		}
 	}
 	return false
+}
+
+// ownQualifiedPresence tells whether topic is presence/{name}@{this
+// region}: the presence of the local user name under a name the server
+// never publishes (it publishes presence/{name}; mochi delivers a
+// publish under its own topic name only, so such a subscription would
+// get nothing). It is refused to everyone, with ownPresenceReason.
+func (b *Broker) ownQualifiedPresence(topic string) (name string, ok bool) {
+	rest, ok := strings.CutPrefix(topic, "presence/")
+	if !ok || b.cfg.Region == "" || strings.IndexByte(rest, '@') < 0 {
+		return "", false
+	}
+	a, err := address.Parse(rest)
+	if err != nil || a.Region != b.cfg.Region || wire.ValidUserID(a.Name) != nil {
+		return "", false
+	}
+	return a.Name, true
+}
+
+// ownPresenceReason is the v5 SUBACK reason string for a SUBSCRIBE whose
+// refused filters include presence/{name}@{this region}: which topic to
+// subscribe to instead.
+func (b *Broker) ownPresenceReason(filters packets.Subscriptions, reasonCodes []byte) string {
+	for i, sub := range filters {
+		if i < len(reasonCodes) && reasonCodes[i] >= packets.ErrUnspecifiedError.Code {
+			if name, ok := b.ownQualifiedPresence(sub.Filter); ok {
+				return fmt.Sprintf("not authorized: %s is the presence of the local user %s, published on presence/%s only: subscribe to presence/%s", sub.Filter, name, name, name)
+			}
+		}
+	}
+	return ""
 }

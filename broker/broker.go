@@ -369,6 +369,11 @@ type connInfo struct {
 	// OnSubscribed: they are answered "retry", not "not authorized").
 	// Only the client's read loop touches it.
 	unverified []string
+	// subackReasons holds the reason string of a SUBACK that OnSubscribed
+	// decided and OnPacketEncode writes, by packet ID (acl.go
+	// ownPresenceReason): mochi gives a SUBACK no reason of a hook's.
+	subackMu      sync.Mutex
+	subackReasons map[uint16]string
 	// adminRevoked is set once the user's admin role was revoked after
 	// CONNECT checked the token (RevokeAdmin): the connection is a user's
 	// from then on (principalOf), without $SYS.

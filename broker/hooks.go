@@ -277,6 +277,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// OnPublish on the resolved name.
 		return true
 	}
+	if _, own := b.ownQualifiedPresence(topic); own && !write {
+		return false // presence/{name}@{this region}: see ownQualifiedPresence
+	}
 	p := b.principal(cl)
 	ok := allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, write)
 	if !ok && write && archiveDecides(p, topic) {
@@ -345,6 +348,14 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	if ci := h.b.connOf(cl); ci != nil {
 		ci.subscribingTo.Store(nil)
 		ci.subscribing.Add(-1)
+		if reason := h.b.ownPresenceReason(pk.Filters, reasonCodes); reason != "" && cl.Properties.ProtocolVersion == 5 {
+			ci.subackMu.Lock()
+			if ci.subackReasons == nil {
+				ci.subackReasons = map[uint16]string{}
+			}
+			ci.subackReasons[pk.PacketID] = reason
+			ci.subackMu.Unlock()
+		}
 	}
 	if k := h.b.rk; k != nil && !cl.Net.Inline {
 		unrouted := ""
@@ -479,6 +490,9 @@ func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 //     does whenever it sends CONNECT properties) loses the user
 //     properties of PUBLISH packets too, which [MQTT-3.1.2-29] allows.
 //
+// It gives a SUBACK the reason string OnSubscribed decided (a
+// presence/{name}@{this region} refused: ownQualifiedPresence).
+//
 // It also tells MQTT 5 clients the packet size limit and the topic
 // alias maximum in the CONNACK (mochi enforces both capabilities but
 // says neither), so that their library refuses a larger publish itself
@@ -502,6 +516,18 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 		}
 	case packets.Publish:
 		pk.Mods.DisallowProblemInfo = false // PUBLISH has no reason string; user properties stay
+	case packets.Suback:
+		// The reason OnSubscribed decided (mochi writes the SUBACK after
+		// it and gives it no reason of a hook's).
+		if ci := h.b.connOf(cl); ci != nil {
+			ci.subackMu.Lock()
+			reason, ok := ci.subackReasons[pk.PacketID]
+			delete(ci.subackReasons, pk.PacketID)
+			ci.subackMu.Unlock()
+			if ok && pk.Properties.ReasonString == "" {
+				pk.Properties.ReasonString = reason
+			}
+		}
 	}
 	return pk
 }

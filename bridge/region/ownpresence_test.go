@@ -1,10 +1,14 @@
 package region_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -33,5 +37,38 @@ func TestPresenceQualifiedWithOwnRegion(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// Over MQTT, presence/alice@eu on eu (alice's own region, qualified
+// with its name) cannot be served as presence/alice: the server
+// publishes presence on presence/alice only, and mochi delivers a
+// publish under its own topic name, so a subscription to another name
+// would get nothing. It is refused (0x87) for everyone, alice included,
+// with a reason string that says which topic to subscribe to instead
+// (it was refused with no reason, like a presence one may not see);
+// presence/alice is granted.
+func TestPresenceSubscriptionQualifiedWithOwnRegion(t *testing.T) {
+	eu, _ := startRegions(t, 1, "eu", "us", nil)
+	aliceTok, carolTok := eu.newUser(t, "alice"), eu.newUser(t, "carol")
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "carol"}, nil); code != http.StatusCreated {
+		t.Fatalf("contact carol: %d", code)
+	}
+	for _, c := range []struct{ who, tok string }{{"alice", aliceTok}, {"carol", carolTok}} {
+		cl := connect(t, eu.nodes[0], c.who, "phone", c.tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		sa, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "presence/alice@eu", QoS: 1}}})
+		cancel()
+		if sa == nil {
+			t.Fatalf("%s: subscribe: %v", c.who, err)
+		}
+		var reason string
+		if sa.Properties != nil {
+			reason = sa.Properties.ReasonString
+		}
+		if len(sa.Reasons) != 1 || sa.Reasons[0] != 0x87 || !strings.Contains(reason, "subscribe to presence/alice") {
+			t.Errorf("%s: presence/alice@eu on eu: SUBACK %x %q, want 0x87 saying to subscribe to presence/alice", c.who, sa.Reasons, reason)
+		}
+		cl.MustSub(t, "presence/alice")
 	}
 }
