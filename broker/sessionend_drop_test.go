@@ -1,13 +1,10 @@
 package broker
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"testing"
 	"time"
-
-	pahopk "github.com/eclipse/paho.golang/packets"
 
 	"github.com/edgechat/edgechat/internal/testutil"
 )
@@ -16,25 +13,9 @@ import (
 // which ends any session the client ID had.
 func dialCleanStart(t *testing.T, addr, uid, clientID string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	cp := pahopk.NewControlPacket(pahopk.CONNECT).Content.(*pahopk.Connect)
-	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 5
-	cp.ClientID, cp.KeepAlive, cp.CleanStart = clientID, 300, true
-	cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, uid, true, []byte("tok:"+uid)
-	if _, err := cp.WriteTo(c); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(waitFor))
-	p, err := pahopk.ReadPacket(bufio.NewReader(c))
-	if err != nil {
-		t.Fatalf("connack: %v", err)
-	}
-	if ca, ok := p.Content.(*pahopk.Connack); !ok || ca.ReasonCode != 0 || ca.SessionPresent {
-		t.Fatalf("connack: %+v", p.Content)
+	c, _, present := dialRaw(t, addr, uid, clientID, true, nil)
+	if present {
+		t.Fatal("a clean start found a session present")
 	}
 	return c
 }

@@ -24,6 +24,20 @@ import (
 // and whether the CONNACK said a session was present.
 func dialStoreQuota(t *testing.T, addr, uid, clientID string, recvMax uint16, filters ...string) (net.Conn, *bufio.Reader, bool) {
 	t.Helper()
+	return dialRaw(t, addr, uid, clientID, false, func(cp *pahopk.Connect) {
+		if recvMax > 0 {
+			cp.Properties.ReceiveMaximum = &recvMax
+		}
+	}, filters...)
+}
+
+// dialRaw connects clientID as uid over MQTT 5 with a hand-made CONNECT:
+// clean start, or a persistent session (expiry 600 s); tweak (if not
+// nil) changes the CONNECT before it is sent. It subscribes to filters
+// at QoS 1 unless a session was resumed, and returns the connection, its
+// reader and whether the CONNACK said a session was present.
+func dialRaw(t *testing.T, addr, uid, clientID string, clean bool, tweak func(*pahopk.Connect), filters ...string) (net.Conn, *bufio.Reader, bool) {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -31,12 +45,15 @@ func dialStoreQuota(t *testing.T, addr, uid, clientID string, recvMax uint16, fi
 	t.Cleanup(func() { _ = c.Close() })
 	cp := pahopk.NewControlPacket(pahopk.CONNECT).Content.(*pahopk.Connect)
 	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 5
-	cp.ClientID, cp.KeepAlive, cp.CleanStart = clientID, 300, false
+	cp.ClientID, cp.KeepAlive, cp.CleanStart = clientID, 300, clean
 	cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, uid, true, []byte("tok:"+uid)
-	expiry := uint32(600)
-	cp.Properties = &pahopk.Properties{SessionExpiryInterval: &expiry}
-	if recvMax > 0 {
-		cp.Properties.ReceiveMaximum = &recvMax
+	cp.Properties = &pahopk.Properties{}
+	if !clean {
+		expiry := uint32(600)
+		cp.Properties.SessionExpiryInterval = &expiry
+	}
+	if tweak != nil {
+		tweak(cp)
 	}
 	if _, err := cp.WriteTo(c); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,8 @@
 package broker
 
 import (
-	"bufio"
 	"net"
 	"testing"
-	"time"
 
 	pahopk "github.com/eclipse/paho.golang/packets"
 
@@ -16,46 +14,11 @@ import (
 // subscribes to filter at QoS 1.
 func dialWithDelayedWill(t *testing.T, addr, uid, clientID, willTopic string, delay uint32, filter string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	cp := pahopk.NewControlPacket(pahopk.CONNECT).Content.(*pahopk.Connect)
-	cp.ProtocolName, cp.ProtocolVersion = "MQTT", 5
-	cp.ClientID, cp.KeepAlive, cp.CleanStart = clientID, 300, false
-	cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, uid, true, []byte("tok:"+uid)
-	expiry := uint32(600)
-	cp.Properties = &pahopk.Properties{SessionExpiryInterval: &expiry}
-	cp.WillFlag, cp.WillQOS, cp.WillTopic, cp.WillMessage = true, 1, willTopic, []byte("gone")
-	cp.WillProperties = &pahopk.Properties{WillDelayInterval: &delay}
-	if _, err := cp.WriteTo(c); err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetReadDeadline(time.Now().Add(waitFor))
-	r := bufio.NewReader(c)
-	p, err := pahopk.ReadPacket(r)
-	if err != nil {
-		t.Fatalf("connack: %v", err)
-	}
-	if ca, ok := p.Content.(*pahopk.Connack); !ok || ca.ReasonCode != 0 {
-		t.Fatalf("connack: %+v", p.Content)
-	}
-	sp := pahopk.NewControlPacket(pahopk.SUBSCRIBE).Content.(*pahopk.Subscribe)
-	sp.PacketID = 1
-	sp.Subscriptions = []pahopk.SubOptions{{Topic: filter, QoS: 1}}
-	if _, err := sp.WriteTo(c); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p, err := pahopk.ReadPacket(r)
-		if err != nil {
-			t.Fatalf("suback: %v", err)
-		}
-		if p.Type == pahopk.SUBACK {
-			return c
-		}
-	}
+	c, _, _ := dialRaw(t, addr, uid, clientID, false, func(cp *pahopk.Connect) {
+		cp.WillFlag, cp.WillQOS, cp.WillTopic, cp.WillMessage = true, 1, willTopic, []byte("gone")
+		cp.WillProperties = &pahopk.Properties{WillDelayInterval: &delay}
+	}, filter)
+	return c
 }
 
 // In --dev a signed-in phone may leave a will on an open topic, delayed

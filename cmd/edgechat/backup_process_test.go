@@ -362,6 +362,14 @@ func TestRestoreUsesTheArchiveStoreServeWill(t *testing.T) {
 	t.Log(runCLI(t, bin, "", "restore", "--from", store, "--data", newDir))
 	p2 := startServe(t, bin, "--data", newDir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
 		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
+	restoredServesEveryMessage(t, bin, newDir, p2)
+}
+
+// restoredServesEveryMessage checks that p2, started on the restored
+// data directory newDir, syncs each of sealedBackup's 30 messages to bob
+// once.
+func restoredServesEveryMessage(t *testing.T, bin, newDir string, p2 *proc) {
+	t.Helper()
 	bobTok := mintToken(t, bin, newDir, "bob", p2)
 	msgs, err := syncMessages(p2.http, bobTok)
 	if err != nil {

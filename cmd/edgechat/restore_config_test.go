@@ -42,18 +42,5 @@ func TestRestoreReadsTheConfigFileServeReads(t *testing.T) {
 	}
 	p2 := startServe(t, bin, "--config", cfg, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
 		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
-	bobTok := mintToken(t, bin, newDir, "bob", p2)
-	msgs, err := syncMessages(p2.http, bobTok)
-	if err != nil {
-		t.Fatalf("sync on the restored node: %v", err)
-	}
-	got := map[string]int{}
-	for _, m := range msgs {
-		got[m.CID]++
-	}
-	for k := range 30 {
-		if got[fmt.Sprintf("a-%d", k)] != 1 {
-			t.Fatalf("a-%d restored %d times (%d messages)", k, got[fmt.Sprintf("a-%d", k)], len(msgs))
-		}
-	}
+	restoredServesEveryMessage(t, bin, newDir, p2)
 }
