@@ -258,9 +258,10 @@ class App {
     });
     this.conn.addEventListener('events', (ev) => {
       const e = ev.detail;
-      if (e && e.type === 'undeliverable' && e.id && e.to) {
-        // Another region refused one of my messages for good.
-        const m = store.conv({ peer: e.to }).messages.get(e.id);
+      if (e && e.type === 'undeliverable' && e.id && (e.to || e.group)) {
+        // Another region refused one of my messages for good: a direct
+        // one ("to"), or one to a group its home refused ("group").
+        const m = store.conv(e.group ? { group: e.group } : { peer: e.to }).messages.get(e.id);
         if (m) { m.status = 'undeliverable'; m.reason = e.reason; store.changed(); }
         return;
       }
