@@ -1,17 +1,12 @@
 package node_test
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/internal/testutil"
-	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -47,20 +42,7 @@ func TestANodeThatLeftSaysSoInsteadOfWaitingForAMajority(t *testing.T) {
 	cfg := nodetest.TestConfig(t)
 	cfg.NodeID, cfg.DataDir = "n2", dir
 	cfg.StartWaitLogEvery = 20 * time.Millisecond
-	var logs testutil.SyncBuffer
-	n, err := node.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := testutil.Receive(t, done, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	_, logs := runLogged(t, cfg)
 	nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(logs.String(), "this node is "+notMember) {
 			return fmt.Errorf("no line saying the node is %s in its log:\n%s", notMember, logs.String())

@@ -1,17 +1,13 @@
 package node_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/internal/testutil"
-	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -86,20 +82,7 @@ func TestAMemberRemovedWhileAwayRestartedElsewhereStaysOut(t *testing.T) {
 	})
 	cfg := nodetest.TestConfig(t)
 	cfg.NodeID, cfg.DataDir = "n3", dir
-	var logs testutil.SyncBuffer
-	n, err := node.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := testutil.Receive(t, done, 10*time.Second); err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	_, logs := runLogged(t, cfg)
 	nodetest.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if !strings.Contains(logs.String(), "removed from its cluster while it was away") {
 			return errors.New("no line saying it was removed")

@@ -110,7 +110,16 @@ func startWaitingNode(t *testing.T) (*node.Node, node.Config) {
 	cfg.NodeID = "n1"
 	cfg.BootstrapExpect = 2
 	cfg.Join = []string{peer}
-	n, err := node.New(cfg, nil)
+	n, _ := runLogged(t, cfg)
+	return n, cfg
+}
+
+// runLogged runs a node of cfg until the test ends (Run must then
+// return nothing but the cancellation), its log in the buffer returned.
+func runLogged(t *testing.T, cfg node.Config) (*node.Node, *testutil.SyncBuffer) {
+	t.Helper()
+	logs := &testutil.SyncBuffer{}
+	n, err := node.New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,5 +132,5 @@ func startWaitingNode(t *testing.T) (*node.Node, node.Config) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return n, cfg
+	return n, logs
 }
