@@ -98,6 +98,17 @@ func startClusterWith(t testing.TB, n int, tweak func(*Config)) []*member {
 		})
 	}
 	waitVoters(t, ms, n)
+	// A joiner lifts its vote guard with a read round of its own, in the
+	// background: wait for it, so that tests counting read rounds count
+	// only theirs.
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range ms {
+			if m.votes.guarded() {
+				return fmt.Errorf("%s still has its vote guard", m.name)
+			}
+		}
+		return nil
+	})
 	return ms
 }
 
