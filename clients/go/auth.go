@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,16 +14,64 @@ import (
 	"time"
 )
 
-// Login exchanges a username and password for tokens.
+// Login exchanges a username and password for tokens. It sends the
+// request with a fresh Idempotency-Key and, when it gets no answer (the
+// connection dropped after the request went out) or a 502, 503 or 504,
+// sends it again with the same key, up to loginAttempts times in all
+// while ctx lasts: a sign-in whose answer was lost is answered as the
+// retry it is, with the tokens of the one session it made, not a second
+// session.
 func Login(ctx context.Context, httpURL, username, password string) (Tokens, error) {
-	return postTokens(ctx, nil, httpURL, "/auth/login", map[string]string{"username": username, "password": password})
+	return login(ctx, httpURL, map[string]string{"username": username, "password": password})
 }
 
 // LoginDevice is Login by a named device (the {deviceID} of the
 // client's MQTT client ID, as Options.Device): the user's session list
 // shows it.
 func LoginDevice(ctx context.Context, httpURL, username, password, device string) (Tokens, error) {
-	return postTokens(ctx, nil, httpURL, "/auth/login", map[string]string{"username": username, "password": password, "device": device})
+	return login(ctx, httpURL, map[string]string{"username": username, "password": password, "device": device})
+}
+
+// loginAttempts bounds how often Login sends one sign-in; loginRetryDelay
+// is the wait before the second attempt, doubled for each further one.
+const (
+	loginAttempts   = 3
+	loginRetryDelay = 250 * time.Millisecond
+)
+
+func login(ctx context.Context, httpURL string, body map[string]string) (Tokens, error) {
+	ctx = withIdempotencyKey(ctx, NewIdempotencyKey())
+	delay := loginRetryDelay
+	for attempt := 1; ; attempt++ {
+		t, err := postTokens(ctx, nil, httpURL, "/auth/login", body)
+		if err == nil || attempt == loginAttempts || !answerMayComeOnRetry(err) {
+			return t, err
+		}
+		select {
+		case <-ctx.Done():
+			return Tokens{}, err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// answerMayComeOnRetry reports whether a request that failed with err is
+// worth sending again (with its Idempotency-Key): no answer came, or the
+// node answered that it cannot act now.
+func answerMayComeOnRetry(err error) bool {
+	var ae *APIError
+	var ue *url.Error
+	if !errors.As(err, &ae) {
+		// The transport's errors come as *url.Error (a malformed URL too,
+		// as "parse"); an answer that came but did not decode is final.
+		return errors.As(err, &ue) && ue.Op != "parse"
+	}
+	switch ae.Status {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // Refresh exchanges a refresh token for new tokens. Refresh tokens rotate:

@@ -587,3 +587,46 @@ func TestWatchPresenceAsksAgainWhileTheServerCannotCheck(t *testing.T) {
 		t.Fatalf("watched: bob %v carol %v, want true false", watchingBob, watchingCarol)
 	}
 }
+
+// Login sends a sign-in again, with the same Idempotency-Key, while the
+// node answers 503 (it cannot reach its leader), and gives up at once on
+// an answer that is final (401).
+func TestLoginRetriesUnavailableWithItsKey(t *testing.T) {
+	var mu sync.Mutex
+	var keys []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]string
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		first := len(keys) == 1
+		mu.Unlock()
+		switch {
+		case body["password"] != "pw":
+			w.WriteHeader(http.StatusUnauthorized)
+		case first:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			_ = json.NewEncoder(w).Encode(map[string]any{"accessToken": fakeJWT("alice"), "refreshToken": "r0", "expiresIn": 60})
+		}
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	if tok, err := Login(ctx, srv.URL, "alice", "pw"); err != nil || tok.UserID != "alice" {
+		t.Fatalf("login after a 503: %+v, %v", tok, err)
+	}
+	mu.Lock()
+	if len(keys) != 2 || keys[0] == "" || keys[0] != keys[1] {
+		t.Fatalf("Idempotency-Keys sent %q, want one key twice", keys)
+	}
+	keys = nil
+	mu.Unlock()
+	if _, err := Login(ctx, srv.URL, "alice", "nope"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 1 {
+		t.Fatalf("a refused password was sent %d times", len(keys))
+	}
+}

@@ -77,3 +77,46 @@ func getJSON(ctx context.Context, url, token string, out any) error {
 	}
 	return json.Unmarshal(b, out)
 }
+
+// A sign-in whose answer is lost (the node made the session, then the
+// connection dropped) is sent again by Login with the same
+// Idempotency-Key: the caller gets tokens, and the user has one session,
+// not two. Before, Login failed, and the caller's own retry made a
+// second session the user never used.
+func TestLoginAgainAfterALostAnswerIsOneSession(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	proxy, loseNext, lost := testutil.LostAnswerProxy(t, n.HTTPURL, "/auth/login")
+	loseNext()
+	tk, err := edgechat.LoginDevice(ctx, proxy, "alice", nodetest.Password("alice"), "phone")
+	if err != nil {
+		t.Fatalf("login whose first answer was lost: %v", err)
+	}
+	if !lost() {
+		t.Fatal("no login answer was lost")
+	}
+	var out struct {
+		Sessions []struct {
+			ID      string `json:"id"`
+			Device  string `json:"device"`
+			Current bool   `json:"current"`
+		} `json:"sessions"`
+	}
+	if err := getJSON(ctx, n.HTTPURL+"/auth/sessions", tk.AccessToken, &out); err != nil {
+		t.Fatal(err)
+	}
+	phones := 0
+	for _, s := range out.Sessions {
+		if s.Device == "phone" {
+			phones++
+			if !s.Current {
+				t.Fatalf("the phone's session %s is not the one the retry answered with", s.ID)
+			}
+		}
+	}
+	if phones != 1 {
+		t.Fatalf("sessions %+v, want one of the phone", out.Sessions)
+	}
+}
