@@ -61,14 +61,23 @@ func (s *Service) workOnce(ctx context.Context) time.Duration {
 		if !ok {
 			return wait
 		}
-		v, err := s.propose(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, At: s.now().UTC(), Lease: s.cfg.JobLease})
+		cmd := claimCmd{ID: rec.ID, Node: s.cfg.Node, At: s.now().UTC(), Lease: s.cfg.JobLease}
+		if s.ownUnsureClaim(rec) {
+			cmd.Renew = rec.Job.Attempt // the claim did commit: take it up
+		}
+		v, err := s.propose(ctx, wire.CmdMediaClaim, cmd)
 		if err != nil {
 			if !errors.Is(err, ErrClaimLost) && !errors.Is(err, ErrBadState) {
+				// It may still commit, making the job this node's until
+				// its lease ends: the next round renews it instead.
+				s.claimUnsure[rec.ID] = true
 				s.log.Warn("claiming a media job", "media", rec.ID, "err", err)
 				return time.Second
 			}
+			delete(s.claimUnsure, rec.ID)
 			continue // another worker was first
 		}
+		delete(s.claimUnsure, rec.ID)
 		claimed, err := s.resultOf(v, rec.ID)
 		if err != nil || claimed.Job == nil || claimed.Job.Node != s.cfg.Node {
 			continue
@@ -96,7 +105,7 @@ func (s *Service) nextJob() (rec Record, wait time.Duration, ok bool) {
 			if !s.cfg.SharedStore && r.Node != s.cfg.Node {
 				continue
 			}
-			if r.Job != nil && now.Before(r.Job.LeaseUntil) {
+			if r.Job != nil && now.Before(r.Job.LeaseUntil) && !s.ownUnsureClaim(r) {
 				wait = min(wait, r.Job.LeaseUntil.Sub(now)+10*time.Millisecond)
 				continue
 			}
@@ -106,6 +115,43 @@ func (s *Service) nextJob() (rec Record, wait time.Duration, ok bool) {
 		return nil
 	})
 	return rec, min(wait, workerIdleRescan), ok
+}
+
+// ownUnsureClaim reports whether r is held by this node through a claim
+// whose answer never came: no job runs here while the worker looks for
+// one, so it is the claim of that proposal, for the worker to renew.
+func (s *Service) ownUnsureClaim(r Record) bool {
+	return r.Job != nil && r.Job.Node == s.cfg.Node && s.claimUnsure[r.ID]
+}
+
+// Retrying a job's commits through a leader change: a renewal or the
+// job's end that could not commit is proposed again this many times, the
+// wait doubling from commitRetryDelay, before the worker gives the job up
+// to its lease.
+const (
+	commitAttempts   = 6
+	commitRetryDelay = 250 * time.Millisecond
+)
+
+// proposeRetrying proposes cmd until it commits, the FSM refuses it, ctx
+// ends or commitAttempts are spent; retried tells whether an earlier
+// proposal of it failed without an answer (it may have committed).
+func (s *Service) proposeRetrying(ctx context.Context, t byte, cmd any) (v any, retried bool, err error) {
+	delay := commitRetryDelay
+	for attempt := 1; ; attempt++ {
+		v, err = s.propose(ctx, t, cmd)
+		if err == nil || attempt == commitAttempts || errors.Is(err, ErrClaimLost) || errors.Is(err, ErrBadState) || errors.Is(err, errBadCommand) {
+			return v, attempt > 1, err
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, attempt > 1, err
+		case <-timer.C:
+		}
+		delay *= 2
+	}
 }
 
 // runJob processes a claimed job, renewing the claim meanwhile.
@@ -128,7 +174,7 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 			case <-jctx.Done():
 				return
 			case <-t.C:
-				if _, err := s.propose(jctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
+				if _, _, err := s.proposeRetrying(jctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
 					At: s.now().UTC(), Lease: s.cfg.JobLease}); err != nil && jctx.Err() == nil {
 					s.log.Warn("renewing a media job's claim; stopping it", "media", rec.ID, "err", err)
 					cancel() // lost: another worker may have it
@@ -151,7 +197,7 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 		}
 		if reason == "" && attempt < maxAttempts {
 			s.log.Warn("media processing failed; releasing the job", "media", rec.ID, "attempt", attempt, "err", procErr)
-			if _, err := s.propose(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
+			if _, _, err := s.proposeRetrying(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
 				At: s.now().UTC(), Lease: s.cfg.JobLease, Release: true}); err != nil {
 				s.log.Warn("releasing a media job", "media", rec.ID, "err", err)
 			}
@@ -174,13 +220,21 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 // holds it now finishes the job.
 func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd) {
 	d.ID, d.Node, d.Attempt, d.At = rec.ID, s.cfg.Node, attempt, s.now().UTC()
-	v, err := s.propose(ctx, wire.CmdMediaDone, d)
-	if err != nil {
+	v, retried, err := s.proposeRetrying(ctx, wire.CmdMediaDone, d)
+	var done Record
+	switch {
+	case err == nil:
+		if done, err = s.resultOf(v, rec.ID); err != nil {
+			return
+		}
+	case retried && errors.Is(err, ErrClaimLost):
+		// An earlier proposal whose answer was lost did commit: the job
+		// ended, and its uploader is still to be told.
+		if done, err = s.Get(rec.ID); err != nil || done.Status == StatusProcessing {
+			return
+		}
+	default:
 		s.log.Warn("committing a media job's end", "media", rec.ID, "err", err)
-		return
-	}
-	done, err := s.resultOf(v, rec.ID)
-	if err != nil {
 		return
 	}
 	s.log.Info("media job finished", "media", rec.ID, "attempt", attempt, "status", done.Status, "reason", done.Reason)

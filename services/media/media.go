@@ -246,6 +246,11 @@ type Service struct {
 	m             *metrics
 
 	jobs chan struct{} // poked when a job is queued or a claim ends
+	// claimUnsure holds the jobs whose claim this node proposed without
+	// learning the outcome (a leader change while it committed): if it
+	// committed the job is this node's, and the worker renews it rather
+	// than wait out its own lease. The worker goroutine's alone.
+	claimUnsure map[string]bool
 
 	bg       sync.WaitGroup // background proposals (read times)
 	touching sync.Map       // media IDs whose read time is being recorded
@@ -273,7 +278,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg.withDefaults(), db: deps.DB, prop: deps.Proposer, st: deps.Store, proc: deps.Processor,
 		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, tokens: deps.Tokens, lead: deps.Leadership, log: deps.Logger.With("component", "media"), now: deps.Now,
-		jobs: make(chan struct{}, 1)}
+		jobs: make(chan struct{}, 1), claimUnsure: map[string]bool{}}
 	var err error
 	if s.m, err = newMetrics(deps.Registerer); err != nil {
 		return nil, err
