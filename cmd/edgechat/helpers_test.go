@@ -754,9 +754,10 @@ func verifyAcked(t *testing.T, httpURL, token string, senders []*sender, within 
 // stopped, recording the cids acknowledged: the load of the tests that
 // SIGKILL a node under it. A failure before killed is set fails the test.
 type killLoad struct {
-	killed atomic.Bool
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	killed   atomic.Bool
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 
 	mu    sync.Mutex
 	acked []string
@@ -766,6 +767,10 @@ type killLoad struct {
 // user/{to}/newMessage with cids "c{client}-g{goroutine}-{n}".
 func startKillLoad(t *testing.T, clients []*paho.Client, perClient int, to string) *killLoad {
 	l := &killLoad{stop: make(chan struct{})}
+	// A test that ends before its kill (a failed wait) stops the load
+	// before the server's cleanup does: a publisher's t.Errorf after the
+	// test ended panics and fails the whole package.
+	t.Cleanup(func() { l.kill(func() {}) })
 	for c, client := range clients {
 		for g := range perClient {
 			l.wg.Go(func() {
@@ -808,7 +813,7 @@ func (l *killLoad) ackedSoFar() []string {
 func (l *killLoad) kill(kill func()) []string {
 	l.killed.Store(true)
 	kill()
-	close(l.stop)
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.wg.Wait()
 	return l.ackedSoFar()
 }
