@@ -25,11 +25,13 @@ type fakeProfiles struct {
 	mu    sync.Mutex
 	names map[string]string
 	err   error
+	calls int // CreateProfile calls
 }
 
 func (f *fakeProfiles) CreateProfile(_ context.Context, uid, displayName string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	if f.err != nil {
 		return f.err
 	}
@@ -202,4 +204,10 @@ func (e *env) restartedOn(db *badger.DB, keyDir string) *Service {
 		e.t.Fatal(err)
 	}
 	return svc
+}
+
+// HasProfile makes fakeProfiles a profileChecker.
+func (f *fakeProfiles) HasProfile(uid string) bool {
+	_, ok := f.get(uid)
+	return ok
 }

@@ -535,7 +535,8 @@ func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (a
 				}
 			}
 			if err := create(ctx, res.Account.UID, name); err != nil {
-				// The account exists; PATCH /user/me creates a missing profile.
+				// The account exists; the next sign-in (or PATCH /user/me)
+				// makes the missing profile.
 				s.log.Error("federated account created without profile", "uid", res.Account.UID, "err", err)
 			}
 		}
@@ -565,6 +566,11 @@ func (s *Service) SignInFederated(ctx context.Context, id FederatedIdentity) (To
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
+	name, nerr := wire.NormalizeDisplayName(id.DisplayName)
+	if nerr != nil || name == "" {
+		name = a.UID
+	}
+	s.repairProfile(ctx, a.UID, name)
 	s.logins.WithLabelValues("federated").Inc()
 	return t, nil
 }

@@ -179,7 +179,8 @@ func (s *Service) createAccount(ctx context.Context, username, password, display
 	s.log.Info("account created", "uid", uid)
 	if s.profiles != nil {
 		if err := s.profiles.CreateProfile(ctx, uid, displayName); err != nil {
-			// The account exists; PATCH /user/me creates a missing profile.
+			// The account exists; its first sign-in (or PATCH /user/me)
+			// makes the missing profile.
 			s.log.Error("account created without profile", "uid", uid, "err", err)
 			return uid, fmt.Errorf("auth: account %s created but its profile was not: %w", uid, err)
 		}
@@ -288,12 +289,38 @@ func (s *Service) LoginWithKey(ctx context.Context, username, password, ip, key 
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
+	s.repairProfile(ctx, acct.UID, acct.UID)
 	if again {
 		s.logins.WithLabelValues("retried").Inc()
 		return t, nil
 	}
 	s.logins.WithLabelValues("success").Inc()
 	return t, nil
+}
+
+// profileChecker tells whether a user has a profile on this node
+// (implemented by *users.Service).
+type profileChecker interface {
+	HasProfile(uid string) bool
+}
+
+// repairProfile makes the profile of an account that has none: its
+// sign-up committed the account, then failed to commit the profile (a
+// leader change between the two), and a client that sent the sign-up
+// again without an Idempotency-Key was told the name is taken. Without
+// a profile the user cannot be found, added or messaged. The display
+// name of the failed sign-up is gone; name stands in. Best effort: the
+// sign-in goes on either way, and the next one tries again.
+func (s *Service) repairProfile(ctx context.Context, uid, name string) {
+	pc, ok := s.profiles.(profileChecker)
+	if !ok || pc.HasProfile(uid) {
+		return
+	}
+	if err := s.profiles.CreateProfile(ctx, uid, name); err != nil {
+		s.log.Warn("signed in without a profile; making it failed", "uid", uid, "err", err)
+		return
+	}
+	s.log.Info("made the missing profile of a signed-in account", "uid", uid)
 }
 
 // loginFamily is the refresh-token family of uid's sign-in with the

@@ -415,6 +415,13 @@ func (s *Service) update(ctx context.Context, uid string, displayName, about, av
 	return p, nil
 }
 
+// HasProfile tells whether uid has a profile on this node (an erased
+// user's tombstone counts).
+func (s *Service) HasProfile(uid string) bool {
+	_, err := s.Profile(uid)
+	return err == nil
+}
+
 // Profile reads uid's profile (through the cache); a missing one is
 // wire.ErrNotFound.
 func (s *Service) Profile(uid string) (Profile, error) {
