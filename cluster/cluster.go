@@ -136,6 +136,11 @@ type Config struct {
 	// changes); short values cost an idle cluster CPU. Raft's default is
 	// 50 ms.
 	CommitTimeout time.Duration
+	// DownAfter is how long a member may not answer the leader before it
+	// is marked down (down.go), and how long this node may not hear from
+	// a leader before it counts itself down. Default: DefaultDownAfter,
+	// at least 4 HeartbeatTimeouts; negative: never.
+	DownAfter time.Duration
 
 	SnapshotThreshold uint64        // entries since the last snapshot that trigger a new one (at most: see LogBytes)
 	SnapshotInterval  time.Duration // how often to check SnapshotThreshold
@@ -192,6 +197,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.CommitTimeout <= 0 {
 		c.CommitTimeout = DefaultCommitTimeout
+	}
+	if c.DownAfter == 0 {
+		c.DownAfter = max(DefaultDownAfter, 4*c.HeartbeatTimeout)
 	}
 	if c.SnapshotThreshold == 0 {
 		c.SnapshotThreshold = DefaultSnapshotThreshold
@@ -273,6 +281,7 @@ type Raft struct {
 	peerStat  map[string]peerStatus // leader's last poll of each member
 
 	memberWatch memberWatch     // announces member list changes (MembersChanged)
+	lastLed     atomic.Int64    // when this node last led, Unix ns, by watchDown's tick (down.go)
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
 	reads       readRounds      // the leader's shared read barriers (readbarrier.go)
 	notices     commitNotices   // ... without a log entry (notice.go)
@@ -481,6 +490,12 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		}
 	}
 	f.Register(wire.CmdNodeRegister, applyNodeRegister)
+	f.Register(wire.CmdNodeDown, n.applyNodeDown)
+	if cfg.Registerer != nil {
+		if _, err := register(cfg.Registerer, n.downGauge()); err != nil {
+			return nil, err
+		}
+	}
 	snaps.starting.Store(true)                                                   // NewRaft restores the latest snapshot: a reference stays one
 	acks := &ackTransport{NetworkTransport: trans, ack: n.noteAck, guard: votes} // notice.go, voteguard.go
 	n.raft, err = raft.NewRaft(conf, watchedFSM{FSM: f, changed: n.memberWatch.notify}, logs, w, snaps, acks)
@@ -542,6 +557,7 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	var aux, sends sync.WaitGroup
 	aux.Go(func() { n.forwarder(ctx, &sends) })
 	aux.Go(func() { n.boundLog(ctx) })
+	aux.Go(func() { n.watchDown(ctx) })
 	if n.votes.guarded() {
 		aux.Go(func() { n.liftVoteGuard(ctx) })
 	}

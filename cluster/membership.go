@@ -882,6 +882,11 @@ type Member struct {
 	// the leader's last poll (every second); -1 when unknown (this node is
 	// not the leader, or the member has not answered lately).
 	Lag int64 `json:"lag"`
+	// Down: the member is marked down (it has not answered the leader
+	// for Config.DownAfter, down.go), or it is this node and it has not
+	// heard from a leader that long. It is still a member; what is
+	// placed on members by hashing (presence homes) goes to those up.
+	Down bool `json:"down,omitempty"`
 }
 
 // Members are the servers of the current Raft configuration, sorted by
@@ -893,11 +898,14 @@ func (n *Raft) members() []Member {
 	_, leaderID := n.raft.LeaderWithID()
 	isLeader := n.IsLeader()
 	last := n.raft.LastIndex()
+	marks := n.downMarks()
+	cut := n.cutOff()
 	out := make([]Member, 0, len(servers))
 	n.statMu.Lock()
 	defer n.statMu.Unlock()
 	for _, s := range servers {
 		m := Member{Name: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String(), Leader: s.ID == leaderID, Lag: -1}
+		m.Down = marks[m.Name] || (cut && m.Name == n.cfg.NodeName)
 		if isLeader {
 			if s.ID == raft.ServerID(n.cfg.NodeName) {
 				m.Lag = 0

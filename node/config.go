@@ -70,6 +70,12 @@ type Config struct {
 	// tenth of it. Longer saves idle CPU on small boxes (fewer heartbeats)
 	// and costs failover time. Default 500 ms (0 also means the default).
 	RaftTimeout time.Duration `yaml:"raft_timeout"`
+	// NodeDownAfter is how long a member may not answer the leader before
+	// it counts as down (still a member): the presence of the users it
+	// homes moves to the members that are up, and back when it answers
+	// again (cluster/down.go). 0: the default, 3 s (at least four Raft
+	// timeouts).
+	NodeDownAfter time.Duration `yaml:"node_down_after"`
 	// AccountDeleteGrace is how long a deleted account (DELETE /user/me)
 	// stays disabled before its data is erased; 0 erases at once.
 	AccountDeleteGrace time.Duration `yaml:"account_delete_grace"`
@@ -376,6 +382,7 @@ var settings = append([]setting{
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
+	{name: "node-down-after", usage: "how long a member may not answer the Raft leader before it counts as down (it stays a member): the presence of the users it homes moves to the members that are up until it answers again; 0: 3s, at least 4x --raft-timeout", set: durationSetter(func(c *Config) *time.Duration { return &c.NodeDownAfter })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
 }, slices.Concat(regionSettings, pushSettings, mediaSettings, archiveSettings, backupSettings, oidcSettings)...)
@@ -564,6 +571,9 @@ func (c Config) Validate() error {
 	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
 		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
 	}
+	if c.NodeDownAfter != 0 && (c.NodeDownAfter < 100*time.Millisecond || c.NodeDownAfter > 10*time.Minute) {
+		return fmt.Errorf("%w: --node-down-after %v: want 100ms to 10m (or 0 for the default)", ErrConfig, c.NodeDownAfter)
+	}
 	if err := c.validateRegion(); err != nil {
 		return err
 	}
@@ -602,7 +612,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "node-down-after": "3s", "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
 		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),

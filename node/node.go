@@ -231,6 +231,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		HeartbeatTimeout:   raftTimeout,
 		ElectionTimeout:    raftTimeout,
 		LeaderLeaseTimeout: raftTimeout / 2,
+		DownAfter:          n.cfg.NodeDownAfter,
 		Logger:             n.log,
 		Registerer:         n.registry,
 	}

@@ -47,6 +47,14 @@ import (
 //     re-announce, and a user whose only connection was on the dead node
 //     goes offline after that grace.
 //
+// A member that is down (cluster.Member.Down: the leader marked it after
+// it did not answer for a few seconds, or it is this node, cut off from
+// any leader that long) homes nobody while a member is up, so a home
+// that crashed or is cut off stops freezing its users: they move as if
+// it had left, and back when it is up again. A node back from down
+// adopts from the members' copies (it says hello again), not from its
+// own, which missed what happened meanwhile.
+//
 // A home refuses a batch with an event for a user it does not home (its
 // view of the membership differs); the sender retries it, dropping the
 // events whose home moved meanwhile in its own view (the re-announcement
@@ -270,12 +278,13 @@ type clusterState struct {
 	// mu orders everything that depends on the view: routing an event,
 	// applying a received batch, changing the view. Lock order: mu, then
 	// Service.mu; mu, then the queues' locks.
-	mu      sync.Mutex
-	members []cluster.Member               // sorted by name; empty: only this node
-	local   map[string]map[string]struct{} // uid → live connection IDs on this node
-	runs    map[string]uint64              // node → its latest run seen
-	ended   map[string]uint64              // node → its run that said goodbye
-	helloed bool                           // the hellos of this run are on their way
+	mu        sync.Mutex
+	members   []cluster.Member               // sorted by name; empty: only this node
+	local     map[string]map[string]struct{} // uid → live connection IDs on this node
+	runs      map[string]uint64              // node → its latest run seen
+	ended     map[string]uint64              // node → its run that said goodbye
+	helloed   bool                           // the hellos of this run (or of its return from down) are on their way
+	restoring bool                           // the stored last seen is restored (once per run)
 }
 
 // attachClusterState gives s its cluster state (s.cl) and registers the
@@ -307,12 +316,19 @@ func attachClusterState(s *Service, c Cluster, r Retained, restorer RetainedRest
 
 // home is the rendezvous hash winner for uid among members (self when
 // there are none).
+//
+// Members down (cluster.Member.Down: marked by the leader, or this node
+// cut off) home nobody while one member is up.
 func home(members []cluster.Member, self, uid string) string {
 	if len(members) == 0 {
 		return self
 	}
+	up := slices.ContainsFunc(members, func(m cluster.Member) bool { return !m.Down })
 	best, bestW := "", uint64(0)
 	for _, m := range members {
+		if up && m.Down {
+			continue
+		}
 		if w := weight(m.Name, uid); best == "" || w > bestW {
 			best, bestW = m.Name, w
 		}
@@ -692,9 +708,14 @@ func (c *clusterState) run(ctx context.Context) {
 					hellos.Go(func() { defer round.Done(); c.hello(ctx, m.Name) })
 				}
 			}
-			// Then the stored last seen of the users no member
-			// retains (a restart of the whole cluster: seen.go).
-			hellos.Go(func() { round.Wait(); c.s.restoreStored(ctx) })
+			// Then, once per run, the stored last seen of the users
+			// no member retains (a restart of the whole cluster:
+			// seen.go); not again when this node says hello again,
+			// back from down.
+			if !c.restoring {
+				c.restoring = true
+				hellos.Go(func() { round.Wait(); c.s.restoreStored(ctx) })
+			}
 		}
 		c.mu.Unlock()
 		select {
@@ -709,12 +730,12 @@ func (c *clusterState) run(ctx context.Context) {
 // refreshMembers reloads the members; when they changed it moves the
 // users whose home moved (see the top of this file).
 func (c *clusterState) refreshMembers() {
-	// Only names and addresses matter here: a change of leader or lag is
-	// not a membership change.
+	// Only names, addresses and who is down matter here: a change of
+	// leader or lag is not a membership change.
 	ms := c.c.Members()
 	ms = slices.Clone(ms)
 	for i, m := range ms {
-		ms[i] = cluster.Member{Name: m.Name, Addr: m.Addr}
+		ms[i] = cluster.Member{Name: m.Name, Addr: m.Addr, Down: m.Down}
 	}
 	slices.SortFunc(ms, func(a, b cluster.Member) int {
 		if a.Name < b.Name {
@@ -733,14 +754,22 @@ func (c *clusterState) refreshMembers() {
 	old := c.members
 	c.members = ms
 	c.view.Store(&ms)
-	sameNames := len(old) == len(ms)
-	for i := 0; sameNames && i < len(ms); i++ {
-		sameNames = old[i].Name == ms[i].Name
+	sameHomes := len(old) == len(ms)
+	for i := 0; sameHomes && i < len(ms); i++ {
+		sameHomes = old[i].Name == ms[i].Name && old[i].Down == ms[i].Down
 	}
-	if sameNames {
+	if sameHomes {
 		return // only an address changed: homes are the same
 	}
-	c.s.log.Info("presence: cluster membership changed", "members", len(ms))
+	c.s.log.Info("presence: cluster membership changed", "members", len(ms), "down", downNames(ms))
+	back := isDown(old, c.self) && !isDown(ms, c.self)
+	if back {
+		// Back from down (cut off, or started and caught up): the
+		// retained copies here may have missed changes meanwhile; hello
+		// again: the users this node homes again adopt from the members'
+		// copies, not from this node's.
+		c.helloed = false
+	}
 	// Queues of nodes that left.
 	c.queues.Retain(func(node string) bool { return c.addrLocked(node) != "" }, "not_member")
 	// Their connections end with them: a node removed after a crash
@@ -768,13 +797,34 @@ func (c *clusterState) refreshMembers() {
 	}
 	// Forget the users this node no longer homes; adopt those it now does.
 	c.s.forget(func(uid string) bool { return home(ms, c.self, uid) != c.self })
-	if c.retained != nil {
+	if c.retained != nil && !back {
 		c.retained.EachRetainedPresence(func(uid string, p wire.Presence) {
 			if home(old, c.self, uid) != c.self && home(ms, c.self, uid) == c.self {
 				c.s.adopt(uid, p)
 			}
 		})
 	}
+}
+
+// isDown reports whether node is a member marked down in members.
+func isDown(members []cluster.Member, node string) bool {
+	for _, m := range members {
+		if m.Name == node {
+			return m.Down
+		}
+	}
+	return false
+}
+
+// downNames are the members down, for logs.
+func downNames(members []cluster.Member) []string {
+	var out []string
+	for _, m := range members {
+		if m.Down {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // forget drops, without publishing, the state of the users for which
@@ -797,8 +847,8 @@ func (s *Service) forget(gone func(uid string) bool) {
 // this node as the user's new home (Event.Again): the connection was up
 // all along, so the user's status does not change. A user this node
 // knows nothing of yet takes the status the previous home retained
-// (this node's copy, else hint, the sender's); without one, the user is
-// online as for a new connection.
+// (this node's copy, else hint, the sender's); without one, or when it
+// says offline, the user is online as for a new connection.
 func (s *Service) reannounced(uid, connID, hint string) {
 	retained := wire.Presence{Status: hint}
 	if s.retained != nil {
@@ -807,8 +857,11 @@ func (s *Service) reannounced(uid, connID, hint string) {
 		}
 	}
 	switch retained.Status {
-	case wire.StatusOnline, wire.StatusInactive, wire.StatusOffline:
+	case wire.StatusOnline, wire.StatusInactive:
 	default:
+		// Unknown, or offline: a copy that missed the connection (this
+		// node was down when it came, and took no publish since); the
+		// connection is live, so the user is online.
 		retained.Status = ""
 	}
 	now := s.clock.Now()

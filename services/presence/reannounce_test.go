@@ -25,7 +25,9 @@ type fakeNet struct {
 	changed  chan struct{}
 	methods  map[string]peerrpc.Methods
 	retained map[string][]byte
-	pubs     []string // "uid:status", every node's, in order
+	pubs     []string        // "uid:status", every node's, in order
+	down     map[string]bool // members reported down (cluster.Member.Down)
+	cut      map[string]bool // nodes no call reaches or leaves
 }
 
 func newFakeNet(names ...string) *fakeNet {
@@ -94,7 +96,11 @@ func (c fakeNode) Self() string { return c.self }
 func (c fakeNode) Members() []cluster.Member {
 	c.n.mu.Lock()
 	defer c.n.mu.Unlock()
-	return slices.Clone(c.n.members)
+	ms := slices.Clone(c.n.members)
+	for i := range ms {
+		ms[i].Down = c.n.down[ms[i].Name]
+	}
+	return ms
 }
 func (c fakeNode) MembersChanged() <-chan struct{} {
 	c.n.mu.Lock()
@@ -110,7 +116,11 @@ func (c fakeNode) RegisterRPC(name string, m peerrpc.Methods) error {
 func (c fakeNode) Call(ctx context.Context, addr, method string, req, resp any) error {
 	c.n.mu.Lock()
 	ms := c.n.methods[addr]
+	cut := c.n.cut[c.self] || c.n.cut[addr]
 	c.n.mu.Unlock()
+	if cut {
+		return errors.New("cut off")
+	}
 	h := ms[method[len(RPCService)+1:]]
 	if h == nil {
 		return errors.New("no such node or method")

@@ -1,0 +1,284 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Members that are down.
+//
+// A member that crashed or is cut off stays in the Raft configuration
+// until an operator removes it. Raft fails over without it in about a
+// second, but what is placed on members by hashing (the presence home of
+// a user) would stay on it. So every member carries a Down flag that
+// every node reads alike, from the replicated state:
+//
+//   - The leader probes every other member (Cluster.Info, which every
+//     version serves) every probeEvery. One that has not answered for
+//     DownAfter is marked down (wire.CmdNodeDown, r/sys/down/{name});
+//     once it has answered without a failure for upAfter (hysteresis: a
+//     flapping link does not move homes back and forth at every probe)
+//     the mark is cleared. A new leader starts counting from its
+//     election (so the leader that died is marked down by the next one,
+//     DownAfter after it took over); marks of nodes that are no longer
+//     members are cleared.
+//   - A node that has not heard from a leader for DownAfter (it is cut
+//     off, or it has just started and not caught up yet) reports itself
+//     down in its own view: it cannot learn the mark the others commit
+//     about it, and must stop acting as if it were up (a presence home)
+//     as they stop counting on it.
+//
+// A node of an earlier version skips CmdNodeDown (unknown types are
+// skipped) and computes over all members, as before: its view differs
+// from the others' only while a member is down.
+
+// DefaultDownAfter is Config.DownAfter's default (at least four Raft
+// heartbeat timeouts, so that an election never counts as an outage).
+const DefaultDownAfter = 3 * time.Second
+
+const downKeyPrefix = "r/sys/down/"
+
+func downKey(name string) []byte { return []byte(downKeyPrefix + name) }
+
+// downCmd is the payload of wire.CmdNodeDown: 1 (down) or 0 (up again),
+// then the node name.
+func downCmd(name string, down bool) []byte {
+	b := []byte{0}
+	if down {
+		b[0] = 1
+	}
+	return append(b, name...)
+}
+
+// nodeDownResult tells the node's watchers once the mark is visible.
+type nodeDownResult struct{ notify func() }
+
+func (r nodeDownResult) AfterCommit() { r.notify() }
+
+// applyNodeDown is the FSM handler of wire.CmdNodeDown.
+func (n *Raft) applyNodeDown(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	if len(payload) < 2 || payload[0] > 1 || len(payload)-1 > maxNodeName {
+		return nil, fmt.Errorf("%w: malformed node-down command", wire.ErrInvalid)
+	}
+	key := downKey(string(payload[1:]))
+	var err error
+	if payload[0] == 1 {
+		err = tx.Set(key, nil)
+	} else {
+		err = tx.Delete(key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nodeDownResult{notify: n.memberWatch.notify}, nil
+}
+
+// downMarks are the members marked down in this node's replicated state.
+func (n *Raft) downMarks() map[string]bool {
+	marks := map[string]bool{}
+	err := n.fsm.DB().View(func(tx *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = []byte(downKeyPrefix)
+		it := tx.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			marks[strings.TrimPrefix(string(it.Item().Key()), downKeyPrefix)] = true
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, badger.ErrDBClosed) {
+		n.log.Warn("cluster: cannot read the members marked down", "err", err)
+	}
+	return marks
+}
+
+// probeEvery is how often the leader probes the members, and each
+// probe's timeout.
+func (n *Raft) probeEvery() time.Duration {
+	return min(max(n.cfg.DownAfter/4, 20*time.Millisecond), time.Second)
+}
+
+// upAfter is how long a member marked down must answer every probe
+// before its mark is cleared.
+func (n *Raft) upAfter() time.Duration { return n.cfg.DownAfter / 2 }
+
+// cutOff reports whether this node counts itself down: it is a member of
+// a cluster of more than one, not the leader, and has not heard from a
+// leader for DownAfter.
+func (n *Raft) cutOff() bool {
+	if n.cfg.DownAfter <= 0 || n.IsLeader() {
+		return false
+	}
+	servers := n.configuration()
+	if len(servers) < 2 {
+		return false
+	}
+	for _, s := range servers {
+		if s.ID == raft.ServerID(n.cfg.NodeName) {
+			// A leader that just stepped down heard from no leader
+			// while it led: count from when it last led.
+			last := n.raft.LastContact()
+			if led := time.Unix(0, n.lastLed.Load()); led.After(last) {
+				last = led
+			}
+			return time.Since(last) >= n.cfg.DownAfter
+		}
+	}
+	return false // not a member: nobody counts on it
+}
+
+// probeState is the leader's record of one member's answers.
+type probeState struct {
+	lastOK  time.Time // last answer (the leader's election when none yet)
+	okSince time.Time // first answer of the current run of answers; zero after a failure
+}
+
+// watchDown runs until ctx ends: as leader it probes the members and
+// marks them down or up; on every node it announces a change of its own
+// cut-off state (MembersChanged).
+func (n *Raft) watchDown(ctx context.Context) {
+	if n.cfg.DownAfter <= 0 {
+		return
+	}
+	t := time.NewTicker(n.probeEvery())
+	defer t.Stop()
+	var (
+		probes map[string]*probeState // nil while not the leader
+		cut    = n.cutOff()
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.IsLeader() {
+			n.lastLed.Store(time.Now().UnixNano())
+		}
+		if c := n.cutOff(); c != cut {
+			cut = c
+			if c {
+				n.log.Warn("cluster: no word from a leader; this node counts itself down", "for", n.cfg.DownAfter)
+			} else {
+				n.log.Info("cluster: a leader is heard again; this node counts itself up")
+			}
+			n.memberWatch.notify()
+		}
+		if !n.IsLeader() {
+			probes = nil
+			continue
+		}
+		if probes == nil {
+			probes = map[string]*probeState{}
+		}
+		n.probeMembers(ctx, probes)
+	}
+}
+
+// probeMembers probes every other member once and commits the marks
+// that change (see the top of this file).
+func (n *Raft) probeMembers(ctx context.Context, probes map[string]*probeState) {
+	servers := n.configuration()
+	now := time.Now()
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	members := map[string]bool{}
+	for _, s := range servers {
+		name := string(s.ID)
+		members[name] = true
+		if name == n.cfg.NodeName {
+			continue
+		}
+		p := probes[name]
+		if p == nil {
+			p = &probeState{lastOK: now}
+			probes[name] = p
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, n.probeEvery())
+			defer cancel()
+			var r InfoReply
+			err := n.Call(cctx, string(s.Address), clusterService+".Info", &InfoArgs{}, &r)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || r.Name != name {
+				p.okSince = time.Time{}
+				return
+			}
+			at := time.Now()
+			p.lastOK = at
+			if p.okSince.IsZero() {
+				p.okSince = at
+			}
+		})
+	}
+	wg.Wait()
+	for name := range probes {
+		if !members[name] {
+			delete(probes, name)
+		}
+	}
+	marks := n.downMarks()
+	now = time.Now()
+	for name := range marks {
+		p := probes[name]
+		switch {
+		case !members[name]:
+			n.markDown(ctx, name, false, "no longer a member")
+		case name == n.cfg.NodeName:
+			n.markDown(ctx, name, false, "it leads") // a mark committed before it came back
+		case p != nil && !p.okSince.IsZero() && now.Sub(p.okSince) >= n.upAfter():
+			n.markDown(ctx, name, false, "it answers again")
+		}
+	}
+	for name, p := range probes {
+		if !marks[name] && now.Sub(p.lastOK) >= n.cfg.DownAfter {
+			n.markDown(ctx, name, true, fmt.Sprintf("no answer for %v", now.Sub(p.lastOK).Round(time.Millisecond)))
+		}
+	}
+}
+
+// markDown commits a member's mark (down) or its clearing.
+func (n *Raft) markDown(ctx context.Context, name string, down bool, why string) {
+	cctx, cancel := context.WithTimeout(ctx, membershipTimeout)
+	defer cancel()
+	if _, err := n.Propose(cctx, wire.CmdNodeDown, downCmd(name, down)); err != nil {
+		n.log.Warn("cluster: cannot commit a member's down mark", "member", name, "down", down, "err", err)
+		return
+	}
+	if down {
+		n.log.Warn("cluster: member marked down (still a member; what is placed on members moves to those that are up)", "member", name, "why", why)
+	} else {
+		n.log.Info("cluster: member no longer marked down", "member", name, "why", why)
+	}
+}
+
+// downGauge counts the members down in this node's view.
+func (n *Raft) downGauge() prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgechat_cluster_members_down",
+		Help: "Members down in this node's view (still members; marked down by the leader after --node-down-after without an answer, or this node itself when it has not heard from a leader that long): the presence of the users they would home runs on the members that are up.",
+	}, func() float64 {
+		down := 0
+		for _, m := range n.members() {
+			if m.Down {
+				down++
+			}
+		}
+		return float64(down)
+	})
+}

@@ -1,0 +1,99 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// downIn is who m's Members report down.
+func downIn(m *member) map[string]bool {
+	out := map[string]bool{}
+	for _, mb := range m.Members() {
+		if mb.Down {
+			out[mb.Name] = true
+		}
+	}
+	return out
+}
+
+// gaugeValue reads an unlabelled gauge of m's registry.
+func gaugeValue(t testing.TB, m *member, name string) float64 {
+	t.Helper()
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
+// wantDown waits until every running member of ms reports exactly down
+// as down.
+func wantDown(t testing.TB, ms []*member, down ...string) {
+	t.Helper()
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range running(ms) {
+			got := downIn(m)
+			if len(got) != len(down) {
+				return fmt.Errorf("%s reports down %v, want %v", m.name, got, down)
+			}
+			for _, d := range down {
+				if !got[d] {
+					return fmt.Errorf("%s reports down %v, want %v", m.name, got, down)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// A member that stops answering (and stays a member) is reported down
+// on every node once the leader has not heard from it for DownAfter, and
+// up again once it answers; so is a leader that dies, by the next one.
+// A node cut off from the others reports itself down. Before: Members
+// had no such flag; what is placed on members by hashing (presence
+// homes) stayed on a dead member until it was removed.
+func TestMembersThatDoNotAnswerAreReportedDown(t *testing.T) {
+	tweak := func(c *Config) { c.DownAfter = time.Second }
+	ms := startClusterWith(t, 3, tweak)
+	wantDown(t, ms)
+	leader := leaderOf(t, ms)
+	f := followerOf(ms, leader)
+
+	f.stop(t)
+	wantDown(t, ms, f.name)
+	if g := gaugeValue(t, leader, "edgechat_cluster_members_down"); g != 1 {
+		t.Fatalf("edgechat_cluster_members_down on the leader: %v, want 1", g)
+	}
+	f.start(t, f.addr, tweak)
+	wantDown(t, ms)
+
+	// The leader dies: the next one marks it down.
+	leader.stop(t)
+	wantDown(t, ms, leader.name)
+	leader.start(t, leader.addr, tweak)
+	wantDown(t, ms)
+
+	// Cut off: the last node running counts itself down (it cannot
+	// learn what the others would commit about it).
+	var lone *member
+	for _, m := range ms {
+		if lone == nil {
+			lone = m
+			continue
+		}
+		m.stop(t)
+	}
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if !downIn(lone)[lone.name] {
+			return fmt.Errorf("%s alone reports down %v, not itself", lone.name, downIn(lone))
+		}
+		return nil
+	})
+}
