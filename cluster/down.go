@@ -35,9 +35,11 @@ import (
 //     members are cleared.
 //   - A node that has not heard from a leader for DownAfter (it is cut
 //     off, or it has just started and not caught up yet) reports itself
-//     down in its own view: it cannot learn the mark the others commit
-//     about it, and must stop acting as if it were up (a presence home)
-//     as they stop counting on it.
+//     down in its own view when the other voters up are a quorum: it
+//     cannot learn the mark the others commit about it, and must stop
+//     acting as if it were up (a presence home) as they stop counting on
+//     it. When they are not a quorum nobody can commit a mark, and it
+//     stays up in its own view (a survivor keeps what it homes).
 //
 // A node of an earlier version skips CmdNodeDown (unknown types are
 // skipped) and computes over all members, as before: its view differs
@@ -114,29 +116,38 @@ func (n *Raft) probeEvery() time.Duration {
 // before its mark is cleared.
 func (n *Raft) upAfter() time.Duration { return n.cfg.DownAfter / 2 }
 
-// cutOff reports whether this node counts itself down: it is a member of
-// a cluster of more than one, not the leader, and has not heard from a
-// leader for DownAfter.
-func (n *Raft) cutOff() bool {
+// cutOff reports whether this node counts itself down: it is a member,
+// not the leader, has not heard from a leader for DownAfter, and the
+// voters other than itself not marked down are a quorum (they may have
+// a leader that marked this node down; when they are not, nobody can
+// commit a mark, and nothing moved: a lone survivor of a cluster that
+// lost its quorum, or of two nodes, keeps its users).
+func (n *Raft) cutOff(marks map[string]bool) bool {
 	if n.cfg.DownAfter <= 0 || n.IsLeader() {
 		return false
 	}
-	servers := n.configuration()
-	if len(servers) < 2 {
-		return false
-	}
-	for _, s := range servers {
-		if s.ID == raft.ServerID(n.cfg.NodeName) {
-			// A leader that just stepped down heard from no leader
-			// while it led: count from when it last led.
-			last := n.raft.LastContact()
-			if led := time.Unix(0, n.lastLed.Load()); led.After(last) {
-				last = led
-			}
-			return time.Since(last) >= n.cfg.DownAfter
+	member, voters, othersUp := false, 0, 0
+	for _, s := range n.configuration() {
+		self := s.ID == raft.ServerID(n.cfg.NodeName)
+		member = member || self
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if !self && !marks[string(s.ID)] {
+			othersUp++
 		}
 	}
-	return false // not a member: nobody counts on it
+	if !member || othersUp < voters/2+1 {
+		return false
+	}
+	// A leader that just stepped down heard from no leader while it
+	// led: count from when it last led.
+	last := n.raft.LastContact()
+	if led := time.Unix(0, n.lastLed.Load()); led.After(last) {
+		last = led
+	}
+	return time.Since(last) >= n.cfg.DownAfter
 }
 
 // probeState is the leader's record of one member's answers.
@@ -156,7 +167,7 @@ func (n *Raft) watchDown(ctx context.Context) {
 	defer t.Stop()
 	var (
 		probes map[string]*probeState // nil while not the leader
-		cut    = n.cutOff()
+		cut    = n.cutOff(n.downMarks())
 	)
 	for {
 		select {
@@ -167,7 +178,7 @@ func (n *Raft) watchDown(ctx context.Context) {
 		if n.IsLeader() {
 			n.lastLed.Store(time.Now().UnixNano())
 		}
-		if c := n.cutOff(); c != cut {
+		if c := n.cutOff(n.downMarks()); c != cut {
 			cut = c
 			if c {
 				n.log.Warn("cluster: no word from a leader; this node counts itself down", "for", n.cfg.DownAfter)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 )
 
 // downIn is who m's Members report down.
@@ -80,20 +82,50 @@ func TestMembersThatDoNotAnswerAreReportedDown(t *testing.T) {
 	leader.start(t, leader.addr, tweak)
 	wantDown(t, ms)
 
-	// Cut off: the last node running counts itself down (it cannot
-	// learn what the others would commit about it).
-	var lone *member
-	for _, m := range ms {
-		if lone == nil {
-			lone = m
-			continue
-		}
-		m.stop(t)
-	}
+	// A survivor of a cluster that lost its quorum does not count itself
+	// down (nobody can commit a mark; nothing moved): one follower is
+	// marked down, then the leader stops.
+	leader = leaderOf(t, ms)
+	f = followerOf(ms, leader)
+	f.stop(t)
+	wantDown(t, ms, f.name)
+	lone := followerOf(ms, leader)
+	leader.stop(t)
 	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
-		if !downIn(lone)[lone.name] {
-			return fmt.Errorf("%s alone reports down %v, not itself", lone.name, downIn(lone))
+		if d := time.Since(lone.raft.LastContact()); d < 3*time.Second {
+			return fmt.Errorf("%s heard from a leader %v ago", lone.name, d)
 		}
 		return nil
 	})
+	if got := downIn(lone); len(got) != 1 || !got[f.name] {
+		t.Fatalf("%s, alone without a quorum, reports down %v, want only %s", lone.name, got, f.name)
+	}
+}
+
+// A member cut off from the others while running (here: nothing reaches
+// it; it still reaches them) is marked down by the leader and counts
+// itself down too (it cannot learn the mark); once it is reached again
+// every node reports it up.
+func TestACutOffMemberIsDownInEveryView(t *testing.T) {
+	tweak := func(c *Config) { c.DownAfter = time.Second }
+	ms := startClusterWith(t, 2, tweak)
+	p, err := delayproxy.New("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	cut := startMember(t, "n3", func(c *Config) {
+		tweak(c)
+		c.Join = []string{ms[0].addr}
+		c.AdvertiseAddr = p.Addr()
+	})
+	p.SetTarget(cut.mux.ln.Addr().String())
+	ms = append(ms, cut)
+	waitVoters(t, ms, 3)
+	wantDown(t, ms)
+
+	p.SetCut(true)
+	wantDown(t, ms, "n3")
+	p.SetCut(false)
+	wantDown(t, ms)
 }
