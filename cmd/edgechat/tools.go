@@ -354,7 +354,7 @@ func printStatus(w io.Writer, body []byte) error {
 		Term, LastIndex, CommitIndex, AppliedIndex uint64
 		Members                                    []struct {
 			Name, ClusterAddr, Suffrage string
-			Leader                      bool
+			Leader, Down                bool
 			Lag                         int64
 		}
 	}
@@ -368,6 +368,11 @@ func printStatus(w io.Writer, body []byte) error {
 		lag := "?"
 		if m.Lag >= 0 {
 			lag = fmt.Sprint(m.Lag)
+		}
+		if m.Down {
+			// Marked down by the leader (or this node, cut off): still
+			// a member; presence homes moved off it.
+			lag += "  down"
 		}
 		fmt.Fprintf(w, "%-12s %-24s %-9s %-6v %s\n", m.Name, m.ClusterAddr, m.Suffrage, m.Leader, lag)
 	}
