@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,19 +50,32 @@ func noisyJPEG(t *testing.T, w, h int, seed uint64) []byte {
 // made it ready; it returns the media ID.
 func uploadReady(t *testing.T, n *nodetest.Node, token, name string, body []byte) string {
 	t.Helper()
-	req, _ := http.NewRequest("POST", n.HTTPURL+"/media?name="+name, bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "image/jpeg")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A 503 (a leader change on a loaded machine) is sent again with
+	// the upload's Idempotency-Key, as a client does: one upload.
+	key := "up-" + name + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	var out struct{ MediaID string }
-	err = json.NewDecoder(resp.Body).Decode(&out)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("upload: %d %v", resp.StatusCode, err)
-	}
+	nodetest.CheckFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		req, _ := http.NewRequest("POST", n.HTTPURL+"/media?name="+name, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "image/jpeg")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusAccepted, http.StatusOK: // 200: the retry of one that was stored
+		case http.StatusServiceUnavailable:
+			return fmt.Errorf("upload: %d", resp.StatusCode)
+		default:
+			t.Fatalf("upload: %d", resp.StatusCode)
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatalf("upload: %v", err)
+		}
+		return nil
+	})
 	nodetest.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
 		var info struct{ Status string }
 		if code := call(t, n, token, "GET", "/media/"+out.MediaID+"/info", nil, &info); code != http.StatusOK || info.Status != "ready" {
