@@ -160,8 +160,11 @@ func TestReadRoundsAfterTheFirstAppendNothing(t *testing.T) {
 	if got := readMetric(t, leader, "edgechat_raft_read_barriers_total"); got != barriers {
 		t.Fatalf("barriers %v after the first, want %v", got, barriers)
 	}
-	if got := readMetric(t, leader, "edgechat_raft_read_leader_checks_total"); got != 10 {
-		t.Fatalf("leader checks %v, want 10", got)
+	// One check round per read at least (a follower whose answer came
+	// late on a loaded machine asks again: a second round, still no
+	// entry).
+	if got := readMetric(t, leader, "edgechat_raft_read_leader_checks_total"); got < 10 {
+		t.Fatalf("leader checks %v, want one per read (10)", got)
 	}
 }
 
