@@ -67,6 +67,9 @@ export class Api {
       };
     }
     this.onSignedInElsewhere = () => {};
+    // The session cookie turned out to be another user's at a refresh
+    // (the token is that user's already): the page starts over as them.
+    this.onUserChanged = () => {};
   }
 
   // tellTabs tells the browser's other tabs that user signed out
@@ -194,8 +197,22 @@ export class Api {
         });
       };
       this.refreshing = (navigator.locks ? navigator.locks.request('edgechat-refresh', post) : post())
-        .then((t) => this.session(t))
+        .then((t) => {
+          const was = this.userId;
+          this.session(t);
+          if (was && t.userId !== was) {
+            // The browser's cookie is another user's now (signed in in
+            // another tab after this one's session there ended): this
+            // page's user is signed out here, and the call that asked
+            // for the refresh is not answered with the other's data.
+            dropPushSubscription();
+            this.tellTabs(was);
+            this.onUserChanged(was);
+            throw new ApiError(401, 'user_changed', `Signed in as ${t.userId} in another tab.`);
+          }
+        })
         .catch((e) => {
+          if (e instanceof ApiError && e.code === 'user_changed') throw e;
           if (e instanceof ApiError && e.status === 401) this.signedOut();
           throw e;
         })

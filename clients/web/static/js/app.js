@@ -21,6 +21,10 @@ class App {
     this.api = new Api();
     this.api.onSignedOut = () => this.showSignIn('You were signed out.');
     this.api.onSignedInElsewhere = () => { if (!this.store && !this.resuming) this.boot(); };
+    // A refresh answered another user's token (the browser's cookie is
+    // theirs now): nothing of this page's user stays (stop), and the page
+    // goes on as the user the browser is signed in as.
+    this.api.onUserChanged = () => { this.stop(); this.start(); };
     this.conn = null;
     this.store = null;
     this.drafts = new Map();
