@@ -47,6 +47,16 @@ class App {
     // read in all.
     this.reads = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-read');
     if (this.reads) this.reads.onmessage = (ev) => this.readElsewhere(ev.data);
+    // The user is active in another tab of the browser: the tab that
+    // speaks for the browser (Connection.leads) heartbeats for it (at
+    // once: a hidden tab's timers may be held back for a minute).
+    this.activity = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-active');
+    if (this.activity) {
+      this.activity.onmessage = (ev) => {
+        const d = ev.data;
+        if (this.store && this.conn && d && d.user === this.store.me && this.conn.leads()) this.beat();
+      };
+    }
     // A click on a push notification (the service worker) opens its
     // conversation here; a tab the worker opened for one names it in
     // the address (#open=...), read at sign-in.
@@ -244,6 +254,7 @@ class App {
       }
       this.stateEl.dataset.state = ev.detail;
       this.stateEl.dataset.device = this.conn.device; // the {deviceID} of its client ID (the tests look)
+      this.stateEl.dataset.leader = String(this.conn.leads());
       this.stateEl.textContent = { online: 'online', connecting: 'connecting…', offline: 'offline — reconnecting', error: 'error' }[ev.detail] || ev.detail;
       if (ev.detail === 'online') this.catchUp();
     });
@@ -284,11 +295,19 @@ class App {
         if (this.groupPanel && this.groupPanel.isOpen && this.groupPanel.gid === gid) this.groupPanel.refresh();
       }
     });
+    // Heartbeats while the user is active in a tab of the app: one tab
+    // of the browser sends them (Connection.leads), the others tell it
+    // when their user is active.
     const meta = document.querySelector('meta[name="edgechat-heartbeat"]');
-    const every = Math.max(100, Number(meta && meta.content) || 10000);
+    this.every = Math.max(100, Number(meta && meta.content) || 10000);
+    this.lastBeat = 0;
     this.heartbeat = setInterval(() => {
-      if (Date.now() - this.lastActive < 60000 && !document.hidden) this.conn.publish(`presence/${store.me}/heartbeat`);
-    }, every);
+      if (Date.now() - this.lastActive >= 60000 || document.hidden) return;
+      if (this.conn.leads()) this.beat();
+      else if (this.activity) this.activity.postMessage({ user: store.me });
+    }, this.every);
+    const leader = () => { this.stateEl.dataset.leader = String(this.conn.leads()); }; // the tests look
+    this.conn.addEventListener('leader', leader);
     this.loadLists().catch((e) => this.showError(e));
     // An account a provider created has no password to change (its
     // sign-in is the provider's): no form for it.
@@ -443,6 +462,15 @@ class App {
     }
   }
 
+  // beat sends a presence heartbeat for the browser's tabs, at most one
+  // every half interval (this tab's timer and the others' word both ask).
+  beat() {
+    const now = Date.now();
+    if (now - this.lastBeat < this.every / 2) return;
+    this.lastBeat = now;
+    this.conn.publish(`presence/${this.store.me}/heartbeat`);
+  }
+
   typing() {
     const c = this.store.current && this.store.convs.get(this.store.current);
     if (!c || Date.now() - this.lastTyping < 3000) return;
@@ -549,6 +577,7 @@ class App {
       if (!m || !m.id || !store.add(m, true)) continue;
       if (!m.group && m.from !== store.me) newest.set(m.from, m.id);
     }
+    if (!this.conn.leads()) return; // the tab that speaks for the browser tells
     for (const [peer, id] of newest) this.conn.publish(`user/${peer}/receipts`, { type: 'delivered', upTo: id });
   }
 
@@ -601,7 +630,7 @@ class App {
     if (store.add(m, true)) {
       const c = store.convOf(m);
       store.typing.delete(c.key);
-      if (!m.group && m.from !== store.me) {
+      if (!m.group && m.from !== store.me && this.conn.leads()) {
         this.conn.publish(`user/${m.from}/receipts`, { type: 'delivered', upTo: m.id });
       }
       if (c.key === store.current && m.from !== store.me && !document.hidden) this.markRead(c);
@@ -724,8 +753,8 @@ class App {
 
   // publish sends the pending message cid of c (sendOnce publishes it).
   // Refused with 0x83 (not committed: no quorum, a timeout) or 0x97 (over
-  // the user's publish rate, which every tab's heartbeats and receipts
-  // share: it refills within a second) it is sent again with the same
+  // the user's publish rate, which every connection of the user shares:
+  // it refills within a second) it is sent again with the same
   // cid, as protocol.md asks (the server keeps one message per cid),
   // backing off 0.5 to 4 s; failed for good it shows a
   // Retry that sends it again under the same cid: writing it anew, with a

@@ -51,16 +51,27 @@ export class Connection extends EventTarget {
         return hold();
       }).catch(() => resolve(false));
     });
-    if (got) { this.device = id; return; }
+    if (got) { this.device = id; this.dispatchEvent(new Event('leader')); return; }
     this.device = `${id}-${randomId()}`;
     this.waiting = new AbortController();
     navigator.locks.request(name, { signal: this.waiting.signal }, () => {
       if (this.stopped) return undefined;
       this.waiting = null;
       this.device = id;
+      this.dispatchEvent(new Event('leader'));
       if (this.client) this.connect(); // under the browser's ID now
       return hold();
     }).catch(() => {}); // aborted: the connection stopped
+  }
+
+  // leads says whether this tab speaks for the browser: the one tab of
+  // the user holding the browser's device ID sends the presence
+  // heartbeats and the "delivered" receipts (all the user's connections
+  // share one publish rate: every tab sending its own spent it several
+  // times over). The next tab in line for the ID takes over when it
+  // goes. Without Web Locks every tab speaks for itself.
+  leads() {
+    return !navigator.locks || (!!this.browserDevice && this.device === this.browserDevice);
   }
 
   url() {
