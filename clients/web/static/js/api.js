@@ -358,6 +358,14 @@ export class Api {
   // createGroup sends key as the Idempotency-Key: the same request sent
   // again with it (its answer was lost) answers the group it made.
   createGroup(name, members, key) { return this.call('POST', '/user/groups', { name, members }, { key }); }
+  // mutes lists the conversations muted now ({mutes: [{conversation,
+  // until?}]}); mute mutes one (named user:{uid} or group:{gid}) until
+  // until (an ISO time) or, without, until unmuted.
+  mutes() { return this.call('GET', '/user/me/mutes'); }
+  mute(conversation, until) {
+    return this.call('PUT', `/user/me/mutes/${encodeURIComponent(conversation)}`, until ? { until } : {});
+  }
+  unmute(conversation) { return this.call('DELETE', `/user/me/mutes/${encodeURIComponent(conversation)}`); }
   read(conv, upTo) {
     return this.call('POST', '/chat/read', conv.group ? { group: conv.group, upTo } : { with: conv.peer, upTo });
   }

@@ -3,7 +3,7 @@
 // over MQTT, syncing what it missed after each reconnect.
 import { Api, ApiError } from './api.js';
 import { Connection, newCid } from './conn.js';
-import { Store, cmpID } from './store.js';
+import { Store, cmpID, keyOfName, serverName } from './store.js';
 import { MediaCache, fetchBlobURL, ready, refusedFile, upload } from './media.js';
 import { GroupPanel, People } from './people.js';
 import { Recorder, canRecord } from './voice.js';
@@ -313,6 +313,7 @@ class App {
     // sign-in is the provider's): no form for it.
     this.api.identities().then((ids) => { if (ids && ids.password === false) account.hidden = true; }).catch(() => {});
     this.untilReadable(() => this.people.load(), () => store === this.store);
+    this.untilReadable(() => this.loadMutes(), () => store === this.store);
     this.conn.start().then(() => {
       if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
     });
@@ -919,9 +920,11 @@ class App {
   }
 
   // notify shows a desktop notification for m while the tab is hidden
-  // (when the user allowed them); clicking it opens the conversation.
+  // (when the user allowed them, and c is not muted); clicking it opens
+  // the conversation.
   notify(c, m) {
     if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    if (this.store.mutedUntil(c)) return; // muted: it counts unread, silently
     const title = c.group ? `${m.from} in ${v.convName(this.store, c)}` : m.from;
     const body = m.body || (m.media ? m.media.name || 'a file' : '');
     const n = new Notification(title, { body, tag: c.key });
@@ -985,15 +988,76 @@ class App {
     this.groupPanel.open().catch((e) => this.showError(e));
   }
 
+  // loadMutes reads which conversations are muted (GET /user/me/mutes).
+  async loadMutes() {
+    const store = this.store;
+    const res = await this.api.mutes();
+    if (store !== this.store) return;
+    store.mutes.clear();
+    for (const m of res.mutes || []) {
+      const key = keyOfName(m.conversation || '');
+      if (key) this.setMuted(key, m.until ? Date.parse(m.until) : Infinity);
+    }
+    store.changed();
+  }
+
+  // setMuted keeps c's mute (until, ms; Infinity: until unmuted; 0: not
+  // muted) and draws the page again when a mute ends.
+  setMuted(key, until) {
+    const store = this.store;
+    if (until) store.mutes.set(key, until); else store.mutes.delete(key);
+    const left = until - Date.now();
+    if (until !== Infinity && left > 0 && left < 2 ** 31) setTimeout(() => store.changed(), left + 50);
+  }
+
+  // muteControl is the open conversation's mute menu: mute for an hour,
+  // eight hours or until unmuted, or unmute (PUT and DELETE
+  // /user/me/mutes/{conversation}). A muted conversation shows no
+  // notifications of the page and is not pushed.
+  muteControl(c) {
+    const store = this.store;
+    const until = store.mutedUntil(c);
+    const opt = (value, text) => h('option', { value }, text);
+    const state = !until ? opt('', 'Notifications on')
+      : opt('keep', until === Infinity ? 'Muted' : `Muted until ${new Date(until).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`);
+    const sel = h('select', { id: 'mute', 'aria-label': 'Notifications of this conversation', 'data-muted': String(!!until) },
+      state, until ? opt('', 'Unmute') : null,
+      opt('1h', 'Mute for 1 hour'), opt('8h', 'Mute for 8 hours'), opt('always', 'Mute until I unmute'));
+    sel.value = until ? 'keep' : '';
+    sel.addEventListener('change', async () => {
+      const what = sel.value;
+      if (what === 'keep' || (!until && what === '')) return;
+      sel.disabled = true;
+      this.clearError();
+      try {
+        if (what === '') {
+          await this.api.unmute(serverName(c));
+          if (store === this.store) this.setMuted(c.key, 0);
+        } else {
+          const end = what === 'always' ? 0 : Date.now() + (what === '1h' ? 1 : 8) * 3600 * 1000;
+          const res = await this.api.mute(serverName(c), end ? new Date(end).toISOString() : undefined);
+          if (store === this.store) this.setMuted(c.key, res && res.until ? Date.parse(res.until) : Infinity);
+        }
+      } catch (e) {
+        this.showError(e);
+      }
+      this.actionsSig = null; // drawn again: the state it shows, enabled
+      store.changed();
+    });
+    return sel;
+  }
+
   // renderPeople draws the header's actions for c and the contacts list,
   // each only when what it shows changed.
   renderPeople(c) {
-    const sig = !c ? '' : c.peer ? `d\u0000${this.people.sig(c.peer)}` : `g\u0000${c.group}`;
+    const base = !c ? '' : c.peer ? `d\u0000${this.people.sig(c.peer)}` : `g\u0000${c.group}`;
+    const sig = c ? `${base}\u0000${this.store.mutedUntil(c)}` : base;
     if (sig !== this.actionsSig) {
       this.actionsSig = sig;
       const onError = (e) => this.showError(e);
       this.actionsEl.replaceChildren(...(!c ? [] : c.peer ? this.people.dmActions(c.peer, onError, () => this.clearError())
-        : [h('button', { type: 'button', id: 'group-info', onclick: () => this.openGroupInfo(c.group) }, 'Group info')]));
+        : [h('button', { type: 'button', id: 'group-info', onclick: () => this.openGroupInfo(c.group) }, 'Group info')]),
+      ...(c ? [this.muteControl(c)] : []));
     }
     const lsig = this.people.listSig();
     if (lsig !== this.contactsSig) {

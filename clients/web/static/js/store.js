@@ -13,6 +13,18 @@ export function convKey(c) {
   return c.group ? `g:${c.group}` : `d:${c.peer}`;
 }
 
+// serverName is the server's name of a conversation (user:{uid},
+// group:{gid}: mutes, pushes); keyOfName turns one into a conv key.
+export function serverName(c) {
+  return c.group ? `group:${c.group}` : `user:${c.peer}`;
+}
+
+export function keyOfName(name) {
+  if (name.startsWith('user:')) return `d:${name.slice(5)}`;
+  if (name.startsWith('group:')) return `g:${name.slice(6)}`;
+  return null;
+}
+
 export class Store extends EventTarget {
   constructor(me) {
     super();
@@ -23,6 +35,14 @@ export class Store extends EventTarget {
     this.presence = new Map(); // uid → {status, lastSeen}
     this.typing = new Map(); // conv key → {from, until}
     this.receipts = new Map(); // peer → {delivered, read}: the highest IDs of mine they acknowledged
+    this.mutes = new Map(); // conv key → until (ms; Infinity: until unmuted)
+  }
+
+  // mutedUntil is when c's mute ends (Infinity: when unmuted), or 0 when
+  // it is not muted.
+  mutedUntil(c) {
+    const until = this.mutes.get(c.key) || 0;
+    return until > Date.now() ? until : 0;
   }
 
   // stateOf is what became of a message I sent: sent (committed),

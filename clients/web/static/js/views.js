@@ -106,7 +106,8 @@ export function convItems(store, onOpen) {
     const last = c.last ? `${c.group && c.last.from !== store.me ? `${c.last.from}: ` : ''}${c.last.body || c.last.type}` : '';
     const p = c.peer ? store.presence.get(c.peer) : null;
     const current = c.key === store.current;
-    const label = `${name}${p ? `, ${presenceText(p)}` : ''}${c.unread ? `, ${c.unread} unread` : ''}`;
+    const muted = !!store.mutedUntil(c);
+    const label = `${name}${p ? `, ${presenceText(p)}` : ''}${muted ? ', muted' : ''}${c.unread ? `, ${c.unread} unread` : ''}`;
     return {
       key: c.key,
       sig: `${label}\u0000${last}\u0000${current}\u0000${p ? p.status : ''}`,
@@ -115,6 +116,7 @@ export function convItems(store, onOpen) {
       }, h('span', { class: 'avatar', 'aria-hidden': 'true' }, initials(name),
         p ? h('span', { class: 'dot', 'data-presence': p.status }) : null),
       h('span', { class: 'conv-text' }, h('span', { class: 'conv-name' }, name), h('span', { class: 'conv-last' }, last)),
+      muted ? h('span', { class: 'muted', title: 'Muted', 'aria-hidden': 'true' }, 'muted') : null,
       h('span', { class: 'badge' }, c.unread ? String(Math.min(c.unread, 999)) : ''))),
     };
   });
