@@ -126,8 +126,27 @@ export class Api {
     return !this.token || Date.now() > this.expiresAt - 60000;
   }
 
+  // login signs in. Each sign-in goes under an Idempotency-Key: one the
+  // server did not answer (the network lost its answer, or a 5xx) is
+  // sent again under the same key when the user asks again with the same
+  // name and password, so that the server answers the session the first
+  // attempt made instead of making a second. An answer (signed in, or
+  // refused) ends the attempt: the next is another, under a new key.
   async login(username, password) {
-    this.session(await this.send('POST', '/auth/login', { username, password, session: 'cookie', device: browserDevice() }, { auth: false, own: true }));
+    if (!this.signIn || this.signIn.username !== username || this.signIn.password !== password) {
+      const b = crypto.getRandomValues(new Uint8Array(12));
+      this.signIn = { username, password, key: `l-${Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('')}` };
+    }
+    let t;
+    try {
+      t = await this.send('POST', '/auth/login', { username, password, session: 'cookie', device: browserDevice() },
+        { auth: false, own: true, key: this.signIn.key });
+    } catch (e) {
+      if (e instanceof ApiError && e.status < 500) this.signIn = null;
+      throw e;
+    }
+    this.signIn = null;
+    this.session(t);
   }
 
   // register signs up and in. A sign-up asked for again after a failure
