@@ -402,8 +402,12 @@ class App {
   async createGroup(nameInput, membersInput) {
     const name = nameInput.value.trim();
     const members = membersInput.value.split(/[\s,]+/).map((x) => x.trim().toLowerCase()).filter(Boolean);
-    if (!name) return;
     this.clearError();
+    if (!name) { // the server would refuse it: say so, rather than do nothing
+      this.showError(new Error('A group needs a name: type one in "group name".'));
+      nameInput.focus();
+      return;
+    }
     // The same group asked for again after a failure (its answer may have
     // been lost after the server made it) goes under the same key, so
     // that the server answers that group instead of making a second.
