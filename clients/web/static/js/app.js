@@ -886,11 +886,25 @@ class App {
   // so that messages reach it while no tab is open.
   async enablePush() {
     if (!('serviceWorker' in navigator)) return;
+    const store = this.store;
     try {
       const reg = await navigator.serviceWorker.register('/sw.js');
       if (!('PushManager' in window)) return;
+      // The server's VAPID key: 409 when Web Push is off there (nothing
+      // to do); no answer, 429 or a 5xx (503 while a new cluster has not
+      // made its key yet) is asked again, backing off 0.5 to 30 s, while
+      // this session lasts.
       let vapid;
-      try { vapid = await this.api.vapidKey(); } catch { return; } // Web Push off on this server
+      for (let delay = 500; ; delay = Math.min(2 * delay, 30000)) {
+        try {
+          vapid = await this.api.vapidKey();
+          break;
+        } catch (e) {
+          if (e instanceof ApiError && e.status < 500 && e.status !== 429) return; // Web Push off on this server
+        }
+        await new Promise((done) => setTimeout(done, delay));
+        if (store !== this.store) return;
+      }
       let sub = await reg.pushManager.getSubscription();
       if (!sub) {
         const key = Uint8Array.from(atob(vapid.publicKey.replace(/-/g, '+').replace(/_/g, '/')), (ch) => ch.charCodeAt(0));
