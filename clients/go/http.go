@@ -242,21 +242,35 @@ func (c *Client) history(ctx context.Context, q url.Values, before string, limit
 const conversationsMax = 1000
 
 // Conversations lists my conversations with their last message and
-// unread count, most recent activity first: all of them, up to the
-// server's limit of 1000 (the list has no further pages).
+// unread count, most recent activity first: all of them, paging the
+// list 1000 at a time (a server older than the list's nextCursor lists
+// 1000 at most: the least recent are left out, and logged).
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
-	var r struct {
-		Conversations []Conversation `json:"conversations"`
-		HasMore       bool           `json:"hasMore"`
+	var out []Conversation
+	cursor := ""
+	for {
+		var r struct {
+			Conversations []Conversation `json:"conversations"`
+			HasMore       bool           `json:"hasMore"`
+			NextCursor    string         `json:"nextCursor"`
+		}
+		q := url.Values{"limit": {strconv.Itoa(conversationsMax)}}
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		if err := c.get(ctx, "/chat/conversations", q, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r.Conversations...)
+		if !r.HasMore {
+			return out, nil
+		}
+		if r.NextCursor == "" || r.NextCursor == cursor {
+			c.log.Warn("more conversations than the server lists; the least recent are left out", "listed", len(out))
+			return out, nil
+		}
+		cursor = r.NextCursor
 	}
-	q := url.Values{"limit": {strconv.Itoa(conversationsMax)}}
-	if err := c.get(ctx, "/chat/conversations", q, &r); err != nil {
-		return nil, err
-	}
-	if r.HasMore {
-		c.log.Warn("more conversations than the server lists; the least recent are left out", "listed", len(r.Conversations))
-	}
-	return r.Conversations, nil
 }
 
 // Presence asks the server for a user's status.

@@ -379,7 +379,7 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	q, err := query(r, "limit")
+	q, err := query(r, "limit", "cursor")
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -389,10 +389,19 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
+	var after *convCursor
+	if v, ok := q["cursor"]; ok {
+		c, err := parseConvCursor(v)
+		if err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		after = &c
+	}
 	if !s.readBarrier(w, r, "conversations", me) {
 		return
 	}
-	convs, hasMore, err := s.conversations(r.Context(), me, limit)
+	convs, next, hasMore, err := s.conversationsAfter(r.Context(), me, limit, after)
 	if err != nil {
 		s.log.Error("conversations", "user", me, "err", err)
 		httpapi.WriteError(w, err)
@@ -401,7 +410,11 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Conversations []conversationJSON `json:"conversations"`
 		HasMore       bool               `json:"hasMore"`
+		NextCursor    string             `json:"nextCursor,omitempty"`
 	}{Conversations: make([]conversationJSON, 0, len(convs)), HasMore: hasMore}
+	if hasMore {
+		out.NextCursor = next.String()
+	}
 	for _, c := range convs {
 		cj := conversationJSON{Peer: c.Peer, Group: c.Group, LastMessage: c.Last, Unread: c.Unread}
 		if c.PeerRead != 0 {

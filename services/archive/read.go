@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -427,9 +429,53 @@ type conversation struct {
 	lastSeq  uint64
 }
 
+// convCursor is where a page of the conversation list ended: its last
+// conversation's place in the list's order (latest activity first, then
+// peer, then group). The next page starts after it.
+type convCursor struct {
+	lastSeq uint64
+	peer    string
+	group   string
+}
+
+// String is the cursor as GET /chat/conversations answers it:
+// {lastSeq}.d{peer} or {lastSeq}.g{group}.
+func (c convCursor) String() string {
+	if c.group != "" {
+		return strconv.FormatUint(c.lastSeq, 10) + ".g" + c.group
+	}
+	return strconv.FormatUint(c.lastSeq, 10) + ".d" + c.peer
+}
+
+// parseConvCursor reads a cursor String wrote.
+func parseConvCursor(v string) (convCursor, error) {
+	seq, rest, ok := strings.Cut(v, ".")
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if !ok || err != nil || len(rest) < 2 || (rest[0] != 'd' && rest[0] != 'g') {
+		return convCursor{}, badParam("malformed cursor")
+	}
+	if rest[0] == 'g' {
+		return convCursor{lastSeq: n, group: rest[1:]}, nil
+	}
+	return convCursor{lastSeq: n, peer: rest[1:]}, nil
+}
+
+// compareConv orders the conversation list: latest activity first, then
+// by peer, then by group.
+func compareConv(aSeq uint64, aPeer, aGroup string, bSeq uint64, bPeer, bGroup string) int {
+	return cmp.Or(cmp.Compare(bSeq, aSeq), cmp.Compare(aPeer, bPeer), cmp.Compare(aGroup, bGroup))
+}
+
 // conversations lists uid's conversations, latest activity first: direct
 // conversations and the groups uid is a member of that have messages.
 func (s *Service) conversations(ctx context.Context, uid string, limit int) (out []conversation, hasMore bool, err error) {
+	out, _, hasMore, err = s.conversationsAfter(ctx, uid, limit, nil)
+	return out, hasMore, err
+}
+
+// conversationsAfter is conversations from after the cursor after (nil:
+// from the start); next is where the page ended (set with hasMore).
+func (s *Service) conversationsAfter(ctx context.Context, uid string, limit int, after *convCursor) (out []conversation, next convCursor, hasMore bool, err error) {
 	var sealed []sealedAt
 	err = s.db.View(func(tx *badger.Txn) error {
 		// The groups once the snapshot is taken (as syncPage): read
@@ -462,12 +508,14 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 			order[i] = i
 		}
 		slices.SortFunc(order, func(a, b int) int {
-			return cmp.Or(cmp.Compare(all[b].lastSeq, all[a].lastSeq),
-				cmp.Compare(all[a].Peer, all[b].Peer), cmp.Compare(all[a].Group, all[b].Group))
+			return compareConv(all[a].lastSeq, all[a].Peer, all[a].Group, all[b].lastSeq, all[b].Peer, all[b].Group)
 		})
 		out = make([]conversation, 0, min(len(order), limit))
 		for _, i := range order {
 			c := all[i]
+			if after != nil && compareConv(c.lastSeq, c.Peer, c.Group, after.lastSeq, after.peer, after.group) <= 0 {
+				continue // on an earlier page
+			}
 			var err error
 			conv := groupConv(c.Group)
 			if c.Group == "" {
@@ -504,11 +552,12 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 				return err
 			}
 			out = append(out, c)
+			next = convCursor{lastSeq: c.lastSeq, peer: c.Peer, group: c.Group}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, false, err
+		return nil, next, false, err
 	}
 	expired := false
 	for _, m := range sealed {
@@ -518,13 +567,13 @@ func (s *Service) conversations(ctx context.Context, uid string, limit int) (out
 			continue
 		}
 		if err != nil {
-			return nil, false, err
+			return nil, next, false, err
 		}
 	}
 	if expired {
 		out = slices.DeleteFunc(out, func(c conversation) bool { return c.Last == nil })
 	}
-	return out, hasMore, nil
+	return out, next, hasMore, nil
 }
 
 // peerRead is how far peer has read uid's conversation with them, as

@@ -321,7 +321,21 @@ export class Api {
     if (was) this.onSignedOut();
   }
 
-  conversations() { return this.call('GET', '/chat/conversations?limit=1000'); }
+  // conversations lists all my conversations, paging GET
+  // /chat/conversations (1,000 a page) while it has more (a server that
+  // answers no nextCursor has one page only).
+  async conversations() {
+    const conversations = [];
+    let cursor = '';
+    for (;;) {
+      const q = new URLSearchParams({ limit: '1000' });
+      if (cursor) q.set('cursor', cursor);
+      const res = await this.call('GET', `/chat/conversations?${q}`);
+      conversations.push(...(res.conversations || []));
+      if (!res.hasMore || !res.nextCursor || res.nextCursor === cursor) return { conversations };
+      cursor = res.nextCursor;
+    }
+  }
   history(conv, before) {
     const q = new URLSearchParams(conv.group ? { group: conv.group } : { with: conv.peer });
     if (before) q.set('before', before);

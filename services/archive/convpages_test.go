@@ -1,0 +1,77 @@
+package archive
+
+import (
+	"net/http"
+	"net/url"
+	"slices"
+	"testing"
+)
+
+// The conversation list pages: a list longer than limit answers
+// nextCursor with hasMore, and the pages from it hold every conversation
+// once, in the list's order. It answered hasMore with no way to read
+// past the first 1,000 (limit's maximum), so a client never saw the rest.
+func TestHTTPConversationsPages(t *testing.T) {
+	e := newEnv(t, withGroups())
+	e.groups.add("team", "alice", "bob")
+	srv := e.server(t)
+	e.send(t, "alice", "bob", "a1")
+	e.sendGroup(t, "alice", "team", "t1")
+	e.send(t, "carol", "bob", "c1")
+	e.send(t, "bob", "dave", "d1")
+	e.send(t, "erin", "bob", "e1")
+	type page struct {
+		Conversations []struct{ Peer, Group string }
+		HasMore       bool
+		NextCursor    string
+	}
+	name := func(p, g string) string {
+		if g != "" {
+			return "group:" + g
+		}
+		return "user:" + p
+	}
+	var all page
+	if r := get(t, srv, "bob", "/chat/conversations", &all); r.Status != http.StatusOK || all.HasMore || all.NextCursor != "" {
+		t.Fatalf("the whole list: %d %s", r.Status, r.Body)
+	}
+	var want []string
+	for _, c := range all.Conversations {
+		want = append(want, name(c.Peer, c.Group))
+	}
+	if len(want) != 5 {
+		t.Fatalf("the whole list: %v", want)
+	}
+	for _, limit := range []string{"1", "2"} {
+		var got []string
+		cursor := ""
+		for range 10 {
+			q := url.Values{"limit": {limit}}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			var p page
+			if r := get(t, srv, "bob", "/chat/conversations?"+q.Encode(), &p); r.Status != http.StatusOK {
+				t.Fatalf("limit %s cursor %q: %d %s", limit, cursor, r.Status, r.Body)
+			}
+			for _, c := range p.Conversations {
+				got = append(got, name(c.Peer, c.Group))
+			}
+			if p.HasMore != (p.NextCursor != "") {
+				t.Fatalf("limit %s: hasMore %v with nextCursor %q", limit, p.HasMore, p.NextCursor)
+			}
+			if !p.HasMore {
+				break
+			}
+			cursor = p.NextCursor
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("paged by %s: %v, want %v", limit, got, want)
+		}
+	}
+	for _, bad := range []string{"x", "12", "12.x", "12.d", "-1.dbob"} {
+		if r := get(t, srv, "bob", "/chat/conversations?cursor="+url.QueryEscape(bad), nil); r.Status != http.StatusBadRequest {
+			t.Errorf("cursor %q: %d %s, want 400", bad, r.Status, r.Body)
+		}
+	}
+}
