@@ -102,3 +102,33 @@ func TestMutingAConversationSilencesIt(t *testing.T) {
 	send(bobTok, "heard again")
 	run(t, alice, "bob's message shows a notification again", poll(`window.__notes.join() === 'bob: heard again'`))
 }
+
+// A conversation muted in one tab of the browser is muted in the others
+// at once: they went on showing it unmuted and, in the background,
+// notifying its messages until a reload.
+func TestAMuteInOneTabHoldsInTheOthers(t *testing.T) {
+	n := nodetest.StartNode(t)
+	bobTok := n.NewUser(t, "bob")
+	tab1, _ := twoTabs(t, n)
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"h1","type":"text","body":"hello"}`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tab1, "alice mutes bob in the first tab",
+		poll(`!!window.__w.document.querySelector('[data-conv="d:bob"]')`),
+		click(`[data-conv="d:bob"]`),
+		chooseMute("always"),
+		poll(`!!document.querySelector('[data-conv="d:bob"] .muted')`))
+	run(t, tab1, "the second tab shows it muted, and notifies nothing of it",
+		poll(`!!window.__w.document.querySelector('[data-conv="d:bob"] .muted')`),
+		chromedp.Evaluate[chromedp.Void](`(() => { const w = window.__w; w.__notes = [];
+			w.Notification = class { constructor(title, o) { w.__notes.push(title + ': ' + o.body); } static get permission() { return 'granted'; } close() {} };
+			Object.defineProperty(w.document, 'hidden', { configurable: true, get: () => true }); })()`))
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"h2","type":"text","body":"quiet please"}`); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tab1, "bob's message arrives in the second tab",
+		poll(`window.__w.document.querySelector('[data-conv="d:bob"] .conv-last').textContent === 'quiet please'`))
+	if notes := eval[[]string](t, tab1, `window.__w.__notes`); len(notes) != 0 {
+		t.Fatalf("the second tab notified %q of a muted conversation", notes)
+	}
+}

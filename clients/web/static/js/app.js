@@ -50,6 +50,18 @@ class App {
     // The user is active in another tab of the browser: the tab that
     // speaks for the browser (Connection.leads) heartbeats for it (at
     // once: a hidden tab's timers may be held back for a minute).
+    // A mute (or unmute) made in another tab of the browser holds here
+    // too: this tab's notifications of that conversation stop (start).
+    this.muteTabs = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-mutes');
+    if (this.muteTabs) {
+      this.muteTabs.onmessage = (ev) => {
+        const d = ev.data;
+        const store = this.store;
+        if (!store || !d || d.user !== store.me || typeof d.key !== 'string' || typeof d.until !== 'number') return;
+        this.setMuted(d.key, d.until);
+        store.changed();
+      };
+    }
     this.activity = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-active');
     if (this.activity) {
       this.activity.onmessage = (ev) => {
@@ -1048,13 +1060,17 @@ class App {
       sel.disabled = true;
       this.clearError();
       try {
+        let to = 0;
         if (what === '') {
           await this.api.unmute(serverName(c));
-          if (store === this.store) this.setMuted(c.key, 0);
         } else {
           const end = what === 'always' ? 0 : Date.now() + (what === '1h' ? 1 : 8) * 3600 * 1000;
           const res = await this.api.mute(serverName(c), end ? new Date(end).toISOString() : undefined);
-          if (store === this.store) this.setMuted(c.key, res && res.until ? Date.parse(res.until) : Infinity);
+          to = res && res.until ? Date.parse(res.until) : Infinity;
+        }
+        if (store === this.store) {
+          this.setMuted(c.key, to);
+          if (this.muteTabs) this.muteTabs.postMessage({ user: store.me, key: c.key, until: to });
         }
       } catch (e) {
         this.showError(e);
