@@ -132,3 +132,28 @@ func TestAMuteInOneTabHoldsInTheOthers(t *testing.T) {
 		t.Fatalf("the second tab notified %q of a muted conversation", notes)
 	}
 }
+
+// A mute made on another device (the phone) shows in the page after its
+// next reconnect, as everything else it missed does: the page read the
+// mutes only when it started, and went on notifying a conversation the
+// user had muted elsewhere until a reload.
+func TestAMuteFromAnotherDeviceShowsAfterAReconnect(t *testing.T) {
+	n := nodetest.StartNode(t)
+	aliceTok := n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"h1","type":"text","body":"hello"}`); err != nil {
+		t.Fatal(err)
+	}
+	px := newCutProxy(t, n.HTTPURL)
+	alice := browser(t)
+	signIn(t, alice, px.srv.URL, "alice")
+	run(t, alice, "the page has caught up", chromedp.WaitVisible(chromedp.CSS(`.state[data-synced="true"]`)),
+		poll(`!!document.querySelector('[data-conv="d:bob"]') && !document.querySelector('[data-conv="d:bob"] .muted')`))
+	apiCall(t, "PUT", n.HTTPURL+"/user/me/mutes/user:bob", aliceTok, `{}`)
+	px.cut()
+	run(t, alice, "the page is offline", poll(`!document.querySelector('.state[data-state="online"]')`))
+	px.heal()
+	run(t, alice, "back online, it shows bob's conversation muted",
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
+		poll(`!!document.querySelector('[data-conv="d:bob"] .muted')`))
+}

@@ -325,7 +325,6 @@ class App {
     // sign-in is the provider's): no form for it.
     this.api.identities().then((ids) => { if (ids && ids.password === false) account.hidden = true; }).catch(() => {});
     this.untilReadable(() => this.people.load(), () => store === this.store);
-    this.untilReadable(() => this.loadMutes(), () => store === this.store);
     this.conn.start().then(() => {
       if (typeof Notification !== 'undefined' && Notification.permission === 'granted') this.enablePush();
     });
@@ -566,6 +565,9 @@ class App {
       store.changed();
     }, wanted);
     if (!loaded || !wanted()) return;
+    // The mutes, made here or on another device meanwhile (the server
+    // tells no device of them).
+    this.untilReadable(() => this.loadMutes(), wanted);
     // Presence of peers the list brought.
     await this.follow().catch((e) => this.showError(e));
     if (!store.cursor) this.findSyncEnd(store, round).catch(() => {});
