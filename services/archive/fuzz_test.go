@@ -76,3 +76,28 @@ func FuzzDecodeMsgCmd(f *testing.F) {
 		}
 	})
 }
+
+// FuzzConvCursor checks the conversation list's cursor parser (the
+// cursor query parameter): it never panics, refuses only with a 400
+// *httpapi.Error, and what it accepts writes back as a cursor that
+// parses to the same place.
+func FuzzConvCursor(f *testing.F) {
+	f.Add("1234.dbob")
+	f.Add("0.gk3v9x0q2m7a1b4c8")
+	f.Add("18446744073709551615.dalice@eu")
+	f.Add(".d")
+	f.Fuzz(func(t *testing.T, v string) {
+		c, err := parseConvCursor(v)
+		if err != nil {
+			var he *httpapi.Error
+			if !errors.As(err, &he) || he.Status != http.StatusBadRequest {
+				t.Fatalf("refusal %v is not a 400 *httpapi.Error", err)
+			}
+			return
+		}
+		again, err := parseConvCursor(c.String())
+		if err != nil || again != c {
+			t.Fatalf("%q: %+v written as %q parses to %+v, %v", v, c, c.String(), again, err)
+		}
+	})
+}
