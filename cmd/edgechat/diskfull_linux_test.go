@@ -219,7 +219,9 @@ func stallDatabase(t *testing.T, extraEnv ...string) *stalledNode {
 		t.Fatalf("remount read-only: %v %s", err, out)
 	}
 	p := n.p
-	n.load = startLoad(n.tokens, []string{"alice", "carol", "dave"}, "bob", func(int) []string { return []string{p.mqtt} })
+	// 4 KB bodies: the memtables (which no longer write ahead to disk)
+	// fill in a few thousand messages, also at a loaded machine's rate.
+	n.load = startPaddedLoad(n.tokens, []string{"alice", "carol", "dave"}, "bob", func(int) []string { return []string{p.mqtt} }, 4<<10)
 	t.Cleanup(n.load.finish)
 	var reason string
 	checkFor(t, 3*time.Minute, 100*time.Millisecond, func() error {

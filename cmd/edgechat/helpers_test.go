@@ -487,6 +487,7 @@ func (c *testCluster) addUsers(password string, names ...string) map[string]stri
 // a new cid (name-k) and body k.
 type sender struct {
 	name string
+	pad  string // after k in every body (a load that must fill the database fast)
 
 	mu         sync.Mutex
 	acked      []int
@@ -514,9 +515,17 @@ type load struct {
 // addrs (which is asked again on every reconnect: restarted nodes have
 // new ports).
 func startLoad(tokens map[string]string, names []string, to string, addrs func(pref int) []string) *load {
+	return startPaddedLoad(tokens, names, to, addrs, 0)
+}
+
+// startPaddedLoad is startLoad with pad more bytes in every body.
+func startPaddedLoad(tokens map[string]string, names []string, to string, addrs func(pref int) []string, pad int) *load {
 	l := &load{stop: make(chan struct{})}
 	for i, name := range names {
 		s := &sender{name: name}
+		if pad > 0 {
+			s.pad = " " + strings.Repeat("x", pad-1)
+		}
 		l.senders = append(l.senders, s)
 		l.wg.Add(1)
 		go func() {
@@ -609,7 +618,7 @@ func (s *sender) run(pref int, token, to string, addrs func(int) []string, stop 
 			}
 		}(c.Done())
 		pr, err := c.Publish(ctx, &paho.Publish{Topic: "user/" + to + "/newMessage", QoS: 1,
-			Payload: []byte(fmt.Sprintf(`{"cid":"%s-%d","type":"text","body":"%d"}`, s.name, k, k))})
+			Payload: []byte(fmt.Sprintf(`{"cid":"%s-%d","type":"text","body":"%d%s"}`, s.name, k, k, s.pad))})
 		cancel()
 		switch {
 		case pr != nil && pr.ReasonCode >= 0x80:
