@@ -26,8 +26,16 @@ func TestSchedulerLeaderOnlyKeepsN(t *testing.T) {
 		t.Fatal(err)
 	}
 	var leader atomic.Bool
+	var notLeading atomic.Int64 // ticks that found the node not leading
+	isLeader := func() bool {
+		l := leader.Load()
+		if !l {
+			notLeading.Add(1)
+		}
+		return l
+	}
 	sc, err := NewScheduler(SchedulerConfig{Every: 150 * time.Millisecond, Keep: 2, Store: st, Poll: 10 * time.Millisecond,
-		IsLeader: leader.Load, Source: src, Metrics: metrics, Log: testutil.QuietLogger()})
+		IsLeader: isLeader, Source: src, Metrics: metrics, Log: testutil.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +57,16 @@ func TestSchedulerLeaderOnlyKeepsN(t *testing.T) {
 	})
 	s.put("msg/more", "y") // a state change between backups is fine (the FSM is not locked)
 	leader.Store(false)
-	time.Sleep(30 * time.Millisecond) // let a backup in flight finish
+	// A backup in flight (written, maybe not pruned yet) finishes before
+	// Run's next tick asks IsLeader: await a tick that found the node
+	// not leading. (A fixed 30 ms was too short under a loaded CI.)
+	since := notLeading.Load()
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if notLeading.Load() == since {
+			return fmt.Errorf("no tick since leading ended")
+		}
+		return nil
+	})
 	ids, _ := st.IDs(tctx(t))
 	if len(ids) != 2 {
 		t.Fatalf("store holds %v, want the newest 2", ids)
