@@ -13,13 +13,13 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/node"
-	"github.com/edgechat/edgechat/services/auth"
 )
 
 // Node is a running test node.
@@ -160,24 +160,25 @@ func (n *Node) NewUser(t testing.TB, name string) string {
 	return n.Token(t, name)
 }
 
+// signUpKeys numbers the Idempotency-Keys of CreateAccount's sign-ups.
+var signUpKeys atomic.Uint64
+
 // CreateAccount registers name (password Password(name)) as a client
-// would: again while the cluster cannot commit (a leader change on a
-// starved test machine), an attempt left unknown counting as done if it
-// committed. Safe from any goroutine.
+// would: with an Idempotency-Key, sent again with it while the cluster
+// cannot commit (a leader change on a starved test machine). A retry of
+// an account that did commit is answered as a replay and makes the
+// profile if the first attempt committed the account but not the profile
+// (treating the retry's ErrUsernameTaken as done left such an account
+// without a profile, and a group with it was refused 400). Safe from any
+// goroutine.
 func (n *Node) CreateAccount(ctx context.Context, name, displayName string) error {
-	_, err := n.Auth.CreateAccount(ctx, name, Password(name), displayName)
-	for retried := false; err != nil; retried = true {
-		switch {
-		case retried && errors.Is(err, auth.ErrUsernameTaken):
-			return nil // the attempt a leader change left unknown did commit
-		case errors.Is(err, wire.ErrUnavailable) && ctx.Err() == nil:
-			time.Sleep(50 * time.Millisecond)
-			_, err = n.Auth.CreateAccount(ctx, name, Password(name), displayName)
-		default:
-			return err
-		}
+	key := fmt.Sprintf("nodetest-%s-%d", name, signUpKeys.Add(1))
+	_, _, err := n.Auth.CreateAccountKeyed(ctx, name, Password(name), displayName, key)
+	for err != nil && errors.Is(err, wire.ErrUnavailable) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+		_, _, err = n.Auth.CreateAccountKeyed(ctx, name, Password(name), displayName, key)
 	}
-	return nil
+	return err
 }
 
 // Token logs name in and returns a fresh access token.
