@@ -13,6 +13,7 @@ import (
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -69,12 +70,22 @@ func TestASubscriberTooSlowForItsMessagesIsToldToSync(t *testing.T) {
 
 	alice := mustConnectV5(t, n.MQTTURL, "alice", "phone", aliceTok)
 	body := strings.Repeat("x", 8000)
-	const sent = 3000
-	for i := range sent {
-		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("big-%d", i), body)); code != 0 {
-			t.Fatalf("message %d to bob: %#x", i, code)
+	// Until the node has told bob to sync (his queue overflowed): from
+	// then on his DISCONNECT waits at most 30 s (slowDisconnectWait) for
+	// him to read, so he must start soon. Sending all of a fixed 3,000
+	// first took longer than that on a loaded CI machine, and bob's
+	// connection was closed without the DISCONNECT he then read for.
+	told := func() bool {
+		v, _ := testutil.MetricValue(t, n.Registry(), "edgechat_mqtt_refused_total", map[string]string{"reason": "slow_subscriber"})
+		return v > 0
+	}
+	sent := 0
+	for ; sent < 3000 && (sent%10 != 0 || !told()); sent++ {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, textMsg(fmt.Sprintf("big-%d", sent), body)); code != 0 {
+			t.Fatalf("message %d to bob: %#x", sent, code)
 		}
 	}
+	t.Logf("bob was told to sync after %d messages (told: %v)", sent, told())
 
 	// bob reads again: what was written to him, then the DISCONNECT.
 	var got []byte
