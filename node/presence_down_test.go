@@ -11,7 +11,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/node/nodetest"
-	"github.com/edgechat/edgechat/services/presence"
 )
 
 // A user's home node goes down and stays a member (nobody removes it):
@@ -32,32 +31,10 @@ func TestPresenceMovesOffAHomeThatIsDown(t *testing.T) {
 		}
 		return nil
 	}
-	var uid string
-	for i := 0; uid == ""; i++ {
-		if u := fmt.Sprintf("user%d", i); presence.HomeAmong([]string{"n1", "n2", "n3"}, u) == "n3" {
-			uid = u
-		}
-	}
+	uid := userHomedOn("n3")
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error { return homesAgree(nodes, uid, "n3") })
-	tok := n1.NewUser(t, uid)
-	watchTok := n1.NewUser(t, "watcher")
-	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "watcher"}, nil); st/100 != 2 {
-		t.Fatalf("add contact: %d", st)
-	}
-	watcher := mustConnectV5(t, n2.MQTTURL, "watcher", "phone", watchTok)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
-			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
-		}
-		return nil
-	})
-	dev := mustConnectV5(t, n1.MQTTURL, uid, "phone", tok)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if st := statuses(t, watcher, "presence/"+uid); len(st) == 0 || st[len(st)-1] != "online" {
-			return fmt.Errorf("watcher saw %v", st)
-		}
-		return nil
-	})
+	w := watchUser(t, n1, n2, uid)
+	tok, watchTok, watcher, dev := w.tok, w.watchTok, w.watcher, w.dev
 
 	// The home goes down and stays a member.
 	cfg := n3.Config

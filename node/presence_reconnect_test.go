@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/node/nodetest"
-	"github.com/edgechat/edgechat/services/presence"
 )
 
 // A device whose user is idle (a tab hidden long enough to be offline
@@ -67,12 +66,7 @@ func TestPresenceIdleDeviceMovedByANodeRestartIsNotShownOnline(t *testing.T) {
 	const interval = 100 * time.Millisecond
 	nodes := nodetest.StartCluster(t, 3, nodetest.WithPresence(interval, time.Minute))
 	n1, n3 := nodes[0], nodes[2]
-	uid := ""
-	for i := 0; uid == ""; i++ {
-		if u := fmt.Sprintf("user%d", i); presence.HomeAmong([]string{"n1", "n2", "n3"}, u) == "n2" {
-			uid = u
-		}
-	}
+	uid := userHomedOn("n2")
 	tok, bobTok := n1.NewUser(t, uid), n1.NewUser(t, "bob")
 	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "bob"}, nil); st/100 != 2 {
 		t.Fatalf("add contact: %d", st)

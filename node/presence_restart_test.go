@@ -10,8 +10,53 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/presence"
 )
+
+// watchedUser is a user with a device connected to one node and a
+// watcher (their contact) on another that has seen them online.
+type watchedUser struct {
+	uid, tok, watchTok string
+	watcher, dev       *mqtttest.Client
+}
+
+// userHomedOn is a user whose home among n1, n2 and n3 is home.
+func userHomedOn(home string) string {
+	for i := 0; ; i++ {
+		if u := fmt.Sprintf("user%d", i); presence.HomeAmong([]string{"n1", "n2", "n3"}, u) == home {
+			return u
+		}
+	}
+}
+
+// watchUser makes uid a watchedUser: the device on devNode, the watcher
+// on watchNode.
+func watchUser(t *testing.T, devNode, watchNode *nodetest.Node, uid string) watchedUser {
+	t.Helper()
+	w := watchedUser{uid: uid}
+	w.tok = devNode.NewUser(t, w.uid)
+	w.watchTok = devNode.NewUser(t, "watcher")
+	if st := api(t, devNode, w.tok, "POST", "/user/me/contacts", map[string]string{"uid": "watcher"}, nil); st/100 != 2 {
+		t.Fatalf("add contact: %d", st)
+	}
+	w.watcher = mustConnectV5(t, watchNode.MQTTURL, "watcher", "phone", w.watchTok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if r := w.watcher.Sub(t, "presence/"+w.uid); r[0] > 2 {
+			return fmt.Errorf("watcher may not watch %s yet: %#x", w.uid, r[0])
+		}
+		return nil
+	})
+	w.dev = mustConnectV5(t, devNode.MQTTURL, w.uid, "phone", w.tok)
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if st := statuses(t, w.watcher, "presence/"+w.uid); len(st) == 0 || st[len(st)-1] != "online" {
+			return fmt.Errorf("watcher saw %v", st)
+		}
+		return nil
+	})
+	return w
+}
 
 // A user's home node restarts (a rolling upgrade, or a crash and a
 // restart) while the user stays connected to another node: the home
@@ -36,33 +81,10 @@ func TestPresenceSurvivesARestartOfTheHome(t *testing.T) {
 		}
 		return nil
 	})
-	// A user homed on n3; their device connects to n1, the watcher to n2.
-	var uid string
-	for i := 0; uid == ""; i++ {
-		if u := fmt.Sprintf("user%d", i); nodes[0].Presence.Home(u) == "n3" {
-			uid = u
-		}
-	}
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
-	tok := n1.NewUser(t, uid)
-	watchTok := n1.NewUser(t, "watcher")
-	if st := api(t, n1, tok, "POST", "/user/me/contacts", map[string]string{"uid": "watcher"}, nil); st/100 != 2 {
-		t.Fatalf("add contact: %d", st)
-	}
-	watcher := mustConnectV5(t, n2.MQTTURL, "watcher", "phone", watchTok)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if r := watcher.Sub(t, "presence/"+uid); r[0] > 2 {
-			return fmt.Errorf("watcher may not watch %s yet: %#x", uid, r[0])
-		}
-		return nil
-	})
-	dev := mustConnectV5(t, n1.MQTTURL, uid, "phone", tok)
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if st := statuses(t, watcher, "presence/"+uid); len(st) == 0 || st[len(st)-1] != "online" {
-			return fmt.Errorf("watcher saw %v", st)
-		}
-		return nil
-	})
+	// A user homed on n3; their device connects to n1, the watcher to n2.
+	w := watchUser(t, n1, n2, userHomedOn("n3"))
+	uid, watchTok, watcher, dev := w.uid, w.watchTok, w.watcher, w.dev
 
 	// The home restarts at the same address.
 	cfg := n3.Config

@@ -35,31 +35,13 @@ func (n *fakeNet) setDown(names ...string) {
 // connections. Before: Down was ignored, the events for the user went to
 // the cut-off home for ever and the user stayed online.
 func TestACutOffHomeHandsItsUsersToTheNodesUp(t *testing.T) {
-	net := newFakeNet("n1", "n2", "n3")
-	clk := newTestClock()
-	svc := map[string]*Service{}
-	for _, name := range []string{"n1", "n2", "n3"} {
-		s, err := New(Config{Interval: interval, Grace: grace}, Deps{
-			Publisher: net, Logger: testutil.QuietLogger(), Clock: clk,
-			Cluster: fakeNode{net, name}, Retained: net,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc[name] = s
-		t.Cleanup(func() { s.cl.queues.Close(); s.cl.queues.Wait() })
-	}
+	net, clk, svc := startFakeCluster(t)
 	refresh := func() {
 		for _, s := range svc {
 			s.cl.refreshMembers()
 		}
 	}
-	var uid string
-	for i := 0; uid == ""; i++ {
-		if u := fmt.Sprintf("user%d", i); HomeAmong([]string{"n1", "n2", "n3"}, u) == "n3" {
-			uid = u
-		}
-	}
+	uid := userHomedOn("n3")
 	newHome := HomeAmong([]string{"n1", "n2"}, uid)
 	// The device is on the node that is not the new home: its events
 	// travel.

@@ -144,12 +144,10 @@ func (c fakeNode) Call(ctx context.Context, addr, method string, req, resp any) 
 	return json.Unmarshal(b, resp)
 }
 
-// A connection its node announces again to the user's new home (after
-// a membership change) is not a new connection: it does not make a
-// user who went inactive (connected, no heartbeats) online. Before,
-// every such user flipped inactive → online → inactive at every
-// membership change that moved their home (and every restart of it).
-func TestReannouncedConnectionDoesNotMakeAnInactiveUserOnline(t *testing.T) {
+// startFakeCluster starts the presence services of n1, n2 and n3 on one
+// fake network and clock.
+func startFakeCluster(t *testing.T) (*fakeNet, testClock, map[string]*Service) {
+	t.Helper()
 	net := newFakeNet("n1", "n2", "n3")
 	clk := newTestClock()
 	svc := map[string]*Service{}
@@ -162,20 +160,29 @@ func TestReannouncedConnectionDoesNotMakeAnInactiveUserOnline(t *testing.T) {
 			t.Fatal(err)
 		}
 		svc[name] = s
+		t.Cleanup(func() { s.cl.queues.Close(); s.cl.queues.Wait() })
 	}
-	t.Cleanup(func() {
-		for _, s := range svc {
-			s.cl.queues.Close()
-			s.cl.queues.Wait()
+	return net, clk, svc
+}
+
+// userHomedOn is a user whose home among n1, n2 and n3 is home.
+func userHomedOn(home string) string {
+	for i := 0; ; i++ {
+		if u := fmt.Sprintf("user%d", i); HomeAmong([]string{"n1", "n2", "n3"}, u) == home {
+			return u
 		}
-	})
+	}
+}
+
+// A connection its node announces again to the user's new home (after
+// a membership change) is not a new connection: it does not make a
+// user who went inactive (connected, no heartbeats) online. Before,
+// every such user flipped inactive → online → inactive at every
+// membership change that moved their home (and every restart of it).
+func TestReannouncedConnectionDoesNotMakeAnInactiveUserOnline(t *testing.T) {
+	net, clk, svc := startFakeCluster(t)
 	// A user homed on n3 (of n1, n2, n3), connected to n1.
-	var uid string
-	for i := 0; uid == ""; i++ {
-		if u := fmt.Sprintf("user%d", i); HomeAmong([]string{"n1", "n2", "n3"}, u) == "n3" {
-			uid = u
-		}
-	}
+	uid := userHomedOn("n3")
 	svc["n1"].Connected(uid, "phone")
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		if n := connsOf(svc["n3"], uid); n != 1 {
@@ -233,12 +240,7 @@ func TestReannouncedConnectionToARestartedHomeKeepsTheUserInactive(t *testing.T)
 		return s
 	}
 	n1, _, n3 := start("n1", net), start("n2", net), start("n3", net)
-	var uid string
-	for i := 0; uid == ""; i++ {
-		if u := fmt.Sprintf("user%d", i); HomeAmong([]string{"n1", "n2", "n3"}, u) == "n3" {
-			uid = u
-		}
-	}
+	uid := userHomedOn("n3")
 	n1.Connected(uid, "phone")
 	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
 		if n := connsOf(n3, uid); n != 1 {
