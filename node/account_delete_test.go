@@ -370,7 +370,7 @@ func TestAccountErasureIdenticalOnEveryNode(t *testing.T) {
 	for _, n := range nodes {
 		checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
 			if left := erasedKeys(t, n, "bob"); len(left) > 0 {
-				return fmt.Errorf("%s: %d keys still name bob", n.Config.NodeID, len(left))
+				return fmt.Errorf("%s: %d keys still name bob: %q", n.Config.NodeID, len(left), left)
 			}
 			return nil
 		})
