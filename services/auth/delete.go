@@ -536,17 +536,23 @@ func (s *Service) RunErasure(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var lastPrune time.Time
+	var changed <-chan struct{}
+	if s.lead != nil {
+		changed = s.lead.MembersChanged()
+	}
 	for {
-		var changed <-chan struct{}
-		if s.lead != nil {
-			changed = s.lead.MembersChanged()
-		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 		case <-s.wake:
 		case <-changed:
+		}
+		// Watch for the next change before the pass, not after: a
+		// leadership this node gains while the pass runs (after it read
+		// IsLeader) must wake it again, not wait out eraseMaxSleep.
+		if s.lead != nil {
+			changed = s.lead.MembersChanged()
 		}
 		next := min(s.EraseDue(ctx), s.pruneDue(ctx, &lastPrune))
 		if !timer.Stop() {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -411,4 +413,72 @@ func TestSignUpKeyGoesWithTheErasedAccount(t *testing.T) {
 	if n := len(fsmtest.Dump(t, e.db, prefixRegisterKey)); n != 0 {
 		t.Fatalf("%d sign-up keys after the erase", n)
 	}
+}
+
+// flippingLeader is a Leadership that this node gains while an erasure
+// pass runs: the pass's first IsLeader answers false, and the change is
+// announced right after it.
+type flippingLeader struct {
+	mu     sync.Mutex
+	leader bool
+	ch     chan struct{}
+	asked  int
+}
+
+func (f *flippingLeader) IsLeader() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked++
+	was := f.leader
+	if !f.leader {
+		f.leader = true
+		if f.ch != nil {
+			close(f.ch)
+			f.ch = nil
+		}
+	}
+	return was
+}
+
+func (f *flippingLeader) MembersChanged() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ch == nil {
+		f.ch = make(chan struct{})
+	}
+	return f.ch
+}
+
+// A node that becomes the leader while an erasure pass runs (the pass
+// saw it follow) erases what is due at once: the sweeper watched for
+// member changes only after its pass, so that change was missed and the
+// erasure waited up to eraseMaxSleep (a minute). Seen in CI as
+// TestAccountErasureIdenticalOnEveryNode's "keys still name bob" after
+// 30 s.
+func TestErasureRunsOnALeadershipGainedDuringAPass(t *testing.T) {
+	e := newEnv(t) // no grace: the deletion is due at once
+	e.register("bob", "bob-password")
+	if _, err := e.svc.DeleteAccount(context.Background(), "bob", "bob-password", "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	select { // the deletion's own wake-up would hide the missed change
+	case <-e.svc.wake:
+	default:
+	}
+	e.svc.lead = &flippingLeader{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.svc.RunErasure(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if g, ok := e.svc.gone.get("bob"); !ok || g.ErasedAt == nil {
+			return fmt.Errorf("bob is not erased: %+v %v", g, ok)
+		}
+		return nil
+	})
 }
