@@ -41,43 +41,29 @@ func conversationsOver(n int) http.HandlerFunc {
 	}
 }
 
-// Conversations lists every conversation the server lists, up to its
-// page limit (1000): a user with 250 conversations gets all 250. Before,
-// the client asked for the server's default page (200) and dropped its
-// hasMore: the 50 least recent conversations were silently missing.
-func TestConversationsListsMoreThanTheDefaultPage(t *testing.T) {
-	f := newFakeServer(t)
-	f.set(func(f *fakeServer) {
-		f.routes = map[string]http.HandlerFunc{"/chat/conversations": conversationsOver(250)}
-	})
-	bob := dialFake(t, f, "bob", nil, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	convs, err := bob.Conversations(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(convs) != 250 || convs[0].Peer != "user0000" || convs[249].Peer != "user0249" {
-		t.Fatalf("got %d conversations, want 250", len(convs))
-	}
-}
-
-// Conversations pages past the server's page limit (1000) with the
-// list's nextCursor: a user with 2,500 conversations gets them all.
-// Before, the least recent 1,500 were left out (logged only).
-func TestConversationsPagesPastTheLimit(t *testing.T) {
-	f := newFakeServer(t)
-	f.set(func(f *fakeServer) {
-		f.routes = map[string]http.HandlerFunc{"/chat/conversations": conversationsOver(2500)}
-	})
-	bob := dialFake(t, f, "bob", nil, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	convs, err := bob.Conversations(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(convs) != 2500 || convs[0].Peer != "user0000" || convs[2499].Peer != "user2499" {
-		t.Fatalf("got %d conversations, want 2500", len(convs))
+// Conversations lists every conversation the server lists: a user with
+// 250 conversations gets all 250, one with 2,500 all 2,500. Before, the
+// client asked for the server's default page (200) and dropped its
+// hasMore, so the least recent were silently missing; then it asked for
+// the largest page (1000) and left out what lay past it (logged only).
+// Now it pages with the list's nextCursor.
+func TestConversationsListsEveryPage(t *testing.T) {
+	for _, n := range []int{250, 2500} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			f := newFakeServer(t)
+			f.set(func(f *fakeServer) {
+				f.routes = map[string]http.HandlerFunc{"/chat/conversations": conversationsOver(n)}
+			})
+			bob := dialFake(t, f, "bob", nil, nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			convs, err := bob.Conversations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(convs) != n || convs[0].Peer != "user0000" || convs[n-1].Peer != fmt.Sprintf("user%04d", n-1) {
+				t.Fatalf("got %d conversations, want %d", len(convs), n)
+			}
+		})
 	}
 }
