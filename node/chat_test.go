@@ -253,7 +253,7 @@ func TestRetriedCIDStoredAndDeliveredOnce(t *testing.T) {
 	if len(page.Messages) != 1 || page.Messages[0].ID != sent.ID {
 		t.Fatalf("history after retries: %+v (http said %s)", page.Messages, sent.ID)
 	}
-	checkFor(t, 3*time.Second, 10*time.Millisecond, func() error {
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if len(bob.Received("")) < 1 {
 			return errors.New("nothing delivered")
 		}
@@ -262,7 +262,7 @@ func TestRetriedCIDStoredAndDeliveredOnce(t *testing.T) {
 	// Give a wrongly repeated delivery the chance to show up, through a
 	// later message that must arrive after it on the same connection.
 	alice.Pub(t, "user/bob/newMessage", 1, textMsg("marker", "marker"))
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if len(bob.Received("")) < 2 {
 			return errors.New("marker not delivered")
 		}

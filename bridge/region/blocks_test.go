@@ -207,9 +207,14 @@ func TestBlocksAndContactsAcrossRegions(t *testing.T) {
 	if !strings.Contains(string(typing.Payload), `"from":"bob@us"`) {
 		t.Fatalf("typing %s", typing.Payload)
 	}
-	if n := counter(t, us.nodes[0], "edgechat_region_link_notices_total", `kind="relation",link="eu",result="applied"`); n != 3 {
-		t.Fatalf("us applied %v relations of eu, want 3 (contact, block, unblock)", n)
-	}
+	// The count moves once the link's apply returns, which may be just
+	// after the state it applied is visible.
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if n := counter(t, us.nodes[0], "edgechat_region_link_notices_total", `kind="relation",link="eu",result="applied"`); n != 3 {
+			return fmt.Errorf("us applied %v relations of eu, want 3 (contact, block, unblock)", n)
+		}
+		return nil
+	})
 }
 
 // A block made while the link is down reaches the other region when it
