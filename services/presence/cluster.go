@@ -847,21 +847,22 @@ func (s *Service) forget(gone func(uid string) bool) {
 // this node as the user's new home (Event.Again): the connection was up
 // all along, so the user's status does not change. A user this node
 // knows nothing of yet takes the status the previous home retained
-// (this node's copy, else hint, the sender's); without one, or when it
-// says offline, the user is online as for a new connection.
+// (this node's copy, else hint, the sender's; the sender's when this
+// node's says offline and the sender's does not: this node's missed the
+// connection, it was down when it came); without one, the user is
+// online as for a new connection. Both copies offline is an idle user
+// (connected, no heartbeat for 5 intervals): they stay offline.
 func (s *Service) reannounced(uid, connID, hint string) {
 	retained := wire.Presence{Status: hint}
 	if s.retained != nil {
-		if p, ok := s.retained.RetainedPresence(uid); ok {
+		if p, ok := s.retained.RetainedPresence(uid); ok &&
+			(p.Status != wire.StatusOffline || (hint != wire.StatusOnline && hint != wire.StatusInactive)) {
 			retained = p
 		}
 	}
 	switch retained.Status {
-	case wire.StatusOnline, wire.StatusInactive:
+	case wire.StatusOnline, wire.StatusInactive, wire.StatusOffline:
 	default:
-		// Unknown, or offline: a copy that missed the connection (this
-		// node was down when it came, and took no publish since); the
-		// connection is live, so the user is online.
 		retained.Status = ""
 	}
 	now := s.clock.Now()

@@ -148,3 +148,52 @@ func TestAConnectionAnnouncedAgainOverAStaleOfflineCopyIsOnline(t *testing.T) {
 		t.Fatalf("Status(bob) with a live connection announced again = %+v, want online", p)
 	}
 }
+
+// A user connected but idle (no heartbeat for 5 intervals) is offline
+// with a live connection (protocol.md: "an inactive or offline (idle)
+// user stays so"). Their home goes down: the connection's node
+// announces it again to the new home, whose copy and the sender's both
+// say offline. The user stays offline: the announcement is the device's
+// connection going on, not the user coming back. Before: a copy that
+// says offline was taken for a stale one, and every idle user homed on
+// a member that went down (or came back) was published online.
+func TestAnIdleOfflineUserStaysOfflineWhenTheHomeGoesDown(t *testing.T) {
+	net, clk, svc := startFakeCluster(t)
+	uid := userHomedOn("n3")
+	newHome := HomeAmong([]string{"n1", "n2"}, uid)
+	devNode := map[string]string{"n1": "n2", "n2": "n1"}[newHome]
+	svc[devNode].Connected(uid, "phone")
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := connsOf(svc["n3"], uid); n != 1 {
+			return fmt.Errorf("the home counts %d connections", n)
+		}
+		return nil
+	})
+	// No heartbeat for 5 intervals: inactive, then offline, still
+	// connected.
+	for range 5 * interval / svc["n3"].period {
+		clk.Advance(svc["n3"].period)
+		svc["n3"].tick()
+	}
+	want := []string{uid + ":online", uid + ":inactive", uid + ":offline"}
+	if got := net.published(); !slices.Equal(got, want) {
+		t.Fatalf("published %v, want %v", got, want)
+	}
+
+	net.setDown("n3")
+	for _, s := range svc {
+		s.cl.refreshMembers()
+	}
+	testutil.CheckFor(t, 5*time.Second, time.Millisecond, func() error {
+		if n := connsOf(svc[newHome], uid); n != 1 {
+			return fmt.Errorf("the new home %s counts %d connections", newHome, n)
+		}
+		return nil
+	})
+	if got := net.published(); !slices.Equal(got, want) {
+		t.Fatalf("after the home went down: published %v, want %v (the idle user stays offline)", got, want)
+	}
+	if p := svc[newHome].Status(uid); p.Status != wire.StatusOffline {
+		t.Fatalf("the new home says %+v, want offline", p)
+	}
+}
