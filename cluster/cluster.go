@@ -281,7 +281,8 @@ type Raft struct {
 	peerStat  map[string]peerStatus // leader's last poll of each member
 
 	memberWatch memberWatch     // announces member list changes (MembersChanged)
-	lastLed     atomic.Int64    // when this node last led, Unix ns, by watchDown's tick (down.go)
+	lastLed     atomic.Int64    // when this node last led, Unix ns, by watchSelfDown's tick (down.go)
+	selfDown    atomic.Bool     // this node counts itself down (cutOff), as last announced (down.go)
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
 	reads       readRounds      // the leader's shared read barriers (readbarrier.go)
 	notices     commitNotices   // ... without a log entry (notice.go)
@@ -503,6 +504,9 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
+	// What Members reports of this node until watchSelfDown runs: it
+	// announces every change from this value on.
+	n.selfDown.Store(n.cutOff(n.downMarks()))
 	// Serve the cluster port only now that the node is complete: Raft
 	// needs peers' connections from here on (it is running).
 	mx.serveRPC = func(c net.Conn) { n.rpcSrv.ServeConn(c) }

@@ -163,29 +163,17 @@ func (n *Raft) watchDown(ctx context.Context) {
 	if n.cfg.DownAfter <= 0 {
 		return
 	}
+	var self sync.WaitGroup
+	defer self.Wait()
+	self.Go(func() { n.watchSelfDown(ctx) }) // not held up by the probes' commits
 	t := time.NewTicker(n.probeEvery())
 	defer t.Stop()
-	var (
-		probes map[string]*probeState // nil while not the leader
-		cut    = n.cutOff(n.downMarks())
-	)
+	var probes map[string]*probeState // nil while not the leader
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if n.IsLeader() {
-			n.lastLed.Store(time.Now().UnixNano())
-		}
-		if c := n.cutOff(n.downMarks()); c != cut {
-			cut = c
-			if c {
-				n.log.Warn("cluster: no word from a leader; this node counts itself down", "for", n.cfg.DownAfter)
-			} else {
-				n.log.Info("cluster: a leader is heard again; this node counts itself up")
-			}
-			n.memberWatch.notify()
 		}
 		if !n.IsLeader() {
 			probes = nil
@@ -195,6 +183,36 @@ func (n *Raft) watchDown(ctx context.Context) {
 			probes = map[string]*probeState{}
 		}
 		n.probeMembers(ctx, probes)
+	}
+}
+
+// watchSelfDown keeps selfDown, the node's own cut-off state that
+// Members reports, and announces every change of it (MembersChanged).
+// Members reports what was announced, never a state computed at the
+// call: a reader that saw this node down (it read its members while
+// the node started, or between a tick and the next) is told when that
+// ends, whenever it ends.
+func (n *Raft) watchSelfDown(ctx context.Context) {
+	t := time.NewTicker(n.probeEvery())
+	defer t.Stop()
+	for {
+		if n.IsLeader() {
+			n.lastLed.Store(time.Now().UnixNano())
+		}
+		if c := n.cutOff(n.downMarks()); c != n.selfDown.Load() {
+			n.selfDown.Store(c)
+			if c {
+				n.log.Warn("cluster: no word from a leader; this node counts itself down", "for", n.cfg.DownAfter)
+			} else {
+				n.log.Info("cluster: a leader is heard again; this node counts itself up")
+			}
+			n.memberWatch.notify()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

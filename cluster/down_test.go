@@ -1,10 +1,15 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 )
 
@@ -128,4 +133,96 @@ func TestACutOffMemberIsDownInEveryView(t *testing.T) {
 	wantDown(t, ms, "n3")
 	p.SetCut(false)
 	wantDown(t, ms)
+}
+
+// A node that reads itself down (here: it restarted and has not heard
+// from a leader yet, as the presence service reads its members while
+// the node starts) must announce (MembersChanged) when that reverses,
+// whenever the leader is heard: a reader that saw "down" otherwise keeps
+// it for good. Here the leader is heard before Run (the node serves Raft
+// from New on); the restarted node's state is a snapshot, so nothing
+// replayed announces a change by chance. Before: Members() computed the
+// node's own Down afresh at every call while only watchDown's ticks
+// announced changes of it, from what they had seen themselves; the
+// first tick saw the node up already, so nothing was announced.
+func TestASelfDownThatEndsIsAnnounced(t *testing.T) {
+	never := func(c *Config) { c.DownAfter = -1 } // n1 and n2 mark nobody: only n3's own view moves
+	ms := startClusterWith(t, 2, never)
+	p, err := delayproxy.New("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	tweak := func(c *Config) {
+		c.DownAfter = time.Second
+		c.AdvertiseAddr = p.Addr()
+	}
+	n3 := startMember(t, "n3", func(c *Config) {
+		tweak(c)
+		c.Join = []string{ms[0].addr}
+	})
+	bind := n3.mux.ln.Addr().String()
+	p.SetTarget(bind)
+	waitVoters(t, append(ms, n3), 3)
+	if err := n3.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	p.SetCut(true) // nothing reaches n3 once it restarts, until it is restored below
+	n3.stop(t)
+
+	// n3 again, built but not running yet.
+	db := openDB(t, filepath.Join(n3.dir, "badger"))
+	f := fsm.New(db, testLogger(t))
+	registerTestHandlers(f)
+	cfg := fastConfig(t, nodeOpts{dataDir: n3.dir, tweak: func(c *Config) {
+		c.NodeName = "n3"
+		c.BindAddr = bind
+		multiTimeouts(c)
+		tweak(c)
+	}})
+	cfg.Registerer = prometheus.NewRegistry()
+	n, err := New(cfg, f)
+	if err != nil {
+		_ = db.Close()
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	running := false
+	t.Cleanup(func() {
+		if !running {
+			go func() { done <- n.Run(ctx) }()
+		}
+		cancel()
+		<-done
+		_ = db.Close()
+	})
+
+	changed := n.MembersChanged()
+	if !downIn(&member{testNode: &testNode{Raft: n}})["n3"] {
+		t.Fatalf("n3, restarted and cut off, reports down %v; want itself", downIn(&member{testNode: &testNode{Raft: n}}))
+	}
+	p.SetCut(false)
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if n.raft.LastContact().IsZero() {
+			return fmt.Errorf("n3 has not heard from the leader yet")
+		}
+		return nil
+	})
+	running = true
+	go func() { done <- n.Run(ctx) }()
+	checkFor(t, 20*time.Second, 10*time.Millisecond, func() error {
+		if d := downIn(&member{testNode: &testNode{Raft: n}}); len(d) != 0 {
+			return fmt.Errorf("n3 reports down %v", d)
+		}
+		return nil
+	})
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case <-changed:
+			return nil
+		default:
+			return fmt.Errorf("n3 reports itself up again, and MembersChanged has not fired since it reported itself down")
+		}
+	})
 }

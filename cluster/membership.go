@@ -899,7 +899,7 @@ func (n *Raft) members() []Member {
 	isLeader := n.IsLeader()
 	last := n.raft.LastIndex()
 	marks := n.downMarks()
-	cut := n.cutOff(marks)
+	cut := n.selfDown.Load() // as announced (down.go, watchSelfDown)
 	out := make([]Member, 0, len(servers))
 	n.statMu.Lock()
 	defer n.statMu.Unlock()
