@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -573,6 +574,12 @@ func (c Config) Validate() error {
 	}
 	if c.NodeDownAfter != 0 && (c.NodeDownAfter < 100*time.Millisecond || c.NodeDownAfter > 10*time.Minute) {
 		return fmt.Errorf("%w: --node-down-after %v: want 100ms to 10m (or 0 for the default)", ErrConfig, c.NodeDownAfter)
+	}
+	if rt := cmp.Or(c.RaftTimeout, cluster.DefaultHeartbeatTimeout); c.NodeDownAfter != 0 && c.NodeDownAfter < 4*rt {
+		// A follower that hears no leader this long counts itself down:
+		// shorter than an ordinary election, every election would move
+		// presence homes away and back.
+		return fmt.Errorf("%w: --node-down-after %v: want at least 4x --raft-timeout (%v), or 0 for the default", ErrConfig, c.NodeDownAfter, 4*rt)
 	}
 	if err := c.validateRegion(); err != nil {
 		return err

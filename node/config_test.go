@@ -45,18 +45,20 @@ func TestConfigRefusesBadInput(t *testing.T) {
 		args []string
 		env  []string
 	}{
-		"unknown flag":           {args: []string{"--nope"}},
-		"bad duration":           {args: []string{"--heartbeat-interval", "soon"}},
-		"negative duration":      {env: []string{"EDGECHAT_PRESENCE_GRACE=-1s"}},
-		"unknown yaml key":       {args: []string{"--config", bad}},
-		"missing file":           {args: []string{"--config", filepath.Join(dir, "missing.yaml")}},
-		"cert without key":       {args: []string{"--tls-cert", "c.pem"}},
-		"bad log level":          {args: []string{"--log-level", "loud"}},
-		"stray argument":         {args: []string{"extra"}},
-		"node id with slash":     {args: []string{"--node-id", "a/b"}},
-		"bad bool in env var":    {env: []string{"EDGECHAT_DEV=maybe"}},
-		"raft timeout too short": {args: []string{"--raft-timeout", "5ms"}},
-		"raft timeout too long":  {env: []string{"EDGECHAT_RAFT_TIMEOUT=2h"}},
+		"unknown flag":                               {args: []string{"--nope"}},
+		"bad duration":                               {args: []string{"--heartbeat-interval", "soon"}},
+		"negative duration":                          {env: []string{"EDGECHAT_PRESENCE_GRACE=-1s"}},
+		"unknown yaml key":                           {args: []string{"--config", bad}},
+		"missing file":                               {args: []string{"--config", filepath.Join(dir, "missing.yaml")}},
+		"cert without key":                           {args: []string{"--tls-cert", "c.pem"}},
+		"bad log level":                              {args: []string{"--log-level", "loud"}},
+		"stray argument":                             {args: []string{"extra"}},
+		"node id with slash":                         {args: []string{"--node-id", "a/b"}},
+		"bad bool in env var":                        {env: []string{"EDGECHAT_DEV=maybe"}},
+		"raft timeout too short":                     {args: []string{"--raft-timeout", "5ms"}},
+		"raft timeout too long":                      {env: []string{"EDGECHAT_RAFT_TIMEOUT=2h"}},
+		"node down before an election ends":          {args: []string{"--raft-timeout", "1s", "--node-down-after", "2s"}},
+		"node down before the default election ends": {args: []string{"--node-down-after", "1500ms"}},
 	}
 	for name, c := range cases {
 		if _, err := LoadConfig(c.args, c.env); !errors.Is(err, ErrConfig) {
