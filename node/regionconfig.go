@@ -161,7 +161,7 @@ func (n *Node) buildRegion() error {
 		Retention: n.cfg.LinkRetention, BacklogWarn: n.cfg.LinkBacklogWarn, Window: n.cfg.LinkWindow, MaxBatch: n.cfg.LinkMaxBatch},
 		region.Deps{DB: n.db, FSM: n.fsm, Proposer: n.raft, Leadership: n.raft, Store: remoteStore{n},
 			Publisher: n.link, Registerer: n.registry, Logger: n.log, Mirrors: mirrors{n}, GroupStore: remoteStore{n},
-			Routes: n.routes, Blocks: n.Users, Profiles: n.Users, Relations: n.Users, Undeliverables: remoteStore{n},
+			Routes: n.routes, Blocks: n.Users, Profiles: n.Users, Relations: n.Users, Undeliverables: remoteStore{n}, Erasures: n.Auth,
 			Media: n.Media})
 	if err != nil {
 		return fmt.Errorf("node: %w", err)

@@ -13,7 +13,7 @@ import (
 // $link/{region}/batch, so that a link carries more than one message per
 // round trip. The payload is a JSON array of frames {"k":kind,"p":payload}
 // (kind dm, gmsg, group or gleave: what the single topics $link/{region}/{kind}
-// carry), in outbox order, at most maxBatchBytes in all. The receiving
+// carry; rel, undeliverable and erase: notices.go, erasure.go), in outbox order, at most maxBatchBytes in all. The receiving
 // region hands the direct messages to its Raft log one after another
 // without waiting (they commit in order, several per round), handles a
 // group frame once everything before it committed, and acknowledges the
@@ -51,7 +51,7 @@ func parseBatch(payload []byte) ([]frame, error) {
 	}
 	for _, f := range fs {
 		switch f.Kind {
-		case "dm", "gmsg", "group", "gleave", frameRel, frameUndeliverable:
+		case "dm", "gmsg", "group", "gleave", frameRel, frameUndeliverable, frameErase:
 		default:
 			return nil, fmt.Errorf("region: batch: frame kind %q: %w", f.Kind, wire.ErrInvalid)
 		}
@@ -99,6 +99,12 @@ func (b *Bridge) receiveBatch(ctx context.Context, region string, payload []byte
 		}
 		if err := flush(); err != nil {
 			return err
+		}
+		if f.Kind == frameErase {
+			if err := b.receiveErase(ctx, region, f.P); err != nil && !final(err) { // erasure.go
+				return err
+			}
+			continue
 		}
 		if f.Kind == frameRel || f.Kind == frameUndeliverable {
 			if err := b.receiveNotice(ctx, region, f.Kind, f.P); err != nil && !final(err) { // notices.go
@@ -161,7 +167,9 @@ func frameKind(kind string) string {
 // batches packs entries, in order, into batch payloads of at most
 // maxBatchBytes. An entry that cannot fit even alone is left out
 // (tooLarge): the other region's broker would refuse the packet and
-// close the link, again at every resend.
+// close the link, again at every resend. An erasure goes alone in its
+// batch: a region of an earlier version refuses the whole batch for its
+// unknown kind, and the link skips what it refuses (erasure.go).
 func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte, tooLarge []outgoing) {
 	var cur []outgoing
 	var buf []byte
@@ -177,7 +185,8 @@ func batches(entries []outgoing) (out [][]outgoing, payloads [][]byte, tooLarge 
 			tooLarge = append(tooLarge, e)
 			continue
 		}
-		if len(cur) > 0 && len(buf)+1+len(f)+1 > maxBatchBytes {
+		alone := e.kind == frameErase
+		if len(cur) > 0 && (alone || cur[len(cur)-1].kind == frameErase || len(buf)+1+len(f)+1 > maxBatchBytes) {
 			emit()
 		}
 		if len(cur) == 0 {

@@ -59,8 +59,10 @@ func TestErasedSendersQueuedMessagesStayBehind(t *testing.T) {
 		}
 		return nil
 	})
-	if b, err := eu.nodes[0].Region.Backlog("us"); err != nil || b != 1 {
-		t.Errorf("backlog after alice's erasure: %d, %v; want 1 (carol's message)", b, err)
+	// carol's message and, behind it, alice's erasure for us (which
+	// holds her conversation with bob: erasure.go).
+	if b, err := eu.nodes[0].Region.Backlog("us"); err != nil || b != 2 {
+		t.Errorf("backlog after alice's erasure: %d, %v; want 2 (carol's message, the erasure)", b, err)
 	}
 
 	us.in.setCut(false)

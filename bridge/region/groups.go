@@ -203,6 +203,10 @@ func linkPayload(entry []byte, own string, pos uint64) (topic string, payload []
 	if topic, payload, kind, ok := noticePayload(entry, own); ok { // notices.go
 		return topic, payload, kind, nil
 	}
+	if len(entry) > 0 && entry[0] == eraseMark {
+		p, err := erasePayload(entry[1:], own) // erasure.go
+		return BatchTopic(own), p, frameErase, err
+	}
 	if len(entry) > 0 && entry[0] == leaveMark {
 		p, err := leavePayload(entry[1:], own, pos+1) // groupleave.go
 		return GroupLeaveTopic(own), p, "leave", err

@@ -157,6 +157,9 @@ type Deps struct {
 	// (notices.go); nil: refused.
 	Relations      Relations
 	Undeliverables Undeliverables
+	// Erasures commits the erasure of a user of another region that
+	// user's region sent (erasure.go); nil: refused.
+	Erasures Erasures
 	// Media answers other regions' media chunk requests (media.go); nil:
 	// no media is found.
 	Media MediaSource

@@ -20,6 +20,7 @@ const (
 	CmdRefreshRevokeAll byte = 0x19 // auth: revoke every refresh-token family of a user (sign out everywhere), one bounded step
 	CmdSigningKeyRevoke byte = 0x1A // auth: a token-signing key stops verifying (revoked now, or retired by a rotation at a later time)
 	CmdAuthPrune        byte = 0x1B // auth: one bounded step of removing refresh-token families expired or revoked a day ago
+	CmdRemoteErase      byte = 0x1C // auth: a user of another region was erased there (its region's link told us): erased here too, at once, by the erasure steps
 
 	CmdProfilePut  byte = 0x20 // users: create or update a profile
 	CmdContact     byte = 0x21 // users: add or remove a contact

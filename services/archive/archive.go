@@ -405,6 +405,9 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 		if err := validUsers(from); err != nil {
 			return err
 		}
+		if s.erasedHere(to) {
+			return fmt.Errorf("archive: recipient %q (erased): %w", to, wire.ErrNotFound)
+		}
 		if err := checkClientFields(*env); err != nil {
 			return err
 		}

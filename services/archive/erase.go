@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -57,7 +58,10 @@ import (
 // EraseAccount is the archive's part of erasing uid (an auth.Eraser):
 // one bounded step, deterministic, only under r/arch/.
 func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done bool, after func(), err error) {
-	if wire.ValidUserID(uid) != nil {
+	// uid may be a user of another region (name@region, erased there:
+	// bridge/region erasure.go): this region stored its direct
+	// conversations with its users under the same keys, uid qualified.
+	if wire.ValidPeerID(uid) != nil {
 		return false, nil, fmt.Errorf("%w: bad uid %q", ErrBadCommand, uid)
 	}
 	peers, err := erasePeers(tx, uid)
@@ -424,4 +428,22 @@ func storedConv(tx *badger.Txn, id snowflake.ID) (string, error) {
 		return directConv(e.From, e.To), nil
 	}
 	return "", nil
+}
+
+// PeerRegions lists, sorted, the other regions of uid's direct peers
+// (v/{uid}/{name@region}): the regions that stored their side of those
+// conversations. Read inside an FSM transaction (replicated keys only).
+func PeerRegions(tx *badger.Txn, uid string) ([]string, error) {
+	peers, err := erasePeers(tx, uid)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range peers {
+		if _, r, ok := strings.Cut(p, "@"); ok && r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }

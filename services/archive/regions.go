@@ -115,6 +115,9 @@ func (s *Service) StartRemote(ctx context.Context, env wire.Envelope) (func(cont
 // remoteRecipient checks, on this node's state, that to (a user of this
 // region) exists and has not blocked from (a user of another region).
 func (s *Service) remoteRecipient(from, to string) error {
+	if s.erasedHere(from) {
+		return fmt.Errorf("archive: sender %q was erased: %w", from, wire.ErrForbidden)
+	}
 	ok, err := s.users.UserExists(to)
 	switch {
 	case err != nil:
@@ -125,4 +128,12 @@ func (s *Service) remoteRecipient(from, to string) error {
 		return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
 	}
 	return nil
+}
+
+// erasedHere tells whether uid, a user of another region, was erased
+// here because its region erased it (the auth service's EraseRemote):
+// nothing is sent to or taken from it any more.
+func (s *Service) erasedHere(uid string) bool {
+	d, ok := s.users.(interface{ Deleted(uid string) bool })
+	return ok && d.Deleted(uid)
 }

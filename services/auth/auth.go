@@ -422,6 +422,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdAuthPrune, s.applyAuthPrune)
 	deps.FSM.Register(wire.CmdAccountDelete, s.applyAccountDelete)
 	deps.FSM.Register(wire.CmdAccountErase, s.applyAccountErase)
+	deps.FSM.Register(wire.CmdRemoteErase, s.applyRemoteErase)
 	deps.FSM.Register(wire.CmdIdentitySignIn, applyIdentitySignIn)
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(s.exists.purge)

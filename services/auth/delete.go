@@ -15,6 +15,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/cluster/fsm"
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -387,6 +388,7 @@ type goneCommitted struct {
 	s        *Service
 	r        goneRecord
 	disabled bool // a new deletion (not an erase step)
+	wake     bool // a new erasure of a user of another region (CmdRemoteErase)
 	done     bool // the erase is complete
 	after    []func()
 }
@@ -407,6 +409,9 @@ func (g *goneCommitted) AfterCommit() {
 		}
 		g.s.wakeEraser()
 	}
+	if g.wake {
+		g.s.wakeEraser()
+	}
 }
 
 // EraseStep is the value of an erase step: Done when nothing of the
@@ -424,7 +429,8 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	if c.V != commandVersion {
 		return nil, fmt.Errorf("%w: account erase version %d", errBadCommand, c.V)
 	}
-	if wire.ValidUserID(c.UID) != nil {
+	remote := remoteUID(c.UID)
+	if wire.ValidUserID(c.UID) != nil && !remote {
 		return nil, fmt.Errorf("%w: bad account erase", errBadCommand)
 	}
 	var r goneRecord
@@ -468,6 +474,16 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 		}
 		r.Done = append(r.Done, e.name)
 	}
+	if remote {
+		// A user of another region has no account here (EraseRemote).
+		at := c.At
+		r.ErasedAt = &at
+		if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+			return nil, err
+		}
+		res.r, res.done = r, true
+		return res, nil
+	}
 	// The account's own keys last: until they go, the step is repeated.
 	done, err := fsm.DeleteMatching(tx, []byte(prefixUserFamily+c.UID+"/"), b, nil)
 	if err != nil || !done {
@@ -492,6 +508,69 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 	}
 	res.r, res.done = r, true
 	return res, nil
+}
+
+// Erasing a user of another region (bridge/region erasure.go): bob@us
+// was erased in us, and us's link tells this region, which holds copies
+// of what bob had with its users. CmdRemoteErase records bob@us under
+// r/auth/gone/ as an account whose deletion is due at once (the grace
+// period ran in us): the leader's sweeper then erases it in bounded
+// steps like a local account (each service's Eraser is given the
+// qualified ID and erases what it holds of a user of another region),
+// resuming after a leader change or a restart, and the record stays as
+// a tombstone: Deleted("bob@us") refuses later messages to and from him.
+
+// remoteEraseCmd is CmdRemoteErase's payload.
+type remoteEraseCmd struct {
+	V   int       `json:"v"`
+	UID string    `json:"uid"` // name@region
+	At  time.Time `json:"at"`
+}
+
+// remoteUID tells whether uid names a user of another region (name@region).
+func remoteUID(uid string) bool {
+	a, err := address.Parse(uid)
+	return err == nil && a.Region != "" && address.ValidRegion(a.Region) == nil && wire.ValidUserID(a.Name) == nil
+}
+
+// EraseRemote commits the erasure of uid, a user of another region
+// (name@region) whose region erased the account: erased here at once by
+// the erasure sweeper. Nil once decided (now or before).
+func (s *Service) EraseRemote(ctx context.Context, uid string) error {
+	if !remoteUID(uid) {
+		return fmt.Errorf("auth: erasure of %q: not a user of another region: %w", uid, wire.ErrInvalid)
+	}
+	if s.gone.has(uid) {
+		return nil
+	}
+	if _, err := s.propose(ctx, wire.CmdRemoteErase, remoteEraseCmd{V: commandVersion, UID: uid, At: s.now().UTC()}); err != nil {
+		return fmt.Errorf("auth: erasure of %s: %v: %w", uid, err, wire.ErrUnavailable)
+	}
+	s.log.Info("account of another region erased there; erasing it here", "uid", uid)
+	return nil
+}
+
+// applyRemoteErase records the erasure of a user of another region, due
+// at once; a second one changes nothing.
+func (s *Service) applyRemoteErase(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
+	var c remoteEraseCmd
+	if err := decodeCmd(payload, &c); err != nil {
+		return nil, err
+	}
+	if c.V != commandVersion {
+		return nil, fmt.Errorf("%w: remote erase version %d", errBadCommand, c.V)
+	}
+	if !remoteUID(c.UID) {
+		return nil, fmt.Errorf("%w: bad remote erase", errBadCommand)
+	}
+	if found, err := keyExists(tx, prefixGone+c.UID); err != nil || found {
+		return nil, err
+	}
+	r := goneRecord{UID: c.UID, RequestedAt: c.At, DeleteAt: c.At}
+	if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+		return nil, err
+	}
+	return &goneCommitted{s: s, r: r, wake: true}, nil
 }
 
 // Value of a step as the proposer sees it (goneCommitted travels through

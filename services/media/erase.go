@@ -32,7 +32,9 @@ import (
 // record and user grant before: the same keys, in the same order, with
 // the same budget either way.
 func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done bool, after func(), err error) {
-	if wire.ValidUserID(uid) != nil {
+	// uid may be a user of another region (name@region, erased there):
+	// the records of its media that came here in its direct messages go.
+	if wire.ValidPeerID(uid) != nil {
 		return false, nil, fmt.Errorf("%w: bad uid", errBadCommand)
 	}
 	indexed, err := mediaIndexed(tx)

@@ -365,7 +365,7 @@ func (s *Service) restoreStored(ctx context.Context) {
 // step, under r/presence/ only); once committed, this node forgets the
 // last seen it remembers of uid too.
 func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done bool, after func(), err error) {
-	if wire.ValidUserID(uid) != nil {
+	if wire.ValidPeerID(uid) != nil { // name@region: a user of another region, erased there
 		return false, nil, fmt.Errorf("%w: bad uid", errBadSeen)
 	}
 	if ok, err := b.Delete(tx, []byte(seenPrefix+uid)); err != nil || !ok {

@@ -132,6 +132,11 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 	}
 	switch {
 	case add && strings.IndexByte(uid, '@') >= 0:
+		if _, erased, err := s.erasedRemote(uid); err != nil {
+			return "", nil, err
+		} else if erased && t == wire.CmdContact {
+			return "", nil, fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, uid)
+		}
 		if remote, err = s.remoteProfile(ctx, uid, t == wire.CmdContact); err != nil {
 			return "", nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -34,11 +35,20 @@ func tombstone(uid string) Profile {
 // EraseAccount is the users service's part of erasing uid (an
 // auth.Eraser): one bounded step, deterministic, only under r/user/.
 func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done bool, after func(), err error) {
-	if wire.ValidUserID(uid) != nil {
+	remote := strings.IndexByte(uid, '@') >= 0
+	if wire.ValidPeerID(uid) != nil {
 		return false, nil, fmt.Errorf("%w: bad uid", errBadCommand)
 	}
 	inv := invalidation{profiles: []string{uid}, contacts: []string{uid}, blocks: []string{uid}, userGroups: []string{uid}}
 	after = func() { (&applied{s: s, inv: inv}).AfterCommit() }
+	if remote {
+		// A user of another region, erased there (bridge/region
+		// erasure.go): its relations mirrored here and this region's
+		// users' contacts and blocks of it go, and its tombstone answers
+		// for it. Its memberships of groups stay for its region's leaves
+		// (and the homes' states) to change, as they would anyway.
+		return s.eraseRelationsAndProfile(tx, uid, b, &inv, after)
+	}
 	// Groups first: ownership must pass on while the member list is read.
 	if done, err = s.eraseMemberships(tx, uid, b, &inv); err != nil || !done {
 		return false, after, err
@@ -47,6 +57,12 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	if done, err = fsm.DeleteMatching(tx, []byte(prefixGroupKey+uid+"/"), b, nil); err != nil || !done {
 		return false, after, err
 	}
+	return s.eraseRelationsAndProfile(tx, uid, b, &inv, after)
+}
+
+// eraseRelationsAndProfile is the rest of EraseAccount: uid's contacts
+// and blocks in both directions, its profile, its tombstone.
+func (s *Service) eraseRelationsAndProfile(tx *badger.Txn, uid string, b *fsm.Budget, inv *invalidation, after func()) (done bool, _ func(), err error) {
 	indexed, err := relIndexed(tx)
 	if err != nil {
 		return false, after, err
@@ -245,4 +261,65 @@ func erasedProfile(tx *badger.Txn, uid string) (Profile, bool, error) {
 		return Profile{}, false, err
 	}
 	return tombstone(uid), true, nil
+}
+
+// RelationRegions lists, sorted, the other regions that hold a copy of a
+// contact or block involving uid (a user of this region): those of the
+// users uid lists or blocks (the change was mirrored there), and those
+// of the users of other regions who list or block uid (their region
+// holds the original). Read inside an FSM transaction, from replicated
+// keys only: through uid's reverse index entries once this node's are
+// complete (relindex.go), else from every edge; the same regions either
+// way.
+func RelationRegions(tx *badger.Txn, uid string) ([]string, error) {
+	var out []string
+	add := func(id string) {
+		if r := address.RegionOf(id); r != "" && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	indexed, err := relIndexed(tx)
+	if err != nil {
+		return nil, err
+	}
+	for _, prefix := range []string{prefixContact, prefixBlock} {
+		own := []byte(prefix + uid + "/")
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: own})
+		for it.Rewind(); it.Valid(); it.Next() {
+			add(string(it.Item().Key()[len(own):]))
+		}
+		it.Close()
+		if indexed {
+			rev := []byte(reverseOf(prefix) + uid + "/")
+			var owners []string
+			it := tx.NewIterator(badger.IteratorOptions{Prefix: rev})
+			for it.Rewind(); it.Valid(); it.Next() {
+				if owner := string(it.Item().Key()[len(rev):]); address.RegionOf(owner) != "" {
+					owners = append(owners, owner)
+				}
+			}
+			it.Close()
+			for _, owner := range owners {
+				// An index entry may outlive its edge.
+				if found, err := exists(tx, prefix+owner+"/"+uid); err != nil {
+					return nil, err
+				} else if found {
+					add(owner)
+				}
+			}
+			continue
+		}
+		suffix := []byte("/" + uid)
+		it = tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if bytes.HasSuffix(k, suffix) {
+				owner, _, _ := strings.Cut(string(k[len(prefix):]), "/")
+				add(owner)
+			}
+		}
+		it.Close()
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -91,10 +93,32 @@ func (s *Service) writeQualifiedProfile(w http.ResponseWriter, r *http.Request, 
 		httpapi.WriteError(w, httpError(fmt.Errorf("%w: %q", wire.ErrNoRegion, addr)))
 		return
 	}
+	if p, erased, err := s.erasedRemote(addr); err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	} else if erased {
+		// Its region erased it and told us (erase.go): whatever a
+		// cache or the other region would answer.
+		writeWithETag(w, r, p)
+		return
+	}
 	body, err := s.remote.RemoteProfile(r.Context(), addr)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
 	writeWithETag(w, r, json.RawMessage(body))
+}
+
+// erasedRemote reads the tombstone of addr, a user of another region
+// that its region erased and this region erased too (erase.go).
+func (s *Service) erasedRemote(addr string) (Profile, bool, error) {
+	var p Profile
+	var ok bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		p, ok, err = erasedProfile(tx, addr)
+		return err
+	})
+	return p, ok, err
 }
