@@ -19,6 +19,15 @@ const LinkSecret = "a link secret of at least sixteen bytes"
 // links and several nodes per region, see bridge/region's own harness.
 func StartRegionPair(t testing.TB, a, b string, opts ...Option) (*Node, *Node) {
 	t.Helper()
+	na, nb, _, _ := StartRegionPairProxied(t, a, b, opts...)
+	return na, nb
+}
+
+// StartRegionPairProxied is StartRegionPair that also returns the
+// proxies each region is reached through (intoA: b's link to a): cutting
+// one is an outage of that link.
+func StartRegionPairProxied(t testing.TB, a, b string, opts ...Option) (na, nb *Node, intoA, intoB *delayproxy.Proxy) {
+	t.Helper()
 	secret := filepath.Join(t.TempDir(), "link-secret")
 	if err := os.WriteFile(secret, []byte(LinkSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -32,11 +41,11 @@ func StartRegionPair(t testing.TB, a, b string, opts ...Option) (*Node, *Node) {
 		})
 		return StartNode(t, append([]Option{link}, opts...)...)
 	}
-	na := start(a, 1, b, toB)
-	nb := start(b, 2, a, toA)
+	na = start(a, 1, b, toB)
+	nb = start(b, 2, a, toA)
 	toA.SetTarget(na.MQTTAddr())
 	toB.SetTarget(nb.MQTTAddr())
-	return na, nb
+	return na, nb, toA, toB
 }
 
 // newForwarder is a proxy without delay whose target is set later (none
