@@ -42,3 +42,63 @@ func TestEraseAccountRemovesRetryRecordsOfAnotherRegionsMessages(t *testing.T) {
 		}
 	}
 }
+
+// bob@us was erased in us and us told this region (bridge/region
+// erasure.go): erasing "bob@us" here takes both sides of his direct
+// conversations with this region's users, in small steps, and leaves
+// theirs with each other. PeerRegions (what us reads to know whom to
+// tell) names the regions of a user's direct peers. EraseAccount
+// refused a user of another region.
+func TestEraseAccountOfAUserOfAnotherRegion(t *testing.T) {
+	e := newEnv(t, withRegions(euLinkedToUS))
+	ctx := context.Background()
+	for i := range 3 {
+		env := wire.Envelope{ID: e.ids.Next(), From: "bob@us", To: "alice", CID: fmt.Sprintf("b%d", i), Type: wire.TypeText, Body: "hi"}
+		if _, _, dup, err := e.svc.StoreRemote(ctx, env); err != nil || dup {
+			t.Fatalf("StoreRemote %d: dup %v, %v", i, dup, err)
+		}
+	}
+	for _, to := range []string{"bob@us", "carol"} {
+		if _, _, _, err := e.svc.SendDirect(ctx, "alice", to, wire.Envelope{CID: "a-" + to, Type: wire.TypeText, Body: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx := e.db.NewTransaction(false)
+	regions, err := PeerRegions(tx, "alice")
+	tx.Discard()
+	if err != nil || len(regions) != 1 || regions[0] != "us" {
+		t.Fatalf("PeerRegions(alice) = %v, %v; want [us]", regions, err)
+	}
+	named := 0
+	for k := range dump(t, e.db) {
+		if strings.Contains(k, "bob@us") {
+			named++
+		}
+	}
+	if named < 10 {
+		t.Fatalf("%d keys name bob@us before the erasure", named)
+	}
+	if steps := eraseInSteps(t, e, "bob@us", 4); steps < 2 {
+		t.Fatalf("erased in %d step", steps)
+	}
+	for k := range dump(t, e.db) {
+		if strings.Contains(k, "bob@us") {
+			t.Errorf("key left: %q", k)
+		}
+	}
+	tx = e.db.NewTransaction(false)
+	regions, err = PeerRegions(tx, "alice")
+	tx.Discard()
+	if err != nil || len(regions) != 0 {
+		t.Fatalf("PeerRegions(alice) after = %v, %v; want none", regions, err)
+	}
+	left := 0
+	for k := range dump(t, e.db) {
+		if strings.Contains(k, "d:alice:carol") {
+			left++
+		}
+	}
+	if left == 0 {
+		t.Fatal("alice's conversation with carol went too")
+	}
+}

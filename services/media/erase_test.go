@@ -126,3 +126,41 @@ func TestUploadKeysFollowTheirUploads(t *testing.T) {
 		t.Fatalf("%d keys after erasing their owner", n)
 	}
 }
+
+// alice of eu was erased there, and eu told us (bridge/region
+// erasure.go): us erases the records of the media she sent its users in
+// direct messages (nobody reads them any more); what she sent to a
+// group stays, as for a local user. EraseAccount refused a user of
+// another region.
+func TestEraseAccountOfAnotherRegionsUser(t *testing.T) {
+	e := newEnv(t, Config{MaxSize: 1 << 20})
+	ctx := context.Background()
+	e.svc.SetRemote(&fakeRemote{gate: make(chan struct{})})
+	direct := &wire.Media{ID: remoteID(0), Mime: "image/png", Kind: "image", Size: 10}
+	if err := e.svc.AttachRemote(ctx, "us", "eu", "alice@eu", direct, "bob", "", 77); err != nil {
+		t.Fatal(err)
+	}
+	group := &wire.Media{ID: remoteID(1), Mime: "image/png", Kind: "image", Size: 10}
+	if err := e.svc.AttachRemote(ctx, "us", "eu", "alice@eu", group, "", "team", 78); err != nil {
+		t.Fatal(err)
+	}
+	for done, steps := false, 0; !done; steps++ {
+		if steps > 100 {
+			t.Fatal("never done")
+		}
+		tx := e.prop.DB.NewTransaction(true)
+		var err error
+		if done, _, err = e.svc.EraseAccount(tx, "alice@eu", fsm.NewBudget(1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := e.svc.Get(direct.ID); err == nil && !r.Erased {
+		t.Errorf("alice@eu's direct media %s: %+v, want erased", direct.ID, r)
+	}
+	if r, err := e.svc.Get(group.ID); err != nil || r.Erased {
+		t.Errorf("alice@eu's group media %s: %+v %v, want kept", group.ID, r, err)
+	}
+}
