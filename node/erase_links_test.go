@@ -127,6 +127,10 @@ func (c crossRegion) erasedInEU(t *testing.T) {
 	if st := api(t, c.eu, c.aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); st != 404 {
 		t.Fatalf("adding the erased bob@us as a contact: %d", st)
 	}
+	var e apiError
+	if st := api(t, c.eu, c.aliceTok, "POST", "/user/groups", map[string]any{"name": "late", "members": []string{"bob@us"}}, &e); st != 400 || e.Error.Code != "unknown_users" {
+		t.Fatalf("a group with the erased bob@us: %d %+v, want 400 unknown_users", st, e)
+	}
 	if code, _ := c.alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("late", "still there?")); code != 0x90 {
 		t.Fatalf("a message to the erased bob@us: %#x, want 0x90 no such user", code)
 	}

@@ -159,7 +159,9 @@ func (s *Service) refuseDeleted(uids []string) error {
 	}
 	var gone []string
 	for _, uid := range uids {
-		if !remoteMember(uid) && a.Deleted(uid) {
+		// A user of another region is deleted here once its region
+		// erased it and told us (auth EraseRemote).
+		if a.Deleted(uid) {
 			gone = append(gone, uid)
 		}
 	}
