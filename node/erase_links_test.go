@@ -20,6 +20,7 @@ type crossRegion struct {
 	intoEU                     *delayproxy.Proxy // us's link to eu
 	aliceTok, carolTok, bobTok string
 	alice                      *mqtttest.Client
+	team                       string // alice's group of eu, with carol and bob@us, where bob wrote
 }
 
 func startCrossRegion(t *testing.T) crossRegion {
@@ -47,9 +48,20 @@ func startCrossRegion(t *testing.T) crossRegion {
 	if code, _ := c.alice.Pub(t, "user/carol/newMessage", 1, textMsg("c0", "hi carol")); code != 0 {
 		t.Fatalf("alice → carol: %#x", code)
 	}
+	c.team = createGroup(t, c.eu, c.aliceTok, "team", "carol", "bob@us").GroupID
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		code, _ := bob.Pub(t, "group/"+c.team+"@eu/newMessage", 1, textMsg("g-b", "from bob to the team"))
+		if code != 0 {
+			return fmt.Errorf("bob → team@eu: %#x (the mirror not in us yet?)", code)
+		}
+		return nil
+	})
 	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if n := len(c.historyWithBob(t)); n != 6 {
 			return fmt.Errorf("alice's history with bob@us: %d messages", n)
+		}
+		if n := len(c.teamHistory(t)); n != 1 {
+			return fmt.Errorf("the team's history: %d messages", n)
 		}
 		// bob's contact of alice@eu is mirrored in eu.
 		for k := range node.DumpState(t, c.eu.Node, "r/user/c/bob@us/") {
@@ -76,6 +88,15 @@ func (c crossRegion) historyWithBob(t *testing.T) []envelope {
 	var hist historyPage
 	if st := api(t, c.eu, c.aliceTok, "GET", "/chat/history?with=bob@us", nil, &hist); st != 200 {
 		t.Fatalf("alice's history with bob@us: %d", st)
+	}
+	return hist.Messages
+}
+
+func (c crossRegion) teamHistory(t *testing.T) []envelope {
+	t.Helper()
+	var hist historyPage
+	if st := api(t, c.eu, c.aliceTok, "GET", "/chat/history?group="+c.team, nil, &hist); st != 200 {
+		t.Fatalf("the team's history: %d", st)
 	}
 	return hist.Messages
 }
@@ -133,6 +154,14 @@ func (c crossRegion) erasedInEU(t *testing.T) {
 	}
 	if code, _ := c.alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("late", "still there?")); code != 0x90 {
 		t.Fatalf("a message to the erased bob@us: %#x, want 0x90 no such user", code)
+	}
+	// bob's group message stays with the group; he is no longer a member.
+	if h := c.teamHistory(t); len(h) != 1 || h[0].From != "bob@us" {
+		t.Fatalf("the team's history after: %+v", h)
+	}
+	var g group
+	if st := api(t, c.eu, c.aliceTok, "GET", "/user/groups/"+c.team, nil, &g); st != 200 || g.MemberCount != 2 {
+		t.Fatalf("the team after: %d %+v", st, g)
 	}
 	var hist historyPage
 	if st := api(t, c.eu, c.carolTok, "GET", "/chat/history?with=alice", nil, &hist); st != 200 || len(hist.Messages) != 1 {
