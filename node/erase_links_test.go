@@ -18,6 +18,7 @@ import (
 type crossRegion struct {
 	eu, us                     *nodetest.Node
 	intoEU                     *delayproxy.Proxy // us's link to eu
+	intoUS                     *delayproxy.Proxy // eu's link to us
 	aliceTok, carolTok, bobTok string
 	alice                      *mqtttest.Client
 	team                       string // alice's group of eu, with carol and bob@us, where bob wrote
@@ -26,7 +27,7 @@ type crossRegion struct {
 func startCrossRegion(t *testing.T) crossRegion {
 	t.Helper()
 	var c crossRegion
-	c.eu, c.us, c.intoEU, _ = nodetest.StartRegionPairProxied(t, "eu", "us", nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	c.eu, c.us, c.intoEU, c.intoUS = nodetest.StartRegionPairProxied(t, "eu", "us", nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
 	c.aliceTok, c.carolTok = c.eu.NewUser(t, "alice"), c.eu.NewUser(t, "carol")
 	c.bobTok = c.us.NewUser(t, "bob")
 	if st := api(t, c.eu, c.aliceTok, "POST", "/user/me/contacts", map[string]string{"uid": "bob@us"}, nil); st != 201 && st != 200 {
@@ -214,4 +215,34 @@ func TestAccountErasureCrossesALinkThatWasDown(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// alice writes to bob@us while eu's link to us is down, and bob's
+// erasure reaches eu meanwhile (us's link to eu is up): eu erases her
+// message waiting in the outbox for us with the conversation, as it
+// would only be refused there. It stayed in the outbox.
+func TestAccountErasureTakesWhatWaitsForTheErasedUser(t *testing.T) {
+	c := startCrossRegion(t)
+	c.intoUS.SetCut(true)
+	if code, _ := c.alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("queued", "are you there?")); code != 0 {
+		t.Fatalf("alice → bob@us: %#x", code)
+	}
+	if b, err := c.eu.Region.Backlog("us"); err != nil || b != 1 {
+		t.Fatalf("eu's backlog for us: %d, %v; want alice's message", b, err)
+	}
+	c.deleteBob(t)
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if left := erasedKeys(t, c.eu, "bob@us"); len(left) > 0 {
+			return fmt.Errorf("eu: %d keys still name bob@us: %v", len(left), left[:min(len(left), 5)])
+		}
+		// (The team's state, staged once bob@us left it, may wait there.)
+		for k, v := range node.DumpState(t, c.eu.Node, "r/rgn/o/us/") {
+			if strings.Contains(v, `"to":"bob@us"`) {
+				return fmt.Errorf("eu's outbox for us still holds alice's message to the erased bob@us: %q %s", k, v)
+			}
+		}
+		return nil
+	})
+	c.intoUS.SetCut(false)
+	c.erasedInEU(t)
 }

@@ -29,6 +29,9 @@ import (
 // EraseAccount is the bridge's part of erasing uid, a user of this
 // region: one bounded step, deterministic (it reads only replicated
 // keys: every outbox that was ever staged, whatever the node's links).
+// For a user of another region that its region erased (erasure.go) it
+// takes instead the direct messages to that user and the contact and
+// block changes about them still waiting in the outboxes.
 func (b *Bridge) EraseAccount(tx *badger.Txn, uid string, bud *fsm.Budget) (done bool, after func(), err error) {
 	regions, err := outboxRegions(tx)
 	if err != nil {
@@ -118,6 +121,9 @@ func erasedEntry(entry []byte, uid string) bool {
 	if len(entry) == 0 {
 		return false
 	}
+	if address.RegionOf(uid) != "" {
+		return erasedEntryTo(entry, uid)
+	}
 	switch entry[0] {
 	case '{':
 		if !bytes.Contains(entry, []byte(`"from":"`+uid+`"`)) {
@@ -135,6 +141,30 @@ func erasedEntry(entry []byte, uid string) bool {
 		}
 		var r relationFrame
 		return json.Unmarshal(entry[1:], &r) == nil && r.Owner == uid
+	}
+	return false
+}
+
+// erasedEntryTo tells whether an outbox entry is a direct message to
+// uid, a user of another region that its region erased (erasure.go), or
+// a contact or block change about uid: they would only be refused there.
+func erasedEntryTo(entry []byte, uid string) bool {
+	switch entry[0] {
+	case '{':
+		if !bytes.Contains(entry, []byte(`"to":"`+uid+`"`)) {
+			return false
+		}
+		var env struct {
+			To    string `json:"to"`
+			Group string `json:"group"`
+		}
+		return json.Unmarshal(entry, &env) == nil && env.Group == "" && env.To == uid
+	case relMark:
+		if !bytes.Contains(entry, []byte(`"uid":"`+uid+`"`)) {
+			return false
+		}
+		var r relationFrame
+		return json.Unmarshal(entry[1:], &r) == nil && r.UID == uid
 	}
 	return false
 }

@@ -116,3 +116,27 @@ func TestEraseAccountEmptiesTheOutboxesOfTheUser(t *testing.T) {
 		return nil
 	})
 }
+
+// Erasing bob@us here (us erased him and told us) takes the direct
+// messages to him and the contact and block changes about him waiting
+// in the outboxes, nothing else.
+func TestErasedEntryOfAUserOfAnotherRegion(t *testing.T) {
+	for _, c := range []struct {
+		entry string
+		want  bool
+	}{
+		{`{"id":"1","from":"alice","to":"bob@us","type":"text","body":"x"}`, true},
+		{`{"id":"1","from":"alice","to":"bobby@us","type":"text","body":"x"}`, false},
+		{`{"id":"1","from":"alice","to":"dave@us","type":"text","body":"\"to\":\"bob@us\""}`, false},
+		{`{"id":"2","from":"alice","group":"g1@us","to":"bob@us","body":"x"}`, false}, // a group's: stays
+		{`R{"kind":"contact","owner":"alice","uid":"bob@us","add":true}`, true},
+		{`R{"kind":"contact","owner":"alice","uid":"dave@us","add":true}`, false},
+		{`L{"group":"g9@us","uid":"alice"}`, false},
+		{`U{"id":"3","from":"bob@us","to":"alice","reason":"no_such_user"}`, false},
+		{`E{"uid":"alice"}`, false},
+	} {
+		if got := erasedEntry([]byte(c.entry), "bob@us"); got != c.want {
+			t.Errorf("%s: %v, want %v", c.entry, got, c.want)
+		}
+	}
+}
