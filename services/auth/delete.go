@@ -474,32 +474,25 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 		}
 		r.Done = append(r.Done, e.name)
 	}
-	if remote {
-		// A user of another region has no account here (EraseRemote).
-		at := c.At
-		r.ErasedAt = &at
-		if err := setJSON(tx, prefixGone+c.UID, r); err != nil {
+	// The account's own keys last: until they go, the step is repeated.
+	// (A user of another region has no account here: EraseRemote.)
+	if !remote {
+		done, err := fsm.DeleteMatching(tx, []byte(prefixUserFamily+c.UID+"/"), b, nil)
+		if err != nil || !done {
+			return res, err
+		}
+		if done, err = eraseFamilies(tx, c.UID, b); err != nil || !done {
+			return res, err
+		}
+		if err := deleteIdentityLinks(tx, c.UID); err != nil {
 			return nil, err
 		}
-		res.r, res.done = r, true
-		return res, nil
-	}
-	// The account's own keys last: until they go, the step is repeated.
-	done, err := fsm.DeleteMatching(tx, []byte(prefixUserFamily+c.UID+"/"), b, nil)
-	if err != nil || !done {
-		return res, err
-	}
-	if done, err = eraseFamilies(tx, c.UID, b); err != nil || !done {
-		return res, err
-	}
-	if err := deleteIdentityLinks(tx, c.UID); err != nil {
-		return nil, err
-	}
-	if err := tx.Delete([]byte(prefixAccount + c.UID)); err != nil {
-		return nil, err
-	}
-	if err := tx.Delete([]byte(prefixRegisterKey + c.UID)); err != nil {
-		return nil, err
+		if err := tx.Delete([]byte(prefixAccount + c.UID)); err != nil {
+			return nil, err
+		}
+		if err := tx.Delete([]byte(prefixRegisterKey + c.UID)); err != nil {
+			return nil, err
+		}
 	}
 	at := c.At
 	r.ErasedAt = &at

@@ -32,19 +32,7 @@ func TestEraseAccountDropsDirectUploadsKeepsGroupOnes(t *testing.T) {
 	if err := e.svc.Attach(ctx, "alice", &wire.Media{ID: alices.ID}, "bob", ""); err != nil {
 		t.Fatal(err)
 	}
-	for done, steps := false, 0; !done; steps++ {
-		if steps > 100 {
-			t.Fatal("never done")
-		}
-		tx := e.prop.DB.NewTransaction(true)
-		var err error
-		if done, _, err = e.svc.EraseAccount(tx, "bob", fsm.NewBudget(1)); err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	eraseInSteps(t, e, "bob")
 	// At once: nobody reads bob's direct and unsent uploads, nor bob alice's.
 	for _, c := range []struct {
 		id, who string
@@ -144,23 +132,30 @@ func TestEraseAccountOfAnotherRegionsUser(t *testing.T) {
 	if err := e.svc.AttachRemote(ctx, "us", "eu", "alice@eu", group, "", "team", 78); err != nil {
 		t.Fatal(err)
 	}
+	eraseInSteps(t, e, "alice@eu")
+	if r, err := e.svc.Get(direct.ID); err == nil && !r.Erased {
+		t.Errorf("alice@eu's direct media %s: %+v, want erased", direct.ID, r)
+	}
+	if r, err := e.svc.Get(group.ID); err != nil || r.Erased {
+		t.Errorf("alice@eu's group media %s: %+v %v, want kept", group.ID, r, err)
+	}
+}
+
+// eraseInSteps runs the media eraser for uid, one key per step, until it
+// says done.
+func eraseInSteps(t *testing.T, e *env, uid string) {
+	t.Helper()
 	for done, steps := false, 0; !done; steps++ {
 		if steps > 100 {
 			t.Fatal("never done")
 		}
 		tx := e.prop.DB.NewTransaction(true)
 		var err error
-		if done, _, err = e.svc.EraseAccount(tx, "alice@eu", fsm.NewBudget(1)); err != nil {
+		if done, _, err = e.svc.EraseAccount(tx, uid, fsm.NewBudget(1)); err != nil {
 			t.Fatal(err)
 		}
 		if err := tx.Commit(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if r, err := e.svc.Get(direct.ID); err == nil && !r.Erased {
-		t.Errorf("alice@eu's direct media %s: %+v, want erased", direct.ID, r)
-	}
-	if r, err := e.svc.Get(group.ID); err != nil || r.Erased {
-		t.Errorf("alice@eu's group media %s: %+v %v, want kept", group.ID, r, err)
 	}
 }
