@@ -74,7 +74,9 @@ func TestMediaJobSurvivesItsWorkerStopping(t *testing.T) {
 	}
 	alive := nodes[(worker+1)%3]
 	var done media.Record
-	testutil.CheckFor(t, 60*time.Second, 20*time.Millisecond, func() error {
+	// Generous: the lease (2 s), then a 4000x3000 JPEG decoded and resized
+	// again on another node, under -race on a loaded 2-core machine.
+	testutil.CheckFor(t, 150*time.Second, 20*time.Millisecond, func() error {
 		rec, err := alive.Media.Get(id)
 		if err != nil || rec.Status != media.StatusReady {
 			return fmt.Errorf("status %q, %v", rec.Status, err)

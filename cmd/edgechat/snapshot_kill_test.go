@@ -45,7 +45,7 @@ func TestSIGKILLRightAfterAReferenceSnapshot(t *testing.T) {
 	// log (or 16384 entries) were applied since the last.
 	snapDir := filepath.Join(data, "raft", "snapshots")
 	var snapFile string
-	checkFor(t, 90*time.Second, 2*time.Millisecond, func() error {
+	checkFor(t, 180*time.Second, 2*time.Millisecond, func() error {
 		files, _ := filepath.Glob(filepath.Join(snapDir, "*", "state.bin"))
 		for _, f := range files {
 			if !strings.HasSuffix(filepath.Dir(f), ".tmp") {
