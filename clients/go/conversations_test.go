@@ -67,3 +67,35 @@ func TestConversationsListsEveryPage(t *testing.T) {
 		})
 	}
 }
+
+// During a rolling upgrade the nodes behind one address answer in turn:
+// a page after the first may reach a node older than the list's cursor,
+// which refuses the parameter it does not know (400 validation_failed,
+// "unknown query parameter"). Conversations keeps what it read (the
+// least recent are left out, logged, as from an older server) instead
+// of failing: it failed the whole list, where the SDK before paging
+// listed the first 1,000.
+func TestConversationsPageRefusedByAnOlderNode(t *testing.T) {
+	newer := conversationsOver(2500)
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{"/chat/conversations": func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Has("cursor") { // the older node
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = w.Write([]byte(`{"error":{"code":"validation_failed","message":"unknown query parameter \"cursor\""}}`))
+				return
+			}
+			newer(w, r)
+		}}
+	})
+	bob := dialFake(t, f, "bob", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	convs, err := bob.Conversations(ctx)
+	if err != nil {
+		t.Fatalf("a later page refused by an older node: %v, want the first page", err)
+	}
+	if len(convs) != 1000 || convs[0].Peer != "user0000" || convs[999].Peer != "user0999" {
+		t.Fatalf("got %d conversations, want the first 1000", len(convs))
+	}
+}

@@ -244,7 +244,9 @@ const conversationsMax = 1000
 // Conversations lists my conversations with their last message and
 // unread count, most recent activity first: all of them, paging the
 // list 1000 at a time (a server older than the list's nextCursor lists
-// 1000 at most: the least recent are left out, and logged).
+// 1000 at most: the least recent are left out, and logged; so are those
+// past a page that a node older than the cursor refused, as one may
+// during a rolling upgrade).
 func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 	var out []Conversation
 	cursor := ""
@@ -259,6 +261,13 @@ func (c *Client) Conversations(ctx context.Context) ([]Conversation, error) {
 			q.Set("cursor", cursor)
 		}
 		if err := c.get(ctx, "/chat/conversations", q, &r); err != nil {
+			var ae *APIError
+			if cursor != "" && errors.As(err, &ae) && ae.Status == http.StatusBadRequest {
+				// Only the cursor differs from the first page's request:
+				// a node older than it (a rolling upgrade) refuses it.
+				c.log.Warn("a node refused the conversation list's cursor; the least recent are left out", "listed", len(out), "err", err)
+				return out, nil
+			}
 			return nil, err
 		}
 		out = append(out, r.Conversations...)

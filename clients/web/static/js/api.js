@@ -323,14 +323,22 @@ export class Api {
 
   // conversations lists all my conversations, paging GET
   // /chat/conversations (1,000 a page) while it has more (a server that
-  // answers no nextCursor has one page only).
+  // answers no nextCursor has one page only; so has one whose later page
+  // reached a node older than the cursor, which refuses it with a 400, as
+  // during a rolling upgrade).
   async conversations() {
     const conversations = [];
     let cursor = '';
     for (;;) {
       const q = new URLSearchParams({ limit: '1000' });
       if (cursor) q.set('cursor', cursor);
-      const res = await this.call('GET', `/chat/conversations?${q}`);
+      let res;
+      try {
+        res = await this.call('GET', `/chat/conversations?${q}`);
+      } catch (e) {
+        if (cursor && e instanceof ApiError && e.status === 400) return { conversations };
+        throw e;
+      }
       conversations.push(...(res.conversations || []));
       if (!res.hasMore || !res.nextCursor || res.nextCursor === cursor) return { conversations };
       cursor = res.nextCursor;
