@@ -23,9 +23,10 @@
 //	     {"messages":[...],"cursor":"...","hasMore":bool}; the cursor is opaque (today a
 //	     decimal commit position); an empty since means from the beginning. Direct
 //	     messages and the messages of the groups I am a member of at query time
-//	GET  /chat/conversations?limit={n}                   latest activity first; limit 1..1000 (200)
-//	     {"conversations":[{"peer"|"group","lastMessage","unread","peerRead"?}],"hasMore":bool};
-//	     unread is capped at 1000
+//	GET  /chat/conversations?limit={n}&cursor={c}       latest activity first; limit 1..1000 (200)
+//	     {"conversations":[{"peer"|"group","lastMessage","unread","peerRead"?}],"hasMore":bool,
+//	     "nextCursor"?}; nextCursor (with hasMore) is the next page's cursor, an empty
+//	     cursor the first page; unread is capped at 1000
 //	POST /chat/messages                                  {"to"|"group", envelope fields}, at most 32 KiB;
 //	     201 with the stored envelope, 200 with the original one for a retried cid;
 //	     403 "forbidden" when blocked by the recipient or not a member of the group

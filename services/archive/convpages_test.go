@@ -75,3 +75,22 @@ func TestHTTPConversationsPages(t *testing.T) {
 		}
 	}
 }
+
+// An empty cursor is the list's start, as an empty since of /chat/sync
+// and an empty cursor of the users service's lists (GET
+// /user/groups?cursor=&limit=): a client that sends the cursor it holds
+// on every request, empty before the first page, gets the first page.
+// It was refused as malformed (400).
+func TestHTTPConversationsEmptyCursorIsTheStart(t *testing.T) {
+	e := newEnv(t)
+	srv := e.server(t)
+	e.send(t, "alice", "bob", "a1")
+	e.send(t, "carol", "bob", "c1")
+	var p convList
+	if r := get(t, srv, "bob", "/chat/conversations?limit=1&cursor=", &p); r.Status != http.StatusOK {
+		t.Fatalf("an empty cursor: %d %s, want 200 and the first page", r.Status, r.Body)
+	}
+	if len(p.Conversations) != 1 || p.Conversations[0].Peer != "carol" || !p.HasMore {
+		t.Fatalf("an empty cursor: %+v, want carol's conversation first and hasMore", p)
+	}
+}

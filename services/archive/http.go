@@ -390,7 +390,7 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var after *convCursor
-	if v, ok := q["cursor"]; ok {
+	if v := q["cursor"]; v != "" { // empty: the start, as an empty since
 		c, err := parseConvCursor(v)
 		if err != nil {
 			httpapi.WriteError(w, err)
