@@ -229,8 +229,10 @@ func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd
 		}
 	case retried && errors.Is(err, ErrClaimLost):
 		// An earlier proposal whose answer was lost did commit: the job
-		// ended, and its uploader is still to be told.
-		if done, err = s.Get(rec.ID); err != nil || done.Status == StatusProcessing {
+		// ended, and its uploader is still to be told. Only if that end
+		// is this one (its time is d's): another worker that took the
+		// job over meanwhile and ended it told the uploader itself.
+		if done, err = s.Get(rec.ID); err != nil || done.Status == StatusProcessing || !done.UpdatedAt.Equal(d.At) {
 			return
 		}
 	default:
