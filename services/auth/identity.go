@@ -340,10 +340,7 @@ func (s *Service) LinkIdentity(ctx context.Context, uid string, id FederatedIden
 	if wire.ValidUserID(uid) != nil || s.gone.has(uid) {
 		return fmt.Errorf("%w: %s", ErrNoAccount, uid)
 	}
-	picture, email := id.Picture, id.Email
-	if len(picture) > maxPictureLen || !strings.HasPrefix(picture, "https://") {
-		picture = ""
-	}
+	picture, email := federatedPicture(id.Picture), id.Email
 	if len(email) > maxEmailLen {
 		email = ""
 	}
@@ -501,10 +498,7 @@ func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (a
 			return a, nil
 		}
 	}
-	picture, email := id.Picture, id.Email
-	if len(picture) > maxPictureLen || !strings.HasPrefix(picture, "https://") {
-		picture = ""
-	}
+	picture, email := federatedPicture(id.Picture), id.Email
 	if len(email) > maxEmailLen {
 		email = ""
 	}
@@ -544,6 +538,15 @@ func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (a
 	return res.Account, nil
 }
 
+// federatedPicture is the provider's picture a profile takes as its
+// avatar: an https URL of bounded length, else none.
+func federatedPicture(picture string) string {
+	if len(picture) > maxPictureLen || !strings.HasPrefix(picture, "https://") {
+		return ""
+	}
+	return picture
+}
+
 // SignInFederated issues edgechat tokens to the user a provider vouched
 // for, creating the account on the first sign-in: the answer of
 // POST /auth/login.
@@ -570,7 +573,7 @@ func (s *Service) SignInFederated(ctx context.Context, id FederatedIdentity) (To
 	if nerr != nil || name == "" {
 		name = a.UID
 	}
-	s.repairProfile(ctx, a.UID, name)
+	s.repairProfile(ctx, a.UID, name, federatedPicture(id.Picture))
 	s.logins.WithLabelValues("federated").Inc()
 	return t, nil
 }

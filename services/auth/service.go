@@ -289,7 +289,7 @@ func (s *Service) LoginWithKey(ctx context.Context, username, password, ip, key 
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
-	s.repairProfile(ctx, acct.UID, acct.UID)
+	s.repairProfile(ctx, acct.UID, acct.UID, "")
 	if again {
 		s.logins.WithLabelValues("retried").Inc()
 		return t, nil
@@ -309,14 +309,22 @@ type profileChecker interface {
 // leader change between the two), and a client that sent the sign-up
 // again without an Idempotency-Key was told the name is taken. Without
 // a profile the user cannot be found, added or messaged. The display
-// name of the failed sign-up is gone; name stands in. Best effort: the
-// sign-in goes on either way, and the next one tries again.
-func (s *Service) repairProfile(ctx context.Context, uid, name string) {
+// name of the failed sign-up is gone; name stands in. avatar (a
+// federated sign-in's picture, "" for none) is the avatar the sign-up
+// would have set. Best effort: the sign-in goes on either way, and the
+// next one tries again.
+func (s *Service) repairProfile(ctx context.Context, uid, name, avatar string) {
 	pc, ok := s.profiles.(profileChecker)
 	if !ok || pc.HasProfile(uid) {
 		return
 	}
-	if err := s.profiles.CreateProfile(ctx, uid, name); err != nil {
+	create := s.profiles.CreateProfile
+	if ap, ok := s.profiles.(avatarProfiles); ok && avatar != "" {
+		create = func(ctx context.Context, uid, name string) error {
+			return ap.CreateProfileWithAvatar(ctx, uid, name, avatar)
+		}
+	}
+	if err := create(ctx, uid, name); err != nil {
 		s.log.Warn("signed in without a profile; making it failed", "uid", uid, "err", err)
 		return
 	}
