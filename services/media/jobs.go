@@ -62,15 +62,20 @@ func (s *Service) workOnce(ctx context.Context) time.Duration {
 			return wait
 		}
 		cmd := claimCmd{ID: rec.ID, Node: s.cfg.Node, At: s.now().UTC(), Lease: s.cfg.JobLease}
-		if s.ownUnsureClaim(rec) {
+		attempt := 1 // the attempt this claim makes
+		switch {
+		case s.ownUnsureClaim(rec):
 			cmd.Renew = rec.Job.Attempt // the claim did commit: take it up
+			attempt = cmd.Renew
+		case rec.Job != nil:
+			attempt = rec.Job.Attempt + 1
 		}
 		v, err := s.propose(ctx, wire.CmdMediaClaim, cmd)
 		if err != nil {
 			if !errors.Is(err, ErrClaimLost) && !errors.Is(err, ErrBadState) {
 				// It may still commit, making the job this node's until
 				// its lease ends: the next round renews it instead.
-				s.claimUnsure[rec.ID] = true
+				s.claimUnsure[rec.ID] = attempt
 				s.log.Warn("claiming a media job", "media", rec.ID, "err", err)
 				return time.Second
 			}
@@ -119,9 +124,11 @@ func (s *Service) nextJob() (rec Record, wait time.Duration, ok bool) {
 
 // ownUnsureClaim reports whether r is held by this node through a claim
 // whose answer never came: no job runs here while the worker looks for
-// one, so it is the claim of that proposal, for the worker to renew.
+// one, so a claim of this node with the attempt that proposal would have
+// made is that proposal's, for the worker to renew. An earlier attempt
+// of this node (one it released) is not: the claim did not commit.
 func (s *Service) ownUnsureClaim(r Record) bool {
-	return r.Job != nil && r.Job.Node == s.cfg.Node && s.claimUnsure[r.ID]
+	return r.Job != nil && r.Job.Node == s.cfg.Node && s.claimUnsure[r.ID] == r.Job.Attempt
 }
 
 // Retrying a job's commits through a leader change: a renewal or the

@@ -249,8 +249,9 @@ type Service struct {
 	// claimUnsure holds the jobs whose claim this node proposed without
 	// learning the outcome (a leader change while it committed): if it
 	// committed the job is this node's, and the worker renews it rather
-	// than wait out its own lease. The worker goroutine's alone.
-	claimUnsure map[string]bool
+	// than wait out its own lease. It maps a media ID to the attempt the
+	// claim would have made. The worker goroutine's alone.
+	claimUnsure map[string]int
 
 	bg       sync.WaitGroup // background proposals (read times)
 	touching sync.Map       // media IDs whose read time is being recorded
@@ -278,7 +279,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg.withDefaults(), db: deps.DB, prop: deps.Proposer, st: deps.Store, proc: deps.Processor,
 		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, tokens: deps.Tokens, lead: deps.Leadership, log: deps.Logger.With("component", "media"), now: deps.Now,
-		jobs: make(chan struct{}, 1), claimUnsure: map[string]bool{}}
+		jobs: make(chan struct{}, 1), claimUnsure: map[string]int{}}
 	var err error
 	if s.m, err = newMetrics(deps.Registerer); err != nil {
 		return nil, err

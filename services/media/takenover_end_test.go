@@ -60,3 +60,52 @@ func TestAJobsEndRetriedAfterATakeoverDoesNotNotifyAgain(t *testing.T) {
 		t.Fatalf("n1 told the uploader of n2's end: events %q", evs)
 	}
 }
+
+// nthLosingProposer fails the nth proposal of a command type (counting
+// from 1) without committing it.
+type nthLosingProposer struct {
+	Proposer
+	mu    sync.Mutex
+	t     byte
+	n     int
+	count int
+}
+
+func (p *nthLosingProposer) Propose(ctx context.Context, t byte, payload []byte) (any, error) {
+	p.mu.Lock()
+	if t == p.t {
+		p.count++
+	}
+	lose := t == p.t && p.count == p.n
+	p.mu.Unlock()
+	if lose {
+		return nil, fmt.Errorf("%w: leadership lost while committing log (the command may still commit)", wire.ErrUnavailable)
+	}
+	return p.Proposer.Propose(ctx, t, payload)
+}
+
+// n1's first attempt fails and it releases the job; its claim of the
+// second attempt is lost before it committed. The record still names n1
+// (its released first attempt): the worker must not take that up as the
+// claim it proposed, running attempt 1 again, so that a job that keeps
+// failing is still rejected after maxAttempts runs, not more.
+func TestALostClaimDoesNotTakeUpAReleasedAttempt(t *testing.T) {
+	e := newEnv(t, Config{Worker: true})
+	// Claims and releases share the command type: claim 1, release 1,
+	// then the claim of attempt 2 is lost.
+	e.svc.prop = &nthLosingProposer{Proposer: e.prop, t: wire.CmdMediaClaim, n: 3}
+	rec := e.upload("alice", "x", "FAIL")
+	for range 10 {
+		if got, _ := e.svc.Get(rec.ID); got.Status != StatusProcessing {
+			break
+		}
+		e.svc.workOnce(context.Background())
+	}
+	got, err := e.svc.Get(rec.ID)
+	if err != nil || got.Status != StatusRejected || got.Reason != "processing_failed" {
+		t.Fatalf("after the rounds: %+v, %v", got, err)
+	}
+	if e.proc.calls != maxAttempts {
+		t.Fatalf("processed %d times, want %d (maxAttempts)", e.proc.calls, maxAttempts)
+	}
+}
