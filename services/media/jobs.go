@@ -141,9 +141,10 @@ const (
 )
 
 // proposeRetrying proposes cmd until it commits, the FSM refuses it, ctx
-// ends or commitAttempts are spent; retried tells whether an earlier
-// proposal of it failed without an answer (it may have committed).
-func (s *Service) proposeRetrying(ctx context.Context, t byte, cmd any) (v any, retried bool, err error) {
+// ends, commitAttempts are spent or (unless until is zero) the time is
+// until; retried tells whether an earlier proposal of it failed without
+// an answer (it may have committed).
+func (s *Service) proposeRetrying(ctx context.Context, t byte, cmd any, until time.Time) (v any, retried bool, err error) {
 	delay := commitRetryDelay
 	for attempt := 1; ; attempt++ {
 		v, err = s.propose(ctx, t, cmd)
@@ -156,6 +157,9 @@ func (s *Service) proposeRetrying(ctx context.Context, t byte, cmd any) (v any, 
 			timer.Stop()
 			return nil, attempt > 1, err
 		case <-timer.C:
+		}
+		if !until.IsZero() && !s.now().Before(until) {
+			return nil, attempt > 1, err
 		}
 		delay *= 2
 	}
@@ -172,6 +176,7 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	renewed := make(chan struct{})
+	leaseUntil := rec.Job.LeaseUntil // the renewal goroutine's
 	go func() {
 		defer close(renewed)
 		t := time.NewTicker(s.cfg.JobLease / 3)
@@ -181,12 +186,15 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 			case <-jctx.Done():
 				return
 			case <-t.C:
-				if _, _, err := s.proposeRetrying(jctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
-					At: s.now().UTC(), Lease: s.cfg.JobLease}); err != nil && jctx.Err() == nil {
+				// Retried no longer than the lease holds: once it ends,
+				// another worker may take the job, and this one stops.
+				c := claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt, At: s.now().UTC(), Lease: s.cfg.JobLease}
+				if _, _, err := s.proposeRetrying(jctx, wire.CmdMediaClaim, c, leaseUntil); err != nil && jctx.Err() == nil {
 					s.log.Warn("renewing a media job's claim; stopping it", "media", rec.ID, "err", err)
 					cancel() // lost: another worker may have it
 					return
 				}
+				leaseUntil = c.At.Add(c.Lease)
 			}
 		}
 	}()
@@ -205,7 +213,7 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 		if reason == "" && attempt < maxAttempts {
 			s.log.Warn("media processing failed; releasing the job", "media", rec.ID, "attempt", attempt, "err", procErr)
 			if _, _, err := s.proposeRetrying(ctx, wire.CmdMediaClaim, claimCmd{ID: rec.ID, Node: s.cfg.Node, Renew: attempt,
-				At: s.now().UTC(), Lease: s.cfg.JobLease, Release: true}); err != nil {
+				At: s.now().UTC(), Lease: s.cfg.JobLease, Release: true}, time.Time{}); err != nil {
 				s.log.Warn("releasing a media job", "media", rec.ID, "err", err)
 			}
 			return
@@ -227,7 +235,7 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 // holds it now finishes the job.
 func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd) {
 	d.ID, d.Node, d.Attempt, d.At = rec.ID, s.cfg.Node, attempt, s.now().UTC()
-	v, retried, err := s.proposeRetrying(ctx, wire.CmdMediaDone, d)
+	v, retried, err := s.proposeRetrying(ctx, wire.CmdMediaDone, d, time.Time{})
 	var done Record
 	switch {
 	case err == nil:
