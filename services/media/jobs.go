@@ -79,6 +79,11 @@ func (s *Service) workOnce(ctx context.Context) time.Duration {
 				s.log.Warn("claiming a media job", "media", rec.ID, "err", err)
 				return time.Second
 			}
+			if cur, gerr := s.Get(rec.ID); gerr == nil && s.ownUnsureClaim(cur) {
+				// Refused as held by this very node: an earlier claim
+				// whose answer was lost committed since. Take it up.
+				continue
+			}
 			delete(s.claimUnsure, rec.ID)
 			continue // another worker was first
 		}
