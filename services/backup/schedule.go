@@ -209,6 +209,13 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	s.mu.Unlock()
 	if err != nil {
 		s.log.Error("scheduled backup failed", "store", s.cfg.Store.String(), "err", err)
+		// What it wrote is of no use (no manifest), and a failing
+		// schedule retries every minute: do not keep a copy per attempt.
+		if sink.id != "" {
+			if derr := s.cfg.Store.Delete(context.WithoutCancel(ctx), sink.id); derr != nil {
+				s.log.Warn("deleting a failed backup", "id", sink.id, "store", s.cfg.Store.String(), "err", derr)
+			}
+		}
 		return nil, err
 	}
 	s.log.Info("backup taken", "id", m.ID, "store", s.cfg.Store.String(), "applied_index", m.AppliedIndex,
