@@ -197,6 +197,8 @@ type RestoreOptions struct {
 // its Raft log after it, cluster/restored.go) and its archive store the
 // segments. Nothing is written when the backup is damaged or the data
 // directory is not empty; a failure half-way removes what was written.
+// The segments are written first and the state last, so that a restore
+// killed half-way leaves no database that a node would start on.
 func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Manifest, err error) {
 	log := o.Log
 	if log == nil {
@@ -239,9 +241,6 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	if err := restoreState(ctx, st, m, dbDir, o, log); err != nil {
-		return nil, err
-	}
 	for _, f := range m.Files[1:] {
 		key := strings.TrimPrefix(f.Name, SegmentDir)
 		rc, err := st.Open(ctx, m.ID+"/"+f.Name)
@@ -256,6 +255,12 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 		if err != nil {
 			return nil, fmt.Errorf("backup: restoring segment %s: %w", key, err)
 		}
+	}
+	// The state last: its applied index makes the data directory a node
+	// that serve starts on, and a restore killed before (no cleanup runs)
+	// must not leave one whose segments are missing.
+	if err := restoreState(ctx, st, m, dbDir, o, log); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
