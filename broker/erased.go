@@ -2,7 +2,6 @@ package broker
 
 import (
 	"encoding/json"
-	"strings"
 	"sync/atomic"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -82,8 +81,9 @@ func (b *Broker) ofErased(pk packets.Packet) (wire.TopicKind, bool) {
 	return kind, false
 }
 
-// erased is Deps.Erased for a local user ID ("uid@region" names a user
-// of another region: never erased here).
+// erased is Deps.Erased: a local user ID, or a user of another region
+// ("uid@region") that its region erased and this one erased too
+// (bridge/region erasure.go: due at once).
 func (b *Broker) erased(uid string) bool {
-	return uid != "" && !strings.Contains(uid, "@") && b.deps.Erased(uid)
+	return uid != "" && b.deps.Erased(uid)
 }

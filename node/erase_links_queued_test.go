@@ -1,0 +1,91 @@
+package node_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// bob@us writes to alice@eu while her persistent session waits offline
+// in eu, then his account is erased: us tells eu, which erases his
+// conversations with its users, both sides. The copies of his messages
+// still queued in alice's session must go too, as for an erased account
+// of eu (erase_queued_test.go): before, the broker took a user of
+// another region for one that is never erased here, and alice's
+// session, resumed after the erasure, delivered bob@us's messages, which
+// no history, sync or conversation list had any more.
+func TestErasedRemoteAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) {
+	eu, us := nodetest.StartRegionPair(t, "eu", "us", nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	aliceTok, carolTok := eu.NewUser(t, "alice"), eu.NewUser(t, "carol")
+	bobTok := us.NewUser(t, "bob")
+	persistent := mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: aliceTok,
+		KeepSession: true, SessionExpiry: 600}
+	alice := mqtttest.MustDial(t, eu.MQTTURL, persistent)
+	alice.MustSub(t, "user/alice/newMessage", "user/alice/receipts")
+	_ = alice.Conn.Close() // lost: the session waits offline, subscribed
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if eu.Broker.Connections() != 0 {
+			return errors.New("alice's connection is still counted")
+		}
+		return nil
+	})
+
+	bob := mustConnectV5(t, us.MQTTURL, "bob", "laptop", bobTok)
+	for i := range 2 {
+		if code, _ := bob.Pub(t, "user/alice@eu/newMessage", 1, textMsg(fmt.Sprint("b", i), "from bob")); code != 0 {
+			t.Fatalf("bob → alice@eu: %#x", code)
+		}
+	}
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		var hist historyPage
+		if st := api(t, eu, aliceTok, "GET", "/chat/history?with=bob@us", nil, &hist); st != 200 || len(hist.Messages) != 2 {
+			return fmt.Errorf("alice's history with bob@us: %d, %d messages", st, len(hist.Messages))
+		}
+		return nil
+	})
+	if st := api(t, us, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); st != 202 {
+		t.Fatalf("bob deletes his account: %d", st)
+	}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if left := erasedKeys(t, eu, "bob@us"); len(left) > 0 {
+			return fmt.Errorf("eu: %d keys still name bob@us", len(left))
+		}
+		var hist historyPage
+		if st := api(t, eu, aliceTok, "GET", "/chat/history?with=bob@us", nil, &hist); st != 200 || len(hist.Messages) != 0 {
+			return fmt.Errorf("alice's history with bob@us: %d, %d messages", st, len(hist.Messages))
+		}
+		return nil
+	})
+	carol := mustConnectV5(t, eu.MQTTURL, "carol", "laptop", carolTok)
+	if code, _ := carol.Pub(t, "user/alice/newMessage", 1, textMsg("c0", "from carol")); code != 0 {
+		t.Fatalf("carol → alice: %#x", code)
+	}
+
+	// alice comes back: her session resumes with what it queued, in
+	// order; carol's message came after bob's.
+	back, ack, err := mqtttest.Dial(t, eu.MQTTURL, persistent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ack.SessionPresent {
+		t.Fatal("alice's session was not resumed")
+	}
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		for _, m := range back.Received("user/alice/newMessage") {
+			if decodeEnvelope(t, m.Payload).From == "carol" {
+				return nil
+			}
+		}
+		return errors.New("carol's message has not come")
+	})
+	for _, m := range back.Received("user/alice/newMessage") {
+		if e := decodeEnvelope(t, m.Payload); e.From == "bob@us" {
+			t.Fatalf("alice's resumed session delivered bob@us's message %q after eu erased him", e.CID)
+		}
+	}
+}
