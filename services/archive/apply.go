@@ -353,6 +353,11 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 		// earlier writes). Hand back the original, write nothing.
 		return duplicateOf(tx, orig, origConv)
 	}
+	if c.Group == "" {
+		if err := refuseErasedPeer(tx, st, c.From, c.To); err != nil {
+			return nil, err
+		}
+	}
 	conv := groupConv(c.Group)
 	if c.Group == "" {
 		conv = directConv(c.From, c.To)

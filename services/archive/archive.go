@@ -310,6 +310,9 @@ func New(deps Deps) (*Service, error) {
 			}
 		}
 	}
+	if d, ok := deps.Users.(replicatedDeletions); ok {
+		st.erasedIn = d.DeletedIn
+	}
 	sc := st.sums
 	if r, ok := deps.FSM.(interface{ OnRestore(fn func()) }); ok {
 		r.OnRestore(st.purge)

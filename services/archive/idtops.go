@@ -205,6 +205,9 @@ type fsmState struct {
 
 	segments SegmentStore // where sealed segments go (nil: none); see tier.go
 	live     *live        // nil: no live delivery from apply (live.go)
+	// erasedIn tells, from the replicated state, whether a user of
+	// another region was erased here (regions.go); nil: never.
+	erasedIn func(tx *badger.Txn, uid string) (bool, error)
 }
 
 func (s *fsmState) purge() {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -136,4 +138,38 @@ func (s *Service) remoteRecipient(from, to string) error {
 func (s *Service) erasedHere(uid string) bool {
 	d, ok := s.users.(interface{ Deleted(uid string) bool })
 	return ok && d.Deleted(uid)
+}
+
+// replicatedDeletions is the auth service's DeletedIn (Deps.Users).
+type replicatedDeletions interface {
+	DeletedIn(tx *badger.Txn, uid string) (bool, error)
+}
+
+// refuseErasedPeer refuses, inside the FSM transaction, a direct message
+// to or from a user of another region that this region erased (its
+// region erased it and told us: services/auth EraseRemote). The checks
+// before proposing (erasedHere) read this node's copy, which may not
+// have applied the erasure yet, and such an erasure has no grace
+// period: its steps may be done before the message commits, and
+// nothing would take the message then. Deterministic (replicated keys
+// only); writes nothing.
+func refuseErasedPeer(tx *badger.Txn, st *fsmState, from, to string) error {
+	if st.erasedIn == nil {
+		return nil
+	}
+	if strings.IndexByte(to, '@') >= 0 {
+		if gone, err := st.erasedIn(tx, to); err != nil {
+			return err
+		} else if gone {
+			return fmt.Errorf("archive: recipient %q (erased): %w", to, wire.ErrNotFound)
+		}
+	}
+	if strings.IndexByte(from, '@') >= 0 {
+		if gone, err := st.erasedIn(tx, from); err != nil {
+			return err
+		} else if gone {
+			return fmt.Errorf("archive: sender %q was erased: %w", from, wire.ErrForbidden)
+		}
+	}
+	return nil
 }
