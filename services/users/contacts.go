@@ -86,7 +86,14 @@ func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (
 	}
 	val := []byte(c.At.Format(time.RFC3339Nano))
 	if strings.IndexByte(c.UID, '@') >= 0 {
-		return c, setEdge(tx, prefix, c.Owner, c.UID, key, val) // checked by its region
+		// Checked by its region, unless this region erased it (its
+		// region erased it and told us: erase.go): as a local user's
+		// profile once erased, its tombstone refuses it, also for a
+		// node that checked before it applied the erasure.
+		if gone, err := exists(tx, prefixGoneProfile+c.UID); err != nil || gone {
+			return c, errors.Join(err, fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, c.UID))
+		}
+		return c, setEdge(tx, prefix, c.Owner, c.UID, key, val)
 	}
 	if ok, err := exists(tx, prefixProfile+c.UID); err != nil || !ok {
 		return c, errors.Join(err, fmt.Errorf("%w: user %s", wire.ErrNotFound, c.UID))
@@ -134,7 +141,9 @@ func (s *Service) relate(ctx context.Context, t byte, owner, uid string, add boo
 	case add && strings.IndexByte(uid, '@') >= 0:
 		if _, erased, err := s.erasedRemote(uid); err != nil {
 			return "", nil, err
-		} else if erased && t == wire.CmdContact {
+		} else if erased {
+			// Erased here (its region erased it and told us): no one
+			// to add or block, as an erased user of this region.
 			return "", nil, fmt.Errorf("%w: user %s (deleted)", wire.ErrNotFound, uid)
 		}
 		if remote, err = s.remoteProfile(ctx, uid, t == wire.CmdContact); err != nil {
