@@ -251,6 +251,27 @@ func heirOf(tx *badger.Txn, gid, owner string) (string, error) {
 	return member, nil
 }
 
+// erasedRemoteIn tells, from the replicated state of tx, whether uid (a
+// user of another region) was erased here: its tombstone, or its
+// erasure decided and not done yet (the auth service's record, when the
+// accounts it was given read it: the erasure's steps leave group
+// memberships to the leaves of its region, which never come for a
+// membership added after the erasure).
+func (s *Service) erasedRemoteIn(tx *badger.Txn, uid string) (bool, error) {
+	if gone, err := exists(tx, prefixGoneProfile+uid); err != nil || gone {
+		return gone, err
+	}
+	s.mu.RLock()
+	a, ok := s.accounts.(interface {
+		DeletedIn(tx *badger.Txn, uid string) (bool, error)
+	})
+	s.mu.RUnlock()
+	if !ok {
+		return false, nil
+	}
+	return a.DeletedIn(tx, uid)
+}
+
 // erasedProfile reads uid's tombstone; ok false when uid was never erased.
 func erasedProfile(tx *badger.Txn, uid string) (Profile, bool, error) {
 	_, err := tx.Get([]byte(prefixGoneProfile + uid))

@@ -369,12 +369,22 @@ func dedupe(uids []string, skip string) []string {
 }
 
 // checkNewMembers refuses unknown users and users who blocked `by`.
-func checkNewMembers(tx *badger.Txn, by string, uids []string) error {
+func (s *Service) checkNewMembers(tx *badger.Txn, by string, uids []string) error {
 	var unknown []string
 	var local []string
 	for _, uid := range uids {
 		if remoteMember(uid) {
-			continue // another region's user: that region checks (bridge/region)
+			// Another region's user: that region checks (bridge/region),
+			// unless it erased the user and told us, and this region
+			// erased it too (erase.go): refused as an erased user of
+			// ours, also when the node that proposed the change had not
+			// applied the erasure yet.
+			if gone, err := s.erasedRemoteIn(tx, uid); err != nil {
+				return err
+			} else if gone {
+				unknown = append(unknown, uid)
+			}
+			continue
 		}
 		local = append(local, uid)
 		if wire.ValidUserID(uid) != nil {
@@ -442,7 +452,7 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 	if _, found, err := readGroup(tx, c.GID); err != nil || found {
 		return nil, errors.Join(err, ErrGroupExists)
 	}
-	if err := checkNewMembers(tx, c.Owner, members); err != nil {
+	if err := s.checkNewMembers(tx, c.Owner, members); err != nil {
 		return nil, err
 	}
 	if c.Key != "" {
@@ -656,7 +666,7 @@ func (s *Service) applyMember(tx *badger.Txn, c groupMemberCmd) (any, error) {
 			changes = append(changes, roleChange{UID: uid, From: target, To: c.Role})
 		}
 	}
-	if err := checkNewMembers(tx, c.By, added); err != nil {
+	if err := s.checkNewMembers(tx, c.By, added); err != nil {
 		return nil, err
 	}
 	// Only additions count against the cap: a group over it (the cap
