@@ -192,9 +192,15 @@ func TestDropDuringDialsFirstSyncLosesNothing(t *testing.T) {
 			}
 		})
 	}()
-	testutil.Receive(t, entered, 10*time.Second)              // bob is subscribed; the first sync runs
-	f.cutAll()                                                // the network blips
-	missed := f.store("carol", "bob", "sent during the blip") // committed, not live
+	testutil.Receive(t, entered, 10*time.Second) // bob is subscribed; the first sync runs
+	// Committed now, not live (the fake server delivers nothing live),
+	// and then the network blips. Stored before the cut, not after it: a
+	// client that reconnected and synced within the few milliseconds
+	// between the two (a loaded machine) would have missed it only
+	// because the fake never delivers it live (a real server does, to
+	// the new subscription).
+	missed := f.store("carol", "bob", "sent during the blip")
+	f.cutAll()
 	close(release)
 	bob := testutil.Receive(t, dialed, 10*time.Second)
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
