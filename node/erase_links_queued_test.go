@@ -61,31 +61,5 @@ func TestErasedRemoteAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) 
 		}
 		return nil
 	})
-	carol := mustConnectV5(t, eu.MQTTURL, "carol", "laptop", carolTok)
-	if code, _ := carol.Pub(t, "user/alice/newMessage", 1, textMsg("c0", "from carol")); code != 0 {
-		t.Fatalf("carol → alice: %#x", code)
-	}
-
-	// alice comes back: her session resumes with what it queued, in
-	// order; carol's message came after bob's.
-	back, ack, err := mqtttest.Dial(t, eu.MQTTURL, persistent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !ack.SessionPresent {
-		t.Fatal("alice's session was not resumed")
-	}
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		for _, m := range back.Received("user/alice/newMessage") {
-			if decodeEnvelope(t, m.Payload).From == "carol" {
-				return nil
-			}
-		}
-		return errors.New("carol's message has not come")
-	})
-	for _, m := range back.Received("user/alice/newMessage") {
-		if e := decodeEnvelope(t, m.Payload); e.From == "bob@us" {
-			t.Fatalf("alice's resumed session delivered bob@us's message %q after eu erased him", e.CID)
-		}
-	}
+	resumeAfterCarol(t, eu, carolTok, persistent, "bob@us")
 }

@@ -55,13 +55,21 @@ func TestErasedAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) {
 	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &hist); st != 200 || len(hist.Messages) != 0 {
 		t.Fatalf("alice's history with bob after the erasure: %d %d", st, len(hist.Messages))
 	}
+	back := resumeAfterCarol(t, n, carolTok, persistent, "bob")
+	if got := back.Received("user/alice/receipts"); len(got) != 0 {
+		t.Fatalf("alice's resumed session delivered bob's receipt %s after his account was erased", got[0].Payload)
+	}
+}
+
+// resumeAfterCarol has carol send alice a message, resumes alice's
+// persistent session and waits for carol's message (queued after the
+// erased user's): the resumed session must deliver nothing from erased.
+func resumeAfterCarol(t *testing.T, n *nodetest.Node, carolTok string, persistent mqtttest.Options, erased string) *mqtttest.Client {
+	t.Helper()
 	carol := mustConnectV5(t, n.MQTTURL, "carol", "laptop", carolTok)
 	if code, _ := carol.Pub(t, "user/alice/newMessage", 1, textMsg("c0", "from carol")); code != 0 {
 		t.Fatalf("carol → alice: %#x", code)
 	}
-
-	// alice comes back: her session resumes with what it queued, in
-	// order; carol's message came after bob's.
 	back, ack, err := mqtttest.Dial(t, n.MQTTURL, persistent)
 	if err != nil {
 		t.Fatal(err)
@@ -78,11 +86,9 @@ func TestErasedAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) {
 		return errors.New("carol's message has not come")
 	})
 	for _, m := range back.Received("user/alice/newMessage") {
-		if e := decodeEnvelope(t, m.Payload); e.From == "bob" {
-			t.Fatalf("alice's resumed session delivered bob's message %q after his account was erased", e.CID)
+		if e := decodeEnvelope(t, m.Payload); e.From == erased {
+			t.Fatalf("alice's resumed session delivered %s's message %q after the erasure", erased, e.CID)
 		}
 	}
-	if got := back.Received("user/alice/receipts"); len(got) != 0 {
-		t.Fatalf("alice's resumed session delivered bob's receipt %s after his account was erased", got[0].Payload)
-	}
+	return back
 }
