@@ -641,6 +641,11 @@ func (b *Broker) Serving() <-chan struct{} { return b.servingCh }
 // Connections is the number of established MQTT connections.
 func (b *Broker) Connections() int { return int(b.nconn.Load()) }
 
+// UserConnections is the number of uid's established connections on this
+// node (those of region links and dev-mode clients without a user are
+// not anyone's).
+func (b *Broker) UserConnections(uid string) int { return len(b.users.sessions(uid)) }
+
 // Server is the underlying mochi server, for tests and admin tools only.
 func (b *Broker) Server() *mqtt.Server { return b.srv }
 

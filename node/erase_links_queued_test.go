@@ -29,7 +29,7 @@ func TestErasedRemoteAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) 
 	alice.MustSub(t, "user/alice/newMessage", "user/alice/receipts")
 	_ = alice.Conn.Close() // lost: the session waits offline, subscribed
 	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if eu.Broker.Connections() != 0 {
+		if eu.Broker.UserConnections("alice") != 0 {
 			return errors.New("alice's connection is still counted")
 		}
 		return nil
