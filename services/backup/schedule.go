@@ -169,13 +169,9 @@ func (s *Scheduler) tick(ctx context.Context) {
 	}
 }
 
-// readStore learns the newest complete backup in the store.
+// readStore learns the newest complete scheduled backup in the store.
 func (s *Scheduler) readStore(ctx context.Context) {
-	id, err := Latest(ctx, s.cfg.Store)
-	var m *Manifest
-	if err == nil {
-		m, err = readManifest(ctx, s.cfg.Store, id)
-	}
+	m, err := latestScheduled(ctx, s.cfg.Store)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -189,6 +185,32 @@ func (s *Scheduler) readStore(ctx context.Context) {
 	default:
 		s.log.Warn("reading the backup store", "store", s.cfg.Store.String(), "err", err)
 	}
+}
+
+// latestScheduled is the manifest of the newest complete scheduled
+// backup in st: one taken by hand (KindStream) is not the schedule's
+// (Prune neither counts nor deletes it, and an operator may delete it
+// any time), so it does not put off the next scheduled one. As Latest,
+// a manifest that cannot be read now is an error, not a reason to
+// answer an older backup; ErrNotFound when there is none.
+func latestScheduled(ctx context.Context, st Store) (*Manifest, error) {
+	ids, err := st.IDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids = sortedIDs(ids)
+	for i := len(ids) - 1; i >= 0; i-- {
+		m, err := readManifest(ctx, st, ids[i])
+		switch {
+		case err == nil && m.Kind == KindStream:
+			continue
+		case err == nil:
+			return m, nil
+		case !errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("backup: newest backup %s: %w", ids[i], err)
+		}
+	}
+	return nil, fmt.Errorf("%w in %s", ErrNotFound, st)
 }
 
 // BackupNow takes a backup into the store now and prunes old ones.
