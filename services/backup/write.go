@@ -245,11 +245,31 @@ func (s *StoreSink) Reuse(ctx context.Context, f File) (bool, error) {
 	if !slices.Contains(s.Prev.Files, f) {
 		return false, nil
 	}
+	// A directory store's copy may have been damaged since it was
+	// written (a bad block, a file changed by hand), and a hard link
+	// would carry the damage into this backup, which restore would then
+	// refuse: read it first, and take a copy that no longer matches from
+	// the archive store. (An S3 store checks its objects itself, and
+	// reading one back would cost what reading the archive store does.)
+	if _, local := s.Store.(*DirStore); local && !s.prevIntact(ctx, f) {
+		return false, nil
+	}
 	if err := c.CopyFile(ctx, s.Prev.ID+"/"+f.Name, s.id+"/"+f.Name); err != nil {
 		return false, nil // gone since (pruned): read it from the archive
 	}
 	s.Reused++
 	return true, nil
+}
+
+// prevIntact reports whether Prev's copy of f has f's size and SHA-256.
+func (s *StoreSink) prevIntact(ctx context.Context, f File) bool {
+	rc, err := s.Store.Open(ctx, s.Prev.ID+"/"+f.Name)
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, checked(ctxReader{ctx, rc}, f, s.Prev.ID))
+	return err == nil
 }
 
 func (s *StoreSink) Begin(id string) error { s.id = id; return nil }
