@@ -10,7 +10,8 @@ import (
 // change between the two) left an account without a profile for good:
 // the user could sign in but not be found, added or messaged, and a
 // sign-up sent again without a key was told the name is taken. The
-// account's next sign-in makes the profile.
+// account's next sign-in makes the profile, under the display name the
+// sign-up asked for (kept with the account).
 func TestSignInMakesTheProfileASignUpFailedToMake(t *testing.T) {
 	e := newEnv(t)
 	e.profiles.err = errors.New("leadership lost while committing log")
@@ -27,7 +28,7 @@ func TestSignInMakesTheProfileASignUpFailedToMake(t *testing.T) {
 		t.Fatalf("the sign-up sent again without a key: %d %s", r.Code, r.Body)
 	}
 	e.login("alice", "alice-password")
-	if name, ok := e.profiles.get("alice"); !ok || name != "alice" {
+	if name, ok := e.profiles.get("alice"); !ok || name != "Alice" {
 		t.Fatalf("profile after the sign-in: %q %v", name, ok)
 	}
 }

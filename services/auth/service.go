@@ -163,7 +163,7 @@ func (s *Service) createAccount(ctx context.Context, username, password, display
 		return "", ErrUsernameTaken
 	}
 	hash := s.hasher.hash(password)
-	v, err := s.propose(ctx, wire.CmdAccountCreate, accountCreateCmd{UID: uid, Hash: hash, At: s.now().UTC(), Key: key})
+	v, err := s.propose(ctx, wire.CmdAccountCreate, accountCreateCmd{UID: uid, Hash: hash, At: s.now().UTC(), Key: key, DisplayName: displayName})
 	if r, ok := v.(accountReplay); ok && err == nil {
 		return uid, &accountReplayError{hash: r.Hash, displayName: displayName}
 	}
@@ -289,7 +289,11 @@ func (s *Service) LoginWithKey(ctx context.Context, username, password, ip, key 
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
-	s.repairProfile(ctx, acct.UID, acct.UID, "")
+	name := acct.DisplayName
+	if name == "" {
+		name = acct.UID
+	}
+	s.repairProfile(ctx, acct.UID, name, "")
 	if again {
 		s.logins.WithLabelValues("retried").Inc()
 		return t, nil
@@ -308,8 +312,9 @@ type profileChecker interface {
 // sign-up committed the account, then failed to commit the profile (a
 // leader change between the two), and a client that sent the sign-up
 // again without an Idempotency-Key was told the name is taken. Without
-// a profile the user cannot be found, added or messaged. The display
-// name of the failed sign-up is gone; name stands in. avatar (a
+// a profile the user cannot be found, added or messaged. name is the
+// display name the sign-up asked for (kept with the account), or the
+// user ID for an account made before it was kept. avatar (a
 // federated sign-in's picture, "" for none) is the avatar the sign-up
 // would have set. Best effort: the sign-in goes on either way, and the
 // next one tries again.

@@ -35,6 +35,10 @@ type account struct {
 	Admin     bool      `json:"admin"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
+	// DisplayName is the display name its sign-up asked for (empty for
+	// accounts made before it was kept, and for federated ones): a
+	// sign-in that makes the profile the sign-up failed to make uses it.
+	DisplayName string `json:"displayName,omitempty"`
 }
 
 // public is what access tokens say of the account.
@@ -73,6 +77,10 @@ type accountCreateCmd struct {
 	// is answered (accountReplay) instead of refused as a taken name.
 	// Nodes of earlier versions ignore it.
 	Key string `json:"key,omitempty"`
+	// DisplayName, optional: the sign-up's display name, kept with the
+	// account for the profile a sign-in repairs. Nodes of earlier
+	// versions ignore it.
+	DisplayName string `json:"displayName,omitempty"`
 }
 
 // prefixRegisterKey: + uid → the Idempotency-Key of the sign-up that
@@ -252,7 +260,7 @@ func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if found || gone {
 		return nil, ErrUsernameTaken
 	}
-	a := account{UID: c.UID, Hash: c.Hash, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At}
+	a := account{UID: c.UID, Hash: c.Hash, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At, DisplayName: c.DisplayName}
 	if err := setJSON(tx, key, a); err != nil {
 		return nil, err
 	}
