@@ -269,6 +269,9 @@ type Service struct {
 	// others' failed logins of the name do not lock the user out of
 	// defending the account.
 	perProof *ratelimit.Limiter
+	// charged: failed sign-ins that took tokens of perUser and perIP,
+	// so that one sent again with its Idempotency-Key takes none.
+	charged *chargedSignIns
 
 	logins        *prometheus.CounterVec
 	registrations *prometheus.CounterVec
@@ -353,6 +356,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		perUser:     perUser,
 		perIP:       perIP,
 		perProof:    perProof,
+		charged:     newChargedSignIns(maxLimiterKeys),
 		unknownKids: unknownKids,
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgechat_auth_logins_total",

@@ -254,12 +254,20 @@ func (s *Service) LoginWithKey(ctx context.Context, username, password, ip, key 
 		}
 	}
 	if !found || !ok {
-		// A failure takes a token (when there is one left).
-		if userKey != "" {
-			s.perUser.Allow(userKey)
+		// A failure takes a token (when there is one left); a sign-in
+		// this node answered 503 after taking them (below), sent again
+		// with its key and password, takes none: the client was told
+		// to retry, and the Go SDK's Login does, so one typo during an
+		// outage counted three times.
+		now := s.now()
+		if !s.charged.retry(userKey, key, password, now) {
+			if userKey != "" {
+				s.perUser.Allow(userKey)
+			}
+			s.perIP.Allow(ipKey)
 		}
-		s.perIP.Allow(ipKey)
 		if catchUpErr != nil {
+			s.charged.unanswered(userKey, key, password, now)
 			s.logins.WithLabelValues("error").Inc()
 			return Tokens{}, catchUpErr
 		}
