@@ -110,6 +110,11 @@ type Scheduler struct {
 	lastAttempt time.Time
 	started     time.Time // when Run began
 	lastMan     *Manifest // the newest complete backup's, for reusing its segments
+	// aheadSeen is when this node first saw aheadOf, a newest backup
+	// dated after its clock (the clock was stepped back, or the leader
+	// that took it ran ahead): its age is unknown, and it counts as
+	// taken then (since).
+	aheadOf, aheadSeen time.Time
 }
 
 // NewScheduler checks cfg.
@@ -162,7 +167,12 @@ func (s *Scheduler) tick(ctx context.Context) {
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()
-	due := now.Sub(s.lastSuccess) >= s.cfg.Every && now.Sub(s.lastAttempt) >= min(s.cfg.Every, time.Minute)
+	if s.lastSuccess.After(now) && !s.aheadOf.Equal(s.lastSuccess) {
+		s.aheadOf, s.aheadSeen = s.lastSuccess, now
+	}
+	// An attempt dated after the clock is one made before a step back.
+	due := now.Sub(s.since(now)) >= s.cfg.Every &&
+		(now.Sub(s.lastAttempt) >= min(s.cfg.Every, time.Minute) || s.lastAttempt.After(now))
 	s.mu.Unlock()
 	if due {
 		_, _ = s.BackupNow(ctx)
@@ -213,14 +223,47 @@ func latestScheduled(ctx context.Context, st Store) (*Manifest, error) {
 	return nil, fmt.Errorf("%w in %s", ErrNotFound, st)
 }
 
-// BackupNow takes a backup into the store now and prunes old ones.
+// since is when the newest backup counts as taken, for the schedule and
+// the overdue warning: its creation time, or, when that is after now
+// (a clock stepped back, or a leader's that ran ahead), when this node
+// first saw it (now if it has not yet). Waiting for the clock to catch
+// up would stop the backups, and their warning, for as long as the
+// clock was ahead. s.mu is held.
+func (s *Scheduler) since(now time.Time) time.Time {
+	if !s.lastSuccess.After(now) {
+		return s.lastSuccess
+	}
+	if s.aheadOf.Equal(s.lastSuccess) {
+		return s.aheadSeen
+	}
+	return now
+}
+
+// BackupNow takes a backup into the store now and prunes old ones. The
+// backup is dated by the clock, but never before the newest backup this
+// node knows (then 1 ms after it): the IDs order the backups (Latest,
+// Prune, a new leader's reading of the store), and this one is the
+// newest.
 func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	start := s.cfg.Now()
 	s.mu.Lock()
 	s.lastAttempt = start
 	sink := &StoreSink{Store: s.cfg.Store, Prev: s.lastMan}
+	src := s.cfg.Source
+	if after := s.lastSuccess; !after.IsZero() {
+		clock := src.Now
+		if clock == nil {
+			clock = time.Now
+		}
+		src.Now = func() time.Time {
+			if t := clock(); !t.Before(after.Add(time.Millisecond)) {
+				return t
+			}
+			return after.Add(time.Millisecond)
+		}
+	}
 	s.mu.Unlock()
-	m, err := Write(ctx, s.cfg.Source, sink)
+	m, err := Write(ctx, src, sink)
 	took := s.cfg.Now().Sub(start)
 	s.cfg.Metrics.observe("scheduled", took, m, err)
 	s.mu.Lock()
@@ -258,7 +301,8 @@ func (s *Scheduler) Status() Status {
 		st.LastError = s.lastErr.Error()
 	}
 	if !s.lastSuccess.IsZero() {
-		st.AgeSec = s.cfg.Now().Sub(s.lastSuccess).Seconds()
+		now := s.cfg.Now()
+		st.AgeSec = now.Sub(s.since(now)).Seconds()
 	}
 	st.Overdue = s.overdue()
 	return st
@@ -283,10 +327,11 @@ func (s *Scheduler) Overdue() bool {
 }
 
 func (s *Scheduler) overdue() bool {
+	now := s.cfg.Now()
 	if s.lastSuccess.IsZero() {
-		return !s.started.IsZero() && s.cfg.Now().Sub(s.started) > 2*s.cfg.Every
+		return !s.started.IsZero() && now.Sub(s.started) > 2*s.cfg.Every
 	}
-	return s.cfg.Now().Sub(s.lastSuccess) > 2*s.cfg.Every
+	return now.Sub(s.since(now)) > 2*s.cfg.Every
 }
 
 // StaleAfter is how old (by its ID's time) an incomplete backup must be
