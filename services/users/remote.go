@@ -111,13 +111,21 @@ func (s *Service) writeQualifiedProfile(w http.ResponseWriter, r *http.Request, 
 }
 
 // erasedRemote reads the tombstone of addr, a user of another region
-// that its region erased and this region erased too (erase.go).
+// that its region erased and this region erased too (erase.go), or is
+// erasing: from the replicated decision on (the auth service's record),
+// before the erasure's steps wrote the tombstone, addr answers as it
+// will, not with the profile a cache or the other region still holds.
 func (s *Service) erasedRemote(addr string) (Profile, bool, error) {
 	var p Profile
 	var ok bool
 	err := s.db.View(func(tx *badger.Txn) error {
 		var err error
-		p, ok, err = erasedProfile(tx, addr)
+		if p, ok, err = erasedProfile(tx, addr); err != nil || ok {
+			return err
+		}
+		if ok, err = s.erasedRemoteIn(tx, addr); ok {
+			p = tombstone(addr)
+		}
 		return err
 	})
 	return p, ok, err
