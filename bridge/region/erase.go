@@ -33,6 +33,39 @@ import (
 // takes instead the direct messages to that user and the contact and
 // block changes about them still waiting in the outboxes.
 func (b *Bridge) EraseAccount(tx *badger.Txn, uid string, bud *fsm.Budget) (done bool, after func(), err error) {
+	done, after, err = b.eraseOutboxes(tx, uid, bud)
+	if a, perr := address.Parse(uid); err == nil && perr == nil && a.Region != "" {
+		wake := after
+		after = func() {
+			b.forgetErased(a)
+			if wake != nil {
+				wake()
+			}
+		}
+	}
+	return done, after, err
+}
+
+// forgetErased drops what this node remembers of a, a user of another
+// region erased here (its region erased it and told us), once a step of
+// the erasure committed: its profile in the cache of remote profiles
+// (served, expired, while the link is down) and, on the leader, the last
+// presence the link received, which it retains again as "unknown" with
+// that last seen when nobody here watches a any more or the link goes
+// down. Every step forgets it again: a step is applied on every node.
+func (b *Bridge) forgetErased(a address.Address) {
+	b.q.mu.Lock()
+	delete(b.q.cache, a.String())
+	b.q.mu.Unlock()
+	b.mu.Lock()
+	if e := b.eph[a.Region]; e != nil {
+		delete(e.last, a.Name)
+	}
+	b.mu.Unlock()
+}
+
+// eraseOutboxes is EraseAccount's step over the outboxes.
+func (b *Bridge) eraseOutboxes(tx *badger.Txn, uid string, bud *fsm.Budget) (done bool, after func(), err error) {
 	regions, err := outboxRegions(tx)
 	if err != nil {
 		return false, nil, err
