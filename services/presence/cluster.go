@@ -144,13 +144,19 @@ type Retained interface {
 // online (an inactive user stays inactive). Status is then the user's
 // status as the sender retains it, for a home that has no copy of its
 // own (restarted, it takes its copies back from the hello's answers,
-// which may come later). A node of an earlier version sends neither.
+// which may come later). Beat is, in a re-announcement, the user's last
+// heartbeat the sender took while the user was connected there (zero:
+// none): the heartbeats it had queued for the previous home are dropped
+// when the home moves, and a node that was cut off may have taken
+// heartbeats the other nodes never heard. A node of an earlier version
+// sends none of the three.
 type Event struct {
 	Kind   byte
 	UID    string
 	ConnID string
 	Again  bool
 	Status string
+	Beat   time.Time
 }
 
 // EventsArgs is a batch of events from one node. Inc is the sender's
@@ -281,6 +287,7 @@ type clusterState struct {
 	mu        sync.Mutex
 	members   []cluster.Member               // sorted by name; empty: only this node
 	local     map[string]map[string]struct{} // uid → live connection IDs on this node
+	beats     map[string]time.Time           // uid (with a live connection here) → the last heartbeat taken here
 	runs      map[string]uint64              // node → its latest run seen
 	ended     map[string]uint64              // node → its run that said goodbye
 	helloed   bool                           // the hellos of this run (or of its return from down) are on their way
@@ -291,7 +298,7 @@ type clusterState struct {
 // presence RPCs, in that order.
 func attachClusterState(s *Service, c Cluster, r Retained, restorer RetainedRestorer, maxQueue int, m *peerqueue.Metrics) error {
 	cs := &clusterState{s: s, c: c, retained: r, restorer: restorer, self: c.Self(), inc: uint64(time.Now().UnixNano()),
-		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, runs: map[string]uint64{}, ended: map[string]uint64{}}
+		kick: make(chan struct{}, 1), local: map[string]map[string]struct{}{}, beats: map[string]time.Time{}, runs: map[string]uint64{}, ended: map[string]uint64{}}
 	cs.view.Store(&[]cluster.Member{})
 	cs.queues = peerqueue.NewSet(cs.send, peerqueue.Config[Event]{
 		MaxItems:   maxQueue,
@@ -413,6 +420,7 @@ func (s *Service) Disconnected(uid, connID string) {
 		delete(set, connID)
 		if len(set) == 0 {
 			delete(c.local, uid)
+			delete(c.beats, uid)
 		}
 	}
 	c.routeLocked(Event{Kind: EventDisconnected, UID: uid, ConnID: connID})
@@ -430,6 +438,10 @@ func (s *Service) Heartbeat(uid string) {
 		return
 	}
 	c.mu.Lock()
+	if c.local[uid] != nil {
+		// For a re-announcement of the user's connections here.
+		c.beats[uid] = s.clock.Now()
+	}
 	c.routeLocked(Event{Kind: EventHeartbeat, UID: uid})
 	c.mu.Unlock()
 }
@@ -496,7 +508,7 @@ func (c *clusterState) routeLocked(e Event) {
 // againLocked is the event that announces connection id of uid once
 // more, to the user's new home.
 func (c *clusterState) againLocked(uid, id string) Event {
-	e := Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true}
+	e := Event{Kind: EventConnected, UID: uid, ConnID: id, Again: true, Beat: c.beats[uid]}
 	if c.retained != nil {
 		if p, ok := c.retained.RetainedPresence(uid); ok {
 			e.Status = p.Status
@@ -510,7 +522,7 @@ func (s *Service) apply(from string, inc uint64, e Event) {
 	switch e.Kind {
 	case EventConnected:
 		if e.Again {
-			s.reannounced(e.UID, connKey(from, inc, e.ConnID), e.Status)
+			s.reannounced(e.UID, connKey(from, inc, e.ConnID), e.Status, e.Beat)
 			return
 		}
 		s.connected(e.UID, connKey(from, inc, e.ConnID))
@@ -851,8 +863,12 @@ func (s *Service) forget(gone func(uid string) bool) {
 // node's says offline and the sender's does not: this node's missed the
 // connection, it was down when it came); without one, the user is
 // online as for a new connection. Both copies offline is an idle user
-// (connected, no heartbeat for 5 intervals): they stay offline.
-func (s *Service) reannounced(uid, connID, hint string) {
+// (connected, no heartbeat for 5 intervals): they stay offline. A
+// heartbeat the sender took (beat) later than the last this node knows
+// counts as one taken then, if it is recent enough to keep the user
+// online (less than 3 intervals ago): the user is online, last seen
+// then, published when that changes the status.
+func (s *Service) reannounced(uid, connID, hint string, beat time.Time) {
 	retained := wire.Presence{Status: hint}
 	if s.retained != nil {
 		if p, ok := s.retained.RetainedPresence(uid); ok &&
@@ -887,8 +903,16 @@ func (s *Service) reannounced(uid, connID, hint string) {
 		u.conns = append(u.conns, connID)
 	}
 	u.graceUntil = time.Time{}
+	if beat.After(now) {
+		beat = now // the sender's clock is ahead
+	}
+	if !beat.IsZero() && now.Sub(beat) < inactiveAfter*s.interval && beat.After(u.shown()) {
+		u.lastSeen, u.seen = beat, time.Time{}
+		s.setLocked(uid, u, wire.StatusOnline)
+	}
 	s.scheduleLocked(uid, u)
 	s.mu.Unlock()
+	s.flush()
 }
 
 // seenBefore is when a user adopted with the retained status p was last
