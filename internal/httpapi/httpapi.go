@@ -237,7 +237,9 @@ func DecodeJSONBytes(body []byte, v any) error {
 			return Errorf(http.StatusBadRequest, CodeInvalidJSON, "invalid JSON: %v", err)
 		}
 	}
-	if dec.More() {
+	// Anything but white space after the value is trailing data. (dec.More
+	// is no test of that: it answers false before a stray ']' or '}'.)
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Errorf(http.StatusBadRequest, CodeInvalidJSON, "trailing data after the JSON value")
 	}
 	return nil
