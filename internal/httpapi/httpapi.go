@@ -64,6 +64,11 @@ type Route struct {
 	Admin   bool   // only for principals with the admin role (403 otherwise)
 	Class   string // rate-limit class, e.g. "auth", "read", "write"
 	MaxBody int64  // request body limit in bytes; 0 means DefaultMaxBody
+	// OwnBodyLimit leaves the refusal of a declared Content-Length over
+	// MaxBody to the handler, which answers it with its own error (POST
+	// /media: 413 media_too_large); the gateway still cuts the body off
+	// at MaxBody.
+	OwnBodyLimit bool
 	// MaxQuery raises the gateway's query string limit (2 KiB) for this
 	// route, in bytes; 0 keeps it. For redirects from other parties that
 	// carry long parameters (an OIDC provider's authorization code).

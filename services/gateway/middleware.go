@@ -214,7 +214,7 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			return
 		}
 
-		if r.ContentLength > maxBody {
+		if r.ContentLength > maxBody && !rt.OwnBodyLimit {
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge,
 				"request body of %d bytes is over the %d byte limit", r.ContentLength, maxBody))
 			return

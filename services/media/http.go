@@ -31,7 +31,7 @@ const (
 func (s *Service) Routes() []httpapi.Route {
 	return []httpapi.Route{
 		{Method: http.MethodPost, Pattern: "/media", Handler: s.handleUpload, Class: httpapi.ClassUpload,
-			MaxBody: s.cfg.MaxSize + multipartSlack},
+			MaxBody: s.cfg.MaxSize + multipartSlack, OwnBodyLimit: true}, // 413 media_too_large, not the gateway's payload_too_large
 		{Method: http.MethodPost, Pattern: "/media/uploads", Handler: s.handleDirect, Class: httpapi.ClassUpload, MaxBody: 4 << 10},
 		{Method: http.MethodPost, Pattern: "/media/{id}/complete", Handler: s.handleComplete, Class: httpapi.ClassUpload, CatchUp: true, MaxBody: 64 << 10},
 		{Method: http.MethodPost, Pattern: "/media/events", Handler: s.handleEvents, Public: true, OwnAuth: true, Class: httpapi.ClassWrite, MaxBody: maxEventsBody},
