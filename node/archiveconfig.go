@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/media/store"
 	"github.com/edgechat/edgechat/services/users"
@@ -163,7 +164,11 @@ func (n *Node) fetchSegment(ctx context.Context, key string) (io.ReadCloser, err
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := client.Do(req)
+		// The peer's gateway limits these copies as any admin's requests
+		// (the admin class, per "operator"; per IP): a node copying more
+		// than a burst (a backup from a node that installed a snapshot)
+		// waits out its 429s rather than fail.
+		resp, err := ratelimit.DoHTTP(client, req, 0)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
 			continue
