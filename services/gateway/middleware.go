@@ -77,7 +77,6 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if !saneRequestID(id) {
 		id = newRequestID()
 	}
-	r.Header.Set(HeaderRequestID, id)
 	w.Header().Set(HeaderRequestID, id)
 	info := &reqInfo{id: id, ip: g.edge.clientIP(r), peer: r.RemoteAddr, raw: w}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
@@ -134,6 +133,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(sw, err)
 		return
 	}
+	// Set after the header limits, which count the client's fields only.
+	r.Header.Set(HeaderRequestID, id)
 	if g.held.Load() && !isProbe(pattern) && !servedWhileHeld(pattern) {
 		httpapi.WriteError(sw, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "this node is starting (waiting for its cluster); retry", RetryAfter: time.Second})
