@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"unicode/utf8"
 
@@ -207,7 +208,9 @@ func decodeClientEnvelope(payload []byte) (clientEnvelope, error) {
 	if err := dec.Decode(&ce); err != nil {
 		return clientEnvelope{}, &EnvelopeError{Err: ErrMalformed, Msg: err.Error()}
 	}
-	if dec.More() {
+	// Anything but white space after the object is trailing data (dec.More
+	// answers false before a stray ']' or '}').
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return clientEnvelope{}, &EnvelopeError{Err: ErrMalformed, Msg: "trailing data after the JSON object"}
 	}
 	return ce, nil
