@@ -57,8 +57,12 @@ func (s *Service) workOnce(ctx context.Context) time.Duration {
 		if ctx.Err() != nil {
 			break
 		}
+		s.settleEnds(ctx)
 		rec, wait, ok := s.nextJob()
 		if !ok {
+			if len(s.endUnsure) > 0 {
+				wait = min(wait, time.Second)
+			}
 			return wait
 		}
 		cmd := claimCmd{ID: rec.ID, Node: s.cfg.Node, At: s.now().UTC(), Lease: s.cfg.JobLease}
@@ -241,10 +245,33 @@ func (s *Service) runJob(ctx context.Context, rec Record) {
 func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd) {
 	d.ID, d.Node, d.Attempt, d.At = rec.ID, s.cfg.Node, attempt, s.now().UTC()
 	v, retried, err := s.proposeRetrying(ctx, wire.CmdMediaDone, d, time.Time{})
+	s.ended(ctx, d, v, retried, err)
+}
+
+// settleEnds proposes again the ends of jobs whose every proposal failed
+// without an answer (a leader change longer than the retries): one may
+// have committed (the record is ready, and its uploader still to be
+// told, its raw upload still to be deleted), or none (the job would wait
+// out its lease and be processed again).
+func (s *Service) settleEnds(ctx context.Context) {
+	for _, d := range s.endUnsure {
+		if ctx.Err() != nil {
+			return
+		}
+		v, err := s.propose(ctx, wire.CmdMediaDone, d)
+		s.ended(ctx, d, v, true, err)
+	}
+}
+
+// ended concludes the proposal of a job's end d: retried tells whether
+// an earlier proposal of it failed without an answer (it may have
+// committed).
+func (s *Service) ended(ctx context.Context, d doneCmd, v any, retried bool, err error) {
 	var done Record
 	switch {
 	case err == nil:
-		if done, err = s.resultOf(v, rec.ID); err != nil {
+		delete(s.endUnsure, d.ID)
+		if done, err = s.resultOf(v, d.ID); err != nil {
 			return
 		}
 	case retried && errors.Is(err, ErrClaimLost):
@@ -252,16 +279,24 @@ func (s *Service) finish(ctx context.Context, rec Record, attempt int, d doneCmd
 		// ended, and its uploader is still to be told. Only if that end
 		// is this one (its time is d's): another worker that took the
 		// job over meanwhile and ended it told the uploader itself.
-		if done, err = s.Get(rec.ID); err != nil || done.Status == StatusProcessing || !done.UpdatedAt.Equal(d.At) {
+		delete(s.endUnsure, d.ID)
+		if done, err = s.Get(d.ID); err != nil || done.Status == StatusProcessing || !done.UpdatedAt.Equal(d.At) {
 			return
 		}
+	case errors.Is(err, ErrClaimLost), errors.Is(err, ErrBadState), errors.Is(err, ErrNotFound), errors.Is(err, errBadCommand):
+		delete(s.endUnsure, d.ID)
+		s.log.Warn("committing a media job's end", "media", d.ID, "err", err)
+		return
 	default:
-		s.log.Warn("committing a media job's end", "media", rec.ID, "err", err)
+		// No answer: it may have committed, or still may. The worker's
+		// next round proposes it again.
+		s.endUnsure[d.ID] = d
+		s.log.Warn("committing a media job's end; trying again next round", "media", d.ID, "err", err)
 		return
 	}
-	s.log.Info("media job finished", "media", rec.ID, "attempt", attempt, "status", done.Status, "reason", done.Reason)
-	if err := s.st.Delete(ctx, store.TierRaw, rec.ID); err != nil {
-		s.log.Warn("deleting a processed raw upload", "media", rec.ID, "err", err)
+	s.log.Info("media job finished", "media", d.ID, "attempt", d.Attempt, "status", done.Status, "reason", done.Reason)
+	if err := s.st.Delete(ctx, store.TierRaw, d.ID); err != nil {
+		s.log.Warn("deleting a processed raw upload", "media", d.ID, "err", err)
 	}
 	s.notify(done)
 }

@@ -252,6 +252,11 @@ type Service struct {
 	// than wait out its own lease. It maps a media ID to the attempt the
 	// claim would have made. The worker goroutine's alone.
 	claimUnsure map[string]int
+	// endUnsure holds the ends of jobs (media ID → the end) this worker
+	// proposed without learning whether they committed, every retry
+	// failing: the worker's next round proposes them again (settleEnds).
+	// The worker goroutine's alone.
+	endUnsure map[string]doneCmd
 
 	bg       sync.WaitGroup // background proposals (read times)
 	touching sync.Map       // media IDs whose read time is being recorded
@@ -279,7 +284,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg.withDefaults(), db: deps.DB, prop: deps.Proposer, st: deps.Store, proc: deps.Processor,
 		pub: deps.Publisher, grp: deps.Groups, peers: deps.Peers, peerTransport: deps.PeerTransport, tokens: deps.Tokens, lead: deps.Leadership, log: deps.Logger.With("component", "media"), now: deps.Now,
-		jobs: make(chan struct{}, 1), claimUnsure: map[string]int{}}
+		jobs: make(chan struct{}, 1), claimUnsure: map[string]int{}, endUnsure: map[string]doneCmd{}}
 	var err error
 	if s.m, err = newMetrics(deps.Registerer); err != nil {
 		return nil, err
