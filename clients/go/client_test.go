@@ -630,3 +630,45 @@ func TestLoginRetriesUnavailableWithItsKey(t *testing.T) {
 		t.Fatalf("a refused password was sent %d times", len(keys))
 	}
 }
+
+// A send whose PUBACK carries the new message's ID waits for its stored
+// copy only; one acknowledged without (a CID stored before, which the
+// server does not deliver again) reads the original through the API,
+// which answers a send of a stored CID with it.
+func TestResendOfAStoredCIDAsksTheAPIForTheOriginal(t *testing.T) {
+	f := newFakeServer(t)
+	var asked atomic.Int32
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{"/chat/messages": func(w http.ResponseWriter, r *http.Request) {
+			asked.Add(1)
+			var in struct {
+				CID string `json:"cid"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&in)
+			f.mu.Lock()
+			m, ok := f.byCID["alice/"+in.CID]
+			f.mu.Unlock()
+			if !ok {
+				w.WriteHeader(http.StatusInternalServerError) // the fake stores over MQTT only
+				return
+			}
+			_ = json.NewEncoder(w).Encode(m)
+		}}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := dialFake(t, f, "alice", nil, nil).Send(ctx, "bob", "hello")
+	if err != nil || first.ID == "" {
+		t.Fatalf("first send: %+v, %v", first, err)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("a new message asked the API %d times", n)
+	}
+	again, err := dialFake(t, f, "alice", nil, nil).SendMessage(ctx, Message{To: "bob", Body: "hello", CID: first.CID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != first.ID || asked.Load() != 1 {
+		t.Fatalf("resent: id %q (want %q), API asked %d times (want 1)", again.ID, first.ID, asked.Load())
+	}
+}

@@ -222,7 +222,14 @@ func (f *fakeServer) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		_ = cl.Net.Conn.Close()
 		return pk, packets.ErrRejectPacket
 	}
-	return pk, packets.CodeSuccessIgnore
+	if dup {
+		return pk, packets.CodeSuccessIgnore // acknowledged, nothing more
+	}
+	// As the server's: the PUBACK of a newly stored message carries its
+	// id and from (Ignore: delivered above, not by mochi).
+	pk.Properties = packets.Properties{User: []packets.UserProperty{{Key: "id", Val: m.ID}, {Key: "from", Val: from}}}
+	pk.Ignore = true
+	return pk, nil
 }
 
 func (f *fakeServer) deliver(m Message) {

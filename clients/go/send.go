@@ -39,7 +39,10 @@ func (c *Client) SendGroup(ctx context.Context, gid, text string) (Message, erro
 //
 // On success it returns the stored message: the server's copy, matched by
 // CID on my own topic (for a group message, on the group's topic, which
-// the client follows for each of my groups), with ID and Time set. If that copy has not arrived
+// the client follows for each of my groups), with ID and Time set. A CID
+// stored before (by an earlier call or client) is acknowledged without
+// being delivered again: the original is then read through the API (POST
+// /chat/messages answers a stored CID with it, storing nothing). If that copy has not arrived
 // within Options.EchoWait (or before ctx ends) after the acknowledgement,
 // it returns the message as sent with an empty ID and a nil error: the
 // message is committed regardless, and its stored copy will still reach
@@ -111,12 +114,31 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 		c.mu.Unlock()
 	}()
 
-	if err := c.publishRetry(ctx, topic, payload, true); err != nil {
+	ack, err := c.publishRetry(ctx, topic, payload, true)
+	if err != nil {
 		return Message{}, err
 	}
 	sent := Message{From: c.userID, To: m.To, Group: m.Group, CID: m.CID, Type: m.Type, Body: m.Body, ReplyTo: m.ReplyTo, Media: m.Media}
+	deadline := time.Now().Add(c.opts.EchoWait)
 	t := time.NewTimer(c.opts.EchoWait)
 	defer t.Stop()
+	if ack.User.Get("id") == "" {
+		// The PUBACK of a newly stored message carries its ID; this one
+		// acknowledged a CID stored before, which the server does not
+		// deliver again: no copy comes unless this call's own earlier
+		// attempt stored it. The API answers a send of a stored CID with
+		// the original, storing nothing.
+		select {
+		case got := <-echo:
+			return got, nil
+		default:
+		}
+		got, err := c.storedByCID(ctx, deadline, m, ref)
+		if err == nil {
+			return got, nil
+		}
+		c.log.Debug("reading the message stored with a resent cid failed", "cid", m.CID, "err", err)
+	}
 	select {
 	case got := <-echo:
 		return got, nil
@@ -127,46 +149,79 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 	return sent, nil
 }
 
-// publishRetry publishes at QoS 1 until a positive PUBACK. With retry
-// false it gives up after the first attempt that reached the server.
-func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte, retry bool) error {
+// publishRetry publishes at QoS 1 until a positive PUBACK, whose
+// properties it returns. With retry false it gives up after the first
+// attempt that reached the server.
+func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte, retry bool) (paho.PublishResponseProperties, error) {
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		down, cm, err := c.waitReady(ctx)
 		if err != nil {
-			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt-1, err)
+			return paho.PublishResponseProperties{}, fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt-1, err)
 		}
-		err = c.publishOnce(ctx, cm, down, topic, payload)
+		ack, err := c.publishOnce(ctx, cm, down, topic, payload)
 		var pe *PublishError
 		switch {
 		case err == nil:
-			return nil
+			return ack, nil
 		case errors.As(err, &pe) && !retryableReason(pe.Reason):
-			return err
+			return ack, err
 		case ctx.Err() != nil:
-			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
+			return ack, fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
 		case !retry:
-			return err
+			return ack, err
 		}
 		c.log.Debug("publish attempt failed; retrying", "topic", topic, "attempt", attempt, "err", err)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
+			return ack, fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
 		case <-c.ctx.Done():
-			return ErrClosed
+			return ack, ErrClosed
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
+}
+
+// storedByCID asks the API for the message I stored with m's CID (POST
+// /chat/messages with it answers the original, 200, and stores nothing),
+// by deadline.
+func (c *Client) storedByCID(ctx context.Context, deadline time.Time, m Message, media any) (Message, error) {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	body := map[string]any{"cid": m.CID, "type": m.Type}
+	if m.Group != "" {
+		body["group"] = m.Group
+	} else {
+		body["to"] = m.To
+	}
+	if m.Body != "" {
+		body["body"] = m.Body
+	}
+	if m.ReplyTo != "" {
+		body["replyTo"] = m.ReplyTo
+	}
+	if m.Media != nil {
+		body["media"] = media
+	}
+	var got Message
+	if err := c.call(ctx, http.MethodPost, "/chat/messages", body, &got); err != nil {
+		return Message{}, err
+	}
+	if got.ID == "" || got.CID != m.CID {
+		return Message{}, fmt.Errorf("edgechat: the server answered no stored message for cid %s", m.CID)
+	}
+	return got, nil
 }
 
 // publishOnce makes one QoS 1 attempt on the current connection, abandoned
 // as soon as that connection drops: paho forgets an unacknowledged publish
 // of a connection without a session and would otherwise wait for its
 // packet timeout.
-func (c *Client) publishOnce(ctx context.Context, cm *autopaho.ConnectionManager, down chan struct{}, topic string, payload []byte) error {
+func (c *Client) publishOnce(ctx context.Context, cm *autopaho.ConnectionManager, down chan struct{}, topic string, payload []byte) (paho.PublishResponseProperties, error) {
+	var none paho.PublishResponseProperties
 	if isClosed(down) {
-		return ErrNotConnected // that connection is gone; wait for the next one
+		return none, ErrNotConnected // that connection is gone; wait for the next one
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -187,15 +242,18 @@ func (c *Client) publishOnce(ctx context.Context, cm *autopaho.ConnectionManager
 		if resp.Properties != nil {
 			pe.Text = resp.Properties.ReasonString
 		}
-		return pe
+		return none, pe
 	}
 	if err != nil {
 		if errors.Is(err, autopaho.ConnectionDownError) {
-			return ErrNotConnected
+			return none, ErrNotConnected
 		}
-		return fmt.Errorf("edgechat: publish to %s: %w", topic, err)
+		return none, fmt.Errorf("edgechat: publish to %s: %w", topic, err)
 	}
-	return nil
+	if resp != nil && resp.Properties != nil {
+		return *resp.Properties, nil
+	}
+	return none, nil
 }
 
 // MarkRead tells peer that I have read their messages up to upTo (a
@@ -267,7 +325,8 @@ func (c *Client) receipt(ctx context.Context, typ, peer, upTo string) error {
 		return fmt.Errorf("%w: %q is not a message ID", ErrInvalidArgument, upTo)
 	}
 	payload, _ := json.Marshal(Receipt{Type: typ, UpTo: upTo})
-	return c.publishRetry(ctx, "user/"+peer+"/receipts", payload, true)
+	_, err := c.publishRetry(ctx, "user/"+peer+"/receipts", payload, true)
+	return err
 }
 
 // Typing tells a user that I am typing to them. It is best effort: QoS 0,
