@@ -7,7 +7,11 @@
 // application exactly once, in one goroutine. Repeats are dropped by ID
 // against the last 10,000 IDs seen; so that a catch-up never replays
 // more than that, the client also syncs in the background after every
-// 5,000 messages received live, which moves its cursor past them.
+// 5,000 messages received live, which moves its cursor past them. A
+// message that came live is also remembered until a catch-up that
+// started after it has ended, so that a long catch-up (after a long
+// time away, or from an old Options.Cursor) that reaches it after more
+// than 10,000 others does not deliver it again.
 // Group messages arrive live too: the client subscribes to the topic of
 // each of the user's groups, and of each group the user joins.
 //
@@ -176,8 +180,15 @@ type Client struct {
 	dispatchDone chan struct{}
 	closeDone    chan struct{} // closed once the first Close has stopped everything else
 
-	queue       *eventQueue
-	seen        *idSet        // dispatcher goroutine only
+	queue *eventQueue
+	seen  *idSet // dispatcher goroutine only
+	// liveIDs (dispatcher goroutine only) are the messages that arrived
+	// live, each with the number of catch-up syncs started when it was
+	// queued: a sync that started after it may still bring it, however
+	// many messages come before it (more than seen remembers, after a
+	// long time away), so it is kept until such a sync has ended.
+	liveIDs     map[string]uint64
+	syncsBegun  atomic.Uint64 // syncsStarted, for the MQTT router
 	liveSince   atomic.Int64  // messages first seen live since the last sync started
 	syncTrigger chan struct{} // capacity 1: coalesces reconnections
 	initialSync chan struct{} // closed after the first successful sync
@@ -265,6 +276,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		httpURLs:    httpURLs,
 		queue:       newEventQueue(),
 		seen:        newIDSet(dedupeCapacity),
+		liveIDs:     map[string]uint64{},
 		syncTrigger: make(chan struct{}, 1),
 		initialSync: make(chan struct{}),
 		syncDone:    make(chan struct{}),
@@ -671,7 +683,7 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 				return true, nil
 			}
 			c.matchPending(m)
-			c.queue.push(event{kind: evMessage, msg: m})
+			c.queue.push(event{kind: evMessage, msg: m, epoch: c.syncsBegun.Load()})
 		case "typing":
 			var t struct {
 				State string `json:"state"`
@@ -702,7 +714,7 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 		var m Message
 		if err := json.Unmarshal(p.Payload, &m); err == nil {
 			c.matchPending(m)
-			c.queue.push(event{kind: evMessage, msg: m})
+			c.queue.push(event{kind: evMessage, msg: m, epoch: c.syncsBegun.Load()})
 		}
 	}
 	return true, nil
@@ -750,11 +762,21 @@ func (c *Client) handle(e event) {
 	switch e.kind {
 	case evMessage:
 		m := e.msg
+		if e.fromSync {
+			if _, ok := c.liveIDs[m.ID]; ok {
+				return
+			}
+		}
 		if m.ID != "" && !c.seen.Add(m.ID) {
 			return
 		}
-		if !e.fromSync && c.liveSince.Add(1) >= cursorEvery {
-			c.requestSync()
+		if !e.fromSync {
+			if m.ID != "" {
+				c.liveIDs[m.ID] = e.epoch
+			}
+			if c.liveSince.Add(1) >= cursorEvery {
+				c.requestSync()
+			}
 		}
 		if o.OnMessage != nil {
 			o.OnMessage(m)
@@ -782,6 +804,14 @@ func (c *Client) handle(e event) {
 	case evSignedOut:
 		if o.OnSignedOut != nil {
 			o.OnSignedOut(e.err)
+		}
+	case evSyncEnd:
+		// Sync e.epoch has handed over all it found: its cursor is past
+		// every message queued live before it started.
+		for id, n := range c.liveIDs {
+			if n < e.epoch {
+				delete(c.liveIDs, id)
+			}
 		}
 	case evBarrier:
 		close(e.done)
@@ -821,11 +851,14 @@ func (c *Client) syncLoop() {
 		}
 		c.mu.Lock()
 		c.syncsStarted++
+		n := c.syncsStarted
+		c.syncsBegun.Store(n)
 		c.mu.Unlock()
 		delay := 200 * time.Millisecond
 		for {
 			err := c.syncOnce(c.ctx)
 			if err == nil {
+				c.queue.push(event{kind: evSyncEnd, epoch: n})
 				c.mu.Lock()
 				c.syncsDone++
 				close(c.syncDone)

@@ -81,6 +81,7 @@ const (
 	evEvent
 	evConn
 	evSignedOut
+	evSyncEnd // a catch-up sync (epoch) has queued everything it found
 	evBarrier // closes done once everything before it was dispatched; for tests and Sync
 )
 
@@ -96,4 +97,7 @@ type event struct {
 	connected bool
 	err       error
 	done      chan struct{}
+	// epoch: a live message's count of catch-up syncs started when it
+	// was queued; evSyncEnd's, the number of the sync that ended.
+	epoch uint64
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -397,5 +398,54 @@ func TestSyncMovesTheCursorPastLiveMessages(t *testing.T) {
 	_ = bob.Close()
 	if err := bob.Sync(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Sync after Close: %v, want ErrClosed", err)
+	}
+}
+
+// A message that arrives live while a long catch-up runs (a client
+// resuming from an old cursor, or back after a long time away) comes
+// again when the catch-up reaches it: it is delivered once, however many
+// messages the catch-up hands over before it (here more than the 10,000
+// IDs the dedupe remembers).
+func TestLiveMessageDuringALongCatchUpIsDeliveredOnce(t *testing.T) {
+	f := newFakeServer(t)
+	for i := range dedupeCapacity {
+		f.storeAt("carol", "bob", fmt.Sprint("while away ", i), time.Now().Add(-time.Hour+time.Duration(i)*time.Millisecond))
+	}
+	live := f.store("carol", "bob", "committed during the catch-up, delivered live")
+	br := newRecorder()
+	gotLive := make(chan struct{})
+	var once sync.Once
+	serve := syncOver(f, "bob", nil)
+	var first atomic.Bool
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/chat/sync" && first.CompareAndSwap(false, true) {
+			// The catch-up's first request: the newest message comes
+			// live (the client is subscribed) and reaches OnMessage
+			// before any page is answered.
+			f.deliver(live)
+			select {
+			case <-gotLive:
+			case <-r.Context().Done():
+			}
+		}
+		serve(w, r)
+	}))
+	defer api.Close()
+	bob := dialFake(t, f, "bob", br, func(o *Options) {
+		o.HTTPURL, o.Cursor = api.URL, "0"
+		o.OnMessage = func(m Message) {
+			br.onMessage(m)
+			if m.ID == live.ID {
+				once.Do(func() { close(gotLive) })
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := bob.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, total := br.count(live.ID), br.total(); n != 1 || total != dedupeCapacity+1 {
+		t.Fatalf("the live message was delivered %d times (want 1); %d messages in all (want %d)", n, total, dedupeCapacity+1)
 	}
 }
