@@ -588,6 +588,47 @@ func TestWatchPresenceAsksAgainWhileTheServerCannotCheck(t *testing.T) {
 	}
 }
 
+// A WatchPresence whose connection drops before the SUBACK returns nil,
+// as one called while disconnected does: the user stays watched and the
+// next connection subscribes (it does not wait for paho's packet
+// timeout and report that as the caller's deadline). One that Close
+// cuts short says ErrClosed.
+func TestWatchPresenceWhenTheConnectionDropsOrTheClientCloses(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) {
+		f.subCuts = map[string]int{"presence/bob": 1}
+		f.subAnswers = map[string][]byte{"presence/carol": {0x83, 0x83, 0x83, 0x83, 0x83, 0x83, 0x83, 0x83}}
+	})
+	alice := dialFake(t, f, "alice", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := alice.WatchPresence(ctx, "bob"); err != nil {
+		t.Fatalf("WatchPresence(bob) cut before its SUBACK: %v, want nil", err)
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if n := f.subAsked["presence/bob"]; n < 2 {
+			return fmt.Errorf("presence/bob asked %d times, want the reconnection's too", n)
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { done <- alice.WatchPresence(ctx, "carol") }()
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.subAsked["presence/carol"] == 0 {
+			return errors.New("presence/carol not asked yet")
+		}
+		return nil
+	})
+	_ = alice.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("WatchPresence cut short by Close: %v, want ErrClosed", err)
+	}
+}
+
 // Login sends a sign-in again, with the same Idempotency-Key, while the
 // node answers 503 (it cannot reach its leader), and gives up at once on
 // an answer that is final (401).

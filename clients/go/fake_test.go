@@ -70,6 +70,9 @@ type fakeServer struct {
 	// (one per SUBSCRIBE, then granted), and subAsked counts them.
 	subAnswers map[string][]byte
 	subAsked   map[string]int
+	// subCuts cuts the connection of the next SUBSCRIBEs of a filter
+	// (that many) before their SUBACK.
+	subCuts map[string]int
 	// groups are each user's groups, served at /user/groups; trace
 	// records "sub:{filter}" and "sync:{user}" in order.
 	groups map[string][]string
@@ -152,6 +155,10 @@ func (f *fakeServer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCode
 		f.trace = append(f.trace, "sub:"+sub.Filter)
 		if next := f.subAnswers[sub.Filter]; len(next) > 0 && i < len(reasonCodes) {
 			reasonCodes[i], f.subAnswers[sub.Filter] = next[0], next[1:]
+		}
+		if f.subCuts[sub.Filter] > 0 {
+			f.subCuts[sub.Filter]--
+			_ = cl.Net.Conn.Close()
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
 )
 
 // Send sends a text message to a user. See SendMessage.
@@ -354,11 +355,12 @@ func (c *Client) Typing(ctx context.Context, to string) error {
 // WatchPresence subscribes to a user's presence: OnPresence gets its
 // current status at once (it is retained) and every change after, and the
 // subscription is renewed on every reconnection. While disconnected it
-// only records the wish and returns nil. The server lets me see only the
+// only records the wish and returns nil, as when the connection drops
+// before the server answered. The server lets me see only the
 // presence of users I have a conversation with (or share a group with);
 // for anyone else it returns an error wrapping ErrForbidden. A server
 // that cannot check for now (its node is catching up with its cluster)
-// is asked again until ctx ends.
+// is asked again until ctx ends. Cut short by Close, it returns ErrClosed.
 func (c *Client) WatchPresence(ctx context.Context, uid string) error {
 	if !validUserID(uid) {
 		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, uid)
@@ -369,15 +371,17 @@ func (c *Client) WatchPresence(ctx context.Context, uid string) error {
 		return ErrClosed
 	}
 	c.watched[uid] = struct{}{}
-	up := c.readyClosed
+	up, connCtx := c.readyClosed, c.connCtx
 	c.mu.Unlock()
 	if !up {
 		return nil
 	}
+	sctx, stop := c.onThisConnection(ctx, connCtx)
+	defer stop()
 	var refused, unverified []string
 	var err error
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 4*time.Second) {
-		refused, unverified, err = subscribe(ctx, c.cm, []paho.SubscribeOptions{{Topic: "presence/" + uid, QoS: 1}})
+		refused, unverified, err = subscribe(sctx, c.cm, []paho.SubscribeOptions{{Topic: "presence/" + uid, QoS: 1}})
 		if err != nil || len(unverified) == 0 {
 			break
 		}
@@ -387,11 +391,13 @@ func (c *Client) WatchPresence(ctx context.Context, uid string) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("edgechat: presence of %s not granted yet: %w", uid, ctx.Err())
+		case <-sctx.Done():
+			return c.connectionGone()
 		case <-time.After(wait):
 		}
 	}
-	if errors.Is(err, autopaho.ConnectionDownError) {
-		return nil // afterConnect subscribes it on the next connection
+	if err != nil && ctx.Err() == nil && connectionLost(sctx, err) {
+		return c.connectionGone() // afterConnect subscribes it on the next connection
 	}
 	if err == nil && len(refused) > 0 {
 		c.mu.Lock()
@@ -402,18 +408,54 @@ func (c *Client) WatchPresence(ctx context.Context, uid string) error {
 	return err
 }
 
+// onThisConnection is ctx, also ended when the connection of connCtx
+// drops: a SUBSCRIBE or UNSUBSCRIBE whose connection dropped gets no
+// answer, and paho would wait for its packet timeout (10 s).
+func (c *Client) onThisConnection(ctx, connCtx context.Context) (context.Context, func()) {
+	sctx, cancel := context.WithCancel(ctx)
+	if connCtx == nil {
+		return sctx, cancel
+	}
+	stop := context.AfterFunc(connCtx, cancel)
+	return sctx, func() { stop(); cancel() }
+}
+
+// connectionLost reports whether a request made with sctx failed because
+// its connection went away (not because the server refused it).
+func connectionLost(sctx context.Context, err error) bool {
+	return sctx.Err() != nil || errors.Is(err, autopaho.ConnectionDownError) ||
+		errors.Is(err, paho.ErrConnectionLost) || errors.Is(err, session.ErrNoConnection)
+}
+
+// connectionGone is what a presence call cut short by the loss of its
+// connection returns: ErrClosed when Close cut it, else nil (the next
+// connection does what it would have done).
+func (c *Client) connectionGone() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // UnwatchPresence stops presence updates for uid.
 func (c *Client) UnwatchPresence(ctx context.Context, uid string) error {
 	c.mu.Lock()
 	_, was := c.watched[uid]
 	delete(c.watched, uid)
-	up := c.readyClosed
+	up, connCtx := c.readyClosed, c.connCtx
 	c.mu.Unlock()
 	if !was || !up {
 		return nil
 	}
-	_, err := c.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"presence/" + uid}})
-	if err != nil && !errors.Is(err, autopaho.ConnectionDownError) {
+	sctx, stop := c.onThisConnection(ctx, connCtx)
+	defer stop()
+	_, err := c.cm.Unsubscribe(sctx, &paho.Unsubscribe{Topics: []string{"presence/" + uid}})
+	if err != nil && ctx.Err() == nil && connectionLost(sctx, err) {
+		return c.connectionGone() // the next connection does not subscribe it
+	}
+	if err != nil {
 		return fmt.Errorf("edgechat: unsubscribe: %w", err)
 	}
 	return nil
