@@ -162,7 +162,9 @@ type TokenSource func(ctx context.Context) (string, error)
 
 // RefreshingTokenSource caches t and refreshes it through /auth/refresh
 // when the access token is within a minute (or a tenth of its lifetime) of
-// expiring. onRefresh, if not nil, is told every new pair (refresh tokens
+// expiring. A refresh that fails for now (no answer, 503; not a refusal,
+// 401) leaves the access token in use until it expires, as the next
+// calls try the refresh again. onRefresh, if not nil, is told every new pair (refresh tokens
 // rotate, so a caller that persists them must save each one).
 //
 // A refresh runs to its end (at most refreshTimeout) even when the
@@ -239,6 +241,17 @@ func (r *refresher) token(ctx context.Context) (string, error) {
 	r.mu.Unlock()
 	select {
 	case <-call.done:
+		if call.err != nil && !errors.Is(call.err, ErrUnauthorized) {
+			// Refreshed early and failed for now (no answer, 503): the
+			// access token is still good until it expires; the next
+			// call tries again. A refusal (the session ended) is told.
+			r.mu.Lock()
+			tok, exp := r.cur.AccessToken, r.cur.Expiry
+			r.mu.Unlock()
+			if tok != "" && !exp.IsZero() && r.now().Before(exp) {
+				return tok, nil
+			}
+		}
 		return call.tok, call.err
 	case <-ctx.Done():
 		return "", fmt.Errorf("edgechat: refresh access token: %w", ctx.Err())

@@ -3,6 +3,7 @@ package edgechat
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -95,5 +96,39 @@ func TestAbandonedRefreshKeepsTheRotatedToken(t *testing.T) {
 	}
 	if auth.isRevoked() {
 		t.Fatal("the spent refresh token was presented again")
+	}
+}
+
+// A refresh tried early (the access token within its last minute) that
+// fails for now (a 503 while the node cannot commit, a lost answer)
+// leaves the access token in use while it is still valid: calls and
+// reconnections go on with it, and the next call tries the refresh
+// again. A refused refresh (401: the session ended) is still an error,
+// and so is any failure once the token has expired.
+func TestEarlyRefreshFailingForNowKeepsTheValidToken(t *testing.T) {
+	status := http.StatusServiceUnavailable
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"cannot commit now; retry"}}`))
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	valid := Tokens{AccessToken: "a", RefreshToken: "r1", ExpiresIn: 900, Expiry: time.Now().Add(30 * time.Second)}
+	if tok, err := RefreshingTokenSource(srv.URL, valid, nil)(ctx); err != nil || tok != "a" {
+		t.Fatalf("refresh answered 503, access token valid 30 s more: %q, %v; want the valid token", tok, err)
+	}
+	expired := valid
+	expired.Expiry = time.Now().Add(-time.Second)
+	if _, err := RefreshingTokenSource(srv.URL, expired, nil)(ctx); err == nil {
+		t.Fatal("refresh answered 503, access token expired: no error")
+	}
+	mu.Lock()
+	status = http.StatusUnauthorized
+	mu.Unlock()
+	if _, err := RefreshingTokenSource(srv.URL, valid, nil)(ctx); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("refresh refused: %v, want ErrUnauthorized", err)
 	}
 }
