@@ -198,6 +198,11 @@ type Client struct {
 	// syncDone is closed and replaced whenever one ends: Sync waits on it.
 	syncsStarted, syncsDone uint64
 	syncDone                chan struct{}
+	// refusedSync is the number of the last sync whose credentials the
+	// server refused (401), with refusal its error: Sync returns it
+	// (the loop goes on asking: a token source may fix it).
+	refusedSync uint64
+	refusal     error
 
 	mu          sync.Mutex
 	gen         int             // connection generation, bumped on every OnConnectionUp
@@ -869,6 +874,13 @@ func (c *Client) syncLoop() {
 			if c.ctx.Err() != nil {
 				break
 			}
+			if errors.Is(err, ErrUnauthorized) {
+				c.mu.Lock()
+				c.refusedSync, c.refusal = n, err
+				close(c.syncDone) // wakes Sync
+				c.syncDone = make(chan struct{})
+				c.mu.Unlock()
+			}
 			c.log.Warn("catch-up sync failed; retrying", "err", err, "in", delay)
 			select {
 			case <-c.ctx.Done():
@@ -973,7 +985,9 @@ func (c *Client) Cursor() string {
 // stream, as after a reconnection, and returns once that sync is done
 // and every message it found has been handed to OnMessage. Cursor()
 // then covers every message delivered before the call. It asks the
-// server again while it cannot answer, until ctx ends. Called from a
+// server again while it cannot answer, until ctx ends; a refusal of the
+// client's credentials (the session ended) returns an error wrapping
+// ErrUnauthorized. Called from a
 // callback, it returns once the sync is done, without waiting for the
 // messages it found: they follow the callback.
 func (c *Client) Sync(ctx context.Context) error {
@@ -989,10 +1003,13 @@ func (c *Client) Sync(ctx context.Context) error {
 	c.requestSync()
 	for {
 		c.mu.Lock()
-		done, ch := c.syncsDone, c.syncDone
+		done, ch, refused, refusal := c.syncsDone, c.syncDone, c.refusedSync, c.refusal
 		c.mu.Unlock()
 		if done >= target {
 			break
+		}
+		if refused >= target {
+			return fmt.Errorf("edgechat: sync: %w", refusal)
 		}
 		select {
 		case <-ch:

@@ -449,3 +449,23 @@ func TestLiveMessageDuringALongCatchUpIsDeliveredOnce(t *testing.T) {
 		t.Fatalf("the live message was delivered %d times (want 1); %d messages in all (want %d)", n, total, dedupeCapacity+1)
 	}
 }
+
+// Sync returns the server's refusal of the client's credentials (401:
+// the session ended, the token expired) rather than ask again until the
+// caller's context ends: only a server that cannot answer for now is
+// asked again.
+func TestSyncReturnsARefusalOfTheCredentials(t *testing.T) {
+	f := newFakeServer(t)
+	bob := dialFake(t, f, "bob", nil, nil)
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{"/chat/sync": func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":{"code":"unauthorized","message":"session ended"}}`))
+		}}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := bob.Sync(ctx); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("Sync with its token refused: %v, want ErrUnauthorized", err)
+	}
+}
