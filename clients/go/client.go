@@ -62,6 +62,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // Options configure Dial. URLs and one of Token or TokenSource are required.
@@ -91,7 +93,8 @@ type Options struct {
 	// request; it must return quickly when its cached token is still good.
 	TokenSource TokenSource
 	// Device is this connection's device ID (the MQTT client ID is
-	// "{userID}/{Device}"); default "go-" plus random hex.
+	// "{userID}/{Device}"); default "go-" plus random hex. At most 64
+	// bytes, without / + # or control characters (else ErrBadOptions).
 	Device string
 	// HeartbeatInterval between presence heartbeats; 0 means 10s and a
 	// negative value disables them.
@@ -256,8 +259,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.Device == "" {
 		opts.Device = "go-" + randomHex(6)
-	} else if strings.ContainsAny(opts.Device, "/+#") || len(opts.Device) > 64 {
-		return nil, fmt.Errorf("%w: device ID %q (at most 64 characters, no / + #)", ErrBadOptions, opts.Device)
+	} else if _, _, err := wire.ParseClientID("aaa/" + opts.Device); err != nil { // the server's rule
+		return nil, fmt.Errorf("%w: device ID %q (at most 64 bytes, no / + # or control characters)", ErrBadOptions, opts.Device)
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = defaultHeartbeat

@@ -212,13 +212,19 @@ func dialFake(t *testing.T, f *fakeServer, user string, rec *recorder, mod func(
 }
 
 func TestDialValidation(t *testing.T) {
-	ctx := context.Background()
+	// A bound, for an option that passes unchecked: Dial then tries to
+	// connect to h until it ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for name, o := range map[string]Options{
 		"no urls":      {Token: fakeJWT("alice")},
 		"no token":     {URLs: []string{"ws://h/mqtt"}},
 		"tcp no http":  {URLs: []string{"tcp://h"}, Token: fakeJWT("alice")},
 		"bad device":   {URLs: []string{"ws://h/mqtt"}, Token: fakeJWT("alice"), Device: "a/b"},
 		"bad http url": {URLs: []string{"tcp://h"}, HTTPURL: "ftp://x", Token: fakeJWT("alice")},
+		// The server refuses a device ID with a control character (0x85),
+		// which Dial would report as ErrUnauthorized: sign in again.
+		"control character in device": {URLs: []string{"ws://h/mqtt"}, Token: fakeJWT("alice"), Device: "phone\t2"},
 	} {
 		if _, err := Dial(ctx, o); !errors.Is(err, ErrBadOptions) {
 			t.Errorf("%s: err %v, want ErrBadOptions", name, err)
