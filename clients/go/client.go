@@ -582,8 +582,10 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 		c.connCtx, c.connCM = ctx, cm
 	}
 	subs := []paho.SubscribeOptions{{Topic: "user/" + c.userID + "/#", QoS: 1}}
+	listed := map[string]bool{}
 	for uid := range c.watched {
 		subs = append(subs, paho.SubscribeOptions{Topic: "presence/" + uid, QoS: 1})
+		listed[uid] = true
 	}
 	c.mu.Unlock()
 	refused, unverified, err := subscribe(ctx, cm, subs)
@@ -618,8 +620,23 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 	close(c.ready)
 	c.readyClosed = true
 	c.connected = true
+	// Users watched while this connection subscribed (WatchPresence only
+	// recorded them, not ready yet): subscribed now, on this connection.
+	var late []string
+	for uid := range c.watched {
+		if !listed[uid] {
+			late = append(late, uid)
+		}
+	}
 	c.mu.Unlock()
 	c.queue.push(event{kind: evConn, connected: true})
+	for _, uid := range late {
+		c.goOnConnection(func(ctx context.Context, _ *autopaho.ConnectionManager) {
+			if err := c.WatchPresence(ctx, uid); err != nil && ctx.Err() == nil {
+				c.log.Warn("presence subscription failed", "uid", uid, "err", err)
+			}
+		})
+	}
 	c.requestSync()
 	// Group topics after the user's own (which carry the membership
 	// events): a group joined meanwhile is either listed or announced.

@@ -635,6 +635,35 @@ func TestWatchPresenceWhenTheConnectionDropsOrTheClientCloses(t *testing.T) {
 	}
 }
 
+// A user watched while a reconnection subscribes (after it listed the
+// watched users, before it is ready: WatchPresence only records the
+// wish then) is subscribed on that connection, not only on the next.
+func TestWatchPresenceDuringAReconnectionsSubscribe(t *testing.T) {
+	f := newFakeServer(t)
+	alice := dialFake(t, f, "alice", nil, nil)
+	hold := make(chan struct{})
+	f.set(func(f *fakeServer) {
+		f.subHold = map[string]chan struct{}{"user/alice/#": hold}
+		f.subHeld = make(chan string, 1)
+	})
+	f.cutAll()
+	<-f.subHeld // the reconnection's SUBSCRIBE is in, its SUBACK held
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := alice.WatchPresence(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.subAsked["presence/carol"] == 0 {
+			return errors.New("presence/carol not subscribed on the reconnection")
+		}
+		return nil
+	})
+}
+
 // Login sends a sign-in again, with the same Idempotency-Key, while the
 // node answers 503 (it cannot reach its leader), and gives up at once on
 // an answer that is final (401).

@@ -73,6 +73,10 @@ type fakeServer struct {
 	// subCuts cuts the connection of the next SUBSCRIBEs of a filter
 	// (that many) before their SUBACK.
 	subCuts map[string]int
+	// subHold holds the SUBACK of the next SUBSCRIBE of a filter until
+	// the channel is closed (once), telling subHeld first.
+	subHold map[string]chan struct{}
+	subHeld chan string
 	// groups are each user's groups, served at /user/groups; trace
 	// records "sub:{filter}" and "sync:{user}" in order.
 	groups map[string][]string
@@ -145,6 +149,19 @@ func (f *fakeServer) Provides(b byte) bool {
 // builds the SUBACK from reasonCodes after this hook, as edgechat's
 // broker relies on too).
 func (f *fakeServer) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	f.mu.Lock()
+	var holds []chan struct{}
+	for _, sub := range pk.Filters {
+		if h := f.subHold[sub.Filter]; h != nil {
+			delete(f.subHold, sub.Filter)
+			holds = append(holds, h)
+			f.subHeld <- sub.Filter
+		}
+	}
+	f.mu.Unlock()
+	for _, h := range holds {
+		<-h
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, sub := range pk.Filters {
