@@ -621,11 +621,17 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 	c.readyClosed = true
 	c.connected = true
 	// Users watched while this connection subscribed (WatchPresence only
-	// recorded them, not ready yet): subscribed now, on this connection.
-	var late []string
+	// recorded them, not ready yet): subscribed now, on this connection;
+	// those no longer watched (UnwatchPresence meanwhile), unsubscribed.
+	var late, dropped []string
 	for uid := range c.watched {
 		if !listed[uid] {
 			late = append(late, uid)
+		}
+	}
+	for uid := range listed {
+		if _, ok := c.watched[uid]; !ok && !slices.Contains(refused, "presence/"+uid) {
+			dropped = append(dropped, "presence/"+uid)
 		}
 	}
 	c.mu.Unlock()
@@ -634,6 +640,13 @@ func (c *Client) afterConnect(cm *autopaho.ConnectionManager, gen int, down chan
 		c.goOnConnection(func(ctx context.Context, _ *autopaho.ConnectionManager) {
 			if err := c.WatchPresence(ctx, uid); err != nil && ctx.Err() == nil {
 				c.log.Warn("presence subscription failed", "uid", uid, "err", err)
+			}
+		})
+	}
+	if len(dropped) > 0 {
+		c.goOnConnection(func(ctx context.Context, cm *autopaho.ConnectionManager) {
+			if _, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: dropped}); err != nil && ctx.Err() == nil {
+				c.log.Debug("presence unsubscription failed", "topics", dropped, "err", err)
 			}
 		})
 	}

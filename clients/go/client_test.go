@@ -664,6 +664,40 @@ func TestWatchPresenceDuringAReconnectionsSubscribe(t *testing.T) {
 	})
 }
 
+// The converse: a user no longer watched by the time that reconnection
+// is ready is unsubscribed again (the reconnection had listed them).
+func TestUnwatchPresenceDuringAReconnectionsSubscribe(t *testing.T) {
+	f := newFakeServer(t)
+	alice := dialFake(t, f, "alice", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := alice.WatchPresence(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{})
+	f.set(func(f *fakeServer) {
+		f.subHold = map[string]chan struct{}{"user/alice/#": hold}
+		f.subHeld = make(chan string, 1)
+	})
+	f.cutAll()
+	<-f.subHeld
+	if err := alice.UnwatchPresence(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	close(hold)
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		// After the reconnection's SUBSCRIBE (the cut ends the first
+		// connection's subscriptions too, which the trace records).
+		again := slices.Index(f.trace[1:], "sub:user/alice/#")
+		if again < 0 || !slices.Contains(f.trace[again+1:], "unsub:presence/carol") {
+			return fmt.Errorf("presence/carol still subscribed on the reconnection: %v", f.trace)
+		}
+		return nil
+	})
+}
+
 // Login sends a sign-in again, with the same Idempotency-Key, while the
 // node answers 503 (it cannot reach its leader), and gives up at once on
 // an answer that is final (401).

@@ -142,7 +142,16 @@ func newFakeServer(t testing.TB) *fakeServer {
 func (f *fakeServer) ID() string { return "fake-chat" }
 
 func (f *fakeServer) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribed}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSubscribed, mqtt.OnUnsubscribed}, []byte{b})
+}
+
+// OnUnsubscribed records "unsub:{filter}" in trace.
+func (f *fakeServer) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, sub := range pk.Filters {
+		f.trace = append(f.trace, "unsub:"+sub.Filter)
+	}
 }
 
 // OnSubscribed answers a filter with its next subAnswers code (mochi
