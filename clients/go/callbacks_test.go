@@ -2,6 +2,9 @@ package edgechat
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,5 +118,38 @@ func TestSendFromACallbackReturnsTheStoredCopy(t *testing.T) {
 	}
 	if stored := f.stored("alice"); r.m.ID == "" || r.m.ID != stored[len(stored)-1].ID || r.d >= 4*time.Second {
 		t.Fatalf("Send from OnMessage took %v and returned ID %q: it waited out EchoWait for a copy the blocked dispatcher held", r.d.Round(time.Millisecond), r.m.ID)
+	}
+}
+
+// Close ends the API calls in flight (a node that does not answer) and
+// those made after it with ErrClosed, as it does Send and Sync: the
+// caller is not left waiting for its own deadline.
+func TestCloseEndsAPICallsInFlight(t *testing.T) {
+	f := newFakeServer(t)
+	asked := make(chan struct{}, 1)
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{"/chat/history": func(w http.ResponseWriter, r *http.Request) {
+			asked <- struct{}{}
+			<-r.Context().Done() // never answers
+		}}
+	})
+	bob := dialFake(t, f, "bob", nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := bob.History(ctx, "carol", "", 10)
+		done <- err
+	}()
+	<-asked
+	_ = bob.Close()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("History in flight at Close: %v, want ErrClosed", err)
+	}
+	if _, err := bob.Conversations(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Conversations after Close: %v, want ErrClosed", err)
+	}
+	if _, err := bob.DownloadMedia(ctx, "m1", io.Discard, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("DownloadMedia after Close: %v, want ErrClosed", err)
 	}
 }

@@ -383,7 +383,8 @@ func (c *Client) Connected() bool {
 }
 
 // Close disconnects and stops all callbacks: no callback starts after
-// it returns. Called from a callback, it returns without waiting for
+// it returns. Calls waiting on the client (Send, Sync, API calls in
+// flight) and calls made after it return errors wrapping ErrClosed. Called from a callback, it returns without waiting for
 // that callback to end. It is safe to call more than once, also
 // concurrently and from callbacks.
 func (c *Client) Close() error {

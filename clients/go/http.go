@@ -149,11 +149,33 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 // lost may have been carried out, and sending it again elsewhere could
 // do it twice.
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
+	ctx, done := c.untilClosed(ctx)
+	defer done()
 	tok, err := c.token(ctx)
-	if err != nil {
-		return err
+	if err == nil {
+		err = c.callAs(ctx, tok, method, path, body, out)
 	}
-	return c.callAs(ctx, tok, method, path, body, out)
+	return c.closedErr(err)
+}
+
+// untilClosed is ctx, also ended by Close: a call in flight (a node
+// that does not answer) does not hold its caller past Close.
+func (c *Client) untilClosed(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	if c.ctx == nil { // a Client that Dial did not make (tests)
+		return ctx, cancel
+	}
+	stop := context.AfterFunc(c.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// closedErr is ErrClosed for a call that failed once the client was
+// closed (cut short by Close, or made after it), else err.
+func (c *Client) closedErr(err error) error {
+	if err != nil && c.ctx != nil && c.ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ErrClosed, err)
+	}
+	return err
 }
 
 // callAs is call with the access token tok.

@@ -107,9 +107,11 @@ func (c *Client) UploadMedia(ctx context.Context, r io.Reader, size int64, name,
 	// answer that names the upload reaches us.
 	w := c.watchMedia()
 	defer c.unwatchMedia(w)
-	id, err := c.postMedia(ctx, r, size, name, contentType, progress)
+	pctx, done := c.untilClosed(ctx)
+	id, err := c.postMedia(pctx, r, size, name, contentType, progress)
+	done()
 	if err != nil {
-		return MediaInfo{}, err
+		return MediaInfo{}, c.closedErr(err)
 	}
 	return c.awaitMedia(ctx, w, id)
 }
@@ -373,6 +375,13 @@ func (c *Client) DownloadMedia(ctx context.Context, id string, w io.Writer, prev
 	if !validMediaID(id) {
 		return 0, fmt.Errorf("%w: media ID %q", ErrInvalidArgument, id)
 	}
+	ctx, done := c.untilClosed(ctx)
+	defer done()
+	n, err := c.download(ctx, id, w, preview)
+	return n, c.closedErr(err)
+}
+
+func (c *Client) download(ctx context.Context, id string, w io.Writer, preview bool) (int64, error) {
 	tok, err := c.token(ctx)
 	if err != nil {
 		return 0, err
