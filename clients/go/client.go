@@ -384,9 +384,10 @@ func (c *Client) Connected() bool {
 
 // Close disconnects and stops all callbacks: no callback starts after
 // it returns. Calls waiting on the client (Send, Sync, API calls in
-// flight) and calls made after it return errors wrapping ErrClosed. Called from a callback, it returns without waiting for
-// that callback to end. It is safe to call more than once, also
-// concurrently and from callbacks.
+// flight) and calls made after it return errors wrapping ErrClosed.
+// Called from a callback, it returns without waiting for that callback
+// to end. It is safe to call more than once, also concurrently and from
+// callbacks.
 func (c *Client) Close() error {
 	onDispatcher := c.dispatcher.Load() == goroutineID()
 	c.mu.Lock()
@@ -1021,9 +1022,9 @@ func (c *Client) Cursor() string {
 // then covers every message delivered before the call. It asks the
 // server again while it cannot answer, until ctx ends; a refusal of the
 // client's credentials (the session ended) returns an error wrapping
-// ErrUnauthorized. Called from a
-// callback, it returns once the sync is done, without waiting for the
-// messages it found: they follow the callback.
+// ErrUnauthorized. Called from a callback, it returns once the sync is
+// done, without waiting for the messages it found: they follow the
+// callback.
 func (c *Client) Sync(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
