@@ -43,11 +43,12 @@ func (c *Client) SendGroup(ctx context.Context, gid, text string) (Message, erro
 // the client follows for each of my groups), with ID and Time set. A CID
 // stored before (by an earlier call or client) is acknowledged without
 // being delivered again: the original is then read through the API (POST
-// /chat/messages answers a stored CID with it, storing nothing). If that copy has not arrived
-// within Options.EchoWait (or before ctx ends) after the acknowledgement,
-// it returns the message as sent with an empty ID and a nil error: the
-// message is committed regardless, and its stored copy will still reach
-// OnMessage (live or through the next catch-up sync).
+// /chat/messages answers a stored CID with it, storing nothing). If that
+// copy has not arrived within Options.EchoWait (or before ctx ends) after
+// the acknowledgement, it returns the message as sent with an empty ID
+// and a nil error: the message is committed regardless, and its stored
+// copy will still reach OnMessage (live or through the next catch-up
+// sync).
 //
 // When ctx ends first, the error wraps ctx.Err() and the message may or
 // may not have been stored; call again with the same CID to find out
