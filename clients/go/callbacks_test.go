@@ -153,3 +153,17 @@ func TestCloseEndsAPICallsInFlight(t *testing.T) {
 		t.Fatalf("DownloadMedia after Close: %v, want ErrClosed", err)
 	}
 }
+
+// After Close the client says it is not connected, and Typing (best
+// effort, but told ErrNotConnected while down) says ErrClosed.
+func TestTypingAndConnectedAfterClose(t *testing.T) {
+	f := newFakeServer(t)
+	bob := dialFake(t, f, "bob", nil, nil)
+	_ = bob.Close()
+	if bob.Connected() {
+		t.Error("Connected() after Close: true")
+	}
+	if err := bob.Typing(context.Background(), "carol"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Typing after Close: %v, want ErrClosed", err)
+	}
+}

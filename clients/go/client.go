@@ -393,6 +393,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	first := !c.closed
 	c.closed = true
+	c.readyClosed = false // Connected() is false from now on (autopaho tells no drop on Disconnect)
 	c.mu.Unlock()
 	switch {
 	case first:

@@ -338,8 +338,11 @@ func (c *Client) Typing(ctx context.Context, to string) error {
 		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, to)
 	}
 	c.mu.Lock()
-	up := c.readyClosed
+	up, closed := c.readyClosed, c.closed
 	c.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
 	if !up {
 		return ErrNotConnected
 	}
