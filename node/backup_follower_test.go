@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,8 +39,19 @@ func TestBackupFromANodeWithoutSegmentFilesCopiesThemFromPeers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	req, _ := http.NewRequest(http.MethodGet, lost.HTTPURL+"/admin/backup", nil)
-	req.Header.Set("Authorization", "Bearer "+f.tokens["alice"])
+	if _, last := streamBackupFrom(t, lost, f.tokens["alice"]); last != "manifest.json" {
+		t.Fatalf("stream ended with %q", last)
+	}
+}
+
+// streamBackupFrom takes a streamed backup (GET /admin/backup) from n as
+// the admin token holder and reads it through: it answers the segment
+// files the stream held and its last entry's name (manifest.json for a
+// whole backup), and fails the test on a stream that reports an error.
+func streamBackupFrom(t *testing.T, n *nodetest.Node, token string) (segs int, last string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, n.HTTPURL+"/admin/backup", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -50,12 +62,10 @@ func TestBackupFromANodeWithoutSegmentFilesCopiesThemFromPeers(t *testing.T) {
 		t.Fatalf("GET /admin/backup: %d %s", resp.StatusCode, b)
 	}
 	tr := tar.NewReader(resp.Body)
-	var last string
-	segs := 0
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return segs, last
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -63,13 +73,10 @@ func TestBackupFromANodeWithoutSegmentFilesCopiesThemFromPeers(t *testing.T) {
 		last = h.Name
 		if h.Name == "error" {
 			b, _ := io.ReadAll(tr)
-			t.Fatalf("the backup from %s failed after %d segments: %s", lost.Config.NodeID, segs, b)
+			t.Fatalf("the backup from %s failed after %d segments: %s", n.Config.NodeID, segs, b)
 		}
-		if len(h.Name) > 9 && h.Name[:9] == "segments/" {
+		if strings.HasPrefix(h.Name, "segments/") {
 			segs++
 		}
-	}
-	if last != "manifest.json" {
-		t.Fatalf("stream ended with %q", last)
 	}
 }

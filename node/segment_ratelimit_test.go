@@ -1,12 +1,8 @@
 package node_test
 
 import (
-	"archive/tar"
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -77,36 +73,7 @@ func TestBackupCopiesManySegmentsFromRateLimitedPeers(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(lost.Config.DataDir, "archive", "d")); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodGet, lost.HTTPURL+"/admin/backup", nil)
-	req.Header.Set("Authorization", "Bearer "+alice) // the first account: an admin
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /admin/backup: %d %s", resp.StatusCode, b)
-	}
-	tr := tar.NewReader(resp.Body)
-	segs, last := 0, ""
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		last = h.Name
-		if h.Name == "error" {
-			b, _ := io.ReadAll(tr)
-			t.Fatalf("the backup from %s failed after %d of %d segments: %s", lost.Config.NodeID, segs, st.Segments, b)
-		}
-		if len(h.Name) > 9 && h.Name[:9] == "segments/" {
-			segs++
-		}
-	}
+	segs, last := streamBackupFrom(t, lost, alice) // the first account: an admin
 	if last != "manifest.json" || segs != st.Segments {
 		t.Fatalf("stream ended with %q after %d of %d segments", last, segs, st.Segments)
 	}
