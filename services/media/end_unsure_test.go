@@ -3,12 +3,10 @@ package media
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/edgechat/edgechat/internal/wire"
-	"github.com/edgechat/edgechat/services/media/store"
 )
 
 // endLosingProposer lets the first proposal of a job's end commit and
@@ -60,16 +58,7 @@ func TestAJobsEndWhoseRetriesAllFailIsSettledNextRound(t *testing.T) {
 			rec := e.upload("alice", "notes.txt", "hello")
 			e.svc.workOnce(context.Background()) // every proposal of the end fails
 			e.svc.workOnce(context.Background()) // the leader is back
-			got, err := e.svc.Get(rec.ID)
-			if err != nil || got.Status != StatusReady || e.proc.calls != 1 {
-				t.Fatalf("after the next round: %+v, %v, %d processing runs", got, err, e.proc.calls)
-			}
-			if e.st.has(store.TierRaw, rec.ID) {
-				t.Error("the raw upload is still there")
-			}
-			if evs := e.pub.events(); len(evs) != 1 || !strings.Contains(evs[0], `"type":"mediaReady"`) {
-				t.Errorf("the uploader heard %q, want one mediaReady", evs)
-			}
+			e.requireEndedOnce(t, rec.ID)
 		})
 	}
 }

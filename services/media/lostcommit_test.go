@@ -82,16 +82,23 @@ func TestAJobsEndThroughALeaderChange(t *testing.T) {
 			rec := e.upload("alice", "notes.txt", "hello")
 			p.loseNext(wire.CmdMediaDone, committed)
 			e.svc.workOnce(context.Background())
-			got, err := e.svc.Get(rec.ID)
-			if err != nil || got.Status != StatusReady || e.proc.calls != 1 {
-				t.Fatalf("after processing: %+v, %v, %d processing runs", got, err, e.proc.calls)
-			}
-			if e.st.has(store.TierRaw, rec.ID) {
-				t.Fatal("the raw upload is still there")
-			}
-			if evs := e.pub.events(); len(evs) != 1 || !strings.Contains(evs[0], `"type":"mediaReady"`) {
-				t.Fatalf("events %q", evs)
-			}
+			e.requireEndedOnce(t, rec.ID)
 		})
+	}
+}
+
+// requireEndedOnce: the upload id was processed once and is ready, its
+// raw upload deleted and its uploader told once.
+func (e *env) requireEndedOnce(t *testing.T, id string) {
+	t.Helper()
+	got, err := e.svc.Get(id)
+	if err != nil || got.Status != StatusReady || e.proc.calls != 1 {
+		t.Fatalf("after processing: %+v, %v, %d processing runs", got, err, e.proc.calls)
+	}
+	if e.st.has(store.TierRaw, id) {
+		t.Fatal("the raw upload is still there")
+	}
+	if evs := e.pub.events(); len(evs) != 1 || !strings.Contains(evs[0], `"type":"mediaReady"`) {
+		t.Fatalf("the uploader heard %q, want one mediaReady", evs)
 	}
 }
