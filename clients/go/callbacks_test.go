@@ -167,3 +167,49 @@ func TestTypingAndConnectedAfterClose(t *testing.T) {
 		t.Errorf("Typing after Close: %v, want ErrClosed", err)
 	}
 }
+
+// Close does not wait for a reconnection whose token call is slow (a
+// token source refreshing against a node that does not answer): it ends
+// that call at once, as it ends every other call of the client, instead
+// of waiting for the MQTT library to give up first. The wait for the
+// library is made an hour here, so that a Close that depended on it
+// could not return.
+func TestCloseDuringAReconnectionsSlowTokenCall(t *testing.T) {
+	f := newFakeServer(t)
+	wait := disconnectWait
+	t.Cleanup(func() { disconnectWait = wait }) // after the client's Close
+	disconnectWait = time.Hour
+	var hold atomic.Bool
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	bob := dialFake(t, f, "bob", nil, func(o *Options) {
+		o.Token = ""
+		o.TokenSource = func(ctx context.Context) (string, error) {
+			// A reconnection's token call has a deadline (tokenTimeout);
+			// the API calls' have none here.
+			if _, ok := ctx.Deadline(); ok && hold.Load() {
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+				select { // returns only when its context ends
+				case <-ctx.Done():
+					return "", ctx.Err()
+				case <-release: // the test failed: let the cleanup's Close end
+					return "", errors.New("released")
+				}
+			}
+			return fakeJWT("bob"), nil
+		}
+	})
+	t.Cleanup(func() { close(release) }) // runs before dialFake's Close
+	hold.Store(true)
+	f.cutAll()
+	testutil.Receive(t, held, 10*time.Second) // the reconnection waits for its token
+	done := make(chan struct{})
+	go func() { _ = bob.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close has not returned: it waits for the MQTT library, which waits for the token call, which waits for Close")
+	}
+}

@@ -397,12 +397,16 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	switch {
 	case first:
+		// Cancel first: a reconnection's token call runs on c.ctx, and
+		// the MQTT library does not stop before that call returns.
+		// autopaho's context is a child of c.ctx, so this also starts its
+		// shutdown (a DISCONNECT when connected), which Disconnect awaits.
+		c.cancel()
 		if c.cm != nil {
-			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			dctx, cancel := context.WithTimeout(context.Background(), disconnectWait)
 			_ = c.cm.Disconnect(dctx)
 			cancel()
 		}
-		c.cancel()
 		c.wg.Wait()
 		close(c.closeDone)
 	case onDispatcher:
@@ -416,6 +420,10 @@ func (c *Client) Close() error {
 	}
 	return nil
 }
+
+// disconnectWait bounds how long Close waits for the MQTT library to
+// send its DISCONNECT and stop (a variable for the tests).
+var disconnectWait = 5 * time.Second
 
 // shutdown stops a client whose connection was never set up.
 func (c *Client) shutdown() {
