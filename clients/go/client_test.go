@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -780,5 +781,63 @@ func TestResendOfAStoredCIDAsksTheAPIForTheOriginal(t *testing.T) {
 	}
 	if again.ID != first.ID || asked.Load() != 1 {
 		t.Fatalf("resent: id %q (want %q), API asked %d times (want 1)", again.ID, first.ID, asked.Load())
+	}
+}
+
+// Every HTTP call of the client maps the API's error statuses onto the
+// sentinel errors the package documents, as WatchPresence's refusal is
+// ErrForbidden: 401 ErrUnauthorized, 403 ErrForbidden (an ErrRefused),
+// 404 ErrNotFound; 429 and 503 have none and stay an *APIError with its
+// status and Retry-After, matching none of them.
+func TestAPIErrorStatusesMatchTheirSentinels(t *testing.T) {
+	f := newFakeServer(t)
+	var status atomic.Int32
+	status.Store(200) // while Dial lists the groups
+	answer := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(int(status.Load()))
+		_, _ = io.WriteString(w, `{"error":{"code":"some_code","message":"refused"}}`)
+	}
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{}
+		for _, p := range []string{"/presence/carol", "/chat/history", "/user/carol", "/user/groups", "/chat/conversations",
+			"/auth/sessions", "/auth/sessions/s1", "/media/m1/info", "/media/m1", "/user/me"} {
+			f.routes[p] = answer
+		}
+	})
+	bob := dialFake(t, f, "bob", nil, nil)
+	calls := map[string]func(ctx context.Context) error{
+		"Presence":      func(ctx context.Context) error { _, err := bob.Presence(ctx, "carol"); return err },
+		"History":       func(ctx context.Context) error { _, _, err := bob.History(ctx, "carol", "", 10); return err },
+		"Profile":       func(ctx context.Context) error { _, err := bob.Profile(ctx, "carol"); return err },
+		"Groups":        func(ctx context.Context) error { _, err := bob.Groups(ctx); return err },
+		"Conversations": func(ctx context.Context) error { _, err := bob.Conversations(ctx); return err },
+		"Sessions":      func(ctx context.Context) error { _, err := bob.Sessions(ctx); return err },
+		"EndSession":    func(ctx context.Context) error { return bob.EndSession(ctx, "s1") },
+		"MediaStatus":   func(ctx context.Context) error { _, err := bob.MediaStatus(ctx, "m1"); return err },
+		"DownloadMedia": func(ctx context.Context) error { _, err := bob.DownloadMedia(ctx, "m1", io.Discard, false); return err },
+		"DeleteAccount": func(ctx context.Context) error { _, err := bob.DeleteAccount(ctx, "pw"); return err },
+	}
+	sentinels := map[int]error{401: ErrUnauthorized, 403: ErrForbidden, 404: ErrNotFound}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, st := range []int{401, 403, 404, 429, 503} {
+		status.Store(int32(st))
+		for name, call := range calls {
+			err := call(ctx)
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.Status != st || ae.RetryAfter != 7*time.Second {
+				t.Errorf("%s answered %d: %v, want an *APIError with that status and Retry-After", name, st, err)
+				continue
+			}
+			for s, sentinel := range sentinels {
+				if got := errors.Is(err, sentinel); got != (s == st) {
+					t.Errorf("%s answered %d: errors.Is(err, %v) = %v", name, st, sentinel, got)
+				}
+			}
+			if st == 403 && !errors.Is(err, ErrRefused) {
+				t.Errorf("%s answered 403: not an ErrRefused, as ErrForbidden is", name)
+			}
+		}
 	}
 }

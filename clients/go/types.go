@@ -224,11 +224,19 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.Code, e.Message)
 }
 
-// Is maps statuses onto the package's sentinel errors.
+// Is maps statuses onto the package's sentinel errors: 401
+// ErrUnauthorized, 403 ErrForbidden (a refusal: ErrRefused, as over
+// MQTT), 404 ErrNotFound, 400 ErrInvalidArgument, the media codes
+// ErrMediaTooLarge and ErrMediaQuota (refusals too). 429 and 503 have
+// no sentinel: Status and RetryAfter say when to ask again.
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrUnauthorized:
 		return e.Status == 401
+	case ErrForbidden:
+		return e.Status == 403
+	case ErrRefused:
+		return e.Status == 403 || e.Code == "media_too_large" || e.Code == "media_quota"
 	case ErrNotFound:
 		return e.Status == 404
 	case ErrInvalidArgument:
