@@ -165,7 +165,9 @@ type TokenSource func(ctx context.Context) (string, error)
 // expiring. A refresh that fails for now (no answer, 503; not a refusal,
 // 401) leaves the access token in use until it expires, as the next
 // calls try the refresh again. onRefresh, if not nil, is told every new pair (refresh tokens
-// rotate, so a caller that persists them must save each one).
+// rotate, so a caller that persists them must save each one); it is
+// told them in rotation order, outside the token source's lock, so it
+// may use the client (or call the token source).
 //
 // A refresh runs to its end (at most refreshTimeout) even when the
 // caller that started it stops waiting: the server may already have
@@ -212,6 +214,9 @@ type refresher struct {
 	// key is the Idempotency-Key of every refresh of the refresh token
 	// keyFor: a refresh sent again after a lost answer is a retry.
 	key, keyFor string
+	// told is closed once onRefresh has been told of the newest rotation
+	// (nil before the first): the next one waits for it.
+	told chan struct{}
 }
 
 // refreshCall is one refresh; done is closed once tok or err is set.
@@ -274,11 +279,11 @@ func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string, a
 		nt, err = checkTokens(nt, start)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	defer close(call.done)
 	r.inflight = nil
 	if err != nil {
 		call.err = fmt.Errorf("edgechat: refresh access token: %w", err)
+		r.mu.Unlock()
+		close(call.done)
 		return
 	}
 	if nt.RefreshToken == "" {
@@ -286,9 +291,21 @@ func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string, a
 	}
 	r.cur, r.at = nt, at
 	call.tok = nt.AccessToken
-	if r.onRefresh != nil {
-		r.onRefresh(nt) // under mu: saved in rotation order
+	// onRefresh runs outside mu, as it may use the client (whose calls
+	// ask for a token: the new one is in place), but in rotation order,
+	// after the previous rotation's, and before the waiting calls get
+	// the new token.
+	prev, mine := r.told, make(chan struct{})
+	r.told = mine
+	r.mu.Unlock()
+	if prev != nil {
+		<-prev
 	}
+	if r.onRefresh != nil {
+		r.onRefresh(nt)
+	}
+	close(mine)
+	close(call.done)
 }
 
 func (r *refresher) needsRefresh() bool {

@@ -132,3 +132,41 @@ func TestEarlyRefreshFailingForNowKeepsTheValidToken(t *testing.T) {
 		t.Fatalf("refresh refused: %v, want ErrUnauthorized", err)
 	}
 }
+
+// onRefresh may use the client (any call asks the token source): it
+// runs outside the refresher's lock, so that the token source answers
+// from it and afterwards, instead of every token call blocking for good.
+func TestOnRefreshMayCallTheTokenSource(t *testing.T) {
+	auth := newRotatingAuth("r1")
+	srv := httptest.NewServer(auth)
+	defer srv.Close()
+	var ts TokenSource
+	inner := make(chan error, 1)
+	ts = RefreshingTokenSource(srv.URL, Tokens{RefreshToken: "r1"}, func(Tokens) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := ts(ctx) // what a client call made from onRefresh does first
+		inner <- err
+	})
+	outer := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := ts(ctx)
+		outer <- err
+	}()
+	select {
+	case err := <-inner:
+		if err != nil {
+			t.Fatalf("token call from onRefresh: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a token call from onRefresh never returned (its context's end did not help either): deadlocked on the refresher's lock")
+	}
+	if err := <-outer; err != nil {
+		t.Fatalf("the call that refreshed: %v", err)
+	}
+	if _, err := ts(context.Background()); err != nil {
+		t.Fatalf("a later call: %v", err)
+	}
+}
