@@ -218,9 +218,9 @@ type Client struct {
 	// toldSignedOut: OnSignedOut ran (it runs once).
 	toldSignedOut bool
 	watched       map[string]struct{}
-	pending       map[string]chan Message  // cid -> Send waiting for its echo
-	uploads       map[*mediaWatch]struct{} // UploadMedia calls waiting for a media event
-	mediaPoll     time.Duration            // how often a waiting UploadMedia asks /media/{id}/info
+	pending       map[string][]chan Message // cid -> the Sends waiting for its echo (one each)
+	uploads       map[*mediaWatch]struct{}  // UploadMedia calls waiting for a media event
+	mediaPoll     time.Duration             // how often a waiting UploadMedia asks /media/{id}/info
 	cursor        string
 	synced        bool
 	closed        bool
@@ -294,7 +294,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		ready:       make(chan struct{}),
 		down:        make(chan struct{}),
 		watched:     map[string]struct{}{},
-		pending:     map[string]chan Message{},
+		pending:     map[string][]chan Message{},
 		uploads:     map[*mediaWatch]struct{}{},
 		mediaPoll:   defaultMediaPoll,
 
@@ -777,9 +777,9 @@ func (c *Client) matchPending(m Message) {
 		return
 	}
 	c.mu.Lock()
-	w := c.pending[m.CID]
+	ws := slices.Clone(c.pending[m.CID]) // Send removes its own in place
 	c.mu.Unlock()
-	if w != nil {
+	for _, w := range ws {
 		select {
 		case w <- m:
 		default:

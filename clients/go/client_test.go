@@ -841,3 +841,59 @@ func TestAPIErrorStatusesMatchTheirSentinels(t *testing.T) {
 		}
 	}
 }
+
+// Two sends of one CID at once (an app retrying from another goroutine
+// while the first call still waits) each get the stored copy: the
+// second's wait does not replace the first's. Here the first stores the
+// message, the second is acknowledged as a stored CID and reads the
+// original through the API and returns; the copy then reaches the
+// first, which must not wait out EchoWait (an hour here) for it.
+func TestTwoSendsOfOneCIDAtOnceBothGetTheStoredCopy(t *testing.T) {
+	f := newFakeServer(t)
+	f.set(func(f *fakeServer) {
+		f.decide = func(cid string, attempt int) fakeAction { return fakeAction{noEcho: attempt == 1} } // its copy comes late
+		f.routes = map[string]http.HandlerFunc{"/chat/messages": func(w http.ResponseWriter, r *http.Request) {
+			var in struct {
+				CID string `json:"cid"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&in)
+			f.mu.Lock()
+			m := f.byCID["bob/"+in.CID]
+			f.mu.Unlock()
+			_ = json.NewEncoder(w).Encode(m)
+		}}
+	})
+	bob := dialFake(t, f, "bob", nil, func(o *Options) { o.EchoWait = time.Hour })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	cid := NewCID()
+	type res struct {
+		m   Message
+		err error
+	}
+	first := make(chan res, 1)
+	go func() {
+		m, err := bob.SendMessage(ctx, Message{To: "carol", Body: "hi", CID: cid})
+		first <- res{m, err}
+	}()
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if len(f.stored("carol")) != 1 {
+			return fmt.Errorf("not stored yet")
+		}
+		return nil
+	})
+	stored := f.stored("carol")[0]
+	second, err := bob.SendMessage(ctx, Message{To: "carol", Body: "hi", CID: cid})
+	if err != nil || second.ID != stored.ID {
+		t.Fatalf("second send: %+v, %v; want the stored message %s", second, err, stored.ID)
+	}
+	f.deliver(stored) // the first send's copy
+	select {
+	case r := <-first:
+		if r.err != nil || r.m.ID != stored.ID {
+			t.Fatalf("first send: %+v, %v; want the stored message %s", r.m, r.err, stored.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first send still waits for the copy that was delivered: the second send replaced (then removed) its wait")
+	}
+}

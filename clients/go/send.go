@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -106,13 +107,20 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 	}
 
 	// Register before publishing: the echo may overtake the PUBACK.
+	// Another Send of the same CID may be waiting too (an app retrying
+	// from another goroutine): each gets the copy.
 	echo := make(chan Message, 1)
 	c.mu.Lock()
-	c.pending[m.CID] = echo
+	c.pending[m.CID] = append(c.pending[m.CID], echo)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.pending, m.CID)
+		ws := slices.DeleteFunc(c.pending[m.CID], func(w chan Message) bool { return w == echo })
+		if len(ws) == 0 {
+			delete(c.pending, m.CID)
+		} else {
+			c.pending[m.CID] = ws
+		}
 		c.mu.Unlock()
 	}()
 
