@@ -49,7 +49,9 @@ type PasswordChange struct {
 // browser must sign in again with the new password. This client goes
 // on: the server closes its connection too, and it reconnects with the
 // new tokens (its token calls, the reconnection's among them, wait for
-// the answer meanwhile), which it refreshes from then on (telling onRefresh, which
+// the answer meanwhile; a connection attempt that had its token before
+// the change began is refused, and tried again, without OnSignedOut),
+// which it refreshes from then on (telling onRefresh, which
 // may be nil, each rotated pair, as RefreshingTokenSource does). An app
 // that keeps tokens must save the returned ones. A wrong current
 // password is an *APIError with status 403, a new password the server
@@ -69,6 +71,7 @@ func (c *Client) ChangePassword(ctx context.Context, currentPassword, newPasswor
 		c.sourceMu.Lock()
 		if c.sourceGate == nil {
 			c.sourceGate = gate
+			c.pwChanges++ // a token asked for before may be revoked
 			c.sourceMu.Unlock()
 			break
 		}

@@ -174,6 +174,13 @@ type Client struct {
 	httpCur    atomic.Int32
 	cm         *autopaho.ConnectionManager
 
+	// pwChanges counts the password changes begun (under sourceMu), and
+	// connectChanges is its value when the latest connection attempt
+	// asked for its token: a refusal of a token asked for before a
+	// change is not a sign-out.
+	pwChanges      uint64
+	connectChanges atomic.Uint64
+
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine of the client but the dispatcher
@@ -448,36 +455,52 @@ func goroutineID() uint64 {
 }
 
 func (c *Client) token(ctx context.Context) (string, error) {
+	tok, _, err := c.tokenOf(ctx)
+	return tok, err
+}
+
+// tokenOf is token, also returning the number of password changes begun
+// before the token was asked for: a change begun since revokes it.
+func (c *Client) tokenOf(ctx context.Context) (string, uint64, error) {
 	c.sourceMu.Lock()
-	source, gate := c.source, c.sourceGate
+	source, gate, changes := c.source, c.sourceGate, c.pwChanges
 	c.sourceMu.Unlock()
 	if gate != nil {
 		// A password change is under way: the server revokes the current
 		// tokens when it commits, so wait for the new ones.
 		select {
 		case <-gate:
-			return c.token(ctx)
+			return c.tokenOf(ctx)
 		case <-ctx.Done():
-			return "", fmt.Errorf("edgechat: waiting for a password change: %w", ctx.Err())
+			return "", changes, fmt.Errorf("edgechat: waiting for a password change: %w", ctx.Err())
 		}
 	}
 	if source == nil {
 		source = c.opts.TokenSource
 	}
 	if source == nil {
-		return c.opts.Token, nil
+		return c.opts.Token, changes, nil
 	}
 	tok, err := source(ctx)
 	if err != nil {
 		if errors.Is(err, ErrUnauthorized) {
 			c.signedOut(err) // the refresh was refused
 		}
-		return "", fmt.Errorf("edgechat: token source: %w", err)
+		return "", changes, fmt.Errorf("edgechat: token source: %w", err)
 	}
 	if tok == "" {
-		return "", fmt.Errorf("%w: token source returned an empty token", ErrBadToken)
+		return "", changes, fmt.Errorf("%w: token source returned an empty token", ErrBadToken)
 	}
-	return tok, nil
+	return tok, changes, nil
+}
+
+// passwordChangedSince reports whether a password change began after
+// the one numbered changes (tokenOf): the server may have revoked a
+// token asked for before it.
+func (c *Client) passwordChangedSince(changes uint64) bool {
+	c.sourceMu.Lock()
+	defer c.sourceMu.Unlock()
+	return c.pwChanges != changes
 }
 
 // buildConnect puts a fresh token into every CONNECT: access tokens are
@@ -485,10 +508,11 @@ func (c *Client) token(ctx context.Context) (string, error) {
 func (c *Client) buildConnect(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, tokenTimeout)
 	defer cancel()
-	tok, err := c.token(ctx)
+	tok, changes, err := c.tokenOf(ctx)
 	if err != nil {
 		return nil, err
 	}
+	c.connectChanges.Store(changes)
 	cp.Password, cp.PasswordFlag = []byte(tok), true
 	cp.Username, cp.UsernameFlag = c.userID, true
 	cp.CleanStart = true
@@ -512,6 +536,10 @@ func (c *Client) onConnectError(err error) {
 			case c.fatal <- err:
 			default:
 			}
+		} else if c.passwordChangedSince(c.connectChanges.Load()) {
+			// The token was asked for before a password change, which
+			// revoked it; the next attempt asks for the new one.
+			c.log.Debug("connection refused with a token from before a password change; retrying", "err", err)
 		} else if ce.ReasonCode == 0x86 || ce.ReasonCode == 0x87 {
 			c.signedOut(err)
 		}
