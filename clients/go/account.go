@@ -50,7 +50,8 @@ type PasswordChange struct {
 // on: the server closes its connection too, and it reconnects with the
 // new tokens (its token calls, the reconnection's among them, wait for
 // the answer meanwhile; a connection attempt that had its token before
-// the change began is refused, and tried again, without OnSignedOut),
+// the change began is refused, and tried again, without OnSignedOut;
+// an API call refused so (401) is made again with the new token),
 // which it refreshes from then on (telling onRefresh, which
 // may be nil, each rotated pair, as RefreshingTokenSource does). An app
 // that keeps tokens must save the returned ones. A wrong current

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,5 +129,65 @@ func TestChangePasswordWhileAReconnectionHoldsTheOldToken(t *testing.T) {
 	}
 	if n := signedOut.Load(); n != 0 {
 		t.Fatalf("OnSignedOut ran %d times: the refusal of the token the reconnection had before the change was taken for a sign-out", n)
+	}
+}
+
+// holdKey marks the context of a call whose token call the test holds.
+type holdKey struct{}
+
+// An API call that got its token just before a password change began
+// sends it after the change revoked it: the 401 is not the end of the
+// session (the change keeps it), so the call is made again with the new
+// token instead of failing with ErrUnauthorized, which an app takes for
+// "sign in again".
+func TestAPICallWithATokenFromBeforeAPasswordChange(t *testing.T) {
+	f := newFakeServer(t)
+	oldTok, newTok := fakeJWTNamed("bob", "old"), fakeJWTNamed("bob", "new")
+	f.set(func(f *fakeServer) {
+		f.routes = map[string]http.HandlerFunc{
+			"/auth/password": func(w http.ResponseWriter, r *http.Request) {
+				f.set(func(f *fakeServer) { f.refused = map[string]bool{oldTok: true} })
+				_, _ = fmt.Fprintf(w, `{"accessToken":%q,"refreshToken":"r-new","expiresIn":900,"revoked":2}`, newTok)
+			},
+			"/chat/history": func(w http.ResponseWriter, r *http.Request) {
+				f.mu.Lock()
+				refused := f.refused[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+				f.mu.Unlock()
+				if refused {
+					w.WriteHeader(http.StatusUnauthorized)
+					_, _ = w.Write([]byte(`{"error":{"code":"unauthorized","message":"token revoked"}}`))
+					return
+				}
+				_, _ = w.Write([]byte(`{"messages":[],"hasMore":false}`))
+			},
+		}
+	})
+	held, release := make(chan struct{}), make(chan struct{})
+	var signedOut atomic.Int32
+	bob := dialFake(t, f, "bob", nil, func(o *Options) {
+		o.Token = ""
+		o.TokenSource = func(ctx context.Context) (string, error) {
+			if ctx.Value(holdKey{}) != nil {
+				close(held)
+				<-release // returns the old token once the change is done
+			}
+			return oldTok, nil
+		}
+		o.OnSignedOut = func(error) { signedOut.Add(1) }
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := bob.History(context.WithValue(ctx, holdKey{}, true), "carol", "", 10)
+		done <- err
+	}()
+	testutil.Receive(t, held, 10*time.Second)
+	if _, err := bob.ChangePassword(ctx, "old-password", "new-password", nil); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := testutil.Receive(t, done, 10*time.Second); err != nil {
+		t.Fatalf("History with a token from before the password change: %v, want it made again with the new token", err)
 	}
 }

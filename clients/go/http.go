@@ -151,9 +151,16 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
 	ctx, done := c.untilClosed(ctx)
 	defer done()
-	tok, err := c.token(ctx)
+	tok, changes, err := c.tokenOf(ctx)
 	if err == nil {
 		err = c.callAs(ctx, tok, method, path, body, out)
+	}
+	if errors.Is(err, ErrUnauthorized) && c.passwordChangedSince(changes) {
+		// The token was asked for before a password change, which
+		// revoked it (a 401 is not carried out): again with the new one.
+		if tok, _, err = c.tokenOf(ctx); err == nil {
+			err = c.callAs(ctx, tok, method, path, body, out)
+		}
 	}
 	return c.closedErr(err)
 }
