@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
@@ -62,4 +63,11 @@ func HoldApply(n *Node) (release func()) { return n.fsm.HoldApply() }
 // client and handler gave up (nothing after the commit ran).
 func Propose(ctx context.Context, n *Node, t byte, payload []byte) (any, error) {
 	return n.raft.Propose(ctx, t, payload)
+}
+
+// KnowsMemberAddr tells whether n takes addr for an address of the
+// member named name: its gateway then does not rate-limit that member's
+// own requests (those naming it in X-Edgechat-Peer).
+func KnowsMemberAddr(n *Node, addr, name string) bool {
+	return n.members.Has(netip.MustParseAddr(addr), name)
 }

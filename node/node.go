@@ -94,6 +94,7 @@ type Node struct {
 	Admin       *admin.Service
 	ClusterAPI  *clusterapi.Service
 	origins     *clusterapi.Origins // the members' web origins (pages reconnect through any node)
+	members     *memberAddrs        // the members' addresses (their own requests are not rate limited)
 	Backup      *backup.Service
 
 	routes  *routes.Table
@@ -122,7 +123,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 		log = slog.Default()
 	}
 	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), registry: newRegistry(), link: &brokerLink{},
-		ids: newLazyIDs(), closing: make(chan struct{}), runDone: make(chan struct{})}
+		ids: newLazyIDs(), members: newMemberAddrs(), closing: make(chan struct{}), runDone: make(chan struct{})}
 	for _, v := range cfg.MisspelledEnv {
 		n.log.Warn("environment variable ignored: it is no setting", "variable", v)
 	}
@@ -412,7 +413,7 @@ func (n *Node) buildHTTP() (err error) {
 	n.Gateway, err = gateway.New(gateway.Config{Addr: n.cfg.HTTPAddr, TLS: n.tls, CORSOrigins: n.cfg.AllowedOrigins,
 		TrustedProxies: n.cfg.TrustedProxies, PerIP: perIP, RateLimits: classLimits, NoRateLimits: n.cfg.NoRateLimits}, gateway.Deps{
 		Verifier: n.Auth, Ready: n.readiness, Warnings: n.warnings, Logger: n.log.With("component", "gateway"), Registerer: n.registry,
-		Gatherer: n.registry, PeerOrigin: n.peerOrigins().Allowed, ReadBarrier: n.raft.ReadBarrier,
+		Gatherer: n.registry, PeerOrigin: n.peerOrigins().Allowed, ReadBarrier: n.raft.ReadBarrier, Peer: n.members.Has,
 	})
 	if err != nil {
 		return fmt.Errorf("node: gateway: %w", err)
@@ -619,6 +620,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Broker.Run(gctx) })
 	g.Go(func() error { // the members' web origins, for pages that reconnect through another node
 		return n.ClusterAPI.RunOrigins(gctx, n.peerOrigins(), n.cfg.OriginsRefresh, n.raft.MembersChanged)
+	})
+	g.Go(func() error { // the members' addresses, whose own requests the gateway does not rate-limit
+		return runMemberAddrs(gctx, n.members, n.raft.Members, n.cfg.OriginsRefresh, n.raft.MembersChanged)
 	})
 	g.Go(func() error {
 		select {

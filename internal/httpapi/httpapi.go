@@ -88,6 +88,15 @@ type Route struct {
 	CatchUp bool
 }
 
+// HeaderPeer names the node that sends a request of its own to another
+// member's HTTP API: a media read it makes for its user (a local media
+// store) or for another region, a segment copy. The gateway takes such a
+// request, when it comes straight from that member's address, for the
+// cluster's own traffic and does not rate-limit it as a client's (the
+// user was charged on the node they asked); from anywhere else the
+// header is dropped and changes nothing (gateway.Deps.Peer).
+const HeaderPeer = "X-Edgechat-Peer"
+
 // DefaultMaxBody limits JSON request bodies.
 const DefaultMaxBody = 64 << 10
 

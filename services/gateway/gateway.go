@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -124,6 +125,17 @@ type Deps struct {
 	// read answered 404 runs again after it (catchup.go). Nil: a 404
 	// stands (a single node).
 	ReadBarrier func(ctx context.Context) error
+	// Peer tells whether addr is an address of the cluster member named
+	// node. A request that names a member in httpapi.HeaderPeer and comes
+	// straight from that member's address (the connection's, which a
+	// client cannot forge, with no X-Forwarded-For or Forwarded: nobody
+	// else's request passed on) is the cluster's own traffic: a media
+	// read for a user that member already charged, a segment copy. It
+	// skips the per-IP bucket and the class bucket; authentication and
+	// everything else apply as to any request. The rule is by address: a
+	// client on a member's address can pass for it. Nil: no request is a
+	// peer's (a single node).
+	Peer func(addr netip.Addr, node string) bool
 }
 
 // Gateway is the HTTP server.
@@ -155,6 +167,7 @@ type Gateway struct {
 	mReadAgain   prometheus.Counter
 
 	barrier func(ctx context.Context) error // Deps.ReadBarrier
+	peer    func(netip.Addr, string) bool   // Deps.Peer
 
 	// notReady is what the last /readyz found ("" ready), so that a
 	// change is logged once rather than every probe.
@@ -222,6 +235,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		mounted:  map[string]struct{}{},
 		maxQuery: map[string]int{},
 		barrier:  deps.ReadBarrier,
+		peer:     deps.Peer,
 		mReadAgain: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_http_reads_again_total",
 			Help: "Reads answered 404 that ran again once this node had applied what the cluster committed before them.",

@@ -33,9 +33,12 @@ const maxRequestIDLen = 128
 type reqInfo struct {
 	id   string
 	user string
-	ip   netip.Addr          // the client's address (see Config.TrustedProxies)
-	peer string              // the connection's RemoteAddr
-	raw  http.ResponseWriter // the server's own writer, for http.MaxBytesReader
+	ip   netip.Addr // the client's address (see Config.TrustedProxies)
+	peer string     // the connection's RemoteAddr
+	// member is the cluster member whose own request this is (peerRequest),
+	// "" for a client's: it takes no token of the per-IP or class buckets.
+	member string
+	raw    http.ResponseWriter // the server's own writer, for http.MaxBytesReader
 }
 
 type infoKey struct{}
@@ -78,7 +81,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		id = newRequestID()
 	}
 	w.Header().Set(HeaderRequestID, id)
-	info := &reqInfo{id: id, ip: g.edge.clientIP(r), peer: r.RemoteAddr, raw: w}
+	info := &reqInfo{id: id, ip: g.edge.clientIP(r), peer: r.RemoteAddr, raw: w, member: g.peerRequest(r)}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	if r.TLS == nil && g.edge.forwardedTLS(r) {
 		r = r.WithContext(httpapi.WithSecure(r.Context()))
@@ -123,7 +126,10 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// SNAT), and a 429 there would take a healthy node out of service or
 	// restart it. They cost next to nothing and take no token; /metrics
 	// stays limited.
-	if !isHealthCheck(pattern) {
+	// A member's own request (peerRequest) skips it too: the user it
+	// serves was charged on the node they asked, and every user reading
+	// through that node would share its address's bucket here.
+	if !isHealthCheck(pattern) && info.member == "" {
 		if ok, retry := g.edge.perIP.Allow(ratelimit.IPKey(info.ip)); !ok {
 			g.rateLimited(sw, ClassAll, "ip", retry, "too many requests from your address")
 			return
@@ -135,6 +141,9 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Set after the header limits, which count the client's fields only.
 	r.Header.Set(HeaderRequestID, id)
+	if info.member == "" {
+		r.Header.Del(httpapi.HeaderPeer) // services see it only from a member
+	}
 	if g.held.Load() && !isProbe(pattern) && !servedWhileHeld(pattern) {
 		httpapi.WriteError(sw, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "this node is starting (waiting for its cluster); retry", RetryAfter: time.Second})
@@ -152,6 +161,26 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		h = g.mux // serve through the mux so r.PathValue works
 	}
 	h.ServeHTTP(sw, r)
+}
+
+// peerRequest is the name of the cluster member whose own request r is,
+// or "": r names the member in httpapi.HeaderPeer, its connection comes
+// from that member's address (Deps.Peer; a TCP source address cannot be
+// forged the way a header can), and it passes on no one else's request
+// (no X-Forwarded-For or Forwarded: a proxy on a member's address that
+// forwards a client's request says so, and a trusted proxy's client is
+// not the member).
+func (g *Gateway) peerRequest(r *http.Request) string {
+	node := r.Header.Get(httpapi.HeaderPeer)
+	if g.peer == nil || node == "" || len(r.Header.Values(httpapi.HeaderPeer)) != 1 ||
+		len(r.Header.Values("X-Forwarded-For")) > 0 || len(r.Header.Values("Forwarded")) > 0 {
+		return ""
+	}
+	addr, ok := parseAddr(r.RemoteAddr)
+	if !ok || !g.peer(addr, node) {
+		return ""
+	}
+	return node
 }
 
 // isHealthCheck tells the mux patterns of /healthz and /readyz.
@@ -173,8 +202,8 @@ func servedWhileHeld(pattern string) bool {
 }
 
 // routeHandler wraps a service route: authentication, the class rate
-// limit (per user; per client IP on public routes), the admin check, the
-// content type and the body limit.
+// limit (per user; per client IP on public routes; none for a member's
+// own request), the admin check, the content type and the body limit.
 func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Limiter) http.Handler {
 	maxBody := rt.MaxBody
 	if maxBody == 0 {
@@ -206,9 +235,14 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 		if rt.Public {
 			key, scope = ratelimit.IPKey(info.ip), "ip"
 		}
-		if ok, retry := lim.Allow(key); !ok {
-			g.rateLimited(w, class, scope, retry, "too many "+class+" requests")
-			return
+		// A member's own request (peerRequest) is not a client's: the user
+		// it serves was charged on the node they asked, and a read another
+		// region asked for comes as the media's uploader.
+		if info.member == "" {
+			if ok, retry := lim.Allow(key); !ok {
+				g.rateLimited(w, class, scope, retry, "too many "+class+" requests")
+				return
+			}
 		}
 		if rt.Admin && !p.Admin {
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "this endpoint is for admins"))
@@ -378,6 +412,9 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 		slog.Int64("bytes", sw.bytes),
 		slog.String("remote", info.peer),
 		slog.String("client_ip", addrString(info.ip)),
+	}
+	if info.member != "" {
+		attrs = append(attrs, slog.String("member", info.member)) // not rate limited: a member's own request
 	}
 	if sw.err != nil {
 		attrs = append(attrs, slog.String("error", sw.err.Error()))

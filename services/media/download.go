@@ -223,6 +223,10 @@ func (s *Service) proxy(w http.ResponseWriter, r *http.Request, rec Record) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.Out.Header.Set(hopHeader, s.cfg.Node)
+			// The holder's gateway does not charge this read again (the
+			// caller's rate limits applied here), nor every user reading
+			// through this node to one bucket of its address.
+			pr.Out.Header.Set(httpapi.HeaderPeer, s.cfg.Node)
 			pr.Out.Header.Set("Authorization", "Bearer "+token)
 		},
 		Transport: s.peerTransport,

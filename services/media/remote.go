@@ -46,6 +46,7 @@ import (
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/media/store"
@@ -738,6 +739,9 @@ func (s *Service) openAt(ctx context.Context, rec Record, tier store.Tier, key s
 		return nil, 0, err
 	}
 	req.Header.Set(hopHeader, s.cfg.Node)
+	// Not charged to the uploader's buckets on the holder, nor to this
+	// node's address there (httpapi.HeaderPeer).
+	req.Header.Set(httpapi.HeaderPeer, s.cfg.Node)
 	req.Header.Set("Authorization", "Bearer "+token)
 	if off > 0 || length >= 0 {
 		end := ""
