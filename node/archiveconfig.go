@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/media/store"
@@ -164,10 +165,15 @@ func (n *Node) fetchSegment(ctx context.Context, key string) (io.ReadCloser, err
 			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
-		// The peer's gateway limits these copies as any admin's requests
-		// (the admin class, per "operator"; per IP): a node copying more
-		// than a burst (a backup from a node that installed a snapshot)
-		// waits out its 429s rather than fail.
+		// The copy is this node's own request: the peer's gateway does not
+		// limit it as an admin's (the admin class, one bucket for every
+		// node's "operator") or charge it to this node's address, which
+		// the media reads this node makes for its users share there.
+		req.Header.Set(httpapi.HeaderPeer, n.cfg.NodeID)
+		// A peer that does not know this node's address yet (or an older
+		// version) still limits it: a node copying more than a burst (a
+		// backup from a node that installed a snapshot) waits out its 429s
+		// rather than fail.
 		resp, err := ratelimit.DoHTTP(client, req, 0)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))

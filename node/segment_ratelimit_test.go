@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 	"github.com/edgechat/edgechat/services/archive"
@@ -21,7 +22,11 @@ import (
 // "operator") and its per-IP bucket: a backup from such a node needing
 // more segments than that failed with the peers' 429s instead of waiting
 // them out, so a cluster whose leader had joined by snapshot could not
-// take its scheduled backups.
+// take its scheduled backups. Waiting them out, a node copied about 5
+// segments a second past the burst and drained its address's bucket on
+// its peers, which its media reads through them share: the copies are
+// the node's own requests (from a member's address, naming it), which the
+// peers no longer limit at all.
 func TestBackupCopiesManySegmentsFromRateLimitedPeers(t *testing.T) {
 	nodes := nodetest.StartCluster(t, 3, nodetest.WithConfig(func(c *node.Config) { c.NoRateLimits = false }))
 	first := nodes[0]
@@ -76,5 +81,15 @@ func TestBackupCopiesManySegmentsFromRateLimitedPeers(t *testing.T) {
 	segs, last := streamBackupFrom(t, lost, alice) // the first account: an admin
 	if last != "manifest.json" || segs != st.Segments {
 		t.Fatalf("stream ended with %q after %d of %d segments", last, segs, st.Segments)
+	}
+	for _, n := range nodes {
+		if n == lost {
+			continue
+		}
+		for _, l := range []map[string]string{{"class": "all", "scope": "ip"}, {"class": "admin", "scope": "user"}} {
+			if v, _ := testutil.MetricValue(t, n.Registry(), "edgechat_http_rate_limited_total", l); v != 0 {
+				t.Errorf("%s refused %v of %s's segment copies 429 (%s bucket)", n.Config.NodeID, v, lost.Config.NodeID, l["class"])
+			}
+		}
 	}
 }
