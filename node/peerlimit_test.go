@@ -127,3 +127,44 @@ func TestForgedPeerHeaderDoesNotSkipRateLimits(t *testing.T) {
 		t.Fatalf("statuses %v, want %v", got, want)
 	}
 }
+
+// A download of a media another node holds, with as many header fields
+// as a request may have (100), is served as it is on the holder. The node
+// passes the client's request on with fields of its own (the request ID,
+// the hop and peer marks), and the holder's gateway counted those against
+// the client's limit: 431 headers_too_large for a request the node the
+// client asked had accepted.
+func TestProxiedMediaReadWithHundredHeaderFieldsIsServed(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 2)
+	alice := newMediaUser(t, nodes[0], "alice")
+	id := upload(t, nodes[0], alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
+	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
+		t.Fatalf("%+v", ev)
+	}
+	rec, err := nodes[0].Media.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, through := nodes[0], nodes[1]
+	if rec.Node != holder.Config.NodeID {
+		holder, through = through, holder
+	}
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !node.KnowsMemberAddr(holder.Node, "127.0.0.1", through.Config.NodeID) {
+			return fmt.Errorf("%s does not know %s's address yet", holder.Config.NodeID, through.Config.NodeID)
+		}
+		if st, _, _ := get(t, through, alice.token, "/media/"+id+"/preview", nil); st != 200 {
+			return fmt.Errorf("%s answered %d", through.Config.NodeID, st)
+		}
+		return nil
+	})
+	hdr := map[string]string{}
+	for i := range 97 { // and Authorization, User-Agent, Accept-Encoding (net/http)
+		hdr[fmt.Sprintf("X-F%d", i)] = "v"
+	}
+	for _, n := range []*nodetest.Node{holder, through} {
+		if st, _, body := get(t, n, alice.token, "/media/"+id+"/preview", hdr); st != 200 {
+			t.Errorf("100 header fields, through %s (the file is on %s): %d %s, want 200", n.Config.NodeID, holder.Config.NodeID, st, body)
+		}
+	}
+}

@@ -135,9 +135,16 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := g.checkRequest(r, pattern); err != nil {
-		httpapi.WriteError(sw, err)
-		return
+	// A member's own request may pass a client's request on (a media
+	// download through a node that does not hold the file) that its node
+	// checked, with fields of its own (the request ID, the hop and peer
+	// marks): counted again here, a client's 100 fields were refused 431.
+	// (net/http's own cap on the header bytes still applies.)
+	if info.member == "" {
+		if err := g.checkRequest(r, pattern); err != nil {
+			httpapi.WriteError(sw, err)
+			return
+		}
 	}
 	// Set after the header limits, which count the client's fields only.
 	r.Header.Set(HeaderRequestID, id)

@@ -148,3 +148,13 @@ func TestPeerRequestSkipsTheClassBucket(t *testing.T) {
 		t.Fatalf("rate_limited{read,user} = %v, want 1", n)
 	}
 }
+
+// A member's own request may carry a client's request that its node
+// checked, with fields of its own: the header limits are not applied to
+// it again. Anyone else's over the limit is refused, the header or not.
+func TestPeerRequestSkipsTheHeaderLimits(t *testing.T) {
+	e := newPeerEnv(t, Config{MaxHeaderFields: 5})
+	hdr := []string{httpapi.HeaderPeer, "n2", "X-A", "1", "X-B", "2", "X-C", "3", "X-D", "4", "X-E", "5"}
+	wantStatus(t, e.from("192.0.2.10:40000", "GET", "/media/m1", "Bearer good-alice", nil, hdr...), 200, "")
+	wantStatus(t, e.from("198.51.100.7:5000", "GET", "/media/m1", "Bearer good-alice", nil, hdr...), http.StatusRequestHeaderFieldsTooLarge, httpapi.CodeHeadersTooBig)
+}
