@@ -160,7 +160,7 @@ func (n *Node) fetchSegment(ctx context.Context, key string) (io.ReadCloser, err
 			errs = append(errs, fmt.Errorf("%s: %w", m.Name, err))
 			continue
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(info.HTTP, "/")+"/admin/archive/segments/"+key, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(peerHTTPURL(m, info), "/")+"/admin/archive/segments/"+key, nil)
 		if err != nil {
 			return nil, err
 		}

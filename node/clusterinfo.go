@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/edgechat/edgechat/cluster"
@@ -82,8 +85,39 @@ func (n *Node) selfInfo() clusterapi.NodeInfo {
 	// Ready is what /readyz says (a leader reachable, the Raft log
 	// writable, applies moving), not only "joined": /cluster/connect must
 	// not send clients to a node cut off in a minority or with a full disk.
+	// The members reach this node's HTTP API where it listens (with the
+	// host of its cluster address when it listens on every interface),
+	// not at its public URL, which may be one they cannot reach; over
+	// HTTPS they use the public URL it advertises, whose host its
+	// certificate names.
+	peerHTTP := n.Gateway.ListenURL()
+	if n.tls != nil && n.cfg.AdvertiseWS != "" {
+		peerHTTP = ""
+	}
 	return clusterapi.NodeInfo{Name: n.cfg.NodeID, MQTT: mqttURL, WS: wsURL, HTTP: httpURL,
-		Connections: n.Broker.Connections(), Ready: n.readiness() == nil}
+		Connections: n.Broker.Connections(), Ready: n.readiness() == nil, PeerHTTP: peerHTTP}
+}
+
+// peerHTTPURL is the base URL of member m's HTTP API for this node's own
+// requests, from what m says of itself: where it listens, with the host
+// of its cluster address (which this node reaches) when it listens on
+// every interface; its public URL when it gives no address (see
+// clusterapi.NodeInfo.PeerHTTP).
+func peerHTTPURL(m cluster.Member, info clusterapi.NodeInfo) string {
+	u, err := url.Parse(info.PeerHTTP)
+	if info.PeerHTTP == "" || err != nil {
+		return info.HTTP
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return info.HTTP
+	}
+	if ip, perr := netip.ParseAddr(host); perr == nil && ip.IsUnspecified() {
+		if host, _, err = net.SplitHostPort(m.Addr); err != nil {
+			return info.HTTP
+		}
+	}
+	return u.Scheme + "://" + net.JoinHostPort(host, port)
 }
 
 func (n *Node) peerInfo(ctx context.Context, m cluster.Member) (clusterapi.NodeInfo, error) {

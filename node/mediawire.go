@@ -130,7 +130,7 @@ func (p peerHTTP) HTTPURL(ctx context.Context, node string) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			return info.HTTP, nil
+			return peerHTTPURL(m, info), nil
 		}
 	}
 	return "", fmt.Errorf("node %q is not a member", node)

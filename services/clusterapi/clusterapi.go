@@ -25,6 +25,16 @@ type NodeInfo struct {
 	HTTP        string `json:"http,omitempty"`
 	Connections int    `json:"connections"`
 	Ready       bool   `json:"ready"`
+	// PeerHTTP is, for the other members' own requests (a media read
+	// through a node that does not hold the file, a segment copy), the
+	// HTTP API's address as the node listens on it (http://HOST:PORT;
+	// HOST may be unspecified, [::] or 0.0.0.0): HTTP is the public URL,
+	// which the members may not reach (localhost behind a container's
+	// published port, 127.0.0.1 for a node bound to every interface). ""
+	// from a node that serves HTTPS and advertises its public URL (its
+	// certificate names that URL's host), and from one of an earlier
+	// version: the members use HTTP. Not shown to clients.
+	PeerHTTP string `json:"-"`
 }
 
 // Status is the answer of GET /cluster/status.

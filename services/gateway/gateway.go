@@ -414,6 +414,10 @@ func (g *Gateway) Addr() string { return g.ln.Addr().String() }
 // URL is the base URL of the gateway, e.g. "https://127.0.0.1:8080". A
 // wildcard bind address is reported as 127.0.0.1, which is where a local
 // client reaches it.
+// ListenURL is the base URL of the address the gateway listens on, as
+// bound (the host may be unspecified: [::] or 0.0.0.0).
+func (g *Gateway) ListenURL() string { return g.scheme + "://" + g.Addr() }
+
 func (g *Gateway) URL() string {
 	host, port, err := net.SplitHostPort(g.Addr())
 	if err != nil {

@@ -1,0 +1,44 @@
+package node_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A node reads a media file another node holds (--media-store local)
+// from that node's HTTP API where it listens, not at its public URL:
+// the public URL is for clients, and the members may not reach it (the
+// compose file advertises localhost:1808N, which inside a container is
+// the container itself; a node bound to every interface without
+// --advertise-ws called 127.0.0.1, itself). Here every node advertises
+// a public URL nothing answers at: before, a read through the node that
+// does not hold the file failed (503) for as long as it was asked.
+func TestMediaReadThroughAnotherNodeDoesNotUseItsPublicURL(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 2, nodetest.WithConfig(func(c *node.Config) {
+		c.AdvertiseWS = "ws://127.0.0.1:1/mqtt" // a public URL the members cannot reach
+	}))
+	alice := newMediaUser(t, nodes[0], "alice")
+	id := upload(t, nodes[0], alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
+	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
+		t.Fatalf("%+v", ev)
+	}
+	rec, err := nodes[0].Media.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	through := nodes[1]
+	if rec.Node == through.Config.NodeID {
+		through = nodes[0]
+	}
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if st, _, body := get(t, through, alice.token, "/media/"+id+"/preview", nil); st != 200 {
+			return fmt.Errorf("through %s (the file is on %s): %d %s", through.Config.NodeID, rec.Node, st, body)
+		}
+		return nil
+	})
+}
