@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/ansi"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
 )
@@ -592,7 +593,27 @@ func (m *model) refresh() {
 	if !m.focusList {
 		m.list.Select(sel)
 	}
-	m.vp.SetContent(m.renderChat())
+	m.vp.SetContent(wrapLines(m.renderChat(), m.vp.Width))
+}
+
+// wrapLines wraps the lines of s that are wider than width (the chat
+// pane, which would otherwise cut them: the end of a long message could
+// not be read), indenting the wrapped parts as a body's own lines are.
+func wrapLines(s string, width int) string {
+	lines := strings.Split(s, "\n")
+	out := make([]string, 0, len(lines))
+	for _, line := range lines {
+		if ansi.StringWidth(line) <= width {
+			out = append(out, line)
+			continue
+		}
+		parts := strings.Split(ansi.Wrap(line, max(width-len(continuationIndent), 1), ""), "\n")
+		out = append(out, parts[0])
+		for _, p := range parts[1:] {
+			out = append(out, continuationIndent+p)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func oneLine(s string, n int) string {
