@@ -440,7 +440,10 @@ func (m *model) onIncoming(msg edgechat.Message) tea.Cmd {
 }
 
 func (m *model) onHistory(h historyMsg) tea.Cmd {
-	if h.peer == m.st.open {
+	if h.before != "" || h.peer == m.st.open {
+		// The older page loadOlder asked for, whichever chat is open
+		// now: one answered after a switch must not leave PgUp waiting
+		// for ever.
 		m.loadingOlder = false
 	}
 	if h.err != nil {
