@@ -242,14 +242,17 @@ func (s *state) receive(m edgechat.Message) (peer string, markRead bool) {
 	return peer, false
 }
 
-// insert places a stored message in order, replacing my pending entry with
-// the same CID; it reports false when the ID is already there.
+// insert places a stored message in order, replacing my pending (or
+// failed) entry with the same CID; it reports false when the ID is
+// already there.
 func (c *conv) insert(m edgechat.Message) bool {
 	for i, e := range c.entries {
 		if m.ID != "" && e.ID == m.ID {
 			return false
 		}
-		if e.pending && m.CID != "" && e.CID == m.CID && e.From == m.From {
+		// A failed one too: a send that gave up (ctx ended) may have
+		// been stored all the same, and its copy says so.
+		if (e.pending || e.failed != "") && m.CID != "" && e.CID == m.CID && e.From == m.From {
 			c.entries = slices.Delete(c.entries, i, i+1)
 			break
 		}
