@@ -175,7 +175,10 @@ func newModel(ctx context.Context, cl chatClient) *model {
 	in := textinput.New()
 	in.Placeholder = inputPlaceholder
 	in.Prompt = "> "
-	in.CharLimit = edgechat.MaxBodyBytes
+	// One character more than a body may have bytes: a longer paste is
+	// cut there, still over the limit, and submit refuses it with a word
+	// instead of sending what was left.
+	in.CharLimit = edgechat.MaxBodyBytes + 1
 	in.Focus()
 	d := list.NewDefaultDelegate()
 	l := list.New(nil, d, leftPaneWidth, 10)
@@ -386,6 +389,10 @@ func (m *model) submit(line string) tea.Cmd {
 	}
 	if m.st.open == "" {
 		m.st.status = "open a conversation first: /open NAME, /group NAME or Ctrl+N"
+		return nil
+	}
+	if len(line) > edgechat.MaxBodyBytes {
+		m.st.status = fmt.Sprintf("the message is over %d bytes: shorten it", edgechat.MaxBodyBytes)
 		return nil
 	}
 	m.input.Reset()
