@@ -573,7 +573,7 @@ func (m *model) maybeTyping() tea.Cmd {
 }
 
 func (m *model) layout() {
-	h := max(m.height-4, 3) // borders and the input line
+	h := max(m.height-3-len(m.statusLines()), 3) // borders, the input line and the status
 	m.list.SetSize(leftPaneWidth, h)
 	m.vp.Width = max(m.width-leftPaneWidth-6, minChatWidth)
 	m.vp.Height = max(h-1, 1) // header line
@@ -582,6 +582,14 @@ func (m *model) layout() {
 
 // refresh rebuilds the list items and the chat text from the state.
 func (m *model) refresh() {
+	// The status may have grown or shrunk a line: the panes give way.
+	oldHeight, atBottom := m.vp.Height, m.vp.AtBottom()
+	m.layout()
+	defer func() {
+		if m.vp.Height != oldHeight && atBottom {
+			m.vp.GotoBottom()
+		}
+	}()
 	items := make([]list.Item, 0, len(m.st.convs))
 	sel := 0
 	for i, c := range m.st.convs {
@@ -703,13 +711,33 @@ func (m *model) View() string {
 			header += " " + stDim.Render("typing…")
 		}
 	}
+	// One line: a wrapped header would make the screen taller than the
+	// terminal, which then loses its top line.
+	header = ansi.Truncate(header, m.vp.Width, "…")
 	chat := header + "\n" + m.vp.View()
 	panes := lipgloss.JoinHorizontal(lipgloss.Top, left.Width(leftPaneWidth).Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
+	return panes + "\n" + m.input.View() + "\n" + stErr.Render(strings.Join(m.statusLines(), "\n"))
+}
+
+// maxStatusLines bounds the status at the bottom of the screen (the help,
+// a /sessions list, an error), wrapped to the terminal's width: the
+// renderer would cut a longer line.
+const maxStatusLines = 4
+
+// statusLines is the status, safe to print, wrapped to the terminal's
+// width (at most maxStatusLines, the last cut with "…").
+func (m *model) statusLines() []string {
 	status := safeText(m.st.status, false) // errors carry servers' messages, sessions their agents
 	if !m.st.online {
 		status = strings.TrimSpace("reconnecting… " + status)
 	}
-	return panes + "\n" + m.input.View() + "\n" + stErr.Render(status)
+	w := max(m.width, minChatWidth)
+	lines := strings.Split(ansi.Wrap(status, w, ""), "\n")
+	if len(lines) > maxStatusLines {
+		lines = lines[:maxStatusLines]
+		lines[maxStatusLines-1] = ansi.Truncate(lines[maxStatusLines-1], w-1, "") + "…"
+	}
+	return lines
 }
 
 // quit ends the program, first saving the sync cursor (after a catch-up)

@@ -231,6 +231,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	}
 	if status != "" {
 		m.st.status = status
+		m.layout() // a status of more than a line takes room from the panes
 	}
 	m.downloads = downloadsDir(cfg.Downloads, os.Getenv(downloadsEnv))
 	p = tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out), tea.WithAltScreen())
