@@ -685,10 +685,17 @@ class App {
     const peer = input.value.trim().toLowerCase();
     if (!peer) return;
     this.clearError();
+    let profile;
     try {
-      await this.api.user(peer);
+      profile = await this.api.user(peer);
     } catch (e) {
       this.showError(e.status === 404 ? new Error(`No user named ${peer}`) : e);
+      return;
+    }
+    // An erased account answers its tombstone (deleted: true): the
+    // server refuses every message to it.
+    if (profile && profile.deleted) {
+      this.showError(new Error(`${peer} deleted their account`));
       return;
     }
     input.value = '';
