@@ -163,6 +163,10 @@ export class Connection extends EventTarget {
     });
     client.on('reconnect', () => {
       if (!current()) return;
+      // The attempt (next, synchronously) presents the freshest token the
+      // page holds: it refreshes it a minute before it expires, and the
+      // one the connection began with may have expired since.
+      if (this.api.token) client.options.password = this.api.token;
       this.setState('connecting');
       this.failures += 1;
       if (this.failures >= 2 && this.peers.length) this.failover();
