@@ -26,6 +26,7 @@ export class Connection extends EventTarget {
     this.stopped = false;
     this.waiting = null;       // aborts the wait for the browser's device ID
     this.releaseDevice = null; // gives the browser's device ID up
+    this.inflight = new Set(); // the chat publishes not answered yet (publishOn)
     const meta = document.querySelector('meta[name="edgechat-peers"]');
     this.peers = (meta ? meta.content : '').split(' ').filter((p) => /^https?:\/\/[^/]+$/.test(p));
   }
@@ -148,7 +149,15 @@ export class Connection extends EventTarget {
       reconnectOnConnackError: true, // refused credentials: tried again with a fresh token (below)
     });
     this.client = client;
-    if (old) old.end(false);
+    if (old && old.connected) old.end(false);
+    else if (old) {
+      // One that is down is not waited for: end(false) waits until its
+      // publishes in flight are acknowledged, which a connection that no
+      // longer reconnects never is. They go on the new one, under their
+      // cids (the server keeps one message per cid).
+      old.end(true);
+      for (const s of [...this.inflight]) if (s.client === old) this.publishOn(client, s);
+    }
     const current = () => this.client === client;
     client.on('connect', () => {
       if (!current()) return;
@@ -260,13 +269,24 @@ export class Connection extends EventTarget {
     const topic = conv.group ? `group/${conv.group}/newMessage` : `user/${conv.peer}/newMessage`;
     return new Promise((resolve, reject) => {
       if (!this.client) { reject(new Error('not connected')); return; }
-      this.client.publish(topic, JSON.stringify(env), { qos: 1 }, (err, packet) => {
-        if (err) reject(err);
-        else if (packet && packet.reasonCode >= 0x80) {
-          reject(Object.assign(new Error(`refused (0x${packet.reasonCode.toString(16)})`), { code: packet.reasonCode }));
-        }
-        else resolve();
-      });
+      this.publishOn(this.client, { topic, payload: JSON.stringify(env), resolve, reject });
+    });
+  }
+
+  // publishOn publishes the send s ({topic, payload, resolve, reject}) at
+  // QoS 1 on client; it is in flight until answered there, or until it
+  // moves to a newer connection (connect).
+  publishOn(client, s) {
+    s.client = client;
+    this.inflight.add(s);
+    client.publish(s.topic, s.payload, { qos: 1 }, (err, packet) => {
+      if (s.client !== client) return; // moved on
+      this.inflight.delete(s);
+      if (err) s.reject(err);
+      else if (packet && packet.reasonCode >= 0x80) {
+        s.reject(Object.assign(new Error(`refused (0x${packet.reasonCode.toString(16)})`), { code: packet.reasonCode }));
+      }
+      else s.resolve();
     });
   }
 }
