@@ -188,7 +188,14 @@ class App {
     this.replyEl = h('div', { class: 'replying', hidden: true });
     this.convPane = h('section', { class: 'conversation', 'aria-label': 'Conversation' },
       h('header', {}, h('button', { type: 'button', class: 'back', 'aria-label': 'Back to the conversation list',
-        onclick: () => { this.shell.classList.remove('open'); } }, '←'), h('span', {}, this.titleEl, this.subEl), this.actionsEl),
+        // The conversation is closed, not only hidden: what comes into it
+        // now is unread (it was read at once, and the sender told so).
+        onclick: () => {
+          this.shell.classList.remove('open');
+          this.setReply(null);
+          store.current = null;
+          store.changed();
+        } }, '←'), h('span', {}, this.titleEl, this.subEl), this.actionsEl),
       this.messagesEl, this.replyEl, composer);
     this.messagesEl.addEventListener('scroll', () => this.maybeLoadOlder());
     const people = h('datalist', { id: 'people' });
