@@ -706,7 +706,10 @@ class App {
       return;
     }
     input.value = '';
-    this.open(this.store.conv({ peer }));
+    // The user's ID as the server names it (bob, not bob@eu typed in
+    // eu): the messages of the chat are filed under it.
+    const uid = profile && typeof profile.userId === 'string' && profile.userId ? profile.userId : peer;
+    this.open(this.store.conv({ peer: uid }));
     this.follow();
   }
 
