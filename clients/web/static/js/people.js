@@ -97,7 +97,7 @@ export class People extends EventTarget {
         contacts.length ? contacts : h('li', { class: 'none' }, 'No contacts yet')),
       blocks.length ? h('p', { class: 'blocked-title' }, 'Blocked') : null,
       blocks.length ? h('ul', { class: 'blocked', 'aria-label': 'Blocked users' }, blocks) : null,
-    ];
+    ].filter(Boolean); // replaceChildren writes a null as the text "null"
   }
 }
 
