@@ -149,6 +149,17 @@ export function linkify(text) {
 const dayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
 const timeFmt = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
 
+// whenLoaded hands use the blob: URL of path, reading it again after a
+// failure (the network dropped the request), backing off 1 to 16 s,
+// while el is on the page: a message is drawn once, and nothing else
+// would ask again.
+function whenLoaded(cache, path, el, use, delay = 1000) {
+  cache.get(path).then(use).catch(() => {
+    if (delay > 16000) return;
+    setTimeout(() => { if (el.isConnected) whenLoaded(cache, path, el, use, delay * 2); }, delay);
+  });
+}
+
 // mediaBlock shows a media message: an image or video preview (blurred
 // placeholder first), a player for audio, a download button otherwise.
 function mediaBlock(md, cache, onView) {
@@ -161,12 +172,12 @@ function mediaBlock(md, cache, onView) {
       class: ready ? 'thumb' : 'thumb blurred', alt: name,
       src: ready || (typeof md.placeholder === 'string' && md.placeholder.startsWith('data:image/') ? md.placeholder : null),
     });
-    if (!ready) cache.get(src).then((u) => { img.src = u; img.classList.remove('blurred'); }).catch(() => {});
+    if (!ready) whenLoaded(cache, src, img, (u) => { img.src = u; img.classList.remove('blurred'); });
     return h('button', { type: 'button', class: 'thumbbtn', 'aria-label': `View ${name}`, onclick: () => onView(md) }, img);
   }
   if (md.kind === 'audio') {
     const a = h('audio', { controls: true, preload: 'none', 'aria-label': `Voice note ${name}` });
-    cache.get(path).then((u) => { a.src = u; }).catch(() => {});
+    whenLoaded(cache, path, a, (u) => { a.src = u; });
     return a;
   }
   return h('button', { type: 'button', class: 'file', onclick: () => onView(md) }, `${name} (${sizeText(md.size)})`);

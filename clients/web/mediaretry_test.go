@@ -1,0 +1,84 @@
+package web_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A picture whose preview could not be read once (the network dropped
+// the request) is read again: it stayed a blurred placeholder for as
+// long as the conversation was shown, since the message is drawn once
+// and nothing asked for it again.
+func TestAPictureThatFailedToLoadOnceLoads(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"t1","type":"text","body":"look"}`); err != nil {
+		t.Fatal(err)
+	}
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens bob's chat; her next media read fails",
+		click(`[data-conv="d:bob"]`),
+		poll(shows("look", false)),
+		chromedp.Evaluate[chromedp.Void](`(() => {
+			const real = window.fetch;
+			window.__mediaFailed = 0;
+			window.fetch = function (u, o) {
+				if (String(u).includes('/media/') && window.__mediaFailed === 0) {
+					window.__mediaFailed++;
+					return Promise.reject(new TypeError('Failed to fetch'));
+				}
+				return real.apply(this, arguments);
+			};
+		})()`),
+	)
+
+	png, err := os.ReadFile(writePNG(t, "view.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", n.HTTPURL+"/media?name=view.png", bytes.NewReader(png))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+bobTok)
+	req.Header.Set("Content-Type", "image/png")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up struct{ MediaID string }
+	err = json.NewDecoder(res.Body).Decode(&up)
+	res.Body.Close()
+	if err != nil || up.MediaID == "" {
+		t.Fatalf("upload: %s %v", res.Status, err)
+	}
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var info struct{ Status string }
+		if err := tryGetJSON(n.HTTPURL, bobTok, "/media/"+up.MediaID+"/info", &info); err != nil {
+			return err
+		}
+		if info.Status != "ready" {
+			return fmt.Errorf("media %s", info.Status)
+		}
+		return nil
+	})
+	if err := postMessage(n.HTTPURL, bobTok, fmt.Sprintf(`{"to":"alice","cid":"m1","type":"media","media":{"id":%q}}`, up.MediaID)); err != nil {
+		t.Fatal(err)
+	}
+	run(t, alice, "the picture arrives; its first read fails",
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb`)),
+		poll(`window.__mediaFailed === 1`),
+	)
+	run(t, alice, "the picture shows", chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb:not(.blurred)`)))
+}
