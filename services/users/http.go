@@ -131,7 +131,22 @@ func (s *Service) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		s.writeQualifiedProfile(w, r, uid) // a user of another region (remote.go)
 		return
 	}
-	s.writeProfile(w, r, r.PathValue("uid"))
+	uid := r.PathValue("uid")
+	prof, err := s.Profile(uid)
+	if err != nil {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	// An account deleted and not erased yet is marked as its tombstone
+	// will be, and as another region is told (ProfileJSON): messages to
+	// it are refused from the deletion on.
+	s.mu.RLock()
+	a := s.accounts
+	s.mu.RUnlock()
+	if a != nil && a.Deleted(uid) {
+		prof.Deleted = true
+	}
+	writeWithETag(w, r, prof)
 }
 
 func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {

@@ -85,9 +85,9 @@ type Profile struct {
 	Avatar    string    `json:"avatar,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
-	// Deleted marks the tombstone of an erased account (see erase.go);
-	// in the profile another region is given (ProfileJSON), also an
-	// account deleted and not erased yet.
+	// Deleted marks the tombstone of an erased account (see erase.go),
+	// and in GET /user/{uid} and the profile another region is given
+	// (ProfileJSON) also an account deleted and not erased yet.
 	Deleted bool `json:"deleted,omitempty"`
 }
 
