@@ -22,22 +22,10 @@ func TestMediaReadThroughAnotherNodeDoesNotUseItsPublicURL(t *testing.T) {
 	nodes := nodetest.StartCluster(t, 2, nodetest.WithConfig(func(c *node.Config) {
 		c.AdvertiseWS = "ws://127.0.0.1:1/mqtt" // a public URL the members cannot reach
 	}))
-	alice := newMediaUser(t, nodes[0], "alice")
-	id := upload(t, nodes[0], alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
-	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
-		t.Fatalf("%+v", ev)
-	}
-	rec, err := nodes[0].Media.Get(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	through := nodes[1]
-	if rec.Node == through.Config.NodeID {
-		through = nodes[0]
-	}
+	alice, id, holder, through := pictureOnOneNode(t, nodes)
 	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if st, _, body := get(t, through, alice.token, "/media/"+id+"/preview", nil); st != 200 {
-			return fmt.Errorf("through %s (the file is on %s): %d %s", through.Config.NodeID, rec.Node, st, body)
+			return fmt.Errorf("through %s (the file is on %s): %d %s", through.Config.NodeID, holder.Config.NodeID, st, body)
 		}
 		return nil
 	})

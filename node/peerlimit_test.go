@@ -24,27 +24,7 @@ func TestMediaReadsThroughAnotherNodeAreNotThrottledAsOneClient(t *testing.T) {
 		c.NoRateLimits = false                      // the production limits
 		c.TrustedProxies = []string{"127.0.0.1/32"} // a load balancer on loopback: each reader its own address
 	}))
-	alice := newMediaUser(t, nodes[0], "alice")
-	id := upload(t, nodes[0], alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
-	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
-		t.Fatalf("%+v", ev)
-	}
-	rec, err := nodes[0].Media.Get(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var through *nodetest.Node // a node that does not hold the file
-	for _, n := range nodes {
-		if n.Config.NodeID != rec.Node {
-			through = n
-		}
-	}
-	holder := nodes[0]
-	for _, n := range nodes {
-		if n.Config.NodeID == rec.Node {
-			holder = n
-		}
-	}
+	alice, id, holder, through := pictureOnOneNode(t, nodes)
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !node.KnowsMemberAddr(holder.Node, "127.0.0.1", through.Config.NodeID) {
 			return fmt.Errorf("%s does not know %s's address yet", holder.Config.NodeID, through.Config.NodeID)
@@ -84,7 +64,7 @@ func TestMediaReadsThroughAnotherNodeAreNotThrottledAsOneClient(t *testing.T) {
 		}
 	}
 	if counts[200] != readers*reads {
-		t.Errorf("statuses of %d reads through %s (the file is on %s): %v, want all 200", readers*reads, through.Config.NodeID, rec.Node, counts)
+		t.Errorf("statuses of %d reads through %s (the file is on %s): %v, want all 200", readers*reads, through.Config.NodeID, holder.Config.NodeID, counts)
 	}
 }
 
@@ -136,19 +116,7 @@ func TestForgedPeerHeaderDoesNotSkipRateLimits(t *testing.T) {
 // client asked had accepted.
 func TestProxiedMediaReadWithHundredHeaderFieldsIsServed(t *testing.T) {
 	nodes := nodetest.StartCluster(t, 2)
-	alice := newMediaUser(t, nodes[0], "alice")
-	id := upload(t, nodes[0], alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
-	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
-		t.Fatalf("%+v", ev)
-	}
-	rec, err := nodes[0].Media.Get(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	holder, through := nodes[0], nodes[1]
-	if rec.Node != holder.Config.NodeID {
-		holder, through = through, holder
-	}
+	alice, id, holder, through := pictureOnOneNode(t, nodes)
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if !node.KnowsMemberAddr(holder.Node, "127.0.0.1", through.Config.NodeID) {
 			return fmt.Errorf("%s does not know %s's address yet", holder.Config.NodeID, through.Config.NodeID)
@@ -167,4 +135,31 @@ func TestProxiedMediaReadWithHundredHeaderFieldsIsServed(t *testing.T) {
 			t.Errorf("100 header fields, through %s (the file is on %s): %d %s, want 200", n.Config.NodeID, holder.Config.NodeID, st, body)
 		}
 	}
+}
+
+// pictureOnOneNode: alice (signed in to nodes[0]) uploads a picture,
+// processed and kept by one node (--media-store local), the holder;
+// through is another node, which does not hold it.
+func pictureOnOneNode(t *testing.T, nodes []*nodetest.Node) (alice *mediaUser, id string, holder, through *nodetest.Node) {
+	t.Helper()
+	alice = newMediaUser(t, nodes[0], "alice")
+	id = upload(t, nodes[0], alice.token, "pic.png", "image/png", pngBytes(t, halves(50, 30)))
+	if ev := alice.outcome(t, id); ev.Type != "mediaReady" {
+		t.Fatalf("%+v", ev)
+	}
+	rec, err := nodes[0].Media.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Config.NodeID == rec.Node {
+			holder = n
+		} else {
+			through = n
+		}
+	}
+	if holder == nil {
+		t.Fatalf("no node is %s, which holds %s", rec.Node, id)
+	}
+	return alice, id, holder, through
 }
