@@ -63,6 +63,11 @@ type Config struct {
 // ErrConfig is returned for a configuration that cannot work.
 var ErrConfig = errors.New("cli: bad configuration")
 
+// ErrSessionInUse is returned when another run of the client is signed
+// in with the kept session (--oidc): two runs on one session would sign
+// each other out.
+var ErrSessionInUse = errors.New("cli: another edgechat chat is signed in with this session; quit it first")
+
 // Run logs in, connects and runs the chat screen on in/out until the user
 // quits or ctx ends.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
@@ -83,6 +88,13 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	}
 	switch {
 	case cfg.OIDC != "":
+		if cfg.SessionFile != "" {
+			release, err := lockSession(cfg.SessionFile)
+			if err != nil {
+				return err
+			}
+			defer release()
+		}
 		tok, err := OIDCLogin{Server: httpURL, Provider: cfg.OIDC, SessionFile: cfg.SessionFile, Device: cfg.Device, Out: out}.Tokens(ctx)
 		if err != nil {
 			return err

@@ -1,0 +1,35 @@
+//go:build unix
+
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// lockSession takes, for this run, the lock of the session kept at path
+// (a lock file beside it, flock: the system drops it when the process
+// ends, however it ends). Two runs on one kept session would both
+// refresh its token, and the server takes the second refresh of a
+// spent token for a thief's (refresh_reused) and ends the session for
+// both. ErrSessionInUse when another run holds it.
+func lockSession(path string) (release func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("cli: session lock: %w", err)
+	}
+	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cli: session lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s)", ErrSessionInUse, path)
+		}
+		return nil, fmt.Errorf("cli: session lock: %w", err)
+	}
+	return func() { _ = f.Close() }, nil // closing the file releases the lock
+}
