@@ -68,6 +68,9 @@ type linkClient struct {
 	sess    *ackSession     // cl's session (window.go)
 	st      stream          // the batches in flight (stream.go)
 	dialing *dialAttempt    // the dial in flight (connect), or nil
+	// firstRead: when this link first read each relayed group message
+	// it holds, by outbox position (expired).
+	firstRead map[uint64]time.Time
 }
 
 // sessionOf is cl's session.
@@ -86,7 +89,7 @@ func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func()
 	var entries []outgoing
 	expired := 0
 	for _, it := range b.Items {
-		if t, ok := messageTime(it.Payload); ok && l.retention > 0 && time.Since(t) > l.retention {
+		if l.expired(it) {
 			l.m.sent.WithLabelValues(l.link.Name, "expired").Inc() // the leader drops it from the outbox (ops.go)
 			expired++
 			continue
@@ -140,6 +143,33 @@ func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func()
 		l.droppedExpired(expired)
 		return nil
 	}, nil
+}
+
+// maxFirstRead bounds linkClient.firstRead: beyond it the times are
+// forgotten and taken again (a relayed message then waits longer).
+const maxFirstRead = 1 << 16
+
+// expired tells whether the outbox entry it is a message older than
+// --link-retention: by its ID's time, or, for a group message this
+// region relays for a member of another region (queuedTime), by when
+// this link first read it, as the leader's link since it leads.
+func (l *linkClient) expired(it item) bool {
+	if l.retention <= 0 {
+		return false
+	}
+	t, ok, relayed := queuedTime(it.Payload)
+	if relayed {
+		l.mu.Lock()
+		if l.firstRead == nil || len(l.firstRead) >= maxFirstRead {
+			l.firstRead = map[uint64]time.Time{}
+		}
+		if t, ok = l.firstRead[it.Pos]; !ok {
+			t, ok = time.Now(), true
+			l.firstRead[it.Pos] = t
+		}
+		l.mu.Unlock()
+	}
+	return ok && time.Since(t) > l.retention
 }
 
 // droppedExpired counts n messages of a batch that is done (the cursor

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -125,15 +126,37 @@ func (b *Bridge) Warnings() []string {
 }
 
 // messageTime is when a stored envelope was committed: the time of its
-// Snowflake ID.
+// Snowflake ID; ok is false for an entry that is no message and for a
+// message this region relays (queuedTime).
 func messageTime(payload []byte) (time.Time, bool) {
+	t, ok, relayed := queuedTime(payload)
+	return t, ok && !relayed
+}
+
+// queuedTime reads an outbox entry: ok tells a message with an ID (t is
+// the ID's time), relayed a group message of a member of another region
+// that this region, the group's home, relays to the other regions with
+// members. A relayed message's ID tells when it was sent in its own
+// region, not how long it has waited here: it may have waited in that
+// region's outbox through an outage, up to that region's
+// --link-retention, and reached this region a moment ago. Judged by its
+// ID, the link dropped it as expired as soon as it was staged (and the
+// members of the other regions never got a message its region and the
+// home had stored): it is timed from when the link first read it
+// instead (linkClient.expired), and the leader's expiry (expire) passes
+// it as it passes a group's state.
+func queuedTime(payload []byte) (t time.Time, ok, relayed bool) {
 	var head struct {
-		ID snowflake.ID `json:"id"`
+		ID    snowflake.ID `json:"id"`
+		From  string       `json:"from"`
+		Group string       `json:"group"`
 	}
 	if json.Unmarshal(payload, &head) != nil || head.ID == 0 {
-		return time.Time{}, false
+		return time.Time{}, false, false
 	}
-	return head.ID.Time(), true
+	// Stored here, a group message's sender is qualified only when it is
+	// a user of another region: the home relays it.
+	return head.ID.Time(), true, head.Group != "" && strings.IndexByte(head.From, '@') >= 0
 }
 
 // oldest is the commit time of the oldest message in region's outbox.
