@@ -19,9 +19,11 @@ func TestTasksRunAndWorkersAreReused(t *testing.T) {
 		wg.Wait() // one at a time
 	}
 	// A task can come before the worker that ran the last one is back
-	// waiting, which starts another; after that, idle ones are there.
-	if p.Started() > 5 {
-		t.Fatalf("100 tasks one after another started %d workers, want a few", p.Started())
+	// waiting, which starts another: how often is the scheduler's call
+	// (59 of 100 in a loaded CI run under -race, 1 on a quiet
+	// machine). A pool that never reused a worker starts 100.
+	if p.Started() >= 100 {
+		t.Fatalf("100 tasks one after another started %d workers, want fewer", p.Started())
 	}
 }
 
