@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -251,6 +252,12 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	_, err = p.Run()
 	switch {
 	case err == nil, errors.Is(err, tea.ErrInterrupted):
+		if cfg.OIDC == "" && cfg.Token == "" {
+			// Signed in with the password for this run: nothing keeps
+			// the session's tokens, so the user's quit ends it, or every
+			// start would leave one more in the session list.
+			endThisSession(ctx, cl)
+		}
 		return nil
 	case errors.Is(err, tea.ErrProgramKilled) && !errors.Is(err, tea.ErrProgramPanic):
 		return nil // ctx ended: the caller is shutting down
@@ -267,4 +274,21 @@ func downloadsDir(configured, env string) string {
 		}
 	}
 	return "."
+}
+
+// endThisSession signs the client's own session out (best effort, a few
+// seconds at most: the user is leaving).
+func endThisSession(ctx context.Context, cl *edgechat.Client) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	list, err := cl.Sessions(ctx)
+	if err != nil {
+		return
+	}
+	for _, s := range list {
+		if s.Current {
+			_ = cl.EndSession(ctx, s.ID)
+			return
+		}
+	}
 }

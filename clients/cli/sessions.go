@@ -51,7 +51,7 @@ func (m *model) endSession(args string) tea.Cmd {
 	}
 	s := m.sessions[n-1]
 	if s.Current {
-		m.st.status = "that is this session: /quit leaves it"
+		m.st.status = "that is this session: /quit leaves it (and ends it after a password sign-in)"
 		return nil
 	}
 	m.input.Reset()
