@@ -1,12 +1,10 @@
 package node_test
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -23,17 +21,7 @@ func TestErasedRemoteAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) 
 	eu, us := nodetest.StartRegionPair(t, "eu", "us", nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
 	aliceTok, carolTok := eu.NewUser(t, "alice"), eu.NewUser(t, "carol")
 	bobTok := us.NewUser(t, "bob")
-	persistent := mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: aliceTok,
-		KeepSession: true, SessionExpiry: 600}
-	alice := mqtttest.MustDial(t, eu.MQTTURL, persistent)
-	alice.MustSub(t, "user/alice/newMessage", "user/alice/receipts")
-	_ = alice.Conn.Close() // lost: the session waits offline, subscribed
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if eu.Broker.UserConnections("alice") != 0 {
-			return errors.New("alice's connection is still counted")
-		}
-		return nil
-	})
+	persistent := aliceOfflineSubscribed(t, eu, aliceTok)
 
 	bob := mustConnectV5(t, us.MQTTURL, "bob", "laptop", bobTok)
 	for i := range 2 {

@@ -20,17 +20,7 @@ import (
 func TestErasedAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) {
 	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
 	aliceTok, bobTok, carolTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol")
-	persistent := mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: aliceTok,
-		KeepSession: true, SessionExpiry: 600}
-	alice := mqtttest.MustDial(t, n.MQTTURL, persistent)
-	alice.MustSub(t, "user/alice/newMessage", "user/alice/receipts")
-	_ = alice.Conn.Close() // lost: the session waits offline, subscribed
-	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
-		if n.Broker.UserConnections("alice") != 0 {
-			return errors.New("alice's connection is still counted")
-		}
-		return nil
-	})
+	persistent := aliceOfflineSubscribed(t, n, aliceTok)
 
 	bob := mustConnectV5(t, n.MQTTURL, "bob", "laptop", bobTok)
 	for i := range 2 {
@@ -91,4 +81,23 @@ func resumeAfterCarol(t *testing.T, n *nodetest.Node, carolTok string, persisten
 		}
 	}
 	return back
+}
+
+// aliceOfflineSubscribed gives alice a persistent session on n,
+// subscribed to her messages and receipts, whose connection is then
+// lost: the session waits offline. It answers the options that resume it.
+func aliceOfflineSubscribed(t *testing.T, n *nodetest.Node, aliceTok string) mqtttest.Options {
+	t.Helper()
+	persistent := mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: aliceTok,
+		KeepSession: true, SessionExpiry: 600}
+	alice := mqtttest.MustDial(t, n.MQTTURL, persistent)
+	alice.MustSub(t, "user/alice/newMessage", "user/alice/receipts")
+	_ = alice.Conn.Close() // lost: the session waits offline, subscribed
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n.Broker.UserConnections("alice") != 0 {
+			return errors.New("alice's connection is still counted")
+		}
+		return nil
+	})
+	return persistent
 }
