@@ -70,14 +70,17 @@ func (e *edgeRPC) Info(_ *InfoArgs, reply *clusterapi.NodeInfo) error {
 }
 
 func (n *Node) selfInfo() clusterapi.NodeInfo {
+	// URLs not advertised are the bound addresses, with an unspecified
+	// host ([::], 0.0.0.0) kept as it is: the cluster API puts the host a
+	// client can reach in its place (clusterapi.Service.Nodes).
 	mqttURL, wsURL := n.cfg.AdvertiseMQTT, n.cfg.AdvertiseWS
 	if mqttURL == "" && n.MQTTAddr() != "" {
 		mqttURL = "tcp://" + n.MQTTAddr()
 	}
+	httpURL := n.Gateway.ListenURL()
 	if wsURL == "" {
-		wsURL = n.WebSocketURL()
+		wsURL = "ws" + strings.TrimPrefix(httpURL, "http") + "/mqtt"
 	}
-	httpURL := n.HTTPURL()
 	if n.cfg.AdvertiseWS != "" {
 		// The public HTTP base is the WebSocket URL without /mqtt.
 		httpURL = strings.TrimSuffix(strings.Replace(strings.Replace(wsURL, "wss://", "https://", 1), "ws://", "http://", 1), "/mqtt")

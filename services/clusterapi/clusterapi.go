@@ -7,12 +7,15 @@ package clusterapi
 import (
 	"context"
 	"errors"
-	"github.com/edgechat/edgechat/cluster"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/edgechat/edgechat/cluster"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -98,8 +101,14 @@ type NodeView struct {
 }
 
 // Nodes asks every member about itself, in parallel, each within
-// InfoTimeout. A member that does not answer is listed as unhealthy.
-func (s *Service) Nodes(ctx context.Context) []NodeView {
+// InfoTimeout. A member that does not answer is listed as unhealthy. A
+// URL made from a bind to every interface (host [::] or 0.0.0.0, which
+// no client can dial) gets the host of the member's cluster address.
+func (s *Service) Nodes(ctx context.Context) []NodeView { return s.nodes(ctx, "") }
+
+// nodes is Nodes; selfHost, when not "", is the host this node's own
+// unspecified hosts get instead (the address a request came to).
+func (s *Service) nodes(ctx context.Context, selfHost string) []NodeView {
 	st := s.deps.Status()
 	self := s.deps.Self()
 	views := make([]NodeView, len(st.Members))
@@ -126,19 +135,67 @@ func (s *Service) Nodes(ctx context.Context) []NodeView {
 		}(i, m)
 	}
 	wg.Wait()
+	for i, m := range st.Members {
+		host := selfHost
+		if m.Name != st.Node || host == "" {
+			host, _, _ = net.SplitHostPort(m.Addr)
+		}
+		views[i].reachable(host)
+	}
 	sort.Slice(views, func(a, b int) bool { return views[a].Name < views[b].Name })
 	return views
 }
 
+// reachable puts host in place of an unspecified host in the public URLs.
+func (v *NodeView) reachable(host string) {
+	if host == "" {
+		return
+	}
+	for _, u := range []*string{&v.MQTT, &v.WS, &v.HTTP} {
+		*u = withHost(*u, host)
+	}
+}
+
+// withHost is rawURL with host in place of an unspecified one.
+func withHost(rawURL, host string) string {
+	u, err := url.Parse(rawURL)
+	if rawURL == "" || err != nil {
+		return rawURL
+	}
+	h, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return rawURL
+	}
+	if ip, err := netip.ParseAddr(h); err != nil || !ip.IsUnspecified() {
+		return rawURL
+	}
+	u.Host = net.JoinHostPort(host, port)
+	return u.String()
+}
+
+// requestHost is the address a request came to (the IP of this node's
+// interface the client reached), "" when unknown.
+func requestHost(r *http.Request) string {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return ""
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil || ap.Addr().IsUnspecified() {
+		return ""
+	}
+	return ap.Addr().Unmap().WithZone("").String()
+}
+
 func (s *Service) handleNodes(w http.ResponseWriter, r *http.Request) {
-	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"nodes": s.Nodes(r.Context())})
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"nodes": s.nodes(r.Context(), requestHost(r))})
 }
 
 // handleConnect answers with the least loaded healthy node that has
 // public URLs (ties broken by name, so the answer is stable).
 func (s *Service) handleConnect(w http.ResponseWriter, r *http.Request) {
 	var best *NodeView
-	nodes := s.Nodes(r.Context())
+	nodes := s.nodes(r.Context(), requestHost(r))
 	for i := range nodes {
 		n := &nodes[i]
 		if !n.Healthy || (n.MQTT == "" && n.WS == "") {

@@ -133,3 +133,63 @@ func TestRemoveTakesNamesUpToTheClusterLimit(t *testing.T) {
 	}
 	t.Fatal("no DELETE route")
 }
+
+// A node bound to every interface without --advertise-* must not hand a
+// client [::] or 0.0.0.0 (which dials the client's own machine): the
+// answering node gives the address the request came to, the others the
+// host of their cluster address.
+func TestConnectGivesReachableHostsForWildcardBinds(t *testing.T) {
+	s, err := New(Deps{
+		Status: func() Status {
+			return Status{Node: "n1", Members: []cluster.Member{{Name: "n1", Addr: "192.0.2.1:7946"}, {Name: "n2", Addr: "192.0.2.2:7946"}}}
+		},
+		Self: func() NodeInfo {
+			return NodeInfo{Name: "n1", MQTT: "tcp://[::]:1883", WS: "ws://0.0.0.0:8080/mqtt", HTTP: "http://[::]:8080", Connections: 1, Ready: true}
+		},
+		PeerInfo: func(context.Context, cluster.Member) (NodeInfo, error) {
+			return NodeInfo{Name: "n2", MQTT: "tls://chat.example.com:8883", WS: "wss://[::]:8443/mqtt", HTTP: "https://[::]:8443", Connections: 5, Ready: true}, nil
+		},
+		Leave:  func(context.Context) error { return nil },
+		Remove: func(context.Context, string) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for _, r := range s.Routes() {
+		if r.Method == "GET" {
+			mux.HandleFunc(r.Pattern, r.Handler)
+		}
+	}
+	srv := httptest.NewServer(mux) // 127.0.0.1: the address the request comes to
+	defer srv.Close()
+	getJSON := func(path string, out any) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+	}
+	var conn struct{ Node, MQTT, WS, HTTP string }
+	getJSON("/cluster/connect", &conn)
+	if conn.Node != "n1" || conn.MQTT != "tcp://127.0.0.1:1883" || conn.WS != "ws://127.0.0.1:8080/mqtt" || conn.HTTP != "http://127.0.0.1:8080" {
+		t.Fatalf("connect: %+v, want n1's URLs at 127.0.0.1", conn)
+	}
+	var nodes struct{ Nodes []NodeView }
+	getJSON("/cluster/nodes", &nodes)
+	if len(nodes.Nodes) != 2 {
+		t.Fatalf("nodes: %+v", nodes)
+	}
+	n2 := nodes.Nodes[1]
+	if n2.MQTT != "tls://chat.example.com:8883" || n2.WS != "wss://192.0.2.2:8443/mqtt" || n2.HTTP != "https://192.0.2.2:8443" {
+		t.Fatalf("n2: %+v, want its cluster host in place of [::] and its advertised MQTT URL kept", n2)
+	}
+	// Without a request (the origins refresh) the node's own cluster host.
+	if self := s.Nodes(context.Background())[0]; self.MQTT != "tcp://192.0.2.1:1883" {
+		t.Fatalf("self without a request: %+v", self)
+	}
+}
