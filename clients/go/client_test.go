@@ -787,8 +787,8 @@ func TestResendOfAStoredCIDAsksTheAPIForTheOriginal(t *testing.T) {
 // Every HTTP call of the client maps the API's error statuses onto the
 // sentinel errors the package documents, as WatchPresence's refusal is
 // ErrForbidden: 401 ErrUnauthorized, 403 ErrForbidden (an ErrRefused),
-// 404 ErrNotFound; 429 and 503 have none and stay an *APIError with its
-// status and Retry-After, matching none of them.
+// 404 ErrNotFound, 429 ErrRateLimited, 503 ErrUnavailable, each still an
+// *APIError with its status and Retry-After.
 func TestAPIErrorStatusesMatchTheirSentinels(t *testing.T) {
 	f := newFakeServer(t)
 	var status atomic.Int32
@@ -818,7 +818,7 @@ func TestAPIErrorStatusesMatchTheirSentinels(t *testing.T) {
 		"DownloadMedia": func(ctx context.Context) error { _, err := bob.DownloadMedia(ctx, "m1", io.Discard, false); return err },
 		"DeleteAccount": func(ctx context.Context) error { _, err := bob.DeleteAccount(ctx, "pw"); return err },
 	}
-	sentinels := map[int]error{401: ErrUnauthorized, 403: ErrForbidden, 404: ErrNotFound}
+	sentinels := map[int]error{401: ErrUnauthorized, 403: ErrForbidden, 404: ErrNotFound, 429: ErrRateLimited, 503: ErrUnavailable}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, st := range []int{401, 403, 404, 429, 503} {

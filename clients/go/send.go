@@ -164,10 +164,19 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 // attempt that reached the server.
 func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte, retry bool) (paho.PublishResponseProperties, error) {
 	delay := 100 * time.Millisecond
+	// A give-up names the last refusal the server gave (errors.Is finds
+	// ErrRateLimited or ErrUnavailable in it), not only the deadline.
+	var refused error
+	notConfirmed := func(attempts int, err error) error {
+		if refused != nil {
+			return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w (last answer: %w)", topic, attempts, err, refused)
+		}
+		return fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempts, err)
+	}
 	for attempt := 1; ; attempt++ {
 		down, cm, err := c.waitReady(ctx)
 		if err != nil {
-			return paho.PublishResponseProperties{}, fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt-1, err)
+			return paho.PublishResponseProperties{}, notConfirmed(attempt-1, err)
 		}
 		ack, err := c.publishOnce(ctx, cm, down, topic, payload)
 		var pe *PublishError
@@ -176,8 +185,12 @@ func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte,
 			return ack, nil
 		case errors.As(err, &pe) && !retryableReason(pe.Reason):
 			return ack, err
+		case errors.As(err, &pe):
+			refused = pe
+		}
+		switch {
 		case ctx.Err() != nil:
-			return ack, fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
+			return ack, notConfirmed(attempt, ctx.Err())
 		case !retry:
 			return ack, err
 		}
@@ -185,7 +198,7 @@ func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte,
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
-			return ack, fmt.Errorf("edgechat: publish to %s not confirmed after %d attempt(s): %w", topic, attempt, ctx.Err())
+			return ack, notConfirmed(attempt, ctx.Err())
 		case <-c.ctx.Done():
 			return ack, ErrClosed
 		}

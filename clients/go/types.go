@@ -206,6 +206,15 @@ var (
 	// ErrMediaQuota: the daily upload quota is spent (429 media_quota;
 	// APIError.RetryAfter says when it frees up).
 	ErrMediaQuota = fmt.Errorf("%w: media quota exceeded", ErrRefused)
+	// ErrRateLimited: over one of the server's rate limits (HTTP 429
+	// rate_limited, APIError.RetryAfter says when to ask again; a publish
+	// refused 0x97 quota exceeded): not a refusal, the same request later
+	// may pass.
+	ErrRateLimited = errors.New("edgechat: rate limited")
+	// ErrUnavailable: the server cannot do it now (HTTP 503, with
+	// APIError.RetryAfter; a publish not committed, 0x83): no leader or
+	// quorum, a node starting. Not a refusal: ask again.
+	ErrUnavailable = errors.New("edgechat: server unavailable")
 )
 
 // APIError is an error answer of the HTTP API.
@@ -227,10 +236,15 @@ func (e *APIError) Error() string {
 // Is maps statuses onto the package's sentinel errors: 401
 // ErrUnauthorized, 403 ErrForbidden (a refusal: ErrRefused, as over
 // MQTT), 404 ErrNotFound, 400 ErrInvalidArgument, the media codes
-// ErrMediaTooLarge and ErrMediaQuota (refusals too). 429 and 503 have
-// no sentinel: Status and RetryAfter say when to ask again.
+// ErrMediaTooLarge and ErrMediaQuota (refusals too), 429 rate_limited
+// ErrRateLimited and 503 ErrUnavailable (RetryAfter says when to ask
+// again).
 func (e *APIError) Is(target error) bool {
 	switch target {
+	case ErrRateLimited:
+		return e.Status == 429 && e.Code != "media_quota"
+	case ErrUnavailable:
+		return e.Status == 503
 	case ErrUnauthorized:
 		return e.Status == 401
 	case ErrForbidden:
@@ -272,6 +286,10 @@ func (e *PublishError) Unwrap() error {
 		return ErrForbidden
 	case 0x90:
 		return ErrUnknownRecipient
+	case 0x97:
+		return ErrRateLimited
+	case 0x83:
+		return ErrUnavailable
 	}
 	return ErrRefused
 }
