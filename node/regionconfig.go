@@ -29,7 +29,7 @@ var regionSettings = []setting{
 	{name: "link", usage: "a link to another region: NAME=URL of its MQTT listener (tcp:// or tls://) or of its MQTT over WebSocket (wss://HOST[:PORT]/mqtt, ws:// on trusted networks); repeatable (env: comma-separated)", repeat: true, set: listSetter(func(c *Config) *[]string { return &c.Links })},
 	{name: "link-retention", usage: "drop messages queued for another region longer than this (they never reach it; counted and logged) so a dead link cannot fill the disk", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkRetention })},
 	{name: "link-backlog-warn", usage: "warn in /readyz when a link's oldest queued message is older than this", set: durationSetter(func(c *Config) *time.Duration { return &c.LinkBacklogWarn })},
-	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each); optional with --link-ca and --link-cert", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},
+	{name: "link-secret-file", usage: "the links' shared secret: one line for every link, or NAME=SECRET lines (at least 16 bytes each; further lines for a link are secrets also accepted, for rotation); optional with --link-ca and --link-cert", set: stringSetter(func(c *Config) *string { return &c.LinkSecretFile })},
 	{name: "link-ca", usage: "CA certificates (PEM) that sign the other regions' link certificates: the TLS listeners ask links (ALPN edgechat-link) for client certificates and accept a link whose certificate names its region (SAN DNS name, or CN without DNS names) without a secret; needs --tls-cert", set: stringSetter(func(c *Config) *string { return &c.LinkCA })},
 	{name: "link-cert", usage: "this region's link client certificate (PEM), presented to the other regions over tls:// and wss://; with --link-key", set: stringSetter(func(c *Config) *string { return &c.LinkCert })},
 	{name: "link-key", usage: "the private key (PEM) of --link-cert", set: stringSetter(func(c *Config) *string { return &c.LinkKey })},
@@ -137,7 +137,8 @@ func (c Config) regionLinks() ([]region.Link, error) {
 		return nil, err
 	}
 	for i := range links {
-		links[i].Secret = secrets[links[i].Name]
+		all := secrets[links[i].Name]
+		links[i].Secret, links[i].AlsoAccepted = all[0], all[1:]
 	}
 	return links, nil
 }

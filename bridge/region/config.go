@@ -21,6 +21,10 @@ type Link struct {
 	Name   string
 	URL    string
 	Secret string
+	// AlsoAccepted are further secrets the other region's link may
+	// present, while a secret is rotated (ParseSecrets); this side
+	// sends Secret.
+	AlsoAccepted []string
 }
 
 // MinSecretLen is the shortest link secret accepted.
@@ -63,11 +67,14 @@ func ParseLink(s string) (Link, error) {
 	return Link{}, fmt.Errorf("%w: link %s: scheme %q (want tcp, tls, wss or ws)", ErrConfig, name, u.Scheme)
 }
 
-// ParseSecrets reads a --link-secret-file: either one line, the secret
-// every link shares, or lines NAME=SECRET, one per link (names are the
+// ParseSecrets reads a --link-secret-file: either lines of secrets
+// every link shares, or lines NAME=SECRET for the links (names are the
 // configured links'). Blank lines and lines starting with # are skipped.
-// Every link must end with a secret of at least MinSecretLen bytes.
-func ParseSecrets(data []byte, links []string) (map[string]string, error) {
+// A link's first secret is the one its connections present; its later
+// ones are accepted from the other region too, so that a secret can be
+// rotated without the links going down (docs/regions.md). Every link
+// must end with secrets of at least MinSecretLen bytes each.
+func ParseSecrets(data []byte, links []string) (map[string][]string, error) {
 	var lines []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
@@ -83,26 +90,30 @@ func ParseSecrets(data []byte, links []string) (map[string]string, error) {
 	for _, n := range links {
 		known[n] = true
 	}
-	out := map[string]string{}
-	perLink := false
+	out := map[string][]string{}
+	perLink := 0
 	for _, l := range lines {
 		if name, secret, ok := strings.Cut(l, "="); ok && known[name] {
-			out[name], perLink = secret, true
+			out[name] = append(out[name], secret)
+			perLink++
 		}
 	}
 	switch {
-	case perLink && len(out) != len(lines):
+	case perLink > 0 && perLink != len(lines):
 		return nil, fmt.Errorf("%w: secret file: mixes NAME=SECRET lines with other lines (or names no configured link)", ErrConfig)
-	case !perLink && len(lines) == 1:
+	case perLink == 0:
 		for _, n := range links {
-			out[n] = lines[0]
+			out[n] = lines
 		}
-	case !perLink:
-		return nil, fmt.Errorf("%w: secret file: want one secret, or NAME=SECRET lines for the configured links", ErrConfig)
 	}
 	for _, n := range links {
-		if len(out[n]) < MinSecretLen {
-			return nil, fmt.Errorf("%w: link %s: secret missing or shorter than %d bytes", ErrConfig, n, MinSecretLen)
+		if len(out[n]) == 0 {
+			return nil, fmt.Errorf("%w: link %s: secret missing", ErrConfig, n)
+		}
+		for _, s := range out[n] {
+			if len(s) < MinSecretLen {
+				return nil, fmt.Errorf("%w: link %s: secret shorter than %d bytes", ErrConfig, n, MinSecretLen)
+			}
 		}
 	}
 	return out, nil

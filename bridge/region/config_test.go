@@ -3,6 +3,7 @@ package region
 import (
 	"errors"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestParseLink(t *testing.T) {
 		"us=wss://chat.us.example.com:8443":    {Name: "us", URL: "wss://chat.us.example.com:8443/mqtt"},
 		"us=ws://127.0.0.1:8080/edge/mqtt":     {Name: "us", URL: "ws://127.0.0.1:8080/edge/mqtt"},
 	} {
-		if got, err := ParseLink(in); err != nil || got != want {
+		if got, err := ParseLink(in); err != nil || !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseLink(%q) = %+v, %v", in, got, err)
 		}
 	}
@@ -31,20 +32,32 @@ func TestParseLink(t *testing.T) {
 
 func TestParseSecrets(t *testing.T) {
 	shared := strings.Repeat("s", 16)
+	one := func(s string) []string { return []string{s} }
 	got, err := ParseSecrets([]byte("# the links' secret\n\n"+shared+"\n"), []string{"us", "ap"})
-	if err != nil || got["us"] != shared || got["ap"] != shared {
+	if err != nil || !reflect.DeepEqual(got["us"], one(shared)) || !reflect.DeepEqual(got["ap"], one(shared)) {
 		t.Fatalf("shared: %v, %v", got, err)
 	}
 	got, err = ParseSecrets([]byte("us="+shared+"1\nap="+shared+"2\n"), []string{"us", "ap"})
-	if err != nil || got["us"] != shared+"1" || got["ap"] != shared+"2" {
+	if err != nil || !reflect.DeepEqual(got["us"], one(shared+"1")) || !reflect.DeepEqual(got["ap"], one(shared+"2")) {
 		t.Fatalf("per link: %v, %v", got, err)
 	}
 	// A shared secret may hold '=' when it does not start with a link's name.
 	eq := "x=" + shared
-	if got, err := ParseSecrets([]byte(eq), []string{"us"}); err != nil || got["us"] != eq {
+	if got, err := ParseSecrets([]byte(eq), []string{"us"}); err != nil || !reflect.DeepEqual(got["us"], one(eq)) {
 		t.Fatalf("secret with '=': %v, %v", got, err)
 	}
-	for _, bad := range []string{"", "short", "us=" + shared + "\nap=short", "us=" + shared, "a" + shared + "\nb" + shared, "us=" + shared + "\n" + shared} {
+	// Rotation: further lines are secrets accepted too, in file order
+	// (the first is sent).
+	got, err = ParseSecrets([]byte("a"+shared+"\nb"+shared), []string{"us", "ap"})
+	if err != nil || !reflect.DeepEqual(got["us"], []string{"a" + shared, "b" + shared}) || !reflect.DeepEqual(got["ap"], got["us"]) {
+		t.Fatalf("shared, two secrets: %v, %v", got, err)
+	}
+	got, err = ParseSecrets([]byte("us=new"+shared+"\nap="+shared+"\nus=old"+shared), []string{"us", "ap"})
+	if err != nil || !reflect.DeepEqual(got["us"], []string{"new" + shared, "old" + shared}) || !reflect.DeepEqual(got["ap"], one(shared)) {
+		t.Fatalf("per link, two secrets for us: %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "short", "us=" + shared + "\nap=short", "us=" + shared, "us=" + shared + "\n" + shared,
+		shared + "\nshort", "us=" + shared + "\nap=" + shared + "\nus=short"} {
 		if _, err := ParseSecrets([]byte(bad), []string{"us", "ap"}); !errors.Is(err, ErrConfig) {
 			t.Errorf("ParseSecrets(%q) = %v, want ErrConfig", bad, err)
 		}
@@ -64,7 +77,7 @@ func FuzzParseLink(f *testing.F) {
 			!strings.HasPrefix(l.URL, "ws://") && !strings.HasPrefix(l.URL, "wss://") {
 			t.Fatalf("ParseLink(%q) accepted %+v", s, l)
 		}
-		if again, err := ParseLink(l.Name + "=" + l.URL); err != nil || again != l {
+		if again, err := ParseLink(l.Name + "=" + l.URL); err != nil || !reflect.DeepEqual(again, l) {
 			t.Fatalf("ParseLink(%q) = %+v does not read back: %+v, %v", s, l, again, err)
 		}
 	})
@@ -79,8 +92,13 @@ func FuzzParseSecrets(f *testing.F) {
 			return
 		}
 		for _, n := range []string{"us", "ap"} {
-			if len(got[n]) < MinSecretLen {
-				t.Fatalf("accepted a short secret for %s: %q", n, got[n])
+			if len(got[n]) == 0 {
+				t.Fatalf("no secret for %s", n)
+			}
+			for _, s := range got[n] {
+				if len(s) < MinSecretLen {
+					t.Fatalf("accepted a short secret for %s: %q", n, s)
+				}
 			}
 		}
 	})

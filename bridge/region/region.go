@@ -234,12 +234,17 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		switch {
 		case l.Name == cfg.Region:
 			return nil, fmt.Errorf("%w: link %s names this region", ErrConfig, l.Name)
-		case links[l.Name] != (Link{}):
+		case links[l.Name].Name != "":
 			return nil, fmt.Errorf("%w: link %s configured twice", ErrConfig, l.Name)
-		case l.Secret == "" && cfg.LinkCA != nil:
+		case l.Secret == "" && cfg.LinkCA != nil && len(l.AlsoAccepted) == 0:
 			// certificates only
 		case len(l.Secret) < MinSecretLen:
 			return nil, fmt.Errorf("%w: link %s: secret missing or shorter than %d bytes", ErrConfig, l.Name, MinSecretLen)
+		}
+		for _, s := range l.AlsoAccepted {
+			if len(s) < MinSecretLen {
+				return nil, fmt.Errorf("%w: link %s: secret shorter than %d bytes", ErrConfig, l.Name, MinSecretLen)
+			}
 		}
 		links[l.Name] = l
 	}
@@ -456,7 +461,7 @@ func (b *Bridge) Authenticate(clientID, username string, password []byte, number
 		b.m.auth.WithLabelValues("no_cert").Inc()
 		b.log.Warn("region link refused: no certificate (this link has no secret)", "link", region)
 		return "", fmt.Errorf("region: link %s: no client certificate", region)
-	case subtle.ConstantTimeCompare(password, []byte(l.Secret)) != 1:
+	case !l.accepts(password):
 		b.m.auth.WithLabelValues("bad_secret").Inc()
 		b.log.Warn("region link refused: wrong secret", "link", region)
 		return "", fmt.Errorf("region: link %s: wrong secret", region)
@@ -466,6 +471,16 @@ func (b *Bridge) Authenticate(clientID, username string, password []byte, number
 	}
 	b.m.auth.WithLabelValues("ok").Inc()
 	return region, nil
+}
+
+// accepts tells whether password is one of the link's secrets (each
+// compared in constant time, all of them every time).
+func (l Link) accepts(password []byte) bool {
+	ok := subtle.ConstantTimeCompare(password, []byte(l.Secret))
+	for _, s := range l.AlsoAccepted {
+		ok |= subtle.ConstantTimeCompare(password, []byte(s))
+	}
+	return ok == 1
 }
 
 // certFor checks that certs (leaf first, then intermediates) is a client

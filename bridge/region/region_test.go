@@ -523,3 +523,38 @@ func TestRemoteRegionRestarts(t *testing.T) {
 		t.Fatalf("a duplicate delivery: %s", extra.Payload)
 	}
 }
+
+// A link secret is rotated without the links going down: mid-rotation
+// eu still sends the old secret and us already sends the new one, each
+// accepting both (docs/regions.md, "Rotating a link secret"), and
+// messages cross both ways.
+func TestLinksCarryMessagesWhileASecretIsRotated(t *testing.T) {
+	oldSecret, newSecret := "the-old-secret-of-eu-and-us", "the-new-secret-of-eu-and-us"
+	eu, us := startRegions(t, 1, "eu", "us", map[string]string{
+		"eu": oldSecret + "\n" + newSecret,
+		"us": newSecret + "\n" + oldSecret,
+	})
+	aliceTok, bobTok := eu.newUser(t, "alice"), us.newUser(t, "bob")
+	alice := connect(t, eu.nodes[0], "alice", "phone", aliceTok)
+	bob := connect(t, us.nodes[0], "bob", "phone", bobTok)
+	if code, _ := alice.Pub(t, "user/bob@us/newMessage", 1, textMsg("c1", "to us")); code != 0 {
+		t.Fatalf("alice's PUBACK %#x", code)
+	}
+	if code, _ := bob.Pub(t, "user/alice@eu/newMessage", 1, textMsg("c2", "to eu")); code != 0 {
+		t.Fatalf("bob's PUBACK %#x", code)
+	}
+	nodetest.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if h := history(t, us.nodes[0], bobTok, "alice@eu"); len(h) != 2 {
+			return fmt.Errorf("bob's history with alice has %d messages, want 2", len(h))
+		}
+		if h := history(t, eu.nodes[0], aliceTok, "bob@us"); len(h) != 2 {
+			return fmt.Errorf("alice's history with bob has %d messages, want 2", len(h))
+		}
+		return nil
+	})
+	for _, r := range []*region{eu, us} {
+		if v := counter(t, r.nodes[0], "edgechat_region_link_auth_total", `result="bad_secret"`); v != 0 {
+			t.Errorf("%s refused %v link connections for their secret", r.name, v)
+		}
+	}
+}
