@@ -74,7 +74,7 @@ func TestAuthenticateCertificate(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 	b.cfg.LinkCA = pool
-	b.links = map[string]Link{"us": {Name: "us", Secret: good}, "ap": {Name: "ap"}}
+	b.links = map[string]Link{"us": {Name: "us", Secret: good}, "ap": {Name: "ap"}, "ke": {Name: "ke"}}
 	client := x509.ExtKeyUsageClientAuth
 	for _, c := range []struct {
 		name     string
@@ -94,6 +94,8 @@ func TestAuthenticateCertificate(t *testing.T) {
 		{"no secret: certificate", "ap", "", ca.issue(t, "ap", client, "ap"), true},
 		{"no secret: no certificate", "ap", "", nil, false},
 		{"no secret: no certificate, a password", "ap", good, nil, false},
+		{"DNS name in capitals", "ap", "", ca.issue(t, "edge", client, "AP"), true},
+		{"CN with a Kelvin sign for the k", "ke", "", ca.issue(t, "\u212Ae", client), false},
 	} {
 		var pw []byte
 		if c.password != "" {

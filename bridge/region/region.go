@@ -499,11 +499,33 @@ func certFor(certs []*x509.Certificate, ca *x509.CertPool, region string) error 
 		names = []string{cert.Subject.CommonName}
 	}
 	for _, n := range names {
-		if strings.EqualFold(n, region) {
+		if asciiEqualFold(n, region) {
 			return nil
 		}
 	}
 	return fmt.Errorf("certificate names %q, not region %s", names, region)
+}
+
+// asciiEqualFold compares a certificate's name with a region's as DNS
+// names compare: ASCII letters without regard to case, nothing else
+// folded (strings.EqualFold would take the Kelvin sign for a k).
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // maxLinkEnvelope bounds a stored envelope a link forwards: as much as a
