@@ -113,6 +113,7 @@ class App {
     if (this.media) this.media.clear();
     this.media = null;
     clearInterval(this.heartbeat);
+    clearInterval(this.clock);
     this.subscribed.clear();
     if (this.conn) this.conn.stop();
     this.conn = null;
@@ -325,6 +326,9 @@ class App {
       if (this.conn.leads()) this.beat();
       else if (this.activity) this.activity.postMessage({ user: store.me });
     }, this.every);
+    // "last seen 2 minutes ago" ages while nothing else changes: draw
+    // again now and then (a render rewrites only what differs).
+    this.clock = setInterval(() => store.changed(), Math.min(30000, Math.max(1000, this.every)));
     const leader = () => { this.stateEl.dataset.leader = String(this.conn.leads()); }; // the tests look
     this.conn.addEventListener('leader', leader);
     this.loadLists().catch((e) => this.showError(e));
