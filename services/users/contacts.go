@@ -406,12 +406,13 @@ func (s *Service) handleListRelation(prefix string) http.HandlerFunc {
 }
 
 // publicProfile is uid's profile, or a bare one naming uid when it is
-// missing (a federated user who never set one).
+// missing (a federated user who never set one), marked deleted when
+// uid's account is deleted and waits for its erasure.
 func (s *Service) publicProfile(uid string) Profile {
 	if p, err := s.Profile(uid); err == nil {
-		return p
+		return s.markDeleted(p)
 	}
-	return Profile{UserID: uid, DisplayName: uid}
+	return s.markDeleted(Profile{UserID: uid, DisplayName: uid})
 }
 
 // erasedProfileJSON tells whether a profile another region answered is

@@ -137,16 +137,22 @@ func (s *Service) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	// An account deleted and not erased yet is marked as its tombstone
-	// will be, and as another region is told (ProfileJSON): messages to
-	// it are refused from the deletion on.
+	writeWithETag(w, r, s.markDeleted(prof))
+}
+
+// markDeleted marks the profile of an account deleted and not erased
+// yet as its tombstone will be, and as another region is told
+// (ProfileJSON): messages to it are refused from the deletion on, so a
+// client must not offer a conversation with it (GET /user/{uid}, the
+// contact and block lists).
+func (s *Service) markDeleted(prof Profile) Profile {
 	s.mu.RLock()
 	a := s.accounts
 	s.mu.RUnlock()
-	if a != nil && a.Deleted(uid) {
+	if a != nil && a.Deleted(prof.UserID) {
 		prof.Deleted = true
 	}
-	writeWithETag(w, r, prof)
+	return prof
 }
 
 func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
