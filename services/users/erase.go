@@ -175,7 +175,7 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 			g.MemberCount--
 		}
 		if g.Owner == uid {
-			heir, err := heirOf(tx, gid, uid)
+			heir, err := s.heirOf(tx, gid, uid)
 			if err != nil {
 				return false, err
 			}
@@ -226,12 +226,17 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 
 // heirOf is the member who takes over gid from its departing owner: a
 // user of this region (the home), since only the home changes a group
-// and a remote owner could neither manage it nor ever leave it.
-func heirOf(tx *badger.Txn, gid, owner string) (string, error) {
+// and a remote owner could neither manage it nor ever leave it. Its
+// first admin in user-ID order, else its first member; a member whose
+// own account is deleted and waits for its erasure is passed over while
+// there is another (nobody can sign in to it: the group would have no
+// owner able to act until that erasure passed it on again, days later).
+func (s *Service) heirOf(tx *badger.Txn, gid, owner string) (string, error) {
 	prefix := []byte(prefixMember + gid + "/")
 	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 	defer it.Close()
-	member := ""
+	// The first live member, and the first deleted admin and member.
+	var member, deletedAdmin, deletedMember string
 	for it.Rewind(); it.Valid(); it.Next() {
 		uid := string(it.Item().Key()[len(prefix):])
 		if uid == owner || remoteMember(uid) {
@@ -241,14 +246,42 @@ func heirOf(tx *badger.Txn, gid, owner string) (string, error) {
 		if err := it.Item().Value(func(v []byte) error { r = Role(v); return nil }); err != nil {
 			return "", err
 		}
-		if r == RoleAdmin {
-			return uid, nil
+		deleted, err := s.deletedIn(tx, uid)
+		if err != nil {
+			return "", err
 		}
-		if member == "" {
+		switch {
+		case r == RoleAdmin && !deleted:
+			return uid, nil
+		case r == RoleAdmin && deletedAdmin == "":
+			deletedAdmin = uid
+		case !deleted && member == "":
 			member = uid
+		case deleted && deletedMember == "":
+			deletedMember = uid
 		}
 	}
-	return member, nil
+	for _, uid := range []string{member, deletedAdmin, deletedMember} {
+		if uid != "" {
+			return uid, nil
+		}
+	}
+	return "", nil
+}
+
+// deletedIn tells, from the replicated state of tx, whether uid's
+// account is deleted (waiting for its erasure, or erased): the auth
+// service's record, when the accounts it was given read it.
+func (s *Service) deletedIn(tx *badger.Txn, uid string) (bool, error) {
+	s.mu.RLock()
+	a, ok := s.accounts.(interface {
+		DeletedIn(tx *badger.Txn, uid string) (bool, error)
+	})
+	s.mu.RUnlock()
+	if !ok {
+		return false, nil
+	}
+	return a.DeletedIn(tx, uid)
 }
 
 // erasedRemoteIn tells, from the replicated state of tx, whether uid (a
@@ -261,15 +294,7 @@ func (s *Service) erasedRemoteIn(tx *badger.Txn, uid string) (bool, error) {
 	if gone, err := exists(tx, prefixGoneProfile+uid); err != nil || gone {
 		return gone, err
 	}
-	s.mu.RLock()
-	a, ok := s.accounts.(interface {
-		DeletedIn(tx *badger.Txn, uid string) (bool, error)
-	})
-	s.mu.RUnlock()
-	if !ok {
-		return false, nil
-	}
-	return a.DeletedIn(tx, uid)
+	return s.deletedIn(tx, uid)
 }
 
 // erasedProfile reads uid's tombstone; ok false when uid was never erased.
