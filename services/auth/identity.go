@@ -582,6 +582,18 @@ func (s *Service) SignInFederated(ctx context.Context, id FederatedIdentity) (To
 // (MQTT CONNECT with a provider's JWT), creating the account on the first
 // sign-in.
 func (s *Service) FederatedPrincipal(ctx context.Context, id FederatedIdentity) (wire.Principal, error) {
+	// The subject's account was deleted after the provider issued this
+	// token: an app that still holds it (a phone reconnecting after its
+	// user deleted the account elsewhere) is refused, and makes no new
+	// account, which would store the provider's name, email and picture
+	// again though the user just left. A token issued after the deletion
+	// is a new sign-in (federatedAccount makes the new account), as is
+	// the token exchange.
+	if l, found, err := s.readIdentity(id.Issuer, id.Subject); err != nil {
+		return wire.Principal{}, err
+	} else if r, gone := s.gone.get(l.UID); found && gone && secondIssuedBefore(id.IssuedAt, r.RequestedAt) {
+		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrBadToken, ErrAccountDeleted)
+	}
 	a, err := s.federatedAccount(ctx, id)
 	if err != nil {
 		return wire.Principal{}, err
