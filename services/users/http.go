@@ -131,13 +131,7 @@ func (s *Service) handleGetUser(w http.ResponseWriter, r *http.Request) {
 		s.writeQualifiedProfile(w, r, uid) // a user of another region (remote.go)
 		return
 	}
-	uid := r.PathValue("uid")
-	prof, err := s.Profile(uid)
-	if err != nil {
-		httpapi.WriteError(w, httpError(err))
-		return
-	}
-	writeWithETag(w, r, s.markDeleted(prof))
+	s.writeProfile(w, r, r.PathValue("uid"))
 }
 
 // markDeleted marks the profile of an account deleted and not erased
@@ -173,13 +167,16 @@ func (s *Service) handlePatchMe(w http.ResponseWriter, r *http.Request) {
 	writeWithETag(w, r, prof)
 }
 
+// writeProfile answers uid's profile, marked deleted when its account
+// is deleted and waits for its erasure (GET /user/{uid}, also as
+// {uid}@{this region}).
 func (s *Service) writeProfile(w http.ResponseWriter, r *http.Request, uid string) {
 	prof, err := s.Profile(uid)
 	if err != nil {
 		httpapi.WriteError(w, httpError(err))
 		return
 	}
-	writeWithETag(w, r, prof)
+	writeWithETag(w, r, s.markDeleted(prof))
 }
 
 // writeWithETag writes v as JSON with a strong ETag (a hash of the body)
