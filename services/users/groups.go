@@ -395,6 +395,15 @@ func (s *Service) checkNewMembers(tx *badger.Txn, by string, uids []string) erro
 		if err != nil {
 			return err
 		}
+		if ok {
+			// A deleted account (waiting for its erasure) is an unknown
+			// user, also when the node that proposed the change had not
+			// applied the deletion yet.
+			if ok, err = s.deletedIn(tx, uid); err != nil {
+				return err
+			}
+			ok = !ok
+		}
 		if !ok {
 			unknown = append(unknown, uid)
 		}
@@ -720,6 +729,14 @@ func (s *Service) applyGroupOwner(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	if target == "" {
 		return nil, fmt.Errorf("%w: %s", ErrNotMember, c.UID)
+	}
+	// A deleted account could not act as the owner until its erasure
+	// passed the group on: an unknown user, as when adding (also when the
+	// proposing node had not applied the deletion yet).
+	if deleted, err := s.deletedIn(tx, c.UID); err != nil {
+		return nil, err
+	} else if deleted {
+		return nil, &UnknownUsersError{UIDs: []string{c.UID}}
 	}
 	if err := setRole(tx, g.ID, c.UID, RoleOwner); err != nil {
 		return nil, err
