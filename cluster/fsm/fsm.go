@@ -173,6 +173,20 @@ func (f *FSM) AppliedIndex() (uint64, error) {
 	return idx, err
 }
 
+// SkipAhead moves the applied index forward to index (never back)
+// without applying anything: the entries between were never part of
+// this state's log. Only for a state that starts a new log (a restore
+// into a new cluster, services/backup), before any node runs on it.
+func (f *FSM) SkipAhead(index uint64) error {
+	return f.db.Update(func(tx *badger.Txn) error {
+		cur, err := readApplied(tx)
+		if err != nil || index <= cur {
+			return err
+		}
+		return tx.Set(appliedKey, binary.BigEndian.AppendUint64(nil, index))
+	})
+}
+
 func readApplied(tx *badger.Txn) (uint64, error) {
 	it, err := tx.Get(appliedKey)
 	if errors.Is(err, badger.ErrKeyNotFound) {

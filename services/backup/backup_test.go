@@ -10,9 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/edgechat/edgechat/cluster/fsm"
-	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 // TestBackupRestoreDir: a backup into a directory store restores into a
@@ -47,9 +44,7 @@ func TestBackupRestoreDir(t *testing.T) {
 	}
 	db := openDB(t, dbPath(data))
 	defer db.Close()
-	if idx, err := fsm.New(db, testutil.QuietLogger()).AppliedIndex(); err != nil || idx != m.AppliedIndex {
-		t.Fatalf("applied index %d, %v; want %d", idx, err, m.AppliedIndex)
-	}
+	checkRestoredIndex(t, db, m)
 	if v, ok := getKey(t, db, "r/msg/0199"); !ok || v != strings.Repeat("x", 199) {
 		t.Fatalf("r/msg/0199 = %q, %v", v, ok)
 	}

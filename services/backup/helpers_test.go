@@ -153,3 +153,17 @@ func getKey(t testing.TB, db *badger.DB, k string) (string, bool) {
 func dbPath(dataDir string) string { return filepath.Join(dataDir, "db") }
 
 func copyAll(w io.Writer, r io.Reader) (int64, error) { return io.Copy(w, r) }
+
+// checkRestoredIndex checks that a state restored from backup m starts
+// its new log past the backup's index by at least the clock margin's
+// worth of entries (logStartAfter), and not past where it would start
+// now.
+func checkRestoredIndex(t testing.TB, db *badger.DB, m *Manifest) {
+	t.Helper()
+	idx, err := fsm.New(db, testutil.QuietLogger()).AppliedIndex()
+	least := m.AppliedIndex + uint64(restoreClockMargin/time.Second)*restoreEntryRate
+	if err != nil || idx < least || idx > logStartAfter(m, time.Now()) {
+		t.Fatalf("applied index %d, %v; want from %d (the backup's %d and two days of entries) to %d",
+			idx, err, least, m.AppliedIndex, logStartAfter(m, time.Now()))
+	}
+}

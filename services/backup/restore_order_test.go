@@ -82,7 +82,5 @@ func TestRestoreLoadsTheStateAfterTheSegments(t *testing.T) {
 	}
 	db := openDB(t, dbPath(data))
 	defer db.Close()
-	if idx, err := fsm.New(db, testutil.QuietLogger()).AppliedIndex(); err != nil || idx != m.AppliedIndex {
-		t.Fatalf("applied index %d, %v; want %d", idx, err, m.AppliedIndex)
-	}
+	checkRestoredIndex(t, db, m)
 }
