@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -92,5 +93,35 @@ func TestHTTPConversationsEmptyCursorIsTheStart(t *testing.T) {
 	}
 	if len(p.Conversations) != 1 || p.Conversations[0].Peer != "carol" || !p.HasMore {
 		t.Fatalf("an empty cursor: %+v, want carol's conversation first and hasMore", p)
+	}
+}
+
+// An empty before or limit is as none, as an empty cursor (sync's
+// since, the conversation list's cursor) and the users service's lists'
+// limit are: a client that sends the parameters it holds on every
+// request (before= on the newest page) gets the default, not 400.
+// (An empty within of /chat/sync/end stays refused: without it the
+// answer is another one, the stream's end.)
+func TestHTTPEmptyParametersAreAsNone(t *testing.T) {
+	e := newEnv(t)
+	srv := e.server(t)
+	e.send(t, "alice", "bob", "a1")
+	e.send(t, "alice", "bob", "a2")
+	for _, path := range []string{
+		"/chat/history?with=alice&before=&limit=",
+		"/chat/history?with=alice&before=",
+		"/chat/sync?since=&limit=",
+		"/chat/conversations?cursor=&limit=",
+	} {
+		var p page
+		if r := get(t, srv, "bob", path, &p); r.Status != http.StatusOK {
+			t.Errorf("GET %s: %d %s, want 200 as without the empty parameters", path, r.Status, r.Body)
+			continue
+		}
+		if strings.HasPrefix(path, "/chat/history") || strings.HasPrefix(path, "/chat/sync?") {
+			if len(p.Messages) != 2 || p.HasMore {
+				t.Errorf("GET %s: %d messages, hasMore %v; want both, the default limit", path, len(p.Messages), p.HasMore)
+			}
+		}
 	}
 }

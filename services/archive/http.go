@@ -122,8 +122,8 @@ func query(r *http.Request, allowed ...string) (map[string]string, error) {
 }
 
 func limitParam(q map[string]string, def, max int) (int, error) {
-	v, ok := q["limit"]
-	if !ok {
+	v := q["limit"]
+	if v == "" { // absent or empty: the default, as the users service's lists
 		return def, nil
 	}
 	n, err := strconv.Atoi(v)
@@ -196,7 +196,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var before *snowflake.ID
-	if v, ok := q["before"]; ok {
+	if v := q["before"]; v != "" { // empty: the newest page, as an empty cursor
 		id, err := snowflake.Parse(v)
 		if err != nil {
 			httpapi.WriteError(w, badParam("before must be a decimal message id"))
