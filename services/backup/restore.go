@@ -194,9 +194,10 @@ type RestoreOptions struct {
 
 // Restore verifies backup id of st completely, then builds the data
 // directory of the first node of a new cluster from it: its Badger
-// holds the state at the backup's applied index (the node bootstraps
-// its Raft log after it, cluster/restored.go) and its archive store the
-// segments. Nothing is written when the backup is damaged or the data
+// holds the state of the backup, its applied index moved past every
+// index the old cluster may have reached since (logStartAfter; the node
+// bootstraps its Raft log after it, cluster/restored.go), and its
+// archive store the segments. Nothing is written when the backup is damaged or the data
 // directory is not empty; a failure half-way removes what was written.
 // The segments are written first and the state last, so that a restore
 // killed half-way leaves no database that a node would start on.
