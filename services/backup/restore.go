@@ -197,8 +197,9 @@ type RestoreOptions struct {
 // holds the state of the backup, its applied index moved past every
 // index the old cluster may have reached since (logStartAfter; the node
 // bootstraps its Raft log after it, cluster/restored.go), and its
-// archive store the segments. Nothing is written when the backup is damaged or the data
-// directory is not empty; a failure half-way removes what was written.
+// archive store the segments. Nothing is written when the backup is
+// damaged or the data directory is not empty; a failure half-way
+// removes what was written.
 // The segments are written first and the state last, so that a restore
 // killed half-way leaves no database that a node would start on.
 func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Manifest, err error) {
@@ -316,31 +317,29 @@ func restoreState(ctx context.Context, st Store, m *Manifest, dbDir string, o Re
 // Where a restored cluster's log starts (logStartAfter).
 const (
 	// restoreEntryRate bounds the Raft entries per second the old cluster
-	// can have committed after the backup (a node commits at most about
-	// 60,000 entries a second, docs/perf; each entry then carries one
-	// message or a batch of them).
+	// can have committed after the backup (one Apply per entry was
+	// measured near 60,000 a second on one node; batched entries are
+	// fewer).
 	restoreEntryRate = 1 << 18
 	// restoreClockMargin is added to the time since the backup, for the
 	// clocks of the old leader (the backup's Created) and of the machine
 	// that restores.
 	restoreClockMargin = 48 * time.Hour
 	// restoreMaxIndex keeps the start far below 2^48, where a command's
-	// commit position (index << 16 | position in the entry: the sync
-	// cursors of the archive, the positions of the outboxes) would
-	// overflow.
+	// commit position (index << 16 | position in the entry, fsm.Position:
+	// the archive's sync cursors) would overflow.
 	restoreMaxIndex = 1 << 46
 )
 
 // logStartAfter is the applied index a state restored from backup m at
 // time now starts its new log after: past every index the old cluster
 // can have reached since the backup. The old cluster's commit positions
-// went on after the backup, and clients (sync cursors), other regions
-// and the other nodes' queues keep those; a new log starting right
-// after the backup's index would give new entries positions they have
-// seen already, and a client syncing from its cursor would skip every
-// message committed before the new log passed it. The old cluster
-// cannot have committed more than restoreEntryRate entries a second
-// until now.
+// went on after the backup, and its clients keep sync cursors
+// (positions) from then; a new log starting right after the backup's
+// index would give new messages positions below those cursors, and a
+// client syncing from its cursor would skip every message committed
+// before the new log passed it. The old cluster cannot have committed
+// more than restoreEntryRate entries a second until now.
 func logStartAfter(m *Manifest, now time.Time) uint64 {
 	elapsed := max(now.Sub(m.Created), 0) + restoreClockMargin
 	gap := uint64(elapsed/time.Second) * restoreEntryRate
