@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -397,13 +396,15 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 
 	// The conversation's summary (both sides, one key), with the
-	// recipient's unread count kept: +1 for a message from the peer above
-	// the recipient's cursor (the cursor is kept in the summary so that
-	// no other key is read), and for one from a user of another region
-	// below it too: it waited in the link's outbox, maybe through an
-	// outage, and carries its origin's older ID, below a cursor the reader
-	// moved to his own later reply meanwhile; it was not read (it counted
-	// as read, never seen). A read at the cursor again clears it
+	// recipient's unread count kept: +1 for every message from the peer,
+	// above the recipient's cursor or below it. One below it is late: it
+	// was not there when the reader last read (the cursor stops at the
+	// conversation's newest message), so it was not read. Its ID is
+	// older than the reader's newest message because the node that took
+	// it has a clock behind (or it waited in a link's outbox, maybe
+	// through an outage, and carries its region's older ID), below a
+	// cursor the reader moved to his own later message meanwhile; it
+	// counted as read, never seen. A read at the cursor again clears it
 	// (applyReadCursor), as a late group message.
 	p, _, listed, err := sc.keptPair(tx, c.From, c.To, conv)
 	if err != nil {
@@ -414,9 +415,8 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	}
 	p.LastSeq = seq
 	if c.To != c.From {
-		if r := sideOf(c.To, c.From); c.ID > p.Cursor[r] || strings.IndexByte(c.From, '@') >= 0 {
-			p.Unread[r] = min(p.Unread[r]+1, unreadCap)
-		}
+		r := sideOf(c.To, c.From)
+		p.Unread[r] = min(p.Unread[r]+1, unreadCap)
 	}
 
 	// The dedupe key goes last. The kept counts are read-modify-write:

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -198,7 +197,7 @@ func applyRetention(tx *badger.Txn, payload []byte, st *fsmState) (any, error) {
 				switch {
 				case m.id > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap:
 					p.Unread[reader]--
-				case m.id <= p.Cursor[reader] && strings.IndexByte(m.from, '@') >= 0:
+				case m.id <= p.Cursor[reader]:
 					late[reader]++ // may have counted as unread below the cursor
 				}
 			}
@@ -642,11 +641,12 @@ func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd, keptW
 	return nil
 }
 
-// dropLateUnread takes expired messages of another region below the
-// readers' cursors off their unread counts, late[i] of them for side i
-// (users[i]), as far as the counts hold such messages. A message a link
-// brought late, with its origin's ID below the reader's cursor, counts as
-// unread until the reader's next read (applyMessage): expired before
+// dropLateUnread takes expired messages below the readers' cursors off
+// their unread counts, late[i] of them for side i (users[i]), as far as
+// the counts hold such messages. A message stored late, with an ID below
+// the reader's cursor (its node's clock was behind, or a link brought it
+// with its origin's ID), counts as unread until the reader's next read
+// (applyMessage): expired before
 // that, it stayed in the count for good, an unread message nobody could
 // find, in the conversation list and in the unread total. Which of the
 // messages below the cursor count is not kept; what is known is the

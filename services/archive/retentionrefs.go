@@ -185,7 +185,7 @@ func applyRetentionRefs(tx *badger.Txn, payload []byte, st *fsmState) (any, erro
 			case r.ID > p.Cursor[reader] && p.Unread[reader] > 0 && p.Unread[reader] < unreadCap:
 				p.Unread[reader]--
 				res.Unread++
-			case r.ID <= p.Cursor[reader] && strings.IndexByte(r.From, '@') >= 0:
+			case r.ID <= p.Cursor[reader]:
 				late[reader]++ // may have counted as unread below the cursor (retention.go)
 			}
 		}

@@ -21,7 +21,10 @@ import (
 
 // unreadModel drives the FSM with raw commands (IDs chosen by the test)
 // and checks the kept unread counts against a count on the history, which
-// is what unread means: messages from others above the reader's cursor.
+// is what unread means: messages from others above the reader's cursor,
+// and in a direct conversation the peer's messages stored below it
+// since it last moved (late: a node's clock behind), which the model
+// counts as they are stored.
 type unreadModel struct {
 	t      *testing.T
 	e      *env
@@ -30,6 +33,7 @@ type unreadModel struct {
 	nextID snowflake.ID
 	n      int
 	used   map[snowflake.ID]bool
+	late   map[string]int // by reader and direct conversation
 }
 
 // fresh returns id, or the next ID above it that no message has.
@@ -43,7 +47,8 @@ func (m *unreadModel) fresh(id snowflake.ID) snowflake.ID {
 
 func newUnreadModel(t *testing.T, opts ...envOpt) *unreadModel {
 	e := newEnv(t, append([]envOpt{withGroups()}, opts...)...)
-	m := &unreadModel{t: t, e: e, users: []string{"alice", "bob", "carol"}, group: "team", nextID: 1 << 20, used: map[snowflake.ID]bool{}}
+	m := &unreadModel{t: t, e: e, users: []string{"alice", "bob", "carol"}, group: "team", nextID: 1 << 20, used: map[snowflake.ID]bool{},
+		late: map[string]int{}}
 	e.groups.add(m.group, m.users...)
 	return m
 }
@@ -52,6 +57,11 @@ func (m *unreadModel) message(from, to, gid string, id snowflake.ID) {
 	m.t.Helper()
 	m.n++
 	id = m.fresh(id)
+	if gid == "" && from != to {
+		if cur := m.readUpTo(to, from); id <= cur {
+			m.late[to+"|"+directConv(to, from)]++ // stored below the reader's cursor: unread
+		}
+	}
 	env := text(fmt.Sprint("m", m.n), "x")
 	env.ID, env.From, env.To, env.Group = id, from, to, gid
 	c := msgCmd{ID: id, From: from, To: to, Group: gid, CID: env.CID, Payload: env.Marshal()}
@@ -62,10 +72,22 @@ func (m *unreadModel) message(from, to, gid string, id snowflake.ID) {
 
 func (m *unreadModel) cursor(reader, peer, gid string, upTo snowflake.ID) {
 	m.t.Helper()
+	if gid == "" && upTo >= m.readUpTo(reader, peer) {
+		delete(m.late, reader+"|"+directConv(reader, peer)) // a read at or above the cursor recounts
+	}
 	c := cursorCmd{Reader: reader, Peer: peer, Group: gid, UpTo: upTo}
 	if _, err := m.e.prop.Propose(context.Background(), wire.CmdReadCursor, c.encode()); err != nil {
 		m.t.Fatalf("cursor: %v", err)
 	}
+}
+
+func (m *unreadModel) readUpTo(reader, peer string) snowflake.ID {
+	m.t.Helper()
+	cur, err := m.e.svc.ReadUpTo(reader, peer, "")
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return cur
 }
 
 // counted is the unread count of uid in conv counted on the history.
@@ -113,7 +135,7 @@ func (m *unreadModel) check(step string) {
 			if c.Group == "" {
 				conv = directConv(uid, c.Peer)
 			}
-			if want := counted(m.t, m.e.db, uid, conv); c.Unread != want {
+			if want := min(counted(m.t, m.e.db, uid, conv)+m.late[uid+"|"+conv], unreadCap); c.Unread != want {
 				m.t.Fatalf("%s: %s's unread in %s = %d, counted %d", step, uid, conv, c.Unread, want)
 			}
 			top, _, err := m.e.svc.historyPage(context.Background(), conv, nil, 1)
@@ -130,7 +152,8 @@ func (m *unreadModel) check(step string) {
 
 // randomOps runs n random messages and cursor moves, checking the counts
 // after each. Direct message IDs sometimes go backwards (a node with a
-// slow clock); group IDs do not (see TestGroupLateMessageCountsAsUnread).
+// slow clock), at times below the recipient's cursor; group IDs do not
+// (see TestGroupLateMessageCountsAsUnread).
 func (m *unreadModel) randomOps(rng *rand.Rand, n int) {
 	m.t.Helper()
 	for i := range n {
@@ -138,8 +161,10 @@ func (m *unreadModel) randomOps(rng *rand.Rand, n int) {
 		switch r := rng.IntN(10); {
 		case r < 4:
 			id := m.nextID
-			if rng.IntN(5) == 0 {
+			if k := rng.IntN(10); k < 2 {
 				id -= snowflake.ID(rng.IntN(50) + 1) // out of order
+			} else if cur := m.readUpTo(b, a); k == 2 && cur > 0 {
+				id = cur - snowflake.ID(rng.IntN(10)) // late, at or below b's cursor
 			} else {
 				m.nextID += 7
 			}
@@ -198,8 +223,9 @@ func TestUnreadKeptReplicatesAndRestores(t *testing.T) {
 
 // A direct message writes six keys (eight for the first of a
 // conversation); the sender's own messages never
-// count, messages below the recipient's cursor (an ID from a slow clock)
-// do not either, and a cursor move recounts what lies above it.
+// count, messages stored below the recipient's cursor (an ID from a slow
+// clock) do until the next read at or above it, and a cursor move
+// recounts what lies above it.
 func TestDirectUnreadKept(t *testing.T) {
 	m := newUnreadModel(t)
 	before := dump(t, m.e.db)
@@ -248,15 +274,24 @@ func TestDirectUnreadKept(t *testing.T) {
 	if n := unreadOf("bob", "alice"); n != 1 {
 		t.Fatalf("after reading up to 115: %d, want 1 (130)", n)
 	}
-	m.message("alice", "bob", "", 112) // below the cursor? no: above 115? no, below
-	if n := unreadOf("bob", "alice"); n != 1 {
-		t.Fatalf("a message below the cursor counted: %d", n)
+	m.message("alice", "bob", "", 112) // below the cursor: late, not read
+	if n := unreadOf("bob", "alice"); n != 2 {
+		t.Fatalf("a message stored below the cursor: %d unread, want 2", n)
 	}
 	m.message("alice", "bob", "", 125) // out of order but above the cursor
-	if n := unreadOf("bob", "alice"); n != 2 {
-		t.Fatalf("an out-of-order message above the cursor: %d, want 2", n)
+	if n := unreadOf("bob", "alice"); n != 3 {
+		t.Fatalf("an out-of-order message above the cursor: %d, want 3", n)
 	}
 	m.check("direct")
+	m.cursor("bob", "alice", "", 110) // behind the cursor: nothing changes
+	if n := unreadOf("bob", "alice"); n != 3 {
+		t.Fatalf("after a read behind the cursor: %d, want 3", n)
+	}
+	m.cursor("bob", "alice", "", 115) // at the cursor again: recounted
+	if n := unreadOf("bob", "alice"); n != 2 {
+		t.Fatalf("after a read at the cursor: %d, want 2 (125, 130)", n)
+	}
+	m.check("direct, read again")
 }
 
 // Group counts: the group summary counts messages, each sender's record
