@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,4 +190,51 @@ func readRawPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
 		t.Fatalf("reading a packet's body: %v", err)
 	}
 	return typ, body
+}
+
+// A PUBLISH that names a topic with an alias sets that alias for the
+// connection [MQTT-3.3.2-12] also when the publish is refused: the client
+// has set it on its side. mochi checked the ACL first and left a refused
+// publish's alias on its earlier topic, so the client's next publish by
+// that alias alone (meant for the refused topic) went to the earlier
+// one: here alice's typing in a group she is not a member of reached bob.
+func TestARefusedPublishStillSetsItsTopicAlias(t *testing.T) {
+	e := startBroker(t, nil)
+	bob := mustV5(t, e.addr, "bob", "d1")
+	bob.MustSub(t, "user/bob/typing")
+	alice := mustV5(t, e.addr, "alice", "d1")
+	ctx := context.Background()
+	alias := uint16(1)
+	pub := func(topic, payload string) byte {
+		t.Helper()
+		pr, err := alice.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload),
+			Properties: &paho.PublishProperties{TopicAlias: &alias}})
+		if pr == nil {
+			t.Fatalf("publish to %q: %v", topic, err)
+		}
+		return pr.ReasonCode
+	}
+	if code := pub("user/bob/typing", `{"state":"typing"}`); code != 0 {
+		t.Fatalf("typing to bob: reason %#x", code)
+	}
+	if m := bob.Next(t); m.Topic != "user/bob/typing" || !strings.Contains(string(m.Payload), `"typing"`) {
+		t.Fatalf("bob got %s %s", m.Topic, m.Payload)
+	}
+	// Alias 1 now names group/g9/typing for alice's client, though the
+	// server refuses it (she is not a member).
+	if code := pub("group/g9/typing", `{"state":"typing"}`); code != 0x87 {
+		t.Fatalf("typing in a group alice is not in: reason %#x, want 0x87", code)
+	}
+	if code := pub("", `{"state":"stopped"}`); code != 0x87 {
+		t.Errorf("typing by alias in that group: reason %#x, want 0x87", code)
+	}
+	// A marker on bob's topic by name: whatever reached bob before it
+	// came from the alias-only publish.
+	alias = 2
+	if code := pub("user/bob/typing", `{"state":"typing"}`); code != 0 {
+		t.Fatalf("marker: reason %#x", code)
+	}
+	if m := bob.Next(t); !strings.Contains(string(m.Payload), `"typing"`) {
+		t.Fatalf("bob got %s %s from a publish alice meant for group/g9/typing, want only the marker", m.Topic, m.Payload)
+	}
 }

@@ -271,12 +271,6 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if !write && b.groupDeliveryChecked(cl, topic) {
 		return true // a big group's fan-out: no membership look-up per member
 	}
-	if write && topic == "" {
-		// A publish that names its topic by alias only: mochi checks the
-		// ACL before it resolves the alias, so the check is made in
-		// OnPublish on the resolved name.
-		return true
-	}
 	if _, own := b.ownQualifiedPresence(topic); own && !write {
 		return false // presence/{name}@{this region}: see ownQualifiedPresence
 	}
@@ -440,13 +434,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		// publish before it has its answer.
 		ci.pipe.drain()
 	}
-	p := principalOf(ci, cl)
-	if pk.Properties.TopicAlias > 0 && !allowed(p, b.cfg.Dev, b.deps.Visibility, b.deps.Membership, pk.TopicName, true) &&
-		!archiveDecides(p, pk.TopicName) {
-		b.m.refused.WithLabelValues("acl_publish").Inc()
-		return b.refuse(cl, pk, wire.ParseTopic(pk.TopicName).Kind.String(), "forbidden", packets.ErrNotAuthorized)
-	}
-	return b.onPublish(cl, pk, p)
+	// A publish by topic alias comes with its topic resolved: our copy
+	// of mochi sets and resolves aliases before OnACLCheck (patch 51).
+	return b.onPublish(cl, pk, principalOf(ci, cl))
 }
 
 func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
