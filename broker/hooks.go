@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -439,9 +440,35 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	return b.onPublish(cl, pk, principalOf(ci, cl))
 }
 
+// OnPublishDropped: a delivery to cl dropped instead of sent, because
+// the client's outbound queue or its session's store of unacknowledged
+// deliveries is full ("queue_full"), or because it is larger than the
+// client's MQTT 5 Maximum Packet Size ("too_large", mochi patch 52).
+// Either way a client that missed a chat message or a presence update
+// is told to sync (missedStored).
 func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
-	h.b.m.dropped.WithLabelValues(wire.ParseTopic(pk.TopicName).Kind.String(), "queue_full").Inc()
+	reason := "queue_full"
+	if tooLargeFor(cl, pk) {
+		reason = "too_large"
+	}
+	h.b.m.dropped.WithLabelValues(wire.ParseTopic(pk.TopicName).Kind.String(), reason).Inc()
 	h.b.missedStored(cl, pk)
+}
+
+// tooLargeFor reports whether pk, encoded for cl, is larger than the
+// Maximum Packet Size cl set (a drop, rare: it encodes the packet).
+func tooLargeFor(cl *mqtt.Client, pk packets.Packet) bool {
+	limit := cl.Properties.Props.MaximumPacketSize
+	if limit == 0 {
+		return false
+	}
+	pk.ProtocolVersion = cl.Properties.ProtocolVersion
+	pk.Mods.MaxSize = 0
+	var buf bytes.Buffer
+	if err := pk.PublishEncode(&buf); err != nil {
+		return false
+	}
+	return uint32(buf.Len()) > limit
 }
 
 // OnQosDropped: a QoS>0 delivery the session held is gone without its

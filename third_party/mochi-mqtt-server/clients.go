@@ -466,6 +466,13 @@ func (cl *Client) resendInflight(pending []packets.Packet) error {
 
 		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
+		if err != nil && cl.discardUnsendable(tk, err) {
+			// Too large for the new connection: discarded as a first
+			// send is (edgechat patch 52). Failing the resend ended
+			// the connection after its CONNACK, and every resumption
+			// of the session after it.
+			continue
+		}
 		if err != nil {
 			return err
 		}

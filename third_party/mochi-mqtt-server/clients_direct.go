@@ -102,14 +102,21 @@ func publishSizeHint(pk *packets.Packet) int {
 // holding a unit of the client's Receive Maximum for good (with a
 // Receive Maximum of 1 the client got nothing more) and failing every
 // resend when the session resumed. The caller sends the held messages
-// the quota lets go.
-func (cl *Client) discardUnsendable(pk packets.Packet, err error) {
-	if !errors.Is(err, packets.ErrPacketTooLarge) || pk.FixedHeader.Type != packets.Publish || pk.FixedHeader.Qos == 0 {
-		return
+// the quota lets go. It reports whether pk was such a delivery.
+//
+// A delivery of any QoS dropped so is told to the hooks as one dropped
+// instead of delivered (OnPublishDropped; edgechat patch 52): the
+// client never learns of it, and a hook may need it to (edgechat
+// closes the connection of a client that missed a chat message, so
+// that it syncs).
+func (cl *Client) discardUnsendable(pk packets.Packet, err error) bool {
+	if !errors.Is(err, packets.ErrPacketTooLarge) || pk.FixedHeader.Type != packets.Publish {
+		return false
 	}
-	if cl.State.Inflight.Delete(pk.PacketID) {
+	cl.ops.hooks.OnPublishDropped(cl, pk)
+	if pk.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
 		atomic.AddInt64(&cl.ops.info.Inflight, -1)
-		cl.ops.hooks.OnQosDropped(cl, pk)
 		cl.State.Inflight.IncreaseSendQuota()
 	}
+	return true
 }

@@ -34,7 +34,10 @@ type Options struct {
 	// ReceiveMaximum, when not 0, is the client's Receive Maximum: the
 	// server may have that many QoS 1 and 2 deliveries unacknowledged.
 	ReceiveMaximum uint16
-	Will           *paho.WillMessage
+	// MaximumPacketSize, when not 0, is the largest packet the client
+	// accepts: the server must not send it a larger one.
+	MaximumPacketSize uint32
+	Will              *paho.WillMessage
 	// NoProblemInfo sets Request Problem Information to 0.
 	NoProblemInfo bool
 	// Timeout bounds the connect and each later operation; default DefaultTimeout.
@@ -142,6 +145,9 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 	}
 	if o.ReceiveMaximum > 0 {
 		cp.Properties.ReceiveMaximum = &o.ReceiveMaximum
+	}
+	if o.MaximumPacketSize > 0 {
+		cp.Properties.MaximumPacketSize = &o.MaximumPacketSize
 	}
 	if o.Username != "" {
 		cp.Username, cp.UsernameFlag = o.Username, true
