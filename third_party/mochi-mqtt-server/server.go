@@ -1087,24 +1087,23 @@ func (s *Server) InjectPacket(cl *Client, pk packets.Packet) error {
 
 // processPublish processes a Publish packet.
 func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
-	if !cl.Net.Inline && !IsValidFilter(pk.TopicName, true) {
-		return nil
-	}
-
 	// Receive Maximum counts QoS 1 and 2 publishes only ([MQTT-3.3.4-9]).
 	if pk.FixedHeader.Qos > 0 && atomic.LoadInt32(&cl.State.Inflight.receiveQuota) == 0 {
 		return s.DisconnectClient(cl, packets.ErrReceiveMaximum) // ~[MQTT-3.3.4-7] ~[MQTT-3.3.4-8]
 	}
 
-	// The alias is set (or resolved) before the ACL check: a refused
+	// The alias is set (or resolved) before the checks: a refused
 	// publish that names a topic with an alias still sets it, as the
-	// client did on its side [MQTT-3.3.2-12], and the check sees the
-	// topic an alias-only publish goes to (patch 51).
+	// client did on its side [MQTT-3.3.2-12], and the checks see the
+	// topic an alias-only publish goes to (edgechat patch 51).
 	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 { // [MQTT-3.3.2-11]
 		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
 	}
 
-	if !cl.Net.Inline && !s.hooks.OnACLCheck(cl, pk.TopicName, true) {
+	// A topic no client may publish to ($SYS) is refused as the ACL
+	// refuses (edgechat patch 53): dropped without an answer, a QoS>0
+	// publish was never acknowledged, and the client waited for good.
+	if !cl.Net.Inline && (!IsValidFilter(pk.TopicName, true) || !s.hooks.OnACLCheck(cl, pk.TopicName, true)) {
 		if pk.FixedHeader.Qos == 0 {
 			return nil
 		}
