@@ -214,7 +214,7 @@ func (b *Broker) startChat(cl *mqtt.Client, pipe *pipeline, pk packets.Packet, p
 			case err != nil:
 				code, reason := b.commitRefusal(topic, p, noun, err)
 				ack, write := b.refusalAck(cl, id, inherited, class, reason, code)
-				return ack, write, nil
+				return ack, write, b.v3RetryLater(cl, qos, reason) // closed after the PUBACKs before it
 			case dup:
 				return b.buildAck(id, inherited, packets.CodeSuccess), true, nil
 			}
@@ -341,11 +341,20 @@ func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, class, reason string
 				return b.overflow(cl, pk)
 			}
 			ack, write := b.refusalAck(cl, pk.PacketID, pk.Properties.User, class, reason, code)
-			pipe.push(&pending{ack: &ack, write: write})
+			e := &pending{ack: &ack, write: write}
+			if retry := b.v3RetryLater(cl, pk.FixedHeader.Qos, reason); retry != nil {
+				// Closed once the PUBACKs before it are written.
+				e = &pending{deadline: time.Now(), wait: func(context.Context) (packets.Packet, bool, func()) { return ack, write, retry }}
+			}
+			pipe.push(e)
 			return pk, packets.ErrRejectPacket
 		}
 	}
 	b.m.dropped.WithLabelValues(class, reason).Inc()
+	if retry := b.v3RetryLater(cl, pk.FixedHeader.Qos, reason); retry != nil {
+		retry()
+		return pk, packets.ErrRejectPacket
+	}
 	if cl.Properties.ProtocolVersion == 5 {
 		switch pk.FixedHeader.Qos {
 		case 1:
@@ -362,6 +371,24 @@ func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, class, reason string
 		}
 	}
 	return pk, packets.ErrRejectPacket
+}
+
+// v3RetryLater is what a QoS >= 1 publish of an MQTT 3.1.1 client that
+// could not be committed now (metric reason "unavailable": no quorum, a
+// timeout, shutting down) does once answered: close the connection. 3.1.1
+// has no negative PUBACK, and a client resends an unacknowledged publish
+// only when it reconnects [MQTT-4.4.0-1]: dropped on a connection that
+// stays, the message was never sent again. nil for any other publish
+// (v5 clients get 0x83 and retry; a refusal for good is only dropped).
+func (b *Broker) v3RetryLater(cl *mqtt.Client, qos byte, reason string) func() {
+	if reason != "unavailable" || qos == 0 || cl.Properties.ProtocolVersion == 5 || cl.Net.Inline {
+		return nil
+	}
+	return func() {
+		b.m.refused.WithLabelValues("v3_not_committed").Inc()
+		b.log.Debug("a 3.1.1 publish could not be committed: connection closed so that its client resends it", "client", cl.ID)
+		_ = b.srv.DisconnectClient(cl, packets.ErrServerBusy)
+	}
 }
 
 // depCode maps a service error to a PUBACK reason code and a metric reason.
