@@ -22,13 +22,32 @@ import (
 // closes the connection with 0x89 so that the client syncs, where a
 // message of any size reaches it.
 func TestAChatMessageTooLargeForTheClientMakesItSync(t *testing.T) {
+	for _, aliases := range []bool{false, true} {
+		t.Run(fmt.Sprintf("aliases=%v", aliases), func(t *testing.T) { tooLargeMakesItSync(t, aliases) })
+	}
+}
+
+// tooLargeMakesItSync: with aliases, bob lets the server send topics by
+// alias, and the message too large goes after one that set the alias
+// (its drop then names its topic by alias only).
+func tooLargeMakesItSync(t *testing.T, aliases bool) {
 	e := startBroker(t, nil)
-	bob, _, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "bob/small", Username: "bob", Password: "tok:bob", MaximumPacketSize: 1024})
+	o := mqtttest.Options{ClientID: "bob/small", Username: "bob", Password: "tok:bob", MaximumPacketSize: 1024}
+	if aliases {
+		o.TopicAliasMaximum = 10
+	}
+	bob, _, err := mqtttest.Dial(t, e.addr, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bob.MustSub(t, "user/bob/newMessage")
 	alice := mustV5(t, e.addr, "alice", "d1")
+	if aliases {
+		if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"first","type":"text","body":"hi"}`); code != 0 {
+			t.Fatalf("first message: reason %#x", code)
+		}
+		bob.Next(t)
+	}
 	long := strings.Repeat("x", 2000)
 	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"long","type":"text","body":"`+long+`"}`); code != 0 {
 		t.Fatalf("long message: reason %#x", code)

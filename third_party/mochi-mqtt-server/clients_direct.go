@@ -113,6 +113,10 @@ func (cl *Client) discardUnsendable(pk packets.Packet, err error) bool {
 	if !errors.Is(err, packets.ErrPacketTooLarge) || pk.FixedHeader.Type != packets.Publish {
 		return false
 	}
+	if pk.TopicName == "" && pk.Properties.TopicAlias > 0 {
+		// Sent by alias alone: the hooks are told its topic.
+		pk.TopicName = cl.State.TopicAliases.Outbound.Topic(pk.Properties.TopicAlias)
+	}
 	cl.ops.hooks.OnPublishDropped(cl, pk)
 	if pk.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
 		atomic.AddInt64(&cl.ops.info.Inflight, -1)

@@ -106,6 +106,19 @@ func (a *OutboundTopicAliases) Sent(topic string) {
 	a.Unlock()
 }
 
+// Topic is the topic alias stands for (empty: none). It searches the
+// aliases: for a delivery the server dropped (edgechat patch 52), rare.
+func (a *OutboundTopicAliases) Topic(alias uint16) string {
+	a.RLock()
+	defer a.RUnlock()
+	for topic, i := range a.internal {
+		if i == alias {
+			return topic
+		}
+	}
+	return ""
+}
+
 // NewOutboundTopicAliases returns a pointer to OutboundTopicAliases.
 func NewOutboundTopicAliases(topicAliasMaximum uint16) *OutboundTopicAliases {
 	return &OutboundTopicAliases{maximum: topicAliasMaximum} // the map is made on first Set

@@ -37,6 +37,8 @@ type Options struct {
 	// MaximumPacketSize, when not 0, is the largest packet the client
 	// accepts: the server must not send it a larger one.
 	MaximumPacketSize uint32
+	// TopicAliasMaximum, when not 0, lets the server send topics by alias.
+	TopicAliasMaximum uint16
 	Will              *paho.WillMessage
 	// NoProblemInfo sets Request Problem Information to 0.
 	NoProblemInfo bool
@@ -148,6 +150,9 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 	}
 	if o.MaximumPacketSize > 0 {
 		cp.Properties.MaximumPacketSize = &o.MaximumPacketSize
+	}
+	if o.TopicAliasMaximum > 0 {
+		cp.Properties.TopicAliasMaximum = &o.TopicAliasMaximum
 	}
 	if o.Username != "" {
 		cp.Username, cp.UsernameFlag = o.Username, true
