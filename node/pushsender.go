@@ -32,6 +32,7 @@ func (n *Node) buildPushSender() error {
 		Preferences:   pushPreferences{n.Push},
 		Archive:       n.Archive,
 		Directory:     pushDirectory{n.Users},
+		Blocks:        n.Users,
 		Connections:   registryConnections{n.clients},
 		Leadership:    n.raft,
 		Provider:      pushbridge.Counted(n.PushRouter, metrics),

@@ -232,6 +232,10 @@ type DeviceState struct {
 	// ReadUpTo is the user's read cursor in the message's conversation
 	// (the newest message read on any device); 0 when nothing was read.
 	ReadUpTo snowflake.ID
+	// SenderBlocked: the user has blocked the message's sender (a group
+	// message still reaches them, and a direct one accepted just before
+	// the block is stored).
+	SenderBlocked bool
 }
 
 // Verdict is the outcome of Decide; its value is usable as a metric
@@ -242,6 +246,7 @@ type Verdict string
 const (
 	PushNow       Verdict = "push"
 	SkipExpired   Verdict = "expired"
+	SkipBlocked   Verdict = "blocked"
 	SkipRead      Verdict = "read"
 	SkipConnected Verdict = "connected"
 	SkipMuted     Verdict = "muted"
@@ -251,13 +256,15 @@ const (
 // Decide says, at now (the end of the grace period or later, on retry),
 // whether device d is pushed for m. The checks go from the cheapest and
 // most definite reason to the least, so that the verdict names the one a
-// user would expect: a message too old, already read, a device that is
-// online (it gets the message over MQTT), a muted conversation, then
-// do-not-disturb.
+// user would expect: a message too old, from a sender the user blocked,
+// already read, a device that is online (it gets the message over MQTT),
+// a muted conversation, then do-not-disturb.
 func Decide(m Message, d DeviceState, now time.Time) Verdict {
 	switch {
 	case !now.Before(m.CommittedAt.Add(MessageExpiry)):
 		return SkipExpired
+	case d.SenderBlocked:
+		return SkipBlocked
 	case d.ReadUpTo != 0 && d.ReadUpTo >= m.ID:
 		return SkipRead
 	case connected(d):

@@ -201,6 +201,7 @@ func TestDecide(t *testing.T) {
 		{"just under a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry - time.Nanosecond), push.PushNow},
 		{"exactly a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry), push.SkipExpired},
 		{"expired wins over connected", directMessage(), with(func(d *push.DeviceState) { d.Connected = []string{"bob/phone"} }), commitTime.Add(48 * time.Hour), push.SkipExpired},
+		{"sender blocked", groupMessage(3, "hi"), with(func(d *push.DeviceState) { d.SenderBlocked = true }), grace, push.SkipBlocked},
 		{"read wins over muted", directMessage(), with(func(d *push.DeviceState) {
 			d.ReadUpTo = 1000
 			d.Mutes = []push.Mute{{Conversation: "user:alice"}}

@@ -107,7 +107,7 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 			Help:    "From a message's commit to the provider's answer to its push (the grace period included).",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 7.5, 10, 30, 60, 300}}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_decisions_total",
-			Help: "Devices decided at the end of the grace period, and again before a retry when that stops it, by verdict (push, connected, read, muted, dnd, expired, unregistered)."},
+			Help: "Devices decided at the end of the grace period, and again before a retry when that stops it, by verdict (push, connected, read, muted, dnd, blocked, expired, unregistered)."},
 			[]string{"verdict"}),
 		givenUpC: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_push_given_up_total",
 			Help: "Pushes not delivered, by reason (rejected; attempts; overflow: more pushes queued or waiting for a retry for a provider than the bound, the oldest went)."}, []string{"reason"}),
@@ -119,7 +119,7 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 	for _, p := range []Platform{APNs, FCM, WebPush} {
 		m.retryWaiting.WithLabelValues(string(p))
 	}
-	for _, v := range []Verdict{PushNow, SkipConnected, SkipRead, SkipMuted, SkipDND, SkipExpired, verdictUnregistered} {
+	for _, v := range []Verdict{PushNow, SkipConnected, SkipRead, SkipMuted, SkipDND, SkipBlocked, SkipExpired, verdictUnregistered} {
 		m.decisions.WithLabelValues(string(v))
 	}
 	for _, r := range []string{reasonRejected, reasonAttempts, reasonOverflow} {

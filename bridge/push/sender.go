@@ -177,6 +177,12 @@ type Directory interface {
 	IsMember(gid, uid string) bool
 }
 
+// Blocks tells whether a user blocked another (services/users): a
+// message of someone the recipient blocked is never pushed.
+type Blocks interface {
+	IsBlocked(blocker, blocked string) bool
+}
+
 // Connections tells whether an MQTT client ID is connected anywhere in
 // the cluster (the broker's replicated client registry).
 type Connections interface {
@@ -193,14 +199,15 @@ type Leadership interface {
 	MembersChanged() <-chan struct{}
 }
 
-// SenderDeps are the sender's collaborators; all but Metrics, Registerer,
-// Now and Logger are required.
+// SenderDeps are the sender's collaborators; all but Blocks (nil: nobody
+// blocked anyone), Metrics, Registerer, Now and Logger are required.
 type SenderDeps struct {
 	Outbox        Outbox
 	Registrations Registrations
 	Preferences   Preferences
 	Archive       Archive
 	Directory     Directory
+	Blocks        Blocks
 	Connections   Connections
 	Leadership    Leadership
 	Provider      Provider // the Router, usually Counted
@@ -786,6 +793,7 @@ type userState struct {
 	mutes    []Mute
 	dnd      *DND
 	readUpTo snowflake.ID
+	blocked  bool // the user blocked the message's sender
 }
 
 func (s *Sender) readUserState(uid string, msg Message, now time.Time) (userState, error) {
@@ -800,11 +808,13 @@ func (s *Sender) readUserState(uid string, msg Message, now time.Time) (userStat
 	if st.readUpTo, err = s.deps.Archive.ReadUpTo(uid, msg.From, msg.Group); err != nil {
 		return st, fmt.Errorf("read cursor: %w", err)
 	}
+	st.blocked = s.deps.Blocks != nil && s.deps.Blocks.IsBlocked(uid, msg.From)
 	return st, nil
 }
 
 func (st userState) device(uid, device string, connected bool) DeviceState {
-	d := DeviceState{UID: uid, Device: device, Mutes: st.mutes, DND: st.dnd, ReadUpTo: st.readUpTo}
+	d := DeviceState{UID: uid, Device: device, Mutes: st.mutes, DND: st.dnd, ReadUpTo: st.readUpTo,
+		SenderBlocked: st.blocked}
 	if connected {
 		d.Connected = []string{uid + "/" + device}
 	}
