@@ -38,8 +38,13 @@ const (
 
 // Subscription is a browser's PushSubscription (its toJSON form).
 type Subscription struct {
-	Endpoint string           `json:"endpoint"`
-	Keys     SubscriptionKeys `json:"keys"`
+	Endpoint string `json:"endpoint"`
+	// ExpirationTime is toJSON()'s expirationTime: null, or when the
+	// subscription expires (milliseconds since the epoch). It is taken and
+	// not kept: the push service answers an expired subscription 404 or
+	// 410, which removes the registration.
+	ExpirationTime *float64         `json:"expirationTime,omitempty"`
+	Keys           SubscriptionKeys `json:"keys"`
 }
 
 // SubscriptionKeys are the subscription's encryption keys (RFC 8291),
@@ -142,6 +147,10 @@ func normalizeSubscription(s Subscription) (Subscription, error) {
 	if err != nil || len(auth) != 16 {
 		return s, fmt.Errorf("%w: auth must be 16 bytes, base64url", ErrInvalidSubscription)
 	}
+	if s.ExpirationTime != nil && *s.ExpirationTime < 0 {
+		return s, fmt.Errorf("%w: expirationTime must be null or a time in milliseconds since the epoch", ErrInvalidSubscription)
+	}
+	s.ExpirationTime = nil
 	s.Keys.P256dh = base64.RawURLEncoding.EncodeToString(pub)
 	s.Keys.Auth = base64.RawURLEncoding.EncodeToString(auth)
 	return s, nil
