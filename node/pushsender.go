@@ -3,8 +3,10 @@ package node
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -31,7 +33,7 @@ func (n *Node) buildPushSender() error {
 		Registrations: pushRegistrations{s: n.Push, deleted: n.Auth.Deleted},
 		Preferences:   pushPreferences{n.Push},
 		Archive:       n.Archive,
-		Directory:     pushDirectory{n.Users},
+		Directory:     n.pushDirectory(),
 		Blocks:        n.Users,
 		Connections:   registryConnections{n.clients},
 		Leadership:    n.raft,
@@ -104,9 +106,42 @@ func (p pushPreferences) Preview(uid string) (pushbridge.Preview, error) {
 func (p pushPreferences) GroupOptIns(gid string) ([]string, error) { return p.s.GroupOptIns(gid) }
 
 // pushDirectory names users and groups for notifications.
-type pushDirectory struct{ u *users.Service }
+type pushDirectory struct {
+	u *users.Service
+	// remote fetches the profile of a user of another region (the region
+	// bridge, whose cache answers most); nil without links.
+	remote func(ctx context.Context, addr string) ([]byte, error)
+}
 
+func (n *Node) pushDirectory() pushDirectory {
+	d := pushDirectory{u: n.Users}
+	if n.Region != nil {
+		d.remote = n.Region.RemoteProfile
+	}
+	return d
+}
+
+// remoteNameTimeout bounds the question to another region for a
+// sender's display name, so that a slow link delays a push by that much
+// at most (the name falls back to the address).
+const remoteNameTimeout = 2 * time.Second
+
+// DisplayName is uid's display name; for a user of another region
+// (alice@eu) the one her region gives, as GET /user/alice@eu shows it.
+// The address itself when there is none.
 func (d pushDirectory) DisplayName(uid string) string {
+	if strings.IndexByte(uid, '@') >= 0 {
+		if d.remote == nil {
+			return uid
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), remoteNameTimeout)
+		defer cancel()
+		var p users.Profile
+		if b, err := d.remote(ctx, uid); err == nil && json.Unmarshal(b, &p) == nil && p.DisplayName != "" && !p.Deleted {
+			return p.DisplayName
+		}
+		return uid
+	}
 	if p, err := d.u.Profile(uid); err == nil && p.DisplayName != "" {
 		return p.DisplayName
 	}
