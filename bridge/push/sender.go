@@ -898,12 +898,12 @@ func (t *term) send(ctx context.Context, j *job) {
 	case DeadToken:
 		t.removeDead(j, res)
 	case Failed:
-		logFailure(s.log, platform, tokenOf(j.reg.Device), res, err)
+		logFailure(s.log, platform, logToken(j.reg.Device), res, err)
 		s.sm.givenUp(reasonRejected)
 	default: // RetryLater, or no answer at all
 		delay := s.retryDelay(j.attempts, res.RetryAfter)
 		if j.attempts >= s.cfg.MaxAttempts || !now.Add(delay).Before(j.n.Expiry) {
-			logFailure(s.log, platform, tokenOf(j.reg.Device), res, err)
+			logFailure(s.log, platform, logToken(j.reg.Device), res, err)
 			s.sm.givenUp(reasonAttempts)
 			break
 		}
@@ -989,6 +989,16 @@ func (t *term) overflowed(_ string, jobs []*job) {
 		t.s.sm.givenUp(reasonOverflow)
 		t.finish(j.msg, j.clientID())
 	}
+}
+
+// logToken is what logFailure takes of d: the token (it shortens it), or
+// a Web Push endpoint already redacted (its path is the subscription's
+// secret).
+func logToken(d Device) string {
+	if d.Platform == WebPush {
+		return redactEndpoint(d.Endpoint)
+	}
+	return d.Token
 }
 
 func tokenOf(d Device) string {

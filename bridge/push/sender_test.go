@@ -1,10 +1,13 @@
 package push_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -567,4 +570,38 @@ func (f *firstTerm) Send(ctx context.Context, d push.Device, _ push.Notification
 		return push.Result{Outcome: push.RetryLater}, ctx.Err()
 	}
 	return push.Result{Outcome: push.Delivered, Status: 200}, nil
+}
+
+// The sender's line for a push it gives up shows a Web Push endpoint as
+// the provider's own line does: the push service and a shortened path,
+// never the path (the subscription's secret) in full.
+func TestSenderLogsNoWebPushEndpointInFull(t *testing.T) {
+	const secret = "fGhX-subscription-secret-path-0123456789abcdef"
+	w := newWorld()
+	w.register("bob", "browser", push.Device{Platform: push.WebPush, Endpoint: "https://push.example/wpush/v2/" + secret, P256dh: "k", Auth: "a"})
+	p := &scripted{answer: func(push.Device, int) (push.Result, error) {
+		return push.Result{Outcome: push.Failed, Status: 400}, push.ErrRejected
+	}}
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: &buf, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w.stage("bob", "hi")
+	s, _ := newSender(t, w, p, push.SenderConfig{NoGrace: true}, func(d *push.SenderDeps) { d.Logger = log })
+	cancel, done := goRun(s)
+	t.Cleanup(func() { cancel(); <-done })
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	mu.Lock()
+	out := buf.String()
+	mu.Unlock()
+	if !strings.Contains(out, `"msg":"push send failed"`) || !strings.Contains(out, "https://push.example/") {
+		t.Errorf("no failure line naming the push service: %s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the log holds the endpoint in full: %s", out)
+	}
 }
