@@ -73,8 +73,12 @@ const (
 	maxProgressPerCommand = 10_000 // services/push accepts 20,000
 	planWorkers           = 4
 	replanDelay           = 5 * time.Second
-	barrierRetry          = 100 * time.Millisecond
-	finalFlushTimeout     = 3 * time.Second
+	// queuedRecheck: a push that waited longer than this in its queue
+	// since it was decided (a slow provider, a long queue) is decided
+	// again before its first attempt, as a retry is.
+	queuedRecheck     = time.Second
+	barrierRetry      = 100 * time.Millisecond
+	finalFlushTimeout = 3 * time.Second
 )
 
 // SenderConfig tunes the sender; zero fields take the defaults, except
@@ -776,7 +780,7 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 		}
 		// The current registration: a device that registered a new token
 		// under the same device ID is still this user's device.
-		j := &job{msg: m, uid: u.uid, reg: reg, n: *n}
+		j := &job{msg: m, uid: u.uid, reg: reg, n: *n, decidedAt: now}
 		m.mu.Lock()
 		m.pending++
 		m.mu.Unlock()
@@ -855,11 +859,12 @@ func (s *Sender) build(msg Message, uid string) (Notification, error) {
 
 // job is one push to one device.
 type job struct {
-	msg      *message
-	uid      string
-	reg      Registered
-	n        Notification
-	attempts int
+	msg       *message
+	uid       string
+	reg       Registered
+	n         Notification
+	attempts  int
+	decidedAt time.Time // by the sender's clock
 }
 
 func (j *job) clientID() string { return j.uid + "/" + j.reg.Name }
@@ -880,7 +885,7 @@ func (t *term) send(ctx context.Context, j *job) {
 	s := t.s
 	sctx, cancel := context.WithTimeout(ctx, s.cfg.SendTimeout)
 	defer cancel()
-	if j.attempts > 0 && !t.stillWanted(j) {
+	if (j.attempts > 0 || !s.now().Before(j.decidedAt.Add(queuedRecheck))) && !t.stillWanted(j) {
 		return
 	}
 	j.attempts++
@@ -914,8 +919,8 @@ func (t *term) send(ctx context.Context, j *job) {
 	t.finish(j.msg, j.clientID())
 }
 
-// stillWanted decides a retry again before it is sent, as at the end of
-// the grace period: the device may have signed out or moved its token,
+// stillWanted decides a retry (or a push that waited in its queue)
+// again before it is sent, as at the end of the grace period: the device may have signed out or moved its token,
 // the user may have read or muted the conversation, or the device may
 // be connected by now. A push no longer wanted is handled; a read error
 // puts the retry back (it is not an attempt).

@@ -372,3 +372,59 @@ func TestAFailedReadWhenDecidingPlansTheMessageAgain(t *testing.T) {
 		})
 	}
 }
+
+// A push that waited in its provider's queue (the provider slow, the
+// queue long) is decided again before its first attempt, as a retry is:
+// here carol read her message on another device while her push waited
+// behind bob's, which the provider held for two seconds of the sender's
+// clock.
+func TestAPushThatWaitedInTheQueueIsDecidedAgainBeforeItIsSent(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-bob"})
+	w.register("carol", "phone", push.Device{Platform: push.APNs, Token: "tok-carol"})
+	var clock atomic.Int64
+	var base time.Time
+	now := func() time.Time { return base.Add(time.Duration(clock.Load())) }
+	first, release := make(chan string, 1), make(chan struct{})
+	p := &scripted{answer: func(d push.Device, _ int) (push.Result, error) {
+		select {
+		case first <- d.Token: // the first push the provider sees waits
+			<-release
+		default:
+		}
+		return push.Result{Outcome: push.Delivered, Status: 200}, nil
+	}}
+	ids := map[string]snowflake.ID{"tok-bob": w.stage("bob", "hi bob"), "tok-carol": w.stage("carol", "hi carol")}
+	base = time.Now().Add(time.Millisecond) // the sender's clock: the messages are due, and it moves when the test says
+	s, reg := newSender(t, w, p, push.SenderConfig{NoGrace: true, Concurrency: 1}, func(d *push.SenderDeps) { d.Now = now })
+	cancel, done := goRun(s)
+	t.Cleanup(func() { cancel(); <-done })
+	var held string
+	select {
+	case held = <-first:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no push reached the provider")
+	}
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if v, _ := testutil.MetricValue(t, reg, "edgechat_push_decisions_total", map[string]string{"verdict": "push"}); v != 2 {
+			return fmt.Errorf("%v devices decided to push, want both", v)
+		}
+		return nil
+	})
+	waiting, user := "tok-carol", "carol"
+	if held == "tok-carol" {
+		waiting, user = "tok-bob", "bob"
+	}
+	clock.Add(int64(2 * time.Second))
+	w.mu.Lock()
+	w.read[user] = ids[waiting] // read elsewhere meanwhile
+	w.mu.Unlock()
+	close(release)
+	w.outboxEmpty(t)
+	if n := len(p.tries(waiting)); n != 0 {
+		t.Errorf("%s's push, read while it waited in the queue, was sent %d times", user, n)
+	}
+	if n := len(p.tries(held)); n != 1 {
+		t.Errorf("the held push was tried %d times", n)
+	}
+}
