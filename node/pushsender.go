@@ -35,6 +35,7 @@ func (n *Node) buildPushSender() error {
 		Archive:       n.Archive,
 		Directory:     n.pushDirectory(),
 		Blocks:        n.Users,
+		SignedIn:      n.Auth,
 		Connections:   registryConnections{n.clients},
 		Leadership:    n.raft,
 		Provider:      pushbridge.Counted(n.PushRouter, metrics),

@@ -61,7 +61,7 @@ func (r pushRegistrations) Devices(uid string) ([]pushbridge.Registered, error) 
 	}
 	out := make([]pushbridge.Registered, 0, len(ds))
 	for _, d := range ds {
-		out = append(out, pushbridge.Registered{Name: d.Device, Device: bridgeDevice(d), UpdatedAt: d.UpdatedAt})
+		out = append(out, pushbridge.Registered{Name: d.Device, Device: bridgeDevice(d), UpdatedAt: d.UpdatedAt, Session: d.Session})
 	}
 	return out, nil
 }

@@ -187,6 +187,13 @@ type Blocks interface {
 	IsBlocked(blocker, blocked string) bool
 }
 
+// SignedIn tells whether a registered device is still signed in
+// (services/auth): a registration whose session ended, and that no live
+// session of the user names, is not pushed.
+type SignedIn interface {
+	DeviceSignedIn(uid, device, session string) (bool, error)
+}
+
 // Connections tells whether an MQTT client ID is connected anywhere in
 // the cluster (the broker's replicated client registry).
 type Connections interface {
@@ -204,7 +211,8 @@ type Leadership interface {
 }
 
 // SenderDeps are the sender's collaborators; all but Blocks (nil: nobody
-// blocked anyone), Metrics, Registerer, Now and Logger are required.
+// blocked anyone), SignedIn (nil: every registration is signed in),
+// Metrics, Registerer, Now and Logger are required.
 type SenderDeps struct {
 	Outbox        Outbox
 	Registrations Registrations
@@ -212,6 +220,7 @@ type SenderDeps struct {
 	Archive       Archive
 	Directory     Directory
 	Blocks        Blocks
+	SignedIn      SignedIn
 	Connections   Connections
 	Leadership    Leadership
 	Provider      Provider // the Router, usually Counted
@@ -754,7 +763,11 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 	var n *Notification
 	for _, planned := range u.devices {
 		cid := u.uid + "/" + planned.Name
-		reg, ok := findDevice(current, planned.Name)
+		reg, ok, err := s.currentDevice(u.uid, current, planned.Name)
+		if err != nil {
+			t.decideFailed(m, u.uid, "sign-in sessions", err)
+			return
+		}
 		if !ok {
 			// Signed out (or the token moved away) since the plan: handled,
 			// so that no later term pushes it either.
@@ -823,6 +836,21 @@ func (st userState) device(uid, device string, connected bool) DeviceState {
 		d.Connected = []string{uid + "/" + device}
 	}
 	return d
+}
+
+// currentDevice is uid's registration of device name among regs (read
+// now), if it has one and it is signed in: a registration whose sign-in
+// session has ended is as good as gone.
+func (s *Sender) currentDevice(uid string, regs []Registered, name string) (Registered, bool, error) {
+	reg, ok := findDevice(regs, name)
+	if !ok || s.deps.SignedIn == nil {
+		return reg, ok, nil
+	}
+	in, err := s.deps.SignedIn.DeviceSignedIn(uid, name, reg.Session)
+	if err != nil {
+		return Registered{}, false, err
+	}
+	return reg, in, nil
 }
 
 // findDevice is the registration of device name among regs.
@@ -938,7 +966,12 @@ func (t *term) stillWanted(j *job) bool {
 		t.retryAfter(j, s.retryDelay(j.attempts, 0))
 		return false
 	}
-	reg, ok := findDevice(regs, j.reg.Name)
+	reg, ok, err := s.currentDevice(j.uid, regs, j.reg.Name)
+	if err != nil {
+		s.log.Error("push: reading what a retry is decided on; trying later", "uid", j.uid, "err", err)
+		t.retryAfter(j, s.retryDelay(j.attempts, 0))
+		return false
+	}
 	if !ok {
 		s.sm.decided(verdictUnregistered)
 		t.finish(j.msg, j.clientID())

@@ -27,6 +27,9 @@ type Registered struct {
 	Name      string
 	Device    Device
 	UpdatedAt time.Time
+	// Session is the sign-in session that registered it last ("" for
+	// none): see SignedIn.
+	Session string
 }
 
 // Registrations is where the bridge reads a user's devices and removes
