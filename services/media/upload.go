@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -23,6 +24,9 @@ const (
 	// multipartSlack is what a multipart request may carry besides the
 	// file (boundaries, headers, small fields).
 	multipartSlack = 64 << 10
+	// markUploadedTimeout bounds marking a stored upload uploaded, which
+	// no longer waits on its client.
+	markUploadedTimeout = 30 * time.Second
 )
 
 // Upload is what a client uploads: a name and the type it claims (both
@@ -166,7 +170,16 @@ func (s *Service) StoreKeyed(ctx context.Context, owner string, u Upload) (rec R
 		return Record{}, false, ErrEmpty
 	}
 	s.m.bytesIn.Add(float64(obj.Size))
-	v, err = s.propose(ctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC(), Settle: true})
+	// The bytes are stored: the upload completes whether or not its
+	// client still waits for the answer. A connection that closed after
+	// the last byte (a phone that lost the network) ended the request's
+	// context, and the record stayed uploading, so the retry with its
+	// Idempotency-Key was answered 409 until the sweeper removed it a day
+	// later. Proposed again through a leader change: marking uploaded
+	// twice changes nothing.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markUploadedTimeout)
+	defer cancel()
+	v, _, err = s.proposeRetrying(uctx, wire.CmdMediaUploaded, uploadedCmd{ID: id, Size: obj.Size, At: s.now().UTC(), Settle: true}, time.Time{})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("media: mark uploaded: %w", err)
 	}
