@@ -33,7 +33,11 @@ func (n *Node) buildMedia(ctx context.Context) error {
 			PublicEndpoint: c.MediaPublicEndpoint, ArchiveBucket: archiveBucket(c)})
 		shared = true
 	default:
-		st, err = store.NewLocal(filepath.Join(c.DataDir, "media"))
+		var local *store.Local
+		if local, err = store.NewLocal(filepath.Join(c.DataDir, "media")); err == nil {
+			st = local
+			n.removeStoreTemps(local)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("node: media store: %w", err)
@@ -43,6 +47,7 @@ func (n *Node) buildMedia(ctx context.Context) error {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return fmt.Errorf("node: media temp dir: %w", err)
 	}
+	n.emptyMediaTempDir(tmp)
 	secret, err := readSecretFile(c.MediaEventsSecretFile)
 	if err != nil {
 		return err
@@ -60,6 +65,42 @@ func (n *Node) buildMedia(ctx context.Context) error {
 	}
 	proc.cfg.Observe = func(step process.Step, took time.Duration, err error) { n.Media.ObserveStep(string(step), took, err) }
 	return nil
+}
+
+// removeStoreTemps and emptyMediaTempDir delete what a node killed
+// while it received an upload or processed one left behind: the
+// part-written files of the local store, and everything in {data}/tmp,
+// which holds the copies and outputs of jobs only. Nothing names these
+// files after a restart (a job runs again with new ones), so each crash
+// kept up to an upload or more on the disk for good. They run at start:
+// the node holds its data directory (its database is open) and the media
+// service has not started, so nothing writes there. A failure is
+// logged; the node serves anyway.
+func (n *Node) removeStoreTemps(local *store.Local) {
+	if k, err := local.RemoveTemps(); err != nil {
+		n.log.Warn("media store: removing files left by interrupted uploads", "err", err)
+	} else if k > 0 {
+		n.log.Info("media store: removed files left by interrupted uploads", "files", k)
+	}
+}
+
+func (n *Node) emptyMediaTempDir(tmp string) {
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		n.log.Warn("media: reading the temp dir", "err", err)
+		return
+	}
+	k := 0
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
+			n.log.Warn("media: removing a file left in the temp dir", "file", e.Name(), "err", err)
+			continue
+		}
+		k++
+	}
+	if k > 0 {
+		n.log.Info("media: removed files left in the temp dir by interrupted jobs", "files", k)
+	}
 }
 
 // archiveBucket is the S3 bucket of sealed segments, when they go to S3.

@@ -51,6 +51,40 @@ func NewLocalTiers(dir string, tiers ...Tier) (*Local, error) {
 	return &Local{root: abs}, nil
 }
 
+// RemoveTemps deletes the temporary files of Puts that never finished
+// (a process killed while an upload streamed in, or while a job stored
+// its outputs) from every tier, and returns how many it deleted. Nothing
+// else names them: call it only while nothing Puts into the store (a
+// node at start, holding its data directory).
+func (l *Local) RemoveTemps() (int, error) {
+	n := 0
+	ents, err := os.ReadDir(l.root)
+	if err != nil {
+		return 0, fmt.Errorf("store: local: %w", err)
+	}
+	for _, tier := range ents {
+		if !tier.IsDir() {
+			continue
+		}
+		err := filepath.WalkDir(filepath.Join(l.root, tier.Name()), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type().IsRegular() && strings.HasPrefix(d.Name(), localTempPrefix) {
+				if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("store: local: removing temporary files: %w", err)
+		}
+	}
+	return n, nil
+}
+
 // Dir returns the directory of tier (operators and tests).
 func (l *Local) Dir(tier Tier) string { return filepath.Join(l.root, string(tier)) }
 
