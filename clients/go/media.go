@@ -49,8 +49,8 @@ const (
 // MediaRejectedError says that the server refused an upload after
 // receiving it: its content is not allowed or could not be processed.
 // Reason is one of the server's codes: type_not_allowed, executable,
-// too_many_pixels, too_many_frames, infected, macro, corrupt,
-// processing_failed. Retrying the same file does not help.
+// too_many_pixels, too_many_frames, too_many_scans, infected, macro,
+// corrupt, processing_failed, too_large. Retrying the same file does not help.
 type MediaRejectedError struct {
 	MediaID string
 	Reason  string

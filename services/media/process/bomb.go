@@ -27,7 +27,10 @@ type Bounds struct {
 // few hundred bytes on the wire and 10 GB once decoded. JPEG, PNG and
 // WebP are measured with their DecodeConfig (the header only); GIF
 // frames are counted by walking the block structure without decoding
-// LZW data; HEIC by its ispe box. Other kinds pass with zero Bounds.
+// LZW data; HEIC by its ispe box. A JPEG's scans are counted too (a
+// progressive JPEG of a few hundred kilobytes may hold thousands, each
+// a walk over every block: hours of CPU). Other kinds pass with zero
+// Bounds.
 func CheckBomb(cfg Config, path string, d Detection) (Bounds, error) {
 	if d.Kind != KindImage && !isHEIC(d.MIME) {
 		return Bounds{}, nil
@@ -53,7 +56,14 @@ func readBounds(f *os.File, mt string, cfg Config) (Bounds, error) {
 	r := bufio.NewReader(f)
 	switch mt {
 	case "image/jpeg":
-		c, err = jpeg.DecodeConfig(r)
+		if c, err = jpeg.DecodeConfig(r); err == nil {
+			if _, err := f.Seek(0, io.SeekStart); err != nil {
+				return Bounds{}, fmt.Errorf("check bomb: %w", err)
+			}
+			if err := checkJPEGScans(bufio.NewReader(f), cfg.MaxScans); err != nil {
+				return Bounds{}, err
+			}
+		}
 	case "image/png", "image/apng":
 		c, err = png.DecodeConfig(r)
 	case "image/webp":
@@ -199,6 +209,83 @@ func skipSubBlocks(r *bufio.Reader) error {
 		}
 		if _, err := r.Discard(int(n)); err != nil {
 			return err
+		}
+	}
+}
+
+// checkJPEGScans counts a JPEG's scans (SOS markers) by walking its
+// marker segments and skipping the entropy-coded data after each SOS
+// byte by byte (stuffed 0xFF00, restart markers and fill bytes stay
+// in it), and refuses more than maxScans (not checked when <= 0). It
+// stops at EOI, at the end of the data, or at the first scan over the
+// limit; the decoder judges what else is malformed.
+func checkJPEGScans(r *bufio.Reader, maxScans int) error {
+	if maxScans <= 0 {
+		return nil
+	}
+	scans := 0
+	atMarker := false // the 0xFF of a marker was read by the entropy-data walk
+	for {
+		if !atMarker {
+			// The next marker: 0xFF, fill bytes, then its code.
+			b, err := r.ReadByte()
+			if err != nil {
+				return nil
+			}
+			if b != 0xff {
+				continue // not where a marker is expected: left to the decoder
+			}
+		}
+		atMarker = false
+		code := byte(0xff)
+		for code == 0xff {
+			var err error
+			if code, err = r.ReadByte(); err != nil {
+				return nil
+			}
+		}
+		switch {
+		case code == 0xd9: // EOI
+			return nil
+		case code == 0xd8, code == 0x01, code >= 0xd0 && code <= 0xd7, code == 0x00:
+			continue // no length: SOI, TEM, RSTn (0x00: stray stuffing)
+		}
+		var l [2]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			return nil
+		}
+		n := int(binary.BigEndian.Uint16(l[:])) - 2
+		if n < 0 {
+			return nil
+		}
+		if _, err := r.Discard(n); err != nil {
+			return nil
+		}
+		if code != 0xda { // not SOS
+			continue
+		}
+		if scans++; scans > maxScans {
+			return fmt.Errorf("%w: more than %d jpeg scans", ErrTooManyScans, maxScans)
+		}
+		// Entropy-coded data up to the next marker that is neither
+		// stuffing nor a restart.
+		for !atMarker {
+			b, err := r.ReadByte()
+			if err != nil {
+				return nil
+			}
+			if b != 0xff {
+				continue
+			}
+			next, err := r.Peek(1)
+			if err != nil {
+				return nil
+			}
+			if c := next[0]; c == 0x00 || c >= 0xd0 && c <= 0xd7 {
+				_, _ = r.Discard(1)
+				continue
+			}
+			atMarker = true
 		}
 	}
 }

@@ -29,6 +29,10 @@ var (
 	// ErrTooManyFrames: more GIF frames, or more pixels over all frames,
 	// than Config.MaxFrames / Config.MaxTotalPixels.
 	ErrTooManyFrames = &Rejection{"too_many_frames"}
+	// ErrTooManyScans: a JPEG of more scans than Config.MaxScans. Each
+	// scan of a progressive JPEG makes a decoder walk every block of
+	// the image, whatever few bytes it holds.
+	ErrTooManyScans = &Rejection{"too_many_scans"}
 	// ErrInfected: the EICAR test string, or clamd reported a signature.
 	ErrInfected = &Rejection{"infected"}
 	// ErrMacro: an office document carrying VBA macros while

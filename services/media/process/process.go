@@ -24,7 +24,8 @@
 //  2. CheckBomb: image size from the header (image.DecodeConfig-style
 //     readers, a GIF block walker that counts frames without decoding,
 //     the HEIC ispe box), refused above MaxPixels per frame, MaxFrames
-//     or MaxTotalPixels, before any pixel is decoded.
+//     or MaxTotalPixels, and a JPEG's scans counted by walking its
+//     markers, refused above MaxScans, before any pixel is decoded.
 //  3. Scan: the EICAR test string in the first or last bytes, VBA macros
 //     in OOXML (vbaProject.bin) and OLE2 (VBA/Macros storages) office
 //     files unless AllowMacros, jars and APKs disguised as plain zips,
@@ -78,10 +79,15 @@ type Config struct {
 	MaxPixels      int64 // per frame and GIF canvas; default 50,000,000
 	MaxFrames      int   // GIF frames; default 1000
 	MaxTotalPixels int64 // over all GIF frames; default 100,000,000 (≈100 MB of paletted frames)
-	MaxDimension   int   // longest side of a served image; default 2560
-	PreviewSide    int   // longest side of the preview; default 320
-	JPEGQuality    int   // default 82
-	PlaceholderMax int   // longest placeholder data: URI in bytes; default 600
+	// MaxScans bounds a JPEG's scans; default 500. Encoders write about
+	// 10 (libjpeg's progressive script); each scan costs a walk over
+	// every block of the image, tens of milliseconds at MaxPixels,
+	// whatever few bytes it holds.
+	MaxScans       int
+	MaxDimension   int // longest side of a served image; default 2560
+	PreviewSide    int // longest side of the preview; default 320
+	JPEGQuality    int // default 82
+	PlaceholderMax int // longest placeholder data: URI in bytes; default 600
 	// Accept lists the Kinds this upload may be (an avatar accepts
 	// only "image"); empty accepts all.
 	Accept      []string
@@ -114,6 +120,7 @@ func (c Config) withDefaults() Config {
 	}
 	def64(&c.MaxPixels, 50_000_000)
 	def(&c.MaxFrames, 1000)
+	def(&c.MaxScans, 500)
 	def64(&c.MaxTotalPixels, 100_000_000)
 	def(&c.MaxDimension, 2560)
 	def(&c.PreviewSide, 320)
