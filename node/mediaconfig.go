@@ -112,6 +112,11 @@ func (c Config) validateMedia() error {
 		if c.S3Endpoint != "" && !c.backupToS3() {
 			return bad("--s3-endpoint needs --media-store s3 (or --backup-to s3://...)")
 		}
+		if !c.HasRole(RoleMedia) {
+			// Only the node holding a local upload processes it: this
+			// node would take uploads that are never processed.
+			return bad("--roles without media needs --media-store s3: with the local store only the node that received an upload can process it")
+		}
 	case MediaStoreS3:
 		if c.S3Endpoint == "" {
 			return bad("--media-store s3 needs --s3-endpoint")
