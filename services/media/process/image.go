@@ -121,18 +121,38 @@ func ProcessImage(ctx context.Context, cfg Config, path string, d Detection, md 
 
 // processGIF re-encodes every frame with image/gif, which writes no
 // comment, XMP or other application extension but the looping one, and
-// previews the first frame as PNG (GIFs are often transparent).
+// previews the first frame as PNG (GIFs are often transparent). A GIF
+// larger than MaxDimension is served as its first frame, scaled down
+// like any picture, as PNG.
 func processGIF(ctx context.Context, cfg Config, g *gif.GIF, out Output) (Output, error) {
 	if len(g.Image) == 0 {
 		return out, fmt.Errorf("%w: gif without frames", ErrCorrupt)
 	}
-	// Scaling an animation means re-compositing every frame with its
-	// disposal; the canvas is already bounded by MaxPixels, so an
-	// oversized GIF is served at its size.
-	if max(g.Config.Width, g.Config.Height) > cfg.MaxDimension {
-		out.Notes = append(out.Notes, "gif larger than MaxDimension served unscaled")
-	}
+	// The first frame, drawn on the logical screen as a viewer would.
+	canvas := image.NewRGBA(image.Rect(0, 0, g.Config.Width, g.Config.Height))
+	draw.Draw(canvas, g.Image[0].Bounds(), g.Image[0], g.Image[0].Bounds().Min, draw.Over)
 	var err error
+	if max(g.Config.Width, g.Config.Height) > cfg.MaxDimension {
+		// Scaling an animation means re-compositing every frame with its
+		// disposal. Served at its size, it made every recipient's app
+		// decode a canvas of up to MaxPixels a frame, whatever few bytes
+		// its frames hold.
+		img := scaleToFit(canvas, cfg.MaxDimension)
+		out.Output, err = writeTemp(cfg.TempDir, ".png", func(w *bufio.Writer) error {
+			return (&png.Encoder{CompressionLevel: png.DefaultCompression}).Encode(w, img)
+		})
+		if err != nil {
+			return out, fmt.Errorf("image: encode: %w", err)
+		}
+		out.OutputMIME, out.OutputExt = "image/png", ".png"
+		b := img.Bounds()
+		out.Width, out.Height = b.Dx(), b.Dy()
+		out.Notes = append(out.Notes, "gif larger than MaxDimension served as its first frame, scaled down")
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		return out, previewAndPlaceholder(cfg, img, &out)
+	}
 	out.Output, err = writeTemp(cfg.TempDir, ".gif", func(w *bufio.Writer) error {
 		// Comments and XMP in the input are dropped by the decoder;
 		// only the frames, delays, disposals and loop count survive.
@@ -147,9 +167,6 @@ func processGIF(ctx context.Context, cfg Config, g *gif.GIF, out Output) (Output
 	if err := ctx.Err(); err != nil {
 		return out, err
 	}
-	// The first frame, drawn on the logical screen as a viewer would.
-	canvas := image.NewRGBA(image.Rect(0, 0, g.Config.Width, g.Config.Height))
-	draw.Draw(canvas, g.Image[0].Bounds(), g.Image[0], g.Image[0].Bounds().Min, draw.Over)
 	return out, previewAndPlaceholder(cfg, canvas, &out)
 }
 

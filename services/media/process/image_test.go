@@ -206,6 +206,27 @@ func TestProcessGIF(t *testing.T) {
 	}
 }
 
+// A GIF larger than MaxDimension is its first frame, scaled down, as PNG.
+func TestProcessGIFLargerThanMaxDimension(t *testing.T) {
+	p := writeFile(t, "up", animatedGIF(t, 100, 20, 3))
+	res, err := Process(context.Background(), Config{TempDir: t.TempDir(), MaxDimension: 64}, p, "a.gif", "image/gif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MIME != "image/gif" || res.OutputMIME != "image/png" || res.OutputExt != ".png" || res.Width != 64 || res.Height != 13 {
+		t.Fatalf("got %+v", res)
+	}
+	img := decodeFile(t, res.Output)
+	if b := img.Bounds(); b.Dx() != 64 || b.Dy() != 13 {
+		t.Fatalf("output %v", b)
+	}
+	assertClean(t, res.Output)
+	first := color.RGBAModel.Convert(palette.Plan9[10]).(color.RGBA)
+	if c := img.At(32, 6); !near(c, first, 24) {
+		t.Errorf("output is not the first frame: %v, want %v", c, first)
+	}
+}
+
 func TestProcessWebP(t *testing.T) {
 	for kind, want := range map[string]string{"lossy": "image/jpeg", "lossless": "image/png", "alpha": "image/png"} {
 		p := writeFile(t, "up", webpFixture(t, kind))

@@ -39,9 +39,11 @@
 //     stays lossless PNG, WebP becomes JPEG (lossy, opaque) or PNG
 //     (lossless or with alpha) since Go has no WebP encoder, GIF is
 //     re-encoded frame for frame with image/gif.EncodeAll (no comment or
-//     XMP extensions). A preview (PreviewSide, JPEG; PNG when the image
-//     has transparency; an animated GIF's first frame) and a tiny
-//     placeholder inlined as a data: URI of at most PlaceholderMax bytes.
+//     XMP extensions), but one larger than MaxDimension becomes its
+//     first frame, scaled down, as PNG. A preview (PreviewSide, JPEG;
+//     PNG when the image has transparency; an animated GIF's first
+//     frame) and a tiny placeholder inlined as a data: URI of at most
+//     PlaceholderMax bytes.
 //  6. ProcessVideo: with ffmpeg on the PATH, a preview frame and a
 //     remuxed copy without container metadata (GPS location included);
 //     without it, the video passes as uploaded and the Result notes it.
