@@ -46,14 +46,17 @@
 //     PlaceholderMax bytes.
 //  6. ProcessVideo: with ffmpeg on the PATH, a preview frame and a
 //     remuxed copy without container metadata (GPS location included);
-//     without it, the video passes as uploaded and the Result notes it.
+//     without it (or when the remux fails), a copy whose metadata boxes
+//     (udta, meta, XMP uuid) are blanked in place, and the Result notes
+//     it.
 //
 // Rejections are errors wrapping one of the *Rejection sentinels
 // (errors.Is); Reason(err) gives their stable machine string.
 //
 // Limits of this version: HEIC is stored as an unprocessed file unless a
 // decoder is plugged in (Config.HEICDecoder), so its EXIF stays; audio
-// and, without ffmpeg, video keep their container tags; ICC profiles are
+// keeps its container tags, and without ffmpeg a video its timed
+// metadata tracks (a GoPro's GPS stream); ICC profiles are
 // dropped without colour conversion (a Display P3 photo looks slightly
 // less saturated); archives are not searched beyond their central
 // directory; PowerPoint and Excel 4.0 macros in OLE2 files are not

@@ -36,8 +36,8 @@ func ProcessVideo(ctx context.Context, cfg Config, path string, d Detection, md 
 	cfg = cfg.withDefaults()
 	bin := ffmpegPath(cfg)
 	if bin == "" {
-		out.Notes = append(out.Notes, "ffmpeg not available: no video preview, container metadata kept")
-		return out, nil
+		out.Notes = append(out.Notes, "ffmpeg not available: no video preview, metadata boxes blanked")
+		return blankedCopy(cfg, path, d, out)
 	}
 	defer func() {
 		if err != nil {
@@ -53,7 +53,10 @@ func ProcessVideo(ctx context.Context, cfg Config, path string, d Detection, md 
 	if msg := runFFmpeg(ctx, bin, "-i", path, "-map", "0:v?", "-map", "0:a?", "-map_metadata", "-1",
 		"-map_chapters", "-1", "-c", "copy", "-movflags", "+faststart", stripped); msg != "" {
 		os.Remove(stripped)
-		out.Notes = append(out.Notes, "ffmpeg remux failed, container metadata kept: "+msg)
+		out.Notes = append(out.Notes, "ffmpeg remux failed, metadata boxes blanked: "+msg)
+		if out, err = blankedCopy(cfg, path, d, out); err != nil {
+			return out, err
+		}
 	} else {
 		out.Output, out.OutputMIME, out.OutputExt = stripped, d.MIME, d.Ext
 	}
@@ -114,4 +117,15 @@ func tempName(dir, ext string) (string, error) {
 		return "", err
 	}
 	return f.Name(), f.Close()
+}
+
+// blankedCopy serves a copy of the video at path with its metadata
+// boxes blanked (blankBMFFMetadata), for when ffmpeg cannot remux it.
+func blankedCopy(cfg Config, path string, d Detection, out Output) (Output, error) {
+	p, err := blankBMFFMetadata(path, cfg.TempDir, d.Ext)
+	if err != nil {
+		return out, fmt.Errorf("video: blanking metadata: %w", err)
+	}
+	out.Output, out.OutputMIME, out.OutputExt = p, d.MIME, d.Ext
+	return out, nil
 }

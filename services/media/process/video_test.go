@@ -1,7 +1,9 @@
 package process
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"image/jpeg"
 	"os"
 	"os/exec"
@@ -19,12 +21,43 @@ func TestVideoWithoutFFmpeg(t *testing.T) {
 			t.Fatal(err)
 		}
 		if res.Kind != KindVideo || res.MIME != "video/mp4" || res.Ext != ".mp4" || res.Duration != 9*time.Second ||
-			res.Width != 1080 || res.Height != 1920 || res.Output != p || res.Preview != "" {
+			res.Width != 1080 || res.Height != 1920 || res.Output == p || res.Preview != "" {
 			t.Fatalf("%s: %+v", bin, res)
+		}
+		// A copy with its metadata boxes blanked; this one has none.
+		in, _ := os.ReadFile(p)
+		if out, err := os.ReadFile(res.Output); err != nil || !bytes.Equal(in, out) {
+			t.Errorf("%s: the served copy differs from a video without metadata boxes (%v)", bin, err)
 		}
 		if !strings.Contains(strings.Join(res.Notes, "|"), "ffmpeg not available") {
 			t.Errorf("notes: %q", res.Notes)
 		}
+	}
+}
+
+// Blanking keeps every offset: the boxes that carry metadata become
+// "free" boxes of the same size, zeroed; a 64-bit size and a box running
+// to the end of the file are read as such.
+func TestBlankBMFFMetadata(t *testing.T) {
+	udta := box("udta", box("\xa9xyz", []byte("+48.8584+002.2945/")))
+	big := box("meta", []byte("EdgeCam serial 42"))
+	big64 := append([]byte{0, 0, 0, 1}, "meta"...)
+	big64 = binary.BigEndian.AppendUint64(big64, uint64(16+len("EdgeCam serial 42")))
+	big64 = append(big64, "EdgeCam serial 42"...)
+	in := bytes.Join([][]byte{box("ftyp", []byte("isom")), box("moov", box("mvhd", make([]byte, 100)),
+		box("trak", box("tkhd", make([]byte, 84)), udta), udta, big), big64, box("mdat", []byte("frames"))}, nil)
+	p := writeFile(t, "v", in)
+	out, err := blankBMFFMetadata(p, t.TempDir(), ".mp4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	if len(b) != len(in) || bytes.Contains(b, []byte("48.8584")) || bytes.Contains(b, []byte("EdgeCam")) ||
+		bytes.Count(b, []byte("free")) != 4 || !bytes.Contains(b, []byte("mvhd")) || !bytes.HasSuffix(b, box("mdat", []byte("frames"))) {
+		t.Fatalf("blanked:\n%q\nfrom\n%q", b, in)
+	}
+	if info, err := readBMFF(bytes.NewReader(b), int64(len(b))); err != nil {
+		t.Fatalf("the blanked file does not parse: %+v %v", info, err)
 	}
 }
 
