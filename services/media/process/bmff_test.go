@@ -3,6 +3,7 @@ package process
 import (
 	"bytes"
 	"encoding/binary"
+	"os"
 	"testing"
 	"time"
 )
@@ -86,4 +87,50 @@ func TestMP3Duration(t *testing.T) {
 	if got := mp3Duration([]byte("no frames here"), 14); got != 0 {
 		t.Fatalf("garbage: %v", got)
 	}
+}
+
+// An Exif item in the meta box's idat (construction method 1) is
+// blanked there; the picture item is not.
+func TestBlankHEIFMetadataInIdat(t *testing.T) {
+	be := binary.BigEndian
+	infe := func(id uint16, typ string) []byte {
+		b := be.AppendUint16([]byte{2, 0, 0, 0}, id)
+		return box("infe", append(append(be.AppendUint16(b, 0), typ...), 0))
+	}
+	exif := "Exif\x00\x00MM\x00*GPSLatitude=48.8584"
+	iloc := []byte{1, 0, 0, 0, 0x44, 0x00, 0, 2}
+	for i, it := range []struct {
+		method, off uint16
+		n           int
+	}{{1, 0, len(exif)}, {1, uint16(len(exif)), 7}} {
+		iloc = be.AppendUint16(iloc, uint16(i+1))
+		iloc = be.AppendUint16(iloc, it.method)
+		iloc = be.AppendUint16(iloc, 0) // data reference index
+		iloc = be.AppendUint16(iloc, 1) // one extent
+		iloc = be.AppendUint32(iloc, uint32(it.off))
+		iloc = be.AppendUint32(iloc, uint32(it.n))
+	}
+	in := append(box("ftyp", []byte("heic\x00\x00\x00\x00mif1heic")),
+		box("meta", []byte{0, 0, 0, 0}, box("iinf", []byte{0, 0, 0, 0, 0, 2}, infe(1, "Exif"), infe(2, "hvc1")),
+			box("iloc", iloc), box("idat", []byte(exif+"picture")))...)
+	out, err := blankHEIFMetadata(writeFile(t, "h", in), t.TempDir(), ".heic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	if len(b) != len(in) || bytes.Contains(b, []byte("GPSLatitude")) || !bytes.Contains(b, []byte("picture")) {
+		t.Fatalf("blanked:\n%q\nfrom\n%q", b, in)
+	}
+}
+
+func FuzzHEIFMetadataSpans(f *testing.F) {
+	f.Add(heicFile(4032, 3024))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		spans, err := heifMetadataSpans(bytes.NewReader(b), int64(len(b)))
+		for _, s := range spans {
+			if err == nil && (s[0] < 0 || s[1] > int64(len(b)) || s[1] < s[0]) {
+				t.Fatalf("span %v outside %d bytes", s, len(b))
+			}
+		}
+	})
 }

@@ -1,11 +1,13 @@
 package process
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Blanking an MP4's metadata without ffmpeg: the boxes that carry it are
@@ -130,4 +132,280 @@ func findBlanked(r io.ReaderAt, start, end int64, parent string, depth int, span
 		off += size
 	}
 	return nil
+}
+
+// blankHEIFMetadata writes to a new file in dir a copy of the HEIF at
+// path whose Exif items and XMP items (a "mime" item of type
+// application/rdf+xml) have their bytes zeroed where iloc puts them (in
+// the file, or in the meta box's idat), and returns the new file's
+// path. The picture's items and every offset stay as they are. A file
+// whose meta box cannot be read is refused as corrupt: serving it would
+// serve its metadata.
+func blankHEIFMetadata(path, dir, ext string) (out string, err error) {
+	src, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return "", err
+	}
+	spans, err := heifMetadataSpans(src, st.Size())
+	if err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, "media-*"+ext)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(f.Name())
+			out = ""
+		}
+	}()
+	if _, err := io.Copy(f, src); err != nil {
+		return "", err
+	}
+	zero := make([]byte, 32<<10)
+	for _, s := range spans {
+		for off := s[0]; off < s[1]; {
+			n := min(int64(len(zero)), s[1]-off)
+			if _, err := f.WriteAt(zero[:n], off); err != nil {
+				return "", err
+			}
+			off += n
+		}
+	}
+	return f.Name(), nil
+}
+
+// heifMetadataSpans finds the byte ranges of a HEIF's Exif and XMP items.
+func heifMetadataSpans(r io.ReaderAt, size int64) ([][2]int64, error) {
+	corrupt := func(what string) error { return fmt.Errorf("%w: heif %s", ErrCorrupt, what) }
+	// The top-level meta box (a full box: 4 bytes of version and flags).
+	var metaStart, metaEnd int64 = -1, -1
+	if err := eachBox(r, 0, size, func(typ string, body, end int64) bool {
+		if typ == "meta" {
+			metaStart, metaEnd = body+4, end
+			return false
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	if metaStart < 0 {
+		return nil, nil // no items: nothing to blank
+	}
+	var iinf, iloc []byte
+	idat := int64(-1)
+	if err := eachBox(r, metaStart, metaEnd, func(typ string, body, end int64) bool {
+		switch typ {
+		case "iinf", "iloc":
+			if end-body > 1<<20 {
+				return true // read below as missing
+			}
+			b := make([]byte, end-body)
+			if _, err := r.ReadAt(b, body); err != nil {
+				return true
+			}
+			if typ == "iinf" {
+				iinf = b
+			} else {
+				iloc = b
+			}
+		case "idat":
+			idat = body
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	if iinf == nil || iloc == nil {
+		return nil, nil
+	}
+	// iinf: the items whose bytes are metadata.
+	p := &byteParser{b: iinf}
+	version := p.u8()
+	p.skip(3)
+	count := int(p.u16())
+	if version != 0 {
+		count = count<<16 | int(p.u16()) // a 32-bit count
+	}
+	meta := map[uint32]bool{}
+	for i := 0; i < count && p.ok(); i++ {
+		bsize, typ := int(p.u32()), p.str4()
+		if bsize < 8 || typ != "infe" {
+			return nil, corrupt("item info")
+		}
+		e := &byteParser{b: p.take(bsize - 8)}
+		v := e.u8()
+		e.skip(3)
+		if v < 2 {
+			continue // old item infos name no item type
+		}
+		id := uint32(e.u16())
+		if v >= 3 {
+			id = id<<16 | uint32(e.u16())
+		}
+		e.skip(2) // protection index
+		itemType := e.str4()
+		e.cstr() // name
+		if itemType == "Exif" || itemType == "mime" && strings.Contains(e.cstr(), "rdf+xml") {
+			meta[id] = true
+		}
+	}
+	if !p.ok() {
+		return nil, corrupt("item info")
+	}
+	if len(meta) == 0 {
+		return nil, nil
+	}
+	// iloc: where those items' bytes are.
+	p = &byteParser{b: iloc}
+	version = p.u8()
+	p.skip(3)
+	sizes := p.u16()
+	offSize, lenSize, baseSize, idxSize := int(sizes>>12), int(sizes>>8&15), int(sizes>>4&15), int(sizes&15)
+	if version == 0 {
+		idxSize = 0
+	}
+	n := int(p.u16())
+	if version == 2 {
+		n = n<<16 | int(p.u16())
+	}
+	var spans [][2]int64
+	for i := 0; i < n && p.ok(); i++ {
+		id := uint32(p.u16())
+		if version == 2 {
+			id = id<<16 | uint32(p.u16())
+		}
+		method := 0
+		if version == 1 || version == 2 {
+			method = int(p.u16() & 15)
+		}
+		p.skip(2) // data reference index
+		base := p.uint(baseSize)
+		extents := int(p.u16())
+		for j := 0; j < extents && p.ok(); j++ {
+			p.uint(idxSize)
+			off, length := p.uint(offSize), p.uint(lenSize)
+			if !meta[id] {
+				continue
+			}
+			start := int64(base + off)
+			switch method {
+			case 0:
+			case 1:
+				if idat < 0 {
+					return nil, corrupt("item in a missing idat")
+				}
+				start += idat
+			default:
+				return nil, corrupt("metadata item made of other items")
+			}
+			end := start + int64(length)
+			if length == 0 {
+				end = size // to the end of the file
+			}
+			if start < 0 || start > size || end > size || end < start {
+				return nil, corrupt("item outside the file")
+			}
+			spans = append(spans, [2]int64{start, end})
+		}
+	}
+	if !p.ok() {
+		return nil, corrupt("item locations")
+	}
+	return spans, nil
+}
+
+// eachBox calls fn with the type, body start and end of each box in
+// [start, end), until fn returns false or the boxes end (a box running
+// outside its parent ends the walk).
+func eachBox(r io.ReaderAt, start, end int64, fn func(typ string, body, end int64) bool) error {
+	for off, n := start, 0; off+8 <= end; n++ {
+		if n > bmffMaxBoxes {
+			return fmt.Errorf("%w: more than %d boxes", ErrCorrupt, bmffMaxBoxes)
+		}
+		var h [16]byte
+		if _, err := r.ReadAt(h[:8], off); err != nil {
+			return err
+		}
+		size, hdr := int64(binary.BigEndian.Uint32(h[:4])), int64(8)
+		switch size {
+		case 0:
+			size = end - off
+		case 1:
+			if _, err := r.ReadAt(h[8:16], off+8); err != nil {
+				return nil
+			}
+			u := binary.BigEndian.Uint64(h[8:16])
+			if u > uint64(end-off) {
+				return nil
+			}
+			size, hdr = int64(u), 16
+		}
+		if size < hdr || size > end-off {
+			return nil
+		}
+		if !fn(string(h[4:8]), off+hdr, off+size) {
+			return nil
+		}
+		off += size
+	}
+	return nil
+}
+
+// byteParser reads big-endian fields; past the end it reads zeros and
+// ok reports false.
+type byteParser struct {
+	b   []byte
+	bad bool
+}
+
+func (p *byteParser) ok() bool { return !p.bad }
+
+func (p *byteParser) take(n int) []byte {
+	if n < 0 || n > len(p.b) {
+		p.bad, p.b = true, nil
+		return nil
+	}
+	out := p.b[:n]
+	p.b = p.b[n:]
+	return out
+}
+
+func (p *byteParser) skip(n int) { p.take(n) }
+
+func (p *byteParser) uint(n int) uint64 {
+	var v uint64
+	for _, c := range p.take(n) {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+func (p *byteParser) u8() uint8   { return uint8(p.uint(1)) }
+func (p *byteParser) u16() uint16 { return uint16(p.uint(2)) }
+func (p *byteParser) u32() uint32 { return uint32(p.uint(4)) }
+func (p *byteParser) str4() string {
+	return string(p.take(4))
+}
+
+// cstr reads a NUL-terminated string (all that is left without one).
+func (p *byteParser) cstr() string {
+	i := bytes.IndexByte(p.b, 0)
+	if i < 0 {
+		s := string(p.b)
+		p.b = nil
+		return s
+	}
+	s := string(p.b[:i])
+	p.b = p.b[i+1:]
+	return s
 }

@@ -232,7 +232,7 @@ func detectBytes(cfg Config, head []byte, claimedName, claimedType string) (Dete
 		}
 		if isHEIC(mt) && cfg.HEICDecoder == nil {
 			d.Kind = KindFile
-			d.Notes = append(d.Notes, "no HEIC decoder configured: stored as a file, metadata not stripped")
+			d.Notes = append(d.Notes, "no HEIC decoder configured: stored as a file, its Exif and XMP items blanked")
 		}
 		if mt == "image/apng" {
 			d.Notes = append(d.Notes, "animated PNG: only the default image is kept")

@@ -54,7 +54,8 @@
 // (errors.Is); Reason(err) gives their stable machine string.
 //
 // Limits of this version: HEIC is stored as an unprocessed file unless a
-// decoder is plugged in (Config.HEICDecoder), so its EXIF stays; audio
+// decoder is plugged in (Config.HEICDecoder), only its Exif and XMP
+// items blanked (other metadata in its boxes stays); audio
 // keeps its container tags, and without ffmpeg a video its timed
 // metadata tracks (a GoPro's GPS stream); ICC profiles are
 // dropped without colour conversion (a Display P3 photo looks slightly
@@ -227,14 +228,23 @@ func Process(ctx context.Context, cfg Config, path, claimedName, claimedType str
 	if !inlineSafe(d.MIME) {
 		res.OutputMIME = "application/octet-stream"
 	}
-	switch d.Kind {
-	case KindImage:
+	switch {
+	case d.Kind == KindFile && isHEIC(d.MIME):
+		// Served as the file it is (no decoder): without its Exif and
+		// XMP items (GPS location, camera serial).
+		p, err := blankHEIFMetadata(path, cfg.TempDir, d.Ext)
+		if err != nil {
+			return Result{}, fmt.Errorf("heif metadata: %w", err)
+		}
+		res.Output = p
+		res.Notes = append(res.Notes, "heif exif and xmp items blanked")
+	case d.Kind == KindImage:
 		var out Output
 		if err := run(StepImage, func() (err error) { out, err = ProcessImage(ctx, cfg, path, d, md); return }); err != nil {
 			return Result{}, err
 		}
 		res.apply(out)
-	case KindVideo:
+	case d.Kind == KindVideo:
 		var out Output
 		if err := run(StepVideo, func() (err error) { out, err = ProcessVideo(ctx, cfg, path, d, md); return }); err != nil {
 			return Result{}, err
