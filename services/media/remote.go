@@ -379,6 +379,12 @@ func (s *Service) fetchRemote(ctx context.Context, id string) (Record, error) {
 	s.rm.mu.Lock()
 	c := s.rm.inflight[id]
 	if c == nil {
+		// A fetch that ended since the read above (it records the file
+		// before it leaves inflight) is not made again.
+		if again, err := s.Get(id); err == nil && again.Fetched {
+			s.rm.mu.Unlock()
+			return again, nil
+		}
 		c = &fetchCall{done: make(chan struct{})}
 		s.rm.inflight[id] = c
 		s.bg.Go(func() {
