@@ -152,7 +152,7 @@ func TestAccountDeletionErasesDirectHistoryKeepsGroups(t *testing.T) {
 		t.Fatalf("wrong password: %d %+v", st, e)
 	}
 	if after := node.DumpState(t, n.Node, "r/"); !maps.Equal(before, after) {
-		t.Fatal("a refused deletion changed the state")
+		t.Fatalf("a refused deletion changed the state: %v", changedKeys(before, after))
 	}
 	if st := api(t, n, bobTok, "GET", "/user/me", nil, nil); st != 200 {
 		t.Fatalf("bob after a refused deletion: %d", st)
@@ -603,4 +603,21 @@ func TestDeletedAccountCannotBeAddedDuringGrace(t *testing.T) {
 	if st := api(t, n, aliceTok, "GET", "/user/search?q=b", nil, &found); st != 200 || len(found.Users) != 0 {
 		t.Fatalf("search finds the deleted bob during the grace: %d %+v", st, found)
 	}
+}
+
+// changedKeys lists the keys added, removed or changed between two dumps.
+func changedKeys(before, after map[string]string) []string {
+	var out []string
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			out = append(out, k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, k+" (removed)")
+		}
+	}
+	slices.Sort(out)
+	return out
 }
