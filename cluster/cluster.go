@@ -158,6 +158,11 @@ type Config struct {
 	// DefaultMaxEntriesInFlight (one); at most maxEntriesInFlight.
 	MaxEntriesInFlight int
 
+	// FeatureLevel is the highest cluster feature level this node
+	// supports (cluster/featurelevel), sent with its join requests: a
+	// leader refuses a joiner below the cluster's level.
+	FeatureLevel uint32
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/internal/backoff"
 	"github.com/edgechat/edgechat/internal/peerrpc"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -30,6 +31,9 @@ var (
 	// ErrNameInUse means a join was refused: a live member has the
 	// joiner's node name at another address.
 	ErrNameInUse = fmt.Errorf("cluster: join refused: %w", wire.ErrInvalid)
+	// ErrOlderVersion means a join was refused: the joiner supports a
+	// lower feature level than the cluster's (cluster/featurelevel).
+	ErrOlderVersion = fmt.Errorf("cluster: join refused: %w", wire.ErrInvalid)
 	// ErrLastVoter means the only voter cannot leave its own cluster or
 	// be removed from it.
 	ErrLastVoter = fmt.Errorf("cluster: the last voter cannot leave or be removed: %w", wire.ErrInvalid)
@@ -49,14 +53,15 @@ const (
 
 // Failure codes carried in replies of the Cluster RPC service.
 const (
-	codeNotLeader   = "not_leader"  // nothing done; ask the leader
-	codeNoLeader    = "no_leader"   // nothing done; no leader known
-	codeUnavailable = "unavailable" // nothing done
-	codeMaybe       = "maybe"       // the change may still commit
-	codeInvalid     = "invalid"     // bad request; nothing done
-	codeNotFound    = "not_found"   // no such member; nothing done
-	codeNameInUse   = "name_in_use" // a live member has the joiner's name; nothing done
-	codeLastVoter   = "last_voter"  // the only voter cannot be removed; nothing done
+	codeNotLeader   = "not_leader"    // nothing done; ask the leader
+	codeNoLeader    = "no_leader"     // nothing done; no leader known
+	codeUnavailable = "unavailable"   // nothing done
+	codeMaybe       = "maybe"         // the change may still commit
+	codeInvalid     = "invalid"       // bad request; nothing done
+	codeNotFound    = "not_found"     // no such member; nothing done
+	codeNameInUse   = "name_in_use"   // a live member has the joiner's name; nothing done
+	codeLastVoter   = "last_voter"    // the only voter cannot be removed; nothing done
+	codeOlder       = "older_version" // the joiner supports a lower feature level than the cluster's; nothing done
 )
 
 // The argument and reply types of the node's own "Cluster" RPC service.
@@ -108,6 +113,9 @@ type (
 		// to have its address updated; it is never added (one removed
 		// meanwhile stays out: not_found).
 		Moved bool
+		// FeatureLevel is the highest cluster feature level the joiner
+		// supports (Config.FeatureLevel); 0 from a version without levels.
+		FeatureLevel uint32
 	}
 	RemoveArgs struct {
 		Name      string
@@ -162,6 +170,8 @@ func codeErr(code, msg string) error {
 		return fmt.Errorf("cluster: %s: %w", msg, wire.ErrInvalid)
 	case codeNameInUse:
 		return fmt.Errorf("%w: %s", ErrNameInUse, msg)
+	case codeOlder:
+		return fmt.Errorf("%w: %s", ErrOlderVersion, msg)
 	case codeLastVoter:
 		return fmt.Errorf("%w: %s", ErrLastVoter, msg)
 	case codeNotLeader:
@@ -255,6 +265,13 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 		fwd := *a
 		fwd.Forwarded = true
 		return n.callLeader(ctx, "Join", &fwd)
+	}
+	// A node of a version older than the cluster's feature level would
+	// apply the log by rules the members left behind (a name with a
+	// joiner it refuses), and its state would part from theirs.
+	if level := featurelevel.Of(n.fsm.DB()); a.FeatureLevel < level {
+		return codeOlder, fmt.Sprintf("node %s supports cluster feature level %d, below the cluster's %d: it runs an older version; upgrade it",
+			a.Name, a.FeatureLevel, level)
 	}
 	if a.Moved && !slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) }) {
 		return codeNotFound, a.Name + " is not a member (removed while it was away)"
@@ -796,7 +813,7 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
 	for _, addr := range n.peerAddrs() {
 		cctx, cancel := context.WithTimeout(ctx, membershipTimeout)
 		var r ChangeReply
-		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: moved}, &r)
+		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: moved, FeatureLevel: n.cfg.FeatureLevel}, &r)
 		cancel()
 		if err == nil {
 			err = codeErr(r.Code, r.Message)
@@ -810,6 +827,12 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
 			n.log.Error("this node was removed from its cluster while it was away; start it with --join of a member to return",
 				"node", n.cfg.NodeName, "err", err)
 			return true
+		}
+		if errors.Is(err, ErrOlderVersion) {
+			if attempt%10 == 1 {
+				n.log.Error("cannot join: the cluster runs a newer version", "node", n.cfg.NodeName, "err", err)
+			}
+			return false
 		}
 		if errors.Is(err, ErrNameInUse) {
 			// Not a transient failure: say so at once, and keep asking

@@ -98,7 +98,8 @@ func (n *Node) selfInfo() clusterapi.NodeInfo {
 		peerHTTP = ""
 	}
 	return clusterapi.NodeInfo{Name: n.cfg.NodeID, MQTT: mqttURL, WS: wsURL, HTTP: httpURL,
-		Connections: n.Broker.Connections(), Ready: n.readiness() == nil, PeerHTTP: peerHTTP}
+		Connections: n.Broker.Connections(), Ready: n.readiness() == nil, PeerHTTP: peerHTTP,
+		FeatureLevel: n.supportedFeatureLevel()}
 }
 
 // peerHTTPURL is the base URL of member m's HTTP API for this node's own
@@ -134,5 +135,6 @@ func (n *Node) clusterStatus() clusterapi.Status {
 	out := clusterapi.Status{Node: n.cfg.NodeID, State: st.State, Leader: st.LeaderID, Term: st.Term,
 		LastIndex: st.LastIndex, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex}
 	out.Members = st.Members
+	out.FeatureLevel = n.features.Level()
 	return out
 }

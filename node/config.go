@@ -175,6 +175,14 @@ type Config struct {
 	// OriginsRefresh is how often the members' web origins are asked
 	// (besides every membership change); 0: clusterapi's default (10 s).
 	OriginsRefresh time.Duration `yaml:"-"`
+	// FeatureLevelEvery is how often the leader asks the members which
+	// feature level they support (besides every membership change); 0:
+	// every 10 s.
+	FeatureLevelEvery time.Duration `yaml:"-"`
+	// ReportFeatureLevel, when set, is the feature level this node tells
+	// the others it supports instead of featurelevel.Supported (tests: a
+	// node of an earlier version reports 0).
+	ReportFeatureLevel func() uint32 `yaml:"-"`
 	// MediaSweepEvery is how often the media sweeper runs (tests: short);
 	// 0: hourly.
 	MediaSweepEvery time.Duration `yaml:"-"`

@@ -71,3 +71,7 @@ func Propose(ctx context.Context, n *Node, t byte, payload []byte) (any, error) 
 func KnowsMemberAddr(n *Node, addr, name string) bool {
 	return n.members.Has(netip.MustParseAddr(addr), name)
 }
+
+// FeatureLevelChecks is how many checks of the members' feature levels
+// n made as leader with every member answering.
+func FeatureLevelChecks(n *Node) int64 { return n.featureChecks.Load() }

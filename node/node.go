@@ -30,6 +30,7 @@ import (
 	"github.com/edgechat/edgechat/broker/routes"
 	"github.com/edgechat/edgechat/clients/web"
 	"github.com/edgechat/edgechat/cluster"
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/badgeropts"
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -72,6 +73,7 @@ type Node struct {
 
 	db         *badger.DB
 	fsm        *fsm.FSM
+	features   *featurelevel.State // the cluster's feature level (featurelevel.go)
 	raft       *cluster.Raft
 	Auth       *auth.Service
 	IDP        *idp.Service // nil: no OIDC provider configured
@@ -84,6 +86,10 @@ type Node struct {
 	PushSender *pushbridge.Sender // pushes committed messages while this node leads
 	Media      *media.Service
 	Region     *region.Bridge // links to other regions (bridge/region)
+
+	// featureChecks counts the leader's checks of the members' feature
+	// levels that every member answered (tests).
+	featureChecks atomic.Int64
 
 	mediaStore store.Store
 	segments   archive.SegmentStore // the archive store (backups read it)
@@ -214,6 +220,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	}
 	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
 	releaseFSM = n.fsm.HoldApply()
+	n.features = featurelevel.Register(n.fsm)
 	if n.routes, err = routes.New(n.db, n.fsm); err != nil {
 		return releaseFSM, fmt.Errorf("node: routes: %w", err)
 	}
@@ -233,6 +240,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		ElectionTimeout:    raftTimeout,
 		LeaderLeaseTimeout: raftTimeout / 2,
 		DownAfter:          n.cfg.NodeDownAfter,
+		FeatureLevel:       n.supportedFeatureLevel(),
 		Logger:             n.log,
 		Registerer:         n.registry,
 	}
@@ -608,6 +616,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Auth.Run(gctx) })               // publishes this node's token key to the cluster
 	g.Go(func() error { return n.Auth.RunErasure(gctx) })        // erases deleted accounts while this node leads
 	g.Go(func() error { return n.Users.RunIndex(gctx, n.raft) }) // indexes contacts and blocks made before their reverse index, while this node leads
+	g.Go(func() error { return n.runFeatureLevel(gctx) })        // raises the cluster's feature level once every member supports it, while this node leads
 	if n.IDP != nil {
 		g.Go(func() error { return n.IDP.Run(gctx) }) // discovers the OIDC providers (retrying while they are down)
 	}

@@ -34,3 +34,14 @@ func TestClusterStatusShowsAMemberDown(t *testing.T) {
 		}
 	}
 }
+
+// It shows the cluster's feature level (GET /cluster/status featureLevel).
+func TestClusterStatusShowsTheFeatureLevel(t *testing.T) {
+	var out bytes.Buffer
+	if err := printStatus(&out, []byte(`{"node":"n1","state":"Leader","leader":"n1","term":3,"featureLevel":1,"members":[]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(out.String(), "\n"); !strings.HasSuffix(first, ", feature level 1") {
+		t.Errorf("first line %q, want it to end with the feature level", first)
+	}
+}

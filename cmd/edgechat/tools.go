@@ -352,6 +352,7 @@ func printStatus(w io.Writer, body []byte) error {
 	var st struct {
 		Node, State, Leader                        string
 		Term, LastIndex, CommitIndex, AppliedIndex uint64
+		FeatureLevel                               uint32
 		Members                                    []struct {
 			Name, ClusterAddr, Suffrage string
 			Leader, Down                bool
@@ -361,8 +362,8 @@ func printStatus(w io.Writer, body []byte) error {
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("reading status: %w", err)
 	}
-	fmt.Fprintf(w, "node %s: %s, leader %s, term %d, last %d, commit %d, applied %d\n",
-		st.Node, st.State, st.Leader, st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex)
+	fmt.Fprintf(w, "node %s: %s, leader %s, term %d, last %d, commit %d, applied %d, feature level %d\n",
+		st.Node, st.State, st.Leader, st.Term, st.LastIndex, st.CommitIndex, st.AppliedIndex, st.FeatureLevel)
 	fmt.Fprintf(w, "%-12s %-24s %-9s %-6s %s\n", "MEMBER", "ADDRESS", "SUFFRAGE", "LEADER", "LAG")
 	for _, m := range st.Members {
 		lag := "?"

@@ -7,6 +7,7 @@ package wire
 const (
 	CmdNodeRegister byte = 0x01 // cluster: assign a snowflake machine number to a node name
 	CmdNodeDown     byte = 0x02 // cluster: the leader marks a member down (no answer for DownAfter) or up again (cluster/down.go)
+	CmdFeatureLevel byte = 0x03 // cluster: the leader raises the cluster's feature level once every member supports it (cluster/featurelevel)
 
 	CmdAccountCreate    byte = 0x10 // auth: a new account
 	CmdRefreshIssue     byte = 0x11 // auth: a new refresh-token family or its rotation

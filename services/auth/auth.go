@@ -28,6 +28,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/ratelimit"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -462,3 +463,8 @@ func New(cfg Config, deps Deps) (*Service, error) {
 func isErr(err, target error) bool {
 	return err != nil && (errors.Is(err, target) || strings.Contains(err.Error(), target.Error()))
 }
+
+// joiners tells whether display names may hold joiners (wire.ZWJ), by
+// the feature level committed on this node. The users service's FSM
+// handler checks the profile's name again at its entry's level.
+func (s *Service) joiners() bool { return featurelevel.Of(s.db) >= featurelevel.Joiners }

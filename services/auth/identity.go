@@ -518,7 +518,7 @@ func (s *Service) federatedAccount(ctx context.Context, id FederatedIdentity) (a
 		s.registrations.WithLabelValues("federated").Inc()
 		s.log.Info("account created on first federated sign-in", "uid", res.Account.UID, "provider", id.Provider)
 		if s.profiles != nil {
-			name, err := wire.NormalizeDisplayName(id.DisplayName)
+			name, err := wire.NormalizeDisplayNameJoiners(id.DisplayName, s.joiners())
 			if err != nil || name == "" {
 				name = res.Account.UID
 			}
@@ -569,7 +569,7 @@ func (s *Service) SignInFederated(ctx context.Context, id FederatedIdentity) (To
 		s.logins.WithLabelValues("error").Inc()
 		return Tokens{}, err
 	}
-	name, nerr := wire.NormalizeDisplayName(id.DisplayName)
+	name, nerr := wire.NormalizeDisplayNameJoiners(id.DisplayName, s.joiners())
 	if nerr != nil || name == "" {
 		name = a.UID
 	}

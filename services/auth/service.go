@@ -151,7 +151,7 @@ func (s *Service) createAccount(ctx context.Context, username, password, display
 	if displayName == "" {
 		displayName = uid
 	}
-	if displayName, err = wire.NormalizeDisplayName(displayName); err != nil {
+	if displayName, err = wire.NormalizeDisplayNameJoiners(displayName, s.joiners()); err != nil {
 		s.registrations.WithLabelValues("invalid").Inc()
 		return "", err
 	}

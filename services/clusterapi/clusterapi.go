@@ -38,6 +38,11 @@ type NodeInfo struct {
 	// certificate names that URL's host), and from one of an earlier
 	// version: the members use HTTP. Not shown to clients.
 	PeerHTTP string `json:"-"`
+	// FeatureLevel is the highest cluster feature level the node's
+	// version supports (cluster/featurelevel); 0 from a node of an
+	// earlier version, which sends none. The leader raises the cluster's
+	// level to the lowest of its members'. Not shown to clients.
+	FeatureLevel uint32 `json:"-"`
 }
 
 // Status is the answer of GET /cluster/status.
@@ -50,6 +55,10 @@ type Status struct {
 	CommitIndex  uint64           `json:"commitIndex"`
 	AppliedIndex uint64           `json:"appliedIndex"`
 	Members      []cluster.Member `json:"members"`
+	// FeatureLevel is the cluster's feature level as this node applied
+	// it (cluster/featurelevel): 0 until every member runs a version that
+	// supports level 1.
+	FeatureLevel uint32 `json:"featureLevel"`
 }
 
 // Deps is what the service needs from the node.

@@ -118,8 +118,8 @@ func FuzzDecodeGroupRequests(f *testing.F) {
 func checkGroupFields(t *testing.T, name, avatar, desc *string) {
 	t.Helper()
 	if name != nil {
-		if n, err := normalizeGroupName(*name); err == nil {
-			if _, err := normalizeGroupName(n); err != nil {
+		if n, err := normalizeGroupName(*name, true); err == nil {
+			if _, err := normalizeGroupName(n, true); err != nil {
 				t.Fatalf("normalized name refused: %q", n)
 			}
 		} else if !errors.Is(err, ErrInvalidGroupName) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -174,12 +175,12 @@ type groupReplay struct {
 	Found bool
 }
 
-// normalizeGroupName trims spaces; 1 to 64 printable characters.
-func normalizeGroupName(name string) (string, error) {
-	name = strings.TrimSpace(name)
-	n := utf8.RuneCountInString(name)
-	if n < 1 || n > MaxGroupName || !utf8.ValidString(name) || strings.IndexFunc(name, notPrint) >= 0 {
-		return "", fmt.Errorf("%w: 1 to %d printable characters", ErrInvalidGroupName, MaxGroupName)
+// normalizeGroupName trims spaces; 1 to 64 printable characters, and
+// joiners between them when joiners is set (wire.CheckName).
+func normalizeGroupName(name string, joiners bool) (string, error) {
+	name, st := wire.CheckName(name, MaxGroupName, joiners)
+	if st != wire.NameOK {
+		return "", wire.NameError(ErrInvalidGroupName, MaxGroupName, st)
 	}
 	return name, nil
 }
@@ -433,7 +434,11 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 	if wire.ValidGroupID(c.GID) != nil || wire.ValidUserID(c.Owner) != nil || c.Max < 1 {
 		return nil, fmt.Errorf("%w: bad gid, owner or cap", errBadCommand)
 	}
-	name, err := normalizeGroupName(c.Name)
+	joiners, err := featurelevel.JoinersIn(tx)
+	if err != nil {
+		return nil, err
+	}
+	name, err := normalizeGroupName(c.Name, joiners)
 	if err != nil {
 		return nil, err
 	}
@@ -553,7 +558,11 @@ func (s *Service) applyGroupUpdate(tx *badger.Txn, _ fsm.Position, payload []byt
 		return nil, forbidden("only admins and the owner can edit the group")
 	}
 	if c.Name != nil {
-		if g.Name, err = normalizeGroupName(*c.Name); err != nil {
+		joiners, err := featurelevel.JoinersIn(tx)
+		if err != nil {
+			return nil, err
+		}
+		if g.Name, err = normalizeGroupName(*c.Name, joiners); err != nil {
 			return nil, err
 		}
 	}

@@ -177,7 +177,7 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	name, err := normalizeGroupName(req.Name)
+	name, err := normalizeGroupName(req.Name, s.joiners())
 	if err == nil {
 		err = errors.Join(validAvatar(req.Avatar), validDescription(req.Description))
 	}
@@ -380,7 +380,7 @@ func (s *Service) handlePatchGroup(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil && req.Name != nil {
 		var name string
-		name, err = normalizeGroupName(*req.Name)
+		name, err = normalizeGroupName(*req.Name, s.joiners())
 		req.Name = &name
 	}
 	if err == nil && req.Avatar != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // Search limits.
@@ -38,7 +39,7 @@ func (s *Service) Search(q, after string, limit int) (found []Profile, next stri
 		return nil, "", fmt.Errorf("%w: 1 to %d characters", ErrInvalidQuery, MaxSearchQuery)
 	}
 	for _, r := range q {
-		if !unicode.IsPrint(r) {
+		if !unicode.IsPrint(r) && r != wire.ZWNJ && r != wire.ZWJ { // names may hold joiners
 			return nil, "", fmt.Errorf("%w: printable characters only", ErrInvalidQuery)
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -247,8 +248,14 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	// Handlers re-validate: a command is applied on every node, and bad
 	// state must not enter the log's effects even from a buggy proposer.
+	// A name with joiners only from the feature level that takes them,
+	// as committed before this entry: every node decides alike.
+	joiners, err := featurelevel.JoinersIn(tx)
+	if err != nil {
+		return nil, err
+	}
 	if c.DisplayName != nil {
-		if _, err := wire.NormalizeDisplayName(*c.DisplayName); err != nil {
+		if _, err := wire.NormalizeDisplayNameJoiners(*c.DisplayName, joiners); err != nil {
 			return nil, err
 		}
 	}
@@ -295,7 +302,7 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	oldName := p.DisplayName
 	if c.DisplayName != nil {
-		p.DisplayName, _ = wire.NormalizeDisplayName(*c.DisplayName)
+		p.DisplayName, _ = wire.NormalizeDisplayNameJoiners(*c.DisplayName, joiners)
 	}
 	// The search index follows the display name in the same transaction.
 	if found && oldName != p.DisplayName {
@@ -322,6 +329,11 @@ func (s *Service) applyProfilePut(tx *badger.Txn, _ fsm.Position, payload []byte
 	}
 	return &applied{s: s, value: p, inv: invalidation{profiles: []string{c.UID}}}, nil
 }
+
+// joiners tells whether names may hold joiners (wire.ZWJ), by the
+// feature level committed on this node: the check before proposing (the
+// handler checks again at the level of its entry).
+func (s *Service) joiners() bool { return featurelevel.Of(s.db) >= featurelevel.Joiners }
 
 // validAbout allows up to 280 characters of printable text and line breaks.
 func validAbout(about string) error {
@@ -368,7 +380,7 @@ func (s *Service) CreateProfileWithAvatar(ctx context.Context, uid, displayName,
 	if displayName == "" {
 		displayName = uid
 	}
-	name, err := wire.NormalizeDisplayName(displayName)
+	name, err := wire.NormalizeDisplayNameJoiners(displayName, s.joiners())
 	if err != nil {
 		return err
 	}
@@ -394,7 +406,7 @@ func (s *Service) update(ctx context.Context, uid string, displayName, about, av
 		return Profile{}, fmt.Errorf("%w: %q", ErrInvalidUserID, uid)
 	}
 	if displayName != nil {
-		name, err := wire.NormalizeDisplayName(*displayName)
+		name, err := wire.NormalizeDisplayNameJoiners(*displayName, s.joiners())
 		if err != nil {
 			return Profile{}, err
 		}
