@@ -279,6 +279,7 @@ type Raft struct {
 	fwdSeq   *forwardSeq   // numbers this node's forwarded batches
 	fwdOrder forwardOrder  // as leader: forwarded batches to the batcher in order
 	disc     discovery
+	joinMu   sync.Mutex // joins against raises of the feature level (HoldJoins)
 	statMu   sync.Mutex
 	// promoting names the non-voters the leader makes voters once they
 	// have caught up, in the background (membership.go); under statMu.

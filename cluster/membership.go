@@ -252,6 +252,16 @@ func validMember(name, addr string) error {
 	return nil
 }
 
+// HoldJoins keeps this node, as leader, from adding members until
+// release is called (idempotent): the raise of the feature level holds
+// it from asking the members which level they support until the level
+// committed, so that no member it did not ask joins meanwhile.
+func (n *Raft) HoldJoins() (release func()) {
+	n.joinMu.Lock()
+	var once sync.Once
+	return func() { once.Do(n.joinMu.Unlock) }
+}
+
 // join adds a node as a voter (a new one as a non-voter first, until it
 // has caught up); idempotent for a known node.
 func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
@@ -268,7 +278,15 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	}
 	// A node of a version older than the cluster's feature level would
 	// apply the log by rules the members left behind (a name with a
-	// joiner it refuses), and its state would part from theirs.
+	// joiner it refuses), and its state would part from theirs. The
+	// check and the addition hold off a raise of the level (HoldJoins),
+	// after the entries committed before are applied (a new leader may
+	// not have applied a raise yet).
+	release := n.HoldJoins()
+	defer release()
+	if err := n.Barrier(ctx); err != nil {
+		return codeUnavailable, err.Error()
+	}
 	if level := featurelevel.Of(n.fsm.DB()); a.FeatureLevel < level {
 		return codeOlder, fmt.Sprintf("node %s supports cluster feature level %d, below the cluster's %d: it runs an older version; upgrade it",
 			a.Name, a.FeatureLevel, level)
@@ -308,6 +326,7 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 		}
 		n.log.Info("added a non-voter; it becomes a voter once it has caught up", "node", a.Name, "addr", a.Addr, "index", f.Index())
 	}
+	release() // it is in the configuration: a raise of the level asks it
 	if i < 0 || servers[i].Suffrage != raft.Voter {
 		if err := n.awaitCaughtUp(ctx, a.Name, a.Addr); err != nil {
 			// Nothing lost: the leader goes on waiting in the background

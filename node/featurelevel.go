@@ -52,6 +52,11 @@ func (n *Node) runFeatureLevel(ctx context.Context) error {
 // nonvoters) which level it supports and proposes the lowest when it is
 // above the committed level.
 func (n *Node) raiseFeatureLevel(ctx context.Context) {
+	// No member joins between the question and the commit (one that did
+	// would not have been asked); a join after it is refused below the
+	// level.
+	release := n.raft.HoldJoins()
+	defer release()
 	low := n.supportedFeatureLevel()
 	for _, m := range n.raft.Members() {
 		if m.Name == n.cfg.NodeID {
