@@ -52,6 +52,10 @@ func (n *Node) runFeatureLevel(ctx context.Context) error {
 // nonvoters) which level it supports and proposes the lowest when it is
 // above the committed level.
 func (n *Node) raiseFeatureLevel(ctx context.Context) {
+	if n.features.Level() >= n.supportedFeatureLevel() {
+		n.featureChecks.Add(1)
+		return // as high as this node goes: nothing to ask the members
+	}
 	// No member joins between the question and the commit (one that did
 	// would not have been asked); a join after it is refused below the
 	// level.
