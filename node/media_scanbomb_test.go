@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/node/nodetest"
+	"github.com/edgechat/edgechat/services/media/process/processtest"
 )
 
 // A progressive JPEG of a hundred kilobytes with thousands of scans
@@ -17,7 +18,7 @@ import (
 func TestAJPEGWithThousandsOfScansDoesNotHoldUpOtherUploads(t *testing.T) {
 	n := nodetest.StartNode(t)
 	alice, bob := newMediaUser(t, n, "alice"), newMediaUser(t, n, "bob")
-	bomb := upload(t, n, alice.token, "scans.jpg", "image/jpeg", jpegScanBomb(4000, 4000, 3000))
+	bomb := upload(t, n, alice.token, "scans.jpg", "image/jpeg", processtest.JPEGScanBomb(4000, 4000, 3000))
 	start := time.Now()
 	photo := upload(t, n, bob.token, "IMG_1.jpg", "image/jpeg", jpegWithGPS(t, 64, 32))
 	if ev := bob.outcome(t, photo); ev.Type != "mediaReady" {

@@ -30,7 +30,32 @@ var bmffBlanked = map[string]map[string]bool{
 
 // blankBMFFMetadata writes to a new file in dir a copy of the MP4 at path
 // with its metadata boxes blanked, and returns the new file's path.
-func blankBMFFMetadata(path, dir, ext string) (out string, err error) {
+func blankBMFFMetadata(path, dir, ext string) (string, error) {
+	return blankCopy(path, dir, ext, func(src io.ReaderAt, size int64) ([][2]int64, error) {
+		var spans [][2]int64 // box start, box end
+		err := findBlanked(src, 0, size, "", 0, &spans)
+		return spans, err
+	}, func(f *os.File, s [2]int64) (int64, error) {
+		// The box becomes a "free" box, its header kept.
+		var h [8]byte
+		if _, err := f.ReadAt(h[:], s[0]); err != nil {
+			return 0, err
+		}
+		hdr := int64(8)
+		if binary.BigEndian.Uint32(h[:4]) == 1 {
+			hdr = 16 // a 64-bit size follows the type
+		}
+		_, err := f.WriteAt([]byte("free"), s[0]+4)
+		return s[0] + hdr, err
+	})
+}
+
+// blankCopy writes to a new file in dir a copy of the file at path with
+// the spans find gives zeroed, each from where prepare says (after
+// prepare's own change to the span, if any; nil: the whole span), and
+// returns the new file's path. Nothing is left behind on an error.
+func blankCopy(path, dir, ext string, find func(io.ReaderAt, int64) ([][2]int64, error),
+	prepare func(*os.File, [2]int64) (int64, error)) (out string, err error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -40,8 +65,8 @@ func blankBMFFMetadata(path, dir, ext string) (out string, err error) {
 	if err != nil {
 		return "", err
 	}
-	var spans [][2]int64 // box start, box end
-	if err := findBlanked(src, 0, st.Size(), "", 0, &spans); err != nil {
+	spans, err := find(src, st.Size())
+	if err != nil {
 		return "", err
 	}
 	f, err := os.CreateTemp(dir, "media-*"+ext)
@@ -60,20 +85,15 @@ func blankBMFFMetadata(path, dir, ext string) (out string, err error) {
 	if _, err := io.Copy(f, src); err != nil {
 		return "", err
 	}
+	zero := make([]byte, 32<<10)
 	for _, s := range spans {
-		var h [8]byte
-		if _, err := f.ReadAt(h[:], s[0]); err != nil {
-			return "", err
+		from := s[0]
+		if prepare != nil {
+			if from, err = prepare(f, s); err != nil {
+				return "", err
+			}
 		}
-		hdr := int64(8)
-		if binary.BigEndian.Uint32(h[:4]) == 1 {
-			hdr = 16 // a 64-bit size follows the type
-		}
-		if _, err := f.WriteAt([]byte("free"), s[0]+4); err != nil {
-			return "", err
-		}
-		zero := make([]byte, 32<<10)
-		for off := s[0] + hdr; off < s[1]; {
+		for off := from; off < s[1]; {
 			n := min(int64(len(zero)), s[1]-off)
 			if _, err := f.WriteAt(zero[:n], off); err != nil {
 				return "", err
@@ -141,47 +161,8 @@ func findBlanked(r io.ReaderAt, start, end int64, parent string, depth int, span
 // path. The picture's items and every offset stay as they are. A file
 // whose meta box cannot be read is refused as corrupt: serving it would
 // serve its metadata.
-func blankHEIFMetadata(path, dir, ext string) (out string, err error) {
-	src, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer src.Close()
-	st, err := src.Stat()
-	if err != nil {
-		return "", err
-	}
-	spans, err := heifMetadataSpans(src, st.Size())
-	if err != nil {
-		return "", err
-	}
-	f, err := os.CreateTemp(dir, "media-*"+ext)
-	if err != nil {
-		return "", err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(f.Name())
-			out = ""
-		}
-	}()
-	if _, err := io.Copy(f, src); err != nil {
-		return "", err
-	}
-	zero := make([]byte, 32<<10)
-	for _, s := range spans {
-		for off := s[0]; off < s[1]; {
-			n := min(int64(len(zero)), s[1]-off)
-			if _, err := f.WriteAt(zero[:n], off); err != nil {
-				return "", err
-			}
-			off += n
-		}
-	}
-	return f.Name(), nil
+func blankHEIFMetadata(path, dir, ext string) (string, error) {
+	return blankCopy(path, dir, ext, heifMetadataSpans, nil)
 }
 
 // heifMetadataSpans finds the byte ranges of a HEIF's Exif and XMP items.

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/edgechat/edgechat/services/media/process/processtest"
 )
 
 func TestCheckBomb(t *testing.T) {
@@ -30,9 +32,9 @@ func TestCheckBomb(t *testing.T) {
 		{name: "gif canvas", data: gif3, mime: "image/gif", cfg: Config{MaxPixels: 199}, reason: "too_many_pixels"},
 		{name: "gif truncated", data: gif3[:40], mime: "image/gif", reason: "corrupt"},
 		{name: "png garbage", data: []byte("\x89PNG\r\n\x1a\nnope"), mime: "image/png", reason: "corrupt"},
-		{name: "jpeg scans at the limit", data: jpegScanBomb(64, 48, 2), mime: "image/jpeg", cfg: Config{MaxScans: 3}, want: Bounds{64, 48, 1, 64 * 48}},
-		{name: "jpeg scans over the limit", data: jpegScanBomb(64, 48, 3), mime: "image/jpeg", cfg: Config{MaxScans: 3}, reason: "too_many_scans"},
-		{name: "jpeg thousands of scans", data: jpegScanBomb(4000, 4000, 3000), mime: "image/jpeg", reason: "too_many_scans"},
+		{name: "jpeg scans at the limit", data: processtest.JPEGScanBomb(64, 48, 2), mime: "image/jpeg", cfg: Config{MaxScans: 3}, want: Bounds{64, 48, 1, 64 * 48}},
+		{name: "jpeg scans over the limit", data: processtest.JPEGScanBomb(64, 48, 3), mime: "image/jpeg", cfg: Config{MaxScans: 3}, reason: "too_many_scans"},
+		{name: "jpeg thousands of scans", data: processtest.JPEGScanBomb(4000, 4000, 3000), mime: "image/jpeg", reason: "too_many_scans"},
 		// Stuffed 0xFF bytes in the entropy data are no markers: one scan.
 		{name: "noisy baseline jpeg, one scan", data: encodeJPEG(t, noisy(200, 200)), mime: "image/jpeg", cfg: Config{MaxScans: 1}, want: Bounds{200, 200, 1, 40000}},
 		{name: "heic ispe", data: heicFile(4032, 3024), mime: "image/heic", want: Bounds{4032, 3024, 1, 4032 * 3024}},
