@@ -111,47 +111,17 @@ func findBlanked(r io.ReaderAt, start, end int64, parent string, depth int, span
 	if depth > 2 {
 		return nil
 	}
-	for off, n := start, 0; off+8 <= end; n++ {
-		if n > bmffMaxBoxes {
-			return fmt.Errorf("%w: more than %d boxes", ErrCorrupt, bmffMaxBoxes)
-		}
-		var h [16]byte
-		if _, err := r.ReadAt(h[:8], off); err != nil {
-			return err
-		}
-		size, hdr := int64(binary.BigEndian.Uint32(h[:4])), int64(8)
-		switch size {
-		case 0: // to the end of the parent
-			size = end - off
-		case 1:
-			if _, err := r.ReadAt(h[8:16], off+8); err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				return err
-			}
-			hdr = 16
-			if u := binary.BigEndian.Uint64(h[8:16]); u > uint64(end-off) {
-				return nil
-			} else {
-				size = int64(u)
-			}
-		}
-		if size < hdr || size > end-off {
-			return nil
-		}
-		typ := string(h[4:8])
+	var err error
+	walkErr := eachBox(r, start, end, func(typ string, box, body, boxEnd int64) bool {
 		switch {
 		case bmffBlanked[parent][typ]:
-			*spans = append(*spans, [2]int64{off, off + size})
+			*spans = append(*spans, [2]int64{box, boxEnd})
 		case typ == "moov" && parent == "", typ == "trak" && parent == "moov":
-			if err := findBlanked(r, off+hdr, off+size, typ, depth+1, spans); err != nil {
-				return err
-			}
+			err = findBlanked(r, body, boxEnd, typ, depth+1, spans)
 		}
-		off += size
-	}
-	return nil
+		return err == nil
+	})
+	return errors.Join(walkErr, err)
 }
 
 // blankHEIFMetadata writes to a new file in dir a copy of the HEIF at
@@ -170,7 +140,7 @@ func heifMetadataSpans(r io.ReaderAt, size int64) ([][2]int64, error) {
 	corrupt := func(what string) error { return fmt.Errorf("%w: heif %s", ErrCorrupt, what) }
 	// The top-level meta box (a full box: 4 bytes of version and flags).
 	var metaStart, metaEnd int64 = -1, -1
-	if err := eachBox(r, 0, size, func(typ string, body, end int64) bool {
+	if err := eachBox(r, 0, size, func(typ string, _, body, end int64) bool {
 		if typ == "meta" {
 			metaStart, metaEnd = body+4, end
 			return false
@@ -184,7 +154,7 @@ func heifMetadataSpans(r io.ReaderAt, size int64) ([][2]int64, error) {
 	}
 	var iinf, iloc []byte
 	idat := int64(-1)
-	if err := eachBox(r, metaStart, metaEnd, func(typ string, body, end int64) bool {
+	if err := eachBox(r, metaStart, metaEnd, func(typ string, _, body, end int64) bool {
 		switch typ {
 		case "iinf", "iloc":
 			if end-body > 1<<20 {
@@ -305,10 +275,10 @@ func heifMetadataSpans(r io.ReaderAt, size int64) ([][2]int64, error) {
 	return spans, nil
 }
 
-// eachBox calls fn with the type, body start and end of each box in
-// [start, end), until fn returns false or the boxes end (a box running
+// eachBox calls fn with the type, start, body start and end of each box
+// in [start, end), until fn returns false or the boxes end (a box running
 // outside its parent ends the walk).
-func eachBox(r io.ReaderAt, start, end int64, fn func(typ string, body, end int64) bool) error {
+func eachBox(r io.ReaderAt, start, end int64, fn func(typ string, box, body, end int64) bool) error {
 	for off, n := start, 0; off+8 <= end; n++ {
 		if n > bmffMaxBoxes {
 			return fmt.Errorf("%w: more than %d boxes", ErrCorrupt, bmffMaxBoxes)
@@ -334,7 +304,7 @@ func eachBox(r io.ReaderAt, start, end int64, fn func(typ string, body, end int6
 		if size < hdr || size > end-off {
 			return nil
 		}
-		if !fn(string(h[4:8]), off+hdr, off+size) {
+		if !fn(string(h[4:8]), off, off+hdr, off+size) {
 			return nil
 		}
 		off += size
