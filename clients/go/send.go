@@ -31,7 +31,10 @@ func (c *Client) SendGroup(ctx context.Context, gid, text string) (Message, erro
 // which the server refuses unless I am a member). Type defaults to
 // "text"; CID is generated when empty; set it to retry an earlier call
 // whose outcome is unknown. A CID is mine across direct and group
-// messages alike: reusing one returns the message first stored with it.
+// messages alike: reusing one for the same conversation returns the
+// message first stored with it; for another conversation (recipient or
+// group) the server refuses it (a *PublishError, 0x99) and stores
+// nothing.
 //
 // It publishes at QoS 1 and retries with the same CID, across dropped
 // connections and server restarts, until the server acknowledges it (a

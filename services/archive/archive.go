@@ -28,7 +28,8 @@
 //	     "nextCursor"?}; nextCursor (with hasMore) is the next page's cursor, an empty
 //	     cursor the first page; unread is capped at 1000
 //	POST /chat/messages                                  {"to"|"group", envelope fields}, at most 32 KiB;
-//	     201 with the stored envelope, 200 with the original one for a retried cid;
+//	     201 with the stored envelope, 200 with the original one for a retried cid
+//	     (400 "invalid_envelope" for a cid stored for another conversation);
 //	     403 "forbidden" when blocked by the recipient or not a member of the group
 //	POST /chat/read                                      {"with"|"group", "upTo"}, at most 1 KiB; 204
 //
@@ -354,7 +355,8 @@ func validUsers(uids ...string) error {
 // (clearing Group), completes Mentions (see stampMentions), commits the message through the Raft log and returns
 // the stored envelope and its exact JSON (the bytes to deliver; do not
 // re-encode). If (from, env.CID) was stored before, it returns that
-// original message with dup=true and stores nothing. Errors wrap
+// original message with dup=true and stores nothing, or, when the
+// original is of another conversation, refuses (reusedCID). Errors wrap
 // wire.ErrNotFound (no such recipient), wire.ErrForbidden (the recipient
 // has blocked the sender), wire.ErrInvalid or wire.ErrUnavailable.
 //
@@ -479,7 +481,7 @@ func (s *Service) refusedRetry(from, to, gid, cid string, env wire.Envelope, ref
 		return nil, false
 	}
 	env.From, env.To, env.Group = from, to, gid
-	stored, payload, dup, err := s.storedResult(env, nil, res)
+	stored, payload, dup, err := s.storedResult(env, nil, res, cid == env.CID)
 	s.count(dup, err)
 	return func(context.Context) (wire.Envelope, []byte, bool, error) { return stored, payload, dup, err }, true
 }
@@ -647,7 +649,7 @@ func (s *Service) start(ctx context.Context, env wire.Envelope, payload []byte, 
 		if res, ok := v.(*applied); ok && retried && res.Dup && res.ID == env.ID && !res.expired {
 			return env, payload, false, nil // our own earlier attempt committed: this is its answer
 		}
-		return s.storedResult(env, payload, v)
+		return s.storedResult(env, payload, v, cmd.CID == env.CID)
 	}
 }
 
@@ -656,7 +658,11 @@ func (s *Service) start(ctx context.Context, env wire.Envelope, payload []byte, 
 const leaderChangeRetry = 3 * time.Second
 
 // storedResult turns the handler's result into what SendDirect answers.
-func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.Envelope, []byte, bool, error) {
+// env is the message as sent (From, To and Group set). byCID: its
+// dedupe key is the client's cid (a local client's send, not a link's
+// message, whose key is its origin ID): an original of another
+// conversation is then refused (reusedCID).
+func (s *Service) storedResult(env wire.Envelope, payload []byte, v any, byCID bool) (wire.Envelope, []byte, bool, error) {
 	res, ok := v.(*applied)
 	if !ok {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: proposer returned %T, want the handler's result", v)
@@ -688,7 +694,28 @@ func (s *Service) storedResult(env wire.Envelope, payload []byte, v any) (wire.E
 	if err := json.Unmarshal(res.Payload, &orig); err != nil {
 		return wire.Envelope{}, nil, false, fmt.Errorf("archive: stored message %d: %w", res.ID, err)
 	}
+	if byCID && (orig.To != env.To || orig.Group != env.Group) {
+		return wire.Envelope{}, nil, false, reusedCID(env.CID, orig)
+	}
 	return orig, res.Payload, true, nil
+}
+
+// reusedCID refuses a local client's send whose cid the sender used
+// before for a message of another conversation (orig, the message
+// stored under it, names another recipient or group). A retry is the
+// same message sent again and never changes conversation, so this is a
+// new message under a reused cid (a client that counts cids per
+// conversation): acknowledged as a retry, it would be lost while the
+// client believes it sent. It is refused (wire.ErrInvalid: PUBACK 0x99,
+// HTTP 400 invalid_envelope) so that the client sends it under a new
+// cid; nothing is stored either way. An original that expired
+// (retention) cannot be compared and is answered as a duplicate still.
+func reusedCID(cid string, orig wire.Envelope) error {
+	other := "to " + orig.To
+	if orig.Group != "" {
+		other = "in group " + orig.Group
+	}
+	return fmt.Errorf("archive: cid %q names your message %s %s: a new message needs a new cid: %w", cid, orig.ID, other, wire.ErrInvalid)
 }
 
 // MarkRead moves reader's read cursor in the conversation with peer

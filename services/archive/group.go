@@ -23,7 +23,8 @@ func errNoGroups(gid string) error {
 // re-encode). A cid is unique per sender
 // across direct and group messages alike: if (from, env.CID) was stored
 // before, SendGroup returns that original message with dup=true and
-// stores nothing.
+// stores nothing, or, when the original is of another conversation,
+// refuses (reusedCID, wire.ErrInvalid).
 //
 // Errors wrap wire.ErrInvalid (malformed user or group ID, cid),
 // wire.ErrForbidden (from is not a member of gid), wire.ErrNotFound (the
