@@ -29,8 +29,8 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	token := fs.String("token", os.Getenv("EDGECHAT_TOKEN"), "access token (instead of a password prompt)")
 	provider := fs.String("oidc", "", "sign in through the server's OpenID Connect provider of this name (device flow)")
 	device := fs.String("device", os.Getenv("EDGECHAT_DEVICE"), "this device's name: the MQTT client ID's device part, shown in the session list (default go- and random hex)")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	// Where the client keeps its sync cursor (0600, next to the OIDC
 	// sessions); without a config directory it keeps nothing.

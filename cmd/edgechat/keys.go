@@ -31,8 +31,8 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		kid, rest = rest[0], rest[1:]
 	}
 	fs, server, data := adminFlags("keys " + sub)
-	if err := fs.Parse(rest); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, rest); err != nil {
+		return err
 	}
 	switch sub {
 	case "list":

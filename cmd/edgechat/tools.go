@@ -56,8 +56,8 @@ func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a running node")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
 	display := fs.String("display-name", "", "display name (default: the user name)")
-	if err := fs.Parse(args[2:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args[2:]); err != nil {
+		return err
 	}
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
@@ -103,8 +103,8 @@ func readPassword(stdin io.Reader) (string, error) {
 func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs, server, data := adminFlags("user passwd")
 	fromStdin := fs.Bool("password-stdin", false, "read the new password from standard input")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
@@ -131,8 +131,8 @@ func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader,
 func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Writer) error {
 	fs, server, data := adminFlags("user delete")
 	yes := fs.Bool("yes", false, "confirm: the account is disabled at once and erased after the grace period")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if !*yes {
 		return fmt.Errorf("deleting %s cannot be undone: add --yes", name)
@@ -176,8 +176,8 @@ type userFlag struct {
 func setUserFlag(ctx context.Context, name string, args []string, stdout io.Writer, f userFlag) error {
 	fs, server, data := adminFlags(f.command)
 	undo := fs.Bool(f.undo, false, f.undoUsage)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	uid := strings.ToLower(name)
 	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/"+f.field, map[string]bool{f.field: !*undo}); err != nil {
@@ -192,8 +192,8 @@ func setUserFlag(ctx context.Context, name string, args []string, stdout io.Writ
 func listUsersCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, server, data := adminFlags("user list")
 	suspended := fs.Bool("suspended", false, "only suspended accounts")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "USER\tROLE\tSTATE\tSIGN-IN\tCREATED")
@@ -273,8 +273,8 @@ func clusterCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		target, rest = rest[0], rest[1:]
 	}
 	fs, server, data := adminFlags("cluster " + sub)
-	if err := fs.Parse(rest); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, rest); err != nil {
+		return err
 	}
 	switch sub {
 	case "status":
@@ -376,6 +376,21 @@ func printStatus(w io.Writer, body []byte) error {
 			lag += "  down"
 		}
 		fmt.Fprintf(w, "%-12s %-24s %-9s %-6v %s\n", m.Name, m.ClusterAddr, m.Suffrage, m.Leader, lag)
+	}
+	return nil
+}
+
+// parseArgs parses a command's flags and refuses any word left over.
+// Go's flag parsing stops at the first word that is not a flag, so the
+// word and every flag after it would be ignored: a second user name, a
+// "revoke" meant as --revoke, a --server written after it falling back
+// to its default node.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	return nil
 }
@@ -487,8 +502,8 @@ func healthCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.SetOutput(io.Discard)
 	url := fs.String("url", os.Getenv("EDGECHAT_HEALTH_URL"), "URL to check (default: this environment's node)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	client := http.DefaultClient
 	if *url == "" {
