@@ -90,3 +90,21 @@ func adminGet(t *testing.T, url, token string) string {
 	}
 	return string(raw)
 }
+
+// An admin command run without the node's data directory (its signing
+// key) says which flag names it, not only the file it could not open.
+func TestAdminCommandWithoutTheDataDirNamesTheFlag(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	empty := t.TempDir()
+	for _, args := range [][]string{
+		{"user", "list", "--server", n.HTTPURL, "--data", empty},
+		{"token", "alice", "--server", n.HTTPURL, "--data", empty},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), args, nil, &out, &errOut)
+		if code != 1 || !strings.Contains(errOut.String(), "--data") || !strings.Contains(errOut.String(), empty) {
+			t.Errorf("edgechat %s: exit %d, %q; want 1 and a message naming --data and %s", strings.Join(args, " "), code, errOut.String(), empty)
+		}
+	}
+}

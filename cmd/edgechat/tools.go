@@ -440,7 +440,13 @@ func adminRequest(ctx context.Context, server, data, method, path string, body a
 // mintOperator mints an admin token for "operator" with the node's key
 // (the operator has the data directory).
 func mintOperator(data string, ttl time.Duration) (string, error) {
-	return auth.MintFromKeyDir(filepath.Join(data, "keys"), auth.DefaultIssuer, auth.Account{UserID: "operator", Admin: true}, ttl)
+	tok, err := auth.MintFromKeyDir(filepath.Join(data, "keys"), auth.DefaultIssuer, auth.Account{UserID: "operator", Admin: true}, ttl)
+	if errors.Is(err, os.ErrNotExist) {
+		// The usual cause: the node runs with another --data than the
+		// default ./data, or on another machine.
+		return "", fmt.Errorf("no signing key in %s: give the node's data directory with --data DIR (or EDGECHAT_DATA), on the node's machine: %w", data, err)
+	}
+	return tok, err
 }
 
 // tokenCmd: edgechat token NAME [--server URL] [--data DIR] [--ttl D]
