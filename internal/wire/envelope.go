@@ -18,8 +18,15 @@ import (
 
 // Limits on a client envelope.
 const (
-	MaxEnvelopeBytes = 16 << 10 // whole JSON payload
-	MaxBodyBytes     = 8 << 10  // the body field
+	// MaxEnvelopeBytes bounds a client's whole JSON payload. It leaves
+	// room for a body of MaxBodyBytes however the client's encoder
+	// escapes it: at worst 6 bytes a byte (\u003c for <, as Go's
+	// encoding/json writes it; every non-ASCII character as \uXXXX, as
+	// Python's json.dumps does), 48 KiB, and the other fields; it still
+	// fits MQTT's 64 KiB packets. The server stores its own encoding of
+	// the parsed envelope, so this bounds parsing only.
+	MaxEnvelopeBytes = 56 << 10
+	MaxBodyBytes     = 8 << 10 // the body field, as decoded (UTF-8 bytes)
 	MaxCIDLen        = 64
 	MaxMediaIDLen    = 128
 )

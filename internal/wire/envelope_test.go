@@ -10,10 +10,16 @@ import (
 // envelope, its <, >, & escaped, forwarded by a region link) and still
 // holds the body to MaxBodyBytes.
 func TestParseEnvelopeWithin(t *testing.T) {
-	e := Envelope{CID: "c1", Type: TypeText, Body: strings.Repeat("<", 4000)}
-	stored := e.Marshal() // 24 KiB: each '<' is \u003c
-	if _, err := ParseEnvelope(stored); !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("the client's limit: %v", err)
+	e := Envelope{CID: "c1", Type: TypeText, Body: strings.Repeat("<", MaxBodyBytes)}
+	stored := e.Marshal() // 48 KiB: each '<' is \u003c
+	// The client's limit takes a body of MaxBodyBytes at its worst
+	// escaping, and no more.
+	if got, err := ParseEnvelope(stored); err != nil || got.Body != e.Body {
+		t.Fatalf("the client's limit, a body of %d bytes escaped to %d: %v", MaxBodyBytes, len(stored), err)
+	}
+	padded := `{"cid":"c1","type":"text","body":"x","from":"` + strings.Repeat("a", MaxEnvelopeBytes) + `"}`
+	if _, err := ParseEnvelope([]byte(padded)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("the client's limit, %d bytes: %v", len(padded), err)
 	}
 	got, err := ParseEnvelopeWithin(stored, 64<<10)
 	if err != nil || got.Body != e.Body {

@@ -17,8 +17,9 @@ import (
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
-// MaxSendBody limits a POST /chat/messages body.
-const MaxSendBody = 32 << 10
+// MaxSendBody limits a POST /chat/messages body: an envelope of
+// wire.MaxEnvelopeBytes and "to" or "group".
+const MaxSendBody = 64 << 10
 
 // MaxReadBody limits a POST /chat/read body.
 const MaxReadBody = 1 << 10
