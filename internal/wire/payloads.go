@@ -13,10 +13,12 @@ const (
 	StatusOffline  = "offline"
 )
 
-// Presence is the retained payload of presence/{uid}.
+// Presence is the retained payload of presence/{uid}. LastSeen is left
+// out when unknown (a user never seen online, another region's user
+// nobody here watches), not written as the year 1.
 type Presence struct {
 	Status   string    `json:"status"`
-	LastSeen time.Time `json:"lastSeen"`
+	LastSeen time.Time `json:"lastSeen,omitzero"`
 }
 
 // Receipt types.
