@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -283,7 +284,16 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `MQTT over WebSocket needs the "mqtt" subprotocol`, http.StatusBadRequest)
 		return
 	}
-	ws, err := l.upgrader.Upgrade(w, r, nil) // answers 403 itself for a foreign Origin
+	if !l.checkOrigin(r) {
+		// Checked here too, before the upgrader (which would answer a
+		// bare "Forbidden"), so that the answer and the log say why.
+		l.b.m.refused.WithLabelValues("ws_upgrade").Inc()
+		origin := r.Header.Get("Origin")
+		l.log.Info("websocket refused: origin not allowed", "origin", origin, "host", r.Host, "remote", r.RemoteAddr)
+		http.Error(w, fmt.Sprintf("MQTT over WebSocket: origin %q is not allowed (this host's own origin, the cluster's nodes and --allowed-origins are)", origin), http.StatusForbidden)
+		return
+	}
+	ws, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		l.b.m.refused.WithLabelValues("ws_upgrade").Inc()
 		return

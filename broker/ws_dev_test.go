@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -185,5 +186,24 @@ func TestWebSocketPeerOrigins(t *testing.T) {
 	}
 	if _, resp, err := dialWS(t, url, http.Header{"Origin": {"http://127.0.0.1:4001"}}, "mqtt"); err == nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("another origin: err %v", err)
+	}
+}
+
+// A WebSocket refused for its Origin says why, and which setting allows
+// it: the refusal answered "Forbidden" only (and the access log a bare
+// 403), so an operator whose web app lives on another origin could not
+// tell it from a refused token.
+func TestWebSocketForeignOriginSaysWhy(t *testing.T) {
+	e := startBroker(t, nil)
+	srv := httptest.NewServer(e.b.WebSocketHandler())
+	t.Cleanup(srv.Close)
+	url := "ws" + strings.TrimPrefix(srv.URL, "http")
+	_, resp, err := dialWS(t, url, http.Header{"Origin": {"https://evil.example"}}, "mqtt")
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign origin: err %v resp %v", err, resp)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), "https://evil.example") || !strings.Contains(string(b), "--allowed-origins") {
+		t.Errorf("403 body %q: want the origin and --allowed-origins named", b)
 	}
 }
