@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -453,6 +454,25 @@ func misspelledEnv(env map[string]string) []string {
 	return out
 }
 
+var unknownYAMLField = regexp.MustCompile(`field (\S+) not found in type node\.Config`)
+
+// explainYAMLError names an unknown key of the configuration file as
+// such ("field http-addr not found in type node.Config" spoke of a Go
+// type) and, for a key written as its flag, gives the snake-case key.
+func explainYAMLError(msg string) string {
+	return unknownYAMLField.ReplaceAllStringFunc(msg, func(m string) string {
+		k := unknownYAMLField.FindStringSubmatch(m)[1]
+		out := fmt.Sprintf("unknown key %q", k)
+		snake := strings.ReplaceAll(k, "-", "_")
+		for _, s := range settings {
+			if snake != k && strings.ReplaceAll(s.name, "-", "_") == snake {
+				return out + " (keys are snake case: " + snake + ")"
+			}
+		}
+		return out
+	})
+}
+
 // LoadConfig builds the configuration for `edgechat serve` from args
 // (without the subcommand), the environment (os.Environ format) and the
 // file named by --config or EDGECHAT_CONFIG, and validates it.
@@ -496,7 +516,7 @@ func LoadSettings(args []string, environ []string) (Config, error) {
 		dec := yaml.NewDecoder(bytes.NewReader(b))
 		dec.KnownFields(true)
 		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return cfg, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+			return cfg, fmt.Errorf("%w: %s: %s", ErrConfig, path, explainYAMLError(err.Error()))
 		}
 	}
 	for _, s := range settings {

@@ -210,3 +210,24 @@ func TestMisspelledEnvironmentVariablesAreNamed(t *testing.T) {
 		t.Fatalf("the settings read: node %q, http %q", c.NodeID, c.HTTPAddr)
 	}
 }
+
+// A YAML key written as its flag (http-addr) or misspelled is named as
+// an unknown key, with the snake-case key when that is one: it answered
+// "field http-addr not found in type node.Config", a Go type the reader
+// of docs/operations.md never met.
+func TestYAMLKeyErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ yaml, want, not string }{
+		{"http-addr: 127.0.0.1:0\n", `unknown key "http-addr" (keys are snake case: http_addr)`, "node.Config"},
+		{"mqtt_adr: 127.0.0.1:0\n", `unknown key "mqtt_adr"`, "node.Config"},
+	} {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(c.yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig([]string{"--config", p}, nil)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), c.not) {
+			t.Errorf("%q: %v; want ErrConfig saying %s", c.yaml, err, c.want)
+		}
+	}
+}
