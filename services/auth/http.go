@@ -249,6 +249,10 @@ func (s *Service) handleRefresh(w http.ResponseWriter, r *http.Request) {
 	if fromCookie {
 		req.RefreshToken = cookieRefreshToken(r)
 	}
+	if req.RefreshToken == "" {
+		httpapi.WriteError(w, errNoRefreshToken)
+		return
+	}
 	t, err := s.RefreshWithKey(r.Context(), req.RefreshToken, key)
 	if err != nil {
 		if fromCookie && refusesRefresh(err) {
@@ -277,6 +281,10 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if fromCookie {
 		req.RefreshToken = cookieRefreshToken(r)
 	}
+	if req.RefreshToken == "" {
+		httpapi.WriteError(w, errNoRefreshToken)
+		return
+	}
 	err := s.LogoutDevice(r.Context(), req.RefreshToken, req.Device)
 	if fromCookie && (err == nil || refusesRefresh(err)) {
 		// Kept when the sign-out could not be done (503 while the
@@ -290,6 +298,12 @@ func (s *Service) handleLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// errNoRefreshToken answers a refresh or logout that carries no refresh
+// token at all, neither in the body nor as the session cookie: the
+// same code as an unknown one, but a message that says what is missing.
+var errNoRefreshToken = httpapi.Errorf(http.StatusUnauthorized, CodeRefreshInvalid,
+	"no refresh token: send refreshToken in the body, or the session cookie of a sign-in with \"session\": \"cookie\"")
 
 // refusesRefresh tells the errors that refuse a refresh token for good
 // (unknown, spent, revoked, expired): its session cookie goes. Others (the
