@@ -156,6 +156,17 @@ func ValidUserID(s string) error {
 // ValidPeerID accepts the peer of a direct conversation: a user ID, or
 // a user ID of another region qualified with it ("bob@us",
 // internal/address).
+// LowercaseHint is " (user IDs are lowercase: alice)" for a name that
+// is a user ID (or name@region) but for its capitals, the name a user
+// typed as they signed up (registration lowers it), else "": for the
+// messages that refuse such a name.
+func LowercaseHint(s string) string {
+	if l := strings.ToLower(s); l != s && ValidPeerID(l) == nil {
+		return " (user IDs are lowercase: " + l + ")"
+	}
+	return ""
+}
+
 func ValidPeerID(s string) error {
 	if strings.IndexByte(s, '@') < 0 {
 		return ValidUserID(s)

@@ -246,7 +246,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		if wire.ValidPeerID(with) != nil {
-			httpapi.WriteError(w, badParam("invalid user id in with"))
+			httpapi.WriteError(w, badParam("invalid user id in with%s", wire.LowercaseHint(with)))
 			return
 		}
 		if peer, err := s.resolvePeer(with); err == nil {
@@ -454,7 +454,7 @@ func decodeSendRequest(body []byte) (dst target, env wire.Envelope, err error) {
 	case (req.To == nil) == (req.Group == nil):
 		return target{}, wire.Envelope{}, badParam("give exactly one of to and group")
 	case req.To != nil && wire.ValidPeerID(*req.To) != nil:
-		return target{}, wire.Envelope{}, badParam("to must be a user id")
+		return target{}, wire.Envelope{}, badParam("to must be a user id%s", wire.LowercaseHint(*req.To))
 	case req.To != nil:
 		dst.To = *req.To
 	case wire.ValidGroupID(*req.Group) != nil:
@@ -587,7 +587,7 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 	case (req.With == nil) == (req.Group == nil):
 		err = badParam("give exactly one of with and group")
 	case req.With != nil && wire.ValidPeerID(*req.With) != nil:
-		err = badParam("with must be a user id")
+		err = badParam("with must be a user id%s", wire.LowercaseHint(*req.With))
 	case req.Group != nil && wire.ValidGroupID(*req.Group) != nil:
 		err = badParam("group must be a group id")
 	case req.UpTo == nil:
