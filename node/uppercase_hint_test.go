@@ -34,3 +34,27 @@ func TestChatEndpointsSayUserIDsAreLowercase(t *testing.T) {
 		}
 	}
 }
+
+// The same for a profile and a new contact or block: 404 "no such user"
+// (alice exists) now says the IDs are lowercase and names alice.
+func TestUserEndpointsSayUserIDsAreLowercase(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/user/Alice", nil},
+		{"POST", "/user/me/contacts", map[string]string{"uid": "Alice"}},
+		{"POST", "/user/me/blocks", map[string]string{"uid": "Alice"}},
+	} {
+		var out struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		st := api(t, n, bobTok, c.method, c.path, c.body, &out)
+		if st != 404 || out.Error.Code != "not_found" || !strings.Contains(out.Error.Message, "lowercase: alice") {
+			t.Errorf("%s %s with Alice: %d %+v, want 404 not_found saying user IDs are lowercase: alice", c.method, c.path, st, out.Error)
+		}
+	}
+}

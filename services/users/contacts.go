@@ -332,6 +332,10 @@ func (s *Service) handleAddRelation(t byte) http.HandlerFunc {
 			httpapi.WriteError(w, err)
 			return
 		}
+		if hint := wire.LowercaseHint(req.UID); hint != "" {
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user%s", hint))
+			return
+		}
 		uid, remote, err := s.relate(r.Context(), t, p.UserID, req.UID, true)
 		if err != nil {
 			httpapi.WriteError(w, httpError(err))

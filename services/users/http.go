@@ -127,6 +127,10 @@ func (s *Service) handleGetUser(w http.ResponseWriter, r *http.Request) {
 	if _, ok := principal(w, r); !ok {
 		return
 	}
+	if hint := wire.LowercaseHint(r.PathValue("uid")); hint != "" {
+		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user%s", hint))
+		return
+	}
 	if uid := r.PathValue("uid"); strings.IndexByte(uid, '@') >= 0 {
 		s.writeQualifiedProfile(w, r, uid) // a user of another region (remote.go)
 		return
