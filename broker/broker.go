@@ -310,6 +310,9 @@ type Broker struct {
 	// offline: uid -> persistent sessions left offline (sessioncap.go)
 	offline offlineSessions
 	nconn   atomic.Int64 // established connections
+	// left: this node left its cluster (LeftCluster): it refuses
+	// connections, since it no longer gets the log.
+	left atomic.Bool
 	// connSeq numbers connections (the registry's gen, presence's
 	// connID). It starts at the process's start time so that a number is
 	// not reused across restarts: the registry keeps a crashed run's

@@ -90,6 +90,26 @@ func (b *Broker) ResyncClients() {
 	}
 }
 
+// LeftCluster is called once this node has left its cluster (`edgechat
+// cluster leave` answered): it no longer gets the log, so nothing
+// committed from then on reaches its clients, live or by sync, and their
+// publishes cannot commit. It closes every signed-in user's connection
+// as ResyncClients does (v5: DISCONNECT 0x89; their sessions end), and
+// every region link's (0x8B server shutting down), so that they
+// reconnect to another node (this one answers /readyz 503), and refuses
+// new connections from then on (CONNACK 0x88 server unavailable; 3.1.1:
+// 0x03). Safe from any goroutine.
+func (b *Broker) LeftCluster() {
+	b.left.Store(true)
+	n := b.resyncClients()
+	links := b.connsWhere(func(p wire.Principal) bool { return p.Link != "" })
+	for _, cl := range links {
+		_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
+	b.log.Info("left the cluster: closed the connections so that their clients move to another node; refusing new ones",
+		"connections", n, "links", len(links))
+}
+
 // resyncClients closes the signed-in users' connections with 0x89 and
 // returns how many. The users' persistent sessions left offline missed
 // the same messages (nothing was queued for them either): they end

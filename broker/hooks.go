@@ -61,6 +61,7 @@ var (
 	// so that a client retries, where 0x86 tells many libraries to stop
 	// and ask the user for new credentials.
 	refuseUnavailable  = connRefusal{v5: packets.Code{Code: 0x88, Reason: "server unavailable: the token cannot be checked now; retry"}, v3: 0x03, metric: "connect_unavailable"}
+	refuseLeft         = connRefusal{v5: packets.Code{Code: 0x88, Reason: "server unavailable: this node left its cluster; connect to another node"}, v3: 0x03, metric: "connect_unavailable"}
 	refuseWrongUser    = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: token belongs to another user"}, v3: 0x04, metric: "connect_bad_token"}
 	refuseClientID     = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: want {userID}/{deviceID} of the authenticated user"}, v3: 0x02, metric: "connect_client_id"}
 	refuseAnonClientID = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: the {userID}/{deviceID} form needs credentials"}, v3: 0x02, metric: "connect_client_id"}
@@ -81,7 +82,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	b := h.b
 	var p wire.Principal
 	var refusal *connRefusal
-	if !b.allowConnect(cl) {
+	if b.left.Load() {
+		refusal = &refuseLeft // it no longer gets the log: nothing would reach the client
+	} else if !b.allowConnect(cl) {
 		refusal = &refuseConnectRate // before any token work: floods stay cheap
 	} else {
 		p, refusal = b.authenticate(cl, pk)

@@ -14,7 +14,8 @@ import (
 )
 
 // leave withdraws this node's routes and client registry entries while
-// it can still commit, then leaves the Raft configuration. A leave that
+// it can still commit, then leaves the Raft configuration and closes its
+// clients' connections (Broker.LeftCluster). A leave that
 // is refused (the last voter) drops nothing, and one that fails later
 // puts everything back: the node stays a member and must keep serving.
 func (n *Node) leave(ctx context.Context) error {
@@ -32,8 +33,11 @@ func (n *Node) leave(ctx context.Context) error {
 	if err != nil {
 		n.Broker.CancelLeave()
 		n.log.Warn("leave failed; routes and client registrations restored", "error", err)
+		return err
 	}
-	return err
+	// No longer a member: its clients would get nothing more here.
+	n.Broker.LeftCluster()
+	return nil
 }
 
 // remove takes a dead node out of the configuration and drops its routes
