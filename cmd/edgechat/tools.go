@@ -310,7 +310,7 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: %s: unexpected arguments %q", errUsage, fs.Name(), fs.Args())
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodPost, "/admin/push/test/"+url.PathEscape(uid), nil)
 	if err != nil {
@@ -390,7 +390,7 @@ func parseArgs(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: %s: unexpected arguments %q", errUsage, fs.Name(), fs.Args())
 	}
 	return nil
 }
@@ -466,7 +466,7 @@ func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: %s: unexpected arguments %q", errUsage, fs.Name(), fs.Args())
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/users/"+url.PathEscape(strings.ToLower(name)), nil)
 	if err != nil {
