@@ -286,9 +286,14 @@ type Raft struct {
 	promoting map[string]bool
 	peerStat  map[string]peerStatus // leader's last poll of each member
 
-	memberWatch memberWatch     // announces member list changes (MembersChanged)
-	lastLed     atomic.Int64    // when this node last led, Unix ns, by watchSelfDown's tick (down.go)
-	selfDown    atomic.Bool     // this node counts itself down (cutOff), as last announced (down.go)
+	memberWatch memberWatch  // announces member list changes (MembersChanged)
+	lastLed     atomic.Int64 // when this node last led, Unix ns, by watchSelfDown's tick (down.go)
+	selfDown    atomic.Bool  // this node counts itself down (cutOff), as last announced (down.go)
+	// removedAway: the leader answered this node's request to confirm
+	// its membership (rejoin, moved) that it is no member: it was
+	// removed while it was away, and its own configuration does not say
+	// so (NotAMember).
+	removedAway atomic.Bool
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
 	reads       readRounds      // the leader's shared read barriers (readbarrier.go)
 	notices     commitNotices   // ... without a log entry (notice.go)
@@ -577,13 +582,19 @@ func (n *Raft) Run(ctx context.Context) (err error) {
 	case !n.fresh && len(n.cfg.Join) > 0:
 		aux.Go(func() { n.rejoin(ctx, false) })
 	case !n.fresh:
-		// A member started at another address without Join: the others
-		// would go on dialling the address its configuration names, and
-		// it would never hear from a leader. It asks the members its
-		// configuration names, as a restart with Join would.
-		if was, moved := n.movedFrom(); moved {
+		// A member started without Join asks the members its
+		// configuration names to confirm it (JoinArgs.Moved): one at
+		// another address has it updated (the others would go on
+		// dialling the address its configuration names, and it would
+		// never hear from a leader), and one removed while it was away,
+		// whose configuration does not say so, learns it (NotAMember)
+		// instead of waiting for a leader for ever.
+		was, moved, others := n.movedFrom()
+		if moved {
 			n.log.Warn("this node's cluster address changed since it last ran; asking the other members to update it",
 				"was", was, "now", n.Addr())
+		}
+		if others {
 			aux.Go(func() { n.rejoin(ctx, true) })
 		}
 	}

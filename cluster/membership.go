@@ -204,10 +204,14 @@ func (n *Raft) isNonvoter() bool {
 }
 
 // NotAMember reports whether this node knows a configuration it is not
-// in: it left the cluster or was removed (and saw the change), so no
+// in, or was told by the leader that it is none (removed while it was
+// away: rejoin): it left the cluster or was removed, so no
 // leader will ever take it back unless it asks again (started with Join).
 // A node without Raft state (forming or joining) is not reported.
 func (n *Raft) NotAMember() bool {
+	if n.removedAway.Load() {
+		return true // the leader said so (rejoin)
+	}
 	servers := n.configuration()
 	return len(servers) > 0 && !slices.ContainsFunc(servers, func(s raft.Server) bool {
 		return s.ID == raft.ServerID(n.cfg.NodeName)
@@ -706,18 +710,19 @@ func (n *Raft) rejoin(ctx context.Context, moved bool) {
 	}
 }
 
-// movedFrom reports whether the configuration names this node at an
-// address other than the one it has now, and other members it can ask to
-// update it; and that address. (A lone voter needs nobody: it elects
-// itself wherever it listens.)
-func (n *Raft) movedFrom() (was string, moved bool) {
+// movedFrom reports whether the configuration names this node with
+// other members it can ask (others), and at an address other than the
+// one it has now (moved); and that address. (A lone voter needs nobody:
+// it elects itself wherever it listens.)
+func (n *Raft) movedFrom() (was string, moved, others bool) {
 	servers := n.configuration()
 	for _, s := range servers {
 		if s.ID == raft.ServerID(n.cfg.NodeName) {
-			return string(s.Address), string(s.Address) != n.Addr() && len(servers) > 1
+			others = len(servers) > 1
+			return string(s.Address), string(s.Address) != n.Addr() && others, others
 		}
 	}
-	return "", false
+	return "", false, false
 }
 
 // peerAddrs is the Join list, the discovered servers and the other
@@ -838,11 +843,16 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
 			err = codeErr(r.Code, r.Message)
 		}
 		if err == nil {
-			n.log.Info("joined the cluster", "via", addr)
+			if moved {
+				n.log.Info("the cluster has this node as a member at its address", "via", addr)
+			} else {
+				n.log.Info("joined the cluster", "via", addr)
+			}
 			return true
 		}
 		last = fmt.Errorf("%s: %w", addr, err)
 		if moved && errors.Is(err, ErrUnknownNode) {
+			n.removedAway.Store(true)
 			n.log.Error("this node was removed from its cluster while it was away; start it with --join of a member to return",
 				"node", n.cfg.NodeName, "err", err)
 			return true
