@@ -91,7 +91,8 @@ func (b *Broker) ResyncClients() {
 }
 
 // LeftCluster is called once this node has left its cluster (`edgechat
-// cluster leave` answered): it no longer gets the log, so nothing
+// cluster leave` answered) or learnt that it was removed: it no longer
+// gets the log, so nothing
 // committed from then on reaches its clients, live or by sync, and their
 // publishes cannot commit. It closes every signed-in user's connection
 // as ResyncClients does (v5: DISCONNECT 0x89; their sessions end), and
@@ -100,7 +101,9 @@ func (b *Broker) ResyncClients() {
 // new connections from then on (CONNACK 0x88 server unavailable; 3.1.1:
 // 0x03). Safe from any goroutine.
 func (b *Broker) LeftCluster() {
-	b.left.Store(true)
+	if b.left.Swap(true) {
+		return // once
+	}
 	n := b.resyncClients()
 	links := b.connsWhere(func(p wire.Principal) bool { return p.Link != "" })
 	for _, cl := range links {

@@ -294,6 +294,9 @@ type Raft struct {
 	// removed while it was away, and its own configuration does not say
 	// so (NotAMember).
 	removedAway atomic.Bool
+	notMember   atomic.Bool     // NotAMember as last announced (down.go, watchSelfDown)
+	askedAt     atomic.Int64    // when this node, cut off, last asked whether it is a member, Unix ns (confirmMember)
+	asking      atomic.Bool     // a confirmMember runs
 	announcer   commitAnnouncer // tells followers of commits at once (announce.go)
 	reads       readRounds      // the leader's shared read barriers (readbarrier.go)
 	notices     commitNotices   // ... without a log entry (notice.go)

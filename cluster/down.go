@@ -208,10 +208,65 @@ func (n *Raft) watchSelfDown(ctx context.Context) {
 			}
 			n.memberWatch.notify()
 		}
+		if n.selfDown.Load() {
+			n.confirmMemberEvery(ctx, confirmEvery)
+		}
+		if nm := n.NotAMember(); nm != n.notMember.Load() {
+			n.notMember.Store(nm)
+			n.memberWatch.notify()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// confirmEvery is how often a node cut off from its leader asks the
+// members whether it still is one.
+const confirmEvery = 10 * time.Second
+
+// confirmMemberEvery asks the members, at most once every period and on a
+// helper goroutine, whether this node is still one (confirmMember): a
+// node removed while it was cut off (a partition; an operator removing a
+// node taken for dead) is never sent the removal, and would otherwise
+// wait for a leader for ever with its clients connected.
+func (n *Raft) confirmMemberEvery(ctx context.Context, period time.Duration) {
+	if n.removedAway.Load() || time.Since(time.Unix(0, n.askedAt.Load())) < period || !n.asking.CompareAndSwap(false, true) {
+		return
+	}
+	n.askedAt.Store(time.Now().UnixNano())
+	if !n.helpers.start(func() {
+		defer n.asking.Store(false)
+		n.confirmMember(ctx)
+	}) {
+		n.asking.Store(false)
+	}
+}
+
+// confirmMember asks the members of this node's configuration, in turn,
+// to confirm it (JoinArgs.Moved at its own address: a no-op for a
+// member); one that answers that it is none marks it removed
+// (removedAway, NotAMember) and announces it (MembersChanged).
+func (n *Raft) confirmMember(ctx context.Context) {
+	for _, addr := range n.peerAddrs() {
+		cctx, cancel := context.WithTimeout(ctx, discoveryCallTimeout)
+		var r ChangeReply
+		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: true}, &r)
+		cancel()
+		if err != nil {
+			continue // not reachable (yet): the next member, or the next period
+		}
+		switch err := codeErr(r.Code, r.Message); {
+		case err == nil:
+			return
+		case errors.Is(err, ErrUnknownNode):
+			n.removedAway.Store(true)
+			n.log.Error("this node was removed from its cluster while it was cut off; start it with --join of a member to return",
+				"node", n.cfg.NodeName, "err", err)
+			n.memberWatch.notify()
+			return
 		}
 	}
 }

@@ -40,6 +40,27 @@ func (n *Node) leave(ctx context.Context) error {
 	return nil
 }
 
+// leftWhenRemoved closes this node's clients' connections and refuses
+// new ones (Broker.LeftCluster) once it is no longer a member: removed
+// by an operator while it ran (or while it was cut off: it learns it
+// when it can ask again, cluster.Raft.NotAMember). It runs until ctx
+// ends.
+func (n *Node) leftWhenRemoved(ctx context.Context) {
+	for {
+		changed := n.raft.MembersChanged()
+		if n.raft.NotAMember() {
+			n.log.Warn(notAMember)
+			n.Broker.LeftCluster()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
 // remove takes a dead node out of the configuration and drops its routes
 // and client registry entries. For a name that is no member it still
 // drops them before answering ErrUnknownNode: the retry of a removal
