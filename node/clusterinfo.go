@@ -65,8 +65,16 @@ func (n *Node) leftWhenRemoved(ctx context.Context) {
 // and client registry entries. For a name that is no member it still
 // drops them before answering ErrUnknownNode: the retry of a removal
 // that committed but whose drop failed finds the name gone, and would
-// otherwise leave the removed node's routes and entries for good.
+// otherwise leave the removed node's routes and entries for good. This
+// node's own name is a leave.
 func (n *Node) remove(ctx context.Context, name string) error {
+	if name == n.cfg.NodeID {
+		// Removing itself is a leave: its routes and registry entries go
+		// first, while it can still commit (after the removal it could
+		// not, and every retry sent to it would fail), a leader hands
+		// its leadership over, and its clients move on.
+		return n.leave(ctx)
+	}
 	rerr := n.raft.Remove(ctx, name)
 	if rerr != nil && !errors.Is(rerr, cluster.ErrUnknownNode) {
 		return rerr
