@@ -381,6 +381,11 @@ type connInfo struct {
 	// CONNECT checked the token (RevokeAdmin): the connection is a user's
 	// from then on (principalOf), without $SYS.
 	adminRevoked atomic.Bool
+	// refused is set when the token was refused by the check again at
+	// the end of the handshake (OnSessionEstablished): the connection is
+	// being closed, is no user's from then on (principalOf), and
+	// presence hears nothing of it (neither connected nor disconnected).
+	refused atomic.Bool
 }
 
 // New validates cfg, creates the mochi server and binds the TCP and TLS
@@ -794,6 +799,9 @@ func (b *Broker) connOf(cl *mqtt.Client) *connInfo {
 // principalOf is principal with the connection state looked up already.
 func principalOf(ci *connInfo, cl *mqtt.Client) wire.Principal {
 	if ci != nil {
+		if ci.refused.Load() {
+			return wire.Principal{} // being closed: nothing it sends counts
+		}
 		if ci.p.Admin && ci.adminRevoked.Load() {
 			p := ci.p
 			p.Admin = false

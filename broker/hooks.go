@@ -194,7 +194,8 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// the change, or the change's DisconnectUser finds this connection.
 	// So may a revocation of the admin role (RevokeAdmin): the token's
 	// role is checked again too.
-	if p, ok := b.stillValid(ci.p, pk); !ok {
+	p, valid := b.stillValid(ci.p, pk)
+	if !valid {
 		b.log.Info("connection closed: its token was refused during the handshake", "client", cl.ID)
 		go func() { _ = b.srv.DisconnectClient(cl, packets.ErrAdministrativeAction) }()
 	} else if ci.p.Admin && !p.Admin {
@@ -203,11 +204,18 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	// A resumed session brings its old subscriptions: drop those the
 	// user lost meanwhile (a group left while offline).
 	b.dropRevokedSubscriptions(cl, b.principal(cl))
+	if !valid {
+		// Not shown online, even for a moment, and nothing it sends
+		// before it is closed counts (principalOf). Set after the
+		// subscriptions were checked as the user's: a resumed session's
+		// are kept as they were.
+		ci.refused.Store(true)
+	}
 	ci.established.Store(true)
 	if ci.missedEarly.Load() {
 		b.tellToSync(cl, ci) // a delivery was dropped during the handshake
 	}
-	if b.deps.Presence != nil {
+	if b.deps.Presence != nil && !ci.refused.Load() {
 		b.deps.Presence.Connected(ci.p.UserID, ci.connID)
 	}
 }
@@ -245,7 +253,7 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	b.users.remove(ci.p.UserID, cl)
-	if b.deps.Presence != nil {
+	if b.deps.Presence != nil && !ci.refused.Load() {
 		b.deps.Presence.Disconnected(ci.p.UserID, ci.connID)
 	}
 	if !expire {

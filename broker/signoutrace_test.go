@@ -1,11 +1,15 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -70,4 +74,37 @@ func TestConnectRacingSignOutEverywhereIsClosed(t *testing.T) {
 	if _, ok := bob.ServerDisconnect(); ok {
 		t.Fatal("bob's connection was closed")
 	}
+}
+
+// The connection closed because its token was refused at the end of its
+// handshake was reported to presence as connected (and then as
+// disconnected), so a user who was signed out everywhere, suspended or
+// deleted was shown online to their contacts for the grace period and
+// their last seen moved to the refused attempt. Presence hears nothing of
+// such a connection, and nothing it publishes meanwhile (a heartbeat)
+// counts: it is no user's.
+func TestConnectRefusedAtTheEndOfTheHandshakeIsNotShownOnline(t *testing.T) {
+	v := &racingVerifier{race: "alice", revoked: map[string]bool{}}
+	e := startBrokerWith(t, nil, func(d *Deps) { d.Verifier = v })
+	v.mu.Lock()
+	v.onRevoke = e.b.DisconnectUser
+	v.mu.Unlock()
+	bob := mustV5(t, e.addr, "bob", "phone")
+	alice := mustV5(t, e.addr, "alice", "phone")
+	_, _ = alice.Publish(context.Background(), &paho.Publish{Topic: "presence/alice/heartbeat", QoS: 0})
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if _, ok := alice.ServerDisconnect(); !ok {
+			return errors.New("alice's connection, whose token the sign-out refused, is still open")
+		}
+		if n := e.b.nconn.Load(); n != 1 {
+			return fmt.Errorf("%d connections counted, want 1 (bob's)", n)
+		}
+		return nil
+	})
+	for _, ev := range e.pres.get() {
+		if strings.Contains(ev, "alice") {
+			t.Errorf("presence was told %q of alice's refused connection; events: %q", ev, e.pres.get())
+		}
+	}
+	_ = bob
 }
