@@ -373,6 +373,7 @@ func (n *Node) buildBroker() (err error) {
 	// that callback, so it re-checks every live session (registered
 	// after the users service's cache purge, so it reads the new state).
 	n.Users.OnMemberRemoved(n.Broker.DropGroupSubscriptions)
+	n.Users.OnPresenceMayShow(n.Broker.PresenceShown)
 	// A deleted account's live sessions go on every node (not on the FSM's
 	// goroutine: closing a connection writes to it).
 	n.Auth.OnAccountDisabled(func(uid string) { go n.Broker.DisconnectUser(uid) })

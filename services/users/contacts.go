@@ -52,7 +52,11 @@ func (s *Service) applyContact(tx *badger.Txn, _ fsm.Position, payload []byte) (
 	if err != nil {
 		return nil, err
 	}
-	return &applied{s: s, inv: invalidation{contacts: []string{c.Owner}}, after: after}, nil
+	inv := invalidation{contacts: []string{c.Owner}}
+	if c.Add {
+		inv.hooks = s.presenceMayShow(c)
+	}
+	return &applied{s: s, inv: inv, after: after}, nil
 }
 
 func (s *Service) applyBlock(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -64,7 +68,40 @@ func (s *Service) applyBlock(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	if err != nil {
 		return nil, err
 	}
-	return &applied{s: s, inv: invalidation{blocks: []string{c.Owner}}, after: after}, nil
+	inv := invalidation{blocks: []string{c.Owner}}
+	if !c.Add {
+		inv.hooks = s.presenceMayShow(c)
+	}
+	return &applied{s: s, inv: inv, after: after}, nil
+}
+
+// OnPresenceMayShow registers fn to be called on this node, after the
+// change is committed (and the caches invalidated), when viewer may see
+// subject's presence again or for the first time: subject lifted their
+// block of viewer, or added viewer to their contacts. The broker hands
+// the current presence/{subject} to viewer's sessions that kept their
+// subscription meanwhile (its deliveries were refused). fn runs on the
+// FSM's apply path: it must be quick and must not propose.
+func (s *Service) OnPresenceMayShow(fn func(subject, viewer string)) {
+	s.mu.Lock()
+	s.onShown = append(s.onShown, fn)
+	s.mu.Unlock()
+}
+
+// presenceMayShow is the after-commit hook of c for OnPresenceMayShow
+// (none for a user of another region).
+func (s *Service) presenceMayShow(c relationCmd) []func() {
+	if strings.IndexByte(c.UID, '@') >= 0 {
+		return nil
+	}
+	return []func(){func() {
+		s.mu.RLock()
+		fns := s.onShown
+		s.mu.RUnlock()
+		for _, fn := range fns {
+			fn(c.Owner, c.UID)
+		}
+	}}
 }
 
 func (s *Service) applyRelation(tx *badger.Txn, prefix string, payload []byte) (relationCmd, error) {

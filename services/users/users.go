@@ -135,8 +135,9 @@ type Service struct {
 
 	mu        sync.RWMutex
 	onRemoved []func(gid, uid string)
-	groupHook GroupHook // groups_remote.go
-	regions   Regions   // groups_remote.go
+	onShown   []func(subject, viewer string) // contacts.go OnPresenceMayShow
+	groupHook GroupHook                      // groups_remote.go
+	regions   Regions                        // groups_remote.go
 
 	relHook  RelationHook // relations_remote.go
 	accounts Accounts     // nil: every account with a profile counts

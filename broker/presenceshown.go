@@ -1,0 +1,58 @@
+package broker
+
+import (
+	"bytes"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// PresenceShown is told (after the commit, on every node) that viewer
+// may see subject's presence again: subject lifted their block of viewer
+// or added viewer to their contacts. A session of viewer that kept its
+// subscription to presence/{subject} meanwhile had its deliveries
+// refused (the delivery-time ACL), so the last status its client got
+// may be one subject left long ago (online after every device left): it
+// is handed the status retained now, as a new subscription would be.
+// Sessions of this node only: every node runs it for its own.
+func (b *Broker) PresenceShown(subject, viewer string) {
+	topic := "presence/" + subject
+	if viewer == "" || viewer == subject || wire.ParseTopic(topic).Kind != wire.KindPresence {
+		return
+	}
+	for _, cl := range b.users.sessions(viewer) {
+		if _, ok := cl.State.Subscriptions.Get(topic); !ok {
+			continue
+		}
+		go b.handPresence(cl, topic) // runs on the FSM's apply path: never wait on a client here
+	}
+}
+
+// handPresence writes the presence retained on topic to cl, checked
+// against the visibility rule as every delivery is. Should the status
+// change while it is written, the new one goes too: the client never
+// ends on an older status than the retained one (protocol.md).
+func (b *Broker) handPresence(cl *mqtt.Client, topic string) {
+	var sent []byte
+	for range 3 {
+		payload, ok := b.Retained(topic)
+		if !ok || bytes.Equal(payload, sent) {
+			return
+		}
+		if !allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, false) {
+			return
+		}
+		err := cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish},
+			TopicName:   topic,
+			Payload:     payload,
+		})
+		if err != nil {
+			b.log.Debug("presence not handed", "client", cl.ID, "topic", topic, "error", err)
+			return
+		}
+		sent = payload
+	}
+}
