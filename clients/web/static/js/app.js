@@ -940,9 +940,18 @@ class App {
         await new Promise((done) => setTimeout(done, delay));
         if (store !== this.store) return;
       }
+      const key = Uint8Array.from(atob(vapid.publicKey.replace(/-/g, '+').replace(/_/g, '/')), (ch) => ch.charCodeAt(0));
       let sub = await reg.pushManager.getSubscription();
+      // A subscription made with another VAPID key (a cluster made anew
+      // or restored, its key rotated) is dropped: the push service
+      // refuses (403) every push the cluster signs for it. (A browser
+      // that does not say its subscription's key keeps it.)
+      const had = sub && sub.options && sub.options.applicationServerKey;
+      if (had && !sameKey(new Uint8Array(had), key)) {
+        await sub.unsubscribe();
+        sub = null;
+      }
       if (!sub) {
-        const key = Uint8Array.from(atob(vapid.publicKey.replace(/-/g, '+').replace(/_/g, '/')), (ch) => ch.charCodeAt(0));
         sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
       }
       try {
@@ -1220,6 +1229,11 @@ class App {
       (p) => { c.pending.delete(p.cid); store.changed(); }));
     if (atBottom) el.scrollTop = el.scrollHeight;
   }
+}
+
+// sameKey tells whether two keys (byte arrays) are the same bytes.
+function sameKey(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function store_oldest(store, c) {
