@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -48,4 +49,49 @@ func TestAChatWithADeletedUserIsNotOpened(t *testing.T) {
 	if convs := eval[int](t, alice, `document.querySelectorAll('[data-conv="d:bob"]').length`); convs != 0 {
 		t.Fatalf("the list shows a conversation with the deleted bob")
 	}
+}
+
+// A group message of a user whose account was erased shows its sender
+// as a deleted account, as GET /user/{uid} answers it (the tombstone:
+// "deleted user", deleted: true) and as the 202 of the deletion tells
+// the user ("members see their sender as \"deleted user\""): the page
+// showed the user ID, in the message and in the list's last message,
+// as if the account were there.
+func TestAGroupMessageOfAnErasedUserShowsADeletedAccount(t *testing.T) {
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	aliceTok := n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	var g struct{ GroupID string }
+	if err := json.Unmarshal(apiCall(t, "POST", n.HTTPURL+"/user/groups", aliceTok, `{"name":"team","members":["bob"]}`), &g); err != nil || g.GroupID == "" {
+		t.Fatalf("create the group: %v", err)
+	}
+	apiCall(t, "POST", n.HTTPURL+"/chat/messages", bobTok, `{"group":"`+g.GroupID+`","cid":"b1","type":"text","body":"bye all"}`)
+	apiCall(t, "DELETE", n.HTTPURL+"/user/me", bobTok, fmt.Sprintf(`{"password":%q}`, nodetest.Password("bob")))
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var p struct {
+			Deleted     bool
+			DisplayName string
+		}
+		if err := tryGetJSON(n.HTTPURL, aliceTok, "/user/bob", &p); err != nil {
+			return err
+		}
+		if !p.Deleted || p.DisplayName != "deleted user" {
+			return fmt.Errorf("bob not erased yet: %+v", p)
+		}
+		return nil
+	})
+
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens the group",
+		click(`[data-conv="g:`+g.GroupID+`"]`),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] .from`)))
+	nodetest.CheckFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		from := textOf(t, alice, `.msg[data-id] .from`)
+		last := eval[string](t, alice, `document.querySelector('[data-conv="g:`+g.GroupID+`"]').textContent`)
+		if from != "deleted user" || !strings.Contains(last, "deleted user: bye all") {
+			return fmt.Errorf("the message's sender shows as %q and the list's last message as %q, want \"deleted user\"", from, last)
+		}
+		return nil
+	})
 }

@@ -976,7 +976,7 @@ class App {
     this.replyTo = m ? { conv: c, id: m.id } : null;
     this.replyEl.hidden = !m;
     if (!m) { this.replyEl.replaceChildren(); return; }
-    this.replyEl.replaceChildren(h('span', {}, `Replying to ${m.from}: `, (m.body || m.type).slice(0, 80)),
+    this.replyEl.replaceChildren(h('span', {}, `Replying to ${this.store.senderName(m.from)}: `, (m.body || m.type).slice(0, 80)),
       h('button', { type: 'button', 'aria-label': 'Cancel the reply', onclick: () => this.setReply(null) }, '×'));
     this.input.focus();
   }
@@ -987,7 +987,7 @@ class App {
   notify(c, m) {
     if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
     if (this.store.mutedUntil(c)) return; // muted: it counts unread, silently
-    const title = c.group ? `${m.from} in ${v.convName(this.store, c)}` : m.from;
+    const title = c.group ? `${this.store.senderName(m.from)} in ${v.convName(this.store, c)}` : m.from;
     const body = m.body || (m.media ? m.media.name || 'a file' : '');
     const n = new Notification(title, { body, tag: c.key });
     n.onclick = () => { window.focus(); this.open(c); n.close(); };
@@ -1194,6 +1194,29 @@ class App {
     for (const el of [this.errorEl, this.convErrorEl]) if (el) el.textContent = '';
   }
 
+  // lookUpSenders asks GET /user/{uid} once for each sender the page
+  // shows in a group (the open one's messages, the list's last ones) to
+  // learn the erased accounts, shown as "deleted user" (their messages
+  // stay with the group; the profile answers the tombstone).
+  lookUpSenders(store, c) {
+    const uids = new Set();
+    for (const x of store.list()) if (x.group && x.last && x.last.from !== store.me) uids.add(x.last.from);
+    if (c && c.group) for (const m of c.messages.values()) if (m.from !== store.me) uids.add(m.from);
+    for (const uid of uids) {
+      if (store.senders.has(uid)) continue;
+      store.senders.set(uid, 'asking');
+      this.api.user(uid).then((p) => {
+        store.senders.set(uid, p && p.deleted ? 'deleted' : 'known');
+        if (p && p.deleted) store.changed();
+      }, (e) => {
+        // Not found is not a deleted account; anything else (no answer,
+        // a 5xx, a region cut off) is asked again half a minute later.
+        if (e instanceof ApiError && e.status === 404) store.senders.set(uid, 'known');
+        else setTimeout(() => { if (store.senders.get(uid) === 'asking') store.senders.delete(uid); }, 30000);
+      });
+    }
+  }
+
   render() {
     const store = this.store;
     if (!store) return;
@@ -1204,6 +1227,7 @@ class App {
     }
     v.reconcile(this.convsEl, v.convItems(store, (c) => this.open(c)));
     const c = store.current && store.convs.get(store.current);
+    this.lookUpSenders(store, c);
     const unread = store.list().reduce((n, x) => n + x.unread, 0);
     document.title = unread ? `(${unread}) edgechat` : 'edgechat';
     this.renderPeople(c);

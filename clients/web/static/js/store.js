@@ -36,6 +36,13 @@ export class Store extends EventTarget {
     this.typing = new Map(); // conv key → {from, until}
     this.receipts = new Map(); // peer → {delivered, read}: the highest IDs of mine they acknowledged
     this.mutes = new Map(); // conv key → until (ms; Infinity: until unmuted)
+    this.senders = new Map(); // uid → 'deleted' | 'known' | 'asking': group senders looked up
+  }
+
+  // senderName is how a message's sender shows: an erased account (its
+  // profile the tombstone, deleted: true) as "deleted user".
+  senderName(uid) {
+    return this.senders.get(uid) === 'deleted' ? 'deleted user' : uid;
   }
 
   // mutedUntil is when c's mute ends (Infinity: when unmuted), or 0 when

@@ -103,7 +103,7 @@ export function presenceText(p) {
 export function convItems(store, onOpen) {
   return store.list().map((c) => {
     const name = convName(store, c);
-    const last = c.last ? `${c.group && c.last.from !== store.me ? `${c.last.from}: ` : ''}${c.last.body || c.last.type}` : '';
+    const last = c.last ? `${c.group && c.last.from !== store.me ? `${store.senderName(c.last.from)}: ` : ''}${c.last.body || c.last.type}` : '';
     const p = c.peer ? store.presence.get(c.peer) : null;
     const current = c.key === store.current;
     const muted = !!store.mutedUntil(c);
@@ -184,10 +184,10 @@ function mediaBlock(md, cache, onView) {
 }
 
 // quote shows the message m replies to, as far as the page knows it.
-function quote(c, m) {
+function quote(store, c, m) {
   const orig = c.messages.get(m.replyTo);
   const text = orig ? (orig.body || (orig.media && orig.media.name) || orig.type) : 'an earlier message';
-  return h('blockquote', { class: 'quote' }, orig ? h('strong', {}, `${orig.from} `) : null, text.length > 120 ? `${text.slice(0, 120)}…` : text);
+  return h('blockquote', { class: 'quote' }, orig ? h('strong', {}, `${store.senderName(orig.from)} `) : null, text.length > 120 ? `${text.slice(0, 120)}…` : text);
 }
 
 // undeliverableReasons say why another region refused a message.
@@ -214,17 +214,18 @@ export function messageItems(store, c, cache, onView, onReply, onRemove) {
     }
     const mine = m.from === store.me;
     const state = mine ? store.stateOf(c, m) : '';
-    const replyKnown = m.replyTo && c.messages.has(m.replyTo) ? 'q' : '';
+    const replyKnown = m.replyTo && c.messages.has(m.replyTo) ? `q${store.senderName(c.messages.get(m.replyTo).from)}` : '';
+    const from = store.senderName(m.from);
     items.push({
       key: `id:${m.id}`,
-      sig: `${state}${replyKnown}`,
+      sig: `${state}\u0000${replyKnown}\u0000${from}`,
       make: () => h('li', { class: mine ? 'msg mine' : 'msg', 'data-id': m.id, 'data-state': state || null },
-        c.group && !mine ? h('strong', { class: 'from' }, m.from) : null,
-        m.replyTo ? quote(c, m) : null,
+        c.group && !mine ? h('strong', { class: 'from' }, from) : null,
+        m.replyTo ? quote(store, c, m) : null,
         m.type === 'media' && m.media ? mediaBlock(m.media, cache, onView) : null,
         m.body ? h('span', { class: 'text' }, linkify(m.body)) : null,
         h('span', { class: 'meta' }, `${timeFmt.format(t)}${mine ? ` · ${stateText(state, m.reason)}` : ''}`,
-          h('button', { type: 'button', class: 'reply', 'aria-label': `Reply to ${m.from}`, onclick: () => onReply(m) }, 'Reply'))),
+          h('button', { type: 'button', class: 'reply', 'aria-label': `Reply to ${from}`, onclick: () => onReply(m) }, 'Reply'))),
     });
   }
   for (const p of c.pending.values()) {
