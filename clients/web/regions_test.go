@@ -99,3 +99,42 @@ func TestChatAcrossRegions(t *testing.T) {
 		t.Fatalf("alice got the message of the user she blocked (%d)", n)
 	}
 }
+
+// A chat with a user of another region while the link to it is down:
+// the page showed the raw 503 of GET /user/bob@us. It says that region
+// cannot be reached now and keeps the name typed, to try again; once the
+// link is back the chat opens and a message goes.
+func TestAChatWithAnotherRegionWhileItsLinkIsDown(t *testing.T) {
+	eu, us, intoEU, intoUS := nodetest.StartRegionPairProxied(t, "eu", "us")
+	us.NewUser(t, "bob")
+	alice := browser(t)
+	register(t, alice, eu.HTTPURL, "alice")
+	intoEU.SetCut(true)
+	intoUS.SetCut(true)
+	run(t, alice, "alice asks for a chat with bob@us",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "bob@us\n"),
+		poll(`document.querySelector('.sidebar .error').textContent !== '' || document.querySelector('#conv-title').textContent === 'bob@us'`),
+	)
+	got := textOf(t, alice, `.sidebar .error`)
+	kept := eval[string](t, alice, `document.querySelector('#new-chat').value`)
+	if !strings.Contains(got, "us cannot be reached now") || kept != "bob@us" {
+		t.Fatalf("the page says %q and keeps %q in the box, want that region us cannot be reached now and bob@us kept", got, kept)
+	}
+	intoEU.SetCut(false)
+	intoUS.SetCut(false)
+	aliceTok := eu.Token(t, "alice")
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var p struct{ UserID string }
+		return tryGetJSON(eu.HTTPURL, aliceTok, "/user/bob@us", &p)
+	})
+	run(t, alice, "the link is back: alice asks again, and writes",
+		chromedp.SendKeys(chromedp.CSS(`#new-chat`), "\n"),
+		poll(`document.querySelector('#conv-title').textContent === 'bob@us'`),
+		chromedp.WaitEnabled(chromedp.CSS(`#composer`)),
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "back again\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-id]`)),
+	)
+	if got := textOf(t, alice, `.sidebar .error`); got != "" {
+		t.Fatalf("the page still says %q", got)
+	}
+}

@@ -700,7 +700,14 @@ class App {
     try {
       profile = await this.api.user(peer);
     } catch (e) {
-      this.showError(e.status === 404 ? new Error(`No user named ${peer}`) : e);
+      // The name stays in the box, to try again. A 503 for a user of
+      // another region: its link is down and this region has no copy of
+      // the profile.
+      const at = peer.indexOf('@');
+      if (e.status === 404) this.showError(new Error(`No user named ${peer}`));
+      else if (e.status === 503 && at > 0) this.showError(new Error(`The region ${peer.slice(at + 1)} cannot be reached now: try ${peer} again in a moment`));
+      else if (e.status === 503) this.showError(new Error(`The server cannot answer now: try ${peer} again in a moment`));
+      else this.showError(e);
       return;
     }
     // An erased account answers its tombstone (deleted: true): the
