@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +86,82 @@ func TestAPictureThatFailedToLoadOnceLoads(t *testing.T) {
 		poll(`window.__mediaFailed === 1`),
 	)
 	run(t, alice, "the picture shows", chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb:not(.blurred)`)))
+}
+
+// A picture of another region that this one could not fetch yet (the
+// link down: GET /media/{id} answers 503 media_unavailable) opened in
+// the viewer: the page said "media: 503". It says what the server says:
+// the other region cannot be reached now.
+func TestAPictureNotFetchedFromItsRegionSaysSo(t *testing.T) {
+	n := nodetest.StartNode(t)
+	n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	png, err := os.ReadFile(writePNG(t, "view.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up struct{ MediaID string }
+	if err := json.Unmarshal(apiUpload(t, n.HTTPURL, bobTok, png), &up); err != nil || up.MediaID == "" {
+		t.Fatalf("upload: %v", err)
+	}
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var info struct{ Status string }
+		if err := tryGetJSON(n.HTTPURL, bobTok, "/media/"+up.MediaID+"/info", &info); err != nil {
+			return err
+		}
+		if info.Status != "ready" {
+			return fmt.Errorf("media %s", info.Status)
+		}
+		return nil
+	})
+	if err := postMessage(n.HTTPURL, bobTok, fmt.Sprintf(`{"to":"alice","cid":"m1","type":"media","media":{"id":%q}}`, up.MediaID)); err != nil {
+		t.Fatal(err)
+	}
+	// The picture itself answered as a region that cannot fetch it from
+	// its source does (services/media: 503 media_unavailable).
+	u, _ := url.Parse(n.HTTPURL)
+	node := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/media/"+up.MediaID {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":{"code":"media_unavailable","message":"media of another region, which cannot be reached now; retry"}}`)
+			return
+		}
+		node.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	alice := browser(t)
+	signIn(t, alice, front.URL, "alice")
+	run(t, alice, "alice opens bob's picture",
+		click(`[data-conv="d:bob"]`),
+		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] .thumbbtn`)),
+		click(`.msg[data-id] .thumbbtn`),
+		poll(`document.querySelector('.conv-error').textContent !== '' || document.querySelector('dialog.viewer') !== null`),
+	)
+	if got := textOf(t, alice, `.conv-error`); !strings.Contains(got, "cannot be reached now") {
+		t.Fatalf("the page says %q, want that the picture's region cannot be reached now", got)
+	}
+}
+
+// apiUpload posts a PNG to POST /media and gives the answer's body.
+func apiUpload(t *testing.T, base, tok string, png []byte) []byte {
+	t.Helper()
+	req, err := http.NewRequest("POST", base+"/media?name=view.png", bytes.NewReader(png))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "image/png")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode/100 != 2 {
+		t.Fatalf("upload: %s %v", res.Status, err)
+	}
+	return b
 }

@@ -59,7 +59,13 @@ async function fetchBlob(api, path) {
   const get = () => fetch(api.base + path, { headers: { Authorization: `Bearer ${api.token}` } });
   let res = await get();
   if (res.status === 401) { await api.refresh(); res = await get(); }
-  if (!res.ok) throw new Error(`media: ${res.status}`);
+  if (!res.ok) {
+    // The server's own words (503 media_unavailable: the file is of
+    // another region, which cannot be reached now), not a bare status.
+    let msg = '';
+    try { const v = await res.json(); msg = (v && v.error && v.error.message) || ''; } catch { /* not JSON */ }
+    throw Object.assign(new Error(msg ? `The file cannot be shown: ${msg}` : `media: ${res.status}`), { status: res.status });
+  }
   return res.blob();
 }
 
