@@ -1204,24 +1204,36 @@ class App {
   // lookUpSenders asks GET /user/{uid} once for each sender the page
   // shows in a group (the open one's messages, the list's last ones) to
   // learn the erased accounts, shown as "deleted user" (their messages
-  // stay with the group; the profile answers the tombstone).
+  // stay with the group; the profile answers the tombstone). One ask
+  // each 200 ms at most: a busy group's senders would otherwise take
+  // the user's whole read budget (20/s) from the reads that matter.
   lookUpSenders(store, c) {
-    const uids = new Set();
-    for (const x of store.list()) if (x.group && x.last && x.last.from !== store.me) uids.add(x.last.from);
-    if (c && c.group) for (const m of c.messages.values()) if (m.from !== store.me) uids.add(m.from);
-    for (const uid of uids) {
-      if (store.senders.has(uid)) continue;
+    const add = (uid) => {
+      if (uid === store.me || store.senders.has(uid)) return;
       store.senders.set(uid, 'asking');
-      this.api.user(uid).then((p) => {
-        store.senders.set(uid, p && p.deleted ? 'deleted' : 'known');
-        if (p && p.deleted) store.changed();
-      }, (e) => {
-        // Not found is not a deleted account; anything else (no answer,
-        // a 5xx, a region cut off) is asked again half a minute later.
-        if (e instanceof ApiError && e.status === 404) store.senders.set(uid, 'known');
-        else setTimeout(() => { if (store.senders.get(uid) === 'asking') store.senders.delete(uid); }, 30000);
-      });
-    }
+      this.senderQueue.push({ store, uid });
+    };
+    if (!this.senderQueue) this.senderQueue = [];
+    for (const x of store.list()) if (x.group && x.last) add(x.last.from);
+    if (c && c.group) for (const m of c.messages.values()) add(m.from);
+    if (this.senderQueue.length && !this.senderTimer) this.askSender();
+  }
+
+  askSender() {
+    const next = this.senderQueue.shift();
+    if (!next) { this.senderTimer = 0; return; }
+    this.senderTimer = setTimeout(() => this.askSender(), 200);
+    const { store, uid } = next;
+    if (store !== this.store) return;
+    this.api.user(uid).then((p) => {
+      store.senders.set(uid, p && p.deleted ? 'deleted' : 'known');
+      if (p && p.deleted) store.changed();
+    }, (e) => {
+      // Not found is not a deleted account; anything else (no answer,
+      // a 5xx, a region cut off, 429) is asked again half a minute later.
+      if (e instanceof ApiError && e.status === 404) store.senders.set(uid, 'known');
+      else setTimeout(() => { if (store.senders.get(uid) === 'asking') store.senders.delete(uid); }, 30000);
+    });
   }
 
   render() {
