@@ -95,3 +95,38 @@ func TestAGroupMessageOfAnErasedUserShowsADeletedAccount(t *testing.T) {
 		return nil
 	})
 }
+
+// A message written in an existing chat with a user who has since
+// deleted their account: the server refuses it as to an unknown user
+// (0x90), and the page said "refused (0x90)". It says the account was
+// deleted, with no Retry (sending again would be refused again).
+func TestAMessageToAUserWhoDeletedTheirAccountSaysSo(t *testing.T) {
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.AccountDeleteGrace = 0 }))
+	aliceTok := n.NewUser(t, "alice")
+	bobTok := n.NewUser(t, "bob")
+	if err := postMessage(n.HTTPURL, bobTok, `{"to":"alice","cid":"b1","type":"text","body":"hi alice"}`); err != nil {
+		t.Fatal(err)
+	}
+	alice := browser(t)
+	signIn(t, alice, n.HTTPURL, "alice")
+	run(t, alice, "alice opens bob's chat", click(`[data-conv="d:bob"]`), poll(shows("hi alice", false)))
+	apiCall(t, "DELETE", n.HTTPURL+"/user/me", bobTok, fmt.Sprintf(`{"password":%q}`, nodetest.Password("bob")))
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var p struct{ Deleted bool }
+		if err := tryGetJSON(n.HTTPURL, aliceTok, "/user/bob", &p); err != nil {
+			return err
+		}
+		if !p.Deleted {
+			return fmt.Errorf("bob not deleted yet")
+		}
+		return nil
+	})
+	run(t, alice, "alice writes to bob",
+		chromedp.SendKeys(chromedp.CSS(`#composer`), "are you there?\n"),
+		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="failed"]`)))
+	got := textOf(t, alice, `.msg.mine[data-state="failed"] .meta`)
+	retries := eval[int](t, alice, `document.querySelectorAll('.msg.mine[data-state="failed"] .retry').length`)
+	if !strings.Contains(got, "deleted") || retries != 0 {
+		t.Fatalf("the message not sent says %q with %d Retry buttons, want that bob deleted their account and no Retry", got, retries)
+	}
+}

@@ -823,8 +823,13 @@ class App {
         }
         // 0x87 (not authorized; mqtt.js says "Not authorized") for a direct
         // message: the peer blocked me (the HTTP API answers 403 forbidden).
-        const err = c.peer && /0x87|not authorized/i.test(e.message) ? new Error(`not allowed: ${c.peer} does not accept your messages`) : e;
-        store.setPending(c, cid, 'failed', { error: err.message, retry: () => {
+        // 0x90 (topic name invalid, "no such user") for a direct message:
+        // the peer's account was deleted since the chat began; sending
+        // again would be refused again, so no Retry.
+        const gone = c.peer && (e.code === 0x90 || /0x90|topic name invalid/i.test(e.message));
+        const err = gone ? new Error(`${c.peer} deleted their account`)
+          : c.peer && /0x87|not authorized/i.test(e.message) ? new Error(`not allowed: ${c.peer} does not accept your messages`) : e;
+        store.setPending(c, cid, 'failed', { error: err.message, retry: gone ? null : () => {
           if (store !== this.store) return;
           this.clearError();
           store.setPending(c, cid, 'pending', { error: '', retry: null });
