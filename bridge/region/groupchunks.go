@@ -32,6 +32,7 @@ type chunkedState struct {
 	By      string            `json:"by,omitempty"`
 	Part    int               `json:"part,omitempty"`
 	Parts   int               `json:"parts,omitempty"`
+	Leaves  json.RawMessage   `json:"leaves,omitempty"` // in every chunk
 }
 
 // stateChunks splits a group's state (users.RemoteGroup's JSON) into the

@@ -9,8 +9,8 @@ import (
 
 // A state too large for a packet is cut into chunks in member order:
 // each fits a batch with room to spare, carries the metadata and its
-// part, and the other region reads each; together they hold every
-// member once. A small state is one entry, unchanged.
+// part and the home's applied leaves, and the other region reads each;
+// together they hold every member once. A small state is one entry, unchanged.
 func TestStateChunks(t *testing.T) {
 	small := []byte(`{"group":{"groupId":"g1","name":"n"},"members":[{"id":"alice","role":"owner"}]}`)
 	if es, err := stateChunks(small); err != nil || len(es) != 1 || string(es[0][1:]) != string(small) || es[0][0] != stateMark {
@@ -20,7 +20,7 @@ func TestStateChunks(t *testing.T) {
 	for i := range 3000 {
 		members = append(members, fmt.Sprintf(`{"id":"user%04d@us","role":"member"}`, i))
 	}
-	state := []byte(`{"group":{"groupId":"g1","name":"big","owner":"alice"},"members":[{"id":"alice","role":"owner"},` + strings.Join(members, ",") + `],"by":"alice"}`)
+	state := []byte(`{"group":{"groupId":"g1","name":"big","owner":"alice"},"members":[{"id":"alice","role":"owner"},` + strings.Join(members, ",") + `],"by":"alice","leaves":{"us":7}}`)
 	es, err := stateChunks(state)
 	if err != nil {
 		t.Fatal(err)
@@ -44,8 +44,9 @@ func TestStateChunks(t *testing.T) {
 			By      string `json:"by"`
 			Part    int    `json:"part"`
 			Parts   int    `json:"parts"`
+			Leaves  map[string]uint64
 		}
-		if err := json.Unmarshal(out, &c); err != nil || c.Part != i || c.Parts != len(es) || c.Group["groupId"] != "g1@eu" || c.By != "alice@eu" {
+		if err := json.Unmarshal(out, &c); err != nil || c.Part != i || c.Parts != len(es) || c.Group["groupId"] != "g1@eu" || c.By != "alice@eu" || c.Leaves["us"] != 7 {
 			t.Fatalf("chunk %d as us reads it: %+v %v", i, c, err)
 		}
 		for _, m := range c.Members {

@@ -51,17 +51,23 @@ type linkLeave struct {
 
 // StageGroupLeave is the users service's LeaveStager: inside the FSM
 // transaction of uid's leave of mirror gid (gid@home), it stages the
-// request for the home.
-func (b *Bridge) StageGroupLeave(tx *badger.Txn, gid, uid string) (func(), error) {
+// request for the home. seq is the seq the request will carry on the
+// link (its place in the outbox, from 1): the home's group states tell
+// the last one it applied (users RemoteGroup.Leaves).
+func (b *Bridge) StageGroupLeave(tx *badger.Txn, gid, uid string) (seq uint64, after func(), err error) {
 	home := address.RegionOf(gid)
 	if address.ValidRegion(home) != nil || wire.ValidUserID(uid) != nil {
-		return nil, fmt.Errorf("region: leave of %q by %q: %w", gid, uid, wire.ErrInvalid)
+		return 0, nil, fmt.Errorf("region: leave of %q by %q: %w", gid, uid, wire.ErrInvalid)
+	}
+	pos, _, err := getU64(tx, nextKey(home))
+	if err != nil {
+		return 0, nil, err
 	}
 	entry := append([]byte{leaveMark}, mustJSON(linkLeave{Group: gid, UID: uid})...)
 	if err := stageRegion(tx, home, entry); err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return b.wake([]string{home}), nil
+	return pos + 1, b.wake([]string{home}), nil
 }
 
 // leavePayload is what the link publishes for a staged leave, seq its

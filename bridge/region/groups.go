@@ -258,6 +258,10 @@ type linkState struct {
 	Part  int    `json:"part,omitempty"`
 	Parts int    `json:"parts,omitempty"` // a state in chunks (groupchunks.go)
 	Seq   uint64 `json:"seq,omitempty"`   // its place in the home's outbox, from 1 (linkPayload); 0: not told
+	// Leaves: region → seq of the last leave of that region's members the
+	// home applied (users RemoteGroup.Leaves), passed on as it is; absent
+	// from a home of an earlier version.
+	Leaves json.RawMessage `json:"leaves,omitempty"`
 }
 
 // withSeq puts "seq":seq first in a group state's JSON object (stored as

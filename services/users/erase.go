@@ -201,7 +201,7 @@ func (s *Service) eraseMemberships(tx *badger.Txn, uid string, b *fsm.Budget, in
 			s.mu.RUnlock()
 			if stager != nil && role != "" {
 				b.Left--
-				after, err := stager.StageGroupLeave(tx, gid, uid)
+				_, after, err := stager.StageGroupLeave(tx, gid, uid)
 				if err != nil {
 					return false, err
 				}

@@ -637,6 +637,12 @@ func (s *Service) applyLinkLeave(tx *badger.Txn, c groupMemberCmd) (any, error) 
 	if seen {
 		return &applied{s: s, value: memberChange{}}, nil // a resend
 	}
+	// Kept first: the group's state the change stages tells it
+	// (RemoteGroup.Leaves), and the member's region ends its pending
+	// leave with it.
+	if err := setSeq(tx, key, c.Seq); err != nil {
+		return nil, err
+	}
 	v, err := s.applyMember(tx, c)
 	if errors.Is(err, ErrNoGroup) || errors.Is(err, ErrNotMember) {
 		v, err = &applied{s: s, value: memberChange{}}, nil // nothing written: done already
@@ -644,7 +650,7 @@ func (s *Service) applyLinkLeave(tx *badger.Txn, c groupMemberCmd) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	return v, setSeq(tx, key, c.Seq)
+	return v, nil
 }
 
 // applyMember adds, removes or changes the role of members.

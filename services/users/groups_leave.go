@@ -2,10 +2,12 @@ package users
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -32,19 +34,30 @@ import (
 // his request are not delivered to him), and he stays out: the request
 // is kept as a pending leave, and a state of the group that still lists
 // him (sent by the home before it got the request) does not bring him
-// back. The pending leave ends with the first state that no longer
-// lists him. The home may have removed him already: the request is then
-// nothing to do.
+// back. The pending leave ends with the first state of the home that
+// says it has applied the request (RemoteGroup.Leaves: the seq of the
+// last leave of this region it applied, at or above the request's): a
+// state sent before, even one without him (the owner removed him) or
+// listing him again (the owner removed him and added him again before
+// the request arrived), does not end it, and he stays out; the request
+// then removes him at home, so both regions end with him out (his leave
+// wins over changes the home made before it heard of it). A home of an
+// earlier version tells no leaves: there the pending leave ends with
+// the first state that no longer lists him, as before. The home may
+// have removed him already: the request is then nothing to do.
 
 // prefixLeave keys the pending leaves of this region's users:
-// gid@home/uid → "".
+// gid@home/uid → the request's seq on the link (8 bytes; empty: written
+// by an earlier version, not known).
 const prefixLeave = "r/user/gl/"
 
 // LeaveStager stages a member's request to leave a group of another
 // region in the home's link outbox, inside the FSM transaction (the
 // region bridge); the function returned wakes the link after the commit.
 type LeaveStager interface {
-	StageGroupLeave(tx *badger.Txn, gid, uid string) (func(), error)
+	// seq is the request's place in the home's outbox (its seq on the
+	// link, from 1).
+	StageGroupLeave(tx *badger.Txn, gid, uid string) (seq uint64, after func(), err error)
 }
 
 type groupLeaveCmd struct {
@@ -86,28 +99,44 @@ func (s *Service) applyGroupLeave(tx *badger.Txn, _ fsm.Position, payload []byte
 	if err := dropMember(tx, c.GID, c.UID); err != nil {
 		return nil, err
 	}
-	if err := tx.Set([]byte(prefixLeave+c.GID+"/"+c.UID), nil); err != nil {
-		return nil, err
-	}
 	g.MemberCount--
 	if err := writeGroup(tx, g); err != nil {
 		return nil, err
 	}
-	after, err := stager.StageGroupLeave(tx, c.GID, c.UID)
+	seq, after, err := stager.StageGroupLeave(tx, c.GID, c.UID)
 	if err != nil {
+		return nil, err
+	}
+	if err := tx.Set([]byte(prefixLeave+c.GID+"/"+c.UID), binary.BigEndian.AppendUint64(nil, seq)); err != nil {
 		return nil, err
 	}
 	return &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{{UID: c.UID, From: role}}}, inv: inv, after: after}, nil
 }
 
-// pendingLeaves reads the pending leaves of mirror gid.
-func pendingLeaves(tx *badger.Txn, gid string) (map[string]bool, error) {
-	out := map[string]bool{}
-	_, err := scan(tx, prefixLeave+gid+"/", "", "", false, func(uid string, _ []byte) (bool, error) {
-		out[uid] = true
+// pendingLeaves reads the pending leaves of mirror gid: uid → the
+// request's seq (0: not known).
+func pendingLeaves(tx *badger.Txn, gid string) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	_, err := scan(tx, prefixLeave+gid+"/", "", "", true, func(uid string, v []byte) (bool, error) {
+		out[uid] = 0
+		if len(v) == 8 {
+			out[uid] = binary.BigEndian.Uint64(v)
+		}
 		return false, nil
 	})
 	return out, err
+}
+
+// leaveApplied tells whether state c of a mirror shows the home has
+// applied the pending leave of uid (seq, this region local): c tells the
+// last leave of local it applied (Leaves) at or above seq; a home that
+// tells no leaves (an earlier version), or a leave whose seq is not
+// known: c no longer lists uid.
+func leaveApplied(c RemoteGroup, local, uid string, seq uint64) bool {
+	if c.Leaves != nil && seq > 0 && local != "" {
+		return c.Leaves[local] >= seq
+	}
+	return !slices.ContainsFunc(c.Members, func(m RemoteMember) bool { return m.ID == uid })
 }
 
 // LeaveRemote commits, at home, the request of uid (name@region, a

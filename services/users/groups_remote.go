@@ -153,6 +153,13 @@ type RemoteGroup struct {
 	// (linkseq.go): a state at or below the last one applied is a resend,
 	// skipped. 0: not known (a home of an earlier version), applied.
 	Seq uint64 `json:"seq,omitempty"`
+	// Leaves tells, per region, the seq of the last leave of a member of
+	// that region the home has applied (linkseq.go; absent: none yet).
+	// Always sent (an empty object at least) by a home that tells it; a
+	// mirror keeps a member who left out until the home's state shows
+	// their leave applied (groups_leave.go). nil: a home of an earlier
+	// version.
+	Leaves map[string]uint64 `json:"leaves"`
 }
 
 // GroupState reads gid's state inside tx; found is false when there is
@@ -170,6 +177,10 @@ func GroupState(tx *badger.Txn, gid string) (st RemoteGroup, found bool, err err
 		st.Members = append(st.Members, RemoteMember{ID: uid, Role: Role(v)})
 		return false, nil
 	})
+	if err != nil {
+		return st, true, err
+	}
+	st.Leaves, err = appliedLeaves(tx)
 	return st, true, err
 }
 
@@ -251,13 +262,29 @@ func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (a
 	if err != nil {
 		return nil, err
 	}
+	local := ""
+	s.mu.RLock()
+	if s.regions != nil {
+		local = s.regions.Local()
+	}
+	s.mu.RUnlock()
+	for uid, seq := range pending {
+		if leaveApplied(c, local, uid, seq) {
+			// The home has applied the leave (or removed them): done; a
+			// state listing them again is the owner adding them since.
+			if err := tx.Delete([]byte(prefixLeave + gid + "/" + uid)); err != nil {
+				return nil, err
+			}
+			delete(pending, uid)
+		}
+	}
 	want := map[string]Role{}
 	for _, m := range c.Members {
 		if validMember(m.ID) != nil || m.Role.rank() == 0 {
 			return nil, fmt.Errorf("%w: mirror %s: member %q role %q", errBadCommand, gid, m.ID, m.Role)
 		}
-		if pending[m.ID] {
-			continue // left here, the home has not heard yet
+		if _, ok := pending[m.ID]; ok {
+			continue // left here, the home has not applied it yet
 		}
 		if !remoteMember(m.ID) {
 			// A user of ours the home lists without knowing that they
@@ -275,21 +302,13 @@ func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (a
 		}
 		want[m.ID] = m.Role
 	}
-	for uid := range pending {
-		if !slices.ContainsFunc(c.Members, func(m RemoteMember) bool { return m.ID == uid }) {
-			// The home has removed them: the leave is done.
-			if err := tx.Delete([]byte(prefixLeave + gid + "/" + uid)); err != nil {
-				return nil, err
-			}
-		}
-	}
-	local := 0
+	locals := 0
 	for uid := range want {
 		if strings.IndexByte(uid, '@') < 0 {
-			local++
+			locals++
 		}
 	}
-	if local == 0 {
+	if locals == 0 {
 		clear(want) // nobody of ours: the mirror goes
 	}
 	mc := mirrorChange{By: c.By}

@@ -54,3 +54,17 @@ func seqSeen(tx *badger.Txn, key string, seq uint64) (bool, error) {
 func setSeq(tx *badger.Txn, key string, seq uint64) error {
 	return tx.Set([]byte(key), binary.BigEndian.AppendUint64(nil, seq))
 }
+
+// appliedLeaves reads the seq of the last leave each region's link
+// brought (region → seq), for a group's state (RemoteGroup.Leaves):
+// never nil.
+func appliedLeaves(tx *badger.Txn) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	_, err := scan(tx, prefixLeaveSeq, "", "", true, func(region string, v []byte) (bool, error) {
+		if len(v) == 8 {
+			out[region] = binary.BigEndian.Uint64(v)
+		}
+		return false, nil
+	})
+	return out, err
+}
