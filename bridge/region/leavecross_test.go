@@ -14,7 +14,7 @@ import (
 // leaves"): a member's leave wins over changes the home made before it
 // heard of it; us keeps bob out until eu's state says it has applied his
 // leave (the state's "leaves"), so bob is never taken back in between,
-// and both regions end with bob out.
+// and both regions end with bob out; alice may then add him again.
 func TestRemoteLeaveCrossesRemoveAndAddAgain(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
 	aliceTok := eu.newUser(t, "alice")
@@ -64,7 +64,44 @@ func TestRemoteLeaveCrossesRemoveAndAddAgain(t *testing.T) {
 	})
 	waitMirror(t, eu, aliceTok, gid, []string{"alice", "dave@us"})
 	waitMirror(t, us, daveTok, mirror, []string{"alice@eu", "dave"})
+	// The leave is done in both regions: adding bob again brings him back.
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups/"+gid+"/members", map[string]any{"uid": "bob@us"}, nil); code != http.StatusOK {
+		t.Fatalf("alice adds bob@us after the leave: %d", code)
+	}
+	waitMirror(t, us, daveTok, mirror, []string{"alice@eu", "bob", "dave"})
 	for _, e := range errs {
 		t.Error(e)
 	}
+}
+
+// bob@us leaves while the link into eu is cut and alice removes him
+// meanwhile: his leave is then nothing to do in eu (no new state), and
+// alice adding him afterwards brings him back in us (the state tells
+// the leave applied, so us's pending leave ends).
+func TestRemoteLeaveOfARemovedMemberThenAddedAgain(t *testing.T) {
+	eu, us := startRegions(t, 1, "eu", "us", nil)
+	aliceTok := eu.newUser(t, "alice")
+	bobTok, daveTok := us.newUser(t, "bob"), us.newUser(t, "dave")
+	gid := newGroupAcross(t, eu, aliceTok, []string{"bob@us", "dave@us"}, us, bobTok, []string{"alice@eu", "bob", "dave"})
+	mirror := gid + "@eu"
+	eu.in.setCut(true)
+	if code := call(t, us.nodes[0], bobTok, "DELETE", "/user/groups/"+mirror+"/members/bob", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("bob leaves %s: %d", mirror, code)
+	}
+	if code := call(t, eu.nodes[0], aliceTok, "DELETE", "/user/groups/"+gid+"/members/bob@us", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("alice removes bob@us: %d", code)
+	}
+	waitMirror(t, us, daveTok, mirror, []string{"alice@eu", "dave"})
+	eu.in.setCut(false)
+	nodetest.CheckFor(t, 20e9, 20e6, func() error {
+		if got, err := us.nodes[0].Node.Region.Backlog("eu"); err != nil || got != 0 {
+			return fmt.Errorf("us's backlog to eu: %d, %v", got, err)
+		}
+		return nil
+	})
+	if code := call(t, eu.nodes[0], aliceTok, "POST", "/user/groups/"+gid+"/members", map[string]any{"uid": "bob@us"}, nil); code != http.StatusOK {
+		t.Fatalf("alice adds bob@us again: %d", code)
+	}
+	waitMirror(t, us, daveTok, mirror, []string{"alice@eu", "bob", "dave"})
+	waitMirror(t, eu, aliceTok, gid, []string{"alice", "bob@us", "dave@us"})
 }
