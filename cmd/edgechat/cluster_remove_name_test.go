@@ -2,19 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
-
-	"github.com/edgechat/edgechat/services/auth"
 )
 
 // `edgechat cluster remove NODE` removes the member named NODE, whatever
@@ -23,21 +15,7 @@ import (
 // remove "edge" (the rest read as a fragment) and "n1?old" to remove
 // "n1", another, live member.
 func TestClusterRemoveSendsTheWholeNodeName(t *testing.T) {
-	data := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(data, "keys"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, "keys", auth.SigningKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	data := dataDirWithSigningKey(t)
 	var mu sync.Mutex
 	var removed []string
 	mux := http.NewServeMux()

@@ -2,20 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/edgechat/edgechat/services/auth"
 )
 
 // An operator command given an argument it does not take is refused
@@ -26,21 +18,7 @@ import (
 // into) leave the cluster instead of n3; `user suspend mallory lift`
 // suspended mallory, `user grant alice admin revoke` made alice an admin.
 func TestOperatorCommandsRefuseArgumentsTheyDoNotTake(t *testing.T) {
-	data := t.TempDir()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(data, "keys"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, "keys", auth.SigningKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	data := dataDirWithSigningKey(t)
 	var mu sync.Mutex
 	var calls []string
 	record := func(who string) *httptest.Server {
