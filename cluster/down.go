@@ -253,7 +253,7 @@ func (n *Raft) confirmMember(ctx context.Context) {
 	for _, addr := range n.peerAddrs() {
 		cctx, cancel := context.WithTimeout(ctx, discoveryCallTimeout)
 		var r ChangeReply
-		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: true}, &r)
+		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: true, FeatureLevel: n.cfg.FeatureLevel}, &r)
 		cancel()
 		if err != nil {
 			continue // not reachable (yet): the next member, or the next period

@@ -280,6 +280,11 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 		fwd.Forwarded = true
 		return n.callLeader(ctx, "Join", &fwd)
 	}
+	// A member removed while it was away learns it first, whatever its
+	// version (confirmMember asks so while it is cut off).
+	if a.Moved && !slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) }) {
+		return codeNotFound, a.Name + " is not a member (removed while it was away)"
+	}
 	// A node of a version older than the cluster's feature level would
 	// apply the log by rules the members left behind (a name with a
 	// joiner it refuses), and its state would part from theirs. The
@@ -294,9 +299,6 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	if level := featurelevel.Of(n.fsm.DB()); a.FeatureLevel < level {
 		return codeOlder, fmt.Sprintf("node %s supports cluster feature level %d, below the cluster's %d: it runs an older version; upgrade it",
 			a.Name, a.FeatureLevel, level)
-	}
-	if a.Moved && !slices.ContainsFunc(n.configuration(), func(s raft.Server) bool { return s.ID == raft.ServerID(a.Name) }) {
-		return codeNotFound, a.Name + " is not a member (removed while it was away)"
 	}
 	for _, s := range n.configuration() {
 		switch {
