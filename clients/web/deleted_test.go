@@ -23,16 +23,7 @@ func TestAChatWithADeletedUserIsNotOpened(t *testing.T) {
 	aliceTok := n.NewUser(t, "alice")
 	bobTok := n.NewUser(t, "bob")
 	apiCall(t, "DELETE", n.HTTPURL+"/user/me", bobTok, fmt.Sprintf(`{"password":%q}`, nodetest.Password("bob")))
-	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		var p struct{ Deleted bool }
-		if err := tryGetJSON(n.HTTPURL, aliceTok, "/user/bob", &p); err != nil {
-			return err
-		}
-		if !p.Deleted {
-			return fmt.Errorf("bob not erased yet")
-		}
-		return nil
-	})
+	waitMarkedDeleted(t, n, aliceTok, "bob")
 
 	alice := browser(t)
 	signIn(t, alice, n.HTTPURL, "alice")
@@ -111,16 +102,7 @@ func TestAMessageToAUserWhoDeletedTheirAccountSaysSo(t *testing.T) {
 	signIn(t, alice, n.HTTPURL, "alice")
 	run(t, alice, "alice opens bob's chat", click(`[data-conv="d:bob"]`), poll(shows("hi alice", false)))
 	apiCall(t, "DELETE", n.HTTPURL+"/user/me", bobTok, fmt.Sprintf(`{"password":%q}`, nodetest.Password("bob")))
-	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		var p struct{ Deleted bool }
-		if err := tryGetJSON(n.HTTPURL, aliceTok, "/user/bob", &p); err != nil {
-			return err
-		}
-		if !p.Deleted {
-			return fmt.Errorf("bob not deleted yet")
-		}
-		return nil
-	})
+	waitMarkedDeleted(t, n, aliceTok, "bob")
 	run(t, alice, "alice writes to bob",
 		chromedp.SendKeys(chromedp.CSS(`#composer`), "are you there?\n"),
 		chromedp.WaitVisible(chromedp.CSS(`.msg.mine[data-state="failed"]`)))
@@ -129,4 +111,20 @@ func TestAMessageToAUserWhoDeletedTheirAccountSaysSo(t *testing.T) {
 	if !strings.Contains(got, "deleted") || retries != 0 {
 		t.Fatalf("the message not sent says %q with %d Retry buttons, want that bob deleted their account and no Retry", got, retries)
 	}
+}
+
+// waitMarkedDeleted waits until GET /user/{uid}, asked with tok, marks
+// uid deleted.
+func waitMarkedDeleted(t *testing.T, n *nodetest.Node, tok, uid string) {
+	t.Helper()
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var p struct{ Deleted bool }
+		if err := tryGetJSON(n.HTTPURL, tok, "/user/"+uid, &p); err != nil {
+			return err
+		}
+		if !p.Deleted {
+			return fmt.Errorf("%s not marked deleted yet", uid)
+		}
+		return nil
+	})
 }

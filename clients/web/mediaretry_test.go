@@ -68,19 +68,7 @@ func TestAPictureThatFailedToLoadOnceLoads(t *testing.T) {
 	if err != nil || up.MediaID == "" {
 		t.Fatalf("upload: %s %v", res.Status, err)
 	}
-	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		var info struct{ Status string }
-		if err := tryGetJSON(n.HTTPURL, bobTok, "/media/"+up.MediaID+"/info", &info); err != nil {
-			return err
-		}
-		if info.Status != "ready" {
-			return fmt.Errorf("media %s", info.Status)
-		}
-		return nil
-	})
-	if err := postMessage(n.HTTPURL, bobTok, fmt.Sprintf(`{"to":"alice","cid":"m1","type":"media","media":{"id":%q}}`, up.MediaID)); err != nil {
-		t.Fatal(err)
-	}
+	sendWhenReady(t, n, bobTok, "alice", up.MediaID)
 	run(t, alice, "the picture arrives; its first read fails",
 		chromedp.WaitVisible(chromedp.CSS(`.msg[data-id] img.thumb`)),
 		poll(`window.__mediaFailed === 1`),
@@ -104,19 +92,7 @@ func TestAPictureNotFetchedFromItsRegionSaysSo(t *testing.T) {
 	if err := json.Unmarshal(apiUpload(t, n.HTTPURL, bobTok, png), &up); err != nil || up.MediaID == "" {
 		t.Fatalf("upload: %v", err)
 	}
-	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		var info struct{ Status string }
-		if err := tryGetJSON(n.HTTPURL, bobTok, "/media/"+up.MediaID+"/info", &info); err != nil {
-			return err
-		}
-		if info.Status != "ready" {
-			return fmt.Errorf("media %s", info.Status)
-		}
-		return nil
-	})
-	if err := postMessage(n.HTTPURL, bobTok, fmt.Sprintf(`{"to":"alice","cid":"m1","type":"media","media":{"id":%q}}`, up.MediaID)); err != nil {
-		t.Fatal(err)
-	}
+	sendWhenReady(t, n, bobTok, "alice", up.MediaID)
 	// The picture itself answered as a region that cannot fetch it from
 	// its source does (services/media: 503 media_unavailable).
 	u, _ := url.Parse(n.HTTPURL)
@@ -164,4 +140,23 @@ func apiUpload(t *testing.T, base, tok string, png []byte) []byte {
 		t.Fatalf("upload: %s %v", res.Status, err)
 	}
 	return b
+}
+
+// sendWhenReady waits until the sender's upload mediaID is processed,
+// then sends it to peer (cid m1) through the HTTP API.
+func sendWhenReady(t *testing.T, n *nodetest.Node, tok, peer, mediaID string) {
+	t.Helper()
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		var info struct{ Status string }
+		if err := tryGetJSON(n.HTTPURL, tok, "/media/"+mediaID+"/info", &info); err != nil {
+			return err
+		}
+		if info.Status != "ready" {
+			return fmt.Errorf("media %s", info.Status)
+		}
+		return nil
+	})
+	if err := postMessage(n.HTTPURL, tok, fmt.Sprintf(`{"to":%q,"cid":"m1","type":"media","media":{"id":%q}}`, peer, mediaID)); err != nil {
+		t.Fatal(err)
+	}
 }
