@@ -336,7 +336,18 @@ func (n *Node) buildPush() (*push.Service, error) {
 		}
 	}
 	return push.New(push.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Enabled: enabled,
-		Logger: n.log})
+		SignedIn: authSignedIn{n}, Logger: n.log})
+}
+
+// authSignedIn is auth's DeviceSignedIn for the push service, which is
+// built before auth (auth takes its registrations with a sign-out).
+type authSignedIn struct{ n *Node }
+
+func (a authSignedIn) DeviceSignedIn(uid, device, session string) (bool, error) {
+	if a.n.Auth == nil {
+		return true, nil
+	}
+	return a.n.Auth.DeviceSignedIn(uid, device, session)
 }
 
 // buildBroker builds the broker over the services, binds the MQTT

@@ -77,8 +77,18 @@ type Deps struct {
 	// PlatformFCM, PlatformWebPush); registering for another answers
 	// ErrDisabled.
 	Enabled []string
-	Logger  *slog.Logger     // nil: slog.Default()
-	Now     func() time.Time // nil: time.Now
+	// SignedIn tells whether a registration's sign-in session is live
+	// (services/auth); nil: every registration is. At the limit of
+	// MaxDevices, registrations whose session has ended give way.
+	SignedIn SignedIn
+	Logger   *slog.Logger     // nil: slog.Default()
+	Now      func() time.Time // nil: time.Now
+}
+
+// SignedIn tells whether uid's device, whose registration the sign-in
+// session `session` made ("" for none), is still signed in.
+type SignedIn interface {
+	DeviceSignedIn(uid, device, session string) (bool, error)
 }
 
 // restorer is the part of *fsm.FSM that tells of snapshot restores.
@@ -89,6 +99,7 @@ type Service struct {
 	db       *badger.DB
 	proposer Proposer
 	enabled  map[string]bool
+	signedIn SignedIn
 	log      *slog.Logger
 	now      func() time.Time
 	out      outbox
@@ -106,7 +117,7 @@ func New(deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	s := &Service{db: deps.DB, proposer: deps.Proposer, enabled: map[string]bool{},
+	s := &Service{db: deps.DB, proposer: deps.Proposer, enabled: map[string]bool{}, signedIn: deps.SignedIn,
 		log: deps.Logger.With("service", "push"), now: deps.Now}
 	for _, p := range deps.Enabled {
 		s.enabled[p] = true

@@ -47,7 +47,19 @@ func (s *Service) RegisterFrom(ctx context.Context, uid, sessionID string, reg R
 	if !s.enabled[reg.Platform] {
 		return Device{}, fmt.Errorf("%w: %s", ErrDisabled, reg.Platform)
 	}
-	v, err := s.propose(ctx, wire.CmdPushDevicePut, devicePutCmd{UID: uid, Reg: reg, At: s.now().UTC(), Session: sessionID})
+	cmd := devicePutCmd{UID: uid, Reg: reg, At: s.now().UTC(), Session: sessionID}
+	v, err := s.propose(ctx, wire.CmdPushDevicePut, cmd)
+	if errors.Is(err, ErrTooManyDevices) {
+		// Registrations whose session has ended bring their devices
+		// nothing (the bridge holds them back): they give way.
+		var n int
+		if n, err = s.dropEnded(ctx, uid); err == nil {
+			err = fmt.Errorf("%w: at most %d", ErrTooManyDevices, MaxDevices)
+			if n > 0 {
+				v, err = s.propose(ctx, wire.CmdPushDevicePut, cmd)
+			}
+		}
+	}
 	if err != nil {
 		return Device{}, fmt.Errorf("push: register device: %w", err)
 	}
@@ -60,6 +72,34 @@ func (s *Service) RegisterFrom(ctx context.Context, uid, sessionID string, reg R
 	}
 	// The value did not survive a forwarded proposal: read back.
 	return s.Device(uid, reg.Device)
+}
+
+// dropEnded removes uid's registrations whose sign-in session has ended
+// (SignedIn) and returns how many went.
+func (s *Service) dropEnded(ctx context.Context, uid string) (int, error) {
+	if s.signedIn == nil {
+		return 0, nil
+	}
+	ds, err := s.Devices(uid)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range ds {
+		in, err := s.signedIn.DeviceSignedIn(uid, d.Device, d.Session)
+		if err != nil {
+			return n, fmt.Errorf("push: is %s/%s signed in: %w", uid, d.Device, err)
+		}
+		if in {
+			continue
+		}
+		if err := s.Unregister(ctx, uid, d.Device); err != nil && !errors.Is(err, ErrNoDevice) {
+			return n, err
+		}
+		s.log.Info("push registration of an ended session removed at the device limit", "uid", uid, "device", d.Device)
+		n++
+	}
+	return n, nil
 }
 
 // Unregister removes uid's device; a device that is not registered is
