@@ -232,6 +232,11 @@ type DeviceState struct {
 	// ReadUpTo is the user's read cursor in the message's conversation
 	// (the newest message read on any device); 0 when nothing was read.
 	ReadUpTo snowflake.ID
+	// LateUnread: a message below ReadUpTo still counts as unread (it was
+	// stored after the cursor last moved, with an ID below it: the node
+	// that took it had a clock behind, or it came from another region
+	// late), so a message at or below the cursor is not taken as read.
+	LateUnread bool
 	// SenderBlocked: the user has blocked the message's sender (a group
 	// message still reaches them, and a direct one accepted just before
 	// the block is stored).
@@ -265,7 +270,7 @@ func Decide(m Message, d DeviceState, now time.Time) Verdict {
 		return SkipExpired
 	case d.SenderBlocked:
 		return SkipBlocked
-	case d.ReadUpTo != 0 && d.ReadUpTo >= m.ID:
+	case d.ReadUpTo != 0 && d.ReadUpTo >= m.ID && !d.LateUnread:
 		return SkipRead
 	case connected(d):
 		return SkipConnected

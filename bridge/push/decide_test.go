@@ -197,6 +197,7 @@ func TestDecide(t *testing.T) {
 		{"do-not-disturb off at this hour", directMessage(), with(func(d *push.DeviceState) { d.DND = &push.DND{From: 22 * time.Hour, To: 7 * time.Hour} }), grace, push.PushNow},
 		{"read cursor past the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 1001 }), grace, push.SkipRead},
 		{"read cursor equal to the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 1000 }), grace, push.SkipRead},
+		{"read cursor past a late message still unread", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo, d.LateUnread = 1001, true }), grace, push.PushNow},
 		{"read cursor before the message", directMessage(), with(func(d *push.DeviceState) { d.ReadUpTo = 999 }), grace, push.PushNow},
 		{"just under a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry - time.Nanosecond), push.PushNow},
 		{"exactly a day old", directMessage(), bobPhone(), commitTime.Add(push.MessageExpiry), push.SkipExpired},

@@ -168,6 +168,10 @@ type Archive interface {
 	MessageIn(id snowflake.ID, a, b, gid string) (payload []byte, ok bool, err error)
 	// ReadUpTo is uid's read cursor with peer, or in group gid when set.
 	ReadUpTo(uid, peer, gid string) (snowflake.ID, error)
+	// LateUnread: a message below that cursor still counts as unread
+	// (stored after the cursor last moved: a clock behind, another
+	// region).
+	LateUnread(uid, peer, gid string) (bool, error)
 	// UnreadTotal is uid's unread count over all conversations.
 	UnreadTotal(uid string) (int, error)
 }
@@ -414,7 +418,14 @@ func (t *term) add(id snowflake.ID, atCommit bool) {
 		t.mu.Unlock()
 		return
 	}
-	m := &message{id: id, due: id.Time().Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{})}
+	committed := id.Time()
+	if now := t.s.now(); atCommit && now.After(committed) {
+		// The grace runs from the commit here: a message whose ID is
+		// behind this clock (its node's clock was behind, or it came
+		// from another region) may be being read right now.
+		committed = now
+	}
+	m := &message{id: id, due: committed.Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{})}
 	t.known[id] = m
 	heap.Push(&t.schedule, m)
 	t.mu.Unlock()
@@ -807,10 +818,11 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 // userState is what a user's devices are decided on besides their
 // connection.
 type userState struct {
-	mutes    []Mute
-	dnd      *DND
-	readUpTo snowflake.ID
-	blocked  bool // the user blocked the message's sender
+	mutes      []Mute
+	dnd        *DND
+	readUpTo   snowflake.ID
+	lateUnread bool // a message below readUpTo counts as unread
+	blocked    bool // the user blocked the message's sender
 }
 
 func (s *Sender) readUserState(uid string, msg Message, now time.Time) (userState, error) {
@@ -825,13 +837,20 @@ func (s *Sender) readUserState(uid string, msg Message, now time.Time) (userStat
 	if st.readUpTo, err = s.deps.Archive.ReadUpTo(uid, msg.From, msg.Group); err != nil {
 		return st, fmt.Errorf("read cursor: %w", err)
 	}
+	if st.readUpTo != 0 && st.readUpTo >= msg.ID {
+		// The message's ID is at or below the cursor: read, unless it
+		// came late and still counts as unread.
+		if st.lateUnread, err = s.deps.Archive.LateUnread(uid, msg.From, msg.Group); err != nil {
+			return st, fmt.Errorf("unread below the read cursor: %w", err)
+		}
+	}
 	st.blocked = s.deps.Blocks != nil && s.deps.Blocks.IsBlocked(uid, msg.From)
 	return st, nil
 }
 
 func (st userState) device(uid, device string, connected bool) DeviceState {
 	d := DeviceState{UID: uid, Device: device, Mutes: st.mutes, DND: st.dnd, ReadUpTo: st.readUpTo,
-		SenderBlocked: st.blocked}
+		LateUnread: st.lateUnread, SenderBlocked: st.blocked}
 	if connected {
 		d.Connected = []string{uid + "/" + device}
 	}

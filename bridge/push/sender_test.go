@@ -155,7 +155,8 @@ func (w *world) ReadUpTo(uid, _, _ string) (snowflake.ID, error) {
 	defer w.mu.Unlock()
 	return w.read[uid], nil
 }
-func (w *world) UnreadTotal(string) (int, error) { return 1, nil }
+func (w *world) LateUnread(string, string, string) (bool, error) { return false, nil }
+func (w *world) UnreadTotal(string) (int, error)                 { return 1, nil }
 
 // Directory.
 func (w *world) DisplayName(uid string) string { return uid }

@@ -725,6 +725,59 @@ func (s *Service) ReadUpTo(uid, peer, gid string) (snowflake.ID, error) {
 	return cur, err
 }
 
+// LateUnread reports whether a message below uid's read cursor in a
+// conversation (with peer, or of group gid when gid is set) still counts
+// as unread: one stored after the cursor last moved with an ID below it
+// (the node that took it had a clock behind, or it came from another
+// region late). The kept count then exceeds what lies above the cursor.
+// The push bridge asks it for a message at or below the cursor, which it
+// would otherwise take as read. A conversation whose count is not kept,
+// or at the unread cap, answers false.
+func (s *Service) LateUnread(uid, peer, gid string) (bool, error) {
+	var late bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		var (
+			conv    string
+			upTo    snowflake.ID
+			counted uint64
+		)
+		if gid != "" {
+			conv = groupConv(gid)
+			rec, found, err := getMemberCursor(tx, cursorKey(uid, conv))
+			if err != nil {
+				return err
+			}
+			sum, sfound, err := getSummary(tx, groupSummaryKey(gid))
+			if err != nil || !sfound {
+				return err
+			}
+			n, ok := rec.unread(sum, found)
+			if !ok {
+				return nil
+			}
+			upTo, counted = rec.UpTo, uint64(n)
+		} else {
+			conv = directConv(uid, peer)
+			p, found, err := getPair(tx, conv)
+			if err != nil || !found {
+				return err
+			}
+			cur, _, err := getCursor(tx, cursorKey(uid, conv))
+			if err != nil {
+				return err
+			}
+			upTo, counted = cur, p.Unread[sideOf(uid, peer)]
+		}
+		if counted == 0 || counted >= unreadCap {
+			return nil
+		}
+		total, own, err := countAbove(tx, conv, upTo, uid)
+		late = err == nil && counted > total-own
+		return err
+	})
+	return late, err
+}
+
 // UnreadTotal is uid's unread count over every conversation (each
 // counted up to the cap of the conversation list): the badge of a push
 // notification. It reads what the conversation list reads, without
