@@ -1,7 +1,11 @@
 package broker
 
 import (
+	"bufio"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
@@ -30,5 +34,48 @@ func TestConnackAdvertisesMaximumPacketSize(t *testing.T) {
 			}
 			t.Fatalf("dev %v: CONNACK Maximum Packet Size %v, want %d", dev, got, 32<<10)
 		}
+	}
+}
+
+// A packet over the Maximum Packet Size the CONNACK gave (a client that
+// did not look) ends the connection with DISCONNECT 0x95 (packet too
+// large) before it closes, as MQTT 5 asks of a server that closes for a
+// reason [MQTT-4.13.2-1]; before, the connection closed with nothing, and
+// the client could only guess why. Nothing of it is stored. So does a
+// malformed packet (0x81). A 3.1.1 client, which has no DISCONNECT from
+// the server, is closed as before.
+func TestAPacketTooLargeIsToldWithDisconnect(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.MaxPacketSize = 32 << 10 })
+	for _, tc := range []struct {
+		name   string
+		packet []byte
+		code   byte
+	}{
+		{"too large", rawPublishV5("user/alice/newMessage", 1, 0,
+			`{"cid":"big","type":"text","body":"`+strings.Repeat("x", 40<<10)+`"}`), 0x95},
+		// A PUBLISH whose topic length runs past the packet's end.
+		{"malformed", []byte{0x32, 0x04, 0x00, 0x10, 'u', '/'}, 0x81},
+	} {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(waitFor))
+		r := bufio.NewReader(conn)
+		if _, err := conn.Write(rawConnectV5("bob/raw", "bob", "tok:bob")); err != nil {
+			t.Fatal(err)
+		}
+		if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
+			t.Fatalf("%s: CONNACK: %#x % x", tc.name, typ, body)
+		}
+		go func() { _, _ = conn.Write(tc.packet) }() // the server may stop reading it half way
+		typ, body := readRawPacket(t, r)
+		if typ != 0xe0 || len(body) < 1 || body[0] != tc.code {
+			t.Errorf("%s: got %#x % x, want DISCONNECT %#x", tc.name, typ, body, tc.code)
+		}
+		conn.Close()
+	}
+	if n := e.chat.storedCount(); n != 0 {
+		t.Fatalf("%d messages stored, want 0", n)
 	}
 }

@@ -488,6 +488,14 @@ func (s *Server) detachClient(cl *Client, connected bool) {
 //
 //go:noinline
 func (s *Server) clientDisconnected(cl *Client, listener string, err error) {
+	var code packets.Code
+	if err != nil && errors.As(err, &code) && code.Code >= packets.ErrUnspecifiedError.Code &&
+		cl.Properties.ProtocolVersion == 5 && !cl.Closed() {
+		// The read loop refused a packet (too large, malformed): the
+		// client is told why before the connection closes, as for a
+		// packet refused once read (receivePacket) (edgechat patch 54).
+		_ = s.DisconnectClient(cl, code)
+	}
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
