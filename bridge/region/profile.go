@@ -120,7 +120,7 @@ func (b *Bridge) remoteProfile(ctx context.Context, addr string, fresh bool) ([]
 			return c.answer(addr)
 		}
 		b.m.profiles.WithLabelValues(a.Region, "unavailable").Inc()
-		return nil, fmt.Errorf("region: profile of %s: %v: %w", addr, err, wire.ErrUnavailable)
+		return nil, fmt.Errorf("region: profile of %s: %w", addr, &wire.RegionUnreachableError{Region: a.Region, Err: err})
 	}
 	c = cachedProfile{expires: now.Add(b.cfg.ProfileTTL)}
 	if ans.Found {

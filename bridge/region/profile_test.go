@@ -2,6 +2,7 @@ package region_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -39,8 +40,13 @@ func TestRemoteProfile(t *testing.T) {
 	if c := call(t, eu.nodes[0], aliceTok, "GET", "/user/bob@us", nil, &p); c != http.StatusOK || p.UserID != "bob@us" {
 		t.Fatalf("GET /user/bob@us, link down, cached: %d %+v", c, p)
 	}
-	if c := call(t, eu.nodes[0], aliceTok, "GET", "/user/carol@us", nil, nil); c != http.StatusServiceUnavailable {
-		t.Fatalf("GET /user/carol@us, link down, not cached: %d, want 503", c)
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if c := call(t, eu.nodes[0], aliceTok, "GET", "/user/carol@us", nil, &e); c != http.StatusServiceUnavailable ||
+		e.Error.Code != "unavailable" || !strings.Contains(e.Error.Message, "region us") {
+		// Not "cannot commit now", which reads as this cluster's trouble.
+		t.Fatalf("GET /user/carol@us, link down, not cached: %d %+v, want 503 unavailable naming region us", c, e)
 	}
 	us.in.setCut(false)
 	if c := call(t, eu.nodes[0], aliceTok, "GET", "/user/carol@us", nil, &p); c != http.StatusOK || p.UserID != "carol@us" {

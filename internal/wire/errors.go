@@ -42,3 +42,20 @@ var (
 	// region", HTTP 404).
 	ErrNoRegion = fmt.Errorf("unknown region: %w", ErrNotFound)
 )
+
+// RegionUnreachableError is what a request that had to ask another
+// region gets when that region cannot be asked now (its link is down, or
+// it did not answer in time) and nothing is cached. It is ErrUnavailable
+// (HTTP 503 "unavailable"), whose own words ("cannot commit now") would
+// read as this cluster's trouble: an answer names the region instead.
+type RegionUnreachableError struct {
+	Region string
+	Err    error // what asking it gave
+}
+
+func (e *RegionUnreachableError) Error() string {
+	return "region " + e.Region + " cannot be reached now: " + e.Err.Error()
+}
+
+// Unwrap makes the error ErrUnavailable and what asking gave.
+func (e *RegionUnreachableError) Unwrap() []error { return []error{e.Err, ErrUnavailable} }

@@ -60,6 +60,7 @@ func (s *Service) Routes() []httpapi.Route {
 func httpError(err error) error {
 	var rule *RuleError
 	var unknown *UnknownUsersError
+	var unreachable *wire.RegionUnreachableError
 	switch {
 	case errors.As(err, &rule):
 		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%s", rule.Rule)
@@ -99,6 +100,9 @@ func httpError(err error) error {
 		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%v", err)
 	case errors.Is(err, wire.ErrNotFound), errors.Is(err, ErrInvalidUserID):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user")
+	case errors.As(err, &unreachable):
+		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "region " + unreachable.Region + " cannot be reached now; retry", RetryAfter: 5 * time.Second}
 	case errors.Is(err, wire.ErrUnavailable):
 		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
 			Message: "cannot commit now; retry", RetryAfter: time.Second}
