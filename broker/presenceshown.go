@@ -23,18 +23,21 @@ func (b *Broker) PresenceShown(subject, viewer string) {
 		return
 	}
 	for _, cl := range b.users.sessions(viewer) {
-		if _, ok := cl.State.Subscriptions.Get(topic); !ok {
+		sub, ok := cl.State.Subscriptions.Get(topic)
+		if !ok {
 			continue
 		}
-		go b.handPresence(cl, topic) // runs on the FSM's apply path: never wait on a client here
+		go b.handPresence(cl, topic, sub.Identifier) // runs on the FSM's apply path: never wait on a client here
 	}
 }
 
 // handPresence writes the presence retained on topic to cl, checked
 // against the visibility rule as every delivery is. Should the status
 // change while it is written, the new one goes too: the client never
-// ends on an older status than the retained one (protocol.md).
-func (b *Broker) handPresence(cl *mqtt.Client, topic string) {
+// ends on an older status than the retained one (protocol.md). It
+// carries subID, the subscription's identifier (0: none), as a delivery
+// of that subscription would [MQTT-3.3.4-3].
+func (b *Broker) handPresence(cl *mqtt.Client, topic string, subID int) {
 	var sent []byte
 	for range 3 {
 		payload, ok := b.Retained(topic)
@@ -44,11 +47,15 @@ func (b *Broker) handPresence(cl *mqtt.Client, topic string) {
 		if !allowed(b.principal(cl), b.cfg.Dev, b.deps.Visibility, b.deps.Membership, topic, false) {
 			return
 		}
-		err := cl.WritePacket(packets.Packet{
+		pk := packets.Packet{
 			FixedHeader: packets.FixedHeader{Type: packets.Publish},
 			TopicName:   topic,
 			Payload:     payload,
-		})
+		}
+		if subID > 0 && cl.Properties.ProtocolVersion == 5 {
+			pk.Properties.SubscriptionIdentifier = []int{subID}
+		}
+		err := cl.WritePacket(pk)
 		if err != nil {
 			b.log.Debug("presence not handed", "client", cl.ID, "topic", topic, "error", err)
 			return
