@@ -309,6 +309,7 @@ type Broker struct {
 	users userIndex // uid -> live sessions, for DropGroupSubscriptions
 	// offline: uid -> persistent sessions left offline (sessioncap.go)
 	offline offlineSessions
+	owed    owedPresence // statuses to hand offline sessions when they resume
 	nconn   atomic.Int64 // established connections
 	// left: this node left its cluster (LeftCluster): it refuses
 	// connections, since it no longer gets the log.

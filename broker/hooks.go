@@ -212,6 +212,9 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		ci.refused.Store(true)
 	}
 	ci.established.Store(true)
+	if valid {
+		b.handOwedPresence(cl) // statuses it may see again since it went offline
+	}
 	if ci.missedEarly.Load() {
 		b.tellToSync(cl, ci) // a delivery was dropped during the handshake
 	}

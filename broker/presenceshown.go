@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -29,6 +30,66 @@ func (b *Broker) PresenceShown(subject, viewer string) {
 		}
 		go b.handPresence(cl, topic, sub.Identifier) // runs on the FSM's apply path: never wait on a client here
 	}
+	// A session of viewer waiting offline comes back without subscribing
+	// again, so without the retained status: it is handed it then.
+	for _, cl := range b.offlineSessions(viewer) {
+		if _, ok := cl.State.Subscriptions.Get(topic); ok {
+			b.owed.add(cl.ID, topic)
+		}
+	}
+}
+
+// handOwedPresence hands a session that resumed (cl, just established)
+// the statuses PresenceShown owed it while it was offline. A client ID
+// that starts clean drops what was owed: it subscribes again.
+func (b *Broker) handOwedPresence(cl *mqtt.Client) {
+	for _, topic := range b.owed.take(cl.ID) {
+		if sub, ok := cl.State.Subscriptions.Get(topic); ok {
+			go b.handPresence(cl, topic, sub.Identifier)
+		}
+	}
+}
+
+// owedPresenceMax bounds the sessions owed a status: an entry whose
+// session expired without coming back stays until its client ID
+// connects again, so past this many they are dropped (their clients
+// then keep the status they had, as before).
+const owedPresenceMax = 100_000
+
+// owedPresence are the presence topics to hand each offline session (by
+// client ID) when it resumes.
+type owedPresence struct {
+	mu sync.Mutex
+	m  map[string]map[string]struct{}
+}
+
+func (o *owedPresence) add(clientID, topic string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.m == nil || len(o.m) >= owedPresenceMax {
+		o.m = make(map[string]map[string]struct{})
+	}
+	t := o.m[clientID]
+	if t == nil {
+		t = make(map[string]struct{}, 1)
+		o.m[clientID] = t
+	}
+	t[topic] = struct{}{}
+}
+
+func (o *owedPresence) take(clientID string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	t, ok := o.m[clientID]
+	if !ok {
+		return nil
+	}
+	delete(o.m, clientID)
+	out := make([]string, 0, len(t))
+	for topic := range t {
+		out = append(out, topic)
+	}
+	return out
 }
 
 // handPresence writes the presence retained on topic to cl, checked

@@ -80,6 +80,21 @@ func (b *Broker) stillOffline(c *mqtt.Client) bool {
 	return ok && cur == c && c.Closed()
 }
 
+// offlineSessions are uid's sessions waiting offline on this node.
+func (b *Broker) offlineSessions(uid string) []*mqtt.Client {
+	o := &b.offline
+	o.mu.Lock()
+	list := append([]*mqtt.Client(nil), o.byUser[uid]...)
+	o.mu.Unlock()
+	out := list[:0]
+	for _, c := range list {
+		if b.stillOffline(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // pruneOffline drops from uid's list the sessions no longer offline (a
 // client came back, a session ended or expired), so that the list holds
 // no client after its session.
