@@ -223,6 +223,7 @@ type Service struct {
 	backups func() any                      // nil: none
 	barrier func(ctx context.Context) error // nil: reads need no barrier
 	log     *slog.Logger
+	applied func() (uint64, error) // the FSM's applied index; nil: unknown
 
 	st *fsmState // what the FSM handlers keep in memory
 
@@ -319,6 +320,9 @@ func New(deps Deps) (*Service, error) {
 		r.OnRestore(st.purge)
 	}
 	s.st = st
+	if a, ok := deps.FSM.(interface{ AppliedIndex() (uint64, error) }); ok {
+		s.applied = a.AppliedIndex
+	}
 	deps.FSM.Register(wire.CmdMessage, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applyMessage(tx, at, payload, st)
 	})

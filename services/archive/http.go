@@ -315,6 +315,16 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 	if !s.readBarrier(w, r, "sync", me) {
 		return
 	}
+	if since != 0 && s.applied != nil {
+		// A cursor past the end of the stream (what this node has
+		// applied, everything committed before the request) was not made
+		// by this cluster: one made anew from nothing under the same
+		// names. Every message before it would be lost to the client for
+		// good: it syncs from the beginning.
+		if applied, err := s.applied(); err == nil && since>>16 > applied {
+			since = 0
+		}
+	}
 	msgs, next, hasMore, err := s.syncPage(r.Context(), me, since, limit)
 	if err != nil {
 		s.log.Error("sync", "user", me, "err", err)
