@@ -208,6 +208,9 @@ type Config struct {
 	// LinkTLS is the TLS client configuration of tls:// region links
 	// (tests: RootCAs that trust the other region); nil: the system's.
 	LinkTLS *tls.Config `yaml:"-"`
+	// CertReloadEvery is how often the TLS and link certificate files
+	// are looked at for a renewal (tests); 0: certfile.DefaultEvery.
+	CertReloadEvery time.Duration `yaml:"-"`
 	// OIDCHTTPClient talks to the OIDC providers (tests); nil: a default
 	// client (a provider's ca_file still applies).
 	OIDCHTTPClient *http.Client `yaml:"-"`

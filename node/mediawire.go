@@ -138,7 +138,7 @@ func (n *Node) peerTransport() http.RoundTripper {
 	t.TLSClientConfig = n.tls.Clone()
 	// The server certificate is no client certificate, and the peer's
 	// HTTPS asks for one only from links (withLinkAuth).
-	t.TLSClientConfig.Certificates = nil
+	t.TLSClientConfig.Certificates, t.TLSClientConfig.GetCertificate = nil, nil
 	t.TLSClientConfig.ClientCAs, t.TLSClientConfig.ClientAuth = nil, tls.NoClientCert
 	t.TLSClientConfig.GetConfigForClient = nil
 	return t

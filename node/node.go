@@ -33,6 +33,7 @@ import (
 	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/badgeropts"
+	"github.com/edgechat/edgechat/internal/certfile"
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/pagecache"
 	"github.com/edgechat/edgechat/internal/peerrpc"
@@ -147,7 +148,7 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 			}
 		}
 	}()
-	if n.tls, err = loadTLS(cfg); err != nil {
+	if n.tls, err = loadTLS(cfg, n.log); err != nil {
 		return nil, err
 	}
 	release, err := n.openState()
@@ -169,15 +170,17 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-func loadTLS(cfg Config) (*tls.Config, error) {
+func loadTLS(cfg Config, log *slog.Logger) (*tls.Config, error) {
 	if cfg.TLSCert == "" {
 		return nil, nil
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	// A renewal of the files (certbot, cert-manager) is served without a
+	// restart (internal/certfile).
+	pair, err := certfile.Load(cfg.TLSCert, cfg.TLSKey, cfg.CertReloadEvery, log)
 	if err != nil {
 		return nil, fmt.Errorf("node: loading TLS certificate: %w", err)
 	}
-	cfgTLS := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	cfgTLS := &tls.Config{GetCertificate: pair.GetCertificate, MinVersion: tls.VersionTLS12}
 	pool, err := cfg.linkCA()
 	if err != nil {
 		return nil, err

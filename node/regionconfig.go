@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/edgechat/edgechat/bridge/region"
 	"github.com/edgechat/edgechat/internal/address"
+	"github.com/edgechat/edgechat/internal/certfile"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/archive"
@@ -94,19 +96,21 @@ func (c Config) linkCA() (*x509.CertPool, error) {
 
 // linkTLS is the TLS client configuration of the links: LinkTLS (tests)
 // or the system's roots, with --link-cert presented.
-func (c Config) linkTLS() (*tls.Config, error) {
+func (c Config) linkTLS(log *slog.Logger) (*tls.Config, error) {
 	cfg := c.LinkTLS.Clone()
 	if c.LinkCert == "" {
 		return cfg, nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.LinkCert, c.LinkKey)
+	// Renewed files are presented from the next link connection on
+	// (internal/certfile).
+	pair, err := certfile.Load(c.LinkCert, c.LinkKey, c.CertReloadEvery, log)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --link-cert/--link-key: %v", ErrConfig, err)
 	}
 	if cfg == nil {
 		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	cfg.Certificates = []tls.Certificate{cert}
+	cfg.GetClientCertificate = pair.GetClientCertificate
 	return cfg, nil
 }
 
@@ -150,7 +154,7 @@ func (n *Node) buildRegion() error {
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
-	linkTLS, err := n.cfg.linkTLS()
+	linkTLS, err := n.cfg.linkTLS(n.log)
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
 	}

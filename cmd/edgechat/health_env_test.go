@@ -6,9 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -84,4 +86,57 @@ func TestHealthFollowsTheNodesEnvironment(t *testing.T) {
 	if err := healthCmd(context.Background(), nil, &out); err == nil {
 		t.Fatal("a node presenting another certificate was taken for this one")
 	}
+}
+
+// A certificate renewed in place (certbot, cert-manager: the files
+// replaced, the node left running) is presented from the next handshake
+// on, over HTTPS and MQTTS, and `edgechat health`, which checks that the
+// node presents the certificate in the file, passes again. Before, the
+// node presented the old certificate until it restarted: once it
+// expired every client refused it, and the health check failed from the
+// renewal on.
+func TestARenewedCertificateIsServedWithoutARestart(t *testing.T) {
+	cert, key := writeCert(t)
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.TLSCert, c.TLSKey = cert, key }))
+	_, port, err := net.SplitHostPort(n.Node.Gateway.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EDGECHAT_HTTP_ADDR", ":"+port)
+	t.Setenv("EDGECHAT_TLS_CERT", cert)
+	t.Setenv("EDGECHAT_TLS_KEY", key)
+	var out bytes.Buffer
+	if err := healthCmd(context.Background(), nil, &out); err != nil {
+		t.Fatalf("edgechat health before the renewal: %v", err)
+	}
+	presented := func(addr string) []byte {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // the certificate is compared below
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", addr, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Raw
+	}
+	old := presented(n.Node.Gateway.Addr())
+
+	// The renewal: new files moved over the old ones, one after the other.
+	newCert, newKey := writeCert(t)
+	for _, mv := range [][2]string{{newCert, cert}, {newKey, key}} {
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	renewed, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil || bytes.Equal(renewed.Certificate[0], old) {
+		t.Fatalf("the renewed files: %v (same certificate: %v)", err, err == nil)
+	}
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		for name, addr := range map[string]string{"HTTPS": n.Node.Gateway.Addr(), "MQTTS": n.Node.MQTTSAddr()} {
+			if !bytes.Equal(presented(addr), renewed.Certificate[0]) {
+				return fmt.Errorf("%s still presents the certificate from before the renewal", name)
+			}
+		}
+		return healthCmd(context.Background(), nil, &out)
+	})
 }
