@@ -315,16 +315,25 @@ func (s *Service) scanKeys(prefix, after string, limit int) ([]string, bool, err
 // Cursors are opaque to clients: base64url of the last key suffix seen.
 func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-func decodeCursor(c string) (string, error) {
+// A cursor valid reports false for is refused as one the server did not
+// make: read as a key, it would answer an empty page (or another list's
+// place) as if the list had ended.
+func decodeCursor(c string, valid func(string) bool) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) > 512 {
-		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "invalid cursor")
+	if err != nil || len(b) > 512 || !valid(string(b)) {
+		return "", httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "invalid cursor: pass the nextCursor of the previous page as it came")
 	}
 	return string(b), nil
 }
 
-// pageParams reads ?cursor=&limit= with limit 1..maxLimit.
-func pageParams(r *http.Request, def, maxLimit int) (cursor string, limit int, err error) {
+// peerCursor and groupCursor tell the cursors of the lists keyed by user
+// ID (contacts, blocks, members) and by group ID (my groups).
+func peerCursor(c string) bool  { return wire.ValidPeerID(c) == nil }
+func groupCursor(c string) bool { return wire.ValidGroupID(c) == nil }
+
+// pageParams reads ?cursor=&limit= with limit 1..maxLimit; valid checks
+// the decoded cursor.
+func pageParams(r *http.Request, def, maxLimit int, valid func(string) bool) (cursor string, limit int, err error) {
 	q := r.URL.Query()
 	limit = def
 	if v := q.Get("limit"); v != "" {
@@ -335,7 +344,7 @@ func pageParams(r *http.Request, def, maxLimit int) (cursor string, limit int, e
 		limit = n
 	}
 	if v := q.Get("cursor"); v != "" {
-		if cursor, err = decodeCursor(v); err != nil {
+		if cursor, err = decodeCursor(v, valid); err != nil {
 			return "", 0, err
 		}
 	}
@@ -420,7 +429,7 @@ func (s *Service) handleListRelation(prefix string) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		cursor, limit, err := pageParams(r, defaultPage, maxPage)
+		cursor, limit, err := pageParams(r, defaultPage, maxPage, peerCursor)
 		if err != nil {
 			httpapi.WriteError(w, err)
 			return

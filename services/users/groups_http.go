@@ -271,7 +271,7 @@ func (s *Service) handleMyGroups(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cursor, limit, err := pageParams(r, defaultPage, maxPage)
+	cursor, limit, err := pageParams(r, defaultPage, maxPage, groupCursor)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
@@ -324,7 +324,7 @@ func (s *Service) handleListMembers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	gid := r.PathValue("gid")
-	cursor, limit, err := pageParams(r, maxPage, 1000)
+	cursor, limit, err := pageParams(r, maxPage, 1000, peerCursor)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return

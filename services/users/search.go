@@ -156,11 +156,27 @@ func profileIn(tx *badger.Txn, uid string) (Profile, error) {
 	return p, it.Value(func(b []byte) error { return json.Unmarshal(b, &p) })
 }
 
+// searchCursor tells the cursors Search makes: "u\x00{uid}" (a user-ID
+// match) or "n\x00{lowered name}\x00{uid}" (a display-name match).
+func searchCursor(c string) bool {
+	phase, rest, ok := strings.Cut(c, "\x00")
+	switch {
+	case !ok:
+		return false
+	case phase == "u":
+		return wire.ValidUserID(rest) == nil
+	case phase == "n":
+		i := strings.LastIndexByte(rest, 0)
+		return i > 0 && wire.ValidUserID(rest[i+1:]) == nil
+	}
+	return false
+}
+
 func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request) {
 	if _, ok := principal(w, r); !ok {
 		return
 	}
-	cursor, limit, err := pageParams(r, defaultSearchLimit, MaxSearchLimit)
+	cursor, limit, err := pageParams(r, defaultSearchLimit, MaxSearchLimit, searchCursor)
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
