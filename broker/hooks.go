@@ -74,6 +74,19 @@ type connRefusal struct {
 	metric string
 }
 
+// hint is the refusal with more said in its reason string (a user ID
+// spelled with capitals: what to send instead).
+func (r connRefusal) hint(more string) *connRefusal {
+	r.v5.Reason += " (" + more + ")"
+	return &r
+}
+
+// validClientID reports whether id is a {userID}/{deviceID} client ID.
+func validClientID(id string) bool {
+	_, _, err := wire.ParseClientID(id)
+	return err == nil
+}
+
 // OnConnect authenticates the client and picks the CONNACK code itself:
 // mochi's OnConnectAuthenticate can only answer 0x86, so a refusal is
 // sent from here and the returned error makes mochi drop the connection
@@ -136,6 +149,11 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 	}
 	cidUser, _, err := wire.ParseClientID(cl.ID)
 	if err != nil {
+		if user, device, ok := strings.Cut(cl.ID, "/"); ok && strings.ToLower(user) != user {
+			if lower := strings.ToLower(user) + "/" + device; validClientID(lower) {
+				return wire.Principal{}, refuseClientID.hint("user IDs are lowercase: client ID " + lower)
+			}
+		}
 		return wire.Principal{}, &refuseClientID
 	}
 	if b.deps.Verifier == nil {
@@ -149,6 +167,9 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 		return wire.Principal{}, &refuseBadToken
 	}
 	if p.UserID != string(pk.Connect.Username) {
+		if strings.ToLower(string(pk.Connect.Username)) == p.UserID {
+			return wire.Principal{}, refuseWrongUser.hint("user IDs are lowercase: username " + p.UserID)
+		}
 		return wire.Principal{}, &refuseWrongUser
 	}
 	if cidUser != p.UserID {
