@@ -14,6 +14,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -236,6 +237,25 @@ func DecodeJSONTyped(r *http.Request, v any, maxBytes int64) error {
 	return DecodeJSON(r, v, maxBytes)
 }
 
+// jsonKind names the kind of JSON value encoding/json's
+// UnmarshalTypeError.Value describes ("array", "number 5", "string").
+func jsonKind(v string) string {
+	if kind, _, ok := strings.Cut(v, " "); ok {
+		v = kind
+	}
+	switch v {
+	case "array":
+		return "an array"
+	case "string":
+		return "a string"
+	case "number":
+		return "a number"
+	case "bool":
+		return "true or false"
+	}
+	return v
+}
+
 // DecodeJSONBytes is DecodeJSON's strict decoding of an in-memory body.
 func DecodeJSONBytes(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -243,6 +263,9 @@ func DecodeJSONBytes(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var ute *json.UnmarshalTypeError
 		switch {
+		case errors.As(err, &ute) && ute.Field == "":
+			// The body itself (an array, a string): no field to name.
+			return Errorf(http.StatusBadRequest, CodeValidation, "the body must be a JSON object, not %s", jsonKind(ute.Value))
 		case errors.As(err, &ute):
 			return Errorf(http.StatusBadRequest, CodeValidation, "field %q has the wrong type", ute.Field)
 		case bytes.HasPrefix([]byte(err.Error()), []byte("json: unknown field")):
