@@ -351,9 +351,22 @@ func pageParams(r *http.Request, def, maxLimit int, valid func(string) bool) (cu
 	return cursor, limit, nil
 }
 
-// uidRequest is the body of POST /user/me/contacts and /user/me/blocks.
+// uidRequest is the body of POST /user/me/contacts and /user/me/blocks
+// and of POST /user/groups/{gid}/owner.
 type uidRequest struct {
 	UID string `json:"uid"`
+}
+
+// decode reads the body; one that names nobody is a bad request, not
+// an unknown user.
+func (req *uidRequest) decode(r *http.Request, maxBytes int64) error {
+	if err := httpapi.DecodeJSON(r, req, maxBytes); err != nil {
+		return err
+	}
+	if req.UID == "" {
+		return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "uid is required")
+	}
+	return nil
 }
 
 func (s *Service) relationRoutes() []httpapi.Route {
@@ -374,7 +387,7 @@ func (s *Service) handleAddRelation(t byte) http.HandlerFunc {
 			return
 		}
 		var req uidRequest
-		if err := httpapi.DecodeJSON(r, &req, maxRelationBody); err != nil {
+		if err := req.decode(r, maxRelationBody); err != nil {
 			httpapi.WriteError(w, err)
 			return
 		}

@@ -565,7 +565,7 @@ func (s *Service) handleTransfer(w http.ResponseWriter, r *http.Request) {
 	}
 	gid := r.PathValue("gid")
 	var req uidRequest
-	if err := httpapi.DecodeJSON(r, &req, maxOwnerBody); err != nil {
+	if err := req.decode(r, maxOwnerBody); err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
