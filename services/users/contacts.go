@@ -423,6 +423,12 @@ func (s *Service) handleRemoveRelation(t byte) http.HandlerFunc {
 			return
 		}
 		uid := r.PathValue("uid")
+		if hint := wire.LowercaseHint(uid); hint != "" {
+			// "Bob" for bob: a 204 would tell the client the block (or
+			// contact) is gone while bob's stays, as adding "Bob" says.
+			httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user%s", hint))
+			return
+		}
 		if wire.ValidPeerID(uid) != nil {
 			// Nothing with that name can be in the list: already absent.
 			w.WriteHeader(http.StatusNoContent)
