@@ -550,7 +550,8 @@ func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 // says neither), so that their library refuses a larger publish itself
 // [MQTT-3.2.2-15] rather than having its connection closed, and may use
 // aliases at all (none are allowed where the CONNACK names no maximum,
-// [MQTT-3.2.2-17]).
+// [MQTT-3.2.2-17]); and, outside --dev, that shared subscriptions are not
+// available.
 func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	switch pk.FixedHeader.Type {
 	case packets.Connack:
@@ -560,6 +561,11 @@ func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet
 			}
 			if pk.Properties.TopicAliasMaximum == 0 {
 				pk.Properties.TopicAliasMaximum = TopicAliasMaximum
+			}
+			if !h.b.cfg.Dev {
+				// Every $share filter is refused outside --dev: say so, or
+				// a client takes them as available (the property absent).
+				pk.Properties.SharedSubAvailable, pk.Properties.SharedSubAvailableFlag = 0, true
 			}
 		}
 	case packets.Puback:

@@ -34,6 +34,11 @@ func TestConnackAdvertisesMaximumPacketSize(t *testing.T) {
 			}
 			t.Fatalf("dev %v: CONNACK Maximum Packet Size %v, want %d", dev, got, 32<<10)
 		}
+		// Outside --dev every $share filter is refused: the CONNACK says
+		// shared subscriptions are not available (absent means they are).
+		if ca.Properties.SharedSubAvailable != dev {
+			t.Errorf("dev %v: CONNACK Shared Subscription Available %v", dev, ca.Properties.SharedSubAvailable)
+		}
 	}
 }
 
