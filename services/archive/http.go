@@ -263,7 +263,7 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	msgs, hasMore, err := s.historyPage(r.Context(), conv, before, limit)
 	if err != nil {
 		s.log.Error("history", "user", me, "err", err)
-		httpapi.WriteError(w, err)
+		httpapi.WriteError(w, readError(err))
 		return
 	}
 	if hasGroup {
@@ -328,7 +328,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request) {
 	msgs, next, hasMore, err := s.syncPage(r.Context(), me, since, limit)
 	if err != nil {
 		s.log.Error("sync", "user", me, "err", err)
-		httpapi.WriteError(w, err)
+		httpapi.WriteError(w, readError(err))
 		return
 	}
 	writeMessages(w, msgs, func(b *bytes.Buffer) {
@@ -415,7 +415,7 @@ func (s *Service) handleConversations(w http.ResponseWriter, r *http.Request) {
 	convs, next, hasMore, err := s.conversationsAfter(r.Context(), me, limit, after)
 	if err != nil {
 		s.log.Error("conversations", "user", me, "err", err)
-		httpapi.WriteError(w, err)
+		httpapi.WriteError(w, readError(err))
 		return
 	}
 	out := struct {
@@ -642,6 +642,21 @@ func (s *Service) handleRead(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// segmentRetryAfter is the Retry-After of a read the segment store
+// could not answer.
+const segmentRetryAfter = 5 * time.Second
+
+// readError is what a read of history answers for err: 503 while sealed
+// messages cannot be read from the segment store (retried), else err
+// (500 for a missing or damaged segment).
+func readError(err error) error {
+	if errors.Is(err, ErrSegmentUnavailable) {
+		return &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "older messages cannot be read from the archive right now; retry", RetryAfter: segmentRetryAfter}
+	}
+	return err
+}
+
 // httpError maps service errors to JSON errors with stable codes.
 func httpError(err error) error {
 	var he *httpapi.Error
@@ -649,6 +664,8 @@ func httpError(err error) error {
 	switch {
 	case errors.As(err, &he):
 		return he
+	case errors.Is(err, ErrSegmentUnavailable):
+		return readError(err)
 	case errors.As(err, &ee):
 		return httpapi.Errorf(http.StatusBadRequest, CodeInvalidEnvelope, "%v", ee)
 	case errors.Is(err, wire.ErrNotFound):

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/services/archive/segment"
+	"github.com/edgechat/edgechat/services/media/store"
 )
 
 // sealedError says that a message is not hot: its body is in a sealed
@@ -128,10 +129,12 @@ func (t *tierReader) wrap(ref SegmentRef, err error) error {
 	switch {
 	case errors.Is(err, ErrSegmentMissing):
 		return fmt.Errorf("archive: sealed segment %s: %w", ref.Key, err)
-	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, segment.ErrVersion):
+	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, segment.ErrVersion),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, store.ErrInvalidRange):
+		// Shorter than its index entry says: a cut object.
 		return fmt.Errorf("%w: %s: %w", ErrSegmentCorrupt, ref.Key, err)
 	}
-	return fmt.Errorf("archive: sealed segment %s: %w", ref.Key, err)
+	return fmt.Errorf("%w: sealed segment %s: %w", ErrSegmentUnavailable, ref.Key, err)
 }
 
 // block returns block i of ref's segment, decoded (shared: not to be

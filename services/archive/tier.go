@@ -63,6 +63,10 @@ var (
 	// ErrSegmentCorrupt is wrapped when a segment fails its checks: it is
 	// reported, never served.
 	ErrSegmentCorrupt = errors.New("archive: segment corrupt")
+	// ErrSegmentUnavailable is wrapped when a segment cannot be read now
+	// (the object store is down, slow or refuses us): reads answer 503
+	// and are tried again, unlike a missing or damaged segment.
+	ErrSegmentUnavailable = errors.New("archive: the segment store cannot be read now")
 	// ErrSealStale is the FSM's answer to a seal whose range no longer
 	// holds exactly the messages the segment was built from (or is
 	// sealed already): nothing changes, and the object is an orphan.
