@@ -73,12 +73,9 @@ func (t *tierReader) open(ctx context.Context, ref SegmentRef) (*segment.Reader,
 	if ok {
 		return r, nil
 	}
-	// The reader's range GETs are made later under other contexts (cached
-	// readers serve several requests): each request's context governs
-	// only the open.
-	rr := segment.NewRangeReader(context.WithoutCancel(ctx), func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
-		return t.store.Get(ctx, ref.Key, off, n)
-	})
+	// A cached reader serves later requests too: block reads go through
+	// the context of the request that makes them (see block).
+	rr := t.rangeReader(ctx, ref)
 	r, err := segment.Open(rr, ref.Size)
 	if errors.Is(err, ErrSegmentMissing) && t.fetch != nil && !t.store.Shared() {
 		if ferr := t.fetchFromPeer(ctx, ref); ferr != nil {
@@ -137,12 +134,44 @@ func (t *tierReader) wrap(ref SegmentRef, err error) error {
 	return fmt.Errorf("%w: sealed segment %s: %w", ErrSegmentUnavailable, ref.Key, err)
 }
 
+// segmentGetTimeout bounds each ranged GET of a segment: a store that
+// does not answer fails the read (503, tried again) rather than hold it
+// for as long as the S3 client retries (minutes). A variable for tests.
+var segmentGetTimeout = 10 * time.Second
+
+// rangeReader reads ref's object with ranged GETs, each bounded by ctx
+// and segmentGetTimeout.
+func (t *tierReader) rangeReader(ctx context.Context, ref SegmentRef) *segment.RangeReader {
+	return segment.NewRangeReader(ctx, func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+		ctx, cancel := context.WithTimeout(ctx, segmentGetTimeout)
+		rc, err := t.store.Get(ctx, ref.Key, off, n)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return cancelOnClose{rc, cancel}, nil
+	})
+}
+
+// cancelOnClose ends a GET's context once its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
 // block returns block i of ref's segment, decoded (shared: not to be
-// modified).
+// modified). It reads through ctx, whichever request opened r.
 func (t *tierReader) block(ctx context.Context, ref SegmentRef, r *segment.Reader, i int) ([]segment.Message, error) {
 	if msgs, ok := t.blocks.Get(ref.Key, i); ok {
 		return msgs, nil
 	}
+	r = r.Using(t.rangeReader(ctx, ref))
 	dec, _ := t.decoders.Get().(*zstd.Decoder)
 	if dec == nil {
 		var err error

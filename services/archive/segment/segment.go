@@ -308,6 +308,14 @@ func (sr *Reader) parseIndex(idx []byte, idxOff int64) error {
 func (sr *Reader) FirstID() uint64 { return sr.Blocks[0].FirstID }
 func (sr *Reader) LastID() uint64  { return sr.Blocks[len(sr.Blocks)-1].LastID }
 
+// Using is sr reading its blocks through r: the same object read another
+// way (an object store's range reads under another request's context).
+func (sr *Reader) Using(r io.ReaderAt) *Reader {
+	c := *sr
+	c.r = r
+	return &c
+}
+
 // BlockFor is the index of the block whose range holds id, or of the
 // first block after id when none does (len(Blocks) when id is past the
 // end).

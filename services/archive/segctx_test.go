@@ -1,0 +1,82 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/services/archive/segment"
+)
+
+// stallingSegments is a segment store whose reads hang, once stalled,
+// until their context ends (an object store that accepts the connection
+// and never answers) or the test releases them.
+type stallingSegments struct {
+	SegmentStore
+	stalled atomic.Bool
+	release chan struct{}
+}
+
+func (s *stallingSegments) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if s.stalled.Load() {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.release:
+		}
+	}
+	return s.SegmentStore.Get(ctx, key, off, n)
+}
+
+// A page whose request has ended stops waiting for a segment store that
+// does not answer: the block reads of a segment opened by an earlier
+// request are bounded by the request that needs them, not by none (a
+// stalled store held every such request, and its goroutine, until the
+// S3 client gave up minutes later, whatever the client did); and a
+// request that waits on gets its answer (503) once a GET has taken
+// segmentGetTimeout.
+func TestSealedReadsEndWithTheirRequest(t *testing.T) {
+	segs, _ := localSegments(t, true)
+	st := &stallingSegments{SegmentStore: segs, release: make(chan struct{})}
+	t.Cleanup(func() { close(st.release) })
+	e := newEnv(t, withSegments(st))
+	for i := range 50 {
+		e.send(t, "alice", "bob", fmt.Sprintf("ab%d", i))
+	}
+	if s, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now().Add(DefaultHotAge+time.Hour)); err != nil || s.Segments != 1 {
+		t.Fatalf("sealed %+v %v", s, err)
+	}
+	conv := directConv("alice", "bob")
+	if _, _, err := e.svc.historyPage(context.Background(), conv, nil, 50); err != nil {
+		t.Fatal(err) // opens the segment (its index stays cached)
+	}
+	e.svc.tier.blocks = segment.NewCache(defaultSegmentCacheBytes) // its blocks are read again
+	st.stalled.Store(true)
+	page := func(ctx context.Context, what string) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := e.svc.historyPage(ctx, conv, nil, 50)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrSegmentUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s: the page ended with %v, want the segment store unavailable (a deadline)", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the page still waits for the segment store after 10 s", what)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	page(ctx, "a request that ended after 100 ms")
+	// A request that waits on: each GET has a bound of its own.
+	defer func(d time.Duration) { segmentGetTimeout = d }(segmentGetTimeout)
+	segmentGetTimeout = 100 * time.Millisecond
+	page(context.Background(), "a request without a deadline")
+}
