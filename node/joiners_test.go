@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 	"github.com/edgechat/edgechat/services/auth/idp/idptest"
@@ -55,7 +56,7 @@ func TestNamesWithJoinersAreAcceptedOnceTheClusterIsUpgraded(t *testing.T) {
 	nodes := nodetest.StartCluster(t, 3, nodetest.WithConfig(func(c *node.Config) { c.FeatureLevelEvery = 100 * time.Millisecond }))
 	adminTok := nodes[0].NewUser(t, "root")
 	nodes[0].NewUser(t, "alice")
-	waitFeatureLevel(t, nodes, adminTok, 1)
+	waitFeatureLevel(t, nodes, adminTok, featurelevel.Supported)
 
 	for i, name := range []string{saraCoder, mohammadR, family} {
 		n := nodes[i]

@@ -19,6 +19,8 @@
 //
 //	0  (no record) the rules of every version
 //	1  Joiners: display names and group names take U+200C and U+200D
+//	2  ArchiveOwner: wire.CmdArchiveOwner gives the cluster the owner ID
+//	   that marks its objects in a shared archive store
 package featurelevel
 
 import (
@@ -37,8 +39,12 @@ const (
 	// Joiners: display names and group names may hold the zero-width
 	// non-joiner and joiner (wire.CheckName).
 	Joiners uint32 = 1
+	// ArchiveOwner: the archive's owner ID can be set (services/archive,
+	// owner.go), so that clusters sharing an archive bucket tell their
+	// own objects from the others'.
+	ArchiveOwner uint32 = 2
 	// Supported is the highest level this version implements.
-	Supported = Joiners
+	Supported = ArchiveOwner
 )
 
 // Key is where the committed level is kept (big-endian uint32; absent: 0).

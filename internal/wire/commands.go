@@ -40,6 +40,7 @@ const (
 	CmdRetention     byte = 0x33 // archive: a conversation's messages below a cutoff expire, in both tiers (issue 11)
 	CmdRetentionRefs byte = 0x34 // archive: the dedupe keys (and sealed messages' unread counts) of messages that retention expires
 	CmdRetentionPtrs byte = 0x35 // archive: the m/ pointers of sealed messages that retention expires
+	CmdArchiveOwner  byte = 0x36 // archive: the cluster's owner ID of the objects it puts in a shared segment store (feature level 2)
 
 	CmdRouteAdd       byte = 0x40 // broker: a node has its first local subscriber of a filter
 	CmdRouteDel       byte = 0x41 // broker: a node lost its last local subscriber of a filter

@@ -342,6 +342,9 @@ func New(deps Deps) (*Service, error) {
 		return applyRetentionPtrs(tx, payload)
 	})
 	deps.FSM.Register(wire.CmdUndeliverable, applyUndeliverable) // undeliverable.go
+	deps.FSM.Register(wire.CmdArchiveOwner, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
+		return applyOwner(tx, payload) // owner.go
+	})
 	return s, nil
 }
 

@@ -336,7 +336,7 @@ func (s *Service) seal(ctx context.Context, cfg SealConfig, conv string, msgs []
 	cmd := sealCmd{Ref: ref, MsgHash: hashMessages(msgs)}
 	step(SealStepBeforeUpload)
 	if s.tier.store.Shared() {
-		if err := s.tier.store.Put(ctx, ref.Key, data); err != nil {
+		if err := s.putOwned(ctx, ref.Key, data); err != nil {
 			return SegmentRef{}, fmt.Errorf("archive: upload %s: %w", ref.Key, err)
 		}
 		if err := s.verifyObject(ctx, ref); err != nil {
@@ -388,6 +388,18 @@ func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.T
 		return 0, err
 	}
 	t := s.tier
+	// In a shared store, only this cluster's objects (owner.go).
+	var owner, other string
+	var marks map[string]time.Time
+	if t.store.Shared() {
+		var err error
+		if owner, err = s.owner(ctx); err != nil {
+			return 0, err
+		}
+		if marks, other, err = s.storeMarks(ctx, owner); err != nil {
+			return 0, err
+		}
+	}
 	t.orphanMu.Lock()
 	defer t.orphanMu.Unlock()
 	if t.unrefSince == nil {
@@ -395,8 +407,15 @@ func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.T
 	}
 	listed := map[string]bool{}
 	var orphans []string
+	foreign := 0
 	for _, prefix := range []string{"d/", "g/"} {
 		if err := t.store.List(ctx, prefix, func(key string, _ int64, modified time.Time) bool {
+			if _, marked := marks[key]; marked {
+				delete(marks, key) // what is left are marks without their object
+			} else if other != "" && !refs[key] {
+				foreign++ // another cluster's, or this one's from before the marks
+				return true
+			}
 			if refs[key] {
 				return true
 			}
@@ -420,14 +439,32 @@ func (s *Service) collectOrphans(ctx context.Context, cfg SealConfig, now time.T
 			delete(t.unrefSince, key)
 		}
 	}
+	if foreign > 0 {
+		s.log.Warn("the archive store holds objects of another cluster: they are left alone (give each cluster a bucket of its own)",
+			"other_owner", other, "objects", foreign)
+	}
 	n := 0
 	for _, key := range orphans {
 		if err := s.tier.store.Delete(ctx, key); err != nil {
 			return n, err
 		}
+		if owner != "" {
+			if err := s.tier.store.Delete(ctx, markKey(owner, key)); err != nil {
+				return n, err
+			}
+		}
 		s.tier.forget(key)
 		delete(t.unrefSince, key)
 		n++
+	}
+	// Marks whose object is gone (a crash between the two puts, or
+	// between the two deletes), once as old as an orphan must be.
+	for key, modified := range marks {
+		if !refs[key] && now.Sub(modified) >= cfg.OrphanGrace {
+			if err := s.tier.store.Delete(ctx, markKey(owner, key)); err != nil {
+				return n, err
+			}
+		}
 	}
 	s.metrics.orphans.Add(float64(n))
 	return n, nil
