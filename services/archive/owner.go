@@ -123,8 +123,14 @@ func (s *Service) owner(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("archive: set the owner ID: %w", err)
 		}
 		set, ok := v.(ownerSet)
-		if !ok || set == "" {
-			return "", fmt.Errorf("archive: set the owner ID: the proposal answered %T", v)
+		if !ok { // a forwarded proposal's value does not survive the trip: read what this node applied
+			if err := s.db.View(func(tx *badger.Txn) (err error) {
+				id, found, err = ownerIn(tx)
+				return err
+			}); err != nil || !found {
+				return "", fmt.Errorf("archive: set the owner ID: not applied here yet (%v)", err)
+			}
+			set = ownerSet(id)
 		}
 		id = string(set)
 	}
