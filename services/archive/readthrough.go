@@ -86,7 +86,7 @@ func (t *tierReader) open(ctx context.Context, ref SegmentRef) (*segment.Reader,
 		r, err = segment.Open(rr, ref.Size)
 	}
 	if err != nil {
-		return nil, t.wrap(ref, err)
+		return nil, t.wrap(ref, t.cut(ctx, ref, err))
 	}
 	if r.Count != ref.Count || snowflake.ID(r.FirstID()) != ref.FirstID || snowflake.ID(r.LastID()) != ref.LastID || r.Conversation != ref.Conv {
 		return nil, fmt.Errorf("%w: %s does not hold what its index entry says", ErrSegmentCorrupt, ref.Key)
@@ -128,9 +128,9 @@ func (t *tierReader) wrap(ref SegmentRef, err error) error {
 	switch {
 	case errors.Is(err, ErrSegmentMissing):
 		return fmt.Errorf("archive: sealed segment %s: %w", ref.Key, err)
-	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, segment.ErrVersion),
-		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, store.ErrInvalidRange):
-		// Shorter than its index entry says: a cut object.
+	case errors.Is(err, ErrSegmentCorrupt):
+		return err
+	case errors.Is(err, segment.ErrCorrupt), errors.Is(err, segment.ErrVersion):
 		return fmt.Errorf("%w: %s: %w", ErrSegmentCorrupt, ref.Key, err)
 	}
 	return fmt.Errorf("%w: sealed segment %s: %w", ErrSegmentUnavailable, ref.Key, err)
@@ -167,6 +167,24 @@ func (c cancelOnClose) Close() error {
 	return err
 }
 
+// cut tells a read that came back short (a range past the object's end,
+// a body shorter than asked) from a store that failed: the object is
+// damaged when its size is not what the index entry says; else err
+// stands (a connection cut mid-body is not a damaged segment).
+func (t *tierReader) cut(ctx context.Context, ref SegmentRef, err error) error {
+	if !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, store.ErrInvalidRange) {
+		return err
+	}
+	size, serr := t.store.Size(ctx, ref.Key)
+	switch {
+	case serr != nil:
+		return fmt.Errorf("%w (and its size: %w)", err, serr)
+	case size != ref.Size:
+		return fmt.Errorf("%w: %s holds %d bytes, its index entry says %d: %w", ErrSegmentCorrupt, ref.Key, size, ref.Size, err)
+	}
+	return err
+}
+
 // block returns block i of ref's segment, decoded (shared: not to be
 // modified). It reads through ctx, whichever request opened r.
 func (t *tierReader) block(ctx context.Context, ref SegmentRef, r *segment.Reader, i int) ([]segment.Message, error) {
@@ -185,7 +203,7 @@ func (t *tierReader) block(ctx context.Context, ref SegmentRef, r *segment.Reade
 	t.decoders.Put(dec)
 	if err != nil {
 		t.forget(ref.Key) // a damaged or replaced object: reopen next time
-		return nil, t.wrap(ref, err)
+		return nil, t.wrap(ref, t.cut(ctx, ref, err))
 	}
 	t.blocks.Add(ref.Key, i, msgs)
 	return msgs, nil

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -79,4 +80,47 @@ func TestSealedReadsEndWithTheirRequest(t *testing.T) {
 	defer func(d time.Duration) { segmentGetTimeout = d }(segmentGetTimeout)
 	segmentGetTimeout = 100 * time.Millisecond
 	page(context.Background(), "a request without a deadline")
+}
+
+// shortSegments answers reads, once cut, with a body one byte short (a
+// connection that dropped mid-body, as Go's HTTP client reports it).
+type shortSegments struct {
+	SegmentStore
+	cut atomic.Bool
+}
+
+func (s *shortSegments) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := s.SegmentStore.Get(ctx, key, off, n)
+	if err != nil || !s.cut.Load() {
+		return rc, err
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)-1]), errReader{io.ErrUnexpectedEOF})), nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// A read cut short by the connection is the store failing (503, tried
+// again; retention skips the conversation this sweep), not a damaged
+// segment (500; retention drops an expired one without deleting what its
+// messages referred to): the object still has the size its index entry
+// says.
+func TestASegmentReadCutShortIsNotADamagedSegment(t *testing.T) {
+	segs, _ := localSegments(t, true)
+	st := &shortSegments{SegmentStore: segs}
+	e := newEnv(t, withSegments(st))
+	for i := range 50 {
+		e.send(t, "alice", "bob", fmt.Sprintf("ab%d", i))
+	}
+	if s, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now().Add(DefaultHotAge+time.Hour)); err != nil || s.Segments != 1 {
+		t.Fatalf("sealed %+v %v", s, err)
+	}
+	st.cut.Store(true)
+	_, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 50)
+	if !errors.Is(err, ErrSegmentUnavailable) || errors.Is(err, ErrSegmentCorrupt) {
+		t.Fatalf("a read cut short: %v, want the store unavailable, not a damaged segment", err)
+	}
 }
