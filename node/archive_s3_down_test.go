@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -78,5 +79,16 @@ func TestSealedHistoryWhileTheObjectStoreIsDownIs503(t *testing.T) {
 		if code, ec, ra := get("bob", path); code != 503 || ec != "unavailable" || ra == "" {
 			t.Errorf("GET %s over sealed messages with the object store down: %d %q Retry-After %q, want 503 unavailable with Retry-After", path, code, ec, ra)
 		}
+	}
+	// A sweep with the store down stops at the first upload rather than
+	// wait on the S3 client for every conversation due.
+	alice := mustConnectV5(t, n.MQTTURL, "alice", "laptop", f.tokens["alice"])
+	for i, to := range []string{"user/bob", "user/carol", "group/" + f.gid} {
+		if code, _ := alice.Pub(t, to+"/newMessage", 1, textMsg(fmt.Sprintf("late%d", i), "after the outage began")); code != 0 {
+			t.Fatalf("PUBACK %#x", code)
+		}
+	}
+	if _, st, err := n.SweepArchive(ctx, time.Now().Add(62*24*time.Hour)); err == nil || st.Failed != 0 || st.Segments != 0 {
+		t.Errorf("a sweep with the store down: %+v %v, want it ended at the first upload", st, err)
 	}
 }

@@ -628,8 +628,8 @@ func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd, keptW
 	}
 	repl := &sealCmd{Ref: nr, MsgHash: hashMessages(msgs)}
 	if s.tier.store.Shared() {
-		if err := s.putOwned(ctx, nr.Key, data); err != nil {
-			return fmt.Errorf("archive: upload %s: %w", nr.Key, err)
+		if err := s.upload(ctx, nr.Key, data); err != nil {
+			return err
 		}
 		if err := s.verifyObject(ctx, nr); err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -152,7 +153,11 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 	// (nor the disk budget): it is logged and left for the next sweep.
 	var errs []error
 	skip := func(c *hotConv, err error) error {
-		if sweepAborted(ctx, err) {
+		// A store that cannot be reached would fail the others alike:
+		// the sweep ends (the next one, retention first, tries again)
+		// rather than wait on it for every conversation. (A key the
+		// store refuses is this conversation's alone.)
+		if sweepAborted(ctx, err) || storeDown(err) {
 			return err
 		}
 		s.log.Warn("sealing skipped a conversation", "conv", c.conv, "err", err)
@@ -336,8 +341,8 @@ func (s *Service) seal(ctx context.Context, cfg SealConfig, conv string, msgs []
 	cmd := sealCmd{Ref: ref, MsgHash: hashMessages(msgs)}
 	step(SealStepBeforeUpload)
 	if s.tier.store.Shared() {
-		if err := s.putOwned(ctx, ref.Key, data); err != nil {
-			return SegmentRef{}, fmt.Errorf("archive: upload %s: %w", ref.Key, err)
+		if err := s.upload(ctx, ref.Key, data); err != nil {
+			return SegmentRef{}, err
 		}
 		if err := s.verifyObject(ctx, ref); err != nil {
 			return SegmentRef{}, err
@@ -353,22 +358,49 @@ func (s *Service) seal(ctx context.Context, cfg SealConfig, conv string, msgs []
 	return ref, nil
 }
 
+// storeDown tells whether err says the segment store cannot be reached
+// (a network error, or no answer in time) rather than that it refused
+// one object.
+func storeDown(err error) bool {
+	var ne net.Error
+	return errors.Is(err, ErrSegmentUnavailable) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne))
+}
+
+// segmentPutTimeout bounds an upload of a segment (at most 1 MiB of
+// messages, compressed) and its read back: a store that does not answer
+// fails the seal rather than hold the sweep (and retention with it) for
+// as long as the S3 client retries.
+const segmentPutTimeout = time.Minute
+
+// upload puts a segment into a shared store, marked as this cluster's.
+// A failure wraps ErrSegmentUnavailable: the store, not the segment.
+func (s *Service) upload(ctx context.Context, key string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, segmentPutTimeout)
+	defer cancel()
+	if err := s.putOwned(ctx, key, data); err != nil {
+		return fmt.Errorf("%w: upload %s: %w", ErrSegmentUnavailable, key, err)
+	}
+	return nil
+}
+
 // verifyObject reads an uploaded segment back: its size and SHA-256 must
 // be what was written.
 func (s *Service) verifyObject(ctx context.Context, ref SegmentRef) error {
+	ctx, cancel := context.WithTimeout(ctx, segmentPutTimeout)
+	defer cancel()
 	size, err := s.tier.store.Size(ctx, ref.Key)
 	if err != nil {
-		return fmt.Errorf("archive: verify %s: %w", ref.Key, err)
+		return fmt.Errorf("%w: verify %s: %w", ErrSegmentUnavailable, ref.Key, err)
 	}
 	rc, err := s.tier.store.Get(ctx, ref.Key, 0, -1)
 	if err != nil {
-		return fmt.Errorf("archive: verify %s: %w", ref.Key, err)
+		return fmt.Errorf("%w: verify %s: %w", ErrSegmentUnavailable, ref.Key, err)
 	}
 	defer rc.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, rc)
 	if err != nil {
-		return fmt.Errorf("archive: verify %s: %w", ref.Key, err)
+		return fmt.Errorf("%w: verify %s: %w", ErrSegmentUnavailable, ref.Key, err)
 	}
 	if size != ref.Size || n != ref.Size || !bytes.Equal(h.Sum(nil), ref.SHA256[:]) {
 		return fmt.Errorf("%w: %s read back as %d bytes with another checksum (wrote %d)", ErrSegmentCorrupt, ref.Key, n, ref.Size)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,5 +124,39 @@ func TestASegmentReadCutShortIsNotADamagedSegment(t *testing.T) {
 	_, _, err := e.svc.historyPage(context.Background(), directConv("alice", "bob"), nil, 50)
 	if !errors.Is(err, ErrSegmentUnavailable) || errors.Is(err, ErrSegmentCorrupt) {
 		t.Fatalf("a read cut short: %v, want the store unavailable, not a damaged segment", err)
+	}
+}
+
+// downSegments cannot be reached: every upload fails as a dial to a
+// server that is down does; it counts them.
+type downSegments struct {
+	SegmentStore
+	puts atomic.Int32
+}
+
+func (s *downSegments) Put(ctx context.Context, key string, data []byte) error {
+	s.puts.Add(1)
+	return &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+}
+
+// A sweep whose store cannot be reached ends at the first upload, rather than try (and
+// wait on the S3 client's retries, seconds to minutes each) for every
+// other conversation due, while retention, which runs before sealing in
+// the same loop, waits for it.
+func TestASweepStopsAtAStoreThatRefusesUploads(t *testing.T) {
+	segs, _ := localSegments(t, true)
+	st := &downSegments{SegmentStore: segs}
+	e := newEnv(t, withSegments(st))
+	for _, peer := range []string{"bob", "carol", "dave"} {
+		for i := range 5 {
+			e.send(t, "alice", peer, fmt.Sprintf("%s%d", peer, i))
+		}
+	}
+	s, err := e.svc.SealOnce(context.Background(), SealConfig{}, time.Now().Add(DefaultHotAge+time.Hour))
+	if !errors.Is(err, ErrSegmentUnavailable) || s.Segments != 0 {
+		t.Fatalf("the sweep: %+v %v, want it ended by the store", s, err)
+	}
+	if n := st.puts.Load(); n != 1 {
+		t.Fatalf("%d uploads tried for 3 conversations with the store down, want 1", n)
 	}
 }

@@ -66,7 +66,7 @@ var (
 	// ErrSegmentUnavailable is wrapped when a segment cannot be read now
 	// (the object store is down, slow or refuses us): reads answer 503
 	// and are tried again, unlike a missing or damaged segment.
-	ErrSegmentUnavailable = errors.New("archive: the segment store cannot be read now")
+	ErrSegmentUnavailable = errors.New("archive: the segment store cannot be reached now")
 	// ErrSealStale is the FSM's answer to a seal whose range no longer
 	// holds exactly the messages the segment was built from (or is
 	// sealed already): nothing changes, and the object is an orphan.
