@@ -241,14 +241,18 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 	if err != nil {
 		return Identity{}, classify(err, slot)
 	}
+	// The claims that describe the user are read whatever their type
+	// (profileClaim): providers differ there (Cognito's email_verified is
+	// the string "true" or "false"), and a claim of an unusable type is
+	// no reason to refuse a validly signed token.
 	var c struct {
 		NotBefore         *json.Number `json:"nbf"`
-		Name              string       `json:"name"`
-		PreferredUsername string       `json:"preferred_username"`
-		Email             string       `json:"email"`
-		EmailVerified     *bool        `json:"email_verified"`
-		Picture           string       `json:"picture"`
-		Nonce             string       `json:"nonce"`
+		Name              profileClaim `json:"name"`
+		PreferredUsername profileClaim `json:"preferred_username"`
+		Email             profileClaim `json:"email"`
+		EmailVerified     profileClaim `json:"email_verified"`
+		Picture           profileClaim `json:"picture"`
+		Nonce             profileClaim `json:"nonce"`
 	}
 	if err := tok.Claims(&c); err != nil {
 		return Identity{}, fmt.Errorf("%w: claims: %v", ErrBadToken, err)
@@ -269,7 +273,7 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 	if tok.Subject == "" || len(tok.Subject) > 255 {
 		return Identity{}, ErrNoSubject
 	}
-	if nonce != "" && c.Nonce != nonce {
+	if nonce != "" && c.Nonce.String() != nonce {
 		return Identity{}, ErrBadNonce
 	}
 	if p.cfg.RequiredClaim != "" {
@@ -281,10 +285,10 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 			return Identity{}, fmt.Errorf("%w: %s must hold %q", ErrClaimRequired, p.cfg.RequiredClaim, p.cfg.RequiredValue)
 		}
 	}
-	id := Identity{Provider: p.cfg.Name, Issuer: tok.Issuer, Subject: tok.Subject, DisplayName: c.Name,
-		Picture: c.Picture, Nonce: c.Nonce, IssuedAt: tok.IssuedAt}
-	if c.EmailVerified == nil || *c.EmailVerified {
-		id.Email = c.Email
+	id := Identity{Provider: p.cfg.Name, Issuer: tok.Issuer, Subject: tok.Subject, DisplayName: c.Name.String(),
+		Picture: c.Picture.String(), Nonce: c.Nonce.String(), IssuedAt: tok.IssuedAt}
+	if c.EmailVerified == nil || c.EmailVerified.True() {
+		id.Email = c.Email.String()
 	}
 	switch p.cfg.UsernameClaim {
 	case ClaimEmail:
@@ -292,9 +296,41 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 	case ClaimSub:
 		id.Username = tok.Subject
 	default:
-		id.Username = c.PreferredUsername
+		id.Username = c.PreferredUsername.String()
 	}
 	return id, nil
+}
+
+// profileClaim is a claim that describes the user, as the token has it
+// (nil when absent).
+type profileClaim json.RawMessage
+
+func (c *profileClaim) UnmarshalJSON(b []byte) error {
+	if string(b) != "null" { // null: as absent
+		*c = append(profileClaim(nil), b...)
+	}
+	return nil
+}
+
+// String is the claim's value when it is a string, else "" (absent,
+// null, or of another type).
+func (c profileClaim) String() string {
+	var s string
+	if json.Unmarshal(c, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// True tells a boolean claim that is true: JSON true, or the string
+// "true" (AWS Cognito writes email_verified so). Anything else, "false"
+// and values of other types included, is not true.
+func (c profileClaim) True() bool {
+	switch string(c) {
+	case "true", `"true"`:
+		return true
+	}
+	return false
 }
 
 // claimHas: the claim equals want, or is a list holding it.
