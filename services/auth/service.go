@@ -692,8 +692,12 @@ func (s *Service) refreshAgain(ctx context.Context, family, secret, key string, 
 	return s.tokens(acct.UID, access, family+"."+newSecret), true, nil
 }
 
-// Logout revokes the family of a refresh token. Only the current token of
-// the family may do so (a stale copy cannot log the user out).
+// Logout revokes the family of a refresh token: the current token of the
+// family, or the one its last rotation spent (a sign-out that crossed a
+// refresh of the same session: the browser sent the cookie the refresh
+// was spending). Older tokens are refused. Taking the spent one gives a
+// stale copy nothing new: sent to Refresh, it ends the session as a
+// reuse.
 func (s *Service) Logout(ctx context.Context, token string) error {
 	return s.LogoutDevice(ctx, token, "")
 }
@@ -720,7 +724,7 @@ func (s *Service) LogoutDevice(ctx context.Context, token, device string) error 
 	if err != nil {
 		return err
 	}
-	if !found || f.Revoked || f.Hash != hashSecret(secret) {
+	if !found || f.Revoked || (f.Hash != hashSecret(secret) && (f.PrevHash == "" || f.PrevHash != hashSecret(secret))) {
 		return ErrRefreshInvalid
 	}
 	if err := s.revoke(ctx, family, "logout"); err != nil {
