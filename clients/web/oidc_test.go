@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -47,5 +48,39 @@ func TestSignInWithProvider(t *testing.T) {
 	// Her account has no password: the page offers none to change.
 	run(t, dora, "no password form for an account without a password",
 		poll(`document.querySelector('#account-panel') && document.querySelector('#account-panel').hidden`),
+	)
+}
+
+// A provider's sign-in the user cancels (or that is refused) comes back
+// to the app, whose sign-in page says why, with nothing left in the
+// address; before, the browser stopped on the callback's JSON error.
+func TestACancelledProviderSignInSaysSo(t *testing.T) {
+	op := idptest.Start(t)
+	op.SetDenied(true)
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.OIDCProviders = []idp.ProviderConfig{{Name: "corp", Issuer: op.Issuer, ClientID: idptest.ClientID, CAFile: op.CAFile}}
+	}))
+	dora := browser(t, chromedp.Flag("ignore-certificate-errors", true))
+	run(t, dora, "the sign-in page offers the provider",
+		chromedp.Navigate(n.HTTPURL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`a.provider[data-provider="corp"]`)),
+	)
+	// Following the button's link (Navigate waits for the page at the
+	// end of its redirects, where a click's navigation would not be
+	// waited for).
+	href := eval[string](t, dora, `document.querySelector('a.provider[data-provider="corp"]').href`)
+	run(t, dora, "dora cancels at the provider",
+		chromedp.Navigate(href),
+		poll(`!!document.querySelector('form.signin .error') && document.querySelector('form.signin .error').textContent !== ''`),
+	)
+	if msg, url := textOf(t, dora, `form.signin .error`), eval[string](t, dora, `location.href`); !strings.Contains(msg, "access_denied") || url != n.HTTPURL+"/" {
+		t.Fatalf("the sign-in page says %q at %q, want why (access_denied) and no error left in the address", msg, url)
+	}
+	// She tries again and signs in.
+	op.SetDenied(false)
+	op.NextLogin(idptest.Claims{"sub": "d-1", "preferred_username": "dora"})
+	run(t, dora, "dora signs in through the provider",
+		click(`a.provider[data-provider="corp"]`),
+		chromedp.WaitVisible(chromedp.CSS(`.state[data-state="online"]`)),
 	)
 }

@@ -264,7 +264,24 @@ func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.m.codeFlow.WithLabelValues("refused").Inc()
 		s.log.Debug("code-flow login refused", "provider", r.PathValue("provider"), "err", err)
-		httpapi.WriteError(w, httpError(err))
+		if l.Redirect == "" {
+			httpapi.WriteError(w, httpError(err))
+			return
+		}
+		// The login is known (its state is spent): the browser goes back
+		// to where it was to end, the error in the fragment, as the
+		// tokens would have been (a user who cancelled at the provider
+		// is back in the app, which says why, not on a JSON page).
+		code, msg := httpapi.CodeInternal, "internal error"
+		var he *httpapi.Error
+		if errors.As(httpError(err), &he) {
+			code, msg = he.Code, he.Message
+		} else {
+			s.log.Error("code-flow login failed", "provider", r.PathValue("provider"), "err", err)
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/auth/oidc/" + r.PathValue("provider") + "/", MaxAge: -1})
+		http.Redirect(w, r, l.Redirect+"#"+url.Values{"error": {code}, "error_description": {msg}}.Encode(), http.StatusFound)
 		return
 	}
 	s.m.codeFlow.WithLabelValues("ok").Inc()
@@ -315,29 +332,31 @@ func (s *Service) callback(r *http.Request) (_ authTokens, _ pendingLogin, _ err
 	if !ok || l.Provider != p.cfg.Name {
 		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: another provider's state", ErrBadState)
 	}
+	// From here on the login is known: a failure goes back to its
+	// redirect (handleCallback).
 	if e := q.Get("error"); e != "" {
-		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: %.100s %.200s", ErrLoginFailed, e, q.Get("error_description"))
+		return authTokens{}, l, fmt.Errorf("%w: %.100s %.200s", ErrLoginFailed, e, q.Get("error_description"))
 	}
 	code := q.Get("code")
 	if code == "" || len(code) > MaxCallbackQuery { // Entra ID's run past 2,000 characters
-		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: no code", ErrLoginFailed)
+		return authTokens{}, l, fmt.Errorf("%w: no code", ErrLoginFailed)
 	}
 	d, err := p.discover(r.Context())
 	if err != nil {
-		return authTokens{}, pendingLogin{}, err
+		return authTokens{}, l, err
 	}
 	ctx := context.WithValue(r.Context(), oauth2.HTTPClient, p.client)
 	tok, err := s.oauth2Config(p, d, l.Callback).Exchange(ctx, code, oauth2.VerifierOption(l.Verifier))
 	if err != nil {
-		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: code exchange: %v", ErrLoginFailed, err)
+		return authTokens{}, l, fmt.Errorf("%w: code exchange: %v", ErrLoginFailed, err)
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return authTokens{}, pendingLogin{}, fmt.Errorf("%w: no id_token in the token response", ErrLoginFailed)
+		return authTokens{}, l, fmt.Errorf("%w: no id_token in the token response", ErrLoginFailed)
 	}
 	id, err := p.Verify(r.Context(), raw, l.Nonce)
 	if err != nil {
-		return authTokens{}, pendingLogin{}, err
+		return authTokens{}, l, err
 	}
 	t, err := s.accounts.SignInFederated(auth.WithClientInfo(r.Context(), auth.ClientInfoOf(r, "")), toAuth(id))
 	return t, l, err

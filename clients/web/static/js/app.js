@@ -78,9 +78,14 @@ class App {
         if (d && d.type === 'open' && typeof d.conversationId === 'string') this.openNamed(d.conversationId);
       });
     }
-    const hash = new URLSearchParams(location.hash.slice(1)).get('open');
+    const params = new URLSearchParams(location.hash.slice(1));
+    const hash = params.get('open');
     this.toOpen = hash || null;
-    if (hash) history.replaceState(null, '', location.pathname + location.search);
+    // A provider's sign-in that failed comes back with the error in the
+    // address (#error=...&error_description=...): the sign-in page says why.
+    this.signInError = params.get('error')
+      ? `Sign-in through the provider failed: ${params.get('error_description') || params.get('error')}` : null;
+    if (hash || this.signInError) history.replaceState(null, '', location.pathname + location.search);
     document.addEventListener('visibilitychange', () => {
       const store = this.store;
       const c = store && store.current && store.convs.get(store.current);
@@ -94,8 +99,10 @@ class App {
     this.resuming = true;
     let ok = false;
     try { ok = await this.api.resume(waiting); } finally { this.resuming = false; }
+    const error = this.signInError;
+    this.signInError = null; // said once
     if (ok) this.start();
-    else if (!this.store) this.showSignIn();
+    else if (!this.store) this.showSignIn(error);
   }
 
   stop() {

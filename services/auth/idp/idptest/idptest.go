@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -46,6 +47,7 @@ type Provider struct {
 	codes     map[string]grant        // issued authorization codes
 	devices   map[string]*deviceGrant // device codes (RFC 8628)
 	badNonce  bool                    // ID tokens of the code flow carry a wrong nonce
+	denied    bool                    // the authorization endpoint answers access_denied (SetDenied)
 	codeLen   int                     // authorization codes padded to this length (0: short)
 	secret    string                  // required client secret ("" : a public client)
 	hang      chan struct{}           // non-nil: the JWKS answers once it is closed
@@ -296,6 +298,15 @@ func (p *Provider) SetBadNonce(bad bool) {
 	p.mu.Unlock()
 }
 
+// SetDenied makes the authorization endpoint send the browser back with
+// error=access_denied, as a provider does when its user cancels the
+// sign-in (or refuses consent).
+func (p *Provider) SetDenied(denied bool) {
+	p.mu.Lock()
+	p.denied = denied
+	p.mu.Unlock()
+}
+
 // SetCodeLength makes the authorization endpoint issue codes of n
 // characters, and add a session_state to its redirect, as Microsoft Entra
 // ID does (its codes run to 2,000 characters and more; Azure AD B2C's
@@ -324,8 +335,13 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
-	next := p.next
+	next, denied := p.next, p.denied
 	p.mu.Unlock()
+	if denied {
+		http.Redirect(w, r, q.Get("redirect_uri")+"?error=access_denied&error_description=The+user+cancelled+the+sign-in&state="+
+			url.QueryEscape(q.Get("state")), http.StatusFound)
+		return
+	}
 	if next == nil {
 		http.Error(w, "nobody signs in (NextLogin)", http.StatusForbidden)
 		return
