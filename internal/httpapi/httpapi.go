@@ -263,6 +263,8 @@ func DecodeJSONBytes(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var ute *json.UnmarshalTypeError
 		switch {
+		case errors.Is(err, io.EOF):
+			return Errorf(http.StatusBadRequest, CodeInvalidJSON, "the body is empty: want a JSON object")
 		case errors.As(err, &ute) && ute.Field == "":
 			// The body itself (an array, a string): no field to name.
 			return Errorf(http.StatusBadRequest, CodeValidation, "the body must be a JSON object, not %s", jsonKind(ute.Value))
