@@ -181,13 +181,15 @@ func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
 			}
 			p.m.jwksFetches.WithLabelValues(p.cfg.Name, result).Inc()
 		}}
-	skew := p.cfg.Skew
 	v := oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{
 		ClientID:             p.cfg.Audience,
 		SupportedSigningAlgs: allowedAlgNames(),
-		// exp is checked against this clock: skew behind, so that a token
-		// expires skew late at most.
-		Now: func() time.Time { return p.now().Add(-skew) },
+		// exp and nbf are checked by verify, with the configured skew:
+		// go-oidc's own check allows nbf a fixed 5 minutes against the
+		// clock it is given, so that with the clock set skew behind (for
+		// exp) and a skew over 5 minutes, it refused every token whose nbf
+		// was the moment it was issued (Microsoft Entra ID's).
+		SkipExpiryCheck: true,
 	})
 	return &discovered{verifier: v, endpoint: op.Endpoint(), jwksURL: meta.JWKSURI, keys: ks}, nil
 }
@@ -258,6 +260,10 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 		return Identity{}, fmt.Errorf("%w: claims: %v", ErrBadToken, err)
 	}
 	now := p.now()
+	// Expired skew ago at most (a token without exp is expired).
+	if tok.Expiry.Before(now.Add(-p.cfg.Skew)) {
+		return Identity{}, fmt.Errorf("%w: at %v", ErrExpired, tok.Expiry.UTC())
+	}
 	if c.NotBefore != nil {
 		nbf, err := c.NotBefore.Float64()
 		if err != nil {
