@@ -53,6 +53,7 @@ type Identity struct {
 
 // discovered is a provider after discovery.
 type discovered struct {
+	issuer   string // as the provider writes it (the configured one but for a trailing slash)
 	verifier *oidc.IDTokenVerifier
 	endpoint oauth2.Endpoint
 	jwksURL  string
@@ -140,7 +141,7 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 		}
 		p.disc, p.lastErr = d, nil
 		p.m.discoveries.WithLabelValues(p.cfg.Name, "ok").Inc()
-		p.log.Info("OIDC provider discovered", "issuer", p.cfg.Issuer, "jwks", d.jwksURL)
+		p.log.Info("OIDC provider discovered", "issuer", d.issuer, "jwks", d.jwksURL)
 		return d, nil
 	})
 	// The discovery goes on without a caller that stops waiting (a CONNECT
@@ -159,15 +160,30 @@ func (p *Provider) discover(ctx context.Context) (*discovered, error) {
 func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
-	op, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), p.cfg.Issuer)
+	issuer := p.cfg.Issuer
+	op, err := oidc.NewProvider(oidc.ClientContext(ctx, p.client), issuer)
+	var mismatch *oidc.IssuerMismatchError
+	if errors.As(err, &mismatch) && mismatch.Discovered != "" &&
+		strings.TrimSuffix(mismatch.Discovered, "/") == strings.TrimSuffix(issuer, "/") {
+		// The provider spells its issuer with a trailing slash the
+		// configuration lacks, or without the one it has (Auth0's ends in
+		// "/", its domain as people copy it does not): the same provider.
+		// Its own spelling is what its tokens' iss say.
+		issuer = mismatch.Discovered
+		op, err = oidc.NewProvider(oidc.InsecureIssuerURLContext(oidc.ClientContext(ctx, p.client), issuer), p.cfg.Issuer)
+	}
 	if err != nil {
 		return nil, err
 	}
 	var meta struct {
+		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
 	if err := op.Claims(&meta); err != nil || meta.JWKSURI == "" {
 		return nil, fmt.Errorf("oidc: discovery document of %s has no jwks_uri", p.cfg.Issuer)
+	}
+	if meta.Issuer != issuer {
+		return nil, &oidc.IssuerMismatchError{Provided: issuer, Discovered: meta.Issuer}
 	}
 	if !strings.HasPrefix(meta.JWKSURI, "https://") && !strings.HasPrefix(p.cfg.Issuer, "http://") {
 		return nil, fmt.Errorf("oidc: jwks_uri %q is not https", meta.JWKSURI)
@@ -181,7 +197,7 @@ func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
 			}
 			p.m.jwksFetches.WithLabelValues(p.cfg.Name, result).Inc()
 		}}
-	v := oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{
+	v := oidc.NewVerifier(issuer, ks, &oidc.Config{
 		ClientID:             p.cfg.Audience,
 		SupportedSigningAlgs: allowedAlgNames(),
 		// exp and nbf are checked by verify, with the configured skew:
@@ -191,7 +207,7 @@ func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
 		// was the moment it was issued (Microsoft Entra ID's).
 		SkipExpiryCheck: true,
 	})
-	return &discovered{verifier: v, endpoint: op.Endpoint(), jwksURL: meta.JWKSURI, keys: ks}, nil
+	return &discovered{issuer: issuer, verifier: v, endpoint: op.Endpoint(), jwksURL: meta.JWKSURI, keys: ks}, nil
 }
 
 // Warm runs discovery and fetches the JWKS, so that the first sign-in
