@@ -159,10 +159,13 @@ func (s *Service) Run(ctx context.Context) error {
 // rekeyIfRevoked makes a new signing key when the current one is
 // revoked: a node that was down (or restored a snapshot) when its key
 // was revoked learns it from its state, not from the revocation's
-// commit.
+// commit. So when it is retired: a node signs with a key a rotation
+// retired only when its keys/ is older than that rotation (put back
+// from a copy made before it), and that key's tokens are refused once
+// the retirement is due.
 func (s *Service) rekeyIfRevoked(ctx context.Context) error {
 	kid := s.keys().signer.kid
-	if v, ok := s.revoked.get(kid); !ok || v.Reason != reasonRevoked {
+	if _, ok := s.revoked.get(kid); !ok {
 		return nil
 	}
 	if _, err := s.rotate(ctx, false); err != nil {
