@@ -27,7 +27,7 @@ func TestOIDCCodeFlowRefusalGoesBackToTheApp(t *testing.T) {
 		if resp.StatusCode != http.StatusFound || err != nil || !strings.HasPrefix(loc.String(), want+"#") {
 			t.Fatalf("a refused login: %d to %q, want 302 to %s#error=...", resp.StatusCode, resp.Header.Get("Location"), want)
 		}
-		frag, _ := url.ParseQuery(loc.Fragment)
+		frag, _ := url.ParseQuery(loc.EscapedFragment())
 		if frag.Get("access_token") != "" || frag.Get("refresh_token") != "" {
 			t.Fatalf("a refused login hands over tokens: %v", frag)
 		}
@@ -63,5 +63,29 @@ func TestOIDCCodeFlowRefusalGoesBackToTheApp(t *testing.T) {
 	op.SetBadNonce(false)
 	if c := accounts(t, n); c != 0 {
 		t.Fatalf("%d accounts after refused logins, want 0", c)
+	}
+}
+
+// A sign-in started while the provider cannot be reached (its discovery
+// fails) goes back to the app too, once its redirect is known to be
+// allowed; a redirect that is not allowed is still refused as JSON.
+func TestOIDCStartWhileTheProviderIsDownGoesBackToTheApp(t *testing.T) {
+	op := idptest.Start(t)
+	op.SetDown(true)
+	n := nodetest.StartNode(t, withOIDC(op))
+	start := n.HTTPURL + "/auth/oidc/corp/start"
+	resp, _ := browse(t, browser(t, op, func(u *url.URL) bool { return u.Path == "/" }), start+"?session=cookie&redirect=%2F")
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusFound || err != nil || loc.Path != "/" {
+		t.Fatalf("start with the provider down: %d to %q, want 302 to /#error=...", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if frag, _ := url.ParseQuery(loc.EscapedFragment()); frag.Get("error") != idp.CodeProviderUnavailable || frag.Get("error_description") == "" {
+		t.Fatalf("start with the provider down: fragment %v, want error %s with a description", frag, idp.CodeProviderUnavailable)
+	}
+	if resp, out := browse(t, browser(t, op, nil), start+"?redirect="+url.QueryEscape("https://evil.example/x")); resp.StatusCode != 400 || out.Error.Code != idp.CodeRedirectNotAllowed {
+		t.Fatalf("a redirect not allowed, provider down: %d %+v", resp.StatusCode, out)
+	}
+	if resp, out := browse(t, browser(t, op, nil), start); resp.StatusCode != http.StatusServiceUnavailable || out.Error.Code != idp.CodeProviderUnavailable {
+		t.Fatalf("no redirect, provider down: %d %+v, want 503 %s", resp.StatusCode, out, idp.CodeProviderUnavailable)
 	}
 }

@@ -237,9 +237,11 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, httpError(fmt.Errorf("%w: %q", ErrRedirectNotAllowed, redirect)))
 		return
 	}
+	// From here on the redirect is known to be allowed: a failure goes
+	// back there, as the callback's do.
 	d, err := p.discover(r.Context())
 	if err != nil {
-		httpapi.WriteError(w, httpError(err))
+		s.writeLoginError(w, r, redirect, err)
 		return
 	}
 	state, nonce, verifier := random(32), random(32), oauth2.GenerateVerifier()
@@ -249,7 +251,7 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 		Provider: p.cfg.Name, Nonce: nonce, Verifier: verifier, Redirect: redirect, Callback: callback, Session: session == sessionCookie,
 		Expires: now.Add(loginTTL)}})
 	if err != nil {
-		httpapi.WriteError(w, httpError(err))
+		s.writeLoginError(w, r, redirect, err)
 		return
 	}
 	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: state, Path: "/auth/oidc/" + p.cfg.Name + "/",
@@ -259,29 +261,36 @@ func (s *Service) handleStart(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, s.oauth2Config(p, d, callback).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)), http.StatusFound)
 }
 
+// writeLoginError answers a code-flow login that failed: the JSON error,
+// or, for a login that named its (allowed) redirect, a 302 back there
+// with the error's code and message in the fragment and no token.
+func (s *Service) writeLoginError(w http.ResponseWriter, r *http.Request, redirect string, err error) {
+	if redirect == "" {
+		httpapi.WriteError(w, httpError(err))
+		return
+	}
+	code, msg := httpapi.CodeInternal, "internal error"
+	var he *httpapi.Error
+	if errors.As(httpError(err), &he) {
+		code, msg = he.Code, he.Message
+	} else {
+		s.log.Error("code-flow login failed", "provider", r.PathValue("provider"), "err", err)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, redirect+"#"+url.Values{"error": {code}, "error_description": {msg}}.Encode(), http.StatusFound)
+}
+
 func (s *Service) handleCallback(w http.ResponseWriter, r *http.Request) {
 	t, l, err := s.callback(r)
 	if err != nil {
 		s.m.codeFlow.WithLabelValues("refused").Inc()
 		s.log.Debug("code-flow login refused", "provider", r.PathValue("provider"), "err", err)
-		if l.Redirect == "" {
-			httpapi.WriteError(w, httpError(err))
-			return
-		}
 		// The login is known (its state is spent): the browser goes back
 		// to where it was to end, the error in the fragment, as the
 		// tokens would have been (a user who cancelled at the provider
 		// is back in the app, which says why, not on a JSON page).
-		code, msg := httpapi.CodeInternal, "internal error"
-		var he *httpapi.Error
-		if errors.As(httpError(err), &he) {
-			code, msg = he.Code, he.Message
-		} else {
-			s.log.Error("code-flow login failed", "provider", r.PathValue("provider"), "err", err)
-		}
-		w.Header().Set("Cache-Control", "no-store")
 		http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/auth/oidc/" + r.PathValue("provider") + "/", MaxAge: -1})
-		http.Redirect(w, r, l.Redirect+"#"+url.Values{"error": {code}, "error_description": {msg}}.Encode(), http.StatusFound)
+		s.writeLoginError(w, r, l.Redirect, err)
 		return
 	}
 	s.m.codeFlow.WithLabelValues("ok").Inc()
