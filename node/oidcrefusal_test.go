@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 	"github.com/edgechat/edgechat/services/auth/idp"
 	"github.com/edgechat/edgechat/services/auth/idp/idptest"
@@ -87,5 +88,35 @@ func TestOIDCStartWhileTheProviderIsDownGoesBackToTheApp(t *testing.T) {
 	}
 	if resp, out := browse(t, browser(t, op, nil), start); resp.StatusCode != http.StatusServiceUnavailable || out.Error.Code != idp.CodeProviderUnavailable {
 		t.Fatalf("no redirect, provider down: %d %+v, want 503 %s", resp.StatusCode, out, idp.CodeProviderUnavailable)
+	}
+}
+
+// A provider configured with an audience other than the client ID (for
+// the access tokens apps exchange, whose aud names the API) still signs
+// web users in through the code flow: the ID token the code flow gets is
+// issued to this server's client, so its aud is the client ID (OpenID
+// Connect Core 3.1.3.7); it was checked against the configured audience
+// and refused, 401 invalid_subject_token, for every user.
+func TestOIDCCodeFlowWithAnAudienceOtherThanTheClientID(t *testing.T) {
+	op := idptest.Start(t)
+	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) {
+		c.OIDCProviders = []idp.ProviderConfig{{Name: "corp", Issuer: op.Issuer, ClientID: idptest.ClientID, CAFile: op.CAFile,
+			Audience: "chat-api"}}
+	}))
+	op.NextLogin(idptest.Claims{"sub": "a-1", "preferred_username": "ann"})
+	if resp, got := browse(t, browser(t, op, nil), n.HTTPURL+"/auth/oidc/corp/start"); resp.StatusCode != 200 || got.UserID != "ann" {
+		t.Fatalf("code flow with audience chat-api: %d %+v", resp.StatusCode, got)
+	}
+	// The token exchange still wants the configured audience.
+	if status, _ := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "a-1"})); status != http.StatusUnauthorized {
+		t.Fatalf("exchange of a token whose aud is the client ID, audience chat-api: %d, want 401", status)
+	}
+	if status, got := exchange(t, n, "corp", op.Token(idptest.Claims{"sub": "a-1", "aud": []string{"chat-api"}})); status != 200 || got.UserID != "ann" {
+		t.Fatalf("exchange of a token for chat-api: %d %+v", status, got)
+	}
+	// A code flow's ID token issued to another client is still refused.
+	op.NextLogin(idptest.Claims{"sub": "a-2", "preferred_username": "bo", "aud": "other-client"})
+	if resp, out := browse(t, browser(t, op, nil), n.HTTPURL+"/auth/oidc/corp/start"); resp.StatusCode != http.StatusUnauthorized || out.Error.Code != idp.CodeInvalidSubjectToken {
+		t.Fatalf("code flow ID token for another client: %d %+v", resp.StatusCode, out)
 	}
 }

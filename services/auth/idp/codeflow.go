@@ -363,7 +363,7 @@ func (s *Service) callback(r *http.Request) (_ authTokens, _ pendingLogin, _ err
 	if raw == "" {
 		return authTokens{}, l, fmt.Errorf("%w: no id_token in the token response", ErrLoginFailed)
 	}
-	id, err := p.Verify(r.Context(), raw, l.Nonce)
+	id, err := p.verifyIDToken(r.Context(), raw, l.Nonce)
 	if err != nil {
 		return authTokens{}, l, err
 	}

@@ -55,9 +55,13 @@ type Identity struct {
 type discovered struct {
 	issuer   string // as the provider writes it (the configured one but for a trailing slash)
 	verifier *oidc.IDTokenVerifier
-	endpoint oauth2.Endpoint
-	jwksURL  string
-	keys     *keySet
+	// idVerifier checks the code flow's ID tokens: issued to this
+	// server's client, their aud holds the client ID, whatever audience
+	// is configured for the tokens apps exchange (verifier).
+	idVerifier *oidc.IDTokenVerifier
+	endpoint   oauth2.Endpoint
+	jwksURL    string
+	keys       *keySet
 }
 
 // Provider is one configured identity provider. Discovery is lazy and
@@ -197,17 +201,20 @@ func (p *Provider) runDiscovery(ctx context.Context) (*discovered, error) {
 			}
 			p.m.jwksFetches.WithLabelValues(p.cfg.Name, result).Inc()
 		}}
-	v := oidc.NewVerifier(issuer, ks, &oidc.Config{
-		ClientID:             p.cfg.Audience,
-		SupportedSigningAlgs: allowedAlgNames(),
-		// exp and nbf are checked by verify, with the configured skew:
-		// go-oidc's own check allows nbf a fixed 5 minutes against the
-		// clock it is given, so that with the clock set skew behind (for
-		// exp) and a skew over 5 minutes, it refused every token whose nbf
-		// was the moment it was issued (Microsoft Entra ID's).
-		SkipExpiryCheck: true,
-	})
-	return &discovered{issuer: issuer, verifier: v, endpoint: op.Endpoint(), jwksURL: meta.JWKSURI, keys: ks}, nil
+	verifier := func(aud string) *oidc.IDTokenVerifier {
+		return oidc.NewVerifier(issuer, ks, &oidc.Config{
+			ClientID:             aud,
+			SupportedSigningAlgs: allowedAlgNames(),
+			// exp and nbf are checked by verify, with the configured skew:
+			// go-oidc's own check allows nbf a fixed 5 minutes against the
+			// clock it is given, so that with the clock set skew behind (for
+			// exp) and a skew over 5 minutes, it refused every token whose
+			// nbf was the moment it was issued (Microsoft Entra ID's).
+			SkipExpiryCheck: true,
+		})
+	}
+	v, idv := verifier(p.cfg.Audience), verifier(p.cfg.ClientID)
+	return &discovered{issuer: issuer, verifier: v, idVerifier: idv, endpoint: op.Endpoint(), jwksURL: meta.JWKSURI, keys: ks}, nil
 }
 
 // Warm runs discovery and fetches the JWKS, so that the first sign-in
@@ -231,7 +238,18 @@ const maxTokenBytes = 16 << 10
 // aud, exp, nbf and iat within the skew, the subject, the required
 // claim, and (when nonce is not empty) the nonce.
 func (p *Provider) Verify(ctx context.Context, raw, nonce string) (Identity, error) {
-	id, err := p.verify(ctx, raw, nonce)
+	return p.observe(p.verify(ctx, raw, nonce, false))
+}
+
+// verifyIDToken is Verify for the ID token the code flow got from the
+// token endpoint: its aud must hold the client ID (to whom it was
+// issued), not the audience configured for exchanged tokens.
+func (p *Provider) verifyIDToken(ctx context.Context, raw, nonce string) (Identity, error) {
+	return p.observe(p.verify(ctx, raw, nonce, true))
+}
+
+// observe counts a verification by its result.
+func (p *Provider) observe(id Identity, err error) (Identity, error) {
 	result := "ok"
 	switch {
 	case err == nil:
@@ -246,7 +264,7 @@ func (p *Provider) Verify(ctx context.Context, raw, nonce string) (Identity, err
 	return id, err
 }
 
-func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, error) {
+func (p *Provider) verify(ctx context.Context, raw, nonce string, idToken bool) (Identity, error) {
 	if raw == "" || len(raw) > maxTokenBytes {
 		return Identity{}, fmt.Errorf("%w: empty or over %d bytes", ErrBadToken, maxTokenBytes)
 	}
@@ -254,8 +272,12 @@ func (p *Provider) verify(ctx context.Context, raw, nonce string) (Identity, err
 	if err != nil {
 		return Identity{}, err
 	}
+	verifier := d.verifier
+	if idToken {
+		verifier = d.idVerifier
+	}
 	var slot error
-	tok, err := d.verifier.Verify(context.WithValue(ctx, errSlotKey{}, &slot), raw)
+	tok, err := verifier.Verify(context.WithValue(ctx, errSlotKey{}, &slot), raw)
 	if err != nil {
 		return Identity{}, classify(err, slot)
 	}
