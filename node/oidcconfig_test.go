@@ -84,6 +84,11 @@ func TestOIDCConfigRefusesBadInput(t *testing.T) {
 		"http redirect":                  {"--config", yamlFile("oidc_providers:\n  - {name: a, issuer: 'https://a.example', client_id: x, redirects: ['http://evil.example/cb']}\n")},
 		"scopes without openid":          {"--config", yamlFile("oidc_providers:\n  - {name: a, issuer: 'https://a.example', client_id: x, scopes: [profile]}\n")},
 		"unknown provider key":           {"--config", yamlFile("oidc_providers:\n  - {name: a, issuer: 'https://a.example', client_id: x, clientID: y}\n")},
+		// The provider sends the browser to callback_url: a path other than
+		// the provider's own callback is never served (404), and the state
+		// cookie (Path=/auth/oidc/{name}/) is not sent to it.
+		"callback url of another path":     {"--config", yamlFile("oidc_providers:\n  - {name: a, issuer: 'https://a.example', client_id: x, callback_url: 'https://chat.example/oidc/callback'}\n")},
+		"callback url of another provider": {"--config", yamlFile("oidc_providers:\n  - {name: a, issuer: 'https://a.example', client_id: x, callback_url: 'https://chat.example/auth/oidc/b/callback'}\n")},
 	}
 	for name, args := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -188,6 +188,12 @@ func (c ProviderConfig) Validate() error {
 		if err := validRedirect(c.CallbackURL); err != nil || !strings.HasPrefix(c.CallbackURL, "http") {
 			return bad("callback_url %q: want an https:// URL (http:// on localhost)", c.CallbackURL)
 		}
+		// Where the provider sends the browser back: only this path is
+		// served, and only to it does the browser send the login's state
+		// cookie (Path=/auth/oidc/{name}/).
+		if u, err := url.Parse(c.CallbackURL); err != nil || u.Path != "/auth/oidc/"+c.Name+"/callback" {
+			return bad("callback_url %q: its path must be /auth/oidc/%s/callback, where this server answers the provider", c.CallbackURL, c.Name)
+		}
 	}
 	if c.Skew < 0 || c.Skew > 10*time.Minute {
 		return bad("clock_skew %v: want 0 to 10m", c.Skew)
