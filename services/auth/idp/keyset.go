@@ -69,6 +69,7 @@ type keySet struct {
 	keys        []jose.JSONWebKey
 	fetchedAt   time.Time // of keys
 	lastAttempt time.Time // of the last fetch, successful or not
+	failedAt    time.Time // of the last fetch that failed
 	refreshing  bool      // a background refresh of stale keys runs
 }
 
@@ -123,6 +124,9 @@ func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
 			k.onFetch(err)
 		}
 		if err != nil {
+			k.mu.Lock()
+			k.failedAt = k.now()
+			k.mu.Unlock()
 			return nil, err
 		}
 		k.mu.Lock()
@@ -174,7 +178,7 @@ func (k *keySet) get(ctx context.Context) ([]jose.JSONWebKey, error) {
 func (k *keySet) current(ctx context.Context) ([]jose.JSONWebKey, error) {
 	now := k.now()
 	k.mu.Lock()
-	keys, at, last := k.keys, k.fetchedAt, k.lastAttempt
+	keys, at, last, failed := k.keys, k.fetchedAt, k.lastAttempt, k.failedAt
 	if !at.IsZero() && now.Sub(at) < k.maxAge {
 		k.mu.Unlock()
 		return keys, nil
@@ -192,6 +196,11 @@ func (k *keySet) current(ctx context.Context) ([]jose.JSONWebKey, error) {
 	if !at.IsZero() && now.Sub(last) < k.minRefetch {
 		// a refetch failed a moment ago: do not retry on every token
 		return nil, fmt.Errorf("%w: keys expired and the provider unreachable", ErrProviderUnavailable)
+	}
+	if at.IsZero() && !failed.IsZero() && now.Sub(failed) < k.minRefetch {
+		// Never fetched, and the last try failed a moment ago: not again
+		// on every token (a fetch under way is joined, below).
+		return nil, fmt.Errorf("%w: the provider's keys could not be fetched yet", ErrProviderUnavailable)
 	}
 	fresh, err := k.fetch(ctx)
 	if err != nil {

@@ -48,6 +48,7 @@ type Provider struct {
 	devices   map[string]*deviceGrant // device codes (RFC 8628)
 	badNonce  bool                    // ID tokens of the code flow carry a wrong nonce
 	denied    bool                    // the authorization endpoint answers access_denied (SetDenied)
+	jwksDown  bool                    // the JWKS endpoint answers 503 (SetJWKSDown)
 	codeLen   int                     // authorization codes padded to this length (0: short)
 	secret    string                  // required client secret ("" : a public client)
 	hang      chan struct{}           // non-nil: the JWKS answers once it is closed
@@ -115,7 +116,10 @@ func (p *Provider) jwks(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if p.isDown() {
+	p.mu.Lock()
+	jwksDown := p.jwksDown
+	p.mu.Unlock()
+	if p.isDown() || jwksDown {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return
 	}
@@ -133,6 +137,14 @@ func (p *Provider) isDown() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.down
+}
+
+// SetJWKSDown makes the JWKS alone fail (503), discovery still working,
+// or work again.
+func (p *Provider) SetJWKSDown(down bool) {
+	p.mu.Lock()
+	p.jwksDown = down
+	p.mu.Unlock()
 }
 
 // SetDown makes discovery and the JWKS fail (503) or work again.
