@@ -72,7 +72,10 @@ type Options struct {
 	// tls://, mqtts://. A WebSocket URL without a path gets /mqtt. Give
 	// several nodes of a cluster to survive the loss of one: the client
 	// reconnects to the next, and the HTTP API calls (sync, history) move
-	// to the next node's API as well (see HTTPURLs).
+	// to the next node's API as well (see HTTPURLs). With several, it
+	// also leaves a node that answers a publish that it could not commit
+	// (0x83: cut off from its cluster, which keeps its clients connected):
+	// the next connection passes over that node once.
 	URLs []string
 	// HTTPURL is the node's HTTP API base URL. Without it and HTTPURLs,
 	// the API of each ws(s) URL's node is used (ws://h:p/mqtt gives
@@ -173,6 +176,7 @@ type Client struct {
 	httpURLs   []string // every node's API base URL, tried in turn (see call)
 	httpCur    atomic.Int32
 	cm         *autopaho.ConnectionManager
+	nBrokers   int // len(Options.URLs)
 
 	// pwChanges counts the password changes begun (under sourceMu), and
 	// connectChanges is its value when the latest connection attempt
@@ -231,6 +235,15 @@ type Client struct {
 	cursor        string
 	synced        bool
 	closed        bool
+	// dialing is the broker URL of the latest connection attempt, and
+	// connURL that of the connection of down (see onConnectionUp).
+	dialing, connURL string
+	// leaving is the connection that leaveNode closed (once each), and
+	// skipURL the node the next connection attempts pass over, until
+	// skipUntil or once passed over.
+	leaving   chan struct{}
+	skipURL   string
+	skipUntil time.Time
 }
 
 // Dial connects, subscribes to the user's topics and establishes the sync
@@ -289,6 +302,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		log:         logger.With("component", "edgechat-sdk"),
 		hc:          hc,
 		httpURLs:    httpURLs,
+		nBrokers:    len(urls),
 		queue:       newEventQueue(),
 		seen:        newIDSet(dedupeCapacity),
 		liveIDs:     map[string]uint64{},
@@ -505,7 +519,17 @@ func (c *Client) passwordChangedSince(changes uint64) bool {
 
 // buildConnect puts a fresh token into every CONNECT: access tokens are
 // short-lived and a reconnection may come hours after Dial.
-func (c *Client) buildConnect(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+func (c *Client) buildConnect(cp *paho.Connect, u *url.URL) (*paho.Connect, error) {
+	c.mu.Lock()
+	skip := c.skipURL != "" && c.skipURL == u.String() && time.Now().Before(c.skipUntil)
+	if skip {
+		c.skipURL = "" // once: should the other nodes not answer, it is tried again
+	}
+	c.dialing = u.String()
+	c.mu.Unlock()
+	if skip {
+		return nil, fmt.Errorf("edgechat: passing over %s, which could not commit, for the other nodes", u.Redacted())
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, tokenTimeout)
 	defer cancel()
 	tok, changes, err := c.tokenOf(ctx)
@@ -568,6 +592,7 @@ func (c *Client) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 	gen := c.gen
 	down := make(chan struct{})
 	c.down = down
+	c.connURL = c.dialing
 	closed := c.closed
 	if !closed {
 		c.wg.Add(1) // under mu, so never after Close's Wait began

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -41,6 +42,8 @@ func (c *Client) SendGroup(ctx context.Context, gid, text string) (Message, erro
 // PUBACK means the message is durably committed; the server stores a CID
 // once however often it is retried) or ctx ends. A refusal (invalid
 // message, not allowed, unknown recipient) returns a *PublishError at once.
+// A node that answers that it could not commit (0x83) is left for another
+// of Options.URLs, when there are several, before the next attempt.
 //
 // On success it returns the stored message: the server's copy, matched by
 // CID on my own topic (for a group message, on the group's topic, which
@@ -190,6 +193,12 @@ func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte,
 			return ack, err
 		case errors.As(err, &pe):
 			refused = pe
+			if pe.Reason == 0x83 {
+				// Not committed: the node waited its commit timeout (a
+				// leader change does not show) and could not, cut off
+				// from its cluster. Another node may well commit it.
+				c.leaveNode(down)
+			}
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -206,6 +215,38 @@ func (c *Client) publishRetry(ctx context.Context, topic string, payload []byte,
 			return ack, ErrClosed
 		}
 		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// leaveNodeFor is how long the connection attempts after leaveNode
+// pass over the node it left (once).
+const leaveNodeFor = 30 * time.Second
+
+// leaveNode closes the connection of down, whose node answered that it
+// could not commit (0x83), so that the client connects to another of
+// Options.URLs: a node cut off from its cluster (a partition, a minority)
+// keeps its clients connected, and commits and delivers nothing while
+// the rest of the cluster does. The next attempt passes over that node
+// once; with one URL, or when the connection is gone already, it does
+// nothing.
+func (c *Client) leaveNode(down chan struct{}) {
+	if c.nBrokers < 2 {
+		return
+	}
+	c.mu.Lock()
+	leave := c.down == down && c.leaving != down && !isClosed(down) && !c.closed
+	u := c.connURL
+	if leave {
+		c.leaving = down
+		c.skipURL, c.skipUntil = u, time.Now().Add(leaveNodeFor)
+	}
+	c.mu.Unlock()
+	if leave {
+		if pu, err := url.Parse(u); err == nil {
+			u = pu.Redacted()
+		}
+		c.log.Warn("the node cannot commit (cut off from its cluster?); moving to another", "url", u)
+		c.cm.TerminateConnectionForTest() // the only way autopaho offers to force a fresh connection
 	}
 }
 
