@@ -30,7 +30,8 @@ func (c *Client) SendGroup(ctx context.Context, gid, text string) (Message, erro
 // SendMessage sends m to the user m.To, or to the group m.Group (exactly
 // one of the two; a group message is published on group/{gid}/newMessage,
 // which the server refuses unless I am a member). Type defaults to
-// "text"; CID is generated when empty; set it to retry an earlier call
+// "text"; Mentions may name users beyond those spelled @name in Body,
+// whom the server adds; CID is generated when empty; set it to retry an earlier call
 // whose outcome is unknown. A CID is mine across direct and group
 // messages alike: reusing one for the same conversation returns the
 // message first stored with it; for another conversation (recipient or
@@ -102,12 +103,13 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 		ref = &mediaRef{ID: m.Media.ID}
 	}
 	payload, err := json.Marshal(struct {
-		CID     string    `json:"cid"`
-		Type    string    `json:"type"`
-		Body    string    `json:"body,omitempty"`
-		ReplyTo string    `json:"replyTo,omitempty"`
-		Media   *mediaRef `json:"media,omitempty"`
-	}{m.CID, m.Type, m.Body, m.ReplyTo, ref})
+		CID      string    `json:"cid"`
+		Type     string    `json:"type"`
+		Body     string    `json:"body,omitempty"`
+		ReplyTo  string    `json:"replyTo,omitempty"`
+		Media    *mediaRef `json:"media,omitempty"`
+		Mentions []string  `json:"mentions,omitempty"`
+	}{m.CID, m.Type, m.Body, m.ReplyTo, ref, m.Mentions})
 	if err != nil {
 		return Message{}, fmt.Errorf("edgechat: encode message: %w", err)
 	}
@@ -134,7 +136,7 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 	if err != nil {
 		return Message{}, err
 	}
-	sent := Message{From: c.userID, To: m.To, Group: m.Group, CID: m.CID, Type: m.Type, Body: m.Body, ReplyTo: m.ReplyTo, Media: m.Media}
+	sent := Message{From: c.userID, To: m.To, Group: m.Group, CID: m.CID, Type: m.Type, Body: m.Body, ReplyTo: m.ReplyTo, Media: m.Media, Mentions: m.Mentions}
 	deadline := time.Now().Add(c.opts.EchoWait)
 	t := time.NewTimer(c.opts.EchoWait)
 	defer t.Stop()
@@ -270,6 +272,9 @@ func (c *Client) storedByCID(ctx context.Context, deadline time.Time, m Message,
 	}
 	if m.Media != nil {
 		body["media"] = media
+	}
+	if len(m.Mentions) > 0 {
+		body["mentions"] = m.Mentions
 	}
 	var got Message
 	if err := c.call(ctx, http.MethodPost, "/chat/messages", body, &got); err != nil {

@@ -22,6 +22,12 @@ type Message struct {
 	Body    string     `json:"body,omitempty"`    // text
 	ReplyTo string     `json:"replyTo,omitempty"` // ID of the message this one answers
 	Media   *MediaInfo `json:"media,omitempty"`   // the upload a media message carries (Type "media")
+	// Mentions are the users the message mentions: those the sender
+	// named (a UI's pick, at most 50, each a user ID or name@region;
+	// they need not be spelled in the body) and those the server found
+	// spelled @name in the body, each once. The server refuses a
+	// malformed one (a *PublishError wrapping ErrInvalidMessage).
+	Mentions []string `json:"mentions,omitempty"`
 
 	// Status is "undeliverable" for a message to a user of another
 	// region that region refused for good, or to a group of another
