@@ -85,7 +85,8 @@ type Options struct {
 	// node), tried after HTTPURL, in order, when a node cannot be
 	// reached: give them with tcp/tls broker URLs so that catch-up syncs
 	// and other API calls survive the loss of a node. A read moves on
-	// when it gets no answer or a 503; any other call (a refresh, a
+	// when it gets no answer, a 503, or a 502 or 504 (a gateway in front
+	// of the node answering for it); any other call (a refresh, a
 	// password change) only when it provably never reached the node.
 	// Pair them with RefreshingTokenSourceURLs.
 	HTTPURLs []string

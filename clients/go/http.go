@@ -142,8 +142,9 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 // (Options.HTTPURL, HTTPURLs, or its ws URLs): it tries them in turn,
 // starting with the one that last answered, and stays on the first that
 // answers. A read (GET) moves on whenever it gets no answer (the node
-// died; the MQTT connection is failing over too) or a 503 (the node
-// cannot reach its cluster's leader, so it cannot promise a read holds
+// died; the MQTT connection is failing over too), a 502 or 504 (a
+// gateway in front of the node says so) or a 503 (the node cannot
+// reach its cluster's leader, so it cannot promise a read holds
 // everything committed). Any other request moves on only when it
 // provably never reached the node (see doJSONSent): one whose answer was
 // lost may have been carried out, and sending it again elsewhere could
@@ -215,12 +216,20 @@ func callNodes(ctx context.Context, hc *http.Client, urls []string, start int, m
 		case !sent: // it never reached the node: any request may go elsewhere
 		case method != http.MethodGet:
 			return k, err
-		case !answered, ae.Status == http.StatusServiceUnavailable: // a read: no answer, or not now
+		case !answered, gatewayOrUnavailable(ae.Status): // a read: no answer, or not now
 		default:
 			return k, err
 		}
 	}
 	return start, lastErr
+}
+
+// gatewayOrUnavailable: a 503 (the node cannot reach its leader), or
+// a 502 or 504, which a gateway in front of a node (a TLS terminator,
+// an ingress per node) answers for a node that is gone or does not
+// answer: for a read, no answer from that node.
+func gatewayOrUnavailable(status int) bool {
+	return status == http.StatusServiceUnavailable || status == http.StatusBadGateway || status == http.StatusGatewayTimeout
 }
 
 // History returns a page of the conversation with a user, newest first,

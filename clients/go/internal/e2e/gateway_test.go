@@ -1,0 +1,86 @@
+package e2e_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	edgechat "github.com/edgechat/edgechat/clients/go"
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// gateway is a reverse proxy in front of one node (HTTP and MQTT over
+// WebSocket), as a TLS terminator or an ingress per node would be: once
+// the node is gone it answers 502 Bad Gateway itself.
+func gateway(t *testing.T, n *nodetest.Node) (httpURL, wsURL string) {
+	t.Helper()
+	u, err := url.Parse(n.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // "proxy error" once the node is gone: expected
+	srv := httptest.NewServer(rp)
+	t.Cleanup(srv.Close)
+	return srv.URL, "ws" + strings.TrimPrefix(srv.URL, "http") + "/mqtt"
+}
+
+// A client that reaches each node through its own gateway fails over
+// with its reads too: the gateway of the dead node answers 502 (not "no
+// answer", not 503), and the catch-up sync moves to the next node's API
+// rather than ask the dead node's gateway again for ever.
+func TestReadsMoveOnFromTheGatewayOfADeadNode(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+	_, ws1 := gateway(t, n1)
+	_, ws2 := gateway(t, n2)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	alice := dial(t, []string{n3.WSURL}, "", aliceTok, nil, nil)
+	bb := newInbox()
+	bob := dial(t, []string{ws1, ws2}, "", bobTok, bb, nil)
+	first, err := alice.Send(ctx, "bob", "before the failure")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb.waitOnce(t, first.ID)
+
+	if err := n1.Stop(); err != nil { // bob's node dies; its gateway stays
+		t.Fatal(err)
+	}
+	var later []edgechat.Message
+	for i := range 3 {
+		m, err := alice.Send(ctx, "bob", fmt.Sprintf("after %d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		later = append(later, m)
+	}
+	testutil.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if !bob.Connected() {
+			return errors.New("bob not reconnected")
+		}
+		return nil
+	})
+	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
+	defer scancel()
+	if err := bob.Sync(sctx); err != nil {
+		t.Fatalf("bob's Sync after his node died (its gateway answers 502, n2 works): %v", err)
+	}
+	for _, m := range later {
+		bb.waitOnce(t, m.ID)
+	}
+	if h, _, err := bob.History(ctx, "alice", "", 10); err != nil || len(h) != 4 {
+		t.Fatalf("bob's History after the failover: %d messages, %v", len(h), err)
+	}
+}
