@@ -183,11 +183,13 @@ func RefreshingTokenSource(httpURL string, t Tokens, onRefresh func(Tokens)) Tok
 
 // RefreshingTokenSourceURLs is RefreshingTokenSource over several nodes'
 // APIs (Options.HTTPURLs): a refresh goes to the node that last answered
-// and moves to the next only when it provably never reached it (no
-// connection could be made). After any other failure (a lost answer, a
-// 503: the node may have rotated the token already) it returns the
-// error rather than present the token to another node, which would
-// revoke the session if the first one had spent it.
+// and moves to the next when it gets no answer, a 502, 503 or 504 (the
+// node, or a gateway in front of it, cannot answer), or when it provably
+// never reached it. The node may have rotated the token already; the
+// refresh carries the Idempotency-Key of that rotation, which the
+// cluster's replicated state decides, so the next node answers it as a
+// retry (within a minute of the rotation) rather than as a reuse that
+// would revoke the session. Another answer (401, 429, ...) is returned.
 func RefreshingTokenSourceURLs(httpURLs []string, t Tokens, onRefresh func(Tokens)) TokenSource {
 	var urls []string
 	for _, u := range httpURLs {
@@ -272,7 +274,7 @@ func (r *refresher) refresh(ctx context.Context, call *refreshCall, rt string, a
 	var nt Tokens
 	err := fmt.Errorf("%w: no server URL", ErrBadOptions)
 	if len(r.urls) > 0 {
-		// callNodes moves on only when a POST never reached the node.
+		// callNodes moves on as for a read: the POST carries the key.
 		at, err = callNodes(ctx, nil, r.urls, at, http.MethodPost, "/auth/refresh", "", map[string]string{"refreshToken": rt}, &nt)
 	}
 	if err == nil {

@@ -86,8 +86,10 @@ type Options struct {
 	// reached: give them with tcp/tls broker URLs so that catch-up syncs
 	// and other API calls survive the loss of a node. A read moves on
 	// when it gets no answer, a 503, or a 502 or 504 (a gateway in front
-	// of the node answering for it); any other call (a refresh, a
-	// password change) only when it provably never reached the node.
+	// of the node answering for it), and so does a token refresh of
+	// RefreshingTokenSourceURLs (it carries an Idempotency-Key); any
+	// other call (a password change) only when it provably never reached
+	// the node.
 	// Pair them with RefreshingTokenSourceURLs.
 	HTTPURLs []string
 	// Token is a fixed access token. Tokens are short-lived, so long-running

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,41 +80,71 @@ func TestNodeLossWithTCPURLsMovesSyncAndRefreshToTheNextNode(t *testing.T) {
 	}
 }
 
-// A refresh moves to the next node only when it never reached the first
-// (connection refused); after a lost answer or a 503 the first node may
-// have rotated the token, so it is not presented anywhere else.
-func TestRefreshMovesOnOnlyWhenTheRequestNeverLeft(t *testing.T) {
-	var nextCalls atomic.Int32
+// A refresh moves to the next node when the first cannot answer (no
+// connection, a lost answer, 502, 503, 504) with the same
+// Idempotency-Key, which the cluster answers as the retry it is (the
+// first node may have rotated the token: e2e's
+// TestRefreshMovesOnFromTheGatewayOfADeadNode); a refusal (401) is not
+// presented anywhere else.
+func TestRefreshMovesOnWithItsKey(t *testing.T) {
+	var keys []string
+	var mu sync.Mutex
 	next := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		nextCalls.Add(1)
+		mu.Lock()
+		keys = append(keys, r.Header.Get("Idempotency-Key"))
+		mu.Unlock()
 		_, _ = fmt.Fprintf(w, `{"accessToken":%q,"refreshToken":"r2","expiresIn":900}`, fakeJWT("bob"))
 	}))
 	defer next.Close()
-	lost := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Rotated, then the answer is lost with the connection.
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
-			_ = conn.Close()
-		}
-	}))
-	defer lost.Close()
-	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"cannot commit now; retry"}}`))
-	}))
-	defer busy.Close()
-
-	ctx := context.Background()
-	if _, err := RefreshingTokenSourceURLs([]string{lost.URL, next.URL}, Tokens{RefreshToken: "r1"}, nil)(ctx); err == nil || nextCalls.Load() != 0 {
-		t.Fatalf("lost answer: err %v, next node asked %d times; want an error and 0", err, nextCalls.Load())
+	asked := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(keys)
 	}
-	var ae *APIError
-	if _, err := RefreshingTokenSourceURLs([]string{busy.URL, next.URL}, Tokens{RefreshToken: "r1"}, nil)(ctx); !errors.As(err, &ae) || ae.Status != 503 || nextCalls.Load() != 0 {
-		t.Fatalf("503: err %v, next node asked %d times; want the 503 and 0", err, nextCalls.Load())
+	var firstKey atomic.Value
+	first := func(answer func(w http.ResponseWriter)) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			firstKey.Store(r.Header.Get("Idempotency-Key"))
+			answer(w)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	status := func(code int) func(w http.ResponseWriter) {
+		return func(w http.ResponseWriter) { w.WriteHeader(code) }
+	}
+	ctx := context.Background()
+	for name, srv := range map[string]*httptest.Server{
+		"lost answer": first(func(w http.ResponseWriter) {
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				_ = conn.Close() // rotated, then the answer is lost with the connection
+			}
+		}),
+		"502": first(status(http.StatusBadGateway)),
+		"503": first(status(http.StatusServiceUnavailable)),
+		"504": first(status(http.StatusGatewayTimeout)),
+	} {
+		before := len(asked())
+		tok, err := RefreshingTokenSourceURLs([]string{srv.URL, next.URL}, Tokens{RefreshToken: "r1"}, nil)(ctx)
+		got := asked()
+		if err != nil || tok == "" || len(got) != before+1 {
+			t.Fatalf("%s: %q, %v, next node asked %d times; want a token from it", name, tok, err, len(got)-before)
+		}
+		if k, _ := firstKey.Load().(string); k == "" || got[len(got)-1] != k {
+			t.Fatalf("%s: the next node got Idempotency-Key %q, the first %q; want the same", name, got[len(got)-1], k)
+		}
+	}
+	refused := first(func(w http.ResponseWriter) {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"code":"invalid_refresh_token","message":"no"}}`))
+	})
+	before := len(asked())
+	if _, err := RefreshingTokenSourceURLs([]string{refused.URL, next.URL}, Tokens{RefreshToken: "r1"}, nil)(ctx); !errors.Is(err, ErrUnauthorized) || len(asked()) != before {
+		t.Fatalf("401: %v, next node asked %d times; want the refusal and 0", err, len(asked())-before)
 	}
 	ts := RefreshingTokenSourceURLs([]string{deadURL(t), next.URL}, Tokens{RefreshToken: "r1"}, nil)
-	if tok, err := ts(ctx); err != nil || tok == "" || nextCalls.Load() != 1 {
-		t.Fatalf("dead first node: %q, %v, next node asked %d times; want a token from it", tok, err, nextCalls.Load())
+	if tok, err := ts(ctx); err != nil || tok == "" || len(asked()) != before+1 {
+		t.Fatalf("dead first node: %q, %v; want a token from the next", tok, err)
 	}
 }
 

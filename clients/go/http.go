@@ -33,6 +33,13 @@ func withIdempotencyKey(ctx context.Context, key string) context.Context {
 	return context.WithValue(ctx, idempotencyKeyCtx{}, key)
 }
 
+// hasIdempotencyKey reports whether the requests made with ctx carry an
+// Idempotency-Key: sent again through any node, they are retries.
+func hasIdempotencyKey(ctx context.Context) bool {
+	key, _ := ctx.Value(idempotencyKeyCtx{}).(string)
+	return key != ""
+}
+
 func doJSON(ctx context.Context, hc *http.Client, method, fullURL, token string, body, out any) error {
 	_, err := doJSONSent(ctx, hc, method, fullURL, token, body, out)
 	return err
@@ -145,10 +152,12 @@ func (c *Client) get(ctx context.Context, path string, q url.Values, out any) er
 // died; the MQTT connection is failing over too), a 502 or 504 (a
 // gateway in front of the node says so) or a 503 (the node cannot
 // reach its cluster's leader, so it cannot promise a read holds
-// everything committed). Any other request moves on only when it
-// provably never reached the node (see doJSONSent): one whose answer was
-// lost may have been carried out, and sending it again elsewhere could
-// do it twice.
+// everything committed). So does a request with an Idempotency-Key
+// (a token refresh): the key is decided in the cluster's replicated
+// state, so the next node answers it as the retry it is. Any other
+// request moves on only when it provably never reached the node (see
+// doJSONSent): one whose answer was lost may have been carried out, and
+// sending it again elsewhere could do it twice.
 func (c *Client) call(ctx context.Context, method, path string, body, out any) error {
 	ctx, done := c.untilClosed(ctx)
 	defer done()
@@ -214,7 +223,7 @@ func callNodes(ctx context.Context, hc *http.Client, urls []string, start int, m
 		answered := errors.As(err, &ae)
 		switch {
 		case !sent: // it never reached the node: any request may go elsewhere
-		case method != http.MethodGet:
+		case method != http.MethodGet && !hasIdempotencyKey(ctx):
 			return k, err
 		case !answered, gatewayOrUnavailable(ae.Status): // a read: no answer, or not now
 		default:

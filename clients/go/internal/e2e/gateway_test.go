@@ -84,3 +84,57 @@ func TestReadsMoveOnFromTheGatewayOfADeadNode(t *testing.T) {
 		t.Fatalf("bob's History after the failover: %d messages, %v", len(h), err)
 	}
 }
+
+// A refresh whose answer was lost is sent again through the next node
+// with its Idempotency-Key (the key is decided in the replicated state,
+// so any node answers the retry), and a refresh whose node is dead
+// behind its gateway (502) moves on too: the session goes on. Before,
+// the token source returned the error and asked the same node again
+// next time: behind a gateway, the dead node's for ever, and once the
+// access token expired the user could neither connect nor call the API.
+func TestRefreshMovesOnFromTheGatewayOfADeadNode(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	n1, n2 := nodes[0], nodes[1]
+	n1.NewUser(t, "alice")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tk, err := edgechat.Login(ctx, n1.HTTPURL, "alice", nodetest.Password("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw1, loseNext, lost := testutil.LostAnswerProxy(t, n1.HTTPURL, "/auth/refresh")
+	alive := func(access string) {
+		t.Helper()
+		var me struct {
+			UserID string `json:"userId"`
+		}
+		if err := getJSON(ctx, n2.HTTPURL+"/user/me", access, &me); err != nil || me.UserID != "alice" {
+			t.Fatalf("GET /user/me with the new access token: %+v %v (the session must live)", me, err)
+		}
+	}
+
+	loseNext()
+	tk.Expiry = time.Now() // due for a refresh
+	var saved []edgechat.Tokens
+	ts := edgechat.RefreshingTokenSourceURLs([]string{gw1, n2.HTTPURL}, tk, func(nt edgechat.Tokens) { saved = append(saved, nt) })
+	access, err := ts(ctx)
+	if err != nil || !lost() || len(saved) != 1 {
+		t.Fatalf("a refresh whose answer n1 lost (n2 works): %v (lost: %v, %d pairs saved)", err, lost(), len(saved))
+	}
+	alive(access)
+
+	if err := n1.Stop(); err != nil { // its gateway answers 502 from now on
+		t.Fatal(err)
+	}
+	next := saved[0]
+	next.Expiry = time.Now()
+	saved = nil
+	ts = edgechat.RefreshingTokenSourceURLs([]string{gw1, n2.HTTPURL}, next, func(nt edgechat.Tokens) { saved = append(saved, nt) })
+	if access, err = ts(ctx); err != nil || len(saved) != 1 {
+		t.Fatalf("a refresh after n1 died behind its gateway (n2 works): %v (%d pairs saved)", err, len(saved))
+	}
+	alive(access)
+	if _, err := edgechat.Refresh(ctx, n2.HTTPURL, saved[0].RefreshToken); err != nil {
+		t.Fatalf("the next rotation: %v", err)
+	}
+}
