@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/address"
@@ -219,7 +220,10 @@ var (
 	ErrRateLimited = errors.New("edgechat: rate limited")
 	// ErrUnavailable: the server cannot do it now (HTTP 503, with
 	// APIError.RetryAfter; a publish not committed, 0x83): no leader or
-	// quorum, a node starting. Not a refusal: ask again.
+	// quorum, a node starting. Also HTTP 507 (the node's disk is full:
+	// nothing was stored) and a gateway's 502 or 504 for a node it
+	// cannot reach. Not a refusal: ask again (maybe through another
+	// node).
 	ErrUnavailable = errors.New("edgechat: server unavailable")
 )
 
@@ -243,14 +247,18 @@ func (e *APIError) Error() string {
 // ErrUnauthorized, 403 ErrForbidden (a refusal: ErrRefused, as over
 // MQTT), 404 ErrNotFound, 400 ErrInvalidArgument, the media codes
 // ErrMediaTooLarge and ErrMediaQuota (refusals too), 429 rate_limited
-// ErrRateLimited and 503 ErrUnavailable (RetryAfter says when to ask
-// again).
+// ErrRateLimited, and 503, 507 and a gateway's 502 and 504
+// ErrUnavailable (RetryAfter, when given, says when to ask again).
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrRateLimited:
 		return e.Status == 429 && e.Code != "media_quota"
 	case ErrUnavailable:
-		return e.Status == 503
+		switch e.Status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusInsufficientStorage:
+			return true
+		}
+		return false
 	case ErrUnauthorized:
 		return e.Status == 401
 	case ErrForbidden:

@@ -138,3 +138,27 @@ func TestRefreshMovesOnFromTheGatewayOfADeadNode(t *testing.T) {
 		t.Fatalf("the next rotation: %v", err)
 	}
 }
+
+// A gateway's 502 or 504 for a node that is gone is an error wrapping
+// ErrUnavailable (ask again), as the node's own 503 is: an app that
+// tells "try again" from a refusal by errors.Is must not show a dead
+// node as a refusal.
+func TestAGatewaysAnswerForADeadNodeIsErrUnavailable(t *testing.T) {
+	n := nodetest.StartNode(t)
+	tok := n.NewUser(t, "alice")
+	n.NewUser(t, "bob")
+	gw, ws := gateway(t, n)
+	alice := dial(t, []string{ws}, gw, tok, nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, _, err := alice.History(ctx, "bob", "", 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := alice.History(ctx, "bob", "", 10)
+	if !errors.Is(err, edgechat.ErrUnavailable) || errors.Is(err, edgechat.ErrRefused) {
+		t.Fatalf("History through the gateway of a dead node: %v; want an error wrapping ErrUnavailable, not ErrRefused", err)
+	}
+}
