@@ -85,8 +85,9 @@ type Options struct {
 	// node), tried after HTTPURL, in order, when a node cannot be
 	// reached: give them with tcp/tls broker URLs so that catch-up syncs
 	// and other API calls survive the loss of a node. A read moves on
-	// when it gets no answer, a 503, or a 502 or 504 (a gateway in front
-	// of the node answering for it), and so does a token refresh of
+	// when it gets no answer (nothing for 15 s, from a node that vanished
+	// without a reset; a slow answer that keeps coming is read to its end), a 503, or a 502 or 504 (a gateway in front of the
+	// node answering for it), and so does a token refresh of
 	// RefreshingTokenSourceURLs (it carries an Idempotency-Key); any
 	// other call (a password change) only when it provably never reached
 	// the node.

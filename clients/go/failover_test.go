@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -181,5 +182,44 @@ func TestAPICallsMoveOnOnlyWhenTheRequestNeverLeft(t *testing.T) {
 	}
 	if _, err := client(lost.URL, live.URL).Sessions(ctx); err != nil || liveCalls.Load() != 2 {
 		t.Fatalf("a read after a lost answer: %v, live node asked %d times; want it answered there", err, liveCalls.Load())
+	}
+}
+
+// A read gives up on a node that makes no progress for readAttemptTimeout
+// and moves on; one whose answer keeps coming, however slowly, is not cut.
+func TestAReadLeavesASilentNodeNotASlowOne(t *testing.T) {
+	defer func(d time.Duration) { readAttemptTimeout = d }(readAttemptTimeout)
+	readAttemptTimeout = 300 * time.Millisecond
+	release := make(chan struct{})
+	defer close(release)
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // reads the request, never answers
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer silent.Close()
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"sessions":[`)
+		for range 8 { // 8 × 100 ms, well past the limit in all
+			w.(http.Flusher).Flush()
+			time.Sleep(100 * time.Millisecond)
+			_, _ = io.WriteString(w, " ")
+		}
+		_, _ = io.WriteString(w, `{"id":"s1"}]}`)
+	}))
+	defer slow.Close()
+	client := func(urls ...string) *Client {
+		return &Client{opts: Options{Token: "t"}, hc: http.DefaultClient, httpURLs: urls}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	got, err := client(silent.URL, slow.URL).Sessions(ctx)
+	if err != nil || len(got) != 1 || got[0].ID != "s1" {
+		t.Fatalf("a silent node, then a slow one: %+v, %v; want the slow one's answer", got, err)
+	}
+	if d := time.Since(start); d < 800*time.Millisecond {
+		t.Fatalf("answered after %v: the slow answer was not read to its end", d)
 	}
 }

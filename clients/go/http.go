@@ -62,8 +62,11 @@ func doJSONSent(ctx context.Context, hc *http.Client, method, fullURL, token str
 		rd = bytes.NewReader(b)
 	}
 	var wrote atomic.Bool
+	wd, _ := ctx.Value(watchdogCtx{}).(*watchdog)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		WroteHeaders: func() { wrote.Store(true) },
+		WroteHeaders:         func() { wrote.Store(true); wd.kick() },
+		WroteRequest:         func(httptrace.WroteRequestInfo) { wd.kick() },
+		GotFirstResponseByte: wd.kick,
 	})
 	req, err := http.NewRequestWithContext(ctx, method, fullURL, rd)
 	if err != nil {
@@ -89,7 +92,51 @@ func doJSONSent(ctx context.Context, hc *http.Client, method, fullURL, token str
 		return sent, fmt.Errorf("edgechat: %s %s: %w", method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
+	if wd != nil {
+		resp.Body = &kickingBody{ReadCloser: resp.Body, wd: wd}
+	}
 	return true, readAnswer(resp, method, req.URL.Path, out)
+}
+
+// watchdogCtx carries the watchdog of a request (withWatchdog).
+type watchdogCtx struct{}
+
+// watchdog cancels a request that makes no progress (nothing written,
+// no answer's first byte, nothing of its body read) for its limit: a
+// node that vanished without a reset would otherwise hold the request
+// for as long as the kernel keeps the connection. A slow answer that
+// keeps coming is not cut. A nil watchdog does nothing.
+type watchdog struct {
+	t     *time.Timer
+	limit time.Duration
+}
+
+// withWatchdog is ctx, cancelled once a request made with it makes no
+// progress for limit; stop releases it.
+func withWatchdog(ctx context.Context, limit time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	wd := &watchdog{t: time.AfterFunc(limit, cancel), limit: limit}
+	return context.WithValue(ctx, watchdogCtx{}, wd), func() { wd.t.Stop(); cancel() }
+}
+
+func (w *watchdog) kick() {
+	if w != nil {
+		w.t.Reset(w.limit)
+	}
+}
+
+// kickingBody is an answer's body whose reads kick its watchdog.
+type kickingBody struct {
+	io.ReadCloser
+	wd *watchdog
+}
+
+func (b *kickingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.wd.kick()
+	}
+	return n, err
 }
 
 // readAnswer decodes a 2xx answer into out (if not nil) and turns any
@@ -209,9 +256,20 @@ func (c *Client) callAs(ctx context.Context, tok, method, path string, body, out
 // node that answered.
 func callNodes(ctx context.Context, hc *http.Client, urls []string, start int, method, path, token string, body, out any) (int, error) {
 	var lastErr error
+	// A request that may move on (a read, one with an Idempotency-Key)
+	// gives up on a node that makes no progress for readAttemptTimeout
+	// (see watchdog): one that vanished without a reset (powered off, a
+	// partition that drops packets) would otherwise hold it for as long
+	// as the kernel keeps the connection, many minutes.
+	mayMove := method == http.MethodGet || hasIdempotencyKey(ctx)
 	for i := range urls {
 		k := (start + i) % len(urls)
-		sent, err := doJSONSent(ctx, hc, method, urls[k]+path, token, body, out)
+		actx, cancel := ctx, func() {}
+		if mayMove {
+			actx, cancel = withWatchdog(ctx, readAttemptTimeout)
+		}
+		sent, err := doJSONSent(actx, hc, method, urls[k]+path, token, body, out)
+		cancel()
 		if err == nil {
 			return k, nil
 		}
@@ -223,7 +281,7 @@ func callNodes(ctx context.Context, hc *http.Client, urls []string, start int, m
 		answered := errors.As(err, &ae)
 		switch {
 		case !sent: // it never reached the node: any request may go elsewhere
-		case method != http.MethodGet && !hasIdempotencyKey(ctx):
+		case !mayMove:
 			return k, err
 		case !answered, gatewayOrUnavailable(ae.Status): // a read: no answer, or not now
 		default:
@@ -232,6 +290,12 @@ func callNodes(ctx context.Context, hc *http.Client, urls []string, start int, m
 	}
 	return start, lastErr
 }
+
+// readAttemptTimeout is how long an attempt of a request that may move
+// to the next node (see callNodes) waits for progress: a node answers a
+// read within its read barrier's wait (5 s) or says 503. A variable for
+// the tests.
+var readAttemptTimeout = 15 * time.Second
 
 // gatewayOrUnavailable: a 503 (the node cannot reach its leader), or
 // a 502 or 504, which a gateway in front of a node (a TLS terminator,
