@@ -85,8 +85,9 @@ type Options struct {
 	// node), tried after HTTPURL, in order, when a node cannot be
 	// reached: give them with tcp/tls broker URLs so that catch-up syncs
 	// and other API calls survive the loss of a node. A read moves on
-	// when it gets no answer (nothing for 15 s, from a node that vanished
-	// without a reset; a slow answer that keeps coming is read to its end), a 503, or a 502 or 504 (a gateway in front of the
+	// when it gets no answer (nothing for 15 s, from a node that
+	// vanished without a reset; a slow answer that keeps coming is read
+	// to its end), a 503, or a 502 or 504 (a gateway in front of the
 	// node answering for it), and so does a token refresh of
 	// RefreshingTokenSourceURLs (it carries an Idempotency-Key); any
 	// other call (a password change) only when it provably never reached
@@ -102,6 +103,8 @@ type Options struct {
 	// Device is this connection's device ID (the MQTT client ID is
 	// "{userID}/{Device}"); default "go-" plus random hex. At most 64
 	// bytes, without / + # or control characters (else ErrBadOptions).
+	// One running client per Device: a second one takes the connection
+	// over, and the first stops connecting (see OnTakenOver).
 	Device string
 	// HeartbeatInterval between presence heartbeats; 0 means 10s and a
 	// negative value disables them.
@@ -142,6 +145,17 @@ type Options struct {
 	// trying (a token source may yet fix it); an app signs the user in
 	// again or calls Close.
 	OnSignedOut func(err error)
+	// OnTakenOver runs once when another client connected with this
+	// client's ID (the same user and Device) and the server closed this
+	// one (DISCONNECT 0x8E) twice within a minute: two running clients
+	// with one Device would otherwise take the connection from each
+	// other for ever, each reconnecting at once. (After a first takeover
+	// the client waits 2 s before it connects again: a lone one can come
+	// from the cluster itself.) The client that was taken over does not
+	// connect again (calls that need the connection wait for their ctx);
+	// an app tells the user, or calls Close and dials again with another
+	// Device. Without it, the client logs an error.
+	OnTakenOver func()
 
 	Logger     *slog.Logger // nil: slog.Default()
 	HTTPClient *http.Client // nil: http.DefaultClient
@@ -232,13 +246,23 @@ type Client struct {
 	connected   bool // latest state reported to OnConnectionChange
 	// toldSignedOut: OnSignedOut ran (it runs once).
 	toldSignedOut bool
-	watched       map[string]struct{}
-	pending       map[string][]chan Message // cid -> the Sends waiting for its echo (one each)
-	uploads       map[*mediaWatch]struct{}  // UploadMedia calls waiting for a media event
-	mediaPoll     time.Duration             // how often a waiting UploadMedia asks /media/{id}/info
-	cursor        string
-	synced        bool
-	closed        bool
+	// takenOver is set once the server closed the connection because
+	// another client took this client ID, twice within takeoverWindow:
+	// no connection is attempted. A first takeover (lastTakeover) only
+	// holds the next attempt back until resumeAt. dropNoted, made when a connection drops, is closed once the
+	// server's DISCONNECT of it (if any) was looked at: the next
+	// connection attempt waits for it (see buildConnect).
+	takenOver    bool
+	lastTakeover time.Time
+	resumeAt     time.Time
+	dropNoted    chan struct{}
+	watched      map[string]struct{}
+	pending      map[string][]chan Message // cid -> the Sends waiting for its echo (one each)
+	uploads      map[*mediaWatch]struct{}  // UploadMedia calls waiting for a media event
+	mediaPoll    time.Duration             // how often a waiting UploadMedia asks /media/{id}/info
+	cursor       string
+	synced       bool
+	closed       bool
 	// dialing is the broker URL of the latest connection attempt, and
 	// connURL that of the connection of down (see onConnectionUp).
 	dialing, connURL string
@@ -357,9 +381,10 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		OnConnectionDown:      c.onConnectionDown,
 		OnConnectError:        c.onConnectError,
 		ClientConfig: paho.ClientConfig{
-			ClientID:          c.clientID,
-			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
-			OnClientError:     func(err error) { c.log.Debug("mqtt client error", "err", err) },
+			ClientID:           c.clientID,
+			OnPublishReceived:  []func(paho.PublishReceived) (bool, error){c.onPublish},
+			OnServerDisconnect: c.onServerDisconnect,
+			OnClientError:      func(err error) { c.log.Debug("mqtt client error", "err", err) },
 		},
 	}
 	if c.cm, err = autopaho.NewConnection(c.ctx, cfg); err != nil {
@@ -525,6 +550,36 @@ func (c *Client) passwordChangedSince(changes uint64) bool {
 // short-lived and a reconnection may come hours after Dial.
 func (c *Client) buildConnect(cp *paho.Connect, u *url.URL) (*paho.Connect, error) {
 	c.mu.Lock()
+	if noted := c.dropNoted; noted != nil {
+		// The first attempt after a drop: autopaho makes it at once, and
+		// tells the server's DISCONNECT (a takeover?) on a goroutine of
+		// its own; give that a moment, or this attempt would take the ID
+		// back from the client that took it.
+		c.dropNoted = nil
+		c.mu.Unlock()
+		t := time.NewTimer(disconnectNoticeWait)
+		select {
+		case <-noted:
+		case <-t.C:
+		case <-c.ctx.Done():
+		}
+		t.Stop()
+		c.mu.Lock()
+	}
+	if c.takenOver {
+		c.mu.Unlock()
+		return nil, errTakenOver
+	}
+	if wait := time.Until(c.resumeAt); wait > 0 {
+		c.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+		}
+		t.Stop()
+		c.mu.Lock()
+	}
 	skip := c.skipURL != "" && c.skipURL == u.String() && time.Now().Before(c.skipUntil)
 	if skip {
 		c.skipURL = "" // once: should the other nodes not answer, it is tried again
@@ -574,6 +629,59 @@ func (c *Client) onConnectError(err error) {
 	}
 }
 
+// A first takeover holds the next connection attempt back for
+// takeoverPause; a second within takeoverWindow stops the client (see
+// onServerDisconnect). Variables for the tests.
+var (
+	takeoverPause  = 2 * time.Second
+	takeoverWindow = time.Minute
+)
+
+// disconnectNoticeWait bounds how long the first connection attempt
+// after a drop waits for the server's DISCONNECT to be looked at (a
+// drop without one waits it all).
+const disconnectNoticeWait = 200 * time.Millisecond
+
+// errTakenOver is what buildConnect answers autopaho once another
+// client took this client ID: no connection is attempted.
+var errTakenOver = errors.New("edgechat: another client connected with this client ID; not reconnecting")
+
+// onServerDisconnect notes a DISCONNECT 0x8E (session taken over):
+// another client connected with this client ID. This client has one
+// connection at a time, and autopaho makes the next only once the last
+// is down (its socket closed, so a takeover of it by this client's own
+// next connection never reaches it): the taker is another client, or,
+// once in a while, a registration of an earlier connection of this
+// client that the cluster committed late (broker/takeover.go). So the
+// first takeover holds the next attempt back for takeoverPause (the
+// taker, if it runs, keeps the ID meanwhile) and a second one within
+// takeoverWindow stops the client. autopaho calls this in a goroutine of
+// its own as the connection drops, and connects again at once: the
+// first attempt after a drop waits for this (see buildConnect).
+func (c *Client) onServerDisconnect(d *paho.Disconnect) {
+	c.mu.Lock()
+	takeover := d != nil && d.ReasonCode == 0x8E && !c.closed && !c.takenOver
+	now := time.Now()
+	tell := takeover && !c.lastTakeover.IsZero() && now.Sub(c.lastTakeover) < takeoverWindow
+	switch {
+	case tell:
+		c.takenOver = true
+	case takeover:
+		c.lastTakeover, c.resumeAt = now, now.Add(takeoverPause)
+		c.log.Warn("another client connected with this client ID (the same user and Options.Device); connecting again in a moment", "client", c.clientID, "in", takeoverPause)
+	}
+	if c.dropNoted != nil {
+		close(c.dropNoted) // the attempt waiting for it may go on
+		c.dropNoted = nil
+	}
+	c.mu.Unlock()
+	if !tell {
+		return
+	}
+	c.log.Error("another client connected with this client ID (the same user and Options.Device); this one stops connecting", "client", c.clientID)
+	c.queue.push(event{kind: evTakenOver})
+}
+
 // signedOut tells OnSignedOut, once, that the server refuses this
 // client's credentials after it had connected.
 func (c *Client) signedOut(err error) {
@@ -615,6 +723,7 @@ func (c *Client) onConnectionUp(cm *autopaho.ConnectionManager, _ *paho.Connack)
 func (c *Client) onConnectionDown() bool {
 	c.mu.Lock()
 	close(c.down)
+	c.dropNoted = make(chan struct{})
 	if c.readyClosed {
 		c.ready = make(chan struct{})
 		c.readyClosed = false
@@ -910,6 +1019,10 @@ func (c *Client) handle(e event) {
 	case evSignedOut:
 		if o.OnSignedOut != nil {
 			o.OnSignedOut(e.err)
+		}
+	case evTakenOver:
+		if o.OnTakenOver != nil {
+			o.OnTakenOver()
 		}
 	case evSyncEnd:
 		// Sync e.epoch has handed over all it found: its cursor is past

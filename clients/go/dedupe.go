@@ -81,8 +81,9 @@ const (
 	evEvent
 	evConn
 	evSignedOut
-	evSyncEnd // a catch-up sync (epoch) has queued everything it found
-	evBarrier // closes done once everything before it was dispatched; for tests and Sync
+	evTakenOver // another client took this client ID (OnTakenOver)
+	evSyncEnd   // a catch-up sync (epoch) has queued everything it found
+	evBarrier   // closes done once everything before it was dispatched; for tests and Sync
 )
 
 type event struct {
