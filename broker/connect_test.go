@@ -112,7 +112,6 @@ func TestACLMatrix(t *testing.T) {
 		{"presence/alice/heartbeat", false},
 		{"presence/bob/heartbeat", false},
 		{"group/g1/newMessage", false},
-		{"$share/g/user/alice/newMessage", false},
 		{"$SHARE/g/user/bob/newMessage", false},
 		{"$SYS/#", false},
 		{"$SYS/broker/version", false},

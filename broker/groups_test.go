@@ -47,7 +47,6 @@ func TestGroupACLMatrix(t *testing.T) {
 		{alice, "group/#", false},
 		{alice, "group/g1/+/x", false},
 		{alice, "group/g1/members", false},
-		{alice, "$share/s/group/g1/newMessage", false},
 		{carol, "group/g1/newMessage", false},
 		{carol, "group/g1/typing", false},
 		{carol, "group/g1/#", false},

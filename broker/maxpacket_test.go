@@ -84,3 +84,39 @@ func TestAPacketTooLargeIsToldWithDisconnect(t *testing.T) {
 		t.Fatalf("%d messages stored, want 0", n)
 	}
 }
+
+// Outside --dev every $share filter is refused 0x87 (the CONNACK says
+// shared subscriptions are not available, so a library such as paho
+// refuses them itself: this client sends the SUBSCRIBE regardless).
+func TestSharedSubscriptionsAreRefusedOutsideDev(t *testing.T) {
+	e := startBroker(t, nil)
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	r := bufio.NewReader(conn)
+	if _, err := conn.Write(rawConnectV5("alice/raw", "alice", "tok:alice")); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
+		t.Fatalf("CONNACK: %#x % x", typ, body)
+	}
+	for i, filter := range []string{"$share/g/user/alice/newMessage", "$share/s/group/g1/newMessage", "$share/g/sensors/#"} {
+		vh := []byte{0, byte(i + 1), 0} // packet ID, no properties
+		vh = append(appendRawString(vh, filter), 1)
+		if _, err := conn.Write(append(append([]byte{0x82}, rawLength(len(vh))...), vh...)); err != nil {
+			t.Fatal(err)
+		}
+		typ, body := readRawPacket(t, r)
+		if typ != 0x90 || len(body) < 4 {
+			t.Fatalf("%s: got %#x % x, want SUBACK", filter, typ, body)
+		}
+		// Packet ID, properties (length, then them), one reason code.
+		props := int(body[2])
+		if code := body[len(body)-1]; len(body) != 3+props+1 || code != 0x87 {
+			t.Errorf("%s: SUBACK % x, want reason 0x87", filter, body)
+		}
+	}
+}
