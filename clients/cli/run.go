@@ -69,6 +69,11 @@ var ErrConfig = errors.New("cli: bad configuration")
 // each other out.
 var ErrSessionInUse = errors.New("cli: another edgechat chat is signed in with this session; quit it first")
 
+// ErrDeviceInUse is returned when another run of the client is signed
+// in as the same user on the same server with the same --device: both
+// would be one MQTT client ID, each connection taking the other's over.
+var ErrDeviceInUse = errors.New("cli: another edgechat chat runs as this user on this server with this --device; quit it first, or give this one another --device")
+
 // Run logs in, connects and runs the chat screen on in/out until the user
 // quits or ctx ends.
 func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
@@ -87,6 +92,28 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	// One run at a time per user, server and --device (beside its state
+	// file): two would be one MQTT client ID, each connection taking
+	// the other's over, one of them possibly left receiving nothing. It
+	// is taken before a password sign-in, which a refused run would
+	// leave behind as a session.
+	var releaseDevice func()
+	defer func() {
+		if releaseDevice != nil {
+			releaseDevice()
+		}
+	}()
+	lockThisDevice := func(uid string) error {
+		if cfg.StateDir == "" || cfg.Device == "" || uid == "" {
+			return nil
+		}
+		path, err := stateFile(cfg.StateDir, httpURL, uid, cfg.Device)
+		if err != nil {
+			return err
+		}
+		releaseDevice, err = lockDevice(path)
+		return err
+	}
 	switch {
 	case cfg.OIDC != "":
 		if cfg.SessionFile != "" {
@@ -104,6 +131,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 			return fmt.Errorf("%w: the provider signed in %q, not %q", ErrConfig, tok.UserID, user)
 		}
 		uid = tok.UserID
+		if err := lockThisDevice(uid); err != nil {
+			return err
+		}
 		path := cfg.SessionFile
 		opts.TokenSource = edgechat.RefreshingTokenSource(httpURL, tok, func(t edgechat.Tokens) {
 			_ = SaveSession(path, t) // refresh tokens rotate: keep the newest
@@ -117,12 +147,18 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 			return fmt.Errorf("%w: the token belongs to %q, not %q", ErrConfig, sub, user)
 		}
 		uid = sub
+		if err := lockThisDevice(uid); err != nil {
+			return err
+		}
 		opts.Token = cfg.Token
 	case user == "":
 		return fmt.Errorf("%w: --user is required without --token", ErrConfig)
 	case cfg.Password == nil:
 		return fmt.Errorf("%w: no token and no way to ask for a password", ErrConfig)
 	default:
+		if err := lockThisDevice(user); err != nil {
+			return err
+		}
 		pw, err := cfg.Password()
 		if err != nil {
 			return fmt.Errorf("cli: reading password: %w", err)
