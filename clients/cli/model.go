@@ -86,6 +86,9 @@ const (
 	sendTimeout    = 2 * time.Minute
 	typingEvery    = 2 * time.Second
 	leftPaneWidth  = 28
+	// listTextWidth is the cells of a line of the conversation list:
+	// the pane's width less the list's indent (2).
+	listTextWidth = leftPaneWidth - 2
 	// continuationIndent starts the second and later lines of a
 	// message, below its sender.
 	continuationIndent = "      "
@@ -121,15 +124,22 @@ type convItem struct {
 }
 
 func (i convItem) FilterValue() string { return i.peer }
+
+// Title is the conversation's line in the list: the peer's presence and
+// ID, or "# " and the group's name, and the unread count. The title is
+// cut so that the count always shows (the list would cut it with the
+// end of a long name).
 func (i convItem) Title() string {
-	t := presenceDot(i.presence) + " " + i.title
+	prefix := presenceDot(i.presence) + " "
 	if i.group {
-		t = i.title // "# name"
+		prefix = "" // the title is "# name"
 	}
+	suffix := ""
 	if i.unread > 0 {
-		t += fmt.Sprintf(" (%d)", i.unread)
+		suffix = fmt.Sprintf(" (%d)", i.unread)
 	}
-	return t
+	room := listTextWidth - ansi.StringWidth(prefix) - ansi.StringWidth(suffix)
+	return prefix + ansi.Truncate(i.title, max(room, 1), "…") + suffix
 }
 func (i convItem) Description() string { return i.last }
 

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"strings"
 	"testing"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
 )
@@ -62,5 +66,38 @@ func TestGroupMessagesDoNotBecomeADirectConversation(t *testing.T) {
 	typeLine(m, "meant for the user")
 	if len(fc.sent) != 1 || fc.sent[0].To != g.Group || fc.sent[0].Group != "" || len(m.st.conv(g.Group).entries) != 1 {
 		t.Fatalf("sent %+v", fc.sent)
+	}
+}
+
+// The conversation list shows each conversation's unread count after its
+// title, whatever the title's length: a group's name (up to 64
+// characters, wide ones too) or a user ID (up to 32) longer than the
+// pane pushed the count past its edge, where the list cut it with the
+// rest of the title ("# Product team weekly s…"): the user saw no new
+// messages in the chat that had them.
+func TestTheUnreadCountShowsWhateverTheTitlesLength(t *testing.T) {
+	now := t0
+	m := testModel(&fakeClient{}, &now)
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	long := "abcdefghijklmnopqrstuvwxyz012345" // 32, the longest user ID
+	m.st.setGroups([]edgechat.Group{
+		{ID: "g1", Name: "Product team weekly sync, Berlin office", MemberCount: 12},
+		{ID: "g2", Name: strings.Repeat("宽字符测试", 6), MemberCount: 3},
+	})
+	var list []edgechat.Conversation
+	for i, k := range []struct{ peer, group string }{{peer: long}, {group: "g1"}, {group: "g2"}} {
+		list = append(list, edgechat.Conversation{Peer: k.peer, Group: k.group, LastMessage: msg(10+i, "bob", "me", "hi"), Unread: 7 + i})
+	}
+	m.Update(convsMsg{list: list})
+	view := ansi.Strip(m.View())
+	for _, want := range []string{"(7)", "(8)", "(9)"} {
+		if !strings.Contains(view, want) {
+			t.Errorf("the list does not show the unread count %s:\n%s", want, view)
+		}
+	}
+	for _, title := range []string{"# Product team", "# 宽字符测试", "○ abcdefghij"} {
+		if !strings.Contains(view, title) {
+			t.Errorf("the list does not show the start of %q:\n%s", title, view)
+		}
 	}
 }
