@@ -10,15 +10,15 @@ import (
 
 // archiveCmd: edgechat archive status [--server URL] [--data DIR]
 func archiveCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		return commandHelp("archive", nil)
+	}
 	if len(args) < 1 || args[0] != "status" {
 		return fmt.Errorf("%w: edgechat archive status [--server URL] [--data DIR]", errUsage)
 	}
 	fs, server, data := adminFlags("archive status")
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := parseArgs(fs, args[1:]); err != nil {
+		return err
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/archive", nil)
 	if err != nil {

@@ -43,10 +43,10 @@ func backupCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	to := fs.String("to", envOr("EDGECHAT_BACKUP_TO", ""), "where to write the backup: a directory or s3://bucket/prefix")
 	token := fs.String("token", envOr("EDGECHAT_TOKEN", ""), "an admin's access token (instead of --data)")
 	s3 := s3Flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
-	if *to == "" || fs.NArg() > 0 {
+	if *to == "" {
 		return fmt.Errorf("%w: edgechat backup --to DIR|s3://bucket/prefix [--server URL] [--data DIR | --token T]", errUsage)
 	}
 	st, err := backup.OpenStore(ctx, *to, s3())
@@ -118,8 +118,8 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	archiveBucket := fs.String("s3-archive-bucket", envOr("EDGECHAT_S3_ARCHIVE_BUCKET", node.DefaultS3ArchiveBucket), "with --archive-store s3: the bucket")
 	adopt := fs.Bool("adopt-archive-store", false, "restore into an archive store that holds segments the backup does not (the old cluster's newer ones): only when no cluster uses that store any more, since the restored cluster deletes them as orphans")
 	s3flags := s3Flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	s3cfg := s3flags()
 	s3 := func() backup.S3Config { return s3cfg }
@@ -148,7 +148,7 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			}
 		}
 	}
-	if *from == "" || *data == "" || fs.NArg() > 0 {
+	if *from == "" || *data == "" {
 		return fmt.Errorf("%w: edgechat restore --from DIR|s3://bucket/prefix --data DIR [--config FILE]", errUsage)
 	}
 	if !strings.HasPrefix(*from, "s3://") {

@@ -23,16 +23,19 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
 	sub, rest := args[0], args[1:]
+	if isHelp(sub) {
+		return commandHelp("keys", nil)
+	}
 	kid := ""
 	if sub == "revoke" {
-		if len(rest) == 0 {
-			return fmt.Errorf("%w: %s", errUsage, use)
-		}
-		kid, rest = rest[0], rest[1:]
+		kid, rest = positional(rest)
 	}
 	fs, server, data := adminFlags("keys " + sub)
 	if err := parseArgs(fs, rest); err != nil {
 		return err
+	}
+	if sub == "revoke" && kid == "" {
+		return fmt.Errorf("%w: %s", errUsage, use)
 	}
 	switch sub {
 	case "list":

@@ -17,16 +17,16 @@ import (
 // linkCmd: edgechat link status [--server URL] [--data DIR | --token T]
 func linkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	const use = "edgechat link status [--server URL] [--data DIR | --token T]"
+	if len(args) > 0 && isHelp(args[0]) {
+		return commandHelp("link", nil)
+	}
 	if len(args) < 1 || args[0] != "status" {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
 	fs, server, data := adminFlags("link status")
 	token := fs.String("token", envOr("EDGECHAT_TOKEN", ""), "an admin's access token (instead of --data)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := parseArgs(fs, args[1:]); err != nil {
+		return err
 	}
 	var body []byte
 	var err error

@@ -86,6 +86,8 @@ Usage:
   edgechat link status [--data DIR | --token T]  each region link's state, backlog, oldest queued message, traffic (GET /admin/links)
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
   edgechat version
+
+edgechat COMMAND --help lists a command's flags.
 `
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -126,8 +128,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	default:
 		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
 	}
+	var help *helpError
 	switch {
 	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		fmt.Fprint(stdout, help.text)
 		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "edgechat: %v\n\n%s", err, usage)

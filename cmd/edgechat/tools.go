@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -32,32 +33,45 @@ import (
 // edgechat user suspend NAME [--lift] [--data DIR] [--server URL]
 // or edgechat user list [--suspended] [--data DIR] [--server URL]
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
-	if len(args) >= 3 && args[0] == "grant" {
-		return grantCmd(ctx, args[1], args[2], args[3:], stdout)
-	}
-	if len(args) >= 2 && args[0] == "passwd" {
-		return passwdCmd(ctx, args[1], args[2:], stdin, stdout)
-	}
-	if len(args) >= 2 && args[0] == "delete" {
-		return deleteUserCmd(ctx, args[1], args[2:], stdout)
-	}
-	if len(args) >= 2 && args[0] == "suspend" {
-		return suspendCmd(ctx, args[1], args[2:], stdout)
+	if len(args) > 0 && isHelp(args[0]) {
+		return commandHelp("user", nil)
 	}
 	if len(args) >= 1 && args[0] == "list" {
 		return listUsersCmd(ctx, args[1:], stdout)
 	}
-	if len(args) < 2 || args[0] != "add" {
-		return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes | edgechat user suspend NAME [--lift] | edgechat user list [--suspended]", errUsage)
+	var sub string
+	if len(args) > 0 {
+		sub = args[0]
 	}
-	name := args[1]
+	name, rest := positional(args[min(len(args), 1):])
+	switch sub {
+	case "grant":
+		role, rest := positional(rest)
+		return grantCmd(ctx, name, role, rest, stdout)
+	case "passwd":
+		return passwdCmd(ctx, name, rest, stdin, stdout)
+	case "delete":
+		return deleteUserCmd(ctx, name, rest, stdout)
+	case "suspend":
+		return suspendCmd(ctx, name, rest, stdout)
+	case "add":
+		return addUserCmd(ctx, name, rest, stdin, stdout)
+	}
+	return fmt.Errorf("%w: edgechat user add NAME --password-stdin | edgechat user grant NAME admin | edgechat user passwd NAME --password-stdin | edgechat user delete NAME --yes | edgechat user suspend NAME [--lift] | edgechat user list [--suspended]", errUsage)
+}
+
+// addUserCmd creates an account (POST /auth/register).
+func addUserCmd(ctx context.Context, name string, args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	server := fs.String("server", envOr("EDGECHAT_SERVER", "http://127.0.0.1:8080"), "HTTP URL of a running node")
 	fromStdin := fs.Bool("password-stdin", false, "read the password from standard input")
 	display := fs.String("display-name", "", "display name (default: the user name)")
-	if err := parseArgs(fs, args[2:]); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	if name == "" {
+		return fmt.Errorf("%w: edgechat user add NAME --password-stdin", errUsage)
 	}
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
@@ -106,6 +120,9 @@ func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader,
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
+	if name == "" {
+		return fmt.Errorf("%w: edgechat user passwd NAME --password-stdin", errUsage)
+	}
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
 	}
@@ -133,6 +150,9 @@ func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Wr
 	yes := fs.Bool("yes", false, "confirm: the account is disabled at once and erased after the grace period")
 	if err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	if name == "" {
+		return fmt.Errorf("%w: edgechat user delete NAME --yes", errUsage)
 	}
 	if !*yes {
 		return fmt.Errorf("deleting %s cannot be undone: add --yes", name)
@@ -178,6 +198,9 @@ func setUserFlag(ctx context.Context, name string, args []string, stdout io.Writ
 	undo := fs.Bool(f.undo, false, f.undoUsage)
 	if err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	if name == "" {
+		return fmt.Errorf("%w: edgechat %s NAME", errUsage, f.command)
 	}
 	uid := strings.ToLower(name)
 	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/"+f.field, map[string]bool{f.field: !*undo}); err != nil {
@@ -245,8 +268,8 @@ func listUsersCmd(ctx context.Context, args []string, stdout io.Writer) error {
 
 // grantCmd gives or takes the admin role.
 func grantCmd(ctx context.Context, name, role string, args []string, stdout io.Writer) error {
-	if role != "admin" {
-		return fmt.Errorf("%w: the only role is admin", errUsage)
+	if role != "admin" && !slices.ContainsFunc(args, isHelp) {
+		return fmt.Errorf("%w: edgechat user grant NAME admin (the only role is admin)", errUsage)
 	}
 	return setUserFlag(ctx, name, args, stdout, userFlag{
 		command: "user grant", undo: "revoke", undoUsage: "take the role away", field: "admin", doing: "granting admin to",
@@ -265,16 +288,19 @@ func clusterCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: edgechat cluster status|leave|remove NODE", errUsage)
 	}
 	sub, rest := args[0], args[1:]
+	if isHelp(sub) {
+		return commandHelp("cluster", nil)
+	}
 	var target string
 	if sub == "remove" {
-		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
-			return fmt.Errorf("%w: edgechat cluster remove NODE", errUsage)
-		}
-		target, rest = rest[0], rest[1:]
+		target, rest = positional(rest)
 	}
 	fs, server, data := adminFlags("cluster " + sub)
 	if err := parseArgs(fs, rest); err != nil {
 		return err
+	}
+	if sub == "remove" && target == "" {
+		return fmt.Errorf("%w: edgechat cluster remove NODE", errUsage)
 	}
 	switch sub {
 	case "status":
@@ -301,16 +327,21 @@ func clusterCmd(ctx context.Context, args []string, stdout io.Writer) error {
 
 // pushCmd: edgechat push test USER [--server URL] [--data DIR]
 func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) < 2 || args[0] != "test" || strings.HasPrefix(args[1], "-") {
-		return fmt.Errorf("%w: edgechat push test USER [--server URL] [--data DIR]", errUsage)
+	const use = "edgechat push test USER [--server URL] [--data DIR]"
+	if len(args) > 0 && isHelp(args[0]) {
+		return commandHelp("push", nil)
 	}
-	uid := strings.ToLower(args[1])
+	if len(args) < 1 || args[0] != "test" {
+		return fmt.Errorf("%w: %s", errUsage, use)
+	}
+	name, rest := positional(args[1:])
+	uid := strings.ToLower(name)
 	fs, server, data := adminFlags("push test")
-	if err := fs.Parse(args[2:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, rest); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: %s: unexpected arguments %q", errUsage, fs.Name(), fs.Args())
+	if uid == "" {
+		return fmt.Errorf("%w: %s", errUsage, use)
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodPost, "/admin/push/test/"+url.PathEscape(uid), nil)
 	if err != nil {
@@ -386,7 +417,9 @@ func printStatus(w io.Writer, body []byte) error {
 // "revoke" meant as --revoke, a --server written after it falling back
 // to its default node.
 func parseArgs(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return commandHelp(fs.Name(), fs)
+	} else if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
@@ -456,17 +489,14 @@ func mintOperator(data string, ttl time.Duration) (string, error) {
 // /admin/users/NAME, with a short operator token) and auth.MintFromKeyDir
 // mints from it with the node's key, as login does.
 func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) < 1 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("%w: edgechat token NAME [--server URL] [--data DIR] [--ttl D]", errUsage)
-	}
-	name := args[0]
+	name, rest := positional(args)
 	fs, server, data := adminFlags("token")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
-	if err := fs.Parse(args[1:]); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := parseArgs(fs, rest); err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: %s: unexpected arguments %q", errUsage, fs.Name(), fs.Args())
+	if name == "" {
+		return fmt.Errorf("%w: edgechat token NAME [--server URL] [--data DIR] [--ttl D]", errUsage)
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/users/"+url.PathEscape(strings.ToLower(name)), nil)
 	if err != nil {
