@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"text/tabwriter"
 	"time"
 )
@@ -59,7 +60,7 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "the node signs with %s; %s verifies until %s\n", r.Kid, r.Retired, r.Until.Format(time.RFC3339))
 		return nil
 	case "revoke":
-		if _, err := adminRequest(ctx, *server, *data, http.MethodPost, "/admin/keys/"+kid+"/revoke", nil); err != nil {
+		if _, err := adminRequest(ctx, *server, *data, http.MethodPost, "/admin/keys/"+url.PathEscape(kid)+"/revoke", nil); err != nil {
 			return fmt.Errorf("revoking %s: %w", kid, err)
 		}
 		fmt.Fprintf(stdout, "revoked %s: its tokens are refused on every node\n", kid)

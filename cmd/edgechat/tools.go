@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/ratelimit"
+	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/services/auth"
 )
@@ -103,6 +104,18 @@ func addUserCmd(ctx context.Context, name string, args []string, stdin io.Reader
 	return nil
 }
 
+// userArg is the user ID of an account named on the command line
+// (lower-cased, as accounts are): a usage error for a name that is no
+// user ID, which must not reach a request's path ("x/../alice" is
+// alice's path once cleaned).
+func userArg(name string) (string, error) {
+	uid := strings.ToLower(name)
+	if wire.ValidUserID(uid) != nil {
+		return "", fmt.Errorf("%w: %q is not a user name (3 to 32 of a-z, 0-9, '_', '.', '-', starting with a letter)", errUsage, name)
+	}
+	return uid, nil
+}
+
 // readPassword reads the first line of stdin.
 func readPassword(stdin io.Reader) (string, error) {
 	line, err := bufio.NewReader(stdin).ReadString('\n')
@@ -130,7 +143,10 @@ func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader,
 	if err != nil {
 		return err
 	}
-	uid := strings.ToLower(name)
+	uid, err := userArg(name)
+	if err != nil {
+		return err
+	}
 	rb, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/password", map[string]string{"password": password})
 	if err != nil {
 		return fmt.Errorf("resetting the password of %s: %w", uid, err)
@@ -157,7 +173,10 @@ func deleteUserCmd(ctx context.Context, name string, args []string, stdout io.Wr
 	if !*yes {
 		return fmt.Errorf("deleting %s cannot be undone: add --yes", name)
 	}
-	uid := strings.ToLower(name)
+	uid, err := userArg(name)
+	if err != nil {
+		return err
+	}
 	rb, err := adminRequest(ctx, *server, *data, http.MethodDelete, "/admin/users/"+uid, nil)
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", uid, err)
@@ -202,7 +221,10 @@ func setUserFlag(ctx context.Context, name string, args []string, stdout io.Writ
 	if name == "" {
 		return fmt.Errorf("%w: edgechat %s NAME", errUsage, f.command)
 	}
-	uid := strings.ToLower(name)
+	uid, err := userArg(name)
+	if err != nil {
+		return err
+	}
 	if _, err := adminRequest(ctx, *server, *data, http.MethodPut, "/admin/users/"+uid+"/"+f.field, map[string]bool{f.field: !*undo}); err != nil {
 		return fmt.Errorf("%s %s: %w", f.doing, uid, err)
 	}
@@ -335,13 +357,16 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
 	name, rest := positional(args[1:])
-	uid := strings.ToLower(name)
 	fs, server, data := adminFlags("push test")
 	if err := parseArgs(fs, rest); err != nil {
 		return err
 	}
-	if uid == "" {
+	if name == "" {
 		return fmt.Errorf("%w: %s", errUsage, use)
+	}
+	uid, err := userArg(name)
+	if err != nil {
+		return err
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodPost, "/admin/push/test/"+url.PathEscape(uid), nil)
 	if err != nil {
@@ -497,6 +522,9 @@ func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if name == "" {
 		return fmt.Errorf("%w: edgechat token NAME [--server URL] [--data DIR] [--ttl D]", errUsage)
+	}
+	if _, err := userArg(name); err != nil {
+		return err
 	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/users/"+url.PathEscape(strings.ToLower(name)), nil)
 	if err != nil {
