@@ -526,6 +526,9 @@ func tokenCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if _, err := userArg(name); err != nil {
 		return err
 	}
+	if *ttl <= 0 {
+		return fmt.Errorf("%w: --ttl %v: the token's lifetime must be positive (1h, 15m)", errUsage, *ttl)
+	}
 	b, err := adminRequest(ctx, *server, *data, http.MethodGet, "/admin/users/"+url.PathEscape(strings.ToLower(name)), nil)
 	if err != nil {
 		return fmt.Errorf("looking up %s: %w", name, err)

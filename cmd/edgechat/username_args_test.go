@@ -64,3 +64,26 @@ func TestAccountCommandsRefuseANameThatIsNoUserName(t *testing.T) {
 		t.Errorf("keys revoke of a key ID with slashes sent %q, want %q", calls, want)
 	}
 }
+
+// `edgechat token NAME --ttl D` refuses a lifetime that is not
+// positive: --ttl -5m printed a token that had expired five minutes
+// before (exit 0: a script took it and every request with it got 401),
+// and --ttl 0 one of the node's default 15 minutes rather than none.
+func TestTokenRefusesALifetimeThatIsNotPositive(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"userId":"bob"}`)
+	}))
+	defer srv.Close()
+	data := dataDirWithSigningKey(t)
+	for _, ttl := range []string{"-5m", "0", "0s"} {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), []string{"token", "bob", "--ttl", ttl, "--server", srv.URL, "--data", data}, strings.NewReader(""), &stdout, &stderr)
+		if code != 2 || stdout.Len() > 0 || !strings.Contains(stderr.String(), "--ttl") {
+			t.Errorf("token bob --ttl %s: exit %d, printed %q, stderr %q; want exit 2, no token, a word on --ttl", ttl, code, firstLine(stdout.String()), firstLine(stderr.String()))
+		}
+	}
+	var stdout strings.Builder
+	if code := run(context.Background(), []string{"token", "bob", "--ttl", "2m", "--server", srv.URL, "--data", data}, strings.NewReader(""), &stdout, io.Discard); code != 0 || strings.Count(stdout.String(), ".") != 2 {
+		t.Errorf("token bob --ttl 2m: exit %d, printed %q, want a token", code, stdout.String())
+	}
+}
