@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +59,59 @@ func TestQuitEndsAPasswordSignInsSession(t *testing.T) {
 	}
 	if ok, err := laptop(); err != nil || ok {
 		t.Fatalf("after /quit the laptop's session is listed: %v (%v)", ok, err)
+	}
+}
+
+// Stopped by a signal rather than /quit (edgechat chat's context ends on
+// SIGTERM, and on SIGHUP when its terminal closes), a run signed in with
+// the password ends its session too: before, only /quit, Esc or Ctrl+C
+// did, so every terminal closed on a running client left one more
+// session in the user's list, for as long as its refresh token lived.
+func TestAStoppedRunEndsAPasswordSignInsSession(t *testing.T) {
+	n := nodetest.StartNode(t)
+	lister := edgechat.Tokens{AccessToken: n.NewUser(t, "ann")}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx) // what main's signal handling cancels
+	keys, typing := io.Pipe()
+	defer typing.Close()
+	done := make(chan error, 1)
+	screen := &screenBuffer{}
+	go func() {
+		done <- Run(runCtx, Config{Server: n.HTTPURL, User: "ann", Device: "laptop",
+			Password: func() (string, error) { return nodetest.Password("ann"), nil }}, keys, screen)
+	}()
+	laptop := func() (bool, error) {
+		list, err := sessionsOf(ctx, n.HTTPURL, lister)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range list {
+			if s.Device == "laptop" {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if ok, err := laptop(); err != nil || !ok {
+			return fmt.Errorf("the laptop's session is not listed yet (%v)", err)
+		}
+		if !strings.Contains(screen.String(), "ann") {
+			return fmt.Errorf("the screen is not up yet")
+		}
+		return nil
+	})
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the client did not stop")
+	}
+	if ok, err := laptop(); err != nil || ok {
+		t.Fatalf("after the run was stopped the laptop's session is listed: %v (%v)", ok, err)
 	}
 }

@@ -286,17 +286,24 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	p = tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out), tea.WithAltScreen())
 	close(ready)
 	_, err = p.Run()
+	// Signed in with the password for this run: nothing keeps the
+	// session's tokens, so leaving ends it, or every start would leave
+	// one more in the session list.
+	passwordSignIn := cfg.OIDC == "" && cfg.Token == ""
 	switch {
 	case err == nil, errors.Is(err, tea.ErrInterrupted):
-		if cfg.OIDC == "" && cfg.Token == "" {
-			// Signed in with the password for this run: nothing keeps
-			// the session's tokens, so the user's quit ends it, or every
-			// start would leave one more in the session list.
+		if passwordSignIn {
 			endThisSession(ctx, cl)
 		}
 		return nil
 	case errors.Is(err, tea.ErrProgramKilled) && !errors.Is(err, tea.ErrProgramPanic):
-		return nil // ctx ended: the caller is shutting down
+		// ctx ended: the caller is shutting down (edgechat chat: a
+		// SIGTERM, or a SIGHUP as its terminal closed). The session
+		// ends all the same, within endThisSession's few seconds.
+		if passwordSignIn {
+			endThisSession(context.WithoutCancel(ctx), cl)
+		}
+		return nil
 	}
 	return fmt.Errorf("cli: %w", err)
 }

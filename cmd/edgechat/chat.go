@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"golang.org/x/term"
 
@@ -31,6 +33,16 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	device := fs.String("device", os.Getenv("EDGECHAT_DEVICE"), "this device's name: the MQTT client ID's device part, shown in the session list (default go- and random hex)")
 	if err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	// A terminal that closes sends SIGHUP: the client stops as on
+	// SIGTERM (main's context), ending a password sign-in's session
+	// (cli.Run), rather than dying at once and leaving the session in
+	// the user's list. Not when SIGHUP is ignored (nohup): Notify would
+	// undo that.
+	if !signal.Ignored(syscall.SIGHUP) {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGHUP)
+		defer stop()
 	}
 	// Where the client keeps its sync cursor (0600, next to the OIDC
 	// sessions); without a config directory it keeps nothing.
