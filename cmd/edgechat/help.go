@@ -12,6 +12,9 @@ type helpError struct{ text string }
 
 func (e *helpError) Error() string { return "help requested" }
 
+// secretFlags are the flags whose values are secrets.
+var secretFlags = map[string]bool{"token": true, "s3-secret-key": true, "s3-access-key": true}
+
 // isHelp reports a help flag, as the flag package takes them.
 func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
 
@@ -23,6 +26,15 @@ func commandHelp(name string, fs *flag.FlagSet) error {
 	b.WriteString(usageLines(name))
 	if fs != nil {
 		b.WriteString("\nFlags:\n")
+		// A secret's default comes from the environment
+		// (EDGECHAT_TOKEN, EDGECHAT_S3_*): say it is set, never what
+		// it is.
+		fs.VisitAll(func(f *flag.Flag) {
+			if secretFlags[f.Name] && f.DefValue != "" {
+				f.DefValue = ""
+				f.Usage += " (set in the environment)"
+			}
+		})
 		fs.SetOutput(&b)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)

@@ -29,6 +29,12 @@ func TestEveryCommandsHelpListsItsFlags(t *testing.T) {
 	defer srv.Close()
 	t.Setenv("EDGECHAT_SERVER", srv.URL)
 	t.Setenv("EDGECHAT_DATA", dataDirWithSigningKey(t))
+	// Secrets in the environment are flags' defaults: the help must
+	// not print them.
+	secrets := []string{"eyJsecret.token.value", "s3-secret-value", "s3-access-value"}
+	t.Setenv("EDGECHAT_TOKEN", secrets[0])
+	t.Setenv("EDGECHAT_S3_SECRET_KEY", secrets[1])
+	t.Setenv("EDGECHAT_S3_ACCESS_KEY", secrets[2])
 	for _, tc := range []struct {
 		args []string
 		want []string // in the help
@@ -65,6 +71,11 @@ func TestEveryCommandsHelpListsItsFlags(t *testing.T) {
 		if code != 0 || len(got) > 0 || stderr.Len() > 0 {
 			t.Errorf("%s: exit %d, requests %q, stderr %q; want exit 0, no request, nothing on stderr", name, code, got, firstLine(stderr.String()))
 			continue
+		}
+		for _, secret := range secrets {
+			if strings.Contains(stdout.String(), secret) {
+				t.Errorf("%s: the help prints a secret of the environment (%q):\n%s", name, secret, stdout.String())
+			}
 		}
 		for _, w := range tc.want {
 			if !strings.Contains(stdout.String(), w) {
