@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +117,66 @@ func TestAStoppedRunEndsAPasswordSignInsSession(t *testing.T) {
 	}
 	if ok, err := laptop(); err != nil || ok {
 		t.Fatalf("after the run was stopped the laptop's session is listed: %v (%v)", ok, err)
+	}
+}
+
+// A run that signed in with the password but could not connect (the
+// node's /mqtt unreachable behind a proxy that passes only the API: the
+// user gives up with Ctrl+C) ends the session its sign-in made: before,
+// every such attempt left one more session in the user's list.
+func TestARunThatCannotConnectEndsItsSignIn(t *testing.T) {
+	n := nodetest.StartNode(t)
+	lister := edgechat.Tokens{AccessToken: n.NewUser(t, "ann")}
+	target, err := url.Parse(n.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/mqtt" {
+			http.Error(w, "no WebSocket here", http.StatusBadGateway)
+			return
+		}
+		api.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, giveUp := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, Config{Server: proxy.URL, User: "ann", Device: "laptop",
+			Password: func() (string, error) { return nodetest.Password("ann"), nil }}, strings.NewReader(""), io.Discard)
+	}()
+	laptop := func() (bool, error) {
+		list, err := sessionsOf(ctx, n.HTTPURL, lister)
+		if err != nil {
+			return false, err
+		}
+		for _, s := range list {
+			if s.Device == "laptop" {
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	nodetest.CheckFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if ok, err := laptop(); err != nil || !ok {
+			return fmt.Errorf("the laptop's session is not listed yet (%v)", err)
+		}
+		return nil
+	})
+	giveUp()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run that never connected returned no error")
+		}
+	case <-ctx.Done():
+		t.Fatal("Run did not return")
+	}
+	if ok, err := laptop(); err != nil || ok {
+		t.Fatalf("after the run gave up connecting the laptop's session is listed: %v (%v)", ok, err)
 	}
 }

@@ -10,12 +10,14 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -98,6 +100,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 	// is taken before a password sign-in, which a refused run would
 	// leave behind as a session.
 	var releaseDevice func()
+	// endSignIn ends the session a password sign-in made (nil
+	// otherwise), for a run that never connects.
+	var endSignIn func()
 	defer func() {
 		if releaseDevice != nil {
 			releaseDevice()
@@ -167,7 +172,21 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("cli: login: %w", err)
 		}
-		opts.TokenSource = edgechat.RefreshingTokenSource(httpURL, tok, nil)
+		// The newest tokens (refresh tokens rotate), to end the sign-in
+		// should the client never connect.
+		var latestMu sync.Mutex
+		latest := tok
+		opts.TokenSource = edgechat.RefreshingTokenSource(httpURL, tok, func(t edgechat.Tokens) {
+			latestMu.Lock()
+			latest = t
+			latestMu.Unlock()
+		})
+		endSignIn = func() {
+			latestMu.Lock()
+			rt := latest.RefreshToken
+			latestMu.Unlock()
+			logout(context.WithoutCancel(ctx), httpURL, rt)
+		}
 		if tok.UserID != "" {
 			uid = tok.UserID
 		}
@@ -241,6 +260,9 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		cl, err = edgechat.Dial(ctx, opts)
 	}
 	if err != nil {
+		if endSignIn != nil {
+			endSignIn() // nothing keeps its tokens: it would stay in the session list
+		}
 		return fmt.Errorf("cli: connect to %s: %w", cfg.Server, err)
 	}
 	defer cl.Close()
@@ -317,6 +339,26 @@ func downloadsDir(configured, env string) string {
 		}
 	}
 	return "."
+}
+
+// logout ends the session of a refresh token (POST /auth/logout; best
+// effort, a few seconds at most), for a sign-in whose client never
+// connected.
+func logout(ctx context.Context, httpURL, refreshToken string) {
+	if refreshToken == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	body, _ := json.Marshal(map[string]string{"refreshToken": refreshToken})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, httpURL+"/auth/logout", bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_ = resp.Body.Close()
+	}
 }
 
 // endThisSession signs the client's own session out (best effort, a few
