@@ -343,9 +343,30 @@ func (m *model) key(k tea.KeyMsg) (tea.Cmd, bool) {
 	if k.Type == tea.KeyEnter {
 		return m.submit(m.input.Value()), false
 	}
-	var cmd tea.Cmd
-	m.input, cmd = m.input.Update(k)
-	return tea.Batch(cmd, m.maybeTyping()), false
+	var cmds []tea.Cmd
+	for _, k := range typedKeys(k) {
+		var cmd tea.Cmd
+		m.input, cmd = m.input.Update(k)
+		cmds = append(cmds, cmd)
+	}
+	return tea.Batch(append(cmds, m.maybeTyping())...), false
+}
+
+// typedKeys splits the characters that came in one read (bubbletea
+// hands them over a word at a time) into one key each: the input line
+// takes a key whose name a word spells ("up", "left", "home",
+// "delete"...) for that key, so a line typed by a text expander or a
+// script, or pasted without bracketed paste, lost those words or had
+// them move the cursor. A bracketed paste is safe as it is.
+func typedKeys(k tea.KeyMsg) []tea.KeyMsg {
+	if k.Type != tea.KeyRunes || len(k.Runes) < 2 || k.Paste {
+		return []tea.KeyMsg{k}
+	}
+	keys := make([]tea.KeyMsg, len(k.Runes))
+	for i, r := range k.Runes {
+		keys[i] = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: k.Alt}
+	}
+	return keys
 }
 
 // submit runs the input line: a command or a message to the open chat.
