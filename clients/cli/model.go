@@ -614,10 +614,12 @@ func (m *model) layout() {
 // refresh rebuilds the list items and the chat text from the state.
 func (m *model) refresh() {
 	// The status may have grown or shrunk a line: the panes give way.
+	// A chat shown to its end stays so as lines come in (mine on their
+	// way: the pane stood still and they went in below its bottom).
 	oldHeight, atBottom := m.vp.Height, m.vp.AtBottom()
 	m.layout()
 	defer func() {
-		if m.vp.Height != oldHeight && atBottom {
+		if atBottom && (m.vp.Height != oldHeight || m.st.open != "") {
 			m.vp.GotoBottom()
 		}
 	}()

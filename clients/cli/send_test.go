@@ -2,10 +2,13 @@ package cli
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
 )
@@ -53,5 +56,35 @@ func TestAnOverlongMessageIsRefusedNotCut(t *testing.T) {
 	}
 	if !strings.Contains(m.st.status, "8192") || m.input.Value() == "" {
 		t.Fatalf("status %q, input %d bytes: want the limit said and the text kept", m.st.status, len(m.input.Value()))
+	}
+}
+
+// A message I send shows at once, also in a conversation longer than the
+// chat pane: the pane stayed where it was, so my line went in below its
+// bottom, out of sight, until PgDn (the stored copy that replaces it
+// did not move the pane either; the first went into the blank line
+// under the last message). By hand: a 120-message chat, the second line
+// sent after opening it not on the screen.
+func TestMyMessageShowsInALongConversation(t *testing.T) {
+	var page []edgechat.Message
+	for i := 60; i >= 1; i-- { // newest first, as the server pages
+		page = append(page, msg(i, "alice", "me", fmt.Sprintf("old message %d", i)))
+	}
+	fc := &fakeClient{pages: map[string][]edgechat.Message{"": page}}
+	now := t0.Add(time.Hour)
+	m := testModel(fc, &now)
+	typeLine(m, "/open alice")
+	if v := ansi.Strip(m.View()); !strings.Contains(v, "old message 60") {
+		t.Fatalf("the newest message is not on the screen after opening:\n%s", v)
+	}
+	for _, line := range []string{"my first line", "my second line", "my new line"} {
+		typeLine(m, line)
+		if v := ansi.Strip(m.View()); !strings.Contains(v, "me: "+line) {
+			t.Fatalf("the message I sent, %q, is not on the screen:\n%s", line, v)
+		}
+	}
+	m.Update(incomingMsg(msg(3700, "alice", "me", "her answer")))
+	if v := ansi.Strip(m.View()); !strings.Contains(v, "her answer") || !strings.Contains(v, "me: my new line") {
+		t.Fatalf("the answer that came next is not on the screen under mine:\n%s", v)
 	}
 }
