@@ -688,15 +688,32 @@ func (m *model) renderChat() string {
 		b.WriteString(stDim.Render("── PgUp for older messages ──") + "\n")
 	}
 	for _, e := range c.entries {
-		b.WriteString(renderEntry(e, m.st.me) + "\n")
+		b.WriteString(renderEntryAt(e, m.st.me, m.now()) + "\n")
 	}
 	return b.String()
 }
 
-func renderEntry(e entry, me string) string {
+func renderEntry(e entry, me string) string { return renderEntryAt(e, me, time.Now()) }
+
+// stamp is when a message was sent as its line shows it: the time for
+// one of today (now's day), with the day for an older one, and the
+// year for one of another year.
+func stamp(at, now time.Time) string {
+	at, now = at.Local(), now.Local()
+	switch {
+	case at.YearDay() == now.YearDay() && at.Year() == now.Year():
+		return at.Format("15:04")
+	case at.Year() == now.Year():
+		return at.Format("Jan 2 15:04")
+	}
+	return at.Format("2006-01-02 15:04")
+}
+
+// renderEntryAt is a message's line, stamped as seen at now.
+func renderEntryAt(e entry, me string, now time.Time) string {
 	ts := "--:--"
 	if !e.Time.IsZero() {
-		ts = e.Time.Local().Format("15:04")
+		ts = stamp(e.Time, now)
 	}
 	who := stPeer.Render(safeText(e.From, false))
 	if e.From == me {
@@ -872,7 +889,7 @@ func (m *model) renderAway() string {
 	}
 	b.WriteString(stHeader.Render(fmt.Sprintf("While you were away: %d new %s", len(m.st.away), noun)) + "\n")
 	for _, msg := range m.st.away {
-		line := renderEntry(entry{Message: msg}, m.st.me)
+		line := renderEntryAt(entry{Message: msg}, m.st.me, m.now())
 		switch key := keyOf(msg, m.st.me); {
 		case msg.Group != "":
 			line = stDim.Render(m.st.title(key)) + " " + line

@@ -88,3 +88,26 @@ func TestMyMessageShowsInALongConversation(t *testing.T) {
 		t.Fatalf("the answer that came next is not on the screen under mine:\n%s", v)
 	}
 }
+
+// A message of another day says which day: the chat and the away list
+// showed only the time, so yesterday's 11:47 could not be told from
+// today's, nor last year's from last week's.
+func TestAMessageOfAnotherDaySaysWhichDay(t *testing.T) {
+	old := msg(1, "alice", "me", "from last week")
+	today := msg(8*24*3600, "alice", "me", "from today")
+	fc := &fakeClient{pages: map[string][]edgechat.Message{"": {today, old}}}
+	now := today.Time.Add(time.Minute)
+	m := testModel(fc, &now)
+	typeLine(m, "/open alice")
+	v := strings.Join(strings.Fields(ansi.Strip(m.View())), " ")
+	wantOld := old.Time.Local().Format("Jan 2 15:04") + " alice: from last week"
+	wantToday := "│" + today.Time.Local().Format("15:04") + " alice: from today" // no day before it
+	if !strings.Contains(v, wantOld) || !strings.Contains(v, wantToday) {
+		t.Fatalf("the chat does not show %q and %q:\n%s", wantOld, wantToday, ansi.Strip(m.View()))
+	}
+	lastYear := msg(1, "alice", "me", "from last year")
+	lastYear.Time = now.AddDate(-1, 0, -3)
+	if got, want := stamp(lastYear.Time, now), lastYear.Time.Local().Format("2006-01-02 15:04"); got != want {
+		t.Fatalf("a message of last year is stamped %q, want %q", got, want)
+	}
+}
