@@ -34,6 +34,11 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if *provider != "" && given["token"] {
+		return fmt.Errorf("%w: --oidc and --token are two ways to sign in: give one", errUsage)
+	}
 	// A terminal that closes sends SIGHUP: the client stops as on
 	// SIGTERM (main's context), ending a password sign-in's session
 	// (cli.Run), rather than dying at once and leaving the session in
