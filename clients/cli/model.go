@@ -451,7 +451,7 @@ func (m *model) open(peer string) tea.Cmd {
 	m.focusList = false
 	focus := m.input.Focus()
 	m.st.status = ""
-	cmds := []tea.Cmd{focus, m.watch(peer), m.markRead()}
+	cmds := []tea.Cmd{focus, m.watch(peer), m.presenceNow(peer), m.markRead()}
 	if need {
 		cmds = append(cmds, m.history(peer, ""))
 	}
@@ -566,7 +566,10 @@ func (m *model) markRead() tea.Cmd {
 	}
 }
 
-// watch subscribes to a peer's presence once and fetches its current value.
+// watch subscribes to a peer's presence once: the retained presence
+// message of the subscription tells its current value. It asks no GET
+// /presence: the list's every peer at once took the user's read budget,
+// shared by all their devices (see presenceNow).
 func (m *model) watch(peer string) tea.Cmd {
 	if _, group := groupOf(peer); group || peer == "" || m.watching[peer] {
 		return nil
@@ -579,7 +582,21 @@ func (m *model) watch(peer string) tea.Cmd {
 		if err := cl.WatchPresence(wctx, peer); err != nil {
 			return watchFailed{peer: peer, err: err}
 		}
-		p, err := cl.Presence(wctx, peer)
+		return nil
+	}
+}
+
+// presenceNow asks the presence of the open direct chat's peer while
+// none has come (one request, for the chat the user looks at).
+func (m *model) presenceNow(peer string) tea.Cmd {
+	if _, group := groupOf(peer); group || peer == "" || m.st.presence[peer] != "" {
+		return nil
+	}
+	cl, ctx := m.cl, m.ctx
+	return func() tea.Msg {
+		pctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		defer cancel()
+		p, err := cl.Presence(pctx, peer)
 		if err != nil {
 			return nil // the retained presence message will come anyway
 		}
