@@ -65,9 +65,7 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	prompt := func() (string, error) {
 		fmt.Fprintf(stdout, "password for %s: ", *user)
 		if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			b, err := term.ReadPassword(int(f.Fd()))
-			fmt.Fprintln(stdout)
-			return string(b), err
+			return readPasswordOrStop(ctx, int(f.Fd()), stdout)
 		}
 		line, err := bufio.NewReader(stdin).ReadString('\n')
 		if err != nil && err != io.EOF {
@@ -76,4 +74,34 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return strings.TrimRight(line, "\r\n"), nil
 	}
 	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt, Device: *device, StateDir: state}, stdin, stdout)
+}
+
+// readPasswordOrStop reads a password from the terminal fd without echo,
+// until Enter or until ctx ends (Ctrl+C, SIGTERM: term.ReadPassword does
+// not heed them, so the command hung until its stop timeout, and a
+// second Ctrl+C killed it with the terminal's echo still off). The
+// terminal's state is put back either way.
+func readPasswordOrStop(ctx context.Context, fd int, stdout io.Writer) (string, error) {
+	state, err := term.GetState(fd)
+	if err != nil {
+		return "", err
+	}
+	type answer struct {
+		pw  []byte
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		pw, err := term.ReadPassword(fd)
+		got <- answer{pw, err}
+	}()
+	select {
+	case a := <-got:
+		fmt.Fprintln(stdout)
+		return string(a.pw), a.err
+	case <-ctx.Done():
+		_ = term.Restore(fd, state) // the read goes on until the process ends
+		fmt.Fprintln(stdout)
+		return "", ctx.Err()
+	}
 }
