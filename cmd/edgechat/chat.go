@@ -75,33 +75,3 @@ func chatCmd(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	}
 	return cli.Run(ctx, cli.Config{Server: *server, User: *user, Token: *token, Password: prompt, Device: *device, StateDir: state}, stdin, stdout)
 }
-
-// readPasswordOrStop reads a password from the terminal fd without echo,
-// until Enter or until ctx ends (Ctrl+C, SIGTERM: term.ReadPassword does
-// not heed them, so the command hung until its stop timeout, and a
-// second Ctrl+C killed it with the terminal's echo still off). The
-// terminal's state is put back either way.
-func readPasswordOrStop(ctx context.Context, fd int, stdout io.Writer) (string, error) {
-	state, err := term.GetState(fd)
-	if err != nil {
-		return "", err
-	}
-	type answer struct {
-		pw  []byte
-		err error
-	}
-	got := make(chan answer, 1)
-	go func() {
-		pw, err := term.ReadPassword(fd)
-		got <- answer{pw, err}
-	}()
-	select {
-	case a := <-got:
-		fmt.Fprintln(stdout)
-		return string(a.pw), a.err
-	case <-ctx.Done():
-		_ = term.Restore(fd, state) // the read goes on until the process ends
-		fmt.Fprintln(stdout)
-		return "", ctx.Err()
-	}
-}

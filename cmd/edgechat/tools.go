@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -77,7 +76,7 @@ func addUserCmd(ctx context.Context, name string, args []string, stdin io.Reader
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
 	}
-	password, err := readPassword(stdin)
+	password, err := readPassword(ctx, stdin, stdout)
 	if err != nil {
 		return err
 	}
@@ -116,15 +115,6 @@ func userArg(name string) (string, error) {
 	return uid, nil
 }
 
-// readPassword reads the first line of stdin.
-func readPassword(stdin io.Reader) (string, error) {
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && err != io.EOF {
-		return "", fmt.Errorf("reading password: %w", err)
-	}
-	return strings.TrimRight(line, "\r\n"), nil
-}
-
 // passwdCmd resets a user's password (an operator's reset: the user
 // forgot theirs) and so signs them out everywhere.
 func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader, stdout io.Writer) error {
@@ -139,7 +129,7 @@ func passwdCmd(ctx context.Context, name string, args []string, stdin io.Reader,
 	if !*fromStdin {
 		return fmt.Errorf("%w: --password-stdin is required (passwords never go on the command line)", errUsage)
 	}
-	password, err := readPassword(stdin)
+	password, err := readPassword(ctx, stdin, stdout)
 	if err != nil {
 		return err
 	}
