@@ -86,9 +86,9 @@ const (
 	sendTimeout    = 2 * time.Minute
 	typingEvery    = 2 * time.Second
 	leftPaneWidth  = 28
-	// listTextWidth is the cells of a line of the conversation list:
-	// the pane's width less the list's indent (2).
-	listTextWidth = leftPaneWidth - 2
+	// minListWidth: a terminal that leaves the list less than this
+	// beside the chat shows one pane at a time (Tab switches).
+	minListWidth = 16
 	// continuationIndent starts the second and later lines of a
 	// message, below its sender.
 	continuationIndent = "      "
@@ -115,6 +115,7 @@ var (
 
 // convItem is a conversation in the left pane.
 type convItem struct {
+	width    int    // cells of the list's lines (the pane's width less the list's indent)
 	peer     string // the conversation's key
 	title    string // already safe to print
 	group    bool
@@ -138,7 +139,7 @@ func (i convItem) Title() string {
 	if i.unread > 0 {
 		suffix = fmt.Sprintf(" (%d)", i.unread)
 	}
-	room := listTextWidth - ansi.StringWidth(prefix) - ansi.StringWidth(suffix)
+	room := i.width - ansi.StringWidth(prefix) - ansi.StringWidth(suffix)
 	return prefix + ansi.Truncate(i.title, max(room, 1), "…") + suffix
 }
 func (i convItem) Description() string { return i.last }
@@ -164,6 +165,7 @@ type model struct {
 	input textinput.Model
 
 	width, height int
+	listWidth     int // the conversation list's pane; 0: one pane at a time (a narrow terminal)
 	focusList     bool
 	lastTyping    time.Time
 	markedRead    map[string]string // peer -> upTo last sent
@@ -622,8 +624,17 @@ func (m *model) maybeTyping() tea.Cmd {
 
 func (m *model) layout() {
 	h := max(m.height-3-len(m.statusLines()), 3) // borders, the input line and the status
-	m.list.SetSize(leftPaneWidth, h)
-	m.vp.Width = max(m.width-leftPaneWidth-6, minChatWidth)
+	// The list gives way to the chat on a narrow terminal, and below
+	// minListWidth goes (Tab shows it instead of the chat).
+	m.listWidth = min(leftPaneWidth, m.width-minChatWidth-6)
+	if m.listWidth < minListWidth {
+		m.listWidth = 0
+		m.list.SetSize(max(m.width-4, minListWidth), h)
+		m.vp.Width = max(m.width-4, minChatWidth)
+	} else {
+		m.list.SetSize(m.listWidth, h)
+		m.vp.Width = max(m.width-m.listWidth-6, minChatWidth)
+	}
 	m.vp.Height = max(h-1, 1) // header line
 	m.input.Width = max(m.width-4, 10)
 }
@@ -652,7 +663,7 @@ func (m *model) refresh() {
 		if group && lm.From != "" {
 			last = m.senderName(lm.From) + ": " + last // who said it
 		}
-		items = append(items, convItem{peer: c.peer, title: m.st.title(c.peer), group: group, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, leftPaneWidth-6)})
+		items = append(items, convItem{width: m.list.Width() - 2, peer: c.peer, title: m.st.title(c.peer), group: group, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, m.list.Width()-6)})
 		if c.peer == m.st.open {
 			sel = i
 		}
@@ -782,7 +793,15 @@ func (m *model) View() string {
 	// terminal, which then loses its top line.
 	header = ansi.Truncate(header, m.vp.Width, "…")
 	chat := header + "\n" + m.vp.View()
-	panes := lipgloss.JoinHorizontal(lipgloss.Top, left.Width(leftPaneWidth).Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
+	var panes string
+	switch {
+	case m.listWidth > 0:
+		panes = lipgloss.JoinHorizontal(lipgloss.Top, left.Width(m.listWidth).Render(m.list.View()), right.Width(m.vp.Width).Render(chat))
+	case m.focusList: // one pane at a time: the list while Tab has it
+		panes = left.Width(m.list.Width()).Render(m.list.View())
+	default:
+		panes = right.Width(m.vp.Width).Render(chat)
+	}
 	return panes + "\n" + m.input.View() + "\n" + stErr.Render(strings.Join(m.statusLines(), "\n"))
 }
 

@@ -60,3 +60,39 @@ func TestTheScreenFitsTheTerminalAndSaysItAll(t *testing.T) {
 		t.Errorf("the session list is not all on the screen:\n%s", v)
 	}
 }
+
+// On a narrow terminal (a phone's, 40 to 50 columns) the chat can be
+// read: the panes took 52 columns whatever the terminal's width (the
+// list 28, the chat at least 20), the renderer cut each line at the
+// terminal's edge, and of the chat pane 10 columns were left at 40
+// ("│12:00 ali"): no message could be read. Now the list gives way, and
+// below the width of both it is shown instead of the chat while Tab has
+// it focused.
+func TestTheChatCanBeReadOnANarrowTerminal(t *testing.T) {
+	for _, width := range []int{40, 50} {
+		now := t0
+		m := testModel(&fakeClient{}, &now)
+		m.Update(tea.WindowSizeMsg{Width: width, Height: 14})
+		m.st.online = true
+		typeLine(m, "/open alice")
+		m.Update(incomingMsg(msg(5, "alice", "me", "a message long enough to wrap in the pane")))
+		check := func(what string, want ...string) {
+			t.Helper()
+			view := ansi.Strip(m.View())
+			for _, l := range strings.Split(view, "\n") {
+				if w := ansi.StringWidth(l); w > width {
+					t.Errorf("%d columns, %s: a line of %d cells (cut by the renderer): %q", width, what, w, l)
+				}
+			}
+			flat := strings.Join(strings.Fields(strings.NewReplacer("│", " ", "┃", " ").Replace(view)), " ")
+			for _, w := range want {
+				if !strings.Contains(flat, w) {
+					t.Errorf("%d columns, %s: %q is not on the screen:\n%s", width, what, w, view)
+				}
+			}
+		}
+		check("the chat", "alice: a message long enough to wrap in the pane")
+		m.Update(tea.KeyMsg{Type: tea.KeyTab})
+		check("the list (Tab)", "alice")
+	}
+}
