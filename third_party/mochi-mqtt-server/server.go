@@ -172,6 +172,43 @@ type Server struct {
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
 	readers      sync.Pool            // read buffers of clients waiting through Options.ReadWaiter
+	handovers    clientIDLocks        // one handshake at a time per client ID takes a session over (edgechat patch 55)
+}
+
+// clientIDLocks are mutexes by client ID, each kept while it is held or
+// waited for.
+type clientIDLocks struct {
+	mu sync.Mutex
+	m  map[string]*clientIDLock
+}
+
+type clientIDLock struct {
+	sync.Mutex
+	users int // holders and waiters
+}
+
+// lock takes id's mutex and returns its release.
+func (l *clientIDLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[string]*clientIDLock)
+	}
+	e := l.m[id]
+	if e == nil {
+		e = &clientIDLock{}
+		l.m[id] = e
+	}
+	e.users++
+	l.mu.Unlock()
+	e.Lock()
+	return func() {
+		e.Unlock()
+		l.mu.Lock()
+		if e.users--; e.users == 0 {
+			delete(l.m, id)
+		}
+		l.mu.Unlock()
+	}
 }
 
 // loop contains interval tickers for the system events loop.
@@ -600,10 +637,20 @@ func (s *Server) connectClient(cl *Client, listener string) (connected bool, err
 	// over) is stored in its inflight messages and sent with them below,
 	// never written before the CONNACK.
 	cl.State.handshaking.Store(true)
+	// Taking the session over, entering the client map and the CONNACK
+	// are one step per client ID (edgechat patch 55): two handshakes of one ID at once
+	// both found no client to take over, both entered the map, the
+	// second replacing the first, and the first stayed connected,
+	// receiving nothing, until its end unsubscribed the filters the two
+	// share from the client that remained.
+	// Held until the CONNACK is written, so that a handshake taking this
+	// one's session over writes its DISCONNECT after it, never first.
+	unlock := s.handovers.lock(cl.ID)
 	sessionPresent := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
+	unlock()
 	if err != nil {
 		return true, fmt.Errorf("ack connection packet: %w", err)
 	}
