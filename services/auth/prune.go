@@ -52,6 +52,13 @@ type authPruneCmd struct {
 	// nodes of earlier versions): the last step marks the index complete
 	// only on a node that applied that first step with this code.
 	Walk time.Time `json:"walk,omitzero"`
+	// EndedBefore: the last step removes the ended-session records of
+	// sessions ended before it, the proposer's At less its access token
+	// lifetime (and the verify leeway). It is in the command so that
+	// every node removes the same records whatever its own
+	// --access-token-ttl; zero (a leader of an earlier version): the
+	// applying node's own lifetime, as before.
+	EndedBefore time.Time `json:"endedBefore,omitzero"`
 }
 
 // keyIndexWalk holds the Walk of the prune walk this node indexed from
@@ -72,7 +79,8 @@ type PruneStep struct {
 // applyAuthPrune removes, among the next pruneStepKeys families, those
 // expired or revoked more than pruneAfter before At, with their index
 // entries; the last step also removes the ended-session records older
-// than the access token lifetime.
+// than EndedBefore (the proposer's access token lifetime: never the
+// applying node's config, which may differ from node to node).
 func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 	var c authPruneCmd
 	if err := decodeCmd(payload, &c); err != nil {
@@ -160,7 +168,10 @@ func (s *Service) applyAuthPrune(tx *badger.Txn, _ fsm.Position, payload []byte)
 		if err := allFamiliesIndex.End(tx, c.Walk); err != nil {
 			return nil, err
 		}
-		old := c.At.Add(-(s.cfg.AccessTTL + verifyLeeway))
+		old := c.EndedBefore
+		if old.IsZero() {
+			old = c.At.Add(-(s.cfg.AccessTTL + verifyLeeway))
+		}
 		if _, err := fsm.DeleteMatching(tx, []byte(prefixSessionEnded), fsm.NewBudget(pruneStepKeys), func(_, v []byte) (bool, error) {
 			var at time.Time
 			if err := json.Unmarshal(v, &at); err != nil {
@@ -180,7 +191,9 @@ func (s *Service) Prune(ctx context.Context) (int, error) {
 	removed, after := 0, ""
 	walk := s.now().UTC()
 	for {
-		v, err := s.propose(ctx, wire.CmdAuthPrune, authPruneCmd{V: commandVersion, After: after, At: s.now().UTC(), Walk: walk})
+		now := s.now().UTC()
+		v, err := s.propose(ctx, wire.CmdAuthPrune, authPruneCmd{V: commandVersion, After: after, At: now, Walk: walk,
+			EndedBefore: now.Add(-(s.cfg.AccessTTL + verifyLeeway))})
 		if err != nil {
 			return removed, fmt.Errorf("auth: prune: %w", err)
 		}

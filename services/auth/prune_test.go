@@ -99,3 +99,42 @@ type notLeader struct{}
 
 func (notLeader) IsLeader() bool                  { return false }
 func (notLeader) MembersChanged() <-chan struct{} { return nil }
+
+// Pruning ended-session records is the same on every node, whatever
+// each node's --access-token-ttl: the handler took its cutoff from the
+// applying node's own AccessTTL, so a node with a shorter one deleted
+// records that a node with a longer one kept, and their states parted
+// (a replicated key present on one node and not on the other).
+func TestPruneOfEndedSessionsIsTheSameOnEveryNode(t *testing.T) {
+	e := newEnv(t) // the leader: the default 15m
+	f := e.prop.NewFollower(t)
+	if _, err := New(Config{KeyDir: t.TempDir() + "/keys", Argon2: tinyArgon, AccessTTL: 2 * time.Hour},
+		Deps{DB: f.DB(), Proposer: e.prop, FSM: f, Now: e.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+	e.register("alice", "password1")
+	ctx := context.Background()
+	for _, c := range []struct {
+		t byte
+		v any
+	}{
+		{wire.CmdRefreshIssue, refreshIssueCmd{Family: "fam", UID: "alice", Hash: "h", ExpiresAt: e.clock.Now().Add(90 * 24 * time.Hour), At: e.clock.Now()}},
+		{wire.CmdRefreshRevoke, refreshRevokeCmd{Family: "fam", Reason: "test", At: e.clock.Now(), EndSession: true}},
+	} {
+		b, _ := json.Marshal(c.v)
+		if _, err := e.prop.Propose(ctx, c.t, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(fsmtest.Dump(t, f.DB(), prefixSessionEnded)); n != 1 {
+		t.Fatalf("follower: %d ended-session records after the logout, want 1", n)
+	}
+	e.clock.Advance(time.Hour) // past the leader's 15m, within the follower's 2h
+	if _, err := e.svc.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	leader, follower := fsmtest.Dump(t, e.db, prefixSessionEnded), fsmtest.Dump(t, f.DB(), prefixSessionEnded)
+	if len(leader) != len(follower) {
+		t.Fatalf("after one prune the leader holds %d ended-session records and the follower %d: the replicated state differs by node", len(leader), len(follower))
+	}
+}
