@@ -251,6 +251,14 @@ func (s *Service) applyGroupMirror(tx *badger.Txn, _ fsm.Position, payload []byt
 
 // applyMirrorState applies c, a state (or chunk) of mirror gid.
 func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (any, error) {
+	// Checked before the first write (a chunk kept aside, a pending
+	// leave ended): a refused state must change nothing, and the FSM
+	// commits what a handler wrote before its error.
+	for _, m := range c.Members {
+		if validMember(m.ID) != nil || m.Role.rank() == 0 {
+			return nil, fmt.Errorf("%w: mirror %s: member %q role %q", errBadCommand, gid, m.ID, m.Role)
+		}
+	}
 	if c.Parts > 1 {
 		members, done, err := mirrorChunk(tx, gid, c)
 		if err != nil || !done {
@@ -279,10 +287,7 @@ func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (a
 		}
 	}
 	want := map[string]Role{}
-	for _, m := range c.Members {
-		if validMember(m.ID) != nil || m.Role.rank() == 0 {
-			return nil, fmt.Errorf("%w: mirror %s: member %q role %q", errBadCommand, gid, m.ID, m.Role)
-		}
+	for _, m := range c.Members { // checked above (each chunk's as it came)
 		if _, ok := pending[m.ID]; ok {
 			continue // left here, the home has not applied it yet
 		}

@@ -1,0 +1,66 @@
+package users
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+)
+
+// leaveRegions is fakeRegions (this region eu) with a leave stager:
+// each leave is the next seq of the home's outbox.
+type leaveRegions struct {
+	fakeRegions
+	seq uint64
+}
+
+func (r *leaveRegions) StageGroupLeave(*badger.Txn, string, string) (uint64, func(), error) {
+	r.seq++
+	return r.seq, nil, nil
+}
+
+// A state of a mirror that the FSM refuses (a member with a role this
+// version does not know, as a home of a later version may send) changes
+// nothing: applyMirrorState ended the pending leaves the state said were
+// applied before it checked the members, and the refusal kept those
+// deletions (the handler's error does not undo its writes), so bob's
+// leave, which the home had not applied, was forgotten and the home's
+// next state, still listing him, put him back in the group he left.
+func TestARefusedMirrorStateKeepsThePendingLeaves(t *testing.T) {
+	e := newEnv(t)
+	e.users("bob")
+	e.svc.SetRegions(&leaveRegions{})
+	ctx := context.Background()
+	st := RemoteGroup{Group: Group{ID: "g1@us", Name: "Team", Owner: "owen@us"}, Members: []RemoteMember{
+		{ID: "owen@us", Role: RoleOwner}, {ID: "bob", Role: RoleMember}}}
+	if err := e.svc.ApplyMirror(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(http.MethodDelete, "/user/groups/g1@us/members/bob", "", "bob"); r.Code != http.StatusNoContent {
+		t.Fatalf("bob leaves: %d %s", r.Code, r.Body)
+	}
+	before := fsmtest.Dump(t, e.db, prefixLeave)
+	if len(before) != 1 {
+		t.Fatalf("pending leaves after bob's leave: %v", before)
+	}
+	// A state of a home of an earlier version (no leaves) without bob,
+	// but with a member whose role this node refuses.
+	bad := RemoteGroup{Group: st.Group, Members: []RemoteMember{{ID: "owen@us", Role: RoleOwner}, {ID: "dan@us", Role: "moderator"}}}
+	if err := e.svc.ApplyMirror(ctx, bad); err == nil {
+		t.Fatal("a state with an unknown role was taken")
+	}
+	if after := fsmtest.Dump(t, e.db, prefixLeave); len(after) != len(before) {
+		t.Fatalf("pending leaves after a refused state: %v, want %v as before it", after, before)
+	}
+	// The home's next state still lists bob (it has not applied his
+	// leave yet): he stays out.
+	if err := e.svc.ApplyMirror(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := e.svc.Role("g1@us", "bob"); ok {
+		t.Fatalf("bob, who left, is back in the group as %s", r)
+	}
+}
