@@ -8,6 +8,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"github.com/edgechat/edgechat/cluster/fsm"
 )
 
 // SettleStorage does now what a node running for a while does on its
@@ -75,3 +77,7 @@ func KnowsMemberAddr(n *Node, addr, name string) bool {
 // FeatureLevelChecks is how many checks of the members' feature levels
 // n made as leader with every member answering.
 func FeatureLevelChecks(n *Node) int64 { return n.featureChecks.Load() }
+
+// FSMHandler is the node's FSM handler of command type t (nil: none),
+// with the database it applies into.
+func FSMHandler(n *Node, t byte) (fsm.Handler, *badger.DB) { return n.fsm.Handler(t), n.db }

@@ -151,6 +151,14 @@ func (f *FSM) Register(t byte, h Handler) {
 	f.handlers[t] = h
 }
 
+// Handler is the handler registered for command type t (nil: none), for
+// tests that check every registered handler.
+func (f *FSM) Handler(t byte) Handler {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.handlers[t]
+}
+
 // OnRestore registers fn to run after a snapshot replaced the state, so
 // that owners can drop caches.
 func (f *FSM) OnRestore(fn func()) {
