@@ -640,6 +640,17 @@ func (s *Service) applyLinkLeave(tx *badger.Txn, c groupMemberCmd) (any, error) 
 	// Kept first: the group's state the change stages tells it
 	// (RemoteGroup.Leaves), and the member's region ends its pending
 	// leave with it.
+	// A refused leave changes nothing, its seq included (the FSM commits
+	// what a handler wrote before its error): the previous one is put
+	// back.
+	prev, err := tx.Get([]byte(key))
+	var was []byte
+	if err == nil {
+		was, err = prev.ValueCopy(nil)
+	}
+	if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, err
+	}
 	if err := setSeq(tx, key, c.Seq); err != nil {
 		return nil, err
 	}
@@ -648,7 +659,10 @@ func (s *Service) applyLinkLeave(tx *badger.Txn, c groupMemberCmd) (any, error) 
 		v, err = &applied{s: s, value: memberChange{}}, nil // nothing written: done already
 	}
 	if err != nil {
-		return nil, err
+		if was == nil {
+			return nil, errors.Join(err, tx.Delete([]byte(key)))
+		}
+		return nil, errors.Join(err, tx.Set([]byte(key), was))
 	}
 	return v, nil
 }

@@ -2,12 +2,14 @@ package users
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // leaveRegions is fakeRegions (this region eu) with a leave stager:
@@ -62,5 +64,28 @@ func TestARefusedMirrorStateKeepsThePendingLeaves(t *testing.T) {
 	}
 	if r, ok := e.svc.Role("g1@us", "bob"); ok {
 		t.Fatalf("bob, who left, is back in the group as %s", r)
+	}
+}
+
+// A leave a link brought that the FSM refuses (here a malformed command:
+// no member cap) keeps no seq: it wrote the link's seq before applying
+// the removal, and the FSM commits what a handler wrote before its
+// error, so the refusal was kept as the last leave applied (a node of
+// the earlier version keeps none, and the home's states would tell the
+// member's region a leave applied that was not).
+func TestARefusedLinkLeaveKeepsNoSeq(t *testing.T) {
+	e := newEnv(t)
+	e.users("owen")
+	e.svc.SetRegions(fakeRegions{})
+	g := e.createGroup("owen", "Team", "bob@us")
+	b, _ := json.Marshal(groupMemberCmd{GID: g.ID, By: "bob@us", UIDs: []string{"bob@us"}, Remove: true, Max: 0, Seq: 5})
+	if _, err := e.prop.Propose(context.Background(), wire.CmdGroupMember, b); err == nil {
+		t.Fatal("a link leave without a member cap was applied")
+	}
+	if seqs := fsmtest.Dump(t, e.db, prefixLeaveSeq); len(seqs) != 0 {
+		t.Fatalf("a refused leave kept its seq: %v", seqs)
+	}
+	if r, ok := e.svc.Role(g.ID, "bob@us"); !ok || r != RoleMember {
+		t.Fatalf("bob@us: %s %v", r, ok)
 	}
 }
