@@ -87,3 +87,6 @@ func (n *Node) raiseFeatureLevel(ctx context.Context) {
 	}
 	n.log.Info("cluster feature level raised", "level", low)
 }
+
+// FeatureLevel is the cluster's feature level as this node applied it.
+func (n *Node) FeatureLevel() uint32 { return n.features.Level() }

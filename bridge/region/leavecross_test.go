@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -17,6 +18,17 @@ import (
 // and both regions end with bob out; alice may then add him again.
 func TestRemoteLeaveCrossesRemoveAndAddAgain(t *testing.T) {
 	eu, us := startRegions(t, 1, "eu", "us", nil)
+	// The rule is the state's from feature level LeaveSeqs on (below it
+	// both regions keep the earlier one, as their nodes of an earlier
+	// version do).
+	nodetest.CheckFor(t, 20e9, 20e6, func() error {
+		for _, r := range []*region{eu, us} {
+			if l := r.nodes[0].Node.FeatureLevel(); l < featurelevel.LeaveSeqs {
+				return fmt.Errorf("%s: feature level %d", r.name, l)
+			}
+		}
+		return nil
+	})
 	aliceTok := eu.newUser(t, "alice")
 	bobTok, daveTok := us.newUser(t, "bob"), us.newUser(t, "dave")
 	gid := newGroupAcross(t, eu, aliceTok, []string{"bob@us", "dave@us"}, us, bobTok, []string{"alice@eu", "bob", "dave"})

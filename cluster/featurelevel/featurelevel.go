@@ -21,6 +21,11 @@
 //	1  Joiners: display names and group names take U+200C and U+200D
 //	2  ArchiveOwner: wire.CmdArchiveOwner gives the cluster the owner ID
 //	   that marks its objects in a shared archive store
+//	3  LeaveSeqs: a member's leave of a group of another region stays
+//	   pending until the home's state tells it applied it (the state's
+//	   leaves, services/users groups_leave.go); below it the pending leave
+//	   ends with the first state without the member, and a home's states
+//	   tell no leaves
 package featurelevel
 
 import (
@@ -43,8 +48,12 @@ const (
 	// owner.go), so that clusters sharing an archive bucket tell their
 	// own objects from the others'.
 	ArchiveOwner uint32 = 2
+	// LeaveSeqs: pending leaves of groups of other regions keep their
+	// seq on the link and end when the home's state tells the leave
+	// applied; a home's group states tell the leaves it applied.
+	LeaveSeqs uint32 = 3
 	// Supported is the highest level this version implements.
-	Supported = ArchiveOwner
+	Supported = LeaveSeqs
 )
 
 // Key is where the committed level is kept (big-endian uint32; absent: 0).
@@ -89,6 +98,12 @@ func Of(db *badger.DB) uint32 {
 func JoinersIn(tx *badger.Txn) (bool, error) {
 	l, err := Read(tx)
 	return l >= Joiners, err
+}
+
+// AtLeast tells whether the level in tx's view is level or above.
+func AtLeast(tx *badger.Txn, level uint32) (bool, error) {
+	l, err := Read(tx)
+	return l >= level, err
 }
 
 // Payload is the command raising the level to level.

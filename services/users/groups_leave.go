@@ -12,6 +12,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -107,7 +108,16 @@ func (s *Service) applyGroupLeave(tx *badger.Txn, _ fsm.Position, payload []byte
 	if err != nil {
 		return nil, err
 	}
-	if err := tx.Set([]byte(prefixLeave+c.GID+"/"+c.UID), binary.BigEndian.AppendUint64(nil, seq)); err != nil {
+	// Below feature level LeaveSeqs the pending leave is written as a
+	// node of an earlier version writes it, without its seq (and ends as
+	// it ends it: applyMirrorState).
+	var v []byte
+	if seqs, err := featurelevel.AtLeast(tx, featurelevel.LeaveSeqs); err != nil {
+		return nil, err
+	} else if seqs {
+		v = binary.BigEndian.AppendUint64(nil, seq)
+	}
+	if err := tx.Set([]byte(prefixLeave+c.GID+"/"+c.UID), v); err != nil {
 		return nil, err
 	}
 	return &applied{s: s, value: memberChange{Group: g, Changes: []roleChange{{UID: c.UID, From: role}}}, inv: inv, after: after}, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
@@ -157,9 +158,10 @@ type RemoteGroup struct {
 	// that region the home has applied (linkseq.go; absent: none yet).
 	// Always sent (an empty object at least) by a home that tells it; a
 	// mirror keeps a member who left out until the home's state shows
-	// their leave applied (groups_leave.go). nil: a home of an earlier
-	// version.
-	Leaves map[string]uint64 `json:"leaves"`
+	// their leave applied (groups_leave.go). nil (absent): a home of an
+	// earlier version, or one below feature level LeaveSeqs; and below
+	// that level a mirror takes none.
+	Leaves map[string]uint64 `json:"leaves,omitzero"`
 }
 
 // GroupState reads gid's state inside tx; found is false when there is
@@ -178,6 +180,12 @@ func GroupState(tx *badger.Txn, gid string) (st RemoteGroup, found bool, err err
 		return false, nil
 	})
 	if err != nil {
+		return st, true, err
+	}
+	// A node of an earlier version stages states without leaves: below
+	// feature level LeaveSeqs none are told, so that every node of the
+	// cluster stages the same bytes.
+	if told, err := featurelevel.AtLeast(tx, featurelevel.LeaveSeqs); err != nil || !told {
 		return st, true, err
 	}
 	st.Leaves, err = appliedLeaves(tx)
@@ -276,6 +284,13 @@ func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (a
 		local = s.regions.Local()
 	}
 	s.mu.RUnlock()
+	// Below feature level LeaveSeqs a pending leave ends as a node of an
+	// earlier version ends it: with the first state without the member.
+	if seqs, err := featurelevel.AtLeast(tx, featurelevel.LeaveSeqs); err != nil {
+		return nil, err
+	} else if !seqs {
+		c.Leaves = nil
+	}
 	for uid, seq := range pending {
 		if leaveApplied(c, local, uid, seq) {
 			// The home has applied the leave (or removed them): done; a
