@@ -254,6 +254,9 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	if err != nil {
 		return releaseFSM, fmt.Errorf("node: raft: %w", err)
 	}
+	// A snapshot the leader sends from now on waits, like entries, until
+	// every owner has loaded its in-memory state and registered OnRestore.
+	n.fsm.GateRestores()
 	return releaseFSM, nil
 }
 

@@ -1,9 +1,11 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -281,5 +283,39 @@ func TestEntryFillingTheTransactionToTheLastPlace(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A snapshot the leader sends while the node still builds its owners
+// (Raft runs, the FSM is held) waits like an entry: restored at once, it
+// replaced the state under an owner that had loaded its in-memory copy
+// from the state before and registered its OnRestore only after the
+// restore ran, so that copy stayed the replaced state's (a deleted
+// account's tokens taken, a device holder missing) until a restart.
+func TestARestoreWaitsForTheOwnersOnceRaftIsBuilt(t *testing.T) {
+	leader, _ := newFSM(t)
+	leader.Apply(entry(5, put("k", "v")))
+	snap := snapshotOf(t, leader)
+
+	f, _ := newFSM(t)
+	release := f.HoldApply()
+	f.GateRestores() // Raft is built
+	done := make(chan error, 1)
+	go func() { done <- f.Restore(io.NopCloser(bytes.NewReader(snap))) }()
+	select {
+	case err := <-done:
+		t.Errorf("the snapshot was restored while the FSM was held (%v)", err)
+		done <- err
+	case <-time.After(100 * time.Millisecond): // asserting absence needs a window
+	}
+	// The owner loads its copy and registers, as owners do while held.
+	loaded := dump(t, f.DB(), "r/t/")
+	f.OnRestore(func() { loaded = dump(t, f.DB(), "r/t/") })
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if loaded["r/t/k"] != "v" {
+		t.Fatalf("the owner's copy after the restore: %v, want the snapshot's r/t/k=v", loaded)
 	}
 }

@@ -105,6 +105,8 @@ type FSM struct {
 	// mayBePartial: the database may hold partialKey (from New or a
 	// restore until an entry has been applied; apply clears it).
 	mayBePartial atomic.Bool
+	// gateRestores: Restore waits for the gate too (GateRestores).
+	gateRestores atomic.Bool
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -119,9 +121,10 @@ func New(db *badger.DB, log *slog.Logger) *FSM {
 	return f
 }
 
-// HoldApply makes Apply and Restore wait until release is called, so an
-// owner that must create Raft before all handlers are registered can keep
-// Raft from applying entries with handlers missing.
+// HoldApply makes Apply wait until release is called, so an owner that
+// must create Raft before all handlers are registered can keep Raft from
+// applying entries with handlers missing; and Restore too once
+// GateRestores has been called.
 func (f *FSM) HoldApply() (release func()) {
 	g := make(chan struct{})
 	f.mu.Lock()
@@ -130,6 +133,16 @@ func (f *FSM) HoldApply() (release func()) {
 	var once sync.Once
 	return func() { once.Do(func() { close(g) }) }
 }
+
+// GateRestores makes Restore wait for HoldApply's release as Apply does.
+// Call it once Raft is built: the restore of the node's own latest
+// snapshot that Raft does while it is being built must not wait (nothing
+// could release it), but a snapshot the leader sends afterwards must: it
+// replaces the state while the owners still load their in-memory copies
+// of it, and an owner whose OnRestore is not registered yet keeps a copy
+// of the state the snapshot replaced (deleted accounts, device holders,
+// routes) until the node restarts.
+func (f *FSM) GateRestores() { f.gateRestores.Store(true) }
 
 func (f *FSM) waitGate() {
 	f.mu.RLock()

@@ -80,6 +80,9 @@ func writeSnapshot(tx *badger.Txn, w io.Writer) error {
 // truncated snapshot changes nothing.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	if f.gateRestores.Load() {
+		f.waitGate()
+	}
 	head := make([]byte, len(snapMagic))
 	n, err := io.ReadFull(rc, head)
 	if err == nil && string(head) == refMagic {
