@@ -18,14 +18,18 @@
 // Levels:
 //
 //	0  (no record) the rules of every version
-//	1  Joiners: display names and group names take U+200C and U+200D
+//	1  Joiners: display names and group names take U+200C and U+200D;
+//	   LeaveSeqs: a member's leave of a group of another region stays
+//	   pending until the home's state tells it applied it (the state's
+//	   leaves, services/users groups_leave.go). The leave rule came with
+//	   the version that brought feature levels (52a6f19), whose nodes
+//	   apply it at any level: from level 1 every member runs such a
+//	   version; below it a node of an earlier version may be one, and
+//	   every node keeps the earlier rule (the pending leave ends with the
+//	   first state without the member, and a home's states tell no
+//	   leaves)
 //	2  ArchiveOwner: wire.CmdArchiveOwner gives the cluster the owner ID
 //	   that marks its objects in a shared archive store
-//	3  LeaveSeqs: a member's leave of a group of another region stays
-//	   pending until the home's state tells it applied it (the state's
-//	   leaves, services/users groups_leave.go); below it the pending leave
-//	   ends with the first state without the member, and a home's states
-//	   tell no leaves
 package featurelevel
 
 import (
@@ -50,10 +54,13 @@ const (
 	ArchiveOwner uint32 = 2
 	// LeaveSeqs: pending leaves of groups of other regions keep their
 	// seq on the link and end when the home's state tells the leave
-	// applied; a home's group states tell the leaves it applied.
-	LeaveSeqs uint32 = 3
+	// applied; a home's group states tell the leaves it applied. Level
+	// 1, as Joiners: the versions that know feature levels all apply
+	// this rule, whatever the level, so a higher one would part them
+	// from this one.
+	LeaveSeqs = Joiners
 	// Supported is the highest level this version implements.
-	Supported = LeaveSeqs
+	Supported = ArchiveOwner
 )
 
 // Key is where the committed level is kept (big-endian uint32; absent: 0).

@@ -22,9 +22,10 @@ import (
 // member, writes the pending leave without its seq, and stages the
 // home's states without leaves. Below feature level LeaveSeqs every node
 // applies the earlier rules, so that the nodes of one cluster keep one
-// state; from it, the new rule.
+// state; from it (level 1: every member runs a version that has the
+// rule, which came with feature levels), the new rule.
 func TestLeaveSeqsWaitForTheFeatureLevel(t *testing.T) {
-	for _, level := range []uint32{featurelevel.ArchiveOwner, featurelevel.LeaveSeqs} {
+	for _, level := range []uint32{0, featurelevel.LeaveSeqs, featurelevel.Supported} {
 		e := newEnv(t)
 		featurelevel.Register(e.prop.FSM)
 		e.users("bob", "carl")
