@@ -391,6 +391,7 @@ type goneCommitted struct {
 	wake     bool // a new erasure of a user of another region (CmdRemoteErase)
 	done     bool // the erase is complete
 	after    []func()
+	err      error // an eraser failed: the step ended there (applyAccountErase)
 }
 
 // AfterCommit implements fsm.AfterCommitter.
@@ -457,11 +458,20 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 			continue
 		}
 		done, after, err := e.fn(tx, c.UID, b)
-		if err != nil {
-			return nil, fmt.Errorf("auth: erasing %s of %s: %w", e.name, c.UID, err)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			return nil, err // the FSM throws the transaction away and redoes the step
 		}
 		if after != nil {
 			res.after = append(res.after, after)
+		}
+		if err != nil {
+			// What the erasers before it (and it, up to its error) wrote
+			// stays: the FSM commits a handler's writes whatever it
+			// returns, so the step is not refused (its after-commit
+			// functions would not run) but ends here with the error in
+			// its value (Err); the next step goes on from this eraser.
+			res.err = fmt.Errorf("auth: erasing %s of %s: %w", e.name, c.UID, err)
+			done = false
 		}
 		if !done {
 			if len(r.Done) > finished {
@@ -693,6 +703,9 @@ func (s *Service) erase(ctx context.Context, uid string) error {
 			return err
 		}
 		s.eraseSteps.Inc()
+		if g, ok := v.(*goneCommitted); ok && g.err != nil {
+			return g.err
+		}
 		if done, known := stepDone(v); known && done {
 			s.erased.Inc()
 			s.log.Info("account erased", "uid", uid, "steps", i+1)
