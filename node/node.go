@@ -218,6 +218,10 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
+	if _, err := os.Stat(filepath.Join(n.cfg.DataDir, backup.RestoringDB)); err == nil {
+		return nil, fmt.Errorf("node: data dir %s holds %s/, left by an `edgechat restore` that did not finish: "+
+			"run the restore again (it starts over), or remove it", n.cfg.DataDir, backup.RestoringDB)
+	}
 	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
 		return nil, err
 	}

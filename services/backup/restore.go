@@ -208,6 +208,7 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 		log = slog.New(slog.DiscardHandler)
 	}
 	dbDir := filepath.Join(o.DataDir, "db")
+	building := filepath.Join(o.DataDir, RestoringDB)
 	for _, sub := range []string{"db", "raft"} {
 		if nonEmpty(filepath.Join(o.DataDir, sub)) {
 			return nil, fmt.Errorf("%w: %s holds %s/ (restore builds a new node: give it an empty data directory)", ErrNotEmpty, o.DataDir, sub)
@@ -236,12 +237,16 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 		if err == nil {
 			return
 		}
-		_ = os.RemoveAll(dbDir)
+		_ = os.RemoveAll(building)
 		for _, k := range written {
 			_ = segs.DeleteSegment(context.WithoutCancel(ctx), k)
 		}
 	}()
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	// What a restore killed before left (it was never a node).
+	if err := os.RemoveAll(building); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	for _, f := range m.Files[1:] {
@@ -259,14 +264,30 @@ func Restore(ctx context.Context, st Store, id string, o RestoreOptions) (_ *Man
 			return nil, fmt.Errorf("backup: restoring segment %s: %w", key, err)
 		}
 	}
-	// The state last: its applied index makes the data directory a node
-	// that serve starts on, and a restore killed before (no cleanup runs)
-	// must not leave one whose segments are missing.
-	if err := restoreState(ctx, st, m, dbDir, o, log); err != nil {
+	// The state last, into {data}/db.restoring, renamed to {data}/db once
+	// whole: db/ makes the data directory a node that serve starts on,
+	// and a restore killed before (no cleanup runs) must leave none, not
+	// one whose segments are missing or whose database holds part of
+	// the state and no applied index (serve would bootstrap a new
+	// cluster on it at index 1). Serve refuses a data directory that
+	// holds db.restoring; the restore run again removes it.
+	if err := restoreState(ctx, st, m, building, o, log); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(building, dbDir); err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	if err := syncDir(o.DataDir); err != nil {
+		_ = os.Rename(dbDir, building)
 		return nil, err
 	}
 	return m, nil
 }
+
+// RestoringDB is the directory, in the data directory, where Restore
+// builds the database before renaming it to db: a data directory that
+// holds it is a restore that was killed (serve refuses to start on it).
+const RestoringDB = "db.restoring"
 
 // restoreState loads the state into a new Badger (the FSM's own restore:
 // it stages the stream, checks it whole, then loads it with the applied

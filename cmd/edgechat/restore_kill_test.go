@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/services/backup"
+)
+
+// TestARestoreKilledWhileLoadingTheStateLeavesNoNode: `edgechat
+// restore` killed (SIGKILL, a power cut) while it loads the state into
+// {data}/db must not leave a database that `serve` starts on: the
+// database then holds part of the backup's keys, or none, and no applied
+// index, so serve bootstrapped a new cluster at log index 1 on it (half
+// the accounts, half the history, or nothing) as if the restore had
+// worked. Serve refuses the data directory, naming the interrupted
+// restore, and the restore run again builds the node.
+func TestARestoreKilledWhileLoadingTheStateLeavesNoNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	bin := edgechatBinary(t)
+	dir, store := t.TempDir(), t.TempDir()
+	serveArgs := func(data string) []string {
+		return []string{"--data", data, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+			"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off"}
+	}
+	p := startServe(t, bin, serveArgs(dir)...)
+	for _, u := range []string{"root", "alice"} {
+		runCLI(t, bin, "a long password\n", "user", "add", u, "--password-stdin", "--server", p.http)
+	}
+	runCLI(t, bin, "", "backup", "--to", store, "--server", p.http, "--data", dir)
+	p.stop(t, syscall.SIGTERM)
+	id := padBackupState(t, store, 40<<20) // loading takes long enough to be killed in
+
+	data := t.TempDir()
+	cmd := exec.Command(bin, "restore", "--from", store, "--data", data)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Killed once the state is being staged in the new database.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m, _ := filepath.Glob(filepath.Join(data, "*", "edgechat-snapshot-*")); len(m) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("restore never staged the state: %s", out.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	if err := cmd.Wait(); err == nil {
+		t.Skipf("the restore finished before it was killed: %s", out.String())
+	}
+
+	// serve on what the killed restore left: refused, not a new cluster.
+	sp := startProc(t, nil, bin, serveArgs(data)...)
+	select {
+	case <-sp.ready:
+		var boot []string
+		for _, l := range strings.Split(sp.logs.String(), "\n") {
+			if strings.Contains(l, "bootstrapped") {
+				boot = append(boot, l)
+			}
+		}
+		t.Fatalf("serve started on the data directory of a restore of %s killed half-way: %s", id, strings.Join(boot, "\n"))
+	case <-sp.exited:
+		if logs := sp.logs.String(); !strings.Contains(logs, "restore") {
+			t.Fatalf("serve refused the data directory of a killed restore without naming it: %v\n%s", sp.err, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("serve neither started nor refused")
+	}
+
+	// The restore run again builds the node; alice signs in with her password.
+	t.Log(runCLI(t, bin, "", "restore", "--from", store, "--data", data))
+	p2 := startServe(t, bin, serveArgs(data)...)
+	var tok struct{ AccessToken string }
+	if st, err := httpJSON("POST", p2.http+"/auth/login", "", map[string]string{"username": "alice", "password": "a long password"}, &tok); err != nil || st != 200 || tok.AccessToken == "" {
+		t.Fatalf("alice's sign-in on the restored node: %d %v", st, err)
+	}
+}
+
+// padBackupState adds n bytes of keys no service reads (r/zz-pad/…) to
+// the state of the newest backup in store and rewrites its manifest,
+// and returns the backup's ID.
+func padBackupState(t *testing.T, store string, n int) string {
+	t.Helper()
+	id, err := backup.Latest(t.Context(), mustDirStore(t, store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := filepath.Join(store, id, backup.StateName)
+	st, err := os.ReadFile(sp)
+	if err != nil || len(st) == 0 || st[len(st)-1] != 0 {
+		t.Fatalf("state: %v", err)
+	}
+	st = st[:len(st)-1] // the end marker
+	val := bytes.Repeat([]byte("x"), 4096)
+	for i := 0; i*len(val) < n; i++ {
+		k := fmt.Sprintf("r/zz-pad/%08d", i)
+		st = binary.AppendUvarint(st, uint64(len(k)))
+		st = append(st, k...)
+		st = binary.AppendUvarint(st, uint64(len(val)))
+		st = append(st, val...)
+	}
+	st = append(st, 0)
+	if err := os.WriteFile(sp, st, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(store, id, backup.ManifestName)
+	mb, err := os.ReadFile(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := backup.ParseManifest(mb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(st)
+	m.Files[0].Size, m.Files[0].SHA256 = int64(len(st)), hex.EncodeToString(sum[:])
+	if err := os.WriteFile(mp, m.Marshal(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
