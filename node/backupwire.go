@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -174,6 +175,11 @@ func OpenRestoreArchive(ctx context.Context, kind, dataDir string, s3 backup.S3C
 	)
 	switch kind {
 	case "", MediaStoreLocal:
+		// The data directory as serve makes it (0700), not as the
+		// store makes its own directories.
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return ArchiveSegments{}, nil, fmt.Errorf("node: data dir: %w", err)
+		}
 		st, err = store.NewLocalTiers(dataDir, store.TierArchive)
 	case MediaStoreS3:
 		if bucket == "" {

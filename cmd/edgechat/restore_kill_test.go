@@ -138,3 +138,60 @@ func padBackupState(t *testing.T, store string, n int) string {
 	}
 	return id
 }
+
+// TestBackupsAndRestoredNodesAreAsPrivateAsADataDirectory: a backup
+// holds the cluster's secrets (the Web Push private key, password and
+// refresh-token hashes, push tokens: operations.md, Backups), and serve
+// keeps its data directory 0700. `edgechat backup` wrote the backup's
+// directories 0750 and files 0640 (readable by the service's group),
+// and `edgechat restore` made the new node's data directory 0755 (its
+// local archive store created it first), so every local user could list
+// the restored node's files, the archive's segment names (who talked to
+// whom, and when) among them.
+func TestBackupsAndRestoredNodesAreAsPrivateAsADataDirectory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	old := syscall.Umask(0o022) // the usual one; the test's modes do not depend on the caller's
+	defer syscall.Umask(old)
+	bin := edgechatBinary(t)
+	dir := filepath.Join(t.TempDir(), "n1")
+	store := filepath.Join(t.TempDir(), "backups")
+	p := startServe(t, bin, "--data", dir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
+	runCLI(t, bin, "a long password\n", "user", "add", "root", "--password-stdin", "--server", p.http)
+	runCLI(t, bin, "", "backup", "--to", store, "--server", p.http, "--data", dir)
+	p.stop(t, syscall.SIGTERM)
+	data := filepath.Join(t.TempDir(), "restored")
+	runCLI(t, bin, "", "restore", "--from", store, "--data", data)
+
+	var bad []string
+	check := func(root string, dirMode, fileMode os.FileMode) {
+		err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			want := fileMode
+			if fi.IsDir() {
+				want = dirMode
+			}
+			if fi.Mode().Perm()&^want != 0 {
+				bad = append(bad, fmt.Sprintf("%s %v (want at most %v)", p, fi.Mode().Perm(), want))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(store, 0o700, 0o600)
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("serve's data directory: %v %v", fi.Mode(), err)
+	}
+	if fi, err := os.Stat(data); err != nil || fi.Mode().Perm() != 0o700 {
+		bad = append(bad, fmt.Sprintf("the restored data directory %s %v (serve makes its own 0700)", data, fi.Mode().Perm()))
+	}
+	if len(bad) > 0 {
+		t.Fatalf("open to others:\n%s", strings.Join(bad, "\n"))
+	}
+}

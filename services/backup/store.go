@@ -66,7 +66,7 @@ type DirStore struct{ root string }
 
 // NewDirStore opens (and creates) root.
 func NewDirStore(root string) (*DirStore, error) {
-	if err := os.MkdirAll(root, 0o750); err != nil {
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("backup: store %s: %w", root, err)
 	}
 	return &DirStore{root: root}, nil
@@ -87,11 +87,11 @@ func (d *DirStore) Put(ctx context.Context, name string, r io.Reader, size int64
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	tmp := p + ".part"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -383,7 +383,7 @@ func (d *DirStore) CopyFile(ctx context.Context, from, to string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	if err := os.Link(src, dst); err == nil {

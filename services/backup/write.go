@@ -304,7 +304,7 @@ func (t *TarSink) Put(ctx context.Context, name string, r io.Reader, size int64)
 	if t.Clock != nil {
 		now = t.Clock
 	}
-	if err := t.W.WriteHeader(&tar.Header{Name: name, Size: size, Mode: 0o640, ModTime: now(), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+	if err := t.W.WriteHeader(&tar.Header{Name: name, Size: size, Mode: 0o600, ModTime: now(), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
 		return fmt.Errorf("backup: tar: %w", err)
 	}
 	n, err := io.Copy(t.W, ctxReader{ctx, io.LimitReader(r, size)})
@@ -328,7 +328,7 @@ func (t *TarSink) Put(ctx context.Context, name string, r io.Reader, size int64)
 // WriteTarError ends a failed stream with the error entry.
 func WriteTarError(tw *tar.Writer, err error) {
 	msg := err.Error()
-	if tw.WriteHeader(&tar.Header{Name: tarError, Size: int64(len(msg)), Mode: 0o640, Typeflag: tar.TypeReg}) == nil {
+	if tw.WriteHeader(&tar.Header{Name: tarError, Size: int64(len(msg)), Mode: 0o600, Typeflag: tar.TypeReg}) == nil {
 		_, _ = io.WriteString(tw, msg)
 	}
 	_ = tw.Close()
