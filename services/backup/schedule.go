@@ -154,6 +154,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 func (s *Scheduler) tick(ctx context.Context) {
 	if !s.cfg.IsLeader() {
+		// A follower takes no backups, but answers GET
+		// /admin/backup/status (a monitor behind a load balancer asks
+		// any node): it follows the store, or it would report only what
+		// it knew when it last led, and overdue once that is old.
+		s.readStore(ctx, true)
 		s.mu.Lock()
 		s.known = false // read the store again when leading again: another node backed up meanwhile
 		s.mu.Unlock()
@@ -163,7 +168,7 @@ func (s *Scheduler) tick(ctx context.Context) {
 	known := s.known
 	s.mu.Unlock()
 	if !known {
-		s.readStore(ctx)
+		s.readStore(ctx, false)
 	}
 	now := s.cfg.Now()
 	s.mu.Lock()
@@ -179,8 +184,9 @@ func (s *Scheduler) tick(ctx context.Context) {
 	}
 }
 
-// readStore learns the newest complete scheduled backup in the store.
-func (s *Scheduler) readStore(ctx context.Context) {
+// readStore learns the newest complete scheduled backup in the store;
+// quiet (a follower's reading) logs a failure at debug level only.
+func (s *Scheduler) readStore(ctx context.Context, quiet bool) {
 	m, err := latestScheduled(ctx, s.cfg.Store)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -192,6 +198,8 @@ func (s *Scheduler) readStore(ctx context.Context) {
 		}
 	case errors.Is(err, ErrNotFound):
 		s.known = true
+	case quiet:
+		s.log.Debug("reading the backup store", "store", s.cfg.Store.String(), "err", err)
 	default:
 		s.log.Warn("reading the backup store", "store", s.cfg.Store.String(), "err", err)
 	}
