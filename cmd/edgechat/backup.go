@@ -198,7 +198,7 @@ func findBackup(ctx context.Context, from, id string, s3 backup.S3Config) (backu
 	if id == "" {
 		parent, last := splitLast(from)
 		if parent != "" && backup.ValidID(last) == nil {
-			st, err := backup.OpenStore(ctx, parent, s3)
+			st, err := backup.OpenStoreToRead(ctx, parent, s3)
 			if err != nil {
 				return nil, "", err
 			}
@@ -208,7 +208,7 @@ func findBackup(ctx context.Context, from, id string, s3 backup.S3Config) (backu
 			}
 		}
 	}
-	st, err := backup.OpenStore(ctx, from, s3)
+	st, err := backup.OpenStoreToRead(ctx, from, s3)
 	if err != nil {
 		return nil, "", err
 	}

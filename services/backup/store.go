@@ -61,6 +61,24 @@ func OpenStore(ctx context.Context, where string, s3 S3Config) (Store, error) {
 	return NewDirStore(where)
 }
 
+// OpenStoreToRead opens a store that restore reads: as OpenStore, but a
+// missing directory or bucket is ErrNotFound and nothing is created (a
+// mistyped bucket would be left behind, and read-only credentials may
+// not create one).
+func OpenStoreToRead(ctx context.Context, where string, s3 S3Config) (Store, error) {
+	if rest, ok := strings.CutPrefix(where, "s3://"); ok {
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		return newS3Store(ctx, s3, bucket, prefix, false)
+	}
+	if where == "" || strings.Contains(where, "://") {
+		return OpenStore(ctx, where, s3)
+	}
+	if fi, err := os.Stat(where); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("%w: no directory %s", ErrNotFound, where)
+	}
+	return &DirStore{root: where}, nil
+}
+
 // DirStore keeps backups in a local directory: {root}/{id}/{name}.
 type DirStore struct{ root string }
 
@@ -194,6 +212,12 @@ type S3Store struct {
 
 // NewS3Store connects and creates the bucket when missing.
 func NewS3Store(ctx context.Context, cfg S3Config, bucket, prefix string) (*S3Store, error) {
+	return newS3Store(ctx, cfg, bucket, prefix, true)
+}
+
+// newS3Store connects; a missing bucket is created, or with !create
+// ErrNotFound.
+func newS3Store(ctx context.Context, cfg S3Config, bucket, prefix string, create bool) (*S3Store, error) {
 	if bucket == "" {
 		return nil, errors.New("backup: s3 store: no bucket (want s3://bucket/prefix)")
 	}
@@ -236,6 +260,9 @@ func NewS3Store(ctx context.Context, cfg S3Config, bucket, prefix string) (*S3St
 	ok, err := c.BucketExists(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("backup: s3 bucket %s: %w", bucket, err)
+	}
+	if !ok && !create {
+		return nil, fmt.Errorf("%w: no bucket %s at %s", ErrNotFound, bucket, cfg.Endpoint)
 	}
 	if !ok {
 		if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{Region: region}); err != nil {
