@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgechat/edgechat/broker/registry"
 	"github.com/edgechat/edgechat/broker/routes"
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/services/archive"
 	"github.com/edgechat/edgechat/services/backup"
 	"github.com/edgechat/edgechat/services/media/store"
@@ -102,6 +103,18 @@ func OpenDatabase(dir string, log *slog.Logger) (*badger.DB, error) {
 // connections that a new cluster does not have.
 func RestoreDropPrefixes() []string {
 	return []string{routes.KeyPrefix, registry.KeyPrefix}
+}
+
+// RestoreCheck refuses a restored state this version cannot run: one
+// whose cluster's feature level is above the level it supports (a
+// backup of a newer edgechat; operations.md: do not go back below the
+// level, a node would apply the log by older rules).
+func RestoreCheck(db *badger.DB) error {
+	if l := featurelevel.Of(db); l > featurelevel.Supported {
+		return fmt.Errorf("its cluster runs feature level %d and this edgechat supports up to %d: "+
+			"restore it with the version that took it, or a newer one", l, featurelevel.Supported)
+	}
+	return nil
 }
 
 // BackupRefOf is archive.SegmentRefOf as backups see it.

@@ -169,6 +169,7 @@ func restoreCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		},
 		DropPrefixes: node.RestoreDropPrefixes(),
 		RefOf:        node.BackupRefOf,
+		Check:        node.RestoreCheck,
 		Log:          log,
 		AdoptArchive: *adopt,
 	}

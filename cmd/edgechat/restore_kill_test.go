@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/services/backup"
 )
 
@@ -193,5 +194,106 @@ func TestBackupsAndRestoredNodesAreAsPrivateAsADataDirectory(t *testing.T) {
 	}
 	if len(bad) > 0 {
 		t.Fatalf("open to others:\n%s", strings.Join(bad, "\n"))
+	}
+}
+
+// TestRestoreRefusesABackupOfANewerVersion: a backup whose cluster runs
+// a feature level above this binary's (taken by a newer edgechat) is
+// refused, with the version that took it named and no database left:
+// restored, the older binary ran the cluster at that level by its own,
+// older rules, which operations.md tells never to do (Rolling upgrades:
+// do not go back below the level).
+func TestRestoreRefusesABackupOfANewerVersion(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes")
+	}
+	bin := edgechatBinary(t)
+	dir, store := t.TempDir(), t.TempDir()
+	p := startServe(t, bin, "--data", dir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0",
+		"--cluster-addr", "127.0.0.1:0", "--mqtt-publish-rate", "off")
+	runCLI(t, bin, "a long password\n", "user", "add", "root", "--password-stdin", "--server", p.http)
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		var st struct{ FeatureLevel uint32 }
+		if _, err := httpJSON("GET", p.http+"/cluster/status", operatorTok(t, dir), nil, &st); err != nil {
+			return err
+		}
+		if st.FeatureLevel != featurelevel.Supported {
+			return fmt.Errorf("feature level %d", st.FeatureLevel)
+		}
+		return nil
+	})
+	runCLI(t, bin, "", "backup", "--to", store, "--server", p.http, "--data", dir)
+	p.stop(t, syscall.SIGTERM)
+	newer := featurelevel.Supported + 1
+	rewriteBackupState(t, store, func(k, v []byte) []byte {
+		if string(k) == string(featurelevel.Key) {
+			return featurelevel.Payload(newer)
+		}
+		return v
+	})
+	data := t.TempDir()
+	out, err := runCLIErr(bin, "", "restore", "--from", store, "--data", data)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("feature level %d", newer)) {
+		t.Fatalf("restore of a backup at feature level %d (this edgechat supports %d): %v %s", newer, featurelevel.Supported, err, out)
+	}
+	for _, d := range []string{"db", backup.RestoringDB} {
+		if _, err := os.Stat(filepath.Join(data, d)); err == nil {
+			t.Errorf("the refused restore left %s/", d)
+		}
+	}
+}
+
+// rewriteBackupState passes every key of the newest backup's state in
+// store through fn (its new value) and rewrites the manifest.
+func rewriteBackupState(t *testing.T, store string, fn func(k, v []byte) []byte) {
+	t.Helper()
+	id, err := backup.Latest(t.Context(), mustDirStore(t, store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := filepath.Join(store, id, backup.StateName)
+	st, err := os.ReadFile(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const head = len("ECSNAP1\n") + 8
+	out := append([]byte(nil), st[:head]...)
+	r := bytes.NewReader(st[head:])
+	for {
+		kl, err := binary.ReadUvarint(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kl == 0 {
+			break
+		}
+		k := make([]byte, kl)
+		_, _ = r.Read(k)
+		vl, _ := binary.ReadUvarint(r)
+		v := make([]byte, vl)
+		_, _ = r.Read(v)
+		v = fn(k, v)
+		out = binary.AppendUvarint(out, kl)
+		out = append(out, k...)
+		out = binary.AppendUvarint(out, uint64(len(v)))
+		out = append(out, v...)
+	}
+	out = append(out, 0)
+	if err := os.WriteFile(sp, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mp := filepath.Join(store, id, backup.ManifestName)
+	mb, err := os.ReadFile(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := backup.ParseManifest(mb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(out)
+	m.Files[0].Size, m.Files[0].SHA256 = int64(len(out)), hex.EncodeToString(sum[:])
+	if err := os.WriteFile(mp, m.Marshal(), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,6 +2,7 @@ package backup
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -184,6 +185,10 @@ type RestoreOptions struct {
 	// a new cluster, they are removed from the restored state.
 	DropPrefixes []string
 	Log          *slog.Logger
+	// Check, when set, is asked about the restored database before it
+	// becomes the node's (the node's: a feature level it supports); an
+	// error refuses the restore, with what was written removed.
+	Check func(db *badger.DB) error
 	// AdoptArchive restores into an archive store that holds segments
 	// the backup does not. The restored cluster deletes those as orphans
 	// (it does not reference them), so this is only for an archive store
@@ -310,6 +315,11 @@ func restoreState(ctx context.Context, st Store, m *Manifest, dbDir string, o Re
 			if err = db.DropPrefix([]byte(p)); err != nil {
 				break
 			}
+		}
+	}
+	if err == nil && o.Check != nil {
+		if err = o.Check(db); err != nil {
+			err = fmt.Errorf("backup %s (taken by %s): %w", m.ID, cmp.Or(m.Software, "an unknown version"), err)
 		}
 	}
 	if err == nil {
