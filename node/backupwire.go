@@ -43,7 +43,7 @@ func (n *Node) buildBackup() error {
 			return fmt.Errorf("node: backup store: %w", err)
 		}
 		sched, err = backup.NewScheduler(backup.SchedulerConfig{Every: n.cfg.BackupEvery, Keep: n.cfg.BackupKeep,
-			Store: st, IsLeader: n.raft.IsLeader, Source: src, Metrics: metrics,
+			Store: st, Region: n.cfg.Region, IsLeader: n.raft.IsLeader, Source: src, Metrics: metrics,
 			Log: n.log.With("component", "backup")})
 		if err != nil {
 			return err
@@ -81,7 +81,7 @@ func (n *Node) backupState(ctx context.Context) (int64, uint64, io.ReadCloser, e
 
 func (n *Node) backupInfo() backup.Manifest {
 	st := n.raft.Stats()
-	m := backup.Manifest{Node: n.cfg.NodeID, Leader: st.LeaderID}
+	m := backup.Manifest{Node: n.cfg.NodeID, Leader: st.LeaderID, Region: n.cfg.Region}
 	for _, mem := range st.Members {
 		m.Members = append(m.Members, mem.Name)
 	}

@@ -72,6 +72,11 @@ type Manifest struct {
 	// (`edgechat backup`); empty for a scheduled one. Scheduled backups'
 	// prune counts and deletes only the latter.
 	Kind string `json:"kind,omitempty"`
+	// Region is the region name (--region) of the cluster that took the
+	// backup: clusters of other regions given the same store (one
+	// configuration for every region) neither count nor prune it as
+	// theirs. Absent in backups of earlier versions (counted by all).
+	Region string `json:"region,omitempty"`
 	// Files are the state (first) and the segments, in the order written.
 	Files []File `json:"files"`
 }

@@ -64,6 +64,10 @@ type SchedulerConfig struct {
 	Every time.Duration // how often; > 0
 	Keep  int           // complete backups kept in the store (older ones are deleted); > 0
 	Store Store
+	// Region is this cluster's region name, written into each backup's
+	// manifest by Source.Info: the schedule reads and prunes only the
+	// backups of its region (and those without one) from the store.
+	Region string
 	// IsLeader: only the Raft leader takes scheduled backups.
 	IsLeader func() bool
 	Source   Source
@@ -187,7 +191,7 @@ func (s *Scheduler) tick(ctx context.Context) {
 // readStore learns the newest complete scheduled backup in the store;
 // quiet (a follower's reading) logs a failure at debug level only.
 func (s *Scheduler) readStore(ctx context.Context, quiet bool) {
-	m, err := latestScheduled(ctx, s.cfg.Store)
+	m, err := latestScheduled(ctx, s.cfg.Store, s.cfg.Region)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -206,12 +210,13 @@ func (s *Scheduler) readStore(ctx context.Context, quiet bool) {
 }
 
 // latestScheduled is the manifest of the newest complete scheduled
-// backup in st: one taken by hand (KindStream) is not the schedule's
-// (Prune neither counts nor deletes it, and an operator may delete it
-// any time), so it does not put off the next scheduled one. As Latest,
-// a manifest that cannot be read now is an error, not a reason to
-// answer an older backup; ErrNotFound when there is none.
-func latestScheduled(ctx context.Context, st Store) (*Manifest, error) {
+// backup of region in st: one taken by hand (KindStream) is not the
+// schedule's (Prune neither counts nor deletes it, and an operator may
+// delete it any time), so it does not put off the next scheduled one,
+// nor does another region's (ofRegion). As Latest, a manifest that
+// cannot be read now is an error, not a reason to answer an older
+// backup; ErrNotFound when there is none.
+func latestScheduled(ctx context.Context, st Store, region string) (*Manifest, error) {
 	ids, err := st.IDs(ctx)
 	if err != nil {
 		return nil, err
@@ -220,7 +225,7 @@ func latestScheduled(ctx context.Context, st Store) (*Manifest, error) {
 	for i := len(ids) - 1; i >= 0; i-- {
 		m, err := readManifest(ctx, st, ids[i])
 		switch {
-		case err == nil && m.Kind == KindStream:
+		case err == nil && (m.Kind == KindStream || !m.ofRegion(region)):
 			continue
 		case err == nil:
 			return m, nil
@@ -293,7 +298,7 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	}
 	s.log.Info("backup taken", "id", m.ID, "store", s.cfg.Store.String(), "applied_index", m.AppliedIndex,
 		"bytes", m.Bytes(), "segments", m.Segments(), "segments_reused", sink.Reused, "took", took)
-	if err := Prune(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log); err != nil {
+	if err := PruneRegion(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log, s.cfg.Region); err != nil {
 		s.log.Warn("pruning old backups", "store", s.cfg.Store.String(), "err", err)
 	}
 	return m, nil
@@ -355,6 +360,13 @@ const StaleAfter = 24 * time.Hour
 // 503, a manifest that does not parse) is kept, not counted, and its
 // error returned: only a manifest known to be missing makes it incomplete.
 func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger) error {
+	return PruneRegion(ctx, st, keep, now, log, "")
+}
+
+// PruneRegion is Prune counting and deleting only the complete backups
+// of region (and those that name none): another region's cluster, given
+// the same store, keeps its own. "" counts every backup.
+func PruneRegion(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger, region string) error {
 	ids, err := st.IDs(ctx)
 	if err != nil {
 		return err
@@ -368,6 +380,8 @@ func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Log
 		switch {
 		case merr == nil && man.Kind == KindStream:
 			continue // taken by hand (edgechat backup): not the schedule's to count or delete
+		case merr == nil && !man.ofRegion(region):
+			continue // another region's cluster's
 		case merr == nil:
 			complete++
 			if complete <= keep {
@@ -399,4 +413,10 @@ func idTime(id string) (time.Time, bool) {
 	}
 	t, err := time.Parse("20060102T150405.000Z", ts)
 	return t, err == nil
+}
+
+// ofRegion reports whether the backup counts as region's: it names
+// region, or none (taken by an earlier version), or region is "".
+func (m *Manifest) ofRegion(region string) bool {
+	return region == "" || m.Region == "" || m.Region == region
 }
