@@ -228,10 +228,35 @@ func (e *ephemeral) unknown(done map[string]bool) map[string]bool {
 	return done
 }
 
+// lastSeen is the last seen of name (a user of the link's region) that
+// this region knows: what the link last received of them or, when it
+// received nothing since this node leads (a leader change, a restart,
+// a user nobody watched for a while), the copy retained on this node,
+// which an earlier leader's link published. Retaining "unknown" without
+// it would erase, on every node, the last seen the region had shown.
 func (e *ephemeral) lastSeen(name string) time.Time {
 	e.b.mu.Lock()
-	defer e.b.mu.Unlock()
-	return e.last[name].LastSeen
+	p, ok := e.last[name]
+	e.b.mu.Unlock()
+	if ok {
+		return p.LastSeen
+	}
+	r, ok := e.b.deps.Publisher.(RetainedReader)
+	if !ok {
+		return time.Time{}
+	}
+	payload, ok := r.Retained(wire.PresenceTopic(address.Qualify(name, e.link)))
+	if !ok || json.Unmarshal(payload, &p) != nil {
+		return time.Time{}
+	}
+	return p.LastSeen
+}
+
+// RetainedReader is a Publisher that reads back what is retained on this
+// node (the broker): the presence of users of other regions that an
+// earlier leader's link retained.
+type RetainedReader interface {
+	Retained(topic string) (payload []byte, ok bool)
 }
 
 // receive handles a publish of the other region to the link's
