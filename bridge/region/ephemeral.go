@@ -57,6 +57,9 @@ const (
 	kindReceipt  = "receipts"
 	kindInvalid  = "invalid"
 	kindBlocked  = "blocked"
+	// kindUnwatched: the presence of a user the link is not subscribed
+	// to (any more): one in flight as it unsubscribed, or sent unasked.
+	kindUnwatched = "unwatched"
 )
 
 // StatusUnknown is the presence status of a user of another region
@@ -80,10 +83,18 @@ type ephemeral struct {
 	kick chan struct{} // the interest may have changed
 
 	last map[string]wire.Presence // the last presence received per watched user
+	// watched: the users whose presence/{name} the live connection is
+	// subscribed to or subscribing (serve); only their presence is taken.
+	// Marked before the SUBSCRIBE (the retained copy may come before the
+	// SUBACK is handled) and cleared before the UNSUBSCRIBE and when the
+	// connection ends: paho hands a PUBLISH to receive on a goroutine of
+	// its own, so one the other region sent before it handled the
+	// UNSUBSCRIBE may be handled after the link retained "unknown".
+	watched map[string]bool
 }
 
 func newEphemeral(b *Bridge, lc *linkClient) *ephemeral {
-	e := &ephemeral{b: b, lc: lc, link: lc.link.Name, kick: make(chan struct{}, 1), last: map[string]wire.Presence{}}
+	e := &ephemeral{b: b, lc: lc, link: lc.link.Name, kick: make(chan struct{}, 1), last: map[string]wire.Presence{}, watched: map[string]bool{}}
 	lc.onPublish = e.receive
 	return e
 }
@@ -124,6 +135,11 @@ func (e *ephemeral) run(ctx context.Context) {
 // connection or ctx ends.
 func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Context) {
 	subscribed := map[string]bool{}
+	defer func() {
+		e.b.mu.Lock()
+		clear(e.watched)
+		e.b.mu.Unlock()
+	}()
 	sub := func(filters ...string) bool {
 		for len(filters) > 0 {
 			n := min(len(filters), maxFiltersPerSubscribe)
@@ -174,6 +190,7 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 			}
 		}
 		slices.Sort(add)
+		e.watch(add, true)
 		if !sub(add...) {
 			return
 		}
@@ -182,6 +199,7 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 		}
 		for len(del) > 0 {
 			n := min(len(del), maxFiltersPerSubscribe)
+			e.watch(del[:n], false)
 			uctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
 			_, err := cl.Unsubscribe(uctx, &paho.Unsubscribe{Topics: del[:n]})
 			cancel()
@@ -207,6 +225,20 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 		case <-alive.Done():
 			return
 		case <-e.kick:
+		}
+	}
+}
+
+// watch marks the users of presence filters fs watched or not.
+func (e *ephemeral) watch(fs []string, on bool) {
+	e.b.mu.Lock()
+	defer e.b.mu.Unlock()
+	for _, f := range fs {
+		name := strings.TrimPrefix(f, "presence/")
+		if on {
+			e.watched[name] = true
+		} else {
+			delete(e.watched, name)
 		}
 	}
 }
@@ -291,8 +323,14 @@ func (e *ephemeral) translate(topic string, payload []byte) (wire.Outbound, stri
 			return wire.Outbound{}, kindInvalid
 		}
 		e.b.mu.Lock()
-		e.last[t.Owner] = p
+		watched := e.watched[t.Owner]
+		if watched {
+			e.last[t.Owner] = p
+		}
 		e.b.mu.Unlock()
+		if !watched {
+			return wire.Outbound{}, kindUnwatched
+		}
 		return wire.Outbound{Topic: wire.PresenceTopic(address.Qualify(t.Owner, e.link)), Payload: mustJSON(p), Retain: true}, kindPresence
 	case wire.KindUserTyping, wire.KindReceipts:
 		to, err := address.Parse(t.Owner)

@@ -20,7 +20,7 @@ func testEphemeral(t testing.TB) *ephemeral {
 		t.Fatal(err)
 	}
 	b := &Bridge{cfg: Config{Region: "eu"}, m: m, log: slog.Default()}
-	return &ephemeral{b: b, link: "us", last: map[string]wire.Presence{}}
+	return &ephemeral{b: b, link: "us", last: map[string]wire.Presence{}, watched: map[string]bool{"bob": true}}
 }
 
 func TestTranslateEphemeral(t *testing.T) {

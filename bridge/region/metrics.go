@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_auth_total",
 			Help: "CONNECTs of other regions' links, by result (ok, bad_secret, bad_cert, no_cert, unknown_region, bad_id)."}, []string{"result"}),
 		ephemeral: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_ephemeral_total",
-			Help: "Ephemeral messages (presence, typing, group typing, receipts) this region's links received from the regions they subscribe to, by link and kind (presence, typing, group_typing, receipts, blocked, invalid)."}, []string{"link", "kind"}),
+			Help: "Ephemeral messages (presence, typing, group typing, receipts) this region's links received from the regions they subscribe to, by link and kind (presence, typing, group_typing, receipts, blocked, invalid; unwatched: presence of a user the link is not subscribed to, dropped)."}, []string{"link", "kind"}),
 		profiles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_profile_lookups_total",
 			Help: "Look-ups of profiles of other regions' users, by link and result (cached, fetched, stale, unavailable; search and search_unanswered: searches across regions)."}, []string{"link", "result"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_expired_total",
