@@ -17,7 +17,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/internal/address"
-	"github.com/edgechat/edgechat/internal/pahoconn"
 	"github.com/edgechat/edgechat/internal/peerqueue"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/internal/wsnet"
@@ -336,7 +335,9 @@ func (l *linkClient) open(ctx context.Context) (*paho.Client, *ackSession, error
 	sess := newAckSession(BatchTopic(l.own), l.window)
 	// Over TLS or WebSocket, unwrapped, paho's writers interleave inside
 	// packets and the peer drops the link (pahoconn).
-	cc := paho.ClientConfig{Conn: pahoconn.Wrap(conn), PacketTimeout: l.dialTO, Session: sess}
+	// ... and a packet the other region announces above what a link
+	// takes fails the connection at once (packetlimit.go).
+	cc := paho.ClientConfig{Conn: limitPackets(conn, maxInboundPacket), PacketTimeout: l.dialTO, Session: sess}
 	if l.onPublish != nil {
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){l.onPublish}
 	}
@@ -346,13 +347,15 @@ func (l *linkClient) open(ctx context.Context) (*paho.Client, *ackSession, error
 	if l.clientID != "" {
 		id = l.clientID
 	}
+	maxPacket := uint32(maxInboundPacket)
 	// No secret: the link's certificate stands for it (Config.LinkCA).
 	ca, err := cl.Connect(ctx, &paho.Connect{ClientID: id, Username: user, UsernameFlag: true,
 		Password: []byte(l.link.Secret), PasswordFlag: l.link.Secret != "", KeepAlive: 30, CleanStart: true,
 		// RequestProblemInfo: paho's zero value asks the broker to drop
 		// every reason string (MQTT-3.1.2-29), the CONNACK's that tells
 		// a number clash included.
-		Properties: &paho.ConnectProperties{RequestProblemInfo: true, User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
+		Properties: &paho.ConnectProperties{RequestProblemInfo: true, MaximumPacketSize: &maxPacket,
+			User: paho.UserProperties{{Key: NumberProp, Value: strconv.Itoa(l.number)}}}})
 	if err != nil {
 		_ = conn.Close()
 		_ = sess.Close()
