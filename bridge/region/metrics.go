@@ -19,7 +19,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, b *Bridge) (*metrics, error) {
 	m := &metrics{
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_sent_total",
-			Help: "Messages this region's links sent to other regions, by link and result (acknowledged, refused, unreadable)."}, []string{"link", "result"}),
+			Help: "Messages this region's links sent to other regions, by link and result (acknowledged; refused: in a batch the other region refused as a whole; expired: older than --link-retention, not sent; unreadable, too_large)."}, []string{"link", "result"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_received_total",
 			Help: "Messages other regions' links brought, by link and result (stored, duplicate, forged, misrouted, invalid, no_such_user, forbidden, unavailable; profile_request: a profile asked for and answered)."}, []string{"link", "result"}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgechat_region_link_connects_total",
