@@ -25,6 +25,7 @@ func TestLinkDropsAPacketTooLargeAtOnce(t *testing.T) {
 	var connects []*packets.Connect
 	url := fakePeer(t, func(c net.Conn) {
 		go func() {
+			first := false
 			for {
 				cp, err := packets.ReadPacket(c)
 				if err != nil {
@@ -34,14 +35,9 @@ func TestLinkDropsAPacketTooLargeAtOnce(t *testing.T) {
 				case *packets.Connect:
 					mu.Lock()
 					connects = append(connects, p)
-					first := len(connects) == 1
+					first = len(connects) == 1
 					mu.Unlock()
 					_, _ = packets.NewControlPacket(packets.CONNACK).WriteTo(c)
-					if first {
-						// A PUBLISH announcing 64 MiB: type, then the
-						// remaining length as a variable byte integer.
-						_, _ = c.Write([]byte{0x30, 0x80, 0x80, 0x80, 0x20, 0, 14})
-					}
 				case *packets.Pingreq:
 					_, _ = packets.NewControlPacket(packets.PINGRESP).WriteTo(c)
 				case *packets.Subscribe:
@@ -51,6 +47,13 @@ func TestLinkDropsAPacketTooLargeAtOnce(t *testing.T) {
 						sa.Content.(*packets.Suback).Reasons = append(sa.Content.(*packets.Suback).Reasons, 0)
 					}
 					_, _ = sa.WriteTo(c)
+					if first {
+						// Then, once the link has nothing waiting, a
+						// PUBLISH announcing 64 MiB: type, then the
+						// remaining length as a variable byte integer.
+						first = false
+						_, _ = c.Write([]byte{0x30, 0x80, 0x80, 0x80, 0x20, 0, 14})
+					}
 				}
 			}
 		}()
