@@ -134,6 +134,12 @@ func (e *ephemeral) run(ctx context.Context) {
 // serve subscribes on one connection and follows the interest until the
 // connection or ctx ends.
 func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Context) {
+	// A SUBSCRIBE or UNSUBSCRIBE waiting for its answer ends with the
+	// connection: paho ends it only at its own timeout, and the link
+	// dialled again only then (Config.Timeout later).
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	defer context.AfterFunc(alive, stop)()
 	subscribed := map[string]bool{}
 	defer func() {
 		e.b.mu.Lock()
@@ -149,7 +155,7 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 			for _, f := range batch {
 				s.Subscriptions = append(s.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 0})
 			}
-			sctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
+			sctx, cancel := context.WithTimeout(cctx, e.b.cfg.Timeout)
 			sa, err := cl.Subscribe(sctx, s)
 			cancel()
 			if sa == nil || err != nil && len(sa.Reasons) != len(batch) {
@@ -200,7 +206,7 @@ func (e *ephemeral) serve(ctx context.Context, cl *paho.Client, alive context.Co
 		for len(del) > 0 {
 			n := min(len(del), maxFiltersPerSubscribe)
 			e.watch(del[:n], false)
-			uctx, cancel := context.WithTimeout(ctx, e.b.cfg.Timeout)
+			uctx, cancel := context.WithTimeout(cctx, e.b.cfg.Timeout)
 			_, err := cl.Unsubscribe(uctx, &paho.Unsubscribe{Topics: del[:n]})
 			cancel()
 			if err != nil {

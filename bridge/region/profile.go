@@ -189,12 +189,18 @@ func (b *Bridge) request(ctx context.Context, region, topic string, payload []by
 	if err != nil {
 		return nil, err
 	}
+	// Everything ends with the connection (paho ends a packet waiting
+	// for its answer only at its own timeout).
+	pctx, pcancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(alive, pcancel)
+	defer stop()
+	defer pcancel()
 	reply := ReplyTopic(b.cfg.Region, b.cfg.Node)
 	qc.mu.Lock()
 	subscribed := qc.subOn == cl
 	qc.mu.Unlock()
 	if !subscribed {
-		if _, err := cl.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: reply, QoS: 1}}}); err != nil {
+		if _, err := cl.Subscribe(pctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: reply, QoS: 1}}}); err != nil {
 			qc.lc.drop(cl)
 			return nil, err
 		}
@@ -213,10 +219,6 @@ func (b *Bridge) request(ctx context.Context, region, topic string, payload []by
 		delete(qc.pending, string(corr))
 		qc.mu.Unlock()
 	}()
-	pctx, pcancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(alive, pcancel)
-	defer stop()
-	defer pcancel()
 	if _, err := cl.Publish(pctx, &paho.Publish{QoS: 1, Topic: topic, Payload: payload,
 		Properties: &paho.PublishProperties{ResponseTopic: reply, CorrelationData: corr}}); err != nil {
 		qc.lc.drop(cl)
