@@ -435,26 +435,75 @@ func FlagNames() []string {
 }
 
 // misspelledEnv names the EDGECHAT_* variables of env that are no
-// setting but spell one with other underscores or case (EDGECHAT_NODEID
-// for EDGECHAT_NODE_ID), each with the setting it likely meant: serve
-// warns of them. Other EDGECHAT_* variables are left alone (the
-// terminal client's, the tests').
+// setting but likely meant one, each with the setting it likely meant:
+// serve warns of them. Likely meant: the same with other underscores or
+// case (EDGECHAT_NODEID for EDGECHAT_NODE_ID), or a typo away (closest
+// first): one or two letters missing, extra or wrong (one for short
+// names), or the singular of a plural (EDGECHAT_TRUSTED_PROXY). Other
+// EDGECHAT_* variables are left alone (the terminal client's, the
+// tests').
 func misspelledEnv(env map[string]string) []string {
 	squash := func(s string) string {
-		return strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(s, "_", ""), "-", ""))
+		return strings.ToUpper(strings.ReplaceAll(strings.ReplaceAll(strings.TrimPrefix(s, "EDGECHAT_"), "_", ""), "-", ""))
 	}
-	known := map[string]string{squash("EDGECHAT_CONFIG"): "EDGECHAT_CONFIG"}
+	singular := func(s string) string {
+		if t, ok := strings.CutSuffix(s, "IES"); ok {
+			return t + "Y"
+		}
+		return strings.TrimSuffix(s, "S")
+	}
+	names := []string{"EDGECHAT_CONFIG", "EDGECHAT_STOP_TIMEOUT"} // serve reads these too
 	for _, s := range settings {
-		known[squash(envName(s.name))] = envName(s.name)
+		names = append(names, envName(s.name))
 	}
 	var out []string
 	for k := range env {
-		if want, ok := known[squash(k)]; ok && want != k {
-			out = append(out, k+" (did you mean "+want+"?)")
+		if slices.Contains(names, k) || !strings.HasPrefix(k, "EDGECHAT_") {
+			continue
+		}
+		sk := squash(k)
+		best, bestDist := "", 3
+		for _, name := range names {
+			sn := squash(name)
+			d := editDistance(sk, sn)
+			if singular(sk) == singular(sn) {
+				d = 0
+			}
+			limit := 2
+			if min(len(sk), len(sn)) <= 4 {
+				limit = 1
+			}
+			if d <= limit && d < bestDist {
+				best, bestDist = name, d
+			}
+		}
+		if best != "" {
+			out = append(out, k+" (did you mean "+best+"?)")
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// editDistance is the Levenshtein distance of a and b (ASCII).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 var unknownYAMLField = regexp.MustCompile(`field (\S+) not found in type node\.Config`)

@@ -231,3 +231,50 @@ func TestYAMLKeyErrorsNameTheKey(t *testing.T) {
 		}
 	}
 }
+
+// A misspelled EDGECHAT_* variable that is not only a matter of
+// underscores or case (a letter missing, doubled or wrong, a plural) was
+// ignored without a word: EDGECHAT_ALLOWED_ORIGIN (for ..._ORIGINS) left
+// browsers refused, EDGECHAT_TRUSTED_PROXY rate-limited every client by
+// the load balancer's address, EDGECHAT_RETENTION_DAY kept messages for
+// ever, EDGECHAT_S3_SECRET_KY fell back to other credentials. Each is now
+// named with the setting it likely meant (a name one or two edits away);
+// the other tools' variables are not.
+func TestTyposOfEnvironmentVariablesAreNamed(t *testing.T) {
+	typos := map[string]string{
+		"EDGECHAT_LOG_LEVL":        "EDGECHAT_LOG_LEVEL",
+		"EDGECHAT_ALLOWED_ORIGIN":  "EDGECHAT_ALLOWED_ORIGINS",
+		"EDGECHAT_TRUSTED_PROXY":   "EDGECHAT_TRUSTED_PROXIES",
+		"EDGECHAT_RETENTION_DAY":   "EDGECHAT_RETENTION_DAYS",
+		"EDGECHAT_S3_SECRET_KY":    "EDGECHAT_S3_SECRET_KEY",
+		"EDGECHAT_BOOTSTRAP_EXPEC": "EDGECHAT_BOOTSTRAP_EXPECT",
+		"EDGECHAT_HTTP_ADR":        "EDGECHAT_HTTP_ADDR",
+		"EDGECHAT_DAT":             "EDGECHAT_DATA",
+		"EDGECHAT_STOP_TIMOUT":     "EDGECHAT_STOP_TIMEOUT",
+		"EDGECHAT_CONFG":           "EDGECHAT_CONFIG",
+	}
+	// Variables of the other tools, the compose file, the tests and the
+	// benchmarks: no warning.
+	others := []string{"EDGECHAT_SERVER", "EDGECHAT_TOKEN", "EDGECHAT_USER", "EDGECHAT_DEVICE", "EDGECHAT_PUBLIC_HOST",
+		"EDGECHAT_HEALTH_URL", "EDGECHAT_TEST_LOG", "EDGECHAT_STOP_TIMEOUT", "EDGECHAT_MINIO", "EDGECHAT_MC", "EDGECHAT_BIN",
+		"EDGECHAT_R", "EDGECHAT_LINGER", "EDGECHAT_INFLIGHT", "EDGECHAT_CHAOS", "EDGECHAT_CHAOS_DURATION", "EDGECHAT_PPROF",
+		"EDGECHAT_FIGURES", "EDGECHAT_DOWNLOADS", "EDGECHAT_CHROMIUM", "EDGECHAT_SCREENSHOTS", "EDGECHAT_BENCH_DIR",
+		"EDGECHAT_BENCH_CACHE", "EDGECHAT_BENCH_LAYOUT", "EDGECHAT_BENCH_STORED", "EDGECHAT_MEMTABLE_MB",
+		"EDGECHAT_WRITE_OLDFORMAT", "EDGECHAT_DISK_BENCH_DIR", "EDGECHAT_BACKUP_BENCH_MSGS", "EDGECHAT_FSM_BARRIER_CHILD_DIR"}
+	var env, want []string
+	for typo, meant := range typos {
+		env = append(env, typo+"=x")
+		want = append(want, typo+" (did you mean "+meant+"?)")
+	}
+	for _, o := range others {
+		env = append(env, o+"=x")
+	}
+	slices.Sort(want)
+	c, err := LoadSettings(nil, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.MisspelledEnv, want) {
+		t.Fatalf("named:\n%q\nwant:\n%q", c.MisspelledEnv, want)
+	}
+}
