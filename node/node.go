@@ -511,10 +511,13 @@ func (v connectVerifier) VerifyAccessToken(token string) (wire.Principal, error)
 // only from its own apply, which stops).
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
-		if n.raft.NotAMember() {
+		switch {
+		case n.raft.NotAMember():
 			return fmt.Errorf("%w: %s", ErrNotReady, notAMember)
+		case n.raft.LeaderID() == "":
+			return fmt.Errorf("%w: %s", ErrNotReady, waitingNoLeader)
 		}
-		return ErrNotReady
+		return fmt.Errorf("%w: starting (the cluster has a leader: catching up with it, opening MQTT)", ErrNotReady)
 	}
 	if err := n.raft.LogWriteError(); err != nil {
 		return fmt.Errorf("%w: cannot write the Raft log: %w", ErrNotReady, err)
@@ -793,6 +796,10 @@ func (n *Node) start(ctx context.Context) error {
 const notAMember = "this node is not a member of its cluster (it left or was removed): no leader will take it back; " +
 	"start it with --join of a member to return, or remove its data directory to join as a new node"
 
+// waitingNoLeader is what a node waiting for its cluster with no leader
+// in sight says in its log and /readyz.
+const waitingNoLeader = "waiting for the cluster: no leader yet (a majority of the members must be up and reach each other)"
+
 // waitForCluster waits until the cluster has a leader and this node
 // caught up with it, for as long as the node runs: a node that comes up
 // before a majority of its members (a whole cluster restarting, pods or
@@ -819,8 +826,7 @@ func (n *Node) waitForCluster(ctx context.Context) error {
 			n.log.Warn("waiting for the cluster: "+notAMember, "waited", time.Since(start).Round(time.Second))
 			continue
 		}
-		n.log.Warn("waiting for the cluster: no leader yet (a majority of the members must be up and reach each other)",
-			"waited", time.Since(start).Round(time.Second))
+		n.log.Warn(waitingNoLeader, "waited", time.Since(start).Round(time.Second))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -133,4 +134,24 @@ func runLogged(t *testing.T, cfg node.Config) (*node.Node, *testutil.SyncBuffer)
 		}
 	})
 	return n, logs
+}
+
+// /readyz of a node waiting for its cluster says why it is not ready, as
+// its log does: it answered "not ready: node not ready", which told an
+// operator looking at a probe (or curl) nothing of what to fix.
+func TestAWaitingNodeSaysWhyItIsNotReady(t *testing.T) {
+	n, _ := startWaitingNode(t)
+	client := &http.Client{Timeout: 2 * time.Second}
+	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		resp, err := client.Get(n.HTTPURL() + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "waiting for the cluster: no leader yet") {
+			return fmt.Errorf("/readyz of a node waiting for its cluster: %d %s, want 503 saying it waits for its cluster", resp.StatusCode, b)
+		}
+		return nil
+	})
 }
