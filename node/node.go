@@ -161,7 +161,36 @@ func New(cfg Config, log *slog.Logger) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if err := n.registerHealthMetrics(); err != nil {
+		return nil, err
+	}
 	return n, nil
+}
+
+// registerHealthMetrics exports what /readyz and the Raft state say, for
+// alerts from Prometheus alone: edgechat_ready (0 for minutes: a node out
+// of service) and edgechat_raft_leader (summed over the nodes, 0: no
+// leader, nothing commits).
+func (n *Node) registerHealthMetrics() error {
+	boolGauge := func(name, help string, f func() bool) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			if f() {
+				return 1
+			}
+			return 0
+		})
+	}
+	for _, c := range []prometheus.Collector{
+		boolGauge("edgechat_ready", "1 when this node is ready (GET /readyz answers 200: part of a cluster with a leader, caught up, serving, its Raft log writable), else 0.",
+			func() bool { return n.readiness() == nil }),
+		boolGauge("edgechat_raft_leader", "1 when this node is the Raft leader, else 0 (summed over the cluster's nodes: 1, or 0 while no leader is elected).",
+			n.raft.IsLeader),
+	} {
+		if err := n.registry.Register(c); err != nil {
+			return fmt.Errorf("node: metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 func newRegistry() *prometheus.Registry {

@@ -155,3 +155,48 @@ func TestAWaitingNodeSaysWhyItIsNotReady(t *testing.T) {
 		return nil
 	})
 }
+
+// /metrics tells whether the node is ready and whether it leads, so that
+// an operator can alert from Prometheus alone on a node out of service
+// (edgechat_ready == 0 for minutes) and on a cluster without a leader
+// (sum(edgechat_raft_leader) == 0): no series said either, only /readyz
+// did, which Prometheus does not scrape.
+func TestMetricsTellReadinessAndLeadership(t *testing.T) {
+	metric := func(url, name string) (string, error) {
+		resp, err := http.Get(url + "/metrics")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v, nil
+			}
+		}
+		return "", fmt.Errorf("no %s in /metrics", name)
+	}
+	waiting, _ := startWaitingNode(t)
+	serving := nodetest.StartNode(t)
+	for _, c := range []struct {
+		what, url, ready, leader string
+	}{
+		{"a node waiting for its cluster", waiting.HTTPURL(), "0", "0"},
+		{"a one-node cluster", serving.HTTPURL, "1", "1"},
+	} {
+		nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+			ready, err := metric(c.url, "edgechat_ready")
+			if err != nil {
+				return fmt.Errorf("%s: %v", c.what, err)
+			}
+			leader, err := metric(c.url, "edgechat_raft_leader")
+			if err != nil {
+				return fmt.Errorf("%s: %v", c.what, err)
+			}
+			if ready != c.ready || leader != c.leader {
+				return fmt.Errorf("%s: edgechat_ready %s, edgechat_raft_leader %s; want %s, %s", c.what, ready, leader, c.ready, c.leader)
+			}
+			return nil
+		})
+	}
+}
