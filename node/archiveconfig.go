@@ -30,10 +30,10 @@ const (
 var archiveSettings = []setting{
 	{name: "archive-store", usage: "where sealed message segments live: local ({data}/archive) or s3 (the --s3-* store, bucket --s3-archive-bucket; needs --media-store s3); default: as --media-store", set: stringSetter(func(c *Config) *string { return &c.ArchiveStore })},
 	{name: "s3-archive-bucket", usage: "bucket for sealed message segments", set: stringSetter(func(c *Config) *string { return &c.S3ArchiveBucket })},
-	{name: "archive-hot-age", usage: "messages older than this are sealed into segments (each conversation's newest message stays hot)", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveHotAge })},
+	{name: "archive-hot-age", usage: "messages older than this are sealed into segments (each conversation's newest message stays hot)", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.ArchiveHotAge })},
 	{name: "archive-local-budget", usage: "bytes of hot history beyond which the oldest messages are sealed whatever their age (0: no budget)", set: int64Setter(func(c *Config) *int64 { return &c.ArchiveLocalBudget })},
-	{name: "archive-seal-every", usage: "time between the sealer's sweeps", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveSealEvery })},
-	{name: "archive-orphan-grace", usage: "segment objects no index entry references are deleted once this node has seen them so for this long", set: durationSetter(func(c *Config) *time.Duration { return &c.ArchiveOrphanGrace })},
+	{name: "archive-seal-every", usage: "time between the sealer's sweeps", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.ArchiveSealEvery })},
+	{name: "archive-orphan-grace", usage: "segment objects no index entry references are deleted once this node has seen them so for this long", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.ArchiveOrphanGrace })},
 	{name: "archive-cache-bytes", usage: "bytes of decoded sealed blocks each node caches", set: int64Setter(func(c *Config) *int64 { return &c.ArchiveCacheBytes })},
 	{name: "retention-days", usage: "messages older than this many days are deleted from every tier (0: kept forever); a group's own retentionDays applies when shorter", set: intSetter(func(c *Config) *int { return &c.RetentionDays })},
 	{name: "archive-seal-pause-at", usage: "for crash tests: the sealer stops for good at this step of its first seal (before-upload, after-upload or after-commit)", set: stringSetter(func(c *Config) *string { return &c.ArchiveSealPauseAt })},

@@ -11,7 +11,7 @@ import (
 const DefaultBackupKeep = 7
 
 var backupSettings = []setting{
-	{name: "backup-every", usage: "take a backup of the cluster this often (on the Raft leader), into --backup-to", set: durationSetter(func(c *Config) *time.Duration { return &c.BackupEvery })},
+	{name: "backup-every", usage: "take a backup of the cluster this often (on the Raft leader), into --backup-to", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.BackupEvery })},
 	{name: "backup-to", usage: "where scheduled backups go: a directory or s3://bucket/prefix (with --s3-endpoint)", set: stringSetter(func(c *Config) *string { return &c.BackupTo })},
 	{name: "backup-keep", usage: "how many scheduled backups to keep (older ones are deleted)", set: func(c *Config, v string) error {
 		n, err := strconv.Atoi(v)

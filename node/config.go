@@ -322,6 +322,20 @@ func durationSetter(f func(c *Config) *time.Duration) func(*Config, string) erro
 	}
 }
 
+// zeroDefaultSetter is durationSetter for a setting whose 0 means its
+// default (or none, for --backup-every), as in the file: Validate checks
+// the range of other values.
+func zeroDefaultSetter(f func(c *Config) *time.Duration) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("not a duration >= 0 (0: the default): %q", v)
+		}
+		*f(c) = d
+		return nil
+	}
+}
+
 func stringSetter(f func(c *Config) *string) func(*Config, string) error {
 	return func(c *Config, v string) error { *f(c) = v; return nil }
 }
@@ -381,7 +395,7 @@ var settings = append([]setting{
 	{name: "trusted-proxies", usage: "comma-separated CIDRs of load balancers whose X-Forwarded-For is believed; repeatable", repeat: true, set: listSetter(func(c *Config) *[]string { return &c.TrustedProxies })},
 	{name: "heartbeat-interval", usage: "presence heartbeat interval", set: durationSetter(func(c *Config) *time.Duration { return &c.Heartbeat })},
 	{name: "presence-grace", usage: "how long a user with no connection stays online before going offline", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceGrace })},
-	{name: "presence-lastseen-every", usage: "how often the last seen of users online is written to the replicated state (a user going offline is written at once)", set: durationSetter(func(c *Config) *time.Duration { return &c.PresenceSeenEvery })},
+	{name: "presence-lastseen-every", usage: "how often the last seen of users online is written to the replicated state (a user going offline is written at once)", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.PresenceSeenEvery })},
 	{name: "access-token-ttl", usage: "lifetime of access tokens", set: durationSetter(func(c *Config) *time.Duration { return &c.AccessTTL })},
 	{name: "account-delete-grace", usage: "how long a deleted account stays disabled before its data is erased (0 erases at once)", set: func(c *Config, v string) error {
 		d, err := time.ParseDuration(v)
@@ -394,8 +408,8 @@ var settings = append([]setting{
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
-	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: durationSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
-	{name: "node-down-after", usage: "how long a member may not answer the Raft leader before it counts as down (it stays a member): the presence of the users it homes moves to the members that are up until it answers again; 0: 3s, at least 4x --raft-timeout", set: durationSetter(func(c *Config) *time.Duration { return &c.NodeDownAfter })},
+	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
+	{name: "node-down-after", usage: "how long a member may not answer the Raft leader before it counts as down (it stays a member): the presence of the users it homes moves to the members that are up until it answers again; 0: 3s, at least 4x --raft-timeout", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.NodeDownAfter })},
 	{name: "log-level", usage: "debug, info, warn or error", set: stringSetter(func(c *Config) *string { return &c.LogLevel })},
 	{name: "log-format", usage: "text or json", set: stringSetter(func(c *Config) *string { return &c.LogFormat })},
 }, slices.Concat(regionSettings, pushSettings, mediaSettings, archiveSettings, backupSettings, oidcSettings)...)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -276,5 +277,45 @@ func TestTyposOfEnvironmentVariablesAreNamed(t *testing.T) {
 	}
 	if !slices.Equal(c.MisspelledEnv, want) {
 		t.Fatalf("named:\n%q\nwant:\n%q", c.MisspelledEnv, want)
+	}
+}
+
+// Settings whose 0 means "the default" (or "none", for --backup-every)
+// take 0 from a flag or the environment as from the file: the flags
+// refused it ("not a positive duration: \"0\""), although --help says of
+// --node-down-after "0: 3s" and operations.md of --archive-hot-age "0 is
+// the default", and although the file took it; so a value the file set
+// could not be set back to the default (or backups turned off) from the
+// environment.
+func TestZeroMeansTheDefaultInEverySource(t *testing.T) {
+	for _, name := range []string{"raft-timeout", "node-down-after", "presence-lastseen-every", "media-job-lease",
+		"archive-hot-age", "archive-seal-every", "archive-orphan-grace", "backup-every"} {
+		key := strings.ReplaceAll(name, "-", "_")
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, []byte(key+": 0s\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fromFile, err := LoadConfig([]string{"--config", p}, nil)
+		if err != nil {
+			t.Errorf("%s: 0s in the file: %v", key, err)
+			continue
+		}
+		for _, v := range []string{"0", "0s"} {
+			fromFlag, err := LoadConfig([]string{"--" + name + "=" + v}, nil)
+			if err != nil {
+				t.Errorf("--%s=%s: %v; the file takes it", name, v, err)
+			} else if !reflect.DeepEqual(fromFlag, fromFile) {
+				t.Errorf("--%s=%s: not the configuration of %s: 0s in the file", name, v, key)
+			}
+			fromEnv, err := LoadConfig(nil, []string{envName(name) + "=" + v})
+			if err != nil {
+				t.Errorf("%s=%s: %v; the file takes it", envName(name), v, err)
+			} else if !reflect.DeepEqual(fromEnv, fromFile) {
+				t.Errorf("%s=%s: not the configuration of %s: 0s in the file", envName(name), v, key)
+			}
+		}
+		if _, err := LoadConfig([]string{"--" + name + "=-1s"}, nil); !errors.Is(err, ErrConfig) {
+			t.Errorf("--%s=-1s: %v, want refused", name, err)
+		}
 	}
 }

@@ -46,7 +46,7 @@ var mediaSettings = []setting{
 	{name: "media-cold-after", usage: "media not read for this long moves to the cold tier", set: durationSetter(func(c *Config) *time.Duration { return &c.MediaColdAfter })},
 	{name: "media-quota-count", usage: "uploads per user per day (UTC)", set: intSetter(func(c *Config) *int { return &c.MediaQuotaCount })},
 	{name: "media-quota-bytes", usage: "upload bytes per user per day (UTC)", set: int64Setter(func(c *Config) *int64 { return &c.MediaQuotaBytes })},
-	{name: "media-job-lease", usage: "how long a media worker's claim on a job holds (renewed while it works): a worker that dies is replaced after this", set: durationSetter(func(c *Config) *time.Duration { return &c.MediaJobLease })},
+	{name: "media-job-lease", usage: "how long a media worker's claim on a job holds (renewed while it works): a worker that dies is replaced after this", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.MediaJobLease })},
 	{name: "media-public-endpoint", usage: "the object store's address as clients reach it (a CDN), for presigned URLs", set: stringSetter(func(c *Config) *string { return &c.MediaPublicEndpoint })},
 	{name: "media-events-secret-file", usage: "a file with the shared secret S3 event notifications to POST /media/events carry as a bearer token", set: stringSetter(func(c *Config) *string { return &c.MediaEventsSecretFile })},
 	{name: "clamd-addr", usage: "ClamAV clamd to scan uploads with: tcp:HOST:PORT or unix:PATH", set: stringSetter(func(c *Config) *string { return &c.ClamdAddr })},
