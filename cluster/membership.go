@@ -585,6 +585,20 @@ func (n *Raft) Remove(ctx context.Context, nodeName string) error {
 	return nil
 }
 
+// HandOver hands the leadership to another voter when this node leads
+// and has one (a graceful stop: the others then need no election timeout
+// to go on committing). It returns when the transfer is done, failed, or
+// ctx ended; the node stays a member either way.
+func (n *Raft) HandOver(ctx context.Context) (handed bool, err error) {
+	if !n.IsLeader() || voters(n.configuration()) <= 1 {
+		return false, nil
+	}
+	if err := n.awaitFuture(ctx, n.raft.LeadershipTransfer()); err != nil {
+		return false, fmt.Errorf("cluster: hand the leadership over: %w", err)
+	}
+	return true, nil
+}
+
 // Leave removes this node from the cluster gracefully: a leader first
 // hands leadership to another voter, then the node asks the leader to
 // remove it. Stop Run afterwards; the node no longer takes part in

@@ -732,7 +732,27 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		"mqtts", n.MQTTSAddr(), "cluster", n.ClusterAddr(), "data", n.cfg.DataDir, "dev", n.cfg.Dev)
 	err = g.Wait()
 	n.ready.Store(false)
+	n.handOver()
 	return err
+}
+
+// handOverTimeout bounds the leadership transfer of a stop (well inside
+// the stop timeout of main and of service managers).
+const handOverTimeout = 5 * time.Second
+
+// handOver hands the Raft leadership to another voter when this node
+// leads (it is stopping: its parts have stopped, Raft still runs), so
+// that the cluster goes on committing at once instead of after an
+// election timeout, with every follower unready meanwhile.
+func (n *Node) handOver() {
+	ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
+	defer cancel()
+	switch handed, err := n.raft.HandOver(ctx); {
+	case err != nil:
+		n.log.Warn("stopping: the Raft leadership could not be handed over; the others elect a leader after their timeout", "err", err)
+	case handed:
+		n.log.Info("stopping: Raft leadership handed over")
+	}
 }
 
 // Close releases what New took: the HTTP and MQTT listeners and their
