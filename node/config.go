@@ -603,6 +603,8 @@ func LoadSettings(args []string, environ []string) (Config, error) {
 			}
 		}
 	})
+	// INFO, JSON: as other programs take them.
+	cfg.LogLevel, cfg.LogFormat = strings.ToLower(cfg.LogLevel), strings.ToLower(cfg.LogFormat)
 	return cfg, ferr
 }
 
@@ -623,12 +625,12 @@ func (c Config) Validate() error {
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("%w: log level %q", ErrConfig, c.LogLevel)
+		return fmt.Errorf("%w: log level %q: want debug, info, warn or error", ErrConfig, c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
-		return fmt.Errorf("%w: log format %q", ErrConfig, c.LogFormat)
+		return fmt.Errorf("%w: log format %q: want text or json", ErrConfig, c.LogFormat)
 	}
 	if c.BootstrapExpect > 0 && len(c.Join) == 0 {
 		return fmt.Errorf("%w: --bootstrap-expect needs --join with the other founding nodes", ErrConfig)

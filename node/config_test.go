@@ -319,3 +319,22 @@ func TestZeroMeansTheDefaultInEverySource(t *testing.T) {
 		}
 	}
 }
+
+// A log level or format written in capitals (LOG_LEVEL=INFO, as many
+// other programs take it) is taken, and a wrong one is refused with the
+// values that are right: "log level \"INFO\"" said neither.
+func TestLogLevelAndFormatIgnoreCase(t *testing.T) {
+	c, err := LoadConfig([]string{"--log-level=WARN", "--log-format=JSON"}, nil)
+	if err != nil {
+		t.Fatalf("--log-level=WARN --log-format=JSON: %v", err)
+	}
+	if c.LogLevel != "warn" || c.LogFormat != "json" {
+		t.Fatalf("log level %q, format %q; want warn, json", c.LogLevel, c.LogFormat)
+	}
+	for _, args := range [][]string{{"--log-level=warning"}, {"--log-format=logfmt"}} {
+		_, err := LoadConfig(args, nil)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "want ") {
+			t.Errorf("%v: %v; want ErrConfig naming the values taken", args, err)
+		}
+	}
+}
