@@ -35,7 +35,7 @@ func TestMediaSettings(t *testing.T) {
 		"quota not a number":   {"--media-quota-bytes", "lots"},
 		"lease too short":      {"--media-job-lease", "500ms"},
 		"lease too long":       {"--media-job-lease", "2h"},
-		"lease not positive":   {"--media-job-lease", "0s"},
+		"lease negative":       {"--media-job-lease", "-1s"}, // 0 is the default (TestZeroMeansTheDefaultInEverySource)
 	} {
 		if _, err := LoadConfig(args, nil); !errors.Is(err, ErrConfig) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
