@@ -9,11 +9,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,6 +254,9 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 			"run the restore again (it starts over), or remove it", n.cfg.DataDir, backup.RestoringDB)
 	}
 	if n.db, err = openBadger(filepath.Join(n.cfg.DataDir, "db"), n.log); err != nil {
+		return nil, err
+	}
+	if err := checkNodeID(n.cfg.DataDir, n.cfg.NodeID); err != nil { // under the database's lock
 		return nil, err
 	}
 	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
@@ -877,6 +882,36 @@ func (n *Node) waitForCluster(ctx context.Context) error {
 		}
 		n.log.Warn(waitingNoLeader, "waited", time.Since(start).Round(time.Second))
 	}
+}
+
+// nodeIDFile holds the node ID a data directory belongs to.
+const nodeIDFile = "node-id"
+
+// checkNodeID refuses a data directory written by a node of another ID
+// (its Raft state names the old one: under a new ID the node would wait
+// for ever as "not a member"); a directory without the file (new, or from
+// before the file existed) takes id.
+func checkNodeID(dir, id string) error {
+	path := filepath.Join(dir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && strings.TrimSpace(string(b)) != "":
+		if had := strings.TrimSpace(string(b)); had != id {
+			return fmt.Errorf("%w: the data directory %s belongs to node %q (%s), not %q: a node keeps its ID; start it with --node-id %s, "+
+				"or give node %q a data directory of its own", ErrConfig, dir, had, path, id, had, id)
+		}
+		return nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("node: reading %s: %w", path, err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return fmt.Errorf("node: writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("node: writing %s: %w", path, err)
+	}
+	return nil
 }
 
 // openBadger opens the node's database with the node's options
