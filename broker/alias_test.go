@@ -93,19 +93,7 @@ func TestTopicAliasMaximumToldAndKept(t *testing.T) {
 
 	// A raw client (a library would refuse itself) using the highest
 	// alias allowed, then one more.
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(waitFor))
-	r := bufio.NewReader(conn)
-	if _, err := conn.Write(rawConnectV5("bob/raw", "bob", "tok:bob")); err != nil {
-		t.Fatal(err)
-	}
-	if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
-		t.Fatalf("CONNACK: %#x % x", typ, body)
-	}
+	conn, r := rawDialV5(t, e.addr, "bob/raw", "bob", "tok:bob")
 	publish := func(id uint16, alias uint16, cid string) {
 		t.Helper()
 		payload := `{"cid":"` + cid + `","type":"text","body":"hi"}`
@@ -125,6 +113,27 @@ func TestTopicAliasMaximumToldAndKept(t *testing.T) {
 	if n := e.chat.storedCount(); n != 1 {
 		t.Fatalf("%d messages stored, want 1", n)
 	}
+}
+
+// rawDialV5 connects a raw MQTT 5 client (clientID, user, pass) to addr
+// and reads its CONNACK, which must accept it; the connection closes
+// with the test, and its reads and writes time out after waitFor.
+func rawDialV5(t *testing.T, addr, clientID, user, pass string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	r := bufio.NewReader(conn)
+	if _, err := conn.Write(rawConnectV5(clientID, user, pass)); err != nil {
+		t.Fatal(err)
+	}
+	if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
+		t.Fatalf("CONNACK of %s: %#x % x", clientID, typ, body)
+	}
+	return conn, r
 }
 
 // rawConnectV5 is an MQTT 5 CONNECT with a clean start, username and

@@ -1,11 +1,8 @@
 package broker
 
 import (
-	"bufio"
-	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
@@ -61,24 +58,13 @@ func TestAPacketTooLargeIsToldWithDisconnect(t *testing.T) {
 		// A PUBLISH whose topic length runs past the packet's end.
 		{"malformed", []byte{0x32, 0x04, 0x00, 0x10, 'u', '/'}, 0x81},
 	} {
-		conn, err := net.Dial("tcp", e.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetDeadline(time.Now().Add(waitFor))
-		r := bufio.NewReader(conn)
-		if _, err := conn.Write(rawConnectV5("bob/raw", "bob", "tok:bob")); err != nil {
-			t.Fatal(err)
-		}
-		if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
-			t.Fatalf("%s: CONNACK: %#x % x", tc.name, typ, body)
-		}
+		conn, r := rawDialV5(t, e.addr, "bob/raw", "bob", "tok:bob")
 		go func() { _, _ = conn.Write(tc.packet) }() // the server may stop reading it half way
 		typ, body := readRawPacket(t, r)
 		if typ != 0xe0 || len(body) < 1 || body[0] != tc.code {
 			t.Errorf("%s: got %#x % x, want DISCONNECT %#x", tc.name, typ, body, tc.code)
 		}
-		conn.Close()
+		_ = conn.Close()
 	}
 	if n := e.chat.storedCount(); n != 0 {
 		t.Fatalf("%d messages stored, want 0", n)
@@ -90,19 +76,7 @@ func TestAPacketTooLargeIsToldWithDisconnect(t *testing.T) {
 // refuses them itself: this client sends the SUBSCRIBE regardless).
 func TestSharedSubscriptionsAreRefusedOutsideDev(t *testing.T) {
 	e := startBroker(t, nil)
-	conn, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(waitFor))
-	r := bufio.NewReader(conn)
-	if _, err := conn.Write(rawConnectV5("alice/raw", "alice", "tok:alice")); err != nil {
-		t.Fatal(err)
-	}
-	if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
-		t.Fatalf("CONNACK: %#x % x", typ, body)
-	}
+	conn, r := rawDialV5(t, e.addr, "alice/raw", "alice", "tok:alice")
 	for i, filter := range []string{"$share/g/user/alice/newMessage", "$share/s/group/g1/newMessage", "$share/g/sensors/#"} {
 		vh := []byte{0, byte(i + 1), 0} // packet ID, no properties
 		vh = append(appendRawString(vh, filter), 1)

@@ -25,16 +25,7 @@ import (
 // subscribes and receives.
 func TestTwoHandshakesOfOneClientIDLeaveOneConnection(t *testing.T) {
 	e := startBroker(t, nil)
-	bob, err := net.Dial("tcp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
-	br := bufio.NewReader(bob)
-	if _, err := bob.Write(rawConnectV5("bob/pub", "bob", "tok:bob")); err != nil {
-		t.Fatal(err)
-	}
-	readRawPacket(t, br)
+	bob, br := rawDialV5(t, e.addr, "bob/pub", "bob", "tok:bob")
 	for round := range 40 {
 		conns := make([]net.Conn, 2)
 		readers := make([]*bufio.Reader, 2)

@@ -53,6 +53,23 @@ func writeCert(t *testing.T) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
+// startTLSNodeInEnv starts a node with a certificate and sets the
+// environment `edgechat serve` would have run it with (its HTTP port,
+// the certificate's files).
+func startTLSNodeInEnv(t *testing.T) (n *nodetest.Node, certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile = writeCert(t)
+	n = nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.TLSCert, c.TLSKey = certFile, keyFile }))
+	_, port, err := net.SplitHostPort(n.Node.Gateway.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EDGECHAT_HTTP_ADDR", ":"+port)
+	t.Setenv("EDGECHAT_TLS_CERT", certFile)
+	t.Setenv("EDGECHAT_TLS_KEY", keyFile)
+	return n, certFile, keyFile
+}
+
 // The container health check (deploy/Dockerfile, compose.yaml) runs
 // `edgechat health` in the node's own environment. It asked
 // http://127.0.0.1:8080/readyz whatever that environment configured, so a
@@ -62,15 +79,7 @@ func writeCert(t *testing.T) (certFile, keyFile string) {
 // the node the environment describes, over TLS when it has a certificate
 // (checking that the node presents that certificate).
 func TestHealthFollowsTheNodesEnvironment(t *testing.T) {
-	cert, key := writeCert(t)
-	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.TLSCert, c.TLSKey = cert, key }))
-	_, port, err := net.SplitHostPort(n.Node.Gateway.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("EDGECHAT_HTTP_ADDR", ":"+port)
-	t.Setenv("EDGECHAT_TLS_CERT", cert)
-	t.Setenv("EDGECHAT_TLS_KEY", key)
+	startTLSNodeInEnv(t)
 	// As in compose.yaml: the cluster size in the environment, --join as
 	// a flag of serve (which the health check does not see).
 	t.Setenv("EDGECHAT_BOOTSTRAP_EXPECT", "3")
@@ -96,15 +105,7 @@ func TestHealthFollowsTheNodesEnvironment(t *testing.T) {
 // expired every client refused it, and the health check failed from the
 // renewal on.
 func TestARenewedCertificateIsServedWithoutARestart(t *testing.T) {
-	cert, key := writeCert(t)
-	n := nodetest.StartNode(t, nodetest.WithConfig(func(c *node.Config) { c.TLSCert, c.TLSKey = cert, key }))
-	_, port, err := net.SplitHostPort(n.Node.Gateway.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("EDGECHAT_HTTP_ADDR", ":"+port)
-	t.Setenv("EDGECHAT_TLS_CERT", cert)
-	t.Setenv("EDGECHAT_TLS_KEY", key)
+	n, cert, key := startTLSNodeInEnv(t)
 	var out bytes.Buffer
 	if err := healthCmd(context.Background(), nil, &out); err != nil {
 		t.Fatalf("edgechat health before the renewal: %v", err)
