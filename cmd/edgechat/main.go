@@ -23,7 +23,14 @@ func main() {
 			fmt.Fprintf(os.Stderr, "edgechat: going on with Go's default system monitor: %v\n", err)
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A terminal that closes (SIGHUP) stops a command as SIGTERM does, a
+	// node gracefully, rather than ending it on the spot; not when SIGHUP
+	// is ignored (nohup): Notify would undo that.
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr) }()
 	select {

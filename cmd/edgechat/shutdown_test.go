@@ -49,3 +49,26 @@ func TestStopTimeoutReadsTheEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// A node whose terminal closes (SIGHUP: `edgechat serve` run by hand in
+// a terminal, an ssh session that ends) stops gracefully, as on SIGTERM:
+// exit 0, its memtables written and its leadership handed over. Before,
+// SIGHUP's default action ended it on the spot.
+func TestServeStopsGracefullyOnSIGHUP(t *testing.T) {
+	bin := edgechatBinary(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	p := startServe(t, bin, "--dev", "--data", dir, "--http-addr", "127.0.0.1:0",
+		"--mqtt-addr", "127.0.0.1:0", "--cluster-addr", "127.0.0.1:0")
+	if code, err := httpJSON("GET", p.http+"/readyz", "", nil, nil); err != nil || code != 200 {
+		t.Fatalf("readyz: %d %v", code, err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	select {
+	case <-p.exited:
+	case <-time.After(time.Minute):
+		t.Fatal("edgechat did not exit within a minute of SIGHUP")
+	}
+	if p.err != nil {
+		t.Fatalf("edgechat ended with %v on SIGHUP, want a graceful stop (exit 0)", p.err)
+	}
+}
