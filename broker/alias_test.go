@@ -3,7 +3,6 @@ package broker
 import (
 	"bufio"
 	"context"
-	"io"
 	"net"
 	"strings"
 	"testing"
@@ -127,7 +126,7 @@ func rawDialV5(t *testing.T, addr, clientID, user, pass string) (net.Conn, *bufi
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(waitFor))
 	r := bufio.NewReader(conn)
-	if _, err := conn.Write(rawConnectV5(clientID, user, pass)); err != nil {
+	if _, err := conn.Write(mqtttest.RawConnectV5(clientID, user, pass)); err != nil {
 		t.Fatal(err)
 	}
 	if typ, body := readRawPacket(t, r); typ != 0x20 || len(body) < 2 || body[1] != 0 {
@@ -136,67 +135,19 @@ func rawDialV5(t *testing.T, addr, clientID, user, pass string) (net.Conn, *bufi
 	return conn, r
 }
 
-// rawConnectV5 is an MQTT 5 CONNECT with a clean start, username and
-// password, no properties.
-func rawConnectV5(clientID, user, pass string) []byte {
-	var vh []byte
-	vh = append(vh, 0, 4, 'M', 'Q', 'T', 'T', 5, 0xc2, 0, 60, 0)
-	vh = appendRawString(vh, clientID)
-	vh = appendRawString(vh, user)
-	vh = appendRawString(vh, pass)
-	return append(append([]byte{0x10}, rawLength(len(vh))...), vh...)
-}
-
 // rawPublishV5 is a QoS 1 MQTT 5 PUBLISH naming its topic and an alias.
 func rawPublishV5(topic string, id, alias uint16, payload string) []byte {
-	var vh []byte
-	vh = appendRawString(vh, topic)
+	vh := mqtttest.RawString(nil, topic)
 	vh = append(vh, byte(id>>8), byte(id), 3, 0x23, byte(alias>>8), byte(alias))
-	vh = append(vh, payload...)
-	return append(append([]byte{0x32}, rawLength(len(vh))...), vh...)
-}
-
-func appendRawString(b []byte, s string) []byte {
-	return append(append(b, byte(len(s)>>8), byte(len(s))), s...)
-}
-
-func rawLength(n int) []byte {
-	var b []byte
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
+	return mqtttest.RawPacket(0x32, append(vh, payload...))
 }
 
 // readRawPacket reads one MQTT packet: its type byte and its body.
 func readRawPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
 	t.Helper()
-	typ, err := r.ReadByte()
+	typ, body, err := mqtttest.ReadRawPacket(r)
 	if err != nil {
-		t.Fatalf("reading a packet: %v", err)
-	}
-	n, mul := 0, 1
-	for {
-		d, err := r.ReadByte()
-		if err != nil {
-			t.Fatalf("reading a packet's length: %v", err)
-		}
-		n += int(d&0x7f) * mul
-		mul *= 128
-		if d&0x80 == 0 {
-			break
-		}
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		t.Fatalf("reading a packet's body: %v", err)
+		t.Fatal(err)
 	}
 	return typ, body
 }

@@ -78,9 +78,7 @@ func TestSharedSubscriptionsAreRefusedOutsideDev(t *testing.T) {
 	e := startBroker(t, nil)
 	conn, r := rawDialV5(t, e.addr, "alice/raw", "alice", "tok:alice")
 	for i, filter := range []string{"$share/g/user/alice/newMessage", "$share/s/group/g1/newMessage", "$share/g/sensors/#"} {
-		vh := []byte{0, byte(i + 1), 0} // packet ID, no properties
-		vh = append(appendRawString(vh, filter), 1)
-		if _, err := conn.Write(append(append([]byte{0x82}, rawLength(len(vh))...), vh...)); err != nil {
+		if _, err := conn.Write(mqtttest.RawSubscribeV5(uint16(i+1), filter)); err != nil {
 			t.Fatal(err)
 		}
 		typ, body := readRawPacket(t, r)

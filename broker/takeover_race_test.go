@@ -3,13 +3,13 @@ package broker
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 )
 
 // Two handshakes of one client ID at the same moment (a client that
@@ -39,7 +39,7 @@ func TestTwoHandshakesOfOneClientIDLeaveOneConnection(t *testing.T) {
 		}
 		var wg sync.WaitGroup
 		for i := range 2 {
-			wg.Go(func() { _, _ = conns[i].Write(rawConnectV5("ann/laptop", "ann", "tok:ann")) })
+			wg.Go(func() { _, _ = conns[i].Write(mqtttest.RawConnectV5("ann/laptop", "ann", "tok:ann")) })
 		}
 		wg.Wait()
 		// Each is accepted when its handshake runs; then the later one
@@ -47,7 +47,7 @@ func TestTwoHandshakesOfOneClientIDLeaveOneConnection(t *testing.T) {
 		var alive []int
 		for i := range 2 {
 			_ = conns[i].SetDeadline(time.Now().Add(waitFor))
-			if typ, err := readRawPacketErr(readers[i]); err != nil || typ != 0x20 {
+			if typ, err := rawType(readers[i]); err != nil || typ != 0x20 {
 				t.Fatalf("round %d: connection %d: %#x %v, want CONNACK", round, i, typ, err)
 			}
 		}
@@ -63,7 +63,7 @@ func TestTwoHandshakesOfOneClientIDLeaveOneConnection(t *testing.T) {
 					continue
 				}
 				for {
-					typ, err := readRawPacketErr(readers[i])
+					typ, err := rawType(readers[i])
 					if err != nil || typ == 0xe0 { // closed, or DISCONNECT (0x8E)
 						conns[i] = nil
 						break
@@ -80,23 +80,20 @@ func TestTwoHandshakesOfOneClientIDLeaveOneConnection(t *testing.T) {
 			return nil
 		})
 		c, r := conns[alive[0]], readers[alive[0]]
-		vh := append(appendRawString([]byte{0, 1, 0}, "user/ann/newMessage"), 1)
-		if _, err := c.Write(append(append([]byte{0x82}, rawLength(len(vh))...), vh...)); err != nil {
+		if _, err := c.Write(mqtttest.RawSubscribeV5(1, "user/ann/newMessage")); err != nil {
 			t.Fatal(err)
 		}
-		if typ, err := readRawPacketErr(r); err != nil || typ != 0x90 {
+		if typ, err := rawType(r); err != nil || typ != 0x90 {
 			t.Fatalf("round %d: SUBACK: %#x %v", round, typ, err)
 		}
-		pv := appendRawString(nil, "user/ann/newMessage")
-		pv = append(pv, 0, byte(round+1), 0)
-		pv = append(pv, fmt.Sprintf(`{"cid":"race-%d","type":"text","body":"hi"}`, round)...)
-		if _, err := bob.Write(append(append([]byte{0x32}, rawLength(len(pv))...), pv...)); err != nil {
+		payload := fmt.Sprintf(`{"cid":"race-%d","type":"text","body":"hi"}`, round)
+		if _, err := bob.Write(mqtttest.RawPublishV5("user/ann/newMessage", uint16(round+1), payload)); err != nil {
 			t.Fatal(err)
 		}
 		readRawPacket(t, br) // PUBACK
 		_ = c.SetDeadline(time.Now().Add(waitFor))
 		for {
-			typ, err := readRawPacketErr(r)
+			typ, err := rawType(r)
 			if err != nil {
 				t.Fatalf("round %d: the connection that stayed got no message: %v", round, err)
 			}
@@ -108,26 +105,8 @@ func TestTwoHandshakesOfOneClientIDLeaveOneConnection(t *testing.T) {
 	}
 }
 
-// readRawPacketErr reads one packet's type byte and body.
-func readRawPacketErr(r *bufio.Reader) (byte, error) {
-	typ, err := r.ReadByte()
-	if err != nil {
-		return 0, err
-	}
-	n, mul := 0, 1
-	for {
-		d, err := r.ReadByte()
-		if err != nil {
-			return 0, err
-		}
-		n += int(d&0x7f) * mul
-		mul *= 128
-		if d&0x80 == 0 {
-			break
-		}
-	}
-	if _, err := io.ReadFull(r, make([]byte, n)); err != nil {
-		return 0, err
-	}
-	return typ, nil
+// rawType reads one packet and returns its type byte.
+func rawType(r *bufio.Reader) (byte, error) {
+	typ, _, err := mqtttest.ReadRawPacket(r)
+	return typ, err
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -64,11 +65,11 @@ func TestTheLogHoldsNoTokenNorMessageBody(t *testing.T) {
 		defer conn.Close()
 		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 		r := bufio.NewReader(conn)
-		if _, err := conn.Write(rawConnect("alice/phone", "alice", tok)); err != nil {
+		if _, err := conn.Write(mqtttest.RawConnectV5("alice/phone", "alice", tok)); err != nil {
 			t.Fatal(err)
 		}
-		if typ, b := readPacket(t, r); typ != 0x20 || len(b) < 2 || b[1] != 0 {
-			t.Fatalf("CONNACK: %#x % x", typ, b)
+		if typ, b, err := mqtttest.ReadRawPacket(r); err != nil || typ != 0x20 || len(b) < 2 || b[1] != 0 {
+			t.Fatalf("CONNACK: %#x % x %v", typ, b, err)
 		}
 		for _, p := range packets {
 			if _, err := conn.Write(p); err != nil {
@@ -80,19 +81,19 @@ func TestTheLogHoldsNoTokenNorMessageBody(t *testing.T) {
 			return
 		}
 		for range answers {
-			if typ, b := readPacket(t, r); typ != 0x40 || len(b) < 3 || b[2] < 0x80 {
-				t.Fatalf("want a PUBACK refusing the publish, got %#x % x", typ, b)
+			if typ, b, err := mqtttest.ReadRawPacket(r); err != nil || typ != 0x40 || len(b) < 3 || b[2] < 0x80 {
+				t.Fatalf("want a PUBACK refusing the publish, got %#x % x %v", typ, b, err)
 			}
 		}
 	}
 	// A second CONNECT, carrying the token: a protocol violation.
-	session(0, rawConnect("alice/phone", "alice", tok))
+	session(0, mqtttest.RawConnectV5("alice/phone", "alice", tok))
 	// A PUBLISH to a topic with a wildcard: a protocol violation too.
-	session(0, rawPublish("user/alice/+", 1, `{"cid":"c1","type":"text","body":"`+body+`"}`))
+	session(0, mqtttest.RawPublishV5("user/alice/+", 1, `{"cid":"c1","type":"text","body":"`+body+`"}`))
 	// A chat message refused by the broker's hook (to a user that does not
 	// exist), and one that is not JSON.
-	session(2, rawPublish("user/nobody/newMessage", 2, `{"cid":"c2","type":"text","body":"`+body+`"}`),
-		rawPublish("user/alice/newMessage", 3, body))
+	session(2, mqtttest.RawPublishV5("user/nobody/newMessage", 2, `{"cid":"c2","type":"text","body":"`+body+`"}`),
+		mqtttest.RawPublishV5("user/alice/newMessage", 3, body))
 
 	nodetest.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if s := logs.String(); !strings.Contains(s, "second connect") || !strings.Contains(s, "user/alice/+") {
@@ -122,60 +123,4 @@ func decimalBytes(s string) string {
 		fmt.Fprintf(&b, "%d", s[i])
 	}
 	return b.String()
-}
-
-func rawConnect(clientID, user, pass string) []byte {
-	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 5, 0xc2, 0, 60, 0}
-	vh = rawString(rawString(rawString(vh, clientID), user), pass)
-	return append(append([]byte{0x10}, rawLen(len(vh))...), vh...)
-}
-
-// rawPublish is an MQTT 5 QoS 1 PUBLISH without properties.
-func rawPublish(topic string, id uint16, payload string) []byte {
-	vh := rawString(nil, topic)
-	vh = append(vh, byte(id>>8), byte(id), 0)
-	vh = append(vh, payload...)
-	return append(append([]byte{0x32}, rawLen(len(vh))...), vh...)
-}
-
-func rawString(b []byte, s string) []byte {
-	return append(append(b, byte(len(s)>>8), byte(len(s))), s...)
-}
-
-func rawLen(n int) []byte {
-	var b []byte
-	for {
-		d := byte(n % 128)
-		if n /= 128; n > 0 {
-			d |= 0x80
-		}
-		if b = append(b, d); n == 0 {
-			return b
-		}
-	}
-}
-
-func readPacket(t *testing.T, r *bufio.Reader) (byte, []byte) {
-	t.Helper()
-	typ, err := r.ReadByte()
-	if err != nil {
-		t.Fatalf("reading a packet: %v", err)
-	}
-	n, mul := 0, 1
-	for {
-		d, err := r.ReadByte()
-		if err != nil {
-			t.Fatalf("reading a packet's length: %v", err)
-		}
-		n += int(d&0x7f) * mul
-		mul *= 128
-		if d&0x80 == 0 {
-			break
-		}
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		t.Fatalf("reading a packet's body: %v", err)
-	}
-	return typ, b
 }

@@ -74,20 +74,7 @@ func (dropPublisher) Publish(wire.Outbound) error { return nil }
 func TestRefusedSubscriptionKeepsTheLink(t *testing.T) {
 	old := &oldRegion{refuse: GroupTypingFilter("eu")}
 	url := old.serve(t)
-	e := testEphemeral(t)
-	b := e.b
-	b.cfg.Timeout, b.cfg.BackoffMax = 5*time.Second, 50*time.Millisecond
-	b.deps.Routes, b.deps.Publisher = oneRoute{"presence/bob@us"}, dropPublisher{}
-	lc := &linkClient{link: Link{Name: "us", URL: url, Secret: "a-shared-link-secret-of-the-test"}, own: "eu", log: b.log, m: b.m, dialTO: 5 * time.Second}
-	eph := newEphemeral(b, lc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); eph.run(ctx) }()
-	defer func() {
-		cancel()
-		lc.close()
-		<-done
-	}()
+	runEphemeralLink(t, url, oneRoute{"presence/bob@us"}, dropPublisher{})
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		old.mu.Lock()
 		defer old.mu.Unlock()
@@ -101,4 +88,24 @@ func TestRefusedSubscriptionKeepsTheLink(t *testing.T) {
 		}
 		return fmt.Errorf("subscribed %q", old.subs[0])
 	})
+}
+
+// runEphemeralLink runs the ephemeral link of a test bridge (region eu)
+// to region us at url, with routes and pub, until the test ends.
+func runEphemeralLink(t *testing.T, url string, routes Routes, pub Publisher) *ephemeral {
+	t.Helper()
+	b := testEphemeral(t).b
+	b.cfg.Timeout, b.cfg.BackoffMax = 5*time.Second, 50*time.Millisecond
+	b.deps.Routes, b.deps.Publisher = routes, pub
+	lc := &linkClient{link: Link{Name: "us", URL: url, Secret: "a-shared-link-secret-of-the-test"}, own: "eu", log: b.log, m: b.m, dialTO: 5 * time.Second}
+	eph := newEphemeral(b, lc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); eph.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		lc.close()
+		<-done
+	})
+	return eph
 }

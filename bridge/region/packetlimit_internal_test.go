@@ -1,7 +1,6 @@
 package region
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -58,20 +57,7 @@ func TestLinkDropsAPacketTooLargeAtOnce(t *testing.T) {
 			}
 		}()
 	})
-	e := testEphemeral(t)
-	b := e.b
-	b.cfg.Timeout, b.cfg.BackoffMax = 5*time.Second, 50*time.Millisecond
-	b.deps.Routes, b.deps.Publisher = oneRoute{}, dropPublisher{}
-	lc := &linkClient{link: Link{Name: "us", URL: url, Secret: "a-shared-link-secret-of-the-test"}, own: "eu", log: b.log, m: b.m, dialTO: 5 * time.Second}
-	eph := newEphemeral(b, lc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); eph.run(ctx) }()
-	defer func() {
-		cancel()
-		lc.close()
-		<-done
-	}()
+	runEphemeralLink(t, url, oneRoute{}, dropPublisher{})
 	testutil.CheckFor(t, 5*time.Second, 10*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()

@@ -1,7 +1,6 @@
 package region
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -122,22 +121,9 @@ func TestPresenceTakenOnlyForWatchedUsers(t *testing.T) {
 			}
 		})
 	})
-	e := testEphemeral(t)
-	b := e.b
-	b.cfg.Timeout, b.cfg.BackoffMax = 5*time.Second, 50*time.Millisecond
 	routes := &routesOf{filters: []string{"presence/bob@us"}}
 	rec := &presenceRecorder{late: late, unknown: make(chan struct{})}
-	b.deps.Routes, b.deps.Publisher = routes, rec
-	lc := &linkClient{link: Link{Name: "us", URL: url, Secret: "a-shared-link-secret-of-the-test"}, own: "eu", log: b.log, m: b.m, dialTO: 5 * time.Second}
-	eph := newEphemeral(b, lc)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); eph.run(ctx) }()
-	defer func() {
-		cancel()
-		lc.close()
-		<-done
-	}()
+	eph := runEphemeralLink(t, url, routes, rec)
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if got := rec.last("presence/bob@us"); !strings.Contains(got, `"online"`) {
 			return fmt.Errorf("presence/bob@us: %q, want bob online", got)

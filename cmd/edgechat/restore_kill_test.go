@@ -120,23 +120,7 @@ func padBackupState(t *testing.T, store string, n int) string {
 		st = append(st, val...)
 	}
 	st = append(st, 0)
-	if err := os.WriteFile(sp, st, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	mp := filepath.Join(store, id, backup.ManifestName)
-	mb, err := os.ReadFile(mp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := backup.ParseManifest(mb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(st)
-	m.Files[0].Size, m.Files[0].SHA256 = int64(len(st)), hex.EncodeToString(sum[:])
-	if err := os.WriteFile(mp, m.Marshal(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeBackupState(t, store, id, sp, st)
 	return id
 }
 
@@ -279,7 +263,15 @@ func rewriteBackupState(t *testing.T, store string, fn func(k, v []byte) []byte)
 		out = append(out, v...)
 	}
 	out = append(out, 0)
-	if err := os.WriteFile(sp, out, 0o600); err != nil {
+	writeBackupState(t, store, id, sp, out)
+}
+
+// writeBackupState writes state as the state file sp of backup id in
+// the directory store, and its size and checksum into the manifest, so
+// that the backup stays one a restore takes.
+func writeBackupState(t *testing.T, store, id, sp string, state []byte) {
+	t.Helper()
+	if err := os.WriteFile(sp, state, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	mp := filepath.Join(store, id, backup.ManifestName)
@@ -291,8 +283,8 @@ func rewriteBackupState(t *testing.T, store string, fn func(k, v []byte) []byte)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(out)
-	m.Files[0].Size, m.Files[0].SHA256 = int64(len(out)), hex.EncodeToString(sum[:])
+	sum := sha256.Sum256(state)
+	m.Files[0].Size, m.Files[0].SHA256 = int64(len(state)), hex.EncodeToString(sum[:])
 	if err := os.WriteFile(mp, m.Marshal(), 0o600); err != nil {
 		t.Fatal(err)
 	}
