@@ -377,6 +377,7 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 		ConnectTimeout:        10 * time.Second,
 		ConnectUsername:       c.userID,
 		ConnectPacketBuilder:  c.buildConnect,
+		AttemptConnection:     dialBroker,
 		OnConnectionUp:        c.onConnectionUp,
 		OnConnectionDown:      c.onConnectionDown,
 		OnConnectError:        c.onConnectError,

@@ -28,6 +28,7 @@ var sdkOwnPackages = []string{
 	"github.com/edgechat/edgechat/internal/address",
 	"github.com/edgechat/edgechat/internal/snowflake",
 	"github.com/edgechat/edgechat/internal/wire",
+	"github.com/edgechat/edgechat/internal/wsnet",
 }
 
 // serverOnly names what must not reach the SDK even through its tests:

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 
 	"github.com/gorilla/websocket"
@@ -21,7 +22,26 @@ import (
 // non-browser client without one); cfg is the TLS client configuration
 // of wss:// (nil: the system's roots).
 func Dial(ctx context.Context, rawURL string, cfg *tls.Config) (net.Conn, error) {
-	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: cfg, ReadBufferSize: 4096, WriteBufferSize: 4096}
+	return Dialer{TLSConfig: cfg}.Dial(ctx, rawURL)
+}
+
+// Dialer is Dial with more said about the connection under the
+// WebSocket.
+type Dialer struct {
+	// TLSConfig of wss:// (nil: the system's roots).
+	TLSConfig *tls.Config
+	// NetDialContext makes the TCP connection (nil: a net.Dialer's); the
+	// WebSocket runs over what it returns, TLS included for wss://.
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Proxy, if set, names the HTTP proxy for a request (as
+	// http.ProxyFromEnvironment does).
+	Proxy func(*http.Request) (*url.URL, error)
+}
+
+// Dial opens a WebSocket to rawURL as the package's Dial does.
+func (wd Dialer) Dial(ctx context.Context, rawURL string) (net.Conn, error) {
+	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, TLSClientConfig: wd.TLSConfig, ReadBufferSize: 4096, WriteBufferSize: 4096,
+		NetDialContext: wd.NetDialContext, Proxy: wd.Proxy}
 	ws, resp, err := d.DialContext(ctx, rawURL, http.Header{})
 	if resp != nil && resp.Body != nil {
 		_ = resp.Body.Close()
