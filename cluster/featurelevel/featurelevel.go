@@ -30,6 +30,9 @@
 //	   leaves)
 //	2  ArchiveOwner: wire.CmdArchiveOwner gives the cluster the owner ID
 //	   that marks its objects in a shared archive store
+//	3  FirstAdminOnce: only the first account a cluster ever has is made
+//	   an admin, not the first made after every account was erased
+//	   (services/auth firstAccount)
 package featurelevel
 
 import (
@@ -59,8 +62,12 @@ const (
 	// this rule, whatever the level, so a higher one would part them
 	// from this one.
 	LeaveSeqs = Joiners
+	// FirstAdminOnce: a new account is the admin only when no account
+	// was ever made here (none exists and none was erased), not when
+	// every one was erased (services/auth, firstAccount).
+	FirstAdminOnce uint32 = 3
 	// Supported is the highest level this version implements.
-	Supported = ArchiveOwner
+	Supported = FirstAdminOnce
 )
 
 // Key is where the committed level is kept (big-endian uint32; absent: 0).

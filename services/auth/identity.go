@@ -233,7 +233,11 @@ func applyIdentitySignIn(tx *badger.Txn, _ fsm.Position, payload []byte) (any, e
 	if uid == "" {
 		return nil, fmt.Errorf("%w: %s and %d variants", ErrUsernameTaken, c.Base, maxUsernameTry)
 	}
-	a := account{UID: uid, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At}
+	first, err := firstAccount(tx)
+	if err != nil {
+		return nil, err
+	}
+	a := account{UID: uid, Admin: first, CreatedAt: c.At, UpdatedAt: c.At}
 	if err := setJSON(tx, prefixAccount+uid, a); err != nil {
 		return nil, err
 	}

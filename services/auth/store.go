@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -219,6 +221,38 @@ func anyAccount(tx *badger.Txn) bool {
 	return it.Valid()
 }
 
+// firstAccount tells whether an account made now in tx is the cluster's
+// first, which is made an admin. Counting the accounts that exist was
+// not enough: once every account was erased (the operator's first one
+// deleted, say, before anyone else signed up), the next sign-up, anyone
+// on a server with open registration, got the admin role. From feature
+// level FirstAdminOnce a deleted account of this region (its tombstone
+// under r/auth/gone/ stays for good) counts too; below it every node
+// keeps the earlier rule, as a node of an earlier version applying the
+// same entry would.
+func firstAccount(tx *badger.Txn) (bool, error) {
+	if anyAccount(tx) {
+		return false, nil
+	}
+	once, err := featurelevel.AtLeast(tx, featurelevel.FirstAdminOnce)
+	if err != nil {
+		return false, err
+	}
+	if !once {
+		return true, nil
+	}
+	// The tombstones of users of other regions (name@region, CmdRemoteErase)
+	// were never accounts here.
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixGone)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if !bytes.ContainsRune(it.Item().Key()[len(prefixGone):], '@') {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // applyAccountCreate creates an account; the first account of the cluster
 // becomes an admin (decided here, so every node agrees).
 func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
@@ -260,7 +294,11 @@ func applyAccountCreate(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	if found || gone {
 		return nil, ErrUsernameTaken
 	}
-	a := account{UID: c.UID, Hash: c.Hash, Admin: !anyAccount(tx), CreatedAt: c.At, UpdatedAt: c.At, DisplayName: c.DisplayName}
+	first, err := firstAccount(tx)
+	if err != nil {
+		return nil, err
+	}
+	a := account{UID: c.UID, Hash: c.Hash, Admin: first, CreatedAt: c.At, UpdatedAt: c.At, DisplayName: c.DisplayName}
 	if err := setJSON(tx, key, a); err != nil {
 		return nil, err
 	}
