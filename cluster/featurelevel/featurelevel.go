@@ -32,7 +32,9 @@
 //	   that marks its objects in a shared archive store
 //	3  FirstAdminOnce: only the first account a cluster ever has is made
 //	   an admin, not the first made after every account was erased
-//	   (services/auth firstAccount)
+//	   (services/auth firstAccount); ErasedAuthRecords: an account's
+//	   erasure also deletes its sign-out, suspension and admin role
+//	   revocation records (services/auth applyAccountErase)
 package featurelevel
 
 import (
@@ -66,6 +68,11 @@ const (
 	// was ever made here (none exists and none was erased), not when
 	// every one was erased (services/auth, firstAccount).
 	FirstAdminOnce uint32 = 3
+	// ErasedAuthRecords: the last step of an account's erasure deletes
+	// the user's records under r/auth/signedout/, r/auth/suspended/ and
+	// r/auth/demoted/ too (services/auth, applyAccountErase). Level 3,
+	// as FirstAdminOnce: both came with one version.
+	ErasedAuthRecords = FirstAdminOnce
 	// Supported is the highest level this version implements.
 	Supported = FirstAdminOnce
 )

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -390,6 +391,7 @@ type goneCommitted struct {
 	disabled bool // a new deletion (not an erase step)
 	wake     bool // a new erasure of a user of another region (CmdRemoteErase)
 	done     bool // the erase is complete
+	forget   bool // the step deleted the user's sign-out, suspension and demotion records
 	after    []func()
 	err      error // an eraser failed: the step ended there (applyAccountErase)
 }
@@ -398,6 +400,13 @@ type goneCommitted struct {
 func (g *goneCommitted) AfterCommit() {
 	g.s.gone.put(g.r)
 	g.s.exists.remove(g.r.UID)
+	if g.forget {
+		// After gone.put: the user's tokens stay refused as a deleted
+		// account's.
+		g.s.signedOut.remove(g.r.UID)
+		g.s.demoted.remove(g.r.UID)
+		g.s.suspended.set(g.r.UID, time.Time{}, false)
+	}
 	for _, fn := range g.after {
 		fn()
 	}
@@ -502,6 +511,23 @@ func (s *Service) applyAccountErase(tx *badger.Txn, _ fsm.Position, payload []by
 		}
 		if err := tx.Delete([]byte(prefixRegisterKey + c.UID)); err != nil {
 			return nil, err
+		}
+		// What was recorded of the account's life: its last sign-out
+		// everywhere, its suspension, its last loss of the admin role.
+		// Nothing needs them once the account is gone (its tokens are
+		// refused as a deleted account's), and they name the user. Below
+		// ErasedAuthRecords they stay, as on a node of an earlier version.
+		forget, err := featurelevel.AtLeast(tx, featurelevel.ErasedAuthRecords)
+		if err != nil {
+			return nil, err
+		}
+		if forget {
+			for _, p := range []string{prefixSignedOut, prefixSuspended, prefixDemoted} {
+				if err := tx.Delete([]byte(p + c.UID)); err != nil {
+					return nil, err
+				}
+			}
+			res.forget = true
 		}
 	}
 	at := c.At

@@ -56,6 +56,13 @@ func (s *signedOutSet) put(uid string, at time.Time) {
 	s.mu.Unlock()
 }
 
+// remove forgets uid (its account was erased).
+func (s *signedOutSet) remove(uid string) {
+	s.mu.Lock()
+	delete(s.m, uid)
+	s.mu.Unlock()
+}
+
 // load replaces the set with what the database holds (at start and
 // after a snapshot restore).
 func (s *signedOutSet) load(db *badger.DB) error {
