@@ -602,7 +602,9 @@ func (s *Service) FederatedPrincipal(ctx context.Context, id FederatedIdentity) 
 	if err != nil {
 		return wire.Principal{}, err
 	}
-	if s.suspended.has(a.UID) {
+	if suspended, err := s.suspendedNow(ctx, a.UID); err != nil {
+		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrUnavailable, err)
+	} else if suspended {
 		return wire.Principal{}, fmt.Errorf("%w: %w", wire.ErrBadToken, ErrSuspended)
 	}
 	// Signed out everywhere (or a password change, which does it) after

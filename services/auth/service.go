@@ -525,7 +525,9 @@ func (s *Service) issueAfter(ctx context.Context, acct account, signedOut time.T
 // when the log has it already).
 func (s *Service) issueFamily(ctx context.Context, acct account, family string, signedOut time.Time, byPassword bool) (Tokens, error) {
 	uid := acct.UID
-	if s.suspended.has(uid) {
+	if suspended, err := s.suspendedNow(ctx, uid); err != nil {
+		return Tokens{}, err
+	} else if suspended {
 		return Tokens{}, ErrSuspended
 	}
 	secret := randomB64(secretBytes)

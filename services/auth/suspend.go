@@ -132,6 +132,35 @@ func (s *Service) SetSuspended(ctx context.Context, uid string, suspended bool) 
 // Suspended reports whether uid's account is suspended.
 func (s *Service) Suspended(uid string) bool { return s.suspended.has(uid) }
 
+// suspendedNow tells whether uid's account is suspended as the cluster
+// committed it, for a sign-in about to be refused: this node's set says
+// so, and the suspension record is still there once the node has applied
+// what the cluster committed before the call. A suspension lifted
+// through another node a moment ago (the admin's 200 came from the
+// leader) was refused 403 account_suspended by a follower that had not
+// applied the lift yet, where every other refusal of a sign-in waits for
+// the cluster first. Not suspended here: false at once (the log refuses
+// a sign-in that a suspension committed meanwhile: applyRefreshIssue).
+// An error when the node cannot catch up (503, retry).
+func (s *Service) suspendedNow(ctx context.Context, uid string) (bool, error) {
+	if !s.suspended.has(uid) {
+		return false, nil
+	}
+	if err := s.catchUp(ctx); err != nil {
+		return true, err
+	}
+	suspended := false
+	err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		suspended, err = keyExists(tx, prefixSuspended+uid)
+		return err
+	})
+	if err != nil {
+		return true, fmt.Errorf("auth: read suspension: %w", err)
+	}
+	return suspended, nil
+}
+
 // handleSetSuspended answers PUT /admin/users/{uid}/suspended
 // {"suspended": true|false}: {userId, suspended}.
 func (s *Service) handleSetSuspended(w http.ResponseWriter, r *http.Request) {
