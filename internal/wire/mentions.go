@@ -15,6 +15,9 @@ const MaxMentions = 50
 // after the '@', matched case-insensitively. Since '.' and '-' are user
 // ID characters but also end sentences, a token with trailing dots or
 // hyphens ("@alice.") names both the user with them and the user without.
+// A token followed by '@' and more user ID characters ("@bob@us", a user
+// of another region, or a mail address) is an address, not a mention:
+// the users of other regions a message mentions are in the client's list.
 //
 // It lives here, next to the envelope, because both the archive (which
 // records a message's mentions when it stores it) and the push bridge
@@ -37,9 +40,22 @@ func ScanMentions(body string) []string {
 		for end < len(body) && isUserIDByte(body[end]) {
 			end++
 		}
-		token := asciiLower(body[i+1 : end])
-		add(token)
-		add(strings.TrimRight(token, ".-"))
+		address := false
+		for end > i+1 && end+1 < len(body) && body[end] == '@' && isUserIDByte(body[end+1]) {
+			// "@bob@us": bob of region us (or a mail address), not this
+			// region's bob. A user of another region goes in the
+			// client's mentions list.
+			address = true
+			end += 2
+			for end < len(body) && isUserIDByte(body[end]) {
+				end++
+			}
+		}
+		if !address {
+			token := asciiLower(body[i+1 : end])
+			add(token)
+			add(strings.TrimRight(token, ".-"))
+		}
 		i = end - 1
 	}
 	return out

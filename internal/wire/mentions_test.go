@@ -23,7 +23,11 @@ func TestScanMentions(t *testing.T) {
 		{"@bob @carol", []string{"bob", "carol"}},
 		{"bob@carol.example", nil}, // inside a word: an address
 		{"x_@carol", nil},
-		{"@abc@bob", []string{"abc"}},             // the second '@' is inside the first token's word                         // '_' is a user ID character
+		{"@abc@bob", nil},                         // an address (abc of region bob), not a mention of this region's abc
+		{"@bob@us hi @carol", []string{"carol"}},  // bob@us goes in the client's mentions list
+		{"@bob@us@@carol", []string{"carol"}},     // the address ends at "@@": carol starts at a boundary
+		{"@bob.@us", nil},                         // not "bob." nor "bob" either
+		{"@bob@ noon", []string{"bob"}},           // nothing after the second '@': no address
 		{"@bo", nil},                              // too short for a user ID
 		{"@1bob", nil},                            // must start with a letter
 		{"@", nil},                                // nothing after
@@ -64,8 +68,9 @@ func FuzzScanMentions(f *testing.F) {
 }
 
 // mentionToken is an '@' at the start or after a byte that cannot be in
-// a user ID, and the user ID characters after it.
-var mentionToken = regexp.MustCompile(`(?:^|[^a-zA-Z0-9_.\-])@([a-zA-Z0-9_.\-]+)`)
+// a user ID, and the user ID characters after it, then any "@region"
+// parts that make it an address.
+var mentionToken = regexp.MustCompile(`(?:^|[^a-zA-Z0-9_.\-])@([a-zA-Z0-9_.\-]+)((?:@[a-zA-Z0-9_.\-]+)*)`)
 
 func mentionsByRegexp(body string) []string {
 	var out []string
@@ -82,10 +87,12 @@ func mentionsByRegexp(body string) []string {
 		if loc == nil {
 			return out
 		}
-		token := oracleLower(rest[loc[2]:loc[3]])
-		add(token)
-		add(strings.TrimRight(token, ".-"))
-		rest = rest[loc[3]-1:]
+		if loc[5] == loc[4] { // not followed by "@region": an address is no mention
+			token := oracleLower(rest[loc[2]:loc[3]])
+			add(token)
+			add(strings.TrimRight(token, ".-"))
+		}
+		rest = rest[loc[5]-1:]
 	}
 }
 

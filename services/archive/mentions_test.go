@@ -41,6 +41,8 @@ func TestSendStampsMentions(t *testing.T) {
 		{"sentence end", false, text("c-2b", "thanks @carol."), []string{"carol.", "carol"}},
 		{"client's list only", true, withMentions(text("c-3", "hi"), "dave"), []string{"dave"}},
 		{"an address is not a mention", false, text("c-4", "mail bob@carol.example"), nil},
+		// bob@us is a user of another region: not this region's bob.
+		{"a user of another region is not ours", true, text("c-4b", "@bob@us and @carol, see this"), []string{"carol"}},
 		{"capped", true, text("c-5", strings.Join(many, " ")), func() []string {
 			var w []string
 			for _, m := range many[:wire.MaxMentions] {
