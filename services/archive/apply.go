@@ -513,14 +513,15 @@ func (w byIDWrites) write(tx *badger.Txn) error {
 //
 // A cursor that moves recomputes the reader's kept unread count by
 // walking the conversation's history above the new cursor (bounded: the
-// walk stops after unreadCap messages from others).
-func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summaryCache) (any, error) {
+// walk stops after unreadCap messages from others), and, once committed,
+// tells the reader's devices connected to this node (l: see readEvent).
+func applyReadCursor(tx *badger.Txn, at fsm.Position, payload []byte, sc *summaryCache, l *live) (any, error) {
 	c, err := decodeCursorCmd(payload)
 	if err != nil {
 		return nil, err
 	}
 	if c.Group != "" {
-		return applyGroupCursor(tx, c)
+		return applyGroupCursor(tx, at, c, l)
 	}
 	conv := c.conv()
 	p, found, _, err := sc.keptPair(tx, c.Reader, c.Peer, conv)
@@ -563,7 +564,9 @@ func applyReadCursor(tx *badger.Txn, _ fsm.Position, payload []byte, sc *summary
 		// Every writer of a summary hands the cache what it wrote, in
 		// command order, or a later command's value could be overtaken
 		// by an earlier one's.
-		return &cursorMoved{UpTo: upTo, cache: sc, pair: pairWrite{conv: conv, p: p}}, nil
+		moved := &cursorMoved{UpTo: upTo, cache: sc, pair: pairWrite{conv: conv, p: p}}
+		moved.told = readEvent{live: l, reader: c.Reader, peer: c.Peer, upTo: upTo, unread: int(min(p.Unread[r], unreadCap)), appended: at.Appended}
+		return moved, nil
 	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {
 		return nil, err
@@ -577,10 +580,25 @@ type cursorMoved struct {
 	UpTo  snowflake.ID
 	cache *summaryCache
 	pair  pairWrite
+	told  readEvent
 }
 
-// AfterCommit gives the summary written to the cache.
-func (c *cursorMoved) AfterCommit() { c.cache.committed(c.pair) }
+// AfterCommit gives the summary written to the cache and tells the
+// reader's devices.
+func (c *cursorMoved) AfterCommit() {
+	c.cache.committed(c.pair)
+	c.told.deliver()
+}
+
+// groupCursorMoved is the result of a group cursor move: the cursor,
+// and what the reader's devices are told once it is committed.
+type groupCursorMoved struct {
+	UpTo snowflake.ID
+	told readEvent
+}
+
+// AfterCommit tells the reader's devices.
+func (c *groupCursorMoved) AfterCommit() { c.told.deliver() }
 
 // clampToTop clamps a cursor to the conversation's highest message ID:
 // the summary's (lastID) when there is one (found), else the history's
@@ -599,7 +617,7 @@ func clampToTop(tx *badger.Txn, conv string, upTo, lastID snowflake.ID, found bo
 
 // applyGroupCursor moves a member's read cursor of a group (see
 // memberCursor for what is kept with it).
-func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
+func applyGroupCursor(tx *badger.Txn, at fsm.Position, c cursorCmd, l *live) (any, error) {
 	conv := c.conv()
 	gk := groupSummaryKey(c.Group)
 	gsum, found, err := getSummary(tx, gk)
@@ -649,6 +667,9 @@ func applyGroupCursor(tx *badger.Txn, c cursorCmd) (any, error) {
 	}
 	if err := tx.Set(ck, rec.encode()); err != nil {
 		return nil, err
+	}
+	if n, ok := rec.unread(gsum, true); found && ok {
+		return &groupCursorMoved{UpTo: upTo, told: readEvent{live: l, reader: c.Reader, group: c.Group, upTo: upTo, unread: n, appended: at.Appended}}, nil
 	}
 	return upTo, nil
 }

@@ -327,7 +327,7 @@ func New(deps Deps) (*Service, error) {
 		return applyMessage(tx, at, payload, st)
 	})
 	deps.FSM.Register(wire.CmdReadCursor, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
-		return applyReadCursor(tx, at, payload, sc)
+		return applyReadCursor(tx, at, payload, sc, st.live)
 	})
 	deps.FSM.Register(wire.CmdSegmentSealed, func(tx *badger.Txn, at fsm.Position, payload []byte) (any, error) {
 		return applySeal(tx, payload, st)

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -93,6 +94,49 @@ func (l *live) deliver(msg *liveMessage) {
 		l.to.DeliverCommitted(wire.Outbound{Topic: t, Payload: msg.payload, QoS: 1, UserProps: props, Scope: wire.ScopeLocal})
 	}
 	l.m.handed.Inc()
+}
+
+// readEvent is what a moved read cursor tells the reader's own devices
+// on user/{reader}/events, once committed:
+//
+//	{"type":"conversation.read","data":{"peer":"bob","upTo":"…","unread":0}}
+//
+// ("group" instead of "peer" for a group), unread being the server's
+// count after the move (capped as in the conversation list). Every node
+// tells its own subscribers from its own apply, as it delivers messages,
+// so each device hears of a read once, whichever device read and through
+// whichever node, MQTT receipt or POST /chat/read. Before, no device
+// heard of its user's reads: the others kept counting unread what was
+// read elsewhere until they read the conversation list again.
+type readEvent struct {
+	live                *live // nil: no live delivery
+	reader, peer, group string
+	upTo                snowflake.ID
+	unread              int
+	appended            time.Time
+}
+
+// ReadEventType is the type of the event a read tells the reader's devices.
+const ReadEventType = "conversation.read"
+
+// deliver hands the event to this node's subscribers (nothing for a read
+// appended before this node started: history, not news).
+func (e *readEvent) deliver() {
+	l := e.live
+	if l == nil || e.appended.IsZero() || e.appended.Before(l.since) {
+		return
+	}
+	data := struct {
+		Peer   string `json:"peer,omitempty"`
+		Group  string `json:"group,omitempty"`
+		UpTo   string `json:"upTo"`
+		Unread int    `json:"unread"`
+	}{e.peer, e.group, e.upTo.String(), e.unread}
+	payload, err := json.Marshal(wire.Event{Type: ReadEventType, Data: data})
+	if err != nil {
+		return
+	}
+	l.to.DeliverCommitted(wire.Outbound{Topic: wire.EventsTopic(e.reader), Payload: payload, QoS: 1, Scope: wire.ScopeLocal})
 }
 
 // deliveryTopics are the topics a stored message is delivered on: a

@@ -42,9 +42,9 @@ class App {
     for (const e of ['keydown', 'pointerdown', 'pointermove', 'focus']) {
       window.addEventListener(e, () => { this.lastActive = Date.now(); }, { passive: true });
     }
-    // The browser's other tabs tell what they read (the server tells no
-    // device of the user's own reads): a conversation read in one tab is
-    // read in all.
+    // The browser's other tabs tell what they read (at once: the
+    // server's conversation.read event follows the commit): a
+    // conversation read in one tab is read in all.
     this.reads = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('edgechat-read');
     if (this.reads) this.reads.onmessage = (ev) => this.readElsewhere(ev.data);
     // The user is active in another tab of the browser: the tab that
@@ -305,6 +305,20 @@ class App {
         // one ("to"), or one to a group its home refused ("group").
         const m = store.conv(e.group ? { group: e.group } : { peer: e.to }).messages.get(e.id);
         if (m) { m.status = 'undeliverable'; m.reason = e.reason; store.changed(); }
+        return;
+      }
+      if (e && e.type === 'conversation.read' && e.data && typeof e.data.upTo === 'string' && (e.data.peer || e.data.group)) {
+        // Read on one of the user's devices (a phone, another browser,
+        // this tab): the server's count after that read, given in
+        // order with the messages, so those that came before it count
+        // as it says and those after it come after.
+        const d = e.data;
+        const c = store.convs.get(d.group ? `g:${d.group}` : `d:${d.peer}`);
+        if (c) {
+          if (!c.readUpTo || cmpID(d.upTo, c.readUpTo) > 0) c.readUpTo = d.upTo;
+          if (typeof d.unread === 'number') c.unread = Math.min(c.unread, d.unread);
+          store.changed();
+        }
         return;
       }
       if (e && e.type === 'session.created') {
