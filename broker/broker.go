@@ -215,6 +215,14 @@ type ReceiptClamper interface {
 	MarkReadUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error)
 }
 
+// DeliveredClamper is a ReceiptStore that answers what a delivered
+// receipt may say: at most the conversation's newest message ID (0: the
+// conversation has no message, nothing to tell). The receipt is
+// delivered with it.
+type DeliveredClamper interface {
+	DeliveredUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error)
+}
+
 // PresenceTracker learns about connections and heartbeats. connID is
 // unique per connection, so that a session takeover (same client ID)
 // never confuses it. The calls must not block for long: they run on the

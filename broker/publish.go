@@ -314,6 +314,17 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 			b.log.Debug("read receipt refused", "reader", p.UserID, "peer", owner, "error", err)
 			return b.refuse(cl, pk, class, reason, code)
 		}
+	} else if dc, ok := b.deps.Receipts.(DeliveredClamper); ok {
+		// Nor delivered: a receipt up to far ahead would have the peer
+		// show every message sent later as delivered at once.
+		ctx, cancel := context.WithTimeout(b.baseCtx, b.cfg.CommitTimeout)
+		defer cancel()
+		var err error
+		if r.UpTo, err = dc.DeliveredUpTo(ctx, p.UserID, owner, r.UpTo); err != nil {
+			code, reason := depCode(err)
+			b.log.Debug("delivered receipt refused", "reader", p.UserID, "peer", owner, "error", err)
+			return b.refuse(cl, pk, class, reason, code)
+		}
 	}
 	if blocked {
 		b.m.dropped.WithLabelValues(class, "blocked").Inc()

@@ -769,6 +769,55 @@ func (s *Service) MarkReadUpTo(ctx context.Context, reader, peer string, upTo sn
 	return upTo, nil // a proposer that answers nothing (tests): as written
 }
 
+// DeliveredUpTo is what a delivered receipt of reader to peer may say:
+// upTo, but at most the conversation's newest message ID (0: the
+// conversation has no message, there is nothing to tell), as
+// MarkReadUpTo answers for a read receipt; a delivered receipt moves
+// nothing. A receipt may name a message this node has not applied yet
+// (the reader's device got it through another node): above this node's
+// newest, the node catches up with the cluster first (and, when it
+// cannot, answers from what it holds: the receipt is live only).
+func (s *Service) DeliveredUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error) {
+	if err := validUsers(reader); err != nil {
+		return 0, err
+	}
+	peer, err := s.resolvePeer(peer) // bob@us: a conversation with a user of a linked region
+	if err != nil {
+		return 0, err
+	}
+	if err := wire.ValidPeerID(peer); err != nil {
+		return 0, fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
+	}
+	top, err := s.newestIn(reader, peer)
+	if err != nil || upTo <= top {
+		return min(upTo, top), err
+	}
+	if s.catchUp(ctx, "delivered receipt") == nil {
+		if top, err = s.newestIn(reader, peer); err != nil {
+			return 0, err
+		}
+	}
+	return min(upTo, top), nil
+}
+
+// newestIn is the highest message ID of the direct conversation between
+// a and b (0: no message either way), where a read cursor stops.
+func (s *Service) newestIn(a, b string) (top snowflake.ID, err error) {
+	conv := directConv(a, b)
+	err = s.db.View(func(tx *badger.Txn) error {
+		p, found, _, err := keptPair(tx, a, b, conv)
+		if err != nil {
+			return err
+		}
+		top, err = clampToTop(tx, conv, ^snowflake.ID(0), p.LastID, found)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("archive: newest message: %w", err)
+	}
+	return top, nil
+}
+
 // HasConversation reports whether a direct conversation (at least one
 // stored message, either way) exists between a and b. Group messages do
 // not count.

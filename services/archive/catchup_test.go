@@ -510,3 +510,32 @@ func TestConversationsOfAMemberRemovedDuringTheRead(t *testing.T) {
 		}
 	}
 }
+
+// A delivered receipt may name a message the device got through another
+// node, which this node has not applied yet: DeliveredUpTo catches up
+// before it clamps the receipt to the newest message it holds (else a
+// true receipt would tell less than it says). A receipt within what the
+// node holds costs no barrier; a node that cannot reach its leader
+// answers from what it holds.
+func TestDeliveredReceiptWaitsForAMessageThisNodeHasNotAppliedYet(t *testing.T) {
+	held := &testutil.LaggingNode{}
+	e := newEnv(t, withReadBarrier(held.Barrier))
+	ctx := context.Background()
+	m1 := e.send(t, "alice", "bob", "c1")
+	var m2 wire.Envelope
+	held.Hold(func() { m2 = e.send(t, "alice", "bob", "c2") })
+	if got, err := e.svc.DeliveredUpTo(ctx, "bob", "alice", ^snowflake.ID(0)); err != nil || m2.ID == 0 || got != m2.ID {
+		t.Fatalf("DeliveredUpTo past the end = %v, %v; want %v (the message the barrier applied)", got, err, m2.ID)
+	}
+	before := held.Barriers()
+	if got, err := e.svc.DeliveredUpTo(ctx, "bob", "alice", m1.ID); err != nil || got != m1.ID || held.Barriers() != before {
+		t.Fatalf("DeliveredUpTo(%v) = %v, %v, %d barriers; want it as is, no barrier", m1.ID, got, err, held.Barriers()-before)
+	}
+	held.SetDown(wire.ErrUnavailable)
+	if got, err := e.svc.DeliveredUpTo(ctx, "bob", "alice", m2.ID+1); err != nil || got != m2.ID {
+		t.Fatalf("DeliveredUpTo without a leader = %v, %v; want %v", got, err, m2.ID)
+	}
+	if got, err := e.svc.DeliveredUpTo(ctx, "carol", "alice", m2.ID); err != nil || got != 0 {
+		t.Fatalf("DeliveredUpTo of a conversation without messages = %v, %v; want 0", got, err)
+	}
+}
