@@ -236,6 +236,11 @@ func (s remoteStore) StartRemote(ctx context.Context, env wire.Envelope) (func(c
 	return s.n.Archive.StartRemote(ctx, env)
 }
 
+// MarkRemoteRead records how far a user of another region read (region.RemoteReads).
+func (s remoteStore) MarkRemoteRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error {
+	return s.n.Archive.MarkRemoteRead(ctx, reader, peer, upTo)
+}
+
 func (s remoteStore) StoreRemoteGroup(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
 	return s.n.Archive.StoreRemoteGroup(ctx, env)
 }

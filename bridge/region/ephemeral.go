@@ -311,6 +311,9 @@ func (e *ephemeral) receive(pr paho.PublishReceived) (bool, error) {
 	if out.Topic != "" {
 		e.republish(out)
 	}
+	if kind == kindReceipt {
+		e.b.recordRemoteRead(out) // remoteread.go
+	}
 	return true, nil
 }
 

@@ -182,6 +182,7 @@ type Bridge struct {
 	eph    map[string]*ephemeral                  // while leading
 	stats  map[string]*linkStats                  // per link, for the life of the bridge
 	q      queries
+	reads  chan struct{} // read receipts of other regions' users being recorded (remoteread.go)
 }
 
 // New checks the configuration and registers the cursor command's FSM
@@ -253,7 +254,7 @@ func New(cfg Config, deps Deps) (*Bridge, error) {
 		log = slog.Default()
 	}
 	b := &Bridge{cfg: cfg, deps: deps, log: log.With("component", "region"), links: links, queues: map[string]*peerqueue.Persistent[item]{},
-		eph: map[string]*ephemeral{}, stats: map[string]*linkStats{},
+		eph: map[string]*ephemeral{}, stats: map[string]*linkStats{}, reads: make(chan struct{}, maxRemoteReads),
 		q: queries{clients: map[string]*queryClient{}, cache: map[string]cachedProfile{}}}
 	for name := range links {
 		b.stats[name] = &linkStats{}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -565,7 +566,9 @@ func applyReadCursor(tx *badger.Txn, at fsm.Position, payload []byte, sc *summar
 		// command order, or a later command's value could be overtaken
 		// by an earlier one's.
 		moved := &cursorMoved{UpTo: upTo, cache: sc, pair: pairWrite{conv: conv, p: p}}
-		moved.told = readEvent{live: l, reader: c.Reader, peer: c.Peer, upTo: upTo, unread: int(min(p.Unread[r], unreadCap)), appended: at.Appended}
+		if strings.IndexByte(c.Reader, '@') < 0 { // a user of another region is told by their region
+			moved.told = readEvent{live: l, reader: c.Reader, peer: c.Peer, upTo: upTo, unread: int(min(p.Unread[r], unreadCap)), appended: at.Appended}
+		}
 		return moved, nil
 	}
 	if err := tx.Set(ck, be64(uint64(upTo))); err != nil {

@@ -818,6 +818,34 @@ func (s *Service) newestIn(a, b string) (top snowflake.ID, err error) {
 	return top, nil
 }
 
+// MarkRemoteRead moves the read cursor that reader, a user of a linked
+// region (bob@us), has in the conversation with peer, a user of this
+// region, as the read receipt that crossed the link says (bridge/region):
+// reader's own region keeps the cursor that counts (its unread counts);
+// this one keeps the copy peer's conversation list shows as peerRead, so
+// that peer's messages show read after a reload too. Clamped and only
+// moving forward, as any read cursor.
+func (s *Service) MarkRemoteRead(ctx context.Context, reader, peer string, upTo snowflake.ID) error {
+	if err := validUsers(peer); err != nil {
+		return err
+	}
+	r, err := s.resolvePeer(reader)
+	if err != nil {
+		return err
+	}
+	if strings.IndexByte(r, '@') < 0 {
+		return fmt.Errorf("archive: %q is not a user of another region: %w", reader, wire.ErrInvalid)
+	}
+	if upTo == 0 {
+		return nil
+	}
+	cmd := cursorCmd{Reader: r, Peer: peer, UpTo: upTo}
+	if _, err := s.prop.Propose(ctx, wire.CmdReadCursor, cmd.encode()); err != nil {
+		return fmt.Errorf("archive: mark read by %s: %w", r, err)
+	}
+	return nil
+}
+
 // HasConversation reports whether a direct conversation (at least one
 // stored message, either way) exists between a and b. Group messages do
 // not count.
