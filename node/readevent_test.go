@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -94,5 +95,48 @@ func TestAReadOnOneDeviceIsToldToTheOthers(t *testing.T) {
 	waitRead(2, read{Group: g.GID, UpTo: gm.ID, Unread: 0})
 	if got := reads(); len(got) != 3 {
 		t.Fatalf("the laptop was told %+v, want 3 reads", got)
+	}
+}
+
+// In a cluster each device of the reader hears of a read once, whichever
+// node it is connected to and whichever node the read went through:
+// every node tells its own subscribers from its own apply.
+func TestAReadIsToldOnceToDevicesOnOtherNodes(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 3)
+	aliceTok, bobTok := nodes[0].NewUser(t, "alice"), nodes[0].NewUser(t, "bob")
+	var m envelope
+	if st := api(t, nodes[0], bobTok, "POST", "/chat/messages", map[string]string{"to": "alice", "cid": "b0", "type": "text", "body": "hi"}, &m); st != 201 {
+		t.Fatalf("POST /chat/messages: %d", st)
+	}
+	laptop := mustConnectV5(t, nodes[1].MQTTURL, "alice", "laptop", aliceTok)
+	laptop.MustSub(t, "user/alice/#")
+	tablet := mustConnectV5(t, nodes[2].MQTTURL, "alice", "tablet", aliceTok)
+	tablet.MustSub(t, "user/alice/#")
+	if st := api(t, nodes[0], aliceTok, "POST", "/chat/read", map[string]string{"with": "bob", "upTo": m.ID}, nil); st != 204 {
+		t.Fatalf("POST /chat/read: %d", st)
+	}
+	// bob's next message comes after the read, on every node.
+	var next envelope
+	if st := api(t, nodes[0], bobTok, "POST", "/chat/messages", map[string]string{"to": "alice", "cid": "b1", "type": "text", "body": "again"}, &next); st != 201 {
+		t.Fatalf("POST /chat/messages: %d", st)
+	}
+	want := `{"type":"conversation.read","data":{"peer":"bob","upTo":"` + m.ID + `","unread":0}}`
+	for _, d := range []struct {
+		name string
+		c    *mqtttest.Client
+	}{{"laptop", laptop}, {"tablet", tablet}} {
+		checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+			if len(d.c.Received("user/alice/newMessage")) == 0 {
+				return fmt.Errorf("bob's message after the read has not reached the %s", d.name)
+			}
+			var got []string
+			for _, e := range d.c.Received("user/alice/events") {
+				got = append(got, string(e.Payload))
+			}
+			if len(got) != 1 || got[0] != want {
+				return fmt.Errorf("the %s got events %q, want once %s", d.name, got, want)
+			}
+			return nil
+		})
 	}
 }
