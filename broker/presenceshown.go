@@ -39,6 +39,48 @@ func (b *Broker) PresenceShown(subject, viewer string) {
 	}
 }
 
+// PresenceShownInGroup is PresenceShown for users who joined group gid
+// (told on every node, after the commit): each of them may see the
+// presence of the group's members, and they theirs, whatever held
+// before. uids's sessions that kept a subscription to presence/{m} of a
+// member m, and members' sessions that kept one to presence/{uid}, are
+// handed the status retained now (a subscription that was visible all
+// along gets the status it has again). Sessions of this node only:
+// every node runs it for its own. It looks at the new members' sessions
+// and at the subscribers of their presence topics, never at every
+// member of a big group.
+func (b *Broker) PresenceShownInGroup(gid string, uids []string) {
+	mem := b.deps.Membership
+	if mem == nil || wire.ValidGroupID(gid) != nil {
+		return
+	}
+	type pair struct{ subject, viewer string }
+	shown := map[pair]struct{}{}
+	for _, uid := range uids {
+		if wire.ValidUserID(uid) != nil {
+			continue // a member of another region: no session here
+		}
+		// uid watching members.
+		for _, cl := range append(b.users.sessions(uid), b.offlineSessions(uid)...) {
+			for filter := range cl.State.Subscriptions.GetAll() {
+				if t := wire.ParseTopic(filter); t.Kind == wire.KindPresence && t.Owner != uid &&
+					wire.ValidUserID(t.Owner) == nil && mem.IsMember(gid, t.Owner) {
+					shown[pair{t.Owner, uid}] = struct{}{}
+				}
+			}
+		}
+		// Members watching uid.
+		for id := range b.srv.Topics.Subscribers(wire.PresenceTopic(uid)).Subscriptions {
+			if viewer, _, err := wire.ParseClientID(id); err == nil && viewer != uid && mem.IsMember(gid, viewer) {
+				shown[pair{uid, viewer}] = struct{}{}
+			}
+		}
+	}
+	for p := range shown {
+		b.PresenceShown(p.subject, p.viewer)
+	}
+}
+
 // handOwedPresence hands a session that resumed (cl, just established)
 // the statuses PresenceShown owed it while it was offline. A client ID
 // that starts clean drops what was owed: it subscribes again.

@@ -429,6 +429,9 @@ func (n *Node) buildBroker() (err error) {
 	// after the users service's cache purge, so it reads the new state).
 	n.Users.OnMemberRemoved(n.Broker.DropGroupSubscriptions)
 	n.Users.OnPresenceMayShow(n.Broker.PresenceShown)
+	// A user who joins a group may see its members' presence, and they
+	// theirs: the subscriptions kept meanwhile get the current status.
+	n.Users.OnMembersAdded(n.Broker.PresenceShownInGroup)
 	// A deleted account's live sessions go on every node (not on the FSM's
 	// goroutine: closing a connection writes to it).
 	n.Auth.OnAccountDisabled(func(uid string) { go n.Broker.DisconnectUser(uid) })

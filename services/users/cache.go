@@ -3,6 +3,7 @@ package users
 import (
 	"container/list"
 	"errors"
+	"iter"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -184,6 +185,7 @@ type invalidation struct {
 	groups     []string // metadata and member sets
 	userGroups []string
 	removed    []memberRef // members who left or were removed
+	added      []memberRef // members who joined (created with, added, a mirror's new ones)
 	hooks      []func()    // the GroupHook's after-commit functions
 }
 
@@ -232,6 +234,37 @@ func (a *applied) AfterCommit() {
 			for _, fn := range fns {
 				fn(r.gid, r.uid)
 			}
+		}
+	}
+	if len(a.inv.added) > 0 {
+		a.s.mu.RLock()
+		fns := a.s.onAdded
+		a.s.mu.RUnlock()
+		for gid, uids := range byGroup(a.inv.added) {
+			for _, fn := range fns {
+				fn(gid, uids)
+			}
+		}
+	}
+}
+
+// byGroup groups refs by group, in the order the groups come (a command
+// changes one group).
+func byGroup(refs []memberRef) iter.Seq2[string, []string] {
+	return func(yield func(string, []string) bool) {
+		for len(refs) > 0 {
+			gid, n := refs[0].gid, 1
+			for n < len(refs) && refs[n].gid == gid {
+				n++
+			}
+			uids := make([]string, n)
+			for i, r := range refs[:n] {
+				uids[i] = r.uid
+			}
+			if !yield(gid, uids) {
+				return
+			}
+			refs = refs[n:]
 		}
 	}
 }

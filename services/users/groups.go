@@ -487,8 +487,12 @@ func (s *Service) applyGroupCreate(tx *badger.Txn, _ fsm.Position, payload []byt
 			return nil, err
 		}
 	}
+	joined := make([]memberRef, 0, len(members)+1)
+	for _, uid := range append([]string{c.Owner}, members...) {
+		joined = append(joined, memberRef{gid: g.ID, uid: uid})
+	}
 	return s.groupChanged(tx, g.ID, c.Owner, &applied{s: s, value: g, inv: invalidation{
-		groups: []string{g.ID}, userGroups: append(members, c.Owner)}})
+		groups: []string{g.ID}, userGroups: append(members, c.Owner), added: joined}})
 }
 
 func groupKeyRecordKey(owner, key string) []byte {
@@ -728,6 +732,9 @@ func (s *Service) applyMember(tx *badger.Txn, c groupMemberCmd) (any, error) {
 			return nil, err
 		}
 		inv.userGroups = append(inv.userGroups, ch.UID)
+	}
+	for _, uid := range added {
+		inv.added = append(inv.added, memberRef{gid: g.ID, uid: uid})
 	}
 	g.MemberCount += len(added)
 	g.UpdatedAt = c.At

@@ -169,6 +169,20 @@ func (s *Service) OnMemberRemoved(fn func(gid, uid string)) {
 	s.mu.Unlock()
 }
 
+// OnMembersAdded registers fn to be called on this node, after the
+// change is committed (and the caches invalidated), with the users who
+// joined a group: its members when it is created, those added to it,
+// this region's users a mirror of another region's group gained. They
+// and the group's members may see each other's presence from then on
+// (the broker hands the current status to the subscriptions to
+// presence/{uid} they kept while they could not). fn runs on the FSM's
+// apply path: it must be quick and must not propose.
+func (s *Service) OnMembersAdded(fn func(gid string, uids []string)) {
+	s.mu.Lock()
+	s.onAdded = append(s.onAdded, fn)
+	s.mu.Unlock()
+}
+
 // Counts returns the number of groups (for /admin/stats).
 func (s *Service) Counts() (groups int, err error) {
 	err = s.db.View(func(tx *badger.Txn) error {

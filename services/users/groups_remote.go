@@ -369,6 +369,9 @@ func (s *Service) applyMirrorState(tx *badger.Txn, gid string, c RemoteGroup) (a
 			return nil, err
 		}
 		inv.userGroups = append(inv.userGroups, uid)
+		if was == "" {
+			inv.added = append(inv.added, memberRef{gid: gid, uid: uid})
+		}
 		mc.Changes = append(mc.Changes, roleChange{UID: uid, From: was, To: r})
 	}
 	if len(want) == 0 {

@@ -135,9 +135,10 @@ type Service struct {
 
 	mu        sync.RWMutex
 	onRemoved []func(gid, uid string)
-	onShown   []func(subject, viewer string) // contacts.go OnPresenceMayShow
-	groupHook GroupHook                      // groups_remote.go
-	regions   Regions                        // groups_remote.go
+	onAdded   []func(gid string, uids []string) // groups_read.go OnMembersAdded
+	onShown   []func(subject, viewer string)    // contacts.go OnPresenceMayShow
+	groupHook GroupHook                         // groups_remote.go
+	regions   Regions                           // groups_remote.go
 
 	relHook  RelationHook // relations_remote.go
 	accounts Accounts     // nil: every account with a profile counts
