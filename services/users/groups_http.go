@@ -56,11 +56,17 @@ func decodeCreateGroup(b []byte) (createGroupRequest, error) {
 	if err := httpapi.DecodeJSONBytes(b, &req); err != nil {
 		return req, err
 	}
-	if len(req.Members) > MaxInitialMembers {
-		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation,
-			"at most %d initial members; add more afterwards", MaxInitialMembers)
+	// Distinct users count, the owner's own name aside (a member picker
+	// may list its user): the handler checks again without the owner.
+	if len(dedupe(req.Members, "")) > MaxInitialMembers+1 {
+		return req, tooManyInitial()
 	}
 	return req, nil
+}
+
+func tooManyInitial() error {
+	return httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation,
+		"at most %d initial members; add more afterwards", MaxInitialMembers)
 }
 
 func decodePatchGroup(b []byte) (patchGroupRequest, error) {
@@ -77,11 +83,12 @@ func decodeMembers(b []byte) (membersRequest, error) {
 	if (req.UID == "") == (len(req.UIDs) == 0) {
 		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "give either uid or uids")
 	}
-	if len(req.UIDs) > MaxMemberBatch {
-		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "at most %d uids per request", MaxMemberBatch)
-	}
 	if req.UID != "" {
 		req.UIDs = []string{req.UID}
+	}
+	req.UIDs = dedupe(req.UIDs, "") // a user named twice counts once
+	if len(req.UIDs) > MaxMemberBatch {
+		return req, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "at most %d uids per request", MaxMemberBatch)
 	}
 	if req.Role == "" {
 		req.Role = RoleMember
@@ -190,6 +197,10 @@ func (s *Service) handleCreateGroup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	members := dedupe(req.Members, p.UserID)
+	if len(members) > MaxInitialMembers {
+		httpapi.WriteError(w, tooManyInitial())
+		return
+	}
 	cmd := groupCreateCmd{Owner: p.UserID, Name: name, Avatar: req.Avatar, Description: req.Description,
 		Members: members, Max: s.maxMembers, At: s.now().UTC()}
 	if key != "" {
@@ -461,7 +472,7 @@ func (s *Service) handleSetMembers(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	s.changeMembers(w, r, p.UserID, gid, dedupe(req.UIDs, ""), false, req.Role)
+	s.changeMembers(w, r, p.UserID, gid, req.UIDs, false, req.Role)
 }
 
 func (s *Service) handleRemoveMember(w http.ResponseWriter, r *http.Request) {
