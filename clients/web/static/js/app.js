@@ -327,6 +327,16 @@ class App {
         return;
       }
       if (ev.detail && String(ev.detail.type).startsWith('group.')) {
+        const d = ev.detail.data || {};
+        if (d.gid && (e.type === 'group.created' || (e.type === 'group.member_added' &&
+            (d.uid === store.me || (Array.isArray(d.uids) && d.uids.includes(store.me)))))) {
+          // I joined: subscribe to its topics again, even if I was
+          // subscribed before. Removed a moment ago and added back, the
+          // server dropped them with the removal, and the lists read
+          // since may never have shown the group gone.
+          this.subscribed.delete(`group/${d.gid}/newMessage`);
+          this.subscribed.delete(`group/${d.gid}/typing`);
+        }
         // The list again once the group's topics are subscribed: what was
         // sent to a group I just joined before that is in it.
         // (A node that cannot reach its leader answers lists 503: tried
