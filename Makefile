@@ -68,6 +68,10 @@ fuzz:
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
+	@set -e; cd third_party/mochi-mqtt-server; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done   # our copy of the broker library: its packet decoders read every client's bytes
 
 ## bench: the hot-path Go benchmarks with allocations (envelope validation and
 ## stamping, topic parsing, ACL check, a direct message through the broker,

@@ -980,14 +980,18 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 			Filter: filter,
 		}
 
+		// The options byte is read with its bounds checked in both
+		// versions (edgechat patch 56): the v5 branch read buf[offset]
+		// as is, and a packet cut right after a filter panicked the
+		// connection's goroutine, which nothing recovers: the process
+		// ended.
+		option, offset, err = decodeByte(buf, offset)
+		if err != nil {
+			return ErrMalformedQos
+		}
 		if pk.ProtocolVersion == 5 {
-			sub.decode(buf[offset])
-			offset += 1
+			sub.decode(option)
 		} else {
-			option, offset, err = decodeByte(buf, offset)
-			if err != nil {
-				return ErrMalformedQos
-			}
 			sub.Qos = option
 		}
 
