@@ -355,6 +355,7 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 	cl.Properties.Username = append([]byte(nil), pk.Connect.Username...)
 	cl.Properties.Clean = pk.Connect.Clean
 	cl.Properties.Props = pk.Properties.Copy(false)
+	ownStrings(&cl.Properties.Props) // Copy's strings are the packet's (edgechat patch 57)
 
 	if cl.Properties.Props.ReceiveMaximum > cl.ops.options.Capabilities.MaximumInflight { // 3.3.4 Non-normative
 		cl.Properties.Props.ReceiveMaximum = cl.ops.options.Capabilities.MaximumInflight
@@ -386,10 +387,10 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 		cl.Properties.Will = Will{
 			Qos:               pk.Connect.WillQos,
 			Retain:            pk.Connect.WillRetain,
-			Payload:           pk.Connect.WillPayload,
-			TopicName:         pk.Connect.WillTopic,
+			Payload:           bytes.Clone(pk.Connect.WillPayload), // copies, like the rest (edgechat patch 57)
+			TopicName:         strings.Clone(pk.Connect.WillTopic),
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
-			User:              pk.Connect.WillProperties.User,
+			User:              ownUserProperties(pk.Connect.WillProperties.User),
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {
@@ -399,6 +400,37 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			cl.Properties.Will.Flag = 1 // atomic for checking
 		}
 	}
+}
+
+// ownStrings gives the strings of p, a CONNECT's properties the client
+// keeps, memory of their own (edgechat patch 57): decoded, they share the
+// packet's buffer, which they would keep whole, the password with it, for
+// the life of the connection. The user properties and the
+// authentication method and data are not kept: the hooks had them with
+// the CONNECT (OnConnect, OnConnectAuthenticate), the server reads them
+// no more, and a client could fill the packet with them (64 KiB in
+// edgechat, where a connection costs some 5 KB).
+func ownStrings(p *packets.Properties) {
+	p.ContentType = strings.Clone(p.ContentType)
+	p.ResponseTopic = strings.Clone(p.ResponseTopic)
+	p.AssignedClientID = strings.Clone(p.AssignedClientID)
+	p.ResponseInfo = strings.Clone(p.ResponseInfo)
+	p.ServerReference = strings.Clone(p.ServerReference)
+	p.ReasonString = strings.Clone(p.ReasonString)
+	p.User, p.AuthenticationMethod, p.AuthenticationData = nil, "", nil
+}
+
+// ownUserProperties is a copy of user properties with strings of their
+// own (see ownStrings).
+func ownUserProperties(user []packets.UserProperty) []packets.UserProperty {
+	if len(user) == 0 {
+		return user
+	}
+	own := make([]packets.UserProperty, len(user))
+	for i, u := range user {
+		own[i] = packets.UserProperty{Key: strings.Clone(u.Key), Val: strings.Clone(u.Val)}
+	}
+	return own
 }
 
 // refreshDeadline refreshes the read/write deadline for the net.Conn connection.

@@ -1244,9 +1244,16 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		ack = s.buildAck(pk.PacketID, packets.Pubrec, 0, pk.Properties, packets.CodeSuccess) // [MQTT-3.3.4-1] [MQTT-4.3.3-8]
 	}
 
-	if ok := cl.State.Inflight.Set(ack); ok {
+	// The acknowledgement waits in the session (a PUBREC until the
+	// client's PUBREL) without the publish's properties (edgechat patch
+	// 57): the exchange needs its packet identifier only, and their
+	// strings share the publish's buffer, which they kept whole (a user
+	// property can fill it) for as long as the client withheld its PUBREL.
+	kept := ack
+	kept.Properties = packets.Properties{}
+	if ok := cl.State.Inflight.Set(kept); ok {
 		atomic.AddInt64(&s.Info.Inflight, 1)
-		s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
+		s.hooks.OnQosPublish(cl, kept, kept.Created, 0)
 	}
 
 	err = cl.WritePacket(ack)

@@ -52,13 +52,17 @@ func (a *InboundTopicAliases) Set(id uint16, topic string) string {
 		return topic // ?
 	}
 
-	if existing, ok := a.internal[id]; ok && topic == "" {
+	if existing, ok := a.internal[id]; ok && (topic == "" || topic == existing) {
 		return existing
 	}
 
 	if a.internal == nil {
 		a.internal = map[uint16]string{}
 	}
+	// A copy (edgechat patch 57): the decoded topic shares the publish's
+	// buffer, payload included, which the alias would keep for the life
+	// of the connection.
+	topic = strings.Clone(topic)
 	a.internal[id] = topic
 	return topic
 }

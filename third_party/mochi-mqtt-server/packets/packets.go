@@ -977,7 +977,10 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 
 		var option byte
 		sub := &Subscription{
-			Filter: filter,
+			// A copy (edgechat patch 57): the filter is kept for the
+			// subscription's life (the client's subscriptions, the topic
+			// index), and the decoded one shares the packet's buffer.
+			Filter: strings.Clone(filter),
 		}
 
 		// The options byte is read with its bounds checked in both
