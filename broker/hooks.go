@@ -118,7 +118,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		if refusal == &refuseConnectRate {
 			level = slog.LevelDebug // a flood would flood the log too
 		}
-		b.log.Log(context.Background(), level, "connect refused", "client", cl.ID, "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
+		b.log.Log(context.Background(), level, "connect refused", "client", loggedID(cl.ID), "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
 		return refusal.v5
 	}
 	gen := b.connSeq.Add(1)

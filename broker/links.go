@@ -80,7 +80,7 @@ func isLinkID(s string) bool { return strings.HasPrefix(s, LinkPrefix) }
 func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Principal, *connRefusal) {
 	certs := peerCertificates(cl.Net.Conn)
 	if b.deps.Links == nil || !pk.Connect.UsernameFlag || !pk.Connect.PasswordFlag && certs == nil {
-		b.log.Warn("link refused: no links configured or no credentials", "client", cl.ID, "remote", cl.Net.Remote)
+		b.log.Warn("link refused: no links configured or no credentials", "client", loggedID(cl.ID), "remote", cl.Net.Remote)
 		return wire.Principal{}, &refuseLink
 	}
 	number := ""
@@ -95,7 +95,7 @@ func (b *Broker) authenticateLink(cl *mqtt.Client, pk packets.Packet) (wire.Prin
 	}
 	region, err := b.deps.Links.Authenticate(cl.ID, string(pk.Connect.Username), password, number, certs)
 	if err != nil || address.ValidRegion(region) != nil {
-		b.log.Warn("link refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
+		b.log.Warn("link refused", "client", loggedID(cl.ID), "remote", cl.Net.Remote, "error", err)
 		if errors.Is(err, wire.ErrForbidden) {
 			return wire.Principal{}, &connRefusal{v5: packets.Code{Code: 0x87, Reason: err.Error()}, v3: 0x05, metric: "connect_link"}
 		}

@@ -3,7 +3,10 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"strconv"
+	"unicode/utf8"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -13,36 +16,75 @@ import (
 // quota) at Error level with the whole packet. Refusals are counted in
 // edgechat_mqtt_messages_dropped_total instead.
 //
-// It also replaces every MQTT packet mochi logs (a packet it refused as a
-// protocol error, at Warn; publishes it could not deliver, at Debug) by
-// a summary (packetSummary): the whole packet holds a CONNECT's password
-// (the user's access token) and a PUBLISH's payload (a message's body).
+// It also demotes mochi's warning of a short keepalive (minimumKeepalive),
+// cuts long client IDs (loggedID), and replaces every MQTT packet mochi
+// logs (a packet it refused as a protocol error, at Warn; publishes it
+// could not deliver, at Debug) by a summary (packetSummary): the whole
+// packet holds a CONNECT's password (the user's access token) and a
+// PUBLISH's payload (a message's body).
 type quietRefusals struct{ slog.Handler }
 
 func (q quietRefusals) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "publish packet error" && r.Level > slog.LevelDebug {
+	if (r.Message == "publish packet error" || r.Message == minimumKeepalive) && r.Level > slog.LevelDebug {
 		if !q.Handler.Enabled(ctx, slog.LevelDebug) {
 			return nil
 		}
 		r.Level = slog.LevelDebug
 	}
-	hasPacket := false
+	rewrite := false
 	r.Attrs(func(a slog.Attr) bool {
-		_, hasPacket = logPacket(a.Value)
-		return !hasPacket
+		_, rewrite = cleanAttr(a)
+		return !rewrite
 	})
-	if hasPacket {
+	if rewrite {
 		clean := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 		r.Attrs(func(a slog.Attr) bool {
-			if pk, ok := logPacket(a.Value); ok {
-				a.Value = packetSummary(pk)
-			}
+			a, _ = cleanAttr(a)
 			clean.AddAttrs(a)
 			return true
 		})
 		r = clean
 	}
 	return q.Handler.Handle(ctx, r)
+}
+
+// minimumKeepalive is mochi's warning of a CONNECT with a keepalive under
+// 5 s, written as it reads the packet, before any check: 0 (no keepalive)
+// is valid MQTT, and a flood of CONNECTs over the connection rate, whose
+// refusals are logged at Debug, wrote one WARN line each. Debug too.
+var minimumKeepalive = mqtt.ErrMinimumKeepalive.Error()
+
+// cleanAttr is a of mochi's log as edgechat writes it: a packet as its
+// summary, a client ID cut to loggedID's length. It reports whether it
+// changed a.
+func cleanAttr(a slog.Attr) (slog.Attr, bool) {
+	if pk, ok := logPacket(a.Value); ok {
+		a.Value = packetSummary(pk)
+		return a, true
+	}
+	if a.Key == "client" && a.Value.Kind() == slog.KindString && len(a.Value.String()) > maxLoggedClientID {
+		a.Value = slog.StringValue(loggedID(a.Value.String()))
+		return a, true
+	}
+	return a, false
+}
+
+// maxLoggedClientID bounds a client ID in the log: an accepted one is at
+// most 97 bytes ({userID}/{deviceID}); a refused one may fill the CONNECT
+// (64 KiB), and anyone may send it.
+const maxLoggedClientID = 128
+
+// loggedID is a client ID for the log: as it is, or its first
+// maxLoggedClientID bytes (whole characters) and its length.
+func loggedID(id string) string {
+	if len(id) <= maxLoggedClientID {
+		return id
+	}
+	n := maxLoggedClientID
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(id[n]); i++ {
+		n-- // not within a character
+	}
+	return id[:n] + "…(" + strconv.Itoa(len(id)) + " bytes)"
 }
 
 func (q quietRefusals) WithAttrs(as []slog.Attr) slog.Handler {
@@ -84,7 +126,7 @@ func packetSummary(pk packets.Packet) slog.Value {
 		attrs = append(attrs, slog.Int("qos", int(pk.FixedHeader.Qos)), slog.Int("payload_bytes", len(pk.Payload)))
 	}
 	if pk.FixedHeader.Type == packets.Connect {
-		attrs = append(attrs, slog.String("client_id", pk.Connect.ClientIdentifier))
+		attrs = append(attrs, slog.String("client_id", loggedID(pk.Connect.ClientIdentifier)))
 	}
 	if len(pk.Filters) > 0 {
 		attrs = append(attrs, slog.Int("filters", len(pk.Filters)))
