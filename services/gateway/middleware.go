@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
 	"github.com/edgechat/edgechat/internal/ratelimit"
@@ -408,10 +409,14 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 	case route == "/healthz" || route == "/readyz" || route == "/metrics":
 		level = slog.LevelDebug // probes every few seconds would drown the log
 	}
+	path := r.URL.Path
+	if len(path) > maxLoggedPath {
+		path = cutPath(path)
+	}
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("route", route),
-		slog.String("path", r.URL.Path),
+		slog.String("path", path),
 		slog.Int("status", status),
 		slog.Duration("duration", elapsed),
 		slog.String("user", info.user),
@@ -420,6 +425,9 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 		slog.String("remote", info.peer),
 		slog.String("client_ip", addrString(info.ip)),
 	}
+	if len(path) != len(r.URL.Path) {
+		attrs = append(attrs, slog.Int("path_bytes", len(r.URL.Path)))
+	}
 	if info.member != "" {
 		attrs = append(attrs, slog.String("member", info.member)) // not rate limited: a member's own request
 	}
@@ -427,6 +435,21 @@ func (g *Gateway) observe(r *http.Request, sw *statusWriter, info *reqInfo, rout
 		attrs = append(attrs, slog.String("error", sw.err.Error()))
 	}
 	g.log.LogAttrs(r.Context(), level, "http request", attrs...)
+}
+
+// maxLoggedPath bounds the path on an access-log line: the longest the
+// API serves is some 150 bytes, while a client may send one up to
+// net/http's limit on the request's head (some 80 KiB), and every request
+// is logged at Info, those the per-IP bucket refuses too.
+const maxLoggedPath = 256
+
+// cutPath is the first maxLoggedPath bytes of path, whole characters.
+func cutPath(path string) string {
+	n := maxLoggedPath
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(path[n]); i++ {
+		n-- // not within a character
+	}
+	return path[:n]
 }
 
 // routeLabel is the route of a mux pattern without its method, e.g.
