@@ -204,6 +204,15 @@ type Will struct {
 	WillDelayInterval uint32                 // -
 	Qos               byte                   // -
 	Retain            bool                   // -
+
+	// The will's other MQTT 5 properties, published with it as with
+	// any publish (MQTT 5 3.1.3.2; edgechat patch 56).
+	MessageExpiryInterval uint32 // seconds from its publication; 0: none
+	ContentType           string
+	ResponseTopic         string
+	CorrelationData       []byte
+	PayloadFormat         byte
+	PayloadFormatFlag     bool
 }
 
 // ClientState tracks the state of the client.
@@ -391,6 +400,13 @@ func (cl *Client) ParseConnect(lid string, pk packets.Packet) {
 			TopicName:         strings.Clone(pk.Connect.WillTopic),
 			WillDelayInterval: pk.Connect.WillProperties.WillDelayInterval,
 			User:              ownUserProperties(pk.Connect.WillProperties.User),
+
+			MessageExpiryInterval: pk.Connect.WillProperties.MessageExpiryInterval,
+			ContentType:           strings.Clone(pk.Connect.WillProperties.ContentType),
+			ResponseTopic:         strings.Clone(pk.Connect.WillProperties.ResponseTopic),
+			CorrelationData:       bytes.Clone(pk.Connect.WillProperties.CorrelationData),
+			PayloadFormat:         pk.Connect.WillProperties.PayloadFormat,
+			PayloadFormatFlag:     pk.Connect.WillProperties.PayloadFormatFlag,
 		}
 		if pk.Properties.SessionExpiryIntervalFlag &&
 			pk.Properties.SessionExpiryInterval < pk.Connect.WillProperties.WillDelayInterval {

@@ -2007,10 +2007,19 @@ func (s *Server) sendLWT(cl *Client) {
 		TopicName: modifiedLWT.TopicName,
 		Payload:   modifiedLWT.Payload,
 		Properties: packets.Properties{
-			User: modifiedLWT.User,
+			User:                  modifiedLWT.User,
+			MessageExpiryInterval: modifiedLWT.MessageExpiryInterval,
+			ContentType:           modifiedLWT.ContentType,
+			ResponseTopic:         modifiedLWT.ResponseTopic,
+			CorrelationData:       modifiedLWT.CorrelationData,
+			PayloadFormat:         modifiedLWT.PayloadFormat,
+			PayloadFormatFlag:     modifiedLWT.PayloadFormatFlag,
 		},
 		Origin:  cl.ID,
 		Created: time.Now().Unix(),
+		// The retained copy expires as a v5 publish does
+		// (clearExpiredRetainedMessages; edgechat patch 56).
+		ProtocolVersion: cl.Properties.ProtocolVersion,
 	}
 
 	// The will waits for its delay or the end of the session, whichever
@@ -2041,9 +2050,9 @@ func (s *Server) sendLWT(cl *Client) {
 		if !ended {
 			return
 		}
-		pk.Connect.WillProperties.WillDelayInterval, pk.Expiry = 0, 0
 	}
 
+	pk = s.willPublishedNow(pk)
 	if pk.FixedHeader.Retain {
 		s.retainMessage(cl, pk)
 	}
@@ -2286,12 +2295,31 @@ func (s *Server) publishEndedSessionWill(id string) {
 	if !ok {
 		return
 	}
+	pk = s.willPublishedNow(pk)
 	holder := &Client{ID: id}
 	if pk.FixedHeader.Retain {
 		s.retainMessage(holder, pk)
 	}
 	s.publishToSubscribers(pk)
 	s.hooks.OnWillSent(holder, pk)
+}
+
+// willPublishedNow readies a will for its publication now (edgechat
+// patch 56): its time is now, and its expiry the Message Expiry Interval
+// its client gave it, counted from now, as processPublish sets a
+// publish's. A delayed will kept the end of its delay in Expiry, which
+// otherwise went out as a Message Expiry Interval of 1 s (the time
+// left), live and retained; and a retained will got no expiry at all,
+// since publishToSubscribers sets it only after the copy is retained.
+func (s *Server) willPublishedNow(pk packets.Packet) packets.Packet {
+	pk.Connect.WillProperties.WillDelayInterval = 0
+	pk.Created = time.Now().Unix()
+	pk.Expiry = 0
+	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
+		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
+		pk.Expiry = pk.Created + expiry
+	}
+	return pk
 }
 
 // sendDelayedLWT sends any LWT messages which have reached their issue time.
@@ -2306,6 +2334,7 @@ func (s *Server) sendDelayedLWT(dt int64) {
 				s.loop.willDelayed.Add(id, taken) // a later connection's will, scheduled meanwhile
 				continue
 			}
+			pk = s.willPublishedNow(pk)
 			s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
 			// Retained, and its hooks told, also when the session expired
 			// first (the two sweeps run in either order; edgechat patch
