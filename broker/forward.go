@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,15 @@ type ForwardPacket struct {
 	CorrelationData []byte
 	PayloadFormat   byte
 	HasFormat       bool
+	// MessageExpiry is what is left of the publish's MQTT 5 Message
+	// Expiry Interval when its batch is sent, in seconds (at least 1);
+	// 0: it never expires. A node of an earlier version ignores it.
+	MessageExpiry uint32
+
+	// expiresAt is when the publish expires, in Unix seconds on this
+	// node's clock (0: never); send turns it into MessageExpiry, so that
+	// the time a batch waited in the queue counts. Not sent.
+	expiresAt int64
 }
 
 // ForwardArgs is a batch from one node's queue for the receiver: packets
@@ -256,6 +266,9 @@ func toForward(pk packets.Packet) ForwardPacket {
 		PayloadFormat:   pk.Properties.PayloadFormat,
 		HasFormat:       pk.Properties.PayloadFormatFlag,
 	}
+	if pk.Expiry > 0 {
+		fp.expiresAt = pk.Expiry // set by mochi from the Message Expiry Interval
+	}
 	if len(pk.Properties.User) > 0 {
 		fp.Props = make([]wire.Prop, len(pk.Properties.User))
 		for i, u := range pk.Properties.User {
@@ -265,6 +278,26 @@ func toForward(pk packets.Packet) ForwardPacket {
 	return fp
 }
 
+// withExpiryLeft sets the MessageExpiry of the packets that expire to
+// what is left of it at now (at least 1 s: one that expired while queued
+// lives a second on the receiver), on a copy of items when any does.
+func withExpiryLeft(items []ForwardPacket, now int64) []ForwardPacket {
+	var out []ForwardPacket
+	for i, p := range items {
+		if p.expiresAt == 0 {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(items)
+		}
+		out[i].MessageExpiry = uint32(max(1, p.expiresAt-now))
+	}
+	if out == nil {
+		return items
+	}
+	return out
+}
+
 // send is the queues' Sender: one Broker.Deliver call for a batch.
 func (f *forwarder) send(ctx context.Context, b peerqueue.Batch[ForwardPacket]) error {
 	m, ok := (*f.members.Load())[b.Peer]
@@ -272,7 +305,7 @@ func (f *forwarder) send(ctx context.Context, b peerqueue.Batch[ForwardPacket]) 
 		f.kickRefresh()
 		return fmt.Errorf("broker: %s is not a known member", b.Peer)
 	}
-	args := ForwardArgs{From: f.self, Epoch: b.Epoch, Seq: b.Seq, Packets: b.Items}
+	args := ForwardArgs{From: f.self, Epoch: b.Epoch, Seq: b.Seq, Packets: withExpiryLeft(b.Items, time.Now().Unix())}
 	var reply ForwardReply
 	if err := f.cluster.Call(ctx, m.Addr, deliverMethod, &args, &reply); err != nil {
 		return fmt.Errorf("broker: forward to %s: %w", b.Peer, err)
@@ -354,7 +387,10 @@ func (f *forwarder) inject(p ForwardPacket) error {
 			CorrelationData:   p.CorrelationData,
 			PayloadFormat:     p.PayloadFormat,
 			PayloadFormatFlag: p.HasFormat,
-			User:              userProps(p.Props),
+			// mochi sets the expiry from it (processPublish), and gives the
+			// subscribers what is left
+			MessageExpiryInterval: p.MessageExpiry,
+			User:                  userProps(p.Props),
 		},
 	}
 	if p.QoS > 0 {
