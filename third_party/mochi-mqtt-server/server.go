@@ -1540,6 +1540,11 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 	}
 
 	sub.FwdRetainedFlag = true
+	if sub.Identifier > 0 && len(sub.Identifiers) == 0 {
+		// Sent as the result of this subscription: with its identifier,
+		// as publishToClient sends a live message's (edgechat patch 57).
+		sub.Identifiers = map[string]int{sub.Filter: sub.Identifier} // [MQTT-3.3.4-3]
+	}
 	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
 		s.publishRetainedCopy(cl, sub, pkv)
 	}
