@@ -456,11 +456,13 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 	}
 }
 
-// keepaliveDeadline is the deadline for a client's next packet, from now.
+// keepaliveDeadline is the deadline for a client's next packet, from
+// now: one and a half times its keepalive. Computed as a duration, not
+// in uint16, which wrapped above 43,690 s (edgechat patch 58).
 func keepaliveDeadline(keepalive uint16) time.Time {
 	var expiry time.Time // nil time can be used to disable deadline if keepalive = 0
 	if keepalive > 0 {
-		expiry = time.Now().Add(time.Duration(keepalive+(keepalive/2)) * time.Second) // [MQTT-3.1.2-22]
+		expiry = time.Now().Add(time.Duration(keepalive) * 1500 * time.Millisecond) // [MQTT-3.1.2-22]
 	}
 	return expiry
 }
