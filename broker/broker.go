@@ -312,6 +312,9 @@ type Broker struct {
 	// retainMu orders the server's and the forwarded retained publishes
 	// with RestoreRetained, which must never put an older copy over them.
 	retainMu sync.Mutex
+	// restore: the retained messages a starting --dev node of a cluster
+	// takes from another (retainedrestore.go).
+	restore retainedRestore
 
 	conns sync.Map  // *mqtt.Client -> *connInfo, live connections
 	users userIndex // uid -> live sessions, for DropGroupSubscriptions
@@ -511,7 +514,10 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		if deps.Registry != nil {
 			b.ck = newClientKeeper(b, self, deps.Proposer, deps.Registry)
 		}
-		if err := deps.Cluster.RegisterRPC(RPCService, peerrpc.Methods{"Deliver": peerrpc.Method((&forwardRPC{f: b.fwd}).Deliver)}); err != nil {
+		if err := deps.Cluster.RegisterRPC(RPCService, peerrpc.Methods{
+			"Deliver":  peerrpc.Method((&forwardRPC{f: b.fwd}).Deliver),
+			"Retained": peerrpc.Method((&forwardRPC{f: b.fwd}).Retained),
+		}); err != nil {
 			b.cancel()
 			return nil, fmt.Errorf("broker: %w", err)
 		}
@@ -593,6 +599,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	if b.rk != nil {
 		b.bg.Go(func() { b.rk.run(b.baseCtx, b.cfg.RouteResync) })
 		b.bg.Go(func() { b.fwd.runMembers(b.baseCtx) })
+		if b.cfg.Dev {
+			b.bg.Go(func() { b.fwd.restoreRetained(b.baseCtx) }) // retainedrestore.go
+		}
 	}
 	if b.ck != nil {
 		b.bg.Go(func() { b.ck.run(b.baseCtx, b.cfg.RouteResync) })

@@ -373,6 +373,15 @@ func committedChat(topic string) bool {
 }
 
 func (f *forwarder) inject(p ForwardPacket) error {
+	if p.Retain {
+		f.b.retainMu.Lock() // see RestoreRetained
+		defer f.b.retainMu.Unlock()
+	}
+	return f.injectLocked(p)
+}
+
+// injectLocked is inject with retainMu held for a retained publish.
+func (f *forwarder) injectLocked(p ForwardPacket) error {
 	if p.Topic == "" || strings.ContainsAny(p.Topic, "+#") || strings.HasPrefix(p.Topic, "$") || p.QoS > 2 ||
 		len(p.Payload) > f.b.cfg.MaxPacketSize {
 		return fmt.Errorf("%w: topic %q qos %d, %d bytes", ErrInvalidTopic, p.Topic, p.QoS, len(p.Payload))
@@ -395,10 +404,6 @@ func (f *forwarder) inject(p ForwardPacket) error {
 	}
 	if p.QoS > 0 {
 		pk.PacketID = uint16(p.QoS) // see injectAs in broker.go
-	}
-	if p.Retain {
-		f.b.retainMu.Lock() // see RestoreRetained
-		defer f.b.retainMu.Unlock()
 	}
 	if err := f.b.srv.InjectPacket(f.peerIn, pk); err != nil {
 		return fmt.Errorf("broker: inject forwarded %s: %w", p.Topic, err)

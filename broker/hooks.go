@@ -45,7 +45,8 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnWillSent,
 		mqtt.OnPublished,
 		mqtt.OnQosDropped,
-		mqtt.OnPacketEncode:
+		mqtt.OnPacketEncode,
+		mqtt.OnRetainMessage:
 		return true
 	}
 	return false
