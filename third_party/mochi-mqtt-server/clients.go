@@ -206,7 +206,7 @@ type Will struct {
 	Retain            bool                   // -
 
 	// The will's other MQTT 5 properties, published with it as with
-	// any publish (MQTT 5 3.1.3.2; edgechat patch 56).
+	// any publish (MQTT 5 3.1.3.2; edgechat patch 58).
 	MessageExpiryInterval uint32 // seconds from its publication; 0: none
 	ContentType           string
 	ResponseTopic         string
@@ -458,7 +458,7 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 
 // keepaliveDeadline is the deadline for a client's next packet, from
 // now: one and a half times its keepalive. Computed as a duration, not
-// in uint16, which wrapped above 43,690 s (edgechat patch 58).
+// in uint16, which wrapped above 43,690 s (edgechat patch 60).
 func keepaliveDeadline(keepalive uint16) time.Time {
 	var expiry time.Time // nil time can be used to disable deadline if keepalive = 0
 	if keepalive > 0 {

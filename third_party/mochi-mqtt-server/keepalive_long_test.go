@@ -9,7 +9,7 @@ import (
 
 // The deadline of a client's next packet is one and a half times its
 // keepalive [MQTT-3.1.2-22], for every keepalive a CONNECT may carry
-// (edgechat patch 58). Computed in uint16 it wrapped above 43,690 s: a
+// (edgechat patch 60). Computed in uint16 it wrapped above 43,690 s: a
 // client with a keepalive of 65,535 s (18 h) was disconnected after
 // 32,766 s of silence (9 h), within its keepalive. A real connection
 // would take hours to show it; the deadline is what the read and the

@@ -1542,7 +1542,7 @@ func (s *Server) publishRetainedToClient(cl *Client, sub packets.Subscription, e
 	sub.FwdRetainedFlag = true
 	if sub.Identifier > 0 && len(sub.Identifiers) == 0 {
 		// Sent as the result of this subscription: with its identifier,
-		// as publishToClient sends a live message's (edgechat patch 57).
+		// as publishToClient sends a live message's (edgechat patch 59).
 		sub.Identifiers = map[string]int{sub.Filter: sub.Identifier} // [MQTT-3.3.4-3]
 	}
 	for _, pkv := range s.Topics.Messages(sub.Filter) { // [MQTT-3.8.4-4]
@@ -2023,7 +2023,7 @@ func (s *Server) sendLWT(cl *Client) {
 		Origin:  cl.ID,
 		Created: time.Now().Unix(),
 		// The retained copy expires as a v5 publish does
-		// (clearExpiredRetainedMessages; edgechat patch 56).
+		// (clearExpiredRetainedMessages; edgechat patch 58).
 		ProtocolVersion: cl.Properties.ProtocolVersion,
 	}
 
@@ -2310,7 +2310,7 @@ func (s *Server) publishEndedSessionWill(id string) {
 }
 
 // willPublishedNow readies a will for its publication now (edgechat
-// patch 56): its time is now, and its expiry the Message Expiry Interval
+// patch 58): its time is now, and its expiry the Message Expiry Interval
 // its client gave it, counted from now, as processPublish sets a
 // publish's. A delayed will kept the end of its delay in Expiry, which
 // otherwise went out as a Message Expiry Interval of 1 s (the time

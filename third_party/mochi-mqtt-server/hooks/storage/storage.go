@@ -69,7 +69,7 @@ type ClientWill struct {
 	Qos               byte                   `json:"qos,omitempty"`
 	Retain            bool                   `json:"retain,omitempty"`
 
-	// The will's other MQTT 5 properties (edgechat patch 56).
+	// The will's other MQTT 5 properties (edgechat patch 58).
 	MessageExpiryInterval uint32 `json:"messageExpiryInterval,omitempty"`
 	ContentType           string `json:"contentType,omitempty"`
 	ResponseTopic         string `json:"responseTopic,omitempty"`
