@@ -21,6 +21,16 @@
 // GroupHistory pages through a group's messages, and MarkGroupRead
 // moves my read cursor of a group (its unread count in Conversations).
 //
+// Read state and typing: OnRead tells where my own read cursor of a
+// conversation moved and its unread count, whichever of my devices read
+// (MarkRead, MarkGroupRead, another client), so that a badge follows
+// reads made elsewhere; OnReceipt tells how far a peer received or read
+// mine (direct conversations: groups have no receipts). Typing and
+// StopTyping tell a user, TypingGroup and StopTypingGroup the members of
+// a group; OnTypingNotice gets them all (with it set the client follows
+// the typing topic of each of my groups as it does their messages),
+// while the older OnTyping gets only a user's direct starts.
+//
 // Resuming: an application that keeps its messages can save Cursor()
 // (after Sync, which catches up and so moves the cursor past everything
 // delivered) and start its next Client from it with Options.Cursor. That
@@ -133,11 +143,21 @@ type Options struct {
 	// the client's; they may call the client's methods, Close included
 	// (it then returns without waiting for the callback). Each is optional.
 	OnMessage          func(Message)                // every message (incoming, and my own from any device), once per ID
-	OnTyping           func(from string)            // a peer is typing to me
+	OnTyping           func(from string)            // a peer is typing to me (direct only, never "stopped": see OnTypingNotice)
 	OnReceipt          func(Receipt)                // a peer received or read my messages
 	OnPresence         func(uid string, p Presence) // a watched user's status changed
 	OnEvent            func(raw []byte)             // server events on user/{me}/events
 	OnConnectionChange func(connected bool)         // true once connected and subscribed, false when the connection drops
+	// OnTypingNotice gets every typing notice: direct and group ones,
+	// started and stopped (OnTyping, when set too, still gets the
+	// direct "typing" ones). Set, the client also subscribes to the
+	// typing topic of each of my groups (group/{gid}/typing); my own
+	// group notices (from my other devices) are not passed on.
+	OnTypingNotice func(TypingNotice)
+	// OnRead runs when my own read cursor of a conversation moves, on
+	// any of my devices: a badge or unread count the application keeps
+	// follows it (ReadState.Unread). OnEvent gets the raw event too.
+	OnRead func(ReadState)
 	// OnSignedOut runs once when the server stops taking this client's
 	// credentials after it had connected: the session was ended, the
 	// password changed or the account suspended or deleted elsewhere, so
@@ -905,8 +925,8 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 				State string `json:"state"`
 				From  string `json:"from"`
 			}
-			if json.Unmarshal(p.Payload, &t) == nil && t.From != "" && (t.State == "" || t.State == "typing") {
-				c.queue.push(event{kind: evTyping, from: t.From})
+			if json.Unmarshal(p.Payload, &t) == nil && t.From != "" {
+				c.pushTyping(TypingNotice{From: t.From, State: t.State})
 			}
 		case "receipts":
 			var r Receipt
@@ -917,6 +937,9 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 			c.noteMediaEvent(p.Payload)
 			c.noteGroupEvent(p.Payload)
 			c.queue.push(event{kind: evEvent, raw: append([]byte(nil), p.Payload...)})
+			if rs, ok := readEvent(p.Payload); ok {
+				c.queue.push(event{kind: evRead, read: rs})
+			}
 		}
 	case len(parts) == 2 && parts[0] == "presence":
 		if len(p.Payload) == 0 {
@@ -926,6 +949,14 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 		if err := json.Unmarshal(p.Payload, &pres); err == nil {
 			c.queue.push(event{kind: evPresence, uid: parts[1], presence: pres})
 		}
+	case len(parts) == 3 && parts[0] == "group" && parts[2] == "typing":
+		var t struct {
+			State string `json:"state"`
+			From  string `json:"from"`
+		}
+		if json.Unmarshal(p.Payload, &t) == nil && t.From != "" && t.From != c.userID {
+			c.pushTyping(TypingNotice{From: t.From, Group: parts[1], State: t.State})
+		}
 	case len(parts) == 3 && parts[0] == "group" && parts[2] == "newMessage":
 		var m Message
 		if err := json.Unmarshal(p.Payload, &m); err == nil {
@@ -934,6 +965,32 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// pushTyping queues a typing notice; an empty state is "typing" (the
+// server sends one always; older servers passed an empty payload on).
+// Unknown states are dropped.
+func (c *Client) pushTyping(t TypingNotice) {
+	switch t.State {
+	case "":
+		t.State = TypingStarted
+	case TypingStarted, TypingStopped:
+	default:
+		return
+	}
+	c.queue.push(event{kind: evTyping, typing: t})
+}
+
+// readEvent decodes a conversation.read event of user/{me}/events.
+func readEvent(payload []byte) (ReadState, bool) {
+	var ev struct {
+		Type string    `json:"type"`
+		Data ReadState `json:"data"`
+	}
+	if json.Unmarshal(payload, &ev) != nil || ev.Type != "conversation.read" || ev.Data.UpTo == "" || (ev.Data.Peer == "") == (ev.Data.Group == "") {
+		return ReadState{}, false
+	}
+	return ev.Data, true
 }
 
 // matchPending hands the stored copy of one of my messages to the Send
@@ -998,8 +1055,15 @@ func (c *Client) handle(e event) {
 			o.OnMessage(m)
 		}
 	case evTyping:
-		if o.OnTyping != nil {
-			o.OnTyping(e.from)
+		if o.OnTyping != nil && e.typing.Group == "" && e.typing.State == TypingStarted {
+			o.OnTyping(e.typing.From)
+		}
+		if o.OnTypingNotice != nil {
+			o.OnTypingNotice(e.typing)
+		}
+	case evRead:
+		if o.OnRead != nil {
+			o.OnRead(e.read)
 		}
 	case evReceipt:
 		if o.OnReceipt != nil {

@@ -76,6 +76,7 @@ type eventKind int
 const (
 	evMessage eventKind = iota
 	evTyping
+	evRead // my read cursor moved (conversation.read)
 	evReceipt
 	evPresence
 	evEvent
@@ -90,7 +91,8 @@ type event struct {
 	kind      eventKind
 	msg       Message
 	fromSync  bool
-	from      string
+	typing    TypingNotice
+	read      ReadState
 	receipt   Receipt
 	uid       string
 	presence  Presence

@@ -21,7 +21,8 @@ import (
 // afterwards, so that what was committed before the subscription took
 // effect comes through /chat/sync (which holds the messages of the
 // groups the user is in): subscribe first, then sync. The server drops
-// the subscriptions of a member it removes.
+// the subscriptions of a member it removes. With Options.OnTypingNotice
+// the client follows each group's group/{gid}/typing the same way.
 
 const (
 	groupsPage     = 200 // GET /user/groups allows up to 200
@@ -29,6 +30,9 @@ const (
 )
 
 func groupTopic(gid string) string { return "group/" + gid + "/newMessage" }
+
+// groupTypingTopic is followed too when Options.OnTypingNotice is set.
+func groupTypingTopic(gid string) string { return "group/" + gid + "/typing" }
 
 // followMyGroups lists the user's groups and subscribes to them on the
 // connection of ctx, asking again while the API cannot answer.
@@ -119,6 +123,9 @@ func (c *Client) subscribeGroups(ctx context.Context, cm *autopaho.ConnectionMan
 	todo := make([]string, 0, len(gids))
 	for _, gid := range gids {
 		todo = append(todo, groupTopic(gid))
+		if c.opts.OnTypingNotice != nil {
+			todo = append(todo, groupTypingTopic(gid))
+		}
 	}
 	for wait := 250 * time.Millisecond; len(todo) > 0; wait = min(2*wait, 10*time.Second) {
 		var again []string

@@ -402,11 +402,48 @@ func (c *Client) receipt(ctx context.Context, typ, peer, upTo string) error {
 }
 
 // Typing tells a user that I am typing to them. It is best effort: QoS 0,
-// and ErrNotConnected while the connection is down.
+// and ErrNotConnected while the connection is down. A UI sends it again
+// every few seconds while the user types, and StopTyping when they stop
+// without sending.
 func (c *Client) Typing(ctx context.Context, to string) error {
+	return c.userTyping(ctx, to, TypingStarted)
+}
+
+// StopTyping tells a user that I stopped typing to them (cleared the
+// composer, left the conversation) without sending; best effort, as
+// Typing.
+func (c *Client) StopTyping(ctx context.Context, to string) error {
+	return c.userTyping(ctx, to, TypingStopped)
+}
+
+// TypingGroup tells the members of one of my groups that I am typing
+// there (group/{gid}/typing; the members' clients that follow it, with
+// Options.OnTypingNotice in this SDK, get it); best effort, as Typing.
+func (c *Client) TypingGroup(ctx context.Context, gid string) error {
+	return c.groupTyping(ctx, gid, TypingStarted)
+}
+
+// StopTypingGroup tells the members of one of my groups that I stopped
+// typing there; best effort, as Typing.
+func (c *Client) StopTypingGroup(ctx context.Context, gid string) error {
+	return c.groupTyping(ctx, gid, TypingStopped)
+}
+
+func (c *Client) userTyping(ctx context.Context, to, state string) error {
 	if !validUserID(to) {
 		return fmt.Errorf("%w: user ID %q", ErrInvalidArgument, to)
 	}
+	return c.publishTyping(ctx, "user/"+to+"/typing", state)
+}
+
+func (c *Client) groupTyping(ctx context.Context, gid, state string) error {
+	if !validGroupID(gid) {
+		return fmt.Errorf("%w: group ID %q", ErrInvalidArgument, gid)
+	}
+	return c.publishTyping(ctx, "group/"+gid+"/typing", state)
+}
+
+func (c *Client) publishTyping(ctx context.Context, topic, state string) error {
 	c.mu.Lock()
 	up, closed := c.readyClosed, c.closed
 	c.mu.Unlock()
@@ -416,7 +453,8 @@ func (c *Client) Typing(ctx context.Context, to string) error {
 	if !up {
 		return ErrNotConnected
 	}
-	_, err := c.cm.Publish(ctx, &paho.Publish{Topic: "user/" + to + "/typing", QoS: 0, Payload: []byte(`{"state":"typing"}`)})
+	payload := []byte(`{"state":"` + state + `"}`)
+	_, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, QoS: 0, Payload: payload})
 	if errors.Is(err, autopaho.ConnectionDownError) {
 		return ErrNotConnected
 	}

@@ -148,6 +148,35 @@ const (
 	ReceiptRead      = "read"
 )
 
+// ReadState says where my own read cursor of a conversation now stands:
+// OnRead gets one each time it moves, whichever of my devices (this
+// client included) read, through MarkRead, MarkGroupRead or another
+// client (the server's conversation.read event on user/{me}/events).
+type ReadState struct {
+	Peer  string `json:"peer,omitempty"`  // a direct conversation's peer
+	Group string `json:"group,omitempty"` // or a group's ID
+	UpTo  string `json:"upTo"`            // the newest message ID I have read there
+	// Unread is the conversation's unread count after the move, as
+	// Conversations would answer it (capped at 1000).
+	Unread int `json:"unread"`
+}
+
+// TypingNotice says that From started or stopped typing, to me (Group
+// empty) or in Group, one of my groups. A notice is best effort and
+// never stored: a UI that shows "typing" also stops showing it after a
+// few seconds without a new notice.
+type TypingNotice struct {
+	From  string `json:"from"`
+	Group string `json:"group,omitempty"`
+	State string `json:"state"` // TypingStarted or TypingStopped
+}
+
+// Typing states.
+const (
+	TypingStarted = "typing"
+	TypingStopped = "stopped"
+)
+
 // Presence is a user's status.
 type Presence struct {
 	Status   string    `json:"status"` // "online", "inactive" or "offline"
