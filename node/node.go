@@ -432,6 +432,8 @@ func (n *Node) buildBroker() (err error) {
 	// A user who joins a group may see its members' presence, and they
 	// theirs: the subscriptions kept meanwhile get the current status.
 	n.Users.OnMembersAdded(n.Broker.PresenceShownInGroup)
+	// So does a direct conversation's first message, both ways.
+	n.Archive.OnConversationStarted(func(uid, peer string) { n.Broker.PresenceShown(peer, uid) })
 	// A deleted account's live sessions go on every node (not on the FSM's
 	// goroutine: closing a connection writes to it).
 	n.Auth.OnAccountDisabled(func(uid string) { go n.Broker.DisconnectUser(uid) })

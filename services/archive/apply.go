@@ -211,6 +211,13 @@ type applied struct {
 
 	live *live       // nil: no live delivery (live.go)
 	lm   liveMessage // what live delivers
+
+	// started are the sides of a direct conversation its message listed
+	// (v/) for the first time: {uid, peer}, uid may see peer's presence
+	// from now on (conversation.go).
+	started     [2][2]string
+	nStarted    int
+	startedTold *conversationHooks
 }
 
 // AfterCommit tells the outbox that its staged message is committed,
@@ -229,6 +236,7 @@ func (a *applied) AfterCommit() {
 	if a.live != nil {
 		a.live.deliver(&a.lm)
 	}
+	a.startedTold.tell(a.started[:a.nStarted])
 }
 
 // getLocator reads a locator value (see decodeLocator) of owner's key;
@@ -456,10 +464,16 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 	sets[k] = [2][]byte{pk, kb.b[start:len(kb.b):len(kb.b)]}
 	k++
 	parties := [2][2]string{{c.From, c.To}, {c.To, c.From}}
+	var started [2][2]string
+	nStarted := 0
 	for _, pt := range parties[:sides(c.From, c.To)] {
 		if !listed[sideOf(pt[0], pt[1])] {
 			sets[k] = [2][]byte{kb.key("v/", pt[0], "/", pt[1]), nil}
 			k++
+			if c.To != c.From {
+				started[nStarted] = pt
+				nStarted++
+			}
 		}
 	}
 	sets[k] = [2][]byte{dk, syncRef(&kb, seq)}
@@ -471,7 +485,8 @@ func applyMessage(tx *badger.Txn, at fsm.Position, payload []byte, st *fsmState)
 			return nil, err
 		}
 	}
-	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pair: pairWrite{conv: conv, p: p}, cids: st.cids}
+	res := &applied{ID: c.ID, Payload: c.Payload, after: after, cache: sc, pair: pairWrite{conv: conv, p: p}, cids: st.cids,
+		started: started, nStarted: nStarted, startedTold: st.started}
 	res.setLive(st.live, c, at)
 	return res, nil
 }

@@ -301,7 +301,7 @@ func New(deps Deps) (*Service, error) {
 	// The handlers are not registered yet, so no archive key is being
 	// written: the dedupe filter's first build can start here.
 	st := &fsmState{outbox: deps.Outbox, segments: deps.Segments, sums: newSummaryCache(defaultSummaryCacheEntries), ids: &idTops{},
-		cids: newCIDFilter(deps.DB, minCIDFilterKeys)}
+		cids: newCIDFilter(deps.DB, minCIDFilterKeys), started: &conversationHooks{}}
 	if deps.Live != nil {
 		st.live = &live{to: deps.Live, since: time.Now().Add(-liveSkew), m: newLiveMetrics()}
 		if deps.Registerer != nil {

@@ -203,8 +203,9 @@ type fsmState struct {
 	cids   *cidFilter
 	top    topKeeper
 
-	segments SegmentStore // where sealed segments go (nil: none); see tier.go
-	live     *live        // nil: no live delivery from apply (live.go)
+	segments SegmentStore       // where sealed segments go (nil: none); see tier.go
+	live     *live              // nil: no live delivery from apply (live.go)
+	started  *conversationHooks // told of new direct conversations (conversation.go)
 	// erasedIn tells, from the replicated state, whether a user of
 	// another region was erased here (regions.go); nil: never.
 	erasedIn func(tx *badger.Txn, uid string) (bool, error)
