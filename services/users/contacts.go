@@ -78,7 +78,8 @@ func (s *Service) applyBlock(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 // OnPresenceMayShow registers fn to be called on this node, after the
 // change is committed (and the caches invalidated), when viewer may see
 // subject's presence again or for the first time: subject lifted their
-// block of viewer, or added viewer to their contacts. The broker hands
+// block of viewer, or added viewer to their contacts (subject may be a
+// user of another region: the relation its link carried). The broker hands
 // the current presence/{subject} to viewer's sessions that kept their
 // subscription meanwhile (its deliveries were refused). fn runs on the
 // FSM's apply path: it must be quick and must not propose.
@@ -89,7 +90,7 @@ func (s *Service) OnPresenceMayShow(fn func(subject, viewer string)) {
 }
 
 // presenceMayShow is the after-commit hook of c for OnPresenceMayShow
-// (none for a user of another region).
+// (none for a viewer, c.UID, of another region).
 func (s *Service) presenceMayShow(c relationCmd) []func() {
 	if strings.IndexByte(c.UID, '@') >= 0 {
 		return nil

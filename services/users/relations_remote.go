@@ -181,6 +181,12 @@ func (s *Service) applyRemoteRelation(tx *badger.Txn, _ fsm.Position, payload []
 		prefix, inv = prefixBlock, invalidation{blocks: []string{c.Owner}}
 	}
 	key := []byte(prefix + c.Owner + "/" + c.UID)
+	// c.UID may see c.Owner's presence again (or for the first time): the
+	// subscriptions to presence/{owner} its sessions kept are handed the
+	// status (OnPresenceMayShow), as for a local owner.
+	if c.Add == (c.Kind == "contact") {
+		inv.hooks = s.presenceMayShow(relationCmd{Owner: c.Owner, UID: c.UID})
+	}
 	if !c.Add {
 		return &applied{s: s, inv: inv}, setEdge(tx, prefix, c.Owner, c.UID, key, nil)
 	}
