@@ -33,6 +33,7 @@ class App {
     this.heartbeat = 0;
     this.subscribed = new Set();
     this.catchUps = 0; // catch-ups started: a retrying one stops when a newer starts
+    this.readEvents = 0; // conversation.read events taken (see loadLists)
     this.asking = new Set();
     this.shown = new Set(); // the notifications the page shows
     // Once for the page's life (start runs at every sign-in): heartbeats
@@ -317,6 +318,7 @@ class App {
         if (c) {
           if (!c.readUpTo || cmpID(d.upTo, c.readUpTo) > 0) c.readUpTo = d.upTo;
           if (typeof d.unread === 'number') c.unread = Math.min(c.unread, d.unread);
+          c.readEvent = ++this.readEvents;
           store.changed();
         }
         return;
@@ -439,6 +441,11 @@ class App {
   // draws them (before the MQTT connection is up, too).
   async loadLists(withGroups = true) {
     const store = this.store;
+    // A read told (conversation.read) after the list was asked for is
+    // newer than the list's count of that conversation, which the
+    // server may have made before the read: the count the event gave
+    // (and the messages since) stands.
+    const asked = this.readEvents;
     const [groups, res] = await Promise.all([withGroups ? this.api.groups() : null, this.api.conversations()]);
     if (store !== this.store) return;
     if (groups) this.applyGroups(groups);
@@ -447,6 +454,7 @@ class App {
       if (item.lastMessage) store.add(item.lastMessage, false);
       // How far the peer read: the ticks of my messages survive a reload.
       if (item.peer && item.peerRead) store.receipt(item.peer, 'read', item.peerRead);
+      if ((c.readEvent || 0) > asked) continue;
       c.unread = store.current === c.key && !document.hidden ? 0 : listUnread(store, c, item);
     }
     store.changed();
