@@ -739,15 +739,9 @@ func (s *Service) MarkRead(ctx context.Context, reader, peer string, upTo snowfl
 // The cursor is clamped so; a receipt with the upTo the reader wrote
 // would tell the peer that messages not sent yet were read.
 func (s *Service) MarkReadUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error) {
-	if err := validUsers(reader); err != nil {
-		return 0, err
-	}
-	peer, err := s.resolvePeer(peer) // bob@us: a conversation with a user of a linked region
+	peer, err := s.receiptPeer(reader, peer)
 	if err != nil {
 		return 0, err
-	}
-	if err := wire.ValidPeerID(peer); err != nil {
-		return 0, fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
 	}
 	if upTo == 0 {
 		return 0, nil
@@ -769,6 +763,23 @@ func (s *Service) MarkReadUpTo(ctx context.Context, reader, peer string, upTo sn
 	return upTo, nil // a proposer that answers nothing (tests): as written
 }
 
+// receiptPeer checks a reader and the peer of a read cursor or receipt,
+// and resolves the peer (bob@us: a conversation with a user of a linked
+// region).
+func (s *Service) receiptPeer(reader, peer string) (string, error) {
+	if err := validUsers(reader); err != nil {
+		return "", err
+	}
+	peer, err := s.resolvePeer(peer)
+	if err != nil {
+		return "", err
+	}
+	if err := wire.ValidPeerID(peer); err != nil {
+		return "", fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
+	}
+	return peer, nil
+}
+
 // DeliveredUpTo is what a delivered receipt of reader to peer may say:
 // upTo, but at most the conversation's newest message ID (0: the
 // conversation has no message, there is nothing to tell), as
@@ -778,15 +789,9 @@ func (s *Service) MarkReadUpTo(ctx context.Context, reader, peer string, upTo sn
 // newest, the node catches up with the cluster first (and, when it
 // cannot, answers from what it holds: the receipt is live only).
 func (s *Service) DeliveredUpTo(ctx context.Context, reader, peer string, upTo snowflake.ID) (snowflake.ID, error) {
-	if err := validUsers(reader); err != nil {
-		return 0, err
-	}
-	peer, err := s.resolvePeer(peer) // bob@us: a conversation with a user of a linked region
+	peer, err := s.receiptPeer(reader, peer)
 	if err != nil {
 		return 0, err
-	}
-	if err := wire.ValidPeerID(peer); err != nil {
-		return 0, fmt.Errorf("archive: user id %q: %w", peer, wire.ErrInvalid)
 	}
 	top, err := s.newestIn(reader, peer)
 	if err != nil || upTo <= top {
