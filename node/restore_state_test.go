@@ -96,19 +96,7 @@ func TestARestoredClusterServesWhatTheOldOneDid(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir := t.TempDir()
-	ds, err := backup.NewDirStore(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := backup.Restore(context.Background(), ds, m.ID, backup.RestoreOptions{
-		DataDir:      dir,
-		OpenDB:       func(d string) (*badger.DB, error) { return node.OpenDatabase(d, slog.New(slog.DiscardHandler)) },
-		DropPrefixes: node.RestoreDropPrefixes(),
-		RefOf:        node.BackupRefOf,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	dir := restoreBackup(t, store, m.ID)
 	n = nodetest.StartNode(t, append(opts, nodetest.WithDataDir(dir))...)
 	var diffs []string
 	for _, v := range views {
@@ -140,4 +128,24 @@ func raw(t *testing.T, n *nodetest.Node, tok, path string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+}
+
+// restoreBackup restores the backup id of the directory store into a
+// new data directory, as `edgechat restore` does, and returns it.
+func restoreBackup(t *testing.T, store, id string) string {
+	t.Helper()
+	dir := t.TempDir()
+	ds, err := backup.NewDirStore(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(context.Background(), ds, id, backup.RestoreOptions{
+		DataDir:      dir,
+		OpenDB:       func(d string) (*badger.DB, error) { return node.OpenDatabase(d, slog.New(slog.DiscardHandler)) },
+		DropPrefixes: node.RestoreDropPrefixes(),
+		RefOf:        node.BackupRefOf,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

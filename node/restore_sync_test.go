@@ -1,16 +1,11 @@
 package node_test
 
 import (
-	"context"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
-	"github.com/edgechat/edgechat/services/backup"
 )
 
 // A cluster restored from a backup goes on from the backup's state, but
@@ -49,19 +44,7 @@ func TestSyncFromACursorOfTheOldClusterAfterARestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir := t.TempDir()
-	ds, err := backup.NewDirStore(store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := backup.Restore(context.Background(), ds, m.ID, backup.RestoreOptions{
-		DataDir:      dir,
-		OpenDB:       func(d string) (*badger.DB, error) { return node.OpenDatabase(d, slog.New(slog.DiscardHandler)) },
-		DropPrefixes: node.RestoreDropPrefixes(),
-		RefOf:        node.BackupRefOf,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	dir := restoreBackup(t, store, m.ID)
 	n = nodetest.StartNode(t, nodetest.WithDataDir(dir))
 	send(n, n.Token(t, "alice"), "after the restore")
 	var p syncPage
