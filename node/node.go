@@ -878,7 +878,13 @@ func (n *Node) waitForCluster(ctx context.Context) error {
 		switch {
 		case err == nil:
 			return nil
-		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+		case ctx.Err() != nil:
+			// The run was stopped: say so, even when the wait's own
+			// timer had run out a moment before (its error then says
+			// "deadline exceeded", and Run's callers test for the
+			// cancellation).
+			return fmt.Errorf("node: waiting for raft: %w", ctx.Err())
+		case !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("node: waiting for raft: %w", err)
 		}
 		if n.raft.NotAMember() {

@@ -200,3 +200,46 @@ func TestMetricsTellReadinessAndLeadership(t *testing.T) {
 		})
 	}
 }
+
+// A node stopped while it waits for its cluster reports the stop
+// (context.Canceled), also when its wait's own timer had run out a moment
+// before: it returned "waiting for a leader: context deadline exceeded",
+// an error, and failed a CI run (a test's cleanup saw a stop reported as
+// a failure). The short log period makes the timer run out all the time.
+func TestANodeStoppedWhileWaitingReportsTheStop(t *testing.T) {
+	for i := range 8 {
+		dead, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer := dead.Addr().String()
+		_ = dead.Close()
+		cfg := nodetest.TestConfig(t)
+		cfg.NodeID = "n1"
+		cfg.BootstrapExpect = 2
+		cfg.Join = []string{peer}
+		cfg.StartWaitLogEvery = 50 * time.Microsecond
+		n, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx) }()
+		nodetest.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+			resp, err := http.Get(n.HTTPURL() + "/healthz")
+			if err != nil {
+				return err
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("/healthz %d", resp.StatusCode)
+			}
+			return nil
+		})
+		cancel()
+		if err := testutil.Receive(t, done, 10*time.Second); !errors.Is(err, context.Canceled) {
+			t.Fatalf("stop %d: Run returned %v, want the cancellation", i, err)
+		}
+	}
+}
