@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/edgechat/edgechat/cluster"
 	"io"
 	"net/http"
 	"net/netip"
@@ -18,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgechat/edgechat/cluster"
 
 	"go.yaml.in/yaml/v3"
 
