@@ -281,8 +281,11 @@ type Deps struct {
 	// cluster committed before the call (cluster.Raft.ReadBarrier). A
 	// publish or subscription refused on a group or presence topic is
 	// checked again after it: the client may have been added to the
-	// group, or made a contact, through another node a moment ago. Nil:
-	// the local state is trusted (a single node).
+	// group, or made a contact, through another node a moment ago. A
+	// SUBSCRIBE that names a group's topics is checked only after it,
+	// granted or not: the client may have been removed and added back
+	// (acl.go catchUpToSubscribe). Nil: the local state is trusted (a
+	// single node).
 	ReadBarrier func(ctx context.Context) error
 }
 
@@ -384,6 +387,14 @@ type connInfo struct {
 	// OnSubscribed: they are answered "retry", not "not authorized").
 	// Only the client's read loop touches it.
 	unverified []string
+	// subCatchUp is what that SUBSCRIBE found when it caught up with the
+	// cluster before its filters were checked, as one that names a
+	// group's topics does (acl.go catchUpToSubscribe): notLagging when
+	// it did not. withheld holds its group filters when it could not
+	// catch up: they are refused and answered "retry". Written by the
+	// client's read loop; read by the access checks.
+	subCatchUp atomic.Int32
+	withheld   atomic.Pointer[[]string]
 	// subackReasons holds the reason string of a SUBACK that OnSubscribed
 	// decided and OnPacketEncode writes, by packet ID (acl.go
 	// ownPresenceReason): mochi gives a SUBACK no reason of a hook's.

@@ -327,6 +327,8 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 				}
 			}
 		}
+	} else if !write && b.withheldFrom(cl, topic) {
+		ok = false // could not be checked against the cluster: "retry"
 	}
 	if !ok && write {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
@@ -358,12 +360,16 @@ func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 // (mochi calls both for every SUBSCRIBE, with nothing in between that
 // returns early): mochi checks each filter with the same OnACLCheck call
 // as a delivery, and a filter check must not take the delivery shortcut
-// (groupDeliveryChecked).
+// (groupDeliveryChecked). A SUBSCRIBE that names a group's topics first
+// waits until this node has caught up with the cluster
+// (catchUpToSubscribe), in the client's read loop, before mochi checks
+// its filters.
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if ci := h.b.connOf(cl); ci != nil {
 		ci.subscribing.Add(1)
 		filters := pk.Filters
 		ci.subscribingTo.Store(&filters)
+		h.b.catchUpToSubscribe(cl, ci, filters)
 	}
 	return pk
 }
@@ -378,6 +384,8 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 	h.b.recheckGroupSubscriptions(cl, pk.Filters, reasonCodes)
 	if ci := h.b.connOf(cl); ci != nil {
 		ci.subscribingTo.Store(nil)
+		ci.subCatchUp.Store(int32(notLagging))
+		ci.withheld.Store(nil)
 		ci.subscribing.Add(-1)
 		if reason := h.b.ownPresenceReason(pk.Filters, reasonCodes); reason != "" && cl.Properties.ProtocolVersion == 5 {
 			ci.subackMu.Lock()
