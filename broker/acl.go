@@ -187,8 +187,9 @@ const (
 // again; cannotCatchUp when that wait fails. Publishes and presence
 // subscriptions wait only when refused, so their allowed path costs
 // nothing; a SUBSCRIBE that names a group caught up before its filters
-// were checked (catchUpToSubscribe), and its refusals do not wait again.
-// The wait holds up only the refused client's own packets.
+// were checked (catchUpToSubscribe). A SUBSCRIBE waits once at most:
+// its other refusals take the first one's answer. The wait holds up
+// only the refused client's own packets.
 func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, write bool) catchUp {
 	if b.deps.ReadBarrier == nil || p.UserID == "" || p.Link != "" || !stateDependent(topic, write) {
 		return notLagging
@@ -197,14 +198,19 @@ func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, w
 		if !b.subscribingTo(cl, topic) {
 			return notLagging // a delivery: the subscription was checked already
 		}
-		if ci := b.connOf(cl); ci != nil {
-			switch catchUp(ci.subCatchUp.Load()) {
-			case caughtUp:
-				return notLagging // checked on the caught-up state: the refusal stands
-			case cannotCatchUp:
-				return cannotCatchUp // no second wait in the same SUBSCRIBE
-			}
+		ci := b.connOf(cl)
+		if ci == nil {
+			return notLagging
 		}
+		switch catchUp(ci.subCatchUp.Load()) {
+		case caughtUp:
+			return notLagging // checked on the caught-up state: the refusal stands
+		case cannotCatchUp:
+			return cannotCatchUp // no second wait in the same SUBSCRIBE
+		}
+		c := b.catchUp(cl, topic)
+		ci.subCatchUp.Store(int32(c)) // for the SUBSCRIBE's other filters
+		return c
 	}
 	return b.catchUp(cl, topic)
 }

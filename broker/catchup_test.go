@@ -160,6 +160,16 @@ func TestSubscriptionOnANodeThatCannotCatchUpIsToldToRetry(t *testing.T) {
 	if _, ok := cl.State.Subscriptions.Get("group/g1/newMessage"); ok {
 		t.Fatal("a filter answered 0x83 was subscribed")
 	}
+	// Refusals to check again wait once a SUBSCRIBE, not once each (up
+	// to 2 s each when no leader answers).
+	before = lag.Barriers()
+	codes = alice.Sub(t, "presence/dave", "presence/erin", "presence/frank")
+	if want := []byte{0x83, 0x83, 0x83}; string(codes) != string(want) {
+		t.Fatalf("SUBACK codes % x, want % x", codes, want)
+	}
+	if got := lag.Barriers() - before; got != 1 {
+		t.Fatalf("a SUBSCRIBE of three presence filters refused here waited for %d barriers, want 1", got)
+	}
 	if got := v3SubCode(t, e.addr, "alice", "group/g2/#"); got != 0x80 {
 		t.Fatalf("3.1.1 SUBACK %#x, want 0x80", got)
 	}
