@@ -126,6 +126,23 @@ type Config struct {
 	// checked before the token; default DefaultConnectRate,
 	// ratelimit.Unlimited disables. Over it: CONNACK 0x9F (3.1.1: 3).
 	ConnectRate ratelimit.Spec
+	// AcceptRate limits TCP and TLS connections per client IP as they
+	// are accepted, before the TLS handshake and the CONNECT: past it a
+	// connection is closed at once. Default twice ConnectRate
+	// (acceptSpec), ratelimit.Unlimited disables.
+	AcceptRate ratelimit.Spec
+	// SubscribeRate limits, per user over the user's connections on this
+	// node, the SUBSCRIBE filters that make the node commit a route (the
+	// first local subscriber of a filter; an UNSUBSCRIBE of the last one
+	// withdraws it); default DefaultSubscribeRate, ratelimit.Unlimited
+	// disables. Over it: v5 SUBACK 0x97 quota exceeded for the filter
+	// (3.1.1: 0x80). Anonymous --dev clients are not limited.
+	SubscribeRate ratelimit.Spec
+	// ConnectionsPerUser caps the live connections (distinct client IDs)
+	// of one user on this node: a CONNECT over it is refused with
+	// CONNACK 0x97 quota exceeded (3.1.1: 3). Default
+	// DefaultConnectionsPerUser; negative: no limit.
+	ConnectionsPerUser int
 	// RateLimitKeys bounds the buckets each limiter keeps; default
 	// ratelimit.DefaultMaxKeys.
 	RateLimitKeys int
@@ -321,6 +338,9 @@ type Broker struct {
 
 	conns sync.Map  // *mqtt.Client -> *connInfo, live connections
 	users userIndex // uid -> live sessions, for DropGroupSubscriptions
+	// userConns: uid -> client IDs of live connections, for
+	// Config.ConnectionsPerUser (counted from OnConnect to OnDisconnect).
+	userConns userConns
 	// offline: uid -> persistent sessions left offline (sessioncap.go)
 	offline offlineSessions
 	owed    owedPresence // statuses to hand offline sessions when they resume
@@ -395,6 +415,13 @@ type connInfo struct {
 	// client's read loop; read by the access checks.
 	subCatchUp atomic.Int32
 	withheld   atomic.Pointer[[]string]
+	// overQuota holds the indexes of that SUBSCRIBE's filters refused for
+	// the subscribe rate (OnSubscribe, subscribe.go). Only the client's
+	// read loop touches it.
+	overQuota []int
+	// userSlot: the connection is counted in Broker.userConns (released
+	// in OnDisconnect).
+	userSlot bool
 	// subackReasons holds the reason string of a SUBACK that OnSubscribed
 	// decided and OnPacketEncode writes, by packet ID (acl.go
 	// ownPresenceReason): mochi gives a SUBACK no reason of a hook's.
@@ -439,6 +466,9 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		cfg.SessionExpiry = DefaultSessionExpiry
 	}
 	setDefault(&cfg.OfflineSessionsPerUser, DefaultOfflineSessionsPerUser)
+	if cfg.ConnectionsPerUser == 0 {
+		cfg.ConnectionsPerUser = DefaultConnectionsPerUser
+	}
 	setDefault(&cfg.ForwardBatch, DefaultForwardBatch)
 	setDefault(&cfg.ForwardQueue, DefaultForwardQueue)
 	setDefault(&cfg.ForwardTimeout, DefaultForwardTimeout)
@@ -550,6 +580,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTAddr, err))
 		}
 		b.tcp = newTCPListener(listenerTCP, ln, nil, cfg.ConnectTimeout, b.disconnectListener)
+		b.tcp.admit = b.allowAccept
 		if err := b.srv.AddListener(b.tcp); err != nil {
 			return fail(fmt.Errorf("broker: add tcp listener: %w", err))
 		}
@@ -560,6 +591,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTSAddr, err))
 		}
 		b.tls = newTCPListener(listenerTLS, ln, cfg.TLS, cfg.ConnectTimeout, b.disconnectListener)
+		b.tls.admit = b.allowAccept
 		if err := b.srv.AddListener(b.tls); err != nil {
 			return fail(fmt.Errorf("broker: add tls listener: %w", err))
 		}

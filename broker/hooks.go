@@ -106,6 +106,17 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if refusal == nil && pk.Connect.WillFlag && !b.willAllowed(p, pk.Connect.WillTopic) {
 		refusal = &refuseWill
 	}
+	// Last, so that a refusal for another reason takes no place: a user's
+	// live connections on this node (a client ID already connected, a
+	// takeover, is not one more).
+	userSlot := false
+	if refusal == nil && p.UserID != "" && p.Link == "" && !cl.Net.Inline {
+		if !b.userConns.acquire(p.UserID, cl.ID, b.cfg.ConnectionsPerUser) {
+			refusal = refuseUserConnections.hint("at most " + strconv.Itoa(b.cfg.ConnectionsPerUser))
+		} else {
+			userSlot = true
+		}
+	}
 	if refusal != nil {
 		b.m.refused.WithLabelValues(refusal.metric).Inc()
 		code := refusal.v5
@@ -123,7 +134,7 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		return refusal.v5
 	}
 	gen := b.connSeq.Add(1)
-	ci := &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl)}
+	ci := &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl), userSlot: userSlot}
 	b.conns.Store(cl, ci)
 	cl.HookData.Store(ci) // connOf
 	return nil
@@ -265,6 +276,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	cl.HookData.Store((*connInfo)(nil)) // connOf: gone with b.conns's entry
 	ci := v.(*connInfo)
+	if ci.userSlot {
+		b.userConns.release(ci.p.UserID, cl.ID)
+	}
 	if !ci.counted.Load() {
 		// Lost before its CONNACK (mochi patch 41): never established,
 		// counted, indexed or shown online.
@@ -364,8 +378,11 @@ func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 // waits until this node has caught up with the cluster
 // (catchUpToSubscribe), in the client's read loop, before mochi checks
 // its filters.
+//
+// It also applies the subscribe rate (limitSubscribe).
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if ci := h.b.connOf(cl); ci != nil {
+		pk = h.b.limitSubscribe(cl, ci, pk)
 		ci.subscribing.Add(1)
 		filters := pk.Filters
 		ci.subscribingTo.Store(&filters)
@@ -375,19 +392,35 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 }
 
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
-	h.b.retryUnverified(cl, pk.Filters, reasonCodes)
-	for _, c := range reasonCodes {
-		if c >= packets.ErrUnspecifiedError.Code {
-			h.b.m.refused.WithLabelValues("subscribe").Inc()
+	ci := h.b.connOf(cl)
+	overQuota := 0
+	if ci != nil {
+		overQuota = h.b.quotaRefused(cl, ci, reasonCodes)
+		if overQuota > 0 {
+			h.b.m.refused.WithLabelValues("subscribe_quota").Add(float64(overQuota))
 		}
 	}
+	h.b.retryUnverified(cl, pk.Filters, reasonCodes)
+	refused := 0
+	for _, c := range reasonCodes {
+		if c >= packets.ErrUnspecifiedError.Code {
+			refused++
+		}
+	}
+	if refused -= overQuota; refused > 0 {
+		h.b.m.refused.WithLabelValues("subscribe").Add(float64(refused))
+	}
 	h.b.recheckGroupSubscriptions(cl, pk.Filters, reasonCodes)
-	if ci := h.b.connOf(cl); ci != nil {
+	if ci != nil {
 		ci.subscribingTo.Store(nil)
 		ci.subCatchUp.Store(int32(notLagging))
 		ci.withheld.Store(nil)
 		ci.subscribing.Add(-1)
-		if reason := h.b.ownPresenceReason(pk.Filters, reasonCodes); reason != "" && cl.Properties.ProtocolVersion == 5 {
+		reason := h.b.ownPresenceReason(pk.Filters, reasonCodes)
+		if reason == "" && overQuota > 0 {
+			reason = subscribeQuotaReason
+		}
+		if reason != "" && cl.Properties.ProtocolVersion == 5 {
 			ci.subackMu.Lock()
 			if ci.subackReasons == nil {
 				ci.subackReasons = map[uint16]string{}

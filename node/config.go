@@ -62,6 +62,11 @@ type Config struct {
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
+	// subscriptions that add a route (a Raft commit), per user
+	MQTTSubscribeRate string `yaml:"mqtt_subscribe_rate"`
+	// MQTTConnectionsPerUser caps one user's live MQTT connections
+	// (distinct client IDs) on a node; 0: no limit.
+	MQTTConnectionsPerUser int `yaml:"mqtt_connections_per_user"`
 	// HTTP limits of the gateway by class (auth, read, write, upload,
 	// admin, probe; "all" is the per-client-IP bucket every request passes
 	// first): "RATE/BURST" per second, or "off". Classes not named keep
@@ -240,6 +245,9 @@ func Defaults() Config {
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
+		// broker.DefaultSubscribeRate, broker.DefaultConnectionsPerUser
+		MQTTSubscribeRate:      "20/500",
+		MQTTConnectionsPerUser: 128,
 
 		AccountDeleteGrace: DefaultAccountDeleteGrace,
 		PasswordLogin:      true,
@@ -408,6 +416,8 @@ var settings = append([]setting{
 	}},
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
+	{name: "mqtt-subscribe-rate", usage: "MQTT subscriptions per user that make the node commit a route (the first local subscriber of a filter): RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTSubscribeRate })},
+	{name: "mqtt-connections-per-user", usage: "live MQTT connections (distinct client IDs) one user may hold on a node; 0: no limit", set: intSetter(func(c *Config) *int { return &c.MQTTConnectionsPerUser })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "node-down-after", usage: "how long a member may not answer the Raft leader before it counts as down (it stays a member): the presence of the users it homes moves to the members that are up until it answers again; 0: 3s, at least 4x --raft-timeout", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.NodeDownAfter })},
@@ -652,7 +662,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: trusted proxy %q is not a CIDR", ErrConfig, p)
 		}
 	}
-	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate} {
+	if c.MQTTConnectionsPerUser < 0 {
+		return fmt.Errorf("%w: --mqtt-connections-per-user %d: want 0 (no limit) or more", ErrConfig, c.MQTTConnectionsPerUser)
+	}
+	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate, c.MQTTSubscribeRate} {
 		if _, err := ParseRate(r); err != nil {
 			return fmt.Errorf("%w: %v", ErrConfig, err)
 		}
@@ -716,7 +729,7 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "node-down-after": "3s", "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "mqtt-subscribe-rate": d.MQTTSubscribeRate, "mqtt-connections-per-user": strconv.Itoa(d.MQTTConnectionsPerUser), "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "node-down-after": "3s", "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
 		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),

@@ -403,17 +403,24 @@ func (n *Node) buildBroker() (err error) {
 	}
 	publishRate, _ := ParseRate(n.cfg.MQTTPublishRate) // validated in New
 	connectRate, _ := ParseRate(n.cfg.MQTTConnectRate)
+	subscribeRate, _ := ParseRate(n.cfg.MQTTSubscribeRate)
+	connsPerUser := n.cfg.MQTTConnectionsPerUser
+	if connsPerUser == 0 {
+		connsPerUser = -1 // no limit
+	}
 	n.Broker, err = broker.New(broker.Config{
-		PublishRate:    publishRate,
-		ConnectRate:    connectRate,
-		MQTTAddr:       n.cfg.MQTTAddr,
-		MQTTSAddr:      mqttsAddr,
-		TLS:            n.tls,
-		Dev:            n.cfg.Dev,
-		Region:         n.cfg.Region,
-		AllowedOrigins: n.cfg.AllowedOrigins,
-		Logger:         n.log,
-		Registerer:     n.registry,
+		PublishRate:        publishRate,
+		ConnectRate:        connectRate,
+		SubscribeRate:      subscribeRate,
+		ConnectionsPerUser: connsPerUser,
+		MQTTAddr:           n.cfg.MQTTAddr,
+		MQTTSAddr:          mqttsAddr,
+		TLS:                n.tls,
+		Dev:                n.cfg.Dev,
+		Region:             n.cfg.Region,
+		AllowedOrigins:     n.cfg.AllowedOrigins,
+		Logger:             n.log,
+		Registerer:         n.registry,
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
 		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region,
