@@ -159,7 +159,7 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 	if !hasUser || !hasPass {
 		return wire.Principal{}, &refuseNoCredentials
 	}
-	cidUser, _, err := wire.ParseClientID(cl.ID)
+	cidUser, device, err := wire.ParseClientID(cl.ID)
 	if err != nil {
 		if user, device, ok := strings.Cut(cl.ID, "/"); ok && strings.ToLower(user) != user {
 			if lower := strings.ToLower(user) + "/" + device; validClientID(lower) {
@@ -167,6 +167,11 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 			}
 		}
 		return wire.Principal{}, &refuseClientID
+	}
+	if wire.ValidNewDeviceID(device) != nil {
+		// Taken before the rule of new device IDs: the client names it
+		// anew at each CONNECT, so the stricter rule applies here.
+		return wire.Principal{}, refuseClientID.hint("device ID: " + wire.NewDeviceIDRule)
 	}
 	if b.deps.Verifier == nil {
 		return wire.Principal{}, &refuseBadToken
