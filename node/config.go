@@ -552,13 +552,61 @@ func explainYAMLError(msg string) string {
 
 // LoadConfig builds the configuration for `edgechat serve` from args
 // (without the subcommand), the environment (os.Environ format) and the
-// file named by --config or EDGECHAT_CONFIG, and validates it.
+// file named by --config or EDGECHAT_CONFIG, and validates it: Validate,
+// and the ranges of operatorDurations.
 func LoadConfig(args []string, environ []string) (Config, error) {
 	cfg, err := LoadSettings(args, environ)
 	if err != nil {
 		return cfg, err
 	}
-	return cfg, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.validateOperatorDurations()
+}
+
+// operatorDurations are the ranges of the duration settings that took
+// any positive value, where values out of them make no sense for a
+// server (--heartbeat-interval 1ns: a ticker that never rests;
+// --access-token-ttl 1ns: tokens dead on arrival; --link-retention 1ns:
+// every message for another region dropped at once). LoadConfig, what
+// an operator gives, holds them; Validate (node.New) does not, so that
+// tests and embedders may run a node's timers faster than any server
+// should. Settings whose 0 means the default are checked when not 0.
+var operatorDurations = []struct {
+	flag     string
+	get      func(c *Config) time.Duration
+	min, max time.Duration // max 0: none
+	zeroOK   bool          // 0 is the default
+}{
+	{"heartbeat-interval", func(c *Config) time.Duration { return c.Heartbeat }, time.Second, time.Hour, false},
+	{"presence-grace", func(c *Config) time.Duration { return c.PresenceGrace }, 100 * time.Millisecond, time.Hour, false},
+	{"presence-lastseen-every", func(c *Config) time.Duration { return c.PresenceSeenEvery }, time.Second, 24 * time.Hour, true},
+	{"access-token-ttl", func(c *Config) time.Duration { return c.AccessTTL }, time.Minute, 24 * time.Hour, false},
+	{"link-retention", func(c *Config) time.Duration { return c.LinkRetention }, time.Minute, 0, false},
+	{"link-backlog-warn", func(c *Config) time.Duration { return c.LinkBacklogWarn }, time.Second, 0, false},
+}
+
+// validateOperatorDurations holds the settings of operatorDurations to
+// their ranges; errors name the flag and wrap ErrConfig.
+func (c Config) validateOperatorDurations() error {
+	for _, d := range operatorDurations {
+		v := d.get(&c)
+		if v == 0 && d.zeroOK {
+			continue
+		}
+		if v < d.min || d.max > 0 && v > d.max {
+			want := fmt.Sprintf("at least %v", d.min)
+			if d.max > 0 {
+				want = fmt.Sprintf("%v to %v", d.min, d.max)
+			}
+			if d.zeroOK {
+				want += " (or 0 for the default)"
+			}
+			return fmt.Errorf("%w: --%s %v: want %s", ErrConfig, d.flag, v, want)
+		}
+	}
+	return nil
 }
 
 // LoadSettings is LoadConfig without the validation of the whole: each
