@@ -149,6 +149,11 @@ type Config struct {
 	// Now is the rate limiters' clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
 
+	// AckTimeout is how long a connected device has to acknowledge a chat
+	// message delivered at QoS >= 1 before Deps.Unacked hears of it
+	// (unacked.go); 0 (or no Deps.Unacked) watches nothing.
+	AckTimeout time.Duration
+
 	// Cluster forwarding (used only with Deps.Cluster).
 	ForwardBatch    int           // packets per forward RPC at most; default 64
 	ForwardQueue    int           // packets queued per destination node at most (more are dropped, counted); default 100,000
@@ -304,6 +309,10 @@ type Deps struct {
 	// (acl.go catchUpToSubscribe). Nil: the local state is trusted (a
 	// single node).
 	ReadBarrier func(ctx context.Context) error
+	// Unacked hears of chat messages delivered to connected devices that
+	// did not acknowledge them within Config.AckTimeout, or before their
+	// connection ended (unacked.go); nil: nobody does.
+	Unacked UnackedDeliveries
 }
 
 // Broker is one MQTT node.
@@ -324,6 +333,7 @@ type Broker struct {
 	fwd       *forwarder    // nil on a single node
 	tcp       *tcpListener
 	rw        *epollWaiter // waits for idle clients' next packets; nil if unavailable
+	acks      *ackWatch    // unacknowledged deliveries; nil: not watched
 	tls       *tcpListener
 	ws        *wsListener
 	// servingCh is closed by Run once the listeners take connections.
@@ -540,6 +550,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
 	b.inline.Properties.ProtocolVersion = 5
 	b.committed = newCommittedQueue(b.srv)
+	b.acks = newAckWatch(b, deps.Unacked, cfg.AckTimeout)
 
 	if b.m, err = newMetrics(cfg.Registerer, b.nconn.Load); err != nil {
 		b.cancel()
@@ -639,6 +650,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	close(b.servingCh)
 	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
 	b.bg.Go(func() { b.runCommitted(b.baseCtx) })
+	if b.acks != nil {
+		b.bg.Go(func() { b.acks.run(b.baseCtx) })
+	}
 	if b.rk != nil {
 		b.bg.Go(func() { b.rk.run(b.baseCtx, b.cfg.RouteResync) })
 		b.bg.Go(func() { b.fwd.runMembers(b.baseCtx) })

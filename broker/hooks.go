@@ -45,6 +45,8 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnWillSent,
 		mqtt.OnPublished,
 		mqtt.OnQosDropped,
+		mqtt.OnQosPublish,
+		mqtt.OnPacketRead,
 		mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage:
 		return true
@@ -274,6 +276,9 @@ func (b *Broker) stillValid(was wire.Principal, pk packets.Packet) (wire.Princip
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	b := h.b
+	if b.acks != nil {
+		b.acks.ended(cl) // what it never acknowledged (unacked.go)
+	}
 	v, ok := b.conns.LoadAndDelete(cl)
 	if !ok {
 		b.nconn.Add(-1)
@@ -568,6 +573,25 @@ func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 		reason = "session_ended"
 	}
 	h.b.m.dropped.WithLabelValues(class, reason).Inc()
+}
+
+// OnQosPublish: a QoS >= 1 delivery stored for cl, to be acknowledged
+// (unacked.go).
+func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if w := h.b.acks; w != nil {
+		w.delivered(cl, pk)
+	}
+}
+
+// OnPacketRead: a PUBACK (PUBREC) from the client acknowledges a
+// delivery (unacked.go). Read here rather than at OnQosComplete, which
+// mochi also calls for the server's own PUBACK of the client's publish,
+// whose packet ID is the client's.
+func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if w := h.b.acks; w != nil && (pk.FixedHeader.Type == packets.Puback || pk.FixedHeader.Type == packets.Pubrec) {
+		w.acked(cl, pk.PacketID)
+	}
+	return pk, nil
 }
 
 func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {

@@ -102,6 +102,10 @@ type Config struct {
 	WebPushSubject     string        `yaml:"webpush_subject"`      // VAPID subject: mailto: or https: (enables Web Push)
 	PushGrace          time.Duration `yaml:"push_grace"`           // wait before pushing an offline device
 	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
+	// PushAckTimeout: a device connected when a message commits that has
+	// not acknowledged its QoS 1 delivery by then is pushed as if offline
+	// (a half-open connection); 0 turns it off (pushconfig.go).
+	PushAckTimeout time.Duration `yaml:"push_ack_timeout"`
 	// Regions (docs/regions.md); see regionconfig.go.
 	Region         string   `yaml:"region"`           // this cluster's region name
 	RegionNumber   int      `yaml:"region_number"`    // 0..15, unique among linked regions (Snowflake machine bits)
@@ -256,6 +260,7 @@ func Defaults() Config {
 		APNsEndpoint:   APNsProduction,
 		FCMEndpoint:    DefaultFCMEndpoint,
 		PushGrace:      DefaultPushGrace,
+		PushAckTimeout: DefaultPushAckTimeout,
 		PushGroupLimit: DefaultPushGroupLimit,
 
 		BackupKeep: DefaultBackupKeep,
@@ -779,7 +784,7 @@ func Usage() string {
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
 		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "mqtt-subscribe-rate": d.MQTTSubscribeRate, "mqtt-connections-per-user": strconv.Itoa(d.MQTTConnectionsPerUser), "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "node-down-after": "3s", "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
-		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
+		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit), "push-ack-timeout": d.PushAckTimeout.String(),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),
 		"media-max-dimension": strconv.Itoa(d.MediaMaxDimension), "media-cold-after": d.MediaColdAfter.String(),
 		"media-quota-count": strconv.Itoa(d.MediaQuotaCount), "media-quota-bytes": strconv.FormatInt(d.MediaQuotaBytes, 10),
