@@ -46,7 +46,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnPublished,
 		mqtt.OnQosDropped,
 		mqtt.OnQosPublish,
-		mqtt.OnPacketRead,
+		mqtt.OnQosComplete,
 		mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage:
 		return true
@@ -583,15 +583,13 @@ func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) 
 	}
 }
 
-// OnPacketRead: a PUBACK (PUBREC) from the client acknowledges a
-// delivery (unacked.go). Read here rather than at OnQosComplete, which
-// mochi also calls for the server's own PUBACK of the client's publish,
-// whose packet ID is the client's.
-func (h *hook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if w := h.b.acks; w != nil && (pk.FixedHeader.Type == packets.Puback || pk.FixedHeader.Type == packets.Pubrec) {
-		w.acked(cl, pk.PacketID)
+// OnQosComplete: an exchange ended; the client's PUBACK (PUBCOMP) of a
+// delivery acknowledges it (unacked.go). Not OnPacketRead, which would
+// copy every packet read through the hook (docs/perf/fanout.md).
+func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if w := h.b.acks; w != nil {
+		w.completed(cl, pk.PacketID)
 	}
-	return pk, nil
 }
 
 func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {

@@ -23,7 +23,7 @@ import (
 // connection is the one that can tell: the device does not acknowledge
 // the QoS 1 (or 2) delivery. So for each committed chat message it
 // delivers at QoS >= 1 to a connected device that may be pushed, it waits
-// Config.AckTimeout for the device's PUBACK (PUBREC at QoS 2) and tells
+// Config.AckTimeout for the device's PUBACK (PUBCOMP at QoS 2) and tells
 // Deps.Unacked of the deliveries not acknowledged by then, or when the
 // connection ends first; the push bridge pushes those devices as if they
 // were offline (services/push unacked.go). A QoS 0 subscriber cannot
@@ -116,11 +116,24 @@ func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
 	w.fifo = append(w.fifo, ackDue{cl: cl, pid: pk.PacketID, id: id, due: due})
 }
 
-// acked notes the client's PUBACK or PUBREC of packet ID pid (read
-// before mochi processes it, so before the ID can be used again).
-func (w *ackWatch) acked(cl *mqtt.Client, pid uint16) {
+// completed notes the end of an exchange with packet ID pid
+// (OnQosComplete). mochi tells so of the client's PUBACK (PUBCOMP) of a
+// delivery, once the delivery has left the session's inflight messages,
+// and also of the server's own acknowledgement of the client's publish,
+// whose packet ID the client chose and may equal a delivery's: a
+// delivery still inflight under pid is not the one that completed.
+func (w *ackWatch) completed(cl *mqtt.Client, pid uint16) {
 	w.mu.Lock()
-	if m := w.conns[cl]; m != nil {
+	id, ok := w.conns[cl][pid]
+	w.mu.Unlock()
+	if !ok {
+		return // nothing watched: no look-up
+	}
+	if _, inflight := cl.State.Inflight.Get(pid); inflight {
+		return
+	}
+	w.mu.Lock()
+	if m := w.conns[cl]; m != nil && m[pid] == id {
 		delete(m, pid)
 		if len(m) == 0 {
 			delete(w.conns, cl)

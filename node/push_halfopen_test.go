@@ -164,3 +164,36 @@ func TestPushADeviceThatLeftWithoutAcknowledging(t *testing.T) {
 		t.Fatalf("%d pushes for one message", n)
 	}
 }
+
+// The server's acknowledgement of the device's own QoS 1 publish, whose
+// packet ID the device chose, is no acknowledgement of a delivery that
+// has the same ID: a device that publishes (a heartbeat) but never
+// acknowledges the message is pushed.
+func TestPushADeviceWhoseOwnPublishSharesTheDeliverysPacketID(t *testing.T) {
+	f := startPushFlow(t, 0)
+	d := connectRawDevice(t, f, "phone")
+	id := f.send(t, "user/bob/newMessage", "ack me")
+	pid := d.nextPublish(t)
+	if _, err := d.conn.Write(mqtttest.RawPublishV5("presence/bob/heartbeat", pid, "")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		typ, body, err := mqtttest.ReadRawPacket(d.r)
+		if err != nil {
+			t.Fatalf("waiting for the heartbeat's PUBACK: %v", err)
+		}
+		if typ == 0x40 && len(body) >= 2 && uint16(body[0])<<8|uint16(body[1]) == pid {
+			break
+		}
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if f.pushesFor(f.phone, id) == 0 {
+			return errors.New("no push: the heartbeat's PUBACK was taken for the device's")
+		}
+		return nil
+	})
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 1 {
+		t.Fatalf("%d pushes for one message", n)
+	}
+}
