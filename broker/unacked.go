@@ -78,9 +78,6 @@ func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || cl.Net.Conn == nil || cl.Closed() {
 		return
 	}
-	if pk.TopicName != "" && !wire.ParseTopic(pk.TopicName).Kind.Archived() {
-		return
-	}
 	var idProp, from string
 	for _, p := range pk.Properties.User {
 		switch p.Key {
@@ -100,6 +97,9 @@ func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
 	ci := w.b.connOf(cl)
 	if ci == nil || ci.p.UserID == "" || ci.p.Link != "" || ci.p.UserID == from || !w.to.Watch(ci.p.UserID) {
 		return // a copy of the user's own message is never pushed
+	}
+	if pk.TopicName != "" && !wire.ParseTopic(pk.TopicName).Kind.Archived() {
+		return // (an outbound topic alias may hide the name)
 	}
 	due := time.Now().Add(w.timeout)
 	w.mu.Lock()
