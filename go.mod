@@ -108,3 +108,6 @@ replace github.com/dgraph-io/badger/v4 => ./third_party/badger
 
 // A copy of raft-wal v0.4.1 that recovers from a failed segment rotation (third_party/raft-wal/PATCHES.md).
 replace github.com/hashicorp/raft-wal => ./third_party/raft-wal
+
+// A copy of hashicorp/raft v1.8.0 whose replication reads a follower's address under its lock (third_party/raft/PATCHES.md).
+replace github.com/hashicorp/raft => ./third_party/raft
