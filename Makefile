@@ -25,6 +25,7 @@ test: vet minio mc
 	cd third_party/mochi-mqtt-server && $(GO) test -race ./...   # our patch of the broker library
 	cd third_party/badger && $(GO) test -race .   # our patch of the database library
 	cd third_party/raft-wal && $(GO) test -race ./...   # our patch of the Raft log
+	cd third_party/raft && $(GO) test -race .   # our patch of Raft (its own tests are not copied)
 
 ## web-vendor: refresh the web client's vendored mqtt.js from npm at the
 ## pinned version (MQTT_JS_VERSION), checked against npm's integrity, and

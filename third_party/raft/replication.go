@@ -518,7 +518,7 @@ func (r *Raft) pipelineSend(s *followerReplication, p AppendPipeline, nextIdx *u
 
 	// Pipeline the append entries
 	if _, err := p.AppendEntries(req, new(AppendEntriesResponse)); err != nil {
-		r.logger.Error("failed to pipeline appendEntries", "peer", s.peer, "error", err)
+		r.logger.Error("failed to pipeline appendEntries", "peer", s.peerNow(), "error", err)
 		return true
 	}
 
@@ -642,9 +642,17 @@ func appendStats(peer string, start time.Time, logs float32, skipLegacy bool) {
 	}
 }
 
+// peerNow is the follower's server, read under peerLock: startStopReplication
+// replaces it (a new address) while replication runs.
+func (s *followerReplication) peerNow() Server {
+	s.peerLock.RLock()
+	defer s.peerLock.RUnlock()
+	return s.peer
+}
+
 // handleStaleTerm is used when a follower indicates that we have a stale term.
 func (r *Raft) handleStaleTerm(s *followerReplication) {
-	r.logger.Error("peer has newer term, stopping replication", "peer", s.peer)
+	r.logger.Error("peer has newer term, stopping replication", "peer", s.peerNow())
 	s.notifyAll(false) // No longer leader
 	asyncNotifyCh(s.stepDown)
 }
@@ -657,7 +665,7 @@ func updateLastAppended(s *followerReplication, req *AppendEntriesRequest) {
 	if logs := req.Entries; len(logs) > 0 {
 		last := logs[len(logs)-1]
 		atomic.StoreUint64(&s.nextIndex, last.Index+1)
-		s.commitment.match(s.peer.ID, last.Index)
+		s.commitment.match(s.peerNow().ID, last.Index)
 	}
 
 	// Notify still leader
