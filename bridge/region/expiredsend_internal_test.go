@@ -89,3 +89,24 @@ func TestLinkTellsTheSendersOfWhatItDropsAsExpired(t *testing.T) {
 		t.Fatalf("told %v, want %v twice", told, want)
 	}
 }
+
+// The leader's expiry keeps expired messages while telling their senders
+// fails, for tellGrace; then it drops them untold, so that a dead link
+// does not fill the disk while the archive cannot mark them.
+func TestExpiryGivesUpTellingAfterTheGrace(t *testing.T) {
+	b := &Bridge{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	fail := errors.New("segment store down")
+	if b.toldOrGaveUp("us", fail) || b.toldOrGaveUp("us", fail) {
+		t.Fatal("dropped at the first failures")
+	}
+	b.tellFailing["us"] = time.Now().Add(-tellGrace - time.Second)
+	if !b.toldOrGaveUp("us", fail) {
+		t.Fatal("kept after telling failed for longer than the grace")
+	}
+	if !b.toldOrGaveUp("us", nil) || len(b.tellFailing) != 0 {
+		t.Fatalf("told: %v", b.tellFailing)
+	}
+	if b.toldOrGaveUp("us", fail) {
+		t.Fatal("a new run of failures dropped at once")
+	}
+}

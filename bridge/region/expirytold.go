@@ -14,13 +14,16 @@ package region
 // its way to the other region's members (stored and delivered here),
 // nor one this region relays for a member of a third region. Below
 // feature level 4 the archive refuses the reason (a node of an earlier
-// version would): the message is dropped untold, as before.
+// version would): the message is dropped untold, as before. So it is
+// when telling has failed for tellGrace (a dead link must not fill the
+// disk).
 
 import (
 	"context"
 	"encoding/json"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -61,6 +64,38 @@ func expiredOf(payload []byte, region string) (expiredMsg, bool) {
 		return expiredMsg{ID: e.ID, From: e.From, Group: e.Group}, true
 	}
 	return expiredMsg{}, false
+}
+
+// tellGrace is how long the leader's expiry tries to tell the senders of
+// expired messages before it drops them untold: a dead link must not
+// fill the disk while, say, the segment store a sealed message's check
+// reads is down.
+const tellGrace = time.Hour
+
+// toldOrGaveUp tells whether the leader's expiry may drop region's
+// expired messages after telling their senders failed with err (nil:
+// told): not while it has failed for less than tellGrace.
+func (b *Bridge) toldOrGaveUp(region string, err error) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err == nil {
+		delete(b.tellFailing, region)
+		return true
+	}
+	since, ok := b.tellFailing[region]
+	if !ok {
+		if b.tellFailing == nil {
+			b.tellFailing = map[string]time.Time{}
+		}
+		b.tellFailing[region] = time.Now()
+		return false
+	}
+	if time.Since(since) < tellGrace {
+		return false
+	}
+	b.log.Warn("region link: senders of expired messages could not be told for an hour; dropping them untold",
+		"link", region, "err", err)
+	return true
 }
 
 // tellExpired marks msgs, messages of region's outbox about to be

@@ -261,7 +261,7 @@ func (b *Bridge) expire(ctx context.Context, region string) {
 			return
 		}
 		// The senders are told before their messages go (expirytold.go).
-		if b.tellExpired(ctx, region, tell) != nil {
+		if !b.toldOrGaveUp(region, b.tellExpired(ctx, region, tell)) {
 			return
 		}
 		if head > 0 && !b.proposeExpiry(ctx, region, wire.CmdRegionCursor, cursorCmd{Region: region, Pos: to}.encode(), head) {

@@ -183,6 +183,9 @@ type Bridge struct {
 	stats  map[string]*linkStats                  // per link, for the life of the bridge
 	q      queries
 	reads  chan struct{} // read receipts of other regions' users being recorded (remoteread.go)
+	// tellFailing: since when the leader's expiry could not tell the
+	// senders of a link's expired messages (expirytold.go), by link.
+	tellFailing map[string]time.Time
 }
 
 // New checks the configuration and registers the cursor command's FSM
