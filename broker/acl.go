@@ -184,16 +184,40 @@ const (
 // whose answer depends on state another node may have changed a moment
 // ago (a member added, a contact made), it waits until this node has
 // applied what the cluster committed before: caughtUp, the caller checks
-// again; cannotCatchUp when that wait fails. Only refusals wait, so the
-// allowed path costs nothing; the wait holds up only the refused
-// client's own packets.
+// again; cannotCatchUp when that wait fails. Publishes and presence
+// subscriptions wait only when refused, so their allowed path costs
+// nothing; a SUBSCRIBE that names a group caught up before its filters
+// were checked (catchUpToSubscribe). A SUBSCRIBE waits once at most:
+// its other refusals take the first one's answer. The wait holds up
+// only the refused client's own packets.
 func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, write bool) catchUp {
 	if b.deps.ReadBarrier == nil || p.UserID == "" || p.Link != "" || !stateDependent(topic, write) {
 		return notLagging
 	}
-	if !write && !b.subscribingTo(cl, topic) {
-		return notLagging // a delivery: the subscription was checked already
+	if !write {
+		if !b.subscribingTo(cl, topic) {
+			return notLagging // a delivery: the subscription was checked already
+		}
+		ci := b.connOf(cl)
+		if ci == nil {
+			return notLagging
+		}
+		switch catchUp(ci.subCatchUp.Load()) {
+		case caughtUp:
+			return notLagging // checked on the caught-up state: the refusal stands
+		case cannotCatchUp:
+			return cannotCatchUp // no second wait in the same SUBSCRIBE
+		}
+		c := b.catchUp(cl, topic)
+		ci.subCatchUp.Store(int32(c)) // for the SUBSCRIBE's other filters
+		return c
 	}
+	return b.catchUp(cl, topic)
+}
+
+// catchUp waits, up to aclCatchUpTimeout, until this node has applied
+// what the cluster committed before the call.
+func (b *Broker) catchUp(cl *mqtt.Client, topic string) catchUp {
 	ctx, cancel := context.WithTimeout(b.baseCtx, aclCatchUpTimeout)
 	defer cancel()
 	if err := b.deps.ReadBarrier(ctx); err != nil {
@@ -203,9 +227,95 @@ func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, w
 	return caughtUp
 }
 
+// catchUpToSubscribe is called as a client's SUBSCRIBE begins, in its read
+// loop, before mochi checks the filters. A SUBSCRIBE that names a group's
+// topics (memberFilter) is checked only once this node has applied
+// everything the cluster committed before it: one read barrier per
+// SUBSCRIBE, whatever it grants. Checked on this node's state alone, a
+// member removed and added back at once through another node, whose
+// client subscribed again here as soon as group.member_added reached it
+// (the SDK does), was granted the subscription on the state from before
+// the removal when this node had not applied the removal yet; applying
+// it a moment later dropped that subscription (DropGroupSubscriptions),
+// and the client, told SUBACK success, got nothing from the group, with
+// no sign of it. Caught up, the check sees the removal and the re-add,
+// and a removal committed after the SUBSCRIBE arrived is seen by
+// recheckGroupSubscriptions: a granted group subscription is one that
+// only a later removal takes away.
+//
+// The cost: a round trip to the leader (shared with the reads waiting
+// meanwhile; nothing on a single node) per SUBSCRIBE that names a group,
+// at connection and on joining a group, holding up that client's packets
+// only; deliveries, publishes and other subscriptions never wait for it.
+// When the node cannot catch up (no leader answers within
+// aclCatchUpTimeout) the SUBSCRIBE's group filters are withheld: refused
+// (a subscription the client held already is left as it was) and
+// answered 0x83, "retry" (retryUnverified), as a group filter that only
+// the catch-up could have allowed is. While withheld, a delivery of one
+// of those topic names to this client is refused too (mochi checks a
+// filter and a delivery with the same call): until the SUBACK, on a node
+// that reaches no leader.
+func (b *Broker) catchUpToSubscribe(cl *mqtt.Client, ci *connInfo, filters packets.Subscriptions) {
+	ci.subCatchUp.Store(int32(notLagging))
+	ci.withheld.Store(nil)
+	if b.deps.ReadBarrier == nil || cl.Net.Inline {
+		return
+	}
+	if p := principalOf(ci, cl); p.UserID == "" || p.Link != "" {
+		return
+	}
+	var groups []string
+	for _, sub := range filters {
+		if memberFilter(sub.Filter) {
+			groups = append(groups, sub.Filter)
+		}
+	}
+	if len(groups) == 0 {
+		return
+	}
+	c := b.catchUp(cl, groups[0])
+	if c == cannotCatchUp {
+		ci.withheld.Store(&groups)
+	}
+	ci.subCatchUp.Store(int32(c))
+}
+
+// memberFilter reports whether filter is one a group's members may
+// subscribe to: group/{gid}/newMessage, group/{gid}/typing, group/{gid}/+
+// or group/{gid}/#. DropGroupSubscriptions drops them at a removal.
+func memberFilter(filter string) bool {
+	if !strings.HasPrefix(filter, "group/") {
+		return false
+	}
+	if _, ok := groupWildcard(filter); ok {
+		return true
+	}
+	if strings.ContainsAny(filter, "+#") {
+		return false
+	}
+	k := wire.ParseTopic(filter).Kind
+	return k == wire.KindGroup || k == wire.KindGroupTyping
+}
+
+// withheldFrom reports whether topic is one of the group filters of the
+// SUBSCRIBE cl is processing that could not be checked against the
+// cluster (catchUpToSubscribe).
+func (b *Broker) withheldFrom(cl *mqtt.Client, topic string) bool {
+	if !strings.HasPrefix(topic, "group/") {
+		return false
+	}
+	ci := b.connOf(cl)
+	if ci == nil {
+		return false
+	}
+	w := ci.withheld.Load()
+	return w != nil && slices.Contains(*w, topic)
+}
+
 // retryUnverified turns the v5 SUBACK code of each filter refused only
 // because this node could not catch up with the cluster to check it
-// (mayBeLagging: a member whose node cannot reach its leader) from 0x87
+// (mayBeLagging, catchUpToSubscribe: a member whose node cannot reach
+// its leader) from 0x87
 // "not authorized", which clients take as final, into 0x83
 // "implementation specific error", which they retry, as a group message
 // on such a node is answered. mochi builds the SUBACK from reasonCodes
@@ -214,11 +324,17 @@ func (b *Broker) mayBeLagging(cl *mqtt.Client, p wire.Principal, topic string, w
 // failure.
 func (b *Broker) retryUnverified(cl *mqtt.Client, filters packets.Subscriptions, reasonCodes []byte) {
 	ci := b.connOf(cl)
-	if ci == nil || len(ci.unverified) == 0 {
+	if ci == nil {
 		return
 	}
 	unverified := ci.unverified
 	ci.unverified = nil
+	if w := ci.withheld.Load(); w != nil {
+		unverified = append(unverified, *w...)
+	}
+	if len(unverified) == 0 {
+		return
+	}
 	if cl.Properties.ProtocolVersion != 5 {
 		return
 	}

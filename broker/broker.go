@@ -126,11 +126,33 @@ type Config struct {
 	// checked before the token; default DefaultConnectRate,
 	// ratelimit.Unlimited disables. Over it: CONNACK 0x9F (3.1.1: 3).
 	ConnectRate ratelimit.Spec
+	// AcceptRate limits TCP and TLS connections per client IP as they
+	// are accepted, before the TLS handshake and the CONNECT: past it a
+	// connection is closed at once. Default twice ConnectRate
+	// (acceptSpec), ratelimit.Unlimited disables.
+	AcceptRate ratelimit.Spec
+	// SubscribeRate limits, per user over the user's connections on this
+	// node, the SUBSCRIBE filters that make the node commit a route (the
+	// first local subscriber of a filter; an UNSUBSCRIBE of the last one
+	// withdraws it); default DefaultSubscribeRate, ratelimit.Unlimited
+	// disables. Over it: v5 SUBACK 0x97 quota exceeded for the filter
+	// (3.1.1: 0x80). Anonymous --dev clients are not limited.
+	SubscribeRate ratelimit.Spec
+	// ConnectionsPerUser caps the live connections (distinct client IDs)
+	// of one user on this node: a CONNECT over it is refused with
+	// CONNACK 0x97 quota exceeded (3.1.1: 3). Default
+	// DefaultConnectionsPerUser; negative: no limit.
+	ConnectionsPerUser int
 	// RateLimitKeys bounds the buckets each limiter keeps; default
 	// ratelimit.DefaultMaxKeys.
 	RateLimitKeys int
 	// Now is the rate limiters' clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+
+	// AckTimeout is how long a connected device has to acknowledge a chat
+	// message delivered at QoS >= 1 before Deps.Unacked hears of it
+	// (unacked.go); 0 (or no Deps.Unacked) watches nothing.
+	AckTimeout time.Duration
 
 	// Cluster forwarding (used only with Deps.Cluster).
 	ForwardBatch    int           // packets per forward RPC at most; default 64
@@ -281,9 +303,16 @@ type Deps struct {
 	// cluster committed before the call (cluster.Raft.ReadBarrier). A
 	// publish or subscription refused on a group or presence topic is
 	// checked again after it: the client may have been added to the
-	// group, or made a contact, through another node a moment ago. Nil:
-	// the local state is trusted (a single node).
+	// group, or made a contact, through another node a moment ago. A
+	// SUBSCRIBE that names a group's topics is checked only after it,
+	// granted or not: the client may have been removed and added back
+	// (acl.go catchUpToSubscribe). Nil: the local state is trusted (a
+	// single node).
 	ReadBarrier func(ctx context.Context) error
+	// Unacked hears of chat messages delivered to connected devices that
+	// did not acknowledge them within Config.AckTimeout, or before their
+	// connection ended (unacked.go); nil: nobody does.
+	Unacked UnackedDeliveries
 }
 
 // Broker is one MQTT node.
@@ -304,6 +333,7 @@ type Broker struct {
 	fwd       *forwarder    // nil on a single node
 	tcp       *tcpListener
 	rw        *epollWaiter // waits for idle clients' next packets; nil if unavailable
+	acks      *ackWatch    // unacknowledged deliveries; nil: not watched
 	tls       *tcpListener
 	ws        *wsListener
 	// servingCh is closed by Run once the listeners take connections.
@@ -318,6 +348,9 @@ type Broker struct {
 
 	conns sync.Map  // *mqtt.Client -> *connInfo, live connections
 	users userIndex // uid -> live sessions, for DropGroupSubscriptions
+	// userConns: uid -> client IDs of live connections, for
+	// Config.ConnectionsPerUser (counted from OnConnect to OnDisconnect).
+	userConns userConns
 	// offline: uid -> persistent sessions left offline (sessioncap.go)
 	offline offlineSessions
 	owed    owedPresence // statuses to hand offline sessions when they resume
@@ -387,6 +420,21 @@ type connInfo struct {
 	// OnSubscribed: they are answered "retry", not "not authorized").
 	// Only the client's read loop touches it.
 	unverified []string
+	// subCatchUp is what that SUBSCRIBE found when it caught up with the
+	// cluster before its filters were checked, as one that names a
+	// group's topics does (acl.go catchUpToSubscribe): notLagging when
+	// it did not. withheld holds its group filters when it could not
+	// catch up: they are refused and answered "retry". Written by the
+	// client's read loop; read by the access checks.
+	subCatchUp atomic.Int32
+	withheld   atomic.Pointer[[]string]
+	// overQuota holds the indexes of that SUBSCRIBE's filters refused for
+	// the subscribe rate (OnSubscribe, subscribe.go). Only the client's
+	// read loop touches it.
+	overQuota []int
+	// userSlot: the connection is counted in Broker.userConns (released
+	// in OnDisconnect).
+	userSlot bool
 	// subackReasons holds the reason string of a SUBACK that OnSubscribed
 	// decided and OnPacketEncode writes, by packet ID (acl.go
 	// ownPresenceReason): mochi gives a SUBACK no reason of a hook's.
@@ -431,6 +479,9 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 		cfg.SessionExpiry = DefaultSessionExpiry
 	}
 	setDefault(&cfg.OfflineSessionsPerUser, DefaultOfflineSessionsPerUser)
+	if cfg.ConnectionsPerUser == 0 {
+		cfg.ConnectionsPerUser = DefaultConnectionsPerUser
+	}
 	setDefault(&cfg.ForwardBatch, DefaultForwardBatch)
 	setDefault(&cfg.ForwardQueue, DefaultForwardQueue)
 	setDefault(&cfg.ForwardTimeout, DefaultForwardTimeout)
@@ -502,6 +553,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 	b.inline = b.srv.NewClient(nil, mqtt.LocalListener, "edgechat-server", true)
 	b.inline.Properties.ProtocolVersion = 5
 	b.committed = newCommittedQueue(b.srv)
+	b.acks = newAckWatch(b, deps.Unacked, cfg.AckTimeout)
 
 	if b.m, err = newMetrics(cfg.Registerer, b.nconn.Load); err != nil {
 		b.cancel()
@@ -542,6 +594,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTAddr, err))
 		}
 		b.tcp = newTCPListener(listenerTCP, ln, nil, cfg.ConnectTimeout, b.disconnectListener)
+		b.tcp.admit = b.allowAccept
 		if err := b.srv.AddListener(b.tcp); err != nil {
 			return fail(fmt.Errorf("broker: add tcp listener: %w", err))
 		}
@@ -552,6 +605,7 @@ func New(cfg Config, deps Deps) (*Broker, error) {
 			return fail(fmt.Errorf("broker: listen %s: %w", cfg.MQTTSAddr, err))
 		}
 		b.tls = newTCPListener(listenerTLS, ln, cfg.TLS, cfg.ConnectTimeout, b.disconnectListener)
+		b.tls.admit = b.allowAccept
 		if err := b.srv.AddListener(b.tls); err != nil {
 			return fail(fmt.Errorf("broker: add tls listener: %w", err))
 		}
@@ -599,6 +653,9 @@ func (b *Broker) Run(ctx context.Context) error {
 	close(b.servingCh)
 	b.log.Info("mqtt serving", "tcp", b.MQTTAddr(), "tls", b.MQTTSAddr(), "dev", b.cfg.Dev)
 	b.bg.Go(func() { b.runCommitted(b.baseCtx) })
+	if b.acks != nil {
+		b.bg.Go(func() { b.acks.run(b.baseCtx) })
+	}
 	if b.rk != nil {
 		b.bg.Go(func() { b.rk.run(b.baseCtx, b.cfg.RouteResync) })
 		b.bg.Go(func() { b.fwd.runMembers(b.baseCtx) })

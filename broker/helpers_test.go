@@ -280,7 +280,7 @@ func startBrokerWith(t testing.TB, mod func(*Config), modDeps func(*Deps)) *test
 	e.vis.set("alice", "bob", true)
 	// Rate limits are off unless a test turns them on: the clock is frozen.
 	cfg := Config{MQTTAddr: "127.0.0.1:0", Logger: testutil.QuietLogger(), Registerer: e.reg, CommitTimeout: 2 * time.Second,
-		PublishRate: ratelimit.Unlimited, ConnectRate: ratelimit.Unlimited, Now: e.clock.Now}
+		PublishRate: ratelimit.Unlimited, ConnectRate: ratelimit.Unlimited, SubscribeRate: ratelimit.Unlimited, Now: e.clock.Now}
 	if mod != nil {
 		mod(&cfg)
 	}

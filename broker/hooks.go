@@ -45,6 +45,8 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnWillSent,
 		mqtt.OnPublished,
 		mqtt.OnQosDropped,
+		mqtt.OnQosPublish,
+		mqtt.OnQosComplete,
 		mqtt.OnPacketEncode,
 		mqtt.OnRetainMessage:
 		return true
@@ -110,16 +112,30 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if refusal == nil && b.cutOff.Load() && cutOffRefuses(p) {
 		refusal = &refuseCutOff
 	}
+	// Last, so that a refusal for another reason takes no place: a user's
+	// live connections on this node (a client ID already connected, a
+	// takeover, is not one more).
+	userSlot := false
+	if refusal == nil && p.UserID != "" && p.Link == "" && !cl.Net.Inline {
+		if !b.userConns.acquire(p.UserID, cl.ID, b.cfg.ConnectionsPerUser) {
+			refusal = refuseUserConnections.hint("at most " + strconv.Itoa(b.cfg.ConnectionsPerUser))
+		} else {
+			userSlot = true
+		}
+	}
 	if refusal != nil {
 		return b.refuseConnect(cl, refusal)
 	}
 	gen := b.connSeq.Add(1)
-	ci := &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl)}
+	ci := &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl), userSlot: userSlot}
 	b.conns.Store(cl, ci)
 	if b.cutOff.Load() && cutOffRefuses(p) {
 		// Cut off since the check above: SetCutOff's sweep may have
 		// missed this connection, so it is refused here.
 		b.conns.Delete(cl)
+		if userSlot {
+			b.userConns.release(p.UserID, cl.ID)
+		}
 		return b.refuseConnect(cl, &refuseCutOff)
 	}
 	cl.HookData.Store(ci) // connOf
@@ -170,7 +186,7 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 	if !hasUser || !hasPass {
 		return wire.Principal{}, &refuseNoCredentials
 	}
-	cidUser, _, err := wire.ParseClientID(cl.ID)
+	cidUser, device, err := wire.ParseClientID(cl.ID)
 	if err != nil {
 		if user, device, ok := strings.Cut(cl.ID, "/"); ok && strings.ToLower(user) != user {
 			if lower := strings.ToLower(user) + "/" + device; validClientID(lower) {
@@ -178,6 +194,11 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 			}
 		}
 		return wire.Principal{}, &refuseClientID
+	}
+	if wire.ValidNewDeviceID(device) != nil {
+		// Taken before the rule of new device IDs: the client names it
+		// anew at each CONNECT, so the stricter rule applies here.
+		return wire.Principal{}, refuseClientID.hint("device ID: " + wire.NewDeviceIDRule)
 	}
 	if b.deps.Verifier == nil {
 		return wire.Principal{}, &refuseBadToken
@@ -280,6 +301,9 @@ func (b *Broker) stillValid(was wire.Principal, pk packets.Packet) (wire.Princip
 
 func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	b := h.b
+	if b.acks != nil {
+		b.acks.ended(cl) // what it never acknowledged (unacked.go)
+	}
 	v, ok := b.conns.LoadAndDelete(cl)
 	if !ok {
 		b.nconn.Add(-1)
@@ -287,6 +311,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 	}
 	cl.HookData.Store((*connInfo)(nil)) // connOf: gone with b.conns's entry
 	ci := v.(*connInfo)
+	if ci.userSlot {
+		b.userConns.release(ci.p.UserID, cl.ID)
+	}
 	if !ci.counted.Load() {
 		// Lost before its CONNACK (mochi patch 41): never established,
 		// counted, indexed or shown online.
@@ -349,6 +376,8 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 				}
 			}
 		}
+	} else if !write && b.withheldFrom(cl, topic) {
+		ok = false // could not be checked against the cluster: "retry"
 	}
 	if !ok && write {
 		b.m.refused.WithLabelValues("acl_publish").Inc()
@@ -380,28 +409,53 @@ func (h *hook) OnSelectSubscribers(subs *mqtt.Subscribers, pk packets.Packet) *m
 // (mochi calls both for every SUBSCRIBE, with nothing in between that
 // returns early): mochi checks each filter with the same OnACLCheck call
 // as a delivery, and a filter check must not take the delivery shortcut
-// (groupDeliveryChecked).
+// (groupDeliveryChecked). A SUBSCRIBE that names a group's topics first
+// waits until this node has caught up with the cluster
+// (catchUpToSubscribe), in the client's read loop, before mochi checks
+// its filters.
+//
+// It also applies the subscribe rate (limitSubscribe).
 func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 	if ci := h.b.connOf(cl); ci != nil {
+		pk = h.b.limitSubscribe(cl, ci, pk)
 		ci.subscribing.Add(1)
 		filters := pk.Filters
 		ci.subscribingTo.Store(&filters)
+		h.b.catchUpToSubscribe(cl, ci, filters)
 	}
 	return pk
 }
 
 func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
-	h.b.retryUnverified(cl, pk.Filters, reasonCodes)
-	for _, c := range reasonCodes {
-		if c >= packets.ErrUnspecifiedError.Code {
-			h.b.m.refused.WithLabelValues("subscribe").Inc()
+	ci := h.b.connOf(cl)
+	overQuota := 0
+	if ci != nil {
+		overQuota = h.b.quotaRefused(cl, ci, reasonCodes)
+		if overQuota > 0 {
+			h.b.m.refused.WithLabelValues("subscribe_quota").Add(float64(overQuota))
 		}
 	}
+	h.b.retryUnverified(cl, pk.Filters, reasonCodes)
+	refused := 0
+	for _, c := range reasonCodes {
+		if c >= packets.ErrUnspecifiedError.Code {
+			refused++
+		}
+	}
+	if refused -= overQuota; refused > 0 {
+		h.b.m.refused.WithLabelValues("subscribe").Add(float64(refused))
+	}
 	h.b.recheckGroupSubscriptions(cl, pk.Filters, reasonCodes)
-	if ci := h.b.connOf(cl); ci != nil {
+	if ci != nil {
 		ci.subscribingTo.Store(nil)
+		ci.subCatchUp.Store(int32(notLagging))
+		ci.withheld.Store(nil)
 		ci.subscribing.Add(-1)
-		if reason := h.b.ownPresenceReason(pk.Filters, reasonCodes); reason != "" && cl.Properties.ProtocolVersion == 5 {
+		reason := h.b.ownPresenceReason(pk.Filters, reasonCodes)
+		if reason == "" && overQuota > 0 {
+			reason = subscribeQuotaReason
+		}
+		if reason != "" && cl.Properties.ProtocolVersion == 5 {
 			ci.subackMu.Lock()
 			if ci.subackReasons == nil {
 				ci.subackReasons = map[uint16]string{}
@@ -544,6 +598,23 @@ func (h *hook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 		reason = "session_ended"
 	}
 	h.b.m.dropped.WithLabelValues(class, reason).Inc()
+}
+
+// OnQosPublish: a QoS >= 1 delivery stored for cl, to be acknowledged
+// (unacked.go).
+func (h *hook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
+	if w := h.b.acks; w != nil {
+		w.delivered(cl, pk)
+	}
+}
+
+// OnQosComplete: an exchange ended; the client's PUBACK (PUBCOMP) of a
+// delivery acknowledges it (unacked.go). Not OnPacketRead, which would
+// copy every packet read through the hook (docs/perf/fanout.md).
+func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if w := h.b.acks; w != nil {
+		w.completed(cl, pk.PacketID)
+	}
 }
 
 func (h *hook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) {

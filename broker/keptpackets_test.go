@@ -133,7 +133,8 @@ func TestKeptPacketsHoldNotTheirBuffers(t *testing.T) {
 	})
 
 	t.Run("connections", func(t *testing.T) {
-		e := startBroker(t, nil)
+		// 200 connections of one user: over the per-user cap (128).
+		e := startBroker(t, func(c *Config) { c.ConnectionsPerUser = -1 })
 		const n = 200
 		before := liveHeap()
 		for i := range n {

@@ -226,6 +226,16 @@ func TestRateLimitConfig(t *testing.T) {
 	if b.lim.publish.Spec() != DefaultPublishRate || b.lim.connect.Spec() != DefaultConnectRate {
 		t.Fatalf("defaults: %v %v", b.lim.publish.Spec(), b.lim.connect.Spec())
 	}
+	if b.lim.subscribe.Spec() != DefaultSubscribeRate || b.lim.accept.Spec() != (ratelimit.Spec{Rate: 20, Burst: 60}) || b.cfg.ConnectionsPerUser != DefaultConnectionsPerUser {
+		t.Fatalf("defaults: subscribe %v, accept %v, connections per user %d", b.lim.subscribe.Spec(), b.lim.accept.Spec(), b.cfg.ConnectionsPerUser)
+	}
+	b, err = New(Config{Dev: true, ConnectRate: ratelimit.Unlimited, SubscribeRate: ratelimit.Unlimited, ConnectionsPerUser: -1}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.lim.accept.Spec().IsUnlimited() || !b.lim.subscribe.Spec().IsUnlimited() || b.cfg.ConnectionsPerUser != -1 {
+		t.Fatalf("off: accept %v, subscribe %v, connections per user %d", b.lim.accept.Spec(), b.lim.subscribe.Spec(), b.cfg.ConnectionsPerUser)
+	}
 	b, err = New(Config{Dev: true, PublishRate: ratelimit.Unlimited, ConnectRate: ratelimit.Spec{Rate: 2, Burst: 4}}, Deps{})
 	if err != nil {
 		t.Fatal(err)
@@ -236,6 +246,7 @@ func TestRateLimitConfig(t *testing.T) {
 	for _, bad := range []Config{
 		{Dev: true, PublishRate: ratelimit.Spec{Rate: 0, Burst: 5}},
 		{Dev: true, ConnectRate: ratelimit.Spec{Rate: 5, Burst: 0}},
+		{Dev: true, SubscribeRate: ratelimit.Spec{Rate: 5, Burst: 0}},
 		{Dev: true, RateLimitKeys: -1},
 	} {
 		if _, err := New(bad, Deps{}); !errors.Is(err, ErrBadConfig) {

@@ -72,6 +72,9 @@ type tcpListener struct {
 	end            atomic.Bool
 	tr             tracker
 	disconnect     func(listenerID string)
+	// admit, when set, decides at accept whether a connection goes on
+	// (the per-IP accept bucket); one it refuses is closed at once.
+	admit func(net.Conn) bool
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
@@ -110,6 +113,10 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		bo.Reset()
+		if l.admit != nil && !l.admit(c) {
+			_ = c.Close() // before any TLS or MQTT work: a flood stays cheap
+			continue
+		}
 		go l.handle(c, establish)
 	}
 }

@@ -27,6 +27,7 @@ func TestConnectFloodsDoNotFloodTheLog(t *testing.T) {
 	e := startBroker(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		c.ConnectRate = ratelimit.Spec{Rate: 0.001, Burst: 1} // the clock is frozen: one attempt, then refusals
+		c.AcceptRate = ratelimit.Unlimited                    // every attempt reaches its CONNECT
 	})
 	clientID := "alice/" + strings.Repeat("x", 8<<10) // a device ID far over 64 bytes
 	const attempts = 20

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/edgechat/edgechat/cluster"
 	"io"
 	"net/http"
 	"net/netip"
@@ -18,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/edgechat/edgechat/cluster"
 
 	"go.yaml.in/yaml/v3"
 
@@ -61,6 +62,11 @@ type Config struct {
 	// MQTT limits: "RATE/BURST" per second, or "off".
 	MQTTPublishRate string `yaml:"mqtt_publish_rate"` // per user, all topics
 	MQTTConnectRate string `yaml:"mqtt_connect_rate"` // connection attempts per client IP
+	// subscriptions that add a route (a Raft commit), per user
+	MQTTSubscribeRate string `yaml:"mqtt_subscribe_rate"`
+	// MQTTConnectionsPerUser caps one user's live MQTT connections
+	// (distinct client IDs) on a node; 0: no limit.
+	MQTTConnectionsPerUser int `yaml:"mqtt_connections_per_user"`
 	// HTTP limits of the gateway by class (auth, read, write, upload,
 	// admin, probe; "all" is the per-client-IP bucket every request passes
 	// first): "RATE/BURST" per second, or "off". Classes not named keep
@@ -96,6 +102,10 @@ type Config struct {
 	WebPushSubject     string        `yaml:"webpush_subject"`      // VAPID subject: mailto: or https: (enables Web Push)
 	PushGrace          time.Duration `yaml:"push_grace"`           // wait before pushing an offline device
 	PushGroupLimit     int           `yaml:"push_group_limit"`     // groups above this push only mentions and replies
+	// PushAckTimeout: a device connected when a message commits that has
+	// not acknowledged its QoS 1 delivery by then is pushed as if offline
+	// (a half-open connection); 0 turns it off (pushconfig.go).
+	PushAckTimeout time.Duration `yaml:"push_ack_timeout"`
 	// Regions (docs/regions.md); see regionconfig.go.
 	Region         string   `yaml:"region"`           // this cluster's region name
 	RegionNumber   int      `yaml:"region_number"`    // 0..15, unique among linked regions (Snowflake machine bits)
@@ -239,6 +249,9 @@ func Defaults() Config {
 
 		MQTTPublishRate: "20/50",
 		MQTTConnectRate: "10/30",
+		// broker.DefaultSubscribeRate, broker.DefaultConnectionsPerUser
+		MQTTSubscribeRate:      "20/500",
+		MQTTConnectionsPerUser: 128,
 
 		AccountDeleteGrace: DefaultAccountDeleteGrace,
 		PasswordLogin:      true,
@@ -247,6 +260,7 @@ func Defaults() Config {
 		APNsEndpoint:   APNsProduction,
 		FCMEndpoint:    DefaultFCMEndpoint,
 		PushGrace:      DefaultPushGrace,
+		PushAckTimeout: DefaultPushAckTimeout,
 		PushGroupLimit: DefaultPushGroupLimit,
 
 		BackupKeep: DefaultBackupKeep,
@@ -407,6 +421,8 @@ var settings = append([]setting{
 	}},
 	{name: "mqtt-publish-rate", usage: "MQTT publishes per user: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTPublishRate })},
 	{name: "mqtt-connect-rate", usage: "MQTT connection attempts per client IP: RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTConnectRate })},
+	{name: "mqtt-subscribe-rate", usage: "MQTT subscriptions per user that make the node commit a route (the first local subscriber of a filter): RATE/BURST per second, or off", set: stringSetter(func(c *Config) *string { return &c.MQTTSubscribeRate })},
+	{name: "mqtt-connections-per-user", usage: "live MQTT connections (distinct client IDs) one user may hold on a node; 0: no limit", set: intSetter(func(c *Config) *int { return &c.MQTTConnectionsPerUser })},
 	{name: "http-rate", usage: "HTTP rate limit of a gateway class: CLASS=RATE/BURST per second or CLASS=off; repeatable (env: comma-separated). Classes: " + strings.Join(HTTPRateClasses(), ", "), repeat: true, set: setHTTPRate},
 	{name: "raft-timeout", usage: "Raft heartbeat and election timeout: failover takes about twice this; longer means fewer heartbeats (idle CPU) and slower failover", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.RaftTimeout })},
 	{name: "node-down-after", usage: "how long a member may not answer the Raft leader before it counts as down (it stays a member): the presence of the users it homes moves to the members that are up until it answers again; 0: 3s, at least 4x --raft-timeout", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.NodeDownAfter })},
@@ -541,13 +557,61 @@ func explainYAMLError(msg string) string {
 
 // LoadConfig builds the configuration for `edgechat serve` from args
 // (without the subcommand), the environment (os.Environ format) and the
-// file named by --config or EDGECHAT_CONFIG, and validates it.
+// file named by --config or EDGECHAT_CONFIG, and validates it: Validate,
+// and the ranges of operatorDurations.
 func LoadConfig(args []string, environ []string) (Config, error) {
 	cfg, err := LoadSettings(args, environ)
 	if err != nil {
 		return cfg, err
 	}
-	return cfg, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.validateOperatorDurations()
+}
+
+// operatorDurations are the ranges of the duration settings that took
+// any positive value, where values out of them make no sense for a
+// server (--heartbeat-interval 1ns: a ticker that never rests;
+// --access-token-ttl 1ns: tokens dead on arrival; --link-retention 1ns:
+// every message for another region dropped at once). LoadConfig, what
+// an operator gives, holds them; Validate (node.New) does not, so that
+// tests and embedders may run a node's timers faster than any server
+// should. Settings whose 0 means the default are checked when not 0.
+var operatorDurations = []struct {
+	flag     string
+	get      func(c *Config) time.Duration
+	min, max time.Duration // max 0: none
+	zeroOK   bool          // 0 is the default
+}{
+	{"heartbeat-interval", func(c *Config) time.Duration { return c.Heartbeat }, time.Second, time.Hour, false},
+	{"presence-grace", func(c *Config) time.Duration { return c.PresenceGrace }, 100 * time.Millisecond, time.Hour, false},
+	{"presence-lastseen-every", func(c *Config) time.Duration { return c.PresenceSeenEvery }, time.Second, 24 * time.Hour, true},
+	{"access-token-ttl", func(c *Config) time.Duration { return c.AccessTTL }, time.Minute, 24 * time.Hour, false},
+	{"link-retention", func(c *Config) time.Duration { return c.LinkRetention }, time.Minute, 0, false},
+	{"link-backlog-warn", func(c *Config) time.Duration { return c.LinkBacklogWarn }, time.Second, 0, false},
+}
+
+// validateOperatorDurations holds the settings of operatorDurations to
+// their ranges; errors name the flag and wrap ErrConfig.
+func (c Config) validateOperatorDurations() error {
+	for _, d := range operatorDurations {
+		v := d.get(&c)
+		if v == 0 && d.zeroOK {
+			continue
+		}
+		if v < d.min || d.max > 0 && v > d.max {
+			want := fmt.Sprintf("at least %v", d.min)
+			if d.max > 0 {
+				want = fmt.Sprintf("%v to %v", d.min, d.max)
+			}
+			if d.zeroOK {
+				want += " (or 0 for the default)"
+			}
+			return fmt.Errorf("%w: --%s %v: want %s", ErrConfig, d.flag, v, want)
+		}
+	}
+	return nil
 }
 
 // LoadSettings is LoadConfig without the validation of the whole: each
@@ -651,7 +715,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: trusted proxy %q is not a CIDR", ErrConfig, p)
 		}
 	}
-	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate} {
+	if c.MQTTConnectionsPerUser < 0 {
+		return fmt.Errorf("%w: --mqtt-connections-per-user %d: want 0 (no limit) or more", ErrConfig, c.MQTTConnectionsPerUser)
+	}
+	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate, c.MQTTSubscribeRate} {
 		if _, err := ParseRate(r); err != nil {
 			return fmt.Errorf("%w: %v", ErrConfig, err)
 		}
@@ -715,9 +782,9 @@ func Usage() string {
 	d := Defaults()
 	defaults := map[string]string{"data": d.DataDir, "http-addr": d.HTTPAddr, "mqtt-addr": d.MQTTAddr, "mqtts-addr": d.MQTTSAddr,
 		"node-id": d.NodeID, "cluster-addr": d.ClusterAddr, "heartbeat-interval": d.Heartbeat.String(),
-		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "node-down-after": "3s", "log-level": d.LogLevel, "log-format": d.LogFormat,
+		"presence-grace": d.PresenceGrace.String(), "presence-lastseen-every": d.PresenceSeenEvery.String(), "mqtt-publish-rate": d.MQTTPublishRate, "mqtt-connect-rate": d.MQTTConnectRate, "mqtt-subscribe-rate": d.MQTTSubscribeRate, "mqtt-connections-per-user": strconv.Itoa(d.MQTTConnectionsPerUser), "access-token-ttl": d.AccessTTL.String(), "account-delete-grace": d.AccountDeleteGrace.String(), "raft-timeout": d.RaftTimeout.String(), "node-down-after": "3s", "log-level": d.LogLevel, "log-format": d.LogFormat,
 		"http-rate": defaultHTTPRates(), "apns-endpoint": d.APNsEndpoint, "fcm-endpoint": d.FCMEndpoint,
-		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit),
+		"push-grace": d.PushGrace.String(), "push-group-limit": strconv.Itoa(d.PushGroupLimit), "push-ack-timeout": d.PushAckTimeout.String(),
 		"media-store": d.MediaStore, "media-max-size": strconv.FormatInt(d.MediaMaxSize, 10),
 		"media-max-dimension": strconv.Itoa(d.MediaMaxDimension), "media-cold-after": d.MediaColdAfter.String(),
 		"media-quota-count": strconv.Itoa(d.MediaQuotaCount), "media-quota-bytes": strconv.FormatInt(d.MediaQuotaBytes, 10),

@@ -60,6 +60,8 @@ func TestConfigRefusesBadInput(t *testing.T) {
 		"raft timeout too long":                      {env: []string{"EDGECHAT_RAFT_TIMEOUT=2h"}},
 		"node down before an election ends":          {args: []string{"--raft-timeout", "1s", "--node-down-after", "2s"}},
 		"node down before the default election ends": {args: []string{"--node-down-after", "1500ms"}},
+		"negative connections per user":              {args: []string{"--mqtt-connections-per-user", "-1"}},
+		"bad subscribe rate":                         {env: []string{"EDGECHAT_MQTT_SUBSCRIBE_RATE=fast"}},
 	}
 	for name, c := range cases {
 		if _, err := LoadConfig(c.args, c.env); !errors.Is(err, ErrConfig) {

@@ -60,6 +60,10 @@ func CompactStorage(n *Node) error {
 // follower's).
 func HoldApply(n *Node) (release func()) { return n.fsm.HoldApply() }
 
+// HoldApplyFrom holds n's FSM from the first entry with a command of
+// type t on (fsm.HoldApplyFrom).
+func HoldApplyFrom(n *Node, t byte) (release func()) { return n.fsm.HoldApplyFrom(t) }
+
 // Propose commits a raw command through n's Raft, as a service would:
 // tests use it to stand for a request whose change committed while its
 // client and handler gave up (nothing after the commit ran).

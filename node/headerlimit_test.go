@@ -56,3 +56,50 @@ func TestHundredHeaderFieldsAreServed(t *testing.T) {
 		t.Errorf("101 header fields: %d %s, want 431", st, body)
 	}
 }
+
+// Headers over the API's limit of 64 KiB are refused 431 in the JSON
+// error envelope, up to the HTTP server's own backstop (64 + 16 KiB,
+// and the 4 KiB net/http reads past it): over that, net/http refuses
+// the request before it reaches the gateway, with its plain-text 431,
+// and no handler or listener wrapper can answer it in JSON over TLS
+// (the bytes are written into the TLS connection) nor over HTTP/2 (its
+// own 431 handler, in HTML). docs/protocol.md (HTTP API) says so; this
+// holds the documented answers.
+func TestHeadersOverTheLimitAnswer431(t *testing.T) {
+	n := nodetest.StartNode(t)
+	u, err := url.Parse(n.HTTPURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(headerBytes int) (int, string, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var b strings.Builder
+		fmt.Fprintf(&b, "GET /healthz HTTP/1.1\r\nHost: %s\r\n", u.Host)
+		for i := 0; b.Len() < headerBytes; i++ {
+			fmt.Fprintf(&b, "X-F%d: %s\r\n", i, strings.Repeat("v", 1000))
+		}
+		b.WriteString("Connection: close\r\n\r\n")
+		if _, err := c.Write([]byte(b.String())); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var msg strings.Builder
+		_, _ = bufio.NewReader(resp.Body).WriteTo(&msg)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), msg.String()
+	}
+	if st, ct, body := send(70 << 10); st != 431 || !strings.HasPrefix(ct, "application/json") || !strings.Contains(body, `"headers_too_large"`) {
+		t.Errorf("70 KiB of headers: %d %s %q, want 431 headers_too_large in JSON", st, ct, body)
+	}
+	if st, ct, body := send(100 << 10); st != 431 || !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("100 KiB of headers: %d %s %q, want net/http's plain-text 431 (as documented)", st, ct, body)
+	}
+}

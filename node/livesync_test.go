@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -54,7 +55,7 @@ func TestSyncAfterSubscribeSeesWhatAFollowerDeliveredFirst(t *testing.T) {
 		t.Fatalf("first sync: %d", st)
 	}
 
-	release := node.HoldApply(leader.Node)
+	release := node.HoldApplyFrom(leader.Node, wire.CmdMessage)
 	var once sync.Once
 	releaseOnce := func() { once.Do(release) }
 	defer releaseOnce()

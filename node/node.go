@@ -87,8 +87,11 @@ type Node struct {
 	PushRouter *pushbridge.Router // the providers of the configured platforms
 	PushTester *pushbridge.Tester // POST /admin/push/test/{uid}
 	PushSender *pushbridge.Sender // pushes committed messages while this node leads
-	Media      *media.Service
-	Region     *region.Bridge // links to other regions (bridge/region)
+	// pushUnacked records the deliveries connected devices did not
+	// acknowledge (the broker's --push-ack-timeout watch).
+	pushUnacked *pushUnacked
+	Media       *media.Service
+	Region      *region.Bridge // links to other regions (bridge/region)
 
 	// featureChecks counts the leader's checks of the members' feature
 	// levels that every member answered (tests).
@@ -403,21 +406,29 @@ func (n *Node) buildBroker() (err error) {
 	}
 	publishRate, _ := ParseRate(n.cfg.MQTTPublishRate) // validated in New
 	connectRate, _ := ParseRate(n.cfg.MQTTConnectRate)
+	subscribeRate, _ := ParseRate(n.cfg.MQTTSubscribeRate)
+	connsPerUser := n.cfg.MQTTConnectionsPerUser
+	if connsPerUser == 0 {
+		connsPerUser = -1 // no limit
+	}
 	n.Broker, err = broker.New(broker.Config{
-		PublishRate:    publishRate,
-		ConnectRate:    connectRate,
-		MQTTAddr:       n.cfg.MQTTAddr,
-		MQTTSAddr:      mqttsAddr,
-		TLS:            n.tls,
-		Dev:            n.cfg.Dev,
-		Region:         n.cfg.Region,
-		AllowedOrigins: n.cfg.AllowedOrigins,
-		Logger:         n.log,
-		Registerer:     n.registry,
+		PublishRate:        publishRate,
+		ConnectRate:        connectRate,
+		SubscribeRate:      subscribeRate,
+		ConnectionsPerUser: connsPerUser,
+		MQTTAddr:           n.cfg.MQTTAddr,
+		MQTTSAddr:          mqttsAddr,
+		TLS:                n.tls,
+		Dev:                n.cfg.Dev,
+		Region:             n.cfg.Region,
+		AllowedOrigins:     n.cfg.AllowedOrigins,
+		AckTimeout:         n.cfg.PushAckTimeout,
+		Logger:             n.log,
+		Registerer:         n.registry,
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
 		Membership: membership{n.Users}, Blocks: n.Users,
 		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region,
-		Erased: n.Auth.ErasureDue, ReadBarrier: n.raft.ReadBarrier})
+		Erased: n.Auth.ErasureDue, ReadBarrier: n.raft.ReadBarrier, Unacked: n.pushUnacked})
 	if err != nil {
 		return fmt.Errorf("node: broker: %w", err)
 	}
@@ -687,6 +698,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return n.Presence.Run(gctx) })
 	g.Go(func() error { return n.Push.Run(gctx) }) // the cluster's VAPID key, once
 	g.Go(func() error { return n.PushSender.Run(gctx) })
+	g.Go(func() error { return n.pushUnacked.run(gctx) })
 	g.Go(func() error { return n.Region.Run(gctx) }) // the links to other regions, while this node leads
 	g.Go(func() error { return n.Media.Run(gctx) })
 	g.Go(func() error { return n.Archive.RunSealer(gctx, n.sealConfig(), n.raft) })

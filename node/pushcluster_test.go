@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/bridge/push/pushtest"
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -20,7 +21,9 @@ import (
 // one back within the grace period on a third node gets none.
 func TestPushDecisionsAcrossNodes(t *testing.T) {
 	opt, m := withPushMocks(t)
-	nodes := nodetest.StartCluster(t, 3, opt, nodetest.WithConfig(func(c *node.Config) { c.PushGrace = flowGrace }))
+	nodes := nodetest.StartCluster(t, 3, opt, nodetest.WithConfig(func(c *node.Config) {
+		c.PushGrace, c.PushAckTimeout = flowGrace, flowAckTimeout
+	}))
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
 	phoneToken := pushtest.NewDeviceToken()
@@ -99,5 +102,66 @@ func TestPushDecisionsAcrossNodes(t *testing.T) {
 		if got := pushes(id); got != want {
 			t.Errorf("message %s: %d pushes, want %d", id, got, want)
 		}
+	}
+}
+
+// A half-open device on a node that does not lead is pushed once: its
+// node sees the delivery unacknowledged and records it through Raft, and
+// the leader pushes it.
+func TestPushAHalfOpenDeviceOnAnotherNode(t *testing.T) {
+	opt, m := withPushMocks(t)
+	nodes := nodetest.StartCluster(t, 3, opt, nodetest.WithConfig(func(c *node.Config) {
+		c.PushGrace, c.PushAckTimeout = flowGrace, flowAckTimeout
+	}))
+	var away *nodetest.Node // a node that does not lead, for the phone
+	for _, n := range nodes {
+		if !n.IsLeader() {
+			away = n
+		}
+	}
+	aliceTok, bobTok := nodes[0].NewUser(t, "alice"), nodes[0].NewUser(t, "bob")
+	phoneToken := pushtest.NewDeviceToken()
+	if st := api(t, away, bobTok, "POST", "/user/me/devices",
+		map[string]any{"device": "phone", "platform": "apns", "token": phoneToken}, nil); st != 200 {
+		t.Fatalf("register the phone: %d", st)
+	}
+	halfOpenDevice(t, away.MQTTAddr(), "bob", "phone", bobTok, "user/bob/newMessage")
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if !n.ClientConnected("bob/phone") {
+				return errors.New("the half-open phone is not registered as connected everywhere")
+			}
+		}
+		return nil
+	})
+	sender := &mqttSender{c: mustConnectV5(t, nodes[0].MQTTAddr(), "alice", "laptop", aliceTok)}
+	id := sender.send(t, "user/bob/newMessage", "into the lift")
+	pushes := func() int {
+		n := 0
+		for _, r := range m.apns.Requests() {
+			if r.Token == phoneToken && r.Custom["messageId"] == id {
+				n++
+			}
+		}
+		return n
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if pushes() == 0 {
+			return errors.New("no push yet")
+		}
+		return nil
+	})
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			queued := 0
+			_ = n.Push.EachQueued(func(_ snowflake.ID) bool { queued++; return true })
+			if queued != 0 {
+				return fmt.Errorf("%d messages still in the outbox of a node", queued)
+			}
+		}
+		return nil
+	})
+	if n := pushes(); n != 1 {
+		t.Fatalf("%d pushes for one message", n)
 	}
 }

@@ -18,7 +18,9 @@ const (
 	DefaultFCMEndpoint    = "https://fcm.googleapis.com"
 	DefaultPushGrace      = 5 * time.Second
 	DefaultPushGroupLimit = 100
+	DefaultPushAckTimeout = 10 * time.Second
 	maxPushGrace          = time.Hour
+	maxPushAckTimeout     = 10 * time.Minute
 	maxPushGroupLimit     = 1_000_000
 )
 
@@ -39,6 +41,14 @@ var pushSettings = []setting{
 			return fmt.Errorf("not a duration >= 0: %q", v)
 		}
 		c.PushGrace = d
+		return nil
+	}},
+	{name: "push-ack-timeout", usage: "how long a connected device has to acknowledge a message before it is pushed as if offline (a half-open connection; 0 never pushes a connected device)", set: func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fmt.Errorf("not a duration >= 0: %q", v)
+		}
+		c.PushAckTimeout = d
 		return nil
 	}},
 	{name: "push-group-limit", usage: "groups with more members push only mentions and replies (and to members who opted in)", set: func(c *Config, v string) error {
@@ -115,6 +125,9 @@ func (c Config) validatePush() error {
 	}
 	if c.PushGrace < 0 || c.PushGrace > maxPushGrace {
 		return bad("--push-grace %v: want 0 to %v", c.PushGrace, maxPushGrace)
+	}
+	if c.PushAckTimeout < 0 || c.PushAckTimeout > maxPushAckTimeout {
+		return bad("--push-ack-timeout %v: want 0 to %v", c.PushAckTimeout, maxPushAckTimeout)
 	}
 	if c.PushGroupLimit < 1 || c.PushGroupLimit > maxPushGroupLimit {
 		return bad("--push-group-limit %d: want 1 to %d", c.PushGroupLimit, maxPushGroupLimit)

@@ -55,6 +55,10 @@ func TestPushConfig(t *testing.T) {
 		{name: "http subject", args: []string{"--webpush-subject", "http://example.com"}, err: "--webpush-subject"},
 		{name: "negative grace", args: []string{"--push-grace", "-1s"}, err: "duration"},
 		{name: "long grace", args: []string{"--push-grace", "2h"}, err: "--push-grace"},
+		{name: "ack timeout 0", args: []string{"--push-ack-timeout", "0s"}},
+		{name: "ack timeout from env", env: []string{"EDGECHAT_PUSH_ACK_TIMEOUT=15s"}},
+		{name: "negative ack timeout", args: []string{"--push-ack-timeout", "-1s"}, err: "duration"},
+		{name: "long ack timeout", args: []string{"--push-ack-timeout", "1h"}, err: "--push-ack-timeout"},
 		{name: "group limit 0", args: []string{"--push-group-limit", "0"}, err: "--push-group-limit"},
 		{name: "group limit text", env: []string{"EDGECHAT_PUSH_GROUP_LIMIT=many"}, err: "not a number"},
 	} {
@@ -75,8 +79,8 @@ func TestPushConfig(t *testing.T) {
 		})
 	}
 	d := Defaults()
-	if d.PushGrace != 5*time.Second || d.PushGroupLimit != 100 || d.APNsEndpoint != "production" {
-		t.Fatalf("defaults %v %d %q", d.PushGrace, d.PushGroupLimit, d.APNsEndpoint)
+	if d.PushGrace != 5*time.Second || d.PushGroupLimit != 100 || d.APNsEndpoint != "production" || d.PushAckTimeout != 10*time.Second {
+		t.Fatalf("defaults %v %d %q %v", d.PushGrace, d.PushGroupLimit, d.APNsEndpoint, d.PushAckTimeout)
 	}
 	cfg, _ := LoadConfig([]string{"--config", cfgFile}, nil)
 	if cfg.PushGroupLimit != 50 {

@@ -29,6 +29,10 @@ type pushFlow struct {
 
 const flowGrace = 600 * time.Millisecond
 
+// flowAckTimeout is the flow's --push-ack-timeout: a connected device
+// that has not acknowledged a message by then is pushed.
+const flowAckTimeout = 1500 * time.Millisecond
+
 func startPushFlow(t *testing.T, groupLimit int) *pushFlow {
 	t.Helper()
 	return startPushFlowGrace(t, groupLimit, flowGrace)
@@ -41,6 +45,7 @@ func startPushFlowGrace(t *testing.T, groupLimit int, grace time.Duration) *push
 	f := &pushFlow{m: m, phone: pushtest.NewDeviceToken()}
 	f.n = nodetest.StartNode(t, opt, nodetest.WithConfig(func(c *node.Config) {
 		c.PushGrace = grace
+		c.PushAckTimeout = flowAckTimeout
 		if groupLimit > 0 {
 			c.PushGroupLimit = groupLimit
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ func (n *Node) buildPushSender() error {
 		Grace:      n.cfg.PushGrace,
 		NoGrace:    n.cfg.PushGrace == 0,
 		GroupLimit: n.cfg.PushGroupLimit,
+		AckTimeout: n.cfg.PushAckTimeout,
 	}, pushbridge.SenderDeps{
 		Outbox:        pushOutbox{n.Push},
 		Registrations: pushRegistrations{s: n.Push, deleted: n.Auth.Deleted},
@@ -37,6 +39,7 @@ func (n *Node) buildPushSender() error {
 		Blocks:        n.Users,
 		SignedIn:      n.Auth,
 		Connections:   registryConnections{n.clients},
+		Unacked:       n.Push,
 		Leadership:    n.raft,
 		Provider:      pushbridge.Counted(n.PushRouter, metrics),
 		Metrics:       metrics,
@@ -48,7 +51,79 @@ func (n *Node) buildPushSender() error {
 	}
 	n.PushSender = sender
 	n.Push.OnStaged(func(m push.StagedMessage) { sender.Staged(m.ID) })
+	n.Push.OnUnacked(sender.Unacked)
+	n.pushUnacked = newPushUnacked(n.Push, n.log)
 	return nil
+}
+
+// pushUnacked carries the deliveries the broker saw a connected device
+// not acknowledge (broker.UnackedDeliveries) to the push outbox
+// (CmdPushUnacked), off the broker's goroutines.
+type pushUnacked struct {
+	s   *push.Service
+	ch  chan push.UnackedDelivery
+	log *slog.Logger
+}
+
+// Bounds of pushUnacked: deliveries waiting to be recorded, and how long
+// a record is tried (the sender waits a few seconds past the timeout).
+const (
+	pushUnackedQueue = 8192
+	pushUnackedTry   = 3 * time.Second
+)
+
+func newPushUnacked(s *push.Service, log *slog.Logger) *pushUnacked {
+	return &pushUnacked{s: s, ch: make(chan push.UnackedDelivery, pushUnackedQueue), log: log.With("component", "push")}
+}
+
+func (u *pushUnacked) Watch(uid string) bool { return u.s.MayPush(uid) }
+
+func (u *pushUnacked) Unacked(clientID string, ids []snowflake.ID) {
+	for _, id := range ids {
+		select {
+		case u.ch <- push.UnackedDelivery{ID: id, Client: clientID}:
+		default:
+			u.log.Warn("push: an unacknowledged delivery could not be queued for recording", "client", clientID, "message", id)
+		}
+	}
+}
+
+// run records the queued deliveries, many to a command, until ctx ends.
+func (u *pushUnacked) run(ctx context.Context) error {
+	for {
+		var batch []push.UnackedDelivery
+		select {
+		case <-ctx.Done():
+			return nil
+		case d := <-u.ch:
+			batch = append(batch, d)
+		}
+		for more := true; more && len(batch) < push.MaxUnackedPerCommand; {
+			select {
+			case d := <-u.ch:
+				batch = append(batch, d)
+			default:
+				more = false
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, pushUnackedTry)
+		for {
+			err := u.s.ReportUnacked(tctx, batch)
+			if err == nil {
+				break
+			}
+			if tctx.Err() != nil {
+				u.log.Warn("push: unacknowledged deliveries not recorded; their devices are held back as connected",
+					"deliveries", len(batch), "err", err)
+				break
+			}
+			select {
+			case <-tctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		cancel()
+	}
 }
 
 // pushStaging lets the archive stage messages in the push outbox.

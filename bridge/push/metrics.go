@@ -99,6 +99,9 @@ type senderMetrics struct {
 	retries   prometheus.Counter
 	// retryWaiting counts per provider the pushes waiting for a retry.
 	retryWaiting *prometheus.GaugeVec
+	// unacked counts connected devices decided as offline because they
+	// did not acknowledge the message's delivery.
+	unacked prometheus.Counter
 }
 
 func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
@@ -115,6 +118,8 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 			Help: "Pushes queued again after a transient failure."}),
 		retryWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgechat_push_retry_waiting",
 			Help: "Pushes waiting for their retry, per provider (bounded together with the provider's queue)."}, []string{"provider"}),
+		unacked: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgechat_push_unacked_total",
+			Help: "Devices connected at a message's commit that did not acknowledge its delivery in time (a half-open connection), decided as offline."}),
 	}
 	for _, p := range []Platform{APNs, FCM, WebPush} {
 		m.retryWaiting.WithLabelValues(string(p))
@@ -126,7 +131,7 @@ func newSenderMetrics(reg prometheus.Registerer) (*senderMetrics, error) {
 		m.givenUpC.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.latency, m.decisions, m.givenUpC, m.retries, m.retryWaiting} {
+		for _, c := range []prometheus.Collector{m.latency, m.decisions, m.givenUpC, m.retries, m.retryWaiting, m.unacked} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("push: sender metrics: %w", err)
 			}

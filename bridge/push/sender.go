@@ -106,7 +106,21 @@ type SenderConfig struct {
 	SendTimeout time.Duration
 	// ProgressEvery is how often progress is committed.
 	ProgressEvery time.Duration
+	// AckTimeout is how long the node holding a device's connection waits
+	// for the device to acknowledge a QoS 1 delivery before it reports it
+	// unacknowledged (--push-ack-timeout; SenderDeps.Unacked). With it, a
+	// device connected at the commit or at the end of the grace period is
+	// decided once it is reported, or ackSlack after AckTimeout: pushed as
+	// if offline when reported, held back as connected otherwise. Zero:
+	// a connected device is held back at once, whether it acknowledged or
+	// not.
+	AckTimeout time.Duration
 }
+
+// ackSlack is how long after AckTimeout (counted from the commit) the
+// sender waits for a report of an unacknowledged delivery: the delivery
+// and the report's commit take that long at most in a healthy cluster.
+const ackSlack = 3 * time.Second
 
 func (c SenderConfig) withDefaults() SenderConfig {
 	if c.Grace <= 0 && !c.NoGrace {
@@ -204,6 +218,12 @@ type Connections interface {
 	Connected(clientID string) bool
 }
 
+// Unacked tells whether a connected device was reported not to have
+// acknowledged a message's delivery (services/push, CmdPushUnacked).
+type Unacked interface {
+	Unacked(id snowflake.ID, clientID string) (bool, error)
+}
+
 // Leadership says whether this node sends (*cluster.Raft).
 type Leadership interface {
 	IsLeader() bool
@@ -226,12 +246,15 @@ type SenderDeps struct {
 	Blocks        Blocks
 	SignedIn      SignedIn
 	Connections   Connections
-	Leadership    Leadership
-	Provider      Provider // the Router, usually Counted
-	Metrics       *Metrics
-	Registerer    prometheus.Registerer
-	Now           func() time.Time
-	Logger        *slog.Logger
+	// Unacked, with SenderConfig.AckTimeout, has connected devices that
+	// did not acknowledge a message pushed as if offline; nil: never.
+	Unacked    Unacked
+	Leadership Leadership
+	Provider   Provider // the Router, usually Counted
+	Metrics    *Metrics
+	Registerer prometheus.Registerer
+	Now        func() time.Time
+	Logger     *slog.Logger
 }
 
 // Sender sends the pushes of committed messages while its node leads.
@@ -246,6 +269,7 @@ type Sender struct {
 	mu     sync.Mutex
 	staged []snowflake.ID // heard of since the last drain
 	wake   chan struct{}
+	cur    *term // the term while this node leads
 }
 
 // NewSender checks deps and registers the sender's metrics.
@@ -278,6 +302,30 @@ func (s *Sender) Staged(id snowflake.ID) {
 	s.mu.Unlock()
 	s.poke()
 }
+
+// Unacked tells the sender that an unacknowledged delivery of message id
+// was recorded (called on the FSM's goroutine after the commit): a
+// device of it waiting for its acknowledgement is decided now.
+func (s *Sender) Unacked(id snowflake.ID) {
+	s.mu.Lock()
+	t := s.cur
+	s.mu.Unlock()
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	m := t.known[id]
+	t.mu.Unlock()
+	if m != nil {
+		select {
+		case m.ackWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// acks reports whether connected devices wait for their acknowledgement.
+func (s *Sender) acks() bool { return s.cfg.AckTimeout > 0 && s.deps.Unacked != nil }
 
 // poke wakes the leading loop (to look at the schedule again).
 func (s *Sender) poke() {
@@ -351,7 +399,13 @@ func (s *Sender) lead(ctx context.Context) {
 		Timeout: s.cfg.SendTimeout + 5*time.Second, Metrics: s.qm, Logger: s.log})
 	t.retries = newRetryWait(t)
 	s.log.Info("push sender leading")
+	s.mu.Lock()
+	s.cur = t
+	s.mu.Unlock()
 	defer func() {
+		s.mu.Lock()
+		s.cur = nil
+		s.mu.Unlock()
 		cancel()
 		t.queues.Close()
 		t.wg.Wait()
@@ -409,6 +463,19 @@ type message struct {
 	// readErr: a user's devices could not be decided (a read failed);
 	// the message is planned again once the others are through.
 	readErr error
+	// ackDeadline: a connected device not reported unacknowledged by
+	// then is held back as connected (SenderConfig.AckTimeout).
+	ackDeadline time.Time
+	// deferred are the connected devices waiting for that (under mu).
+	deferred []deferredDevice
+	ackWake  chan struct{} // capacity 1: an unacknowledged delivery was recorded
+}
+
+// deferredDevice is a connected device whose decision waits for its
+// acknowledgement.
+type deferredDevice struct {
+	uid string
+	reg Registered
 }
 
 // add schedules message id unless the term has it already.
@@ -425,7 +492,8 @@ func (t *term) add(id snowflake.ID, atCommit bool) {
 		// from another region) may be being read right now.
 		committed = now
 	}
-	m := &message{id: id, due: committed.Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{})}
+	m := &message{id: id, due: committed.Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{}),
+		ackDeadline: committed.Add(t.s.cfg.AckTimeout + ackSlack), ackWake: make(chan struct{}, 1)}
 	t.known[id] = m
 	heap.Push(&t.schedule, m)
 	t.mu.Unlock()
@@ -504,7 +572,47 @@ func (t *term) execute(m *message) {
 	}
 	m.pending = 1 // held until every device is queued
 	t.s.decideAndQueue(t, m)
+	t.waitAcks(m)
 	t.finish(m, "")
+}
+
+// waitAcks decides the devices of m that were connected and wait for
+// their acknowledgement: each as soon as its delivery is reported
+// unacknowledged, the rest at m's ackDeadline.
+func (t *term) waitAcks(m *message) {
+	for {
+		m.mu.Lock()
+		waiting := m.deferred
+		m.deferred = nil
+		m.mu.Unlock()
+		if len(waiting) == 0 || t.ctx.Err() != nil {
+			return
+		}
+		final := false
+		timer := time.NewTimer(max(m.ackDeadline.Sub(t.s.now()), 0))
+		select {
+		case <-timer.C:
+			final = true
+		case <-m.ackWake:
+		case <-t.ctx.Done():
+			timer.Stop()
+			return
+		}
+		timer.Stop()
+		var users []userPlan
+		for _, d := range waiting {
+			i := slices.IndexFunc(users, func(u userPlan) bool { return u.uid == d.uid })
+			if i < 0 {
+				users = append(users, userPlan{uid: d.uid, onlineAtCommit: map[string]bool{}, final: final})
+				i = len(users) - 1
+			}
+			users[i].devices = append(users[i].devices, d.reg)
+			users[i].onlineAtCommit[d.uid+"/"+d.reg.Name] = true // connected when first decided
+		}
+		for _, u := range users {
+			t.s.decideUser(t, m, u)
+		}
+	}
 }
 
 // finish ends one pending device of m (clientID "" ends the hold of
@@ -607,6 +715,9 @@ type userPlan struct {
 	// onlineAtCommit are the client IDs that were connected when the
 	// message was planned at its commit.
 	onlineAtCommit map[string]bool
+	// final: the devices' acknowledgement is waited for no longer
+	// (waitAcks at the deadline).
+	final bool
 }
 
 // planMessage reads message id and its candidates, without the devices
@@ -786,7 +897,28 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 			t.prog.addHandled(m.id, cid)
 			continue
 		}
-		v := Decide(msg, st.device(u.uid, reg.Name, u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid)), now)
+		connected := u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid)
+		if connected && s.acks() {
+			unacked, err := s.deps.Unacked.Unacked(msg.ID, cid)
+			if err != nil {
+				t.decideFailed(m, u.uid, "unacknowledged deliveries", err)
+				return
+			}
+			switch {
+			case unacked:
+				// Connected, but the message never reached the app (a
+				// half-open connection): pushed as if offline.
+				connected = false
+				s.sm.unacked.Inc()
+			case !u.final && now.Before(m.ackDeadline) && Decide(msg, st.device(u.uid, reg.Name, false), now) == PushNow:
+				// Offline it would be pushed: wait for its acknowledgement.
+				m.mu.Lock()
+				m.deferred = append(m.deferred, deferredDevice{uid: u.uid, reg: planned})
+				m.mu.Unlock()
+				continue
+			}
+		}
+		v := Decide(msg, st.device(u.uid, reg.Name, connected), now)
 		s.sm.decided(v)
 		if v != PushNow {
 			// Held back for good (LESSONS 18): recorded, so that a new
@@ -997,7 +1129,17 @@ func (t *term) stillWanted(j *job) bool {
 		return false
 	}
 	j.reg = reg
-	if v := Decide(msg, st.device(j.uid, reg.Name, s.deps.Connections.Connected(j.clientID())), now); v != PushNow {
+	connected := s.deps.Connections.Connected(j.clientID())
+	if connected && s.acks() {
+		unacked, err := s.deps.Unacked.Unacked(msg.ID, j.clientID())
+		if err != nil {
+			s.log.Error("push: reading what a retry is decided on; trying later", "uid", j.uid, "err", err)
+			t.retryAfter(j, s.retryDelay(j.attempts, 0))
+			return false
+		}
+		connected = !unacked // the half-open connection it was pushed for
+	}
+	if v := Decide(msg, st.device(j.uid, reg.Name, connected), now); v != PushNow {
 		s.sm.decided(v)
 		t.finish(j.msg, j.clientID())
 		return false

@@ -50,7 +50,8 @@ func RunSeed(ctx context.Context, cfg SeedConfig, env Env) error {
 	}
 	nc.HTTPAddr, nc.MQTTAddr, nc.MQTTSAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	nc.FastPassword, nc.NoRateLimits = true, true
-	nc.MQTTPublishRate, nc.MQTTConnectRate = "off", "off"
+	nc.MQTTPublishRate, nc.MQTTConnectRate, nc.MQTTSubscribeRate = "off", "off", "off"
+	nc.MQTTConnectionsPerUser = 0 // no limit: the conns mode opens as many as asked
 	nc.LogLevel = "warn"
 	nd, err := node.New(nc, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

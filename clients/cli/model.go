@@ -42,7 +42,11 @@ var _ chatClient = (*edgechat.Client)(nil)
 // Messages of the bubbletea program.
 type (
 	incomingMsg edgechat.Message
-	typingMsg   struct{ from string }
+	typingMsg   struct {
+		from, group string // group "": typing to me
+		stopped     bool
+	}
+	readMsg     edgechat.ReadState // a read of mine, on any device
 	presenceMsg struct{ uid, status string }
 	connMsg     struct{ up bool }
 	convsMsg    struct {
@@ -234,7 +238,9 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case incomingMsg:
 		cmds = append(cmds, m.onIncoming(edgechat.Message(msg)))
 	case typingMsg:
-		m.st.setTyping(msg.from, m.now())
+		m.st.setTyping(msg.from, msg.group, msg.stopped, m.now())
+	case readMsg:
+		m.st.readElsewhere(edgechat.ReadState(msg))
 	case presenceMsg:
 		m.st.setPresence(msg.uid, msg.status)
 	case connMsg:
@@ -779,6 +785,12 @@ func (m *model) View() string {
 		header = stHeader.Render(m.st.title(m.st.open))
 		if g, ok := m.st.groups[gid]; ok && g.members > 0 {
 			header += " " + stDim.Render(fmt.Sprintf("· %d members", g.members))
+		}
+		if who := m.st.typists(m.st.open, m.now()); len(who) > 0 {
+			if len(who) > 3 {
+				who = append(who[:3], fmt.Sprintf("%d more", len(who)-3))
+			}
+			header += " " + stDim.Render(safeText(strings.Join(who, ", "), false)+" typing…")
 		}
 	} else if m.st.open != "" {
 		header = presenceDot(m.st.presence[m.st.open]) + " " + stHeader.Render(safeText(m.st.open, false))

@@ -233,7 +233,13 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		}
 	}
 	opts.OnMessage = func(m edgechat.Message) { deliver(incomingMsg(m)) }
-	opts.OnTyping = func(from string) { deliver(typingMsg{from: from}) }
+	// Typing to me and in my groups, started and stopped (with
+	// OnTypingNotice set the SDK also follows the groups' typing).
+	opts.OnTypingNotice = func(tn edgechat.TypingNotice) {
+		deliver(typingMsg{from: tn.From, group: tn.Group, stopped: tn.State == edgechat.TypingStopped})
+	}
+	// A read of mine on another device clears what it read here.
+	opts.OnRead = func(rs edgechat.ReadState) { deliver(readMsg(rs)) }
 	opts.OnPresence = func(uid string, pr edgechat.Presence) { deliver(presenceMsg{uid: uid, status: pr.Status}) }
 	opts.OnConnectionChange = func(up bool) { deliver(connMsg{up: up}) }
 	opts.OnSignedOut = func(error) {

@@ -80,7 +80,7 @@ type state struct {
 	convs    []*conv // latest activity first
 	open     string  // peer of the open conversation, "" for none
 	presence map[string]string
-	typing   map[string]time.Time // peer -> when they last said they were typing
+	typing   map[typist]time.Time // who typed where, when they last said so
 	status   string
 	online   bool
 	groups   map[string]groupInfo // my groups by ID, from the groups list
@@ -93,8 +93,12 @@ type state struct {
 }
 
 func newState(me string) *state {
-	return &state{me: me, presence: map[string]string{}, typing: map[string]time.Time{}, groups: map[string]groupInfo{}}
+	return &state{me: me, presence: map[string]string{}, typing: map[typist]time.Time{}, groups: map[string]groupInfo{}}
 }
+
+// typist is someone typing in a conversation (its key: the peer
+// themselves, or a group's).
+type typist struct{ conv, from string }
 
 // title is how a conversation is named on the screen: the peer's user
 // ID, or "# " and the group's name (its ID while the name is unknown).
@@ -229,9 +233,7 @@ func (s *state) receive(m edgechat.Message) (peer string, markRead bool) {
 	}
 	s.touch(c, m.Time)
 	if m.From != s.me {
-		if m.Group == "" {
-			delete(s.typing, m.From)
-		}
+		delete(s.typing, typist{peer, m.From})
 		if peer == s.open {
 			return peer, true
 		}
@@ -358,13 +360,65 @@ func (s *state) newestFromPeer(peer string) string {
 
 func (s *state) setPresence(uid, status string) { s.presence[uid] = status }
 
-func (s *state) setTyping(from string, now time.Time) { s.typing[from] = now }
+// setTyping records a typing notice: from started (or, stopped, stopped)
+// typing to me (group "") or in group gid.
+func (s *state) setTyping(from, gid string, stopped bool, now time.Time) {
+	key := typist{from, from}
+	if gid != "" {
+		key.conv = groupKey(gid)
+	}
+	if stopped {
+		delete(s.typing, key)
+		return
+	}
+	s.typing[key] = now
+}
 
-// isTyping reports whether peer said they were typing within the last
-// few seconds (typing notices are not repeated when typing stops).
+// isTyping reports whether peer said they were typing to me within the
+// last few seconds and has not said they stopped (a notice may be lost:
+// it is shown no longer than typingShown).
 func (s *state) isTyping(peer string, now time.Time) bool {
-	t, ok := s.typing[peer]
+	t, ok := s.typing[typist{peer, peer}]
 	return ok && now.Sub(t) < typingShown
+}
+
+// typists are who is typing in the conversation of key (a group's), as
+// isTyping decides, in order of their user IDs.
+func (s *state) typists(key string, now time.Time) []string {
+	var out []string
+	for k, t := range s.typing {
+		if k.conv == key && now.Sub(t) < typingShown {
+			out = append(out, k.from)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// readElsewhere applies a read of mine made on any device (the SDK's
+// OnRead): the conversation's unread count becomes the server's after
+// the move, or the messages from others newer than the read that this
+// client holds, whichever is more (both are counts of messages after the
+// read that exist: the server's may predate one that arrived here
+// since). The open conversation stays at 0: this client reads it.
+func (s *state) readElsewhere(rs edgechat.ReadState) {
+	key := rs.Peer
+	if rs.Group != "" {
+		key = groupKey(rs.Group)
+	}
+	c := s.conv(key)
+	if c == nil || key == s.open || rs.UpTo == "" {
+		return
+	}
+	newer := 0
+	for _, e := range c.entries {
+		if e.ID != "" && e.From != s.me && edgechat.CompareIDs(e.ID, rs.UpTo) > 0 {
+			newer++
+		}
+	}
+	if n := max(rs.Unread, newer); n < c.unread {
+		c.unread = n
+	}
 }
 
 const typingShown = 4 * time.Second

@@ -138,7 +138,7 @@ func TestConversationsMerge(t *testing.T) {
 
 func TestTypingExpires(t *testing.T) {
 	s := newState("me")
-	s.setTyping("bob", t0)
+	s.setTyping("bob", "", false, t0)
 	if !s.isTyping("bob", t0.Add(time.Second)) || s.isTyping("bob", t0.Add(typingShown+time.Second)) {
 		t.Fatal("typing window wrong")
 	}

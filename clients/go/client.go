@@ -330,8 +330,8 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	}
 	if opts.Device == "" {
 		opts.Device = "go-" + randomHex(6)
-	} else if _, _, err := wire.ParseClientID("aaa/" + opts.Device); err != nil { // the server's rule
-		return nil, fmt.Errorf("%w: device ID %q (at most 64 bytes, no / + # or control characters)", ErrBadOptions, opts.Device)
+	} else if wire.ValidNewDeviceID(opts.Device) != nil { // the server's rule
+		return nil, fmt.Errorf("%w: device ID %q (%s)", ErrBadOptions, opts.Device, wire.NewDeviceIDRule)
 	}
 	if opts.HeartbeatInterval == 0 {
 		opts.HeartbeatInterval = defaultHeartbeat

@@ -226,6 +226,8 @@ func TestDialValidation(t *testing.T) {
 		// The server refuses a device ID with a control character (0x85),
 		// which Dial would report as ErrUnauthorized: sign in again.
 		"control character in device": {URLs: []string{"ws://h/mqtt"}, Token: fakeJWT("alice"), Device: "phone\t2"},
+		"C1 control in device":        {URLs: []string{"ws://h/mqtt"}, Token: fakeJWT("alice"), Device: "phone\u0085"},
+		"bidi control in device":      {URLs: []string{"ws://h/mqtt"}, Token: fakeJWT("alice"), Device: "enohp\u202e"},
 	} {
 		if _, err := Dial(ctx, o); !errors.Is(err, ErrBadOptions) {
 			t.Errorf("%s: err %v, want ErrBadOptions", name, err)

@@ -14,6 +14,8 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+
+	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // Send sends a text message to a user. See SendMessage.
@@ -90,8 +92,8 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Message, error) {
 	}
 	if m.CID == "" {
 		m.CID = NewCID()
-	} else if len(m.CID) > MaxCIDLen {
-		return Message{}, fmt.Errorf("%w: cid longer than %d", ErrInvalidArgument, MaxCIDLen)
+	} else if len(m.CID) > MaxCIDLen || !wire.Visible(m.CID) { // the server's rule
+		return Message{}, fmt.Errorf("%w: cid: 1 to %d bytes of printable characters (no control, format, bidi or zero-width characters, no space but U+0020)", ErrInvalidArgument, MaxCIDLen)
 	}
 	// Only the media ID goes out: the server fills in the rest from the
 	// processed upload, whatever the client claims.

@@ -130,6 +130,52 @@ func TestHoldApplyWaitsForHandlers(t *testing.T) {
 	}
 }
 
+// HoldApplyFrom lets entries without the command type through and holds
+// the first entry with it and every entry after it, in order, until the
+// release (tests hold a message's apply without also holding the node's
+// own background proposals made just before it).
+func TestHoldApplyFromHoldsFromTheFirstEntryOfTheType(t *testing.T) {
+	db, err := badger.Open(badger.DefaultOptions(t.TempDir()).WithLogger(nil).WithMemTableSize(16 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := New(db, nil)
+	f.Register(0x74, func(*badger.Txn, Position, []byte) (any, error) { return "other", nil })
+	f.Register(0x75, func(*badger.Txn, Position, []byte) (any, error) { return "held", nil })
+	release := f.HoldApplyFrom(0x75)
+	entry := func(i uint64, types ...byte) *raft.Log {
+		cmds := make([]Command, len(types))
+		for k, t := range types {
+			cmds[k] = Command{Type: t}
+		}
+		return &raft.Log{Index: i, Type: raft.LogCommand, Data: EncodeBatch(cmds)}
+	}
+	if res := f.Apply(entry(1, 0x74)).([]Result); res[0].Value != "other" {
+		t.Fatalf("an entry without the type: %+v", res)
+	}
+	done := make(chan []Result, 2)
+	go func() {
+		done <- f.Apply(entry(2, 0x74, 0x75)).([]Result)
+		done <- f.Apply(entry(3, 0x74)).([]Result)
+	}()
+	select {
+	case res := <-done:
+		t.Fatalf("the entry with the type applied while held: %+v", res)
+	case <-time.After(50 * time.Millisecond): // asserting absence needs a window
+	}
+	release()
+	if res := <-done; len(res) != 2 || res[1].Value != "held" {
+		t.Fatalf("after release: %+v", res)
+	}
+	if res := <-done; res[0].Value != "other" {
+		t.Fatalf("the entry after it: %+v", res)
+	}
+	if idx, _ := f.AppliedIndex(); idx != 3 {
+		t.Fatalf("applied %d, want 3", idx)
+	}
+}
+
 // An entry that overflows one Badger transaction commits the commands
 // before the overflow on their own. If the node dies before the entry's
 // last transaction (which moves the applied index) commits, Raft applies

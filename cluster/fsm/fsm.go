@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,9 @@ type FSM struct {
 	handlers  [256]Handler
 	onRestore []func()
 	gate      chan struct{} // set by HoldApply: Apply and Restore wait until it closes
+	// gateFrom, when set with gate (HoldApplyFrom), lets entries through
+	// until one holds a command of that type: the gate applies from there.
+	gateFrom *byte
 
 	wmu sync.Mutex // guards w (see wait.go)
 	w   waits
@@ -128,7 +132,7 @@ func New(db *badger.DB, log *slog.Logger) *FSM {
 func (f *FSM) HoldApply() (release func()) {
 	g := make(chan struct{})
 	f.mu.Lock()
-	f.gate = g
+	f.gate, f.gateFrom = g, nil
 	f.mu.Unlock()
 	var once sync.Once
 	return func() { once.Do(func() { close(g) }) }
@@ -144,13 +148,39 @@ func (f *FSM) HoldApply() (release func()) {
 // routes) until the node restarts.
 func (f *FSM) GateRestores() { f.gateRestores.Store(true) }
 
-func (f *FSM) waitGate() {
+// HoldApplyFrom is HoldApply from the first entry that holds a command
+// of type t on: the entries before it apply. Tests hold a command's apply
+// with it without also holding whatever the node proposed on its own
+// just before (a background proposal held in flight would keep the
+// command from being proposed at all).
+func (f *FSM) HoldApplyFrom(t byte) (release func()) {
+	g := make(chan struct{})
+	f.mu.Lock()
+	f.gate, f.gateFrom = g, &t
+	f.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(g) }) }
+}
+
+// waitGate waits for HoldApply's release before entry data is applied
+// (nil data: a restore, which waits whenever the gate is set).
+func (f *FSM) waitGate(data []byte) {
 	f.mu.RLock()
-	g := f.gate
+	g, from := f.gate, f.gateFrom
 	f.mu.RUnlock()
-	if g != nil {
-		<-g
+	if g == nil {
+		return
 	}
+	if from != nil && data != nil {
+		cmds, _ := DecodeBatch(data)
+		if !slices.ContainsFunc(cmds, func(c Command) bool { return c.Type == *from }) {
+			return
+		}
+		f.mu.Lock()
+		f.gateFrom = nil // every entry after this one waits too, in order
+		f.mu.Unlock()
+	}
+	<-g
 }
 
 // Register installs the handler of a command type. Register all handlers
@@ -311,7 +341,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	f.waitGate()
+	f.waitGate(l.Data)
 	f.applying.Store(time.Now().UnixNano())
 	results := f.apply(l)
 	f.applying.Store(0)

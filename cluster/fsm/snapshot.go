@@ -81,7 +81,7 @@ func writeSnapshot(tx *badger.Txn, w io.Writer) error {
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	if f.gateRestores.Load() {
-		f.waitGate()
+		f.waitGate(nil)
 	}
 	head := make([]byte, len(snapMagic))
 	n, err := io.ReadFull(rc, head)

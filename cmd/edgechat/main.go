@@ -60,10 +60,14 @@ func main() {
 // in deploy/).
 const defaultStopTimeout = 45 * time.Second
 
+// minStopTimeout is the shortest EDGECHAT_STOP_TIMEOUT serve takes.
+const minStopTimeout = time.Second
+
 // stopTimeout reads EDGECHAT_STOP_TIMEOUT (a Go duration); empty or not a
-// positive duration: the default.
+// duration of at least minStopTimeout (serve refuses those at start):
+// the default.
 func stopTimeout(v string) time.Duration {
-	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+	if d, err := time.ParseDuration(v); err == nil && d >= minStopTimeout {
 		return d
 	}
 	return defaultStopTimeout

@@ -43,8 +43,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// main reads it only once a signal came (stopTimeout): a malformed
 	// value is refused now, not found out when a stop hangs.
 	if v := os.Getenv("EDGECHAT_STOP_TIMEOUT"); v != "" {
-		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
-			return fmt.Errorf("%w: EDGECHAT_STOP_TIMEOUT %q: want a positive Go duration, e.g. 45s or 2m", errUsage, v)
+		// Under a second, a stop would give up before the node had
+		// stopped (it takes up to some hundred milliseconds).
+		if d, err := time.ParseDuration(v); err != nil || d < minStopTimeout {
+			return fmt.Errorf("%w: EDGECHAT_STOP_TIMEOUT %q: want a Go duration of at least %v, e.g. 45s or 2m", errUsage, v, minStopTimeout)
 		}
 	}
 	log := newLogger(cfg, stderr)

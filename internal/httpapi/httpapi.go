@@ -283,3 +283,20 @@ func DecodeJSONBytes(body []byte, v any) error {
 	}
 	return nil
 }
+
+// AdminUserID reads the {uid} of an /admin/users/{uid} path, as every
+// endpoint there reads it: a user ID. One written with capitals (Bob,
+// the name as typed at sign-up) names no user: 404 not_found saying user
+// IDs are lowercase and naming bob, as GET /user/{uid} answers it;
+// anything else malformed is 400 validation_failed. The error is for
+// WriteError.
+func AdminUserID(r *http.Request) (string, error) {
+	uid := r.PathValue("uid")
+	if wire.ValidUserID(uid) == nil {
+		return uid, nil
+	}
+	if hint := wire.LowercaseHint(uid); hint != "" && !strings.Contains(uid, "@") {
+		return "", Errorf(http.StatusNotFound, CodeNotFound, "no such user%s", hint)
+	}
+	return "", Errorf(http.StatusBadRequest, CodeValidation, "invalid user id %q", uid)
+}

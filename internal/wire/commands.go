@@ -53,6 +53,7 @@ const (
 	CmdPushVAPID      byte = 0x54 // push: the cluster's Web Push (VAPID) key pair; the first proposal wins
 	CmdPushGroupOptIn byte = 0x55 // push: a user opts in to (or out of) every message of a large group
 	CmdPushProgress   byte = 0x56 // push: devices handled for queued messages, and messages done (the outbox)
+	CmdPushUnacked    byte = 0x57 // push: a connected device did not acknowledge a queued message's delivery in time (pushed as if offline)
 
 	CmdMediaCreate     byte = 0x60 // media: a new upload (counts the uploader's daily quota)
 	CmdMediaUploaded   byte = 0x61 // media: the upload's bytes are in the raw tier: queue its processing job

@@ -131,17 +131,24 @@ type clientEnvelope struct {
 
 // ParseEnvelope validates a client's payload and returns the envelope with
 // the server-owned fields cleared. Every refusal is an *EnvelopeError
-// wrapping one of the sentinel errors above.
+// wrapping one of the sentinel errors above. The cid is new input: it
+// holds only visible characters (Visible).
 func ParseEnvelope(payload []byte) (Envelope, error) {
-	return ParseEnvelopeWithin(payload, MaxEnvelopeBytes)
+	return parseEnvelope(payload, MaxEnvelopeBytes, true)
 }
 
 // ParseEnvelopeWithin is ParseEnvelope with a limit on the whole payload
 // other than a client's (the body's stays MaxBodyBytes): an envelope the
 // server stored and forwards (a region link) is Marshal's encoding, which
 // writes <, >, &, U+2028 and U+2029 as 6-byte escapes, so a body a client
-// sent well within MaxEnvelopeBytes may come back larger than it.
+// sent well within MaxEnvelopeBytes may come back larger than it. Its
+// cid follows the rule of stored envelopes (no C0 control or DEL): a
+// message stored before the rule of new cids still passes.
 func ParseEnvelopeWithin(payload []byte, maxBytes int) (Envelope, error) {
+	return parseEnvelope(payload, maxBytes, false)
+}
+
+func parseEnvelope(payload []byte, maxBytes int, client bool) (Envelope, error) {
 	if len(payload) > maxBytes {
 		return Envelope{}, &EnvelopeError{Err: ErrTooLarge, Msg: fmt.Sprintf("%d bytes, limit %d", len(payload), maxBytes)}
 	}
@@ -155,8 +162,9 @@ func ParseEnvelopeWithin(payload []byte, maxBytes int) (Envelope, error) {
 			return Envelope{}, err
 		}
 	}
-	if ce.CID == nil || *ce.CID == "" || len(*ce.CID) > MaxCIDLen || !printable(*ce.CID) {
-		return Envelope{}, &EnvelopeError{Field: "cid", Err: ErrMissingCID, Msg: fmt.Sprintf("1 to %d printable characters required", MaxCIDLen)}
+	if ce.CID == nil || *ce.CID == "" || len(*ce.CID) > MaxCIDLen || !printable(*ce.CID) || client && !Visible(*ce.CID) {
+		return Envelope{}, &EnvelopeError{Field: "cid", Err: ErrMissingCID, Msg: fmt.Sprintf("1 to %d bytes of printable characters required "+
+			"(no control, format, bidi or zero-width characters, no space but U+0020)", MaxCIDLen)}
 	}
 	if ce.Type == nil {
 		return Envelope{}, &EnvelopeError{Field: "type", Err: ErrUnknownType, Msg: "missing"}

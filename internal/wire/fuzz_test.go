@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 )
 
 // FuzzParseEnvelope: never panics; every refusal is an *EnvelopeError
@@ -175,6 +177,35 @@ func FuzzParseClientID(f *testing.F) {
 		for _, r := range d {
 			if r < 0x20 || r == 0x7f {
 				t.Fatalf("%q: control character in device", id)
+			}
+		}
+	})
+}
+
+// FuzzParseNewClientID: what the rule of new client IDs accepts the
+// rule of stored ones accepts too (a session made now is read later),
+// with a device of valid UTF-8 and only printable characters.
+func FuzzParseNewClientID(f *testing.F) {
+	for _, s := range []string{"alice/phone", "alice/phone\u0085", "alice/ph\u202eone", "alice/\u200b", "alice/é 2", "alice/\xff", "alice/\ufeff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		u, d, err := ParseNewClientID(id)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidName) || u != "" || d != "" {
+				t.Fatalf("%q: %q %q %v", id, u, d, err)
+			}
+			return
+		}
+		if u2, d2, err := ParseClientID(id); err != nil || u2 != u || d2 != d {
+			t.Fatalf("%q: new rule %q %q, stored rule %q %q %v", id, u, d, u2, d2, err)
+		}
+		if !utf8.ValidString(d) {
+			t.Fatalf("%q: device not UTF-8", id)
+		}
+		for _, r := range d {
+			if !unicode.IsPrint(r) {
+				t.Fatalf("%q: %U in device", id, r)
 			}
 		}
 	})

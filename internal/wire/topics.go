@@ -2,7 +2,10 @@ package wire
 
 import (
 	"errors"
+	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/edgechat/edgechat/internal/address"
 )
@@ -201,11 +204,71 @@ func ValidGroupID(s string) error {
 }
 
 // ParseClientID splits an MQTT client ID "{userID}/{deviceID}". The device
-// ID is 1 to 64 characters without '/', '+', '#' or control characters.
+// ID is 1 to 64 bytes without '/', '+', '#' or C0 control characters
+// (DEL included): the rule of IDs stored before the stricter one of new
+// input (ParseNewClientID), which sessions, push registrations and the
+// FSM's entries of an earlier version may hold. A device ID a client
+// names anew goes through ParseNewClientID or ValidNewDeviceID.
 func ParseClientID(clientID string) (userID, deviceID string, err error) {
 	u, d, ok := strings.Cut(clientID, "/")
 	if !ok || ValidUserID(u) != nil || d == "" || len(d) > 64 || strings.ContainsAny(d, "/+#") || !printable(d) {
 		return "", "", ErrInvalidName
 	}
 	return u, d, nil
+}
+
+// ParseNewClientID is ParseClientID for a client ID a client gives now
+// (an MQTT CONNECT): the device ID also holds only visible characters
+// (see ValidNewDeviceID).
+func ParseNewClientID(clientID string) (userID, deviceID string, err error) {
+	u, d, err := ParseClientID(clientID)
+	if err != nil {
+		return "", "", err
+	}
+	if err := ValidNewDeviceID(d); err != nil {
+		return "", "", err
+	}
+	return u, d, nil
+}
+
+// NewDeviceIDRule says what ValidNewDeviceID takes, for error messages.
+const NewDeviceIDRule = "1 to 64 bytes of printable characters without '/', '+' or '#' " +
+	"(no control, format, bidi or zero-width characters, no space but U+0020)"
+
+// ValidNewDeviceID checks a device ID a client names anew (a CONNECT's
+// client ID, a sign-in's or a push registration's device): ParseClientID's
+// rule, and every character printable (Visible). Device IDs show in
+// logs, the session list of the web UI and push payloads.
+func ValidNewDeviceID(d string) error {
+	if d == "" || len(d) > 64 || strings.ContainsAny(d, "/+#") || !Visible(d) {
+		return fmt.Errorf("%w: device ID: %s", ErrInvalidName, NewDeviceIDRule)
+	}
+	return nil
+}
+
+// Visible reports whether s is valid UTF-8 of printable characters only
+// (unicode.IsPrint: letters, marks, numbers, punctuation, symbols and
+// U+0020): no C0 or C1 control character, DEL, format character (bidi
+// controls such as U+202E, zero-width characters, U+FEFF, the soft
+// hyphen), line or paragraph separator, space other than U+0020,
+// private-use or unassigned code point. It is the rule of the IDs a
+// client names anew (device IDs, cids); what was stored under the looser
+// rule before (printable) is still read.
+func Visible(s string) bool {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c < 0x20 || c == 0x7f {
+				return false
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 || !unicode.IsPrint(r) {
+			return false
+		}
+		i += n
+	}
+	return true
 }

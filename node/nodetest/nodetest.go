@@ -78,6 +78,7 @@ func TestConfig(t testing.TB) node.Config {
 	cfg.NoRateLimits = true
 	cfg.MQTTPublishRate = "off"
 	cfg.MQTTConnectRate = "off"
+	cfg.MQTTSubscribeRate = "off"
 	cfg.LogLevel = "warn"
 	return cfg
 }

@@ -102,9 +102,9 @@ func (s *Service) handleStats(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) handleGrant(w http.ResponseWriter, r *http.Request) {
-	uid := r.PathValue("uid")
-	if wire.ValidUserID(uid) != nil {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid user id %q", uid))
+	uid, err := httpapi.AdminUserID(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	var body struct {

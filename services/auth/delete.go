@@ -314,9 +314,9 @@ func (s *Service) DeleteAccountByAdmin(ctx context.Context, uid string) (DeleteR
 // handleAdminDelete answers DELETE /admin/users/{uid}: 202 as DELETE
 // /user/me answers.
 func (s *Service) handleAdminDelete(w http.ResponseWriter, r *http.Request) {
-	uid := r.PathValue("uid")
-	if wire.ValidUserID(uid) != nil {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid user id %q", uid))
+	uid, err := httpapi.AdminUserID(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	res, err := s.DeleteAccountByAdmin(r.Context(), uid)

@@ -177,7 +177,12 @@ func (s *Service) handleRegister(w http.ResponseWriter, r *http.Request) {
 // handleLookup answers GET /admin/users/{uid}: {userId, admin}, what an
 // access token of the account says, and suspended when it is.
 func (s *Service) handleLookup(w http.ResponseWriter, r *http.Request) {
-	acct, err := s.LookupAccount(r.PathValue("uid"))
+	uid, err := httpapi.AdminUserID(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
+		return
+	}
+	acct, err := s.LookupAccount(uid)
 	if errors.Is(err, ErrNoAccount) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such user"))
 		return

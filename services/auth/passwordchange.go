@@ -353,9 +353,9 @@ func (s *Service) handleResetPassword(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	uid := r.PathValue("uid")
-	if wire.ValidUserID(uid) != nil {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid user id %q", uid))
+	uid, err := httpapi.AdminUserID(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	n, err := s.ResetPassword(r.Context(), uid, req.Password)

@@ -711,7 +711,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 // another live session names or registered too). A failure there is
 // logged, not returned: the logout itself is done.
 func (s *Service) LogoutDevice(ctx context.Context, token, device string) error {
-	if err := ValidDevice(device); err != nil {
+	if err := validKnownDevice(device); err != nil {
 		return err
 	}
 	family, secret, ok := parseRefresh(token)
@@ -748,9 +748,23 @@ func (s *Service) LogoutDevice(ctx context.Context, token, device string) error 
 	return nil
 }
 
-// ValidDevice checks a device ID given by a client ("" is none): the
-// {deviceID} half of an MQTT client ID.
+// ValidDevice checks a device ID a client names anew ("" is none), at a
+// sign-in: the {deviceID} half of an MQTT client ID, with the rule of
+// new device IDs (wire.ValidNewDeviceID: no invisible characters).
 func ValidDevice(device string) error {
+	if device == "" {
+		return nil
+	}
+	if wire.ValidNewDeviceID(device) != nil {
+		return fmt.Errorf("%w: %q: %s", ErrInvalidDevice, device, wire.NewDeviceIDRule)
+	}
+	return nil
+}
+
+// validKnownDevice checks a device ID that may have been named before
+// the rule of new device IDs (a sign-out naming its device, whose push
+// registration it removes): wire.ParseClientID's rule.
+func validKnownDevice(device string) error {
 	if device == "" {
 		return nil
 	}

@@ -164,9 +164,9 @@ func (s *Service) suspendedNow(ctx context.Context, uid string) (bool, error) {
 // handleSetSuspended answers PUT /admin/users/{uid}/suspended
 // {"suspended": true|false}: {userId, suspended}.
 func (s *Service) handleSetSuspended(w http.ResponseWriter, r *http.Request) {
-	uid := r.PathValue("uid")
-	if wire.ValidUserID(uid) != nil {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeValidation, "invalid user id %q", uid))
+	uid, err := httpapi.AdminUserID(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	var body struct {

@@ -339,7 +339,10 @@ func (g *Gateway) routeMethods(r *http.Request) ([]string, string) {
 // checkRequest enforces the limits on the request line and headers that
 // apply to every request (the query limit raised for a route of pattern
 // with its own MaxQuery), as JSON errors. (net/http refuses headers over
-// MaxHeaderBytes + 16 KiB itself, with a plain-text 431.)
+// MaxHeaderBytes + 16 KiB itself, before any handler, with a plain-text
+// 431 over HTTP/1.1 and an HTML one over HTTP/2: a listener wrapper
+// could rewrite the plain-text one only on connections without TLS, so
+// protocol.md documents the exception instead; TestHeadersOverTheLimitAnswer431.)
 func (g *Gateway) checkRequest(r *http.Request, pattern string) error {
 	maxQuery := g.cfg.MaxQueryBytes
 	g.routesMu.RLock()

@@ -68,6 +68,8 @@ type StagedMessage struct {
 type outbox struct {
 	mu       sync.RWMutex
 	onStaged []func(StagedMessage)
+	// onUnacked hear of unacknowledged deliveries recorded (unacked.go).
+	onUnacked []func(id snowflake.ID)
 }
 
 // OnStaged registers fn to hear, on this node, of each message staged,
@@ -253,6 +255,9 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	ids := slices.Compact(slices.Sorted(maps.Keys(done)))
 	for _, id := range ids {
 		if err := fsm.DeletePrefix(tx, handledPrefix(id)); err != nil {
+			return nil, err
+		}
+		if err := fsm.DeletePrefix(tx, unackedPrefix(id)); err != nil {
 			return nil, err
 		}
 		if err := tx.Delete(outboxKey(id)); err != nil {

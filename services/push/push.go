@@ -23,6 +23,7 @@
 //	vapid                     the VAPID key pair (first proposal wins)
 //	q/{id}                    a message in the outbox (pushes to decide; outbox.go)
 //	h/{id}{uid}/{device}      a device handled for a message in the outbox
+//	u/{id}{uid}/{device}      a connected device that did not acknowledge the message (unacked.go)
 package push
 
 import (
@@ -141,6 +142,7 @@ func New(deps Deps) (*Service, error) {
 	deps.FSM.Register(wire.CmdPushVAPID, s.applyVAPID)
 	deps.FSM.Register(wire.CmdPushProgress, s.applyProgress)
 	deps.FSM.Register(wire.CmdPushGroupOptIn, s.applyOptIn)
+	deps.FSM.Register(wire.CmdPushUnacked, s.applyUnacked)
 	return s, nil
 }
 

@@ -40,6 +40,9 @@ func (s *Service) RegisterFrom(ctx context.Context, uid, sessionID string, reg R
 	if wire.ValidUserID(uid) != nil {
 		return Device{}, fmt.Errorf("%w: user %q", errBadCommand, uid)
 	}
+	if err := ValidNewDevice(reg.Device); err != nil {
+		return Device{}, err
+	}
 	reg, err := reg.Normalize()
 	if err != nil {
 		return Device{}, err

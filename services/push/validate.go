@@ -74,10 +74,24 @@ func decodeRegistration(body []byte) (Registration, error) {
 }
 
 // ValidDevice checks a device ID: the {deviceID} half of an MQTT client
-// ID "{userID}/{deviceID}", with the broker's rules.
+// ID "{userID}/{deviceID}", with the rule of stored IDs
+// (wire.ParseClientID), which the FSM applies to its entries: a
+// registration stored before the rule of new device IDs still applies,
+// and its device can be removed (see ValidNewDevice).
 func ValidDevice(device string) error {
 	if _, _, err := wire.ParseClientID("aaa/" + device); err != nil {
 		return fmt.Errorf("%w: device %q: 1 to 64 printable characters without '/', '+' or '#'", ErrInvalidDevice, device)
+	}
+	return nil
+}
+
+// ValidNewDevice checks the device ID of a registration a client makes
+// now (RegisterFrom): the rule of new device IDs (wire.ValidNewDeviceID:
+// no C1 control, bidi, zero-width or other invisible character), which
+// the FSM does not apply to entries (they may be older than the rule).
+func ValidNewDevice(device string) error {
+	if wire.ValidNewDeviceID(device) != nil {
+		return fmt.Errorf("%w: device %q: %s", ErrInvalidDevice, device, wire.NewDeviceIDRule)
 	}
 	return nil
 }

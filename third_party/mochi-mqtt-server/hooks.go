@@ -699,6 +699,27 @@ func (h *Hooks) OnACLCheck(cl *Client, topic string, write bool) bool {
 	return false
 }
 
+// ACLRefusalReasoner is a hook providing OnACLCheck that can say why it
+// refused a client's publish: the reason goes into the v5 PUBACK or
+// PUBREC of the refusal instead of the bare "not authorized" (edgechat
+// patch 61).
+type ACLRefusalReasoner interface {
+	ACLRefusalReason(cl *Client, topic string) string
+}
+
+// ACLRefusalReason is the reason the first hook providing OnACLCheck
+// that has one gives for refusing a publish to topic ("" for none).
+func (h *Hooks) ACLRefusalReason(cl *Client, topic string) string {
+	for _, hook := range h.providing(OnACLCheck) {
+		if r, ok := hook.(ACLRefusalReasoner); ok {
+			if reason := r.ACLRefusalReason(cl, topic); reason != "" {
+				return reason
+			}
+		}
+	}
+	return ""
+}
+
 // HookBase provides a set of default methods for each hook. It should be embedded in
 // all hooks.
 type HookBase struct {

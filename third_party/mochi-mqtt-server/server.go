@@ -1172,7 +1172,12 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 			ackType = packets.Pubrec
 		}
 
-		ack := s.buildAck(pk.PacketID, ackType, 0, pk.Properties, packets.ErrNotAuthorized)
+		// The hooks may say why (edgechat patch 61).
+		code := packets.ErrNotAuthorized
+		if reason := s.hooks.ACLRefusalReason(cl, pk.TopicName); reason != "" {
+			code.Reason = reason
+		}
+		ack := s.buildAck(pk.PacketID, ackType, 0, pk.Properties, code)
 		return cl.WritePacket(ack)
 	}
 

@@ -461,7 +461,7 @@ func TestExchangeNamesTheDevice(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, out
 	}
-	if status, out := post("no/slash"); status != http.StatusBadRequest || fmt.Sprint(out["error"]) != fmt.Sprint(map[string]any{"code": "validation_failed", "message": `auth: invalid device ID: "no/slash"`}) {
+	if status, out := post("no/slash"); status != http.StatusBadRequest || fmt.Sprint(out["error"]) != fmt.Sprint(map[string]any{"code": "validation_failed", "message": `auth: invalid device ID: "no/slash": ` + wire.NewDeviceIDRule}) {
 		t.Fatalf("a malformed device: %d %v, want 400 validation_failed", status, out)
 	}
 	if n := e.accounts(); n != 0 {

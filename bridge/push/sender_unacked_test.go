@@ -1,0 +1,126 @@
+package push_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/bridge/push"
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
+)
+
+// unackedRecords are the replicated records of deliveries connected
+// devices did not acknowledge (services/push, CmdPushUnacked).
+type unackedRecords struct {
+	mu sync.Mutex
+	m  map[string]bool // id/clientID
+}
+
+func (u *unackedRecords) Unacked(id snowflake.ID, clientID string) (bool, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.m[fmt.Sprint(id, "/", clientID)], nil
+}
+
+func (u *unackedRecords) record(id snowflake.ID, clientID string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]bool{}
+	}
+	u.m[fmt.Sprint(id, "/", clientID)] = true
+}
+
+// A connected device waits for its acknowledgement: one reported
+// unacknowledged is pushed at once, one not reported is held back as
+// connected once the wait is over, and either way the message is done.
+func TestSenderPushesAConnectedDeviceThatDidNotAcknowledge(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-halfopen"})
+	w.register("bob", "tablet", push.Device{Platform: push.APNs, Token: "tok-acked"})
+	w.connected["bob/phone"], w.connected["bob/tablet"] = true, true
+	recs := &unackedRecords{}
+	p := &scripted{}
+	const ackTimeout = 200 * time.Millisecond
+	s, reg := newSender(t, w, p, push.SenderConfig{Grace: 50 * time.Millisecond, AckTimeout: ackTimeout,
+		ProgressEvery: 10 * time.Millisecond}, func(d *push.SenderDeps) { d.Unacked = recs })
+	cancel, done := goRun(s)
+	t.Cleanup(func() { cancel(); <-done })
+	id := w.stage("bob", "into the lift")
+	start := time.Now()
+	s.Staged(id)
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if v, _ := testutil.MetricValue(t, reg, "edgechat_push_decisions_total", map[string]string{"verdict": "push"}); v != 0 {
+			return fmt.Errorf("decided before the report: %v pushes", v)
+		}
+		if time.Since(start) < ackTimeout {
+			return errors.New("within the bound")
+		}
+		return nil
+	})
+	recs.record(id, "bob/phone")
+	s.Unacked(id)
+	testutil.CheckFor(t, 2*time.Second, 5*time.Millisecond, func() error {
+		if n := len(p.tries("tok-halfopen")); n != 1 {
+			return fmt.Errorf("the unacknowledged phone pushed %d times", n)
+		}
+		return nil
+	})
+	if el := time.Since(start); el > ackTimeout+2*time.Second {
+		t.Errorf("pushed %v after the commit: not at the report", el)
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if w.queuedCount() != 0 {
+			return errors.New("message still queued")
+		}
+		return nil
+	})
+	if n := len(p.tries("tok-acked")); n != 0 {
+		t.Errorf("the tablet, never reported, pushed %d times", n)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_decisions_total", map[string]string{"verdict": "connected"}); v != 1 {
+		t.Errorf("connected decisions = %v, want 1 (the tablet)", v)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_unacked_total", nil); v != 1 {
+		t.Errorf("unacked = %v, want 1", v)
+	}
+	if n := len(p.tries("tok-halfopen")); n != 1 {
+		t.Errorf("the phone pushed %d times", n)
+	}
+}
+
+// A new leader that finds a message in the outbox with a device recorded
+// unacknowledged (the old leader died before it pushed) pushes it once;
+// the record of the push keeps a later leader from pushing it again.
+func TestSenderNewLeaderPushesARecordedUnackedDeviceOnce(t *testing.T) {
+	w := newWorld()
+	w.register("bob", "phone", push.Device{Platform: push.APNs, Token: "tok-failover"})
+	w.connected["bob/phone"] = true // still half-open
+	recs := &unackedRecords{}
+	id := w.stage("bob", "while the leader changed")
+	recs.record(id, "bob/phone")
+	cfg := push.SenderConfig{NoGrace: true, AckTimeout: time.Minute, ProgressEvery: 10 * time.Millisecond}
+	p := &scripted{}
+	for range 2 {
+		s, _ := newSender(t, w, p, cfg, func(d *push.SenderDeps) { d.Unacked = recs })
+		cancel, done := goRun(s)
+		testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			if w.queuedCount() != 0 {
+				return errors.New("message still queued")
+			}
+			return nil
+		})
+		cancel()
+		<-done
+		w.mu.Lock()
+		w.queued[id] = true // as if the done record had not committed: only the handled one did
+		w.handled[id] = []string{"bob/phone"}
+		w.mu.Unlock()
+	}
+	if n := len(p.tries("tok-failover")); n != 1 {
+		t.Fatalf("pushed %d times, want once", n)
+	}
+}

@@ -1,0 +1,56 @@
+package broker
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+)
+
+// A device ID (the {deviceID} of a CONNECT's client ID) and a message's
+// cid are new input: they may not hold C1 controls, bidi controls or
+// other invisible characters, which end up in the node's log, the
+// session list of the web UI and push payloads. They were taken: the
+// rule refused only C0 controls and DEL.
+func TestNewIDsWithInvisibleCharactersAreRefused(t *testing.T) {
+	e := startBroker(t, nil)
+	for _, dev := range []string{"phone\u0085", "\u009b31mphone", "enohp\u202e", "\u200bphone", "ph\u00adone"} {
+		_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/" + dev, Username: "alice", Password: "tok:alice"})
+		if ca == nil {
+			t.Fatalf("device %+q: no CONNACK: %v", dev, err)
+		}
+		reason := ""
+		if ca.Properties != nil {
+			reason = ca.Properties.ReasonString
+		}
+		if ca.ReasonCode != 0x85 || !strings.Contains(reason, "device ID") {
+			t.Errorf("CONNECT alice/%+q: 0x%02x %q, want 0x85 saying what is wrong with the device ID", dev, ca.ReasonCode, reason)
+		}
+	}
+	bob := mustV5(t, e.addr, "bob", "phone")
+	bob.MustSub(t, "user/bob/newMessage")
+	alice := mustV5(t, e.addr, "alice", "Alice's phone 2")
+	for _, cid := range []string{"c\u0085", "c\u202e1", "\ufeffc"} {
+		code, pr := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"`+cid+`","type":"text","body":"hi"}`)
+		if code != 0x99 || pr.Properties == nil || !strings.Contains(pr.Properties.ReasonString, "cid") {
+			t.Errorf("cid %+q: PUBACK 0x%02x %+v, want 0x99 about the cid", cid, code, pr.Properties)
+		}
+	}
+	if n := e.chat.callCount(); n != 0 {
+		t.Fatalf("ChatStore called %d times", n)
+	}
+	if code, _ := alice.Pub(t, "user/bob/newMessage", 1, `{"cid":"ünï 1","type":"text","body":"fine"}`); code != 0 {
+		t.Fatalf("a printable cid: PUBACK 0x%02x", code)
+	}
+}
+
+// In dev mode an anonymous client may not take a client ID of the
+// {user}/{device} form, invisible characters or not: the other parts of
+// the broker still read such an ID as the user's.
+func TestAnonymousClientIDWithInvisibleDeviceStillNeedsCredentials(t *testing.T) {
+	e := startBroker(t, func(c *Config) { c.Dev = true })
+	_, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/phone\u0085"})
+	if ca == nil || ca.ReasonCode != 0x85 {
+		t.Fatalf("anonymous alice/phone\\u0085: %+v, want 0x85", ca)
+	}
+}

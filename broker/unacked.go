@@ -1,0 +1,206 @@
+package broker
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// Unacknowledged deliveries. A device counts as connected from its
+// CONNECT until its connection ends, and a connection can be open on the
+// server and dead on the phone: the phone lost its network without
+// closing it (a lift, a tunnel), and the server keeps it until the
+// keepalive runs out (1.5 x keepalive: 90 s for 60 s). A chat message
+// delivered then goes into its socket and never reaches the app, and the
+// push bridge, which pushes only devices that are not connected, did not
+// push it either: the user was never notified. The node that holds the
+// connection is the one that can tell: the device does not acknowledge
+// the QoS 1 (or 2) delivery. So for each committed chat message it
+// delivers at QoS >= 1 to a connected device that may be pushed, it waits
+// Config.AckTimeout for the device's PUBACK (PUBCOMP at QoS 2) and tells
+// Deps.Unacked of the deliveries not acknowledged by then, or when the
+// connection ends first; the push bridge pushes those devices as if they
+// were offline (services/push unacked.go). A QoS 0 subscriber cannot
+// acknowledge and is not watched.
+
+// UnackedDeliveries hears of chat messages delivered to a connected
+// device that the device did not acknowledge (services/push, through the
+// node).
+type UnackedDeliveries interface {
+	// Watch reports whether deliveries to uid's devices are worth
+	// watching (uid may have a push device); O(1), it never blocks.
+	Watch(uid string) bool
+	// Unacked is told of the messages (IDs) delivered to clientID and
+	// not acknowledged; it must not block.
+	Unacked(clientID string, ids []snowflake.ID)
+}
+
+// maxAckWatched bounds the deliveries watched at once on a node (past it
+// new ones are not watched: their devices are held back as connected, as
+// before there was a watch).
+const maxAckWatched = 1 << 20
+
+// ackWatch is the node's watch of unacknowledged deliveries.
+type ackWatch struct {
+	b       *Broker
+	to      UnackedDeliveries
+	timeout time.Duration
+
+	mu    sync.Mutex
+	conns map[*mqtt.Client]map[uint16]snowflake.ID // pending by packet ID
+	fifo  []ackDue                                 // in due order (the timeout is constant)
+	head  int
+}
+
+type ackDue struct {
+	cl  *mqtt.Client
+	pid uint16
+	id  snowflake.ID
+	due time.Time
+}
+
+func newAckWatch(b *Broker, to UnackedDeliveries, timeout time.Duration) *ackWatch {
+	if to == nil || timeout <= 0 {
+		return nil
+	}
+	return &ackWatch{b: b, to: to, timeout: timeout, conns: map[*mqtt.Client]map[uint16]snowflake.ID{}}
+}
+
+// delivered notes a QoS >= 1 delivery (OnQosPublish: stored among the
+// session's inflight messages, sent or held back by Receive Maximum).
+func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || cl.Net.Conn == nil || cl.Closed() {
+		return
+	}
+	var idProp, from string
+	for _, p := range pk.Properties.User {
+		switch p.Key {
+		case "id":
+			idProp = p.Val
+		case "from":
+			from = p.Val
+		}
+	}
+	if idProp == "" || from == "" {
+		return // not a committed chat message
+	}
+	id, err := snowflake.Parse(idProp)
+	if err != nil {
+		return
+	}
+	ci := w.b.connOf(cl)
+	if ci == nil || ci.p.UserID == "" || ci.p.Link != "" || ci.p.UserID == from || !w.to.Watch(ci.p.UserID) {
+		return // a copy of the user's own message is never pushed
+	}
+	if pk.TopicName != "" && !wire.ParseTopic(pk.TopicName).Kind.Archived() {
+		return // (an outbound topic alias may hide the name)
+	}
+	due := time.Now().Add(w.timeout)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.fifo)-w.head >= maxAckWatched {
+		return
+	}
+	m := w.conns[cl]
+	if m == nil {
+		m = map[uint16]snowflake.ID{}
+		w.conns[cl] = m
+	}
+	m[pk.PacketID] = id
+	w.fifo = append(w.fifo, ackDue{cl: cl, pid: pk.PacketID, id: id, due: due})
+}
+
+// completed notes the end of an exchange with packet ID pid
+// (OnQosComplete). mochi tells so of the client's PUBACK (PUBCOMP) of a
+// delivery, once the delivery has left the session's inflight messages,
+// and also of the server's own acknowledgement of the client's publish,
+// whose packet ID the client chose and may equal a delivery's: a
+// delivery still inflight under pid is not the one that completed.
+func (w *ackWatch) completed(cl *mqtt.Client, pid uint16) {
+	w.mu.Lock()
+	id, ok := w.conns[cl][pid]
+	w.mu.Unlock()
+	if !ok {
+		return // nothing watched: no look-up
+	}
+	if _, inflight := cl.State.Inflight.Get(pid); inflight {
+		return
+	}
+	w.mu.Lock()
+	if m := w.conns[cl]; m != nil && m[pid] == id {
+		delete(m, pid)
+		if len(m) == 0 {
+			delete(w.conns, cl)
+		}
+	}
+	w.mu.Unlock()
+}
+
+// ended tells of what a connection that ended never acknowledged.
+func (w *ackWatch) ended(cl *mqtt.Client) {
+	w.mu.Lock()
+	m := w.conns[cl]
+	delete(w.conns, cl)
+	w.mu.Unlock()
+	if len(m) == 0 {
+		return
+	}
+	ids := make([]snowflake.ID, 0, len(m))
+	for _, id := range m {
+		ids = append(ids, id)
+	}
+	w.to.Unacked(cl.ID, ids)
+}
+
+// expire tells of the deliveries due by now that are still pending.
+func (w *ackWatch) expire(now time.Time) {
+	var out map[string][]snowflake.ID
+	w.mu.Lock()
+	for w.head < len(w.fifo) && !w.fifo[w.head].due.After(now) {
+		d := w.fifo[w.head]
+		w.fifo[w.head] = ackDue{}
+		w.head++
+		m := w.conns[d.cl]
+		if id, ok := m[d.pid]; !ok || id != d.id {
+			continue // acknowledged (and maybe the ID used again since)
+		}
+		delete(m, d.pid)
+		if len(m) == 0 {
+			delete(w.conns, d.cl)
+		}
+		if out == nil {
+			out = map[string][]snowflake.ID{}
+		}
+		out[d.cl.ID] = append(out[d.cl.ID], d.id)
+	}
+	if w.head > 1024 && w.head > len(w.fifo)/2 {
+		w.fifo = append(w.fifo[:0], w.fifo[w.head:]...)
+		w.head = 0
+	}
+	w.mu.Unlock()
+	for cid, ids := range out {
+		w.to.Unacked(cid, ids)
+	}
+}
+
+// run expires deliveries until ctx ends, checking a few times per
+// timeout (at least every second).
+func (w *ackWatch) run(ctx context.Context) {
+	every := min(max(w.timeout/5, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			w.expire(now)
+		}
+	}
+}

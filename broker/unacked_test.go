@@ -1,0 +1,110 @@
+package broker
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/internal/wire"
+)
+
+// unackedHeard records what the broker's watch tells.
+type unackedHeard struct {
+	mu   sync.Mutex
+	told []string // "clientID id"
+}
+
+func (u *unackedHeard) Watch(string) bool { return true }
+
+func (u *unackedHeard) Unacked(clientID string, ids []snowflake.ID) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, id := range ids {
+		u.told = append(u.told, fmt.Sprint(clientID, " ", id))
+	}
+}
+
+func (u *unackedHeard) get() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.told)
+}
+
+// rawSubscriber connects uid's device over a raw socket and subscribes to
+// filter at QoS 1; it reads only when told and acknowledges nothing.
+func rawSubscriber(t *testing.T, addr, uid, device, filter string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(waitFor))
+	r := bufio.NewReader(conn)
+	for _, pk := range [][]byte{mqtttest.RawConnectV5(uid+"/"+device, uid, "tok:"+uid), mqtttest.RawSubscribeV5(1, filter)} {
+		if _, err := conn.Write(pk); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := mqtttest.ReadRawPacket(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conn, r
+}
+
+// The watch tells of a committed message delivered at QoS 1 and not
+// acknowledged within the bound, once; of one pending when the
+// connection ends, at once; never of one acknowledged, nor of the
+// sender's own copy.
+func TestUnackedDeliveriesAreTold(t *testing.T) {
+	heard := &unackedHeard{}
+	const bound = time.Second
+	e := startBrokerWith(t, func(c *Config) { c.AckTimeout = bound }, func(d *Deps) { d.Unacked = heard })
+	phone, _ := rawSubscriber(t, e.addr, "bob", "phone", "user/bob/newMessage")
+	rawSubscriber(t, e.addr, "alice", "laptop", "user/alice/newMessage") // the sender's own device: never acknowledges either
+	tablet := mustV5(t, e.addr, "bob", "tablet")
+	tablet.Sub(t, "user/bob/newMessage") // acknowledges
+	deliver := func(id snowflake.ID) {
+		props := []wire.Prop{{Key: "id", Value: id.String()}, {Key: "from", Value: "alice"}}
+		for _, topic := range []string{"user/bob/newMessage", "user/alice/newMessage"} {
+			e.b.DeliverCommitted(wire.Outbound{Topic: topic, Payload: []byte(`{}`), QoS: 1, UserProps: props, Scope: wire.ScopeLocal})
+		}
+	}
+	first, second := snowflake.ID(7211938138472448001), snowflake.ID(7211938138472448002)
+	start := time.Now()
+	deliver(first)
+	tablet.Next(t)
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if got := heard.get(); !slices.Equal(got, []string{fmt.Sprint("bob/phone ", first)}) {
+			return fmt.Errorf("told %q", got)
+		}
+		return nil
+	})
+	if el := time.Since(start); el < bound {
+		t.Errorf("told %v after the delivery, before the bound of %v", el, bound)
+	}
+	deliver(second)
+	tablet.Next(t)
+	closed := time.Now()
+	_ = phone.Close() // gone before the bound
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if got := heard.get(); !slices.Equal(got, []string{fmt.Sprint("bob/phone ", first), fmt.Sprint("bob/phone ", second)}) {
+			return fmt.Errorf("told %q", got)
+		}
+		return nil
+	})
+	if el := time.Since(closed); el >= bound {
+		t.Errorf("told of the second %v after its connection ended: not at the end, at the bound of %v", el, bound)
+	}
+	e.b.acks.expire(time.Now().Add(time.Hour)) // every bound passed: nothing more to tell
+	if got := heard.get(); len(got) != 2 {
+		t.Errorf("told %q, want the two deliveries to the phone once each", got)
+	}
+}
