@@ -358,6 +358,9 @@ type Broker struct {
 	// left: this node left its cluster (LeftCluster): it refuses
 	// connections, since it no longer gets the log.
 	left atomic.Bool
+	// cutOff: this node counts itself cut off from its cluster
+	// (SetCutOff): it refuses signed-in users' connections meanwhile.
+	cutOff atomic.Bool
 	// connSeq numbers connections (the registry's gen, presence's
 	// connID). It starts at the process's start time so that a number is
 	// not reused across restarts: the registry keeps a crashed run's

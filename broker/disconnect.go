@@ -113,6 +113,32 @@ func (b *Broker) LeftCluster() {
 		"connections", n, "links", len(links))
 }
 
+// SetCutOff tells the broker whether its node counts itself cut off
+// from its cluster: it has heard from no leader for --node-down-after
+// while the other voters are a quorum (cluster.Raft.CutOff), so they go
+// on committing without it. Nothing committed there reaches this node,
+// and none of its users' publishes commits: a client that only receives
+// would sit on it, getting nothing, for as long as the partition lasts,
+// and the other nodes already show its users offline. When it becomes
+// cut off it closes every signed-in user's connection as ResyncClients
+// does (v5: DISCONNECT 0x89; their sessions end), so that they
+// reconnect to another node and sync, and refuses theirs while it is
+// (CONNACK 0x88 server unavailable; 3.1.1: 0x03); once it hears a
+// leader again it takes them as before. Region links and anonymous
+// --dev clients are left alone. Safe from any goroutine.
+func (b *Broker) SetCutOff(cut bool) {
+	if b.cutOff.Swap(cut) == cut {
+		return
+	}
+	if !cut {
+		b.log.Info("a leader is heard again: taking connections again")
+		return
+	}
+	n := b.resyncClients()
+	b.log.Warn("cut off from the cluster: closed the signed-in connections so that their clients move to another node; refusing new ones until a leader is heard again",
+		"connections", n)
+}
+
 // resyncClients closes the signed-in users' connections with 0x89 and
 // returns how many. The users' persistent sessions left offline missed
 // the same messages (nothing was queued for them either): they end

@@ -65,6 +65,7 @@ var (
 	// and ask the user for new credentials.
 	refuseUnavailable  = connRefusal{v5: packets.Code{Code: 0x88, Reason: "server unavailable: the token cannot be checked now; retry"}, v3: 0x03, metric: "connect_unavailable"}
 	refuseLeft         = connRefusal{v5: packets.Code{Code: 0x88, Reason: "server unavailable: this node left its cluster; connect to another node"}, v3: 0x03, metric: "connect_unavailable"}
+	refuseCutOff       = connRefusal{v5: packets.Code{Code: 0x88, Reason: "server unavailable: this node is cut off from its cluster; connect to another node"}, v3: 0x03, metric: "connect_unavailable"}
 	refuseWrongUser    = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: token belongs to another user"}, v3: 0x04, metric: "connect_bad_token"}
 	refuseClientID     = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: want {userID}/{deviceID} of the authenticated user"}, v3: 0x02, metric: "connect_client_id"}
 	refuseAnonClientID = connRefusal{v5: packets.Code{Code: 0x85, Reason: "client identifier not valid: the {userID}/{deviceID} form needs credentials"}, v3: 0x02, metric: "connect_client_id"}
@@ -108,6 +109,9 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if refusal == nil && pk.Connect.WillFlag && !b.willAllowed(p, pk.Connect.WillTopic) {
 		refusal = &refuseWill
 	}
+	if refusal == nil && b.cutOff.Load() && cutOffRefuses(p) {
+		refusal = &refuseCutOff
+	}
 	// Last, so that a refusal for another reason takes no place: a user's
 	// live connections on this node (a client ID already connected, a
 	// takeover, is not one more).
@@ -120,26 +124,47 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 	}
 	if refusal != nil {
-		b.m.refused.WithLabelValues(refusal.metric).Inc()
-		code := refusal.v5
-		if cl.Properties.ProtocolVersion < 5 {
-			code = packets.Code{Code: refusal.v3}
-		}
-		if err := b.srv.SendConnack(cl, code, false, nil); err != nil {
-			b.log.Debug("send connack", "client", cl.ID, "error", err)
-		}
-		level := slog.LevelInfo
-		if refusal == &refuseConnectRate {
-			level = slog.LevelDebug // a flood would flood the log too
-		}
-		b.log.Log(context.Background(), level, "connect refused", "client", loggedID(cl.ID), "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
-		return refusal.v5
+		return b.refuseConnect(cl, refusal)
 	}
 	gen := b.connSeq.Add(1)
 	ci := &connInfo{p: p, connID: cl.ID + "#" + strconv.FormatUint(gen, 10), gen: gen, pipe: newPipeline(b, cl), userSlot: userSlot}
 	b.conns.Store(cl, ci)
+	if b.cutOff.Load() && cutOffRefuses(p) {
+		// Cut off since the check above: SetCutOff's sweep may have
+		// missed this connection, so it is refused here.
+		b.conns.Delete(cl)
+		if userSlot {
+			b.userConns.release(p.UserID, cl.ID)
+		}
+		return b.refuseConnect(cl, &refuseCutOff)
+	}
 	cl.HookData.Store(ci) // connOf
 	return nil
+}
+
+// cutOffRefuses tells the connections a node cut off from its cluster
+// refuses (SetCutOff): a signed-in user's; not a region link's (its
+// handoff is durable, not live) nor an anonymous --dev client's (it reads
+// no chat).
+func cutOffRefuses(p wire.Principal) bool { return p.UserID != "" && p.Link == "" }
+
+// refuseConnect answers a CONNECT with refusal's CONNACK; its error makes
+// mochi drop the connection without another CONNACK.
+func (b *Broker) refuseConnect(cl *mqtt.Client, refusal *connRefusal) error {
+	b.m.refused.WithLabelValues(refusal.metric).Inc()
+	code := refusal.v5
+	if cl.Properties.ProtocolVersion < 5 {
+		code = packets.Code{Code: refusal.v3}
+	}
+	if err := b.srv.SendConnack(cl, code, false, nil); err != nil {
+		b.log.Debug("send connack", "client", cl.ID, "error", err)
+	}
+	level := slog.LevelInfo
+	if refusal == &refuseConnectRate {
+		level = slog.LevelDebug // a flood would flood the log too
+	}
+	b.log.Log(context.Background(), level, "connect refused", "client", loggedID(cl.ID), "remote", cl.Net.Remote, "reason", refusal.v5.Reason)
+	return refusal.v5
 }
 
 // authenticate checks CONNECT credentials against the client ID.

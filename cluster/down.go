@@ -186,6 +186,10 @@ func (n *Raft) watchDown(ctx context.Context) {
 	}
 }
 
+// CutOff reports whether this node counts itself down (cutOff), as last
+// announced: a change is announced on MembersChanged.
+func (n *Raft) CutOff() bool { return n.selfDown.Load() }
+
 // watchSelfDown keeps selfDown, the node's own cut-off state that
 // Members reports, and announces every change of it (MembersChanged).
 // Members reports what was announced, never a state computed at the

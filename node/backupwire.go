@@ -43,7 +43,7 @@ func (n *Node) buildBackup() error {
 			return fmt.Errorf("node: backup store: %w", err)
 		}
 		sched, err = backup.NewScheduler(backup.SchedulerConfig{Every: n.cfg.BackupEvery, Keep: n.cfg.BackupKeep,
-			Store: st, Region: n.cfg.Region, IsLeader: n.raft.IsLeader, Source: src, Metrics: metrics,
+			Store: st, Region: n.cfg.Region, ClusterID: n.backupCluster, IsLeader: n.raft.IsLeader, Source: src, Metrics: metrics,
 			Log: n.log.With("component", "backup")})
 		if err != nil {
 			return err
@@ -79,9 +79,39 @@ func (n *Node) backupState(ctx context.Context) (int64, uint64, io.ReadCloser, e
 	return n.fsm.OpenState()
 }
 
+// backupCluster is the cluster's ID for its scheduled backups: the
+// archive's owner ID (r/arch/owner), which the leader sets if the
+// cluster has none yet (a follower only reads it). There is none below
+// feature level 2, and a new cluster's leader raises the level only
+// once it has asked its members: it waits for level 2 (at most
+// featureLevelWait; a member of an earlier version keeps it lower, and
+// the backup is then taken without an ID), so that a new cluster's
+// first backup names its cluster too.
+func (n *Node) backupCluster(ctx context.Context) (string, error) {
+	if !n.raft.IsLeader() {
+		return n.Archive.KnownClusterID()
+	}
+	wctx, cancel := context.WithTimeout(ctx, featureLevelWait)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for n.features.Level() < featurelevel.ArchiveOwner && wctx.Err() == nil {
+		select {
+		case <-wctx.Done():
+		case <-t.C:
+		}
+	}
+	return n.Archive.ClusterID(ctx)
+}
+
+// featureLevelWait bounds backupCluster's wait for feature level 2 (the
+// leader asks each member, 2 s at most each, and commits the level).
+const featureLevelWait = 15 * time.Second
+
 func (n *Node) backupInfo() backup.Manifest {
 	st := n.raft.Stats()
 	m := backup.Manifest{Node: n.cfg.NodeID, Leader: st.LeaderID, Region: n.cfg.Region}
+	m.Cluster, _ = n.Archive.KnownClusterID() // "" when the cluster has none (yet)
 	for _, mem := range st.Members {
 		m.Members = append(m.Members, mem.Name)
 	}

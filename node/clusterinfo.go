@@ -61,6 +61,24 @@ func (n *Node) leftWhenRemoved(ctx context.Context) {
 	}
 }
 
+// refuseWhileCutOff tells the broker whether this node counts itself
+// cut off from its cluster (cluster.Raft.CutOff: no leader heard for
+// --node-down-after while the other voters are a quorum), at every
+// announced change, until ctx ends: the broker then closes its
+// signed-in clients' connections and refuses theirs, so that they move
+// to a node that gets the log (Broker.SetCutOff).
+func (n *Node) refuseWhileCutOff(ctx context.Context) {
+	for {
+		changed := n.raft.MembersChanged()
+		n.Broker.SetCutOff(n.raft.CutOff())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
 // remove takes a dead node out of the configuration and drops its routes
 // and client registry entries. For a name that is no member it still
 // drops them before answering ErrUnknownNode: the retry of a removal

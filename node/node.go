@@ -706,8 +706,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	g.Go(func() error { // the members' web origins, for pages that reconnect through another node
 		return n.ClusterAPI.RunOrigins(gctx, n.peerOrigins(), n.cfg.OriginsRefresh, n.raft.MembersChanged)
 	})
-	g.Go(func() error { n.leftWhenRemoved(gctx); return nil }) // removed while it runs: its clients move on
-	g.Go(func() error {                                        // the members' addresses, whose own requests the gateway does not rate-limit
+	g.Go(func() error { n.leftWhenRemoved(gctx); return nil })   // removed while it runs: its clients move on
+	g.Go(func() error { n.refuseWhileCutOff(gctx); return nil }) // cut off from its cluster: its clients move on
+	g.Go(func() error {                                          // the members' addresses, whose own requests the gateway does not rate-limit
 		return runMemberAddrs(gctx, n.members, n.raft.Members, n.cfg.OriginsRefresh, n.raft.MembersChanged)
 	})
 	g.Go(func() error {

@@ -53,6 +53,10 @@ type linkClient struct {
 	clientID string
 	// retention: a message older than this is not sent (ops.go); 0: any.
 	retention time.Duration
+	// tellExpired tells the senders of the messages it does not send,
+	// being older than retention, before the cursor passes them
+	// (Bridge.tellExpired); nil: nobody is told.
+	tellExpired func(ctx context.Context, msgs []expiredMsg) error
 	// window: publishes in flight at most (window.go); 0: linkWindow.
 	window int
 
@@ -86,11 +90,14 @@ func (l *linkClient) sessionOf(cl *paho.Client) *ackSession {
 // b's publishes and returns the wait for their PUBACKs.
 func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func() error, error) {
 	var entries []outgoing
+	var tell []expiredMsg
 	expired := 0
 	for _, it := range b.Items {
 		if l.expired(it) {
-			l.m.sent.WithLabelValues(l.link.Name, "expired").Inc() // the leader drops it from the outbox (ops.go)
 			expired++
+			if m, ok := expiredOf(it.Payload, l.link.Name); ok {
+				tell = append(tell, m)
+			}
 			continue
 		}
 		topic, payload, kind, err := linkPayload(it.Payload, l.own, it.Pos)
@@ -102,6 +109,16 @@ func (l *linkClient) start(ctx context.Context, b peerqueue.Batch[item]) (func()
 			continue
 		}
 		entries = append(entries, outgoing{pos: it.Pos, kind: kind, payload: payload})
+	}
+	if len(tell) > 0 && l.tellExpired != nil {
+		// Told before the cursor passes them (expirytold.go); else the
+		// batch is tried again.
+		if err := l.tellExpired(ctx, tell); err != nil {
+			return nil, err
+		}
+	}
+	if expired > 0 {
+		l.m.sent.WithLabelValues(l.link.Name, "expired").Add(float64(expired)) // the leader drops it from the outbox (ops.go)
 	}
 	// Several entries to a publish (batch.go), the publishes one after
 	// another: each waits for the other region's commit of all it holds.

@@ -192,8 +192,9 @@ const maxExpire = 4096
 // messages: to is where the cursor may move (past the expired messages
 // at the head), head how many those are, and behind the positions of the
 // expired messages after the first entry that is not a message. At most
-// max in all.
-func expiredEntries(db *badger.DB, region string, cutoff time.Time, max int) (to, head uint64, behind []uint64, err error) {
+// max in all. tell are those of them whose senders are told
+// (expirytold.go).
+func expiredEntries(db *badger.DB, region string, cutoff time.Time, max int) (to, head uint64, behind []uint64, tell []expiredMsg, err error) {
 	err = db.View(func(tx *badger.Txn) error {
 		cur, _, err := getU64(tx, cursorKey(region))
 		if err != nil {
@@ -210,9 +211,13 @@ func expiredEntries(db *badger.DB, region string, cutoff time.Time, max int) (to
 				continue
 			}
 			var t time.Time
-			var msg bool
+			var msg, told bool
+			var em expiredMsg
 			if err := it.Item().Value(func(v []byte) error {
 				t, msg = messageTime(v)
+				if msg && t.Before(cutoff) {
+					em, told = expiredOf(v, region)
+				}
 				return nil
 			}); err != nil {
 				return err
@@ -228,10 +233,13 @@ func expiredEntries(db *badger.DB, region string, cutoff time.Time, max int) (to
 			default:
 				behind = append(behind, pos)
 			}
+			if told {
+				tell = append(tell, em)
+			}
 		}
 		return nil
 	})
-	return to, head, behind, err
+	return to, head, behind, tell, err
 }
 
 // expire drops region's messages older than the retention (the leader,
@@ -248,8 +256,12 @@ func (b *Bridge) expire(ctx context.Context, region string) {
 		b.notify(region)
 	}()
 	for ctx.Err() == nil {
-		to, head, behind, err := expiredEntries(b.deps.DB, region, cutoff, maxExpire)
+		to, head, behind, tell, err := expiredEntries(b.deps.DB, region, cutoff, maxExpire)
 		if err != nil || head+uint64(len(behind)) == 0 {
+			return
+		}
+		// The senders are told before their messages go (expirytold.go).
+		if !b.toldOrGaveUp(region, b.tellExpired(ctx, region, tell)) {
 			return
 		}
 		if head > 0 && !b.proposeExpiry(ctx, region, wire.CmdRegionCursor, cursorCmd{Region: region, Pos: to}.encode(), head) {

@@ -183,6 +183,9 @@ type Bridge struct {
 	stats  map[string]*linkStats                  // per link, for the life of the bridge
 	q      queries
 	reads  chan struct{} // read receipts of other regions' users being recorded (remoteread.go)
+	// tellFailing: since when the leader's expiry could not tell the
+	// senders of a link's expired messages (expirytold.go), by link.
+	tellFailing map[string]time.Time
 }
 
 // New checks the configuration and registers the cursor command's FSM
@@ -368,6 +371,7 @@ func (b *Bridge) lead(ctx context.Context) {
 	for _, name := range b.Links() {
 		l := b.links[name]
 		lc := &linkClient{link: l, own: b.cfg.Region, number: b.cfg.Number, tls: b.cfg.TLS, log: b.log, m: b.m, gm: b.gm, dialTO: b.cfg.Timeout, stats: b.stats[name], retention: b.cfg.Retention, window: b.cfg.Window}
+		lc.tellExpired = func(ctx context.Context, msgs []expiredMsg) error { return b.tellExpired(ctx, name, msgs) }
 		eph := newEphemeral(b, lc)
 		store := cursorStore{db: b.deps.DB, prop: b.deps.Proposer, region: name,
 			timeout: func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, b.cfg.Timeout) }}

@@ -84,8 +84,11 @@ type Options struct {
 	// reconnects to the next, and the HTTP API calls (sync, history) move
 	// to the next node's API as well (see HTTPURLs). With several, it
 	// also leaves a node that answers a publish that it could not commit
-	// (0x83: cut off from its cluster, which keeps its clients connected):
-	// the next connection passes over that node once.
+	// (0x83: cut off from its cluster): the next connection passes over
+	// that node once. A node cut off for --node-down-after (3 s) closes
+	// its clients' connections and refuses them until it hears a leader
+	// again, so a client that only receives moves to the next URL too
+	// (and syncs).
 	URLs []string
 	// HTTPURL is the node's HTTP API base URL. Without it and HTTPURLs,
 	// the API of each ws(s) URL's node is used (ws://h:p/mqtt gives

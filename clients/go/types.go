@@ -33,7 +33,8 @@ type Message struct {
 	// Status is "undeliverable" for a message to a user of another
 	// region that region refused for good, or to a group of another
 	// region that its home refused, with Reason (no_such_user,
-	// forbidden, invalid); empty otherwise. History and sync carry it;
+	// forbidden, invalid), or that this region's link dropped after
+	// --link-retention (Reason expired); empty otherwise. History and sync carry it;
 	// the sender's devices also get {"type":"undeliverable",...} on
 	// OnEvent (docs/regions.md).
 	Status string `json:"status,omitempty"`

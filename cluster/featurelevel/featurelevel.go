@@ -35,6 +35,9 @@
 //	   (services/auth firstAccount); ErasedAuthRecords: an account's
 //	   erasure also deletes its sign-out, suspension and admin role
 //	   revocation records (services/auth applyAccountErase)
+//	4  ExpiredUndeliverable: a message --link-retention dropped from a
+//	   region link's outbox is marked undeliverable, reason "expired"
+//	   (services/archive applyUndeliverable), and its sender told
 package featurelevel
 
 import (
@@ -73,8 +76,12 @@ const (
 	// r/auth/demoted/ too (services/auth, applyAccountErase). Level 3,
 	// as FirstAdminOnce: both came with one version.
 	ErasedAuthRecords = FirstAdminOnce
+	// ExpiredUndeliverable: CmdUndeliverable takes the reason "expired"
+	// (a message the region link's --link-retention dropped), which a
+	// node of an earlier version refuses.
+	ExpiredUndeliverable uint32 = 4
 	// Supported is the highest level this version implements.
-	Supported = FirstAdminOnce
+	Supported = ExpiredUndeliverable
 )
 
 // Key is where the committed level is kept (big-endian uint32; absent: 0).

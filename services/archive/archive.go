@@ -220,6 +220,7 @@ type Service struct {
 	media   Media                           // nil: media messages are stored as sent
 	regions Regions                         // nil: no links
 	tier    *tierReader                     // nil: no segment store
+	ownerc  ownerCache                      // the cluster's owner ID (owner.go)
 	backups func() any                      // nil: none
 	barrier func(ctx context.Context) error // nil: reads need no barrier
 	log     *slog.Logger

@@ -94,22 +94,47 @@ type ownerCache struct {
 	id string
 }
 
-// owner is the cluster's owner ID, which the leader sets the first time
-// it needs it at feature level 2; "" below it (nothing is marked, and
-// objects are collected as before).
-func (s *Service) owner(ctx context.Context) (string, error) {
-	c := &s.tier.owner
+// ClusterID is the cluster's ID: its owner ID (hex), also what names
+// the cluster's backups (services/backup, the manifest's cluster), set
+// now if the cluster has none yet; "" below feature level 2.
+func (s *Service) ClusterID(ctx context.Context) (string, error) { return s.owner(ctx) }
+
+// KnownClusterID is the cluster's ID as this node applied it, without
+// setting it: "" when the cluster has none yet.
+func (s *Service) KnownClusterID() (string, error) {
+	c := &s.ownerc
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.id != "" {
 		return c.id, nil
 	}
-	var id string
-	var found bool
-	if err := s.db.View(func(tx *badger.Txn) (err error) {
+	id, _, err := s.ownerApplied()
+	if err == nil {
+		c.id = id
+	}
+	return id, err
+}
+
+func (s *Service) ownerApplied() (id string, found bool, err error) {
+	err = s.db.View(func(tx *badger.Txn) (err error) {
 		id, found, err = ownerIn(tx)
 		return err
-	}); err != nil {
+	})
+	return id, found, err
+}
+
+// owner is the cluster's owner ID, which the leader sets the first time
+// it needs it at feature level 2; "" below it (nothing is marked, and
+// objects are collected as before).
+func (s *Service) owner(ctx context.Context) (string, error) {
+	c := &s.ownerc
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.id != "" {
+		return c.id, nil
+	}
+	id, found, err := s.ownerApplied()
+	if err != nil {
 		return "", err
 	}
 	if !found {
@@ -124,10 +149,7 @@ func (s *Service) owner(ctx context.Context) (string, error) {
 		}
 		set, ok := v.(ownerSet)
 		if !ok { // a forwarded proposal's value does not survive the trip: read what this node applied
-			if err := s.db.View(func(tx *badger.Txn) (err error) {
-				id, found, err = ownerIn(tx)
-				return err
-			}); err != nil || !found {
+			if id, found, err = s.ownerApplied(); err != nil || !found {
 				return "", fmt.Errorf("archive: set the owner ID: not applied here yet (%v)", err)
 			}
 			set = ownerSet(id)

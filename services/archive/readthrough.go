@@ -53,8 +53,6 @@ type tierReader struct {
 	// (see there). In memory: a restart only delays deletions.
 	orphanMu   sync.Mutex
 	unrefSince map[string]time.Time
-
-	owner ownerCache // the cluster's owner ID (owner.go)
 }
 
 // defaultSegmentCacheBytes bounds the decoded blocks a node keeps.

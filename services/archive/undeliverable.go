@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/cluster/featurelevel"
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/snowflake"
@@ -28,18 +30,31 @@ import (
 // So for a message to a group of another region, committed here in the
 // group's mirror, that the group's home refuses (the sender was removed
 // while the link was down): the event names "group" instead of "to".
+// A message this region's link drops, older than --link-retention
+// while the other region was unreachable, is marked so too by the link
+// itself (reason "expired", from feature level 4; bridge/region
+// expirytold.go).
 
 // Reasons of an undeliverable message.
 const (
 	ReasonNoSuchUser = "no_such_user" // no such user in that region
 	ReasonForbidden  = "forbidden"    // the recipient blocked the sender (what a local sender is told: 0x87 / 403), or the region refused the sender
 	ReasonInvalid    = "invalid"      // a message that region does not accept (e.g. media across regions)
+	// ReasonExpired: this region's link dropped the message, older than
+	// --link-retention, while the other region was unreachable (no
+	// notice of another region: the link's own; feature level 4).
+	ReasonExpired = "expired"
 )
 
 // ValidReason tells the reasons a notice may carry.
 func ValidReason(r string) bool {
-	return r == ReasonNoSuchUser || r == ReasonForbidden || r == ReasonInvalid
+	return r == ReasonNoSuchUser || r == ReasonForbidden || r == ReasonInvalid || r == ReasonExpired
 }
+
+// errExpiredBelowLevel refuses the reason "expired" below feature level
+// 4: the sender is then not told (as in earlier versions).
+var errExpiredBelowLevel = fmt.Errorf("archive: undeliverable reason %q below feature level %d: %w",
+	ReasonExpired, featurelevel.ExpiredUndeliverable, wire.ErrInvalid)
 
 // StatusUndeliverable is the status of a message another region refused.
 const StatusUndeliverable = "undeliverable"
@@ -111,6 +126,9 @@ func (s *Service) markUndeliverable(ctx context.Context, c undeliverableCmd) err
 	id, from := c.ID, c.From
 	if err := c.check(); err != nil {
 		return err
+	}
+	if c.Reason == ReasonExpired && featurelevel.Of(s.db) < featurelevel.ExpiredUndeliverable {
+		return errExpiredBelowLevel // applyUndeliverable refuses it too
 	}
 	if err := s.checkSealedNotice(ctx, &c); err != nil {
 		return err
@@ -194,6 +212,13 @@ func applyUndeliverable(tx *badger.Txn, _ fsm.Position, payload []byte) (any, er
 	}
 	if err := c.check(); err != nil {
 		return nil, err
+	}
+	if c.Reason == ReasonExpired {
+		// A node of an earlier version refuses the reason: so does every
+		// node below the level where every member takes it.
+		if ok, err := featurelevel.AtLeast(tx, featurelevel.ExpiredUndeliverable); err != nil || !ok {
+			return nil, cmp.Or(err, errExpiredBelowLevel)
+		}
 	}
 	conv := c.conv()
 	// A notice sent again, whether the message is hot or sealed since.

@@ -77,6 +77,14 @@ type Manifest struct {
 	// configuration for every region) neither count nor prune it as
 	// theirs. Absent in backups of earlier versions (counted by all).
 	Region string `json:"region,omitempty"`
+	// Cluster is the ID of the cluster that took the backup (its
+	// archive owner ID, r/arch/owner: random, kept in the replicated
+	// state, so the same on every node and across leader changes): two
+	// clusters of one region name given the same store neither count
+	// nor prune each other's backups. Absent in backups of earlier
+	// versions, and of a cluster below feature level 2 (counted as any
+	// cluster's of their region).
+	Cluster string `json:"cluster,omitempty"`
 	// Files are the state (first) and the segments, in the order written.
 	Files []File `json:"files"`
 }

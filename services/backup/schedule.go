@@ -68,6 +68,13 @@ type SchedulerConfig struct {
 	// manifest by Source.Info: the schedule reads and prunes only the
 	// backups of its region (and those without one) from the store.
 	Region string
+	// ClusterID answers the cluster's ID, written into each scheduled
+	// backup's manifest: within its region the schedule reads and
+	// prunes only its cluster's backups (and those without an ID). ""
+	// while the cluster has none (below feature level 2); nil: none.
+	// On the leader it may set the ID; an error fails the backup (or
+	// the reading of the store) at hand.
+	ClusterID func(ctx context.Context) (string, error)
 	// IsLeader: only the Raft leader takes scheduled backups.
 	IsLeader func() bool
 	Source   Source
@@ -114,6 +121,7 @@ type Scheduler struct {
 	lastAttempt time.Time
 	started     time.Time // when Run began
 	lastMan     *Manifest // the newest complete backup's, for reusing its segments
+	cluster     string    // the cluster's ID once known (it never changes)
 	// aheadSeen is when this node first saw aheadOf, a newest backup
 	// dated after its clock (the clock was stepped back, or the leader
 	// that took it ran ahead): its age is unknown, and it counts as
@@ -191,7 +199,11 @@ func (s *Scheduler) tick(ctx context.Context) {
 // readStore learns the newest complete scheduled backup in the store;
 // quiet (a follower's reading) logs a failure at debug level only.
 func (s *Scheduler) readStore(ctx context.Context, quiet bool) {
-	m, err := latestScheduled(ctx, s.cfg.Store, s.cfg.Region)
+	l, err := s.lineage(ctx)
+	var m *Manifest
+	if err == nil {
+		m, err = latestScheduled(ctx, s.cfg.Store, l)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -209,14 +221,41 @@ func (s *Scheduler) readStore(ctx context.Context, quiet bool) {
 	}
 }
 
+// lineage is whose scheduled backups a schedule counts as its own: its
+// region's ("": every region's), and of those its cluster's ("": those
+// without a cluster ID only); all: every backup (Prune).
+type lineage struct {
+	all             bool
+	region, cluster string
+}
+
+// lineage is this schedule's, the cluster's ID asked until it is known.
+func (s *Scheduler) lineage(ctx context.Context) (lineage, error) {
+	s.mu.Lock()
+	l := lineage{region: s.cfg.Region, cluster: s.cluster}
+	s.mu.Unlock()
+	if l.cluster != "" || s.cfg.ClusterID == nil {
+		return l, nil
+	}
+	id, err := s.cfg.ClusterID(ctx)
+	if err != nil {
+		return l, fmt.Errorf("backup: the cluster's ID: %w", err)
+	}
+	s.mu.Lock()
+	s.cluster = id
+	s.mu.Unlock()
+	l.cluster = id
+	return l, nil
+}
+
 // latestScheduled is the manifest of the newest complete scheduled
-// backup of region in st: one taken by hand (KindStream) is not the
+// backup of l in st: one taken by hand (KindStream) is not the
 // schedule's (Prune neither counts nor deletes it, and an operator may
 // delete it any time), so it does not put off the next scheduled one,
-// nor does another region's (ofRegion). As Latest, a manifest that
-// cannot be read now is an error, not a reason to answer an older
+// nor does another region's or cluster's (of). As Latest, a manifest
+// that cannot be read now is an error, not a reason to answer an older
 // backup; ErrNotFound when there is none.
-func latestScheduled(ctx context.Context, st Store, region string) (*Manifest, error) {
+func latestScheduled(ctx context.Context, st Store, l lineage) (*Manifest, error) {
 	ids, err := st.IDs(ctx)
 	if err != nil {
 		return nil, err
@@ -225,7 +264,7 @@ func latestScheduled(ctx context.Context, st Store, region string) (*Manifest, e
 	for i := len(ids) - 1; i >= 0; i-- {
 		m, err := readManifest(ctx, st, ids[i])
 		switch {
-		case err == nil && (m.Kind == KindStream || !m.ofRegion(region)):
+		case err == nil && (m.Kind == KindStream || !m.of(l)):
 			continue
 		case err == nil:
 			return m, nil
@@ -261,8 +300,29 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	start := s.cfg.Now()
 	s.mu.Lock()
 	s.lastAttempt = start
+	s.mu.Unlock()
+	l, err := s.lineage(ctx)
+	if err != nil {
+		s.cfg.Metrics.observe("scheduled", 0, nil, err)
+		s.mu.Lock()
+		s.lastErr = err
+		s.mu.Unlock()
+		s.log.Error("scheduled backup failed", "store", s.cfg.Store.String(), "err", err)
+		return nil, err
+	}
+	s.mu.Lock()
 	sink := &StoreSink{Store: s.cfg.Store, Prev: s.lastMan}
 	src := s.cfg.Source
+	if info := src.Info; l.cluster != "" {
+		src.Info = func() Manifest {
+			var m Manifest
+			if info != nil {
+				m = info()
+			}
+			m.Cluster = l.cluster
+			return m
+		}
+	}
 	if after := s.lastSuccess; !after.IsZero() {
 		clock := src.Now
 		if clock == nil {
@@ -298,7 +358,7 @@ func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
 	}
 	s.log.Info("backup taken", "id", m.ID, "store", s.cfg.Store.String(), "applied_index", m.AppliedIndex,
 		"bytes", m.Bytes(), "segments", m.Segments(), "segments_reused", sink.Reused, "took", took)
-	if err := PruneRegion(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log, s.cfg.Region); err != nil {
+	if err := prune(ctx, s.cfg.Store, s.cfg.Keep, s.cfg.Now(), s.log, l); err != nil {
 		s.log.Warn("pruning old backups", "store", s.cfg.Store.String(), "err", err)
 	}
 	return m, nil
@@ -360,13 +420,13 @@ const StaleAfter = 24 * time.Hour
 // 503, a manifest that does not parse) is kept, not counted, and its
 // error returned: only a manifest known to be missing makes it incomplete.
 func Prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger) error {
-	return PruneRegion(ctx, st, keep, now, log, "")
+	return prune(ctx, st, keep, now, log, lineage{all: true})
 }
 
-// PruneRegion is Prune counting and deleting only the complete backups
-// of region (and those that name none): another region's cluster, given
-// the same store, keeps its own. "" counts every backup.
-func PruneRegion(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger, region string) error {
+// prune is Prune counting and deleting only the complete backups of l
+// (of): another region's cluster, or another cluster of the same
+// region, given the same store, keeps its own.
+func prune(ctx context.Context, st Store, keep int, now time.Time, log *slog.Logger, l lineage) error {
 	ids, err := st.IDs(ctx)
 	if err != nil {
 		return err
@@ -380,8 +440,8 @@ func PruneRegion(ctx context.Context, st Store, keep int, now time.Time, log *sl
 		switch {
 		case merr == nil && man.Kind == KindStream:
 			continue // taken by hand (edgechat backup): not the schedule's to count or delete
-		case merr == nil && !man.ofRegion(region):
-			continue // another region's cluster's
+		case merr == nil && !man.of(l):
+			continue // another region's or another cluster's
 		case merr == nil:
 			complete++
 			if complete <= keep {
@@ -415,8 +475,15 @@ func idTime(id string) (time.Time, bool) {
 	return t, err == nil
 }
 
-// ofRegion reports whether the backup counts as region's: it names
-// region, or none (taken by an earlier version), or region is "".
-func (m *Manifest) ofRegion(region string) bool {
-	return region == "" || m.Region == "" || m.Region == region
+// of reports whether the backup counts as l's: of l's region (it names
+// it, or none: taken by an earlier version; or l names no region), and
+// of l's cluster (it names it, or none: taken by an earlier version or
+// below feature level 2, perhaps by this cluster). A cluster without an
+// ID yet took no backup that names one.
+func (m *Manifest) of(l lineage) bool {
+	if l.all {
+		return true
+	}
+	region := l.region == "" || m.Region == "" || m.Region == l.region
+	return region && (m.Cluster == "" || m.Cluster == l.cluster)
 }

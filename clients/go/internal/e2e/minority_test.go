@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -89,4 +90,51 @@ func TestSendMovesOffANodeCutOffFromItsCluster(t *testing.T) {
 		t.Fatalf("Send returned %+v without an ID", m)
 	}
 	ab.waitOnce(t, m.ID)
+}
+
+// A client that only receives, on a node cut off from its cluster, is
+// moved off it: that node delivers nothing committed elsewhere, and
+// nothing told the client (it publishes nothing that could be refused),
+// so it stayed there, receiving nothing, for as long as the partition
+// lasted. The node closes its clients' connections once it counts itself
+// down (--node-down-after without a leader) and refuses new ones while
+// it does; the SDK reconnects to the next node and syncs.
+func TestReceiverMovesOffANodeCutOffFromItsCluster(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 2)
+	n1, n2 := nodes[0], nodes[1]
+	aliceTok, bobTok := n1.NewUser(t, "alice"), n1.NewUser(t, "bob")
+	n3, proxy := startCutOffableNode(t, n1.ClusterAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	alice := dial(t, []string{n1.WSURL}, "", aliceTok, nil, nil)
+	bb := newInbox()
+	bob := dial(t, []string{n3.WSURL, n2.WSURL}, "", bobTok, bb, nil)
+	first, err := alice.Send(ctx, "bob", "to bob on n3 while it is in the cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb.waitOnce(t, first.ID)
+
+	proxy.SetCut(true)
+	m, err := alice.Send(ctx, "bob", "while bob's node n3 is cut off")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		if n := bb.count(m.ID); n != 1 {
+			return fmt.Errorf("bob (receiving only, on n3, cut off; n2 works) got alice's message %d times, want 1; connection changes %v", n, bb.connections())
+		}
+		return nil
+	})
+	if !bob.Connected() {
+		t.Fatal("bob is not connected")
+	}
+}
+
+// connections is what OnConnectionChange reported, in order.
+func (b *inbox) connections() []bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.connected)
 }

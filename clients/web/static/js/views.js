@@ -190,8 +190,9 @@ function quote(store, c, m) {
   return h('blockquote', { class: 'quote' }, orig ? h('strong', {}, `${store.senderName(orig.from)} `) : null, text.length > 120 ? `${text.slice(0, 120)}…` : text);
 }
 
-// undeliverableReasons say why another region refused a message.
-const undeliverableReasons = { no_such_user: 'no such user', forbidden: 'not accepted', invalid: 'refused' };
+// undeliverableReasons say why another region refused a message (or,
+// expired, why this region's link gave it up).
+const undeliverableReasons = { no_such_user: 'no such user', forbidden: 'not accepted', invalid: 'refused', expired: 'region unreachable too long' };
 
 // stateText is a message state as the reader sees it.
 function stateText(state, reason) {

@@ -1,0 +1,84 @@
+package node_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
+	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node/nodetest"
+)
+
+// A node cut off from its cluster (the others, a quorum, go on without
+// it) closes its signed-in clients' connections with DISCONNECT 0x89
+// once it counts itself down (--node-down-after without a leader), and
+// refuses their CONNECTs with 0x88 while it is, so that they move to a
+// node that gets the log; a client that only receives was told nothing
+// before and got nothing for as long as the partition lasted. Healed,
+// it takes them again. n3 is reached through a proxy that is cut.
+func TestANodeCutOffSendsItsClientsElsewhere(t *testing.T) {
+	nodes := nodetest.StartCluster(t, 2)
+	n1 := nodes[0]
+	aliceTok := n1.NewUser(t, "alice")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := ln.Addr().String()
+	_ = ln.Close()
+	proxy, err := delayproxy.New(bind, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	cfg := nodetest.TestConfig(t)
+	cfg.NodeID, cfg.ClusterAddr, cfg.AdvertiseCluster = "n3", bind, proxy.Addr()
+	cfg.Join = []string{n1.ClusterAddr()}
+	n3, logs := runLogged(t, cfg)
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if !n3.Ready() {
+			return errors.New("n3 not ready")
+		}
+		return nil
+	})
+	addr := "tcp://" + n3.MQTTAddr()
+	alice := mustConnectV5(t, addr, "alice", "phone", aliceTok)
+	alice.Sub(t, "user/alice/#")
+
+	proxy.SetCut(true)
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if reason, ok := alice.ServerDisconnect(); !ok || reason != 0x89 {
+			return errors.New("alice (receiving only) is still connected to n3, cut off from its cluster")
+		}
+		return nil
+	})
+	c, ca, err := mqtttest.Open(addr, mqtttest.Options{ClientID: "alice/tablet", Username: "alice", Password: aliceTok})
+	if err == nil {
+		_ = c.Disconnect(&paho.Disconnect{})
+		t.Fatal("n3, cut off, took a new connection of alice's")
+	}
+	if ca == nil || ca.ReasonCode != 0x88 || !strings.Contains(ca.Properties.ReasonString, "cut off") {
+		t.Fatalf("CONNECT to n3 while it is cut off: %+v %v, want CONNACK 0x88 saying it is cut off", ca, err)
+	}
+	if !strings.Contains(logs.String(), "cut off from the cluster: closed the signed-in connections") {
+		t.Errorf("n3's log does not say it closed its clients' connections:\n%s", logs.String())
+	}
+
+	proxy.SetCut(false)
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		c, ca, err := mqtttest.Open(addr, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: aliceTok})
+		if err != nil {
+			return fmt.Errorf("CONNECT to n3 after the heal: %+v %v", ca, err)
+		}
+		_ = c.Disconnect(&paho.Disconnect{})
+		return nil
+	})
+}
