@@ -190,6 +190,22 @@ func (n *Raft) watchDown(ctx context.Context) {
 // announced: a change is announced on MembersChanged.
 func (n *Raft) CutOff() bool { return n.selfDown.Load() }
 
+// CutOffNow is CutOff unless a leader was heard from (or this node led)
+// within DownAfter: what was announced lags a leader heard again by up
+// to a probe interval, and a node counts itself cut off from its start
+// (New: no leader heard yet) until its first tick after it finds one.
+// It reads no state (no marks): cheap enough for every CONNECT.
+func (n *Raft) CutOffNow() bool {
+	if !n.selfDown.Load() || n.IsLeader() {
+		return false
+	}
+	last := n.raft.LastContact()
+	if led := time.Unix(0, n.lastLed.Load()); led.After(last) {
+		last = led
+	}
+	return time.Since(last) >= n.cfg.DownAfter
+}
+
 // watchSelfDown keeps selfDown, the node's own cut-off state that
 // Members reports, and announces every change of it (MembersChanged).
 // Members reports what was announced, never a state computed at the

@@ -70,7 +70,11 @@ func (n *Node) leftWhenRemoved(ctx context.Context) {
 func (n *Node) refuseWhileCutOff(ctx context.Context) {
 	for {
 		changed := n.raft.MembersChanged()
-		n.Broker.SetCutOff(n.raft.CutOff())
+		// Now, not as announced: a node counts itself cut off from its
+		// start until its first tick after it found a leader, and its
+		// broker runs only once it has (start); read as announced, the
+		// broker refused every CONNECT for that tick after a restart.
+		n.Broker.SetCutOff(n.raft.CutOffNow())
 		select {
 		case <-ctx.Done():
 			return
