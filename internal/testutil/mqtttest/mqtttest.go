@@ -62,6 +62,7 @@ type Client struct {
 	read       int           // messages Next and TryNext have returned
 	arrived    chan struct{} // signalled (never blocking) on each arrival
 	disconnect *paho.Disconnect
+	clientErr  error // the first error paho ended the connection on (OnClientError)
 }
 
 // Dial connects over TCP to addr ("host:port", a "tcp://" prefix allowed).
@@ -135,6 +136,13 @@ func connect(conn net.Conn, o Options) (*Client, *paho.Connack, error) {
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			c.mu.Lock()
 			c.disconnect = d
+			c.mu.Unlock()
+		},
+		OnClientError: func(err error) {
+			c.mu.Lock()
+			if c.clientErr == nil {
+				c.clientErr = err
+			}
 			c.mu.Unlock()
 		},
 	})
@@ -256,6 +264,17 @@ func (c *Client) Received(topic string) []*paho.Publish {
 		}
 	}
 	return out
+}
+
+// ConnectionError is the error paho ended the connection on (a read or
+// write that failed: the server closed it), nil while it is up or after
+// a DISCONNECT from the server. paho ends the connection on a failed
+// write before it reads what the server sent last: a client that writes
+// as the server closes may never see the server's DISCONNECT.
+func (c *Client) ConnectionError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clientErr
 }
 
 // ServerDisconnect is the reason code of the DISCONNECT the server sent,
