@@ -3,15 +3,12 @@ package node_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/edgechat/edgechat/internal/testutil"
-	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
@@ -28,27 +25,7 @@ func TestANodeCutOffSendsItsClientsElsewhere(t *testing.T) {
 	n1 := nodes[0]
 	aliceTok := n1.NewUser(t, "alice")
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bind := ln.Addr().String()
-	_ = ln.Close()
-	proxy, err := delayproxy.New(bind, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	cfg := nodetest.TestConfig(t)
-	cfg.NodeID, cfg.ClusterAddr, cfg.AdvertiseCluster = "n3", bind, proxy.Addr()
-	cfg.Join = []string{n1.ClusterAddr()}
-	n3, logs := runLogged(t, cfg)
-	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if !n3.Ready() {
-			return errors.New("n3 not ready")
-		}
-		return nil
-	})
+	n3, proxy, logs := joinBehindProxy(t, n1)
 	addr := "tcp://" + n3.MQTTAddr()
 	alice := mustConnectV5(t, addr, "alice", "phone", aliceTok)
 	alice.Sub(t, "user/alice/#")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
+	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
 )
 
@@ -49,27 +50,7 @@ func TestANodeRemovedWhileCutOffLearnsIt(t *testing.T) {
 	root := n1.NewUser(t, "root")
 	aliceTok := n1.NewUser(t, "alice")
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bind := ln.Addr().String()
-	_ = ln.Close()
-	proxy, err := delayproxy.New(bind, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
-	cfg := nodetest.TestConfig(t)
-	cfg.NodeID, cfg.ClusterAddr, cfg.AdvertiseCluster = "n3", bind, proxy.Addr()
-	cfg.Join = []string{n1.ClusterAddr()}
-	n3, logs := runLogged(t, cfg)
-	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if !n3.Ready() {
-			return errors.New("n3 not ready")
-		}
-		return nil
-	})
+	n3, proxy, logs := joinBehindProxy(t, n1)
 	n3API := &nodetest.Node{Node: n3, HTTPURL: n3.HTTPURL()}
 	alice := mustConnectV5(t, "tcp://"+n3.MQTTAddr(), "alice", "phone", aliceTok)
 	alice.Sub(t, "user/alice/#")
@@ -96,4 +77,34 @@ func TestANodeRemovedWhileCutOffLearnsIt(t *testing.T) {
 	if !strings.Contains(logs.String(), "removed from its cluster while it was cut off") {
 		t.Errorf("n3's log does not say it was removed:\n%s", logs.String())
 	}
+}
+
+// joinBehindProxy runs a node n3 that joins n1's cluster and that the
+// others reach only through a proxy (--advertise-cluster): cutting the
+// proxy cuts the others off from it while it can still reach them. It
+// returns once n3 is ready, with its log.
+func joinBehindProxy(t *testing.T, n1 *nodetest.Node) (*node.Node, *delayproxy.Proxy, *testutil.SyncBuffer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := ln.Addr().String()
+	_ = ln.Close()
+	proxy, err := delayproxy.New(bind, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	cfg := nodetest.TestConfig(t)
+	cfg.NodeID, cfg.ClusterAddr, cfg.AdvertiseCluster = "n3", bind, proxy.Addr()
+	cfg.Join = []string{n1.ClusterAddr()}
+	n3, logs := runLogged(t, cfg)
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		if !n3.Ready() {
+			return errors.New("n3 not ready")
+		}
+		return nil
+	})
+	return n3, proxy, logs
 }

@@ -59,16 +59,7 @@ func TestAWaitingNodeAnswersItsHealthChecks(t *testing.T) {
 // held back by an image pull, restart in a loop); it stops cleanly when
 // told to while it waits.
 func TestANodeWaitsForItsClusterAsLongAsItRuns(t *testing.T) {
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := dead.Addr().String()
-	_ = dead.Close()
-	cfg := nodetest.TestConfig(t)
-	cfg.NodeID = "n1"
-	cfg.BootstrapExpect = 2
-	cfg.Join = []string{peer}
+	cfg := waitingConfig(t)
 	cfg.StartWaitLogEvery = 20 * time.Millisecond
 	var logs testutil.SyncBuffer
 	n, err := node.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -101,6 +92,16 @@ func TestANodeWaitsForItsClusterAsLongAsItRuns(t *testing.T) {
 // answers Raft.
 func startWaitingNode(t *testing.T) (*node.Node, node.Config) {
 	t.Helper()
+	cfg := waitingConfig(t)
+	n, _ := runLogged(t, cfg)
+	return n, cfg
+}
+
+// waitingConfig is the configuration of a node that waits for its
+// cluster for as long as it runs: --bootstrap-expect 2 and a --join peer
+// that never answers Raft.
+func waitingConfig(t *testing.T) node.Config {
+	t.Helper()
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -111,8 +112,7 @@ func startWaitingNode(t *testing.T) (*node.Node, node.Config) {
 	cfg.NodeID = "n1"
 	cfg.BootstrapExpect = 2
 	cfg.Join = []string{peer}
-	n, _ := runLogged(t, cfg)
-	return n, cfg
+	return cfg
 }
 
 // runLogged runs a node of cfg until the test ends (Run must then
@@ -208,16 +208,7 @@ func TestMetricsTellReadinessAndLeadership(t *testing.T) {
 // a failure). The short log period makes the timer run out all the time.
 func TestANodeStoppedWhileWaitingReportsTheStop(t *testing.T) {
 	for i := range 8 {
-		dead, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		peer := dead.Addr().String()
-		_ = dead.Close()
-		cfg := nodetest.TestConfig(t)
-		cfg.NodeID = "n1"
-		cfg.BootstrapExpect = 2
-		cfg.Join = []string{peer}
+		cfg := waitingConfig(t)
 		cfg.StartWaitLogEvery = 50 * time.Microsecond
 		n, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
