@@ -26,28 +26,14 @@ func TestHundredHeaderFieldsAreServed(t *testing.T) {
 	}
 	send := func(fields int) (int, string) {
 		t.Helper()
-		c, err := net.Dial("tcp", u.Host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
 		var b strings.Builder
 		fmt.Fprintf(&b, "GET /user/me HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n", u.Host, tok) // Host is no header field of the request's
 		for i := 3; i <= fields; i++ {                                                                    // with Authorization and Connection: fields in all
 			fmt.Fprintf(&b, "X-F%d: v\r\n", i)
 		}
 		b.WriteString("Connection: close\r\n\r\n")
-		if _, err := c.Write([]byte(b.String())); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var msg strings.Builder
-		_, _ = bufio.NewReader(resp.Body).WriteTo(&msg)
-		return resp.StatusCode, msg.String()
+		resp, body := rawRequest(t, u.Host, b.String())
+		return resp.StatusCode, body
 	}
 	if st, body := send(100); st != 200 {
 		t.Errorf("100 header fields: %d %s, want 200", st, body)
@@ -73,28 +59,14 @@ func TestHeadersOverTheLimitAnswer431(t *testing.T) {
 	}
 	send := func(headerBytes int) (int, string, string) {
 		t.Helper()
-		c, err := net.Dial("tcp", u.Host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
 		var b strings.Builder
 		fmt.Fprintf(&b, "GET /healthz HTTP/1.1\r\nHost: %s\r\n", u.Host)
 		for i := 0; b.Len() < headerBytes; i++ {
 			fmt.Fprintf(&b, "X-F%d: %s\r\n", i, strings.Repeat("v", 1000))
 		}
 		b.WriteString("Connection: close\r\n\r\n")
-		if _, err := c.Write([]byte(b.String())); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var msg strings.Builder
-		_, _ = bufio.NewReader(resp.Body).WriteTo(&msg)
-		return resp.StatusCode, resp.Header.Get("Content-Type"), msg.String()
+		resp, body := rawRequest(t, u.Host, b.String())
+		return resp.StatusCode, resp.Header.Get("Content-Type"), body
 	}
 	if st, ct, body := send(70 << 10); st != 431 || !strings.HasPrefix(ct, "application/json") || !strings.Contains(body, `"headers_too_large"`) {
 		t.Errorf("70 KiB of headers: %d %s %q, want 431 headers_too_large in JSON", st, ct, body)
@@ -102,4 +74,26 @@ func TestHeadersOverTheLimitAnswer431(t *testing.T) {
 	if st, ct, body := send(100 << 10); st != 431 || !strings.HasPrefix(ct, "text/plain") {
 		t.Errorf("100 KiB of headers: %d %s %q, want net/http's plain-text 431 (as documented)", st, ct, body)
 	}
+}
+
+// rawRequest writes req as it is to a new connection to host and reads
+// the response and its body: requests net/http's client would not send.
+func rawRequest(t *testing.T, host, req string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var msg strings.Builder
+	_, _ = bufio.NewReader(resp.Body).WriteTo(&msg)
+	return resp, msg.String()
 }
