@@ -41,20 +41,12 @@ func (u *unackedHeard) get() []string {
 // filter at QoS 1; it reads only when told and acknowledges nothing.
 func rawSubscriber(t *testing.T, addr, uid, device, filter string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
+	conn, r := rawDialV5(t, addr, uid+"/"+device, uid, "tok:"+uid)
+	if _, err := conn.Write(mqtttest.RawSubscribeV5(1, filter)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(waitFor))
-	r := bufio.NewReader(conn)
-	for _, pk := range [][]byte{mqtttest.RawConnectV5(uid+"/"+device, uid, "tok:"+uid), mqtttest.RawSubscribeV5(1, filter)} {
-		if _, err := conn.Write(pk); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := mqtttest.ReadRawPacket(r); err != nil {
-			t.Fatal(err)
-		}
+	if _, _, err := mqtttest.ReadRawPacket(r); err != nil {
+		t.Fatal(err)
 	}
 	return conn, r
 }
