@@ -170,3 +170,23 @@ func TestDevModeMosquittoClients(t *testing.T) {
 		}
 	}
 }
+
+// A 3.1.1 connection the node closes is closed, with no DISCONNECT
+// packet (MQTT 3.1.1 has none from the server; mochi patch 62): the
+// stock mosquitto_pub, refused a QoS 1 publish on a chat topic (closed,
+// as 3.1.1 has no negative PUBACK), says the connection was lost. Before,
+// it said "A network protocol error occurred when communicating with
+// the broker." (The same close ends a 3.1.1 client taken over, or on a
+// node cut off from its cluster: mochi's TestNoDisconnectPacketToAV311Client.)
+func TestMosquittoV311ClosedWithoutAProtocolError(t *testing.T) {
+	_, pubBin := mosquittoClients(t)
+	n := nodetest.StartNode(t, nodetest.WithDev())
+	addr := strings.TrimPrefix(n.MQTTURL, "tcp://")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, pubBin, append(hostPort(addr), "-V", "mqttv311", "-q", "1", "-i", "p1",
+		"-t", "user/bob/newMessage", "-m", "hi")...).CombinedOutput()
+	if err == nil || strings.Contains(string(out), "protocol error") || !strings.Contains(string(out), "connection was lost") {
+		t.Errorf("mosquitto_pub -V mqttv311 refused on user/bob/newMessage: %v: %q, want a failure saying the connection was lost", err, out)
+	}
+}

@@ -936,6 +936,23 @@ func (cl *Client) writeFinal(pk packets.Packet, wait time.Duration) error {
 	return nil
 }
 
+// flushFinal writes what is already buffered for the client, within wait,
+// before its connection is closed without a DISCONNECT (an MQTT 3.1.1
+// client: edgechat patch 62).
+func (cl *Client) flushFinal(wait time.Duration) error {
+	if cl.Closed() {
+		return ErrConnectionClosed
+	}
+	if cl.Net.Conn == nil {
+		return nil
+	}
+	_ = cl.Net.Conn.SetWriteDeadline(time.Now().Add(wait))
+	cl.Lock()
+	err := cl.flushOutbuf()
+	cl.Unlock()
+	return err
+}
+
 // encodePacket prepares pk for this client (protocol version, size limit,
 // problem and response information, remaining expiry), runs the
 // OnPacketEncode hooks and encodes it.

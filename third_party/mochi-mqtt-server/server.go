@@ -1910,7 +1910,15 @@ func (s *Server) DisconnectClientWithin(cl *Client, code packets.Code, wait time
 	// We already have a code we are using to disconnect the client, so we are not
 	// interested if the write packet fails due to a closed connection (as we are closing it).
 	var err error
-	if s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
+	if cl.Properties.ProtocolVersion < 5 {
+		// edgechat patch 62: MQTT 3.1.1 has no server DISCONNECT (3.14:
+		// the final packet sent from the client to the server), and a
+		// 3.1.1 client takes one as a protocol violation. The server
+		// closes the connection, after what was already written to it.
+		if !s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
+			err = cl.flushFinal(wait)
+		}
+	} else if s.Options.Capabilities.Compatibilities.PassiveClientDisconnect {
 		err = cl.WritePacket(out) // the connection stays open: in order, as any packet
 	} else {
 		err = cl.writeFinal(out, wait) // edgechat patch 34: now, not behind the queue
