@@ -193,6 +193,10 @@ func (b *Broker) authenticate(cl *mqtt.Client, pk packets.Packet) (wire.Principa
 				return wire.Principal{}, refuseClientID.hint("user IDs are lowercase: client ID " + lower)
 			}
 		}
+		if user, _, ok := strings.Cut(cl.ID, "/"); ok && wire.ValidUserID(user) == nil {
+			// The user part is fine: the device ID is what is wrong.
+			return wire.Principal{}, refuseClientID.hint("device ID: " + wire.NewDeviceIDRule)
+		}
 		return wire.Principal{}, &refuseClientID
 	}
 	if wire.ValidNewDeviceID(device) != nil {

@@ -54,3 +54,34 @@ func TestAnonymousClientIDWithInvisibleDeviceStillNeedsCredentials(t *testing.T)
 		t.Fatalf("anonymous alice/phone\\u0085: %+v, want 0x85", ca)
 	}
 }
+
+// A device ID refused by the rule that was already there (a C0 control
+// such as a tab, '+', '#', '/', none, more than 64 bytes) is told what a
+// device ID may be, as one with an invisible character is: the reason
+// string said only "want {userID}/{deviceID} of the authenticated user",
+// which a client ID "alice/tab<TAB>let" of alice matches as far as its
+// user can tell.
+func TestDeviceIDsOfTheOldRuleAreToldTheRule(t *testing.T) {
+	e := startBroker(t, nil)
+	for _, dev := range []string{"tab\tlet", "a+b", "a#", "a/b", "", strings.Repeat("x", 65)} {
+		_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/" + dev, Username: "alice", Password: "tok:alice"})
+		if ca == nil {
+			t.Fatalf("device %+q: no CONNACK: %v", dev, err)
+		}
+		reason := ""
+		if ca.Properties != nil {
+			reason = ca.Properties.ReasonString
+		}
+		if ca.ReasonCode != 0x85 || !strings.Contains(reason, "device ID: 1 to 64 bytes") {
+			t.Errorf("CONNECT alice/%+q: 0x%02x %q, want 0x85 saying what a device ID may be", dev, ca.ReasonCode, reason)
+		}
+	}
+	// A client ID that is not of the form, or names an invalid user, is
+	// not told about device IDs.
+	for _, id := range []string{"alice", "al/phone"} {
+		_, ca, _ := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: id, Username: "alice", Password: "tok:alice"})
+		if ca == nil || ca.ReasonCode != 0x85 || ca.Properties != nil && strings.Contains(ca.Properties.ReasonString, "device ID") {
+			t.Errorf("CONNECT %q: %+v, want 0x85 without a device ID hint", id, ca)
+		}
+	}
+}
