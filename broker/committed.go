@@ -98,7 +98,7 @@ func (b *Broker) runCommitted(ctx context.Context) {
 			// the drop, which the message's apply preceded.
 			b.m.refused.WithLabelValues("live_queue_full").Inc()
 			go func() {
-				n := b.resyncClients()
+				n := b.resyncClients(busyLiveQueue)
 				b.log.Warn("committed messages did not fit the live delivery queue: closed the signed-in connections so that their clients sync", "connections", n)
 			}()
 		}

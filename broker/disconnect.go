@@ -85,7 +85,7 @@ func (b *Broker) DisconnectSession(sid string) {
 // Region links are left alone (their handoff is durable, not live).
 // Safe from any goroutine.
 func (b *Broker) ResyncClients() {
-	if n := b.resyncClients(); n > 0 {
+	if n := b.resyncClients(busySnapshot); n > 0 {
 		b.log.Info("caught up from a snapshot: closed the signed-in connections so that their clients sync", "connections", n)
 	}
 }
@@ -104,7 +104,7 @@ func (b *Broker) LeftCluster() {
 	if b.left.Swap(true) {
 		return // once
 	}
-	n := b.resyncClients()
+	n := b.resyncClients(busyLeft)
 	links := b.connsWhere(func(p wire.Principal) bool { return p.Link != "" })
 	for _, cl := range links {
 		_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
@@ -134,21 +134,34 @@ func (b *Broker) SetCutOff(cut bool) {
 		b.log.Info("a leader is heard again: taking connections again")
 		return
 	}
-	n := b.resyncClients()
+	n := b.resyncClients(busyCutOff)
 	b.log.Warn("cut off from the cluster: closed the signed-in connections so that their clients move to another node; refusing new ones until a leader is heard again",
 		"connections", n)
 }
 
-// resyncClients closes the signed-in users' connections with 0x89 and
-// returns how many. The users' persistent sessions left offline missed
+// The reason strings of the DISCONNECT 0x89 (Server busy) that closes a
+// v5 connection so that its client syncs: what happened, and what to do.
+// Without them a client could read only "server busy", and a node cut
+// off from its cluster looked like a loaded one worth reconnecting to.
+var (
+	busyCutOff    = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node is cut off from its cluster; reconnect to another node and sync"}
+	busyLeft      = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node left its cluster; reconnect to another node and sync"}
+	busySnapshot  = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node caught up with its cluster from a snapshot; reconnect and sync"}
+	busyLiveQueue = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: committed messages did not fit this node's live delivery queue; reconnect and sync"}
+	busySlow      = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: a message did not fit this connection (its queue, its unacknowledged deliveries or its maximum packet size); reconnect and sync"}
+	busyRoute     = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: the subscription could not be committed to the cluster; reconnect, subscribe again and sync"}
+)
+
+// resyncClients closes the signed-in users' connections with 0x89 (the
+// reason string why) and returns how many. The users' persistent sessions left offline missed
 // the same messages (nothing was queued for them either): they end
 // first, so that their clients come back to session present 0 and sync,
 // rather than resume a session that lacks them.
-func (b *Broker) resyncClients() int {
+func (b *Broker) resyncClients(why packets.Code) int {
 	b.endOfflineSessions()
 	doomed := b.connsWhere(func(p wire.Principal) bool { return p.Link == "" })
 	for _, cl := range doomed {
-		b.closeToSync(cl, 0)
+		b.closeToSync(cl, 0, why)
 	}
 	return len(doomed)
 }
@@ -162,12 +175,12 @@ func (b *Broker) resyncClients() int {
 // lost first, so that a reconnection taking it over meanwhile does not
 // resume it either. The client comes back to session present 0,
 // subscribes again and syncs.
-func (b *Broker) closeToSync(cl *mqtt.Client, wait time.Duration) {
+func (b *Broker) closeToSync(cl *mqtt.Client, wait time.Duration, why packets.Code) {
 	cl.LoseSession()
 	if wait > 0 {
-		_ = b.srv.DisconnectClientWithin(cl, packets.ErrServerBusy, wait)
+		_ = b.srv.DisconnectClientWithin(cl, why, wait)
 	} else {
-		_ = b.srv.DisconnectClient(cl, packets.ErrServerBusy)
+		_ = b.srv.DisconnectClient(cl, why)
 	}
 	b.srv.EndSession(cl)
 }

@@ -490,7 +490,7 @@ func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []by
 			// and syncs from where it was.
 			h.b.m.refused.WithLabelValues("route").Inc()
 			h.b.log.Warn("route not committed; disconnecting the subscriber", "client", cl.ID, "filter", unrouted)
-			_ = h.b.srv.DisconnectClient(cl, packets.ErrServerBusy)
+			_ = h.b.srv.DisconnectClient(cl, busyRoute)
 		}
 	}
 }

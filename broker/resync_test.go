@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,5 +126,36 @@ func TestResyncEndsPersistentSessionsLeftOffline(t *testing.T) {
 				t.Fatal("session present 1 after the resync: bob resumes his session without what he missed")
 			}
 		})
+	}
+}
+
+// A DISCONNECT 0x89 that closes a connection so that its client syncs
+// says why in its reason string: it said only "server busy", so a client
+// (or its user, reading mosquitto_sub's or mqtt.js's error) could not
+// tell a node cut off from its cluster, where reconnecting to the same
+// node is refused, from a busy one (by hand, session 37 handtry).
+func TestServerBusyDisconnectsSayWhy(t *testing.T) {
+	e := startBroker(t, nil)
+	for _, c := range []struct {
+		what, want string
+		do         func()
+	}{
+		{"caught up from a snapshot", "from a snapshot; reconnect and sync", e.b.ResyncClients},
+		{"cut off", "cut off from its cluster; reconnect to another node and sync", func() { e.b.SetCutOff(true) }},
+		{"left", "left its cluster; reconnect to another node and sync", e.b.LeftCluster},
+	} {
+		alice := mustV5(t, e.addr, "alice", "phone")
+		c.do()
+		testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+			code, ok := alice.ServerDisconnect()
+			if !ok {
+				return fmt.Errorf("%s: alice not disconnected", c.what)
+			}
+			if reason := alice.ServerDisconnectReason(); code != packets.ErrServerBusy.Code || !strings.HasPrefix(reason, "server busy: ") || !strings.Contains(reason, c.want) {
+				return fmt.Errorf("%s: DISCONNECT %#x %q, want 0x89 saying %q", c.what, code, reason, c.want)
+			}
+			return nil
+		})
+		e.b.SetCutOff(false)
 	}
 }

@@ -70,7 +70,7 @@ func (b *Broker) tellToSync(cl *mqtt.Client, ci *connInfo) {
 	// connection closed then. Its session ends with it (closeToSync);
 	// marked lost at once (the caller may hold the session's lock).
 	cl.LoseSession()
-	go b.closeToSync(cl, slowDisconnectWait)
+	go b.closeToSync(cl, slowDisconnectWait, busySlow)
 }
 
 // lostOfflineSession ends a persistent session left offline that could

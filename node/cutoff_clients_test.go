@@ -37,6 +37,9 @@ func TestANodeCutOffSendsItsClientsElsewhere(t *testing.T) {
 		}
 		return nil
 	})
+	if reason := alice.ServerDisconnectReason(); !strings.Contains(reason, "cut off from its cluster") {
+		t.Errorf("DISCONNECT 0x89 from n3, cut off: reason string %q, want it to say so", reason)
+	}
 	c, ca, err := mqtttest.Open(addr, mqtttest.Options{ClientID: "alice/tablet", Username: "alice", Password: aliceTok})
 	if err == nil {
 		_ = c.Disconnect(&paho.Disconnect{})

@@ -287,3 +287,14 @@ func (c *Client) ServerDisconnect() (reason byte, ok bool) {
 	}
 	return c.disconnect.ReasonCode, true
 }
+
+// ServerDisconnectReason is the reason string of the DISCONNECT the
+// server sent ("" when none came, or it had none).
+func (c *Client) ServerDisconnectReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.disconnect == nil || c.disconnect.Properties == nil {
+		return ""
+	}
+	return c.disconnect.Properties.ReasonString
+}
