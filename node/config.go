@@ -718,9 +718,11 @@ func (c Config) Validate() error {
 	if c.MQTTConnectionsPerUser < 0 {
 		return fmt.Errorf("%w: --mqtt-connections-per-user %d: want 0 (no limit) or more", ErrConfig, c.MQTTConnectionsPerUser)
 	}
-	for _, r := range []string{c.MQTTPublishRate, c.MQTTConnectRate, c.MQTTSubscribeRate} {
-		if _, err := ParseRate(r); err != nil {
-			return fmt.Errorf("%w: %v", ErrConfig, err)
+	for _, r := range []struct{ flag, value string }{
+		{"mqtt-publish-rate", c.MQTTPublishRate}, {"mqtt-connect-rate", c.MQTTConnectRate}, {"mqtt-subscribe-rate", c.MQTTSubscribeRate},
+	} {
+		if _, err := ParseRate(r.value); err != nil {
+			return fmt.Errorf("%w: --%s %q: want RATE/BURST (e.g. 20/50) or off", ErrConfig, r.flag, r.value)
 		}
 	}
 	if _, _, err := c.HTTPRateLimits(); err != nil {

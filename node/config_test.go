@@ -340,3 +340,30 @@ func TestLogLevelAndFormatIgnoreCase(t *testing.T) {
 		}
 	}
 }
+
+// A malformed MQTT rate names its setting, as --http-rate's name their
+// class and the other settings their flag: `serve --mqtt-subscribe-rate
+// 5` answered `rate "5": want RATE/BURST`, which of the three MQTT rates
+// (and in which of flag, environment and file) left to guess (by hand,
+// session 37 handtry).
+func TestMQTTRateErrorsNameTheSetting(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(file, []byte("mqtt_connect_rate: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args, env []string
+		want      string
+	}{
+		{args: []string{"--mqtt-subscribe-rate", "5"}, want: `--mqtt-subscribe-rate "5": want RATE/BURST`},
+		{args: []string{"--mqtt-publish-rate", "20/0"}, want: `--mqtt-publish-rate "20/0": want RATE/BURST`},
+		{env: []string{"EDGECHAT_MQTT_SUBSCRIBE_RATE=fast"}, want: `--mqtt-subscribe-rate "fast"`},
+		{args: []string{"--config", file}, want: `--mqtt-connect-rate "10"`},
+	} {
+		_, err := LoadConfig(c.args, c.env)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v %v: err %v, want ErrConfig saying %q", c.args, c.env, err, c.want)
+		}
+	}
+}
