@@ -20,8 +20,12 @@ const (
 	DefaultPushGroupLimit = 100
 	DefaultPushAckTimeout = 10 * time.Second
 	maxPushGrace          = time.Hour
-	maxPushAckTimeout     = 10 * time.Minute
-	maxPushGroupLimit     = 1_000_000
+	// minPushAckTimeout: below it a healthy phone's acknowledgement, a
+	// round trip away on a mobile network, comes after the bound, and
+	// every message is pushed to devices that have it (0 is off).
+	minPushAckTimeout = time.Second
+	maxPushAckTimeout = 10 * time.Minute
+	maxPushGroupLimit = 1_000_000
 )
 
 var pushSettings = []setting{
@@ -126,8 +130,8 @@ func (c Config) validatePush() error {
 	if c.PushGrace < 0 || c.PushGrace > maxPushGrace {
 		return bad("--push-grace %v: want 0 to %v", c.PushGrace, maxPushGrace)
 	}
-	if c.PushAckTimeout < 0 || c.PushAckTimeout > maxPushAckTimeout {
-		return bad("--push-ack-timeout %v: want 0 to %v", c.PushAckTimeout, maxPushAckTimeout)
+	if c.PushAckTimeout < 0 || c.PushAckTimeout != 0 && c.PushAckTimeout < minPushAckTimeout || c.PushAckTimeout > maxPushAckTimeout {
+		return bad("--push-ack-timeout %v: want 0 (off) or %v to %v", c.PushAckTimeout, minPushAckTimeout, maxPushAckTimeout)
 	}
 	if c.PushGroupLimit < 1 || c.PushGroupLimit > maxPushGroupLimit {
 		return bad("--push-group-limit %d: want 1 to %d", c.PushGroupLimit, maxPushGroupLimit)

@@ -59,6 +59,15 @@ func TestPushConfig(t *testing.T) {
 		{name: "ack timeout from env", env: []string{"EDGECHAT_PUSH_ACK_TIMEOUT=15s"}},
 		{name: "negative ack timeout", args: []string{"--push-ack-timeout", "-1s"}, err: "duration"},
 		{name: "long ack timeout", args: []string{"--push-ack-timeout", "1h"}, err: "--push-ack-timeout"},
+		// Below a second a healthy phone's acknowledgement, a round trip
+		// away, comes after the bound: every message pushed to devices
+		// that have it (1ms: 10 pushes for 10 messages acknowledged 50 ms
+		// after they were sent).
+		{name: "tiny ack timeout", args: []string{"--push-ack-timeout", "1ns"}, err: "--push-ack-timeout"},
+		{name: "short ack timeout", args: []string{"--push-ack-timeout", "500ms"}, err: "--push-ack-timeout"},
+		{name: "short ack timeout from env", env: []string{"EDGECHAT_PUSH_ACK_TIMEOUT=1ms"}, err: "--push-ack-timeout"},
+		{name: "ack timeout 1s", args: []string{"--push-ack-timeout", "1s"}},
+		{name: "ack timeout 10m", args: []string{"--push-ack-timeout", "10m"}},
 		{name: "group limit 0", args: []string{"--push-group-limit", "0"}, err: "--push-group-limit"},
 		{name: "group limit text", env: []string{"EDGECHAT_PUSH_GROUP_LIMIT=many"}, err: "not a number"},
 	} {
