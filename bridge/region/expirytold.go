@@ -74,7 +74,10 @@ const tellGrace = time.Hour
 
 // toldOrGaveUp tells whether the leader's expiry may drop region's
 // expired messages after telling their senders failed with err (nil:
-// told): not while it has failed for less than tellGrace.
+// told): not while it has failed for less than tellGrace. The time is
+// counted from the first failure of the current run: a success, or a
+// round with nothing left to drop (expire), ends a run, and so does a
+// new leadership term (runExpiry).
 func (b *Bridge) toldOrGaveUp(region string, err error) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

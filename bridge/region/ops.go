@@ -257,7 +257,15 @@ func (b *Bridge) expire(ctx context.Context, region string) {
 	}()
 	for ctx.Err() == nil {
 		to, head, behind, tell, err := expiredEntries(b.deps.DB, region, cutoff, maxExpire)
-		if err != nil || head+uint64(len(behind)) == 0 {
+		if err != nil {
+			return
+		}
+		if head+uint64(len(behind)) == 0 {
+			// Nothing left to tell: a run of failures to tell, if any,
+			// is over (its messages left another way: the link sent
+			// them, or told their senders itself). The next failure
+			// starts a new one, with a new tellGrace.
+			b.toldOrGaveUp(region, nil)
 			return
 		}
 		// The senders are told before their messages go (expirytold.go).
@@ -356,6 +364,11 @@ func applyExpire(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {
 
 // runExpiry runs expire for every link until ctx ends (while leading).
 func (b *Bridge) runExpiry(ctx context.Context) {
+	// Failures to tell counted while this node led before are not this
+	// term's (toldOrGaveUp).
+	b.mu.Lock()
+	clear(b.tellFailing)
+	b.mu.Unlock()
 	t := time.NewTicker(b.cfg.ExpireEvery)
 	defer t.Stop()
 	for {
