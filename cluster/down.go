@@ -86,6 +86,25 @@ func (n *Raft) applyNodeDown(tx *badger.Txn, _ fsm.Position, payload []byte) (an
 	return nodeDownResult{notify: n.memberWatch.notify}, nil
 }
 
+// MarkedDown reports whether member name is marked down in this node's
+// replicated state (it has not answered the leader for DownAfter): it
+// gets nothing committed, so none of its clients does. One read.
+func (n *Raft) MarkedDown(name string) bool {
+	found := false
+	err := n.fsm.DB().View(func(tx *badger.Txn) error {
+		_, err := tx.Get(downKey(name))
+		found = err == nil
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil && !errors.Is(err, badger.ErrDBClosed) {
+		n.log.Warn("cluster: cannot read a member's down mark", "member", name, "err", err)
+	}
+	return found
+}
+
 // downMarks are the members marked down in this node's replicated state.
 func (n *Raft) downMarks() map[string]bool {
 	marks := map[string]bool{}

@@ -624,7 +624,7 @@ func (n *Node) Ready() bool { return n.ready.Load() }
 // anywhere in the cluster, as this node's copy of the replicated client
 // registry says.
 func (n *Node) ClientConnected(clientID string) bool {
-	return registryConnections{n.clients}.Connected(clientID)
+	return registryConnections{t: n.clients}.Connected(clientID)
 }
 
 // Registry is the node's Prometheus registry.

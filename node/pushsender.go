@@ -38,7 +38,7 @@ func (n *Node) buildPushSender() error {
 		Directory:     n.pushDirectory(),
 		Blocks:        n.Users,
 		SignedIn:      n.Auth,
-		Connections:   registryConnections{n.clients},
+		Connections:   registryConnections{t: n.clients, down: n.raft.MarkedDown},
 		Unacked:       n.Push,
 		Leadership:    n.raft,
 		Provider:      pushbridge.Counted(n.PushRouter, metrics),
@@ -237,9 +237,19 @@ func (d pushDirectory) IsMember(gid, uid string) bool { return membership{d.u}.I
 
 // registryConnections: connected anywhere in the cluster, from the
 // replicated client registry.
-type registryConnections struct{ t *registry.Table }
+//
+// A client registered on a member marked down (cut off, or crashed, but
+// still a member) is not connected: nothing committed reaches its node,
+// so the message cannot reach it live, and its entry stays until the
+// node is back or removed (it cannot commit the withdrawal). Counted as
+// connected, its device was held back for every message for as long as
+// the node stayed away.
+type registryConnections struct {
+	t    *registry.Table
+	down func(node string) bool // cluster.Raft.MarkedDown
+}
 
 func (c registryConnections) Connected(clientID string) bool {
-	_, ok, err := c.t.Lookup(clientID)
-	return ok && err == nil
+	e, ok, err := c.t.Lookup(clientID)
+	return ok && err == nil && (c.down == nil || !c.down(e.Node))
 }
