@@ -174,6 +174,11 @@ type Config struct {
 
 	// Fields below are for tests and embedding; not settable from outside.
 	FastPassword bool `yaml:"-"` // cheap argon2 parameters (tests only)
+	// FastTimers lets durations under the minimums of durationRanges
+	// through (any positive value): tests run a node's timers faster
+	// than a server should (200 ms heartbeats, 1 s tokens, 3 s link
+	// retention). The maxima still hold.
+	FastTimers bool `yaml:"-"`
 	// RaftTuning, when set, adjusts the Raft member's configuration (tests
 	// only: log bounds small enough that a follower left behind is sent a
 	// snapshot).
@@ -557,58 +562,66 @@ func explainYAMLError(msg string) string {
 
 // LoadConfig builds the configuration for `edgechat serve` from args
 // (without the subcommand), the environment (os.Environ format) and the
-// file named by --config or EDGECHAT_CONFIG, and validates it: Validate,
-// and the ranges of operatorDurations.
+// file named by --config or EDGECHAT_CONFIG, and validates it (Validate,
+// as node.New does).
 func LoadConfig(args []string, environ []string) (Config, error) {
 	cfg, err := LoadSettings(args, environ)
 	if err != nil {
 		return cfg, err
 	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, err
-	}
-	return cfg, cfg.validateOperatorDurations()
+	return cfg, cfg.Validate()
 }
 
-// operatorDurations are the ranges of the duration settings that took
-// any positive value, where values out of them make no sense for a
-// server (--heartbeat-interval 1ns: a ticker that never rests;
-// --access-token-ttl 1ns: tokens dead on arrival; --link-retention 1ns:
-// every message for another region dropped at once). LoadConfig, what
-// an operator gives, holds them; Validate (node.New) does not, so that
-// tests and embedders may run a node's timers faster than any server
-// should. Settings whose 0 means the default are checked when not 0.
-var operatorDurations = []struct {
-	flag     string
+// durationRanges are the ranges of the duration settings, where values
+// out of them make no sense for a server (--heartbeat-interval 1ns: a
+// ticker that never rests; --access-token-ttl 1ns: tokens dead on
+// arrival; --link-retention 1ns: every message for another region
+// dropped at once; --push-ack-timeout 1ns: every connected device pushed
+// as if it had not acknowledged). Validate holds them, so both what an
+// operator gives (LoadConfig) and a node built through node.New; with
+// Config.FastTimers (tests) the minimums are not held, the maxima are.
+// Negative values are always refused; 0 only where zero says what it
+// means.
+var durationRanges = []struct {
+	flag     string // the setting, as its flag (without dashes)
+	field    string // its Config field
 	get      func(c *Config) time.Duration
 	min, max time.Duration // max 0: none
-	zeroOK   bool          // 0 is the default
+	zero     string        // what 0 means, "" when it is refused (or min is 0)
 }{
-	{"heartbeat-interval", func(c *Config) time.Duration { return c.Heartbeat }, time.Second, time.Hour, false},
-	{"presence-grace", func(c *Config) time.Duration { return c.PresenceGrace }, 100 * time.Millisecond, time.Hour, false},
-	{"presence-lastseen-every", func(c *Config) time.Duration { return c.PresenceSeenEvery }, time.Second, 24 * time.Hour, true},
-	{"access-token-ttl", func(c *Config) time.Duration { return c.AccessTTL }, time.Minute, 24 * time.Hour, false},
-	{"link-retention", func(c *Config) time.Duration { return c.LinkRetention }, time.Minute, 0, false},
-	{"link-backlog-warn", func(c *Config) time.Duration { return c.LinkBacklogWarn }, time.Second, 0, false},
+	{"heartbeat-interval", "Heartbeat", func(c *Config) time.Duration { return c.Heartbeat }, time.Second, time.Hour, ""},
+	{"presence-grace", "PresenceGrace", func(c *Config) time.Duration { return c.PresenceGrace }, 100 * time.Millisecond, time.Hour, ""},
+	{"presence-lastseen-every", "PresenceSeenEvery", func(c *Config) time.Duration { return c.PresenceSeenEvery }, time.Second, 24 * time.Hour, "the default"},
+	{"access-token-ttl", "AccessTTL", func(c *Config) time.Duration { return c.AccessTTL }, time.Minute, 24 * time.Hour, ""},
+	{"raft-timeout", "RaftTimeout", func(c *Config) time.Duration { return c.RaftTimeout }, 20 * time.Millisecond, time.Minute, "the default"},
+	{"node-down-after", "NodeDownAfter", func(c *Config) time.Duration { return c.NodeDownAfter }, 100 * time.Millisecond, 10 * time.Minute, "the default"},
+	{"push-grace", "PushGrace", func(c *Config) time.Duration { return c.PushGrace }, 0, maxPushGrace, ""},
+	{"push-ack-timeout", "PushAckTimeout", func(c *Config) time.Duration { return c.PushAckTimeout }, minPushAckTimeout, maxPushAckTimeout, "off"},
+	{"link-retention", "LinkRetention", func(c *Config) time.Duration { return c.LinkRetention }, time.Minute, 0, ""},
+	{"link-backlog-warn", "LinkBacklogWarn", func(c *Config) time.Duration { return c.LinkBacklogWarn }, time.Second, 0, ""},
 }
 
-// validateOperatorDurations holds the settings of operatorDurations to
-// their ranges; errors name the flag and wrap ErrConfig.
-func (c Config) validateOperatorDurations() error {
-	for _, d := range operatorDurations {
+// validateDurations holds the settings of durationRanges to their
+// ranges; errors name the flag and the Config field and wrap ErrConfig.
+func (c Config) validateDurations() error {
+	for _, d := range durationRanges {
 		v := d.get(&c)
-		if v == 0 && d.zeroOK {
+		if v == 0 && d.zero != "" {
 			continue
 		}
-		if v < d.min || d.max > 0 && v > d.max {
+		low := d.min
+		if c.FastTimers {
+			low = min(low, 1) // tests: any positive value
+		}
+		if v < low || v == 0 && d.min > 0 || d.max > 0 && v > d.max {
 			want := fmt.Sprintf("at least %v", d.min)
 			if d.max > 0 {
 				want = fmt.Sprintf("%v to %v", d.min, d.max)
 			}
-			if d.zeroOK {
-				want += " (or 0 for the default)"
+			if d.zero != "" {
+				want += fmt.Sprintf(" (or 0: %s)", d.zero)
 			}
-			return fmt.Errorf("%w: --%s %v: want %s", ErrConfig, d.flag, v, want)
+			return fmt.Errorf("%w: --%s %v: want %s (Config.%s)", ErrConfig, d.flag, v, want, d.field)
 		}
 	}
 	return nil
@@ -728,17 +741,11 @@ func (c Config) Validate() error {
 	if _, _, err := c.HTTPRateLimits(); err != nil {
 		return err
 	}
-	if c.Heartbeat <= 0 || c.PresenceGrace <= 0 || c.AccessTTL <= 0 || c.PresenceSeenEvery < 0 {
-		return fmt.Errorf("%w: durations must be positive", ErrConfig)
+	if err := c.validateDurations(); err != nil {
+		return err
 	}
 	if c.AccountDeleteGrace < 0 {
 		return fmt.Errorf("%w: --account-delete-grace %v: want 0 or more", ErrConfig, c.AccountDeleteGrace)
-	}
-	if c.RaftTimeout != 0 && (c.RaftTimeout < 20*time.Millisecond || c.RaftTimeout > time.Minute) {
-		return fmt.Errorf("%w: --raft-timeout %v: want 20ms to 1m (or 0 for the default)", ErrConfig, c.RaftTimeout)
-	}
-	if c.NodeDownAfter != 0 && (c.NodeDownAfter < 100*time.Millisecond || c.NodeDownAfter > 10*time.Minute) {
-		return fmt.Errorf("%w: --node-down-after %v: want 100ms to 10m (or 0 for the default)", ErrConfig, c.NodeDownAfter)
 	}
 	if rt := cmp.Or(c.RaftTimeout, cluster.DefaultHeartbeatTimeout); c.NodeDownAfter != 0 && c.NodeDownAfter < 4*rt {
 		// A follower that hears no leader this long counts itself down:

@@ -1,11 +1,15 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The duration settings an operator gives (flags, environment, file)
@@ -30,6 +34,7 @@ func TestAbsurdDurationsAreRefusedNamingTheFlag(t *testing.T) {
 		{"link-retention", "1ns"},
 		{"link-retention", "30s"},
 		{"link-backlog-warn", "1ns"},
+		{"push-ack-timeout", "1ns"},
 	} {
 		_, err := LoadConfig([]string{"--" + tc.flag, tc.value}, nil)
 		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--"+tc.flag) {
@@ -56,6 +61,73 @@ func TestAbsurdDurationsAreRefusedNamingTheFlag(t *testing.T) {
 	} {
 		if _, err := LoadConfig(args, nil); err != nil {
 			t.Errorf("%v: %v", args, err)
+		}
+	}
+}
+
+// A node built through node.New (the Go API) is held to the same ranges
+// as one `edgechat serve` starts: a 1ns heartbeat or push ack timeout
+// built a node whose presence ticker never rests, or which pushes every
+// connected device as if it had not acknowledged. The error names the
+// setting and the Config field. Config.FastTimers (tests) lifts the
+// minimums only.
+func TestNewHoldsDurationsToTheirRanges(t *testing.T) {
+	base := func() Config {
+		cfg := Defaults()
+		cfg.DataDir = t.TempDir()
+		cfg.HTTPAddr, cfg.MQTTAddr, cfg.MQTTSAddr, cfg.ClusterAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		cfg.LogLevel = "error"
+		return cfg
+	}
+	for _, tc := range []struct {
+		flag, field string
+		set         func(c *Config)
+	}{
+		{"heartbeat-interval", "Heartbeat", func(c *Config) { c.Heartbeat = time.Nanosecond }},
+		{"push-ack-timeout", "PushAckTimeout", func(c *Config) { c.PushAckTimeout = time.Nanosecond }},
+		{"access-token-ttl", "AccessTTL", func(c *Config) { c.AccessTTL = time.Nanosecond }},
+		{"presence-grace", "PresenceGrace", func(c *Config) { c.PresenceGrace = 10000 * time.Hour }},
+		{"link-retention", "LinkRetention", func(c *Config) { c.LinkRetention = time.Nanosecond }},
+	} {
+		cfg := base()
+		tc.set(&cfg)
+		n, err := New(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = n.Run(ctx)
+		}
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--"+tc.flag) || !strings.Contains(err.Error(), "Config."+tc.field) {
+			t.Errorf("New with %s out of range: %v, want ErrConfig naming --%s and Config.%s", tc.field, err, tc.flag, tc.field)
+		}
+		// Tests run timers faster than a server should: FastTimers lets
+		// values under the minimum through, not those over the maximum.
+		cfg.FastTimers = true
+		err = cfg.Validate()
+		if tooLong := tc.field == "PresenceGrace"; tooLong != (err != nil) {
+			t.Errorf("FastTimers, %s out of range: Validate %v", tc.field, err)
+		}
+	}
+}
+
+// Each range of durationRanges names its setting's flag and Config
+// field truly (the error names both): the field exists, its YAML key is
+// the flag's, and the range reads that field.
+func TestDurationRangesNameTheirField(t *testing.T) {
+	for i, d := range durationRanges {
+		f, ok := reflect.TypeOf(Config{}).FieldByName(d.field)
+		if !ok {
+			t.Errorf("--%s: no field Config.%s", d.flag, d.field)
+			continue
+		}
+		if key := strings.ReplaceAll(d.flag, "-", "_"); f.Tag.Get("yaml") != key {
+			t.Errorf("Config.%s: yaml key %q, want %q (--%s)", d.field, f.Tag.Get("yaml"), key, d.flag)
+		}
+		var c Config
+		want := time.Duration(1000 + i)
+		reflect.ValueOf(&c).Elem().FieldByIndex(f.Index).Set(reflect.ValueOf(want))
+		if got := d.get(&c); got != want {
+			t.Errorf("--%s: reads %v, not Config.%s (%v)", d.flag, got, d.field, want)
 		}
 	}
 }

@@ -127,12 +127,6 @@ func (c Config) validatePush() error {
 	if c.WebPushSubject != "" && !vapidSubject(c.WebPushSubject) {
 		return bad("--webpush-subject %q: want mailto:address or an https: URL", c.WebPushSubject)
 	}
-	if c.PushGrace < 0 || c.PushGrace > maxPushGrace {
-		return bad("--push-grace %v: want 0 to %v", c.PushGrace, maxPushGrace)
-	}
-	if c.PushAckTimeout < 0 || c.PushAckTimeout != 0 && c.PushAckTimeout < minPushAckTimeout || c.PushAckTimeout > maxPushAckTimeout {
-		return bad("--push-ack-timeout %v: want 0 (off) or %v to %v", c.PushAckTimeout, minPushAckTimeout, maxPushAckTimeout)
-	}
 	if c.PushGroupLimit < 1 || c.PushGroupLimit > maxPushGroupLimit {
 		return bad("--push-group-limit %d: want 1 to %d", c.PushGroupLimit, maxPushGroupLimit)
 	}

@@ -74,6 +74,9 @@ func TestConfig(t testing.TB) node.Config {
 	// profile).
 	cfg.RaftTimeout = time.Second
 	cfg.FastPassword = true
+	// Presence, tokens, link retention and the like run faster than a
+	// server's minimums allow (node.Config.FastTimers).
+	cfg.FastTimers = true
 	// Every test client comes from 127.0.0.1; rate-limit tests turn limits on.
 	cfg.NoRateLimits = true
 	cfg.MQTTPublishRate = "off"
