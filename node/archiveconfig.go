@@ -75,8 +75,8 @@ func (c Config) validateArchive() error {
 	switch {
 	case c.RetentionDays < 0 || c.RetentionDays > users.MaxRetentionDays:
 		return bad("--retention-days %d: want 0 (forever) to %d", c.RetentionDays, users.MaxRetentionDays)
-	case c.ArchiveHotAge < 0 || c.ArchiveLocalBudget < 0:
-		return bad("--archive-hot-age and --archive-local-budget must not be negative")
+	case c.ArchiveLocalBudget < 0:
+		return bad("--archive-local-budget must not be negative")
 	case c.ArchiveSealEvery != 0 && c.ArchiveSealEvery < minArchiveSealEvery:
 		return bad("--archive-seal-every %v: want at least %v", c.ArchiveSealEvery, minArchiveSealEvery)
 	case c.ArchiveOrphanGrace != 0 && c.ArchiveOrphanGrace < minArchiveOrphanGrace:

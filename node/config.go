@@ -599,6 +599,13 @@ var durationRanges = []struct {
 	{"push-ack-timeout", "PushAckTimeout", func(c *Config) time.Duration { return c.PushAckTimeout }, minPushAckTimeout, maxPushAckTimeout, "off"},
 	{"link-retention", "LinkRetention", func(c *Config) time.Duration { return c.LinkRetention }, time.Minute, 0, ""},
 	{"link-backlog-warn", "LinkBacklogWarn", func(c *Config) time.Duration { return c.LinkBacklogWarn }, time.Second, 0, ""},
+	// An erasure the user asked for waits at most 90 days; under a
+	// minute is no grace (0 is "at once").
+	{"account-delete-grace", "AccountDeleteGrace", func(c *Config) time.Duration { return c.AccountDeleteGrace }, time.Minute, 90 * 24 * time.Hour, "erase at once"},
+	// Message IDs carry milliseconds: a finer hot age means nothing (a
+	// small one seals all but each conversation's newest message at the
+	// next sweep: the seal tests run 1ms). Over ten years is a typo.
+	{"archive-hot-age", "ArchiveHotAge", func(c *Config) time.Duration { return c.ArchiveHotAge }, time.Millisecond, 10 * 365 * 24 * time.Hour, "the default"},
 }
 
 // validateDurations holds the settings of durationRanges to their
@@ -743,9 +750,6 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateDurations(); err != nil {
 		return err
-	}
-	if c.AccountDeleteGrace < 0 {
-		return fmt.Errorf("%w: --account-delete-grace %v: want 0 or more", ErrConfig, c.AccountDeleteGrace)
 	}
 	if rt := cmp.Or(c.RaftTimeout, cluster.DefaultHeartbeatTimeout); c.NodeDownAfter != 0 && c.NodeDownAfter < 4*rt {
 		// A follower that hears no leader this long counts itself down:

@@ -35,6 +35,10 @@ func TestAbsurdDurationsAreRefusedNamingTheFlag(t *testing.T) {
 		{"link-retention", "30s"},
 		{"link-backlog-warn", "1ns"},
 		{"push-ack-timeout", "1ns"},
+		{"account-delete-grace", "30s"},
+		{"account-delete-grace", "100000h"},
+		{"archive-hot-age", "1ns"},
+		{"archive-hot-age", "100000h"},
 	} {
 		_, err := LoadConfig([]string{"--" + tc.flag, tc.value}, nil)
 		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "--"+tc.flag) {
@@ -57,7 +61,10 @@ func TestAbsurdDurationsAreRefusedNamingTheFlag(t *testing.T) {
 	for _, args := range [][]string{
 		{"--heartbeat-interval", "1s", "--presence-grace", "300ms", "--presence-lastseen-every", "1s", "--access-token-ttl", "1m",
 			"--link-retention", "1m", "--link-backlog-warn", "1s", "--archive-hot-age", "1ms"},
-		{"--heartbeat-interval", "1h", "--presence-grace", "1h", "--access-token-ttl", "24h", "--link-retention", "8760h"},
+		{"--heartbeat-interval", "1h", "--presence-grace", "1h", "--access-token-ttl", "24h", "--link-retention", "8760h",
+			"--account-delete-grace", "2160h", "--archive-hot-age", "87600h"},
+		{"--account-delete-grace", "0", "--archive-hot-age", "0"},
+		{"--account-delete-grace", "1m"},
 	} {
 		if _, err := LoadConfig(args, nil); err != nil {
 			t.Errorf("%v: %v", args, err)
