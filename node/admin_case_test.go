@@ -14,7 +14,9 @@ import (
 // up as Bob and then not delete him. Every one now refuses it as the
 // other {uid} endpoints do (GET /user/Bob): 404 not_found saying user
 // IDs are lowercase and naming bob; nothing changes. A malformed ID is
-// 400 everywhere (GET said 404).
+// 400 everywhere (GET said 404). POST /admin/push/test/{uid} (`edgechat
+// push test Bob`) agrees too: it answered 400 bad_request "invalid
+// user ID" to Bob (session 37).
 func TestAdminUserEndpointsAgreeOnCapitals(t *testing.T) {
 	n := nodetest.StartNode(t)
 	root := n.NewUser(t, "root") // the first account: an admin
@@ -31,6 +33,7 @@ func TestAdminUserEndpointsAgreeOnCapitals(t *testing.T) {
 		{"PUT", "/admin/users/Bob/suspended", map[string]bool{"suspended": true}},
 		{"PUT", "/admin/users/Bob/password", map[string]string{"password": "new-password-1"}},
 		{"PUT", "/admin/users/Bob/admin", map[string]bool{"admin": true}},
+		{"POST", "/admin/push/test/Bob", nil},
 	} {
 		var out apiErr
 		st := api(t, n, root, c.method, c.path, c.body, &out)
@@ -38,7 +41,8 @@ func TestAdminUserEndpointsAgreeOnCapitals(t *testing.T) {
 			t.Errorf("%s %s: %d %+v, want 404 not_found saying user IDs are lowercase: bob", c.method, c.path, st, out.Error)
 		}
 	}
-	for _, c := range []struct{ method, path string }{{"GET", "/admin/users/Not!A.Name"}, {"DELETE", "/admin/users/Not!A.Name"}} {
+	for _, c := range []struct{ method, path string }{{"GET", "/admin/users/Not!A.Name"}, {"DELETE", "/admin/users/Not!A.Name"},
+		{"POST", "/admin/push/test/Not!A.Name"}} {
 		var out apiErr
 		if st := api(t, n, root, c.method, c.path, nil, &out); st != 400 || out.Error.Code != "validation_failed" {
 			t.Errorf("%s %s: %d %+v, want 400 validation_failed", c.method, c.path, st, out.Error)

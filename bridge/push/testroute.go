@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
-	"github.com/edgechat/edgechat/internal/wire"
 )
 
 // TestNotificationText is the body of the test notification.
@@ -157,9 +156,11 @@ func (t *Tester) Routes() []httpapi.Route {
 }
 
 func (t *Tester) handleTest(w http.ResponseWriter, r *http.Request) {
-	uid := r.PathValue("uid")
-	if err := wire.ValidUserID(uid); err != nil {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "user ID %q: %v", uid, err))
+	// As the /admin/users/{uid} endpoints read it: Bob is 404 with the
+	// lowercase hint, a malformed ID 400 validation_failed.
+	uid, err := httpapi.AdminUserID(r)
+	if err != nil {
+		httpapi.WriteError(w, err)
 		return
 	}
 	results, err := t.Test(r.Context(), uid)
