@@ -67,7 +67,7 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 		// The ACL let only members through to a group; a user who
 		// blocked the sender does not see them typing.
 		if t.Kind == wire.KindUserTyping && b.blocked(t.Owner, p.UserID) {
-			return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
+			return b.refuse(cl, pk, class, "blocked", refusalCode(wire.RefusedByRecipient(t.Owner, "typing")))
 		}
 		state, err := parseTyping(pk.Payload)
 		if err != nil {
@@ -111,7 +111,7 @@ func (b *Broker) onPublish(cl *mqtt.Client, pk packets.Packet, p wire.Principal)
 func (b *Broker) publishDirect(cl *mqtt.Client, pk packets.Packet, p wire.Principal, to, class string) (packets.Packet, error) {
 	to, remote := b.localPeer(to)
 	if !remote && b.blocked(to, p.UserID) && !b.retryOfStored(pk, p) {
-		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
+		return b.refuse(cl, pk, class, "blocked", refusalCode(wire.RefusedByRecipient(to, "messages")))
 	}
 	send := sendChat{
 		sync: func(ctx context.Context, env wire.Envelope) (wire.Envelope, []byte, bool, error) {
@@ -290,7 +290,7 @@ func (b *Broker) publishReceipt(cl *mqtt.Client, pk packets.Packet, p wire.Princ
 	r, err := parseReceipt(pk.Payload)
 	switch {
 	case blocked && (err != nil || r.Type != wire.ReceiptRead):
-		return b.refuse(cl, pk, class, "blocked", packets.ErrNotAuthorized)
+		return b.refuse(cl, pk, class, "blocked", refusalCode(wire.RefusedByRecipient(owner, "receipts")))
 	case err != nil:
 		return b.refuse(cl, pk, class, "invalid", packets.Code{Code: packets.ErrPayloadFormatInvalid.Code, Reason: "payload format invalid: " + err.Error()})
 	}
@@ -402,10 +402,18 @@ func (b *Broker) v3RetryLater(cl *mqtt.Client, qos byte, reason string) func() {
 	}
 }
 
+// refusalCode is 0x87 not authorized with the refusal's reason string.
+func refusalCode(r *wire.Refusal) packets.Code {
+	return packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: r.Error()}
+}
+
 // depCode maps a service error to a PUBACK reason code and a metric reason.
 func depCode(err error) (packets.Code, string) {
 	switch {
 	case errors.Is(err, wire.ErrForbidden):
+		if r := (*wire.Refusal)(nil); errors.As(err, &r) {
+			return refusalCode(r), "forbidden"
+		}
 		return packets.ErrNotAuthorized, "forbidden"
 	case errors.Is(err, wire.ErrNoRegion):
 		return packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic name invalid: unknown region"}, "no_region"

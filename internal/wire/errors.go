@@ -59,3 +59,30 @@ func (e *RegionUnreachableError) Error() string {
 
 // Unwrap makes the error ErrUnavailable and what asking gave.
 func (e *RegionUnreachableError) Unwrap() []error { return []error{e.Err, ErrUnavailable} }
+
+// Refusal is an ErrForbidden that says why, in words a client may be
+// told: the v5 reason string after "not authorized: " (PUBACK 0x87) and
+// the message of HTTP 403 forbidden. The words tell no more than the
+// refusal itself does (see RefusedByRecipient).
+type Refusal struct{ Why string }
+
+func (e *Refusal) Error() string { return "not authorized: " + e.Why }
+
+// Unwrap makes the refusal ErrForbidden.
+func (e *Refusal) Unwrap() error { return ErrForbidden }
+
+// RefusedByRecipient refuses a direct message (or typing) to uid, who
+// blocked the sender. A 0x87 / 403 to a user who exists already tells
+// the sender that (no such user is 0x90 / 404): the words say no more,
+// as the refusal of a group add a block refuses ("... does not accept
+// being added by you"), and do not say "blocked".
+func RefusedByRecipient(uid, what string) *Refusal {
+	return &Refusal{Why: uid + " does not accept " + what + " from you"}
+}
+
+// RefusedNotMember refuses what a user who is not a member of group gid
+// sends to it; a group that does not exist is refused so too, so that
+// group IDs do not leak.
+func RefusedNotMember(gid string) *Refusal {
+	return &Refusal{Why: "not a member of group " + gid}
+}

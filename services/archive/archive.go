@@ -455,7 +455,7 @@ func (s *Service) checkDirect(ctx context.Context, from, to string, env *wire.En
 			return err
 		}
 		if s.blocks.IsBlocked(to, from) {
-			return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.ErrForbidden)
+			return fmt.Errorf("archive: %q has blocked %q: %w", to, from, wire.RefusedByRecipient(to, "messages"))
 		}
 	}
 	return s.attachMedia(ctx, from, env, to, "", id)

@@ -78,7 +78,7 @@ func (s *Service) checkGroup(ctx context.Context, from, gid string, env *wire.En
 			return err
 		}
 		if !s.groups.IsMember(gid, from) {
-			return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.ErrForbidden)
+			return fmt.Errorf("archive: %q is not a member of group %q: %w", from, gid, wire.RefusedNotMember(gid))
 		}
 	}
 	return s.attachMedia(ctx, from, env, "", gid, id)

@@ -671,6 +671,9 @@ func httpError(err error) error {
 	case errors.Is(err, wire.ErrNotFound):
 		return httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "%s", trimPrefix(err))
 	case errors.Is(err, wire.ErrForbidden):
+		if r := (*wire.Refusal)(nil); errors.As(err, &r) {
+			return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "%s", r.Why)
+		}
 		return httpapi.Errorf(http.StatusForbidden, httpapi.CodeForbidden, "not allowed")
 	case errors.Is(err, wire.ErrMediaNotReady):
 		return httpapi.Errorf(http.StatusUnprocessableEntity, CodeMediaNotReady, "%s", trimPrefix(err))
