@@ -472,6 +472,7 @@ func (n *Node) buildHTTP() (err error) {
 	n.Admin, err = admin.New(admin.Deps{
 		Accounts:    n.Auth.CountAccounts,
 		Groups:      n.Users.Counts,
+		Node:        n.cfg.NodeID,
 		Connections: n.Broker.Connections,
 		Messages:    n.Archive.StoredCount,
 		SetAdmin:    n.Auth.SetAdmin,

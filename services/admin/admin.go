@@ -19,7 +19,8 @@ import (
 // Deps are the counters and actions the admin endpoints need.
 type Deps struct {
 	Accounts    func() (int, error)                                     // number of accounts
-	Groups      func() (int, error)                                     // number of groups
+	Groups      func() (own, mirrored int, err error)                   // groups of this region with members; mirrors of others'
+	Node        string                                                  // this node's ID
 	Connections func() int                                              // live MQTT connections on this node
 	Messages    func() uint64                                           // messages stored since start (for messages/s)
 	SetAdmin    func(ctx context.Context, uid string, admin bool) error // grant or revoke the admin role
@@ -32,6 +33,8 @@ var ErrMissingDep = errors.New("admin: missing dependency")
 // Service serves /admin.
 type Service struct {
 	deps Deps
+
+	started time.Time // when the node's counters started
 
 	mu       sync.Mutex
 	lastAt   time.Time
@@ -47,16 +50,23 @@ func New(deps Deps) (*Service, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Service{deps: deps, lastAt: deps.Now(), lastMsgs: deps.Messages()}, nil
+	now := deps.Now()
+	return &Service{deps: deps, started: now, lastAt: now, lastMsgs: deps.Messages()}, nil
 }
 
-// Stats is the answer of GET /admin/stats.
+// Stats is the answer of GET /admin/stats: the cluster's accounts and
+// groups, then this node's figures (Node, since Since).
 type Stats struct {
-	Users          int     `json:"users"`
-	Groups         int     `json:"groups"`
-	Connections    int     `json:"connections"`
-	MessagesStored uint64  `json:"messagesStored"` // since this node started
-	MessagesPerSec float64 `json:"messagesPerSecond"`
+	Users          int `json:"users"`
+	Groups         int `json:"groups"`         // of this region, with members
+	MirroredGroups int `json:"mirroredGroups"` // other regions' groups with members here
+	// Node names the node whose figures follow; Since is when it started
+	// counting them.
+	Node           string    `json:"node"`
+	Since          time.Time `json:"since"`
+	Connections    int       `json:"connections"`
+	MessagesStored uint64    `json:"messagesStored"` // by this node, since Since
+	MessagesPerSec float64   `json:"messagesPerSecond"`
 }
 
 // Routes are the admin endpoints.
@@ -91,13 +101,14 @@ func (s *Service) handleStats(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, err)
 		return
 	}
-	groups, err := s.deps.Groups()
+	groups, mirrored, err := s.deps.Groups()
 	if err != nil {
 		httpapi.WriteError(w, err)
 		return
 	}
 	total, rate := s.messageRate()
-	httpapi.WriteJSON(w, http.StatusOK, Stats{Users: users, Groups: groups, Connections: s.deps.Connections(),
+	httpapi.WriteJSON(w, http.StatusOK, Stats{Users: users, Groups: groups, MirroredGroups: mirrored,
+		Node: s.deps.Node, Since: s.started.UTC().Truncate(time.Second), Connections: s.deps.Connections(),
 		MessagesStored: total, MessagesPerSec: rate})
 }
 

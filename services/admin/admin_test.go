@@ -17,7 +17,8 @@ func newTestService(t *testing.T, now *time.Time, msgs *uint64, granted map[stri
 	t.Helper()
 	s, err := New(Deps{
 		Accounts:    func() (int, error) { return 7, nil },
-		Groups:      func() (int, error) { return 2, nil },
+		Groups:      func() (int, int, error) { return 2, 1, nil },
+		Node:        "n1",
 		Connections: func() int { return 5 },
 		Messages:    func() uint64 { return *msgs },
 		SetAdmin: func(_ context.Context, uid string, admin bool) error {
@@ -59,7 +60,8 @@ func TestStatsCountsAndMessageRate(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Users != 7 || st.Groups != 2 || st.Connections != 5 || st.MessagesStored != 160 || st.MessagesPerSec != 30 {
+	if st.Users != 7 || st.Groups != 2 || st.MirroredGroups != 1 || st.Node != "n1" || !st.Since.Equal(time.Unix(1000, 0)) ||
+		st.Connections != 5 || st.MessagesStored != 160 || st.MessagesPerSec != 30 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -1,11 +1,13 @@
 package users
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/edgechat/edgechat/internal/address"
 	"github.com/edgechat/edgechat/internal/wire"
 )
 
@@ -183,17 +185,34 @@ func (s *Service) OnMembersAdded(fn func(gid string, uids []string)) {
 	s.mu.Unlock()
 }
 
-// Counts returns the number of groups (for /admin/stats).
-func (s *Service) Counts() (groups int, err error) {
+// Counts returns the number of groups (for /admin/stats): the groups
+// of this region (their home) that have members, and apart the mirrors
+// of other regions' groups that users of this region are in. A group
+// whose every member was erased (it keeps no owner; nobody can reach
+// it) is no group any more; a mirror is its home's group, counted
+// there.
+func (s *Service) Counts() (groups, mirrored int, err error) {
 	err = s.db.View(func(tx *badger.Txn) error {
-		_, err := scan(tx, prefixGroup, "", "", false, func(string, []byte) (bool, error) {
-			groups++
+		_, err := scan(tx, prefixGroup, "", "", true, func(gid string, v []byte) (bool, error) {
+			var g struct {
+				MemberCount int `json:"memberCount"`
+			}
+			if err := json.Unmarshal(v, &g); err != nil {
+				return false, fmt.Errorf("group %s: %w", gid, err)
+			}
+			switch {
+			case g.MemberCount <= 0:
+			case address.RegionOf(gid) != "":
+				mirrored++
+			default:
+				groups++
+			}
 			return false, nil
 		})
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("users: count groups: %w", err)
+		return 0, 0, fmt.Errorf("users: count groups: %w", err)
 	}
-	return groups, nil
+	return groups, mirrored, nil
 }

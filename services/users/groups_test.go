@@ -90,8 +90,8 @@ func TestGroupCreate(t *testing.T) {
 	if !e.svc.SharesGroup("mia", "owen") || e.svc.SharesGroup("mia", "nora") {
 		t.Fatal("SharesGroup")
 	}
-	if n, err := e.svc.Counts(); n != 1 || err != nil {
-		t.Fatalf("Counts: %d %v", n, err)
+	if n, m, err := e.svc.Counts(); n != 1 || m != 0 || err != nil {
+		t.Fatalf("Counts: %d %d %v", n, m, err)
 	}
 
 	before := e.state()
