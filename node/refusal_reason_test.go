@@ -12,8 +12,9 @@ import (
 // the other refusals say why (session 36, mochi patch 61). They now
 // say why, in words that tell no more than the refusal's code already
 // does: a direct message to a user who exists and is refused 0x87 is
-// a block (no such user is 0x90), so "bob does not accept messages from
-// you" (the wording of a group add a block refuses); a group that does
+// a block (no such user is 0x90), so "bob does not accept your
+// messages" (the web app's words, and those of a group add a block
+// refuses: "does not accept being added by you"); a group that does
 // not exist is refused as one the sender is not a member of, so that
 // group IDs do not leak.
 func TestRefusedMessagesSayWhy(t *testing.T) {
@@ -28,7 +29,7 @@ func TestRefusedMessagesSayWhy(t *testing.T) {
 	for _, c := range []struct {
 		topic, want string
 	}{
-		{"user/bob/newMessage", "not authorized: bob does not accept messages from you"},
+		{"user/bob/newMessage", "not authorized: bob does not accept your messages"},
 		{"group/" + g.GroupID + "/newMessage", "not authorized: not a member of group " + g.GroupID},
 		{"group/" + noGroup + "/newMessage", "not authorized: not a member of group " + noGroup},
 	} {
@@ -46,7 +47,7 @@ func TestRefusedMessagesSayWhy(t *testing.T) {
 		{"user/bob/typing", `{"state":"typing"}`, "typing"},
 		{"user/bob/receipts", `{"type":"delivered","upTo":"1"}`, "receipts"},
 	} {
-		want := "not authorized: bob does not accept " + c.what + " from you"
+		want := "not authorized: bob does not accept your " + c.what
 		if code, pr := alice.Pub(t, c.topic, 1, c.payload); code != 0x87 || pr.Properties.ReasonString != want {
 			t.Errorf("%s: PUBACK %#x %+v, want 0x87 %q", c.topic, code, pr.Properties, want)
 		}
@@ -56,7 +57,7 @@ func TestRefusedMessagesSayWhy(t *testing.T) {
 		body map[string]string
 		want string
 	}{
-		{map[string]string{"to": "bob", "cid": "h1", "type": "text", "body": "hi"}, "bob does not accept messages from you"},
+		{map[string]string{"to": "bob", "cid": "h1", "type": "text", "body": "hi"}, "bob does not accept your messages"},
 		{map[string]string{"group": g.GroupID, "cid": "h2", "type": "text", "body": "hi"}, "not a member of group " + g.GroupID},
 		{map[string]string{"group": noGroup, "cid": "h3", "type": "text", "body": "hi"}, "not a member of group " + noGroup},
 	} {

@@ -75,9 +75,10 @@ func (e *Refusal) Unwrap() error { return ErrForbidden }
 // blocked the sender. A 0x87 / 403 to a user who exists already tells
 // the sender that (no such user is 0x90 / 404): the words say no more,
 // as the refusal of a group add a block refuses ("... does not accept
-// being added by you"), and do not say "blocked".
+// being added by you") and the web app's "not allowed: bob does not
+// accept your messages", and do not say "blocked".
 func RefusedByRecipient(uid, what string) *Refusal {
-	return &Refusal{Why: uid + " does not accept " + what + " from you"}
+	return &Refusal{Why: uid + " does not accept your " + what}
 }
 
 // RefusedNotMember refuses what a user who is not a member of group gid
