@@ -317,10 +317,7 @@ func (s *Sender) Unacked(id snowflake.ID) {
 	m := t.known[id]
 	t.mu.Unlock()
 	if m != nil {
-		select {
-		case m.ackWake <- struct{}{}:
-		default:
-		}
+		t.acks.wakeUp(m)
 	}
 }
 
@@ -378,8 +375,9 @@ type term struct {
 	ctx     context.Context
 	queues  *peerqueue.Set[*job]
 	retries *retryWait
+	acks    *ackWait
 	prog    *progress
-	wg      sync.WaitGroup // planners, the retry and progress loops
+	wg      sync.WaitGroup // planners, the retry, ack and progress loops
 
 	mu       sync.Mutex
 	known    map[snowflake.ID]*message // scheduled or in progress
@@ -398,6 +396,7 @@ func (s *Sender) lead(ctx context.Context) {
 		MaxItems: s.cfg.MaxQueue, MaxBatch: s.cfg.Concurrency, DropOldest: true, Dropped: t.overflowed,
 		Timeout: s.cfg.SendTimeout + 5*time.Second, Metrics: s.qm, Logger: s.log})
 	t.retries = newRetryWait(t)
+	t.acks = newAckWait(t)
 	s.log.Info("push sender leading")
 	s.mu.Lock()
 	s.cur = t
@@ -419,6 +418,12 @@ func (s *Sender) lead(ctx context.Context) {
 	}
 	t.wg.Go(t.progressLoop)
 	t.wg.Go(t.retries.run)
+	if s.acks() {
+		t.wg.Go(t.acks.run)
+		for range planWorkers {
+			t.wg.Go(t.acks.worker)
+		}
+	}
 	for _, id := range s.drainStaged() {
 		t.add(id, true)
 	}
@@ -468,7 +473,12 @@ type message struct {
 	ackDeadline time.Time
 	// deferred are the connected devices waiting for that (under mu).
 	deferred []deferredDevice
-	ackWake  chan struct{} // capacity 1: an unacknowledged delivery was recorded
+	// Under the term's ackWait.mu: ackIdx is m's place in its schedule
+	// (-1: not in it), ackAt the deadline there (monotonic), ackWoken an
+	// unacknowledged delivery reported since m was last decided.
+	ackIdx   int
+	ackAt    time.Time
+	ackWoken bool
 }
 
 // deferredDevice is a connected device whose decision waits for its
@@ -493,7 +503,7 @@ func (t *term) add(id snowflake.ID, atCommit bool) {
 		committed = now
 	}
 	m := &message{id: id, due: committed.Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{}),
-		ackDeadline: committed.Add(t.s.cfg.AckTimeout + ackSlack), ackWake: make(chan struct{}, 1)}
+		ackDeadline: committed.Add(t.s.cfg.AckTimeout + ackSlack), ackIdx: -1}
 	t.known[id] = m
 	heap.Push(&t.schedule, m)
 	t.mu.Unlock()
@@ -570,49 +580,12 @@ func (t *term) execute(m *message) {
 		t.done(m)
 		return
 	}
-	m.pending = 1 // held until every device is queued
+	m.pending = 1 // held until every device is queued and none waits for its acknowledgement
 	t.s.decideAndQueue(t, m)
-	t.waitAcks(m)
-	t.finish(m, "")
-}
-
-// waitAcks decides the devices of m that were connected and wait for
-// their acknowledgement: each as soon as its delivery is reported
-// unacknowledged, the rest at m's ackDeadline.
-func (t *term) waitAcks(m *message) {
-	for {
-		m.mu.Lock()
-		waiting := m.deferred
-		m.deferred = nil
-		m.mu.Unlock()
-		if len(waiting) == 0 || t.ctx.Err() != nil {
-			return
-		}
-		final := false
-		timer := time.NewTimer(max(m.ackDeadline.Sub(t.s.now()), 0))
-		select {
-		case <-timer.C:
-			final = true
-		case <-m.ackWake:
-		case <-t.ctx.Done():
-			timer.Stop()
-			return
-		}
-		timer.Stop()
-		var users []userPlan
-		for _, d := range waiting {
-			i := slices.IndexFunc(users, func(u userPlan) bool { return u.uid == d.uid })
-			if i < 0 {
-				users = append(users, userPlan{uid: d.uid, onlineAtCommit: map[string]bool{}, final: final})
-				i = len(users) - 1
-			}
-			users[i].devices = append(users[i].devices, d.reg)
-			users[i].onlineAtCommit[d.uid+"/"+d.reg.Name] = true // connected when first decided
-		}
-		for _, u := range users {
-			t.s.decideUser(t, m, u)
-		}
+	if t.waitAcks(m) {
+		return // the ack schedule ends the hold
 	}
+	t.finish(m, "")
 }
 
 // finish ends one pending device of m (clientID "" ends the hold of
@@ -716,7 +689,7 @@ type userPlan struct {
 	// message was planned at its commit.
 	onlineAtCommit map[string]bool
 	// final: the devices' acknowledgement is waited for no longer
-	// (waitAcks at the deadline).
+	// (ackWait at the deadline).
 	final bool
 }
 
@@ -840,6 +813,10 @@ func (s *Sender) recipients(m *Message) ([]Recipient, error) {
 // thousands).
 func (s *Sender) decideAndQueue(t *term, m *message) {
 	users := m.plan.users
+	if len(users) == 1 { // a direct message: no goroutine
+		s.decideUser(t, m, users[0])
+		return
+	}
 	workers := min(planWorkers, len(users))
 	var next sync.Mutex
 	i := 0

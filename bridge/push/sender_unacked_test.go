@@ -3,7 +3,9 @@ package push_test
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -122,5 +124,96 @@ func TestSenderNewLeaderPushesARecordedUnackedDeviceOnce(t *testing.T) {
 	}
 	if n := len(p.tries("tok-failover")); n != 1 {
 		t.Fatalf("pushed %d times, want once", n)
+	}
+}
+
+// countedUnacked are unackedRecords that count the sender's reads.
+type countedUnacked struct {
+	unackedRecords
+	reads atomic.Int64
+}
+
+func (u *countedUnacked) Unacked(id snowflake.ID, clientID string) (bool, error) {
+	u.reads.Add(1)
+	return u.unackedRecords.Unacked(id, clientID)
+}
+
+// Messages whose connected devices wait for their acknowledgement wait in
+// the term's schedule, not in a goroutine each: with 2,000 of them
+// waiting the sender's goroutines stay as they were (before, one each
+// until the ack deadline: 1,000 messages/s kept 8,000 goroutines and
+// their timers). Each is still decided at its report or at the deadline.
+func TestSenderWaitsForManyAcknowledgementsWithoutAGoroutineEach(t *testing.T) {
+	const users, msgs, reported = 20, 2000, 10
+	w := newWorld()
+	for i := range users {
+		uid := fmt.Sprintf("u%02d", i)
+		w.register(uid, "phone", push.Device{Platform: push.APNs, Token: "tok-" + uid})
+		w.connected[uid+"/phone"] = true
+	}
+	recs := &countedUnacked{}
+	p := &scripted{}
+	const ackTimeout = 4 * time.Second // the deadline is 3 s (ackSlack) later
+	s, reg := newSender(t, w, p, push.SenderConfig{NoGrace: true, AckTimeout: ackTimeout,
+		ProgressEvery: 10 * time.Millisecond}, func(d *push.SenderDeps) { d.Unacked = recs })
+	base := runtime.NumGoroutine() // before the sender's own (a few, however many messages)
+	cancel, done := goRun(s)
+	t.Cleanup(func() { cancel(); <-done })
+	start := time.Now()
+	ids := make([]snowflake.ID, msgs)
+	for i := range ids {
+		ids[i] = w.stage(fmt.Sprintf("u%02d", i%users), "hello")
+		s.Staged(ids[i])
+	}
+	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := recs.reads.Load(); n < msgs {
+			return fmt.Errorf("%d of %d devices decided to wait for their acknowledgement", n, msgs)
+		}
+		return nil
+	})
+	testutil.CheckFor(t, 2*time.Second, 10*time.Millisecond, func() error {
+		if g := runtime.NumGoroutine(); g > base+50 {
+			return fmt.Errorf("%d goroutines with %d messages waiting for acknowledgements, %d before they came", g, msgs, base)
+		}
+		return nil
+	})
+	if el := time.Since(start); el >= ackTimeout {
+		t.Fatalf("the messages waited %v: past the bound before they were looked at", el)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_decisions_total", map[string]string{"verdict": "connected"}); v != 0 {
+		t.Fatalf("%v devices decided before their acknowledgement's deadline", v)
+	}
+	// A few are reported unacknowledged: pushed at the report, once.
+	for i, id := range ids[:reported] {
+		recs.record(id, fmt.Sprintf("u%02d/phone", i%users))
+		s.Unacked(id)
+	}
+	testutil.CheckFor(t, 2*time.Second, 5*time.Millisecond, func() error {
+		if v, _ := testutil.MetricValue(t, reg, "edgechat_push_unacked_total", nil); v != reported {
+			return fmt.Errorf("%v pushed as unacknowledged, want %d", v, reported)
+		}
+		return nil
+	})
+	if el := time.Since(start); el >= ackTimeout {
+		t.Errorf("the reported devices decided %v after the commits: not at the report", el)
+	}
+	testutil.CheckFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		if n := w.queuedCount(); n != 0 {
+			return fmt.Errorf("%d messages still queued", n)
+		}
+		return nil
+	})
+	if el := time.Since(start); el < ackTimeout {
+		t.Errorf("every message done %v after the commits, before the bound of %v", el, ackTimeout)
+	}
+	if v, _ := testutil.MetricValue(t, reg, "edgechat_push_decisions_total", map[string]string{"verdict": "connected"}); v != msgs-reported {
+		t.Errorf("connected decisions = %v, want %d", v, msgs-reported)
+	}
+	pushes := 0
+	for i := range users {
+		pushes += len(p.tries(fmt.Sprintf("tok-u%02d", i)))
+	}
+	if pushes != reported {
+		t.Errorf("%d pushes, want %d (the devices reported unacknowledged)", pushes, reported)
 	}
 }
