@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -367,5 +368,37 @@ func TestRestoreStagesNextToTheDatabase(t *testing.T) {
 	left, err := filepath.Glob(filepath.Join(dst.DB().Opts().Dir, stagingPattern))
 	if err != nil || len(left) != 0 {
 		t.Fatalf("staging files left: %v %v", left, err)
+	}
+}
+
+// DeletePrefixes deletes what is under each prefix, the transaction's own
+// writes included, and nothing else.
+func TestDeletePrefixesDeletesOnlyUnderThePrefixes(t *testing.T) {
+	db := openDB(t)
+	for _, k := range []string{"a/1/x", "a/1/y", "a/10/x", "a/2/x", "a/3/x", "b/1/x", "a/1"} {
+		if err := db.Update(func(tx *badger.Txn) error { return tx.Set([]byte(k), nil) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := db.Update(func(tx *badger.Txn) error {
+		if err := tx.Set([]byte("a/3/new"), nil); err != nil {
+			return err
+		}
+		return DeletePrefixes(tx, [][]byte{[]byte("a/3/"), []byte("a/1/"), []byte("b/9/")})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	_ = db.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			left = append(left, string(it.Item().Key()))
+		}
+		return nil
+	})
+	if want := []string{"a/1", "a/10/x", "a/2/x", "b/1/x"}; !slices.Equal(left, want) {
+		t.Fatalf("left %q, want %q", left, want)
 	}
 }

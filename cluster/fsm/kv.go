@@ -1,8 +1,10 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -35,10 +37,31 @@ func SetJSON(tx *badger.Txn, key []byte, v any) error {
 // DeletePrefix deletes every key under prefix (keys are collected first:
 // a transaction's iterator must not see its own deletes half way).
 func DeletePrefix(tx *badger.Txn, prefix []byte) error {
+	return DeletePrefixes(tx, [][]byte{prefix})
+}
+
+// DeletePrefixes deletes every key under each of prefixes with one
+// iterator. An iterator of an update transaction sorts all of the
+// transaction's pending writes when it is made: one per prefix made a
+// transaction that deletes the records of thousands of messages
+// quadratic (a push progress command marking 10,000 messages done took
+// seconds of the FSM's apply goroutine).
+func DeletePrefixes(tx *badger.Txn, prefixes [][]byte) error {
+	if len(prefixes) == 0 {
+		return nil
+	}
+	sorted := slices.SortedFunc(slices.Values(prefixes), bytes.Compare)
+	first, last := sorted[0], sorted[len(sorted)-1]
+	n := 0
+	for n < len(first) && n < len(last) && first[n] == last[n] {
+		n++
+	}
 	var keys [][]byte
-	it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: first[:n]})
+	for _, p := range sorted {
+		for it.Seek(p); it.ValidForPrefix(p); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
 	}
 	it.Close()
 	for _, k := range keys {

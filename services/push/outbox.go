@@ -253,13 +253,16 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 		}
 	}
 	ids := slices.Compact(slices.Sorted(maps.Keys(done)))
+	// One iterator for every done message's records: one per prefix
+	// sorted all of the transaction's pending writes each time.
+	prefixes := make([][]byte, 0, 2*len(ids))
 	for _, id := range ids {
-		if err := fsm.DeletePrefix(tx, handledPrefix(id)); err != nil {
-			return nil, err
-		}
-		if err := fsm.DeletePrefix(tx, unackedPrefix(id)); err != nil {
-			return nil, err
-		}
+		prefixes = append(prefixes, handledPrefix(id), unackedPrefix(id))
+	}
+	if err := fsm.DeletePrefixes(tx, prefixes); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
 		if err := tx.Delete(outboxKey(id)); err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -195,5 +196,57 @@ func TestStageSeesDevicesFromStartAndRestore(t *testing.T) {
 	stage(StagedMessage{ID: 4, From: "alice", To: "carol"})
 	if got := queued(t, e.svc); !slices.Equal(got, []snowflake.ID{4}) {
 		t.Fatalf("queued after the restore %v, want [4] (the snapshot replaced the outbox)", got)
+	}
+}
+
+// A progress command that marks the most messages a command may done,
+// each with a handled device and an unacknowledged delivery recorded,
+// removes them all in one short transaction (the leader's sender sends
+// such commands under load): it used to open two iterators per message,
+// each sorting every write the transaction had made so far, seconds of
+// the FSM's apply goroutine during which no other command of the node
+// applied. Another message's records stay.
+func TestProgressRemovesManyDoneMessagesQuickly(t *testing.T) {
+	e := newEnv(t)
+	const n = 3000 // with their 3 records each, as many as fit the test database's transaction
+	done := make([]snowflake.ID, n)
+	wb := e.prop.DB.NewWriteBatch()
+	for i := range n + 1 { // the last one stays queued
+		id := snowflake.ID(1000 + i)
+		for _, k := range [][]byte{outboxKey(id), append(handledPrefix(id), "bob/phone"...), unackedKey(id, "bob/tablet")} {
+			if err := wb.Set(k, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i < n {
+			done[i] = id
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := e.svc.RecordProgress(context.Background(), Progress{Done: done}); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("marking %d messages done took %v", n, el)
+	}
+	if q := queued(t, e.svc); len(q) != 1 || q[0] != snowflake.ID(1000+n) {
+		t.Fatalf("queued after: %v, want only %d", q, 1000+n)
+	}
+	left := 0
+	_ = e.prop.DB.View(func(tx *badger.Txn) error {
+		for _, p := range []string{prefixHandled, prefixUnacked} {
+			it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				left++
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if left != 2 {
+		t.Errorf("%d handled and unacknowledged records left, want 2 (the queued message's)", left)
 	}
 }
