@@ -46,7 +46,8 @@ import (
 // Reported: cpu-µs/msg (the whole process: node and clients, from the
 // first publish until the outbox is empty), peak goroutines, peak heap
 // in use and peak RSS (sampled every 100 ms / 500 ms), peak outbox
-// entries, and pushes sent (must be 0: every device acknowledged).
+// entries (counted every second), and pushes sent (must be 0: every
+// device acknowledged).
 func BenchmarkPushConnected(b *testing.B) {
 	for _, devices := range []bool{false, true} {
 		for _, rate := range []int{1000, 0} {
@@ -121,6 +122,8 @@ func benchPushConnected(b *testing.B, devices bool, rate int) {
 				if r := rssBytes(); r > peakRSS.Load() {
 					peakRSS.Store(r)
 				}
+			}
+			if i%10 == 0 { // counting 13,000 keys is not free: counted in the CPU figure
 				if o := int64(outbox()); o > peakOut.Load() {
 					peakOut.Store(o)
 				}
@@ -166,7 +169,7 @@ func benchPushConnected(b *testing.B, devices bool, rate int) {
 	}
 	wg.Wait()
 	sent := time.Since(start)
-	checkFor(b, 5*time.Minute, 100*time.Millisecond, func() error {
+	checkFor(b, 5*time.Minute, 500*time.Millisecond, func() error {
 		if o := outbox(); o != 0 {
 			return fmt.Errorf("%d messages still in the outbox", o)
 		}

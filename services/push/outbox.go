@@ -237,6 +237,26 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	for _, id := range p.Done {
 		done[id] = true
 	}
+	ids := slices.Compact(slices.Sorted(maps.Keys(done)))
+	// The done messages' records, found before this command writes any:
+	// one iterator per kind of record, not two per message (each sorted
+	// all of the transaction's pending writes).
+	handled := make([][]byte, len(ids))
+	unacked := make([][]byte, len(ids))
+	for i, id := range ids {
+		handled[i], unacked[i] = handledPrefix(id), unackedPrefix(id)
+	}
+	if err := fsm.DeletePrefixes(tx, handled); err != nil {
+		return nil, err
+	}
+	if err := fsm.DeletePrefixes(tx, unacked); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if err := tx.Delete(outboxKey(id)); err != nil {
+			return nil, err
+		}
+	}
 	for _, h := range p.Handled {
 		if done[h.ID] {
 			continue
@@ -250,21 +270,6 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 			if err := tx.Set(append(handledPrefix(h.ID), c...), nil); err != nil {
 				return nil, err
 			}
-		}
-	}
-	ids := slices.Compact(slices.Sorted(maps.Keys(done)))
-	// One iterator for every done message's records: one per prefix
-	// sorted all of the transaction's pending writes each time.
-	prefixes := make([][]byte, 0, 2*len(ids))
-	for _, id := range ids {
-		prefixes = append(prefixes, handledPrefix(id), unackedPrefix(id))
-	}
-	if err := fsm.DeletePrefixes(tx, prefixes); err != nil {
-		return nil, err
-	}
-	for _, id := range ids {
-		if err := tx.Delete(outboxKey(id)); err != nil {
-			return nil, err
 		}
 	}
 	return nil, nil

@@ -250,3 +250,43 @@ func TestProgressRemovesManyDoneMessagesQuickly(t *testing.T) {
 		t.Errorf("%d handled and unacknowledged records left, want 2 (the queued message's)", left)
 	}
 }
+
+// Messages marked done in the commands the sender sends under load (a
+// few thousand each), long after thousands of others were removed, are
+// removed as fast as the first: finding a done message's records must
+// not walk over the deleted keys of the messages done before it (they
+// stay in the database as tombstones until a compaction). A first cut of
+// the single iterator sought each message's records across the whole
+// push key space and walked the outbox's tombstones from there, once per
+// message.
+func TestProgressRemovesDoneMessagesQuicklyAfterManyOthers(t *testing.T) {
+	e := newEnv(t)
+	const total, perCommand = 20_000, 2_000
+	wb := e.prop.DB.NewWriteBatch()
+	for i := range total {
+		if err := wb.Set(outboxKey(snowflake.ID(1000+i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var slowest time.Duration
+	for start := 0; start < total; start += perCommand {
+		done := make([]snowflake.ID, perCommand)
+		for i := range done {
+			done[i] = snowflake.ID(1000 + start + i)
+		}
+		t0 := time.Now()
+		if err := e.svc.RecordProgress(context.Background(), Progress{Done: done}); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(t0))
+	}
+	if slowest > time.Second {
+		t.Errorf("the slowest command of %d messages done took %v", perCommand, slowest)
+	}
+	if q := queued(t, e.svc); len(q) != 0 {
+		t.Fatalf("%d messages still queued", len(q))
+	}
+}
