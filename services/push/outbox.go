@@ -21,6 +21,7 @@ package push
 // second one replace the first on the device).
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -208,10 +209,77 @@ func (s *Service) RecordProgress(ctx context.Context, p Progress) error {
 	case n > MaxProgressEntries:
 		return fmt.Errorf("%w: %d progress entries, limit %d", errBadCommand, n, MaxProgressEntries)
 	}
-	if _, err := s.propose(ctx, wire.CmdPushProgress, p); err != nil {
+	parts, err := s.splitProgress(p)
+	if err != nil {
 		return fmt.Errorf("push: record progress: %w", err)
 	}
+	for _, q := range parts {
+		// A failure after a part committed: the caller records all of p
+		// again, which is harmless (applyProgress is idempotent).
+		if _, err := s.propose(ctx, wire.CmdPushProgress, q); err != nil {
+			return fmt.Errorf("push: record progress: %w", err)
+		}
+	}
 	return nil
+}
+
+// splitProgress splits p into commands that each fit a node's
+// transaction: a done message removes its outbox entry and every record
+// of it (devices handled, deliveries unacknowledged, committed by
+// earlier commands), which p.Size does not count; 10,000 messages with
+// two records each were refused as too large. The records are counted
+// in the committed state; the handled devices go with the first command.
+// A message whose records alone exceed MaxProgressEntries goes in a
+// command of its own.
+func (s *Service) splitProgress(p Progress) ([]Progress, error) {
+	if len(p.Done) == 0 {
+		return []Progress{p}, nil
+	}
+	records, err := s.records(p.Done)
+	if err != nil {
+		return nil, err
+	}
+	cur := Progress{Handled: p.Handled}
+	cost := cur.Size()
+	var out []Progress
+	for _, id := range p.Done {
+		c := 1 + records[id]
+		if cost > 0 && cost+c > MaxProgressEntries {
+			out = append(out, cur)
+			cur, cost = Progress{}, 0
+		}
+		cur.Done = append(cur.Done, id)
+		cost += c
+	}
+	return append(out, cur), nil
+}
+
+// records counts the handled and unacknowledged records of each of ids.
+func (s *Service) records(ids []snowflake.ID) (map[snowflake.ID]int, error) {
+	sorted := slices.Compact(slices.Sorted(slices.Values(ids)))
+	out := make(map[snowflake.ID]int, len(sorted))
+	err := s.db.View(func(tx *badger.Txn) error {
+		for _, kind := range []string{prefixHandled, prefixUnacked} {
+			// One iterator, forward only (as fsm.DeletePrefixes).
+			it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(kind)})
+			it.Seek(binary.BigEndian.AppendUint64([]byte(kind), uint64(sorted[0])))
+			for _, id := range sorted {
+				if !it.Valid() {
+					break
+				}
+				p := binary.BigEndian.AppendUint64([]byte(kind), uint64(id))
+				if bytes.Compare(it.Item().Key(), p) < 0 {
+					it.Seek(p)
+				}
+				for ; it.ValidForPrefix(p); it.Next() {
+					out[id]++
+				}
+			}
+			it.Close()
+		}
+		return nil
+	})
+	return out, err
 }
 
 // applyProgress records handled devices of messages still in the outbox

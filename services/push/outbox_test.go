@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
+	"github.com/edgechat/edgechat/internal/badgeropts"
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 )
@@ -288,5 +289,63 @@ func TestProgressRemovesDoneMessagesQuicklyAfterManyOthers(t *testing.T) {
 	}
 	if q := queued(t, e.svc); len(q) != 0 {
 		t.Fatalf("%d messages still queued", len(q))
+	}
+}
+
+// Progress marking many messages done, each with records of devices
+// handled in earlier commands (a user's two phones, decided in different
+// commits), is committed however many records that removes: in a node's
+// database one command removing 10,000 messages with two records each
+// (30,000 deletes) was refused as too large for one transaction, and the
+// sender put it back and sent it again every 100 ms, for ever: nothing
+// of its progress committed after it.
+func TestProgressRemovesManyDoneMessagesWithTheirRecordsInANodesDatabase(t *testing.T) {
+	prop := fsmtest.New(t, fsmtest.WithBadgerOptions(func(o badger.Options) badger.Options {
+		return badgeropts.Node(o.Dir).WithLogger(nil)
+	}))
+	svc, err := New(Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Enabled: Platforms()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 10_000 // the sender's most entries in one RecordProgress
+	wb := prop.DB.NewWriteBatch()
+	done := make([]snowflake.ID, n)
+	for i := range n {
+		done[i] = snowflake.ID(1000 + i)
+		for _, k := range [][]byte{outboxKey(done[i]), append(handledPrefix(done[i]), "bob/phone"...),
+			append(handledPrefix(done[i]), "bob/tablet"...)} {
+			if err := wb.Set(k, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	other := snowflake.ID(1000 + n) // stays queued, gets a device handled
+	if err := prop.DB.Update(func(tx *badger.Txn) error { return tx.Set(outboxKey(other), nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.RecordProgress(context.Background(), Progress{Done: done,
+		Handled: []HandledDevices{{ID: other, Clients: []string{"carol/phone"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if q := queued(t, svc); len(q) != 1 || q[0] != other {
+		t.Fatalf("%d messages queued after, want only %d", len(q), other)
+	}
+	if h, err := svc.Handled(other); err != nil || !slices.Equal(h, []string{"carol/phone"}) {
+		t.Fatalf("handled of the queued message: %v %v", h, err)
+	}
+	left := 0
+	_ = prop.DB.View(func(tx *badger.Txn) error {
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixHandled)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			left++
+		}
+		return nil
+	})
+	if left != 1 {
+		t.Errorf("%d handled records left, want 1 (the queued message's)", left)
 	}
 }
