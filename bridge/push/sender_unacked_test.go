@@ -153,7 +153,7 @@ func TestSenderWaitsForManyAcknowledgementsWithoutAGoroutineEach(t *testing.T) {
 	}
 	recs := &countedUnacked{}
 	p := &scripted{}
-	const ackTimeout = 4 * time.Second // the deadline is 3 s (ackSlack) later
+	const ackTimeout = 6 * time.Second // the deadline is 3 s (ackSlack) later
 	s, reg := newSender(t, w, p, push.SenderConfig{NoGrace: true, AckTimeout: ackTimeout,
 		ProgressEvery: 10 * time.Millisecond}, func(d *push.SenderDeps) { d.Unacked = recs })
 	base := runtime.NumGoroutine() // before the sender's own (a few, however many messages)
