@@ -15,16 +15,9 @@ import (
 func TestNewIDsWithInvisibleCharactersAreRefused(t *testing.T) {
 	e := startBroker(t, nil)
 	for _, dev := range []string{"phone\u0085", "\u009b31mphone", "enohp\u202e", "\u200bphone", "ph\u00adone"} {
-		_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/" + dev, Username: "alice", Password: "tok:alice"})
-		if ca == nil {
-			t.Fatalf("device %+q: no CONNACK: %v", dev, err)
-		}
-		reason := ""
-		if ca.Properties != nil {
-			reason = ca.Properties.ReasonString
-		}
-		if ca.ReasonCode != 0x85 || !strings.Contains(reason, "device ID") {
-			t.Errorf("CONNECT alice/%+q: 0x%02x %q, want 0x85 saying what is wrong with the device ID", dev, ca.ReasonCode, reason)
+		code, reason := aliceConnectsAs(t, e, dev)
+		if code != 0x85 || !strings.Contains(reason, "device ID") {
+			t.Errorf("CONNECT alice/%+q: 0x%02x %q, want 0x85 saying what is wrong with the device ID", dev, code, reason)
 		}
 	}
 	bob := mustV5(t, e.addr, "bob", "phone")
@@ -64,16 +57,9 @@ func TestAnonymousClientIDWithInvisibleDeviceStillNeedsCredentials(t *testing.T)
 func TestDeviceIDsOfTheOldRuleAreToldTheRule(t *testing.T) {
 	e := startBroker(t, nil)
 	for _, dev := range []string{"tab\tlet", "a+b", "a#", "a/b", "", strings.Repeat("x", 65)} {
-		_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/" + dev, Username: "alice", Password: "tok:alice"})
-		if ca == nil {
-			t.Fatalf("device %+q: no CONNACK: %v", dev, err)
-		}
-		reason := ""
-		if ca.Properties != nil {
-			reason = ca.Properties.ReasonString
-		}
-		if ca.ReasonCode != 0x85 || !strings.Contains(reason, "device ID: 1 to 64 bytes") {
-			t.Errorf("CONNECT alice/%+q: 0x%02x %q, want 0x85 saying what a device ID may be", dev, ca.ReasonCode, reason)
+		code, reason := aliceConnectsAs(t, e, dev)
+		if code != 0x85 || !strings.Contains(reason, "device ID: 1 to 64 bytes") {
+			t.Errorf("CONNECT alice/%+q: 0x%02x %q, want 0x85 saying what a device ID may be", dev, code, reason)
 		}
 	}
 	// A client ID that is not of the form, or names an invalid user, is
@@ -84,4 +70,18 @@ func TestDeviceIDsOfTheOldRuleAreToldTheRule(t *testing.T) {
 			t.Errorf("CONNECT %q: %+v, want 0x85 without a device ID hint", id, ca)
 		}
 	}
+}
+
+// aliceConnectsAs connects alice with device ID dev and returns the
+// CONNACK's reason code and reason string.
+func aliceConnectsAs(t *testing.T, e *testEnv, dev string) (byte, string) {
+	t.Helper()
+	_, ca, err := mqtttest.Dial(t, e.addr, mqtttest.Options{ClientID: "alice/" + dev, Username: "alice", Password: "tok:alice"})
+	if ca == nil {
+		t.Fatalf("device %+q: no CONNACK: %v", dev, err)
+	}
+	if ca.Properties == nil {
+		return ca.ReasonCode, ""
+	}
+	return ca.ReasonCode, ca.Properties.ReasonString
 }
