@@ -13,6 +13,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -119,6 +120,9 @@ const (
 	CodeMethodNotAllow = "method_not_allowed"
 	CodeURITooLong     = "uri_too_long"      // 414: query string over the limit
 	CodeHeadersTooBig  = "headers_too_large" // 431: request headers over the limit
+	// CodeRequestTimeout (408): the request's body did not arrive in time
+	// (the gateway's body timeout); the connection is closed.
+	CodeRequestTimeout = "request_timeout"
 	// CodeNoSpace (507): the node's disk is full; nothing was stored.
 	CodeNoSpace = "insufficient_storage"
 )
@@ -213,16 +217,28 @@ func DecodeJSON(r *http.Request, v any, maxBytes int64) error {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBytes+1))
 	if err != nil {
-		var tooLarge *http.MaxBytesError // the gateway's per-route limit (http.MaxBytesReader)
-		if errors.As(err, &tooLarge) {
-			return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body over %d bytes", tooLarge.Limit)
-		}
-		return Errorf(http.StatusBadRequest, CodeBadRequest, "reading body: %v", err)
+		return BodyReadError(err)
 	}
 	if int64(len(body)) > maxBytes {
 		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body over %d bytes", maxBytes)
 	}
 	return DecodeJSONBytes(body, v)
+}
+
+// BodyReadError is the answer to a request whose body could not be read:
+// 413 payload_too_large over the gateway's per-route limit
+// (http.MaxBytesReader), 408 request_timeout when it did not arrive in
+// time (the gateway's body timeout: a read deadline), else 400
+// bad_request.
+func BodyReadError(err error) error {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body over %d bytes", tooLarge.Limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return Errorf(http.StatusRequestTimeout, CodeRequestTimeout, "the request's body did not arrive in time")
+	}
+	return Errorf(http.StatusBadRequest, CodeBadRequest, "reading body: %v", err)
 }
 
 // DecodeJSONTyped is DecodeJSON for the endpoints a browser's session

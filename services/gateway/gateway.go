@@ -47,6 +47,7 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultBodyTimeout       = 30 * time.Second
 )
 
 // Errors.
@@ -69,6 +70,12 @@ type Config struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration // keep-alive idle; default 2m
+	// BodyTimeout bounds how long a request body takes to arrive (slow
+	// POST): a body must be in within it of the request's headers, an
+	// upload's (class "upload") may not go that long without a byte.
+	// Over it the body's reader fails (408 request_timeout from
+	// httpapi.DecodeJSON) and the connection is closed. Default 30s.
+	BodyTimeout time.Duration
 	// MaxHeaderBytes limits the request headers (names and values): over
 	// it a request gets a JSON 431. Default 64 KiB. (net/http itself cuts
 	// off at this plus 16 KiB, with a plain-text 431.)
@@ -193,8 +200,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
 	if cfg.ReadHeaderTimeout < 0 || cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 ||
-		cfg.ShutdownTimeout < 0 || cfg.MaxHeaderBytes < 0 {
+		cfg.ShutdownTimeout < 0 || cfg.MaxHeaderBytes < 0 || cfg.BodyTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative timeout or size", ErrConfig)
 	}
 	if deps.Verifier == nil {

@@ -40,6 +40,7 @@ type reqInfo struct {
 	// "" for a client's: it takes no token of the per-IP or class buckets.
 	member string
 	raw    http.ResponseWriter // the server's own writer, for http.MaxBytesReader
+	body   *timedBody          // the request's body, when it has one
 }
 
 type infoKey struct{}
@@ -93,6 +94,12 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		r.RemoteAddr = net.JoinHostPort(info.ip.String(), "0")
 	}
 	sw := &statusWriter{ResponseWriter: w}
+	if hasBody(r) {
+		// Before anything can answer: net/http reads what is left of a
+		// body before it writes an answer (a 401, a 429), as a handler does.
+		info.body = newTimedBody(r.Body, http.NewResponseController(w), g.cfg.BodyTimeout)
+		r.Body = info.body
+	}
 
 	h, pattern := g.mux.Handler(r)
 	route := routeLabel(pattern)
@@ -266,6 +273,9 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusUnsupportedMediaType, httpapi.CodeUnsupported,
 				"content type must be application/json"))
 			return
+		}
+		if class == httpapi.ClassUpload && info.body != nil {
+			info.body.uploading() // long, but never silent for long
 		}
 		if r.Body != nil && r.Body != http.NoBody {
 			// The server's own writer lets net/http close the connection

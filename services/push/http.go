@@ -197,7 +197,7 @@ func decodeOptionalBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, httpapi.CodeTooLarge, "body over %d bytes", maxSmallBody))
 		return false
 	case err != nil:
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "reading body: %v", err))
+		httpapi.WriteError(w, httpapi.BodyReadError(err))
 		return false
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
