@@ -48,6 +48,7 @@ const (
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultBodyTimeout       = 30 * time.Second
+	DefaultWriteIdleTimeout  = 30 * time.Second
 )
 
 // Errors.
@@ -70,6 +71,12 @@ type Config struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration // keep-alive idle; default 2m
+	// WriteIdleTimeout bounds each write of a route's answer to its client
+	// (a client that stops reading, its TCP window shut): a write that has
+	// not gone out after it fails, and the connection is closed. Default
+	// 30s. Not applied when WriteTimeout is set (that bounds the whole
+	// answer), nor to raw handlers (Handle: WebSockets).
+	WriteIdleTimeout time.Duration
 	// BodyTimeout bounds how long a request body takes to arrive (slow
 	// POST): a body must be in within it of the request's headers, an
 	// upload's (class "upload") may not go that long without a byte.
@@ -203,8 +210,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if cfg.BodyTimeout == 0 {
 		cfg.BodyTimeout = DefaultBodyTimeout
 	}
+	if cfg.WriteIdleTimeout == 0 {
+		cfg.WriteIdleTimeout = DefaultWriteIdleTimeout
+	}
 	if cfg.ReadHeaderTimeout < 0 || cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0 ||
-		cfg.ShutdownTimeout < 0 || cfg.MaxHeaderBytes < 0 || cfg.BodyTimeout < 0 {
+		cfg.ShutdownTimeout < 0 || cfg.MaxHeaderBytes < 0 || cfg.BodyTimeout < 0 || cfg.WriteIdleTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative timeout or size", ErrConfig)
 	}
 	if deps.Verifier == nil {

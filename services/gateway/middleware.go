@@ -41,6 +41,7 @@ type reqInfo struct {
 	member string
 	raw    http.ResponseWriter // the server's own writer, for http.MaxBytesReader
 	body   *timedBody          // the request's body, when it has one
+	sw     *statusWriter       // the writer of the answer (limitWrites)
 }
 
 type infoKey struct{}
@@ -94,6 +95,12 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		r.RemoteAddr = net.JoinHostPort(info.ip.String(), "0")
 	}
 	sw := &statusWriter{ResponseWriter: w}
+	info.sw = sw
+	if g.cfg.WriteTimeout == 0 && r.ProtoMajor == 1 {
+		// What an earlier answer on this connection left (limitWrites):
+		// net/http sets write deadlines only with its own WriteTimeout.
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	}
 	if hasBody(r) {
 		// Before anything can answer: net/http reads what is left of a
 		// body before it writes an answer (a 401, a 429), as a handler does.
@@ -229,6 +236,10 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 		info, _ := r.Context().Value(infoKey{}).(*reqInfo)
 		if info == nil { // served by a mux outside serveHTTP: keep the invariants below simple
 			info = &reqInfo{raw: w}
+		}
+		if info.sw != nil && g.cfg.WriteTimeout == 0 {
+			info.sw.limitWrites(http.NewResponseController(info.raw), g.cfg.WriteIdleTimeout)
+			defer info.sw.lastWrite() // net/http's own, once the handler is done
 		}
 		var p httpapi.Principal
 		if !rt.Public {
@@ -515,6 +526,56 @@ type statusWriter struct {
 	bytes    int64
 	hijacked bool
 	err      error // the cause of a 500 or 507 (httpapi.WriteError), for the log line
+
+	// A route's answer (limitWrites): each write must go out within
+	// writeIdle, set again before the writes (at most every writeIdle/8).
+	rc        *http.ResponseController
+	writeIdle time.Duration
+	deadline  time.Time // the write deadline set last
+}
+
+// limitWrites bounds each write of the answer to writeIdle from now on
+// (Config.WriteIdleTimeout): a client that stops reading (its TCP window
+// shut) held the handler, its connection and what it served (a media
+// object open) for good, as nothing set a write deadline.
+func (w *statusWriter) limitWrites(rc *http.ResponseController, writeIdle time.Duration) {
+	w.rc, w.writeIdle = rc, writeIdle
+	w.moveDeadline()
+}
+
+// moveDeadline gives the next write writeIdle from now.
+func (w *statusWriter) moveDeadline() {
+	if w.rc == nil {
+		return
+	}
+	now := time.Now()
+	if d := w.deadline.Sub(now); d > w.writeIdle-w.writeIdle/8 {
+		return // set a moment ago
+	}
+	w.deadline = now.Add(w.writeIdle)
+	_ = w.rc.SetWriteDeadline(w.deadline)
+}
+
+// lastWrite bounds what net/http writes once the handler has returned
+// (the buffered answer, the end of a chunked one); the next request on
+// the connection lifts it.
+func (w *statusWriter) lastWrite() {
+	if w.rc != nil {
+		w.deadline = time.Time{}
+		w.moveDeadline()
+	}
+}
+
+// progressReader moves its writer's deadline before each read of what
+// it then writes (ReadFrom).
+type progressReader struct {
+	io.Reader
+	w *statusWriter
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	p.w.moveDeadline()
+	return p.Reader.Read(b)
 }
 
 // RecordError keeps the cause of an error answer the client sees only as
@@ -522,6 +583,7 @@ type statusWriter struct {
 func (w *statusWriter) RecordError(err error) { w.err = err }
 
 func (w *statusWriter) WriteHeader(code int) {
+	w.moveDeadline()
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code // 1xx informational headers are not the final status
 	}
@@ -532,6 +594,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.moveDeadline()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
@@ -540,6 +603,10 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+	}
+	if w.rc != nil {
+		// Each chunk within writeIdle, not the whole (no sendfile then).
+		r = progressReader{Reader: r, w: w}
 	}
 	n, err := io.Copy(w.ResponseWriter, r) // uses the server's ReadFrom (sendfile) when it has one
 	w.bytes += n
@@ -550,6 +617,7 @@ func (w *statusWriter) Flush() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.moveDeadline()
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
 }
 

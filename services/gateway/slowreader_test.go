@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/edgechat/edgechat/internal/httpapi"
+)
+
+// A client that asks for a large answer (a media file, a long list) and
+// then stops reading held the handler, its goroutine and its connection
+// (and a media download's open object) for as long as it kept its TCP
+// window shut: the gateway had no write timeout. An answer that makes no
+// progress for the write timeout fails, through Write (JSON) and ReadFrom
+// (http.ServeContent, as media downloads are served); a connection kept
+// alive past it still answers its next requests, a route's and the
+// gateway's own (404).
+func TestAClientThatStopsReadingIsCutOff(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	e := newEnv(t, Config{WriteTimeout: 0, WriteIdleTimeout: timeout})
+	handled := map[string]chan error{"/write": make(chan error, 1), "/serve": make(chan error, 1)}
+	big := bytes.Repeat([]byte("x"), 64<<10)
+	const size = 32 << 20 // more than any socket buffers between the two
+	e.g.Mount(
+		httpapi.Route{Method: http.MethodGet, Pattern: "/write", Handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "33554432")
+			for n := 0; n < size; n += len(big) {
+				if _, err := w.Write(big); err != nil {
+					handled["/write"] <- err
+					return
+				}
+			}
+			handled["/write"] <- nil
+		}},
+		httpapi.Route{Method: http.MethodGet, Pattern: "/serve", Handler: func(w http.ResponseWriter, r *http.Request) {
+			cw := &countingWriter{ResponseWriter: w}
+			http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(bytes.Repeat([]byte("y"), size)))
+			if cw.n < size {
+				handled["/serve"] <- errors.New("cut off")
+				return
+			}
+			handled["/serve"] <- nil
+		}},
+		httpapi.Route{Method: http.MethodGet, Pattern: "/small", Handler: ok200},
+	)
+	e.run(t)
+
+	for _, path := range []string{"/write", "/serve"} {
+		t.Run(path, func(t *testing.T) {
+			c, err := net.Dial("tcp", e.g.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			// And never reads.
+			select {
+			case err := <-handled[path]:
+				if err == nil {
+					t.Fatalf("the whole answer went to a client that reads nothing")
+				}
+			case <-time.After(30 * timeout):
+				t.Fatalf("the handler still writes %v after its client stopped reading (write timeout %v)", 30*timeout, timeout)
+			}
+		})
+	}
+
+	t.Run("kept alive past it", func(t *testing.T) {
+		c, err := net.Dial("tcp", e.g.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i, path := range []string{"/small", "/small", "/nowhere", "/small"} {
+			if i > 0 {
+				time.Sleep(2 * timeout) // the client's pace: idle longer than the write timeout
+			}
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, body, err := answerOf(t, c, br, 20*timeout)
+			want := http.StatusOK
+			if path == "/nowhere" {
+				want = http.StatusNotFound
+			}
+			if err != nil || resp.StatusCode != want {
+				t.Fatalf("request %d (%s) on a connection kept alive: %v %v %s, want %d", i, path, resp, err, body, want)
+			}
+		}
+	})
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *countingWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(w.ResponseWriter, r) // the gateway's writer's ReadFrom
+	w.n += n
+	return n, err
+}
