@@ -74,6 +74,41 @@ func TestAClientThatStopsReadingIsCutOff(t *testing.T) {
 		})
 	}
 
+	// A client that reads slowly but steadily gets the whole answer,
+	// though it takes many times the timeout.
+	for _, path := range []string{"/write", "/serve"} {
+		t.Run(path+" read slowly", func(t *testing.T) {
+			c, err := net.Dial("tcp", e.g.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer good-alice\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got int64
+			start := time.Now()
+			for {
+				n, err := io.CopyN(io.Discard, resp.Body, 2<<20)
+				got += n
+				if err != nil {
+					break
+				}
+				time.Sleep(timeout / 3) // the client's pace
+			}
+			if got != size {
+				t.Fatalf("read %d bytes of %d in %v, reading 2 MiB every %v", got, size, time.Since(start), timeout/3)
+			}
+			if err := <-handled[path]; err != nil {
+				t.Fatalf("handler: %v", err)
+			}
+		})
+	}
+
 	t.Run("kept alive past it", func(t *testing.T) {
 		c, err := net.Dial("tcp", e.g.Addr())
 		if err != nil {
