@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -164,4 +165,47 @@ func TestASlowRequestBodyIsCutOff(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Over HTTP/2 (TLS) the body timeout is the stream's: a stream whose
+// body stops is answered 408, and the connection's other streams go on.
+func TestASlowRequestBodyIsCutOffOverHTTP2(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	cert, pool := selfSigned(t)
+	e := newEnv(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, BodyTimeout: timeout})
+	e.g.Mount(httpapi.Route{Method: http.MethodPost, Pattern: "/json", Class: httpapi.ClassWrite, Handler: func(w http.ResponseWriter, r *http.Request) {
+		var v map[string]any
+		if err := httpapi.DecodeJSON(r, &v, 0); err != nil {
+			httpapi.WriteError(w, err)
+			return
+		}
+		httpapi.WriteJSON(w, http.StatusOK, v)
+	}})
+	e.run(t)
+	client := &http.Client{Timeout: 20 * timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer client.CloseIdleConnections()
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = io.WriteString(pw, `{"a":`) }() // and no more
+	req, _ := http.NewRequest(http.MethodPost, e.g.URL()+"/json", pr)
+	req.Header.Set("Authorization", "Bearer good-alice")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("a body that stops over HTTP/2: %v, want 408", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), `"request_timeout"`) {
+		t.Fatalf("a body that stops: %s %d %s, want HTTP/2 408 request_timeout", resp.Proto, resp.StatusCode, b)
+	}
+	req, _ = http.NewRequest(http.MethodPost, e.g.URL()+"/json", strings.NewReader(`{"a":1}`))
+	req.Header.Set("Authorization", "Bearer good-alice")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = client.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the next request: %v %v, want 200", resp, err)
+	}
+	resp.Body.Close()
 }
