@@ -3,7 +3,8 @@
 // pattern ServeMux and wraps every request in the same edge middleware:
 // panic recovery, request IDs, a token bucket per client IP (before
 // anything else, so floods of bad tokens are throttled too), request-line
-// and header limits, CORS for configured web origins, authentication (a
+// and header limits, time limits on a request's body and on each write
+// of its answer (slowbody.go, statusWriter), CORS for configured web origins, authentication (a
 // bearer token is verified once, here, and services see only the verified
 // principal), the admin role check, a token bucket per user and route
 // class, content-type checks and body limits, an access-log line and
