@@ -149,6 +149,9 @@ func (a *ackWait) decide(m *message, final bool) {
 	if t.ctx.Err() != nil {
 		return
 	}
+	if final {
+		waiting = a.holdBackAcknowledged(m, waiting)
+	}
 	var users []userPlan
 	for _, d := range waiting {
 		i := slices.IndexFunc(users, func(u userPlan) bool { return u.uid == d.uid })
@@ -166,6 +169,36 @@ func (a *ackWait) decide(m *message, final bool) {
 		return
 	}
 	t.finish(m, "")
+}
+
+// holdBackAcknowledged decides, at m's ack deadline, the waiting devices
+// not reported unacknowledged: each is held back as connected (recorded
+// handled, verdict connected), and only the reported ones are returned,
+// to be decided on the user's registrations and state as at the grace.
+// A device not reported by the deadline is held back whatever else
+// decideUser would read (it passes connected, so Decide can only say
+// expired, blocked, read or connected, and a registration gone is
+// handled too: never a push), so reading the user's registrations,
+// sign-in, mutes, do-not-disturb and read cursor for it again (a third
+// time per message: the plan, the grace, the deadline) decided nothing
+// but the label of the decisions metric; one read of its report is
+// enough. A read error leaves the device to decideUser, which reads the
+// report again and fails as before.
+func (a *ackWait) holdBackAcknowledged(m *message, waiting []deferredDevice) []deferredDevice {
+	t := a.t
+	s := t.s
+	reported := waiting[:0:0]
+	for _, d := range waiting {
+		cid := d.uid + "/" + d.reg.Name
+		unacked, err := s.deps.Unacked.Unacked(m.id, cid)
+		if err != nil || unacked {
+			reported = append(reported, d)
+			continue
+		}
+		s.sm.decided(SkipConnected)
+		t.prog.addHandled(m.id, cid)
+	}
+	return reported
 }
 
 // waitAcks puts m in the ack schedule if devices of it wait for their
