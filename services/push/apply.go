@@ -125,6 +125,13 @@ type vapidCmd struct {
 type putResult struct {
 	Device Device
 	Moved  []string // client IDs that held the token before
+	devicesChanged
+}
+
+// deviceRemoved is the value of a device's removal: the device removed.
+type deviceRemoved struct {
+	Device
+	devicesChanged
 }
 
 // decodeCmd reads a command; errors wrap errBadCommand and, when a
@@ -197,8 +204,12 @@ func (s *Service) applyDevicePut(tx *badger.Txn, _ fsm.Position, payload []byte)
 	}
 	// Writes.
 	var moved []string
+	changed := devicesChanged{c: &s.devices, uids: []string{c.UID}}
 	if holder != "" && holder != self {
 		huid, hdev, _ := strings.Cut(holder, "/")
+		if huid != c.UID {
+			changed.uids = append(changed.uids, huid)
+		}
 		if err := tx.Delete(deviceKey(huid, hdev)); err != nil {
 			return nil, err
 		}
@@ -227,7 +238,7 @@ func (s *Service) applyDevicePut(tx *badger.Txn, _ fsm.Position, payload []byte)
 	if err := tx.Set(tk, []byte(self)); err != nil {
 		return nil, err
 	}
-	return putResult{Device: d, Moved: moved}, nil
+	return putResult{Device: d, Moved: moved, devicesChanged: changed}, nil
 }
 
 // applyDeviceDel removes a registration and its token index.
@@ -272,7 +283,7 @@ func (s *Service) applyDeviceDel(tx *badger.Txn, _ fsm.Position, payload []byte)
 	if err := tx.Delete(deviceKey(uid, device)); err != nil {
 		return nil, err
 	}
-	return d, nil
+	return deviceRemoved{Device: d, devicesChanged: devicesChanged{c: &s.devices, uids: []string{uid}}}, nil
 }
 
 func (s *Service) applyMute(tx *badger.Txn, _ fsm.Position, payload []byte) (any, error) {

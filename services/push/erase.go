@@ -25,6 +25,10 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 		}
 		return false, nil, fmt.Errorf("%w: bad uid", errBadCommand)
 	}
+	// Once committed, whatever this step removed of uid's devices is not
+	// read from the cache of Devices (auth runs after on every return,
+	// an error's included: the writes before it are committed).
+	after = func() { s.devices.drop(uid) }
 	// Devices: the token index entry first (it names the device), then
 	// the device; two writes each.
 	var devs []Device
@@ -34,29 +38,29 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 		var d Device
 		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
 			it.Close()
-			return false, nil, err
+			return false, after, err
 		}
 		devs = append(devs, d)
 	}
 	it.Close()
 	for _, d := range devs {
 		if b.Spent() {
-			return false, nil, nil
+			return false, after, nil
 		}
 		tk := tokenKey(d.Platform, d.registration().tokenOf())
 		holder, err := tokenHolder(tx, tk)
 		if err != nil {
-			return false, nil, err
+			return false, after, err
 		}
 		// The pair goes together, even past the budget by one.
 		b.Left -= 2
 		if holder == d.ClientID() {
 			if err := tx.Delete(tk); err != nil {
-				return false, nil, err
+				return false, after, err
 			}
 		}
 		if err := tx.Delete(deviceKey(uid, d.Device)); err != nil {
-			return false, nil, err
+			return false, after, err
 		}
 	}
 	// Opt-ins are kept twice (by group and by user).
@@ -69,23 +73,23 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 	it.Close()
 	for _, gid := range gids {
 		if b.Spent() {
-			return false, nil, nil
+			return false, after, nil
 		}
 		b.Left -= 2 // the pair goes together, even past the budget by one
 		if err := tx.Delete(optInKey(gid, uid)); err != nil {
-			return false, nil, err
+			return false, after, err
 		}
 		if err := tx.Delete(userOptInKey(uid, gid)); err != nil {
-			return false, nil, err
+			return false, after, err
 		}
 	}
 	if done, err := fsm.DeleteMatching(tx, []byte(prefixMute+uid+"/"), b, nil); err != nil || !done {
-		return false, nil, err
+		return false, after, err
 	}
 	if done, err := fsm.DeleteMatching(tx, []byte(prefixSettings+uid), b, func(k, _ []byte) (bool, error) {
 		return string(k) == prefixSettings+uid, nil // not the settings of uids that begin with uid
 	}); err != nil || !done {
-		return false, nil, err
+		return false, after, err
 	}
-	return true, nil, nil
+	return true, after, nil
 }

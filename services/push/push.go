@@ -105,6 +105,7 @@ type Service struct {
 	now      func() time.Time
 	out      outbox
 	holders  deviceHolders
+	devices  deviceCache // Devices' reads
 }
 
 // New registers the FSM handlers.
@@ -128,6 +129,7 @@ func New(deps Deps) (*Service, error) {
 	}
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(func() {
+			s.devices.purge()
 			if err := s.holders.load(s.db); err != nil {
 				// Restore runs on the FSM's goroutine and cannot fail
 				// here; the node's database is then unreadable anyway.

@@ -255,7 +255,10 @@ func (s *Service) SetDND(ctx context.Context, uid string, d *DND) (Settings, err
 
 // Devices lists uid's registered devices, in device-ID order.
 func (s *Service) Devices(uid string) ([]Device, error) {
-	var out []Device
+	out, gen, ok := s.devices.get(uid)
+	if ok {
+		return out, nil
+	}
 	err := s.db.View(func(tx *badger.Txn) error {
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixDevice + uid + "/"), PrefetchValues: true})
 		defer it.Close()
@@ -271,6 +274,7 @@ func (s *Service) Devices(uid string) ([]Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push: read devices: %w", err)
 	}
+	s.devices.put(uid, out, gen)
 	return out, nil
 }
 
