@@ -216,8 +216,18 @@ func (s *Service) RecordProgress(ctx context.Context, p Progress) error {
 	for _, q := range parts {
 		// A failure after a part committed: the caller records all of p
 		// again, which is harmless (applyProgress is idempotent).
-		if _, err := s.propose(ctx, wire.CmdPushProgress, q); err != nil {
-			return fmt.Errorf("push: record progress: %w", err)
+		for {
+			v, err := s.propose(ctx, wire.CmdPushProgress, q)
+			if err != nil {
+				return fmt.Errorf("push: record progress: %w", err)
+			}
+			left, ok := v.(progressLeft)
+			if !ok || len(left.IDs) == 0 {
+				break
+			}
+			// Out of the outbox already, with records left: each round
+			// deletes about a megabyte of them.
+			q = Progress{Done: left.IDs}
 		}
 	}
 	return nil
@@ -309,16 +319,20 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 	// The done messages' records, found before this command writes any:
 	// one iterator per kind of record, not two per message (each sorted
 	// all of the transaction's pending writes).
-	handled := make([][]byte, len(ids))
-	unacked := make([][]byte, len(ids))
-	for i, id := range ids {
-		handled[i], unacked[i] = handledPrefix(id), unackedPrefix(id)
-	}
-	if err := fsm.DeletePrefixes(tx, handled); err != nil {
-		return nil, err
-	}
-	if err := fsm.DeletePrefixes(tx, unacked); err != nil {
-		return nil, err
+	// They go as far as one transaction holds (progressDeleteBytes): a
+	// message with more records than that (a group of tens of thousands
+	// of devices) leaves the outbox now and the rest of its records with
+	// the next commands (progressLeft), so that the command is not
+	// refused, which left the message done for ever and the sender
+	// retrying it before any later progress.
+	budget := progressDeleteBytes
+	var left []snowflake.ID
+	for _, prefix := range []func(snowflake.ID) []byte{handledPrefix, unackedPrefix} {
+		rest, err := deleteRecords(tx, ids, prefix, &budget)
+		if err != nil {
+			return nil, err
+		}
+		left = append(left, rest...)
 	}
 	for _, id := range ids {
 		if err := tx.Delete(outboxKey(id)); err != nil {
@@ -340,7 +354,73 @@ func (s *Service) applyProgress(tx *badger.Txn, _ fsm.Position, payload []byte) 
 			}
 		}
 	}
+	if len(left) > 0 {
+		slices.Sort(left)
+		return progressLeft{IDs: slices.Compact(left)}, nil
+	}
 	return nil, nil
+}
+
+// progressDeleteBytes bounds what one progress command deletes of done
+// messages' records, in Badger's estimate (key + 12 bytes each, see
+// recordCost): a node's transaction holds about 2.4 MB (15% of its 16
+// MiB memtable), and the command's own writes (20,000 entries at most)
+// come on top. Deterministic, so every replica deletes the same.
+const progressDeleteBytes = 1 << 20
+
+// recordCost is Badger's estimate of a delete of key in a transaction.
+func recordCost(key []byte) int { return len(key) + 12 }
+
+// progressLeft is a progress command's value when done messages of it
+// still have records (beyond progressDeleteBytes): they have left the
+// outbox, and RecordProgress marks them done again until none is left.
+type progressLeft struct{ IDs []snowflake.ID }
+
+// deleteRecords deletes the records under prefix(id) of each of ids
+// (sorted), in order, as far as budget goes, with one forward iterator
+// (as fsm.DeletePrefixes), and returns the ids with records left: the
+// one the budget ran out in and every later one (which may have none;
+// marking them done again costs a seek).
+func deleteRecords(tx *badger.Txn, ids []snowflake.ID, prefix func(snowflake.ID) []byte, budget *int) ([]snowflake.ID, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	if *budget <= 0 {
+		return ids, nil
+	}
+	kind := prefix(ids[0])[:len(prefix(ids[0]))-8]
+	var keys [][]byte
+	it := tx.NewIterator(badger.IteratorOptions{Prefix: kind})
+	it.Seek(prefix(ids[0]))
+	var left []snowflake.ID
+	for i, id := range ids {
+		if !it.Valid() {
+			break
+		}
+		p := prefix(id)
+		if bytes.Compare(it.Item().Key(), p) < 0 {
+			it.Seek(p)
+		}
+		for ; it.ValidForPrefix(p); it.Next() {
+			c := recordCost(it.Item().Key())
+			if c > *budget {
+				left = ids[i:]
+				break
+			}
+			*budget -= c
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		if left != nil {
+			break
+		}
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return left, nil
 }
 
 // validClientID: "{uid}/{device}" with both halves valid.

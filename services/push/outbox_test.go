@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -347,5 +348,63 @@ func TestProgressRemovesManyDoneMessagesWithTheirRecordsInANodesDatabase(t *test
 	})
 	if left != 1 {
 		t.Errorf("%d handled records left, want 1 (the queued message's)", left)
+	}
+}
+
+// A message with more device records than one transaction holds (a
+// group of tens of thousands of devices, --push-group-limit raised, its
+// devices handled in many earlier commands) can still be marked done,
+// and so can the messages after it: its records go over several
+// commands, the outbox entry with the first.
+func TestProgressRemovesAMessageWithMoreRecordsThanOneTransactionHolds(t *testing.T) {
+	prop := fsmtest.New(t, fsmtest.WithBadgerOptions(func(o badger.Options) badger.Options {
+		return badgeropts.Node(o.Dir).WithLogger(nil)
+	}))
+	svc, err := New(Deps{DB: prop.DB, Proposer: prop, FSM: prop.FSM, Enabled: Platforms()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const devices = 50_000
+	big, small, queuedID := snowflake.ID(1000), snowflake.ID(1001), snowflake.ID(1002)
+	wb := prop.DB.NewWriteBatch()
+	for _, k := range [][]byte{outboxKey(big), outboxKey(small), outboxKey(queuedID),
+		append(handledPrefix(small), "bob/phone"...), append(unackedPrefix(big), "u0/phone"...)} {
+		if err := wb.Set(k, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range devices {
+		if err := wb.Set(append(handledPrefix(big), fmt.Sprintf("u%05d/phone", i)...), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := svc.RecordProgress(ctx, Progress{Done: []snowflake.ID{big, small},
+		Handled: []HandledDevices{{ID: queuedID, Clients: []string{"carol/phone"}}}}); err != nil {
+		t.Fatalf("marking a message with %d handled records done: %v", devices, err)
+	}
+	if q := queued(t, svc); len(q) != 1 || q[0] != queuedID {
+		t.Fatalf("queued after: %v, want only %d", q, queuedID)
+	}
+	if h, err := svc.Handled(queuedID); err != nil || !slices.Equal(h, []string{"carol/phone"}) {
+		t.Fatalf("handled of the queued message: %v %v", h, err)
+	}
+	left := 0
+	_ = prop.DB.View(func(tx *badger.Txn) error {
+		for _, kind := range []string{prefixHandled, prefixUnacked} {
+			it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(kind)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				left++
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if left != 1 {
+		t.Errorf("%d records left, want 1 (the queued message's)", left)
 	}
 }
