@@ -28,15 +28,7 @@ func TestDevicesSeesEveryChangeThroughItsCache(t *testing.T) {
 		t.Helper()
 		for i := range 2 { // the second read is the cache's
 			for node, svc := range map[string]*Service{"leader": e.svc, "follower": fsvc} {
-				ds, err := svc.Devices(uid)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var got []string
-				for _, d := range ds {
-					got = append(got, d.Device+" "+d.Token)
-				}
-				if !slices.Equal(got, want) {
+				if got := deviceNames(t, svc, uid); !slices.Equal(got, want) {
 					t.Fatalf("%s: %s's devices on the %s (read %d): %q, want %q", step, uid, node, i+1, got, want)
 				}
 			}
@@ -101,15 +93,7 @@ func TestDevicesSeesEveryChangeThroughItsCache(t *testing.T) {
 	}
 	fsmtest.Restore(t, other.prop.FSM, snap)
 	for uid, want := range map[string][]string{"carol": nil, "bob": {"phone " + tokC}} {
-		ds, err := other.svc.Devices(uid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, d := range ds {
-			got = append(got, d.Device+" "+d.Token)
-		}
-		if !slices.Equal(got, want) {
+		if got := deviceNames(t, other.svc, uid); !slices.Equal(got, want) {
 			t.Fatalf("after a restore: %s's devices %q, want %q", uid, got, want)
 		}
 	}
@@ -135,4 +119,18 @@ func TestDeviceCacheDropsALoadThatRacedAnInvalidation(t *testing.T) {
 	if n := len(c.m); n != devicesCacheSize {
 		t.Fatalf("%d users cached, want the bound %d", n, devicesCacheSize)
 	}
+}
+
+// deviceNames reads uid's devices from svc as "device token" lines.
+func deviceNames(t *testing.T, svc *Service, uid string) []string {
+	t.Helper()
+	ds, err := svc.Devices(uid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, d := range ds {
+		got = append(got, d.Device+" "+d.Token)
+	}
+	return got
 }
