@@ -212,6 +212,9 @@ func TestAuthentication(t *testing.T) {
 				if c := errorCode(t, w.Header().Get("Content-Type"), w.Body.Bytes()); c != httpapi.CodeUnavailable {
 					t.Fatalf("code %q", c)
 				}
+				if ra := w.Header().Get("Retry-After"); ra != "1" {
+					t.Fatalf("Retry-After %q, want 1 as every other 503 (a client knows when to try again)", ra)
+				}
 				return
 			}
 			var got map[string]any

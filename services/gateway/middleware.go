@@ -389,7 +389,8 @@ func (g *Gateway) authenticate(r *http.Request) (wire.Principal, error) {
 
 func writeAuthError(w http.ResponseWriter, err error) {
 	if errors.Is(err, wire.ErrUnavailable) {
-		httpapi.WriteError(w, httpapi.Errorf(http.StatusServiceUnavailable, httpapi.CodeUnavailable, "cannot verify tokens right now"))
+		httpapi.WriteError(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: httpapi.CodeUnavailable,
+			Message: "cannot verify tokens right now; retry", RetryAfter: time.Second})
 		return
 	}
 	challenge := `Bearer realm="edgechat"`
