@@ -28,6 +28,7 @@ type metrics struct {
 	fwd               *peerqueue.Metrics // edgechat_forward_{queued,sent,batches,retries,dropped}_total, _pending by peer
 	fwdReceived       prometheus.Counter
 	fwdDuplicates     prometheus.Counter
+	ackUnwatched      prometheus.Counter // deliveries the full ack watch did not take (unacked.go)
 }
 
 func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error) {
@@ -56,6 +57,10 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 			Name: "edgechat_client_registry_proposals_total",
 			Help: "Client registry registrations and withdrawals proposed by this node, by op (register, withdraw) and result (ok, error).",
 		}, []string{"op", "result"}),
+		ackUnwatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgechat_push_ack_unwatched_total",
+			Help: "QoS 1 chat deliveries to a device that may be pushed, not watched for their acknowledgement because the node's watch was full: such a device whose connection is half-open gets no push for them.",
+		}),
 		takeovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgechat_session_takeovers_total",
 			Help: "Connections this node closed because their client ID connected to another node.",
@@ -90,7 +95,7 @@ func newMetrics(reg prometheus.Registerer, conns func() int64) (*metrics, error)
 		Help: "Established MQTT connections.",
 	}, func() float64 { return float64(conns()) })
 	for _, c := range []prometheus.Collector{m.in, m.out, m.dropped, m.refused, gauge,
-		m.routeProposals, m.registryProposals, m.takeovers, m.pubackWrites, m.pubacks, m.fwdReceived, m.fwdDuplicates} {
+		m.routeProposals, m.registryProposals, m.takeovers, m.pubackWrites, m.pubacks, m.fwdReceived, m.fwdDuplicates, m.ackUnwatched} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

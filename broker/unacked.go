@@ -43,14 +43,20 @@ type UnackedDeliveries interface {
 
 // maxAckWatched bounds the deliveries watched at once on a node (past it
 // new ones are not watched: their devices are held back as connected, as
-// before there was a watch).
+// before there was a watch; counted in edgechat_push_ack_unwatched_total
+// and logged at most once per fullWarnEvery).
 const maxAckWatched = 1 << 20
+
+const fullWarnEvery = time.Minute
 
 // ackWatch is the node's watch of unacknowledged deliveries.
 type ackWatch struct {
 	b       *Broker
 	to      UnackedDeliveries
 	timeout time.Duration
+	limit   int // maxAckWatched (a test's smaller one)
+
+	lastFullWarn time.Time // under mu
 
 	mu    sync.Mutex
 	conns map[*mqtt.Client]map[uint16]snowflake.ID // pending by packet ID
@@ -69,7 +75,7 @@ func newAckWatch(b *Broker, to UnackedDeliveries, timeout time.Duration) *ackWat
 	if to == nil || timeout <= 0 {
 		return nil
 	}
-	return &ackWatch{b: b, to: to, timeout: timeout, conns: map[*mqtt.Client]map[uint16]snowflake.ID{}}
+	return &ackWatch{b: b, to: to, timeout: timeout, limit: maxAckWatched, conns: map[*mqtt.Client]map[uint16]snowflake.ID{}}
 }
 
 // delivered notes a QoS >= 1 delivery (OnQosPublish: stored among the
@@ -104,7 +110,13 @@ func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
 	due := time.Now().Add(w.timeout)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.fifo)-w.head >= maxAckWatched {
+	if len(w.fifo)-w.head >= w.limit {
+		w.b.m.ackUnwatched.Inc()
+		if now := time.Now(); now.Sub(w.lastFullWarn) >= fullWarnEvery {
+			w.lastFullWarn = now
+			w.b.log.Warn("push: the watch of unacknowledged deliveries is full; deliveries are not watched until it drains (a half-open device is not pushed for them)",
+				"watched", w.limit, "unwatched_total", "edgechat_push_ack_unwatched_total")
+		}
 		return
 	}
 	m := w.conns[cl]

@@ -3,8 +3,10 @@ package broker
 import (
 	"bufio"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,5 +112,39 @@ func TestUnackedDeliveriesAreTold(t *testing.T) {
 	e.b.acks.expire(time.Now().Add(time.Hour)) // every bound passed: nothing more to tell
 	if got := heard.get(); len(got) != 2 {
 		t.Errorf("told %q, want the two deliveries to the phone once each", got)
+	}
+}
+
+// A delivery the full watch does not take is counted and logged (once
+// a minute): its device, if half-open, gets no push for it, and nothing
+// said so.
+func TestAFullAckWatchSaysSo(t *testing.T) {
+	heard := &unackedHeard{}
+	var logs testutil.SyncBuffer
+	const bound = 300 * time.Millisecond
+	e := startBrokerWith(t, func(c *Config) {
+		c.AckTimeout = bound
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}, func(d *Deps) { d.Unacked = heard })
+	e.b.acks.mu.Lock()
+	e.b.acks.limit = 1
+	e.b.acks.mu.Unlock()
+	rawSubscriber(t, e.addr, "bob", "phone", "user/bob/newMessage") // acknowledges nothing
+	first, second, third := snowflake.ID(7211938138472448001), snowflake.ID(7211938138472448002), snowflake.ID(7211938138472448003)
+	for _, id := range []snowflake.ID{first, second, third} {
+		props := []wire.Prop{{Key: "id", Value: id.String()}, {Key: "from", Value: "alice"}}
+		e.b.DeliverCommitted(wire.Outbound{Topic: "user/bob/newMessage", Payload: []byte(`{}`), QoS: 1, UserProps: props, Scope: wire.ScopeLocal})
+	}
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if got := heard.get(); !slices.Equal(got, []string{fmt.Sprint("bob/phone ", first)}) {
+			return fmt.Errorf("told %q", got)
+		}
+		return nil
+	})
+	if v, _ := testutil.MetricValue(t, e.reg, "edgechat_push_ack_unwatched_total", nil); v != 2 {
+		t.Errorf("edgechat_push_ack_unwatched_total = %v, want 2 (the second and third deliveries)", v)
+	}
+	if n := strings.Count(logs.String(), "watch of unacknowledged deliveries is full"); n != 1 {
+		t.Errorf("%d warnings of the full watch, want 1 (at most one a minute):\n%s", n, logs.String())
 	}
 }
