@@ -56,6 +56,18 @@ func erasedKeys(t *testing.T, n *nodetest.Node, uid string) []string {
 	return left
 }
 
+// waitErased waits until no key of n's replicated state names uid
+// (erasedKeys).
+func waitErased(t *testing.T, n *nodetest.Node, uid string, within time.Duration) {
+	t.Helper()
+	checkFor(t, within, 20*time.Millisecond, func() error {
+		if left := erasedKeys(t, n, uid); len(left) > 0 {
+			return fmt.Errorf("%d keys still name %s: %v", len(left), uid, left[:min(len(left), 5)])
+		}
+		return nil
+	})
+}
+
 // bob deletes his account; alice and carol keep what is theirs.
 func TestAccountDeletionErasesDirectHistoryKeepsGroups(t *testing.T) {
 	const grace = 2 * time.Second

@@ -73,12 +73,7 @@ func TestAdminStatsCountsGroupsAndNamesItsNode(t *testing.T) {
 	if st := api(t, n, admin, "DELETE", "/admin/users/bob", nil, nil); st != 202 {
 		t.Fatalf("DELETE /admin/users/bob: %d, want 202", st)
 	}
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if left := erasedKeys(t, n, "bob"); len(left) > 0 {
-			return fmt.Errorf("%d keys still name bob", len(left))
-		}
-		return nil
-	})
+	waitErased(t, n, "bob", 20*time.Second)
 	var s adminStats
 	if st := api(t, n, admin, "GET", "/admin/stats", nil, &s); st != 200 || s.Users != 2 || s.Groups != 1 {
 		t.Errorf("stats after bob's erasure: %d %+v, want 2 users and 1 group (bob's solo group has nobody left)", st, s)

@@ -35,12 +35,7 @@ func TestErasedAccountsMessagesQueuedOfflineAreNotDelivered(t *testing.T) {
 	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": nodetest.Password("bob")}, nil); st != 202 {
 		t.Fatalf("bob deletes his account: %d", st)
 	}
-	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if left := erasedKeys(t, n, "bob"); len(left) > 0 {
-			return fmt.Errorf("%d keys still name bob", len(left))
-		}
-		return nil
-	})
+	waitErased(t, n, "bob", 20*time.Second)
 	var hist historyPage
 	if st := api(t, n, aliceTok, "GET", "/chat/history?with=bob", nil, &hist); st != 200 || len(hist.Messages) != 0 {
 		t.Fatalf("alice's history with bob after the erasure: %d %d", st, len(hist.Messages))

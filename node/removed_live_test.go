@@ -3,7 +3,6 @@ package node_test
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -85,19 +84,9 @@ func TestANodeRemovedWhileCutOffLearnsIt(t *testing.T) {
 // returns once n3 is ready, with its log.
 func joinBehindProxy(t *testing.T, n1 *nodetest.Node) (*node.Node, *delayproxy.Proxy, *testutil.SyncBuffer) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bind := ln.Addr().String()
-	_ = ln.Close()
-	proxy, err := delayproxy.New(bind, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
 	cfg := nodetest.TestConfig(t)
-	cfg.NodeID, cfg.ClusterAddr, cfg.AdvertiseCluster = "n3", bind, proxy.Addr()
+	cfg.NodeID = "n3"
+	proxy := nodetest.BehindProxy(t, &cfg)
 	cfg.Join = []string{n1.ClusterAddr()}
 	n3, logs := runLogged(t, cfg)
 	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {

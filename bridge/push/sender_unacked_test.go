@@ -238,7 +238,7 @@ func TestSenderHoldsBackAnAcknowledgedDeviceWithoutReadingItsUserAgain(t *testin
 	t.Cleanup(func() { cancel(); <-done })
 	id := w.stage("bob", "seen on the phone")
 	s.Staged(id)
-	waitForDeviceReads(t, w, "bob", 2)
+	w.devicesRead(t, "bob", 2)
 	w.mu.Lock()
 	w.read["bob"] = id // read on the phone while its acknowledgement was awaited
 	w.mu.Unlock()
@@ -265,7 +265,7 @@ func TestSenderHoldsBackAnAcknowledgedDeviceWithoutReadingItsUserAgain(t *testin
 	// then, as at the grace: carol has read nothing, so she is pushed.
 	id2 := w.stage("carol", "lost in the lift")
 	s.Staged(id2)
-	waitForDeviceReads(t, w, "carol", 2)
+	w.devicesRead(t, "carol", 2)
 	recs.record(id2, "carol/phone") // recorded; its wake-up lost, the deadline finds it
 	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
 		if n := len(p.tries("tok-carol")); n != 1 {
@@ -273,19 +273,6 @@ func TestSenderHoldsBackAnAcknowledgedDeviceWithoutReadingItsUserAgain(t *testin
 		}
 		if w.queuedCount() != 0 {
 			return errors.New("message still queued")
-		}
-		return nil
-	})
-}
-
-// waitForDeviceReads waits until uid's devices were read at least n times.
-func waitForDeviceReads(t *testing.T, w *world, uid string, n int) {
-	t.Helper()
-	testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.reads[uid] < n {
-			return fmt.Errorf("%s's devices read %d times", uid, w.reads[uid])
 		}
 		return nil
 	})

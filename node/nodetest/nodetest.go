@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/pprof"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgechat/edgechat/internal/testutil"
+	"github.com/edgechat/edgechat/internal/testutil/delayproxy"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/node"
 )
@@ -265,4 +267,25 @@ func StartCluster(t testing.TB, n int, opts ...Option) []*Node {
 		nodes = append(nodes, StartNode(t, o...))
 	}
 	return nodes
+}
+
+// BehindProxy makes cfg's node one that the other members reach only
+// through a proxy (its ClusterAddr a free local port, AdvertiseCluster
+// the proxy's): cutting the proxy cuts the others off from it while it
+// can still reach them. The proxy is closed at the test's end.
+func BehindProxy(t testing.TB, cfg *node.Config) *delayproxy.Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bind := ln.Addr().String()
+	_ = ln.Close()
+	proxy, err := delayproxy.New(bind, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	cfg.ClusterAddr, cfg.AdvertiseCluster = bind, proxy.Addr()
+	return proxy
 }

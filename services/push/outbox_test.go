@@ -237,18 +237,7 @@ func TestProgressRemovesManyDoneMessagesQuickly(t *testing.T) {
 	if q := queued(t, e.svc); len(q) != 1 || q[0] != snowflake.ID(1000+n) {
 		t.Fatalf("queued after: %v, want only %d", q, 1000+n)
 	}
-	left := 0
-	_ = e.prop.DB.View(func(tx *badger.Txn) error {
-		for _, p := range []string{prefixHandled, prefixUnacked} {
-			it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(p)})
-			for it.Rewind(); it.Valid(); it.Next() {
-				left++
-			}
-			it.Close()
-		}
-		return nil
-	})
-	if left != 2 {
+	if left := deviceRecordsLeft(e.prop.DB); left != 2 {
 		t.Errorf("%d handled and unacknowledged records left, want 2 (the queued message's)", left)
 	}
 }
@@ -393,8 +382,16 @@ func TestProgressRemovesAMessageWithMoreRecordsThanOneTransactionHolds(t *testin
 	if h, err := svc.Handled(queuedID); err != nil || !slices.Equal(h, []string{"carol/phone"}) {
 		t.Fatalf("handled of the queued message: %v %v", h, err)
 	}
+	if left := deviceRecordsLeft(prop.DB); left != 1 {
+		t.Errorf("%d records left, want 1 (the queued message's)", left)
+	}
+}
+
+// deviceRecordsLeft counts the handled and unacknowledged device records
+// in db.
+func deviceRecordsLeft(db *badger.DB) int {
 	left := 0
-	_ = prop.DB.View(func(tx *badger.Txn) error {
+	_ = db.View(func(tx *badger.Txn) error {
 		for _, kind := range []string{prefixHandled, prefixUnacked} {
 			it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(kind)})
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -404,7 +401,5 @@ func TestProgressRemovesAMessageWithMoreRecordsThanOneTransactionHolds(t *testin
 		}
 		return nil
 	})
-	if left != 1 {
-		t.Errorf("%d records left, want 1 (the queued message's)", left)
-	}
+	return left
 }

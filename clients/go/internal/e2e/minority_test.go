@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"testing"
@@ -21,19 +20,9 @@ import (
 // while its clients still reach it.
 func startCutOffableNode(t *testing.T, join string) (*nodetest.Node, *delayproxy.Proxy) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bind := ln.Addr().String()
-	_ = ln.Close()
-	proxy, err := delayproxy.New(bind, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proxy.Close() })
 	cfg := nodetest.TestConfig(t)
-	cfg.NodeID, cfg.ClusterAddr, cfg.AdvertiseCluster = "n3", bind, proxy.Addr()
+	cfg.NodeID = "n3"
+	proxy := nodetest.BehindProxy(t, &cfg)
 	cfg.Join = []string{join}
 	n3, err := nodetest.Start(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
