@@ -158,9 +158,14 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// BearerChallenge is the WWW-Authenticate of every 401 the API answers
+// (the gateway adds RFC 6750's error="invalid_token" to a bad token's).
+const BearerChallenge = `Bearer realm="edgechat"`
+
 // WriteError writes err as a JSON error. Errors that are not *Error
 // become 500, or 507 when the disk was full (ENOSPC, EDQUOT), and their
-// cause goes to the ResponseWriter's ErrorRecorder, if it has one.
+// cause goes to the ResponseWriter's ErrorRecorder, if it has one. A 401
+// carries BearerChallenge unless the handler set a challenge.
 func WriteError(w http.ResponseWriter, err error) {
 	var e *Error
 	if !errors.As(err, &e) {
@@ -171,6 +176,11 @@ func WriteError(w http.ResponseWriter, err error) {
 			e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}
 		}
 		recordError(w, err)
+	}
+	if e.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+		// RFC 9110 §15.5.2: a 401 names the scheme to authenticate with.
+		// Bearer (RFC 6750) is the API's; it opens no browser dialog.
+		w.Header().Set("WWW-Authenticate", BearerChallenge)
 	}
 	if e.RetryAfter > 0 {
 		secs := int((e.RetryAfter + time.Second - 1) / time.Second)

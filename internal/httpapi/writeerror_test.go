@@ -51,3 +51,24 @@ func TestWriteErrorMapsAndRecordsCauses(t *testing.T) {
 		}
 	}
 }
+
+// Every 401 names its scheme (RFC 9110 §15.5.2), and one a handler set
+// (the gateway's invalid_token) is kept.
+func TestWriteErrorChallengesA401(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteError(rec, Errorf(http.StatusUnauthorized, "invalid_credentials", "invalid username or password"))
+	if got := rec.Header().Get("WWW-Authenticate"); got != `Bearer realm="edgechat"` {
+		t.Fatalf("WWW-Authenticate %q", got)
+	}
+	rec = httptest.NewRecorder()
+	rec.Header().Set("WWW-Authenticate", `Bearer realm="edgechat", error="invalid_token"`)
+	WriteError(rec, Errorf(http.StatusUnauthorized, CodeUnauthorized, "expired"))
+	if got := rec.Header().Get("WWW-Authenticate"); got != `Bearer realm="edgechat", error="invalid_token"` {
+		t.Fatalf("kept challenge: %q", got)
+	}
+	rec = httptest.NewRecorder()
+	WriteError(rec, Errorf(http.StatusForbidden, CodeForbidden, "no"))
+	if got := rec.Header().Get("WWW-Authenticate"); got != "" {
+		t.Fatalf("403 challenged: %q", got)
+	}
+}

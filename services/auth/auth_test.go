@@ -279,6 +279,10 @@ func TestLoginWrongCredentials(t *testing.T) {
 		if r.Code != http.StatusUnauthorized || r.errCode() != CodeInvalidCredentials {
 			t.Fatalf("%v: %d %s", body, r.Code, r.Body)
 		}
+		// RFC 9110 §15.5.2: a 401 carries a challenge.
+		if got := r.Header.Get("WWW-Authenticate"); got != `Bearer realm="edgechat"` {
+			t.Fatalf("%v: WWW-Authenticate %q", body, got)
+		}
 	}
 	// Every failure, even for a name that cannot exist, spent one hash.
 	if got := e.svc.hasher.verifies.Load(); got != 5 {

@@ -393,7 +393,7 @@ func writeAuthError(w http.ResponseWriter, err error) {
 			Message: "cannot verify tokens right now; retry", RetryAfter: time.Second})
 		return
 	}
-	challenge := `Bearer realm="edgechat"`
+	challenge := httpapi.BearerChallenge
 	if !errors.Is(err, errNoToken) {
 		challenge += `, error="invalid_token"` // RFC 6750 §3.1
 	}
