@@ -165,6 +165,32 @@ func TestPushADeviceThatLeftWithoutAcknowledging(t *testing.T) {
 	}
 }
 
+// A device connected at the commit that acknowledges its delivery and
+// then goes away before the grace period ends (the app was sent to the
+// background) has the message: it is not pushed when the grace ends,
+// although it is offline then (LESSONS 18). What it was at the commit
+// decides, not only what it is at the decision.
+func TestPushNotForADeviceThatAcknowledgedAndLeftDuringTheGrace(t *testing.T) {
+	f := startPushFlowGrace(t, 0, 2*time.Second)
+	d := connectRawDevice(t, f, "phone")
+	id := f.send(t, "user/bob/newMessage", "read, then the app went away")
+	pid := d.nextPublish(t)
+	if _, err := d.conn.Write([]byte{0x40, 2, byte(pid >> 8), byte(pid), 0xe0, 0}); err != nil { // PUBACK, DISCONNECT
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if f.n.ClientConnected("bob/phone") {
+			return errors.New("bob/phone still connected")
+		}
+		return nil
+	})
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 0 {
+		t.Fatalf("a device that had the message got %d pushes", n)
+	}
+	f.decided(t, "connected", 1)
+}
+
 // The server's acknowledgement of the device's own QoS 1 publish, whose
 // packet ID the device chose, is no acknowledgement of a delivery that
 // has the same ID: a device that publishes (a heartbeat) but never

@@ -685,12 +685,27 @@ type plan struct {
 type userPlan struct {
 	uid     string
 	devices []Registered
-	// onlineAtCommit are the client IDs that were connected when the
-	// message was planned at its commit.
-	onlineAtCommit map[string]bool
+	// onlineAtCommit[i] tells whether devices[i] was connected when the
+	// message was planned at its commit (nil: none was). A slice, not a
+	// map by client ID: a group message's plan holds one per member
+	// until its ack deadline (a map was half of a waiting plan's memory).
+	onlineAtCommit []bool
 	// final: the devices' acknowledgement is waited for no longer
 	// (ackWait at the deadline).
 	final bool
+}
+
+// markOnline notes that devices[i] was connected at the commit.
+func (u *userPlan) markOnline(i int) {
+	if len(u.onlineAtCommit) <= i {
+		u.onlineAtCommit = append(u.onlineAtCommit, make([]bool, i+1-len(u.onlineAtCommit))...)
+	}
+	u.onlineAtCommit[i] = true
+}
+
+// wasOnline tells whether devices[i] was connected at the commit.
+func (u *userPlan) wasOnline(i int) bool {
+	return i < len(u.onlineAtCommit) && u.onlineAtCommit[i]
 }
 
 // planMessage reads message id and its candidates, without the devices
@@ -731,7 +746,7 @@ func (s *Sender) planMessage(id snowflake.ID, atCommit bool, handledHere func(ci
 	if err != nil {
 		return nil, err
 	}
-	p := &plan{msg: m}
+	p := &plan{msg: m, users: make([]userPlan, 0, len(candidates))}
 	for _, r := range candidates {
 		regs, err := s.deps.Registrations.Devices(r.UID)
 		if err != nil {
@@ -744,10 +759,7 @@ func (s *Sender) planMessage(id snowflake.ID, atCommit bool, handledHere func(ci
 				continue
 			}
 			if atCommit && s.deps.Connections.Connected(cid) {
-				if u.onlineAtCommit == nil {
-					u.onlineAtCommit = map[string]bool{}
-				}
-				u.onlineAtCommit[cid] = true
+				u.markOnline(len(u.devices))
 			}
 			u.devices = append(u.devices, reg)
 		}
@@ -860,7 +872,7 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 		return
 	}
 	var n *Notification
-	for _, planned := range u.devices {
+	for i, planned := range u.devices {
 		cid := u.uid + "/" + planned.Name
 		reg, ok, err := s.currentDevice(u.uid, current, planned.Name)
 		if err != nil {
@@ -874,7 +886,7 @@ func (s *Sender) decideUser(t *term, m *message, u userPlan) {
 			t.prog.addHandled(m.id, cid)
 			continue
 		}
-		connected := u.onlineAtCommit[cid] || s.deps.Connections.Connected(cid)
+		connected := u.wasOnline(i) || s.deps.Connections.Connected(cid)
 		if connected && s.acks() {
 			unacked, err := s.deps.Unacked.Unacked(msg.ID, cid)
 			if err != nil {

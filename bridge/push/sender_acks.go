@@ -156,11 +156,11 @@ func (a *ackWait) decide(m *message, final bool) {
 	for _, d := range waiting {
 		i := slices.IndexFunc(users, func(u userPlan) bool { return u.uid == d.uid })
 		if i < 0 {
-			users = append(users, userPlan{uid: d.uid, onlineAtCommit: map[string]bool{}, final: final})
+			users = append(users, userPlan{uid: d.uid, final: final})
 			i = len(users) - 1
 		}
+		users[i].markOnline(len(users[i].devices)) // connected when first decided
 		users[i].devices = append(users[i].devices, d.reg)
-		users[i].onlineAtCommit[d.uid+"/"+d.reg.Name] = true // connected when first decided
 	}
 	for _, u := range users {
 		t.s.decideUser(t, m, u)
