@@ -73,7 +73,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration // keep-alive idle; default 2m
 	// WriteIdleTimeout bounds each write of a route's answer to its client
-	// (a client that stops reading, its TCP window shut): a write that has
+	// (a client that stops reading, its TCP window shut): a write (a piece
+	// of 32 KiB at most, however much the handler wrote at once) that has
 	// not gone out after it fails, and the connection is closed. Default
 	// 30s. Not applied when WriteTimeout is set (that bounds the whole
 	// answer), nor to raw handlers (Handle: WebSockets).

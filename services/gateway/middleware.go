@@ -595,11 +595,29 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	w.moveDeadline()
-	n, err := w.ResponseWriter.Write(b)
-	w.bytes += int64(n)
-	return n, err
+	if w.rc == nil {
+		n, err := w.ResponseWriter.Write(b)
+		w.bytes += int64(n)
+		return n, err
+	}
+	// In pieces, the deadline moved before each: one Write of a whole
+	// answer (httpapi.WriteJSON's long list) otherwise had writeIdle for
+	// all of it, and a client reading it slowly but steadily was cut off.
+	var n int
+	for {
+		w.moveDeadline()
+		piece := b[n:min(len(b), n+writePiece)]
+		m, err := w.ResponseWriter.Write(piece)
+		n += m
+		w.bytes += int64(m)
+		if err != nil || n == len(b) {
+			return n, err
+		}
+	}
 }
+
+// writePiece is the most of an answer written under one write deadline.
+const writePiece = 32 << 10
 
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {

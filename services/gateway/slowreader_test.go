@@ -24,7 +24,8 @@ import (
 func TestAClientThatStopsReadingIsCutOff(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	e := newEnv(t, Config{WriteTimeout: 0, WriteIdleTimeout: timeout})
-	handled := map[string]chan error{"/write": make(chan error, 1), "/serve": make(chan error, 1)}
+	handled := map[string]chan error{"/write": make(chan error, 1), "/serve": make(chan error, 1),
+		"/one-write": make(chan error, 1)}
 	big := bytes.Repeat([]byte("x"), 64<<10)
 	const size = 32 << 20 // more than any socket buffers between the two
 	e.g.Mount(
@@ -37,6 +38,13 @@ func TestAClientThatStopsReadingIsCutOff(t *testing.T) {
 				}
 			}
 			handled["/write"] <- nil
+		}},
+		// As httpapi.WriteJSON writes a long list: the whole answer in one
+		// Write, which a slow client takes many times the timeout to read.
+		httpapi.Route{Method: http.MethodGet, Pattern: "/one-write", Handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "33554432")
+			_, err := w.Write(bytes.Repeat([]byte("z"), size))
+			handled["/one-write"] <- err
 		}},
 		httpapi.Route{Method: http.MethodGet, Pattern: "/serve", Handler: func(w http.ResponseWriter, r *http.Request) {
 			cw := &countingWriter{ResponseWriter: w}
@@ -51,7 +59,7 @@ func TestAClientThatStopsReadingIsCutOff(t *testing.T) {
 	)
 	e.run(t)
 
-	for _, path := range []string{"/write", "/serve"} {
+	for _, path := range []string{"/write", "/one-write", "/serve"} {
 		t.Run(path, func(t *testing.T) {
 			c, err := net.Dial("tcp", e.g.Addr())
 			if err != nil {
@@ -76,7 +84,7 @@ func TestAClientThatStopsReadingIsCutOff(t *testing.T) {
 
 	// A client that reads slowly but steadily gets the whole answer,
 	// though it takes many times the timeout.
-	for _, path := range []string{"/write", "/serve"} {
+	for _, path := range []string{"/write", "/one-write", "/serve"} {
 		t.Run(path+" read slowly", func(t *testing.T) {
 			c, err := net.Dial("tcp", e.g.Addr())
 			if err != nil {
