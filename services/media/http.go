@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/edgechat/edgechat/internal/httpapi"
@@ -51,6 +52,9 @@ func writeErr(w http.ResponseWriter, err error) {
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusNotFound, httpapi.CodeNotFound, "no such media"))
 	case errors.Is(err, ErrTooLarge):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "%v", err))
+	case errors.Is(err, errBadBody) && errors.Is(err, os.ErrDeadlineExceeded):
+		// Paused past the gateway's body timeout (a read deadline).
+		httpapi.WriteError(w, httpapi.BodyReadError(err))
 	case errors.Is(err, errBadBody):
 		httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%v", err))
 	case errors.Is(err, ErrEmpty):

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -89,7 +90,8 @@ func (l *limitedReader) noteErr(err error) {
 }
 
 // errBadBody: the upload's body could not be read to its end (a
-// malformed multipart body, one that broke off); 400 bad_request.
+// malformed multipart body, one that broke off); 400 bad_request, or 408
+// request_timeout when it stopped coming (the gateway's body timeout).
 var errBadBody = errors.New("media: the upload's body broke off or is malformed")
 
 // Store uploads u for owner: it creates the record (counting the daily
@@ -158,7 +160,7 @@ func (s *Service) StoreKeyed(ctx context.Context, owner string, u Upload) (rec R
 		}
 		if body.readErr != nil {
 			s.m.uploads.WithLabelValues("failed").Inc()
-			return Record{}, false, fmt.Errorf("%w: %v", errBadBody, body.readErr)
+			return Record{}, false, fmt.Errorf("%w: %w", errBadBody, body.readErr)
 		}
 		s.m.uploads.WithLabelValues("failed").Inc()
 		return Record{}, false, fmt.Errorf("media: store upload: %w", err)
@@ -248,6 +250,10 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		}
 		part, err := fileParts(r.Body, params["boundary"])
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) { // paused past the gateway's body timeout
+				httpapi.WriteError(w, httpapi.BodyReadError(err))
+				return
+			}
 			httpapi.WriteError(w, httpapi.Errorf(http.StatusBadRequest, httpapi.CodeBadRequest, "%v", err))
 			return
 		}
