@@ -610,6 +610,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		m, err := w.ResponseWriter.Write(piece)
 		n += m
 		w.bytes += int64(m)
+		if err == nil && m < len(piece) {
+			err = io.ErrShortWrite
+		}
 		if err != nil || n == len(b) {
 			return n, err
 		}
