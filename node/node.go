@@ -426,7 +426,7 @@ func (n *Node) buildBroker() (err error) {
 		Logger:             n.log,
 		Registerer:         n.registry,
 	}, broker.Deps{Verifier: connectVerifier{n.Auth, n.IDP}, Chat: n.Archive, Receipts: n.Archive, Presence: n.Presence, Visibility: n.Presence,
-		Membership: membership{n.Users}, Blocks: n.Users,
+		Membership: membership{n.Users}, Blocks: brokerBlocks{n.Users, n.Auth.Deleted},
 		Cluster: n.raft, Proposer: n.raft, Routes: n.routes, Registry: n.clients, PeerOrigin: n.peerOrigins().Allowed, Links: n.Region,
 		Erased: n.Auth.ErasureDue, ReadBarrier: n.raft.ReadBarrier, Unacked: n.pushUnacked})
 	if err != nil {
@@ -1043,6 +1043,22 @@ func (l *brokerLink) EachRetained(fn func(topic string, payload []byte)) {
 
 // membership adapts the users service to the yes/no membership question
 // the broker and the archive ask.
+// brokerBlocks are the broker's blocks: those of a user who deleted
+// their account (disabled at once, erased after the grace period) do not
+// count. Such a user is no such user (0x90, as the archive answers and
+// HTTP's 404), where the broker's own check of the block, made first,
+// refused a direct message to them with 0x87 "bob does not accept your
+// messages" for the whole grace period, telling the sender of a block
+// protocol.md says a deleted account does not show.
+type brokerBlocks struct {
+	u       *users.Service
+	deleted func(uid string) bool // auth.Service.Deleted
+}
+
+func (b brokerBlocks) IsBlocked(blocker, blocked string) bool {
+	return b.u.IsBlocked(blocker, blocked) && !b.deleted(blocker)
+}
+
 type membership struct{ u *users.Service }
 
 func (m membership) IsMember(gid, uid string) bool {
