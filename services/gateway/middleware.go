@@ -104,7 +104,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if hasBody(r) {
 		// Before anything can answer: net/http reads what is left of a
 		// body before it writes an answer (a 401, a 429), as a handler does.
-		info.body = newTimedBody(r.Body, http.NewResponseController(w), g.cfg.BodyTimeout)
+		info.body = newTimedBody(r.Body, http.NewResponseController(w), g.cfg.BodyTimeout, r.ProtoMajor >= 2)
 		r.Body = info.body
 	}
 

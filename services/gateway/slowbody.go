@@ -23,18 +23,26 @@ import (
 // length it declared, held its connection and goroutine for good, also
 // on a request refused before its handler, whose answer net/http
 // writes only after reading what is left of the body.)
+//
+// Over HTTP/2 a stream's read deadline is a timer that ends the body
+// when it fires, whether or not a read waits (HTTP/1's is the
+// connection's, felt only by a read): an upload's deadline is therefore
+// lifted again after each read, so that a handler that stops reading for
+// a while (storing a part it read: an S3 multipart upload) does not cut
+// off a client that sent everything, which flow control then holds.
 type timedBody struct {
 	io.ReadCloser
 	rc      *http.ResponseController
 	timeout time.Duration
+	h2      bool // the request came over HTTP/2
 
 	mu   sync.Mutex
 	idle bool // an upload: the deadline moves with each read
 	over bool // read to the end: no deadline any more
 }
 
-func newTimedBody(body io.ReadCloser, rc *http.ResponseController, timeout time.Duration) *timedBody {
-	b := &timedBody{ReadCloser: body, rc: rc, timeout: timeout}
+func newTimedBody(body io.ReadCloser, rc *http.ResponseController, timeout time.Duration, h2 bool) *timedBody {
+	b := &timedBody{ReadCloser: body, rc: rc, timeout: timeout, h2: h2}
 	_ = rc.SetReadDeadline(time.Now().Add(timeout))
 	return b
 }
@@ -56,11 +64,18 @@ func (b *timedBody) Read(p []byte) (int, error) {
 	// Only at the end: after a failed read (the deadline) net/http reads
 	// what is left of the body before it answers, and must fail at once
 	// too, not wait for bytes that do not come.
-	if errors.Is(err, io.EOF) {
+	switch {
+	case errors.Is(err, io.EOF):
 		b.mu.Lock()
 		if !b.over {
 			b.over = true
 			_ = b.rc.SetReadDeadline(time.Time{})
+		}
+		b.mu.Unlock()
+	case err == nil && b.h2:
+		b.mu.Lock()
+		if b.idle && !b.over {
+			_ = b.rc.SetReadDeadline(time.Time{}) // until the next read
 		}
 		b.mu.Unlock()
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -208,4 +209,62 @@ func TestASlowRequestBodyIsCutOffOverHTTP2(t *testing.T) {
 		t.Fatalf("the next request: %v %v, want 200", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// Over HTTP/2 a stream's read deadline is a timer that ends its body
+// when it fires, read or not: an upload whose handler stopped reading
+// for longer than the body timeout (storing the part it had read, as an
+// S3 multipart upload does) was answered 408 though its client had sent
+// everything and waited only on flow control. The handler's pauses do
+// not count now; a client that stops sending is still cut off.
+func TestAnUploadOverHTTP2IsCutOffOnlyByItsClient(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	cert, pool := selfSigned(t)
+	e := newEnv(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, BodyTimeout: timeout})
+	e.g.Mount(httpapi.Route{Method: http.MethodPost, Pattern: "/up", Class: httpapi.ClassUpload, MaxBody: 8 << 20, Handler: func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 1<<20)
+		var n int64
+		for {
+			m, err := io.ReadFull(r.Body, buf)
+			n += int64(m)
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				break
+			}
+			if err != nil {
+				httpapi.WriteError(w, httpapi.BodyReadError(err))
+				return
+			}
+			time.Sleep(2 * timeout) // the server's pace: it stores the part it read
+		}
+		httpapi.WriteJSON(w, http.StatusOK, map[string]int64{"n": n})
+	}})
+	e.run(t)
+	client := &http.Client{Timeout: 40 * timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer client.CloseIdleConnections()
+	post := func(body io.Reader) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, e.g.URL()+"/up", body)
+		req.Header.Set("Authorization", "Bearer good-alice")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+
+	const size = 3 << 20
+	if resp, body := post(bytes.NewReader(bytes.Repeat([]byte("x"), size))); resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK ||
+		!strings.Contains(body, fmt.Sprintf(`"n":%d`, size)) {
+		t.Fatalf("an upload sent at once, read with pauses of twice the body timeout: %s %d %s, want HTTP/2 200 n %d",
+			resp.Proto, resp.StatusCode, body, size)
+	}
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write(bytes.Repeat([]byte("y"), 1<<20)) }() // and no more
+	if resp, body := post(pr); resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(body, `"request_timeout"`) {
+		t.Fatalf("an upload whose client stopped sending: %s %d %s, want 408 request_timeout", resp.Proto, resp.StatusCode, body)
+	}
 }
