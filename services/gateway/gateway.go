@@ -75,9 +75,11 @@ type Config struct {
 	// WriteIdleTimeout bounds each write of a route's answer to its client
 	// (a client that stops reading, its TCP window shut): a write (a piece
 	// of 32 KiB at most, however much the handler wrote at once) that has
-	// not gone out after it fails, and the connection is closed. Default
-	// 30s. Not applied when WriteTimeout is set (that bounds the whole
-	// answer), nor to raw handlers (Handle: WebSockets).
+	// not gone out after it fails, and the connection is closed (over
+	// HTTP/2, the stream is reset). Only writes count: a handler may take
+	// longer before or between its writes. Default 30s. Not applied when
+	// WriteTimeout is set (that bounds the whole answer), nor to raw
+	// handlers (Handle: WebSockets).
 	WriteIdleTimeout time.Duration
 	// BodyTimeout bounds how long a request body takes to arrive (slow
 	// POST): a body must be in within it of the request's headers, an

@@ -238,7 +238,7 @@ func (g *Gateway) routeHandler(rt httpapi.Route, class string, lim *ratelimit.Li
 			info = &reqInfo{raw: w}
 		}
 		if info.sw != nil && g.cfg.WriteTimeout == 0 {
-			info.sw.limitWrites(http.NewResponseController(info.raw), g.cfg.WriteIdleTimeout)
+			info.sw.limitWrites(http.NewResponseController(info.raw), g.cfg.WriteIdleTimeout, r.ProtoMajor >= 2)
 			defer info.sw.lastWrite() // net/http's own, once the handler is done
 		}
 		var p httpapi.Principal
@@ -533,15 +533,33 @@ type statusWriter struct {
 	rc        *http.ResponseController
 	writeIdle time.Duration
 	deadline  time.Time // the write deadline set last
+	// h2: the answer goes over HTTP/2, where a stream's write deadline
+	// is a timer that resets the stream when it fires, whether or not a
+	// write waits (HTTP/1's is the connection's, felt only by a write):
+	// it is set for each write and lifted once the write is done, so
+	// that a handler that takes a while before (or between) its writes
+	// is not cut off.
+	h2 bool
 }
 
 // limitWrites bounds each write of the answer to writeIdle from now on
 // (Config.WriteIdleTimeout): a client that stops reading (its TCP window
 // shut) held the handler, its connection and what it served (a media
 // object open) for good, as nothing set a write deadline.
-func (w *statusWriter) limitWrites(rc *http.ResponseController, writeIdle time.Duration) {
-	w.rc, w.writeIdle = rc, writeIdle
-	w.moveDeadline()
+func (w *statusWriter) limitWrites(rc *http.ResponseController, writeIdle time.Duration, h2 bool) {
+	w.rc, w.writeIdle, w.h2 = rc, writeIdle, h2
+	if !h2 {
+		w.moveDeadline()
+	}
+}
+
+// wrote lifts an HTTP/2 answer's write deadline once a write is done
+// (see h2); the next write sets it again.
+func (w *statusWriter) wrote() {
+	if w.h2 && w.rc != nil && !w.deadline.IsZero() {
+		w.deadline = time.Time{}
+		_ = w.rc.SetWriteDeadline(time.Time{})
+	}
 }
 
 // moveDeadline gives the next write writeIdle from now.
@@ -589,6 +607,7 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status = code // 1xx informational headers are not the final status
 	}
 	w.ResponseWriter.WriteHeader(code)
+	w.wrote()
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
@@ -603,6 +622,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	// In pieces, the deadline moved before each: one Write of a whole
 	// answer (httpapi.WriteJSON's long list) otherwise had writeIdle for
 	// all of it, and a client reading it slowly but steadily was cut off.
+	defer w.wrote()
 	var n int
 	for {
 		w.moveDeadline()
@@ -629,6 +649,7 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.rc != nil {
 		// Each chunk within writeIdle, not the whole (no sendfile then).
 		r = progressReader{Reader: r, w: w}
+		defer w.wrote()
 	}
 	n, err := io.Copy(w.ResponseWriter, r) // uses the server's ReadFrom (sendfile) when it has one
 	w.bytes += n
@@ -641,6 +662,7 @@ func (w *statusWriter) Flush() {
 	}
 	w.moveDeadline()
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+	w.wrote()
 }
 
 func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {

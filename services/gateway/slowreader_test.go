@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -158,4 +159,72 @@ func (w *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 	n, err := io.Copy(w.ResponseWriter, r) // the gateway's writer's ReadFrom
 	w.n += n
 	return n, err
+}
+
+// Over HTTP/2 a stream's write deadline is a timer that resets the
+// stream when it fires, whether or not a write waits (HTTP/1's is the
+// connection's, felt only by a write): a route whose handler took longer
+// than the write timeout before it wrote (or paused that long between
+// two writes) was reset, INTERNAL_ERROR, though its client read all it
+// was sent. The handler's pauses do not count now; a client that stops
+// reading is still cut off.
+func TestAnAnswerOverHTTP2IsCutOffOnlyByItsClient(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	cert, pool := selfSigned(t)
+	e := newEnv(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, WriteIdleTimeout: timeout})
+	stuck := make(chan error, 1)
+	const size = 32 << 20
+	e.g.Mount(
+		httpapi.Route{Method: http.MethodGet, Pattern: "/slow", Handler: func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(3 * timeout) // the server's pace: a long read before the answer
+			httpapi.WriteJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
+		}},
+		httpapi.Route{Method: http.MethodGet, Pattern: "/pauses", Handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			for i := range 2 {
+				if i > 0 {
+					time.Sleep(3 * timeout) // the server's pace, between two parts of the answer
+				}
+				_, _ = io.WriteString(w, "part\n")
+				http.NewResponseController(w).Flush()
+			}
+		}},
+		httpapi.Route{Method: http.MethodGet, Pattern: "/big", Handler: func(w http.ResponseWriter, r *http.Request) {
+			_, err := w.Write(bytes.Repeat([]byte("x"), size))
+			stuck <- err
+		}},
+	)
+	e.run(t)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer client.CloseIdleConnections()
+	get := func(path string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodGet, e.g.URL()+path, nil)
+		req.Header.Set("Authorization", "Bearer good-alice")
+		return client.Do(req)
+	}
+	for path, want := range map[string]string{"/slow": "{\"ok\":\"yes\"}\n", "/pauses": "part\npart\n"} {
+		resp, err := get(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK || err != nil || string(b) != want {
+			t.Fatalf("%s (its handler pauses 3 times the write timeout): %s %d %q %v, want HTTP/2 200 %q", path, resp.Proto, resp.StatusCode, b, err, want)
+		}
+	}
+	// A client that stops reading: the handler's write fails.
+	resp, err := get("/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	select {
+	case err := <-stuck:
+		if err == nil {
+			t.Fatalf("%d bytes went to a client that read none over HTTP/2", size)
+		}
+	case <-time.After(30 * timeout):
+		t.Fatalf("the handler still writes %v after its HTTP/2 client stopped reading (write timeout %v)", 30*timeout, timeout)
+	}
 }
