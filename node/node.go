@@ -1041,8 +1041,6 @@ func (l *brokerLink) EachRetained(fn func(topic string, payload []byte)) {
 	}
 }
 
-// membership adapts the users service to the yes/no membership question
-// the broker and the archive ask.
 // brokerBlocks are the broker's blocks: those of a user who deleted
 // their account (disabled at once, erased after the grace period) do not
 // count. Such a user is no such user (0x90, as the archive answers and
@@ -1059,6 +1057,8 @@ func (b brokerBlocks) IsBlocked(blocker, blocked string) bool {
 	return b.u.IsBlocked(blocker, blocked) && !b.deleted(blocker)
 }
 
+// membership adapts the users service to the yes/no membership question
+// the broker and the archive ask.
 type membership struct{ u *users.Service }
 
 func (m membership) IsMember(gid, uid string) bool {
