@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"time"
 
@@ -60,6 +61,7 @@ type ackWatch struct {
 
 	mu    sync.Mutex
 	conns map[*mqtt.Client]map[uint16]snowflake.ID // pending by packet ID
+	moved map[*mqtt.Client]movedSession            // ended connections whose session a live one took over (movedTo)
 	fifo  []ackDue                                 // in due order (the timeout is constant)
 	head  int
 }
@@ -69,6 +71,13 @@ type ackDue struct {
 	pid uint16
 	id  snowflake.ID
 	due time.Time
+}
+
+// movedSession is the connection that took an ended one's session over,
+// and when the ended one's last delivery was due at the latest.
+type movedSession struct {
+	next  *mqtt.Client
+	until time.Time
 }
 
 func newAckWatch(b *Broker, to UnackedDeliveries, timeout time.Duration) *ackWatch {
@@ -154,7 +163,13 @@ func (w *ackWatch) completed(cl *mqtt.Client, pid uint16) {
 	w.mu.Unlock()
 }
 
-// ended tells of what a connection that ended never acknowledged.
+// ended tells of what a connection that ended never acknowledged,
+// unless a new connection of the client ID took its session over and
+// inherited those deliveries (a phone that reconnected, clean start 0,
+// before the server saw its old connection die): mochi resends them on
+// the new connection, so they are watched there, due when they were
+// (movedTo). A clean start discards the session, and what it held is
+// told at once.
 func (w *ackWatch) ended(cl *mqtt.Client) {
 	w.mu.Lock()
 	m := w.conns[cl]
@@ -163,11 +178,82 @@ func (w *ackWatch) ended(cl *mqtt.Client) {
 	if len(m) == 0 {
 		return
 	}
+	// The takeover that ended cl may still be under way: Successor waits
+	// for it. A successor that ended too (it took the session, then lost
+	// its connection) hands it on, or is not connected: told at once.
+	next := cl.Successor()
+	for next != nil && next.Closed() {
+		next = next.Successor()
+	}
+	if next != nil {
+		w.movedTo(cl, next, m)
+		return
+	}
 	ids := make([]snowflake.ID, 0, len(m))
 	for _, id := range m {
 		ids = append(ids, id)
 	}
 	w.to.Unacked(cl.ID, ids)
+}
+
+// movedTo watches on next, which took cl's session over, the deliveries
+// pending on cl (by packet ID) that next still holds unacknowledged (it
+// keeps the session's packet IDs); one it acknowledged already (mochi
+// resent it before cl's end was heard of) is done. Each stays due when
+// it was: the push bridge waits for a device's report only so long after
+// the commit. cl's entries in the due order lead to next (holder) until
+// the last of them is due.
+func (w *ackWatch) movedTo(cl, next *mqtt.Client, pending map[uint16]snowflake.ID) {
+	for pid, id := range pending {
+		if !holds(next, pid, id) {
+			delete(pending, pid)
+		}
+	}
+	if len(pending) == 0 {
+		return
+	}
+	until := time.Now().Add(w.timeout)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := w.conns[next]
+	if m == nil {
+		m = map[uint16]snowflake.ID{}
+		w.conns[next] = m
+	}
+	maps.Copy(m, pending)
+	if w.moved == nil {
+		w.moved = map[*mqtt.Client]movedSession{}
+	}
+	w.moved[cl] = movedSession{next: next, until: until}
+}
+
+// holds reports whether cl holds the delivery of message id under
+// packet ID pid, not yet acknowledged.
+func holds(cl *mqtt.Client, pid uint16, id snowflake.ID) bool {
+	pk, ok := cl.State.Inflight.Get(pid)
+	if !ok || pk.FixedHeader.Type != packets.Publish {
+		return ok // at QoS 2, once received (PUBREC): its PUBREL until the PUBCOMP
+	}
+	for _, p := range pk.Properties.User {
+		if p.Key == "id" {
+			return p.Val == id.String()
+		}
+	}
+	return false
+}
+
+// holder is the connection whose pending deliveries hold d, still
+// unacknowledged: d's own, or the one its session moved on to; cl nil
+// when none does. Under mu.
+func (w *ackWatch) holder(d ackDue) (cl *mqtt.Client, m map[uint16]snowflake.ID) {
+	for cl = d.cl; cl != nil; cl = w.moved[cl].next {
+		if m = w.conns[cl]; m != nil {
+			if id, ok := m[d.pid]; ok && id == d.id {
+				return cl, m
+			}
+		}
+	}
+	return nil, nil
 }
 
 // expire tells of the deliveries due by now that are still pending.
@@ -178,18 +264,23 @@ func (w *ackWatch) expire(now time.Time) {
 		d := w.fifo[w.head]
 		w.fifo[w.head] = ackDue{}
 		w.head++
-		m := w.conns[d.cl]
-		if id, ok := m[d.pid]; !ok || id != d.id {
+		cl, m := w.holder(d)
+		if cl == nil {
 			continue // acknowledged (and maybe the ID used again since)
 		}
 		delete(m, d.pid)
 		if len(m) == 0 {
-			delete(w.conns, d.cl)
+			delete(w.conns, cl)
 		}
 		if out == nil {
 			out = map[string][]snowflake.ID{}
 		}
-		out[d.cl.ID] = append(out[d.cl.ID], d.id)
+		out[cl.ID] = append(out[cl.ID], d.id)
+	}
+	for cl, mv := range w.moved {
+		if mv.until.Before(now) {
+			delete(w.moved, cl) // its entries were all due by then
+		}
 	}
 	if w.head > 1024 && w.head > len(w.fifo)/2 {
 		w.fifo = append(w.fifo[:0], w.fifo[w.head:]...)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	pahopk "github.com/eclipse/paho.golang/packets"
+
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
@@ -146,5 +148,78 @@ func TestAFullAckWatchSaysSo(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "watch of unacknowledged deliveries is full"); n != 1 {
 		t.Errorf("%d warnings of the full watch, want 1 (at most one a minute):\n%s", n, logs.String())
+	}
+}
+
+// A reconnection that takes the session over (clean start 0) before the
+// server saw the old connection die inherits its unacknowledged
+// deliveries, and mochi resends them: they are watched on the new
+// connection, through any number of takeovers, due when they were, and
+// not told at the takeover. One the last connection acknowledges is
+// never told; one it does not, once, at its bound.
+func TestUnackedDeliveriesFollowTheSessionThroughTakeovers(t *testing.T) {
+	heard := &unackedHeard{}
+	const bound = time.Second
+	e := startBrokerWith(t, func(c *Config) { c.AckTimeout = bound }, func(d *Deps) { d.Unacked = heard })
+	publishes := func(r *bufio.Reader, n int) map[string]uint16 {
+		t.Helper()
+		pids := map[string]uint16{}
+		for len(pids) < n {
+			p, err := pahopk.ReadPacket(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pub, ok := p.Content.(*pahopk.Publish); ok {
+				for _, u := range pub.Properties.User {
+					if u.Key == "id" {
+						pids[u.Value] = pub.PacketID
+					}
+				}
+			}
+		}
+		return pids
+	}
+	_, r, _ := dialRaw(t, e.addr, "bob", "bob/phone", false, nil, "user/bob/newMessage")
+	first, second := snowflake.ID(7211938138472448001), snowflake.ID(7211938138472448002)
+	start := time.Now()
+	for _, id := range []snowflake.ID{first, second} {
+		props := []wire.Prop{{Key: "id", Value: id.String()}, {Key: "from", Value: "alice"}}
+		e.b.DeliverCommitted(wire.Outbound{Topic: "user/bob/newMessage", Payload: []byte(`{}`), QoS: 1, UserProps: props, Scope: wire.ScopeLocal})
+	}
+	publishes(r, 2) // the old connection has them and goes quiet
+	var c net.Conn
+	var pids map[string]uint16
+	for range 2 {
+		var present bool
+		c, r, present = dialRaw(t, e.addr, "bob", "bob/phone", false, nil)
+		if !present {
+			t.Fatal("the reconnection did not resume the session")
+		}
+		pids = publishes(r, 2) // resent
+	}
+	pid := pids[second.String()]
+	if _, err := c.Write([]byte{0x40, 2, byte(pid >> 8), byte(pid)}); err != nil { // the last connection acknowledges the second
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		if got := heard.get(); !slices.Equal(got, []string{fmt.Sprint("bob/phone ", first)}) {
+			return fmt.Errorf("told %q", got)
+		}
+		return nil
+	})
+	if el := time.Since(start); el < bound {
+		t.Errorf("told %v after the delivery, before the bound of %v: at a takeover", el, bound)
+	}
+	testutil.CheckFor(t, waitFor, 5*time.Millisecond, func() error {
+		e.b.acks.expire(time.Now().Add(time.Hour)) // every bound passed
+		e.b.acks.mu.Lock()
+		defer e.b.acks.mu.Unlock()
+		if left, moved := len(e.b.acks.conns), len(e.b.acks.moved); left != 0 || moved != 0 {
+			return fmt.Errorf("the watch keeps %d connections and %d moved sessions after every bound passed", left, moved)
+		}
+		return nil
+	})
+	if got := heard.get(); len(got) != 1 {
+		t.Errorf("told %q, want the first delivery once, the acknowledged one never", got)
 	}
 }

@@ -771,6 +771,20 @@ func (cl *Client) IsTakenOver() bool {
 	return cl.State.isTakenOver.Load()
 }
 
+// Successor returns the client that took cl's session over and inherited
+// it, its inflight messages with it (edgechat patch 63), or nil: none
+// did, or one discarded the session (a clean start, a lost session). It
+// takes sessionEnd, which a takeover holds from the DISCONNECT it sends
+// cl until the session is the new client's, so a hook told of cl's end
+// (OnDisconnect, which the takeover's DISCONNECT can bring about while
+// the takeover is still under way) learns for sure whether the messages
+// cl was sent and did not acknowledge moved on to a live connection.
+func (cl *Client) Successor() *Client {
+	cl.State.sessionEnd.Lock()
+	defer cl.State.sessionEnd.Unlock()
+	return cl.State.successor
+}
+
 // LoseSession marks the client's session as no longer whole (edgechat
 // patch 45): a QoS>0 message the session should hold was dropped (its
 // store full). The next connection of the client identifier does not
