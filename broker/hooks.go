@@ -568,6 +568,9 @@ func (h *hook) OnPublishDropped(cl *mqtt.Client, pk packets.Packet) {
 		reason = "too_large"
 	}
 	h.b.m.dropped.WithLabelValues(wire.ParseTopic(pk.TopicName).Kind.String(), reason).Inc()
+	if w := h.b.acks; w != nil {
+		w.dropped(cl, pk) // a device that does not have it (unacked.go)
+	}
 	h.b.missedStored(cl, pk)
 }
 

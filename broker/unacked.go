@@ -90,31 +90,9 @@ func newAckWatch(b *Broker, to UnackedDeliveries, timeout time.Duration) *ackWat
 // delivered notes a QoS >= 1 delivery (OnQosPublish: stored among the
 // session's inflight messages, sent or held back by Receive Maximum).
 func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
-	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || cl.Net.Conn == nil || cl.Closed() {
+	id, ok := w.watchable(cl, pk)
+	if !ok {
 		return
-	}
-	var idProp, from string
-	for _, p := range pk.Properties.User {
-		switch p.Key {
-		case "id":
-			idProp = p.Val
-		case "from":
-			from = p.Val
-		}
-	}
-	if idProp == "" || from == "" {
-		return // not a committed chat message
-	}
-	id, err := snowflake.Parse(idProp)
-	if err != nil {
-		return
-	}
-	ci := w.b.connOf(cl)
-	if ci == nil || ci.p.UserID == "" || ci.p.Link != "" || ci.p.UserID == from || !w.to.Watch(ci.p.UserID) {
-		return // a copy of the user's own message is never pushed
-	}
-	if pk.TopicName != "" && !wire.ParseTopic(pk.TopicName).Kind.Archived() {
-		return // (an outbound topic alias may hide the name)
 	}
 	due := time.Now().Add(w.timeout)
 	w.mu.Lock()
@@ -135,6 +113,56 @@ func (w *ackWatch) delivered(cl *mqtt.Client, pk packets.Packet) {
 	}
 	m[pk.PacketID] = id
 	w.fifo = append(w.fifo, ackDue{cl: cl, pid: pk.PacketID, id: id, due: due})
+}
+
+// watchable returns the ID of the committed chat message pk delivers to
+// cl, a live connection of a user who may be pushed for it.
+func (w *ackWatch) watchable(cl *mqtt.Client, pk packets.Packet) (snowflake.ID, bool) {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline || cl.Net.Conn == nil || cl.Closed() {
+		return 0, false
+	}
+	var idProp, from string
+	for _, p := range pk.Properties.User {
+		switch p.Key {
+		case "id":
+			idProp = p.Val
+		case "from":
+			from = p.Val
+		}
+	}
+	if idProp == "" || from == "" {
+		return 0, false // not a committed chat message
+	}
+	id, err := snowflake.Parse(idProp)
+	if err != nil {
+		return 0, false
+	}
+	ci := w.b.connOf(cl)
+	if ci == nil || ci.p.UserID == "" || ci.p.Link != "" || ci.p.UserID == from || !w.to.Watch(ci.p.UserID) {
+		return 0, false // a copy of the user's own message is never pushed
+	}
+	if pk.TopicName != "" && !wire.ParseTopic(pk.TopicName).Kind.Archived() {
+		return 0, false // (an outbound topic alias may hide the name)
+	}
+	return id, true
+}
+
+// dropped tells at once of a delivery to a live connection dropped
+// because its session's store of unacknowledged deliveries is full
+// (mochi's MaximumInflight; OnPublishDropped): never stored, it was
+// never watched, and a device that takes its deliveries without
+// acknowledging them (its app suspended, its network gone under the
+// open connection) got neither the message nor a push. The node closes
+// such a connection so that its client syncs (missedStored); the push
+// is what tells the user meanwhile. A delivery dropped for another
+// reason was stored, and is watched already.
+func (w *ackWatch) dropped(cl *mqtt.Client, pk packets.Packet) {
+	if cl.State.Inflight.Len() < int(w.b.srv.Options.Capabilities.MaximumInflight) {
+		return
+	}
+	if id, ok := w.watchable(cl, pk); ok {
+		w.to.Unacked(cl.ID, []snowflake.ID{id})
+	}
 }
 
 // completed notes the end of an exchange with packet ID pid
