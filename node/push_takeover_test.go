@@ -10,7 +10,11 @@ import (
 
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgechat/edgechat/bridge/push/pushtest"
+	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
+	"github.com/edgechat/edgechat/node"
+	"github.com/edgechat/edgechat/node/nodetest"
 )
 
 // A phone on a flaky network reconnects with the same client ID and a
@@ -206,5 +210,69 @@ func TestPushADeliveryWhoseSessionAReconnectionDiscarded(t *testing.T) {
 	}
 	if m, ok := now.TryNext(); ok {
 		t.Fatalf("the discarded session's message was sent to the new connection: %s", m.Payload)
+	}
+}
+
+// A phone that reconnects on another node of the cluster while its old
+// connection, dead, is still open on the first: the registry's takeover
+// closes the old connection and drops its session there (a session never
+// moves between nodes), the new connection starts with no session
+// (session present 0) and is not sent the message again (the client
+// syncs), so the old connection's unacknowledged delivery is decided as
+// not connected at the takeover, as after a clean start: pushed once.
+func TestPushADeviceThatReconnectsOnAnotherNodeForWhatItsOldConnectionHadNotAcknowledged(t *testing.T) {
+	opt, m := withPushMocks(t)
+	nodes := nodetest.StartCluster(t, 3, opt, nodetest.WithConfig(func(c *node.Config) {
+		c.PushGrace, c.PushAckTimeout = flowGrace, flowAckTimeout
+	}))
+	away, other := nodes[0], nodes[1]
+	aliceTok, bobTok := nodes[0].NewUser(t, "alice"), nodes[0].NewUser(t, "bob")
+	f := &pushFlow{n: away, m: m, alice: aliceTok, bob: bobTok, phone: pushtest.NewDeviceToken()}
+	if st := api(t, away, bobTok, "POST", "/user/me/devices",
+		map[string]any{"device": "phone", "platform": "apns", "token": f.phone}, nil); st != 200 {
+		t.Fatalf("register the phone: %d", st)
+	}
+	old := rawSession(t, f, "phone", false)
+	checkFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		for _, n := range nodes {
+			if !n.ClientConnected("bob/phone") {
+				return errors.New("the phone is not registered as connected everywhere")
+			}
+		}
+		return nil
+	})
+	f.sender = &mqttSender{c: mustConnectV5(t, nodes[2].MQTTAddr(), "alice", "laptop", aliceTok)}
+	start := time.Now()
+	id := f.send(t, "user/bob/newMessage", "between two cells")
+	old.nextPublish(t)
+	_, ca, err := mqtttest.Dial(t, other.MQTTAddr(), mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: bobTok,
+		KeepSession: true, SessionExpiry: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.SessionPresent {
+		t.Fatal("a session moved between nodes")
+	}
+	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if f.pushesFor(f.phone, id) == 0 {
+			return errors.New("no push yet")
+		}
+		return nil
+	})
+	if el := time.Since(start); el >= flowAckTimeout {
+		t.Errorf("pushed %v after the commit: not at the takeover, before the bound of %v", el, flowAckTimeout)
+	}
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			queued := 0
+			_ = n.Push.EachQueued(func(_ snowflake.ID) bool { queued++; return true })
+			if queued != 0 {
+				return fmt.Errorf("%d messages still in the outbox of a node", queued)
+			}
+		}
+		return nil
+	})
+	if n := f.pushesFor(f.phone, id); n != 1 {
+		t.Fatalf("%d pushes for one message", n)
 	}
 }
