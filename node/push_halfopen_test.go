@@ -150,19 +150,10 @@ func TestPushADeviceThatLeftWithoutAcknowledging(t *testing.T) {
 	id := f.send(t, "user/bob/newMessage", "gone before the ack")
 	d.nextPublish(t)
 	_ = d.conn.Close()
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if f.pushesFor(f.phone, id) == 0 {
-			return errors.New("no push yet")
-		}
-		return nil
-	})
-	if el := time.Since(start); el >= flowAckTimeout {
+	if el := f.firstPush(t, id, start); el >= flowAckTimeout {
 		t.Errorf("pushed %v after the commit: not at the disconnection, before the bound of %v", el, flowAckTimeout)
 	}
-	f.outboxEmpty(t)
-	if n := f.pushesFor(f.phone, id); n != 1 {
-		t.Fatalf("%d pushes for one message", n)
-	}
+	f.onlyPush(t, id)
 }
 
 // A device connected at the commit that acknowledges its delivery and

@@ -11,7 +11,6 @@ import (
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/edgechat/edgechat/bridge/push/pushtest"
-	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -162,13 +161,8 @@ func TestPushADeliveryTheConnectionThatTookTheSessionOverDoesNotAcknowledge(t *t
 			if ends {
 				_ = now.conn.Close()
 			}
-			checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-				if f.pushesFor(f.phone, id) == 0 {
-					return errors.New("no push yet")
-				}
-				return nil
-			})
-			el, elSent := time.Since(takeover), time.Since(sent)
+			el := f.firstPush(t, id, takeover)
+			elSent := time.Since(sent)
 			t.Logf("pushed %v after the commit, %v after the takeover", elSent.Round(time.Millisecond), el.Round(time.Millisecond))
 			switch {
 			case !ends && (elSent < flowAckTimeout || elSent > flowAckTimeout+3*time.Second):
@@ -195,19 +189,10 @@ func TestPushADeliveryWhoseSessionAReconnectionDiscarded(t *testing.T) {
 	id, _ := halfOpenPhoneWithMessage(t, f, false)
 	start := time.Now()
 	now := mqtttest.MustDial(t, f.n.MQTTAddr(), mqtttest.Options{ClientID: "bob/phone", Username: "bob", Password: f.bob})
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if f.pushesFor(f.phone, id) == 0 {
-			return errors.New("no push yet")
-		}
-		return nil
-	})
-	if el := time.Since(start); el >= flowAckTimeout {
+	if el := f.firstPush(t, id, start); el >= flowAckTimeout {
 		t.Errorf("pushed %v after the takeover: not at the takeover, before the bound of %v", el, flowAckTimeout)
 	}
-	f.outboxEmpty(t)
-	if n := f.pushesFor(f.phone, id); n != 1 {
-		t.Fatalf("%d pushes for one message", n)
-	}
+	f.onlyPush(t, id)
 	if m, ok := now.TryNext(); ok {
 		t.Fatalf("the discarded session's message was sent to the new connection: %s", m.Payload)
 	}
@@ -253,25 +238,10 @@ func TestPushADeviceThatReconnectsOnAnotherNodeForWhatItsOldConnectionHadNotAckn
 	if ca.SessionPresent {
 		t.Fatal("a session moved between nodes")
 	}
-	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
-		if f.pushesFor(f.phone, id) == 0 {
-			return errors.New("no push yet")
-		}
-		return nil
-	})
-	if el := time.Since(start); el >= flowAckTimeout {
+	if el := f.firstPush(t, id, start); el >= flowAckTimeout {
 		t.Errorf("pushed %v after the commit: not at the takeover, before the bound of %v", el, flowAckTimeout)
 	}
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
-		for _, n := range nodes {
-			queued := 0
-			_ = n.Push.EachQueued(func(_ snowflake.ID) bool { queued++; return true })
-			if queued != 0 {
-				return fmt.Errorf("%d messages still in the outbox of a node", queued)
-			}
-		}
-		return nil
-	})
+	outboxesEmpty(t, nodes)
 	if n := f.pushesFor(f.phone, id); n != 1 {
 		t.Fatalf("%d pushes for one message", n)
 	}

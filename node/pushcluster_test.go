@@ -9,7 +9,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/bridge/push/pushtest"
-	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -151,16 +150,7 @@ func TestPushAHalfOpenDeviceOnAnotherNode(t *testing.T) {
 		}
 		return nil
 	})
-	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
-		for _, n := range nodes {
-			queued := 0
-			_ = n.Push.EachQueued(func(_ snowflake.ID) bool { queued++; return true })
-			if queued != 0 {
-				return fmt.Errorf("%d messages still in the outbox of a node", queued)
-			}
-		}
-		return nil
-	})
+	outboxesEmpty(t, nodes)
 	if n := pushes(); n != 1 {
 		t.Fatalf("%d pushes for one message", n)
 	}

@@ -119,17 +119,50 @@ func (f *pushFlow) outboxEmpty(t *testing.T) {
 	})
 }
 
-func TestPushOfflineDeviceOnceAfterGrace(t *testing.T) {
-	f := startPushFlow(t, 0)
-	start := time.Now()
-	id := f.send(t, "user/bob/newMessage", "are you there?")
+// firstPush waits for a push of message id to the phone and returns how
+// long after since it came.
+func (f *pushFlow) firstPush(t *testing.T, id string, since time.Time) time.Duration {
+	t.Helper()
 	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
 		if f.pushesFor(f.phone, id) == 0 {
 			return errors.New("no push yet")
 		}
 		return nil
 	})
-	if el := time.Since(start); el < flowGrace {
+	return time.Since(since)
+}
+
+// onlyPush waits until the outbox is empty (nothing can push id again)
+// and checks that the phone got one push for it.
+func (f *pushFlow) onlyPush(t *testing.T, id string) {
+	t.Helper()
+	f.outboxEmpty(t)
+	if n := f.pushesFor(f.phone, id); n != 1 {
+		t.Fatalf("%d pushes for one message", n)
+	}
+}
+
+// outboxesEmpty waits until no node of a cluster has a message left in
+// its outbox.
+func outboxesEmpty(t *testing.T, nodes []*nodetest.Node) {
+	t.Helper()
+	checkFor(t, 15*time.Second, 20*time.Millisecond, func() error {
+		for _, n := range nodes {
+			queued := 0
+			_ = n.Push.EachQueued(func(_ snowflake.ID) bool { queued++; return true })
+			if queued != 0 {
+				return fmt.Errorf("%d messages still in the outbox of a node", queued)
+			}
+		}
+		return nil
+	})
+}
+
+func TestPushOfflineDeviceOnceAfterGrace(t *testing.T) {
+	f := startPushFlow(t, 0)
+	start := time.Now()
+	id := f.send(t, "user/bob/newMessage", "are you there?")
+	if el := f.firstPush(t, id, start); el < flowGrace {
 		t.Errorf("pushed after %v, before the grace period of %v", el, flowGrace)
 	}
 	f.outboxEmpty(t) // done and recorded: nothing can send it again
