@@ -3,7 +3,6 @@ package media
 import (
 	"bytes"
 	"io"
-	"mime/multipart"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -34,16 +33,7 @@ func (b *stallingBody) Read(p []byte) (int, error) {
 // it sent was wrong, not that it may send it again.
 func TestUploadPausedPastTheBodyTimeoutIsARequestTimeout(t *testing.T) {
 	e := newEnv(t, Config{})
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	fw, err := mw.CreateFormFile("file", "a.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fw.Write([]byte("hello world, the first bytes of the file")); err != nil {
-		t.Fatal(err)
-	}
-	multi := buf.Bytes() // no closing boundary: the rest never came
+	multi, mw := unclosedMultipart(t, "hello world, the first bytes of the file") // the rest never came
 
 	for _, tc := range []struct {
 		name, ctype string
