@@ -303,11 +303,12 @@ func (s *Service) applyMute(tx *badger.Txn, _ fsm.Position, payload []byte) (any
 	if err != nil {
 		return nil, err
 	}
+	changed := prefsChanged{c: &s.prefsCache, uid: c.UID}
 	if c.Delete {
 		if !found {
 			return nil, nil
 		}
-		return nil, tx.Delete(key)
+		return changed, tx.Delete(key)
 	}
 	if c.Until != nil && !c.Until.After(c.At) {
 		return nil, ErrInvalidUntil
@@ -331,7 +332,7 @@ func (s *Service) applyMute(tx *badger.Txn, _ fsm.Position, payload []byte) (any
 		}
 	}
 	m := Mute{Conversation: c.Conv, Until: c.Until, MutedAt: c.At}
-	return m, fsm.SetJSON(tx, key, m)
+	return muteSet{Mute: m, prefsChanged: changed}, fsm.SetJSON(tx, key, m)
 }
 
 // expiredMutes returns the keys of uid's mutes that ended by `at` and
@@ -392,7 +393,7 @@ func (s *Service) applySettings(tx *badger.Txn, _ fsm.Position, payload []byte) 
 		st.DND = c.DND
 	}
 	st.UpdatedAt = c.At
-	return st, fsm.SetJSON(tx, key, st)
+	return settingsSet{Settings: st, prefsChanged: prefsChanged{c: &s.prefsCache, uid: c.UID}}, fsm.SetJSON(tx, key, st)
 }
 
 // applyVAPID stores the first key pair proposed and answers every later

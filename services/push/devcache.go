@@ -1,12 +1,11 @@
 package push
 
 import (
-	"slices"
 	"sync"
 )
 
-// devicesCacheSize bounds the users whose registrations deviceCache
-// keeps (a few hundred bytes each).
+// devicesCacheSize bounds the users each userCache keeps (a few hundred
+// bytes each: a user's registrations, or mutes and settings).
 const devicesCacheSize = 16_384
 
 // deviceCache keeps users' registrations as Devices read them, decoded:
@@ -19,37 +18,50 @@ const devicesCacheSize = 16_384
 // A user's entry is dropped after the commit of every command that
 // writes one of their device keys (the put, also of the user the token
 // moved from; the delete; the account's erasure: fsm.AfterCommitter),
-// and everything after a snapshot restore. Invalidation races with
-// loading: a reader may read the database just before a commit and
-// store what it read just after the commit's invalidation. Every
-// invalidation bumps gen; a loader notes gen before it reads and put
-// drops its value when gen moved meanwhile (as services/users' caches
-// do), so a value older than the last commit is never cached.
-type deviceCache struct {
+// and everything after a snapshot restore.
+type deviceCache = userCache[[]Device]
+
+// prefsCache keeps users' mutes and settings as the push sender's
+// decisions read them (prefs.go), dropped per user after the commit of
+// every command that writes them (a mute or unmute, a settings change,
+// the account's erasure) and everything after a snapshot restore.
+type prefsCache = userCache[userPrefs]
+
+// userCache is a bounded per-user cache of values read from the
+// database, exact after every commit that changes them: the owner drops
+// a user's entry once such a commit is visible.
+//
+// Invalidation races with loading: a reader may read the database just
+// before a commit and store what it read just after the commit's
+// invalidation. Every invalidation bumps gen; a loader notes gen before
+// it reads and put drops its value when gen moved meanwhile (as
+// services/users' caches do), so a value older than the last commit is
+// never cached. Values are shared: callers must not change them (they
+// copy what they hand out).
+type userCache[V any] struct {
 	mu  sync.Mutex
 	gen uint64
-	m   map[string][]Device
+	m   map[string]V
 }
 
-// get is uid's cached registrations (a copy) and the generation a loader
-// passes to put.
-func (c *deviceCache) get(uid string) (ds []Device, gen uint64, ok bool) {
+// get is uid's cached value and the generation a loader passes to put.
+func (c *userCache[V]) get(uid string) (v V, gen uint64, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ds, ok = c.m[uid]
-	return slices.Clone(ds), c.gen, ok
+	v, ok = c.m[uid]
+	return v, c.gen, ok
 }
 
-// put caches uid's registrations, read after gen was, unless an
-// invalidation came meanwhile.
-func (c *deviceCache) put(uid string, ds []Device, gen uint64) {
+// put caches uid's value, read after gen was, unless an invalidation
+// came meanwhile. v is kept as it is: the caller hands over a copy.
+func (c *userCache[V]) put(uid string, v V, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if gen != c.gen {
 		return
 	}
 	if c.m == nil {
-		c.m = map[string][]Device{}
+		c.m = map[string]V{}
 	}
 	if _, ok := c.m[uid]; !ok && len(c.m) >= devicesCacheSize {
 		for k := range c.m { // any one: a miss costs one read
@@ -57,12 +69,11 @@ func (c *deviceCache) put(uid string, ds []Device, gen uint64) {
 			break
 		}
 	}
-	c.m[uid] = slices.Clone(ds)
+	c.m[uid] = v
 }
 
-// drop forgets uids' registrations and fences off loads that started
-// before.
-func (c *deviceCache) drop(uids ...string) {
+// drop forgets uids' values and fences off loads that started before.
+func (c *userCache[V]) drop(uids ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
@@ -72,7 +83,7 @@ func (c *deviceCache) drop(uids ...string) {
 }
 
 // purge forgets everything (after a snapshot restore).
-func (c *deviceCache) purge() {
+func (c *userCache[V]) purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++

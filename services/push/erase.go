@@ -25,10 +25,14 @@ func (s *Service) EraseAccount(tx *badger.Txn, uid string, b *fsm.Budget) (done 
 		}
 		return false, nil, fmt.Errorf("%w: bad uid", errBadCommand)
 	}
-	// Once committed, whatever this step removed of uid's devices is not
-	// read from the cache of Devices (auth runs after on every return,
-	// an error's included: the writes before it are committed).
-	after = func() { s.devices.drop(uid) }
+	// Once committed, whatever this step removed of uid's devices, mutes
+	// and settings is not read from the caches of Devices and of Mutes
+	// and Settings (auth runs after on every return, an error's
+	// included: the writes before it are committed).
+	after = func() {
+		s.devices.drop(uid)
+		s.prefsCache.drop(uid)
+	}
 	// Devices: the token index entry first (it names the device), then
 	// the device; two writes each.
 	var devs []Device

@@ -106,6 +106,8 @@ type Service struct {
 	out      outbox
 	holders  deviceHolders
 	devices  deviceCache // Devices' reads
+	// prefsCache: Mutes', Settings' (Preview's, DND's) reads.
+	prefsCache prefsCache
 }
 
 // New registers the FSM handlers.
@@ -130,6 +132,7 @@ func New(deps Deps) (*Service, error) {
 	if r, ok := deps.FSM.(restorer); ok {
 		r.OnRestore(func() {
 			s.devices.purge()
+			s.prefsCache.purge()
 			if err := s.holders.load(s.db); err != nil {
 				// Restore runs on the FSM's goroutine and cannot fail
 				// here; the node's database is then unreadable anyway.

@@ -180,8 +180,8 @@ func (s *Service) Mute(ctx context.Context, uid, conv string, until *time.Time) 
 	if err != nil {
 		return Mute{}, fmt.Errorf("push: mute: %w", err)
 	}
-	if m, ok := v.(Mute); ok {
-		return m, nil
+	if m, ok := v.(muteSet); ok {
+		return m.Mute, nil
 	}
 	return Mute{Conversation: conv, Until: until, MutedAt: now}, nil
 }
@@ -235,8 +235,8 @@ func (s *Service) UpdateSettings(ctx context.Context, uid string, u SettingsUpda
 	if err != nil {
 		return Settings{}, fmt.Errorf("push: settings: %w", err)
 	}
-	if st, ok := v.(Settings); ok {
-		return st, nil
+	if st, ok := v.(settingsSet); ok {
+		return copySettings(st.Settings), nil
 	}
 	// The value did not survive a forwarded proposal: read back.
 	return s.Settings(uid)
@@ -257,7 +257,7 @@ func (s *Service) SetDND(ctx context.Context, uid string, d *DND) (Settings, err
 func (s *Service) Devices(uid string) ([]Device, error) {
 	out, gen, ok := s.devices.get(uid)
 	if ok {
-		return out, nil
+		return slices.Clone(out), nil
 	}
 	err := s.db.View(func(tx *badger.Txn) error {
 		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixDevice + uid + "/"), PrefetchValues: true})
@@ -274,7 +274,7 @@ func (s *Service) Devices(uid string) ([]Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("push: read devices: %w", err)
 	}
-	s.devices.put(uid, out, gen)
+	s.devices.put(uid, slices.Clone(out), gen)
 	return out, nil
 }
 
@@ -315,25 +315,11 @@ func (s *Service) DeviceByToken(platform, token string) (Device, error) {
 
 // Mutes lists uid's mutes that are in force at `at`, in conversation order.
 func (s *Service) Mutes(uid string, at time.Time) ([]Mute, error) {
-	var out []Mute
-	err := s.db.View(func(tx *badger.Txn) error {
-		it := tx.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixMute + uid + "/"), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var m Mute
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &m) }); err != nil {
-				return err
-			}
-			if m.Until == nil || at.Before(*m.Until) {
-				out = append(out, m)
-			}
-		}
-		return nil
-	})
+	p, err := s.prefs(uid)
 	if err != nil {
-		return nil, fmt.Errorf("push: read mutes: %w", err)
+		return nil, err
 	}
-	return out, nil
+	return mutesInForce(p.mutes, at), nil
 }
 
 // IsMuted reports whether uid muted conv (DirectConversation(peer) or
@@ -353,15 +339,11 @@ func (s *Service) IsMuted(uid, conv string, at time.Time) (bool, error) {
 
 // Settings reads uid's push preferences (the defaults when never set).
 func (s *Service) Settings(uid string) (Settings, error) {
-	st := Settings{Preview: PreviewFull}
-	err := s.db.View(func(tx *badger.Txn) error {
-		_, err := fsm.GetJSON(tx, []byte(prefixSettings+uid), &st)
-		return err
-	})
+	p, err := s.prefs(uid)
 	if err != nil {
-		return Settings{Preview: PreviewFull}, fmt.Errorf("push: read settings: %w", err)
+		return Settings{Preview: PreviewFull}, err
 	}
-	return st, nil
+	return copySettings(p.settings), nil
 }
 
 // Preview is uid's preview preference: PreviewFull (the default),
