@@ -72,7 +72,12 @@ const (
 	DefaultProgressEvery  = 100 * time.Millisecond
 	maxProgressPerCommand = 10_000 // services/push accepts 20,000
 	planWorkers           = 4
-	replanDelay           = 5 * time.Second
+	// executeWorkers decide the due messages (execute): a fixed few, so
+	// that messages coming due faster than they are decided (a slow
+	// read, a backlog at a new leader) wait in the schedule, not in a
+	// goroutine each.
+	executeWorkers = 4 * planWorkers
+	replanDelay    = 5 * time.Second
 	// queuedRecheck: a push that waited longer than this in its queue
 	// since it was decided (a slow provider, a long queue) is decided
 	// again before its first attempt, as a retry is.
@@ -377,12 +382,16 @@ type term struct {
 	retries *retryWait
 	acks    *ackWait
 	prog    *progress
-	wg      sync.WaitGroup // planners, the retry, ack and progress loops
+	wg      sync.WaitGroup // planners, executors, the retry, ack and progress loops
 
 	mu       sync.Mutex
 	known    map[snowflake.ID]*message // scheduled or in progress
-	schedule dueHeap
+	schedule dueHeap                   // waiting for their grace's end (or to be planned again)
+	ready    []*message                // due, waiting for an executor, in due order
 	planning chan *message
+	// readyWake wakes an executor (each that takes a message wakes the
+	// next while more wait).
+	readyWake chan struct{}
 }
 
 // lead runs one leadership term: it returns when this node no longer
@@ -391,7 +400,7 @@ type term struct {
 func (s *Sender) lead(ctx context.Context) {
 	tctx, cancel := context.WithCancel(ctx)
 	t := &term{s: s, ctx: tctx, prog: newProgress(), known: map[snowflake.ID]*message{},
-		planning: make(chan *message, 1024)}
+		planning: make(chan *message, 1024), readyWake: make(chan struct{}, 1)}
 	t.queues = peerqueue.NewSet(t.sendBatch, peerqueue.Config[*job]{
 		MaxItems: s.cfg.MaxQueue, MaxBatch: s.cfg.Concurrency, DropOldest: true, Dropped: t.overflowed,
 		Timeout: s.cfg.SendTimeout + 5*time.Second, Metrics: s.qm, Logger: s.log})
@@ -415,6 +424,9 @@ func (s *Sender) lead(ctx context.Context) {
 	}()
 	for range planWorkers {
 		t.wg.Go(t.planLoop)
+	}
+	for range executeWorkers {
+		t.wg.Go(t.executeLoop)
 	}
 	t.wg.Go(t.progressLoop)
 	t.wg.Go(t.retries.run)
@@ -495,15 +507,7 @@ func (t *term) add(id snowflake.ID, atCommit bool) {
 		t.mu.Unlock()
 		return
 	}
-	committed := id.Time()
-	if now := t.s.now(); atCommit && now.After(committed) {
-		// The grace runs from the commit here: a message whose ID is
-		// behind this clock (its node's clock was behind, or it came
-		// from another region) may be being read right now.
-		committed = now
-	}
-	m := &message{id: id, due: committed.Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{}),
-		ackDeadline: committed.Add(t.s.cfg.AckTimeout + ackSlack), ackIdx: -1}
+	m := t.newMessage(id, atCommit)
 	t.known[id] = m
 	heap.Push(&t.schedule, m)
 	t.mu.Unlock()
@@ -516,7 +520,22 @@ func (t *term) add(id snowflake.ID, atCommit bool) {
 	}
 }
 
-// startDue starts the messages whose grace period is over.
+// newMessage is message id as the term schedules it: due at the end of
+// its grace period.
+func (t *term) newMessage(id snowflake.ID, atCommit bool) *message {
+	committed := id.Time()
+	if now := t.s.now(); atCommit && now.After(committed) {
+		// The grace runs from the commit here: a message whose ID is
+		// behind this clock (its node's clock was behind, or it came
+		// from another region) may be being read right now.
+		committed = now
+	}
+	return &message{id: id, due: committed.Add(t.s.cfg.Grace), atCommit: atCommit, planned: make(chan struct{}),
+		ackDeadline: committed.Add(t.s.cfg.AckTimeout + ackSlack), ackIdx: -1}
+}
+
+// startDue hands the messages whose grace period is over to the
+// executors.
 func (t *term) startDue() {
 	now := t.s.now()
 	for {
@@ -534,7 +553,45 @@ func (t *term) startDue() {
 				return
 			}
 		}
-		t.wg.Go(func() { t.execute(m) })
+		t.mu.Lock()
+		t.ready = append(t.ready, m)
+		t.mu.Unlock()
+		t.wakeExecutor()
+	}
+}
+
+func (t *term) wakeExecutor() {
+	select {
+	case t.readyWake <- struct{}{}:
+	default:
+	}
+}
+
+// executeLoop executes the messages made ready, one at a time, until the
+// term ends; what is still ready then is the next leader's.
+func (t *term) executeLoop() {
+	for {
+		t.mu.Lock()
+		var m *message
+		if len(t.ready) > 0 {
+			m = t.ready[0]
+			t.ready[0] = nil
+			t.ready = t.ready[1:]
+		}
+		more := len(t.ready) > 0
+		t.mu.Unlock()
+		if more {
+			t.wakeExecutor()
+		}
+		if m != nil {
+			t.execute(m)
+			continue
+		}
+		select {
+		case <-t.readyWake:
+		case <-t.ctx.Done():
+			return
+		}
 	}
 }
 
@@ -633,19 +690,17 @@ func (t *term) replanLater(m *message, cause error) {
 		t.done(m)
 		return
 	}
+	// Back in the schedule as a message the term did not hear of at its
+	// commit, due replanDelay from now: planned again then (the
+	// schedule's one timer, not a goroutine each: a failure that lasts,
+	// a database refusing reads, makes every message come this way).
+	r := t.newMessage(m.id, false)
+	r.due = t.s.now().Add(replanDelay)
 	t.mu.Lock()
-	delete(t.known, m.id)
+	t.known[m.id] = r
+	heap.Push(&t.schedule, r)
 	t.mu.Unlock()
-	t.wg.Go(func() {
-		timer := time.NewTimer(replanDelay)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-			t.add(m.id, false)
-			t.s.poke()
-		case <-t.ctx.Done():
-		}
-	})
+	t.s.poke()
 }
 
 func (t *term) done(m *message) {
