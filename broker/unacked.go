@@ -144,6 +144,9 @@ func (w *ackWatch) watchable(cl *mqtt.Client, pk packets.Packet) (snowflake.ID, 
 	if pk.TopicName != "" && !wire.ParseTopic(pk.TopicName).Kind.Archived() {
 		return 0, false // (an outbound topic alias may hide the name)
 	}
+	if !w.watchGroup(ci.p.UserID, pk, id) {
+		return 0, false // a member of a large group the message can never push (unackedgroup.go)
+	}
 	return id, true
 }
 

@@ -53,6 +53,7 @@ func (n *Node) buildPushSender() error {
 	n.Push.OnStaged(func(m push.StagedMessage) { sender.Staged(m.ID) })
 	n.Push.OnUnacked(sender.Unacked)
 	n.pushUnacked = newPushUnacked(n.Push, n.log)
+	n.pushUnacked.groups = newGroupWatch(n.Users, n.Push, n.cfg.PushGroupLimit)
 	return nil
 }
 
@@ -60,9 +61,10 @@ func (n *Node) buildPushSender() error {
 // not acknowledge (broker.UnackedDeliveries) to the push outbox
 // (CmdPushUnacked), off the broker's goroutines.
 type pushUnacked struct {
-	s   *push.Service
-	ch  chan push.UnackedDelivery
-	log *slog.Logger
+	s      *push.Service
+	ch     chan push.UnackedDelivery
+	log    *slog.Logger
+	groups *groupWatch // which members of a large group may be pushed (pushwatchgroup.go)
 }
 
 // Bounds of pushUnacked: deliveries waiting to be recorded, and how long

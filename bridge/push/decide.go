@@ -137,6 +137,11 @@ func effectiveGroupLimit(limit int) int {
 	return limit
 }
 
+// Mentioned is every user m mentions, as Candidates reads them (see
+// mentionSet): in a group above the group limit, with opt-ins and a
+// reply's author, the only members who may be pushed.
+func Mentioned(m Message) map[string]bool { return mentionSet(m) }
+
 // mentionSet is every user m mentions: the envelope's list and the
 // @username tokens of the body (clients that do not fill the list still
 // mention), but for a message from another region, whose list is whole
