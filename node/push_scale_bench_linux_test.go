@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/edgechat/edgechat/bridge/push/pushtest"
-	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/testutil/mqtttest"
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -91,53 +89,11 @@ func benchPushConnected(b *testing.B, devices bool, rate int) {
 			OnPublish: func(*paho.Publish) { delivered.Add(1) }})
 		c.MustSub(b, "user/"+r+"/newMessage")
 	}
-	outbox := func() int {
-		k := 0
-		_ = n.Push.EachQueued(func(snowflake.ID) bool { k++; return true })
-		return k
-	}
-	for outbox() != 0 { // the registrations' own commits stage nothing, but be sure
+	for pushOutboxLen(n) != 0 { // the registrations' own commits stage nothing, but be sure
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	runtime.GC()
-	base := runtime.NumGoroutine()
-	var peakG, peakOut atomic.Int64
-	var peakHeap, peakRSS atomic.Uint64
-	stop := make(chan struct{})
-	var sampler sync.WaitGroup
-	sampler.Go(func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			if g := int64(runtime.NumGoroutine()); g > peakG.Load() {
-				peakG.Store(g)
-			}
-			if i%5 == 0 {
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				if ms.HeapInuse > peakHeap.Load() {
-					peakHeap.Store(ms.HeapInuse)
-				}
-				if r := rssBytes(); r > peakRSS.Load() {
-					peakRSS.Store(r)
-				}
-			}
-			if i%10 == 0 { // counting 13,000 keys is not free: counted in the CPU figure
-				if o := int64(outbox()); o > peakOut.Load() {
-					peakOut.Store(o)
-				}
-			}
-			select {
-			case <-tick.C:
-			case <-stop:
-				return
-			}
-		}
-	})
-
-	cpu0 := cpuTime()
-	start := time.Now()
+	s := startPushBenchSampler(n)
 	var next atomic.Int64
 	inflight := 16
 	if rate > 0 {
@@ -154,7 +110,7 @@ func benchPushConnected(b *testing.B, devices bool, rate int) {
 						return
 					}
 					if rate > 0 {
-						time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
+						time.Sleep(time.Until(s.start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 					}
 					to := fmt.Sprintf("r%02d", (si+int(i))%users)
 					pr, err := c.Publish(ctx, &paho.Publish{Topic: "user/" + to + "/newMessage", QoS: 1,
@@ -168,24 +124,11 @@ func benchPushConnected(b *testing.B, devices bool, rate int) {
 		}
 	}
 	wg.Wait()
-	sent := time.Since(start)
-	checkFor(b, 5*time.Minute, 500*time.Millisecond, func() error {
-		if o := outbox(); o != 0 {
-			return fmt.Errorf("%d messages still in the outbox", o)
-		}
-		return nil
-	})
+	sent := time.Since(s.start)
+	s.waitOutboxEmpty(b)
 	b.StopTimer()
-	cpu := cpuTime() - cpu0
-	close(stop)
-	sampler.Wait()
-	b.ReportMetric(float64(b.N)/sent.Seconds(), "msgs/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/msg")
-	b.ReportMetric(float64(peakG.Load()-int64(base)), "peak-goroutines")
-	b.ReportMetric(float64(peakHeap.Load())/(1<<20), "peak-heap-MiB")
-	b.ReportMetric(float64(peakRSS.Load())/(1<<20), "peak-rss-MiB")
-	b.ReportMetric(float64(peakOut.Load()), "peak-outbox")
-	b.ReportMetric(float64(m.apns.Count(func(*pushtest.APNsRequest) bool { return true })), "pushes")
+	s.stop()
+	s.report(b, b.N, sent, m)
 	b.ReportMetric(float64(delivered.Load())/float64(b.N), "deliveries/msg")
 }
 
