@@ -46,13 +46,7 @@ import (
 // EDGECHAT_PUSH_BENCH_HEAP=FILE set, FILE is the heap profile at the
 // fullest outbox (go tool pprof -sample_index=inuse_space).
 func BenchmarkPushGroupConnected(b *testing.B) {
-	for _, devices := range []bool{false, true} {
-		for _, rate := range []int{20, 100} {
-			b.Run(fmt.Sprintf("devices=%v/rate=%d", yesNo(devices), rate), func(b *testing.B) {
-				benchPushGroupConnected(b, devices, rate)
-			})
-		}
-	}
+	eachDevicesAndRate(b, []int{20, 100}, benchPushGroupConnected)
 }
 
 func benchPushGroupConnected(b *testing.B, devices bool, rate int) {

@@ -47,20 +47,19 @@ import (
 // entries (counted every second), and pushes sent (must be 0: every
 // device acknowledged).
 func BenchmarkPushConnected(b *testing.B) {
-	for _, devices := range []bool{false, true} {
-		for _, rate := range []int{1000, 0} {
-			b.Run(fmt.Sprintf("devices=%v/rate=%d", yesNo(devices), rate), func(b *testing.B) {
-				benchPushConnected(b, devices, rate)
+	eachDevicesAndRate(b, []int{1000, 0}, benchPushConnected)
+}
+
+// eachDevicesAndRate runs bench as devices=no and devices=yes at each
+// of rates.
+func eachDevicesAndRate(b *testing.B, rates []int, bench func(b *testing.B, devices bool, rate int)) {
+	for _, devices := range []string{"no", "yes"} {
+		for _, rate := range rates {
+			b.Run(fmt.Sprintf("devices=%s/rate=%d", devices, rate), func(b *testing.B) {
+				bench(b, devices == "yes", rate)
 			})
 		}
 	}
-}
-
-func yesNo(v bool) string {
-	if v {
-		return "yes"
-	}
-	return "no"
 }
 
 func benchPushConnected(b *testing.B, devices bool, rate int) {
