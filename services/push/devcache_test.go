@@ -66,17 +66,7 @@ func TestDevicesSeesEveryChangeThroughItsCache(t *testing.T) {
 	// An erasure step (auth's command) runs its after-commit function.
 	register("alice", "pixel", tokA)
 	check("before erasure", "alice", "pixel "+tokA)
-	for _, svc := range []*Service{e.svc, fsvc} {
-		tx := svc.db.NewTransaction(true)
-		done, after, err := svc.EraseAccount(tx, "alice", fsm.NewBudget(100))
-		if err != nil || !done {
-			t.Fatalf("erase: %v %v", done, err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		after()
-	}
+	eraseOnEach(t, "alice", e.svc, fsvc)
 	check("erased", "alice")
 
 	// A restore replaces every registration: a node whose state is
@@ -133,4 +123,21 @@ func deviceNames(t *testing.T, svc *Service, uid string) []string {
 		got = append(got, d.Device+" "+d.Token)
 	}
 	return got
+}
+
+// eraseOnEach runs a whole erasure step of uid (auth's command) on each
+// node's service, with its after-commit function, as the FSM does.
+func eraseOnEach(t *testing.T, uid string, svcs ...*Service) {
+	t.Helper()
+	for _, svc := range svcs {
+		tx := svc.db.NewTransaction(true)
+		done, after, err := svc.EraseAccount(tx, uid, fsm.NewBudget(100))
+		if err != nil || !done {
+			t.Fatalf("erase: %v %v", done, err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		after()
+	}
 }

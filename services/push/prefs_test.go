@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgechat/edgechat/cluster/fsm"
 	"github.com/edgechat/edgechat/cluster/fsm/fsmtest"
 )
 
@@ -96,17 +95,7 @@ func TestMutesAndSettingsSeeEveryChangeThroughTheirCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("before erasure", "alice", "mutes [user:carol] preview none dnd 1h0m0s-2h0m0s+0s")
-	for _, svc := range []*Service{e.svc, fsvc} {
-		tx := svc.db.NewTransaction(true)
-		done, after, err := svc.EraseAccount(tx, "alice", fsm.NewBudget(100))
-		if err != nil || !done {
-			t.Fatalf("erase: %v %v", done, err)
-		}
-		if err := tx.Commit(); err != nil {
-			t.Fatal(err)
-		}
-		after()
-	}
+	eraseOnEach(t, "alice", e.svc, fsvc)
 	check("erased", "alice", "mutes [] preview full dnd off")
 
 	// A restore replaces everything: a node whose state is behind the
