@@ -585,18 +585,6 @@ func (w *statusWriter) lastWrite() {
 	}
 }
 
-// progressReader moves its writer's deadline before each read of what
-// it then writes (ReadFrom).
-type progressReader struct {
-	io.Reader
-	w *statusWriter
-}
-
-func (p progressReader) Read(b []byte) (int, error) {
-	p.w.moveDeadline()
-	return p.Reader.Read(b)
-}
-
 // RecordError keeps the cause of an error answer the client sees only as
 // "internal error" (httpapi.ErrorRecorder).
 func (w *statusWriter) RecordError(err error) { w.err = err }
@@ -647,9 +635,11 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 		w.status = http.StatusOK
 	}
 	if w.rc != nil {
-		// Each chunk within writeIdle, not the whole (no sendfile then).
-		r = progressReader{Reader: r, w: w}
-		defer w.wrote()
+		// Through Write (no sendfile then): each piece within writeIdle,
+		// its deadline set once the source gave it, so that a source that
+		// is slow (a peer, an object store) is not taken for a client that
+		// stopped reading, and lifted after it over HTTP/2.
+		return io.Copy(struct{ io.Writer }{w}, r)
 	}
 	n, err := io.Copy(w.ResponseWriter, r) // uses the server's ReadFrom (sendfile) when it has one
 	w.bytes += n

@@ -228,3 +228,64 @@ func TestAnAnswerOverHTTP2IsCutOffOnlyByItsClient(t *testing.T) {
 		t.Fatalf("the handler still writes %v after its HTTP/2 client stopped reading (write timeout %v)", 30*timeout, timeout)
 	}
 }
+
+// slowSource gives two parts of 64 KiB (more than the server's write
+// buffer) with a pause of its own before the second (a media object
+// read from a slow object store or a peer).
+type slowSource struct {
+	pause time.Duration
+	left  int
+}
+
+const slowSourcePart = 64 << 10
+
+func (s *slowSource) Read(p []byte) (int, error) {
+	if s.left == 0 {
+		return 0, io.EOF
+	}
+	if s.left == slowSourcePart {
+		time.Sleep(s.pause)
+	}
+	n := min(len(p), s.left-(s.left-1)/slowSourcePart*slowSourcePart) // not across the pause
+	for i := range n {
+		p[i] = 'x'
+	}
+	s.left -= n
+	return n, nil
+}
+
+// An answer copied from a source that pauses (ReadFrom, as media
+// downloads are served) is cut off by its client's pauses only: the
+// write deadline was moved before each read of the source, so a read
+// that took longer than the write timeout left the next write no time
+// at all (HTTP/1), and over HTTP/2 the deadline's timer reset the stream
+// during the read.
+func TestAnAnswerFromASlowSourceIsCutOffOnlyByItsClient(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	cert, pool := selfSigned(t)
+	e := newEnv(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, WriteIdleTimeout: timeout})
+	e.g.Mount(httpapi.Route{Method: http.MethodGet, Pattern: "/source", Handler: func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.(io.ReaderFrom).ReadFrom(&slowSource{pause: 3 * timeout, left: 2 * slowSourcePart})
+	}})
+	e.run(t)
+	for _, h2 := range []bool{false, true} {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: h2}
+		if !h2 {
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
+		}
+		client := &http.Client{Transport: tr}
+		req, _ := http.NewRequest(http.MethodGet, e.g.URL()+"/source", nil)
+		req.Header.Set("Authorization", "Bearer good-alice")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		client.CloseIdleConnections()
+		if resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] || resp.StatusCode != http.StatusOK || err != nil || len(b) != 2*slowSourcePart {
+			t.Fatalf("%s from a source that pauses 3 times the write timeout: %d, %d bytes of %d, %v", resp.Proto, resp.StatusCode, len(b), 2*slowSourcePart, err)
+		}
+	}
+}
