@@ -15,6 +15,7 @@ import (
 	"github.com/edgechat/edgechat/internal/snowflake"
 	"github.com/edgechat/edgechat/internal/wire"
 	"github.com/edgechat/edgechat/services/archive/segment"
+	"github.com/edgechat/edgechat/services/media/store"
 )
 
 // SealConfig says what the sealer moves out of the hot archive.
@@ -359,11 +360,13 @@ func (s *Service) seal(ctx context.Context, cfg SealConfig, conv string, msgs []
 }
 
 // storeDown tells whether err says the segment store cannot be reached
-// (a network error, or no answer in time) rather than that it refused
-// one object.
+// (a network error, or no answer in time) or answered that it cannot
+// serve now (S3's 5xx, throttling: store.ErrUnavailable), rather than
+// that it refused one object.
 func storeDown(err error) bool {
 	var ne net.Error
-	return errors.Is(err, ErrSegmentUnavailable) && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne))
+	return errors.Is(err, ErrSegmentUnavailable) &&
+		(errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) || errors.Is(err, store.ErrUnavailable))
 }
 
 // segmentPutTimeout bounds an upload of a segment (at most 1 MiB of

@@ -225,6 +225,8 @@ func wrapErr(op string, tier Tier, key string, err error) error {
 		return fmt.Errorf("%w: s3 %s %s %s: %w", ErrNotFound, op, tier, key, err)
 	case resp.Code == "InvalidRange" || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		return fmt.Errorf("%w: s3 %s %s %s: %w", ErrInvalidRange, op, tier, key, err)
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
+		return fmt.Errorf("%w: s3 %s %s %s (%d %s): %w", ErrUnavailable, op, tier, key, resp.StatusCode, resp.Code, err)
 	}
 	return fmt.Errorf("store: s3 %s %s %s: %w", op, tier, key, err)
 }

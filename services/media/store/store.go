@@ -52,6 +52,11 @@ var (
 	// (length -1 aside) and for an offset at or past the end of the object
 	// (offset 0 of an empty object aside).
 	ErrInvalidRange = errors.New("store: invalid range")
+	// ErrUnavailable is wrapped when the store answered that it cannot
+	// serve now, whichever the key: S3's 5xx (500 InternalError, 503
+	// SlowDown when it throttles, a gateway's 502 or 504), 429 and 408.
+	// The next request would most likely get the same answer.
+	ErrUnavailable = errors.New("store: the object store cannot serve now")
 )
 
 // Store keeps media bytes in tiers. Implementations are safe for
