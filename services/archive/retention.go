@@ -482,17 +482,32 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 		return st, err
 	}
 	// One conversation that cannot be expired must not stop the others:
-	// it is logged and left for the next sweep.
+	// it is logged and left for the next sweep. A segment store that
+	// cannot be reached would fail every conversation with sealed
+	// messages to expire alike, each after waiting out the S3 client's
+	// retries: once one met it, those are left for the next sweep
+	// unasked, and the others (all their expiring messages hot) go on.
 	var errs []error
+	var down error
+	left := 0
 	for conv, oldest := range convs {
 		cutoff := p.cutoffFor(conv, now)
 		if cutoff == 0 || oldest >= cutoff {
 			continue
 		}
+		if down != nil {
+			if sealed, err := s.sealedBefore(conv, cutoff); err != nil || sealed {
+				left++
+				continue
+			}
+		}
 		if err := s.expireConversation(ctx, conv, cutoff, &st); err != nil {
 			if sweepAborted(ctx, err) {
 				s.metrics.expired.Add(float64(st.Hot))
 				return st, err
+			}
+			if storeDown(err) && down == nil {
+				down = err
 			}
 			s.log.Warn("retention skipped a conversation", "conv", conv, "err", err)
 			st.Failed++
@@ -501,8 +516,35 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 			}
 		}
 	}
+	if left > 0 {
+		s.log.Warn("retention: the segment store cannot be reached; conversations with sealed messages to expire are left for the next sweep",
+			"conversations", left, "err", down)
+		st.Failed += left
+	}
 	s.metrics.expired.Add(float64(st.Hot))
 	return st, errors.Join(errs...)
+}
+
+// sealedBefore tells whether conv has a segment holding messages below
+// cutoff: expiring it reads (and may rewrite) segments.
+func (s *Service) sealedBefore(conv string, cutoff snowflake.ID) (bool, error) {
+	if s.tier == nil {
+		return false, nil
+	}
+	var sealed bool
+	err := s.db.View(func(tx *badger.Txn) error {
+		prefix := segIndexPrefix(conv)
+		it := tx.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		it.Seek(prefix)
+		if !it.ValidForPrefix(prefix) {
+			return nil
+		}
+		ref, err := segRefOf(it.Item())
+		sealed = err == nil && ref.FirstID < cutoff
+		return err
+	})
+	return sealed, err
 }
 
 // expireConversation deletes conv's messages below cutoff: what the
