@@ -289,6 +289,7 @@ type Raft struct {
 	memberWatch memberWatch  // announces member list changes (MembersChanged)
 	lastLed     atomic.Int64 // when this node last led, Unix ns, by watchSelfDown's tick (down.go)
 	selfDown    atomic.Bool  // this node counts itself down (cutOff), as last announced (down.go)
+	cutAway     atomic.Bool  // this node is cut off from a quorum that may commit without it (CutOff), as last announced (down.go)
 	// removedAway: the leader answered this node's request to confirm
 	// its membership (rejoin, moved) that it is no member: it was
 	// removed while it was away, and its own configuration does not say
@@ -521,6 +522,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 	// What Members reports of this node until watchSelfDown runs: it
 	// announces every change from this value on.
 	n.selfDown.Store(n.cutOff(n.downMarks()))
+	n.cutAway.Store(n.cutOff(nil))
 	// Serve the cluster port only now that the node is complete: Raft
 	// needs peers' connections from here on (it is running).
 	mx.serveRPC = func(c net.Conn) { n.rpcSrv.ServeConn(c) }

@@ -40,6 +40,14 @@ import (
 //     acting as if it were up (a presence home) as they stop counting on
 //     it. When they are not a quorum nobody can commit a mark, and it
 //     stays up in its own view (a survivor keeps what it homes).
+//   - Its clients are another matter (CutOff): the marks it applied are
+//     as old as the last entry it got, and a member they name down may
+//     have come back since and formed a quorum with the others without
+//     it. So a node that has not heard from a leader for DownAfter
+//     counts itself cut off, and sends its clients to another node,
+//     whenever the other voters could be a quorum without it, whatever
+//     its marks say (a survivor that saw the others marked down one
+//     after the other cannot tell that it is one, and commits nothing).
 //
 // A node of an earlier version skips CmdNodeDown (unknown types are
 // skipped) and computes over all members, as before: its view differs
@@ -140,7 +148,8 @@ func (n *Raft) upAfter() time.Duration { return n.cfg.DownAfter / 2 }
 // voters other than itself not marked down are a quorum (they may have
 // a leader that marked this node down; when they are not, nobody can
 // commit a mark, and nothing moved: a lone survivor of a cluster that
-// lost its quorum, or of two nodes, keeps its users).
+// lost its quorum, or of two nodes, keeps its users). With no marks
+// (nil) it is CutOff's state: the other voters could be a quorum.
 func (n *Raft) cutOff(marks map[string]bool) bool {
 	if n.cfg.DownAfter <= 0 || n.IsLeader() {
 		return false
@@ -205,9 +214,14 @@ func (n *Raft) watchDown(ctx context.Context) {
 	}
 }
 
-// CutOff reports whether this node counts itself down (cutOff), as last
-// announced: a change is announced on MembersChanged.
-func (n *Raft) CutOff() bool { return n.selfDown.Load() }
+// CutOff reports whether this node counts itself cut off from its
+// cluster, as last announced (a change is announced on MembersChanged):
+// it is a member, not the leader, has not heard from a leader for
+// DownAfter, and the voters other than itself are a quorum, whatever
+// members its marks say are down (see the top of this file): a quorum
+// may commit without it, so what it has reaches its clients no more.
+// It implies nothing of the view Members gives (cutOff with the marks).
+func (n *Raft) CutOff() bool { return n.cutAway.Load() }
 
 // CutOffNow is CutOff unless a leader was heard from (or this node led)
 // within DownAfter: what was announced lags a leader heard again by up
@@ -215,7 +229,7 @@ func (n *Raft) CutOff() bool { return n.selfDown.Load() }
 // (New: no leader heard yet) until its first tick after it finds one.
 // It reads no state (no marks): cheap enough for every CONNECT.
 func (n *Raft) CutOffNow() bool {
-	if !n.selfDown.Load() || n.IsLeader() {
+	if !n.cutAway.Load() || n.IsLeader() {
 		return false
 	}
 	last := n.raft.LastContact()
@@ -226,7 +240,8 @@ func (n *Raft) CutOffNow() bool {
 }
 
 // watchSelfDown keeps selfDown, the node's own cut-off state that
-// Members reports, and announces every change of it (MembersChanged).
+// Members reports, and cutAway (CutOff), and announces every change of
+// either (MembersChanged).
 // Members reports what was announced, never a state computed at the
 // call: a reader that saw this node down (it read its members while
 // the node started, or between a tick and the next) is told when that
@@ -238,6 +253,7 @@ func (n *Raft) watchSelfDown(ctx context.Context) {
 		if n.IsLeader() {
 			n.lastLed.Store(time.Now().UnixNano())
 		}
+		changed := false
 		if c := n.cutOff(n.downMarks()); c != n.selfDown.Load() {
 			n.selfDown.Store(c)
 			if c {
@@ -245,9 +261,17 @@ func (n *Raft) watchSelfDown(ctx context.Context) {
 			} else {
 				n.log.Info("cluster: a leader is heard again; this node counts itself up")
 			}
+			changed = true
+		}
+		// Down (with the marks) implies cut off (without them).
+		if c := n.cutOff(nil); c != n.cutAway.Load() {
+			n.cutAway.Store(c)
+			changed = true
+		}
+		if changed {
 			n.memberWatch.notify()
 		}
-		if n.selfDown.Load() {
+		if n.cutAway.Load() {
 			n.confirmMemberEvery(ctx, confirmEvery)
 		}
 		if nm := n.NotAMember(); nm != n.notMember.Load() {

@@ -105,6 +105,16 @@ func TestMembersThatDoNotAnswerAreReportedDown(t *testing.T) {
 	if got := downIn(lone); len(got) != 1 || !got[f.name] {
 		t.Fatalf("%s, alone without a quorum, reports down %v, want only %s", lone.name, got, f.name)
 	}
+	// Its clients it sends elsewhere all the same (CutOff): it cannot
+	// tell this from being cut off itself while f came back and formed
+	// a quorum with the leader, committing what it never gets.
+	checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if !lone.CutOff() || !lone.CutOffNow() {
+			return fmt.Errorf("%s, no leader heard for %v, does not count itself cut off (CutOff %v, CutOffNow %v)",
+				lone.name, time.Since(lone.raft.LastContact()).Round(time.Millisecond), lone.CutOff(), lone.CutOffNow())
+		}
+		return nil
+	})
 }
 
 // A member cut off from the others while running (here: nothing reaches

@@ -62,3 +62,111 @@ func TestANodeCutOffSendsItsClientsElsewhere(t *testing.T) {
 		return nil
 	})
 }
+
+// A node cut off from the others while they form a quorum without it
+// sends its clients elsewhere although the down marks it applied last
+// say one of them is down: those marks are as old as the last entry it
+// applied, and the member they name may have come back since and formed
+// a quorum with the others. Three voters: n3 goes away and is marked
+// down; then n2 is cut off while n3 comes back, and n1 and n3 commit
+// without it. n2 still applied "n3 down", counted only n1 up among the
+// others (no quorum) and kept alice, who got nothing that n1 and n3
+// committed, for as long as the partition lasted.
+func TestANodeCutOffWhileAnotherWasMarkedDownSendsItsClientsElsewhere(t *testing.T) {
+	n1 := nodetest.StartCluster(t, 1)[0]
+	aliceTok := n1.NewUser(t, "alice") // the first account: an admin (GET /cluster/status)
+	n2, intoN2, n2Logs := joinBehindProxyAs(t, n1, "n2")
+	_, intoN3, _ := joinBehindProxyAs(t, n1, "n3")
+	onN2 := &nodetest.Node{Node: n2, HTTPURL: n2.HTTPURL()}
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		st, err := clusterStatus(t, onN2, aliceTok)
+		if err != nil {
+			return err
+		}
+		for _, m := range st.Members {
+			if m.Suffrage != "Voter" {
+				return fmt.Errorf("%s is a %s, not a voter yet", m.Name, m.Suffrage)
+			}
+		}
+		if len(st.Members) != 3 {
+			return fmt.Errorf("members %+v, want n1, n2, n3", st.Members)
+		}
+		return nil
+	})
+
+	intoN3.SetCut(true)
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		return wantMarkedDown(t, onN2, aliceTok, map[string]bool{"n3": true})
+	})
+	addr := "tcp://" + n2.MQTTAddr()
+	alice := mustConnectV5(t, addr, "alice", "phone", aliceTok)
+	alice.Sub(t, "user/alice/#")
+
+	intoN2.SetCut(true)
+	intoN3.SetCut(false)
+	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
+		// n1 and n3 commit without n2: n2's mark, n3's cleared.
+		return wantMarkedDown(t, n1, aliceTok, map[string]bool{"n2": true})
+	})
+	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
+		if reason, ok := alice.ServerDisconnect(); !ok || reason != 0x89 {
+			return errors.New("alice (receiving only) is still connected to n2, cut off while n1 and n3 commit")
+		}
+		return nil
+	})
+	c, ca, err := mqtttest.Open(addr, mqtttest.Options{ClientID: "alice/tablet", Username: "alice", Password: aliceTok})
+	if err == nil {
+		_ = c.Disconnect(&paho.Disconnect{})
+		t.Fatal("n2, cut off, took a new connection of alice's")
+	}
+	if ca == nil || ca.ReasonCode != 0x88 {
+		t.Fatalf("CONNECT to n2 while it is cut off: %+v %v, want CONNACK 0x88", ca, err)
+	}
+
+	intoN2.SetCut(false)
+	checkFor(t, 30*time.Second, 100*time.Millisecond, func() error {
+		c, ca, err := mqtttest.Open(addr, mqtttest.Options{ClientID: "alice/phone", Username: "alice", Password: aliceTok})
+		if err != nil {
+			return fmt.Errorf("CONNECT to n2 after the heal: %+v %v", ca, err)
+		}
+		_ = c.Disconnect(&paho.Disconnect{})
+		return nil
+	})
+	if !strings.Contains(n2Logs.String(), "cut off from the cluster: closed the signed-in connections") {
+		t.Errorf("n2's log does not say it closed its clients' connections:\n%s", n2Logs.String())
+	}
+}
+
+// wantMarkedDown is nil once GET /cluster/status on n names exactly
+// the members in down as down.
+func wantMarkedDown(t *testing.T, n *nodetest.Node, adminTok string, down map[string]bool) error {
+	t.Helper()
+	st, err := clusterStatus(t, n, adminTok)
+	if err != nil {
+		return err
+	}
+	for _, m := range st.Members {
+		if m.Down != down[m.Name] {
+			return fmt.Errorf("%s: %s down %v, want %v", n.HTTPURL, m.Name, m.Down, down[m.Name])
+		}
+	}
+	return nil
+}
+
+type clusterMembers struct {
+	Members []struct {
+		Name     string `json:"name"`
+		Suffrage string `json:"suffrage"`
+		Down     bool   `json:"down"`
+	} `json:"members"`
+}
+
+// clusterStatus is GET /cluster/status on n (an admin's token).
+func clusterStatus(t *testing.T, n *nodetest.Node, adminTok string) (clusterMembers, error) {
+	t.Helper()
+	var st clusterMembers
+	if code := api(t, n, adminTok, "GET", "/cluster/status", nil, &st); code != 200 {
+		return st, fmt.Errorf("GET /cluster/status on %s: %d", n.HTTPURL, code)
+	}
+	return st, nil
+}

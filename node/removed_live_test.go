@@ -84,16 +84,22 @@ func TestANodeRemovedWhileCutOffLearnsIt(t *testing.T) {
 // returns once n3 is ready, with its log.
 func joinBehindProxy(t *testing.T, n1 *nodetest.Node) (*node.Node, *delayproxy.Proxy, *testutil.SyncBuffer) {
 	t.Helper()
+	return joinBehindProxyAs(t, n1, "n3")
+}
+
+// joinBehindProxyAs is joinBehindProxy for a node of another name.
+func joinBehindProxyAs(t *testing.T, n1 *nodetest.Node, name string) (*node.Node, *delayproxy.Proxy, *testutil.SyncBuffer) {
+	t.Helper()
 	cfg := nodetest.TestConfig(t)
-	cfg.NodeID = "n3"
+	cfg.NodeID = name
 	proxy := nodetest.BehindProxy(t, &cfg)
 	cfg.Join = []string{n1.ClusterAddr()}
-	n3, logs := runLogged(t, cfg)
+	n, logs := runLogged(t, cfg)
 	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if !n3.Ready() {
-			return errors.New("n3 not ready")
+		if !n.Ready() {
+			return fmt.Errorf("%s not ready", name)
 		}
 		return nil
 	})
-	return n3, proxy, logs
+	return n, proxy, logs
 }
