@@ -124,8 +124,14 @@ func (b *Broker) LeftCluster() {
 // does (v5: DISCONNECT 0x89; their sessions end), so that they
 // reconnect to another node and sync, and refuses theirs while it is
 // (CONNACK 0x88 server unavailable; 3.1.1: 0x03); once it hears a
-// leader again it takes them as before. Region links and anonymous
-// --dev clients are left alone. Safe from any goroutine.
+// leader again it takes them as before. So for other regions' links
+// (DISCONNECT 0x89, no session to end): their batches could not commit
+// here, and what they receive (presence, typing, receipts the other
+// region subscribed to) is live and would not reach them; closed, the
+// link dials its URL again (the region's load balancer, which this node
+// no longer passes /readyz) and the other region shows the presence it
+// watches as unknown meanwhile. Anonymous --dev clients are left
+// alone. Safe from any goroutine.
 func (b *Broker) SetCutOff(cut bool) {
 	if b.cutOff.Swap(cut) == cut {
 		return
@@ -135,8 +141,12 @@ func (b *Broker) SetCutOff(cut bool) {
 		return
 	}
 	n := b.resyncClients(busyCutOff)
+	links := b.connsWhere(func(p wire.Principal) bool { return p.Link != "" })
+	for _, cl := range links {
+		_ = b.srv.DisconnectClient(cl, busyCutOffLink)
+	}
 	b.log.Warn("cut off from the cluster: closed the signed-in connections so that their clients move to another node; refusing new ones until a leader is heard again",
-		"connections", n)
+		"connections", n, "links", len(links))
 }
 
 // The reason strings of the DISCONNECT 0x89 (Server busy) that closes a
@@ -144,12 +154,14 @@ func (b *Broker) SetCutOff(cut bool) {
 // Without them a client could read only "server busy", and a node cut
 // off from its cluster looked like a loaded one worth reconnecting to.
 var (
-	busyCutOff    = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node is cut off from its cluster; reconnect to another node and sync"}
-	busyLeft      = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node left its cluster; reconnect to another node and sync"}
-	busySnapshot  = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node caught up with its cluster from a snapshot; reconnect and sync"}
-	busyLiveQueue = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: committed messages did not fit this node's live delivery queue; reconnect and sync"}
-	busySlow      = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: a message did not fit this connection (its queue, its unacknowledged deliveries or its maximum packet size); reconnect and sync"}
-	busyRoute     = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: the subscription could not be committed to the cluster; reconnect, subscribe again and sync"}
+	busyCutOff = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node is cut off from its cluster; reconnect to another node and sync"}
+	// busyCutOffLink closes another region's link (it has nothing to sync).
+	busyCutOffLink = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node is cut off from its cluster; reconnect to another node"}
+	busyLeft       = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node left its cluster; reconnect to another node and sync"}
+	busySnapshot   = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: this node caught up with its cluster from a snapshot; reconnect and sync"}
+	busyLiveQueue  = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: committed messages did not fit this node's live delivery queue; reconnect and sync"}
+	busySlow       = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: a message did not fit this connection (its queue, its unacknowledged deliveries or its maximum packet size); reconnect and sync"}
+	busyRoute      = packets.Code{Code: packets.ErrServerBusy.Code, Reason: "server busy: the subscription could not be committed to the cluster; reconnect, subscribe again and sync"}
 )
 
 // resyncClients closes the signed-in users' connections with 0x89 (the
@@ -216,11 +228,12 @@ func (b *Broker) disconnectWhereCode(match func(wire.Principal) bool, code packe
 	return len(doomed)
 }
 
-// connsWhere is the user connections whose principal matches.
+// connsWhere is the signed-in users' connections and other regions'
+// links (not anonymous --dev clients) whose principal matches.
 func (b *Broker) connsWhere(match func(wire.Principal) bool) []*mqtt.Client {
 	var doomed []*mqtt.Client
 	b.conns.Range(func(k, v any) bool {
-		if ci := v.(*connInfo); ci.p.UserID != "" && match(ci.p) {
+		if ci := v.(*connInfo); (ci.p.UserID != "" || ci.p.Link != "") && match(ci.p) {
 			doomed = append(doomed, k.(*mqtt.Client))
 		}
 		return true

@@ -143,10 +143,10 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 }
 
 // cutOffRefuses tells the connections a node cut off from its cluster
-// refuses (SetCutOff): a signed-in user's; not a region link's (its
-// handoff is durable, not live) nor an anonymous --dev client's (it reads
-// no chat).
-func cutOffRefuses(p wire.Principal) bool { return p.UserID != "" && p.Link == "" }
+// refuses (SetCutOff): a signed-in user's and a region link's (its
+// batches cannot commit here, and what it subscribes to is live); not an
+// anonymous --dev client's (it reads no chat).
+func cutOffRefuses(p wire.Principal) bool { return p.UserID != "" || p.Link != "" }
 
 // refuseConnect answers a CONNECT with refusal's CONNACK; its error makes
 // mochi drop the connection without another CONNACK.
