@@ -87,10 +87,14 @@ func joinBehindProxy(t *testing.T, n1 *nodetest.Node) (*node.Node, *delayproxy.P
 	return joinBehindProxyAs(t, n1, "n3")
 }
 
-// joinBehindProxyAs is joinBehindProxy for a node of another name.
-func joinBehindProxyAs(t *testing.T, n1 *nodetest.Node, name string) (*node.Node, *delayproxy.Proxy, *testutil.SyncBuffer) {
+// joinBehindProxyAs is joinBehindProxy for a node of another name, with
+// opts applied to its configuration.
+func joinBehindProxyAs(t *testing.T, n1 *nodetest.Node, name string, opts ...nodetest.Option) (*node.Node, *delayproxy.Proxy, *testutil.SyncBuffer) {
 	t.Helper()
 	cfg := nodetest.TestConfig(t)
+	for _, o := range opts {
+		o(&cfg)
+	}
 	cfg.NodeID = name
 	proxy := nodetest.BehindProxy(t, &cfg)
 	cfg.Join = []string{n1.ClusterAddr()}
