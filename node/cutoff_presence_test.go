@@ -22,15 +22,8 @@ import (
 // once n2 is back and homes uid again, every node says online, and
 // offline after the device leaves.
 func TestPresenceOfAUserHomedOnANodeCutOffWhileAnotherWasMarkedDown(t *testing.T) {
-	const grace = 300 * time.Millisecond
-	withPresence := nodetest.WithPresence(time.Minute, grace)
-	n1 := nodetest.StartCluster(t, 1, withPresence)[0]
-	n2, intoN2, _ := joinBehindProxyAs(t, n1, "n2", withPresence)
-	n3, intoN3, _ := joinBehindProxyAs(t, n1, "n3", withPresence)
-	onN2 := &nodetest.Node{Node: n2, HTTPURL: n2.HTTPURL()}
-	onN2.Config.NodeID = "n2"
-	onN3 := &nodetest.Node{Node: n3, HTTPURL: n3.HTTPURL()}
-	onN3.Config.NodeID = "n3"
+	sc := startStaleMarks(t, nodetest.WithPresence(time.Minute, 300*time.Millisecond))
+	n1, onN2, onN3 := sc.n1, sc.onN2, sc.onN3
 	all := []*nodetest.Node{n1, onN2, onN3}
 	uid := userHomedOn("n2")
 	homes := func(ns []*nodetest.Node) error {
@@ -51,17 +44,13 @@ func TestPresenceOfAUserHomedOnANodeCutOffWhileAnotherWasMarkedDown(t *testing.T
 		}
 		return nil
 	})
-	w := watchUser(t, n1, n1, uid) // uid, the first account, is an admin (GET /cluster/status)
+	w := watchUser(t, n1, n1, uid)
 
-	intoN3.SetCut(true)
-	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		return wantMarkedDown(t, onN2, w.tok, map[string]bool{"n3": true})
-	})
-	intoN2.SetCut(true)
-	intoN3.SetCut(false)
+	sc.n3Away(t)
+	sc.cutN2(t)
 	up := []*nodetest.Node{n1, onN3}
 	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if err := wantMarkedDown(t, n1, w.tok, map[string]bool{"n2": true}); err != nil {
+		if err := wantMarkedDown(t, n1, sc.adminTok, map[string]bool{"n2": true}); err != nil {
 			return err
 		}
 		if h := n1.Presence.Home(uid); h == "n2" {
@@ -69,6 +58,7 @@ func TestPresenceOfAUserHomedOnANodeCutOffWhileAnotherWasMarkedDown(t *testing.T
 		}
 		return homes(up)
 	})
+	sc.wantStale(t)
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		for _, n := range up {
 			if got := httpStatus(t, n, w.watchTok, uid); got != "online" {
@@ -95,9 +85,9 @@ func TestPresenceOfAUserHomedOnANodeCutOffWhileAnotherWasMarkedDown(t *testing.T
 		return nil
 	})
 
-	intoN2.SetCut(false)
+	sc.intoN2.SetCut(false)
 	checkFor(t, 30*time.Second, 50*time.Millisecond, func() error {
-		if err := wantMarkedDown(t, n1, w.tok, nil); err != nil {
+		if err := wantMarkedDown(t, n1, sc.adminTok, nil); err != nil {
 			return err
 		}
 		if h := n1.Presence.Home(uid); h != "n2" {
