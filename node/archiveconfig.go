@@ -113,7 +113,7 @@ func (n *Node) sealConfig() archive.SealConfig {
 				return 0
 			}
 			return g.RetentionDays
-		}}}
+		}, StraddlerLag: c.RetentionStraddlerLag}}
 	if at := c.ArchiveSealPauseAt; at != "" {
 		paused := make(chan struct{})
 		sc.Step = func(step string) {

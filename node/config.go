@@ -179,6 +179,10 @@ type Config struct {
 	// than a server should (200 ms heartbeats, 1 s tokens, 3 s link
 	// retention). The maxima still hold.
 	FastTimers bool `yaml:"-"`
+	// RetentionStraddlerLag is archive.RetentionPolicy.StraddlerLag (0:
+	// the archive's; negative: a segment straddling the retention cutoff
+	// is rewritten at once: tests of what retention deletes).
+	RetentionStraddlerLag time.Duration `yaml:"-"`
 	// RaftTuning, when set, adjusts the Raft member's configuration (tests
 	// only: log bounds small enough that a follower left behind is sent a
 	// snapshot).

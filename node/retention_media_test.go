@@ -48,6 +48,7 @@ func TestRetentionDeletesMediaOfExpiredMessages(t *testing.T) {
 		c.MediaSweepEvery = 100 * time.Millisecond
 		c.ArchiveHotAge = time.Hour
 		c.RetentionDays = 1
+		c.RetentionStraddlerLag = -1 // the straddler rewritten at once
 	}))
 	ctx := context.Background()
 	aliceTok, bobTok, carolTok := n.NewUser(t, "alice"), n.NewUser(t, "bob"), n.NewUser(t, "carol")

@@ -434,6 +434,11 @@ type RetentionPolicy struct {
 	// GroupDays is a group's own retention (0: the server's); the shorter
 	// of the two applies. Nil: groups have none of their own.
 	GroupDays func(gid string) int
+	// StraddlerLag: how long past the cutoff the oldest message of the
+	// segment straddling it may stay before the segment is rewritten
+	// without its expired messages; 0: straddlerLag's (a tenth of the
+	// retention, at most a day); negative: at once (tests).
+	StraddlerLag time.Duration
 }
 
 // cutoffFor is the retention cutoff of conv as of now (0: keep all).
@@ -495,6 +500,14 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 		if cutoff == 0 || oldest >= cutoff {
 			continue
 		}
+		if cutoff, err = s.spareYoungStraddler(conv, cutoff, now, p.StraddlerLag); err != nil {
+			s.log.Warn("retention skipped a conversation", "conv", conv, "err", err)
+			st.Failed++
+			continue
+		}
+		if oldest >= cutoff {
+			continue // only a straddler's messages expired, and not long ago
+		}
 		if down != nil {
 			if sealed, err := s.sealedBefore(conv, cutoff); err != nil || sealed {
 				left++
@@ -523,6 +536,45 @@ func (s *Service) ExpireOnce(ctx context.Context, p RetentionPolicy, now time.Ti
 	}
 	s.metrics.expired.Add(float64(st.Hot))
 	return st, errors.Join(errs...)
+}
+
+// straddlerLag is how long past the cutoff the oldest message of the
+// segment straddling it may stay before the segment is rewritten without
+// its expired messages: a tenth of the retention (cutoff to now), at
+// most a day. The cutoff moves with every sweep (each minute), and a
+// rewrite is a new object uploaded and read back (with a local store,
+// the whole segment in the Raft log): rewriting it whenever one more
+// message had expired rewrote a segment of an old conversation hundreds
+// of times (review, session 38). Now at most once per lag.
+func straddlerLag(cutoff snowflake.ID, now time.Time) time.Duration {
+	return min(24*time.Hour, now.Sub(cutoff.Time())/10)
+}
+
+// spareYoungStraddler lowers cutoff to the first message of conv's
+// segment that straddles it while that message expired less than
+// straddlerLag ago: the segment, and what is stored alongside its
+// range, then waits whole for a later sweep; what lies below it
+// expires now.
+func (s *Service) spareYoungStraddler(conv string, cutoff snowflake.ID, now time.Time, lag time.Duration) (snowflake.ID, error) {
+	if lag == 0 {
+		lag = straddlerLag(cutoff, now)
+	}
+	if s.tier == nil || lag < 0 {
+		return cutoff, nil
+	}
+	var ref SegmentRef
+	var found bool
+	if err := s.db.View(func(tx *badger.Txn) error {
+		var err error
+		ref, found, err = findSealed(tx, conv, cutoff)
+		return err
+	}); err != nil || !found || ref.FirstID >= cutoff {
+		return cutoff, err
+	}
+	if cutoff.Time().Sub(ref.FirstID.Time()) < lag {
+		return ref.FirstID, nil
+	}
+	return cutoff, nil
 }
 
 // sealedBefore tells whether conv has a segment holding messages below

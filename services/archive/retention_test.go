@@ -79,7 +79,7 @@ func TestRetentionDeletesInBothTiers(t *testing.T) {
 					return 3
 				}
 				return 0
-			}}
+			}, StraddlerLag: -1} // rewritten at once (the lag: TestRetentionRewritesAStraddlerOncePerLag)
 			st, err := e.svc.ExpireOnce(ctx, policy, now)
 			if err != nil {
 				t.Fatal(err)
@@ -232,7 +232,7 @@ func TestRetentionAdjustsDirectUnread(t *testing.T) {
 					t.Fatalf("sealed %+v %v", st, err)
 				}
 			}
-			st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, now) // the first 49 hours expire
+			st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3, StraddlerLag: -1}, now) // the first 49 hours expire
 			if err != nil || st.Dedup != 49 || (!sealed && st.Hot != 49) || (sealed && st.Hot != 0) {
 				t.Fatalf("expired %+v %v", st, err)
 			}
@@ -419,7 +419,7 @@ func TestRetentionAdjustsGroupUnread(t *testing.T) {
 			// Hours 0..48 expire; 49..59 stay: alice's 50..58 (5), bob's 49..59 (6).
 			sweeps, dedup := 0, 0
 			for ; sweeps < 100; sweeps++ {
-				st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, now)
+				st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3, StraddlerLag: -1}, now)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -572,7 +572,7 @@ func TestRetentionDropsUnreadableExpiredSegment(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3}, now) // messages 0..48 expire
+			st, err := e.svc.ExpireOnce(ctx, RetentionPolicy{Days: 3, StraddlerLag: -1}, now) // messages 0..48 expire
 			if err != nil || st.Unreadable != 1 || st.Dedup != 49-8 {
 				t.Fatalf("expired %+v %v", st, err)
 			}
