@@ -422,8 +422,15 @@ func (m *model) submit(line string) tea.Cmd {
 	if args, ok := strings.CutPrefix(line, "/signout"); ok && (args == "" || args[0] == ' ') {
 		return m.endSession(args)
 	}
-	if strings.HasPrefix(line, "/") {
+	if line == "/help" {
+		m.input.Reset()
 		m.st.status = helpText
+		return nil
+	}
+	if strings.HasPrefix(line, "/") {
+		// Kept on the input line, to be corrected.
+		word, _, _ := strings.Cut(line, " ")
+		m.st.status = fmt.Sprintf("unknown command %q: %s", safeText(word, false), helpText)
 		return nil
 	}
 	if m.st.open == "" {

@@ -111,3 +111,26 @@ func TestAMessageOfAnotherDaySaysWhichDay(t *testing.T) {
 		t.Fatalf("a message of last year is stamped %q, want %q", got, want)
 	}
 }
+
+// /help shows the commands and clears the input line, as every command
+// that ran does: it stayed there, so the next command typed was
+// appended to it ("/help/group Team", which only showed the help
+// again). A word that is no command stays, to be corrected, and the
+// status names it.
+func TestHelpClearsTheInputLine(t *testing.T) {
+	fc := &fakeClient{}
+	now := t0
+	m := testModel(fc, &now)
+	typeLine(m, "/help")
+	if m.st.status != helpText || m.input.Value() != "" {
+		t.Fatalf("after /help: status %q, input %q; want the commands and an empty line", m.st.status, m.input.Value())
+	}
+	typeLine(m, "/open alice")
+	if m.st.open != "alice" {
+		t.Fatalf("/open alice typed after /help: open conversation %q, input %q", m.st.open, m.input.Value())
+	}
+	typeLine(m, "/opne bob")
+	if m.input.Value() != "/opne bob" || !strings.Contains(m.st.status, `unknown command "/opne"`) || !strings.Contains(m.st.status, helpText) {
+		t.Fatalf("after /opne bob: status %q, input %q; want the word named, the commands, and the line kept to correct", m.st.status, m.input.Value())
+	}
+}
