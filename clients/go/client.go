@@ -55,6 +55,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -267,6 +268,9 @@ type Client struct {
 	ready       chan struct{} // closed while connected and subscribed
 	readyClosed bool
 	connected   bool // latest state reported to OnConnectionChange
+	// lastConnectErr is why the last connection attempt failed: a Dial
+	// whose context ends before the first connection says it.
+	lastConnectErr error
 	// toldSignedOut: OnSignedOut ran (it runs once).
 	toldSignedOut bool
 	// takenOver is set once the server closed the connection because
@@ -315,6 +319,13 @@ type Client struct {
 // as the clocks of the nodes that stamp IDs are within a minute of the
 // answering node's; messages from that minute before Dial may be
 // delivered too.
+//
+// Until the first connection Dial tries again until ctx ends (the server
+// may be starting) and then returns ctx's error with the last attempt's
+// (connection refused, ...); it fails at once when the server refuses
+// the sign-in (ErrUnauthorized) and, with one URL, when the server's
+// certificate fails verification (an x509 error: a self-signed
+// certificate or a private CA belongs in Options.TLSConfig's RootCAs).
 func Dial(ctx context.Context, opts Options) (*Client, error) {
 	dialStart := time.Now()
 	urls, err := brokerURLs(opts.URLs)
@@ -428,6 +439,12 @@ func Dial(ctx context.Context, opts Options) (*Client, error) {
 	case err := <-c.fatal:
 		return fail(err)
 	case <-ctx.Done():
+		c.mu.Lock()
+		last := c.lastConnectErr
+		c.mu.Unlock()
+		if last != nil {
+			return fail(fmt.Errorf("edgechat: dial %s: %w (last attempt: %w)", urls[0].Redacted(), ctx.Err(), last))
+		}
 		return fail(fmt.Errorf("edgechat: dial %s: %w", urls[0].Redacted(), ctx.Err()))
 	}
 	select {
@@ -628,15 +645,26 @@ func (c *Client) buildConnect(cp *paho.Connect, u *url.URL) (*paho.Connect, erro
 
 func (c *Client) onConnectError(err error) {
 	c.log.Debug("connect attempt failed", "err", err)
+	c.mu.Lock()
+	c.lastConnectErr = err
+	first := c.gen == 0
+	c.mu.Unlock()
 	var ce *autopaho.ConnackError
 	if !errors.As(err, &ce) {
+		if first && c.nBrokers == 1 && certificateError(err) {
+			// Trying again changes nothing until someone changes the
+			// certificate or this machine's trust: Dial fails fast, as
+			// for a refused sign-in. With several brokers another one
+			// may do; later drops keep retrying (a renewal may fix it).
+			select {
+			case c.fatal <- fmt.Errorf("edgechat: %w", err):
+			default:
+			}
+		}
 		return
 	}
 	switch ce.ReasonCode {
 	case 0x84, 0x85, 0x86, 0x87, 0x8C: // protocol, client ID, credentials, authorization, auth method
-		c.mu.Lock()
-		first := c.gen == 0
-		c.mu.Unlock()
 		err := fmt.Errorf("%w: server refused the connection (reason 0x%02x %s)", ErrUnauthorized, ce.ReasonCode, ce.Reason)
 		if first { // Dial fails fast; later refusals keep retrying (a token source may fix them)
 			select {
@@ -651,6 +679,17 @@ func (c *Client) onConnectError(err error) {
 			c.signedOut(err)
 		}
 	}
+}
+
+// certificateError reports whether err is the server's certificate
+// failing verification: an unknown authority (self-signed, a private
+// CA), a name it does not cover, an expired one.
+func certificateError(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci)
 }
 
 // A first takeover holds the next connection attempt back for
