@@ -254,7 +254,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		}
 	}
 
-	cl, err := edgechat.Dial(ctx, opts)
+	cl, err := dial(ctx, cfg.Server, opts, out)
 	if err != nil && opts.Cursor != "" && errors.Is(err, edgechat.ErrBadOptions) {
 		// The server refuses the saved cursor (another server's, or a
 		// damaged file): start afresh rather than not at all.
@@ -263,7 +263,7 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		earlyMu.Lock()
 		early = nil
 		earlyMu.Unlock()
-		cl, err = edgechat.Dial(ctx, opts)
+		cl, err = dial(ctx, cfg.Server, opts, out)
 	}
 	if err != nil {
 		if endSignIn != nil {
@@ -382,4 +382,31 @@ func endThisSession(ctx context.Context, cl *edgechat.Client) {
 			return
 		}
 	}
+}
+
+// connectingNote is how long dial waits for the first connection before
+// it says that it waits (a variable for the tests).
+var connectingNote = time.Second
+
+// dial connects as edgechat.Dial does. The screen starts once it has:
+// until then the terminal showed nothing at all, for as long as the
+// server did not answer (a wrong --server, a node that is down), so it
+// says on out that it waits, once connectingNote has gone by.
+func dial(ctx context.Context, server string, opts edgechat.Options, out io.Writer) (*edgechat.Client, error) {
+	var mu sync.Mutex
+	done := false
+	t := time.AfterFunc(connectingNote, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			fmt.Fprintf(out, "connecting to %s... (no answer yet; Ctrl+C gives up)\r\n", server)
+		}
+	})
+	defer func() {
+		t.Stop()
+		mu.Lock()
+		done = true
+		mu.Unlock()
+	}()
+	return edgechat.Dial(ctx, opts)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	edgechat "github.com/edgechat/edgechat/clients/go"
 	"github.com/edgechat/edgechat/internal/snowflake"
+	"github.com/edgechat/edgechat/internal/testutil"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -382,5 +384,56 @@ func TestModelRewatchesPresenceAfterFirstMessage(t *testing.T) {
 	typeLine(m, "hi dave")
 	if !slices.Equal(fc.watches, []string{"dave", "dave"}) || m.st.presence["dave"] != edgechat.StatusOnline {
 		t.Fatalf("watches %v presence %q", fc.watches, m.st.presence["dave"])
+	}
+}
+
+// lockedBuffer is a strings.Builder safe for a writer and a reader in
+// two goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Started with --token against a server that does not answer (a wrong
+// --server, a node that is down), the client says on the terminal that
+// it is connecting, and when the user gives up, why the attempts
+// failed: the terminal stayed blank for as long as the user waited, and
+// Ctrl+C said only "context canceled".
+func TestRunSaysItWaitsForAServerThatDoesNotAnswer(t *testing.T) {
+	defer func(d time.Duration) { connectingNote = d }(connectingNote)
+	connectingNote = 100 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	var out lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Server: server, User: "alice", Token: "e30.eyJzdWIiOiJhbGljZSJ9.x"}, strings.NewReader(""), &out)
+	}()
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if !strings.Contains(out.String(), "connecting to "+server) {
+			return fmt.Errorf("the terminal shows %q", out.String())
+		}
+		return nil
+	})
+	cancel() // Ctrl+C
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Run: %v; want why the connection attempts failed", err)
 	}
 }
