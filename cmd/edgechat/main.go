@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -151,6 +152,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 2
 	default:
 		fmt.Fprintf(stderr, "edgechat: %v\n", err)
+		if untrustedCertificate(err) {
+			fmt.Fprint(stderr, untrustedHint)
+		}
 		return 1
 	}
+}
+
+// untrustedHint follows an error of a server certificate that this
+// machine's roots do not vouch for (docs/operations.md, TLS).
+const untrustedHint = "edgechat: the server's certificate is not trusted on this machine; for a self-signed certificate or a private CA, name its PEM file: SSL_CERT_FILE=ca.pem edgechat ...\n"
+
+// untrustedCertificate reports whether err is a server certificate
+// that failed verification for want of a trusted root.
+func untrustedCertificate(err error) bool {
+	var ua x509.UnknownAuthorityError
+	return errors.As(err, &ua)
 }
