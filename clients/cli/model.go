@@ -104,7 +104,7 @@ const (
 	saveEvery = 5 * time.Second
 	// quitSaveTimeout bounds saving the cursor when the user quits.
 	quitSaveTimeout = 5 * time.Second
-	helpText        = "commands: /open NAME, /group NAME|ID, /away (what came while away), /attach PATH [caption], /open-media [N], /sessions, /signout N, /quit"
+	helpText        = "commands: /open NAME, /group NAME|ID, /away (what came while away), /attach PATH [caption], /open-media [N], /retry (send again what was not sent), /sessions, /signout N, /quit"
 )
 
 var (
@@ -422,6 +422,9 @@ func (m *model) submit(line string) tea.Cmd {
 	if args, ok := strings.CutPrefix(line, "/signout"); ok && (args == "" || args[0] == ' ') {
 		return m.endSession(args)
 	}
+	if line == "/retry" {
+		return m.retry()
+	}
 	if line == "/help" {
 		m.input.Reset()
 		m.st.status = helpText
@@ -445,11 +448,39 @@ func (m *model) submit(line string) tea.Cmd {
 	return m.send(m.st.open, line)
 }
 
+// retry sends the open conversation's messages that were not sent again,
+// each under its CID: the server answers one it stored after all with
+// that copy rather than storing it twice.
+func (m *model) retry() tea.Cmd {
+	m.input.Reset()
+	if m.st.open == "" {
+		m.st.status = "open a conversation first: /retry sends its messages that were not sent"
+		return nil
+	}
+	again := m.st.retry(m.st.open)
+	if len(again) == 0 {
+		m.st.status = "nothing to send again in this conversation"
+		return nil
+	}
+	m.st.status = ""
+	cmds := make([]tea.Cmd, len(again))
+	for i, e := range again {
+		cmds[i] = m.sendAs(m.st.open, e.CID, e.Body)
+	}
+	m.refresh()
+	return tea.Sequence(cmds...)
+}
+
 // send shows the message at once and sends it in the background; the
 // stored copy replaces it, matched by CID.
 func (m *model) send(peer, body string) tea.Cmd {
 	cid := edgechat.NewCID()
 	m.st.addPending(peer, cid, body, m.now())
+	return m.sendAs(peer, cid, body)
+}
+
+// sendAs sends a message under cid in the background.
+func (m *model) sendAs(peer, cid, body string) tea.Cmd {
 	cl, ctx := m.cl, m.ctx
 	return func() tea.Msg {
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +134,45 @@ func TestHelpClearsTheInputLine(t *testing.T) {
 	typeLine(m, "/opne bob")
 	if m.input.Value() != "/opne bob" || !strings.Contains(m.st.status, `unknown command "/opne"`) || !strings.Contains(m.st.status, helpText) {
 		t.Fatalf("after /opne bob: status %q, input %q; want the word named, the commands, and the line kept to correct", m.st.status, m.input.Value())
+	}
+}
+
+// A message that was not sent because the server did not answer in time
+// (the node away for over sendTimeout) says so in words and can be sent
+// again with /retry, under its own CID, so that one the server did
+// store after all is not stored twice. The line said "not sent:
+// edgechat: publish to user/alice/newMessage not confirmed after 0
+// attempt(s): context deadline exceeded" and the only way on was to
+// type the message again, as a new one.
+func TestAMessageNotSentInTimeIsSentAgainWithRetry(t *testing.T) {
+	fc := &fakeClient{sendErr: fmt.Errorf("edgechat: publish to user/alice/newMessage not confirmed after 0 attempt(s): %w", context.DeadlineExceeded)}
+	now := t0
+	m := testModel(fc, &now)
+	typeLine(m, "/open alice")
+	typeLine(m, "hello while away")
+	c := m.st.conv("alice")
+	if len(c.entries) != 1 || c.entries[0].failed == "" {
+		t.Fatalf("entries after a send that timed out: %+v", c.entries)
+	}
+	line := ansi.Strip(renderEntryAt(c.entries[0], "me", now))
+	if strings.Contains(line, "publish to") || strings.Contains(line, "deadline") || !strings.Contains(line, "/retry") {
+		t.Fatalf("the failed line reads %q; want words a user reads and /retry", line)
+	}
+	fc.mu.Lock()
+	fc.sendErr = nil
+	fc.mu.Unlock()
+	typeLine(m, "/retry")
+	fc.mu.Lock()
+	sent := slices.Clone(fc.sent)
+	fc.mu.Unlock()
+	if len(sent) != 2 || sent[1].CID != sent[0].CID || sent[1].Body != "hello while away" {
+		t.Fatalf("sent %+v; want the message twice under one CID", sent)
+	}
+	if len(c.entries) != 1 || c.entries[0].failed != "" || c.entries[0].pending || c.entries[0].ID == "" || m.input.Value() != "" {
+		t.Fatalf("after /retry: entries %+v, input %q; want the one message, stored", c.entries, m.input.Value())
+	}
+	typeLine(m, "/retry")
+	if len(fc.sent) != 2 || !strings.Contains(m.st.status, "nothing") {
+		t.Fatalf("a second /retry: %d sends, status %q", len(fc.sent), m.st.status)
 	}
 }

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -303,11 +306,39 @@ func (s *state) sendFailed(peer, cid string, err error) {
 		return
 	}
 	for i := range c.entries {
-		if c.entries[i].pending && c.entries[i].CID == cid {
-			c.entries[i].pending = false
-			c.entries[i].failed = err.Error()
+		if e := &c.entries[i]; e.pending && e.CID == cid {
+			e.pending = false
+			e.failed = strings.TrimPrefix(err.Error(), "edgechat: ")
+			if retryable(*e) && errors.Is(err, context.DeadlineExceeded) {
+				// Not confirmed in time (the server away): it may
+				// have been stored, so it goes again under its CID.
+				e.failed = fmt.Sprintf("no answer from the server within %d minutes; /retry sends it again", int(sendTimeout/time.Minute))
+			}
 		}
 	}
+}
+
+// retryable reports whether /retry sends a failed entry again: a text
+// message of mine (an attachment is sent again with /attach).
+func retryable(e entry) bool {
+	return e.Type == "text" && e.Media == nil && !e.uploading
+}
+
+// retry makes the failed text messages of a conversation pending again,
+// for sending under their CIDs, and returns them.
+func (s *state) retry(peer string) []entry {
+	c := s.conv(peer)
+	if c == nil {
+		return nil
+	}
+	var again []entry
+	for i := range c.entries {
+		if e := &c.entries[i]; e.failed != "" && retryable(*e) {
+			e.failed, e.pending = "", true
+			again = append(again, *e)
+		}
+	}
+	return again
 }
 
 // prependHistory merges a page of history (newest first, as the server
