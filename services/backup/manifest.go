@@ -44,6 +44,11 @@ var (
 	// ErrDamaged: a backup file is missing, truncated, or its size or
 	// SHA-256 differs from the manifest's; or the manifest is unreadable.
 	ErrDamaged = errors.New("backup: damaged backup")
+	// ErrRenamed: a backup's directory (or prefix) has another name than
+	// its manifest's ID, the name it was written under (a copy made
+	// under another name): its files are read under the ID, and the
+	// time in the ID orders the backups of a place.
+	ErrRenamed = errors.New("backup: renamed backup")
 	// ErrNotFound: no backup at the given place.
 	ErrNotFound = errors.New("backup: no backup found")
 	// ErrNotEmpty: restore refuses a data directory that has a node in it.

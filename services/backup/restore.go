@@ -63,7 +63,7 @@ func readManifest(ctx context.Context, st Store, id string) (*Manifest, error) {
 		return nil, fmt.Errorf("backup %s: %w", id, err)
 	}
 	if m.ID != id {
-		return nil, fmt.Errorf("%w: backup %s: its manifest names backup %q", ErrDamaged, id, m.ID)
+		return nil, fmt.Errorf("%w: %s is backup %s under another name (its manifest names it): a backup keeps the name it was written under; rename it back to %s", ErrRenamed, id, m.ID, m.ID)
 	}
 	return m, nil
 }
