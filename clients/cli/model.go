@@ -699,8 +699,13 @@ func (m *model) refresh() {
 	sel := 0
 	for i, c := range m.st.convs {
 		lm := c.last
-		if n := len(c.entries); n > 0 {
-			lm = c.entries[n-1].Message
+		// The newest line, mine on its way included; not one of mine
+		// that was not sent, which stays at the bottom to be sent again.
+		for i := len(c.entries) - 1; i >= 0; i-- {
+			if c.entries[i].failed == "" {
+				lm = c.entries[i].Message
+				break
+			}
 		}
 		last := messageText(lm)
 		_, group := groupOf(c.peer)

@@ -176,3 +176,35 @@ func TestAMessageNotSentInTimeIsSentAgainWithRetry(t *testing.T) {
 		t.Fatalf("a second /retry: %d sends, status %q", len(fc.sent), m.st.status)
 	}
 }
+
+// The conversation list shows the newest message of each conversation
+// as its preview, not a message of mine that was not sent: a failed
+// line stays at the bottom of the chat (to be sent again), and the
+// preview showed it for good, whatever came after.
+func TestTheListPreviewIsNotAMessageThatWasNotSent(t *testing.T) {
+	fc := &fakeClient{sendErr: context.DeadlineExceeded}
+	now := t0
+	m := testModel(fc, &now)
+	typeLine(m, "/open alice")
+	typeLine(m, "unsent")
+	in := msg(7, "alice", "me", "newer")
+	m.Update(incomingMsg(in))
+	preview := func() string {
+		for _, it := range m.list.Items() {
+			if c := it.(convItem); c.peer == "alice" {
+				return c.last
+			}
+		}
+		return "(no alice in the list)"
+	}
+	if p := preview(); p != "newer" {
+		t.Fatalf("alice's preview %q after her message came; want %q", p, "newer")
+	}
+	fc.mu.Lock()
+	fc.sendErr = nil
+	fc.mu.Unlock()
+	typeLine(m, "sent")
+	if p := preview(); p != "sent" {
+		t.Fatalf("alice's preview %q after my message was sent; want it", p)
+	}
+}
