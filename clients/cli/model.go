@@ -632,6 +632,17 @@ func (m *model) watch(peer string) tea.Cmd {
 	}
 }
 
+// shownPresence is a peer's presence as the screen shows it: none while
+// this client is offline ("reconnecting…"), when what it last heard may
+// no longer hold and no change would reach it. The last heard is kept:
+// it shows again once the connection is back, where changes arrive.
+func (m *model) shownPresence(peer string) string {
+	if !m.st.online {
+		return ""
+	}
+	return m.st.presence[peer]
+}
+
 // presenceNow asks the presence of the open direct chat's peer while
 // none has come (one request, for the chat the user looks at).
 func (m *model) presenceNow(peer string) tea.Cmd {
@@ -712,7 +723,7 @@ func (m *model) refresh() {
 		if group && lm.From != "" {
 			last = m.senderName(lm.From) + ": " + last // who said it
 		}
-		items = append(items, convItem{width: m.list.Width() - 2, peer: c.peer, title: m.st.title(c.peer), group: group, unread: c.unread, presence: m.st.presence[c.peer], last: oneLine(last, m.list.Width()-6)})
+		items = append(items, convItem{width: m.list.Width() - 2, peer: c.peer, title: m.st.title(c.peer), group: group, unread: c.unread, presence: m.shownPresence(c.peer), last: oneLine(last, m.list.Width()-6)})
 		if c.peer == m.st.open {
 			sel = i
 		}
@@ -836,8 +847,8 @@ func (m *model) View() string {
 			header += " " + stDim.Render(safeText(strings.Join(who, ", "), false)+" typing…")
 		}
 	} else if m.st.open != "" {
-		header = presenceDot(m.st.presence[m.st.open]) + " " + stHeader.Render(safeText(m.st.open, false))
-		if s := m.st.presence[m.st.open]; s != "" {
+		header = presenceDot(m.shownPresence(m.st.open)) + " " + stHeader.Render(safeText(m.st.open, false))
+		if s := m.shownPresence(m.st.open); s != "" {
 			header += " " + stDim.Render(safeText(s, false))
 		}
 		if m.st.isTyping(m.st.open, m.now()) {

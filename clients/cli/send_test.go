@@ -208,3 +208,28 @@ func TestTheListPreviewIsNotAMessageThatWasNotSent(t *testing.T) {
 		t.Fatalf("alice's preview %q after my message was sent; want it", p)
 	}
 }
+
+// While the client is offline ("reconnecting…") it shows nobody's
+// presence, since no change would reach it: it went on showing "● bob
+// online" in the chat's header and the list for as long as its own
+// connection was down, while bob may have gone. The last heard shows
+// again once the connection is back.
+func TestPresenceIsNotShownWhileOffline(t *testing.T) {
+	fc := &fakeClient{}
+	now := t0
+	m := testModel(fc, &now)
+	m.Update(connMsg{up: true})
+	typeLine(m, "/open alice")
+	m.Update(presenceMsg{uid: "alice", status: edgechat.StatusOnline})
+	if v := ansi.Strip(m.View()); !strings.Contains(v, "alice online") {
+		t.Fatalf("online: the screen does not say alice is online:\n%s", v)
+	}
+	m.Update(connMsg{up: false})
+	if v := ansi.Strip(m.View()); strings.Contains(v, "online") || strings.Contains(v, "●") || !strings.Contains(v, "reconnecting") {
+		t.Fatalf("offline: the screen still shows alice's presence:\n%s", v)
+	}
+	m.Update(connMsg{up: true})
+	if v := ansi.Strip(m.View()); !strings.Contains(v, "alice online") {
+		t.Fatalf("back online: alice's last heard presence is gone:\n%s", v)
+	}
+}
