@@ -60,6 +60,9 @@ type (
 	// groupsChangedMsg: a group of mine was created, renamed or changed
 	// members (user/{me}/events).
 	groupsChangedMsg struct{}
+	// undeliverableMsg: a message of mine to another region was refused
+	// there for good (the "undeliverable" event).
+	undeliverableMsg struct{ id, to, group, reason string }
 	// saveDueMsg: time to save the sync cursor; savedMsg: it was saved
 	// (or not: err).
 	saveDueMsg struct{}
@@ -258,6 +261,12 @@ func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	case groupsChangedMsg:
 		cmds = append(cmds, m.loadGroups())
+	case undeliverableMsg:
+		key := msg.to
+		if msg.group != "" {
+			key = groupKey(msg.group)
+		}
+		m.st.undeliverable(key, msg.id, msg.reason)
 	case saveDueMsg:
 		cmds = append(cmds, m.save())
 	case savedMsg:
@@ -797,6 +806,32 @@ func stamp(at, now time.Time) string {
 	return at.Format("2006-01-02 15:04")
 }
 
+// undeliverableText says why another region refused a message for good
+// (docs/regions.md, Undeliverable messages).
+func undeliverableText(m edgechat.Message) string {
+	to := m.To
+	if m.Group != "" {
+		to = "the group"
+	}
+	region := "that region"
+	if _, r, ok := strings.Cut(m.To, "@"); ok && m.Group == "" {
+		region = r
+	}
+	switch m.Reason {
+	case "no_such_user":
+		return "no such user in " + region
+	case "forbidden":
+		return to + " does not accept your messages"
+	case "invalid":
+		return region + " does not accept this message"
+	case "expired":
+		return region + " could not be reached for too long"
+	case "":
+		return region + " refused it"
+	}
+	return region + " refused it: " + m.Reason
+}
+
 // renderEntryAt is a message's line, stamped as seen at now.
 func renderEntryAt(e entry, me string, now time.Time) string {
 	ts := "--:--"
@@ -814,6 +849,8 @@ func renderEntryAt(e entry, me string, now time.Time) string {
 	switch {
 	case e.failed != "":
 		line += " " + stErr.Render("(not sent: "+safeText(e.failed, false)+")")
+	case e.Status == "undeliverable":
+		line += " " + stErr.Render("(not delivered: "+safeText(undeliverableText(e.Message), false)+")")
 	case e.uploading && e.sent < e.total:
 		line += " " + stDim.Render(progressBar(e.sent, e.total, progressWidth))
 	case e.uploading:

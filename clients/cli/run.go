@@ -246,11 +246,8 @@ func Run(ctx context.Context, cfg Config, in io.Reader, out io.Writer) error {
 		deliver(statusMsg("signed out: this session was ended, the password changed or the account suspended; /quit and sign in again"))
 	}
 	opts.OnEvent = func(raw []byte) {
-		var ev struct {
-			Type string `json:"type"`
-		}
-		if json.Unmarshal(raw, &ev) == nil && strings.HasPrefix(ev.Type, "group.") {
-			deliver(groupsChangedMsg{}) // a group of mine was created or changed: list them again
+		if msg := eventMsg(raw); msg != nil {
+			deliver(msg)
 		}
 	}
 
@@ -409,4 +406,27 @@ func dial(ctx context.Context, server string, opts edgechat.Options, out io.Writ
 		mu.Unlock()
 	}()
 	return edgechat.Dial(ctx, opts)
+}
+
+// eventMsg is what the screen takes of an event of user/{me}/events, or
+// nil.
+func eventMsg(raw []byte) tea.Msg {
+	var ev struct {
+		Type   string `json:"type"`
+		ID     string `json:"id"`
+		To     string `json:"to"`
+		Group  string `json:"group"`
+		Reason string `json:"reason"`
+	}
+	if json.Unmarshal(raw, &ev) != nil {
+		return nil
+	}
+	switch {
+	case strings.HasPrefix(ev.Type, "group."):
+		return groupsChangedMsg{} // a group of mine was created or changed: list them again
+	case ev.Type == "undeliverable" && ev.ID != "" && (ev.To != "" || ev.Group != ""):
+		// A message of mine another region refused for good (regions.md).
+		return undeliverableMsg{id: ev.ID, to: ev.To, group: ev.Group, reason: ev.Reason}
+	}
+	return nil
 }

@@ -318,6 +318,20 @@ func (s *state) sendFailed(peer, cid string, err error) {
 	}
 }
 
+// undeliverable marks my message id of a conversation as refused for
+// good by another region; one not shown here shows so with its history.
+func (s *state) undeliverable(peer, id, reason string) {
+	c := s.conv(peer)
+	if c == nil {
+		return
+	}
+	for i := range c.entries {
+		if e := &c.entries[i]; e.ID == id {
+			e.Status, e.Reason = "undeliverable", reason
+		}
+	}
+}
+
 // retryable reports whether /retry sends a failed entry again: a text
 // message of mine (an attachment is sent again with /attach).
 func retryable(e entry) bool {
