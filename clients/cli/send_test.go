@@ -233,3 +233,28 @@ func TestPresenceIsNotShownWhileOffline(t *testing.T) {
 		t.Fatalf("back online: alice's last heard presence is gone:\n%s", v)
 	}
 }
+
+// A message the server refuses says the server's words, not the MQTT
+// packet's: by hand, /open ghost (no such user) and a message read "(not
+// sent: publish refused (reason 0x90): topic name invalid: no such
+// user)".
+func TestARefusedMessageSaysWhyInWords(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&edgechat.PublishError{Reason: 0x90, Text: "topic name invalid: no such user"}, "(not sent: no such user)"},
+		{&edgechat.PublishError{Reason: 0x87, Text: "not authorized: bob does not accept your messages"}, "(not sent: bob does not accept your messages)"},
+		{&edgechat.PublishError{Reason: 0x99}, "(not sent: the server refused it (0x99))"},
+	} {
+		fc := &fakeClient{sendErr: tc.err}
+		now := t0
+		m := testModel(fc, &now)
+		typeLine(m, "/open ghost")
+		typeLine(m, "hello ghost")
+		c := m.st.conv("ghost")
+		if line := ansi.Strip(renderEntryAt(c.entries[0], "me", now)); !strings.HasSuffix(line, tc.want) {
+			t.Errorf("refused with %v: the line reads %q; want it to end %q", tc.err, line, tc.want)
+		}
+	}
+}

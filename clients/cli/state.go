@@ -308,7 +308,7 @@ func (s *state) sendFailed(peer, cid string, err error) {
 	for i := range c.entries {
 		if e := &c.entries[i]; e.pending && e.CID == cid {
 			e.pending = false
-			e.failed = strings.TrimPrefix(err.Error(), "edgechat: ")
+			e.failed = failure(err)
 			if retryable(*e) && errors.Is(err, context.DeadlineExceeded) {
 				// Not confirmed in time (the server away): it may
 				// have been stored, so it goes again under its CID.
@@ -330,6 +330,23 @@ func (s *state) undeliverable(peer, id, reason string) {
 			e.Status, e.Reason = "undeliverable", reason
 		}
 	}
+}
+
+// failure says why a send failed, in the server's words when it refused
+// the message: its reason string without the MQTT reason's name before
+// them ("topic name invalid: no such user" is "no such user").
+func failure(err error) string {
+	var pe *edgechat.PublishError
+	if errors.As(err, &pe) {
+		if pe.Text == "" {
+			return fmt.Sprintf("the server refused it (0x%02x)", pe.Reason)
+		}
+		if _, words, ok := strings.Cut(pe.Text, ": "); ok && words != "" {
+			return words
+		}
+		return pe.Text
+	}
+	return strings.TrimPrefix(err.Error(), "edgechat: ")
 }
 
 // retryable reports whether /retry sends a failed entry again: a text
