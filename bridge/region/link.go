@@ -310,8 +310,14 @@ func (l *linkClient) dial(ctx context.Context, d *dialAttempt) {
 	l.dialing = nil
 	if err != nil {
 		d.err = err
+		// The link's status says why it is down; the log says it once
+		// per change of reason (the attempts repeat every few seconds).
+		if l.stats.setFailure(err.Error()) {
+			l.log.Warn("region link cannot connect; its messages wait in the outbox", "link", l.link.Name, "url", l.link.URL, "error", err)
+		}
 		return
 	}
+	l.stats.setFailure("")
 	l.m.connects.WithLabelValues(l.link.Name, "connected").Inc()
 	l.log.Info("region link connected", "link", l.link.Name, "url", l.link.URL)
 	l.cl, l.alive, l.sess = cl, ctxOfDone(cl.Done()), sess // one goroutine per connection, ending with it
@@ -380,16 +386,21 @@ func (l *linkClient) open(ctx context.Context) (*paho.Client, *ackSession, error
 		if ca != nil && ca.Properties != nil {
 			reason = ca.Properties.ReasonString
 		}
+		// The error says the reason string once: paho's may carry it.
+		said := ""
+		if !strings.Contains(err.Error(), reason) {
+			said = " " + reason
+		}
 		if ca != nil && ca.ReasonCode == 0x87 && strings.Contains(reason, numberClash) {
 			// Both regions mint IDs with the same number: the other side
 			// refused and said so; say it here too, where the messages wait.
 			l.m.connects.WithLabelValues(l.link.Name, "number_clash").Inc()
 			l.log.Error("region link refused: the other region has this region's number; give each linked region its own --region-number",
 				"link", l.link.Name, "number", l.number, "reason", reason)
-			return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
+			return nil, nil, fmt.Errorf("region: link %s: connect: %w%s", l.link.Name, err, said)
 		}
 		l.m.connects.WithLabelValues(l.link.Name, "refused").Inc()
-		return nil, nil, fmt.Errorf("region: link %s: connect: %w %s", l.link.Name, err, reason)
+		return nil, nil, fmt.Errorf("region: link %s: connect: %w%s", l.link.Name, err, said)
 	}
 	return cl, sess, nil
 }

@@ -59,6 +59,10 @@ type LinkStatus struct {
 	Sent         Traffic `json:"sent"`     // by this node: messages the other region acknowledged
 	Received     Traffic `json:"received"` // on this node: messages and ephemeral traffic from the other region
 	Expired      uint64  `json:"expired"`  // messages dropped by --link-retention, by this node while leading
+	// Error is why the last connection attempt failed, while the link is
+	// down (the other region refused its secret or number, a dial or TLS
+	// error); empty otherwise.
+	Error string `json:"error,omitempty"`
 }
 
 // Traffic is a count of messages and bytes.
@@ -83,6 +87,8 @@ func (b *Bridge) Status() []LinkStatus {
 			ls.State, ls.Since = "down", since
 			if up {
 				ls.State = "up"
+			} else {
+				ls.Error = st.lastFailure()
 			}
 		}
 		ls.Backlog, _ = b.Backlog(name)

@@ -20,6 +20,28 @@ type linkStats struct {
 	mu    sync.Mutex
 	up    bool
 	since time.Time // of the last change of up
+	// failure is why the last connection attempt of this node's link
+	// failed; empty once one succeeded.
+	failure string
+}
+
+// setFailure records why a connection attempt failed ("" for one that
+// succeeded) and reports whether that is a change.
+func (s *linkStats) setFailure(why string) bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.failure != why
+	s.failure = why
+	return changed
+}
+
+func (s *linkStats) lastFailure() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failure
 }
 
 func (s *linkStats) out(n int) {

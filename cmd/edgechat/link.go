@@ -83,5 +83,13 @@ func printLinkStatus(w io.Writer, body []byte) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d msgs, %s\t%d msgs, %s\t%d\t%s\n", l.Name, l.State, l.Backlog, oldest,
 			l.Sent.Messages, humanBytes(int64(l.Sent.Bytes)), l.Received.Messages, humanBytes(int64(l.Received.Bytes)), l.Expired, l.URL)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, l := range st.Links {
+		if l.Error != "" {
+			fmt.Fprintf(w, "%s: cannot connect: %s\n", l.Name, l.Error)
+		}
+	}
+	return nil
 }

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgechat/edgechat/node"
 	"github.com/edgechat/edgechat/node/nodetest"
@@ -28,14 +30,24 @@ func TestLinkStatusCommand(t *testing.T) {
 	admin := n.NewUser(t, "alice") // the first account is an admin
 	user := n.NewUser(t, "bob")
 	var out, errOut bytes.Buffer
-	if code := run(context.Background(), []string{"link", "status", "--server", n.HTTPURL, "--token", admin}, nil, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 3 || lines[0] != "region eu" || !strings.HasPrefix(lines[1], "LINK") ||
-		!strings.Contains(lines[2], "us ") || !strings.Contains(lines[2], " down ") || !strings.Contains(lines[2], "tcp://127.0.0.1:1") {
-		t.Fatalf("output:\n%s", out.String())
-	}
+	// Once the link's first attempt has failed, a line below the table
+	// says why (the link is down: nothing listens at its URL).
+	nodetest.CheckFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		out.Reset()
+		errOut.Reset()
+		if code := run(context.Background(), []string{"link", "status", "--server", n.HTTPURL, "--token", admin}, nil, &out, &errOut); code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut.String())
+		}
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) < 3 || lines[0] != "region eu" || !strings.HasPrefix(lines[1], "LINK") ||
+			!strings.Contains(lines[2], "us ") || !strings.Contains(lines[2], " down ") || !strings.Contains(lines[2], "tcp://127.0.0.1:1") {
+			t.Fatalf("output:\n%s", out.String())
+		}
+		if len(lines) != 4 || !strings.HasPrefix(lines[3], "us: cannot connect: ") || !strings.Contains(lines[3], "connection refused") {
+			return fmt.Errorf("output:\n%s", out.String())
+		}
+		return nil
+	})
 	out.Reset()
 	errOut.Reset()
 	if code := run(context.Background(), []string{"link", "status", "--server", n.HTTPURL, "--token", user}, nil, &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "403") {
