@@ -183,3 +183,36 @@ func TestModelSavesTheCursorBeforeQuitting(t *testing.T) {
 		t.Fatal("the quit's save hangs")
 	}
 }
+
+// Removed from a group (or having left it on another device) while its
+// chat is open, the chat keeps the group's name and says that I am no
+// longer a member: by hand, the header and the list turned to the
+// group's ID ("# hub2c7pnmqdh73dq") with no word of why, and the next
+// message was refused.
+func TestARemovedGroupKeepsItsNameAndSaysSo(t *testing.T) {
+	const gid = "k3v9q2m8x7c1z0ab"
+	fc := &fakeClient{groups: []edgechat.Group{{ID: gid, Name: "Team", MemberCount: 3}}}
+	now := t0
+	m := testModel(fc, &now)
+	run(m, m.loadGroups())
+	typeLine(m, "/group Team")
+	if v := m.View(); !strings.Contains(v, "# Team · 3 members") {
+		t.Fatalf("the open group:\n%s", v)
+	}
+	fc.mu.Lock()
+	fc.groups = nil // removed
+	fc.mu.Unlock()
+	m.Update(groupsChangedMsg{})
+	run(m, m.loadGroups())
+	v := m.View()
+	if strings.Contains(v, gid) || !strings.Contains(v, "# Team") || !strings.Contains(v, "no longer a member") {
+		t.Fatalf("after my removal the chat reads:\n%s", v)
+	}
+	fc.mu.Lock()
+	fc.groups = []edgechat.Group{{ID: gid, Name: "Team", MemberCount: 4}} // added back
+	fc.mu.Unlock()
+	run(m, m.loadGroups())
+	if v := m.View(); strings.Contains(v, "no longer a member") || !strings.Contains(v, "# Team · 4 members") {
+		t.Fatalf("added back:\n%s", v)
+	}
+}

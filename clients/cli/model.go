@@ -876,6 +876,8 @@ func (m *model) View() string {
 		header = stHeader.Render(m.st.title(m.st.open))
 		if g, ok := m.st.groups[gid]; ok && g.members > 0 {
 			header += " " + stDim.Render(fmt.Sprintf("· %d members", g.members))
+		} else if !ok && m.st.formerGroup(gid) {
+			header += " " + stErr.Render("· you are no longer a member")
 		}
 		if who := m.st.typists(m.st.open, m.now()); len(who) > 0 {
 			if len(who) > 3 {

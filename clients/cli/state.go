@@ -87,6 +87,9 @@ type state struct {
 	status   string
 	online   bool
 	groups   map[string]groupInfo // my groups by ID, from the groups list
+	// former are the names of groups that were mine and left the list
+	// (I left, or was removed): their chats keep the name and say so.
+	former map[string]string
 
 	// resumed: this start resumed from a saved sync cursor; away are the
 	// messages that came in while the client was not running, shown
@@ -113,6 +116,9 @@ func (s *state) title(key string) string {
 	if g, known := s.groups[gid]; known && strings.TrimSpace(g.name) != "" {
 		return "# " + displayName(g.name)
 	}
+	if name := s.former[gid]; strings.TrimSpace(name) != "" {
+		return "# " + displayName(name)
+	}
 	return "# " + safeText(gid, false)
 }
 
@@ -125,6 +131,15 @@ func (s *state) setGroups(list []edgechat.Group) {
 	for _, g := range list {
 		now[g.ID] = groupInfo{name: g.Name, members: g.MemberCount}
 		s.ensure(groupKey(g.ID))
+		delete(s.former, g.ID)
+	}
+	for gid, g := range s.groups {
+		if _, still := now[gid]; !still {
+			if s.former == nil {
+				s.former = map[string]string{}
+			}
+			s.former[gid] = g.name
+		}
 	}
 	s.groups = now
 	s.convs = slices.DeleteFunc(s.convs, func(c *conv) bool {
@@ -132,6 +147,12 @@ func (s *state) setGroups(list []edgechat.Group) {
 		_, mine := now[gid]
 		return ok && !mine && c.peer != s.open && len(c.entries) == 0
 	})
+}
+
+// formerGroup reports whether gid was one of my groups and is no more.
+func (s *state) formerGroup(gid string) bool {
+	_, ok := s.former[gid]
+	return ok
 }
 
 // findGroup finds one of my groups by name (case-insensitive) or ID.
