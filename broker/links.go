@@ -69,7 +69,7 @@ func linkGroupTyping(topic, region string) bool {
 	return ok && tail == "typing/"+region && (gid == "+" || wire.ValidGroupID(gid) == nil)
 }
 
-var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: not a link of this region"}, v3: 0x04, metric: "connect_link"}
+var refuseLink = connRefusal{v5: packets.Code{Code: 0x86, Reason: "bad username or password: not a link of this region, or not its secret or certificate"}, v3: 0x04, metric: "connect_link"}
 
 // isLinkID tells whether a client ID or username is a link's.
 func isLinkID(s string) bool { return strings.HasPrefix(s, LinkPrefix) }

@@ -15,7 +15,10 @@ import (
 // differed showed "down" on both sides and nothing more, and the
 // dialling side logged its failures at debug level only (the operator
 // had to find "region link refused: wrong secret" in the OTHER region's
-// log).
+// log). The other region's reason names the secret among the causes:
+// it said "not a link of this region" of a configured link whose
+// secret was wrong (it still does not tell which: a stranger learns
+// nothing of the links configured).
 func TestALinkThatCannotConnectSaysWhy(t *testing.T) {
 	eu, _ := startRegions(t, 1, "eu", "us", map[string]string{"eu": "not-the-secret-us-holds!"})
 	adminTok := eu.newUser(t, "alice") // the first account is an admin
@@ -35,6 +38,9 @@ func TestALinkThatCannotConnectSaysWhy(t *testing.T) {
 		}
 		if !strings.Contains(l.Error, "bad username or password") {
 			return fmt.Errorf("a link refused for its secret shows error %q", l.Error)
+		}
+		if !strings.Contains(l.Error, "secret") {
+			return fmt.Errorf("a link refused for its secret shows error %q, which does not name the secret", l.Error)
 		}
 		if strings.Count(l.Error, "bad username or password") != 1 {
 			t.Fatalf("the error says the other region's reason more than once: %q", l.Error)
