@@ -94,6 +94,7 @@ Usage:
   edgechat cluster status|leave|remove NODE   cluster members, leader, Raft indexes, lag; leave; remove a dead node
   edgechat backup --to DIR|s3://B/P [--data DIR | --token T]  write a consistent backup of the running cluster
   edgechat restore --from DIR|s3://B/P --data DIR [--config FILE]  build the first node of a new cluster from a backup (checked first)
+  edgechat recover --data DIR                 make a stopped node the only voter of a cluster that lost its majority for good (keeps its log)
   edgechat archive status [--data DIR]        hot and sealed archive tiers of a running node (GET /admin/archive)
   edgechat link status [--data DIR | --token T]  each region link's state, backlog, oldest queued message, traffic (GET /admin/links)
   edgechat health [--url URL]                 exit 0 when the node answers /readyz (container health checks)
@@ -127,6 +128,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = backupCmd(ctx, args[1:], stdout)
 	case "restore":
 		err = restoreCmd(ctx, args[1:], stdout, stderr)
+	case "recover":
+		err = recoverCmd(ctx, args[1:], stdout)
 	case "archive":
 		err = archiveCmd(ctx, args[1:], stdout)
 	case "link":
