@@ -163,6 +163,13 @@ type Config struct {
 	// leader refuses a joiner below the cluster's level.
 	FeatureLevel uint32
 
+	// ArchiveStore names where this node keeps sealed message segments
+	// (node: "local", "s3 bucket NAME"), sent with its join requests: a
+	// leader whose own differs refuses the joiner, which would read
+	// segments from where they are not (services/archive). "": not
+	// checked (a version before the check, tests of this package).
+	ArchiveStore string
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -304,6 +311,10 @@ type Raft struct {
 	catchUp     catchUp         // feeds followers that are behind while idle (catchup.go)
 	helpers     helpers         // the announcer's and catch-up's goroutines
 	quick       quickElection   // a lone voter elects itself at once (quickstart.go)
+	// joinRefused carries the leader's refusal of this node's join when
+	// its archive store differs from the cluster's (JoinRefused);
+	// buffered, sent once.
+	joinRefused chan error
 }
 
 // New opens the Raft stores under cfg.DataDir, binds the transport and
@@ -483,6 +494,7 @@ func New(cfg Config, f *fsm.FSM) (_ *Raft, err error) {
 		fwdSeq:   newForwardSeq(),
 		peerStat: make(map[string]peerStatus),
 	}
+	n.joinRefused = make(chan error, 1)
 	if votes != nil {
 		votes.census = n.candidateHoldsAll
 		go votes.relay(trans.Consumer())

@@ -34,6 +34,10 @@ var (
 	// ErrOlderVersion means a join was refused: the joiner supports a
 	// lower feature level than the cluster's (cluster/featurelevel).
 	ErrOlderVersion = fmt.Errorf("cluster: join refused: %w", wire.ErrInvalid)
+	// ErrArchiveStore means a join was refused: the joiner keeps sealed
+	// message segments in another store than the leader
+	// (Config.ArchiveStore).
+	ErrArchiveStore = fmt.Errorf("cluster: join refused: %w", wire.ErrInvalid)
 	// ErrLastVoter means the only voter cannot leave its own cluster or
 	// be removed from it.
 	ErrLastVoter = fmt.Errorf("cluster: the last voter cannot leave or be removed: %w", wire.ErrInvalid)
@@ -62,6 +66,7 @@ const (
 	codeNameInUse   = "name_in_use"   // a live member has the joiner's name; nothing done
 	codeLastVoter   = "last_voter"    // the only voter cannot be removed; nothing done
 	codeOlder       = "older_version" // the joiner supports a lower feature level than the cluster's; nothing done
+	codeArchive     = "archive_store" // the joiner keeps sealed segments in another store than the leader; nothing done
 )
 
 // The argument and reply types of the node's own "Cluster" RPC service.
@@ -116,6 +121,9 @@ type (
 		// FeatureLevel is the highest cluster feature level the joiner
 		// supports (Config.FeatureLevel); 0 from a version without levels.
 		FeatureLevel uint32
+		// ArchiveStore is where the joiner keeps sealed message segments
+		// (Config.ArchiveStore); "" from an earlier version: not checked.
+		ArchiveStore string
 	}
 	RemoveArgs struct {
 		Name      string
@@ -172,6 +180,8 @@ func codeErr(code, msg string) error {
 		return fmt.Errorf("%w: %s", ErrNameInUse, msg)
 	case codeOlder:
 		return fmt.Errorf("%w: %s", ErrOlderVersion, msg)
+	case codeArchive:
+		return fmt.Errorf("%w: %s", ErrArchiveStore, msg)
 	case codeLastVoter:
 		return fmt.Errorf("%w: %s", ErrLastVoter, msg)
 	case codeNotLeader:
@@ -299,6 +309,13 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	if level := featurelevel.Of(n.fsm.DB()); a.FeatureLevel < level {
 		return codeOlder, fmt.Sprintf("node %s supports cluster feature level %d, below the cluster's %d: it runs an older version; upgrade it",
 			a.Name, a.FeatureLevel, level)
+	}
+	// A node whose sealed segments live elsewhere than the leader's would
+	// read those the cluster seals from where they are not (or, leading,
+	// seal where the others do not read).
+	if a.ArchiveStore != "" && n.cfg.ArchiveStore != "" && a.ArchiveStore != n.cfg.ArchiveStore {
+		return codeArchive, fmt.Sprintf("node %s keeps sealed message segments in %s, the cluster (its leader %s) in %s: every node of a cluster must use the same --archive-store (and, with s3, --s3-archive-bucket); start %s with the cluster's",
+			a.Name, a.ArchiveStore, n.cfg.NodeName, n.cfg.ArchiveStore, a.Name)
 	}
 	for _, s := range n.configuration() {
 		switch {
@@ -846,6 +863,11 @@ func (n *Raft) tryBootstrap(ctx context.Context, attempt int) bool {
 	}
 }
 
+// JoinRefused delivers the leader's refusal of this node's join when
+// asking again cannot help (its archive store is not the cluster's,
+// ErrArchiveStore): the node stops with it.
+func (n *Raft) JoinRefused() <-chan error { return n.joinRefused }
+
 // tryJoin sends a Join request to the listed members in turn; moved:
 // only to have this member's address updated (JoinArgs.Moved).
 func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
@@ -853,7 +875,7 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
 	for _, addr := range n.peerAddrs() {
 		cctx, cancel := context.WithTimeout(ctx, membershipTimeout)
 		var r ChangeReply
-		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: moved, FeatureLevel: n.cfg.FeatureLevel}, &r)
+		err := n.Call(cctx, addr, clusterService+".Join", &JoinArgs{Name: n.cfg.NodeName, Addr: n.Addr(), Moved: moved, FeatureLevel: n.cfg.FeatureLevel, ArchiveStore: n.cfg.ArchiveStore}, &r)
 		cancel()
 		if err == nil {
 			err = codeErr(r.Code, r.Message)
@@ -878,6 +900,16 @@ func (n *Raft) tryJoin(ctx context.Context, attempt int, moved bool) bool {
 				n.log.Error("cannot join: the cluster runs a newer version", "node", n.cfg.NodeName, "err", err)
 			}
 			return false
+		}
+		if errors.Is(err, ErrArchiveStore) {
+			// The node's own configuration is wrong (or the cluster's):
+			// asking again cannot help. The node stops (JoinRefused).
+			n.log.Error("cannot join: this node's archive store is not the cluster's", "node", n.cfg.NodeName, "err", err)
+			select {
+			case n.joinRefused <- err:
+			default:
+			}
+			return true
 		}
 		if errors.Is(err, ErrNameInUse) {
 			// Not a transient failure: say so at once, and keep asking

@@ -187,3 +187,44 @@ func (n *Node) fetchSegment(ctx context.Context, key string) (io.ReadCloser, err
 	}
 	return nil, fmt.Errorf("node: segment %s: %w", key, errors.Join(errs...))
 }
+
+// archiveStoreID names where this node keeps sealed segments, as the
+// members compare it: "local" (each node's {data}/archive) or "s3 bucket
+// NAME". The S3 endpoint is not part of it (the nodes may reach one
+// store by different names).
+func (c Config) archiveStoreID() string {
+	if c.archiveStoreKind() == MediaStoreS3 {
+		return "s3 bucket " + c.S3ArchiveBucket
+	}
+	return MediaStoreLocal
+}
+
+// checkArchiveStores, on the leader before it seals, asks every member
+// where it keeps sealed segments: a member whose store differs from this
+// node's would read the segments sealed now from where they are not (an
+// S3 node ignores the copy a local store's seal carries; a node on
+// another bucket finds nothing), so sealing waits until they agree. A
+// member that does not answer, or of an earlier version (it says
+// nothing), is not counted.
+func (n *Node) checkArchiveStores(ctx context.Context) (mismatched int, err error) {
+	own := n.cfg.archiveStoreID()
+	var others []string
+	for _, m := range n.raft.Members() {
+		if m.Name == n.cfg.NodeID {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := n.peerInfo(cctx, m)
+		cancel()
+		if err != nil || info.ArchiveStore == "" || info.ArchiveStore == own {
+			continue
+		}
+		mismatched++
+		others = append(others, m.Name+" keeps them in "+info.ArchiveStore)
+	}
+	if mismatched > 0 {
+		return mismatched, fmt.Errorf("this node (%s) keeps sealed message segments in %s, but %s: every node of a cluster must use the same --archive-store (and, with s3, --s3-archive-bucket)",
+			n.cfg.NodeID, own, strings.Join(others, ", "))
+	}
+	return 0, nil
+}

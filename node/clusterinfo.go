@@ -154,7 +154,7 @@ func (n *Node) selfInfo() clusterapi.NodeInfo {
 	}
 	return clusterapi.NodeInfo{Name: n.cfg.NodeID, MQTT: mqttURL, WS: wsURL, HTTP: httpURL,
 		Connections: n.Broker.Connections(), Ready: n.readiness() == nil, PeerHTTP: peerHTTP,
-		FeatureLevel: n.supportedFeatureLevel()}
+		FeatureLevel: n.supportedFeatureLevel(), ArchiveStore: n.cfg.archiveStoreID()}
 }
 
 // peerHTTPURL is the base URL of member m's HTTP API for this node's own

@@ -285,6 +285,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		LeaderLeaseTimeout: raftTimeout / 2,
 		DownAfter:          n.cfg.NodeDownAfter,
 		FeatureLevel:       n.supportedFeatureLevel(),
+		ArchiveStore:       n.cfg.archiveStoreID(),
 		Logger:             n.log,
 		Registerer:         n.registry,
 	}
@@ -353,7 +354,7 @@ func (n *Node) buildServices() (err error) {
 	n.Archive, err = archive.New(archive.Deps{DB: n.db, Proposer: n.raft, FSM: n.fsm, Publisher: n.link, IDs: n.ids,
 		Users: n.Auth, Groups: membership{n.Users}, Blocks: n.Users, Outbox: outboxes{pushStaging{n.Push}, n.Region}, Regions: n.Region,
 		Media: n.Media, Logger: log, Live: n.link,
-		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, Backups: n.backupStatus, ReadBarrier: n.raft.ReadBarrier, Registerer: reg})
+		Segments: segments, SegmentCacheBytes: n.cfg.ArchiveCacheBytes, FetchSegment: n.fetchSegment, StoreCheck: n.checkArchiveStores, Backups: n.backupStatus, ReadBarrier: n.raft.ReadBarrier, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -674,6 +675,24 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		}
 	}()
 
+	// A node the cluster refuses for good (its archive store is not the
+	// cluster's) stops with the refusal, while it waits for its cluster.
+	refused := make(chan error, 1)
+	go func() {
+		select {
+		case err := <-n.raft.JoinRefused():
+			refused <- fmt.Errorf("node: %w", err)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer func() {
+		select {
+		case e := <-refused:
+			err = e
+		default:
+		}
+	}()
 	// Raft runs until release closes it, after every other part stopped.
 	raftDone := make(chan error, 1)
 	go func() { raftDone <- n.raft.Run(context.Background()) }()

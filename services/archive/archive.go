@@ -188,6 +188,10 @@ type Deps struct {
 	// index entries of segments sealed before, not their files); nil: a
 	// missing segment is an error.
 	FetchSegment func(ctx context.Context, key string) (io.ReadCloser, error)
+	// StoreCheck, on the leader before it seals or rewrites a segment,
+	// says how many members keep sealed segments in another store than
+	// this node, and why (storecheck.go); nil: not checked.
+	StoreCheck func(ctx context.Context) (mismatched int, err error)
 	// Backups describes the scheduled backups for GET /admin/archive (a
 	// JSON value; nil: none are configured).
 	Backups func() any
@@ -233,6 +237,7 @@ type Service struct {
 	messages *prometheus.CounterVec
 	retries  prometheus.Counter // messages proposed again after a leader change
 	metrics  tierMetrics
+	stores   storeCheck    // the members' segment stores, checked before sealing (storecheck.go)
 	stored   atomic.Uint64 // messages stored by this process (what the "stored" counter counts)
 }
 
@@ -281,6 +286,7 @@ func New(deps Deps) (*Service, error) {
 		s.messages.WithLabelValues(r)
 	}
 	s.metrics = newTierMetrics()
+	s.stores.check = deps.StoreCheck
 	if deps.Segments != nil {
 		cb := deps.SegmentCacheBytes
 		if cb == 0 {

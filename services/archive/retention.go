@@ -688,6 +688,17 @@ func (s *Service) rewriteStraddler(ctx context.Context, cmd *retentionCmd, keptW
 	}); err != nil || !found || ref.FirstID >= cmd.Cutoff {
 		return err
 	}
+	// A member that keeps segments elsewhere could not read the
+	// replacement: the segment stays whole, as one that cannot be read.
+	if err := s.checkStores(ctx, false); errors.Is(err, ErrStoreMismatch) {
+		s.log.Error("retention: the segment straddling the cutoff is kept whole until every node keeps sealed segments in the same store",
+			"segment", ref.Key, "err", err)
+		cmd.Cutoff = ref.FirstID
+		*keptWhole = true
+		return nil
+	} else if err != nil {
+		return err
+	}
 	kept, more, err := s.tier.below(ctx, ref, ref.LastID+1, ref.Count, nil)
 	if errors.Is(err, ErrSegmentCorrupt) || errors.Is(err, ErrSegmentMissing) {
 		// Its unexpired messages cannot be carried over, and nothing can

@@ -128,7 +128,11 @@ func (s *Service) RunSealer(ctx context.Context, cfg SealConfig, lead Leader) er
 			continue
 		}
 		st, err := s.SealOnce(ctx, cfg, time.Now())
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case errors.Is(err, ErrStoreMismatch):
+			s.log.Error("sealing stopped until every node keeps sealed segments in the same store", "err", err)
+		default:
 			s.log.Warn("sealing", "err", err)
 		}
 		if st.Segments > 0 || st.Orphans > 0 {
@@ -143,6 +147,11 @@ func (s *Service) SealOnce(ctx context.Context, cfg SealConfig, now time.Time) (
 	var st SealStats
 	if s.tier == nil {
 		return st, ErrNoSegments
+	}
+	// A member that keeps segments elsewhere could not read what this
+	// sweep seals: nothing is sealed (nor collected) until they agree.
+	if err := s.checkStores(ctx, true); err != nil {
+		return st, err
 	}
 	cfg = cfg.withDefaults()
 	cutoff := snowflake.Make(uint64(max(now.Add(-cfg.HotAge).Sub(snowflake.Epoch).Milliseconds(), 0)), 0, 0)

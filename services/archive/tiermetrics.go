@@ -19,6 +19,7 @@ type tierMetrics struct {
 	sealedMessages prometheus.Counter
 	orphans        prometheus.Counter
 	expired        prometheus.Counter
+	storeMismatch  prometheus.Gauge
 }
 
 func newTierMetrics() tierMetrics {
@@ -39,6 +40,10 @@ func newTierMetrics() tierMetrics {
 			Name: "edgechat_archive_expired_messages_total",
 			Help: "Hot messages deleted by retention commands this node's sweeper proposed (sealed ones go with their segments).",
 		}),
+		storeMismatch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edgechat_archive_store_mismatch",
+			Help: "Members that keep sealed segments in another store than this node, as its last check before sealing found (sealing waits while it is above 0).",
+		}),
 	}
 	for _, r := range []string{sealDone, sealStale, sealFailed} {
 		m.seals.WithLabelValues(r)
@@ -49,7 +54,7 @@ func newTierMetrics() tierMetrics {
 // register registers the metrics, with the segment cache's hits and
 // misses read from the cache when t is set.
 func (m tierMetrics) register(reg prometheus.Registerer, t *tierReader) error {
-	cs := []prometheus.Collector{m.seals, m.sealedMessages, m.orphans, m.expired}
+	cs := []prometheus.Collector{m.seals, m.sealedMessages, m.orphans, m.expired, m.storeMismatch}
 	if t != nil {
 		cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "edgechat_archive_segment_block_reads_total", Help: "Sealed blocks read, found in the cache (hit).",

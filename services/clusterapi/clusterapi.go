@@ -43,6 +43,11 @@ type NodeInfo struct {
 	// earlier version, which sends none. The leader raises the cluster's
 	// level to the lowest of its members'. Not shown to clients.
 	FeatureLevel uint32 `json:"-"`
+	// ArchiveStore is where the node keeps sealed message segments
+	// ("local", "s3 bucket NAME"); "" from a node of an earlier version.
+	// The leader seals only while every member that says agrees with it.
+	// Not shown to clients.
+	ArchiveStore string `json:"-"`
 }
 
 // Status is the answer of GET /cluster/status.
