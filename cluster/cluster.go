@@ -169,6 +169,12 @@ type Config struct {
 	// segments from where they are not (services/archive). "": not
 	// checked (a version before the check, tests of this package).
 	ArchiveStore string
+	// ArchiveStoreOdd, when set, is asked before a joiner whose archive
+	// store differs from this leader's is refused: true when the other
+	// members that say agree with the joiner, so that the leader's own
+	// store is the odd one (it is not refused then; the leader's sealing
+	// says so). nil: the joiner is refused.
+	ArchiveStoreOdd func(ctx context.Context, joiner, store string) bool
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer

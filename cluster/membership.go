@@ -313,7 +313,10 @@ func (n *Raft) join(ctx context.Context, a *JoinArgs) (code, msg string) {
 	// A node whose sealed segments live elsewhere than the leader's would
 	// read those the cluster seals from where they are not (or, leading,
 	// seal where the others do not read).
-	if a.ArchiveStore != "" && n.cfg.ArchiveStore != "" && a.ArchiveStore != n.cfg.ArchiveStore {
+	// (A leader whose own store is the odd one, the others agreeing with
+	// the joiner, does not refuse it.)
+	if a.ArchiveStore != "" && n.cfg.ArchiveStore != "" && a.ArchiveStore != n.cfg.ArchiveStore &&
+		(n.cfg.ArchiveStoreOdd == nil || !n.cfg.ArchiveStoreOdd(ctx, a.Name, a.ArchiveStore)) {
 		return codeArchive, fmt.Sprintf("node %s keeps sealed message segments in %s, the cluster (its leader %s) in %s: every node of a cluster must use the same --archive-store (and, with s3, --s3-archive-bucket); start %s with the cluster's",
 			a.Name, a.ArchiveStore, n.cfg.NodeName, n.cfg.ArchiveStore, a.Name)
 	}

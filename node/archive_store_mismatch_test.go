@@ -157,3 +157,47 @@ func TestTheLeaderDoesNotSealWhileAMemberKeepsSegmentsElsewhere(t *testing.T) {
 		sameReads(t, n.Config.NodeID, before, f.reads(t, n))
 	}
 }
+
+// A leader configured apart (here n1 on S3, its members local) does not
+// refuse a joiner that agrees with the other members: the refusal would
+// stop every rightly configured node that restarts under it. Its own
+// sealing stops and names the members that differ.
+func TestALeaderWithTheOddArchiveStoreDoesNotRefuseTheOthers(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	n1 := nodetest.StartNode(t, withMinIO(m, "n1"), nodetest.WithConfig(func(c *node.Config) {
+		c.NodeID, c.ArchiveStore, c.S3ArchiveBucket = "n1", node.MediaStoreS3, "odd"
+	}))
+	join := func(id string, unchecked bool) nodetest.Option {
+		return func(c *node.Config) {
+			c.NodeID, c.Join = id, []string{n1.ClusterAddr()}
+			if unchecked { // as under a leader of an earlier version
+				c.RaftTuning = func(rc *cluster.Config) { rc.ArchiveStore = "" }
+			}
+		}
+	}
+	nodetest.StartNode(t, join("n2", true))
+	cfg := nodetest.TestConfig(t)
+	join("n3", false)(&cfg)
+	n3, err := nodetest.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatalf("n3 (local, as n2) was refused by n1 (s3): %v", err)
+	}
+	t.Cleanup(func() { _ = n3.Stop() })
+	f := writeTieringHistory(t, n1)
+	st, err := n1.Archive.SealOnce(context.Background(), archive.SealConfig{MaxMessages: 40, HotAge: time.Millisecond}, time.Now())
+	if !errors.Is(err, archive.ErrStoreMismatch) || st.Segments != 0 {
+		t.Fatalf("n1 sealed: %+v %v", st, err)
+	}
+	for _, want := range []string{"n2 keeps them in local", "n3 keeps them in local"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error does not say %q: %v", want, err)
+		}
+	}
+	before := f.reads(t, n1)
+	checkFor(t, 10*time.Second, 50*time.Millisecond, func() error {
+		if fmt.Sprint(f.reads(t, n3)) != fmt.Sprint(before) {
+			return fmt.Errorf("n3 does not read what n1 reads (yet)")
+		}
+		return nil
+	})
+}

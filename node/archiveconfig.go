@@ -228,3 +228,32 @@ func (n *Node) checkArchiveStores(ctx context.Context) (mismatched int, err erro
 	}
 	return 0, nil
 }
+
+// archiveStoreOdd tells the leader, before it refuses a joiner whose
+// archive store differs from its own, whether the other members that
+// answer all keep segments in the joiner's store: then this node is the
+// one configured apart (its sealing stops and says so), and the joiner
+// is not refused. No other member answering: the joiner is refused.
+func (n *Node) archiveStoreOdd(ctx context.Context, joiner, store string) bool {
+	answered := 0
+	for _, m := range n.raft.Members() {
+		if m.Name == n.cfg.NodeID || m.Name == joiner {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		info, err := n.peerInfo(cctx, m)
+		cancel()
+		if err != nil || info.ArchiveStore == "" {
+			continue
+		}
+		if info.ArchiveStore != store {
+			return false
+		}
+		answered++
+	}
+	if answered > 0 {
+		n.log.Error("a node joins with an archive store the other members share and this leader does not: this node's --archive-store (or --s3-archive-bucket) is the odd one",
+			"joiner", joiner, "store", store, "this_node", n.cfg.archiveStoreID())
+	}
+	return answered > 0
+}

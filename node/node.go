@@ -286,6 +286,7 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		DownAfter:          n.cfg.NodeDownAfter,
 		FeatureLevel:       n.supportedFeatureLevel(),
 		ArchiveStore:       n.cfg.archiveStoreID(),
+		ArchiveStoreOdd:    n.archiveStoreOdd,
 		Logger:             n.log,
 		Registerer:         n.registry,
 	}
