@@ -28,8 +28,8 @@ const (
 )
 
 var archiveSettings = []setting{
-	{name: "archive-store", usage: "where sealed message segments live: local ({data}/archive) or s3 (the --s3-* store, bucket --s3-archive-bucket; needs --media-store s3); default: as --media-store", set: stringSetter(func(c *Config) *string { return &c.ArchiveStore })},
-	{name: "s3-archive-bucket", usage: "bucket for sealed message segments", set: stringSetter(func(c *Config) *string { return &c.S3ArchiveBucket })},
+	{name: "archive-store", usage: "where sealed message segments live: local ({data}/archive) or s3 (the --s3-* store, bucket --s3-archive-bucket; needs --media-store s3); default: as --media-store. Every node of a cluster must have the same (and the same --s3-archive-bucket): a node that differs is refused when it joins", set: stringSetter(func(c *Config) *string { return &c.ArchiveStore })},
+	{name: "s3-archive-bucket", usage: "bucket for sealed message segments (the same on every node of a cluster, and a bucket of its own for each cluster)", set: stringSetter(func(c *Config) *string { return &c.S3ArchiveBucket })},
 	{name: "archive-hot-age", usage: "messages older than this are sealed into segments (each conversation's newest message stays hot)", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.ArchiveHotAge })},
 	{name: "archive-local-budget", usage: "bytes of hot history beyond which the oldest messages are sealed whatever their age (0: no budget)", set: int64Setter(func(c *Config) *int64 { return &c.ArchiveLocalBudget })},
 	{name: "archive-seal-every", usage: "time between the sealer's sweeps", set: zeroDefaultSetter(func(c *Config) *time.Duration { return &c.ArchiveSealEvery })},
