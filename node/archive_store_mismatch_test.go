@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,8 +87,9 @@ func TestANodeWithAnotherArchiveStoreCannotJoin(t *testing.T) {
 	}
 }
 
-// A member restarted with another archive store asks the leader to
-// confirm it and is refused; one that nothing checked (it was elected
+// A member restarted with another archive store is refused by its data
+// directory, or, when that does not say, by the leader it asks to
+// confirm it; one that nothing checked (it was elected
 // itself, or it joined under a leader of an earlier version: here its
 // join says nothing of its store) is found by the leader before it
 // seals: it seals nothing while the member differs, and says why; the
@@ -110,8 +113,23 @@ func TestTheLeaderDoesNotSealWhileAMemberKeepsSegmentsElsewhere(t *testing.T) {
 	if n, err := nodetest.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		_ = n.Stop()
 		t.Errorf("n3 restarted with another archive store")
+	} else if !strings.Contains(err.Error(), "this node kept sealed message segments in local, and is started with s3 bucket elsewhere") {
+		t.Errorf("n3's restart: %v", err)
+	}
+	// Its data directory does not say (one of an earlier version), and
+	// it asks the leader: refused.
+	if err := os.Remove(filepath.Join(old.Config.DataDir, "archive-store")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := nodetest.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		_ = n.Stop()
+		t.Errorf("n3 restarted with another archive store")
 	} else if !strings.Contains(err.Error(), "n3 keeps sealed message segments in s3 bucket elsewhere, the cluster (its leader n") {
 		t.Errorf("n3's restart: %v", err)
+	}
+	// The refused start did not write its store down.
+	if _, err := os.Stat(filepath.Join(old.Config.DataDir, "archive-store")); !os.IsNotExist(err) {
+		t.Errorf("after the refused start, archive-store: %v", err)
 	}
 	moved := nodetest.StartNode(t, nodetest.WithConfig(elsewhere), nodetest.WithConfig(func(c *node.Config) {
 		c.RaftTuning = func(rc *cluster.Config) { rc.ArchiveStore = "" }
@@ -200,4 +218,39 @@ func TestALeaderWithTheOddArchiveStoreDoesNotRefuseTheOthers(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A lone node restarted on another archive store asks nobody: it
+// started, and every read of the segments it had sealed answered 500.
+// Its data directory remembers the store it was used with.
+func TestANodeRestartedOnAnotherArchiveStoreIsRefused(t *testing.T) {
+	m := storetest.StartMinIO(t)
+	n := nodetest.StartNode(t)
+	f := writeTieringHistory(t, n)
+	before := f.reads(t, n)
+	if st, err := n.Archive.SealOnce(context.Background(), archive.SealConfig{MaxMessages: 40, HotAge: time.Millisecond}, time.Now()); err != nil || st.Segments == 0 {
+		t.Fatalf("seal: %+v %v", st, err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.TestConfig(t)
+	cfg.DataDir = n.Config.DataDir
+	withMinIO(m, "n1")(&cfg)
+	cfg.ArchiveStore, cfg.S3ArchiveBucket = node.MediaStoreS3, "switched"
+	if s3, err := nodetest.Start(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
+		defer func() { _ = s3.Stop() }()
+		t.Errorf("the node restarted on S3 over a local store's segments")
+		sameReads(t, "restarted on S3", before, f.reads(t, s3))
+		return
+	} else {
+		t.Logf("refused: %v", err)
+		for _, want := range []string{"kept sealed message segments in local", "started with s3 bucket switched", "archive-store"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("the refusal does not say %q: %v", want, err)
+			}
+		}
+	}
+	again := nodetest.StartNode(t, nodetest.WithDataDir(n.Config.DataDir))
+	sameReads(t, "restarted as before", before, f.reads(t, again))
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -256,4 +258,39 @@ func (n *Node) archiveStoreOdd(ctx context.Context, joiner, store string) bool {
 			"joiner", joiner, "store", store, "this_node", n.cfg.archiveStoreID())
 	}
 	return answered > 0
+}
+
+// archiveStoreFile holds where the node kept sealed segments when it
+// last started (archiveStoreID).
+const archiveStoreFile = "archive-store"
+
+// checkArchiveStoreFile refuses to start a node on another archive store
+// than the one its data directory was used with: the segments its state
+// indexes stay where they were sealed, and every read of them would
+// answer 500 (a lone node, or a whole cluster restarted so, asks nobody:
+// the join and sealing checks do not see it). A directory without the
+// file (new, or from before the file existed) takes id (wrote: true).
+func checkArchiveStoreFile(dir, id string) (wrote bool, err error) {
+	path := filepath.Join(dir, archiveStoreFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil && strings.TrimSpace(string(b)) != "":
+		if had := strings.TrimSpace(string(b)); had != id {
+			return false, fmt.Errorf("%w: this node kept sealed message segments in %s, and is started with %s (--archive-store, --s3-archive-bucket): "+
+				"the segments it sealed stay in %s, and reading them would fail; start it as before, or, once every segment is copied "+
+				"to the new store under the same keys (every node of the cluster switching together), delete %s (docs/operations.md, Archive tiers)",
+				ErrConfig, had, id, had, path)
+		}
+		return false, nil
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("node: reading %s: %w", path, err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return false, fmt.Errorf("node: writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return false, fmt.Errorf("node: writing %s: %w", path, err)
+	}
+	return true, nil
 }

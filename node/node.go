@@ -73,6 +73,9 @@ type Node struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	tls      *tls.Config // nil: no TLS
+	// wroteArchiveStore: this start wrote {data}/archive-store (the
+	// directory did not say); a join refused for its store removes it.
+	wroteArchiveStore bool
 
 	db         *badger.DB
 	fsm        *fsm.FSM
@@ -260,6 +263,9 @@ func (n *Node) openState() (releaseFSM func(), err error) {
 		return nil, err
 	}
 	if err := checkNodeID(n.cfg.DataDir, n.cfg.NodeID); err != nil { // under the database's lock
+		return nil, err
+	}
+	if n.wroteArchiveStore, err = checkArchiveStoreFile(n.cfg.DataDir, n.cfg.archiveStoreID()); err != nil { // under the database's lock
 		return nil, err
 	}
 	n.fsm = fsm.New(n.db, n.log.With("component", "fsm"))
@@ -682,6 +688,11 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	go func() {
 		select {
 		case err := <-n.raft.JoinRefused():
+			if n.wroteArchiveStore {
+				// The store this start wrote down was refused: the
+				// directory does not keep it (its next start may fix it).
+				_ = os.Remove(filepath.Join(n.cfg.DataDir, archiveStoreFile))
+			}
 			refused <- fmt.Errorf("node: %w", err)
 			cancel()
 		case <-ctx.Done():
