@@ -50,15 +50,7 @@ func TestPushForAReplyFromANodeWithASlowClock(t *testing.T) {
 			t.Fatalf("read %v: %d", body, st)
 		}
 	}
-	pushed := func(id string) int {
-		n := 0
-		for _, r := range m.apns.Requests() {
-			if r.Token == phone && r.Custom["messageId"] == id {
-				n++
-			}
-		}
-		return n
-	}
+	pushed := func(id string) int { return m.apnsPushes(phone, id) }
 	// bob writes from his laptop (through n1) and has read up to his own
 	// newest messages; his phone is offline.
 	b1 := send(n1, bobTok, map[string]string{"to": "alice", "cid": "b1", "type": "text", "body": "are you there?"})

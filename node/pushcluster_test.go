@@ -31,15 +31,7 @@ func TestPushDecisionsAcrossNodes(t *testing.T) {
 		t.Fatalf("register the phone: %d", st)
 	}
 	sender := &mqttSender{c: mustConnectV5(t, n2.MQTTAddr(), "alice", "laptop", aliceTok)}
-	pushes := func(id string) int {
-		n := 0
-		for _, r := range m.apns.Requests() {
-			if r.Token == phoneToken && r.Custom["messageId"] == id {
-				n++
-			}
-		}
-		return n
-	}
+	pushes := func(id string) int { return m.apnsPushes(phoneToken, id) }
 	decisions := func(verdict string) float64 {
 		sum := 0.0
 		for _, n := range nodes {
@@ -135,15 +127,7 @@ func TestPushAHalfOpenDeviceOnAnotherNode(t *testing.T) {
 	})
 	sender := &mqttSender{c: mustConnectV5(t, nodes[0].MQTTAddr(), "alice", "laptop", aliceTok)}
 	id := sender.send(t, "user/bob/newMessage", "into the lift")
-	pushes := func() int {
-		n := 0
-		for _, r := range m.apns.Requests() {
-			if r.Token == phoneToken && r.Custom["messageId"] == id {
-				n++
-			}
-		}
-		return n
-	}
+	pushes := func() int { return m.apnsPushes(phoneToken, id) }
 	checkFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		if pushes() == 0 {
 			return errors.New("no push yet")

@@ -64,15 +64,7 @@ func TestANodeBackFromACutPushesNothingItsDevicesHad(t *testing.T) {
 		return wantMarkedDown(t, n1, aliceTok, map[string]bool{"n3": true})
 	})
 	away := sender.send(t, "user/bob/newMessage", "while the phone is away")
-	pushes := func(id string) int {
-		n := 0
-		for _, r := range m.apns.Requests() {
-			if r.Token == phoneToken && r.Custom["messageId"] == id {
-				n++
-			}
-		}
-		return n
-	}
+	pushes := func(id string) int { return m.apnsPushes(phoneToken, id) }
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
 		if n := pushes(away); n != 1 {
 			return fmt.Errorf("the message sent while the phone was away pushed %d times, want 1", n)

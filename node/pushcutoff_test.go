@@ -65,10 +65,8 @@ func TestPushADeviceLeftRegisteredOnANodeMarkedDown(t *testing.T) {
 	sender := &mqttSender{c: mustConnectV5(t, n1.MQTTAddr(), "alice", "laptop", aliceTok)}
 	id := sender.send(t, "user/bob/newMessage", "are you there?")
 	checkFor(t, 20*time.Second, 50*time.Millisecond, func() error {
-		for _, r := range m.apns.Requests() {
-			if r.Token == phoneToken && r.Custom["messageId"] == id {
-				return nil
-			}
+		if m.apnsPushes(phoneToken, id) > 0 {
+			return nil
 		}
 		return fmt.Errorf("bob's phone not pushed (registered as connected: %v, on n3, marked down)", n1.ClientConnected("bob/phone"))
 	})

@@ -82,15 +82,7 @@ func (s *mqttSender) send(t *testing.T, topic, body string) string {
 }
 
 // pushesFor are the APNs requests for token that carry message id.
-func (f *pushFlow) pushesFor(token, id string) int {
-	n := 0
-	for _, r := range f.m.apns.Requests() {
-		if r.Token == token && r.Custom["messageId"] == id {
-			n++
-		}
-	}
-	return n
-}
+func (f *pushFlow) pushesFor(token, id string) int { return f.m.apnsPushes(token, id) }
 
 // decided waits until the sender has decided verdict for want devices in
 // all (the counter only grows).

@@ -20,6 +20,11 @@ type pushMocks struct {
 	fcm  *pushtest.FCM
 }
 
+// apnsPushes counts the APNs requests to token that carry message id.
+func (m pushMocks) apnsPushes(token, id string) int {
+	return m.apns.Count(func(r *pushtest.APNsRequest) bool { return r.Token == token && r.Custom["messageId"] == id })
+}
+
 // withPushMocks configures every provider against the mocks: APNs token
 // auth with a new .p8 key, FCM with the mock's service account, Web Push
 // with a subject (the mock is started later, with the node's key). The
