@@ -23,14 +23,7 @@ import (
 // there before.
 func TestRestoreRefusesAnArchiveStoreInUse(t *testing.T) {
 	_, segs, src := fixture(t)
-	st, err := NewDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Write(tctx(t), src, &StoreSink{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, m := backupToDir(t, src)
 	data := t.TempDir()
 	archive := data + "-archive"
 	put := func(key string, b []byte) {
@@ -48,7 +41,7 @@ func TestRestoreRefusesAnArchiveStoreInUse(t *testing.T) {
 	newer := "d/alice/bob/11-20.seg"
 	put(newer, []byte("sealed by the running cluster after the backup"))
 
-	_, err = Restore(tctx(t), st, m.ID, restoreOpts(data))
+	_, err := Restore(tctx(t), st, m.ID, restoreOpts(data))
 	if !errors.Is(err, ErrArchiveInUse) {
 		t.Fatalf("restore into an archive store holding another segment: %v, want ErrArchiveInUse", err)
 	}

@@ -17,14 +17,7 @@ import (
 // without the old cluster's routes and registry.
 func TestBackupRestoreDir(t *testing.T) {
 	s, segs, src := fixture(t)
-	st, err := NewDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Write(tctx(t), src, &StoreSink{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, m := backupToDir(t, src)
 	if m.AppliedIndex != s.index || m.Segments() != 3 || m.Node != "n1" {
 		t.Fatalf("manifest %+v, want applied %d and 3 segments", m, s.index)
 	}

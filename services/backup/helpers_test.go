@@ -94,6 +94,20 @@ func (s *testState) addSegment(segs memSegments, key string, data []byte) {
 
 // fixture is a state with 200 keys, a route and a registry key (dropped
 // at restore) and three segments.
+// backupToDir writes a backup of src into a new directory store.
+func backupToDir(t *testing.T, src Source) (*DirStore, *Manifest) {
+	t.Helper()
+	st, err := NewDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Write(tctx(t), src, &StoreSink{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, m
+}
+
 func fixture(t testing.TB) (*testState, memSegments, Source) {
 	s := newTestState(t)
 	segs := memSegments{}

@@ -16,19 +16,12 @@ import (
 // Nothing is written either way.
 func TestARenamedBackupIsRefusedAsRenamedNotDamaged(t *testing.T) {
 	_, _, src := fixture(t)
-	st, err := NewDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Write(tctx(t), src, &StoreSink{Store: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, m := backupToDir(t, src)
 	if err := os.Rename(filepath.Join(st.root, m.ID), filepath.Join(st.root, "latest")); err != nil {
 		t.Fatal(err)
 	}
 	data := t.TempDir()
-	_, err = Restore(tctx(t), st, "latest", restoreOpts(data))
+	_, err := Restore(tctx(t), st, "latest", restoreOpts(data))
 	if errors.Is(err, ErrDamaged) || !errors.Is(err, ErrRenamed) || !strings.Contains(err.Error(), "rename it back to "+m.ID) {
 		t.Fatalf("restore of a renamed backup: %v; want ErrRenamed (not ErrDamaged) naming %s", err, m.ID)
 	}
