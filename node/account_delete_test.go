@@ -157,7 +157,15 @@ func TestAccountDeletionErasesDirectHistoryKeepsGroups(t *testing.T) {
 		}
 	}
 
-	// A wrong password: 403, and nothing changes.
+	// A wrong password: 403, and nothing changes. (The media index walk
+	// the leader starts with the node writes its marks in the background:
+	// waited for, so that they are not taken for the refusal's.)
+	checkFor(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if _, ok := node.DumpState(t, n.Node, "r/media/ix/")["r/media/ix/done"]; !ok {
+			return errors.New("the media index walk has not completed")
+		}
+		return nil
+	})
 	before := node.DumpState(t, n.Node, "r/")
 	var e apiError
 	if st := api(t, n, bobTok, "DELETE", "/user/me", map[string]string{"password": "not-bobs"}, &e); st != 403 || e.Error.Code != "forbidden" {
