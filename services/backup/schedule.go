@@ -111,6 +111,10 @@ type Status struct {
 type Scheduler struct {
 	cfg SchedulerConfig
 	log *slog.Logger
+	// one: one backup at a time (the ticker's and a caller's of
+	// BackupNow): two at once in the same millisecond and index got the
+	// same ID and wrote the same files.
+	one sync.Mutex
 
 	mu          sync.Mutex
 	known       bool // the store was read since this node became leader
@@ -297,6 +301,8 @@ func (s *Scheduler) since(now time.Time) time.Time {
 // Prune, a new leader's reading of the store), and this one is the
 // newest.
 func (s *Scheduler) BackupNow(ctx context.Context) (*Manifest, error) {
+	s.one.Lock()
+	defer s.one.Unlock()
 	start := s.cfg.Now()
 	s.mu.Lock()
 	s.lastAttempt = start
